@@ -1,0 +1,147 @@
+"""One root exception with a stable code, a subclass per kind, one table of them all.
+
+JSON-RPC's own codes (-32700 .. -32603) come first; application codes are positive and stable:
+clients may switch on them. ``error_from_wire`` turns a JSON-RPC error back into the exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class FleetError(Exception):
+    """The root of every error fleetd reports to a caller."""
+
+    code: ClassVar[int] = -32603
+    #: The HTTP status the gateway answers with when this error is about the request itself.
+    http_status: ClassVar[int] = 200
+
+    def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def to_wire(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+# --- JSON-RPC 2.0 protocol errors -------------------------------------------------------------
+class ParseError(FleetError):
+    code = -32700
+
+
+class InvalidRequest(FleetError):
+    code = -32600
+
+
+class MethodNotFound(FleetError):
+    code = -32601
+
+
+class InvalidParams(FleetError):
+    """Bad params; ``data.field`` names the offending field (a JSON path like ``$.mode``)."""
+
+    code = -32602
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, data={"field": field} if field else None)
+        self.field = field
+
+
+class InternalError(FleetError):
+    code = -32603
+
+
+# --- application errors -----------------------------------------------------------------------
+class Unauthorized(FleetError):
+    code = 1001
+    http_status = 401
+
+
+class Forbidden(FleetError):
+    code = 1003
+
+
+class NotFound(FleetError):
+    code = 1004
+
+
+class Conflict(FleetError):
+    code = 1009
+
+
+class PayloadTooLarge(FleetError):
+    code = 1013
+    http_status = 413
+
+
+class RequestExpired(FleetError):
+    code = 1101
+
+
+class RequestReplayed(FleetError):
+    code = 1102
+
+
+class DaemonUnavailable(FleetError):
+    """No daemon answers on the machine's RPC subject (not running, or not connected)."""
+
+    code = 1502
+
+
+class DaemonTimeout(FleetError):
+    code = 1504
+
+
+class ProviderError(FleetError):
+    code = 1600
+
+
+class NotSupported(FleetError):
+    code = 1601
+
+
+class ToolError(FleetError):
+    """A tool could not do its work on the machine (a file system error, a missing cwd)."""
+
+    code = 1700
+
+
+#: Every error kind, by code: the one table that maps exceptions to JSON-RPC errors and back.
+ERRORS: dict[int, type[FleetError]] = {
+    cls.code: cls
+    for cls in (
+        ParseError,
+        InvalidRequest,
+        MethodNotFound,
+        InvalidParams,
+        InternalError,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        RequestExpired,
+        RequestReplayed,
+        DaemonUnavailable,
+        DaemonTimeout,
+        ProviderError,
+        NotSupported,
+        ToolError,
+    )
+}
+
+
+def error_from_wire(err: dict[str, Any]) -> FleetError:
+    """The exception for a JSON-RPC error object received from a peer."""
+    code = err.get("code")
+    message = str(err.get("message", "unknown error"))
+    data = err.get("data") if isinstance(err.get("data"), dict) else None
+    cls = ERRORS.get(code) if isinstance(code, int) else None
+    if cls is InvalidParams:
+        return InvalidParams(message, field=(data or {}).get("field"))
+    exc = (cls or FleetError)(message, data=data)
+    return exc

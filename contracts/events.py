@@ -1,0 +1,98 @@
+"""Machine events: JSON on ``machine.<kind>.<machineId>``, stored in the JetStream stream.
+
+Every event carries ``type`` (its kind), ``eventId``, ``machineId`` and ``occurredAt``. Decode
+any of them with ``decode_event``; ``subject_of`` gives the subject an event is published on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from contracts import subjects
+from contracts.subjects import EventKind
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Event(
+    msgspec.Struct, rename="camel", kw_only=True, tag_field="type", omit_defaults=False
+):
+    event_id: str
+    machine_id: str
+    occurred_at: datetime = msgspec.field(default_factory=now)
+
+
+class MachineCreated(_Event, tag=EventKind.CREATED.value, kw_only=True):
+    instance_id: str
+    provider: str
+
+
+class MachineProvisioned(_Event, tag=EventKind.PROVISIONED.value, kw_only=True):
+    provider: str
+    external_id: str
+
+
+DaemonStatus = Literal["ready", "stopping"]
+
+
+class DaemonStatusReported(_Event, tag=EventKind.DAEMON_STATUS_REPORTED.value, kw_only=True):
+    status: DaemonStatus
+    version: str
+    git_sha: str | None = None
+    #: Unique per daemon process start, so each boot's report is a distinct event.
+    boot_id: str
+
+
+class SetupPushed(_Event, tag=EventKind.SETUP_PUSHED.value, kw_only=True):
+    env_path: str
+    env_bytes: int
+    repo_paths: list[str]
+
+
+class MachineReady(_Event, tag=EventKind.READY.value, kw_only=True):
+    pass
+
+
+class MachineFailed(_Event, tag=EventKind.FAILED.value, kw_only=True):
+    #: The pipeline stage that gave up: provision, boot, setup, probe.
+    stage: str
+    reason: str
+
+
+class MachineArchived(_Event, tag=EventKind.ARCHIVED.value, kw_only=True):
+    reason: str
+
+
+Event = (
+    MachineCreated
+    | MachineProvisioned
+    | DaemonStatusReported
+    | SetupPushed
+    | MachineReady
+    | MachineFailed
+    | MachineArchived
+)
+
+_DECODER = msgspec.json.Decoder(Event)
+_ENCODER = msgspec.json.Encoder()
+
+
+def decode_event(data: bytes) -> Event:
+    return _DECODER.decode(data)
+
+
+def encode_event(event: Event) -> bytes:
+    return _ENCODER.encode(event)
+
+
+def kind_of(event: Event) -> EventKind:
+    return EventKind(type(event).__struct_config__.tag)
+
+
+def subject_of(event: Event) -> str:
+    return subjects.event(kind_of(event), event.machine_id)

@@ -1,0 +1,145 @@
+"""The gateway's JSON-RPC methods (``POST /rpc``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from contracts import validation
+from contracts.daemon_rpc import (
+    ExecCommandParams,
+    ExecCommandResult,
+    WriteFileParams,
+    WriteFileResult,
+)
+from contracts.errors import (
+    Conflict,
+    DaemonTimeout,
+    DaemonUnavailable,
+    Forbidden,
+    NotFound,
+)
+from contracts.ids import INSTANCE_ID_RE, MACHINE_ID_RE
+from contracts.jsonrpc import MethodSpec, NoParams, Params, Result
+from contracts.models import EnvVar, Instance, Machine, ProviderName, Repo
+
+InstanceId = Annotated[str, msgspec.Meta(pattern=INSTANCE_ID_RE.pattern)]
+MachineId = Annotated[str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern)]
+EnvName = Annotated[str, msgspec.Meta(pattern=validation.ENV_NAME_PATTERN, max_length=256)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class CreateInstanceParams(Params, kw_only=True):
+    name: Name
+
+
+class InstanceRef(Params, kw_only=True):
+    instance_id: InstanceId
+
+
+class InstanceList(Result, kw_only=True):
+    instances: list[Instance]
+
+
+class SetEnvParams(Params, kw_only=True):
+    #: No instanceId: the platform scope, set by the operator for every instance.
+    instance_id: InstanceId | None = None
+    name: EnvName
+    value: Annotated[str, msgspec.Meta(max_length=128 * 1024)]
+
+    def __post_init__(self) -> None:
+        if "\x00" in self.value:  # no environment can hold it; the .env would be unreadable
+            raise ValueError("field `value` cannot contain NUL characters")
+
+
+class UnsetEnvParams(Params, kw_only=True):
+    instance_id: InstanceId | None = None
+    name: EnvName
+
+
+class ListEnvParams(Params, kw_only=True):
+    instance_id: InstanceId | None = None
+
+
+class EnvList(Result, kw_only=True):
+    vars: list[EnvVar]
+
+
+class Removed(Result, kw_only=True):
+    removed: bool
+
+
+class AddRepoParams(Params, kw_only=True):
+    instance_id: InstanceId
+    url: Annotated[str, msgspec.Meta(max_length=2048)]
+    branch: str
+    path: Annotated[str, msgspec.Meta(max_length=1024)]
+
+    def __post_init__(self) -> None:
+        validation.check_repo_url(self.url)
+        validation.check_branch(self.branch)
+        validation.check_checkout_path(self.path)
+
+
+class RemoveRepoParams(Params, kw_only=True):
+    instance_id: InstanceId
+    path: str
+
+
+class RepoList(Result, kw_only=True):
+    repos: list[Repo]
+
+
+class CreateMachineParams(Params, kw_only=True):
+    instance_id: InstanceId
+    provider: ProviderName = "local"
+
+
+class MachineRef(Params, kw_only=True):
+    machine_id: MachineId
+
+
+class ListMachinesParams(Params, kw_only=True):
+    instance_id: InstanceId | None = None
+
+
+class MachineList(Result, kw_only=True):
+    machines: list[Machine]
+
+
+class MachineExecParams(ExecCommandParams, kw_only=True):
+    machine_id: MachineId
+
+
+class MachineWriteFileParams(WriteFileParams, kw_only=True):
+    machine_id: MachineId
+
+
+_NF = (NotFound, Forbidden)
+_DAEMON = (NotFound, Forbidden, Conflict, DaemonUnavailable, DaemonTimeout)
+
+
+def _m(name: str, params: type[Params], result: Any, summary: str, *errors: Any) -> MethodSpec:
+    return MethodSpec(name, params, result, summary, tuple(errors))
+
+
+GATEWAY_METHODS: tuple[MethodSpec, ...] = (
+    _m("instances.create", CreateInstanceParams, Instance, "Create an instance."),
+    _m("instances.get", InstanceRef, Instance, "One instance.", *_NF),
+    _m("instances.list", NoParams, InstanceList, "Every instance the caller may see."),
+    _m("env.set", SetEnvParams, EnvVar, "Set a platform or instance env var.", *_NF),
+    _m("env.unset", UnsetEnvParams, Removed, "Remove an env var.", *_NF),
+    _m("env.list", ListEnvParams, EnvList, "Env vars of one scope.", *_NF),
+    _m("repos.add", AddRepoParams, Repo, "Add (or replace) a repo checkout.", *_NF),
+    _m("repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", *_NF),
+    _m("repos.list", InstanceRef, RepoList, "An instance's repos.", *_NF),
+    _m("machines.create", CreateMachineParams, Machine, "Create the instance's machine.", *_NF),
+    _m("machines.get", MachineRef, Machine, "One machine.", *_NF),
+    _m("machines.list", ListMachinesParams, MachineList, "Machines, newest first.", *_NF),
+    _m("machines.archive", MachineRef, Machine, "Stop a machine for good.", *_NF),
+    _m("machines.rebuild", InstanceRef, Machine, "Archive current machine, make a new one.", *_NF),
+    _m("machines.exec", MachineExecParams, ExecCommandResult, "Run argv on a machine.", *_DAEMON),
+    _m("machines.writeFile", MachineWriteFileParams, WriteFileResult, "Write a file.", *_DAEMON),
+    _m("rpc.discover", NoParams, dict[str, Any], "This API as an OpenRPC document."),
+)

@@ -1,0 +1,50 @@
+"""The records users see: instances, machines, env vars, repos."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from contracts.status import MachineStatus
+
+#: Machine providers. ``local`` runs the daemon as a process on the platform's host.
+ProviderName = Literal["local"]
+EnvScope = Literal["platform", "instance"]
+
+
+class Model(msgspec.Struct, rename="camel", kw_only=True):
+    pass
+
+
+class Instance(Model, kw_only=True):
+    id: str
+    name: str
+    created_at: datetime
+    current_machine_id: str | None = None
+
+
+class Machine(Model, kw_only=True):
+    id: str
+    instance_id: str
+    provider: ProviderName
+    external_id: str | None = None
+    status: MachineStatus
+    status_reason: str
+    daemon_version: str | None = None
+    daemon_git_sha: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnvVar(Model, kw_only=True):
+    name: str
+    value: str
+    scope: EnvScope
+
+
+class Repo(Model, kw_only=True):
+    url: str
+    branch: str
+    path: str

@@ -1,0 +1,54 @@
+"""The OpenRPC document of the gateway's API, generated from the method table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from contracts.jsonrpc import MethodSpec
+
+OPENRPC_VERSION = "1.3.2"
+
+
+def openrpc_document(
+    methods: Sequence[MethodSpec], *, title: str, version: str, server_url: str | None = None
+) -> dict[str, Any]:
+    types = [m.params for m in methods] + [m.result for m in methods]
+    schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    n = len(methods)
+    doc: dict[str, Any] = {
+        "openrpc": OPENRPC_VERSION,
+        "info": {"title": title, "version": version},
+        "methods": [
+            _method(m, components, schemas[i], schemas[n + i]) for i, m in enumerate(methods)
+        ],
+        "components": {"schemas": components},
+    }
+    if server_url:
+        doc["servers"] = [{"name": "gateway", "url": server_url}]
+    return doc
+
+
+def _method(
+    spec: MethodSpec,
+    components: dict[str, Any],
+    params_ref: dict[str, Any],
+    result_schema: dict[str, Any],
+) -> dict[str, Any]:
+    props = components[params_ref["$ref"].rsplit("/", 1)[1]].get("properties", {})
+    params = [
+        {"name": f.encode_name, "required": f.required, "schema": props.get(f.encode_name, {})}
+        for f in msgspec.structs.fields(spec.params)
+    ]
+    return {
+        "name": spec.name,
+        "summary": spec.summary,
+        "paramStructure": "by-name",
+        "params": params,
+        "result": {"name": "result", "schema": result_schema},
+        "errors": [
+            {"code": e.code, "message": e.__name__} for e in spec.errors
+        ],
+    }

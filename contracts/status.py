@@ -1,0 +1,48 @@
+"""Machine status values and the transitions between them.
+
+Status changes are compare-and-set: a stage moves a machine to ``target`` only when its current
+status is in ``ADVANCE_FROM[target]``. Each target admits itself, so a redelivered event can
+finish its work, but a late or repeated event never moves a machine backwards.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MachineStatus(StrEnum):
+    CREATED = "created"
+    PROVISIONING = "provisioning"
+    BOOTING = "booting"
+    SETTING_UP = "setting-up"
+    PROBING = "probing"
+    READY = "ready"
+    FAILED = "failed"
+    UNRESPONSIVE = "unresponsive"
+    ARCHIVED = "archived"
+
+
+S = MachineStatus
+
+#: Statuses from which nothing but archiving moves a machine.
+TERMINAL: frozenset[MachineStatus] = frozenset({S.FAILED, S.ARCHIVED})
+
+_LIVE = frozenset(
+    {S.CREATED, S.PROVISIONING, S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE}
+)
+
+ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
+    S.CREATED: frozenset(),
+    S.PROVISIONING: frozenset({S.CREATED, S.PROVISIONING}),
+    S.BOOTING: frozenset({S.PROVISIONING, S.BOOTING}),
+    S.SETTING_UP: frozenset({S.BOOTING, S.SETTING_UP}),
+    S.PROBING: frozenset({S.SETTING_UP, S.PROBING}),
+    S.READY: frozenset({S.PROBING, S.READY, S.UNRESPONSIVE}),
+    S.UNRESPONSIVE: frozenset({S.READY, S.UNRESPONSIVE}),
+    S.FAILED: _LIVE | {S.FAILED},
+    S.ARCHIVED: _LIVE | {S.FAILED, S.ARCHIVED},
+}
+
+
+def can_advance(current: MachineStatus, target: MachineStatus) -> bool:
+    return current in ADVANCE_FROM[target]

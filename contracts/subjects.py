@@ -1,0 +1,50 @@
+"""NATS subject names. Nothing outside contracts/ spells a subject string."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+#: The JetStream stream that stores every machine event.
+STREAM_NAME = "FLEET_MACHINE_EVENTS"
+
+
+class EventKind(StrEnum):
+    CREATED = "created"
+    PROVISIONED = "provisioned"
+    DAEMON_STATUS_REPORTED = "daemon-status-reported"
+    SETUP_PUSHED = "setup-pushed"
+    READY = "ready"
+    FAILED = "failed"
+    ARCHIVED = "archived"
+
+
+#: Subjects captured by the stream: every kind above, for any machine.
+STREAM_SUBJECTS: tuple[str, ...] = tuple(f"machine.{k.value}.*" for k in EventKind)
+
+#: What a monitor subscribes to in order to see every event (`nats sub 'machine.>'`).
+ALL_MACHINE_EVENTS = "machine.>"
+
+
+def event(kind: EventKind, machine_id: str) -> str:
+    """``machine.<kind>.<machineId>``"""
+    return f"machine.{kind.value}.{machine_id}"
+
+
+def event_filter(kind: EventKind) -> str:
+    """Every machine's events of one kind, for a consumer's filter subject."""
+    return f"machine.{kind.value}.*"
+
+
+def machine_events(machine_id: str) -> str:
+    """Every event of one machine."""
+    return f"machine.*.{machine_id}"
+
+
+def daemon_rpc(machine_id: str) -> str:
+    """Where a machine's daemon serves JSON-RPC (request/reply)."""
+    return f"daemon.{machine_id}.rpc"
+
+
+def machine_inbox_prefix(machine_id: str) -> str:
+    """A machine's private reply inbox prefix (so its replies cannot be read by other machines)."""
+    return f"_INBOX_{machine_id}"

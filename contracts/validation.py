@@ -1,0 +1,57 @@
+"""Input rules shared by the gateway (which rejects bad input) and the setup pusher.
+
+Nothing from a user reaches a shell, but git still parses its argv: a value that looks like an
+option (``--upload-pack=...``) or a transport that runs commands (``ext::``) must never reach it.
+These checks raise ``ValueError("field `x` ...")`` so that msgspec's ValidationError, and from it
+the JSON-RPC -32602 error, names the offending field.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
+
+_URL_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
+_BAD_REF = re.compile(r"(\.\.|@\{|[\x00-\x20\x7f~^:?*\[\\]|//|/\.|\.lock$|\.lock/|/$|\.$)")
+#: Paths under the machine's home that belong to fleetd itself.
+RESERVED_DIRS = (".fleet",)
+
+
+def check_env_name(name: str, field: str = "name") -> None:
+    if not ENV_NAME_RE.match(name):
+        raise ValueError(f"field `{field}` must match {ENV_NAME_PATTERN}, got {name!r}")
+
+
+def check_repo_url(url: str, field: str = "url") -> None:
+    if not url or url.startswith("-") or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError(f"field `{field}` must not be empty, start with '-' or contain spaces")
+    if "::" in url.split("/", 1)[0]:
+        raise ValueError(f"field `{field}`: git remote-helper transports (x::...) are refused")
+    if url.startswith(_URL_SCHEMES) or _SCP_LIKE.match(url) or url.startswith("/"):
+        return
+    raise ValueError(
+        f"field `{field}` must be an https://, http://, ssh://, git:// or file:// URL, "
+        f"user@host:path, or an absolute path"
+    )
+
+
+def check_branch(branch: str, field: str = "branch") -> None:
+    if not branch or len(branch) > 255 or branch.startswith(("-", "/", ".")):
+        raise ValueError(f"field `{field}` must be a branch name, not {branch!r}")
+    if _BAD_REF.search(branch):
+        raise ValueError(f"field `{field}` is not a valid git branch name: {branch!r}")
+
+
+def check_checkout_path(path: str, field: str = "path") -> None:
+    """A repo's checkout path: relative to the machine's home, and staying inside it."""
+    if not path or path.startswith(("-", "/", "~")) or "\x00" in path or "\\" in path:
+        raise ValueError(f"field `{field}` must be a relative path inside the machine's home")
+    norm = posixpath.normpath(path)
+    if norm == "." or norm.startswith("..") or norm != path.rstrip("/"):
+        raise ValueError(f"field `{field}` must be a normalized path inside the home: {path!r}")
+    if norm.split("/", 1)[0] in RESERVED_DIRS:
+        raise ValueError(f"field `{field}`: {norm.split('/', 1)[0]}/ is reserved for fleetd")

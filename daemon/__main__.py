@@ -1,0 +1,44 @@
+"""``fleet-daemon``: run the daemon for one machine (settings from FLEET_* variables)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import structlog
+
+from daemon.server import Daemon
+from daemon.settings import DaemonSettings
+from services.common.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+async def _run(settings: DaemonSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Daemon(settings):
+        await stop.wait()
+    log.info("daemon.stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fleet-daemon", description=__doc__)
+    parser.add_argument("command", nargs="?", default="run", choices=["run"])
+    parser.parse_args(argv)
+    try:
+        settings = DaemonSettings.from_env()
+    except ValueError as exc:
+        print(f"fleet-daemon: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.env, settings.log_level, service="daemon")
+    structlog.contextvars.bind_contextvars(machine_id=settings.machine_id)
+    asyncio.run(_run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The daemon's connection to the platform: connect as this machine, serve RPC, report status."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from types import TracebackType
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from contracts import subjects
+from contracts.daemon_rpc import (
+    DAEMON_METHODS,
+    ExecCommandParams,
+    ExecCommandResult,
+    GetVersionResult,
+    HealthResult,
+    WriteFileParams,
+    WriteFileResult,
+)
+from contracts.events import DaemonStatus, DaemonStatusReported, encode_event, subject_of
+from contracts.ids import new_event_id
+from contracts.jsonrpc import Dispatcher
+from daemon import tools
+from daemon.settings import DaemonSettings
+from daemon.version import git_sha, package_version
+
+log = structlog.get_logger(__name__)
+
+_CONNECT_BACKOFF_CAP_S = 10.0
+
+
+class Daemon:
+    """Async context manager: connected, serving and reported ready inside the block."""
+
+    def __init__(self, settings: DaemonSettings) -> None:
+        self.settings = settings
+        self.boot_id = uuid.uuid4().hex
+        self._started = time.monotonic()
+        self._nc: NATS | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._dispatcher: Dispatcher[None] = Dispatcher(
+            DAEMON_METHODS,
+            {
+                "tool.writeFile": self._write_file,
+                "tool.execCommand": self._exec_command,
+                "daemon.getVersion": self._get_version,
+                "daemon.health": self._health,
+            },
+        )
+
+    @property
+    def nc(self) -> NATS:
+        assert self._nc is not None
+        return self._nc
+
+    async def __aenter__(self) -> Daemon:
+        self._nc = await self._connect()
+        await self.nc.subscribe(subjects.daemon_rpc(self.settings.machine_id), cb=self._on_request)
+        await self.nc.flush()
+        await self.report("ready")
+        log.info("daemon.ready", machine_id=self.settings.machine_id, boot_id=self.boot_id)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        nc, self._nc = self._nc, None
+        if nc is None or nc.is_closed:
+            return
+        if self._inflight:  # answer what was asked before going away
+            await asyncio.wait(set(self._inflight), timeout=10)
+        try:
+            await self._publish_status(nc, "stopping", attempts=1)
+            await nc.drain()
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("daemon.shutdown_unclean", error=str(exc))
+            await nc.close()
+
+    async def _connect(self) -> NATS:
+        """Connect, retrying forever with jittered backoff: a machine outlives NATS outages."""
+        s = self.settings
+        attempt = 0
+        while True:
+            try:
+                return await nats.connect(
+                    s.nats_url, name=f"daemon:{s.machine_id}",
+                    user=s.machine_id, password=s.machine_token,
+                    inbox_prefix=subjects.machine_inbox_prefix(s.machine_id),
+                    max_reconnect_attempts=-1, reconnect_time_wait=random.uniform(0.5, 2.0),
+                    connect_timeout=5, error_cb=_on_error,
+                )  # fmt: skip
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                attempt += 1
+                delay = random.uniform(0.5, 1.0) * min(_CONNECT_BACKOFF_CAP_S, 0.25 * 2**attempt)
+                log.warning("daemon.connect_failed", attempt=attempt, retry_in_s=round(delay, 2),
+                            error=repr(exc))  # fmt: skip
+                await asyncio.sleep(delay)
+
+    async def report(self, status: DaemonStatus) -> None:
+        await self._publish_status(self.nc, status, attempts=0)
+
+    async def _publish_status(self, nc: NATS, status: DaemonStatus, *, attempts: int) -> None:
+        """Store a status report in the stream; ``attempts=0`` retries until it is stored."""
+        event = DaemonStatusReported(
+            event_id=new_event_id(), machine_id=self.settings.machine_id, status=status,
+            version=package_version(), git_sha=git_sha(), boot_id=self.boot_id,
+        )  # fmt: skip
+        payload, subject = encode_event(event), subject_of(event)
+        headers = {"Nats-Msg-Id": event.event_id}
+        tried = 0
+        while True:
+            tried += 1
+            try:
+                # A request, not a plain publish: the stream's ack says the report is stored.
+                await nc.request(subject, payload, timeout=5, headers=headers)
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+                if attempts and tried >= attempts:
+                    raise
+                log.warning("daemon.report_retry", status=status, attempt=tried, error=repr(exc))
+                await asyncio.sleep(min(5.0, 0.25 * 2**tried))
+
+    def _on_request(self, msg: Msg) -> Any:
+        # nats-py runs a subscription's callbacks one at a time; a long execCommand must not
+        # hold up a health check, so each request gets its own task.
+        task = asyncio.create_task(self._serve(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _serve(self, msg: Msg) -> None:
+        answer = await self._dispatcher.handle(msg.data, None)
+        if answer is not None and msg.reply:
+            try:
+                await msg.respond(answer)
+            except nats.errors.Error as exc:
+                log.warning("daemon.reply_failed", error=str(exc), size=len(answer))
+
+    # --- methods ----------------------------------------------------------------------------
+    async def _write_file(self, params: WriteFileParams, _: None) -> WriteFileResult:
+        if len(params.content) < 256 * 1024:
+            return tools.write_file(self.settings.home, params)
+        return await asyncio.to_thread(tools.write_file, self.settings.home, params)
+
+    async def _exec_command(self, params: ExecCommandParams, _: None) -> ExecCommandResult:
+        return await tools.exec_command(
+            self.settings.home, params, os.environ, self.settings.exec_output_cap
+        )
+
+    async def _get_version(self, _: object, __: None) -> GetVersionResult:
+        return GetVersionResult(version=package_version(), git_sha=git_sha())
+
+    async def _health(self, _: object, __: None) -> HealthResult:
+        return HealthResult(ok=True, uptime_s=round(time.monotonic() - self._started, 3))
+
+
+async def _on_error(exc: Exception) -> None:
+    log.warning("daemon.nats_error", error=str(exc))

@@ -1,0 +1,42 @@
+"""The daemon's settings, from FLEET_* environment variables set by the machine's provider."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):
+    nats_url: str
+    machine_id: str
+    machine_token: str
+    #: The machine's home; ``~`` and relative paths in RPCs resolve against it.
+    home: Path
+    #: Per-stream cap on captured command output (bytes); more is cut and flagged.
+    exec_output_cap: int = 256 * 1024
+    env: str = "dev"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DaemonSettings:
+        environ = os.environ if environ is None else environ
+        missing = [
+            f"FLEET_{n}"
+            for n in ("NATS_URL", "MACHINE_ID", "MACHINE_TOKEN")
+            if not environ.get(f"FLEET_{n}")
+        ]
+        if missing:
+            raise ValueError(f"fleet-daemon needs {', '.join(missing)} in its environment")
+        raw: dict[str, str] = {
+            k[6:].lower(): v
+            for k, v in environ.items()
+            if k.startswith("FLEET_") and k[6:].lower() in cls.__struct_fields__
+        }
+        raw.setdefault("home", environ.get("HOME") or str(Path.home()))
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"fleet-daemon settings: {exc}") from None

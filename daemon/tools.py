@@ -1,0 +1,144 @@
+"""The daemon's tools: write a file, run an argv. No shell anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+
+import structlog
+
+from contracts.daemon_rpc import (
+    ExecCommandParams,
+    ExecCommandResult,
+    WriteFileParams,
+    WriteFileResult,
+)
+from contracts.errors import InvalidParams, ToolError
+
+log = structlog.get_logger(__name__)
+
+#: Variables of the daemon's own that a command must never see.
+_PRIVATE_ENV = ("FLEET_MACHINE_TOKEN",)
+_READ_CHUNK = 64 * 1024
+#: After a command exits, how long its output pipes may stay open; a background child that
+#: still holds them then is killed with the rest of the command's process group.
+_PIPE_GRACE_S = 2.0
+
+
+def resolve_path(home: Path, path: str, field: str = "$.path") -> Path:
+    """``~`` and relative paths resolve against the machine's home; absolute paths stay."""
+    if path == "~" or path.startswith("~/"):
+        return home / path[2:]
+    if path.startswith("~"):
+        raise InvalidParams(f"{path!r}: ~user paths are not supported", field=field)
+    p = Path(path)
+    return p if p.is_absolute() else home / p
+
+
+def write_file(home: Path, params: WriteFileParams) -> WriteFileResult:
+    """Atomic write: readers see the old file or the new one, never a half-written one, and
+    the file has its final mode from the moment it exists (a .env is never world-readable)."""
+    target = resolve_path(home, params.path)
+    data = params.content.encode()
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, params.mode & 0o777)
+        try:
+            os.fchmod(fd, params.mode)  # the umask must not weaken or widen what was asked
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ToolError(f"cannot write {target}: {exc.strerror or exc}", data={"errno": exc.errno})
+    return WriteFileResult(path=str(target), bytes_written=len(data))
+
+
+def command_env(base: Mapping[str, str], home: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in _PRIVATE_ENV}
+    env["HOME"] = str(home)
+    env.update(extra or {})
+    return env
+
+
+async def exec_command(
+    home: Path, params: ExecCommandParams, base_env: Mapping[str, str], output_cap: int
+) -> ExecCommandResult:
+    cwd = resolve_path(home, params.cwd, "$.cwd") if params.cwd else home
+    if not cwd.is_dir():
+        raise ToolError(f"cwd {cwd} is not a directory on the machine")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *params.command, cwd=cwd, env=command_env(base_env, home, params.env),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own process group, so a timeout kills the whole tree
+        )  # fmt: skip
+    except FileNotFoundError:
+        return ExecCommandResult(exit_code=127, stdout="", stderr=f"{params.command[0]}: not found")
+    except PermissionError:
+        return ExecCommandResult(exit_code=126, stdout="", stderr=f"{params.command[0]}: permission denied")
+    assert proc.stdout is not None and proc.stderr is not None
+    out = _CappedReader(proc.stdout, output_cap)
+    err = _CappedReader(proc.stderr, output_cap)
+    readers = asyncio.gather(out.run(), err.run())
+    timed_out = False
+    try:
+        async with asyncio.timeout(params.timeout_s):
+            await proc.wait()
+            await asyncio.wait_for(asyncio.shield(readers), _PIPE_GRACE_S)
+    except TimeoutError:
+        timed_out = proc.returncode is None
+    finally:
+        _kill_group(proc.pid)
+        if proc.returncode is None:
+            await proc.wait()
+        with contextlib.suppress(TimeoutError):  # a setsid'd grandchild may hold the pipe
+            await asyncio.wait_for(readers, _PIPE_GRACE_S)
+    if timed_out:
+        log.info("tool.exec_timed_out", argv0=params.command[0], timeout_s=params.timeout_s)
+    return ExecCommandResult(
+        exit_code=proc.returncode if proc.returncode is not None else -9,
+        stdout=out.text(), stderr=err.text(), timed_out=timed_out,
+        truncated=out.truncated or err.truncated,
+    )  # fmt: skip
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class _CappedReader:
+    """Reads a pipe to its end, keeping at most ``cap`` bytes (so a chatty command cannot
+    exhaust the daemon's memory or the RPC's payload limit)."""
+
+    def __init__(self, stream: asyncio.StreamReader, cap: int) -> None:
+        self._stream = stream
+        self._cap = cap
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.truncated = False
+
+    async def run(self) -> None:
+        while chunk := await self._stream.read(_READ_CHUNK):
+            room = self._cap - self._size
+            if len(chunk) > room:
+                self.truncated = True
+                chunk = chunk[: max(room, 0)]
+            if chunk:
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+
+    def text(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace")

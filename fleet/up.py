@@ -1,0 +1,184 @@
+"""`fleet up`: the embedded stack on one machine.
+
+Starts nats-server and valkey-server (unless --nats-url / --redis-url point at existing ones),
+then each service as its own OS process, restarting any that dies (with backoff). Ctrl-C or
+SIGTERM stops, in order: the gateway, the stage services (each drains its in-flight work), the
+local machines' daemons, then the servers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.embedded import NatsServer, ServerStartError, ValkeyServer
+from services.common.crypto import generate_secret_key
+from services.common.settings import Settings
+from services.provisioner.providers import stop_all_local
+
+#: Started in this order; stopped in reverse (the gateway first, so no new work arrives).
+SERVICES = ("provisioner", "setup_pusher", "prober", "gateway")
+_HEALTHY_AFTER_S = 30.0  # a service up this long has its restart backoff reset
+_MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class UpOptions:
+    port: int = 8080
+    host: str = "127.0.0.1"
+    data_dir: Path = Path(".fleet-data")
+    nats_url: str | None = None
+    redis_url: str | None = None
+    env: str = "dev"
+
+
+def read_or_create_secret(path: Path, env_var: str) -> str:
+    """The value of ``env_var`` if set, else the one kept in ``path`` (created 0600 once)."""
+    if value := os.environ.get(env_var):
+        return value
+    if path.exists():
+        return path.read_text().strip()
+    value = generate_secret_key() if env_var == "FLEET_SECRET_KEY" else secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+class ServiceProcess:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.restarts = 0
+        self.next_start = 0.0
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{self.name}"], env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )  # fmt: skip
+        self.started_at = time.monotonic()
+
+    def check(self, now: float) -> str | None:
+        """Restart the service if it died (after its backoff). Returns a line to print."""
+        if self.proc is None or self.proc.poll() is None:
+            if self.proc is None and now >= self.next_start:
+                self.start()
+                return f"restarted {self.name} (restart #{self.restarts})"
+            return None
+        code = self.proc.returncode
+        self.proc = None
+        if now - self.started_at > _HEALTHY_AFTER_S:
+            self.restarts = 0
+        self.restarts += 1
+        delay = min(_MAX_BACKOFF_S, 0.5 * 2 ** (self.restarts - 1))
+        self.next_start = now + delay
+        return f"{self.name} exited with {code}; restarting in {delay:g}s (log: {self.log_path})"
+
+    def stop(self, timeout_s: float = 25.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # SIGTERM: consumers drain in-flight handlers, then connections close
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_healthy(url: str, procs: list[ServiceProcess], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.proc is not None and p.proc.poll() is not None:
+                tail = p.log_path.read_text(errors="replace")[-3000:]
+                raise ServerStartError(f"{p.name} exited with {p.proc.returncode}:\n{tail}")
+        with suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=1) as r:  # noqa: S310
+            if r.status == 200:
+                return
+        time.sleep(0.1)
+    raise ServerStartError(f"the gateway did not become healthy at {url} in {timeout_s:g}s")
+
+
+def up(opts: UpOptions) -> int:
+    data_dir = opts.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "logs").mkdir(exist_ok=True)
+    stopping = False
+
+    def on_signal(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with ExitStack() as stack:
+        nats_url, redis_url = opts.nats_url, opts.redis_url
+        if nats_url is None:
+            nats_url = stack.enter_context(NatsServer(data_dir / "nats")).url  # type: ignore[attr-defined]
+        if redis_url is None:
+            redis_url = stack.enter_context(ValkeyServer(data_dir / "redis")).url  # type: ignore[attr-defined]
+        stack.callback(_stop_machines, data_dir)
+        settings = Settings(
+            nats_url=nats_url, redis_url=redis_url, data_dir=data_dir, env=opts.env,  # type: ignore[arg-type]
+            secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
+            admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
+            host=opts.host, port=opts.port,
+        )  # fmt: skip
+        env = {**os.environ, **settings.to_env()}
+        procs = [ServiceProcess(name, env, data_dir / "logs") for name in SERVICES]
+        stack.callback(_stop_services, procs)
+        for p in procs:
+            p.start()
+        url = f"http://{opts.host}:{opts.port}"
+        _wait_healthy(url, procs)
+        _banner(url, settings, data_dir, opts)
+        while not stopping:
+            now = time.monotonic()
+            for p in procs:
+                if line := p.check(now):
+                    print(f"fleet up: {line}", flush=True)
+            time.sleep(0.2)
+        print("fleet up: stopping ...", flush=True)
+    print("fleet up: stopped", flush=True)
+    return 0
+
+
+def _stop_services(procs: list[ServiceProcess]) -> None:
+    for p in reversed(procs):
+        p.stop()
+
+
+def _stop_machines(data_dir: Path) -> None:
+    n = stop_all_local(data_dir)
+    if n:
+        print(f"fleet up: stopped {n} local machine(s)", flush=True)
+
+
+def _banner(url: str, settings: Settings, data_dir: Path, opts: UpOptions) -> None:
+    token_src = "FLEET_ADMIN_TOKEN" if os.environ.get("FLEET_ADMIN_TOKEN") else data_dir / "admin-token"
+    print(
+        f"fleetd is up\n"
+        f"  gateway      {url}   (web console at {url}/)\n"
+        f"  admin token  {settings.admin_token}   (from {token_src})\n"
+        f"  nats         {settings.nats_url}{'' if opts.nats_url else '   (embedded)'}\n"
+        f"  redis        {settings.redis_url}{'' if opts.redis_url else '   (embedded)'}\n"
+        f"  data         {data_dir}   (service logs in {data_dir / 'logs'})\n"
+        f"try:  export FLEET_URL={url} FLEET_TOKEN={settings.admin_token}\n"
+        f"      .venv/bin/fleet instances create demo\n"
+        f"Ctrl-C stops everything.",
+        flush=True,
+    )

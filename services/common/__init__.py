@@ -1,0 +1,1 @@
+"""What every fleetd service shares: settings, logging, the bus, the store, the daemon client."""

@@ -1,0 +1,238 @@
+"""A durable JetStream consumer that feeds events to a handler, at least once.
+
+Each stage reacts to one event kind through one of these. The rules:
+- explicit ack after the handler returns; while it runs, ``in_progress`` keeps the ack wait open;
+- a handler that raises is retried (nak with a growing delay) up to ``max_attempts``; then
+  ``give_up`` records the failure (``machine.failed``) and the event is terminated, so a poison
+  event never blocks the ones behind it;
+- a ``Permanent`` error gives up at once; an undecodable event is logged and terminated;
+- on exit, fetching stops and in-flight handlers get ``drain_s`` to finish; whatever is still
+  unacked is redelivered to another replica (or to this one when it comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contracts import subjects
+from contracts.events import Event, decode_event, now
+from contracts.subjects import EventKind
+from services.common.bus import Bus
+from services.common.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Event], Awaitable[None]]
+GiveUp = Callable[[Event, str], Awaitable[None]]
+
+
+class Permanent(Exception):  # noqa: N818 - reads better at the raise site than PermanentError
+    """Raised by a handler when retrying cannot help; the message is the reason for the user."""
+
+
+class Retry(Exception):  # noqa: N818
+    """Raised by a handler when the event came too early (another stage has not caught up):
+    redelivered after ``delay_s`` without counting as a failed attempt, for as long as the
+    event is younger than the consumer's ``retry_budget_s``."""
+
+    def __init__(self, reason: str, delay_s: float = 0.5) -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
+def backoff_s(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Delay before redelivery ``attempt + 1``: exponential with full jitter."""
+    return random.uniform(0.5, 1.0) * min(cap, base * 2 ** (attempt - 1))
+
+
+class Consumer:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        durable: str,
+        kind: EventKind,
+        handler: Handler,
+        give_up: GiveUp,
+        concurrency: int = 64,
+        ack_wait_s: float = 30.0,
+        max_attempts: int = 5,
+        drain_s: float = 20.0,
+        retry_budget_s: float | None = None,
+    ) -> None:
+        self._bus = bus
+        self._durable = durable
+        self._kind = kind
+        self._handler = handler
+        self._give_up = give_up
+        self._concurrency = max(1, concurrency)
+        self._ack_wait_s = ack_wait_s
+        self._max_attempts = max(1, max_attempts)
+        self._drain_s = drain_s
+        self._retry_budget_s = retry_budget_s if retry_budget_s is not None else ack_wait_s * 5
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slot_free = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self._durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._ack_wait_s,
+            # No server-side cap: the server would drop the event silently. Our code bounds
+            # attempts and records the failure (machine.failed) instead.
+            max_deliver=-1,
+            max_ack_pending=self._concurrency * 4,
+            filter_subject=subjects.event_filter(self._kind),
+        )
+
+    async def __aenter__(self) -> Consumer:
+        self._sub = await self._bus.js.pull_subscribe(
+            subjects.event_filter(self._kind),
+            durable=self._durable,
+            stream=subjects.STREAM_NAME,
+            config=self.config(),
+        )
+        self._loop_task = asyncio.create_task(self._fetch_loop(), name=f"fetch:{self._durable}")
+        log.info("consumer.started", durable=self._durable, kind=self._kind.value)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight handlers finish. Safe to call twice."""
+        task, self._loop_task = self._loop_task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if self._inflight:
+            log.info("consumer.draining", durable=self._durable, inflight=len(self._inflight))
+            _, pending = await asyncio.wait(set(self._inflight), timeout=self._drain_s)
+            for t in pending:  # unacked: JetStream redelivers them
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except nats.errors.Error as exc:
+                log.debug("consumer.unsubscribe_failed", error=str(exc))
+        log.info("consumer.stopped", durable=self._durable)
+
+    async def _fetch_loop(self) -> None:
+        assert self._sub is not None
+        while True:
+            free = self._concurrency - len(self._inflight)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                msgs = await self._sub.fetch(batch=free, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except nats.errors.Error as exc:  # disconnected or draining: wait and try again
+                log.warning("consumer.fetch_failed", durable=self._durable, error=repr(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._process(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slot_free.set()
+
+    async def _process(self, msg: Msg) -> None:
+        attempt = msg.metadata.num_delivered
+        try:
+            event = decode_event(msg.data)
+        except msgspec.DecodeError as exc:
+            log.error("consumer.poison_event", durable=self._durable, subject=msg.subject,
+                      error=str(exc))  # fmt: skip
+            await msg.term()
+            return
+        with structlog.contextvars.bound_contextvars(
+            machine_id=event.machine_id, event_id=event.event_id
+        ):
+            await self._run_handler(msg, event, attempt)
+
+    async def _run_handler(self, msg: Msg, event: Event, attempt: int) -> None:
+        keepalive = asyncio.create_task(self._keepalive(msg))
+        try:
+            await self._handler(event)
+        except Permanent as exc:
+            await self._settle_failure(msg, event, str(exc), attempt, final=True)
+        except Retry as exc:
+            age_s = (now() - event.occurred_at).total_seconds()
+            if age_s < self._retry_budget_s:
+                log.debug("consumer.retry_later", reason=str(exc), age_s=round(age_s, 1))
+                await msg.nak(delay=exc.delay_s)
+            else:
+                reason = f"gave up waiting after {age_s:.0f}s: {exc}"
+                await self._settle_failure(msg, event, reason, attempt, final=True)
+        except Exception as exc:  # task boundary: any handler bug becomes a retry, then a failure
+            final = attempt >= self._max_attempts
+            log.warning("consumer.handler_failed", durable=self._durable, attempt=attempt,
+                        final=final, error=repr(exc), exc_info=final)  # fmt: skip
+            await self._settle_failure(msg, event, _reason(exc), attempt, final=final)
+        else:
+            await msg.ack()
+        finally:
+            keepalive.cancel()
+
+    async def _settle_failure(
+        self, msg: Msg, event: Event, reason: str, attempt: int, *, final: bool
+    ) -> None:
+        if not final:
+            await msg.nak(delay=backoff_s(attempt))
+            return
+        try:
+            await self._give_up(event, reason)
+        except Exception as exc:  # task boundary: could not record the failure; try again later
+            log.error("consumer.give_up_failed", durable=self._durable, error=repr(exc))
+            await msg.nak(delay=backoff_s(attempt))
+            return
+        log.error("consumer.gave_up", durable=self._durable, attempts=attempt, reason=reason)
+        await msg.term()
+
+    async def _keepalive(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self._ack_wait_s / 3)
+            try:
+                await msg.in_progress()
+            except nats.errors.Error as exc:
+                log.debug("consumer.keepalive_failed", error=str(exc))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def stage_consumer(
+    bus: Bus, settings: Settings, *, durable: str, kind: EventKind, handler: Handler,
+    give_up: GiveUp,
+) -> Consumer:  # fmt: skip
+    """A consumer configured from the process's settings, as every stage uses it."""
+    return Consumer(
+        bus, durable=durable, kind=kind, handler=handler, give_up=give_up,
+        concurrency=settings.concurrency, ack_wait_s=settings.ack_wait_s,
+        max_attempts=settings.max_deliver,
+    )  # fmt: skip

@@ -1,0 +1,99 @@
+"""The platform's client to machines' daemons: JSON-RPC 2.0 over NATS request/reply.
+
+``DaemonClient.machine(id)`` is the "give me an authenticated client for this machine" helper:
+every service and the gateway talk to daemons through it, and get typed results or a
+``FleetError`` (``DaemonUnavailable`` when nothing serves the machine, ``DaemonTimeout`` when it
+does not answer in time, or whatever error the daemon itself answered).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, TypeVar
+
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+
+from contracts import subjects
+from contracts.daemon_rpc import (
+    EXEC_COMMAND,
+    GET_VERSION,
+    HEALTH,
+    WRITE_FILE,
+    ExecCommandParams,
+    ExecCommandResult,
+    GetVersionResult,
+    HealthResult,
+    WriteFileParams,
+    WriteFileResult,
+)
+from contracts.errors import DaemonTimeout, DaemonUnavailable
+from contracts.jsonrpc import MethodSpec, decode_response, encode_request
+
+log = structlog.get_logger(__name__)
+R = TypeVar("R")
+#: Time allowed on top of a command's own timeout for the answer to come back.
+EXEC_MARGIN_S = 5.0
+
+
+class DaemonClient:
+    def __init__(self, nc: NATS, *, timeout_s: float = 10.0) -> None:
+        self._nc = nc
+        self._timeout_s = timeout_s
+        self._ids = itertools.count(1)
+
+    def machine(self, machine_id: str) -> MachineClient:
+        return MachineClient(self, machine_id)
+
+    async def call(
+        self,
+        machine_id: str,
+        spec: MethodSpec,
+        params: Any,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        body = encode_request(spec.name, params, next(self._ids))
+        timeout = timeout_s or self._timeout_s
+        try:
+            msg = await self._nc.request(subjects.daemon_rpc(machine_id), body, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise DaemonUnavailable(
+                f"no daemon is serving machine {machine_id} (not running or not connected)"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise DaemonTimeout(
+                f"machine {machine_id} did not answer {spec.name} within {timeout:g}s"
+            ) from None
+        return decode_response(msg.data, spec.result)
+
+
+class MachineClient:
+    """A typed client bound to one machine."""
+
+    def __init__(self, client: DaemonClient, machine_id: str) -> None:
+        self._c = client
+        self.machine_id = machine_id
+
+    async def write_file(self, path: str, content: str, mode: int = 0o644) -> WriteFileResult:
+        params = WriteFileParams(path=path, content=content, mode=mode)
+        result: WriteFileResult = await self._c.call(self.machine_id, WRITE_FILE, params)
+        return result
+
+    async def exec(self, params: ExecCommandParams) -> ExecCommandResult:
+        result: ExecCommandResult = await self._c.call(
+            self.machine_id, EXEC_COMMAND, params, timeout_s=params.timeout_s + EXEC_MARGIN_S
+        )
+        return result
+
+    async def run(self, *argv: str, timeout_s: float = 120.0) -> ExecCommandResult:
+        return await self.exec(ExecCommandParams(command=list(argv), timeout_s=timeout_s))
+
+    async def health(self, *, timeout_s: float | None = None) -> HealthResult:
+        result: HealthResult = await self._c.call(self.machine_id, HEALTH, {}, timeout_s=timeout_s)
+        return result
+
+    async def get_version(self) -> GetVersionResult:
+        result: GetVersionResult = await self._c.call(self.machine_id, GET_VERSION, {})
+        return result

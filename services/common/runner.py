@@ -1,0 +1,49 @@
+"""Run a service process: settings, logging, resources composed with AsyncExitStack, signals.
+
+A service's ``__main__`` hands ``run_service`` a coroutine that enters its resources into the
+stack; SIGTERM or SIGINT unwinds the stack in reverse, so consumers drain before connections
+close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+
+import structlog
+
+from services.common.logs import configure_logging
+from services.common.settings import Settings, SettingsError
+
+log = structlog.get_logger(__name__)
+
+Build = Callable[[Settings, AsyncExitStack], Awaitable[None]]
+
+
+def run_service(name: str, build: Build) -> None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.env, settings.log_level, service=name)
+    try:
+        asyncio.run(_serve(name, settings, build))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _serve(name: str, settings: Settings, build: Build) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        await build(settings, stack)
+        log.info("service.started", service=name)
+        await stop.wait()
+        log.info("service.stopping", service=name)
+    log.info("service.stopped", service=name)

@@ -1,0 +1,83 @@
+"""One settings object per process, read from ``FLEET_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+PREFIX = "FLEET_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    #: NATS credentials of this service process (empty: connect without them).
+    nats_user: str = ""
+    nats_password: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = Path(".fleet-data")
+    #: Fernet key that encrypts machine tokens at rest.
+    secret_key: str = ""
+    admin_token: str = ""
+    env: Literal["dev", "prod"] = "dev"
+    log_level: str = "info"
+    # gateway
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1024 * 1024
+    # consumers
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5
+    concurrency: int = 64
+    # daemon RPC
+    rpc_timeout_s: float = 10.0
+    # setup
+    clone_timeout_s: float = 300.0
+    egress_proxy: str = ""
+    no_proxy: str = "localhost,127.0.0.1,::1"
+    ca_bundle: Path | None = None
+    # probe
+    probe_delay_s: float = 0.0
+    probe_timeout_s: float = 60.0
+    probe_interval_s: float = 0.5
+    # versions
+    git_sha: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        names = set(cls.__struct_fields__)
+        raw = {
+            key[len(PREFIX) :].lower(): value
+            for key, value in environ.items()
+            if key.startswith(PREFIX) and key[len(PREFIX) :].lower() in names
+        }
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(_name_env_var(str(exc))) from None
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        out: dict[str, str] = {}
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None:
+                out[PREFIX + name.upper()] = str(value)
+        return out
+
+
+def _name_env_var(message: str) -> str:
+    # msgspec says "... - at `$.probe_timeout_s`"; users set FLEET_PROBE_TIMEOUT_S.
+    if "`$." in message:
+        head, _, tail = message.partition("`$.")
+        field = tail.split("`", 1)[0]
+        return f"{PREFIX}{field.upper()}: {head.rstrip(' -')}"
+    return f"invalid settings: {message}"

@@ -1,0 +1,227 @@
+"""State in Redis: instances, machines, env vars, repos.
+
+Machines are hashes whose keys are the wire (camelCase) field names, so a hash converts straight
+into ``contracts.models.Machine``. Status changes go through one Lua script that compares and
+sets, so concurrent or repeated events can never move a machine backwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+
+from contracts import ids
+from contracts.errors import NotFound
+from contracts.models import EnvVar, Instance, Machine, Repo
+from contracts.status import ADVANCE_FROM, MachineStatus
+
+log = structlog.get_logger(__name__)
+
+P = "fleet:"
+K_INSTANCES = P + "instances"
+K_MACHINES = P + "machines"
+K_PLATFORM_ENV = P + "env:platform"
+
+# KEYS[1] machine hash. ARGV: target status, reason, updatedAt, allowed-from (comma separated),
+# then field/value pairs to set in the same step. Returns {changed (0/1), previous status}.
+_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return {0, ''} end
+for allowed in string.gmatch(ARGV[4], '[^,]+') do
+  if allowed == cur then
+    redis.call('HSET', KEYS[1], 'status', ARGV[1], 'statusReason', ARGV[2], 'updatedAt', ARGV[3])
+    for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    return {1, cur}
+  end
+end
+return {0, cur}
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def k_instance(instance_id: str) -> str:
+    return f"{P}instance:{instance_id}"
+
+
+def k_instance_env(instance_id: str) -> str:
+    return f"{P}env:instance:{instance_id}"
+
+
+def k_repos(instance_id: str) -> str:
+    return f"{P}repos:{instance_id}"
+
+
+def k_machine(machine_id: str) -> str:
+    return f"{P}machine:{machine_id}"
+
+
+def k_instance_machines(instance_id: str) -> str:
+    return f"{P}instance:{instance_id}:machines"
+
+
+def k_cloned(machine_id: str) -> str:
+    return f"{P}machine:{machine_id}:cloned"
+
+
+class Transition(msgspec.Struct, frozen=True):
+    changed: bool
+    previous: MachineStatus | None
+
+
+class Store:
+    def __init__(self, redis_url: str) -> None:
+        self._url = redis_url
+        self._r: aioredis.Redis | None = None
+        self._transition: Any = None
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        assert self._r is not None, "Store used outside its context"
+        return self._r
+
+    async def __aenter__(self) -> Store:
+        self._r = aioredis.Redis.from_url(
+            self._url, decode_responses=True, health_check_interval=10,
+            retry_on_timeout=True, socket_keepalive=True,
+        )  # fmt: skip
+        await self._r.ping()
+        self._transition = self._r.register_script(_TRANSITION)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        r, self._r = self._r, None
+        if r is not None:
+            await r.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # --- instances --------------------------------------------------------------------------
+    async def create_instance(self, name: str) -> Instance:
+        inst = Instance(id=ids.new_instance_id(), name=name, created_at=datetime.now(UTC))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(k_instance(inst.id), mapping=_to_hash(inst))
+            pipe.zadd(K_INSTANCES, {inst.id: inst.created_at.timestamp()})
+            await pipe.execute()
+        return inst
+
+    async def get_instance(self, instance_id: str) -> Instance:
+        h = await self.redis.hgetall(k_instance(instance_id))
+        if not h:
+            raise NotFound(f"instance {instance_id} not found")
+        return msgspec.convert(h, Instance, strict=False)
+
+    async def list_instances(self) -> list[Instance]:
+        ids_ = await self.redis.zrange(K_INSTANCES, 0, -1)
+        return [await self.get_instance(i) for i in ids_]
+
+    # --- env vars ---------------------------------------------------------------------------
+    def _env_key(self, instance_id: str | None) -> str:
+        return K_PLATFORM_ENV if instance_id is None else k_instance_env(instance_id)
+
+    async def set_env(self, instance_id: str | None, name: str, value: str) -> None:
+        await self.redis.hset(self._env_key(instance_id), name, value)
+
+    async def unset_env(self, instance_id: str | None, name: str) -> bool:
+        return bool(await self.redis.hdel(self._env_key(instance_id), name))
+
+    async def list_env(self, instance_id: str | None) -> list[EnvVar]:
+        scope = "platform" if instance_id is None else "instance"
+        h = await self.redis.hgetall(self._env_key(instance_id))
+        return [EnvVar(name=n, value=v, scope=scope) for n, v in sorted(h.items())]
+
+    async def env_maps(self, instance_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(platform vars, instance vars), read in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(K_PLATFORM_ENV)
+            pipe.hgetall(k_instance_env(instance_id))
+            platform, instance = await pipe.execute()
+        return platform, instance
+
+    # --- repos ------------------------------------------------------------------------------
+    async def add_repo(self, instance_id: str, repo: Repo) -> None:
+        await self.redis.hset(k_repos(instance_id), repo.path, msgspec.json.encode(repo).decode())
+
+    async def remove_repo(self, instance_id: str, path: str) -> bool:
+        return bool(await self.redis.hdel(k_repos(instance_id), path))
+
+    async def list_repos(self, instance_id: str) -> list[Repo]:
+        h = await self.redis.hgetall(k_repos(instance_id))
+        return [msgspec.json.decode(h[p], type=Repo) for p in sorted(h)]
+
+    async def mark_cloned(self, machine_id: str, path: str) -> None:
+        await self.redis.sadd(k_cloned(machine_id), path)
+
+    async def cloned_paths(self, machine_id: str) -> set[str]:
+        return set(await self.redis.smembers(k_cloned(machine_id)))
+
+    # --- machines ---------------------------------------------------------------------------
+    async def create_machine(self, instance_id: str, provider: str) -> Machine:
+        now = datetime.now(UTC)
+        m = Machine(
+            id=ids.new_machine_id(), instance_id=instance_id, provider=provider,  # type: ignore[arg-type]
+            status=MachineStatus.CREATED, status_reason="waiting for the provisioner",
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(k_machine(m.id), mapping=_to_hash(m))
+            pipe.zadd(K_MACHINES, {m.id: now.timestamp()})
+            pipe.zadd(k_instance_machines(instance_id), {m.id: now.timestamp()})
+            pipe.hset(k_instance(instance_id), "currentMachineId", m.id)
+            await pipe.execute()
+        return m
+
+    async def get_machine(self, machine_id: str) -> Machine:
+        h = await self.redis.hgetall(k_machine(machine_id))
+        if not h:
+            raise NotFound(f"machine {machine_id} not found")
+        return msgspec.convert(h, Machine, strict=False)
+
+    async def list_machines(self, instance_id: str | None = None) -> list[Machine]:
+        key = K_MACHINES if instance_id is None else k_instance_machines(instance_id)
+        ids_ = await self.redis.zrevrange(key, 0, -1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in ids_:
+                pipe.hgetall(k_machine(mid))
+            rows = await pipe.execute()
+        return [msgspec.convert(h, Machine, strict=False) for h in rows if h]
+
+    async def transition(
+        self, machine_id: str, target: MachineStatus, reason: str, **fields: str
+    ) -> Transition:
+        """Move to ``target`` if the current status allows it (``contracts.status``)."""
+        allowed = ",".join(s.value for s in ADVANCE_FROM[target]) or "-"
+        extra: list[str] = []
+        for name, value in fields.items():
+            extra += [name, value]
+        changed, prev = await self._transition(
+            keys=[k_machine(machine_id)], args=[target.value, reason, _now(), allowed, *extra]
+        )
+        result = Transition(changed=bool(changed), previous=MachineStatus(prev) if prev else None)
+        if result.changed:
+            log.info("machine.status_changed", machine_id=machine_id, status=target.value,
+                     previous=prev, reason=reason)  # fmt: skip
+        return result
+
+    async def set_fields(self, machine_id: str, **fields: str) -> None:
+        await self.redis.hset(k_machine(machine_id), mapping={**fields, "updatedAt": _now()})
+
+    async def machine_secret(self, machine_id: str) -> str | None:
+        return await self.redis.hget(k_machine(machine_id), "tokenEnc")
+
+
+def _to_hash(struct: msgspec.Struct) -> Mapping[str, str]:
+    """A struct as a Redis hash: wire names, None left out, values as strings."""
+    raw = msgspec.to_builtins(struct)
+    return {k: v if isinstance(v, str) else str(v) for k, v in raw.items() if v is not None}

@@ -1,0 +1,34 @@
+"""python -m services.gateway"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+from services.common.bus import Bus
+from services.common.daemon_client import DaemonClient
+from services.common.runner import run_service
+from services.common.settings import Settings
+from services.common.store import Store
+from services.gateway.api import GatewayApi
+from services.gateway.http import HttpServer, admin_caller, make_app
+
+
+async def build(settings: Settings, stack: AsyncExitStack) -> None:
+    if not settings.admin_token:
+        raise SystemExit("gateway: FLEET_ADMIN_TOKEN is not set")
+    store = await stack.enter_async_context(Store(settings.redis_url))
+    bus = await stack.enter_async_context(Bus(settings, name="gateway"))
+    api = GatewayApi(store=store, bus=bus,
+                     daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s))  # fmt: skip
+    app = make_app(dispatcher=api.dispatcher(), store=store, bus=bus,
+                   resolve_caller=admin_caller(settings.admin_token),
+                   max_body_bytes=settings.max_body_bytes)  # fmt: skip
+    await stack.enter_async_context(HttpServer(app, settings.host, settings.port))
+
+
+def main() -> None:
+    run_service("gateway", build)
+
+
+if __name__ == "__main__":
+    main()

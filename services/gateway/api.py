@@ -1,0 +1,182 @@
+"""The gateway's JSON-RPC methods: validated params in, contract results out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
+from contracts.errors import Conflict
+from contracts.events import MachineArchived, MachineCreated
+from contracts.gateway_rpc import (
+    GATEWAY_METHODS,
+    AddRepoParams,
+    CreateInstanceParams,
+    CreateMachineParams,
+    EnvList,
+    InstanceList,
+    InstanceRef,
+    ListEnvParams,
+    ListMachinesParams,
+    MachineExecParams,
+    MachineList,
+    MachineRef,
+    MachineWriteFileParams,
+    Removed,
+    RemoveRepoParams,
+    RepoList,
+    SetEnvParams,
+    UnsetEnvParams,
+)
+from contracts.ids import new_event_id
+from contracts.jsonrpc import Dispatcher, Handler
+from contracts.models import EnvVar, Instance, Machine, Repo
+from contracts.openrpc import openrpc_document
+from contracts.status import TERMINAL
+from contracts.status import MachineStatus as S
+from daemon.version import package_version
+from services.common.bus import Bus
+from services.common.daemon_client import DaemonClient
+from services.common.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Who is calling: for now every valid token is the admin."""
+
+    token_id: str
+    admin: bool = True
+
+
+class GatewayApi:
+    def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient) -> None:
+        self.store = store
+        self.bus = bus
+        self.daemons = daemons
+        self._openrpc = openrpc_document(GATEWAY_METHODS, title="fleetd gateway",
+                                         version=package_version())  # fmt: skip
+
+    def dispatcher(self) -> Dispatcher[Caller]:
+        handlers: dict[str, Handler[Caller]] = {
+            spec.name: getattr(self, spec.name.replace(".", "_")) for spec in GATEWAY_METHODS
+        }
+        return Dispatcher(GATEWAY_METHODS, handlers)
+
+    # --- instances --------------------------------------------------------------------------
+    async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
+        return await self.store.create_instance(p.name)
+
+    async def instances_get(self, p: InstanceRef, c: Caller) -> Instance:
+        return await self.store.get_instance(p.instance_id)
+
+    async def instances_list(self, p: object, c: Caller) -> InstanceList:
+        return InstanceList(instances=await self.store.list_instances())
+
+    # --- env --------------------------------------------------------------------------------
+    async def env_set(self, p: SetEnvParams, c: Caller) -> EnvVar:
+        await self._instance_exists(p.instance_id)
+        await self.store.set_env(p.instance_id, p.name, p.value)
+        scope = "platform" if p.instance_id is None else "instance"
+        return EnvVar(name=p.name, value=p.value, scope=scope)
+
+    async def env_unset(self, p: UnsetEnvParams, c: Caller) -> Removed:
+        await self._instance_exists(p.instance_id)
+        return Removed(removed=await self.store.unset_env(p.instance_id, p.name))
+
+    async def env_list(self, p: ListEnvParams, c: Caller) -> EnvList:
+        await self._instance_exists(p.instance_id)
+        return EnvList(vars=await self.store.list_env(p.instance_id))
+
+    async def _instance_exists(self, instance_id: str | None) -> None:
+        if instance_id is not None:
+            await self.store.get_instance(instance_id)
+
+    # --- repos ------------------------------------------------------------------------------
+    async def repos_add(self, p: AddRepoParams, c: Caller) -> Repo:
+        await self.store.get_instance(p.instance_id)
+        repo = Repo(url=p.url, branch=p.branch, path=p.path)
+        await self.store.add_repo(p.instance_id, repo)
+        return repo
+
+    async def repos_remove(self, p: RemoveRepoParams, c: Caller) -> Removed:
+        await self.store.get_instance(p.instance_id)
+        return Removed(removed=await self.store.remove_repo(p.instance_id, p.path))
+
+    async def repos_list(self, p: InstanceRef, c: Caller) -> RepoList:
+        await self.store.get_instance(p.instance_id)
+        return RepoList(repos=await self.store.list_repos(p.instance_id))
+
+    # --- machines ---------------------------------------------------------------------------
+    async def machines_create(self, p: CreateMachineParams, c: Caller) -> Machine:
+        inst = await self.store.get_instance(p.instance_id)
+        if inst.current_machine_id:
+            current = await self.store.get_machine(inst.current_machine_id)
+            if current.status not in TERMINAL:
+                raise Conflict(
+                    f"instance {inst.id} already has machine {current.id} "
+                    f"({current.status.value}); use machines.rebuild to replace it",
+                    data={"machineId": current.id},
+                )
+        return await self._create_machine(inst.id, p.provider)
+
+    async def _create_machine(self, instance_id: str, provider: str) -> Machine:
+        machine = await self.store.create_machine(instance_id, provider)
+        event = MachineCreated(event_id=new_event_id(), machine_id=machine.id,
+                               instance_id=instance_id, provider=provider)  # fmt: skip
+        try:
+            await self.bus.publish(event)
+        except Exception as exc:  # the record exists; say why it will not move
+            await self.store.transition(machine.id, S.FAILED, f"could not publish event: {exc}")
+            raise
+        log.info("machine.created", machine_id=machine.id, instance_id=instance_id)
+        return machine
+
+    async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
+        return await self.store.get_machine(p.machine_id)
+
+    async def machines_list(self, p: ListMachinesParams, c: Caller) -> MachineList:
+        await self._instance_exists(p.instance_id)
+        return MachineList(machines=await self.store.list_machines(p.instance_id))
+
+    async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:
+        return await self._archive(p.machine_id, "archived by request")
+
+    async def _archive(self, machine_id: str, reason: str) -> Machine:
+        await self.store.get_machine(machine_id)  # NotFound first
+        t = await self.store.transition(machine_id, S.ARCHIVED, reason)
+        if t.changed:
+            await self.bus.publish(
+                MachineArchived(event_id=new_event_id(), machine_id=machine_id, reason=reason)
+            )
+        return await self.store.get_machine(machine_id)
+
+    async def machines_rebuild(self, p: InstanceRef, c: Caller) -> Machine:
+        inst = await self.store.get_instance(p.instance_id)
+        if inst.current_machine_id:
+            await self._archive(inst.current_machine_id, "replaced by a rebuild")
+        provider = "local"
+        if inst.current_machine_id:
+            provider = (await self.store.get_machine(inst.current_machine_id)).provider
+        return await self._create_machine(inst.id, provider)
+
+    async def machines_exec(self, p: MachineExecParams, c: Caller) -> ExecCommandResult:
+        await self._live_machine(p.machine_id)
+        params = ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd, env=p.env)
+        return await self.daemons.machine(p.machine_id).exec(params)
+
+    async def machines_writeFile(self, p: MachineWriteFileParams, c: Caller) -> WriteFileResult:  # noqa: N802
+        await self._live_machine(p.machine_id)
+        return await self.daemons.machine(p.machine_id).write_file(p.path, p.content, p.mode)
+
+    async def _live_machine(self, machine_id: str) -> Machine:
+        machine = await self.store.get_machine(machine_id)
+        if machine.status in TERMINAL:
+            raise Conflict(f"machine {machine_id} is {machine.status.value}",
+                           data={"status": machine.status.value})  # fmt: skip
+        return machine
+
+    async def rpc_discover(self, p: object, c: Caller) -> dict[str, Any]:
+        return self._openrpc

@@ -1,0 +1,89 @@
+"""GET /events: machine events as server-sent events, straight from the JetStream stream.
+
+With ``?machineId=`` the stream starts at that machine's first event (so a client that creates a
+machine and then subscribes misses nothing); without it, at new events. ``Last-Event-ID`` (or
+``?since=``, a stream sequence) resumes after a disconnect. Each message's ``id`` is the stream
+sequence and its ``data`` the event's JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import nats.errors
+import structlog
+from aiohttp import web
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from contracts import subjects
+from contracts.errors import InvalidParams
+from contracts.ids import MACHINE_ID_RE
+from services.common.bus import Bus
+
+log = structlog.get_logger(__name__)
+
+KEEPALIVE_S = 15.0
+_QUEUE_LIMIT = 10_000
+
+
+def _start(request: web.Request) -> tuple[str, ConsumerConfig]:
+    machine_id = request.query.get("machineId")
+    if machine_id is not None and not MACHINE_ID_RE.match(machine_id):
+        raise InvalidParams("machineId is not a machine id", field="machineId")
+    since = request.headers.get("Last-Event-ID") or request.query.get("since")
+    subject = subjects.machine_events(machine_id) if machine_id else subjects.ALL_MACHINE_EVENTS
+    if since:
+        if not since.isdigit():
+            raise InvalidParams("since must be a stream sequence number", field="since")
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=int(since) + 1
+        )
+    else:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL if machine_id else DeliverPolicy.NEW
+        )
+    return subject, config
+
+
+async def stream_events(request: web.Request, bus: Bus) -> web.StreamResponse:
+    try:
+        subject, config = _start(request)
+    except InvalidParams as exc:
+        return web.json_response({"error": exc.to_wire()}, status=400)
+    queue: asyncio.Queue[Msg] = asyncio.Queue(_QUEUE_LIMIT)
+    overflow = asyncio.Event()
+
+    async def on_msg(msg: Msg) -> None:
+        if queue.full():  # a client that cannot keep up is cut off, not buffered forever
+            overflow.set()
+        else:
+            queue.put_nowait(msg)
+
+    sub = await bus.js.subscribe(
+        subject, cb=on_msg, ordered_consumer=True, config=config,
+        deliver_policy=config.deliver_policy,
+    )  # fmt: skip
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                 "X-Accel-Buffering": "no"}  # fmt: skip
+    )
+    await resp.prepare(request)
+    try:
+        await resp.write(b": connected\n\n")
+        while not (overflow.is_set() and queue.empty()):
+            try:
+                msg = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                await resp.write(b": keepalive\n\n")
+                continue
+            seq = msg.metadata.sequence.stream
+            await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
+        await resp.write(b"event: overflow\ndata: {}\n\n")
+    except ConnectionResetError:
+        log.debug("events.client_gone")
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+    return resp

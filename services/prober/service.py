@@ -1,0 +1,72 @@
+"""The prober: setup was pushed -> wait the configured delay, probe until healthy or deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from contracts.events import Event, MachineReady, SetupPushed
+from contracts.ids import derived_event_id
+from contracts.status import MachineStatus as S
+from services.common.bus import Bus
+from services.common.consumer import Permanent
+from services.common.daemon_client import DaemonClient
+from services.common.failures import fail_machine
+from services.common.settings import Settings
+from services.common.store import Store
+from services.prober.checks import probe_once
+
+log = structlog.get_logger(__name__)
+
+
+class Prober:
+    def __init__(
+        self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.daemons = daemons
+        self.settings = settings
+
+    async def on_setup_pushed(self, event: Event) -> None:
+        assert isinstance(event, SetupPushed)
+        machine = await self.store.get_machine(event.machine_id)
+        if machine.status is S.READY:  # redelivered after a crash: announce again (deduped)
+            await self._announce(event)
+            return
+        if machine.status not in (S.SETTING_UP, S.PROBING):
+            log.info("probe.skipped", status=machine.status.value)
+            return
+        await self.store.transition(machine.id, S.PROBING, "waiting for the readiness probe")
+        if self.settings.probe_delay_s > 0:
+            await asyncio.sleep(self.settings.probe_delay_s)
+        await self.probe_until_healthy(event)
+        t = await self.store.transition(machine.id, S.READY, "all readiness checks passed")
+        if t.changed or t.previous is S.READY:
+            await self._announce(event)
+
+    async def probe_until_healthy(self, event: SetupPushed) -> None:
+        s = self.settings
+        mc = self.daemons.machine(event.machine_id)
+        deadline = time.monotonic() + s.probe_timeout_s
+        while True:
+            problem = await probe_once(mc, event)
+            if problem is None:
+                log.info("probe.healthy")
+                return
+            if time.monotonic() >= deadline:
+                raise Permanent(f"not healthy after {s.probe_timeout_s:g}s: {problem}")
+            log.info("probe.not_yet", problem=problem)
+            await asyncio.sleep(s.probe_interval_s)
+
+    async def _announce(self, cause: SetupPushed) -> None:
+        await self.bus.publish(
+            MachineReady(event_id=derived_event_id(cause.event_id, "ready"),
+                         machine_id=cause.machine_id)  # fmt: skip
+        )
+
+    async def give_up(self, event: Event, reason: str) -> None:
+        await fail_machine(self.store, self.bus, event.machine_id, stage="probe", reason=reason,
+                           cause_event_id=event.event_id)  # fmt: skip

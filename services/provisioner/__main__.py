@@ -1,0 +1,40 @@
+"""python -m services.provisioner"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+
+from contracts.subjects import EventKind
+from services.common.bus import Bus
+from services.common.consumer import stage_consumer
+from services.common.crypto import SecretBox
+from services.common.runner import run_service
+from services.common.settings import Settings
+from services.common.store import Store
+from services.provisioner.providers import LocalProvider
+from services.provisioner.service import Provisioner
+
+
+async def build(settings: Settings, stack: AsyncExitStack) -> None:
+    store = await stack.enter_async_context(Store(settings.redis_url))
+    bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
+    local = LocalProvider(data_dir=settings.data_dir, nats_url=settings.nats_url, environ=os.environ)
+    svc = Provisioner(store=store, bus=bus, providers={local.name: local},
+                      box=SecretBox(settings.secret_key))  # fmt: skip
+    for durable, kind, handler in (
+        ("provisioner", EventKind.CREATED, svc.on_created),
+        ("provisioner-archive", EventKind.ARCHIVED, svc.on_archived),
+    ):
+        await stack.enter_async_context(
+            stage_consumer(bus, settings, durable=durable, kind=kind, handler=handler,
+                           give_up=svc.give_up)  # fmt: skip
+        )
+
+
+def main() -> None:
+    run_service("provisioner", build)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Machine providers: how a machine is started and stopped.
+
+``local`` runs ``fleet-daemon`` as a process on this host, in its own session, with its own home
+``<data-dir>/machines/<machineId>/home``. The daemon outlives a provisioner restart (as a cloud
+machine would); ``stop_all_local`` is what ``fleet up`` calls on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from contracts.errors import ProviderError
+
+log = structlog.get_logger(__name__)
+
+#: Environment variables a local daemon inherits from the platform (everything else is dropped).
+_INHERITED = ("PATH", "LANG", "LC_ALL", "TZ", "FLEET_ENV", "FLEET_LOG_LEVEL", "FLEET_GIT_SHA")
+
+
+class Provider(Protocol):
+    name: str
+
+    async def start(self, machine_id: str, token: str) -> str:
+        """Start the machine (idempotent) and return its external id."""
+        ...
+
+    async def stop(self, machine_id: str) -> None:
+        """Stop the machine for good (idempotent)."""
+        ...
+
+
+def daemon_argv() -> list[str]:
+    script = Path(sys.executable).with_name("fleet-daemon")
+    if script.exists():
+        return [str(script)]
+    # -I: a `daemon/` directory in the machine's home must never shadow the real package.
+    return [sys.executable, "-I", "-m", "daemon"]
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, *, data_dir: Path, nats_url: str, environ: Mapping[str, str]) -> None:
+        self._root = data_dir.resolve() / "machines"
+        self._nats_url = nats_url
+        self._environ = environ
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def machine_dir(self, machine_id: str) -> Path:
+        return self._root / machine_id
+
+    def home(self, machine_id: str) -> Path:
+        return self.machine_dir(machine_id) / "home"
+
+    async def start(self, machine_id: str, token: str) -> str:
+        self._reap()
+        pid = running_pid(self.machine_dir(machine_id), machine_id)
+        if pid is not None:  # a redelivered machine.created: the daemon is already up
+            return f"local:{pid}"
+        home = self.home(machine_id)
+        home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in self._environ.items() if k in _INHERITED}
+        env |= {
+            "HOME": str(home),
+            "FLEET_NATS_URL": self._nats_url,
+            "FLEET_MACHINE_ID": machine_id,
+            "FLEET_MACHINE_TOKEN": token,
+        }
+        log_path = self.machine_dir(machine_id) / "daemon.log"
+        try:
+            with open(log_path, "ab") as log_file:
+                proc = subprocess.Popen(
+                    daemon_argv(), cwd=home, env=env, stdin=subprocess.DEVNULL,
+                    stdout=log_file, stderr=log_file, start_new_session=True,
+                )  # fmt: skip
+        except OSError as exc:
+            raise ProviderError(f"cannot start fleet-daemon: {exc}") from None
+        self._children[machine_id] = proc
+        _write_pid(self.machine_dir(machine_id), proc.pid)
+        log.info("provider.local_started", machine_id=machine_id, pid=proc.pid)
+        return f"local:{proc.pid}"
+
+    async def stop(self, machine_id: str) -> None:
+        await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
+        self._children.pop(machine_id, None)
+        self._reap()
+
+    def _reap(self) -> None:
+        """Collect exit statuses of daemons this process started (no zombies)."""
+        for mid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                log.warning("provider.local_exited", machine_id=mid, code=proc.returncode)
+                del self._children[mid]
+
+
+def _write_pid(machine_dir: Path, pid: int) -> None:
+    tmp = machine_dir / "daemon.pid.tmp"
+    tmp.write_text(str(pid))
+    tmp.replace(machine_dir / "daemon.pid")
+
+
+def running_pid(machine_dir: Path, machine_id: str) -> int | None:
+    """The pid of this machine's daemon if it is alive and really is that daemon."""
+    try:
+        pid = int((machine_dir / "daemon.pid").read_text())
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, ValueError):
+        return None
+    # A reused pid belongs to some other process: only trust a process started for this machine.
+    return pid if f"FLEET_MACHINE_ID={machine_id}".encode() in environ.split(b"\0") else None
+
+
+def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool:
+    """SIGTERM the daemon's process group, SIGKILL it after ``grace_s``. True if it was up."""
+    pid = running_pid(machine_dir, machine_id)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    log.info("provider.local_stopped", machine_id=machine_id, pid=pid)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    return True
+
+
+def stop_all_local(data_dir: Path) -> int:
+    """Stop every local machine under ``data_dir``; returns how many were running."""
+    root = data_dir.resolve() / "machines"
+    if not root.is_dir():
+        return 0
+    return sum(stop_local(d, d.name, grace_s=3.0) for d in root.iterdir() if d.is_dir())
+
+
+def remove_machine_dir(data_dir: Path, machine_id: str) -> None:
+    shutil.rmtree(data_dir.resolve() / "machines" / machine_id, ignore_errors=True)

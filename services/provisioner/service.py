@@ -1,0 +1,82 @@
+"""The provisioner: ``machine.created`` -> token, provider start, ``machine.provisioned``;
+``machine.archived`` -> provider stop."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+
+from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
+from contracts.ids import derived_event_id
+from contracts.status import MachineStatus as S
+from services.common.bus import Bus
+from services.common.consumer import Permanent
+from services.common.crypto import SecretBox, mint_machine_token
+from services.common.failures import fail_machine
+from services.common.store import Store, k_machine
+from services.provisioner.providers import Provider
+
+log = structlog.get_logger(__name__)
+
+
+class Provisioner:
+    def __init__(
+        self, *, store: Store, bus: Bus, providers: Mapping[str, Provider], box: SecretBox
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.providers = providers
+        self.box = box
+
+    async def on_created(self, event: Event) -> None:
+        assert isinstance(event, MachineCreated)
+        machine = await self.store.get_machine(event.machine_id)
+        if machine.status is S.BOOTING and machine.external_id:
+            await self._announce(event, machine.external_id)  # crashed before announcing
+            return
+        if machine.status not in (S.CREATED, S.PROVISIONING):
+            log.info("provision.skipped", status=machine.status.value)
+            return
+        await self.store.transition(machine.id, S.PROVISIONING, "starting the machine")
+        provider = self.providers.get(event.provider)
+        if provider is None:
+            raise Permanent(f"no provider named {event.provider!r} is configured")
+        token = await self.machine_token(machine.id)
+        external_id = await provider.start(machine.id, token)
+        t = await self.store.transition(
+            machine.id, S.BOOTING, "waiting for the daemon to report ready", externalId=external_id
+        )
+        if t.changed or t.previous is S.BOOTING:
+            await self._announce(event, external_id)
+
+    async def _announce(self, cause: MachineCreated, external_id: str) -> None:
+        await self.bus.publish(
+            MachineProvisioned(
+                event_id=derived_event_id(cause.event_id, "provisioned"),
+                machine_id=cause.machine_id, provider=cause.provider, external_id=external_id,
+            )  # fmt: skip
+        )
+
+    async def machine_token(self, machine_id: str) -> str:
+        """The machine's token: minted once (racing replicas agree via HSETNX), then reused."""
+        sealed = self.box.encrypt(mint_machine_token())
+        await self.store.redis.hsetnx(k_machine(machine_id), "tokenEnc", sealed)
+        stored = await self.store.machine_secret(machine_id)
+        assert stored is not None
+        return self.box.decrypt(stored)
+
+    async def on_archived(self, event: Event) -> None:
+        assert isinstance(event, MachineArchived)
+        machine = await self.store.get_machine(event.machine_id)
+        provider = self.providers.get(machine.provider)
+        if provider is not None:
+            await provider.stop(machine.id)
+        log.info("provision.machine_stopped", provider=machine.provider)
+
+    async def give_up(self, event: Event, reason: str) -> None:
+        if isinstance(event, MachineArchived):
+            log.error("provision.stop_failed", reason=reason)
+            return
+        await fail_machine(self.store, self.bus, event.machine_id, stage="provision",
+                           reason=reason, cause_event_id=event.event_id)  # fmt: skip

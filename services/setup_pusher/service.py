@@ -1,0 +1,109 @@
+"""The setup pusher: a daemon reported ready -> push the .env and clone the repos through it.
+
+Idempotent: a redelivered report rewrites the same .env and skips repos already cloned (recorded
+in Redis, and recognised on the machine if a crash came between the clone and the record).
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from contracts.daemon_rpc import ExecCommandParams
+from contracts.events import DaemonStatusReported, Event, SetupPushed
+from contracts.ids import derived_event_id
+from contracts.models import Machine, Repo
+from contracts.status import MachineStatus as S
+from services.common.bus import Bus
+from services.common.consumer import Permanent, Retry
+from services.common.daemon_client import DaemonClient, MachineClient
+from services.common.failures import fail_machine
+from services.common.settings import Settings
+from services.common.store import Store
+from services.setup_pusher.envfile import build_env_file
+
+log = structlog.get_logger(__name__)
+
+ENV_PATH = "~/.fleet/.env"
+CA_PATH = "~/.fleet/ca.pem"
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # never wait for a password nobody will type
+
+
+class SetupPusher:
+    def __init__(
+        self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.daemons = daemons
+        self.settings = settings
+
+    async def on_status(self, event: Event) -> None:
+        assert isinstance(event, DaemonStatusReported)
+        if event.status != "ready":
+            return
+        machine = await self.store.get_machine(event.machine_id)
+        await self.store.set_fields(machine.id, daemonVersion=event.version,
+                                    daemonGitSha=event.git_sha or "")  # fmt: skip
+        if machine.status in (S.CREATED, S.PROVISIONING):
+            # The daemon was quicker than the provisioner's bookkeeping: try again shortly.
+            raise Retry(f"machine is still {machine.status.value}")
+        if not machine.external_id or machine.status not in (S.BOOTING, S.SETTING_UP):
+            log.info("setup.skipped", status=machine.status.value, external_id=machine.external_id)
+            return
+        await self.store.transition(machine.id, S.SETTING_UP, "pushing .env and repos")
+        pushed = await self.push(machine, cause_event_id=event.event_id)
+        await self.bus.publish(pushed)
+
+    async def push(self, machine: Machine, *, cause_event_id: str) -> SetupPushed:
+        mc = self.daemons.machine(machine.id)
+        env_path, env_bytes = await self.push_env(mc, machine.instance_id)
+        log.info("setup.env_written", path=env_path, bytes=env_bytes)
+        repos = await self.store.list_repos(machine.instance_id)
+        done = await self.store.cloned_paths(machine.id)
+        for repo in repos:
+            if repo.path not in done:
+                await self.clone(mc, repo)
+                await self.store.mark_cloned(machine.id, repo.path)
+        return SetupPushed(
+            event_id=derived_event_id(cause_event_id, "setup-pushed"), machine_id=machine.id,
+            env_path=env_path, env_bytes=env_bytes, repo_paths=[r.path for r in repos],
+        )  # fmt: skip
+
+    async def push_env(self, mc: MachineClient, instance_id: str) -> tuple[str, int]:
+        """Write the CA bundle (if configured) and the .env; returns the .env's path and size."""
+        s = self.settings
+        ca_path = None
+        if s.ca_bundle is not None:
+            ca = await mc.write_file(CA_PATH, s.ca_bundle.read_text(), 0o644)
+            ca_path = ca.path
+        platform, instance = await self.store.env_maps(instance_id)
+        content = build_env_file(platform, instance, egress_proxy=s.egress_proxy,
+                                 no_proxy=s.no_proxy, ca_path=ca_path)  # fmt: skip
+        written = await mc.write_file(ENV_PATH, content, 0o600)
+        return written.path, written.bytes_written
+
+    async def clone(self, mc: MachineClient, repo: Repo) -> None:
+        argv = ["git", "clone", "--branch", repo.branch, "--single-branch", "--",
+                repo.url, repo.path]  # fmt: skip
+        result = await mc.exec(
+            ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=_GIT_ENV)
+        )
+        if result.exit_code == 0:
+            log.info("setup.repo_cloned", path=repo.path, branch=repo.branch)
+            return
+        if "already exists and is not an empty directory" in result.stderr and (
+            await self._is_checkout_of(mc, repo)
+        ):
+            log.info("setup.repo_already_cloned", path=repo.path)
+            return
+        if result.timed_out:
+            raise Permanent(f"git clone {repo.url} timed out after {self.settings.clone_timeout_s:g}s")
+        raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
+
+    async def _is_checkout_of(self, mc: MachineClient, repo: Repo) -> bool:
+        r = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")
+        return r.exit_code == 0 and r.stdout.strip() == repo.url
+
+    async def give_up(self, event: Event, reason: str) -> None:
+        await fail_machine(self.store, self.bus, event.machine_id, stage="setup", reason=reason,
+                           cause_event_id=event.event_id)  # fmt: skip
