@@ -57,7 +57,7 @@ class MethodSpec:
 class _Envelope(msgspec.Struct):
     jsonrpc: str
     method: str
-    params: msgspec.Raw | None = None
+    params: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
     id: int | str | None | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -147,9 +147,8 @@ class Dispatcher(Generic[Ctx]):
         route = self._routes.get(env.method)
         if route is None:
             raise MethodNotFound(f"method not found: {env.method}")
-        raw = b"{}" if env.params is None else bytes(env.params)
         try:
-            params = self._decoders[env.method].decode(raw)
+            params = self._decoders[env.method].decode(env.params)
         except msgspec.ValidationError as exc:
             raise invalid_params(exc) from None
         return await route[1](params, ctx)
@@ -163,7 +162,8 @@ def _error(req_id: RequestId, exc: FleetError) -> _Response:
 class _ClientResponse(msgspec.Struct):
     jsonrpc: str = "2.0"
     id: RequestId = None
-    result: msgspec.Raw | None = None
+    #: Empty when the response has no "result" member (a null result is b"null").
+    result: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b""))
     error: dict[str, Any] | None = None
 
 
@@ -179,7 +179,7 @@ def decode_response(body: bytes, result_type: type[R]) -> R:
         raise ParseError(f"malformed JSON-RPC response: {exc}") from None
     if resp.error is not None:
         raise error_from_wire(resp.error)
-    if resp.result is None:
+    if not resp.result:
         raise InvalidRequest("JSON-RPC response has neither result nor error")
     try:
         return msgspec.json.decode(resp.result, type=result_type)

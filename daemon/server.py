@@ -8,7 +8,6 @@ import random
 import time
 import uuid
 from types import TracebackType
-from typing import Any
 
 import nats
 import nats.errors
@@ -129,7 +128,7 @@ class Daemon:
                 log.warning("daemon.report_retry", status=status, attempt=tried, error=repr(exc))
                 await asyncio.sleep(min(5.0, 0.25 * 2**tried))
 
-    def _on_request(self, msg: Msg) -> Any:
+    async def _on_request(self, msg: Msg) -> None:
         # nats-py runs a subscription's callbacks one at a time; a long execCommand must not
         # hold up a health check, so each request gets its own task.
         task = asyncio.create_task(self._serve(msg))
@@ -147,12 +146,12 @@ class Daemon:
     # --- methods ----------------------------------------------------------------------------
     async def _write_file(self, params: WriteFileParams, _: None) -> WriteFileResult:
         if len(params.content) < 256 * 1024:
-            return tools.write_file(self.settings.home, params)
-        return await asyncio.to_thread(tools.write_file, self.settings.home, params)
+            return tools.write_file(self.settings.home_path, params)
+        return await asyncio.to_thread(tools.write_file, self.settings.home_path, params)
 
     async def _exec_command(self, params: ExecCommandParams, _: None) -> ExecCommandResult:
         return await tools.exec_command(
-            self.settings.home, params, os.environ, self.settings.exec_output_cap
+            self.settings.home_path, params, os.environ, self.settings.exec_output_cap
         )
 
     async def _get_version(self, _: object, __: None) -> GetVersionResult:

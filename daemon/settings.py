@@ -14,11 +14,15 @@ class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):
     machine_id: str
     machine_token: str
     #: The machine's home; ``~`` and relative paths in RPCs resolve against it.
-    home: Path
+    home: str
     #: Per-stream cap on captured command output (bytes); more is cut and flagged.
     exec_output_cap: int = 256 * 1024
     env: str = "dev"
     log_level: str = "info"
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DaemonSettings:

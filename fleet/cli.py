@@ -73,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     repos = sub.add_parser("repos").add_subparsers(dest="sub", required=True)
     r_add = repos.add_parser("add")
-    for flag in ("--instance", "--url", "--branch", "--path"):
+    for flag in ("--instance", "--branch", "--path"):
         r_add.add_argument(flag, required=True)
+    r_add.add_argument("--url", dest="repo_url", required=True, help="the repository to clone")
     r_rm = repos.add_parser("remove")
     r_rm.add_argument("--instance", required=True)
     r_rm.add_argument("--path", required=True)
@@ -190,7 +191,7 @@ async def _env_list(c: FleetClient, a: argparse.Namespace) -> int:
 
 
 async def _repos_add(c: FleetClient, a: argparse.Namespace) -> int:
-    r = await c.add_repo(a.instance, a.url, a.branch, a.path)
+    r = await c.add_repo(a.instance, a.repo_url, a.branch, a.path)
     return _out(a, r, lambda: f"added {r.url}@{r.branch} -> ~/{r.path}")
 
 

@@ -133,7 +133,7 @@ def up(opts: UpOptions) -> int:
             redis_url = stack.enter_context(ValkeyServer(data_dir / "redis")).url  # type: ignore[attr-defined]
         stack.callback(_stop_machines, data_dir)
         settings = Settings(
-            nats_url=nats_url, redis_url=redis_url, data_dir=data_dir, env=opts.env,  # type: ignore[arg-type]
+            nats_url=nats_url, redis_url=redis_url, data_dir=str(data_dir), env=opts.env,  # type: ignore[arg-type]
             secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
             admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
             host=opts.host, port=opts.port,

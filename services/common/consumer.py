@@ -144,9 +144,9 @@ class Consumer:
                 continue
             try:
                 msgs = await self._sub.fetch(batch=free, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing to do (nats-py raises both kinds of TimeoutError)
                 continue
-            except nats.errors.Error as exc:  # disconnected or draining: wait and try again
+            except Exception as exc:  # task boundary: the loop must outlive any fetch failure
                 log.warning("consumer.fetch_failed", durable=self._durable, error=repr(exc))
                 await asyncio.sleep(0.5)
                 continue

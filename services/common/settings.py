@@ -22,7 +22,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_user: str = ""
     nats_password: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    data_dir: Path = Path(".fleet-data")
+    data_dir: str = ".fleet-data"
     #: Fernet key that encrypts machine tokens at rest.
     secret_key: str = ""
     admin_token: str = ""
@@ -42,7 +42,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     clone_timeout_s: float = 300.0
     egress_proxy: str = ""
     no_proxy: str = "localhost,127.0.0.1,::1"
-    ca_bundle: Path | None = None
+    #: Path (on the platform) of a PEM bundle to install on machines; empty: none.
+    ca_bundle: str = ""
     # probe
     probe_delay_s: float = 0.0
     probe_timeout_s: float = 60.0
@@ -64,13 +65,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         except msgspec.ValidationError as exc:
             raise SettingsError(_name_env_var(str(exc))) from None
 
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def ca_bundle_path(self) -> Path | None:
+        return Path(self.ca_bundle) if self.ca_bundle else None
+
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""
         out: dict[str, str] = {}
         for name in self.__struct_fields__:
             value = getattr(self, name)
-            if value is not None:
-                out[PREFIX + name.upper()] = str(value)
+            out[PREFIX + name.upper()] = str(value)
         return out
 
 
@@ -79,5 +87,5 @@ def _name_env_var(message: str) -> str:
     if "`$." in message:
         head, _, tail = message.partition("`$.")
         field = tail.split("`", 1)[0]
-        return f"{PREFIX}{field.upper()}: {head.rstrip(' -')}"
+        return f"{PREFIX}{field.upper()}: {head.removesuffix(' - at ').strip()}"
     return f"invalid settings: {message}"

@@ -173,7 +173,8 @@ class GatewayApi:
 
     async def _live_machine(self, machine_id: str) -> Machine:
         machine = await self.store.get_machine(machine_id)
-        if machine.status in TERMINAL:
+        # A failed machine still answers (that is when you want to look inside); archived is gone.
+        if machine.status is S.ARCHIVED:
             raise Conflict(f"machine {machine_id} is {machine.status.value}",
                            data={"status": machine.status.value})  # fmt: skip
         return machine

@@ -19,7 +19,7 @@ from services.provisioner.service import Provisioner
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store = await stack.enter_async_context(Store(settings.redis_url))
     bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
-    local = LocalProvider(data_dir=settings.data_dir, nats_url=settings.nats_url, environ=os.environ)
+    local = LocalProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ)
     svc = Provisioner(store=store, bus=bus, providers={local.name: local},
                       box=SecretBox(settings.secret_key))  # fmt: skip
     for durable, kind, handler in (

@@ -73,8 +73,8 @@ class SetupPusher:
         """Write the CA bundle (if configured) and the .env; returns the .env's path and size."""
         s = self.settings
         ca_path = None
-        if s.ca_bundle is not None:
-            ca = await mc.write_file(CA_PATH, s.ca_bundle.read_text(), 0o644)
+        if s.ca_bundle_path is not None:
+            ca = await mc.write_file(CA_PATH, s.ca_bundle_path.read_text(), 0o644)
             ca_path = ca.path
         platform, instance = await self.store.env_maps(instance_id)
         content = build_env_file(platform, instance, egress_proxy=s.egress_proxy,
