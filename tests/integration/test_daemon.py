@@ -1,0 +1,210 @@
+"""The daemon as a real process: boot report, tools, errors, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+from contracts import subjects
+from contracts.daemon_rpc import ExecCommandParams
+from contracts.errors import DaemonUnavailable, InvalidParams, ToolError
+from contracts.events import DaemonStatusReported
+from contracts.ids import new_machine_id
+from fleet.embedded import NatsServer, free_port
+from services.common.bus import Bus
+from services.common.daemon_client import DaemonClient, MachineClient
+from services.common.settings import Settings
+from tests.conftest import DaemonProc, SpawnDaemon
+from tests.waiters import subscribed, wait_until
+
+
+async def boot(bus: Bus, spawn_daemon: SpawnDaemon, **env: str) -> tuple[DaemonProc, MachineClient]:
+    """Start a daemon and wait for its ready report (the stream must exist, so `bus` first)."""
+    mid = new_machine_id()
+    async with subscribed(bus.nc, subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)) as inbox:
+        d = spawn_daemon(mid, **env)
+        event = await inbox.next_event(timeout=15)
+    assert isinstance(event, DaemonStatusReported)
+    assert event.status == "ready"
+    return d, DaemonClient(bus.nc).machine(mid)
+
+
+async def test_daemon_reports_ready_once_with_version(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    mid = new_machine_id()
+    subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
+    async with subscribed(bus.nc, subject) as inbox:
+        spawn_daemon(mid)
+        event = await inbox.next_event(timeout=15)
+        assert isinstance(event, DaemonStatusReported)
+        assert (event.machine_id, event.status, event.version) == (mid, "ready", "0.1.0")
+        assert event.boot_id
+        # "Nothing else at boot": no second report follows the first.
+        with pytest.raises(TimeoutError):
+            await inbox.next(timeout=0.5)
+    stored = await bus.js.get_last_msg(subjects.STREAM_NAME, subject)
+    assert json.loads(stored.data)["bootId"] == event.boot_id
+
+
+async def test_write_file_resolves_home_and_applies_mode(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    d, mc = await boot(bus, spawn_daemon)
+    r = await mc.write_file("~/.fleet/.env", "A='1'\n", 0o600)
+    target = d.home / ".fleet" / ".env"
+    assert (r.path, r.bytes_written) == (str(target), 6)
+    assert target.read_text() == "A='1'\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+    r = await mc.write_file("notes/a b.txt", "héllo")
+    assert Path(r.path) == d.home / "notes" / "a b.txt"
+    assert r.bytes_written == len("héllo".encode())
+    assert stat.S_IMODE(Path(r.path).stat().st_mode) == 0o644  # the default mode
+
+    # Rewriting replaces the file whole, keeping the new mode.
+    await mc.write_file("~/.fleet/.env", "B='2'\n", 0o640)
+    assert target.read_text() == "B='2'\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert [p.name for p in target.parent.iterdir()] == [".env"]  # no temp files left
+
+
+async def test_write_file_errors_are_named(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    d, mc = await boot(bus, spawn_daemon)
+    (d.home / "blocker").write_text("a file, not a directory")
+    with pytest.raises(ToolError, match="cannot write"):
+        await mc.write_file("blocker/child.txt", "x")
+    with pytest.raises(InvalidParams) as exc:
+        await mc.write_file("~root/x", "x")
+    assert exc.value.field == "$.path"
+
+
+async def test_exec_runs_argv_in_home_with_separate_streams(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    d, mc = await boot(bus, spawn_daemon)
+    r = await mc.exec(ExecCommandParams(
+        command=["sh", "-c", 'pwd; echo "to err $GREETING" >&2; exit 3'], env={"GREETING": "hi"},
+    ))  # fmt: skip
+    assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (3, f"{d.home}\n", "to err hi\n", False)
+
+    (d.home / "sub").mkdir()
+    r = await mc.exec(ExecCommandParams(command=["pwd"], cwd="sub"))
+    assert r.stdout.strip() == str(d.home / "sub")
+
+    # argv, never a shell: metacharacters arrive verbatim.
+    r = await mc.run("echo", "$(id)", ";", "rm -rf ~")
+    assert r.stdout == "$(id) ; rm -rf ~\n"
+
+
+async def test_exec_never_shows_the_machine_token(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    _, mc = await boot(bus, spawn_daemon)
+    r = await mc.run("env")
+    assert "FLEET_MACHINE_TOKEN" not in r.stdout
+    assert "test-machine-token" not in r.stdout
+
+
+async def test_exec_missing_program_and_cwd(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    _, mc = await boot(bus, spawn_daemon)
+    r = await mc.run("definitely-not-a-program-xyz")
+    assert r.exit_code == 127
+    assert "not found" in r.stderr
+    with pytest.raises(ToolError, match="not a directory"):
+        await mc.exec(ExecCommandParams(command=["pwd"], cwd="missing-dir"))
+
+
+def _processes_with(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+async def test_exec_timeout_kills_the_whole_tree(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    _, mc = await boot(bus, spawn_daemon)
+    marker = f"300.{uuid.uuid4().int % 10**6}"
+    r = await mc.exec(ExecCommandParams(
+        command=["sh", "-c", f"echo started; sleep {marker} & sleep {marker}"], timeout_s=0.5,
+    ))  # fmt: skip
+    assert r.timed_out
+    assert r.exit_code == -9
+    assert r.stdout == "started\n"
+    assert _processes_with(f"sleep {marker}") == []
+
+
+async def test_exec_output_is_capped_and_flagged(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    _, mc = await boot(bus, spawn_daemon, FLEET_EXEC_OUTPUT_CAP="1000")
+    r = await mc.run("sh", "-c", "head -c 5000 /dev/zero | tr '\\0' x; echo done >&2")
+    assert r.truncated
+    assert r.stdout == "x" * 1000
+    assert r.stderr == "done\n"
+
+
+async def test_health_answers_while_a_long_command_runs(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    _, mc = await boot(bus, spawn_daemon)
+    slow = asyncio.create_task(mc.run("sleep", "2"))
+    health = await mc.health(timeout_s=1.0)
+    assert health.ok and health.uptime_s > 0
+    assert not slow.done()
+    assert (await slow).exit_code == 0
+    version = await mc.get_version()
+    assert version.version == "0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        (b"{not json", -32700, None),
+        (b'{"jsonrpc":"2.0","id":1}', -32600, None),
+        (b'{"jsonrpc":"2.0","id":1,"method":"tool.nope"}', -32601, None),
+        (b'{"jsonrpc":"2.0","id":1,"method":"tool.writeFile","params":{"content":"x"}}',
+         -32602, "$.path"),  # fmt: skip
+        (b'{"jsonrpc":"2.0","id":1,"method":"tool.writeFile","params":{"path":"a","content":"x","mode":"rw"}}',
+         -32602, "$.mode"),  # fmt: skip
+        (b'{"jsonrpc":"2.0","id":1,"method":"tool.execCommand","params":{"command":[]}}',
+         -32602, "$.command"),  # fmt: skip
+        (b'{"jsonrpc":"2.0","id":1,"method":"tool.execCommand","params":{"command":["ls"],"shell":true}}',
+         -32602, "$.shell"),  # fmt: skip
+    ],
+)
+async def test_bad_requests_get_named_errors(
+    bus: Bus, spawn_daemon: SpawnDaemon, body: bytes, code: int, field: str | None
+) -> None:
+    d, mc = await boot(bus, spawn_daemon)
+    reply = await bus.nc.request(subjects.daemon_rpc(d.machine_id), body, timeout=5)
+    error = json.loads(reply.data)["error"]
+    assert error["code"] == code
+    assert (error.get("data") or {}).get("field") == field
+    assert (await mc.health()).ok  # and the daemon is still serving
+
+
+async def test_sigterm_reports_stopping_and_exits_cleanly(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    d, mc = await boot(bus, spawn_daemon)
+    subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, d.machine_id)
+    async with subscribed(bus.nc, subject) as inbox:
+        os.kill(d.proc.pid, signal.SIGTERM)
+        event = await inbox.next_event(timeout=10)
+    assert isinstance(event, DaemonStatusReported) and event.status == "stopping"
+    assert d.proc.wait(timeout=10) == 0
+    with pytest.raises(DaemonUnavailable):
+        await mc.health()
+
+
+async def test_daemon_keeps_retrying_until_nats_is_up(tmp_path: Path, spawn_daemon: SpawnDaemon) -> None:
+    """A daemon started while NATS is unreachable retries (with backoff), then reports ready."""
+    late = NatsServer(tmp_path / "late-nats", port=free_port())
+    d = spawn_daemon(FLEET_NATS_URL=late.url)
+    await wait_until(lambda: d.output().count("Connect call failed") >= 2, timeout=15)
+    with late:
+        async with Bus(Settings(nats_url=late.url), name="late") as late_bus:
+            subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, d.machine_id)
+            async with subscribed(late_bus.nc, subject) as inbox:
+                event = await inbox.next_event(timeout=20)
+            assert isinstance(event, DaemonStatusReported) and event.status == "ready"
+            assert (await DaemonClient(late_bus.nc).machine(d.machine_id).health()).ok

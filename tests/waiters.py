@@ -1,0 +1,48 @@
+"""Waiters: await something observable with a timeout, never sleep and hope."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from contracts.events import Event, decode_event
+
+
+class Inbox:
+    """Messages on a subject, collected from the moment the subscription starts."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def next(self, timeout: float = 10.0) -> Msg:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+    async def next_event(self, timeout: float = 10.0) -> Event:
+        return decode_event((await self.next(timeout)).data)
+
+
+@asynccontextmanager
+async def subscribed(nc: NATS, subject: str) -> AsyncIterator[Inbox]:
+    inbox = Inbox()
+
+    async def on_msg(msg: Msg) -> None:
+        inbox.queue.put_nowait(msg)
+
+    sub = await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    try:
+        yield inbox
+    finally:
+        await sub.unsubscribe()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0, every: float = 0.05) -> None:
+    """For conditions with no event to await (a log line, a file, a process exit): check
+    repeatedly, and fail loudly at the deadline rather than hope a sleep was long enough."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(every)
