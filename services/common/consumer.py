@@ -127,6 +127,10 @@ class Consumer:
             for t in pending:  # unacked: JetStream redelivers them
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        try:  # the drained handlers' acks must reach the server before we report "stopped"
+            await self._bus.nc.flush(timeout=5)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("consumer.flush_failed", durable=self._durable, error=repr(exc))
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
