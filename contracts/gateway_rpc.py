@@ -20,12 +20,16 @@ from contracts.errors import (
     Forbidden,
     NotFound,
 )
-from contracts.ids import INSTANCE_ID_RE, MACHINE_ID_RE
+from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
 from contracts.jsonrpc import MethodSpec, NoParams, Params, Result
 from contracts.models import EnvVar, Instance, Machine, ProviderName, Repo
 
-InstanceId = Annotated[str, msgspec.Meta(pattern=INSTANCE_ID_RE.pattern)]
-MachineId = Annotated[str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern)]
+InstanceId = Annotated[
+    str, msgspec.Meta(pattern=INSTANCE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
+]
+MachineId = Annotated[
+    str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
+]
 EnvName = Annotated[str, msgspec.Meta(pattern=validation.ENV_NAME_PATTERN, max_length=256)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
@@ -49,6 +53,7 @@ class SetEnvParams(Params, kw_only=True):
     value: Annotated[str, msgspec.Meta(max_length=128 * 1024)]
 
     def __post_init__(self) -> None:
+        validation.check_env_name(self.name)
         if "\x00" in self.value:  # no environment can hold it; the .env would be unreadable
             raise ValueError("field `value` cannot contain NUL characters")
 
@@ -56,6 +61,9 @@ class SetEnvParams(Params, kw_only=True):
 class UnsetEnvParams(Params, kw_only=True):
     instance_id: InstanceId | None = None
     name: EnvName
+
+    def __post_init__(self) -> None:
+        validation.check_env_name(self.name)
 
 
 class ListEnvParams(Params, kw_only=True):

@@ -8,6 +8,8 @@ import uuid
 
 MACHINE_ID_RE = re.compile(r"^m-[0-9a-f]{16}$")
 INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{16}$")
+#: Exact length, so a pattern's `$` cannot let a trailing newline through.
+ID_LENGTH = 18
 
 # A fixed namespace so derived event ids are the same in every process.
 _EVENT_NS = uuid.UUID("6f1c1a52-3f63-4b3e-9d0a-0c7f8f5b7a11")

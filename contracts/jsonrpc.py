@@ -108,8 +108,7 @@ class Dispatcher(Generic[Ctx]):
         stripped = body.lstrip()
         if stripped.startswith(b"["):
             return await self._handle_batch(stripped, ctx)
-        answer = await self._handle_one(stripped, ctx)
-        return None if answer is None else _ENCODER.encode(answer)
+        return await self._handle_one(stripped, ctx)
 
     async def _handle_batch(self, body: bytes, ctx: Ctx) -> bytes | None:
         try:
@@ -119,27 +118,28 @@ class Dispatcher(Generic[Ctx]):
         if not items:
             return _ENCODER.encode(_error(None, InvalidRequest("empty batch")))
         answers = [a for a in [await self._handle_one(bytes(i), ctx) for i in items] if a]
-        return _ENCODER.encode(answers) if answers else None
+        return b"[" + b",".join(answers) + b"]" if answers else None
 
-    async def _handle_one(self, body: bytes, ctx: Ctx) -> _Response | None:
+    async def _handle_one(self, body: bytes, ctx: Ctx) -> bytes | None:
         try:
             env = msgspec.json.decode(body, type=_Envelope)
         except msgspec.ValidationError as exc:
-            return _error(None, InvalidRequest(f"invalid request: {exc}"))
+            return _ENCODER.encode(_error(None, InvalidRequest(f"invalid request: {exc}")))
         except msgspec.DecodeError as exc:
-            return _error(None, ParseError(f"parse error: {exc}"))
+            return _ENCODER.encode(_error(None, ParseError(f"parse error: {exc}")))
         req_id = None if env.id is msgspec.UNSET else env.id
         try:
             result = await self._call(env, ctx)
+            if env.id is msgspec.UNSET:
+                return None
+            # Encoding is inside the boundary: a result that cannot be encoded is a handler bug.
+            return _ENCODER.encode(_Response(jsonrpc="2.0", id=req_id, result=result))
         except FleetError as exc:
-            return None if env.id is msgspec.UNSET else _error(req_id, exc)
+            answer = _error(req_id, exc)
         except Exception:  # task boundary: one handler's crash must not take the server down
             log.exception("rpc.handler_crashed", method=env.method, request_id=req_id)
-            crash = InternalError(f"internal error in {env.method}")
-            return None if env.id is msgspec.UNSET else _error(req_id, crash)
-        if env.id is msgspec.UNSET:
-            return None
-        return _Response(jsonrpc="2.0", id=req_id, result=result)
+            answer = _error(req_id, InternalError(f"internal error in {env.method}"))
+        return None if env.id is msgspec.UNSET else _ENCODER.encode(answer)
 
     async def _call(self, env: _Envelope, ctx: Ctx) -> Any:
         if env.jsonrpc != "2.0":

@@ -15,14 +15,16 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
 
 _URL_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
-_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
+_SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.][A-Za-z0-9.-]*:\S+")
+#: scheme://[user@]host...: a host that starts with '-' is an ssh option (CVE-2017-1000117).
+_URL_HOST = re.compile(r"(?:https?|ssh|git)://(?:[^@/]*@)?([^/:]*)")
 _BAD_REF = re.compile(r"(\.\.|@\{|[\x00-\x20\x7f~^:?*\[\\]|//|/\.|\.lock$|\.lock/|/$|\.$)")
 #: Paths under the machine's home that belong to fleetd itself.
 RESERVED_DIRS = (".fleet",)
 
 
 def check_env_name(name: str, field: str = "name") -> None:
-    if not ENV_NAME_RE.match(name):
+    if not ENV_NAME_RE.fullmatch(name):  # fullmatch: `$` alone would let "NAME\n" through
         raise ValueError(f"field `{field}` must match {ENV_NAME_PATTERN}, got {name!r}")
 
 
@@ -31,7 +33,10 @@ def check_repo_url(url: str, field: str = "url") -> None:
         raise ValueError(f"field `{field}` must not be empty, start with '-' or contain spaces")
     if "::" in url.split("/", 1)[0]:
         raise ValueError(f"field `{field}`: git remote-helper transports (x::...) are refused")
-    if url.startswith(_URL_SCHEMES) or _SCP_LIKE.match(url) or url.startswith("/"):
+    host = _URL_HOST.match(url)
+    if host and host.group(1).startswith("-"):
+        raise ValueError(f"field `{field}`: a host name cannot start with '-'")
+    if url.startswith(_URL_SCHEMES) or _SCP_LIKE.fullmatch(url) or url.startswith("/"):
         return
     raise ValueError(
         f"field `{field}` must be an https://, http://, ssh://, git:// or file:// URL, "
@@ -40,7 +45,7 @@ def check_repo_url(url: str, field: str = "url") -> None:
 
 
 def check_branch(branch: str, field: str = "branch") -> None:
-    if not branch or len(branch) > 255 or branch.startswith(("-", "/", ".")):
+    if not branch or len(branch) > 255 or branch.startswith(("-", "/", ".")) or branch == "HEAD":
         raise ValueError(f"field `{field}` must be a branch name, not {branch!r}")
     if _BAD_REF.search(branch):
         raise ValueError(f"field `{field}` is not a valid git branch name: {branch!r}")
@@ -51,7 +56,7 @@ def check_checkout_path(path: str, field: str = "path") -> None:
     if not path or path.startswith(("-", "/", "~")) or "\x00" in path or "\\" in path:
         raise ValueError(f"field `{field}` must be a relative path inside the machine's home")
     norm = posixpath.normpath(path)
-    if norm == "." or norm.startswith("..") or norm != path.rstrip("/"):
+    if norm == "." or ".." in norm.split("/") or norm != path.rstrip("/"):
         raise ValueError(f"field `{field}` must be a normalized path inside the home: {path!r}")
     if norm.split("/", 1)[0] in RESERVED_DIRS:
         raise ValueError(f"field `{field}`: {norm.split('/', 1)[0]}/ is reserved for fleetd")

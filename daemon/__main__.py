@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import signal
 import sys
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"fleet-daemon: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.env, settings.log_level, service="daemon")
+    os.chdir(settings.home_path)  # never keep a platform directory busy, never depend on it
     structlog.contextvars.bind_contextvars(machine_id=settings.machine_id)
     asyncio.run(_run(settings))
 

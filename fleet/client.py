@@ -72,6 +72,9 @@ class FleetClient:
                 data = await resp.read()
                 if resp.status == 401:
                     raise Unauthorized("the gateway refused the access token (HTTP 401)")
+                if resp.content_type != "application/json":
+                    text = data[:300].decode(errors="replace")
+                    raise FleetError(f"the gateway answered HTTP {resp.status}: {text}")
         except aiohttp.ClientConnectionError as exc:
             raise ConnectionFailed(
                 f"cannot reach fleetd at {self.url} ({exc}); start it with `./run up`, "

@@ -33,6 +33,7 @@ K_PLATFORM_ENV = P + "env:platform"
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {0, ''} end
+if cur == ARGV[1] then return {1, cur} end  -- a repeat: keep the first reason and fields
 for allowed in string.gmatch(ARGV[4], '[^,]+') do
   if allowed == cur then
     redis.call('HSET', KEYS[1], 'status', ARGV[1], 'statusReason', ARGV[2], 'updatedAt', ARGV[3])
@@ -73,8 +74,15 @@ def k_cloned(machine_id: str) -> str:
 
 
 class Transition(msgspec.Struct, frozen=True):
+    #: The status now is the target (it was allowed; it may already have been the target).
     changed: bool
     previous: MachineStatus | None
+    target: MachineStatus
+
+    @property
+    def moved(self) -> bool:
+        """The status really changed (not a repeat of a transition already made)."""
+        return self.changed and self.previous is not self.target
 
 
 class Store:
@@ -208,8 +216,10 @@ class Store:
         changed, prev = await self._transition(
             keys=[k_machine(machine_id)], args=[target.value, reason, _now(), allowed, *extra]
         )
-        result = Transition(changed=bool(changed), previous=MachineStatus(prev) if prev else None)
-        if result.changed:
+        result = Transition(
+            changed=bool(changed), previous=MachineStatus(prev) if prev else None, target=target
+        )
+        if result.moved:
             log.info("machine.status_changed", machine_id=machine_id, status=target.value,
                      previous=prev, reason=reason)  # fmt: skip
         return result

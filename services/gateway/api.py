@@ -147,7 +147,7 @@ class GatewayApi:
     async def _archive(self, machine_id: str, reason: str) -> Machine:
         await self.store.get_machine(machine_id)  # NotFound first
         t = await self.store.transition(machine_id, S.ARCHIVED, reason)
-        if t.changed:
+        if t.moved:
             await self.bus.publish(
                 MachineArchived(event_id=new_event_id(), machine_id=machine_id, reason=reason)
             )

@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 CALLER: web.AppKey[Callable[[str], Caller | None]] = web.AppKey("caller")
+CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
 _JSON = "application/json"
 
 
@@ -59,7 +60,7 @@ async def auth_middleware(
         caller = request.app[CALLER](bearer(request))
         if caller is None:
             return error_response(Unauthorized("missing or invalid bearer token"))
-        request["caller"] = caller
+        request[CALLER_OF_REQUEST] = caller
     return await handler(request)
 
 
@@ -81,7 +82,7 @@ def make_app(
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return error_response(_too_large(max_body_bytes))
-        answer = await dispatcher.handle(body, request["caller"])
+        answer = await dispatcher.handle(body, request[CALLER_OF_REQUEST])
         if answer is None:
             return web.Response(status=204)
         return web.Response(body=answer, content_type=_JSON)

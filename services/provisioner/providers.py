@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -56,7 +55,7 @@ class LocalProvider:
         self._root = data_dir.resolve() / "machines"
         self._nats_url = nats_url
         self._environ = environ
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._children: dict[str, int] = {}
 
     def machine_dir(self, machine_id: str) -> Path:
         return self._root / machine_id
@@ -74,34 +73,50 @@ class LocalProvider:
         env = {k: v for k, v in self._environ.items() if k in _INHERITED}
         env |= {
             "HOME": str(home),
+            "FLEET_HOME": str(home),
             "FLEET_NATS_URL": self._nats_url,
             "FLEET_MACHINE_ID": machine_id,
             "FLEET_MACHINE_TOKEN": token,
         }
-        log_path = self.machine_dir(machine_id) / "daemon.log"
+        pid = self._spawn(env, self.machine_dir(machine_id) / "daemon.log")
+        self._children[machine_id] = pid
+        _write_pid(self.machine_dir(machine_id), pid)
+        log.info("provider.local_started", machine_id=machine_id, pid=pid)
+        return f"local:{pid}"
+
+    @staticmethod
+    def _spawn(env: dict[str, str], log_path: Path) -> int:
+        # posix_spawn, not Popen: the daemon must outlive this provisioner (as a cloud machine
+        # would), so nothing here owns it; we only reap it if it exits while we run. The daemon
+        # makes its home its working directory itself.
+        argv = daemon_argv()
+        out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         try:
-            with open(log_path, "ab") as log_file:
-                proc = subprocess.Popen(
-                    daemon_argv(), cwd=home, env=env, stdin=subprocess.DEVNULL,
-                    stdout=log_file, stderr=log_file, start_new_session=True,
-                )  # fmt: skip
+            return os.posix_spawn(
+                argv[0], argv, env, setsid=True,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+            )  # fmt: skip
         except OSError as exc:
             raise ProviderError(f"cannot start fleet-daemon: {exc}") from None
-        self._children[machine_id] = proc
-        _write_pid(self.machine_dir(machine_id), proc.pid)
-        log.info("provider.local_started", machine_id=machine_id, pid=proc.pid)
-        return f"local:{proc.pid}"
 
     async def stop(self, machine_id: str) -> None:
         await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
-        self._children.pop(machine_id, None)
         self._reap()
 
     def _reap(self) -> None:
         """Collect exit statuses of daemons this process started (no zombies)."""
-        for mid, proc in list(self._children.items()):
-            if proc.poll() is not None:
-                log.warning("provider.local_exited", machine_id=mid, code=proc.returncode)
+        for mid, pid in list(self._children.items()):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                log.info("provider.local_exited", machine_id=mid, pid=pid, code=code)
                 del self._children[mid]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import msgspec
 import pytest
 
 from contracts.errors import (
@@ -17,7 +16,14 @@ from contracts.errors import (
     NotFound,
     ParseError,
 )
-from contracts.jsonrpc import Dispatcher, MethodSpec, Params, Result, decode_response, encode_request
+from contracts.jsonrpc import (
+    Dispatcher,
+    MethodSpec,
+    Params,
+    Result,
+    decode_response,
+    encode_request,
+)
 
 
 class GreetParams(Params, kw_only=True):
@@ -154,9 +160,3 @@ def test_response_without_result_or_error_is_an_invalid_request() -> None:
 def test_malformed_response_is_a_parse_error(body: bytes) -> None:
     with pytest.raises(ParseError):
         decode_response(body, Greeting)
-
-
-def test_parse_error_is_a_fleet_error_not_a_msgspec_error() -> None:
-    with pytest.raises(FleetError) as info:
-        decode_response(b"{", Greeting)
-    assert not isinstance(info.value, msgspec.DecodeError)

@@ -1,0 +1,186 @@
+"""The whole pipeline, services wired as in production (in this process), real daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import stat
+from pathlib import Path
+
+import dotenv
+import msgspec
+import pytest
+
+from contracts.errors import Conflict, NotFound
+from contracts.events import DaemonStatusReported, MachineFailed, MachineReady, kind_of
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from services.common.bus import Bus
+from services.common.settings import Settings
+from services.provisioner.providers import running_pid
+from tests.waiters import wait_until
+
+PIPELINE = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
+NASTY = "first line with 'single' and \"double\" quotes\nsecond # not a comment $HOME ${X} \\n\n"
+
+
+def home_of(settings: Settings, machine_id: str) -> Path:
+    return settings.data_path / "machines" / machine_id / "home"
+
+
+async def follow(client: FleetClient, machine_id: str, timeout: float = 30.0) -> list[str]:
+    """The machine's event kinds, in stream order, up to ready or failed."""
+    kinds: list[str] = []
+    async with asyncio.timeout(timeout):
+        async for _, event in client.events(machine_id):
+            kinds.append(kind_of(event).value)
+            if isinstance(event, MachineReady | MachineFailed):
+                return kinds
+    return kinds
+
+
+async def test_machine_becomes_ready_with_env_and_repo(
+    stack: FleetClient, settings: Settings, bare_repo: Path
+) -> None:
+    inst = await stack.create_instance("demo")
+    await stack.set_env("GREETING", "from the platform")
+    await stack.set_env("ONLY_PLATFORM", "p")
+    await stack.set_env("GREETING", "from the instance", inst.id)
+    await stack.set_env("NASTY", NASTY, inst.id)
+    await stack.add_repo(inst.id, str(bare_repo), "feature", "src/app")
+
+    machine = await stack.create_machine(inst.id)
+    assert machine.status is MachineStatus.CREATED
+    assert await follow(stack, machine.id) == PIPELINE
+
+    machine = await stack.get_machine(machine.id)
+    assert machine.status is MachineStatus.READY, machine.status_reason
+    assert machine.external_id and machine.external_id.startswith("local:")
+    assert machine.daemon_version == "0.1.0"
+
+    env_file = home_of(settings, machine.id) / ".fleet" / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    parsed = dotenv.dotenv_values(stream=io.StringIO(env_file.read_text()), interpolate=False)
+    assert parsed == {"GREETING": "from the instance", "ONLY_PLATFORM": "p", "NASTY": NASTY}
+
+    checkout = home_of(settings, machine.id) / "src" / "app"
+    result = await stack.exec(machine.id, ["git", "branch", "--show-current"], cwd="src/app")
+    assert result.stdout.strip() == "feature"
+    assert (checkout / "feature.txt").read_text() == "on feature\n"
+
+
+async def test_bad_repo_fails_the_machine_with_gits_message(
+    stack: FleetClient, tmp_path: Path
+) -> None:
+    inst = await stack.create_instance("bad")
+    await stack.add_repo(inst.id, str(tmp_path / "missing.git"), "main", "app")
+    machine = await stack.create_machine(inst.id)
+    kinds = await follow(stack, machine.id)
+    assert kinds == ["created", "provisioned", "daemon-status-reported", "failed"]
+    machine = await stack.get_machine(machine.id)
+    assert machine.status is MachineStatus.FAILED
+    assert machine.status_reason.startswith("setup failed: git clone")
+    assert "does not exist" in machine.status_reason  # git's own words
+
+
+async def test_wrong_branch_fails_with_gits_message(stack: FleetClient, bare_repo: Path) -> None:
+    inst = await stack.create_instance("branchless")
+    await stack.add_repo(inst.id, str(bare_repo), "no-such-branch", "app")
+    machine = await stack.create_machine(inst.id)
+    await follow(stack, machine.id)
+    machine = await stack.get_machine(machine.id)
+    assert machine.status is MachineStatus.FAILED
+    assert "no-such-branch" in machine.status_reason
+
+
+async def test_archive_stops_the_daemon_and_rebuild_replaces_it(
+    stack: FleetClient, settings: Settings
+) -> None:
+    inst = await stack.create_instance("rebuild")
+    first = await stack.create_machine(inst.id)
+    await follow(stack, first.id)
+    with pytest.raises(Conflict, match=r"use machines\.rebuild"):
+        await stack.create_machine(inst.id)
+
+    second = await stack.rebuild_machine(inst.id)
+    assert second.id != first.id
+    await follow(stack, second.id)
+    assert (await stack.get_machine(second.id)).status is MachineStatus.READY
+    assert (await stack.get_machine(first.id)).status is MachineStatus.ARCHIVED
+    assert (await stack.get_instance(inst.id)).current_machine_id == second.id
+
+    machine_dir = settings.data_path / "machines" / first.id
+    await wait_until(lambda: running_pid(machine_dir, first.id) is None, timeout=15)
+    with pytest.raises(Conflict, match="archived"):
+        await stack.exec(first.id, ["true"])
+
+    archived = await stack.archive_machine(second.id)
+    assert archived.status is MachineStatus.ARCHIVED
+    again = await stack.archive_machine(second.id)  # idempotent
+    assert again.status is MachineStatus.ARCHIVED
+
+
+async def test_write_and_exec_through_the_gateway(stack: FleetClient, settings: Settings) -> None:
+    inst = await stack.create_instance("tools")
+    machine = await stack.create_machine(inst.id)
+    await follow(stack, machine.id)
+    written = await stack.write_file(machine.id, "notes/todo.txt", "ship it\n", 0o600)
+    assert written.path == str(home_of(settings, machine.id) / "notes" / "todo.txt")
+    r = await stack.exec(machine.id, ["cat", "notes/todo.txt"])
+    assert (r.exit_code, r.stdout) == (0, "ship it\n")
+    r = await stack.exec(machine.id, ["sleep", "5"], timeout_s=0.3)
+    assert r.timed_out
+
+
+async def test_redelivered_ready_report_changes_nothing(
+    stack: FleetClient, settings: Settings, bare_repo: Path
+) -> None:
+    """A second ready report for a ready machine neither re-clones nor moves its status."""
+    inst = await stack.create_instance("replay")
+    await stack.add_repo(inst.id, str(bare_repo), "main", "app")
+    machine = await stack.create_machine(inst.id)
+    await follow(stack, machine.id)
+    marker = home_of(settings, machine.id) / "app" / "local-change.txt"
+    marker.write_text("must survive")
+
+    report = None
+    async for _, event in stack.events(machine.id):
+        if isinstance(event, DaemonStatusReported):
+            report = event
+            break
+    assert report is not None
+    async with Bus(settings, name="replayer") as bus:
+        await bus.publish(msgspec.structs.replace(report, event_id="replayed-" + report.event_id))
+        # The stream holds the replay; wait until the setup pusher has consumed it.
+        async with asyncio.timeout(10):
+            while True:
+                info = await bus.js.consumer_info("FLEET_MACHINE_EVENTS", "setup_pusher")
+                if (info.num_pending, info.num_ack_pending) == (0, 0):
+                    break
+                await asyncio.sleep(0.05)
+    assert (await stack.get_machine(machine.id)).status is MachineStatus.READY
+    assert marker.read_text() == "must survive"
+
+
+async def test_events_arrive_for_one_machine_only(stack: FleetClient) -> None:
+    a = await stack.create_instance("a")
+    b = await stack.create_instance("b")
+    ma = await stack.create_machine(a.id)
+    mb = await stack.create_machine(b.id)
+    await follow(stack, ma.id)
+    seen: set[str] = set()
+    async for seq, event in stack.events(mb.id):
+        assert seq > 0
+        seen.add(event.machine_id)
+        if isinstance(event, MachineReady | MachineFailed):
+            break
+    assert seen == {mb.id}
+
+
+async def test_unknown_ids_are_not_found(stack: FleetClient) -> None:
+    with pytest.raises(NotFound):
+        await stack.get_machine("m-0000000000000000")
+    with pytest.raises(NotFound):
+        await stack.create_machine("i-0000000000000000")
+    with pytest.raises(NotFound):
+        await stack.set_env("X", "1", "i-0000000000000000")
