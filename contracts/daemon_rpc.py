@@ -30,9 +30,7 @@ class WriteFileResult(Result, kw_only=True):
 class ExecCommandParams(Params, kw_only=True):
     #: argv: the first element is the program; never run through a shell.
     command: Annotated[list[str], msgspec.Meta(min_length=1)]
-    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_EXEC_TIMEOUT_S)] = (
-        DEFAULT_EXEC_TIMEOUT_S
-    )
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_EXEC_TIMEOUT_S)] = DEFAULT_EXEC_TIMEOUT_S
     cwd: str | None = None
     env: dict[str, str] | None = None
 
@@ -65,19 +63,26 @@ class HealthResult(Result, kw_only=True):
 _UNREACHABLE = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError)
 
 WRITE_FILE = MethodSpec(
-    "tool.writeFile", WriteFileParams, WriteFileResult,
-    "Write a file on the machine (parents created, atomic, mode applied).", _UNREACHABLE,
+    "tool.writeFile",
+    WriteFileParams,
+    WriteFileResult,
+    "Write a file on the machine (parents created, atomic, mode applied).",
+    _UNREACHABLE,
 )
 EXEC_COMMAND = MethodSpec(
-    "tool.execCommand", ExecCommandParams, ExecCommandResult,
-    "Run an argv on the machine; killed on timeout.", _UNREACHABLE,
+    "tool.execCommand",
+    ExecCommandParams,
+    ExecCommandResult,
+    "Run an argv on the machine; killed on timeout.",
+    _UNREACHABLE,
 )
 GET_VERSION = MethodSpec(
-    "daemon.getVersion", NoParams, GetVersionResult,
-    "The daemon's package version and the git SHA of its code.", _UNREACHABLE,
+    "daemon.getVersion",
+    NoParams,
+    GetVersionResult,
+    "The daemon's package version and the git SHA of its code.",
+    _UNREACHABLE,
 )
-HEALTH = MethodSpec(
-    "daemon.health", NoParams, HealthResult, "Liveness and uptime.", _UNREACHABLE
-)
+HEALTH = MethodSpec("daemon.health", NoParams, HealthResult, "Liveness and uptime.", _UNREACHABLE)
 
 DAEMON_METHODS: tuple[MethodSpec, ...] = (WRITE_FILE, EXEC_COMMAND, GET_VERSION, HEALTH)

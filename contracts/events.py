@@ -19,9 +19,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Event(
-    msgspec.Struct, rename="camel", kw_only=True, tag_field="type", omit_defaults=False
-):
+class _Event(msgspec.Struct, rename="camel", kw_only=True, tag_field="type", omit_defaults=False):
     event_id: str
     machine_id: str
     occurred_at: datetime = msgspec.field(default_factory=now)
@@ -78,7 +76,7 @@ Event = (
     | MachineArchived
 )
 
-_DECODER = msgspec.json.Decoder(Event)
+_DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -91,7 +89,7 @@ def encode_event(event: Event) -> bytes:
 
 
 def kind_of(event: Event) -> EventKind:
-    return EventKind(type(event).__struct_config__.tag)
+    return EventKind(str(type(event).__struct_config__.tag))
 
 
 def subject_of(event: Event) -> str:

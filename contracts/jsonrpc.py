@@ -58,7 +58,7 @@ class _Envelope(msgspec.Struct):
     jsonrpc: str
     method: str
     params: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
-    id: int | str | None | msgspec.UnsetType = msgspec.UNSET
+    id: int | str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class _Response(msgspec.Struct, omit_defaults=True):
@@ -90,9 +90,7 @@ Handler = Callable[[Any, Ctx], Awaitable[Any]]
 class Dispatcher(Generic[Ctx]):
     """Decodes requests, validates params against the spec, calls handlers, encodes answers."""
 
-    def __init__(
-        self, specs: Sequence[MethodSpec], handlers: Mapping[str, Handler[Ctx]]
-    ) -> None:
+    def __init__(self, specs: Sequence[MethodSpec], handlers: Mapping[str, Handler[Ctx]]) -> None:
         missing = {s.name for s in specs} - set(handlers)
         if missing:
             raise ValueError(f"no handler for {sorted(missing)}")

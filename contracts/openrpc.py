@@ -16,7 +16,9 @@ def openrpc_document(
     methods: Sequence[MethodSpec], *, title: str, version: str, server_url: str | None = None
 ) -> dict[str, Any]:
     types = [m.params for m in methods] + [m.result for m in methods]
-    schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    schemas, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
     n = len(methods)
     doc: dict[str, Any] = {
         "openrpc": OPENRPC_VERSION,
@@ -48,7 +50,5 @@ def _method(
         "paramStructure": "by-name",
         "params": params,
         "result": {"name": "result", "schema": result_schema},
-        "errors": [
-            {"code": e.code, "message": e.__name__} for e in spec.errors
-        ],
+        "errors": [{"code": e.code, "message": e.__name__} for e in spec.errors],
     }

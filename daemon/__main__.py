@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import signal
 import sys
 

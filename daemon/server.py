@@ -91,17 +91,25 @@ class Daemon:
         while True:
             try:
                 return await nats.connect(
-                    s.nats_url, name=f"daemon:{s.machine_id}",
-                    user=s.machine_id, password=s.machine_token,
+                    s.nats_url,
+                    name=f"daemon:{s.machine_id}",
+                    user=s.machine_id,
+                    password=s.machine_token,
                     inbox_prefix=subjects.machine_inbox_prefix(s.machine_id),
-                    max_reconnect_attempts=-1, reconnect_time_wait=random.uniform(0.5, 2.0),
-                    connect_timeout=5, error_cb=_on_error,
-                )  # fmt: skip
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=random.uniform(0.5, 2.0),
+                    connect_timeout=5,
+                    error_cb=_on_error,
+                )
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 attempt += 1
                 delay = random.uniform(0.5, 1.0) * min(_CONNECT_BACKOFF_CAP_S, 0.25 * 2**attempt)
-                log.warning("daemon.connect_failed", attempt=attempt, retry_in_s=round(delay, 2),
-                            error=repr(exc))  # fmt: skip
+                log.warning(
+                    "daemon.connect_failed",
+                    attempt=attempt,
+                    retry_in_s=round(delay, 2),
+                    error=repr(exc),
+                )
                 await asyncio.sleep(delay)
 
     async def report(self, status: DaemonStatus) -> None:
@@ -110,9 +118,13 @@ class Daemon:
     async def _publish_status(self, nc: NATS, status: DaemonStatus, *, attempts: int) -> None:
         """Store a status report in the stream; ``attempts=0`` retries until it is stored."""
         event = DaemonStatusReported(
-            event_id=new_event_id(), machine_id=self.settings.machine_id, status=status,
-            version=package_version(), git_sha=git_sha(), boot_id=self.boot_id,
-        )  # fmt: skip
+            event_id=new_event_id(),
+            machine_id=self.settings.machine_id,
+            status=status,
+            version=package_version(),
+            git_sha=git_sha(),
+            boot_id=self.boot_id,
+        )
         payload, subject = encode_event(event), subject_of(event)
         headers = {"Nats-Msg-Id": event.event_id}
         tried = 0

@@ -60,11 +60,14 @@ def write_file(home: Path, params: WriteFileParams) -> WriteFileResult:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise ToolError(f"cannot write {target}: {exc.strerror or exc}", data={"errno": exc.errno})
+        detail = exc.strerror or str(exc)
+        raise ToolError(f"cannot write {target}: {detail}", data={"errno": exc.errno}) from None
     return WriteFileResult(path=str(target), bytes_written=len(data))
 
 
-def command_env(base: Mapping[str, str], home: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+def command_env(
+    base: Mapping[str, str], home: Path, extra: Mapping[str, str] | None
+) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in _PRIVATE_ENV}
     env["HOME"] = str(home)
     env.update(extra or {})
@@ -79,16 +82,22 @@ async def exec_command(
         raise ToolError(f"cwd {cwd} is not a directory on the machine")
     try:
         proc = await asyncio.create_subprocess_exec(
-            *params.command, cwd=cwd, env=command_env(base_env, home, params.env),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            *params.command,
+            cwd=cwd,
+            env=command_env(base_env, home, params.env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, so a timeout kills the whole tree
-        )  # fmt: skip
+        )
     except FileNotFoundError:
         return ExecCommandResult(exit_code=127, stdout="", stderr=f"{params.command[0]}: not found")
     except PermissionError:
-        return ExecCommandResult(exit_code=126, stdout="", stderr=f"{params.command[0]}: permission denied")
-    assert proc.stdout is not None and proc.stderr is not None
+        return ExecCommandResult(
+            exit_code=126, stdout="", stderr=f"{params.command[0]}: permission denied"
+        )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     out = _CappedReader(proc.stdout, output_cap)
     err = _CappedReader(proc.stderr, output_cap)
     readers = asyncio.gather(out.run(), err.run())
@@ -109,9 +118,11 @@ async def exec_command(
         log.info("tool.exec_timed_out", argv0=params.command[0], timeout_s=params.timeout_s)
     return ExecCommandResult(
         exit_code=proc.returncode if proc.returncode is not None else -9,
-        stdout=out.text(), stderr=err.text(), timed_out=timed_out,
+        stdout=out.text(),
+        stderr=err.text(),
+        timed_out=timed_out,
         truncated=out.truncated or err.truncated,
-    )  # fmt: skip
+    )
 
 
 def _kill_group(pgid: int) -> None:

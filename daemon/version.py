@@ -28,8 +28,11 @@ def git_sha() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(SOURCE_ROOT), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     sha = out.stdout.strip()

@@ -42,8 +42,11 @@ def _default_token() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fleet", description="fleetd: remote development machines")
-    p.add_argument("--url", default=os.environ.get("FLEET_URL", DEFAULT_URL),
-                   help="gateway URL (FLEET_URL; default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--url",
+        default=os.environ.get("FLEET_URL", DEFAULT_URL),
+        help="gateway URL (FLEET_URL; default %(default)s)",
+    )
     p.add_argument("--token", default=None, help="access token (FLEET_TOKEN)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -114,9 +117,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "up":
         from fleet.up import UpOptions, up
 
-        opts = UpOptions(port=args.port, host=args.host, data_dir=args.data_dir,
-                         nats_url=args.nats_url, redis_url=args.redis_url,
-                         env="prod" if args.prod else "dev")  # fmt: skip
+        opts = UpOptions(
+            port=args.port,
+            host=args.host,
+            data_dir=args.data_dir,
+            nats_url=args.nats_url,
+            redis_url=args.redis_url,
+            env="prod" if args.prod else "dev",
+        )
         raise SystemExit(up(opts))
     raise SystemExit(asyncio.run(_run_client(args)))
 
@@ -147,7 +155,9 @@ def _out(args: argparse.Namespace, obj: Any, human: Callable[[], str]) -> int:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -186,8 +196,9 @@ async def _env_unset(c: FleetClient, a: argparse.Namespace) -> int:
 
 async def _env_list(c: FleetClient, a: argparse.Namespace) -> int:
     xs = await c.list_env(a.instance)
-    return _out(a, xs, lambda: _table([[v.name, v.scope, v.value] for v in xs],
-                                      ["NAME", "SCOPE", "VALUE"]))  # fmt: skip
+    return _out(
+        a, xs, lambda: _table([[v.name, v.scope, v.value] for v in xs], ["NAME", "SCOPE", "VALUE"])
+    )
 
 
 async def _repos_add(c: FleetClient, a: argparse.Namespace) -> int:
@@ -202,13 +213,17 @@ async def _repos_remove(c: FleetClient, a: argparse.Namespace) -> int:
 
 async def _repos_list(c: FleetClient, a: argparse.Namespace) -> int:
     xs = await c.list_repos(a.instance)
-    return _out(a, xs, lambda: _table([[r.path, r.url, r.branch] for r in xs],
-                                      ["PATH", "URL", "BRANCH"]))  # fmt: skip
+    return _out(
+        a, xs, lambda: _table([[r.path, r.url, r.branch] for r in xs], ["PATH", "URL", "BRANCH"])
+    )
 
 
 async def _machines_create(c: FleetClient, a: argparse.Namespace) -> int:
-    m = await (c.create_machine(a.instance, a.provider) if a.sub == "create"
-               else c.rebuild_machine(a.instance))  # fmt: skip
+    m = await (
+        c.create_machine(a.instance, a.provider)
+        if a.sub == "create"
+        else c.rebuild_machine(a.instance)
+    )
     if not a.wait:
         return _out(a, m, lambda: _machine_line(m))
     return await _follow(c, a, m)
@@ -245,8 +260,10 @@ async def _follow(c: FleetClient, a: argparse.Namespace, m: Machine) -> int:
                 return 0
             if machine.status in (MachineStatus.FAILED, MachineStatus.ARCHIVED):
                 if not a.json:
-                    print(f"machine {m.id} {machine.status.value}: {machine.status_reason}",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"machine {m.id} {machine.status.value}: {machine.status_reason}",
+                        file=sys.stderr,
+                    )
                 return EXIT_FAILED
     return EXIT_TIMEOUT
 

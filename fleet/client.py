@@ -1,10 +1,10 @@
 """A typed async client for the fleetd gateway (what the CLI and the tests use).
 
-    async with FleetClient("http://127.0.0.1:8080", token) as fleet:
-        inst = await fleet.create_instance("demo")
-        machine = await fleet.create_machine(inst.id)
-        machine = await fleet.wait_for(machine.id, {"ready", "failed"})
-        result = await fleet.exec(machine.id, ["git", "status"], cwd="src")
+async with FleetClient("http://127.0.0.1:8080", token) as fleet:
+    inst = await fleet.create_instance("demo")
+    machine = await fleet.create_machine(inst.id)
+    machine = await fleet.wait_for(machine.id, {"ready", "failed"})
+    result = await fleet.exec(machine.id, ["git", "status"], cwd="src")
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ R = TypeVar("R")
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
-class ConnectionFailed(Exception):  # noqa: N818
+class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
 
 
@@ -132,17 +132,31 @@ class FleetClient:
         return await self.call("machines.rebuild", {"instanceId": instance_id}, Machine)
 
     async def exec(
-        self, machine_id: str, command: list[str], *, timeout_s: float | None = None,
-        cwd: str | None = None, env: dict[str, str] | None = None,
-    ) -> ExecCommandResult:  # fmt: skip
-        params = _drop_none({"machineId": machine_id, "command": command, "timeoutS": timeout_s,
-                             "cwd": cwd, "env": env})  # fmt: skip
+        self,
+        machine_id: str,
+        command: list[str],
+        *,
+        timeout_s: float | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ExecCommandResult:
+        params = _drop_none(
+            {
+                "machineId": machine_id,
+                "command": command,
+                "timeoutS": timeout_s,
+                "cwd": cwd,
+                "env": env,
+            }
+        )
         return await self.call("machines.exec", params, ExecCommandResult)
 
     async def write_file(
         self, machine_id: str, path: str, content: str, mode: int | None = None
     ) -> WriteFileResult:
-        params = _drop_none({"machineId": machine_id, "path": path, "content": content, "mode": mode})
+        params = _drop_none(
+            {"machineId": machine_id, "path": path, "content": content, "mode": mode}
+        )
         return await self.call("machines.writeFile", params, WriteFileResult)
 
     # --- events -----------------------------------------------------------------------------
@@ -153,7 +167,9 @@ class FleetClient:
         query = _drop_none({"machineId": machine_id, "since": since})
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         try:
-            async with self.session.get(f"{self.url}/events", params=query, timeout=timeout) as resp:
+            async with self.session.get(
+                f"{self.url}/events", params=query, timeout=timeout
+            ) as resp:
                 if resp.status == 401:
                     raise Unauthorized("the gateway refused the access token (HTTP 401)")
                 if resp.status != 200:

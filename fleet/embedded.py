@@ -74,9 +74,12 @@ class _Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
                 start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
-            )  # fmt: skip
+            )
         self.wait_ready()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -140,10 +143,9 @@ class NatsServer(_Server):
         url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
-                    if resp.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
             time.sleep(0.05)
         raise ServerStartError("nats-server started but JetStream did not become ready")
 
@@ -158,9 +160,21 @@ class ValkeyServer(_Server):
     def argv(self) -> list[str]:
         return [
             valkey_server_binary(),
-            "--bind", "127.0.0.1", "--port", str(self.port),
-            "--dir", str(self.data_dir.resolve()),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir.resolve()),
             # Durable by default: every write goes to the append-only file, fsynced each second.
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--daemonize", "no", "--protected-mode", "yes",
-        ]  # fmt: skip
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]

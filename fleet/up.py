@@ -66,9 +66,13 @@ class ServiceProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{self.name}"], env=self.env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            )  # fmt: skip
+                [sys.executable, "-m", f"services.{self.name}"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         self.started_at = time.monotonic()
 
     def check(self, now: float) -> str | None:
@@ -133,11 +137,15 @@ def up(opts: UpOptions) -> int:
             redis_url = stack.enter_context(ValkeyServer(data_dir / "redis")).url  # type: ignore[attr-defined]
         stack.callback(_stop_machines, data_dir)
         settings = Settings(
-            nats_url=nats_url, redis_url=redis_url, data_dir=str(data_dir), env=opts.env,  # type: ignore[arg-type]
+            nats_url=nats_url,
+            redis_url=redis_url,
+            data_dir=str(data_dir),
+            env=opts.env,  # type: ignore[arg-type]
             secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
             admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
-            host=opts.host, port=opts.port,
-        )  # fmt: skip
+            host=opts.host,
+            port=opts.port,
+        )
         env = {**os.environ, **settings.to_env()}
         procs = [ServiceProcess(name, env, data_dir / "logs") for name in SERVICES]
         stack.callback(_stop_services, procs)
@@ -169,7 +177,9 @@ def _stop_machines(data_dir: Path) -> None:
 
 
 def _banner(url: str, settings: Settings, data_dir: Path, opts: UpOptions) -> None:
-    token_src = "FLEET_ADMIN_TOKEN" if os.environ.get("FLEET_ADMIN_TOKEN") else data_dir / "admin-token"
+    token_src = (
+        "FLEET_ADMIN_TOKEN" if os.environ.get("FLEET_ADMIN_TOKEN") else data_dir / "admin-token"
+    )
     print(
         f"fleetd is up\n"
         f"  gateway      {url}   (web console at {url}/)\n"

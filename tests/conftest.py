@@ -43,11 +43,18 @@ def redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
 @pytest.fixture
 def settings(tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer) -> Settings:
     return Settings(
-        nats_url=nats_server.url, redis_url=redis_server.url,
-        data_dir=str(tmp_path / "data"), secret_key=generate_secret_key(),
-        admin_token=ADMIN_TOKEN, port=free_port(), log_level="warning",
-        ack_wait_s=5.0, probe_timeout_s=10.0, probe_interval_s=0.1, clone_timeout_s=30.0,
-    )  # fmt: skip
+        nats_url=nats_server.url,
+        redis_url=redis_server.url,
+        data_dir=str(tmp_path / "data"),
+        secret_key=generate_secret_key(),
+        admin_token=ADMIN_TOKEN,
+        port=free_port(),
+        log_level="warning",
+        ack_wait_s=5.0,
+        probe_timeout_s=10.0,
+        probe_interval_s=0.1,
+        clone_timeout_s=30.0,
+    )
 
 
 @pytest.fixture
@@ -87,13 +94,23 @@ def spawn_daemon(tmp_path: Path, nats_server: NatsServer) -> Iterator[SpawnDaemo
         home.mkdir(parents=True, exist_ok=True)
         log = home.parent / "daemon.log"
         full_env = {
-            "PATH": os.environ["PATH"], "HOME": str(home), "FLEET_NATS_URL": nats_server.url,
-            "FLEET_MACHINE_ID": mid, "FLEET_MACHINE_TOKEN": "test-machine-token",
-            "FLEET_LOG_LEVEL": "debug", **env,
-        }  # fmt: skip
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            "FLEET_NATS_URL": nats_server.url,
+            "FLEET_MACHINE_ID": mid,
+            "FLEET_MACHINE_TOKEN": "test-machine-token",
+            "FLEET_LOG_LEVEL": "debug",
+            **env,
+        }
         with open(log, "ab") as out:
-            proc = subprocess.Popen(daemon_argv(), env=full_env, cwd=home, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                daemon_argv(),
+                env=full_env,
+                cwd=home,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         d = DaemonProc(mid, home, proc, log)
         started.append(d)
         return d
@@ -123,10 +140,16 @@ async def stack(settings: Settings) -> AsyncIterator[FleetClient]:
 
 
 def git(*args: str, cwd: Path | None = None) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}  # fmt: skip
-    out = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                         text=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
     return out.stdout.strip()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from nats.aio.client import Client as NATS
@@ -40,9 +40,16 @@ async def subscribed(nc: NATS, subject: str) -> AsyncIterator[Inbox]:
         await sub.unsubscribe()
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0, every: float = 0.05) -> None:
-    """For conditions with no event to await (a log line, a file, a process exit): check
-    repeatedly, and fail loudly at the deadline rather than hope a sleep was long enough."""
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, every: float = 0.05
+) -> None:
+    """For conditions with no event to await (a log line, a file, a consumer's counters):
+    check repeatedly, and fail loudly at the deadline rather than hope a sleep was enough."""
     async with asyncio.timeout(timeout):
-        while not condition():
+        while True:
+            ok = condition()
+            if not isinstance(ok, bool):
+                ok = await ok
+            if ok:
+                return
             await asyncio.sleep(every)

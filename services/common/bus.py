@@ -112,8 +112,11 @@ class Bus:
                 await self.js.publish(subject, payload, headers=headers, timeout=5)
                 log.debug("bus.published", subject=subject, event_id=event.event_id)
                 return
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-                    nats.js.errors.ServiceUnavailableError) as exc:  # fmt: skip
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.js.errors.ServiceUnavailableError,
+            ) as exc:
                 if attempt == _PUBLISH_ATTEMPTS:
                     raise
                 log.warning("bus.publish_retry", subject=subject, attempt=attempt, error=repr(exc))

@@ -36,11 +36,11 @@ Handler = Callable[[Event], Awaitable[None]]
 GiveUp = Callable[[Event, str], Awaitable[None]]
 
 
-class Permanent(Exception):  # noqa: N818 - reads better at the raise site than PermanentError
+class Permanent(Exception):
     """Raised by a handler when retrying cannot help; the message is the reason for the user."""
 
 
-class Retry(Exception):  # noqa: N818
+class Retry(Exception):
     """Raised by a handler when the event came too early (another stage has not caught up):
     redelivered after ``delay_s`` without counting as a failed attempt, for as long as the
     event is younger than the consumer's ``retry_budget_s``."""
@@ -52,7 +52,7 @@ class Retry(Exception):  # noqa: N818
 
 def backoff_s(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
     """Delay before redelivery ``attempt + 1``: exponential with full jitter."""
-    return random.uniform(0.5, 1.0) * min(cap, base * 2 ** (attempt - 1))
+    return random.uniform(0.5, 1.0) * min(cap, base * 2.0 ** (attempt - 1))
 
 
 class Consumer:
@@ -150,7 +150,7 @@ class Consumer:
                 msgs = await self._sub.fetch(batch=free, timeout=1.0)
             except TimeoutError:  # nothing to do (nats-py raises both kinds of TimeoutError)
                 continue
-            except Exception as exc:  # task boundary: the loop must outlive any fetch failure
+            except Exception as exc:  # noqa: BLE001 - task boundary: the loop must outlive any fetch failure
                 log.warning("consumer.fetch_failed", durable=self._durable, error=repr(exc))
                 await asyncio.sleep(0.5)
                 continue
@@ -168,8 +168,9 @@ class Consumer:
         try:
             event = decode_event(msg.data)
         except msgspec.DecodeError as exc:
-            log.error("consumer.poison_event", durable=self._durable, subject=msg.subject,
-                      error=str(exc))  # fmt: skip
+            log.error(
+                "consumer.poison_event", durable=self._durable, subject=msg.subject, error=str(exc)
+            )
             await msg.term()
             return
         with structlog.contextvars.bound_contextvars(
@@ -193,8 +194,14 @@ class Consumer:
                 await self._settle_failure(msg, event, reason, attempt, final=True)
         except Exception as exc:  # task boundary: any handler bug becomes a retry, then a failure
             final = attempt >= self._max_attempts
-            log.warning("consumer.handler_failed", durable=self._durable, attempt=attempt,
-                        final=final, error=repr(exc), exc_info=final)  # fmt: skip
+            log.warning(
+                "consumer.handler_failed",
+                durable=self._durable,
+                attempt=attempt,
+                final=final,
+                error=repr(exc),
+                exc_info=final,
+            )
             await self._settle_failure(msg, event, _reason(exc), attempt, final=final)
         else:
             await msg.ack()
@@ -209,7 +216,7 @@ class Consumer:
             return
         try:
             await self._give_up(event, reason)
-        except Exception as exc:  # task boundary: could not record the failure; try again later
+        except Exception as exc:  # noqa: BLE001 - task boundary: recording failed; retry later
             log.error("consumer.give_up_failed", durable=self._durable, error=repr(exc))
             await msg.nak(delay=backoff_s(attempt))
             return
@@ -231,12 +238,22 @@ def _reason(exc: BaseException) -> str:
 
 
 def stage_consumer(
-    bus: Bus, settings: Settings, *, durable: str, kind: EventKind, handler: Handler,
+    bus: Bus,
+    settings: Settings,
+    *,
+    durable: str,
+    kind: EventKind,
+    handler: Handler,
     give_up: GiveUp,
-) -> Consumer:  # fmt: skip
+) -> Consumer:
     """A consumer configured from the process's settings, as every stage uses it."""
     return Consumer(
-        bus, durable=durable, kind=kind, handler=handler, give_up=give_up,
-        concurrency=settings.concurrency, ack_wait_s=settings.ack_wait_s,
+        bus,
+        durable=durable,
+        kind=kind,
+        handler=handler,
+        give_up=give_up,
+        concurrency=settings.concurrency,
+        ack_wait_s=settings.ack_wait_s,
         max_attempts=settings.max_deliver,
-    )  # fmt: skip
+    )

@@ -26,6 +26,8 @@ async def fail_machine(
     await bus.publish(
         MachineFailed(
             event_id=derived_event_id(cause_event_id, "failed"),
-            machine_id=machine_id, stage=stage, reason=reason,
-        )  # fmt: skip
+            machine_id=machine_id,
+            stage=stage,
+            reason=reason,
+        )
     )

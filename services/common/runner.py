@@ -8,6 +8,7 @@ close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,10 +31,8 @@ def run_service(name: str, build: Build) -> None:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.env, settings.log_level, service=name)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(name, settings, build))
-    except KeyboardInterrupt:
-        pass
 
 
 async def _serve(name: str, settings: Settings, build: Build) -> None:

@@ -7,10 +7,9 @@ sets, so concurrent or repeated events can never move a machine backwards.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -18,7 +17,7 @@ import structlog
 
 from contracts import ids
 from contracts.errors import NotFound
-from contracts.models import EnvVar, Instance, Machine, Repo
+from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo
 from contracts.status import ADVANCE_FROM, MachineStatus
 
 log = structlog.get_logger(__name__)
@@ -98,9 +97,12 @@ class Store:
 
     async def __aenter__(self) -> Store:
         self._r = aioredis.Redis.from_url(
-            self._url, decode_responses=True, health_check_interval=10,
-            retry_on_timeout=True, socket_keepalive=True,
-        )  # fmt: skip
+            self._url,
+            decode_responses=True,
+            health_check_interval=10,
+            retry_on_timeout=True,
+            socket_keepalive=True,
+        )
         await self._r.ping()
         self._transition = self._r.register_script(_TRANSITION)
         return self
@@ -131,7 +133,7 @@ class Store:
         return msgspec.convert(h, Instance, strict=False)
 
     async def list_instances(self) -> list[Instance]:
-        ids_ = await self.redis.zrange(K_INSTANCES, 0, -1)
+        ids_ = cast(list[str], await self.redis.zrange(K_INSTANCES, 0, -1))
         return [await self.get_instance(i) for i in ids_]
 
     # --- env vars ---------------------------------------------------------------------------
@@ -145,8 +147,8 @@ class Store:
         return bool(await self.redis.hdel(self._env_key(instance_id), name))
 
     async def list_env(self, instance_id: str | None) -> list[EnvVar]:
-        scope = "platform" if instance_id is None else "instance"
-        h = await self.redis.hgetall(self._env_key(instance_id))
+        scope: EnvScope = "platform" if instance_id is None else "instance"
+        h = cast(dict[str, str], await self.redis.hgetall(self._env_key(instance_id)))
         return [EnvVar(name=n, value=v, scope=scope) for n, v in sorted(h.items())]
 
     async def env_maps(self, instance_id: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -172,16 +174,20 @@ class Store:
         await self.redis.sadd(k_cloned(machine_id), path)
 
     async def cloned_paths(self, machine_id: str) -> set[str]:
-        return set(await self.redis.smembers(k_cloned(machine_id)))
+        return cast(set[str], await self.redis.smembers(k_cloned(machine_id)))
 
     # --- machines ---------------------------------------------------------------------------
     async def create_machine(self, instance_id: str, provider: str) -> Machine:
         now = datetime.now(UTC)
         m = Machine(
-            id=ids.new_machine_id(), instance_id=instance_id, provider=provider,  # type: ignore[arg-type]
-            status=MachineStatus.CREATED, status_reason="waiting for the provisioner",
-            created_at=now, updated_at=now,
-        )  # fmt: skip
+            id=ids.new_machine_id(),
+            instance_id=instance_id,
+            provider=provider,  # type: ignore[arg-type]
+            status=MachineStatus.CREATED,
+            status_reason="waiting for the provisioner",
+            created_at=now,
+            updated_at=now,
+        )
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(k_machine(m.id), mapping=_to_hash(m))
             pipe.zadd(K_MACHINES, {m.id: now.timestamp()})
@@ -198,7 +204,7 @@ class Store:
 
     async def list_machines(self, instance_id: str | None = None) -> list[Machine]:
         key = K_MACHINES if instance_id is None else k_instance_machines(instance_id)
-        ids_ = await self.redis.zrevrange(key, 0, -1)
+        ids_ = cast(list[str], await self.redis.zrevrange(key, 0, -1))
         async with self.redis.pipeline(transaction=False) as pipe:
             for mid in ids_:
                 pipe.hgetall(k_machine(mid))
@@ -220,18 +226,24 @@ class Store:
             changed=bool(changed), previous=MachineStatus(prev) if prev else None, target=target
         )
         if result.moved:
-            log.info("machine.status_changed", machine_id=machine_id, status=target.value,
-                     previous=prev, reason=reason)  # fmt: skip
+            log.info(
+                "machine.status_changed",
+                machine_id=machine_id,
+                status=target.value,
+                previous=prev,
+                reason=reason,
+            )
         return result
 
     async def set_fields(self, machine_id: str, **fields: str) -> None:
-        await self.redis.hset(k_machine(machine_id), mapping={**fields, "updatedAt": _now()})
+        mapping: dict[Any, Any] = {**fields, "updatedAt": _now()}
+        await self.redis.hset(k_machine(machine_id), mapping=mapping)
 
     async def machine_secret(self, machine_id: str) -> str | None:
-        return await self.redis.hget(k_machine(machine_id), "tokenEnc")
+        return cast(str | None, await self.redis.hget(k_machine(machine_id), "tokenEnc"))
 
 
-def _to_hash(struct: msgspec.Struct) -> Mapping[str, str]:
+def _to_hash(struct: msgspec.Struct) -> dict[Any, Any]:
     """A struct as a Redis hash: wire names, None left out, values as strings."""
     raw = msgspec.to_builtins(struct)
     return {k: v if isinstance(v, str) else str(v) for k, v in raw.items() if v is not None}

@@ -18,11 +18,16 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         raise SystemExit("gateway: FLEET_ADMIN_TOKEN is not set")
     store = await stack.enter_async_context(Store(settings.redis_url))
     bus = await stack.enter_async_context(Bus(settings, name="gateway"))
-    api = GatewayApi(store=store, bus=bus,
-                     daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s))  # fmt: skip
-    app = make_app(dispatcher=api.dispatcher(), store=store, bus=bus,
-                   resolve_caller=admin_caller(settings.admin_token),
-                   max_body_bytes=settings.max_body_bytes)  # fmt: skip
+    api = GatewayApi(
+        store=store, bus=bus, daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s)
+    )
+    app = make_app(
+        dispatcher=api.dispatcher(),
+        store=store,
+        bus=bus,
+        resolve_caller=admin_caller(settings.admin_token),
+        max_body_bytes=settings.max_body_bytes,
+    )
     await stack.enter_async_context(HttpServer(app, settings.host, settings.port))
 
 

@@ -32,7 +32,7 @@ from contracts.gateway_rpc import (
 )
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, Handler
-from contracts.models import EnvVar, Instance, Machine, Repo
+from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo
 from contracts.openrpc import openrpc_document
 from contracts.status import TERMINAL
 from contracts.status import MachineStatus as S
@@ -56,8 +56,9 @@ class GatewayApi:
         self.store = store
         self.bus = bus
         self.daemons = daemons
-        self._openrpc = openrpc_document(GATEWAY_METHODS, title="fleetd gateway",
-                                         version=package_version())  # fmt: skip
+        self._openrpc = openrpc_document(
+            GATEWAY_METHODS, title="fleetd gateway", version=package_version()
+        )
 
     def dispatcher(self) -> Dispatcher[Caller]:
         handlers: dict[str, Handler[Caller]] = {
@@ -79,7 +80,7 @@ class GatewayApi:
     async def env_set(self, p: SetEnvParams, c: Caller) -> EnvVar:
         await self._instance_exists(p.instance_id)
         await self.store.set_env(p.instance_id, p.name, p.value)
-        scope = "platform" if p.instance_id is None else "instance"
+        scope: EnvScope = "platform" if p.instance_id is None else "instance"
         return EnvVar(name=p.name, value=p.value, scope=scope)
 
     async def env_unset(self, p: UnsetEnvParams, c: Caller) -> Removed:
@@ -124,8 +125,12 @@ class GatewayApi:
 
     async def _create_machine(self, instance_id: str, provider: str) -> Machine:
         machine = await self.store.create_machine(instance_id, provider)
-        event = MachineCreated(event_id=new_event_id(), machine_id=machine.id,
-                               instance_id=instance_id, provider=provider)  # fmt: skip
+        event = MachineCreated(
+            event_id=new_event_id(),
+            machine_id=machine.id,
+            instance_id=instance_id,
+            provider=provider,
+        )
         try:
             await self.bus.publish(event)
         except Exception as exc:  # the record exists; say why it will not move
@@ -167,7 +172,7 @@ class GatewayApi:
         params = ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd, env=p.env)
         return await self.daemons.machine(p.machine_id).exec(params)
 
-    async def machines_writeFile(self, p: MachineWriteFileParams, c: Caller) -> WriteFileResult:  # noqa: N802
+    async def machines_writeFile(self, p: MachineWriteFileParams, c: Caller) -> WriteFileResult:
         await self._live_machine(p.machine_id)
         return await self.daemons.machine(p.machine_id).write_file(p.path, p.content, p.mode)
 
@@ -175,8 +180,10 @@ class GatewayApi:
         machine = await self.store.get_machine(machine_id)
         # A failed machine still answers (that is when you want to look inside); archived is gone.
         if machine.status is S.ARCHIVED:
-            raise Conflict(f"machine {machine_id} is {machine.status.value}",
-                           data={"status": machine.status.value})  # fmt: skip
+            raise Conflict(
+                f"machine {machine_id} is {machine.status.value}",
+                data={"status": machine.status.value},
+            )
         return machine
 
     async def rpc_discover(self, p: object, c: Caller) -> dict[str, Any]:

@@ -62,12 +62,18 @@ async def stream_events(request: web.Request, bus: Bus) -> web.StreamResponse:
             queue.put_nowait(msg)
 
     sub = await bus.js.subscribe(
-        subject, cb=on_msg, ordered_consumer=True, config=config,
+        subject,
+        cb=on_msg,
+        ordered_consumer=True,
+        config=config,
         deliver_policy=config.deliver_policy,
-    )  # fmt: skip
+    )
     resp = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                 "X-Accel-Buffering": "no"}  # fmt: skip
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
     )
     await resp.prepare(request)
     try:

@@ -17,11 +17,21 @@ from services.prober.service import Prober
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store = await stack.enter_async_context(Store(settings.redis_url))
     bus = await stack.enter_async_context(Bus(settings, name="prober"))
-    svc = Prober(store=store, bus=bus, settings=settings,
-                 daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s))  # fmt: skip
+    svc = Prober(
+        store=store,
+        bus=bus,
+        settings=settings,
+        daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s),
+    )
     await stack.enter_async_context(
-        stage_consumer(bus, settings, durable="prober", kind=EventKind.SETUP_PUSHED,
-                       handler=svc.on_setup_pushed, give_up=svc.give_up)  # fmt: skip
+        stage_consumer(
+            bus,
+            settings,
+            durable="prober",
+            kind=EventKind.SETUP_PUSHED,
+            handler=svc.on_setup_pushed,
+            give_up=svc.give_up,
+        )
     )
 
 

@@ -63,10 +63,17 @@ class Prober:
 
     async def _announce(self, cause: SetupPushed) -> None:
         await self.bus.publish(
-            MachineReady(event_id=derived_event_id(cause.event_id, "ready"),
-                         machine_id=cause.machine_id)  # fmt: skip
+            MachineReady(
+                event_id=derived_event_id(cause.event_id, "ready"), machine_id=cause.machine_id
+            )
         )
 
     async def give_up(self, event: Event, reason: str) -> None:
-        await fail_machine(self.store, self.bus, event.machine_id, stage="probe", reason=reason,
-                           cause_event_id=event.event_id)  # fmt: skip
+        await fail_machine(
+            self.store,
+            self.bus,
+            event.machine_id,
+            stage="probe",
+            reason=reason,
+            cause_event_id=event.event_id,
+        )

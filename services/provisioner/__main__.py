@@ -19,16 +19,20 @@ from services.provisioner.service import Provisioner
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store = await stack.enter_async_context(Store(settings.redis_url))
     bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
-    local = LocalProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ)
-    svc = Provisioner(store=store, bus=bus, providers={local.name: local},
-                      box=SecretBox(settings.secret_key))  # fmt: skip
+    local = LocalProvider(
+        data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
+    )
+    svc = Provisioner(
+        store=store, bus=bus, providers={local.name: local}, box=SecretBox(settings.secret_key)
+    )
     for durable, kind, handler in (
         ("provisioner", EventKind.CREATED, svc.on_created),
         ("provisioner-archive", EventKind.ARCHIVED, svc.on_archived),
     ):
         await stack.enter_async_context(
-            stage_consumer(bus, settings, durable=durable, kind=kind, handler=handler,
-                           give_up=svc.give_up)  # fmt: skip
+            stage_consumer(
+                bus, settings, durable=durable, kind=kind, handler=handler, give_up=svc.give_up
+            )
         )
 
 

@@ -93,13 +93,16 @@ class LocalProvider:
         out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         try:
             return os.posix_spawn(
-                argv[0], argv, env, setsid=True,
+                argv[0],
+                argv,
+                env,
+                setsid=True,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
                     (os.POSIX_SPAWN_DUP2, 1, 2),
                 ],
-            )  # fmt: skip
+            )
         except OSError as exc:
             raise ProviderError(f"cannot start fleet-daemon: {exc}") from None
 

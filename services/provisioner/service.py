@@ -54,8 +54,10 @@ class Provisioner:
         await self.bus.publish(
             MachineProvisioned(
                 event_id=derived_event_id(cause.event_id, "provisioned"),
-                machine_id=cause.machine_id, provider=cause.provider, external_id=external_id,
-            )  # fmt: skip
+                machine_id=cause.machine_id,
+                provider=cause.provider,
+                external_id=external_id,
+            )
         )
 
     async def machine_token(self, machine_id: str) -> str:
@@ -78,5 +80,11 @@ class Provisioner:
         if isinstance(event, MachineArchived):
             log.error("provision.stop_failed", reason=reason)
             return
-        await fail_machine(self.store, self.bus, event.machine_id, stage="provision",
-                           reason=reason, cause_event_id=event.event_id)  # fmt: skip
+        await fail_machine(
+            self.store,
+            self.bus,
+            event.machine_id,
+            stage="provision",
+            reason=reason,
+            cause_event_id=event.event_id,
+        )

@@ -17,12 +17,21 @@ from services.setup_pusher.service import SetupPusher
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store = await stack.enter_async_context(Store(settings.redis_url))
     bus = await stack.enter_async_context(Bus(settings, name="setup_pusher"))
-    svc = SetupPusher(store=store, bus=bus, settings=settings,
-                      daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s))  # fmt: skip
+    svc = SetupPusher(
+        store=store,
+        bus=bus,
+        settings=settings,
+        daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s),
+    )
     await stack.enter_async_context(
-        stage_consumer(bus, settings, durable="setup_pusher",
-                       kind=EventKind.DAEMON_STATUS_REPORTED, handler=svc.on_status,
-                       give_up=svc.give_up)  # fmt: skip
+        stage_consumer(
+            bus,
+            settings,
+            durable="setup_pusher",
+            kind=EventKind.DAEMON_STATUS_REPORTED,
+            handler=svc.on_status,
+            give_up=svc.give_up,
+        )
     )
 
 

@@ -42,8 +42,9 @@ class SetupPusher:
         if event.status != "ready":
             return
         machine = await self.store.get_machine(event.machine_id)
-        await self.store.set_fields(machine.id, daemonVersion=event.version,
-                                    daemonGitSha=event.git_sha or "")  # fmt: skip
+        await self.store.set_fields(
+            machine.id, daemonVersion=event.version, daemonGitSha=event.git_sha or ""
+        )
         if machine.status in (S.CREATED, S.PROVISIONING):
             # The daemon was quicker than the provisioner's bookkeeping: try again shortly.
             raise Retry(f"machine is still {machine.status.value}")
@@ -65,9 +66,12 @@ class SetupPusher:
                 await self.clone(mc, repo)
                 await self.store.mark_cloned(machine.id, repo.path)
         return SetupPushed(
-            event_id=derived_event_id(cause_event_id, "setup-pushed"), machine_id=machine.id,
-            env_path=env_path, env_bytes=env_bytes, repo_paths=[r.path for r in repos],
-        )  # fmt: skip
+            event_id=derived_event_id(cause_event_id, "setup-pushed"),
+            machine_id=machine.id,
+            env_path=env_path,
+            env_bytes=env_bytes,
+            repo_paths=[r.path for r in repos],
+        )
 
     async def push_env(self, mc: MachineClient, instance_id: str) -> tuple[str, int]:
         """Write the CA bundle (if configured) and the .env; returns the .env's path and size."""
@@ -77,14 +81,23 @@ class SetupPusher:
             ca = await mc.write_file(CA_PATH, s.ca_bundle_path.read_text(), 0o644)
             ca_path = ca.path
         platform, instance = await self.store.env_maps(instance_id)
-        content = build_env_file(platform, instance, egress_proxy=s.egress_proxy,
-                                 no_proxy=s.no_proxy, ca_path=ca_path)  # fmt: skip
+        content = build_env_file(
+            platform, instance, egress_proxy=s.egress_proxy, no_proxy=s.no_proxy, ca_path=ca_path
+        )
         written = await mc.write_file(ENV_PATH, content, 0o600)
         return written.path, written.bytes_written
 
     async def clone(self, mc: MachineClient, repo: Repo) -> None:
-        argv = ["git", "clone", "--branch", repo.branch, "--single-branch", "--",
-                repo.url, repo.path]  # fmt: skip
+        argv = [
+            "git",
+            "clone",
+            "--branch",
+            repo.branch,
+            "--single-branch",
+            "--",
+            repo.url,
+            repo.path,
+        ]
         result = await mc.exec(
             ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=_GIT_ENV)
         )
@@ -97,7 +110,9 @@ class SetupPusher:
             log.info("setup.repo_already_cloned", path=repo.path)
             return
         if result.timed_out:
-            raise Permanent(f"git clone {repo.url} timed out after {self.settings.clone_timeout_s:g}s")
+            raise Permanent(
+                f"git clone {repo.url} timed out after {self.settings.clone_timeout_s:g}s"
+            )
         raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
 
     async def _is_checkout_of(self, mc: MachineClient, repo: Repo) -> bool:
@@ -105,5 +120,11 @@ class SetupPusher:
         return r.exit_code == 0 and r.stdout.strip() == repo.url
 
     async def give_up(self, event: Event, reason: str) -> None:
-        await fail_machine(self.store, self.bus, event.machine_id, stage="setup", reason=reason,
-                           cause_event_id=event.event_id)  # fmt: skip
+        await fail_machine(
+            self.store,
+            self.bus,
+            event.machine_id,
+            stage="setup",
+            reason=reason,
+            cause_event_id=event.event_id,
+        )

@@ -14,11 +14,17 @@ from contracts.ids import new_event_id, new_machine_id
 from contracts.subjects import EventKind
 from services.common.bus import Bus
 from services.common.consumer import Consumer, Permanent, Retry
+from tests.waiters import wait_until
 
 
 def created(machine_id: str | None = None, **kw: object) -> MachineCreated:
-    return MachineCreated(event_id=new_event_id(), machine_id=machine_id or new_machine_id(),
-                          instance_id="i-0000000000000000", provider="local", **kw)  # type: ignore[arg-type]  # fmt: skip
+    return MachineCreated(
+        event_id=new_event_id(),
+        machine_id=machine_id or new_machine_id(),
+        instance_id="i-0000000000000000",
+        provider="local",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 class Recorder:
@@ -43,9 +49,16 @@ class Recorder:
 
 
 def consumer(bus: Bus, rec: Recorder, **kw: float) -> Consumer:
-    return Consumer(bus, durable="test", kind=EventKind.CREATED, handler=rec.handle,
-                    give_up=rec.give_up, ack_wait_s=kw.pop("ack_wait_s", 5.0),
-                    max_attempts=3, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return Consumer(
+        bus,
+        durable="test",
+        kind=EventKind.CREATED,
+        handler=rec.handle,
+        give_up=rec.give_up,
+        ack_wait_s=kw.pop("ack_wait_s", 5.0),
+        max_attempts=3,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 async def pending(bus: Bus) -> tuple[int, int]:
@@ -54,9 +67,10 @@ async def pending(bus: Bus) -> tuple[int, int]:
 
 
 async def settled(bus: Bus) -> None:
-    async with asyncio.timeout(10):
-        while await pending(bus) != (0, 0):
-            await asyncio.sleep(0.05)
+    async def nothing_left() -> bool:
+        return await pending(bus) == (0, 0)
+
+    await wait_until(nothing_left)
 
 
 async def test_transient_failures_are_retried_then_acked(bus: Bus) -> None:
@@ -153,8 +167,9 @@ async def test_a_long_handler_is_kept_alive_past_ack_wait(bus: Bus) -> None:
         raise AssertionError(reason)
 
     event = created()
-    async with Consumer(bus, durable="test", kind=EventKind.CREATED, handler=long,
-                        give_up=never, ack_wait_s=1.5):  # fmt: skip
+    async with Consumer(
+        bus, durable="test", kind=EventKind.CREATED, handler=long, give_up=never, ack_wait_s=1.5
+    ):
         await bus.publish(event)
         await settled(bus)
     assert calls[event.machine_id] == 1
@@ -182,8 +197,14 @@ async def test_handles_many_events_concurrently(bus: Bus, n: int) -> None:
     async def never(event: Event, reason: str) -> None:
         raise AssertionError(reason)
 
-    async with Consumer(bus, durable="test", kind=EventKind.CREATED, handler=wait_for_all,
-                        give_up=never, concurrency=64):  # fmt: skip
+    async with Consumer(
+        bus,
+        durable="test",
+        kind=EventKind.CREATED,
+        handler=wait_for_all,
+        give_up=never,
+        concurrency=64,
+    ):
         await bus.publish_many([created() for _ in range(n)])
         await asyncio.wait_for(gate.wait(), 10)
         await settled(bus)

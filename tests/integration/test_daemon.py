@@ -28,7 +28,9 @@ from tests.waiters import subscribed, wait_until
 async def boot(bus: Bus, spawn_daemon: SpawnDaemon, **env: str) -> tuple[DaemonProc, MachineClient]:
     """Start a daemon and wait for its ready report (the stream must exist, so `bus` first)."""
     mid = new_machine_id()
-    async with subscribed(bus.nc, subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)) as inbox:
+    async with subscribed(
+        bus.nc, subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
+    ) as inbox:
         d = spawn_daemon(mid, **env)
         event = await inbox.next_event(timeout=15)
     assert isinstance(event, DaemonStatusReported)
@@ -52,7 +54,9 @@ async def test_daemon_reports_ready_once_with_version(bus: Bus, spawn_daemon: Sp
     assert json.loads(stored.data)["bootId"] == event.boot_id
 
 
-async def test_write_file_resolves_home_and_applies_mode(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+async def test_write_file_resolves_home_and_applies_mode(
+    bus: Bus, spawn_daemon: SpawnDaemon
+) -> None:
     d, mc = await boot(bus, spawn_daemon)
     r = await mc.write_file("~/.fleet/.env", "A='1'\n", 0o600)
     target = d.home / ".fleet" / ".env"
@@ -82,12 +86,22 @@ async def test_write_file_errors_are_named(bus: Bus, spawn_daemon: SpawnDaemon) 
     assert exc.value.field == "$.path"
 
 
-async def test_exec_runs_argv_in_home_with_separate_streams(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+async def test_exec_runs_argv_in_home_with_separate_streams(
+    bus: Bus, spawn_daemon: SpawnDaemon
+) -> None:
     d, mc = await boot(bus, spawn_daemon)
-    r = await mc.exec(ExecCommandParams(
-        command=["sh", "-c", 'pwd; echo "to err $GREETING" >&2; exit 3'], env={"GREETING": "hi"},
-    ))  # fmt: skip
-    assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (3, f"{d.home}\n", "to err hi\n", False)
+    r = await mc.exec(
+        ExecCommandParams(
+            command=["sh", "-c", 'pwd; echo "to err $GREETING" >&2; exit 3'],
+            env={"GREETING": "hi"},
+        )
+    )
+    assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (
+        3,
+        f"{d.home}\n",
+        "to err hi\n",
+        False,
+    )
 
     (d.home / "sub").mkdir()
     r = await mc.exec(ExecCommandParams(command=["pwd"], cwd="sub"))
@@ -129,9 +143,12 @@ def _processes_with(marker: str) -> list[int]:
 async def test_exec_timeout_kills_the_whole_tree(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
     _, mc = await boot(bus, spawn_daemon)
     marker = f"300.{uuid.uuid4().int % 10**6}"
-    r = await mc.exec(ExecCommandParams(
-        command=["sh", "-c", f"echo started; sleep {marker} & sleep {marker}"], timeout_s=0.5,
-    ))  # fmt: skip
+    r = await mc.exec(
+        ExecCommandParams(
+            command=["sh", "-c", f"echo started; sleep {marker} & sleep {marker}"],
+            timeout_s=0.5,
+        )
+    )
     assert r.timed_out
     assert r.exit_code == -9
     assert r.stdout == "started\n"
@@ -146,11 +163,14 @@ async def test_exec_output_is_capped_and_flagged(bus: Bus, spawn_daemon: SpawnDa
     assert r.stderr == "done\n"
 
 
-async def test_health_answers_while_a_long_command_runs(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+async def test_health_answers_while_a_long_command_runs(
+    bus: Bus, spawn_daemon: SpawnDaemon
+) -> None:
     _, mc = await boot(bus, spawn_daemon)
     slow = asyncio.create_task(mc.run("sleep", "2"))
     health = await mc.health(timeout_s=1.0)
-    assert health.ok and health.uptime_s > 0
+    assert health.ok
+    assert health.uptime_s > 0
     assert not slow.done()
     assert (await slow).exit_code == 0
     version = await mc.get_version()
@@ -163,14 +183,26 @@ async def test_health_answers_while_a_long_command_runs(bus: Bus, spawn_daemon: 
         (b"{not json", -32700, None),
         (b'{"jsonrpc":"2.0","id":1}', -32600, None),
         (b'{"jsonrpc":"2.0","id":1,"method":"tool.nope"}', -32601, None),
-        (b'{"jsonrpc":"2.0","id":1,"method":"tool.writeFile","params":{"content":"x"}}',
-         -32602, "$.path"),  # fmt: skip
-        (b'{"jsonrpc":"2.0","id":1,"method":"tool.writeFile","params":{"path":"a","content":"x","mode":"rw"}}',
-         -32602, "$.mode"),  # fmt: skip
-        (b'{"jsonrpc":"2.0","id":1,"method":"tool.execCommand","params":{"command":[]}}',
-         -32602, "$.command"),  # fmt: skip
-        (b'{"jsonrpc":"2.0","id":1,"method":"tool.execCommand","params":{"command":["ls"],"shell":true}}',
-         -32602, "$.shell"),  # fmt: skip
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"tool.writeFile","params":{"content":"x"}}',
+            -32602,
+            "$.path",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"tool.writeFile","params":{"path":"a","content":"x","mode":"rw"}}',
+            -32602,
+            "$.mode",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"tool.execCommand","params":{"command":[]}}',
+            -32602,
+            "$.command",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"tool.execCommand","params":{"command":["ls"],"shell":true}}',
+            -32602,
+            "$.shell",
+        ),
     ],
 )
 async def test_bad_requests_get_named_errors(
@@ -184,19 +216,24 @@ async def test_bad_requests_get_named_errors(
     assert (await mc.health()).ok  # and the daemon is still serving
 
 
-async def test_sigterm_reports_stopping_and_exits_cleanly(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+async def test_sigterm_reports_stopping_and_exits_cleanly(
+    bus: Bus, spawn_daemon: SpawnDaemon
+) -> None:
     d, mc = await boot(bus, spawn_daemon)
     subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, d.machine_id)
     async with subscribed(bus.nc, subject) as inbox:
         os.kill(d.proc.pid, signal.SIGTERM)
         event = await inbox.next_event(timeout=10)
-    assert isinstance(event, DaemonStatusReported) and event.status == "stopping"
+    assert isinstance(event, DaemonStatusReported)
+    assert event.status == "stopping"
     assert d.proc.wait(timeout=10) == 0
     with pytest.raises(DaemonUnavailable):
         await mc.health()
 
 
-async def test_daemon_keeps_retrying_until_nats_is_up(tmp_path: Path, spawn_daemon: SpawnDaemon) -> None:
+async def test_daemon_keeps_retrying_until_nats_is_up(
+    tmp_path: Path, spawn_daemon: SpawnDaemon
+) -> None:
     """A daemon started while NATS is unreachable retries (with backoff), then reports ready."""
     late = NatsServer(tmp_path / "late-nats", port=free_port())
     d = spawn_daemon(FLEET_NATS_URL=late.url)
@@ -206,5 +243,6 @@ async def test_daemon_keeps_retrying_until_nats_is_up(tmp_path: Path, spawn_daem
             subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, d.machine_id)
             async with subscribed(late_bus.nc, subject) as inbox:
                 event = await inbox.next_event(timeout=20)
-            assert isinstance(event, DaemonStatusReported) and event.status == "ready"
+            assert isinstance(event, DaemonStatusReported)
+            assert event.status == "ready"
             assert (await DaemonClient(late_bus.nc).machine(d.machine_id).health()).ok

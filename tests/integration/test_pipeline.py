@@ -55,7 +55,8 @@ async def test_machine_becomes_ready_with_env_and_repo(
 
     machine = await stack.get_machine(machine.id)
     assert machine.status is MachineStatus.READY, machine.status_reason
-    assert machine.external_id and machine.external_id.startswith("local:")
+    assert machine.external_id
+    assert machine.external_id.startswith("local:")
     assert machine.daemon_version == "0.1.0"
 
     env_file = home_of(settings, machine.id) / ".fleet" / ".env"
@@ -151,13 +152,13 @@ async def test_redelivered_ready_report_changes_nothing(
     assert report is not None
     async with Bus(settings, name="replayer") as bus:
         await bus.publish(msgspec.structs.replace(report, event_id="replayed-" + report.event_id))
+
         # The stream holds the replay; wait until the setup pusher has consumed it.
-        async with asyncio.timeout(10):
-            while True:
-                info = await bus.js.consumer_info("FLEET_MACHINE_EVENTS", "setup_pusher")
-                if (info.num_pending, info.num_ack_pending) == (0, 0):
-                    break
-                await asyncio.sleep(0.05)
+        async def consumed() -> bool:
+            info = await bus.js.consumer_info("FLEET_MACHINE_EVENTS", "setup_pusher")
+            return (info.num_pending, info.num_ack_pending) == (0, 0)
+
+        await wait_until(consumed)
     assert (await stack.get_machine(machine.id)).status is MachineStatus.READY
     assert marker.read_text() == "must survive"
 
