@@ -18,7 +18,9 @@ from contracts.errors import (
     DaemonTimeout,
     DaemonUnavailable,
     Forbidden,
+    InvalidParams,
     NotFound,
+    ToolError,
 )
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
 from contracts.jsonrpc import MethodSpec, NoParams, Params, Result
@@ -125,7 +127,16 @@ class MachineWriteFileParams(WriteFileParams, kw_only=True):
 
 
 _NF = (NotFound, Forbidden)
-_DAEMON = (NotFound, Forbidden, Conflict, DaemonUnavailable, DaemonTimeout)
+_DAEMON = (
+    NotFound,
+    Forbidden,
+    Conflict,
+    DaemonUnavailable,
+    DaemonTimeout,
+    InvalidParams,
+    ToolError,
+)
+_CREATE = (NotFound, Forbidden, Conflict)
 
 
 def _m(name: str, params: type[Params], result: Any, summary: str, *errors: Any) -> MethodSpec:
@@ -142,11 +153,17 @@ GATEWAY_METHODS: tuple[MethodSpec, ...] = (
     _m("repos.add", AddRepoParams, Repo, "Add (or replace) a repo checkout.", *_NF),
     _m("repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", *_NF),
     _m("repos.list", InstanceRef, RepoList, "An instance's repos.", *_NF),
-    _m("machines.create", CreateMachineParams, Machine, "Create the instance's machine.", *_NF),
+    _m("machines.create", CreateMachineParams, Machine, "Create the instance's machine.", *_CREATE),
     _m("machines.get", MachineRef, Machine, "One machine.", *_NF),
     _m("machines.list", ListMachinesParams, MachineList, "Machines, newest first.", *_NF),
     _m("machines.archive", MachineRef, Machine, "Stop a machine for good.", *_NF),
-    _m("machines.rebuild", InstanceRef, Machine, "Archive current machine, make a new one.", *_NF),
+    _m(
+        "machines.rebuild",
+        InstanceRef,
+        Machine,
+        "Archive current machine, make a new one.",
+        *_CREATE,
+    ),
     _m("machines.exec", MachineExecParams, ExecCommandResult, "Run argv on a machine.", *_DAEMON),
     _m("machines.writeFile", MachineWriteFileParams, WriteFileResult, "Write a file.", *_DAEMON),
     _m("rpc.discover", NoParams, dict[str, Any], "This API as an OpenRPC document."),

@@ -96,11 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_parser("get").add_argument("machine_id")
     m.add_parser("list").add_argument("--instance")
     m.add_parser("archive").add_argument("machine_id")
-    m_exec = m.add_parser("exec", help="fleet machines exec ID -- argv...")
+    m_exec = m.add_parser("exec", help="fleet machines exec ID [--cwd DIR] -- argv...")
     m_exec.add_argument("machine_id")
     m_exec.add_argument("--cwd")
-    m_exec.add_argument("--timeout", type=float)
-    m_exec.add_argument("argv", nargs=argparse.REMAINDER)
+    m_exec.add_argument("--timeout", type=float, help="seconds before the command is killed")
+    # The command itself comes after `--`; main() splits it off before argparse sees it.
     m_write = m.add_parser("write", help="write stdin (or --content) to PATH on the machine")
     m_write.add_argument("machine_id")
     m_write.add_argument("path")
@@ -113,7 +113,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # Everything after the first `--` is a remote command, passed verbatim (argparse would
+    # try to read options in it, or drop a `*` positional placed before other options).
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args.argv = command
     if args.cmd == "up":
         from fleet.up import UpOptions, up
 
@@ -126,7 +131,11 @@ def main(argv: list[str] | None = None) -> None:
             env="prod" if args.prod else "dev",
         )
         raise SystemExit(up(opts))
-    raise SystemExit(asyncio.run(_run_client(args)))
+    try:
+        code = asyncio.run(_run_client(args))
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)
 
 
 async def _run_client(args: argparse.Namespace) -> int:
@@ -285,7 +294,7 @@ async def _machines_archive(c: FleetClient, a: argparse.Namespace) -> int:
 
 
 async def _machines_exec(c: FleetClient, a: argparse.Namespace) -> int:
-    argv = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
+    argv = a.argv
     if not argv:
         print("fleet: machines exec needs a command after --", file=sys.stderr)
         return EXIT_USAGE
@@ -294,7 +303,7 @@ async def _machines_exec(c: FleetClient, a: argparse.Namespace) -> int:
         print(msgspec.json.encode(r).decode())
     else:
         sys.stdout.write(r.stdout)
-        sys.stderr.write(r.stderr)
+        sys.stderr.write(r.stderr if r.stderr.endswith("\n") or not r.stderr else r.stderr + "\n")
         if r.timed_out:
             print("fleet: the command timed out and was killed", file=sys.stderr)
     return r.exit_code if 0 <= r.exit_code < 256 else EXIT_FAILED

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
-from contracts.daemon_rpc import ExecCommandResult, WriteFileResult
+from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, WriteFileResult
 from contracts.errors import FleetError, Unauthorized
 from contracts.events import Event, decode_event
 from contracts.gateway_rpc import EnvList, InstanceList, MachineList, Removed, RepoList
@@ -63,11 +63,22 @@ class FleetClient:
             )
         return self._session
 
-    async def call(self, method: str, params: Any = None, result_type: type[R] = Any) -> R:  # type: ignore[assignment]
+    async def call(
+        self,
+        method: str,
+        params: Any = None,
+        result_type: type[R] = Any,  # type: ignore[assignment]
+        *,
+        timeout_s: float | None = None,
+    ) -> R:
         body = encode_request(method, params or {}, next(self._ids))
+        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else self._timeout
         try:
             async with self.session.post(
-                f"{self.url}/rpc", data=body, headers={"Content-Type": "application/json"}
+                f"{self.url}/rpc",
+                data=body,
+                timeout=timeout,
+                headers={"Content-Type": "application/json"},
             ) as resp:
                 data = await resp.read()
                 if resp.status == 401:
@@ -149,7 +160,9 @@ class FleetClient:
                 "env": env,
             }
         )
-        return await self.call("machines.exec", params, ExecCommandResult)
+        # The command may legitimately run long: wait for its own timeout, plus a margin.
+        wait = (timeout_s or DEFAULT_EXEC_TIMEOUT_S) + 15.0
+        return await self.call("machines.exec", params, ExecCommandResult, timeout_s=wait)
 
     async def write_file(
         self, machine_id: str, path: str, content: str, mode: int | None = None

@@ -19,6 +19,8 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from fleet.embedded import NatsServer, ServerStartError, ValkeyServer
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
@@ -136,15 +138,17 @@ def up(opts: UpOptions) -> int:
         if redis_url is None:
             redis_url = stack.enter_context(ValkeyServer(data_dir / "redis")).url  # type: ignore[attr-defined]
         stack.callback(_stop_machines, data_dir)
-        settings = Settings(
+        # Every other FLEET_* variable in the environment is honoured; flags win.
+        settings = msgspec.structs.replace(
+            Settings.from_env(),
             nats_url=nats_url,
             redis_url=redis_url,
             data_dir=str(data_dir),
-            env=opts.env,  # type: ignore[arg-type]
-            secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
-            admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
+            env=opts.env,
             host=opts.host,
             port=opts.port,
+            secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
+            admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
         )
         env = {**os.environ, **settings.to_env()}
         procs = [ServiceProcess(name, env, data_dir / "logs") for name in SERVICES]

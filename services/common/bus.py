@@ -27,13 +27,14 @@ DUPLICATE_WINDOW_S = 120.0
 _PUBLISH_ATTEMPTS = 8
 
 
-def stream_config() -> StreamConfig:
+def stream_config(replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=subjects.STREAM_NAME,
         subjects=list(subjects.STREAM_SUBJECTS),
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_S,
         max_age=30 * 24 * 3600.0,
+        num_replicas=replicas,
     )
 
 
@@ -53,7 +54,7 @@ async def connect_nats(settings: Settings, *, name: str, **extra: Any) -> NATS:
         log.info("nats.reconnected")
 
     return await nats.connect(
-        settings.nats_url,
+        servers=[url.strip() for url in settings.nats_url.split(",") if url.strip()],
         name=name,
         max_reconnect_attempts=-1,
         # nats-py has no jitter knob; a random wait per process spreads reconnects out.
@@ -88,7 +89,7 @@ class Bus:
     async def __aenter__(self) -> Bus:
         self._nc = await connect_nats(self._settings, name=self._name)
         self._js = self._nc.jetstream()
-        await ensure_stream(self._js)
+        await ensure_stream(self._js, self._settings.stream_replicas)
         return self
 
     async def __aexit__(
@@ -127,8 +128,8 @@ class Bus:
         await asyncio.gather(*(self.publish(e) for e in events))
 
 
-async def ensure_stream(js: JetStreamContext) -> None:
-    config = stream_config()
+async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
+    config = stream_config(replicas)
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:

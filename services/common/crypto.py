@@ -11,7 +11,10 @@ from cryptography.fernet import Fernet, InvalidToken
 class SecretBox:
     def __init__(self, key: str) -> None:
         if not key:
-            raise ValueError("FLEET_SECRET_KEY is not set (generate one with `fleet secret-key`)")
+            raise ValueError(
+                "FLEET_SECRET_KEY is not set; generate one with: python -c 'from cryptography"
+                ".fernet import Fernet; print(Fernet.generate_key().decode())'"
+            )
         try:
             self._fernet = Fernet(key.encode())
         except (ValueError, TypeError) as exc:

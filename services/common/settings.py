@@ -17,11 +17,14 @@ class SettingsError(Exception):
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    #: One URL, or several separated by commas (the servers of a cluster).
     nats_url: str = "nats://127.0.0.1:4222"
     #: NATS credentials of this service process (empty: connect without them).
     nats_user: str = ""
     nats_password: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: JetStream replicas of the event stream (3 on a 3-node cluster; 1 for one server).
+    stream_replicas: int = 1
     data_dir: str = ".fleet-data"
     #: Fernet key that encrypts machine tokens at rest.
     secret_key: str = ""
@@ -48,8 +51,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     probe_delay_s: float = 0.0
     probe_timeout_s: float = 60.0
     probe_interval_s: float = 0.5
-    # versions
-    git_sha: str = ""
+    # boot
+    #: How long a provisioned machine's daemon has to report ready before the machine fails.
+    boot_timeout_s: float = 120.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -25,7 +25,18 @@ from contracts.errors import ProviderError
 log = structlog.get_logger(__name__)
 
 #: Environment variables a local daemon inherits from the platform (everything else is dropped).
-_INHERITED = ("PATH", "LANG", "LC_ALL", "TZ", "FLEET_ENV", "FLEET_LOG_LEVEL", "FLEET_GIT_SHA")
+_INHERITED = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "FLEET_ENV",
+    "FLEET_LOG_LEVEL",
+    "FLEET_GIT_SHA",
+    "FLEET_EXEC_OUTPUT_CAP",
+)
 
 
 class Provider(Protocol):
@@ -148,7 +159,7 @@ def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
@@ -156,7 +167,7 @@ def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool
     return True
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

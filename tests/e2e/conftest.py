@@ -1,0 +1,93 @@
+"""`fleet up` as a user runs it: a real process tree on free ports, driven through the CLI."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fleet.embedded import free_port
+
+FLEET = str(Path(sys.executable).with_name("fleet"))
+
+
+@dataclass
+class FleetUp:
+    proc: subprocess.Popen[bytes]
+    url: str
+    token: str
+    data_dir: Path
+    banner: str
+
+    def cli(
+        self, *args: str, timeout: float = 60, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "FLEET_URL": self.url, "FLEET_TOKEN": self.token}
+        return subprocess.run(
+            [FLEET, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
+            check=False,
+        )
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+            self.proc.wait(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float = 60) -> str:
+    """The process's stdout up to the line containing ``marker``. Raw reads on the fd: a
+    buffered reader would hide lines it already holds from select()."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker.encode() not in seen:
+        if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        seen += chunk
+    text = seen.decode(errors="replace")
+    if marker not in text:
+        raise AssertionError(f"no {marker!r} from fleet up; it printed:\n{text}")
+    return text
+
+
+def start_fleet_up(data_dir: Path, port: int) -> FleetUp:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    proc = subprocess.Popen(
+        [FLEET, "up", "--port", str(port), "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    banner = read_until(proc, "Ctrl-C stops everything")
+    token = (data_dir / "admin-token").read_text().strip()
+    return FleetUp(proc, f"http://127.0.0.1:{port}", token, data_dir, banner)
+
+
+@pytest.fixture
+def fleet_up(tmp_path: Path) -> Iterator[FleetUp]:
+    up = start_fleet_up(tmp_path / "data", free_port())
+    yield up
+    up.stop()

@@ -1,0 +1,160 @@
+"""What a new user does: `fleet up`, then the CLI, then Ctrl-C."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import dotenv
+
+from fleet.embedded import free_port
+from services.provisioner.providers import pid_alive
+from tests.conftest import git
+from tests.e2e.conftest import FLEET, FleetUp, start_fleet_up
+
+VALUE = "two lines,\nwith \"double\" and 'single' quotes, # and $HOME"
+STAGES = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
+
+
+def stage_lines(output: str) -> list[str]:
+    return [line.split()[2] for line in output.splitlines() if line.startswith("  + ")]
+
+
+def test_banner_and_admin_token(fleet_up: FleetUp) -> None:
+    assert fleet_up.url in fleet_up.banner
+    assert fleet_up.token in fleet_up.banner
+    token_file = fleet_up.data_dir / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((fleet_up.data_dir / "secret-key").stat().st_mode) == 0o600
+
+
+def test_create_a_machine_and_watch_it_become_ready(fleet_up: FleetUp, bare_repo: Path) -> None:
+    up = fleet_up
+    inst = up.cli("instances", "create", "demo")
+    assert inst.returncode == 0, inst.stderr
+    iid = inst.stdout.strip()
+    assert up.cli("env", "set", "GREETING", "platform").returncode == 0
+    assert up.cli("env", "set", "GREETING", "instance wins", "--instance", iid).returncode == 0
+    assert up.cli("env", "set", "MULTI", VALUE, "--instance", iid).returncode == 0
+    added = up.cli(
+        "repos",
+        "add",
+        "--instance",
+        iid,
+        "--url",
+        str(bare_repo),
+        "--branch",
+        "feature",
+        "--path",
+        "src/app",
+    )
+    assert added.returncode == 0, added.stderr
+
+    created = up.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert stage_lines(created.stdout) == STAGES
+
+    listed = up.cli("--json", "machines", "list", "--instance", iid)
+    (machine,) = json.loads(listed.stdout)
+    assert machine["status"] == "ready"
+    home = up.data_dir / "machines" / machine["id"] / "home"
+    env_file = home / ".fleet" / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    parsed = dotenv.dotenv_values(stream=io.StringIO(env_file.read_text()), interpolate=False)
+    assert parsed == {"GREETING": "instance wins", "MULTI": VALUE}
+    branch = up.cli(
+        "machines",
+        "exec",
+        machine["id"],
+        "--cwd",
+        "src/app",
+        "--",
+        "git",
+        "branch",
+        "--show-current",
+    )
+    assert (branch.returncode, branch.stdout) == (0, "feature\n")
+    assert git("-C", str(home / "src" / "app"), "rev-parse", "--abbrev-ref", "HEAD") == "feature"
+
+
+def test_bad_repo_url_fails_with_gits_reason(fleet_up: FleetUp, tmp_path: Path) -> None:
+    up = fleet_up
+    iid = up.cli("instances", "create", "bad").stdout.strip()
+    up.cli(
+        "repos",
+        "add",
+        "--instance",
+        iid,
+        "--url",
+        str(tmp_path / "nope.git"),
+        "--branch",
+        "main",
+        "--path",
+        "app",
+    )
+    created = up.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
+    assert created.returncode == 1
+    assert "failed" in created.stdout
+    assert "does not exist" in created.stderr  # git's own message, as the reason
+
+
+def test_exit_codes_and_errors(fleet_up: FleetUp) -> None:
+    up = fleet_up
+    missing = up.cli("machines", "get", "m-0000000000000000")
+    assert missing.returncode == 4
+    assert "1004" in missing.stderr
+    assert "not found" in missing.stderr
+    bad = up.cli(
+        "repos",
+        "add",
+        "--instance",
+        "i-0000000000000000",
+        "--url=--upload-pack=touch",
+        "--branch",
+        "main",
+        "--path",
+        "x",
+    )
+    assert bad.returncode == 4
+    assert "-32602" in bad.stderr
+    assert "`url`" in bad.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    refused = subprocess.run(
+        [FLEET, "--url", f"http://127.0.0.1:{free_port()}", "instances", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert refused.returncode == 3
+    assert "cannot reach fleetd" in refused.stderr
+    assert "./run up" in refused.stderr
+
+
+def test_ctrl_c_stops_everything_and_state_survives_a_restart(tmp_path: Path) -> None:
+    port = free_port()
+    up = start_fleet_up(tmp_path / "data", port)
+    iid = up.cli("instances", "create", "keeper").stdout.strip()
+    created = up.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
+    assert created.returncode == 0, created.stdout + created.stderr
+    pid = int((next((up.data_dir / "machines").iterdir()) / "daemon.pid").read_text())
+
+    assert up.stop() == 0
+    assert not pid_alive(pid), "the machine's daemon outlived fleet up"
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the gateway still listens"
+
+    again = start_fleet_up(up.data_dir, port)
+    try:
+        listed = again.cli("instances", "list")
+        assert iid in listed.stdout  # Redis kept its append-only file
+        events = again.cli("--json", "machines", "list", "--instance", iid)
+        assert '"status":"ready"' in events.stdout.replace(" ", "")
+    finally:
+        assert again.stop() == 0
