@@ -245,6 +245,7 @@ def stage_consumer(
     kind: EventKind,
     handler: Handler,
     give_up: GiveUp,
+    retry_budget_s: float | None = None,
 ) -> Consumer:
     """A consumer configured from the process's settings, as every stage uses it."""
     return Consumer(
@@ -256,4 +257,5 @@ def stage_consumer(
         concurrency=settings.concurrency,
         ack_wait_s=settings.ack_wait_s,
         max_attempts=settings.max_deliver,
+        retry_budget_s=retry_budget_s,
     )

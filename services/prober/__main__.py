@@ -27,6 +27,17 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         stage_consumer(
             bus,
             settings,
+            durable="prober-boot",
+            kind=EventKind.PROVISIONED,
+            handler=svc.on_provisioned,
+            give_up=svc.give_up_boot,
+            retry_budget_s=settings.boot_timeout_s + 60,
+        )
+    )
+    await stack.enter_async_context(
+        stage_consumer(
+            bus,
+            settings,
             durable="prober",
             kind=EventKind.SETUP_PUSHED,
             handler=svc.on_setup_pushed,

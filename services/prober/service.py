@@ -7,11 +7,11 @@ import time
 
 import structlog
 
-from contracts.events import Event, MachineReady, SetupPushed
+from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed, now
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from services.common.bus import Bus
-from services.common.consumer import Permanent
+from services.common.consumer import Permanent, Retry
 from services.common.daemon_client import DaemonClient
 from services.common.failures import fail_machine
 from services.common.settings import Settings
@@ -66,6 +66,32 @@ class Prober:
             MachineReady(
                 event_id=derived_event_id(cause.event_id, "ready"), machine_id=cause.machine_id
             )
+        )
+
+    async def on_provisioned(self, event: Event) -> None:
+        """Boot watchdog: a machine whose daemon never reports ready fails, it does not hang."""
+        assert isinstance(event, MachineProvisioned)
+        machine = await self.store.get_machine(event.machine_id)
+        if machine.status is not S.BOOTING:
+            return  # it reported (or was archived): nothing to watch
+        timeout = self.settings.boot_timeout_s
+        waited = (now() - event.occurred_at).total_seconds()
+        if waited < timeout:
+            # Look again later without holding a handler slot while the machine boots.
+            raise Retry("waiting for the daemon's ready report", delay_s=min(5.0, timeout - waited))
+        raise Permanent(
+            f"the daemon did not report ready within {timeout:g}s of being provisioned "
+            f"({machine.external_id}); see the machine's daemon log"
+        )
+
+    async def give_up_boot(self, event: Event, reason: str) -> None:
+        await fail_machine(
+            self.store,
+            self.bus,
+            event.machine_id,
+            stage="boot",
+            reason=reason,
+            cause_event_id=event.event_id,
         )
 
     async def give_up(self, event: Event, reason: str) -> None:

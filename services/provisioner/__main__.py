@@ -25,6 +25,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     svc = Provisioner(
         store=store, bus=bus, providers={local.name: local}, box=SecretBox(settings.secret_key)
     )
+    await svc.resume()
     for durable, kind, handler in (
         ("provisioner", EventKind.CREATED, svc.on_created),
         ("provisioner-archive", EventKind.ARCHIVED, svc.on_archived),

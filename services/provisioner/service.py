@@ -19,6 +19,9 @@ from services.provisioner.providers import Provider
 
 log = structlog.get_logger(__name__)
 
+#: Machines whose daemon should be running.
+_RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE})
+
 
 class Provisioner:
     def __init__(
@@ -67,6 +70,24 @@ class Provisioner:
         stored = await self.store.machine_secret(machine_id)
         assert stored is not None
         return self.box.decrypt(stored)
+
+    async def resume(self) -> int:
+        """Restart the daemons of live machines whose daemon is gone (after `fleet up` was
+        stopped, or the host rebooted). Starting is idempotent, so running ones are left be."""
+        resumed = 0
+        for machine in await self.store.list_machines():
+            provider = self.providers.get(machine.provider)
+            sealed = await self.store.machine_secret(machine.id)
+            if provider is None or sealed is None or machine.status not in _RESUMABLE:
+                continue
+            external_id = await provider.start(machine.id, self.box.decrypt(sealed))
+            if external_id != machine.external_id:
+                await self.store.set_fields(machine.id, externalId=external_id)
+                log.info(
+                    "provision.machine_resumed", machine_id=machine.id, external_id=external_id
+                )
+                resumed += 1
+        return resumed
 
     async def on_archived(self, event: Event) -> None:
         assert isinstance(event, MachineArchived)
