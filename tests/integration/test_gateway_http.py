@@ -1,0 +1,148 @@
+"""The gateway's HTTP surface, spoken to with a plain HTTP client."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def post(
+    settings: Settings, body: bytes | str, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    url = f"http://127.0.0.1:{settings.port}/rpc"
+    data = io.BytesIO(body.encode() if isinstance(body, str) else body)
+    async with aiohttp.ClientSession() as s, s.post(url, data=data, headers=headers) as r:
+        text = await r.text()
+        return r.status, json.loads(text) if text else None
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {ADMIN_TOKEN}"}]
+)
+async def test_missing_or_bad_token_is_401(
+    stack: FleetClient, settings: Settings, headers: dict[str, str]
+) -> None:
+    status, body = await post(
+        settings, '{"jsonrpc":"2.0","id":1,"method":"instances.list"}', headers
+    )
+    assert status == 401
+    assert body["error"]["code"] == 1001
+    assert await stack.list_instances() == []  # and the real token still works
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("{oops", -32700),
+        ('{"id":1,"method":"instances.list"}', -32600),
+        ('{"jsonrpc":"2.0","id":1,"method":"instances.nope"}', -32601),
+        ('{"jsonrpc":"2.0","id":1,"method":"instances.create","params":{"name":""}}', -32602),
+        ('{"jsonrpc":"2.0","id":1,"method":"machines.get","params":{"machineId":"m-1"}}', -32602),
+        (
+            '{"jsonrpc":"2.0","id":1,"method":"machines.get",'
+            '"params":{"machineId":"m-0000000000000000"}}',
+            1004,
+        ),
+    ],
+)
+async def test_errors_have_their_codes(
+    stack: FleetClient, settings: Settings, body: str, code: int
+) -> None:
+    status, answer = await post(settings, body, AUTH)
+    assert status == 200
+    assert answer["error"]["code"] == code
+    assert answer["error"]["message"]
+
+
+async def test_invalid_params_names_the_field(stack: FleetClient, settings: Settings) -> None:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "env.set",
+        "params": {"name": "BAD-NAME", "value": "x"},
+    }
+    _, answer = await post(settings, json.dumps(body), AUTH)
+    assert answer["id"] == 7
+    assert answer["error"]["code"] == -32602
+    assert answer["error"]["data"] == {"field": "$.name"}
+    # and nothing was stored
+    assert await stack.list_env() == []
+
+
+async def test_oversized_body_is_refused_with_413(stack: FleetClient, settings: Settings) -> None:
+    big = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "instances.create",
+            "params": {"name": "x" * (settings.max_body_bytes + 10)},
+        }
+    )
+    status, answer = await post(settings, big, AUTH)
+    assert status == 413
+    assert answer["error"]["code"] == 1013
+    assert await stack.list_instances() == []
+
+
+async def test_notifications_and_batches(stack: FleetClient, settings: Settings) -> None:
+    status, answer = await post(
+        settings, '{"jsonrpc":"2.0","method":"instances.create","params":{"name":"n"}}', AUTH
+    )
+    assert (status, answer) == (204, None)
+    batch = json.dumps(
+        [
+            {"jsonrpc": "2.0", "id": 1, "method": "instances.list"},
+            {"jsonrpc": "2.0", "id": 2, "method": "nope"},
+            {"jsonrpc": "2.0", "method": "instances.create", "params": {"name": "quiet"}},
+        ]
+    )
+    status, answers = await post(settings, batch, AUTH)
+    assert status == 200
+    assert [a["id"] for a in answers] == [1, 2]
+    assert answers[0]["result"]["instances"][0]["name"] == "n"
+    assert answers[1]["error"]["code"] == -32601
+
+
+async def test_healthz_and_discover(stack: FleetClient, settings: Settings) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{settings.port}/healthz") as r:
+            assert (r.status, await r.json()) == (200, {"ok": True})
+        async with s.get(f"http://127.0.0.1:{settings.port}/") as r:
+            assert r.status == 200
+            assert "fleetd" in await r.text()
+    doc = await stack.call("rpc.discover")
+    names = {m["name"] for m in doc["methods"]}
+    assert {"machines.create", "env.set", "repos.add", "rpc.discover"} <= names
+
+
+async def test_events_reject_bad_query_and_resume_after_an_id(
+    stack: FleetClient, settings: Settings
+) -> None:
+    url = f"http://127.0.0.1:{settings.port}/events"
+    async with aiohttp.ClientSession(headers=AUTH) as s:
+        async with s.get(url, params={"machineId": "nope"}) as r:
+            assert r.status == 400
+        async with s.get(url) as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"] == "text/event-stream"
+    inst = await stack.create_instance("sse")
+    machine = await stack.create_machine(inst.id)
+    seqs = []
+    async for seq, _ in stack.events(machine.id):
+        seqs.append(seq)
+        if len(seqs) == 2:
+            break
+    # Resuming after the first event's id starts with the second.
+    async for seq, _ in stack.events(machine.id, since=seqs[0]):
+        assert seq == seqs[1]
+        break
