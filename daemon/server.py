@@ -91,7 +91,7 @@ class Daemon:
         while True:
             try:
                 return await nats.connect(
-                    s.nats_url,
+                    servers=[u.strip() for u in s.nats_url.split(",") if u.strip()],
                     name=f"daemon:{s.machine_id}",
                     user=s.machine_id,
                     password=s.machine_token,
