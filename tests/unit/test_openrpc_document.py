@@ -104,13 +104,17 @@ def test_known_method_params(
 
 def test_known_error_codes(doc: dict[str, Any]) -> None:
     assert [e["code"] for e in method(doc, "machines.get")["errors"]] == [1004, 1003]
+    # exec is forwarded to the daemon: its validation and tool errors are part of the contract.
     assert [e["code"] for e in method(doc, "machines.exec")["errors"]] == [
         1004,
         1003,
         1009,
         1502,
         1504,
+        -32602,
+        1700,
     ]
+    assert [e["code"] for e in method(doc, "machines.create")["errors"]] == [1004, 1003, 1009]
     assert method(doc, "instances.create")["errors"] == []
 
 
