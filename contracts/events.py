@@ -66,6 +66,21 @@ class MachineArchived(_Event, tag=EventKind.ARCHIVED.value, kw_only=True):
     reason: str
 
 
+class MachineUnresponsive(_Event, tag=EventKind.UNRESPONSIVE.value, kw_only=True):
+    #: When the last heartbeat arrived (None: none since the prober started watching).
+    last_heartbeat_at: datetime | None
+    reason: str
+
+
+class Heartbeat(msgspec.Struct, rename="camel", kw_only=True):
+    """Not an event (never stored): the daemon's periodic "still here"."""
+
+    machine_id: str
+    boot_id: str
+    seq: int
+    sent_at: datetime = msgspec.field(default_factory=now)
+
+
 Event = (
     MachineCreated
     | MachineProvisioned
@@ -74,6 +89,7 @@ Event = (
     | MachineReady
     | MachineFailed
     | MachineArchived
+    | MachineUnresponsive
 )
 
 _DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)

@@ -16,6 +16,7 @@ class EventKind(StrEnum):
     READY = "ready"
     FAILED = "failed"
     ARCHIVED = "archived"
+    UNRESPONSIVE = "unresponsive"
 
 
 #: Subjects captured by the stream: every kind above, for any machine.
@@ -38,6 +39,16 @@ def event_filter(kind: EventKind) -> str:
 def machine_events(machine_id: str) -> str:
     """Every event of one machine."""
     return f"machine.*.{machine_id}"
+
+
+#: Heartbeats are not stored in the stream: only their absence matters, and only now.
+HEARTBEAT_KIND = "heartbeat"
+ALL_HEARTBEATS = f"machine.{HEARTBEAT_KIND}.*"
+
+
+def heartbeat(machine_id: str) -> str:
+    """``machine.heartbeat.<machineId>``: published by the daemon every few seconds."""
+    return f"machine.{HEARTBEAT_KIND}.{machine_id}"
 
 
 def daemon_rpc(machine_id: str) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import time
 import uuid
 from types import TracebackType
 
+import msgspec
 import nats
 import nats.errors
 import structlog
@@ -25,7 +27,13 @@ from contracts.daemon_rpc import (
     WriteFileParams,
     WriteFileResult,
 )
-from contracts.events import DaemonStatus, DaemonStatusReported, encode_event, subject_of
+from contracts.events import (
+    DaemonStatus,
+    DaemonStatusReported,
+    Heartbeat,
+    encode_event,
+    subject_of,
+)
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher
 from daemon import tools
@@ -33,6 +41,7 @@ from daemon.settings import DaemonSettings
 from daemon.version import git_sha, package_version
 
 log = structlog.get_logger(__name__)
+_ENCODER = msgspec.json.Encoder()
 
 _CONNECT_BACKOFF_CAP_S = 10.0
 
@@ -46,6 +55,7 @@ class Daemon:
         self._started = time.monotonic()
         self._nc: NATS | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
         self._dispatcher: Dispatcher[None] = Dispatcher(
             DAEMON_METHODS,
             {
@@ -66,12 +76,16 @@ class Daemon:
         await self.nc.subscribe(subjects.daemon_rpc(self.settings.machine_id), cb=self._on_request)
         await self.nc.flush()
         await self.report("ready")
+        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         log.info("daemon.ready", machine_id=self.settings.machine_id, boot_id=self.boot_id)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         nc, self._nc = self._nc, None
         if nc is None or nc.is_closed:
             return
@@ -139,6 +153,18 @@ class Daemon:
                     raise
                 log.warning("daemon.report_retry", status=status, attempt=tried, error=repr(exc))
                 await asyncio.sleep(min(5.0, 0.25 * 2**tried))
+
+    async def _beat(self) -> None:
+        """Publish a heartbeat every heartbeat_s. A plain publish: while NATS is away nats-py
+        buffers it, and a missed beat is exactly what the prober should see."""
+        subject = subjects.heartbeat(self.settings.machine_id)
+        for seq in itertools.count(1):
+            beat = Heartbeat(machine_id=self.settings.machine_id, boot_id=self.boot_id, seq=seq)
+            try:
+                await self.nc.publish(subject, _ENCODER.encode(beat))
+            except nats.errors.Error as exc:
+                log.debug("daemon.heartbeat_failed", error=repr(exc))
+            await asyncio.sleep(self.settings.heartbeat_s)
 
     async def _on_request(self, msg: Msg) -> None:
         # nats-py runs a subscription's callbacks one at a time; a long execCommand must not

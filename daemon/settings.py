@@ -17,6 +17,8 @@ class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):
     home: str
     #: Per-stream cap on captured command output (bytes); more is cut and flagged.
     exec_output_cap: int = 256 * 1024
+    #: Seconds between heartbeats on machine.heartbeat.<id>.
+    heartbeat_s: float = 5.0
     env: str = "dev"
     log_level: str = "info"
 

@@ -51,6 +51,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     probe_delay_s: float = 0.0
     probe_timeout_s: float = 60.0
     probe_interval_s: float = 0.5
+    # liveness
+    #: Seconds between daemon heartbeats (local daemons get the same value).
+    heartbeat_s: float = 5.0
+    #: Missed heartbeats after which a ready machine is marked unresponsive.
+    missed_heartbeats: int = 3
     # boot
     #: How long a provisioned machine's daemon has to report ready before the machine fails.
     boot_timeout_s: float = 120.0

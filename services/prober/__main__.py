@@ -11,12 +11,14 @@ from services.common.daemon_client import DaemonClient
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.store import Store
+from services.prober.liveness import HeartbeatMonitor
 from services.prober.service import Prober
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store = await stack.enter_async_context(Store(settings.redis_url))
     bus = await stack.enter_async_context(Bus(settings, name="prober"))
+    await stack.enter_async_context(HeartbeatMonitor(store=store, bus=bus, settings=settings))
     svc = Prober(
         store=store,
         bus=bus,

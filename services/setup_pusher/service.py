@@ -88,6 +88,10 @@ class SetupPusher:
         return written.path, written.bytes_written
 
     async def clone(self, mc: MachineClient, repo: Repo) -> None:
+        # A crash between a clone and its record in Redis must not clone again: look first.
+        if await self._is_checkout_of(mc, repo):
+            log.info("setup.repo_already_cloned", path=repo.path)
+            return
         argv = [
             "git",
             "clone",
@@ -104,11 +108,6 @@ class SetupPusher:
         if result.exit_code == 0:
             log.info("setup.repo_cloned", path=repo.path, branch=repo.branch)
             return
-        if "already exists and is not an empty directory" in result.stderr and (
-            await self._is_checkout_of(mc, repo)
-        ):
-            log.info("setup.repo_already_cloned", path=repo.path)
-            return
         if result.timed_out:
             raise Permanent(
                 f"git clone {repo.url} timed out after {self.settings.clone_timeout_s:g}s"
@@ -116,8 +115,16 @@ class SetupPusher:
         raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
 
     async def _is_checkout_of(self, mc: MachineClient, repo: Repo) -> bool:
-        r = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")
-        return r.exit_code == 0 and r.stdout.strip() == repo.url
+        """True if ``repo.path`` is the root of a finished checkout of ``repo.url``: its own
+        .git (not a parent's), a HEAD that resolves (a clone in flight has none yet), and the
+        same origin."""
+        head = await mc.run(
+            "git", "-C", repo.path, "rev-parse", "--git-dir", "--verify", "-q", "HEAD"
+        )
+        if head.exit_code != 0 or head.stdout.split("\n", 1)[0] != ".git":
+            return False
+        origin = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")
+        return origin.exit_code == 0 and origin.stdout.strip() == repo.url
 
     async def give_up(self, event: Event, reason: str) -> None:
         await fail_machine(

@@ -1,0 +1,138 @@
+"""Liveness after ready: daemons publish heartbeats; the prober notices when they stop.
+
+Heartbeats arrive on a queue-group subscription (replicas share them) and are written to Redis
+in batches: ``fleet:heartbeats`` is a sorted set of machine -> last beat (epoch seconds). A
+sweep marks a ``ready`` machine ``unresponsive`` once it missed ``missed_heartbeats`` beats, and
+the first beat after that makes it ``ready`` again. Both are compare-and-set transitions and
+both publish an event, so the console and `fleet events` see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import cast
+
+import structlog
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from contracts import subjects
+from contracts.errors import NotFound
+from contracts.events import MachineReady, MachineUnresponsive
+from contracts.ids import MACHINE_ID_RE, new_event_id
+from contracts.status import TERMINAL
+from contracts.status import MachineStatus as S
+from services.common.bus import Bus
+from services.common.settings import Settings
+from services.common.store import P, Store
+
+log = structlog.get_logger(__name__)
+
+K_HEARTBEATS = P + "heartbeats"
+K_UNRESPONSIVE = P + "machines:unresponsive"
+_SWEEP_BATCH = 1000
+
+
+class HeartbeatMonitor:
+    def __init__(self, *, store: Store, bus: Bus, settings: Settings) -> None:
+        self.store = store
+        self.bus = bus
+        self.window_s = settings.heartbeat_s * settings.missed_heartbeats
+        self.tick_s = max(0.05, min(1.0, settings.heartbeat_s / 2))
+        self._beats: dict[str, float] = {}
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+
+    async def __aenter__(self) -> HeartbeatMonitor:
+        self._started = time.monotonic()
+        self._sub = await self.bus.nc.subscribe(
+            subjects.ALL_HEARTBEATS, queue="prober", cb=self._on_beat
+        )
+        self._task = asyncio.create_task(self._run(), name="heartbeats")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+        await self.flush()  # what arrived last still counts
+
+    async def _on_beat(self, msg: Msg) -> None:
+        machine_id = msg.subject.rsplit(".", 1)[-1]
+        if MACHINE_ID_RE.fullmatch(machine_id):  # the payload is not needed: arrival is the fact
+            self._beats[machine_id] = time.time()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.flush()
+                # Right after a (re)start nobody has had a chance to beat yet: wait one window.
+                if time.monotonic() - self._started >= self.window_s:
+                    await self.sweep()
+            except Exception as exc:  # noqa: BLE001 - task boundary: liveness must keep running
+                log.warning("liveness.tick_failed", error=repr(exc))
+
+    async def flush(self) -> None:
+        """Record the beats since the last flush; machines that were unresponsive recover."""
+        beats, self._beats = self._beats, {}
+        if not beats:
+            return
+        ids = list(beats)
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(K_HEARTBEATS, beats)
+            pipe.smismember(K_UNRESPONSIVE, ids)
+            _, flags = await pipe.execute()
+        for machine_id, flagged in zip(ids, cast(list[int], flags), strict=True):
+            if flagged:
+                await self._recover(machine_id)
+
+    async def _recover(self, machine_id: str) -> None:
+        t = await self.store.transition(machine_id, S.READY, "heartbeats resumed")
+        await self.store.redis.srem(K_UNRESPONSIVE, machine_id)
+        if t.moved:
+            await self.bus.publish(MachineReady(event_id=new_event_id(), machine_id=machine_id))
+
+    async def sweep(self) -> None:
+        """Mark ready machines whose last beat is older than the window unresponsive."""
+        now = time.time()
+        stale = cast(
+            list[tuple[str, float]],
+            await self.store.redis.zrangebyscore(
+                K_HEARTBEATS, "-inf", now - self.window_s, start=0, num=_SWEEP_BATCH,
+                withscores=True,
+            ),
+        )  # fmt: skip
+        for machine_id, last in stale:
+            try:
+                machine = await self.store.get_machine(machine_id)
+            except NotFound:
+                await self.store.redis.zrem(K_HEARTBEATS, machine_id)
+                continue
+            if machine.status in TERMINAL:
+                await self.store.redis.zrem(K_HEARTBEATS, machine_id)
+            elif machine.status is S.READY:
+                await self._mark_unresponsive(machine_id, last, now)
+
+    async def _mark_unresponsive(self, machine_id: str, last: float, now: float) -> None:
+        reason = f"no heartbeat for {now - last:.0f}s"
+        t = await self.store.transition(machine_id, S.UNRESPONSIVE, reason)
+        if not t.moved:
+            return
+        await self.store.redis.sadd(K_UNRESPONSIVE, machine_id)
+        await self.bus.publish(
+            MachineUnresponsive(
+                event_id=new_event_id(), machine_id=machine_id, reason=reason,
+                last_heartbeat_at=datetime.fromtimestamp(last, UTC),
+            )
+        )  # fmt: skip
