@@ -9,8 +9,9 @@ import msgspec
 
 from contracts.status import MachineStatus
 
-#: Machine providers. ``local`` runs the daemon as a process on the platform's host.
-ProviderName = Literal["local"]
+#: Machine providers. ``local`` runs the daemon as a process on the platform's host; ``swarm``
+#: runs many daemons in one process on it, for load testing.
+ProviderName = Literal["local", "swarm"]
 EnvScope = Literal["platform", "instance"]
 
 

@@ -7,6 +7,7 @@ tests; both start in well under a second.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -123,8 +124,15 @@ def spawn_daemon(tmp_path: Path, nats_server: NatsServer) -> Iterator[SpawnDaemo
 
 
 @pytest.fixture
-async def stack(settings: Settings) -> AsyncIterator[FleetClient]:
+def stack_settings(settings: Settings) -> Settings:
+    """The settings the in-process stack runs with; a test module overrides this to tune it."""
+    return settings
+
+
+@pytest.fixture
+async def stack(stack_settings: Settings) -> AsyncIterator[FleetClient]:
     """Every service, wired exactly as its __main__ does, in this process; a client to it."""
+    settings = stack_settings
     from services.gateway.__main__ import build as gateway
     from services.prober.__main__ import build as prober
     from services.provisioner.__main__ import build as provisioner
@@ -137,6 +145,37 @@ async def stack(settings: Settings) -> AsyncIterator[FleetClient]:
         client = FleetClient(f"http://127.0.0.1:{settings.port}", ADMIN_TOKEN, timeout_s=30)
         es.push_async_callback(client.close)
         yield client
+
+
+@dataclass
+class CloneLog:
+    """Every `git clone` a daemon ran, as "<HOME> <args>" lines, via a shim first on PATH."""
+
+    path: Path
+
+    def homes(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        return [line.split(" ", 1)[0] for line in self.path.read_text().splitlines()]
+
+
+@pytest.fixture
+def clone_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CloneLog:
+    """Daemons started after this (they inherit PATH) log each clone they run."""
+    real_git = shutil.which("git")
+    assert real_git is not None
+    shim_dir = tmp_path / "shim"
+    shim_dir.mkdir()
+    log = CloneLog(tmp_path / "clones.log")
+    shim = shim_dir / "git"
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = clone ]; then echo "$HOME $*" >> "{log.path}"; fi\n'
+        f'exec "{real_git}" "$@"\n'
+    )
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim_dir}:{os.environ['PATH']}")
+    return log
 
 
 def git(*args: str, cwd: Path | None = None) -> str:

@@ -7,6 +7,9 @@ sets, so concurrent or repeated events can never move a machine backwards.
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
@@ -41,6 +44,12 @@ for allowed in string.gmatch(ARGV[4], '[^,]+') do
   end
 end
 return {0, cur}
+"""
+
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -89,6 +98,7 @@ class Store:
         self._url = redis_url
         self._r: aioredis.Redis | None = None
         self._transition: Any = None
+        self._unlock: Any = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -105,6 +115,7 @@ class Store:
         )
         await self._r.ping()
         self._transition = self._r.register_script(_TRANSITION)
+        self._unlock = self._r.register_script(_UNLOCK)
         return self
 
     async def __aexit__(
@@ -169,6 +180,18 @@ class Store:
     async def list_repos(self, instance_id: str) -> list[Repo]:
         h = await self.redis.hgetall(k_repos(instance_id))
         return [msgspec.json.decode(h[p], type=Repo) for p in sorted(h)]
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, ttl_s: float = 60.0) -> AsyncIterator[bool]:
+        """A best-effort exclusive lock across processes (SET NX PX); yields whether we hold
+        it. The TTL frees it if the holder dies; release only deletes our own token."""
+        key, token = f"{P}lock:{name}", secrets.token_hex(8)
+        held = bool(await self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)))
+        try:
+            yield held
+        finally:
+            if held:
+                await self._unlock(keys=[key], args=[token])
 
     async def mark_cloned(self, machine_id: str, path: str) -> None:
         await self.redis.sadd(k_cloned(machine_id), path)

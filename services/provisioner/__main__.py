@@ -14,6 +14,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.provisioner.providers import LocalProvider
 from services.provisioner.service import Provisioner
+from services.provisioner.swarm import SwarmProvider
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
@@ -22,8 +23,14 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     local = LocalProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
     )
+    swarm = SwarmProvider(
+        data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
+    )
     svc = Provisioner(
-        store=store, bus=bus, providers={local.name: local}, box=SecretBox(settings.secret_key)
+        store=store,
+        bus=bus,
+        providers={local.name: local, swarm.name: swarm},
+        box=SecretBox(settings.secret_key),
     )
     await svc.resume()
     for durable, kind, handler in (

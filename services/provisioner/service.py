@@ -11,7 +11,7 @@ from contracts.events import Event, MachineArchived, MachineCreated, MachineProv
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from services.common.bus import Bus
-from services.common.consumer import Permanent
+from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox, mint_machine_token
 from services.common.failures import fail_machine
 from services.common.store import Store, k_machine
@@ -46,7 +46,10 @@ class Provisioner:
         if provider is None:
             raise Permanent(f"no provider named {event.provider!r} is configured")
         token = await self.machine_token(machine.id)
-        external_id = await provider.start(machine.id, token)
+        async with self.store.lock(f"provision:{machine.id}") as held:
+            if not held:  # another delivery is starting this very machine right now
+                raise Retry("another provisioner is starting this machine", delay_s=1.0)
+            external_id = await provider.start(machine.id, token)
         t = await self.store.transition(
             machine.id, S.BOOTING, "waiting for the daemon to report ready", externalId=external_id
         )
@@ -80,7 +83,10 @@ class Provisioner:
             sealed = await self.store.machine_secret(machine.id)
             if provider is None or sealed is None or machine.status not in _RESUMABLE:
                 continue
-            external_id = await provider.start(machine.id, self.box.decrypt(sealed))
+            async with self.store.lock(f"provision:{machine.id}") as held:
+                if not held:
+                    continue  # being started by a handler right now
+                external_id = await provider.start(machine.id, self.box.decrypt(sealed))
             if external_id != machine.external_id:
                 await self.store.set_fields(machine.id, externalId=external_id)
                 log.info(

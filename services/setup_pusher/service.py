@@ -42,9 +42,13 @@ class SetupPusher:
         if event.status != "ready":
             return
         machine = await self.store.get_machine(event.machine_id)
-        await self.store.set_fields(
-            machine.id, daemonVersion=event.version, daemonGitSha=event.git_sha or ""
-        )
+        if (machine.daemon_version, machine.daemon_git_sha or None) != (
+            event.version,
+            event.git_sha,
+        ):
+            await self.store.set_fields(
+                machine.id, daemonVersion=event.version, daemonGitSha=event.git_sha or ""
+            )
         if machine.status in (S.CREATED, S.PROVISIONING):
             # The daemon was quicker than the provisioner's bookkeeping: try again shortly.
             raise Retry(f"machine is still {machine.status.value}")

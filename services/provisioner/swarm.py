@@ -1,0 +1,305 @@
+"""The ``swarm`` provider: many real daemons per OS process, for load testing.
+
+A machine is a ``daemon.server.Daemon`` instance inside a swarm host (``python -m daemon.swarm``,
+see there), with its own NATS connection, identity and home ``<data-dir>/swarm/machines/<id>/
+home``. Hosts live in ``<data-dir>/swarm/hosts/host-<n>/`` (``host.pid``, ``host.log``, the
+control socket) and take up to ``FLEET_SWARM_HOST_SIZE`` machines each (default 250); the
+provider starts one when the others are full. Like local daemons, hosts outlive the provisioner;
+``stop_all_swarm`` is what ``fleet up`` calls on shutdown (after the stage services, before NATS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from contracts.errors import ProviderError
+from services.provisioner.providers import _INHERITED, pid_alive
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_HOST_SIZE = 250
+HOST_SIZE_VAR = "FLEET_SWARM_HOST_SIZE"
+_HOST_START_TIMEOUT_S = 30.0
+#: sockaddr_un holds 108 bytes; longer socket paths go to a private directory under /tmp.
+_MAX_SOCKET_PATH = 100
+
+
+def host_size_from(environ: Mapping[str, str]) -> int:
+    raw = environ.get(HOST_SIZE_VAR, "")
+    if not raw:
+        return DEFAULT_HOST_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ValueError(f"{HOST_SIZE_VAR}: expected a positive integer, got {raw!r}")
+    return size
+
+
+def swarm_root(data_dir: Path) -> Path:
+    return data_dir.resolve() / "swarm"
+
+
+def socket_path(host_dir: Path) -> Path:
+    path = host_dir / "control.sock"
+    if len(str(path)) <= _MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(host_dir).encode()).hexdigest()[:16]
+    private = Path(tempfile.gettempdir()) / f"fleet-swarm-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    st = private.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ProviderError(f"{private} is not a private directory of this user")
+    return private / f"{digest}.sock"
+
+
+def running_host_pid(host_dir: Path) -> int | None:
+    """The pid of the swarm host of ``host_dir`` if it is alive and really is that host."""
+    try:
+        pid = int((host_dir / "host.pid").read_text())
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if f"FLEET_SWARM_HOST={host_dir}".encode() not in environ.split(b"\0"):
+        return None  # a reused pid
+    return pid if pid_alive(pid) else None
+
+
+class HostGone(Exception):
+    pass
+
+
+async def request(host_dir: Path, payload: dict[str, Any], timeout_s: float = 60.0) -> Any:
+    """One request to a host's control socket; ``HostGone`` if nothing listens there."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_unix_connection(
+                str(socket_path(host_dir)), limit=16 * 1024 * 1024
+            )
+            try:
+                writer.write(msgspec.json.encode(payload) + b"\n")
+                await writer.drain()
+                line = await reader.readline()
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+    except (FileNotFoundError, ConnectionError) as exc:
+        raise HostGone(f"swarm host {host_dir.name} is not running ({exc})") from None
+    except TimeoutError:
+        raise ProviderError(
+            f"swarm host {host_dir.name} did not answer in {timeout_s:g}s"
+        ) from None
+    if not line:
+        raise HostGone(f"swarm host {host_dir.name} closed the connection")
+    reply = msgspec.json.decode(line)
+    if not reply.get("ok"):
+        raise ProviderError(f"swarm host {host_dir.name}: {reply.get('error')}")
+    return reply
+
+
+class SwarmProvider:
+    name = "swarm"
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        nats_url: str,
+        environ: Mapping[str, str],
+        host_size: int | None = None,
+    ) -> None:
+        self.root = swarm_root(data_dir)
+        self._nats_url = nats_url
+        self._environ = environ
+        self.host_size = host_size or host_size_from(environ)
+        self._lock = asyncio.Lock()
+        self._where: dict[str, str] = {}  # machine id -> host name
+        self._discovered = False
+        self._children: list[int] = []
+
+    def host_dir(self, name: str) -> Path:
+        return self.root / "hosts" / name
+
+    def home(self, machine_id: str) -> Path:
+        return self.root / "machines" / machine_id / "home"
+
+    async def start(self, machine_id: str, token: str) -> str:
+        payload = {
+            "op": "start",
+            "machineId": machine_id,
+            "token": token,
+            "home": str(self.home(machine_id)),
+        }
+        for _ in range(2):  # a host that died under us is replaced once
+            async with self._lock:
+                self._reap()
+                await self._discover()
+                host = self._where.get(machine_id)
+                if host is None or running_host_pid(self.host_dir(host)) is None:
+                    host = await self._pick_host()
+                self._where[machine_id] = host
+            try:
+                reply = await request(self.host_dir(host), payload)
+            except HostGone as exc:
+                log.warning("provider.swarm_host_gone", host=host, error=str(exc))
+                self._forget(host)
+                continue
+            log.info("provider.swarm_started", machine_id=machine_id, host=host)
+            return str(reply["externalId"])
+        raise ProviderError(f"no swarm host could start machine {machine_id}")
+
+    async def stop(self, machine_id: str) -> None:
+        async with self._lock:
+            await self._discover()
+            host = self._where.pop(machine_id, None)
+        if host is None:
+            return  # no live host runs it
+        with contextlib.suppress(HostGone):
+            await request(self.host_dir(host), {"op": "stop", "machineId": machine_id})
+        log.info("provider.swarm_stopped", machine_id=machine_id, host=host)
+
+    # --- hosts ------------------------------------------------------------------------------
+    def live_hosts(self) -> list[str]:
+        hosts = self.root / "hosts"
+        if not hosts.is_dir():
+            return []
+        return sorted(
+            (d.name for d in hosts.iterdir() if running_host_pid(d) is not None), key=_index
+        )
+
+    async def _discover(self) -> None:
+        """Once: learn which machines the hosts left by an earlier provisioner are running."""
+        if self._discovered:
+            return
+        for host in self.live_hosts():
+            with contextlib.suppress(HostGone):
+                reply = await request(self.host_dir(host), {"op": "list"})
+                for mid in reply["machines"]:
+                    self._where[mid] = host
+        self._discovered = True
+
+    def _forget(self, host: str) -> None:
+        for mid in [m for m, h in self._where.items() if h == host]:
+            del self._where[mid]
+
+    async def _pick_host(self) -> str:
+        """A live host with room, else a new one (called with the lock held)."""
+        live = self.live_hosts()
+        load = Counter(self._where.values())
+        for host in live:
+            if load[host] < self.host_size:
+                return host
+        for host in {h for h in load if h not in live}:
+            self._forget(host)
+        n = 0
+        while f"host-{n}" in live:
+            n += 1
+        name = f"host-{n}"
+        await self._spawn(name)
+        return name
+
+    async def _spawn(self, name: str) -> None:
+        host_dir = self.host_dir(name)
+        host_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sock = socket_path(host_dir)
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        env = {k: v for k, v in self._environ.items() if k in _INHERITED}
+        env |= {
+            "FLEET_NATS_URL": self._nats_url,
+            "FLEET_SWARM_HOST": str(host_dir),
+            "FLEET_SWARM_NAME": name,
+            "FLEET_SWARM_SOCKET": str(sock),
+        }
+        log_path = host_dir / "host.log"
+        pid = _spawn_host(env, log_path)
+        self._children.append(pid)
+        tmp = host_dir / "host.pid.tmp"
+        tmp.write_text(str(pid))
+        tmp.replace(host_dir / "host.pid")
+        deadline = time.monotonic() + _HOST_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise ProviderError(f"swarm host {name} exited at start:\n{tail}")
+            with contextlib.suppress(HostGone):
+                await request(host_dir, {"op": "list"}, timeout_s=5)
+                log.info("provider.swarm_host_started", host=name, pid=pid)
+                return
+            await asyncio.sleep(0.02)
+        raise ProviderError(f"swarm host {name} did not listen within {_HOST_START_TIMEOUT_S:g}s")
+
+    def _reap(self) -> None:
+        """Collect exit statuses of hosts this process started (no zombies)."""
+        for pid in list(self._children):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._children.remove(pid)
+
+
+def _spawn_host(env: dict[str, str], log_path: Path) -> int:
+    # posix_spawn, not Popen: like a local daemon, the host outlives this provisioner.
+    argv = [sys.executable, "-I", "-m", "daemon.swarm"]
+    out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    try:
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            env,
+            setsid=True,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+        )
+    except OSError as exc:
+        raise ProviderError(f"cannot start a swarm host: {exc}") from None
+
+
+def _index(name: str) -> int:
+    _, _, n = name.rpartition("-")
+    return int(n) if n.isdigit() else 1 << 30
+
+
+def stop_all_swarm(data_dir: Path, grace_s: float = 20.0) -> int:
+    """Stop every swarm host under ``data_dir`` (each stops its daemons cleanly first; SIGKILL
+    after ``grace_s``). Returns how many hosts were running. Synchronous, like
+    ``stop_all_local``: `fleet up` calls it on shutdown."""
+    hosts = swarm_root(data_dir) / "hosts"
+    if not hosts.is_dir():
+        return 0
+    pids = [p for d in hosts.iterdir() if (p := running_host_pid(d)) is not None]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # our own child (an in-process provisioner): no zombie
+    if pids:
+        log.info("provider.swarm_hosts_stopped", hosts=len(pids))
+    return len(pids)

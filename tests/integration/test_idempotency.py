@@ -1,0 +1,119 @@
+"""Each idempotency rule, by replaying real events onto the stream (as a redelivery would)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from contracts.events import (
+    DaemonStatusReported,
+    Event,
+    MachineCreated,
+    MachineProvisioned,
+    MachineReady,
+    SetupPushed,
+)
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from services.common.bus import Bus
+from services.common.settings import Settings
+from services.common.store import Store, k_cloned, k_machine
+from services.provisioner.providers import running_pid
+from tests.conftest import CloneLog
+from tests.waiters import wait_until
+
+DURABLES = ("provisioner", "setup_pusher", "prober", "prober-boot")
+
+
+async def events_of(stack: FleetClient, machine_id: str) -> list[Event]:
+    out: list[Event] = []
+    async for _, event in stack.events(machine_id):
+        out.append(event)
+        if isinstance(event, MachineReady):
+            return out
+    return out
+
+
+async def replay(bus: Bus, event: Event) -> None:
+    """Publish a stored event again under a new id (a duplicate the window would not catch)."""
+    await bus.publish(msgspec.structs.replace(event, event_id="replay-" + event.event_id))
+
+    async def all_consumed() -> bool:
+        for durable in DURABLES:
+            info = await bus.js.consumer_info("FLEET_MACHINE_EVENTS", durable)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+
+    await wait_until(all_consumed, timeout=20)
+
+
+def daemons_of(machine_id: str) -> list[int]:
+    """Every live process started as this machine's daemon."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"FLEET_MACHINE_ID={machine_id}".encode() in environ:
+                found.append(int(entry.name))
+    return found
+
+
+async def ready_machine(stack: FleetClient, repo: Path | None = None) -> tuple[str, list[Event]]:
+    inst = await stack.create_instance("replays")
+    if repo is not None:
+        await stack.add_repo(inst.id, str(repo), "main", "app")
+    machine = await stack.create_machine(inst.id)
+    return machine.id, await events_of(stack, machine.id)
+
+
+async def test_replayed_created_does_not_start_a_second_daemon(
+    stack: FleetClient, settings: Settings, bus: Bus
+) -> None:
+    mid, events = await ready_machine(stack)
+    pid = running_pid(settings.data_path / "machines" / mid, mid)
+    created = next(e for e in events if isinstance(e, MachineCreated))
+    await replay(bus, created)
+    assert daemons_of(mid) == [pid]
+    assert (await stack.get_machine(mid)).status is MachineStatus.READY
+
+
+async def test_replayed_report_mid_setup_does_not_clone_twice(
+    stack: FleetClient, store: Store, bus: Bus, bare_repo: Path, clone_log: CloneLog
+) -> None:
+    mid, events = await ready_machine(stack, bare_repo)
+    assert len(clone_log.homes()) == 1
+    # As if the setup pusher died after the clone, before recording it: status setting-up,
+    # nothing recorded. The redelivered report must finish setup without cloning again.
+    await store.redis.hset(k_machine(mid), "status", "setting-up")
+    await store.redis.delete(k_cloned(mid))
+    report = next(e for e in events if isinstance(e, DaemonStatusReported))
+    await replay(bus, report)
+    assert len(clone_log.homes()) == 1
+    machine = await stack.get_machine(mid)
+    assert machine.status is MachineStatus.READY, machine.status_reason
+
+
+async def test_late_events_never_move_a_machine_backwards(
+    stack: FleetClient, bus: Bus, bare_repo: Path, clone_log: CloneLog
+) -> None:
+    mid, events = await ready_machine(stack, bare_repo)
+    before = await stack.get_machine(mid)
+    for kind in (MachineCreated, MachineProvisioned, DaemonStatusReported, SetupPushed):
+        await replay(bus, next(e for e in events if isinstance(e, kind)))
+    after = await stack.get_machine(mid)
+    assert after.status is MachineStatus.READY
+    assert after.updated_at == before.updated_at  # not even a repeated write
+    assert len(clone_log.homes()) == 1
+
+
+async def test_a_poison_event_does_not_block_the_next_machine(stack: FleetClient, bus: Bus) -> None:
+    await bus.js.publish("machine.created.m-0000000000000000", b'{"type":"created","junk":1}')
+    await bus.js.publish("machine.daemon-status-reported.m-0000000000000001", b"\xff\xfe")
+    mid, events = await ready_machine(stack)
+    assert isinstance(events[-1], MachineReady)
+    assert (await stack.get_machine(mid)).status is MachineStatus.READY

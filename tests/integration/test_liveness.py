@@ -1,0 +1,78 @@
+"""Heartbeats: a ready machine whose daemon goes quiet becomes unresponsive, then ready again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import msgspec
+import pytest
+
+from contracts.events import MachineReady, MachineUnresponsive
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from services.provisioner.providers import running_pid
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, heartbeat_s=0.2, missed_heartbeats=3)
+
+
+async def ready_machine(stack: FleetClient, settings: Settings) -> tuple[str, int]:
+    inst = await stack.create_instance("beats")
+    machine = await stack.create_machine(inst.id)
+    await stack.wait_for(machine.id, {"ready"}, timeout_s=30)
+    pid = running_pid(settings.data_path / "machines" / machine.id, machine.id)
+    assert pid is not None
+    return machine.id, pid
+
+
+async def next_of(stack: FleetClient, machine_id: str, kind: type, after: int) -> int:
+    async with asyncio.timeout(15):
+        async for seq, event in stack.events(machine_id, since=after):
+            if isinstance(event, kind):
+                return seq
+    raise AssertionError("event stream ended")
+
+
+async def test_missed_heartbeats_then_recovery(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    machine_id, pid = await ready_machine(stack, stack_settings)
+    ready_seq = await next_of(stack, machine_id, MachineReady, 0)
+
+    os.kill(pid, signal.SIGSTOP)  # the daemon freezes: no beats, no answers
+    try:
+        quiet_seq = await next_of(stack, machine_id, MachineUnresponsive, ready_seq)
+        machine = await stack.get_machine(machine_id)
+        assert machine.status is MachineStatus.UNRESPONSIVE
+        assert machine.status_reason.startswith("no heartbeat for")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    await next_of(stack, machine_id, MachineReady, quiet_seq)
+    machine = await stack.get_machine(machine_id)
+    assert machine.status is MachineStatus.READY
+    assert machine.status_reason == "heartbeats resumed"
+
+
+async def test_a_dead_daemon_stays_unresponsive(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    machine_id, pid = await ready_machine(stack, stack_settings)
+    os.kill(pid, signal.SIGKILL)
+    await next_of(stack, machine_id, MachineUnresponsive, 0)
+    await asyncio.sleep(1.0)  # several more heartbeat windows pass: nothing brings it back
+    assert (await stack.get_machine(machine_id)).status is MachineStatus.UNRESPONSIVE
+
+
+async def test_archived_machines_are_not_watched(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    machine_id, _ = await ready_machine(stack, stack_settings)
+    await stack.archive_machine(machine_id)
+    await asyncio.sleep(1.0)  # past the window: archiving stopped the daemon's beats
+    assert (await stack.get_machine(machine_id)).status is MachineStatus.ARCHIVED
