@@ -108,13 +108,15 @@ class Instance:
         task = self.task
         if task is None or task.done():
             return
-        if self.serving:  # a clean stop: report "stopping", answer in-flight calls, drain
-            self.stop.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_S)
-        if not task.done():  # still connecting (or stuck): cancel
+        # Set first: an instance that is still starting leaves cleanly as soon as it serves,
+        # even if it swallows the cancellation below (nats-py's connect can).
+        self.stop.set()
+        if not self.serving:
             task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        _, pending = await asyncio.wait({task}, timeout=STOP_GRACE_S)
+        if pending:  # stuck: give up on a clean stop
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
 
 
 class SwarmHost:

@@ -46,7 +46,8 @@ class Provisioner:
         if provider is None:
             raise Permanent(f"no provider named {event.provider!r} is configured")
         token = await self.machine_token(machine.id)
-        async with self.store.lock(f"provision:{machine.id}") as held:
+        # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
+        async with self.store.lock(f"provision:{machine.id}", ttl_s=10) as held:
             if not held:  # another delivery is starting this very machine right now
                 raise Retry("another provisioner is starting this machine", delay_s=1.0)
             external_id = await provider.start(machine.id, token)
@@ -83,7 +84,7 @@ class Provisioner:
             sealed = await self.store.machine_secret(machine.id)
             if provider is None or sealed is None or machine.status not in _RESUMABLE:
                 continue
-            async with self.store.lock(f"provision:{machine.id}") as held:
+            async with self.store.lock(f"provision:{machine.id}", ttl_s=10) as held:
                 if not held:
                     continue  # being started by a handler right now
                 external_id = await provider.start(machine.id, self.box.decrypt(sealed))

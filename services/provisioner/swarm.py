@@ -299,7 +299,7 @@ def stop_all_swarm(data_dir: Path, grace_s: float = 20.0) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # our own child (an in-process provisioner): no zombie
+            os.waitpid(pid, 0)  # our own child (an in-process provisioner): no zombie
     if pids:
         log.info("provider.swarm_hosts_stopped", hosts=len(pids))
     return len(pids)

@@ -31,6 +31,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
             kind=EventKind.DAEMON_STATUS_REPORTED,
             handler=svc.on_status,
             give_up=svc.give_up,
+            # A ready report may wait on a provisioner that is restarting: as long as a machine
+            # may take to boot at all.
+            retry_budget_s=settings.boot_timeout_s,
         )
     )
 

@@ -72,10 +72,13 @@ def read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float = 60) 
     return text
 
 
-def start_fleet_up(data_dir: Path, port: int) -> FleetUp:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+def start_fleet_up(
+    data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None
+) -> FleetUp:
+    """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")} | (env or {})
     proc = subprocess.Popen(
-        [FLEET, "up", "--port", str(port), "--data-dir", str(data_dir)],
+        [FLEET, "up", "--port", str(port), "--data-dir", str(data_dir), *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

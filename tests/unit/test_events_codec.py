@@ -18,6 +18,7 @@ from contracts.events import (
     MachineFailed,
     MachineProvisioned,
     MachineReady,
+    MachineUnresponsive,
     SetupPushed,
     decode_event,
     encode_event,
@@ -66,6 +67,9 @@ SAMPLES: list[Event] = [
         event_id="e6", machine_id=MID, occurred_at=AT, stage="setup", reason="clone failed"
     ),
     MachineArchived(event_id="e7", machine_id=MID, occurred_at=AT, reason="rebuilt"),
+    MachineUnresponsive(
+        event_id="e8", machine_id=MID, occurred_at=AT, last_heartbeat_at=AT, reason="quiet"
+    ),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -76,6 +80,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineReady: set(),
     MachineFailed: {"stage", "reason"},
     MachineArchived: {"reason"},
+    MachineUnresponsive: {"lastHeartbeatAt", "reason"},
 }
 
 
