@@ -113,6 +113,7 @@ class HeartbeatMonitor:
                 withscores=True,
             ),
         )  # fmt: skip
+        marked: list[MachineUnresponsive] = []
         for machine_id, last in stale:
             try:
                 machine = await self.store.get_machine(machine_id)
@@ -121,18 +122,17 @@ class HeartbeatMonitor:
                 continue
             if machine.status in TERMINAL:
                 await self.store.redis.zrem(K_HEARTBEATS, machine_id)
-            elif machine.status is S.READY:
-                await self._mark_unresponsive(machine_id, last, now)
+            elif machine.status is S.READY and (event := await self._mark(machine_id, last, now)):
+                marked.append(event)
+        await self.bus.publish_many(marked)  # independent events: pipelined, not one by one
 
-    async def _mark_unresponsive(self, machine_id: str, last: float, now: float) -> None:
+    async def _mark(self, machine_id: str, last: float, now: float) -> MachineUnresponsive | None:
         reason = f"no heartbeat for {now - last:.0f}s"
         t = await self.store.transition(machine_id, S.UNRESPONSIVE, reason)
         if not t.moved:
-            return
+            return None
         await self.store.redis.sadd(K_UNRESPONSIVE, machine_id)
-        await self.bus.publish(
-            MachineUnresponsive(
-                event_id=new_event_id(), machine_id=machine_id, reason=reason,
-                last_heartbeat_at=datetime.fromtimestamp(last, UTC),
-            )
+        return MachineUnresponsive(
+            event_id=new_event_id(), machine_id=machine_id, reason=reason,
+            last_heartbeat_at=datetime.fromtimestamp(last, UTC),
         )  # fmt: skip
