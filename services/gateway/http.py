@@ -16,7 +16,7 @@ from contracts.jsonrpc import Dispatcher
 from services.common.bus import Bus
 from services.common.store import Store
 from services.gateway.api import Caller
-from services.gateway.sse import stream_events
+from services.gateway.sse import Streams, stream_events
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +74,12 @@ def make_app(
 ) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
     app[CALLER] = resolve_caller
+    streams = Streams()
+
+    async def end_streams(_: web.Application) -> None:
+        streams.end_all()
+
+    app.on_shutdown.append(end_streams)
 
     async def rpc(request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > max_body_bytes:
@@ -100,7 +106,7 @@ def make_app(
         return web.json_response({"ok": True})
 
     async def events(request: web.Request) -> web.StreamResponse:
-        return await stream_events(request, bus)
+        return await stream_events(request, bus, streams)
 
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")

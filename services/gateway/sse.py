@@ -47,7 +47,27 @@ def _start(request: web.Request) -> tuple[str, ConsumerConfig]:
     return subject, config
 
 
-async def stream_events(request: web.Request, bus: Bus) -> web.StreamResponse:
+class Streams:
+    """The open event streams, so that shutdown can end them at once instead of waiting for
+    the server's shutdown timeout."""
+
+    def __init__(self) -> None:
+        self._stops: set[asyncio.Event] = set()
+
+    def open(self) -> asyncio.Event:
+        stop = asyncio.Event()
+        self._stops.add(stop)
+        return stop
+
+    def close(self, stop: asyncio.Event) -> None:
+        self._stops.discard(stop)
+
+    def end_all(self) -> None:
+        for stop in self._stops:
+            stop.set()
+
+
+async def stream_events(request: web.Request, bus: Bus, streams: Streams) -> web.StreamResponse:
     try:
         subject, config = _start(request)
     except InvalidParams as exc:
@@ -76,20 +96,35 @@ async def stream_events(request: web.Request, bus: Bus) -> web.StreamResponse:
         }
     )
     await resp.prepare(request)
+    stop = streams.open()
     try:
         await resp.write(b": connected\n\n")
-        while not (overflow.is_set() and queue.empty()):
-            try:
-                msg = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-            except TimeoutError:
+        while not stop.is_set() and not (overflow.is_set() and queue.empty()):
+            msg = await _next(queue, stop)
+            if msg is None:
                 await resp.write(b": keepalive\n\n")
                 continue
             seq = msg.metadata.sequence.stream
             await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
-        await resp.write(b"event: overflow\ndata: {}\n\n")
+        if overflow.is_set():
+            await resp.write(b"event: overflow\ndata: {}\n\n")
     except ConnectionResetError:
         log.debug("events.client_gone")
     finally:
+        streams.close(stop)
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
     return resp
+
+
+async def _next(queue: asyncio.Queue[Msg], stop: asyncio.Event) -> Msg | None:
+    """The next message; None after KEEPALIVE_S without one, or when the server stops."""
+    get = asyncio.ensure_future(queue.get())
+    halt = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({get, halt}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        halt.cancel()
+        if not get.done():
+            get.cancel()
+    return get.result() if get.done() and not get.cancelled() else None

@@ -5,26 +5,18 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from contracts.subjects import EventKind
-from services.common.bus import Bus
 from services.common.consumer import stage_consumer
-from services.common.daemon_client import DaemonClient
 from services.common.runner import run_service
 from services.common.settings import Settings
-from services.common.store import Store
+from services.common.stage import connect
 from services.prober.liveness import HeartbeatMonitor
 from services.prober.service import Prober
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
-    store = await stack.enter_async_context(Store(settings.redis_url))
-    bus = await stack.enter_async_context(Bus(settings, name="prober"))
+    store, bus = await connect(settings, stack, "prober")
     await stack.enter_async_context(HeartbeatMonitor(store=store, bus=bus, settings=settings))
-    svc = Prober(
-        store=store,
-        bus=bus,
-        settings=settings,
-        daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s),
-    )
+    svc = Prober.wired(settings, store, bus)
     await stack.enter_async_context(
         stage_consumer(
             bus,

@@ -10,25 +10,15 @@ import structlog
 from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed, now
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
-from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
-from services.common.daemon_client import DaemonClient
-from services.common.failures import fail_machine
-from services.common.settings import Settings
-from services.common.store import Store
+from services.common.stage import Stage
 from services.prober.checks import probe_once
 
 log = structlog.get_logger(__name__)
 
 
-class Prober:
-    def __init__(
-        self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings
-    ) -> None:
-        self.store = store
-        self.bus = bus
-        self.daemons = daemons
-        self.settings = settings
+class Prober(Stage):
+    stage = "probe"
 
     async def on_setup_pushed(self, event: Event) -> None:
         assert isinstance(event, SetupPushed)
@@ -85,21 +75,4 @@ class Prober:
         )
 
     async def give_up_boot(self, event: Event, reason: str) -> None:
-        await fail_machine(
-            self.store,
-            self.bus,
-            event.machine_id,
-            stage="boot",
-            reason=reason,
-            cause_event_id=event.event_id,
-        )
-
-    async def give_up(self, event: Event, reason: str) -> None:
-        await fail_machine(
-            self.store,
-            self.bus,
-            event.machine_id,
-            stage="probe",
-            reason=reason,
-            cause_event_id=event.event_id,
-        )
+        await self.fail(event, reason, "boot")

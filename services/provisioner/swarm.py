@@ -84,13 +84,11 @@ class HostGone(Exception):
     pass
 
 
-async def request(host_dir: Path, payload: dict[str, Any], timeout_s: float = 60.0) -> Any:
+async def request(sock: Path, host: str, payload: dict[str, Any], timeout_s: float = 60.0) -> Any:
     """One request to a host's control socket; ``HostGone`` if nothing listens there."""
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_unix_connection(
-                str(socket_path(host_dir)), limit=16 * 1024 * 1024
-            )
+            reader, writer = await asyncio.open_unix_connection(str(sock), limit=16 * 1024 * 1024)
             try:
                 writer.write(msgspec.json.encode(payload) + b"\n")
                 await writer.drain()
@@ -100,16 +98,14 @@ async def request(host_dir: Path, payload: dict[str, Any], timeout_s: float = 60
                 with contextlib.suppress(ConnectionError):
                     await writer.wait_closed()
     except (FileNotFoundError, ConnectionError) as exc:
-        raise HostGone(f"swarm host {host_dir.name} is not running ({exc})") from None
+        raise HostGone(f"swarm host {host} is not running ({exc})") from None
     except TimeoutError:
-        raise ProviderError(
-            f"swarm host {host_dir.name} did not answer in {timeout_s:g}s"
-        ) from None
+        raise ProviderError(f"swarm host {host} did not answer in {timeout_s:g}s") from None
     if not line:
-        raise HostGone(f"swarm host {host_dir.name} closed the connection")
+        raise HostGone(f"swarm host {host} closed the connection")
     reply = msgspec.json.decode(line)
     if not reply.get("ok"):
-        raise ProviderError(f"swarm host {host_dir.name}: {reply.get('error')}")
+        raise ProviderError(f"swarm host {host}: {reply.get('error')}")
     return reply
 
 
@@ -129,7 +125,11 @@ class SwarmProvider:
         self._environ = environ
         self.host_size = host_size or host_size_from(environ)
         self._lock = asyncio.Lock()
+        # All in memory, so picking a host is O(1): a host that died is noticed when a
+        # request to it fails (HostGone), not by looking at /proc on every start.
+        self._hosts: dict[str, Path] = {}  # live host name -> its control socket
         self._where: dict[str, str] = {}  # machine id -> host name
+        self._load: Counter[str] = Counter()  # host name -> machines on it
         self._discovered = False
         self._children: list[int] = []
 
@@ -148,34 +148,38 @@ class SwarmProvider:
         }
         for _ in range(2):  # a host that died under us is replaced once
             async with self._lock:
-                self._reap()
                 await self._discover()
                 host = self._where.get(machine_id)
-                if host is None or running_host_pid(self.host_dir(host)) is None:
+                if host is None or host not in self._hosts:
                     host = await self._pick_host()
-                self._where[machine_id] = host
+                    self._assign(machine_id, host)
+                sock = self._hosts[host]
             try:
-                reply = await request(self.host_dir(host), payload)
+                reply = await request(sock, host, payload)
             except HostGone as exc:
                 log.warning("provider.swarm_host_gone", host=host, error=str(exc))
                 self._forget(host)
                 continue
-            log.info("provider.swarm_started", machine_id=machine_id, host=host)
+            log.debug("provider.swarm_started", machine_id=machine_id, host=host)
             return str(reply["externalId"])
         raise ProviderError(f"no swarm host could start machine {machine_id}")
 
     async def stop(self, machine_id: str) -> None:
         async with self._lock:
             await self._discover()
-            host = self._where.pop(machine_id, None)
-        if host is None:
+            host = self._unassign(machine_id)
+            sock = self._hosts.get(host) if host else None
+        if host is None or sock is None:
             return  # no live host runs it
-        with contextlib.suppress(HostGone):
-            await request(self.host_dir(host), {"op": "stop", "machineId": machine_id})
+        try:
+            await request(sock, host, {"op": "stop", "machineId": machine_id})
+        except HostGone:
+            self._forget(host)
         log.info("provider.swarm_stopped", machine_id=machine_id, host=host)
 
     # --- hosts ------------------------------------------------------------------------------
     def live_hosts(self) -> list[str]:
+        """Hosts running under this data dir, whoever started them (reads /proc)."""
         hosts = self.root / "hosts"
         if not hosts.is_dir():
             return []
@@ -188,33 +192,47 @@ class SwarmProvider:
         if self._discovered:
             return
         for host in self.live_hosts():
+            sock = socket_path(self.host_dir(host))
             with contextlib.suppress(HostGone):
-                reply = await request(self.host_dir(host), {"op": "list"})
+                reply = await request(sock, host, {"op": "list"})
+                self._hosts[host] = sock
                 for mid in reply["machines"]:
-                    self._where[mid] = host
+                    self._assign(mid, host)
         self._discovered = True
 
+    def _assign(self, machine_id: str, host: str) -> None:
+        self._unassign(machine_id)
+        self._where[machine_id] = host
+        self._load[host] += 1
+
+    def _unassign(self, machine_id: str) -> str | None:
+        host = self._where.pop(machine_id, None)
+        if host is not None:
+            self._load[host] -= 1
+        return host
+
     def _forget(self, host: str) -> None:
+        """A host is gone: so are its machines (their next start picks another host)."""
+        self._hosts.pop(host, None)
         for mid in [m for m, h in self._where.items() if h == host]:
-            del self._where[mid]
+            self._unassign(mid)
+        self._load.pop(host, None)
 
     async def _pick_host(self) -> str:
         """A live host with room, else a new one (called with the lock held)."""
-        live = self.live_hosts()
-        load = Counter(self._where.values())
-        for host in live:
-            if load[host] < self.host_size:
+        for host in sorted(self._hosts, key=_index):
+            if self._load[host] < self.host_size:
                 return host
-        for host in {h for h in load if h not in live}:
-            self._forget(host)
+        self._reap()
         n = 0
-        while f"host-{n}" in live:
+        # Skip names in use, and any host another provisioner started meanwhile.
+        while f"host-{n}" in self._hosts or running_host_pid(self.host_dir(f"host-{n}")):
             n += 1
         name = f"host-{n}"
-        await self._spawn(name)
+        self._hosts[name] = await self._spawn(name)
         return name
 
-    async def _spawn(self, name: str) -> None:
+    async def _spawn(self, name: str) -> Path:
         host_dir = self.host_dir(name)
         host_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sock = socket_path(host_dir)
@@ -239,9 +257,9 @@ class SwarmProvider:
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise ProviderError(f"swarm host {name} exited at start:\n{tail}")
             with contextlib.suppress(HostGone):
-                await request(host_dir, {"op": "list"}, timeout_s=5)
+                await request(sock, name, {"op": "list"}, timeout_s=5)
                 log.info("provider.swarm_host_started", host=name, pid=pid)
-                return
+                return sock
             await asyncio.sleep(0.02)
         raise ProviderError(f"swarm host {name} did not listen within {_HOST_START_TIMEOUT_S:g}s")
 

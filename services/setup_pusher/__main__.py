@@ -5,24 +5,16 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from contracts.subjects import EventKind
-from services.common.bus import Bus
 from services.common.consumer import stage_consumer
-from services.common.daemon_client import DaemonClient
 from services.common.runner import run_service
 from services.common.settings import Settings
-from services.common.store import Store
+from services.common.stage import connect
 from services.setup_pusher.service import SetupPusher
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
-    store = await stack.enter_async_context(Store(settings.redis_url))
-    bus = await stack.enter_async_context(Bus(settings, name="setup_pusher"))
-    svc = SetupPusher(
-        store=store,
-        bus=bus,
-        settings=settings,
-        daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s),
-    )
+    store, bus = await connect(settings, stack, "setup_pusher")
+    svc = SetupPusher.wired(settings, store, bus)
     await stack.enter_async_context(
         stage_consumer(
             bus,

@@ -13,12 +13,9 @@ from contracts.events import DaemonStatusReported, Event, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine, Repo
 from contracts.status import MachineStatus as S
-from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
-from services.common.daemon_client import DaemonClient, MachineClient
-from services.common.failures import fail_machine
-from services.common.settings import Settings
-from services.common.store import Store
+from services.common.daemon_client import MachineClient
+from services.common.stage import Stage
 from services.setup_pusher.envfile import build_env_file
 
 log = structlog.get_logger(__name__)
@@ -28,14 +25,8 @@ CA_PATH = "~/.fleet/ca.pem"
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # never wait for a password nobody will type
 
 
-class SetupPusher:
-    def __init__(
-        self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings
-    ) -> None:
-        self.store = store
-        self.bus = bus
-        self.daemons = daemons
-        self.settings = settings
+class SetupPusher(Stage):
+    stage = "setup"
 
     async def on_status(self, event: Event) -> None:
         assert isinstance(event, DaemonStatusReported)
@@ -129,13 +120,3 @@ class SetupPusher:
             return False
         origin = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")
         return origin.exit_code == 0 and origin.stdout.strip() == repo.url
-
-    async def give_up(self, event: Event, reason: str) -> None:
-        await fail_machine(
-            self.store,
-            self.bus,
-            event.machine_id,
-            stage="setup",
-            reason=reason,
-            cause_event_id=event.event_id,
-        )

@@ -1,0 +1,46 @@
+"""What a pipeline stage that talks to daemons depends on, declared once and injected."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Self
+
+from contracts.events import Event
+from services.common.bus import Bus
+from services.common.daemon_client import DaemonClient
+from services.common.failures import fail_machine
+from services.common.settings import Settings
+from services.common.store import Store
+
+
+class Stage:
+    #: The stage named in `machine.failed` when this stage gives up.
+    stage = "stage"
+
+    def __init__(
+        self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.daemons = daemons
+        self.settings = settings
+
+    @classmethod
+    def wired(cls, settings: Settings, store: Store, bus: Bus) -> Self:
+        """The stage with its dependencies, as a service's __main__ builds it."""
+        daemons = DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s)
+        return cls(store=store, bus=bus, daemons=daemons, settings=settings)
+
+    async def give_up(self, event: Event, reason: str) -> None:
+        await self.fail(event, reason, self.stage)
+
+    async def fail(self, event: Event, reason: str, stage: str) -> None:
+        await fail_machine(self.store, self.bus, event.machine_id, stage=stage, reason=reason,
+                           cause_event_id=event.event_id)  # fmt: skip
+
+
+async def connect(settings: Settings, stack: AsyncExitStack, name: str) -> tuple[Store, Bus]:
+    """The Redis store and the NATS bus every service needs, entered into its exit stack."""
+    store = await stack.enter_async_context(Store(settings.redis_url))
+    bus = await stack.enter_async_context(Bus(settings, name=name))
+    return store, bus
