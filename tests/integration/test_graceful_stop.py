@@ -1,0 +1,83 @@
+"""SIGTERM drains: a service process finishes (and acks) what it is doing before it exits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from contracts import subjects
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from services.common.bus import Bus
+from services.common.settings import Settings
+from services.provisioner.providers import stop_all_local
+from tests.conftest import ADMIN_TOKEN
+from tests.waiters import wait_until
+
+
+@pytest.fixture
+def slow_clones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Daemons run `git clone` through a shim that first marks the start, then takes 2 s."""
+    real_git = shutil.which("git")
+    assert real_git is not None
+    shim_dir, started = tmp_path / "slow-shim", tmp_path / "clone-started"
+    shim_dir.mkdir()
+    (shim_dir / "git").write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = clone ]; then echo "$HOME" >> "{started}"; sleep 2; fi\n'
+        f'exec "{real_git}" "$@"\n'
+    )
+    (shim_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim_dir}:{os.environ['PATH']}")
+    return started
+
+
+async def test_sigterm_lets_the_setup_pusher_finish_its_clone(
+    settings: Settings, bus: Bus, bare_repo: Path, slow_clones: Path, tmp_path: Path
+) -> None:
+    from services.gateway.__main__ import build as gateway
+    from services.prober.__main__ import build as prober
+    from services.provisioner.__main__ import build as provisioner
+
+    log = tmp_path / "setup_pusher.log"
+    env = {**os.environ, **settings.to_env(), "FLEET_LOG_LEVEL": "info"}
+    async with AsyncExitStack() as es:
+        es.callback(stop_all_local, settings.data_path)
+        for build in (provisioner, prober, gateway):
+            await build(settings, es)
+        with open(log, "wb") as out:  # noqa: ASYNC230 - a local file, opened once
+            pusher = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "services.setup_pusher", env=env, stdout=out,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        es.push_async_callback(_reap, pusher)
+        client = FleetClient(f"http://127.0.0.1:{settings.port}", ADMIN_TOKEN)
+        es.push_async_callback(client.close)
+
+        inst = await client.create_instance("drain")
+        await client.add_repo(inst.id, str(bare_repo), "main", "app")
+        machine = await client.create_machine(inst.id)
+        await wait_until(slow_clones.exists, timeout=30)  # the clone is under way...
+        pusher.send_signal(signal.SIGTERM)  # ...when the service is asked to stop
+        assert await asyncio.wait_for(pusher.wait(), 30) == 0, log.read_text()
+
+        machine = await client.wait_for(machine.id, {"ready", "failed"}, timeout_s=30)
+        assert machine.status is MachineStatus.READY, machine.status_reason
+        assert len(slow_clones.read_text().splitlines()) == 1  # finished, not redone
+        info = await bus.js.consumer_info(subjects.STREAM_NAME, "setup_pusher")
+        assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+        assert "consumer.draining" in log.read_text()
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
