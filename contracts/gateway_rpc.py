@@ -24,7 +24,7 @@ from contracts.errors import (
 )
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
 from contracts.jsonrpc import MethodSpec, NoParams, Params, Result
-from contracts.models import EnvVar, Instance, Machine, ProviderName, Repo
+from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
 
 InstanceId = Annotated[
     str, msgspec.Meta(pattern=INSTANCE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -90,6 +90,30 @@ class AddRepoParams(Params, kw_only=True):
         validation.check_repo_url(self.url)
         validation.check_branch(self.branch)
         validation.check_checkout_path(self.path)
+
+
+class CreateTokenParams(Params, kw_only=True):
+    name: Name
+    #: Omitted: an admin token (only an admin may create one).
+    instance_id: InstanceId | None = None
+
+
+class CreatedToken(Result, kw_only=True):
+    id: str
+    #: The secret: shown this once, never stored.
+    token: str
+
+
+class TokenList(Result, kw_only=True):
+    tokens: list[AccessToken]
+
+
+class TokenRef(Params, kw_only=True):
+    id: Annotated[str, msgspec.Meta(pattern=r"^t-[0-9a-f]{16}$", min_length=18, max_length=18)]
+
+
+class Revoked(Result, kw_only=True):
+    revoked: bool
 
 
 class RemoveRepoParams(Params, kw_only=True):
@@ -166,5 +190,8 @@ GATEWAY_METHODS: tuple[MethodSpec, ...] = (
     ),
     _m("machines.exec", MachineExecParams, ExecCommandResult, "Run argv on a machine.", *_DAEMON),
     _m("machines.writeFile", MachineWriteFileParams, WriteFileResult, "Write a file.", *_DAEMON),
+    _m("tokens.create", CreateTokenParams, CreatedToken, "Create an access token.", *_NF),
+    _m("tokens.list", NoParams, TokenList, "Access tokens the caller may see.", *_NF),
+    _m("tokens.revoke", TokenRef, Revoked, "Revoke an access token.", *_NF),
     _m("rpc.discover", NoParams, dict[str, Any], "This API as an OpenRPC document."),
 )

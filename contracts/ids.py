@@ -23,6 +23,10 @@ def new_instance_id() -> str:
     return "i-" + secrets.token_hex(8)
 
 
+def new_token_id() -> str:
+    return "t-" + secrets.token_hex(8)
+
+
 def new_event_id() -> str:
     return uuid.uuid4().hex
 

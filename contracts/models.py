@@ -45,6 +45,19 @@ class EnvVar(Model, kw_only=True):
     scope: EnvScope
 
 
+class AccessToken(Model, kw_only=True):
+    """An access token's record. The secret itself is shown once, at creation, and stored only
+    as a hash."""
+
+    id: str
+    name: str
+    #: None: an admin token (sees everything); else the one instance this token may touch.
+    instance_id: str | None = None
+    created_at: datetime
+    #: Set once the token is revoked; the record stays, as an audit trail.
+    revoked_at: datetime | None = None
+
+
 class Repo(Model, kw_only=True):
     url: str
     branch: str

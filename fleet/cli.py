@@ -107,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     m_write.add_argument("--content")
     m_write.add_argument("--mode", type=lambda s: int(s, 8))
 
+    tok = sub.add_parser("tokens", help="access tokens").add_subparsers(dest="sub", required=True)
+    t_create = tok.add_parser("create", help="prints the secret once")
+    t_create.add_argument("name")
+    t_create.add_argument("--instance", help="scope it to one instance (default: admin token)")
+    tok.add_parser("list")
+    tok.add_parser("revoke").add_argument("token_id")
+
     ev = sub.add_parser("events", help="tail machine events")
     ev.add_argument("--machine")
     return p
@@ -315,6 +322,22 @@ async def _machines_write(c: FleetClient, a: argparse.Namespace) -> int:
     return _out(a, r, lambda: f"wrote {r.bytes_written} bytes to {r.path}")
 
 
+async def _tokens_create(c: FleetClient, a: argparse.Namespace) -> int:
+    t = await c.create_token(a.name, a.instance)
+    return _out(a, t, lambda: f"{t.id}\n{t.token}\n(the token is shown only this once)")
+
+
+async def _tokens_list(c: FleetClient, a: argparse.Namespace) -> int:
+    xs = await c.list_tokens()
+    rows = [[t.id, t.name, t.instance_id or "(admin)", t.created_at.isoformat()] for t in xs]
+    return _out(a, xs, lambda: _table(rows, ["ID", "NAME", "SCOPE", "CREATED"]))
+
+
+async def _tokens_revoke(c: FleetClient, a: argparse.Namespace) -> int:
+    revoked = await c.revoke_token(a.token_id)
+    return _out(a, {"revoked": revoked}, lambda: "revoked" if revoked else "no such token")
+
+
 async def _events(c: FleetClient, a: argparse.Namespace) -> int:
     async for seq, event in c.events(a.machine):
         if a.json:
@@ -342,5 +365,8 @@ COMMANDS: dict[tuple[str, str | None], Cmd] = {
     ("machines", "archive"): _machines_archive,
     ("machines", "exec"): _machines_exec,
     ("machines", "write"): _machines_write,
+    ("tokens", "create"): _tokens_create,
+    ("tokens", "list"): _tokens_list,
+    ("tokens", "revoke"): _tokens_revoke,
     ("events", None): _events,
 }

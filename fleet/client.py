@@ -21,9 +21,18 @@ import msgspec
 from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, WriteFileResult
 from contracts.errors import FleetError, Unauthorized
 from contracts.events import Event, decode_event
-from contracts.gateway_rpc import EnvList, InstanceList, MachineList, Removed, RepoList
+from contracts.gateway_rpc import (
+    CreatedToken,
+    EnvList,
+    InstanceList,
+    MachineList,
+    Removed,
+    RepoList,
+    Revoked,
+    TokenList,
+)
 from contracts.jsonrpc import decode_response, encode_request
-from contracts.models import EnvVar, Instance, Machine, Repo
+from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
 from contracts.status import MachineStatus
 
 R = TypeVar("R")
@@ -171,6 +180,17 @@ class FleetClient:
             {"machineId": machine_id, "path": path, "content": content, "mode": mode}
         )
         return await self.call("machines.writeFile", params, WriteFileResult)
+
+    async def create_token(self, name: str, instance_id: str | None = None) -> CreatedToken:
+        """A new access token; ``.token`` is the secret, shown this once."""
+        params = _drop_none({"name": name, "instanceId": instance_id})
+        return await self.call("tokens.create", params, CreatedToken)
+
+    async def list_tokens(self) -> list[AccessToken]:
+        return (await self.call("tokens.list", {}, TokenList)).tokens
+
+    async def revoke_token(self, token_id: str) -> bool:
+        return (await self.call("tokens.revoke", {"id": token_id}, Revoked)).revoked
 
     # --- events -----------------------------------------------------------------------------
     async def events(

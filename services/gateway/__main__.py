@@ -9,8 +9,9 @@ from services.common.daemon_client import DaemonClient
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
-from services.gateway.http import HttpServer, admin_caller, make_app
+from services.gateway.http import HttpServer, caller_resolver, make_app
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
@@ -25,7 +26,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         dispatcher=api.dispatcher(),
         store=store,
         bus=bus,
-        resolve_caller=admin_caller(settings.admin_token),
+        resolve_caller=caller_resolver(settings.admin_token, TokenStore(store)),
         max_body_bytes=settings.max_body_bytes,
     )
     await stack.enter_async_context(HttpServer(app, settings.host, settings.port))

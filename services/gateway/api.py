@@ -8,13 +8,15 @@ import msgspec
 import structlog
 
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
-from contracts.errors import Conflict
+from contracts.errors import Conflict, Forbidden
 from contracts.events import MachineArchived, MachineCreated
 from contracts.gateway_rpc import (
     GATEWAY_METHODS,
     AddRepoParams,
+    CreatedToken,
     CreateInstanceParams,
     CreateMachineParams,
+    CreateTokenParams,
     EnvList,
     InstanceList,
     InstanceRef,
@@ -27,7 +29,10 @@ from contracts.gateway_rpc import (
     Removed,
     RemoveRepoParams,
     RepoList,
+    Revoked,
     SetEnvParams,
+    TokenList,
+    TokenRef,
     UnsetEnvParams,
 )
 from contracts.ids import new_event_id
@@ -40,15 +45,26 @@ from daemon.version import package_version
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
 from services.common.store import Store
+from services.common.tokens import TokenStore
 
 log = structlog.get_logger(__name__)
 
 
 class Caller(msgspec.Struct, frozen=True):
-    """Who is calling: for now every valid token is the admin."""
+    """Who is calling: the admin (everything), or a token scoped to one instance."""
 
     token_id: str
     admin: bool = True
+    instance_id: str | None = None
+
+    def may(self, instance_id: str | None) -> bool:
+        """May touch this instance (None: the platform scope, admins only)."""
+        return self.admin or (instance_id is not None and instance_id == self.instance_id)
+
+    def require(self, instance_id: str | None) -> None:
+        if not self.may(instance_id):
+            what = "the platform scope" if instance_id is None else f"instance {instance_id}"
+            raise Forbidden(f"this token may not access {what}")
 
 
 class GatewayApi:
@@ -56,6 +72,7 @@ class GatewayApi:
         self.store = store
         self.bus = bus
         self.daemons = daemons
+        self.tokens = TokenStore(store)
         self._openrpc = openrpc_document(
             GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
@@ -68,50 +85,58 @@ class GatewayApi:
 
     # --- instances --------------------------------------------------------------------------
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
+        c.require(None)
         return await self.store.create_instance(p.name)
 
     async def instances_get(self, p: InstanceRef, c: Caller) -> Instance:
+        c.require(p.instance_id)
         return await self.store.get_instance(p.instance_id)
 
     async def instances_list(self, p: object, c: Caller) -> InstanceList:
-        return InstanceList(instances=await self.store.list_instances())
+        if c.admin:
+            return InstanceList(instances=await self.store.list_instances())
+        assert c.instance_id is not None
+        return InstanceList(instances=[await self.store.get_instance(c.instance_id)])
 
     # --- env --------------------------------------------------------------------------------
     async def env_set(self, p: SetEnvParams, c: Caller) -> EnvVar:
-        await self._instance_exists(p.instance_id)
+        await self._instance_exists(c, p.instance_id)
         await self.store.set_env(p.instance_id, p.name, p.value)
         scope: EnvScope = "platform" if p.instance_id is None else "instance"
         return EnvVar(name=p.name, value=p.value, scope=scope)
 
     async def env_unset(self, p: UnsetEnvParams, c: Caller) -> Removed:
-        await self._instance_exists(p.instance_id)
+        await self._instance_exists(c, p.instance_id)
         return Removed(removed=await self.store.unset_env(p.instance_id, p.name))
 
     async def env_list(self, p: ListEnvParams, c: Caller) -> EnvList:
-        await self._instance_exists(p.instance_id)
+        await self._instance_exists(c, p.instance_id)
         return EnvList(vars=await self.store.list_env(p.instance_id))
 
-    async def _instance_exists(self, instance_id: str | None) -> None:
+    async def _instance_exists(self, c: Caller, instance_id: str | None) -> None:
+        """The caller may touch this scope, and (unless it is the platform) it exists."""
+        c.require(instance_id)
         if instance_id is not None:
             await self.store.get_instance(instance_id)
 
     # --- repos ------------------------------------------------------------------------------
     async def repos_add(self, p: AddRepoParams, c: Caller) -> Repo:
-        await self.store.get_instance(p.instance_id)
+        await self._instance_exists(c, p.instance_id)
         repo = Repo(url=p.url, branch=p.branch, path=p.path)
         await self.store.add_repo(p.instance_id, repo)
         return repo
 
     async def repos_remove(self, p: RemoveRepoParams, c: Caller) -> Removed:
-        await self.store.get_instance(p.instance_id)
+        await self._instance_exists(c, p.instance_id)
         return Removed(removed=await self.store.remove_repo(p.instance_id, p.path))
 
     async def repos_list(self, p: InstanceRef, c: Caller) -> RepoList:
-        await self.store.get_instance(p.instance_id)
+        await self._instance_exists(c, p.instance_id)
         return RepoList(repos=await self.store.list_repos(p.instance_id))
 
     # --- machines ---------------------------------------------------------------------------
     async def machines_create(self, p: CreateMachineParams, c: Caller) -> Machine:
+        c.require(p.instance_id)
         inst = await self.store.get_instance(p.instance_id)
         if inst.current_machine_id:
             current = await self.store.get_machine(inst.current_machine_id)
@@ -140,13 +165,21 @@ class GatewayApi:
         return machine
 
     async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
-        return await self.store.get_machine(p.machine_id)
+        return await self._machine(c, p.machine_id)
+
+    async def _machine(self, c: Caller, machine_id: str) -> Machine:
+        machine = await self.store.get_machine(machine_id)
+        c.require(machine.instance_id)
+        return machine
 
     async def machines_list(self, p: ListMachinesParams, c: Caller) -> MachineList:
-        await self._instance_exists(p.instance_id)
-        return MachineList(machines=await self.store.list_machines(p.instance_id))
+        instance_id = p.instance_id if p.instance_id is not None or c.admin else c.instance_id
+        if instance_id is not None:
+            await self._instance_exists(c, instance_id)
+        return MachineList(machines=await self.store.list_machines(instance_id))
 
     async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:
+        await self._machine(c, p.machine_id)
         return await self._archive(p.machine_id, "archived by request")
 
     async def _archive(self, machine_id: str, reason: str) -> Machine:
@@ -159,6 +192,7 @@ class GatewayApi:
         return await self.store.get_machine(machine_id)
 
     async def machines_rebuild(self, p: InstanceRef, c: Caller) -> Machine:
+        c.require(p.instance_id)
         inst = await self.store.get_instance(p.instance_id)
         if inst.current_machine_id:
             await self._archive(inst.current_machine_id, "replaced by a rebuild")
@@ -168,16 +202,16 @@ class GatewayApi:
         return await self._create_machine(inst.id, provider)
 
     async def machines_exec(self, p: MachineExecParams, c: Caller) -> ExecCommandResult:
-        await self._live_machine(p.machine_id)
+        await self._live_machine(c, p.machine_id)
         params = ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd, env=p.env)
         return await self.daemons.machine(p.machine_id).exec(params)
 
     async def machines_writeFile(self, p: MachineWriteFileParams, c: Caller) -> WriteFileResult:
-        await self._live_machine(p.machine_id)
+        await self._live_machine(c, p.machine_id)
         return await self.daemons.machine(p.machine_id).write_file(p.path, p.content, p.mode)
 
-    async def _live_machine(self, machine_id: str) -> Machine:
-        machine = await self.store.get_machine(machine_id)
+    async def _live_machine(self, c: Caller, machine_id: str) -> Machine:
+        machine = await self._machine(c, machine_id)
         # A failed machine still answers (that is when you want to look inside); archived is gone.
         if machine.status is S.ARCHIVED:
             raise Conflict(
@@ -185,6 +219,23 @@ class GatewayApi:
                 data={"status": machine.status.value},
             )
         return machine
+
+    # --- access tokens ----------------------------------------------------------------------
+    async def tokens_create(self, p: CreateTokenParams, c: Caller) -> CreatedToken:
+        await self._instance_exists(c, p.instance_id)  # an admin token needs an admin
+        token, secret = await self.tokens.create(p.name, p.instance_id)
+        log.info("token.created", token_id=token.id, instance_id=p.instance_id, by=c.token_id)
+        return CreatedToken(id=token.id, token=secret)
+
+    async def tokens_list(self, p: object, c: Caller) -> TokenList:
+        return TokenList(tokens=await self.tokens.list(None if c.admin else c.instance_id))
+
+    async def tokens_revoke(self, p: TokenRef, c: Caller) -> Revoked:
+        token = await self.tokens.get(p.id)
+        c.require(token.instance_id)
+        revoked = await self.tokens.revoke(p.id)
+        log.info("token.revoked", token_id=p.id, by=c.token_id)
+        return Revoked(revoked=revoked)
 
     async def rpc_discover(self, p: object, c: Caller) -> dict[str, Any]:
         return self._openrpc

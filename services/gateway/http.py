@@ -15,13 +15,15 @@ from contracts.errors import FleetError, PayloadTooLarge, Unauthorized
 from contracts.jsonrpc import Dispatcher
 from services.common.bus import Bus
 from services.common.store import Store
+from services.common.tokens import TokenStore
 from services.gateway.api import Caller
 from services.gateway.sse import Streams, stream_events
 
 log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-CALLER: web.AppKey[Callable[[str], Caller | None]] = web.AppKey("caller")
+CallerResolver = Callable[[str], Awaitable[Caller | None]]
+CALLER: web.AppKey[CallerResolver] = web.AppKey("caller")
 CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
 _JSON = "application/json"
 
@@ -43,11 +45,19 @@ def bearer(request: web.Request) -> str:
     return request.query.get("token", "") if request.path == "/events" else ""
 
 
-def admin_caller(admin_token: str) -> Callable[[str], Caller | None]:
-    def resolve(token: str) -> Caller | None:
-        if token and hmac.compare_digest(token.encode(), admin_token.encode()):
+def caller_resolver(admin_token: str, tokens: TokenStore) -> CallerResolver:
+    """Who a bearer token belongs to: the operator's admin token, or a live access token."""
+
+    async def resolve(token: str) -> Caller | None:
+        if not token:
+            return None
+        if hmac.compare_digest(token.encode(), admin_token.encode()):
             return Caller(token_id="admin", admin=True)  # noqa: S106 - an id, not a secret
-        return None
+        found = await tokens.resolve(token)
+        if found is None:
+            return None
+        return Caller(token_id=found.id, admin=found.instance_id is None,
+                      instance_id=found.instance_id)  # fmt: skip
 
     return resolve
 
@@ -57,7 +67,7 @@ async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     if request.path in ("/rpc", "/events"):
-        caller = request.app[CALLER](bearer(request))
+        caller = await request.app[CALLER](bearer(request))
         if caller is None:
             return error_response(Unauthorized("missing or invalid bearer token"))
         request[CALLER_OF_REQUEST] = caller
@@ -69,7 +79,7 @@ def make_app(
     dispatcher: Dispatcher[Caller],
     store: Store,
     bus: Bus,
-    resolve_caller: Callable[[str], Caller | None],
+    resolve_caller: CallerResolver,
     max_body_bytes: int,
 ) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
@@ -106,7 +116,7 @@ def make_app(
         return web.json_response({"ok": True})
 
     async def events(request: web.Request) -> web.StreamResponse:
-        return await stream_events(request, bus, streams)
+        return await stream_events(request, bus, streams, store, request[CALLER_OF_REQUEST])
 
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")

@@ -18,9 +18,11 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts import subjects
-from contracts.errors import InvalidParams
+from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.ids import MACHINE_ID_RE
 from services.common.bus import Bus
+from services.common.store import Store
+from services.gateway.api import Caller
 
 log = structlog.get_logger(__name__)
 
@@ -67,11 +69,26 @@ class Streams:
             stop.set()
 
 
-async def stream_events(request: web.Request, bus: Bus, streams: Streams) -> web.StreamResponse:
+async def _authorize(request: web.Request, store: Store, caller: Caller) -> None:
+    """An instance token may only follow the machines of its instance."""
+    if caller.admin:
+        return
+    machine_id = request.query.get("machineId")
+    if machine_id is None:
+        raise Forbidden("an instance token must name one of its machines (?machineId=)")
+    caller.require((await store.get_machine(machine_id)).instance_id)
+
+
+async def stream_events(
+    request: web.Request, bus: Bus, streams: Streams, store: Store, caller: Caller
+) -> web.StreamResponse:
     try:
         subject, config = _start(request)
+        await _authorize(request, store, caller)
     except InvalidParams as exc:
         return web.json_response({"error": exc.to_wire()}, status=400)
+    except (Forbidden, NotFound) as exc:
+        return web.json_response({"error": exc.to_wire()}, status=403)
     queue: asyncio.Queue[Msg] = asyncio.Queue(_QUEUE_LIMIT)
     overflow = asyncio.Event()
 
