@@ -152,6 +152,11 @@ class Dispatcher(Generic[Ctx]):
         return await route[1](params, ctx)
 
 
+def encode_error(exc: FleetError, req_id: RequestId = None) -> bytes:
+    """A JSON-RPC error response (for answers given before a request is even parsed)."""
+    return _ENCODER.encode(_error(req_id, exc))
+
+
 def _error(req_id: RequestId, exc: FleetError) -> _Response:
     return _Response(jsonrpc="2.0", id=req_id, error=exc.to_wire())
 

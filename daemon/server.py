@@ -27,6 +27,7 @@ from contracts.daemon_rpc import (
     WriteFileParams,
     WriteFileResult,
 )
+from contracts.errors import FleetError
 from contracts.events import (
     DaemonStatus,
     DaemonStatusReported,
@@ -35,7 +36,8 @@ from contracts.events import (
     subject_of,
 )
 from contracts.ids import new_event_id
-from contracts.jsonrpc import Dispatcher
+from contracts.jsonrpc import Dispatcher, encode_error
+from contracts.signing import ReplayGuard, signing_key, verify
 from daemon import tools
 from daemon.settings import DaemonSettings
 from daemon.version import git_sha, package_version
@@ -56,6 +58,8 @@ class Daemon:
         self._nc: NATS | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._key = signing_key(settings.machine_token)
+        self._replays = ReplayGuard()
         self._dispatcher: Dispatcher[None] = Dispatcher(
             DAEMON_METHODS,
             {
@@ -174,7 +178,13 @@ class Daemon:
         task.add_done_callback(self._inflight.discard)
 
     async def _serve(self, msg: Msg) -> None:
-        answer = await self._dispatcher.handle(msg.data, None)
+        try:  # authenticate the raw bytes before parsing anything
+            verify(self._key, self.settings.machine_id, msg.data, msg.headers, self._replays)
+        except FleetError as exc:
+            log.warning("daemon.request_refused", code=exc.code, reason=exc.message)
+            answer: bytes | None = encode_error(exc)
+        else:
+            answer = await self._dispatcher.handle(msg.data, None)
         if answer is not None and msg.reply:
             try:
                 await msg.respond(answer)

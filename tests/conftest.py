@@ -27,6 +27,7 @@ from services.common.store import Store
 from services.provisioner.providers import daemon_argv, stop_all_local
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+MACHINE_TOKEN = "test-machine-token"
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def spawn_daemon(tmp_path: Path, nats_server: NatsServer) -> Iterator[SpawnDaemo
             "HOME": str(home),
             "FLEET_NATS_URL": nats_server.url,
             "FLEET_MACHINE_ID": mid,
-            "FLEET_MACHINE_TOKEN": "test-machine-token",
+            "FLEET_MACHINE_TOKEN": MACHINE_TOKEN,
             "FLEET_LOG_LEVEL": "debug",
             **env,
         }

@@ -9,6 +9,7 @@ does not answer in time, or whatever error the daemon itself answered).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import nats.errors
@@ -30,6 +31,9 @@ from contracts.daemon_rpc import (
 )
 from contracts.errors import DaemonTimeout, DaemonUnavailable
 from contracts.jsonrpc import MethodSpec, decode_response, encode_request
+from contracts.signing import sign, signing_key
+from services.common.crypto import SecretBox
+from services.common.store import Store
 
 log = structlog.get_logger(__name__)
 R = TypeVar("R")
@@ -37,9 +41,43 @@ R = TypeVar("R")
 EXEC_MARGIN_S = 5.0
 
 
+#: Where the client gets the signing key of a machine (see contracts.signing).
+KeySource = Callable[[str], Awaitable[bytes]]
+
+
+def static_key(machine_token: str) -> KeySource:
+    """For a caller that holds the machine's token itself (tests, benchmarks)."""
+    key = signing_key(machine_token)
+
+    async def get(_: str) -> bytes:
+        return key
+
+    return get
+
+
+class MachineKeys:
+    """Signing keys from the machines' encrypted tokens in Redis, cached (a machine's token
+    never changes: a rebuild makes a new machine)."""
+
+    def __init__(self, store: Store, box: SecretBox) -> None:
+        self._store = store
+        self._box = box
+        self._cache: dict[str, bytes] = {}
+
+    async def __call__(self, machine_id: str) -> bytes:
+        key = self._cache.get(machine_id)
+        if key is None:
+            sealed = await self._store.machine_secret(machine_id)
+            if sealed is None:
+                raise DaemonUnavailable(f"machine {machine_id} has no credentials (yet)")
+            key = self._cache[machine_id] = signing_key(self._box.decrypt(sealed))
+        return key
+
+
 class DaemonClient:
-    def __init__(self, nc: NATS, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, nc: NATS, *, keys: KeySource, timeout_s: float = 10.0) -> None:
         self._nc = nc
+        self._keys = keys
         self._timeout_s = timeout_s
         self._ids = itertools.count(1)
 
@@ -56,8 +94,12 @@ class DaemonClient:
     ) -> Any:
         body = encode_request(spec.name, params, next(self._ids))
         timeout = timeout_s or self._timeout_s
+        # Valid for as long as we wait (plus slack for the clocks), and not a moment longer.
+        headers = sign(await self._keys(machine_id), machine_id, body, ttl_s=timeout + 5.0)
         try:
-            msg = await self._nc.request(subjects.daemon_rpc(machine_id), body, timeout=timeout)
+            msg = await self._nc.request(
+                subjects.daemon_rpc(machine_id), body, timeout=timeout, headers=headers
+            )
         except nats.errors.NoRespondersError:
             raise DaemonUnavailable(
                 f"no daemon is serving machine {machine_id} (not running or not connected)"

@@ -7,7 +7,8 @@ from typing import Self
 
 from contracts.events import Event
 from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient
+from services.common.crypto import SecretBox
+from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.failures import fail_machine
 from services.common.settings import Settings
 from services.common.store import Store
@@ -28,7 +29,8 @@ class Stage:
     @classmethod
     def wired(cls, settings: Settings, store: Store, bus: Bus) -> Self:
         """The stage with its dependencies, as a service's __main__ builds it."""
-        daemons = DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s)
+        keys = MachineKeys(store, SecretBox(settings.secret_key))
+        daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s)
         return cls(store=store, bus=bus, daemons=daemons, settings=settings)
 
     async def give_up(self, event: Event, reason: str) -> None:

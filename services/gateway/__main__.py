@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient
+from services.common.crypto import SecretBox
+from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.runner import run_service
 from services.common.settings import Settings
-from services.common.store import Store
+from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
 from services.gateway.http import HttpServer, caller_resolver, make_app
@@ -17,11 +17,10 @@ from services.gateway.http import HttpServer, caller_resolver, make_app
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     if not settings.admin_token:
         raise SystemExit("gateway: FLEET_ADMIN_TOKEN is not set")
-    store = await stack.enter_async_context(Store(settings.redis_url))
-    bus = await stack.enter_async_context(Bus(settings, name="gateway"))
-    api = GatewayApi(
-        store=store, bus=bus, daemons=DaemonClient(bus.nc, timeout_s=settings.rpc_timeout_s)
-    )
+    store, bus = await connect(settings, stack, "gateway")
+    keys = MachineKeys(store, SecretBox(settings.secret_key))
+    daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s)
+    api = GatewayApi(store=store, bus=bus, daemons=daemons)
     app = make_app(
         dispatcher=api.dispatcher(),
         store=store,

@@ -17,12 +17,15 @@ from contracts.daemon_rpc import ExecCommandParams
 from contracts.errors import DaemonUnavailable, InvalidParams, ToolError
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
+from contracts.signing import sign, signing_key
 from fleet.embedded import NatsServer, free_port
 from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient, MachineClient
+from services.common.daemon_client import DaemonClient, MachineClient, static_key
 from services.common.settings import Settings
-from tests.conftest import DaemonProc, SpawnDaemon
+from tests.conftest import MACHINE_TOKEN, DaemonProc, SpawnDaemon
 from tests.waiters import subscribed, wait_until
+
+KEY = static_key(MACHINE_TOKEN)
 
 
 async def boot(bus: Bus, spawn_daemon: SpawnDaemon, **env: str) -> tuple[DaemonProc, MachineClient]:
@@ -35,7 +38,7 @@ async def boot(bus: Bus, spawn_daemon: SpawnDaemon, **env: str) -> tuple[DaemonP
         event = await inbox.next_event(timeout=15)
     assert isinstance(event, DaemonStatusReported)
     assert event.status == "ready"
-    return d, DaemonClient(bus.nc).machine(mid)
+    return d, DaemonClient(bus.nc, keys=KEY).machine(mid)
 
 
 async def test_daemon_reports_ready_once_with_version(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
@@ -209,7 +212,10 @@ async def test_bad_requests_get_named_errors(
     bus: Bus, spawn_daemon: SpawnDaemon, body: bytes, code: int, field: str | None
 ) -> None:
     d, mc = await boot(bus, spawn_daemon)
-    reply = await bus.nc.request(subjects.daemon_rpc(d.machine_id), body, timeout=5)
+    headers = sign(signing_key(MACHINE_TOKEN), d.machine_id, body)
+    reply = await bus.nc.request(
+        subjects.daemon_rpc(d.machine_id), body, timeout=5, headers=headers
+    )
     error = json.loads(reply.data)["error"]
     assert error["code"] == code
     assert (error.get("data") or {}).get("field") == field
@@ -245,4 +251,4 @@ async def test_daemon_keeps_retrying_until_nats_is_up(
                 event = await inbox.next_event(timeout=20)
             assert isinstance(event, DaemonStatusReported)
             assert event.status == "ready"
-            assert (await DaemonClient(late_bus.nc).machine(d.machine_id).health()).ok
+            assert (await DaemonClient(late_bus.nc, keys=KEY).machine(d.machine_id).health()).ok
