@@ -27,7 +27,7 @@ from contracts.daemon_rpc import (
     WriteFileParams,
     WriteFileResult,
 )
-from contracts.errors import FleetError
+from contracts.errors import FleetError, PayloadTooLarge
 from contracts.events import (
     DaemonStatus,
     DaemonStatusReported,
@@ -185,6 +185,12 @@ class Daemon:
             answer: bytes | None = encode_error(exc)
         else:
             answer = await self._dispatcher.handle(msg.data, None)
+        if answer is not None and len(answer) > self.nc.max_payload:
+            # Too big to send back: say so, rather than leave the caller waiting for nothing.
+            answer = encode_error(PayloadTooLarge(
+                f"the answer is {len(answer)} bytes, over the {self.nc.max_payload} byte limit; "
+                "lower FLEET_EXEC_OUTPUT_CAP or write the output to a file"
+            ))  # fmt: skip
         if answer is not None and msg.reply:
             try:
                 await msg.respond(answer)

@@ -29,7 +29,7 @@ from contracts.daemon_rpc import (
     WriteFileParams,
     WriteFileResult,
 )
-from contracts.errors import DaemonTimeout, DaemonUnavailable
+from contracts.errors import DaemonTimeout, DaemonUnavailable, PayloadTooLarge
 from contracts.jsonrpc import MethodSpec, decode_response, encode_request
 from contracts.signing import sign, signing_key
 from services.common.crypto import SecretBox
@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 R = TypeVar("R")
 #: Time allowed on top of a command's own timeout for the answer to come back.
 EXEC_MARGIN_S = 5.0
+#: Room left in a NATS message for the request's headers (signature, ids).
+_HEADROOM = 1024
 
 
 #: Where the client gets the signing key of a machine (see contracts.signing).
@@ -93,6 +95,12 @@ class DaemonClient:
         timeout_s: float | None = None,
     ) -> Any:
         body = encode_request(spec.name, params, next(self._ids))
+        if len(body) > self._nc.max_payload - _HEADROOM:
+            raise PayloadTooLarge(
+                f"{spec.name} request is {len(body)} bytes; the limit is "
+                f"{self._nc.max_payload - _HEADROOM} (the NATS max_payload less headers)",
+                data={"limit": self._nc.max_payload - _HEADROOM, "size": len(body)},
+            )
         timeout = timeout_s or self._timeout_s
         # Valid for as long as we wait (plus slack for the clocks), and not a moment longer.
         headers = sign(await self._keys(machine_id), machine_id, body, ttl_s=timeout + 5.0)

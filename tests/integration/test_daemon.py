@@ -14,7 +14,7 @@ import pytest
 
 from contracts import subjects
 from contracts.daemon_rpc import ExecCommandParams
-from contracts.errors import DaemonUnavailable, InvalidParams, ToolError
+from contracts.errors import DaemonUnavailable, InvalidParams, PayloadTooLarge, ToolError
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from contracts.signing import sign, signing_key
@@ -252,3 +252,21 @@ async def test_daemon_keeps_retrying_until_nats_is_up(
             assert isinstance(event, DaemonStatusReported)
             assert event.status == "ready"
             assert (await DaemonClient(late_bus.nc, keys=KEY).machine(d.machine_id).health()).ok
+
+
+async def test_oversized_request_is_refused_before_nats(
+    bus: Bus, spawn_daemon: SpawnDaemon
+) -> None:
+    d, mc = await boot(bus, spawn_daemon)
+    with pytest.raises(PayloadTooLarge) as exc:
+        await mc.write_file("big.bin", "x" * bus.nc.max_payload)
+    assert exc.value.data is not None
+    assert exc.value.data["limit"] < bus.nc.max_payload
+    assert not (d.home / "big.bin").exists()
+    assert (await mc.health()).ok
+
+
+async def test_oversized_answer_is_an_error_not_a_hang(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    _, mc = await boot(bus, spawn_daemon, FLEET_EXEC_OUTPUT_CAP=str(4 * 1024 * 1024))
+    with pytest.raises(PayloadTooLarge, match="FLEET_EXEC_OUTPUT_CAP"):
+        await mc.run("sh", "-c", "head -c 1500000 /dev/zero | tr '\\0' x")
