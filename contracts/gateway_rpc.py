@@ -80,11 +80,20 @@ class Removed(Result, kw_only=True):
     removed: bool
 
 
+Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f]+$")]
+
+
 class AddRepoParams(Params, kw_only=True):
     instance_id: InstanceId
     url: Annotated[str, msgspec.Meta(max_length=2048)]
     branch: str
     path: Annotated[str, msgspec.Meta(max_length=1024)]
+    #: For private repos: a password or access token, given to git through its askpass
+    #: prompt from the environment (never argv, the URL or .git/config).
+    token: Secret | None = None
+    username: Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[^\x00-\x1f:]*$")] = (
+        "x-access-token"
+    )
 
     def __post_init__(self) -> None:
         validation.check_repo_url(self.url)

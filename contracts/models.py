@@ -45,6 +45,13 @@ class EnvVar(Model, kw_only=True):
     scope: EnvScope
 
 
+class GitCredentials(Model, kw_only=True):
+    """A repo's credentials: stored encrypted, sent to the machine only in git's environment."""
+
+    username: str
+    token: str
+
+
 class AccessToken(Model, kw_only=True):
     """An access token's record. The secret itself is shown once, at creation, and stored only
     as a hash."""
@@ -62,3 +69,5 @@ class Repo(Model, kw_only=True):
     url: str
     branch: str
     path: str
+    #: A token was given for this repo; it is stored encrypted and never shown.
+    has_credentials: bool = False

@@ -19,6 +19,8 @@ _SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.][A-Za-z0-9.-]*:\S+")
 #: scheme://[user@]host...: a host that starts with '-' is an ssh option (CVE-2017-1000117).
 _URL_HOST = re.compile(r"(?:https?|ssh|git)://(?:[^@/]*@)?([^/:]*)")
 _BAD_REF = re.compile(r"(\.\.|@\{|[\x00-\x20\x7f~^:?*\[\\]|//|/\.|\.lock$|\.lock/|/$|\.$)")
+#: scheme://user:secret@...: a secret in a URL ends up in .git/config, logs and `ps`.
+_USERINFO_SECRET = re.compile(r"^[a-z+]+://[^/@]*:[^/@]*@")
 #: Paths under the machine's home that belong to fleetd itself.
 RESERVED_DIRS = (".fleet",)
 
@@ -33,6 +35,8 @@ def check_repo_url(url: str, field: str = "url") -> None:
         raise ValueError(f"field `{field}` must not be empty, start with '-' or contain spaces")
     if "::" in url.split("/", 1)[0]:
         raise ValueError(f"field `{field}`: git remote-helper transports (x::...) are refused")
+    if _USERINFO_SECRET.match(url):
+        raise ValueError(f"field `{field}` must not carry credentials; pass them as `token`")
     host = _URL_HOST.match(url)
     if host and host.group(1).startswith("-"):
         raise ValueError(f"field `{field}`: a host name cannot start with '-'")

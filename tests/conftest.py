@@ -171,7 +171,7 @@ def clone_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CloneLog:
     shim = shim_dir / "git"
     shim.write_text(
         "#!/bin/sh\n"
-        f'if [ "$1" = clone ]; then echo "$HOME $*" >> "{log.path}"; fi\n'
+        f'case " $* " in *" clone "*) echo "$HOME $*" >> "{log.path}" ;; esac\n'
         f'exec "{real_git}" "$@"\n'
     )
     shim.chmod(0o755)

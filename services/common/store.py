@@ -69,6 +69,10 @@ def k_repos(instance_id: str) -> str:
     return f"{P}repos:{instance_id}"
 
 
+def k_repo_secrets(instance_id: str) -> str:
+    return f"{P}repo-secrets:{instance_id}"
+
+
 def k_machine(machine_id: str) -> str:
     return f"{P}machine:{machine_id}"
 
@@ -175,7 +179,18 @@ class Store:
         await self.redis.hset(k_repos(instance_id), repo.path, msgspec.json.encode(repo).decode())
 
     async def remove_repo(self, instance_id: str, path: str) -> bool:
+        await self.redis.hdel(k_repo_secrets(instance_id), path)
         return bool(await self.redis.hdel(k_repos(instance_id), path))
+
+    async def set_repo_secret(self, instance_id: str, path: str, sealed: str | None) -> None:
+        """A repo's encrypted credentials (None: none)."""
+        if sealed is None:
+            await self.redis.hdel(k_repo_secrets(instance_id), path)
+        else:
+            await self.redis.hset(k_repo_secrets(instance_id), path, sealed)
+
+    async def repo_secret(self, instance_id: str, path: str) -> str | None:
+        return cast(str | None, await self.redis.hget(k_repo_secrets(instance_id), path))
 
     async def list_repos(self, instance_id: str) -> list[Repo]:
         h = await self.redis.hgetall(k_repos(instance_id))

@@ -20,7 +20,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store, bus = await connect(settings, stack, "gateway")
     keys = MachineKeys(store, SecretBox(settings.secret_key))
     daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s)
-    api = GatewayApi(store=store, bus=bus, daemons=daemons)
+    api = GatewayApi(store=store, bus=bus, daemons=daemons, box=SecretBox(settings.secret_key))
     app = make_app(
         dispatcher=api.dispatcher(),
         store=store,

@@ -37,12 +37,13 @@ from contracts.gateway_rpc import (
 )
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, Handler
-from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo
+from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine, Repo
 from contracts.openrpc import openrpc_document
 from contracts.status import TERMINAL
 from contracts.status import MachineStatus as S
 from daemon.version import package_version
 from services.common.bus import Bus
+from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient
 from services.common.store import Store
 from services.common.tokens import TokenStore
@@ -68,8 +69,9 @@ class Caller(msgspec.Struct, frozen=True):
 
 
 class GatewayApi:
-    def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient) -> None:
+    def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox) -> None:
         self.store = store
+        self.box = box
         self.bus = bus
         self.daemons = daemons
         self.tokens = TokenStore(store)
@@ -122,7 +124,12 @@ class GatewayApi:
     # --- repos ------------------------------------------------------------------------------
     async def repos_add(self, p: AddRepoParams, c: Caller) -> Repo:
         await self._instance_exists(c, p.instance_id)
-        repo = Repo(url=p.url, branch=p.branch, path=p.path)
+        repo = Repo(url=p.url, branch=p.branch, path=p.path, has_credentials=p.token is not None)
+        sealed = None
+        if p.token is not None:
+            creds = GitCredentials(username=p.username, token=p.token)
+            sealed = self.box.encrypt(msgspec.json.encode(creds).decode())
+        await self.store.set_repo_secret(p.instance_id, p.path, sealed)
         await self.store.add_repo(p.instance_id, repo)
         return repo
 

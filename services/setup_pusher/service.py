@@ -6,14 +6,16 @@ in Redis, and recognised on the machine if a crash came between the clone and th
 
 from __future__ import annotations
 
+import msgspec
 import structlog
 
 from contracts.daemon_rpc import ExecCommandParams
 from contracts.events import DaemonStatusReported, Event, SetupPushed
 from contracts.ids import derived_event_id
-from contracts.models import Machine, Repo
+from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import MachineStatus as S
 from services.common.consumer import Permanent, Retry
+from services.common.crypto import SecretBox
 from services.common.daemon_client import MachineClient
 from services.common.stage import Stage
 from services.setup_pusher.envfile import build_env_file
@@ -23,6 +25,15 @@ log = structlog.get_logger(__name__)
 ENV_PATH = "~/.fleet/.env"
 CA_PATH = "~/.fleet/ca.pem"
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # never wait for a password nobody will type
+ASKPASS_PATH = "~/.fleet/git-askpass"
+ASKPASS_SCRIPT = """#!/bin/sh
+# Written by fleetd. Answers git's credential prompts from this git process's environment;
+# no secret is ever written here.
+case "$1" in
+  Username*) printf '%s\\n' "$FLEET_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$FLEET_GIT_PASSWORD" ;;
+esac
+"""
 
 
 class SetupPusher(Stage):
@@ -58,7 +69,7 @@ class SetupPusher(Stage):
         done = await self.store.cloned_paths(machine.id)
         for repo in repos:
             if repo.path not in done:
-                await self.clone(mc, repo)
+                await self.clone(mc, repo, await self._git_env(mc, machine.instance_id, repo))
                 await self.store.mark_cloned(machine.id, repo.path)
         return SetupPushed(
             event_id=derived_event_id(cause_event_id, "setup-pushed"),
@@ -82,23 +93,30 @@ class SetupPusher(Stage):
         written = await mc.write_file(ENV_PATH, content, 0o600)
         return written.path, written.bytes_written
 
-    async def clone(self, mc: MachineClient, repo: Repo) -> None:
+    async def _git_env(self, mc: MachineClient, instance_id: str, repo: Repo) -> dict[str, str]:
+        """git's environment for this repo: with credentials, an askpass script (holding no
+        secret) that answers git's prompts from variables set on this one git process."""
+        if not repo.has_credentials:
+            return dict(_GIT_ENV)
+        sealed = await self.store.repo_secret(instance_id, repo.path)
+        if sealed is None:
+            return dict(_GIT_ENV)
+        creds = msgspec.json.decode(SecretBox(self.settings.secret_key).decrypt(sealed),
+                                    type=GitCredentials)  # fmt: skip
+        askpass = await mc.write_file(ASKPASS_PATH, ASKPASS_SCRIPT, 0o700)
+        return {**_GIT_ENV, "GIT_ASKPASS": askpass.path, "FLEET_GIT_USERNAME": creds.username,
+                "FLEET_GIT_PASSWORD": creds.token}  # fmt: skip
+
+    async def clone(self, mc: MachineClient, repo: Repo, env: dict[str, str]) -> None:
         # A crash between a clone and its record in Redis must not clone again: look first.
         if await self._is_checkout_of(mc, repo):
             log.info("setup.repo_already_cloned", path=repo.path)
             return
-        argv = [
-            "git",
-            "clone",
-            "--branch",
-            repo.branch,
-            "--single-branch",
-            "--",
-            repo.url,
-            repo.path,
-        ]
+        # `credential.helper=` empties the helper list: nothing may store the token on disk.
+        argv = ["git", "-c", "credential.helper=", "clone", "--branch", repo.branch,
+                "--single-branch", "--", repo.url, repo.path]  # fmt: skip
         result = await mc.exec(
-            ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=_GIT_ENV)
+            ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=env)
         )
         if result.exit_code == 0:
             log.info("setup.repo_cloned", path=repo.path, branch=repo.branch)

@@ -32,7 +32,7 @@ def slow_clones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shim_dir.mkdir()
     (shim_dir / "git").write_text(
         "#!/bin/sh\n"
-        f'if [ "$1" = clone ]; then echo "$HOME" >> "{started}"; sleep 2; fi\n'
+        f'case " $* " in *" clone "*) echo "$HOME" >> "{started}"; sleep 2 ;; esac\n'
         f'exec "{real_git}" "$@"\n'
     )
     (shim_dir / "git").chmod(0o755)

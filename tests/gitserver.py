@@ -1,0 +1,71 @@
+"""A real git smart-HTTP server for tests: `git http-backend` behind Basic auth (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+
+from fleet.embedded import free_port
+
+
+@dataclass
+class GitHttpServer:
+    """Serves the repositories under ``root`` at http://127.0.0.1:<port>/<name>.git, to
+    ``username``/``password`` only. ``seen`` records each request's path and query."""
+
+    root: Path
+    username: str
+    password: str
+    port: int = field(default_factory=free_port)
+    seen: list[str] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.seen.append(request.path_qs)
+        expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        if request.headers.get("Authorization") != f"Basic {expected}":
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'})
+        env = {
+            "GIT_PROJECT_ROOT": str(self.root), "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": request.method, "PATH_INFO": request.path,
+            "QUERY_STRING": request.query_string, "REMOTE_USER": self.username,
+            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+            "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),
+            "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
+        }  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            "git", "http-backend", env=env, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await proc.communicate(await request.read())
+        head, _, body = out.partition(b"\r\n\r\n")
+        status, headers = 200, {}
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers[name] = value.strip()
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def __aenter__(self) -> GitHttpServer:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

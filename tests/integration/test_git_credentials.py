@@ -1,0 +1,88 @@
+"""A private repo's token reaches git through its environment only: never argv, the URL,
+.git/config, the machine's disk or a gateway answer."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from contracts.errors import InvalidParams
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from services.common.store import Store
+from tests.conftest import CloneLog
+from tests.gitserver import GitHttpServer
+
+TOKEN = "ghp_s3cr3t-T0KEN-that-must-not-leak"
+
+
+@pytest.fixture
+async def git_server(tmp_path: Path, bare_repo: Path) -> AsyncIterator[GitHttpServer]:
+    root = tmp_path / "served"
+    root.mkdir()
+    shutil.copytree(bare_repo, root / "private.git")
+    async with GitHttpServer(root, "x-access-token", TOKEN) as server:
+        yield server
+
+
+def files_containing(root: Path, needle: str) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                if needle.encode() in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
+async def test_private_repo_clones_and_the_token_stays_secret(
+    stack: FleetClient, settings: Settings, store: Store, git_server: GitHttpServer,
+    clone_log: CloneLog,
+) -> None:  # fmt: skip
+    inst = await stack.create_instance("private")
+    url = git_server.url("private.git")
+    repo = await stack.add_repo(inst.id, url, "feature", "app")
+    assert repo.has_credentials is False
+    repo = await stack.call("repos.add", {"instanceId": inst.id, "url": url, "branch": "feature",
+                                          "path": "app", "token": TOKEN})  # fmt: skip
+    assert repo == {"url": url, "branch": "feature", "path": "app", "hasCredentials": True}
+    assert TOKEN not in str(await stack.call("repos.list", {"instanceId": inst.id}))
+
+    machine = await stack.create_machine(inst.id)
+    machine = await stack.wait_for(machine.id, {"ready", "failed"}, timeout_s=60)
+    assert machine.status is MachineStatus.READY, machine.status_reason
+
+    home = settings.data_path / "machines" / machine.id / "home"
+    assert (home / "app" / "feature.txt").exists()
+    assert clone_log.path.read_text().count(url) == 1  # the argv git ran: no token in it
+    assert TOKEN not in clone_log.path.read_text()
+    assert files_containing(home, TOKEN) == []  # not .git/config, not the askpass script
+    assert all(TOKEN not in seen for seen in git_server.seen)  # not in any URL it was sent
+    for key in await store.redis.keys("fleet:*"):  # stored encrypted only
+        assert TOKEN.encode() not in (await store.redis.dump(key) or b""), key
+
+
+async def test_without_the_token_the_clone_fails_with_gits_reason(
+    stack: FleetClient, git_server: GitHttpServer
+) -> None:
+    inst = await stack.create_instance("no-token")
+    await stack.add_repo(inst.id, git_server.url("private.git"), "main", "app")
+    machine = await stack.create_machine(inst.id)
+    machine = await stack.wait_for(machine.id, {"ready", "failed"}, timeout_s=60)
+    assert machine.status is MachineStatus.FAILED
+    assert "Username" in machine.status_reason or "Authentication" in machine.status_reason
+
+
+async def test_credentials_in_the_url_are_refused(stack: FleetClient) -> None:
+    inst = await stack.create_instance("url-creds")
+    with pytest.raises(InvalidParams) as exc:
+        await stack.add_repo(inst.id, f"https://user:{TOKEN}@example.com/r.git", "main", "r")
+    assert exc.value.field == "$.url"
+    assert TOKEN not in exc.value.message
+    assert await stack.list_repos(inst.id) == []
