@@ -146,3 +146,28 @@ async def test_events_reject_bad_query_and_resume_after_an_id(
     async for seq, _ in stack.events(machine.id, since=seqs[0]):
         assert seq == seqs[1]
         break
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("url", "--upload-pack=touch /tmp/pwned"),
+        ("url", "ext::sh -c touch% /tmp/pwned"),
+        ("url", "ssh://-oProxyCommand=touch /tmp/pwned/r"),
+        ("branch", "-x"),
+        ("branch", "--upload-pack=touch"),
+        ("path", "../../etc"),
+        ("path", "/etc"),
+    ],
+)
+async def test_option_injection_in_repos_is_refused(
+    stack: FleetClient, settings: Settings, field: str, value: str
+) -> None:
+    inst = await stack.create_instance("attacked")
+    params = {"instanceId": inst.id, "url": "https://example.com/r.git", "branch": "main",
+              "path": "r", field: value}  # fmt: skip
+    body = {"jsonrpc": "2.0", "id": 1, "method": "repos.add", "params": params}
+    _, answer = await post(settings, json.dumps(body), AUTH)
+    assert answer["error"]["code"] == -32602
+    assert answer["error"]["data"]["field"] == f"$.{field}"
+    assert await stack.list_repos(inst.id) == []
