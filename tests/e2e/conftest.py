@@ -84,7 +84,12 @@ def start_fleet_up(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    banner = read_until(proc, "Ctrl-C stops everything")
+    try:
+        banner = read_until(proc, "Ctrl-C stops everything")
+    except BaseException:
+        proc.send_signal(signal.SIGINT)  # nobody else owns this process yet: never leak it
+        proc.wait(60)
+        raise
     token = (data_dir / "admin-token").read_text().strip()
     return FleetUp(proc, f"http://127.0.0.1:{port}", token, data_dir, banner)
 
