@@ -39,6 +39,7 @@ from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, encode_error
 from contracts.signing import ReplayGuard, signing_key, verify
 from daemon import tools
+from daemon.lock import DaemonLock
 from daemon.settings import DaemonSettings
 from daemon.version import git_sha, package_version
 
@@ -59,6 +60,7 @@ class Daemon:
         self._inflight: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._key = signing_key(settings.machine_token)
+        self._lock = DaemonLock(settings.home_path)
         self._replays = ReplayGuard()
         self._dispatcher: Dispatcher[None] = Dispatcher(
             DAEMON_METHODS,
@@ -76,7 +78,12 @@ class Daemon:
         return self._nc
 
     async def __aenter__(self) -> Daemon:
-        self._nc = await self._connect()
+        self._lock.acquire()  # before anything else: never two daemons for one machine
+        try:
+            self._nc = await self._connect()
+        except BaseException:
+            self._lock.release()
+            raise
         await self.nc.subscribe(subjects.daemon_rpc(self.settings.machine_id), cb=self._on_request)
         await self.nc.flush()
         await self.report("ready")
@@ -90,6 +97,12 @@ class Daemon:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
+        try:
+            await self._disconnect()
+        finally:
+            self._lock.release()
+
+    async def _disconnect(self) -> None:
         nc, self._nc = self._nc, None
         if nc is None or nc.is_closed:
             return

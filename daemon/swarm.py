@@ -19,7 +19,8 @@ exits. Unlike ``fleet-daemon``, an instance never installs signal handlers or ch
 working directory: those belong to the host.
 
 Environment: ``FLEET_SWARM_SOCKET`` (required), ``FLEET_SWARM_NAME``, ``FLEET_NATS_URL``
-(required), ``FLEET_EXEC_OUTPUT_CAP``, ``FLEET_ENV``, ``FLEET_LOG_LEVEL``. Commands run by an
+(required), and the daemon's own settings (``FLEET_HEARTBEAT_S``, ``FLEET_EXEC_OUTPUT_CAP``,
+``FLEET_ENV``, ``FLEET_LOG_LEVEL``; see ``daemon/settings.py``). Commands run by an
 instance see the host's environment plus their machine's ``HOME``, ``FLEET_HOME``,
 ``FLEET_MACHINE_ID`` and ``FLEET_NATS_URL``, never a token.
 """
@@ -124,7 +125,6 @@ class SwarmHost:
         self.name = environ.get("FLEET_SWARM_NAME", "swarm")
         self.socket_path = Path(environ["FLEET_SWARM_SOCKET"])
         self.nats_url = environ["FLEET_NATS_URL"]
-        self.output_cap = int(environ.get("FLEET_EXEC_OUTPUT_CAP", 256 * 1024))
         self.env = environ.get("FLEET_ENV", "dev")
         self.log_level = environ.get("FLEET_LOG_LEVEL", "info")
         self.base_env = {k: v for k, v in environ.items() if k not in _HOST_ONLY}
@@ -142,21 +142,15 @@ class SwarmHost:
         if current is not None and current.task is not None and not current.task.done():
             return self.external_id
         Path(home).mkdir(parents=True, exist_ok=True)
-        settings = DaemonSettings(
-            nats_url=self.nats_url,
-            machine_id=machine_id,
-            machine_token=token,
-            home=home,
-            exec_output_cap=self.output_cap,
-            env=self.env,
-            log_level=self.log_level,
-        )
         environ = self.base_env | {
             "HOME": home,
             "FLEET_HOME": home,
             "FLEET_MACHINE_ID": machine_id,
             "FLEET_NATS_URL": self.nats_url,
         }
+        # Every other daemon setting (heartbeat, output cap, logging) comes from the host's
+        # FLEET_* variables, exactly as a local daemon reads them from its environment.
+        settings = DaemonSettings.from_env(environ | {"FLEET_MACHINE_TOKEN": token})
         inst = Instance(SwarmDaemon(settings, environ))
         # A fresh context per instance: its log lines carry its machine id and nothing else.
         inst.task = asyncio.create_task(inst.run(), name=f"daemon:{machine_id}")

@@ -5,12 +5,16 @@ test fixtures, so tests run against exactly what users run."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -111,13 +115,134 @@ class _Server:
         self.stop()
 
 
+@dataclass(frozen=True)
+class NatsAuth:
+    """Accounts and static users for a nats-server on which every connection authenticates and
+    every machine is confined to itself, through the fleetd auth callout (NATS 2.10+).
+
+    - account ``AUTH``: only the callout service (user ``auth-callout``), which answers
+      ``$SYS.REQ.USER.AUTH``;
+    - account ``APP`` (JetStream): the service processes (``fleet-service``, everything in the
+      account), the read-only ``monitor`` and every machine, which the callout binds here with
+      per-machine permissions;
+    - account ``SYS``: the system account; it exports the server's ``KICK`` request to ``APP``
+      so that revoking a machine can close its live connection.
+
+    The static users bypass the callout (``auth_users``). Any other CONNECT goes to the
+    callout: machines connect as user ``<machineId>`` with their token as password, so the
+    configuration never holds a machine secret. Only the issuer's public key is in it; its seed
+    is the callout's setting (``FLEET_CALLOUT_ISSUER_SEED``).
+    """
+
+    issuer_public_key: str
+    callout_password: str
+    service_password: str
+    monitor_password: str
+
+    AUTH_ACCOUNT = "AUTH"
+    APP_ACCOUNT = "APP"
+    SYSTEM_ACCOUNT = "SYS"
+    CALLOUT_USER = "auth-callout"
+    SERVICE_USER = "fleet-service"
+    MONITOR_USER = "monitor"
+    #: The monitor's private reply inbox (clients must connect with this ``inbox_prefix``).
+    MONITOR_INBOX_PREFIX = "_INBOX_monitor"
+    #: The server request that closes a client connection (`$SYS.REQ.SERVER.<id>.KICK`).
+    KICK_SUBJECT = "$SYS.REQ.SERVER.*.KICK"
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> tuple[NatsAuth, str]:
+        """The auth kept in ``path`` (JSON, created 0600 once) and the issuer's seed."""
+        if path.exists():
+            raw = json.loads(path.read_text())
+        else:
+            from services.auth_callout.jwt import new_account_seed
+
+            raw = {
+                "issuer_seed": new_account_seed(),
+                "callout_password": secrets.token_urlsafe(32),
+                "service_password": secrets.token_urlsafe(32),
+                "monitor_password": secrets.token_urlsafe(32),
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(raw, f, indent=2)
+        seed = str(raw.pop("issuer_seed"))
+        return cls(issuer_public_key=_issuer_public_key(seed), **raw), seed
+
+    def config(self) -> str:
+        """The ``accounts``/``authorization`` part of the server configuration."""
+        stream = "FLEET_MACHINE_EVENTS"  # contracts.subjects.STREAM_NAME
+        # Read-only: live events, the stream's info and stored messages by sequence or subject.
+        # No consumers: `$JS.API.CONSUMER.CREATE.<stream>` (what an ordered consumer uses)
+        # takes a consumer name in its body and then *updates* that consumer, so a monitor
+        # could rewrite the stages' durable consumers (their filters) with it.
+        monitor_pub = [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}"]
+        monitor_sub = ["machine.>", f"{self.MONITOR_INBOX_PREFIX}.>"]
+        users = {
+            "callout": {
+                "user": self.CALLOUT_USER,
+                "password": self.callout_password,
+                "permissions": {
+                    "subscribe": {"allow": ["$SYS.REQ.USER.AUTH", "_INBOX.>"]},
+                    "publish": {"allow": ["_INBOX.>"]},
+                    "allow_responses": True,
+                },
+            },
+            "service": {"user": self.SERVICE_USER, "password": self.service_password},
+            "monitor": {
+                "user": self.MONITOR_USER,
+                "password": self.monitor_password,
+                "permissions": {
+                    "publish": {"allow": monitor_pub},
+                    "subscribe": {"allow": monitor_sub},
+                },
+            },
+        }
+        accounts = {
+            self.AUTH_ACCOUNT: {"users": [users["callout"]]},
+            self.APP_ACCOUNT: {
+                "jetstream": "enabled",
+                "users": [users["service"], users["monitor"]],
+                "imports": [
+                    {"service": {"account": self.SYSTEM_ACCOUNT, "subject": self.KICK_SUBJECT}}
+                ],
+            },
+            self.SYSTEM_ACCOUNT: {"exports": [{"service": self.KICK_SUBJECT}]},
+        }
+        authorization = {
+            "auth_callout": {
+                "issuer": self.issuer_public_key,
+                "account": self.AUTH_ACCOUNT,
+                "auth_users": [self.CALLOUT_USER, self.SERVICE_USER, self.MONITOR_USER],
+            }
+        }
+        # The NATS configuration format accepts JSON values.
+        return (
+            f"accounts: {json.dumps(accounts, indent=2)}\n"
+            f"system_account: {self.SYSTEM_ACCOUNT}\n"
+            f"authorization: {json.dumps(authorization, indent=2)}\n"
+        )
+
+
+def _issuer_public_key(seed: str) -> str:
+    from services.auth_callout.jwt import Issuer
+
+    return Issuer(seed).public_key
+
+
 class NatsServer(_Server):
     name = "nats"
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, auth: NatsAuth | None = None
+    ) -> None:
         super().__init__(data_dir, port)
         self.monitor_port = free_port()
         self.config_path = data_dir / "nats.conf"
+        #: None: no authentication at all (the default).
+        self.auth = auth
 
     @property
     def url(self) -> str:
@@ -125,16 +250,23 @@ class NatsServer(_Server):
 
     def config(self) -> str:
         store = (self.data_dir / "jetstream").resolve()
-        return (
+        base = (
             f"listen: 127.0.0.1:{self.port}\n"
             f"http: 127.0.0.1:{self.monitor_port}\n"
             "server_name: fleetd\n"
             f'jetstream {{ store_dir: "{store}" }}\n'
         )
+        return base if self.auth is None else base + self.auth.config()
 
     def argv(self) -> list[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config())
+        if self.auth is None:
+            self.config_path.write_text(self.config())
+        else:  # it holds the static users' passwords
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.config())
+            self.config_path.chmod(0o600)
         return [nats_server_binary(), "-c", str(self.config_path)]
 
     def wait_ready(self) -> None:

@@ -25,6 +25,7 @@ from fleet.embedded import NatsServer, ServerStartError, ValkeyServer
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.provisioner.providers import stop_all_local
+from services.provisioner.swarm import stop_all_swarm
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives).
 SERVICES = ("provisioner", "setup_pusher", "prober", "gateway")
@@ -178,6 +179,9 @@ def _stop_machines(data_dir: Path) -> None:
     n = stop_all_local(data_dir)
     if n:
         print(f"fleet up: stopped {n} local machine(s)", flush=True)
+    hosts = stop_all_swarm(data_dir)
+    if hosts:
+        print(f"fleet up: stopped {hosts} swarm host(s)", flush=True)
 
 
 def _banner(url: str, settings: Settings, data_dir: Path, opts: UpOptions) -> None:

@@ -25,6 +25,7 @@ from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.common.store import Store
 from services.provisioner.providers import daemon_argv, stop_all_local
+from services.provisioner.swarm import stop_all_swarm
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 MACHINE_TOKEN = "test-machine-token"
@@ -141,6 +142,7 @@ async def stack(stack_settings: Settings) -> AsyncIterator[FleetClient]:
 
     async with AsyncExitStack() as es:
         es.callback(stop_all_local, settings.data_path)
+        es.callback(stop_all_swarm, settings.data_path)
         for build in (provisioner, setup_pusher, prober, gateway):
             await build(settings, es)
         client = FleetClient(f"http://127.0.0.1:{settings.port}", ADMIN_TOKEN, timeout_s=30)

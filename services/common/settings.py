@@ -59,6 +59,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # boot
     #: How long a provisioned machine's daemon has to report ready before the machine fails.
     boot_timeout_s: float = 120.0
+    # auth callout
+    #: Account nkey seed ("SA...") with which the auth callout signs its answers and the
+    #: machines' user JWTs; its public key is the server's ``auth_callout.issuer``.
+    callout_issuer_seed: str = ""
+    #: The NATS account the callout binds machines to (where the services and the stream are).
+    callout_account: str = "APP"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -61,11 +61,11 @@ class Prober(Stage):
     async def on_provisioned(self, event: Event) -> None:
         """Boot watchdog: a machine whose daemon never reports ready fails, it does not hang."""
         assert isinstance(event, MachineProvisioned)
+        timeout = self.settings.boot_timeout_s
+        waited = (now() - event.occurred_at).total_seconds()
         machine = await self.store.get_machine(event.machine_id)
         if machine.status is not S.BOOTING:
             return  # it reported (or was archived): nothing to watch
-        timeout = self.settings.boot_timeout_s
-        waited = (now() - event.occurred_at).total_seconds()
         if waited < timeout:
             # Look again later without holding a handler slot while the machine boots.
             raise Retry("waiting for the daemon's ready report", delay_s=min(5.0, timeout - waited))

@@ -21,6 +21,7 @@ from typing import Protocol
 import structlog
 
 from contracts.errors import ProviderError
+from daemon.lock import holder_pid
 
 log = structlog.get_logger(__name__)
 
@@ -142,14 +143,28 @@ def _write_pid(machine_dir: Path, pid: int) -> None:
 
 
 def running_pid(machine_dir: Path, machine_id: str) -> int | None:
-    """The pid of this machine's daemon if it is alive and really is that daemon."""
+    """The pid of this machine's daemon if it is alive and really is that daemon: the holder
+    of the daemon's own lock, else the pid we spawned (which may not have locked yet)."""
+    for pid in (holder_pid(machine_dir / "home"), _spawned_pid(machine_dir)):
+        if pid is not None and _is_daemon_of(pid, machine_id):
+            return pid
+    return None
+
+
+def _spawned_pid(machine_dir: Path) -> int | None:
     try:
-        pid = int((machine_dir / "daemon.pid").read_text())
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        return int((machine_dir / "daemon.pid").read_text())
     except (OSError, ValueError):
         return None
+
+
+def _is_daemon_of(pid: int, machine_id: str) -> bool:
     # A reused pid belongs to some other process: only trust a process started for this machine.
-    return pid if f"FLEET_MACHINE_ID={machine_id}".encode() in environ.split(b"\0") else None
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"FLEET_MACHINE_ID={machine_id}".encode() in environ.split(b"\0") and pid_alive(pid)
 
 
 def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool:

@@ -10,6 +10,7 @@ import structlog
 from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
+from services.auth_callout.revoke import revoke_machine
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox, mint_machine_token
@@ -69,8 +70,10 @@ class Provisioner:
 
     async def machine_token(self, machine_id: str) -> str:
         """The machine's token: minted once (racing replicas agree via HSETNX), then reused."""
-        sealed = self.box.encrypt(mint_machine_token())
-        await self.store.redis.hsetnx(k_machine(machine_id), "tokenEnc", sealed)
+        token = mint_machine_token()
+        sealed = self.box.encrypt(token)
+        if await self.store.redis.hsetnx(k_machine(machine_id), "tokenEnc", sealed):
+            return token  # ours is the one stored
         stored = await self.store.machine_secret(machine_id)
         assert stored is not None
         return self.box.decrypt(stored)
@@ -99,6 +102,8 @@ class Provisioner:
     async def on_archived(self, event: Event) -> None:
         assert isinstance(event, MachineArchived)
         machine = await self.store.get_machine(event.machine_id)
+        # First, so that a provider that cannot stop the machine does not keep it connected.
+        await revoke_machine(self.store.redis, self.bus.nc, machine.id)
         provider = self.providers.get(machine.provider)
         if provider is not None:
             await provider.stop(machine.id)

@@ -105,3 +105,17 @@ async def test_chaos(tmp_path: Path, nats_server: NatsServer, redis_server: Valk
         print(f"\nchaos: {MACHINES} machines ready in {took:.1f}s; redelivered: {redelivered}")
     finally:
         up.stop()
+    leftovers = [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and _home_under(p, up.data_dir)
+    ]
+    assert leftovers == [], "daemons outlived fleet up (a machine got two daemons?)"
+
+
+def _home_under(proc: Path, data_dir: Path) -> bool:
+    try:
+        environ = (proc / "environ").read_bytes().split(b"\0")
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    home = f"HOME={data_dir}".encode()
+    return state != "Z" and any(v.startswith(home) for v in environ)

@@ -76,7 +76,7 @@ async def test_write_file_resolves_home_and_applies_mode(
     await mc.write_file("~/.fleet/.env", "B='2'\n", 0o640)
     assert target.read_text() == "B='2'\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
-    assert [p.name for p in target.parent.iterdir()] == [".env"]  # no temp files left
+    assert [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
 async def test_write_file_errors_are_named(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
@@ -270,3 +270,15 @@ async def test_oversized_answer_is_an_error_not_a_hang(bus: Bus, spawn_daemon: S
     _, mc = await boot(bus, spawn_daemon, FLEET_EXEC_OUTPUT_CAP=str(4 * 1024 * 1024))
     with pytest.raises(PayloadTooLarge, match="FLEET_EXEC_OUTPUT_CAP"):
         await mc.run("sh", "-c", "head -c 1500000 /dev/zero | tr '\\0' x")
+
+
+async def test_a_second_daemon_for_the_same_machine_refuses_to_start(
+    bus: Bus, spawn_daemon: SpawnDaemon
+) -> None:
+    first, mc = await boot(bus, spawn_daemon)
+    second = spawn_daemon(first.machine_id)
+    assert await asyncio.to_thread(second.proc.wait, 30) == 3
+    assert "daemon.already_running" in second.output()
+    assert f"pid {first.proc.pid}" in second.output()
+    assert (await mc.health()).ok  # the first one is untouched
+    assert first.proc.poll() is None

@@ -80,7 +80,14 @@ def test_error_codes_match_the_spec(doc: dict[str, Any], spec: MethodSpec) -> No
         ("env.set", [("instanceId", False), ("name", True), ("value", True)]),
         (
             "repos.add",
-            [("instanceId", True), ("url", True), ("branch", True), ("path", True)],
+            [
+                ("instanceId", True),
+                ("url", True),
+                ("branch", True),
+                ("path", True),
+                ("token", False),
+                ("username", False),
+            ],
         ),
         ("machines.create", [("instanceId", True), ("provider", False)]),
         ("machines.get", [("machineId", True)]),

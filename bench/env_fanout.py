@@ -1,0 +1,98 @@
+"""Benchmark 4: machines.refreshEnv across every running machine, until each daemon has written
+the new .env (seen in the machines' homes on disk, so nothing but the files is trusted).
+
+Runs on the stack and machines benchmark 3 left ready. ``machines.refreshEnv`` is not part of
+the API yet: when ``rpc.discover`` does not list it, the benchmark says so and is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from bench.common import Figure, Gateway, KeySource, Report, RpcError, daemon_client
+
+METHOD = "machines.refreshEnv"
+VAR = "BENCH_FANOUT"
+
+
+async def available(gw: Gateway) -> bool:
+    doc: dict[str, Any] = await gw.call("rpc.discover")
+    return any(m.get("name") == METHOD for m in doc.get("methods", []))
+
+
+async def direct_floor(nats_url: str, keys: KeySource, machine_ids: list[str], size: int) -> float:
+    """The floor: the same-size file written to every machine straight through DaemonClient
+    from this process (64 in flight), no gateway or services in between."""
+    nc = await nats.connect(nats_url, name="bench-fanout")
+    try:
+        daemons = daemon_client(nc, keys, timeout_s=30)
+        content = "#" * size
+        sem = asyncio.Semaphore(64)
+
+        async def one(mid: str) -> None:
+            async with sem:
+                await daemons.machine(mid).write_file("~/.fleet/.env.bench", content, 0o600)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(m) for m in machine_ids))
+        return time.perf_counter() - t0
+    finally:
+        await nc.close()
+
+
+async def run(
+    report: Report, gw: Gateway, nats_url: str, keys: KeySource, homes: dict[str, Path]
+) -> None:
+    print(f"[4] env fan-out: {METHOD} across {len(homes)} running machines")
+    size = max(len((h / ".fleet" / ".env").read_bytes()) for h in homes.values()) + 60
+    floor = await direct_floor(nats_url, keys, list(homes), size)
+    if not await available(gw):
+        report.skipped.append(f"4 env fan-out: {METHOD} not implemented")
+        print(f"    skipped: {METHOD} not implemented")
+        report.note(
+            f"floor for when it lands: {size} B written to all {len(homes)} daemons straight "
+            f"through DaemonClient, 64 in flight: {floor:.2f} s"
+        )
+        return
+    marker = uuid.uuid4().hex
+    await gw.call("env.set", {"name": VAR, "value": marker})
+    t0 = time.perf_counter()
+    try:
+        # Assumed shape: no params = every running machine (adjust when the method lands).
+        await gw.call(METHOD, {})
+    except RpcError as exc:
+        report.skipped.append(f"4 env fan-out: {METHOD} answered {exc}")
+        print(f"    skipped: {METHOD} answered {exc}")
+        return
+    accepted = time.perf_counter() - t0
+    pending = dict(homes)
+    async with asyncio.timeout(120):
+        while pending:
+            for mid, home in list(pending.items()):
+                try:
+                    if marker in (home / ".fleet" / ".env").read_text():
+                        del pending[mid]
+                except OSError:
+                    pass
+            if pending:
+                await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - t0
+    report.add(
+        Figure(
+            "4",
+            f"refreshEnv to every .env written ({len(homes)})",
+            elapsed,
+            "s",
+            floor,
+            "direct writeFile fan-out",
+            "< 2 s",
+            elapsed < 2.0,
+            note=f"call answered after {accepted:.2f} s",
+        )
+    )

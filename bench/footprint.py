@@ -1,0 +1,158 @@
+"""Benchmark 5: one daemon's idle memory and start-to-ready time.
+
+The daemon is started as the local provider starts it (posix_spawn of ``fleet-daemon``, same
+environment) against NATS with the event stream; start-to-ready ends when its ``ready`` report
+arrives here, idle RSS is read from /proc a moment later. Baselines, in the same run: a bare
+Python interpreter (the floor of any Python process), and a minimal nats-py program that
+connects and publishes (the floor of a Python daemon on NATS). A third variant runs the same
+daemon with nats-py's optional aiohttp import blocked (the proposed fix; see the docs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import nats
+
+from bench.common import (
+    EventWatch,
+    Figure,
+    Report,
+    daemon_env,
+    kill_group,
+    median,
+    nats_server,
+    rss_mb,
+    spawn,
+    temp_dir,
+    uss_pss_mb,
+)
+from contracts.ids import new_machine_id
+from fleet.embedded import NatsServer
+from services.common.bus import ensure_stream
+from services.provisioner.providers import daemon_argv
+
+#: The minimal Python daemon on NATS: connect, publish the same ready report, then idle.
+MINIMAL = """
+import asyncio, os, nats
+async def main():
+    nc = await nats.connect(os.environ["FLEET_NATS_URL"])
+    mid = os.environ["FLEET_MACHINE_ID"]
+    await nc.request("machine.daemon-status-reported." + mid, b"{}", timeout=5)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+BARE = "import time; time.sleep(60)"
+NO_AIOHTTP = "import sys; sys.modules['aiohttp'] = None; from daemon.__main__ import main; main()"
+IDLE_S = 1.0
+
+
+async def sample(
+    ns: NatsServer, watch: EventWatch, root: Path, argv: list[str], wait_ready: bool = True
+) -> tuple[float, float, float, float]:
+    """(start-to-ready s, RSS MB, USS MB, PSS MB) of one process started with ``argv``."""
+    mid = new_machine_id()
+    home = root / mid
+    home.mkdir()
+    t0 = time.perf_counter()
+    pid = spawn(argv, daemon_env(ns.url, mid, home), root / f"{mid}.log")
+    try:
+        ready = 0.0
+        if wait_ready:
+            await watch.wait_all("daemon-status-reported", [mid], timeout_s=30)
+            ready = watch.seen["daemon-status-reported", mid] - t0
+        await asyncio.sleep(IDLE_S)
+        uss, pss = uss_pss_mb(pid)
+        return ready, rss_mb(pid) or 0.0, uss or 0.0, pss or 0.0
+    finally:
+        kill_group(pid)
+
+
+async def run(report: Report, quick: bool) -> None:
+    n = 2 if quick else 7
+    print(f"[5] daemon footprint: {n} starts each, idle RSS {IDLE_S:g} s after ready")
+    variants = {
+        "fleet-daemon": daemon_argv(),
+        "minimal nats-py program": [sys.executable, "-I", "-c", MINIMAL],
+        "bare python": [sys.executable, "-I", "-c", BARE],
+        "fleet-daemon without aiohttp": [sys.executable, "-I", "-c", NO_AIOHTTP],
+    }
+    results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in variants}
+    with temp_dir() as root, nats_server(root / "nats") as ns:
+        nc = await nats.connect(ns.url, name="bench-footprint")
+        await ensure_stream(nc.jetstream())
+        watch = await EventWatch().start(ns.url)
+        try:
+            for _ in range(n):  # interleaved, so noise hits every variant alike
+                for name, argv in variants.items():
+                    results[name].append(
+                        await sample(ns, watch, root, argv, wait_ready=name != "bare python")
+                    )
+        finally:
+            await watch.close()
+            await nc.close()
+
+    def med(name: str, i: int) -> float:
+        return median([r[i] for r in results[name]])
+
+    rss = med("fleet-daemon", 1)
+    report.add(
+        Figure(
+            "5",
+            "daemon idle RSS",
+            rss,
+            "MB",
+            med("bare python", 1),
+            "bare python",
+            "< 40 MB",
+            rss < 40,
+            note=f"USS {med('fleet-daemon', 2):.1f} MB, PSS {med('fleet-daemon', 3):.1f} MB",
+        )
+    )
+    report.add(
+        Figure(
+            "5",
+            "daemon idle RSS vs minimal nats-py program",
+            rss,
+            "MB",
+            med("minimal nats-py program", 1),
+            "minimal",
+        )
+    )
+    ready = med("fleet-daemon", 0)
+    report.add(
+        Figure(
+            "5",
+            "daemon start-to-ready",
+            ready,
+            "s",
+            med("minimal nats-py program", 0),
+            "minimal nats-py program",
+        )
+    )
+    fixed = "fleet-daemon without aiohttp"
+    report.add(
+        Figure(
+            "5",
+            "idle RSS, aiohttp import blocked (proposed)",
+            med(fixed, 1),
+            "MB",
+            rss,
+            "fleet-daemon",
+            "< 40 MB",
+            med(fixed, 1) < 40,
+        )
+    )
+    report.add(
+        Figure(
+            "5",
+            "start-to-ready, aiohttp import blocked (proposed)",
+            med(fixed, 0),
+            "s",
+            ready,
+            "fleet-daemon",
+        )
+    )

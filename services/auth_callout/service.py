@@ -1,0 +1,156 @@
+"""The auth callout responder: answers ``$SYS.REQ.USER.AUTH`` for every NATS connection that is
+not one of the static users.
+
+A machine connects as user ``<machineId>`` with its token as password. The answer is a user JWT
+bound to the services' account, allowing exactly that machine's subjects
+(``jwt.machine_permissions``), if the machine exists, is not archived or revoked, and the token
+matches the one the provisioner stored (encrypted) for it; otherwise an error, which the server
+turns into an authorization violation for the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import cast
+
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from contracts.ids import ID_LENGTH, MACHINE_ID_RE
+from contracts.status import MachineStatus
+from services.auth_callout import jwt
+from services.auth_callout.revoke import REVOKED_FIELD
+from services.common.crypto import SecretBox
+from services.common.store import Store, k_machine
+
+log = structlog.get_logger(__name__)
+
+#: Where the server asks (nats-server ``AuthCalloutSubject``).
+AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
+#: Replicas of the callout share the requests.
+QUEUE_GROUP = "auth-callout"
+#: Requests answered at once per process.
+_CONCURRENCY = 256
+#: What the server logs for a refused machine; the client only sees "Authorization Violation".
+REFUSED = "machine credentials refused"
+
+
+@dataclass(frozen=True)
+class Decision:
+    machine_id: str
+    #: None: allowed.
+    refusal: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None
+
+
+class AuthCallout:
+    def __init__(self, *, store: Store, box: SecretBox, issuer: jwt.Issuer, account: str) -> None:
+        self.store = store
+        self.box = box
+        self.issuer = issuer
+        self.account = account
+        self._slots = asyncio.Semaphore(_CONCURRENCY)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def check(self, user: str, password: str) -> Decision:
+        """Whether ``user``/``password`` are a live machine's id and token."""
+        if len(user) != ID_LENGTH or not MACHINE_ID_RE.match(user):
+            return Decision(user, "not a machine id")
+        if not password:
+            return Decision(user, "no token")
+        sealed, status, revoked = cast(
+            list[str | None],
+            await self.store.redis.hmget(k_machine(user), ["tokenEnc", "status", REVOKED_FIELD]),
+        )
+        if sealed is None:
+            return Decision(user, "unknown machine or no token minted")
+        if revoked or status == MachineStatus.ARCHIVED.value:
+            return Decision(user, "token revoked (machine archived)")
+        try:
+            expected = self.box.decrypt(sealed)
+        except ValueError:
+            log.error("callout.cannot_decrypt", machine_id=user)
+            return Decision(user, "stored token cannot be decrypted")
+        if not hmac.compare_digest(expected.encode(), password.encode()):
+            return Decision(user, "wrong token")
+        return Decision(user)
+
+    async def answer(self, request: jwt.AuthRequest) -> str:
+        """The signed authorization response to ``request``."""
+        decision = await self.check(request.user, request.password)
+        if not decision.allowed:
+            log.warning(
+                "callout.refused",
+                user=request.user[:64],
+                reason=decision.refusal,
+                client_host=request.client_host,
+                client_id=request.client_id,
+            )
+            return jwt.authorization_response(self.issuer, request, error=REFUSED)
+        user_jwt = jwt.user_jwt(
+            self.issuer,
+            user_nkey=request.user_nkey,
+            machine_id=decision.machine_id,
+            account=self.account,
+        )
+        log.info(
+            "callout.authorized",
+            machine_id=decision.machine_id,
+            client_host=request.client_host,
+            client_id=request.client_id,
+        )
+        return jwt.authorization_response(self.issuer, request, jwt=user_jwt)
+
+    async def on_request(self, msg: Msg) -> None:
+        """Subscription callback: answer in a task, so one slow Redis read does not hold up
+        the connections behind it."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        started = time.perf_counter()
+        try:
+            request = jwt.parse_auth_request(msg.data.decode(errors="replace"))
+        except jwt.JWTError as exc:
+            # Without a valid request there is no one to address an answer to; the server
+            # times out and refuses the client.
+            log.error("callout.bad_request", error=str(exc))
+            return
+        try:
+            answer = await self.answer(request)
+        except Exception as exc:  # Redis down, a bug: refuse, never hang
+            log.exception("callout.failed", error=repr(exc))
+            answer = jwt.authorization_response(self.issuer, request, error="callout failed")
+        with contextlib.suppress(nats.errors.Error):
+            await msg.respond(answer.encode())
+        log.debug("callout.answered", ms=round((time.perf_counter() - started) * 1000, 2))
+
+    @contextlib.asynccontextmanager
+    async def serving(self, nc: NATS) -> AsyncIterator[None]:
+        """Answer the server's requests on ``nc`` (a user of the callout account) while inside."""
+        sub = await nc.subscribe(AUTH_SUBJECT, queue=QUEUE_GROUP, cb=self.on_request)
+        await nc.flush()
+        log.info("callout.serving", account=self.account, issuer=self.issuer.public_key)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5)
