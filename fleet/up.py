@@ -21,14 +21,15 @@ from pathlib import Path
 
 import msgspec
 
-from fleet.embedded import NatsServer, ServerStartError, ValkeyServer
+from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.provisioner.providers import stop_all_local
 from services.provisioner.swarm import stop_all_swarm
 
-#: Started in this order; stopped in reverse (the gateway first, so no new work arrives).
-SERVICES = ("provisioner", "setup_pusher", "prober", "gateway")
+#: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The
+#: auth callout comes first: machines cannot connect without it.
+SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "gateway")
 _HEALTHY_AFTER_S = 30.0  # a service up this long has its restart backoff reset
 _MAX_BACKOFF_S = 30.0
 
@@ -134,8 +135,12 @@ def up(opts: UpOptions) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     with ExitStack() as stack:
         nats_url, redis_url = opts.nats_url, opts.redis_url
-        if nats_url is None:
-            nats_url = stack.enter_context(NatsServer(data_dir / "nats")).url  # type: ignore[attr-defined]
+        auth: NatsAuth | None = None
+        seed = ""
+        if nats_url is None:  # embedded: machines authenticate through the callout
+            auth, seed = NatsAuth.load_or_create(data_dir / "nats-auth.json")
+            nats = stack.enter_context(NatsServer(data_dir / "nats", auth=auth))
+            nats_url = nats.url  # type: ignore[attr-defined]
         if redis_url is None:
             redis_url = stack.enter_context(ValkeyServer(data_dir / "redis")).url  # type: ignore[attr-defined]
         stack.callback(_stop_machines, data_dir)
@@ -152,13 +157,17 @@ def up(opts: UpOptions) -> int:
             admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
         )
         env = {**os.environ, **settings.to_env()}
-        procs = [ServiceProcess(name, env, data_dir / "logs") for name in SERVICES]
+        names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
+        procs = [
+            ServiceProcess(name, service_env(name, env, auth, seed), data_dir / "logs")
+            for name in names
+        ]
         stack.callback(_stop_services, procs)
         for p in procs:
             p.start()
         url = f"http://{opts.host}:{opts.port}"
         _wait_healthy(url, procs)
-        _banner(url, settings, data_dir, opts)
+        _banner(url, settings, data_dir, opts, auth)
         while not stopping:
             now = time.monotonic()
             for p in procs:
@@ -168,6 +177,19 @@ def up(opts: UpOptions) -> int:
         print("fleet up: stopping ...", flush=True)
     print("fleet up: stopped", flush=True)
     return 0
+
+
+def service_env(name: str, env: dict[str, str], auth: NatsAuth | None, seed: str) -> dict[str, str]:
+    """Each process connects to NATS as its own user; only the callout holds the issuer seed."""
+    if auth is None:
+        return env
+    if name == "auth_callout":
+        return env | {"FLEET_NATS_USER": auth.CALLOUT_USER,
+                      "FLEET_NATS_PASSWORD": auth.callout_password,
+                      "FLEET_CALLOUT_ISSUER_SEED": seed}  # fmt: skip
+    return env | {"FLEET_NATS_USER": auth.SERVICE_USER,
+                  "FLEET_NATS_PASSWORD": auth.service_password,
+                  "FLEET_CALLOUT_ISSUER_SEED": ""}  # fmt: skip
 
 
 def _stop_services(procs: list[ServiceProcess]) -> None:
@@ -184,7 +206,9 @@ def _stop_machines(data_dir: Path) -> None:
         print(f"fleet up: stopped {hosts} swarm host(s)", flush=True)
 
 
-def _banner(url: str, settings: Settings, data_dir: Path, opts: UpOptions) -> None:
+def _banner(
+    url: str, settings: Settings, data_dir: Path, opts: UpOptions, auth: NatsAuth | None
+) -> None:
     token_src = (
         "FLEET_ADMIN_TOKEN" if os.environ.get("FLEET_ADMIN_TOKEN") else data_dir / "admin-token"
     )
@@ -193,7 +217,14 @@ def _banner(url: str, settings: Settings, data_dir: Path, opts: UpOptions) -> No
         f"  gateway      {url}   (web console at {url}/)\n"
         f"  admin token  {settings.admin_token}   (from {token_src})\n"
         f"  nats         {settings.nats_url}{'' if opts.nats_url else '   (embedded)'}\n"
-        f"  redis        {settings.redis_url}{'' if opts.redis_url else '   (embedded)'}\n"
+        + (
+            f"               machines authenticate through the auth callout; to watch events:\n"
+            f"               nats sub --server {settings.nats_url} --user {auth.MONITOR_USER} "
+            f"--password <monitor_password in {data_dir / 'nats-auth.json'}> 'machine.>'\n"
+            if auth
+            else ""
+        )
+        + f"  redis        {settings.redis_url}{'' if opts.redis_url else '   (embedded)'}\n"
         f"  data         {data_dir}   (service logs in {data_dir / 'logs'})\n"
         f"try:  export FLEET_URL={url} FLEET_TOKEN={settings.admin_token}\n"
         f"      .venv/bin/fleet instances create demo\n"

@@ -11,6 +11,9 @@ import subprocess
 from pathlib import Path
 
 import dotenv
+import nats
+import nats.errors
+import pytest
 
 from fleet.embedded import free_port
 from services.provisioner.providers import pid_alive
@@ -162,3 +165,16 @@ def test_ctrl_c_stops_everything_and_state_survives_a_restart(tmp_path: Path) ->
         assert (hello.returncode, hello.stdout) == (0, "back\n"), hello.stderr
     finally:
         assert again.stop() == 0
+
+
+async def test_embedded_nats_requires_authentication(fleet_up: FleetUp) -> None:
+    """`fleet up` turns the auth callout on: strangers and wrong tokens are refused."""
+    assert "auth callout" in fleet_up.banner
+    nats_url = next(w for w in fleet_up.banner.split() if w.startswith("nats://"))
+    for creds in ({}, {"user": "m-0000000000000000", "password": "guess"}):
+        with pytest.raises((nats.errors.Error, OSError)):
+            await nats.connect(nats_url, allow_reconnect=False, connect_timeout=3,
+                               max_reconnect_attempts=0, **creds)  # fmt: skip
+    iid = fleet_up.cli("instances", "create", "authed").stdout.strip()
+    created = fleet_up.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
+    assert created.returncode == 0, created.stdout + created.stderr
