@@ -83,6 +83,7 @@ class Consumer:
         self._inflight: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._sub: JetStreamContext.PullSubscription | None = None
 
     def config(self) -> ConsumerConfig:
@@ -119,7 +120,13 @@ class Consumer:
         task, self._loop_task = self._loop_task, None
         if task is None:
             return
-        task.cancel()
+        self._stopping = True
+        # On Python 3.11, asyncio.wait_for (inside nats-py's fetch) can swallow a cancellation
+        # that races with its result (fixed in 3.12): the flag ends the loop regardless, and we
+        # cancel again until the task is really done.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=2.0)
         await asyncio.gather(task, return_exceptions=True)
         if self._inflight:
             log.info("consumer.draining", durable=self._durable, inflight=len(self._inflight))
@@ -140,7 +147,7 @@ class Consumer:
 
     async def _fetch_loop(self) -> None:
         assert self._sub is not None
-        while True:
+        while not self._stopping:
             free = self._concurrency - len(self._inflight)
             if free <= 0:
                 self._slot_free.clear()

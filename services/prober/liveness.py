@@ -46,6 +46,7 @@ class HeartbeatMonitor:
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = 0.0
+        self._stopping = False
 
     async def __aenter__(self) -> HeartbeatMonitor:
         self._started = time.monotonic()
@@ -59,9 +60,10 @@ class HeartbeatMonitor:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        self._stopping = True
+        while task is not None and not task.done():  # see Consumer.stop: cancel may be lost
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait({task}, timeout=2.0)
         sub, self._sub = self._sub, None
         if sub is not None:
             await sub.unsubscribe()
@@ -73,7 +75,7 @@ class HeartbeatMonitor:
             self._beats[machine_id] = time.time()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.tick_s)
             try:
                 await self.flush()
