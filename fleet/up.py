@@ -123,8 +123,7 @@ def _wait_healthy(url: str, procs: list[ServiceProcess], timeout_s: float = 60.0
 
 def up(opts: UpOptions) -> int:
     data_dir = opts.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "logs").mkdir(exist_ok=True)
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     stopping = False
 
     def on_signal(signum: int, _: object) -> None:
@@ -133,29 +132,9 @@ def up(opts: UpOptions) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with ExitStack() as stack:
-        nats_url, redis_url = opts.nats_url, opts.redis_url
-        auth: NatsAuth | None = None
-        seed = ""
-        if nats_url is None:  # embedded: machines authenticate through the callout
-            auth, seed = NatsAuth.load_or_create(data_dir / "nats-auth.json")
-            nats = stack.enter_context(NatsServer(data_dir / "nats", auth=auth))
-            nats_url = nats.url  # type: ignore[attr-defined]
-        if redis_url is None:
-            redis_url = stack.enter_context(ValkeyServer(data_dir / "redis")).url  # type: ignore[attr-defined]
+    with ExitStack() as stack:  # unwinds in reverse: services, machines, then the servers
+        settings, auth, seed = _servers(stack, opts, data_dir)
         stack.callback(_stop_machines, data_dir)
-        # Every other FLEET_* variable in the environment is honoured; flags win.
-        settings = msgspec.structs.replace(
-            Settings.from_env(),
-            nats_url=nats_url,
-            redis_url=redis_url,
-            data_dir=str(data_dir),
-            env=opts.env,
-            host=opts.host,
-            port=opts.port,
-            secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
-            admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
-        )
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
         procs = [
@@ -177,6 +156,33 @@ def up(opts: UpOptions) -> int:
         print("fleet up: stopping ...", flush=True)
     print("fleet up: stopped", flush=True)
     return 0
+
+
+def _servers(
+    stack: ExitStack, opts: UpOptions, data_dir: Path
+) -> tuple[Settings, NatsAuth | None, str]:
+    """Start what is embedded (NATS with auth, valkey) and settle the services' settings."""
+    nats_url, redis_url = opts.nats_url, opts.redis_url
+    auth: NatsAuth | None = None
+    seed = ""
+    if nats_url is None:  # embedded: machines authenticate through the callout
+        auth, seed = NatsAuth.load_or_create(data_dir / "nats-auth.json")
+        nats_url = stack.enter_context(NatsServer(data_dir / "nats", auth=auth)).url  # type: ignore[attr-defined]
+    if redis_url is None:
+        redis_url = stack.enter_context(ValkeyServer(data_dir / "redis")).url  # type: ignore[attr-defined]
+    # Every other FLEET_* variable in the environment is honoured; flags win.
+    settings = msgspec.structs.replace(
+        Settings.from_env(),
+        nats_url=nats_url,
+        redis_url=redis_url,
+        data_dir=str(data_dir),
+        env=opts.env,
+        host=opts.host,
+        port=opts.port,
+        secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
+        admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
+    )
+    return settings, auth, seed
 
 
 def service_env(name: str, env: dict[str, str], auth: NatsAuth | None, seed: str) -> dict[str, str]:

@@ -79,6 +79,28 @@ async def _authorize(request: web.Request, store: Store, caller: Caller) -> None
     caller.require((await store.get_machine(machine_id)).instance_id)
 
 
+class _Inbox:
+    """A bounded buffer fed by the subscription: a client that cannot keep up is cut off
+    (``overflow``), never buffered forever."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Msg] = asyncio.Queue(_QUEUE_LIMIT)
+        self.overflow = asyncio.Event()
+
+    async def put(self, msg: Msg) -> None:
+        if self.queue.full():
+            self.overflow.set()
+        else:
+            self.queue.put_nowait(msg)
+
+    def drained(self) -> bool:
+        return self.overflow.is_set() and self.queue.empty()
+
+
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no"}  # fmt: skip
+
+
 async def stream_events(
     request: web.Request, bus: Bus, streams: Streams, store: Store, caller: Caller
 ) -> web.StreamResponse:
@@ -89,42 +111,14 @@ async def stream_events(
         return web.json_response({"error": exc.to_wire()}, status=400)
     except (Forbidden, NotFound) as exc:
         return web.json_response({"error": exc.to_wire()}, status=403)
-    queue: asyncio.Queue[Msg] = asyncio.Queue(_QUEUE_LIMIT)
-    overflow = asyncio.Event()
-
-    async def on_msg(msg: Msg) -> None:
-        if queue.full():  # a client that cannot keep up is cut off, not buffered forever
-            overflow.set()
-        else:
-            queue.put_nowait(msg)
-
-    sub = await bus.js.subscribe(
-        subject,
-        cb=on_msg,
-        ordered_consumer=True,
-        config=config,
-        deliver_policy=config.deliver_policy,
-    )
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
+    inbox = _Inbox()
+    sub = await bus.js.subscribe(subject, cb=inbox.put, ordered_consumer=True, config=config,
+                                 deliver_policy=config.deliver_policy)  # fmt: skip
+    resp = web.StreamResponse(headers=_SSE_HEADERS)
     await resp.prepare(request)
     stop = streams.open()
     try:
-        await resp.write(b": connected\n\n")
-        while not stop.is_set() and not (overflow.is_set() and queue.empty()):
-            msg = await _next(queue, stop)
-            if msg is None:
-                await resp.write(b": keepalive\n\n")
-                continue
-            seq = msg.metadata.sequence.stream
-            await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
-        if overflow.is_set():
-            await resp.write(b"event: overflow\ndata: {}\n\n")
+        await _pump(resp, inbox, stop)
     except ConnectionResetError:
         log.debug("events.client_gone")
     finally:
@@ -132,6 +126,19 @@ async def stream_events(
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
     return resp
+
+
+async def _pump(resp: web.StreamResponse, inbox: _Inbox, stop: asyncio.Event) -> None:
+    await resp.write(b": connected\n\n")
+    while not stop.is_set() and not inbox.drained():
+        msg = await _next(inbox.queue, stop)
+        if msg is None:
+            await resp.write(b": keepalive\n\n")
+            continue
+        seq = msg.metadata.sequence.stream
+        await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
+    if inbox.overflow.is_set():
+        await resp.write(b"event: overflow\ndata: {}\n\n")
 
 
 async def _next(queue: asyncio.Queue[Msg], stop: asyncio.Event) -> Msg | None:
