@@ -99,25 +99,8 @@ class LocalProvider:
 
     @staticmethod
     def _spawn(env: dict[str, str], log_path: Path) -> int:
-        # posix_spawn, not Popen: the daemon must outlive this provisioner (as a cloud machine
-        # would), so nothing here owns it; we only reap it if it exits while we run. The daemon
-        # makes its home its working directory itself.
-        argv = daemon_argv()
-        out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        try:
-            return os.posix_spawn(
-                argv[0],
-                argv,
-                env,
-                setsid=True,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
-                    (os.POSIX_SPAWN_DUP2, 1, 2),
-                ],
-            )
-        except OSError as exc:
-            raise ProviderError(f"cannot start fleet-daemon: {exc}") from None
+        # The daemon makes its home its working directory itself.
+        return spawn_detached(daemon_argv(), env, log_path, "fleet-daemon")
 
     async def stop(self, machine_id: str) -> None:
         await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
@@ -134,6 +117,26 @@ class LocalProvider:
                 code = os.waitstatus_to_exitcode(status)
                 log.info("provider.local_exited", machine_id=mid, pid=pid, code=code)
                 del self._children[mid]
+
+
+def spawn_detached(argv: list[str], env: dict[str, str], log_path: Path, what: str) -> int:
+    """Start a process in its own session, output appended to ``log_path``; its pid.
+
+    posix_spawn, not Popen: a machine's process must outlive the provisioner that started it
+    (as a cloud machine would), so nothing here owns it; we only reap it if it exits first.
+    """
+    out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    try:
+        return os.posix_spawn(
+            argv[0], argv, env, setsid=True,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+        )  # fmt: skip
+    except OSError as exc:
+        raise ProviderError(f"cannot start {what}: {exc}") from None
 
 
 def _write_pid(machine_dir: Path, pid: int) -> None:

@@ -27,7 +27,7 @@ import msgspec
 import structlog
 
 from contracts.errors import ProviderError
-from services.provisioner.providers import _INHERITED, pid_alive
+from services.provisioner.providers import _INHERITED, pid_alive, spawn_detached
 
 log = structlog.get_logger(__name__)
 
@@ -287,22 +287,8 @@ def host_argv(nats_url: str) -> list[str]:
 
 
 def _spawn_host(argv: list[str], env: dict[str, str], log_path: Path) -> int:
-    # posix_spawn, not Popen: like a local daemon, the host outlives this provisioner.
-    out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    try:
-        return os.posix_spawn(
-            argv[0],
-            argv,
-            env,
-            setsid=True,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-            ],
-        )
-    except OSError as exc:
-        raise ProviderError(f"cannot start a swarm host: {exc}") from None
+    # Like a local daemon, the host outlives this provisioner.
+    return spawn_detached(argv, env, log_path, "a swarm host")
 
 
 def _index(name: str) -> int:
