@@ -46,11 +46,9 @@ class Provider(Protocol):
 
     async def start(self, machine_id: str, token: str) -> str:
         """Start the machine (idempotent) and return its external id."""
-        ...
 
     async def stop(self, machine_id: str) -> None:
         """Stop the machine for good (idempotent)."""
-        ...
 
 
 def daemon_argv() -> list[str]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import msgspec
 import pytest
@@ -14,32 +15,37 @@ from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store
 from services.prober.__main__ import build as prober
-from tests.waiters import subscribed
+from tests.waiters import Inbox, subscribed
 
 
-async def booting_machine(store: Store) -> str:
+@asynccontextmanager
+async def watched_machine(
+    settings: Settings, store: Store, bus: Bus
+) -> AsyncIterator[tuple[str, Inbox]]:
+    """A booting machine whose `provisioned` event the prober (boot timeout 1 s) has received,
+    and an inbox of its `machine.failed` events."""
     inst = await store.create_instance("watchdog")
     m = await store.create_machine(inst.id, "local")
     await store.transition(m.id, S.PROVISIONING, "starting")
     await store.transition(m.id, S.BOOTING, "waiting", externalId="local:999999")
-    return m.id
+    quick = msgspec.structs.replace(settings, boot_timeout_s=1.0)
+    async with AsyncExitStack() as es, subscribed(bus.nc, f"machine.failed.{m.id}") as failed:
+        await prober(quick, es)
+        await bus.publish(
+            MachineProvisioned(
+                event_id=new_event_id(),
+                machine_id=m.id,
+                provider="local",
+                external_id="local:999999",
+            )
+        )
+        yield m.id, failed
 
 
 async def test_silent_daemon_fails_the_machine_at_boot(
     settings: Settings, store: Store, bus: Bus
 ) -> None:
-    quick = msgspec.structs.replace(settings, boot_timeout_s=1.0)
-    mid = await booting_machine(store)
-    async with AsyncExitStack() as es, subscribed(bus.nc, f"machine.failed.{mid}") as failed:
-        await prober(quick, es)
-        await bus.publish(
-            MachineProvisioned(
-                event_id=new_event_id(),
-                machine_id=mid,
-                provider="local",
-                external_id="local:999999",
-            )
-        )
+    async with watched_machine(settings, store, bus) as (mid, failed):
         event = await failed.next_event(timeout=15)
     assert isinstance(event, MachineFailed)
     assert event.stage == "boot"
@@ -51,18 +57,7 @@ async def test_silent_daemon_fails_the_machine_at_boot(
 async def test_a_machine_that_booted_is_left_alone(
     settings: Settings, store: Store, bus: Bus
 ) -> None:
-    quick = msgspec.structs.replace(settings, boot_timeout_s=1.0)
-    mid = await booting_machine(store)
-    async with AsyncExitStack() as es, subscribed(bus.nc, f"machine.failed.{mid}") as failed:
-        await prober(quick, es)
-        await bus.publish(
-            MachineProvisioned(
-                event_id=new_event_id(),
-                machine_id=mid,
-                provider="local",
-                external_id="local:999999",
-            )
-        )
+    async with watched_machine(settings, store, bus) as (mid, failed):
         await store.transition(mid, S.SETTING_UP, "the daemon reported ready")
         # Well past the 1 s boot timeout (the watchdog has looked again): nothing failed.
         with pytest.raises(TimeoutError):

@@ -52,7 +52,7 @@ def request_claims(**over: Any) -> dict[str, Any]:
         "version": 2,
     }
     nats.update(over.pop("nats", {}))
-    return {"sub": "AXXX", "aud": J.REQUEST_AUDIENCE, "nats": nats, **over}
+    return {"sub": "AFAKEACCOUNTKEY", "aud": J.REQUEST_AUDIENCE, "nats": nats, **over}
 
 
 @pytest.fixture
