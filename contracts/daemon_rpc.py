@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
-from contracts.errors import DaemonTimeout, DaemonUnavailable, InvalidParams, ToolError
+from contracts.errors import (
+    Conflict,
+    DaemonTimeout,
+    DaemonUnavailable,
+    InvalidParams,
+    NotFound,
+    NotSupported,
+    ToolError,
+)
 from contracts.jsonrpc import MethodSpec, NoParams, Params, Result
 from contracts.validation import check_env_name
 
@@ -60,7 +68,85 @@ class HealthResult(Result, kw_only=True):
     uptime_s: float
 
 
+#: ``never``: run once. ``on-env-change``: restarted when a new ``~/.fleet/.env`` lands.
+#: ``always``: restarted whenever it exits, with backoff.
+RestartPolicy = Literal["never", "on-env-change", "always"]
+Tag = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+ProcessState = Literal["running", "exited", "lost"]
+
+
+class ProcessStartParams(Params, kw_only=True):
+    #: argv, as for tool.execCommand: never run through a shell.
+    command: Annotated[list[str], msgspec.Meta(min_length=1)]
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    #: A name to find the process by; unique among the machine's live processes.
+    tag: Tag | None = None
+    restart: RestartPolicy = "never"
+
+    def __post_init__(self) -> None:
+        if not self.command[0]:
+            raise ValueError("field `command` must start with a program name")
+        for name in self.env or {}:
+            check_env_name(name, "env")
+
+
+class ProcessRef(Params, kw_only=True):
+    """Exactly one of ``pid`` and ``tag``."""
+
+    pid: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    tag: Tag | None = None
+
+    def __post_init__(self) -> None:
+        if (self.pid is None) == (self.tag is None):
+            raise ValueError("give exactly one of `pid` and `tag`")
+
+
+class ProcessLogsParams(ProcessRef, kw_only=True):
+    #: How many of the last lines to return.
+    tail: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+
+
+class ProcessInfo(Result, kw_only=True):
+    pid: int
+    tag: str | None
+    command: list[str]
+    cwd: str
+    restart: RestartPolicy
+    #: ``lost``: a process the daemon re-adopted after a restart and can no longer see.
+    state: ProcessState
+    exit_code: int | None = None
+    #: How many times the daemon has restarted it (policy ``always`` or ``on-env-change``).
+    restarts: int = 0
+    started_at: float
+    #: Where its stdout and stderr go (one file, appended), relative to the home.
+    log_path: str
+
+
+class ProcessList(Result, kw_only=True):
+    processes: list[ProcessInfo]
+
+
+class ProcessLogs(Result, kw_only=True):
+    pid: int
+    tag: str | None
+    lines: list[str]
+
+
+class SelfUpdateParams(Params, kw_only=True):
+    #: The git SHA (or ref) of the code to run; it must already be installed on the machine.
+    target_ref: Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z._/-]{1,200}$")]
+
+
+class SelfUpdateResult(Result, kw_only=True):
+    #: True: the daemon restarts in place after this answer, with the new code.
+    restarting: bool
+    from_git_sha: str | None
+    to_git_sha: str | None
+
+
 _UNREACHABLE = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError)
+_PROCESS = (*_UNREACHABLE, NotFound, Conflict)
 
 WRITE_FILE = MethodSpec(
     "tool.writeFile",
@@ -85,4 +171,42 @@ GET_VERSION = MethodSpec(
 )
 HEALTH = MethodSpec("daemon.health", NoParams, HealthResult, "Liveness and uptime.", _UNREACHABLE)
 
-DAEMON_METHODS: tuple[MethodSpec, ...] = (WRITE_FILE, EXEC_COMMAND, GET_VERSION, HEALTH)
+PROCESS_START = MethodSpec(
+    "process.start",
+    ProcessStartParams,
+    ProcessInfo,
+    "Start a background process; its pid is kept in the daemon's state file.",
+    _PROCESS,
+)
+PROCESS_LIST = MethodSpec(
+    "process.list", NoParams, ProcessList, "The background processes.", _UNREACHABLE
+)
+PROCESS_KILL = MethodSpec(
+    "process.kill",
+    ProcessRef,
+    ProcessInfo,
+    "Stop a background process (its whole process group): SIGTERM, then SIGKILL.",
+    _PROCESS,
+)
+PROCESS_LOGS = MethodSpec(
+    "process.logs", ProcessLogsParams, ProcessLogs, "The last lines of its output.", _PROCESS
+)
+SELF_UPDATE = MethodSpec(
+    "daemon.selfUpdate",
+    SelfUpdateParams,
+    SelfUpdateResult,
+    "Restart in place running the installed code at targetRef, keeping tracked processes.",
+    (*_UNREACHABLE, NotFound, NotSupported),
+)
+
+DAEMON_METHODS: tuple[MethodSpec, ...] = (
+    WRITE_FILE,
+    EXEC_COMMAND,
+    GET_VERSION,
+    HEALTH,
+    PROCESS_START,
+    PROCESS_LIST,
+    PROCESS_KILL,
+    PROCESS_LOGS,
+    SELF_UPDATE,
+)

@@ -10,6 +10,13 @@ from contracts import validation
 from contracts.daemon_rpc import (
     ExecCommandParams,
     ExecCommandResult,
+    ProcessInfo,
+    ProcessList,
+    ProcessLogs,
+    ProcessLogsParams,
+    ProcessRef,
+    ProcessStartParams,
+    SelfUpdateResult,
     WriteFileParams,
     WriteFileResult,
 )
@@ -20,10 +27,13 @@ from contracts.errors import (
     Forbidden,
     InvalidParams,
     NotFound,
+    NotSupported,
+    ProviderError,
     ToolError,
 )
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
 from contracts.jsonrpc import MethodSpec, NoParams, Params, Result
+from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
 
 InstanceId = Annotated[
@@ -159,6 +169,56 @@ class MachineWriteFileParams(WriteFileParams, kw_only=True):
     machine_id: MachineId
 
 
+class MachineProcessStartParams(ProcessStartParams, kw_only=True):
+    machine_id: MachineId
+
+
+class MachineProcessRef(ProcessRef, kw_only=True):
+    machine_id: MachineId
+
+
+class MachineProcessLogsParams(ProcessLogsParams, kw_only=True):
+    machine_id: MachineId
+
+
+class RefreshEnvParams(Params, kw_only=True):
+    #: Omitted: every running machine of every instance the caller may touch.
+    instance_id: InstanceId | None = None
+
+
+class RefreshFailure(Result, kw_only=True):
+    machine_id: str
+    code: int
+    message: str
+
+
+class RefreshEnvResult(Result, kw_only=True):
+    #: Running machines the new .env (and cron table) was sent to.
+    machines: int
+    #: Of those, how many daemons confirmed the write.
+    written: int
+    failed: list[RefreshFailure]
+
+
+class RefreshCodeResult(SelfUpdateResult, kw_only=True):
+    machine_id: str
+    #: What the provider did to put the code on the machine.
+    message: str
+
+
+class SetCronParams(Params, kw_only=True):
+    instance_id: InstanceId
+    #: The whole table: it replaces the previous one. Pushed at setup and by refreshEnv.
+    jobs: Annotated[list[CronJob], msgspec.Meta(max_length=256)]
+
+    def __post_init__(self) -> None:
+        validation.check_cron_jobs(self.jobs)
+
+
+class CronList(Result, kw_only=True):
+    jobs: list[CronJob]
+
+
 _NF = (NotFound, Forbidden)
 _DAEMON = (
     NotFound,
@@ -199,6 +259,52 @@ GATEWAY_METHODS: tuple[MethodSpec, ...] = (
     ),
     _m("machines.exec", MachineExecParams, ExecCommandResult, "Run argv on a machine.", *_DAEMON),
     _m("machines.writeFile", MachineWriteFileParams, WriteFileResult, "Write a file.", *_DAEMON),
+    _m(
+        "machines.refreshEnv",
+        RefreshEnvParams,
+        RefreshEnvResult,
+        "Rebuild the .env and cron table and push them to every running machine.",
+        *_NF,
+    ),
+    _m(
+        "machines.refreshCode",
+        MachineRef,
+        RefreshCodeResult,
+        "Put the platform's code on the machine and restart its daemon with it.",
+        *_DAEMON,
+        NotSupported,
+        ProviderError,
+    ),
+    _m(
+        "machines.process.start",
+        MachineProcessStartParams,
+        ProcessInfo,
+        "Start a background process on a machine.",
+        *_DAEMON,
+    ),
+    _m(
+        "machines.process.list",
+        MachineRef,
+        ProcessList,
+        "A machine's background processes.",
+        *_DAEMON,
+    ),
+    _m(
+        "machines.process.kill",
+        MachineProcessRef,
+        ProcessInfo,
+        "Stop a background process.",
+        *_DAEMON,
+    ),
+    _m(
+        "machines.process.logs",
+        MachineProcessLogsParams,
+        ProcessLogs,
+        "The last lines of a background process's output.",
+        *_DAEMON,
+    ),
+    _m("cron.set", SetCronParams, CronList, "Replace an instance's cron table.", *_NF),
+    _m("cron.list", InstanceRef, CronList, "An instance's cron table.", *_NF),
     _m("tokens.create", CreateTokenParams, CreatedToken, "Create an access token.", *_NF),
     _m("tokens.list", NoParams, TokenList, "Access tokens the caller may see.", *_NF),
     _m("tokens.revoke", TokenRef, Revoked, "Revoke an access token.", *_NF),

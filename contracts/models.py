@@ -35,6 +35,9 @@ class Machine(Model, kw_only=True):
     status_reason: str
     daemon_version: str | None = None
     daemon_git_sha: str | None = None
+    #: The daemon runs other code than the platform's (compare daemonGitSha with the
+    #: platform's SHA); machines.refreshCode brings it up to date.
+    update_available: bool = False
     created_at: datetime
     updated_at: datetime
 

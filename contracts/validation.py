@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from contracts.cron import parse_schedule
+
+if TYPE_CHECKING:
+    from contracts.machine_files import CronJob
 
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
@@ -64,3 +71,16 @@ def check_checkout_path(path: str, field: str = "path") -> None:
         raise ValueError(f"field `{field}` must be a normalized path inside the home: {path!r}")
     if norm.split("/", 1)[0] in RESERVED_DIRS:
         raise ValueError(f"field `{field}`: {norm.split('/', 1)[0]}/ is reserved for fleetd")
+
+
+def check_cron_jobs(jobs: Sequence[CronJob], field: str = "jobs") -> None:
+    """Every schedule parses and no two jobs share a name (runs are recorded by name)."""
+    seen: set[str] = set()
+    for i, job in enumerate(jobs):
+        try:
+            parse_schedule(job.schedule)
+        except ValueError as exc:
+            raise ValueError(f"field `{field}[{i}].schedule`: {exc}") from None
+        if job.name in seen:
+            raise ValueError(f"field `{field}[{i}].name`: {job.name!r} is used twice")
+        seen.add(job.name)

@@ -1,0 +1,46 @@
+"""Where things live in a machine's home, and the formats of the files the platform pushes.
+
+Both sides use these: the setup pusher writes the files, the daemon reads and watches them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+#: The machine's configuration, relative to its home.
+FLEET_DIR = ".fleet"
+ENV_FILE = ".fleet/.env"
+CRON_FILE = ".fleet/cron.json"
+CA_FILE = ".fleet/ca.pem"
+ASKPASS_FILE = ".fleet/git-askpass"
+#: The daemon's own files.
+STATE_FILE = ".fleet/daemon.state.json"
+LOCK_FILE = ".fleet/daemon.lock"
+CONTROL_SECRET_FILE = ".fleet/daemon.secret"  # noqa: S105 - a path, not a secret
+LOG_DIR = ".fleet/logs"
+#: Installed daemon code: one directory per git SHA, and ``current`` naming the one to run.
+CODE_DIR = ".fleet/code"
+CODE_CURRENT = ".fleet/code/current"
+#: Written into an installed code directory: the SHA the directory holds.
+CODE_SHA_FILE = ".fleet-git-sha"
+
+CronName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+#: Five fields, as in crontab(5): minute hour day-of-month month day-of-week.
+CronSchedule = Annotated[str, msgspec.Meta(min_length=9, max_length=200)]
+
+
+class CronJob(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
+    name: CronName
+    schedule: CronSchedule
+    #: argv: never run through a shell.
+    command: Annotated[list[str], msgspec.Meta(min_length=1, max_length=256)]
+    cwd: str | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 3600.0
+
+
+class CronTable(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
+    """The contents of ``~/.fleet/cron.json``."""
+
+    jobs: list[CronJob] = msgspec.field(default_factory=list)
