@@ -1,0 +1,51 @@
+"""Facts about processes from /proc: is this pid still the process we started?"""
+
+from __future__ import annotations
+
+import os
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or
+    None when there is no such process. A pid reused by another process has another value."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may itself contain ") ".
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def is_alive(pid: int, ticks: int | None) -> bool:
+    """The pid is running (not a zombie) and, when ``ticks`` is given, is the same process."""
+    if state(pid) in (None, "Z", "X"):
+        return False
+    return ticks is None or start_ticks(pid) == ticks
+
+
+def state(pid: int) -> str | None:
+    """The one-letter state (R, S, D, T, Z, ...) or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rindex(b")") + 2 :].split()[0].decode()
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
