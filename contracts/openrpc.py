@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from contracts.errors import ERRORS
 from contracts.jsonrpc import MethodSpec
 
 OPENRPC_VERSION = "1.3.2"
@@ -26,7 +27,9 @@ def openrpc_document(
         "methods": [
             _method(m, components, schemas[i], schemas[n + i]) for i, m in enumerate(methods)
         ],
-        "components": {"schemas": components},
+        # Every code a caller may meet, including the protocol errors any method can answer
+        # (-32700 .. -32603, 1001 for a bad token), which the methods do not repeat.
+        "components": {"schemas": components, "errors": _error_catalog()},
     }
     if server_url:
         doc["servers"] = [{"name": "gateway", "url": server_url}]
@@ -52,3 +55,7 @@ def _method(
         "result": {"name": "result", "schema": result_schema},
         "errors": [{"code": e.code, "message": e.__name__} for e in spec.errors],
     }
+
+
+def _error_catalog() -> dict[str, dict[str, Any]]:
+    return {cls.__name__: {"code": cls.code, "message": cls.__name__} for cls in ERRORS.values()}

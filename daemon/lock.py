@@ -1,7 +1,10 @@
-"""One daemon per machine home: an exclusive flock on ~/.fleet/daemon.lock, holding the pid.
+"""One daemon per machine home: ``~/.fleet/daemon.lock``, created with O_EXCL, holding the
+holder's pid and /proc start time.
 
-flock, not a bare O_EXCL file: the kernel releases it the moment its holder dies, so a crashed
-daemon never leaves a stale lock behind, and two daemons started at once cannot both win.
+O_EXCL makes creating the file the atomic "I hold it" step. A daemon killed with SIGKILL
+cannot remove its file, so a file whose pid is gone (or reused by another process: the start
+time differs) is taken over. Taking over is check-then-replace, so it runs under a short flock
+on ``daemon.lock.guard``: two daemons racing for a stale lock cannot both win.
 """
 
 from __future__ import annotations
@@ -9,48 +12,108 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import structlog
+
+from contracts.machine_files import LOCK_FILE
+from daemon import procinfo
+
+log = structlog.get_logger(__name__)
 
 
 class AlreadyRunning(Exception):
     def __init__(self, path: Path, pid: int | None) -> None:
-        super().__init__(f"another fleet-daemon (pid {pid or '?'}) holds {path}")
+        super().__init__(
+            f"another fleet-daemon (pid {pid or '?'}) holds {path}; "
+            f"stop it first (fleet-daemon stop) or run `fleet-daemon status`"
+        )
         self.pid = pid
 
 
 def lock_path(home: Path) -> Path:
-    return home / ".fleet" / "daemon.lock"
+    return home / LOCK_FILE
+
+
+def read_lock(path: Path) -> tuple[int | None, int | None]:
+    """(pid, start ticks) written in a lock file; (None, None) if unreadable."""
+    try:
+        fields = path.read_text().split()
+        return int(fields[0]), (int(fields[1]) if len(fields) > 1 else None)
+    except (OSError, ValueError, IndexError):
+        return None, None
 
 
 def holder_pid(home: Path) -> int | None:
-    """The pid written in the lock file (check it is alive before trusting it)."""
-    try:
-        return int(lock_path(home).read_text().strip() or "0") or None
-    except (OSError, ValueError):
-        return None
+    """The pid of the live daemon holding the lock of ``home``, if any."""
+    pid, ticks = read_lock(lock_path(home))
+    return pid if pid is not None and procinfo.is_alive(pid, ticks) else None
 
 
 class DaemonLock:
     def __init__(self, home: Path) -> None:
         self.path = lock_path(home)
-        self._fd: int | None = None
+        self._held = False
 
-    def acquire(self) -> None:
+    def acquire(self, *, handover_from: int | None = None, wait_s: float = 15.0) -> None:
+        """Take the lock, or raise AlreadyRunning. ``handover_from``: the pid of a daemon that
+        is handing over to us; wait (up to ``wait_s``) for it to let go instead of refusing."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._try_acquire()
+                return
+            except AlreadyRunning as exc:
+                if exc.pid is None or exc.pid != handover_from or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
+    def _try_acquire(self) -> None:
+        me = os.getpid()
+        with self._guard():
+            for _ in range(3):
+                try:
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    pid, ticks = read_lock(self.path)
+                    if pid == me:  # we re-executed ourselves in place (daemon.selfUpdate)
+                        break
+                    if pid is not None and procinfo.is_alive(pid, ticks):
+                        raise AlreadyRunning(self.path, pid) from None
+                    log.warning("daemon.stale_lock_taken_over", path=str(self.path), pid=pid)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path)
+                    continue
+                with os.fdopen(fd, "w") as f:
+                    f.write(f"{me} {procinfo.start_ticks(me)}\n")
+                break
+            else:
+                raise AlreadyRunning(self.path, None)
+        self._held = True
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        fd = os.open(self.path.with_name(self.path.name + ".guard"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(self.path, holder_pid(self.path.parent.parent)) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
 
     def release(self) -> None:
-        """Idempotent. The file stays (it only means something while locked)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        """Idempotent; removes the file only if it is still ours."""
+        if not self._held:
+            return
+        self._held = False
+        with self._guard():
+            pid, _ = read_lock(self.path)
+            if pid == os.getpid():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+
+    def keep_for_exec(self) -> None:
+        """We are about to exec ourselves: the same pid keeps the lock across the exec."""
+        self._held = False

@@ -59,6 +59,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # boot
     #: How long a provisioned machine's daemon has to report ready before the machine fails.
     boot_timeout_s: float = 120.0
+    # versions
+    #: The git SHA the platform runs (deployments set it); empty: the code repo's HEAD.
+    git_sha: str = ""
+    #: The git repository machines get their daemon code from on machines.refreshCode;
+    #: empty: the checkout fleetd runs from.
+    code_repo: str = ""
     # auth callout
     #: Account nkey seed ("SA...") with which the auth callout signs its answers and the
     #: machines' user JWTs; its public key is the server's ``auth_callout.issuer``.

@@ -20,6 +20,7 @@ import structlog
 
 from contracts import ids
 from contracts.errors import NotFound
+from contracts.machine_files import CronJob
 from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo
 from contracts.status import ADVANCE_FROM, MachineStatus
 
@@ -71,6 +72,10 @@ def k_repos(instance_id: str) -> str:
 
 def k_repo_secrets(instance_id: str) -> str:
     return f"{P}repo-secrets:{instance_id}"
+
+
+def k_cron(instance_id: str) -> str:
+    return f"{P}instance:{instance_id}:cron"
 
 
 def k_machine(machine_id: str) -> str:
@@ -195,6 +200,14 @@ class Store:
     async def list_repos(self, instance_id: str) -> list[Repo]:
         h = await self.redis.hgetall(k_repos(instance_id))
         return [msgspec.json.decode(h[p], type=Repo) for p in sorted(h)]
+
+    # --- cron --------------------------------------------------------------------------------
+    async def set_cron(self, instance_id: str, jobs: list[CronJob]) -> None:
+        await self.redis.set(k_cron(instance_id), msgspec.json.encode(jobs))
+
+    async def get_cron(self, instance_id: str) -> list[CronJob]:
+        raw = await self.redis.get(k_cron(instance_id))
+        return msgspec.json.decode(raw, type=list[CronJob]) if raw else []
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, ttl_s: float = 60.0) -> AsyncIterator[bool]:

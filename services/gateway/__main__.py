@@ -12,6 +12,8 @@ from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
 from services.gateway.http import HttpServer, caller_resolver, make_app
+from services.provisioner.code import code_repo, platform_sha
+from services.provisioner.providers import code_installers
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
@@ -20,7 +22,16 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store, bus = await connect(settings, stack, "gateway")
     keys = MachineKeys(store, SecretBox(settings.secret_key))
     daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s)
-    api = GatewayApi(store=store, bus=bus, daemons=daemons, box=SecretBox(settings.secret_key))
+    repo = code_repo(settings.code_repo)
+    api = GatewayApi(
+        store=store,
+        bus=bus,
+        daemons=daemons,
+        box=SecretBox(settings.secret_key),
+        settings=settings,
+        installers=code_installers(settings, repo),
+        platform_sha=platform_sha(settings.git_sha, repo),
+    )
     app = make_app(
         dispatcher=api.dispatcher(),
         store=store,

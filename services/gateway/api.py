@@ -45,8 +45,11 @@ from daemon.version import package_version
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient
+from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
+from services.gateway.ops import MachineOps
+from services.provisioner.providers import CodeInstaller
 
 log = structlog.get_logger(__name__)
 
@@ -69,21 +72,51 @@ class Caller(msgspec.Struct, frozen=True):
 
 
 class GatewayApi:
-    def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        bus: Bus,
+        daemons: DaemonClient,
+        box: SecretBox,
+        settings: Settings | None = None,
+        installers: dict[str, CodeInstaller] | None = None,
+        platform_sha: str | None = None,
+    ) -> None:
         self.store = store
         self.box = box
         self.bus = bus
         self.daemons = daemons
         self.tokens = TokenStore(store)
+        self.platform_sha = platform_sha
+        self.ops = MachineOps(
+            store=store,
+            daemons=daemons,
+            settings=settings or Settings(),
+            installers=installers or {},
+            platform_sha=platform_sha,
+            live_machine=self._live_machine,
+        )
         self._openrpc = openrpc_document(
             GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
 
     def dispatcher(self) -> Dispatcher[Caller]:
-        handlers: dict[str, Handler[Caller]] = {
-            spec.name: getattr(self, spec.name.replace(".", "_")) for spec in GATEWAY_METHODS
-        }
+        handlers: dict[str, Handler[Caller]] = {}
+        for spec in GATEWAY_METHODS:
+            attr = spec.name.replace(".", "_")
+            handlers[spec.name] = getattr(self, attr, None) or getattr(self.ops, attr)
         return Dispatcher(GATEWAY_METHODS, handlers)
+
+    def _versioned(self, machine: Machine) -> Machine:
+        """``updateAvailable``: the daemon reported a SHA, and it is not the platform's."""
+        machine.update_available = bool(
+            self.platform_sha
+            and machine.daemon_git_sha
+            and machine.daemon_git_sha != self.platform_sha
+            and machine.status not in TERMINAL
+        )
+        return machine
 
     # --- instances --------------------------------------------------------------------------
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
@@ -177,13 +210,14 @@ class GatewayApi:
     async def _machine(self, c: Caller, machine_id: str) -> Machine:
         machine = await self.store.get_machine(machine_id)
         c.require(machine.instance_id)
-        return machine
+        return self._versioned(machine)
 
     async def machines_list(self, p: ListMachinesParams, c: Caller) -> MachineList:
         instance_id = p.instance_id if p.instance_id is not None or c.admin else c.instance_id
         if instance_id is not None:
             await self._instance_exists(c, instance_id)
-        return MachineList(machines=await self.store.list_machines(instance_id))
+        machines = await self.store.list_machines(instance_id)
+        return MachineList(machines=[self._versioned(m) for m in machines])
 
     async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:
         await self._machine(c, p.machine_id)

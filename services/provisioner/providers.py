@@ -22,6 +22,9 @@ import structlog
 
 from contracts.errors import ProviderError
 from daemon.lock import holder_pid
+from daemon.version import SOURCE_ROOT
+from services.common.settings import Settings
+from services.provisioner.code import install_code
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +42,13 @@ _INHERITED = (
     "FLEET_EXEC_OUTPUT_CAP",
     "FLEET_HEARTBEAT_S",
 )
+
+
+class CodeInstaller(Protocol):
+    async def install_code(self, machine_id: str, target_ref: str) -> str:
+        """Put the platform's code at ``target_ref`` on the machine, ready for the daemon's
+        selfUpdate; returns what was done. Raises NotSupported (with the reason) if this
+        provider cannot."""
 
 
 class Provider(Protocol):
@@ -62,11 +72,26 @@ def daemon_argv() -> list[str]:
 class LocalProvider:
     name = "local"
 
-    def __init__(self, *, data_dir: Path, nats_url: str, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        nats_url: str,
+        environ: Mapping[str, str],
+        code_repo: Path | None = None,
+    ) -> None:
         self._root = data_dir.resolve() / "machines"
         self._nats_url = nats_url
         self._environ = environ
         self._children: dict[str, int] = {}
+        self._code_repo = code_repo or SOURCE_ROOT
+
+    async def install_code(self, machine_id: str, target_ref: str) -> str:
+        """The machine's home is on this host: install the commit there directly."""
+        sha, new = await asyncio.to_thread(
+            install_code, self._code_repo, target_ref, self.home(machine_id)
+        )
+        return f"{'installed' if new else 'already had'} code {sha[:12]} in ~/.fleet/code"
 
     def machine_dir(self, machine_id: str) -> Path:
         return self._root / machine_id
@@ -205,3 +230,14 @@ def stop_all_local(data_dir: Path) -> int:
 
 def remove_machine_dir(data_dir: Path, machine_id: str) -> None:
     shutil.rmtree(data_dir.resolve() / "machines" / machine_id, ignore_errors=True)
+
+
+def code_installers(settings: Settings, repo: Path) -> dict[str, CodeInstaller]:
+    """Each provider's way of putting code on its machines (machines.refreshCode)."""
+    from services.provisioner.swarm import SwarmProvider  # swarm imports this module
+
+    local = LocalProvider(
+        data_dir=settings.data_path, nats_url=settings.nats_url, environ={}, code_repo=repo
+    )
+    swarm = SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ={})
+    return {local.name: local, swarm.name: swarm}

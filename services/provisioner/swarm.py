@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from contracts.errors import ProviderError
+from contracts.errors import NotSupported, ProviderError
 from services.provisioner.providers import _INHERITED, pid_alive, spawn_detached
 
 log = structlog.get_logger(__name__)
@@ -111,6 +111,12 @@ async def request(sock: Path, host: str, payload: dict[str, Any], timeout_s: flo
 
 class SwarmProvider:
     name = "swarm"
+
+    async def install_code(self, machine_id: str, target_ref: str) -> str:
+        raise NotSupported(
+            "swarm machines share one load-test process per host, so one machine's code "
+            "cannot be refreshed on its own; rebuild the machine instead"
+        )
 
     def __init__(
         self,

@@ -12,20 +12,19 @@ import structlog
 from contracts.daemon_rpc import ExecCommandParams
 from contracts.events import DaemonStatusReported, Event, SetupPushed
 from contracts.ids import derived_event_id
+from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import MachineStatus as S
 from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox
 from services.common.daemon_client import MachineClient
+from services.common.machine_config import load_instance_config, push_config
 from services.common.stage import Stage
-from services.setup_pusher.envfile import build_env_file
 
 log = structlog.get_logger(__name__)
 
-ENV_PATH = "~/.fleet/.env"
-CA_PATH = "~/.fleet/ca.pem"
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # never wait for a password nobody will type
-ASKPASS_PATH = "~/.fleet/git-askpass"
+ASKPASS_PATH = "~/" + ASKPASS_FILE
 ASKPASS_SCRIPT = """#!/bin/sh
 # Written by fleetd. Answers git's credential prompts from this git process's environment;
 # no secret is ever written here.
@@ -80,18 +79,10 @@ class SetupPusher(Stage):
         )
 
     async def push_env(self, mc: MachineClient, instance_id: str) -> tuple[str, int]:
-        """Write the CA bundle (if configured) and the .env; returns the .env's path and size."""
-        s = self.settings
-        ca_path = None
-        if s.ca_bundle_path is not None:
-            ca = await mc.write_file(CA_PATH, s.ca_bundle_path.read_text(), 0o644)
-            ca_path = ca.path
-        platform, instance = await self.store.env_maps(instance_id)
-        content = build_env_file(
-            platform, instance, egress_proxy=s.egress_proxy, no_proxy=s.no_proxy, ca_path=ca_path
-        )
-        written = await mc.write_file(ENV_PATH, content, 0o600)
-        return written.path, written.bytes_written
+        """Write the CA bundle (if configured), the .env and the cron table; returns the .env's
+        path and size."""
+        cfg = await load_instance_config(self.store, self.settings, instance_id)
+        return await push_config(mc, cfg, self.settings)
 
     async def _git_env(self, mc: MachineClient, instance_id: str, repo: Repo) -> dict[str, str]:
         """git's environment for this repo: with credentials, an askpass script (holding no

@@ -1,0 +1,306 @@
+"""The AsyncAPI 3.0 document of fleetd's NATS traffic, generated from contracts/.
+
+Channels: every machine event subject (stored in the JetStream stream), the daemons' heartbeats
+(core NATS, never stored) and each daemon's JSON-RPC subject (request/reply, signed headers).
+Payload schemas come from the msgspec structs, so they are camelCase exactly as on the wire.
+
+``python -m contracts.asyncapi`` prints the document; ``--write`` refreshes the committed copy,
+``docs/asyncapi.json``, which a test compares with this generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _pkg_version
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from contracts import events, signing, subjects
+from contracts.daemon_rpc import DAEMON_METHODS
+from contracts.errors import ERRORS
+from contracts.jsonrpc import MethodSpec
+from contracts.subjects import EventKind
+
+ASYNCAPI_VERSION = "3.0.0"
+#: Where the committed document lives, relative to the repository root.
+DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"
+_MID = "{machineId}"
+_REF = "#/components/schemas/{name}"
+
+#: Who publishes each event kind: documentation only, the subjects and payloads are generated.
+PUBLISHERS: dict[EventKind, str] = {
+    EventKind.CREATED: "the gateway (machines.create, machines.rebuild)",
+    EventKind.PROVISIONED: "the provisioner, once the machine is started",
+    EventKind.DAEMON_STATUS_REPORTED: "the machine's daemon, on start (ready) and shutdown",
+    EventKind.SETUP_PUSHED: "the setup_pusher, after writing .env and cloning the repos",
+    EventKind.READY: "the prober, when every readiness check passes",
+    EventKind.FAILED: "whichever stage gave up (provision, boot, setup, probe)",
+    EventKind.ARCHIVED: "the gateway (machines.archive, machines.rebuild)",
+    EventKind.UNRESPONSIVE: "the prober, when a ready machine's heartbeats stop",
+}
+
+_EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
+    EventKind.CREATED: events.MachineCreated,
+    EventKind.PROVISIONED: events.MachineProvisioned,
+    EventKind.DAEMON_STATUS_REPORTED: events.DaemonStatusReported,
+    EventKind.SETUP_PUSHED: events.SetupPushed,
+    EventKind.READY: events.MachineReady,
+    EventKind.FAILED: events.MachineFailed,
+    EventKind.ARCHIVED: events.MachineArchived,
+    EventKind.UNRESPONSIVE: events.MachineUnresponsive,
+}
+
+
+def package_version() -> str:
+    try:
+        return _pkg_version("fleetd")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def asyncapi_document(
+    *, version: str | None = None, methods: Sequence[MethodSpec] = DAEMON_METHODS
+) -> dict[str, Any]:
+    """The whole document; deterministic, so the committed copy can be compared to it."""
+    types: list[Any] = [_EVENT_TYPES[k] for k in EventKind] + [events.Heartbeat]
+    types += [m.params for m in methods] + [m.result for m in methods]
+    _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
+    schemas["JsonRpcError"] = _JSONRPC_ERROR
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    _event_channels(channels, operations, messages)
+    _heartbeat_channel(channels, operations, messages)
+    _daemon_rpc_channels(channels, operations, messages, methods)
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "fleetd NATS subjects",
+            "version": version or package_version(),
+            "description": _INFO,
+        },
+        "defaultContentType": "application/json",
+        "servers": {"nats": _SERVER},
+        "channels": channels,
+        "operations": operations,
+        "components": {
+            "messages": messages,
+            "schemas": schemas,
+            "securitySchemes": {"userPassword": _USER_PASSWORD},
+        },
+    }
+
+
+_INFO = (
+    "Every machine event is an ordinary NATS message on `machine.<type>.<machineId>`, stored in "
+    f"the JetStream stream `{subjects.STREAM_NAME}` (subscribe to `{subjects.ALL_MACHINE_EVENTS}`"
+    " to see them all). Daemons beat on `machine.heartbeat.<machineId>` (core NATS only) and "
+    "serve JSON-RPC 2.0 on `daemon.<machineId>.rpc` by request/reply. Generated from contracts/."
+)
+_SERVER = {
+    "host": "127.0.0.1:4222",
+    "protocol": "nats",
+    "description": "Any NATS server with JetStream (`fleet up` embeds one on a free port and "
+    "prints its URL). Every connection authenticates: services and the monitor with static "
+    "users, machines as user `<machineId>` with their token, through the auth callout.",
+    "security": [{"$ref": "#/components/securitySchemes/userPassword"}],
+}
+_USER_PASSWORD = {
+    "type": "userPassword",
+    "description": "NATS user and password (see docs/monitoring.md for the read-only monitor).",
+}
+_MACHINE_PARAM = {"machineId": {"description": "The machine's id: `m-` and 16 hex digits."}}
+_EVENT_HEADERS = {
+    "type": "object",
+    "properties": {
+        "Nats-Msg-Id": {
+            "type": "string",
+            "description": "The event's eventId: JetStream drops a duplicate publish.",
+        }
+    },
+}
+_JSONRPC_ERROR = {
+    "title": "JsonRpcError",
+    "type": "object",
+    "properties": {
+        "code": {"type": "integer", "enum": sorted(ERRORS)},
+        "message": {"type": "string"},
+        "data": {"type": "object"},
+    },
+    "required": ["code", "message"],
+}
+
+
+def _event_channels(channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any]) -> None:
+    for kind in EventKind:
+        struct = _EVENT_TYPES[kind]
+        name = struct.__name__
+        msgs[name] = {
+            "name": name,
+            "title": f"machine.{kind.value}",
+            "summary": f"Published by {PUBLISHERS[kind]}.",
+            "headers": _EVENT_HEADERS,
+            "payload": {"$ref": _REF.format(name=name)},
+        }
+        channel_id = f"machine.{kind.value}"
+        channels[channel_id] = {
+            "address": subjects.event(kind, _MID),
+            "description": f"Stored in the JetStream stream `{subjects.STREAM_NAME}`.",
+            "parameters": _MACHINE_PARAM,
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+        }
+        ops[f"receive.{channel_id}"] = {
+            "action": "receive",
+            "summary": f"A stage or a monitor reads `{channel_id}` events.",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{name}"}],
+        }
+
+
+def _heartbeat_channel(
+    channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any]
+) -> None:
+    msgs["Heartbeat"] = {
+        "name": "Heartbeat",
+        "summary": "A daemon's periodic \"still here\"; only its absence matters.",
+        "payload": {"$ref": _REF.format(name="Heartbeat")},
+    }
+    channels["machine.heartbeat"] = {
+        "address": subjects.heartbeat(_MID),
+        "description": "Core NATS only: not stored in the stream.",
+        "parameters": _MACHINE_PARAM,
+        "messages": {"Heartbeat": {"$ref": "#/components/messages/Heartbeat"}},
+    }
+    ops["receive.machine.heartbeat"] = {
+        "action": "receive",
+        "summary": "The prober watches heartbeats to mark machines unresponsive.",
+        "channel": {"$ref": "#/channels/machine.heartbeat"},
+        "messages": [{"$ref": "#/channels/machine.heartbeat/messages/Heartbeat"}],
+    }
+
+
+def _daemon_rpc_channels(
+    channels: dict[str, Any],
+    ops: dict[str, Any],
+    msgs: dict[str, Any],
+    methods: Sequence[MethodSpec],
+) -> None:
+    requests: dict[str, Any] = {}
+    replies: dict[str, Any] = {}
+    for spec in methods:
+        base = "".join(part[:1].upper() + part[1:] for part in spec.name.split("."))
+        msgs[f"{base}Request"] = _request_message(spec)
+        msgs[f"{base}Response"] = _response_message(spec)
+        requests[f"{base}Request"] = {"$ref": f"#/components/messages/{base}Request"}
+        replies[f"{base}Response"] = {"$ref": f"#/components/messages/{base}Response"}
+    channels["daemon.rpc"] = {
+        "address": subjects.daemon_rpc(_MID),
+        "description": "The machine's daemon serves JSON-RPC 2.0 here (NATS request/reply). "
+        "Only the platform may publish; each machine may only subscribe to its own.",
+        "parameters": _MACHINE_PARAM,
+        "messages": requests,
+    }
+    channels["daemon.rpc.reply"] = {
+        "address": None,
+        "description": "The requester's reply inbox (the NATS reply subject of the request).",
+        "messages": replies,
+    }
+    ops["send.daemon.rpc"] = {
+        "action": "send",
+        "summary": "The platform calls a daemon method and waits for the answer.",
+        "channel": {"$ref": "#/channels/daemon.rpc"},
+        "messages": [{"$ref": f"#/channels/daemon.rpc/messages/{n}"} for n in requests],
+        "reply": {
+            "address": {"location": "$message.header#/replyTo"},
+            "channel": {"$ref": "#/channels/daemon.rpc.reply"},
+            "messages": [{"$ref": f"#/channels/daemon.rpc.reply/messages/{n}"} for n in replies],
+        },
+    }
+
+
+_SIGNED_HEADERS = {
+    "type": "object",
+    "description": "HMAC-SHA256 signature over the machine id, these headers and the exact body, "
+    "keyed by a key derived from the machine's token (contracts/signing.py).",
+    "properties": {
+        signing.H_ID: {"type": "string", "description": "Unique per request (replay check)."},
+        signing.H_ISSUED: {"type": "string", "description": "Issue time, Unix seconds."},
+        signing.H_TTL: {"type": "string", "description": "Seconds the request stays valid."},
+        signing.H_SIG: {"type": "string", "description": "Hex HMAC-SHA256."},
+    },
+    "required": [signing.H_ID, signing.H_ISSUED, signing.H_TTL, signing.H_SIG],
+}
+
+
+def _request_message(spec: MethodSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "title": f"{spec.name} request",
+        "summary": spec.summary,
+        "headers": _SIGNED_HEADERS,
+        "payload": {
+            "type": "object",
+            "properties": {
+                "jsonrpc": {"const": "2.0"},
+                "id": {"type": ["integer", "string"]},
+                "method": {"const": spec.name},
+                "params": {"$ref": _REF.format(name=spec.params.__name__)},
+            },
+            "required": ["jsonrpc", "id", "method", "params"],
+        },
+    }
+
+
+def _response_message(spec: MethodSpec) -> dict[str, Any]:
+    result = msgspec.json.schema_components([spec.result], ref_template=_REF)[0][0]
+    codes = sorted({e.code for e in spec.errors})
+    return {
+        "name": f"{spec.name} response",
+        "title": f"{spec.name} response",
+        "summary": f"The result, or an error (codes the method documents: {codes}; any "
+        "JSON-RPC protocol error is possible too).",
+        "payload": {
+            "type": "object",
+            "properties": {
+                "jsonrpc": {"const": "2.0"},
+                "id": {"type": ["integer", "string", "null"]},
+                "result": result,
+                "error": {"$ref": _REF.format(name="JsonRpcError")},
+            },
+            "required": ["jsonrpc", "id"],
+            "oneOf": [{"required": ["result"]}, {"required": ["error"]}],
+        },
+    }
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The committed form: stable key order, two-space indent, a final newline."""
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m contracts.asyncapi", description="Print fleetd's AsyncAPI document."
+    )
+    parser.add_argument(
+        "--write", action="store_true", help=f"write it to {DOCUMENT_PATH} instead of stdout"
+    )
+    args = parser.parse_args(argv)
+    text = render(asyncapi_document())
+    if args.write:
+        DOCUMENT_PATH.parent.mkdir(parents=True, exist_ok=True)
+        DOCUMENT_PATH.write_text(text)
+        print(f"wrote {DOCUMENT_PATH}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

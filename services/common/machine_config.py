@@ -1,0 +1,66 @@
+"""A machine's configuration, as the platform pushes it: the CA bundle, the .env and the cron
+table. One place, used by the setup pusher (at setup) and the gateway (machines.refreshEnv),
+so a refresh writes exactly what a setup would."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from contracts import machine_files as mf
+from contracts.machine_files import CronTable
+from services.common.daemon_client import MachineClient
+from services.common.settings import Settings
+from services.common.store import Store
+from services.setup_pusher.envfile import build_env_file
+
+_CRON_ENCODER = msgspec.json.Encoder()
+
+
+class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """What every machine of one instance gets, read once per push (or per refresh)."""
+
+    platform_env: dict[str, str]
+    instance_env: dict[str, str]
+    cron: CronTable
+    ca_bundle: str | None
+
+
+async def load_instance_config(
+    store: Store, settings: Settings, instance_id: str
+) -> InstanceConfig:
+    platform, instance = await store.env_maps(instance_id)
+    ca_path = settings.ca_bundle_path
+    return InstanceConfig(
+        platform_env=platform,
+        instance_env=instance,
+        cron=CronTable(jobs=await store.get_cron(instance_id)),
+        ca_bundle=ca_path.read_text() if ca_path is not None else None,
+    )
+
+
+def cron_json(table: CronTable) -> str:
+    return _CRON_ENCODER.encode(table).decode() + "\n"
+
+
+async def push_config(
+    mc: MachineClient, cfg: InstanceConfig, settings: Settings
+) -> tuple[str, int]:
+    """Write the CA bundle (its path goes into the .env), then the .env and the cron table
+    side by side; returns the .env's path and size."""
+    ca_path = None
+    if cfg.ca_bundle is not None:
+        ca_path = (await mc.write_file("~/" + mf.CA_FILE, cfg.ca_bundle, 0o644)).path
+    content = build_env_file(
+        cfg.platform_env,
+        cfg.instance_env,
+        egress_proxy=settings.egress_proxy,
+        no_proxy=settings.no_proxy,
+        ca_path=ca_path,
+    )
+    env, _ = await asyncio.gather(
+        mc.write_file("~/" + mf.ENV_FILE, content, 0o600),
+        mc.write_file("~/" + mf.CRON_FILE, cron_json(cfg.cron), 0o600),
+    )
+    return env.path, env.bytes_written

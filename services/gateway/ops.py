@@ -1,0 +1,159 @@
+"""Gateway methods that reach into running machines: env refresh, code refresh, background
+processes, cron tables. Split from api.py, which keeps the records (instances, machines)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from contracts import daemon_rpc as d
+from contracts.errors import Conflict, FleetError, NotSupported
+from contracts.gateway_rpc import (
+    CronList,
+    InstanceRef,
+    MachineProcessLogsParams,
+    MachineProcessRef,
+    MachineProcessStartParams,
+    MachineRef,
+    RefreshCodeResult,
+    RefreshEnvParams,
+    RefreshEnvResult,
+    RefreshFailure,
+    SetCronParams,
+)
+from contracts.models import Machine
+from contracts.status import MachineStatus as S
+from services.common.daemon_client import DaemonClient
+from services.common.machine_config import load_instance_config, push_config
+from services.common.settings import Settings
+from services.common.store import Store
+from services.provisioner.providers import CodeInstaller
+
+log = structlog.get_logger(__name__)
+
+#: How many machines one refreshEnv writes to at once: enough to keep NATS busy, few enough
+#: that the gateway's memory and the daemons' answers stay bounded.
+REFRESH_CONCURRENCY = 256
+#: Machines whose daemon is up and set up: the ones a refresh reaches.
+REFRESHABLE = frozenset({S.READY, S.UNRESPONSIVE, S.PROBING})
+
+if TYPE_CHECKING:  # api imports this module
+    from services.gateway.api import Caller
+
+MachineOf = Callable[["Caller", str], Awaitable[Machine]]
+
+
+class MachineOps:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        daemons: DaemonClient,
+        settings: Settings,
+        installers: dict[str, CodeInstaller],
+        platform_sha: str | None,
+        live_machine: MachineOf,
+    ) -> None:
+        self.store = store
+        self.daemons = daemons
+        self.settings = settings
+        self.installers = installers
+        self.platform_sha = platform_sha
+        self._live_machine = live_machine
+
+    # --- env ---------------------------------------------------------------------------------
+    async def machines_refreshEnv(self, p: RefreshEnvParams, c: Caller) -> RefreshEnvResult:
+        if p.instance_id is not None:
+            c.require(p.instance_id)
+            await self.store.get_instance(p.instance_id)
+        elif not c.admin:
+            p = RefreshEnvParams(instance_id=c.instance_id)
+        machines = [
+            m for m in await self.store.list_machines(p.instance_id) if m.status in REFRESHABLE
+        ]
+        configs = {
+            iid: await load_instance_config(self.store, self.settings, iid)
+            for iid in {m.instance_id for m in machines}
+        }
+        gate = asyncio.Semaphore(REFRESH_CONCURRENCY)
+
+        async def one(m: Machine) -> RefreshFailure | None:
+            async with gate:
+                try:
+                    await push_config(self.daemons.machine(m.id), configs[m.instance_id],
+                                      self.settings)  # fmt: skip
+                except FleetError as exc:
+                    return RefreshFailure(machine_id=m.id, code=exc.code, message=exc.message)
+                return None
+
+        results = await asyncio.gather(*(one(m) for m in machines))
+        failed = [f for f in results if f is not None]
+        log.info("env.refreshed", instance_id=p.instance_id, machines=len(machines),
+                 failed=len(failed))  # fmt: skip
+        return RefreshEnvResult(
+            machines=len(machines), written=len(machines) - len(failed), failed=failed
+        )
+
+    # --- code --------------------------------------------------------------------------------
+    async def machines_refreshCode(self, p: MachineRef, c: Caller) -> RefreshCodeResult:
+        machine = await self._live_machine(c, p.machine_id)
+        if machine.status not in REFRESHABLE:
+            raise Conflict(
+                f"machine {machine.id} is {machine.status.value}; only a running machine's "
+                "code can be refreshed",
+                data={"status": machine.status.value},
+            )
+        installer = self.installers.get(machine.provider)
+        if installer is None:
+            raise NotSupported(f"provider {machine.provider!r} cannot refresh code")
+        if not self.platform_sha:
+            raise NotSupported("the platform does not know its own git SHA: set FLEET_GIT_SHA "
+                               "or run it from a git checkout")  # fmt: skip
+        message = await installer.install_code(machine.id, self.platform_sha)
+        params = d.SelfUpdateParams(target_ref=self.platform_sha)
+        answer: d.SelfUpdateResult = await self.daemons.call(machine.id, d.SELF_UPDATE, params)
+        log.info("code.refreshed", machine_id=machine.id, to=answer.to_git_sha,
+                 restarting=answer.restarting)  # fmt: skip
+        return RefreshCodeResult(
+            machine_id=machine.id,
+            message=message,
+            restarting=answer.restarting,
+            from_git_sha=answer.from_git_sha,
+            to_git_sha=answer.to_git_sha,
+        )
+
+    # --- background processes ----------------------------------------------------------------
+    async def machines_process_start(self, p: MachineProcessStartParams, c: Caller) -> Any:
+        params = d.ProcessStartParams(command=p.command, cwd=p.cwd, env=p.env, tag=p.tag,
+                                      restart=p.restart)  # fmt: skip
+        return await self._call(c, p.machine_id, d.PROCESS_START, params)
+
+    async def machines_process_list(self, p: MachineRef, c: Caller) -> Any:
+        return await self._call(c, p.machine_id, d.PROCESS_LIST, {})
+
+    async def machines_process_kill(self, p: MachineProcessRef, c: Caller) -> Any:
+        params = d.ProcessRef(pid=p.pid, tag=p.tag)
+        return await self._call(c, p.machine_id, d.PROCESS_KILL, params)
+
+    async def machines_process_logs(self, p: MachineProcessLogsParams, c: Caller) -> Any:
+        params = d.ProcessLogsParams(pid=p.pid, tag=p.tag, tail=p.tail)
+        return await self._call(c, p.machine_id, d.PROCESS_LOGS, params)
+
+    async def _call(self, c: Caller, machine_id: str, spec: Any, params: Any) -> Any:
+        await self._live_machine(c, machine_id)
+        return await self.daemons.call(machine_id, spec, params)
+
+    # --- cron --------------------------------------------------------------------------------
+    async def cron_set(self, p: SetCronParams, c: Caller) -> CronList:
+        c.require(p.instance_id)
+        await self.store.get_instance(p.instance_id)
+        await self.store.set_cron(p.instance_id, p.jobs)
+        return CronList(jobs=p.jobs)
+
+    async def cron_list(self, p: InstanceRef, c: Caller) -> CronList:
+        c.require(p.instance_id)
+        await self.store.get_instance(p.instance_id)
+        return CronList(jobs=await self.store.get_cron(p.instance_id))
