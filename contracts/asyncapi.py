@@ -163,12 +163,10 @@ def _event_channels(channels: dict[str, Any], ops: dict[str, Any], msgs: dict[st
         }
 
 
-def _heartbeat_channel(
-    channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any]
-) -> None:
+def _heartbeat_channel(channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any]) -> None:
     msgs["Heartbeat"] = {
         "name": "Heartbeat",
-        "summary": "A daemon's periodic \"still here\"; only its absence matters.",
+        "summary": 'A daemon\'s periodic "still here"; only its absence matters.',
         "payload": {"$ref": _REF.format(name="Heartbeat")},
     }
     channels["machine.heartbeat"] = {
