@@ -16,6 +16,7 @@ from services.auth_callout.jwt import Issuer
 from services.auth_callout.service import AuthCallout
 from services.common.bus import connect_nats
 from services.common.crypto import SecretBox
+from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings, SettingsError
 from services.common.store import Store
@@ -28,6 +29,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         raise SettingsError("FLEET_CALLOUT_ISSUER_SEED: required by the auth callout")
     issuer = Issuer(settings.callout_issuer_seed)
     store = await stack.enter_async_context(Store(settings.redis_url))
+    await service_metrics(settings, stack)  # process metrics only: it handles no events
     nc = await connect_nats(settings, name="auth_callout")
 
     async def close() -> None:

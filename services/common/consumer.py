@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
@@ -28,6 +29,7 @@ from contracts import subjects
 from contracts.events import Event, decode_event, now
 from contracts.subjects import EventKind
 from services.common.bus import Bus
+from services.common.metrics import Metrics
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -69,8 +71,11 @@ class Consumer:
         max_attempts: int = 5,
         drain_s: float = 20.0,
         retry_budget_s: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._bus = bus
+        # Without one (tests, tools) the counts go to a registry nobody scrapes.
+        self._metrics = metrics or Metrics()
         self._durable = durable
         self._kind = kind
         self._handler = handler
@@ -179,6 +184,7 @@ class Consumer:
                 "consumer.poison_event", durable=self._durable, subject=msg.subject, error=str(exc)
             )
             await msg.term()
+            self._metrics.event_handled(self._durable, "poison")
             return
         with structlog.contextvars.bound_contextvars(
             machine_id=event.machine_id, event_id=event.event_id
@@ -187,18 +193,21 @@ class Consumer:
 
     async def _run_handler(self, msg: Msg, event: Event, attempt: int) -> None:
         keepalive = asyncio.create_task(self._keepalive(msg))
+        start = time.perf_counter()
+        outcome = "cancelled"  # kept if a stop cancels the handler: JetStream redelivers it
         try:
             await self._handler(event)
         except Permanent as exc:
-            await self._settle_failure(msg, event, str(exc), attempt, final=True)
+            outcome = await self._settle_failure(msg, event, str(exc), attempt, final=True)
         except Retry as exc:
             age_s = (now() - event.occurred_at).total_seconds()
             if age_s < self._retry_budget_s:
                 log.debug("consumer.retry_later", reason=str(exc), age_s=round(age_s, 1))
                 await msg.nak(delay=exc.delay_s)
+                outcome = "deferred"
             else:
                 reason = f"gave up waiting after {age_s:.0f}s: {exc}"
-                await self._settle_failure(msg, event, reason, attempt, final=True)
+                outcome = await self._settle_failure(msg, event, reason, attempt, final=True)
         except Exception as exc:  # task boundary: any handler bug becomes a retry, then a failure
             final = attempt >= self._max_attempts
             log.warning(
@@ -209,26 +218,30 @@ class Consumer:
                 error=repr(exc),
                 exc_info=final,
             )
-            await self._settle_failure(msg, event, _reason(exc), attempt, final=final)
+            outcome = await self._settle_failure(msg, event, _reason(exc), attempt, final=final)
         else:
             await msg.ack()
+            outcome = "ok"
         finally:
             keepalive.cancel()
+            self._metrics.event_handled(self._durable, outcome, time.perf_counter() - start)
 
     async def _settle_failure(
         self, msg: Msg, event: Event, reason: str, attempt: int, *, final: bool
-    ) -> None:
+    ) -> str:
+        """Nak for a retry or give up; returns the outcome to count ("error" or "gave_up")."""
         if not final:
             await msg.nak(delay=backoff_s(attempt))
-            return
+            return "error"
         try:
             await self._give_up(event, reason)
         except Exception as exc:  # noqa: BLE001 - task boundary: recording failed; retry later
             log.error("consumer.give_up_failed", durable=self._durable, error=repr(exc))
             await msg.nak(delay=backoff_s(attempt))
-            return
+            return "error"
         log.error("consumer.gave_up", durable=self._durable, attempts=attempt, reason=reason)
         await msg.term()
+        return "gave_up"
 
     async def _keepalive(self, msg: Msg) -> None:
         while True:
@@ -253,6 +266,7 @@ def stage_consumer(
     handler: Handler,
     give_up: GiveUp,
     retry_budget_s: float | None = None,
+    metrics: Metrics | None = None,
 ) -> Consumer:
     """A consumer configured from the process's settings, as every stage uses it."""
     return Consumer(
@@ -265,4 +279,5 @@ def stage_consumer(
         ack_wait_s=settings.ack_wait_s,
         max_attempts=settings.max_deliver,
         retry_budget_s=retry_budget_s,
+        metrics=metrics,
     )

@@ -35,6 +35,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
+    #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).
+    #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     # consumers
     ack_wait_s: float = 30.0
     max_deliver: int = 5

@@ -10,6 +10,7 @@ from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.failures import fail_machine
+from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.common.store import Store
 
@@ -27,10 +28,12 @@ class Stage:
         self.settings = settings
 
     @classmethod
-    def wired(cls, settings: Settings, store: Store, bus: Bus) -> Self:
+    def wired(
+        cls, settings: Settings, store: Store, bus: Bus, metrics: Metrics | None = None
+    ) -> Self:
         """The stage with its dependencies, as a service's __main__ builds it."""
         keys = MachineKeys(store, SecretBox(settings.secret_key))
-        daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s)
+        daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics)
         return cls(store=store, bus=bus, daemons=daemons, settings=settings)
 
     async def give_up(self, event: Event, reason: str) -> None:

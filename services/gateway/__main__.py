@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
+from services.common.metrics import Metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.stage import connect
@@ -21,7 +22,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         raise SystemExit("gateway: FLEET_ADMIN_TOKEN is not set")
     store, bus = await connect(settings, stack, "gateway")
     keys = MachineKeys(store, SecretBox(settings.secret_key))
-    daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s)
+    # Served on the gateway's own port (GET /metrics); the only process that exports the
+    # machines-by-status gauge, so that it exists once per deployment.
+    metrics = Metrics(process=True)
+    metrics.count_machines(store)
+    daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics)
     repo = code_repo(settings.code_repo)
     api = GatewayApi(
         store=store,
@@ -38,6 +43,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         bus=bus,
         resolve_caller=caller_resolver(settings.admin_token, TokenStore(store)),
         max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
     )
     await stack.enter_async_context(HttpServer(app, settings.host, settings.port))
 

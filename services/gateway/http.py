@@ -1,4 +1,10 @@
-"""The gateway's HTTP surface: POST /rpc, GET /healthz, GET /events (SSE), GET / (console)."""
+"""The gateway's HTTP surface: POST /rpc, GET /healthz, GET /events (SSE), GET /metrics
+(Prometheus), GET / (console).
+
+/metrics needs no token, like /healthz and as Prometheus expects: it holds only aggregates
+(counts by status and stage, latencies), no ids, names or secrets. A deployment that exposes the
+gateway beyond its operators should keep /metrics to its scrapers at the proxy.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from aiohttp import web
 from contracts.errors import FleetError, PayloadTooLarge, Unauthorized
 from contracts.jsonrpc import Dispatcher
 from services.common.bus import Bus
+from services.common.metrics import Metrics, metrics_handler
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.api import Caller
@@ -81,6 +88,7 @@ def make_app(
     bus: Bus,
     resolve_caller: CallerResolver,
     max_body_bytes: int,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
     app[CALLER] = resolve_caller
@@ -124,6 +132,12 @@ def make_app(
     app.router.add_post("/rpc", rpc)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/events", events)
+    if metrics is not None:
+
+        async def scrape(request: web.Request) -> web.Response:
+            return await metrics_handler(metrics, request)
+
+        app.router.add_get("/metrics", scrape)
     app.router.add_get("/", index)
     app.router.add_static("/static", STATIC)
     return app

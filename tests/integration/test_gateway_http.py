@@ -12,6 +12,7 @@ import pytest
 from fleet.client import FleetClient
 from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
+from tests.schemas import openrpc_validator, problems
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -123,6 +124,7 @@ async def test_healthz_and_discover(stack: FleetClient, settings: Settings) -> N
     doc = await stack.call("rpc.discover")
     names = {m["name"] for m in doc["methods"]}
     assert {"machines.create", "env.set", "repos.add", "rpc.discover"} <= names
+    assert problems(openrpc_validator(), doc) == []  # the live document, as served
 
 
 async def test_events_reject_bad_query_and_resume_after_an_id(
