@@ -1,4 +1,5 @@
-"""``fleet-daemon``: run the daemon for one machine (settings from FLEET_* variables)."""
+"""``fleet-daemon``: run the daemon for one machine (settings from FLEET_* variables), or
+look after it: ``status``, ``stop``, ``doctor [--clean]``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 import structlog
 
@@ -17,21 +19,23 @@ from services.common.logs import configure_logging
 log = structlog.get_logger(__name__)
 
 
-async def _run(settings: DaemonSettings) -> None:
+async def _run(settings: DaemonSettings) -> Path | None:
+    """Run until asked to stop; returns the code to re-execute into, if any (selfUpdate)."""
     from daemon.server import Daemon  # after _lean_imports(): see there
 
-    stop = asyncio.Event()
+    daemon = Daemon(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, daemon.request_stop, signal.Signals(sig).name)
     try:
-        daemon = Daemon(settings)
         async with daemon:
-            await stop.wait()
+            await daemon.stopped.wait()
     except AlreadyRunning as exc:
         log.warning("daemon.already_running", error=str(exc))
+        print(f"fleet-daemon: {exc}", file=sys.stderr)
         raise SystemExit(3) from None
-    log.info("daemon.stopped")
+    log.info("daemon.stopped", reason=daemon.stop_reason, mode=daemon.exit_mode)
+    return daemon.exit_target if daemon.exit_mode == "exec" else None
 
 
 def _lean_imports(nats_url: str) -> None:
@@ -42,20 +46,56 @@ def _lean_imports(nats_url: str) -> None:
         sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 
 
-def main(argv: list[str] | None = None) -> None:
+def _home(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("FLEET_HOME") or os.environ.get("HOME") or Path.home())
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleet-daemon", description=__doc__)
-    parser.add_argument("command", nargs="?", default="run", choices=["run"])
-    parser.parse_args(argv)
+    parser.add_argument("--home", help="the machine's home (default: $FLEET_HOME, then $HOME)")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the daemon (the default)")
+    st = sub.add_parser("status", help="show the daemon's state; exit 0 if running, else 3")
+    st.add_argument("--json", action="store_true")
+    sub.add_parser("stop", help="stop the daemon (control port, then signals)")
+    doc = sub.add_parser("doctor", help="list the daemon's processes, flag runaways (exit 1)")
+    doc.add_argument("--clean", action="store_true", help="end runaways: SIGTERM, then SIGKILL")
+    doc.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command in ("status", "stop", "doctor"):
+        from daemon import commands
+
+        home = _home(args.home)
+        if args.command == "status":
+            raise SystemExit(commands.status(home, as_json=args.json))
+        if args.command == "stop":
+            raise SystemExit(commands.stop(home))
+        raise SystemExit(commands.doctor(home, clean=args.clean, as_json=args.json))
+    run()
+
+
+def run() -> None:
     try:
         settings = DaemonSettings.from_env()
     except ValueError as exc:
         print(f"fleet-daemon: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Only for this process: the programs the daemon runs must not inherit fleetd's code path.
+    os.environ.pop("PYTHONPATH", None)
+    os.environ.pop("FLEET_HANDOVER_FROM", None)
     _lean_imports(settings.nats_url)
     configure_logging(settings.env, settings.log_level, service="daemon")
     os.chdir(settings.home_path)  # never keep a platform directory busy, never depend on it
     structlog.contextvars.bind_contextvars(machine_id=settings.machine_id)
-    asyncio.run(_run(settings))
+    target = asyncio.run(_run(settings))
+    if target is not None:
+        from daemon import update
+
+        update.exec_in_place(target)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ import os
 import random
 import time
 import uuid
+from pathlib import Path
 from types import TracebackType
+from typing import ClassVar, Literal
 
 import msgspec
 import nats
@@ -24,10 +26,18 @@ from contracts.daemon_rpc import (
     ExecCommandResult,
     GetVersionResult,
     HealthResult,
+    ProcessInfo,
+    ProcessList,
+    ProcessLogs,
+    ProcessLogsParams,
+    ProcessRef,
+    ProcessStartParams,
+    SelfUpdateParams,
+    SelfUpdateResult,
     WriteFileParams,
     WriteFileResult,
 )
-from contracts.errors import FleetError, PayloadTooLarge
+from contracts.errors import FleetError, NotSupported, PayloadTooLarge
 from contracts.events import (
     DaemonStatus,
     DaemonStatusReported,
@@ -38,7 +48,8 @@ from contracts.events import (
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, encode_error
 from contracts.signing import ReplayGuard, signing_key, verify
-from daemon import tools
+from daemon import tools, update
+from daemon.lifecycle import Lifecycle
 from daemon.lock import DaemonLock
 from daemon.settings import DaemonSettings
 from daemon.version import git_sha, package_version
@@ -49,8 +60,19 @@ _ENCODER = msgspec.json.Encoder()
 _CONNECT_BACKOFF_CAP_S = 10.0
 
 
+ExitMode = Literal["stop", "exec", "handover"]
+
+
 class Daemon:
-    """Async context manager: connected, serving and reported ready inside the block."""
+    """Async context manager: connected, serving and reported ready inside the block.
+
+    ``stopped`` is set when something asks the daemon to go (a signal, the control port,
+    selfUpdate, a handover); the caller then leaves the block, and looks at ``exit_mode``.
+    """
+
+    #: The full life on a machine (state file, control port, processes, cron, code updates).
+    #: Swarm daemons, many to a process for load tests, run without it.
+    lifecycle: ClassVar[bool] = True
 
     def __init__(self, settings: DaemonSettings) -> None:
         self.settings = settings
@@ -61,7 +83,12 @@ class Daemon:
         self._heartbeat: asyncio.Task[None] | None = None
         self._key = signing_key(settings.machine_token)
         self._lock = DaemonLock(settings.home_path)
+        self._life = Lifecycle(settings, request_stop=self.request_stop) if self.lifecycle else None
         self._replays = ReplayGuard()
+        self.stopped = asyncio.Event()
+        self.stop_reason = ""
+        self.exit_mode: ExitMode = "stop"
+        self.exit_target: Path | None = None
         self._dispatcher: Dispatcher[None] = Dispatcher(
             DAEMON_METHODS,
             {
@@ -69,8 +96,23 @@ class Daemon:
                 "tool.execCommand": self._exec_command,
                 "daemon.getVersion": self._get_version,
                 "daemon.health": self._health,
+                "process.start": self._process_start,
+                "process.list": self._process_list,
+                "process.kill": self._process_kill,
+                "process.logs": self._process_logs,
+                "daemon.selfUpdate": self._self_update,
             },
         )
+
+    def request_stop(
+        self, reason: str, mode: ExitMode = "stop", target: Path | None = None
+    ) -> None:
+        """Ask the daemon to go; the first request wins."""
+        if self.stopped.is_set():
+            return
+        self.stop_reason, self.exit_mode, self.exit_target = reason, mode, target
+        log.info("daemon.stop_requested", reason=reason, mode=mode)
+        self.stopped.set()
 
     @property
     def nc(self) -> NATS:
@@ -78,15 +120,23 @@ class Daemon:
         return self._nc
 
     async def __aenter__(self) -> Daemon:
-        self._lock.acquire()  # before anything else: never two daemons for one machine
+        # The lock before anything else: never two daemons for one machine.
+        if self._life is not None:
+            await self._life.__aenter__()
+        else:
+            self._lock.acquire()
         try:
             self._nc = await self._connect()
-        except BaseException:
-            self._lock.release()
+            await self.nc.subscribe(
+                subjects.daemon_rpc(self.settings.machine_id), cb=self._on_request
+            )
+            await self.nc.flush()
+            await self.report("ready")
+        except BaseException as exc:
+            await self._close_life(exc)
             raise
-        await self.nc.subscribe(subjects.daemon_rpc(self.settings.machine_id), cb=self._on_request)
-        await self.nc.flush()
-        await self.report("ready")
+        if self._life is not None:
+            self._life.running(f"serving machine {self.settings.machine_id} on NATS")
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         log.info("daemon.ready", machine_id=self.settings.machine_id, boot_id=self.boot_id)
         return self
@@ -97,10 +147,19 @@ class Daemon:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self._life is not None:
+            self._life.set_state("stopping", self.stop_reason or "stopping")
         try:
             await self._disconnect()
         finally:
+            await self._close_life(e if isinstance(e, Exception) else None)
+
+    async def _close_life(self, error: BaseException | None) -> None:
+        if self._life is None:
             self._lock.release()
+            return
+        await self._life.close(mode=self.exit_mode, reason=self.stop_reason or "stopped",
+                               error=error)  # fmt: skip
 
     async def _disconnect(self) -> None:
         nc, self._nc = self._nc, None
@@ -181,7 +240,20 @@ class Daemon:
                 await self.nc.publish(subject, _ENCODER.encode(beat))
             except nats.errors.Error as exc:
                 log.debug("daemon.heartbeat_failed", error=repr(exc))
+            if self._life is not None and not self.stopped.is_set():
+                self._check_code(self._life.beat())
             await asyncio.sleep(self.settings.heartbeat_s)
+
+    def _check_code(self, newer: Path | None) -> None:
+        """Newer code installed than we run: start a daemon of it and hand over to it."""
+        if newer is None:
+            return
+        try:
+            pid = update.spawn_successor(newer)
+        except OSError as exc:
+            log.error("daemon.handover_failed", code=str(newer), error=str(exc))
+            return
+        self.request_stop(f"handing over to pid {pid} running {newer.name[:12]}", "handover")
 
     async def _on_request(self, msg: Msg) -> None:
         # nats-py runs a subscription's callbacks one at a time; a long execCommand must not
@@ -217,15 +289,52 @@ class Daemon:
         return await asyncio.to_thread(tools.write_file, self.settings.home_path, params)
 
     async def _exec_command(self, params: ExecCommandParams, _: None) -> ExecCommandResult:
+        if self._life is None:
+            return await tools.exec_command(
+                self.settings.home_path, params, os.environ, self.settings.exec_output_cap
+            )
+        procs = self._life.procs  # tracked while it runs: doctor finds it if we die mid-way
         return await tools.exec_command(
-            self.settings.home_path, params, os.environ, self.settings.exec_output_cap
-        )
+            self.settings.home_path, params, os.environ, self.settings.exec_output_cap,
+            on_spawn=lambda pid: procs.track_exec(pid, params.command, params.cwd or "~"),
+            on_exit=procs.untrack_exec,
+        )  # fmt: skip
 
     async def _get_version(self, _: object, __: None) -> GetVersionResult:
         return GetVersionResult(version=package_version(), git_sha=git_sha())
 
     async def _health(self, _: object, __: None) -> HealthResult:
         return HealthResult(ok=True, uptime_s=round(time.monotonic() - self._started, 3))
+
+    def _lifecycle(self) -> Lifecycle:
+        if self._life is None:
+            raise NotSupported("this daemon runs without background processes (swarm daemon)")
+        return self._life
+
+    async def _process_start(self, params: ProcessStartParams, _: None) -> ProcessInfo:
+        return await self._lifecycle().procs.start(params)
+
+    async def _process_list(self, _: object, __: None) -> ProcessList:
+        return self._lifecycle().procs.list()
+
+    async def _process_kill(self, params: ProcessRef, _: None) -> ProcessInfo:
+        return await self._lifecycle().procs.kill(params)
+
+    async def _process_logs(self, params: ProcessLogsParams, _: None) -> ProcessLogs:
+        return self._lifecycle().procs.logs(params)
+
+    async def _self_update(self, params: SelfUpdateParams, _: None) -> SelfUpdateResult:
+        """Switch to the installed code at targetRef and re-execute in place after answering
+        (same pid: background processes stay our children and keep running)."""
+        life = self._lifecycle()
+        code_dir, sha = update.installed_code(life.home, params.target_ref)
+        running = git_sha()
+        if sha == running:
+            return SelfUpdateResult(restarting=False, from_git_sha=running, to_git_sha=sha)
+        update.activate(life.home, code_dir)
+        # Stopping waits for in-flight requests, this one included: the answer goes out first.
+        self.request_stop(f"self-update from {running} to {sha}", "exec", code_dir)
+        return SelfUpdateResult(restarting=True, from_git_sha=running, to_git_sha=sha)
 
 
 async def _on_error(exc: Exception) -> None:

@@ -68,6 +68,8 @@ class DaemonState(msgspec.Struct, rename="camel", kw_only=True):
     control_port: int | None = None
     state: DaemonRunState
     state_reason: str
+    #: How the daemon before this one ended (for humans and ``doctor``).
+    previous: str | None = None
     processes: list[TrackedProcess] = msgspec.field(default_factory=list)
     cron: dict[str, CronRun] = msgspec.field(default_factory=dict)
     updated_at: float = 0.0

@@ -65,6 +65,8 @@ class Request(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_field
 class SwarmDaemon(Daemon):
     """A daemon whose commands get their own machine's environment, not the host's."""
 
+    lifecycle = False  # hundreds share a process: no state file, control port or processes
+
     def __init__(self, settings: DaemonSettings, environ: Mapping[str, str]) -> None:
         super().__init__(settings)
         self.environ = dict(environ)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from functools import cache
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _pkg_version
 from pathlib import Path
+
+from contracts.machine_files import CODE_SHA_FILE
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +25,10 @@ def package_version() -> str:
 
 @cache
 def git_sha() -> str | None:
-    """FLEET_GIT_SHA if set (deployments), else the SHA of the checkout the code runs from."""
+    """The SHA of the code this process runs: the marker of an installed code directory
+    (``~/.fleet/code/<sha>``), else FLEET_GIT_SHA (deployments), else the checkout's HEAD."""
+    with contextlib.suppress(OSError):
+        return (SOURCE_ROOT / CODE_SHA_FILE).read_text().strip()
     if sha := os.environ.get("FLEET_GIT_SHA"):
         return sha
     try:

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
@@ -123,6 +124,25 @@ def spawn_daemon(tmp_path: Path, nats_server: NatsServer) -> Iterator[SpawnDaemo
         with suppress(ProcessLookupError):
             os.killpg(d.proc.pid, signal.SIGKILL)
         d.proc.wait()
+        kill_leftovers(d.home)
+
+
+def kill_leftovers(home: Path) -> None:
+    """A daemon that handed over left a successor (another session), and background processes
+    outlive their daemon by design: end whatever the state file and the lock still name."""
+    from daemon import commands, procinfo
+    from daemon.lock import holder_pid
+    from daemon.state import load_state
+
+    if (pid := holder_pid(home)) is not None:
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while procinfo.state(pid) not in (None, "Z") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    state = load_state(home)
+    for p in state.processes if state else []:
+        commands.end_process(p, grace_s=0.5)
 
 
 @pytest.fixture

@@ -28,9 +28,11 @@ from tests.waiters import subscribed, wait_until
 KEY = static_key(MACHINE_TOKEN)
 
 
-async def boot(bus: Bus, spawn_daemon: SpawnDaemon, **env: str) -> tuple[DaemonProc, MachineClient]:
+async def boot(
+    bus: Bus, spawn_daemon: SpawnDaemon, machine_id: str | None = None, **env: str
+) -> tuple[DaemonProc, MachineClient]:
     """Start a daemon and wait for its ready report (the stream must exist, so `bus` first)."""
-    mid = new_machine_id()
+    mid = machine_id or new_machine_id()
     async with subscribed(
         bus.nc, subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
     ) as inbox:

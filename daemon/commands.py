@@ -1,0 +1,148 @@
+"""``fleet-daemon status|stop|doctor``: look after the daemon of a home from its shell.
+
+They read the state file; ``status`` and ``stop`` talk to the control server and fall back to
+signals when it does not answer. ``doctor`` lists the daemon and every process it started and
+flags runaways (started by a daemon that is gone); ``doctor --clean`` ends those, and only
+those: a pid whose start time is not the recorded one is somebody else's and is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from daemon import procinfo
+from daemon.control import ControlUnavailable, control_request
+from daemon.lifecycle import effective_state
+from daemon.state import DaemonState, TrackedProcess, load_state, state_path
+
+#: Exit codes: 0 running / healthy, 1 runaways found, 3 not running (as for `systemctl status`).
+EXIT_OK, EXIT_RUNAWAYS, EXIT_NOT_RUNNING = 0, 1, 3
+
+
+def status(home: Path, *, as_json: bool) -> int:
+    state = load_state(home)
+    if state is None:
+        print(f"no daemon has run in {home} (no {state_path(home)})")
+        return EXIT_NOT_RUNNING
+    live: dict[str, Any] | None = None
+    if state.control_port and procinfo.is_alive(state.pid, state.start_ticks):
+        try:
+            live = control_request(home, state.control_port, "GET", "/status")
+        except ControlUnavailable as exc:
+            print(f"warning: {exc}; showing the state file")
+    shown = live or _with_effective_state(state)
+    if as_json:
+        print(json.dumps(shown, indent=2))
+    else:
+        _print_status(shown)
+    return EXIT_OK if shown["state"] == "running" else EXIT_NOT_RUNNING
+
+
+def _with_effective_state(state: DaemonState) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(state)
+    out["state"], out["stateReason"] = effective_state(state)
+    return out
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    print(f"daemon   pid {s['pid']}  {s['state']}: {s['stateReason']}")
+    print(f"machine  {s['machineId']}  version {s['version']}  git {s.get('gitSha') or '?'}")
+    if s.get("lastHeartbeat"):
+        print(f"beat     {time.time() - s['lastHeartbeat']:.1f}s ago")
+    for p in s.get("processes", []):
+        print(f"process  {p['pid']:>7}  {p['kind']:<7} {p['state']:<8} {p.get('tag') or '-':<16} "
+              f"{' '.join(p['command'])}")  # fmt: skip
+
+
+def stop(home: Path, *, grace_s: float = 15.0) -> int:
+    state = load_state(home)
+    if state is None or not procinfo.is_alive(state.pid, state.start_ticks):
+        print(f"no daemon is running in {home}")
+        return EXIT_NOT_RUNNING
+    try:
+        control_request(home, state.control_port or 0, "POST", "/stop")
+        how = "asked on the control port"
+    except ControlUnavailable as exc:
+        print(f"warning: {exc}; sending SIGTERM")
+        os.kill(state.pid, signal.SIGTERM)
+        how = "SIGTERM"
+    if _wait_gone(state.pid, state.start_ticks, grace_s):
+        print(f"daemon pid {state.pid} stopped ({how})")
+        return EXIT_OK
+    print(f"daemon pid {state.pid} still running after {grace_s:g}s; sending SIGKILL")
+    os.kill(state.pid, signal.SIGKILL)
+    _wait_gone(state.pid, state.start_ticks, 5.0)
+    return EXIT_OK
+
+
+def _wait_gone(pid: int, ticks: int | None, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while procinfo.is_alive(pid, ticks):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def find_runaways(state: DaemonState) -> list[TrackedProcess]:
+    """Processes the daemon started that still run while the daemon itself is gone."""
+    if procinfo.is_alive(state.pid, state.start_ticks):
+        return []
+    return [p for p in state.processes if procinfo.is_alive(p.pid, p.start_ticks)]
+
+
+def doctor(home: Path, *, clean: bool, grace_s: float = 3.0, as_json: bool = False) -> int:
+    state = load_state(home)
+    if state is None:
+        print(f"no daemon has run in {home}; nothing to check")
+        return EXIT_OK
+    daemon_alive = procinfo.is_alive(state.pid, state.start_ticks)
+    runaways = find_runaways(state)
+    rows = [_row(p, runaway=p in runaways) for p in state.processes]
+    if as_json:
+        print(json.dumps({"daemon": {"pid": state.pid, "alive": daemon_alive,
+                                     "state": effective_state(state)[0]},
+                          "processes": rows}, indent=2))  # fmt: skip
+    else:
+        print(f"daemon  pid {state.pid}  {'alive' if daemon_alive else 'gone'}  "
+              f"({effective_state(state)[0]})")  # fmt: skip
+        for r in rows:
+            flag = "RUNAWAY" if r["runaway"] else ("alive" if r["alive"] else "gone")
+            print(f"  {r['pid']:>7}  {r['kind']:<7} {flag:<8} {' '.join(r['command'])}")
+    if not runaways:
+        return EXIT_OK
+    if not clean:
+        print(f"{len(runaways)} runaway process(es); `fleet-daemon doctor --clean` ends them")
+        return EXIT_RUNAWAYS
+    for p in runaways:
+        end_process(p, grace_s)
+        print(f"ended runaway pid {p.pid} ({' '.join(p.command)})")
+    return EXIT_OK
+
+
+def _row(p: TrackedProcess, *, runaway: bool) -> dict[str, Any]:
+    return {"pid": p.pid, "kind": p.kind, "tag": p.tag, "command": p.command,
+            "alive": procinfo.is_alive(p.pid, p.start_ticks), "runaway": runaway}  # fmt: skip
+
+
+def end_process(p: TrackedProcess, grace_s: float) -> None:
+    """SIGTERM its process group (it leads one: the daemon starts each in a new session),
+    wait ``grace_s``, then SIGKILL. Re-checked before each signal: never a reused pid."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        if not procinfo.is_alive(p.pid, p.start_ticks):
+            return
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(p.pid, sig)
+        if _wait_gone(p.pid, p.start_ticks, wait):
+            return
