@@ -7,7 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import structlog
@@ -75,8 +75,16 @@ def command_env(
 
 
 async def exec_command(
-    home: Path, params: ExecCommandParams, base_env: Mapping[str, str], output_cap: int
+    home: Path,
+    params: ExecCommandParams,
+    base_env: Mapping[str, str],
+    output_cap: int,
+    *,
+    on_spawn: Callable[[int], None] | None = None,
+    on_exit: Callable[[int], None] | None = None,
 ) -> ExecCommandResult:
+    """``on_spawn``/``on_exit`` get the child's pid once it runs / once it is reaped (the
+    daemon tracks exec children in its state file, so doctor can find runaways)."""
     cwd = resolve_path(home, params.cwd, "$.cwd") if params.cwd else home
     if not cwd.is_dir():
         raise ToolError(f"cwd {cwd} is not a directory on the machine")
@@ -96,6 +104,8 @@ async def exec_command(
         return ExecCommandResult(
             exit_code=126, stdout="", stderr=f"{params.command[0]}: permission denied"
         )
+    if on_spawn is not None:
+        on_spawn(proc.pid)
     assert proc.stdout is not None
     assert proc.stderr is not None
     out = _CappedReader(proc.stdout, output_cap)
@@ -112,6 +122,8 @@ async def exec_command(
         _kill_group(proc.pid)
         if proc.returncode is None:
             await proc.wait()
+        if on_exit is not None:
+            on_exit(proc.pid)
         with contextlib.suppress(TimeoutError):  # a setsid'd grandchild may hold the pipe
             await asyncio.wait_for(readers, _PIPE_GRACE_S)
     if timed_out:

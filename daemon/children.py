@@ -1,0 +1,98 @@
+"""Helpers for the daemon's long-lived children (background processes and cron jobs).
+
+Shared by ``daemon.procs`` and ``daemon.scheduler``: where a child's output goes, which
+environment it gets, how its group is signalled without ever hitting a reused pid, how its end
+is noticed when it is not our child, and how its log is read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+
+import structlog
+
+from daemon import procinfo
+from daemon.envload import EnvFile
+from daemon.tools import command_env
+
+log = structlog.get_logger(__name__)
+
+_TAIL_CHUNK = 64 * 1024
+#: logs() answers over NATS: never read (or send) more than this from the end of a log.
+_TAIL_MAX_BYTES = 4 * 1024 * 1024
+
+
+def open_log(path: Path) -> int:
+    """An append-only fd for a child's stdout and stderr (0600: output may hold secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def child_env(
+    home: Path, environ: Mapping[str, str], env_file: EnvFile, extra: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The daemon's environment without its secrets, then the .env, then the caller's."""
+    return command_env(environ, home, {**env_file.load(), **(extra or {})})
+
+
+def signal_group(pid: int, start_ticks: int, sig: signal.Signals) -> None:
+    """Signal the group ``pid`` leads, unless the pid now belongs to another process. A pid
+    with no process may still name a live group (its members outlived it); the kernel does not
+    hand out a pid that is still some group's id, so that group is still ours."""
+    if pid <= 1:
+        return  # killpg(0) would be the daemon's own group
+    now = procinfo.start_ticks(pid)
+    if now is not None and now != start_ticks:
+        log.warning("process.pid_reused", pid=pid)
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def tail_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines, reading backwards from the end in chunks."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return []
+    chunks: list[bytes] = []
+    newlines = 0
+    with f:
+        pos = f.seek(0, os.SEEK_END)
+        size = pos
+        while pos > 0 and newlines <= n and size - pos < _TAIL_MAX_BYTES:
+            step = min(_TAIL_CHUNK, pos)
+            pos -= step
+            f.seek(pos)
+            chunks.append(f.read(step))
+            newlines += chunks[-1].count(b"\n")
+    lines = b"".join(reversed(chunks)).decode(errors="replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    if pos > 0:
+        lines = lines[1:]  # cut mid-line by the chunking
+    return lines[-n:]
+
+
+async def wait_gone(pid: int, start_ticks: int, every_s: float) -> None:
+    """Poll /proc until the process is gone: one that is not our child sends us no signal."""
+    while True:
+        if not procinfo.is_alive(pid, start_ticks):
+            return
+        await asyncio.sleep(every_s)
+
+
+def reap(pid: int) -> tuple[bool, int | None]:
+    """Reap ``pid`` if it is our exited child: (reaped, exit code, negative for a signal)."""
+    if pid <= 0:
+        return False, None  # waitpid(0 or -n) would reap any child of a whole group
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False, None  # not our child (adopted across a handover): no exit code to get
+    return (True, os.waitstatus_to_exitcode(status)) if got == pid else (False, None)

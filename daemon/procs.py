@@ -1,0 +1,433 @@
+"""Background processes the daemon starts (``process.*``): spawned, supervised, restarted.
+
+They must outlive the daemon (a restart or a self-update must not take a dev server down), so
+each runs in its own session with its output appended to a log file, never to a pipe the
+daemon holds, and is recorded (pid and /proc start time) in the state file for the next daemon
+to re-adopt. Every signal goes to the process group, and only after checking the leader's start
+time: a pid reused by an unrelated process is never signalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import msgspec
+import structlog
+
+from contracts.daemon_rpc import (
+    ProcessInfo,
+    ProcessList,
+    ProcessLogs,
+    ProcessLogsParams,
+    ProcessRef,
+    ProcessStartParams,
+)
+from contracts.errors import Conflict, NotFound, ToolError
+from contracts.machine_files import ENV_FILE, LOG_DIR
+from daemon import procinfo
+from daemon.children import child_env, open_log, reap, signal_group, tail_lines, wait_gone
+from daemon.envload import EnvFile, Signature, signature
+from daemon.state import ProcessKind, TrackedProcess
+from daemon.tools import resolve_path
+
+log = structlog.get_logger(__name__)
+
+#: An adopted process is not (necessarily) our child, so nothing tells us when it exits.
+ADOPTED_POLL_S = 0.5
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 30.0
+#: A process that ran this long before exiting starts its backoff from the beginning again.
+BACKOFF_RESET_S = 60.0
+ENV_RESTART_GRACE_S = 5.0
+#: After SIGKILL only an uninterruptible sleep (a hung NFS mount) can keep a process alive.
+KILL_WAIT_S = 10.0
+KEEP_EXITED = 50
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One process slot: a restart puts a new pid in the same slot (tag and log stay)."""
+
+    rec: TrackedProcess
+    #: Set while it is our child; asyncio then reaps it and gives the exit code.
+    proc: asyncio.subprocess.Process | None = None
+    supervisor: asyncio.Task[None] | None = None
+    #: Held across every change of process (exit, restart, kill): one at a time per slot.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Killed on purpose: never restarted again.
+    stopping: bool = False
+    spawned: float = field(default_factory=time.monotonic)
+    #: Quick exits in a row: the backoff exponent.
+    streak: int = 0
+
+    @property
+    def live(self) -> bool:
+        return self.rec.pid > 0 and self.rec.state == "running"  # pid 0: still starting
+
+    def info(self) -> ProcessInfo:
+        r = self.rec
+        return ProcessInfo(
+            pid=r.pid,
+            tag=r.tag,
+            command=list(r.command),
+            cwd=r.cwd,
+            restart=r.restart,
+            state=r.state,
+            exit_code=r.exit_code,
+            restarts=r.restarts,
+            started_at=r.started_at,
+            log_path=r.log_path or "",
+        )
+
+
+class ProcessManager:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        environ: Mapping[str, str],
+        on_change: Callable[[], None],
+        env_poll_s: float = 0.5,
+    ) -> None:
+        self._home = home
+        self._environ = environ
+        self._on_change = on_change
+        self._env_poll_s = env_poll_s
+        self._env = EnvFile(home / ENV_FILE)
+        #: Slots the manager is responsible for: running, or waiting to be restarted.
+        self._managed: list[_Entry] = []
+        self._done: deque[_Entry] = deque(maxlen=KEEP_EXITED)
+        self._execs: dict[int, TrackedProcess] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> ProcessManager:
+        for entry in self._managed:  # adopted ones
+            if entry.supervisor is None:
+                entry.supervisor = asyncio.create_task(self._supervise(entry))
+        first = signature(self._env.path)
+        self._watcher = asyncio.create_task(self._watch_env(first), name="env-watcher")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Stop supervising; the processes keep running for the next daemon to adopt."""
+        self._closed = True
+        watcher, self._watcher = self._watcher, None
+        await _cancel(watcher)  # first: an env restart in progress may start a supervisor
+        for entry in self._managed:
+            task, entry.supervisor = entry.supervisor, None
+            await _cancel(task)
+
+    # --- the state file -----------------------------------------------------------------------
+    def adopt(self, records: Sequence[TrackedProcess]) -> None:
+        """Take over what a previous daemon recorded. Call before entering the context."""
+        for old in records:
+            rec = msgspec.structs.replace(old)
+            if rec.kind != "process":
+                if rec.state == "running" and procinfo.is_alive(rec.pid, rec.start_ticks):
+                    self._execs[rec.pid] = rec
+                continue
+            entry = _Entry(rec)
+            entry.spawned = time.monotonic() - max(0.0, time.time() - rec.started_at)
+            if rec.state == "running" and not procinfo.is_alive(rec.pid, rec.start_ticks):
+                reaped, rec.exit_code = reap(rec.pid)
+                rec.state = "exited" if reaped else "lost"
+                log.info("process.gone_before_adoption", pid=rec.pid, tag=rec.tag, state=rec.state)
+            elif rec.state == "running":
+                log.info("process.adopted", pid=rec.pid, tag=rec.tag)
+            if rec.state == "running" or (rec.restart == "always" and old.state == "running"):
+                self._managed.append(entry)
+            else:
+                self._done.append(entry)
+        self._on_change()
+
+    def records(self) -> list[TrackedProcess]:
+        """Managed slots, then recently exited ones, then exec and cron children."""
+        for pid, rec in list(self._execs.items()):
+            if not procinfo.is_alive(pid, rec.start_ticks):
+                del self._execs[pid]
+        slots = [e.rec for e in (*self._managed, *self._done) if e.rec.pid]
+        return [msgspec.structs.replace(r) for r in (*slots, *self._execs.values())]
+
+    def track_exec(
+        self, pid: int, command: list[str], cwd: str, *, kind: ProcessKind = "exec"
+    ) -> None:
+        self._execs[pid] = TrackedProcess(
+            pid=pid,
+            start_ticks=procinfo.start_ticks(pid) or 0,
+            kind=kind,
+            command=list(command),
+            cwd=cwd,
+            started_at=time.time(),
+        )
+        self._on_change()
+
+    def untrack_exec(self, pid: int) -> None:
+        if self._execs.pop(pid, None) is not None:
+            self._on_change()
+
+    # --- the RPC methods ----------------------------------------------------------------------
+    async def start(self, params: ProcessStartParams) -> ProcessInfo:
+        if self._closed:
+            raise ToolError("the daemon is stopping; no new processes")
+        if params.tag is not None and any(e.rec.tag == params.tag for e in self._managed):
+            raise Conflict(f"a process tagged {params.tag!r} is already running")
+        cwd = resolve_path(self._home, params.cwd, "$.cwd") if params.cwd else self._home
+        if not cwd.is_dir():
+            raise ToolError(f"cwd {cwd} is not a directory on the machine")
+        rec = TrackedProcess(
+            pid=0,
+            start_ticks=0,
+            kind="process",
+            command=list(params.command),
+            cwd=str(cwd),
+            tag=params.tag,
+            env=params.env,
+            restart=params.restart,
+            started_at=time.time(),
+        )
+        entry = _Entry(rec)
+        self._managed.append(entry)  # before the await: holds the tag against a concurrent start
+        async with entry.lock:  # a stop_all meanwhile waits, then ends it
+            try:
+                await self._spawn(entry)
+            except BaseException:
+                self._managed.remove(entry)
+                raise
+            entry.supervisor = asyncio.create_task(self._supervise(entry))
+        log.info("process.started", pid=rec.pid, tag=rec.tag, argv0=rec.command[0])
+        self._on_change()
+        return entry.info()
+
+    def list(self) -> ProcessList:
+        slots = (*self._managed, *reversed(self._done))
+        return ProcessList(processes=[e.info() for e in slots if e.rec.pid])
+
+    async def kill(self, ref: ProcessRef, grace_s: float = 5.0) -> ProcessInfo:
+        entry = self._find(ref)
+        await self._kill_entry(entry, grace_s)
+        return entry.info()
+
+    def logs(self, params: ProcessLogsParams) -> ProcessLogs:
+        rec = self._find(params).rec
+        lines = tail_lines(self._home / rec.log_path, params.tail) if rec.log_path else []
+        return ProcessLogs(pid=rec.pid, tag=rec.tag, lines=lines)
+
+    async def stop_all(self, grace_s: float = 5.0) -> None:
+        """A real stop of the daemon: end every managed process and exec child, all at once."""
+        entries = list(self._managed)
+        for entry in entries:
+            entry.stopping = True
+        execs = list(self._execs.values())
+        results = await asyncio.gather(
+            *(self._kill_entry(e, grace_s) for e in entries),
+            *(_end_foreign(r, grace_s) for r in execs),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("process.stop_failed", error=str(result))
+
+    # --- internals ----------------------------------------------------------------------------
+    def _find(self, ref: ProcessRef) -> _Entry:
+        for entry in (*self._managed, *reversed(self._done)):
+            rec = entry.rec
+            if rec.pid and (rec.pid == ref.pid or (ref.tag is not None and rec.tag == ref.tag)):
+                return entry
+        what = f"pid {ref.pid}" if ref.pid is not None else f"tag {ref.tag!r}"
+        raise NotFound(f"no process with {what}")
+
+    async def _kill_entry(self, entry: _Entry, grace_s: float) -> None:
+        if entry not in self._managed:
+            return  # already over
+        entry.stopping = True
+        async with entry.lock:
+            task, entry.supervisor = entry.supervisor, None
+            await _cancel(task)
+            if entry.live:
+                self._mark_exited(entry, await self._terminate(entry, grace_s))
+            self._finish(entry)
+        log.info("process.killed", pid=entry.rec.pid, tag=entry.rec.tag)
+
+    async def _spawn(self, entry: _Entry) -> None:
+        """Start the slot's command (again), with the .env as it is now; ToolError if it
+        cannot be started."""
+        rec = entry.rec
+        rel = rec.log_path or (
+            f"{LOG_DIR}/{rec.tag}.log" if rec.tag else f"{LOG_DIR}/.new-{secrets.token_hex(4)}.log"
+        )
+        env = child_env(self._home, self._environ, self._env, rec.env)
+        try:
+            fd = open_log(self._home / rel)
+        except OSError as exc:
+            raise ToolError(f"cannot open {rel}: {exc.strerror or exc}") from None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *rec.command,
+                cwd=rec.cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                start_new_session=True,  # its own group: a kill reaches its children too
+            )
+        except OSError as exc:
+            if rec.log_path is None:
+                (self._home / rel).unlink(missing_ok=True)
+            raise ToolError(f"cannot start {rec.command[0]!r}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        if rec.log_path is None and rec.tag is None:
+            named = f"{LOG_DIR}/{proc.pid}.log"  # named by pid, known only now
+            os.replace(self._home / rel, self._home / named)
+            rel = named
+        rec.log_path = rel
+        rec.pid, rec.start_ticks = proc.pid, procinfo.start_ticks(proc.pid) or 0
+        rec.state, rec.exit_code, rec.started_at = "running", None, time.time()
+        entry.proc, entry.spawned = proc, time.monotonic()
+
+    async def _supervise(self, entry: _Entry) -> None:
+        """Wait for the process to exit; restart it if its policy says so."""
+        try:
+            while True:
+                code = await self._wait_exit(entry)
+                async with entry.lock:
+                    self._mark_exited(entry, code)
+                    if entry.stopping or entry.rec.restart != "always":
+                        self._finish(entry)
+                        return
+                    delay = self._backoff(entry)
+                await asyncio.sleep(delay)
+                async with entry.lock:
+                    if entry.stopping:
+                        return
+                    await self._respawn(entry, "exited")
+        except Exception:
+            log.exception("process.supervise_failed", pid=entry.rec.pid, tag=entry.rec.tag)
+
+    async def _respawn(self, entry: _Entry, reason: str) -> None:
+        old_pid = entry.rec.pid
+        try:
+            await self._spawn(entry)
+        except ToolError as exc:
+            # Left exited: "always" tries again after the next backoff, others stay down.
+            log.warning("process.restart_failed", pid=old_pid, tag=entry.rec.tag, error=str(exc))
+            return
+        entry.rec.restarts += 1
+        log.info(
+            "process.restarted",
+            pid=entry.rec.pid,
+            old_pid=old_pid,
+            tag=entry.rec.tag,
+            reason=reason,
+            restarts=entry.rec.restarts,
+        )
+        self._on_change()
+
+    def _backoff(self, entry: _Entry) -> float:
+        if time.monotonic() - entry.spawned >= BACKOFF_RESET_S:
+            entry.streak = 0
+        delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2.0**entry.streak)
+        entry.streak = min(entry.streak + 1, 16)
+        return delay
+
+    async def _wait_exit(self, entry: _Entry) -> int | None:
+        rec = entry.rec
+        if not entry.live:
+            return rec.exit_code
+        if entry.proc is not None:
+            return await entry.proc.wait()
+        await wait_gone(rec.pid, rec.start_ticks, ADOPTED_POLL_S)
+        return reap(rec.pid)[1]
+
+    async def _terminate(self, entry: _Entry, grace_s: float) -> int | None:
+        """SIGTERM the group, SIGKILL it after the grace period; the leader's exit code."""
+        rec = entry.rec
+        signal_group(rec.pid, rec.start_ticks, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace_s):
+                return await self._wait_exit(entry)
+        except TimeoutError:
+            signal_group(rec.pid, rec.start_ticks, signal.SIGKILL)
+        try:
+            async with asyncio.timeout(KILL_WAIT_S):
+                return await self._wait_exit(entry)
+        except TimeoutError:
+            raise ToolError(f"process {rec.pid} survived SIGKILL for {KILL_WAIT_S}s") from None
+        finally:
+            # Members that outlived the leader (a `cmd &` the leader never waited for).
+            signal_group(rec.pid, rec.start_ticks, signal.SIGKILL)
+
+    def _mark_exited(self, entry: _Entry, code: int | None) -> None:
+        if not entry.live:
+            return
+        entry.rec.state, entry.rec.exit_code, entry.proc = "exited", code, None
+        log.info("process.exited", pid=entry.rec.pid, tag=entry.rec.tag, exit_code=code)
+        self._on_change()
+
+    def _finish(self, entry: _Entry) -> None:
+        if entry in self._managed:
+            self._managed.remove(entry)
+            self._done.append(entry)
+            self._on_change()
+
+    async def _watch_env(self, seen: Signature) -> None:
+        while True:
+            await asyncio.sleep(self._env_poll_s)
+            now = signature(self._env.path)
+            if now == seen:
+                continue
+            seen = now
+            try:
+                await self._env_changed()
+            except Exception:
+                log.exception("process.env_restart_failed")
+
+    async def _env_changed(self) -> None:
+        entries = [e for e in self._managed if e.live and e.rec.restart == "on-env-change"]
+        log.info("process.env_changed", restarting=len(entries))
+        results = await asyncio.gather(
+            *(self._restart(e, "env-changed") for e in entries), return_exceptions=True
+        )
+        for entry, result in zip(entries, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("process.restart_failed", pid=entry.rec.pid, error=str(result))
+
+    async def _restart(self, entry: _Entry, reason: str) -> None:
+        async with entry.lock:
+            if entry.stopping or not entry.live:
+                return
+            task, entry.supervisor = entry.supervisor, None
+            await _cancel(task)
+            self._mark_exited(entry, await self._terminate(entry, ENV_RESTART_GRACE_S))
+            await self._respawn(entry, reason)
+            entry.supervisor = asyncio.create_task(self._supervise(entry))
+
+
+async def _end_foreign(rec: TrackedProcess, grace_s: float) -> None:
+    """End an exec or cron child: its own caller reaps it, so only watch it go."""
+    signal_group(rec.pid, rec.start_ticks, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace_s):
+            await wait_gone(rec.pid, rec.start_ticks, 0.05)
+    signal_group(rec.pid, rec.start_ticks, signal.SIGKILL)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel and wait for it; our own cancellation still propagates."""
+    if task is None or task is asyncio.current_task():
+        return
+    task.cancel()
+    await asyncio.wait({task})

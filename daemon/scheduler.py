@@ -1,0 +1,244 @@
+"""The cron scheduler: runs the jobs of ``~/.fleet/cron.json`` at the minutes they name.
+
+Times are the machine's local time, as in crontab(5). Each job's next run is computed when the
+table is loaded and again after each run, and a job runs when that time has come: a clock that
+jumps forward (suspend, DST) runs a missed job once, never once per missed minute. A job runs
+as an argv in its own process group, output appended to ``~/.fleet/logs/cron-<name>.log``,
+and is killed at its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+import msgspec
+import structlog
+
+from contracts.cron import Schedule, next_run, parse_schedule
+from contracts.errors import FleetError
+from contracts.machine_files import CRON_FILE, ENV_FILE, LOG_DIR, CronJob, CronTable
+from daemon import procinfo
+from daemon.children import child_env, open_log, signal_group
+from daemon.envload import EnvFile, Signature, signature
+from daemon.procs import ProcessManager
+from daemon.state import CronRun
+from daemon.tools import resolve_path
+
+log = structlog.get_logger(__name__)
+
+#: After a job's timeout: how long SIGTERM has before SIGKILL.
+TIMEOUT_GRACE_S = 5.0
+_DECODER = msgspec.json.Decoder(CronTable)
+
+
+def _local_now() -> datetime:
+    return datetime.now()  # naive local time: crontab schedules are in the machine's zone
+
+
+@dataclass
+class _Job:
+    job: CronJob
+    schedule: Schedule
+    next: datetime | None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        environ: Mapping[str, str],
+        record: Callable[[str, CronRun], None],
+        procs: ProcessManager | None = None,
+        poll_s: float = 1.0,
+        clock: Callable[[], datetime] = _local_now,
+    ) -> None:
+        self._home = home
+        self._environ = environ
+        self._record = record
+        self._procs = procs
+        self._poll_s = poll_s
+        self._clock = clock
+        self._path = home / CRON_FILE
+        self._env = EnvFile(home / ENV_FILE)
+        self._jobs: dict[str, _Job] = {}
+        #: Why the file on disk is not the table in use (None: it is).
+        self.table_error: str | None = None
+        self._seen: Signature = None
+        self._loaded = False
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Scheduler:
+        self.reload()
+        self._task = asyncio.create_task(self._loop(), name="cron")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Stop scheduling; runs in progress end on their own or at their timeout."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        running = set(self._running.values())
+        if running:
+            await asyncio.wait(running)
+
+    def next_runs(self) -> dict[str, datetime | None]:
+        return {name: job.next for name, job in self._jobs.items()}
+
+    def reload(self) -> None:
+        """Re-read cron.json if it changed. A bad file is logged and the old table kept: one
+        bad edit must not stop every job."""
+        sig = signature(self._path)
+        if self._loaded and sig == self._seen:
+            return
+        self._loaded, self._seen = True, sig
+        try:
+            jobs = _read_table(self._path) if sig is not None else []
+        except (OSError, ValueError, msgspec.DecodeError) as exc:
+            self.table_error = str(exc)
+            log.warning("cron.table_invalid", path=str(self._path), error=str(exc))
+            return
+        self.table_error = None
+        now, old = self._clock(), self._jobs
+        self._jobs = {}
+        for job, schedule in jobs:
+            kept = old.get(job.name)
+            # An unchanged job keeps its next run: editing another job must not shift it.
+            due = kept.next if kept and kept.job == job else next_run(schedule, now)
+            self._jobs[job.name] = _Job(job, schedule, due)
+        log.info("cron.table_loaded", jobs=len(self._jobs))
+
+    def run_due(self, now: datetime) -> list[str]:
+        """Start every job whose next run is at or before ``now`` (what the loop does on each
+        tick; public so a test can choose ``now``). The names of the jobs started."""
+        started: list[str] = []
+        for name, job in self._jobs.items():
+            if job.next is None or job.next > now:
+                continue
+            job.next = next_run(job.schedule, now)
+            previous = self._running.get(name)
+            if previous is not None and not previous.done():
+                log.info("cron.run_skipped", name=name, reason="the previous run is still going")
+                continue
+            task = asyncio.create_task(self._run(job.job), name=f"cron:{name}")
+            self._running[name] = task
+            task.add_done_callback(functools.partial(self._forget, name))
+            started.append(name)
+        return started
+
+    def _forget(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(name) is task:
+            del self._running[name]
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                self.reload()
+                self.run_due(self._clock())
+            except Exception:
+                log.exception("cron.tick_failed")
+            await asyncio.sleep(self._poll_s)
+
+    async def _run(self, job: CronJob) -> None:
+        started = time.time()
+        self._record(job.name, CronRun(started_at=started))  # the state file shows it running
+        log.info("cron.run_started", name=job.name, argv0=job.command[0])
+        code: int | None = None
+        timed_out = False
+        try:
+            code, timed_out = await self._execute(job)
+        except Exception:
+            log.exception("cron.run_failed", name=job.name)
+        finally:
+            finished = time.time()
+            run = CronRun(
+                started_at=started, finished_at=finished, exit_code=code, timed_out=timed_out
+            )
+            self._record(job.name, run)
+            log.info(
+                "cron.run_finished",
+                name=job.name,
+                exit_code=code,
+                timed_out=timed_out,
+                duration_s=round(finished - started, 3),
+            )
+
+    async def _execute(self, job: CronJob) -> tuple[int | None, bool]:
+        """Run it to its end or its timeout: (exit code, timed out). A job that cannot start
+        gets 127 (not found) or 126, as from a shell, with the reason in its log."""
+        fd = open_log(self._home / LOG_DIR / f"cron-{job.name}.log")
+        try:
+            cwd = resolve_path(self._home, job.cwd, "$.cwd") if job.cwd else self._home
+            if not cwd.is_dir():
+                raise NotADirectoryError(0, f"cwd {cwd} is not a directory")
+            proc = await asyncio.create_subprocess_exec(
+                *job.command,
+                cwd=cwd,
+                env=child_env(self._home, self._environ, self._env, None),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                start_new_session=True,  # its own group: the timeout kills what it started too
+            )
+        except (OSError, FleetError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else exc.message
+            os.write(fd, f"fleetd: cannot run {job.command[0]!r}: {reason or exc}\n".encode())
+            return (127 if isinstance(exc, FileNotFoundError) else 126), False
+        finally:
+            os.close(fd)
+        return await self._supervise(job, proc, str(cwd))
+
+    async def _supervise(
+        self, job: CronJob, proc: asyncio.subprocess.Process, cwd: str
+    ) -> tuple[int | None, bool]:
+        ticks = procinfo.start_ticks(proc.pid) or 0
+        if self._procs is not None:
+            self._procs.track_exec(proc.pid, job.command, cwd, kind="cron")
+        try:
+            async with asyncio.timeout(job.timeout_s):
+                return await proc.wait(), False
+        except TimeoutError:
+            log.warning("cron.run_timed_out", name=job.name, timeout_s=job.timeout_s)
+            signal_group(proc.pid, ticks, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(TIMEOUT_GRACE_S):
+                    return await proc.wait(), True
+            except TimeoutError:
+                signal_group(proc.pid, ticks, signal.SIGKILL)
+                return await proc.wait(), True
+        finally:
+            if proc.returncode is None:  # cancelled: never leave a job running unwatched
+                signal_group(proc.pid, ticks, signal.SIGKILL)
+                await proc.wait()
+            # Whatever it left in the background goes with it, as with tool.execCommand.
+            signal_group(proc.pid, ticks, signal.SIGKILL)
+            if self._procs is not None:
+                self._procs.untrack_exec(proc.pid)
+
+
+def _read_table(path: Path) -> list[tuple[CronJob, Schedule]]:
+    table = _DECODER.decode(path.read_bytes())
+    out: list[tuple[CronJob, Schedule]] = []
+    names: set[str] = set()
+    for i, job in enumerate(table.jobs):
+        if job.name in names:
+            raise ValueError(f"jobs[{i}]: a second job named {job.name!r}")
+        names.add(job.name)
+        try:
+            out.append((job, parse_schedule(job.schedule)))
+        except ValueError as exc:
+            raise ValueError(f"jobs[{i}] ({job.name}) schedule: {exc}") from None
+    return out
