@@ -208,7 +208,8 @@ class RefreshCodeResult(SelfUpdateResult, kw_only=True):
 
 class SetCronParams(Params, kw_only=True):
     instance_id: InstanceId
-    #: The whole table: it replaces the previous one. Pushed at setup and by refreshEnv.
+    #: The whole table: it replaces the previous one. Pushed to running machines at once,
+    #: and to new machines at setup.
     jobs: Annotated[list[CronJob], msgspec.Meta(max_length=256)]
 
     def __post_init__(self) -> None:
@@ -217,6 +218,12 @@ class SetCronParams(Params, kw_only=True):
 
 class CronList(Result, kw_only=True):
     jobs: list[CronJob]
+
+
+class CronSetResult(CronList, kw_only=True):
+    #: Running machines of the instance the new table was pushed to, and those that failed.
+    machines: int
+    failed: list[RefreshFailure]
 
 
 _NF = (NotFound, Forbidden)
@@ -263,7 +270,7 @@ GATEWAY_METHODS: tuple[MethodSpec, ...] = (
         "machines.refreshEnv",
         RefreshEnvParams,
         RefreshEnvResult,
-        "Rebuild the .env and cron table and push them to every running machine.",
+        "Rebuild the .env and push it to every running machine (of one instance).",
         *_NF,
     ),
     _m(
@@ -303,7 +310,13 @@ GATEWAY_METHODS: tuple[MethodSpec, ...] = (
         "The last lines of a background process's output.",
         *_DAEMON,
     ),
-    _m("cron.set", SetCronParams, CronList, "Replace an instance's cron table.", *_NF),
+    _m(
+        "cron.set",
+        SetCronParams,
+        CronSetResult,
+        "Replace an instance's cron table and push it to its running machines.",
+        *_NF,
+    ),
     _m("cron.list", InstanceRef, CronList, "An instance's cron table.", *_NF),
     _m("tokens.create", CreateTokenParams, CreatedToken, "Create an access token.", *_NF),
     _m("tokens.list", NoParams, TokenList, "Access tokens the caller may see.", *_NF),

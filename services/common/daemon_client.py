@@ -67,6 +67,13 @@ class MachineKeys:
         self._box = box
         self._cache: dict[str, bytes] = {}
 
+    async def warm(self, machine_ids: list[str]) -> None:
+        """Load the keys of many machines at once (before a fan-out), in one round trip."""
+        missing = [m for m in machine_ids if m not in self._cache]
+        for mid, sealed in (await self._store.machine_secrets(missing)).items():
+            if sealed is not None:
+                self._cache[mid] = signing_key(self._box.decrypt(sealed))
+
     async def __call__(self, machine_id: str) -> bytes:
         key = self._cache.get(machine_id)
         if key is None:

@@ -9,6 +9,7 @@ import asyncio
 import msgspec
 
 from contracts import machine_files as mf
+from contracts.daemon_rpc import WriteFileResult
 from contracts.machine_files import CronTable
 from services.common.daemon_client import MachineClient
 from services.common.settings import Settings
@@ -45,10 +46,11 @@ def cron_json(table: CronTable) -> str:
 
 
 async def push_config(
-    mc: MachineClient, cfg: InstanceConfig, settings: Settings
+    mc: MachineClient, cfg: InstanceConfig, settings: Settings, *, cron: bool = True
 ) -> tuple[str, int]:
-    """Write the CA bundle (its path goes into the .env), then the .env and the cron table
-    side by side; returns the .env's path and size."""
+    """Write the CA bundle (its path goes into the .env), then the .env and (unless
+    ``cron=False``: an env refresh) the cron table side by side; returns the .env's path and
+    size."""
     ca_path = None
     if cfg.ca_bundle is not None:
         ca_path = (await mc.write_file("~/" + mf.CA_FILE, cfg.ca_bundle, 0o644)).path
@@ -59,8 +61,12 @@ async def push_config(
         no_proxy=settings.no_proxy,
         ca_path=ca_path,
     )
-    env, _ = await asyncio.gather(
-        mc.write_file("~/" + mf.ENV_FILE, content, 0o600),
-        mc.write_file("~/" + mf.CRON_FILE, cron_json(cfg.cron), 0o600),
-    )
+    writes = [mc.write_file("~/" + mf.ENV_FILE, content, 0o600)]
+    if cron:
+        writes.append(push_cron(mc, cfg.cron))
+    env, *_ = await asyncio.gather(*writes)
     return env.path, env.bytes_written
+
+
+async def push_cron(mc: MachineClient, table: CronTable) -> WriteFileResult:
+    return await mc.write_file("~/" + mf.CRON_FILE, cron_json(table), 0o600)

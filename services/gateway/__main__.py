@@ -36,6 +36,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         settings=settings,
         installers=code_installers(settings, repo),
         platform_sha=platform_sha(settings.git_sha, repo),
+        keys=keys,
     )
     app = make_app(
         dispatcher=api.dispatcher(),

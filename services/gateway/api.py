@@ -44,7 +44,7 @@ from contracts.status import MachineStatus as S
 from daemon.version import package_version
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
-from services.common.daemon_client import DaemonClient
+from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
@@ -82,6 +82,7 @@ class GatewayApi:
         settings: Settings | None = None,
         installers: dict[str, CodeInstaller] | None = None,
         platform_sha: str | None = None,
+        keys: MachineKeys | None = None,
     ) -> None:
         self.store = store
         self.box = box
@@ -96,6 +97,7 @@ class GatewayApi:
             installers=installers or {},
             platform_sha=platform_sha,
             live_machine=self._live_machine,
+            keys=keys,
         )
         self._openrpc = openrpc_document(
             GATEWAY_METHODS, title="fleetd gateway", version=package_version()

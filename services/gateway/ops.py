@@ -13,6 +13,7 @@ from contracts import daemon_rpc as d
 from contracts.errors import Conflict, FleetError, NotSupported
 from contracts.gateway_rpc import (
     CronList,
+    CronSetResult,
     InstanceRef,
     MachineProcessLogsParams,
     MachineProcessRef,
@@ -24,10 +25,11 @@ from contracts.gateway_rpc import (
     RefreshFailure,
     SetCronParams,
 )
+from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from services.common.daemon_client import DaemonClient
-from services.common.machine_config import load_instance_config, push_config
+from services.common.daemon_client import DaemonClient, MachineKeys
+from services.common.machine_config import load_instance_config, push_config, push_cron
 from services.common.settings import Settings
 from services.common.store import Store
 from services.provisioner.providers import CodeInstaller
@@ -56,7 +58,9 @@ class MachineOps:
         installers: dict[str, CodeInstaller],
         platform_sha: str | None,
         live_machine: MachineOf,
+        keys: MachineKeys | None = None,
     ) -> None:
+        self.keys = keys
         self.store = store
         self.daemons = daemons
         self.settings = settings
@@ -71,31 +75,46 @@ class MachineOps:
             await self.store.get_instance(p.instance_id)
         elif not c.admin:
             p = RefreshEnvParams(instance_id=c.instance_id)
-        machines = [
-            m for m in await self.store.list_machines(p.instance_id) if m.status in REFRESHABLE
-        ]
+        machines = await self._running(p.instance_id)
         configs = {
             iid: await load_instance_config(self.store, self.settings, iid)
             for iid in {m.instance_id for m in machines}
         }
-        gate = asyncio.Semaphore(REFRESH_CONCURRENCY)
 
-        async def one(m: Machine) -> RefreshFailure | None:
-            async with gate:
-                try:
-                    await push_config(self.daemons.machine(m.id), configs[m.instance_id],
-                                      self.settings)  # fmt: skip
-                except FleetError as exc:
-                    return RefreshFailure(machine_id=m.id, code=exc.code, message=exc.message)
-                return None
+        async def push(m: Machine) -> None:
+            await push_config(self.daemons.machine(m.id), configs[m.instance_id], self.settings,
+                              cron=False)  # fmt: skip
 
-        results = await asyncio.gather(*(one(m) for m in machines))
-        failed = [f for f in results if f is not None]
+        failed = await self._fan_out(machines, push)
         log.info("env.refreshed", instance_id=p.instance_id, machines=len(machines),
                  failed=len(failed))  # fmt: skip
         return RefreshEnvResult(
             machines=len(machines), written=len(machines) - len(failed), failed=failed
         )
+
+    async def _running(self, instance_id: str | None) -> list[Machine]:
+        machines = await self.store.list_machines(instance_id)
+        return [m for m in machines if m.status in REFRESHABLE]
+
+    async def _fan_out(
+        self, machines: list[Machine], push: Callable[[Machine], Awaitable[None]]
+    ) -> list[RefreshFailure]:
+        """``push`` to every machine, REFRESH_CONCURRENCY at a time; a machine that fails is
+        reported, never fatal to the others."""
+        if self.keys is not None:  # one Redis round trip for every machine's key
+            await self.keys.warm([m.id for m in machines])
+        gate = asyncio.Semaphore(REFRESH_CONCURRENCY)
+
+        async def one(m: Machine) -> RefreshFailure | None:
+            async with gate:
+                try:
+                    await push(m)
+                except FleetError as exc:
+                    return RefreshFailure(machine_id=m.id, code=exc.code, message=exc.message)
+                return None
+
+        results = await asyncio.gather(*(one(m) for m in machines))
+        return [f for f in results if f is not None]
 
     # --- code --------------------------------------------------------------------------------
     async def machines_refreshCode(self, p: MachineRef, c: Caller) -> RefreshCodeResult:
@@ -147,11 +166,20 @@ class MachineOps:
         return await self.daemons.call(machine_id, spec, params)
 
     # --- cron --------------------------------------------------------------------------------
-    async def cron_set(self, p: SetCronParams, c: Caller) -> CronList:
+    async def cron_set(self, p: SetCronParams, c: Caller) -> CronSetResult:
+        """Store the table and push it to the instance's running machines right away (new
+        machines get it at setup)."""
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)
         await self.store.set_cron(p.instance_id, p.jobs)
-        return CronList(jobs=p.jobs)
+        table = CronTable(jobs=p.jobs)
+        machines = await self._running(p.instance_id)
+
+        async def push(m: Machine) -> None:
+            await push_cron(self.daemons.machine(m.id), table)
+
+        failed = await self._fan_out(machines, push)
+        return CronSetResult(jobs=p.jobs, machines=len(machines), failed=failed)
 
     async def cron_list(self, p: InstanceRef, c: Caller) -> CronList:
         c.require(p.instance_id)

@@ -12,7 +12,7 @@ from contracts import subjects
 from contracts.daemon_rpc import ProcessInfo, ProcessList
 from contracts.errors import NotSupported
 from contracts.events import DaemonStatusReported
-from contracts.gateway_rpc import RefreshCodeResult, RefreshEnvResult
+from contracts.gateway_rpc import CronSetResult, RefreshCodeResult, RefreshEnvResult
 from contracts.machine_files import CODE_SHA_FILE
 from contracts.status import MachineStatus
 from daemon import procinfo
@@ -44,8 +44,12 @@ async def test_refresh_env_reaches_every_running_machine(
     ids = [await ready_machine(stack, f"i{n}") for n in range(3)]
     assert all("RELEASE='1'" in env_of(settings, m) for m in ids)
     first = (await stack.get_machine(ids[0])).instance_id
-    await stack.call("cron.set", {"instanceId": first, "jobs": [
-        {"name": "tick", "schedule": "*/5 * * * *", "command": ["true"]}]})  # fmt: skip
+    tick = {"name": "tick", "schedule": "*/5 * * * *", "command": ["true"]}
+    pushed = await stack.call("cron.set", {"instanceId": first, "jobs": [tick]}, CronSetResult)
+    assert (pushed.machines, pushed.failed) == (1, [])
+    cron = (home_of(settings, ids[0]) / ".fleet" / "cron.json").read_text()
+    assert '"name":"tick"' in cron
+    assert '"jobs":[]' in (home_of(settings, ids[1]) / ".fleet" / "cron.json").read_text()
 
     await stack.set_env("RELEASE", "2")
     only: RefreshEnvResult = await stack.call(
@@ -54,8 +58,6 @@ async def test_refresh_env_reaches_every_running_machine(
     assert (only.machines, only.written, only.failed) == (1, 1, [])
     assert "RELEASE='2'" in env_of(settings, ids[0])
     assert "RELEASE='1'" in env_of(settings, ids[1])
-    cron = (home_of(settings, ids[0]) / ".fleet" / "cron.json").read_text()
-    assert '"name":"tick"' in cron
 
     everything: RefreshEnvResult = await stack.call("machines.refreshEnv", {}, RefreshEnvResult)
     assert (everything.machines, everything.written, everything.failed) == (3, 3, [])
