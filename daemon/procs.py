@@ -147,7 +147,7 @@ class ProcessManager:
                 log.info("process.gone_before_adoption", pid=rec.pid, tag=rec.tag, state=rec.state)
             elif rec.state == "running":
                 log.info("process.adopted", pid=rec.pid, tag=rec.tag)
-            if rec.state == "running" or (rec.restart == "always" and old.state == "running"):
+            if rec.state == "running" or (rec.restart == "always" and old.managed):
                 self._managed.append(entry)
             else:
                 self._done.append(entry)
@@ -158,8 +158,9 @@ class ProcessManager:
         for pid, rec in list(self._execs.items()):
             if not procinfo.is_alive(pid, rec.start_ticks):
                 del self._execs[pid]
-        slots = [e.rec for e in (*self._managed, *self._done) if e.rec.pid]
-        return [msgspec.structs.replace(r) for r in (*slots, *self._execs.values())]
+        managed = [msgspec.structs.replace(e.rec, managed=True) for e in self._managed if e.rec.pid]
+        done = [msgspec.structs.replace(e.rec, managed=False) for e in self._done if e.rec.pid]
+        return [*managed, *done, *(msgspec.structs.replace(r) for r in self._execs.values())]
 
     def track_exec(
         self, pid: int, command: list[str], cwd: str, *, kind: ProcessKind = "exec"

@@ -86,12 +86,15 @@ class Scheduler:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        """Stop scheduling; runs in progress end on their own or at their timeout."""
+        """Stop scheduling and end runs in progress (their process groups are killed and the
+        run recorded): a daemon restart must not wait out an hour-long job."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.wait({task})
         running = set(self._running.values())
+        for run in running:
+            run.cancel()
         if running:
             await asyncio.wait(running)
 

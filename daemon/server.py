@@ -294,9 +294,11 @@ class Daemon:
                 self.settings.home_path, params, os.environ, self.settings.exec_output_cap
             )
         procs = self._life.procs  # tracked while it runs: doctor finds it if we die mid-way
+        home = self.settings.home_path
+        cwd = str(tools.resolve_path(home, params.cwd, "$.cwd")) if params.cwd else str(home)
         return await tools.exec_command(
-            self.settings.home_path, params, os.environ, self.settings.exec_output_cap,
-            on_spawn=lambda pid: procs.track_exec(pid, params.command, params.cwd or "~"),
+            home, params, os.environ, self.settings.exec_output_cap,
+            on_spawn=lambda pid: procs.track_exec(pid, params.command, cwd),
             on_exit=procs.untrack_exec,
         )  # fmt: skip
 

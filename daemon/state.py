@@ -46,6 +46,9 @@ class TrackedProcess(msgspec.Struct, rename="camel", kw_only=True):
     log_path: str | None = None
     state: ProcessState = "running"
     exit_code: int | None = None
+    #: Still the daemon's to supervise (running, or waiting out a restart backoff): a daemon
+    #: that takes over restarts it if it is gone.
+    managed: bool = False
 
 
 class CronRun(msgspec.Struct, rename="camel", kw_only=True):
