@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer
+from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.provisioner.providers import stop_all_local
@@ -137,8 +137,12 @@ def up(opts: UpOptions) -> int:
         stack.callback(_stop_machines, data_dir)
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
+        # Each service serves /metrics on a port of its own (the gateway on its HTTP port).
+        metrics = {n: free_port() for n in names if n != "gateway"}
         procs = [
-            ServiceProcess(name, service_env(name, env, auth, seed), data_dir / "logs")
+            ServiceProcess(
+                name, service_env(name, env, auth, seed, metrics.get(name, 0)), data_dir / "logs"
+            )
             for name in names
         ]
         stack.callback(_stop_services, procs)
@@ -146,7 +150,7 @@ def up(opts: UpOptions) -> int:
             p.start()
         url = f"http://{opts.host}:{opts.port}"
         _wait_healthy(url, procs)
-        _banner(url, settings, data_dir, opts, auth)
+        _banner(url, settings, data_dir, opts, auth, metrics)
         while not stopping:
             now = time.monotonic()
             for p in procs:
@@ -185,8 +189,11 @@ def _servers(
     return settings, auth, seed
 
 
-def service_env(name: str, env: dict[str, str], auth: NatsAuth | None, seed: str) -> dict[str, str]:
+def service_env(
+    name: str, env: dict[str, str], auth: NatsAuth | None, seed: str, metrics_port: int = 0
+) -> dict[str, str]:
     """Each process connects to NATS as its own user; only the callout holds the issuer seed."""
+    env = env | {"FLEET_METRICS_PORT": str(metrics_port)}
     if auth is None:
         return env
     if name == "auth_callout":
@@ -213,7 +220,12 @@ def _stop_machines(data_dir: Path) -> None:
 
 
 def _banner(
-    url: str, settings: Settings, data_dir: Path, opts: UpOptions, auth: NatsAuth | None
+    url: str,
+    settings: Settings,
+    data_dir: Path,
+    opts: UpOptions,
+    auth: NatsAuth | None,
+    metrics: dict[str, int],
 ) -> None:
     token_src = (
         "FLEET_ADMIN_TOKEN" if os.environ.get("FLEET_ADMIN_TOKEN") else data_dir / "admin-token"
@@ -230,6 +242,9 @@ def _banner(
             if auth
             else ""
         )
+        + f"  metrics      {url}/metrics   "
+        + " ".join(f"{n}=:{p}" for n, p in metrics.items())
+        + "\n"
         + f"  redis        {settings.redis_url}{'' if opts.redis_url else '   (embedded)'}\n"
         f"  data         {data_dir}   (service logs in {data_dir / 'logs'})\n"
         f"try:  export FLEET_URL={url} FLEET_TOKEN={settings.admin_token}\n"

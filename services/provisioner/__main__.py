@@ -9,6 +9,7 @@ from contracts.subjects import EventKind
 from services.common.bus import Bus
 from services.common.consumer import stage_consumer
 from services.common.crypto import SecretBox
+from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.store import Store
@@ -20,6 +21,7 @@ from services.provisioner.swarm import SwarmProvider
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store = await stack.enter_async_context(Store(settings.redis_url))
     bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
+    metrics = await service_metrics(settings, stack)
     local = LocalProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
     )
@@ -39,7 +41,13 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     ):
         await stack.enter_async_context(
             stage_consumer(
-                bus, settings, durable=durable, kind=kind, handler=handler, give_up=svc.give_up
+                bus,
+                settings,
+                durable=durable,
+                kind=kind,
+                handler=handler,
+                give_up=svc.give_up,
+                metrics=metrics,
             )
         )
 

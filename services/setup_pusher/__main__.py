@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 
 from contracts.subjects import EventKind
 from services.common.consumer import stage_consumer
+from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.stage import connect
@@ -14,7 +15,8 @@ from services.setup_pusher.service import SetupPusher
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store, bus = await connect(settings, stack, "setup_pusher")
-    svc = SetupPusher.wired(settings, store, bus)
+    metrics = await service_metrics(settings, stack)
+    svc = SetupPusher.wired(settings, store, bus, metrics)
     await stack.enter_async_context(
         stage_consumer(
             bus,
@@ -26,6 +28,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
             # A ready report may wait on a provisioner that is restarting: as long as a machine
             # may take to boot at all.
             retry_budget_s=settings.boot_timeout_s,
+            metrics=metrics,
         )
     )
 
