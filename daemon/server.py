@@ -257,7 +257,11 @@ class Daemon:
 
     async def _on_request(self, msg: Msg) -> None:
         # nats-py runs a subscription's callbacks one at a time; a long execCommand must not
-        # hold up a health check, so each request gets its own task.
+        # hold up a health check, so a request that may wait gets its own task. One that never
+        # waits is answered right here: a task per call cost 8% of health throughput (bench 1).
+        if _answers_at_once(msg.data):
+            await self._serve(msg)
+            return
         task = asyncio.create_task(self._serve(msg))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -337,6 +341,28 @@ class Daemon:
         # Stopping waits for in-flight requests, this one included: the answer goes out first.
         self.request_stop(f"self-update from {running} to {sha}", "exec", code_dir)
         return SelfUpdateResult(restarting=True, from_git_sha=running, to_git_sha=sha)
+
+
+class _MethodOnly(msgspec.Struct):
+    method: str = ""
+
+
+_METHOD_OF = msgspec.json.Decoder(_MethodOnly)
+#: Methods whose handlers never wait on anything but a small local file.
+_AT_ONCE = frozenset({"daemon.health", "daemon.getVersion", "tool.writeFile", "process.list"})
+#: Above this, tool.writeFile writes in a thread (see _write_file): not "at once".
+_AT_ONCE_MAX_BYTES = 192 * 1024
+
+
+def _answers_at_once(data: bytes) -> bool:
+    if len(data) > _AT_ONCE_MAX_BYTES:
+        return False
+    try:
+        return _METHOD_OF.decode(data).method in _AT_ONCE
+    except msgspec.ValidationError:
+        return False  # a batch (or an odd envelope): may hold anything
+    except msgspec.DecodeError:
+        return True  # not even JSON: its error goes back at once
 
 
 async def _on_error(exc: Exception) -> None:
