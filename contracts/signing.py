@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
+import os
 import time
-import uuid
 from collections.abc import Mapping
 
 from contracts.errors import RequestExpired, RequestReplayed, Unauthorized
@@ -34,7 +34,8 @@ def signing_key(machine_token: str) -> bytes:
 
 def _mac(key: bytes, machine_id: str, request_id: str, issued: str, ttl: str, body: bytes) -> str:
     head = f"{machine_id}\n{request_id}\n{issued}\n{ttl}\n".encode()
-    return hmac.new(key, head + body, hashlib.sha256).hexdigest()
+    # hmac.digest: the one-shot C path, a third of the cost of an HMAC object (bench 1).
+    return hmac.digest(key, head + body, "sha256").hex()
 
 
 def sign(
@@ -42,7 +43,7 @@ def sign(
     issued_at: float | None = None, request_id: str | None = None,
 ) -> dict[str, str]:  # fmt: skip
     """The headers that authenticate ``body`` as a request to ``machine_id``."""
-    rid = request_id or uuid.uuid4().hex
+    rid = request_id or os.urandom(16).hex()  # 128 random bits, as uuid4 has, for less
     issued = f"{time.time() if issued_at is None else issued_at:.3f}"
     ttl = f"{ttl_s:g}"
     return {H_ID: rid, H_ISSUED: issued, H_TTL: ttl,

@@ -9,6 +9,7 @@ does not answer in time, or whatever error the daemon itself answered).
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -33,7 +34,7 @@ from contracts.errors import DaemonTimeout, DaemonUnavailable, PayloadTooLarge
 from contracts.jsonrpc import MethodSpec, decode_response, encode_request
 from contracts.signing import sign, signing_key
 from services.common.crypto import SecretBox
-from services.common.metrics import Metrics
+from services.common.metrics import Metrics, rpc_outcome
 from services.common.store import Store
 
 log = structlog.get_logger(__name__)
@@ -111,10 +112,17 @@ class DaemonClient:
         *,
         timeout_s: float | None = None,
     ) -> Any:
-        with self._metrics.daemon_rpc(spec.name) as timer:
+        start = time.perf_counter()
+        outcome = "cancelled"  # unless it ends otherwise
+        try:
             result = await self._call(machine_id, spec, params, timeout_s)
-            timer.outcome = "ok"
+            outcome = "ok"
             return result
+        except Exception as exc:
+            outcome = rpc_outcome(exc)
+            raise
+        finally:
+            self._metrics.observe_rpc(spec.name, outcome, time.perf_counter() - start)
 
     async def _call(
         self, machine_id: str, spec: MethodSpec, params: Any, timeout_s: float | None

@@ -15,10 +15,8 @@ run every service in one process, and a process-wide registry would refuse the s
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
-from typing import cast
+from contextlib import AsyncExitStack
+from typing import Any, cast
 
 import redis.exceptions
 import structlog
@@ -98,6 +96,7 @@ class Metrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
         self._machine_store: Store | None = None
+        self._rpc_children: dict[tuple[str, str], Any] = {}
 
     def count_machines(self, store: Store) -> None:
         """Export ``fleet_machines``, counted from ``store`` at every scrape."""
@@ -108,20 +107,15 @@ class Metrics:
         if seconds is not None:
             self.stage_seconds.labels(stage).observe(seconds)
 
-    @contextmanager
-    def daemon_rpc(self, method: str) -> Iterator[RpcTimer]:
-        """Times one daemon call; the caller sets ``outcome`` (an exception names its class)."""
-        timer = RpcTimer()
-        start = time.perf_counter()
-        try:
-            yield timer
-        except Exception as exc:
-            timer.outcome = _outcome_of(exc)
-            raise
-        finally:  # a cancelled call keeps the outcome "cancelled"
-            self.daemon_rpc_seconds.labels(method, timer.outcome).observe(
-                time.perf_counter() - start
+    def observe_rpc(self, method: str, outcome: str, seconds: float) -> None:
+        """One daemon call's latency. The labelled child is cached: ``labels()`` per call
+        cost 2% of a client's time at 64 calls in flight (bench 1)."""
+        child = self._rpc_children.get((method, outcome))
+        if child is None:
+            child = self._rpc_children[(method, outcome)] = self.daemon_rpc_seconds.labels(
+                method, outcome
             )
+        child.observe(seconds)
 
     async def refresh(self) -> None:
         """Bring the scrape-time gauges up to date."""
@@ -144,12 +138,8 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
-class RpcTimer:
-    def __init__(self) -> None:
-        self.outcome = "cancelled"
-
-
-def _outcome_of(exc: Exception) -> str:
+def rpc_outcome(exc: Exception) -> str:
+    """The ``outcome`` label of a failed call: the error's kind, or just "error"."""
     return type(exc).__name__ if isinstance(exc, FleetError) else "error"
 
 
