@@ -1,0 +1,154 @@
+// Small DOM helpers. Everything a user or a machine wrote (names, values, reasons, output) goes
+// into the page as text nodes, never as HTML.
+
+/** h("tag.class", {attr: value, onclick: fn, dataset: {...}}, ...children) */
+export function h(spec, attrs = {}, ...children) {
+  const [head, ...classes] = spec.split(".");
+  const [tag, id] = head.split("#");
+  const el = document.createElement(tag || "div");
+  if (id) el.id = id;
+  if (classes.length) el.className = classes.join(" ");
+  for (const [key, value] of Object.entries(attrs ?? {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "testid") el.dataset.testid = value;
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key === "text") el.textContent = value;
+    else if (value === true) el.setAttribute(key, "");
+    else el.setAttribute(key, String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+/** Replaces an element's children; nulls and falses are skipped, arrays flattened. */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+}
+
+export const mono = (text, testid) => h("code.mono", { testid, title: text }, text);
+
+const LIVE_STATES = new Set(["created", "provisioning", "booting", "setting-up", "probing"]);
+
+/** A coloured status chip: ready green, failed red, unresponsive amber, archived grey. */
+export function statusChip(status, testid = "status") {
+  const tone = LIVE_STATES.has(status) ? "busy" : status;
+  return h(`span.chip.chip-${tone}`, { testid, dataset: { status } }, status);
+}
+
+export const chip = (text, tone = "neutral", testid) => h(`span.chip.chip-${tone}`, { testid }, text);
+
+/** A value hidden but for its length. */
+export function masked(value) {
+  return h("span.masked", { title: `${value.length} characters, hidden` },
+    "••••••••", h("span.muted", {}, ` ${value.length} ch`));
+}
+
+export function fmtTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+}
+
+export function fmtClock(iso) {
+  const d = new Date(iso);
+  const ms = String(d.getMilliseconds()).padStart(3, "0");
+  return `${d.toLocaleTimeString(undefined, { hour12: false })}.${ms}`;
+}
+
+export function field(label, control, hint) {
+  const id = control.id || `f-${Math.random().toString(36).slice(2, 9)}`;
+  control.id = id;
+  return h("div.field", {}, h("label", { for: id }, label), control,
+    hint ? h("small.hint", {}, hint) : null);
+}
+
+/** The argv of a shell-like command line: whitespace separates, '…' is literal, "…" honours
+ *  \" \\ \$ \`, a backslash outside quotes escapes one character. No expansion of any kind:
+ *  the daemon runs argv directly, never through a shell. */
+export function parseArgv(line) {
+  const argv = [];
+  let cur = "";
+  let inWord = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) throw new Error("unterminated ' quote");
+      cur += line.slice(i + 1, end);
+      i = end;
+      inWord = true;
+    } else if (c === '"') {
+      let j = i + 1;
+      for (; j < line.length && line[j] !== '"'; j++) {
+        if (line[j] === "\\" && '"\\$`'.includes(line[j + 1] ?? "")) j++;
+        cur += line[j];
+      }
+      if (j >= line.length) throw new Error('unterminated " quote');
+      i = j;
+      inWord = true;
+    } else if (c === "\\" && i + 1 < line.length) {
+      cur += line[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) argv.push(cur);
+      cur = "";
+      inWord = false;
+    } else {
+      cur += c;
+      inWord = true;
+    }
+  }
+  if (inWord) argv.push(cur);
+  return argv;
+}
+
+/** An inline error box for a failed call: the JSON-RPC code and message. */
+export function errorBox(err, testid = "error") {
+  const code = err?.code ?? "";
+  return h("div.alert.alert-error", { role: "alert", testid },
+    code !== "" ? h("strong", {}, `Error ${code}`) : null, code !== "" ? " " : null,
+    err?.message ?? String(err));
+}
+
+/** A confirmation in a modal <dialog>; resolves true when the user confirms. */
+export function confirmDialog(message, action = "Confirm") {
+  return new Promise((resolve) => {
+    const ok = h("button.btn.btn-danger", { type: "submit", value: "ok", testid: "confirm-ok" },
+      action);
+    const dialog = h("dialog.dialog", { testid: "confirm-dialog", "aria-label": action },
+      h("form", { method: "dialog" },
+        h("p", {}, message),
+        h("div.actions", {},
+          h("button.btn", { type: "submit", value: "cancel", testid: "confirm-cancel" }, "Cancel"),
+          ok)));
+    dialog.addEventListener("close", () => {
+      resolve(dialog.returnValue === "ok");
+      dialog.remove();
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    ok.focus();
+  });
+}
+
+/** Runs ``fn`` with the button disabled and a busy marker; errors go to ``onError``. */
+export async function busy(button, fn) {
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  try {
+    return await fn();
+  } finally {
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  }
+}

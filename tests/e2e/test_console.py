@@ -1,0 +1,222 @@
+"""The web console in a real browser: Playwright driving Debian's chromium, headless, against
+`fleet up` as a user runs it.
+
+With ``FLEET_SCREENSHOTS=docs/screenshots`` the test saves a screenshot of each page there (the
+ones docs/console.md shows); without it, it writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Locator, Page, expect, sync_playwright
+
+from tests.e2e.conftest import FleetUp
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without these, chromium's background networking hangs on a closed network.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 60_000
+SECRET = "postgres://dev:s3cret@db:5432/app"
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Page]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"the console test needs Debian's chromium at {CHROMIUM}: "
+            "apt-get install -y chromium (.ci/run installs it)"
+        )
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1360, "height": 900},
+        )
+        try:
+            tab = context.pages[0] if context.pages else context.new_page()
+            tab.set_default_timeout(WAIT_MS)
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield tab
+        finally:
+            context.close()
+    assert errors == [], f"JavaScript errors in the console: {errors}"
+
+
+def shot(page: Page, name: str) -> None:
+    folder = os.environ.get("FLEET_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def machine_row(page: Page, machine_id: str) -> Locator:
+    return page.locator(f'[data-testid=machine-row][data-machine-id="{machine_id}"]')
+
+
+def confirm(page: Page) -> None:
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("confirm-dialog")).to_have_count(0)
+
+
+@pytest.mark.timeout(300)
+def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, page: Page) -> None:
+    up = fleet_up
+    expect.set_options(timeout=WAIT_MS)
+
+    # Sign-in: a wrong token is refused inline, the admin token gets in.
+    page.goto(up.url)
+    expect(page.get_by_test_id("signin-form")).to_be_visible()
+    shot(page, "sign-in")
+    page.get_by_test_id("signin-token").fill("not-a-token")
+    page.get_by_test_id("signin-submit").click()
+    expect(page.get_by_test_id("signin-error")).to_contain_text("1001")
+    page.get_by_test_id("signin-token").fill(up.token)
+    page.get_by_test_id("signin-submit").click()
+    expect(page.get_by_role("heading", name="Machines")).to_be_visible()
+    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    expect(page.get_by_test_id("role")).to_have_text("admin token")
+    page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
+
+    # Instances: create one.
+    page.get_by_test_id("nav-instances").click()
+    page.get_by_test_id("instance-name").fill("demo")
+    page.get_by_test_id("instance-create").click()
+    iid = page.get_by_test_id("new-instance-id").inner_text()
+    assert re.fullmatch(r"i-[0-9a-f]{16}", iid)
+    expect(page.locator(f'[data-testid=instance-row][data-instance-id="{iid}"]')).to_be_visible()
+
+    # Env vars: a platform var, an instance var, and one set in both scopes (the instance wins).
+    page.get_by_test_id("nav-env").click()
+    page.get_by_test_id("env-instance").select_option(iid)
+    for scope, name, value in [
+        ("platform", "HTTP_TIMEOUT", "30"),
+        ("platform", "GREETING", "hello from the platform"),
+        ("instance", "GREETING", "hello from demo"),
+        ("instance", "DATABASE_URL", SECRET),
+    ]:
+        page.get_by_test_id("env-scope").select_option(scope)
+        page.get_by_test_id("env-name").fill(name)
+        page.get_by_test_id("env-value").fill(value)
+        page.get_by_test_id("env-set").click()
+        expect(page.get_by_test_id("notice")).to_contain_text(f"Set {name} ({scope})")
+    rows = page.get_by_test_id("env-row")
+    expect(rows).to_have_count(3)
+    expect(page.locator("[data-testid=env-row][data-name=GREETING]")).to_have_attribute(
+        "data-wins", "instance"
+    )
+    expect(page.locator("[data-testid=env-row][data-name=HTTP_TIMEOUT]")).to_have_attribute(
+        "data-wins", "platform"
+    )
+    expect(page.get_by_test_id("env-table")).not_to_contain_text("s3cret")  # masked
+    shot(page, "env-vars")
+    page.get_by_test_id("env-reveal").click()
+    expect(page.get_by_test_id("env-table")).to_contain_text(SECRET)
+    page.get_by_test_id("env-reveal").click()
+    page.get_by_test_id("env-scope").select_option("platform")
+    page.get_by_test_id("env-name").fill("UNWANTED")
+    page.get_by_test_id("env-value").fill("x")
+    page.get_by_test_id("env-set").click()
+    expect(rows).to_have_count(4)
+    page.locator("[data-testid=env-row][data-name=UNWANTED]").get_by_test_id(
+        "env-unset-platform"
+    ).click()
+    expect(page.get_by_test_id("notice")).to_contain_text("Unset UNWANTED (platform)")
+    expect(rows).to_have_count(3)
+
+    # Machines: create one; its status follows the event stream until ready, no reload.
+    page.get_by_test_id("nav-machines").click()
+    page.get_by_test_id("create-machine-instance").select_option(iid)
+    page.get_by_test_id("create-machine").click()
+    expect(page.get_by_test_id("notice")).to_contain_text("created")
+    expect(page.get_by_test_id("machine-row")).to_have_count(1)
+    first_id = page.get_by_test_id("machine-row").get_attribute("data-machine-id")
+    assert first_id is not None
+    expect(machine_row(page, first_id).get_by_test_id("machine-status")).to_have_text("ready")
+    assert page.evaluate("window.__sameDocument") is True
+
+    # Machine detail: the timeline, a command, the effective .env (masked, which scope wins).
+    machine_row(page, first_id).get_by_test_id("machine-link").click()
+    expect(page.get_by_test_id("machine-id")).to_have_text(first_id)
+    timeline = page.get_by_test_id("timeline-event")
+    expect(timeline.last).to_have_attribute("data-type", "ready")
+    types = [t.get_attribute("data-type") for t in timeline.all()]
+    assert types == ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
+    effective = page.get_by_test_id("effective-env")
+    expect(effective.locator("[data-name=GREETING]")).to_have_attribute("data-wins", "instance")
+    expect(effective).not_to_contain_text("s3cret")
+    page.get_by_test_id("exec-command").fill("sh -c 'ls -l .fleet/.env; echo done >&2; exit 3'")
+    expect(page.get_by_test_id("exec-argv")).to_have_text(
+        '["sh","-c","ls -l .fleet/.env; echo done >&2; exit 3"]'
+    )
+    page.get_by_test_id("exec-run").click()
+    expect(page.get_by_test_id("exec-exit-code")).to_have_text("3")
+    expect(page.get_by_test_id("exec-stdout")).to_contain_text("-rw------- ")
+    expect(page.get_by_test_id("exec-stderr")).to_have_text("done\n")
+    page.get_by_test_id("action-refresh-env").click()
+    expect(page.get_by_test_id("notice")).to_contain_text(".env pushed to 1 of 1")
+    shot(page, "machine-detail")
+
+    # Rebuild from the Machines page: the old machine is archived, a new one turns ready.
+    page.get_by_test_id("nav-machines").click()
+    machine_row(page, first_id).get_by_test_id("action-rebuild").click()
+    confirm(page)
+    expect(page.get_by_test_id("notice")).to_contain_text("Rebuilding")
+    expect(machine_row(page, first_id).get_by_test_id("machine-status")).to_have_text("archived")
+    expect(page.get_by_test_id("machine-row")).to_have_count(2)
+    second = page.locator(f"[data-testid=machine-row]:not([data-machine-id='{first_id}'])")
+    expect(second.get_by_test_id("machine-status")).to_have_text("ready")
+    expect(machine_row(page, first_id).get_by_test_id("action-rebuild")).to_be_disabled()
+    assert page.evaluate("window.__sameDocument") is True
+    shot(page, "machines")
+
+    page.get_by_test_id("nav-instances").click()
+    expect(page.get_by_test_id("instance-row")).to_have_count(1)
+    shot(page, "instances")
+
+    # Access tokens: the secret is shown once; revoking marks the token revoked.
+    page.get_by_test_id("nav-tokens").click()
+    page.get_by_test_id("token-name").fill("ci-runner")
+    page.get_by_test_id("token-scope").select_option(iid)
+    page.get_by_test_id("token-create").click()
+    secret = page.get_by_test_id("token-secret").inner_text()
+    assert len(secret) >= 20
+    token_row = page.locator("[data-testid=token-row][data-name=ci-runner]")
+    expect(token_row.get_by_test_id("token-state")).to_have_text("active")
+    shot(page, "access-tokens")
+    page.get_by_test_id("token-secret-dismiss").click()
+    expect(page.get_by_test_id("token-secret")).to_have_count(0)
+
+    # Signed in with that instance token: its instance's machines, live through per-machine
+    # streams. Revoking the token it signed in with sends the console back to sign-in (401).
+    page.get_by_test_id("signout").click()
+    page.get_by_test_id("signin-token").fill(secret)
+    page.get_by_test_id("signin-submit").click()
+    expect(page.get_by_test_id("role")).to_have_text("instance token")
+    expect(page.get_by_test_id("machine-row")).to_have_count(2)
+    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    page.get_by_test_id("nav-tokens").click()
+    token_row.get_by_test_id("token-revoke").click()
+    confirm(page)
+    expect(page.get_by_test_id("signin-form")).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("401")
+    page.get_by_test_id("signin-token").fill(up.token)
+    page.get_by_test_id("signin-submit").click()
+    page.get_by_test_id("nav-tokens").click()
+    expect(token_row.get_by_test_id("token-state")).to_contain_text("revoked")
