@@ -3,44 +3,72 @@
 async with FleetClient("http://127.0.0.1:8080", token) as fleet:
     inst = await fleet.create_instance("demo")
     machine = await fleet.create_machine(inst.id)
-    machine = await fleet.wait_for(machine.id, {"ready", "failed"})
+    box = await fleet.machine(machine.id).wait_ready()      # or: await fleet.instance_machine(id)
     result = await fleet.exec(machine.id, ["git", "status"], cwd="src")
+
+Every gateway method in ``contracts.gateway_rpc.GATEWAY_METHODS`` has a method here
+(``tests/unit/test_client_methods.py`` keeps it that way); ``call`` reaches any method by name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
 
-from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, WriteFileResult
-from contracts.errors import FleetError, Unauthorized
-from contracts.events import Event, decode_event
+from contracts.daemon_rpc import (
+    DEFAULT_EXEC_TIMEOUT_S,
+    ExecCommandResult,
+    ProcessInfo,
+    ProcessList,
+    ProcessLogs,
+    RestartPolicy,
+    WriteFileResult,
+)
+from contracts.errors import FleetError, NotFound, Unauthorized
+from contracts.events import Event, decode_event, kind_of
 from contracts.gateway_rpc import (
     CreatedToken,
+    CronList,
+    CronSetResult,
     EnvList,
     InstanceList,
     MachineList,
+    RefreshCodeResult,
+    RefreshEnvResult,
     Removed,
     RepoList,
     Revoked,
     TokenList,
 )
 from contracts.jsonrpc import decode_response, encode_request
+from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
 from contracts.status import MachineStatus
 
 R = TypeVar("R")
 DEFAULT_URL = "http://127.0.0.1:8080"
+#: ``events(follow=False)``: the stored events are over once the stream is this quiet.
+DEFAULT_IDLE_S = 1.0
 
 
 class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
+
+
+class MachineNotReady(Exception):
+    """``wait_ready``: the machine ended ``failed`` or ``archived`` instead."""
+
+    def __init__(self, machine: Machine) -> None:
+        super().__init__(f"machine {machine.id} is {machine.status.value}: {machine.status_reason}")
+        self.machine = machine
 
 
 class FleetClient:
@@ -72,6 +100,18 @@ class FleetClient:
             )
         return self._session
 
+    def _unreachable(self, exc: Exception) -> ConnectionFailed:
+        return ConnectionFailed(
+            f"cannot reach fleetd at {self.url} ({exc}); start fleetd with `./run up` "
+            "(or `fleet up`), or point FLEET_URL / --url at a running gateway"
+        )
+
+    def _refused(self) -> Unauthorized:
+        return Unauthorized(
+            f"the gateway at {self.url} refused the access token (HTTP 401); "
+            "set FLEET_TOKEN or pass --token"
+        )
+
     async def call(
         self,
         method: str,
@@ -80,6 +120,7 @@ class FleetClient:
         *,
         timeout_s: float | None = None,
     ) -> R:
+        """Any gateway method by name; ``params`` as on the wire (camelCase)."""
         body = encode_request(method, params or {}, next(self._ids))
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else self._timeout
         try:
@@ -91,18 +132,15 @@ class FleetClient:
             ) as resp:
                 data = await resp.read()
                 if resp.status == 401:
-                    raise Unauthorized("the gateway refused the access token (HTTP 401)")
+                    raise self._refused()
                 if resp.content_type != "application/json":
                     text = data[:300].decode(errors="replace")
                     raise FleetError(f"the gateway answered HTTP {resp.status}: {text}")
         except aiohttp.ClientConnectionError as exc:
-            raise ConnectionFailed(
-                f"cannot reach fleetd at {self.url} ({exc}); start it with `./run up`, "
-                f"or set FLEET_URL"
-            ) from None
+            raise self._unreachable(exc) from None
         return decode_response(data, result_type)
 
-    # --- typed methods ----------------------------------------------------------------------
+    # --- instances, env, repos, tokens --------------------------------------------------------
     async def create_instance(self, name: str) -> Instance:
         return await self.call("instances.create", {"name": name}, Instance)
 
@@ -123,8 +161,27 @@ class FleetClient:
     async def list_env(self, instance_id: str | None = None) -> list[EnvVar]:
         return (await self.call("env.list", _drop_none({"instanceId": instance_id}), EnvList)).vars
 
-    async def add_repo(self, instance_id: str, url: str, branch: str, path: str) -> Repo:
-        params = {"instanceId": instance_id, "url": url, "branch": branch, "path": path}
+    async def add_repo(
+        self,
+        instance_id: str,
+        url: str,
+        branch: str,
+        path: str,
+        *,
+        token: str | None = None,
+        username: str | None = None,
+    ) -> Repo:
+        """``token`` (and ``username``, default ``x-access-token``): for a private repo."""
+        params = _drop_none(
+            {
+                "instanceId": instance_id,
+                "url": url,
+                "branch": branch,
+                "path": path,
+                "token": token,
+                "username": username,
+            }
+        )
         return await self.call("repos.add", params, Repo)
 
     async def remove_repo(self, instance_id: str, path: str) -> bool:
@@ -134,6 +191,31 @@ class FleetClient:
     async def list_repos(self, instance_id: str) -> list[Repo]:
         return (await self.call("repos.list", {"instanceId": instance_id}, RepoList)).repos
 
+    async def create_token(self, name: str, instance_id: str | None = None) -> CreatedToken:
+        """A new access token; ``.token`` is the secret, shown this once."""
+        params = _drop_none({"name": name, "instanceId": instance_id})
+        return await self.call("tokens.create", params, CreatedToken)
+
+    async def list_tokens(self) -> list[AccessToken]:
+        return (await self.call("tokens.list", {}, TokenList)).tokens
+
+    async def revoke_token(self, token_id: str) -> bool:
+        return (await self.call("tokens.revoke", {"id": token_id}, Revoked)).revoked
+
+    async def set_cron(self, instance_id: str, jobs: Sequence[CronJob]) -> CronSetResult:
+        """Replace the instance's whole cron table; it is pushed to its running machine at
+        once (``.machines``, ``.failed``) and to new machines at setup."""
+        params = {"instanceId": instance_id, "jobs": msgspec.to_builtins(list(jobs))}
+        return await self.call("cron.set", params, CronSetResult)
+
+    async def list_cron(self, instance_id: str) -> list[CronJob]:
+        return (await self.call("cron.list", {"instanceId": instance_id}, CronList)).jobs
+
+    async def discover(self) -> dict[str, Any]:
+        """This API as an OpenRPC document."""
+        return await self.call("rpc.discover", {}, dict[str, Any])
+
+    # --- machines -----------------------------------------------------------------------------
     async def create_machine(self, instance_id: str, provider: str = "local") -> Machine:
         params = {"instanceId": instance_id, "provider": provider}
         return await self.call("machines.create", params, Machine)
@@ -181,41 +263,126 @@ class FleetClient:
         )
         return await self.call("machines.writeFile", params, WriteFileResult)
 
-    async def create_token(self, name: str, instance_id: str | None = None) -> CreatedToken:
-        """A new access token; ``.token`` is the secret, shown this once."""
-        params = _drop_none({"name": name, "instanceId": instance_id})
-        return await self.call("tokens.create", params, CreatedToken)
+    async def refresh_env(self, instance_id: str | None = None) -> RefreshEnvResult:
+        """Rebuild the .env and push it to running machines (None: of every instance the token
+        may touch)."""
+        params = _drop_none({"instanceId": instance_id})
+        return await self.call("machines.refreshEnv", params, RefreshEnvResult)
 
-    async def list_tokens(self) -> list[AccessToken]:
-        return (await self.call("tokens.list", {}, TokenList)).tokens
+    async def refresh_code(self, machine_id: str) -> RefreshCodeResult:
+        """Install the platform's code on the machine; its daemon restarts with it."""
+        return await self.call("machines.refreshCode", {"machineId": machine_id}, RefreshCodeResult)
 
-    async def revoke_token(self, token_id: str) -> bool:
-        return (await self.call("tokens.revoke", {"id": token_id}, Revoked)).revoked
+    async def start_process(
+        self,
+        machine_id: str,
+        command: list[str],
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        tag: str | None = None,
+        restart: RestartPolicy = "never",
+    ) -> ProcessInfo:
+        params = _drop_none(
+            {
+                "machineId": machine_id,
+                "command": command,
+                "cwd": cwd,
+                "env": env,
+                "tag": tag,
+                "restart": restart,
+            }
+        )
+        return await self.call("machines.process.start", params, ProcessInfo)
 
-    # --- events -----------------------------------------------------------------------------
+    async def list_processes(self, machine_id: str) -> list[ProcessInfo]:
+        params = {"machineId": machine_id}
+        return (await self.call("machines.process.list", params, ProcessList)).processes
+
+    async def kill_process(
+        self, machine_id: str, *, pid: int | None = None, tag: str | None = None
+    ) -> ProcessInfo:
+        """Exactly one of ``pid`` and ``tag``."""
+        params = _drop_none({"machineId": machine_id, "pid": pid, "tag": tag})
+        return await self.call("machines.process.kill", params, ProcessInfo)
+
+    async def process_logs(
+        self, machine_id: str, *, pid: int | None = None, tag: str | None = None, tail: int = 100
+    ) -> ProcessLogs:
+        params = _drop_none({"machineId": machine_id, "pid": pid, "tag": tag, "tail": tail})
+        return await self.call("machines.process.logs", params, ProcessLogs)
+
+    def machine(self, machine_id: str) -> MachineHandle:
+        """This client, bound to one machine."""
+        return MachineHandle(self, machine_id)
+
+    async def instance_machine(self, instance_id: str) -> MachineHandle:
+        """The instance's current machine (NotFound if it has none)."""
+        instance = await self.get_instance(instance_id)
+        if instance.current_machine_id is None:
+            raise NotFound(f"instance {instance_id} has no machine")
+        return self.machine(instance.current_machine_id)
+
+    # --- events -------------------------------------------------------------------------------
     async def events(
-        self, machine_id: str | None = None, since: int | None = None
-    ) -> AsyncIterator[tuple[int, Event]]:
-        """(stream sequence, event) pairs from GET /events, as they happen."""
+        self,
+        machine_id: str | None = None,
+        since: int | None = None,
+        kinds: Collection[str] | None = None,
+        *,
+        follow: bool = True,
+        idle_s: float = DEFAULT_IDLE_S,
+    ) -> AsyncGenerator[tuple[int, Event], None]:
+        """(stream sequence, event) pairs from GET /events.
+
+        With ``machine_id`` the stream starts at that machine's first event, else at new events
+        (``since``: after that sequence; 0 replays everything stored). ``kinds`` keeps only those
+        event types. ``follow=False`` ends once no event arrived for ``idle_s`` seconds (the
+        stored ones have been read). A stream cut off for falling behind is resumed after the
+        last event read. Close the iterator (``contextlib.aclosing``) when leaving it early.
+        """
+        wanted = set(kinds) if kinds is not None else None
+        last = since
+        while True:
+            overflowed = False
+            stream = self._stream(machine_id, last, None if follow else idle_s)
+            async with contextlib.aclosing(stream):
+                async for seq, data in stream:
+                    if data is None:  # cut off for falling behind: resume after `last`
+                        overflowed = True
+                        break
+                    last = seq
+                    event = decode_event(data)
+                    if wanted is None or kind_of(event).value in wanted:
+                        yield seq, event
+            if not overflowed:
+                return
+
+    async def _stream(
+        self, machine_id: str | None, since: int | None, idle_s: float | None
+    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+        """One GET /events: (sequence, event JSON), or (sequence, None) for an overflow."""
         query = _drop_none({"machineId": machine_id, "since": since})
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         try:
             async with self.session.get(
                 f"{self.url}/events", params=query, timeout=timeout
             ) as resp:
-                if resp.status == 401:
-                    raise Unauthorized("the gateway refused the access token (HTTP 401)")
-                if resp.status != 200:
-                    raise FleetError(f"GET /events answered {resp.status}: {await resp.text()}")
-                seq = 0
-                async for raw in resp.content:
-                    line = raw.rstrip(b"\r\n")
-                    if line.startswith(b"id: "):
-                        seq = int(line[4:])
-                    elif line.startswith(b"data: ") and seq:
-                        yield seq, decode_event(line[6:])
+                await self._check_stream(resp)
+                async for message in _sse(resp.content, idle_s):
+                    yield message
         except aiohttp.ClientConnectionError as exc:
-            raise ConnectionFailed(f"lost the event stream from {self.url}: {exc}") from None
+            raise self._unreachable(exc) from None
+
+    async def _check_stream(self, resp: aiohttp.ClientResponse) -> None:
+        if resp.status == 401:
+            raise self._refused()
+        if resp.status != 200:
+            body = await resp.text()
+            if resp.content_type == "application/json":
+                error = msgspec.json.decode(body).get("error", {})
+                raise FleetError(f"GET /events: {error.get('message', body)}")
+            raise FleetError(f"GET /events answered HTTP {resp.status}: {body[:300]}")
 
     async def wait_for(
         self, machine_id: str, statuses: Collection[str], timeout_s: float = 120.0
@@ -226,11 +393,113 @@ class FleetClient:
             machine = await self.get_machine(machine_id)
             if machine.status in wanted:
                 return machine
-            async for _ in self.events(machine_id):
-                machine = await self.get_machine(machine_id)
-                if machine.status in wanted:
-                    return machine
+            async with contextlib.aclosing(self.events(machine_id)) as stream:
+                async for _ in stream:
+                    machine = await self.get_machine(machine_id)
+                    if machine.status in wanted:
+                        return machine
         raise TimeoutError(f"machine {machine_id} never reached {sorted(wanted)}")
+
+
+@dataclass(frozen=True)
+class MachineHandle:
+    """A client bound to one machine: ``fleet.machine(id)`` or
+    ``await fleet.instance_machine(instance_id)``."""
+
+    client: FleetClient
+    id: str
+
+    async def get(self) -> Machine:
+        return await self.client.get_machine(self.id)
+
+    async def wait_ready(self, timeout_s: float = 300.0) -> Machine:
+        """The machine once ``ready``; MachineNotReady if it failed or was archived."""
+        done = {MachineStatus.READY, MachineStatus.FAILED, MachineStatus.ARCHIVED}
+        machine = await self.client.wait_for(self.id, done, timeout_s)
+        if machine.status is not MachineStatus.READY:
+            raise MachineNotReady(machine)
+        return machine
+
+    async def exec(
+        self,
+        command: list[str],
+        *,
+        timeout_s: float | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ExecCommandResult:
+        return await self.client.exec(self.id, command, timeout_s=timeout_s, cwd=cwd, env=env)
+
+    async def write_file(self, path: str, content: str, mode: int | None = None) -> WriteFileResult:
+        return await self.client.write_file(self.id, path, content, mode)
+
+    async def start_process(
+        self,
+        command: list[str],
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        tag: str | None = None,
+        restart: RestartPolicy = "never",
+    ) -> ProcessInfo:
+        return await self.client.start_process(
+            self.id, command, cwd=cwd, env=env, tag=tag, restart=restart
+        )
+
+    async def processes(self) -> list[ProcessInfo]:
+        return await self.client.list_processes(self.id)
+
+    async def kill_process(self, *, pid: int | None = None, tag: str | None = None) -> ProcessInfo:
+        return await self.client.kill_process(self.id, pid=pid, tag=tag)
+
+    async def process_logs(
+        self, *, pid: int | None = None, tag: str | None = None, tail: int = 100
+    ) -> ProcessLogs:
+        return await self.client.process_logs(self.id, pid=pid, tag=tag, tail=tail)
+
+    async def refresh_code(self) -> RefreshCodeResult:
+        return await self.client.refresh_code(self.id)
+
+    async def archive(self) -> Machine:
+        return await self.client.archive_machine(self.id)
+
+    def events(
+        self, since: int | None = None, kinds: Collection[str] | None = None, *, follow: bool = True
+    ) -> AsyncGenerator[tuple[int, Event], None]:
+        return self.client.events(self.id, since, kinds, follow=follow)
+
+
+async def _sse(
+    content: aiohttp.StreamReader, idle_s: float | None
+) -> AsyncGenerator[tuple[int, bytes | None], None]:
+    """Server-sent event messages: (id, data); (id, None) for ``event: overflow``, which ends
+    the stream. With ``idle_s``, the stream also ends after that long without a line."""
+    seq, kind, data = 0, b"message", list[bytes]()
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                raw = await content.readline()
+        except TimeoutError:
+            return
+        if not raw:
+            return
+        line = raw.rstrip(b"\r\n")
+        if line:  # a field; a comment (": keepalive") has an empty name and is ignored
+            name, _, value = line.partition(b":")
+            value = value.removeprefix(b" ")
+            if name == b"id":
+                seq = int(value)
+            elif name == b"event":
+                kind = value
+            elif name == b"data":
+                data.append(value)
+            continue
+        if kind == b"overflow":
+            yield seq, None
+            return
+        if data and kind == b"message":
+            yield seq, b"\n".join(data)
+        kind, data = b"message", []
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""What every `fleet` command shares: exit codes, output, and how a command is declared."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
+import msgspec
+
+from fleet.client import FleetClient
+
+#: Exit codes scripts can rely on (documented in docs/cli.md). `machines exec` exits with the
+#: remote command's own code instead when the command ran.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the operation ran and failed: a machine failed/archived during --wait, a
+#                  command was killed at its timeout, refresh-env could not write to a machine
+EXIT_USAGE = 2  # bad arguments (argparse's own code too)
+EXIT_UNREACHABLE = 3  # no gateway answered at the URL
+EXIT_API = 4  # the gateway answered with an error (printed as `fleet: error CODE: message`)
+EXIT_TIMEOUT = 5  # --timeout ran out
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_BROKEN_PIPE = 141  # stdout closed early (`fleet events | head`), as a shell reports SIGPIPE
+
+SubAction: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Cmd = Callable[[FleetClient, argparse.Namespace], Awaitable[int]]
+
+
+class UsageError(Exception):
+    """Arguments argparse accepted but the command cannot use; exit code 2."""
+
+
+def common_flags(*, url: bool = True) -> argparse.ArgumentParser:
+    """The global flags, accepted after the command too (`fleet machines list --json`). Their
+    defaults are set once, on the top-level parser."""
+    p = argparse.ArgumentParser(add_help=False)
+    if url:
+        p.add_argument("--url", default=argparse.SUPPRESS, help="gateway URL (FLEET_URL)")
+    p.add_argument("--token", default=argparse.SUPPRESS, help="access token (FLEET_TOKEN)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the API's JSON result (one object per line for streams)",
+    )
+    return p
+
+
+COMMON = common_flags()
+#: For a command with its own --url (`repos add`): the gateway's goes before the command.
+COMMON_NO_URL = common_flags(url=False)
+
+
+def command(
+    group: SubAction,
+    name: str,
+    func: Cmd,
+    help: str | None = None,
+    *,
+    flags: argparse.ArgumentParser = COMMON,
+) -> argparse.ArgumentParser:
+    """A leaf command: its parser, with the common flags, dispatching to ``func``."""
+    p = group.add_parser(name, help=help, description=help, parents=[flags])
+    p.set_defaults(func=func)
+    return p
+
+
+def group(
+    sub: SubAction,
+    name: str,
+    help: str,
+) -> SubAction:
+    p = sub.add_parser(name, help=help, description=help)
+    return p.add_subparsers(dest="sub", required=True, metavar="COMMAND")
+
+
+def emit(args: argparse.Namespace, obj: Any, human: Callable[[], str]) -> int:
+    """``--json``: the raw result; else the text for people. Exit code 0."""
+    print(to_json(obj) if args.json else human())
+    return EXIT_OK
+
+
+def to_json(obj: Any) -> str:
+    return msgspec.json.encode(obj).decode()

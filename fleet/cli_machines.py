@@ -1,0 +1,235 @@
+"""`fleet machines|processes|events`: machines, what runs on them, and their events."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+from contracts.events import Event, MachineReady
+from contracts.models import Machine
+from contracts.subjects import EventKind
+from fleet.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    SubAction,
+    UsageError,
+    command,
+    emit,
+    group,
+    to_json,
+)
+from fleet.client import FleetClient
+from fleet.render import (
+    Progress,
+    event_line,
+    exit_text,
+    final,
+    machine_detail,
+    machine_line,
+    machines_table,
+    processes_table,
+)
+
+Args = argparse.Namespace
+
+
+def register(sub: SubAction) -> None:
+    _machines(group(sub, "machines", "machines: create, inspect, run commands, refresh"))
+    _processes(group(sub, "processes", "background processes on a machine"))
+    ev = command(sub, "events", _events, "machine events: stored ones, then live")
+    ev.add_argument("--machine", help="one machine's events, from its first")
+    ev.add_argument("--kind", action="append", choices=[k.value for k in EventKind],
+                    help="only this kind (repeat for more)")  # fmt: skip
+    ev.add_argument("--since", type=int, help="after this stream sequence (0: from the start)")
+    ev.add_argument(
+        "--follow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep waiting for new events (default); --no-follow stops after the stored ones",
+    )
+
+
+def _machines(g: SubAction) -> None:
+    create = command(g, "create", _machines_create, "create the instance's machine")
+    create.add_argument("--instance", required=True)
+    create.add_argument("--provider", default="local", choices=["local", "swarm"])
+    rebuild = command(g, "rebuild", _machines_create, "archive the current machine, make anew")
+    rebuild.add_argument("--instance", required=True)
+    for p in (create, rebuild):
+        p.add_argument("--wait", action="store_true", help="show the stages until ready/failed")
+        p.add_argument("--timeout", type=float, default=300.0, help="seconds, for --wait")
+    command(g, "get", _machines_get, "one machine").add_argument("machine_id")
+    command(g, "list", _machines_list, "machines, newest first").add_argument("--instance")
+    command(g, "archive", _machines_archive, "stop a machine for good").add_argument("machine_id")
+    ex = command(g, "exec", _machines_exec, "run a command: exec MACHINE_ID [--cwd DIR] -- ARGV")
+    ex.add_argument("machine_id")
+    ex.add_argument("--cwd", help="relative to the machine's home")
+    ex.add_argument("--timeout", type=float, help="seconds before the command is killed")
+    # The command itself comes after `--`: main() splits it off before argparse sees it.
+    wr = command(g, "write", _machines_write, "write stdin (or --content) to PATH on the machine")
+    wr.add_argument("machine_id")
+    wr.add_argument("path")
+    wr.add_argument("--content")
+    wr.add_argument("--mode", type=lambda s: int(s, 8), help="octal, e.g. 600")
+    env = command(g, "refresh-env", _refresh_env, "rebuild the .env, push it to running machines")
+    env.add_argument("--instance", help="only this instance's machine (default: all you may)")
+    code = command(g, "refresh-code", _refresh_code, "run the platform's code on the machine")
+    code.add_argument("machine_id")
+
+
+async def _machines_create(c: FleetClient, a: Args) -> int:
+    if a.sub == "create":
+        m = await c.create_machine(a.instance, a.provider)
+    else:
+        m = await c.rebuild_machine(a.instance)
+    if not a.wait:
+        return emit(a, m, lambda: machine_line(m))
+    return await _follow(c, a, m)
+
+
+async def _follow(c: FleetClient, a: Args, m: Machine) -> int:
+    """Show each stage as its event arrives; 0 at ready, 1 at failed/archived. With --json, only
+    the final machine record is printed."""
+    progress = Progress(sys.stdout, tty=sys.stdout.isatty() and not a.json)
+    if not a.json:
+        print(f"machine {m.id} (instance {m.instance_id})", flush=True)
+    animation = asyncio.create_task(progress.animate()) if progress.tty else None
+    try:
+        async with asyncio.timeout(a.timeout):
+            last = await _stages(c, m.id, progress if not a.json else None)
+    except TimeoutError:
+        print(f"fleet: machine {m.id} not ready after {a.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    finally:
+        if animation is not None:
+            animation.cancel()
+    machine = await c.get_machine(m.id)
+    if a.json:
+        print(to_json(machine))
+    elif not isinstance(last, MachineReady):
+        print(f"machine {m.id} {machine.status.value}: {machine.status_reason}", file=sys.stderr)
+    return EXIT_OK if isinstance(last, MachineReady) else EXIT_FAILED
+
+
+async def _stages(c: FleetClient, machine_id: str, progress: Progress | None) -> Event | None:
+    """The machine's events until the pipeline ends; the last one."""
+    async with contextlib.aclosing(c.events(machine_id)) as stream:
+        async for _, event in stream:
+            if progress is not None:
+                progress.add(event)
+            if final(event):
+                return event
+    return None
+
+
+async def _machines_get(c: FleetClient, a: Args) -> int:
+    m = await c.get_machine(a.machine_id)
+    return emit(a, m, lambda: machine_detail(m))
+
+
+async def _machines_list(c: FleetClient, a: Args) -> int:
+    xs = await c.list_machines(a.instance)
+    return emit(a, xs, lambda: machines_table(xs))
+
+
+async def _machines_archive(c: FleetClient, a: Args) -> int:
+    m = await c.archive_machine(a.machine_id)
+    return emit(a, m, lambda: machine_line(m))
+
+
+def _argv(a: Args, what: str) -> list[str]:
+    if not a.argv:
+        raise UsageError(f"{what} needs a command after --, e.g. {what} ID -- ls -la")
+    return list(a.argv)
+
+
+async def _machines_exec(c: FleetClient, a: Args) -> int:
+    r = await c.exec(a.machine_id, _argv(a, "machines exec"), timeout_s=a.timeout, cwd=a.cwd)
+    if a.json:
+        print(to_json(r))
+    else:
+        sys.stdout.write(r.stdout)
+        sys.stderr.write(r.stderr if r.stderr.endswith("\n") or not r.stderr else r.stderr + "\n")
+        if r.timed_out:
+            print("fleet: the command timed out and was killed", file=sys.stderr)
+        if r.truncated:
+            print("fleet: the output was cut at the daemon's output cap", file=sys.stderr)
+    return r.exit_code if 0 <= r.exit_code < 256 else EXIT_FAILED
+
+
+async def _machines_write(c: FleetClient, a: Args) -> int:
+    content = a.content if a.content is not None else sys.stdin.read()
+    r = await c.write_file(a.machine_id, a.path, content, a.mode)
+    return emit(a, r, lambda: f"wrote {r.bytes_written} bytes to {r.path}")
+
+
+async def _refresh_env(c: FleetClient, a: Args) -> int:
+    r = await c.refresh_env(a.instance)
+
+    def human() -> str:
+        lines = [f"written to {r.written} of {r.machines} running machine(s)"]
+        lines += [f"  failed {f.machine_id}: error {f.code}: {f.message}" for f in r.failed]
+        return "\n".join(lines)
+
+    emit(a, r, human)
+    return EXIT_FAILED if r.failed else EXIT_OK
+
+
+async def _refresh_code(c: FleetClient, a: Args) -> int:
+    r = await c.refresh_code(a.machine_id)
+    then = "its daemon restarts with it" if r.restarting else "the daemon already ran it"
+    shas = f"{(r.from_git_sha or '?')[:12]} -> {(r.to_git_sha or '?')[:12]}"
+    return emit(a, r, lambda: f"{r.machine_id}: {shas}; {then}\n{r.message}")
+
+
+# --- processes ----------------------------------------------------------------------------------
+def _processes(g: SubAction) -> None:
+    start = command(g, "start", _proc_start, "start: processes start ID [--tag T] -- ARGV")
+    start.add_argument("machine_id")
+    start.add_argument("--tag", help="a name to find it by (unique among live processes)")
+    start.add_argument("--cwd")
+    start.add_argument("--restart", choices=["never", "on-env-change", "always"], default="never")
+    command(g, "list", _proc_list, "the machine's processes").add_argument("machine_id")
+    kill = command(g, "kill", _proc_kill, "stop it (its process group): TERM, then KILL")
+    logs = command(g, "logs", _proc_logs, "the last lines of its output")
+    logs.add_argument("--tail", type=int, default=100)
+    for p in (kill, logs):
+        p.add_argument("machine_id")
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--pid", type=int)
+        which.add_argument("--tag")
+
+
+async def _proc_start(c: FleetClient, a: Args) -> int:
+    argv = _argv(a, "processes start")
+    p = await c.start_process(a.machine_id, argv, cwd=a.cwd, tag=a.tag, restart=a.restart)
+    return emit(a, p, lambda: f"started pid {p.pid}" + (f" ({p.tag})" if p.tag else ""))
+
+
+async def _proc_list(c: FleetClient, a: Args) -> int:
+    xs = await c.list_processes(a.machine_id)
+    return emit(a, xs, lambda: processes_table(xs))
+
+
+async def _proc_kill(c: FleetClient, a: Args) -> int:
+    p = await c.kill_process(a.machine_id, pid=a.pid, tag=a.tag)
+    return emit(a, p, lambda: f"pid {p.pid} {p.state} ({exit_text(p.exit_code)})")
+
+
+async def _proc_logs(c: FleetClient, a: Args) -> int:
+    r = await c.process_logs(a.machine_id, pid=a.pid, tag=a.tag, tail=a.tail)
+    return emit(a, r, lambda: "\n".join(r.lines))
+
+
+# --- events -------------------------------------------------------------------------------------
+async def _events(c: FleetClient, a: Args) -> int:
+    """Without --follow and without --machine or --since, the whole stored stream."""
+    since = 0 if a.since is None and not a.follow and a.machine is None else a.since
+    stream = c.events(a.machine, since, a.kind, follow=a.follow)
+    async with contextlib.aclosing(stream):
+        async for seq, event in stream:
+            print(to_json(event) if a.json else event_line(seq, event), flush=True)
+    return EXIT_OK

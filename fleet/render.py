@@ -1,0 +1,227 @@
+"""What the CLI shows people: aligned tables, one-line event descriptions, and the live progress
+of a machine's pipeline. Scripts use ``--json`` instead, so none of this is an interface."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TextIO
+
+from contracts.daemon_rpc import ProcessInfo
+from contracts.events import (
+    DaemonStatusReported,
+    Event,
+    MachineArchived,
+    MachineFailed,
+    MachineProvisioned,
+    MachineReady,
+    MachineUnresponsive,
+    SetupPushed,
+    kind_of,
+)
+from contracts.machine_files import CronJob
+from contracts.models import Machine
+from contracts.subjects import EventKind
+
+#: The stages a new machine goes through, in order.
+PIPELINE = (
+    EventKind.CREATED,
+    EventKind.PROVISIONED,
+    EventKind.DAEMON_STATUS_REPORTED,
+    EventKind.SETUP_PUSHED,
+    EventKind.READY,
+)
+UPDATE_MARK = "*"
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """Columns padded to their widest cell, two spaces apart; no trailing blanks."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def age(when: datetime, now: datetime | None = None) -> str:
+    """How long ago, in the largest whole unit: 42s, 5m, 3h, 2d."""
+    secs = max(0, int(((now or datetime.now(UTC)) - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def _daemon(m: Machine) -> str:
+    if m.daemon_version is None:
+        return "-"
+    sha = (m.daemon_git_sha or "")[:7]
+    text = f"{m.daemon_version}@{sha}" if sha else m.daemon_version
+    return text + (UPDATE_MARK if m.update_available else "")
+
+
+def machines_table(machines: Sequence[Machine]) -> str:
+    rows = [
+        [
+            m.id,
+            m.instance_id,
+            m.provider,
+            m.status.value,
+            _daemon(m),
+            age(m.created_at),
+            m.status_reason,
+        ]
+        for m in machines
+    ]
+    text = table(rows, ["ID", "INSTANCE", "PROVIDER", "STATUS", "DAEMON", "AGE", "REASON"])
+    if any(m.update_available for m in machines):
+        text += f"\n{UPDATE_MARK} newer code available: fleet machines refresh-code MACHINE_ID"
+    return text
+
+
+def machine_line(m: Machine) -> str:
+    return f"{m.id}  {m.status.value}  ({m.status_reason})"
+
+
+def machine_detail(m: Machine) -> str:
+    daemon = _daemon(m)
+    if m.update_available:
+        daemon += f"  (newer code available: fleet machines refresh-code {m.id})"
+    fields = [
+        ("id", m.id),
+        ("instance", m.instance_id),
+        ("provider", f"{m.provider} ({m.external_id or 'not started'})"),
+        ("status", f"{m.status.value}: {m.status_reason}"),
+        ("daemon", daemon),
+        ("created", f"{m.created_at.isoformat()} ({age(m.created_at)} ago)"),
+        ("updated", f"{m.updated_at.isoformat()} ({age(m.updated_at)} ago)"),
+    ]
+    return "\n".join(f"{k:<9} {v}" for k, v in fields)
+
+
+def exit_text(code: int | None) -> str:
+    """An exit code as people read it: ``-`` while running, ``SIGTERM`` for -15."""
+    if code is None:
+        return "-"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-code).name
+    return str(code)
+
+
+def processes_table(processes: Sequence[ProcessInfo]) -> str:
+    rows = [
+        [
+            str(p.pid),
+            p.tag or "-",
+            p.state,
+            exit_text(p.exit_code),
+            f"{p.restart} ({p.restarts})",
+            " ".join(p.command),
+        ]
+        for p in processes
+    ]
+    return table(rows, ["PID", "TAG", "STATE", "EXIT", "RESTART (COUNT)", "COMMAND"])
+
+
+def cron_table(jobs: Sequence[CronJob]) -> str:
+    rows = [
+        [j.name, j.schedule, " ".join(j.command), j.cwd or "~", f"{j.timeout_s:g}s"] for j in jobs
+    ]
+    return table(rows, ["NAME", "SCHEDULE", "COMMAND", "CWD", "TIMEOUT"])
+
+
+def describe(event: Event) -> str:
+    """The event's kind, then what it says, in a few words."""
+    kind = kind_of(event).value
+    detail = ""
+    if isinstance(event, MachineProvisioned):
+        detail = f"{event.provider} {event.external_id}"
+    elif isinstance(event, DaemonStatusReported):
+        detail = f"{event.status}, daemon {event.version}"
+    elif isinstance(event, SetupPushed):
+        detail = f".env {event.env_bytes} B, {len(event.repo_paths)} repo(s)"
+    elif isinstance(event, MachineFailed):
+        detail = f"at {event.stage}: {event.reason}"
+    elif isinstance(event, MachineArchived | MachineUnresponsive):
+        detail = event.reason
+    return f"{kind:<24} {detail}".rstrip()
+
+
+def event_line(seq: int, event: Event) -> str:
+    stamp = event.occurred_at.strftime("%H:%M:%S.%f")[:-3]
+    return f"{seq:>6} {stamp} {event.machine_id}  {describe(event)}"
+
+
+def final(event: Event) -> bool:
+    """The machine's pipeline is over: ready, failed or archived."""
+    return isinstance(event, MachineReady | MachineFailed | MachineArchived)
+
+
+def bad(event: Event) -> bool:
+    return isinstance(event, MachineFailed | MachineArchived)
+
+
+class Progress:
+    """A machine's pipeline as it happens.
+
+    On a terminal, every stage has a line, redrawn in place: ``✓`` and the seconds since the
+    start once done, a spinner and the running time on the current one, ``·`` for those to come.
+    Elsewhere (a pipe, a log), one line per stage as it completes: ``  + 0.35s  setup-pushed ...``
+    (``x`` instead of ``+`` for a failure).
+    """
+
+    def __init__(self, out: TextIO, *, tty: bool) -> None:
+        self.out = out
+        self.tty = tty
+        self.start = time.monotonic()
+        self.done: list[tuple[float, Event]] = []
+        self._drawn = 0
+        self._frame = 0
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.done) and final(self.done[-1][1])
+
+    def add(self, event: Event) -> None:
+        took = time.monotonic() - self.start
+        self.done.append((took, event))
+        if self.tty:
+            self.redraw()
+        else:
+            mark = "x" if bad(event) else "+"
+            self.out.write(f"  {mark} {took:6.2f}s  {describe(event)}\n")
+            self.out.flush()
+
+    def lines(self) -> list[str]:
+        shown = [f"  {'✗' if bad(e) else '✓'} {t:6.2f}s  {describe(e)}" for t, e in self.done]
+        if self.finished:
+            return shown
+        seen = {kind_of(e) for _, e in self.done}
+        pending = [k.value for k in PIPELINE if k not in seen]
+        if pending:
+            running = time.monotonic() - self.start
+            spin = _SPINNER[self._frame % len(_SPINNER)]
+            shown.append(f"  {spin} {running:6.2f}s  {pending[0]}")
+            shown += [f"  ·          {k}" for k in pending[1:]]
+        return shown
+
+    def redraw(self) -> None:
+        """Back up over the previous drawing, clear it, draw the current one."""
+        width = shutil.get_terminal_size().columns - 1  # a wrapped line would break the count
+        lines = [line[:width] for line in self.lines()]
+        up = f"\x1b[{self._drawn}F" if self._drawn else ""
+        self.out.write(up + "\x1b[J" + "".join(f"{line}\n" for line in lines))
+        self.out.flush()
+        self._drawn = len(lines)
+
+    async def animate(self, every_s: float = 0.1) -> None:
+        """Keep the running time and the spinner moving (terminal only); cancel to stop."""
+        while not self.finished:
+            self._frame += 1
+            self.redraw()
+            await asyncio.sleep(every_s)

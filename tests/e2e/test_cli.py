@@ -1,0 +1,241 @@
+"""The `fleet` CLI as scripts and people use it, against one real `fleet up` stack shared by the
+module (each test makes its own instance, or uses the module's ready machine read-only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import selectors
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from fleet.cli import EXIT_API, EXIT_UNREACHABLE
+from fleet.embedded import free_port
+from tests.e2e.conftest import FLEET, FleetUp, start_fleet_up
+
+STAGES = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetUp]:
+    up = start_fleet_up(tmp_path_factory.mktemp("cli") / "data", free_port())
+    yield up
+    assert up.stop() == 0
+
+
+@dataclass
+class Ready:
+    instance_id: str
+    machine_id: str
+    created: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def ready(stack: FleetUp) -> Ready:
+    """An instance with an env var and a machine made with `machines create --wait`."""
+    iid = json.loads(stack.cli("--json", "instances", "create", "cli-demo").stdout)["id"]
+    assert stack.cli("env", "set", "GREETING", "hello", "--instance", iid).returncode == 0
+    created = stack.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
+    machine = json.loads(stack.cli("machines", "list", "--instance", iid, "--json").stdout)[0]
+    return Ready(iid, machine["id"], created)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """For output with no event to await (a process's log): ask again until it is there. Each
+    check is a CLI run, so the loop paces itself."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+
+
+def test_instances_and_env_as_json(stack: FleetUp) -> None:
+    inst = json.loads(ok(stack.cli("--json", "instances", "create", "scripted")))
+    assert inst["name"] == "scripted"
+    assert inst["currentMachineId"] is None
+    listed = json.loads(ok(stack.cli("instances", "list", "--json")))
+    assert inst["id"] in {i["id"] for i in listed}
+    ok(stack.cli("env", "set", "--instance", inst["id"], "REGION", "eu-west"))
+    var = json.loads(ok(stack.cli("--json", "env", "set", "MODE", "dev", "--instance", inst["id"])))
+    assert var == {"name": "MODE", "value": "dev", "scope": "instance"}
+    vars_ = json.loads(ok(stack.cli("--json", "env", "list", "--instance", inst["id"])))
+    assert [(v["name"], v["value"]) for v in vars_] == [("MODE", "dev"), ("REGION", "eu-west")]
+    table = ok(stack.cli("env", "list", "--instance", inst["id"]))
+    assert table.splitlines()[0].split() == ["NAME", "SCOPE", "VALUE"]
+
+
+def test_create_wait_prints_each_stage_in_order(ready: Ready) -> None:
+    out = ok(ready.created)
+    assert out.splitlines()[0] == f"machine {ready.machine_id} (instance {ready.instance_id})"
+    stages = [line.split()[2] for line in out.splitlines()[1:]]
+    assert stages == STAGES
+    seconds = [float(line.split()[1].rstrip("s")) for line in out.splitlines()[1:]]
+    assert seconds == sorted(seconds)
+
+
+def test_machines_list_table_shows_the_machine_ready(stack: FleetUp, ready: Ready) -> None:
+    lines = ok(stack.cli("machines", "list", "--instance", ready.instance_id)).splitlines()
+    header = lines[0].split()
+    assert header == ["ID", "INSTANCE", "PROVIDER", "STATUS", "DAEMON", "AGE", "REASON"]
+    row = lines[1]
+    assert row.split()[:4] == [ready.machine_id, ready.instance_id, "local", "ready"]
+    assert row.index("ready") == lines[0].index("STATUS")  # aligned columns
+    assert row.endswith("all readiness checks passed")
+    detail = ok(stack.cli("machines", "get", ready.machine_id))
+    assert "status    ready: all readiness checks passed" in detail
+
+
+def test_exec_prints_output_and_passes_the_exit_code_on(stack: FleetUp, ready: Ready) -> None:
+    hello = stack.cli("machines", "exec", ready.machine_id, "--cwd", ".fleet", "--", "ls", ".env")
+    assert (hello.returncode, hello.stdout) == (0, ".env\n")
+    failing = stack.cli(
+        "machines",
+        "exec",
+        ready.machine_id,
+        "--",
+        "sh",
+        "-c",
+        "echo partial; echo oops >&2; exit 7",
+    )
+    assert (failing.returncode, failing.stdout, failing.stderr) == (7, "partial\n", "oops\n")
+    as_json = json.loads(
+        stack.cli("--json", "machines", "exec", ready.machine_id, "--", "true").stdout
+    )
+    assert as_json["exitCode"] == 0
+    no_command = stack.cli("machines", "exec", ready.machine_id)
+    assert no_command.returncode == 2
+    assert "needs a command after --" in no_command.stderr
+
+
+def test_refresh_env_reports_how_many_machines_it_wrote(stack: FleetUp, ready: Ready) -> None:
+    ok(stack.cli("env", "set", "--instance", ready.instance_id, "GREETING", "refreshed"))
+    text = ok(stack.cli("machines", "refresh-env", "--instance", ready.instance_id))
+    assert text.strip() == "written to 1 of 1 running machine(s)"
+    result = json.loads(
+        ok(stack.cli("--json", "machines", "refresh-env", "--instance", ready.instance_id))
+    )
+    assert result == {"machines": 1, "written": 1, "failed": []}
+    env = ok(stack.cli("machines", "exec", ready.machine_id, "--", "cat", ".fleet/.env"))
+    assert "GREETING='refreshed'" in env
+
+
+def test_processes_start_list_logs_kill(stack: FleetUp, ready: Ready) -> None:
+    m = ready.machine_id
+    script = "echo serving on 8000; exec sleep 300"
+    started = ok(stack.cli("processes", "start", m, "--tag", "web", "--", "sh", "-c", script))
+    assert started.startswith("started pid ")
+    (proc,) = json.loads(ok(stack.cli("--json", "processes", "list", m)))
+    assert (proc["tag"], proc["state"], proc["command"]) == ("web", "running", ["sh", "-c", script])
+    table = ok(stack.cli("processes", "list", m)).splitlines()
+    assert table[0].split()[:3] == ["PID", "TAG", "STATE"]
+    assert table[1].split()[:3] == [str(proc["pid"]), "web", "running"]
+
+    def logged() -> bool:
+        return ok(stack.cli("processes", "logs", m, "--tag", "web")) == "serving on 8000\n"
+
+    eventually(logged)
+    killed = json.loads(ok(stack.cli("--json", "processes", "kill", m, "--tag", "web")))
+    assert killed["pid"] == proc["pid"]
+    assert killed["state"] != "running"
+    states = {
+        p["pid"]: p["state"] for p in json.loads(ok(stack.cli("--json", "processes", "list", m)))
+    }
+    assert states.get(proc["pid"], "gone") != "running"
+    neither = stack.cli("processes", "kill", m)
+    assert neither.returncode == 2  # argparse: one of --pid/--tag is required
+
+
+def test_cron_set_from_job_flags_then_list(stack: FleetUp, ready: Ready) -> None:
+    jobs = ("--job", "tick|*/5 * * * *|date -u", "--job", "backup|0 3 * * *|tar czf b.tgz src")
+    text = ok(stack.cli("cron", "set", "--instance", ready.instance_id, *jobs))
+    assert text.strip() == "2 job(s) saved, pushed to 1 of 1 machine(s)"
+    listed = json.loads(ok(stack.cli("--json", "cron", "list", "--instance", ready.instance_id)))
+    assert [(j["name"], j["schedule"], j["command"]) for j in listed] == [
+        ("tick", "*/5 * * * *", ["date", "-u"]),
+        ("backup", "0 3 * * *", ["tar", "czf", "b.tgz", "src"]),
+    ]
+    bad = stack.cli("cron", "set", "--instance", ready.instance_id, "--job", "no schedule")
+    assert bad.returncode == 2
+    assert "NAME|SCHEDULE|COMMAND" in bad.stderr
+
+
+def test_events_no_follow_lists_the_pipeline_in_order(stack: FleetUp, ready: Ready) -> None:
+    out = ok(stack.cli("events", "--no-follow", "--machine", ready.machine_id))
+    lines = out.splitlines()
+    assert [line.split()[3] for line in lines][:5] == STAGES
+    assert all(line.split()[2] == ready.machine_id for line in lines)
+    seqs = [int(line.split()[0]) for line in lines]
+    assert seqs == sorted(seqs)
+    only = stack.cli("--json", "events", "--no-follow", "--machine", ready.machine_id,
+                     "--kind", "ready", "--kind", "created")  # fmt: skip
+    assert [json.loads(line)["type"] for line in ok(only).splitlines()] == ["created", "ready"]
+
+
+def test_create_wait_on_a_terminal_redraws_the_stages(stack: FleetUp) -> None:
+    iid = ok(stack.cli("instances", "create", "on-a-tty")).strip()
+    code, out = run_on_a_tty(stack, "machines", "create", "--instance", iid, "--wait")
+    assert code == 0, out
+    assert "\x1b[5F" in out  # drawn again in place, five stage lines up
+    final = out.rsplit("\x1b[J", 1)[1].splitlines()
+    assert [line.split()[0] for line in final] == ["✓"] * 5
+    assert [line.split()[2] for line in final] == STAGES
+
+
+def test_connection_refused_names_the_url_and_how_to_start(stack: FleetUp) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "FLEET_URL": url, "FLEET_TOKEN": stack.token}
+    refused = subprocess.run([FLEET, "machines", "list"], env=env, capture_output=True,
+                             text=True, timeout=30, check=False)  # fmt: skip
+    assert refused.returncode == EXIT_UNREACHABLE == 3
+    assert f"cannot reach fleetd at {url}" in refused.stderr
+    assert "start fleetd with `./run up`" in refused.stderr
+    streamed = subprocess.run([FLEET, "events", "--no-follow"], env=env, capture_output=True,
+                              text=True, timeout=30, check=False)  # fmt: skip
+    assert streamed.returncode == 3
+    assert url in streamed.stderr
+
+
+def test_a_wrong_token_is_refused_with_the_api_error_code(stack: FleetUp) -> None:
+    for args in (("instances", "list"), ("events", "--no-follow")):
+        refused = stack.cli("--token", "fleet_not-a-real-token", *args)
+        assert refused.returncode == EXIT_API == 4
+        assert "error 1001" in refused.stderr
+        assert "refused the access token" in refused.stderr
+        assert refused.stdout == ""
+
+
+def run_on_a_tty(stack: FleetUp, *args: str, timeout: float = 60) -> tuple[int, str]:
+    """Run the CLI with its stdout on a pseudo-terminal; its exit code and all it wrote."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "FLEET_URL": stack.url, "FLEET_TOKEN": stack.token, "COLUMNS": "200"}
+    proc = subprocess.Popen([FLEET, *args], env=env, stdout=follower, stderr=subprocess.STDOUT)
+    os.close(follower)
+    sel = selectors.DefaultSelector()
+    sel.register(leader, selectors.EVENT_READ)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed, the CLI has exited
+                break
+            if not chunk:
+                break
+            seen += chunk
+        return proc.wait(timeout=10), seen.decode()
+    finally:
+        sel.close()
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
