@@ -56,7 +56,7 @@ from contracts.status import MachineStatus
 R = TypeVar("R")
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: ``events(follow=False)``: the stored events are over once the stream is this quiet.
-DEFAULT_IDLE_S = 1.0
+DEFAULT_IDLE_S = 5.0
 
 
 class ConnectionFailed(Exception):
@@ -337,8 +337,9 @@ class FleetClient:
 
         With ``machine_id`` the stream starts at that machine's first event, else at new events
         (``since``: after that sequence; 0 replays everything stored). ``kinds`` keeps only those
-        event types. ``follow=False`` ends once no event arrived for ``idle_s`` seconds (the
-        stored ones have been read). A stream cut off for falling behind is resumed after the
+        event types. ``follow=False`` ends with the last stored event (the gateway marks it
+        with ``event: caught-up``), or, from a gateway that does not, once no event arrived for
+        ``idle_s`` seconds. A stream cut off for falling behind is resumed after the
         last event read. Close the iterator (``contextlib.aclosing``) when leaving it early.
         """
         wanted = set(kinds) if kinds is not None else None
@@ -369,7 +370,7 @@ class FleetClient:
                 f"{self.url}/events", params=query, timeout=timeout
             ) as resp:
                 await self._check_stream(resp)
-                async for message in _sse(resp.content, idle_s):
+                async for message in _sse(resp.content, idle_s, stop_caught_up=idle_s is not None):
                     yield message
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from None
@@ -470,10 +471,11 @@ class MachineHandle:
 
 
 async def _sse(
-    content: aiohttp.StreamReader, idle_s: float | None
+    content: aiohttp.StreamReader, idle_s: float | None, *, stop_caught_up: bool = False
 ) -> AsyncGenerator[tuple[int, bytes | None], None]:
     """Server-sent event messages: (id, data); (id, None) for ``event: overflow``, which ends
-    the stream. With ``idle_s``, the stream also ends after that long without a line."""
+    the stream. With ``idle_s``, the stream also ends after that long without a line; with
+    ``stop_caught_up``, at ``event: caught-up``."""
     seq, kind, data = 0, b"message", list[bytes]()
     while True:
         try:
@@ -496,6 +498,8 @@ async def _sse(
             continue
         if kind == b"overflow":
             yield seq, None
+            return
+        if kind == b"caught-up" and stop_caught_up:
             return
         if data and kind == b"message":
             yield seq, b"\n".join(data)

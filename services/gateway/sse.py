@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import nats.errors
 import structlog
@@ -97,6 +98,7 @@ class _Inbox:
         return self.overflow.is_set() and self.queue.empty()
 
 
+_CAUGHT_UP = b"event: caught-up\ndata: {}\n\n"
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no"}  # fmt: skip
 
@@ -118,7 +120,7 @@ async def stream_events(
     await resp.prepare(request)
     stop = streams.open()
     try:
-        await _pump(resp, inbox, stop)
+        await _pump(resp, inbox, stop, caught_up=await _nothing_stored(sub))
     except ConnectionResetError:
         log.debug("events.client_gone")
     finally:
@@ -128,8 +130,23 @@ async def stream_events(
     return resp
 
 
-async def _pump(resp: web.StreamResponse, inbox: _Inbox, stop: asyncio.Event) -> None:
+async def _nothing_stored(sub: Any) -> bool:
+    """No stored event matches: the stream is caught up before its first message."""
+    try:
+        info = await sub.consumer_info()
+    except (nats.errors.Error, TimeoutError):
+        return False  # unknown: the first message with nothing pending will say it
+    return info.num_pending == 0 and not (info.delivered and info.delivered.stream_seq)
+
+
+async def _pump(
+    resp: web.StreamResponse, inbox: _Inbox, stop: asyncio.Event, *, caught_up: bool
+) -> None:
+    """Events as SSE messages. ``event: caught-up`` follows the last stored event (or comes
+    first when there is none): a client that wants only what is stored stops there."""
     await resp.write(b": connected\n\n")
+    if caught_up:
+        await resp.write(_CAUGHT_UP)
     while not stop.is_set() and not inbox.drained():
         msg = await _next(inbox.queue, stop)
         if msg is None:
@@ -137,6 +154,9 @@ async def _pump(resp: web.StreamResponse, inbox: _Inbox, stop: asyncio.Event) ->
             continue
         seq = msg.metadata.sequence.stream
         await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
+        if not caught_up and msg.metadata.num_pending == 0:
+            caught_up = True
+            await resp.write(_CAUGHT_UP)
     if inbox.overflow.is_set():
         await resp.write(b"event: overflow\ndata: {}\n\n")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from typing import Any
@@ -173,3 +174,33 @@ async def test_option_injection_in_repos_is_refused(
     assert answer["error"]["code"] == -32602
     assert answer["error"]["data"]["field"] == f"$.{field}"
     assert await stack.list_repos(inst.id) == []
+
+
+async def sse_lines(settings: Settings, query: str, until: bytes) -> list[bytes]:
+    """The raw lines of GET /events up to (and including) the first line equal to ``until``."""
+    url = f"http://127.0.0.1:{settings.port}/events?{query}"
+    lines: list[bytes] = []
+    async with aiohttp.ClientSession() as s, s.get(url, headers=AUTH) as r:
+        assert r.status == 200
+        async with asyncio.timeout(10):
+            async for raw in r.content:
+                lines.append(raw.rstrip(b"\r\n"))
+                if lines[-1] == until:
+                    return lines
+    raise AssertionError(f"the stream ended without {until!r}: {lines}")
+
+
+async def test_events_mark_the_end_of_what_is_stored(
+    stack: FleetClient, settings: Settings
+) -> None:
+    # Nothing stored yet (new events only): caught up at once.
+    assert b"event: caught-up" in await sse_lines(settings, "", b"event: caught-up")
+    inst = await stack.create_instance("caught")
+    machine = await stack.create_machine(inst.id)
+    await stack.wait_for(machine.id, ["ready"], timeout_s=60)
+    lines = await sse_lines(settings, f"machineId={machine.id}", b"event: caught-up")
+    ids = [line for line in lines if line.startswith(b"id: ")]
+    assert len(ids) == 5  # created .. ready, then the marker, in that order
+    assert lines.index(b"event: caught-up") > lines.index(ids[-1])
+    kinds = [e async for _, e in stack.events(machine.id, follow=False)]
+    assert len(kinds) == 5  # the client stops at the marker
