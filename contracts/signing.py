@@ -28,14 +28,33 @@ MAX_SKEW_S = 30.0
 MAX_TTL_S = 3600.0 + 60.0  # the longest command timeout, plus the answer's way back
 
 
-def signing_key(machine_token: str) -> bytes:
-    return hashlib.sha256(b"fleetd/daemon-rpc/v1\0" + machine_token.encode()).digest()
+class MacKey(bytes):
+    """A signing key that keeps its HMAC state keyed once: each MAC then copies that state
+    instead of hashing the key pads again (1.1 µs of 2.7 per MAC; both ends of every daemon
+    RPC pay it, bench 1). Still plain bytes to everything else."""
+
+    _base: hmac.HMAC
+
+    def __new__(cls, key: bytes) -> MacKey:
+        self = super().__new__(cls, key)
+        self._base = hmac.new(key, digestmod=hashlib.sha256)
+        return self
+
+    def hexmac(self, data: bytes) -> str:
+        h = self._base.copy()
+        h.update(data)
+        return h.hexdigest()
+
+
+def signing_key(machine_token: str) -> MacKey:
+    return MacKey(hashlib.sha256(b"fleetd/daemon-rpc/v1\0" + machine_token.encode()).digest())
 
 
 def _mac(key: bytes, machine_id: str, request_id: str, issued: str, ttl: str, body: bytes) -> str:
-    head = f"{machine_id}\n{request_id}\n{issued}\n{ttl}\n".encode()
-    # hmac.digest: the one-shot C path, a third of the cost of an HMAC object (bench 1).
-    return hmac.digest(key, head + body, "sha256").hex()
+    data = f"{machine_id}\n{request_id}\n{issued}\n{ttl}\n".encode() + body
+    if isinstance(key, MacKey):
+        return key.hexmac(data)
+    return hmac.digest(key, data, "sha256").hex()
 
 
 def sign(

@@ -24,9 +24,17 @@ async def _run(settings: DaemonSettings) -> Path | None:
     from daemon.server import Daemon  # after _lean_imports(): see there
 
     daemon = Daemon(settings)
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_signal(name: str) -> None:
+        daemon.request_stop(name)
+        if not daemon.serving:  # still connecting or reporting ready (NATS away): give up now
+            main.cancel()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.request_stop, signal.Signals(sig).name)
+        loop.add_signal_handler(sig, on_signal, signal.Signals(sig).name)
     try:
         async with daemon:
             await daemon.stopped.wait()
@@ -34,6 +42,9 @@ async def _run(settings: DaemonSettings) -> Path | None:
         log.warning("daemon.already_running", error=str(exc))
         print(f"fleet-daemon: {exc}", file=sys.stderr)
         raise SystemExit(3) from None
+    except asyncio.CancelledError:
+        log.info("daemon.stopped_while_starting", reason=daemon.stop_reason)
+        return None
     log.info("daemon.stopped", reason=daemon.stop_reason, mode=daemon.exit_mode)
     return daemon.exit_target if daemon.exit_mode == "exec" else None
 

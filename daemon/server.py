@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -86,6 +87,8 @@ class Daemon:
         self._life = Lifecycle(settings, request_stop=self.request_stop) if self.lifecycle else None
         self._replays = ReplayGuard()
         self.stopped = asyncio.Event()
+        #: Connected and reported ready (until then a stop request cancels the start).
+        self.serving = False
         self.stop_reason = ""
         self.exit_mode: ExitMode = "stop"
         self.exit_target: Path | None = None
@@ -133,10 +136,16 @@ class Daemon:
             await self.nc.flush()
             await self.report("ready")
         except BaseException as exc:
-            await self._close_life(exc)
+            nc, self._nc = self._nc, None
+            if nc is not None and not nc.is_closed:
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await nc.close()
+            # Cancelled (a stop while starting) is a stop, not a crash.
+            await self._close_life(exc if isinstance(exc, Exception) else None)
             raise
         if self._life is not None:
             self._life.running(f"serving machine {self.settings.machine_id} on NATS")
+        self.serving = True
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         log.info("daemon.ready", machine_id=self.settings.machine_id, boot_id=self.boot_id)
         return self

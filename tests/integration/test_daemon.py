@@ -18,6 +18,7 @@ from contracts.errors import DaemonUnavailable, InvalidParams, PayloadTooLarge, 
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from contracts.signing import sign, signing_key
+from daemon.state import load_state
 from fleet.embedded import NatsServer, free_port
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient, MachineClient, static_key
@@ -254,6 +255,19 @@ async def test_daemon_keeps_retrying_until_nats_is_up(
             assert isinstance(event, DaemonStatusReported)
             assert event.status == "ready"
             assert (await DaemonClient(late_bus.nc, keys=KEY).machine(d.machine_id).health()).ok
+
+
+async def test_sigterm_while_nats_is_away_stops_at_once(
+    tmp_path: Path, spawn_daemon: SpawnDaemon
+) -> None:
+    """A daemon that cannot connect (or cannot store its ready report) still obeys SIGTERM."""
+    d = spawn_daemon(FLEET_NATS_URL=f"nats://127.0.0.1:{free_port()}")
+    await wait_until(lambda: "Connect call failed" in d.output(), timeout=15)
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=10) == 0
+    state = load_state(d.home)
+    assert state is not None
+    assert (state.state, state.state_reason) == ("stopped", "SIGTERM")
 
 
 async def test_oversized_request_is_refused_before_nats(
