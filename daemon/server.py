@@ -86,6 +86,7 @@ class Daemon:
         self._lock = DaemonLock(settings.home_path)
         self._life = Lifecycle(settings, request_stop=self.request_stop) if self.lifecycle else None
         self._replays = ReplayGuard()
+        self._umask = tools.current_umask()
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False
@@ -298,8 +299,10 @@ class Daemon:
     # --- methods ----------------------------------------------------------------------------
     async def _write_file(self, params: WriteFileParams, _: None) -> WriteFileResult:
         if len(params.content) < 256 * 1024:
-            return tools.write_file(self.settings.home_path, params)
-        return await asyncio.to_thread(tools.write_file, self.settings.home_path, params)
+            return tools.write_file(self.settings.home_path, params, self._umask)
+        return await asyncio.to_thread(
+            tools.write_file, self.settings.home_path, params, self._umask
+        )
 
     async def _exec_command(self, params: ExecCommandParams, _: None) -> ExecCommandResult:
         if self._life is None:
