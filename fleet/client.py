@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncGenerator, Collection, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -52,6 +51,8 @@ from contracts.jsonrpc import decode_response, encode_request
 from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
 from contracts.status import MachineStatus
+from fleet.machine import MachineHandle, MachineNotReady
+from fleet.sse import sse_messages
 
 R = TypeVar("R")
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -61,14 +62,6 @@ DEFAULT_IDLE_S = 5.0
 
 class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
-
-
-class MachineNotReady(Exception):
-    """``wait_ready``: the machine ended ``failed`` or ``archived`` instead."""
-
-    def __init__(self, machine: Machine) -> None:
-        super().__init__(f"machine {machine.id} is {machine.status.value}: {machine.status_reason}")
-        self.machine = machine
 
 
 class FleetClient:
@@ -370,7 +363,9 @@ class FleetClient:
                 f"{self.url}/events", params=query, timeout=timeout
             ) as resp:
                 await self._check_stream(resp)
-                async for message in _sse(resp.content, idle_s, stop_caught_up=idle_s is not None):
+                async for message in sse_messages(
+                    resp.content, idle_s, stop_caught_up=idle_s is not None
+                ):
                     yield message
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from None
@@ -402,113 +397,12 @@ class FleetClient:
         raise TimeoutError(f"machine {machine_id} never reached {sorted(wanted)}")
 
 
-@dataclass(frozen=True)
-class MachineHandle:
-    """A client bound to one machine: ``fleet.machine(id)`` or
-    ``await fleet.instance_machine(instance_id)``."""
-
-    client: FleetClient
-    id: str
-
-    async def get(self) -> Machine:
-        return await self.client.get_machine(self.id)
-
-    async def wait_ready(self, timeout_s: float = 300.0) -> Machine:
-        """The machine once ``ready``; MachineNotReady if it failed or was archived."""
-        done = {MachineStatus.READY, MachineStatus.FAILED, MachineStatus.ARCHIVED}
-        machine = await self.client.wait_for(self.id, done, timeout_s)
-        if machine.status is not MachineStatus.READY:
-            raise MachineNotReady(machine)
-        return machine
-
-    async def exec(
-        self,
-        command: list[str],
-        *,
-        timeout_s: float | None = None,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> ExecCommandResult:
-        return await self.client.exec(self.id, command, timeout_s=timeout_s, cwd=cwd, env=env)
-
-    async def write_file(self, path: str, content: str, mode: int | None = None) -> WriteFileResult:
-        return await self.client.write_file(self.id, path, content, mode)
-
-    async def start_process(
-        self,
-        command: list[str],
-        *,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        tag: str | None = None,
-        restart: RestartPolicy = "never",
-    ) -> ProcessInfo:
-        return await self.client.start_process(
-            self.id, command, cwd=cwd, env=env, tag=tag, restart=restart
-        )
-
-    async def processes(self) -> list[ProcessInfo]:
-        return await self.client.list_processes(self.id)
-
-    async def kill_process(self, *, pid: int | None = None, tag: str | None = None) -> ProcessInfo:
-        return await self.client.kill_process(self.id, pid=pid, tag=tag)
-
-    async def process_logs(
-        self, *, pid: int | None = None, tag: str | None = None, tail: int = 100
-    ) -> ProcessLogs:
-        return await self.client.process_logs(self.id, pid=pid, tag=tag, tail=tail)
-
-    async def refresh_code(self) -> RefreshCodeResult:
-        return await self.client.refresh_code(self.id)
-
-    async def archive(self) -> Machine:
-        return await self.client.archive_machine(self.id)
-
-    def events(
-        self, since: int | None = None, kinds: Collection[str] | None = None, *, follow: bool = True
-    ) -> AsyncGenerator[tuple[int, Event], None]:
-        return self.client.events(self.id, since, kinds, follow=follow)
-
-
-async def _sse(
-    content: aiohttp.StreamReader, idle_s: float | None, *, stop_caught_up: bool = False
-) -> AsyncGenerator[tuple[int, bytes | None], None]:
-    """Server-sent event messages: (id, data); (id, None) for ``event: overflow``, which ends
-    the stream. With ``idle_s``, the stream also ends after that long without a line; with
-    ``stop_caught_up``, at ``event: caught-up``."""
-    seq, kind, data = 0, b"message", list[bytes]()
-    while True:
-        try:
-            async with asyncio.timeout(idle_s):
-                raw = await content.readline()
-        except TimeoutError:
-            return
-        if not raw:
-            return
-        line = raw.rstrip(b"\r\n")
-        if line:  # a field; a comment (": keepalive") has an empty name and is ignored
-            name, _, value = line.partition(b":")
-            value = value.removeprefix(b" ")
-            if name == b"id":
-                seq = int(value)
-            elif name == b"event":
-                kind = value
-            elif name == b"data":
-                data.append(value)
-            continue
-        if kind == b"overflow":
-            yield seq, None
-            return
-        if kind == b"caught-up" and stop_caught_up:
-            return
-        if data and kind == b"message":
-            yield seq, b"\n".join(data)
-        kind, data = b"message", []
-
-
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
 def to_builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
+
+
+__all__ = ["ConnectionFailed", "FleetClient", "MachineHandle", "MachineNotReady"]

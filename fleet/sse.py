@@ -1,0 +1,44 @@
+"""Server-sent events as the gateway's ``GET /events`` sends them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import aiohttp
+
+
+async def sse_messages(
+    content: aiohttp.StreamReader, idle_s: float | None, *, stop_caught_up: bool = False
+) -> AsyncGenerator[tuple[int, bytes | None], None]:
+    """Server-sent event messages: (id, data); (id, None) for ``event: overflow``, which ends
+    the stream. With ``idle_s``, the stream also ends after that long without a line; with
+    ``stop_caught_up``, at ``event: caught-up``."""
+    seq, kind, data = 0, b"message", list[bytes]()
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                raw = await content.readline()
+        except TimeoutError:
+            return
+        if not raw:
+            return
+        line = raw.rstrip(b"\r\n")
+        if line:  # a field; a comment (": keepalive") has an empty name and is ignored
+            name, _, value = line.partition(b":")
+            value = value.removeprefix(b" ")
+            if name == b"id":
+                seq = int(value)
+            elif name == b"event":
+                kind = value
+            elif name == b"data":
+                data.append(value)
+            continue
+        if kind == b"overflow":
+            yield seq, None
+            return
+        if kind == b"caught-up" and stop_caught_up:
+            return
+        if data and kind == b"message":
+            yield seq, b"\n".join(data)
+        kind, data = b"message", []
