@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from daemon import procinfo
+from daemon.children import signal_group
 from daemon.control import ControlUnavailable, control_request
 from daemon.lifecycle import effective_state
 from daemon.state import DaemonState, TrackedProcess, load_state, state_path
@@ -133,16 +134,10 @@ def _row(p: TrackedProcess, *, runaway: bool) -> dict[str, Any]:
 
 
 def end_process(p: TrackedProcess, grace_s: float) -> None:
-    """SIGTERM its process group (it leads one: the daemon starts each in a new session),
-    wait ``grace_s``, then SIGKILL. Re-checked before each signal: never a reused pid."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
-        if not procinfo.is_alive(p.pid, p.start_ticks):
-            return
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            os.kill(p.pid, sig)
-        if _wait_gone(p.pid, p.start_ticks, wait):
-            return
+    """SIGTERM the process group it leads (the daemon starts each in a new session), wait up
+    to ``grace_s`` for it, then SIGKILL what is left of the group, members that outlived it
+    included. ``signal_group`` re-checks the start time: never a reused pid."""
+    signal_group(p.pid, p.start_ticks, signal.SIGTERM)
+    _wait_gone(p.pid, p.start_ticks, grace_s)
+    signal_group(p.pid, p.start_ticks, signal.SIGKILL)
+    _wait_gone(p.pid, p.start_ticks, 2.0)

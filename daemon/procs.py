@@ -32,7 +32,7 @@ from contracts.daemon_rpc import (
     ProcessRef,
     ProcessStartParams,
 )
-from contracts.errors import Conflict, NotFound, ToolError
+from contracts.errors import Conflict, FleetError, NotFound, ToolError
 from contracts.machine_files import ENV_FILE, LOG_DIR
 from daemon import procinfo
 from daemon.children import child_env, open_log, reap, signal_group, tail_lines, wait_gone
@@ -315,8 +315,12 @@ class ProcessManager:
                     if entry.stopping:
                         return
                     await self._respawn(entry, "exited")
-        except Exception:
-            log.exception("process.supervise_failed", pid=entry.rec.pid, tag=entry.rec.tag)
+        except (OSError, FleetError) as exc:
+            log.error("process.supervise_failed", pid=entry.rec.pid, tag=entry.rec.tag,
+                      error=repr(exc))  # fmt: skip
+        except Exception as exc:  # task boundary: log the unexpected with context
+            log.exception("process.supervise_crashed", pid=entry.rec.pid, tag=entry.rec.tag,
+                          error=repr(exc))  # fmt: skip
 
     async def _respawn(self, entry: _Entry, reason: str) -> None:
         old_pid = entry.rec.pid
@@ -393,8 +397,10 @@ class ProcessManager:
             seen = now
             try:
                 await self._env_changed()
-            except Exception:
-                log.exception("process.env_restart_failed")
+            except (OSError, FleetError) as exc:
+                log.error("process.env_restart_failed", error=repr(exc))
+            except Exception as exc:  # task boundary: the watcher must outlive one bad restart
+                log.exception("process.env_restart_crashed", error=repr(exc))
 
     async def _env_changed(self) -> None:
         entries = [e for e in self._managed if e.live and e.rec.restart == "on-env-change"]

@@ -151,8 +151,8 @@ class Scheduler:
             try:
                 self.reload()
                 self.run_due(self._clock())
-            except Exception:
-                log.exception("cron.tick_failed")
+            except Exception as exc:  # task boundary: one bad tick must not stop every job
+                log.exception("cron.tick_failed", error=repr(exc))
             await asyncio.sleep(self._poll_s)
 
     async def _run(self, job: CronJob) -> None:
@@ -163,8 +163,10 @@ class Scheduler:
         timed_out = False
         try:
             code, timed_out = await self._execute(job)
-        except Exception:
-            log.exception("cron.run_failed", name=job.name)
+        except OSError as exc:  # the log file or the process group could not be handled
+            log.error("cron.run_failed", name=job.name, error=repr(exc))
+        except Exception as exc:  # task boundary: the run is still recorded below
+            log.exception("cron.run_crashed", name=job.name, error=repr(exc))
         finally:
             finished = time.time()
             run = CronRun(

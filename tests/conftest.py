@@ -33,6 +33,14 @@ MACHINE_TOKEN = "test-machine-token"
 
 
 @pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty machine home for tests that run daemon parts in-process."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     with NatsServer(tmp_path / "nats") as server:
         yield server

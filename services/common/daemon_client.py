@@ -78,10 +78,10 @@ class MachineKeys:
     async def __call__(self, machine_id: str) -> bytes:
         key = self._cache.get(machine_id)
         if key is None:
-            sealed = await self._store.machine_secret(machine_id)
-            if sealed is None:
+            await self.warm([machine_id])
+            key = self._cache.get(machine_id)
+            if key is None:
                 raise DaemonUnavailable(f"machine {machine_id} has no credentials (yet)")
-            key = self._cache[machine_id] = signing_key(self._box.decrypt(sealed))
         return key
 
 

@@ -32,13 +32,6 @@ MakeManager = Callable[[], ProcessManager]
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    return home
-
-
-@pytest.fixture
 async def make_manager(home: Path) -> AsyncIterator[MakeManager]:
     """Managers on one home; at teardown every process any of them started is ended."""
     made: list[ProcessManager] = []

@@ -48,13 +48,6 @@ class Runs:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    return home
-
-
-@pytest.fixture
 async def procs(home: Path) -> AsyncIterator[ProcessManager]:
     async with ProcessManager(home, environ=ENVIRON, on_change=lambda: None) as manager:
         yield manager
