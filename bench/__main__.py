@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import create_ready, footprint, pipeline, rpc
 from bench.common import Report, fmt, machine_description, verdict
-from services.common.logs import configure_logging
+from core.logs import configure_logging
 
 BENCHES = ("1", "2", "3", "4", "5")
 

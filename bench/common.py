@@ -421,7 +421,7 @@ class FleetUp:
                 proc.kill()
                 proc.wait()
         # `fleet up` stops local machines itself; swarm hosts are stopped here until it does.
-        from services.provisioner.swarm import stop_all_swarm
+        from providers.swarm import stop_all_swarm
 
         stop_all_swarm(self.data_dir)
 

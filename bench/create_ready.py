@@ -32,7 +32,7 @@ from bench.common import (
 from bench.profiling import sampled
 from contracts.ids import new_machine_id
 from fleet.embedded import NatsServer
-from services.provisioner.providers import daemon_argv
+from providers.local import daemon_argv
 
 STAGES = ("created", "provisioned", "daemon-status-reported", "setup-pushed", "ready")
 

@@ -32,8 +32,8 @@ from bench.common import (
 )
 from contracts.ids import new_machine_id
 from fleet.embedded import NatsServer
+from providers.local import daemon_argv
 from services.common.bus import ensure_stream
-from services.provisioner.providers import daemon_argv
 
 #: The minimal Python daemon on NATS: connect, publish the same ready report, then idle.
 MINIMAL = """

@@ -42,13 +42,13 @@ from bench.common import (
 from bench.profiling import sampled
 from contracts.ids import new_machine_id
 from fleet.embedded import NatsServer
-from services.common.bus import ensure_stream
-from services.provisioner.swarm import (
+from providers.swarm import (
     SwarmProvider,
     running_host_pid,
     stop_all_swarm,
     swarm_root,
 )
+from services.common.bus import ensure_stream
 
 STAGES = ("provisioned", "daemon-status-reported", "setup-pushed", "ready")
 HOST_SIZE = 250

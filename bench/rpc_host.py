@@ -20,9 +20,9 @@ from pathlib import Path
 import msgspec
 from nats.aio.msg import Msg
 
+from core.logs import configure_logging
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
-from services.common.logs import configure_logging
 
 
 def atomic_write(target: Path, data: bytes) -> None:

@@ -59,3 +59,22 @@ def daemon_rpc(machine_id: str) -> str:
 def machine_inbox_prefix(machine_id: str) -> str:
     """A machine's private reply inbox prefix (so its replies cannot be read by other machines)."""
     return f"_INBOX_{machine_id}"
+
+
+# --- NATS server subjects fleetd's configuration and services name ----------------------------
+#: Every process's default reply inbox (the services' and the callout's).
+ALL_INBOXES = "_INBOX.>"
+#: The monitor user's private reply inbox (it must connect with this ``inbox_prefix``).
+MONITOR_INBOX_PREFIX = "_INBOX_monitor"
+#: Where the server asks the auth callout service to decide on a connection.
+AUTH_CALLOUT = "$SYS.REQ.USER.AUTH"
+#: Every server answers with the connections of the requester's account.
+ACCOUNT_CONNZ = "$SYS.REQ.ACCOUNT.PING.CONNZ"
+#: Read-only JetStream API of the event stream: its info and stored messages.
+STREAM_INFO_API = f"$JS.API.STREAM.INFO.{STREAM_NAME}"
+STREAM_MSG_GET_API = f"$JS.API.STREAM.MSG.GET.{STREAM_NAME}"
+
+
+def server_kick(server_id: str) -> str:
+    """The server request that closes one client connection (``*``: any server's)."""
+    return f"$SYS.REQ.SERVER.{server_id}.KICK"

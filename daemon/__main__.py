@@ -12,9 +12,9 @@ from pathlib import Path
 
 import structlog
 
-from daemon.lock import AlreadyRunning
+from core.lockfile import AlreadyRunning
+from core.logs import configure_logging
 from daemon.settings import DaemonSettings
-from services.common.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon import procinfo
+from core import procinfo
 from daemon.envload import EnvFile
 from daemon.tools import command_env
 

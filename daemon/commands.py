@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from daemon import procinfo
+from core import procinfo
 from daemon.children import signal_group
 from daemon.control import ControlUnavailable, control_request
 from daemon.lifecycle import effective_state

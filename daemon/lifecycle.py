@@ -13,14 +13,15 @@ from typing import Any
 import msgspec
 import structlog
 
-from daemon import procinfo, update
+from core import procinfo
+from core.lockfile import DaemonLock
+from core.version import git_sha, package_version
+from daemon import update
 from daemon.control import ControlServer
-from daemon.lock import DaemonLock
 from daemon.procs import ProcessManager
 from daemon.scheduler import Scheduler
 from daemon.settings import DaemonSettings
 from daemon.state import CronRun, DaemonRunState, DaemonState, load_state, save_state
-from daemon.version import git_sha, package_version
 
 log = structlog.get_logger(__name__)
 

@@ -34,7 +34,8 @@ from contracts.daemon_rpc import (
 )
 from contracts.errors import Conflict, FleetError, NotFound, ToolError
 from contracts.machine_files import ENV_FILE, LOG_DIR
-from daemon import procinfo
+from core import procinfo
+from core.backoff import backoff_s
 from daemon.children import child_env, open_log, reap, signal_group, tail_lines, wait_gone
 from daemon.envload import EnvFile, Signature, signature
 from daemon.state import ProcessKind, TrackedProcess
@@ -344,7 +345,7 @@ class ProcessManager:
     def _backoff(self, entry: _Entry) -> float:
         if time.monotonic() - entry.spawned >= BACKOFF_RESET_S:
             entry.streak = 0
-        delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2.0**entry.streak)
+        delay = backoff_s(entry.streak + 1, base=BACKOFF_FIRST_S, cap=BACKOFF_CAP_S, jitter=False)
         entry.streak = min(entry.streak + 1, 16)
         return delay
 

@@ -26,7 +26,7 @@ import structlog
 from contracts.cron import Schedule, next_run, parse_schedule
 from contracts.errors import FleetError
 from contracts.machine_files import CRON_FILE, ENV_FILE, LOG_DIR, CronJob, CronTable
-from daemon import procinfo
+from core import procinfo
 from daemon.children import child_env, open_log, signal_group
 from daemon.envload import EnvFile, Signature, signature
 from daemon.procs import ProcessManager

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import random
 import time
 import uuid
 from pathlib import Path
@@ -49,11 +48,13 @@ from contracts.events import (
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, encode_error
 from contracts.signing import ReplayGuard, signing_key, verify
+from core import natsconn
+from core.backoff import backoff_s
+from core.lockfile import DaemonLock
+from core.version import git_sha, package_version
 from daemon import tools, update
 from daemon.lifecycle import Lifecycle
-from daemon.lock import DaemonLock
 from daemon.settings import DaemonSettings
-from daemon.version import git_sha, package_version
 
 log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()
@@ -190,20 +191,19 @@ class Daemon:
         attempt = 0
         while True:
             try:
-                return await nats.connect(
-                    servers=[u.strip() for u in s.nats_url.split(",") if u.strip()],
+                return await natsconn.connect(
+                    s.nats_url,
                     name=f"daemon:{s.machine_id}",
                     user=s.machine_id,
                     password=s.machine_token,
                     inbox_prefix=subjects.machine_inbox_prefix(s.machine_id),
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=random.uniform(0.5, 2.0),
+                    wait_s=(0.5, 2.0),
                     connect_timeout=5,
                     error_cb=_on_error,
                 )
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 attempt += 1
-                delay = random.uniform(0.5, 1.0) * min(_CONNECT_BACKOFF_CAP_S, 0.25 * 2**attempt)
+                delay = backoff_s(attempt + 1, base=0.25, cap=_CONNECT_BACKOFF_CAP_S)
                 log.warning(
                     "daemon.connect_failed",
                     attempt=attempt,
@@ -225,20 +225,10 @@ class Daemon:
             git_sha=git_sha(),
             boot_id=self.boot_id,
         )
-        payload, subject = encode_event(event), subject_of(event)
-        headers = {"Nats-Msg-Id": event.event_id}
-        tried = 0
-        while True:
-            tried += 1
-            try:
-                # A request, not a plain publish: the stream's ack says the report is stored.
-                await nc.request(subject, payload, timeout=5, headers=headers)
-                return
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                if attempts and tried >= attempts:
-                    raise
-                log.warning("daemon.report_retry", status=status, attempt=tried, error=repr(exc))
-                await asyncio.sleep(min(5.0, 0.25 * 2**tried))
+        # ``attempts=0``: a ready report must reach the stream, however long NATS is away.
+        await natsconn.publish_stored(
+            nc, subject_of(event), encode_event(event), msg_id=event.event_id, attempts=attempts
+        )
 
     async def _beat(self) -> None:
         """Publish a heartbeat every heartbeat_s. A plain publish: while NATS is away nats-py

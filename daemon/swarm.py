@@ -42,10 +42,10 @@ import structlog
 
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.ids import MACHINE_ID_RE
+from core.logs import configure_logging
 from daemon import tools
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
-from services.common.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 

@@ -18,7 +18,7 @@ import structlog
 
 from contracts.errors import NotFound
 from contracts.machine_files import CODE_CURRENT, CODE_DIR, CODE_SHA_FILE
-from daemon.version import SOURCE_ROOT, git_sha
+from core.version import SOURCE_ROOT, git_sha
 
 log = structlog.get_logger(__name__)
 

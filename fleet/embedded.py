@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from contracts import subjects
+
 _START_TIMEOUT_S = 20.0
 
 
@@ -146,9 +148,9 @@ class NatsAuth:
     SERVICE_USER = "fleet-service"
     MONITOR_USER = "monitor"
     #: The monitor's private reply inbox (clients must connect with this ``inbox_prefix``).
-    MONITOR_INBOX_PREFIX = "_INBOX_monitor"
+    MONITOR_INBOX_PREFIX = subjects.MONITOR_INBOX_PREFIX
     #: The server request that closes a client connection (`$SYS.REQ.SERVER.<id>.KICK`).
-    KICK_SUBJECT = "$SYS.REQ.SERVER.*.KICK"
+    KICK_SUBJECT = subjects.server_kick("*")
 
     @classmethod
     def load_or_create(cls, path: Path) -> tuple[NatsAuth, str]:
@@ -173,20 +175,19 @@ class NatsAuth:
 
     def config(self) -> str:
         """The ``accounts``/``authorization`` part of the server configuration."""
-        stream = "FLEET_MACHINE_EVENTS"  # contracts.subjects.STREAM_NAME
         # Read-only: live events, the stream's info and stored messages by sequence or subject.
         # No consumers: `$JS.API.CONSUMER.CREATE.<stream>` (what an ordered consumer uses)
         # takes a consumer name in its body and then *updates* that consumer, so a monitor
         # could rewrite the stages' durable consumers (their filters) with it.
-        monitor_pub = [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}"]
-        monitor_sub = ["machine.>", f"{self.MONITOR_INBOX_PREFIX}.>"]
+        monitor_pub = [subjects.STREAM_INFO_API, subjects.STREAM_MSG_GET_API]
+        monitor_sub = [subjects.ALL_MACHINE_EVENTS, f"{self.MONITOR_INBOX_PREFIX}.>"]
         users = {
             "callout": {
                 "user": self.CALLOUT_USER,
                 "password": self.callout_password,
                 "permissions": {
-                    "subscribe": {"allow": ["$SYS.REQ.USER.AUTH", "_INBOX.>"]},
-                    "publish": {"allow": ["_INBOX.>"]},
+                    "subscribe": {"allow": [subjects.AUTH_CALLOUT, subjects.ALL_INBOXES]},
+                    "publish": {"allow": [subjects.ALL_INBOXES]},
                     "allow_responses": True,
                 },
             },

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import msgspec
 
+from core.backoff import backoff_s
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
+from providers.local import stop_all_local
+from providers.swarm import stop_all_swarm
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
-from services.provisioner.providers import stop_all_local
-from services.provisioner.swarm import stop_all_swarm
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The
 #: auth callout comes first: machines cannot connect without it.
@@ -91,7 +92,7 @@ class ServiceProcess:
         if now - self.started_at > _HEALTHY_AFTER_S:
             self.restarts = 0
         self.restarts += 1
-        delay = min(_MAX_BACKOFF_S, 0.5 * 2 ** (self.restarts - 1))
+        delay = backoff_s(self.restarts, base=0.5, cap=_MAX_BACKOFF_S, jitter=False)
         self.next_start = now + delay
         return f"{self.name} exited with {code}; restarting in {delay:g}s (log: {self.log_path})"
 

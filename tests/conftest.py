@@ -21,12 +21,12 @@ import pytest
 from contracts.ids import new_machine_id
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer, ValkeyServer, free_port
+from providers.local import daemon_argv, stop_all_local
+from providers.swarm import stop_all_swarm
 from services.common.bus import Bus
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.common.store import Store
-from services.provisioner.providers import daemon_argv, stop_all_local
-from services.provisioner.swarm import stop_all_swarm
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 MACHINE_TOKEN = "test-machine-token"
@@ -138,8 +138,9 @@ def spawn_daemon(tmp_path: Path, nats_server: NatsServer) -> Iterator[SpawnDaemo
 def kill_leftovers(home: Path) -> None:
     """A daemon that handed over left a successor (another session), and background processes
     outlive their daemon by design: end whatever the state file and the lock still name."""
-    from daemon import commands, procinfo
-    from daemon.lock import holder_pid
+    from core import procinfo
+    from core.lockfile import holder_pid
+    from daemon import commands
     from daemon.state import load_state
 
     if (pid := holder_pid(home)) is not None:

@@ -20,18 +20,15 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from contracts import subjects
 from services.common.store import k_machine
 
 log = structlog.get_logger(__name__)
 
 #: Set on the machine's hash when its token is revoked; the callout refuses it from then on.
 REVOKED_FIELD = "tokenRevokedAt"
-#: Every server answers with the connections of the requester's account.
-CONNZ_SUBJECT = "$SYS.REQ.ACCOUNT.PING.CONNZ"
-
-
-def kick_subject(server_id: str) -> str:
-    return f"$SYS.REQ.SERVER.{server_id}.KICK"
+CONNZ_SUBJECT = subjects.ACCOUNT_CONNZ
+kick_subject = subjects.server_kick
 
 
 class RevokeError(Exception):

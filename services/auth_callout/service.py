@@ -23,6 +23,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from contracts import subjects
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.status import MachineStatus
 from services.auth_callout import jwt
@@ -33,7 +34,7 @@ from services.common.store import Store, k_machine
 log = structlog.get_logger(__name__)
 
 #: Where the server asks (nats-server ``AuthCalloutSubject``).
-AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
+AUTH_SUBJECT = subjects.AUTH_CALLOUT
 #: Replicas of the callout share the requests.
 QUEUE_GROUP = "auth-callout"
 #: Requests answered at once per process.

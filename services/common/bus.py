@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-import nats
 import nats.errors
 import nats.js.errors
 import structlog
@@ -18,6 +16,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from contracts import subjects
 from contracts.events import Event, encode_event, subject_of
+from core import natsconn
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -39,30 +38,12 @@ def stream_config(replicas: int = 1) -> StreamConfig:
 
 
 async def connect_nats(settings: Settings, *, name: str, **extra: Any) -> NATS:
-    """A NATS connection that reconnects forever, with per-process jitter on the wait."""
-    creds: dict[str, Any] = {}
-    if settings.nats_user:
-        creds = {"user": settings.nats_user, "password": settings.nats_password}
-
-    async def on_error(exc: Exception) -> None:
-        log.warning("nats.error", error=str(exc))
-
-    async def on_disconnect() -> None:
-        log.warning("nats.disconnected")
-
-    async def on_reconnect() -> None:
-        log.info("nats.reconnected")
-
-    return await nats.connect(
-        servers=[url.strip() for url in settings.nats_url.split(",") if url.strip()],
+    """A service's NATS connection: its static user, reconnecting forever."""
+    return await natsconn.connect(
+        settings.nats_url,
         name=name,
-        max_reconnect_attempts=-1,
-        # nats-py has no jitter knob; a random wait per process spreads reconnects out.
-        reconnect_time_wait=random.uniform(0.25, 1.0),
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-        **creds,
+        user=settings.nats_user,
+        password=settings.nats_password,
         **extra,
     )
 
@@ -105,23 +86,11 @@ class Bus:
 
     async def publish(self, event: Event) -> None:
         """Store one event in the stream; retried, deduplicated by its event id."""
-        payload = encode_event(event)
         subject = subject_of(event)
-        headers = {"Nats-Msg-Id": event.event_id}
-        for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
-            try:
-                await self.js.publish(subject, payload, headers=headers, timeout=5)
-                log.debug("bus.published", subject=subject, event_id=event.event_id)
-                return
-            except (
-                nats.errors.TimeoutError,
-                nats.errors.NoRespondersError,
-                nats.js.errors.ServiceUnavailableError,
-            ) as exc:
-                if attempt == _PUBLISH_ATTEMPTS:
-                    raise
-                log.warning("bus.publish_retry", subject=subject, attempt=attempt, error=repr(exc))
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        await natsconn.publish_stored(
+            self.nc, subject, encode_event(event), msg_id=event.event_id, attempts=_PUBLISH_ATTEMPTS
+        )
+        log.debug("bus.published", subject=subject, event_id=event.event_id)
 
     async def publish_many(self, events: Iterable[Event]) -> None:
         """Independent events, pipelined rather than awaited one by one."""

@@ -13,7 +13,6 @@ Each stage reacts to one event kind through one of these. The rules:
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -28,6 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from contracts import subjects
 from contracts.events import Event, decode_event, now
 from contracts.subjects import EventKind
+from core.backoff import backoff_s
 from services.common.bus import Bus
 from services.common.metrics import Metrics
 from services.common.settings import Settings
@@ -50,11 +50,6 @@ class Retry(Exception):
     def __init__(self, reason: str, delay_s: float = 0.5) -> None:
         super().__init__(reason)
         self.delay_s = delay_s
-
-
-def backoff_s(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
-    """Delay before redelivery ``attempt + 1``: exponential with full jitter."""
-    return random.uniform(0.5, 1.0) * min(cap, base * 2.0 ** (attempt - 1))
 
 
 class Consumer:

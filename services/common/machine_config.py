@@ -11,10 +11,10 @@ import msgspec
 from contracts import machine_files as mf
 from contracts.daemon_rpc import WriteFileResult
 from contracts.machine_files import CronTable
+from core.dotenv import build_env_file
 from services.common.daemon_client import MachineClient
 from services.common.settings import Settings
 from services.common.store import Store
-from services.setup_pusher.envfile import build_env_file
 
 _CRON_ENCODER = msgspec.json.Encoder()
 

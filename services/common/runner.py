@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 
-from services.common.logs import configure_logging
+from core.logs import configure_logging
 from services.common.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
+from providers.code import code_repo, platform_sha
+from providers.registry import code_installers
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.metrics import Metrics
@@ -13,8 +15,6 @@ from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
 from services.gateway.http import HttpServer, caller_resolver, make_app
-from services.provisioner.code import code_repo, platform_sha
-from services.provisioner.providers import code_installers
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:

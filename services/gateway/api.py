@@ -41,7 +41,8 @@ from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine
 from contracts.openrpc import openrpc_document
 from contracts.status import TERMINAL
 from contracts.status import MachineStatus as S
-from daemon.version import package_version
+from core.version import package_version
+from providers.base import CodeInstaller
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
@@ -49,7 +50,6 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.ops import MachineOps
-from services.provisioner.providers import CodeInstaller
 
 log = structlog.get_logger(__name__)
 

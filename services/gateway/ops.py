@@ -28,11 +28,11 @@ from contracts.gateway_rpc import (
 from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
+from providers.base import CodeInstaller
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.machine_config import load_instance_config, push_config, push_cron
 from services.common.settings import Settings
 from services.common.store import Store
-from services.provisioner.providers import CodeInstaller
 
 log = structlog.get_logger(__name__)
 

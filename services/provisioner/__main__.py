@@ -6,6 +6,8 @@ import os
 from contextlib import AsyncExitStack
 
 from contracts.subjects import EventKind
+from providers.local import LocalProvider
+from providers.swarm import SwarmProvider
 from services.common.bus import Bus
 from services.common.consumer import stage_consumer
 from services.common.crypto import SecretBox
@@ -13,9 +15,7 @@ from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.store import Store
-from services.provisioner.providers import LocalProvider
 from services.provisioner.service import Provisioner
-from services.provisioner.swarm import SwarmProvider
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:

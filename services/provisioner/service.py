@@ -10,13 +10,13 @@ import structlog
 from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
+from providers.base import Provider
 from services.auth_callout.revoke import revoke_machine
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox, mint_machine_token
 from services.common.failures import fail_machine
 from services.common.store import Store, k_machine
-from services.provisioner.providers import Provider
 
 log = structlog.get_logger(__name__)
 

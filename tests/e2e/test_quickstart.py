@@ -15,7 +15,7 @@ from pathlib import Path
 import dotenv
 
 from fleet.embedded import free_port
-from services.provisioner.providers import pid_alive
+from providers.local import pid_alive
 from tests.conftest import git
 from tests.e2e.conftest import FLEET, FleetUp, start_fleet_up
 

@@ -22,13 +22,14 @@ from contracts.daemon_rpc import (
     ProcessStartParams,
 )
 from contracts.events import DaemonStatusReported
-from daemon import procinfo, update
+from core import procinfo
+from core.lockfile import DaemonLock, holder_pid, read_lock
+from daemon import update
 from daemon.control import ControlUnavailable, control_request
-from daemon.lock import DaemonLock, holder_pid, read_lock
 from daemon.state import load_state, state_path
+from providers.code import install_code
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
-from services.provisioner.code import install_code
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.integration.test_refresh import code_repo

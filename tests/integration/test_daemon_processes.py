@@ -10,7 +10,7 @@ import pytest
 
 from contracts import daemon_rpc as d
 from contracts.errors import Conflict, NotFound
-from daemon import procinfo
+from core import procinfo
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon

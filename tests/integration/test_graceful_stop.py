@@ -16,9 +16,9 @@ import pytest
 from contracts import subjects
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from providers.local import stop_all_local
 from services.common.bus import Bus
 from services.common.settings import Settings
-from services.provisioner.providers import stop_all_local
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 

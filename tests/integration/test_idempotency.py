@@ -16,10 +16,10 @@ from contracts.events import (
 )
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from providers.local import running_pid
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store, k_cloned, k_machine
-from services.provisioner.providers import running_pid
 from tests.conftest import CloneLog
 from tests.waiters import wait_until
 

@@ -12,8 +12,8 @@ import pytest
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from providers.local import running_pid
 from services.common.settings import Settings
-from services.provisioner.providers import running_pid
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsAuth, NatsServer, ValkeyServer, free_port
+from providers.local import running_pid
 from services.auth_callout.__main__ import build as build_callout
 from services.auth_callout.revoke import REVOKED_FIELD, machine_connections, revoke_machine
 from services.common.bus import Bus
@@ -42,7 +43,6 @@ from services.common.crypto import SecretBox, generate_secret_key, mint_machine_
 from services.common.daemon_client import DaemonClient, static_key
 from services.common.settings import Settings
 from services.common.store import Store, k_machine
-from services.provisioner.providers import running_pid
 from tests.conftest import ADMIN_TOKEN, DaemonProc, SpawnDaemon
 from tests.waiters import subscribed, wait_until
 

@@ -15,9 +15,9 @@ from contracts.errors import Conflict, NotFound
 from contracts.events import DaemonStatusReported, MachineFailed, MachineReady, kind_of
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from providers.local import running_pid
 from services.common.bus import Bus
 from services.common.settings import Settings
-from services.provisioner.providers import running_pid
 from tests.waiters import wait_until
 
 PIPELINE = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]

@@ -21,10 +21,11 @@ from contracts.daemon_rpc import (
     WriteFileParams,
 )
 from contracts.errors import Conflict, NotFound, ToolError
-from daemon import procinfo, tools
+from core import procinfo
+from core.dotenv import render
+from daemon import tools
 from daemon.procs import KEEP_EXITED, ProcessManager
 from daemon.state import TrackedProcess
-from services.setup_pusher.envfile import render
 from tests.waiters import wait_until
 
 ENVIRON = {"PATH": os.environ["PATH"], "FLEET_MACHINE_TOKEN": "never-shown", "KEPT": "daemon"}

@@ -15,12 +15,12 @@ from contracts.events import DaemonStatusReported
 from contracts.gateway_rpc import CronSetResult, RefreshCodeResult, RefreshEnvResult
 from contracts.machine_files import CODE_SHA_FILE
 from contracts.status import MachineStatus
-from daemon import procinfo
-from daemon.version import SOURCE_ROOT, git_sha
+from core import procinfo
+from core.version import SOURCE_ROOT, git_sha
 from fleet.client import FleetClient
+from providers.code import DAEMON_TREES
 from services.common.bus import Bus
 from services.common.settings import Settings
-from services.provisioner.code import DAEMON_TREES
 from tests.conftest import git
 from tests.integration.test_pipeline import home_of
 from tests.waiters import subscribed, wait_until

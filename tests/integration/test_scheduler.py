@@ -14,11 +14,11 @@ import pytest
 
 from contracts.daemon_rpc import WriteFileParams
 from contracts.machine_files import CronJob, CronTable
+from core.dotenv import render
 from daemon import tools
 from daemon.procs import ProcessManager
 from daemon.scheduler import Scheduler
 from daemon.state import CronRun
-from services.setup_pusher.envfile import render
 from tests.integration.test_process_manager import group_members
 from tests.waiters import wait_until
 

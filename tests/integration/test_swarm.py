@@ -18,15 +18,15 @@ from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
-from services.common.bus import Bus
-from services.common.settings import Settings
-from services.provisioner.swarm import (
+from providers.swarm import (
     HOST_SIZE_VAR,
     SwarmProvider,
     running_host_pid,
     stop_all_swarm,
     swarm_root,
 )
+from services.common.bus import Bus
+from services.common.settings import Settings
 from tests.waiters import wait_until
 
 HOST_SIZE = 8
@@ -161,7 +161,7 @@ async def _serving(bus: Bus, machine_id: str) -> bool:
 
 
 def test_long_data_dirs_get_a_short_private_socket(tmp_path: Path) -> None:
-    from services.provisioner.swarm import socket_path
+    from providers.swarm import socket_path
 
     deep = tmp_path / ("x" * 120) / "hosts" / "host-0"
     sock = socket_path(deep)

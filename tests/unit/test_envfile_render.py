@@ -8,7 +8,7 @@ import random
 import dotenv
 import pytest
 
-from services.setup_pusher.envfile import (
+from core.dotenv import (
     CA_VARS,
     HEADER,
     NO_PROXY_VARS,

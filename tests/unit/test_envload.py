@@ -11,8 +11,8 @@ from pathlib import Path
 import dotenv
 import pytest
 
-from daemon.envload import EnvFile, parse_env_file
-from services.setup_pusher.envfile import HEADER, render
+from core.dotenv import HEADER, parse_env_file, render
+from daemon.envload import EnvFile
 
 TRICKY = [
     "",

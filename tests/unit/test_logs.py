@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from services.common.logs import configure_logging
+from core.logs import configure_logging
 
 
 @pytest.fixture(autouse=True)

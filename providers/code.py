@@ -13,10 +13,10 @@ from pathlib import Path
 
 from contracts.errors import NotFound, ProviderError
 from contracts.machine_files import CODE_DIR, CODE_SHA_FILE
-from daemon.version import SOURCE_ROOT
+from core.version import SOURCE_ROOT
 
-#: What a daemon imports: its own package, the contracts, and services.common (logging).
-DAEMON_TREES = ("contracts", "daemon", "services")
+#: What a daemon imports: its own package, the contracts and the core.
+DAEMON_TREES = ("contracts", "core", "daemon")
 
 
 def code_repo(configured: str) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from contracts.machine_files import LOCK_FILE
-from daemon import procinfo
+from core import procinfo
 
 log = structlog.get_logger(__name__)
 

@@ -27,7 +27,7 @@ import msgspec
 import structlog
 
 from contracts.errors import NotSupported, ProviderError
-from services.provisioner.providers import _INHERITED, pid_alive, spawn_detached
+from providers.local import INHERITED_ENV, pid_alive, spawn_detached
 
 log = structlog.get_logger(__name__)
 
@@ -244,7 +244,7 @@ class SwarmProvider:
         sock = socket_path(host_dir)
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
-        env = {k: v for k, v in self._environ.items() if k in _INHERITED}
+        env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV}
         env |= {
             "FLEET_NATS_URL": self._nats_url,
             "FLEET_SWARM_HOST": str(host_dir),

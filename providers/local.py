@@ -10,26 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 
 from contracts.errors import ProviderError
-from daemon.lock import holder_pid
-from daemon.version import SOURCE_ROOT
-from services.common.settings import Settings
-from services.provisioner.code import install_code
+from core.lockfile import holder_pid
+from core.version import SOURCE_ROOT
+from providers.code import install_code
 
 log = structlog.get_logger(__name__)
 
 #: Environment variables a local daemon inherits from the platform (everything else is dropped).
-_INHERITED = (
+INHERITED_ENV = (
     "PATH",
     "LANG",
     "LC_ALL",
@@ -42,23 +39,6 @@ _INHERITED = (
     "FLEET_EXEC_OUTPUT_CAP",
     "FLEET_HEARTBEAT_S",
 )
-
-
-class CodeInstaller(Protocol):
-    async def install_code(self, machine_id: str, target_ref: str) -> str:
-        """Put the platform's code at ``target_ref`` on the machine, ready for the daemon's
-        selfUpdate; returns what was done. Raises NotSupported (with the reason) if this
-        provider cannot."""
-
-
-class Provider(Protocol):
-    name: str
-
-    async def start(self, machine_id: str, token: str) -> str:
-        """Start the machine (idempotent) and return its external id."""
-
-    async def stop(self, machine_id: str) -> None:
-        """Stop the machine for good (idempotent)."""
 
 
 def daemon_argv() -> list[str]:
@@ -106,7 +86,7 @@ class LocalProvider:
             return f"local:{pid}"
         home = self.home(machine_id)
         home.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in self._environ.items() if k in _INHERITED}
+        env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV}
         env |= {
             "HOME": str(home),
             "FLEET_HOME": str(home),
@@ -226,18 +206,3 @@ def stop_all_local(data_dir: Path) -> int:
     if not root.is_dir():
         return 0
     return sum(stop_local(d, d.name, grace_s=3.0) for d in root.iterdir() if d.is_dir())
-
-
-def remove_machine_dir(data_dir: Path, machine_id: str) -> None:
-    shutil.rmtree(data_dir.resolve() / "machines" / machine_id, ignore_errors=True)
-
-
-def code_installers(settings: Settings, repo: Path) -> dict[str, CodeInstaller]:
-    """Each provider's way of putting code on its machines (machines.refreshCode)."""
-    from services.provisioner.swarm import SwarmProvider  # swarm imports this module
-
-    local = LocalProvider(
-        data_dir=settings.data_path, nats_url=settings.nats_url, environ={}, code_repo=repo
-    )
-    swarm = SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ={})
-    return {local.name: local, swarm.name: swarm}

@@ -1,13 +1,18 @@
-"""The .env builder: a pure function from env vars (and proxy/CA settings) to file content.
+"""The ``.env`` format, both ways: the builder (a pure function from env vars, and proxy/CA
+settings, to file content) and its exact inverse, the parser the daemon reads it with.
 
 Values are single-quoted with ``\\`` and ``'`` escaped, the one dotenv quoting in which every
 string (newlines, quotes, ``#``, ``$`` included) round-trips through python-dotenv's parser: a
 value can never end its line early and add a variable. Names are checked, not escaped.
 Readers should load the file without ``${VAR}`` interpolation to get values byte for byte.
+
+The parser is ours rather than python-dotenv's: the daemon must not depend on a dev-only
+package, and values are taken byte for byte, never interpolated.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from contracts.validation import check_env_name
@@ -70,3 +75,48 @@ def build_env_file(
 ) -> str:
     base = proxy_and_ca_vars(egress_proxy=egress_proxy, no_proxy=no_proxy, ca_path=ca_path)
     return render(merge_env(platform, instance, base))
+
+
+_ASSIGN = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*")
+#: A quoted value: any character but ' and \, or a backslash pair. Possessive (*+) so an
+#: unterminated quote fails in linear time instead of backtracking.
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*+)'[ \t]*(?:#[^\n]*)?(?:\n|\Z)", re.DOTALL)
+_BARE = re.compile(r"([^\n]*)(?:\n|\Z)")
+_SKIP = re.compile(r"[ \t]*(?:#[^\n]*)?(?:\n|\Z)")
+_UNESCAPE = re.compile(r"\\([\\'])")
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Raise ValueError naming the line of anything render() would not have written.
+
+    Unquoted values (a human's ``NAME=value``) are accepted too, taken to the end of the line
+    with surrounding blanks removed.
+    """
+    env: dict[str, str] = {}
+    pos = 0
+    while pos < len(text):
+        skipped = _SKIP.match(text, pos)
+        if skipped and skipped.end() > pos:
+            pos = skipped.end()
+            continue
+        assign = _ASSIGN.match(text, pos)
+        if assign is None:
+            raise ValueError(f"line {_line_no(text, pos)}: expected NAME=value")
+        pos = assign.end()
+        if text.startswith("'", pos):
+            quoted = _QUOTED.match(text, pos)
+            if quoted is None:
+                raise ValueError(
+                    f"line {_line_no(text, pos)}: unterminated quote, or text after it"
+                )
+            env[assign.group(1)] = _UNESCAPE.sub(r"\1", quoted.group(1))
+        else:
+            quoted = _BARE.match(text, pos)
+            assert quoted is not None  # matches anything, even the empty string
+            env[assign.group(1)] = quoted.group(1).strip()
+        pos = quoted.end()
+    return env
+
+
+def _line_no(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1

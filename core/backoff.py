@@ -1,0 +1,21 @@
+"""The one backoff rule: exponential, capped, with optional jitter.
+
+Every retry loop in fleetd (event redelivery, stored publishes, a daemon's connect and
+reports, restarting a background process or a service) waits ``backoff_s(attempt, ...)``
+before its next try, so they all grow and cap the same way.
+"""
+
+from __future__ import annotations
+
+import random
+
+
+def backoff_s(attempt: int, *, base: float = 0.5, cap: float = 30.0, jitter: bool = True) -> float:
+    """The wait after failed try number ``attempt`` (1, 2, ...): ``base`` doubling up to ``cap``.
+
+    With ``jitter`` the wait is drawn from its upper half ("equal jitter"): many processes that
+    failed together (a NATS restart) spread out instead of retrying in lockstep, and no wait is
+    ever shorter than half the rule's.
+    """
+    delay = min(cap, base * 2.0 ** (max(attempt, 1) - 1))
+    return random.uniform(0.5, 1.0) * delay if jitter else delay

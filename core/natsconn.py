@@ -1,0 +1,119 @@
+"""The one way fleetd connects to NATS, and the one way it stores an event with retries.
+
+Both the platform's services and the daemon on a machine use these, so a connection
+reconnects the same way everywhere and a stored publish retries the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+
+from core.backoff import backoff_s
+
+log = structlog.get_logger(__name__)
+
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+class PublishRejected(Exception):
+    """The stream answered a stored publish with an error (not a transient one)."""
+
+
+class _PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+def server_urls(csv: str) -> list[str]:
+    """``nats://a:4222, nats://b:4222`` -> the list nats-py wants (a cluster's nodes)."""
+    return [url.strip() for url in csv.split(",") if url.strip()]
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("nats.error", error=str(exc))
+
+
+async def _log_disconnect() -> None:
+    log.warning("nats.disconnected")
+
+
+async def _log_reconnect() -> None:
+    log.info("nats.reconnected")
+
+
+async def connect(
+    urls: str,
+    *,
+    name: str,
+    user: str = "",
+    password: str = "",
+    wait_s: tuple[float, float] = (0.25, 1.0),
+    error_cb: ErrorCallback | None = None,
+    **extra: Any,
+) -> NATS:
+    """A NATS connection that, once up, reconnects forever. ``wait_s`` bounds the random wait
+    between reconnect attempts: nats-py has no jitter knob, and a wait drawn per process keeps
+    a fleet of clients from reconnecting in lockstep after a server restart."""
+    creds: dict[str, Any] = {"user": user, "password": password} if user else {}
+    return await nats.connect(
+        servers=server_urls(urls),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=random.uniform(*wait_s),
+        error_cb=error_cb or _log_error,
+        disconnected_cb=_log_disconnect,
+        reconnected_cb=_log_reconnect,
+        **creds,
+        **extra,
+    )
+
+
+async def publish_stored(
+    nc: NATS,
+    subject: str,
+    payload: bytes,
+    *,
+    msg_id: str,
+    attempts: int = 8,
+    timeout_s: float = 5.0,
+) -> None:
+    """Publish to a JetStream stream's subject and wait for the stream's ack, retrying what is
+    transient (no answer, no responders, JetStream unavailable) with backoff; ``attempts=0``
+    retries until it is stored. ``msg_id`` (``Nats-Msg-Id``) lets the stream drop a retry
+    whose first try was stored after all.
+
+    A plain request rather than nats-py's JetStream context: a machine's daemon may publish
+    its own events but holds no JetStream API permission, and both sides must retry alike.
+    """
+    headers = {"Nats-Msg-Id": msg_id}
+    tried = 0
+    while True:
+        tried += 1
+        try:
+            reply = await nc.request(subject, payload, timeout=timeout_s, headers=headers)
+            ack = msgspec.json.decode(reply.data, type=_PubAck)
+            if ack.error is None:
+                return
+            if ack.error.get("code") != 503:
+                raise PublishRejected(f"{subject}: {ack.error.get('description', ack.error)}")
+            failure: Exception = PublishRejected("JetStream temporarily unavailable")
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            failure = exc
+        except msgspec.DecodeError as exc:
+            raise PublishRejected(f"{subject}: the stream's ack is not JSON: {exc}") from None
+        if attempts and tried >= attempts:
+            raise failure
+        delay = backoff_s(tried, base=0.25, cap=5.0)
+        log.warning("nats.publish_retry", subject=subject, attempt=tried, error=repr(failure))
+        await asyncio.sleep(delay)

@@ -1,0 +1,22 @@
+"""What every provider offers: start and stop a machine, and put code on it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class CodeInstaller(Protocol):
+    async def install_code(self, machine_id: str, target_ref: str) -> str:
+        """Put the platform's code at ``target_ref`` on the machine, ready for the daemon's
+        selfUpdate; returns what was done. Raises NotSupported (with the reason) if this
+        provider cannot."""
+
+
+class Provider(Protocol):
+    name: str
+
+    async def start(self, machine_id: str, token: str) -> str:
+        """Start the machine (idempotent) and return its external id."""
+
+    async def stop(self, machine_id: str) -> None:
+        """Stop the machine for good (idempotent)."""
