@@ -21,6 +21,7 @@ from contracts.jsonrpc import (
     MethodSpec,
     Params,
     Result,
+    Router,
     decode_response,
     encode_request,
 )
@@ -46,7 +47,9 @@ GREET = MethodSpec("greet", GreetParams, Greeting, "Greets.", (NotFound,))
 
 @pytest.fixture
 def server() -> Dispatcher[None]:
-    return Dispatcher([GREET], {"greet": greet})
+    router = Router[None]()
+    router.register(GREET, greet)
+    return Dispatcher([GREET], router)
 
 
 def response(**members: Any) -> bytes:
