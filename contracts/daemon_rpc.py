@@ -20,6 +20,7 @@ from contracts.validation import check_env_name
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 DEFAULT_EXEC_TIMEOUT_S = 120.0
+DEFAULT_FILE_MODE = 0o644
 MAX_EXEC_TIMEOUT_S = 3600.0
 
 
@@ -27,7 +28,7 @@ class WriteFileParams(Params, kw_only=True):
     #: ``~`` and relative paths resolve against the machine's home.
     path: NonEmpty
     content: str
-    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)] = 0o644
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)] = DEFAULT_FILE_MODE
 
 
 class WriteFileResult(Result, kw_only=True):

@@ -46,6 +46,8 @@ MachineId = Annotated[
 ]
 EnvName = Annotated[str, msgspec.Meta(pattern=validation.ENV_NAME_PATTERN, max_length=256)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+#: The user name git is given with a repo's token when none is set (GitHub's convention).
+DEFAULT_GIT_USERNAME = "x-access-token"
 
 
 class CreateInstanceParams(Params, kw_only=True):
@@ -104,7 +106,7 @@ class AddRepoParams(Params, kw_only=True):
     #: prompt from the environment (never argv, the URL or .git/config).
     token: Secret | None = None
     username: Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[^\x00-\x1f:]*$")] = (
-        "x-access-token"
+        DEFAULT_GIT_USERNAME
     )
 
     def __post_init__(self) -> None:

@@ -148,7 +148,7 @@ class GatewayApi:
             if current.status not in TERMINAL:
                 raise Conflict(
                     f"instance {inst.id} already has machine {current.id} "
-                    f"({current.status.value}); use machines.rebuild to replace it",
+                    f"({current.status.value}); use {g.MACHINES_REBUILD.name} to replace it",
                     data={"machineId": current.id},
                 )
         return await self._create_machine(inst.id, p.provider)
