@@ -25,6 +25,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from contracts.jsonrpc import MethodSpec, P, R
 from contracts.signing import sign
 from fleet.embedded import NatsServer, ValkeyServer, free_port
 from services.common.crypto import SecretBox
@@ -449,25 +450,37 @@ class Gateway:
     async def close(self) -> None:
         await self._session.close()
 
-    async def batch(self, calls: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
-        """Results in order; raises on the first error."""
-        body = []
-        for method, params in calls:
-            self._ids += 1
-            body.append({"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params})
-        async with self._session.post(f"{self.url}/rpc", json=body) as resp:
-            answers = await resp.json(content_type=None)
-        by_id = {a["id"]: a for a in answers}
+    async def batch(self, spec: MethodSpec[P, R], params: Sequence[P]) -> list[R]:
+        """One JSON-RPC batch of calls to ``spec``: results in order; raises on the first error."""
+        ids = list(range(self._ids + 1, self._ids + 1 + len(params)))
+        self._ids += len(params)
+        body = [
+            {"jsonrpc": "2.0", "id": i, "method": spec.name, "params": p}
+            for i, p in zip(ids, params, strict=True)
+        ]
+        data = msgspec.json.encode(body)
+        headers = {"Content-Type": "application/json"}
+        async with self._session.post(f"{self.url}/rpc", data=data, headers=headers) as resp:
+            answers = msgspec.json.decode(await resp.read(), type=list[_Answer])
+        by_id = {a.id: a for a in answers}
         out = []
-        for req in body:
-            a = by_id[req["id"]]
-            if "error" in a:
-                raise RpcError(a["error"])
-            out.append(a["result"])
+        for i in ids:
+            a = by_id[i]
+            if a.error is not None:
+                raise RpcError(a.error)
+            out.append(msgspec.json.decode(a.result, type=spec.result))
         return out
 
-    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        return (await self.batch([(method, params or {})]))[0]
+    async def call(self, spec: MethodSpec[P, R], params: P) -> R:
+        return (await self.batch(spec, [params]))[0]
+
+
+class _Answer(msgspec.Struct):
+    """One answer of a batch, its result decoded later as the spec's result type."""
+
+    id: int
+    result: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+    error: dict[str, Any] | None = None
 
 
 class RpcError(Exception):

@@ -30,6 +30,12 @@ from bench.common import (
     temp_dir,
 )
 from bench.profiling import sampled
+from contracts.gateway_rpc import (
+    INSTANCES_CREATE,
+    MACHINES_CREATE,
+    CreateInstanceParams,
+    CreateMachineParams,
+)
 from contracts.ids import new_machine_id
 from fleet.embedded import NatsServer
 from providers.local import daemon_argv
@@ -69,17 +75,17 @@ async def run(report: Report, quick: bool, profile: Path | None = None) -> None:
         watch = await EventWatch().start(ns.url)
         try:
             instances = await gw.batch(
-                [("instances.create", {"name": f"bench-{i}"}) for i in range(n + 1)]
+                INSTANCES_CREATE, [CreateInstanceParams(name=f"bench-{i}") for i in range(n + 1)]
             )
             # One unmeasured machine first: the services' first call warms their caches.
-            await _one(gw, watch, instances.pop()["id"])
+            await _one(gw, watch, instances.pop().id)
             totals: list[float] = []
             floors: list[float] = []
             stages: dict[str, list[float]] = {s: [] for s in STAGES}
             with sampled(profile, up.service_pids(), "create_ready"):
                 for inst in instances:
                     floors.append(await floor_sample(fns, root))
-                    marks = await _one(gw, watch, inst["id"])
+                    marks = await _one(gw, watch, inst.id)
                     totals.append(marks["ready"])
                     prev = 0.0
                     for s in STAGES:
@@ -115,8 +121,10 @@ async def run(report: Report, quick: bool, profile: Path | None = None) -> None:
 async def _one(gw: Gateway, watch: EventWatch, instance_id: str) -> dict[str, float]:
     """Create one machine, wait for ready; each stage's arrival, in seconds from the call."""
     t0 = time.perf_counter()
-    machine = await gw.call("machines.create", {"instanceId": instance_id, "provider": "local"})
-    mid = machine["id"]
+    machine = await gw.call(
+        MACHINES_CREATE, CreateMachineParams(instance_id=instance_id, provider="local")
+    )
+    mid = machine.id
     await watch.wait_all("ready", [mid], timeout_s=60)
     if mid in watch.failed:
         raise RuntimeError(f"machine {mid} failed: {watch.failed[mid]}")

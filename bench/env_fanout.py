@@ -12,13 +12,18 @@ import asyncio
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import nats
 
 from bench.common import Figure, Gateway, KeySource, Report, RpcError, daemon_client
+from contracts.gateway_rpc import (
+    ENV_SET,
+    MACHINES_REFRESH_ENV,
+    RefreshEnvParams,
+    SetEnvParams,
+)
 
-METHOD = "machines.refreshEnv"
+METHOD = MACHINES_REFRESH_ENV.name
 VAR = "BENCH_FANOUT"
 
 
@@ -49,17 +54,17 @@ async def run(
     size = max(len((h / ".fleet" / ".env").read_bytes()) for h in homes.values()) + 60
     floor = await direct_floor(nats_url, keys, list(homes), size)
     marker = uuid.uuid4().hex
-    await gw.call("env.set", {"name": VAR, "value": marker})
+    await gw.call(ENV_SET, SetEnvParams(name=VAR, value=marker))
     t0 = time.perf_counter()
     try:
-        result: dict[str, Any] = await gw.call(METHOD, {})
+        result = await gw.call(MACHINES_REFRESH_ENV, RefreshEnvParams())
     except RpcError as exc:
         report.skipped.append(f"4 env fan-out: {METHOD} answered {exc}")
         print(f"    skipped: {METHOD} answered {exc}")
         return
     accepted = time.perf_counter() - t0
-    if result["written"] != len(homes):
-        report.note(f"{METHOD} wrote {result['written']} of {len(homes)}: {result['failed'][:3]}")
+    if result.written != len(homes):
+        report.note(f"{METHOD} wrote {result.written} of {len(homes)}: {result.failed[:3]}")
     pending = dict(homes)
     async with asyncio.timeout(120):
         while pending:

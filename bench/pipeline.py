@@ -20,7 +20,6 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import nats
 
@@ -40,7 +39,14 @@ from bench.common import (
     temp_dir,
 )
 from bench.profiling import sampled
+from contracts.gateway_rpc import (
+    INSTANCES_CREATE,
+    MACHINES_CREATE,
+    CreateInstanceParams,
+    CreateMachineParams,
+)
 from contracts.ids import new_machine_id
+from contracts.models import Instance
 from fleet.embedded import NatsServer
 from providers.swarm import (
     SwarmProvider,
@@ -140,22 +146,19 @@ async def _pipeline(
     profile: Path | None,
     servers_pids: dict[str, int],
 ) -> list[str]:
-    instances: list[Any] = []
+    instances: list[Instance] = []
     for i in range(0, n, 100):
-        calls = [("instances.create", {"name": f"bench-{j}"}) for j in range(i, min(n, i + 100))]
-        instances += await gw.batch(calls)
+        names = [CreateInstanceParams(name=f"bench-{j}") for j in range(i, min(n, i + 100))]
+        instances += await gw.batch(INSTANCES_CREATE, names)
     pids = up.service_pids()
     others = dict(pids, **servers_pids, bench=os.getpid())
     cpu0 = {name: cpu_seconds(pid) or 0.0 for name, pid in others.items()}
     sem = asyncio.Semaphore(BATCHES_IN_FLIGHT)
 
-    async def create(chunk: Sequence[Any]) -> list[str]:
+    async def create(chunk: Sequence[Instance]) -> list[str]:
         async with sem:
-            calls = [
-                ("machines.create", {"instanceId": inst["id"], "provider": "swarm"})
-                for inst in chunk
-            ]
-            return [m["id"] for m in await gw.batch(calls)]
+            calls = [CreateMachineParams(instance_id=inst.id, provider="swarm") for inst in chunk]
+            return [m.id for m in await gw.batch(MACHINES_CREATE, calls)]
 
     chunks = [instances[i : i + BATCH] for i in range(0, n, BATCH)]
     t0 = time.perf_counter()

@@ -163,18 +163,18 @@ async def _measure(
 
     Modes = dict[str, Call]
     methods: dict[str, Modes] = {
-        "tool.writeFile 1 KiB": {
+        f"{WRITE_FILE.name} 1 KiB": {
             "client": client_write,
             "raw": raw_write,
             "raw+write": raw_write_floor,
         },
-        "daemon.health": {"client": client_health, "raw": raw_health},
+        HEALTH.name: {"client": client_health, "raw": raw_health},
     }
     for modes in methods.values():  # warm up every path
         for call in modes.values():
             await sequential(call, 200)
     if variant:  # only the file write depends on where the home is
-        del methods["daemon.health"]
+        del methods[HEALTH.name]
     for label, modes in methods.items():
         label += variant
         lat: dict[str, list[float]] = {who: [] for who in modes}

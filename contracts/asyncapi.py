@@ -24,7 +24,7 @@ import msgspec
 from contracts import events, signing, subjects
 from contracts.daemon_rpc import DAEMON_METHODS
 from contracts.errors import ERRORS
-from contracts.jsonrpc import MethodSpec
+from contracts.jsonrpc import AnySpec
 from contracts.subjects import EventKind
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -65,7 +65,7 @@ def package_version() -> str:
 
 
 def asyncapi_document(
-    *, version: str | None = None, methods: Sequence[MethodSpec] = DAEMON_METHODS
+    *, version: str | None = None, methods: Sequence[AnySpec] = DAEMON_METHODS
 ) -> dict[str, Any]:
     """The whole document; deterministic, so the committed copy can be compared to it."""
     types: list[Any] = [_EVENT_TYPES[k] for k in EventKind] + [events.Heartbeat]
@@ -187,7 +187,7 @@ def _daemon_rpc_channels(
     channels: dict[str, Any],
     ops: dict[str, Any],
     msgs: dict[str, Any],
-    methods: Sequence[MethodSpec],
+    methods: Sequence[AnySpec],
 ) -> None:
     requests: dict[str, Any] = {}
     replies: dict[str, Any] = {}
@@ -236,7 +236,7 @@ _SIGNED_HEADERS = {
 }
 
 
-def _request_message(spec: MethodSpec) -> dict[str, Any]:
+def _request_message(spec: AnySpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "title": f"{spec.name} request",
@@ -255,7 +255,7 @@ def _request_message(spec: MethodSpec) -> dict[str, Any]:
     }
 
 
-def _response_message(spec: MethodSpec) -> dict[str, Any]:
+def _response_message(spec: AnySpec) -> dict[str, Any]:
     result = msgspec.json.schema_components([spec.result], ref_template=_REF)[0][0]
     codes = sorted({e.code for e in spec.errors})
     return {

@@ -15,11 +15,12 @@ from contracts.errors import (
     NotSupported,
     ToolError,
 )
-from contracts.jsonrpc import MethodSpec, NoParams, Params, Result
+from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
 from contracts.validation import check_env_name
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 DEFAULT_EXEC_TIMEOUT_S = 120.0
+DEFAULT_FILE_MODE = 0o644
 MAX_EXEC_TIMEOUT_S = 3600.0
 
 
@@ -27,7 +28,7 @@ class WriteFileParams(Params, kw_only=True):
     #: ``~`` and relative paths resolve against the machine's home.
     path: NonEmpty
     content: str
-    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)] = 0o644
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)] = DEFAULT_FILE_MODE
 
 
 class WriteFileResult(Result, kw_only=True):
@@ -148,50 +149,52 @@ class SelfUpdateResult(Result, kw_only=True):
 _UNREACHABLE = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError)
 _PROCESS = (*_UNREACHABLE, NotFound, Conflict)
 
-WRITE_FILE = MethodSpec(
+WRITE_FILE: MethodSpec[WriteFileParams, WriteFileResult] = MethodSpec(
     "tool.writeFile",
     WriteFileParams,
     WriteFileResult,
     "Write a file on the machine (parents created, atomic, mode applied).",
     _UNREACHABLE,
 )
-EXEC_COMMAND = MethodSpec(
+EXEC_COMMAND: MethodSpec[ExecCommandParams, ExecCommandResult] = MethodSpec(
     "tool.execCommand",
     ExecCommandParams,
     ExecCommandResult,
     "Run an argv on the machine; killed on timeout.",
     _UNREACHABLE,
 )
-GET_VERSION = MethodSpec(
+GET_VERSION: MethodSpec[NoParams, GetVersionResult] = MethodSpec(
     "daemon.getVersion",
     NoParams,
     GetVersionResult,
     "The daemon's package version and the git SHA of its code.",
     _UNREACHABLE,
 )
-HEALTH = MethodSpec("daemon.health", NoParams, HealthResult, "Liveness and uptime.", _UNREACHABLE)
+HEALTH: MethodSpec[NoParams, HealthResult] = MethodSpec(
+    "daemon.health", NoParams, HealthResult, "Liveness and uptime.", _UNREACHABLE
+)
 
-PROCESS_START = MethodSpec(
+PROCESS_START: MethodSpec[ProcessStartParams, ProcessInfo] = MethodSpec(
     "process.start",
     ProcessStartParams,
     ProcessInfo,
     "Start a background process; its pid is kept in the daemon's state file.",
     _PROCESS,
 )
-PROCESS_LIST = MethodSpec(
+PROCESS_LIST: MethodSpec[NoParams, ProcessList] = MethodSpec(
     "process.list", NoParams, ProcessList, "The background processes.", _UNREACHABLE
 )
-PROCESS_KILL = MethodSpec(
+PROCESS_KILL: MethodSpec[ProcessRef, ProcessInfo] = MethodSpec(
     "process.kill",
     ProcessRef,
     ProcessInfo,
     "Stop a background process (its whole process group): SIGTERM, then SIGKILL.",
     _PROCESS,
 )
-PROCESS_LOGS = MethodSpec(
+PROCESS_LOGS: MethodSpec[ProcessLogsParams, ProcessLogs] = MethodSpec(
     "process.logs", ProcessLogsParams, ProcessLogs, "The last lines of its output.", _PROCESS
 )
-SELF_UPDATE = MethodSpec(
+SELF_UPDATE: MethodSpec[SelfUpdateParams, SelfUpdateResult] = MethodSpec(
     "daemon.selfUpdate",
     SelfUpdateParams,
     SelfUpdateResult,
@@ -199,7 +202,7 @@ SELF_UPDATE = MethodSpec(
     (*_UNREACHABLE, NotFound, NotSupported),
 )
 
-DAEMON_METHODS: tuple[MethodSpec, ...] = (
+DAEMON_METHODS: tuple[AnySpec, ...] = (
     WRITE_FILE,
     EXEC_COMMAND,
     GET_VERSION,

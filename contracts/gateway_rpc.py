@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
@@ -24,6 +24,7 @@ from contracts.errors import (
     Conflict,
     DaemonTimeout,
     DaemonUnavailable,
+    FleetError,
     Forbidden,
     InvalidParams,
     NotFound,
@@ -32,9 +33,10 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
-from contracts.jsonrpc import MethodSpec, NoParams, Params, Result
+from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
 from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
+from contracts.openrpc import OpenRpcDocument
 
 InstanceId = Annotated[
     str, msgspec.Meta(pattern=INSTANCE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -44,6 +46,8 @@ MachineId = Annotated[
 ]
 EnvName = Annotated[str, msgspec.Meta(pattern=validation.ENV_NAME_PATTERN, max_length=256)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+#: The user name git is given with a repo's token when none is set (GitHub's convention).
+DEFAULT_GIT_USERNAME = "x-access-token"
 
 
 class CreateInstanceParams(Params, kw_only=True):
@@ -102,7 +106,7 @@ class AddRepoParams(Params, kw_only=True):
     #: prompt from the environment (never argv, the URL or .git/config).
     token: Secret | None = None
     username: Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[^\x00-\x1f:]*$")] = (
-        "x-access-token"
+        DEFAULT_GIT_USERNAME
     )
 
     def __post_init__(self) -> None:
@@ -226,8 +230,8 @@ class CronSetResult(CronList, kw_only=True):
     failed: list[RefreshFailure]
 
 
-_NF = (NotFound, Forbidden)
-_DAEMON = (
+_NF: tuple[type[FleetError], ...] = (NotFound, Forbidden)
+_DAEMON: tuple[type[FleetError], ...] = (
     NotFound,
     Forbidden,
     Conflict,
@@ -236,90 +240,142 @@ _DAEMON = (
     InvalidParams,
     ToolError,
 )
-_CREATE = (NotFound, Forbidden, Conflict)
+_CREATE: tuple[type[FleetError], ...] = (NotFound, Forbidden, Conflict)
 
 
-def _m(name: str, params: type[Params], result: Any, summary: str, *errors: Any) -> MethodSpec:
-    return MethodSpec(name, params, result, summary, tuple(errors))
+# One constant per method: handlers register against them, clients call through them.
+INSTANCES_CREATE: MethodSpec[CreateInstanceParams, Instance] = MethodSpec(
+    "instances.create", CreateInstanceParams, Instance, "Create an instance."
+)
+INSTANCES_GET: MethodSpec[InstanceRef, Instance] = MethodSpec(
+    "instances.get", InstanceRef, Instance, "One instance.", _NF
+)
+INSTANCES_LIST: MethodSpec[NoParams, InstanceList] = MethodSpec(
+    "instances.list", NoParams, InstanceList, "Every instance the caller may see."
+)
+ENV_SET: MethodSpec[SetEnvParams, EnvVar] = MethodSpec(
+    "env.set", SetEnvParams, EnvVar, "Set a platform or instance env var.", _NF
+)
+ENV_UNSET: MethodSpec[UnsetEnvParams, Removed] = MethodSpec(
+    "env.unset", UnsetEnvParams, Removed, "Remove an env var.", _NF
+)
+ENV_LIST: MethodSpec[ListEnvParams, EnvList] = MethodSpec(
+    "env.list", ListEnvParams, EnvList, "Env vars of one scope.", _NF
+)
+REPOS_ADD: MethodSpec[AddRepoParams, Repo] = MethodSpec(
+    "repos.add", AddRepoParams, Repo, "Add (or replace) a repo checkout.", _NF
+)
+REPOS_REMOVE: MethodSpec[RemoveRepoParams, Removed] = MethodSpec(
+    "repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", _NF
+)
+REPOS_LIST: MethodSpec[InstanceRef, RepoList] = MethodSpec(
+    "repos.list", InstanceRef, RepoList, "An instance's repos.", _NF
+)
+MACHINES_CREATE: MethodSpec[CreateMachineParams, Machine] = MethodSpec(
+    "machines.create", CreateMachineParams, Machine, "Create the instance's machine.", _CREATE
+)
+MACHINES_GET: MethodSpec[MachineRef, Machine] = MethodSpec(
+    "machines.get", MachineRef, Machine, "One machine.", _NF
+)
+MACHINES_LIST: MethodSpec[ListMachinesParams, MachineList] = MethodSpec(
+    "machines.list", ListMachinesParams, MachineList, "Machines, newest first.", _NF
+)
+MACHINES_ARCHIVE: MethodSpec[MachineRef, Machine] = MethodSpec(
+    "machines.archive", MachineRef, Machine, "Stop a machine for good.", _NF
+)
+MACHINES_REBUILD: MethodSpec[InstanceRef, Machine] = MethodSpec(
+    "machines.rebuild", InstanceRef, Machine, "Archive current machine, make a new one.", _CREATE
+)
+MACHINES_EXEC: MethodSpec[MachineExecParams, ExecCommandResult] = MethodSpec(
+    "machines.exec", MachineExecParams, ExecCommandResult, "Run argv on a machine.", _DAEMON
+)
+MACHINES_WRITE_FILE: MethodSpec[MachineWriteFileParams, WriteFileResult] = MethodSpec(
+    "machines.writeFile", MachineWriteFileParams, WriteFileResult, "Write a file.", _DAEMON
+)
+MACHINES_REFRESH_ENV: MethodSpec[RefreshEnvParams, RefreshEnvResult] = MethodSpec(
+    "machines.refreshEnv",
+    RefreshEnvParams,
+    RefreshEnvResult,
+    "Rebuild the .env and push it to every running machine (of one instance).",
+    _NF,
+)
+MACHINES_REFRESH_CODE: MethodSpec[MachineRef, RefreshCodeResult] = MethodSpec(
+    "machines.refreshCode",
+    MachineRef,
+    RefreshCodeResult,
+    "Put the platform's code on the machine and restart its daemon with it.",
+    (*_DAEMON, NotSupported, ProviderError),
+)
+MACHINES_PROCESS_START: MethodSpec[MachineProcessStartParams, ProcessInfo] = MethodSpec(
+    "machines.process.start",
+    MachineProcessStartParams,
+    ProcessInfo,
+    "Start a background process on a machine.",
+    _DAEMON,
+)
+MACHINES_PROCESS_LIST: MethodSpec[MachineRef, ProcessList] = MethodSpec(
+    "machines.process.list", MachineRef, ProcessList, "A machine's background processes.", _DAEMON
+)
+MACHINES_PROCESS_KILL: MethodSpec[MachineProcessRef, ProcessInfo] = MethodSpec(
+    "machines.process.kill", MachineProcessRef, ProcessInfo, "Stop a background process.", _DAEMON
+)
+MACHINES_PROCESS_LOGS: MethodSpec[MachineProcessLogsParams, ProcessLogs] = MethodSpec(
+    "machines.process.logs",
+    MachineProcessLogsParams,
+    ProcessLogs,
+    "The last lines of a background process's output.",
+    _DAEMON,
+)
+CRON_SET: MethodSpec[SetCronParams, CronSetResult] = MethodSpec(
+    "cron.set",
+    SetCronParams,
+    CronSetResult,
+    "Replace an instance's cron table and push it to its running machines.",
+    _NF,
+)
+CRON_LIST: MethodSpec[InstanceRef, CronList] = MethodSpec(
+    "cron.list", InstanceRef, CronList, "An instance's cron table.", _NF
+)
+TOKENS_CREATE: MethodSpec[CreateTokenParams, CreatedToken] = MethodSpec(
+    "tokens.create", CreateTokenParams, CreatedToken, "Create an access token.", _NF
+)
+TOKENS_LIST: MethodSpec[NoParams, TokenList] = MethodSpec(
+    "tokens.list", NoParams, TokenList, "Access tokens the caller may see.", _NF
+)
+TOKENS_REVOKE: MethodSpec[TokenRef, Revoked] = MethodSpec(
+    "tokens.revoke", TokenRef, Revoked, "Revoke an access token.", _NF
+)
+RPC_DISCOVER: MethodSpec[NoParams, OpenRpcDocument] = MethodSpec(
+    "rpc.discover", NoParams, OpenRpcDocument, "This API as an OpenRPC document."
+)
 
-
-GATEWAY_METHODS: tuple[MethodSpec, ...] = (
-    _m("instances.create", CreateInstanceParams, Instance, "Create an instance."),
-    _m("instances.get", InstanceRef, Instance, "One instance.", *_NF),
-    _m("instances.list", NoParams, InstanceList, "Every instance the caller may see."),
-    _m("env.set", SetEnvParams, EnvVar, "Set a platform or instance env var.", *_NF),
-    _m("env.unset", UnsetEnvParams, Removed, "Remove an env var.", *_NF),
-    _m("env.list", ListEnvParams, EnvList, "Env vars of one scope.", *_NF),
-    _m("repos.add", AddRepoParams, Repo, "Add (or replace) a repo checkout.", *_NF),
-    _m("repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", *_NF),
-    _m("repos.list", InstanceRef, RepoList, "An instance's repos.", *_NF),
-    _m("machines.create", CreateMachineParams, Machine, "Create the instance's machine.", *_CREATE),
-    _m("machines.get", MachineRef, Machine, "One machine.", *_NF),
-    _m("machines.list", ListMachinesParams, MachineList, "Machines, newest first.", *_NF),
-    _m("machines.archive", MachineRef, Machine, "Stop a machine for good.", *_NF),
-    _m(
-        "machines.rebuild",
-        InstanceRef,
-        Machine,
-        "Archive current machine, make a new one.",
-        *_CREATE,
-    ),
-    _m("machines.exec", MachineExecParams, ExecCommandResult, "Run argv on a machine.", *_DAEMON),
-    _m("machines.writeFile", MachineWriteFileParams, WriteFileResult, "Write a file.", *_DAEMON),
-    _m(
-        "machines.refreshEnv",
-        RefreshEnvParams,
-        RefreshEnvResult,
-        "Rebuild the .env and push it to every running machine (of one instance).",
-        *_NF,
-    ),
-    _m(
-        "machines.refreshCode",
-        MachineRef,
-        RefreshCodeResult,
-        "Put the platform's code on the machine and restart its daemon with it.",
-        *_DAEMON,
-        NotSupported,
-        ProviderError,
-    ),
-    _m(
-        "machines.process.start",
-        MachineProcessStartParams,
-        ProcessInfo,
-        "Start a background process on a machine.",
-        *_DAEMON,
-    ),
-    _m(
-        "machines.process.list",
-        MachineRef,
-        ProcessList,
-        "A machine's background processes.",
-        *_DAEMON,
-    ),
-    _m(
-        "machines.process.kill",
-        MachineProcessRef,
-        ProcessInfo,
-        "Stop a background process.",
-        *_DAEMON,
-    ),
-    _m(
-        "machines.process.logs",
-        MachineProcessLogsParams,
-        ProcessLogs,
-        "The last lines of a background process's output.",
-        *_DAEMON,
-    ),
-    _m(
-        "cron.set",
-        SetCronParams,
-        CronSetResult,
-        "Replace an instance's cron table and push it to its running machines.",
-        *_NF,
-    ),
-    _m("cron.list", InstanceRef, CronList, "An instance's cron table.", *_NF),
-    _m("tokens.create", CreateTokenParams, CreatedToken, "Create an access token.", *_NF),
-    _m("tokens.list", NoParams, TokenList, "Access tokens the caller may see.", *_NF),
-    _m("tokens.revoke", TokenRef, Revoked, "Revoke an access token.", *_NF),
-    _m("rpc.discover", NoParams, dict[str, Any], "This API as an OpenRPC document."),
+GATEWAY_METHODS: tuple[AnySpec, ...] = (
+    INSTANCES_CREATE,
+    INSTANCES_GET,
+    INSTANCES_LIST,
+    ENV_SET,
+    ENV_UNSET,
+    ENV_LIST,
+    REPOS_ADD,
+    REPOS_REMOVE,
+    REPOS_LIST,
+    MACHINES_CREATE,
+    MACHINES_GET,
+    MACHINES_LIST,
+    MACHINES_ARCHIVE,
+    MACHINES_REBUILD,
+    MACHINES_EXEC,
+    MACHINES_WRITE_FILE,
+    MACHINES_REFRESH_ENV,
+    MACHINES_REFRESH_CODE,
+    MACHINES_PROCESS_START,
+    MACHINES_PROCESS_LIST,
+    MACHINES_PROCESS_KILL,
+    MACHINES_PROCESS_LOGS,
+    CRON_SET,
+    CRON_LIST,
+    TOKENS_CREATE,
+    TOKENS_LIST,
+    TOKENS_REVOKE,
+    RPC_DISCOVER,
 )

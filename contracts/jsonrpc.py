@@ -1,4 +1,4 @@
-"""JSON-RPC 2.0: the envelope, the method table type, a dispatcher and the client-side codec.
+"""JSON-RPC 2.0: the envelope, typed method specs, a dispatcher and the client-side codec.
 
 The same code serves the daemon (over NATS request/reply) and the gateway (over HTTP), so both
 answer bad input the same way: -32700 for bytes that are not JSON, -32600 for an envelope that
@@ -9,9 +9,9 @@ application codes of ``contracts.errors`` for everything a handler raises.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -28,13 +28,16 @@ from contracts.errors import (
 
 log = structlog.get_logger(__name__)
 
-Ctx = TypeVar("Ctx")
-R = TypeVar("R")
 RequestId = int | str | None
 
 
-class Params(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
-    """Base of every method's params: camelCase on the wire, unknown fields are an error."""
+class Params(
+    msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """Base of every method's params: camelCase on the wire, unknown fields are an error.
+
+    A client sends only the fields it set (defaults are the server's to fill in), as the
+    hand-built dicts did before the params were typed: no explicit nulls on the wire."""
 
 
 class Result(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=False):
@@ -45,13 +48,28 @@ class NoParams(Params, kw_only=True):
     pass
 
 
+Ctx = TypeVar("Ctx")
+P = TypeVar("P", bound=Params)
+R = TypeVar("R")
+Ps = ParamSpec("Ps")
+_P_in = TypeVar("_P_in", bound=Params, contravariant=True)
+_R_out = TypeVar("_R_out", covariant=True)
+_Ctx_in = TypeVar("_Ctx_in", contravariant=True)
+
+
 @dataclass(frozen=True)
-class MethodSpec:
+class MethodSpec(Generic[P, R]):
+    """One method: its wire name, params Struct, result type, summary and the errors it may
+    answer. Typed, so a handler registered for it and a client calling it are checked by mypy."""
+
     name: str
-    params: type[Params]
-    result: Any
+    params: type[P]
+    result: type[R]
     summary: str
     errors: tuple[type[FleetError], ...] = field(default=())
+
+
+AnySpec = MethodSpec[Any, Any]
 
 
 class _Envelope(msgspec.Struct):
@@ -84,18 +102,51 @@ def invalid_params(exc: msgspec.ValidationError) -> InvalidParams:
     return InvalidParams(f"invalid params: {text}", field=path)
 
 
-Handler = Callable[[Any, Ctx], Awaitable[Any]]
+class Handler(Protocol[_P_in, _R_out, _Ctx_in]):
+    """What serves a ``MethodSpec[P, R]`` for callers described by ``Ctx``."""
+
+    def __call__(self, params: _P_in, ctx: _Ctx_in, /) -> Awaitable[_R_out]: ...
+
+
+@dataclass(frozen=True)
+class _Route(Generic[Ctx]):
+    spec: AnySpec
+    handler: Handler[Any, Any, Ctx]
+    decoder: msgspec.json.Decoder[Any]
+
+
+class Router(Generic[Ctx]):
+    """Explicit (spec, handler) pairs: ``register`` makes mypy check the handler's params and
+    result types against the spec's."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, _Route[Ctx]] = {}
+
+    def register(self, spec: MethodSpec[P, R], handler: Handler[P, R, Ctx]) -> None:
+        if spec.name in self._routes:
+            raise ValueError(f"{spec.name} is registered twice")
+        self._routes[spec.name] = _Route(spec, handler, msgspec.json.Decoder(spec.params))
+
+    @property
+    def routes(self) -> dict[str, _Route[Ctx]]:
+        return dict(self._routes)
 
 
 class Dispatcher(Generic[Ctx]):
     """Decodes requests, validates params against the spec, calls handlers, encodes answers."""
 
-    def __init__(self, specs: Sequence[MethodSpec], handlers: Mapping[str, Handler[Ctx]]) -> None:
-        missing = {s.name for s in specs} - set(handlers)
+    def __init__(self, specs: Sequence[AnySpec], router: Router[Ctx]) -> None:
+        routes = router.routes
+        missing = {s.name for s in specs} - set(routes)
         if missing:
             raise ValueError(f"no handler for {sorted(missing)}")
-        self._routes = {s.name: (s, handlers[s.name]) for s in specs}
-        self._decoders = {s.name: msgspec.json.Decoder(s.params) for s in specs}
+        extra = set(routes) - {s.name for s in specs}
+        if extra:
+            raise ValueError(f"handlers for methods not in the table: {sorted(extra)}")
+        stale = [s.name for s in specs if routes[s.name].spec is not s]
+        if stale:  # same name, another spec: its params would be decoded with the wrong type
+            raise ValueError(f"handlers registered against another spec: {sorted(stale)}")
+        self._routes = routes
 
     @property
     def methods(self) -> list[str]:
@@ -146,10 +197,10 @@ class Dispatcher(Generic[Ctx]):
         if route is None:
             raise MethodNotFound(f"method not found: {env.method}")
         try:
-            params = self._decoders[env.method].decode(env.params)
+            params = route.decoder.decode(env.params)
         except msgspec.ValidationError as exc:
             raise invalid_params(exc) from None
-        return await route[1](params, ctx)
+        return await route.handler(params, ctx)
 
 
 def encode_error(exc: FleetError, req_id: RequestId = None) -> bytes:
@@ -170,8 +221,29 @@ class _ClientResponse(msgspec.Struct):
     error: dict[str, Any] | None = None
 
 
+def new_params(make: Callable[Ps, P], /, *args: Ps.args, **kwargs: Ps.kwargs) -> P:
+    """``make(*args, **kwargs)``, a params Struct built on the client side. A check in its
+    ``__post_init__`` fails here as it would on the server: InvalidParams naming the field."""
+    try:
+        return make(*args, **kwargs)
+    except ValueError as exc:
+        raise invalid_params(msgspec.ValidationError(str(exc))) from None
+
+
 def encode_request(method: str, params: Any, req_id: RequestId) -> bytes:
+    """A request by method name; ``params`` a Struct or anything msgspec encodes (the typed
+    ``encode_call`` is the one to use; this is for the raw wire, e.g. benchmarks and tests)."""
     return _ENCODER.encode({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
+
+
+def encode_call(spec: MethodSpec[P, Any], params: P, req_id: RequestId) -> bytes:
+    """The request for ``spec`` (params encoded camelCase, defaults left out)."""
+    return encode_request(spec.name, params, req_id)
+
+
+def decode_result(spec: MethodSpec[Any, R], body: bytes) -> R:
+    """The result of a response to ``spec``, typed as the spec says, or the error it carries."""
+    return decode_response(body, spec.result)
 
 
 def decode_response(body: bytes, result_type: type[R]) -> R:

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 
 from contracts.errors import ERRORS
-from contracts.jsonrpc import MethodSpec
+from contracts.jsonrpc import AnySpec
 
 OPENRPC_VERSION = "1.3.2"
+#: An OpenRPC document (``rpc.discover``'s result): free-form JSON, described by the OpenRPC
+#: meta-schema rather than by a Struct of ours.
+OpenRpcDocument: TypeAlias = dict[str, Any]
 
 
 def openrpc_document(
-    methods: Sequence[MethodSpec], *, title: str, version: str, server_url: str | None = None
-) -> dict[str, Any]:
+    methods: Sequence[AnySpec], *, title: str, version: str, server_url: str | None = None
+) -> OpenRpcDocument:
     types = [m.params for m in methods] + [m.result for m in methods]
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
     n = len(methods)
-    doc: dict[str, Any] = {
+    doc: OpenRpcDocument = {
         "openrpc": OPENRPC_VERSION,
         "info": {"title": title, "version": version},
         "methods": [
@@ -37,7 +40,7 @@ def openrpc_document(
 
 
 def _method(
-    spec: MethodSpec,
+    spec: AnySpec,
     components: dict[str, Any],
     params_ref: dict[str, Any],
     result_schema: dict[str, Any],

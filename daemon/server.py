@@ -19,6 +19,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from contracts import daemon_rpc as d
 from contracts import subjects
 from contracts.daemon_rpc import (
     DAEMON_METHODS,
@@ -46,7 +47,7 @@ from contracts.events import (
     subject_of,
 )
 from contracts.ids import new_event_id
-from contracts.jsonrpc import Dispatcher, encode_error
+from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error
 from contracts.signing import ReplayGuard, signing_key, verify
 from core import natsconn
 from core.backoff import backoff_s
@@ -94,20 +95,7 @@ class Daemon:
         self.stop_reason = ""
         self.exit_mode: ExitMode = "stop"
         self.exit_target: Path | None = None
-        self._dispatcher: Dispatcher[None] = Dispatcher(
-            DAEMON_METHODS,
-            {
-                "tool.writeFile": self._write_file,
-                "tool.execCommand": self._exec_command,
-                "daemon.getVersion": self._get_version,
-                "daemon.health": self._health,
-                "process.start": self._process_start,
-                "process.list": self._process_list,
-                "process.kill": self._process_kill,
-                "process.logs": self._process_logs,
-                "daemon.selfUpdate": self._self_update,
-            },
-        )
+        self._dispatcher = Dispatcher(DAEMON_METHODS, self._routes())
 
     def request_stop(
         self, reason: str, mode: ExitMode = "stop", target: Path | None = None
@@ -287,6 +275,20 @@ class Daemon:
                 log.warning("daemon.reply_failed", error=str(exc), size=len(answer))
 
     # --- methods ----------------------------------------------------------------------------
+    def _routes(self) -> Router[None]:
+        """Every daemon method and its handler; mypy checks each pair's types."""
+        r = Router[None]()
+        r.register(d.WRITE_FILE, self._write_file)
+        r.register(d.EXEC_COMMAND, self._exec_command)
+        r.register(d.GET_VERSION, self._get_version)
+        r.register(d.HEALTH, self._health)
+        r.register(d.PROCESS_START, self._process_start)
+        r.register(d.PROCESS_LIST, self._process_list)
+        r.register(d.PROCESS_KILL, self._process_kill)
+        r.register(d.PROCESS_LOGS, self._process_logs)
+        r.register(d.SELF_UPDATE, self._self_update)
+        return r
+
     async def _write_file(self, params: WriteFileParams, _: None) -> WriteFileResult:
         if len(params.content) < 256 * 1024:
             return tools.write_file(self.settings.home_path, params, self._umask)
@@ -308,10 +310,10 @@ class Daemon:
             on_exit=procs.untrack_exec,
         )  # fmt: skip
 
-    async def _get_version(self, _: object, __: None) -> GetVersionResult:
+    async def _get_version(self, _: NoParams, __: None) -> GetVersionResult:
         return GetVersionResult(version=package_version(), git_sha=git_sha())
 
-    async def _health(self, _: object, __: None) -> HealthResult:
+    async def _health(self, _: NoParams, __: None) -> HealthResult:
         return HealthResult(ok=True, uptime_s=round(time.monotonic() - self._started, 3))
 
     def _lifecycle(self) -> Lifecycle:
@@ -322,7 +324,7 @@ class Daemon:
     async def _process_start(self, params: ProcessStartParams, _: None) -> ProcessInfo:
         return await self._lifecycle().procs.start(params)
 
-    async def _process_list(self, _: object, __: None) -> ProcessList:
+    async def _process_list(self, _: NoParams, __: None) -> ProcessList:
         return self._lifecycle().procs.list()
 
     async def _process_kill(self, params: ProcessRef, _: None) -> ProcessInfo:
@@ -351,7 +353,7 @@ class _MethodOnly(msgspec.Struct):
 
 _METHOD_OF = msgspec.json.Decoder(_MethodOnly)
 #: Methods whose handlers never wait on anything but a small local file.
-_AT_ONCE = frozenset({"daemon.health", "daemon.getVersion", "tool.writeFile", "process.list"})
+_AT_ONCE = frozenset(s.name for s in (d.HEALTH, d.GET_VERSION, d.WRITE_FILE, d.PROCESS_LIST))
 #: Above this, tool.writeFile writes in a thread (see _write_file): not "at once".
 _AT_ONCE_MAX_BYTES = 192 * 1024
 

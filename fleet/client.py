@@ -7,7 +7,8 @@ async with FleetClient("http://127.0.0.1:8080", token) as fleet:
     result = await fleet.exec(machine.id, ["git", "status"], cwd="src")
 
 Every gateway method in ``contracts.gateway_rpc.GATEWAY_METHODS`` has a method here
-(``tests/unit/test_client_methods.py`` keeps it that way); ``call`` reaches any method by name.
+(``tests/unit/test_client_methods.py`` keeps it that way); ``call(spec, params)`` reaches any
+method through its spec constant, typed: ``await fleet.call(MACHINES_GET, MachineRef(...))``.
 """
 
 from __future__ import annotations
@@ -17,44 +18,32 @@ import contextlib
 import itertools
 from collections.abc import AsyncGenerator, Collection, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import msgspec
 
+from contracts import gateway_rpc as g
 from contracts.daemon_rpc import (
     DEFAULT_EXEC_TIMEOUT_S,
+    DEFAULT_FILE_MODE,
     ExecCommandResult,
     ProcessInfo,
-    ProcessList,
     ProcessLogs,
     RestartPolicy,
     WriteFileResult,
 )
 from contracts.errors import FleetError, NotFound, Unauthorized
 from contracts.events import Event, decode_event, kind_of
-from contracts.gateway_rpc import (
-    CreatedToken,
-    CronList,
-    CronSetResult,
-    EnvList,
-    InstanceList,
-    MachineList,
-    RefreshCodeResult,
-    RefreshEnvResult,
-    Removed,
-    RepoList,
-    Revoked,
-    TokenList,
-)
-from contracts.jsonrpc import decode_response, encode_request
+from contracts.gateway_rpc import CreatedToken, CronSetResult, RefreshCodeResult, RefreshEnvResult
+from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call, new_params
 from contracts.machine_files import CronJob
-from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
+from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
+from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import sse_messages
 
-R = TypeVar("R")
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: ``events(follow=False)``: the stored events are over once the stream is this quiet.
 DEFAULT_IDLE_S = 5.0
@@ -105,16 +94,10 @@ class FleetClient:
             "set FLEET_TOKEN or pass --token"
         )
 
-    async def call(
-        self,
-        method: str,
-        params: Any = None,
-        result_type: type[R] = Any,  # type: ignore[assignment]
-        *,
-        timeout_s: float | None = None,
-    ) -> R:
-        """Any gateway method by name; ``params`` as on the wire (camelCase)."""
-        body = encode_request(method, params or {}, next(self._ids))
+    async def call(self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None) -> R:
+        """Any gateway method through its spec in ``contracts.gateway_rpc``: ``params`` its
+        params Struct (sent camelCase), the answer decoded as its result type."""
+        body = encode_call(spec, params, next(self._ids))
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else self._timeout
         try:
             async with self.session.post(
@@ -131,28 +114,32 @@ class FleetClient:
                     raise FleetError(f"the gateway answered HTTP {resp.status}: {text}")
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from None
-        return decode_response(data, result_type)
+        return decode_result(spec, data)
+
+    # Params are built with new_params: a check the server would make in the params' own
+    # __post_init__ (a repo URL, an env name) fails here as InvalidParams, as it would there.
 
     # --- instances, env, repos, tokens --------------------------------------------------------
     async def create_instance(self, name: str) -> Instance:
-        return await self.call("instances.create", {"name": name}, Instance)
+        return await self.call(g.INSTANCES_CREATE, new_params(g.CreateInstanceParams, name=name))
 
     async def get_instance(self, instance_id: str) -> Instance:
-        return await self.call("instances.get", {"instanceId": instance_id}, Instance)
+        return await self.call(g.INSTANCES_GET, new_params(g.InstanceRef, instance_id=instance_id))
 
     async def list_instances(self) -> list[Instance]:
-        return (await self.call("instances.list", {}, InstanceList)).instances
+        return (await self.call(g.INSTANCES_LIST, NoParams())).instances
 
     async def set_env(self, name: str, value: str, instance_id: str | None = None) -> EnvVar:
-        params = _drop_none({"instanceId": instance_id, "name": name, "value": value})
-        return await self.call("env.set", params, EnvVar)
+        params = new_params(g.SetEnvParams, instance_id=instance_id, name=name, value=value)
+        return await self.call(g.ENV_SET, params)
 
     async def unset_env(self, name: str, instance_id: str | None = None) -> bool:
-        params = _drop_none({"instanceId": instance_id, "name": name})
-        return (await self.call("env.unset", params, Removed)).removed
+        params = new_params(g.UnsetEnvParams, instance_id=instance_id, name=name)
+        return (await self.call(g.ENV_UNSET, params)).removed
 
     async def list_env(self, instance_id: str | None = None) -> list[EnvVar]:
-        return (await self.call("env.list", _drop_none({"instanceId": instance_id}), EnvList)).vars
+        params = new_params(g.ListEnvParams, instance_id=instance_id)
+        return (await self.call(g.ENV_LIST, params)).vars
 
     async def add_repo(
         self,
@@ -165,66 +152,69 @@ class FleetClient:
         username: str | None = None,
     ) -> Repo:
         """``token`` (and ``username``, default ``x-access-token``): for a private repo."""
-        params = _drop_none(
-            {
-                "instanceId": instance_id,
-                "url": url,
-                "branch": branch,
-                "path": path,
-                "token": token,
-                "username": username,
-            }
+        params = new_params(
+            g.AddRepoParams,
+            instance_id=instance_id,
+            url=url,
+            branch=branch,
+            path=path,
+            token=token,
+            username=g.DEFAULT_GIT_USERNAME if username is None else username,
         )
-        return await self.call("repos.add", params, Repo)
+        return await self.call(g.REPOS_ADD, params)
 
     async def remove_repo(self, instance_id: str, path: str) -> bool:
-        params = {"instanceId": instance_id, "path": path}
-        return (await self.call("repos.remove", params, Removed)).removed
+        params = new_params(g.RemoveRepoParams, instance_id=instance_id, path=path)
+        return (await self.call(g.REPOS_REMOVE, params)).removed
 
     async def list_repos(self, instance_id: str) -> list[Repo]:
-        return (await self.call("repos.list", {"instanceId": instance_id}, RepoList)).repos
+        params = new_params(g.InstanceRef, instance_id=instance_id)
+        return (await self.call(g.REPOS_LIST, params)).repos
 
     async def create_token(self, name: str, instance_id: str | None = None) -> CreatedToken:
         """A new access token; ``.token`` is the secret, shown this once."""
-        params = _drop_none({"name": name, "instanceId": instance_id})
-        return await self.call("tokens.create", params, CreatedToken)
+        params = new_params(g.CreateTokenParams, name=name, instance_id=instance_id)
+        return await self.call(g.TOKENS_CREATE, params)
 
     async def list_tokens(self) -> list[AccessToken]:
-        return (await self.call("tokens.list", {}, TokenList)).tokens
+        return (await self.call(g.TOKENS_LIST, NoParams())).tokens
 
     async def revoke_token(self, token_id: str) -> bool:
-        return (await self.call("tokens.revoke", {"id": token_id}, Revoked)).revoked
+        return (await self.call(g.TOKENS_REVOKE, new_params(g.TokenRef, id=token_id))).revoked
 
     async def set_cron(self, instance_id: str, jobs: Sequence[CronJob]) -> CronSetResult:
         """Replace the instance's whole cron table; it is pushed to its running machine at
         once (``.machines``, ``.failed``) and to new machines at setup."""
-        params = {"instanceId": instance_id, "jobs": msgspec.to_builtins(list(jobs))}
-        return await self.call("cron.set", params, CronSetResult)
+        params = new_params(g.SetCronParams, instance_id=instance_id, jobs=list(jobs))
+        return await self.call(g.CRON_SET, params)
 
     async def list_cron(self, instance_id: str) -> list[CronJob]:
-        return (await self.call("cron.list", {"instanceId": instance_id}, CronList)).jobs
+        params = new_params(g.InstanceRef, instance_id=instance_id)
+        return (await self.call(g.CRON_LIST, params)).jobs
 
-    async def discover(self) -> dict[str, Any]:
+    async def discover(self) -> OpenRpcDocument:
         """This API as an OpenRPC document."""
-        return await self.call("rpc.discover", {}, dict[str, Any])
+        return await self.call(g.RPC_DISCOVER, NoParams())
 
     # --- machines -----------------------------------------------------------------------------
-    async def create_machine(self, instance_id: str, provider: str = "local") -> Machine:
-        params = {"instanceId": instance_id, "provider": provider}
-        return await self.call("machines.create", params, Machine)
+    async def create_machine(self, instance_id: str, provider: ProviderName = "local") -> Machine:
+        params = new_params(g.CreateMachineParams, instance_id=instance_id, provider=provider)
+        return await self.call(g.MACHINES_CREATE, params)
 
     async def get_machine(self, machine_id: str) -> Machine:
-        return await self.call("machines.get", {"machineId": machine_id}, Machine)
+        return await self.call(g.MACHINES_GET, new_params(g.MachineRef, machine_id=machine_id))
 
     async def list_machines(self, instance_id: str | None = None) -> list[Machine]:
-        params = _drop_none({"instanceId": instance_id})
-        return (await self.call("machines.list", params, MachineList)).machines
+        params = new_params(g.ListMachinesParams, instance_id=instance_id)
+        return (await self.call(g.MACHINES_LIST, params)).machines
 
     async def archive_machine(self, machine_id: str) -> Machine:
-        return await self.call("machines.archive", {"machineId": machine_id}, Machine)
+        params = new_params(g.MachineRef, machine_id=machine_id)
+        return await self.call(g.MACHINES_ARCHIVE, params)
 
     async def rebuild_machine(self, instance_id: str) -> Machine:
-        return await self.call("machines.rebuild", {"instanceId": instance_id}, Machine)
+        params = new_params(g.InstanceRef, instance_id=instance_id)
+        return await self.call(g.MACHINES_REBUILD, params)
 
     async def exec(
         self,
@@ -235,36 +225,40 @@ class FleetClient:
         cwd: str | None = None,
         env: dict[str, str] | None = None,
     ) -> ExecCommandResult:
-        params = _drop_none(
-            {
-                "machineId": machine_id,
-                "command": command,
-                "timeoutS": timeout_s,
-                "cwd": cwd,
-                "env": env,
-            }
+        timeout = DEFAULT_EXEC_TIMEOUT_S if timeout_s is None else timeout_s
+        params = new_params(
+            g.MachineExecParams,
+            machine_id=machine_id,
+            command=command,
+            timeout_s=timeout,
+            cwd=cwd,
+            env=env,
         )
         # The command may legitimately run long: wait for its own timeout, plus a margin.
-        wait = (timeout_s or DEFAULT_EXEC_TIMEOUT_S) + 15.0
-        return await self.call("machines.exec", params, ExecCommandResult, timeout_s=wait)
+        return await self.call(g.MACHINES_EXEC, params, timeout_s=timeout + 15.0)
 
     async def write_file(
         self, machine_id: str, path: str, content: str, mode: int | None = None
     ) -> WriteFileResult:
-        params = _drop_none(
-            {"machineId": machine_id, "path": path, "content": content, "mode": mode}
+        params = new_params(
+            g.MachineWriteFileParams,
+            machine_id=machine_id,
+            path=path,
+            content=content,
+            mode=DEFAULT_FILE_MODE if mode is None else mode,
         )
-        return await self.call("machines.writeFile", params, WriteFileResult)
+        return await self.call(g.MACHINES_WRITE_FILE, params)
 
     async def refresh_env(self, instance_id: str | None = None) -> RefreshEnvResult:
         """Rebuild the .env and push it to running machines (None: of every instance the token
         may touch)."""
-        params = _drop_none({"instanceId": instance_id})
-        return await self.call("machines.refreshEnv", params, RefreshEnvResult)
+        params = new_params(g.RefreshEnvParams, instance_id=instance_id)
+        return await self.call(g.MACHINES_REFRESH_ENV, params)
 
     async def refresh_code(self, machine_id: str) -> RefreshCodeResult:
         """Install the platform's code on the machine; its daemon restarts with it."""
-        return await self.call("machines.refreshCode", {"machineId": machine_id}, RefreshCodeResult)
+        params = new_params(g.MachineRef, machine_id=machine_id)
+        return await self.call(g.MACHINES_REFRESH_CODE, params)
 
     async def start_process(
         self,
@@ -276,34 +270,35 @@ class FleetClient:
         tag: str | None = None,
         restart: RestartPolicy = "never",
     ) -> ProcessInfo:
-        params = _drop_none(
-            {
-                "machineId": machine_id,
-                "command": command,
-                "cwd": cwd,
-                "env": env,
-                "tag": tag,
-                "restart": restart,
-            }
+        params = new_params(
+            g.MachineProcessStartParams,
+            machine_id=machine_id,
+            command=command,
+            cwd=cwd,
+            env=env,
+            tag=tag,
+            restart=restart,
         )
-        return await self.call("machines.process.start", params, ProcessInfo)
+        return await self.call(g.MACHINES_PROCESS_START, params)
 
     async def list_processes(self, machine_id: str) -> list[ProcessInfo]:
-        params = {"machineId": machine_id}
-        return (await self.call("machines.process.list", params, ProcessList)).processes
+        params = new_params(g.MachineRef, machine_id=machine_id)
+        return (await self.call(g.MACHINES_PROCESS_LIST, params)).processes
 
     async def kill_process(
         self, machine_id: str, *, pid: int | None = None, tag: str | None = None
     ) -> ProcessInfo:
         """Exactly one of ``pid`` and ``tag``."""
-        params = _drop_none({"machineId": machine_id, "pid": pid, "tag": tag})
-        return await self.call("machines.process.kill", params, ProcessInfo)
+        params = new_params(g.MachineProcessRef, machine_id=machine_id, pid=pid, tag=tag)
+        return await self.call(g.MACHINES_PROCESS_KILL, params)
 
     async def process_logs(
         self, machine_id: str, *, pid: int | None = None, tag: str | None = None, tail: int = 100
     ) -> ProcessLogs:
-        params = _drop_none({"machineId": machine_id, "pid": pid, "tag": tag, "tail": tail})
-        return await self.call("machines.process.logs", params, ProcessLogs)
+        params = new_params(
+            g.MachineProcessLogsParams, machine_id=machine_id, pid=pid, tag=tag, tail=tail
+        )
+        return await self.call(g.MACHINES_PROCESS_LOGS, params)
 
     def machine(self, machine_id: str) -> MachineHandle:
         """This client, bound to one machine."""
@@ -399,10 +394,6 @@ class FleetClient:
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
-
-
-def to_builtins(obj: Any) -> Any:
-    return msgspec.to_builtins(obj)
 
 
 __all__ = ["ConnectionFailed", "FleetClient", "MachineHandle", "MachineNotReady"]

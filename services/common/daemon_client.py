@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
 import nats.errors
 import structlog
@@ -31,14 +30,13 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import DaemonTimeout, DaemonUnavailable, PayloadTooLarge
-from contracts.jsonrpc import MethodSpec, decode_response, encode_request
+from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call
 from contracts.signing import sign, signing_key
 from services.common.crypto import SecretBox
 from services.common.metrics import Metrics, rpc_outcome
 from services.common.store import Store
 
 log = structlog.get_logger(__name__)
-R = TypeVar("R")
 #: Time allowed on top of a command's own timeout for the answer to come back.
 EXEC_MARGIN_S = 5.0
 #: Room left in a NATS message for the request's headers (signature, ids).
@@ -107,11 +105,11 @@ class DaemonClient:
     async def call(
         self,
         machine_id: str,
-        spec: MethodSpec,
-        params: Any,
+        spec: MethodSpec[P, R],
+        params: P,
         *,
         timeout_s: float | None = None,
-    ) -> Any:
+    ) -> R:
         start = time.perf_counter()
         outcome = "cancelled"  # unless it ends otherwise
         try:
@@ -125,9 +123,9 @@ class DaemonClient:
             self._metrics.observe_rpc(spec.name, outcome, time.perf_counter() - start)
 
     async def _call(
-        self, machine_id: str, spec: MethodSpec, params: Any, timeout_s: float | None
-    ) -> Any:
-        body = encode_request(spec.name, params, next(self._ids))
+        self, machine_id: str, spec: MethodSpec[P, R], params: P, timeout_s: float | None
+    ) -> R:
+        body = encode_call(spec, params, next(self._ids))
         if len(body) > self._nc.max_payload - _HEADROOM:
             raise PayloadTooLarge(
                 f"{spec.name} request is {len(body)} bytes; the limit is "
@@ -149,7 +147,7 @@ class DaemonClient:
             raise DaemonTimeout(
                 f"machine {machine_id} did not answer {spec.name} within {timeout:g}s"
             ) from None
-        return decode_response(msg.data, spec.result)
+        return decode_result(spec, msg.data)
 
 
 class MachineClient:
@@ -161,22 +159,18 @@ class MachineClient:
 
     async def write_file(self, path: str, content: str, mode: int = 0o644) -> WriteFileResult:
         params = WriteFileParams(path=path, content=content, mode=mode)
-        result: WriteFileResult = await self._c.call(self.machine_id, WRITE_FILE, params)
-        return result
+        return await self._c.call(self.machine_id, WRITE_FILE, params)
 
     async def exec(self, params: ExecCommandParams) -> ExecCommandResult:
-        result: ExecCommandResult = await self._c.call(
+        return await self._c.call(
             self.machine_id, EXEC_COMMAND, params, timeout_s=params.timeout_s + EXEC_MARGIN_S
         )
-        return result
 
     async def run(self, *argv: str, timeout_s: float = 120.0) -> ExecCommandResult:
         return await self.exec(ExecCommandParams(command=list(argv), timeout_s=timeout_s))
 
     async def health(self, *, timeout_s: float | None = None) -> HealthResult:
-        result: HealthResult = await self._c.call(self.machine_id, HEALTH, {}, timeout_s=timeout_s)
-        return result
+        return await self._c.call(self.machine_id, HEALTH, NoParams(), timeout_s=timeout_s)
 
     async def get_version(self) -> GetVersionResult:
-        result: GetVersionResult = await self._c.call(self.machine_id, GET_VERSION, {})
-        return result
+        return await self._c.call(self.machine_id, GET_VERSION, NoParams())

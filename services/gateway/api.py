@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 import structlog
 
+from contracts import gateway_rpc as g
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
-from contracts.errors import Conflict, Forbidden
+from contracts.errors import Conflict
 from contracts.events import MachineArchived, MachineCreated
 from contracts.gateway_rpc import (
-    GATEWAY_METHODS,
     AddRepoParams,
     CreatedToken,
     CreateInstanceParams,
@@ -36,9 +34,9 @@ from contracts.gateway_rpc import (
     UnsetEnvParams,
 )
 from contracts.ids import new_event_id
-from contracts.jsonrpc import Dispatcher, Handler
+from contracts.jsonrpc import Dispatcher, NoParams, Router
 from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine, Repo
-from contracts.openrpc import openrpc_document
+from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL
 from contracts.status import MachineStatus as S
 from core.version import package_version
@@ -49,26 +47,10 @@ from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
+from services.gateway.access import Access, Caller
 from services.gateway.ops import MachineOps
 
 log = structlog.get_logger(__name__)
-
-
-class Caller(msgspec.Struct, frozen=True):
-    """Who is calling: the admin (everything), or a token scoped to one instance."""
-
-    token_id: str
-    admin: bool = True
-    instance_id: str | None = None
-
-    def may(self, instance_id: str | None) -> bool:
-        """May touch this instance (None: the platform scope, admins only)."""
-        return self.admin or (instance_id is not None and instance_id == self.instance_id)
-
-    def require(self, instance_id: str | None) -> None:
-        if not self.may(instance_id):
-            what = "the platform scope" if instance_id is None else f"instance {instance_id}"
-            raise Forbidden(f"this token may not access {what}")
 
 
 class GatewayApi:
@@ -90,35 +72,22 @@ class GatewayApi:
         self.daemons = daemons
         self.tokens = TokenStore(store)
         self.platform_sha = platform_sha
+        self.access = Access(store, platform_sha)
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
             settings=settings or Settings(),
             installers=installers or {},
             platform_sha=platform_sha,
-            live_machine=self._live_machine,
+            access=self.access,
             keys=keys,
         )
         self._openrpc = openrpc_document(
-            GATEWAY_METHODS, title="fleetd gateway", version=package_version()
+            g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
 
     def dispatcher(self) -> Dispatcher[Caller]:
-        handlers: dict[str, Handler[Caller]] = {}
-        for spec in GATEWAY_METHODS:
-            attr = spec.name.replace(".", "_")
-            handlers[spec.name] = getattr(self, attr, None) or getattr(self.ops, attr)
-        return Dispatcher(GATEWAY_METHODS, handlers)
-
-    def _versioned(self, machine: Machine) -> Machine:
-        """``updateAvailable``: the daemon reported a SHA, and it is not the platform's."""
-        machine.update_available = bool(
-            self.platform_sha
-            and machine.daemon_git_sha
-            and machine.daemon_git_sha != self.platform_sha
-            and machine.status not in TERMINAL
-        )
-        return machine
+        return Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops))
 
     # --- instances --------------------------------------------------------------------------
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
@@ -129,7 +98,7 @@ class GatewayApi:
         c.require(p.instance_id)
         return await self.store.get_instance(p.instance_id)
 
-    async def instances_list(self, p: object, c: Caller) -> InstanceList:
+    async def instances_list(self, p: NoParams, c: Caller) -> InstanceList:
         if c.admin:
             return InstanceList(instances=await self.store.list_instances())
         assert c.instance_id is not None
@@ -137,28 +106,22 @@ class GatewayApi:
 
     # --- env --------------------------------------------------------------------------------
     async def env_set(self, p: SetEnvParams, c: Caller) -> EnvVar:
-        await self._instance_exists(c, p.instance_id)
+        await self.access.instance_exists(c, p.instance_id)
         await self.store.set_env(p.instance_id, p.name, p.value)
         scope: EnvScope = "platform" if p.instance_id is None else "instance"
         return EnvVar(name=p.name, value=p.value, scope=scope)
 
     async def env_unset(self, p: UnsetEnvParams, c: Caller) -> Removed:
-        await self._instance_exists(c, p.instance_id)
+        await self.access.instance_exists(c, p.instance_id)
         return Removed(removed=await self.store.unset_env(p.instance_id, p.name))
 
     async def env_list(self, p: ListEnvParams, c: Caller) -> EnvList:
-        await self._instance_exists(c, p.instance_id)
+        await self.access.instance_exists(c, p.instance_id)
         return EnvList(vars=await self.store.list_env(p.instance_id))
-
-    async def _instance_exists(self, c: Caller, instance_id: str | None) -> None:
-        """The caller may touch this scope, and (unless it is the platform) it exists."""
-        c.require(instance_id)
-        if instance_id is not None:
-            await self.store.get_instance(instance_id)
 
     # --- repos ------------------------------------------------------------------------------
     async def repos_add(self, p: AddRepoParams, c: Caller) -> Repo:
-        await self._instance_exists(c, p.instance_id)
+        await self.access.instance_exists(c, p.instance_id)
         repo = Repo(url=p.url, branch=p.branch, path=p.path, has_credentials=p.token is not None)
         sealed = None
         if p.token is not None:
@@ -169,11 +132,11 @@ class GatewayApi:
         return repo
 
     async def repos_remove(self, p: RemoveRepoParams, c: Caller) -> Removed:
-        await self._instance_exists(c, p.instance_id)
+        await self.access.instance_exists(c, p.instance_id)
         return Removed(removed=await self.store.remove_repo(p.instance_id, p.path))
 
     async def repos_list(self, p: InstanceRef, c: Caller) -> RepoList:
-        await self._instance_exists(c, p.instance_id)
+        await self.access.instance_exists(c, p.instance_id)
         return RepoList(repos=await self.store.list_repos(p.instance_id))
 
     # --- machines ---------------------------------------------------------------------------
@@ -185,7 +148,7 @@ class GatewayApi:
             if current.status not in TERMINAL:
                 raise Conflict(
                     f"instance {inst.id} already has machine {current.id} "
-                    f"({current.status.value}); use machines.rebuild to replace it",
+                    f"({current.status.value}); use {g.MACHINES_REBUILD.name} to replace it",
                     data={"machineId": current.id},
                 )
         return await self._create_machine(inst.id, p.provider)
@@ -207,22 +170,17 @@ class GatewayApi:
         return machine
 
     async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
-        return await self._machine(c, p.machine_id)
-
-    async def _machine(self, c: Caller, machine_id: str) -> Machine:
-        machine = await self.store.get_machine(machine_id)
-        c.require(machine.instance_id)
-        return self._versioned(machine)
+        return await self.access.machine(c, p.machine_id)
 
     async def machines_list(self, p: ListMachinesParams, c: Caller) -> MachineList:
         instance_id = p.instance_id if p.instance_id is not None or c.admin else c.instance_id
         if instance_id is not None:
-            await self._instance_exists(c, instance_id)
+            await self.access.instance_exists(c, instance_id)
         machines = await self.store.list_machines(instance_id)
-        return MachineList(machines=[self._versioned(m) for m in machines])
+        return MachineList(machines=[self.access.versioned(m) for m in machines])
 
     async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:
-        await self._machine(c, p.machine_id)
+        await self.access.machine(c, p.machine_id)
         return await self._archive(p.machine_id, "archived by request")
 
     async def _archive(self, machine_id: str, reason: str) -> Machine:
@@ -245,32 +203,22 @@ class GatewayApi:
         return await self._create_machine(inst.id, provider)
 
     async def machines_exec(self, p: MachineExecParams, c: Caller) -> ExecCommandResult:
-        await self._live_machine(c, p.machine_id)
+        await self.access.live_machine(c, p.machine_id)
         params = ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd, env=p.env)
         return await self.daemons.machine(p.machine_id).exec(params)
 
-    async def machines_writeFile(self, p: MachineWriteFileParams, c: Caller) -> WriteFileResult:
-        await self._live_machine(c, p.machine_id)
+    async def machines_write_file(self, p: MachineWriteFileParams, c: Caller) -> WriteFileResult:
+        await self.access.live_machine(c, p.machine_id)
         return await self.daemons.machine(p.machine_id).write_file(p.path, p.content, p.mode)
-
-    async def _live_machine(self, c: Caller, machine_id: str) -> Machine:
-        machine = await self._machine(c, machine_id)
-        # A failed machine still answers (that is when you want to look inside); archived is gone.
-        if machine.status is S.ARCHIVED:
-            raise Conflict(
-                f"machine {machine_id} is {machine.status.value}",
-                data={"status": machine.status.value},
-            )
-        return machine
 
     # --- access tokens ----------------------------------------------------------------------
     async def tokens_create(self, p: CreateTokenParams, c: Caller) -> CreatedToken:
-        await self._instance_exists(c, p.instance_id)  # an admin token needs an admin
+        await self.access.instance_exists(c, p.instance_id)  # an admin token needs an admin
         token, secret = await self.tokens.create(p.name, p.instance_id)
         log.info("token.created", token_id=token.id, instance_id=p.instance_id, by=c.token_id)
         return CreatedToken(id=token.id, token=secret)
 
-    async def tokens_list(self, p: object, c: Caller) -> TokenList:
+    async def tokens_list(self, p: NoParams, c: Caller) -> TokenList:
         return TokenList(tokens=await self.tokens.list(None if c.admin else c.instance_id))
 
     async def tokens_revoke(self, p: TokenRef, c: Caller) -> Revoked:
@@ -280,5 +228,39 @@ class GatewayApi:
         log.info("token.revoked", token_id=p.id, by=c.token_id)
         return Revoked(revoked=revoked)
 
-    async def rpc_discover(self, p: object, c: Caller) -> dict[str, Any]:
+    async def rpc_discover(self, p: NoParams, c: Caller) -> OpenRpcDocument:
         return self._openrpc
+
+
+def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
+    """Every gateway method and its handler, in one place; mypy checks each pair's types."""
+    r = Router[Caller]()
+    r.register(g.INSTANCES_CREATE, api.instances_create)
+    r.register(g.INSTANCES_GET, api.instances_get)
+    r.register(g.INSTANCES_LIST, api.instances_list)
+    r.register(g.ENV_SET, api.env_set)
+    r.register(g.ENV_UNSET, api.env_unset)
+    r.register(g.ENV_LIST, api.env_list)
+    r.register(g.REPOS_ADD, api.repos_add)
+    r.register(g.REPOS_REMOVE, api.repos_remove)
+    r.register(g.REPOS_LIST, api.repos_list)
+    r.register(g.MACHINES_CREATE, api.machines_create)
+    r.register(g.MACHINES_GET, api.machines_get)
+    r.register(g.MACHINES_LIST, api.machines_list)
+    r.register(g.MACHINES_ARCHIVE, api.machines_archive)
+    r.register(g.MACHINES_REBUILD, api.machines_rebuild)
+    r.register(g.MACHINES_EXEC, api.machines_exec)
+    r.register(g.MACHINES_WRITE_FILE, api.machines_write_file)
+    r.register(g.MACHINES_REFRESH_ENV, ops.machines_refresh_env)
+    r.register(g.MACHINES_REFRESH_CODE, ops.machines_refresh_code)
+    r.register(g.MACHINES_PROCESS_START, ops.machines_process_start)
+    r.register(g.MACHINES_PROCESS_LIST, ops.machines_process_list)
+    r.register(g.MACHINES_PROCESS_KILL, ops.machines_process_kill)
+    r.register(g.MACHINES_PROCESS_LOGS, ops.machines_process_logs)
+    r.register(g.CRON_SET, ops.cron_set)
+    r.register(g.CRON_LIST, ops.cron_list)
+    r.register(g.TOKENS_CREATE, api.tokens_create)
+    r.register(g.TOKENS_LIST, api.tokens_list)
+    r.register(g.TOKENS_REVOKE, api.tokens_revoke)
+    r.register(g.RPC_DISCOVER, api.rpc_discover)
+    return r

@@ -23,7 +23,7 @@ from services.common.bus import Bus
 from services.common.metrics import Metrics, metrics_handler
 from services.common.store import Store
 from services.common.tokens import TokenStore
-from services.gateway.api import Caller
+from services.gateway.access import Caller
 from services.gateway.sse import Streams, stream_events
 
 log = structlog.get_logger(__name__)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -25,6 +24,7 @@ from contracts.gateway_rpc import (
     RefreshFailure,
     SetCronParams,
 )
+from contracts.jsonrpc import MethodSpec, NoParams, P, R
 from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
@@ -33,6 +33,7 @@ from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.machine_config import load_instance_config, push_config, push_cron
 from services.common.settings import Settings
 from services.common.store import Store
+from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)
 
@@ -41,11 +42,6 @@ log = structlog.get_logger(__name__)
 REFRESH_CONCURRENCY = 256
 #: Machines whose daemon is up and set up: the ones a refresh reaches.
 REFRESHABLE = frozenset({S.READY, S.UNRESPONSIVE, S.PROBING})
-
-if TYPE_CHECKING:  # api imports this module
-    from services.gateway.api import Caller
-
-MachineOf = Callable[["Caller", str], Awaitable[Machine]]
 
 
 class MachineOps:
@@ -57,7 +53,7 @@ class MachineOps:
         settings: Settings,
         installers: dict[str, CodeInstaller],
         platform_sha: str | None,
-        live_machine: MachineOf,
+        access: Access,
         keys: MachineKeys | None = None,
     ) -> None:
         self.keys = keys
@@ -66,10 +62,10 @@ class MachineOps:
         self.settings = settings
         self.installers = installers
         self.platform_sha = platform_sha
-        self._live_machine = live_machine
+        self.access = access
 
     # --- env ---------------------------------------------------------------------------------
-    async def machines_refreshEnv(self, p: RefreshEnvParams, c: Caller) -> RefreshEnvResult:
+    async def machines_refresh_env(self, p: RefreshEnvParams, c: Caller) -> RefreshEnvResult:
         if p.instance_id is not None:
             c.require(p.instance_id)
             await self.store.get_instance(p.instance_id)
@@ -117,8 +113,8 @@ class MachineOps:
         return [f for f in results if f is not None]
 
     # --- code --------------------------------------------------------------------------------
-    async def machines_refreshCode(self, p: MachineRef, c: Caller) -> RefreshCodeResult:
-        machine = await self._live_machine(c, p.machine_id)
+    async def machines_refresh_code(self, p: MachineRef, c: Caller) -> RefreshCodeResult:
+        machine = await self.access.live_machine(c, p.machine_id)
         if machine.status not in REFRESHABLE:
             raise Conflict(
                 f"machine {machine.id} is {machine.status.value}; only a running machine's "
@@ -133,7 +129,7 @@ class MachineOps:
                                "or run it from a git checkout")  # fmt: skip
         message = await installer.install_code(machine.id, self.platform_sha)
         params = d.SelfUpdateParams(target_ref=self.platform_sha)
-        answer: d.SelfUpdateResult = await self.daemons.call(machine.id, d.SELF_UPDATE, params)
+        answer = await self.daemons.call(machine.id, d.SELF_UPDATE, params)
         log.info("code.refreshed", machine_id=machine.id, to=answer.to_git_sha,
                  restarting=answer.restarting)  # fmt: skip
         return RefreshCodeResult(
@@ -145,24 +141,26 @@ class MachineOps:
         )
 
     # --- background processes ----------------------------------------------------------------
-    async def machines_process_start(self, p: MachineProcessStartParams, c: Caller) -> Any:
+    async def machines_process_start(
+        self, p: MachineProcessStartParams, c: Caller
+    ) -> d.ProcessInfo:
         params = d.ProcessStartParams(command=p.command, cwd=p.cwd, env=p.env, tag=p.tag,
                                       restart=p.restart)  # fmt: skip
         return await self._call(c, p.machine_id, d.PROCESS_START, params)
 
-    async def machines_process_list(self, p: MachineRef, c: Caller) -> Any:
-        return await self._call(c, p.machine_id, d.PROCESS_LIST, {})
+    async def machines_process_list(self, p: MachineRef, c: Caller) -> d.ProcessList:
+        return await self._call(c, p.machine_id, d.PROCESS_LIST, NoParams())
 
-    async def machines_process_kill(self, p: MachineProcessRef, c: Caller) -> Any:
+    async def machines_process_kill(self, p: MachineProcessRef, c: Caller) -> d.ProcessInfo:
         params = d.ProcessRef(pid=p.pid, tag=p.tag)
         return await self._call(c, p.machine_id, d.PROCESS_KILL, params)
 
-    async def machines_process_logs(self, p: MachineProcessLogsParams, c: Caller) -> Any:
+    async def machines_process_logs(self, p: MachineProcessLogsParams, c: Caller) -> d.ProcessLogs:
         params = d.ProcessLogsParams(pid=p.pid, tag=p.tag, tail=p.tail)
         return await self._call(c, p.machine_id, d.PROCESS_LOGS, params)
 
-    async def _call(self, c: Caller, machine_id: str, spec: Any, params: Any) -> Any:
-        await self._live_machine(c, machine_id)
+    async def _call(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P) -> R:
+        await self.access.live_machine(c, machine_id)
         return await self.daemons.call(machine_id, spec, params)
 
     # --- cron --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.ids import MACHINE_ID_RE
 from services.common.bus import Bus
 from services.common.store import Store
-from services.gateway.api import Caller
+from services.gateway.access import Caller
 
 log = structlog.get_logger(__name__)
 

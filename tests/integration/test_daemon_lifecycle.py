@@ -22,6 +22,7 @@ from contracts.daemon_rpc import (
     ProcessStartParams,
 )
 from contracts.events import DaemonStatusReported
+from contracts.jsonrpc import NoParams
 from core import procinfo
 from core.lockfile import DaemonLock, holder_pid, read_lock
 from daemon import update
@@ -248,7 +249,7 @@ async def test_newer_code_on_disk_hands_over_to_a_new_daemon(
     assert successor is not None
     assert successor != d.proc.pid
     assert (await mc.get_version()).git_sha == sha
-    listed: ProcessList = await client.call(d.machine_id, PROCESS_LIST, {})
+    listed: ProcessList = await client.call(d.machine_id, PROCESS_LIST, NoParams())
     assert [(p.pid, p.state) for p in listed.processes] == [(info.pid, "running")]
     state = load_state(d.home)
     assert state is not None

@@ -10,6 +10,7 @@ import pytest
 
 from contracts import daemon_rpc as d
 from contracts.errors import Conflict, NotFound
+from contracts.jsonrpc import NoParams
 from core import procinfo
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
@@ -38,7 +39,7 @@ async def test_on_env_change_restarts_with_the_new_env(bus: Bus, spawn_daemon: S
 
     await mc.write_file("~/.fleet/.env", "FOO='two'\n", 0o600)  # as the platform pushes it
     await wait_until(lambda: seen(proc.home) == ["one", "two"])
-    listed: d.ProcessList = await client.call(proc.machine_id, d.PROCESS_LIST, {})
+    listed: d.ProcessList = await client.call(proc.machine_id, d.PROCESS_LIST, NoParams())
     (info,) = listed.processes
     assert (info.tag, info.state, info.restarts) == ("app", "running", 1)
     assert info.pid != first.pid
@@ -69,13 +70,13 @@ async def test_a_restarted_daemon_re_adopts_its_processes(
     assert procinfo.is_alive(info.pid, None)
 
     again, _ = await boot(bus, spawn_daemon, machine_id=proc.machine_id)
-    listed: d.ProcessList = await client.call(again.machine_id, d.PROCESS_LIST, {})
+    listed: d.ProcessList = await client.call(again.machine_id, d.PROCESS_LIST, NoParams())
     assert [(p.pid, p.tag, p.state) for p in listed.processes] == [(info.pid, "keep", "running")]
     # "always": the adopted process is still supervised, and restarted when it dies.
     os.kill(info.pid, signal.SIGKILL)
 
     async def restarted() -> bool:
-        now: d.ProcessList = await client.call(again.machine_id, d.PROCESS_LIST, {})
+        now: d.ProcessList = await client.call(again.machine_id, d.PROCESS_LIST, NoParams())
         return any(p.tag == "keep" and p.pid != info.pid and p.state == "running"
                    for p in now.processes)  # fmt: skip
 

@@ -122,7 +122,7 @@ async def test_healthz_and_discover(stack: FleetClient, settings: Settings) -> N
         async with s.get(f"http://127.0.0.1:{settings.port}/") as r:
             assert r.status == 200
             assert "fleetd" in await r.text()
-    doc = await stack.call("rpc.discover")
+    doc = await stack.discover()
     names = {m["name"] for m in doc["methods"]}
     assert {"machines.create", "env.set", "repos.add", "rpc.discover"} <= names
     assert problems(openrpc_validator(), doc) == []  # the live document, as served

@@ -16,6 +16,7 @@ from contracts.daemon_rpc import HEALTH
 from contracts.errors import DaemonUnavailable
 from contracts.events import DaemonStatusReported, Event, MachineCreated
 from contracts.ids import new_event_id, new_machine_id
+from contracts.jsonrpc import NoParams
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
 from fleet.embedded import free_port
@@ -112,7 +113,7 @@ async def test_daemon_rpc_latency_by_method_and_outcome(
         report = await inbox.next_event(timeout=15)
     assert isinstance(report, DaemonStatusReported)
     assert (await daemons.machine(mid).health()).ok
-    assert (await daemons.call(mid, HEALTH, {})).ok
+    assert (await daemons.call(mid, HEALTH, NoParams())).ok
 
     _, _, samples = await scrape(url)
     name, method = "fleet_daemon_rpc_seconds_count", HEALTH.name

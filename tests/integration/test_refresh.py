@@ -9,11 +9,15 @@ import msgspec
 import pytest
 
 from contracts import subjects
-from contracts.daemon_rpc import ProcessInfo, ProcessList
 from contracts.errors import NotSupported
 from contracts.events import DaemonStatusReported
-from contracts.gateway_rpc import CronSetResult, RefreshCodeResult, RefreshEnvResult
-from contracts.machine_files import CODE_SHA_FILE
+from contracts.gateway_rpc import (
+    MACHINES_REFRESH_CODE,
+    MACHINES_REFRESH_ENV,
+    MachineRef,
+    RefreshEnvParams,
+)
+from contracts.machine_files import CODE_SHA_FILE, CronJob
 from contracts.status import MachineStatus
 from core import procinfo
 from core.version import SOURCE_ROOT, git_sha
@@ -44,22 +48,20 @@ async def test_refresh_env_reaches_every_running_machine(
     ids = [await ready_machine(stack, f"i{n}") for n in range(3)]
     assert all("RELEASE='1'" in env_of(settings, m) for m in ids)
     first = (await stack.get_machine(ids[0])).instance_id
-    tick = {"name": "tick", "schedule": "*/5 * * * *", "command": ["true"]}
-    pushed = await stack.call("cron.set", {"instanceId": first, "jobs": [tick]}, CronSetResult)
+    tick = CronJob(name="tick", schedule="*/5 * * * *", command=["true"])
+    pushed = await stack.set_cron(first, [tick])
     assert (pushed.machines, pushed.failed) == (1, [])
     cron = (home_of(settings, ids[0]) / ".fleet" / "cron.json").read_text()
     assert '"name":"tick"' in cron
     assert '"jobs":[]' in (home_of(settings, ids[1]) / ".fleet" / "cron.json").read_text()
 
     await stack.set_env("RELEASE", "2")
-    only: RefreshEnvResult = await stack.call(
-        "machines.refreshEnv", {"instanceId": first}, RefreshEnvResult
-    )
+    only = await stack.call(MACHINES_REFRESH_ENV, RefreshEnvParams(instance_id=first))
     assert (only.machines, only.written, only.failed) == (1, 1, [])
     assert "RELEASE='2'" in env_of(settings, ids[0])
     assert "RELEASE='1'" in env_of(settings, ids[1])
 
-    everything: RefreshEnvResult = await stack.call("machines.refreshEnv", {}, RefreshEnvResult)
+    everything = await stack.refresh_env()
     assert (everything.machines, everything.written, everything.failed) == (3, 3, [])
     assert all("RELEASE='2'" in env_of(settings, m) for m in ids)
 
@@ -95,18 +97,12 @@ async def test_refresh_code_moves_a_machine_to_the_new_version_keeping_processes
     machine = await stack.get_machine(mid)
     assert machine.daemon_git_sha == git_sha()
     assert machine.update_available
-    started: ProcessInfo = await stack.call(
-        "machines.process.start",
-        {"machineId": mid, "command": ["sleep", "300"], "tag": "keepme"},
-        ProcessInfo,
-    )
+    started = await stack.machine(mid).start_process(["sleep", "300"], tag="keepme")
     daemon_pid = int((machine.external_id or "").removeprefix("local:"))
 
     subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
     async with subscribed(bus.nc, subject) as inbox:
-        done: RefreshCodeResult = await stack.call(
-            "machines.refreshCode", {"machineId": mid}, RefreshCodeResult
-        )
+        done = await stack.call(MACHINES_REFRESH_CODE, MachineRef(machine_id=mid))
         assert done.restarting
         assert (done.from_git_sha, done.to_git_sha) == (git_sha(), sha)
         going = await inbox.next_event(timeout=15)
@@ -126,12 +122,10 @@ async def test_refresh_code_moves_a_machine_to_the_new_version_keeping_processes
     home = home_of(settings, mid)
     assert (home / ".fleet" / "code" / sha / CODE_SHA_FILE).read_text().strip() == sha
     assert procinfo.is_alive(daemon_pid, None)  # restarted in place: the same pid
-    listed: ProcessList = await stack.call("machines.process.list", {"machineId": mid}, ProcessList)
-    assert [(p.pid, p.state) for p in listed.processes] == [(started.pid, "running")]
+    listed = await stack.machine(mid).processes()
+    assert [(p.pid, p.state) for p in listed] == [(started.pid, "running")]
 
-    again: RefreshCodeResult = await stack.call(
-        "machines.refreshCode", {"machineId": mid}, RefreshCodeResult
-    )
+    again = await stack.refresh_code(mid)
     assert not again.restarting  # already there
 
 
@@ -140,4 +134,4 @@ async def test_refresh_code_on_a_swarm_machine_is_not_supported(stack: FleetClie
     machine = await stack.create_machine(inst.id, provider="swarm")
     await stack.wait_for(machine.id, ["ready"], timeout_s=60)
     with pytest.raises(NotSupported, match="swarm"):
-        await stack.call("machines.refreshCode", {"machineId": machine.id})
+        await stack.refresh_code(machine.id)

@@ -21,14 +21,27 @@ from contracts.jsonrpc import (
     MethodSpec,
     Params,
     Result,
+    Router,
     decode_response,
+    decode_result,
+    encode_call,
     encode_request,
+    new_params,
 )
 
 
 class GreetParams(Params, kw_only=True):
     user_name: str
     times: int = 1
+
+
+class CheckedParams(Params, kw_only=True):
+    user_name: str
+    nickname: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.user_name.isidentifier():
+            raise ValueError("field `userName` must be an identifier")
 
 
 class Greeting(Result, kw_only=True):
@@ -42,11 +55,14 @@ async def greet(params: GreetParams, _: None) -> Greeting:
 
 
 GREET = MethodSpec("greet", GreetParams, Greeting, "Greets.", (NotFound,))
+CHECKED = MethodSpec("checked", CheckedParams, Greeting, "Checks its params.")
 
 
 @pytest.fixture
 def server() -> Dispatcher[None]:
-    return Dispatcher([GREET], {"greet": greet})
+    router = Router[None]()
+    router.register(GREET, greet)
+    return Dispatcher([GREET], router)
 
 
 def response(**members: Any) -> bytes:
@@ -70,11 +86,38 @@ def test_encode_request_encodes_params_structs_in_camel_case() -> None:
     assert json.loads(body)["params"] == {"userName": "ada", "times": 2}
 
 
+def test_encode_call_leaves_defaults_out() -> None:
+    """Omitted optional fields are not sent as explicit nulls (the server fills them in)."""
+    body = encode_call(GREET, GreetParams(user_name="ada"), 7)
+    assert json.loads(body) == {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "greet",
+        "params": {"userName": "ada"},
+    }
+    nick = encode_call(CHECKED, CheckedParams(user_name="ada", nickname=None), 1)
+    assert json.loads(nick)["params"] == {"userName": "ada"}
+
+
+def test_new_params_fails_as_the_server_would() -> None:
+    assert new_params(CheckedParams, user_name="ada") == CheckedParams(user_name="ada")
+    with pytest.raises(InvalidParams, match="identifier") as caught:
+        new_params(CheckedParams, user_name="not one")
+    assert caught.value.code == -32602
+    assert caught.value.to_wire()["data"] == {"field": "$.userName"}
+
+
 # --- round trip through a dispatcher ------------------------------------------------------------
 async def test_request_and_response_round_trip(server: Dispatcher[None]) -> None:
     answer = await server.handle(encode_request("greet", GreetParams(user_name="ada"), 1), None)
     assert answer is not None
     assert decode_response(answer, Greeting) == Greeting(text_value="hi ada")
+
+
+async def test_typed_call_round_trip(server: Dispatcher[None]) -> None:
+    answer = await server.handle(encode_call(GREET, GreetParams(user_name="ada", times=2), 1), None)
+    assert answer is not None
+    assert decode_result(GREET, answer) == Greeting(text_value="hi ada hi ada")
 
 
 async def test_application_error_round_trips(server: Dispatcher[None]) -> None:

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from contracts.errors import NotFound
-from contracts.jsonrpc import Dispatcher, MethodSpec, NoParams, Params, Result
+from contracts.jsonrpc import Dispatcher, MethodSpec, NoParams, Params, Result, Router
 
 
 class EchoParams(Params, kw_only=True):
@@ -70,25 +70,28 @@ async def nested(params: NestedParams, _: Ctx) -> dict[str, int]:
     return {"deepValue": params.inner.deep_value}
 
 
-SPECS = (
-    MethodSpec("files.echo", EchoParams, EchoResult, "Echo params back."),
-    MethodSpec("files.find", EchoParams, EchoResult, "Always not found.", (NotFound,)),
-    MethodSpec("whoami", NoParams, NameResult, "The caller's name."),
-    MethodSpec("crash", NoParams, NameResult, "Always crashes."),
-    MethodSpec("nested", NestedParams, dict[str, int], "Nested params."),
-)
-HANDLERS: dict[str, Any] = {
-    "files.echo": echo,
-    "files.find": find,
-    "whoami": whoami,
-    "crash": crash,
-    "nested": nested,
-}
+ECHO = MethodSpec("files.echo", EchoParams, EchoResult, "Echo params back.")
+FIND = MethodSpec("files.find", EchoParams, EchoResult, "Always not found.", (NotFound,))
+WHOAMI = MethodSpec("whoami", NoParams, NameResult, "The caller's name.")
+CRASH = MethodSpec("crash", NoParams, NameResult, "Always crashes.")
+NESTED = MethodSpec("nested", NestedParams, dict[str, int], "Nested params.")
+SPECS = (ECHO, FIND, WHOAMI, CRASH, NESTED)
+
+
+def router(*, without: str = "") -> Router[Ctx]:
+    r = Router[Ctx]()
+    r.register(ECHO, echo)
+    r.register(FIND, find)
+    if without != WHOAMI.name:
+        r.register(WHOAMI, whoami)
+    r.register(CRASH, crash)
+    r.register(NESTED, nested)
+    return r
 
 
 @pytest.fixture
 def dispatcher() -> Dispatcher[Ctx]:
-    return Dispatcher(SPECS, HANDLERS)
+    return Dispatcher(SPECS, router())
 
 
 @pytest.fixture
@@ -119,7 +122,28 @@ async def call(dispatcher: Dispatcher[Ctx], body: Any, ctx: Ctx) -> Any:
 # --- construction -------------------------------------------------------------------------------
 def test_dispatcher_refuses_a_spec_without_handler() -> None:
     with pytest.raises(ValueError, match="whoami"):
-        Dispatcher(SPECS, {k: v for k, v in HANDLERS.items() if k != "whoami"})
+        Dispatcher(SPECS, router(without="whoami"))
+
+
+def test_dispatcher_refuses_a_handler_for_a_method_not_in_the_table() -> None:
+    with pytest.raises(ValueError, match="nested"):
+        Dispatcher(SPECS[:-1], router())
+
+
+def test_dispatcher_refuses_a_handler_registered_against_another_spec() -> None:
+    r = Router[Ctx]()
+    for spec in SPECS:
+        r.register(spec, crash)
+    lookalike = MethodSpec("whoami", NoParams, EchoResult, "Same name, other result.")
+    with pytest.raises(ValueError, match="whoami"):
+        Dispatcher((ECHO, FIND, lookalike, CRASH, NESTED), r)
+
+
+def test_router_refuses_a_method_registered_twice() -> None:
+    r = Router[Ctx]()
+    r.register(WHOAMI, whoami)
+    with pytest.raises(ValueError, match="twice"):
+        r.register(WHOAMI, whoami)
 
 
 def test_methods_lists_the_table_sorted(dispatcher: Dispatcher[Ctx]) -> None:

@@ -1,0 +1,73 @@
+"""Who may touch what: the caller of a gateway method, and the records it may reach.
+
+Shared by ``api`` (instances, machines, tokens) and ``ops`` (running machines), so neither
+needs the other: ops used to get a ``live_machine`` callback from api, and the two imported
+each other through it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.errors import Conflict, Forbidden
+from contracts.models import Machine
+from contracts.status import TERMINAL
+from contracts.status import MachineStatus as S
+from services.common.store import Store
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Who is calling: the admin (everything), or a token scoped to one instance."""
+
+    token_id: str
+    admin: bool = True
+    instance_id: str | None = None
+
+    def may(self, instance_id: str | None) -> bool:
+        """May touch this instance (None: the platform scope, admins only)."""
+        return self.admin or (instance_id is not None and instance_id == self.instance_id)
+
+    def require(self, instance_id: str | None) -> None:
+        if not self.may(instance_id):
+            what = "the platform scope" if instance_id is None else f"instance {instance_id}"
+            raise Forbidden(f"this token may not access {what}")
+
+
+class Access:
+    """Records looked up on behalf of a caller: Forbidden when they are not theirs."""
+
+    def __init__(self, store: Store, platform_sha: str | None) -> None:
+        self.store = store
+        self.platform_sha = platform_sha
+
+    def versioned(self, machine: Machine) -> Machine:
+        """``updateAvailable``: the daemon reported a SHA, and it is not the platform's."""
+        machine.update_available = bool(
+            self.platform_sha
+            and machine.daemon_git_sha
+            and machine.daemon_git_sha != self.platform_sha
+            and machine.status not in TERMINAL
+        )
+        return machine
+
+    async def machine(self, c: Caller, machine_id: str) -> Machine:
+        machine = await self.store.get_machine(machine_id)
+        c.require(machine.instance_id)
+        return self.versioned(machine)
+
+    async def live_machine(self, c: Caller, machine_id: str) -> Machine:
+        """A machine the caller may reach into: any but an archived one."""
+        machine = await self.machine(c, machine_id)
+        # A failed machine still answers (that is when you want to look inside); archived is gone.
+        if machine.status is S.ARCHIVED:
+            raise Conflict(
+                f"machine {machine_id} is {machine.status.value}",
+                data={"status": machine.status.value},
+            )
+        return machine
+
+    async def instance_exists(self, c: Caller, instance_id: str | None) -> None:
+        """The caller may touch this scope, and (unless it is the platform) it exists."""
+        c.require(instance_id)
+        if instance_id is not None:
+            await self.store.get_instance(instance_id)
