@@ -24,10 +24,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import get_args
 
+import msgspec
+import msgspec.inspect
+
 from contracts import ids, validation
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.models import EnvScope
+from contracts.models import EnvScope, ProviderName
 from contracts.status import TERMINAL, MachineStatus
 from contracts.subjects import EventKind
 
@@ -36,6 +39,8 @@ MODULE_PATH = (
     Path(__file__).resolve().parent.parent / "services" / "gateway" / "static" / "contract.js"
 )
 REGENERATE = ".venv/bin/python -m contracts.jsmodule"
+#: biome.json's formatter.lineWidth.
+LINE_WIDTH = 100
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _CONSTANT = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -44,7 +49,7 @@ _NOT_JS = ("(?P", "\\A", "\\Z", "(?#", "(?i", "(?x", "(?s", "(?m", "(?a")
 
 
 def constant_name(name: str) -> str:
-    """``machines.refreshEnv`` -> ``MACHINES_REFRESH_ENV``; ``DaemonTimeout`` -> ``DAEMON_TIMEOUT``."""
+    """``machines.refreshEnv``: ``MACHINES_REFRESH_ENV``; ``DaemonTimeout``: ``DAEMON_TIMEOUT``."""
     parts = re.split(r"[.\-]", name)
     out = "_".join(_CAMEL_BOUNDARY.sub("_", part).upper() for part in parts)
     if not _CONSTANT.fullmatch(out):
@@ -96,6 +101,26 @@ def id_patterns() -> dict[str, object]:
     return dict(found)
 
 
+def max_length(params_name: str, field: str) -> int:
+    """The longest string the gateway accepts in ``field`` of the params of a method."""
+    spec = next(m for m in GATEWAY_METHODS if m.name == params_name)
+    info = msgspec.inspect.type_info(spec.params)
+    for f in info.fields if isinstance(info, msgspec.inspect.StructType) else ():
+        ftype = f.type
+        if f.encode_name == field and isinstance(ftype, msgspec.inspect.StrType):
+            if ftype.max_length is None:
+                break
+            return ftype.max_length
+    raise ValueError(f"{params_name} has no string field {field!r} with a maximum length")
+
+
+def limits() -> dict[str, object]:
+    return {
+        "INSTANCE_NAME_MAX": max_length("instances.create", "name"),
+        "TOKEN_NAME_MAX": max_length("tokens.create", "name"),
+    }
+
+
 def statuses() -> dict[str, object]:
     return {s.name: s.value for s in MachineStatus}
 
@@ -137,13 +162,15 @@ def _doc(doc: str) -> str:
 
 
 def _frozen_array(doc: str, name: str, values: Sequence[str]) -> str:
-    items = ", ".join(_literal(v) for v in values)
-    return f"{_doc(doc)}export const {name} = Object.freeze([{items}]);\n"
+    line = f"export const {name} = Object.freeze([{', '.join(_literal(v) for v in values)}]);\n"
+    if len(line) > LINE_WIDTH:  # one item a line, as Biome breaks it
+        items = "".join(f"  {_literal(v)},\n" for v in values)
+        line = f"export const {name} = Object.freeze([\n{items}]);\n"
+    return _doc(doc) + line
 
 
 def render() -> str:
     """The module's text, formatted as Biome formats it (``./run lint`` checks)."""
-    status = statuses()
     terminal = [s.value for s in MachineStatus if s in TERMINAL]
     sections = [
         "// Generated from contracts/ by `python -m contracts.jsmodule`: do not edit by hand.\n"
@@ -170,14 +197,24 @@ def render() -> str:
         ),
         "/** Every id is exactly this long (contracts.ids.ID_LENGTH). */\n"
         f"export const ID_LENGTH = {_literal(ids.ID_LENGTH)};\n",
+        _frozen_object(
+            "Input limits of the gateway's params (from their msgspec constraints).",
+            "LIMITS",
+            limits(),
+        ),
         "/** An env var name (contracts.validation.ENV_NAME_PATTERN), anchored. */\n"
         "export const ENV_NAME_PATTERN = "
         f"{_literal(_js_pattern(validation.ENV_NAME_PATTERN, 'ENV_NAME_PATTERN'))};\n",
-        _frozen_object("Machine statuses (contracts.status.MachineStatus).", "STATUS", status),
+        _frozen_object("Machine statuses (contracts.status.MachineStatus).", "STATUS", statuses()),
         _frozen_array(
             "Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL).",
             "TERMINAL_STATUSES",
             terminal,
+        ),
+        _frozen_array(
+            "Machine providers (contracts.models.ProviderName).",
+            "PROVIDERS",
+            list(get_args(ProviderName)),
         ),
         _frozen_object(
             "Machine event types, the `type` of each event (contracts.subjects.EventKind).",

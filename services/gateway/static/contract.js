@@ -69,6 +69,12 @@ export const ID_PATTERNS = Object.freeze({
 /** Every id is exactly this long (contracts.ids.ID_LENGTH). */
 export const ID_LENGTH = 18;
 
+/** Input limits of the gateway's params (from their msgspec constraints). */
+export const LIMITS = Object.freeze({
+  INSTANCE_NAME_MAX: 100,
+  TOKEN_NAME_MAX: 100,
+});
+
 /** An env var name (contracts.validation.ENV_NAME_PATTERN), anchored. */
 export const ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$";
 
@@ -87,6 +93,9 @@ export const STATUS = Object.freeze({
 
 /** Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL). */
 export const TERMINAL_STATUSES = Object.freeze(["failed", "archived"]);
+
+/** Machine providers (contracts.models.ProviderName). */
+export const PROVIDERS = Object.freeze(["local", "swarm"]);
 
 /** Machine event types, the `type` of each event (contracts.subjects.EventKind). */
 export const EVENT_TYPES = Object.freeze({
