@@ -5,9 +5,11 @@ status of its own: it imports them from this generated ES module. Constant names
 mechanically: ``machines.refreshEnv`` is ``METHODS.MACHINES_REFRESH_ENV``, ``NotFound`` is
 ``ERRORS.NOT_FOUND``, ``MACHINE_ID_RE`` is ``ID_PATTERNS.MACHINE_ID``.
 
-The .env precedence (which scope's value a machine gets) lives in one Python function,
-``services.setup_pusher.envfile.merge_env``. The console needs it to show which value wins, so
-``ENV_SCOPES_BY_PRECEDENCE`` is found by calling that function, never restated here.
+The .env precedence (which scope's value a machine gets) is applied in one Python function,
+``core.dotenv.merge_env``. The console needs it to show which value wins; contracts/ may not
+import core/ (import-linter's layers), so ``ENV_SCOPES_BY_PRECEDENCE`` is the order of
+``contracts.models.EnvScope``, lowest precedence first, and the drift test calls ``merge_env``
+to prove the two agree.
 
 ``python -m contracts.jsmodule`` writes the file; ``--check`` only compares (exit 1 if it
 differs); ``--stdout`` prints it. ``tests/unit/test_console_contract.py`` fails when the
@@ -130,19 +132,12 @@ def event_types() -> dict[str, object]:
 
 
 def env_scopes_by_precedence() -> list[str]:
-    """The env scopes, lowest precedence first, as ``merge_env`` applies them.
+    """The env scopes, lowest precedence first: ``contracts.models.EnvScope`` in its order.
 
-    Each scope gets the same variable with its own name as the value; the scope whose value
-    survives the merge is the one a machine gets.
+    ``core.dotenv.merge_env`` applies them in this order (a later scope's value wins);
+    tests/unit/test_console_contract.py checks that it does.
     """
-    # The one place the precedence is written; a pure function (it imports contracts only).
-    from services.setup_pusher.envfile import merge_env
-
-    scopes = list(get_args(EnvScope))
-    if sorted(scopes) != ["instance", "platform"]:
-        raise ValueError(f"merge_env takes platform and instance vars; EnvScope is {scopes}")
-    winner = merge_env(platform={"V": "platform"}, instance={"V": "instance"})["V"]
-    return [s for s in scopes if s != winner] + [winner]
+    return list(get_args(EnvScope))
 
 
 def _literal(value: object) -> str:
@@ -223,8 +218,8 @@ def render() -> str:
         ),
         _frozen_array(
             "Env var scopes, lowest precedence first: a machine's .env gets the value of the\n"
-            " * last scope that sets a name. Found by calling merge_env\n"
-            " * (services/setup_pusher/envfile.py), the one place the rule is written.\n",
+            " * last scope that sets a name, as core.dotenv.merge_env merges them (a test\n"
+            " * checks).\n",
             "ENV_SCOPES_BY_PRECEDENCE",
             env_scopes_by_precedence(),
         ),

@@ -19,7 +19,7 @@ from contracts.jsmodule import (
     render,
 )
 from contracts.status import MachineStatus
-from services.setup_pusher.envfile import merge_env
+from core.dotenv import merge_env
 
 STATIC = MODULE_PATH.parent
 
@@ -62,9 +62,16 @@ def test_every_method_error_and_status_is_exported() -> None:
         assert f'  {status.name}: "{status.value}",\n' in text
 
 
-def test_env_precedence_comes_from_merge_env() -> None:
-    merged = merge_env(platform={"X": "platform"}, instance={"X": "instance"})
-    assert env_scopes_by_precedence() == ["platform", merged["X"]] == ["platform", "instance"]
+def test_env_precedence_is_the_one_merge_env_applies() -> None:
+    """The console shows which scope wins from ENV_SCOPES_BY_PRECEDENCE: merge_env, which
+    writes the machines' .env, must let the last of them win."""
+    scopes = env_scopes_by_precedence()
+    assert sorted(scopes) == ["instance", "platform"], "merge_env takes exactly these scopes"
+    merged = merge_env(**{scope: {"X": scope} for scope in scopes})
+    assert merged["X"] == scopes[-1], (
+        f"merge_env lets {merged['X']} win, contracts.models.EnvScope lists {scopes} "
+        "(lowest precedence first): make them agree"
+    )
 
 
 def _console_sources() -> dict[str, str]:

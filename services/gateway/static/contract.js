@@ -111,7 +111,7 @@ export const EVENT_TYPES = Object.freeze({
 
 /**
  * Env var scopes, lowest precedence first: a machine's .env gets the value of the
- * last scope that sets a name. Found by calling merge_env
- * (services/setup_pusher/envfile.py), the one place the rule is written.
+ * last scope that sets a name, as core.dotenv.merge_env merges them (a test
+ * checks).
  */
 export const ENV_SCOPES_BY_PRECEDENCE = Object.freeze(["platform", "instance"]);

@@ -9,8 +9,8 @@ const WINS_TONE = { instance: "ready", platform: "busy" };
 
 /**
  * The scope whose value of `name` a machine's .env gets: the last one in
- * ENV_SCOPES_BY_PRECEDENCE that sets it (generated from merge_env, the one place the rule is
- * written). `byScope` maps a scope to its Map of name -> value.
+ * ENV_SCOPES_BY_PRECEDENCE that sets it (contract.js; a unit test checks that core.dotenv's
+ * merge_env, which writes the .env, agrees). `byScope` maps a scope to its Map name -> value.
  */
 export function winningScope(name, byScope) {
   return ENV_SCOPES_BY_PRECEDENCE.findLast((scope) => byScope[scope]?.has(name)) ?? null;
