@@ -1,14 +1,28 @@
 // The gateway's two endpoints as the console uses them: JSON-RPC 2.0 at POST /rpc (Bearer token)
 // and machine events as server-sent events at GET /events (the token in ?token=, because
 // EventSource cannot set headers). The token lives in sessionStorage: gone when the tab closes.
+import { ERROR_HTTP_STATUS, ERRORS, METHODS } from "./contract.js";
+import { state } from "./state.js";
 
 const TOKEN_KEY = "fleetd.token";
 const ROLE_KEY = "fleetd.role";
+/** A closed event stream is tried again after this long. */
+const REOPEN_MS = 3000;
+
+/** What a token may do: everything, or one instance. */
+export const ROLE = Object.freeze({ ADMIN: "admin", INSTANCE: "instance" });
 
 export const session = {
-  get token() { return sessionStorage.getItem(TOKEN_KEY) || ""; },
-  /** "admin" (every instance and the platform scope) or "instance" (one instance). */
-  get role() { return sessionStorage.getItem(ROLE_KEY) || "instance"; },
+  get token() {
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  },
+  /** ROLE.ADMIN (every instance and the platform scope) or ROLE.INSTANCE (one instance). */
+  get role() {
+    return sessionStorage.getItem(ROLE_KEY) || ROLE.INSTANCE;
+  },
+  get isAdmin() {
+    return this.role === ROLE.ADMIN;
+  },
   start(token, role) {
     sessionStorage.setItem(TOKEN_KEY, token);
     sessionStorage.setItem(ROLE_KEY, role);
@@ -19,38 +33,51 @@ export const session = {
   },
 };
 
-/** A JSON-RPC error: ``code`` and ``message`` as the gateway sent them (0: no answer at all). */
+/** The code of an RpcError raised in the browser: the gateway gave no answer at all. */
+export const NO_ANSWER = 0;
+
+/** A JSON-RPC error: `code` and `message` as the gateway sent them (see contract.js ERRORS). */
 export class RpcError extends Error {
   constructor(code, message, data) {
     super(message);
+    this.name = "RpcError";
     this.code = code;
     this.data = data;
   }
-  toString() { return `${this.code}: ${this.message}`; }
+  toString() {
+    return `${this.code}: ${this.message}`;
+  }
 }
 
-let unauthorized = () => {};
 /** Called when the gateway answers 401: the token is missing, wrong or revoked. */
-export function onUnauthorized(fn) { unauthorized = fn; }
+export function onUnauthorized(fn) {
+  state.onUnauthorized = fn;
+}
 
-let nextId = 1;
-
+/** Calls `method` (a METHODS value) and resolves to its result; rejects with an RpcError. */
 export async function rpc(method, params = {}, token = session.token) {
   let resp;
   try {
     resp = await fetch("/rpc", {
       method: "POST",
-      headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" },
-      body: JSON.stringify({ jsonrpc: "2.0", id: nextId++, method, params }),
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: state.nextRpcId++, method, params }),
     });
   } catch (exc) {
-    throw new RpcError(0, `cannot reach the gateway (${exc.message})`);
+    throw new RpcError(NO_ANSWER, `cannot reach the gateway (${exc.message})`);
   }
   let body = null;
-  try { body = await resp.json(); } catch { /* not JSON: reported below */ }
-  if (resp.status === 401) {
-    const err = body?.error ?? { code: 1001, message: "missing or invalid bearer token" };
-    if (token === session.token) unauthorized();
+  try {
+    body = await resp.json();
+  } catch {
+    // not JSON: reported below
+  }
+  if (resp.status === ERROR_HTTP_STATUS.UNAUTHORIZED) {
+    const err = body?.error ?? {
+      code: ERRORS.UNAUTHORIZED,
+      message: "missing or invalid bearer token",
+    };
+    if (token === session.token) state.onUnauthorized();
     throw new RpcError(err.code, err.message, err.data);
   }
   if (body === null) throw new RpcError(resp.status, `HTTP ${resp.status} ${resp.statusText}`);
@@ -62,38 +89,51 @@ export async function rpc(method, params = {}, token = session.token) {
  * Follow machine events: all of them (from now on), or one machine's from its first event.
  * EventSource reconnects by itself with Last-Event-ID; when the server refuses the stream
  * (EventSource gives up), the token is checked (401 signs out) and the stream reopened after
- * the last event seen. Returns a function that stops it.
+ * the last event seen. Stops when `signal` aborts, or when the returned function is called.
  */
-export function followEvents({ machineId = null, onEvent, onState = () => {} }) {
-  let source = null;
-  let lastId = null;
-  let stopped = false;
-  let retry = null;
+export function followEvents({ machineId = null, onEvent, onState = () => {}, signal = null }) {
+  const stream = { source: null, lastId: null, stopped: false, retry: null };
 
   const open = () => {
     const query = new URLSearchParams({ token: session.token });
     if (machineId) query.set("machineId", machineId);
-    if (lastId) query.set("since", lastId);
-    source = new EventSource(`/events?${query}`);
+    if (stream.lastId) query.set("since", stream.lastId);
+    const source = new EventSource(`/events?${query}`);
+    stream.source = source;
     source.onopen = () => onState("live");
     source.onmessage = (msg) => {
-      lastId = msg.lastEventId || lastId;
+      stream.lastId = msg.lastEventId || stream.lastId;
       let event;
-      try { event = JSON.parse(msg.data); } catch { return; }
+      try {
+        event = JSON.parse(msg.data);
+      } catch {
+        return;
+      }
       onEvent(event, msg.lastEventId);
     };
     source.onerror = async () => {
-      if (stopped) return;
-      if (source.readyState !== EventSource.CLOSED) { onState("reconnecting"); return; }
+      if (stream.stopped) return;
+      if (source.readyState !== EventSource.CLOSED) {
+        onState("reconnecting");
+        return;
+      }
       onState("offline");
-      try { await rpc("instances.list"); } catch { /* a 401 already signed out */ }
-      if (!stopped && session.token) retry = setTimeout(open, 3000);
+      try {
+        await rpc(METHODS.INSTANCES_LIST);
+      } catch {
+        // a 401 already signed out
+      }
+      if (!stream.stopped && session.token) stream.retry = setTimeout(open, REOPEN_MS);
     };
   };
-  open();
-  return () => {
-    stopped = true;
-    clearTimeout(retry);
-    source?.close();
+
+  const stop = () => {
+    stream.stopped = true;
+    clearTimeout(stream.retry);
+    stream.source?.close();
   };
+  if (signal?.aborted) return stop;
+  signal?.addEventListener("abort", stop, { once: true });
+  open();
+  return stop;
 }

@@ -1,5 +1,6 @@
 // Small DOM helpers. Everything a user or a machine wrote (names, values, reasons, output) goes
 // into the page as text nodes, never as HTML.
+import { STATUS } from "./contract.js";
 
 /** h("tag.class", {attr: value, onclick: fn, dataset: {...}}, ...children) */
 export function h(spec, attrs = {}, ...children) {
@@ -37,20 +38,32 @@ function append(el, children) {
 
 export const mono = (text, testid) => h("code.mono", { testid, title: text }, text);
 
-const LIVE_STATES = new Set(["created", "provisioning", "booting", "setting-up", "probing"]);
+/** Statuses of a machine on its way to ready: one "busy" colour for them all. */
+const BUILDING = new Set([
+  STATUS.CREATED,
+  STATUS.PROVISIONING,
+  STATUS.BOOTING,
+  STATUS.SETTING_UP,
+  STATUS.PROBING,
+]);
 
 /** A coloured status chip: ready green, failed red, unresponsive amber, archived grey. */
 export function statusChip(status, testid = "status") {
-  const tone = LIVE_STATES.has(status) ? "busy" : status;
+  const tone = BUILDING.has(status) ? "busy" : status;
   return h(`span.chip.chip-${tone}`, { testid, dataset: { status } }, status);
 }
 
-export const chip = (text, tone = "neutral", testid) => h(`span.chip.chip-${tone}`, { testid }, text);
+export const chip = (text, tone = "neutral", testid) =>
+  h(`span.chip.chip-${tone}`, { testid }, text);
 
 /** A value hidden but for its length. */
 export function masked(value) {
-  return h("span.masked", { title: `${value.length} characters, hidden` },
-    "••••••••", h("span.muted", {}, ` ${value.length} ch`));
+  return h(
+    "span.masked",
+    { title: `${value.length} characters, hidden` },
+    "••••••••",
+    h("span.muted", {}, ` ${value.length} ch`),
+  );
 }
 
 export function fmtTime(iso) {
@@ -68,8 +81,13 @@ export function fmtClock(iso) {
 export function field(label, control, hint) {
   const id = control.id || `f-${Math.random().toString(36).slice(2, 9)}`;
   control.id = id;
-  return h("div.field", {}, h("label", { for: id }, label), control,
-    hint ? h("small.hint", {}, hint) : null);
+  return h(
+    "div.field",
+    {},
+    h("label", { for: id }, label),
+    control,
+    hint ? h("small.hint", {}, hint) : null,
+  );
 }
 
 /** The argv of a shell-like command line: whitespace separates, '…' is literal, "…" honours
@@ -115,22 +133,86 @@ export function parseArgv(line) {
 /** An inline error box for a failed call: the JSON-RPC code and message. */
 export function errorBox(err, testid = "error") {
   const code = err?.code ?? "";
-  return h("div.alert.alert-error", { role: "alert", testid },
-    code !== "" ? h("strong", {}, `Error ${code}`) : null, code !== "" ? " " : null,
-    err?.message ?? String(err));
+  return h(
+    "div.alert.alert-error",
+    { role: "alert", testid },
+    code !== "" ? h("strong", {}, `Error ${code}`) : null,
+    code !== "" ? " " : null,
+    err?.message ?? String(err),
+  );
+}
+
+/** Thrown to end an action the user called off (a declined confirmation): not a failure. */
+export class Cancelled extends Error {
+  constructor(what = "cancelled") {
+    super(what);
+    this.name = "Cancelled";
+  }
+}
+
+/** Resolves when the user confirms; rejects with Cancelled when they do not. */
+export async function confirmOrCancel(message, action = "Confirm") {
+  if (!(await confirmDialog(message, action))) throw new Cancelled(`${action} cancelled`);
+}
+
+/** The area where an action's outcome or error is reported, inline. */
+export function noticeArea() {
+  const el = h("div.notices", { "aria-live": "polite", testid: "notices" });
+  return {
+    el,
+    ok: (text) => fill(el, h("div.alert.alert-ok", { role: "status", testid: "notice" }, text)),
+    fail: (err) => fill(el, errorBox(err)),
+    clear: () => fill(el),
+    /** Runs an action: its result (a message) or its error is reported; Cancelled is not. */
+    async report(action) {
+      this.clear();
+      try {
+        const message = await action();
+        if (message) this.ok(message);
+      } catch (err) {
+        if (!(err instanceof Cancelled)) this.fail(err);
+      }
+    },
+  };
+}
+
+const LIVE_LABELS = {
+  live: "Live",
+  connecting: "Connecting…",
+  reconnecting: "Reconnecting…",
+  offline: "Event stream offline",
+};
+
+/** Shows the event stream's state ("live", "connecting", ...) in `el`. */
+export function renderLive(el, live) {
+  el.className = `live live-${live}`;
+  el.dataset.state = live;
+  el.textContent = LIVE_LABELS[live] ?? live;
 }
 
 /** A confirmation in a modal <dialog>; resolves true when the user confirms. */
 export function confirmDialog(message, action = "Confirm") {
   return new Promise((resolve) => {
-    const ok = h("button.btn.btn-danger", { type: "submit", value: "ok", testid: "confirm-ok" },
-      action);
-    const dialog = h("dialog.dialog", { testid: "confirm-dialog", "aria-label": action },
-      h("form", { method: "dialog" },
+    const ok = h(
+      "button.btn.btn-danger",
+      { type: "submit", value: "ok", testid: "confirm-ok" },
+      action,
+    );
+    const dialog = h(
+      "dialog.dialog",
+      { testid: "confirm-dialog", "aria-label": action },
+      h(
+        "form",
+        { method: "dialog" },
         h("p", {}, message),
-        h("div.actions", {},
+        h(
+          "div.actions",
+          {},
           h("button.btn", { type: "submit", value: "cancel", testid: "confirm-cancel" }, "Cancel"),
-          ok)));
+          ok,
+        ),
+      ),
+    );
     dialog.addEventListener("close", () => {
       resolve(dialog.returnValue === "ok");
       dialog.remove();

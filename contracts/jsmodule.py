@@ -1,0 +1,256 @@
+"""The web console's contract module, ``services/gateway/static/contract.js``, from contracts/.
+
+The console (plain JavaScript, no build step) spells no method name, error code, id pattern or
+status of its own: it imports them from this generated ES module. Constant names are derived
+mechanically: ``machines.refreshEnv`` is ``METHODS.MACHINES_REFRESH_ENV``, ``NotFound`` is
+``ERRORS.NOT_FOUND``, ``MACHINE_ID_RE`` is ``ID_PATTERNS.MACHINE_ID``.
+
+The .env precedence (which scope's value a machine gets) is applied in one Python function,
+``core.dotenv.merge_env``. The console needs it to show which value wins; contracts/ may not
+import core/ (import-linter's layers), so ``ENV_SCOPES_BY_PRECEDENCE`` is the order of
+``contracts.models.EnvScope``, lowest precedence first, and the drift test calls ``merge_env``
+to prove the two agree.
+
+``python -m contracts.jsmodule`` writes the file; ``--check`` only compares (exit 1 if it
+differs); ``--stdout`` prints it. ``tests/unit/test_console_contract.py`` fails when the
+committed file is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import get_args
+
+import msgspec
+import msgspec.inspect
+
+from contracts import ids, validation
+from contracts.errors import ERRORS
+from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.models import EnvScope, ProviderName
+from contracts.status import TERMINAL, MachineStatus
+from contracts.subjects import EventKind
+
+#: Where the committed module lives, relative to the repository root.
+MODULE_PATH = (
+    Path(__file__).resolve().parent.parent / "services" / "gateway" / "static" / "contract.js"
+)
+REGENERATE = ".venv/bin/python -m contracts.jsmodule"
+#: biome.json's formatter.lineWidth.
+LINE_WIDTH = 100
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_CONSTANT = re.compile(r"^[A-Z][A-Z0-9_]*$")
+#: Python-only regex syntax that JavaScript would read differently (or not at all).
+_NOT_JS = ("(?P", "\\A", "\\Z", "(?#", "(?i", "(?x", "(?s", "(?m", "(?a")
+
+
+def constant_name(name: str) -> str:
+    """``machines.refreshEnv``: ``MACHINES_REFRESH_ENV``; ``DaemonTimeout``: ``DAEMON_TIMEOUT``."""
+    parts = re.split(r"[.\-]", name)
+    out = "_".join(_CAMEL_BOUNDARY.sub("_", part).upper() for part in parts)
+    if not _CONSTANT.fullmatch(out):
+        raise ValueError(f"cannot make a JavaScript constant name from {name!r}")
+    return out
+
+
+def _unique(pairs: Iterable[tuple[str, object]], what: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"two {what} map to the constant {key}")
+        out[key] = value
+    return out
+
+
+def methods() -> dict[str, object]:
+    return _unique(((constant_name(m.name), m.name) for m in GATEWAY_METHODS), "methods")
+
+
+def errors() -> dict[str, object]:
+    return _unique(((constant_name(cls.__name__), code) for code, cls in ERRORS.items()), "errors")
+
+
+def error_http_statuses() -> dict[str, object]:
+    """Errors the gateway answers with an HTTP status of their own (not 200)."""
+    return {
+        constant_name(cls.__name__): cls.http_status
+        for cls in ERRORS.values()
+        if cls.http_status != 200
+    }
+
+
+def _js_pattern(pattern: str, where: str) -> str:
+    if not pattern.isascii() or any(bad in pattern for bad in _NOT_JS):
+        raise ValueError(f"{where} uses regex syntax JavaScript does not share: {pattern!r}")
+    return pattern
+
+
+def id_patterns() -> dict[str, object]:
+    """Every ``*_ID_RE`` of contracts.ids, anchored as in Python."""
+    found = {
+        name.removesuffix("_RE"): _js_pattern(value.pattern, f"contracts.ids.{name}")
+        for name, value in sorted(vars(ids).items())
+        if name.endswith("_ID_RE") and isinstance(value, re.Pattern)
+    }
+    if not found:
+        raise ValueError("contracts.ids has no *_ID_RE patterns")
+    return dict(found)
+
+
+def max_length(params_name: str, field: str) -> int:
+    """The longest string the gateway accepts in ``field`` of the params of a method."""
+    spec = next(m for m in GATEWAY_METHODS if m.name == params_name)
+    info = msgspec.inspect.type_info(spec.params)
+    for f in info.fields if isinstance(info, msgspec.inspect.StructType) else ():
+        ftype = f.type
+        if f.encode_name == field and isinstance(ftype, msgspec.inspect.StrType):
+            if ftype.max_length is None:
+                break
+            return ftype.max_length
+    raise ValueError(f"{params_name} has no string field {field!r} with a maximum length")
+
+
+def limits() -> dict[str, object]:
+    return {
+        "INSTANCE_NAME_MAX": max_length("instances.create", "name"),
+        "TOKEN_NAME_MAX": max_length("tokens.create", "name"),
+    }
+
+
+def statuses() -> dict[str, object]:
+    return {s.name: s.value for s in MachineStatus}
+
+
+def event_types() -> dict[str, object]:
+    return {k.name: k.value for k in EventKind}
+
+
+def env_scopes_by_precedence() -> list[str]:
+    """The env scopes, lowest precedence first: ``contracts.models.EnvScope`` in its order.
+
+    ``core.dotenv.merge_env`` applies them in this order (a later scope's value wins);
+    tests/unit/test_console_contract.py checks that it does.
+    """
+    return list(get_args(EnvScope))
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"not a string or integer: {value!r}")
+    return json.dumps(value)
+
+
+def _frozen_object(doc: str, name: str, entries: dict[str, object]) -> str:
+    body = "".join(f"  {key}: {_literal(value)},\n" for key, value in entries.items())
+    return f"{_doc(doc)}export const {name} = Object.freeze({{\n{body}}});\n"
+
+
+def _doc(doc: str) -> str:
+    """A JSDoc comment: one line, or (``doc`` ending in a newline) a block."""
+    return f"/**\n * {doc} */\n" if doc.endswith("\n") else f"/** {doc} */\n"
+
+
+def _frozen_array(doc: str, name: str, values: Sequence[str]) -> str:
+    line = f"export const {name} = Object.freeze([{', '.join(_literal(v) for v in values)}]);\n"
+    if len(line) > LINE_WIDTH:  # one item a line, as Biome breaks it
+        items = "".join(f"  {_literal(v)},\n" for v in values)
+        line = f"export const {name} = Object.freeze([\n{items}]);\n"
+    return _doc(doc) + line
+
+
+def render() -> str:
+    """The module's text, formatted as Biome formats it (``./run lint`` checks)."""
+    terminal = [s.value for s in MachineStatus if s in TERMINAL]
+    sections = [
+        "// Generated from contracts/ by `python -m contracts.jsmodule`: do not edit by hand.\n"
+        "// tests/unit/test_console_contract.py fails when this file is stale.\n",
+        _frozen_object(
+            "The gateway's JSON-RPC methods (contracts.gateway_rpc.GATEWAY_METHODS).",
+            "METHODS",
+            methods(),
+        ),
+        _frozen_object(
+            "JSON-RPC error codes, by exception class (contracts.errors.ERRORS).",
+            "ERRORS",
+            errors(),
+        ),
+        _frozen_object(
+            "The HTTP status of errors about the request itself (FleetError.http_status).",
+            "ERROR_HTTP_STATUS",
+            error_http_statuses(),
+        ),
+        _frozen_object(
+            "Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID).",
+            "ID_PATTERNS",
+            id_patterns(),
+        ),
+        "/** Every id is exactly this long (contracts.ids.ID_LENGTH). */\n"
+        f"export const ID_LENGTH = {_literal(ids.ID_LENGTH)};\n",
+        _frozen_object(
+            "Input limits of the gateway's params (from their msgspec constraints).",
+            "LIMITS",
+            limits(),
+        ),
+        "/** An env var name (contracts.validation.ENV_NAME_PATTERN), anchored. */\n"
+        "export const ENV_NAME_PATTERN = "
+        f"{_literal(_js_pattern(validation.ENV_NAME_PATTERN, 'ENV_NAME_PATTERN'))};\n",
+        _frozen_object("Machine statuses (contracts.status.MachineStatus).", "STATUS", statuses()),
+        _frozen_array(
+            "Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL).",
+            "TERMINAL_STATUSES",
+            terminal,
+        ),
+        _frozen_array(
+            "Machine providers (contracts.models.ProviderName).",
+            "PROVIDERS",
+            list(get_args(ProviderName)),
+        ),
+        _frozen_object(
+            "Machine event types, the `type` of each event (contracts.subjects.EventKind).",
+            "EVENT_TYPES",
+            event_types(),
+        ),
+        _frozen_array(
+            "Env var scopes, lowest precedence first: a machine's .env gets the value of the\n"
+            " * last scope that sets a name, as core.dotenv.merge_env merges them (a test\n"
+            " * checks).\n",
+            "ENV_SCOPES_BY_PRECEDENCE",
+            env_scopes_by_precedence(),
+        ),
+    ]
+    return "\n".join(sections)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m contracts.jsmodule",
+        description=f"Write the console's contract module, {MODULE_PATH.name}, from contracts/.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    mode.add_argument("--stdout", action="store_true", help="print it instead of writing it")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.stdout:
+        sys.stdout.write(text)
+        return 0
+    current = MODULE_PATH.read_text() if MODULE_PATH.exists() else None
+    if args.check:
+        if current != text:
+            print(f"{MODULE_PATH} is stale: run `{REGENERATE}`", file=sys.stderr)
+            return 1
+        return 0
+    if current != text:
+        MODULE_PATH.write_text(text)
+        print(f"wrote {MODULE_PATH}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

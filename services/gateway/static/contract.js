@@ -1,0 +1,117 @@
+// Generated from contracts/ by `python -m contracts.jsmodule`: do not edit by hand.
+// tests/unit/test_console_contract.py fails when this file is stale.
+
+/** The gateway's JSON-RPC methods (contracts.gateway_rpc.GATEWAY_METHODS). */
+export const METHODS = Object.freeze({
+  INSTANCES_CREATE: "instances.create",
+  INSTANCES_GET: "instances.get",
+  INSTANCES_LIST: "instances.list",
+  ENV_SET: "env.set",
+  ENV_UNSET: "env.unset",
+  ENV_LIST: "env.list",
+  REPOS_ADD: "repos.add",
+  REPOS_REMOVE: "repos.remove",
+  REPOS_LIST: "repos.list",
+  MACHINES_CREATE: "machines.create",
+  MACHINES_GET: "machines.get",
+  MACHINES_LIST: "machines.list",
+  MACHINES_ARCHIVE: "machines.archive",
+  MACHINES_REBUILD: "machines.rebuild",
+  MACHINES_EXEC: "machines.exec",
+  MACHINES_WRITE_FILE: "machines.writeFile",
+  MACHINES_REFRESH_ENV: "machines.refreshEnv",
+  MACHINES_REFRESH_CODE: "machines.refreshCode",
+  MACHINES_PROCESS_START: "machines.process.start",
+  MACHINES_PROCESS_LIST: "machines.process.list",
+  MACHINES_PROCESS_KILL: "machines.process.kill",
+  MACHINES_PROCESS_LOGS: "machines.process.logs",
+  CRON_SET: "cron.set",
+  CRON_LIST: "cron.list",
+  TOKENS_CREATE: "tokens.create",
+  TOKENS_LIST: "tokens.list",
+  TOKENS_REVOKE: "tokens.revoke",
+  RPC_DISCOVER: "rpc.discover",
+});
+
+/** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
+export const ERRORS = Object.freeze({
+  PARSE_ERROR: -32700,
+  INVALID_REQUEST: -32600,
+  METHOD_NOT_FOUND: -32601,
+  INVALID_PARAMS: -32602,
+  INTERNAL_ERROR: -32603,
+  UNAUTHORIZED: 1001,
+  FORBIDDEN: 1003,
+  NOT_FOUND: 1004,
+  CONFLICT: 1009,
+  PAYLOAD_TOO_LARGE: 1013,
+  REQUEST_EXPIRED: 1101,
+  REQUEST_REPLAYED: 1102,
+  DAEMON_UNAVAILABLE: 1502,
+  DAEMON_TIMEOUT: 1504,
+  PROVIDER_ERROR: 1600,
+  NOT_SUPPORTED: 1601,
+  TOOL_ERROR: 1700,
+});
+
+/** The HTTP status of errors about the request itself (FleetError.http_status). */
+export const ERROR_HTTP_STATUS = Object.freeze({
+  UNAUTHORIZED: 401,
+  PAYLOAD_TOO_LARGE: 413,
+});
+
+/** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */
+export const ID_PATTERNS = Object.freeze({
+  INSTANCE_ID: "^i-[0-9a-f]{16}$",
+  MACHINE_ID: "^m-[0-9a-f]{16}$",
+});
+
+/** Every id is exactly this long (contracts.ids.ID_LENGTH). */
+export const ID_LENGTH = 18;
+
+/** Input limits of the gateway's params (from their msgspec constraints). */
+export const LIMITS = Object.freeze({
+  INSTANCE_NAME_MAX: 100,
+  TOKEN_NAME_MAX: 100,
+});
+
+/** An env var name (contracts.validation.ENV_NAME_PATTERN), anchored. */
+export const ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$";
+
+/** Machine statuses (contracts.status.MachineStatus). */
+export const STATUS = Object.freeze({
+  CREATED: "created",
+  PROVISIONING: "provisioning",
+  BOOTING: "booting",
+  SETTING_UP: "setting-up",
+  PROBING: "probing",
+  READY: "ready",
+  FAILED: "failed",
+  UNRESPONSIVE: "unresponsive",
+  ARCHIVED: "archived",
+});
+
+/** Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL). */
+export const TERMINAL_STATUSES = Object.freeze(["failed", "archived"]);
+
+/** Machine providers (contracts.models.ProviderName). */
+export const PROVIDERS = Object.freeze(["local", "swarm"]);
+
+/** Machine event types, the `type` of each event (contracts.subjects.EventKind). */
+export const EVENT_TYPES = Object.freeze({
+  CREATED: "created",
+  PROVISIONED: "provisioned",
+  DAEMON_STATUS_REPORTED: "daemon-status-reported",
+  SETUP_PUSHED: "setup-pushed",
+  READY: "ready",
+  FAILED: "failed",
+  ARCHIVED: "archived",
+  UNRESPONSIVE: "unresponsive",
+});
+
+/**
+ * Env var scopes, lowest precedence first: a machine's .env gets the value of the
+ * last scope that sets a name, as core.dotenv.merge_env merges them (a test
+ * checks).
+ */
+export const ENV_SCOPES_BY_PRECEDENCE = Object.freeze(["platform", "instance"]);

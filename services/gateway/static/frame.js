@@ -1,0 +1,87 @@
+// The frame around every page once signed in: the header (token kind, event stream, sign-out),
+// the sidebar and the page's title.
+import { session } from "./api.js";
+import { state } from "./state.js";
+import { signOut } from "./sync.js";
+import { chip, h, renderLive } from "./ui.js";
+
+const NAV = [
+  ["#/machines", "Machines", "nav-machines"],
+  ["#/instances", "Instances", "nav-instances"],
+  ["#/env", "Env vars", "nav-env"],
+  ["#/tokens", "Access tokens", "nav-tokens"],
+];
+
+export function frame(active, title, ...content) {
+  const live = h("span", { testid: "live-status", role: "status", title: "Machine event stream" });
+  renderLive(live, state.live);
+  const nav = h(
+    "nav.sidebar",
+    { "aria-label": "Console" },
+    h(
+      "ul",
+      {},
+      NAV.map(([href, label, testid]) =>
+        h(
+          "li",
+          {},
+          h("a", { href, testid, "aria-current": href === active ? "page" : null }, label),
+        ),
+      ),
+    ),
+  );
+  return h(
+    "div.shell",
+    {},
+    h(
+      "header.topbar",
+      {},
+      h(
+        "a.brand",
+        { href: "#/machines" },
+        h("span.brand-mark", { "aria-hidden": "true" }),
+        "fleetd",
+      ),
+      h(
+        "div.topbar-right",
+        {},
+        live,
+        chip(session.isAdmin ? "admin token" : "instance token", "neutral", "role"),
+        h(
+          "button.btn.btn-ghost",
+          { type: "button", testid: "signout", onclick: () => signOut() },
+          "Sign out",
+        ),
+      ),
+    ),
+    nav,
+    h("main.page", { id: "main" }, h("h1", {}, title), ...content),
+  );
+}
+
+/** One row across `columns` columns saying that a table is empty. */
+export function emptyRow(columns, text) {
+  return h("tr", {}, h("td.empty", { colspan: columns }, text));
+}
+
+/** A table with a header row of `heads` and the body `tbody`. */
+export function table(testid, heads, tbody) {
+  return h(
+    "div.table-wrap",
+    {},
+    h(
+      "table.table",
+      { testid },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          heads.map((t) => h("th", { scope: "col" }, t)),
+        ),
+      ),
+      tbody,
+    ),
+  );
+}

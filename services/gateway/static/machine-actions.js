@@ -1,0 +1,94 @@
+// What the Machines page and the Machine detail page share: a machine's action buttons and its
+// daemon cell.
+import { rpc } from "./api.js";
+import { METHODS, STATUS } from "./contract.js";
+import { state } from "./state.js";
+import { refreshMachine, remember, updateMachine } from "./sync.js";
+import { busy, confirmOrCancel, h } from "./ui.js";
+
+/** A git SHA is shown this short (the full one in its tooltip). */
+const SHORT_SHA = 8;
+
+export const shortSha = (sha) => sha.slice(0, SHORT_SHA);
+
+/** Rebuild, Refresh env, Refresh code and Archive for machine `m`; outcomes go to `notices`. */
+export function machineActions(m, notices) {
+  const archived = m.status === STATUS.ARCHIVED;
+  const current = state.instances.get(m.instanceId)?.currentMachineId === m.id;
+  const act = (label, testid, run, { danger = false, enabled = !archived, title } = {}) => {
+    const btn = h(
+      `button.btn.btn-small${danger ? ".btn-danger-outline" : ""}`,
+      { type: "button", testid, disabled: !enabled, title, "aria-label": `${label} ${m.id}` },
+      label,
+    );
+    btn.addEventListener("click", () => busy(btn, () => notices.report(run)));
+    return btn;
+  };
+  return h(
+    "div.actions",
+    {},
+    act(
+      "Rebuild",
+      "action-rebuild",
+      async () => {
+        await confirmOrCancel(
+          `Rebuild instance ${m.instanceId}? Machine ${m.id} is archived ` +
+            "and a new machine is made from scratch.",
+          "Rebuild",
+        );
+        const fresh = await rpc(METHODS.MACHINES_REBUILD, { instanceId: m.instanceId });
+        remember(fresh);
+        return `Rebuilding: ${m.id} archived, new machine ${fresh.id}.`;
+      },
+      {
+        enabled: !archived && current,
+        title: current ? null : "Only the instance's current machine can be rebuilt",
+      },
+    ),
+    act("Refresh env", "action-refresh-env", async () => {
+      const r = await rpc(METHODS.MACHINES_REFRESH_ENV, { instanceId: m.instanceId });
+      const failed = r.failed.map((f) => `${f.machineId}: ${f.code} ${f.message}`).join("; ");
+      return (
+        `.env pushed to ${r.written} of ${r.machines} running machine(s)` +
+        (failed ? `; failed: ${failed}` : ".")
+      );
+    }),
+    act("Refresh code", "action-refresh-code", async () => {
+      const r = await rpc(METHODS.MACHINES_REFRESH_CODE, { machineId: m.id });
+      refreshMachine(m.id);
+      return `Refresh code: ${r.message}`;
+    }),
+    act(
+      "Archive",
+      "action-archive",
+      async () => {
+        await confirmOrCancel(`Archive machine ${m.id}? It is stopped for good.`, "Archive");
+        updateMachine(await rpc(METHODS.MACHINES_ARCHIVE, { machineId: m.id }));
+        return `Machine ${m.id} archived.`;
+      },
+      { danger: true },
+    ),
+  );
+}
+
+/** The daemon's version and git SHA, and an "update available" badge. */
+export function daemonCell(m) {
+  return h(
+    "span.daemon",
+    {},
+    m.daemonVersion ? h("span", {}, m.daemonVersion) : h("span.muted", {}, "—"),
+    m.daemonGitSha
+      ? h("code.mono.muted", { title: m.daemonGitSha }, ` ${shortSha(m.daemonGitSha)}`)
+      : null,
+    m.updateAvailable
+      ? h(
+          "span.badge",
+          {
+            testid: "update-available",
+            title: "The daemon runs other code than the platform: Refresh code updates it",
+          },
+          "update available",
+        )
+      : null,
+  );
+}

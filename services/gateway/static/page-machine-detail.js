@@ -1,0 +1,145 @@
+// Machine detail: one machine's status and actions, its event timeline as it happens, a command
+// runner and the effective .env (masked).
+import { followEvents, rpc } from "./api.js";
+import { commandRunner } from "./command-runner.js";
+import { EVENT_TYPES, METHODS } from "./contract.js";
+import { effectiveEnvTable } from "./env-table.js";
+import { frame } from "./frame.js";
+import { daemonCell, machineActions, shortSha } from "./machine-actions.js";
+import { instanceName, state } from "./state.js";
+import { refreshMachine, updateMachine } from "./sync.js";
+import { chip, fill, fmtClock, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
+
+const T = EVENT_TYPES;
+/** One line about each kind of event, from its fields. */
+const EVENT_DETAILS = {
+  [T.CREATED]: (e) => `provider ${e.provider}`,
+  [T.PROVISIONED]: (e) => `${e.provider} ${e.externalId}`,
+  [T.DAEMON_STATUS_REPORTED]: (e) => {
+    const sha = e.gitSha ? ` (${shortSha(e.gitSha)})` : "";
+    return `${e.status}, daemon ${e.version}${sha}`;
+  },
+  [T.SETUP_PUSHED]: (e) => `.env ${e.envBytes} B, ${e.repoPaths.length} repo(s)`,
+  [T.READY]: () => "",
+  [T.FAILED]: (e) => `at ${e.stage}: ${e.reason}`,
+  [T.ARCHIVED]: (e) => e.reason,
+  [T.UNRESPONSIVE]: (e) => e.reason,
+};
+const EVENT_TONE = {
+  [T.READY]: "ready",
+  [T.FAILED]: "failed",
+  [T.ARCHIVED]: "archived",
+  [T.UNRESPONSIVE]: "unresponsive",
+};
+const MS_PER_S = 1000;
+
+function timeline(machineId, signal) {
+  const list = h("ol.timeline", { testid: "timeline", "aria-live": "polite" });
+  const seen = { first: null };
+  const addEvent = (e, seq) => {
+    if (list.querySelector(`[data-seq="${CSS.escape(seq)}"]`)) return;
+    seen.first ??= new Date(e.occurredAt);
+    const offset = ((new Date(e.occurredAt) - seen.first) / MS_PER_S).toFixed(2);
+    const describe = EVENT_DETAILS[e.type] ?? (() => "");
+    list.querySelector(".empty")?.remove();
+    list.append(
+      h(
+        "li.timeline-item",
+        { testid: "timeline-event", dataset: { type: e.type, seq } },
+        h("time.mono", { datetime: e.occurredAt, title: e.occurredAt }, fmtClock(e.occurredAt)),
+        h("span.offset.mono", {}, `+${offset}s`),
+        chip(e.type, EVENT_TONE[e.type] ?? "neutral"),
+        h("span.detail", {}, describe(e)),
+      ),
+    );
+    refreshMachine(machineId);
+  };
+  list.append(h("li.empty.muted", {}, "Waiting for events…"));
+  followEvents({ machineId, onEvent: addEvent, signal });
+  return list;
+}
+
+const envNote = () => [
+  "Built here from ",
+  h("code", {}, METHODS.ENV_LIST),
+  " for the platform and this machine's instance, merged as the setup pusher merges them (the ",
+  "instance value wins), values masked. It is not read from the machine: ",
+  h("code", {}, "cat ~/.fleet/.env"),
+  " would carry every secret in clear through the command runner. Proxy and CA variables that ",
+  "the platform's settings add are not listed. Changed since the machine was set up? Refresh ",
+  "env pushes the current values.",
+];
+
+export function machineDetailPage({ root, signal }, machineId) {
+  const notices = noticeArea();
+  const header = h("div.detail-head");
+  const props = h("dl.props", { testid: "machine-props" });
+  const envArea = h("div");
+
+  const renderMachine = () => {
+    const m = state.machines.get(machineId);
+    if (!m) return;
+    fill(
+      header,
+      statusChip(m.status, "machine-status"),
+      h("span.reason", { testid: "machine-reason" }, m.statusReason),
+      m.updateAvailable
+        ? h("span.badge", { testid: "update-available" }, "update available")
+        : null,
+      machineActions(m, notices),
+    );
+    const prop = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
+    fill(
+      props,
+      ...prop("Instance", [instanceName(m.instanceId), " ", mono(m.instanceId)]),
+      ...prop("Provider", [m.provider, m.externalId ? [" ", mono(m.externalId)] : null]),
+      ...prop("Daemon", daemonCell(m)),
+      ...prop("Created", fmtTime(m.createdAt)),
+      ...prop("Updated", fmtTime(m.updatedAt)),
+    );
+  };
+
+  const section = (id, title, ...content) =>
+    h("section.card", { "aria-labelledby": id }, h(`h2#${id}`, {}, title), ...content);
+  fill(
+    root,
+    frame(
+      "#/machines",
+      "Machine",
+      h(
+        "p.crumbs",
+        {},
+        h("a", { href: "#/machines" }, "Machines"),
+        " / ",
+        mono(machineId, "machine-id"),
+      ),
+      header,
+      notices.el,
+      props,
+      section(
+        "tl-title",
+        "Event timeline",
+        h("p.muted", {}, "Every event of this machine from its first, as it happens."),
+        timeline(machineId, signal),
+      ),
+      section("run-title", "Run a command", commandRunner(machineId)),
+      h(
+        "section.card",
+        { "aria-labelledby": "env-title", testid: "machine-env" },
+        h("h2#env-title", {}, "Environment (.env)"),
+        h("p.muted", {}, envNote()),
+        envArea,
+      ),
+    ),
+  );
+
+  rpc(METHODS.MACHINES_GET, { machineId }).then(
+    async (m) => {
+      updateMachine(m);
+      fill(envArea, await effectiveEnvTable(m.instanceId, false));
+    },
+    (err) => notices.fail(err),
+  );
+  renderMachine();
+  return renderMachine;
+}
