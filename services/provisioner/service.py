@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import structlog
 
+from contracts.consumers import Durable
 from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
@@ -16,6 +17,7 @@ from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox, mint_machine_token
 from services.common.failures import fail_machine
 from services.common.store import Store, k_machine
+from services.common.subscriptions import subscriber
 from services.provisioner.providers import Provider
 
 log = structlog.get_logger(__name__)
@@ -33,8 +35,8 @@ class Provisioner:
         self.providers = providers
         self.box = box
 
-    async def on_created(self, event: Event) -> None:
-        assert isinstance(event, MachineCreated)
+    @subscriber(MachineCreated, durable=Durable.PROVISIONER)
+    async def on_created(self, event: MachineCreated) -> None:
         machine = await self.store.get_machine(event.machine_id)
         if machine.status is S.BOOTING and machine.external_id:
             await self._announce(event, machine.external_id)  # crashed before announcing
@@ -99,8 +101,12 @@ class Provisioner:
                 resumed += 1
         return resumed
 
-    async def on_archived(self, event: Event) -> None:
-        assert isinstance(event, MachineArchived)
+    async def stop_failed(self, event: MachineArchived, reason: str) -> None:
+        # The machine is archived already (that is what the event says): nothing to fail.
+        log.error("provision.stop_failed", reason=reason)
+
+    @subscriber(MachineArchived, durable=Durable.PROVISIONER_ARCHIVE, give_up=stop_failed)
+    async def on_archived(self, event: MachineArchived) -> None:
         machine = await self.store.get_machine(event.machine_id)
         # First, so that a provider that cannot stop the machine does not keep it connected.
         await revoke_machine(self.store.redis, self.bus.nc, machine.id)
@@ -110,9 +116,6 @@ class Provisioner:
         log.info("provision.machine_stopped", provider=machine.provider)
 
     async def give_up(self, event: Event, reason: str) -> None:
-        if isinstance(event, MachineArchived):
-            log.error("provision.stop_failed", reason=reason)
-            return
         await fail_machine(
             self.store,
             self.bus,
