@@ -42,7 +42,7 @@ class Prober(Stage):
             await asyncio.sleep(self.settings.probe_delay_s)
         await self.probe_until_healthy(event)
         t = await self.store.transition(machine.id, S.READY, "all readiness checks passed")
-        if t.changed or t.previous is S.READY:
+        if t.accepted:  # moved now, or a repeat: announcing again is deduplicated
             await self._announce(event)
 
     async def probe_until_healthy(self, event: SetupPushed) -> None:

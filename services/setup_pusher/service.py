@@ -56,9 +56,7 @@ class SetupPusher(Stage):
             event.version,
             event.git_sha,
         ):
-            await self.store.set_fields(
-                machine.id, daemonVersion=event.version, daemonGitSha=event.git_sha or ""
-            )
+            await self.store.set_daemon_build(machine.id, event.version, event.git_sha)
         if machine.status in (S.CREATED, S.PROVISIONING):
             # The daemon was quicker than the provisioner's bookkeeping: try again shortly.
             raise Retry(f"machine is still {machine.status.value}")

@@ -36,10 +36,10 @@ from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsAuth, NatsServer, ValkeyServer, free_port
 from services.auth_callout.__main__ import build as build_callout
-from services.auth_callout.revoke import REVOKED_FIELD, machine_connections, revoke_machine
 from services.common.bus import Bus
 from services.common.crypto import SecretBox, generate_secret_key, mint_machine_token
 from services.common.daemon_client import DaemonClient, static_key
+from services.common.revoke import machine_connections, revoke_machine
 from services.common.settings import Settings
 from services.common.store import Store, k_machine
 from services.provisioner.providers import running_pid
@@ -111,7 +111,7 @@ async def enroll(store: Store, box: SecretBox) -> tuple[str, str]:
     """A machine record with a token, as the provisioner leaves it: (machine id, token)."""
     machine = await store.create_machine("i-" + uuid.uuid4().hex[:16], "local")
     token = mint_machine_token()
-    await store.redis.hset(k_machine(machine.id), "tokenEnc", box.encrypt(token))
+    assert await store.claim_machine_secret(machine.id, box.encrypt(token))
     return machine.id, token
 
 
@@ -291,9 +291,9 @@ async def test_bad_credentials_are_refused_at_connect(
     elif case == "empty-token":
         password = ""
     elif case == "revoked":
-        await store.redis.hset(k_machine(mid), REVOKED_FIELD, "now")
+        await store.revoke_machine_token(mid)
     elif case == "archived":
-        await store.redis.hset(k_machine(mid), "status", MachineStatus.ARCHIVED.value)
+        await store.transition(mid, MachineStatus.ARCHIVED, "archived by the test")
     before = await store.redis.hgetall(k_machine(mid))
     conns = [c["cid"] for c in await connz(bus, user)]  # the services' own, for that user
 
@@ -443,15 +443,15 @@ async def test_revoking_closes_the_live_connection_and_refuses_reconnects(
     stolen = await connect_as(nats_server, mid, token)  # a second copy of the credentials
     assert len(await connz(bus, mid)) == 2
 
-    await store.redis.hset(k_machine(mid), "status", MachineStatus.ARCHIVED.value)
-    assert await revoke_machine(store.redis, bus.nc, mid) == 2
+    await store.transition(mid, MachineStatus.ARCHIVED, "archived by the test")
+    assert await revoke_machine(store, bus.nc, mid) == 2
 
     await wait_until(lambda: stolen.is_closed)
     await wait_until(lambda: d.output().count(REFUSED) >= 1, timeout=15)  # reconnect refused
     assert await connz(bus, mid) == []
     await refused(nats_server, mid, token)
     assert await machine_connections(bus.nc, mid) == []
-    assert await revoke_machine(store.redis, bus.nc, mid) == 0  # idempotent
+    assert await revoke_machine(store, bus.nc, mid) == 0  # idempotent
 
 
 async def test_archiving_through_the_api_revokes_the_machine(
@@ -474,7 +474,7 @@ async def test_archiving_through_the_api_revokes_the_machine(
     await wait_until(lambda: running_pid(machine_dir, mid) is None, timeout=15)
     await refused(nats_server, mid, token)
     assert await connz(bus, mid) == []
-    assert await store.redis.hget(k_machine(mid), REVOKED_FIELD)
+    assert (await store.machine_access(mid)).revoked
 
 
 # --- the static users -------------------------------------------------------------------------
