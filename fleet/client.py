@@ -401,8 +401,4 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def to_builtins(obj: Any) -> Any:
-    return msgspec.to_builtins(obj)
-
-
 __all__ = ["ConnectionFailed", "FleetClient", "MachineHandle", "MachineNotReady"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
 import time
@@ -226,10 +225,6 @@ def stop_all_local(data_dir: Path) -> int:
     if not root.is_dir():
         return 0
     return sum(stop_local(d, d.name, grace_s=3.0) for d in root.iterdir() if d.is_dir())
-
-
-def remove_machine_dir(data_dir: Path, machine_id: str) -> None:
-    shutil.rmtree(data_dir.resolve() / "machines" / machine_id, ignore_errors=True)
 
 
 def code_installers(settings: Settings, repo: Path) -> dict[str, CodeInstaller]:
