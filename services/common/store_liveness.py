@@ -36,7 +36,7 @@ class HeartbeatRecords:
 
     async def last_beat(self, machine_id: str) -> float | None:
         """The machine's last recorded beat (None: not watched)."""
-        return cast(float | None, await self._store.redis.zscore(K_HEARTBEATS, machine_id))
+        return await self._store.redis.zscore(K_HEARTBEATS, machine_id)
 
     async def forget(self, machine_id: str) -> None:
         """Stop watching a machine (it is gone, or failed or archived)."""
