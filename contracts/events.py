@@ -105,7 +105,12 @@ def encode_event(event: Event) -> bytes:
 
 
 def kind_of(event: Event) -> EventKind:
-    return EventKind(str(type(event).__struct_config__.tag))
+    return kind_of_class(type(event))
+
+
+def kind_of_class(cls: type[_Event]) -> EventKind:
+    """The kind (and so the subjects) of every event of class ``cls``."""
+    return EventKind(str(cls.__struct_config__.tag))
 
 
 def subject_of(event: Event) -> str:

@@ -3,7 +3,7 @@
 A swarm host runs any number of real ``daemon.server.Daemon`` instances, each with its own NATS
 connection, machine id, token and home, so the platform sees exactly what N separate
 ``fleet-daemon`` processes would show it, at a fraction of the memory and start-up cost. The
-``swarm`` provider (``services/provisioner/swarm.py``) starts hosts and drives them over a Unix
+``swarm`` provider (``providers/swarm.py``) starts hosts and drives them over a Unix
 socket, one JSON object per line each way:
 
     {"op": "start", "machineId": ID, "token": T, "home": DIR}  -> {"ok": true, "externalId": X}

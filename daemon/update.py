@@ -1,7 +1,7 @@
 """Daemon code on the machine: which code is installed, which one runs, and switching.
 
 ``~/.fleet/code/<sha>/`` holds one commit's code (put there by the provider, see
-services/provisioner/code.py) and ``~/.fleet/code/current`` names the one to run. A daemon
+providers/code.py) and ``~/.fleet/code/current`` names the one to run. A daemon
 switches in two ways: ``daemon.selfUpdate`` re-executes itself in place (same pid, so its
 background processes stay its children), and a daemon that notices at a heartbeat that
 ``current`` is not what it runs hands over to a new daemon process of that code.

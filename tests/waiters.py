@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -38,6 +39,20 @@ async def subscribed(nc: NATS, subject: str) -> AsyncIterator[Inbox]:
         yield inbox
     finally:
         await sub.unsubscribe()
+
+
+async def before_marker(nc: NATS, subject: str, inbox: Inbox, timeout: float = 10.0) -> list[Msg]:
+    """Publish a unique marker on ``subject`` through ``nc`` and return what ``inbox`` (which
+    must see ``subject``) received before it. One subscription gets its messages in the order
+    the server routed them, so whatever was routed to it before the marker is in this list:
+    "nothing arrived" becomes a fact, not the hope that a sleep was long enough."""
+    marker = f"marker-{uuid.uuid4().hex}".encode()
+    await nc.publish(subject, marker)
+    before: list[Msg] = []
+    async with asyncio.timeout(timeout):
+        while (msg := await inbox.next(timeout)).data != marker:
+            before.append(msg)
+    return before
 
 
 async def wait_until(

@@ -16,7 +16,6 @@ import hmac
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
 
 import nats.errors
 import structlog
@@ -27,9 +26,8 @@ from contracts import subjects
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.status import MachineStatus
 from services.auth_callout import jwt
-from services.auth_callout.revoke import REVOKED_FIELD
 from services.common.crypto import SecretBox
-from services.common.store import Store, k_machine
+from services.common.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -69,16 +67,13 @@ class AuthCallout:
             return Decision(user, "not a machine id")
         if not password:
             return Decision(user, "no token")
-        sealed, status, revoked = cast(
-            list[str | None],
-            await self.store.redis.hmget(k_machine(user), ["tokenEnc", "status", REVOKED_FIELD]),
-        )
-        if sealed is None:
+        access = await self.store.machine_access(user)
+        if access.sealed_token is None:
             return Decision(user, "unknown machine or no token minted")
-        if revoked or status == MachineStatus.ARCHIVED.value:
+        if access.revoked or access.status is MachineStatus.ARCHIVED:
             return Decision(user, "token revoked (machine archived)")
         try:
-            expected = self.box.decrypt(sealed)
+            expected = self.box.decrypt(access.sealed_token)
         except ValueError:
             log.error("callout.cannot_decrypt", machine_id=user)
             return Decision(user, "stored token cannot be decrypted")

@@ -1,11 +1,13 @@
 """A durable JetStream consumer that feeds events to a handler, at least once.
 
-Each stage reacts to one event kind through one of these. The rules:
+Each stage reacts to one event class (so one kind, ``machine.<kind>.*``) through one of these.
+The rules:
 - explicit ack after the handler returns; while it runs, ``in_progress`` keeps the ack wait open;
 - a handler that raises is retried (nak with a growing delay) up to ``max_attempts``; then
   ``give_up`` records the failure (``machine.failed``) and the event is terminated, so a poison
   event never blocks the ones behind it;
-- a ``Permanent`` error gives up at once; an undecodable event is logged and terminated;
+- a ``Permanent`` error gives up at once; an undecodable event, or one of another class than the
+  consumer's, is logged and terminated;
 - on exit, fetching stops and in-flight handlers get ``drain_s`` to finish; whatever is still
   unacked is redelivered to another replica (or to this one when it comes back).
 """
@@ -16,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Generic, TypeVar
 
 import msgspec
 import nats.errors
@@ -25,8 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts import subjects
-from contracts.events import Event, decode_event, now
-from contracts.subjects import EventKind
+from contracts.events import Event, decode_event, kind_of_class, now
 from core.backoff import backoff_s
 from services.common.bus import Bus
 from services.common.metrics import Metrics
@@ -34,8 +36,9 @@ from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[Event], Awaitable[None]]
-GiveUp = Callable[[Event, str], Awaitable[None]]
+E = TypeVar("E", bound=Event)
+Handler = Callable[[E], Awaitable[None]]
+GiveUp = Callable[[E, str], Awaitable[None]]
 
 
 class Permanent(Exception):
@@ -52,15 +55,15 @@ class Retry(Exception):
         self.delay_s = delay_s
 
 
-class Consumer:
+class Consumer(Generic[E]):
     def __init__(
         self,
         bus: Bus,
         *,
         durable: str,
-        kind: EventKind,
-        handler: Handler,
-        give_up: GiveUp,
+        event_type: type[E],
+        handler: Handler[E],
+        give_up: GiveUp[E],
         concurrency: int = 64,
         ack_wait_s: float = 30.0,
         max_attempts: int = 5,
@@ -71,8 +74,9 @@ class Consumer:
         self._bus = bus
         # Without one (tests, tools) the counts go to a registry nobody scrapes.
         self._metrics = metrics or Metrics()
-        self._durable = durable
-        self._kind = kind
+        self._durable = str(durable)  # a Durable's plain value, for labels and logs
+        self._event_type = event_type
+        self._kind = kind_of_class(event_type)
         self._handler = handler
         self._give_up = give_up
         self._concurrency = max(1, concurrency)
@@ -99,7 +103,7 @@ class Consumer:
             filter_subject=subjects.event_filter(self._kind),
         )
 
-    async def __aenter__(self) -> Consumer:
+    async def __aenter__(self) -> Consumer[E]:
         self._sub = await self._bus.js.pull_subscribe(
             subjects.event_filter(self._kind),
             durable=self._durable,
@@ -181,12 +185,19 @@ class Consumer:
             await msg.term()
             self._metrics.event_handled(self._durable, "poison")
             return
+        if not isinstance(event, self._event_type):
+            # Only a publisher that got the subject wrong puts one here; no retry can help.
+            log.error("consumer.unexpected_event", durable=self._durable, subject=msg.subject,
+                      type=type(event).__name__, expected=self._event_type.__name__)  # fmt: skip
+            await msg.term()
+            self._metrics.event_handled(self._durable, "poison")
+            return
         with structlog.contextvars.bound_contextvars(
             machine_id=event.machine_id, event_id=event.event_id
         ):
             await self._run_handler(msg, event, attempt)
 
-    async def _run_handler(self, msg: Msg, event: Event, attempt: int) -> None:
+    async def _run_handler(self, msg: Msg, event: E, attempt: int) -> None:
         keepalive = asyncio.create_task(self._keepalive(msg))
         start = time.perf_counter()
         outcome = "cancelled"  # kept if a stop cancels the handler: JetStream redelivers it
@@ -222,7 +233,7 @@ class Consumer:
             self._metrics.event_handled(self._durable, outcome, time.perf_counter() - start)
 
     async def _settle_failure(
-        self, msg: Msg, event: Event, reason: str, attempt: int, *, final: bool
+        self, msg: Msg, event: E, reason: str, attempt: int, *, final: bool
     ) -> str:
         """Nak for a retry or give up; returns the outcome to count ("error" or "gave_up")."""
         if not final:
@@ -257,17 +268,17 @@ def stage_consumer(
     settings: Settings,
     *,
     durable: str,
-    kind: EventKind,
-    handler: Handler,
-    give_up: GiveUp,
+    event_type: type[E],
+    handler: Handler[E],
+    give_up: GiveUp[E],
     retry_budget_s: float | None = None,
     metrics: Metrics | None = None,
-) -> Consumer:
+) -> Consumer[E]:
     """A consumer configured from the process's settings, as every stage uses it."""
     return Consumer(
         bus,
         durable=durable,
-        kind=kind,
+        event_type=event_type,
         handler=handler,
         give_up=give_up,
         concurrency=settings.concurrency,

@@ -19,7 +19,7 @@ async def fail_machine(
 ) -> None:
     reason = reason.strip()[-_MAX_REASON:] or "unknown reason"
     t = await store.transition(machine_id, MachineStatus.FAILED, f"{stage} failed: {reason}")
-    if not (t.changed or t.previous is MachineStatus.FAILED):
+    if not t.accepted:  # archived, or not a machine: a repeat (failed already) publishes again
         log.info("machine.fail_skipped", machine_id=machine_id, status=t.previous, stage=stage)
         return
     # Republishing on a retry is safe: the derived id makes JetStream drop the duplicate.

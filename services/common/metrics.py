@@ -2,7 +2,8 @@
 
 - ``fleet_events_handled_total{stage,outcome}``: events a stage consumer handled; ``outcome`` is
   ``ok``, ``error`` (will be retried), ``deferred`` (came too early, redelivered later),
-  ``gave_up`` (the machine was failed) or ``poison`` (undecodable, terminated);
+  ``gave_up`` (the machine was failed) or ``poison`` (undecodable, or not of the consumer's
+  event class; terminated);
 - ``fleet_stage_seconds{stage}``: how long a stage's handler ran, whatever its outcome;
 - ``fleet_daemon_rpc_seconds{method,outcome}``: platform-to-daemon RPC latency; ``outcome`` is
   ``ok``, the error's class name (``DaemonTimeout``, ``ToolError``, ...) or ``error``;
@@ -16,7 +17,7 @@ run every service in one process, and a process-wide registry would refuse the s
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import Any, cast
+from typing import Any
 
 import redis.exceptions
 import structlog
@@ -32,9 +33,8 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from contracts.errors import FleetError
-from contracts.status import MachineStatus
 from services.common.settings import Settings
-from services.common.store import K_MACHINES, Store, k_machine
+from services.common.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -42,32 +42,6 @@ log = structlog.get_logger(__name__)
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 #: Most daemon calls answer in milliseconds; execCommand runs as long as its command.
 RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
-
-# One round trip, however many machines: the ids are read and counted inside Redis. KEYS[1] is
-# the sorted set of every machine id, ARGV[1] the machine hash key prefix. Returns a flat list
-# of status, count pairs.
-_COUNT_BY_STATUS = """
-local counts = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local s = redis.call('HGET', ARGV[1] .. id, 'status')
-  if s then counts[s] = (counts[s] or 0) + 1 end
-end
-local out = {}
-for s, n in pairs(counts) do out[#out + 1] = s; out[#out + 1] = n end
-return out
-"""
-
-
-async def machines_by_status(store: Store) -> dict[str, int]:
-    """How many machines are in each status (every status present, zeros included)."""
-    flat = cast(
-        list[str | int],
-        await store.redis.eval(_COUNT_BY_STATUS, 1, K_MACHINES, k_machine("")),
-    )
-    counts = {s.value: 0 for s in MachineStatus}
-    for status, n in zip(flat[::2], flat[1::2], strict=True):
-        counts[str(status)] = int(n)
-    return counts
 
 
 class Metrics:
@@ -122,7 +96,7 @@ class Metrics:
         if self._machine_store is None:
             return
         try:
-            counts = await machines_by_status(self._machine_store)
+            counts = await self._machine_store.machines_by_status()
         except (redis.exceptions.RedisError, OSError) as exc:
             # No numbers rather than stale ones: the series disappears until Redis is back.
             log.warning("metrics.count_machines_failed", error=repr(exc))

@@ -1,7 +1,10 @@
-"""State in Redis: instances, machines, env vars, repos.
+"""State in Redis: instances, machines, env vars, repos, access tokens, liveness.
 
-Machines are hashes whose keys are the wire (camelCase) field names, so a hash converts straight
-into ``contracts.models.Machine``. Status changes go through one Lua script that compares and
+``Store`` owns the connection, and nothing outside the store modules (``store*.py``) touches
+Redis: keys and hash fields are spelled in ``store_keys``, access tokens and heartbeats have
+their own parts (``store.tokens``, ``store.heartbeats``). Machines are hashes whose keys are the
+wire (camelCase) field names, so a hash converts straight into ``contracts.models.Machine``.
+Status changes go through one Lua script, generated from ``contracts.status``, that compares and
 sets, so concurrent or repeated events can never move a machine backwards.
 """
 
@@ -22,86 +25,66 @@ from contracts import ids
 from contracts.errors import NotFound
 from contracts.machine_files import CronJob
 from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo
-from contracts.status import ADVANCE_FROM, MachineStatus
+from contracts.status import MachineStatus
+from services.common import store_scripts
+from services.common.store_keys import (
+    F_CREDENTIAL_REVOKED,
+    F_CURRENT_MACHINE,
+    F_DAEMON_GIT_SHA,
+    F_DAEMON_VERSION,
+    F_EXTERNAL_ID,
+    F_SEALED_CREDENTIAL,
+    F_STATUS,
+    F_UPDATED_AT,
+    K_INSTANCES,
+    K_MACHINES,
+    K_PLATFORM_ENV,
+    k_cloned,
+    k_cron,
+    k_instance,
+    k_instance_env,
+    k_instance_machines,
+    k_lock,
+    k_machine,
+    k_repo_secrets,
+    k_repos,
+)
+from services.common.store_liveness import HeartbeatRecords
+from services.common.store_tokens import TokenRecords
 
 log = structlog.get_logger(__name__)
 
-P = "fleet:"
 #: Redis connections per process; more concurrent commands queue for one.
 MAX_CONNECTIONS = 64
-K_INSTANCES = P + "instances"
-K_MACHINES = P + "machines"
-K_PLATFORM_ENV = P + "env:platform"
-
-# KEYS[1] machine hash. ARGV: target status, reason, updatedAt, allowed-from (comma separated),
-# then field/value pairs to set in the same step. Returns {changed (0/1), previous status}.
-_TRANSITION = """
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return {0, ''} end
-if cur == ARGV[1] then return {1, cur} end  -- a repeat: keep the first reason and fields
-for allowed in string.gmatch(ARGV[4], '[^,]+') do
-  if allowed == cur then
-    redis.call('HSET', KEYS[1], 'status', ARGV[1], 'statusReason', ARGV[2], 'updatedAt', ARGV[3])
-    for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-    return {1, cur}
-  end
-end
-return {0, cur}
-"""
-
-
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def k_instance(instance_id: str) -> str:
-    return f"{P}instance:{instance_id}"
-
-
-def k_instance_env(instance_id: str) -> str:
-    return f"{P}env:instance:{instance_id}"
-
-
-def k_repos(instance_id: str) -> str:
-    return f"{P}repos:{instance_id}"
-
-
-def k_repo_secrets(instance_id: str) -> str:
-    return f"{P}repo-secrets:{instance_id}"
-
-
-def k_cron(instance_id: str) -> str:
-    return f"{P}instance:{instance_id}:cron"
-
-
-def k_machine(machine_id: str) -> str:
-    return f"{P}machine:{machine_id}"
-
-
-def k_instance_machines(instance_id: str) -> str:
-    return f"{P}instance:{instance_id}:machines"
-
-
-def k_cloned(machine_id: str) -> str:
-    return f"{P}machine:{machine_id}:cloned"
-
-
 class Transition(msgspec.Struct, frozen=True):
-    #: The status now is the target (it was allowed; it may already have been the target).
-    changed: bool
+    """What a compare-and-set status change did (``contracts.status.can_advance`` decides)."""
+
+    #: The table admitted previous -> target: the machine is at ``target`` now, moved there by
+    #: this call or already there (a repeat the table admits, which rewrites nothing).
+    accepted: bool
+    #: The status before the call (None: there is no such machine).
     previous: MachineStatus | None
     target: MachineStatus
 
     @property
     def moved(self) -> bool:
-        """The status really changed (not a repeat of a transition already made)."""
-        return self.changed and self.previous is not self.target
+        """This call changed the status (not a repeat of a transition already made)."""
+        return self.accepted and self.previous is not self.target
+
+
+class MachineAccess(msgspec.Struct, frozen=True):
+    """What the auth callout needs to admit a machine, read in one step."""
+
+    #: The encrypted token (None: none minted, or no such machine).
+    sealed_token: str | None
+    status: MachineStatus | None
+    revoked: bool
 
 
 class Store:
@@ -110,9 +93,13 @@ class Store:
         self._r: aioredis.Redis | None = None
         self._transition: Any = None
         self._unlock: Any = None
+        self._count_by_status: Any = None
+        self.tokens = TokenRecords(self)
+        self.heartbeats = HeartbeatRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:
+        """The connection: for the store modules (and tests that inspect Redis) only."""
         assert self._r is not None, "Store used outside its context"
         return self._r
 
@@ -130,8 +117,9 @@ class Store:
         )
         self._r = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         await self._r.ping()
-        self._transition = self._r.register_script(_TRANSITION)
-        self._unlock = self._r.register_script(_UNLOCK)
+        self._transition = self._r.register_script(store_scripts.TRANSITION)
+        self._unlock = self._r.register_script(store_scripts.UNLOCK)
+        self._count_by_status = self._r.register_script(store_scripts.COUNT_BY_STATUS)
         return self
 
     async def __aexit__(
@@ -220,7 +208,7 @@ class Store:
     async def lock(self, name: str, ttl_s: float = 60.0) -> AsyncIterator[bool]:
         """A best-effort exclusive lock across processes (SET NX PX); yields whether we hold
         it. The TTL frees it if the holder dies; release only deletes our own token."""
-        key, token = f"{P}lock:{name}", secrets.token_hex(8)
+        key, token = k_lock(name), secrets.token_hex(8)
         held = bool(await self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)))
         try:
             yield held
@@ -250,7 +238,7 @@ class Store:
             pipe.hset(k_machine(m.id), mapping=_to_hash(m))
             pipe.zadd(K_MACHINES, {m.id: now.timestamp()})
             pipe.zadd(k_instance_machines(instance_id), {m.id: now.timestamp()})
-            pipe.hset(k_instance(instance_id), "currentMachineId", m.id)
+            pipe.hset(k_instance(instance_id), F_CURRENT_MACHINE, m.id)
             await pipe.execute()
         return m
 
@@ -270,18 +258,21 @@ class Store:
         return [msgspec.convert(h, Machine, strict=False) for h in rows if h]
 
     async def transition(
-        self, machine_id: str, target: MachineStatus, reason: str, **fields: str
+        self,
+        machine_id: str,
+        target: MachineStatus,
+        reason: str,
+        *,
+        external_id: str | None = None,
     ) -> Transition:
-        """Move to ``target`` if the current status allows it (``contracts.status``)."""
-        allowed = ",".join(s.value for s in ADVANCE_FROM[target]) or "-"
-        extra: list[str] = []
-        for name, value in fields.items():
-            extra += [name, value]
-        changed, prev = await self._transition(
-            keys=[k_machine(machine_id)], args=[target.value, reason, _now(), allowed, *extra]
+        """Move to ``target`` if ``contracts.status`` allows it from the current status;
+        ``external_id`` is recorded in the same step (not on a repeat)."""
+        extra = [F_EXTERNAL_ID, external_id] if external_id is not None else []
+        accepted, prev = await self._transition(
+            keys=[k_machine(machine_id)], args=[target.value, reason, _now(), *extra]
         )
         result = Transition(
-            changed=bool(changed), previous=MachineStatus(prev) if prev else None, target=target
+            accepted=bool(accepted), previous=MachineStatus(prev) if prev else None, target=target
         )
         if result.moved:
             log.info(
@@ -293,20 +284,59 @@ class Store:
             )
         return result
 
-    async def set_fields(self, machine_id: str, **fields: str) -> None:
-        mapping: dict[Any, Any] = {**fields, "updatedAt": _now()}
+    async def machines_by_status(self) -> dict[str, int]:
+        """How many machines are in each status (every status present, zeros included)."""
+        flat = cast(
+            list[str | int],
+            await self._count_by_status(keys=[K_MACHINES], args=[k_machine("")]),
+        )
+        counts = {s.value: 0 for s in MachineStatus}
+        for status, n in zip(flat[::2], flat[1::2], strict=True):
+            counts[str(status)] = int(n)
+        return counts
+
+    async def _set_fields(self, machine_id: str, fields: dict[str, str]) -> None:
+        mapping: dict[Any, Any] = {**fields, F_UPDATED_AT: _now()}
         await self.redis.hset(k_machine(machine_id), mapping=mapping)
 
+    async def set_external_id(self, machine_id: str, external_id: str) -> None:
+        await self._set_fields(machine_id, {F_EXTERNAL_ID: external_id})
+
+    async def set_daemon_build(self, machine_id: str, version: str, git_sha: str | None) -> None:
+        """The version and commit the machine's daemon reported."""
+        fields = {F_DAEMON_VERSION: version, F_DAEMON_GIT_SHA: git_sha or ""}
+        await self._set_fields(machine_id, fields)
+
+    # --- machine credentials ----------------------------------------------------------------
+    async def claim_machine_secret(self, machine_id: str, sealed: str) -> bool:
+        """Store the machine's encrypted token unless one is stored already (racing replicas
+        agree on the first); True if ``sealed`` is the one stored now."""
+        return bool(await self.redis.hsetnx(k_machine(machine_id), F_SEALED_CREDENTIAL, sealed))
+
     async def machine_secret(self, machine_id: str) -> str | None:
-        return cast(str | None, await self.redis.hget(k_machine(machine_id), "tokenEnc"))
+        return cast(str | None, await self.redis.hget(k_machine(machine_id), F_SEALED_CREDENTIAL))
 
     async def machine_secrets(self, machine_ids: list[str]) -> dict[str, str | None]:
         """Many machines' sealed tokens in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for mid in machine_ids:
-                pipe.hget(k_machine(mid), "tokenEnc")
+                pipe.hget(k_machine(mid), F_SEALED_CREDENTIAL)
             sealed = await pipe.execute()
         return dict(zip(machine_ids, sealed, strict=True))
+
+    async def machine_access(self, machine_id: str) -> MachineAccess:
+        sealed, status, revoked = cast(
+            list[str | None],
+            await self.redis.hmget(
+                k_machine(machine_id), [F_SEALED_CREDENTIAL, F_STATUS, F_CREDENTIAL_REVOKED]
+            ),
+        )
+        return MachineAccess(sealed_token=sealed, status=MachineStatus(status) if status else None,
+                             revoked=bool(revoked))  # fmt: skip
+
+    async def revoke_machine_token(self, machine_id: str) -> None:
+        """From now on the auth callout refuses the machine's token. Idempotent."""
+        await self.redis.hset(k_machine(machine_id), F_CREDENTIAL_REVOKED, _now())
 
 
 def _to_hash(struct: msgspec.Struct) -> dict[Any, Any]:

@@ -12,22 +12,13 @@ import hashlib
 import hmac
 import secrets
 from datetime import UTC, datetime
-from typing import cast
-
-import msgspec
 
 from contracts.errors import NotFound
 from contracts.ids import new_token_id
 from contracts.models import AccessToken
-from services.common.store import P, Store
+from services.common.store import Store
 
 PREFIX = "fleet_"
-K_TOKENS = P + "tokens"
-K_TOKEN_HASHES = P + "tokens:by-hash"
-
-
-def k_token(token_id: str) -> str:
-    return f"{P}token:{token_id}"
 
 
 def hash_token(secret: str) -> str:
@@ -40,19 +31,13 @@ def new_secret() -> str:
 
 class TokenStore:
     def __init__(self, store: Store) -> None:
-        self._r = store.redis
+        self._records = store.tokens
 
     async def create(self, name: str, instance_id: str | None) -> tuple[AccessToken, str]:
         secret = new_secret()
         token = AccessToken(id=new_token_id(), name=name, instance_id=instance_id,
                             created_at=datetime.now(UTC))  # fmt: skip
-        record = {k: str(v) for k, v in msgspec.to_builtins(token).items() if v is not None}
-        digest = hash_token(secret)
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hset(k_token(token.id), mapping={**record, "hash": digest})
-            pipe.hset(K_TOKEN_HASHES, digest, token.id)
-            pipe.zadd(K_TOKENS, {token.id: token.created_at.timestamp()})
-            await pipe.execute()
+        await self._records.add(token, hash_token(secret))
         return token, secret
 
     async def resolve(self, secret: str) -> AccessToken | None:
@@ -60,35 +45,32 @@ class TokenStore:
         if not secret.startswith(PREFIX):
             return None
         digest = hash_token(secret)
-        token_id = cast(str | None, await self._r.hget(K_TOKEN_HASHES, digest))
+        token_id = await self._records.id_by_digest(digest)
         if token_id is None:
             return None
-        record = cast(dict[str, str], await self._r.hgetall(k_token(token_id)))
-        if not record or "revokedAt" in record:
+        record = await self._records.get(token_id)
+        if record is None or record.token.revoked_at is not None:
             return None
-        if not hmac.compare_digest(record.get("hash", ""), digest):
+        if not hmac.compare_digest(record.digest, digest):
             return None
-        return msgspec.convert(record, AccessToken, strict=False)
+        return record.token
 
     async def get(self, token_id: str) -> AccessToken:
-        record = cast(dict[str, str], await self._r.hgetall(k_token(token_id)))
-        if not record:
+        record = await self._records.get(token_id)
+        if record is None:
             raise NotFound(f"token {token_id} not found")
-        return msgspec.convert(record, AccessToken, strict=False)
+        return record.token
 
     async def list(self, instance_id: str | None = None) -> list[AccessToken]:
-        ids = cast(list[str], await self._r.zrange(K_TOKENS, 0, -1))
-        tokens = [await self.get(i) for i in ids]
+        tokens = [await self.get(i) for i in await self._records.ids()]
         return [t for t in tokens if instance_id is None or t.instance_id == instance_id]
 
     async def revoke(self, token_id: str) -> bool:
         """Revoke a token (it stops working at once); False if it already was."""
-        token = await self.get(token_id)
-        if token.revoked_at is not None:
+        record = await self._records.get(token_id)
+        if record is None:
+            raise NotFound(f"token {token_id} not found")
+        if record.token.revoked_at is not None:
             return False
-        digest = cast(str, await self._r.hget(k_token(token_id), "hash"))
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hdel(K_TOKEN_HASHES, digest)
-            pipe.hset(k_token(token_id), "revokedAt", datetime.now(UTC).isoformat())
-            await pipe.execute()
+        await self._records.mark_revoked(record)
         return True

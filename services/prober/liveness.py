@@ -1,9 +1,9 @@
 """Liveness after ready: daemons publish heartbeats; the prober notices when they stop.
 
 Heartbeats arrive on a queue-group subscription (replicas share them) and are written to Redis
-in batches: ``fleet:heartbeats`` is a sorted set of machine -> last beat (epoch seconds). A
-sweep marks a ``ready`` machine ``unresponsive`` once it missed ``missed_heartbeats`` beats, and
-the first beat after that makes it ``ready`` again. Both are compare-and-set transitions and
+in batches (``store.heartbeats``: machine -> last beat). A sweep marks a ``ready`` machine
+``unresponsive`` once it missed ``missed_heartbeats`` beats, and the first beat after that
+makes it ``ready`` again. Both are compare-and-set transitions and
 both publish an event, so the console and `fleet events` see them.
 """
 
@@ -13,7 +13,6 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import cast
 
 import structlog
 from nats.aio.msg import Msg
@@ -27,12 +26,10 @@ from contracts.status import TERMINAL
 from contracts.status import MachineStatus as S
 from services.common.bus import Bus
 from services.common.settings import Settings
-from services.common.store import P, Store
+from services.common.store import Store
 
 log = structlog.get_logger(__name__)
 
-K_HEARTBEATS = P + "heartbeats"
-K_UNRESPONSIVE = P + "machines:unresponsive"
 _SWEEP_BATCH = 1000
 
 
@@ -90,40 +87,28 @@ class HeartbeatMonitor:
         beats, self._beats = self._beats, {}
         if not beats:
             return
-        ids = list(beats)
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(K_HEARTBEATS, beats)
-            pipe.smismember(K_UNRESPONSIVE, ids)
-            _, flags = await pipe.execute()
-        for machine_id, flagged in zip(ids, cast(list[int], flags), strict=True):
-            if flagged:
-                await self._recover(machine_id)
+        for machine_id in await self.store.heartbeats.record(beats):
+            await self._recover(machine_id)
 
     async def _recover(self, machine_id: str) -> None:
         t = await self.store.transition(machine_id, S.READY, "heartbeats resumed")
-        await self.store.redis.srem(K_UNRESPONSIVE, machine_id)
+        await self.store.heartbeats.clear_unresponsive(machine_id)
         if t.moved:
             await self.bus.publish(MachineReady(event_id=new_event_id(), machine_id=machine_id))
 
     async def sweep(self) -> None:
         """Mark ready machines whose last beat is older than the window unresponsive."""
         now = time.time()
-        stale = cast(
-            list[tuple[str, float]],
-            await self.store.redis.zrangebyscore(
-                K_HEARTBEATS, "-inf", now - self.window_s, start=0, num=_SWEEP_BATCH,
-                withscores=True,
-            ),
-        )  # fmt: skip
+        stale = await self.store.heartbeats.stale(now - self.window_s, _SWEEP_BATCH)
         marked: list[MachineUnresponsive] = []
         for machine_id, last in stale:
             try:
                 machine = await self.store.get_machine(machine_id)
             except NotFound:
-                await self.store.redis.zrem(K_HEARTBEATS, machine_id)
+                await self.store.heartbeats.forget(machine_id)
                 continue
             if machine.status in TERMINAL:
-                await self.store.redis.zrem(K_HEARTBEATS, machine_id)
+                await self.store.heartbeats.forget(machine_id)
             elif machine.status is S.READY and (event := await self._mark(machine_id, last, now)):
                 marked.append(event)
         await self.bus.publish_many(marked)  # independent events: pipelined, not one by one
@@ -133,7 +118,7 @@ class HeartbeatMonitor:
         t = await self.store.transition(machine_id, S.UNRESPONSIVE, reason)
         if not t.moved:
             return None
-        await self.store.redis.sadd(K_UNRESPONSIVE, machine_id)
+        await self.store.heartbeats.mark_unresponsive(machine_id)
         return MachineUnresponsive(
             event_id=new_event_id(), machine_id=machine_id, reason=reason,
             last_heartbeat_at=datetime.fromtimestamp(last, UTC),

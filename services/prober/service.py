@@ -7,21 +7,29 @@ import time
 
 import structlog
 
+from contracts.consumers import Durable
 from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed, now
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from services.common.consumer import Permanent, Retry
+from services.common.settings import Settings
 from services.common.stage import Stage
+from services.common.subscriptions import subscriber
 from services.prober.checks import probe_once
 
 log = structlog.get_logger(__name__)
 
 
+def _boot_budget(settings: Settings) -> float:
+    """The watchdog defers a provisioned event until the boot timeout, and a little more."""
+    return settings.boot_timeout_s + 60
+
+
 class Prober(Stage):
     stage = "probe"
 
-    async def on_setup_pushed(self, event: Event) -> None:
-        assert isinstance(event, SetupPushed)
+    @subscriber(SetupPushed, durable=Durable.PROBER)
+    async def on_setup_pushed(self, event: SetupPushed) -> None:
         machine = await self.store.get_machine(event.machine_id)
         if machine.status is S.READY:  # redelivered after a crash: announce again (deduped)
             await self._announce(event)
@@ -34,7 +42,7 @@ class Prober(Stage):
             await asyncio.sleep(self.settings.probe_delay_s)
         await self.probe_until_healthy(event)
         t = await self.store.transition(machine.id, S.READY, "all readiness checks passed")
-        if t.changed or t.previous is S.READY:
+        if t.accepted:  # moved now, or a repeat: announcing again is deduplicated
             await self._announce(event)
 
     async def probe_until_healthy(self, event: SetupPushed) -> None:
@@ -58,9 +66,15 @@ class Prober(Stage):
             )
         )
 
-    async def on_provisioned(self, event: Event) -> None:
+    async def give_up_boot(self, event: Event, reason: str) -> None:
+        await self.fail(event, reason, "boot")
+
+    @subscriber(
+        MachineProvisioned, durable=Durable.PROBER_BOOT, retry_budget=_boot_budget,
+        give_up=give_up_boot,
+    )  # fmt: skip
+    async def on_provisioned(self, event: MachineProvisioned) -> None:
         """Boot watchdog: a machine whose daemon never reports ready fails, it does not hang."""
-        assert isinstance(event, MachineProvisioned)
         timeout = self.settings.boot_timeout_s
         waited = (now() - event.occurred_at).total_seconds()
         machine = await self.store.get_machine(event.machine_id)
@@ -73,6 +87,3 @@ class Prober(Stage):
             f"the daemon did not report ready within {timeout:g}s of being provisioned "
             f"({machine.external_id}); see the machine's daemon log"
         )
-
-    async def give_up_boot(self, event: Event, reason: str) -> None:
-        await self.fail(event, reason, "boot")

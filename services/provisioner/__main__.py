@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 from contextlib import AsyncExitStack
 
-from contracts.subjects import EventKind
 from providers.local import LocalProvider
 from providers.swarm import SwarmProvider
 from services.common.bus import Bus
-from services.common.consumer import stage_consumer
 from services.common.crypto import SecretBox
 from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.subscriptions import enter_subscriptions
 from services.provisioner.service import Provisioner
 
 
@@ -35,21 +34,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         box=SecretBox(settings.secret_key),
     )
     await svc.resume()
-    for durable, kind, handler in (
-        ("provisioner", EventKind.CREATED, svc.on_created),
-        ("provisioner-archive", EventKind.ARCHIVED, svc.on_archived),
-    ):
-        await stack.enter_async_context(
-            stage_consumer(
-                bus,
-                settings,
-                durable=durable,
-                kind=kind,
-                handler=handler,
-                give_up=svc.give_up,
-                metrics=metrics,
-            )
-        )
+    await enter_subscriptions(stack, svc, bus, settings, metrics)
 
 
 def main() -> None:

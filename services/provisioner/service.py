@@ -7,16 +7,18 @@ from collections.abc import Mapping
 
 import structlog
 
+from contracts.consumers import Durable
 from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from providers.base import Provider
-from services.auth_callout.revoke import revoke_machine
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox, mint_machine_token
 from services.common.failures import fail_machine
-from services.common.store import Store, k_machine
+from services.common.revoke import revoke_machine
+from services.common.store import Store
+from services.common.subscriptions import subscriber
 
 log = structlog.get_logger(__name__)
 
@@ -33,8 +35,8 @@ class Provisioner:
         self.providers = providers
         self.box = box
 
-    async def on_created(self, event: Event) -> None:
-        assert isinstance(event, MachineCreated)
+    @subscriber(MachineCreated, durable=Durable.PROVISIONER)
+    async def on_created(self, event: MachineCreated) -> None:
         machine = await self.store.get_machine(event.machine_id)
         if machine.status is S.BOOTING and machine.external_id:
             await self._announce(event, machine.external_id)  # crashed before announcing
@@ -53,9 +55,9 @@ class Provisioner:
                 raise Retry("another provisioner is starting this machine", delay_s=1.0)
             external_id = await provider.start(machine.id, token)
         t = await self.store.transition(
-            machine.id, S.BOOTING, "waiting for the daemon to report ready", externalId=external_id
+            machine.id, S.BOOTING, "waiting for the daemon to report ready", external_id=external_id
         )
-        if t.changed or t.previous is S.BOOTING:
+        if t.accepted:  # moved now, or a repeat: announcing again is deduplicated
             await self._announce(event, external_id)
 
     async def _announce(self, cause: MachineCreated, external_id: str) -> None:
@@ -72,7 +74,7 @@ class Provisioner:
         """The machine's token: minted once (racing replicas agree via HSETNX), then reused."""
         token = mint_machine_token()
         sealed = self.box.encrypt(token)
-        if await self.store.redis.hsetnx(k_machine(machine_id), "tokenEnc", sealed):
+        if await self.store.claim_machine_secret(machine_id, sealed):
             return token  # ours is the one stored
         stored = await self.store.machine_secret(machine_id)
         assert stored is not None
@@ -92,27 +94,28 @@ class Provisioner:
                     continue  # being started by a handler right now
                 external_id = await provider.start(machine.id, self.box.decrypt(sealed))
             if external_id != machine.external_id:
-                await self.store.set_fields(machine.id, externalId=external_id)
+                await self.store.set_external_id(machine.id, external_id)
                 log.info(
                     "provision.machine_resumed", machine_id=machine.id, external_id=external_id
                 )
                 resumed += 1
         return resumed
 
-    async def on_archived(self, event: Event) -> None:
-        assert isinstance(event, MachineArchived)
+    async def stop_failed(self, event: MachineArchived, reason: str) -> None:
+        # The machine is archived already (that is what the event says): nothing to fail.
+        log.error("provision.stop_failed", reason=reason)
+
+    @subscriber(MachineArchived, durable=Durable.PROVISIONER_ARCHIVE, give_up=stop_failed)
+    async def on_archived(self, event: MachineArchived) -> None:
         machine = await self.store.get_machine(event.machine_id)
         # First, so that a provider that cannot stop the machine does not keep it connected.
-        await revoke_machine(self.store.redis, self.bus.nc, machine.id)
+        await revoke_machine(self.store, self.bus.nc, machine.id)
         provider = self.providers.get(machine.provider)
         if provider is not None:
             await provider.stop(machine.id)
         log.info("provision.machine_stopped", provider=machine.provider)
 
     async def give_up(self, event: Event, reason: str) -> None:
-        if isinstance(event, MachineArchived):
-            log.error("provision.stop_failed", reason=reason)
-            return
         await fail_machine(
             self.store,
             self.bus,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import msgspec
 import structlog
 
+from contracts.consumers import Durable
 from contracts.daemon_rpc import ExecCommandParams
-from contracts.events import DaemonStatusReported, Event, SetupPushed
+from contracts.events import DaemonStatusReported, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
@@ -19,7 +20,9 @@ from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox
 from services.common.daemon_client import MachineClient
 from services.common.machine_config import load_instance_config, push_config
+from services.common.settings import Settings
 from services.common.stage import Stage
+from services.common.subscriptions import subscriber
 
 log = structlog.get_logger(__name__)
 
@@ -35,11 +38,17 @@ esac
 """
 
 
+def _boot_budget(settings: Settings) -> float:
+    """A ready report may wait on a provisioner that is restarting: as long as a machine may
+    take to boot at all."""
+    return settings.boot_timeout_s
+
+
 class SetupPusher(Stage):
     stage = "setup"
 
-    async def on_status(self, event: Event) -> None:
-        assert isinstance(event, DaemonStatusReported)
+    @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER, retry_budget=_boot_budget)
+    async def on_status(self, event: DaemonStatusReported) -> None:
         if event.status != "ready":
             return
         machine = await self.store.get_machine(event.machine_id)
@@ -47,9 +56,7 @@ class SetupPusher(Stage):
             event.version,
             event.git_sha,
         ):
-            await self.store.set_fields(
-                machine.id, daemonVersion=event.version, daemonGitSha=event.git_sha or ""
-            )
+            await self.store.set_daemon_build(machine.id, event.version, event.git_sha)
         if machine.status in (S.CREATED, S.PROVISIONING):
             # The daemon was quicker than the provisioner's bookkeeping: try again shortly.
             raise Retry(f"machine is still {machine.status.value}")

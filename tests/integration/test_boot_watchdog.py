@@ -27,7 +27,7 @@ async def watched_machine(
     inst = await store.create_instance("watchdog")
     m = await store.create_machine(inst.id, "local")
     await store.transition(m.id, S.PROVISIONING, "starting")
-    await store.transition(m.id, S.BOOTING, "waiting", externalId="local:999999")
+    await store.transition(m.id, S.BOOTING, "waiting", external_id="local:999999")
     quick = msgspec.structs.replace(settings, boot_timeout_s=1.0)
     async with AsyncExitStack() as es, subscribed(bus.nc, f"machine.failed.{m.id}") as failed:
         await prober(quick, es)

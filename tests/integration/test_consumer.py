@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from contracts import subjects
-from contracts.events import Event, MachineCreated, now
+from contracts.events import Event, MachineArchived, MachineCreated, encode_event, now
 from contracts.ids import new_event_id, new_machine_id
 from contracts.subjects import EventKind
 from services.common.bus import Bus
@@ -52,7 +52,7 @@ def consumer(bus: Bus, rec: Recorder, **kw: float) -> Consumer:
     return Consumer(
         bus,
         durable="test",
-        kind=EventKind.CREATED,
+        event_type=MachineCreated,
         handler=rec.handle,
         give_up=rec.give_up,
         ack_wait_s=kw.pop("ack_wait_s", 5.0),
@@ -117,6 +117,21 @@ async def test_poison_event_does_not_block_the_next(bus: Bus) -> None:
     assert rec.calls == Counter({good.machine_id: 1})
 
 
+async def test_an_event_of_another_class_is_terminated_not_handled(bus: Bus) -> None:
+    rec = Recorder()
+    stray = MachineArchived(event_id=new_event_id(), machine_id=new_machine_id(), reason="x")
+    good = created()
+    async with consumer(bus, rec):
+        # A publisher that got the subject wrong: a valid event, but not this consumer's class.
+        await bus.js.publish(subjects.event(EventKind.CREATED, stray.machine_id),
+                             encode_event(stray))  # fmt: skip
+        await bus.publish(good)
+        await asyncio.wait_for(rec.done.wait(), 10)
+        await settled(bus)  # the stray one is settled too (terminated), not left pending
+    assert rec.calls == Counter({good.machine_id: 1})
+    assert rec.gave_up == {}
+
+
 async def test_retry_waits_without_counting_failures(bus: Bus) -> None:
     rec = Recorder(*[Retry("not provisioned yet", delay_s=0.05)] * 6)
     event = created()
@@ -147,7 +162,7 @@ async def test_stop_drains_in_flight_handlers(bus: Bus) -> None:
     async def never(event: Event, reason: str) -> None:
         raise AssertionError(reason)
 
-    c = Consumer(bus, durable="test", kind=EventKind.CREATED, handler=slow, give_up=never)
+    c = Consumer(bus, durable="test", event_type=MachineCreated, handler=slow, give_up=never)
     async with c:
         await bus.publish(created())
         await asyncio.wait_for(started.wait(), 10)
@@ -168,7 +183,7 @@ async def test_a_long_handler_is_kept_alive_past_ack_wait(bus: Bus) -> None:
 
     event = created()
     async with Consumer(
-        bus, durable="test", kind=EventKind.CREATED, handler=long, give_up=never, ack_wait_s=1.5
+        bus, durable="test", event_type=MachineCreated, handler=long, give_up=never, ack_wait_s=1.5
     ):
         await bus.publish(event)
         await settled(bus)
@@ -200,7 +215,7 @@ async def test_handles_many_events_concurrently(bus: Bus, n: int) -> None:
     async with Consumer(
         bus,
         durable="test",
-        kind=EventKind.CREATED,
+        event_type=MachineCreated,
         handler=wait_for_all,
         give_up=never,
         concurrency=64,

@@ -9,11 +9,16 @@ import signal
 import msgspec
 import pytest
 
+from contracts import subjects
 from contracts.events import MachineReady, MachineUnresponsive
+from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from providers.local import running_pid
+from services.common.bus import Bus
 from services.common.settings import Settings
+from services.common.store import Store
+from tests.waiters import wait_until
 
 
 @pytest.fixture
@@ -59,20 +64,42 @@ async def test_missed_heartbeats_then_recovery(
     assert machine.status_reason == "heartbeats resumed"
 
 
+async def sweep_passed(store: Store, bus: Bus) -> None:
+    """Returns once the monitor recorded a beat and, a full window later, swept it: a beat of a
+    machine that does not exist, which the sweep forgets once it is stale. Whatever the monitor
+    would do to a machine in that window, it has done by then."""
+    probe = new_machine_id()
+    await bus.nc.publish(subjects.heartbeat(probe), b"{}")
+    await wait_until(lambda: _watched(store, probe))
+    await wait_until(lambda: _not_watched(store, probe))
+
+
+async def _watched(store: Store, machine_id: str) -> bool:
+    return await store.heartbeats.last_beat(machine_id) is not None
+
+
+async def _not_watched(store: Store, machine_id: str) -> bool:
+    return await store.heartbeats.last_beat(machine_id) is None
+
+
 async def test_a_dead_daemon_stays_unresponsive(
-    stack: FleetClient, stack_settings: Settings
+    stack: FleetClient, stack_settings: Settings, store: Store, bus: Bus
 ) -> None:
     machine_id, pid = await ready_machine(stack, stack_settings)
     os.kill(pid, signal.SIGKILL)
     await next_of(stack, machine_id, MachineUnresponsive, 0)
-    await asyncio.sleep(1.0)  # several more heartbeat windows pass: nothing brings it back
+    for _ in range(3):  # several more heartbeat windows pass: nothing brings it back
+        await sweep_passed(store, bus)
     assert (await stack.get_machine(machine_id)).status is MachineStatus.UNRESPONSIVE
+    assert await store.heartbeats.last_beat(machine_id) is not None  # still watched
 
 
 async def test_archived_machines_are_not_watched(
-    stack: FleetClient, stack_settings: Settings
+    stack: FleetClient, stack_settings: Settings, store: Store
 ) -> None:
     machine_id, _ = await ready_machine(stack, stack_settings)
+    await wait_until(lambda: _watched(store, machine_id))  # its beats are being recorded
     await stack.archive_machine(machine_id)
-    await asyncio.sleep(1.0)  # past the window: archiving stopped the daemon's beats
+    # A sweep after its last beat went stale found it archived and stopped watching it.
+    await wait_until(lambda: _not_watched(store, machine_id))
     assert (await stack.get_machine(machine_id)).status is MachineStatus.ARCHIVED

@@ -77,7 +77,7 @@ async def test_stage_consumer_counts_and_times_each_event(
         gave_up.append(reason)
 
     consumer = Consumer(
-        bus, durable="metrics-test", kind=EventKind.CREATED, handler=handle, give_up=give_up,
+        bus, durable="metrics-test", event_type=MachineCreated, handler=handle, give_up=give_up,
         ack_wait_s=5.0, metrics=metrics,
     )  # fmt: skip
     async with consumer:

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
-import redis.asyncio as aioredis
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from contracts import subjects
-from services.common.store import k_machine
+from services.common.store import Store
 
 log = structlog.get_logger(__name__)
 
-#: Set on the machine's hash when its token is revoked; the callout refuses it from then on.
-REVOKED_FIELD = "tokenRevokedAt"
 CONNZ_SUBJECT = subjects.ACCOUNT_CONNZ
 kick_subject = subjects.server_kick
 
@@ -35,13 +31,11 @@ class RevokeError(Exception):
     """A connection could not be closed; retrying may help."""
 
 
-async def revoke_machine(
-    redis: aioredis.Redis, nc: NATS, machine_id: str, *, timeout_s: float = 2.0
-) -> int:
+async def revoke_machine(store: Store, nc: NATS, machine_id: str, *, timeout_s: float = 2.0) -> int:
     """Revoke the machine's token and close its live NATS connections; returns how many were
     closed. Idempotent. The mark comes first, so a connection authorizing while this runs is
     either refused by the callout or found here."""
-    await redis.hset(k_machine(machine_id), REVOKED_FIELD, datetime.now(UTC).isoformat())
+    await store.revoke_machine_token(machine_id)
     return await kick_machine(nc, machine_id, timeout_s=timeout_s)
 
 
