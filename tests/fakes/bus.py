@@ -98,6 +98,7 @@ class FakeBus(Bus):
         self._subscribers: list[Subscriber] = []
         self._queue: deque[Delivery] = deque()
         self._parked: list[Delivery] = []
+        self._failing: dict[type[Any], int] = {}
 
     # --- the Bus interface -----------------------------------------------------------------
     @property
@@ -114,13 +115,20 @@ class FakeBus(Bus):
     async def __aexit__(self, *exc: object) -> None:
         return None
 
+    def fail_publish(self, event_type: type[Event], times: int = 1) -> None:
+        """The next ``times`` publishes of ``event_type`` raise, as a publish that NATS never
+        acknowledged does (the handler crashes after its side effects)."""
+        self._failing[event_type] = times
+
     async def publish(self, event: Event) -> None:
-        encode_event(event)  # what cannot be encoded fails here, as it would on the wire
+        if self._failing.get(type(event), 0) > 0:
+            self._failing[type(event)] -= 1
+            raise TimeoutError(f"fake: publishing {type(event).__name__} failed")
         if event.event_id in self._ids:
             self.duplicates += 1
             return
+        data = encode_event(event)  # what cannot be encoded fails here, as it would on the wire
         self._ids.add(event.event_id)
-        data = encode_event(event)
         self._stored.append(data)
         self.events.append(decode_event(data))
         for sub in self._subscribers:
