@@ -189,8 +189,10 @@ class FakeBus(Bus):
             if not self._parked or not deferred:
                 return
             round_ = self.deliveries[start:]
-            if round_ and len(self.events) == events and all(
-                d.outcome == "deferred" for d in round_
+            if (
+                round_
+                and len(self.events) == events
+                and all(d.outcome == "deferred" for d in round_)
             ):
                 return  # the last round only deferred again: nothing will change by itself
             self.clock_s = max([self.clock_s, *(d.due_s for d in self._parked)])

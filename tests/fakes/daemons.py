@@ -24,8 +24,16 @@ from typing import Literal
 
 from contracts import daemon_rpc as d
 from contracts.errors import Conflict, DaemonTimeout, DaemonUnavailable, InvalidParams, NotFound
-from contracts.jsonrpc import Dispatcher, MethodSpec, NoParams, P, R, Router, decode_result
-from contracts.jsonrpc import encode_call
+from contracts.jsonrpc import (
+    Dispatcher,
+    MethodSpec,
+    NoParams,
+    P,
+    R,
+    Router,
+    decode_result,
+    encode_call,
+)
 from services.common.daemon_client import EXEC_MARGIN_S, DaemonClient
 
 Mode = Literal["up", "unavailable", "timeout"]

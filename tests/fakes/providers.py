@@ -38,9 +38,7 @@ class FakeProvider:
         self.starts.append((machine_id, token))
         if self.fail_start is not None:
             raise self.fail_start
-        booted = machine_id in self.daemons.machines and (
-            self.daemons[machine_id].mode == "up"
-        )
+        booted = machine_id in self.daemons.machines and (self.daemons[machine_id].mode == "up")
         machine = self.daemons.boot(machine_id)
         machine.mode = "up"
         if not booted and self.report_ready:

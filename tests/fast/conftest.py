@@ -33,12 +33,6 @@ ADMIN = Caller(token_id="admin")
 PLATFORM_SHA = "a" * 40
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "gateway_method(*names): the gateway methods a fast test exercises"
-    )
-
-
 @pytest.fixture
 def settings() -> Settings:
     return Settings(

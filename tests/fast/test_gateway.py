@@ -41,7 +41,8 @@ async def two_instances(world: World) -> tuple[str, str]:
 @method("instances.create", "instances.get")
 async def test_instances_create_and_get(world: World) -> None:
     created = await world.rpc("instances.create", {"name": "demo"})
-    assert created["id"].startswith("i-") and created["currentMachineId"] is None
+    assert created["id"].startswith("i-")
+    assert created["currentMachineId"] is None
     assert await world.rpc("instances.get", {"instanceId": created["id"]}) == created
     with pytest.raises(NotFound):
         await world.rpc("instances.get", {"instanceId": MISSING_INSTANCE})
@@ -105,8 +106,9 @@ async def test_env_errors(world: World) -> None:
 @method("repos.add", "repos.list", "repos.remove")
 async def test_repos_add_list_remove(world: World) -> None:
     a, _ = await two_instances(world)
-    repo = await world.rpc("repos.add", {"instanceId": a, "url": "https://git.example/x.git",
-                                         "branch": "main", "path": "src/x", "token": "s3cret"})  # fmt: skip
+    params = {"instanceId": a, "url": "https://git.example/x.git", "branch": "main",
+              "path": "src/x", "token": "s3cret"}  # fmt: skip
+    repo = await world.rpc("repos.add", params)
     assert repo == {"url": "https://git.example/x.git", "branch": "main", "path": "src/x",
                     "hasCredentials": True}  # fmt: skip
     assert await world.store.repo_secret(a, "src/x") is not None  # sealed, never answered
@@ -167,7 +169,8 @@ async def test_machines_get_and_list(world: World) -> None:
     other = await world.ready_machine(b)
     got = await world.rpc("machines.get", {"machineId": machine.id}, token_of(a))
     assert (got["status"], got["statusReason"]) == ("ready", "all readiness checks passed")
-    assert got["daemonGitSha"] == "0" * 40 and got["updateAvailable"] is True
+    assert got["daemonGitSha"] == "0" * 40
+    assert got["updateAvailable"] is True
     listed = await world.rpc("machines.list")
     assert [m["id"] for m in listed["machines"]] == [other.id, machine.id]  # newest first
     mine = await world.rpc("machines.list", caller=token_of(a))
@@ -206,7 +209,8 @@ async def test_machines_rebuild_archives_the_current_machine_and_makes_a_new_one
     with pytest.raises(Forbidden):
         await world.rpc("machines.rebuild", {"instanceId": a}, token_of(b))
     new = await world.rpc("machines.rebuild", {"instanceId": a}, token_of(a))
-    assert new["id"] != old.id and new["status"] == "created"
+    assert new["id"] != old.id
+    assert new["status"] == "created"
     await world.bus.settle()
     assert (await world.machine(old.id)).status is S.ARCHIVED
     assert (await world.machine(new["id"])).status is S.READY
@@ -218,8 +222,8 @@ async def test_machines_exec(world: World) -> None:
     a, b = await two_instances(world)
     machine = await world.ready_machine(a)
     world.daemons[machine.id].on_exec(["uname"], stdout="Linux\n")
-    answer = await world.rpc("machines.exec", {"machineId": machine.id, "command": ["uname"],
-                                               "cwd": "src", "timeoutS": 7}, token_of(a))  # fmt: skip
+    params = {"machineId": machine.id, "command": ["uname"], "cwd": "src", "timeoutS": 7}
+    answer = await world.rpc("machines.exec", params, token_of(a))
     assert answer == {"exitCode": 0, "stdout": "Linux\n", "stderr": "", "timedOut": False,
                       "truncated": False}  # fmt: skip
     [call] = world.daemons.calls_of("tool.execCommand", machine.id)[-1:]
@@ -350,10 +354,11 @@ async def test_cron_set_stores_and_pushes_the_table(world: World) -> None:
 # --- tokens -----------------------------------------------------------------------------------
 @method("tokens.create", "tokens.list", "tokens.revoke")
 async def test_tokens_create_list_revoke(world: World) -> None:
-    a, b = await two_instances(world)
+    a, _b = await two_instances(world)
     admin = await world.rpc("tokens.create", {"name": "ci"})
     scoped = await world.rpc("tokens.create", {"name": "dev", "instanceId": a}, token_of(a))
-    assert scoped["token"].startswith("fleet_") and scoped["id"].startswith("t-")
+    assert scoped["token"].startswith("fleet_")
+    assert scoped["id"].startswith("t-")
     everything = await world.rpc("tokens.list")
     assert {t["id"] for t in everything["tokens"]} == {admin["id"], scoped["id"]}
     assert all("token" not in t for t in everything["tokens"])  # never the secret
@@ -382,4 +387,3 @@ async def test_rpc_discover(world: World) -> None:
     doc = await world.rpc("rpc.discover")
     assert doc["openrpc"].startswith("1.3")
     assert len(doc["methods"]) == len(world.dispatcher.methods)
-

@@ -92,14 +92,15 @@ async def test_an_unreachable_daemon_is_a_probe_problem_not_a_crash(world: World
 async def test_a_redelivered_setup_pushed_after_ready_announces_again_deduplicated(
     world: World,
 ) -> None:
-    machine, pushed = await setting_up(world)
+    _machine, pushed = await setting_up(world)
     await world.bus.publish(pushed)
     await world.bus.settle()
     probes = len(world.daemons.calls)
     await world.bus.redeliver(pushed)
     await world.bus.settle()
     assert len(world.daemons.calls) == probes  # not probed again
-    assert world.bus.duplicates == 1 and len(world.bus.of(MachineReady)) == 1
+    assert world.bus.duplicates == 1
+    assert len(world.bus.of(MachineReady)) == 1
 
 
 async def test_setup_pushed_for_a_failed_machine_is_skipped(world: World) -> None:
@@ -150,7 +151,8 @@ async def test_watchdog_gives_up_once_the_wait_runs_out(world: World) -> None:
     await world.bus.settle()
     await world.bus.advance(world.settings.boot_timeout_s + 60)
     failed = world.bus.one(MachineFailed, machine.id)
-    assert failed.stage == "boot" and failed.reason.startswith("gave up waiting after 180s")
+    assert failed.stage == "boot"
+    assert failed.reason.startswith("gave up waiting after 180s")
 
 
 async def test_watchdog_lets_a_machine_that_reported_be(world: World) -> None:

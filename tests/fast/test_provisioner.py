@@ -39,7 +39,8 @@ async def test_created_mints_a_token_once_starts_the_machine_and_announces_it(wo
     [(started_id, token)] = world.provider.starts
     assert started_id == machine.id
     sealed = await world.store.machine_secret(machine.id)
-    assert sealed is not None and world.box.decrypt(sealed) == token  # stored only encrypted
+    assert sealed is not None
+    assert world.box.decrypt(sealed) == token
     provisioned = world.bus.one(MachineProvisioned, machine.id)
     assert (provisioned.provider, provisioned.external_id) == ("local", machine.external_id)
 

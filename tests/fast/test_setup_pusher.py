@@ -71,7 +71,8 @@ async def test_instance_vars_win_over_platform_vars_which_win_over_proxy_vars(
     await world.bus.settle()
 
     lines = world.daemons[machine.id].file("~/.fleet/.env").content.splitlines()
-    assert "SHARED='instance'" in lines and "SHARED='platform'" not in lines
+    assert "SHARED='instance'" in lines
+    assert "SHARED='platform'" not in lines
     assert "ONLY_PLATFORM='p'" in lines
     assert "HTTP_PROXY='http://platform-proxy'" in lines
     assert "HTTPS_PROXY='http://proxy:3128'" in lines
@@ -182,7 +183,8 @@ async def test_a_checkout_of_another_remote_is_not_taken_for_ours(world: World) 
     await world.bus.settle()
     failed = world.bus.one(MachineFailed, machine.id)
     assert failed.stage == "setup"
-    assert failed.reason == f"git clone {URL} failed: fatal: destination path 'src/app' already exists"
+    exists = "fatal: destination path 'src/app' already exists"
+    assert failed.reason == f"git clone {URL} failed: {exists}"
 
 
 async def test_a_failed_clone_is_permanent_and_fails_the_machine_at_setup(world: World) -> None:
@@ -195,7 +197,8 @@ async def test_a_failed_clone_is_permanent_and_fails_the_machine_at_setup(world:
     assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["gave_up"]  # not retried
     machine = await world.machine(machine.id)
     assert machine.status is S.FAILED
-    assert machine.status_reason == f"setup failed: git clone {URL} failed: fatal: repository not found"
+    reason = f"git clone {URL} failed: fatal: repository not found"
+    assert machine.status_reason == f"setup failed: {reason}"
     assert world.bus.kinds(machine.id)[-1] == K.FAILED
     assert world.bus.of(SetupPushed) == []
 
