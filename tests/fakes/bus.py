@@ -1,22 +1,23 @@
 """An in-memory broker with the ``Bus`` interface, in the manner of FastStream's TestBroker.
 
-``FakeBus.publish`` stores the event (dropping a duplicate ``eventId``, as JetStream's duplicate
-window does) and queues it for every attached durable subscription of its class. Nothing runs
-until ``await bus.settle()``, which feeds the queue to the declared ``@subscriber`` handlers, one
-at a time, with the rules of ``services.common.consumer.Consumer``:
+``FakeBus`` stands in for NATS and JetStream only. ``publish`` stores the event (dropping a
+duplicate ``eventId``, as the stream's duplicate window does) and queues it for every attached
+durable; ``await bus.settle()`` then hands each queued message to the stage's *real*
+``services.common.consumer.Consumer`` (built by ``subscriptions.consumers``, as a service's
+``__main__`` builds them), one at a time. So the retry, ``Retry``, ``Permanent`` and give-up
+rules under test are the production ones; the fake only plays the server's part of them:
 
-- a handler that returns: acked;
-- ``Permanent``: the subscription's give-up at once;
-- ``Retry``: parked ("deferred") and redelivered later, as long as the event's age (its real age
-  plus the time that passed on the broker's *virtual* clock) is under the subscription's retry
-  budget; then given up with the consumer's reason (``advance`` moves that clock);
-- any other exception: redelivered at once, up to ``settings.max_deliver`` attempts, then given up.
+- ack and term: done with the message;
+- nak (a ``Retry``, or a failed attempt with backoff): the message is redelivered, with
+  ``num_delivered`` one higher, on the next round (no time passes; the delay is not waited).
 
-Time never really passes. ``settle`` redelivers deferred events while that changes something
-(so "retry until the other stage caught up" works) and stops when a round only defers again; a
-test that wants to see that a stage *waits* asserts on ``bus.deferred`` and on the store after
-it, and one that wants the wait to run out calls ``advance``. Every delivery's outcome is
-in ``bus.deliveries``.
+``settle`` runs rounds until quiet: a round delivers everything queued, then the naked
+messages again, for as long as a round changes something (a delivery that was not deferred
+again, or a new event). It stops when a round only deferred again, leaving those in
+``bus.deferred``, so a test sees that a stage *waits* by asserting on that and on the store,
+never by sleeping. A retry budget that runs out is a test publishing an old event (its
+``occurredAt`` in the past). Every delivery and its outcome (the consumer's metric label:
+``ok``, ``deferred``, ``error``, ``gave_up``, ``poison``) is in ``bus.deliveries``.
 """
 
 from __future__ import annotations
@@ -25,46 +26,53 @@ import json
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from types import MethodType
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts import subjects
-from contracts.events import Event, decode_event, encode_event, kind_of, now
+from contracts.events import Event, decode_event, encode_event, kind_of, subject_of
 from contracts.subjects import EventKind
 from services.common.bus import Bus
-from services.common.consumer import Permanent, Retry, _reason
+from services.common.consumer import Consumer
+from services.common.metrics import Metrics
 from services.common.settings import Settings
-from services.common.subscriptions import Service, declared_subscriptions
+from services.common.subscriptions import Service, consumers, declared_subscriptions
 
 E = TypeVar("E", bound=Event)
-Outcome = Literal["ok", "deferred", "error", "gave_up"]
+
+
+class _Outcomes(Metrics):
+    """The consumer reports each delivery's outcome as a metric: that is where we read it."""
+
+    last: str | None = None
+
+    def event_handled(self, stage: str, outcome: str, seconds: float | None = None) -> None:
+        self.last = outcome
 
 
 @dataclass(frozen=True)
 class Subscriber:
-    """One attached declaration: what ``subscriptions.consumers`` would have started."""
-
     durable: str
     event_type: type[Any]
-    handler: Callable[[Any], Awaitable[None]]
-    give_up: Callable[[Any, str], Awaitable[None]]
-    retry_budget_s: float
+    consumer: Consumer[Any]
 
 
 @dataclass
 class Delivery:
-    """One attempt at handing one stored event to one subscriber."""
+    """One attempt at handing one stored event to one durable."""
 
     subscriber: Subscriber
     data: bytes
+    #: JetStream's ``num_delivered``: 1 the first time, one more on each redelivery.
     attempt: int = 1
-    #: When (on the virtual clock) it may be delivered; > the clock: deferred.
-    due_s: float = 0.0
-    outcome: Outcome | None = None
-    reason: str | None = None
+    #: The consumer's verdict (its metric label), once it ran.
+    outcome: str | None = None
+    #: What the consumer answered the server: ack, nak, term (None: nothing, yet).
+    answer: str | None = None
+    nak_delay_s: float | None = None
 
     @property
     def durable(self) -> str:
@@ -73,6 +81,33 @@ class Delivery:
     @property
     def event(self) -> Event:
         return decode_event(self.data)
+
+
+@dataclass(frozen=True)
+class _Metadata:
+    num_delivered: int
+
+
+class _JsMsg:
+    """The parts of a JetStream message the consumer uses."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.data = delivery.data
+        self.subject = subject_of(delivery.event)
+        self.metadata = _Metadata(delivery.attempt)
+
+    async def ack(self) -> None:
+        self.delivery.answer = "ack"
+
+    async def nak(self, delay: float | None = None) -> None:
+        self.delivery.answer, self.delivery.nak_delay_s = "nak", delay
+
+    async def term(self) -> None:
+        self.delivery.answer = "term"
+
+    async def in_progress(self) -> None:
+        return None
 
 
 class NotSettled(AssertionError):
@@ -92,10 +127,10 @@ class FakeBus(Bus):
         self.duplicates = 0
         #: Every delivery made so far, with its outcome.
         self.deliveries: list[Delivery] = []
-        self.clock_s = 0.0
         self._stored: list[bytes] = []
         self._ids: set[str] = set()
         self._subscribers: list[Subscriber] = []
+        self._outcomes = _Outcomes()
         self._queue: deque[Delivery] = deque()
         self._parked: list[Delivery] = []
         self._failing: dict[type[Any], int] = {}
@@ -133,7 +168,7 @@ class FakeBus(Bus):
         self.events.append(decode_event(data))
         for sub in self._subscribers:
             if isinstance(self.events[-1], sub.event_type):
-                self._queue.append(Delivery(sub, data, due_s=self.clock_s))
+                self._queue.append(Delivery(sub, data))
 
     async def publish_many(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -141,32 +176,23 @@ class FakeBus(Bus):
 
     # --- subscribers ---------------------------------------------------------------------------
     def attach(self, service: Service) -> None:
-        """Subscribe every ``@subscriber`` of ``service``, as ``enter_subscriptions`` would; like
-        a new durable consumer (deliver policy ALL) it also gets the events stored already."""
-        for name, declared in declared_subscriptions(type(service)):
-            give_up = service.give_up
-            if declared.give_up is not None:
-                give_up = MethodType(declared.give_up, service)
-            budget = declared.retry_budget
-            sub = Subscriber(
-                durable=str(declared.durable),
-                event_type=declared.event_type,
-                handler=getattr(service, name),
-                give_up=give_up,
-                retry_budget_s=(
-                    budget(self.settings) if budget is not None else self.settings.ack_wait_s * 5
-                ),
-            )
+        """Start the real consumers of every ``@subscriber`` of ``service`` on this bus, as
+        ``enter_subscriptions`` does; like a new durable (deliver policy ALL) each also gets
+        the events stored already."""
+        built = consumers(service, self, self.settings, self._outcomes)
+        declared = declared_subscriptions(type(service))
+        for consumer, (_, d) in zip(built, declared, strict=True):
+            sub = Subscriber(str(d.durable), d.event_type, consumer)
             if any(s.durable == sub.durable for s in self._subscribers):
                 raise ValueError(f"durable {sub.durable} is attached twice")
             self._subscribers.append(sub)
             for data in self._stored:
                 if isinstance(decode_event(data), sub.event_type):
-                    self._queue.append(Delivery(sub, data, due_s=self.clock_s))
+                    self._queue.append(Delivery(sub, data))
 
     async def redeliver(self, event: Event, durable: str | None = None) -> None:
         """Queue a stored event again (JetStream's redelivery after a crash or an ack timeout)
-        for its subscribers, or only for ``durable``."""
+        for its durables, or only for ``durable``."""
         data = next(d for d in self._stored if decode_event(d).event_id == event.event_id)
         for sub in self._subscribers:
             if isinstance(event, sub.event_type) and durable in (None, sub.durable):
@@ -175,18 +201,16 @@ class FakeBus(Bus):
                     for d in self.deliveries
                     if d.subscriber is sub and d.event.event_id == event.event_id
                 )
-                self._queue.append(Delivery(sub, data, attempt=attempt, due_s=self.clock_s))
+                self._queue.append(Delivery(sub, data, attempt=attempt))
 
-    async def settle(self, *, deferred: bool = True, max_rounds: int = 1_000) -> None:
-        """Deliver until quiet: every queued delivery, then the deferred ones again (the
-        virtual clock moved on by their delay) for as long as a round changes something: a
-        delivery that was not deferred again, or a new event. With ``deferred=False`` the
-        deferred ones are left in ``self.deferred``."""
+    async def settle(self, *, max_rounds: int = 1_000) -> None:
+        """Deliver until quiet (see the module's docstring); what only waits stays in
+        ``self.deferred``."""
         for _ in range(max_rounds):
             events, start = len(self.events), len(self.deliveries)
             while self._queue:
                 await self._deliver(self._queue.popleft())
-            if not self._parked or not deferred:
+            if not self._parked:
                 return
             round_ = self.deliveries[start:]
             if (
@@ -195,22 +219,13 @@ class FakeBus(Bus):
                 and all(d.outcome == "deferred" for d in round_)
             ):
                 return  # the last round only deferred again: nothing will change by itself
-            self.clock_s = max([self.clock_s, *(d.due_s for d in self._parked)])
             self._queue.extend(self._parked)
             self._parked.clear()
         raise NotSettled(f"still busy after {max_rounds} rounds: {self.pending}")
 
-    async def advance(self, seconds: float) -> None:
-        """Let ``seconds`` pass on the virtual clock, then settle: deferred deliveries run
-        again, and give up once their event is older than their retry budget."""
-        self.clock_s += seconds
-        self._queue.extend(self._parked)
-        self._parked.clear()
-        await self.settle()
-
     @property
     def deferred(self) -> list[Delivery]:
-        """Deliveries a handler deferred (``Retry``) that have not run again yet."""
+        """Naked deliveries not yet redelivered (the redeliveries to come)."""
         return list(self._parked)
 
     @property
@@ -218,33 +233,18 @@ class FakeBus(Bus):
         return [*self._queue, *self._parked]
 
     async def _deliver(self, d: Delivery) -> None:
-        sub, event = d.subscriber, d.event
         self.deliveries.append(d)
-        try:
-            await sub.handler(event)
-        except Permanent as exc:
-            await self._give_up(d, event, str(exc))
-        except Retry as exc:
-            age_s = (now() - event.occurred_at).total_seconds() + self.clock_s
-            if age_s < sub.retry_budget_s:
-                d.outcome, d.reason = "deferred", str(exc)
-                self._parked.append(
-                    Delivery(sub, d.data, attempt=d.attempt, due_s=self.clock_s + exc.delay_s)
-                )
-            else:
-                await self._give_up(d, event, f"gave up waiting after {age_s:.0f}s: {exc}")
-        except Exception as exc:  # noqa: BLE001 - as the consumer: a handler bug is a retry
-            if d.attempt >= self.settings.max_deliver:
-                await self._give_up(d, event, _reason(exc))
-            else:
-                d.outcome, d.reason = "error", _reason(exc)
-                self._queue.append(Delivery(sub, d.data, attempt=d.attempt + 1, due_s=d.due_s))
-        else:
-            d.outcome = "ok"
+        self._outcomes.last = None
+        # The consumer's own per-message path: decode, class check, handler, ack/nak/term.
+        await d.subscriber.consumer._process(cast(Msg, _JsMsg(d)))
+        d.outcome = self._outcomes.last
+        if d.answer == "nak":
+            self._parked.append(Delivery(d.subscriber, d.data, attempt=d.attempt + 1))
+        elif d.answer is None:
+            raise AssertionError(f"{d.durable} neither acked, naked nor termed {d.event}")
 
-    async def _give_up(self, d: Delivery, event: Event, reason: str) -> None:
-        await d.subscriber.give_up(event, reason)
-        d.outcome, d.reason = "gave_up", reason
+    def outcomes(self, durable: str) -> list[str | None]:
+        return [d.outcome for d in self.deliveries if d.durable == durable]
 
     # --- reading what happened -------------------------------------------------------------
     def of(self, event_type: type[E], machine_id: str | None = None) -> list[E]:
@@ -263,9 +263,6 @@ class FakeBus(Bus):
     def kinds(self, machine_id: str | None = None) -> list[EventKind]:
         """The kinds of the stored events (of one machine), in order."""
         return [kind_of(e) for e in self.events if machine_id in (None, e.machine_id)]
-
-    def outcomes(self, durable: str) -> list[Outcome | None]:
-        return [d.outcome for d in self.deliveries if d.durable == durable]
 
 
 # --- NATS, as far as revocation uses it ------------------------------------------------------

@@ -81,7 +81,7 @@ async def test_a_start_in_progress_elsewhere_defers_the_event(world: World) -> N
     world.provider.report_ready = False
     event = await created(world)
     async with world.store.lock(f"provision:{event.machine_id}", ttl_s=10):
-        await world.bus.settle(deferred=False)
+        await world.bus.settle()  # delivered once, deferred: it waits for the lock
         assert world.bus.outcomes(Durable.PROVISIONER) == ["deferred"]
         assert world.provider.starts == []
     await world.bus.settle()  # lock released: the deferred delivery goes through
