@@ -115,12 +115,23 @@ class Store:
             retry_on_timeout=True,
             socket_keepalive=True,
         )
-        self._r = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
-        await self._r.ping()
-        self._transition = self._r.register_script(store_scripts.TRANSITION)
-        self._unlock = self._r.register_script(store_scripts.UNLOCK)
-        self._count_by_status = self._r.register_script(store_scripts.COUNT_BY_STATUS)
+        self._bind(aioredis.Redis.from_pool(pool))  # owns the pool: aclose() closes it
+        await self.redis.ping()
         return self
+
+    @classmethod
+    def on_client(cls, client: aioredis.Redis) -> Store:
+        """A store on a client its caller owns and closes (not entered as a context), such as
+        the tests' in-memory Redis; ``client`` must decode responses."""
+        store = cls("")
+        store._bind(client)
+        return store
+
+    def _bind(self, client: aioredis.Redis) -> None:
+        self._r = client
+        self._transition = client.register_script(store_scripts.TRANSITION)
+        self._unlock = client.register_script(store_scripts.UNLOCK)
+        self._count_by_status = client.register_script(store_scripts.COUNT_BY_STATUS)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

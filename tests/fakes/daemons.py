@@ -1,0 +1,283 @@
+"""A daemon client whose machines live in memory.
+
+``FakeDaemons`` is a ``DaemonClient``: ``machine(id)`` gives the real ``MachineClient`` and
+``call`` is the only thing replaced. Each call is encoded as the real client encodes it and
+answered by a ``FakeMachine`` through ``contracts.jsonrpc.Dispatcher`` over ``DAEMON_METHODS``,
+so params are validated and errors come back as the same ``contracts.errors`` classes; a machine
+that is not booted (or is set ``unavailable``/``timeout``) raises ``DaemonUnavailable`` /
+``DaemonTimeout`` as the real client does.
+
+A ``FakeMachine`` keeps the files written (with their modes) and every command run; commands
+are answered by the rules a test adds (``on_exec``), else by a few built-ins: ``test -f``,
+``git clone`` (records a checkout), ``git -C P rev-parse --git-dir`` and ``git -C P config
+--get remote.origin.url`` (about recorded checkouts); anything else exits 127.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Literal
+
+from contracts import daemon_rpc as d
+from contracts.errors import Conflict, DaemonTimeout, DaemonUnavailable, InvalidParams, NotFound
+from contracts.jsonrpc import (
+    Dispatcher,
+    MethodSpec,
+    NoParams,
+    P,
+    R,
+    Router,
+    decode_result,
+    encode_call,
+)
+from services.common.daemon_client import EXEC_MARGIN_S, DaemonClient
+
+Mode = Literal["up", "unavailable", "timeout"]
+ExecAnswer = Callable[[d.ExecCommandParams], d.ExecCommandResult]
+
+
+@dataclass(frozen=True)
+class FakeFile:
+    content: str
+    mode: int
+
+
+@dataclass(frozen=True)
+class Checkout:
+    url: str
+    branch: str
+
+
+@dataclass
+class ExecRule:
+    #: A contiguous run of argv words (or a predicate on argv) that selects the command.
+    match: Sequence[str] | Callable[[list[str]], bool]
+    answer: ExecAnswer
+    #: How many more times it answers (None: always).
+    times: int | None = None
+
+    def matches(self, argv: list[str]) -> bool:
+        if self.times == 0:
+            return False
+        if callable(self.match):
+            return self.match(argv)
+        words = list(self.match)
+        n = len(words)
+        return any(argv[i : i + n] == words for i in range(len(argv) - n + 1))
+
+
+@dataclass(frozen=True)
+class Call:
+    """One RPC the platform made: which machine, which method, its params, its timeout."""
+
+    machine_id: str
+    method: str
+    params: object
+    timeout_s: float | None
+
+
+def result(exit_code: int = 0, stdout: str = "", stderr: str = "", *,
+           timed_out: bool = False) -> d.ExecCommandResult:  # fmt: skip
+    return d.ExecCommandResult(exit_code=exit_code, stdout=stdout, stderr=stderr,
+                               timed_out=timed_out)  # fmt: skip
+
+
+@dataclass
+class FakeMachine:
+    machine_id: str
+    version: str = "0.1.0"
+    git_sha: str | None = "0" * 40
+    mode: Mode = "up"
+    #: The next this many daemon.health calls answer ok=false.
+    unhealthy_for: int = 0
+    files: dict[str, FakeFile] = field(default_factory=dict)
+    checkouts: dict[str, Checkout] = field(default_factory=dict)
+    #: Every command run (argv, cwd, env, timeout), oldest first.
+    commands: list[d.ExecCommandParams] = field(default_factory=list)
+    rules: list[ExecRule] = field(default_factory=list)
+    processes: dict[int, d.ProcessInfo] = field(default_factory=dict)
+    process_logs: dict[int, list[str]] = field(default_factory=dict)
+    #: Code the provider put on the machine (refs a selfUpdate may switch to).
+    installed_code: set[str] = field(default_factory=set)
+    _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+
+    @property
+    def home(self) -> PurePosixPath:
+        return PurePosixPath("/fake/machines") / self.machine_id / "home"
+
+    def path(self, path: str) -> str:
+        """Where ``path`` lands on the machine, resolved as the daemon resolves it."""
+        if path == "~" or path.startswith("~/"):
+            return str(self.home / path[2:])
+        if path.startswith("~"):
+            raise InvalidParams(f"{path!r}: ~user paths are not supported", field="$.path")
+        p = PurePosixPath(path)
+        return str(p if p.is_absolute() else self.home / p)
+
+    def file(self, path: str) -> FakeFile:
+        return self.files[self.path(path)]
+
+    def on_exec(self, match: Sequence[str] | Callable[[list[str]], bool], *,
+                exit_code: int = 0, stdout: str = "", stderr: str = "", timed_out: bool = False,
+                answer: ExecAnswer | None = None, times: int | None = None) -> None:  # fmt: skip
+        """Answer commands that match (a run of argv words, or a predicate) this way, ahead of
+        the built-ins and of earlier rules."""
+        fixed = result(exit_code, stdout, stderr, timed_out=timed_out)
+        self.rules.insert(0, ExecRule(match, answer or (lambda _: fixed), times))
+
+    def ran(self, *words: str) -> list[list[str]]:
+        """The argvs run that contain ``words`` as a contiguous run."""
+        rule = ExecRule(words, lambda p: result())
+        return [c.command for c in self.commands if rule.matches(c.command)]
+
+    # --- the daemon's methods --------------------------------------------------------------
+    def router(self) -> Router[None]:
+        r = Router[None]()
+        r.register(d.WRITE_FILE, self.write_file)
+        r.register(d.EXEC_COMMAND, self.exec_command)
+        r.register(d.GET_VERSION, self.get_version)
+        r.register(d.HEALTH, self.health)
+        r.register(d.PROCESS_START, self.process_start)
+        r.register(d.PROCESS_LIST, self.process_list)
+        r.register(d.PROCESS_KILL, self.process_kill)
+        r.register(d.PROCESS_LOGS, self.process_logs_)
+        r.register(d.SELF_UPDATE, self.self_update)
+        return r
+
+    async def write_file(self, p: d.WriteFileParams, _: None) -> d.WriteFileResult:
+        target = self.path(p.path)
+        self.files[target] = FakeFile(p.content, p.mode)
+        return d.WriteFileResult(path=target, bytes_written=len(p.content.encode()))
+
+    async def exec_command(self, p: d.ExecCommandParams, _: None) -> d.ExecCommandResult:
+        self.commands.append(p)
+        for rule in self.rules:
+            if rule.matches(p.command):
+                if rule.times is not None:
+                    rule.times -= 1
+                return rule.answer(p)
+        return self._builtin(p)
+
+    async def get_version(self, p: NoParams, _: None) -> d.GetVersionResult:
+        return d.GetVersionResult(version=self.version, git_sha=self.git_sha)
+
+    async def health(self, p: NoParams, _: None) -> d.HealthResult:
+        if self.unhealthy_for > 0:
+            self.unhealthy_for -= 1
+            return d.HealthResult(ok=False, uptime_s=1.0)
+        return d.HealthResult(ok=True, uptime_s=1.0)
+
+    async def process_start(self, p: d.ProcessStartParams, _: None) -> d.ProcessInfo:
+        if p.tag is not None and any(
+            i.tag == p.tag and i.state == "running" for i in self.processes.values()
+        ):
+            raise Conflict(f"a running process is tagged {p.tag!r}")
+        pid = next(self._pids)
+        info = d.ProcessInfo(pid=pid, tag=p.tag, command=p.command,
+                             cwd=self.path(p.cwd or "~"), restart=p.restart, state="running",
+                             started_at=time.time(), log_path=f".fleet/logs/{pid}.log")  # fmt: skip
+        self.processes[pid] = info
+        self.process_logs[pid] = []
+        return info
+
+    async def process_list(self, p: NoParams, _: None) -> d.ProcessList:
+        return d.ProcessList(processes=list(self.processes.values()))
+
+    def _find(self, ref: d.ProcessRef) -> d.ProcessInfo:
+        for info in self.processes.values():
+            if info.pid == ref.pid or (ref.tag is not None and info.tag == ref.tag):
+                return info
+        raise NotFound(f"no process {ref.pid or ref.tag}")
+
+    async def process_kill(self, p: d.ProcessRef, _: None) -> d.ProcessInfo:
+        info = self._find(p)
+        info.state, info.exit_code = "exited", -15
+        return info
+
+    async def process_logs_(self, p: d.ProcessLogsParams, _: None) -> d.ProcessLogs:
+        info = self._find(p)
+        return d.ProcessLogs(pid=info.pid, tag=info.tag,
+                             lines=self.process_logs[info.pid][-p.tail :])  # fmt: skip
+
+    async def self_update(self, p: d.SelfUpdateParams, _: None) -> d.SelfUpdateResult:
+        if p.target_ref not in self.installed_code:
+            raise NotFound(f"no code installed for {p.target_ref}")
+        before, self.git_sha = self.git_sha, p.target_ref
+        return d.SelfUpdateResult(restarting=True, from_git_sha=before, to_git_sha=p.target_ref)
+
+    # --- built-in commands -------------------------------------------------------------------
+    def _builtin(self, p: d.ExecCommandParams) -> d.ExecCommandResult:
+        argv = p.command
+        if argv[:2] == ["test", "-f"] and len(argv) == 3:
+            return result(0 if self.path(argv[2]) in self.files else 1)
+        if argv[0] == "git":
+            return self._git(argv[1:], self.path(p.cwd or "~"))
+        return result(127, stderr=f"{argv[0]}: command not found")
+
+    def _git(self, args: list[str], cwd: str) -> d.ExecCommandResult:
+        while args and args[0] in ("-C", "-c"):
+            if args[0] == "-C":
+                cwd = str(PurePosixPath(cwd) / args[1])
+            args = args[2:]
+        sub, rest = (args[0], args[1:]) if args else ("", [])
+        if sub == "clone":
+            dest = str(PurePosixPath(cwd) / rest[-1])
+            if dest in self.checkouts:
+                return result(128, stderr=f"fatal: destination path '{rest[-1]}' already exists")
+            branch = rest[rest.index("--branch") + 1] if "--branch" in rest else "main"
+            self.checkouts[dest] = Checkout(url=rest[-2], branch=branch)
+            return result(0, stderr=f"Cloning into '{rest[-1]}'...\n")
+        checkout = self.checkouts.get(cwd)
+        if checkout is None:
+            return result(128, stderr="fatal: not a git repository")
+        if sub == "rev-parse":
+            return result(0, ".git\n" + ("f" * 40 + "\n" if "HEAD" in rest else ""))
+        if sub == "config" and rest == ["--get", "remote.origin.url"]:
+            return result(0, checkout.url + "\n")
+        return result(1, stderr=f"fake git: {sub} is not modelled")
+
+
+class FakeDaemons(DaemonClient):
+    """``DaemonClient`` whose machines are ``FakeMachine``s (no NATS, no signing keys)."""
+
+    def __init__(self) -> None:  # the real one's connection, keys and metrics are not used
+        self.machines: dict[str, FakeMachine] = {}
+        #: Every call made, oldest first.
+        self.calls: list[Call] = []
+        self._fake_ids = itertools.count(1)
+
+    def boot(self, machine_id: str, **kw: object) -> FakeMachine:
+        """The machine's daemon is up (idempotent: a booted machine is returned as it is)."""
+        if machine_id not in self.machines:
+            self.machines[machine_id] = FakeMachine(machine_id, **kw)  # type: ignore[arg-type]
+        return self.machines[machine_id]
+
+    def __getitem__(self, machine_id: str) -> FakeMachine:
+        return self.machines[machine_id]
+
+    async def call(self, machine_id: str, spec: MethodSpec[P, R], params: P, *,
+                   timeout_s: float | None = None) -> R:  # fmt: skip
+        self.calls.append(Call(machine_id, spec.name, params, timeout_s))
+        machine = self.machines.get(machine_id)
+        if machine is None or machine.mode == "unavailable":
+            raise DaemonUnavailable(
+                f"no daemon is serving machine {machine_id} (not running or not connected)"
+            )
+        if machine.mode == "timeout":
+            raise DaemonTimeout(
+                f"machine {machine_id} did not answer {spec.name} within {timeout_s or 10.0:g}s"
+            )
+        body = encode_call(spec, params, next(self._fake_ids))
+        answer = await Dispatcher(d.DAEMON_METHODS, machine.router()).handle(body, None)
+        assert answer is not None
+        return decode_result(spec, answer)
+
+    def calls_of(self, method: str, machine_id: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.method == method and machine_id in (None, c.machine_id)]
+
+
+__all__ = ["EXEC_MARGIN_S", "Call", "FakeDaemons", "FakeFile", "FakeMachine", "result"]

@@ -1,0 +1,67 @@
+"""A provider (``providers.base.Provider`` and ``CodeInstaller``) whose machines are fake daemons.
+
+``start`` boots the machine's ``FakeMachine`` and, like a real daemon that connected, publishes
+its ``ready`` report (once per boot); ``stop`` takes the daemon away. ``fail_start`` makes the
+next starts raise, as a provider that cannot start a machine does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts.errors import NotSupported, ProviderError
+from contracts.events import DaemonStatusReported
+from contracts.ids import new_event_id
+from tests.fakes.bus import FakeBus
+from tests.fakes.daemons import FakeDaemons
+
+
+@dataclass
+class FakeProvider:
+    bus: FakeBus
+    daemons: FakeDaemons
+    name: str = "local"
+    #: Publish the daemon's ready report when a machine boots.
+    report_ready: bool = True
+    #: Raised by ``start`` while set.
+    fail_start: Exception | None = None
+    can_install_code: bool = True
+    #: Every start and stop, in order: (machine id, token) and machine ids.
+    starts: list[tuple[str, str]] = field(default_factory=list)
+    stops: list[str] = field(default_factory=list)
+    installs: list[tuple[str, str]] = field(default_factory=list)
+
+    def external_id(self, machine_id: str) -> str:
+        return f"{self.name}:{machine_id}"
+
+    async def start(self, machine_id: str, token: str) -> str:
+        self.starts.append((machine_id, token))
+        if self.fail_start is not None:
+            raise self.fail_start
+        booted = machine_id in self.daemons.machines and (self.daemons[machine_id].mode == "up")
+        machine = self.daemons.boot(machine_id)
+        machine.mode = "up"
+        if not booted and self.report_ready:
+            await self.bus.publish(
+                DaemonStatusReported(
+                    event_id=new_event_id(), machine_id=machine_id, status="ready",
+                    version=machine.version, git_sha=machine.git_sha, boot_id=new_event_id(),
+                )
+            )  # fmt: skip
+        return self.external_id(machine_id)
+
+    async def stop(self, machine_id: str) -> None:
+        self.stops.append(machine_id)
+        if machine_id in self.daemons.machines:
+            self.daemons[machine_id].mode = "unavailable"
+
+    async def install_code(self, machine_id: str, target_ref: str) -> str:
+        if not self.can_install_code:
+            raise NotSupported(f"provider {self.name!r} cannot refresh code")
+        self.installs.append((machine_id, target_ref))
+        self.daemons[machine_id].installed_code.add(target_ref)
+        return f"installed {target_ref} on {machine_id}"
+
+
+def provider_error(message: str = "no capacity") -> ProviderError:
+    return ProviderError(message)

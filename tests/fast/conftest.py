@@ -1,0 +1,120 @@
+"""The fast layer's world: the real stage services and gateway, wired to in-memory fakes.
+
+No server is started here: the store is the real ``Store`` on ``fakeredis`` (its Lua scripts
+run as they are), the bus is ``FakeBus``, daemons are ``FakeDaemons``, the provider is
+``FakeProvider``. These fixtures shadow the suite's ``settings``/``store``/``bus``, which start
+real servers, so a fast test cannot reach one by accident.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import fakeredis
+import pytest
+
+from contracts.errors import error_from_wire
+from contracts.jsonrpc import Dispatcher
+from contracts.models import Instance, Machine
+from services.common.crypto import SecretBox, generate_secret_key
+from services.common.settings import Settings
+from services.common.store import Store
+from services.gateway.access import Caller
+from services.gateway.api import GatewayApi
+from services.prober.service import Prober
+from services.provisioner.service import Provisioner
+from services.setup_pusher.service import SetupPusher
+from tests.fakes import FakeBus, FakeDaemons, FakeProvider
+
+ADMIN = Caller(token_id="admin")
+PLATFORM_SHA = "a" * 40
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(
+        secret_key=generate_secret_key(),
+        admin_token="fast-admin-token",
+        log_level="warning",
+        max_deliver=3,
+        probe_timeout_s=30.0,
+        probe_interval_s=0.0,  # between probes: a bare yield, never a wait
+        boot_timeout_s=120.0,
+        clone_timeout_s=300.0,
+    )
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    try:
+        yield Store.on_client(client)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def bus(settings: Settings) -> FakeBus:
+    return FakeBus(settings)
+
+
+@dataclass
+class World:
+    settings: Settings
+    store: Store
+    bus: FakeBus
+    daemons: FakeDaemons
+    provider: FakeProvider
+    box: SecretBox
+    provisioner: Provisioner
+    setup: SetupPusher
+    prober: Prober
+    api: GatewayApi
+    dispatcher: Dispatcher[Caller]
+
+    async def rpc(self, method: str, params: dict[str, Any] | None = None,
+                  caller: Caller = ADMIN) -> Any:  # fmt: skip
+        """Call a gateway method with a JSON body, as POST /rpc does; its result as JSON, or
+        the FleetError its answer carries."""
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
+        answer = await self.dispatcher.handle(json.dumps(body).encode(), caller)
+        assert answer is not None
+        response = json.loads(answer)
+        if "error" in response:
+            raise error_from_wire(response["error"])
+        return response["result"]
+
+    async def machine(self, machine_id: str) -> Machine:
+        return await self.store.get_machine(machine_id)
+
+    async def instance(self, name: str = "demo") -> Instance:
+        return await self.store.create_instance(name)
+
+    async def ready_machine(self, instance_id: str | None = None) -> Machine:
+        """A machine taken through the whole pipeline (machines.create, then settle)."""
+        if instance_id is None:
+            instance_id = (await self.instance()).id
+        created = await self.rpc("machines.create", {"instanceId": instance_id})
+        await self.bus.settle()
+        machine = await self.machine(created["id"])
+        assert machine.status == "ready", machine.status_reason
+        return machine
+
+
+@pytest.fixture
+def world(settings: Settings, store: Store, bus: FakeBus) -> World:
+    daemons = FakeDaemons()
+    provider = FakeProvider(bus=bus, daemons=daemons)
+    box = SecretBox(settings.secret_key)
+    provisioner = Provisioner(store=store, bus=bus, providers={provider.name: provider}, box=box)
+    setup = SetupPusher(store=store, bus=bus, daemons=daemons, settings=settings)
+    prober = Prober(store=store, bus=bus, daemons=daemons, settings=settings)
+    for service in (provisioner, setup, prober):
+        bus.attach(service)
+    api = GatewayApi(store=store, bus=bus, daemons=daemons, box=box, settings=settings,
+                     installers={provider.name: provider}, platform_sha=PLATFORM_SHA)  # fmt: skip
+    return World(settings, store, bus, daemons, provider, box, provisioner, setup, prober, api,
+                 api.dispatcher())  # fmt: skip

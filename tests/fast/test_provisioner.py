@@ -1,0 +1,165 @@
+"""The provisioner's rules: machine.created -> token once, provider start, provisioned;
+machine.archived -> revoke, stop."""
+
+from __future__ import annotations
+
+from contracts.consumers import Durable
+from contracts.errors import ProviderError
+from contracts.events import (
+    DaemonStatusReported,
+    MachineArchived,
+    MachineCreated,
+    MachineFailed,
+    MachineProvisioned,
+)
+from contracts.ids import new_event_id
+from contracts.status import MachineStatus as S
+from contracts.subjects import EventKind as K
+from tests.fast.conftest import World
+
+
+async def created(world: World, provider: str = "local") -> MachineCreated:
+    """A machine record and its machine.created, as the gateway makes them (not yet handled)."""
+    inst = await world.instance()
+    machine = await world.store.create_machine(inst.id, "local")
+    event = MachineCreated(event_id=new_event_id(), machine_id=machine.id, instance_id=inst.id,
+                           provider=provider)  # fmt: skip
+    await world.bus.publish(event)
+    return event
+
+
+async def test_created_mints_a_token_once_starts_the_machine_and_announces_it(world: World) -> None:
+    world.provider.report_ready = False  # this stage alone: no daemon report follows
+    event = await created(world)
+    await world.bus.settle()
+
+    machine = await world.machine(event.machine_id)
+    assert machine.status is S.BOOTING
+    assert machine.external_id == f"local:{machine.id}"
+    [(started_id, token)] = world.provider.starts
+    assert started_id == machine.id
+    sealed = await world.store.machine_secret(machine.id)
+    assert sealed is not None
+    assert world.box.decrypt(sealed) == token
+    provisioned = world.bus.one(MachineProvisioned, machine.id)
+    assert (provisioned.provider, provisioned.external_id) == ("local", machine.external_id)
+
+
+async def test_a_redelivered_created_reuses_the_token_and_announces_the_same_event(
+    world: World,
+) -> None:
+    world.provider.report_ready = False
+    event = await created(world)
+    await world.bus.settle()
+    await world.bus.redeliver(event, Durable.PROVISIONER)
+    await world.bus.settle()
+
+    # Booting with an external id: it announces again (same derived id: dropped as duplicate).
+    assert world.bus.kinds(event.machine_id) == [K.CREATED, K.PROVISIONED]
+    assert world.bus.duplicates == 1
+    assert len(world.provider.starts) == 1
+
+
+async def test_a_token_claimed_by_another_replica_is_the_one_used(world: World) -> None:
+    world.provider.report_ready = False
+    event = await created(world)
+    await world.store.claim_machine_secret(event.machine_id, world.box.encrypt("theirs"))
+    await world.bus.settle()
+    assert world.provider.starts == [(event.machine_id, "theirs")]
+
+
+async def test_crash_between_start_and_booting_starts_again_idempotently(world: World) -> None:
+    world.provider.report_ready = False
+    event = await created(world)
+    await world.store.transition(event.machine_id, S.PROVISIONING, "crashed mid-start")
+    await world.bus.settle()
+    assert (await world.machine(event.machine_id)).status is S.BOOTING
+    assert len(world.bus.of(MachineProvisioned)) == 1
+
+
+async def test_a_start_in_progress_elsewhere_defers_the_event(world: World) -> None:
+    world.provider.report_ready = False
+    event = await created(world)
+    async with world.store.lock(f"provision:{event.machine_id}", ttl_s=10):
+        await world.bus.settle()  # delivered once, deferred: it waits for the lock
+        assert world.bus.outcomes(Durable.PROVISIONER) == ["deferred"]
+        assert world.provider.starts == []
+    await world.bus.settle()  # lock released: the deferred delivery goes through
+    assert (await world.machine(event.machine_id)).status is S.BOOTING
+
+
+async def test_provider_failure_fails_the_machine_at_stage_provision(world: World) -> None:
+    world.provider.fail_start = ProviderError("no capacity left")
+    event = await created(world)
+    await world.bus.settle()
+
+    machine = await world.machine(event.machine_id)
+    assert machine.status is S.FAILED
+    assert machine.status_reason == "provision failed: ProviderError: no capacity left"
+    failed = world.bus.one(MachineFailed, event.machine_id)
+    assert (failed.stage, failed.reason) == ("provision", "ProviderError: no capacity left")
+    # Retried up to max_deliver, then given up once.
+    assert world.bus.outcomes(Durable.PROVISIONER) == ["error", "error", "gave_up"]
+    assert len(world.provider.starts) == world.settings.max_deliver
+
+
+async def test_an_unknown_provider_fails_at_once(world: World) -> None:
+    event = await created(world, provider="nowhere")
+    await world.bus.settle()
+    failed = world.bus.one(MachineFailed, event.machine_id)
+    assert failed.reason == "no provider named 'nowhere' is configured"
+    assert world.bus.outcomes(Durable.PROVISIONER) == ["gave_up"]
+
+
+async def test_created_for_a_machine_past_provisioning_is_skipped(world: World) -> None:
+    event = await created(world)
+    await world.store.transition(event.machine_id, S.ARCHIVED, "archived before it started")
+    await world.bus.settle()
+    assert world.provider.starts == []
+    assert world.bus.kinds(event.machine_id) == [K.CREATED]
+
+
+async def test_archived_revokes_kicks_and_stops(world: World) -> None:
+    machine = await world.ready_machine()
+    world.bus.fake_nc.connect_machine(machine.id, cid=42)
+    await world.store.transition(machine.id, S.ARCHIVED, "archived by request")
+    await world.bus.publish(
+        MachineArchived(event_id=new_event_id(), machine_id=machine.id, reason="by request")
+    )
+    await world.bus.settle()
+
+    assert world.provider.stops == [machine.id]
+    assert (await world.store.machine_access(machine.id)).revoked
+    assert world.bus.fake_nc.kicked == [(machine.id, 42)]
+    assert world.daemons[machine.id].mode == "unavailable"
+
+
+async def test_a_stop_that_keeps_failing_leaves_the_archived_machine_archived(
+    world: World,
+) -> None:
+    machine = await world.ready_machine()
+
+    async def broken_stop(machine_id: str) -> None:
+        raise ProviderError("engine unreachable")
+
+    world.provider.stop = broken_stop  # type: ignore[method-assign]
+    await world.store.transition(machine.id, S.ARCHIVED, "archived by request")
+    await world.bus.publish(
+        MachineArchived(event_id=new_event_id(), machine_id=machine.id, reason="by request")
+    )
+    await world.bus.settle()
+    assert world.bus.outcomes(Durable.PROVISIONER_ARCHIVE) == ["error", "error", "gave_up"]
+    assert (await world.machine(machine.id)).status is S.ARCHIVED
+    assert world.bus.of(MachineFailed) == []
+
+
+async def test_resume_restarts_live_machines_with_their_stored_token(world: World) -> None:
+    machine = await world.ready_machine()
+    [(_, token)] = world.provider.starts
+    world.daemons[machine.id].mode = "unavailable"  # the host rebooted
+    await world.store.set_external_id(machine.id, "stale")
+    assert await world.provisioner.resume() == 1
+    assert world.provider.starts[-1] == (machine.id, token)
+    assert (await world.machine(machine.id)).external_id == f"local:{machine.id}"
+    # The daemon came back: it reports ready again, and nothing is set up twice.
+    assert len(world.bus.of(DaemonStatusReported, machine.id)) == 2

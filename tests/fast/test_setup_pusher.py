@@ -1,0 +1,246 @@
+"""The setup pusher's rules: a daemon's ready report -> .env (0600), repos cloned once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import msgspec
+
+from contracts.consumers import Durable
+from contracts.daemon_rpc import ExecCommandParams
+from contracts.events import DaemonStatusReported, MachineFailed, SetupPushed, now
+from contracts.ids import new_event_id
+from contracts.models import GitCredentials, Machine, Repo
+from contracts.status import MachineStatus as S
+from contracts.subjects import EventKind as K
+from services.setup_pusher.service import ASKPASS_SCRIPT
+from tests.fast.conftest import World
+
+URL = "https://git.example.com/org/app.git"
+
+
+def report(machine_id: str, status: str = "ready", age_s: float = 0.0) -> DaemonStatusReported:
+    return DaemonStatusReported(event_id=new_event_id(), machine_id=machine_id,
+                                status=status, version="0.2.0", git_sha="b" * 40,  # type: ignore[arg-type]
+                                boot_id=new_event_id(),
+                                occurred_at=now() - timedelta(seconds=age_s))  # fmt: skip
+
+
+async def booting(world: World, *, repos: list[Repo] | None = None) -> Machine:
+    """A machine whose provisioner is done and whose daemon is up, before its report."""
+    inst = await world.instance()
+    for repo in repos or []:
+        await world.store.add_repo(inst.id, repo)
+    machine = await world.store.create_machine(inst.id, "local")
+    await world.store.transition(machine.id, S.PROVISIONING, "starting")
+    await world.store.transition(machine.id, S.BOOTING, "booting", external_id="local:1")
+    world.daemons.boot(machine.id)
+    return await world.machine(machine.id)
+
+
+async def test_only_a_ready_report_starts_setup(world: World) -> None:
+    machine = await booting(world)
+    await world.bus.publish(report(machine.id, "stopping"))
+    await world.bus.settle()
+    assert world.daemons.calls == []
+    assert (await world.machine(machine.id)).status is S.BOOTING
+
+
+async def test_ready_pushes_the_env_0600_and_announces_setup(world: World) -> None:
+    machine = await booting(world)
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+
+    m = world.daemons[machine.id]
+    env = m.file("~/.fleet/.env")
+    assert env.mode == 0o600
+    assert m.file("~/.fleet/cron.json").mode == 0o600
+    pushed = world.bus.one(SetupPushed, machine.id)
+    assert (pushed.env_path, pushed.env_bytes) == (m.path("~/.fleet/.env"), len(env.content))
+    after = await world.machine(machine.id)
+    assert (after.daemon_version, after.daemon_git_sha) == ("0.2.0", "b" * 40)
+
+
+async def test_instance_vars_win_over_platform_vars_which_win_over_proxy_vars(
+    world: World,
+) -> None:
+    world.setup.settings = msgspec.structs.replace(world.settings, egress_proxy="http://proxy:3128")
+    machine = await booting(world)
+    await world.store.set_env(None, "HTTP_PROXY", "http://platform-proxy")
+    await world.store.set_env(None, "SHARED", "platform")
+    await world.store.set_env(None, "ONLY_PLATFORM", "p")
+    await world.store.set_env(machine.instance_id, "SHARED", "instance")
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+
+    lines = world.daemons[machine.id].file("~/.fleet/.env").content.splitlines()
+    assert "SHARED='instance'" in lines
+    assert "SHARED='platform'" not in lines
+    assert "ONLY_PLATFORM='p'" in lines
+    assert "HTTP_PROXY='http://platform-proxy'" in lines
+    assert "HTTPS_PROXY='http://proxy:3128'" in lines
+
+
+async def test_a_report_before_the_provisioner_is_done_is_retried_until_it_is(
+    world: World,
+) -> None:
+    inst = await world.instance()
+    machine = await world.store.create_machine(inst.id, "local")
+    await world.store.transition(machine.id, S.PROVISIONING, "starting")
+    world.daemons.boot(machine.id)
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert world.bus.outcomes(Durable.SETUP_PUSHER)[-1] == "deferred"
+    assert world.daemons.calls == []
+
+    await world.store.transition(machine.id, S.BOOTING, "booting", external_id="local:1")
+    await world.bus.settle()
+    assert world.bus.outcomes(Durable.SETUP_PUSHER)[-1] == "ok"
+    assert (await world.machine(machine.id)).status is S.READY
+
+
+async def test_a_report_that_waits_past_the_boot_timeout_fails_the_machine_at_setup(
+    world: World,
+) -> None:
+    inst = await world.instance()
+    machine = await world.store.create_machine(inst.id, "local")
+    await world.store.transition(machine.id, S.PROVISIONING, "starting")
+    await world.bus.publish(report(machine.id, age_s=world.settings.boot_timeout_s + 1))
+    await world.bus.settle()
+    failed = world.bus.one(MachineFailed, machine.id)
+    assert failed.stage == "setup"
+    assert failed.reason == "gave up waiting after 121s: machine is still provisioning"
+
+
+async def test_a_report_for_a_machine_past_setup_is_skipped(world: World) -> None:
+    machine = await booting(world)
+    await world.store.transition(machine.id, S.FAILED, "boot failed: too slow")
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert world.daemons.calls == []
+    assert (await world.machine(machine.id)).status is S.FAILED
+
+
+async def test_repos_are_cloned_once_with_git_safe_argv(world: World) -> None:
+    repo = Repo(url=URL, branch="dev", path="src/app")
+    machine = await booting(world, repos=[repo])
+    first = report(machine.id)
+    await world.bus.publish(first)
+    await world.bus.settle()
+
+    m = world.daemons[machine.id]
+    assert m.ran("clone") == [["git", "-c", "credential.helper=", "clone", "--branch", "dev",
+                               "--single-branch", "--", URL, "src/app"]]  # fmt: skip
+    [clone] = [c for c in m.commands if "clone" in c.command]
+    assert clone.timeout_s == world.settings.clone_timeout_s
+    assert clone.env == {"GIT_TERMINAL_PROMPT": "0"}
+    assert await world.store.cloned_paths(machine.id) == {"src/app"}
+    assert world.bus.one(SetupPushed, machine.id).repo_paths == ["src/app"]
+
+    # Another boot's report once the machine is past setup: skipped, nothing runs.
+    commands = len(m.commands)
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert len(m.commands) == commands
+
+
+async def test_a_redelivery_after_a_crash_mid_setup_rewrites_the_env_but_clones_nothing(
+    world: World,
+) -> None:
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    world.bus.fail_publish(SetupPushed)  # crashed after the clone, before announcing it
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+
+    assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["error", "ok"]
+    m = world.daemons[machine.id]
+    assert len(m.ran("clone")) == 1
+    assert len(world.daemons.calls_of("tool.writeFile", machine.id)) == 4  # .env, cron: twice
+    assert len(world.bus.of(SetupPushed, machine.id)) == 1
+    assert (await world.machine(machine.id)).status is S.READY
+
+
+async def test_an_existing_checkout_of_the_same_remote_is_not_cloned_again(world: World) -> None:
+    repo = Repo(url=URL, branch="main", path="src/app")
+    machine = await booting(world, repos=[repo])
+    # Cloned before a crash, but never recorded in Redis.
+    clone = ExecCommandParams(command=["git", "clone", "--branch", "main", "--", URL, "src/app"])
+    await world.daemons[machine.id].exec_command(clone, None)
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    m = world.daemons[machine.id]
+    assert len(m.ran("clone")) == 1  # only the one above
+    assert m.ran("rev-parse", "--git-dir", "--verify", "-q", "HEAD")
+    assert await world.store.cloned_paths(machine.id) == {"src/app"}
+    assert (await world.machine(machine.id)).status is S.READY
+
+
+async def test_a_checkout_of_another_remote_is_not_taken_for_ours(world: World) -> None:
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    m = world.daemons[machine.id]
+    m.on_exec(["config", "--get", "remote.origin.url"], stdout="https://elsewhere/x.git\n")
+    m.on_exec(["rev-parse", "--git-dir"], stdout=".git\nabc\n")
+    m.on_exec(["clone"], exit_code=128, stderr="fatal: destination path 'src/app' already exists")
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    failed = world.bus.one(MachineFailed, machine.id)
+    assert failed.stage == "setup"
+    exists = "fatal: destination path 'src/app' already exists"
+    assert failed.reason == f"git clone {URL} failed: {exists}"
+
+
+async def test_a_failed_clone_is_permanent_and_fails_the_machine_at_setup(world: World) -> None:
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    world.daemons[machine.id].on_exec(["clone"], exit_code=128,
+                                      stderr="fatal: repository not found\n")  # fmt: skip
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+
+    assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["gave_up"]  # not retried
+    machine = await world.machine(machine.id)
+    assert machine.status is S.FAILED
+    reason = f"git clone {URL} failed: fatal: repository not found"
+    assert machine.status_reason == f"setup failed: {reason}"
+    assert world.bus.kinds(machine.id)[-1] == K.FAILED
+    assert world.bus.of(SetupPushed) == []
+
+
+async def test_a_clone_that_times_out_says_so(world: World) -> None:
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    world.daemons[machine.id].on_exec(["clone"], exit_code=-9, timed_out=True)
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert world.bus.one(MachineFailed, machine.id).reason == (
+        f"git clone {URL} timed out after 300s"
+    )
+
+
+async def test_an_unreachable_daemon_is_retried_then_fails_at_setup(world: World) -> None:
+    machine = await booting(world)
+    world.daemons[machine.id].mode = "unavailable"
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["error", "error", "gave_up"]
+    failed = world.bus.one(MachineFailed, machine.id)
+    assert failed.reason.startswith("DaemonUnavailable: no daemon is serving machine")
+
+
+async def test_git_credentials_go_through_askpass_never_argv(world: World) -> None:
+    secret = "ghp_s3cret-token"
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app",
+                                               has_credentials=True)])  # fmt: skip
+    creds = GitCredentials(username="bot", token=secret)
+    sealed = world.box.encrypt(msgspec.json.encode(creds).decode())
+    await world.store.set_repo_secret(machine.instance_id, "src/app", sealed)
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+
+    m = world.daemons[machine.id]
+    askpass = m.file("~/.fleet/git-askpass")
+    assert (askpass.content, askpass.mode) == (ASKPASS_SCRIPT, 0o700)
+    assert secret not in askpass.content
+    [clone] = [c for c in m.commands if "clone" in c.command]
+    assert all(secret not in word for word in clone.command)
+    assert clone.env == {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": m.path("~/.fleet/git-askpass"),
+                         "FLEET_GIT_USERNAME": "bot", "FLEET_GIT_PASSWORD": secret}  # fmt: skip
+    assert all(secret not in f.content for f in m.files.values())
