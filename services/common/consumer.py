@@ -85,6 +85,8 @@ class Consumer(Generic[E]):
         self._drain_s = drain_s
         self._retry_budget_s = retry_budget_s if retry_budget_s is not None else ack_wait_s * 5
         self._inflight: set[asyncio.Task[None]] = set()
+        #: Stream sequence -> how often this process deferred it (Retry); see _process.
+        self._deferrals: dict[int, int] = {}
         self._slot_free = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -175,7 +177,11 @@ class Consumer(Generic[E]):
         self._slot_free.set()
 
     async def _process(self, msg: Msg) -> None:
-        attempt = msg.metadata.num_delivered
+        seq = msg.metadata.sequence.stream
+        # JetStream counts every delivery, a deferral (Retry) included; only failed attempts
+        # count toward giving up. Deferrals are remembered here: after a move to another
+        # replica they count as attempts again, the cautious side.
+        attempt = msg.metadata.num_delivered - self._deferrals.get(seq, 0)
         try:
             event = decode_event(msg.data)
         except msgspec.DecodeError as exc:
@@ -210,6 +216,9 @@ class Consumer(Generic[E]):
             if age_s < self._retry_budget_s:
                 log.debug("consumer.retry_later", reason=str(exc), age_s=round(age_s, 1))
                 await msg.nak(delay=exc.delay_s)
+                self._deferrals[msg.metadata.sequence.stream] = (
+                    self._deferrals.get(msg.metadata.sequence.stream, 0) + 1
+                )
                 outcome = "deferred"
             else:
                 reason = f"gave up waiting after {age_s:.0f}s: {exc}"
@@ -230,6 +239,8 @@ class Consumer(Generic[E]):
             outcome = "ok"
         finally:
             keepalive.cancel()
+            if outcome in ("ok", "gave_up"):
+                self._deferrals.pop(msg.metadata.sequence.stream, None)
             self._metrics.event_handled(self._durable, outcome, time.perf_counter() - start)
 
     async def _settle_failure(

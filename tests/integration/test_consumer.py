@@ -142,6 +142,19 @@ async def test_retry_waits_without_counting_failures(bus: Bus) -> None:
     assert rec.gave_up == {}
 
 
+async def test_deferrals_do_not_count_as_failed_attempts(bus: Bus) -> None:
+    # Deferred four times (an earlier stage was behind), then one real failure: with
+    # max_attempts=3 that failure is attempt 1 of 3, so the event is retried, not given up.
+    rec = Recorder(*[Retry("not yet", delay_s=0.01)] * 4, RuntimeError("flaky"))
+    event = created()
+    async with consumer(bus, rec):
+        await bus.publish(event)
+        await asyncio.wait_for(rec.done.wait(), 15)
+        await settled(bus)
+    assert rec.gave_up == {}
+    assert rec.calls[event.machine_id] == 6
+
+
 async def test_retry_gives_up_once_the_event_is_too_old(bus: Bus) -> None:
     rec = Recorder(*[Retry("still waiting")] * 5)
     event = created(occurred_at=now() - timedelta(hours=1))
