@@ -68,6 +68,8 @@ class Delivery:
     data: bytes
     #: JetStream's ``num_delivered``: 1 the first time, one more on each redelivery.
     attempt: int = 1
+    #: The event's stream sequence (its position in the stream, from 1).
+    seq: int = 0
     #: The consumer's verdict (its metric label), once it ran.
     outcome: str | None = None
     #: What the consumer answered the server: ack, nak, term (None: nothing, yet).
@@ -84,8 +86,14 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class _Sequence:
+    stream: int
+
+
+@dataclass(frozen=True)
 class _Metadata:
     num_delivered: int
+    sequence: _Sequence
 
 
 class _JsMsg:
@@ -95,7 +103,7 @@ class _JsMsg:
         self.delivery = delivery
         self.data = delivery.data
         self.subject = subject_of(delivery.event)
-        self.metadata = _Metadata(delivery.attempt)
+        self.metadata = _Metadata(delivery.attempt, _Sequence(delivery.seq))
 
     async def ack(self) -> None:
         self.delivery.answer = "ack"
@@ -168,7 +176,7 @@ class FakeBus(Bus):
         self.events.append(decode_event(data))
         for sub in self._subscribers:
             if isinstance(self.events[-1], sub.event_type):
-                self._queue.append(Delivery(sub, data))
+                self._queue.append(Delivery(sub, data, seq=len(self._stored)))
 
     async def publish_many(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -186,14 +194,18 @@ class FakeBus(Bus):
             if any(s.durable == sub.durable for s in self._subscribers):
                 raise ValueError(f"durable {sub.durable} is attached twice")
             self._subscribers.append(sub)
-            for data in self._stored:
+            for seq, data in enumerate(self._stored, start=1):
                 if isinstance(decode_event(data), sub.event_type):
-                    self._queue.append(Delivery(sub, data))
+                    self._queue.append(Delivery(sub, data, seq=seq))
 
     async def redeliver(self, event: Event, durable: str | None = None) -> None:
         """Queue a stored event again (JetStream's redelivery after a crash or an ack timeout)
         for its durables, or only for ``durable``."""
-        data = next(d for d in self._stored if decode_event(d).event_id == event.event_id)
+        seq, data = next(
+            (i, d)
+            for i, d in enumerate(self._stored, start=1)
+            if decode_event(d).event_id == event.event_id
+        )
         for sub in self._subscribers:
             if isinstance(event, sub.event_type) and durable in (None, sub.durable):
                 attempt = 1 + sum(
@@ -201,7 +213,7 @@ class FakeBus(Bus):
                     for d in self.deliveries
                     if d.subscriber is sub and d.event.event_id == event.event_id
                 )
-                self._queue.append(Delivery(sub, data, attempt=attempt))
+                self._queue.append(Delivery(sub, data, attempt=attempt, seq=seq))
 
     async def settle(self, *, max_rounds: int = 1_000) -> None:
         """Deliver until quiet (see the module's docstring); what only waits stays in
@@ -239,7 +251,7 @@ class FakeBus(Bus):
         await d.subscriber.consumer._process(cast(Msg, _JsMsg(d)))
         d.outcome = self._outcomes.last
         if d.answer == "nak":
-            self._parked.append(Delivery(d.subscriber, d.data, attempt=d.attempt + 1))
+            self._parked.append(Delivery(d.subscriber, d.data, attempt=d.attempt + 1, seq=d.seq))
         elif d.answer is None:
             raise AssertionError(f"{d.durable} neither acked, naked nor termed {d.event}")
 

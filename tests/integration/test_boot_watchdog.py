@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import msgspec
+
 from contracts import subjects
 from contracts.consumers import Durable
 from contracts.events import MachineFailed, MachineProvisioned
