@@ -13,23 +13,10 @@ import asyncio
 import time
 from pathlib import Path
 
-from bench.common import (
-    EventWatch,
-    Figure,
-    FleetUp,
-    Gateway,
-    Report,
-    connz,
-    daemon_env,
-    kill_group,
-    nats_server,
-    percentile,
-    rfc3339_to_epoch,
-    servers,
-    spawn,
-    temp_dir,
-)
+from bench.common import Figure, Report, percentile, temp_dir
+from bench.daemons import daemon_env, kill_group, spawn
 from bench.profiling import sampled
+from bench.stack import EventWatch, FleetUp, Gateway, connz, nats_server, rfc3339_to_epoch, servers
 from contracts.gateway_rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import nats
 
-from bench.common import Figure, Gateway, KeySource, Report, RpcError, daemon_client
+from bench.common import Figure, Report
+from bench.daemons import KeySource, daemon_client
+from bench.stack import Gateway, RpcError
 from contracts.gateway_rpc import (
     ENV_SET,
     MACHINES_REFRESH_ENV,

@@ -17,19 +17,10 @@ from pathlib import Path
 
 import nats
 
-from bench.common import (
-    EventWatch,
-    Figure,
-    Report,
-    daemon_env,
-    kill_group,
-    median,
-    nats_server,
-    rss_mb,
-    spawn,
-    temp_dir,
-    uss_pss_mb,
-)
+from bench.common import Figure, Report, median, temp_dir
+from bench.daemons import daemon_env, kill_group, spawn
+from bench.procstat import rss_mb, uss_pss_mb
+from bench.stack import EventWatch, nats_server
 from contracts.ids import new_machine_id
 from fleet.embedded import NatsServer
 from providers.local import daemon_argv

@@ -24,21 +24,11 @@ from pathlib import Path
 import nats
 
 from bench import env_fanout
-from bench.common import (
-    EventWatch,
-    Figure,
-    FleetUp,
-    Gateway,
-    Report,
-    cpu_seconds,
-    nats_server,
-    peak_rss_mb,
-    rss_mb,
-    servers,
-    stored_keys,
-    temp_dir,
-)
+from bench.common import Figure, Report, temp_dir
+from bench.daemons import stored_keys
+from bench.procstat import cpu_seconds, peak_rss_mb, rss_mb
 from bench.profiling import sampled
+from bench.stack import EventWatch, FleetUp, Gateway, nats_server, servers
 from contracts.gateway_rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,

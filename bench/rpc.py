@@ -22,23 +22,18 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client as NATS
 
-from bench.common import (
-    REPO,
-    Figure,
-    Report,
+from bench.common import REPO, Figure, Report, median, percentile, temp_dir
+from bench.daemons import (
     bench_token,
     daemon_client,
     daemon_env,
     kill_group,
-    median,
-    nats_server,
-    percentile,
     sign_headers,
     signing_key,
     spawn,
-    temp_dir,
     token_keys,
 )
+from bench.stack import nats_server
 from contracts import subjects
 from contracts.daemon_rpc import HEALTH, WRITE_FILE, HealthResult, WriteFileParams
 from contracts.ids import new_machine_id

@@ -1,8 +1,8 @@
 """Helpers for the daemon's long-lived children (background processes and cron jobs).
 
-Shared by ``daemon.procs`` and ``daemon.scheduler``: where a child's output goes, which
-environment it gets, how its group is signalled without ever hitting a reused pid, how its end
-is noticed when it is not our child, and how its log is read back.
+Shared by ``daemon.proc_slot``, ``daemon.procs`` and ``daemon.scheduler``: where a child's output
+goes, which environment it gets, how its group is signalled without ever hitting a reused pid,
+how its end is noticed when it is not our child, and how its log is read back.
 """
 
 from __future__ import annotations

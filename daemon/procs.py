@@ -5,19 +5,17 @@ each runs in its own session with its output appended to a log file, never to a 
 daemon holds, and is recorded (pid and /proc start time) in the state file for the next daemon
 to re-adopt. Every signal goes to the process group, and only after checking the leader's start
 time: a pid reused by an unrelated process is never signalled.
+
+This module keeps the slots and decides when (supervision, restarts, the state file, the RPC
+methods); ``daemon.proc_slot`` does the spawning, waiting and signalling for one slot.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import secrets
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -33,62 +31,18 @@ from contracts.daemon_rpc import (
     ProcessStartParams,
 )
 from contracts.errors import Conflict, FleetError, NotFound, ToolError
-from contracts.machine_files import ENV_FILE, LOG_DIR
+from contracts.machine_files import ENV_FILE
 from core import procinfo
-from core.backoff import backoff_s
-from daemon.children import child_env, open_log, reap, signal_group, tail_lines, wait_gone
+from daemon.children import reap, tail_lines
 from daemon.envload import EnvFile, Signature, signature
+from daemon.proc_slot import ProcessSlot, cancel_task, end_foreign
 from daemon.state import ProcessKind, TrackedProcess
 from daemon.tools import resolve_path
 
 log = structlog.get_logger(__name__)
 
-#: An adopted process is not (necessarily) our child, so nothing tells us when it exits.
-ADOPTED_POLL_S = 0.5
-BACKOFF_FIRST_S = 0.5
-BACKOFF_CAP_S = 30.0
-#: A process that ran this long before exiting starts its backoff from the beginning again.
-BACKOFF_RESET_S = 60.0
 ENV_RESTART_GRACE_S = 5.0
-#: After SIGKILL only an uninterruptible sleep (a hung NFS mount) can keep a process alive.
-KILL_WAIT_S = 10.0
 KEEP_EXITED = 50
-
-
-@dataclass(eq=False)
-class _Entry:
-    """One process slot: a restart puts a new pid in the same slot (tag and log stay)."""
-
-    rec: TrackedProcess
-    #: Set while it is our child; asyncio then reaps it and gives the exit code.
-    proc: asyncio.subprocess.Process | None = None
-    supervisor: asyncio.Task[None] | None = None
-    #: Held across every change of process (exit, restart, kill): one at a time per slot.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: Killed on purpose: never restarted again.
-    stopping: bool = False
-    spawned: float = field(default_factory=time.monotonic)
-    #: Quick exits in a row: the backoff exponent.
-    streak: int = 0
-
-    @property
-    def live(self) -> bool:
-        return self.rec.pid > 0 and self.rec.state == "running"  # pid 0: still starting
-
-    def info(self) -> ProcessInfo:
-        r = self.rec
-        return ProcessInfo(
-            pid=r.pid,
-            tag=r.tag,
-            command=list(r.command),
-            cwd=r.cwd,
-            restart=r.restart,
-            state=r.state,
-            exit_code=r.exit_code,
-            restarts=r.restarts,
-            started_at=r.started_at,
-            log_path=r.log_path or "",
-        )
 
 
 class ProcessManager:
@@ -106,8 +60,8 @@ class ProcessManager:
         self._env_poll_s = env_poll_s
         self._env = EnvFile(home / ENV_FILE)
         #: Slots the manager is responsible for: running, or waiting to be restarted.
-        self._managed: list[_Entry] = []
-        self._done: deque[_Entry] = deque(maxlen=KEEP_EXITED)
+        self._managed: list[ProcessSlot] = []
+        self._done: deque[ProcessSlot] = deque(maxlen=KEEP_EXITED)
         self._execs: dict[int, TrackedProcess] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
@@ -126,10 +80,10 @@ class ProcessManager:
         """Stop supervising; the processes keep running for the next daemon to adopt."""
         self._closed = True
         watcher, self._watcher = self._watcher, None
-        await _cancel(watcher)  # first: an env restart in progress may start a supervisor
+        await cancel_task(watcher)  # first: an env restart in progress may start a supervisor
         for entry in self._managed:
             task, entry.supervisor = entry.supervisor, None
-            await _cancel(task)
+            await cancel_task(task)
 
     # --- the state file -----------------------------------------------------------------------
     def adopt(self, records: Sequence[TrackedProcess]) -> None:
@@ -140,7 +94,7 @@ class ProcessManager:
                 if rec.state == "running" and procinfo.is_alive(rec.pid, rec.start_ticks):
                     self._execs[rec.pid] = rec
                 continue
-            entry = _Entry(rec)
+            entry = ProcessSlot(rec)
             entry.spawned = time.monotonic() - max(0.0, time.time() - rec.started_at)
             if rec.state == "running" and not procinfo.is_alive(rec.pid, rec.start_ticks):
                 reaped, rec.exit_code = reap(rec.pid)
@@ -200,11 +154,11 @@ class ProcessManager:
             restart=params.restart,
             started_at=time.time(),
         )
-        entry = _Entry(rec)
+        entry = ProcessSlot(rec)
         self._managed.append(entry)  # before the await: holds the tag against a concurrent start
         async with entry.lock:  # a stop_all meanwhile waits, then ends it
             try:
-                await self._spawn(entry)
+                await entry.spawn(self._home, self._environ, self._env)
             except BaseException:
                 self._managed.remove(entry)
                 raise
@@ -235,7 +189,7 @@ class ProcessManager:
         execs = list(self._execs.values())
         results = await asyncio.gather(
             *(self._kill_entry(e, grace_s) for e in entries),
-            *(_end_foreign(r, grace_s) for r in execs),
+            *(end_foreign(r, grace_s) for r in execs),
             return_exceptions=True,
         )
         for result in results:
@@ -243,7 +197,7 @@ class ProcessManager:
                 log.warning("process.stop_failed", error=str(result))
 
     # --- internals ----------------------------------------------------------------------------
-    def _find(self, ref: ProcessRef) -> _Entry:
+    def _find(self, ref: ProcessRef) -> ProcessSlot:
         for entry in (*self._managed, *reversed(self._done)):
             rec = entry.rec
             if rec.pid and (rec.pid == ref.pid or (ref.tag is not None and rec.tag == ref.tag)):
@@ -251,66 +205,29 @@ class ProcessManager:
         what = f"pid {ref.pid}" if ref.pid is not None else f"tag {ref.tag!r}"
         raise NotFound(f"no process with {what}")
 
-    async def _kill_entry(self, entry: _Entry, grace_s: float) -> None:
+    async def _kill_entry(self, entry: ProcessSlot, grace_s: float) -> None:
         if entry not in self._managed:
             return  # already over
         entry.stopping = True
         async with entry.lock:
             task, entry.supervisor = entry.supervisor, None
-            await _cancel(task)
+            await cancel_task(task)
             if entry.live:
-                self._mark_exited(entry, await self._terminate(entry, grace_s))
+                self._mark_exited(entry, await entry.terminate(grace_s))
             self._finish(entry)
         log.info("process.killed", pid=entry.rec.pid, tag=entry.rec.tag)
 
-    async def _spawn(self, entry: _Entry) -> None:
-        """Start the slot's command (again), with the .env as it is now; ToolError if it
-        cannot be started."""
-        rec = entry.rec
-        rel = rec.log_path or (
-            f"{LOG_DIR}/{rec.tag}.log" if rec.tag else f"{LOG_DIR}/.new-{secrets.token_hex(4)}.log"
-        )
-        env = child_env(self._home, self._environ, self._env, rec.env)
-        try:
-            fd = open_log(self._home / rel)
-        except OSError as exc:
-            raise ToolError(f"cannot open {rel}: {exc.strerror or exc}") from None
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *rec.command,
-                cwd=rec.cwd,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                start_new_session=True,  # its own group: a kill reaches its children too
-            )
-        except OSError as exc:
-            if rec.log_path is None:
-                (self._home / rel).unlink(missing_ok=True)
-            raise ToolError(f"cannot start {rec.command[0]!r}: {exc.strerror or exc}") from None
-        finally:
-            os.close(fd)
-        if rec.log_path is None and rec.tag is None:
-            named = f"{LOG_DIR}/{proc.pid}.log"  # named by pid, known only now
-            os.replace(self._home / rel, self._home / named)
-            rel = named
-        rec.log_path = rel
-        rec.pid, rec.start_ticks = proc.pid, procinfo.start_ticks(proc.pid) or 0
-        rec.state, rec.exit_code, rec.started_at = "running", None, time.time()
-        entry.proc, entry.spawned = proc, time.monotonic()
-
-    async def _supervise(self, entry: _Entry) -> None:
+    async def _supervise(self, entry: ProcessSlot) -> None:
         """Wait for the process to exit; restart it if its policy says so."""
         try:
             while True:
-                code = await self._wait_exit(entry)
+                code = await entry.wait_exit()
                 async with entry.lock:
                     self._mark_exited(entry, code)
                     if entry.stopping or entry.rec.restart != "always":
                         self._finish(entry)
                         return
-                    delay = self._backoff(entry)
+                    delay = entry.next_backoff()
                 await asyncio.sleep(delay)
                 async with entry.lock:
                     if entry.stopping:
@@ -323,10 +240,10 @@ class ProcessManager:
             log.exception("process.supervise_crashed", pid=entry.rec.pid, tag=entry.rec.tag,
                           error=repr(exc))  # fmt: skip
 
-    async def _respawn(self, entry: _Entry, reason: str) -> None:
+    async def _respawn(self, entry: ProcessSlot, reason: str) -> None:
         old_pid = entry.rec.pid
         try:
-            await self._spawn(entry)
+            await entry.spawn(self._home, self._environ, self._env)
         except ToolError as exc:
             # Left exited: "always" tries again after the next backoff, others stay down.
             log.warning("process.restart_failed", pid=old_pid, tag=entry.rec.tag, error=str(exc))
@@ -342,48 +259,14 @@ class ProcessManager:
         )
         self._on_change()
 
-    def _backoff(self, entry: _Entry) -> float:
-        if time.monotonic() - entry.spawned >= BACKOFF_RESET_S:
-            entry.streak = 0
-        delay = backoff_s(entry.streak + 1, base=BACKOFF_FIRST_S, cap=BACKOFF_CAP_S, jitter=False)
-        entry.streak = min(entry.streak + 1, 16)
-        return delay
-
-    async def _wait_exit(self, entry: _Entry) -> int | None:
-        rec = entry.rec
-        if not entry.live:
-            return rec.exit_code
-        if entry.proc is not None:
-            return await entry.proc.wait()
-        await wait_gone(rec.pid, rec.start_ticks, ADOPTED_POLL_S)
-        return reap(rec.pid)[1]
-
-    async def _terminate(self, entry: _Entry, grace_s: float) -> int | None:
-        """SIGTERM the group, SIGKILL it after the grace period; the leader's exit code."""
-        rec = entry.rec
-        signal_group(rec.pid, rec.start_ticks, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(grace_s):
-                return await self._wait_exit(entry)
-        except TimeoutError:
-            signal_group(rec.pid, rec.start_ticks, signal.SIGKILL)
-        try:
-            async with asyncio.timeout(KILL_WAIT_S):
-                return await self._wait_exit(entry)
-        except TimeoutError:
-            raise ToolError(f"process {rec.pid} survived SIGKILL for {KILL_WAIT_S}s") from None
-        finally:
-            # Members that outlived the leader (a `cmd &` the leader never waited for).
-            signal_group(rec.pid, rec.start_ticks, signal.SIGKILL)
-
-    def _mark_exited(self, entry: _Entry, code: int | None) -> None:
+    def _mark_exited(self, entry: ProcessSlot, code: int | None) -> None:
         if not entry.live:
             return
         entry.rec.state, entry.rec.exit_code, entry.proc = "exited", code, None
         log.info("process.exited", pid=entry.rec.pid, tag=entry.rec.tag, exit_code=code)
         self._on_change()
 
-    def _finish(self, entry: _Entry) -> None:
+    def _finish(self, entry: ProcessSlot) -> None:
         if entry in self._managed:
             self._managed.remove(entry)
             self._done.append(entry)
@@ -413,29 +296,12 @@ class ProcessManager:
             if isinstance(result, Exception):
                 log.warning("process.restart_failed", pid=entry.rec.pid, error=str(result))
 
-    async def _restart(self, entry: _Entry, reason: str) -> None:
+    async def _restart(self, entry: ProcessSlot, reason: str) -> None:
         async with entry.lock:
             if entry.stopping or not entry.live:
                 return
             task, entry.supervisor = entry.supervisor, None
-            await _cancel(task)
-            self._mark_exited(entry, await self._terminate(entry, ENV_RESTART_GRACE_S))
+            await cancel_task(task)
+            self._mark_exited(entry, await entry.terminate(ENV_RESTART_GRACE_S))
             await self._respawn(entry, reason)
             entry.supervisor = asyncio.create_task(self._supervise(entry))
-
-
-async def _end_foreign(rec: TrackedProcess, grace_s: float) -> None:
-    """End an exec or cron child: its own caller reaps it, so only watch it go."""
-    signal_group(rec.pid, rec.start_ticks, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(grace_s):
-            await wait_gone(rec.pid, rec.start_ticks, 0.05)
-    signal_group(rec.pid, rec.start_ticks, signal.SIGKILL)
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    """Cancel and wait for it; our own cancellation still propagates."""
-    if task is None or task is asyncio.current_task():
-        return
-    task.cancel()
-    await asyncio.wait({task})

@@ -1,0 +1,76 @@
+"""Fixtures of the NATS auth tests: the authenticating server, the services' credentials, the
+callout.
+
+They override the suite's (tests/conftest.py) for this directory only, so its ``store``,
+``bus``, ``spawn_daemon`` and ``stack`` run against the authenticating server with the services'
+own credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fleet.embedded import NatsAuth, NatsServer, ValkeyServer, free_port
+from services.auth_callout.__main__ import build as build_callout
+from services.common.crypto import SecretBox, generate_secret_key
+from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+
+
+@pytest.fixture
+def nats_auth(tmp_path: Path) -> tuple[NatsAuth, str]:
+    return NatsAuth.load_or_create(tmp_path / "nats-auth.json")
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path, nats_auth: tuple[NatsAuth, str]) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path / "nats", auth=nats_auth[0]) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    redis_server: ValkeyServer,
+    nats_auth: tuple[NatsAuth, str],
+) -> Settings:
+    auth, seed = nats_auth
+    return Settings(
+        nats_url=nats_server.url,
+        nats_user=auth.SERVICE_USER,
+        nats_password=auth.service_password,
+        redis_url=redis_server.url,
+        data_dir=str(tmp_path / "data"),
+        secret_key=generate_secret_key(),
+        admin_token=ADMIN_TOKEN,
+        port=free_port(),
+        log_level="warning",
+        ack_wait_s=5.0,
+        probe_timeout_s=10.0,
+        probe_interval_s=0.1,
+        clone_timeout_s=30.0,
+        callout_issuer_seed=seed,
+    )
+
+
+@pytest.fixture
+async def callout(settings: Settings, nats_auth: tuple[NatsAuth, str]) -> AsyncIterator[None]:
+    """The callout service, wired as its __main__ does, as the AUTH account's user."""
+    auth, _ = nats_auth
+    own = msgspec.structs.replace(
+        settings, nats_user=auth.CALLOUT_USER, nats_password=auth.callout_password
+    )
+    async with AsyncExitStack() as es:
+        await build_callout(own, es)
+        yield
+
+
+@pytest.fixture
+def box(settings: Settings) -> SecretBox:
+    return SecretBox(settings.secret_key)

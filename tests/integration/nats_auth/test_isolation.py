@@ -1,0 +1,144 @@
+"""A machine with valid credentials attacks another: it can neither read its traffic, nor
+publish or call as it, nor reach the JetStream API."""
+
+from __future__ import annotations
+
+import uuid
+
+import nats.errors
+import pytest
+
+from contracts import subjects
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from fleet.embedded import NatsServer
+from services.common.bus import Bus
+from services.common.crypto import SecretBox
+from services.common.daemon_client import DaemonClient, static_key
+from services.common.store import Store, k_machine
+from tests.conftest import SpawnDaemon
+from tests.integration.nats_auth.helpers import (
+    STATUS,
+    Attacker,
+    boot,
+    connect_as,
+    enroll,
+    forged_report,
+    stream_seq,
+)
+from tests.waiters import before_marker, subscribed
+
+
+# --- a machine with valid credentials, attacking another ---------------------------------------
+async def test_machine_cannot_read_another_machines_rpc(
+    callout: None,
+    bus: Bus,
+    store: Store,
+    box: SecretBox,
+    spawn_daemon: SpawnDaemon,
+    nats_server: NatsServer,
+) -> None:
+    b, b_token = await enroll(store, box)
+    await boot(bus, spawn_daemon, b, b_token)
+    a, a_token = await enroll(store, box)
+    attacker = Attacker()
+    nc = await connect_as(nats_server, a, a_token, attacker)
+    stolen = [
+        subjects.daemon_rpc(b),  # B's RPC: carries its .env and git credentials
+        "daemon.*.rpc",
+        "daemon.>",
+        subjects.machine_inbox_prefix(b) + ".>",  # B's replies
+        "_INBOX.>",  # the platform's replies from every daemon
+        subjects.ALL_MACHINE_EVENTS,
+        ">",
+    ]
+    # No callbacks: a message the server delivered waits in its subscription's queue.
+    subs = [await nc.subscribe(subject) for subject in stolen]
+    subs += [await nc.subscribe(subject, queue="q") for subject in stolen]
+    own = await nc.subscribe(subjects.daemon_rpc(a))  # A may serve its own RPC subject
+    await nc.flush()
+    for subject in stolen:
+        await attacker.violated("subscription", subject)
+
+    # The platform talks to B, with a secret in the call and in the answer: A sees none of it.
+    mc = DaemonClient(bus.nc, keys=static_key(b_token)).machine(b)
+    await mc.write_file("~/.fleet/.env", "SECRET='s3cret'\n", 0o600)
+    r = await mc.run("cat", ".fleet/.env")
+    assert r.stdout == "SECRET='s3cret'\n"
+    # The platform then sends A something: one connection's messages arrive in the order the
+    # server routed them, so anything of B's routed to A is queued by the time this arrives.
+    marker = b"marker-" + uuid.uuid4().hex.encode()
+    await bus.nc.publish(subjects.daemon_rpc(a), marker)
+    assert (await own.next_msg(timeout=10)).data == marker
+    assert [s.pending_msgs for s in subs] == [0] * len(subs)
+    # A's own subjects still work: the violations did not cost it its connection.
+    assert nc.is_connected
+    await nc.close()
+
+
+async def test_machine_cannot_publish_as_another_machine_or_call_it(
+    callout: None, stack: FleetClient, bus: Bus, store: Store, box: SecretBox,
+    nats_server: NatsServer,
+) -> None:  # fmt: skip
+    inst_b = await stack.create_instance("victim")
+    b = (await stack.create_machine(inst_b.id)).id
+    assert (await stack.wait_for(b, {"ready", "failed"}, timeout_s=60)).status == "ready"
+    a, a_token = await enroll(store, box)
+    before = await store.redis.hgetall(k_machine(b))
+    b_status = subjects.event(STATUS, b)
+    seq_before = await stream_seq(bus, b_status)
+
+    attacker = Attacker()
+    nc = await connect_as(nats_server, a, a_token, attacker)
+    async with (
+        subscribed(bus.nc, subjects.machine_events(b)) as seen,
+        subscribed(bus.nc, subjects.daemon_rpc(b)) as rpc_seen,
+    ):
+        for status in ("stopping", "ready"):  # ready with a new boot: setup would run again
+            await nc.publish(b_status, forged_report(b, status))
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            await nc.request(b_status, forged_report(b), timeout=1)  # via JetStream
+        await nc.publish(subjects.heartbeat(b), b"{}")
+        await nc.publish(subjects.event(subjects.EventKind.READY, b), b"{}")
+        await nc.publish(subjects.daemon_rpc(b), b'{"jsonrpc":"2.0","id":1,"method":"x"}')
+        await nc.flush()
+        ready_b = subjects.event(subjects.EventKind.READY, b)
+        for subject in (b_status, subjects.heartbeat(b), ready_b, subjects.daemon_rpc(b)):
+            await attacker.violated("publish", subject)  # the server has judged every one
+        # The services' subscribers saw none of it (B's own heartbeats may go by): a marker
+        # the platform sends now comes after anything of A's that got through.
+        for msg in await before_marker(bus.nc, subjects.heartbeat(b), seen):
+            assert msg.data != b"{}"
+            assert b"forged" not in msg.data
+        assert await before_marker(bus.nc, subjects.daemon_rpc(b), rpc_seen) == []
+    assert await stream_seq(bus, b_status) == seq_before
+    assert await store.redis.hgetall(k_machine(b)) == before
+    assert (await stack.get_machine(b)).status is MachineStatus.READY
+    await nc.close()
+
+
+async def test_machine_cannot_reach_the_jetstream_api(
+    callout: None, bus: Bus, store: Store, box: SecretBox, nats_server: NatsServer
+) -> None:
+    a, a_token = await enroll(store, box)
+    attacker = Attacker()
+    nc = await connect_as(nats_server, a, a_token, attacker)
+    stream = subjects.STREAM_NAME
+    for subject in (
+        "$JS.API.INFO",
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.PURGE.{stream}",
+        f"$JS.API.STREAM.DELETE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        "$SYS.REQ.ACCOUNT.PING.CONNZ",
+        "$SYS.REQ.SERVER.PING.CONNZ",
+    ):
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            await nc.request(subject, b"{}", timeout=0.5)
+        await attacker.violated("publish", subject)
+    # Its JetStream context is useless: no API reply ever comes.
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        await nc.jetstream(timeout=0.5).stream_info(stream)
+    assert (await bus.js.stream_info(stream)).config.name == stream  # still there
+    await nc.close()
