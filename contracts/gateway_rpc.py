@@ -379,3 +379,6 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     TOKENS_REVOKE,
     RPC_DISCOVER,
 )
+
+#: Methods that answer without a token: they reveal no data (discovery tools call them bare).
+PUBLIC_METHODS: frozenset[str] = frozenset({RPC_DISCOVER.name})

@@ -197,10 +197,38 @@ class Dispatcher(Generic[Ctx]):
         if route is None:
             raise MethodNotFound(f"method not found: {env.method}")
         try:
-            params = route.decoder.decode(env.params)
+            params = route.decoder.decode(_by_name(env.params))
         except msgspec.ValidationError as exc:
             raise invalid_params(exc) from None
         return await route.handler(params, ctx)
+
+    def only(self, names: frozenset[str]) -> Dispatcher[Ctx]:
+        """A dispatcher that knows only these methods (any other: -32601), e.g. the ones
+        anonymous callers may use: what it cannot route, it cannot run."""
+        router = Router[Ctx]()
+        kept = [r for n, r in self._routes.items() if n in names]
+        for route in kept:
+            router.register(route.spec, route.handler)
+        return Dispatcher([r.spec for r in kept], router)
+
+
+def _by_name(params: msgspec.Raw) -> msgspec.Raw | bytes:
+    """Every method takes its params by name; an empty array is "no params" too (JSON-RPC
+    allows it, and clients such as the official OpenRPC one send ``[]`` when given none)."""
+    raw = bytes(params).strip()
+    if raw[:1] != b"[":
+        return params
+    if raw[1:].lstrip() == b"]":
+        return b"{}"
+    raise InvalidParams("params must be an object: every method takes them by name", field="$")
+
+
+def request_method(body: bytes) -> str | None:
+    """The method of a single request (None for a batch or anything not a request)."""
+    try:
+        return msgspec.json.decode(body, type=_Envelope).method
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
 
 
 def encode_error(exc: FleetError, req_id: RequestId = None) -> bytes:

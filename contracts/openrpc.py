@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -23,6 +25,7 @@ def openrpc_document(
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
+    schemas, components = _unclash(schemas, components, methods)
     n = len(methods)
     doc: OpenRpcDocument = {
         "openrpc": OPENRPC_VERSION,
@@ -46,9 +49,13 @@ def _method(
     result_schema: dict[str, Any],
 ) -> dict[str, Any]:
     props = components[params_ref["$ref"].rsplit("/", 1)[1]].get("properties", {})
+    # The spec: "all optional params MUST be positioned after all required params". Sorting
+    # here (stable: declaration order within each group) leaves the structs' field order,
+    # which is also their constructors' order, alone.
+    fields = sorted(msgspec.structs.fields(spec.params), key=lambda f: not f.required)
     params = [
         {"name": f.encode_name, "required": f.required, "schema": props.get(f.encode_name, {})}
-        for f in msgspec.structs.fields(spec.params)
+        for f in fields
     ]
     return {
         "name": spec.name,
@@ -58,6 +65,39 @@ def _method(
         "result": {"name": "result", "schema": result_schema},
         "errors": [{"code": e.code, "message": e.__name__} for e in spec.errors],
     }
+
+
+def method_type_name(method: str) -> str:
+    """The type name code generators derive from a method name: ``env.list`` -> ``EnvList``."""
+    return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z0-9]+", method) if w)
+
+
+def _unclash(
+    schemas: list[dict[str, Any]], components: dict[str, Any], methods: Sequence[AnySpec]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rename the schemas whose name (and title) is the type name a generator derives from a
+    method (``EnvList``, the result of ``env.list``, would collide with the method's own
+    type): they get a ``Result`` suffix, and every ``$ref`` follows."""
+    taken = {method_type_name(m.name) for m in methods}
+    renames: dict[str, str] = {}
+    for name in components:
+        if name in taken:
+            new = name + "Result"
+            while new in components or new in taken:
+                new += "_"
+            renames[name] = new
+    if not renames:
+        return schemas, components
+    text = json.dumps([schemas, components])
+    for old, new in renames.items():
+        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
+    schemas, components = json.loads(text)
+    for old, new in renames.items():
+        schema = components.pop(old)
+        if schema.get("title") == old:
+            schema["title"] = new
+        components[new] = schema
+    return schemas, dict(sorted(components.items()))
 
 
 def _error_catalog() -> dict[str, dict[str, Any]]:

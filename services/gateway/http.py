@@ -18,7 +18,8 @@ import structlog
 from aiohttp import web
 
 from contracts.errors import FleetError, PayloadTooLarge, Unauthorized
-from contracts.jsonrpc import Dispatcher
+from contracts.gateway_rpc import PUBLIC_METHODS
+from contracts.jsonrpc import Dispatcher, request_method
 from services.common.bus import Bus
 from services.common.metrics import Metrics, metrics_handler
 from services.common.store import Store
@@ -33,6 +34,8 @@ CallerResolver = Callable[[str], Awaitable[Caller | None]]
 CALLER: web.AppKey[CallerResolver] = web.AppKey("caller")
 CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
 _JSON = "application/json"
+#: A /rpc caller without a (valid) token: it may call only the methods that reveal no data.
+ANONYMOUS = Caller(token_id="anonymous", admin=False)  # noqa: S106 - an id, not a secret
 
 
 def error_response(exc: FleetError, status: int | None = None) -> web.Response:
@@ -75,8 +78,10 @@ async def auth_middleware(
 ) -> web.StreamResponse:
     if request.path in ("/rpc", "/events"):
         caller = await request.app[CALLER](bearer(request))
+        if caller is None and request.path == "/rpc":
+            caller = ANONYMOUS  # rpc() lets it call PUBLIC_METHODS only, and answers 401 else
         if caller is None:
-            return error_response(Unauthorized("missing or invalid bearer token"))
+            return _unauthorized()
         request[CALLER_OF_REQUEST] = caller
     return await handler(request)
 
@@ -93,6 +98,7 @@ def make_app(
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
     app[CALLER] = resolve_caller
     streams = Streams()
+    public = dispatcher.only(PUBLIC_METHODS)
 
     async def end_streams(_: web.Application) -> None:
         streams.end_all()
@@ -106,7 +112,13 @@ def make_app(
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return error_response(_too_large(max_body_bytes))
-        answer = await dispatcher.handle(body, request[CALLER_OF_REQUEST])
+        caller = request[CALLER_OF_REQUEST]
+        if caller is ANONYMOUS:
+            if request_method(body) not in PUBLIC_METHODS:
+                return _unauthorized()
+            answer = await public.handle(body, caller)  # routes nothing but PUBLIC_METHODS
+        else:
+            answer = await dispatcher.handle(body, caller)
         if answer is None:
             return web.Response(status=204)
         return web.Response(body=answer, content_type=_JSON)
@@ -141,6 +153,10 @@ def make_app(
     app.router.add_get("/", index)
     app.router.add_static("/static", STATIC)
     return app
+
+
+def _unauthorized() -> web.Response:
+    return error_response(Unauthorized("missing or invalid bearer token"))
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -42,6 +42,42 @@ async def test_missing_or_bad_token_is_401(
     assert await stack.list_instances() == []  # and the real token still works
 
 
+async def test_rpc_discover_needs_no_token_and_nothing_else_rides_on_it(
+    stack: FleetClient, settings: Settings
+) -> None:
+    for params in ("", ',"params":[]', ',"params":{}'):
+        body = '{"jsonrpc":"2.0","id":7,"method":"rpc.discover"' + params + "}"
+        status, answer = await post(settings, body)
+        assert status == 200, answer
+        assert answer["result"] == await stack.discover()
+    # What a hostile client might try so that something else runs without a token:
+    tricks = [
+        '[{"jsonrpc":"2.0","id":1,"method":"rpc.discover"},'
+        '{"jsonrpc":"2.0","id":2,"method":"instances.create","params":{"name":"x"}}]',
+        '{"jsonrpc":"2.0","id":1,"method":"rpc.discover","method":"instances.create",'
+        '"params":{"name":"x"}}',
+        '{"jsonrpc":"2.0","id":1,"method":"instances.create","method":"rpc.discover",'
+        '"params":{"name":"x"}}',
+        '{"jsonrpc":"2.0","method":"instances.create","params":{"name":"x"}}',
+    ]
+    for body in tricks:
+        status, answer = await post(settings, body, {"Authorization": "Bearer wrong"})
+        assert status in (200, 401), (body, status)
+        assert "result" not in json.dumps(answer) or answer["result"].get("openrpc"), body
+    assert await stack.list_instances() == []  # none of them created anything
+
+
+async def test_empty_params_array_is_accepted(stack: FleetClient, settings: Settings) -> None:
+    for method in ("instances.list", "tokens.list", "machines.list", "env.list"):
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []})
+        status, answer = await post(settings, body, AUTH)
+        assert status == 200
+        assert "result" in answer, (method, answer)
+    body = '{"jsonrpc":"2.0","id":1,"method":"machines.get","params":[]}'
+    _, answer = await post(settings, body, AUTH)
+    assert answer["error"]["data"]["field"] == "$.machineId"
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [

@@ -389,3 +389,47 @@ async def test_malformed_batch_is_a_single_parse_error(
     assert isinstance(answer, dict)
     assert answer["error"]["code"] == -32700
     assert ctx.calls == []
+
+
+# --- params: [] means none ------------------------------------------------------------------------
+@pytest.mark.parametrize("empty", [b"[]", b"[ ]", b" [\n] "])
+async def test_an_empty_params_array_is_no_params(
+    dispatcher: Dispatcher[Ctx], ctx: Ctx, empty: bytes
+) -> None:
+    body = b'{"jsonrpc":"2.0","id":1,"method":"whoami","params":' + empty + b"}"
+    assert (await call(dispatcher, body, ctx))["result"] == {"callerName": "tester"}
+
+
+async def test_an_empty_params_array_is_an_empty_object_for_by_name_methods(
+    dispatcher: Dispatcher[Ctx], ctx: Ctx
+) -> None:
+    answer = await call(dispatcher, request(ECHO.name, []), ctx)
+    assert answer["error"]["code"] == -32602  # as for {}: the required field is named
+    assert answer["error"]["data"]["field"] == "$.path"
+    assert ctx.calls == []
+
+
+@pytest.mark.parametrize("params", [["a"], [{"path": "a"}], [[]]])
+async def test_params_by_position_are_refused(
+    dispatcher: Dispatcher[Ctx], ctx: Ctx, params: list[Any]
+) -> None:
+    for spec in (ECHO, WHOAMI):
+        answer = await call(dispatcher, request(spec.name, params), ctx)
+        assert answer["error"]["code"] == -32602
+        assert "by name" in answer["error"]["message"]
+    assert ctx.calls == []
+
+
+async def test_only_routes_nothing_but_the_named_methods(
+    dispatcher: Dispatcher[Ctx], ctx: Ctx
+) -> None:
+    public = dispatcher.only(frozenset({WHOAMI.name}))
+    assert public.methods == [WHOAMI.name]
+    assert (await call(public, request(CRASH.name), ctx))["error"]["code"] == -32601
+    batch = [request(WHOAMI.name), request(ECHO.name, {"path": "x"}, 2)]
+    answers = await call(public, batch, ctx)
+    assert [("result" in a, a.get("error", {}).get("code")) for a in answers] == [
+        (True, None),
+        (False, -32601),
+    ]
+    assert ctx.calls == ["whoami"]

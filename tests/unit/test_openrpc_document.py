@@ -11,7 +11,7 @@ import pytest
 from contracts.daemon_rpc import DAEMON_METHODS
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import MethodSpec
-from contracts.openrpc import OPENRPC_VERSION, openrpc_document
+from contracts.openrpc import OPENRPC_VERSION, method_type_name, openrpc_document
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,10 @@ def test_one_entry_per_method_in_table_order(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize("spec", GATEWAY_METHODS, ids=spec_id)
 def test_params_match_the_struct(doc: dict[str, Any], spec: MethodSpec) -> None:
     entry = method(doc, spec.name)
-    expected = [(f.encode_name, f.required) for f in msgspec.structs.fields(spec.params)]
+    fields = msgspec.structs.fields(spec.params)
+    # Required params first (the OpenRPC spec's MUST), each group in declaration order.
+    expected = [(f.encode_name, True) for f in fields if f.required]
+    expected += [(f.encode_name, False) for f in fields if not f.required]
     assert [(p["name"], p["required"]) for p in entry["params"]] == expected
     assert entry["paramStructure"] == "by-name"
     assert entry["summary"] == spec.summary
@@ -77,7 +80,7 @@ def test_error_codes_match_the_spec(doc: dict[str, Any], spec: MethodSpec) -> No
     [
         ("instances.create", [("name", True)]),
         ("instances.list", []),
-        ("env.set", [("instanceId", False), ("name", True), ("value", True)]),
+        ("env.set", [("name", True), ("value", True), ("instanceId", False)]),
         (
             "repos.add",
             [
@@ -95,10 +98,10 @@ def test_error_codes_match_the_spec(doc: dict[str, Any], spec: MethodSpec) -> No
             "machines.exec",
             [
                 ("command", True),
+                ("machineId", True),
                 ("timeoutS", False),
                 ("cwd", False),
                 ("env", False),
-                ("machineId", True),
             ],
         ),
     ],
@@ -161,3 +164,23 @@ def test_daemon_methods_also_render() -> None:
         ("content", True),
         ("mode", False),
     ]
+
+
+def test_no_optional_param_comes_before_a_required_one(doc: dict[str, Any]) -> None:
+    for entry in doc["methods"]:
+        flags = [p["required"] for p in entry["params"]]
+        assert flags == sorted(flags, reverse=True), entry["name"]
+
+
+def test_schema_names_and_titles_are_unique_and_clash_with_no_method_type(
+    doc: dict[str, Any],
+) -> None:
+    schemas = doc["components"]["schemas"]
+    derived = {method_type_name(m["name"]) for m in doc["methods"]}
+    titles = [s.get("title", name) for name, s in schemas.items()]
+    assert len(set(titles)) == len(titles)
+    assert not (set(schemas) | set(titles)) & derived
+    assert method_type_name("machines.process.start") == "MachinesProcessStart"
+    refs = json.dumps(doc).count('"#/components/schemas/EnvListResult"')
+    assert refs == 1  # env.list's result, renamed, and its $ref followed
+    assert "EnvListResult" in schemas
