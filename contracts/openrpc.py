@@ -27,15 +27,14 @@ def openrpc_document(
     )
     schemas, components = _unclash(schemas, components, methods)
     n = len(methods)
+    entries = [_method(m, components, schemas[i], schemas[n + i]) for i, m in enumerate(methods)]
     doc: OpenRpcDocument = {
         "openrpc": OPENRPC_VERSION,
-        "info": {"title": title, "version": version},
-        "methods": [
-            _method(m, components, schemas[i], schemas[n + i]) for i, m in enumerate(methods)
-        ],
+        "info": {"title": title, "version": version, "license": {"name": "Apache-2.0"}},
+        "methods": entries,
         # Every code a caller may meet, including the protocol errors any method can answer
         # (-32700 .. -32603, 1001 for a bad token), which the methods do not repeat.
-        "components": {"schemas": components, "errors": _error_catalog()},
+        "components": {"schemas": _used(entries, components), "errors": _error_catalog()},
     }
     if server_url:
         doc["servers"] = [{"name": "gateway", "url": server_url}]
@@ -65,6 +64,20 @@ def _method(
         "result": {"name": "result", "schema": result_schema},
         "errors": [{"code": e.code, "message": e.__name__} for e in spec.errors],
     }
+
+
+def _used(entries: list[dict[str, Any]], components: dict[str, Any]) -> dict[str, Any]:
+    """The schemas the methods refer to, directly or not: a params struct is spelled out param
+    by param, so its own schema would only be an unused component (linters flag those)."""
+    prefix = "#/components/schemas/"
+    seen: set[str] = set()
+    todo = [json.dumps(entries)]
+    while todo:
+        for ref in re.findall(r'"\$ref": "' + re.escape(prefix) + r'([^"]+)"', todo.pop()):
+            if ref not in seen:
+                seen.add(ref)
+                todo.append(json.dumps(components[ref]))
+    return {name: schema for name, schema in components.items() if name in seen}
 
 
 def method_type_name(method: str) -> str:
