@@ -202,6 +202,20 @@ SELF_UPDATE: MethodSpec[SelfUpdateParams, SelfUpdateResult] = MethodSpec(
     (*_UNREACHABLE, NotFound, NotSupported),
 )
 
+
+class StopResult(Result, kw_only=True):
+    #: True: the daemon is stopping (it reports ``stopping``, ends its processes, exits 0).
+    stopping: bool
+
+
+STOP: MethodSpec[NoParams, StopResult] = MethodSpec(
+    "daemon.stop",
+    NoParams,
+    StopResult,
+    "Stop for good after answering: report stopping, end the background processes, exit 0.",
+    _UNREACHABLE,
+)
+
 DAEMON_METHODS: tuple[AnySpec, ...] = (
     WRITE_FILE,
     EXEC_COMMAND,
@@ -212,4 +226,5 @@ DAEMON_METHODS: tuple[AnySpec, ...] = (
     PROCESS_KILL,
     PROCESS_LOGS,
     SELF_UPDATE,
+    STOP,
 )

@@ -25,9 +25,11 @@ def openrpc_document(
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
-    schemas, components = _unclash(schemas, components, methods)
+    schema_list, components = _unclash(list(schemas), components, methods)
     n = len(methods)
-    entries = [_method(m, components, schemas[i], schemas[n + i]) for i, m in enumerate(methods)]
+    entries = [
+        _method(m, components, schema_list[i], schema_list[n + i]) for i, m in enumerate(methods)
+    ]
     doc: OpenRpcDocument = {
         "openrpc": OPENRPC_VERSION,
         "info": {"title": title, "version": version, "license": {"name": "Apache-2.0"}},

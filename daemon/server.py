@@ -287,6 +287,7 @@ class Daemon:
         r.register(d.PROCESS_KILL, self._process_kill)
         r.register(d.PROCESS_LOGS, self._process_logs)
         r.register(d.SELF_UPDATE, self._self_update)
+        r.register(d.STOP, self._stop)
         return r
 
     async def _write_file(self, params: WriteFileParams, _: None) -> WriteFileResult:
@@ -345,6 +346,12 @@ class Daemon:
         # Stopping waits for in-flight requests, this one included: the answer goes out first.
         self.request_stop(f"self-update from {running} to {sha}", "exec", code_dir)
         return SelfUpdateResult(restarting=True, from_git_sha=running, to_git_sha=sha)
+
+    async def _stop(self, _: NoParams, __: None) -> d.StopResult:
+        """Archive: the platform asks before it revokes our access, so that the ``stopping``
+        report still gets out. Stopping waits for in-flight requests: this answer goes first."""
+        self.request_stop("asked to stop by the platform")
+        return d.StopResult(stopping=True)
 
 
 class _MethodOnly(msgspec.Struct):

@@ -96,7 +96,13 @@ class Instance:
         try:
             async with self.daemon:
                 self.serving = True
-                await self.stop.wait()
+                # The host's stop, or the daemon's own (``daemon.stop``, from an archive).
+                waits = {asyncio.ensure_future(e.wait()) for e in (self.stop, self.daemon.stopped)}
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
         except asyncio.CancelledError:
             await self.daemon.abandon()
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -117,8 +118,9 @@ class LocalProvider:
             except ChildProcessError:
                 done, status = pid, 0
             if done:
-                code = os.waitstatus_to_exitcode(status)
+                code = os.waitstatus_to_exitcode(status)  # -9: SIGKILLed
                 log.info("provider.local_exited", machine_id=mid, pid=pid, code=code)
+                record_exit(self.machine_dir(mid), pid, code=code)
                 del self._children[mid]
 
 
@@ -178,15 +180,41 @@ def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool
     pid = running_pid(machine_dir, machine_id)
     if pid is None:
         return False
+    start = time.monotonic()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
+    deadline = start + grace_s
     while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
+    killed = pid_alive(pid)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    log.info("provider.local_stopped", machine_id=machine_id, pid=pid)
+        os.killpg(pid, signal.SIGKILL)  # and whatever is left of its process group
+    took_s = round(time.monotonic() - start, 3)
+    record_exit(machine_dir, pid, endedBy="SIGKILL" if killed else "SIGTERM", tookS=took_s)
+    log.info("provider.local_stopped", machine_id=machine_id, pid=pid, sigkilled=killed)
     return True
+
+
+#: One JSON line per daemon this provider saw end: ``code``, its exit code, for the daemons it
+#: started and reaped (-9: SIGKILLed); ``endedBy`` for those it stopped (``SIGTERM``: it ended in
+#: its grace time; ``SIGKILL``: it had to be killed), with ``tookS``.
+EXITS_FILE = "daemon.exits"
+
+
+def record_exit(machine_dir: Path, pid: int, **what: object) -> None:
+    line = json.dumps({"pid": pid, **what, "at": time.time()})
+    with contextlib.suppress(OSError), (machine_dir / EXITS_FILE).open("a") as out:
+        out.write(line + "\n")
+
+
+def exit_records(data_dir: Path) -> list[dict[str, object]]:
+    """Every exit record under ``data_dir`` (each with its ``machineId``)."""
+    root = data_dir.resolve() / "machines"
+    found: list[dict[str, object]] = []
+    for path in sorted(root.glob(f"*/{EXITS_FILE}")) if root.is_dir() else []:
+        for line in path.read_text().splitlines():
+            found.append({**json.loads(line), "machineId": path.parent.name})
+    return found
 
 
 def pid_alive(pid: int) -> bool:

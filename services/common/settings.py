@@ -60,6 +60,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     heartbeat_s: float = 5.0
     #: Missed heartbeats after which a ready machine is marked unresponsive.
     missed_heartbeats: int = 3
+    # archive
+    #: How long an archive waits for the daemon it asked to stop to report ``stopping`` before
+    #: revoking its access anyway (a daemon that does not answer is revoked at once).
+    stop_wait_s: float = 3.0
     # boot
     #: How long a provisioned machine's daemon has to report ready before the machine fails.
     boot_timeout_s: float = 120.0

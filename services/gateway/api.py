@@ -44,6 +44,7 @@ from providers.base import CodeInstaller
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
+from services.common.graceful_stop import ask_to_stop
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
@@ -73,6 +74,7 @@ class GatewayApi:
         self.tokens = TokenStore(store)
         self.platform_sha = platform_sha
         self.access = Access(store, platform_sha)
+        self._stop_wait_s = (settings or Settings()).stop_wait_s
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
@@ -187,6 +189,10 @@ class GatewayApi:
         await self.store.get_machine(machine_id)  # NotFound first
         t = await self.store.transition(machine_id, S.ARCHIVED, reason)
         if t.moved:
+            # Before machine.archived, on which the provisioner revokes the machine's access:
+            # so the daemon can still report ``stopping`` and exit cleanly. Bounded, and at
+            # once when no daemon answers.
+            await ask_to_stop(self.bus.nc, self.daemons, machine_id, wait_s=self._stop_wait_s)
             await self.bus.publish(
                 MachineArchived(event_id=new_event_id(), machine_id=machine_id, reason=reason)
             )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
@@ -146,7 +146,12 @@ class FakeMachine:
         r.register(d.PROCESS_KILL, self.process_kill)
         r.register(d.PROCESS_LOGS, self.process_logs_)
         r.register(d.SELF_UPDATE, self.self_update)
+        r.register(d.STOP, self.stop)
         return r
+
+    async def stop(self, _: NoParams, __: None) -> d.StopResult:
+        self.mode = "unavailable"  # a stopped daemon serves nothing more
+        return d.StopResult(stopping=True)
 
     async def write_file(self, p: d.WriteFileParams, _: None) -> d.WriteFileResult:
         target = self.path(p.path)
@@ -249,6 +254,8 @@ class FakeDaemons(DaemonClient):
         #: Every call made, oldest first.
         self.calls: list[Call] = []
         self._fake_ids = itertools.count(1)
+        #: Called after a machine answered ``daemon.stop`` (the fast tests' world reports it).
+        self.on_stop: Callable[[FakeMachine], Awaitable[None]] | None = None
 
     def boot(self, machine_id: str, **kw: object) -> FakeMachine:
         """The machine's daemon is up (idempotent: a booted machine is returned as it is)."""
@@ -274,6 +281,8 @@ class FakeDaemons(DaemonClient):
         body = encode_call(spec, params, next(self._fake_ids))
         answer = await Dispatcher(d.DAEMON_METHODS, machine.router()).handle(body, None)
         assert answer is not None
+        if spec.name == d.STOP.name and self.on_stop is not None:
+            await self.on_stop(machine)  # its ``stopping`` report, as a real daemon sends it
         return decode_result(spec, answer)
 
     def calls_of(self, method: str, machine_id: str | None = None) -> list[Call]:

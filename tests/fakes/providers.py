@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.errors import NotSupported, ProviderError
-from contracts.events import DaemonStatusReported
+from contracts.events import DaemonStatusReported, encode_event, subject_of
 from contracts.ids import new_event_id
 from tests.fakes.bus import FakeBus
-from tests.fakes.daemons import FakeDaemons
+from tests.fakes.daemons import FakeDaemons, FakeMachine
 
 
 @dataclass
@@ -49,6 +49,15 @@ class FakeProvider:
                 )
             )  # fmt: skip
         return self.external_id(machine_id)
+
+    async def report_stopping(self, machine: FakeMachine) -> None:
+        """A daemon asked to stop reports ``stopping``: stored, and seen live on core NATS."""
+        event = DaemonStatusReported(
+            event_id=new_event_id(), machine_id=machine.machine_id, status="stopping",
+            version=machine.version, git_sha=machine.git_sha, boot_id=new_event_id(),
+        )  # fmt: skip
+        await self.bus.publish(event)
+        await self.bus.fake_nc.publish(subject_of(event), encode_event(event))
 
     async def stop(self, machine_id: str) -> None:
         self.stops.append(machine_id)

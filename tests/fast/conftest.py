@@ -108,6 +108,7 @@ class World:
 def world(settings: Settings, store: Store, bus: FakeBus) -> World:
     daemons = FakeDaemons()
     provider = FakeProvider(bus=bus, daemons=daemons)
+    daemons.on_stop = provider.report_stopping
     box = SecretBox(settings.secret_key)
     provisioner = Provisioner(store=store, bus=bus, providers={provider.name: provider}, box=box)
     setup = SetupPusher(store=store, bus=bus, daemons=daemons, settings=settings)

@@ -200,6 +200,30 @@ async def test_machines_archive_stops_the_machine(world: World) -> None:
     assert len(world.bus.of(MachineArchived, machine.id)) == 1
 
 
+@method("machines.archive")
+async def test_archive_asks_the_daemon_to_stop_before_announcing_it(world: World) -> None:
+    machine = await world.ready_machine()
+    await world.rpc("machines.archive", {"machineId": machine.id})
+    kinds = [
+        (type(e).__name__, getattr(e, "status", None))
+        for e in world.bus.events
+        if e.machine_id == machine.id
+    ]
+    assert kinds[-2:] == [("DaemonStatusReported", "stopping"), ("MachineArchived", None)]
+    assert len(world.daemons.calls_of("daemon.stop", machine.id)) == 1
+
+
+@method("machines.archive")
+async def test_archive_of_a_daemon_that_does_not_answer_goes_on_at_once(world: World) -> None:
+    machine = await world.ready_machine()
+    world.daemons[machine.id].mode = "unavailable"
+    archived = await world.rpc("machines.archive", {"machineId": machine.id})
+    assert archived["status"] == "archived"
+    assert len(world.bus.of(MachineArchived, machine.id)) == 1
+    await world.bus.settle()
+    assert world.provider.stops == [machine.id]  # revoked and stopped all the same
+
+
 @method("machines.rebuild")
 async def test_machines_rebuild_archives_the_current_machine_and_makes_a_new_one(
     world: World,

@@ -16,10 +16,11 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
 from contracts import subjects
+from contracts.events import kind_of
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsAuth, NatsServer
-from providers.local import running_pid
+from providers.local import exit_records, running_pid
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.revoke import machine_connections, revoke_machine
@@ -85,6 +86,42 @@ async def test_archiving_through_the_api_revokes_the_machine(
     await wait_until(lambda: running_pid(machine_dir, mid) is None, timeout=15)
     await refused(nats_server, mid, token)
     assert await connz(bus, mid) == []
+    assert (await store.machine_access(mid)).revoked
+
+
+async def test_archive_lets_the_daemon_stop_cleanly_before_revoking_it(
+    callout: None, stack: FleetClient, settings: Settings, store: Store
+) -> None:
+    """Revoked first, the daemon could not report ``stopping``, hung on NATS and was
+    SIGKILLed ~5 s later. Now: asked first, it reports, ends cleanly, and is revoked."""
+    inst = await stack.create_instance("clean")
+    mid = (await stack.create_machine(inst.id)).id
+    assert (await stack.wait_for(mid, {"ready", "failed"}, timeout_s=60)).status == "ready"
+    machine_dir = settings.data_path / "machines" / mid
+    pid = running_pid(machine_dir, mid)
+    assert pid is not None
+
+    start = asyncio.get_running_loop().time()
+    await stack.archive_machine(mid)
+    assert asyncio.get_running_loop().time() - start < 2.0  # well under stop_wait_s + RPC
+    await wait_until(lambda: running_pid(machine_dir, mid) is None, timeout=15)
+
+    def reaped() -> list[dict[str, object]]:
+        return [r for r in exit_records(settings.data_path) if "code" in r and r["pid"] == pid]
+
+    await wait_until(lambda: bool(reaped()), timeout=15)
+
+    kinds = []
+    async for _, event in stack.events(mid, follow=False):
+        kinds.append((kind_of(event).value, getattr(event, "status", None)))
+    stopping = kinds.index(("daemon-status-reported", "stopping"))
+    assert stopping < kinds.index(("archived", None)), kinds
+    assert [r["code"] for r in reaped()] == [0]  # its own clean exit
+    records = [r for r in exit_records(settings.data_path) if r["machineId"] == mid]
+    assert all(r.get("endedBy") != "SIGKILL" for r in records), records
+    log = (machine_dir / "daemon.log").read_text()
+    assert "daemon.shutdown_unclean" not in log
+    assert "asked to stop by the platform" in log
     assert (await store.machine_access(mid)).revoked
 
 
