@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fleet.embedded import free_port
+from providers.local import exit_records
 
 FLEET = str(Path(sys.executable).with_name("fleet"))
 
@@ -47,7 +48,18 @@ class FleetUp:
             self.proc.wait(timeout)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        assert_no_daemon_killed(self.data_dir)
         return self.proc.returncode
+
+
+def assert_no_daemon_killed(data_dir: Path) -> None:
+    """From the local provider's exit records: every daemon archived or stopped with the stack
+    ended by itself (exit code, or within its SIGTERM grace), none was SIGKILLed."""
+    killed = [
+        r for r in exit_records(data_dir)
+        if r.get("endedBy") == "SIGKILL" or r.get("code") == -signal.SIGKILL
+    ]  # fmt: skip
+    assert not killed, f"daemons SIGKILLed: {killed}"
 
 
 def read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float = 60) -> str:

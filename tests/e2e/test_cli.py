@@ -239,3 +239,19 @@ def run_on_a_tty(stack: FleetUp, *args: str, timeout: float = 60) -> tuple[int, 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_archive_lets_the_daemon_report_stopping_first(stack: FleetUp) -> None:
+    """The daemon is asked to stop before its access is revoked: its `stopping` report comes
+    before `archived`, the archive is quick, and no daemon is SIGKILLed (stack.stop() checks
+    the provider's exit records)."""
+    iid = json.loads(ok(stack.cli("--json", "instances", "create", "archive-me")))["id"]
+    ok(stack.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60"))
+    mid = json.loads(ok(stack.cli("machines", "list", "--instance", iid, "--json")))[0]["id"]
+    start = time.monotonic()
+    ok(stack.cli("machines", "archive", mid))
+    took = time.monotonic() - start
+    assert took < 2.5, took  # a CLI process start included; the daemon's part is ~0.1 s
+    out = ok(stack.cli("--json", "events", "--no-follow", "--machine", mid))
+    seen = [(e["type"], e.get("status")) for e in map(json.loads, out.splitlines())]
+    assert seen.index(("daemon-status-reported", "stopping")) < seen.index(("archived", None))
