@@ -21,14 +21,24 @@ from core import procinfo
 from daemon.children import signal_group
 from daemon.control import ControlUnavailable, control_request
 from daemon.lifecycle import effective_state
-from daemon.state import DaemonState, TrackedProcess, load_state, state_path
+from daemon.state import CorruptState, DaemonState, TrackedProcess, read_state, state_path
 
 #: Exit codes: 0 running / healthy, 1 runaways found, 3 not running (as for `systemctl status`).
 EXIT_OK, EXIT_RUNAWAYS, EXIT_NOT_RUNNING = 0, 1, 3
 
 
+def _inspect(home: Path) -> DaemonState | None:
+    """The state file, read without touching it (a corrupt one stays where it is, for the
+    daemon to set aside when it starts): None, with a line saying why, when it is corrupt."""
+    try:
+        return read_state(home)
+    except CorruptState as exc:
+        print(f"warning: {exc} (left as it is)")
+        return None
+
+
 def status(home: Path, *, as_json: bool) -> int:
-    state = load_state(home)
+    state = _inspect(home)
     if state is None:
         print(f"no daemon has run in {home} (no {state_path(home)})")
         return EXIT_NOT_RUNNING
@@ -63,7 +73,7 @@ def _print_status(s: dict[str, Any]) -> None:
 
 
 def stop(home: Path, *, grace_s: float = 15.0) -> int:
-    state = load_state(home)
+    state = _inspect(home)
     if state is None or not procinfo.is_alive(state.pid, state.start_ticks):
         print(f"no daemon is running in {home}")
         return EXIT_NOT_RUNNING
@@ -100,7 +110,7 @@ def find_runaways(state: DaemonState) -> list[TrackedProcess]:
 
 
 def doctor(home: Path, *, clean: bool, grace_s: float = 3.0, as_json: bool = False) -> int:
-    state = load_state(home)
+    state = _inspect(home)
     if state is None:
         print(f"no daemon has run in {home}; nothing to check")
         return EXIT_OK

@@ -86,9 +86,13 @@ def state_path(home: Path) -> Path:
     return home / STATE_FILE
 
 
-def load_state(home: Path) -> DaemonState | None:
-    """The recorded state; None when there is none, or it was corrupt (then it is moved to
-    ``daemon.state.json.corrupt`` for a human to look at, and a warning is logged)."""
+class CorruptState(Exception):
+    """The state file exists but cannot be read as a state of this daemon's schema."""
+
+
+def read_state(home: Path) -> DaemonState | None:
+    """The recorded state, None when there is none; CorruptState when it cannot be read. No
+    side effect: what inspection commands (``status``, ``stop``, ``doctor``) use."""
     path = state_path(home)
     try:
         raw = path.read_bytes()
@@ -99,12 +103,23 @@ def load_state(home: Path) -> DaemonState | None:
         if state.schema != SCHEMA:
             raise msgspec.ValidationError(f"schema {state.schema}, this daemon reads {SCHEMA}")
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise CorruptState(f"{path} is corrupt: {exc}") from None
+    return state
+
+
+def load_state(home: Path) -> DaemonState | None:
+    """For the daemon taking over its home: the recorded state; None when there is none, or it
+    was corrupt (then it is moved to ``daemon.state.json.corrupt`` for a human to look at, and
+    a warning is logged)."""
+    try:
+        return read_state(home)
+    except CorruptState as exc:
+        path = state_path(home)
         aside = path.with_name(path.name + ".corrupt")
         with contextlib.suppress(OSError):
             os.replace(path, aside)
         log.warning("daemon.state_corrupt", path=str(path), moved_to=str(aside), error=str(exc))
         return None
-    return state
 
 
 def save_state(home: Path, state: DaemonState) -> None:

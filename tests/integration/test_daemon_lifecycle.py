@@ -26,6 +26,7 @@ from contracts.jsonrpc import NoParams
 from core import procinfo
 from core.lockfile import DaemonLock, holder_pid, read_lock
 from daemon import update
+from daemon.__main__ import main as daemon_main
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state, state_path
 from providers.code import install_code
@@ -110,6 +111,20 @@ def test_corrupt_state_file_is_set_aside_with_a_warning(tmp_path: Path) -> None:
     assert load_state(tmp_path) is None
     assert not path.exists()
     assert path.with_name(path.name + ".corrupt").read_text().startswith('{"pid": 12')
+
+
+@pytest.mark.parametrize("command", ["status", "doctor", "stop"])
+def test_inspection_commands_leave_a_corrupt_state_file_where_it_is(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = state_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"pid": 12, "state": "runn')
+    with pytest.raises(SystemExit):
+        daemon_main(["--home", str(tmp_path), command])
+    assert path.read_text() == '{"pid": 12, "state": "runn'  # untouched
+    assert not path.with_name(path.name + ".corrupt").exists()
+    assert "is corrupt" in capsys.readouterr().out
 
 
 async def test_a_second_daemon_refuses_and_says_who_holds_the_lock(
