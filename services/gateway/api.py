@@ -193,6 +193,10 @@ class GatewayApi:
             # so the daemon can still report ``stopping`` and exit cleanly. Bounded, and at
             # once when no daemon answers.
             await ask_to_stop(self.bus.nc, self.daemons, machine_id, wait_s=self._stop_wait_s)
+        if t.accepted:
+            # Also on a repeat: a gateway that died between the status and this publish left
+            # the machine unrevoked, and archiving it again must finish the job (the
+            # provisioner's revoke and stop are idempotent).
             await self.bus.publish(
                 MachineArchived(event_id=new_event_id(), machine_id=machine_id, reason=reason)
             )

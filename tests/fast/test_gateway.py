@@ -195,9 +195,26 @@ async def test_machines_archive_stops_the_machine(world: World) -> None:
     assert (archived["status"], archived["statusReason"]) == ("archived", "archived by request")
     await world.bus.settle()
     assert world.provider.stops == [machine.id]
-    # Archiving again is a no-op: no second event.
+    # Archiving again announces it again (a gateway that died before its publish left the
+    # machine unrevoked); the provisioner's revoke and stop are idempotent.
     await world.rpc("machines.archive", {"machineId": machine.id})
-    assert len(world.bus.of(MachineArchived, machine.id)) == 1
+    assert len(world.bus.of(MachineArchived, machine.id)) == 2
+    await world.bus.settle()
+    assert world.provider.stops.count(machine.id) >= 1
+    assert world.daemons.calls_of("daemon.stop", machine.id) != []
+
+
+@method("machines.archive")
+async def test_archive_again_finishes_an_archive_whose_event_was_lost(world: World) -> None:
+    machine = await world.ready_machine()
+    world.bus.fail_publish(MachineArchived)  # the gateway "died" after the status change
+    with pytest.raises(InternalError):
+        await world.rpc("machines.archive", {"machineId": machine.id})
+    await world.bus.settle()
+    assert world.provider.stops == []  # nothing revoked or stopped it yet
+    await world.rpc("machines.archive", {"machineId": machine.id})
+    await world.bus.settle()
+    assert world.provider.stops == [machine.id]
 
 
 @method("machines.archive")
