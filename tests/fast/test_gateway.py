@@ -13,6 +13,7 @@ from contracts.errors import (
     Conflict,
     DaemonUnavailable,
     Forbidden,
+    InternalError,
     InvalidParams,
     NotFound,
     NotSupported,
