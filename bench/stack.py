@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -41,7 +42,10 @@ def nats_server(data_dir: Path) -> Iterator[NatsServer]:
 
 @contextlib.contextmanager
 def servers(root: Path) -> Iterator[tuple[NatsServer, ValkeyServer]]:
-    n, r = NatsServer(root / "nats"), ValkeyServer(root / "redis")
+    n, r = (
+        NatsServer(root / "nats"),
+        ValkeyServer(root / "redis", password=secrets.token_urlsafe(16)),
+    )
     with n, r:
         yield n, r
 

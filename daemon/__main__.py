@@ -35,6 +35,8 @@ async def _run(settings: DaemonSettings) -> Path | None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, signal.Signals(sig).name)
+    # SIGHUP: the machine's supervisor restarts us in place; our processes stay for the next.
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_stop, "SIGHUP: restart", "handover")
     try:
         async with daemon:
             await daemon.stopped.wait()

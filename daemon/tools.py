@@ -24,6 +24,11 @@ log = structlog.get_logger(__name__)
 
 #: Variables of the daemon's own that a command must never see.
 _PRIVATE_ENV = ("FLEET_MACHINE_TOKEN",)
+#: Set, to a value of its own, in each command's environment: when the command ends (or times
+#: out), every process still carrying it is ended too, even one that left the command's
+#: session with setsid. (One that also clears its environment escapes this; it still ends
+#: with the machine: archive ends the machine's whole pid namespace.)
+EXEC_MARK = "FLEET_EXEC_ID"
 _READ_CHUNK = 64 * 1024
 #: After a command exits, how long its output pipes may stay open; a background child that
 #: still holds them then is killed with the rest of the command's process group.
@@ -40,13 +45,26 @@ def resolve_path(home: Path, path: str, field: str = "$.path") -> Path:
     return p if p.is_absolute() else home / p
 
 
+def resolve_in_home(home: Path, path: str, field: str = "$.path") -> Path:
+    """Like ``resolve_path``, for what writes: the result must lie in the home, after ``..``
+    and after any symbolic link on the way (``~/x -> /etc``) is followed."""
+    target = Path(os.path.normpath(resolve_path(home, path, field)))
+    root = Path(os.path.normpath(home))
+    real, real_root = Path(os.path.realpath(target)), Path(os.path.realpath(root))
+    if target == root or not target.is_relative_to(root):
+        raise InvalidParams(f"{path!r} is not a file in the machine's home", field=field)
+    if not real.is_relative_to(real_root) or real == real_root:
+        raise InvalidParams(f"{path!r} leads out of the machine's home (a link)", field=field)
+    return target
+
+
 def write_file(home: Path, params: WriteFileParams, umask: int | None = None) -> WriteFileResult:
     """Atomic write: readers see the old file or the new one, never a half-written one, and
     the file has its final mode from the moment it exists (a .env is never world-readable).
 
     ``umask``: the process's umask, if the caller knows it; then the mode is fixed with an
     extra fchmod only when the umask would change it (one system call fewer per write)."""
-    target = resolve_path(home, params.path)
+    target = resolve_in_home(home, params.path)
     data = params.content.encode()
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -112,11 +130,12 @@ async def exec_command(
     cwd = resolve_path(home, params.cwd, "$.cwd") if params.cwd else home
     if not cwd.is_dir():
         raise ToolError(f"cwd {cwd} is not a directory on the machine")
+    mark = secrets.token_hex(8)
     try:
         proc = await asyncio.create_subprocess_exec(
             *params.command,
             cwd=cwd,
-            env=command_env(base_env, home, params.env),
+            env=command_env(base_env, home, params.env) | {EXEC_MARK: mark},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -144,6 +163,7 @@ async def exec_command(
         timed_out = proc.returncode is None
     finally:
         _kill_group(proc.pid)
+        await asyncio.to_thread(kill_marked, mark)
         if proc.returncode is None:
             await proc.wait()
         if on_exit is not None:
@@ -164,6 +184,24 @@ async def exec_command(
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def kill_marked(mark: str) -> int:
+    """SIGKILL every process whose environment carries this command's mark; how many."""
+    needle = f"{EXEC_MARK}={mark}".encode()
+    killed = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+        except OSError:
+            continue
+    return killed
 
 
 class _CappedReader:

@@ -79,7 +79,11 @@ def _up(sub: SubAction) -> None:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--data-dir", type=Path, default=Path(".fleet-data"))
     up.add_argument("--nats-url", help="use this NATS (JetStream on) instead of the embedded one")
-    up.add_argument("--redis-url", help="use this Redis instead of the embedded valkey")
+    up.add_argument("--redis-url", help="use this Redis instead of the embedded valkey "
+                    "(credentials in the URL: redis://user:password@host:port/0)")  # fmt: skip
+    up.add_argument("--no-sandbox", action="store_true",
+                    help="run local machines without bubblewrap: NOT isolated from the host "
+                    "(only where bwrap cannot run)")  # fmt: skip
     up.add_argument("--prod", action="store_true", help="JSON logs")
 
 
@@ -93,6 +97,7 @@ def _run_up(args: argparse.Namespace) -> int:
         nats_url=args.nats_url,
         redis_url=args.redis_url,
         env="prod" if args.prod else "dev",
+        sandbox=not args.no_sandbox,
     )
     return up(opts)
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,15 +285,34 @@ class NatsServer(_Server):
 
 
 class ValkeyServer(_Server):
+    """valkey-server; with a ``password`` (what fleet up and the tests use), nothing is served
+    without it: the password is in a 0600 configuration file, never on the command line."""
+
     name = "valkey"
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, password: str = "") -> None:
+        super().__init__(data_dir, port)
+        self.password = password
+        self.config_path = data_dir / "valkey.conf"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        creds = f":{urllib.parse.quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{creds}127.0.0.1:{self.port}/0"
+
+    def _config_file(self) -> list[str]:
+        if not self.password:
+            return []
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'requirepass "{self.password}"\n')
+        return [str(self.config_path)]
 
     def argv(self) -> list[str]:
         return [
             valkey_server_binary(),
+            *self._config_file(),
             "--bind",
             "127.0.0.1",
             "--port",

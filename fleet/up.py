@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import msgspec
 from core.backoff import backoff_s
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from providers.local import stop_all_local
+from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
@@ -43,6 +45,8 @@ class UpOptions:
     nats_url: str | None = None
     redis_url: str | None = None
     env: str = "dev"
+    #: Local machines in bubblewrap sandboxes (False: --no-sandbox, not isolated).
+    sandbox: bool = True
 
 
 def read_or_create_secret(path: Path, env_var: str) -> str:
@@ -122,7 +126,25 @@ def _wait_healthy(url: str, procs: list[ServiceProcess], timeout_s: float = 60.0
     raise ServerStartError(f"the gateway did not become healthy at {url} in {timeout_s:g}s")
 
 
+def check_sandbox(opts: UpOptions) -> str | None:
+    """Why fleet up must refuse to start (local machines cannot be isolated), else None."""
+    if not opts.sandbox:
+        print(
+            "fleet up: WARNING: --no-sandbox: local machines are NOT isolated: each one can read "
+            "the data dir's secrets, the other machines' homes and every process's environment",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    if (why := sandbox_probe()) is not None:
+        return f"{why}\nfleet up: local machines cannot be isolated here; refusing to start"
+    return None
+
+
 def up(opts: UpOptions) -> int:
+    if (refusal := check_sandbox(opts)) is not None:
+        print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
+        return 2
     data_dir = opts.data_dir.resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     stopping = False
@@ -173,8 +195,10 @@ def _servers(
     if nats_url is None:  # embedded: machines authenticate through the callout
         auth, seed = NatsAuth.load_or_create(data_dir / "nats-auth.json")
         nats_url = stack.enter_context(NatsServer(data_dir / "nats", auth=auth)).url  # type: ignore[attr-defined]
-    if redis_url is None:
-        redis_url = stack.enter_context(ValkeyServer(data_dir / "redis")).url  # type: ignore[attr-defined]
+    if redis_url is None:  # embedded: nothing of fleetd's state is served without this password
+        password = read_or_create_secret(data_dir / "redis-password", "FLEET_REDIS_PASSWORD")
+        valkey = ValkeyServer(data_dir / "redis", password=password)
+        redis_url = stack.enter_context(valkey).url  # type: ignore[attr-defined]
     # Every other FLEET_* variable in the environment is honoured; flags win.
     settings = msgspec.structs.replace(
         Settings.from_env(),
@@ -182,6 +206,7 @@ def _servers(
         redis_url=redis_url,
         data_dir=str(data_dir),
         env=opts.env,
+        sandbox="bwrap" if opts.sandbox else "none",
         host=opts.host,
         port=opts.port,
         secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
@@ -204,6 +229,15 @@ def service_env(
     return env | {"FLEET_NATS_USER": auth.SERVICE_USER,
                   "FLEET_NATS_PASSWORD": auth.service_password,
                   "FLEET_CALLOUT_ISSUER_SEED": ""}  # fmt: skip
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (the banner is often copied into chats and tickets)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _stop_services(procs: list[ServiceProcess]) -> None:
@@ -246,8 +280,9 @@ def _banner(
         + f"  metrics      {url}/metrics   "
         + " ".join(f"{n}=:{p}" for n, p in metrics.items())
         + "\n"
-        + f"  redis        {settings.redis_url}{'' if opts.redis_url else '   (embedded)'}\n"
-        f"  data         {data_dir}   (service logs in {data_dir / 'logs'})\n"
+        + f"  redis        {redact_url(settings.redis_url)}"
+        + ("\n" if opts.redis_url else f"   (embedded, password in {data_dir}/redis-password)\n")
+        + f"  data         {data_dir}   (service logs in {data_dir / 'logs'})\n"
         f"try:  export FLEET_URL={url} FLEET_TOKEN={settings.admin_token}\n"
         f"      .venv/bin/fleet instances create demo\n"
         f"Ctrl-C stops everything.",

@@ -1,8 +1,11 @@
 """Machine providers: how a machine is started and stopped.
 
-``local`` runs ``fleet-daemon`` as a process on this host, in its own session, with its own home
-``<data-dir>/machines/<machineId>/home``. The daemon outlives a provisioner restart (as a cloud
-machine would); ``stop_all_local`` is what ``fleet up`` calls on shutdown.
+``local`` runs ``fleet-daemon`` on this host under its supervisor (``daemon.supervise``: a
+daemon that dies is started again), in a bubblewrap sandbox (``providers/sandbox.py``) unless
+the operator turned that off, with its own home ``<data-dir>/machines/<machineId>/home``. The
+machine's root process (bwrap, or the supervisor without a sandbox) is recorded in
+``daemon.pid``; it outlives a provisioner restart (as a cloud machine would).
+``stop_all_local`` is what ``fleet up`` calls on shutdown.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import structlog
 
 from contracts.errors import ProviderError
 from core.lockfile import holder_pid
-from core.version import SOURCE_ROOT
+from core.version import SOURCE_ROOT, git_sha
 from providers.code import install_code
+from providers.sandbox import bwrap_argv, supervisor_pid
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +54,11 @@ def daemon_argv() -> list[str]:
     return [sys.executable, "-I", "-m", "daemon"]
 
 
+def supervised_argv() -> list[str]:
+    """The supervisor, which runs the daemon (and runs it again when it dies)."""
+    return [sys.executable, "-I", "-m", "daemon.supervise", *daemon_argv()]
+
+
 class LocalProvider:
     name = "local"
 
@@ -60,8 +69,14 @@ class LocalProvider:
         nats_url: str,
         environ: Mapping[str, str],
         code_repo: Path | None = None,
+        sandbox: bool = True,
+        shared: tuple[Path, ...] = (),
     ) -> None:
-        self._root = data_dir.resolve() / "machines"
+        self._data_dir = data_dir.resolve()
+        self._root = self._data_dir / "machines"
+        #: False only when the operator said so (fleet up --no-sandbox): not isolated.
+        self.sandbox = sandbox
+        self._shared = shared
         self._nats_url = nats_url
         self._environ = environ
         self._children: dict[str, int] = {}
@@ -95,16 +110,32 @@ class LocalProvider:
             "FLEET_MACHINE_ID": machine_id,
             "FLEET_MACHINE_TOKEN": token,
         }
-        pid = self._spawn(env, self.machine_dir(machine_id) / "daemon.log")
+        if self.sandbox and not env.get("FLEET_GIT_SHA"):
+            # The checkout's .git is not mounted in the sandbox: say which code this is.
+            env["FLEET_GIT_SHA"] = git_sha() or ""
+        pid = spawn_detached(
+            self.argv(machine_id), env, self.machine_dir(machine_id) / "daemon.log", "fleet-daemon"
+        )
         self._children[machine_id] = pid
         _write_pid(self.machine_dir(machine_id), pid)
-        log.info("provider.local_started", machine_id=machine_id, pid=pid)
+        log.info("provider.local_started", machine_id=machine_id, pid=pid, sandbox=self.sandbox)
         return f"local:{pid}"
 
-    @staticmethod
-    def _spawn(env: dict[str, str], log_path: Path) -> int:
-        # The daemon makes its home its working directory itself.
-        return spawn_detached(daemon_argv(), env, log_path, "fleet-daemon")
+    def argv(self, machine_id: str) -> list[str]:
+        """The machine's root process: the supervisor, inside the sandbox unless turned off."""
+        if not self.sandbox:
+            return supervised_argv()
+        return bwrap_argv(
+            machine_id=machine_id,
+            home=self.home(machine_id),
+            data_dir=self._data_dir,
+            command=supervised_argv(),
+            shared=self._shared,
+        )
+
+    async def restart(self, machine_id: str) -> bool:
+        """Restart the machine's daemon in place (its processes stay); False if not running."""
+        return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
     async def stop(self, machine_id: str) -> None:
         await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
@@ -151,12 +182,30 @@ def _write_pid(machine_dir: Path, pid: int) -> None:
 
 
 def running_pid(machine_dir: Path, machine_id: str) -> int | None:
-    """The pid of this machine's daemon if it is alive and really is that daemon: the holder
-    of the daemon's own lock, else the pid we spawned (which may not have locked yet)."""
-    for pid in (holder_pid(machine_dir / "home"), _spawned_pid(machine_dir)):
+    """The pid of this machine's root process (bwrap, or the supervisor) if it is alive and
+    really is this machine's; else a daemon of an older fleetd that holds the home's lock."""
+    for pid in (_spawned_pid(machine_dir), holder_pid(machine_dir / "home")):
         if pid is not None and _is_daemon_of(pid, machine_id):
             return pid
     return None
+
+
+def _supervisor_of(root: int) -> int:
+    """The supervisor's host pid: the root itself, or inside bwrap two levels down."""
+    if "bwrap" in Path(f"/proc/{root}/comm").read_text(errors="replace"):
+        return supervisor_pid(root) or root
+    return root
+
+
+def restart_local(machine_dir: Path, machine_id: str) -> bool:
+    """SIGHUP to the supervisor: it restarts the daemon, which leaves its processes running."""
+    pid = running_pid(machine_dir, machine_id)
+    if pid is None:
+        return False
+    with contextlib.suppress(OSError):
+        os.kill(_supervisor_of(pid), signal.SIGHUP)
+        return True
+    return False
 
 
 def _spawned_pid(machine_dir: Path) -> int | None:
@@ -181,12 +230,14 @@ def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool
     if pid is None:
         return False
     start = time.monotonic()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+    with contextlib.suppress(OSError):  # the supervisor stops the daemon, then itself
+        os.kill(_supervisor_of(pid), signal.SIGTERM)
     deadline = start + grace_s
     while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
     killed = pid_alive(pid)
+    # The whole group: bwrap, its init (whose end ends every process of the machine's pid
+    # namespace, setsid or not), the supervisor and the daemon.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # and whatever is left of its process group
     took_s = round(time.monotonic() - start, 3)

@@ -13,7 +13,8 @@ from services.common.settings import Settings
 def code_installers(settings: Settings, repo: Path) -> dict[str, CodeInstaller]:
     """Each provider's way of putting code on its machines (machines.refreshCode)."""
     local = LocalProvider(
-        data_dir=settings.data_path, nats_url=settings.nats_url, environ={}, code_repo=repo
-    )
+        data_dir=settings.data_path, nats_url=settings.nats_url, environ={}, code_repo=repo,
+        sandbox=settings.sandbox == "bwrap", shared=settings.sandbox_shared,
+    )  # fmt: skip
     swarm = SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ={})
     return {local.name: local, swarm.name: swarm}

@@ -7,6 +7,7 @@ tests; both start in well under a second.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -48,7 +49,8 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
-    with ValkeyServer(tmp_path / "redis") as server:
+    # With a password, as fleet up runs it: nothing of the state is served without it.
+    with ValkeyServer(tmp_path / "redis", password=secrets.token_urlsafe(16)) as server:
         yield server
 
 
@@ -66,6 +68,8 @@ def settings(tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer
         probe_timeout_s=10.0,
         probe_interval_s=0.1,
         clone_timeout_s=30.0,
+        # Sandboxed machines see the test's repository and git shim (and nothing else of it).
+        sandbox_share=f"{tmp_path / 'repo.git'}:{tmp_path / 'shim'}",
     )
 
 
@@ -181,14 +185,23 @@ async def stack(stack_settings: Settings) -> AsyncIterator[FleetClient]:
 
 @dataclass
 class CloneLog:
-    """Every `git clone` a daemon ran, as "<HOME> <args>" lines, via a shim first on PATH."""
+    """Every `git clone` a daemon ran, as "<HOME> <args>" lines, via a shim first on PATH. Each
+    machine logs in its own home (a sandboxed machine can write nowhere else)."""
 
-    path: Path
+    root: Path
 
     def homes(self) -> list[str]:
-        if not self.path.exists():
-            return []
-        return [line.split(" ", 1)[0] for line in self.path.read_text().splitlines()]
+        return [
+            line.split(" ", 1)[0]
+            for log in sorted(self.root.rglob(CLONE_LOG_NAME))
+            for line in log.read_text().splitlines()
+        ]
+
+    def text(self) -> str:
+        return "".join(log.read_text() for log in sorted(self.root.rglob(CLONE_LOG_NAME)))
+
+
+CLONE_LOG_NAME = ".test-clones.log"
 
 
 @pytest.fixture
@@ -198,11 +211,11 @@ def clone_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CloneLog:
     assert real_git is not None
     shim_dir = tmp_path / "shim"
     shim_dir.mkdir()
-    log = CloneLog(tmp_path / "clones.log")
+    log = CloneLog(tmp_path)
     shim = shim_dir / "git"
     shim.write_text(
         "#!/bin/sh\n"
-        f'case " $* " in *" clone "*) echo "$HOME $*" >> "{log.path}" ;; esac\n'
+        f'case " $* " in *" clone "*) echo "$HOME $*" >> "$HOME/{CLONE_LOG_NAME}" ;; esac\n'
         f'exec "{real_git}" "$@"\n'
     )
     shim.chmod(0o755)

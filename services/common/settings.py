@@ -73,6 +73,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: The git repository machines get their daemon code from on machines.refreshCode;
     #: empty: the checkout fleetd runs from.
     code_repo: str = ""
+    # local machines
+    #: ``bwrap``: each local machine in its own bubblewrap sandbox; ``none``: not isolated at
+    #: all (``fleet up --no-sandbox``; only where bwrap cannot run).
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    #: Host paths every sandboxed machine may read (``:``-separated; e.g. a repository mirror).
+    sandbox_share: str = ""
     # auth callout
     #: Account nkey seed ("SA...") with which the auth callout signs its answers and the
     #: machines' user JWTs; its public key is the server's ``auth_callout.issuer``.
@@ -97,6 +103,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def sandbox_shared(self) -> tuple[Path, ...]:
+        return tuple(Path(p) for p in self.sandbox_share.split(":") if p)
 
     @property
     def ca_bundle_path(self) -> Path | None:

@@ -22,7 +22,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
     metrics = await service_metrics(settings, stack)
     local = LocalProvider(
-        data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
+        data_dir=settings.data_path,
+        nats_url=settings.nats_url,
+        environ=os.environ,
+        sandbox=settings.sandbox == "bwrap",
+        shared=settings.sandbox_shared,
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ

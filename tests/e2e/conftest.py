@@ -108,6 +108,8 @@ def start_fleet_up(
 
 @pytest.fixture
 def fleet_up(tmp_path: Path) -> Iterator[FleetUp]:
-    up = start_fleet_up(tmp_path / "data", free_port())
+    # The sandboxed machines may read the test's repository (bare_repo) and nothing else of it.
+    share = {"FLEET_SANDBOX_SHARE": str(tmp_path / "repo.git")}
+    up = start_fleet_up(tmp_path / "data", free_port(), env=share)
     yield up
     up.stop()

@@ -42,7 +42,8 @@ async def test_chaos(tmp_path: Path, nats_server: NatsServer, redis_server: Valk
         tmp_path / "data", free_port(), "--nats-url", nats_server.url,
         "--redis-url", redis_server.url,
         # Short ack wait, so work a killed service held is redelivered within the test.
-        env={"FLEET_ACK_WAIT_S": "3", "FLEET_LOG_LEVEL": "warning", "PATH": os.environ["PATH"]},
+        env={"FLEET_ACK_WAIT_S": "3", "FLEET_LOG_LEVEL": "warning", "PATH": os.environ["PATH"],
+             "FLEET_SANDBOX_SHARE": f"{bare_repo}:{tmp_path / 'shim'}"},
     )  # fmt: skip
     started = time.monotonic()
     try:

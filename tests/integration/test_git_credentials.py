@@ -71,8 +71,8 @@ async def test_private_repo_clones_and_the_token_stays_secret(
 
     home = settings.data_path / "machines" / machine.id / "home"
     assert (home / "app" / "feature.txt").exists()
-    assert clone_log.path.read_text().count(url) == 1  # the argv git ran: no token in it
-    assert TOKEN not in clone_log.path.read_text()
+    assert clone_log.text().count(url) == 1  # the argv git ran: no token in it
+    assert TOKEN not in clone_log.text()
     assert files_containing(home, TOKEN) == []  # not .git/config, not the askpass script
     assert all(TOKEN not in seen for seen in git_server.seen)  # not in any URL it was sent
     for key in await store.redis.keys("fleet:*"):  # stored encrypted only

@@ -15,6 +15,7 @@ from contracts.events import (
     SetupPushed,
 )
 from contracts.status import MachineStatus
+from core import procinfo
 from fleet.client import FleetClient
 from providers.local import running_pid
 from services.common.bus import Bus
@@ -50,7 +51,7 @@ async def replay(bus: Bus, event: Event) -> None:
 
 
 def daemons_of(machine_id: str) -> list[int]:
-    """Every live process started as this machine's daemon."""
+    """Every live daemon process of this machine (not its sandbox nor its supervisor)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -58,7 +59,9 @@ def daemons_of(machine_id: str) -> list[int]:
                 environ = (entry / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if f"FLEET_MACHINE_ID={machine_id}".encode() in environ:
+            argv = procinfo.cmdline(int(entry.name))
+            wrapper = not argv or "bwrap" in argv[0] or "daemon.supervise" in argv
+            if f"FLEET_MACHINE_ID={machine_id}".encode() in environ and not wrapper:
                 found.append(int(entry.name))
     return found
 
@@ -77,8 +80,11 @@ async def test_replayed_created_does_not_start_a_second_daemon(
     mid, events = await ready_machine(stack)
     pid = running_pid(settings.data_path / "machines" / mid, mid)
     created = next(e for e in events if isinstance(e, MachineCreated))
+    daemons = daemons_of(mid)
     await replay(bus, created)
-    assert daemons_of(mid) == [pid]
+    assert len(daemons) == 1
+    assert daemons_of(mid) == daemons
+    assert running_pid(settings.data_path / "machines" / mid, mid) == pid
     assert (await stack.get_machine(mid)).status is MachineStatus.READY
 
 

@@ -1,0 +1,136 @@
+"""The bubblewrap sandbox of a local machine.
+
+What a sandboxed machine's processes see: the host's system directories read-only (``/usr``
+and the merged ``/bin``, ``/lib``...), an allow-list of ``/etc`` (no ``/etc/shadow``, no host
+keys), the Python that runs the daemon and fleetd's daemon code read-only, its own home
+read-write, a private ``/tmp``, its own ``/proc`` (own pid namespace: no other process of the
+host is visible, so no other daemon's environment), no capabilities at all. The data dir,
+other machines' homes and every other path of the host are simply not mounted.
+
+Not isolated: the network namespace stays the host's, so a machine reaches NATS on loopback
+(with its own credentials) but also any other loopback port: valkey needs its password, the
+gateway a token. The processes run as the platform's user id (root in a container): without
+capabilities and without any of the platform's files mounted, but a kernel bug is a host bug.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from contracts.errors import ProviderError
+from core.version import SOURCE_ROOT
+
+#: What the sandbox's root holds from the host, read-only (merged-/usr links stay links).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: What of /etc a machine needs (users, names, TLS roots, the dynamic linker); nothing else.
+ETC_ALLOWED = (
+    "passwd", "group", "hosts", "host.conf", "resolv.conf", "nsswitch.conf", "gai.conf",
+    "services", "protocols", "localtime", "timezone", "ssl", "ca-certificates",
+    "ca-certificates.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives",
+    "gitconfig", "mime.types", "os-release", "debian_version", "login.defs", "profile",
+    "bash.bashrc", "environment", "python3", "python3.11",
+)  # fmt: skip
+#: fleetd's packages a daemon imports (the rest of the checkout is not the machine's business).
+DAEMON_PACKAGES = ("contracts", "core", "daemon")
+
+
+class SandboxUnavailable(ProviderError):
+    """bubblewrap is missing or cannot create namespaces here."""
+
+
+def bwrap_binary() -> str:
+    found = shutil.which("bwrap")
+    if not found:
+        raise SandboxUnavailable(
+            "bubblewrap (bwrap) is not installed: `apt-get install bubblewrap`, or run local "
+            "machines without isolation (fleet up --no-sandbox)"
+        )
+    return found
+
+
+def python_roots() -> list[Path]:
+    """Where the interpreter running the daemon lives: the venv and the base installation."""
+    roots = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    roots.add(Path(os.path.realpath(sys.executable)).parent.parent)
+    return sorted(roots)
+
+
+def bwrap_argv(
+    *,
+    machine_id: str,
+    home: Path,
+    data_dir: Path,
+    command: list[str],
+    shared: Iterable[Path] = (),
+) -> list[str]:
+    """The bwrap command line that runs ``command`` inside the machine's sandbox."""
+    argv = [
+        bwrap_binary(),
+        "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        "--hostname", f"fleet-{machine_id[-12:]}",
+        "--cap-drop", "ALL",
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
+        "--dir", "/var/tmp",
+    ]  # fmt: skip
+    argv += _system_mounts()
+    for root in python_roots():
+        argv += ["--ro-bind", str(root), str(root)]
+    for pkg in DAEMON_PACKAGES:
+        argv += ["--ro-bind", str(SOURCE_ROOT / pkg), str(SOURCE_ROOT / pkg)]
+    for path in shared:
+        argv += ["--ro-bind-try", str(path), str(path)]
+    # Whatever was bound above may contain the data dir (a checkout's .fleet-data, a venv
+    # beside it): an empty tmpfs over it hides all of it, then only this home is put back.
+    argv += ["--tmpfs", str(data_dir), "--bind", str(home), str(home), "--chdir", str(home)]
+    return [*argv, "--", *command]
+
+
+def _system_mounts() -> list[str]:
+    out: list[str] = []
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            out += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            out += ["--ro-bind", d, d]
+    for name in ETC_ALLOWED:
+        out += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    return out
+
+
+def sandbox_root_children(pid: int) -> list[int]:
+    """The host pids of a process's children (bwrap → its init → the supervisor)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def supervisor_pid(bwrap_pid: int) -> int | None:
+    """The host pid of the machine's supervisor: bwrap's child is the namespace's init, whose
+    child is the supervisor."""
+    for init in sandbox_root_children(bwrap_pid):
+        for child in sandbox_root_children(init):
+            return child
+    return None
+
+
+def probe() -> str | None:
+    """None if bwrap can build a sandbox here, else why not (one line)."""
+    try:
+        argv = [bwrap_binary(), "--ro-bind", "/", "/", "--unshare-pid", "--cap-drop", "ALL",
+                "--proc", "/proc", "--dev", "/dev", "true"]  # fmt: skip
+    except SandboxUnavailable as exc:
+        return str(exc)
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap cannot run: {exc}"
+    if out.returncode != 0:
+        return f"bwrap cannot create a sandbox here: {out.stderr.decode().strip()[:200]}"
+    return None

@@ -1,0 +1,196 @@
+"""The attack suite: from inside machine A, with only what A's own processes can reach, try to
+get at the platform and at machine B. Every attempt must fail, and A's own work must still work.
+
+Parametrized over providers: each one that isolates machines joins the list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from contracts.errors import InvalidParams
+from contracts.status import MachineStatus
+from core import procinfo
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.waiters import wait_until
+
+PROVIDERS = ["local"]
+#: What `fleet up` keeps in the data dir; the test plants them with recognisable values.
+DATA_DIR_SECRETS = ("admin-token", "secret-key", "nats-auth.json", "redis-password")
+
+
+@dataclass
+class Pair:
+    provider: str
+    a: str
+    b: str
+    b_secret: str
+    planted: str
+
+    def home(self, settings: Settings, mid: str) -> Path:
+        return settings.data_path / "machines" / mid / "home"
+
+
+async def ready(stack: FleetClient, instance: str, provider: str, repo: Path | None = None) -> str:
+    inst = await stack.create_instance(instance)
+    await stack.set_env("OWN_SECRET", f"{instance}-{secrets.token_hex(8)}", inst.id)
+    if repo is not None:
+        await stack.add_repo(inst.id, str(repo), "main", "app")
+    machine = await stack.create_machine(inst.id, provider)  # type: ignore[arg-type]
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=60)
+    assert done.status is MachineStatus.READY, done.status_reason
+    return machine.id
+
+
+@pytest.fixture(params=PROVIDERS)
+async def pair(
+    request: pytest.FixtureRequest, stack: FleetClient, settings: Settings, bare_repo: Path
+) -> Pair:
+    planted = f"platform-secret-{secrets.token_hex(8)}"
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    for name in DATA_DIR_SECRETS:
+        (settings.data_path / name).write_text(planted + "\n")
+    provider = request.param
+    a, b = await asyncio.gather(
+        ready(stack, "alice", provider, bare_repo), ready(stack, "bob", provider)
+    )
+    b_secret = f"bob-only-{secrets.token_hex(8)}"
+    b_inst = (await stack.get_machine(b)).instance_id
+    await stack.set_env("BOB_SECRET", b_secret, b_inst)
+    await stack.refresh_env(b_inst)
+    return Pair(provider, a, b, b_secret, planted)
+
+
+async def sh(stack: FleetClient, mid: str, script: str, timeout_s: float = 20) -> str:
+    result = await stack.exec(mid, ["sh", "-c", script], timeout_s=timeout_s)
+    return result.stderr + result.stdout  # stdout last: the attempts end with "done"
+
+
+async def test_data_dir_secrets_are_out_of_reach(
+    stack: FleetClient, settings: Settings, pair: Pair
+) -> None:
+    data = settings.data_path
+    files = " ".join(str(data / n) for n in DATA_DIR_SECRETS)
+    script = f"cat {files}; for f in {files}; do test -e $f && echo FOUND $f; done; echo done"
+    out = await sh(stack, pair.a, script)
+    assert out.rstrip().endswith("done")  # the attempt ran
+    assert pair.planted not in out
+    assert "FOUND" not in out
+
+
+async def test_other_machines_home_and_env_are_out_of_reach(
+    stack: FleetClient, settings: Settings, pair: Pair
+) -> None:
+    b_home = pair.home(settings, pair.b)
+    assert pair.b_secret in (b_home / ".fleet" / ".env").read_text()  # it is there to steal
+    out = await sh(
+        stack,
+        pair.a,
+        f"cat {b_home}/.fleet/.env; ls {b_home} {b_home.parent.parent}; "
+        # A pattern that does not match itself (A's state file records this command line).
+        "grep -rsoh 'bob-only-[0-9a-f]*' / --exclude-dir=proc --exclude-dir=sys; echo done",
+        timeout_s=60,
+    )
+    assert out.rstrip().endswith("done")
+    assert pair.b_secret not in out
+    listing = out.split(f"{b_home.parent.parent}:\n", 1)[1]  # what `ls` shows of machines/
+    assert pair.a in listing
+    assert pair.b not in listing
+
+
+async def test_other_daemons_environments_are_out_of_reach(stack: FleetClient, pair: Pair) -> None:
+    out = await sh(stack, pair.a, "cat /proc/[0-9]*/environ | tr '\\0' '\\n'; echo done")
+    assert out.rstrip().endswith("done")
+    assert f"FLEET_MACHINE_ID={pair.a}" in out  # A's own processes: visible, as on any machine
+    assert pair.b not in out
+    # Only the machine's own processes exist for it: no host process, no platform service.
+    pids = await sh(stack, pair.a, "ls /proc | grep -c '^[0-9]'")
+    assert int(pids.strip()) < 20, pids
+
+
+async def test_valkey_answers_nothing_without_credentials(
+    stack: FleetClient, settings: Settings, pair: Pair
+) -> None:
+    port = urlsplit(settings.redis_url).port
+    probe = (
+        "import socket\n"
+        f"s = socket.create_connection(('127.0.0.1', {port}), 5)\n"
+        "s.sendall(b'*1\\r\\n$4\\r\\nPING\\r\\n*2\\r\\n$4\\r\\nKEYS\\r\\n$1\\r\\n*\\r\\n')\n"
+        "print(s.recv(4096))\n"
+    )
+    result = await stack.exec(pair.a, [sys.executable, "-I", "-c", probe], timeout_s=20)
+    assert "NOAUTH" in result.stdout, result
+    assert "PONG" not in result.stdout
+    assert "machine" not in result.stdout
+
+
+@pytest.mark.parametrize("path", ["/tmp/pwned", "../../pwned", "~/../pwned", "a/../../pwned"])
+async def test_write_file_cannot_leave_the_machine(
+    stack: FleetClient, settings: Settings, pair: Pair, path: str
+) -> None:
+    with pytest.raises(InvalidParams) as err:
+        await stack.write_file(pair.a, path, "owned")
+    assert "home" in str(err.value)
+    machines = settings.data_path / "machines"
+    assert not (machines / "pwned").exists()
+    assert not (machines / pair.a / "pwned").exists()
+
+
+async def test_write_file_cannot_follow_a_link_out(
+    stack: FleetClient, settings: Settings, pair: Pair
+) -> None:
+    await sh(stack, pair.a, f"ln -s {pair.home(settings, pair.b)} ~/to-bob")
+    with pytest.raises(InvalidParams):
+        await stack.write_file(pair.a, "~/to-bob/planted", "owned")
+    assert not (pair.home(settings, pair.b) / "planted").exists()
+
+
+def marked(marker: str) -> list[int]:
+    """Host pids of processes whose command line carries ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and marker in procinfo.cmdline(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+async def test_setsid_does_not_outlive_an_exec_timeout(stack: FleetClient, pair: Pair) -> None:
+    marker = str(1000 + secrets.randbelow(100000))
+    script = f"setsid sleep {marker} & sleep 0.3; ls /proc >/dev/null; sleep 60"
+    result = await stack.exec(pair.a, ["sh", "-c", script], timeout_s=2)
+    assert result.timed_out
+    await wait_until(lambda: not marked(marker), timeout=5)
+
+
+async def test_setsid_does_not_outlive_archive(stack: FleetClient, pair: Pair) -> None:
+    marker = str(1000 + secrets.randbelow(100000))
+    proc = await stack.start_process(pair.a, ["setsid", "sleep", marker], tag="escapee")
+    assert proc.pid
+    await wait_until(lambda: bool(marked(marker)), timeout=5)
+    await stack.archive_machine(pair.a)
+    await wait_until(lambda: not marked(marker), timeout=10)
+
+
+async def test_own_work_still_works(stack: FleetClient, settings: Settings, pair: Pair) -> None:
+    home = pair.home(settings, pair.a)
+    assert (await stack.exec(pair.a, ["echo", "hi"])).stdout == "hi\n"
+    await stack.write_file(pair.a, "~/notes/today.txt", "mine")
+    assert (home / "notes" / "today.txt").read_text() == "mine"
+    assert (await stack.exec(pair.a, ["cat", "README"], cwd="app")).stdout == "main\n"  # cloned
+    env = await sh(stack, pair.a, "cat ~/.fleet/.env")
+    assert "OWN_SECRET='alice-" in env
+    assert "FLEET_MACHINE_TOKEN" not in await sh(stack, pair.a, "env")
+    bg = await stack.start_process(pair.a, ["sh", "-c", "echo started; sleep 300"], tag="bg")
+    listed = await stack.list_processes(pair.a)
+    assert [p.tag for p in listed if p.pid == bg.pid] == ["bg"]
+    tmp = await sh(stack, pair.a, "echo x > /tmp/t && cat /tmp/t && touch /usr/x 2>&1; echo $?")
+    assert tmp.startswith("x\n")
+    assert "Read-only" in tmp
