@@ -34,7 +34,7 @@ from contracts.gateway_rpc import (
     UnsetEnvParams,
 )
 from contracts.ids import new_event_id
-from contracts.jsonrpc import Dispatcher, NoParams, Router
+from contracts.jsonrpc import Dispatcher, Limits, NoParams, Router
 from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL
@@ -48,6 +48,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Access, Caller
+from services.gateway.limits import CallLimits
 from services.gateway.ops import MachineOps
 
 log = structlog.get_logger(__name__)
@@ -73,10 +74,12 @@ class GatewayApi:
         self.tokens = TokenStore(store)
         self.platform_sha = platform_sha
         self.access = Access(store, platform_sha)
+        self.settings = settings or Settings()
+        self.limits = CallLimits(self.settings)
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
-            settings=settings or Settings(),
+            settings=self.settings,
             installers=installers or {},
             platform_sha=platform_sha,
             access=self.access,
@@ -87,7 +90,8 @@ class GatewayApi:
         )
 
     def dispatcher(self) -> Dispatcher[Caller]:
-        return Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops))
+        limits = Limits(self.settings.rpc_max_batch, self.settings.rpc_max_response_bytes)
+        return Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits)
 
     # --- instances --------------------------------------------------------------------------
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
@@ -235,6 +239,7 @@ class GatewayApi:
 def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     """Every gateway method and its handler, in one place; mypy checks each pair's types."""
     r = Router[Caller]()
+    wrap, lim = api.limits.wrap, api.limits
     r.register(g.INSTANCES_CREATE, api.instances_create)
     r.register(g.INSTANCES_GET, api.instances_get)
     r.register(g.INSTANCES_LIST, api.instances_list)
@@ -244,12 +249,12 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.REPOS_ADD, api.repos_add)
     r.register(g.REPOS_REMOVE, api.repos_remove)
     r.register(g.REPOS_LIST, api.repos_list)
-    r.register(g.MACHINES_CREATE, api.machines_create)
+    r.register(g.MACHINES_CREATE, wrap(lim.create, "machine creations", api.machines_create))
     r.register(g.MACHINES_GET, api.machines_get)
     r.register(g.MACHINES_LIST, api.machines_list)
     r.register(g.MACHINES_ARCHIVE, api.machines_archive)
-    r.register(g.MACHINES_REBUILD, api.machines_rebuild)
-    r.register(g.MACHINES_EXEC, api.machines_exec)
+    r.register(g.MACHINES_REBUILD, wrap(lim.create, "machine creations", api.machines_rebuild))
+    r.register(g.MACHINES_EXEC, wrap(lim.exec, "commands", api.machines_exec))
     r.register(g.MACHINES_WRITE_FILE, api.machines_write_file)
     r.register(g.MACHINES_REFRESH_ENV, ops.machines_refresh_env)
     r.register(g.MACHINES_REFRESH_CODE, ops.machines_refresh_code)
