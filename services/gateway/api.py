@@ -50,6 +50,7 @@ from services.common.tokens import TokenStore
 from services.gateway.access import Access, Caller
 from services.gateway.limits import CallLimits
 from services.gateway.ops import MachineOps
+from services.gateway.tickets import EventTickets
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +77,7 @@ class GatewayApi:
         self.access = Access(store, platform_sha)
         self.settings = settings or Settings()
         self.limits = CallLimits(self.settings)
+        self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
@@ -235,6 +237,10 @@ class GatewayApi:
     async def rpc_discover(self, p: NoParams, c: Caller) -> OpenRpcDocument:
         return self._openrpc
 
+    async def events_ticket(self, p: NoParams, c: Caller) -> g.EventsTicket:
+        ticket = await self.tickets.issue(c)
+        return g.EventsTicket(ticket=ticket, expires_in_s=self.tickets.ttl_s)
+
 
 def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     """Every gateway method and its handler, in one place; mypy checks each pair's types."""
@@ -268,4 +274,5 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.TOKENS_LIST, api.tokens_list)
     r.register(g.TOKENS_REVOKE, api.tokens_revoke)
     r.register(g.RPC_DISCOVER, api.rpc_discover)
+    r.register(g.EVENTS_TICKET, api.events_ticket)
     return r

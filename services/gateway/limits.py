@@ -71,9 +71,9 @@ def retry_after_s(wait_s: float) -> int:
 
 
 def rate_limited(what: str, wait_s: float) -> RateLimited:
+    """RateLimited for "too many <what>", saying when to retry."""
     after = retry_after_s(wait_s)
-    return RateLimited(f"too many {what} for this token; retry in {after} s",
-                       data={"retryAfterS": after})  # fmt: skip
+    return RateLimited(f"too many {what}; retry in {after} s", data={"retryAfterS": after})
 
 
 class CallLimits:
@@ -95,7 +95,7 @@ class CallLimits:
             if not caller.admin:
                 wait = limiter.take(caller.token_id)
                 if wait:
-                    raise rate_limited(what, wait)
+                    raise rate_limited(f"{what} for this token", wait)
             return await handler(params, caller)
 
         return limited
