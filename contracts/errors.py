@@ -78,6 +78,14 @@ class PayloadTooLarge(FleetError):
     http_status = 413
 
 
+class RateLimited(FleetError):
+    """Too many calls of one kind from one token (or bad-token requests from one address);
+    ``data.retryAfterS`` says when the next one will be accepted."""
+
+    code = 1029
+    http_status = 429
+
+
 class RequestExpired(FleetError):
     code = 1101
 
@@ -124,6 +132,7 @@ ERRORS: dict[int, type[FleetError]] = {
         NotFound,
         Conflict,
         PayloadTooLarge,
+        RateLimited,
         RequestExpired,
         RequestReplayed,
         DaemonUnavailable,

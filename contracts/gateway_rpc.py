@@ -139,6 +139,12 @@ class Revoked(Result, kw_only=True):
     revoked: bool
 
 
+class EventsTicket(Result, kw_only=True):
+    #: Opens one ``GET /events?ticket=...``, once, within ``expiresInS`` seconds.
+    ticket: str
+    expires_in_s: float
+
+
 class RemoveRepoParams(Params, kw_only=True):
     instance_id: InstanceId
     path: str
@@ -349,6 +355,12 @@ RPC_DISCOVER: MethodSpec[NoParams, OpenRpcDocument] = MethodSpec(
     "rpc.discover", NoParams, OpenRpcDocument, "This API as an OpenRPC document."
 )
 
+EVENTS_TICKET: MethodSpec[NoParams, EventsTicket] = MethodSpec(
+    "events.ticket", NoParams, EventsTicket,
+    "A short-lived, single-use ticket for GET /events?ticket=..., acting as this token "
+    "(for clients such as EventSource that cannot send an Authorization header).",
+)  # fmt: skip
+
 GATEWAY_METHODS: tuple[AnySpec, ...] = (
     INSTANCES_CREATE,
     INSTANCES_GET,
@@ -378,6 +390,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     TOKENS_LIST,
     TOKENS_REVOKE,
     RPC_DISCOVER,
+    EVENTS_TICKET,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).

@@ -23,6 +23,7 @@ from contracts.errors import (
     InvalidRequest,
     MethodNotFound,
     ParseError,
+    PayloadTooLarge,
     error_from_wire,
 )
 
@@ -132,10 +133,25 @@ class Router(Generic[Ctx]):
         return dict(self._routes)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request body may cost: a 1 MB batch of cheap calls with big answers (e.g.
+    ``rpc.discover``) would otherwise build a response hundreds of times its size."""
+
+    #: Requests in one batch; a longer batch is refused whole, before any of it runs.
+    max_batch: int = 100
+    #: Bytes of the answer to one body. Requests whose answer no longer fits are answered with
+    #: PayloadTooLarge (and those after them are not run).
+    max_response_bytes: int = 8 * 1024 * 1024
+
+
 class Dispatcher(Generic[Ctx]):
     """Decodes requests, validates params against the spec, calls handlers, encodes answers."""
 
-    def __init__(self, specs: Sequence[AnySpec], router: Router[Ctx]) -> None:
+    def __init__(
+        self, specs: Sequence[AnySpec], router: Router[Ctx], limits: Limits | None = None
+    ) -> None:
+        self._limits = limits or Limits()
         routes = router.routes
         missing = {s.name for s in specs} - set(routes)
         if missing:
@@ -164,18 +180,63 @@ class Dispatcher(Generic[Ctx]):
             items = msgspec.json.decode(body, type=list[msgspec.Raw])
         except msgspec.DecodeError as exc:
             return _ENCODER.encode(_error(None, ParseError(f"parse error: {exc}")))
+        except RecursionError:
+            return _ENCODER.encode(_error(None, _TOO_DEEP))
         if not items:
             return _ENCODER.encode(_error(None, InvalidRequest("empty batch")))
-        answers = [a for a in [await self._handle_one(bytes(i), ctx) for i in items] if a]
+        limit = self._limits.max_batch
+        if len(items) > limit:
+            refused = InvalidRequest(
+                f"a batch may hold at most {limit} requests, this one has {len(items)}",
+                data={"limit": limit},
+            )
+            return _ENCODER.encode(_error(None, refused))
+        answers: list[bytes] = []
+        budget = self._limits.max_response_bytes - 2  # the brackets
+        for item in items:
+            if budget > 0:
+                answer = await self._handle_one(bytes(item), ctx, budget)
+            else:
+                answer = self._over_budget(bytes(item))
+            if answer:
+                answers.append(answer)
+                budget -= len(answer) + 1
         return b"[" + b",".join(answers) + b"]" if answers else None
 
-    async def _handle_one(self, body: bytes, ctx: Ctx) -> bytes | None:
+    def _over_budget(self, body: bytes) -> bytes | None:
+        """The answer to a request not run because the batch's answer is already full."""
+        try:
+            env = msgspec.json.decode(body, type=_Envelope)
+        except (msgspec.DecodeError, RecursionError):
+            return None  # its own parse error would not fit either
+        if env.id is msgspec.UNSET:
+            return None
+        return _ENCODER.encode(_error(env.id, self._too_large()))
+
+    def _too_large(self) -> PayloadTooLarge:
+        limit = self._limits.max_response_bytes
+        return PayloadTooLarge(
+            f"the answer would exceed {limit} bytes; send fewer requests per batch",
+            data={"limit": limit},
+        )
+
+    async def _handle_one(self, body: bytes, ctx: Ctx, budget: int | None = None) -> bytes | None:
         try:
             env = msgspec.json.decode(body, type=_Envelope)
         except msgspec.ValidationError as exc:
             return _ENCODER.encode(_error(None, InvalidRequest(f"invalid request: {exc}")))
         except msgspec.DecodeError as exc:
             return _ENCODER.encode(_error(None, ParseError(f"parse error: {exc}")))
+        except RecursionError:  # msgspec's answer to nesting deeper than the interpreter's stack
+            return _ENCODER.encode(_error(None, _TOO_DEEP))
+        answer = await self._answer(env, ctx)
+        room = self._limits.max_response_bytes if budget is None else budget
+        if answer is not None and len(answer) > room:
+            req_id = None if env.id is msgspec.UNSET else env.id
+            return _ENCODER.encode(_error(req_id, self._too_large()))
+        return answer
+
+    async def _answer(self, env: _Envelope, ctx: Ctx) -> bytes | None:
         req_id = None if env.id is msgspec.UNSET else env.id
         try:
             result = await self._call(env, ctx)
@@ -229,6 +290,9 @@ def request_method(body: bytes) -> str | None:
         return msgspec.json.decode(body, type=_Envelope).method
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
+
+
+_TOO_DEEP = ParseError("parse error: JSON nested too deeply")
 
 
 def encode_error(exc: FleetError, req_id: RequestId = None) -> bytes:

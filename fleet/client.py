@@ -18,7 +18,6 @@ import contextlib
 import itertools
 from collections.abc import AsyncGenerator, Collection, Sequence
 from types import TracebackType
-from typing import Any
 
 import aiohttp
 import msgspec
@@ -41,6 +40,7 @@ from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
+from fleet.client_events import EventsClient
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import sse_messages
 
@@ -53,7 +53,7 @@ class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
 
 
-class FleetClient:
+class FleetClient(EventsClient):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._token = token
@@ -351,7 +351,9 @@ class FleetClient:
         self, machine_id: str | None, since: int | None, idle_s: float | None
     ) -> AsyncGenerator[tuple[int, bytes | None], None]:
         """One GET /events: (sequence, event JSON), or (sequence, None) for an overflow."""
-        query = _drop_none({"machineId": machine_id, "since": since})
+        query = {
+            k: v for k, v in {"machineId": machine_id, "since": since}.items() if v is not None
+        }
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         try:
             async with self.session.get(
@@ -390,10 +392,6 @@ class FleetClient:
                     if machine.status in wanted:
                         return machine
         raise TimeoutError(f"machine {machine_id} never reached {sorted(wanted)}")
-
-
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
 
 
 __all__ = ["ConnectionFailed", "FleetClient", "MachineHandle", "MachineNotReady"]

@@ -35,6 +35,23 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
+    #: JSON-RPC: requests in one batch, and bytes in the answer to one request body.
+    rpc_max_batch: int = 100
+    rpc_max_response_bytes: int = 8 * 1024 * 1024
+    #: Calls per token and minute (a burst of that many, then refilled evenly): machines.create
+    #: and machines.rebuild together, and machines.exec. 0: no limit.
+    rate_create_per_min: int = 30
+    rate_exec_per_min: int = 600
+    #: Requests per client address and minute refused for a missing or bad token; past it,
+    #: 429 without looking the token up. 0: no limit.
+    rate_unauthenticated_per_min: int = 120
+    #: GET /events: open streams per token and per gateway process, and stored-event replays
+    #: running at once per gateway process (more wait for a turn).
+    events_max_per_token: int = 20
+    events_max_streams: int = 1000
+    events_max_replays: int = 32
+    #: How long a ticket from events.ticket stays valid (it is used once).
+    events_ticket_ttl_s: float = 30.0
     #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).
     #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
     metrics_port: int = 0

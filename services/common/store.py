@@ -50,6 +50,7 @@ from services.common.store_keys import (
     k_repos,
 )
 from services.common.store_liveness import HeartbeatRecords
+from services.common.store_tickets import TicketRecords
 from services.common.store_tokens import TokenRecords
 
 log = structlog.get_logger(__name__)
@@ -96,6 +97,7 @@ class Store:
         self._count_by_status: Any = None
         self.tokens = TokenRecords(self)
         self.heartbeats = HeartbeatRecords(self)
+        self.tickets = TicketRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -83,6 +83,12 @@ def k_token(token_id: str) -> str:
 F_DIGEST = "hash"
 F_REVOKED_AT = "revokedAt"
 
+
+def k_events_ticket(digest: str) -> str:
+    """An events ticket, by the SHA-256 of its secret: who it acts as (expires by itself)."""
+    return f"{P}events-ticket:{digest}"
+
+
 # --- liveness -------------------------------------------------------------------------------
 #: Sorted set: machine id -> its last heartbeat (epoch seconds).
 K_HEARTBEATS = P + "heartbeats"

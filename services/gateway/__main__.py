@@ -14,6 +14,7 @@ from services.common.settings import Settings
 from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
+from services.gateway.events_hub import EventHub
 from services.gateway.http import HttpServer, caller_resolver, make_app
 
 
@@ -38,12 +39,17 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         platform_sha=platform_sha(settings.git_sha, repo),
         keys=keys,
     )
+    hub = await stack.enter_async_context(
+        EventHub(bus, store, max_per_token=settings.events_max_per_token,
+                 max_streams=settings.events_max_streams)
+    )  # fmt: skip
     app = make_app(
         dispatcher=api.dispatcher(),
         store=store,
         bus=bus,
+        hub=hub,
         resolve_caller=caller_resolver(settings.admin_token, TokenStore(store)),
-        max_body_bytes=settings.max_body_bytes,
+        settings=settings,
         metrics=metrics,
     )
     await stack.enter_async_context(HttpServer(app, settings.host, settings.port))

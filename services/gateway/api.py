@@ -34,7 +34,7 @@ from contracts.gateway_rpc import (
     UnsetEnvParams,
 )
 from contracts.ids import new_event_id
-from contracts.jsonrpc import Dispatcher, NoParams, Router
+from contracts.jsonrpc import Dispatcher, Limits, NoParams, Router
 from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL
@@ -49,7 +49,9 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Access, Caller
+from services.gateway.limits import CallLimits
 from services.gateway.ops import MachineOps
+from services.gateway.tickets import EventTickets
 
 log = structlog.get_logger(__name__)
 
@@ -74,11 +76,14 @@ class GatewayApi:
         self.tokens = TokenStore(store)
         self.platform_sha = platform_sha
         self.access = Access(store, platform_sha)
-        self._stop_wait_s = (settings or Settings()).stop_wait_s
+        self.settings = settings or Settings()
+        self._stop_wait_s = self.settings.stop_wait_s
+        self.limits = CallLimits(self.settings)
+        self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
-            settings=settings or Settings(),
+            settings=self.settings,
             installers=installers or {},
             platform_sha=platform_sha,
             access=self.access,
@@ -89,7 +94,8 @@ class GatewayApi:
         )
 
     def dispatcher(self) -> Dispatcher[Caller]:
-        return Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops))
+        limits = Limits(self.settings.rpc_max_batch, self.settings.rpc_max_response_bytes)
+        return Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits)
 
     # --- instances --------------------------------------------------------------------------
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
@@ -241,10 +247,15 @@ class GatewayApi:
     async def rpc_discover(self, p: NoParams, c: Caller) -> OpenRpcDocument:
         return self._openrpc
 
+    async def events_ticket(self, p: NoParams, c: Caller) -> g.EventsTicket:
+        ticket = await self.tickets.issue(c)
+        return g.EventsTicket(ticket=ticket, expires_in_s=self.tickets.ttl_s)
+
 
 def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     """Every gateway method and its handler, in one place; mypy checks each pair's types."""
     r = Router[Caller]()
+    wrap, lim = api.limits.wrap, api.limits
     r.register(g.INSTANCES_CREATE, api.instances_create)
     r.register(g.INSTANCES_GET, api.instances_get)
     r.register(g.INSTANCES_LIST, api.instances_list)
@@ -254,12 +265,12 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.REPOS_ADD, api.repos_add)
     r.register(g.REPOS_REMOVE, api.repos_remove)
     r.register(g.REPOS_LIST, api.repos_list)
-    r.register(g.MACHINES_CREATE, api.machines_create)
+    r.register(g.MACHINES_CREATE, wrap(lim.create, "machine creations", api.machines_create))
     r.register(g.MACHINES_GET, api.machines_get)
     r.register(g.MACHINES_LIST, api.machines_list)
     r.register(g.MACHINES_ARCHIVE, api.machines_archive)
-    r.register(g.MACHINES_REBUILD, api.machines_rebuild)
-    r.register(g.MACHINES_EXEC, api.machines_exec)
+    r.register(g.MACHINES_REBUILD, wrap(lim.create, "machine creations", api.machines_rebuild))
+    r.register(g.MACHINES_EXEC, wrap(lim.exec, "commands", api.machines_exec))
     r.register(g.MACHINES_WRITE_FILE, api.machines_write_file)
     r.register(g.MACHINES_REFRESH_ENV, ops.machines_refresh_env)
     r.register(g.MACHINES_REFRESH_CODE, ops.machines_refresh_code)
@@ -273,4 +284,5 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.TOKENS_LIST, api.tokens_list)
     r.register(g.TOKENS_REVOKE, api.tokens_revoke)
     r.register(g.RPC_DISCOVER, api.rpc_discover)
+    r.register(g.EVENTS_TICKET, api.events_ticket)
     return r

@@ -1,6 +1,10 @@
 """The gateway's HTTP surface: POST /rpc, GET /healthz, GET /events (SSE), GET /metrics
 (Prometheus), GET / (console).
 
+Every response carries the security headers (CSP, no framing, nosniff, no referrer), and every
+response but the console's static files ``Cache-Control: no-store``. A client address that keeps
+sending bad tokens gets 429 with Retry-After before its token is even looked up.
+
 /metrics needs no token, like /healthz and as Prometheus expects: it holds only aggregates
 (counts by status and stage, latencies), no ids, names or secrets. A deployment that exposes the
 gateway beyond its operators should keep /metrics to its scrapers at the proxy.
@@ -8,6 +12,7 @@ gateway beyond its operators should keep /metrics to its scrapers at the proxy.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,20 +27,42 @@ from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.jsonrpc import Dispatcher, request_method
 from services.common.bus import Bus
 from services.common.metrics import Metrics, metrics_handler
+from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
-from services.gateway.sse import Streams, stream_events
+from services.gateway.events_hub import EventHub
+from services.gateway.limits import RateLimiter, rate_limited
+from services.gateway.sse import EventsContext, stream_events
+from services.gateway.tickets import EventTickets
 
 log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 CallerResolver = Callable[[str], Awaitable[Caller | None]]
 CALLER: web.AppKey[CallerResolver] = web.AppKey("caller")
+TICKETS: web.AppKey[EventTickets] = web.AppKey("tickets")
+UNAUTHENTICATED: web.AppKey[RateLimiter] = web.AppKey("unauthenticated")
 CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
 _JSON = "application/json"
 #: A /rpc caller without a (valid) token: it may call only the methods that reveal no data.
 ANONYMOUS = Caller(token_id="anonymous", admin=False)  # noqa: S106 - an id, not a secret
+
+#: A bearer token longer than this is not one of ours (ours are 49 characters).
+_MAX_TOKEN_CHARS = 512
+
+#: On every response. The console loads only its own scripts and styles (ES modules, no inline
+#: code), so the policy can be this strict; tests/e2e/test_console.py runs it under it.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def error_response(exc: FleetError, status: int | None = None) -> web.Response:
@@ -43,16 +70,19 @@ def error_response(exc: FleetError, status: int | None = None) -> web.Response:
     resp = web.Response(body=body, status=status or exc.http_status, content_type=_JSON)
     if isinstance(exc, Unauthorized):
         resp.headers["WWW-Authenticate"] = 'Bearer realm="fleetd"'
+    if exc.data and "retryAfterS" in exc.data:
+        resp.headers["Retry-After"] = str(exc.data["retryAfterS"])
     return resp
 
 
 def bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip()
-    # EventSource cannot set headers: the console passes the token in the query for /events.
-    return request.query.get("token", "") if request.path == "/events" else ""
+    """The bearer token of the Authorization header; "" when there is none, or when it cannot
+    be one of ours (not printable ASCII, e.g. header bytes that were not UTF-8)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN_CHARS:
+        return ""
+    return token if token.isascii() and token.isprintable() else ""
 
 
 def caller_resolver(admin_token: str, tokens: TokenStore) -> CallerResolver:
@@ -72,18 +102,40 @@ def caller_resolver(admin_token: str, tokens: TokenStore) -> CallerResolver:
     return resolve
 
 
+async def _authenticate(request: web.Request) -> Caller | None:
+    """The bearer header; for GET /events also a ticket from events.ticket (never the token
+    itself in the URL: URLs end up in logs, history and Referer headers)."""
+    token = bearer(request)
+    if token or request.path != "/events" or "ticket" not in request.query:
+        return await request.app[CALLER](token)
+    return await request.app[TICKETS].redeem(request.query["ticket"])
+
+
 @web.middleware
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path in ("/rpc", "/events"):
-        caller = await request.app[CALLER](bearer(request))
-        if caller is None and request.path == "/rpc":
-            caller = ANONYMOUS  # rpc() lets it call PUBLIC_METHODS only, and answers 401 else
-        if caller is None:
-            return _unauthorized()
-        request[CALLER_OF_REQUEST] = caller
+    if request.path not in ("/rpc", "/events"):
+        return await handler(request)
+    guesses = request.app[UNAUTHENTICATED]
+    address = request.remote or ""
+    wait = guesses.wait_s(address)
+    if wait:  # this address keeps sending bad tokens: refuse before looking one up
+        return error_response(rate_limited("bad tokens from this address", wait))
+    caller = await _authenticate(request)
+    if caller is None and request.path == "/rpc" and not bearer(request):
+        caller = ANONYMOUS  # no token at all: rpc() lets it call PUBLIC_METHODS only
+    if caller is None:
+        guesses.take(address)
+        return _unauthorized()
+    request[CALLER_OF_REQUEST] = caller
     return await handler(request)
+
+
+async def _security_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    resp.headers.update(SECURITY_HEADERS)
+    if not request.path.startswith("/static/"):
+        resp.headers["Cache-Control"] = "no-store"
 
 
 def make_app(
@@ -91,17 +143,22 @@ def make_app(
     dispatcher: Dispatcher[Caller],
     store: Store,
     bus: Bus,
+    hub: EventHub,
     resolve_caller: CallerResolver,
-    max_body_bytes: int,
+    settings: Settings,
     metrics: Metrics | None = None,
 ) -> web.Application:
+    max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
     app[CALLER] = resolve_caller
-    streams = Streams()
     public = dispatcher.only(PUBLIC_METHODS)
+    app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
+    app[UNAUTHENTICATED] = RateLimiter(settings.rate_unauthenticated_per_min)
+    app.on_response_prepare.append(_security_headers)
+    events_ctx = EventsContext(bus, store, hub, asyncio.Semaphore(settings.events_max_replays))
 
     async def end_streams(_: web.Application) -> None:
-        streams.end_all()
+        hub.end_all()
 
     app.on_shutdown.append(end_streams)
 
@@ -136,7 +193,7 @@ def make_app(
         return web.json_response({"ok": True})
 
     async def events(request: web.Request) -> web.StreamResponse:
-        return await stream_events(request, bus, streams, store, request[CALLER_OF_REQUEST])
+        return await stream_events(request, events_ctx, request[CALLER_OF_REQUEST])
 
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")

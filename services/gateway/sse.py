@@ -1,172 +1,252 @@
-"""GET /events: machine events as server-sent events, straight from the JetStream stream.
+"""GET /events: machine events as server-sent events.
 
-With ``?machineId=`` the stream starts at that machine's first event (so a client that creates a
-machine and then subscribes misses nothing); without it, at new events. ``Last-Event-ID`` (or
-``?since=``, a stream sequence) resumes after a disconnect. Each message's ``id`` is the stream
-sequence and its ``data`` the event's JSON.
+With ``?machineId=`` the stream starts at that machine's first stored event (so a client that
+creates a machine and then subscribes misses nothing); without it, at new events.
+``Last-Event-ID`` (or ``?since=``, a stream sequence) resumes after that event. Each message's
+``id`` is the stream sequence and its ``data`` the event's JSON. ``event: caught-up`` follows
+the last stored event as soon as the replay is done, and comes at once when there was nothing
+to replay: a client that wants only what is stored stops there.
+
+Live events come from the gateway's one subscription (``events_hub``); stored ones from a
+consumer of the stream's own, up to the stream's last sequence when the client arrived, after
+which the live ones take over (each event is sent once, in order).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import nats.errors
 import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts import subjects
-from contracts.errors import Forbidden, InvalidParams, NotFound
+from contracts.errors import Forbidden, InvalidParams, NotFound, RateLimited
 from contracts.ids import MACHINE_ID_RE
 from services.common.bus import Bus
 from services.common.store import Store
 from services.gateway.access import Caller
+from services.gateway.events_hub import QUEUE_LIMIT, EventHub, Subscriber
 
 log = structlog.get_logger(__name__)
 
 KEEPALIVE_S = 15.0
-_QUEUE_LIMIT = 10_000
+#: How often a quiet stream checks that its client is still there (aiohttp does not cancel a
+#: handler when its client goes; without this a gone client would hold its slot until the next
+#: keepalive failed to write).
+POLL_S = 1.0
+#: A replay that has been told events are pending but receives none for this long gives up.
+REPLAY_STALL_S = 10.0
+#: JetStream sequences are unsigned 64-bit.
+_MAX_SEQ = 2**63 - 1
+
+_CAUGHT_UP = b"event: caught-up\ndata: {}\n\n"
+_OVERFLOW = b"event: overflow\ndata: {}\n\n"
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
 
 
-def _start(request: web.Request) -> tuple[str, ConsumerConfig]:
+@dataclass(frozen=True)
+class Start:
+    machine_id: str | None
+    #: Resume after this stream sequence (None: from the machine's first event, or new ones).
+    since: int | None
+
+    @property
+    def replays(self) -> bool:
+        return self.machine_id is not None or self.since is not None
+
+
+@dataclass(frozen=True)
+class EventsContext:
+    bus: Bus
+    store: Store
+    hub: EventHub
+    #: Stored-event replays running at once in this gateway.
+    replays: asyncio.Semaphore
+
+
+def parse_start(request: web.Request) -> Start:
     machine_id = request.query.get("machineId")
-    if machine_id is not None and not MACHINE_ID_RE.match(machine_id):
+    if machine_id is not None and not MACHINE_ID_RE.fullmatch(machine_id):
         raise InvalidParams("machineId is not a machine id", field="machineId")
     since = request.headers.get("Last-Event-ID") or request.query.get("since")
-    subject = subjects.machine_events(machine_id) if machine_id else subjects.ALL_MACHINE_EVENTS
-    if since:
-        if not since.isdigit():
-            raise InvalidParams("since must be a stream sequence number", field="since")
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=int(since) + 1
-        )
-    else:
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.ALL if machine_id else DeliverPolicy.NEW
-        )
-    return subject, config
+    if not since:
+        return Start(machine_id, None)
+    # isdigit() alone admits "²" and "١٢"; the length check keeps int() cheap.
+    if not (since.isascii() and since.isdigit() and len(since) <= 19 and int(since) <= _MAX_SEQ):
+        raise InvalidParams("since must be a stream sequence number", field="since")
+    return Start(machine_id, int(since))
 
 
-class Streams:
-    """The open event streams, so that shutdown can end them at once instead of waiting for
-    the server's shutdown timeout."""
-
-    def __init__(self) -> None:
-        self._stops: set[asyncio.Event] = set()
-
-    def open(self) -> asyncio.Event:
-        stop = asyncio.Event()
-        self._stops.add(stop)
-        return stop
-
-    def close(self, stop: asyncio.Event) -> None:
-        self._stops.discard(stop)
-
-    def end_all(self) -> None:
-        for stop in self._stops:
-            stop.set()
-
-
-async def _authorize(request: web.Request, store: Store, caller: Caller) -> None:
+async def _authorize(start: Start, store: Store, caller: Caller) -> None:
     """An instance token may only follow the machines of its instance."""
     if caller.admin:
         return
-    machine_id = request.query.get("machineId")
-    if machine_id is None:
+    if start.machine_id is None:
         raise Forbidden("an instance token must name one of its machines (?machineId=)")
-    caller.require((await store.get_machine(machine_id)).instance_id)
+    caller.require((await store.get_machine(start.machine_id)).instance_id)
 
 
-class _Inbox:
-    """A bounded buffer fed by the subscription: a client that cannot keep up is cut off
-    (``overflow``), never buffered forever."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Msg] = asyncio.Queue(_QUEUE_LIMIT)
-        self.overflow = asyncio.Event()
-
-    async def put(self, msg: Msg) -> None:
-        if self.queue.full():
-            self.overflow.set()
-        else:
-            self.queue.put_nowait(msg)
-
-    def drained(self) -> bool:
-        return self.overflow.is_set() and self.queue.empty()
-
-
-_CAUGHT_UP = b"event: caught-up\ndata: {}\n\n"
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no"}  # fmt: skip
-
-
-async def stream_events(
-    request: web.Request, bus: Bus, streams: Streams, store: Store, caller: Caller
-) -> web.StreamResponse:
-    try:
-        subject, config = _start(request)
-        await _authorize(request, store, caller)
-    except InvalidParams as exc:
-        return web.json_response({"error": exc.to_wire()}, status=400)
-    except (Forbidden, NotFound) as exc:
-        return web.json_response({"error": exc.to_wire()}, status=403)
-    inbox = _Inbox()
-    sub = await bus.js.subscribe(subject, cb=inbox.put, ordered_consumer=True, config=config,
-                                 deliver_policy=config.deliver_policy)  # fmt: skip
-    resp = web.StreamResponse(headers=_SSE_HEADERS)
-    await resp.prepare(request)
-    stop = streams.open()
-    try:
-        await _pump(resp, inbox, stop, caught_up=await _nothing_stored(sub))
-    except ConnectionResetError:
-        log.debug("events.client_gone")
-    finally:
-        streams.close(stop)
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
+def _refusal(exc: InvalidParams | Forbidden | NotFound | RateLimited) -> web.Response:
+    status = {InvalidParams: 400, RateLimited: 429}.get(type(exc), 403)
+    resp = web.json_response({"error": exc.to_wire()}, status=status)
+    if isinstance(exc, RateLimited) and exc.data:
+        resp.headers["Retry-After"] = str(exc.data["retryAfterS"])
     return resp
 
 
-async def _nothing_stored(sub: Any) -> bool:
-    """No stored event matches: the stream is caught up before its first message."""
+async def stream_events(request: web.Request, ctx: EventsContext, caller: Caller
+                        ) -> web.StreamResponse:  # fmt: skip
     try:
-        info = await sub.consumer_info()
+        start = parse_start(request)
+        await _authorize(start, ctx.store, caller)
+        sub = ctx.hub.open(caller, start.machine_id)  # from here on, live events are kept
+    except (InvalidParams, Forbidden, NotFound, RateLimited) as exc:
+        return _refusal(exc)
+    resp = web.StreamResponse(headers=_SSE_HEADERS)
+    try:
+        await resp.prepare(request)
+        await resp.write(b": connected\n\n")
+        floor = await _replay(resp, ctx, start, sub) if start.replays else 0
+        if floor is not None:
+            await resp.write(_CAUGHT_UP)
+            await _pump(request, resp, sub, floor)
+    except ConnectionResetError:
+        log.debug("events.client_gone")
+    finally:
+        ctx.hub.close(sub)
+    return resp
+
+
+async def _replay(resp: web.StreamResponse, ctx: EventsContext, start: Start, sub: Subscriber
+                  ) -> int | None:  # fmt: skip
+    """Send the stored events up to the stream's last sequence now; that sequence (live events
+    up to it are dropped as already sent), or None when the stream ended meanwhile."""
+    info = await ctx.bus.js.stream_info(subjects.STREAM_NAME)
+    last = info.state.last_seq
+    first = 1 if start.since is None else start.since + 1
+    if first > last:
+        return last  # nothing stored after the resume point: caught up at once
+    async with _turn(ctx.replays, sub) as got:
+        if not got:
+            return None
+        subject = (subjects.machine_events(start.machine_id) if start.machine_id
+                   else subjects.ALL_MACHINE_EVENTS)  # fmt: skip
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first)
+        stored: asyncio.Queue[Msg] = asyncio.Queue(QUEUE_LIMIT)
+        consumer = await ctx.bus.js.subscribe(
+            subject, cb=_keep(stored, sub), ordered_consumer=True, config=config,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        )  # fmt: skip
+        try:
+            if await _nothing_matches(consumer):
+                return last
+            return await _send_stored(resp, stored, sub, last)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await consumer.unsubscribe()
+
+
+@contextlib.asynccontextmanager
+async def _turn(slots: asyncio.Semaphore, sub: Subscriber) -> AsyncIterator[bool]:
+    """A replay slot, or False when the stream ends while waiting for one."""
+    acquire = asyncio.ensure_future(slots.acquire())
+    ended = asyncio.ensure_future(sub.ended.wait())
+    try:
+        await asyncio.wait({acquire, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+    if not acquire.done():
+        acquire.cancel()
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        slots.release()
+
+
+def _keep(stored: asyncio.Queue[Msg], sub: Subscriber) -> Callable[[Msg], Awaitable[None]]:
+    async def put(msg: Msg) -> None:
+        if stored.full():
+            sub.overflow.set()
+        else:
+            stored.put_nowait(msg)
+
+    return put
+
+
+async def _nothing_matches(consumer: JetStreamContext.PushSubscription) -> bool:
+    """The consumer has no stored event to deliver (asked before it delivered any)."""
+    try:
+        info = await consumer.consumer_info()
     except (nats.errors.Error, TimeoutError):
-        return False  # unknown: the first message with nothing pending will say it
-    return info.num_pending == 0 and not (info.delivered and info.delivered.stream_seq)
+        return False  # unknown: reading will tell
+    # consumer_seq, not stream_seq: the server moves stream_seq past events the filter skips.
+    return bool(info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq))
+
+
+async def _send_stored(resp: web.StreamResponse, stored: asyncio.Queue[Msg], sub: Subscriber,
+                       last: int) -> int | None:  # fmt: skip
+    sent = 0
+    while not sub.ended.is_set():
+        if sub.overflow.is_set() and stored.empty():
+            await resp.write(_OVERFLOW)
+            return None
+        msg = await _next(stored, sub.ended, REPLAY_STALL_S)
+        if msg is None:
+            if not sub.ended.is_set():
+                log.warning("events.replay_stalled", after=sent, up_to=last)
+                return last
+            return None
+        seq = msg.metadata.sequence.stream
+        if seq > last:
+            return last
+        await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
+        sent = seq
+        if seq == last or msg.metadata.num_pending == 0:
+            return last
+    return None
 
 
 async def _pump(
-    resp: web.StreamResponse, inbox: _Inbox, stop: asyncio.Event, *, caught_up: bool
+    request: web.Request, resp: web.StreamResponse, sub: Subscriber, floor: int
 ) -> None:
-    """Events as SSE messages. ``event: caught-up`` follows the last stored event (or comes
-    first when there is none): a client that wants only what is stored stops there."""
-    await resp.write(b": connected\n\n")
-    if caught_up:
-        await resp.write(_CAUGHT_UP)
-    while not stop.is_set() and not inbox.drained():
-        msg = await _next(inbox.queue, stop)
+    """Live events after ``floor`` until the stream ends, its client goes or falls too far
+    behind."""
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
+    while not sub.ended.is_set() and not (sub.overflow.is_set() and sub.queue.empty()):
+        if request.transport is None or request.transport.is_closing():
+            return
+        msg = await _next(sub.queue, sub.ended, POLL_S)
         if msg is None:
-            await resp.write(b": keepalive\n\n")
+            if not sub.ended.is_set() and loop.time() - quiet_since >= KEEPALIVE_S:
+                await resp.write(b": keepalive\n\n")
+                quiet_since = loop.time()
             continue
         seq = msg.metadata.sequence.stream
-        await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
-        if not caught_up and msg.metadata.num_pending == 0:
-            caught_up = True
-            await resp.write(_CAUGHT_UP)
-    if inbox.overflow.is_set():
-        await resp.write(b"event: overflow\ndata: {}\n\n")
+        if seq > floor:
+            await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
+            quiet_since = loop.time()
+    if sub.overflow.is_set() and not sub.ended.is_set():
+        await resp.write(_OVERFLOW)
 
 
-async def _next(queue: asyncio.Queue[Msg], stop: asyncio.Event) -> Msg | None:
-    """The next message; None after KEEPALIVE_S without one, or when the server stops."""
+async def _next(queue: asyncio.Queue[Msg], stop: asyncio.Event, timeout_s: float) -> Msg | None:
+    """The next message; None after ``timeout_s`` without one, or when ``stop`` is set."""
+    if not queue.empty():
+        return queue.get_nowait()
     get = asyncio.ensure_future(queue.get())
     halt = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait({get, halt}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({get, halt}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
         halt.cancel()
         if not get.done():

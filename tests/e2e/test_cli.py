@@ -178,6 +178,12 @@ def test_events_no_follow_lists_the_pipeline_in_order(stack: FleetUp, ready: Rea
     only = stack.cli("--json", "events", "--no-follow", "--machine", ready.machine_id,
                      "--kind", "ready", "--kind", "created")  # fmt: skip
     assert [json.loads(line)["type"] for line in ok(only).splitlines()] == ["created", "ready"]
+    # Nothing after the last one: `caught-up` comes at once, so the command ends at once (it
+    # waited for the client's 5 s idle fallback before; the timeout is that bound, not a goal).
+    t0 = time.monotonic()
+    after = stack.cli("events", "--no-follow", "--since", str(seqs[-1]), timeout=4)
+    print(f"fleet events --no-follow --since <last>: {time.monotonic() - t0:.2f} s")
+    assert ok(after) == ""
 
 
 def test_create_wait_on_a_terminal_redraws_the_stages(stack: FleetUp) -> None:

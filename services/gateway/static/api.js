@@ -1,12 +1,14 @@
 // The gateway's two endpoints as the console uses them: JSON-RPC 2.0 at POST /rpc (Bearer token)
-// and machine events as server-sent events at GET /events (the token in ?token=, because
-// EventSource cannot set headers). The token lives in sessionStorage: gone when the tab closes.
+// and machine events as server-sent events at GET /events. EventSource cannot set headers, and a
+// token in a URL leaks into logs and history, so each stream opens with a single-use ticket from
+// events.ticket. The token lives in sessionStorage: gone when the tab closes.
 import { ERROR_HTTP_STATUS, ERRORS, METHODS } from "./contract.js";
 import { state } from "./state.js";
 
 const TOKEN_KEY = "fleetd.token";
 const ROLE_KEY = "fleetd.role";
-/** A closed event stream is tried again after this long. */
+/** A closed event stream is tried again after this long (the first time sooner). */
+const REOPEN_FIRST_MS = 250;
 const REOPEN_MS = 3000;
 
 /** What a token may do: everything, or one instance. */
@@ -87,20 +89,39 @@ export async function rpc(method, params = {}, token = session.token) {
 
 /**
  * Follow machine events: all of them (from now on), or one machine's from its first event.
- * EventSource reconnects by itself with Last-Event-ID; when the server refuses the stream
- * (EventSource gives up), the token is checked (401 signs out) and the stream reopened after
- * the last event seen. Stops when `signal` aborts, or when the returned function is called.
+ * A ticket is good for one connection, so EventSource's own reconnect (same URL) cannot work:
+ * on any error the stream is closed and reopened with a fresh ticket after the last event seen
+ * (asking for the ticket checks the token: a 401 signs out). Stops when `signal` aborts, or
+ * when the returned function is called.
  */
 export function followEvents({ machineId = null, onEvent, onState = () => {}, signal = null }) {
-  const stream = { source: null, lastId: null, stopped: false, retry: null };
+  const stream = { source: null, lastId: null, stopped: false, retry: null, failures: 0 };
 
-  const open = () => {
-    const query = new URLSearchParams({ token: session.token });
+  const reopenLater = () => {
+    if (stream.stopped || !session.token) return;
+    const delay = stream.failures++ === 0 ? REOPEN_FIRST_MS : REOPEN_MS;
+    stream.retry = setTimeout(open, delay);
+  };
+
+  const open = async () => {
+    let ticket;
+    try {
+      ticket = (await rpc(METHODS.EVENTS_TICKET)).ticket;
+    } catch {
+      onState("offline"); // a 401 already signed out
+      reopenLater();
+      return;
+    }
+    if (stream.stopped) return;
+    const query = new URLSearchParams({ ticket });
     if (machineId) query.set("machineId", machineId);
     if (stream.lastId) query.set("since", stream.lastId);
     const source = new EventSource(`/events?${query}`);
     stream.source = source;
-    source.onopen = () => onState("live");
+    source.onopen = () => {
+      stream.failures = 0;
+      onState("live");
+    };
     source.onmessage = (msg) => {
       stream.lastId = msg.lastEventId || stream.lastId;
       let event;
@@ -111,19 +132,11 @@ export function followEvents({ machineId = null, onEvent, onState = () => {}, si
       }
       onEvent(event, msg.lastEventId);
     };
-    source.onerror = async () => {
+    source.onerror = () => {
+      source.close();
       if (stream.stopped) return;
-      if (source.readyState !== EventSource.CLOSED) {
-        onState("reconnecting");
-        return;
-      }
-      onState("offline");
-      try {
-        await rpc(METHODS.INSTANCES_LIST);
-      } catch {
-        // a 401 already signed out
-      }
-      if (!stream.stopped && session.token) stream.retry = setTimeout(open, REOPEN_MS);
+      onState("reconnecting");
+      reopenLater();
     };
   };
 

@@ -31,6 +31,7 @@ export const METHODS = Object.freeze({
   TOKENS_LIST: "tokens.list",
   TOKENS_REVOKE: "tokens.revoke",
   RPC_DISCOVER: "rpc.discover",
+  EVENTS_TICKET: "events.ticket",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -45,6 +46,7 @@ export const ERRORS = Object.freeze({
   NOT_FOUND: 1004,
   CONFLICT: 1009,
   PAYLOAD_TOO_LARGE: 1013,
+  RATE_LIMITED: 1029,
   REQUEST_EXPIRED: 1101,
   REQUEST_REPLAYED: 1102,
   DAEMON_UNAVAILABLE: 1502,
@@ -58,6 +60,7 @@ export const ERRORS = Object.freeze({
 export const ERROR_HTTP_STATUS = Object.freeze({
   UNAUTHORIZED: 401,
   PAYLOAD_TOO_LARGE: 413,
+  RATE_LIMITED: 429,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */

@@ -1,0 +1,162 @@
+"""One live subscription to the machine events per gateway, fanned out to every open stream.
+
+Each ``GET /events`` used to open its own JetStream consumer: 1,000 streams from one token used
+up the server's consumer limit and every ``/events`` answered 500. Now live events come from
+one ordered consumer; a stream that needs stored events first replays them with a consumer of
+its own, and only ``max_replays`` of those run at once (``sse.py``).
+
+Limits, kept in this process (a stream lives and dies with this process's connection, so a
+shared counter would only leak when a replica dies): ``max_per_token`` open streams per token
+and ``max_streams`` in all, refused with 429 and Retry-After. Every ``REVOCATION_CHECK_S`` the
+tokens behind open streams are checked, and the streams of a revoked one end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from types import TracebackType
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from contracts import subjects
+from contracts.errors import RateLimited
+from services.common.bus import Bus
+from services.common.store import Store
+from services.gateway.access import Caller
+
+log = structlog.get_logger(__name__)
+
+#: How often the tokens of open streams are checked: revocation ends a stream within this.
+REVOCATION_CHECK_S = 0.5
+#: Retry-After of a stream refused for a cap: streams are long-lived, a slot frees slowly.
+FULL_RETRY_AFTER_S = 5
+#: Events buffered per stream; a client that falls this far behind is cut off (``overflow``).
+QUEUE_LIMIT = 10_000
+#: The caller of the operator's admin token (from the settings): it cannot be revoked.
+OPERATOR = "admin"
+
+
+class Subscriber:
+    """One open stream: the live events it wants, buffered until its pump sends them."""
+
+    def __init__(self, caller: Caller, machine_id: str | None) -> None:
+        self.caller = caller
+        self.machine_id = machine_id
+        self.queue: asyncio.Queue[Msg] = asyncio.Queue(QUEUE_LIMIT)
+        self.overflow = asyncio.Event()
+        #: Set when the stream must end: the gateway stops, or the token was revoked.
+        self.ended = asyncio.Event()
+
+    def offer(self, msg: Msg) -> None:
+        if self.queue.full():
+            self.overflow.set()
+        else:
+            self.queue.put_nowait(msg)
+
+
+class EventHub:
+    """Async context manager: the live subscription, the open streams, the revocation watch."""
+
+    def __init__(self, bus: Bus, store: Store, *, max_per_token: int, max_streams: int) -> None:
+        self._bus = bus
+        self._store = store
+        self.max_per_token = max_per_token
+        self.max_streams = max_streams
+        self._all: set[Subscriber] = set()
+        self._by_machine: dict[str | None, set[Subscriber]] = {}
+        self._per_token: Counter[str] = Counter()
+        self._sub: JetStreamContext.PushSubscription | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> EventHub:
+        self._sub = await self._bus.js.subscribe(
+            subjects.ALL_MACHINE_EVENTS, cb=self._fan_out, ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+        )  # fmt: skip
+        self._watch = asyncio.create_task(self._watch_revocations(), name="events.revocations")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.end_all()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._all)
+
+    def open(self, caller: Caller, machine_id: str | None) -> Subscriber:
+        """A new stream, receiving live events from now on; RateLimited past a cap."""
+        if len(self._all) >= self.max_streams:
+            raise RateLimited("this gateway has too many open event streams",
+                              data={"retryAfterS": FULL_RETRY_AFTER_S})  # fmt: skip
+        if self._per_token[caller.token_id] >= self.max_per_token:
+            raise RateLimited(
+                f"this token has {self.max_per_token} open event streams already",
+                data={"retryAfterS": FULL_RETRY_AFTER_S},
+            )
+        sub = Subscriber(caller, machine_id)
+        self._all.add(sub)
+        self._by_machine.setdefault(machine_id, set()).add(sub)
+        self._per_token[caller.token_id] += 1
+        return sub
+
+    def close(self, sub: Subscriber) -> None:
+        if sub not in self._all:
+            return
+        self._all.discard(sub)
+        group = self._by_machine.get(sub.machine_id, set())
+        group.discard(sub)
+        if not group:
+            self._by_machine.pop(sub.machine_id, None)
+        self._per_token[sub.caller.token_id] -= 1
+        if self._per_token[sub.caller.token_id] <= 0:
+            del self._per_token[sub.caller.token_id]
+
+    def end_all(self) -> None:
+        for sub in self._all:
+            sub.ended.set()
+
+    async def _fan_out(self, msg: Msg) -> None:
+        machine_id = msg.subject.rsplit(".", 1)[-1]
+        for sub in self._by_machine.get(None, ()):
+            sub.offer(msg)
+        for sub in self._by_machine.get(machine_id, ()):
+            sub.offer(msg)
+
+    async def _watch_revocations(self) -> None:
+        while True:
+            await asyncio.sleep(REVOCATION_CHECK_S)
+            try:
+                await self._end_revoked()
+            except Exception:  # task boundary: the next round tries again
+                log.exception("events.revocation_check_failed")
+
+    async def _end_revoked(self) -> None:
+        token_ids = {s.caller.token_id for s in self._all} - {OPERATOR}
+        revoked = {t for t in token_ids if not await token_is_live(self._store, t)}
+        for sub in [s for s in self._all if s.caller.token_id in revoked]:
+            if not sub.ended.is_set():
+                log.info("events.stream_revoked", token_id=sub.caller.token_id)
+                sub.ended.set()
+
+
+async def token_is_live(store: Store, token_id: str) -> bool:
+    """The access token exists and is not revoked (the operator's admin token always is)."""
+    if token_id == OPERATOR:
+        return True
+    record = await store.tokens.get(token_id)
+    return record is not None and record.token.revoked_at is None

@@ -1,0 +1,45 @@
+"""Events tickets: ``events.ticket`` hands one out, ``GET /events?ticket=`` spends it.
+
+EventSource cannot send an Authorization header, and a long-lived token in a URL ends up in
+proxy logs, browser history and Referer headers. A ticket is worth one stream, for seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import msgspec
+
+from services.common.store import Store
+from services.gateway.access import Caller
+from services.gateway.events_hub import token_is_live
+
+PREFIX = "evt_"
+
+
+def _digest(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode("utf-8", "replace")).hexdigest()
+
+
+class EventTickets:
+    def __init__(self, store: Store, ttl_s: float) -> None:
+        self._store = store
+        self._records = store.tickets
+        self.ttl_s = ttl_s
+
+    async def issue(self, caller: Caller) -> str:
+        ticket = PREFIX + secrets.token_urlsafe(32)
+        await self._records.put(_digest(ticket), msgspec.json.encode(caller).decode(), self.ttl_s)
+        return ticket
+
+    async def redeem(self, ticket: str) -> Caller | None:
+        """Whom the ticket acts as; None when it is unknown, spent or expired, or its token was
+        revoked since it was issued."""
+        if not ticket.startswith(PREFIX) or len(ticket) > 100:
+            return None
+        holder = await self._records.take(_digest(ticket))
+        if holder is None:
+            return None
+        caller = msgspec.json.decode(holder, type=Caller)
+        return caller if await token_is_live(self._store, caller.token_id) else None

@@ -1,0 +1,60 @@
+"""Per-token rate limits on the methods that cost the platform most (create, rebuild, exec)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from contracts.errors import RateLimited
+from services.gateway.access import Caller
+from services.gateway.limits import RateLimiter
+from tests.fast.conftest import World
+from tests.fast.test_gateway import token_of
+
+method = pytest.mark.gateway_method
+
+
+@pytest.fixture
+def settings(settings: msgspec.Struct) -> msgspec.Struct:
+    return msgspec.structs.replace(settings, rate_create_per_min=2, rate_exec_per_min=3)
+
+
+@method("machines.create", "machines.rebuild")
+async def test_a_token_past_its_create_budget_gets_rate_limited(world: World) -> None:
+    inst = (await world.instance()).id
+    mine = token_of(inst)
+    await world.rpc("machines.create", {"instanceId": inst}, mine)
+    await world.rpc("machines.rebuild", {"instanceId": inst}, mine)  # the same bucket
+    with pytest.raises(RateLimited) as refused:
+        await world.rpc("machines.rebuild", {"instanceId": inst}, mine)
+    assert refused.value.data is not None
+    assert refused.value.data["retryAfterS"] >= 1
+    assert len(await world.store.list_machines(inst)) == 2  # the refused call did nothing
+    # another token has its own budget; the operator's admin token is not limited
+    other = (await world.instance("other")).id
+    theirs = Caller(token_id="t-00000000000000bb", admin=False, instance_id=other)
+    await world.rpc("machines.create", {"instanceId": other}, theirs)
+    await world.rpc("machines.rebuild", {"instanceId": inst})
+
+
+@method("machines.exec")
+async def test_a_token_past_its_exec_budget_gets_rate_limited(world: World) -> None:
+    machine = await world.ready_machine()
+    mine = token_of(machine.instance_id)
+    for _ in range(3):
+        await world.rpc("machines.exec", {"machineId": machine.id, "command": ["true"]}, mine)
+    with pytest.raises(RateLimited):
+        await world.rpc("machines.exec", {"machineId": machine.id, "command": ["true"]}, mine)
+
+
+def test_the_bucket_refills_over_a_minute() -> None:
+    now = [0.0]
+    limiter = RateLimiter(60, clock=lambda: now[0])
+    assert all(limiter.take("t") == 0 for _ in range(60))
+    assert limiter.take("t") == pytest.approx(1.0)
+    assert limiter.wait_s("t") == pytest.approx(1.0)
+    now[0] = 2.5
+    assert limiter.take("t") == 0
+    assert limiter.take("t") == 0
+    assert limiter.take("t") > 0
+    assert RateLimiter(0).take("t") == 0  # 0: no limit
