@@ -6,7 +6,8 @@ one ordered consumer; a stream that needs stored events first replays them with 
 its own, and only ``max_replays`` of those run at once (``sse.py``).
 
 Limits, kept in this process (a stream lives and dies with this process's connection, so a
-shared counter would only leak when a replica dies): ``max_per_token`` open streams per token
+shared counter would only leak when a replica dies): ``max_per_token`` open streams per
+instance token (admins are bounded by the gateway's cap only)
 and ``max_streams`` in all, refused with 429 and Retry-After. Every ``REVOCATION_CHECK_S`` the
 tokens behind open streams are checked, and the streams of a revoked one end.
 """
@@ -103,7 +104,9 @@ class EventHub:
         if len(self._all) >= self.max_streams:
             raise RateLimited("this gateway has too many open event streams",
                               data={"retryAfterS": FULL_RETRY_AFTER_S})  # fmt: skip
-        if self._per_token[caller.token_id] >= self.max_per_token:
+        # The operator (admin) is bounded by the gateway's cap only: `fleet machines create
+        # --wait` for many machines, or a dashboard, follows many machines at once.
+        if not caller.admin and self._per_token[caller.token_id] >= self.max_per_token:
             raise RateLimited(
                 f"this token has {self.max_per_token} open event streams already",
                 data={"retryAfterS": FULL_RETRY_AFTER_S},
