@@ -28,6 +28,11 @@ _PR_SET_CHILD_SUBREAPER = 36
 _MAX_BACKOFF_S = 2.0
 _HEALTHY_AFTER_S = 30.0  # a daemon up this long has its restart backoff reset
 HANDOVER_VAR = "FLEET_HANDOVER_FROM"
+#: Set by the provider inside a sandbox (``providers.sandbox.SANDBOXED_VAR``: the daemon may
+#: not import providers).
+SANDBOXED_VAR = "FLEET_SANDBOXED"
+#: In its own pid namespace the supervisor is bwrap's command: pid 2 (pid 1 is bwrap's init).
+_NAMESPACE_FIRST_PIDS = 2
 
 
 def _say(event: str, **kw: object) -> None:
@@ -107,8 +112,20 @@ class Supervisor:
             except ChildProcessError:
                 return 0
             if pid == self.current and not self.on_exit(pid, status):
+                end_the_machine()
                 return 0
             # Any other pid: an orphan of the machine, reaped so that no zombie stays.
+
+
+def end_the_machine() -> None:
+    """In the machine's own pid namespace, end every process left in it (a ``setsid`` one the
+    daemon could not reach included): bwrap's init keeps the namespace up while any remains.
+    Only there: outside a sandbox, kill(-1) would signal every process of the user."""
+    if os.environ.get(SANDBOXED_VAR) != "1" or os.getpid() > _NAMESPACE_FIRST_PIDS:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(-1, signal.SIGKILL)  # all but pid 1 (bwrap's init) and this process
+    _say("machine_ended")
 
 
 def main() -> None:

@@ -60,6 +60,10 @@ def python_roots() -> list[Path]:
     return sorted(roots)
 
 
+#: Set inside a machine's sandbox (see daemon.supervise).
+SANDBOXED_VAR = "FLEET_SANDBOXED"
+
+
 def bwrap_argv(
     *,
     machine_id: str,
@@ -74,6 +78,9 @@ def bwrap_argv(
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--hostname", f"fleet-{machine_id[-12:]}",
         "--cap-drop", "ALL",
+        # Tells the supervisor it is in a pid namespace of its own: on a clean stop it ends every
+        # process left in it (bwrap's init would otherwise keep the namespace up for orphans).
+        "--setenv", SANDBOXED_VAR, "1",
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
         "--dir", "/var/tmp",
     ]  # fmt: skip

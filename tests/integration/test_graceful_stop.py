@@ -23,25 +23,40 @@ from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 
 
+class CloneMarks:
+    """Where the slow git shim marks each clone it starts: in the machine's own home, the one
+    place a sandboxed machine may write that the test can read."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def marks(self) -> list[Path]:
+        return sorted(self.data_dir.glob("machines/*/home/.clone-started"))
+
+    def started(self) -> bool:
+        return bool(self.marks())
+
+
 @pytest.fixture
-def slow_clones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Daemons run `git clone` through a shim that first marks the start, then takes 2 s."""
+def slow_clones(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CloneMarks:
+    """Daemons run `git clone` through a shim that first marks the start, then takes 2 s. The
+    shim lives in `shim/`, which the settings share (read-only) with sandboxed machines."""
     real_git = shutil.which("git")
     assert real_git is not None
-    shim_dir, started = tmp_path / "slow-shim", tmp_path / "clone-started"
-    shim_dir.mkdir()
+    shim_dir = tmp_path / "shim"
+    shim_dir.mkdir(exist_ok=True)
     (shim_dir / "git").write_text(
         "#!/bin/sh\n"
-        f'case " $* " in *" clone "*) echo "$HOME" >> "{started}"; sleep 2 ;; esac\n'
+        'case " $* " in *" clone "*) echo start >> "$HOME/.clone-started"; sleep 2 ;; esac\n'
         f'exec "{real_git}" "$@"\n'
     )
     (shim_dir / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim_dir}:{os.environ['PATH']}")
-    return started
+    return CloneMarks(settings.data_path)
 
 
 async def test_sigterm_lets_the_setup_pusher_finish_its_clone(
-    settings: Settings, bus: Bus, bare_repo: Path, slow_clones: Path, tmp_path: Path
+    settings: Settings, bus: Bus, bare_repo: Path, slow_clones: CloneMarks, tmp_path: Path
 ) -> None:
     from services.gateway.__main__ import build as gateway
     from services.prober.__main__ import build as prober
@@ -65,13 +80,15 @@ async def test_sigterm_lets_the_setup_pusher_finish_its_clone(
         inst = await client.create_instance("drain")
         await client.add_repo(inst.id, str(bare_repo), "main", "app")
         machine = await client.create_machine(inst.id)
-        await wait_until(slow_clones.exists, timeout=30)  # the clone is under way...
+        await wait_until(slow_clones.started, timeout=30)  # the clone is under way...
         pusher.send_signal(signal.SIGTERM)  # ...when the service is asked to stop
         assert await asyncio.wait_for(pusher.wait(), 30) == 0, log.read_text()
 
         machine = await client.wait_for(machine.id, {"ready", "failed"}, timeout_s=30)
         assert machine.status is MachineStatus.READY, machine.status_reason
-        assert len(slow_clones.read_text().splitlines()) == 1  # finished, not redone
+        marks = slow_clones.marks()
+        assert len(marks) == 1  # one machine...
+        assert len(marks[0].read_text().splitlines()) == 1  # ...one clone: finished, not redone
         info = await bus.js.consumer_info(subjects.STREAM_NAME, "setup_pusher")
         assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
         assert "consumer.draining" in log.read_text()
