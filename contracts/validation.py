@@ -37,6 +37,41 @@ def check_env_name(name: str, field: str = "name") -> None:
         raise ValueError(f"field `{field}` must match {ENV_NAME_PATTERN}, got {name!r}")
 
 
+#: What python-dotenv interpolates (by default, in quoted values too) and sh does not.
+_DOTENV_INTERPOLATION = re.compile(r"\$\{[^}]*\}")
+
+
+def env_value_quoting(value: str) -> str | None:
+    """How a value is written in the .env so that python-dotenv (with or without
+    interpolation, from a file) and POSIX sh (``set -a; . ~/.fleet/.env``) read exactly it
+    and nothing runs: ``'`` (single quotes: sh takes everything literally), ``"`` (double
+    quotes, for a value with ``'`` but nothing sh or dotenv would expand or unescape), or None
+    when no quoting reads the same in both."""
+    if (
+        "\x00" in value or "\r" in value
+    ):  # no environment holds NUL; dotenv's open() turns \r into \n
+        return None
+    if _DOTENV_INTERPOLATION.search(value):
+        return None
+    # In single quotes dotenv unescapes \\ and \' (and a final \ escapes the closing quote);
+    # sh keeps every backslash. A lone backslash before anything else reads the same.
+    if "'" not in value and "\\\\" not in value and not value.endswith("\\"):
+        return "'"
+    if not any(c in value for c in '"$`\\'):
+        return '"'
+    return None
+
+
+def check_env_value(name: str, value: str, field: str = "value") -> None:
+    """Refuse a value no .env quoting carries unchanged to both python-dotenv and sh."""
+    if env_value_quoting(value) is None:
+        raise ValueError(
+            f"field `{field}` of {name} cannot be written to the .env so that python-dotenv and "
+            "POSIX sh read the same value: it holds NUL, a carriage return or a ${...}, or "
+            'both a single quote and one of " $ ` \\, or \\\\ or a final \\'
+        )
+
+
 def check_repo_url(url: str, field: str = "url") -> None:
     if not url or url.startswith("-") or any(c.isspace() or ord(c) < 32 for c in url):
         raise ValueError(f"field `{field}` must not be empty, start with '-' or contain spaces")

@@ -100,6 +100,13 @@ async def test_env_errors(world: World) -> None:
     assert bad.value.field == "$.name"
     with pytest.raises(InvalidParams):
         await world.rpc("env.set", {"name": "OK", "value": "nul\x00"})
+    # Issue 13: a value sh and python-dotenv would read differently, named with its variable.
+    for value in ("it's $(id)", "${HOME}", "a\rb", "a\\\\b", "ends in \\"):
+        with pytest.raises(InvalidParams) as bad:
+            await world.rpc("env.set", {"name": "HOSTILE", "value": value})
+        assert bad.value.field == "$.value"
+        assert "HOSTILE" in bad.value.message
+    assert (await world.rpc("env.list"))["vars"] == []
 
 
 # --- repos ------------------------------------------------------------------------------------
