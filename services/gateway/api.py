@@ -47,7 +47,7 @@ from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
-from services.gateway.access import Access, Caller
+from services.gateway.access import Access, Caller, check_local_repo
 from services.gateway.ops import MachineOps
 
 log = structlog.get_logger(__name__)
@@ -73,10 +73,11 @@ class GatewayApi:
         self.tokens = TokenStore(store)
         self.platform_sha = platform_sha
         self.access = Access(store, platform_sha)
+        self.settings = settings or Settings()
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
-            settings=settings or Settings(),
+            settings=self.settings,
             installers=installers or {},
             platform_sha=platform_sha,
             access=self.access,
@@ -122,6 +123,7 @@ class GatewayApi:
     # --- repos ------------------------------------------------------------------------------
     async def repos_add(self, p: AddRepoParams, c: Caller) -> Repo:
         await self.access.instance_exists(c, p.instance_id)
+        check_local_repo(p.url, c, self.settings.data_path)
         repo = Repo(url=p.url, branch=p.branch, path=p.path, has_credentials=p.token is not None)
         sealed = None
         if p.token is not None:
