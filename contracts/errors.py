@@ -86,6 +86,13 @@ class RequestReplayed(FleetError):
     code = 1102
 
 
+class ReplyForged(FleetError):
+    """A daemon's answer whose MAC does not verify: whoever answered does not hold the
+    machine's key, so the answer is not believed."""
+
+    code = 1103
+
+
 class DaemonUnavailable(FleetError):
     """No daemon answers on the machine's RPC subject (not running, or not connected)."""
 
@@ -126,6 +133,7 @@ ERRORS: dict[int, type[FleetError]] = {
         PayloadTooLarge,
         RequestExpired,
         RequestReplayed,
+        ReplyForged,
         DaemonUnavailable,
         DaemonTimeout,
         ProviderError,
