@@ -18,6 +18,7 @@ from fleet.embedded import NatsServer
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, static_key
+from services.common.settings import Settings
 from services.common.store import Store, k_machine
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
@@ -182,4 +183,31 @@ async def test_machine_cannot_speak_about_another_machine_on_its_own_subject(
     await wait_until(setup_pusher_settled, timeout=15)
     assert await store.redis.hgetall(k_machine(b)) == before  # version, SHA, status untouched
     assert (await stack.get_machine(b)).status is MachineStatus.READY
+    await nc.close()
+
+
+async def test_a_machine_flooding_its_own_subject_cannot_fill_the_stream(
+    callout: None, settings: Settings, bus: Bus, store: Store, box: SecretBox,
+    nats_server: NatsServer,
+) -> None:  # fmt: skip
+    """Issue 13: a machine wrote 1,000 x 64 KB events in half a second, all kept for 30 days.
+    Now the stream keeps its newest events per subject and refuses oversized ones."""
+    a, a_token = await enroll(store, box)
+    nc = await connect_as(nats_server, a, a_token)
+    status = subjects.event(STATUS, a)
+    big = b"x" * (settings.stream_max_msg_size + 1)
+    flood = settings.stream_max_msgs_per_subject * 3
+    for n in range(flood):
+        await nc.publish(status, big if n % 2 else forged_report(a))
+    marker = forged_report(a, "ready")
+    await nc.publish(status, marker)
+    await nc.flush()
+
+    async def marker_stored() -> bool:
+        return (await bus.js.get_last_msg(subjects.STREAM_NAME, status)).data == marker
+
+    await wait_until(marker_stored, timeout=10)
+    info = await bus.js.stream_info(subjects.STREAM_NAME, subjects_filter=status)
+    assert (info.state.subjects or {})[status] == settings.stream_max_msgs_per_subject
+    assert info.state.bytes < settings.stream_max_msgs_per_subject * 1024  # no big one kept
     await nc.close()
