@@ -34,14 +34,14 @@ ADMIN_TOKEN = "bench-admin-token-0123456789"
 @contextlib.contextmanager
 def nats_server(data_dir: Path) -> Iterator[NatsServer]:
     """An embedded nats-server with JetStream (fleet/embedded.py), stopped on exit."""
-    server = NatsServer(data_dir)
+    server = NatsServer(data_dir, monitor=True)  # connz: the benchmarks count connections
     with server:
         yield server
 
 
 @contextlib.contextmanager
 def servers(root: Path) -> Iterator[tuple[NatsServer, ValkeyServer]]:
-    n, r = NatsServer(root / "nats"), ValkeyServer(root / "redis")
+    n, r = NatsServer(root / "nats", monitor=True), ValkeyServer(root / "redis")
     with n, r:
         yield n, r
 
