@@ -28,7 +28,8 @@ class WriteFileParams(Params, kw_only=True):
     #: ``~`` and relative paths resolve against the machine's home.
     path: NonEmpty
     content: str
-    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)] = DEFAULT_FILE_MODE
+    #: The permission bits only: no setuid, setgid or sticky bit from the platform.
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)] = DEFAULT_FILE_MODE
 
 
 class WriteFileResult(Result, kw_only=True):

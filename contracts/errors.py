@@ -94,6 +94,13 @@ class RequestReplayed(FleetError):
     code = 1102
 
 
+class ReplyForged(FleetError):
+    """A daemon's answer whose MAC does not verify: whoever answered does not hold the
+    machine's key, so the answer is not believed."""
+
+    code = 1103
+
+
 class DaemonUnavailable(FleetError):
     """No daemon answers on the machine's RPC subject (not running, or not connected)."""
 
@@ -135,6 +142,7 @@ ERRORS: dict[int, type[FleetError]] = {
         RateLimited,
         RequestExpired,
         RequestReplayed,
+        ReplyForged,
         DaemonUnavailable,
         DaemonTimeout,
         ProviderError,

@@ -115,3 +115,12 @@ def kind_of_class(cls: type[_Event]) -> EventKind:
 
 def subject_of(event: Event) -> str:
     return subjects.event(kind_of(event), event.machine_id)
+
+
+def matches_subject(event: Event, subject: str) -> bool:
+    """Whether ``event`` says what its subject allows it to say: its kind and its machine.
+
+    NATS permissions let a machine publish only on its own status subject, but the payload is
+    the machine's to write: one naming another machine, or of another kind, is a forgery.
+    Everything that trusts an event from the stream checks this first."""
+    return subject_of(event) == subject

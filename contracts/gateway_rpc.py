@@ -70,8 +70,8 @@ class SetEnvParams(Params, kw_only=True):
 
     def __post_init__(self) -> None:
         validation.check_env_name(self.name)
-        if "\x00" in self.value:  # no environment can hold it; the .env would be unreadable
-            raise ValueError("field `value` cannot contain NUL characters")
+        # The .env must read the same in python-dotenv and sh (NUL included: no env holds it).
+        validation.check_env_value(self.name, self.value)
 
 
 class UnsetEnvParams(Params, kw_only=True):

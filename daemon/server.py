@@ -48,7 +48,7 @@ from contracts.events import (
 )
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error
-from contracts.signing import ReplayGuard, signing_key, verify
+from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
 from core import natsconn
 from core.backoff import backoff_s
 from core.lockfile import DaemonLock
@@ -61,6 +61,8 @@ log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()
 
 _CONNECT_BACKOFF_CAP_S = 10.0
+#: Room left in an answer's NATS message for its headers (the reply MAC).
+_REPLY_HEADROOM = 256
 
 
 ExitMode = Literal["stop", "exec", "handover"]
@@ -87,7 +89,7 @@ class Daemon:
         self._key = signing_key(settings.machine_token)
         self._lock = DaemonLock(settings.home_path)
         self._life = Lifecycle(settings, request_stop=self.request_stop) if self.lifecycle else None
-        self._replays = ReplayGuard()
+        self._replays = ReplayGuard(skew_s=settings.boot_skew_s)
         self._umask = tools.current_umask()
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
@@ -262,15 +264,19 @@ class Daemon:
             answer: bytes | None = encode_error(exc)
         else:
             answer = await self._dispatcher.handle(msg.data, None)
-        if answer is not None and len(answer) > self.nc.max_payload:
+        limit = self.nc.max_payload - _REPLY_HEADROOM
+        if answer is not None and len(answer) > limit:
             # Too big to send back: say so, rather than leave the caller waiting for nothing.
             answer = encode_error(PayloadTooLarge(
-                f"the answer is {len(answer)} bytes, over the {self.nc.max_payload} byte limit; "
+                f"the answer is {len(answer)} bytes, over the {limit} byte limit; "
                 "lower FLEET_EXEC_OUTPUT_CAP or write the output to a file"
             ))  # fmt: skip
         if answer is not None and msg.reply:
+            # MACed with the request's id: the platform believes no one else's answer.
+            rid = (msg.headers or {}).get(H_ID, "")
+            headers = sign_reply(self._key, self.settings.machine_id, rid, answer)
             try:
-                await msg.respond(answer)
+                await self.nc.publish(msg.reply, answer, headers=headers)
             except nats.errors.Error as exc:
                 log.warning("daemon.reply_failed", error=str(exc), size=len(answer))
 

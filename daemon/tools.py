@@ -68,9 +68,9 @@ def write_file(home: Path, params: WriteFileParams, umask: int | None = None) ->
     data = params.content.encode()
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = _create(tmp, params.mode & 0o777)
+        fd = _create(tmp, params.mode)
         try:
-            if umask is None or params.mode & ~0o777 or params.mode & umask:
+            if umask is None or params.mode & umask:
                 os.fchmod(fd, params.mode)  # the umask must not weaken what was asked
             view = memoryview(data)
             while view:

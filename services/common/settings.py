@@ -25,6 +25,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: JetStream replicas of the event stream (3 on a 3-node cluster; 1 for one server).
     stream_replicas: int = 1
+    #: Limits of the event stream, so that no publisher (a machine flooding its status
+    #: subject) can fill it: how long events are kept, the stream's total size (the oldest go
+    #: first), one event's size, and events kept per subject (per machine and kind).
+    stream_max_age_s: float = 30 * 24 * 3600.0
+    stream_max_bytes: int = 1024**3
+    stream_max_msg_size: int = 64 * 1024
+    stream_max_msgs_per_subject: int = 100
     data_dir: str = ".fleet-data"
     #: Fernet key that encrypts machine tokens at rest.
     secret_key: str = ""
@@ -102,6 +109,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     callout_issuer_seed: str = ""
     #: The NATS account the callout binds machines to (where the services and the stream are).
     callout_account: str = "APP"
+    #: The largest message a machine may publish (its JWT's payload limit): its answers
+    #: (command output) included, so at least FLEET_EXEC_OUTPUT_CAP twice, plus room.
+    machine_max_payload: int = 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

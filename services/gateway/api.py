@@ -48,7 +48,7 @@ from services.common.graceful_stop import ask_to_stop
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
-from services.gateway.access import Access, Caller
+from services.gateway.access import Access, Caller, check_local_repo
 from services.gateway.limits import CallLimits
 from services.gateway.ops import MachineOps
 from services.gateway.tickets import EventTickets
@@ -130,6 +130,7 @@ class GatewayApi:
     # --- repos ------------------------------------------------------------------------------
     async def repos_add(self, p: AddRepoParams, c: Caller) -> Repo:
         await self.access.instance_exists(c, p.instance_id)
+        check_local_repo(p.url, c, self.settings.data_path)
         repo = Repo(url=p.url, branch=p.branch, path=p.path, has_credentials=p.token is not None)
         sealed = None
         if p.token is not None:

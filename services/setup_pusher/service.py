@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 import structlog
 
+from contracts import validation
 from contracts.consumers import Durable
 from contracts.daemon_rpc import ExecCommandParams
 from contracts.events import DaemonStatusReported, SetupPushed
@@ -89,7 +90,10 @@ class SetupPusher(Stage):
         """Write the CA bundle (if configured), the .env and the cron table; returns the .env's
         path and size."""
         cfg = await load_instance_config(self.store, self.settings, instance_id)
-        return await push_config(mc, cfg, self.settings)
+        try:
+            return await push_config(mc, cfg, self.settings)
+        except ValueError as exc:  # a value stored before the .env rules: no retry can help
+            raise Permanent(f"cannot write the .env: {exc}") from None
 
     async def _git_env(self, mc: MachineClient, instance_id: str, repo: Repo) -> dict[str, str]:
         """git's environment for this repo: with credentials, an askpass script (holding no
@@ -106,6 +110,13 @@ class SetupPusher(Stage):
                 "FLEET_GIT_PASSWORD": creds.token}  # fmt: skip
 
     async def clone(self, mc: MachineClient, repo: Repo, env: dict[str, str]) -> None:
+        try:  # again: the repo may have been added before today's rules
+            validation.check_repo_url(repo.url)
+            validation.check_branch(repo.branch)
+            validation.check_checkout_path(repo.path)
+        except ValueError as exc:
+            reason = f"repo {repo.path} is refused: {exc}; remove it, then add it again"
+            raise Permanent(reason) from None
         # A crash between a clone and its record in Redis must not clone again: look first.
         if await self._is_checkout_of(mc, repo):
             log.info("setup.repo_already_cloned", path=repo.path)

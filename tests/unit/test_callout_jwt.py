@@ -191,7 +191,7 @@ def test_user_jwt_binds_the_machine_to_the_account(issuer: J.Issuer) -> None:
     nats = claims["nats"]
     assert nats["type"] == "user"
     assert nats["version"] == 2
-    assert (nats["subs"], nats["data"], nats["payload"]) == (-1, -1, -1)
+    assert (nats["subs"], nats["data"], nats["payload"]) == (-1, -1, J.DEFAULT_MACHINE_PAYLOAD)
     assert nats["allowed_connection_types"] == ["STANDARD"]
     assert {k: nats[k] for k in ("pub", "sub", "resp")} == J.machine_permissions(MID)
     assert "issuer_account" not in nats  # refused by the server in non-operator mode
