@@ -34,7 +34,7 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import FleetError, NotFound, Unauthorized
-from contracts.events import Event, decode_event, kind_of
+from contracts.events import Event, decode_machine_event, kind_of
 from contracts.gateway_rpc import CreatedToken, CronSetResult, RefreshCodeResult, RefreshEnvResult
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call, new_params
 from contracts.machine_files import CronJob
@@ -341,7 +341,7 @@ class FleetClient:
                         overflowed = True
                         break
                     last = seq
-                    event = decode_event(data)
+                    event = decode_machine_event(data)
                     if wanted is None or kind_of(event).value in wanted:
                         yield seq, event
             if not overflowed:

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts import subjects
-from contracts.events import Event, decode_event, kind_of_class, now
+from contracts.events import AnyEvent, decode_event, kind_of_class, now, scope_of
 from core.backoff import backoff_s
 from services.common.bus import Bus
 from services.common.metrics import Metrics
@@ -36,7 +36,7 @@ from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound=AnyEvent)
 Handler = Callable[[E], Awaitable[None]]
 GiveUp = Callable[[E, str], Awaitable[None]]
 
@@ -198,9 +198,7 @@ class Consumer(Generic[E]):
             await msg.term()
             self._metrics.event_handled(self._durable, "poison")
             return
-        with structlog.contextvars.bound_contextvars(
-            machine_id=event.machine_id, event_id=event.event_id
-        ):
+        with structlog.contextvars.bound_contextvars(**scope_of(event), event_id=event.event_id):
             await self._run_handler(msg, event, attempt)
 
     async def _run_handler(self, msg: Msg, event: E, attempt: int) -> None:

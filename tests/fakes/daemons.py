@@ -9,8 +9,9 @@ that is not booted (or is set ``unavailable``/``timeout``) raises ``DaemonUnavai
 
 A ``FakeMachine`` keeps the files written (with their modes) and every command run; commands
 are answered by the rules a test adds (``on_exec``), else by a few built-ins: ``test -f``,
-``git clone`` (records a checkout), ``git -C P rev-parse --git-dir`` and ``git -C P config
---get remote.origin.url`` (about recorded checkouts); anything else exits 127.
+``git clone`` (records a checkout), and about recorded checkouts ``git -C P rev-parse``,
+``config --get remote.origin.url``, ``status``, ``fetch`` and ``checkout``; anything else
+exits 127.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ class FakeFile:
     mode: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class Checkout:
     url: str
     branch: str
+    #: Uncommitted changes in the work tree (``git status --porcelain`` lists something).
+    dirty: bool = False
 
 
 @dataclass
@@ -234,10 +237,25 @@ class FakeMachine:
         checkout = self.checkouts.get(cwd)
         if checkout is None:
             return result(128, stderr="fatal: not a git repository")
+        if sub == "rev-parse" and rest[:1] == ["--abbrev-ref"]:
+            return result(0, checkout.branch + "\n")
+        if sub == "rev-parse" and rest[:2] == ["--verify", "-q"]:
+            return result(1)  # no local branch but the one checked out
         if sub == "rev-parse":
             return result(0, ".git\n" + ("f" * 40 + "\n" if "HEAD" in rest else ""))
+        if sub == "status":
+            return result(0, " M README\n" if checkout.dirty else "")
+        if sub == "fetch":
+            return result(0)
+        if sub == "checkout":
+            checkout.branch = rest[1] if rest[0] == "-b" else rest[0]
+            return result(0)
         if sub == "config" and rest == ["--get", "remote.origin.url"]:
             return result(0, checkout.url + "\n")
+        if sub == "config" and rest[:1] == ["--get-all"]:
+            return result(0, "+refs/heads/main:refs/remotes/origin/main\n")
+        if sub == "config" and rest[:1] == ["--add"]:
+            return result(0)
         return result(1, stderr=f"fake git: {sub} is not modelled")
 
 

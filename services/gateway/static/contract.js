@@ -107,6 +107,8 @@ export const EVENT_TYPES = Object.freeze({
   FAILED: "failed",
   ARCHIVED: "archived",
   UNRESPONSIVE: "unresponsive",
+  ENV_PUSHED: "env-pushed",
+  REPOS_RECONCILED: "repos-reconciled",
 });
 
 /**
