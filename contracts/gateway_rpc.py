@@ -32,6 +32,7 @@ from contracts.errors import (
     ProviderError,
     ToolError,
 )
+from contracts.gateway_live import LIVE_METHODS
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
 from contracts.machine_files import CronJob
@@ -378,4 +379,5 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     TOKENS_LIST,
     TOKENS_REVOKE,
     RPC_DISCOVER,
+    *LIVE_METHODS,
 )

@@ -83,6 +83,12 @@ def daemon_rpc(machine_id: str) -> str:
     return f"daemon.{machine_id}.rpc"
 
 
+def exec_output(machine_id: str, stream_id: str) -> str:
+    """Where a daemon publishes a streamed command's output chunks (core NATS, not stored).
+    ``stream_id="*"``: every stream of that machine (its publish permission)."""
+    return f"daemon.{machine_id}.output.{stream_id}"
+
+
 def machine_inbox_prefix(machine_id: str) -> str:
     """A machine's private reply inbox prefix (so its replies cannot be read by other machines)."""
     return f"_INBOX_{machine_id}"

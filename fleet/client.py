@@ -41,6 +41,7 @@ from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
+from fleet.client_live import LiveClient
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import sse_messages
 
@@ -53,7 +54,7 @@ class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
 
 
-class FleetClient:
+class FleetClient(LiveClient):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._token = token
@@ -116,8 +117,7 @@ class FleetClient:
             raise self._unreachable(exc) from None
         return decode_result(spec, data)
 
-    # Params are built with new_params: a check the server would make in the params' own
-    # __post_init__ (a repo URL, an env name) fails here as InvalidParams, as it would there.
+    # Params via new_params: a server-side __post_init__ check fails here too, as InvalidParams.
 
     # --- instances, env, repos, tokens --------------------------------------------------------
     async def create_instance(self, name: str) -> Instance:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import structlog
 
+from contracts import gateway_live as live
 from contracts import gateway_rpc as g
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict
@@ -48,6 +49,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Access, Caller
+from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.ops import MachineOps
 
 log = structlog.get_logger(__name__)
@@ -82,6 +84,7 @@ class GatewayApi:
             access=self.access,
             keys=keys,
         )
+        self.streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         self._openrpc = openrpc_document(
             g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
@@ -283,4 +286,6 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.TOKENS_LIST, api.tokens_list)
     r.register(g.TOKENS_REVOKE, api.tokens_revoke)
     r.register(g.RPC_DISCOVER, api.rpc_discover)
+    r.register(live.MACHINES_EXEC_STREAM, api.streams.machines_exec_stream)
+    r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
     return r

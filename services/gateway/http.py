@@ -18,12 +18,14 @@ import structlog
 from aiohttp import web
 
 from contracts.errors import FleetError, PayloadTooLarge, Unauthorized
+from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.jsonrpc import Dispatcher
 from services.common.bus import Bus
 from services.common.metrics import Metrics, metrics_handler
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
+from services.gateway.exec_stream import stream_rpc
 from services.gateway.sse import Streams, stream_events
 
 log = structlog.get_logger(__name__)
@@ -73,7 +75,7 @@ def caller_resolver(admin_token: str, tokens: TokenStore) -> CallerResolver:
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path in ("/rpc", "/events"):
+    if request.path in ("/rpc", "/events", RPC_STREAM_PATH):
         caller = await request.app[CALLER](bearer(request))
         if caller is None:
             return error_response(Unauthorized("missing or invalid bearer token"))
@@ -99,13 +101,19 @@ def make_app(
 
     app.on_shutdown.append(end_streams)
 
-    async def rpc(request: web.Request) -> web.StreamResponse:
+    async def read_body(request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > max_body_bytes:
-            return error_response(_too_large(max_body_bytes))
+            raise _too_large(max_body_bytes)
         try:
-            body = await request.read()
+            return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return error_response(_too_large(max_body_bytes))
+            raise _too_large(max_body_bytes) from None
+
+    async def rpc(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request)
+        except PayloadTooLarge as exc:
+            return error_response(exc)
         answer = await dispatcher.handle(body, request[CALLER_OF_REQUEST])
         if answer is None:
             return web.Response(status=204)
@@ -129,7 +137,15 @@ def make_app(
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
+    async def rpc_stream(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request)
+            return await stream_rpc(request, dispatcher, request[CALLER_OF_REQUEST], body)
+        except FleetError as exc:  # before the stream started: a plain JSON-RPC error
+            return error_response(exc)
+
     app.router.add_post("/rpc", rpc)
+    app.router.add_post(RPC_STREAM_PATH, rpc_stream)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/events", events)
     if metrics is not None:

@@ -9,6 +9,7 @@ import structlog
 
 from contracts import daemon_rpc as d
 from contracts.errors import Conflict, NotSupported
+from contracts.gateway_live import DaemonLogRequest
 from contracts.gateway_rpc import (
     CronList,
     CronSetResult,
@@ -145,6 +146,10 @@ class MachineOps:
     async def machines_process_logs(self, p: MachineProcessLogsParams, c: Caller) -> d.ProcessLogs:
         params = d.ProcessLogsParams(pid=p.pid, tag=p.tag, tail=p.tail)
         return await self._call(c, p.machine_id, d.PROCESS_LOGS, params)
+
+    async def machines_daemon_log(self, p: DaemonLogRequest, c: Caller) -> d.DaemonLogResult:
+        params = d.DaemonLogParams(lines=p.lines)
+        return await self._call(c, p.machine_id, d.DAEMON_LOG, params)
 
     async def _call(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P) -> R:
         await self.access.live_machine(c, machine_id)

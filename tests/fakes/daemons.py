@@ -104,6 +104,8 @@ class FakeMachine:
     rules: list[ExecRule] = field(default_factory=list)
     processes: dict[int, d.ProcessInfo] = field(default_factory=dict)
     process_logs: dict[int, list[str]] = field(default_factory=dict)
+    #: The daemon's own log lines (daemon.log answers the last of them).
+    daemon_log: list[str] = field(default_factory=list)
     #: Code the provider put on the machine (refs a selfUpdate may switch to).
     installed_code: set[str] = field(default_factory=set)
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
@@ -149,7 +151,16 @@ class FakeMachine:
         r.register(d.PROCESS_KILL, self.process_kill)
         r.register(d.PROCESS_LOGS, self.process_logs_)
         r.register(d.SELF_UPDATE, self.self_update)
+        r.register(d.EXEC_STREAM, self.exec_command)  # nothing to stream to in memory
+        r.register(d.EXEC_KILL, self.exec_kill)
+        r.register(d.DAEMON_LOG, self.daemon_log_)
         return r
+
+    async def exec_kill(self, p: d.ExecKillParams, _: None) -> d.ExecKillResult:
+        return d.ExecKillResult(killed=False)  # an in-memory command has always ended
+
+    async def daemon_log_(self, p: d.DaemonLogParams, _: None) -> d.DaemonLogResult:
+        return d.DaemonLogResult(lines=self.daemon_log[-p.lines :])
 
     async def write_file(self, p: d.WriteFileParams, _: None) -> d.WriteFileResult:
         target = self.path(p.path)

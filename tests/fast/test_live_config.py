@@ -3,9 +3,13 @@ theirs), once per change, idempotently."""
 
 from __future__ import annotations
 
+import pytest
+
 from contracts.consumers import Durable
+from contracts.errors import Forbidden, InvalidParams
 from contracts.events import EnvChanged, EnvPushed, ReposChanged, ReposReconciled
 from contracts.status import MachineStatus as S
+from services.gateway.access import Caller
 from tests.fast.conftest import World
 
 
@@ -127,3 +131,31 @@ async def test_a_removed_repo_is_left_in_place_and_reported(world: World) -> Non
     assert fake.path("app") in fake.checkouts
     assert world.bus.of(ReposReconciled, machine.id)[-1].left_in_place == ["app"]
     assert (await world.machine(machine.id)).status is S.READY
+
+
+@pytest.mark.gateway_method("machines.execStream")
+async def test_exec_stream_answered_once_is_exec(world: World) -> None:
+    machine = await world.ready_machine()
+    world.daemons[machine.id].on_exec(["echo", "hi"], stdout="hi\n")
+    r = await world.rpc("machines.execStream", {"machineId": machine.id, "command": ["echo", "hi"]})
+    assert (r["exitCode"], r["stdout"]) == (0, "hi\n")
+    (call,) = world.daemons.calls_of("tool.execStream", machine.id)
+    assert len(call.params.stream_id) == 32  # type: ignore[attr-defined]
+    with pytest.raises(InvalidParams, match="command"):
+        await world.rpc("machines.execStream", {"machineId": machine.id, "command": []})
+    other = await world.instance("other")
+    token = await world.rpc("tokens.create", {"instanceId": other.id, "name": "x"})
+    stranger = Caller(token_id=token["id"], admin=False, instance_id=other.id)
+    with pytest.raises(Forbidden):
+        await world.rpc("machines.execStream", {"machineId": machine.id, "command": ["id"]},
+                        caller=stranger)  # fmt: skip
+
+
+@pytest.mark.gateway_method("machines.daemonLog")
+async def test_daemon_log_answers_the_last_lines(world: World) -> None:
+    machine = await world.ready_machine()
+    world.daemons[machine.id].daemon_log.extend(f"line {n}" for n in range(10))
+    r = await world.rpc("machines.daemonLog", {"machineId": machine.id, "lines": 3})
+    assert r["lines"] == ["line 7", "line 8", "line 9"]
+    with pytest.raises(InvalidParams, match="lines"):
+        await world.rpc("machines.daemonLog", {"machineId": machine.id, "lines": 0})

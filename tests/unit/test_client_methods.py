@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from contracts import gateway_rpc
+from contracts import gateway_live, gateway_rpc
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec, NoParams
-from fleet import client
+from fleet import client, client_live
 
 SPECS = {spec.name: spec for spec in GATEWAY_METHODS}
 
@@ -56,9 +56,11 @@ def _built(fn: ast.AsyncFunctionDef) -> dict[str, set[str]]:
 
 
 def _client_calls() -> list[Call]:
-    tree = ast.parse(inspect.getsource(client.FleetClient))
+    """FleetClient's own methods and those of its mixins (``fleet.client_*`` modules)."""
+    sources = [inspect.getsource(cls) for cls in client.FleetClient.__mro__
+               if cls.__module__.startswith("fleet.client")]  # fmt: skip
     calls = []
-    for fn in ast.walk(tree):
+    for fn in (n for source in sources for n in ast.walk(ast.parse(source))):
         if not isinstance(fn, ast.AsyncFunctionDef):
             continue
         for node in ast.walk(fn):
@@ -70,7 +72,7 @@ def _client_calls() -> list[Call]:
                 and node.func.value.id == "self"
             ):
                 name = _name(node.args[0])
-                spec = getattr(gateway_rpc, name, None)
+                spec = getattr(gateway_rpc, name, None) or getattr(gateway_live, name, None)
                 assert spec in GATEWAY_METHODS, f"{fn.name}: {name} is not a gateway method spec"
                 calls.append(Call(fn.name, spec, _built(fn)))
     return calls
@@ -99,7 +101,7 @@ def test_client_method_builds_the_contract_params(call: Call) -> None:
 
 
 def test_client_module_spells_no_method_names() -> None:
-    source = inspect.getsource(client)
+    source = inspect.getsource(client) + inspect.getsource(client_live)
     for spec in GATEWAY_METHODS:
         assert f'"{spec.name}"' not in source, spec.name
 

@@ -31,6 +31,8 @@ export const METHODS = Object.freeze({
   TOKENS_LIST: "tokens.list",
   TOKENS_REVOKE: "tokens.revoke",
   RPC_DISCOVER: "rpc.discover",
+  MACHINES_EXEC_STREAM: "machines.execStream",
+  MACHINES_DAEMON_LOG: "machines.daemonLog",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
