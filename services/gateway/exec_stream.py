@@ -121,9 +121,8 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
         OUTPUT_SINK.reset(token)
     try:
         await _pump(resp, queue, call)
-    except (ConnectionError, asyncio.CancelledError):
+    except ConnectionError:  # the client left (a Ctrl-C): the finally below ends the command
         log.info("exec.stream_client_gone", method=method)
-        raise
     finally:
         if not call.done():
             call.cancel()
