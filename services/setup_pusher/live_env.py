@@ -65,6 +65,8 @@ class LiveEnv(Stage):
         async def push(m: Machine) -> None:
             await self._push_env_to(m, configs[m.instance_id], cause)
 
+        if self.keys is not None:  # one Redis round trip for every machine's key
+            await self.keys.warm([m.id for m in machines])
         failed = await fan_out(machines, push)
         for f in failed:
             log.warning("setup.live_env_failed", machine_id=f.machine_id, error=f.message)
