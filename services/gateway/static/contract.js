@@ -113,6 +113,13 @@ export const EVENT_TYPES = Object.freeze({
   REPOS_RECONCILED: "repos-reconciled",
 });
 
+/** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */
+export const STREAMING = Object.freeze({
+  PATH: "/rpc/stream",
+  OUTPUT: "output",
+  RESULT: "result",
+});
+
 /**
  * Env var scopes, lowest precedence first: a machine's .env gets the value of the
  * last scope that sets a name, as core.dotenv.merge_env merges them (a test
