@@ -104,3 +104,10 @@ async def test_ctrl_c_in_fleet_machines_exec_ends_the_remote_group(
         if cli.returncode is None:
             cli.kill()
             await cli.wait()
+
+
+async def test_the_daemon_log_is_read_from_the_platform(stack: FleetClient) -> None:
+    mid = await ready_machine(stack, "daemon-log")
+    lines = await stack.daemon_log(mid, 50)
+    assert any("daemon.ready" in line and mid in line for line in lines)
+    assert len(await stack.daemon_log(mid, 1)) == 1
