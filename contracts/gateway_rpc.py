@@ -32,6 +32,7 @@ from contracts.errors import (
     ProviderError,
     ToolError,
 )
+from contracts.gateway_live import LIVE_METHODS
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
 from contracts.machine_files import CronJob
@@ -391,6 +392,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     TOKENS_REVOKE,
     RPC_DISCOVER,
     EVENTS_TICKET,
+    *LIVE_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).

@@ -56,6 +56,7 @@ from core.version import git_sha, package_version
 from daemon import tools, update
 from daemon.lifecycle import Lifecycle
 from daemon.settings import DaemonSettings
+from daemon.streaming import ExecStreams, daemon_log
 
 log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()
@@ -91,6 +92,11 @@ class Daemon:
         self._life = Lifecycle(settings, request_stop=self.request_stop) if self.lifecycle else None
         self._replays = ReplayGuard(skew_s=settings.boot_skew_s)
         self._umask = tools.current_umask()
+        self._streams = ExecStreams(
+            home=settings.home_path, machine_id=settings.machine_id, environ=os.environ,
+            output_cap=settings.exec_output_cap, publish=self._publish_chunk,
+            procs=self._life.procs if self._life is not None else None,
+        )  # fmt: skip
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False
@@ -294,7 +300,13 @@ class Daemon:
         r.register(d.PROCESS_LOGS, self._process_logs)
         r.register(d.SELF_UPDATE, self._self_update)
         r.register(d.STOP, self._stop)
+        r.register(d.EXEC_STREAM, self._streams.exec_stream)
+        r.register(d.EXEC_KILL, self._streams.exec_kill)
+        r.register(d.DAEMON_LOG, daemon_log)
         return r
+
+    async def _publish_chunk(self, subject: str, data: bytes) -> None:
+        await self.nc.publish(subject, data)  # buffered: flushed by the client, never awaited
 
     async def _write_file(self, params: WriteFileParams, _: None) -> WriteFileResult:
         if len(params.content) < 256 * 1024:
@@ -366,7 +378,8 @@ class _MethodOnly(msgspec.Struct):
 
 _METHOD_OF = msgspec.json.Decoder(_MethodOnly)
 #: Methods whose handlers never wait on anything but a small local file.
-_AT_ONCE = frozenset(s.name for s in (d.HEALTH, d.GET_VERSION, d.WRITE_FILE, d.PROCESS_LIST))
+_AT_ONCE = frozenset(s.name for s in (d.HEALTH, d.GET_VERSION, d.WRITE_FILE, d.PROCESS_LIST,
+                                      d.EXEC_KILL))  # fmt: skip
 #: Above this, tool.writeFile writes in a thread (see _write_file): not "at once".
 _AT_ONCE_MAX_BYTES = 192 * 1024
 

@@ -211,12 +211,15 @@ def parse_auth_request(token: str, *, now: float | None = None) -> AuthRequest:
 
 def machine_permissions(machine_id: str) -> dict[str, Any]:
     """Exactly what a machine may do: serve its own RPC subject, receive on its private inbox,
-    publish its own status reports and heartbeats, and answer requests it received."""
+    publish its own status reports, heartbeats and streamed output, and answer requests it
+    received."""
     return {
         "pub": {
             "allow": [
                 subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, machine_id),
                 subjects.heartbeat(machine_id),
+                # Its own streamed output only: it cannot write into another machine's stream.
+                subjects.exec_output(machine_id, "*"),
             ]
         },
         "sub": {

@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from contracts import subjects
-from contracts.events import Event, encode_event, subject_of
+from contracts.events import AnyEvent, encode_event, subject_of
 from core import natsconn
 from services.common.settings import Settings
 
@@ -91,7 +91,7 @@ class Bus:
                 log.warning("bus.drain_failed", error=str(exc))
                 await nc.close()
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: AnyEvent) -> None:
         """Store one event in the stream; retried, deduplicated by its event id."""
         subject = subject_of(event)
         await natsconn.publish_stored(
@@ -99,7 +99,7 @@ class Bus:
         )
         log.debug("bus.published", subject=subject, event_id=event.event_id)
 
-    async def publish_many(self, events: Iterable[Event]) -> None:
+    async def publish_many(self, events: Iterable[AnyEvent]) -> None:
         """Independent events, pipelined rather than awaited one by one."""
         await asyncio.gather(*(self.publish(e) for e in events))
 

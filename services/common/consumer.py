@@ -29,7 +29,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts import subjects
-from contracts.events import Event, decode_event, kind_of, kind_of_class, matches_subject, now
+from contracts.events import (
+    AnyEvent,
+    decode_event,
+    kind_of_class,
+    matches_subject,
+    now,
+    scope_of,
+    subject_of,
+)
 from core.backoff import backoff_s
 from services.common.bus import Bus
 from services.common.metrics import Metrics
@@ -37,7 +45,7 @@ from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound=AnyEvent)
 Handler = Callable[[E], Awaitable[None]]
 GiveUp = Callable[[E, str], Awaitable[None]]
 
@@ -197,7 +205,7 @@ class Consumer(Generic[E]):
             # itself: one that names another machine (or is of another kind) is a forgery.
             # Terminated, so it is logged once, never retried.
             log.error("consumer.forged_event", durable=self._durable, subject=msg.subject,
-                      kind=kind_of(event).value, machine_id=event.machine_id)  # fmt: skip
+                      claimed=subject_of(event))  # fmt: skip
             await msg.term()
             self._metrics.event_handled(self._durable, "forged")
             return
@@ -208,9 +216,7 @@ class Consumer(Generic[E]):
             await msg.term()
             self._metrics.event_handled(self._durable, "poison")
             return
-        with structlog.contextvars.bound_contextvars(
-            machine_id=event.machine_id, event_id=event.event_id
-        ):
+        with structlog.contextvars.bound_contextvars(**scope_of(event), event_id=event.event_id):
             await self._run_handler(msg, event, attempt)
 
     async def _run_handler(self, msg: Msg, event: E, attempt: int) -> None:

@@ -75,6 +75,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     no_proxy: str = "localhost,127.0.0.1,::1"
     #: Path (on the platform) of a PEM bundle to install on machines; empty: none.
     ca_bundle: str = ""
+    #: A live env or repos change is pushed once no other change of the same scope came for
+    #: this long (a burst of sets is one push per machine)...
+    config_debounce_s: float = 0.2
+    #: ...but never later than this after the first change of the burst.
+    config_debounce_max_s: float = 2.0
     # probe
     probe_delay_s: float = 0.0
     probe_timeout_s: float = 60.0

@@ -5,10 +5,11 @@ from __future__ import annotations
 import msgspec
 import structlog
 
+from contracts import gateway_live as live
 from contracts import gateway_rpc as g
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict
-from contracts.events import MachineArchived, MachineCreated
+from contracts.events import EnvChanged, MachineArchived, MachineCreated, ReposChanged
 from contracts.gateway_rpc import (
     AddRepoParams,
     CreatedToken,
@@ -49,6 +50,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Access, Caller, check_local_repo
+from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.limits import CallLimits
 from services.gateway.ops import MachineOps
 from services.gateway.tickets import EventTickets
@@ -89,6 +91,7 @@ class GatewayApi:
             access=self.access,
             keys=keys,
         )
+        self.streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         self._openrpc = openrpc_document(
             g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
@@ -116,12 +119,23 @@ class GatewayApi:
     async def env_set(self, p: SetEnvParams, c: Caller) -> EnvVar:
         await self.access.instance_exists(c, p.instance_id)
         await self.store.set_env(p.instance_id, p.name, p.value)
+        await self._env_changed(p.instance_id, p.name)
         scope: EnvScope = "platform" if p.instance_id is None else "instance"
         return EnvVar(name=p.name, value=p.value, scope=scope)
 
     async def env_unset(self, p: UnsetEnvParams, c: Caller) -> Removed:
         await self.access.instance_exists(c, p.instance_id)
-        return Removed(removed=await self.store.unset_env(p.instance_id, p.name))
+        removed = await self.store.unset_env(p.instance_id, p.name)
+        if removed:
+            await self._env_changed(p.instance_id, p.name)
+        return Removed(removed=removed)
+
+    async def _env_changed(self, instance_id: str | None, name: str) -> None:
+        """Running machines follow: the setup pusher pushes the new .env (after the store
+        write, so whoever handles the event reads the new value)."""
+        await self.bus.publish(
+            EnvChanged(event_id=new_event_id(), instance_id=instance_id, name=name)
+        )
 
     async def env_list(self, p: ListEnvParams, c: Caller) -> EnvList:
         await self.access.instance_exists(c, p.instance_id)
@@ -138,11 +152,20 @@ class GatewayApi:
             sealed = self.box.encrypt(msgspec.json.encode(creds).decode())
         await self.store.set_repo_secret(p.instance_id, p.path, sealed)
         await self.store.add_repo(p.instance_id, repo)
+        await self._repos_changed(p.instance_id, p.path)
         return repo
 
     async def repos_remove(self, p: RemoveRepoParams, c: Caller) -> Removed:
         await self.access.instance_exists(c, p.instance_id)
-        return Removed(removed=await self.store.remove_repo(p.instance_id, p.path))
+        removed = await self.store.remove_repo(p.instance_id, p.path)
+        if removed:
+            await self._repos_changed(p.instance_id, p.path)
+        return Removed(removed=removed)
+
+    async def _repos_changed(self, instance_id: str, path: str) -> None:
+        await self.bus.publish(
+            ReposChanged(event_id=new_event_id(), instance_id=instance_id, path=path)
+        )
 
     async def repos_list(self, p: InstanceRef, c: Caller) -> RepoList:
         await self.access.instance_exists(c, p.instance_id)
@@ -286,4 +309,6 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.TOKENS_REVOKE, api.tokens_revoke)
     r.register(g.RPC_DISCOVER, api.rpc_discover)
     r.register(g.EVENTS_TICKET, api.events_ticket)
+    r.register(live.MACHINES_EXEC_STREAM, api.streams.machines_exec_stream)
+    r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
     return r

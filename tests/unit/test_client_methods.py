@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from contracts import gateway_rpc
+from contracts import gateway_live, gateway_rpc
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec, NoParams
 from fleet import client
@@ -62,9 +62,11 @@ def _client_sources() -> list[str]:
 
 
 def _client_calls() -> list[Call]:
-    trees = [ast.parse(source) for source in _client_sources()]
+    """FleetClient's own methods and those of its mixins (``fleet.client_*`` modules)."""
+    sources = [inspect.getsource(cls) for cls in client.FleetClient.__mro__
+               if cls.__module__.startswith("fleet.client")]  # fmt: skip
     calls = []
-    for fn in (node for tree in trees for node in ast.walk(tree)):
+    for fn in (n for source in sources for n in ast.walk(ast.parse(source))):
         if not isinstance(fn, ast.AsyncFunctionDef):
             continue
         for node in ast.walk(fn):
@@ -76,7 +78,7 @@ def _client_calls() -> list[Call]:
                 and node.func.value.id == "self"
             ):
                 name = _name(node.args[0])
-                spec = getattr(gateway_rpc, name, None)
+                spec = getattr(gateway_rpc, name, None) or getattr(gateway_live, name, None)
                 assert spec in GATEWAY_METHODS, f"{fn.name}: {name} is not a gateway method spec"
                 calls.append(Call(fn.name, spec, _built(fn)))
     return calls

@@ -32,6 +32,8 @@ export const METHODS = Object.freeze({
   TOKENS_REVOKE: "tokens.revoke",
   RPC_DISCOVER: "rpc.discover",
   EVENTS_TICKET: "events.ticket",
+  MACHINES_EXEC_STREAM: "machines.execStream",
+  MACHINES_DAEMON_LOG: "machines.daemonLog",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -111,6 +113,15 @@ export const EVENT_TYPES = Object.freeze({
   FAILED: "failed",
   ARCHIVED: "archived",
   UNRESPONSIVE: "unresponsive",
+  ENV_PUSHED: "env-pushed",
+  REPOS_RECONCILED: "repos-reconciled",
+});
+
+/** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */
+export const STREAMING = Object.freeze({
+  PATH: "/rpc/stream",
+  OUTPUT: "output",
+  RESULT: "result",
 });
 
 /**

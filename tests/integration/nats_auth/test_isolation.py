@@ -210,4 +210,26 @@ async def test_a_machine_flooding_its_own_subject_cannot_fill_the_stream(
     info = await bus.js.stream_info(subjects.STREAM_NAME, subjects_filter=status)
     assert (info.state.subjects or {})[status] == settings.stream_max_msgs_per_subject
     assert info.state.bytes < settings.stream_max_msgs_per_subject * 1024  # no big one kept
+
+
+async def test_machine_cannot_write_into_another_machines_output_stream(
+    callout: None, bus: Bus, store: Store, box: SecretBox, nats_server: NatsServer
+) -> None:
+    """Streamed exec output: A may publish on its own output subjects only. A chunk forged
+    into B's stream would reach B's user as if B's command printed it."""
+    a, a_token = await enroll(store, box)
+    b, _ = await enroll(store, box)
+    attacker = Attacker()
+    nc = await connect_as(nats_server, a, a_token, attacker)
+    stream_id = uuid.uuid4().hex
+    b_out, a_out = subjects.exec_output(b, stream_id), subjects.exec_output(a, stream_id)
+    async with subscribed(bus.nc, b_out) as b_seen, subscribed(bus.nc, a_out) as a_seen:
+        await nc.publish(b_out, b"forged")
+        await nc.publish(subjects.exec_output(b, "*"), b"forged")
+        await nc.publish(a_out, b"own")
+        await nc.flush()
+        await attacker.violated("publish", b_out)
+        assert await before_marker(bus.nc, b_out, b_seen) == []
+        assert [m.data for m in await before_marker(bus.nc, a_out, a_seen)] == [b"own"]
+    assert attacker.violations("publish", a_out) == []
     await nc.close()
