@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from contracts import validation
+from contracts.codemode import CODEMODE_METHODS
 from contracts.daemon_rpc import (
     ExecCommandParams,
     ExecCommandResult,
@@ -378,4 +379,5 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     TOKENS_LIST,
     TOKENS_REVOKE,
     RPC_DISCOVER,
+    *CODEMODE_METHODS,
 )

@@ -30,7 +30,7 @@ from services.common.settings import Settings
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The
 #: auth callout comes first: machines cannot connect without it.
-SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "gateway")
+SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode", "gateway")
 _HEALTHY_AFTER_S = 30.0  # a service up this long has its restart backoff reset
 _MAX_BACKOFF_S = 30.0
 

@@ -69,6 +69,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: The git repository machines get their daemon code from on machines.refreshCode;
     #: empty: the checkout fleetd runs from.
     code_repo: str = ""
+    # codemode (services/codemode): runs at once per replica, and each run's sandbox limits
+    codemode_concurrency: int = 20
+    codemode_cpu_s: int = 60
+    codemode_memory_mb: int = 512
+    codemode_processes: int = 64
     # auth callout
     #: Account nkey seed ("SA...") with which the auth callout signs its answers and the
     #: machines' user JWTs; its public key is the server's ``auth_callout.issuer``.

@@ -45,6 +45,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         resolve_caller=caller_resolver(settings.admin_token, TokenStore(store)),
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
+        codemode=api.codemode,
     )
     await stack.enter_async_context(HttpServer(app, settings.host, settings.port))
 

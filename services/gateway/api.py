@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import structlog
 
+from contracts import codemode as cm_
 from contracts import gateway_rpc as g
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict
@@ -48,6 +49,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Access, Caller
+from services.gateway.codemode import CodemodeOps
 from services.gateway.ops import MachineOps
 
 log = structlog.get_logger(__name__)
@@ -82,12 +84,15 @@ class GatewayApi:
             access=self.access,
             keys=keys,
         )
+        self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
         self._openrpc = openrpc_document(
             g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
 
     def dispatcher(self) -> Dispatcher[Caller]:
-        return Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops))
+        dispatcher = Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops))
+        self.codemode.dispatch = dispatcher.handle  # a run's tool calls, with its caller
+        return dispatcher
 
     # --- instances --------------------------------------------------------------------------
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
@@ -263,4 +268,15 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.TOKENS_LIST, api.tokens_list)
     r.register(g.TOKENS_REVOKE, api.tokens_revoke)
     r.register(g.RPC_DISCOVER, api.rpc_discover)
+    codemode_routes(r, api.codemode)
     return r
+
+
+def codemode_routes(r: Router[Caller], cm: CodemodeOps) -> None:
+    r.register(cm_.CODEMODE_RUN, cm.codemode_run)
+    r.register(cm_.CODEMODE_CANCEL, cm.codemode_cancel)
+    r.register(cm_.CODEMODE_LIST, cm.codemode_list)
+    r.register(cm_.CODEMODE_DESCRIBE, cm.codemode_describe)
+    r.register(cm_.CODEMODE_BRIDGES_SET, cm.codemode_bridges_set)
+    r.register(cm_.CODEMODE_BRIDGES_LIST, cm.codemode_bridges_list)
+    r.register(cm_.CODEMODE_BRIDGES_REMOVE, cm.codemode_bridges_remove)

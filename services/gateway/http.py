@@ -24,6 +24,8 @@ from services.common.metrics import Metrics, metrics_handler
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
+from services.gateway.codemode import CodemodeOps
+from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.sse import Streams, stream_events
 
 log = structlog.get_logger(__name__)
@@ -33,6 +35,8 @@ CallerResolver = Callable[[str], Awaitable[Caller | None]]
 CALLER: web.AppKey[CallerResolver] = web.AppKey("caller")
 CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
 _JSON = "application/json"
+#: Paths past /rpc and /events that need a token too: codemode's stream and MCP.
+AUTHED_PREFIXES = ("/codemode/", "/mcp")
 
 
 def error_response(exc: FleetError, status: int | None = None) -> web.Response:
@@ -73,7 +77,7 @@ def caller_resolver(admin_token: str, tokens: TokenStore) -> CallerResolver:
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path in ("/rpc", "/events"):
+    if request.path in ("/rpc", "/events") or request.path.startswith(AUTHED_PREFIXES):
         caller = await request.app[CALLER](bearer(request))
         if caller is None:
             return error_response(Unauthorized("missing or invalid bearer token"))
@@ -89,6 +93,7 @@ def make_app(
     resolve_caller: CallerResolver,
     max_body_bytes: int,
     metrics: Metrics | None = None,
+    codemode: CodemodeOps | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
     app[CALLER] = resolve_caller
@@ -140,6 +145,8 @@ def make_app(
         app.router.add_get("/metrics", scrape)
     app.router.add_get("/", index)
     app.router.add_static("/static", STATIC)
+    if codemode is not None:
+        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST)
     return app
 
 

@@ -31,6 +31,13 @@ export const METHODS = Object.freeze({
   TOKENS_LIST: "tokens.list",
   TOKENS_REVOKE: "tokens.revoke",
   RPC_DISCOVER: "rpc.discover",
+  CODEMODE_RUN: "codemode.run",
+  CODEMODE_CANCEL: "codemode.cancel",
+  CODEMODE_LIST: "codemode.list",
+  CODEMODE_DESCRIBE: "codemode.describe",
+  CODEMODE_BRIDGES_SET: "codemode.bridges.set",
+  CODEMODE_BRIDGES_LIST: "codemode.bridges.list",
+  CODEMODE_BRIDGES_REMOVE: "codemode.bridges.remove",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -49,6 +56,7 @@ export const ERRORS = Object.freeze({
   REQUEST_REPLAYED: 1102,
   DAEMON_UNAVAILABLE: 1502,
   DAEMON_TIMEOUT: 1504,
+  CODEMODE_UNAVAILABLE: 1503,
   PROVIDER_ERROR: 1600,
   NOT_SUPPORTED: 1601,
   TOOL_ERROR: 1700,
