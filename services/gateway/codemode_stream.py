@@ -82,6 +82,7 @@ async def stream_run(
         ended = await _forward(resp, queue, run)
         if not ended:
             await _drain(resp, queue)
+        await asyncio.wait({run})  # the terminal event can come before the answer
         await resp.write(_frame("end", _end(run)))
     except (ConnectionResetError, asyncio.CancelledError):
         log.info("codemode.stream_closed", run_id=job.run_id)  # the run goes on to its end

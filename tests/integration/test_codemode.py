@@ -151,3 +151,109 @@ async def test_no_codemode_service_is_a_clear_error(stack: FleetClient) -> None:
 
     with pytest.raises(CodemodeUnavailable):
         await run(stack, "1")
+
+
+async def test_the_stream_gives_every_event_then_the_result(codemode: FleetClient) -> None:
+    code = "print('one')\nawait fleet.instances.list()\nprint('two')\n'done'"
+    seen = [item async for item in codemode.code_stream(code)]
+    *events, end = seen
+    assert isinstance(end, cm.RunResult)
+    assert end.status == "ok"
+    assert end.result == "done"
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "RunStarted"
+    assert kinds[-1] == "RunResultEvent"
+    assert {"RunToolCall", "RunToolResult", "RunLog"} <= set(kinds)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))  # type: ignore[union-attr]
+    assert all(e.run_id == end.run_id for e in events)  # type: ignore[union-attr]
+
+
+async def test_openapi_bridge_calls_operations_by_id(codemode: FleetClient) -> None:
+    from aiohttp import web
+
+    seen_auth: list[str] = []
+    spec = {
+        "openapi": "3.0.0",
+        "paths": {
+            "/pets/{petId}": {
+                "get": {
+                    "operationId": "getPet",
+                    "summary": "One pet.",
+                    "parameters": [
+                        {
+                            "name": "petId",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        },
+                        {"name": "verbose", "in": "query", "schema": {"type": "boolean"}},
+                    ],
+                }
+            }
+        },
+    }
+
+    async def get_spec(_: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    async def get_pet(request: web.Request) -> web.Response:
+        seen_auth.append(request.headers.get("Authorization", ""))
+        if request.match_info["pet_id"] == "404":
+            return web.json_response({"error": "no pet"}, status=404)
+        return web.json_response({"id": int(request.match_info["pet_id"]),
+                                  "verbose": request.query.get("verbose")})  # fmt: skip
+
+    app = web.Application()
+    app.router.add_get("/openapi.json", get_spec)
+    app.router.add_get("/pets/{pet_id}", get_pet)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        inst = await codemode.create_instance("bridged")
+        base = f"http://127.0.0.1:{port}"
+        bridge = cm.OpenApiBridge(name="pets", spec_url=f"{base}/openapi.json", base_url=base,
+                                  authorization="Bearer pet-secret")  # fmt: skip
+        await codemode.code_set_bridge(inst.id, bridge)
+        code = (
+            "pet = await pets.getPet(petId=7, verbose=True)\n"
+            "try:\n    await pets.getPet(petId=404)\nexcept ToolError as e:\n    err = e.code\n"
+            "[pet, err]"
+        )
+        result = await codemode.code_run(code, instance_id=inst.id)
+        assert result.status == "ok", result
+        assert result.result == [{"id": 7, "verbose": "True"}, 1700]
+        assert seen_auth == ["Bearer pet-secret", "Bearer pet-secret"]
+        stubs = await codemode.code_describe(["pets"], instance_id=inst.id)
+        tree = ast.parse(stubs["pets"])
+        assert "getPet" in {n.name for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef)}
+    finally:
+        await runner.cleanup()
+
+
+async def test_fleet_mcp_over_stdio_runs_code(codemode: FleetClient, settings: Settings) -> None:
+    import os
+    import sys
+    from pathlib import Path
+
+    from mcp import Client, StdioServerParameters
+
+    from tests.conftest import ADMIN_TOKEN
+
+    fleet_bin = str(Path(sys.executable).with_name("fleet"))
+    env = {"PATH": os.environ["PATH"], "FLEET_URL": f"http://127.0.0.1:{settings.port}",
+           "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
+    server = StdioServerParameters(command=fleet_bin, args=["mcp"], env=env)
+    async with Client(server) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"run_code", "describe"} <= names
+        answer = await client.call_tool("run_code", {"code": "print('hi')\n6 * 7"})
+        assert not answer.is_error, answer
+        assert answer.structured_content is not None
+        assert answer.structured_content["result"] == 42
+        assert answer.structured_content["logs"] == ["hi"]
+        stubs = await client.call_tool("describe", {"providers": ["fleet"]})
+        assert stubs.structured_content is not None
+        ast.parse(stubs.structured_content["fleet"])
