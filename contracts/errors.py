@@ -111,6 +111,12 @@ class DaemonTimeout(FleetError):
     code = 1504
 
 
+class CodemodeUnavailable(FleetError):
+    """No codemode service answers (not running, or every replica is at its limit)."""
+
+    code = 1503
+
+
 class ProviderError(FleetError):
     code = 1600
 
@@ -145,6 +151,7 @@ ERRORS: dict[int, type[FleetError]] = {
         ReplyForged,
         DaemonUnavailable,
         DaemonTimeout,
+        CodemodeUnavailable,
         ProviderError,
         NotSupported,
         ToolError,

@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from contracts import validation
+from contracts.codemode import CODEMODE_METHODS
 from contracts.daemon_rpc import (
     ExecCommandParams,
     ExecCommandResult,
@@ -393,6 +394,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     RPC_DISCOVER,
     EVENTS_TICKET,
     *LIVE_METHODS,
+    *CODEMODE_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).

@@ -94,6 +94,28 @@ def machine_inbox_prefix(machine_id: str) -> str:
     return f"_INBOX_{machine_id}"
 
 
+# --- codemode (see contracts.codemode) ---------------------------------------------------------
+#: Run jobs, shared by the codemode replicas through the queue group ``CODEMODE_QUEUE``.
+CODEMODE_RUN = "codemode.run"
+CODEMODE_DESCRIBE = "codemode.describe"
+CODEMODE_QUEUE = "codemode"
+#: Every run's events (``codemode.<runId>.event``).
+ALL_CODEMODE_EVENTS = "codemode.*.event"
+
+
+def codemode_events(run_id: str) -> str:
+    return f"codemode.{run_id}.event"
+
+
+def codemode_tool(run_id: str) -> str:
+    """Where the gateway that started a run performs its ``fleet``/``machine`` tool calls."""
+    return f"codemode.{run_id}.tool"
+
+
+def codemode_cancel(run_id: str) -> str:
+    return f"codemode.{run_id}.cancel"
+
+
 # --- NATS server subjects fleetd's configuration and services name ----------------------------
 #: Every process's default reply inbox (the services' and the callout's).
 ALL_INBOXES = "_INBOX.>"

@@ -6,9 +6,8 @@ async with FleetClient("http://127.0.0.1:8080", token) as fleet:
     box = await fleet.machine(machine.id).wait_ready()      # or: await fleet.instance_machine(id)
     result = await fleet.exec(machine.id, ["git", "status"], cwd="src")
 
-Every gateway method in ``contracts.gateway_rpc.GATEWAY_METHODS`` has a method here
-(``tests/unit/test_client_methods.py`` keeps it that way); ``call(spec, params)`` reaches any
-method through its spec constant, typed: ``await fleet.call(MACHINES_GET, MachineRef(...))``.
+Every gateway method has a method here or in a mixin (``fleet/client_<area>.py``; the test
+``tests/unit/test_client_methods.py`` keeps it so); ``call(spec, params)`` reaches any, typed.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
+from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
 from fleet.client_live import LiveClient
 from fleet.machine import MachineHandle, MachineNotReady
@@ -54,7 +54,7 @@ class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
 
 
-class FleetClient(EventsClient, LiveClient):
+class FleetClient(EventsClient, LiveClient, CodemodeMethods):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._token = token

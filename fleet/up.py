@@ -35,7 +35,7 @@ from services.common.settings import Settings
 #: auth callout comes first: machines cannot connect without it.
 #: In the data dir, held by the running `fleet up` (its pid and start time).
 LOCK_NAME = "fleet-up.lock"
-SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "gateway")
+SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode", "gateway")
 _HEALTHY_AFTER_S = 30.0  # a service up this long has its restart backoff reset
 _MAX_BACKOFF_S = 30.0
 

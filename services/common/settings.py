@@ -108,6 +108,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     sandbox: Literal["bwrap", "none"] = "bwrap"
     #: Host paths every sandboxed machine may read (``:``-separated; e.g. a repository mirror).
     sandbox_share: str = ""
+    # codemode (services/codemode): runs at once per replica, and each run's sandbox limits
+    codemode_concurrency: int = 20
+    codemode_cpu_s: int = 60
+    codemode_memory_mb: int = 512
+    codemode_processes: int = 64
     # auth callout
     #: Account nkey seed ("SA...") with which the auth callout signs its answers and the
     #: machines' user JWTs; its public key is the server's ``auth_callout.issuer``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import structlog
 
+from contracts import codemode as cm_
 from contracts import gateway_live as live
 from contracts import gateway_rpc as g
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
@@ -50,6 +51,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Access, Caller, check_local_repo
+from services.gateway.codemode import CodemodeOps
 from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.limits import CallLimits
 from services.gateway.ops import MachineOps
@@ -92,13 +94,16 @@ class GatewayApi:
             keys=keys,
         )
         self.streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
+        self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
         self._openrpc = openrpc_document(
             g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
 
     def dispatcher(self) -> Dispatcher[Caller]:
         limits = Limits(self.settings.rpc_max_batch, self.settings.rpc_max_response_bytes)
-        return Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits)
+        dispatcher = Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits)
+        self.codemode.dispatch = dispatcher.handle  # a run's tool calls, with its caller
+        return dispatcher
 
     # --- instances --------------------------------------------------------------------------
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
@@ -311,4 +316,15 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.EVENTS_TICKET, api.events_ticket)
     r.register(live.MACHINES_EXEC_STREAM, api.streams.machines_exec_stream)
     r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
+    codemode_routes(r, api.codemode)
     return r
+
+
+def codemode_routes(r: Router[Caller], cm: CodemodeOps) -> None:
+    r.register(cm_.CODEMODE_RUN, cm.codemode_run)
+    r.register(cm_.CODEMODE_CANCEL, cm.codemode_cancel)
+    r.register(cm_.CODEMODE_LIST, cm.codemode_list)
+    r.register(cm_.CODEMODE_DESCRIBE, cm.codemode_describe)
+    r.register(cm_.CODEMODE_BRIDGES_SET, cm.codemode_bridges_set)
+    r.register(cm_.CODEMODE_BRIDGES_LIST, cm.codemode_bridges_list)
+    r.register(cm_.CODEMODE_BRIDGES_REMOVE, cm.codemode_bridges_remove)

@@ -32,6 +32,8 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
+from services.gateway.codemode import CodemodeOps
+from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.events_hub import EventHub
 from services.gateway.exec_stream import stream_rpc
 from services.gateway.limits import RateLimiter, rate_limited
@@ -65,6 +67,9 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+#: Paths past /rpc and /events that need a token too: codemode's stream and MCP.
+AUTHED_PREFIXES = ("/codemode/", "/mcp")
 
 
 def error_response(exc: FleetError, status: int | None = None) -> web.Response:
@@ -117,7 +122,10 @@ async def _authenticate(request: web.Request) -> Caller | None:
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path not in ("/rpc", "/events", RPC_STREAM_PATH):
+    needs_token = request.path in ("/rpc", "/events", RPC_STREAM_PATH) or request.path.startswith(
+        AUTHED_PREFIXES
+    )
+    if not needs_token:
         return await handler(request)
     guesses = request.app[UNAUTHENTICATED]
     address = request.remote or ""
@@ -149,6 +157,7 @@ def make_app(
     resolve_caller: CallerResolver,
     settings: Settings,
     metrics: Metrics | None = None,
+    codemode: CodemodeOps | None = None,
 ) -> web.Application:
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
@@ -225,6 +234,8 @@ def make_app(
         app.router.add_get("/metrics", scrape)
     app.router.add_get("/", index)
     app.router.add_static("/static", STATIC)
+    if codemode is not None:
+        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST)
     return app
 
 

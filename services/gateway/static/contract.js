@@ -34,6 +34,13 @@ export const METHODS = Object.freeze({
   EVENTS_TICKET: "events.ticket",
   MACHINES_EXEC_STREAM: "machines.execStream",
   MACHINES_DAEMON_LOG: "machines.daemonLog",
+  CODEMODE_RUN: "codemode.run",
+  CODEMODE_CANCEL: "codemode.cancel",
+  CODEMODE_LIST: "codemode.list",
+  CODEMODE_DESCRIBE: "codemode.describe",
+  CODEMODE_BRIDGES_SET: "codemode.bridges.set",
+  CODEMODE_BRIDGES_LIST: "codemode.bridges.list",
+  CODEMODE_BRIDGES_REMOVE: "codemode.bridges.remove",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -54,6 +61,7 @@ export const ERRORS = Object.freeze({
   REPLY_FORGED: 1103,
   DAEMON_UNAVAILABLE: 1502,
   DAEMON_TIMEOUT: 1504,
+  CODEMODE_UNAVAILABLE: 1503,
   PROVIDER_ERROR: 1600,
   NOT_SUPPORTED: 1601,
   TOOL_ERROR: 1700,
