@@ -35,7 +35,7 @@ ADMIN_TOKEN = "bench-admin-token-0123456789"
 @contextlib.contextmanager
 def nats_server(data_dir: Path) -> Iterator[NatsServer]:
     """An embedded nats-server with JetStream (fleet/embedded.py), stopped on exit."""
-    server = NatsServer(data_dir)
+    server = NatsServer(data_dir, monitor=True)  # connz: the benchmarks count connections
     with server:
         yield server
 
@@ -43,7 +43,7 @@ def nats_server(data_dir: Path) -> Iterator[NatsServer]:
 @contextlib.contextmanager
 def servers(root: Path) -> Iterator[tuple[NatsServer, ValkeyServer]]:
     n, r = (
-        NatsServer(root / "nats"),
+        NatsServer(root / "nats", monitor=True),
         ValkeyServer(root / "redis", password=secrets.token_urlsafe(16)),
     )
     with n, r:

@@ -25,7 +25,7 @@ from contracts import events, signing, subjects
 from contracts.daemon_rpc import DAEMON_METHODS
 from contracts.errors import ERRORS
 from contracts.jsonrpc import AnySpec
-from contracts.subjects import EventKind
+from contracts.subjects import ConfigKind, EventKind
 
 ASYNCAPI_VERSION = "3.0.0"
 #: Where the committed document lives, relative to the repository root.
@@ -43,6 +43,22 @@ PUBLISHERS: dict[EventKind, str] = {
     EventKind.FAILED: "whichever stage gave up (provision, boot, setup, probe)",
     EventKind.ARCHIVED: "the gateway (machines.archive, machines.rebuild)",
     EventKind.UNRESPONSIVE: "the prober, when a ready machine's heartbeats stop",
+    EventKind.ENV_PUSHED: "the setup_pusher, after pushing a changed env to a running machine",
+    EventKind.REPOS_RECONCILED: "the setup_pusher, after reconciling a running machine's repos",
+}
+CONFIG_PUBLISHERS: dict[ConfigKind, str] = {
+    ConfigKind.ENV_CHANGED: "the gateway (env.set, env.unset)",
+    ConfigKind.REPOS_CHANGED: "the gateway (repos.add, repos.remove)",
+}
+_CONFIG_TYPES: dict[ConfigKind, type[msgspec.Struct]] = {
+    ConfigKind.ENV_CHANGED: events.EnvChanged,
+    ConfigKind.REPOS_CHANGED: events.ReposChanged,
+}
+_SCOPE = "{scope}"
+_SCOPE_PARAM = {
+    "scope": {
+        "description": f"An instance id (`i-` and 16 hex digits) or `{subjects.PLATFORM_SCOPE}`."
+    }
 }
 
 _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
@@ -54,6 +70,8 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.FAILED: events.MachineFailed,
     EventKind.ARCHIVED: events.MachineArchived,
     EventKind.UNRESPONSIVE: events.MachineUnresponsive,
+    EventKind.ENV_PUSHED: events.EnvPushed,
+    EventKind.REPOS_RECONCILED: events.ReposReconciled,
 }
 
 
@@ -69,6 +87,7 @@ def asyncapi_document(
 ) -> dict[str, Any]:
     """The whole document; deterministic, so the committed copy can be compared to it."""
     types: list[Any] = [_EVENT_TYPES[k] for k in EventKind] + [events.Heartbeat]
+    types += [_CONFIG_TYPES[k] for k in ConfigKind]
     types += [m.params for m in methods] + [m.result for m in methods]
     _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
     schemas["JsonRpcError"] = _JSONRPC_ERROR
@@ -76,6 +95,7 @@ def asyncapi_document(
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     _event_channels(channels, operations, messages)
+    _config_channels(channels, operations, messages)
     _heartbeat_channel(channels, operations, messages)
     _daemon_rpc_channels(channels, operations, messages, methods)
     return {
@@ -100,8 +120,10 @@ def asyncapi_document(
 _INFO = (
     "Every machine event is an ordinary NATS message on `machine.<type>.<machineId>`, stored in "
     f"the JetStream stream `{subjects.STREAM_NAME}` (subscribe to `{subjects.ALL_MACHINE_EVENTS}`"
-    " to see them all). Daemons beat on `machine.heartbeat.<machineId>` (core NATS only) and "
-    "serve JSON-RPC 2.0 on `daemon.<machineId>.rpc` by request/reply. Generated from contracts/."
+    " to see them all); changes of an instance's (or the platform's) configuration on "
+    "`config.<type>.<scope>` in the same stream. Daemons beat on "
+    "`machine.heartbeat.<machineId>` (core NATS only) and serve JSON-RPC 2.0 on "
+    "`daemon.<machineId>.rpc` by request/reply. Generated from contracts/."
 )
 _SERVER = {
     "host": "127.0.0.1:4222",
@@ -158,6 +180,31 @@ def _event_channels(channels: dict[str, Any], ops: dict[str, Any], msgs: dict[st
         ops[f"receive.{channel_id}"] = {
             "action": "receive",
             "summary": f"A stage or a monitor reads `{channel_id}` events.",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{name}"}],
+        }
+
+
+def _config_channels(channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any]) -> None:
+    for kind in ConfigKind:
+        name = _CONFIG_TYPES[kind].__name__
+        msgs[name] = {
+            "name": name,
+            "title": f"config.{kind.value}",
+            "summary": f"Published by {CONFIG_PUBLISHERS[kind]}.",
+            "headers": _EVENT_HEADERS,
+            "payload": {"$ref": _REF.format(name=name)},
+        }
+        channel_id = f"config.{kind.value}"
+        channels[channel_id] = {
+            "address": f"config.{kind.value}.{_SCOPE}",
+            "description": f"Stored in the JetStream stream `{subjects.STREAM_NAME}`.",
+            "parameters": _SCOPE_PARAM,
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+        }
+        ops[f"receive.{channel_id}"] = {
+            "action": "receive",
+            "summary": f"The setup_pusher reads `{channel_id}` events.",
             "channel": {"$ref": f"#/channels/{channel_id}"},
             "messages": [{"$ref": f"#/channels/{channel_id}/messages/{name}"}],
         }

@@ -20,3 +20,7 @@ class Durable(StrEnum):
     PROBER = "prober"
     #: machine.provisioned: the boot watchdog.
     PROBER_BOOT = "prober-boot"
+    #: config.env-changed: push the new .env to the running machines of the scope.
+    SETUP_PUSHER_ENV = "setup_pusher-env"
+    #: config.repos-changed: reconcile the running machines' checkouts.
+    SETUP_PUSHER_REPOS = "setup_pusher-repos"

@@ -28,7 +28,8 @@ class WriteFileParams(Params, kw_only=True):
     #: ``~`` and relative paths resolve against the machine's home.
     path: NonEmpty
     content: str
-    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)] = DEFAULT_FILE_MODE
+    #: The permission bits only: no setuid, setgid or sticky bit from the platform.
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)] = DEFAULT_FILE_MODE
 
 
 class WriteFileResult(Result, kw_only=True):
@@ -216,6 +217,66 @@ STOP: MethodSpec[NoParams, StopResult] = MethodSpec(
     _UNREACHABLE,
 )
 
+
+# --- streaming and the daemon's own log ------------------------------------------------------
+#: A stream's id: chosen by the caller, one subject token (``daemon.<machineId>.output.<id>``).
+StreamId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+OutputStream = Literal["stdout", "stderr"]
+
+
+class ExecStreamParams(ExecCommandParams, kw_only=True):
+    #: Output chunks go to ``subjects.exec_output(machineId, streamId)`` as they are read.
+    stream_id: StreamId
+
+
+class OutputChunk(msgspec.Struct, rename="camel", kw_only=True):
+    """One piece of a streamed command's output (core NATS: not stored; the final result
+    still carries the whole capped output)."""
+
+    seq: int
+    stream: OutputStream
+    data: str
+
+
+class ExecKillParams(Params, kw_only=True):
+    stream_id: StreamId
+
+
+class ExecKillResult(Result, kw_only=True):
+    #: False: no command of that stream is running (it had ended, or never started).
+    killed: bool
+
+
+class DaemonLogParams(Params, kw_only=True):
+    lines: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+
+
+class DaemonLogResult(Result, kw_only=True):
+    lines: list[str]
+
+
+EXEC_STREAM: MethodSpec[ExecStreamParams, ExecCommandResult] = MethodSpec(
+    "tool.execStream",
+    ExecStreamParams,
+    ExecCommandResult,
+    "tool.execCommand, with its output also published in chunks as it is read.",
+    _UNREACHABLE,
+)
+EXEC_KILL: MethodSpec[ExecKillParams, ExecKillResult] = MethodSpec(
+    "tool.execKill",
+    ExecKillParams,
+    ExecKillResult,
+    "SIGKILL the process group of a running tool.execStream.",
+    _UNREACHABLE,
+)
+DAEMON_LOG: MethodSpec[DaemonLogParams, DaemonLogResult] = MethodSpec(
+    "daemon.log",
+    DaemonLogParams,
+    DaemonLogResult,
+    "The last lines of the daemon's own log (where its stdout goes).",
+    (*_UNREACHABLE, NotSupported),
+)
+
 DAEMON_METHODS: tuple[AnySpec, ...] = (
     WRITE_FILE,
     EXEC_COMMAND,
@@ -227,4 +288,7 @@ DAEMON_METHODS: tuple[AnySpec, ...] = (
     PROCESS_LOGS,
     SELF_UPDATE,
     STOP,
+    EXEC_STREAM,
+    EXEC_KILL,
+    DAEMON_LOG,
 )

@@ -94,6 +94,13 @@ class RequestReplayed(FleetError):
     code = 1102
 
 
+class ReplyForged(FleetError):
+    """A daemon's answer whose MAC does not verify: whoever answered does not hold the
+    machine's key, so the answer is not believed."""
+
+    code = 1103
+
+
 class DaemonUnavailable(FleetError):
     """No daemon answers on the machine's RPC subject (not running, or not connected)."""
 
@@ -102,6 +109,12 @@ class DaemonUnavailable(FleetError):
 
 class DaemonTimeout(FleetError):
     code = 1504
+
+
+class CodemodeUnavailable(FleetError):
+    """No codemode service answers (not running, or every replica is at its limit)."""
+
+    code = 1503
 
 
 class ProviderError(FleetError):
@@ -135,8 +148,10 @@ ERRORS: dict[int, type[FleetError]] = {
         RateLimited,
         RequestExpired,
         RequestReplayed,
+        ReplyForged,
         DaemonUnavailable,
         DaemonTimeout,
+        CodemodeUnavailable,
         ProviderError,
         NotSupported,
         ToolError,

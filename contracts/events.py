@@ -12,17 +12,22 @@ from typing import Literal
 import msgspec
 
 from contracts import subjects
-from contracts.subjects import EventKind
+from contracts.subjects import ConfigKind, EventKind
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Event(msgspec.Struct, rename="camel", kw_only=True, tag_field="type", omit_defaults=False):
+class _BaseEvent(
+    msgspec.Struct, rename="camel", kw_only=True, tag_field="type", omit_defaults=False
+):
     event_id: str
-    machine_id: str
     occurred_at: datetime = msgspec.field(default_factory=now)
+
+
+class _Event(_BaseEvent, kw_only=True):
+    machine_id: str
 
 
 class MachineCreated(_Event, tag=EventKind.CREATED.value, kw_only=True):
@@ -72,6 +77,48 @@ class MachineUnresponsive(_Event, tag=EventKind.UNRESPONSIVE.value, kw_only=True
     reason: str
 
 
+class EnvPushed(_Event, tag=EventKind.ENV_PUSHED.value, kw_only=True):
+    """A changed env reached a running machine's .env (its size and sha256 as written)."""
+
+    env_path: str
+    env_bytes: int
+    env_sha256: str
+
+
+class RepoConflict(msgspec.Struct, rename="camel", kw_only=True):
+    path: str
+    reason: str
+
+
+class ReposReconciled(_Event, tag=EventKind.REPOS_RECONCILED.value, kw_only=True):
+    """What reconciling a running machine's checkouts with its instance's repos did. Nothing
+    is ever deleted: a removed repo's checkout stays and is listed in ``left_in_place``."""
+
+    cloned: list[str]
+    switched: list[str]
+    unchanged: list[str]
+    #: A branch change that was not applied (a dirty work tree, a failed fetch), and why.
+    conflicts: list[RepoConflict]
+    left_in_place: list[str]
+
+
+class _ConfigEvent(_BaseEvent, kw_only=True):
+    #: None: the platform's configuration (every instance).
+    instance_id: str | None
+
+
+class EnvChanged(_ConfigEvent, tag=ConfigKind.ENV_CHANGED.value, kw_only=True):
+    """env.set / env.unset changed a variable; the setup pusher pushes the new .env."""
+
+    name: str
+
+
+class ReposChanged(_ConfigEvent, tag=ConfigKind.REPOS_CHANGED.value, kw_only=True):
+    """repos.add / repos.remove changed an instance's repos; running machines reconcile."""
+
+    path: str
+
+
 class Heartbeat(msgspec.Struct, rename="camel", kw_only=True):
     """Not an event (never stored): the daemon's periodic "still here"."""
 
@@ -81,7 +128,7 @@ class Heartbeat(msgspec.Struct, rename="camel", kw_only=True):
     sent_at: datetime = msgspec.field(default_factory=now)
 
 
-Event = (
+MachineEvent = (
     MachineCreated
     | MachineProvisioned
     | DaemonStatusReported
@@ -90,28 +137,63 @@ Event = (
     | MachineFailed
     | MachineArchived
     | MachineUnresponsive
+    | EnvPushed
+    | ReposReconciled
 )
+#: Events about a configuration scope (an instance or the platform), not one machine.
+ConfigEvent = EnvChanged | ReposChanged
+AnyEvent = MachineEvent | ConfigEvent
 
-_DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+#: Every event in the stream. (``Event`` stays the name of the machine events, which most code
+#: handles; ``AnyEvent`` adds the configuration events.)
+Event = MachineEvent
+_DECODER: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+_MACHINE_DECODER: msgspec.json.Decoder[MachineEvent] = msgspec.json.Decoder(MachineEvent)
 _ENCODER = msgspec.json.Encoder()
 
 
-def decode_event(data: bytes) -> Event:
+def decode_event(data: bytes) -> AnyEvent:
     return _DECODER.decode(data)
 
 
-def encode_event(event: Event) -> bytes:
+def decode_machine_event(data: bytes) -> MachineEvent:
+    """A machine event (what ``machine.>`` carries); a configuration event is a DecodeError."""
+    return _MACHINE_DECODER.decode(data)
+
+
+def encode_event(event: AnyEvent) -> bytes:
     return _ENCODER.encode(event)
 
 
-def kind_of(event: Event) -> EventKind:
-    return kind_of_class(type(event))
+def kind_of(event: MachineEvent) -> EventKind:
+    return EventKind(str(type(event).__struct_config__.tag))
 
 
-def kind_of_class(cls: type[_Event]) -> EventKind:
+def kind_of_class(cls: type[_BaseEvent]) -> EventKind | ConfigKind:
     """The kind (and so the subjects) of every event of class ``cls``."""
-    return EventKind(str(cls.__struct_config__.tag))
+    tag = str(cls.__struct_config__.tag)
+    return ConfigKind(tag) if issubclass(cls, _ConfigEvent) else EventKind(tag)
 
 
-def subject_of(event: Event) -> str:
+def subject_of(event: AnyEvent) -> str:
+    if isinstance(event, EnvChanged | ReposChanged):
+        kind = ConfigKind(str(type(event).__struct_config__.tag))
+        return subjects.config_event(kind, event.instance_id)
     return subjects.event(kind_of(event), event.machine_id)
+
+
+def matches_subject(event: AnyEvent, subject: str) -> bool:
+    """Whether ``event`` says what its subject allows it to say: its kind and its machine
+    (or, for a configuration event, its scope).
+
+    NATS permissions let a machine publish only on its own status subject, but the payload is
+    the machine's to write: one naming another machine, or of another kind, is a forgery.
+    Everything that trusts an event from the stream checks this first."""
+    return subject_of(event) == subject
+
+
+def scope_of(event: AnyEvent) -> dict[str, str | None]:
+    """What a log line about ``event`` is about: its machine, or its configuration scope."""
+    if isinstance(event, EnvChanged | ReposChanged):
+        return {"instance_id": event.instance_id or subjects.PLATFORM_SCOPE}
+    return {"machine_id": event.machine_id}

@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from contracts import validation
+from contracts.codemode import CODEMODE_METHODS
 from contracts.daemon_rpc import (
     ExecCommandParams,
     ExecCommandResult,
@@ -32,6 +33,7 @@ from contracts.errors import (
     ProviderError,
     ToolError,
 )
+from contracts.gateway_live import LIVE_METHODS
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
 from contracts.machine_files import CronJob
@@ -70,8 +72,8 @@ class SetEnvParams(Params, kw_only=True):
 
     def __post_init__(self) -> None:
         validation.check_env_name(self.name)
-        if "\x00" in self.value:  # no environment can hold it; the .env would be unreadable
-            raise ValueError("field `value` cannot contain NUL characters")
+        # The .env must read the same in python-dotenv and sh (NUL included: no env holds it).
+        validation.check_env_value(self.name, self.value)
 
 
 class UnsetEnvParams(Params, kw_only=True):
@@ -391,6 +393,8 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     TOKENS_REVOKE,
     RPC_DISCOVER,
     EVENTS_TICKET,
+    *LIVE_METHODS,
+    *CODEMODE_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).

@@ -29,6 +29,7 @@ from typing import get_args
 import msgspec
 import msgspec.inspect
 
+from contracts import gateway_live as live
 from contracts import ids, validation
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
@@ -215,6 +216,11 @@ def render() -> str:
             "Machine event types, the `type` of each event (contracts.subjects.EventKind).",
             "EVENT_TYPES",
             event_types(),
+        ),
+        _frozen_object(
+            "Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT.",
+            "STREAMING",
+            {"PATH": live.RPC_STREAM_PATH, "OUTPUT": live.SSE_OUTPUT, "RESULT": live.SSE_RESULT},
         ),
         _frozen_array(
             "Env var scopes, lowest precedence first: a machine's .env gets the value of the\n"

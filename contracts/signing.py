@@ -5,6 +5,16 @@ HMAC-SHA256 over those and the exact body, keyed by a key derived from the machi
 token itself is the machine's NATS password and is never used directly as a MAC key). The daemon
 checks the signature over the raw bytes before it parses anything, refuses a request outside
 its time window (RequestExpired) and one whose id it has already seen (RequestReplayed).
+
+The seen ids live in memory, so a daemon also refuses any request issued before it started
+(less ``BOOT_SKEW_S``): one captured before a restart cannot run again after it. A request's
+window only has to cover its way to the daemon, not the call: the client asks for the call's
+timeout, capped at ``MAX_CALL_WINDOW_S``, plus ``TTL_MARGIN_S``; ``MAX_TTL_S`` is the most a
+daemon accepts.
+
+Every answer is MACed too (``sign_reply``: over the request id and the exact reply body, with
+the same key), and the platform refuses an answer that does not verify (ReplyForged): whoever
+else answers on ``daemon.<id>.rpc`` is not believed.
 """
 
 from __future__ import annotations
@@ -16,16 +26,30 @@ import os
 import time
 from collections.abc import Mapping
 
-from contracts.errors import RequestExpired, RequestReplayed, Unauthorized
+from contracts.errors import ReplyForged, RequestExpired, RequestReplayed, Unauthorized
 
 H_ID = "Fleet-Request-Id"
 H_ISSUED = "Fleet-Issued-At"
 H_TTL = "Fleet-Ttl"
 H_SIG = "Fleet-Signature"
+#: On a daemon's answer: the MAC over the request id and the answer's bytes.
+H_REPLY_SIG = "Fleet-Reply-Signature"
 DEFAULT_TTL_S = 30.0
 #: How far a request's issue time may lie in the future (clocks are never quite in step).
 MAX_SKEW_S = 30.0
-MAX_TTL_S = 3600.0 + 60.0  # the longest command timeout, plus the answer's way back
+#: How long before a daemon's start a request may have been issued and still be accepted
+#: (the platform's and the machine's clocks differ a little); FLEET_BOOT_SKEW_S on a daemon.
+BOOT_SKEW_S = 2.0
+#: A request must reach the daemon while its caller still waits; a long command does not need
+#: a long window, only its delivery does.
+MAX_CALL_WINDOW_S = 60.0
+TTL_MARGIN_S = 5.0
+MAX_TTL_S = MAX_CALL_WINDOW_S + TTL_MARGIN_S
+
+
+def request_ttl(timeout_s: float) -> float:
+    """The TTL a call waiting ``timeout_s`` signs its request with."""
+    return min(timeout_s, MAX_CALL_WINDOW_S) + TTL_MARGIN_S
 
 
 class MacKey(bytes):
@@ -71,11 +95,15 @@ def sign(
 
 class ReplayGuard:
     """Request ids seen, each remembered until its request could no longer be accepted.
-    Expired ids leave through a heap, so a check costs O(log n), whatever the traffic."""
+    Expired ids leave through a heap, so a check costs O(log n), whatever the traffic.
 
-    def __init__(self) -> None:
+    ``started_at``: when this guard (its daemon) started; requests issued before it, less
+    ``skew_s``, are refused: their ids may have been seen by a previous process."""
+
+    def __init__(self, started_at: float | None = None, skew_s: float = BOOT_SKEW_S) -> None:
         self._seen: dict[str, float] = {}
         self._expiry: list[tuple[float, str]] = []
+        self.not_before = (time.time() if started_at is None else started_at) - skew_s
 
     def check_and_remember(self, request_id: str, forget_at: float, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:
@@ -111,4 +139,31 @@ def verify(
         raise RequestExpired("request time window is not acceptable")
     if now > issued_at + ttl_s:
         raise RequestExpired(f"request expired {now - issued_at - ttl_s:.1f}s ago")
+    if issued_at < guard.not_before:
+        raise RequestExpired("request was issued before this daemon started")
     guard.check_and_remember(rid, issued_at + ttl_s, now)
+
+
+def _reply_mac(key: bytes, machine_id: str, request_id: str, body: bytes) -> str:
+    # "reply" first: no request MAC (which starts with a machine id) can pass for one.
+    data = f"reply\n{machine_id}\n{request_id}\n".encode() + body
+    if isinstance(key, MacKey):
+        return key.hexmac(data)
+    return hmac.digest(key, data, "sha256").hex()
+
+
+def sign_reply(key: bytes, machine_id: str, request_id: str, body: bytes) -> dict[str, str]:
+    """The headers that authenticate ``body`` as the machine's answer to ``request_id``."""
+    return {H_REPLY_SIG: _reply_mac(key, machine_id, request_id, body)}
+
+
+def verify_reply(
+    key: bytes, machine_id: str, request_id: str, body: bytes, headers: Mapping[str, str] | None
+) -> None:
+    """Raise ReplyForged unless ``body`` is the machine's own answer to ``request_id``."""
+    sig = (headers or {}).get(H_REPLY_SIG)
+    if not sig or not hmac.compare_digest(_reply_mac(key, machine_id, request_id, body), sig):
+        raise ReplyForged(
+            f"the answer from machine {machine_id} does not carry its signature: not believed "
+            "(another client answered on its RPC subject, or the daemon predates signed answers)"
+        )

@@ -17,10 +17,30 @@ class EventKind(StrEnum):
     FAILED = "failed"
     ARCHIVED = "archived"
     UNRESPONSIVE = "unresponsive"
+    #: The setup pusher wrote a changed configuration's .env to a running machine.
+    ENV_PUSHED = "env-pushed"
+    #: The setup pusher reconciled a running machine's checkouts with the instance's repos.
+    REPOS_RECONCILED = "repos-reconciled"
 
 
-#: Subjects captured by the stream: every kind above, for any machine.
-STREAM_SUBJECTS: tuple[str, ...] = tuple(f"machine.{k.value}.*" for k in EventKind)
+class ConfigKind(StrEnum):
+    """Events about an instance's (or the platform's) configuration, not about one machine:
+    ``config.<kind>.<scope>``, where the scope is an instance id or ``platform``."""
+
+    ENV_CHANGED = "env-changed"
+    REPOS_CHANGED = "repos-changed"
+
+
+#: The scope token of a platform-wide configuration change (instance ids start with ``i-``).
+PLATFORM_SCOPE = "platform"
+
+#: Subjects captured by the stream: every kind above, for any machine or configuration scope.
+STREAM_SUBJECTS: tuple[str, ...] = tuple(f"machine.{k.value}.*" for k in EventKind) + tuple(
+    f"config.{k.value}.*" for k in ConfigKind
+)
+
+#: Every configuration event (`nats sub 'config.>'`).
+ALL_CONFIG_EVENTS = "config.>"
 
 #: What a monitor subscribes to in order to see every event (`nats sub 'machine.>'`).
 ALL_MACHINE_EVENTS = "machine.>"
@@ -31,9 +51,16 @@ def event(kind: EventKind, machine_id: str) -> str:
     return f"machine.{kind.value}.{machine_id}"
 
 
-def event_filter(kind: EventKind) -> str:
-    """Every machine's events of one kind, for a consumer's filter subject."""
+def event_filter(kind: EventKind | ConfigKind) -> str:
+    """Every machine's (or scope's) events of one kind, for a consumer's filter subject."""
+    if isinstance(kind, ConfigKind):
+        return f"config.{kind.value}.*"
     return f"machine.{kind.value}.*"
+
+
+def config_event(kind: ConfigKind, instance_id: str | None) -> str:
+    """``config.<kind>.<instanceId>``, or ``config.<kind>.platform`` for platform-wide."""
+    return f"config.{kind.value}.{instance_id or PLATFORM_SCOPE}"
 
 
 def machine_events(machine_id: str) -> str:
@@ -56,9 +83,37 @@ def daemon_rpc(machine_id: str) -> str:
     return f"daemon.{machine_id}.rpc"
 
 
+def exec_output(machine_id: str, stream_id: str) -> str:
+    """Where a daemon publishes a streamed command's output chunks (core NATS, not stored).
+    ``stream_id="*"``: every stream of that machine (its publish permission)."""
+    return f"daemon.{machine_id}.output.{stream_id}"
+
+
 def machine_inbox_prefix(machine_id: str) -> str:
     """A machine's private reply inbox prefix (so its replies cannot be read by other machines)."""
     return f"_INBOX_{machine_id}"
+
+
+# --- codemode (see contracts.codemode) ---------------------------------------------------------
+#: Run jobs, shared by the codemode replicas through the queue group ``CODEMODE_QUEUE``.
+CODEMODE_RUN = "codemode.run"
+CODEMODE_DESCRIBE = "codemode.describe"
+CODEMODE_QUEUE = "codemode"
+#: Every run's events (``codemode.<runId>.event``).
+ALL_CODEMODE_EVENTS = "codemode.*.event"
+
+
+def codemode_events(run_id: str) -> str:
+    return f"codemode.{run_id}.event"
+
+
+def codemode_tool(run_id: str) -> str:
+    """Where the gateway that started a run performs its ``fleet``/``machine`` tool calls."""
+    return f"codemode.{run_id}.tool"
+
+
+def codemode_cancel(run_id: str) -> str:
+    return f"codemode.{run_id}.cancel"
 
 
 # --- NATS server subjects fleetd's configuration and services name ----------------------------

@@ -1,13 +1,16 @@
 """The ``.env`` format, both ways: the builder (a pure function from env vars, and proxy/CA
 settings, to file content) and its exact inverse, the parser the daemon reads it with.
 
-Values are single-quoted with ``\\`` and ``'`` escaped, the one dotenv quoting in which every
-string (newlines, quotes, ``#``, ``$`` included) round-trips through python-dotenv's parser: a
-value can never end its line early and add a variable. Names are checked, not escaped.
-Readers should load the file without ``${VAR}`` interpolation to get values byte for byte.
+The file is read by python-dotenv (with or without interpolation) and by POSIX sh
+(``set -a; . ~/.fleet/.env``), so every value is written in a quoting both read the same way
+and in which sh runs nothing: single quotes (sh takes everything literally), or double quotes
+for a value with a ``'`` but no ``"``, ``$``, backquote or backslash. A value neither carries
+unchanged is refused (``contracts.validation.env_value_quoting``): at ``env.set`` time, and
+here, naming the variable, for one stored before the rule. Names are checked, not escaped.
 
 The parser is ours rather than python-dotenv's: the daemon must not depend on a dev-only
-package, and values are taken byte for byte, never interpolated.
+package, and values are taken byte for byte, never interpolated. It still reads the
+backslash escapes older fleetd versions wrote in single quotes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from contracts.validation import check_env_name
+from contracts.validation import check_env_name, env_value_quoting
 
 HEADER = "# Written by fleetd on every setup push; edits here are overwritten.\n"
 
@@ -30,10 +33,16 @@ CA_VARS = (
 )
 
 
-def quote(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("env values cannot contain NUL characters")
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def quote(value: str, name: str = "value") -> str:
+    """``value`` quoted for the .env; ValueError naming ``name`` if no quoting carries it."""
+    mark = env_value_quoting(value)
+    if mark is None:
+        raise ValueError(
+            f"{name}: the value cannot be written to the .env so that python-dotenv and sh read "
+            "the same (NUL, carriage return, ${...}, a backslash pair or final backslash, or a "
+            'single quote together with one of " $ ` \\); set it again without them'
+        )
+    return mark + value + mark
 
 
 def proxy_and_ca_vars(
@@ -61,7 +70,7 @@ def render(env: Mapping[str, str]) -> str:
     lines = [HEADER]
     for name, value in env.items():
         check_env_name(name)
-        lines.append(f"{name}={quote(value)}\n")
+        lines.append(f"{name}={quote(value, name)}\n")
     return "".join(lines)
 
 
@@ -81,6 +90,8 @@ _ASSIGN = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \
 #: A quoted value: any character but ' and \, or a backslash pair. Possessive (*+) so an
 #: unterminated quote fails in linear time instead of backtracking.
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*+)'[ \t]*(?:#[^\n]*)?(?:\n|\Z)", re.DOTALL)
+#: A double-quoted value, as render() writes it: nothing inside is special.
+_DOUBLE = re.compile(r'"([^"\\$`]*)"[ \t]*(?:#[^\n]*)?(?:\n|\Z)')
 _BARE = re.compile(r"([^\n]*)(?:\n|\Z)")
 _SKIP = re.compile(r"[ \t]*(?:#[^\n]*)?(?:\n|\Z)")
 _UNESCAPE = re.compile(r"\\([\\'])")
@@ -110,6 +121,12 @@ def parse_env_file(text: str) -> dict[str, str]:
                     f"line {_line_no(text, pos)}: unterminated quote, or text after it"
                 )
             env[assign.group(1)] = _UNESCAPE.sub(r"\1", quoted.group(1))
+        elif text.startswith('"', pos):
+            quoted = _DOUBLE.match(text, pos)
+            if quoted is None:
+                raise ValueError(f"line {_line_no(text, pos)}: a double-quoted value fleetd would "
+                                 "not have written (unterminated, or with \\, $ or `)")  # fmt: skip
+            env[assign.group(1)] = quoted.group(1)
         else:
             quoted = _BARE.match(text, pos)
             assert quoted is not None  # matches anything, even the empty string

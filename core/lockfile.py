@@ -1,5 +1,6 @@
-"""One daemon per machine home: ``~/.fleet/daemon.lock``, created with O_EXCL, holding the
-holder's pid and /proc start time.
+"""One holder per lock file, created with O_EXCL, holding the holder's pid and /proc start time:
+one daemon per machine home (``~/.fleet/daemon.lock``, ``DaemonLock``), one ``fleet up`` per
+data dir (``<data-dir>/fleet-up.lock``, ``PidLock``).
 
 O_EXCL makes creating the file the atomic "I hold it" step. A daemon killed with SIGKILL
 cannot remove its file, so a file whose pid is gone (or reused by another process: the start
@@ -24,12 +25,14 @@ from core import procinfo
 log = structlog.get_logger(__name__)
 
 
+_DAEMON_HINT = "stop it first (fleet-daemon stop) or run `fleet-daemon status`"
+
+
 class AlreadyRunning(Exception):
-    def __init__(self, path: Path, pid: int | None) -> None:
-        super().__init__(
-            f"another fleet-daemon (pid {pid or '?'}) holds {path}; "
-            f"stop it first (fleet-daemon stop) or run `fleet-daemon status`"
-        )
+    def __init__(
+        self, path: Path, pid: int | None, what: str = "fleet-daemon", hint: str = _DAEMON_HINT
+    ) -> None:
+        super().__init__(f"another {what} (pid {pid or '?'}) holds {path}; {hint}")
         self.pid = pid
 
 
@@ -52,9 +55,12 @@ def holder_pid(home: Path) -> int | None:
     return pid if pid is not None and procinfo.is_alive(pid, ticks) else None
 
 
-class DaemonLock:
-    def __init__(self, home: Path) -> None:
-        self.path = lock_path(home)
+class PidLock:
+    """``what`` and ``hint`` name the holder in the refusal (``AlreadyRunning``)."""
+
+    def __init__(self, path: Path, what: str, hint: str) -> None:
+        self.path = path
+        self._what, self._hint = what, hint
         self._held = False
 
     def acquire(self, *, handover_from: int | None = None, wait_s: float = 15.0) -> None:
@@ -82,8 +88,8 @@ class DaemonLock:
                     if pid == me:  # we re-executed ourselves in place (daemon.selfUpdate)
                         break
                     if pid is not None and procinfo.is_alive(pid, ticks):
-                        raise AlreadyRunning(self.path, pid) from None
-                    log.warning("daemon.stale_lock_taken_over", path=str(self.path), pid=pid)
+                        raise AlreadyRunning(self.path, pid, self._what, self._hint) from None
+                    log.warning("lock.stale_taken_over", path=str(self.path), pid=pid)
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.path)
                     continue
@@ -91,7 +97,7 @@ class DaemonLock:
                     f.write(f"{me} {procinfo.start_ticks(me)}\n")
                 break
             else:
-                raise AlreadyRunning(self.path, None)
+                raise AlreadyRunning(self.path, None, self._what, self._hint)
         self._held = True
 
     @contextlib.contextmanager
@@ -117,3 +123,8 @@ class DaemonLock:
     def keep_for_exec(self) -> None:
         """We are about to exec ourselves: the same pid keeps the lock across the exec."""
         self._held = False
+
+
+class DaemonLock(PidLock):
+    def __init__(self, home: Path) -> None:
+        super().__init__(lock_path(home), "fleet-daemon", _DAEMON_HINT)

@@ -5,6 +5,7 @@ The format itself (and its parser) is ``core.dotenv``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ class EnvFile:
     path: Path
     _seen: Signature = None
     _values: dict[str, str] = field(default_factory=dict)
+    #: The sha256 of the contents ``load`` last returned (None: no file). A rewrite of the
+    #: same bytes (a no-op push: new inode and mtime) leaves it as it is.
+    digest: str | None = None
 
     def load(self) -> dict[str, str]:
         sig = signature(self.path)
@@ -44,8 +48,9 @@ class EnvFile:
             return dict(self._values)
         self._seen = sig
         try:
-            text = self.path.read_text(encoding="utf-8") if sig is not None else ""
-            self._values = parse_env_file(text)
+            raw = self.path.read_bytes() if sig is not None else None
+            self._values = parse_env_file(raw.decode() if raw is not None else "")
+            self.digest = hashlib.sha256(raw).hexdigest() if raw is not None else None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             log.warning("process.env_invalid", path=str(self.path), error=str(exc))
         return dict(self._values)

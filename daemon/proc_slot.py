@@ -79,6 +79,7 @@ class ProcessSlot:
             f"{LOG_DIR}/{rec.tag}.log" if rec.tag else f"{LOG_DIR}/.new-{secrets.token_hex(4)}.log"
         )
         env = child_env(home, environ, env_file, rec.env)
+        rec.env_sha256 = env_file.digest  # what this process sees, for on-env-change
         try:
             fd = open_log(home / rel)
         except OSError as exc:

@@ -279,6 +279,7 @@ class ProcessManager:
             if now == seen:
                 continue
             seen = now
+            self._env.load()  # re-read (and hash) only when the file moved
             try:
                 await self._env_changed()
             except (OSError, FleetError) as exc:
@@ -287,8 +288,13 @@ class ProcessManager:
                 log.exception("process.env_restart_crashed", error=repr(exc))
 
     async def _env_changed(self) -> None:
-        entries = [e for e in self._managed if e.live and e.rec.restart == "on-env-change"]
-        log.info("process.env_changed", restarting=len(entries))
+        digest = self._env.digest
+        entries = [e for e in self._managed if e.live and e.rec.restart == "on-env-change"
+                   and e.rec.env_sha256 != digest]  # fmt: skip
+        if not entries:  # a no-op push (the same bytes again) restarts nothing
+            log.info("process.env_unchanged", sha256=digest)
+            return
+        log.info("process.env_changed", restarting=len(entries), sha256=digest)
         results = await asyncio.gather(
             *(self._restart(e, "env-changed") for e in entries), return_exceptions=True
         )

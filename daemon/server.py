@@ -48,7 +48,7 @@ from contracts.events import (
 )
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error
-from contracts.signing import ReplayGuard, signing_key, verify
+from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
 from core import natsconn
 from core.backoff import backoff_s
 from core.lockfile import DaemonLock
@@ -56,11 +56,14 @@ from core.version import git_sha, package_version
 from daemon import tools, update
 from daemon.lifecycle import Lifecycle
 from daemon.settings import DaemonSettings
+from daemon.streaming import ExecStreams, daemon_log
 
 log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()
 
 _CONNECT_BACKOFF_CAP_S = 10.0
+#: Room left in an answer's NATS message for its headers (the reply MAC).
+_REPLY_HEADROOM = 256
 
 
 ExitMode = Literal["stop", "exec", "handover"]
@@ -87,8 +90,13 @@ class Daemon:
         self._key = signing_key(settings.machine_token)
         self._lock = DaemonLock(settings.home_path)
         self._life = Lifecycle(settings, request_stop=self.request_stop) if self.lifecycle else None
-        self._replays = ReplayGuard()
+        self._replays = ReplayGuard(skew_s=settings.boot_skew_s)
         self._umask = tools.current_umask()
+        self._streams = ExecStreams(
+            home=settings.home_path, machine_id=settings.machine_id, environ=os.environ,
+            output_cap=settings.exec_output_cap, publish=self._publish_chunk,
+            procs=self._life.procs if self._life is not None else None,
+        )  # fmt: skip
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False
@@ -262,15 +270,19 @@ class Daemon:
             answer: bytes | None = encode_error(exc)
         else:
             answer = await self._dispatcher.handle(msg.data, None)
-        if answer is not None and len(answer) > self.nc.max_payload:
+        limit = self.nc.max_payload - _REPLY_HEADROOM
+        if answer is not None and len(answer) > limit:
             # Too big to send back: say so, rather than leave the caller waiting for nothing.
             answer = encode_error(PayloadTooLarge(
-                f"the answer is {len(answer)} bytes, over the {self.nc.max_payload} byte limit; "
+                f"the answer is {len(answer)} bytes, over the {limit} byte limit; "
                 "lower FLEET_EXEC_OUTPUT_CAP or write the output to a file"
             ))  # fmt: skip
         if answer is not None and msg.reply:
+            # MACed with the request's id: the platform believes no one else's answer.
+            rid = (msg.headers or {}).get(H_ID, "")
+            headers = sign_reply(self._key, self.settings.machine_id, rid, answer)
             try:
-                await msg.respond(answer)
+                await self.nc.publish(msg.reply, answer, headers=headers)
             except nats.errors.Error as exc:
                 log.warning("daemon.reply_failed", error=str(exc), size=len(answer))
 
@@ -288,7 +300,13 @@ class Daemon:
         r.register(d.PROCESS_LOGS, self._process_logs)
         r.register(d.SELF_UPDATE, self._self_update)
         r.register(d.STOP, self._stop)
+        r.register(d.EXEC_STREAM, self._streams.exec_stream)
+        r.register(d.EXEC_KILL, self._streams.exec_kill)
+        r.register(d.DAEMON_LOG, daemon_log)
         return r
+
+    async def _publish_chunk(self, subject: str, data: bytes) -> None:
+        await self.nc.publish(subject, data)  # buffered: flushed by the client, never awaited
 
     async def _write_file(self, params: WriteFileParams, _: None) -> WriteFileResult:
         if len(params.content) < 256 * 1024:
@@ -360,7 +378,8 @@ class _MethodOnly(msgspec.Struct):
 
 _METHOD_OF = msgspec.json.Decoder(_MethodOnly)
 #: Methods whose handlers never wait on anything but a small local file.
-_AT_ONCE = frozenset(s.name for s in (d.HEALTH, d.GET_VERSION, d.WRITE_FILE, d.PROCESS_LIST))
+_AT_ONCE = frozenset(s.name for s in (d.HEALTH, d.GET_VERSION, d.WRITE_FILE, d.PROCESS_LIST,
+                                      d.EXEC_KILL))  # fmt: skip
 #: Above this, tool.writeFile writes in a thread (see _write_file): not "at once".
 _AT_ONCE_MAX_BYTES = 192 * 1024
 

@@ -19,6 +19,9 @@ class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):
     exec_output_cap: int = 256 * 1024
     #: Seconds between heartbeats on machine.heartbeat.<id>.
     heartbeat_s: float = 5.0
+    #: A signed request issued more than this before the daemon started is refused (its id
+    #: may have been seen by the previous daemon); room for the clocks' difference.
+    boot_skew_s: float = 2.0
     #: Set by a daemon handing over to this one: its pid (we wait for it to let go).
     handover_from: int | None = None
     env: str = "dev"

@@ -49,6 +49,9 @@ class TrackedProcess(msgspec.Struct, rename="camel", kw_only=True):
     #: Still the daemon's to supervise (running, or waiting out a restart backoff): a daemon
     #: that takes over restarts it if it is gone.
     managed: bool = False
+    #: The sha256 of the .env it was started with (None: none, or unknown): an on-env-change
+    #: process restarts only when the .env's content differs from what it saw.
+    env_sha256: str | None = None
 
 
 class CronRun(msgspec.Struct, rename="camel", kw_only=True):

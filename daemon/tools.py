@@ -7,7 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import structlog
@@ -33,6 +33,8 @@ _READ_CHUNK = 64 * 1024
 #: After a command exits, how long its output pipes may stay open; a background child that
 #: still holds them then is killed with the rest of the command's process group.
 _PIPE_GRACE_S = 2.0
+#: Called with ("stdout" | "stderr", bytes) for each piece of output kept.
+OnChunk = Callable[[str, bytes], Awaitable[None]]
 
 
 def resolve_path(home: Path, path: str, field: str = "$.path") -> Path:
@@ -68,9 +70,9 @@ def write_file(home: Path, params: WriteFileParams, umask: int | None = None) ->
     data = params.content.encode()
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = _create(tmp, params.mode & 0o777)
+        fd = _create(tmp, params.mode)
         try:
-            if umask is None or params.mode & ~0o777 or params.mode & umask:
+            if umask is None or params.mode & umask:
                 os.fchmod(fd, params.mode)  # the umask must not weaken what was asked
             view = memoryview(data)
             while view:
@@ -124,9 +126,11 @@ async def exec_command(
     *,
     on_spawn: Callable[[int], None] | None = None,
     on_exit: Callable[[int], None] | None = None,
+    on_chunk: OnChunk | None = None,
 ) -> ExecCommandResult:
     """``on_spawn``/``on_exit`` get the child's pid once it runs / once it is reaped (the
-    daemon tracks exec children in its state file, so doctor can find runaways)."""
+    daemon tracks exec children in its state file, so doctor can find runaways);
+    ``on_chunk`` gets each piece of output as it is read (within the cap), for streaming."""
     cwd = resolve_path(home, params.cwd, "$.cwd") if params.cwd else home
     if not cwd.is_dir():
         raise ToolError(f"cwd {cwd} is not a directory on the machine")
@@ -151,8 +155,8 @@ async def exec_command(
         on_spawn(proc.pid)
     assert proc.stdout is not None
     assert proc.stderr is not None
-    out = _CappedReader(proc.stdout, output_cap)
-    err = _CappedReader(proc.stderr, output_cap)
+    out = _CappedReader(proc.stdout, output_cap, "stdout", on_chunk)
+    err = _CappedReader(proc.stderr, output_cap, "stderr", on_chunk)
     readers = asyncio.gather(out.run(), err.run())
     timed_out = False
     try:
@@ -208,9 +212,13 @@ class _CappedReader:
     """Reads a pipe to its end, keeping at most ``cap`` bytes (so a chatty command cannot
     exhaust the daemon's memory or the RPC's payload limit)."""
 
-    def __init__(self, stream: asyncio.StreamReader, cap: int) -> None:
+    def __init__(
+        self, stream: asyncio.StreamReader, cap: int, name: str, on_chunk: OnChunk | None
+    ) -> None:
         self._stream = stream
         self._cap = cap
+        self._name = name
+        self._on_chunk = on_chunk
         self._chunks: list[bytes] = []
         self._size = 0
         self.truncated = False
@@ -224,6 +232,8 @@ class _CappedReader:
             if chunk:
                 self._chunks.append(chunk)
                 self._size += len(chunk)
+                if self._on_chunk is not None:
+                    await self._on_chunk(self._name, chunk)
 
     def text(self) -> str:
         return b"".join(self._chunks).decode(errors="replace")

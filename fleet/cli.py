@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from contracts.errors import FleetError
-from fleet import cli_machines, cli_records
+from fleet import cli_code, cli_machines, cli_records
 from fleet.cli_common import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     _up(sub)
     cli_records.register(sub)
     cli_machines.register(sub)
+    cli_code.register(sub)
     return p
 
 

@@ -10,6 +10,7 @@ import sys
 from contracts.events import Event, MachineReady
 from contracts.models import Machine
 from contracts.subjects import EventKind
+from fleet import cli_live
 from fleet.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -68,6 +69,9 @@ def _machines(g: SubAction) -> None:
     ex.add_argument("machine_id")
     ex.add_argument("--cwd", help="relative to the machine's home")
     ex.add_argument("--timeout", type=float, help="seconds before the command is killed")
+    dl = command(g, "logs", cli_live.daemon_log, "the last lines of the machine's daemon log")
+    dl.add_argument("machine_id")
+    dl.add_argument("-n", "--lines", type=int, default=200)
     # The command itself comes after `--`: main() splits it off before argparse sees it.
     wr = command(g, "write", _machines_write, "write stdin (or --content) to PATH on the machine")
     wr.add_argument("machine_id")
@@ -147,17 +151,7 @@ def _argv(a: Args, what: str) -> list[str]:
 
 
 async def _machines_exec(c: FleetClient, a: Args) -> int:
-    r = await c.exec(a.machine_id, _argv(a, "machines exec"), timeout_s=a.timeout, cwd=a.cwd)
-    if a.json:
-        print(to_json(r))
-    else:
-        sys.stdout.write(r.stdout)
-        sys.stderr.write(r.stderr if r.stderr.endswith("\n") or not r.stderr else r.stderr + "\n")
-        if r.timed_out:
-            print("fleet: the command timed out and was killed", file=sys.stderr)
-        if r.truncated:
-            print("fleet: the output was cut at the daemon's output cap", file=sys.stderr)
-    return r.exit_code if 0 <= r.exit_code < 256 else EXIT_FAILED
+    return await cli_live.machines_exec(c, a, _argv(a, "machines exec"))
 
 
 async def _machines_write(c: FleetClient, a: Args) -> int:
@@ -196,6 +190,7 @@ def _processes(g: SubAction) -> None:
     kill = command(g, "kill", _proc_kill, "stop it (its process group): TERM, then KILL")
     logs = command(g, "logs", _proc_logs, "the last lines of its output")
     logs.add_argument("--tail", type=int, default=100)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     for p in (kill, logs):
         p.add_argument("machine_id")
         which = p.add_mutually_exclusive_group(required=True)
@@ -220,6 +215,8 @@ async def _proc_kill(c: FleetClient, a: Args) -> int:
 
 
 async def _proc_logs(c: FleetClient, a: Args) -> int:
+    if a.follow:
+        return await cli_live.follow_process_log(c, a)
     r = await c.process_logs(a.machine_id, pid=a.pid, tag=a.tag, tail=a.tail)
     return emit(a, r, lambda: "\n".join(r.lines))
 

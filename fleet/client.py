@@ -6,9 +6,8 @@ async with FleetClient("http://127.0.0.1:8080", token) as fleet:
     box = await fleet.machine(machine.id).wait_ready()      # or: await fleet.instance_machine(id)
     result = await fleet.exec(machine.id, ["git", "status"], cwd="src")
 
-Every gateway method in ``contracts.gateway_rpc.GATEWAY_METHODS`` has a method here
-(``tests/unit/test_client_methods.py`` keeps it that way); ``call(spec, params)`` reaches any
-method through its spec constant, typed: ``await fleet.call(MACHINES_GET, MachineRef(...))``.
+Every gateway method has a method here or in a mixin (``fleet/client_<area>.py``; the test
+``tests/unit/test_client_methods.py`` keeps it so); ``call(spec, params)`` reaches any, typed.
 """
 
 from __future__ import annotations
@@ -33,14 +32,16 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import FleetError, NotFound, Unauthorized
-from contracts.events import Event, decode_event, kind_of
+from contracts.events import Event, decode_machine_event, kind_of
 from contracts.gateway_rpc import CreatedToken, CronSetResult, RefreshCodeResult, RefreshEnvResult
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call, new_params
 from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
+from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
+from fleet.client_live import LiveClient
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import sse_messages
 
@@ -53,7 +54,7 @@ class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
 
 
-class FleetClient(EventsClient):
+class FleetClient(EventsClient, LiveClient, CodemodeMethods):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._token = token
@@ -116,8 +117,7 @@ class FleetClient(EventsClient):
             raise self._unreachable(exc) from None
         return decode_result(spec, data)
 
-    # Params are built with new_params: a check the server would make in the params' own
-    # __post_init__ (a repo URL, an env name) fails here as InvalidParams, as it would there.
+    # Params via new_params: a server-side __post_init__ check fails here too, as InvalidParams.
 
     # --- instances, env, repos, tokens --------------------------------------------------------
     async def create_instance(self, name: str) -> Instance:
@@ -341,7 +341,7 @@ class FleetClient(EventsClient):
                         overflowed = True
                         break
                     last = seq
-                    event = decode_event(data)
+                    event = decode_machine_event(data)
                     if wanted is None or kind_of(event).value in wanted:
                         yield seq, event
             if not overflowed:

@@ -4,6 +4,8 @@ test fixtures, so tests run against exactly what users run."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -18,6 +20,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+import nats
+import nats.errors
 
 from contracts import subjects
 
@@ -238,10 +243,13 @@ class NatsServer(_Server):
     name = "nats"
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, *, auth: NatsAuth | None = None
-    ) -> None:
+        self, data_dir: Path, port: int | None = None, *, auth: NatsAuth | None = None,
+        monitor: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__(data_dir, port)
-        self.monitor_port = free_port()
+        #: The HTTP monitoring port, on 127.0.0.1, or 0: none (the default). It has no
+        #: authentication and lists every connection (every machine id) to any local user.
+        self.monitor_port = free_port() if monitor else 0
         self.config_path = data_dir / "nats.conf"
         #: None: no authentication at all (the default).
         self.auth = auth
@@ -254,8 +262,8 @@ class NatsServer(_Server):
         store = (self.data_dir / "jetstream").resolve()
         base = (
             f"listen: 127.0.0.1:{self.port}\n"
-            f"http: 127.0.0.1:{self.monitor_port}\n"
-            "server_name: fleetd\n"
+            + (f"http: 127.0.0.1:{self.monitor_port}\n" if self.monitor_port else "")
+            + "server_name: fleetd\n"
             f'jetstream {{ store_dir: "{store}" }}\n'
         )
         return base if self.auth is None else base + self.auth.config()
@@ -273,15 +281,29 @@ class NatsServer(_Server):
 
     def wait_ready(self) -> None:
         super().wait_ready()
-        # Accepting connections is not enough: wait until JetStream answers too.
-        url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        # Accepting connections is not enough: wait until JetStream answers too. Asked over
+        # NATS itself (as a service user), so no monitoring port is needed. In a thread of its
+        # own: the caller may or may not be inside an event loop.
         deadline = time.monotonic() + _START_TIMEOUT_S
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            if not pool.submit(asyncio.run, self._jetstream_ready(deadline)).result():
+                raise ServerStartError("nats-server started but JetStream did not become ready")
+
+    async def _jetstream_ready(self, deadline: float) -> bool:
+        creds: dict[str, str] = {}
+        if self.auth is not None:
+            creds = {"user": self.auth.SERVICE_USER, "password": self.auth.service_password}
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-            time.sleep(0.05)
-        raise ServerStartError("nats-server started but JetStream did not become ready")
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                nc = await nats.connect(self.url, allow_reconnect=False, connect_timeout=1,
+                                        max_reconnect_attempts=0, **creds)  # fmt: skip
+                try:
+                    await nc.jetstream(timeout=1).account_info()
+                    return True
+                finally:
+                    await nc.close()
+            await asyncio.sleep(0.05)
+        return False
 
 
 class ValkeyServer(_Server):

@@ -23,6 +23,7 @@ from pathlib import Path
 import msgspec
 
 from core.backoff import backoff_s
+from core.lockfile import AlreadyRunning, PidLock
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from providers.local import stop_all_local
 from providers.sandbox import probe as sandbox_probe
@@ -32,7 +33,9 @@ from services.common.settings import Settings
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The
 #: auth callout comes first: machines cannot connect without it.
-SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "gateway")
+#: In the data dir, held by the running `fleet up` (its pid and start time).
+LOCK_NAME = "fleet-up.lock"
+SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode", "gateway")
 _HEALTHY_AFTER_S = 30.0  # a service up this long has its restart backoff reset
 _MAX_BACKOFF_S = 30.0
 
@@ -155,7 +158,16 @@ def up(opts: UpOptions) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # One `fleet up` per data dir: a second would start another NATS and valkey on the same
+    # files. Held before anything starts; released last.
+    lock = PidLock(data_dir / LOCK_NAME, "fleet up", "stop it first, or use another --data-dir")
+    try:
+        lock.acquire(wait_s=0)
+    except AlreadyRunning as exc:
+        print(f"fleet up: {exc}", file=sys.stderr, flush=True)
+        return 1
     with ExitStack() as stack:  # unwinds in reverse: services, machines, then the servers
+        stack.callback(lock.release)
         settings, auth, seed = _servers(stack, opts, data_dir)
         stack.callback(_stop_machines, data_dir)
         env = {**os.environ, **settings.to_env()}

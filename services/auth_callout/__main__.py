@@ -45,6 +45,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         box=SecretBox(settings.secret_key),
         issuer=issuer,
         account=settings.callout_account,
+        max_payload=settings.machine_max_payload,
     )
     await stack.enter_async_context(svc.serving(nc))
 

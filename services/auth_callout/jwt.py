@@ -211,12 +211,15 @@ def parse_auth_request(token: str, *, now: float | None = None) -> AuthRequest:
 
 def machine_permissions(machine_id: str) -> dict[str, Any]:
     """Exactly what a machine may do: serve its own RPC subject, receive on its private inbox,
-    publish its own status reports and heartbeats, and answer requests it received."""
+    publish its own status reports, heartbeats and streamed output, and answer requests it
+    received."""
     return {
         "pub": {
             "allow": [
                 subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, machine_id),
                 subjects.heartbeat(machine_id),
+                # Its own streamed output only: it cannot write into another machine's stream.
+                subjects.exec_output(machine_id, "*"),
             ]
         },
         "sub": {
@@ -230,9 +233,14 @@ def machine_permissions(machine_id: str) -> dict[str, Any]:
     }
 
 
+#: A machine's default payload limit: the NATS default max_payload (its answers carry output).
+DEFAULT_MACHINE_PAYLOAD = 1024 * 1024
+
+
 def user_claims(
-    *, user_nkey: str, machine_id: str, account: str, expires_at: int | None = None
-) -> dict[str, Any]:
+    *, user_nkey: str, machine_id: str, account: str, expires_at: int | None = None,
+    max_payload: int = DEFAULT_MACHINE_PAYLOAD,
+) -> dict[str, Any]:  # fmt: skip
     """The machine's user JWT claims. ``aud`` is the account the server binds the connection
     to (non-operator mode): a wrong one would put the machine in another account."""
     claims: dict[str, Any] = {
@@ -245,7 +253,8 @@ def user_claims(
             "allowed_connection_types": ["STANDARD"],
             "subs": -1,
             "data": -1,
-            "payload": -1,
+            # The server refuses a larger message from this machine (issue 13: no payload cap).
+            "payload": max_payload,
             "type": "user",
             "version": CLAIMS_VERSION,
         },
@@ -263,10 +272,12 @@ def user_jwt(
     account: str,
     expires_at: int | None = None,
     now: float | None = None,
+    max_payload: int = DEFAULT_MACHINE_PAYLOAD,
 ) -> str:
     claims = user_claims(
-        user_nkey=user_nkey, machine_id=machine_id, account=account, expires_at=expires_at
-    )
+        user_nkey=user_nkey, machine_id=machine_id, account=account, expires_at=expires_at,
+        max_payload=max_payload,
+    )  # fmt: skip
     return encode(claims, issuer, now=now)
 
 

@@ -53,8 +53,12 @@ class Decision:
 
 
 class AuthCallout:
-    def __init__(self, *, store: Store, box: SecretBox, issuer: jwt.Issuer, account: str) -> None:
+    def __init__(
+        self, *, store: Store, box: SecretBox, issuer: jwt.Issuer, account: str,
+        max_payload: int = jwt.DEFAULT_MACHINE_PAYLOAD,
+    ) -> None:  # fmt: skip
         self.store = store
+        self.max_payload = max_payload
         self.box = box
         self.issuer = issuer
         self.account = account
@@ -98,6 +102,7 @@ class AuthCallout:
             user_nkey=request.user_nkey,
             machine_id=decision.machine_id,
             account=self.account,
+            max_payload=self.max_payload,
         )
         log.info(
             "callout.authorized",

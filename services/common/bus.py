@@ -12,10 +12,10 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from contracts import subjects
-from contracts.events import Event, encode_event, subject_of
+from contracts.events import AnyEvent, encode_event, subject_of
 from core import natsconn
 from services.common.settings import Settings
 
@@ -26,14 +26,21 @@ DUPLICATE_WINDOW_S = 120.0
 _PUBLISH_ATTEMPTS = 8
 
 
-def stream_config(replicas: int = 1) -> StreamConfig:
+def stream_config(settings: Settings | None = None) -> StreamConfig:
+    s = settings or Settings()
     return StreamConfig(
         name=subjects.STREAM_NAME,
         subjects=list(subjects.STREAM_SUBJECTS),
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_S,
-        max_age=30 * 24 * 3600.0,
-        num_replicas=replicas,
+        num_replicas=s.stream_replicas,
+        # Limits (issue 13): a machine may publish on its own status subject, so it could
+        # otherwise store any number of events of any size for a month.
+        max_age=s.stream_max_age_s,
+        max_bytes=s.stream_max_bytes,
+        max_msg_size=s.stream_max_msg_size,
+        max_msgs_per_subject=s.stream_max_msgs_per_subject,
+        discard=DiscardPolicy.OLD,
     )
 
 
@@ -70,7 +77,7 @@ class Bus:
     async def __aenter__(self) -> Bus:
         self._nc = await connect_nats(self._settings, name=self._name)
         self._js = self._nc.jetstream()
-        await ensure_stream(self._js, self._settings.stream_replicas)
+        await ensure_stream(self._js, self._settings)
         return self
 
     async def __aexit__(
@@ -84,7 +91,7 @@ class Bus:
                 log.warning("bus.drain_failed", error=str(exc))
                 await nc.close()
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: AnyEvent) -> None:
         """Store one event in the stream; retried, deduplicated by its event id."""
         subject = subject_of(event)
         await natsconn.publish_stored(
@@ -92,13 +99,13 @@ class Bus:
         )
         log.debug("bus.published", subject=subject, event_id=event.event_id)
 
-    async def publish_many(self, events: Iterable[Event]) -> None:
+    async def publish_many(self, events: Iterable[AnyEvent]) -> None:
         """Independent events, pipelined rather than awaited one by one."""
         await asyncio.gather(*(self.publish(e) for e in events))
 
 
-async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
-    config = stream_config(replicas)
+async def ensure_stream(js: JetStreamContext, settings: Settings | None = None) -> None:
+    config = stream_config(settings)
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:

@@ -6,8 +6,9 @@ The rules:
 - a handler that raises is retried (nak with a growing delay) up to ``max_attempts``; then
   ``give_up`` records the failure (``machine.failed``) and the event is terminated, so a poison
   event never blocks the ones behind it;
-- a ``Permanent`` error gives up at once; an undecodable event, or one of another class than the
-  consumer's, is logged and terminated;
+- a ``Permanent`` error gives up at once; an undecodable event, one of another class than the
+  consumer's, or one whose kind or machine id differs from its subject's (a forgery: see
+  ``contracts.events.matches_subject``) is logged once and terminated;
 - on exit, fetching stops and in-flight handlers get ``drain_s`` to finish; whatever is still
   unacked is redelivered to another replica (or to this one when it comes back).
 """
@@ -28,7 +29,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts import subjects
-from contracts.events import Event, decode_event, kind_of_class, now
+from contracts.events import (
+    AnyEvent,
+    decode_event,
+    kind_of_class,
+    matches_subject,
+    now,
+    scope_of,
+    subject_of,
+)
 from core.backoff import backoff_s
 from services.common.bus import Bus
 from services.common.metrics import Metrics
@@ -36,7 +45,7 @@ from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound=AnyEvent)
 Handler = Callable[[E], Awaitable[None]]
 GiveUp = Callable[[E, str], Awaitable[None]]
 
@@ -191,6 +200,15 @@ class Consumer(Generic[E]):
             await msg.term()
             self._metrics.event_handled(self._durable, "poison")
             return
+        if not matches_subject(event, msg.subject):
+            # A machine may publish only on its own status subject, but writes the payload
+            # itself: one that names another machine (or is of another kind) is a forgery.
+            # Terminated, so it is logged once, never retried.
+            log.error("consumer.forged_event", durable=self._durable, subject=msg.subject,
+                      claimed=subject_of(event))  # fmt: skip
+            await msg.term()
+            self._metrics.event_handled(self._durable, "forged")
+            return
         if not isinstance(event, self._event_type):
             # Only a publisher that got the subject wrong puts one here; no retry can help.
             log.error("consumer.unexpected_event", durable=self._durable, subject=msg.subject,
@@ -198,9 +216,7 @@ class Consumer(Generic[E]):
             await msg.term()
             self._metrics.event_handled(self._durable, "poison")
             return
-        with structlog.contextvars.bound_contextvars(
-            machine_id=event.machine_id, event_id=event.event_id
-        ):
+        with structlog.contextvars.bound_contextvars(**scope_of(event), event_id=event.event_id):
             await self._run_handler(msg, event, attempt)
 
     async def _run_handler(self, msg: Msg, event: E, attempt: int) -> None:

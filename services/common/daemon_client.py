@@ -3,7 +3,8 @@
 ``DaemonClient.machine(id)`` is the "give me an authenticated client for this machine" helper:
 every service and the gateway talk to daemons through it, and get typed results or a
 ``FleetError`` (``DaemonUnavailable`` when nothing serves the machine, ``DaemonTimeout`` when it
-does not answer in time, or whatever error the daemon itself answered).
+does not answer in time, ``ReplyForged`` when the answer is not MACed with the machine's key,
+or whatever error the daemon itself answered).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from contracts.daemon_rpc import (
 )
 from contracts.errors import DaemonTimeout, DaemonUnavailable, PayloadTooLarge
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call
-from contracts.signing import sign, signing_key
+from contracts.signing import H_ID, request_ttl, sign, signing_key, verify_reply
 from services.common.crypto import SecretBox
 from services.common.metrics import Metrics, rpc_outcome
 from services.common.store import Store
@@ -133,8 +134,10 @@ class DaemonClient:
                 data={"limit": self._nc.max_payload - _HEADROOM, "size": len(body)},
             )
         timeout = timeout_s or self._timeout_s
-        # Valid for as long as we wait (plus slack for the clocks), and not a moment longer.
-        headers = sign(await self._keys(machine_id), machine_id, body, ttl_s=timeout + 5.0)
+        # Valid while we wait (capped: only the request's delivery needs the window), plus
+        # slack for the clocks; see contracts.signing.
+        key = await self._keys(machine_id)
+        headers = sign(key, machine_id, body, ttl_s=request_ttl(timeout))
         try:
             msg = await self._nc.request(
                 subjects.daemon_rpc(machine_id), body, timeout=timeout, headers=headers
@@ -147,6 +150,8 @@ class DaemonClient:
             raise DaemonTimeout(
                 f"machine {machine_id} did not answer {spec.name} within {timeout:g}s"
             ) from None
+        # Whoever answers on the machine's subject must hold its key (ReplyForged otherwise).
+        verify_reply(key, machine_id, headers[H_ID], msg.data, msg.headers)
         return decode_result(spec, msg.data)
 
 

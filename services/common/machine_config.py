@@ -5,18 +5,28 @@ so a refresh writes exactly what a setup would."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from contracts import machine_files as mf
 from contracts.daemon_rpc import WriteFileResult
+from contracts.errors import FleetError
+from contracts.gateway_rpc import RefreshFailure
 from contracts.machine_files import CronTable
+from contracts.models import Machine
+from contracts.status import MachineStatus as S
 from core.dotenv import build_env_file
 from services.common.daemon_client import MachineClient
 from services.common.settings import Settings
 from services.common.store import Store
 
 _CRON_ENCODER = msgspec.json.Encoder()
+#: How many machines one fan-out writes to at once: enough to keep NATS busy, few enough that
+#: memory and the daemons' answers stay bounded.
+FAN_OUT_CONCURRENCY = 256
+#: Machines whose daemon is up and set up: the ones a refresh (or a live push) reaches.
+REFRESHABLE = frozenset({S.READY, S.UNRESPONSIVE, S.PROBING})
 
 
 class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +55,35 @@ def cron_json(table: CronTable) -> str:
     return _CRON_ENCODER.encode(table).decode() + "\n"
 
 
+def env_content(cfg: InstanceConfig, settings: Settings, ca_path: str | None) -> str:
+    return build_env_file(
+        cfg.platform_env,
+        cfg.instance_env,
+        egress_proxy=settings.egress_proxy,
+        no_proxy=settings.no_proxy,
+        ca_path=ca_path,
+    )
+
+
+async def fan_out(
+    machines: list[Machine], push: Callable[[Machine], Awaitable[None]]
+) -> list[RefreshFailure]:
+    """``push`` to every machine, FAN_OUT_CONCURRENCY at a time; a machine that fails is
+    reported, never fatal to the others."""
+    gate = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+    async def one(m: Machine) -> RefreshFailure | None:
+        async with gate:
+            try:
+                await push(m)
+            except FleetError as exc:
+                return RefreshFailure(machine_id=m.id, code=exc.code, message=exc.message)
+            return None
+
+    results = await asyncio.gather(*(one(m) for m in machines))
+    return [f for f in results if f is not None]
+
+
 async def push_config(
     mc: MachineClient, cfg: InstanceConfig, settings: Settings, *, cron: bool = True
 ) -> tuple[str, int]:
@@ -54,13 +93,7 @@ async def push_config(
     ca_path = None
     if cfg.ca_bundle is not None:
         ca_path = (await mc.write_file("~/" + mf.CA_FILE, cfg.ca_bundle, 0o644)).path
-    content = build_env_file(
-        cfg.platform_env,
-        cfg.instance_env,
-        egress_proxy=settings.egress_proxy,
-        no_proxy=settings.no_proxy,
-        ca_path=ca_path,
-    )
+    content = env_content(cfg, settings, ca_path)
     writes = [mc.write_file("~/" + mf.ENV_FILE, content, 0o600)]
     if cron:
         writes.append(push_cron(mc, cfg.cron))

@@ -2,8 +2,9 @@
 
 - ``fleet_events_handled_total{stage,outcome}``: events a stage consumer handled; ``outcome`` is
   ``ok``, ``error`` (will be retried), ``deferred`` (came too early, redelivered later),
-  ``gave_up`` (the machine was failed) or ``poison`` (undecodable, or not of the consumer's
-  event class; terminated);
+  ``gave_up`` (the machine was failed), ``poison`` (undecodable, or not of the consumer's
+  event class; terminated) or ``forged`` (kind or machine id differ from the subject's: a
+  machine speaking about another; terminated);
 - ``fleet_stage_seconds{stage}``: how long a stage's handler ran, whatever its outcome;
 - ``fleet_daemon_rpc_seconds{method,outcome}``: platform-to-daemon RPC latency; ``outcome`` is
   ``ok``, the error's class name (``DaemonTimeout``, ``ToolError``, ...) or ``error``;

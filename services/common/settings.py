@@ -25,6 +25,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: JetStream replicas of the event stream (3 on a 3-node cluster; 1 for one server).
     stream_replicas: int = 1
+    #: Limits of the event stream, so that no publisher (a machine flooding its status
+    #: subject) can fill it: how long events are kept, the stream's total size (the oldest go
+    #: first), one event's size, and events kept per subject (per machine and kind).
+    stream_max_age_s: float = 30 * 24 * 3600.0
+    stream_max_bytes: int = 1024**3
+    stream_max_msg_size: int = 64 * 1024
+    stream_max_msgs_per_subject: int = 100
     data_dir: str = ".fleet-data"
     #: Fernet key that encrypts machine tokens at rest.
     secret_key: str = ""
@@ -68,6 +75,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     no_proxy: str = "localhost,127.0.0.1,::1"
     #: Path (on the platform) of a PEM bundle to install on machines; empty: none.
     ca_bundle: str = ""
+    #: A live env or repos change is pushed once no other change of the same scope came for
+    #: this long (a burst of sets is one push per machine)...
+    config_debounce_s: float = 0.2
+    #: ...but never later than this after the first change of the burst.
+    config_debounce_max_s: float = 2.0
     # probe
     probe_delay_s: float = 0.0
     probe_timeout_s: float = 60.0
@@ -96,12 +108,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     sandbox: Literal["bwrap", "none"] = "bwrap"
     #: Host paths every sandboxed machine may read (``:``-separated; e.g. a repository mirror).
     sandbox_share: str = ""
+    # codemode (services/codemode): runs at once per replica, and each run's sandbox limits
+    codemode_concurrency: int = 20
+    codemode_cpu_s: int = 60
+    codemode_memory_mb: int = 512
+    codemode_processes: int = 64
     # auth callout
     #: Account nkey seed ("SA...") with which the auth callout signs its answers and the
     #: machines' user JWTs; its public key is the server's ``auth_callout.issuer``.
     callout_issuer_seed: str = ""
     #: The NATS account the callout binds machines to (where the services and the stream are).
     callout_account: str = "APP"
+    #: The largest message a machine may publish (its JWT's payload limit): its answers
+    #: (command output) included, so at least FLEET_EXEC_OUTPUT_CAP twice, plus room.
+    machine_max_payload: int = 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

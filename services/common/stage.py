@@ -26,6 +26,8 @@ class Stage:
         self.bus = bus
         self.daemons = daemons
         self.settings = settings
+        #: The daemon client's key cache when wired (warmed before a fan-out to many machines).
+        self.keys: MachineKeys | None = None
 
     @classmethod
     def wired(
@@ -34,7 +36,9 @@ class Stage:
         """The stage with its dependencies, as a service's __main__ builds it."""
         keys = MachineKeys(store, SecretBox(settings.secret_key))
         daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics)
-        return cls(store=store, bus=bus, daemons=daemons, settings=settings)
+        stage = cls(store=store, bus=bus, daemons=daemons, settings=settings)
+        stage.keys = keys
+        return stage
 
     async def give_up(self, event: Event, reason: str) -> None:
         await self.fail(event, reason, self.stage)

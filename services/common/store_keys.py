@@ -94,3 +94,20 @@ def k_events_ticket(digest: str) -> str:
 K_HEARTBEATS = P + "heartbeats"
 #: Set: the machines liveness marked unresponsive (a beat from one of them is a recovery).
 K_UNRESPONSIVE = P + "machines:unresponsive"
+
+# --- codemode -------------------------------------------------------------------------------
+#: Run records (JSON, expiring) and their indexes, newest last by start time.
+K_CODEMODE_RUNS = P + "codemode:runs"
+
+
+def k_codemode_run(run_id: str) -> str:
+    return f"{P}codemode:run:{run_id}"
+
+
+def k_codemode_instance_runs(instance_id: str) -> str:
+    return f"{P}codemode:runs:{instance_id}"
+
+
+def k_codemode_bridges(instance_id: str) -> str:
+    """Hash: bridge name -> its JSON, the authorization sealed by the secret key."""
+    return f"{P}codemode:bridges:{instance_id}"

@@ -51,6 +51,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         resolve_caller=caller_resolver(settings.admin_token, TokenStore(store)),
         settings=settings,
         metrics=metrics,
+        codemode=api.codemode,
     )
     await stack.enter_async_context(HttpServer(app, settings.host, settings.port))
 

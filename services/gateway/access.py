@@ -7,12 +7,16 @@ each other through it.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import msgspec
 
-from contracts.errors import Conflict, Forbidden
+from contracts.errors import Conflict, Forbidden, InvalidParams
 from contracts.models import Machine
 from contracts.status import TERMINAL
 from contracts.status import MachineStatus as S
+from contracts.validation import local_repo_path
 from services.common.store import Store
 
 
@@ -71,3 +75,19 @@ class Access:
         c.require(instance_id)
         if instance_id is not None:
             await self.store.get_instance(instance_id)
+
+
+def check_local_repo(url: str, c: Caller, data_dir: Path) -> None:
+    """A ``file://`` URL or absolute path makes git read the host's file system: only an admin
+    may add one, and never into fleetd's data dir (machine homes, keys, the stores)."""
+    path = local_repo_path(url)
+    if path is None:
+        return
+    if not c.admin:
+        raise Forbidden("only an admin token may add a file:// or local-path repository")
+    real, data = Path(os.path.realpath(path)), Path(os.path.realpath(data_dir))
+    if real == data or data in real.parents:
+        raise InvalidParams(
+            f"field `url`: {path} is inside fleetd's data dir, which no repository may read",
+            field="$.url",
+        )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import msgspec
 import structlog
 
+from contracts import codemode as cm_
+from contracts import gateway_live as live
 from contracts import gateway_rpc as g
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict
-from contracts.events import MachineArchived, MachineCreated
+from contracts.events import EnvChanged, MachineArchived, MachineCreated, ReposChanged
 from contracts.gateway_rpc import (
     AddRepoParams,
     CreatedToken,
@@ -48,7 +50,9 @@ from services.common.graceful_stop import ask_to_stop
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
-from services.gateway.access import Access, Caller
+from services.gateway.access import Access, Caller, check_local_repo
+from services.gateway.codemode import CodemodeOps
+from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.limits import CallLimits
 from services.gateway.ops import MachineOps
 from services.gateway.tickets import EventTickets
@@ -89,13 +93,17 @@ class GatewayApi:
             access=self.access,
             keys=keys,
         )
+        self.streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
+        self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
         self._openrpc = openrpc_document(
             g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
 
     def dispatcher(self) -> Dispatcher[Caller]:
         limits = Limits(self.settings.rpc_max_batch, self.settings.rpc_max_response_bytes)
-        return Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits)
+        dispatcher = Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits)
+        self.codemode.dispatch = dispatcher.handle  # a run's tool calls, with its caller
+        return dispatcher
 
     # --- instances --------------------------------------------------------------------------
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
@@ -116,12 +124,23 @@ class GatewayApi:
     async def env_set(self, p: SetEnvParams, c: Caller) -> EnvVar:
         await self.access.instance_exists(c, p.instance_id)
         await self.store.set_env(p.instance_id, p.name, p.value)
+        await self._env_changed(p.instance_id, p.name)
         scope: EnvScope = "platform" if p.instance_id is None else "instance"
         return EnvVar(name=p.name, value=p.value, scope=scope)
 
     async def env_unset(self, p: UnsetEnvParams, c: Caller) -> Removed:
         await self.access.instance_exists(c, p.instance_id)
-        return Removed(removed=await self.store.unset_env(p.instance_id, p.name))
+        removed = await self.store.unset_env(p.instance_id, p.name)
+        if removed:
+            await self._env_changed(p.instance_id, p.name)
+        return Removed(removed=removed)
+
+    async def _env_changed(self, instance_id: str | None, name: str) -> None:
+        """Running machines follow: the setup pusher pushes the new .env (after the store
+        write, so whoever handles the event reads the new value)."""
+        await self.bus.publish(
+            EnvChanged(event_id=new_event_id(), instance_id=instance_id, name=name)
+        )
 
     async def env_list(self, p: ListEnvParams, c: Caller) -> EnvList:
         await self.access.instance_exists(c, p.instance_id)
@@ -130,6 +149,7 @@ class GatewayApi:
     # --- repos ------------------------------------------------------------------------------
     async def repos_add(self, p: AddRepoParams, c: Caller) -> Repo:
         await self.access.instance_exists(c, p.instance_id)
+        check_local_repo(p.url, c, self.settings.data_path)
         repo = Repo(url=p.url, branch=p.branch, path=p.path, has_credentials=p.token is not None)
         sealed = None
         if p.token is not None:
@@ -137,11 +157,20 @@ class GatewayApi:
             sealed = self.box.encrypt(msgspec.json.encode(creds).decode())
         await self.store.set_repo_secret(p.instance_id, p.path, sealed)
         await self.store.add_repo(p.instance_id, repo)
+        await self._repos_changed(p.instance_id, p.path)
         return repo
 
     async def repos_remove(self, p: RemoveRepoParams, c: Caller) -> Removed:
         await self.access.instance_exists(c, p.instance_id)
-        return Removed(removed=await self.store.remove_repo(p.instance_id, p.path))
+        removed = await self.store.remove_repo(p.instance_id, p.path)
+        if removed:
+            await self._repos_changed(p.instance_id, p.path)
+        return Removed(removed=removed)
+
+    async def _repos_changed(self, instance_id: str, path: str) -> None:
+        await self.bus.publish(
+            ReposChanged(event_id=new_event_id(), instance_id=instance_id, path=path)
+        )
 
     async def repos_list(self, p: InstanceRef, c: Caller) -> RepoList:
         await self.access.instance_exists(c, p.instance_id)
@@ -285,4 +314,17 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.TOKENS_REVOKE, api.tokens_revoke)
     r.register(g.RPC_DISCOVER, api.rpc_discover)
     r.register(g.EVENTS_TICKET, api.events_ticket)
+    r.register(live.MACHINES_EXEC_STREAM, api.streams.machines_exec_stream)
+    r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
+    codemode_routes(r, api.codemode)
     return r
+
+
+def codemode_routes(r: Router[Caller], cm: CodemodeOps) -> None:
+    r.register(cm_.CODEMODE_RUN, cm.codemode_run)
+    r.register(cm_.CODEMODE_CANCEL, cm.codemode_cancel)
+    r.register(cm_.CODEMODE_LIST, cm.codemode_list)
+    r.register(cm_.CODEMODE_DESCRIBE, cm.codemode_describe)
+    r.register(cm_.CODEMODE_BRIDGES_SET, cm.codemode_bridges_set)
+    r.register(cm_.CODEMODE_BRIDGES_LIST, cm.codemode_bridges_list)
+    r.register(cm_.CODEMODE_BRIDGES_REMOVE, cm.codemode_bridges_remove)

@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 
 from contracts.errors import FleetError, PayloadTooLarge, Unauthorized
+from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.jsonrpc import Dispatcher, request_method
 from services.common.bus import Bus
@@ -31,7 +32,10 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
+from services.gateway.codemode import CodemodeOps
+from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.events_hub import EventHub
+from services.gateway.exec_stream import stream_rpc
 from services.gateway.limits import RateLimiter, rate_limited
 from services.gateway.sse import EventsContext, stream_events
 from services.gateway.tickets import EventTickets
@@ -63,6 +67,9 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+#: Paths past /rpc and /events that need a token too: codemode's stream and MCP.
+AUTHED_PREFIXES = ("/codemode/", "/mcp")
 
 
 def error_response(exc: FleetError, status: int | None = None) -> web.Response:
@@ -115,7 +122,10 @@ async def _authenticate(request: web.Request) -> Caller | None:
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path not in ("/rpc", "/events"):
+    needs_token = request.path in ("/rpc", "/events", RPC_STREAM_PATH) or request.path.startswith(
+        AUTHED_PREFIXES
+    )
+    if not needs_token:
         return await handler(request)
     guesses = request.app[UNAUTHENTICATED]
     address = request.remote or ""
@@ -147,6 +157,7 @@ def make_app(
     resolve_caller: CallerResolver,
     settings: Settings,
     metrics: Metrics | None = None,
+    codemode: CodemodeOps | None = None,
 ) -> web.Application:
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
@@ -162,13 +173,19 @@ def make_app(
 
     app.on_shutdown.append(end_streams)
 
-    async def rpc(request: web.Request) -> web.StreamResponse:
+    async def read_body(request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > max_body_bytes:
-            return error_response(_too_large(max_body_bytes))
+            raise _too_large(max_body_bytes)
         try:
-            body = await request.read()
+            return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return error_response(_too_large(max_body_bytes))
+            raise _too_large(max_body_bytes) from None
+
+    async def rpc(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request)
+        except PayloadTooLarge as exc:
+            return error_response(exc)
         caller = request[CALLER_OF_REQUEST]
         if caller is ANONYMOUS:
             if request_method(body) not in PUBLIC_METHODS:
@@ -198,7 +215,15 @@ def make_app(
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
+    async def rpc_stream(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request)
+            return await stream_rpc(request, dispatcher, request[CALLER_OF_REQUEST], body)
+        except FleetError as exc:  # before the stream started: a plain JSON-RPC error
+            return error_response(exc)
+
     app.router.add_post("/rpc", rpc)
+    app.router.add_post(RPC_STREAM_PATH, rpc_stream)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/events", events)
     if metrics is not None:
@@ -209,6 +234,8 @@ def make_app(
         app.router.add_get("/metrics", scrape)
     app.router.add_get("/", index)
     app.router.add_static("/static", STATIC)
+    if codemode is not None:
+        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST)
     return app
 
 

@@ -3,13 +3,13 @@ processes, cron tables. Split from api.py, which keeps the records (instances, m
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from contracts import daemon_rpc as d
-from contracts.errors import Conflict, FleetError, NotSupported
+from contracts.errors import Conflict, NotSupported
+from contracts.gateway_live import DaemonLogRequest
 from contracts.gateway_rpc import (
     CronList,
     CronSetResult,
@@ -27,21 +27,20 @@ from contracts.gateway_rpc import (
 from contracts.jsonrpc import MethodSpec, NoParams, P, R
 from contracts.machine_files import CronTable
 from contracts.models import Machine
-from contracts.status import MachineStatus as S
 from providers.base import CodeInstaller
 from services.common.daemon_client import DaemonClient, MachineKeys
-from services.common.machine_config import load_instance_config, push_config, push_cron
+from services.common.machine_config import (
+    REFRESHABLE,
+    fan_out,
+    load_instance_config,
+    push_config,
+    push_cron,
+)
 from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)
-
-#: How many machines one refreshEnv writes to at once: enough to keep NATS busy, few enough
-#: that the gateway's memory and the daemons' answers stay bounded.
-REFRESH_CONCURRENCY = 256
-#: Machines whose daemon is up and set up: the ones a refresh reaches.
-REFRESHABLE = frozenset({S.READY, S.UNRESPONSIVE, S.PROBING})
 
 
 class MachineOps:
@@ -99,18 +98,7 @@ class MachineOps:
         reported, never fatal to the others."""
         if self.keys is not None:  # one Redis round trip for every machine's key
             await self.keys.warm([m.id for m in machines])
-        gate = asyncio.Semaphore(REFRESH_CONCURRENCY)
-
-        async def one(m: Machine) -> RefreshFailure | None:
-            async with gate:
-                try:
-                    await push(m)
-                except FleetError as exc:
-                    return RefreshFailure(machine_id=m.id, code=exc.code, message=exc.message)
-                return None
-
-        results = await asyncio.gather(*(one(m) for m in machines))
-        return [f for f in results if f is not None]
+        return await fan_out(machines, push)
 
     # --- code --------------------------------------------------------------------------------
     async def machines_refresh_code(self, p: MachineRef, c: Caller) -> RefreshCodeResult:
@@ -158,6 +146,10 @@ class MachineOps:
     async def machines_process_logs(self, p: MachineProcessLogsParams, c: Caller) -> d.ProcessLogs:
         params = d.ProcessLogsParams(pid=p.pid, tag=p.tag, tail=p.tail)
         return await self._call(c, p.machine_id, d.PROCESS_LOGS, params)
+
+    async def machines_daemon_log(self, p: DaemonLogRequest, c: Caller) -> d.DaemonLogResult:
+        params = d.DaemonLogParams(lines=p.lines)
+        return await self._call(c, p.machine_id, d.DAEMON_LOG, params)
 
     async def _call(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P) -> R:
         await self.access.live_machine(c, machine_id)

@@ -6,36 +6,23 @@ in Redis, and recognised on the machine if a crash came between the clone and th
 
 from __future__ import annotations
 
-import msgspec
 import structlog
 
 from contracts.consumers import Durable
-from contracts.daemon_rpc import ExecCommandParams
 from contracts.events import DaemonStatusReported, SetupPushed
 from contracts.ids import derived_event_id
-from contracts.machine_files import ASKPASS_FILE
-from contracts.models import GitCredentials, Machine, Repo
+from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from services.common.consumer import Permanent, Retry
-from services.common.crypto import SecretBox
 from services.common.daemon_client import MachineClient
 from services.common.machine_config import load_instance_config, push_config
 from services.common.settings import Settings
-from services.common.stage import Stage
 from services.common.subscriptions import subscriber
+from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts
+
+__all__ = ["ASKPASS_PATH", "ASKPASS_SCRIPT", "SetupPusher"]
 
 log = structlog.get_logger(__name__)
-
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # never wait for a password nobody will type
-ASKPASS_PATH = "~/" + ASKPASS_FILE
-ASKPASS_SCRIPT = """#!/bin/sh
-# Written by fleetd. Answers git's credential prompts from this git process's environment;
-# no secret is ever written here.
-case "$1" in
-  Username*) printf '%s\\n' "$FLEET_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$FLEET_GIT_PASSWORD" ;;
-esac
-"""
 
 
 def _boot_budget(settings: Settings) -> float:
@@ -44,7 +31,7 @@ def _boot_budget(settings: Settings) -> float:
     return settings.boot_timeout_s
 
 
-class SetupPusher(Stage):
+class SetupPusher(Checkouts):
     stage = "setup"
 
     @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER, retry_budget=_boot_budget)
@@ -89,50 +76,7 @@ class SetupPusher(Stage):
         """Write the CA bundle (if configured), the .env and the cron table; returns the .env's
         path and size."""
         cfg = await load_instance_config(self.store, self.settings, instance_id)
-        return await push_config(mc, cfg, self.settings)
-
-    async def _git_env(self, mc: MachineClient, instance_id: str, repo: Repo) -> dict[str, str]:
-        """git's environment for this repo: with credentials, an askpass script (holding no
-        secret) that answers git's prompts from variables set on this one git process."""
-        if not repo.has_credentials:
-            return dict(_GIT_ENV)
-        sealed = await self.store.repo_secret(instance_id, repo.path)
-        if sealed is None:
-            return dict(_GIT_ENV)
-        creds = msgspec.json.decode(SecretBox(self.settings.secret_key).decrypt(sealed),
-                                    type=GitCredentials)  # fmt: skip
-        askpass = await mc.write_file(ASKPASS_PATH, ASKPASS_SCRIPT, 0o700)
-        return {**_GIT_ENV, "GIT_ASKPASS": askpass.path, "FLEET_GIT_USERNAME": creds.username,
-                "FLEET_GIT_PASSWORD": creds.token}  # fmt: skip
-
-    async def clone(self, mc: MachineClient, repo: Repo, env: dict[str, str]) -> None:
-        # A crash between a clone and its record in Redis must not clone again: look first.
-        if await self._is_checkout_of(mc, repo):
-            log.info("setup.repo_already_cloned", path=repo.path)
-            return
-        # `credential.helper=` empties the helper list: nothing may store the token on disk.
-        argv = ["git", "-c", "credential.helper=", "clone", "--branch", repo.branch,
-                "--single-branch", "--", repo.url, repo.path]  # fmt: skip
-        result = await mc.exec(
-            ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=env)
-        )
-        if result.exit_code == 0:
-            log.info("setup.repo_cloned", path=repo.path, branch=repo.branch)
-            return
-        if result.timed_out:
-            raise Permanent(
-                f"git clone {repo.url} timed out after {self.settings.clone_timeout_s:g}s"
-            )
-        raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
-
-    async def _is_checkout_of(self, mc: MachineClient, repo: Repo) -> bool:
-        """True if ``repo.path`` is the root of a finished checkout of ``repo.url``: its own
-        .git (not a parent's), a HEAD that resolves (a clone in flight has none yet), and the
-        same origin."""
-        head = await mc.run(
-            "git", "-C", repo.path, "rev-parse", "--git-dir", "--verify", "-q", "HEAD"
-        )
-        if head.exit_code != 0 or head.stdout.split("\n", 1)[0] != ".git":
-            return False
-        origin = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")
-        return origin.exit_code == 0 and origin.stdout.strip() == repo.url
+        try:
+            return await push_config(mc, cfg, self.settings)
+        except ValueError as exc:  # a value stored before the .env rules: no retry can help
+            raise Permanent(f"cannot write the .env: {exc}") from None

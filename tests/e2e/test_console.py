@@ -169,6 +169,12 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     expect(page.get_by_test_id("exec-exit-code")).to_have_text("3")
     expect(page.get_by_test_id("exec-stdout")).to_contain_text("-rw------- ")
     expect(page.get_by_test_id("exec-stderr")).to_have_text("done\n")
+    # Live: the first line shows while the command still runs (one assertion on both).
+    page.get_by_test_id("exec-command").fill("sh -c 'echo first; sleep 3; echo second'")
+    page.get_by_test_id("exec-run").click()
+    expect(page.get_by_test_id("exec-output")).to_contain_text("Running…first")
+    expect(page.get_by_test_id("exec-exit-code")).to_have_text("0")
+    expect(page.get_by_test_id("exec-stdout")).to_have_text("first\nsecond\n")
     page.get_by_test_id("action-refresh-env").click()
     expect(page.get_by_test_id("notice")).to_contain_text(".env pushed to 1 of 1")
     shot(page, "machine-detail")

@@ -191,3 +191,28 @@ async def nats_handshake(host: str, port: int, creds: dict[str, str]) -> str:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+def test_a_second_fleet_up_on_the_same_data_dir_exits_1_naming_the_holder(
+    fleet_up: FleetUp,
+) -> None:
+    """Issue 13: a second `fleet up` started a second NATS and valkey on the same files."""
+    second = subprocess.run(
+        [FLEET, "up", "--port", str(free_port()), "--data-dir", str(fleet_up.data_dir)],
+        env={k: v for k, v in os.environ.items() if not k.startswith("FLEET_")},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert f"another fleet up (pid {fleet_up.proc.pid}) holds" in second.stderr
+    assert "nats" not in second.stdout  # it started nothing
+    assert fleet_up.cli("instances", "list").returncode == 0  # the first one is unharmed
+
+
+def test_the_embedded_nats_has_no_monitoring_port(fleet_up: FleetUp) -> None:
+    """Issue 13: the monitoring port answered any local client and listed every machine id."""
+    config = (fleet_up.data_dir / "nats" / "nats.conf").read_text()
+    assert "listen: 127.0.0.1:" in config
+    assert "http" not in config
+    log = (fleet_up.data_dir / "nats" / "nats.log").read_text()
+    assert "Server is ready" in log
+    assert "monitor" not in log.lower()

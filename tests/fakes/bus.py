@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts import subjects
-from contracts.events import Event, decode_event, encode_event, kind_of, subject_of
+from contracts.events import AnyEvent, Event, decode_event, encode_event, kind_of, subject_of
 from contracts.subjects import EventKind
 from services.common.bus import Bus
 from services.common.consumer import Consumer
@@ -41,7 +41,7 @@ from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.common.subscriptions import Service, consumers, declared_subscriptions
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound=AnyEvent)
 
 
 class _Outcomes(Metrics):
@@ -81,7 +81,7 @@ class Delivery:
         return self.subscriber.durable
 
     @property
-    def event(self) -> Event:
+    def event(self) -> AnyEvent:
         return decode_event(self.data)
 
 
@@ -130,7 +130,7 @@ class FakeBus(Bus):
         self.settings = settings or Settings()
         self.fake_nc = FakeNats()
         #: Every event stored, in order (duplicates dropped, as JetStream does).
-        self.events: list[Event] = []
+        self.events: list[AnyEvent] = []
         #: How many publishes were dropped as duplicates of a stored eventId.
         self.duplicates = 0
         #: Every delivery made so far, with its outcome.
@@ -158,12 +158,12 @@ class FakeBus(Bus):
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    def fail_publish(self, event_type: type[Event], times: int = 1) -> None:
+    def fail_publish(self, event_type: type[AnyEvent], times: int = 1) -> None:
         """The next ``times`` publishes of ``event_type`` raise, as a publish that NATS never
         acknowledged does (the handler crashes after its side effects)."""
         self._failing[event_type] = times
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: AnyEvent) -> None:
         if self._failing.get(type(event), 0) > 0:
             self._failing[type(event)] -= 1
             raise TimeoutError(f"fake: publishing {type(event).__name__} failed")
@@ -178,7 +178,7 @@ class FakeBus(Bus):
             if isinstance(self.events[-1], sub.event_type):
                 self._queue.append(Delivery(sub, data, seq=len(self._stored)))
 
-    async def publish_many(self, events: Iterable[Event]) -> None:
+    async def publish_many(self, events: Iterable[AnyEvent]) -> None:
         for event in events:
             await self.publish(event)
 
@@ -198,7 +198,7 @@ class FakeBus(Bus):
                 if isinstance(decode_event(data), sub.event_type):
                     self._queue.append(Delivery(sub, data, seq=seq))
 
-    async def redeliver(self, event: Event, durable: str | None = None) -> None:
+    async def redeliver(self, event: AnyEvent, durable: str | None = None) -> None:
         """Queue a stored event again (JetStream's redelivery after a crash or an ack timeout)
         for its durables, or only for ``durable``."""
         seq, data = next(
@@ -264,7 +264,7 @@ class FakeBus(Bus):
         return [
             e
             for e in self.events
-            if isinstance(e, event_type) and machine_id in (None, e.machine_id)
+            if isinstance(e, event_type) and machine_id in (None, getattr(e, "machine_id", None))
         ]
 
     def one(self, event_type: type[E], machine_id: str | None = None) -> E:
@@ -274,7 +274,8 @@ class FakeBus(Bus):
 
     def kinds(self, machine_id: str | None = None) -> list[EventKind]:
         """The kinds of the stored events (of one machine), in order."""
-        return [kind_of(e) for e in self.events if machine_id in (None, e.machine_id)]
+        machine_events = [e for e in self.events if isinstance(e, Event)]
+        return [kind_of(e) for e in machine_events if machine_id in (None, e.machine_id)]
 
 
 # --- NATS, as far as revocation uses it ------------------------------------------------------

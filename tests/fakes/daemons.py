@@ -9,8 +9,9 @@ that is not booted (or is set ``unavailable``/``timeout``) raises ``DaemonUnavai
 
 A ``FakeMachine`` keeps the files written (with their modes) and every command run; commands
 are answered by the rules a test adds (``on_exec``), else by a few built-ins: ``test -f``,
-``git clone`` (records a checkout), ``git -C P rev-parse --git-dir`` and ``git -C P config
---get remote.origin.url`` (about recorded checkouts); anything else exits 127.
+``git clone`` (records a checkout), and about recorded checkouts ``git -C P rev-parse``,
+``config --get remote.origin.url``, ``status``, ``fetch`` and ``checkout``; anything else
+exits 127.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ class FakeFile:
     mode: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class Checkout:
     url: str
     branch: str
+    #: Uncommitted changes in the work tree (``git status --porcelain`` lists something).
+    dirty: bool = False
 
 
 @dataclass
@@ -101,6 +104,8 @@ class FakeMachine:
     rules: list[ExecRule] = field(default_factory=list)
     processes: dict[int, d.ProcessInfo] = field(default_factory=dict)
     process_logs: dict[int, list[str]] = field(default_factory=dict)
+    #: The daemon's own log lines (daemon.log answers the last of them).
+    daemon_log: list[str] = field(default_factory=list)
     #: Code the provider put on the machine (refs a selfUpdate may switch to).
     installed_code: set[str] = field(default_factory=set)
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
@@ -147,11 +152,20 @@ class FakeMachine:
         r.register(d.PROCESS_LOGS, self.process_logs_)
         r.register(d.SELF_UPDATE, self.self_update)
         r.register(d.STOP, self.stop)
+        r.register(d.EXEC_STREAM, self.exec_command)  # nothing to stream to in memory
+        r.register(d.EXEC_KILL, self.exec_kill)
+        r.register(d.DAEMON_LOG, self.daemon_log_)
         return r
 
     async def stop(self, _: NoParams, __: None) -> d.StopResult:
         self.mode = "unavailable"  # a stopped daemon serves nothing more
         return d.StopResult(stopping=True)
+
+    async def exec_kill(self, p: d.ExecKillParams, _: None) -> d.ExecKillResult:
+        return d.ExecKillResult(killed=False)  # an in-memory command has always ended
+
+    async def daemon_log_(self, p: d.DaemonLogParams, _: None) -> d.DaemonLogResult:
+        return d.DaemonLogResult(lines=self.daemon_log[-p.lines :])
 
     async def write_file(self, p: d.WriteFileParams, _: None) -> d.WriteFileResult:
         target = self.path(p.path)
@@ -239,10 +253,25 @@ class FakeMachine:
         checkout = self.checkouts.get(cwd)
         if checkout is None:
             return result(128, stderr="fatal: not a git repository")
+        if sub == "rev-parse" and rest[:1] == ["--abbrev-ref"]:
+            return result(0, checkout.branch + "\n")
+        if sub == "rev-parse" and rest[:2] == ["--verify", "-q"]:
+            return result(1)  # no local branch but the one checked out
         if sub == "rev-parse":
             return result(0, ".git\n" + ("f" * 40 + "\n" if "HEAD" in rest else ""))
+        if sub == "status":
+            return result(0, " M README\n" if checkout.dirty else "")
+        if sub == "fetch":
+            return result(0)
+        if sub == "checkout":
+            checkout.branch = rest[1] if rest[0] == "-b" else rest[0]
+            return result(0)
         if sub == "config" and rest == ["--get", "remote.origin.url"]:
             return result(0, checkout.url + "\n")
+        if sub == "config" and rest[:1] == ["--get-all"]:
+            return result(0, "+refs/heads/main:refs/remotes/origin/main\n")
+        if sub == "config" and rest[:1] == ["--add"]:
+            return result(0)
         return result(1, stderr=f"fake git: {sub} is not modelled")
 
 

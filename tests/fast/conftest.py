@@ -44,6 +44,7 @@ def settings() -> Settings:
         probe_interval_s=0.0,  # between probes: a bare yield, never a wait
         boot_timeout_s=120.0,
         clone_timeout_s=300.0,
+        config_debounce_s=0.0,  # the fake bus delivers one at a time: nothing to coalesce
     )
 
 

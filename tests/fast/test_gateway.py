@@ -225,7 +225,7 @@ async def test_archive_asks_the_daemon_to_stop_before_announcing_it(world: World
     kinds = [
         (type(e).__name__, getattr(e, "status", None))
         for e in world.bus.events
-        if e.machine_id == machine.id
+        if getattr(e, "machine_id", None) == machine.id
     ]
     assert kinds[-2:] == [("DaemonStatusReported", "stopping"), ("MachineArchived", None)]
     assert len(world.daemons.calls_of("daemon.stop", machine.id)) == 1

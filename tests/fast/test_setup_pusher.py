@@ -244,3 +244,26 @@ async def test_git_credentials_go_through_askpass_never_argv(world: World) -> No
     assert clone.env == {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": m.path("~/.fleet/git-askpass"),
                          "FLEET_GIT_USERNAME": "bot", "FLEET_GIT_PASSWORD": secret}  # fmt: skip
     assert all(secret not in f.content for f in m.files.values())
+
+
+async def test_values_and_repos_stored_before_todays_rules_fail_setup_by_name(
+    world: World,
+) -> None:
+    """Issue 13: stored before the .env and repo rules, refused when pushed (not retried)."""
+    bad_repo = Repo(url="ssh://%2DoProxyCommand=x/r", branch="main", path="src/app")
+    machine = await booting(world, repos=[bad_repo])
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["gave_up"]
+    failed = await world.machine(machine.id)
+    assert failed.status is S.FAILED
+    assert "repo src/app is refused" in failed.status_reason
+    assert world.daemons.calls_of("tool.execCommand", machine.id) == []
+
+    second = await booting(world)
+    await world.store.set_env(second.instance_id, "HOSTILE", "it's $(id)")
+    await world.bus.publish(report(second.id))
+    await world.bus.settle()
+    failed = await world.machine(second.id)
+    assert failed.status is S.FAILED
+    assert "cannot write the .env: HOSTILE:" in failed.status_reason

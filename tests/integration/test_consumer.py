@@ -14,6 +14,7 @@ from contracts.ids import new_event_id, new_machine_id
 from contracts.subjects import EventKind
 from services.common.bus import Bus
 from services.common.consumer import Consumer, Permanent, Retry
+from services.common.metrics import Metrics
 from tests.waiters import wait_until
 
 
@@ -237,3 +238,20 @@ async def test_handles_many_events_concurrently(bus: Bus, n: int) -> None:
         await asyncio.wait_for(gate.wait(), 10)
         await settled(bus)
     assert len(seen) == n
+
+
+async def test_an_event_naming_another_machine_than_its_subject_is_terminated_and_counted(
+    bus: Bus,
+) -> None:
+    rec = Recorder()
+    metrics = Metrics()
+    forged, good = created(), created()
+    async with consumer(bus, rec, metrics=metrics):  # type: ignore[arg-type]
+        # Right kind, wrong machine: what a machine can publish on its own subject.
+        await bus.js.publish(subjects.event(EventKind.CREATED, good.machine_id),
+                             encode_event(forged))  # fmt: skip
+        await bus.publish(good)
+        await asyncio.wait_for(rec.done.wait(), 10)
+        await settled(bus)
+    assert rec.calls == Counter({good.machine_id: 1})
+    assert metrics.events.labels("test", "forged")._value.get() == 1

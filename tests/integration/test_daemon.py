@@ -201,6 +201,15 @@ async def test_health_answers_while_a_long_command_runs(
             -32602,
             "$.mode",
         ),
+        *(  # setuid 0o4755, setgid 0o2755, sticky 0o1777: only the permission bits
+            (
+                b'{"jsonrpc":"2.0","id":1,"method":"tool.writeFile","params":{"path":"a",'
+                b'"content":"x","mode":%d}}' % mode,
+                -32602,
+                "$.mode",
+            )
+            for mode in (0o4755, 0o2755, 0o1777, 0o7777)
+        ),
         (
             b'{"jsonrpc":"2.0","id":1,"method":"tool.execCommand","params":{"command":[]}}',
             -32602,

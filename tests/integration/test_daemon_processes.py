@@ -81,3 +81,21 @@ async def test_a_restarted_daemon_re_adopts_its_processes(
                    for p in now.processes)  # fmt: skip
 
     await wait_until(restarted, timeout=15)
+
+
+async def test_a_no_op_push_restarts_nothing(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    """The same .env written again (a new inode and mtime, the same bytes) is not a change.
+    The positive signal: the next real change restarts the process exactly once more."""
+    proc, mc = await boot(bus, spawn_daemon)
+    client = DaemonClient(bus.nc, keys=KEY)
+    await mc.write_file("~/.fleet/.env", "FOO='one'\n", 0o600)
+    start = d.ProcessStartParams(command=RECORD_FOO, tag="app", restart="on-env-change")
+    await client.call(proc.machine_id, d.PROCESS_START, start)
+    await wait_until(lambda: seen(proc.home) == ["one"])
+    await mc.write_file("~/.fleet/.env", "FOO='one'\n", 0o600)  # a no-op push
+    await wait_until(lambda: "process.env_unchanged" in proc.output())  # the watcher saw it
+    await mc.write_file("~/.fleet/.env", "FOO='two'\n", 0o600)
+    await wait_until(lambda: "two" in seen(proc.home))
+    assert seen(proc.home) == ["one", "two"]
+    listed: d.ProcessList = await client.call(proc.machine_id, d.PROCESS_LIST, NoParams())
+    assert [p.restarts for p in listed.processes] == [1]

@@ -13,7 +13,7 @@ from daemon import tools
 
 
 @pytest.mark.parametrize("umask", [None, 0o022, 0o077, 0o000])
-@pytest.mark.parametrize("mode", [0o600, 0o644, 0o755, 0o4755])
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o755, 0o777, 0o000])
 def test_write_file_gets_exactly_the_mode_asked(
     tmp_path: Path, umask: int | None, mode: int
 ) -> None:

@@ -21,7 +21,7 @@ from services.common.settings import Settings
 from tests.waiters import wait_until
 
 PIPELINE = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
-NASTY = "first line with 'single' and \"double\" quotes\nsecond # not a comment $HOME ${X} \\n\n"
+NASTY = 'first line with "double" quotes, $HOME `id` $(id)\nsecond # not a comment \\n\n'
 
 
 def home_of(settings: Settings, machine_id: str) -> Path:
@@ -63,6 +63,10 @@ async def test_machine_becomes_ready_with_env_and_repo(
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     parsed = dotenv.dotenv_values(stream=io.StringIO(env_file.read_text()), interpolate=False)
     assert parsed == {"GREETING": "from the instance", "ONLY_PLATFORM": "p", "NASTY": NASTY}
+    sourced = await stack.exec(
+        machine.id, ["sh", "-c", 'set -a; . .fleet/.env; printf %s "$NASTY"']
+    )
+    assert (sourced.stdout, sourced.stderr) == (NASTY, "")  # sh reads the same, runs nothing
 
     checkout = home_of(settings, machine.id) / "src" / "app"
     result = await stack.exec(machine.id, ["git", "branch", "--show-current"], cwd="src/app")

@@ -32,6 +32,13 @@ from tests.waiters import wait_until
 HOST_SIZE = 8
 
 
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """With its monitoring port: these tests count the daemons' connections (/connz)."""
+    with NatsServer(tmp_path / "nats", monitor=True) as server:
+        yield server
+
+
 @pytest.fixture(autouse=True)
 def swarm_hosts(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Small hosts, so machines spread over several; no host outlives the test (set up before

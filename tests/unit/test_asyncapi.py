@@ -60,7 +60,8 @@ def test_every_subject_pattern_has_a_channel(doc: dict[str, Any]) -> None:
     expected |= {subjects.heartbeat(mid), subjects.daemon_rpc(mid)}
     assert expected <= addresses
     # and the stream captures exactly the event channels
-    events = {a.replace(mid, "*") for a in addresses if a and a.startswith("machine.")}
+    events = {a.replace(mid, "*").replace("{scope}", "*") for a in addresses
+              if a and a.startswith(("machine.", "config."))}  # fmt: skip
     assert events - {subjects.ALL_HEARTBEATS} == set(subjects.STREAM_SUBJECTS)
 
 

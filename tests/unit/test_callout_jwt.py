@@ -169,7 +169,11 @@ def test_parse_auth_request_must_be_signed_by_a_server(issuer: J.Issuer) -> None
 def test_machine_permissions_are_exactly_its_own_subjects() -> None:
     perms = J.machine_permissions(MID)
     assert perms["pub"] == {
-        "allow": [f"machine.daemon-status-reported.{MID}", f"machine.heartbeat.{MID}"]
+        "allow": [
+            f"machine.daemon-status-reported.{MID}",
+            f"machine.heartbeat.{MID}",
+            f"daemon.{MID}.output.*",
+        ]
     }
     assert perms["sub"] == {"allow": [f"daemon.{MID}.rpc", f"_INBOX_{MID}.>"]}
     assert perms["resp"] == {"max": 1, "ttl": J.RESPONSE_TTL_S * 10**9}
@@ -191,7 +195,7 @@ def test_user_jwt_binds_the_machine_to_the_account(issuer: J.Issuer) -> None:
     nats = claims["nats"]
     assert nats["type"] == "user"
     assert nats["version"] == 2
-    assert (nats["subs"], nats["data"], nats["payload"]) == (-1, -1, -1)
+    assert (nats["subs"], nats["data"], nats["payload"]) == (-1, -1, J.DEFAULT_MACHINE_PAYLOAD)
     assert nats["allowed_connection_types"] == ["STANDARD"]
     assert {k: nats[k] for k in ("pub", "sub", "resp")} == J.machine_permissions(MID)
     assert "issuer_account" not in nats  # refused by the server in non-operator mode

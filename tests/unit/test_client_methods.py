@@ -11,12 +11,14 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from contracts import gateway_rpc
+from contracts import codemode, gateway_live, gateway_rpc
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec, NoParams
 from fleet import client
 
 SPECS = {spec.name: spec for spec in GATEWAY_METHODS}
+#: Where the spec constants live (codemode's are in their own module, listed in the table).
+SPEC_MODULES = (gateway_rpc, gateway_live, codemode)
 
 
 @dataclass
@@ -62,9 +64,14 @@ def _client_sources() -> list[str]:
 
 
 def _client_calls() -> list[Call]:
-    trees = [ast.parse(source) for source in _client_sources()]
+    # FleetClient and its mixins (fleet/client_<area>.py)
+    sources = [
+        inspect.getsource(c)
+        for c in client.FleetClient.__mro__
+        if c.__module__.startswith("fleet.")
+    ]
     calls = []
-    for fn in (node for tree in trees for node in ast.walk(tree)):
+    for fn in (n for src in sources for n in ast.walk(ast.parse(src))):
         if not isinstance(fn, ast.AsyncFunctionDef):
             continue
         for node in ast.walk(fn):
@@ -76,7 +83,7 @@ def _client_calls() -> list[Call]:
                 and node.func.value.id == "self"
             ):
                 name = _name(node.args[0])
-                spec = getattr(gateway_rpc, name, None)
+                spec = next((getattr(m, name) for m in SPEC_MODULES if hasattr(m, name)), None)
                 assert spec in GATEWAY_METHODS, f"{fn.name}: {name} is not a gateway method spec"
                 calls.append(Call(fn.name, spec, _built(fn)))
     return calls

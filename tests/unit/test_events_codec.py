@@ -12,6 +12,8 @@ import pytest
 from contracts import ids
 from contracts.events import (
     DaemonStatusReported,
+    EnvChanged,
+    EnvPushed,
     Event,
     MachineArchived,
     MachineCreated,
@@ -19,8 +21,12 @@ from contracts.events import (
     MachineProvisioned,
     MachineReady,
     MachineUnresponsive,
+    RepoConflict,
+    ReposChanged,
+    ReposReconciled,
     SetupPushed,
     decode_event,
+    decode_machine_event,
     encode_event,
     kind_of,
     subject_of,
@@ -70,6 +76,24 @@ SAMPLES: list[Event] = [
     MachineUnresponsive(
         event_id="e8", machine_id=MID, occurred_at=AT, last_heartbeat_at=AT, reason="quiet"
     ),
+    EnvPushed(
+        event_id="e9",
+        machine_id=MID,
+        occurred_at=AT,
+        env_path="/h/.fleet/.env",
+        env_bytes=9,
+        env_sha256="0" * 64,
+    ),
+    ReposReconciled(
+        event_id="e10",
+        machine_id=MID,
+        occurred_at=AT,
+        cloned=["a"],
+        switched=["b"],
+        unchanged=[],
+        conflicts=[RepoConflict(path="c", reason="dirty")],
+        left_in_place=["d"],
+    ),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -81,6 +105,8 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineFailed: {"stage", "reason"},
     MachineArchived: {"reason"},
     MachineUnresponsive: {"lastHeartbeatAt", "reason"},
+    EnvPushed: {"envPath", "envBytes", "envSha256"},
+    ReposReconciled: {"cloned", "switched", "unchanged", "conflicts", "leftInPlace"},
 }
 
 
@@ -117,6 +143,18 @@ def test_subject_is_machine_kind_id(event: Event) -> None:
 def test_each_event_type_has_its_own_kind() -> None:
     kinds = {type(e): kind_of(e) for e in SAMPLES}
     assert sorted(kinds.values()) == sorted(EventKind)
+
+
+def test_configuration_events_are_on_config_kind_scope() -> None:
+    env = EnvChanged(event_id="c1", occurred_at=AT, instance_id="i-0123456789abcdef", name="A")
+    repos = ReposChanged(event_id="c2", occurred_at=AT, instance_id=None, path="src")
+    assert subject_of(env) == "config.env-changed.i-0123456789abcdef"
+    assert subject_of(repos) == "config.repos-changed.platform"
+    for event in (env, repos):
+        assert decode_event(encode_event(event)) == event
+        assert "machineId" not in json.loads(encode_event(event))
+    with pytest.raises(msgspec.ValidationError):  # not a machine event: the CLI's decoder says so
+        decode_machine_event(encode_event(env))
 
 
 def test_occurred_at_is_an_aware_timestamp_on_the_wire() -> None:

@@ -6,8 +6,18 @@ import time
 
 import pytest
 
-from contracts.errors import RequestExpired, RequestReplayed, Unauthorized
-from contracts.signing import H_ID, ReplayGuard, sign, signing_key, verify
+from contracts.errors import ReplyForged, RequestExpired, RequestReplayed, Unauthorized
+from contracts.signing import (
+    H_ID,
+    H_REPLY_SIG,
+    H_SIG,
+    ReplayGuard,
+    sign,
+    sign_reply,
+    signing_key,
+    verify,
+    verify_reply,
+)
 
 KEY = signing_key("token")
 
@@ -48,3 +58,33 @@ def test_missing_headers_are_unauthorized() -> None:
     del headers[H_ID]
     with pytest.raises(Unauthorized):
         verify(KEY, "m-1", b"b", headers, ReplayGuard())
+
+
+def test_a_request_issued_before_the_guard_started_is_refused() -> None:
+    now = time.time()
+    guard = ReplayGuard(started_at=now, skew_s=2.0)
+    verify(KEY, "m-1", b"b", sign(KEY, "m-1", b"b", issued_at=now - 1.5), guard, now=now)
+    with pytest.raises(RequestExpired, match="before this daemon started"):
+        verify(KEY, "m-1", b"b", sign(KEY, "m-1", b"b", issued_at=now - 2.5), guard, now=now)
+
+
+def test_a_reply_verifies_only_for_its_machine_request_and_body() -> None:
+    headers = sign_reply(KEY, "m-1", "rid", b"answer")
+    verify_reply(KEY, "m-1", "rid", b"answer", headers)
+    wrong = [
+        ("m-2", "rid", b"answer", KEY),
+        ("m-1", "other", b"answer", KEY),
+        ("m-1", "rid", b"forged", KEY),
+        ("m-1", "rid", b"answer", signing_key("guess")),
+    ]
+    for machine, rid, body, key in wrong:
+        with pytest.raises(ReplyForged):
+            verify_reply(key, machine, rid, body, headers)
+    with pytest.raises(ReplyForged):
+        verify_reply(KEY, "m-1", "rid", b"answer", None)
+
+
+def test_a_request_mac_never_passes_for_a_reply_mac() -> None:
+    req = sign(KEY, "m-1", b"x", request_id="rid")
+    with pytest.raises(ReplyForged):
+        verify_reply(KEY, "m-1", "rid", b"x", {H_REPLY_SIG: req[H_SIG]})

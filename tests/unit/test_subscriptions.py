@@ -9,9 +9,11 @@ import pytest
 from contracts.consumers import Durable
 from contracts.events import (
     DaemonStatusReported,
+    EnvChanged,
     MachineArchived,
     MachineCreated,
     MachineProvisioned,
+    ReposChanged,
     SetupPushed,
 )
 from services.common.settings import Settings
@@ -34,7 +36,11 @@ def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> Non
             ("on_created", MachineCreated, "provisioner"),
             ("on_archived", MachineArchived, "provisioner-archive"),
         },
-        "SetupPusher": {("on_status", DaemonStatusReported, "setup_pusher")},
+        "SetupPusher": {
+            ("on_status", DaemonStatusReported, "setup_pusher"),
+            ("on_env_changed", EnvChanged, "setup_pusher-env"),
+            ("on_repos_changed", ReposChanged, "setup_pusher-repos"),
+        },
         "Prober": {
             ("on_setup_pushed", SetupPushed, "prober"),
             ("on_provisioned", MachineProvisioned, "prober-boot"),
@@ -62,6 +68,8 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
         Durable.SETUP_PUSHER: 90.0,
         Durable.PROBER: None,
         Durable.PROBER_BOOT: 150.0,
+        Durable.SETUP_PUSHER_ENV: None,
+        Durable.SETUP_PUSHER_REPOS: None,
     }
     give_up = {k: d.give_up.__name__ if d.give_up else None for k, d in by_durable.items()}
     assert give_up == {
@@ -70,6 +78,8 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
         Durable.SETUP_PUSHER: None,
         Durable.PROBER: None,
         Durable.PROBER_BOOT: "give_up_boot",
+        Durable.SETUP_PUSHER_ENV: "log_give_up",
+        Durable.SETUP_PUSHER_REPOS: "log_give_up",
     }
 
 

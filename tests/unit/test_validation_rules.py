@@ -9,6 +9,7 @@ from contracts.validation import (
     check_checkout_path,
     check_env_name,
     check_repo_url,
+    local_repo_path,
 )
 
 
@@ -77,11 +78,54 @@ def test_repo_url_accepts(url: str) -> None:
         "HTTPS//host/repo",
         "@host:path",
         "user@host:",
+        # Issue 13: judged on what git sees, decoded.
+        "ssh://-oProxyCommand=touch%20x/repo",
+        "ssh://%2DoProxyCommand=touch%20x/repo",
+        "ssh://%2doProxyCommand=x@host/repo",
+        "git://%2d%2dupload-pack=x/repo",
+        "git@host:-oProxyCommand=touch x",
+        "git@host:--upload-pack=x",
+        "https://host/repo%0a--upload-pack=x",
+        "https://host/%00",
+        "file://otherhost/srv/repo",
+        "https://host:notaport/x",
     ],
 )
 def test_repo_url_refuses(url: str) -> None:
     with pytest.raises(ValueError, match="field `url`"):
         check_repo_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ghp_secret@github.com/org/repo.git",
+        "https://user:pass@host/repo",
+        "https://user%3Apass@host/repo",
+        "http://x-access-token:t@host/repo",
+        "HTTPS://token@host/repo",
+        "ssh://git:password@host/repo",
+    ],
+)
+def test_repo_url_refuses_credentials_and_points_to_the_token(url: str) -> None:
+    with pytest.raises(ValueError, match=r"field `url` must not carry credentials.*--git-token"):
+        check_repo_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("/srv/git/repo", "/srv/git/repo"),
+        ("/srv/git/../fleet-data", "/srv/fleet-data"),
+        ("file:///srv/git/repo.git", "/srv/git/repo.git"),
+        ("file:///srv/%2e%2e/fleet-data/x", "/fleet-data/x"),  # decoded, then normalized
+        ("FILE://localhost/srv/a%20b", "/srv/a b"),
+        ("https://host/srv/repo", None),
+        ("git@host:/srv/repo", None),
+    ],
+)
+def test_local_repo_path_is_what_git_reads(url: str, path: str | None) -> None:
+    assert local_repo_path(url) == path
 
 
 def test_repo_url_error_names_the_given_field() -> None:
@@ -177,6 +221,11 @@ def test_checkout_path_accepts(path: str) -> None:
         ".fleet",
         ".fleet/x",
         ".fleet/",
+        ".git",
+        ".git/hooks",
+        "app/.git",
+        "app/.git/config",
+        "app/.GIT/hooks",
     ],
 )
 def test_checkout_path_refuses(path: str) -> None:

@@ -1,7 +1,7 @@
-// The Machine detail page's command runner: argv straight to the daemon (machines.exec); no
-// shell on the way.
-import { rpc } from "./api.js";
+// The Machine detail page's command runner: argv straight to the daemon (machines.execStream,
+// its output shown as it is produced); no shell on the way.
 import { METHODS } from "./contract.js";
+import { rpcStream } from "./rpc-stream.js";
 import { busy, chip, errorBox, field, fill, h, parseArgv } from "./ui.js";
 
 const DEFAULT_TIMEOUT_S = 30;
@@ -83,9 +83,19 @@ export function commandRunner(machineId) {
         timeoutS: Number(timeout.value) || DEFAULT_TIMEOUT_S,
       };
       if (cwd.value.trim()) params.cwd = cwd.value.trim();
-      fill(output, h("div.muted", {}, "Running…"));
+      const live = {
+        stdout: h("pre.output", { testid: "exec-live-stdout" }),
+        stderr: h("pre.output.stderr", { testid: "exec-live-stderr" }),
+      };
+      fill(
+        output,
+        h("div.muted", { testid: "exec-running" }, "Running…"),
+        live.stdout,
+        live.stderr,
+      );
+      const onChunk = (c) => live[c.stream === "stderr" ? "stderr" : "stdout"].append(c.data);
       try {
-        fill(output, ...result(await rpc(METHODS.MACHINES_EXEC, params)));
+        fill(output, ...result(await rpcStream(METHODS.MACHINES_EXEC_STREAM, params, onChunk)));
       } catch (err) {
         fill(output, errorBox(err, "exec-error"));
       }

@@ -32,6 +32,15 @@ export const METHODS = Object.freeze({
   TOKENS_REVOKE: "tokens.revoke",
   RPC_DISCOVER: "rpc.discover",
   EVENTS_TICKET: "events.ticket",
+  MACHINES_EXEC_STREAM: "machines.execStream",
+  MACHINES_DAEMON_LOG: "machines.daemonLog",
+  CODEMODE_RUN: "codemode.run",
+  CODEMODE_CANCEL: "codemode.cancel",
+  CODEMODE_LIST: "codemode.list",
+  CODEMODE_DESCRIBE: "codemode.describe",
+  CODEMODE_BRIDGES_SET: "codemode.bridges.set",
+  CODEMODE_BRIDGES_LIST: "codemode.bridges.list",
+  CODEMODE_BRIDGES_REMOVE: "codemode.bridges.remove",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -49,8 +58,10 @@ export const ERRORS = Object.freeze({
   RATE_LIMITED: 1029,
   REQUEST_EXPIRED: 1101,
   REQUEST_REPLAYED: 1102,
+  REPLY_FORGED: 1103,
   DAEMON_UNAVAILABLE: 1502,
   DAEMON_TIMEOUT: 1504,
+  CODEMODE_UNAVAILABLE: 1503,
   PROVIDER_ERROR: 1600,
   NOT_SUPPORTED: 1601,
   TOOL_ERROR: 1700,
@@ -110,6 +121,15 @@ export const EVENT_TYPES = Object.freeze({
   FAILED: "failed",
   ARCHIVED: "archived",
   UNRESPONSIVE: "unresponsive",
+  ENV_PUSHED: "env-pushed",
+  REPOS_RECONCILED: "repos-reconciled",
+});
+
+/** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */
+export const STREAMING = Object.freeze({
+  PATH: "/rpc/stream",
+  OUTPUT: "output",
+  RESULT: "result",
 });
 
 /**

@@ -9,12 +9,16 @@ import nats.errors
 import pytest
 
 from contracts import subjects
+from contracts.consumers import Durable
+from contracts.events import MachineFailed, encode_event
+from contracts.ids import new_event_id
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, static_key
+from services.common.settings import Settings
 from services.common.store import Store, k_machine
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
@@ -26,7 +30,7 @@ from tests.integration.nats_auth.helpers import (
     forged_report,
     stream_seq,
 )
-from tests.waiters import before_marker, subscribed
+from tests.waiters import before_marker, subscribed, wait_until
 
 
 # --- a machine with valid credentials, attacking another ---------------------------------------
@@ -141,4 +145,91 @@ async def test_machine_cannot_reach_the_jetstream_api(
     with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
         await nc.jetstream(timeout=0.5).stream_info(stream)
     assert (await bus.js.stream_info(stream)).config.name == stream  # still there
+    await nc.close()
+
+
+async def test_machine_cannot_speak_about_another_machine_on_its_own_subject(
+    callout: None, stack: FleetClient, bus: Bus, store: Store, box: SecretBox,
+    nats_server: NatsServer,
+) -> None:  # fmt: skip
+    """Issue 13's forged report: A publishes where NATS lets it (its own status subject) a
+    payload that names B, or that is of another kind. The stream stores it; the stages must
+    not believe it."""
+    inst_b = await stack.create_instance("victim")
+    b = (await stack.create_machine(inst_b.id)).id
+    assert (await stack.wait_for(b, {"ready", "failed"}, timeout_s=60)).status == "ready"
+    before = await store.redis.hgetall(k_machine(b))
+    a, a_token = await enroll(store, box)
+    nc = await connect_as(nats_server, a, a_token)
+    own = subjects.event(STATUS, a)
+    failed = MachineFailed(event_id=new_event_id(), machine_id=b, stage="setup", reason="forged")
+    for payload in (forged_report(b, "ready"), forged_report(b, "stopping"),
+                    encode_event(failed)):  # fmt: skip
+        await nc.publish(own, payload)
+    await nc.flush()
+
+    async def all_stored() -> bool:  # the permissions allow the subject: only the payload lies
+        return await stream_seq(bus, own) > 0 and (
+            await bus.js.get_last_msg(subjects.STREAM_NAME, own)
+        ).data == encode_event(failed)
+
+    await wait_until(all_stored, timeout=10)
+    last = await stream_seq(bus, own)
+
+    async def setup_pusher_settled() -> bool:
+        info = await bus.js.consumer_info(subjects.STREAM_NAME, Durable.SETUP_PUSHER.value)
+        return (info.delivered.stream_seq or 0) >= last and info.num_ack_pending == 0
+
+    await wait_until(setup_pusher_settled, timeout=15)
+    assert await store.redis.hgetall(k_machine(b)) == before  # version, SHA, status untouched
+    assert (await stack.get_machine(b)).status is MachineStatus.READY
+    await nc.close()
+
+
+async def test_a_machine_flooding_its_own_subject_cannot_fill_the_stream(
+    callout: None, settings: Settings, bus: Bus, store: Store, box: SecretBox,
+    nats_server: NatsServer,
+) -> None:  # fmt: skip
+    """Issue 13: a machine wrote 1,000 x 64 KB events in half a second, all kept for 30 days.
+    Now the stream keeps its newest events per subject and refuses oversized ones."""
+    a, a_token = await enroll(store, box)
+    nc = await connect_as(nats_server, a, a_token)
+    status = subjects.event(STATUS, a)
+    big = b"x" * (settings.stream_max_msg_size + 1)
+    flood = settings.stream_max_msgs_per_subject * 3
+    for n in range(flood):
+        await nc.publish(status, big if n % 2 else forged_report(a))
+    marker = forged_report(a, "ready")
+    await nc.publish(status, marker)
+    await nc.flush()
+
+    async def marker_stored() -> bool:
+        return (await bus.js.get_last_msg(subjects.STREAM_NAME, status)).data == marker
+
+    await wait_until(marker_stored, timeout=10)
+    info = await bus.js.stream_info(subjects.STREAM_NAME, subjects_filter=status)
+    assert (info.state.subjects or {})[status] == settings.stream_max_msgs_per_subject
+    assert info.state.bytes < settings.stream_max_msgs_per_subject * 1024  # no big one kept
+
+
+async def test_machine_cannot_write_into_another_machines_output_stream(
+    callout: None, bus: Bus, store: Store, box: SecretBox, nats_server: NatsServer
+) -> None:
+    """Streamed exec output: A may publish on its own output subjects only. A chunk forged
+    into B's stream would reach B's user as if B's command printed it."""
+    a, a_token = await enroll(store, box)
+    b, _ = await enroll(store, box)
+    attacker = Attacker()
+    nc = await connect_as(nats_server, a, a_token, attacker)
+    stream_id = uuid.uuid4().hex
+    b_out, a_out = subjects.exec_output(b, stream_id), subjects.exec_output(a, stream_id)
+    async with subscribed(bus.nc, b_out) as b_seen, subscribed(bus.nc, a_out) as a_seen:
+        await nc.publish(b_out, b"forged")
+        await nc.publish(subjects.exec_output(b, "*"), b"forged")
+        await nc.publish(a_out, b"own")
+        await nc.flush()
+        await attacker.violated("publish", b_out)
+        assert await before_marker(bus.nc, b_out, b_seen) == []
+        assert [m.data for m in await before_marker(bus.nc, a_out, a_seen)] == [b"own"]
+    assert attacker.violations("publish", a_out) == []
     await nc.close()

@@ -1,0 +1,67 @@
+"""Gateway methods that follow a machine live: streamed exec and the daemon's own log.
+
+``machines.execStream`` is an ordinary JSON-RPC method on ``POST /rpc`` (it answers once, like
+``machines.exec``); POSTed to ``RPC_STREAM_PATH`` the same request answers as server-sent
+events: one ``output`` event per chunk (an ``OutputChunk``) as the command produces it, then one
+``result`` event whose data is the JSON-RPC response. Closing that response (Ctrl-C) kills the
+command's process group on the machine.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from contracts.daemon_rpc import DaemonLogResult, ExecCommandParams, ExecCommandResult
+from contracts.errors import (
+    DaemonTimeout,
+    DaemonUnavailable,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    NotSupported,
+    ToolError,
+)
+from contracts.ids import ID_LENGTH, MACHINE_ID_RE
+from contracts.jsonrpc import AnySpec, MethodSpec, Params
+
+_MachineId = Annotated[
+    str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
+]
+#: The HTTP path that answers a streaming method as server-sent events.
+RPC_STREAM_PATH = "/rpc/stream"
+#: The SSE event names of a streamed answer.
+SSE_OUTPUT = "output"
+SSE_RESULT = "result"
+
+_DAEMON = (NotFound, Forbidden, InvalidParams, DaemonUnavailable, DaemonTimeout, ToolError)
+
+
+class MachineExecStreamParams(ExecCommandParams, kw_only=True):
+    machine_id: _MachineId
+
+
+class DaemonLogRequest(Params, kw_only=True):
+    machine_id: _MachineId
+    lines: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+
+
+MACHINES_EXEC_STREAM: MethodSpec[MachineExecStreamParams, ExecCommandResult] = MethodSpec(
+    "machines.execStream",
+    MachineExecStreamParams,
+    ExecCommandResult,
+    f"Run argv on a machine; POSTed to {RPC_STREAM_PATH}, its output streams as it is produced.",
+    _DAEMON,
+)
+MACHINES_DAEMON_LOG: MethodSpec[DaemonLogRequest, DaemonLogResult] = MethodSpec(
+    "machines.daemonLog",
+    DaemonLogRequest,
+    DaemonLogResult,
+    "The last lines of the machine's daemon log.",
+    (*_DAEMON, NotSupported),
+)
+
+LIVE_METHODS: tuple[AnySpec, ...] = (MACHINES_EXEC_STREAM, MACHINES_DAEMON_LOG)
+#: Methods whose answer RPC_STREAM_PATH can stream.
+STREAMING_METHODS: frozenset[str] = frozenset({MACHINES_EXEC_STREAM.name})

@@ -1,0 +1,1 @@
+"""Codemode: run Python in a sandbox against the fleet's tools (see ``service``)."""

@@ -1,0 +1,25 @@
+"""python -m services.codemode"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+from services.codemode.service import CodemodeService
+from services.common.crypto import SecretBox
+from services.common.runner import run_service
+from services.common.settings import Settings
+from services.common.stage import connect
+
+
+async def build(settings: Settings, stack: AsyncExitStack) -> None:
+    store, bus = await connect(settings, stack, "codemode")
+    service = CodemodeService(bus.nc, store, SecretBox(settings.secret_key), settings)
+    await stack.enter_async_context(service)
+
+
+def main() -> None:
+    run_service("codemode", build)
+
+
+if __name__ == "__main__":
+    main()

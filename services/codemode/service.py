@@ -1,0 +1,183 @@
+"""The codemode service: takes run jobs from the gateway, runs them, keeps their records.
+
+Jobs arrive on ``CODEMODE_RUN`` in a queue group, so replicas share them; each replica runs at
+most ``FLEET_CODEMODE_CONCURRENCY`` at once (more wait their turn). The replica running a run
+also answers its cancel subject. A job that cannot be decoded, or a run that crashes, is
+answered with an error and logged: it never takes the service down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from contracts import subjects
+from contracts.codemode import (
+    DescribeJob,
+    DescribeOutcome,
+    RunEvent,
+    RunJob,
+    RunOutcome,
+    RunRecord,
+    RunResult,
+    Stubs,
+    now,
+)
+from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
+from services.codemode.bridges import bridge_providers
+from services.codemode.engine import Run, ToolProvider
+from services.codemode.providers import FleetProvider, GatewayCaller, MachineProvider
+from services.codemode.sandbox import Limits
+from services.common.crypto import SecretBox
+from services.common.settings import Settings
+from services.common.store import Store
+from services.common.store_codemode import CodemodeRecords
+
+log = structlog.get_logger(__name__)
+_ENC = msgspec.json.Encoder()
+#: A tool call through the gateway may take as long as a daemon's exec (its own timeout).
+TOOL_TIMEOUT_S = 3600.0
+
+
+class CodemodeService:
+    def __init__(self, nc: NATS, store: Store, box: SecretBox, settings: Settings) -> None:
+        self._nc = nc
+        self._records = CodemodeRecords(store)
+        self._box = box
+        self._limits = Limits(
+            cpu_s=settings.codemode_cpu_s,
+            memory_mb=settings.codemode_memory_mb,
+            processes=settings.codemode_processes,
+        )
+        self._slots = asyncio.Semaphore(settings.codemode_concurrency)
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> CodemodeService:
+        q = subjects.CODEMODE_QUEUE
+        self._subs.append(await self._nc.subscribe(subjects.CODEMODE_RUN, q, cb=self._on_run))
+        self._subs.append(
+            await self._nc.subscribe(subjects.CODEMODE_DESCRIBE, q, cb=self._on_describe)
+        )
+        await self._nc.flush()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for sub in self._subs:
+            await sub.unsubscribe()
+        for task in list(self._tasks):
+            task.cancel()  # each run's sandbox is killed as its context unwinds
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_run(self, msg: Msg) -> None:
+        self._spawn(self._answer_run(msg))
+
+    async def _on_describe(self, msg: Msg) -> None:
+        self._spawn(self._answer_describe(msg))
+
+    async def _answer_run(self, msg: Msg) -> None:
+        try:
+            job = msgspec.json.decode(msg.data, type=RunJob)
+            outcome = RunOutcome(result=await self.run(job))
+        except msgspec.DecodeError as exc:
+            outcome = RunOutcome(error=InvalidParams(f"bad run job: {exc}").to_wire())
+        except FleetError as exc:
+            outcome = RunOutcome(error=exc.to_wire())
+        except Exception:  # task boundary: this run fails, the service goes on
+            log.exception("codemode.run_crashed")
+            outcome = RunOutcome(error=InternalError("the run crashed").to_wire())
+        await _respond(msg, _ENC.encode(outcome))
+
+    async def run(self, job: RunJob) -> RunResult:
+        async with self._slots:
+            providers = await self.providers(job.run_id, job.instance_id, job.machine_id)
+            run = Run(job, providers, self._limits, self._publisher(job.run_id))
+            record = RunRecord(run_id=job.run_id, status="running", instance_id=job.instance_id,
+                               machine_id=job.machine_id, token_id=job.token_id,
+                               started_at=now())  # fmt: skip
+            await self._records.save_run(record)
+            cancel = await self._nc.subscribe(subjects.codemode_cancel(job.run_id), cb=None)
+            watcher = asyncio.create_task(self._watch_cancel(cancel, run))
+            t0 = time.monotonic()
+            log.info("codemode.run_started", run_id=job.run_id, instance_id=job.instance_id)
+            try:
+                result = await run.execute()
+            finally:
+                watcher.cancel()
+                await cancel.unsubscribe()
+            record.status, record.result, record.error = result.status, result.result, result.error
+            record.logs, record.duration_ms = result.logs, int((time.monotonic() - t0) * 1000)
+            await self._records.save_run(record)
+            log.info("codemode.run_ended", run_id=job.run_id, status=result.status)
+            return result
+
+    async def _watch_cancel(self, sub: Subscription, run: Run) -> None:
+        async for msg in sub.messages:
+            run.cancel()
+            await _respond(msg, b'{"cancelled":true}')
+
+    def _publisher(self, run_id: str) -> Any:
+        subject = subjects.codemode_events(run_id)
+
+        async def publish(event: RunEvent) -> None:
+            await self._nc.publish(subject, _ENC.encode(event))
+
+        return publish
+
+    async def providers(
+        self, run_id: str, instance_id: str | None, machine_id: str | None
+    ) -> dict[str, ToolProvider]:
+        gateway = GatewayCaller(self._nc, run_id, TOOL_TIMEOUT_S)
+        found: dict[str, ToolProvider] = {"fleet": FleetProvider(gateway)}
+        if machine_id is not None:
+            found["machine"] = MachineProvider(gateway, machine_id)
+        if instance_id is not None:
+            for bridge in await bridge_providers(self._records, self._box, instance_id):
+                found.setdefault(bridge.name, bridge)
+        return found
+
+    async def _answer_describe(self, msg: Msg) -> None:
+        try:
+            job = msgspec.json.decode(msg.data, type=DescribeJob)
+            outcome = DescribeOutcome(stubs=await self.describe(job))
+        except msgspec.DecodeError as exc:
+            outcome = DescribeOutcome(error=InvalidParams(f"bad describe job: {exc}").to_wire())
+        except FleetError as exc:
+            outcome = DescribeOutcome(error=exc.to_wire())
+        except Exception:  # task boundary
+            log.exception("codemode.describe_crashed")
+            outcome = DescribeOutcome(error=InternalError("describe crashed").to_wire())
+        await _respond(msg, _ENC.encode(outcome))
+
+    async def describe(self, job: DescribeJob) -> Stubs:
+        providers = await self.providers("run-describe", job.instance_id, job.machine_id)
+        wanted = job.providers if job.providers is not None else sorted(providers)
+        unknown = [p for p in wanted if p not in providers]
+        if unknown:
+            raise NotFound(f"no provider {unknown[0]!r} (have: {', '.join(sorted(providers))})")
+        return Stubs(stubs={name: await providers[name].describe() for name in wanted})
+
+
+async def _respond(msg: Msg, body: bytes) -> None:
+    if not msg.reply:
+        return
+    try:
+        await msg.respond(body)
+    except Exception:  # boundary: the requester may be gone; the run's record has the result
+        log.exception("codemode.respond_failed", subject=msg.subject)

@@ -1,0 +1,197 @@
+"""The gateway's ``codemode.*`` methods: scope a run to the caller, hand it to the codemode
+service, and serve its ``fleet``/``machine`` tool calls with the caller's rights.
+
+No token leaves the gateway: while a run lasts, this gateway answers ``codemode.<runId>.tool``
+with its own dispatcher and the ``Caller`` that started the run, so a tool call is checked
+exactly like the same call over ``POST /rpc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import msgspec
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from contracts import subjects
+from contracts.codemode import (
+    BridgeInfo,
+    BridgeList,
+    BridgeListParams,
+    BridgeRef,
+    BridgeRemoved,
+    Cancelled,
+    DescribeJob,
+    DescribeOutcome,
+    DescribeParams,
+    ListRunsParams,
+    McpBridge,
+    OpenApiBridge,
+    RunJob,
+    RunList,
+    RunOutcome,
+    RunParams,
+    RunRef,
+    RunResult,
+    SetBridgeParams,
+    Stubs,
+    new_run_id,
+)
+from contracts.errors import CodemodeUnavailable, InvalidParams, NotFound, error_from_wire
+from services.common.bus import Bus
+from services.common.crypto import SecretBox
+from services.common.store import Store
+from services.common.store_codemode import CodemodeRecords
+from services.gateway.access import Access, Caller
+
+log = structlog.get_logger(__name__)
+Dispatch = Callable[[bytes, Caller], Awaitable[bytes | None]]
+#: How long past its own timeout a run may take to be answered (sandbox start, records).
+ANSWER_GRACE_S = 15.0
+DESCRIBE_TIMEOUT_S = 60.0
+
+
+class CodemodeOps:
+    @property
+    def _nc(self) -> NATS:
+        return self._bus.nc
+
+    def __init__(self, *, bus: Bus, store: Store, box: SecretBox, access: Access) -> None:
+        self._bus = bus
+        self._records = CodemodeRecords(store)
+        self._box = box
+        self._access = access
+        #: Set by ``GatewayApi.dispatcher()``: the dispatcher tool calls go through.
+        self.dispatch: Dispatch | None = None
+
+    async def _scope(
+        self, c: Caller, instance_id: str | None, machine_id: str | None
+    ) -> str | None:
+        """The instance a run (or describe) belongs to, after checking the caller may use it."""
+        if machine_id is not None:
+            machine = await self._access.live_machine(c, machine_id)
+            if instance_id is not None and instance_id != machine.instance_id:
+                raise InvalidParams(
+                    f"machine {machine_id} is not in instance {instance_id}", field="$.instanceId"
+                )
+            return machine.instance_id
+        if instance_id is not None:
+            await self._access.instance_exists(c, instance_id)
+            return instance_id
+        return c.instance_id
+
+    async def prepare(self, p: RunParams, c: Caller) -> RunJob:
+        instance_id = await self._scope(c, p.instance_id, p.machine_id)
+        return RunJob(
+            run_id=new_run_id(),
+            code=p.code,
+            timeout_s=p.timeout_s,
+            token_id=c.token_id,
+            instance_id=instance_id,
+            machine_id=p.machine_id,
+        )
+
+    async def execute(self, job: RunJob, c: Caller) -> RunResult:
+        """Run ``job`` for ``c`` to its end (the caller may watch its events meanwhile)."""
+        async with self._serving_tools(job.run_id, c):
+            try:
+                msg = await self._nc.request(
+                    subjects.CODEMODE_RUN,
+                    msgspec.json.encode(job),
+                    timeout=job.timeout_s + ANSWER_GRACE_S,
+                )
+            except NoRespondersError:
+                raise CodemodeUnavailable("no codemode service is running") from None
+            except NatsTimeout:
+                raise CodemodeUnavailable(f"run {job.run_id} was not answered in time") from None
+        outcome = msgspec.json.decode(msg.data, type=RunOutcome)
+        if outcome.error is not None:
+            raise error_from_wire(outcome.error)
+        assert outcome.result is not None
+        return outcome.result
+
+    @asynccontextmanager
+    async def _serving_tools(self, run_id: str, c: Caller) -> AsyncIterator[None]:
+        dispatch = self.dispatch
+        assert dispatch is not None, "GatewayApi.dispatcher() sets it"
+
+        async def serve(msg: Msg) -> None:
+            try:
+                answer = await dispatch(msg.data, c)
+                await msg.respond(answer or b"null")
+            except Exception:  # boundary: one bad tool call must not end the subscription
+                log.exception("codemode.tool_call_failed", run_id=run_id)
+
+        sub = await self._nc.subscribe(subjects.codemode_tool(run_id), cb=serve)
+        try:
+            yield
+        finally:
+            await sub.unsubscribe()
+
+    async def codemode_run(self, p: RunParams, c: Caller) -> RunResult:
+        return await self.execute(await self.prepare(p, c), c)
+
+    async def codemode_cancel(self, p: RunRef, c: Caller) -> Cancelled:
+        record = await self._records.get_run(p.run_id)
+        if record is None:
+            raise NotFound(f"no run {p.run_id}")
+        if record.token_id != c.token_id:  # its starter may always; others by instance
+            c.require(record.instance_id)
+        try:
+            await self._nc.request(subjects.codemode_cancel(p.run_id), b"", timeout=5.0)
+        except (NoRespondersError, NatsTimeout):
+            return Cancelled(cancelled=False)
+        return Cancelled(cancelled=True)
+
+    async def codemode_list(self, p: ListRunsParams, c: Caller) -> RunList:
+        instance_id = p.instance_id if p.instance_id is not None or c.admin else c.instance_id
+        if instance_id is not None:
+            await self._access.instance_exists(c, instance_id)
+        return RunList(runs=await self._records.list_runs(instance_id, p.limit))
+
+    async def codemode_describe(self, p: DescribeParams, c: Caller) -> Stubs:
+        instance_id = await self._scope(c, p.instance_id, p.machine_id)
+        job = DescribeJob(providers=p.providers, instance_id=instance_id, machine_id=p.machine_id)
+        try:
+            msg = await self._nc.request(
+                subjects.CODEMODE_DESCRIBE, msgspec.json.encode(job), timeout=DESCRIBE_TIMEOUT_S
+            )
+        except (NoRespondersError, NatsTimeout):
+            raise CodemodeUnavailable("no codemode service answered") from None
+        outcome = msgspec.json.decode(msg.data, type=DescribeOutcome)
+        if outcome.error is not None:
+            raise error_from_wire(outcome.error)
+        assert outcome.stubs is not None
+        return outcome.stubs
+
+    async def codemode_bridges_set(self, p: SetBridgeParams, c: Caller) -> BridgeInfo:
+        await self._access.instance_exists(c, p.instance_id)
+        bridge = p.bridge
+        if bridge.authorization is not None:
+            bridge = msgspec.structs.replace(
+                bridge, authorization=self._box.encrypt(bridge.authorization)
+            )
+        await self._records.set_bridge(p.instance_id, bridge)
+        return _info(bridge)
+
+    async def codemode_bridges_list(self, p: BridgeListParams, c: Caller) -> BridgeList:
+        await self._access.instance_exists(c, p.instance_id)
+        return BridgeList(bridges=[_info(b) for b in await self._records.bridges(p.instance_id)])
+
+    async def codemode_bridges_remove(self, p: BridgeRef, c: Caller) -> BridgeRemoved:
+        await self._access.instance_exists(c, p.instance_id)
+        return BridgeRemoved(removed=await self._records.remove_bridge(p.instance_id, p.name))
+
+
+def _info(bridge: OpenApiBridge | McpBridge) -> BridgeInfo:
+    if isinstance(bridge, OpenApiBridge):
+        kind, url = "openapi", bridge.spec_url
+    else:
+        kind, url = "mcp", bridge.url
+    has_auth = bridge.authorization is not None
+    return BridgeInfo(name=bridge.name, kind=kind, url=url, has_authorization=has_auth)  # type: ignore[arg-type]

@@ -1,0 +1,142 @@
+"""Codemode over SSE: ``POST /codemode/run`` starts a run and streams its events live.
+
+The body is ``codemode.run``'s params; the answer is ``text/event-stream``: one message per
+run event (``event: <type>``, ``id: <seq>``, ``data: <event JSON>``), then ``event: end`` whose
+data is the ``codemode.run`` result (or ``{"error": ...}``). The gateway subscribes to the run's
+events before handing it to the codemode service, so none is missed. Token auth as ``/rpc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import msgspec
+import structlog
+from aiohttp import web
+from nats.aio.msg import Msg
+
+from contracts import subjects
+from contracts.codemode import RunParams, RunResult
+from contracts.errors import FleetError, InternalError
+from contracts.jsonrpc import invalid_params
+from services.common.bus import Bus
+from services.gateway.access import Caller
+from services.gateway.codemode import CodemodeOps
+
+log = structlog.get_logger(__name__)
+#: Events buffered for a slow reader before the stream is cut (the run goes on).
+MAX_BACKLOG = 10_000
+#: How long the end of a run's events may trail its answer.
+TAIL_WAIT_S = 2.0
+TERMINAL_TYPES = frozenset({"result", "error", "cancelled"})
+_PARAMS = msgspec.json.Decoder(RunParams)
+
+
+class _Head(msgspec.Struct):
+    type: str
+    seq: int
+
+
+_ENC = msgspec.json.Encoder()
+
+
+def add_codemode_routes(
+    app: web.Application, bus: Bus, ops: CodemodeOps, caller_key: web.RequestKey[Caller]
+) -> None:
+    async def run(request: web.Request) -> web.StreamResponse:
+        return await stream_run(request, bus, ops, request[caller_key])
+
+    app.router.add_post("/codemode/run", run)
+
+
+def _frame(kind: str, data: bytes, seq: int | None = None) -> bytes:
+    head = f"event: {kind}\n" + (f"id: {seq}\n" if seq is not None else "")
+    return head.encode() + b"data: " + data + b"\n\n"
+
+
+async def stream_run(
+    request: web.Request, bus: Bus, ops: CodemodeOps, caller: Caller
+) -> web.StreamResponse:
+    try:
+        params = _PARAMS.decode(await request.read())
+        job = await ops.prepare(params, caller)
+    except msgspec.ValidationError as exc:
+        return _error(invalid_params(exc))
+    except msgspec.DecodeError as exc:
+        return _error(FleetError(f"the body is not JSON: {exc}"))
+    except FleetError as exc:
+        return _error(exc)
+    queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_BACKLOG)
+
+    async def on_event(msg: Msg) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(msg.data)
+
+    sub = await bus.nc.subscribe(subjects.codemode_events(job.run_id), cb=on_event)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache"})  # fmt: skip
+    await resp.prepare(request)
+    run = asyncio.create_task(ops.execute(job, caller))
+    try:
+        ended = await _forward(resp, queue, run)
+        if not ended:
+            await _drain(resp, queue)
+        await asyncio.wait({run})  # the terminal event can come before the answer
+        await resp.write(_frame("end", _end(run)))
+    except (ConnectionResetError, asyncio.CancelledError):
+        log.info("codemode.stream_closed", run_id=job.run_id)  # the run goes on to its end
+        raise
+    finally:
+        await sub.unsubscribe()
+    return resp
+
+
+async def _forward(
+    resp: web.StreamResponse, queue: asyncio.Queue[bytes], run: asyncio.Task[RunResult]
+) -> bool:
+    """Events until the run ends; True when its terminal event was among them."""
+    while not run.done():
+        getter = asyncio.create_task(queue.get())
+        done, _ = await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            if await _write_event(resp, getter.result()):
+                return True
+        else:
+            getter.cancel()
+    return False
+
+
+async def _drain(resp: web.StreamResponse, queue: asyncio.Queue[bytes]) -> None:
+    """The events published before the answer but not yet delivered: up to the terminal one
+    (the service publishes it before it answers), or a short wait if it never comes."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(TAIL_WAIT_S):
+            while not await _write_event(resp, await queue.get()):
+                pass
+
+
+async def _write_event(resp: web.StreamResponse, data: bytes) -> bool:
+    """Writes one event; True when it ends the run."""
+    try:
+        head = msgspec.json.decode(data, type=_Head)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    await resp.write(_frame(head.type, data, head.seq))
+    return head.type in TERMINAL_TYPES
+
+
+def _end(run: asyncio.Task[RunResult]) -> bytes:
+    exc = run.exception()
+    if exc is None:
+        return _ENC.encode(run.result())
+    if not isinstance(exc, FleetError):
+        log.error("codemode.stream_run_failed", error=repr(exc))
+        exc = InternalError("the run failed")
+    return _ENC.encode({"error": exc.to_wire()})
+
+
+def _error(exc: FleetError) -> web.Response:
+    body = _ENC.encode({"error": exc.to_wire()})
+    status = 400 if exc.http_status == 200 else exc.http_status
+    return web.Response(body=body, status=status, content_type="application/json")

@@ -1,0 +1,150 @@
+"""Streamed exec: ``machines.execStream`` and ``POST /rpc/stream``.
+
+The method itself is an ordinary handler (validated and access-checked by the dispatcher like
+every other): it asks the daemon for ``tool.execStream`` with a fresh stream id. When the request
+came through ``POST /rpc/stream``, the HTTP handler has put a sink in ``OUTPUT_SINK``; the
+method then subscribes to the daemon's output subject *before* the call, forwards each chunk to
+the sink, and drains the subscription after the answer, so every chunk precedes the result.
+When the client goes away (a Ctrl-C), the HTTP handler cancels the method, which kills the
+command's process group on the machine (``tool.execKill``) before it lets go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Callable
+from contextvars import ContextVar
+
+import msgspec
+import nats.errors
+import structlog
+from aiohttp import web
+from nats.aio.msg import Msg
+
+from contracts import daemon_rpc as d
+from contracts import subjects
+from contracts.errors import FleetError, InvalidRequest, MethodNotFound
+from contracts.gateway_live import (
+    SSE_OUTPUT,
+    SSE_RESULT,
+    STREAMING_METHODS,
+    MachineExecStreamParams,
+)
+from contracts.jsonrpc import Dispatcher
+from services.common.bus import Bus
+from services.common.daemon_client import EXEC_MARGIN_S, DaemonClient
+from services.gateway.access import Access, Caller
+
+log = structlog.get_logger(__name__)
+
+#: Where a streamed request's output chunks go (None: a plain POST /rpc, nothing streamed).
+OUTPUT_SINK: ContextVar[Callable[[bytes], None] | None] = ContextVar("output_sink", default=None)
+#: A comment line this often while a command is silent: a client that left is noticed.
+KEEPALIVE_S = 1.0
+
+
+class _Method(msgspec.Struct):
+    method: str = ""
+
+
+class ExecStreamOps:
+    def __init__(self, *, daemons: DaemonClient, access: Access, bus: Bus) -> None:
+        self.daemons = daemons
+        self.access = access
+        self.bus = bus
+
+    async def machines_exec_stream(
+        self, p: MachineExecStreamParams, c: Caller
+    ) -> d.ExecCommandResult:
+        await self.access.live_machine(c, p.machine_id)
+        params = d.ExecStreamParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd,
+                                    env=p.env, stream_id=secrets.token_hex(16))  # fmt: skip
+        sink = OUTPUT_SINK.get()
+        if sink is None:
+            return await self._run(p.machine_id, params)
+        subject = subjects.exec_output(p.machine_id, params.stream_id)
+
+        async def forward(msg: Msg) -> None:
+            sink(msg.data)
+
+        sub = await self.bus.nc.subscribe(subject, cb=forward)
+        try:
+            await self.bus.nc.flush()  # the interest is known to the server before any output
+            result = await self._run(p.machine_id, params)
+            # The daemon sent every chunk before its answer, on one connection: drain's round
+            # trip brings them all in, and it returns once each was forwarded.
+            await sub.drain()  # type: ignore[no-untyped-call]
+            return result
+        finally:
+            with contextlib.suppress(nats.errors.Error):  # drained already, or the link is gone
+                await sub.unsubscribe()
+
+    async def _run(self, machine_id: str, params: d.ExecStreamParams) -> d.ExecCommandResult:
+        try:
+            return await self.daemons.call(machine_id, d.EXEC_STREAM, params,
+                                           timeout_s=params.timeout_s + EXEC_MARGIN_S)  # fmt: skip
+        except asyncio.CancelledError:
+            # The caller left (Ctrl-C): nothing may keep running on the machine for nobody.
+            kill = self.daemons.call(
+                machine_id, d.EXEC_KILL, d.ExecKillParams(stream_id=params.stream_id)
+            )
+            with contextlib.suppress(FleetError):
+                await asyncio.shield(kill)
+            log.info("exec.stream_cancelled", machine_id=machine_id)
+            raise
+
+
+def sse(event: str, data: bytes) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + data.replace(b"\n", b"\ndata: ") + b"\n\n"
+
+
+async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], caller: Caller,
+                     body: bytes) -> web.StreamResponse:  # fmt: skip
+    """POST /rpc/stream: one streaming JSON-RPC request, answered as server-sent events."""
+    try:
+        method = msgspec.json.decode(body, type=_Method).method
+    except msgspec.DecodeError:
+        raise InvalidRequest("the body is not a JSON-RPC request object") from None
+    if method not in STREAMING_METHODS:
+        raise MethodNotFound(f"{method!r} cannot be streamed; streaming methods: "
+                             f"{', '.join(sorted(STREAMING_METHODS))}")  # fmt: skip
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache"})  # fmt: skip
+    await resp.prepare(request)
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    token = OUTPUT_SINK.set(queue.put_nowait)
+    try:  # the task copies the context now: its handler sees the sink
+        call = asyncio.create_task(dispatcher.handle(body, caller))
+    finally:
+        OUTPUT_SINK.reset(token)
+    try:
+        await _pump(resp, queue, call)
+    except ConnectionError:  # the client left (a Ctrl-C): the finally below ends the command
+        log.info("exec.stream_client_gone", method=method)
+    finally:
+        if not call.done():
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+    return resp
+
+
+async def _pump(resp: web.StreamResponse, queue: asyncio.Queue[bytes],
+                call: asyncio.Task[bytes | None]) -> None:  # fmt: skip
+    while True:
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait({getter, call}, timeout=KEEPALIVE_S,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if getter in done:
+            await resp.write(sse(SSE_OUTPUT, getter.result()))
+            continue
+        getter.cancel()
+        if call in done:
+            while not queue.empty():  # the method drained its subscription: nothing comes later
+                await resp.write(sse(SSE_OUTPUT, queue.get_nowait()))
+            await resp.write(sse(SSE_RESULT, call.result() or b"null"))
+            await resp.write_eof()
+            return
+        await resp.write(b": keepalive\n\n")  # fails once the client has gone

@@ -1,0 +1,78 @@
+// A streaming JSON-RPC request (POST STREAMING.PATH): server-sent events read from fetch's body,
+// since EventSource can neither POST nor set the Authorization header.
+import { NO_ANSWER, RpcError, session } from "./api.js";
+import { ERROR_HTTP_STATUS, STREAMING } from "./contract.js";
+import { state } from "./state.js";
+
+/** The data of each complete server-sent event in `buffer`, and what is left of it. */
+function takeEvents(buffer) {
+  const events = [];
+  let rest = buffer;
+  let end = rest.indexOf("\n\n");
+  while (end >= 0) {
+    const block = rest.slice(0, end);
+    rest = rest.slice(end + 2);
+    let name = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event: ")) name = line.slice(7);
+      else if (line.startsWith("data: ")) data.push(line.slice(6));
+    }
+    if (data.length) events.push({ name, data: data.join("\n") });
+    end = rest.indexOf("\n\n");
+  }
+  return { events, rest };
+}
+
+/** The result of a JSON-RPC response object, or the RpcError it carries. */
+function settle(answer) {
+  if (answer?.error) throw new RpcError(answer.error.code, answer.error.message, answer.error.data);
+  return answer?.result;
+}
+
+/** An answer that is not a stream: an error about the request itself. */
+async function refused(resp) {
+  let answer = null;
+  try {
+    answer = await resp.json();
+  } catch {
+    throw new RpcError(resp.status, `HTTP ${resp.status} ${resp.statusText}`);
+  }
+  if (resp.status === ERROR_HTTP_STATUS.UNAUTHORIZED) state.onUnauthorized();
+  return settle(answer);
+}
+
+/**
+ * Calls streaming `method`; `onChunk({seq, stream, data})` gets the output as it comes. Resolves
+ * to the result; rejects with an RpcError. Aborting `signal` closes the stream, which ends the
+ * command on the machine.
+ */
+export async function rpcStream(method, params, onChunk, signal = null) {
+  const body = { jsonrpc: "2.0", id: state.nextRpcId++, method, params };
+  let resp;
+  try {
+    resp = await fetch(STREAMING.PATH, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${session.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      signal,
+    });
+  } catch (exc) {
+    throw new RpcError(NO_ANSWER, `cannot reach the gateway (${exc.message})`);
+  }
+  if (!(resp.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
+    return refused(resp); // an error before the stream started: a plain JSON-RPC answer
+  }
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new RpcError(NO_ANSWER, "the stream ended without a result");
+    const taken = takeEvents(buffer + value);
+    buffer = taken.rest;
+    for (const ev of taken.events) {
+      if (ev.name === STREAMING.OUTPUT) onChunk(JSON.parse(ev.data));
+      if (ev.name === STREAMING.RESULT) return settle(JSON.parse(ev.data));
+    }
+  }
+}

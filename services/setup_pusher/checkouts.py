@@ -1,0 +1,175 @@
+"""git checkouts on a machine: the clone at setup, and the reconciling of a running machine's
+checkouts when its instance's repos change (``config.repos-changed``).
+
+Reconciling never deletes anything: an added repo is cloned; a changed branch is fetched and
+checked out only over a clean work tree (a dirty one is reported and left untouched); a removed
+repo's checkout stays where it is and is reported. ``machine.repos-reconciled`` says what was
+done. Idempotent: a repeat finds the checkouts as the last run left them and does nothing.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import structlog
+
+from contracts import validation
+from contracts.consumers import Durable
+from contracts.daemon_rpc import ExecCommandParams
+from contracts.events import RepoConflict, ReposChanged, ReposReconciled
+from contracts.ids import derived_event_id
+from contracts.machine_files import ASKPASS_FILE
+from contracts.models import GitCredentials, Machine, Repo
+from services.common.consumer import Permanent
+from services.common.crypto import SecretBox
+from services.common.daemon_client import MachineClient
+from services.common.machine_config import REFRESHABLE, fan_out
+from services.common.subscriptions import subscriber
+from services.setup_pusher.live_env import LiveEnv
+
+log = structlog.get_logger(__name__)
+
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # never wait for a password nobody will type
+ASKPASS_PATH = "~/" + ASKPASS_FILE
+ASKPASS_SCRIPT = """#!/bin/sh
+# Written by fleetd. Answers git's credential prompts from this git process's environment;
+# no secret is ever written here.
+case "$1" in
+  Username*) printf '%s\\n' "$FLEET_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$FLEET_GIT_PASSWORD" ;;
+esac
+"""
+
+
+class Checkouts(LiveEnv):
+    """Clone and reconcile (a mixin of ``SetupPusher``; it shares LiveEnv's coalescer)."""
+
+    @subscriber(ReposChanged, durable=Durable.SETUP_PUSHER_REPOS, give_up=LiveEnv.log_give_up)
+    async def on_repos_changed(self, event: ReposChanged) -> None:
+        if event.instance_id is None:
+            return  # repos belong to instances; nothing platform-wide to reconcile
+        iid, cause = event.instance_id, event.event_id
+        await self.coalescer().run(f"repos:{iid}", lambda: self.reconcile_instance(iid, cause))
+
+    async def reconcile_instance(self, instance_id: str, cause: str) -> None:
+        machines = [m for m in await self.store.list_machines(instance_id)
+                    if m.status in REFRESHABLE]  # fmt: skip
+
+        async def one(m: Machine) -> None:
+            await self.bus.publish(await self.reconcile(m, cause))
+
+        for f in await fan_out(machines, one):
+            log.warning("setup.reconcile_failed", machine_id=f.machine_id, error=f.message)
+
+    async def reconcile(self, machine: Machine, cause: str) -> ReposReconciled:
+        mc = self.daemons.machine(machine.id)
+        repos = await self.store.list_repos(machine.instance_id)
+        done = await self.store.cloned_paths(machine.id)
+        out = ReposReconciled(event_id=derived_event_id(cause, f"repos-reconciled/{machine.id}"),
+                              machine_id=machine.id, cloned=[], switched=[], unchanged=[],
+                              conflicts=[], left_in_place=[])  # fmt: skip
+        for repo in repos:
+            env = await self._git_env(mc, machine.instance_id, repo)
+            try:
+                if not await self._is_checkout_of(mc, repo):
+                    await self.clone(mc, repo, env)
+                    await self.store.mark_cloned(machine.id, repo.path)
+                    out.cloned.append(repo.path)
+                elif await self._switch_branch(mc, repo, env):
+                    out.switched.append(repo.path)
+                else:
+                    out.unchanged.append(repo.path)
+            except Permanent as exc:  # reported, and the other repos still reconciled
+                out.conflicts.append(RepoConflict(path=repo.path, reason=str(exc)))
+        wanted = {r.path for r in repos}
+        out.left_in_place.extend(sorted(done - wanted))
+        log.info("setup.repos_reconciled", machine_id=machine.id, cloned=out.cloned,
+                 switched=out.switched, conflicts=len(out.conflicts),
+                 left_in_place=out.left_in_place)  # fmt: skip
+        return out
+
+    async def _switch_branch(self, mc: MachineClient, repo: Repo, env: dict[str, str]) -> bool:
+        """Check ``repo.branch`` out if it is not; False if it already is. Permanent (a
+        conflict to report) over a dirty work tree or when the fetch fails."""
+        head = await mc.run("git", "-C", repo.path, "rev-parse", "--abbrev-ref", "HEAD")
+        if head.exit_code == 0 and head.stdout.strip() == repo.branch:
+            return False
+        dirty = await mc.run("git", "-C", repo.path, "status", "--porcelain")
+        if dirty.exit_code != 0 or dirty.stdout.strip():
+            raise Permanent(f"work tree has uncommitted changes; {repo.branch} not checked out")
+        # The clone was --single-branch: the remote learns the new branch (once), then fetch it.
+        ref = f"+refs/heads/{repo.branch}:refs/remotes/origin/{repo.branch}"
+        refs = await mc.run("git", "-C", repo.path, "config", "--get-all", "remote.origin.fetch")
+        if ref not in refs.stdout.splitlines():
+            await self._git(mc, env, "config", "--add", "remote.origin.fetch", ref,
+                            path=repo.path, what="config")  # fmt: skip
+        await self._git(mc, env, "fetch", "origin", ref, path=repo.path, what="fetch")
+        local = await mc.run("git", "-C", repo.path, "rev-parse", "--verify", "-q",
+                             f"refs/heads/{repo.branch}")  # fmt: skip
+        # An existing local branch is checked out as it is: never reset over a user's commits.
+        args = ["checkout", repo.branch] if local.exit_code == 0 else [
+            "checkout", "-b", repo.branch, "--track", f"origin/{repo.branch}"]  # fmt: skip
+        await self._git(mc, env, *args, path=repo.path, what="checkout")
+        log.info("setup.repo_switched", path=repo.path, branch=repo.branch)
+        return True
+
+    async def _git(self, mc: MachineClient, env: dict[str, str], *args: str, path: str,
+                   what: str) -> None:  # fmt: skip
+        argv = ["git", "-c", "credential.helper=", "-C", path, *args]
+        result = await mc.exec(
+            ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=env)
+        )
+        if result.exit_code != 0:
+            raise Permanent(f"git {what} failed: {result.stderr.strip() or result.exit_code}")
+
+    async def _git_env(self, mc: MachineClient, instance_id: str, repo: Repo) -> dict[str, str]:
+        """git's environment for this repo: with credentials, an askpass script (holding no
+        secret) that answers git's prompts from variables set on this one git process."""
+        if not repo.has_credentials:
+            return dict(_GIT_ENV)
+        sealed = await self.store.repo_secret(instance_id, repo.path)
+        if sealed is None:
+            return dict(_GIT_ENV)
+        creds = msgspec.json.decode(SecretBox(self.settings.secret_key).decrypt(sealed),
+                                    type=GitCredentials)  # fmt: skip
+        askpass = await mc.write_file(ASKPASS_PATH, ASKPASS_SCRIPT, 0o700)
+        return {**_GIT_ENV, "GIT_ASKPASS": askpass.path, "FLEET_GIT_USERNAME": creds.username,
+                "FLEET_GIT_PASSWORD": creds.token}  # fmt: skip
+
+    async def clone(self, mc: MachineClient, repo: Repo, env: dict[str, str]) -> None:
+        try:  # again: the repo may have been added before today's rules
+            validation.check_repo_url(repo.url)
+            validation.check_branch(repo.branch)
+            validation.check_checkout_path(repo.path)
+        except ValueError as exc:
+            reason = f"repo {repo.path} is refused: {exc}; remove it, then add it again"
+            raise Permanent(reason) from None
+        # A crash between a clone and its record in Redis must not clone again: look first.
+        if await self._is_checkout_of(mc, repo):
+            log.info("setup.repo_already_cloned", path=repo.path)
+            return
+        # `credential.helper=` empties the helper list: nothing may store the token on disk.
+        argv = ["git", "-c", "credential.helper=", "clone", "--branch", repo.branch,
+                "--single-branch", "--", repo.url, repo.path]  # fmt: skip
+        result = await mc.exec(
+            ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=env)
+        )
+        if result.exit_code == 0:
+            log.info("setup.repo_cloned", path=repo.path, branch=repo.branch)
+            return
+        if result.timed_out:
+            raise Permanent(
+                f"git clone {repo.url} timed out after {self.settings.clone_timeout_s:g}s"
+            )
+        raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
+
+    async def _is_checkout_of(self, mc: MachineClient, repo: Repo) -> bool:
+        """True if ``repo.path`` is the root of a finished checkout of ``repo.url``: its own
+        .git (not a parent's), a HEAD that resolves (a clone in flight has none yet), and the
+        same origin."""
+        head = await mc.run(
+            "git", "-C", repo.path, "rev-parse", "--git-dir", "--verify", "-q", "HEAD"
+        )
+        if head.exit_code != 0 or head.stdout.split("\n", 1)[0] != ".git":
+            return False
+        origin = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")
+        return origin.exit_code == 0 and origin.stdout.strip() == repo.url

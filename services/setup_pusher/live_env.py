@@ -1,0 +1,92 @@
+"""Live env: ``config.env-changed.<scope>`` -> the new .env pushed to every affected running
+machine, through the same path as ``machines.refreshEnv`` (``services.common.machine_config``).
+
+Debounced per scope (a burst of sets is one push per machine) and idempotent: a push writes the
+whole .env as the store says now, so a redelivered event writes the same bytes, which the
+daemon's content hash ignores (no restart); its ``machine.env-pushed`` event has an id derived
+from the burst's first event and the machine, so the stream drops a redelivery's duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import structlog
+
+from contracts import machine_files as mf
+from contracts.consumers import Durable
+from contracts.events import AnyEvent, EnvChanged, EnvPushed
+from contracts.ids import derived_event_id
+from contracts.models import Machine
+from contracts.subjects import PLATFORM_SCOPE
+from services.common.coalesce import Coalescer
+from services.common.machine_config import (
+    REFRESHABLE,
+    InstanceConfig,
+    env_content,
+    fan_out,
+    load_instance_config,
+)
+from services.common.stage import Stage
+from services.common.subscriptions import subscriber
+
+log = structlog.get_logger(__name__)
+
+
+class LiveEnv(Stage):
+    """The setup pusher's live-env half (a mixin of ``SetupPusher``)."""
+
+    _env_coalescer: Coalescer | None = None
+
+    async def log_give_up(self, event: AnyEvent, reason: str) -> None:
+        """A configuration event is about no one machine: nothing to fail, say it loudly."""
+        log.error("setup.live_push_gave_up", event_type=type(event).__name__, reason=reason)
+
+    def coalescer(self) -> Coalescer:
+        if self._env_coalescer is None:
+            s = self.settings
+            self._env_coalescer = Coalescer(s.config_debounce_s, s.config_debounce_max_s)
+        return self._env_coalescer
+
+    @subscriber(EnvChanged, durable=Durable.SETUP_PUSHER_ENV, give_up=log_give_up)
+    async def on_env_changed(self, event: EnvChanged) -> None:
+        scope = f"env:{event.instance_id or PLATFORM_SCOPE}"
+        # The run's first event names it: its events' ids derive from that one.
+        work = lambda: self.push_live_env(event.instance_id, cause=event.event_id)  # noqa: E731
+        await self.coalescer().run(scope, work)
+
+    async def push_live_env(self, instance_id: str | None, *, cause: str) -> None:
+        machines = [m for m in await self.store.list_machines(instance_id)
+                    if m.status in REFRESHABLE]  # fmt: skip
+        configs: dict[str, InstanceConfig] = {}
+        for iid in {m.instance_id for m in machines}:
+            configs[iid] = await load_instance_config(self.store, self.settings, iid)
+
+        async def push(m: Machine) -> None:
+            await self._push_env_to(m, configs[m.instance_id], cause)
+
+        if self.keys is not None:  # one Redis round trip for every machine's key
+            await self.keys.warm([m.id for m in machines])
+        failed = await fan_out(machines, push)
+        for f in failed:
+            log.warning("setup.live_env_failed", machine_id=f.machine_id, error=f.message)
+        log.info("setup.live_env_pushed", scope=instance_id or PLATFORM_SCOPE,
+                 machines=len(machines), failed=len(failed))  # fmt: skip
+
+    async def _push_env_to(self, m: Machine, cfg: InstanceConfig, cause: str) -> None:
+        mc = self.daemons.machine(m.id)
+        ca_path = None
+        if cfg.ca_bundle is not None:
+            ca_path = (await mc.write_file("~/" + mf.CA_FILE, cfg.ca_bundle, 0o644)).path
+        content = env_content(cfg, self.settings, ca_path)
+        written = await mc.write_file("~/" + mf.ENV_FILE, content, 0o600)
+        digest = hashlib.sha256(content.encode()).hexdigest()
+        await self.bus.publish(
+            EnvPushed(
+                event_id=derived_event_id(cause, f"env-pushed/{m.id}"),
+                machine_id=m.id,
+                env_path=written.path,
+                env_bytes=written.bytes_written,
+                env_sha256=digest,
+            )
+        )

@@ -1,0 +1,113 @@
+"""Streamed exec on real daemons through the whole stack: output arrives while the command
+runs, and leaving the stream (a Ctrl-C) ends the remote process group with nothing left."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from contracts.daemon_rpc import ExecCommandResult, OutputChunk
+from core import procinfo
+from fleet.cli_common import EXIT_INTERRUPTED
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+from tests.integration.test_refresh import ready_machine
+from tests.waiters import wait_until
+
+
+def pids_running(*argv: str) -> list[int]:
+    """Pids of live processes whose argv is exactly ``argv``."""
+    want = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline == want and procinfo.state(int(entry)) not in (None, "Z"):
+                found.append(int(entry))
+    return found
+
+
+def unique_sleep() -> tuple[str, str]:
+    """A sleep whose argv no other process has: how a test finds the remote command."""
+    return "sleep", str(random.randint(100_000, 999_999))
+
+
+async def test_first_line_arrives_while_the_command_runs_and_leaving_kills_it(
+    stack: FleetClient,
+) -> None:
+    mid = await ready_machine(stack, "stream")
+    sleep = unique_sleep()
+    stream = stack.exec_stream(
+        mid, ["sh", "-c", f"echo first; echo oops >&2; exec {' '.join(sleep)}"]
+    )
+    seen: list[OutputChunk] = []
+    async for item in stream:
+        assert isinstance(item, OutputChunk)
+        seen.append(item)
+        if {c.stream for c in seen} == {"stdout", "stderr"}:
+            break
+    assert "".join(c.data for c in seen if c.stream == "stdout") == "first\n"
+    assert "".join(c.data for c in seen if c.stream == "stderr") == "oops\n"
+    await wait_until(lambda: bool(pids_running(*sleep)))  # still running: output came first
+    await stream.aclose()  # the user leaves
+    await wait_until(lambda: not pids_running(*sleep), timeout=15)
+
+
+async def test_a_streamed_result_matches_exec_and_keeps_the_cap(stack: FleetClient) -> None:
+    mid = await ready_machine(stack, "stream-result")
+    argv = ["sh", "-c", "for i in 1 2 3; do echo line $i; done; exit 3"]
+    items = [item async for item in stack.exec_stream(mid, argv)]
+    *chunks, result = items
+    assert isinstance(result, ExecCommandResult)
+    assert "".join(c.data for c in chunks if isinstance(c, OutputChunk)) == result.stdout
+    plain = await stack.exec(mid, argv)
+    assert (result.exit_code, result.stdout, result.truncated) == (3, plain.stdout, False)
+    big = [item async for item in stack.exec_stream(mid, ["sh", "-c", "yes | head -c 600000"])]
+    last = big[-1]
+    assert isinstance(last, ExecCommandResult)
+    assert last.truncated
+    streamed = sum(len(c.data) for c in big if isinstance(c, OutputChunk))
+    assert streamed == len(last.stdout) < 600_000  # the stream is cut where the result is
+
+
+async def test_ctrl_c_in_fleet_machines_exec_ends_the_remote_group(
+    stack: FleetClient, settings: Settings
+) -> None:
+    mid = await ready_machine(stack, "ctrl-c")
+    inner, outer = unique_sleep(), unique_sleep()
+    script = f"{' '.join(inner)} & echo started; {' '.join(outer)}"  # a child in the background
+    env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
+           "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from fleet.cli import main; main()",
+        "machines", "exec", mid, "--", "sh", "-c", script,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert cli.stdout is not None
+        line = await asyncio.wait_for(cli.stdout.readline(), 30)
+        assert line == b"started\n"  # printed live, while the command runs
+        await wait_until(lambda: bool(pids_running(*inner)) and bool(pids_running(*outer)))
+        cli.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(cli.wait(), 15) == EXIT_INTERRUPTED
+        await wait_until(lambda: not pids_running(*inner) and not pids_running(*outer), 15)
+    finally:
+        if cli.returncode is None:
+            cli.kill()
+            await cli.wait()
+
+
+async def test_the_daemon_log_is_read_from_the_platform(stack: FleetClient) -> None:
+    mid = await ready_machine(stack, "daemon-log")
+    lines = await stack.daemon_log(mid, 50)
+    assert any("daemon.ready" in line and mid in line for line in lines)
+    assert len(await stack.daemon_log(mid, 1)) == 1
