@@ -19,6 +19,7 @@ import contextlib
 from collections import Counter
 from types import TracebackType
 
+import msgspec
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
@@ -27,6 +28,7 @@ from nats.js.api import DeliverPolicy
 
 from contracts import subjects
 from contracts.errors import RateLimited
+from contracts.events import decode_event, matches_subject, subject_of
 from services.common.bus import Bus
 from services.common.store import Store
 from services.gateway.access import Caller
@@ -134,6 +136,8 @@ class EventHub:
             sub.ended.set()
 
     async def _fan_out(self, msg: Msg) -> None:
+        if not honest(msg):
+            return
         machine_id = msg.subject.rsplit(".", 1)[-1]
         for sub in self._by_machine.get(None, ()):
             sub.offer(msg)
@@ -155,6 +159,22 @@ class EventHub:
             if not sub.ended.is_set():
                 log.info("events.stream_revoked", token_id=sub.caller.token_id)
                 sub.ended.set()
+
+
+def honest(msg: Msg) -> bool:
+    """A stored event that says only what its subject allows: its kind and its machine. A
+    machine writes its own reports' payloads, and one naming another machine (or of another
+    kind) is stored all the same (NATS checks the subject, not the payload): it is never shown
+    to anyone, as the stages never believe it (``services.common.consumer``)."""
+    try:
+        event = decode_event(msg.data)
+    except msgspec.DecodeError:  # ValidationError included
+        log.warning("events.undecodable_skipped", subject=msg.subject)
+        return False
+    if not matches_subject(event, msg.subject):
+        log.warning("events.forged_skipped", subject=msg.subject, claimed=subject_of(event))
+        return False
+    return True
 
 
 async def token_is_live(store: Store, token_id: str) -> bool:

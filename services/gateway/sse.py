@@ -32,7 +32,7 @@ from contracts.ids import MACHINE_ID_RE
 from services.common.bus import Bus
 from services.common.store import Store
 from services.gateway.access import Caller
-from services.gateway.events_hub import QUEUE_LIMIT, EventHub, Subscriber
+from services.gateway.events_hub import QUEUE_LIMIT, EventHub, Subscriber, honest
 
 log = structlog.get_logger(__name__)
 
@@ -208,7 +208,8 @@ async def _send_stored(resp: web.StreamResponse, stored: asyncio.Queue[Msg], sub
         seq = msg.metadata.sequence.stream
         if seq > last:
             return last
-        await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
+        if honest(msg):
+            await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
         sent = seq
         if seq == last or msg.metadata.num_pending == 0:
             return last

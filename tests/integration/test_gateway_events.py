@@ -11,6 +11,8 @@ import msgspec
 import pytest
 
 from contracts import subjects
+from contracts.events import DaemonStatusReported, encode_event
+from contracts.ids import new_event_id
 from fleet.client import FleetClient
 from services.common.bus import Bus
 from services.common.settings import Settings
@@ -141,3 +143,36 @@ async def test_security_headers(stack: FleetClient, settings: Settings, path: st
             assert h["X-Content-Type-Options"] == "nosniff"
             assert h["Referrer-Policy"] == "no-referrer"
             assert h["Cache-Control"] == "no-store"
+
+
+async def test_a_forged_event_is_never_shown(stack: FleetClient, bus: Bus) -> None:
+    """Issue 13: a machine may publish only on its own status subject, but writes the payload
+    itself. A report stored there that names another machine is shown to no one: not live, not
+    in a replay."""
+    victim, last = await ready_machine(stack)
+    forger = "m-00000000000f0f0f"
+    forged = DaemonStatusReported(event_id=new_event_id(), machine_id=victim, status="stopping",
+                                  version="6.6.6", git_sha=None, boot_id="forged")  # fmt: skip
+    honest = DaemonStatusReported(event_id=new_event_id(), machine_id=forger, status="ready",
+                                  version="0.1.0", git_sha=None, boot_id="honest")  # fmt: skip
+    own = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, forger)
+    async with aiohttp.ClientSession(headers=AUTH) as s:
+        async with s.get(f"{stack.url}/events") as live:
+            await until_caught_up(live)
+            for event in (forged, honest):  # stored as a machine would: on the forger's subject
+                await bus.nc.request(own, encode_event(event), timeout=5)
+            seen = await data_until(live, b"honest")
+        async with s.get(f"{stack.url}/events", params={"since": str(last)}) as replay:
+            stored = await until_caught_up(replay)
+    assert not [line for line in seen + stored if b"forged" in line]
+    assert [line for line in stored if b"honest" in line]
+
+
+async def data_until(r: aiohttp.ClientResponse, marker: bytes) -> list[bytes]:
+    lines = []
+    async with asyncio.timeout(10):
+        async for raw in r.content:
+            lines.append(raw.rstrip(b"\r\n"))
+            if marker in lines[-1]:
+                return lines
+    raise AssertionError(f"the stream ended before {marker!r}: {lines}")
