@@ -210,6 +210,7 @@ async def test_a_machine_flooding_its_own_subject_cannot_fill_the_stream(
     info = await bus.js.stream_info(subjects.STREAM_NAME, subjects_filter=status)
     assert (info.state.subjects or {})[status] == settings.stream_max_msgs_per_subject
     assert info.state.bytes < settings.stream_max_msgs_per_subject * 1024  # no big one kept
+    await nc.close()
 
 
 async def test_machine_cannot_write_into_another_machines_output_stream(
