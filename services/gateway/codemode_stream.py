@@ -17,7 +17,7 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from contracts import subjects
-from contracts.codemode import RunParams, RunResult
+from contracts.codemode import RUN_STREAM_PATH, RunParams, RunResult
 from contracts.errors import FleetError, InternalError
 from contracts.jsonrpc import invalid_params
 from services.common.bus import Bus
@@ -47,7 +47,7 @@ def add_codemode_routes(
     async def run(request: web.Request) -> web.StreamResponse:
         return await stream_run(request, bus, ops, request[caller_key])
 
-    app.router.add_post("/codemode/run", run)
+    app.router.add_post(RUN_STREAM_PATH, run)
 
 
 def _frame(kind: str, data: bytes, seq: int | None = None) -> bytes:
