@@ -40,6 +40,8 @@ BRIDGE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 BUILTIN_PROVIDERS = ("fleet", "machine")
 #: The gateway's HTTP paths for codemode: the live run (SSE) and MCP (streamable HTTP).
 RUN_STREAM_PATH = "/codemode/run"
+#: The run stream's last SSE event: its data is the ``codemode.run`` result or ``{"error"}``.
+RUN_STREAM_END = "end"
 MCP_PATH = "/mcp"
 
 RunStatus = Literal["ok", "error", "timeout", "cancelled"]

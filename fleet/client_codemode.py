@@ -62,7 +62,7 @@ class CodemodeMethods:
             if resp.content_type == "application/json":
                 raise _error(await resp.read())
             async for kind, body in _sse(resp.content):
-                if kind == b"end":
+                if kind == cm.RUN_STREAM_END.encode():
                     yield _end(body)
                     return
                 yield _EVENT.decode(body)
