@@ -38,6 +38,11 @@ RUN_ID_PATTERN = r"^run-[0-9a-f]{16}$"
 #: Provider names an OpenAPI or MCP bridge may take (a Python identifier, not a built-in one).
 BRIDGE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 BUILTIN_PROVIDERS = ("fleet", "machine")
+#: The gateway's HTTP paths for codemode: the live run (SSE) and MCP (streamable HTTP).
+RUN_STREAM_PATH = "/codemode/run"
+#: The run stream's last SSE event: its data is the ``codemode.run`` result or ``{"error"}``.
+RUN_STREAM_END = "end"
+MCP_PATH = "/mcp"
 
 RunStatus = Literal["ok", "error", "timeout", "cancelled"]
 RecordStatus = Literal["running", "ok", "error", "timeout", "cancelled"]

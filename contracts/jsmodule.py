@@ -29,8 +29,8 @@ from typing import get_args
 import msgspec
 import msgspec.inspect
 
+from contracts import codemode, ids, validation
 from contracts import gateway_live as live
-from contracts import ids, validation
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.models import EnvScope, ProviderName
@@ -141,6 +141,21 @@ def env_scopes_by_precedence() -> list[str]:
     return list(get_args(EnvScope))
 
 
+def codemode_stream() -> dict[str, object]:
+    return {
+        "PATH": codemode.RUN_STREAM_PATH,
+        "END": codemode.RUN_STREAM_END,
+        "DEFAULT_TIMEOUT_S": int(codemode.DEFAULT_TIMEOUT_S),
+        "MAX_TIMEOUT_S": int(codemode.MAX_TIMEOUT_S),
+        "MAX_CODE_BYTES": codemode.MAX_CODE_BYTES,
+    }
+
+
+def codemode_events() -> dict[str, object]:
+    tags = [cls.__struct_config__.tag for cls in get_args(codemode.RunEvent)]
+    return {constant_name(str(tag)): tag for tag in tags}
+
+
 def _literal(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(f"not a string or integer: {value!r}")
@@ -221,6 +236,17 @@ def render() -> str:
             "Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT.",
             "STREAMING",
             {"PATH": live.RPC_STREAM_PATH, "OUTPUT": live.SSE_OUTPUT, "RESULT": live.SSE_RESULT},
+        ),
+        _frozen_object(
+            "Codemode (contracts.codemode): POST PATH with codemode.run's params streams the\n"
+            " * run's events (SSE, `event:` the event's type), then END with the result.\n",
+            "CODEMODE",
+            codemode_stream(),
+        ),
+        _frozen_object(
+            "Codemode run event types, the `type` of each event (contracts.codemode.RunEvent).",
+            "CODEMODE_EVENTS",
+            codemode_events(),
         ),
         _frozen_array(
             "Env var scopes, lowest precedence first: a machine's .env gets the value of the\n"

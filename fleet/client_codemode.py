@@ -57,12 +57,12 @@ class CodemodeMethods:
                             instance_id=instance_id, timeout_s=timeout_s)  # fmt: skip
         timeout = aiohttp.ClientTimeout(total=timeout_s + 30)
         async with self.session.post(
-            f"{self.url}/codemode/run", data=msgspec.json.encode(params), timeout=timeout
+            self.url + cm.RUN_STREAM_PATH, data=msgspec.json.encode(params), timeout=timeout
         ) as resp:
             if resp.content_type == "application/json":
                 raise _error(await resp.read())
             async for kind, body in _sse(resp.content):
-                if kind == b"end":
+                if kind == cm.RUN_STREAM_END.encode():
                     yield _end(body)
                     return
                 yield _EVENT.decode(body)

@@ -1,50 +1,37 @@
 """``fleet mcp``: codemode as an MCP server over stdio (the ``mcp`` SDK), for agents.
 
-Two tools, both performed by the gateway at ``FLEET_URL`` with ``FLEET_TOKEN``'s rights:
-``run_code`` (the ``codemode.run`` result: status, result, error, logs) and ``describe`` (the
-``.pyi`` stubs of the providers a run gets, to hand to the agent before it writes code).
+The tools (``services/gateway/mcp_tools.py``, the same the gateway's ``/mcp`` offers) are
+performed by the gateway at ``FLEET_URL`` with ``FLEET_TOKEN``'s rights.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
-from contracts.codemode import DEFAULT_TIMEOUT_S
-from fleet.client import FleetClient
-
-INSTRUCTIONS = (
-    "Run Python against a fleetd fleet. Call `describe` first: it returns the type stubs of "
-    "`fleet` (every gateway method), `machine` (when you pass machine_id) and the instance's "
-    "bridges. `run_code` runs your code in a sandbox with top-level await; the value of the "
-    "last expression is the result, print() output comes back as logs."
+from contracts.codemode import (
+    CODEMODE_DESCRIBE,
+    CODEMODE_RUN,
+    DescribeParams,
+    RunParams,
+    RunResult,
+    Stubs,
 )
+from fleet.client import FleetClient
+from services.gateway import mcp_tools
+
+
+class _ClientBackend:
+    def __init__(self, client: FleetClient) -> None:
+        self._client = client
+
+    async def run(self, params: RunParams, ctx: Context) -> RunResult:
+        return await self._client.call(CODEMODE_RUN, params, timeout_s=params.timeout_s + 30)
+
+    async def describe(self, params: DescribeParams, ctx: Context) -> Stubs:
+        return await self._client.call(CODEMODE_DESCRIBE, params)
 
 
 def build_server(client: FleetClient) -> MCPServer[Any]:
-    server: MCPServer[Any] = MCPServer("fleetd-codemode", instructions=INSTRUCTIONS)
-
-    @server.tool(description="Run Python code in the codemode sandbox; returns result and logs.")
-    async def run_code(
-        code: str,
-        machine_id: str | None = None,
-        instance_id: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> dict[str, Any]:
-        result = await client.code_run(
-            code, machine_id=machine_id, instance_id=instance_id, timeout_s=timeout_s
-        )
-        out: dict[str, Any] = msgspec.to_builtins(result)
-        return out
-
-    @server.tool(description="Python stubs (.pyi) of the providers a run gets.")
-    async def describe(
-        providers: list[str] | None = None,
-        machine_id: str | None = None,
-        instance_id: str | None = None,
-    ) -> dict[str, str]:
-        return await client.code_describe(providers, machine_id=machine_id, instance_id=instance_id)
-
-    return server
+    return mcp_tools.build_server(_ClientBackend(client))

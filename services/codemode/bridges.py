@@ -8,6 +8,8 @@ the operator's and the instance owner's trust (see the README's security section
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -141,9 +143,14 @@ class McpProvider:
         self._bridge = bridge
         self._auth = auth
 
-    def _client(self) -> Client:
-        http = httpx2.AsyncClient(headers=_headers(self._auth), timeout=HTTP_TIMEOUT_S)
-        return Client(streamable_http_client(self._bridge.url, http_client=http))
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[Client]:
+        # The SDK leaves a client it was given open: closed here, or its sockets leak.
+        async with (
+            httpx2.AsyncClient(headers=_headers(self._auth), timeout=HTTP_TIMEOUT_S) as http,
+            Client(streamable_http_client(self._bridge.url, http_client=http)) as client,
+        ):
+            yield client
 
     async def call(self, path: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if args:

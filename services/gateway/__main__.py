@@ -16,6 +16,7 @@ from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
 from services.gateway.events_hub import EventHub
 from services.gateway.http import HttpServer, caller_resolver, make_app
+from services.gateway.mcp_http import McpEndpoint
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
@@ -43,6 +44,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         EventHub(bus, store, max_per_token=settings.events_max_per_token,
                  max_streams=settings.events_max_streams)
     )  # fmt: skip
+    mcp = await stack.enter_async_context(McpEndpoint(api.codemode, settings.max_body_bytes))
     app = make_app(
         dispatcher=api.dispatcher(),
         store=store,
@@ -52,6 +54,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         settings=settings,
         metrics=metrics,
         codemode=api.codemode,
+        mcp=mcp,
     )
     await stack.enter_async_context(HttpServer(app, settings.host, settings.port))
 

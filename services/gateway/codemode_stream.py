@@ -17,7 +17,7 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from contracts import subjects
-from contracts.codemode import RunParams, RunResult
+from contracts.codemode import RUN_STREAM_END, RUN_STREAM_PATH, RunParams, RunResult
 from contracts.errors import FleetError, InternalError
 from contracts.jsonrpc import invalid_params
 from services.common.bus import Bus
@@ -47,7 +47,7 @@ def add_codemode_routes(
     async def run(request: web.Request) -> web.StreamResponse:
         return await stream_run(request, bus, ops, request[caller_key])
 
-    app.router.add_post("/codemode/run", run)
+    app.router.add_post(RUN_STREAM_PATH, run)
 
 
 def _frame(kind: str, data: bytes, seq: int | None = None) -> bytes:
@@ -83,7 +83,7 @@ async def stream_run(
         if not ended:
             await _drain(resp, queue)
         await asyncio.wait({run})  # the terminal event can come before the answer
-        await resp.write(_frame("end", _end(run)))
+        await resp.write(_frame(RUN_STREAM_END, _end(run)))
     except (ConnectionResetError, asyncio.CancelledError):
         log.info("codemode.stream_closed", run_id=job.run_id)  # the run goes on to its end
         raise

@@ -37,6 +37,7 @@ from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.events_hub import EventHub
 from services.gateway.exec_stream import stream_rpc
 from services.gateway.limits import RateLimiter, rate_limited
+from services.gateway.mcp_http import McpEndpoint, add_mcp_route
 from services.gateway.sse import EventsContext, stream_events
 from services.gateway.tickets import EventTickets
 
@@ -158,6 +159,7 @@ def make_app(
     settings: Settings,
     metrics: Metrics | None = None,
     codemode: CodemodeOps | None = None,
+    mcp: McpEndpoint | None = None,
 ) -> web.Application:
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
@@ -236,6 +238,8 @@ def make_app(
     app.router.add_static("/static", STATIC)
     if codemode is not None:
         add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST)
+    if mcp is not None:
+        add_mcp_route(app, mcp, CALLER_OF_REQUEST)
     return app
 
 

@@ -1,8 +1,9 @@
-// fleetd web console: sign-in, then Machines, Machine detail, Instances, Env vars and Access
-// tokens, all through the gateway's JSON-RPC API, with machine status kept live by /events.
+// fleetd web console: sign-in, then Machines, Machine detail, Instances, Env vars, Access
+// tokens and Codemode, all through the gateway's JSON-RPC API, with machine status kept live by /events.
 // This module is the router: one page module per route (page-*.js).
 import { onUnauthorized, session } from "./api.js";
 import { ID_PATTERNS } from "./contract.js";
+import { codemodePage } from "./page-codemode.js";
 import { envPage } from "./page-env.js";
 import { instancesPage } from "./page-instances.js";
 import { machineDetailPage } from "./page-machine-detail.js";
@@ -26,6 +27,7 @@ const ROUTES = [
   [/^#\/instances$/, instancesPage],
   [new RegExp(`^#/env(?:/${id(ID_PATTERNS.INSTANCE_ID)})?$`), envPage],
   [/^#\/tokens$/, tokensPage],
+  [/^#\/codemode$/, codemodePage],
 ];
 
 /** Leave the page on screen: its controller's signal tells it to stop (event streams). */

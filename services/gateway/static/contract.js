@@ -133,6 +133,29 @@ export const STREAMING = Object.freeze({
 });
 
 /**
+ * Codemode (contracts.codemode): POST PATH with codemode.run's params streams the
+ * run's events (SSE, `event:` the event's type), then END with the result.
+ */
+export const CODEMODE = Object.freeze({
+  PATH: "/codemode/run",
+  END: "end",
+  DEFAULT_TIMEOUT_S: 30,
+  MAX_TIMEOUT_S: 300,
+  MAX_CODE_BYTES: 262144,
+});
+
+/** Codemode run event types, the `type` of each event (contracts.codemode.RunEvent). */
+export const CODEMODE_EVENTS = Object.freeze({
+  STARTED: "started",
+  LOG: "log",
+  TOOL_CALL: "toolCall",
+  TOOL_RESULT: "toolResult",
+  RESULT: "result",
+  ERROR: "error",
+  CANCELLED: "cancelled",
+});
+
+/**
  * Env var scopes, lowest precedence first: a machine's .env gets the value of the
  * last scope that sets a name, as core.dotenv.merge_env merges them (a test
  * checks).

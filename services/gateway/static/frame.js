@@ -10,6 +10,7 @@ const NAV = [
   ["#/instances", "Instances", "nav-instances"],
   ["#/env", "Env vars", "nav-env"],
   ["#/tokens", "Access tokens", "nav-tokens"],
+  ["#/codemode", "Codemode", "nav-codemode"],
 ];
 
 export function frame(active, title, ...content) {

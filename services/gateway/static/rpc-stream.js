@@ -4,8 +4,8 @@ import { NO_ANSWER, RpcError, session } from "./api.js";
 import { ERROR_HTTP_STATUS, STREAMING } from "./contract.js";
 import { state } from "./state.js";
 
-/** The data of each complete server-sent event in `buffer`, and what is left of it. */
-function takeEvents(buffer) {
+/** The name and data of each complete server-sent event in `buffer`, and what is left of it. */
+export function takeEvents(buffer) {
   const events = [];
   let rest = buffer;
   let end = rest.indexOf("\n\n");

@@ -1,0 +1,104 @@
+"""``/mcp``: codemode's MCP server over streamable HTTP, on the gateway's own port.
+
+The ``mcp`` SDK's transport is an ASGI app; ``services/gateway/asgi.py`` serves it from aiohttp,
+so ``/mcp`` sits behind the same auth middleware (bearer token, bad-token rate limit), body
+limit and security headers as ``/rpc``, and users reach one port. The transport is stateless:
+every HTTP request is authenticated on its own and its tool calls run with that request's
+caller, so there is no MCP session another token could take over, and any gateway replica can
+answer any request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from mcp.server.mcpserver import Context
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+
+from contracts.codemode import MCP_PATH, DescribeParams, RunParams, RunResult, Stubs
+from contracts.errors import Unauthorized
+from services.gateway import mcp_tools
+from services.gateway.access import Caller
+from services.gateway.asgi import serve_asgi
+from services.gateway.codemode import CodemodeOps
+
+#: Where the caller travels from the HTTP request to the tool call (``request.state``).
+CALLER_STATE = "fleet_caller"
+
+
+class _OpsBackend:
+    def __init__(self, ops: CodemodeOps) -> None:
+        self._ops = ops
+
+    async def run(self, params: RunParams, ctx: Context) -> RunResult:
+        return await self._ops.codemode_run(params, _caller(ctx))
+
+    async def describe(self, params: DescribeParams, ctx: Context) -> Stubs:
+        return await self._ops.codemode_describe(params, _caller(ctx))
+
+
+def _caller(ctx: Context) -> Caller:
+    request = ctx.request_context.request
+    caller = getattr(getattr(request, "state", None), CALLER_STATE, None)
+    if not isinstance(caller, Caller):  # only reachable through /mcp, which authenticates
+        raise Unauthorized("no caller on this MCP request")
+    return caller
+
+
+class McpEndpoint:
+    """The SDK's session manager, running for as long as the gateway (an async context manager).
+
+    It runs in a task of its own: its anyio task group must be entered and left by one task,
+    and the gateway's startup and shutdown need not be the same task.
+    """
+
+    def __init__(self, ops: CodemodeOps, max_body_bytes: int) -> None:
+        server = mcp_tools.build_server(_OpsBackend(ops))
+        # The Host/Origin checks guard a token-less local server against DNS rebinding; every
+        # /mcp request carries a bearer token (never a cookie), and the gateway's host is the
+        # operator's to choose, so they are off.
+        server.streamable_http_app(
+            stateless_http=True,
+            max_request_body_size=max_body_bytes,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        self._manager: StreamableHTTPSessionManager = server.session_manager
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self, started: asyncio.Future[None]) -> None:
+        async with self._manager.run():
+            started.set_result(None)
+            await self._stop.wait()
+
+    async def __aenter__(self) -> McpEndpoint:
+        started = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(started))
+        await asyncio.wait({started, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            self._task.result()  # raises why it could not start
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def handle(self, request: web.Request, caller: Caller) -> web.StreamResponse:
+        extra: dict[str, Any] = {CALLER_STATE: caller}
+        return await serve_asgi(self._manager.handle_request, request, extra)
+
+
+def add_mcp_route(
+    app: web.Application, endpoint: McpEndpoint, caller_key: web.RequestKey[Caller]
+) -> None:
+    async def mcp(request: web.Request) -> web.StreamResponse:
+        return await endpoint.handle(request, request[caller_key])
+
+    app.router.add_route("*", MCP_PATH, mcp)
