@@ -19,17 +19,22 @@ from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from contracts.jsonrpc import NoParams
 from contracts.machine_files import CODE_DIR
+from contracts.status import MachineStatus
 from core.lockfile import holder_pid
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state
+from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from providers.code import install_code
 from providers.local import daemon_argv
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
+from services.common.settings import Settings
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon, git, kill_leftovers
 from tests.integration.test_daemon import KEY, boot
+from tests.integration.test_pipeline import home_of
 from tests.integration.test_refresh import code_repo
+from tests.integration.test_supervision import daemon_pid
 from tests.waiters import Inbox, subscribed, wait_until
 
 
@@ -189,3 +194,51 @@ async def test_the_supervisor_follows_a_daemon_that_took_over(
             os.killpg(sup.pid, signal.SIGTERM)
             sup.wait(timeout=30)
             kill_leftovers(home)
+
+
+#: Run inside a sandboxed machine by tool.execCommand: start a daemon of the code directory
+#: argv[1] with the running daemon's environment (its parent's), in a session of its own, and
+#: return at once: the new daemon is then an orphan of the machine, as a package upgrade's
+#: restart would leave it.
+LAUNCHER = """
+import os, sys
+raw = open(f"/proc/{os.getppid()}/environ", "rb").read().decode()
+env = dict(p.split("=", 1) for p in raw.split("\\0") if "=" in p)
+env["PYTHONPATH"] = sys.argv[1]
+log = os.path.join(env["HOME"], "taker.log")
+os.posix_spawn(sys.executable, [sys.executable, "-P", "-m", "daemon"], env, setsid=True,
+               file_actions=[(os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT, 0o600),
+                             (os.POSIX_SPAWN_DUP2, 1, 2)])
+"""
+
+
+async def test_in_a_sandbox_the_supervisor_follows_the_newer_daemon(
+    stack: FleetClient, settings: Settings, tmp_path: Path
+) -> None:
+    repo, sha = code_repo(tmp_path)
+    inst = await stack.create_instance("takeover")
+    machine = await stack.create_machine(inst.id)
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=60)
+    assert done.status is MachineStatus.READY, done.status_reason
+    bg = await stack.start_process(machine.id, ["sleep", "300"], tag="survivor")
+    old = daemon_pid(settings, machine.id)
+    newer = installed(repo, sha, home_of(settings, machine.id), version="99.0")
+
+    launched = await stack.exec(machine.id, [sys.executable, "-c", LAUNCHER, str(newer)])
+    assert launched.exit_code == 0, launched.stderr
+
+    async def version_is(want: str) -> bool:
+        m = await stack.get_machine(machine.id)
+        return m.daemon_version == want and m.status is MachineStatus.READY
+
+    await wait_until(lambda: version_is("99.0"), timeout=30, every=0.2)
+    taker = daemon_pid(settings, machine.id)  # the supervisor's child now: it was orphaned
+    assert taker not in (None, old)
+    tags = [p.tag for p in await stack.list_processes(machine.id) if p.pid == bg.pid]
+    assert tags == ["survivor"]  # re-adopted by the taker
+
+    assert taker is not None
+    os.kill(taker, signal.SIGKILL)  # the supervisor restarts its own daemon, machine kept
+    await wait_until(lambda: version_is("0.1.0"), timeout=30, every=0.2)
+    tags = [p.tag for p in await stack.list_processes(machine.id) if p.pid == bg.pid]
+    assert tags == ["survivor"]
