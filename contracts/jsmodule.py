@@ -33,7 +33,7 @@ from contracts import codemode, ids, validation
 from contracts import gateway_live as live
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.models import EnvScope, ProviderName
+from contracts.models import CodeStatus, EnvScope, ProviderName
 from contracts.status import TERMINAL, MachineStatus
 from contracts.subjects import EventKind
 
@@ -226,6 +226,11 @@ def render() -> str:
             "Machine providers (contracts.models.ProviderName).",
             "PROVIDERS",
             list(get_args(ProviderName)),
+        ),
+        _frozen_object(
+            "How a daemon's code relates to the platform's (contracts.models.CodeStatus).",
+            "CODE_STATUS",
+            {constant_name(v): v for v in get_args(CodeStatus)},
         ),
         _frozen_object(
             "Machine event types, the `type` of each event (contracts.subjects.EventKind).",

@@ -13,6 +13,11 @@ from contracts.status import MachineStatus
 #: runs many daemons in one process on it, for load testing.
 ProviderName = Literal["local", "swarm"]
 EnvScope = Literal["platform", "instance"]
+#: How the code a machine's daemon runs relates to the platform's, by git ancestry in the
+#: platform's code repo: ``behind`` (the daemon's commit is an ancestor of the platform's),
+#: ``ahead`` (the other way round), ``diverged`` (neither: another branch), ``current`` (the same
+#: commit), ``unknown`` (no SHA, a SHA the repo does not have, or no repo).
+CodeStatus = Literal["current", "behind", "ahead", "diverged", "unknown"]
 
 
 class Model(msgspec.Struct, rename="camel", kw_only=True):
@@ -35,9 +40,10 @@ class Machine(Model, kw_only=True):
     status_reason: str
     daemon_version: str | None = None
     daemon_git_sha: str | None = None
-    #: The daemon runs other code than the platform's (compare daemonGitSha with the
-    #: platform's SHA); machines.refreshCode brings it up to date.
+    #: The daemon runs older code than the platform's (``codeStatus`` is ``behind``);
+    #: machines.refreshCode brings it up to date.
     update_available: bool = False
+    code_status: CodeStatus = "unknown"
     created_at: datetime
     updated_at: datetime
 

@@ -1,6 +1,8 @@
 """The daemon's local control server: HTTP on 127.0.0.1, a random port, two endpoints.
 
-``GET /status`` answers the daemon's state; ``POST /stop`` stops it. Every request carries the
+``GET /status`` answers the daemon's state; ``POST /stop`` stops it; ``POST /handover?pid=N``
+asks it to hand over to the newer daemon N that is starting (daemon/takeover.py): it stops
+serving and leaves its background processes for N. Every request carries the
 local secret (``Authorization: Bearer <~/.fleet/daemon.secret>``, a file only the machine's
 user can read): any process on the host can reach a loopback port, not every one may stop the
 daemon. Plain asyncio, not aiohttp: the daemon keeps aiohttp out of its memory (bench 5).
@@ -19,10 +21,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
 
 from contracts.machine_files import CONTROL_SECRET_FILE
+from core import procinfo
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +36,7 @@ _REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
 
 StatusFn = Callable[[], dict[str, Any]]
 StopFn = Callable[[str], Awaitable[None] | None]
+HandoverFn = Callable[[int], None]
 
 
 def secret_path(home: Path) -> Path:
@@ -51,10 +56,11 @@ def write_secret(home: Path) -> str:
 
 
 class ControlServer:
-    def __init__(self, home: Path, *, status: StatusFn, stop: StopFn) -> None:
+    def __init__(self, home: Path, *, status: StatusFn, stop: StopFn, handover: HandoverFn) -> None:
         self._home = home
         self._status = status
         self._stop = stop
+        self._handover = handover
         self._secret = ""
         self._server: asyncio.Server | None = None
         self.port: int | None = None
@@ -93,7 +99,8 @@ class ControlServer:
         if len(head) > _MAX_HEAD:
             return 400, {"error": "request head too large"}
         lines = head.decode("latin-1").split("\r\n")
-        method, path, *_ = [*lines[0].split(" "), "", ""][:3]
+        method, target, *_ = [*lines[0].split(" "), "", ""][:3]
+        path, _, query = target.partition("?")
         headers = {
             k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:]) if k
         }
@@ -109,7 +116,18 @@ class ControlServer:
             if result is not None:
                 await result
             return 202, {"stopping": True}
-        return 404, {"error": f"no such endpoint {path}; try /status or /stop"}
+        if path == "/handover":
+            return self._answer_handover(method, query)
+        return 404, {"error": f"no such endpoint {path}; try /status, /stop or /handover"}
+
+    def _answer_handover(self, method: str, query: str) -> tuple[int, dict[str, Any]]:
+        if method != "POST":
+            return 405, {"error": "use POST"}
+        raw = parse_qs(query).get("pid", [""])[-1]
+        if not raw.isdigit() or not procinfo.is_alive(int(raw), None) or int(raw) == os.getpid():
+            return 400, {"error": f"pid={raw!r}: the pid of the live daemon taking over"}
+        self._handover(int(raw))
+        return 202, {"handingOver": int(raw)}
 
 
 class ControlUnavailable(Exception):

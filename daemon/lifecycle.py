@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import msgspec
 import structlog
@@ -16,7 +15,7 @@ import structlog
 from core import procinfo
 from core.lockfile import DaemonLock
 from core.version import git_sha, package_version
-from daemon import update
+from daemon import takeover, update
 from daemon.control import ControlServer
 from daemon.procs import ProcessManager
 from daemon.scheduler import Scheduler
@@ -28,7 +27,11 @@ log = structlog.get_logger(__name__)
 #: States a daemon writes while it is alive; found with a dead pid, they mean it crashed.
 LIVE_STATES = ("starting", "running", "stopping")
 
-StopRequest = Callable[[str], None]
+ExitMode = Literal["stop", "exec", "handover"]
+
+
+class StopRequest(Protocol):
+    def __call__(self, reason: str, mode: ExitMode = "stop") -> None: ...
 
 
 def effective_state(state: DaemonState) -> tuple[DaemonRunState, str]:
@@ -51,7 +54,8 @@ class Lifecycle:
         self.procs = ProcessManager(self.home, environ=os.environ, on_change=self.save)
         self.scheduler = Scheduler(self.home, environ=os.environ, record=self._cron_ran,
                                    procs=self.procs)  # fmt: skip
-        self.control = ControlServer(self.home, status=self.status, stop=request_stop)
+        self.control = ControlServer(self.home, status=self.status, stop=request_stop,
+                                     handover=self.hand_over_to)  # fmt: skip
         me = os.getpid()
         self.state = DaemonState(
             pid=me, start_ticks=procinfo.start_ticks(me), machine_id=settings.machine_id,
@@ -60,7 +64,11 @@ class Lifecycle:
         )  # fmt: skip
 
     async def __aenter__(self) -> Lifecycle:
-        self.lock.acquire(handover_from=self.settings.handover_from)
+        # A daemon already running: one that is handing over to us (it started us), else one
+        # we take over from if we are newer (takeover.ask_holder raises if we are not).
+        mine = (self.state.version, self.state.git_sha)
+        handover_from = self.settings.handover_from or takeover.ask_holder(self.home, mine)
+        self.lock.acquire(handover_from=handover_from)
         try:
             self._take_over(load_state(self.home))
             self.save()
@@ -85,6 +93,13 @@ class Lifecycle:
         self.state.previous = f"pid {previous.pid} {state}: {reason}"
         self.procs.adopt(previous.processes)
         self.state.cron = previous.cron
+
+    def hand_over_to(self, pid: int, why: str = "a newer daemon takes over") -> None:
+        """Leave the machine to daemon ``pid``: recorded (the supervisor then watches it), then
+        stop serving, leaving our background processes to it."""
+        self.state.successor_pid = pid
+        self.save()
+        self._request_stop(f"handing over to pid {pid}: {why}", "handover")
 
     def running(self, reason: str) -> None:
         self.set_state("running", reason)

@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import msgspec
 import nats
@@ -54,7 +54,7 @@ from core.backoff import backoff_s
 from core.lockfile import DaemonLock
 from core.version import git_sha, package_version
 from daemon import tools, update
-from daemon.lifecycle import Lifecycle
+from daemon.lifecycle import ExitMode, Lifecycle
 from daemon.settings import DaemonSettings
 from daemon.streaming import ExecStreams, daemon_log
 
@@ -64,9 +64,6 @@ _ENCODER = msgspec.json.Encoder()
 _CONNECT_BACKOFF_CAP_S = 10.0
 #: Room left in an answer's NATS message for its headers (the reply MAC).
 _REPLY_HEADROOM = 256
-
-
-ExitMode = Literal["stop", "exec", "handover"]
 
 
 class Daemon:
@@ -249,7 +246,8 @@ class Daemon:
         except OSError as exc:
             log.error("daemon.handover_failed", code=str(newer), error=str(exc))
             return
-        self.request_stop(f"handing over to pid {pid} running {newer.name[:12]}", "handover")
+        assert self._life is not None
+        self._life.hand_over_to(pid, f"it runs {newer.name[:12]}")
 
     async def _on_request(self, msg: Msg) -> None:
         # nats-py runs a subscription's callbacks one at a time; a long execCommand must not

@@ -76,6 +76,9 @@ class DaemonState(msgspec.Struct, rename="camel", kw_only=True):
     state_reason: str
     #: How the daemon before this one ended (for humans and ``doctor``).
     previous: str | None = None
+    #: The daemon this one handed over to (a handover or a takeover): the machine's
+    #: supervisor watches it next.
+    successor_pid: int | None = None
     processes: list[TrackedProcess] = msgspec.field(default_factory=list)
     cron: dict[str, CronRun] = msgspec.field(default_factory=dict)
     updated_at: float = 0.0

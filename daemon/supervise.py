@@ -3,9 +3,12 @@
 - A daemon that dies (a signal, a non-zero exit) is started again at once, with a short
   backoff when it keeps dying; the new daemon re-adopts the background processes from its
   state file.
-- A daemon that hands over to a successor (newer code) exits 0 with the successor running: the
-  successor becomes the one watched (it is our child once its parent is gone: we are the
-  machine's child subreaper, so every orphan of the machine comes back to us to be reaped).
+- A daemon that hands over to a successor exits 0 with the successor running: the successor
+  becomes the one watched. Its own successor (newer code on disk) carries FLEET_HANDOVER_FROM;
+  one that took over (a newer daemon started by anyone on the machine, daemon/takeover.py) is
+  named in the state file (``successorPid``, or the ``pid`` that has since replaced it). It is
+  our child once its parent is gone (we are the machine's child subreaper, so every orphan of
+  the machine comes back to us to be reaped); until then we poll it.
 - A daemon that stops on request (exit 0, no successor) ends the supervisor, and with it the
   machine (in the sandbox, the pid namespace ends with its init).
 - SIGTERM/SIGINT: forwarded to the daemon, then we stop when it has. SIGHUP: restart the
@@ -23,10 +26,12 @@ import time
 from pathlib import Path
 
 from core import procinfo
+from daemon.state import CorruptState, read_state
 
 _PR_SET_CHILD_SUBREAPER = 36
 _MAX_BACKOFF_S = 2.0
 _HEALTHY_AFTER_S = 30.0  # a daemon up this long has its restart backoff reset
+_POLL_S = 0.2  # how often a watched daemon that is not our child is looked at
 HANDOVER_VAR = "FLEET_HANDOVER_FROM"
 #: Set by the provider inside a sandbox (``providers.sandbox.SANDBOXED_VAR``: the daemon may
 #: not import providers).
@@ -59,9 +64,38 @@ def successor_of(pid: int) -> int | None:
     return None
 
 
+def _home() -> Path:
+    return Path(os.environ.get("FLEET_HOME") or os.environ.get("HOME") or Path.home())
+
+
+def taker_of(pid: int, home: Path) -> int | None:
+    """A live daemon the state file names as having replaced ``pid`` (a takeover): the daemon
+    ``pid`` recorded as its successor, or the one that has since written the file."""
+    try:
+        state = read_state(home)
+    except CorruptState:
+        return None
+    if state is None:
+        return None
+    if state.pid != pid and procinfo.is_alive(state.pid, state.start_ticks):
+        return state.pid
+    if state.pid == pid and state.successor_pid and procinfo.is_alive(state.successor_pid, None):
+        return state.successor_pid
+    return None
+
+
+def stopped_for_good(pid: int, home: Path) -> bool:
+    """A daemon we could not reap (not our child) recorded a clean stop before it ended."""
+    with contextlib.suppress(CorruptState):
+        state = read_state(home)
+        return state is not None and state.pid == pid and state.state == "stopped"
+    return False
+
+
 class Supervisor:
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], home: Path | None = None) -> None:
         self.argv = argv
+        self.home = home or _home()
         self.current: int | None = None
         self.stopping = False
         self.restart_requested = False
@@ -82,10 +116,10 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.current, signum)
 
-    def on_exit(self, pid: int, status: int) -> bool:
+    def on_exit(self, pid: int, code: int) -> bool:
         """The watched daemon ended; False when the supervisor should end too."""
-        code = os.waitstatus_to_exitcode(status)
-        if (successor := successor_of(pid)) is not None:
+        successor = successor_of(pid) or taker_of(pid, self.home)
+        if successor is not None:
             _say("daemon_handed_over", old=pid, new=successor)
             self.current = successor
             return True
@@ -106,15 +140,39 @@ class Supervisor:
 
     def run(self) -> int:
         self.spawn()
-        while True:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                return 0
-            if pid == self.current and not self.on_exit(pid, status):
+        while (ended := self.next_exit()) is not None:
+            pid, code = ended
+            if pid == self.current and not self.on_exit(pid, code):
                 end_the_machine()
                 return 0
             # Any other pid: an orphan of the machine, reaped so that no zombie stays.
+        return 0
+
+    def next_exit(self) -> tuple[int, int] | None:
+        """The next process that ended and its exit code; None when nothing is left to watch.
+        A watched daemon that is not our child (a taker whose parent lives on) is polled."""
+        while True:
+            ours = self.current is None or _parent_of(self.current) == os.getpid()
+            try:
+                pid, status = os.waitpid(-1, 0 if ours else os.WNOHANG)
+            except ChildProcessError:
+                if ours:
+                    return None
+                pid, status = 0, 0
+            if pid:
+                return pid, os.waitstatus_to_exitcode(status)
+            assert self.current is not None
+            if not procinfo.is_alive(self.current, None):
+                return self.current, 0 if stopped_for_good(self.current, self.home) else 1
+            time.sleep(_POLL_S)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(b")") + 2 :].split()[1])
 
 
 def end_the_machine() -> None:

@@ -37,6 +37,13 @@ PIPELINE = (
     EventKind.READY,
 )
 UPDATE_MARK = "*"
+#: The mark after a daemon's version in tables, and what it means, by ``codeStatus``
+#: (``current`` and ``unknown`` are not marked).
+CODE_MARKS = {
+    "behind": (UPDATE_MARK, "newer code available: fleet machines refresh-code MACHINE_ID"),
+    "ahead": ("+", "runs code newer than the platform's"),
+    "diverged": ("~", "runs code from another branch than the platform's"),
+}
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
@@ -61,7 +68,13 @@ def _daemon(m: Machine) -> str:
         return "-"
     sha = (m.daemon_git_sha or "")[:7]
     text = f"{m.daemon_version}@{sha}" if sha else m.daemon_version
-    return text + (UPDATE_MARK if m.update_available else "")
+    return text + _mark(m)
+
+
+def _mark(m: Machine) -> str:
+    if m.code_status == "behind" and not m.update_available:
+        return ""  # a failed or archived machine gets no update
+    return CODE_MARKS[m.code_status][0] if m.code_status in CODE_MARKS else ""
 
 
 def machines_table(machines: Sequence[Machine]) -> str:
@@ -78,8 +91,9 @@ def machines_table(machines: Sequence[Machine]) -> str:
         for m in machines
     ]
     text = table(rows, ["ID", "INSTANCE", "PROVIDER", "STATUS", "DAEMON", "AGE", "REASON"])
-    if any(m.update_available for m in machines):
-        text += f"\n{UPDATE_MARK} newer code available: fleet machines refresh-code MACHINE_ID"
+    for mark, meaning in CODE_MARKS.values():
+        if any(_mark(m) == mark for m in machines):
+            text += f"\n{mark} {meaning}"
     return text
 
 
@@ -90,7 +104,9 @@ def machine_line(m: Machine) -> str:
 def machine_detail(m: Machine) -> str:
     daemon = _daemon(m)
     if m.update_available:
-        daemon += f"  (newer code available: fleet machines refresh-code {m.id})"
+        daemon += f"  (behind the platform: fleet machines refresh-code {m.id})"
+    elif m.daemon_git_sha and m.code_status != "behind":
+        daemon += f"  (code {m.code_status})"
     fields = [
         ("id", m.id),
         ("instance", m.instance_id),

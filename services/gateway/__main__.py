@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from providers.code import code_repo, platform_sha
+from providers.code_status import CodeVersions
 from providers.registry import code_installers
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
@@ -30,6 +31,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     metrics.count_machines(store)
     daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics)
     repo = code_repo(settings.code_repo)
+    sha = platform_sha(settings.git_sha, repo)
     api = GatewayApi(
         store=store,
         bus=bus,
@@ -37,8 +39,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         box=SecretBox(settings.secret_key),
         settings=settings,
         installers=code_installers(settings, repo),
-        platform_sha=platform_sha(settings.git_sha, repo),
+        platform_sha=sha,
         keys=keys,
+        code=CodeVersions(repo, sha),
     )
     hub = await stack.enter_async_context(
         EventHub(bus, store, max_per_token=settings.events_max_per_token,

@@ -17,6 +17,7 @@ from contracts.models import Machine
 from contracts.status import TERMINAL
 from contracts.status import MachineStatus as S
 from contracts.validation import local_repo_path
+from providers.code_status import CodeVersions
 from services.common.store import Store
 
 
@@ -40,24 +41,22 @@ class Caller(msgspec.Struct, frozen=True):
 class Access:
     """Records looked up on behalf of a caller: Forbidden when they are not theirs."""
 
-    def __init__(self, store: Store, platform_sha: str | None) -> None:
+    def __init__(self, store: Store, code: CodeVersions) -> None:
         self.store = store
-        self.platform_sha = platform_sha
+        self.code = code
 
-    def versioned(self, machine: Machine) -> Machine:
-        """``updateAvailable``: the daemon reported a SHA, and it is not the platform's."""
-        machine.update_available = bool(
-            self.platform_sha
-            and machine.daemon_git_sha
-            and machine.daemon_git_sha != self.platform_sha
-            and machine.status not in TERMINAL
+    async def versioned(self, machine: Machine) -> Machine:
+        """``codeStatus`` from git ancestry; ``updateAvailable``: behind, on a live machine."""
+        machine.code_status = await self.code.status(machine.daemon_git_sha)
+        machine.update_available = (
+            machine.code_status == "behind" and machine.status not in TERMINAL
         )
         return machine
 
     async def machine(self, c: Caller, machine_id: str) -> Machine:
         machine = await self.store.get_machine(machine_id)
         c.require(machine.instance_id)
-        return self.versioned(machine)
+        return await self.versioned(machine)
 
     async def live_machine(self, c: Caller, machine_id: str) -> Machine:
         """A machine the caller may reach into: any but an archived one."""

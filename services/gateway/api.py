@@ -43,6 +43,7 @@ from contracts.status import TERMINAL
 from contracts.status import MachineStatus as S
 from core.version import package_version
 from providers.base import CodeInstaller
+from providers.code_status import CodeVersions
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
@@ -72,6 +73,7 @@ class GatewayApi:
         installers: dict[str, CodeInstaller] | None = None,
         platform_sha: str | None = None,
         keys: MachineKeys | None = None,
+        code: CodeVersions | None = None,
     ) -> None:
         self.store = store
         self.box = box
@@ -79,7 +81,8 @@ class GatewayApi:
         self.daemons = daemons
         self.tokens = TokenStore(store)
         self.platform_sha = platform_sha
-        self.access = Access(store, platform_sha)
+        # Without the platform's code repo, only "current" (the same SHA) can be told.
+        self.access = Access(store, code or CodeVersions(None, platform_sha))
         self.settings = settings or Settings()
         self._stop_wait_s = self.settings.stop_wait_s
         self.limits = CallLimits(self.settings)
@@ -214,7 +217,7 @@ class GatewayApi:
         if instance_id is not None:
             await self.access.instance_exists(c, instance_id)
         machines = await self.store.list_machines(instance_id)
-        return MachineList(machines=[self.access.versioned(m) for m in machines])
+        return MachineList(machines=[await self.access.versioned(m) for m in machines])
 
     async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:
         await self.access.machine(c, p.machine_id)

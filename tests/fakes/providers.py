@@ -8,10 +8,12 @@ next starts raise, as a provider that cannot start a machine does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from contracts.errors import NotSupported, ProviderError
 from contracts.events import DaemonStatusReported, encode_event, subject_of
 from contracts.ids import new_event_id
+from providers.code_status import CodeVersions
 from tests.fakes.bus import FakeBus
 from tests.fakes.daemons import FakeDaemons, FakeMachine
 
@@ -74,3 +76,26 @@ class FakeProvider:
 
 def provider_error(message: str = "no capacity") -> ProviderError:
     return ProviderError(message)
+
+
+class FakeHistory(CodeVersions):
+    """The platform's code repo as a commit graph in memory (child: parents) for the fast layer;
+    the real ``git merge-base`` answers are tested against real repos in tests/integration."""
+
+    def __init__(self, platform_sha: str, parents: dict[str, list[str]]) -> None:
+        super().__init__(Path("/nonexistent"), platform_sha)
+        self.parents = parents
+
+    async def _is_ancestor(self, older: str, newer: str) -> bool | None:
+        self.git_calls += 1
+        if older not in self.parents or newer not in self.parents:
+            return None
+        seen, todo = set(), [newer]
+        while todo:
+            sha = todo.pop()
+            if sha == older:
+                return True
+            if sha not in seen:
+                seen.add(sha)
+                todo.extend(self.parents.get(sha, []))
+        return False

@@ -28,9 +28,13 @@ from services.prober.service import Prober
 from services.provisioner.service import Provisioner
 from services.setup_pusher.service import SetupPusher
 from tests.fakes import FakeBus, FakeDaemons, FakeProvider
+from tests.fakes.providers import FakeHistory
 
 ADMIN = Caller(token_id="admin")
 PLATFORM_SHA = "a" * 40
+#: The platform's code history (child: parents): the fake daemons' "0"*40 is behind the
+#: platform's "a"*40, "b"*40 is ahead of it, "d"*40 branched off "0"*40 (diverged).
+HISTORY = {"0" * 40: [], PLATFORM_SHA: ["0" * 40], "b" * 40: [PLATFORM_SHA], "d" * 40: ["0" * 40]}
 
 
 @pytest.fixture
@@ -117,6 +121,7 @@ def world(settings: Settings, store: Store, bus: FakeBus) -> World:
     for service in (provisioner, setup, prober):
         bus.attach(service)
     api = GatewayApi(store=store, bus=bus, daemons=daemons, box=box, settings=settings,
-                     installers={provider.name: provider}, platform_sha=PLATFORM_SHA)  # fmt: skip
+                     installers={provider.name: provider}, platform_sha=PLATFORM_SHA,
+                     code=FakeHistory(PLATFORM_SHA, HISTORY))  # fmt: skip
     return World(settings, store, bus, daemons, provider, box, provisioner, setup, prober, api,
                  api.dispatcher())  # fmt: skip

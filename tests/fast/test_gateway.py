@@ -184,6 +184,30 @@ async def test_machines_get_and_list(world: World) -> None:
         await world.rpc("machines.get", {"machineId": "m-nothex"})
 
 
+@method("machines.get", "machines.list")
+async def test_code_status_tells_behind_from_ahead(world: World) -> None:
+    ids = [(await world.ready_machine()).id for _ in range(7)]
+    reported = ["0" * 40, PLATFORM_SHA, "b" * 40, "d" * 40, "e" * 40, "--output=/tmp/x", None]
+    for mid, sha in zip(ids, reported, strict=True):
+        await world.store.set_daemon_build(mid, "0.1.0", sha)
+    got = {m["daemonGitSha"] or None: (m["codeStatus"], m["updateAvailable"])
+           for m in (await world.rpc("machines.list"))["machines"]}  # fmt: skip
+    assert got == {
+        "0" * 40: ("behind", True),  # the only one with newer code to get
+        PLATFORM_SHA: ("current", False),
+        "b" * 40: ("ahead", False),  # the platform's commit is its ancestor: not an update
+        "d" * 40: ("diverged", False),
+        "e" * 40: ("unknown", False),  # not in the platform's repo
+        "--output=/tmp/x": ("unknown", False),  # a machine's word never reaches git as-is
+        None: ("unknown", False),
+    }
+    code = world.api.access.code
+    calls = code.git_calls
+    again = await world.rpc("machines.get", {"machineId": ids[2]})
+    assert again["codeStatus"] == "ahead"
+    assert code.git_calls == calls  # ancestry never changes: asked once per SHA
+
+
 @method("machines.archive")
 async def test_machines_archive_stops_the_machine(world: World) -> None:
     a, b = await two_instances(world)

@@ -67,14 +67,20 @@ async def test_refresh_env_reaches_every_running_machine(
 
 
 def code_repo(tmp_path: Path) -> tuple[Path, str]:
-    """A git repository holding this working tree's daemon code, as one new commit."""
+    """The platform's code repo, one commit ahead of the code the tests' daemons run: a clone
+    of this checkout whose new commit (a child of its HEAD) holds the working tree's daemon
+    code, so that a daemon of HEAD is *behind* it by git ancestry."""
     repo = tmp_path / "code-repo"
+    git("clone", "-q", "--shared", "--no-checkout", str(SOURCE_ROOT), str(repo))
+    head = git_sha()
+    assert head is not None
+    git("checkout", "-q", "--detach", head, cwd=repo)
     for tree in DAEMON_TREES:
+        shutil.rmtree(repo / tree, ignore_errors=True)
         shutil.copytree(SOURCE_ROOT / tree, repo / tree,
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    git("init", "-q", str(repo))
-    git("add", "-A", cwd=repo)
-    git("commit", "-q", "-m", "new daemon code", cwd=repo)
+    git("add", "-A", "--", *DAEMON_TREES, cwd=repo)
+    git("commit", "-q", "--allow-empty", "-m", "new daemon code", cwd=repo)
     sha = git("rev-parse", "HEAD", cwd=repo)
     return repo, sha
 
@@ -96,7 +102,7 @@ async def test_refresh_code_moves_a_machine_to_the_new_version_keeping_processes
     mid = await ready_machine(stack, "code")
     machine = await stack.get_machine(mid)
     assert machine.daemon_git_sha == git_sha()
-    assert machine.update_available
+    assert (machine.code_status, machine.update_available) == ("behind", True)
     started = await stack.machine(mid).start_process(["sleep", "300"], tag="keepme")
     daemon_pid = int((machine.external_id or "").removeprefix("local:"))
 
@@ -115,7 +121,7 @@ async def test_refresh_code_moves_a_machine_to_the_new_version_keeping_processes
 
     async def updated() -> bool:
         m = await stack.get_machine(mid)
-        return m.daemon_git_sha == sha and not m.update_available
+        return m.daemon_git_sha == sha and (m.code_status, m.update_available) == ("current", False)
 
     await wait_until(updated, timeout=15)
     assert (await stack.get_machine(mid)).status is MachineStatus.READY

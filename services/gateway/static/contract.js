@@ -111,6 +111,15 @@ export const TERMINAL_STATUSES = Object.freeze(["failed", "archived"]);
 /** Machine providers (contracts.models.ProviderName). */
 export const PROVIDERS = Object.freeze(["local", "swarm"]);
 
+/** How a daemon's code relates to the platform's (contracts.models.CodeStatus). */
+export const CODE_STATUS = Object.freeze({
+  CURRENT: "current",
+  BEHIND: "behind",
+  AHEAD: "ahead",
+  DIVERGED: "diverged",
+  UNKNOWN: "unknown",
+});
+
 /** Machine event types, the `type` of each event (contracts.subjects.EventKind). */
 export const EVENT_TYPES = Object.freeze({
   CREATED: "created",

@@ -1,7 +1,7 @@
 // What the Machines page and the Machine detail page share: a machine's action buttons and its
 // daemon cell.
 import { rpc } from "./api.js";
-import { METHODS, STATUS } from "./contract.js";
+import { CODE_STATUS, METHODS, STATUS } from "./contract.js";
 import { state } from "./state.js";
 import { refreshMachine, remember, updateMachine } from "./sync.js";
 import { busy, confirmOrCancel, h } from "./ui.js";
@@ -71,7 +71,34 @@ export function machineActions(m, notices) {
   );
 }
 
-/** The daemon's version and git SHA, and an "update available" badge. */
+/** The badge for each code status worth a word (current and unknown say nothing). */
+const CODE_BADGES = {
+  [CODE_STATUS.BEHIND]: {
+    testid: "update-available",
+    text: "update available",
+    title: "The daemon runs older code than the platform: Refresh code updates it",
+  },
+  [CODE_STATUS.AHEAD]: {
+    testid: "code-ahead",
+    text: "ahead",
+    title: "The daemon runs newer code than the platform (its commit descends from the platform's)",
+  },
+  [CODE_STATUS.DIVERGED]: {
+    testid: "code-diverged",
+    text: "diverged",
+    title: "The daemon runs code from another branch than the platform's",
+  },
+};
+
+/** A badge saying how the daemon's code relates to the platform's, or null. */
+export function codeBadge(m) {
+  // Behind on a failed or archived machine is no update to offer (updateAvailable is false).
+  if (m.codeStatus === CODE_STATUS.BEHIND && !m.updateAvailable) return null;
+  const badge = CODE_BADGES[m.codeStatus];
+  return badge ? h("span.badge", { testid: badge.testid, title: badge.title }, badge.text) : null;
+}
+
+/** The daemon's version and git SHA, and its code badge. */
 export function daemonCell(m) {
   return h(
     "span.daemon",
@@ -80,15 +107,6 @@ export function daemonCell(m) {
     m.daemonGitSha
       ? h("code.mono.muted", { title: m.daemonGitSha }, ` ${shortSha(m.daemonGitSha)}`)
       : null,
-    m.updateAvailable
-      ? h(
-          "span.badge",
-          {
-            testid: "update-available",
-            title: "The daemon runs other code than the platform: Refresh code updates it",
-          },
-          "update available",
-        )
-      : null,
+    codeBadge(m),
   );
 }

@@ -5,7 +5,7 @@ import { commandRunner } from "./command-runner.js";
 import { EVENT_TYPES, METHODS } from "./contract.js";
 import { effectiveEnvTable } from "./env-table.js";
 import { frame } from "./frame.js";
-import { daemonCell, machineActions, shortSha } from "./machine-actions.js";
+import { codeBadge, daemonCell, machineActions, shortSha } from "./machine-actions.js";
 import { instanceName, state } from "./state.js";
 import { refreshMachine, updateMachine } from "./sync.js";
 import { chip, fill, fmtClock, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
@@ -83,9 +83,7 @@ export function machineDetailPage({ root, signal }, machineId) {
       header,
       statusChip(m.status, "machine-status"),
       h("span.reason", { testid: "machine-reason" }, m.statusReason),
-      m.updateAvailable
-        ? h("span.badge", { testid: "update-available" }, "update available")
-        : null,
+      codeBadge(m),
       machineActions(m, notices),
     );
     const prop = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
