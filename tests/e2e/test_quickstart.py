@@ -21,7 +21,7 @@ from tests.e2e.conftest import FLEET, FleetUp, start_fleet_up
 
 # A value the .env carries byte for byte in sh and python-dotenv alike (a ' together with $ is
 # refused at env.set: no quoting keeps both literal in both readers).
-VALUE = "two lines,\nwith \"double\" quotes, # and $HOME"
+VALUE = 'two lines,\nwith "double" quotes, # and $HOME'
 STAGES = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
 
 

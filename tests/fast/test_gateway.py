@@ -19,7 +19,7 @@ from contracts.errors import (
 from contracts.events import MachineArchived, MachineCreated
 from contracts.status import MachineStatus as S
 from services.gateway.access import Caller
-from tests.fast.conftest import World
+from tests.fast.conftest import PLATFORM_SHA, World
 
 method = pytest.mark.gateway_method
 MISSING_INSTANCE = "i-0000000000000000"
