@@ -190,10 +190,12 @@ def running_pid(machine_dir: Path, machine_id: str) -> int | None:
     return None
 
 
-def _supervisor_of(root: int) -> int:
-    """The supervisor's host pid: the root itself, or inside bwrap two levels down."""
+def _supervisor_of(root: int) -> int | None:
+    """The supervisor's host pid: the root itself, or inside bwrap two levels down. None when
+    a sandbox's supervisor has already ended (the machine is going: bwrap follows it, and a
+    signal to bwrap itself would only turn its clean exit into a SIGTERM)."""
     if "bwrap" in Path(f"/proc/{root}/comm").read_text(errors="replace"):
-        return supervisor_pid(root) or root
+        return supervisor_pid(root)
     return root
 
 
@@ -202,8 +204,11 @@ def restart_local(machine_dir: Path, machine_id: str) -> bool:
     pid = running_pid(machine_dir, machine_id)
     if pid is None:
         return False
+    supervisor = _supervisor_of(pid)
+    if supervisor is None:  # the machine is ending: nothing to restart
+        return False
     with contextlib.suppress(OSError):
-        os.kill(_supervisor_of(pid), signal.SIGHUP)
+        os.kill(supervisor, signal.SIGHUP)
         return True
     return False
 
@@ -231,7 +236,8 @@ def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool
         return False
     start = time.monotonic()
     with contextlib.suppress(OSError):  # the supervisor stops the daemon, then itself
-        os.kill(_supervisor_of(pid), signal.SIGTERM)
+        if (supervisor := _supervisor_of(pid)) is not None:
+            os.kill(supervisor, signal.SIGTERM)
     deadline = start + grace_s
     while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)

@@ -109,7 +109,15 @@ async def test_chaos(tmp_path: Path, nats_server: NatsServer, redis_server: Valk
     leftovers = [
         p for p in Path("/proc").iterdir() if p.name.isdigit() and _home_under(p, up.data_dir)
     ]
-    assert leftovers == [], "daemons outlived fleet up (a machine got two daemons?)"
+    assert leftovers == [], "processes outlived fleet up: " + "; ".join(map(_describe, leftovers))
+
+
+def _describe(proc: Path) -> str:
+    try:
+        argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        argv = b"?"
+    return f"{proc.name}: {argv[:160]!r}"
 
 
 def _home_under(proc: Path, data_dir: Path) -> bool:
