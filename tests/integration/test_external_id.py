@@ -44,9 +44,10 @@ def descendants(pid: int) -> list[int]:
 
 
 def daemons_under(root: int) -> list[int]:
-    """The fleet-daemon processes (not the supervisor, not bwrap, not their children)."""
+    """The fleet-daemon processes at or under ``root`` (not the supervisor, not bwrap, not the
+    daemon's own children)."""
     found = []
-    for pid in descendants(root):
+    for pid in [root, *descendants(root)]:
         argv = procinfo.cmdline(pid)
         if any(a.endswith("fleet-daemon") for a in argv[:2]) or argv[1:4] == ["-P", "-m", "daemon"]:
             found.append(pid)
