@@ -1,7 +1,7 @@
-"""Every metrics endpoint of a deployment (the gateway's /metrics, each stage service's and the
-auth callout's FLEET_METRICS_PORT), as Prometheus's own promtool and a dashboard see them:
-lint-clean, no empty family, every labelled series a query reads present at 0 from the start;
-and the auth callout's own counts (callouts, refusals by reason, latency)."""
+"""Every metrics endpoint of a deployment (the gateway's /metrics, the FLEET_METRICS_PORT of
+each other service: the stages, codemode, the auth callout), as Prometheus's own promtool and a
+dashboard see them: lint-clean, no empty family, every labelled series a query reads present at
+0 from the start; and the auth callout's own counts (callouts, refusals by reason, latency)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from contracts.consumers import Durable
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from fleet.embedded import NatsAuth, NatsServer, free_port
+from fleet.up import SERVICES
 from services.auth_callout.__main__ import build as build_callout
 from services.auth_callout.metrics import CALLOUT_OUTCOMES, Refusal
 from services.common.crypto import SecretBox
@@ -60,6 +61,7 @@ async def endpoints(
 ) -> AsyncIterator[dict[str, str]]:
     """Every service of a deployment, each wired as its __main__ does, on its own metrics port
     (the gateway on its HTTP port): name -> metrics URL."""
+    from services.codemode.__main__ import build as codemode
     from services.gateway.__main__ import build as gateway
     from services.prober.__main__ import build as prober
     from services.provisioner.__main__ import build as provisioner
@@ -69,7 +71,8 @@ async def endpoints(
     urls: dict[str, str] = {"gateway": f"http://127.0.0.1:{settings.port}/metrics"}
     async with AsyncExitStack() as es:
         for name, build in (("provisioner", provisioner), ("setup_pusher", setup_pusher),
-                            ("prober", prober), ("auth_callout", build_callout)):  # fmt: skip
+                            ("prober", prober), ("codemode", codemode),
+                            ("auth_callout", build_callout)):  # fmt: skip
             port = free_port()
             own = msgspec.structs.replace(settings, metrics_port=port)
             if name == "auth_callout":
@@ -85,7 +88,8 @@ async def endpoints(
 async def test_every_endpoint_passes_promtool_with_no_empty_family(
     endpoints: dict[str, str],
 ) -> None:
-    assert set(endpoints) == {"gateway", "provisioner", "setup_pusher", "prober", "auth_callout"}
+    # Every service `fleet up` runs (fleet.up.SERVICES), each on the port it is given.
+    assert set(endpoints) == set(SERVICES)
     for name, url in endpoints.items():
         status, text, _ = await scrape(url)
         assert status == 200, name
