@@ -4,7 +4,9 @@
 daemon that dies is started again), in a bubblewrap sandbox (``providers/sandbox.py``) unless
 the operator turned that off, with its own home ``<data-dir>/machines/<machineId>/home``. The
 machine's root process (bwrap, or the supervisor without a sandbox) is recorded in
-``daemon.pid``; it outlives a provisioner restart (as a cloud machine would).
+``daemon.pid``; it outlives a provisioner restart (as a cloud machine would). Its host pid is
+the machine's external id (``local:<pid>``): the daemon runs under it, so the id stays true
+across daemon restarts and handovers to newer code, which change only the daemon's own pid.
 ``stop_all_local`` is what ``fleet up`` calls on shutdown.
 """
 

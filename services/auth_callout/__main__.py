@@ -29,7 +29,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         raise SettingsError("FLEET_CALLOUT_ISSUER_SEED: required by the auth callout")
     issuer = Issuer(settings.callout_issuer_seed)
     store = await stack.enter_async_context(Store(settings.redis_url))
-    await service_metrics(settings, stack)  # process metrics only: it handles no events
+    # Its own series (callouts, refusals by reason, latency) and the process's.
+    metrics = await service_metrics(settings, stack)
     nc = await connect_nats(settings, name="auth_callout")
 
     async def close() -> None:
@@ -46,6 +47,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         issuer=issuer,
         account=settings.callout_account,
         max_payload=settings.machine_max_payload,
+        metrics=metrics,
     )
     await stack.enter_async_context(svc.serving(nc))
 

@@ -26,7 +26,9 @@ from contracts import subjects
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.status import MachineStatus
 from services.auth_callout import jwt
+from services.auth_callout.metrics import CalloutMetrics, Refusal
 from services.common.crypto import SecretBox
+from services.common.metrics import Metrics
 from services.common.store import Store
 
 log = structlog.get_logger(__name__)
@@ -45,7 +47,7 @@ REFUSED = "machine credentials refused"
 class Decision:
     machine_id: str
     #: None: allowed.
-    refusal: str | None = None
+    refusal: Refusal | None = None
 
     @property
     def allowed(self) -> bool:
@@ -55,48 +57,50 @@ class Decision:
 class AuthCallout:
     def __init__(
         self, *, store: Store, box: SecretBox, issuer: jwt.Issuer, account: str,
-        max_payload: int = jwt.DEFAULT_MACHINE_PAYLOAD,
+        max_payload: int = jwt.DEFAULT_MACHINE_PAYLOAD, metrics: Metrics | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.max_payload = max_payload
         self.box = box
         self.issuer = issuer
         self.account = account
+        # Without one (tests, tools) the counts go to a registry nobody scrapes.
+        self.metrics = CalloutMetrics(metrics or Metrics())
         self._slots = asyncio.Semaphore(_CONCURRENCY)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def check(self, user: str, password: str) -> Decision:
         """Whether ``user``/``password`` are a live machine's id and token."""
         if len(user) != ID_LENGTH or not MACHINE_ID_RE.match(user):
-            return Decision(user, "not a machine id")
+            return Decision(user, Refusal.NOT_MACHINE_ID)
         if not password:
-            return Decision(user, "no token")
+            return Decision(user, Refusal.NO_TOKEN)
         access = await self.store.machine_access(user)
         if access.sealed_token is None:
-            return Decision(user, "unknown machine or no token minted")
+            return Decision(user, Refusal.UNKNOWN_MACHINE)
         if access.revoked or access.status is MachineStatus.ARCHIVED:
-            return Decision(user, "token revoked (machine archived)")
+            return Decision(user, Refusal.REVOKED)
         try:
             expected = self.box.decrypt(access.sealed_token)
         except ValueError:
             log.error("callout.cannot_decrypt", machine_id=user)
-            return Decision(user, "stored token cannot be decrypted")
+            return Decision(user, Refusal.UNDECRYPTABLE)
         if not hmac.compare_digest(expected.encode(), password.encode()):
-            return Decision(user, "wrong token")
+            return Decision(user, Refusal.WRONG_TOKEN)
         return Decision(user)
 
-    async def answer(self, request: jwt.AuthRequest) -> str:
-        """The signed authorization response to ``request``."""
+    async def answer(self, request: jwt.AuthRequest) -> tuple[str, Decision]:
+        """The signed authorization response to ``request``, and the decision it carries."""
         decision = await self.check(request.user, request.password)
-        if not decision.allowed:
+        if decision.refusal is not None:
             log.warning(
                 "callout.refused",
                 user=request.user[:64],
-                reason=decision.refusal,
+                reason=decision.refusal.value,
                 client_host=request.client_host,
                 client_id=request.client_id,
             )
-            return jwt.authorization_response(self.issuer, request, error=REFUSED)
+            return jwt.authorization_response(self.issuer, request, error=REFUSED), decision
         user_jwt = jwt.user_jwt(
             self.issuer,
             user_nkey=request.user_nkey,
@@ -110,7 +114,7 @@ class AuthCallout:
             client_host=request.client_host,
             client_id=request.client_id,
         )
-        return jwt.authorization_response(self.issuer, request, jwt=user_jwt)
+        return jwt.authorization_response(self.issuer, request, jwt=user_jwt), decision
 
     async def on_request(self, msg: Msg) -> None:
         """Subscription callback: answer in a task, so one slow Redis read does not hold up
@@ -132,15 +136,22 @@ class AuthCallout:
             # Without a valid request there is no one to address an answer to; the server
             # times out and refuses the client.
             log.error("callout.bad_request", error=str(exc))
+            self.metrics.answered("bad_request", time.perf_counter() - started)
             return
+        refusal: Refusal | None = None
         try:
-            answer = await self.answer(request)
+            answer, decision = await self.answer(request)
+            refusal = decision.refusal
+            outcome = "allowed" if refusal is None else "refused"
         except Exception as exc:  # Redis down, a bug: refuse, never hang
             log.exception("callout.failed", error=repr(exc))
             answer = jwt.authorization_response(self.issuer, request, error="callout failed")
+            outcome = "failed"
         with contextlib.suppress(nats.errors.Error):
             await msg.respond(answer.encode())
-        log.debug("callout.answered", ms=round((time.perf_counter() - started) * 1000, 2))
+        seconds = time.perf_counter() - started
+        self.metrics.answered(outcome, seconds, refusal)
+        log.debug("callout.answered", outcome=outcome, ms=round(seconds * 1000, 2))
 
     @contextlib.asynccontextmanager
     async def serving(self, nc: NATS) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 
 from services.codemode.service import CodemodeService
 from services.common.crypto import SecretBox
+from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.stage import connect
@@ -13,6 +14,8 @@ from services.common.stage import connect
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store, bus = await connect(settings, stack, "codemode")
+    # The process's own series on the port `fleet up` gives every service (no run metrics yet).
+    await service_metrics(settings, stack)
     service = CodemodeService(bus.nc, store, SecretBox(settings.secret_key), settings)
     await stack.enter_async_context(service)
 

@@ -84,6 +84,7 @@ class Consumer(Generic[E]):
         # Without one (tests, tools) the counts go to a registry nobody scrapes.
         self._metrics = metrics or Metrics()
         self._durable = str(durable)  # a Durable's plain value, for labels and logs
+        self._metrics.declare_stage(self._durable)  # its outcome series start at 0
         self._event_type = event_type
         self._kind = kind_of_class(event_type)
         self._handler = handler

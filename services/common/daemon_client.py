@@ -31,7 +31,7 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import DaemonTimeout, DaemonUnavailable, PayloadTooLarge
-from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call
+from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, P, R, decode_result, encode_call
 from contracts.signing import H_ID, request_ttl, sign, signing_key, verify_reply
 from services.common.crypto import SecretBox
 from services.common.metrics import Metrics, rpc_outcome
@@ -92,13 +92,18 @@ class DaemonClient:
         keys: KeySource,
         timeout_s: float = 10.0,
         metrics: Metrics | None = None,
+        methods: tuple[AnySpec, ...] = (),
     ) -> None:
+        """``methods``: the daemon methods this process calls, whose latency series start at 0
+        (any other method's start at its first call)."""
         self._nc = nc
         self._keys = keys
         self._timeout_s = timeout_s
         self._ids = itertools.count(1)
         # Without one (tests, tools) the latencies go to a registry nobody scrapes.
         self._metrics = metrics or Metrics()
+        for spec in methods:
+            self._metrics.declare_rpc(spec.name, spec.errors)
 
     def machine(self, machine_id: str) -> MachineClient:
         return MachineClient(self, machine_id)
@@ -121,7 +126,7 @@ class DaemonClient:
             outcome = rpc_outcome(exc)
             raise
         finally:
-            self._metrics.observe_rpc(spec.name, outcome, time.perf_counter() - start)
+            self._metrics.observe_rpc(spec.name, outcome, time.perf_counter() - start, spec.errors)
 
     async def _call(
         self, machine_id: str, spec: MethodSpec[P, R], params: P, timeout_s: float | None

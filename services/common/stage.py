@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import Self
+from typing import ClassVar, Self
 
 from contracts.events import Event
+from contracts.jsonrpc import AnySpec
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
@@ -18,6 +19,8 @@ from services.common.store import Store
 class Stage:
     #: The stage named in `machine.failed` when this stage gives up.
     stage = "stage"
+    #: The daemon methods this stage calls: their metrics series start at 0.
+    daemon_methods: ClassVar[tuple[AnySpec, ...]] = ()
 
     def __init__(
         self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings
@@ -35,7 +38,10 @@ class Stage:
     ) -> Self:
         """The stage with its dependencies, as a service's __main__ builds it."""
         keys = MachineKeys(store, SecretBox(settings.secret_key))
-        daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics)
+        daemons = DaemonClient(
+            bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics,
+            methods=cls.daemon_methods,
+        )  # fmt: skip
         stage = cls(store=store, bus=bus, daemons=daemons, settings=settings)
         stage.keys = keys
         return stage

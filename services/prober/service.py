@@ -7,6 +7,7 @@ import time
 
 import structlog
 
+from contracts import daemon_rpc as d
 from contracts.consumers import Durable
 from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed, now
 from contracts.ids import derived_event_id
@@ -27,6 +28,7 @@ def _boot_budget(settings: Settings) -> float:
 
 class Prober(Stage):
     stage = "probe"
+    daemon_methods = (d.HEALTH, d.EXEC_COMMAND)
 
     @subscriber(SetupPushed, durable=Durable.PROBER)
     async def on_setup_pushed(self, event: SetupPushed) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import structlog
 
+from contracts import daemon_rpc as d
 from contracts.consumers import Durable
 from contracts.events import DaemonStatusReported, SetupPushed
 from contracts.ids import derived_event_id
@@ -33,6 +34,7 @@ def _boot_budget(settings: Settings) -> float:
 
 class SetupPusher(Checkouts):
     stage = "setup"
+    daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND)
 
     @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER, retry_budget=_boot_budget)
     async def on_status(self, event: DaemonStatusReported) -> None:

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import subjects
-from contracts.daemon_rpc import HEALTH
+from contracts.daemon_rpc import EXEC_COMMAND, HEALTH
 from contracts.errors import DaemonUnavailable
 from contracts.events import DaemonStatusReported, Event, MachineCreated
 from contracts.ids import new_event_id, new_machine_id
@@ -159,5 +159,10 @@ async def test_a_service_serves_its_metrics_port(settings: Settings) -> None:
     assert status == 200
     families = {f.name for f in text_string_to_metric_families(text)}
     assert {"fleet_events_handled", "fleet_stage_seconds", "fleet_daemon_rpc_seconds"} <= families
+    # The methods the prober calls are there at 0 before its first call.
+    for method in (HEALTH.name, EXEC_COMMAND.name):
+        for outcome in ("ok", "DaemonUnavailable", "DaemonTimeout", "error"):
+            assert value(samples, "fleet_daemon_rpc_seconds_count", method=method,
+                         outcome=outcome) == 0, (method, outcome)  # fmt: skip
     # Machines are counted by the gateway only, so that a sum over targets counts each once.
     assert not [name for name, _ in samples if name == "fleet_machines"]

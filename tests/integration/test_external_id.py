@@ -1,0 +1,93 @@
+"""``externalId`` of a local machine is the host pid of the machine's root process: bwrap with
+``FLEET_SANDBOX=bwrap``, the supervisor with ``none``. The daemon runs under it; a handover to a
+newer daemon (a new process) and a restart happen under it, so the id stays true (alive, this
+machine's, the current daemon among its descendants) while the daemon's own pid changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from contracts import subjects
+from contracts.events import DaemonStatusReported
+from core import procinfo
+from daemon import update
+from fleet.client import FleetClient
+from providers.code import install_code
+from services.common.bus import Bus
+from services.common.settings import Settings
+from tests.integration.test_pipeline import home_of
+from tests.integration.test_refresh import code_repo, ready_machine
+from tests.waiters import subscribed
+
+
+@pytest.fixture(params=["bwrap", "none"])
+def stack_settings(
+    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    # Local daemons inherit it: newer code on disk is noticed at the next beat.
+    monkeypatch.setenv("FLEET_HEARTBEAT_S", "0.2")
+    return msgspec.structs.replace(settings, sandbox=request.param)
+
+
+def descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in map(int, children):
+        out += [child, *descendants(child)]
+    return out
+
+
+def daemons_under(root: int) -> list[int]:
+    """The fleet-daemon processes at or under ``root`` (not the supervisor, not bwrap, not the
+    daemon's own children)."""
+    found = []
+    for pid in [root, *descendants(root)]:
+        argv = procinfo.cmdline(pid)
+        if any(a.endswith("fleet-daemon") for a in argv[:2]) or argv[1:4] == ["-P", "-m", "daemon"]:
+            found.append(pid)
+    return found
+
+
+def root_of(external_id: str | None, machine_id: str) -> int:
+    assert external_id is not None
+    assert external_id.startswith("local:")
+    pid = int(external_id.removeprefix("local:"))
+    assert procinfo.state(pid) not in (None, "Z")
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"FLEET_MACHINE_ID={machine_id}".encode() in environ  # this machine's, not a reused pid
+    return pid
+
+
+async def test_external_id_names_the_machine_across_a_daemon_handover(
+    stack: FleetClient, stack_settings: Settings, bus: Bus, tmp_path: Path
+) -> None:
+    mid = await ready_machine(stack, "handover")
+    before = await stack.get_machine(mid)
+    root = root_of(before.external_id, mid)
+    [old_daemon] = daemons_under(root)
+
+    repo, sha = code_repo(tmp_path)
+    home = home_of(stack_settings, mid)
+    code_dir = home / ".fleet" / "code" / install_code(repo, sha, home)[0]
+    subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
+    async with subscribed(bus.nc, subject) as inbox:
+        update.activate(home, code_dir)  # as a package upgrade would: the daemon hands over
+        going = await inbox.next_event(timeout=15)
+        back = await inbox.next_event(timeout=30)
+    assert isinstance(going, DaemonStatusReported)
+    assert isinstance(back, DaemonStatusReported)
+    assert (going.status, back.status, back.git_sha) == ("stopping", "ready", sha)
+
+    after = await stack.get_machine(mid)
+    assert root_of(after.external_id, mid) == root
+    [new_daemon] = daemons_under(root)  # the successor runs under the same root...
+    assert new_daemon != old_daemon  # ... as a new process
+    assert procinfo.state(old_daemon) is None
+    environ = Path(f"/proc/{new_daemon}/environ").read_bytes().split(b"\0")
+    assert any(e.startswith(b"FLEET_HANDOVER_FROM=") for e in environ)
