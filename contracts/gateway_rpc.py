@@ -34,6 +34,7 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.gateway_live import LIVE_METHODS
+from contracts.gateway_machines import MACHINE_METHODS
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
 from contracts.machine_files import CronJob
@@ -394,6 +395,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     RPC_DISCOVER,
     EVENTS_TICKET,
     *LIVE_METHODS,
+    *MACHINE_METHODS,
     *CODEMODE_METHODS,
 )
 

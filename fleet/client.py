@@ -42,6 +42,7 @@ from contracts.status import MachineStatus
 from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
 from fleet.client_live import LiveClient
+from fleet.client_machines import MachinesClient
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import sse_messages
 
@@ -54,7 +55,7 @@ class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
 
 
-class FleetClient(EventsClient, LiveClient, CodemodeMethods):
+class FleetClient(EventsClient, LiveClient, CodemodeMethods, MachinesClient):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._token = token

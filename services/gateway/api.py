@@ -7,6 +7,7 @@ import structlog
 
 from contracts import codemode as cm_
 from contracts import gateway_live as live
+from contracts import gateway_machines as gm
 from contracts import gateway_rpc as g
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict
@@ -42,7 +43,7 @@ from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL
 from contracts.status import MachineStatus as S
 from core.version import package_version
-from providers.base import CodeInstaller
+from providers.base import MachineControl
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
@@ -69,7 +70,7 @@ class GatewayApi:
         daemons: DaemonClient,
         box: SecretBox,
         settings: Settings | None = None,
-        installers: dict[str, CodeInstaller] | None = None,
+        installers: dict[str, MachineControl] | None = None,
         platform_sha: str | None = None,
         keys: MachineKeys | None = None,
     ) -> None:
@@ -316,6 +317,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.EVENTS_TICKET, api.events_ticket)
     r.register(live.MACHINES_EXEC_STREAM, api.streams.machines_exec_stream)
     r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
+    r.register(gm.MACHINES_RESTART, ops.machines_restart)
     codemode_routes(r, api.codemode)
     return r
 

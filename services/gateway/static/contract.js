@@ -34,6 +34,7 @@ export const METHODS = Object.freeze({
   EVENTS_TICKET: "events.ticket",
   MACHINES_EXEC_STREAM: "machines.execStream",
   MACHINES_DAEMON_LOG: "machines.daemonLog",
+  MACHINES_RESTART: "machines.restart",
   CODEMODE_RUN: "codemode.run",
   CODEMODE_CANCEL: "codemode.cancel",
   CODEMODE_LIST: "codemode.list",
