@@ -56,7 +56,8 @@ def register(sub: SubAction) -> None:
 def _machines(g: SubAction) -> None:
     create = command(g, "create", _machines_create, "create the instance's machine")
     create.add_argument("--instance", required=True)
-    create.add_argument("--provider", default="local", choices=["local", "swarm"])
+    create.add_argument("--provider", choices=["local", "docker", "swarm"],
+                        help="default: the platform's (fleet up --provider)")  # fmt: skip
     rebuild = command(g, "rebuild", _machines_create, "archive the current machine, make anew")
     rebuild.add_argument("--instance", required=True)
     for p in (create, rebuild):

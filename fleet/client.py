@@ -36,7 +36,7 @@ from contracts.events import Event, decode_machine_event, kind_of
 from contracts.gateway_rpc import CreatedToken, CronSetResult, RefreshCodeResult, RefreshEnvResult
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call, new_params
 from contracts.machine_files import CronJob
-from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
+from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
 from fleet.client_codemode import CodemodeMethods
@@ -198,10 +198,6 @@ class FleetClient(EventsClient, LiveClient, CodemodeMethods, MachinesClient):
         return await self.call(g.RPC_DISCOVER, NoParams())
 
     # --- machines -----------------------------------------------------------------------------
-    async def create_machine(self, instance_id: str, provider: ProviderName = "local") -> Machine:
-        params = new_params(g.CreateMachineParams, instance_id=instance_id, provider=provider)
-        return await self.call(g.MACHINES_CREATE, params)
-
     async def get_machine(self, machine_id: str) -> Machine:
         return await self.call(g.MACHINES_GET, new_params(g.MachineRef, machine_id=machine_id))
 

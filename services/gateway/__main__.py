@@ -35,7 +35,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         daemons=daemons,
         box=SecretBox(settings.secret_key),
         settings=settings,
-        installers=code_installers(settings, repo),
+        installers=await code_installers(settings, repo, stack),
         platform_sha=platform_sha(settings.git_sha, repo),
         keys=keys,
     )

@@ -10,7 +10,7 @@ from contracts import gateway_live as live
 from contracts import gateway_machines as gm
 from contracts import gateway_rpc as g
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
-from contracts.errors import Conflict
+from contracts.errors import Conflict, Forbidden
 from contracts.events import EnvChanged, MachineArchived, MachineCreated, ReposChanged
 from contracts.gateway_rpc import (
     AddRepoParams,
@@ -189,7 +189,9 @@ class GatewayApi:
                     f"({current.status.value}); use {g.MACHINES_REBUILD.name} to replace it",
                     data={"machineId": current.id},
                 )
-        return await self._create_machine(inst.id, p.provider)
+        if p.provider == "swarm" and not c.admin:  # a load-test provider: not isolated
+            raise Forbidden("the swarm provider is for load tests: admin tokens only")
+        return await self._create_machine(inst.id, p.provider or self.settings.default_provider)
 
     async def _create_machine(self, instance_id: str, provider: str) -> Machine:
         machine = await self.store.create_machine(instance_id, provider)
@@ -243,7 +245,7 @@ class GatewayApi:
         inst = await self.store.get_instance(p.instance_id)
         if inst.current_machine_id:
             await self._archive(inst.current_machine_id, "replaced by a rebuild")
-        provider = "local"
+        provider: str = self.settings.default_provider
         if inst.current_machine_id:
             provider = (await self.store.get_machine(inst.current_machine_id)).provider
         return await self._create_machine(inst.id, provider)

@@ -110,7 +110,7 @@ export const STATUS = Object.freeze({
 export const TERMINAL_STATUSES = Object.freeze(["failed", "archived"]);
 
 /** Machine providers (contracts.models.ProviderName). */
-export const PROVIDERS = Object.freeze(["local", "swarm"]);
+export const PROVIDERS = Object.freeze(["local", "docker", "swarm"]);
 
 /** Machine event types, the `type` of each event (contracts.subjects.EventKind). */
 export const EVENT_TYPES = Object.freeze({
