@@ -15,6 +15,7 @@ from subprocess import PIPE, STDOUT
 import pytest
 
 from contracts.errors import DaemonTimeout, DaemonUnavailable
+from contracts.machine_files import CODE_SHA_FILE
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from providers.docker import LABEL_INSTANCE, LABEL_MACHINE, DockerProvider
@@ -87,6 +88,18 @@ async def test_a_docker_machine_is_a_container(
     out = await stack.exec(mid, ["sh", "-c", "hostname; id -u; cat app/README"])
     assert out.stdout == f"{info['Config']['Hostname']}\n1000\nmain\n"
     assert (await home_of(mid) / "app" / "README").read_text() == "main\n"
+    # refreshCode: the platform's code copied into the container, run by the daemon
+    refreshed = await stack.refresh_code(mid)
+    assert "copied code" in refreshed.message
+    sha = refreshed.to_git_sha
+    assert sha
+    marker = await stack.exec(mid, ["cat", f".fleet/code/{sha}/{CODE_SHA_FILE}"])
+    assert marker.stdout == f"{sha}\n"
+
+    async def runs_it() -> bool:
+        return (await stack.get_machine(mid)).daemon_git_sha == sha
+
+    await wait_until(runs_it, timeout=20, every=0.2)
     start = time.monotonic()
     await stack.archive_machine(mid)
 
