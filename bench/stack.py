@@ -41,9 +41,10 @@ def nats_server(data_dir: Path) -> Iterator[NatsServer]:
 
 
 @contextlib.contextmanager
-def servers(root: Path) -> Iterator[tuple[NatsServer, ValkeyServer]]:
+def servers(root: Path, host: str = "127.0.0.1") -> Iterator[tuple[NatsServer, ValkeyServer]]:
+    """NATS (on ``host``: the docker machines' gateway for benchmark 8) and valkey."""
     n, r = (
-        NatsServer(root / "nats", monitor=True),
+        NatsServer(root / "nats", monitor=True, host=host),
         ValkeyServer(root / "redis", password=secrets.token_urlsafe(16)),
     )
     with n, r:
@@ -71,8 +72,9 @@ class FleetUp:
     """`fleet up --nats-url --redis-url --port --data-dir`, as a user runs it, in a temp dir."""
 
     def __init__(
-        self, root: Path, nats_url: str, redis_url: str, extra_env: dict[str, str] | None = None
-    ) -> None:
+        self, root: Path, nats_url: str, redis_url: str, extra_env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.data_dir = root / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -90,6 +92,7 @@ class FleetUp:
             str(self.port),
             "--data-dir",
             str(self.data_dir),
+            *extra_args,
         ]
         self._env = env
         self.proc: subprocess.Popen[bytes] | None = None

@@ -23,121 +23,46 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.gateway_live import LIVE_METHODS
-from contracts.gateway_types import (
-    DEFAULT_GIT_USERNAME as DEFAULT_GIT_USERNAME,
-)
-from contracts.gateway_types import (
-    AddRepoParams as AddRepoParams,
-)
-from contracts.gateway_types import (
-    CreatedToken as CreatedToken,
-)
-from contracts.gateway_types import (
-    CreateInstanceParams as CreateInstanceParams,
-)
-from contracts.gateway_types import (
-    CreateMachineParams as CreateMachineParams,
-)
-from contracts.gateway_types import (
-    CreateTokenParams as CreateTokenParams,
-)
-from contracts.gateway_types import (
-    CronList as CronList,
-)
-from contracts.gateway_types import (
-    CronSetResult as CronSetResult,
-)
-from contracts.gateway_types import (
-    EnvList as EnvList,
-)
-from contracts.gateway_types import (
-    EnvName as EnvName,
-)
-from contracts.gateway_types import (
-    EventsTicket as EventsTicket,
-)
+from contracts.gateway_machines import MACHINE_METHODS
 from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
+    DEFAULT_GIT_USERNAME as DEFAULT_GIT_USERNAME,
+    AddRepoParams as AddRepoParams,
+    CreatedToken as CreatedToken,
+    CreateInstanceParams as CreateInstanceParams,
+    CreateMachineParams as CreateMachineParams,
+    CreateTokenParams as CreateTokenParams,
+    CronList as CronList,
+    CronSetResult as CronSetResult,
+    EnvList as EnvList,
+    EnvName as EnvName,
+    EventsTicket as EventsTicket,
     InstanceId as InstanceId,
-)
-from contracts.gateway_types import (
     InstanceList as InstanceList,
-)
-from contracts.gateway_types import (
     InstanceRef as InstanceRef,
-)
-from contracts.gateway_types import (
     ListEnvParams as ListEnvParams,
-)
-from contracts.gateway_types import (
     ListMachinesParams as ListMachinesParams,
-)
-from contracts.gateway_types import (
     MachineExecParams as MachineExecParams,
-)
-from contracts.gateway_types import (
     MachineId as MachineId,
-)
-from contracts.gateway_types import (
     MachineList as MachineList,
-)
-from contracts.gateway_types import (
     MachineProcessLogsParams as MachineProcessLogsParams,
-)
-from contracts.gateway_types import (
     MachineProcessRef as MachineProcessRef,
-)
-from contracts.gateway_types import (
     MachineProcessStartParams as MachineProcessStartParams,
-)
-from contracts.gateway_types import (
     MachineRef as MachineRef,
-)
-from contracts.gateway_types import (
     MachineWriteFileParams as MachineWriteFileParams,
-)
-from contracts.gateway_types import (
     Name as Name,
-)
-from contracts.gateway_types import (
     RefreshCodeResult as RefreshCodeResult,
-)
-from contracts.gateway_types import (
     RefreshEnvParams as RefreshEnvParams,
-)
-from contracts.gateway_types import (
     RefreshEnvResult as RefreshEnvResult,
-)
-from contracts.gateway_types import (
     RefreshFailure as RefreshFailure,
-)
-from contracts.gateway_types import (
     Removed as Removed,
-)
-from contracts.gateway_types import (
     RemoveRepoParams as RemoveRepoParams,
-)
-from contracts.gateway_types import (
     RepoList as RepoList,
-)
-from contracts.gateway_types import (
     Revoked as Revoked,
-)
-from contracts.gateway_types import (
     Secret as Secret,
-)
-from contracts.gateway_types import (
     SetCronParams as SetCronParams,
-)
-from contracts.gateway_types import (
     SetEnvParams as SetEnvParams,
-)
-from contracts.gateway_types import (
     TokenList as TokenList,
-)
-from contracts.gateway_types import (
     TokenRef as TokenRef,
-)
-from contracts.gateway_types import (
     UnsetEnvParams as UnsetEnvParams,
 )
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
@@ -300,6 +225,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     RPC_DISCOVER,
     EVENTS_TICKET,
     *LIVE_METHODS,
+    *MACHINE_METHODS,
     *CODEMODE_METHODS,
 )
 

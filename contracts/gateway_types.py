@@ -138,7 +138,8 @@ class RepoList(Result, kw_only=True):
 
 class CreateMachineParams(Params, kw_only=True):
     instance_id: InstanceId
-    provider: ProviderName = "local"
+    #: Omitted: the platform's default (fleet up --provider). ``swarm`` is for admins only.
+    provider: ProviderName | None = None
 
 
 class MachineRef(Params, kw_only=True):

@@ -29,8 +29,7 @@ from typing import get_args
 import msgspec
 import msgspec.inspect
 
-from contracts import codemode, ids, validation
-from contracts import gateway_live as live
+from contracts import codemode, gateway_live as live, ids, validation
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.models import CodeStatus, EnvScope, ProviderName

@@ -11,7 +11,7 @@ from contracts.status import MachineStatus
 
 #: Machine providers. ``local`` runs the daemon as a process on the platform's host; ``swarm``
 #: runs many daemons in one process on it, for load testing.
-ProviderName = Literal["local", "swarm"]
+ProviderName = Literal["local", "docker", "swarm"]
 EnvScope = Literal["platform", "instance"]
 #: How the code a machine's daemon runs relates to the platform's, by git ancestry in the
 #: platform's code repo: ``behind`` (the daemon's commit is an ancestor of the platform's),

@@ -6,8 +6,7 @@ import contextlib
 import os
 import subprocess
 from functools import cache
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _pkg_version
+from importlib.metadata import PackageNotFoundError, version as _pkg_version
 from pathlib import Path
 
 from contracts.machine_files import CODE_SHA_FILE

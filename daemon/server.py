@@ -19,8 +19,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from contracts import daemon_rpc as d
-from contracts import subjects
+from contracts import daemon_rpc as d, subjects
 from contracts.daemon_rpc import (
     DAEMON_METHODS,
     ExecCommandParams,

@@ -86,6 +86,11 @@ def _up(sub: SubAction) -> None:
                     help="run local machines without bubblewrap: NOT isolated from the host "
                     "(only where bwrap cannot run)")  # fmt: skip
     up.add_argument("--prod", action="store_true", help="JSON logs")
+    up.add_argument("--provider", choices=["local", "docker"], default="local",
+                    help="machines.create's default provider; docker: builds the machine image "
+                    "if missing and puts NATS on the machines' network")  # fmt: skip
+    image = sub.add_parser("image", help="the docker provider's machine image")
+    image.add_argument("action", choices=["build"], help="build it if missing (offline too)")
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -99,8 +104,22 @@ def _run_up(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         env="prod" if args.prod else "dev",
         sandbox=not args.no_sandbox,
+        provider=args.provider,
     )
     return up(opts)
+
+
+def _run_image_build() -> int:
+    from contracts.errors import ProviderError
+    from fleet.docker_setup import prepare_sync
+    from services.common.settings import Settings
+
+    try:
+        prepare_sync(Settings.from_env(), "fleet image")
+    except ProviderError as exc:
+        print(f"fleet image: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -116,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.cmd == "up":
         raise SystemExit(_run_up(args))
+    if args.cmd == "image":
+        raise SystemExit(_run_image_build())
     if not args.url.startswith(("http://", "https://")):
         print(f"fleet: --url {args.url!r} is not an http(s):// URL", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)

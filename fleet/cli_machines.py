@@ -56,7 +56,8 @@ def register(sub: SubAction) -> None:
 def _machines(g: SubAction) -> None:
     create = command(g, "create", _machines_create, "create the instance's machine")
     create.add_argument("--instance", required=True)
-    create.add_argument("--provider", default="local", choices=["local", "swarm"])
+    create.add_argument("--provider", choices=["local", "docker", "swarm"],
+                        help="default: the platform's (fleet up --provider)")  # fmt: skip
     rebuild = command(g, "rebuild", _machines_create, "archive the current machine, make anew")
     rebuild.add_argument("--instance", required=True)
     for p in (create, rebuild):
@@ -82,6 +83,8 @@ def _machines(g: SubAction) -> None:
     env.add_argument("--instance", help="only this instance's machine (default: all you may)")
     code = command(g, "refresh-code", _refresh_code, "run the platform's code on the machine")
     code.add_argument("machine_id")
+    restart = command(g, "restart", _restart, "restart the machine's daemon (processes kept)")
+    restart.add_argument("machine_id")
 
 
 async def _machines_create(c: FleetClient, a: Args) -> int:
@@ -177,6 +180,11 @@ async def _refresh_code(c: FleetClient, a: Args) -> int:
     then = "its daemon restarts with it" if r.restarting else "the daemon already ran it"
     shas = f"{(r.from_git_sha or '?')[:12]} -> {(r.to_git_sha or '?')[:12]}"
     return emit(a, r, lambda: f"{r.machine_id}: {shas}; {then}\n{r.message}")
+
+
+async def _restart(c: FleetClient, a: Args) -> int:
+    m = await c.restart_machine(a.machine_id)
+    return emit(a, m, lambda: f"{m.id}: its daemon restarts; processes keep running")
 
 
 # --- processes ----------------------------------------------------------------------------------

@@ -36,12 +36,13 @@ from contracts.events import Event, decode_machine_event, kind_of
 from contracts.gateway_rpc import CreatedToken, CronSetResult, RefreshCodeResult, RefreshEnvResult
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call, new_params
 from contracts.machine_files import CronJob
-from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
+from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
 from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
 from fleet.client_live import LiveClient
+from fleet.client_machines import MachinesClient
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import sse_messages
 
@@ -54,7 +55,7 @@ class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
 
 
-class FleetClient(EventsClient, LiveClient, CodemodeMethods):
+class FleetClient(EventsClient, LiveClient, CodemodeMethods, MachinesClient):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._token = token
@@ -197,10 +198,6 @@ class FleetClient(EventsClient, LiveClient, CodemodeMethods):
         return await self.call(g.RPC_DISCOVER, NoParams())
 
     # --- machines -----------------------------------------------------------------------------
-    async def create_machine(self, instance_id: str, provider: ProviderName = "local") -> Machine:
-        params = new_params(g.CreateMachineParams, instance_id=instance_id, provider=provider)
-        return await self.call(g.MACHINES_CREATE, params)
-
     async def get_machine(self, machine_id: str) -> Machine:
         return await self.call(g.MACHINES_GET, new_params(g.MachineRef, machine_id=machine_id))
 

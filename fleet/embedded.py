@@ -54,13 +54,15 @@ def valkey_server_binary() -> str:
     return str(get_binary_path())
 
 
-def _wait_tcp(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+def _wait_tcp(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise ServerStartError(f"{what} exited with {proc.returncode}:\n{tail}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
             return
         time.sleep(0.02)
     raise ServerStartError(f"{what} did not listen on port {port} within {_START_TIMEOUT_S:g}s")
@@ -72,6 +74,8 @@ class _Server:
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        #: Where it listens: loopback, unless containers must reach it (NatsServer's host).
+        self.host = "127.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"{self.name}.log"
 
@@ -80,7 +84,7 @@ class _Server:
 
     def wait_ready(self) -> None:
         assert self.proc is not None
-        _wait_tcp(self.port, self.proc, self.name, self.log_path)
+        _wait_tcp(self.port, self.proc, self.name, self.log_path, self.host)
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -244,9 +248,12 @@ class NatsServer(_Server):
 
     def __init__(
         self, data_dir: Path, port: int | None = None, *, auth: NatsAuth | None = None,
-        monitor: bool = False,
+        monitor: bool = False, host: str = "127.0.0.1",
     ) -> None:  # fmt: skip
         super().__init__(data_dir, port)
+        #: 127.0.0.1, or the docker machines' bridge gateway (an address of this host that
+        #: containers reach; valkey and the gateway stay on loopback).
+        self.host = host
         #: The HTTP monitoring port, on 127.0.0.1, or 0: none (the default). It has no
         #: authentication and lists every connection (every machine id) to any local user.
         self.monitor_port = free_port() if monitor else 0
@@ -256,12 +263,12 @@ class NatsServer(_Server):
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     def config(self) -> str:
         store = (self.data_dir / "jetstream").resolve()
         base = (
-            f"listen: 127.0.0.1:{self.port}\n"
+            f"listen: {self.host}:{self.port}\n"
             + (f"http: 127.0.0.1:{self.monitor_port}\n" if self.monitor_port else "")
             + "server_name: fleetd\n"
             f'jetstream {{ store_dir: "{store}" }}\n'

@@ -19,11 +19,13 @@ import urllib.request
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
 from core.backoff import backoff_s
 from core.lockfile import AlreadyRunning, PidLock
+from fleet.docker_setup import prepare_sync
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from providers.local import stop_all_local
 from providers.sandbox import probe as sandbox_probe
@@ -50,6 +52,8 @@ class UpOptions:
     env: str = "dev"
     #: Local machines in bubblewrap sandboxes (False: --no-sandbox, not isolated).
     sandbox: bool = True
+    #: machines.create's default provider (docker: the image is built first, if missing).
+    provider: Literal["local", "docker"] = "local"
 
 
 def read_or_create_secret(path: Path, env_var: str) -> str:
@@ -206,7 +210,12 @@ def _servers(
     seed = ""
     if nats_url is None:  # embedded: machines authenticate through the callout
         auth, seed = NatsAuth.load_or_create(data_dir / "nats-auth.json")
-        nats_url = stack.enter_context(NatsServer(data_dir / "nats", auth=auth)).url  # type: ignore[attr-defined]
+        host = "127.0.0.1"
+        if opts.provider == "docker":  # containers reach NATS on their network's gateway
+            here = msgspec.structs.replace(Settings.from_env(), data_dir=str(data_dir))
+            host, _ = prepare_sync(here, "fleet up")
+        nats = NatsServer(data_dir / "nats", auth=auth, host=host)
+        nats_url = stack.enter_context(nats).url  # type: ignore[attr-defined]
     if redis_url is None:  # embedded: nothing of fleetd's state is served without this password
         password = read_or_create_secret(data_dir / "redis-password", "FLEET_REDIS_PASSWORD")
         valkey = ValkeyServer(data_dir / "redis", password=password)
@@ -219,6 +228,7 @@ def _servers(
         data_dir=str(data_dir),
         env=opts.env,
         sandbox="bwrap" if opts.sandbox else "none",
+        default_provider=opts.provider,
         host=opts.host,
         port=opts.port,
         secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),

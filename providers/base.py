@@ -12,6 +12,14 @@ class CodeInstaller(Protocol):
         provider cannot."""
 
 
+class MachineControl(CodeInstaller, Protocol):
+    """What the gateway asks of a provider about a running machine."""
+
+    async def restart(self, machine_id: str) -> bool:
+        """Restart the machine's daemon in place, its processes kept; False if the machine is
+        not running. Raises NotSupported (with the reason) if this provider cannot."""
+
+
 class Provider(Protocol):
     name: str
 

@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import AsyncExitStack
 from pathlib import Path
 
-from providers.base import CodeInstaller
+from providers.base import MachineControl
+from providers.docker import DockerProvider, Limits, Placement, PlacementOf
+from providers.docker_image import Say
 from providers.local import LocalProvider
 from providers.swarm import SwarmProvider
 from services.common.settings import Settings
 
 
-def code_installers(settings: Settings, repo: Path) -> dict[str, CodeInstaller]:
-    """Each provider's way of putting code on its machines (machines.refreshCode)."""
+def platform_limits(settings: Settings) -> Limits:
+    return Limits(settings.docker_memory_mb, settings.docker_cpus, settings.docker_pids)
+
+
+def docker_provider(
+    settings: Settings,
+    repo: Path,
+    *,
+    placement: PlacementOf | None = None,
+    say: Say | None = None,
+) -> DockerProvider:
+    """The docker provider as configured (an async context manager: it holds the engine's
+    client); without ``placement`` every machine gets the platform's limits."""
+
+    async def platform_placement(machine_id: str) -> Placement:
+        return Placement("", platform_limits(settings))
+
+    return DockerProvider(
+        nats_url=settings.nats_url, network=settings.docker_network,
+        base_image=settings.docker_base_image, work_dir=settings.data_path / "image-build",
+        code_repo=repo, placement=placement or platform_placement, environ=os.environ,
+        keep_volumes=settings.docker_keep_volumes, say=say,
+    )  # fmt: skip
+
+
+async def code_installers(
+    settings: Settings, repo: Path, stack: AsyncExitStack
+) -> dict[str, MachineControl]:
+    """Each provider's way of acting on its running machines (machines.refreshCode, .restart)."""
     local = LocalProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ={}, code_repo=repo,
         sandbox=settings.sandbox == "bwrap", shared=settings.sandbox_shared,
     )  # fmt: skip
     swarm = SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ={})
-    return {local.name: local, swarm.name: swarm}
+    docker = await stack.enter_async_context(docker_provider(settings, repo))
+    return {local.name: local, swarm.name: swarm, docker.name: docker}

@@ -118,6 +118,12 @@ class SwarmProvider:
             "cannot be refreshed on its own; rebuild the machine instead"
         )
 
+    async def restart(self, machine_id: str) -> bool:
+        raise NotSupported(
+            "swarm machines share one load-test process per host, so one machine's daemon "
+            "cannot be restarted on its own; rebuild the machine instead"
+        )
+
     def __init__(
         self,
         *,

@@ -22,11 +22,13 @@ class GitHttpServer:
     username: str
     password: str
     port: int = field(default_factory=free_port)
+    #: Where it listens (a docker machine reaches the host on its network's gateway only).
+    host: str = "127.0.0.1"
     seen: list[str] = field(default_factory=list)
     _runner: web.AppRunner | None = None
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"http://{self.host}:{self.port}/{name}"
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.seen.append(request.path_qs)
@@ -61,7 +63,7 @@ class GitHttpServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, self.host, self.port).start()
         return self
 
     async def __aexit__(

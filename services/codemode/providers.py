@@ -12,8 +12,7 @@ from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 from contracts import gateway_rpc as g
 from contracts.codemode import CODEMODE_METHODS

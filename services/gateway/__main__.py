@@ -38,7 +38,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         daemons=daemons,
         box=SecretBox(settings.secret_key),
         settings=settings,
-        installers=code_installers(settings, repo),
+        installers=await code_installers(settings, repo, stack),
         platform_sha=sha,
         keys=keys,
         code=CodeVersions(repo, sha),

@@ -14,8 +14,7 @@ import msgspec
 
 from contracts.errors import Conflict, Forbidden, InvalidParams
 from contracts.models import Machine
-from contracts.status import TERMINAL
-from contracts.status import MachineStatus as S
+from contracts.status import TERMINAL, MachineStatus as S
 from contracts.validation import local_repo_path
 from providers.code_status import CodeVersions
 from services.common.store import Store

@@ -5,11 +5,14 @@ from __future__ import annotations
 import msgspec
 import structlog
 
-from contracts import codemode as cm_
-from contracts import gateway_live as live
-from contracts import gateway_rpc as g
+from contracts import (
+    codemode as cm_,
+    gateway_live as live,
+    gateway_machines as gm,
+    gateway_rpc as g,
+)
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
-from contracts.errors import Conflict
+from contracts.errors import Conflict, Forbidden
 from contracts.events import EnvChanged, MachineArchived, MachineCreated, ReposChanged
 from contracts.gateway_rpc import (
     AddRepoParams,
@@ -39,10 +42,9 @@ from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, Limits, NoParams, Router
 from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument, openrpc_document
-from contracts.status import TERMINAL
-from contracts.status import MachineStatus as S
+from contracts.status import TERMINAL, MachineStatus as S
 from core.version import package_version
-from providers.base import CodeInstaller
+from providers.base import MachineControl
 from providers.code_status import CodeVersions
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
@@ -70,7 +72,7 @@ class GatewayApi:
         daemons: DaemonClient,
         box: SecretBox,
         settings: Settings | None = None,
-        installers: dict[str, CodeInstaller] | None = None,
+        installers: dict[str, MachineControl] | None = None,
         platform_sha: str | None = None,
         keys: MachineKeys | None = None,
         code: CodeVersions | None = None,
@@ -191,7 +193,9 @@ class GatewayApi:
                     f"({current.status.value}); use {g.MACHINES_REBUILD.name} to replace it",
                     data={"machineId": current.id},
                 )
-        return await self._create_machine(inst.id, p.provider)
+        if p.provider == "swarm" and not c.admin:  # a load-test provider: not isolated
+            raise Forbidden("the swarm provider is for load tests: admin tokens only")
+        return await self._create_machine(inst.id, p.provider or self.settings.default_provider)
 
     async def _create_machine(self, instance_id: str, provider: str) -> Machine:
         machine = await self.store.create_machine(instance_id, provider)
@@ -245,7 +249,7 @@ class GatewayApi:
         inst = await self.store.get_instance(p.instance_id)
         if inst.current_machine_id:
             await self._archive(inst.current_machine_id, "replaced by a rebuild")
-        provider = "local"
+        provider: str = self.settings.default_provider
         if inst.current_machine_id:
             provider = (await self.store.get_machine(inst.current_machine_id)).provider
         return await self._create_machine(inst.id, provider)
@@ -319,6 +323,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.EVENTS_TICKET, api.events_ticket)
     r.register(live.MACHINES_EXEC_STREAM, api.streams.machines_exec_stream)
     r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
+    r.register(gm.MACHINES_RESTART, ops.machines_restart)
     codemode_routes(r, api.codemode)
     return r
 

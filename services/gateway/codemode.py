@@ -15,8 +15,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 from contracts import subjects
 from contracts.codemode import (

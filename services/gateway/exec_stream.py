@@ -23,8 +23,7 @@ import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from contracts import daemon_rpc as d
-from contracts import subjects
+from contracts import daemon_rpc as d, subjects
 from contracts.errors import FleetError, InvalidRequest, MethodNotFound
 from contracts.gateway_live import (
     SSE_OUTPUT,

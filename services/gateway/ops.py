@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from contracts import daemon_rpc as d
-from contracts.errors import Conflict, NotSupported
+from contracts.errors import Conflict, DaemonUnavailable, NotSupported
 from contracts.gateway_live import DaemonLogRequest
+from contracts.gateway_machines import RestartParams
 from contracts.gateway_rpc import (
     CronList,
     CronSetResult,
@@ -27,7 +28,7 @@ from contracts.gateway_rpc import (
 from contracts.jsonrpc import MethodSpec, NoParams, P, R
 from contracts.machine_files import CronTable
 from contracts.models import Machine
-from providers.base import CodeInstaller
+from providers.base import MachineControl
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.machine_config import (
     REFRESHABLE,
@@ -50,7 +51,7 @@ class MachineOps:
         store: Store,
         daemons: DaemonClient,
         settings: Settings,
-        installers: dict[str, CodeInstaller],
+        installers: dict[str, MachineControl],
         platform_sha: str | None,
         access: Access,
         keys: MachineKeys | None = None,
@@ -127,6 +128,23 @@ class MachineOps:
             from_git_sha=answer.from_git_sha,
             to_git_sha=answer.to_git_sha,
         )
+
+    async def machines_restart(self, p: RestartParams, c: Caller) -> Machine:
+        machine = await self.access.live_machine(c, p.machine_id)
+        if machine.status not in REFRESHABLE:
+            raise Conflict(
+                f"machine {machine.id} is {machine.status.value}; only a running machine's "
+                "daemon can be restarted",
+                data={"status": machine.status.value},
+            )
+        provider = self.installers.get(machine.provider)
+        if provider is None:
+            raise NotSupported(f"provider {machine.provider!r} cannot restart a daemon")
+        if not await provider.restart(machine.id):
+            raise DaemonUnavailable(f"machine {machine.id} is not running on its provider "
+                                    f"({machine.provider})")  # fmt: skip
+        log.info("machine.restart_requested", machine_id=machine.id, provider=machine.provider)
+        return machine
 
     # --- background processes ----------------------------------------------------------------
     async def machines_process_start(

@@ -22,8 +22,7 @@ from contracts import subjects
 from contracts.errors import NotFound
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
-from contracts.status import TERMINAL
-from contracts.status import MachineStatus as S
+from contracts.status import TERMINAL, MachineStatus as S
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store

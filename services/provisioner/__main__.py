@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from contextlib import AsyncExitStack
 
+from providers.code import code_repo
+from providers.docker import Placement
 from providers.local import LocalProvider
+from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
@@ -31,10 +34,17 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
     )
+    limits = platform_limits(settings)
+
+    async def placement(machine_id: str) -> Placement:
+        return Placement((await store.get_machine(machine_id)).instance_id, limits)
+
+    repo = code_repo(settings.code_repo)
+    docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
     svc = Provisioner(
         store=store,
         bus=bus,
-        providers={local.name: local, swarm.name: swarm},
+        providers={local.name: local, swarm.name: swarm, docker.name: docker},
         box=SecretBox(settings.secret_key),
     )
     await svc.resume()

@@ -1,4 +1,4 @@
-"""A provider (``providers.base.Provider`` and ``CodeInstaller``) whose machines are fake daemons.
+"""A provider (``providers.base.Provider`` and ``MachineControl``) whose machines are fake daemons.
 
 ``start`` boots the machine's ``FakeMachine`` and, like a real daemon that connected, publishes
 its ``ready`` report (once per boot); ``stop`` takes the daemon away. ``fail_start`` makes the
@@ -28,10 +28,12 @@ class FakeProvider:
     #: Raised by ``start`` while set.
     fail_start: Exception | None = None
     can_install_code: bool = True
+    can_restart: bool = True
     #: Every start and stop, in order: (machine id, token) and machine ids.
     starts: list[tuple[str, str]] = field(default_factory=list)
     stops: list[str] = field(default_factory=list)
     installs: list[tuple[str, str]] = field(default_factory=list)
+    restarts: list[str] = field(default_factory=list)
 
     def external_id(self, machine_id: str) -> str:
         return f"{self.name}:{machine_id}"
@@ -65,6 +67,16 @@ class FakeProvider:
         self.stops.append(machine_id)
         if machine_id in self.daemons.machines:
             self.daemons[machine_id].mode = "unavailable"
+
+    async def restart(self, machine_id: str) -> bool:
+        """The daemon stops and starts again (a new boot), its processes kept."""
+        if not self.can_restart:
+            raise NotSupported(f"provider {self.name!r} cannot restart a daemon")
+        machine = self.daemons.machines.get(machine_id)
+        if machine is None or machine.mode != "up":
+            return False
+        self.restarts.append(machine_id)
+        return True
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
         if not self.can_install_code:

@@ -11,10 +11,12 @@ import pytest
 
 from contracts.errors import (
     Conflict,
+    DaemonUnavailable,
     Forbidden,
     InternalError,
     InvalidParams,
     NotFound,
+    NotSupported,
 )
 from contracts.events import MachineArchived, MachineCreated
 from contracts.status import MachineStatus as S
@@ -335,3 +337,33 @@ async def test_rpc_discover(world: World) -> None:
     doc = await world.rpc("rpc.discover")
     assert doc["openrpc"].startswith("1.3")
     assert len(doc["methods"]) == len(world.dispatcher.methods)
+
+
+@method("machines.restart")
+async def test_machines_restart(world: World) -> None:
+    a, b = await two_instances(world)
+    machine = await world.ready_machine(a)
+    answer = await world.rpc("machines.restart", {"machineId": machine.id}, token_of(a))
+    assert (answer["id"], answer["status"]) == (machine.id, "ready")
+    assert world.provider.restarts == [machine.id]
+    with pytest.raises(Forbidden):  # another instance's token
+        await world.rpc("machines.restart", {"machineId": machine.id}, token_of(b))
+    with pytest.raises(InvalidParams) as bad:
+        await world.rpc("machines.restart", {"machineId": "m-../../etc"})
+    assert bad.value.field == "$.machineId"
+    world.daemons[machine.id].mode = "unavailable"  # its provider no longer runs it
+    with pytest.raises(DaemonUnavailable):
+        await world.rpc("machines.restart", {"machineId": machine.id})
+    world.provider.can_restart = False
+    with pytest.raises(NotSupported):
+        await world.rpc("machines.restart", {"machineId": machine.id})
+    assert world.provider.restarts == [machine.id]
+
+
+@method("machines.restart")
+async def test_machines_restart_needs_a_running_machine(world: World) -> None:
+    a, _ = await two_instances(world)
+    created = await world.rpc("machines.create", {"instanceId": a})
+    with pytest.raises(Conflict) as conflict:
+        await world.rpc("machines.restart", {"machineId": created["id"]})
+    assert conflict.value.data == {"status": "created"}

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from contracts import codemode as cm
-from contracts import subjects
+from contracts import codemode as cm, subjects
 from contracts.codemode import RunLog, RunParams
 from contracts.errors import Forbidden, NotFound
 from contracts.events import MachineFailed, MachineReady

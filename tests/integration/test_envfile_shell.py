@@ -13,8 +13,7 @@ from pathlib import Path
 
 import dotenv
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from contracts.validation import env_value_quoting
 from core.dotenv import parse_env_file, render

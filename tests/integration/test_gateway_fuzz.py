@@ -15,8 +15,7 @@ import json
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from contracts.gateway_rpc import GATEWAY_METHODS
 from fleet.client import FleetClient

@@ -1,7 +1,8 @@
 """The attack suite: from inside machine A, with only what A's own processes can reach, try to
 get at the platform and at machine B. Every attempt must fail, and A's own work must still work.
 
-Parametrized over providers: each one that isolates machines joins the list.
+Parametrized over providers: each one that isolates machines joins the list. NATS listens on
+the docker machines' network gateway (tests/docker_env.py), which local machines reach too.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,9 +22,13 @@ from contracts.status import MachineStatus
 from core import procinfo
 from fleet.client import FleetClient
 from services.common.settings import Settings
+from tests.docker_env import docker_gateway, docker_image, home_of, nats_server, remove_containers
+from tests.gitserver import GitHttpServer
 from tests.waiters import wait_until
 
-PROVIDERS = ["local"]
+__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
+pytestmark = pytest.mark.usefixtures("remove_containers")
+PROVIDERS = ["local", "docker"]
 #: What `fleet up` keeps in the data dir; the test plants them with recognisable values.
 DATA_DIR_SECRETS = ("admin-token", "secret-key", "nats-auth.json", "redis-password")
 
@@ -34,25 +40,38 @@ class Pair:
     b: str
     b_secret: str
     planted: str
+    #: The host paths of the machines' homes (a docker machine's: its volume).
+    homes: dict[str, Path]
+    #: What holds every machine's home on the host (what machine A must not list).
+    homes_root: Path
+    #: The interpreter inside the machine.
+    python: str
 
     def home(self, settings: Settings, mid: str) -> Path:
-        return settings.data_path / "machines" / mid / "home"
+        return self.homes[mid]
 
 
-async def ready(stack: FleetClient, instance: str, provider: str, repo: Path | None = None) -> str:
+async def ready(stack: FleetClient, instance: str, provider: str, repo: str | None = None) -> str:
     inst = await stack.create_instance(instance)
     await stack.set_env("OWN_SECRET", f"{instance}-{secrets.token_hex(8)}", inst.id)
     if repo is not None:
-        await stack.add_repo(inst.id, str(repo), "main", "app")
+        await stack.add_repo(inst.id, repo, "main", "app", token="s3cret", username="git")
     machine = await stack.create_machine(inst.id, provider)  # type: ignore[arg-type]
     done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=60)
     assert done.status is MachineStatus.READY, done.status_reason
     return machine.id
 
 
+@pytest.fixture
+async def git_http(bare_repo: Path, docker_gateway: str) -> AsyncIterator[GitHttpServer]:
+    """The test repository over HTTP where both kinds of machine reach it."""
+    async with GitHttpServer(bare_repo.parent, "git", "s3cret", host=docker_gateway) as server:
+        yield server
+
+
 @pytest.fixture(params=PROVIDERS)
 async def pair(
-    request: pytest.FixtureRequest, stack: FleetClient, settings: Settings, bare_repo: Path
+    request: pytest.FixtureRequest, stack: FleetClient, settings: Settings, git_http: GitHttpServer
 ) -> Pair:
     planted = f"platform-secret-{secrets.token_hex(8)}"
     settings.data_path.mkdir(parents=True, exist_ok=True)
@@ -60,13 +79,19 @@ async def pair(
         (settings.data_path / name).write_text(planted + "\n")
     provider = request.param
     a, b = await asyncio.gather(
-        ready(stack, "alice", provider, bare_repo), ready(stack, "bob", provider)
+        ready(stack, "alice", provider, git_http.url("repo.git")), ready(stack, "bob", provider)
     )
     b_secret = f"bob-only-{secrets.token_hex(8)}"
     b_inst = (await stack.get_machine(b)).instance_id
     await stack.set_env("BOB_SECRET", b_secret, b_inst)
     await stack.refresh_env(b_inst)
-    return Pair(provider, a, b, b_secret, planted)
+    if provider == "docker":
+        homes = {a: await home_of(a), b: await home_of(b)}
+        root, python = homes[a].parent.parent, "python3"
+    else:
+        homes = {m: settings.data_path / "machines" / m / "home" for m in (a, b)}
+        root, python = settings.data_path / "machines", sys.executable
+    return Pair(provider, a, b, b_secret, planted, homes, root, python)
 
 
 async def sh(stack: FleetClient, mid: str, script: str, timeout_s: float = 20) -> str:
@@ -94,16 +119,19 @@ async def test_other_machines_home_and_env_are_out_of_reach(
     out = await sh(
         stack,
         pair.a,
-        f"cat {b_home}/.fleet/.env; ls {b_home} {b_home.parent.parent}; "
+        f"cat {b_home}/.fleet/.env; ls {b_home} {pair.homes_root}; "
         # A pattern that does not match itself (A's state file records this command line).
         "grep -rsoh 'bob-only-[0-9a-f]*' / --exclude-dir=proc --exclude-dir=sys; echo done",
         timeout_s=60,
     )
     assert out.rstrip().endswith("done")
     assert pair.b_secret not in out
-    listing = out.split(f"{b_home.parent.parent}:\n", 1)[1]  # what `ls` shows of machines/
-    assert pair.a in listing
-    assert pair.b not in listing
+    if pair.provider == "local":  # A's home is mounted where it is on the host, alone
+        listing = out.split(f"{pair.homes_root}:\n", 1)[1]  # what `ls` shows of machines/
+        assert pair.a in listing
+        assert pair.b not in listing
+    else:  # a container has no host path of any home
+        assert f"ls: cannot access '{pair.homes_root}'" in out
 
 
 async def test_other_daemons_environments_are_out_of_reach(stack: FleetClient, pair: Pair) -> None:
@@ -120,14 +148,22 @@ async def test_valkey_answers_nothing_without_credentials(
     stack: FleetClient, settings: Settings, pair: Pair
 ) -> None:
     port = urlsplit(settings.redis_url).port
+    nats_host = urlsplit(settings.nats_url).hostname  # the one address of the host it reaches
     probe = (
         "import socket\n"
-        f"s = socket.create_connection(('127.0.0.1', {port}), 5)\n"
-        "s.sendall(b'*1\\r\\n$4\\r\\nPING\\r\\n*2\\r\\n$4\\r\\nKEYS\\r\\n$1\\r\\n*\\r\\n')\n"
-        "print(s.recv(4096))\n"
+        f"for host in ('127.0.0.1', '{nats_host}'):\n"
+        "    try:\n"
+        f"        s = socket.create_connection((host, {port}), 5)\n"
+        "    except OSError as exc:\n"
+        "        print(host, 'unreachable', exc); continue\n"
+        "    s.sendall(b'*1\\r\\n$4\\r\\nPING\\r\\n*2\\r\\n$4\\r\\nKEYS\\r\\n$1\\r\\n*\\r\\n')\n"
+        "    print(host, s.recv(4096))\n"
     )
-    result = await stack.exec(pair.a, [sys.executable, "-I", "-c", probe], timeout_s=20)
-    assert "NOAUTH" in result.stdout, result
+    result = await stack.exec(pair.a, [pair.python, "-I", "-c", probe], timeout_s=20)
+    if pair.provider == "local":  # the host's loopback: valkey answers, but only NOAUTH
+        assert "NOAUTH" in result.stdout, result
+    else:  # the container's own loopback; on the gateway valkey does not listen at all
+        assert result.stdout.count("unreachable") == 2, result
     assert "PONG" not in result.stdout
     assert "machine" not in result.stdout
 

@@ -44,3 +44,28 @@ async def test_a_sigkilled_daemon_is_back_within_10s(
     assert (await stack.get_machine(machine.id)).status is MachineStatus.READY
     tags = [p.tag for p in await stack.list_processes(machine.id) if p.pid == bg.pid]
     assert tags == ["survivor"]  # re-adopted by the new daemon
+
+
+async def test_machines_restart_restarts_the_daemon_in_place(
+    stack: FleetClient, settings: Settings
+) -> None:
+    inst = await stack.create_instance("restart")
+    machine = await stack.create_machine(inst.id)
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=60)
+    assert done.status is MachineStatus.READY, done.status_reason
+    bg = await stack.start_process(machine.id, ["sleep", "300"], tag="kept")
+    old = daemon_pid(settings, machine.id)
+    assert old is not None
+    answer = await stack.restart_machine(machine.id)
+    assert answer.id == machine.id
+    await wait_until(lambda: daemon_pid(settings, machine.id) not in (None, old), timeout=5)
+
+    async def answers() -> bool:
+        try:
+            return (await stack.exec(machine.id, ["echo", "back"])).stdout == "back\n"
+        except DaemonUnavailable:
+            return False
+
+    await wait_until(answers, timeout=10, every=0.2)
+    assert (await stack.get_machine(machine.id)).status is MachineStatus.READY
+    assert [p.tag for p in await stack.list_processes(machine.id) if p.pid == bg.pid] == ["kept"]

@@ -34,6 +34,7 @@ export const METHODS = Object.freeze({
   EVENTS_TICKET: "events.ticket",
   MACHINES_EXEC_STREAM: "machines.execStream",
   MACHINES_DAEMON_LOG: "machines.daemonLog",
+  MACHINES_RESTART: "machines.restart",
   CODEMODE_RUN: "codemode.run",
   CODEMODE_CANCEL: "codemode.cancel",
   CODEMODE_LIST: "codemode.list",
@@ -109,7 +110,7 @@ export const STATUS = Object.freeze({
 export const TERMINAL_STATUSES = Object.freeze(["failed", "archived"]);
 
 /** Machine providers (contracts.models.ProviderName). */
-export const PROVIDERS = Object.freeze(["local", "swarm"]);
+export const PROVIDERS = Object.freeze(["local", "docker", "swarm"]);
 
 /** How a daemon's code relates to the platform's (contracts.models.CodeStatus). */
 export const CODE_STATUS = Object.freeze({

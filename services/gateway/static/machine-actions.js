@@ -11,7 +11,7 @@ const SHORT_SHA = 8;
 
 export const shortSha = (sha) => sha.slice(0, SHORT_SHA);
 
-/** Rebuild, Refresh env, Refresh code and Archive for machine `m`; outcomes go to `notices`. */
+/** Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
 export function machineActions(m, notices) {
   const archived = m.status === STATUS.ARCHIVED;
   const current = state.instances.get(m.instanceId)?.currentMachineId === m.id;
@@ -58,6 +58,16 @@ export function machineActions(m, notices) {
       refreshMachine(m.id);
       return `Refresh code: ${r.message}`;
     }),
+    // Not Refresh code: the same code, a new daemon process (a stuck daemon); processes stay.
+    act(
+      "Restart daemon",
+      "action-restart",
+      async () => {
+        updateMachine(await rpc(METHODS.MACHINES_RESTART, { machineId: m.id }));
+        return `Machine ${m.id}: its daemon restarts; its processes keep running.`;
+      },
+      { title: "Restart the machine's daemon in place (same code; processes keep running)" },
+    ),
     act(
       "Archive",
       "action-archive",

@@ -9,8 +9,15 @@ from __future__ import annotations
 import json
 
 from contracts.jsonrpc import Dispatcher, Limits
-from tests.unit.jsonrpc.table import SPECS, WHOAMI, Ctx, call, notification, request
-from tests.unit.jsonrpc.table import router as make_router
+from tests.unit.jsonrpc.table import (
+    SPECS,
+    WHOAMI,
+    Ctx,
+    call,
+    notification,
+    request,
+    router as make_router,
+)
 
 TOO_LARGE = 1013
 

@@ -1,0 +1,30 @@
+"""``FleetClient``'s methods that act on a machine through its provider (a mixin: ``client.py``
+is full): ``machines.restart``."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from contracts import gateway_machines as gm, gateway_rpc as g
+from contracts.jsonrpc import MethodSpec, P, R, new_params
+from contracts.models import Machine, ProviderName
+
+
+class _Calls(Protocol):
+    async def call(
+        self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
+    ) -> R: ...
+
+
+class MachinesClient:
+    async def create_machine(
+        self: _Calls, instance_id: str, provider: ProviderName | None = None
+    ) -> Machine:
+        """The instance's machine, on ``provider`` (omitted: the platform's default)."""
+        params = new_params(g.CreateMachineParams, instance_id=instance_id, provider=provider)
+        return await self.call(g.MACHINES_CREATE, params)
+
+    async def restart_machine(self: _Calls, machine_id: str) -> Machine:
+        """Restart the machine's daemon in place; its background processes keep running."""
+        params = new_params(gm.RestartParams, machine_id=machine_id)
+        return await self.call(gm.MACHINES_RESTART, params)

@@ -1,0 +1,309 @@
+"""Provider ``docker``: a machine is a container on a Docker engine (DOCKER_HOST's, else the
+local one), driven with aiodocker.
+
+Each machine: container ``fleet-<machineId>`` from the machine image (``docker_image.py``),
+labelled ``fleet.machine``/``fleet.instance``, its home on a volume of its own
+(``fleet-<machineId>-home``), memory/CPU/pids limits, not privileged, every capability dropped,
+``no-new-privileges``, running as uid 1000. Its first process is docker's init, then the
+daemon's supervisor (``daemon.supervise``: a dead daemon is back at once; the container's
+restart policy brings back a dead supervisor). It sits on a user-defined bridge network with
+no traffic between containers; of the platform it reaches only NATS, which listens on that
+network's gateway address (valkey and the gateway stay on 127.0.0.1, which in a container is
+the container's own loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiodocker
+import structlog
+
+from contracts.errors import ProviderError
+from contracts.machine_files import CODE_DIR, CODE_SHA_FILE
+from core.version import git_sha
+from providers.code import DAEMON_TREES, _git, resolve_sha
+from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
+
+log = structlog.get_logger(__name__)
+
+#: Environment variables a container's daemon gets from the platform (as the local provider's).
+INHERITED_ENV = ("FLEET_ENV", "FLEET_LOG_LEVEL", "FLEET_EXEC_OUTPUT_CAP", "FLEET_HEARTBEAT_S")
+LABEL_MACHINE = "fleet.machine"
+LABEL_INSTANCE = "fleet.instance"
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int = 1024
+    cpus: float = 1.0
+    pids: int = 512
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the provider needs to know of a machine beyond its id."""
+
+    instance_id: str
+    limits: Limits
+
+
+PlacementOf = Callable[[str], Awaitable[Placement]]
+
+
+def container_name(machine_id: str) -> str:
+    return f"fleet-{machine_id}"
+
+
+def volume_name(machine_id: str) -> str:
+    return f"fleet-{machine_id}-home"
+
+
+class DockerProvider:
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        nats_url: str,
+        network: str,
+        base_image: str,
+        work_dir: Path,
+        code_repo: Path,
+        placement: PlacementOf | None = None,
+        environ: Mapping[str, str] | None = None,
+        keep_volumes: bool = False,
+        say: Say | None = None,
+    ) -> None:
+        self._nats_url = nats_url
+        self.network = network
+        self._base_image = base_image
+        self._work_dir = work_dir
+        self._code_repo = code_repo
+        self._placement = placement
+        self._environ = environ or {}
+        self.keep_volumes = keep_volumes
+        self._say = say or (lambda text: log.info("provider.docker_image", step=text))
+        self._docker: aiodocker.Docker | None = None
+        self._builder: ImageBuilder | None = None
+
+    async def __aenter__(self) -> DockerProvider:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        """The engine's client, made on first use (it needs a running event loop)."""
+        if self._docker is None:
+            self._docker = aiodocker.Docker()  # DOCKER_HOST, else the local socket
+        return self._docker
+
+    async def image(self) -> str:
+        if self._builder is None:
+            self._builder = ImageBuilder(self.docker, self._base_image, self._work_dir, self._say)
+        return await self._builder.ensure()
+
+    async def _container(self, machine_id: str) -> aiodocker.containers.DockerContainer | None:
+        try:
+            c = await self.docker.containers.get(container_name(machine_id))
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise ProviderError(f"docker: {exc.message}") from None
+        return c
+
+    async def start(self, machine_id: str, token: str) -> str:
+        existing = await self._container(machine_id)
+        if existing is not None:  # a redelivered machine.created: it is there already
+            if not existing["State"]["Running"]:
+                await existing.start()
+            return f"docker:{existing.id[:12]}"
+        image = await self.image()
+        gateway = await ensure_network(self.docker, self.network)
+        self._check_nats_reachable(gateway)
+        place = await self._placement(machine_id) if self._placement else Placement("", Limits())
+        config = self.container_config(machine_id, token, image, place)
+        try:
+            await self.docker.volumes.create(  # type: ignore[no-untyped-call]
+                {"Name": volume_name(machine_id), "Labels": {LABEL_MACHINE: machine_id}}
+            )
+            c = await self.docker.containers.create(config, name=container_name(machine_id))
+            await c.start()
+        except aiodocker.DockerError as exc:
+            raise ProviderError(f"docker: cannot start {machine_id}: {exc.message}") from None
+        log.info("provider.docker_started", machine_id=machine_id, container=c.id[:12])
+        return f"docker:{c.id[:12]}"
+
+    def _check_nats_reachable(self, gateway: str) -> None:
+        hosts = {urlsplit(u.strip()).hostname for u in self._nats_url.split(",")}
+        if hosts <= {"127.0.0.1", "localhost", "::1"}:
+            raise ProviderError(
+                f"a container cannot reach NATS at {self._nats_url} (the host's loopback): run "
+                f"fleet up --provider docker, which puts NATS on the machines' network ({gateway})"
+            )
+
+    def container_config(
+        self, machine_id: str, token: str, image: str, place: Placement
+    ) -> dict[str, Any]:
+        env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV}
+        env |= {
+            "FLEET_NATS_URL": self._nats_url,
+            "FLEET_MACHINE_ID": machine_id,
+            "FLEET_MACHINE_TOKEN": token,
+            "FLEET_GIT_SHA": self._environ.get("FLEET_GIT_SHA") or git_sha() or "",
+        }
+        lim = place.limits
+        return {
+            "Image": image,
+            "Hostname": f"fleet-{machine_id[-12:]}",
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "Labels": {LABEL_MACHINE: machine_id, LABEL_INSTANCE: place.instance_id},
+            "HostConfig": {
+                "Init": True,  # docker's init reaps orphans and forwards SIGHUP to the supervisor
+                "Privileged": False,
+                "CapDrop": ["ALL"],
+                "SecurityOpt": ["no-new-privileges"],
+                "Memory": lim.memory_mb * 1024 * 1024,
+                "MemorySwap": lim.memory_mb * 1024 * 1024,
+                "NanoCpus": int(lim.cpus * 1e9),
+                "PidsLimit": lim.pids,
+                "RestartPolicy": {"Name": "unless-stopped"},
+                "NetworkMode": self.network,
+                "Mounts": [
+                    {"Type": "volume", "Source": volume_name(machine_id), "Target": MACHINE_HOME}
+                ],
+                # The system is read-only; the home (its volume) and /tmp are the machine's.
+                "ReadonlyRootfs": True,
+                "Tmpfs": {"/tmp": "rw,nosuid,nodev,size=512m"},
+                "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
+            },
+        }
+
+    async def restart(self, machine_id: str) -> bool:
+        """SIGHUP to the container's init, which passes it to the supervisor: the daemon
+        restarts in place and its processes keep running."""
+        c = await self._container(machine_id)
+        if c is None or not c["State"]["Running"]:
+            return False
+        await c.kill(signal="SIGHUP")
+        return True
+
+    async def stop(self, machine_id: str) -> None:
+        c = await self._container(machine_id)
+        if c is not None:
+            # Every process of the container ends with it (its pid namespace), setsid or not.
+            await c.delete(force=True)
+        if not self.keep_volumes:
+            try:
+                vol = await self.docker.volumes.get(volume_name(machine_id))  # type: ignore[no-untyped-call]
+                await vol.delete()
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise ProviderError(f"docker: volume of {machine_id}: {exc.message}") from None
+        log.info("provider.docker_stopped", machine_id=machine_id, kept_volume=self.keep_volumes)
+
+    async def install_code(self, machine_id: str, target_ref: str) -> str:
+        """Copy the commit's daemon code into the container's ``~/.fleet/code/<sha>``."""
+        c = await self._container(machine_id)
+        if c is None:
+            raise ProviderError(f"machine {machine_id} has no container")
+        sha = await asyncio.to_thread(resolve_sha, self._code_repo, target_ref)
+        body = await asyncio.to_thread(code_archive, self._code_repo, sha)
+        try:
+            await c.put_archive(MACHINE_HOME, body)  # type: ignore[no-untyped-call]
+        except aiodocker.DockerError as exc:
+            raise ProviderError(f"docker: copying code into {machine_id}: {exc.message}") from None
+        return f"copied code {sha[:12]} into the container's ~/{CODE_DIR}"
+
+    async def daemon_pid(self, machine_id: str) -> int | None:
+        """The daemon's host pid (tests and benchmarks kill it): init's grandchild."""
+        c = await self._container(machine_id)
+        if c is None or not c["State"]["Running"]:
+            return None
+        top = await c.top()
+        return _daemon_of(top)
+
+
+def _daemon_of(top: Mapping[str, Any]) -> int | None:
+    titles = list(top["Titles"])
+    pid_at, cmd_at = titles.index("PID"), titles.index("CMD")
+    rows = [(int(r[pid_at]), str(r[cmd_at])) for r in top["Processes"]]
+    # The daemon itself, not the init or the supervisor (whose command lines end the same).
+    daemons = [pid for pid, cmd in rows if cmd.split()[-2:] == ["-m", "daemon"]
+               and "daemon.supervise" not in cmd]  # fmt: skip
+    return daemons[0] if daemons else None
+
+
+def code_archive(repo: Path, sha: str) -> bytes:
+    """A tar of ``.fleet/code/<sha>/`` (the daemon's trees and the sha marker, last) owned by
+    the machine's user, to unpack in its home."""
+    src = _git(repo, "archive", "--format=tar", f"--prefix={CODE_DIR}/{sha}/", sha, "--",
+               *DAEMON_TREES).stdout  # fmt: skip
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(src)) as inp, tarfile.open(fileobj=out, mode="w") as tar:
+        for parent in _parents(f"{CODE_DIR}/{sha}"):
+            tar.addfile(_owned(tarfile.TarInfo(parent), tarfile.DIRTYPE, 0o755))
+        for member in inp.getmembers():
+            if member.isfile() or member.isdir():
+                data = inp.extractfile(member) if member.isfile() else None
+                tar.addfile(_owned(member, member.type, member.mode), data)
+        marker = f"{sha}\n".encode()
+        info = _owned(tarfile.TarInfo(f"{CODE_DIR}/{sha}/{CODE_SHA_FILE}"), tarfile.REGTYPE, 0o644)
+        info.size = len(marker)
+        tar.addfile(info, io.BytesIO(marker))
+    return out.getvalue()
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _owned(info: tarfile.TarInfo, kind: bytes, mode: int) -> tarfile.TarInfo:
+    info.type, info.mode = kind, mode
+    info.uid = info.gid = MACHINE_UID
+    info.uname = info.gname = ""
+    return info
+
+
+async def ensure_network(docker: aiodocker.Docker, name: str) -> str:
+    """The machines' bridge network (made if missing); its gateway address, where NATS must
+    listen for containers to reach it."""
+    try:
+        net = await docker.networks.get(name)
+        info = await net.show()
+    except aiodocker.DockerError as exc:
+        if exc.status != 404:
+            raise ProviderError(f"docker: network {name}: {exc.message}") from None
+        net = await docker.networks.create({
+            "Name": name, "Driver": "bridge", "CheckDuplicate": True,
+            "Labels": {"fleet.network": "machines"},
+            # No traffic between machines: each reaches the outside and NATS, never another.
+            "Options": {"com.docker.network.bridge.enable_icc": "false"},
+        })  # fmt: skip
+        info = await net.show()
+    configs = info.get("IPAM", {}).get("Config") or []
+    gateway = next((c["Gateway"] for c in configs if c.get("Gateway")), None)
+    if not gateway:
+        raise ProviderError(f"docker network {name} has no gateway address")
+    return str(gateway)
+
+
+async def machine_containers(docker: aiodocker.Docker) -> list[str]:
+    """The machine ids of every fleet container on the engine."""
+    found = await docker.containers.list(all=True, filters={"label": [LABEL_MACHINE]})
+    return [c["Labels"][LABEL_MACHINE] for c in found]

@@ -1,0 +1,264 @@
+"""The docker provider's machine image: Python >= 3.11, git, ca-certificates, the daemon.
+
+Built in two layers, each cached under a tag derived from its recipe, so nothing is rebuilt
+unless its inputs changed:
+
+- the base, ``fleetd-base:<key>``: FLEET_DOCKER_BASE_IMAGE when it is present or can be pulled;
+  otherwise (no registry reachable, as on CI) a Debian root file system made by ``debootstrap``
+  from the mirror this host's apt already uses, ``docker import``-ed;
+- the machine image, ``fleetd-machine:<key>``: the base, a ``fleet`` user (uid 1000), the
+  daemon's dependencies as wheels built on this host (``pip wheel``, the versions the platform
+  runs) unpacked into ``/opt/fleet/lib``, and the daemon's code (``contracts``, ``core``,
+  ``daemon``). Its key covers the base, the recipe and every daemon source file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata as md
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import structlog
+
+from contracts.errors import ProviderError
+from core.version import SOURCE_ROOT, package_version
+from providers.code import DAEMON_TREES
+
+log = structlog.get_logger(__name__)
+
+Say = Callable[[str], None]
+IMAGE_REPO = "fleetd-machine"
+BASE_REPO = "fleetd-base"
+#: The daemon's third-party imports (nothing else of the platform's dependencies).
+DAEMON_DEPS = ("nats-py", "msgspec", "structlog")
+#: What the offline base holds beyond Debian's minimal variant.
+BASE_PACKAGES = ("python3", "git", "ca-certificates")
+MACHINE_UID = 1000
+MACHINE_HOME = "/home/fleet"
+#: (The supervisor spawns argv[0] as a path: env finds python3 wherever the base has it.)
+#: Bumped when the recipe below changes in a way its text does not show.
+RECIPE_VERSION = "1"
+DOCKERFILE = f"""\
+FROM {{base}}
+RUN (getent passwd {MACHINE_UID} >/dev/null || useradd --create-home --uid {MACHINE_UID} \
+    --user-group --shell /bin/sh fleet) && mkdir -p {MACHINE_HOME} \
+    && chown {MACHINE_UID}:{MACHINE_UID} {MACHINE_HOME} && python3 -c 'import sys; \
+assert sys.version_info >= (3, 11), sys.version'
+COPY lib /opt/fleet/lib
+ENV PYTHONPATH=/opt/fleet/lib PYTHONDONTWRITEBYTECODE=1 HOME={MACHINE_HOME} \
+    FLEET_HOME={MACHINE_HOME} FLEET_SANDBOXED=1
+USER {MACHINE_UID}:{MACHINE_UID}
+WORKDIR {MACHINE_HOME}
+CMD ["python3", "-P", "-m", "daemon.supervise", "/usr/bin/env", "python3", "-P", "-m", "daemon"]
+"""
+
+
+def _daemon_sources() -> list[Path]:
+    return sorted(
+        p for tree in DAEMON_TREES for p in (SOURCE_ROOT / tree).rglob("*.py") if p.is_file()
+    )
+
+
+def _dep_pins() -> list[str]:
+    return [f"{name}=={md.version(name)}" for name in DAEMON_DEPS]
+
+
+def machine_key(base: str) -> str:
+    h = hashlib.sha256(f"{RECIPE_VERSION}\n{DOCKERFILE}\n{base}\n{_dep_pins()}\n".encode())
+    h.update(package_version().encode())
+    for path in _daemon_sources():
+        h.update(str(path.relative_to(SOURCE_ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def host_apt_source() -> tuple[str, str]:
+    """(mirror URL, suite) of this host's Debian apt sources (deb822 or one-line format)."""
+    suite = _os_release().get("VERSION_CODENAME", "bookworm")
+    texts = [p.read_text() for p in sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))]
+    for text in texts:
+        for stanza in text.split("\n\n"):
+            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.+)$", stanza, re.M))
+            if suite in fields.get("Suites", "").split() and "URIs" in fields:
+                return fields["URIs"].split()[0], suite
+    with_list = Path("/etc/apt/sources.list")
+    for line in with_list.read_text().splitlines() if with_list.exists() else []:
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "deb" and parts[2] == suite:
+            return parts[1], suite
+    return "http://deb.debian.org/debian", suite
+
+
+def _os_release() -> dict[str, str]:
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return {}
+    return {k: v.strip('"') for k, v in re.findall(r"^(\w+)=(.*)$", text, re.M)}
+
+
+class ImageBuilder:
+    """Builds what is missing of the machine image on one Docker engine; ``say`` reports each
+    step (``fleet image build`` prints them; the provisioner logs them)."""
+
+    def __init__(self, docker: aiodocker.Docker, base_image: str, work_dir: Path, say: Say):
+        self.docker = docker
+        self.base_image = base_image
+        self.work_dir = work_dir
+        self.say = say
+        self._lock = asyncio.Lock()
+        self._known: str | None = None
+
+    async def ensure(self) -> str:
+        """The machine image's tag, built first if this engine lacks it (looked for once per
+        process while it stays there: a machine start does not try a pull each time)."""
+        async with self._lock:
+            if self._known is not None and await self._has(self._known):
+                return self._known
+            self._known = await self._ensure()
+            return self._known
+
+    async def _ensure(self) -> str:
+        base = await self._base()
+        tag = f"{IMAGE_REPO}:{machine_key(base)}"
+        if await self._has(tag):
+            return tag
+        self.say(f"building {tag} from {base} ...")
+        await self._build_machine(base, tag)
+        self.say(f"built {tag}")
+        return tag
+
+    async def _has(self, ref: str) -> bool:
+        try:
+            await self.docker.images.inspect(ref)
+        except aiodocker.DockerError:
+            return False
+        return True
+
+    async def _base(self) -> str:
+        if self.base_image:
+            if await self._has(self.base_image):
+                return self.base_image
+            self.say(f"pulling {self.base_image} ...")
+            try:
+                await asyncio.wait_for(self.docker.images.pull(self.base_image), timeout=120)
+                return self.base_image
+            except (aiodocker.DockerError, TimeoutError) as exc:
+                self.say(f"cannot pull {self.base_image} ({_short(exc)}): building offline")
+        mirror, suite = host_apt_source()
+        key = hashlib.sha256(f"{mirror} {suite} {BASE_PACKAGES}".encode()).hexdigest()[:12]
+        tag = f"{BASE_REPO}:{suite}-{key}"
+        if not await self._has(tag):
+            await self._debootstrap(tag, mirror, suite)
+        return tag
+
+    async def _debootstrap(self, tag: str, mirror: str, suite: str) -> None:
+        if shutil.which("debootstrap") is None:
+            raise ProviderError("building the machine image offline needs debootstrap: "
+                                "apt-get install debootstrap (./run test installs it)")  # fmt: skip
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        # Kept until imported: a failed import does not cost another debootstrap.
+        tar = self.work_dir / f"rootfs-{tag.partition(':')[2]}.tar"
+        if not tar.exists():
+            with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="rootfs-") as tmp:
+                root = Path(tmp) / "root"
+                self.say(f"debootstrap {suite} from {mirror} (a few minutes, once) ...")
+                include = f"--include={','.join(BASE_PACKAGES)}"
+                argv = ["debootstrap", "--variant=minbase", include, suite, str(root), mirror]
+                await _run(argv)
+                partial = tar.with_suffix(".partial")
+                await _run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."])
+                partial.rename(tar)
+        self.say(f"docker import of the root file system as {tag} ...")
+        await self._import(tar, tag)
+        if not await self._has(tag):
+            raise ProviderError(f"docker import of {tag} did not produce the image")
+        tar.unlink()
+
+    async def _import(self, tar: Path, tag: str) -> None:
+        repo, _, version = tag.partition(":")
+        params = {"fromSrc": "-", "repo": repo, "tag": version}
+        headers = {"Content-Type": "application/x-tar"}
+        with tar.open("rb") as body:
+            async with self.docker._query(
+                "images/create", "POST", params=params, data=body, headers=headers, timeout=None
+            ) as resp:
+                answer = await resp.text()
+        if '"error"' in answer:
+            raise ProviderError(f"docker import of {tag} failed: {answer[-300:]}")
+
+    async def _build_machine(self, base: str, tag: str) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="ctx-") as tmp:
+            ctx = Path(tmp)
+            self.say(f"pip wheel {' '.join(_dep_pins())} ...")
+            await asyncio.to_thread(_lib_dir, ctx)
+            (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base))
+            body = await asyncio.to_thread(_tar_dir, ctx)
+        labels = {"fleet.image": "machine", "fleet.recipe": RECIPE_VERSION}
+        try:
+            out: list[dict[str, Any]] = await self.docker.images.build(
+                fileobj=body, encoding="identity", tag=tag, labels=labels, rm=True, forcerm=True
+            )
+        except aiodocker.DockerError as exc:
+            raise ProviderError(f"building {tag} failed: {_short(exc)}") from None
+        errors = [str(line["error"]) for line in out if "error" in line]
+        if errors:
+            raise ProviderError(f"building {tag} failed: {errors[-1][:300]}")
+
+
+def _lib_dir(ctx: Path) -> None:
+    """``ctx/lib``: the dependencies' wheels unpacked, the daemon's code and fleetd's metadata
+    (so the daemon reports the platform's version)."""
+    wheels, lib = ctx / "wheels", ctx / "lib"
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), *_dep_pins()],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise ProviderError(f"pip wheel failed: {out.stderr.strip()[-300:]}")
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(lib)  # noqa: S202 - the platform's own pinned wheels
+    for path in _daemon_sources():
+        dest = lib / path.relative_to(SOURCE_ROOT)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+    meta = lib / f"fleetd-{package_version()}.dist-info"
+    meta.mkdir()
+    version = package_version()
+    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fleetd\nVersion: {version}\n")
+    shutil.rmtree(wheels)
+
+
+def _tar_dir(ctx: Path) -> io.BytesIO:
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w") as tar:
+        tar.add(ctx, arcname=".")
+    body.seek(0)
+    return body
+
+
+async def _run(argv: list[str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        tail = out.decode(errors="replace").strip()[-400:]
+        raise ProviderError(f"{argv[0]} failed ({proc.returncode}): {tail}")
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
