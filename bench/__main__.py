@@ -1,7 +1,7 @@
 """python -m bench [--quick] [--only 1,2,...] [--json PATH] [--profile DIR]
 
-Runs the benchmarks of issue 7 and prints, for each figure, the baseline measured in the same
-run and the ratio. ``--quick`` finishes in under a minute (fewer calls and machines);
+Runs the benchmarks of issues 7 and 14 and prints, for each figure, the baseline measured in
+the same run and the ratio. ``--quick`` finishes in under a minute (fewer calls and machines);
 ``--profile DIR`` also samples the services with py-spy during benchmarks 2 and 3 (needs
 ``pip install py-spy``) and writes the top functions there.
 """
@@ -15,18 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-from bench import create_ready, exec_stream, footprint, gateway_attacks, pipeline, rpc
+from bench import create_ready, exec_stream, footprint, gateway_attacks, pipeline, recovery, rpc
 from bench.common import Report, fmt, machine_description, verdict
 from core.logs import configure_logging
 
-BENCHES = ("1", "2", "3", "4", "5", "6", "7")
+BENCHES = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[2])
     parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
     parser.add_argument(
-        "--only", default=",".join(BENCHES), help="comma-separated benchmark numbers (1-7)"
+        "--only", default=",".join(BENCHES), help="comma-separated benchmark numbers (1-8)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--machines", type=int, help="machines for benchmarks 3 and 4")
@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(gateway_attacks.run(report, args.quick))
     if "7" in only:
         asyncio.run(exec_stream.run(report, args.quick))
+    if "8" in only:
+        asyncio.run(recovery.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")

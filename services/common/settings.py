@@ -64,7 +64,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     # consumers
-    ack_wait_s: float = 30.0
+    #: How long JetStream waits for an ack before it redelivers an event to another replica
+    #: (or to the restarted one). Short, so that a killed stage's machines resume within
+    #: seconds; a long handler keeps its event with a progress ack every quarter of this.
+    ack_wait_s: float = 4.0
     max_deliver: int = 5
     concurrency: int = 64
     # daemon RPC
