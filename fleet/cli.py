@@ -86,6 +86,9 @@ def _up(sub: SubAction) -> None:
                     help="run local machines without bubblewrap: NOT isolated from the host "
                     "(only where bwrap cannot run)")  # fmt: skip
     up.add_argument("--prod", action="store_true", help="JSON logs")
+    up.add_argument("--ha", action="store_true",
+                    help="3 NATS nodes, valkey with 2 replicas and 3 sentinels, 2 replicas of "
+                    "each service (gateways on --port and free ports, printed)")  # fmt: skip
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -99,6 +102,7 @@ def _run_up(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         env="prod" if args.prod else "dev",
         sandbox=not args.no_sandbox,
+        ha=args.ha,
     )
     return up(opts)
 

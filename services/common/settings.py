@@ -23,6 +23,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_user: str = ""
     nats_password: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: ``host:port,...`` of Redis Sentinels (empty: none). With them, the services follow the
+    #: primary the sentinels name across failovers, and ``redis_url`` gives only the password
+    #: and the database.
+    redis_sentinels: str = ""
+    #: The name the sentinels monitor the primary under.
+    redis_sentinel_master: str = "fleetd"
     #: JetStream replicas of the event stream (3 on a 3-node cluster; 1 for one server).
     stream_replicas: int = 1
     #: Limits of the event stream, so that no publisher (a machine flooding its status
