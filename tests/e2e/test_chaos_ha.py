@@ -199,7 +199,9 @@ def _valkey_pid(port: int) -> int:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"valkey-server") and str(port).encode() in argv:
+        # valkey rewrites its process title to "valkey-server 127.0.0.1:<port>"
+        title = b" ".join(argv)
+        if b"valkey-server" in title and f"127.0.0.1:{port}".encode() in title:
             return int(entry.name)
     raise AssertionError(f"no valkey-server on port {port}")
 
