@@ -1,7 +1,7 @@
 """python -m bench [--quick] [--only 1,2,...] [--json PATH] [--profile DIR]
 
-Runs the benchmarks of issue 7 and prints, for each figure, the baseline measured in the same
-run and the ratio. ``--quick`` finishes in under a minute (fewer calls and machines);
+Runs the benchmarks of issues 7 and 14 and prints, for each figure, the baseline measured in
+the same run and the ratio. ``--quick`` finishes in under a minute (fewer calls and machines);
 ``--profile DIR`` also samples the services with py-spy during benchmarks 2 and 3 (needs
 ``pip install py-spy``) and writes the top functions there.
 """
@@ -23,19 +23,20 @@ from bench import (
     gateway_attacks,
     pipeline,
     providers,
+    recovery,
     rpc,
 )
 from bench.common import Report, fmt, machine_description, verdict
 from core.logs import configure_logging
 
-BENCHES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+BENCHES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[2])
     parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
     parser.add_argument(
-        "--only", default=",".join(BENCHES), help="comma-separated benchmark numbers (1-9)"
+        "--only", default=",".join(BENCHES), help="comma-separated benchmark numbers (1-10)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--machines", type=int, help="machines for benchmarks 3 and 4")
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(codemode.run(report, args.quick))
     if "9" in only:  # the machines given to 3 and 4 do not apply: 9 has its own count
         asyncio.run(providers.run(report, args.quick))
+    if "10" in only:
+        asyncio.run(recovery.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")

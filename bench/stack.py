@@ -220,6 +220,13 @@ class EventWatch:
                 self.failed[mid] = msgspec.json.decode(msg.data).get("reason", "")
             self._changed.set()
 
+    async def wait_count(self, kind: str, count: int, timeout_s: float) -> None:
+        """Until ``count`` machines have reached ``kind``; TimeoutError after ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while self.counts.get(kind, 0) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
     async def wait_all(self, kind: str, ids: Sequence[str], timeout_s: float) -> None:
         """Until each machine has ``kind`` (or failed); TimeoutError after ``timeout_s``."""
         async with asyncio.timeout(timeout_s):

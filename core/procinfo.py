@@ -49,3 +49,24 @@ def pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def env_roots(name: str, value: str) -> list[int]:
+    """Pids of the topmost processes whose environment has ``name=value`` (a process whose
+    parent has it too is left out): the roots of the trees started with it. Processes whose
+    environment cannot be read (other users) are not seen."""
+    want = f"{name}={value}".encode()
+    marked: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if want not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry.name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        marked[int(entry.name)] = ppid
+    return sorted(pid for pid, ppid in marked.items() if ppid not in marked)

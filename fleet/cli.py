@@ -91,6 +91,9 @@ def _up(sub: SubAction) -> None:
                     "if missing and puts NATS on the machines' network")  # fmt: skip
     image = sub.add_parser("image", help="the docker provider's machine image")
     image.add_argument("action", choices=["build"], help="build it if missing (offline too)")
+    up.add_argument("--ha", action="store_true",
+                    help="3 NATS nodes, valkey with 2 replicas and 3 sentinels, 2 replicas of "
+                    "each service (gateways on --port and free ports, printed)")  # fmt: skip
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -105,6 +108,7 @@ def _run_up(args: argparse.Namespace) -> int:
         env="prod" if args.prod else "dev",
         sandbox=not args.no_sandbox,
         provider=args.provider,
+        ha=args.ha,
     )
     return up(opts)
 

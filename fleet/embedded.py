@@ -87,6 +87,12 @@ class _Server:
         _wait_tcp(self.port, self.proc, self.name, self.log_path, self.host)
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it (the nodes of a cluster start together:
+        none is ready before a quorum of them runs)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -96,7 +102,6 @@ class _Server:
                 stderr=log,
                 start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
             )
-        self.wait_ready()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Graceful stop (SIGTERM: NATS flushes JetStream, valkey fsyncs the AOF). Idempotent."""
@@ -261,17 +266,23 @@ class NatsServer(_Server):
         #: None: no authentication at all (the default).
         self.auth = auth
 
+    server_name = "fleetd"
+
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    def cluster_config(self) -> str:
+        """The ``cluster`` block of a node of a cluster (``fleet.embedded_ha``); none alone."""
+        return ""
 
     def config(self) -> str:
         store = (self.data_dir / "jetstream").resolve()
         base = (
             f"listen: {self.host}:{self.port}\n"
             + (f"http: 127.0.0.1:{self.monitor_port}\n" if self.monitor_port else "")
-            + "server_name: fleetd\n"
-            f'jetstream {{ store_dir: "{store}" }}\n'
+            + f"server_name: {self.server_name}\n"
+            f'jetstream {{ store_dir: "{store}" }}\n' + self.cluster_config()
         )
         return base if self.auth is None else base + self.auth.config()
 

@@ -27,6 +27,8 @@ from core.backoff import backoff_s
 from core.lockfile import AlreadyRunning, PidLock
 from fleet.docker_setup import prepare_sync
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
+from fleet.embedded_ha import HaServers
+from fleet.up_ha import ha_settings, service_plan
 from providers.local import stop_all_local
 from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
@@ -54,6 +56,8 @@ class UpOptions:
     sandbox: bool = True
     #: machines.create's default provider (docker: the image is built first, if missing).
     provider: Literal["local", "docker"] = "local"
+    #: --ha: the clustered layout on this host (fleet.embedded_ha, fleet.up_ha).
+    ha: bool = False
 
 
 def read_or_create_secret(path: Path, env_var: str) -> str:
@@ -70,8 +74,12 @@ def read_or_create_secret(path: Path, env_var: str) -> str:
 
 
 class ServiceProcess:
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, module: str | None = None
+    ) -> None:
         self.name = name
+        #: The service's package (replicas of one service have names of their own).
+        self.module = module or name
         self.env = env
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -82,7 +90,7 @@ class ServiceProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{self.name}"],
+                [sys.executable, "-m", f"services.{self.module}"],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -176,20 +184,25 @@ def up(opts: UpOptions) -> int:
         stack.callback(_stop_machines, data_dir)
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
+        plan = service_plan(names, opts)
         # Each service serves /metrics on a port of its own (the gateway on its HTTP port).
-        metrics = {n: free_port() for n in names if n != "gateway"}
+        metrics = {n: free_port() for n, module, _ in plan if module != "gateway"}
         procs = [
             ServiceProcess(
-                name, service_env(name, env, auth, seed, metrics.get(name, 0)), data_dir / "logs"
+                name,
+                service_env(module, env, auth, seed, metrics.get(name, 0)) | extra,
+                data_dir / "logs",
+                module,
             )
-            for name in names
+            for name, module, extra in plan
         ]
         stack.callback(_stop_services, procs)
         for p in procs:
             p.start()
-        url = f"http://{opts.host}:{opts.port}"
-        _wait_healthy(url, procs)
-        _banner(url, settings, data_dir, opts, auth, metrics)
+        urls = [f"http://{opts.host}:{x['FLEET_PORT']}" for _, m, x in plan if m == "gateway"]
+        for url in urls:
+            _wait_healthy(url, procs)
+        _banner(urls, settings, data_dir, opts, auth, metrics)
         while not stopping:
             now = time.monotonic()
             for p in procs:
@@ -208,8 +221,15 @@ def _servers(
     nats_url, redis_url = opts.nats_url, opts.redis_url
     auth: NatsAuth | None = None
     seed = ""
+    ha: dict[str, object] = {}
     if nats_url is None:  # embedded: machines authenticate through the callout
         auth, seed = NatsAuth.load_or_create(data_dir / "nats-auth.json")
+    if opts.ha:
+        password = read_or_create_secret(data_dir / "redis-password", "FLEET_REDIS_PASSWORD")
+        servers = stack.enter_context(HaServers(data_dir, auth=auth, redis_password=password))
+        nats_url, redis_url = servers.nats_url, servers.redis_url
+        ha = ha_settings(servers)
+    if nats_url is None:
         host = "127.0.0.1"
         if opts.provider == "docker":  # containers reach NATS on their network's gateway
             here = msgspec.structs.replace(Settings.from_env(), data_dir=str(data_dir))
@@ -223,6 +243,7 @@ def _servers(
     # Every other FLEET_* variable in the environment is honoured; flags win.
     settings = msgspec.structs.replace(
         Settings.from_env(),
+        **ha,  # type: ignore[arg-type]
         nats_url=nats_url,
         redis_url=redis_url,
         data_dir=str(data_dir),
@@ -277,7 +298,7 @@ def _stop_machines(data_dir: Path) -> None:
 
 
 def _banner(
-    url: str,
+    urls: list[str],
     settings: Settings,
     data_dir: Path,
     opts: UpOptions,
@@ -287,10 +308,17 @@ def _banner(
     token_src = (
         "FLEET_ADMIN_TOKEN" if os.environ.get("FLEET_ADMIN_TOKEN") else data_dir / "admin-token"
     )
+    url = urls[0]
     print(
-        f"fleetd is up\n"
-        f"  gateway      {url}   (web console at {url}/)\n"
-        f"  admin token  {settings.admin_token}   (from {token_src})\n"
+        f"fleetd is up{'   (--ha)' if opts.ha else ''}\n"
+        + "".join(f"  gateway      {u}   (web console at {u}/)\n" for u in urls)
+        + (
+            f"  sentinels    {settings.redis_sentinels}   "
+            f"(primary '{settings.redis_sentinel_master}')\n"
+            if settings.redis_sentinels
+            else ""
+        )
+        + f"  admin token  {settings.admin_token}   (from {token_src})\n"
         f"  nats         {settings.nats_url}{'' if opts.nats_url else '   (embedded)'}\n"
         + (
             f"               machines authenticate through the auth callout; to watch events:\n"

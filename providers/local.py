@@ -25,7 +25,9 @@ from pathlib import Path
 import structlog
 
 from contracts.errors import ProviderError
+from core import procinfo
 from core.lockfile import holder_pid
+from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
 from providers.code import install_code
 from providers.sandbox import bwrap_argv, supervisor_pid
@@ -185,11 +187,28 @@ def _write_pid(machine_dir: Path, pid: int) -> None:
 
 def running_pid(machine_dir: Path, machine_id: str) -> int | None:
     """The pid of this machine's root process (bwrap, or the supervisor) if it is alive and
-    really is this machine's; else a daemon of an older fleetd that holds the home's lock."""
+    really is this machine's; else a daemon of an older fleetd that holds the home's lock;
+    else a root started for this machine whose pid was never recorded."""
     for pid in (_spawned_pid(machine_dir), holder_pid(machine_dir / "home")):
         if pid is not None and _is_daemon_of(pid, machine_id):
             return pid
+    # A provisioner SIGKILLed between starting a machine and writing daemon.pid leaves a
+    # machine nobody recorded: found by the machine id in its environment, and adopted, so
+    # that a redelivered machine.created does not start a second one (found under CPU load).
+    roots = machine_roots(machine_id)
+    if roots:
+        _write_pid(machine_dir, roots[0])
+        return roots[0]
     return None
+
+
+def machine_roots(machine_id: str) -> list[int]:
+    """Every live root process started for this machine (normally one)."""
+    return [
+        p
+        for p in env_roots("FLEET_MACHINE_ID", machine_id)
+        if procinfo.state(p) not in ("Z", "X", None)
+    ]
 
 
 def _supervisor_of(root: int) -> int | None:
@@ -232,10 +251,19 @@ def _is_daemon_of(pid: int, machine_id: str) -> bool:
 
 
 def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool:
-    """SIGTERM the daemon's process group, SIGKILL it after ``grace_s``. True if it was up."""
+    """SIGTERM the daemon's process group, SIGKILL it after ``grace_s``; then any other root
+    started for this machine (a start whose pid was never recorded). True if one was up."""
     pid = running_pid(machine_dir, machine_id)
     if pid is None:
         return False
+    _stop_root(machine_dir, machine_id, pid, grace_s)
+    for other in machine_roots(machine_id):
+        if other != pid:
+            _stop_root(machine_dir, machine_id, other, grace_s)
+    return True
+
+
+def _stop_root(machine_dir: Path, machine_id: str, pid: int, grace_s: float) -> None:
     start = time.monotonic()
     with contextlib.suppress(OSError):  # the supervisor stops the daemon, then itself
         if (supervisor := _supervisor_of(pid)) is not None:
@@ -251,7 +279,6 @@ def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool
     took_s = round(time.monotonic() - start, 3)
     record_exit(machine_dir, pid, endedBy="SIGKILL" if killed else "SIGTERM", tookS=took_s)
     log.info("provider.local_stopped", machine_id=machine_id, pid=pid, sigkilled=killed)
-    return True
 
 
 #: One JSON line per daemon this provider saw end: ``code``, its exit code, for the daemons it

@@ -28,7 +28,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     if not settings.callout_issuer_seed:
         raise SettingsError("FLEET_CALLOUT_ISSUER_SEED: required by the auth callout")
     issuer = Issuer(settings.callout_issuer_seed)
-    store = await stack.enter_async_context(Store(settings.redis_url))
+    store = await stack.enter_async_context(Store.of(settings))
     # Its own series (callouts, refusals by reason, latency) and the process's.
     metrics = await service_metrics(settings, stack)
     nc = await connect_nats(settings, name="auth_callout")

@@ -2,7 +2,8 @@
 
 Each stage reacts to one event class (so one kind, ``machine.<kind>.*``) through one of these.
 The rules:
-- explicit ack after the handler returns; while it runs, ``in_progress`` keeps the ack wait open;
+- explicit ack after the handler returns; while it runs, ``in_progress`` keeps the ack wait open
+  (a short ack wait, so a killed process's events are redelivered within seconds);
 - a handler that raises is retried (nak with a growing delay) up to ``max_attempts``; then
   ``give_up`` records the failure (``machine.failed``) and the event is terminated, so a poison
   event never blocks the ones behind it;
@@ -49,6 +50,13 @@ E = TypeVar("E", bound=AnyEvent)
 Handler = Callable[[E], Awaitable[None]]
 GiveUp = Callable[[E, str], Awaitable[None]]
 
+#: How long an event that came too early (``Retry``) is deferred by default. Not tied to the
+#: ack wait: that one is short (fast recovery), while another stage may lag for minutes.
+DEFAULT_RETRY_BUDGET_S = 150.0
+#: Progress acks per ack wait while a handler runs: four, so that a starved event loop (two
+#: busy cores) may miss three in a row before JetStream hands the event to someone else.
+KEEPALIVES_PER_ACK_WAIT = 4
+
 
 class Permanent(Exception):
     """Raised by a handler when retrying cannot help; the message is the reason for the user."""
@@ -74,7 +82,7 @@ class Consumer(Generic[E]):
         handler: Handler[E],
         give_up: GiveUp[E],
         concurrency: int = 64,
-        ack_wait_s: float = 30.0,
+        ack_wait_s: float = 4.0,
         max_attempts: int = 5,
         drain_s: float = 20.0,
         retry_budget_s: float | None = None,
@@ -93,7 +101,7 @@ class Consumer(Generic[E]):
         self._ack_wait_s = ack_wait_s
         self._max_attempts = max(1, max_attempts)
         self._drain_s = drain_s
-        self._retry_budget_s = retry_budget_s if retry_budget_s is not None else ack_wait_s * 5
+        self._retry_budget_s = DEFAULT_RETRY_BUDGET_S if retry_budget_s is None else retry_budget_s
         self._inflight: set[asyncio.Task[None]] = set()
         #: Stream sequence -> how often this process deferred it (Retry); see _process.
         self._deferrals: dict[int, int] = {}
@@ -115,7 +123,13 @@ class Consumer(Generic[E]):
             filter_subject=subjects.event_filter(self._kind),
         )
 
+    async def _ensure_consumer(self) -> None:
+        # Create or update: pull_subscribe alone binds to an existing durable as it is, so a
+        # deployment that changes the ack wait (or the stream's replicas) would keep the old one.
+        await self._bus.js.add_consumer(subjects.STREAM_NAME, config=self.config())
+
     async def __aenter__(self) -> Consumer[E]:
+        await self._ensure_consumer()
         self._sub = await self._bus.js.pull_subscribe(
             subjects.event_filter(self._kind),
             durable=self._durable,
@@ -176,11 +190,21 @@ class Consumer(Generic[E]):
             except Exception as exc:  # noqa: BLE001 - task boundary: the loop must outlive any fetch failure
                 log.warning("consumer.fetch_failed", durable=self._durable, error=repr(exc))
                 await asyncio.sleep(0.5)
+                await self._recreate()
                 continue
             for msg in msgs:
                 task = asyncio.create_task(self._process(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
+
+    async def _recreate(self) -> None:
+        """After a failed fetch: make sure the durable consumer still exists (a cluster that
+        lost it, a stream re-created by an operator); the pull subscription's inbox itself is
+        restored by the connection on reconnect, on whichever node it reaches."""
+        try:
+            await self._ensure_consumer()
+        except Exception as exc:  # noqa: BLE001 - task boundary: the next fetch retries
+            log.debug("consumer.recreate_failed", durable=self._durable, error=repr(exc))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -279,7 +303,7 @@ class Consumer(Generic[E]):
 
     async def _keepalive(self, msg: Msg) -> None:
         while True:
-            await asyncio.sleep(self._ack_wait_s / 3)
+            await asyncio.sleep(self._ack_wait_s / KEEPALIVES_PER_ACK_WAIT)
             try:
                 await msg.in_progress()
             except nats.errors.Error as exc:

@@ -23,6 +23,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_user: str = ""
     nats_password: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: ``host:port,...`` of Redis Sentinels (empty: none). With them, the services follow the
+    #: primary the sentinels name across failovers, and ``redis_url`` gives only the password
+    #: and the database.
+    redis_sentinels: str = ""
+    #: The name the sentinels monitor the primary under.
+    redis_sentinel_master: str = "fleetd"
     #: JetStream replicas of the event stream (3 on a 3-node cluster; 1 for one server).
     stream_replicas: int = 1
     #: Limits of the event stream, so that no publisher (a machine flooding its status
@@ -64,7 +70,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     # consumers
-    ack_wait_s: float = 30.0
+    #: How long JetStream waits for an ack before it redelivers an event to another replica
+    #: (or to the restarted one). Short, so that a killed stage's machines resume within
+    #: seconds; a long handler keeps its event with a progress ack every quarter of this.
+    ack_wait_s: float = 4.0
     max_deliver: int = 5
     concurrency: int = 64
     # daemon RPC

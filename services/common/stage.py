@@ -56,6 +56,6 @@ class Stage:
 
 async def connect(settings: Settings, stack: AsyncExitStack, name: str) -> tuple[Store, Bus]:
     """The Redis store and the NATS bus every service needs, entered into its exit stack."""
-    store = await stack.enter_async_context(Store(settings.redis_url))
+    store = await stack.enter_async_context(Store.of(settings))
     bus = await stack.enter_async_context(Bus(settings, name=name))
     return store, bus

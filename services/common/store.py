@@ -27,6 +27,8 @@ from contracts.machine_files import CronJob
 from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo
 from contracts.status import MachineStatus
 from services.common import store_scripts
+from services.common.redis_client import close_client, redis_client
+from services.common.settings import Settings
 from services.common.store_keys import (
     F_CREDENTIAL_REVOKED,
     F_CURRENT_MACHINE,
@@ -54,9 +56,6 @@ from services.common.store_tickets import TicketRecords
 from services.common.store_tokens import TokenRecords
 
 log = structlog.get_logger(__name__)
-
-#: Redis connections per process; more concurrent commands queue for one.
-MAX_CONNECTIONS = 64
 
 
 def _now() -> str:
@@ -89,8 +88,12 @@ class MachineAccess(msgspec.Struct, frozen=True):
 
 
 class Store:
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, sentinels: str = "", master: str = "fleetd") -> None:
         self._url = redis_url
+        #: ``host:port,...`` of Redis Sentinels: the primary is the one they name (``redis_url``
+        #: then gives only the password and database).
+        self._sentinels = sentinels
+        self._master = master
         self._r: aioredis.Redis | None = None
         self._transition: Any = None
         self._unlock: Any = None
@@ -106,20 +109,16 @@ class Store:
         return self._r
 
     async def __aenter__(self) -> Store:
-        # A blocking pool: a burst of concurrent commands (a refreshEnv across 1,000 machines)
-        # waits for a free connection instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self._url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=30,
-            decode_responses=True,
-            health_check_interval=10,
-            retry_on_timeout=True,
-            socket_keepalive=True,
-        )
-        self._bind(aioredis.Redis.from_pool(pool))  # owns the pool: aclose() closes it
+        client = redis_client(self._url, sentinels=self._sentinels, master=self._master)
+        self._bind(client)
         await self.redis.ping()
         return self
+
+    @classmethod
+    def of(cls, settings: Settings) -> Store:
+        """The store a service process uses, from its settings (one server, or Sentinel)."""
+        return cls(settings.redis_url, sentinels=settings.redis_sentinels,
+                   master=settings.redis_sentinel_master)  # fmt: skip
 
     @classmethod
     def on_client(cls, client: aioredis.Redis) -> Store:
@@ -140,7 +139,7 @@ class Store:
     ) -> None:
         r, self._r = self._r, None
         if r is not None:
-            await r.aclose()
+            await close_client(r)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

@@ -21,7 +21,7 @@ from services.provisioner.service import Provisioner
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
-    store = await stack.enter_async_context(Store(settings.redis_url))
+    store = await stack.enter_async_context(Store.of(settings))
     bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
     metrics = await service_metrics(settings, stack)
     local = LocalProvider(

@@ -9,16 +9,21 @@ import time
 from pathlib import Path
 
 import nats
+import pytest
 
 from contracts import subjects
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer, ValkeyServer, free_port
 from tests.conftest import CloneLog
+from tests.diagnose import wait_all
 from tests.e2e.conftest import start_fleet_up
 from tests.waiters import wait_until
 
 MACHINES = 30
+#: Alone it takes ~10 s; with both cores loaded by other work, several times that. The final
+#: wait gives up well before pytest's timeout, so the failure says what each machine waited on.
+WAIT_S = 150
 DURABLES = ("provisioner", "provisioner-archive", "setup_pusher", "prober", "prober-boot")
 
 
@@ -36,13 +41,14 @@ def service_pid(parent: int, name: str) -> int:
     raise AssertionError(f"no {name} under pid {parent}")
 
 
+@pytest.mark.timeout(240)
 async def test_chaos(tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer,
                      bare_repo: Path, clone_log: CloneLog) -> None:  # fmt: skip
     up = start_fleet_up(
         tmp_path / "data", free_port(), "--nats-url", nats_server.url,
         "--redis-url", redis_server.url,
-        # Short ack wait, so work a killed service held is redelivered within the test.
-        env={"FLEET_ACK_WAIT_S": "3", "FLEET_LOG_LEVEL": "warning", "PATH": os.environ["PATH"],
+        # The default ack wait (4 s): work a killed service held is redelivered within seconds.
+        env={"FLEET_LOG_LEVEL": "warning", "PATH": os.environ["PATH"],
              "FLEET_SANDBOX_SHARE": f"{bare_repo}:{tmp_path / 'shim'}"},
     )  # fmt: skip
     started = time.monotonic()
@@ -70,9 +76,10 @@ async def test_chaos(tmp_path: Path, nats_server: NatsServer, redis_server: Valk
             nats_server.stop()
             nats_server.start()
 
-            final = await asyncio.gather(
-                *(fleet.wait_for(m.id, {"ready", "failed"}, timeout_s=150) for m in machines)
-            )
+            # Under the pytest timeout (set below), so a hang ends with what each machine was
+            # waiting on, not with pytest's stack dump.
+            final = await wait_all(fleet, [m.id for m in machines], {"ready", "failed"},
+                                   timeout_s=WAIT_S, nats_url=nats_server.url)  # fmt: skip
             took = time.monotonic() - started
         assert [m.status for m in final] == [MachineStatus.READY] * MACHINES, [
             m.status_reason for m in final if m.status is not MachineStatus.READY
@@ -109,15 +116,19 @@ async def test_chaos(tmp_path: Path, nats_server: NatsServer, redis_server: Valk
     leftovers = [
         p for p in Path("/proc").iterdir() if p.name.isdigit() and _home_under(p, up.data_dir)
     ]
-    assert leftovers == [], "processes outlived fleet up: " + "; ".join(map(_describe, leftovers))
+    assert leftovers == [], "daemons outlived fleet up (a machine got two daemons?):\n" + "\n".join(
+        _describe(p) for p in leftovers
+    )
 
 
 def _describe(proc: Path) -> str:
+    """pid, state, parent, process group and command line, for a failure message."""
     try:
-        argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        argv = b"?"
-    return f"{proc.name}: {argv[:160]!r}"
+        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return f"{proc.name}: gone"
+    return f"{proc.name}: state {fields[0]} ppid {fields[1]} pgid {fields[2]}: {argv[:200]}"
 
 
 def _home_under(proc: Path, data_dir: Path) -> bool:

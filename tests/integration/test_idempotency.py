@@ -17,7 +17,7 @@ from contracts.events import (
 from contracts.status import MachineStatus
 from core import procinfo
 from fleet.client import FleetClient
-from providers.local import running_pid
+from providers.local import running_pid, stop_local
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store, k_cloned, k_machine
@@ -86,6 +86,24 @@ async def test_replayed_created_does_not_start_a_second_daemon(
     assert daemons_of(mid) == daemons
     assert running_pid(settings.data_path / "machines" / mid, mid) == pid
     assert (await stack.get_machine(mid)).status is MachineStatus.READY
+
+
+async def test_a_machine_whose_pid_was_never_recorded_is_adopted_not_started_twice(
+    stack: FleetClient, settings: Settings, bus: Bus
+) -> None:
+    # What a provisioner SIGKILLed between starting a machine and writing daemon.pid leaves
+    # (seen in the chaos test under CPU load): the machine runs, nothing records it.
+    mid, events = await ready_machine(stack)
+    machine_dir = settings.data_path / "machines" / mid
+    pid = running_pid(machine_dir, mid)
+    (machine_dir / "daemon.pid").unlink()
+    daemons = daemons_of(mid)
+    await replay(bus, next(e for e in events if isinstance(e, MachineCreated)))
+    assert daemons_of(mid) == daemons  # adopted: no second machine
+    assert running_pid(machine_dir, mid) == pid
+    (machine_dir / "daemon.pid").unlink()
+    assert stop_local(machine_dir, mid, grace_s=3.0)  # and stopping finds it all the same
+    await wait_until(lambda: daemons_of(mid) == [], timeout=10)
 
 
 async def test_replayed_report_mid_setup_does_not_clone_twice(

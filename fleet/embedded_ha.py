@@ -1,0 +1,206 @@
+"""The embedded servers of `fleet up --ha`, on one host: a 3-node NATS cluster (routes on
+loopback, JetStream on each node) and valkey with a primary, 2 replicas and 3 sentinels.
+
+The same engines and the same layout as a deployment over several hosts (``deploy/``): only
+the addresses are all 127.0.0.1. For trying failover and for the tests; one host is still one
+host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from fleet.embedded import (
+    NatsAuth,
+    NatsServer,
+    ServerStartError,
+    ValkeyServer,
+    _Server,
+    _wait_tcp,
+    free_port,
+    valkey_server_binary,
+)
+
+CLUSTER_NAME = "fleetd"
+NATS_NODES = 3
+VALKEY_REPLICAS = 2
+SENTINELS = 3
+#: The name sentinels know the primary by (``FLEET_REDIS_SENTINEL_MASTER``).
+SENTINEL_MASTER = "fleetd"
+#: Sentinels call the primary down after this much silence; a quorum of 2 agrees on a failover.
+DOWN_AFTER_MS = 2000
+FAILOVER_TIMEOUT_MS = 5000
+READY_TIMEOUT_S = 30.0
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if check():
+                return
+        time.sleep(0.1)
+    raise ServerStartError(f"{what}: not within {READY_TIMEOUT_S:g}s")
+
+
+class NatsNode(NatsServer):
+    """One node of a NATS cluster: its own name, store and cluster port; routes to all."""
+
+    def __init__(
+        self, data_dir: Path, index: int, cluster_ports: list[int], *, auth: NatsAuth | None
+    ) -> None:
+        super().__init__(data_dir, auth=auth, monitor=True)
+        self.index = index
+        self.cluster_ports = cluster_ports
+        self.server_name = f"fleetd-{index}"
+
+    def cluster_config(self) -> str:
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.cluster_ports)
+        return (
+            f"cluster {{ name: {CLUSTER_NAME}, listen: 127.0.0.1:{self.cluster_ports[self.index]},"
+            f" routes: [{routes}] }}\n"
+        )
+
+
+class ValkeyNode(ValkeyServer):
+    """A valkey primary, or a replica of ``primary_port`` (authenticating with the password)."""
+
+    def __init__(self, data_dir: Path, *, password: str, primary_port: int | None = None) -> None:
+        super().__init__(data_dir, password=password)
+        self.primary_port = primary_port
+
+    def _config_file(self) -> list[str]:
+        files = super()._config_file()
+        # Every node may become the primary, or a replica of another after a failover.
+        with open(self.config_path, "a") as f:
+            f.write(f'masterauth "{self.password}"\n')
+            if self.primary_port is not None:
+                f.write(f"replicaof 127.0.0.1 {self.primary_port}\n")
+        return files
+
+
+class Sentinel(_Server):
+    """``valkey-server <conf> --sentinel``: the sentinel rewrites its own configuration file
+    (what it learns of the replicas and of failovers), so the file is its, in its data dir."""
+
+    name = "sentinel"
+
+    def __init__(self, data_dir: Path, *, primary_port: int, password: str) -> None:
+        super().__init__(data_dir)
+        self.primary_port = primary_port
+        self.password = password
+        self.config_path = data_dir / "sentinel.conf"
+
+    def argv(self) -> list[str]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists():  # after a restart: what it learnt is in there
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.config())
+        return [valkey_server_binary(), str(self.config_path), "--sentinel"]
+
+    def config(self) -> str:
+        m = SENTINEL_MASTER
+        return (
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir.resolve()}\n"
+            f'requirepass "{self.password}"\n'
+            f"sentinel monitor {m} 127.0.0.1 {self.primary_port} 2\n"
+            f'sentinel auth-pass {m} "{self.password}"\n'
+            f"sentinel down-after-milliseconds {m} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {m} {FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {m} 1\n"
+        )
+
+
+class HaServers:
+    """The whole HA layout; entered, every node runs and JetStream has a leader."""
+
+    def __init__(self, data_dir: Path, *, auth: NatsAuth | None, redis_password: str) -> None:
+        self.data_dir = data_dir
+        cluster_ports = [free_port() for _ in range(NATS_NODES)]
+        self.nats = [
+            NatsNode(data_dir / f"nats-{i}", i, cluster_ports, auth=auth) for i in range(NATS_NODES)
+        ]
+        self.primary = ValkeyNode(data_dir / "redis-0", password=redis_password)
+        self.replicas = [
+            ValkeyNode(data_dir / f"redis-{i}", password=redis_password,
+                       primary_port=self.primary.port)
+            for i in range(1, VALKEY_REPLICAS + 1)
+        ]  # fmt: skip
+        self.sentinels = [
+            Sentinel(data_dir / f"sentinel-{i}", primary_port=self.primary.port,
+                     password=redis_password)
+            for i in range(SENTINELS)
+        ]  # fmt: skip
+        self._stack = ExitStack()
+
+    @property
+    def nats_url(self) -> str:
+        """Every node's URL: clients (services and daemons) fail over between them."""
+        return ",".join(n.url for n in self.nats)
+
+    @property
+    def redis_url(self) -> str:
+        """The primary's URL, for its password and database (clients find the primary through
+        the sentinels, not through this address)."""
+        return self.primary.url
+
+    @property
+    def sentinel_addrs(self) -> str:
+        return ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+
+    def __enter__(self) -> HaServers:
+        try:
+            for node in self.nats:
+                self._stack.callback(node.stop)
+                node.spawn()
+            for node in self.nats:
+                node.wait_ready()
+            # Sentinels learn the replicas from the primary's INFO, then every 10 s: started
+            # once the replicas are linked, they know them at once. Until every sentinel knows
+            # both replicas and the other sentinels, a failover would find "no good replica".
+            self._start(self.primary, *self.replicas)
+            _until(self._replicas_linked, "valkey replicas linked to the primary")
+            self._start(*self.sentinels)
+            _until(self._sentinels_complete, "sentinels know every replica and each other")
+        except (ServerStartError, OSError):
+            self._stack.close()
+            raise
+        return self
+
+    def _start(self, *servers: _Server) -> None:
+        for server in servers:
+            self._stack.callback(server.stop)
+            server.spawn()
+        for server in servers:
+            assert server.proc is not None
+            _wait_tcp(server.port, server.proc, server.name, server.log_path)
+
+    def _replicas_linked(self) -> bool:
+        for node in self.replicas:
+            with redis.Redis(port=node.port, password=node.password, socket_timeout=2) as r:
+                if r.info("replication").get("master_link_status") != "up":
+                    return False
+        return True
+
+    def _sentinels_complete(self) -> bool:
+        for s in self.sentinels:
+            with redis.Redis(port=s.port, password=s.password, socket_timeout=2) as r:
+                replicas = r.execute_command("SENTINEL", "REPLICAS", SENTINEL_MASTER)
+                peers = r.execute_command("SENTINEL", "SENTINELS", SENTINEL_MASTER)
+                if len(replicas) < VALKEY_REPLICAS or len(peers) < SENTINELS - 1:
+                    return False
+        return True
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stack.close()  # sentinels, valkey, then the NATS nodes

@@ -1,0 +1,75 @@
+"""The one way a service gets its Redis client: one server by URL, or the primary that
+Redis Sentinel names (``FLEET_REDIS_SENTINELS``), followed across failovers.
+
+With sentinels, ``redis-py`` asks them for the primary at every new connection; a command on a
+connection to a server that died or became a replica (``READONLY``) fails with a connection
+error, and the retry below reconnects through the sentinels to the new primary. The URL then
+only gives the password and the database number.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
+
+#: Redis connections per process; more concurrent commands queue for one.
+MAX_CONNECTIONS = 64
+#: A failover takes the sentinels' down-after time plus an election: a few seconds. Commands
+#: retry through it (about 15 s in all) rather than fail the handler that sent them.
+_FAILOVER_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20)
+_FAILOVER_ERRORS = [ConnectionError, TimeoutError, ReadOnlyError]
+
+
+def sentinel_addrs(csv: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` -> [(host, port), ...]."""
+    out = []
+    for item in (part.strip() for part in csv.split(",")):
+        if item:
+            host, _, port = item.rpartition(":")
+            out.append((host or "127.0.0.1", int(port)))
+    return out
+
+
+def redis_client(url: str, *, sentinels: str = "", master: str = "fleetd") -> aioredis.Redis:
+    """A client that decodes responses; the caller closes it (``aclose``)."""
+    common = {
+        "decode_responses": True,
+        "health_check_interval": 10,
+        "socket_keepalive": True,
+    }
+    if not sentinels:
+        # A blocking pool: a burst of concurrent commands (a refreshEnv across 1,000 machines)
+        # waits for a free connection instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=30, retry_on_timeout=True, **common
+        )
+        return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+    parts = urllib.parse.urlsplit(url)
+    password = urllib.parse.unquote(parts.password) if parts.password else None
+    db = int(parts.path.lstrip("/") or 0)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel_addrs(sentinels),
+        sentinel_kwargs={"password": password, "socket_timeout": 2.0},
+        password=password,
+        db=db,
+        socket_timeout=10.0,
+        retry=_FAILOVER_RETRY,
+        retry_on_error=_FAILOVER_ERRORS,
+        **common,
+    )
+    client: aioredis.Redis = sentinel.master_for(master, redis_class=aioredis.Redis)
+    return client
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Close ``client``, its pool and, for Sentinel, its connections to the sentinels (a client
+    from ``master_for`` does not own its pool)."""
+    await client.aclose(close_connection_pool=True)
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
