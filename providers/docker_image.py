@@ -41,8 +41,9 @@ log = structlog.get_logger(__name__)
 Say = Callable[[str], None]
 IMAGE_REPO = "fleetd-machine"
 BASE_REPO = "fleetd-base"
-#: The daemon's third-party imports (nothing else of the platform's dependencies).
-DAEMON_DEPS = ("nats-py", "msgspec", "structlog")
+#: The daemon's third-party imports (nothing else of the platform's dependencies); packaging
+#: orders versions when a newer daemon takes over.
+DAEMON_DEPS = ("nats-py", "msgspec", "structlog", "packaging")
 #: What the offline base holds beyond Debian's minimal variant.
 BASE_PACKAGES = ("python3", "git", "ca-certificates")
 MACHINE_UID = 1000
