@@ -10,18 +10,21 @@ import signal
 import sys
 from pathlib import Path
 
-import structlog
-
-from core.lockfile import AlreadyRunning
-from core.logs import configure_logging
+from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
 
-log = structlog.get_logger(__name__)
+# structlog, nats-py and everything importing them are imported in the functions below, after
+# lean_imports() (see there): it decides what they load.
 
 
 async def _run(settings: DaemonSettings) -> Path | None:
     """Run until asked to stop; returns the code to re-execute into, if any (selfUpdate)."""
-    from daemon.server import Daemon  # after _lean_imports(): see there
+    import structlog
+
+    from core.lockfile import AlreadyRunning
+    from daemon.server import Daemon
+
+    log = structlog.get_logger(__name__)
 
     daemon = Daemon(settings)
     main = asyncio.current_task()
@@ -49,14 +52,6 @@ async def _run(settings: DaemonSettings) -> Path | None:
         return None
     log.info("daemon.stopped", reason=daemon.stop_reason, mode=daemon.exit_mode)
     return daemon.exit_target if daemon.exit_mode == "exec" else None
-
-
-def _lean_imports(nats_url: str) -> None:
-    """nats-py imports aiohttp for its WebSocket transport: half the daemon's start time and
-    10 MB of its memory (bench 5). Unless the daemon connects over WebSocket, mark aiohttp as
-    absent, which nats-py handles."""
-    if not any(u.strip().startswith(("ws://", "wss://")) for u in nats_url.split(",")):
-        sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 
 
 def _home(arg: str | None) -> Path:
@@ -100,7 +95,11 @@ def run() -> None:
     # Only for this process: the programs the daemon runs must not inherit fleetd's code path.
     os.environ.pop("PYTHONPATH", None)
     os.environ.pop("FLEET_HANDOVER_FROM", None)
-    _lean_imports(settings.nats_url)
+    lean_imports(settings.nats_url)
+    import structlog
+
+    from core.logs import configure_logging
+
     configure_logging(settings.env, settings.log_level, service="daemon")
     os.chdir(settings.home_path)  # never keep a platform directory busy, never depend on it
     structlog.contextvars.bind_contextvars(machine_id=settings.machine_id)

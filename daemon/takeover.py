@@ -27,7 +27,6 @@ import subprocess
 from pathlib import Path
 
 import structlog
-from packaging.version import InvalidVersion, Version
 
 from core.lockfile import AlreadyRunning, holder_pid, lock_path
 from core.version import SOURCE_ROOT
@@ -43,6 +42,9 @@ _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 def newer(mine: Build, theirs: Build, repo: Path = SOURCE_ROOT) -> tuple[bool, str]:
     """Is ``mine`` newer than ``theirs``, and why (said in the log or the refusal)."""
+    # Here, not at the top: only a handover compares versions (idle RSS, bench 5).
+    from packaging.version import InvalidVersion, Version
+
     try:
         my_version, their_version = Version(mine[0]), Version(theirs[0])
     except InvalidVersion as exc:

@@ -1,0 +1,76 @@
+"""tool.writeFile's confinement to the home, on a real file system: what a hostile platform
+user would try (links planted by an earlier command, chains of them, ``..``), and what must
+still work (links that stay inside, a home reached through a link)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from contracts.daemon_rpc import WriteFileParams
+from contracts.errors import InvalidParams
+from daemon import tools
+
+
+def write(home: Path, path: str) -> str:
+    params = WriteFileParams(path=path, content="owned", mode=0o600)
+    return tools.write_file(home, params, tools.current_umask()).path
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    (tmp_path / "home" / "sub").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    return tmp_path / "home"
+
+
+@pytest.mark.parametrize(
+    ("link", "path"),
+    [
+        ("out", "~/out/planted"),  # a directory link in the middle
+        ("out", "out/deeper/planted"),  # ... with a directory that does not exist yet below it
+        ("sub/out", "~/sub/out/planted"),  # a link further down
+    ],
+)
+def test_a_directory_link_out_is_refused(home: Path, link: str, path: str) -> None:
+    (home / link).symlink_to(home.parent / "outside")
+    with pytest.raises(InvalidParams, match="leads out"):
+        write(home, path)
+    assert list((home.parent / "outside").iterdir()) == []
+
+
+def test_a_file_link_out_is_refused(home: Path) -> None:
+    victim = home.parent / "outside" / "victim"
+    victim.write_text("safe")
+    (home / ".bashrc").symlink_to(victim)
+    with pytest.raises(InvalidParams, match="leads out"):
+        write(home, "~/.bashrc")
+    assert victim.read_text() == "safe"
+
+
+def test_a_chain_of_links_that_ends_outside_is_refused(home: Path) -> None:
+    (home / "sub" / "hop").symlink_to(home.parent / "outside")
+    (home / "first").symlink_to(home / "sub" / "hop")  # inside, to a link that leaves
+    with pytest.raises(InvalidParams, match="leads out"):
+        write(home, "~/first/planted")
+    assert list((home.parent / "outside").iterdir()) == []
+
+
+def test_dotdot_and_absolute_paths_out_are_refused(home: Path) -> None:
+    for path in ("~/../outside/x", "sub/../../outside/x", str(home.parent / "outside" / "x")):
+        with pytest.raises(InvalidParams, match="not a file in the machine's home"):
+            write(home, path)
+    with pytest.raises(InvalidParams):
+        write(home, "~")
+
+
+def test_links_that_stay_inside_and_a_linked_home_still_work(home: Path, tmp_path: Path) -> None:
+    (home / "here").symlink_to(home / "sub")
+    assert write(home, "~/here/file") == str(home / "here" / "file")
+    assert (home / "sub" / "file").read_text() == "owned"
+    linked = tmp_path / "linked-home"
+    linked.symlink_to(home)
+    assert write(linked, "~/sub/other") == os.path.join(linked, "sub", "other")
+    assert (home / "sub" / "other").read_text() == "owned"
