@@ -48,11 +48,9 @@ class ToolProvider(Protocol):
 
     async def call(self, path: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Perform one call; a FleetError becomes the ToolError the code sees."""
-        ...
 
     async def describe(self) -> str:
         """Python stubs (``.pyi`` text) of what this provider offers."""
-        ...
 
 
 Publish = Callable[[RunEvent], Awaitable[None]]
