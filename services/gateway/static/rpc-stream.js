@@ -30,28 +30,27 @@ function settle(answer) {
   return answer?.result;
 }
 
-/** An answer that is not a stream: an error about the request itself. */
-async function refused(resp) {
-  let answer = null;
+/** An answer that is not a stream: its JSON body, about the request itself. */
+export async function refusal(resp) {
+  let body = null;
   try {
-    answer = await resp.json();
+    body = await resp.json();
   } catch {
     throw new RpcError(resp.status, `HTTP ${resp.status} ${resp.statusText}`);
   }
   if (resp.status === ERROR_HTTP_STATUS.UNAUTHORIZED) state.onUnauthorized();
-  return settle(answer);
+  return body;
 }
 
 /**
- * Calls streaming `method`; `onChunk({seq, stream, data})` gets the output as it comes. Resolves
- * to the result; rejects with an RpcError. Aborting `signal` closes the stream, which ends the
- * command on the machine.
+ * POSTs `body` to `path` and reads the server-sent events of the answer. `onEvent({name, data})`
+ * gets each one; the first time it returns `{value}`, the read ends with that value. An answer
+ * that is not a stream (an error before it started) goes to `onRefusal(body)`.
  */
-export async function rpcStream(method, params, onChunk, signal = null) {
-  const body = { jsonrpc: "2.0", id: state.nextRpcId++, method, params };
+export async function postForEvents(path, body, signal, onEvent, onRefusal) {
   let resp;
   try {
-    resp = await fetch(STREAMING.PATH, {
+    resp = await fetch(path, {
       method: "POST",
       headers: { Authorization: `Bearer ${session.token}`, "Content-Type": "application/json" },
       body: JSON.stringify(body),
@@ -61,7 +60,7 @@ export async function rpcStream(method, params, onChunk, signal = null) {
     throw new RpcError(NO_ANSWER, `cannot reach the gateway (${exc.message})`);
   }
   if (!(resp.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
-    return refused(resp); // an error before the stream started: a plain JSON-RPC answer
+    return onRefusal(await refusal(resp));
   }
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -71,8 +70,22 @@ export async function rpcStream(method, params, onChunk, signal = null) {
     const taken = takeEvents(buffer + value);
     buffer = taken.rest;
     for (const ev of taken.events) {
-      if (ev.name === STREAMING.OUTPUT) onChunk(JSON.parse(ev.data));
-      if (ev.name === STREAMING.RESULT) return settle(JSON.parse(ev.data));
+      const ended = onEvent(ev);
+      if (ended) return ended.value;
     }
   }
+}
+
+/**
+ * Calls streaming `method`; `onChunk({seq, stream, data})` gets the output as it comes. Resolves
+ * to the result; rejects with an RpcError. Aborting `signal` closes the stream, which ends the
+ * command on the machine.
+ */
+export function rpcStream(method, params, onChunk, signal = null) {
+  const body = { jsonrpc: "2.0", id: state.nextRpcId++, method, params };
+  const onEvent = (ev) => {
+    if (ev.name === STREAMING.OUTPUT) onChunk(JSON.parse(ev.data));
+    return ev.name === STREAMING.RESULT ? { value: settle(JSON.parse(ev.data)) } : null;
+  };
+  return postForEvents(STREAMING.PATH, body, signal, onEvent, settle);
 }
