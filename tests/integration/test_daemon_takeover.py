@@ -76,6 +76,8 @@ async def test_a_newer_version_takes_over_and_keeps_the_processes(
     assert holder_pid(d.home) == taker.proc.pid
     listed: ProcessList = await client.call(d.machine_id, PROCESS_LIST, NoParams())
     assert [(p.pid, p.state) for p in listed.processes] == [(info.pid, "running")]
+    # The state file says `running` a moment after the ready report (it is written after it).
+    await wait_until(lambda: getattr(load_state(d.home), "state", None) == "running", timeout=10)
     state = load_state(d.home)
     assert state is not None
     assert (state.pid, state.version, state.state) == (taker.proc.pid, "99.0", "running")

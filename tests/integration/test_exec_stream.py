@@ -87,8 +87,13 @@ async def test_ctrl_c_in_fleet_machines_exec_ends_the_remote_group(
     script = f"{' '.join(inner)} & echo started; {' '.join(outer)}"  # a child in the background
     env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
            "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
+    # As from a terminal: SIGINT unblocked and at its default, whatever the test runner's state
+    # (a blocked or ignored signal would be inherited across exec).
+    launch = ("import signal; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+              "signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "from fleet.cli import main; main()")  # fmt: skip
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from fleet.cli import main; main()",
+        sys.executable, "-c", launch,
         "machines", "exec", mid, "--", "sh", "-c", script,
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -98,7 +103,13 @@ async def test_ctrl_c_in_fleet_machines_exec_ends_the_remote_group(
         assert line == b"started\n"  # printed live, while the command runs
         await wait_until(lambda: bool(pids_running(*inner)) and bool(pids_running(*outer)))
         cli.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(cli.wait(), 15) == EXIT_INTERRUPTED
+        try:
+            code = await asyncio.wait_for(cli.wait(), 20)
+        except TimeoutError:
+            cli.kill()
+            _, err = await cli.communicate()
+            raise AssertionError(f"fleet did not exit on SIGINT; stderr: {err[-2000:]!r}") from None
+        assert code == EXIT_INTERRUPTED
         await wait_until(lambda: not pids_running(*inner) and not pids_running(*outer), 15)
     finally:
         if cli.returncode is None:
