@@ -3,7 +3,7 @@
 async with FleetClient(url, token) as fleet:
     result = await fleet.code_run("await machine.exec(['ls'])", machine_id=mid)
     async for event in fleet.code_stream(code):       # live events, then the result
-        ...
+        print(event)
 """
 
 from __future__ import annotations
