@@ -103,7 +103,10 @@ async def run(
     with temp_dir() as root:
         floor_s, hosts_mb = await swarm_floor(root, n) if scale else (0.0, 0.0)
         with servers(root) as (ns, valkey):
-            env = {"FLEET_SWARM_HOST_SIZE": str(HOST_SIZE)}
+            env = {
+                "FLEET_SWARM_HOST_SIZE": str(HOST_SIZE),
+                "FLEET_CONCURRENCY": os.environ.get("XC", "64"),
+            }
             with FleetUp(root, ns.url, valkey.url, extra_env=env) as up:
                 gw = Gateway(up.url)
                 watch = await EventWatch().start(ns.url)

@@ -74,6 +74,12 @@ class MachineKeys:
             if sealed is not None:
                 self._cache[mid] = signing_key(self._box.decrypt(sealed))
 
+    def prime(self, machine_id: str, sealed: str | None) -> None:
+        """Cache a key from a sealed token the caller read anyway (a stage reads the machine's
+        hash with its status change), saving the round trip of a lookup."""
+        if sealed is not None and machine_id not in self._cache:
+            self._cache[machine_id] = signing_key(self._box.decrypt(sealed))
+
     async def __call__(self, machine_id: str) -> bytes:
         key = self._cache.get(machine_id)
         if key is None:

@@ -13,7 +13,7 @@ from contracts import machine_files as mf
 from contracts.daemon_rpc import WriteFileResult
 from contracts.errors import FleetError
 from contracts.gateway_rpc import RefreshFailure
-from contracts.machine_files import CronTable
+from contracts.machine_files import CronJob, CronTable
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from core.dotenv import build_env_file
@@ -42,11 +42,19 @@ async def load_instance_config(
     store: Store, settings: Settings, instance_id: str
 ) -> InstanceConfig:
     platform, instance = await store.env_maps(instance_id)
+    return instance_config(settings, platform, instance, await store.get_cron(instance_id))
+
+
+def instance_config(
+    settings: Settings, platform: dict[str, str], instance: dict[str, str], cron: list[CronJob]
+) -> InstanceConfig:
+    """The configuration from values read already (a setup reads them with the rest of its
+    inputs in one round trip: ``store.stages.setup_inputs``)."""
     ca_path = settings.ca_bundle_path
     return InstanceConfig(
         platform_env=platform,
         instance_env=instance,
-        cron=CronTable(jobs=await store.get_cron(instance_id)),
+        cron=CronTable(jobs=cron),
         ca_bundle=ca_path.read_text() if ca_path is not None else None,
     )
 

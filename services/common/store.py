@@ -52,30 +52,17 @@ from services.common.store_keys import (
     k_repos,
 )
 from services.common.store_liveness import HeartbeatRecords
+from services.common.store_stages import StageRecords, Transition
 from services.common.store_tickets import TicketRecords
 from services.common.store_tokens import TokenRecords
+
+__all__ = ["MachineAccess", "Store", "Transition"]
 
 log = structlog.get_logger(__name__)
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-class Transition(msgspec.Struct, frozen=True):
-    """What a compare-and-set status change did (``contracts.status.can_advance`` decides)."""
-
-    #: The table admitted previous -> target: the machine is at ``target`` now, moved there by
-    #: this call or already there (a repeat the table admits, which rewrites nothing).
-    accepted: bool
-    #: The status before the call (None: there is no such machine).
-    previous: MachineStatus | None
-    target: MachineStatus
-
-    @property
-    def moved(self) -> bool:
-        """This call changed the status (not a repeat of a transition already made)."""
-        return self.accepted and self.previous is not self.target
 
 
 class MachineAccess(msgspec.Struct, frozen=True):
@@ -101,6 +88,7 @@ class Store:
         self.tokens = TokenRecords(self)
         self.heartbeats = HeartbeatRecords(self)
         self.tickets = TicketRecords(self)
+        self.stages = StageRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -220,13 +208,21 @@ class Store:
     async def lock(self, name: str, ttl_s: float = 60.0) -> AsyncIterator[bool]:
         """A best-effort exclusive lock across processes (SET NX PX); yields whether we hold
         it. The TTL frees it if the holder dies; release only deletes our own token."""
-        key, token = k_lock(name), secrets.token_hex(8)
-        held = bool(await self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)))
+        token = secrets.token_hex(8)
+        held = await self.try_lock(name, token, ttl_s)
         try:
             yield held
         finally:
             if held:
-                await self._unlock(keys=[key], args=[token])
+                await self.unlock(name, token)
+
+    async def try_lock(self, name: str, token: str, ttl_s: float) -> bool:
+        """``lock`` in two halves, for a holder that releases it in another step (the
+        provisioner frees it with its status change, ``stages.advance(release=...)``)."""
+        return bool(await self.redis.set(k_lock(name), token, nx=True, px=int(ttl_s * 1000)))
+
+    async def unlock(self, name: str, token: str) -> None:
+        await self._unlock(keys=[k_lock(name)], args=[token])
 
     async def mark_cloned(self, machine_id: str, path: str) -> None:
         await self.redis.sadd(k_cloned(machine_id), path)

@@ -47,6 +47,53 @@ for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return {{1, cur}}
 """
 
+# The stages' step: the same compare-and-set as TRANSITION, with what a stage needs around it
+# folded into the one round trip (issue 18: a stage's Redis round trips per event were most of
+# its cost beyond the daemons' own work). KEYS[1] machine hash, KEYS[2] (optional) a lock key to
+# release. ARGV: target, reason, updatedAt, a field that must be set for the move ('' none), the
+# lock's token ('' none), then three counted groups of field/value pairs:
+#   always: set whatever the status (the daemon's reported build);
+#   claim:  set if absent, when the transition is accepted (the machine's sealed token: racing
+#           replicas agree on the first);
+#   move:   set only when the status moves (the external id).
+# Returns {accepted (0/1), previous status ('' if no such machine), the hash as flat pairs}.
+ADVANCE = f"""
+local key = KEYS[1]
+local function release()
+  if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
+end
+local cur = redis.call('HGET', key, {_lua_str(F_STATUS)})
+if not cur then release(); return {{0, '', {{}}}} end
+local i = 6
+local function pairs_at()
+  local n = tonumber(ARGV[i])
+  local first = i + 1
+  i = first + 2 * n
+  return first, i - 1
+end
+local a0, a1 = pairs_at()
+local c0, c1 = pairs_at()
+local m0, m1 = pairs_at()
+for j = a0, a1, 2 do redis.call('HSET', key, ARGV[j], ARGV[j + 1]) end
+local advance_from = {lua_transition_table(ADVANCE_FROM)}
+local from = advance_from[ARGV[1]]
+local accepted = from and from[cur]
+if accepted and ARGV[4] ~= '' then
+  local need = redis.call('HGET', key, ARGV[4])
+  if not need or need == '' then accepted = false end
+end
+if accepted then
+  for j = c0, c1, 2 do redis.call('HSETNX', key, ARGV[j], ARGV[j + 1]) end
+  if cur ~= ARGV[1] then
+    redis.call('HSET', key, {_lua_str(F_STATUS)}, ARGV[1], {_lua_str(F_STATUS_REASON)}, ARGV[2],
+               {_lua_str(F_UPDATED_AT)}, ARGV[3])
+    for j = m0, m1, 2 do redis.call('HSET', key, ARGV[j], ARGV[j + 1]) end
+  end
+end
+release()
+return {{accepted and 1 or 0, cur, redis.call('HGETALL', key)}}
+"""
+
 # KEYS[1] lock key, ARGV[1] our token: delete the lock only if we still hold it.
 UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -9,6 +9,7 @@ import structlog
 
 from contracts import daemon_rpc as d
 from contracts.consumers import Durable
+from contracts.errors import NotFound
 from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed, now
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
@@ -32,14 +33,22 @@ class Prober(Stage):
 
     @subscriber(SetupPushed, durable=Durable.PROBER)
     async def on_setup_pushed(self, event: SetupPushed) -> None:
-        machine = await self.store.get_machine(event.machine_id)
-        if machine.status is S.READY:  # redelivered after a crash: announce again (deduped)
-            await self._announce(event)
+        # One round trip: read the machine and move it to probing if it is setting up (or
+        # probing: a redelivery); its sealed token comes with it, for the daemon client's key.
+        step = await self.store.stages.advance(
+            event.machine_id, S.PROBING, "waiting for the readiness probe"
+        )
+        machine = step.machine
+        if machine is None:
+            raise NotFound(f"machine {event.machine_id} not found")
+        if step.transition.previous is S.READY:  # redelivered after a crash: announce again
+            await self._announce(event)  # (deduplicated)
             return
-        if machine.status not in (S.SETTING_UP, S.PROBING):
+        if not step.transition.accepted:
             log.info("probe.skipped", status=machine.status.value)
             return
-        await self.store.transition(machine.id, S.PROBING, "waiting for the readiness probe")
+        if self.keys is not None:
+            self.keys.prime(machine.id, step.sealed_token)
         if self.settings.probe_delay_s > 0:
             await asyncio.sleep(self.settings.probe_delay_s)
         await self.probe_until_healthy(event)
@@ -54,7 +63,7 @@ class Prober(Stage):
         while True:
             problem = await probe_once(mc, event)
             if problem is None:
-                log.info("probe.healthy")
+                log.debug("probe.healthy")  # machine.ready follows: no line per machine
                 return
             if time.monotonic() >= deadline:
                 raise Permanent(f"not healthy after {s.probe_timeout_s:g}s: {problem}")

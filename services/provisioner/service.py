@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 
 import structlog
 
 from contracts.consumers import Durable
+from contracts.errors import NotFound
 from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
@@ -18,6 +20,7 @@ from services.common.crypto import SecretBox, mint_machine_token
 from services.common.failures import fail_machine
 from services.common.revoke import revoke_machine
 from services.common.store import Store
+from services.common.store_keys import F_EXTERNAL_ID, F_SEALED_CREDENTIAL
 from services.common.subscriptions import subscriber
 
 log = structlog.get_logger(__name__)
@@ -37,27 +40,49 @@ class Provisioner:
 
     @subscriber(MachineCreated, durable=Durable.PROVISIONER)
     async def on_created(self, event: MachineCreated) -> None:
-        machine = await self.store.get_machine(event.machine_id)
-        if machine.status is S.BOOTING and machine.external_id:
+        provider = self.providers.get(event.provider)
+        # One round trip: read, compare-and-set to provisioning, and claim the token we mint
+        # unless one is stored (racing replicas agree on the first; a redelivery reuses it).
+        token = mint_machine_token()
+        sealed = self.box.encrypt(token)
+        step = await self.store.stages.advance(
+            event.machine_id, S.PROVISIONING, "starting the machine",
+            claim={F_SEALED_CREDENTIAL: sealed} if provider is not None else None,
+        )  # fmt: skip
+        machine, previous = step.machine, step.transition.previous
+        if machine is None:
+            raise NotFound(f"machine {event.machine_id} not found")
+        if previous is S.BOOTING and machine.external_id:
             await self._announce(event, machine.external_id)  # crashed before announcing
             return
-        if machine.status not in (S.CREATED, S.PROVISIONING):
+        if not step.transition.accepted:
             log.info("provision.skipped", status=machine.status.value)
             return
-        await self.store.transition(machine.id, S.PROVISIONING, "starting the machine")
-        provider = self.providers.get(event.provider)
         if provider is None:
             raise Permanent(f"no provider named {event.provider!r} is configured")
-        token = await self.machine_token(machine.id)
+        if step.sealed_token != sealed:
+            assert step.sealed_token is not None
+            token = self.box.decrypt(step.sealed_token)
+        await self._start(event, provider, token)
+
+    async def _start(self, event: MachineCreated, provider: Provider, token: str) -> None:
+        mid = event.machine_id
         # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
-        async with self.store.lock(f"provision:{machine.id}", ttl_s=10) as held:
-            if not held:  # another delivery is starting this very machine right now
-                raise Retry("another provisioner is starting this machine", delay_s=1.0)
-            external_id = await provider.start(machine.id, token)
-        t = await self.store.transition(
-            machine.id, S.BOOTING, "waiting for the daemon to report ready", external_id=external_id
-        )
-        if t.accepted:  # moved now, or a repeat: announcing again is deduplicated
+        lock = (f"provision:{mid}", secrets.token_hex(8))
+        if not await self.store.try_lock(*lock, ttl_s=10):
+            # another delivery is starting this very machine right now
+            raise Retry("another provisioner is starting this machine", delay_s=1.0)
+        try:
+            external_id = await provider.start(mid, token)
+        except BaseException:
+            await self.store.unlock(*lock)
+            raise
+        # The booting transition and the lock's release in one step.
+        step = await self.store.stages.advance(
+            mid, S.BOOTING, "waiting for the daemon to report ready",
+            move={F_EXTERNAL_ID: external_id}, release=lock,
+        )  # fmt: skip
+        if step.transition.accepted:  # moved now, or a repeat: announcing again is deduplicated
             await self._announce(event, external_id)
 
     async def _announce(self, cause: MachineCreated, external_id: str) -> None:
@@ -69,16 +94,6 @@ class Provisioner:
                 external_id=external_id,
             )
         )
-
-    async def machine_token(self, machine_id: str) -> str:
-        """The machine's token: minted once (racing replicas agree via HSETNX), then reused."""
-        token = mint_machine_token()
-        sealed = self.box.encrypt(token)
-        if await self.store.claim_machine_secret(machine_id, sealed):
-            return token  # ours is the one stored
-        stored = await self.store.machine_secret(machine_id)
-        assert stored is not None
-        return self.box.decrypt(stored)
 
     async def resume(self) -> int:
         """Restart the daemons of live machines whose daemon is gone (after `fleet up` was

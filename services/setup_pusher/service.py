@@ -10,14 +10,16 @@ import structlog
 
 from contracts import daemon_rpc as d
 from contracts.consumers import Durable
+from contracts.errors import NotFound
 from contracts.events import DaemonStatusReported, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from services.common.consumer import Permanent, Retry
 from services.common.daemon_client import MachineClient
-from services.common.machine_config import load_instance_config, push_config
+from services.common.machine_config import InstanceConfig, instance_config, push_config
 from services.common.settings import Settings
+from services.common.store_keys import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
 from services.common.subscriptions import subscriber
 from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts
 
@@ -40,30 +42,36 @@ class SetupPusher(Checkouts):
     async def on_status(self, event: DaemonStatusReported) -> None:
         if event.status != "ready":
             return
-        machine = await self.store.get_machine(event.machine_id)
-        if (machine.daemon_version, machine.daemon_git_sha or None) != (
-            event.version,
-            event.git_sha,
-        ):
-            await self.store.set_daemon_build(machine.id, event.version, event.git_sha)
-        if machine.status in (S.CREATED, S.PROVISIONING):
+        # One round trip: record the build the daemon reported, and move to setting-up if the
+        # machine is booting (or setting up: a redelivery) with its external id recorded.
+        build = {F_DAEMON_VERSION: event.version, F_DAEMON_GIT_SHA: event.git_sha or ""}
+        step = await self.store.stages.advance(
+            event.machine_id, S.SETTING_UP, "pushing .env and repos", require=F_EXTERNAL_ID,
+            always=build,
+        )  # fmt: skip
+        machine, previous = step.machine, step.transition.previous
+        if machine is None:
+            raise NotFound(f"machine {event.machine_id} not found")
+        if previous in (S.CREATED, S.PROVISIONING):
             # The daemon was quicker than the provisioner's bookkeeping: try again shortly.
             raise Retry(f"machine is still {machine.status.value}")
-        if not machine.external_id or machine.status not in (S.BOOTING, S.SETTING_UP):
+        if not step.transition.accepted:
             log.info("setup.skipped", status=machine.status.value, external_id=machine.external_id)
             return
-        await self.store.transition(machine.id, S.SETTING_UP, "pushing .env and repos")
+        if self.keys is not None:
+            self.keys.prime(machine.id, step.sealed_token)
         pushed = await self.push(machine, cause_event_id=event.event_id)
         await self.bus.publish(pushed)
 
     async def push(self, machine: Machine, *, cause_event_id: str) -> SetupPushed:
         mc = self.daemons.machine(machine.id)
-        env_path, env_bytes = await self.push_env(mc, machine.instance_id)
-        log.info("setup.env_written", path=env_path, bytes=env_bytes)
-        repos = await self.store.list_repos(machine.instance_id)
-        done = await self.store.cloned_paths(machine.id)
-        for repo in repos:
-            if repo.path not in done:
+        inputs = await self.store.stages.setup_inputs(machine.instance_id, machine.id)
+        cfg = instance_config(self.settings, inputs.platform_env, inputs.instance_env, inputs.cron)
+        env_path, env_bytes = await self.push_env(mc, cfg)
+        # Debug: machine.setup-pushed says the same, and a line per machine costs at scale.
+        log.debug("setup.env_written", path=env_path, bytes=env_bytes)
+        for repo in inputs.repos:
+            if repo.path not in inputs.cloned:
                 await self.clone(mc, repo, await self._git_env(mc, machine.instance_id, repo))
                 await self.store.mark_cloned(machine.id, repo.path)
         return SetupPushed(
@@ -71,13 +79,12 @@ class SetupPusher(Checkouts):
             machine_id=machine.id,
             env_path=env_path,
             env_bytes=env_bytes,
-            repo_paths=[r.path for r in repos],
+            repo_paths=[r.path for r in inputs.repos],
         )
 
-    async def push_env(self, mc: MachineClient, instance_id: str) -> tuple[str, int]:
+    async def push_env(self, mc: MachineClient, cfg: InstanceConfig) -> tuple[str, int]:
         """Write the CA bundle (if configured), the .env and the cron table; returns the .env's
         path and size."""
-        cfg = await load_instance_config(self.store, self.settings, instance_id)
         try:
             return await push_config(mc, cfg, self.settings)
         except ValueError as exc:  # a value stored before the .env rules: no retry can help
