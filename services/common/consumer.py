@@ -56,6 +56,8 @@ DEFAULT_RETRY_BUDGET_S = 150.0
 #: Progress acks per ack wait while a handler runs: four, so that a starved event loop (two
 #: busy cores) may miss three in a row before JetStream hands the event to someone else.
 KEEPALIVES_PER_ACK_WAIT = 4
+#: Once the consumer is full, it fetches again when 1/8 of its handler slots are free.
+FETCH_REFILL_DIVISOR = 8
 
 
 class Permanent(Exception):
@@ -103,6 +105,7 @@ class Consumer(Generic[E]):
         self._drain_s = drain_s
         self._retry_budget_s = DEFAULT_RETRY_BUDGET_S if retry_budget_s is None else retry_budget_s
         self._inflight: set[asyncio.Task[None]] = set()
+        self._refill = max(1, self._concurrency // FETCH_REFILL_DIVISOR)
         #: Stream sequence -> how often this process deferred it (Retry); see _process.
         self._deferrals: dict[int, int] = {}
         self._slot_free = asyncio.Event()
@@ -179,7 +182,9 @@ class Consumer(Generic[E]):
         assert self._sub is not None
         while not self._stopping:
             free = self._concurrency - len(self._inflight)
-            if free <= 0:
+            # Under load, wait for a few free slots rather than send a pull request for every
+            # single one: each fetch is a round trip to the server (issue 18).
+            if free < min(self._refill, self._concurrency) and self._inflight:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -245,7 +250,7 @@ class Consumer(Generic[E]):
             await self._run_handler(msg, event, attempt)
 
     async def _run_handler(self, msg: Msg, event: E, attempt: int) -> None:
-        keepalive = asyncio.create_task(self._keepalive(msg))
+        keepalive = _Keepalive(msg, self._ack_wait_s / KEEPALIVES_PER_ACK_WAIT)
         start = time.perf_counter()
         outcome = "cancelled"  # kept if a stop cancels the handler: JetStream redelivers it
         try:
@@ -301,13 +306,35 @@ class Consumer(Generic[E]):
         await msg.term()
         return "gave_up"
 
-    async def _keepalive(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(self._ack_wait_s / KEEPALIVES_PER_ACK_WAIT)
-            try:
-                await msg.in_progress()
-            except nats.errors.Error as exc:
-                log.debug("consumer.keepalive_failed", error=str(exc))
+
+class _Keepalive:
+    """Progress acks for one message while its handler runs. A timer rather than a task of
+    its own: most handlers end within the first interval, and then it cost one timer."""
+
+    def __init__(self, msg: Msg, interval_s: float) -> None:
+        self._msg = msg
+        self._interval_s = interval_s
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._timer = self._loop.call_later(interval_s, self._fire)
+
+    def _fire(self) -> None:
+        self._task = self._loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        try:
+            await self._msg.in_progress()
+        except nats.errors.Error as exc:
+            log.debug("consumer.keepalive_failed", error=str(exc))
+        if not self._stopped:
+            self._timer = self._loop.call_later(self._interval_s, self._fire)
+
+    def cancel(self) -> None:
+        self._stopped = True
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _reason(exc: BaseException) -> str:
