@@ -70,7 +70,8 @@ async def test_the_first_token_claimed_wins_and_a_refused_step_claims_nothing(
         m.id, MachineStatus.PROVISIONING, "starting", claim={F_SEALED_CREDENTIAL: "theirs"}
     )
     assert (first.sealed_token, again.sealed_token) == ("mine", "mine")
-    assert again.transition.accepted and not again.transition.moved
+    assert again.transition.accepted
+    assert not again.transition.moved
 
     other = await store.create_machine("i-0000000000000001", "local")
     refused = await store.stages.advance(
