@@ -103,10 +103,7 @@ async def run(
     with temp_dir() as root:
         floor_s, hosts_mb = await swarm_floor(root, n) if scale else (0.0, 0.0)
         with servers(root) as (ns, valkey):
-            env = {
-                "FLEET_SWARM_HOST_SIZE": str(HOST_SIZE),
-                "FLEET_CONCURRENCY": os.environ.get("XC", "64"),
-            }
+            env = {"FLEET_SWARM_HOST_SIZE": str(HOST_SIZE)}
             with FleetUp(root, ns.url, valkey.url, extra_env=env) as up:
                 gw = Gateway(up.url)
                 watch = await EventWatch().start(ns.url)

@@ -26,7 +26,7 @@ def sampled(out_dir: Path | None, pids: Mapping[str, int], tag: str) -> Iterator
     exe = py_spy()
     if out_dir is None or exe is None or not pids:
         if out_dir is not None and exe is None:
-            print("    (--profile: py-spy not found; pip install py-spy)")
+            print("    (--profile: py-spy not found: it is a dev dependency, `./run` installs it)")
         yield
         return
     out_dir.mkdir(parents=True, exist_ok=True)

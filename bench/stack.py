@@ -72,10 +72,9 @@ class FleetUp:
     """`fleet up --nats-url --redis-url --port --data-dir`, as a user runs it, in a temp dir."""
 
     def __init__(
-        self, root: Path, nats_url: str | None, redis_url: str | None,
-        extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
+        self, root: Path, nats_url: str, redis_url: str, extra_env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
-        """``nats_url``/``redis_url`` None: `fleet up` embeds its own (``--ha``: the cluster)."""
         self.data_dir = root / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -85,8 +84,10 @@ class FleetUp:
         self._argv = [
             FLEET,
             "up",
-            *(["--nats-url", nats_url] if nats_url else []),
-            *(["--redis-url", redis_url] if redis_url else []),
+            "--nats-url",
+            nats_url,
+            "--redis-url",
+            redis_url,
             "--port",
             str(self.port),
             "--data-dir",
@@ -124,13 +125,6 @@ class FleetUp:
         from providers.swarm import stop_all_swarm
 
         stop_all_swarm(self.data_dir)
-
-    def banner_field(self, name: str) -> str:
-        """A value of the banner `fleet up` prints (``nats``: its URLs, comma-separated)."""
-        for line in self.log.read_text(errors="replace").splitlines():
-            if line.startswith(f"  {name} "):
-                return line.split()[1]
-        raise KeyError(name)
 
     def service_pids(self) -> dict[str, int]:
         assert self.proc is not None
@@ -206,12 +200,8 @@ class EventWatch:
         self._changed = asyncio.Event()
         self._nc: NATS | None = None
 
-    async def start(self, nats_url: str, **creds: str) -> EventWatch:
-        """``nats_url``: one URL or a cluster's, comma-separated; ``creds``: user, password."""
-        self._nc = await nats.connect(
-            servers=nats_url.split(","), name="bench-watch", pending_size=256 * 1024 * 1024,
-            **creds,
-        )  # fmt: skip
+    async def start(self, nats_url: str) -> EventWatch:
+        self._nc = await nats.connect(nats_url, name="bench-watch", pending_size=256 * 1024 * 1024)
         await self._nc.subscribe("machine.>", cb=self._on_msg, pending_msgs_limit=1_000_000)
         await self._nc.flush()
         return self
