@@ -72,16 +72,18 @@ class Provisioner:
         if not await self.store.try_lock(*lock, ttl_s=10):
             # another delivery is starting this very machine right now
             raise Retry("another provisioner is starting this machine", delay_s=1.0)
+        released = False
         try:
             external_id = await provider.start(mid, token)
-        except BaseException:
-            await self.store.unlock(*lock)
-            raise
-        # The booting transition and the lock's release in one step.
-        step = await self.store.stages.advance(
-            mid, S.BOOTING, "waiting for the daemon to report ready",
-            move={F_EXTERNAL_ID: external_id}, release=lock,
-        )  # fmt: skip
+            # The booting transition and the lock's release in one step.
+            step = await self.store.stages.advance(
+                mid, S.BOOTING, "waiting for the daemon to report ready",
+                move={F_EXTERNAL_ID: external_id}, release=lock,
+            )  # fmt: skip
+            released = True
+        finally:
+            if not released:  # the start (or the step) failed: free it for the retry
+                await self.store.unlock(*lock)
         if step.transition.accepted:  # moved now, or a repeat: announcing again is deduplicated
             await self._announce(event, external_id)
 
