@@ -5,15 +5,12 @@ another node and its durable consumer goes on)."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from contracts.events import MachineCreated
-from fleet.embedded_ha import SENTINEL_MASTER, HaServers
+from fleet.embedded_ha import HaServers
 from services.common.bus import Bus
 from services.common.consumer import stage_consumer
 from services.common.settings import Settings
@@ -21,23 +18,6 @@ from services.common.store import Store
 from services.common.store_keys import k_instance
 from tests.integration.test_consumer import created
 from tests.waiters import wait_until
-
-
-@pytest.fixture
-def ha(tmp_path: Path) -> Iterator[HaServers]:
-    with HaServers(tmp_path / "ha", auth=None, redis_password=secrets.token_urlsafe(16)) as s:
-        yield s
-
-
-@pytest.fixture
-def ha_settings(ha: HaServers) -> Settings:
-    return Settings(
-        nats_url=ha.nats_url,
-        redis_url=ha.redis_url,
-        stream_replicas=3,
-        redis_sentinels=ha.sentinel_addrs,
-        redis_sentinel_master=SENTINEL_MASTER,
-    )
 
 
 async def _primary_port(ha: HaServers) -> int:
