@@ -44,8 +44,11 @@ TRANSIENT: tuple[type[Exception], ...] = (
 
 def unavailable(exc: Exception) -> FleetError | None:
     """``Unavailable`` for an exception of the failover table, else None (a bug: -32603)."""
-    if not isinstance(exc, TRANSIENT):
-        return None
+    return as_unavailable(exc) if isinstance(exc, TRANSIENT) else None
+
+
+def as_unavailable(exc: Exception) -> Unavailable:
+    """The ``Unavailable`` a caller gets for ``exc`` (one of ``TRANSIENT``)."""
     return Unavailable(
         f"service temporarily unavailable ({_what(exc)}), retry", retry_after_ms=RETRY_AFTER_MS
     )

@@ -27,7 +27,7 @@ from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.jsonrpc import Dispatcher, request_method
 from services.common.bus import Bus
-from services.common.failover import TRANSIENT, retry_after_s, unavailable
+from services.common.failover import TRANSIENT, as_unavailable, retry_after_s
 from services.common.metrics import Metrics, metrics_handler
 from services.common.settings import Settings
 from services.common.store import Store
@@ -140,7 +140,7 @@ async def auth_middleware(
         caller = await _authenticate(request)
     except TRANSIENT as exc:  # a token is looked up in the store, which is failing over
         log.warning("gateway.auth_unavailable", path=request.path, error=repr(exc))
-        return error_response(unavailable(exc) or Unavailable("service unavailable, retry"))
+        return error_response(as_unavailable(exc))
     if caller is None and request.path == "/rpc" and not bearer(request):
         caller = ANONYMOUS  # no token at all: rpc() lets it call PUBLIC_METHODS only
     if caller is None:
