@@ -101,6 +101,19 @@ class ReplyForged(FleetError):
     code = 1103
 
 
+class Unavailable(FleetError):
+    """The gateway's store or bus is failing over (the valkey primary or a NATS node is gone,
+    JetStream is electing a leader): nothing is wrong with the request, so send it again after
+    ``data.retryAfterMs``. Answered with HTTP 503 and ``Retry-After`` for a single request."""
+
+    code = 1501
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after_ms: int = 1000) -> None:
+        super().__init__(message, data={"retryAfterMs": retry_after_ms})
+        self.retry_after_ms = retry_after_ms
+
+
 class DaemonUnavailable(FleetError):
     """No daemon answers on the machine's RPC subject (not running, or not connected)."""
 
@@ -149,6 +162,7 @@ ERRORS: dict[int, type[FleetError]] = {
         RequestExpired,
         RequestReplayed,
         ReplyForged,
+        Unavailable,
         DaemonUnavailable,
         DaemonTimeout,
         CodemodeUnavailable,
@@ -167,5 +181,8 @@ def error_from_wire(err: dict[str, Any]) -> FleetError:
     cls = ERRORS.get(code) if isinstance(code, int) else None
     if cls is InvalidParams:
         return InvalidParams(message, field=(data or {}).get("field"))
+    if cls is Unavailable:
+        after = (data or {}).get("retryAfterMs")
+        return Unavailable(message, retry_after_ms=after if isinstance(after, int) else 1000)
     exc = (cls or FleetError)(message, data=data)
     return exc

@@ -145,13 +145,23 @@ class Limits:
     max_response_bytes: int = 8 * 1024 * 1024
 
 
+#: Turns an exception a handler did not expect into the error its caller gets (None: a bug,
+#: answered -32603), e.g. the gateway's "store or bus failing over" -> Unavailable.
+Translate = Callable[[Exception], FleetError | None]
+
+
 class Dispatcher(Generic[Ctx]):
     """Decodes requests, validates params against the spec, calls handlers, encodes answers."""
 
     def __init__(
-        self, specs: Sequence[AnySpec], router: Router[Ctx], limits: Limits | None = None
+        self,
+        specs: Sequence[AnySpec],
+        router: Router[Ctx],
+        limits: Limits | None = None,
+        translate: Translate | None = None,
     ) -> None:
         self._limits = limits or Limits()
+        self._translate = translate
         routes = router.routes
         missing = {s.name for s in specs} - set(routes)
         if missing:
@@ -168,12 +178,16 @@ class Dispatcher(Generic[Ctx]):
     def methods(self) -> list[str]:
         return sorted(self._routes)
 
-    async def handle(self, body: bytes, ctx: Ctx) -> bytes | None:
-        """Answer one request body; ``None`` when nothing is owed (notifications only)."""
+    async def handle(
+        self, body: bytes, ctx: Ctx, errors: list[FleetError] | None = None
+    ) -> bytes | None:
+        """Answer one request body; ``None`` when nothing is owed (notifications only).
+        ``errors`` receives the error a single request (not a batch) was answered with, for a
+        transport that maps it to its own status (the gateway's 503 for Unavailable)."""
         stripped = body.lstrip()
         if stripped.startswith(b"["):
             return await self._handle_batch(stripped, ctx)
-        return await self._handle_one(stripped, ctx)
+        return await self._handle_one(stripped, ctx, errors=errors)
 
     async def _handle_batch(self, body: bytes, ctx: Ctx) -> bytes | None:
         try:
@@ -220,7 +234,13 @@ class Dispatcher(Generic[Ctx]):
             data={"limit": limit},
         )
 
-    async def _handle_one(self, body: bytes, ctx: Ctx, budget: int | None = None) -> bytes | None:
+    async def _handle_one(
+        self,
+        body: bytes,
+        ctx: Ctx,
+        budget: int | None = None,
+        errors: list[FleetError] | None = None,
+    ) -> bytes | None:
         try:
             env = msgspec.json.decode(body, type=_Envelope)
         except msgspec.ValidationError as exc:
@@ -229,14 +249,16 @@ class Dispatcher(Generic[Ctx]):
             return _ENCODER.encode(_error(None, ParseError(f"parse error: {exc}")))
         except RecursionError:  # msgspec's answer to nesting deeper than the interpreter's stack
             return _ENCODER.encode(_error(None, _TOO_DEEP))
-        answer = await self._answer(env, ctx)
+        answer = await self._answer(env, ctx, errors)
         room = self._limits.max_response_bytes if budget is None else budget
         if answer is not None and len(answer) > room:
             req_id = None if env.id is msgspec.UNSET else env.id
             return _ENCODER.encode(_error(req_id, self._too_large()))
         return answer
 
-    async def _answer(self, env: _Envelope, ctx: Ctx) -> bytes | None:
+    async def _answer(
+        self, env: _Envelope, ctx: Ctx, errors: list[FleetError] | None = None
+    ) -> bytes | None:
         req_id = None if env.id is msgspec.UNSET else env.id
         try:
             result = await self._call(env, ctx)
@@ -245,11 +267,17 @@ class Dispatcher(Generic[Ctx]):
             # Encoding is inside the boundary: a result that cannot be encoded is a handler bug.
             return _ENCODER.encode(_Response(jsonrpc="2.0", id=req_id, result=result))
         except FleetError as exc:
-            answer = _error(req_id, exc)
-        except Exception:  # task boundary: one handler's crash must not take the server down
-            log.exception("rpc.handler_crashed", method=env.method, request_id=req_id)
-            answer = _error(req_id, InternalError(f"internal error in {env.method}"))
-        return None if env.id is msgspec.UNSET else _ENCODER.encode(answer)
+            error = exc
+        except Exception as exc:  # task boundary: one handler's crash must not take it down
+            known = self._translate(exc) if self._translate else None
+            if known is None:
+                log.exception("rpc.handler_crashed", method=env.method, request_id=req_id)
+            else:
+                log.warning("rpc.handler_unavailable", method=env.method, error=repr(exc))
+            error = known or InternalError(f"internal error in {env.method}")
+        if errors is not None:
+            errors.append(error)
+        return None if env.id is msgspec.UNSET else _ENCODER.encode(_error(req_id, error))
 
     async def _call(self, env: _Envelope, ctx: Ctx) -> Any:
         if env.jsonrpc != "2.0":

@@ -28,6 +28,10 @@ class PublishRejected(Exception):
     """The stream answered a stored publish with an error (not a transient one)."""
 
 
+class StreamUnavailable(Exception):
+    """JetStream kept answering "unavailable" (503: no leader, an election) to every try."""
+
+
 class _PubAck(msgspec.Struct):
     stream: str = ""
     seq: int = 0
@@ -107,7 +111,7 @@ async def publish_stored(
                 return
             if ack.error.get("code") != 503:
                 raise PublishRejected(f"{subject}: {ack.error.get('description', ack.error)}")
-            failure: Exception = PublishRejected("JetStream temporarily unavailable")
+            failure: Exception = StreamUnavailable("JetStream temporarily unavailable")
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             failure = exc
         except msgspec.DecodeError as exc:

@@ -43,6 +43,7 @@ from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
+from fleet.client_retry import RetryingCalls
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import sse_messages
 
@@ -55,7 +56,7 @@ class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
 
 
-class FleetClient(EventsClient, LiveClient, CodemodeMethods, MachinesClient):
+class FleetClient(RetryingCalls, EventsClient, LiveClient, CodemodeMethods, MachinesClient):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._token = token
@@ -96,9 +97,10 @@ class FleetClient(EventsClient, LiveClient, CodemodeMethods, MachinesClient):
             "set FLEET_TOKEN or pass --token"
         )
 
-    async def call(self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None) -> R:
-        """Any gateway method through its spec in ``contracts.gateway_rpc``: ``params`` its
-        params Struct (sent camelCase), the answer decoded as its result type."""
+    async def _call_once(
+        self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
+    ) -> R:
+        """One request (``call``, in ``fleet/client_retry.py``, retries Unavailable)."""
         body = encode_call(spec, params, next(self._ids))
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else self._timeout
         try:

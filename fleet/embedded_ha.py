@@ -153,6 +153,14 @@ class HaServers:
         the sentinels, not through this address)."""
         return self.primary.url
 
+    def labelled(self) -> list[tuple[_Server, str]]:
+        """Every server with the name `fleet up` prints when it restarts one."""
+        return [
+            *((n, f"nats node {n.server_name}") for n in self.nats),
+            *((v, f"valkey {v.data_dir.name}") for v in (self.primary, *self.replicas)),
+            *((s, f"sentinel {s.data_dir.name}") for s in self.sentinels),
+        ]
+
     @property
     def sentinel_addrs(self) -> str:
         return ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)

@@ -1,7 +1,8 @@
 """`fleet up`: the embedded stack on one machine.
 
 Starts nats-server and valkey-server (unless --nats-url / --redis-url point at existing ones),
-then each service as its own OS process, restarting any that dies (with backoff). Ctrl-C or
+then each service as its own OS process, restarting any that dies (with backoff), and any
+embedded server that dies (fleet.up_servers). Ctrl-C or
 SIGTERM stops, in order: the gateway, the stage services (each drains its in-flight work), the
 local machines' daemons, then the servers.
 """
@@ -29,6 +30,7 @@ from fleet.docker_setup import prepare_sync
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, service_plan
+from fleet.up_servers import ServerSupervisor
 from providers.local import stop_all_local
 from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
@@ -180,7 +182,8 @@ def up(opts: UpOptions) -> int:
         return 1
     with ExitStack() as stack:  # unwinds in reverse: services, machines, then the servers
         stack.callback(lock.release)
-        settings, auth, seed = _servers(stack, opts, data_dir)
+        servers = ServerSupervisor()  # restarts an embedded server that dies, like a service
+        settings, auth, seed = _servers(stack, opts, data_dir, servers)
         stack.callback(_stop_machines, data_dir)
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
@@ -205,9 +208,9 @@ def up(opts: UpOptions) -> int:
         _banner(urls, settings, data_dir, opts, auth, metrics)
         while not stopping:
             now = time.monotonic()
-            for p in procs:
-                if line := p.check(now):
-                    print(f"fleet up: {line}", flush=True)
+            lines = servers.check(now) + [line for p in procs if (line := p.check(now))]
+            for line in lines:
+                print(f"fleet up: {line}", flush=True)
             time.sleep(0.2)
         print("fleet up: stopping ...", flush=True)
     print("fleet up: stopped", flush=True)
@@ -215,9 +218,10 @@ def up(opts: UpOptions) -> int:
 
 
 def _servers(
-    stack: ExitStack, opts: UpOptions, data_dir: Path
+    stack: ExitStack, opts: UpOptions, data_dir: Path, watched: ServerSupervisor
 ) -> tuple[Settings, NatsAuth | None, str]:
-    """Start what is embedded (NATS with auth, valkey) and settle the services' settings."""
+    """Start what is embedded (NATS with auth, valkey), have ``watched`` restart it when it
+    dies, and settle the services' settings."""
     nats_url, redis_url = opts.nats_url, opts.redis_url
     auth: NatsAuth | None = None
     seed = ""
@@ -229,6 +233,7 @@ def _servers(
         servers = stack.enter_context(HaServers(data_dir, auth=auth, redis_password=password))
         nats_url, redis_url = servers.nats_url, servers.redis_url
         ha = ha_settings(servers)
+        watched.watch_all(servers.labelled())
     if nats_url is None:
         host = "127.0.0.1"
         if opts.provider == "docker":  # containers reach NATS on their network's gateway
@@ -236,10 +241,12 @@ def _servers(
             host, _ = prepare_sync(here, "fleet up")
         nats = NatsServer(data_dir / "nats", auth=auth, host=host)
         nats_url = stack.enter_context(nats).url  # type: ignore[attr-defined]
+        watched.watch(nats, "nats-server")
     if redis_url is None:  # embedded: nothing of fleetd's state is served without this password
         password = read_or_create_secret(data_dir / "redis-password", "FLEET_REDIS_PASSWORD")
         valkey = ValkeyServer(data_dir / "redis", password=password)
         redis_url = stack.enter_context(valkey).url  # type: ignore[attr-defined]
+        watched.watch(valkey, "valkey")
     # Every other FLEET_* variable in the environment is honoured; flags win.
     settings = msgspec.structs.replace(
         Settings.from_env(),

@@ -13,7 +13,7 @@ import urllib.parse
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
 
@@ -23,6 +23,18 @@ MAX_CONNECTIONS = 64
 #: retry through it (about 15 s in all) rather than fail the handler that sent them.
 _FAILOVER_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20)
 _FAILOVER_ERRORS = [ConnectionError, TimeoutError, ReadOnlyError]
+
+
+#: How long a command waits for a free connection of a full pool before "No connection
+#: available." (a ConnectionError, which the gateway answers as Unavailable).
+POOL_WAIT_S = 30.0
+
+
+class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (connections to the primary the sentinels name) with the blocking pool's
+    bound: at ``max_connections``, a command waits for a connection to come back instead of
+    failing with "Too many connections". redis-py has no such class: the MRO puts Sentinel's
+    address lookup over ``BlockingConnectionPool.get_connection``/``release``."""
 
 
 def sentinel_addrs(csv: str) -> list[tuple[str, int]]:
@@ -35,8 +47,11 @@ def sentinel_addrs(csv: str) -> list[tuple[str, int]]:
     return out
 
 
-def redis_client(url: str, *, sentinels: str = "", master: str = "fleetd") -> aioredis.Redis:
-    """A client that decodes responses; the caller closes it (``aclose``)."""
+def redis_client(
+    url: str, *, sentinels: str = "", master: str = "fleetd", max_connections: int = MAX_CONNECTIONS
+) -> aioredis.Redis:
+    """A client that decodes responses, on a pool of at most ``max_connections`` where a burst
+    waits for a free connection; the caller closes it (``aclose``)."""
     common = {
         "decode_responses": True,
         "health_check_interval": 10,
@@ -46,8 +61,9 @@ def redis_client(url: str, *, sentinels: str = "", master: str = "fleetd") -> ai
         # A blocking pool: a burst of concurrent commands (a refreshEnv across 1,000 machines)
         # waits for a free connection instead of failing with "Too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=30, retry_on_timeout=True, **common
-        )
+            url, max_connections=max_connections, timeout=POOL_WAIT_S, retry_on_timeout=True,
+            **common,
+        )  # fmt: skip
         return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
     parts = urllib.parse.urlsplit(url)
     password = urllib.parse.unquote(parts.password) if parts.password else None
@@ -62,7 +78,13 @@ def redis_client(url: str, *, sentinels: str = "", master: str = "fleetd") -> ai
         retry_on_error=_FAILOVER_ERRORS,
         **common,
     )
-    client: aioredis.Redis = sentinel.master_for(master, redis_class=aioredis.Redis)
+    client: aioredis.Redis = sentinel.master_for(
+        master,
+        redis_class=aioredis.Redis,
+        connection_pool_class=BlockingSentinelPool,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
+    )
     return client
 
 

@@ -49,6 +49,7 @@ from providers.code_status import CodeVersions
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
+from services.common.failover import unavailable
 from services.common.graceful_stop import ask_to_stop
 from services.common.settings import Settings
 from services.common.store import Store
@@ -106,7 +107,7 @@ class GatewayApi:
 
     def dispatcher(self) -> Dispatcher[Caller]:
         limits = Limits(self.settings.rpc_max_batch, self.settings.rpc_max_response_bytes)
-        dispatcher = Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits)
+        dispatcher = Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits, unavailable)
         self.codemode.dispatch = dispatcher.handle  # a run's tool calls, with its caller
         return dispatcher
 

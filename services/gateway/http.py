@@ -22,11 +22,12 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from contracts.errors import FleetError, PayloadTooLarge, Unauthorized
+from contracts.errors import FleetError, PayloadTooLarge, Unauthorized, Unavailable
 from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.jsonrpc import Dispatcher, request_method
 from services.common.bus import Bus
+from services.common.failover import TRANSIENT, as_unavailable, retry_after_s
 from services.common.metrics import Metrics, metrics_handler
 from services.common.settings import Settings
 from services.common.store import Store
@@ -80,6 +81,8 @@ def error_response(exc: FleetError, status: int | None = None) -> web.Response:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="fleetd"'
     if exc.data and "retryAfterS" in exc.data:
         resp.headers["Retry-After"] = str(exc.data["retryAfterS"])
+    if isinstance(exc, Unavailable):
+        resp.headers["Retry-After"] = str(retry_after_s(exc))
     return resp
 
 
@@ -133,7 +136,11 @@ async def auth_middleware(
     wait = guesses.wait_s(address)
     if wait:  # this address keeps sending bad tokens: refuse before looking one up
         return error_response(rate_limited("bad tokens from this address", wait))
-    caller = await _authenticate(request)
+    try:
+        caller = await _authenticate(request)
+    except TRANSIENT as exc:  # a token is looked up in the store, which is failing over
+        log.warning("gateway.auth_unavailable", path=request.path, error=repr(exc))
+        return error_response(as_unavailable(exc))
     if caller is None and request.path == "/rpc" and not bearer(request):
         caller = ANONYMOUS  # no token at all: rpc() lets it call PUBLIC_METHODS only
     if caller is None:
@@ -189,14 +196,19 @@ def make_app(
         except PayloadTooLarge as exc:
             return error_response(exc)
         caller = request[CALLER_OF_REQUEST]
+        errors: list[FleetError] = []
         if caller is ANONYMOUS:
             if request_method(body) not in PUBLIC_METHODS:
                 return _unauthorized()
             answer = await public.handle(body, caller)  # routes nothing but PUBLIC_METHODS
         else:
-            answer = await dispatcher.handle(body, caller)
+            answer = await dispatcher.handle(body, caller, errors)
         if answer is None:
             return web.Response(status=204)
+        if errors and isinstance(errors[0], Unavailable):  # a single request: 503, Retry-After
+            after = str(retry_after_s(errors[0]))
+            return web.Response(body=answer, status=503, content_type=_JSON,
+                                headers={"Retry-After": after})  # fmt: skip
         return web.Response(body=answer, content_type=_JSON)
 
     async def healthz(_: web.Request) -> web.Response:

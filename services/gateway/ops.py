@@ -33,7 +33,7 @@ from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.machine_config import (
     REFRESHABLE,
     fan_out,
-    load_instance_config,
+    load_instance_configs,
     push_config,
     push_cron,
 )
@@ -72,10 +72,8 @@ class MachineOps:
         elif not c.admin:
             p = RefreshEnvParams(instance_id=c.instance_id)
         machines = await self._running(p.instance_id)
-        configs = {
-            iid: await load_instance_config(self.store, self.settings, iid)
-            for iid in {m.instance_id for m in machines}
-        }
+        iids = {m.instance_id for m in machines}
+        configs = await load_instance_configs(self.store, self.settings, iids)
 
         async def push(m: Machine) -> None:
             await push_config(self.daemons.machine(m.id), configs[m.instance_id], self.settings,

@@ -5,39 +5,27 @@ another node and its durable consumer goes on)."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import MaxConnectionsError
 
 from contracts.events import MachineCreated
 from fleet.embedded_ha import SENTINEL_MASTER, HaServers
 from services.common.bus import Bus
 from services.common.consumer import stage_consumer
+from services.common.redis_client import (
+    BlockingSentinelPool,
+    close_client,
+    redis_client,
+    sentinel_addrs,
+)
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_keys import k_instance
 from tests.integration.test_consumer import created
 from tests.waiters import wait_until
-
-
-@pytest.fixture
-def ha(tmp_path: Path) -> Iterator[HaServers]:
-    with HaServers(tmp_path / "ha", auth=None, redis_password=secrets.token_urlsafe(16)) as s:
-        yield s
-
-
-@pytest.fixture
-def ha_settings(ha: HaServers) -> Settings:
-    return Settings(
-        nats_url=ha.nats_url,
-        redis_url=ha.redis_url,
-        stream_replicas=3,
-        redis_sentinels=ha.sentinel_addrs,
-        redis_sentinel_master=SENTINEL_MASTER,
-    )
 
 
 async def _primary_port(ha: HaServers) -> int:
@@ -113,3 +101,52 @@ async def test_a_consumer_goes_on_after_its_nats_node_dies(
         now = bus.nc.connected_url
         assert now is not None
         assert now.port != node.port
+
+
+@pytest.mark.timeout(90)
+async def test_a_burst_larger_than_the_sentinel_pool_waits_for_connections(
+    ha: HaServers, ha_settings: Settings
+) -> None:
+    """40 commands at once that each hold a connection 0.2 s, on a pool of 4: they queue for
+    a connection (about 2 s) instead of failing with "Too many connections" (what redis-py's
+    own Sentinel pool does: shown first, on the same burst)."""
+    burst, size = 40, 4
+
+    async def run_burst(client: aioredis.Redis) -> list[object]:
+        blpops = (client.blpop([f"nothing:{i}"], 0.2) for i in range(burst))
+        return await asyncio.gather(*blpops, return_exceptions=True)
+
+    plain = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel_addrs(ha.sentinel_addrs),
+        sentinel_kwargs={"password": ha.primary.password},
+        password=ha.primary.password,
+    )
+    own_pool = plain.master_for(SENTINEL_MASTER, max_connections=size)
+    try:
+        refused = [r for r in await run_burst(own_pool) if r is not None]
+    finally:
+        await close_client(own_pool)
+    assert refused
+    assert all(isinstance(r, MaxConnectionsError) for r in refused), refused
+    assert "Too many connections" in str(refused[0])
+
+    client = redis_client(
+        ha.redis_url, sentinels=ha.sentinel_addrs, master=SENTINEL_MASTER, max_connections=size
+    )
+    try:
+        pool = client.connection_pool
+        assert isinstance(pool, BlockingSentinelPool)
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, len(pool._in_use_connections))
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
+        assert await run_burst(client) == [None] * burst
+        watcher.cancel()
+        assert 0 < peak <= size
+    finally:
+        await close_client(client)

@@ -1,0 +1,54 @@
+"""``FleetClient.call``: one request, sent again while the gateway answers ``Unavailable``
+(its store or bus is failing over), with the one backoff rule, a bounded number of times.
+
+A mixin (``client.py`` is full): ``FleetClient`` provides ``_call_once``, the plain request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import structlog
+
+from contracts.errors import Unavailable
+from contracts.jsonrpc import MethodSpec, P, R
+from core.backoff import backoff_s
+
+log = structlog.get_logger(__name__)
+
+#: Tries of one call while the gateway answers Unavailable: with waits of at least its
+#: ``retryAfterMs`` (1 s) doubling from 0.25 s up to 5 s, about 20 s in all, longer than a
+#: sentinel failover (2 s to call the primary down, then an election) or a JetStream election.
+UNAVAILABLE_TRIES = 8
+
+
+class RetryingCalls:
+    #: Tries per call while the gateway answers Unavailable (1: no retry).
+    unavailable_tries: int = UNAVAILABLE_TRIES
+    #: How many times this client sent a call again after Unavailable (for tests and tools).
+    unavailable_retries: int = 0
+
+    if TYPE_CHECKING:  # provided by FleetClient
+
+        async def _call_once(
+            self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
+        ) -> R: ...
+
+    async def call(self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None) -> R:
+        """Any gateway method through its spec in ``contracts.gateway_rpc``: ``params`` its
+        params Struct (sent camelCase), the answer decoded as its result type. Answered
+        Unavailable, the call is sent again after a wait (up to ``unavailable_tries`` in all):
+        a call the gateway ran partly before its store or bus failed may then run twice."""
+        tried = 0
+        while True:
+            tried += 1
+            try:
+                return await self._call_once(spec, params, timeout_s=timeout_s)
+            except Unavailable as exc:
+                if tried >= self.unavailable_tries:
+                    raise
+                wait = max(exc.retry_after_ms / 1000, backoff_s(tried, base=0.25, cap=5.0))
+                self.unavailable_retries += 1
+                log.info("client.retry_unavailable", method=spec.name, attempt=tried, wait_s=wait)
+                await asyncio.sleep(wait)

@@ -1,0 +1,74 @@
+"""`fleet up` restarts an embedded server that dies (a NATS node, valkey, a sentinel) the way it
+restarts a service: with backoff, on the same port and data dir, so that clients reconnect to
+the address they know and the server finds its own state again.
+
+A NATS node comes back with its JetStream store and catches up with the cluster (its peers
+send it what it missed); the single NATS server keeps its stream on disk. A valkey node comes
+back with its append-only file: the old primary of an `--ha` layout, after the sentinels
+promoted a replica, is turned into a replica of the new primary by the sentinels. A sentinel
+keeps what it learnt in its own configuration file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from core.backoff import backoff_s
+from fleet.embedded import _Server
+
+#: A server up this long has its restart backoff reset.
+_HEALTHY_AFTER_S = 30.0
+_MAX_BACKOFF_S = 30.0
+
+
+class ServerWatch:
+    """One embedded server, restarted when its process has exited."""
+
+    def __init__(self, server: _Server, label: str) -> None:
+        self.server = server
+        self.label = label
+        self.restarts = 0
+        self.started_at = 0.0
+        self.next_start = 0.0
+        self._down = False
+
+    def check(self, now: float) -> str | None:
+        """Notice a dead server, or restart it once its backoff is over: a line to print."""
+        proc = self.server.proc
+        if self._down:
+            if now < self.next_start:
+                return None
+            self.server.spawn()  # not waited for: a cluster node is ready only with its peers
+            self._down = False
+            self.started_at = now
+            return f"restarted {self.label} on port {self.server.port} (restart #{self.restarts})"
+        if proc is None or proc.poll() is None:
+            return None
+        self.server.proc = None
+        self._down = True
+        if self.started_at and now - self.started_at > _HEALTHY_AFTER_S:
+            self.restarts = 0
+        self.restarts += 1
+        delay = backoff_s(self.restarts, base=0.5, cap=_MAX_BACKOFF_S, jitter=False)
+        self.next_start = now + delay
+        return (
+            f"{self.label} exited with {proc.returncode}; restarting in {delay:g}s "
+            f"(log: {self.server.log_path})"
+        )
+
+
+class ServerSupervisor:
+    """Every embedded server of one `fleet up`, checked from its supervision loop."""
+
+    def __init__(self) -> None:
+        self.watches: list[ServerWatch] = []
+
+    def watch(self, server: _Server, label: str) -> None:
+        self.watches.append(ServerWatch(server, label))
+
+    def watch_all(self, servers: Iterable[tuple[_Server, str]]) -> None:
+        for server, label in servers:
+            self.watch(server, label)
+
+    def check(self, now: float) -> list[str]:
+        return [line for w in self.watches if (line := w.check(now))]

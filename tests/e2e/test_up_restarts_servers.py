@@ -1,0 +1,58 @@
+"""The single-node `fleet up` restarts its embedded nats-server and valkey when they die
+(SIGKILL), on the same ports and data dirs: what was stored is still there, and the pipeline
+goes on (a machine created afterwards goes ready)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import FleetUp, read_until
+from tests.e2e.test_chaos_ha import _children
+
+
+def _server_pid(up: FleetUp, needle: str) -> int:
+    found = [pid for pid, argv in _children(up.proc.pid) if needle in argv]
+    assert len(found) == 1, f"{needle!r} under fleet up: {found}"
+    return found[0]
+
+
+def ok_json(up: FleetUp, *args: str) -> object:
+    result = up.cli("--json", *args, timeout=120)
+    assert result.returncode == 0, f"{args}: {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+@pytest.mark.timeout(240)
+def test_fleet_up_restarts_its_nats_and_valkey(fleet_up: FleetUp, tmp_path: Path) -> None:
+    up = fleet_up
+    before = ok_json(up, "instances", "create", "before")
+    assert isinstance(before, dict)
+    nats_pid = _server_pid(up, f"{up.data_dir}/nats/nats.conf")
+    valkey_pid = _server_pid(up, "valkey-server")
+    os.kill(nats_pid, signal.SIGKILL)
+    os.kill(valkey_pid, signal.SIGKILL)
+
+    said = read_until(up.proc, "restarted nats-server", timeout=60)
+    if "restarted valkey" not in said:
+        said += read_until(up.proc, "restarted valkey", timeout=60)
+    assert "nats-server exited with -9" in said
+    assert "valkey exited with -9" in said
+    assert _server_pid(up, f"{up.data_dir}/nats/nats.conf") != nats_pid
+    assert _server_pid(up, "valkey-server") != valkey_pid
+
+    # The state survived (valkey's append-only file), and the CLI rides out the restart
+    # (1501 Unavailable is retried) instead of failing.
+    after = ok_json(up, "instances", "create", "after")
+    assert isinstance(after, dict)
+    names = {i["name"] for i in ok_json(up, "instances", "list")}  # type: ignore[attr-defined]
+    assert {"before", "after"} <= names
+    created = up.cli(
+        "machines", "create", "--instance", after["id"], "--wait", "--timeout", "90", timeout=150
+    )
+    assert created.returncode == 0, f"{created.stdout}\n{created.stderr}"
+    assert created.stdout.splitlines()[-1].split()[2] == "ready"

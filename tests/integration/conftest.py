@@ -1,0 +1,29 @@
+"""Fixtures of the integration tests on the clustered layout of `fleet up --ha`."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet.embedded_ha import SENTINEL_MASTER, HaServers
+from services.common.settings import Settings
+
+
+@pytest.fixture
+def ha(tmp_path: Path) -> Iterator[HaServers]:
+    with HaServers(tmp_path / "ha", auth=None, redis_password=secrets.token_urlsafe(16)) as s:
+        yield s
+
+
+@pytest.fixture
+def ha_settings(ha: HaServers) -> Settings:
+    return Settings(
+        nats_url=ha.nats_url,
+        redis_url=ha.redis_url,
+        stream_replicas=3,
+        redis_sentinels=ha.sentinel_addrs,
+        redis_sentinel_master=SENTINEL_MASTER,
+    )
