@@ -60,6 +60,10 @@ class UpOptions:
     ha: bool = False
 
 
+#: `fleet up`'s warm pool when FLEET_WARM_POOL is not set (services' own default: none).
+DEFAULT_WARM_POOL = "local=2"
+
+
 def read_or_create_secret(path: Path, env_var: str) -> str:
     """The value of ``env_var`` if set, else the one kept in ``path`` (created 0600 once)."""
     if value := os.environ.get(env_var):
@@ -249,6 +253,8 @@ def _servers(
         data_dir=str(data_dir),
         env=opts.env,
         sandbox="bwrap" if opts.sandbox else "none",
+        # Two machines kept warm unless FLEET_WARM_POOL says otherwise (a pool needs bwrap).
+        warm_pool=os.environ.get("FLEET_WARM_POOL", DEFAULT_WARM_POOL if opts.sandbox else ""),
         default_provider=opts.provider,
         host=opts.host,
         port=opts.port,
