@@ -143,7 +143,8 @@ class PooledLocal:
         self._sock.close()
         if self._pidfd is not None:  # still watched: its end is seen at once
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ended.wait(), _STOP_GRACE_S)
+                async with asyncio.timeout(_STOP_GRACE_S):
+                    await self._ended.wait()
         if not self._exited:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)

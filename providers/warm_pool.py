@@ -94,6 +94,7 @@ class WarmPool:
         self._changed = asyncio.Condition()
         self._keeper: asyncio.Task[None] | None = None
         self._spawns: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def __aenter__(self) -> WarmPool:
         removed = await self.backend.remove_orphans()
@@ -105,6 +106,7 @@ class WarmPool:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._closing = True
         tasks = [t for t in (self._keeper, *self._spawns) if t is not None]
         for task in tasks:
             task.cancel()
@@ -138,14 +140,17 @@ class WarmPool:
         return available is not None and available < self.min_available_mb
 
     async def _keep(self) -> None:
-        while True:
+        while not self._closing:
             self._wake.clear()
             try:
                 await self._tend()
             except Exception:  # the keeper's boundary: a bad round must not end the pool
                 log.exception("pool.tend_failed", provider=self.backend.name)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that comes
+            # as the event is set, and the keeper would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._check_s)
+                async with asyncio.timeout(self._check_s):
+                    await self._wake.wait()
 
     async def _tend(self) -> None:
         dead = [m for m in self.ready if not m.alive]
@@ -175,7 +180,8 @@ class WarmPool:
         machine: PoolMachine | None = None
         try:
             machine = await self.backend.spawn(self._wake.set)
-            await asyncio.wait_for(machine.wait_up(), UP_TIMEOUT_S)
+            async with asyncio.timeout(UP_TIMEOUT_S):
+                await machine.wait_up()
         except Exception as exc:  # noqa: BLE001 - task boundary: logged, the keeper retries
             self._failures += 1
             log.warning("pool.start_failed", provider=self.backend.name, error=str(exc),
