@@ -80,7 +80,8 @@ async def test_fills_hands_each_machine_out_once_and_refills() -> None:
         await p.wait_filled()
         first = p.take()
         second = p.take()
-        assert first is not None and second is not None
+        assert first is not None
+        assert second is not None
         assert first is not second
         third = p.take()  # None, or a machine started since: never one handed out before
         assert third not in (first, second)
