@@ -135,7 +135,7 @@ async def test_exit_stops_every_pooled_machine() -> None:
     async with pool(backend, 2, [1000.0]) as p:
         await p.wait_filled()
         taken = p.take()
-    assert taken is not None
+    assert isinstance(taken, FakeMachine)
     assert not taken.stopped  # a claimed machine is its machine's, not the pool's
     assert all(m.stopped for m in backend.started if m is not taken)
 
