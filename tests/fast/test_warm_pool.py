@@ -71,7 +71,14 @@ class FakeBackend:
 
 
 def pool(backend: FakeBackend, size: int, memory: list[float]) -> WarmPool:
-    return WarmPool(backend, size, min_available_mb=100, memory=lambda: memory[0], check_s=0.01)
+    return WarmPool(
+        backend,
+        size,
+        min_available_mb=100,
+        memory=lambda: memory[0],
+        check_s=0.01,
+        refill_delay_s=0.02,
+    )
 
 
 async def test_fills_hands_each_machine_out_once_and_refills() -> None:
