@@ -253,8 +253,12 @@ def _servers(
         data_dir=str(data_dir),
         env=opts.env,
         sandbox="bwrap" if opts.sandbox else "none",
-        # Two machines kept warm unless FLEET_WARM_POOL says otherwise (a pool needs bwrap).
-        warm_pool=os.environ.get("FLEET_WARM_POOL", DEFAULT_WARM_POOL if opts.sandbox else ""),
+        # Two local machines kept warm unless FLEET_WARM_POOL says otherwise (a pool needs
+        # bwrap; with --provider docker, local machines are the exception: none kept).
+        warm_pool=os.environ.get(
+            "FLEET_WARM_POOL",
+            DEFAULT_WARM_POOL if opts.sandbox and opts.provider == "local" else "",
+        ),
         default_provider=opts.provider,
         host=opts.host,
         port=opts.port,
