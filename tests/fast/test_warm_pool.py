@@ -11,8 +11,12 @@ from collections.abc import Callable
 import pytest
 
 from contracts.errors import ProviderError
+from contracts.status import MachineStatus as S
+from contracts.subjects import EventKind as K
 from providers.warm_pool import PoolMachine, WarmPool, mem_available_mb
 from services.common.settings import SettingsError, parse_warm_pool
+from tests.fast.conftest import World
+from tests.fast.test_provisioner import created
 from tests.waiters import wait_until
 
 
@@ -167,3 +171,63 @@ def test_warm_pool_setting_parses() -> None:
 
     with pytest.raises(SettingsError, match="FLEET_WARM_POOL"):  # the process stops at start
         Settings.from_env({"FLEET_WARM_POOL": "local=many"})
+
+
+class RecordingBackend(FakeBackend):
+    """Pooled machines that note what the bus held when they got their identity."""
+
+    def __init__(self, world: World, fail_claim: bool = False) -> None:
+        super().__init__()
+        self.world = world
+        self.fail_claim = fail_claim
+        self.handed: list[tuple[str, list[K]]] = []
+
+    async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
+        machine = RecordingMachine(f"s{len(self.started) + 1}", on_death, self)
+        self.started.append(machine)
+        return machine
+
+
+class RecordingMachine(FakeMachine):
+    def __init__(self, slot: str, on_death: Callable[[], None], backend: RecordingBackend) -> None:
+        super().__init__(slot, on_death)
+        self.backend = backend
+
+    async def claim(self, machine_id: str) -> str:
+        if self.backend.fail_claim:
+            raise ProviderError("the pooled machine is gone")
+        return await super().claim(machine_id)
+
+    async def hand_over(self, token: str) -> None:
+        self.backend.handed.append((token, self.backend.world.bus.kinds(self.claimed)))
+
+
+async def test_a_claim_hands_the_identity_over_only_after_provisioned(world: World) -> None:
+    world.provider.report_ready = False
+    backend = RecordingBackend(world)
+    async with pool(backend, 1, [1000.0]) as p:
+        await p.wait_filled()
+        world.provisioner.pools["local"] = p
+        event = await created(world)
+        await world.bus.settle()
+    machine = await world.machine(event.machine_id)
+    assert machine.external_id == "fake:s1"  # the pooled machine, not a cold start
+    assert world.provider.starts == []
+    [(token, kinds_then)] = backend.handed
+    assert kinds_then == [K.CREATED, K.PROVISIONED]  # a cold machine's order
+    sealed = await world.store.machine_secret(machine.id)
+    assert sealed is not None
+    assert world.box.decrypt(sealed) == token
+
+
+async def test_a_failed_claim_starts_the_machine_cold(world: World) -> None:
+    world.provider.report_ready = False
+    backend = RecordingBackend(world, fail_claim=True)
+    async with pool(backend, 1, [1000.0]) as p:
+        await p.wait_filled()
+        world.provisioner.pools["local"] = p
+        event = await created(world)
+        await world.bus.settle()
+    assert [mid for mid, _ in world.provider.starts] == [event.machine_id]
+    assert backend.started[0].stopped
+    assert (await world.machine(event.machine_id)).status is S.BOOTING
