@@ -52,11 +52,13 @@ UP_MARKER = "up"
 
 
 def _owner_name(pid: int) -> str:
-    return f"{pid}-{procinfo.start_ticks(pid)}"
+    """This pool's directory name: the process (pid and start time: a reused pid is not it)
+    and a random part (two pools in one process, as in tests, never share a directory)."""
+    return f"{pid}-{procinfo.start_ticks(pid)}-{secrets.token_hex(4)}"
 
 
 def _owner_alive(name: str) -> bool:
-    pid, _, ticks = name.partition("-")
+    pid, ticks, *_ = [*name.split("-"), "", ""]
     with contextlib.suppress(ValueError):
         return procinfo.is_alive(int(pid), int(ticks))
     return False
