@@ -221,3 +221,24 @@ async def test_the_pool_ends_with_its_provisioner(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         await build(s, stack)
         assert not (s.data_path / "pool" / "local" / "1-1").exists()
+
+
+async def test_two_provisioners_keep_a_pool_each(settings: Settings) -> None:
+    """As with `fleet up --ha`: each provisioner fills its own pool in its own directory, and
+    one's start or stop leaves the other's pooled machines be."""
+    from contextlib import AsyncExitStack
+
+    from services.provisioner.__main__ import build
+
+    s = msgspec.structs.replace(settings, warm_pool="local=1", warm_pool_min_available_mb=0)
+    async with AsyncExitStack() as first:
+        await build(s, first)
+        await wait_until(lambda: len(up_slots(s)) == 1, timeout=30)
+        (mine,) = up_slots(s)
+        async with AsyncExitStack() as second:
+            await build(s, second)  # its orphan sweep must not take the first one's machine
+            await wait_until(lambda: len(up_slots(s)) == 2, timeout=30)
+            assert mine in up_slots(s)
+            owners = {p.parent.parent.name for p in (s.data_path / "pool").glob("local/*/*/up")}
+            assert len(owners) == 2
+        assert up_slots(s) == {mine}  # the second's stop ended only its own
