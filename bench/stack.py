@@ -80,7 +80,8 @@ class FleetUp:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "fleet-up.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-        env |= {"FLEET_ADMIN_TOKEN": ADMIN_TOKEN, **(extra_env or {})}
+        # No warm pool unless a benchmark asks (benchmark 12): the others measure cold starts.
+        env |= {"FLEET_ADMIN_TOKEN": ADMIN_TOKEN, "FLEET_WARM_POOL": "local=0", **(extra_env or {})}
         self._argv = [
             FLEET,
             "up",

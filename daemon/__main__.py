@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from daemon.lean import lean_imports
+from daemon.pool import POOL_FD_VAR
 from daemon.settings import DaemonSettings
 
 # structlog, nats-py and everything importing them are imported in the functions below, after
@@ -87,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
+    if POOL_FD_VAR in os.environ:  # a pooled machine: imports first, then wait to be claimed
+        lean_imports(os.environ.get("FLEET_NATS_URL", ""))
+        from daemon.pool import await_identity
+
+        await_identity(os.environ)
     try:
         settings = DaemonSettings.from_env()
     except ValueError as exc:

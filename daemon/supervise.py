@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from core import procinfo
+from daemon.pool import pool_socket, relay_claim
 from daemon.state import CorruptState, read_state
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -139,7 +140,16 @@ class Supervisor:
         return True
 
     def run(self) -> int:
-        self.spawn()
+        provider = pool_socket(os.environ)
+        if provider is None:
+            self.spawn()
+        elif not relay_claim(provider, self.spawn):  # a pooled machine never claimed
+            self.stopping = True
+            if self.current is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.current, signal.SIGKILL)
+            end_the_machine()
+            return 0
         while (ended := self.next_exit()) is not None:
             pid, code = ended
             if pid == self.current and not self.on_exit(pid, code):

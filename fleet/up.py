@@ -62,6 +62,10 @@ class UpOptions:
     ha: bool = False
 
 
+#: `fleet up`'s warm pool when FLEET_WARM_POOL is not set (services' own default: none).
+DEFAULT_WARM_POOL = "local=2"
+
+
 def read_or_create_secret(path: Path, env_var: str) -> str:
     """The value of ``env_var`` if set, else the one kept in ``path`` (created 0600 once)."""
     if value := os.environ.get(env_var):
@@ -256,6 +260,12 @@ def _servers(
         data_dir=str(data_dir),
         env=opts.env,
         sandbox="bwrap" if opts.sandbox else "none",
+        # Two local machines kept warm unless FLEET_WARM_POOL says otherwise (a pool needs
+        # bwrap; with --provider docker, local machines are the exception: none kept).
+        warm_pool=os.environ.get(
+            "FLEET_WARM_POOL",
+            DEFAULT_WARM_POOL if opts.sandbox and opts.provider == "local" else "",
+        ),
         default_provider=opts.provider,
         host=opts.host,
         port=opts.port,

@@ -27,6 +27,7 @@ import structlog
 from contracts.errors import ProviderError
 from core import procinfo
 from core.lockfile import holder_pid
+from core.poolwire import POOL_SLOT_VAR
 from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
 from providers.code import install_code
@@ -106,24 +107,35 @@ class LocalProvider:
             return f"local:{pid}"
         home = self.home(machine_id)
         home.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV}
-        env |= {
-            "HOME": str(home),
-            "FLEET_HOME": str(home),
-            "FLEET_NATS_URL": self._nats_url,
-            "FLEET_MACHINE_ID": machine_id,
-            "FLEET_MACHINE_TOKEN": token,
-        }
-        if self.sandbox and not env.get("FLEET_GIT_SHA"):
-            # The checkout's .git is not mounted in the sandbox: say which code this is.
-            env["FLEET_GIT_SHA"] = git_sha() or ""
+        env = self.machine_env(home, FLEET_MACHINE_ID=machine_id, FLEET_MACHINE_TOKEN=token)
         pid = spawn_detached(
             self.argv(machine_id), env, self.machine_dir(machine_id) / "daemon.log", "fleet-daemon"
         )
         self._children[machine_id] = pid
-        _write_pid(self.machine_dir(machine_id), pid)
+        write_pid(self.machine_dir(machine_id), pid)
         log.info("provider.local_started", machine_id=machine_id, pid=pid, sandbox=self.sandbox)
         return f"local:{pid}"
+
+    def machine_env(self, home: Path, **fleet: str) -> dict[str, str]:
+        """A machine root's environment: what it inherits, its home, NATS, and ``fleet``."""
+        env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV}
+        env |= {"HOME": str(home), "FLEET_HOME": str(home), "FLEET_NATS_URL": self._nats_url}
+        if self.sandbox and not env.get("FLEET_GIT_SHA"):
+            # The checkout's .git is not mounted in the sandbox: say which code this is.
+            env["FLEET_GIT_SHA"] = git_sha() or ""
+        return env | fleet
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    @property
+    def shared(self) -> tuple[Path, ...]:
+        return self._shared
+
+    def adopt(self, machine_id: str, pid: int) -> None:
+        """A root this process started for the pool is now ``machine_id``'s: reap it."""
+        self._children[machine_id] = pid
 
     def argv(self, machine_id: str) -> list[str]:
         """The machine's root process: the supervisor, inside the sandbox unless turned off."""
@@ -159,27 +171,30 @@ class LocalProvider:
                 del self._children[mid]
 
 
-def spawn_detached(argv: list[str], env: dict[str, str], log_path: Path, what: str) -> int:
-    """Start a process in its own session, output appended to ``log_path``; its pid.
+def spawn_detached(
+    argv: list[str], env: dict[str, str], log_path: Path, what: str, fd3: int | None = None
+) -> int:
+    """Start a process in its own session, output appended to ``log_path``; its pid. ``fd3``:
+    a descriptor the process gets as its fd 3 (a pooled machine's socket), and no other.
 
     posix_spawn, not Popen: a machine's process must outlive the provisioner that started it
     (as a cloud machine would), so nothing here owns it; we only reap it if it exits first.
     """
     out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    actions: list[tuple[object, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    if fd3 is not None:  # dup2 onto 3 clears close-on-exec on the copy only
+        actions.append((os.POSIX_SPAWN_DUP2, fd3, 3))
     try:
-        return os.posix_spawn(
-            argv[0], argv, env, setsid=True,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-            ],
-        )  # fmt: skip
+        return os.posix_spawn(argv[0], argv, env, setsid=True, file_actions=actions)
     except OSError as exc:
         raise ProviderError(f"cannot start {what}: {exc}") from None
 
 
-def _write_pid(machine_dir: Path, pid: int) -> None:
+def write_pid(machine_dir: Path, pid: int) -> None:
     tmp = machine_dir / "daemon.pid.tmp"
     tmp.write_text(str(pid))
     tmp.replace(machine_dir / "daemon.pid")
@@ -189,26 +204,43 @@ def running_pid(machine_dir: Path, machine_id: str) -> int | None:
     """The pid of this machine's root process (bwrap, or the supervisor) if it is alive and
     really is this machine's; else a daemon of an older fleetd that holds the home's lock;
     else a root started for this machine whose pid was never recorded."""
+    markers = _markers(machine_dir, machine_id)
     for pid in (_spawned_pid(machine_dir), holder_pid(machine_dir / "home")):
-        if pid is not None and _is_daemon_of(pid, machine_id):
+        if pid is not None and _is_root_of(pid, markers):
             return pid
     # A provisioner SIGKILLed between starting a machine and writing daemon.pid leaves a
     # machine nobody recorded: found by the machine id in its environment, and adopted, so
     # that a redelivered machine.created does not start a second one (found under CPU load).
-    roots = machine_roots(machine_id)
+    roots = machine_roots(machine_dir, machine_id)
     if roots:
-        _write_pid(machine_dir, roots[0])
+        write_pid(machine_dir, roots[0])
         return roots[0]
     return None
 
 
-def machine_roots(machine_id: str) -> list[int]:
+#: In a machine's directory when it came from the warm pool: the pool slot its root was
+#: started as (``FLEET_POOL_SLOT`` in the root's environment; it had no machine id then).
+POOL_SLOT_FILE = "pool-slot"
+
+
+def _markers(machine_dir: Path, machine_id: str) -> list[tuple[str, str]]:
+    """What the environment of this machine's root says: its machine id, or its pool slot."""
+    found = [("FLEET_MACHINE_ID", machine_id)]
+    with contextlib.suppress(OSError):
+        found.append((POOL_SLOT_VAR, (machine_dir / POOL_SLOT_FILE).read_text().strip()))
+    return found
+
+
+def machine_roots(machine_dir: Path, machine_id: str) -> list[int]:
     """Every live root process started for this machine (normally one)."""
-    return [
-        p
-        for p in env_roots("FLEET_MACHINE_ID", machine_id)
-        if procinfo.state(p) not in ("Z", "X", None)
-    ]
+    return sorted(
+        {
+            p
+            for name, value in _markers(machine_dir, machine_id)
+            for p in env_roots(name, value)
+            if procinfo.state(p) not in ("Z", "X", None)
+        }
+    )
 
 
 def _supervisor_of(root: int) -> int | None:
@@ -241,13 +273,13 @@ def _spawned_pid(machine_dir: Path) -> int | None:
         return None
 
 
-def _is_daemon_of(pid: int, machine_id: str) -> bool:
+def _is_root_of(pid: int, markers: list[tuple[str, str]]) -> bool:
     # A reused pid belongs to some other process: only trust a process started for this machine.
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"FLEET_MACHINE_ID={machine_id}".encode() in environ.split(b"\0") and pid_alive(pid)
+    return any(f"{k}={v}".encode() in environ for k, v in markers) and pid_alive(pid)
 
 
 def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool:
@@ -257,7 +289,7 @@ def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool
     if pid is None:
         return False
     _stop_root(machine_dir, machine_id, pid, grace_s)
-    for other in machine_roots(machine_id):
+    for other in machine_roots(machine_dir, machine_id):
         if other != pid:
             _stop_root(machine_dir, machine_id, other, grace_s)
     return True

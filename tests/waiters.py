@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from contracts.events import Event, decode_event
+from contracts.events import AnyEvent, decode_event
 
 
 class Inbox:
@@ -22,7 +22,7 @@ class Inbox:
     async def next(self, timeout: float = 10.0) -> Msg:
         return await asyncio.wait_for(self.queue.get(), timeout)
 
-    async def next_event(self, timeout: float = 10.0) -> Event:
+    async def next_event(self, timeout: float = 10.0) -> AnyEvent:
         return decode_event((await self.next(timeout)).data)
 
 

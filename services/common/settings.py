@@ -117,6 +117,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     sandbox: Literal["bwrap", "none"] = "bwrap"
     #: Host paths every sandboxed machine may read (``:``-separated; e.g. a repository mirror).
     sandbox_share: str = ""
+    #: Machines kept started ahead of demand, per provider: ``local=2`` (``provider=n`` pairs,
+    #: comma-separated; only ``local`` with the bwrap sandbox has a pool today). Each
+    #: provisioner process keeps its own. Empty or 0: every machine starts cold.
+    warm_pool: str = ""
+    #: Below this much available memory (``/proc/meminfo`` MemAvailable, MiB) the pool shrinks,
+    #: one machine a second, and is not refilled.
+    warm_pool_min_available_mb: int = 512
     #: The provider of machines.create without one (fleet up --provider local|docker).
     default_provider: Literal["local", "docker"] = "local"
     # docker machines (providers/docker.py); the engine is DOCKER_HOST's, else the local one
@@ -169,6 +176,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return tuple(Path(p) for p in self.sandbox_share.split(":") if p)
 
     @property
+    def warm_pool_sizes(self) -> dict[str, int]:
+        return parse_warm_pool(self.warm_pool)
+
+    def __post_init__(self) -> None:
+        parse_warm_pool(self.warm_pool)  # a bad value stops the process at start, named
+
+    @property
     def ca_bundle_path(self) -> Path | None:
         return Path(self.ca_bundle) if self.ca_bundle else None
 
@@ -179,6 +193,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             value = getattr(self, name)
             out[PREFIX + name.upper()] = str(value)
         return out
+
+
+def parse_warm_pool(raw: str) -> dict[str, int]:
+    """``local=2,docker=1`` -> {"local": 2, "docker": 1}; ValueError naming FLEET_WARM_POOL."""
+    sizes: dict[str, int] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, eq, count = part.partition("=")
+        if not eq or name.strip() not in ("local", "docker") or not count.strip().isdigit():
+            raise ValueError(
+                f"FLEET_WARM_POOL: {part!r} is not provider=count (local or docker, count >= 0)"
+            )
+        sizes[name.strip()] = int(count)
+    return sizes
 
 
 def _name_env_var(message: str) -> str:

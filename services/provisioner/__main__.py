@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from contextlib import AsyncExitStack
 
+import structlog
+
 from providers.code import code_repo
 from providers.docker import Placement
 from providers.local import LocalProvider
+from providers.local_pool import LocalPoolBackend
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
+from providers.warm_pool import WarmPool
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.metrics import service_metrics
@@ -18,6 +22,8 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.subscriptions import enter_subscriptions
 from services.provisioner.service import Provisioner
+
+log = structlog.get_logger(__name__)
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
@@ -46,9 +52,28 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         bus=bus,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
         box=SecretBox(settings.secret_key),
+        pools=await warm_pools(settings, stack, local),
     )
     await svc.resume()
     await enter_subscriptions(stack, svc, bus, settings, metrics)
+
+
+async def warm_pools(
+    settings: Settings, stack: AsyncExitStack, local: LocalProvider
+) -> dict[str, WarmPool]:
+    """This process's warm pools (FLEET_WARM_POOL), stopped with it."""
+    pools: dict[str, WarmPool] = {}
+    for name, size in settings.warm_pool_sizes.items():
+        if size <= 0:
+            continue
+        if name != "local" or not local.sandbox:
+            log.warning("provision.pool_unsupported", provider=name, sandbox=local.sandbox)
+            continue
+        pool = WarmPool(
+            LocalPoolBackend(local), size, min_available_mb=settings.warm_pool_min_available_mb
+        )
+        pools[name] = await stack.enter_async_context(pool)
+    return pools
 
 
 def main() -> None:

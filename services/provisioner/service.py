@@ -9,11 +9,12 @@ from collections.abc import Mapping
 import structlog
 
 from contracts.consumers import Durable
-from contracts.errors import NotFound
+from contracts.errors import NotFound, ProviderError
 from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from providers.base import Provider
+from providers.warm_pool import PoolMachine, WarmPool
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox, mint_machine_token
@@ -31,12 +32,20 @@ _RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONS
 
 class Provisioner:
     def __init__(
-        self, *, store: Store, bus: Bus, providers: Mapping[str, Provider], box: SecretBox
+        self,
+        *,
+        store: Store,
+        bus: Bus,
+        providers: Mapping[str, Provider],
+        box: SecretBox,
+        pools: Mapping[str, WarmPool] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.providers = providers
         self.box = box
+        #: This process's warm pools, by provider (claims are local to the process).
+        self.pools = dict(pools or {})
 
     @subscriber(MachineCreated, durable=Durable.PROVISIONER)
     async def on_created(self, event: MachineCreated) -> None:
@@ -74,7 +83,7 @@ class Provisioner:
             raise Retry("another provisioner is starting this machine", delay_s=1.0)
         released = False
         try:
-            external_id = await provider.start(mid, token)
+            external_id, pooled = await self._obtain(event.provider, provider, mid, token)
             # The booting transition and the lock's release in one step.
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",
@@ -86,6 +95,33 @@ class Provisioner:
                 await self.store.unlock(*lock)
         if step.transition.accepted:  # moved now, or a repeat: announcing again is deduplicated
             await self._announce(event, external_id)
+        if pooled is not None:  # only now: its ready report must come after provisioned
+            await self._hand_over(pooled, provider, mid, token)
+
+    async def _obtain(
+        self, name: str, provider: Provider, machine_id: str, token: str
+    ) -> tuple[str, PoolMachine | None]:
+        """A machine from the warm pool if it has one (claimed, not yet told who it is),
+        else a cold start; its external id."""
+        pool = self.pools.get(name)
+        pooled = pool.take() if pool is not None else None
+        if pooled is not None:
+            try:
+                return await pooled.claim(machine_id), pooled
+            except (ProviderError, OSError) as exc:
+                log.warning("provision.pool_claim_failed", slot=pooled.slot, error=str(exc))
+                await pooled.stop()
+        return await provider.start(machine_id, token), None
+
+    async def _hand_over(
+        self, pooled: PoolMachine, provider: Provider, machine_id: str, token: str
+    ) -> None:
+        try:
+            await pooled.hand_over(token)
+        except ProviderError as exc:  # it died since its claim: start the machine cold
+            log.warning("provision.pool_handover_failed", slot=pooled.slot, error=str(exc))
+            external_id = await provider.start(machine_id, token)
+            await self.store.set_external_id(machine_id, external_id)
 
     async def _announce(self, cause: MachineCreated, external_id: str) -> None:
         await self.bus.publish(

@@ -1,0 +1,50 @@
+"""The warm pool's wire between a provider and a pooled machine (``daemon/pool.py`` and
+``providers/local_pool.py``): the socket's fd variable, its two messages, and their checks."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+#: The fd of the pool socket, in a pooled root's (and then its daemon's) environment.
+POOL_FD_VAR = "FLEET_POOL_FD"
+#: The pool slot a pooled machine's root was started as (the host finds the root by it).
+POOL_SLOT_VAR = "FLEET_POOL_SLOT"
+#: What a claim sets; nothing else may come over the socket.
+IDENTITY_VARS = frozenset({"FLEET_MACHINE_ID", "FLEET_MACHINE_TOKEN"})
+UP = b"up\n"
+_MAX_LINE = 4096
+
+
+class PoolClosed(Exception):
+    """The other end went away before handing over an identity."""
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """One ``\\n``-terminated line (without it); PoolClosed at EOF before one came."""
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = sock.recv(_MAX_LINE - len(buf))
+        if not chunk or len(buf) + len(chunk) >= _MAX_LINE:
+            raise PoolClosed("the pool socket closed before an identity came")
+        buf += chunk
+    return buf[:-1]
+
+
+def parse_identity(line: bytes) -> dict[str, str]:
+    """The identity a claim hands over: exactly the machine id and token, both strings."""
+    try:
+        raw = json.loads(line)
+    except ValueError:
+        raise PoolClosed("the identity is not JSON") from None
+    if not isinstance(raw, dict) or set(raw) != IDENTITY_VARS:
+        raise PoolClosed(f"the identity must have exactly {sorted(IDENTITY_VARS)}")
+    if not all(isinstance(v, str) and v for v in raw.values()):
+        raise PoolClosed("the identity's values must be non-empty strings")
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def identity_line(machine_id: str, token: str) -> bytes:
+    """What a claim sends: the identity, one JSON line."""
+    line = json.dumps({"FLEET_MACHINE_ID": machine_id, "FLEET_MACHINE_TOKEN": token})
+    return line.encode() + b"\n"

@@ -1,0 +1,257 @@
+"""The warm pool of the ``local`` provider (sandboxed machines only).
+
+A pooled machine is a normal machine's bubblewrap sandbox, supervisor and daemon, started
+with a pool slot instead of a machine: its home is ``<data>/pool/local/<owner>/<slot>/home``,
+its root's environment has ``FLEET_POOL_SLOT`` and no machine id or token, and its fd 3 is
+one end of a socketpair this process holds (``daemon/pool.py`` is the other side). A claim:
+
+1. moves the pool home to ``machines/<id>/home`` (a rename on the host: the sandbox's bind
+   mount follows the inode, so the running daemon keeps its home) and the log beside it,
+   records the root's pid and the slot in the machine's directory (``running_pid`` and
+   ``stop_local`` find the root by its slot), and hands the root to the provider to reap;
+2. then, once the provisioner has announced the machine, sends the identity (machine id and
+   token, one JSON line) and closes the socket: nothing of the pool stays reachable.
+
+The socket is also the pooled machine's lifeline: when this process ends (even SIGKILLed),
+its end closes and the supervisor ends the unclaimed machine. ``<owner>`` is this process's
+pid and start time; a later provisioner removes the directories of owners that are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from contracts.errors import ProviderError
+from core import procinfo
+from core.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
+from providers.local import (
+    POOL_SLOT_FILE,
+    LocalProvider,
+    spawn_detached,
+    supervised_argv,
+    write_pid,
+)
+from providers.sandbox import bwrap_argv
+from providers.warm_pool import PoolMachine
+
+log = structlog.get_logger(__name__)
+
+_STOP_GRACE_S = 3.0
+#: In a pooled machine's directory once it waits to be claimed.
+UP_MARKER = "up"
+
+
+def _owner_name(pid: int) -> str:
+    """This pool's directory name: the process (pid and start time: a reused pid is not it)
+    and a random part (two pools in one process, as in tests, never share a directory)."""
+    return f"{pid}-{procinfo.start_ticks(pid)}-{secrets.token_hex(4)}"
+
+
+def _owner_alive(name: str) -> bool:
+    pid, ticks, *_ = [*name.split("-"), "", ""]
+    with contextlib.suppress(ValueError):
+        return procinfo.is_alive(int(pid), int(ticks))
+    return False
+
+
+class PooledLocal:
+    """One pooled local machine, from its start to its claim (or its end)."""
+
+    def __init__(self, slot: str, root: Path, pid: int, sock: socket.socket) -> None:
+        self.slot = slot
+        self.root = root
+        self.pid = pid
+        self._sock = sock
+        self._pidfd: int | None = os.pidfd_open(pid)
+        self._exited = False
+        self._ended = asyncio.Event()
+        self._on_death: Callable[[], None] = lambda: None
+
+    def watch(self, on_death: Callable[[], None]) -> None:
+        self._on_death = on_death
+        assert self._pidfd is not None
+        asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        """The root ended: collect it (no zombie), tell the pool."""
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, os.WNOHANG)
+        self._unwatch()
+        self._exited = True
+        self._ended.set()
+        self._on_death()
+
+    def _unwatch(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    @property
+    def alive(self) -> bool:
+        return not self._exited and self._sock.fileno() != -1
+
+    async def wait_up(self) -> None:
+        got = b""
+        loop = asyncio.get_running_loop()
+        while not got.endswith(b"\n"):
+            chunk = await loop.sock_recv(self._sock, 16)
+            if not chunk:
+                raise ProviderError(f"pooled machine {self.slot} ended while starting")
+            got += chunk
+        if got != UP:
+            raise ProviderError(f"pooled machine {self.slot} said {got[:40]!r}, not up")
+        (self.root / UP_MARKER).touch()  # for operators and tests: `ls pool/local/*/*/up`
+
+    async def claim(self, provider: LocalProvider, machine_id: str) -> str:
+        if not self.alive:
+            raise ProviderError(f"pooled machine {self.slot} has ended")
+        machine_dir = provider.machine_dir(machine_id)
+        machine_dir.mkdir(parents=True, exist_ok=True)
+        # Both renames within the data dir's filesystem: the running sandbox and the open
+        # log follow their inodes.
+        (self.root / "home").rename(provider.home(machine_id))
+        (self.root / "daemon.log").rename(machine_dir / "daemon.log")
+        (machine_dir / POOL_SLOT_FILE).write_text(self.slot)
+        write_pid(machine_dir, self.pid)
+        self._unwatch()
+        provider.adopt(machine_id, self.pid)
+        shutil.rmtree(self.root, ignore_errors=True)
+        log.info("provider.local_claimed", machine_id=machine_id, slot=self.slot, pid=self.pid)
+        return f"local:{self.pid}"
+
+    async def hand_over(self, machine_id: str, token: str) -> None:
+        try:
+            await asyncio.get_running_loop().sock_sendall(
+                self._sock, identity_line(machine_id, token)
+            )
+        except OSError as exc:
+            raise ProviderError(f"the claimed machine went away: {exc}") from None
+        finally:
+            self._sock.close()
+
+    async def stop(self) -> None:
+        """Close its lifeline (its supervisor then ends it), SIGKILL it if it lingers."""
+        self._sock.close()
+        if self._pidfd is not None:  # still watched: its end is seen at once
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STOP_GRACE_S):
+                    await self._ended.wait()
+        if not self._exited:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                await asyncio.to_thread(os.waitpid, self.pid, 0)
+            self._unwatch()
+            self._exited = True
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class _Claimable:
+    """A pooled local machine as the pool sees it (``PoolMachine``)."""
+
+    def __init__(self, machine: PooledLocal, backend: LocalPoolBackend) -> None:
+        self.machine = machine
+        self.slot = machine.slot
+        self._backend = backend
+        self._machine_id = ""
+
+    @property
+    def alive(self) -> bool:
+        return self.machine.alive
+
+    async def wait_up(self) -> None:
+        await self.machine.wait_up()
+
+    async def claim(self, machine_id: str) -> str:
+        self._machine_id = machine_id
+        self._backend.forget(self.machine)  # the machine's now: the pool's close leaves it be
+        return await self.machine.claim(self._backend.provider, machine_id)
+
+    async def hand_over(self, token: str) -> None:
+        await self.machine.hand_over(self._machine_id, token)
+
+    async def stop(self) -> None:
+        await self.machine.stop()
+
+
+class LocalPoolBackend:
+    """Starts pooled machines for ``provider`` (which must sandbox its machines)."""
+
+    name = "local"
+
+    def __init__(self, provider: LocalProvider) -> None:
+        if not provider.sandbox:
+            raise ProviderError("the local warm pool needs sandboxed machines (bwrap)")
+        self.provider = provider
+        self.base = provider.data_dir / "pool" / "local"
+        self.owned = self.base / _owner_name(os.getpid())
+        self._machines: set[PooledLocal] = set()
+
+    async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
+        slot = f"p{secrets.token_hex(8)}"
+        root = self.owned / slot
+        home = root / "home"
+        home.mkdir(parents=True)
+        env = self.provider.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_FD_VAR: "3"})
+        argv = bwrap_argv(
+            machine_id=slot,
+            home=home,
+            data_dir=self.provider.data_dir,
+            command=supervised_argv(),
+            shared=self.provider.shared,
+        )
+        ours, theirs = socket.socketpair()
+        try:
+            pid = spawn_detached(
+                argv, env, root / "daemon.log", "a pooled machine", theirs.fileno()
+            )
+        except ProviderError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        machine = PooledLocal(slot, root, pid, ours)
+        self._machines.add(machine)
+
+        def died() -> None:
+            self._machines.discard(machine)
+            on_death()
+
+        machine.watch(died)
+        log.info("provider.local_pooled", slot=slot, pid=pid)
+        return _Claimable(machine, self)
+
+    def forget(self, machine: PooledLocal) -> None:
+        self._machines.discard(machine)
+
+    async def remove_orphans(self) -> int:
+        """The pool directories of provisioners that are gone: their machines (ended with
+        their lifeline, but a root may linger) killed, their directories removed."""
+        removed = 0
+        for owner in list(self.base.iterdir()) if self.base.is_dir() else []:
+            if owner == self.owned or _owner_alive(owner.name):
+                continue
+            for slot_dir in list(owner.iterdir()):
+                for pid in procinfo.env_roots(POOL_SLOT_VAR, slot_dir.name):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                removed += 1
+            await asyncio.to_thread(shutil.rmtree, owner, True)
+        return removed
+
+    async def close(self) -> None:
+        machines, self._machines = list(self._machines), set()
+        await asyncio.gather(*(m.stop() for m in machines if m.alive), return_exceptions=True)
+        shutil.rmtree(self.owned, ignore_errors=True)

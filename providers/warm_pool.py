@@ -1,0 +1,214 @@
+"""The warm pool of one provider: machines started ahead of demand, each used once.
+
+A pooled machine runs its daemon, imports done, but has no identity: no machine id, no
+token, no instance, no NATS connection (``daemon/pool.py``). ``take()`` hands one out (the
+provisioner then gives it its identity, see ``services/provisioner/service.py``); it never
+comes back. The keeper task refills the pool after each take, replaces a pooled machine that
+died, and shrinks the pool while the host's available memory is below the threshold. Each
+provisioner process has its own pool; an empty pool is not an error (the caller starts a
+machine cold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import structlog
+
+from core.backoff import backoff_s
+
+log = structlog.get_logger(__name__)
+
+#: How long a pooled machine may take to say ``up`` before it is stopped and replaced.
+UP_TIMEOUT_S = 60.0
+#: After a take, the refill waits this long: starting a machine is a burst of CPU (an
+#: interpreter and its imports) that would otherwise compete with the claimed machine's own
+#: connect and setup, which someone is waiting for (benchmark 11 on 2 cores).
+REFILL_DELAY_S = 0.5
+
+
+class PoolMachine(Protocol):
+    slot: str
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def wait_up(self) -> None:
+        """Return once the machine's daemon waits for its identity; raise if it died first."""
+
+    async def claim(self, machine_id: str) -> str:
+        """Make it ``machine_id``'s (its home, its records; no secret yet); its external id."""
+
+    async def hand_over(self, token: str) -> None:
+        """Give the claimed machine its identity; it then connects and reports ready."""
+
+    async def stop(self) -> None:
+        """Stop it for good (idempotent)."""
+
+
+class PoolBackend(Protocol):
+    name: str
+
+    async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
+        """Start one pooled machine; ``on_death`` is called if it ends while pooled."""
+
+    async def remove_orphans(self) -> int:
+        """Stop and remove the pooled machines of provisioners that are gone; how many."""
+
+    async def close(self) -> None:
+        """Stop whatever of the pool is still running (this process's)."""
+
+
+def mem_available_mb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
+    """The kernel's estimate of memory available for new work, in MiB (None if unknown)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+class WarmPool:
+    """Async context manager: the keeper runs inside the block; on exit every pooled machine
+    is stopped (none leaks); on entry the orphans of an earlier run are removed."""
+
+    def __init__(
+        self,
+        backend: PoolBackend,
+        size: int,
+        *,
+        min_available_mb: float,
+        memory: Callable[[], float | None] = mem_available_mb,
+        check_s: float = 1.0,
+        refill_delay_s: float = REFILL_DELAY_S,
+    ) -> None:
+        self.backend = backend
+        self.size = size
+        self.min_available_mb = min_available_mb
+        self._memory = memory
+        self._check_s = check_s
+        self._refill_delay_s = refill_delay_s
+        self._hold_until = 0.0
+        self.ready: list[PoolMachine] = []
+        self._starting = 0
+        self._failures = 0
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._keeper: asyncio.Task[None] | None = None
+        self._spawns: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def __aenter__(self) -> WarmPool:
+        removed = await self.backend.remove_orphans()
+        if removed:
+            log.info("pool.orphans_removed", provider=self.backend.name, count=removed)
+        self._keeper = asyncio.create_task(self._keep(), name=f"pool:{self.backend.name}")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._closing = True
+        tasks = [t for t in (self._keeper, *self._spawns) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        machines, self.ready = self.ready, []
+        await asyncio.gather(*(m.stop() for m in machines), return_exceptions=True)
+        await self.backend.close()
+
+    def take(self) -> PoolMachine | None:
+        """A live pooled machine, now the caller's alone; None if the pool is empty."""
+        while self.ready:
+            machine = self.ready.pop(0)
+            if machine.alive:
+                self._hold_until = asyncio.get_running_loop().time() + self._refill_delay_s
+                self._wake.set()
+                log.info("pool.taken", provider=self.backend.name, slot=machine.slot)
+                return machine
+        self._wake.set()
+        return None
+
+    async def wait_filled(self, count: int | None = None) -> None:
+        """Until ``count`` (default: the pool's size) machines are ready (tests, bench)."""
+        want = self.size if count is None else count
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._live() >= want)
+
+    def _live(self) -> int:
+        return sum(1 for m in self.ready if m.alive)
+
+    def _memory_low(self) -> bool:
+        available = self._memory()
+        return available is not None and available < self.min_available_mb
+
+    async def _keep(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            try:
+                await self._tend()
+            except Exception:  # the keeper's boundary: a bad round must not end the pool
+                log.exception("pool.tend_failed", provider=self.backend.name)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that comes
+            # as the event is set, and the keeper would never end.
+            held = self._hold_until - asyncio.get_running_loop().time()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(held if held > 0 else self._check_s):
+                    await self._wake.wait()
+
+    async def _tend(self) -> None:
+        dead = [m for m in self.ready if not m.alive]
+        for m in dead:
+            self.ready.remove(m)
+            log.warning("pool.machine_died", provider=self.backend.name, slot=m.slot)
+            await m.stop()
+        if self._memory_low():
+            if self.ready:  # one per round: the pool shrinks while memory stays short
+                victim = self.ready.pop()
+                log.warning("pool.shrunk", provider=self.backend.name, slot=victim.slot,
+                            ready=len(self.ready))  # fmt: skip
+                await victim.stop()
+            return
+        if asyncio.get_running_loop().time() < self._hold_until:
+            return  # a machine was just claimed: let it start first
+        while self._live() + self._starting < self.size and self._failures_allow():
+            self._starting += 1
+            task = asyncio.create_task(self._start_one())
+            self._spawns.add(task)
+            task.add_done_callback(self._spawns.discard)
+        await self._notify()
+
+    def _failures_allow(self) -> bool:
+        # Starting keeps failing (bwrap gone, disk full): at most one attempt in flight.
+        return self._failures == 0 or self._starting == 0
+
+    async def _start_one(self) -> None:
+        machine: PoolMachine | None = None
+        try:
+            machine = await self.backend.spawn(self._wake.set)
+            async with asyncio.timeout(UP_TIMEOUT_S):
+                await machine.wait_up()
+        except Exception as exc:  # noqa: BLE001 - task boundary: logged, the keeper retries
+            self._failures += 1
+            log.warning("pool.start_failed", provider=self.backend.name, error=str(exc),
+                        failures=self._failures)  # fmt: skip
+            if machine is not None:
+                await machine.stop()
+            await asyncio.sleep(backoff_s(self._failures, base=0.5, cap=30.0))
+        else:
+            self._failures = 0
+            self.ready.append(machine)
+            log.info("pool.machine_ready", provider=self.backend.name, slot=machine.slot)
+        finally:
+            self._starting -= 1
+            self._wake.set()
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()

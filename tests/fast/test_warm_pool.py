@@ -1,0 +1,233 @@
+"""The warm pool's rules, in memory: fill, use once, refill, replace the dead, shrink under
+memory pressure, stop everything on exit. (The local backend with real sandboxed daemons:
+tests/integration/test_warm_pool.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+import pytest
+
+from contracts.errors import ProviderError
+from contracts.status import MachineStatus as S
+from contracts.subjects import EventKind as K
+from providers.warm_pool import PoolMachine, WarmPool, mem_available_mb
+from services.common.settings import SettingsError, parse_warm_pool
+from tests.fast.conftest import World
+from tests.fast.test_provisioner import created
+from tests.waiters import wait_until
+
+
+class FakeMachine:
+    def __init__(self, slot: str, on_death: Callable[[], None]) -> None:
+        self.slot = slot
+        self.on_death = on_death
+        self.dead = False
+        self.stopped = False
+        self.claimed = ""
+
+    @property
+    def alive(self) -> bool:
+        return not self.dead and not self.stopped
+
+    async def wait_up(self) -> None:
+        await asyncio.sleep(0)
+
+    async def claim(self, machine_id: str) -> str:
+        self.claimed = machine_id
+        return f"fake:{self.slot}"
+
+    async def hand_over(self, token: str) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def die(self) -> None:
+        self.dead = True
+        self.on_death()
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, fail: int = 0) -> None:
+        self.started: list[FakeMachine] = []
+        self.fail = fail
+        self.closed = False
+        self._ids = itertools.count(1)
+
+    async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
+        if self.fail:
+            self.fail -= 1
+            raise ProviderError("cannot start")
+        machine = FakeMachine(f"s{next(self._ids)}", on_death)
+        self.started.append(machine)
+        return machine
+
+    async def remove_orphans(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def pool(backend: FakeBackend, size: int, memory: list[float]) -> WarmPool:
+    return WarmPool(
+        backend,
+        size,
+        min_available_mb=100,
+        memory=lambda: memory[0],
+        check_s=0.01,
+        refill_delay_s=0.02,
+    )
+
+
+async def test_fills_hands_each_machine_out_once_and_refills() -> None:
+    backend = FakeBackend()
+    async with pool(backend, 2, [1000.0]) as p:
+        await p.wait_filled()
+        first = p.take()
+        second = p.take()
+        assert first is not None
+        assert second is not None
+        assert first is not second
+        third = p.take()  # None, or a machine started since: never one handed out before
+        assert third not in (first, second)
+        await p.wait_filled()
+        assert {m.slot for m in p.ready}.isdisjoint({first.slot, second.slot})
+    assert backend.closed
+
+
+async def test_an_empty_pool_says_so() -> None:
+    async with pool(FakeBackend(), 1, [1000.0]) as p:
+        await p.wait_filled()
+        while p.take() is not None:  # until the pool is empty (refills may come meanwhile)
+            pass
+        assert p.take() is None
+
+
+async def test_a_dead_machine_is_replaced() -> None:
+    backend = FakeBackend()
+    async with pool(backend, 1, [1000.0]) as p:
+        await p.wait_filled()
+        victim = backend.started[0]
+        victim.die()
+        await wait_until(lambda: len(backend.started) == 2 and p._live() == 1, timeout=5)
+        taken = p.take()
+        assert taken is not victim
+        assert victim.stopped  # its remains cleaned up
+
+
+async def test_memory_pressure_shrinks_the_pool_and_stops_refills() -> None:
+    backend = FakeBackend()
+    memory = [1000.0]
+    async with pool(backend, 3, memory) as p:
+        await p.wait_filled()
+        memory[0] = 10.0
+        await wait_until(lambda: not p.ready, timeout=5)
+        assert all(m.stopped for m in backend.started)
+        assert p.take() is None
+        memory[0] = 1000.0
+        await p.wait_filled()
+
+
+async def test_start_failures_back_off_and_recover() -> None:
+    backend = FakeBackend(fail=2)
+    async with pool(backend, 1, [1000.0]) as p:
+        await asyncio.wait_for(p.wait_filled(), 10)
+    assert backend.fail == 0
+
+
+async def test_exit_stops_every_pooled_machine() -> None:
+    backend = FakeBackend()
+    async with pool(backend, 2, [1000.0]) as p:
+        await p.wait_filled()
+        taken = p.take()
+    assert isinstance(taken, FakeMachine)
+    assert not taken.stopped  # a claimed machine is its machine's, not the pool's
+    assert all(m.stopped for m in backend.started if m is not taken)
+
+
+def test_mem_available_reads_meminfo(tmp_path: pytest.TempPathFactory) -> None:
+    path = tmp_path / "meminfo"  # type: ignore[operator]
+    path.write_text("MemTotal: 2048000 kB\nMemAvailable:    1024000 kB\n")
+    assert mem_available_mb(path) == 1000.0
+    assert mem_available_mb(path.with_name("absent")) is None
+
+
+@pytest.mark.parametrize("raw", ["local", "local=-1", "local=x", "k8s=1", "local=1;docker=2"])
+def test_warm_pool_setting_is_checked(raw: str) -> None:
+    with pytest.raises(ValueError, match="FLEET_WARM_POOL"):
+        parse_warm_pool(raw)
+
+
+def test_warm_pool_setting_parses() -> None:
+    assert parse_warm_pool(" local=2, docker=0 ") == {"local": 2, "docker": 0}
+    assert parse_warm_pool("") == {}
+    from services.common.settings import Settings
+
+    with pytest.raises(SettingsError, match="FLEET_WARM_POOL"):  # the process stops at start
+        Settings.from_env({"FLEET_WARM_POOL": "local=many"})
+
+
+class RecordingBackend(FakeBackend):
+    """Pooled machines that note what the bus held when they got their identity."""
+
+    def __init__(self, world: World, fail_claim: bool = False) -> None:
+        super().__init__()
+        self.world = world
+        self.fail_claim = fail_claim
+        self.handed: list[tuple[str, list[K]]] = []
+
+    async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
+        machine = RecordingMachine(f"s{len(self.started) + 1}", on_death, self)
+        self.started.append(machine)
+        return machine
+
+
+class RecordingMachine(FakeMachine):
+    def __init__(self, slot: str, on_death: Callable[[], None], backend: RecordingBackend) -> None:
+        super().__init__(slot, on_death)
+        self.backend = backend
+
+    async def claim(self, machine_id: str) -> str:
+        if self.backend.fail_claim:
+            raise ProviderError("the pooled machine is gone")
+        return await super().claim(machine_id)
+
+    async def hand_over(self, token: str) -> None:
+        self.backend.handed.append((token, self.backend.world.bus.kinds(self.claimed)))
+
+
+async def test_a_claim_hands_the_identity_over_only_after_provisioned(world: World) -> None:
+    world.provider.report_ready = False
+    backend = RecordingBackend(world)
+    async with pool(backend, 1, [1000.0]) as p:
+        await p.wait_filled()
+        world.provisioner.pools["local"] = p
+        event = await created(world)
+        await world.bus.settle()
+    machine = await world.machine(event.machine_id)
+    assert machine.external_id == "fake:s1"  # the pooled machine, not a cold start
+    assert world.provider.starts == []
+    [(token, kinds_then)] = backend.handed
+    assert kinds_then == [K.CREATED, K.PROVISIONED]  # a cold machine's order
+    sealed = await world.store.machine_secret(machine.id)
+    assert sealed is not None
+    assert world.box.decrypt(sealed) == token
+
+
+async def test_a_failed_claim_starts_the_machine_cold(world: World) -> None:
+    world.provider.report_ready = False
+    backend = RecordingBackend(world, fail_claim=True)
+    async with pool(backend, 1, [1000.0]) as p:
+        await p.wait_filled()
+        world.provisioner.pools["local"] = p
+        event = await created(world)
+        await world.bus.settle()
+    assert [mid for mid, _ in world.provider.starts] == [event.machine_id]
+    assert backend.started[0].stopped
+    assert (await world.machine(event.machine_id)).status is S.BOOTING

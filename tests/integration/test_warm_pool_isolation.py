@@ -1,0 +1,60 @@
+"""The attack suite of test_isolation.py, run again on machines claimed from the warm pool
+(local): a pooled machine, once claimed, is as isolated as a cold one."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
+from tests.gitserver import GitHttpServer
+from tests.integration.test_isolation import (  # the same attacks
+    Pair,
+    git_http,
+    make_pair,
+    test_data_dir_secrets_are_out_of_reach,
+    test_other_daemons_environments_are_out_of_reach,
+    test_other_machines_home_and_env_are_out_of_reach,
+    test_own_work_still_works,
+    test_setsid_does_not_outlive_an_exec_timeout,
+    test_setsid_does_not_outlive_archive,
+    test_valkey_answers_nothing_without_credentials,
+    test_write_file_cannot_follow_a_link_out,
+    test_write_file_cannot_leave_the_machine,
+)
+from tests.integration.test_warm_pool import slot_of, up_slots
+from tests.waiters import wait_until
+
+__all__ = [  # re-exported: pytest collects the attacks and the fixtures here too
+    "docker_gateway",
+    "docker_image",
+    "git_http",
+    "nats_server",
+    "remove_containers",
+    "test_data_dir_secrets_are_out_of_reach",
+    "test_other_daemons_environments_are_out_of_reach",
+    "test_other_machines_home_and_env_are_out_of_reach",
+    "test_own_work_still_works",
+    "test_setsid_does_not_outlive_an_exec_timeout",
+    "test_setsid_does_not_outlive_archive",
+    "test_valkey_answers_nothing_without_credentials",
+    "test_write_file_cannot_follow_a_link_out",
+    "test_write_file_cannot_leave_the_machine",
+]
+pytestmark = pytest.mark.usefixtures("remove_containers")
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, warm_pool="local=2", warm_pool_min_available_mb=0)
+
+
+@pytest.fixture
+async def pair(stack: FleetClient, settings: Settings, git_http: GitHttpServer) -> Pair:
+    await wait_until(lambda: len(up_slots(settings)) == 2, timeout=60)
+    made = await make_pair("local", stack, settings, git_http)
+    assert slot_of(settings, made.a)
+    assert slot_of(settings, made.b)
+    return made
