@@ -91,9 +91,10 @@ def load_ssl() -> types.ModuleType:
     for name, mod in list(sys.modules.items()):
         held = getattr(mod, "__dict__", {}).get("ssl", 0)
         if isinstance(held, _DeferredSSL) or (held is None and name.startswith("asyncio.")):
-            mod.ssl = ssl
+            setattr(mod, "ssl", ssl)  # noqa: B010  (any module: no attribute mypy knows)
     sslproto = sys.modules.get("asyncio.sslproto")
     if sslproto is not None and not hasattr(sslproto, "SSLAgainErrors"):
         # Set at its import only when ssl was there (the errors a TLS read retries on).
-        sslproto.SSLAgainErrors = (ssl.SSLWantReadError, ssl.SSLSyscallError)  # type: ignore[attr-defined]
+        again = (ssl.SSLWantReadError, ssl.SSLSyscallError)
+        sslproto.SSLAgainErrors = again  # type: ignore[attr-defined]
     return ssl

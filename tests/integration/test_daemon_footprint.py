@@ -44,7 +44,8 @@ async def boot(nc: nats.NATS, spawn_daemon: SpawnDaemon, **env: str) -> DaemonPr
     async with subscribed(nc, subject) as inbox:
         d = spawn_daemon(mid, **env)
         event = await inbox.next_event(timeout=20)
-    assert isinstance(event, DaemonStatusReported) and event.status == "ready", d.output()
+    assert isinstance(event, DaemonStatusReported), d.output()
+    assert event.status == "ready"
     health = await DaemonClient(nc, keys=static_key(MACHINE_TOKEN)).machine(mid).health()
     assert health.ok  # signed RPC both ways: MACs on the builtin SHA-256 verify here
     return d
@@ -69,28 +70,36 @@ class TlsNatsServer(NatsServer):
         return super().config() + f'tls {{ cert_file: "{cert}", key_file: "{key}" }}\n'
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None) -> x509.Certificate:  # noqa: E501
+Key = ec.EllipticCurvePrivateKey
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(cn: str, key: Key, ca: tuple[str, Key] | None) -> x509.Certificate:
+    """A CA's own certificate (``ca`` None), or a server certificate for 127.0.0.1 it signs."""
     now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer[0])]) if issuer else name
     b = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
+        x509.CertificateBuilder().subject_name(_name(cn))
+        .issuer_name(_name(ca[0] if ca else cn))
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
     )  # fmt: skip
-    if issuer is None:
+    if ca is None:
         b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    else:
-        san = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-        b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return b.sign(issuer[1] if issuer else key, hashes.SHA256())
+        return b.sign(key, hashes.SHA256())
+    san = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return b.sign(ca[1], hashes.SHA256())
 
 
 def write_certs(d: Path) -> Path:
     """A CA and a server certificate for 127.0.0.1 signed by it; returns the CA's file."""
     d.mkdir(parents=True)
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    server_key = ec.generate_private_key(ec.SECP256R1())
     pem = serialization.Encoding.PEM
     (d / "ca.pem").write_bytes(_cert("fleetd test CA", ca_key, None).public_bytes(pem))
     server = _cert("127.0.0.1", server_key, ("fleetd test CA", ca_key))
