@@ -2,8 +2,8 @@
 
 Runs the benchmarks of issues 7 and 14 and prints, for each figure, the baseline measured in
 the same run and the ratio. ``--quick`` finishes in under a minute (fewer calls and machines);
-``--profile DIR`` also samples the services with py-spy during benchmarks 2 and 3 (needs
-``pip install py-spy``) and writes the top functions there.
+``--profile DIR`` also samples the services with py-spy (a dev dependency) during benchmarks 2
+and 3 and writes the top functions there.
 """
 
 from __future__ import annotations
