@@ -240,6 +240,16 @@ async def _measure(
             )
 
 
+def _builtin_sha256() -> Callable[[bytes], object]:
+    """Python's own SHA-256 (``_sha256`` to 3.11, ``_sha2`` from 3.12), not OpenSSL's."""
+    import importlib
+
+    try:
+        return importlib.import_module("_sha256").sha256  # type: ignore[no-any-return]
+    except ImportError:
+        return importlib.import_module("_sha2").sha256  # type: ignore[no-any-return]
+
+
 async def _components(report: Report, quick: bool) -> None:
     """In-process cost of each piece of one call, to explain the ratio (no NATS, no I/O wait)."""
     from contracts.daemon_rpc import WriteFileResult
@@ -301,7 +311,7 @@ async def _components(report: Report, quick: bool) -> None:
             "asyncio task per request (create + await)": await task_hop(),
         }
     try:
-        from contracts.signing import ReplayGuard, sign, verify
+        from contracts.signing import MacKey, ReplayGuard, sign, verify
     except ImportError:  # before signed daemon RPC
         pass
     else:
@@ -317,8 +327,16 @@ async def _components(report: Report, quick: bool) -> None:
             body, headers = next(it)
             verify(key, "m-0", body, headers, guard)
 
-        costs[f"daemon verify + replay guard, writeFile body ({n} requests in a row)"] = per_call(
+        costs[f"verify + replay guard, writeFile body ({n} requests in a row)"] = per_call(
             verify_next
+        )
+        # The daemon's MACs run on the builtin SHA-256 (daemon/lean.py keeps OpenSSL out).
+        builtin = MacKey(bytes(key), sha256=_builtin_sha256())
+        costs["HMAC of a writeFile body: OpenSSL SHA-256 (platform)"] = per_call(
+            lambda: key.hexmac(write_req)
+        )
+        costs["HMAC of a writeFile body: builtin SHA-256 (daemon)"] = per_call(
+            lambda: builtin.hexmac(write_req)
         )
     for name, cost in costs.items():
         report.note(f"component: {name}: {cost * 1e6:.1f} µs per call")

@@ -24,7 +24,7 @@ import heapq
 import hmac
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from contracts.errors import ReplyForged, RequestExpired, RequestReplayed, Unauthorized
@@ -63,12 +63,13 @@ class MacKey(bytes):
     _inner: Any
     _outer: Any
 
-    def __new__(cls, key: bytes) -> MacKey:
+    def __new__(cls, key: bytes, sha256: Callable[[bytes], Any] = hashlib.sha256) -> MacKey:
+        """``sha256``: another implementation of it (bench 1 times the builtin one)."""
         self = super().__new__(cls, key)
-        block = hashlib.sha256(key).digest() if len(key) > _BLOCK else key
+        block = sha256(key).digest() if len(key) > _BLOCK else key
         block = block.ljust(_BLOCK, b"\0")
-        self._inner = hashlib.sha256(block.translate(_IPAD))
-        self._outer = hashlib.sha256(block.translate(_OPAD))
+        self._inner = sha256(block.translate(_IPAD))
+        self._outer = sha256(block.translate(_OPAD))
         return self
 
     def hexmac(self, *parts: bytes) -> str:

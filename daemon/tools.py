@@ -109,7 +109,7 @@ def write_file(home: Path, params: WriteFileParams, umask: int | None = None) ->
     target = _in_home(str(home), params.path, "$.path")
     data = params.content.encode()
     parent, name = os.path.split(target)
-    tmp = f"{parent}/.{name}.{secrets.token_hex(4)}.tmp"
+    tmp = f"{parent}/.{name}.{os.urandom(4).hex()}.tmp"  # secrets.token_hex, 3 calls fewer
     try:
         fd = _create(tmp, params.mode)
         try:
