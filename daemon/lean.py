@@ -64,6 +64,8 @@ def defer_openssl() -> None:
     A no-op when any of them is already imported (too late to matter)."""
     if any(m in sys.modules for m in ("ssl", "_ssl", "_hashlib", "asyncio", "hashlib", "hmac")):
         return
+    if not _builtin_sha256():  # a Python built without it: hashlib needs OpenSSL's
+        return
     sys.modules["ssl"] = sys.modules["_hashlib"] = None  # type: ignore[assignment]
     try:
         import asyncio  # noqa: F401
@@ -72,6 +74,14 @@ def defer_openssl() -> None:
     finally:
         del sys.modules["_hashlib"]
         sys.modules["ssl"] = _DeferredSSL("ssl", "the real ssl module, imported on first use")
+
+
+def _builtin_sha256() -> bool:
+    """Python's own SHA-256 is there (``_sha256`` to 3.11, ``_sha2`` from 3.12; a build may
+    leave the builtin hashes out)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("_sha256", "_sha2"))
 
 
 class _DeferredSSL(types.ModuleType):
