@@ -7,22 +7,25 @@ canned bytes, which the client sets beforehand by a request to ``bench.raw.<mach
 (the daemon's own answer to the same request); ``bench.raw.<machineId>.writefs`` first does the
 same atomic file write as tool.writeFile, with the fewest system calls. So daemon and baselines
 are measured between the same two processes, over the same connections; only what happens
-inside differs.
+inside differs. It imports as ``fleet-daemon`` does (``daemon.lean``: no OpenSSL on nats://,
+so the daemon's MACs run on the builtin SHA-256, as on a machine): asyncio, nats-py and the
+daemon are imported only after ``lean_imports``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import msgspec
-from nats.aio.msg import Msg
+import msgspec  # no asyncio, no OpenSSL: daemon.settings imports it before lean_imports too
 
-from core.logs import configure_logging
-from daemon.server import Daemon
+from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 
 def atomic_write(target: Path, data: bytes) -> None:
@@ -41,6 +44,10 @@ def _content(body: bytes) -> bytes:
 
 
 async def serve(settings: DaemonSettings) -> None:
+    import asyncio
+
+    from daemon.server import Daemon
+
     home = settings.home_path
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -69,6 +76,11 @@ async def serve(settings: DaemonSettings) -> None:
 
 def main() -> None:
     settings = DaemonSettings.from_env()
+    lean_imports(settings.nats_url)
+    import asyncio
+
+    from core.logs import configure_logging
+
     configure_logging(settings.env, settings.log_level, service="daemon")
     os.chdir(settings.home_path)
     asyncio.run(serve(settings))

@@ -24,7 +24,8 @@ import heapq
 import hmac
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from contracts.errors import ReplyForged, RequestExpired, RequestReplayed, Unauthorized
 
@@ -53,21 +54,37 @@ def request_ttl(timeout_s: float) -> float:
 
 
 class MacKey(bytes):
-    """A signing key that keeps its HMAC state keyed once: each MAC then copies that state
-    instead of hashing the key pads again (1.1 µs of 2.7 per MAC; both ends of every daemon
-    RPC pay it, bench 1). Still plain bytes to everything else."""
+    """A signing key that keeps its HMAC-SHA256 (RFC 2104) states keyed once: each MAC copies
+    them instead of hashing the key pads again (both ends of every daemon RPC pay it, bench 1).
+    Built on ``hashlib.sha256`` directly rather than ``hmac``: 30% less per MAC, and the same
+    code runs on OpenSSL's SHA-256 or on Python's builtin one (a daemon without OpenSSL loaded,
+    daemon/lean.py). Still plain bytes to everything else."""
 
-    _base: hmac.HMAC
+    _inner: Any
+    _outer: Any
 
-    def __new__(cls, key: bytes) -> MacKey:
+    def __new__(cls, key: bytes, sha256: Callable[[bytes], Any] = hashlib.sha256) -> MacKey:
+        """``sha256``: another implementation of it (bench 1 times the builtin one)."""
         self = super().__new__(cls, key)
-        self._base = hmac.new(key, digestmod=hashlib.sha256)
+        block = sha256(key).digest() if len(key) > _BLOCK else key
+        block = block.ljust(_BLOCK, b"\0")
+        self._inner = sha256(block.translate(_IPAD))
+        self._outer = sha256(block.translate(_OPAD))
         return self
 
-    def hexmac(self, data: bytes) -> str:
-        h = self._base.copy()
-        h.update(data)
-        return h.hexdigest()
+    def hexmac(self, *parts: bytes) -> str:
+        """The MAC of ``parts`` joined (passed apart: a 1 MiB body is never copied)."""
+        inner = self._inner.copy()
+        for part in parts:
+            inner.update(part)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return str(outer.hexdigest())
+
+
+_BLOCK = 64  # SHA-256's block size
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 def signing_key(machine_token: str) -> MacKey:
@@ -75,10 +92,8 @@ def signing_key(machine_token: str) -> MacKey:
 
 
 def _mac(key: bytes, machine_id: str, request_id: str, issued: str, ttl: str, body: bytes) -> str:
-    data = f"{machine_id}\n{request_id}\n{issued}\n{ttl}\n".encode() + body
-    if isinstance(key, MacKey):
-        return key.hexmac(data)
-    return hmac.digest(key, data, "sha256").hex()
+    head = f"{machine_id}\n{request_id}\n{issued}\n{ttl}\n".encode()
+    return (key if isinstance(key, MacKey) else MacKey(key)).hexmac(head, body)
 
 
 def sign(
@@ -146,10 +161,8 @@ def verify(
 
 def _reply_mac(key: bytes, machine_id: str, request_id: str, body: bytes) -> str:
     # "reply" first: no request MAC (which starts with a machine id) can pass for one.
-    data = f"reply\n{machine_id}\n{request_id}\n".encode() + body
-    if isinstance(key, MacKey):
-        return key.hexmac(data)
-    return hmac.digest(key, data, "sha256").hex()
+    head = f"reply\n{machine_id}\n{request_id}\n".encode()
+    return (key if isinstance(key, MacKey) else MacKey(key)).hexmac(head, body)
 
 
 def sign_reply(key: bytes, machine_id: str, request_id: str, body: bytes) -> dict[str, str]:

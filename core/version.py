@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
+import sys
 from functools import cache
-from importlib.metadata import PackageNotFoundError, version as _pkg_version
 from pathlib import Path
 
 from contracts.machine_files import CODE_SHA_FILE
@@ -16,10 +17,34 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 @cache
 def package_version() -> str:
+    if found := dist_version("fleetd"):
+        return found
+    # importlib.metadata only now: importing it costs a daemon 2.4 MB (bench 5).
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return _pkg_version("fleetd")
+        return version("fleetd")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def dist_version(name: str) -> str | None:
+    """The version of installed distribution ``name`` from the name of its ``.dist-info``
+    directory (``<name>-<version>.dist-info``, the first on sys.path, as importlib.metadata
+    finds it) without importing importlib.metadata; None if there is no such directory."""
+    want = _normalized(name)
+    for entry in sys.path:
+        with contextlib.suppress(OSError), os.scandir(entry or ".") as it:
+            for e in it:
+                if e.name.endswith(".dist-info") and "-" in e.name:
+                    dist, _, version = e.name[: -len(".dist-info")].partition("-")
+                    if _normalized(dist) == want and version:
+                        return version
+    return None
 
 
 @cache

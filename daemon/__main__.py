@@ -4,7 +4,6 @@ look after it: ``status``, ``stop``, ``doctor [--clean]``."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -14,12 +13,14 @@ from daemon.lean import lean_imports
 from daemon.pool import POOL_FD_VAR
 from daemon.settings import DaemonSettings
 
-# structlog, nats-py and everything importing them are imported in the functions below, after
-# lean_imports() (see there): it decides what they load.
+# asyncio, structlog, nats-py and everything importing them are imported in the functions
+# below, after lean_imports() (see there): it decides what they load.
 
 
 async def _run(settings: DaemonSettings) -> Path | None:
     """Run until asked to stop; returns the code to re-execute into, if any (selfUpdate)."""
+    import asyncio
+
     import structlog
 
     from core.lockfile import AlreadyRunning
@@ -102,6 +103,8 @@ def run() -> None:
     os.environ.pop("PYTHONPATH", None)
     os.environ.pop("FLEET_HANDOVER_FROM", None)
     lean_imports(settings.nats_url)
+    import asyncio
+
     import structlog
 
     from core.logs import configure_logging

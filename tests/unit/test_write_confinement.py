@@ -74,3 +74,22 @@ def test_links_that_stay_inside_and_a_linked_home_still_work(home: Path, tmp_pat
     linked.symlink_to(home)
     assert write(linked, "~/sub/other") == os.path.join(linked, "sub", "other")
     assert (home / "sub" / "other").read_text() == "owned"
+
+
+def test_the_fixed_temp_name_is_never_followed_or_reused(home: Path) -> None:
+    """The temporary file is created at one fixed name when it is free: a link planted there
+    (to a file outside) is neither followed nor removed, and a file left there is not reused;
+    the write goes through a random name instead, and lands whole."""
+    victim = home.parent / "outside" / "victim"
+    victim.write_text("untouched")
+    (home / "sub" / ".f.fleet-tmp").symlink_to(victim)
+    (home / "sub" / ".g.fleet-tmp").write_text("leftover")
+    for name in ("f", "g"):
+        assert write(home, f"sub/{name}") == str(home / "sub" / name)
+        assert (home / "sub" / name).read_text() == "owned"
+        assert not (home / "sub" / name).is_symlink()
+    assert victim.read_text() == "untouched"
+    assert (home / "sub" / ".f.fleet-tmp").is_symlink()
+    assert (home / "sub" / ".g.fleet-tmp").read_text() == "leftover"
+    left = sorted(p.name for p in (home / "sub").iterdir())
+    assert left == [".f.fleet-tmp", ".g.fleet-tmp", "f", "g"]  # no temp file of ours left
