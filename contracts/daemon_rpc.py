@@ -65,9 +65,19 @@ class GetVersionResult(Result, kw_only=True):
     git_sha: str | None
 
 
+class HealthParams(Params, kw_only=True):
+    #: Paths (``~``/relative: under the home) that must be regular files: the prober's
+    #: ``.env`` check without spawning ``test -f`` on the machine. Daemons before this field
+    #: answer -32602 to it; the prober then falls back to the command.
+    files: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]],
+                     msgspec.Meta(max_length=64)] = []  # fmt: skip
+
+
 class HealthResult(Result, kw_only=True):
     ok: bool
     uptime_s: float
+    #: Those of ``files`` that are not regular files, in the order asked.
+    missing: list[str] = []
 
 
 #: ``never``: run once. ``on-env-change``: restarted when a new ``~/.fleet/.env`` lands.
@@ -171,9 +181,10 @@ GET_VERSION: MethodSpec[NoParams, GetVersionResult] = MethodSpec(
     "The daemon's package version and the git SHA of its code.",
     _UNREACHABLE,
 )
-HEALTH: MethodSpec[NoParams, HealthResult] = MethodSpec(
-    "daemon.health", NoParams, HealthResult, "Liveness and uptime.", _UNREACHABLE
-)
+HEALTH: MethodSpec[HealthParams, HealthResult] = MethodSpec(
+    "daemon.health", HealthParams, HealthResult,
+    "Liveness and uptime; with files, which of them are missing.", _UNREACHABLE,
+)  # fmt: skip
 
 PROCESS_START: MethodSpec[ProcessStartParams, ProcessInfo] = MethodSpec(
     "process.start",

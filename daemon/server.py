@@ -329,8 +329,14 @@ class Daemon:
     async def _get_version(self, _: NoParams, __: None) -> GetVersionResult:
         return GetVersionResult(version=package_version(), git_sha=git_sha())
 
-    async def _health(self, _: NoParams, __: None) -> HealthResult:
-        return HealthResult(ok=True, uptime_s=round(time.monotonic() - self._started, 3))
+    async def _health(self, params: d.HealthParams, _: None) -> HealthResult:
+        missing = [
+            f for i, f in enumerate(params.files)
+            if not tools.resolve_path(self._home, f, f"$.files[{i}]").is_file()
+        ]  # fmt: skip
+        return HealthResult(
+            ok=True, uptime_s=round(time.monotonic() - self._started, 3), missing=missing
+        )
 
     def _lifecycle(self) -> Lifecycle:
         if self._life is None:

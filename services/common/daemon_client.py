@@ -26,6 +26,7 @@ from contracts.daemon_rpc import (
     ExecCommandParams,
     ExecCommandResult,
     GetVersionResult,
+    HealthParams,
     HealthResult,
     WriteFileParams,
     WriteFileResult,
@@ -185,8 +186,11 @@ class MachineClient:
     async def run(self, *argv: str, timeout_s: float = 120.0) -> ExecCommandResult:
         return await self.exec(ExecCommandParams(command=list(argv), timeout_s=timeout_s))
 
-    async def health(self, *, timeout_s: float | None = None) -> HealthResult:
-        return await self._c.call(self.machine_id, HEALTH, NoParams(), timeout_s=timeout_s)
+    async def health(
+        self, *, files: list[str] | None = None, timeout_s: float | None = None
+    ) -> HealthResult:
+        params = HealthParams(files=files or [])
+        return await self._c.call(self.machine_id, HEALTH, params, timeout_s=timeout_s)
 
     async def get_version(self) -> GetVersionResult:
         return await self._c.call(self.machine_id, GET_VERSION, NoParams())

@@ -6,23 +6,32 @@ import asyncio
 from typing import cast
 
 from contracts.daemon_rpc import ExecCommandResult, HealthResult
-from contracts.errors import FleetError
+from contracts.errors import FleetError, InvalidParams
 from contracts.events import SetupPushed
 from services.common.daemon_client import MachineClient
 
 
 async def probe_once(mc: MachineClient, pushed: SetupPushed, timeout_s: float = 5.0) -> str | None:
     """None when every check passes, else what is wrong (for the machine's status reason)."""
-    checks = [("test", "-f", pushed.env_path)] + [
+    checks: list[tuple[str, ...]] = [
         ("git", "-C", path, "rev-parse", "--git-dir") for path in pushed.repo_paths
     ]
-    # The health call and the checks at once: one wait for the daemon, not two in a row.
+    # The health call (which also checks the .env: no process spawned on the machine for it)
+    # and the checkouts' commands at once: one wait for the daemon, not two in a row.
     outs: list[object] = await asyncio.gather(
-        mc.health(timeout_s=timeout_s),
+        mc.health(files=[pushed.env_path], timeout_s=timeout_s),
         *(mc.run(*argv, timeout_s=timeout_s) for argv in checks),
         return_exceptions=True,
     )
     health = cast(HealthResult | BaseException, outs[0])
+    if isinstance(health, InvalidParams):  # a daemon from before health's files: the command
+        checks.insert(0, ("test", "-f", pushed.env_path))
+        again = await asyncio.gather(
+            mc.health(timeout_s=timeout_s), mc.run(*checks[0], timeout_s=timeout_s),
+            return_exceptions=True,
+        )  # fmt: skip
+        outs = [again[0], again[1], *outs[1:]]
+        health = cast(HealthResult | BaseException, outs[0])
     results = cast(list[ExecCommandResult | BaseException], outs[1:])
     if isinstance(health, FleetError):
         return f"daemon health check failed: {health.message}"
@@ -30,6 +39,14 @@ async def probe_once(mc: MachineClient, pushed: SetupPushed, timeout_s: float = 
         raise health
     if not health.ok:
         return "daemon reports it is not healthy"
+    if health.missing:
+        return ".env missing on the machine"
+    return _verdict(checks, results)
+
+
+def _verdict(
+    checks: list[tuple[str, ...]], results: list[ExecCommandResult | BaseException]
+) -> str | None:
     for argv, result in zip(checks, results, strict=True):
         if isinstance(result, FleetError):
             return f"probe command failed: {result.message}"

@@ -97,6 +97,8 @@ class FakeMachine:
     mode: Mode = "up"
     #: The next this many daemon.health calls answer ok=false.
     unhealthy_for: int = 0
+    #: A daemon from before daemon.health took files: it answers -32602 to them.
+    health_without_files: bool = False
     files: dict[str, FakeFile] = field(default_factory=dict)
     checkouts: dict[str, Checkout] = field(default_factory=dict)
     #: Every command run (argv, cwd, env, timeout), oldest first.
@@ -184,11 +186,14 @@ class FakeMachine:
     async def get_version(self, p: NoParams, _: None) -> d.GetVersionResult:
         return d.GetVersionResult(version=self.version, git_sha=self.git_sha)
 
-    async def health(self, p: NoParams, _: None) -> d.HealthResult:
+    async def health(self, p: d.HealthParams, _: None) -> d.HealthResult:
+        if p.files and self.health_without_files:
+            raise InvalidParams("Object contains unknown field `files`", field="$.files")
         if self.unhealthy_for > 0:
             self.unhealthy_for -= 1
             return d.HealthResult(ok=False, uptime_s=1.0)
-        return d.HealthResult(ok=True, uptime_s=1.0)
+        missing = [f for f in p.files if self.path(f) not in self.files]
+        return d.HealthResult(ok=True, uptime_s=1.0, missing=missing)
 
     async def process_start(self, p: d.ProcessStartParams, _: None) -> d.ProcessInfo:
         if p.tag is not None and any(

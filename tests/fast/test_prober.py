@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import cast
 
 import msgspec
 
 from contracts.consumers import Durable
-from contracts.daemon_rpc import WriteFileParams
+from contracts.daemon_rpc import HealthParams, WriteFileParams
 from contracts.events import (
     DaemonStatusReported,
     MachineFailed,
@@ -52,8 +53,36 @@ async def test_healthy_at_the_first_probe_is_ready(world: World) -> None:
     assert (after.status, after.status_reason) == (S.READY, "all readiness checks passed")
     assert world.bus.one(MachineReady, machine.id)
     m = world.daemons[machine.id]
+    # The .env is checked by the health call itself: no command spawned on the machine for it.
+    assert [
+        cast(HealthParams, c.params).files
+        for c in world.daemons.calls_of("daemon.health", machine.id)
+    ] == [[pushed.env_path]]
+    assert not m.ran("test", "-f")
+    assert m.ran("git", "-C", "src/app", "rev-parse", "--git-dir")
+
+
+async def test_a_daemon_from_before_health_files_is_probed_with_test_f(world: World) -> None:
+    machine, pushed = await setting_up(world, repos=["src/app"])
+    m = world.daemons[machine.id]
+    m.health_without_files = True
+    await world.bus.publish(pushed)
+    await world.bus.settle()
+    assert (await world.machine(machine.id)).status is S.READY
     assert m.ran("test", "-f", pushed.env_path)
     assert m.ran("git", "-C", "src/app", "rev-parse", "--git-dir")
+
+
+async def test_a_missing_env_fails_at_stage_probe_for_old_and_new_daemons(world: World) -> None:
+    world.prober.settings = msgspec.structs.replace(world.settings, probe_timeout_s=0.0)
+    for old in (False, True):
+        machine, pushed = await setting_up(world)
+        world.daemons[machine.id].health_without_files = old
+        world.daemons[machine.id].files.clear()
+        await world.bus.publish(pushed)
+        await world.bus.settle()
+        failed = world.bus.one(MachineFailed, machine.id)
+        assert failed.reason == "not healthy after 0s: .env missing on the machine", old
 
 
 async def test_probes_until_healthy(world: World) -> None:

@@ -185,6 +185,17 @@ async def test_health_answers_while_a_long_command_runs(
     assert version.version == "0.1.0"
 
 
+async def test_health_names_the_files_that_are_missing(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    _, mc = await boot(bus, spawn_daemon)
+    await mc.write_file("~/.fleet/.env", "A='1'\n")
+    await mc.run("mkdir", "-p", "adir")
+    health = await mc.health(files=["~/.fleet/.env", "nope", "adir", ".fleet/.env"])
+    assert health.missing == ["nope", "adir"]  # a directory is not a file
+    with pytest.raises(InvalidParams) as bad:
+        await mc.health(files=[""])
+    assert bad.value.field == "$.files[0]"
+
+
 @pytest.mark.parametrize(
     ("body", "code", "field"),
     [
