@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
+    from daemon import nodump
+
+    nodump.forbid_dumps()  # the loader did it already where there is one (see there)
+    nodump.take_token_fd()
     try:
         settings = DaemonSettings.from_env()
     except ValueError as exc:

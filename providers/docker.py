@@ -4,12 +4,13 @@ local one), driven with aiodocker.
 Each machine: container ``fleet-<machineId>`` from the machine image (``docker_image.py``),
 labelled ``fleet.machine``/``fleet.instance``, its home on a volume of its own
 (``fleet-<machineId>-home``), memory/CPU/pids limits, not privileged, every capability dropped,
-``no-new-privileges``, running as uid 1000. Its first process is docker's init, then the
-daemon's supervisor (``daemon.supervise``: a dead daemon is back at once; the container's
-restart policy brings back a dead supervisor). It sits on a user-defined bridge network with
-no traffic between containers; of the platform it reaches only NATS, which listens on that
-network's gateway address (valkey and the gateway stay on 127.0.0.1, which in a container is
-the container's own loopback).
+``no-new-privileges``, running as uid 1000. Its first process is the daemon's supervisor
+(``daemon.supervise``: a dead daemon is back at once, orphans are reaped; the container's
+restart policy brings back a dead supervisor), started through an execute-only loader so that
+neither it nor the daemon is readable by the machine's commands (daemon/nodump.py). It sits
+on a user-defined bridge network with no traffic between containers; of the platform it
+reaches only NATS, which listens on that network's gateway address (valkey and the gateway
+stay on 127.0.0.1, which in a container is the container's own loopback).
 """
 
 from __future__ import annotations
@@ -173,7 +174,10 @@ class DockerProvider:
             "Env": [f"{k}={v}" for k, v in env.items()],
             "Labels": {LABEL_MACHINE: machine_id, LABEL_INSTANCE: place.instance_id},
             "HostConfig": {
-                "Init": True,  # docker's init reaps orphans and forwards SIGHUP to the supervisor
+                # No docker-init: it would hold the token in a dumpable environment. The
+                # supervisor is the container's first process (non-dumpable, daemon/nodump.py);
+                # it reaps every orphan and handles SIGHUP/SIGTERM itself.
+                "Init": False,
                 "Privileged": False,
                 "CapDrop": ["ALL"],
                 "SecurityOpt": ["no-new-privileges"],
@@ -194,8 +198,8 @@ class DockerProvider:
         }
 
     async def restart(self, machine_id: str) -> bool:
-        """SIGHUP to the container's init, which passes it to the supervisor: the daemon
-        restarts in place and its processes keep running."""
+        """SIGHUP to the container's first process, the supervisor: the daemon restarts in
+        place and its processes keep running."""
         c = await self._container(machine_id)
         if c is None or not c["State"]["Running"]:
             return False
@@ -230,7 +234,7 @@ class DockerProvider:
         return f"copied code {sha[:12]} into the container's ~/{CODE_DIR}"
 
     async def daemon_pid(self, machine_id: str) -> int | None:
-        """The daemon's host pid (tests and benchmarks kill it): init's grandchild."""
+        """The daemon's host pid (tests and benchmarks kill it): the supervisor's child."""
         c = await self._container(machine_id)
         if c is None or not c["State"]["Running"]:
             return None
@@ -242,7 +246,7 @@ def _daemon_of(top: Mapping[str, Any]) -> int | None:
     titles = list(top["Titles"])
     pid_at, cmd_at = titles.index("PID"), titles.index("CMD")
     rows = [(int(r[pid_at]), str(r[cmd_at])) for r in top["Processes"]]
-    # The daemon itself, not the init or the supervisor (whose command lines end the same).
+    # The daemon itself, not the supervisor (whose command line ends the same).
     daemons = [pid for pid, cmd in rows if cmd.split()[-2:] == ["-m", "daemon"]
                and "daemon.supervise" not in cmd]  # fmt: skip
     return daemons[0] if daemons else None

@@ -30,6 +30,7 @@ from core.lockfile import holder_pid
 from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
 from providers.code import install_code
+from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import bwrap_argv, supervisor_pid
 
 log = structlog.get_logger(__name__)
@@ -58,9 +59,13 @@ def daemon_argv() -> list[str]:
     return [sys.executable, "-I", "-m", "daemon"]
 
 
-def supervised_argv() -> list[str]:
-    """The supervisor, which runs the daemon (and runs it again when it dies)."""
-    return [sys.executable, "-I", "-m", "daemon.supervise", *daemon_argv()]
+def supervised_argv(loader: str | None = None) -> list[str]:
+    """The supervisor, which runs the daemon (and runs it again when it dies); both through
+    the execute-only ``loader`` when given (non-dumpable: see daemon/nodump.py)."""
+    if loader is None:
+        return [sys.executable, "-I", "-m", "daemon.supervise", *daemon_argv()]
+    python = [loader, sys.executable, "-I", "-m"]
+    return [*python, "daemon.supervise", *python, "daemon"]
 
 
 class LocalProvider:
@@ -112,14 +117,21 @@ class LocalProvider:
             "FLEET_HOME": str(home),
             "FLEET_NATS_URL": self._nats_url,
             "FLEET_MACHINE_ID": machine_id,
-            "FLEET_MACHINE_TOKEN": token,
+            # Not the token: bwrap's init would keep it in its environment, readable by the
+            # machine's commands. A pipe the supervisor reads first (daemon/nodump.py).
+            "FLEET_MACHINE_TOKEN_FD": str(TOKEN_FD),
         }
+        if self.sandbox:
+            env["FLEET_NODUMP_LOADER"] = SANDBOX_LOADER
         if self.sandbox and not env.get("FLEET_GIT_SHA"):
             # The checkout's .git is not mounted in the sandbox: say which code this is.
             env["FLEET_GIT_SHA"] = git_sha() or ""
-        pid = spawn_detached(
-            self.argv(machine_id), env, self.machine_dir(machine_id) / "daemon.log", "fleet-daemon"
-        )
+        argv, token_fd = self.argv(machine_id), token_pipe(token)
+        try:
+            log_path = self.machine_dir(machine_id) / "daemon.log"
+            pid = spawn_detached(argv, env, log_path, "fleet-daemon", pass_fd=token_fd)
+        finally:
+            os.close(token_fd)
         self._children[machine_id] = pid
         _write_pid(self.machine_dir(machine_id), pid)
         log.info("provider.local_started", machine_id=machine_id, pid=pid, sandbox=self.sandbox)
@@ -133,8 +145,9 @@ class LocalProvider:
             machine_id=machine_id,
             home=self.home(machine_id),
             data_dir=self._data_dir,
-            command=supervised_argv(),
+            command=supervised_argv(SANDBOX_LOADER),
             shared=self._shared,
+            loader=execute_only_loader(self._data_dir),
         )
 
     async def restart(self, machine_id: str) -> bool:
@@ -159,17 +172,22 @@ class LocalProvider:
                 del self._children[mid]
 
 
-def spawn_detached(argv: list[str], env: dict[str, str], log_path: Path, what: str) -> int:
-    """Start a process in its own session, output appended to ``log_path``; its pid.
+def spawn_detached(
+    argv: list[str], env: dict[str, str], log_path: Path, what: str, pass_fd: int | None = None
+) -> int:
+    """Start a process in its own session, output appended to ``log_path``, ``pass_fd`` (if
+    any) as its descriptor 3; its pid.
 
     posix_spawn, not Popen: a machine's process must outlive the provisioner that started it
     (as a cloud machine would), so nothing here owns it; we only reap it if it exits first.
     """
     out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    passed = [] if pass_fd is None else [(os.POSIX_SPAWN_DUP2, pass_fd, TOKEN_FD)]
     try:
         return os.posix_spawn(
             argv[0], argv, env, setsid=True,
             file_actions=[
+                *passed,
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
                 (os.POSIX_SPAWN_DUP2, 1, 2),

@@ -71,8 +71,11 @@ def bwrap_argv(
     data_dir: Path,
     command: list[str],
     shared: Iterable[Path] = (),
+    loader: Path | None = None,
 ) -> list[str]:
-    """The bwrap command line that runs ``command`` inside the machine's sandbox."""
+    """The bwrap command line that runs ``command`` inside the machine's sandbox; ``loader``,
+    an execute-only dynamic loader (providers/nodump.py), is bound read-only at
+    ``/run/fleet/ld.so`` (read-only: the machine, its owner, cannot make it readable)."""
     argv = [
         bwrap_binary(),
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -94,6 +97,8 @@ def bwrap_argv(
     # Whatever was bound above may contain the data dir (a checkout's .fleet-data, a venv
     # beside it): an empty tmpfs over it hides all of it, then only this home is put back.
     argv += ["--tmpfs", str(data_dir), "--bind", str(home), str(home), "--chdir", str(home)]
+    if loader is not None:
+        argv += ["--ro-bind", str(loader), "/run/fleet/ld.so"]
     return [*argv, "--", *command]
 
 
