@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import io
 import tarfile
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,6 +32,7 @@ from contracts.machine_files import CODE_DIR, CODE_SHA_FILE
 from core.version import git_sha
 from providers.code import DAEMON_TREES, _git, resolve_sha
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
+from providers.limits import Limits, Placement, PlacementOf
 
 log = structlog.get_logger(__name__)
 
@@ -40,24 +40,6 @@ log = structlog.get_logger(__name__)
 INHERITED_ENV = ("FLEET_ENV", "FLEET_LOG_LEVEL", "FLEET_EXEC_OUTPUT_CAP", "FLEET_HEARTBEAT_S")
 LABEL_MACHINE = "fleet.machine"
 LABEL_INSTANCE = "fleet.instance"
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_mb: int = 1024
-    cpus: float = 1.0
-    pids: int = 512
-
-
-@dataclass(frozen=True)
-class Placement:
-    """What the provider needs to know of a machine beyond its id."""
-
-    instance_id: str
-    limits: Limits
-
-
-PlacementOf = Callable[[str], Awaitable[Placement]]
 
 
 def container_name(machine_id: str) -> str:

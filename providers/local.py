@@ -29,7 +29,9 @@ from core import procinfo
 from core.lockfile import holder_pid
 from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
+from providers.cgroup import MachineCgroup
 from providers.code import install_code
+from providers.limits import PlacementOf
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import bwrap_argv, supervisor_pid
 
@@ -80,6 +82,7 @@ class LocalProvider:
         code_repo: Path | None = None,
         sandbox: bool = True,
         shared: tuple[Path, ...] = (),
+        placement: PlacementOf | None = None,
     ) -> None:
         self._data_dir = data_dir.resolve()
         self._root = self._data_dir / "machines"
@@ -89,6 +92,8 @@ class LocalProvider:
         self._nats_url = nats_url
         self._environ = environ
         self._children: dict[str, int] = {}
+        #: A sandboxed machine's limits (its cgroup, providers/cgroup.py); None: no limits.
+        self._placement = placement
         self._code_repo = code_repo or SOURCE_ROOT
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
@@ -126,7 +131,8 @@ class LocalProvider:
         if self.sandbox and not env.get("FLEET_GIT_SHA"):
             # The checkout's .git is not mounted in the sandbox: say which code this is.
             env["FLEET_GIT_SHA"] = git_sha() or ""
-        argv, token_fd = self.argv(machine_id), token_pipe(token)
+        argv = await self._limited(machine_id, self.argv(machine_id))
+        token_fd = token_pipe(token)
         try:
             log_path = self.machine_dir(machine_id) / "daemon.log"
             pid = spawn_detached(argv, env, log_path, "fleet-daemon", pass_fd=token_fd)
@@ -149,6 +155,22 @@ class LocalProvider:
             shared=self._shared,
             loader=execute_only_loader(self._data_dir),
         )
+
+    async def _limited(self, machine_id: str, argv: list[str]) -> list[str]:
+        """``argv`` started in the machine's own cgroup with its limits, where cgroups can be
+        made (fleet up said so loudly where not)."""
+        if not self.sandbox or self._placement is None:
+            return argv
+        limits = (await self._placement(machine_id)).limits
+        group = MachineCgroup(machine_id)
+        try:
+            await asyncio.to_thread(group.create, limits)
+        except OSError as exc:
+            log.warning("provider.local_no_limits", machine_id=machine_id, error=str(exc))
+            return argv
+        log.info("provider.local_limits", machine_id=machine_id, memory_mb=limits.memory_mb,
+                 cpus=limits.cpus, pids=limits.pids)  # fmt: skip
+        return group.enter_argv(argv)
 
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
@@ -272,13 +294,14 @@ def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool
     """SIGTERM the daemon's process group, SIGKILL it after ``grace_s``; then any other root
     started for this machine (a start whose pid was never recorded). True if one was up."""
     pid = running_pid(machine_dir, machine_id)
-    if pid is None:
-        return False
-    _stop_root(machine_dir, machine_id, pid, grace_s)
-    for other in machine_roots(machine_id):
-        if other != pid:
-            _stop_root(machine_dir, machine_id, other, grace_s)
-    return True
+    if pid is not None:
+        _stop_root(machine_dir, machine_id, pid, grace_s)
+        for other in machine_roots(machine_id):
+            if other != pid:
+                _stop_root(machine_dir, machine_id, other, grace_s)
+    # Its cgroup too, if it had one (also when it had ended on its own: an archive's stop).
+    MachineCgroup(machine_id).remove()
+    return pid is not None
 
 
 def _stop_root(machine_dir: Path, machine_id: str, pid: int, grace_s: float) -> None:

@@ -7,15 +7,16 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from providers.base import MachineControl
-from providers.docker import DockerProvider, Limits, Placement, PlacementOf
+from providers.docker import DockerProvider
 from providers.docker_image import Say
+from providers.limits import Limits, Placement, PlacementOf
 from providers.local import LocalProvider
 from providers.swarm import SwarmProvider
 from services.common.settings import Settings
 
 
 def platform_limits(settings: Settings) -> Limits:
-    return Limits(settings.docker_memory_mb, settings.docker_cpus, settings.docker_pids)
+    return Limits(settings.machine_memory_mb, settings.machine_cpus, settings.machine_pids)
 
 
 def docker_provider(

@@ -119,16 +119,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     sandbox_share: str = ""
     #: The provider of machines.create without one (fleet up --provider local|docker).
     default_provider: Literal["local", "docker"] = "local"
+    #: Every machine's limits, both providers (docker: the container's; local: its cgroup).
+    machine_memory_mb: int = 1024
+    machine_cpus: float = 1.0
+    machine_pids: int = 512
     # docker machines (providers/docker.py); the engine is DOCKER_HOST's, else the local one
     #: The machine image's base when a registry is reachable; empty: built offline from
     #: Debian packages (debootstrap with this host's apt sources).
     docker_base_image: str = "python:3.11-slim"
     #: The user-defined bridge network of the machines (no traffic between containers).
     docker_network: str = "fleet-machines"
-    #: Each container's limits (platform defaults; an instance may set its own).
-    docker_memory_mb: int = 1024
-    docker_cpus: float = 1.0
-    docker_pids: int = 512
     #: Keep an archived machine's home volume (default: removed with its container).
     docker_keep_volumes: bool = False
     # codemode (services/codemode): runs at once per replica, and each run's sandbox limits

@@ -6,7 +6,7 @@ import os
 from contextlib import AsyncExitStack
 
 from providers.code import code_repo
-from providers.docker import Placement
+from providers.limits import Placement
 from providers.local import LocalProvider
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
@@ -24,20 +24,22 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store = await stack.enter_async_context(Store.of(settings))
     bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
     metrics = await service_metrics(settings, stack)
+    limits = platform_limits(settings)
+
+    async def placement(machine_id: str) -> Placement:
+        return Placement((await store.get_machine(machine_id)).instance_id, limits)
+
     local = LocalProvider(
         data_dir=settings.data_path,
         nats_url=settings.nats_url,
         environ=os.environ,
         sandbox=settings.sandbox == "bwrap",
         shared=settings.sandbox_shared,
+        placement=placement,
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
     )
-    limits = platform_limits(settings)
-
-    async def placement(machine_id: str) -> Placement:
-        return Placement((await store.get_machine(machine_id)).instance_id, limits)
 
     repo = code_repo(settings.code_repo)
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
