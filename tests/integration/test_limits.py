@@ -19,6 +19,7 @@ from tests.waiters import wait_until
 
 MEMORY_MB, PIDS, CPUS = 256, 64, 0.5
 
+
 @pytest.fixture
 def stack_settings(settings: Settings) -> Settings:
     assert cgroup.unavailable() is None  # the suite runs as root: it must have cgroups
