@@ -29,6 +29,7 @@ from fleet.docker_setup import prepare_sync
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, service_plan
+from providers.cgroup import unavailable as cgroup_unavailable
 from providers.local import stop_all_local
 from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
@@ -153,6 +154,13 @@ def check_sandbox(opts: UpOptions) -> str | None:
         return None
     if (why := sandbox_probe()) is not None:
         return f"{why}\nfleet up: local machines cannot be isolated here; refusing to start"
+    if (why := cgroup_unavailable()) is not None:
+        print(
+            f"fleet up: WARNING: {why}: local machines run WITHOUT memory, CPU or pids limits "
+            "(one machine can exhaust the host)",
+            file=sys.stderr,
+            flush=True,
+        )
     return None
 
 
