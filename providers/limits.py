@@ -15,6 +15,17 @@ class Limits:
     pids: int = 512
 
 
+def with_own(
+    defaults: Limits, memory_mb: int | None, cpus: float | None, pids: int | None
+) -> Limits:
+    """``defaults`` with an instance's own limits where it set them."""
+    return Limits(
+        memory_mb=defaults.memory_mb if memory_mb is None else memory_mb,
+        cpus=defaults.cpus if cpus is None else cpus,
+        pids=defaults.pids if pids is None else pids,
+    )
+
+
 @dataclass(frozen=True)
 class Placement:
     """What a provider needs to know of a machine beyond its id."""

@@ -123,6 +123,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     machine_memory_mb: int = 1024
     machine_cpus: float = 1.0
     machine_pids: int = 512
+    #: What no instance's own limits may exceed (instances.setLimits; admin only above the
+    #: defaults above).
+    machine_max_memory_mb: int = 16384
+    machine_max_cpus: float = 8.0
+    machine_max_pids: int = 8192
     # docker machines (providers/docker.py); the engine is DOCKER_HOST's, else the local one
     #: The machine image's base when a registry is reachable; empty: built offline from
     #: Debian packages (debootstrap with this host's apt sources).

@@ -6,7 +6,7 @@ import os
 from contextlib import AsyncExitStack
 
 from providers.code import code_repo
-from providers.limits import Placement
+from providers.limits import Placement, with_own
 from providers.local import LocalProvider
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
@@ -16,6 +16,7 @@ from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
 from services.provisioner.service import Provisioner
 
@@ -27,7 +28,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     limits = platform_limits(settings)
 
     async def placement(machine_id: str) -> Placement:
-        return Placement((await store.get_machine(machine_id)).instance_id, limits)
+        """The machine's instance and limits: the platform's, with the instance's own."""
+        instance_id = (await store.get_machine(machine_id)).instance_id
+        own = await instance_limits(store, instance_id)
+        return Placement(instance_id, with_own(limits, own.memory_mb, own.cpus, own.pids))
 
     local = LocalProvider(
         data_dir=settings.data_path,
