@@ -8,6 +8,7 @@ local machines' daemons, then the servers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -25,7 +26,7 @@ import msgspec
 
 from core.backoff import backoff_s
 from core.lockfile import AlreadyRunning, PidLock
-from fleet.docker_setup import prepare_sync
+from fleet.docker_setup import prepare_sync, stop_docker_machines
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, service_plan
@@ -300,6 +301,9 @@ def _stop_machines(data_dir: Path) -> None:
     n = stop_all_local(data_dir)
     if n:
         print(f"fleet up: stopped {n} local machine(s)", flush=True)
+    here = msgspec.structs.replace(Settings(), data_dir=str(data_dir))
+    if containers := asyncio.run(stop_docker_machines(here)):
+        print(f"fleet up: stopped {containers} docker machine(s)", flush=True)
     hosts = stop_all_swarm(data_dir)
     if hosts:
         print(f"fleet up: stopped {hosts} swarm host(s)", flush=True)

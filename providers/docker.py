@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 INHERITED_ENV = ("FLEET_ENV", "FLEET_LOG_LEVEL", "FLEET_EXEC_OUTPUT_CAP", "FLEET_HEARTBEAT_S")
 LABEL_MACHINE = "fleet.machine"
 LABEL_INSTANCE = "fleet.instance"
+#: Which stack (its data dir) a container belongs to: `fleet up` stops its own, no one else's.
+LABEL_STACK = "fleet.stack"
 
 
 def container_name(machine_id: str) -> str:
@@ -65,6 +67,7 @@ class DockerProvider:
         environ: Mapping[str, str] | None = None,
         keep_volumes: bool = False,
         say: Say | None = None,
+        stack: str = "",
     ) -> None:
         self._nats_url = nats_url
         self.network = network
@@ -74,6 +77,7 @@ class DockerProvider:
         self._placement = placement
         self._environ = environ or {}
         self.keep_volumes = keep_volumes
+        self.stack = stack
         self._say = say or (lambda text: log.info("provider.docker_image", step=text))
         self._docker: aiodocker.Docker | None = None
         self._builder: ImageBuilder | None = None
@@ -111,10 +115,14 @@ class DockerProvider:
 
     async def start(self, machine_id: str, token: str) -> str:
         existing = await self._container(machine_id)
-        if existing is not None:  # a redelivered machine.created: it is there already
-            if not existing["State"]["Running"]:
-                await existing.start()
-            return f"docker:{existing.id[:12]}"
+        if existing is not None:  # a redelivered machine.created, or a resume
+            if existing["State"]["Running"] and self._current(existing):
+                return f"docker:{existing.id[:12]}"
+            # Stopped (fleet up stopped it) or made for another NATS address (an embedded NATS
+            # gets a new port each time): made again from today's image and settings, with
+            # its home volume.
+            await existing.delete(force=True)
+            log.info("provider.docker_recreating", machine_id=machine_id)
         image = await self.image()
         gateway = await ensure_network(self.docker, self.network)
         self._check_nats_reachable(gateway)
@@ -130,6 +138,9 @@ class DockerProvider:
             raise ProviderError(f"docker: cannot start {machine_id}: {exc.message}") from None
         log.info("provider.docker_started", machine_id=machine_id, container=c.id[:12])
         return f"docker:{c.id[:12]}"
+
+    def _current(self, c: aiodocker.containers.DockerContainer) -> bool:
+        return f"FLEET_NATS_URL={self._nats_url}" in (c["Config"]["Env"] or [])
 
     def _check_nats_reachable(self, gateway: str) -> None:
         hosts = {urlsplit(u.strip()).hostname for u in self._nats_url.split(",")}
@@ -154,7 +165,11 @@ class DockerProvider:
             "Image": image,
             "Hostname": f"fleet-{machine_id[-12:]}",
             "Env": [f"{k}={v}" for k, v in env.items()],
-            "Labels": {LABEL_MACHINE: machine_id, LABEL_INSTANCE: place.instance_id},
+            "Labels": {
+                LABEL_MACHINE: machine_id,
+                LABEL_INSTANCE: place.instance_id,
+                LABEL_STACK: self.stack,
+            },
             "HostConfig": {
                 # No docker-init: it would hold the token in a dumpable environment. The
                 # supervisor is the container's first process (non-dumpable, daemon/nodump.py);
@@ -287,6 +302,13 @@ async def ensure_network(docker: aiodocker.Docker, name: str) -> str:
     if not gateway:
         raise ProviderError(f"docker network {name} has no gateway address")
     return str(gateway)
+
+
+async def stop_stack(docker: aiodocker.Docker, stack: str, grace_s: int = 5) -> int:
+    """Stop (not remove) every running machine container of ``stack``; how many."""
+    found = await docker.containers.list(filters={"label": [f"{LABEL_STACK}={stack}"]})
+    await asyncio.gather(*(c.stop(t=grace_s) for c in found))
+    return len(found)
 
 
 async def machine_containers(docker: aiodocker.Docker) -> list[str]:

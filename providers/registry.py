@@ -36,8 +36,13 @@ def docker_provider(
         nats_url=settings.nats_url, network=settings.docker_network,
         base_image=settings.docker_base_image, work_dir=settings.data_path / "image-build",
         code_repo=repo, placement=placement or platform_placement, environ=os.environ,
-        keep_volumes=settings.docker_keep_volumes, say=say,
+        keep_volumes=settings.docker_keep_volumes, say=say, stack=stack_id(settings),
     )  # fmt: skip
+
+
+def stack_id(settings: Settings) -> str:
+    """What a stack's containers are labelled with (``fleet.stack``): its data dir."""
+    return str(settings.data_path.resolve())
 
 
 async def code_installers(
