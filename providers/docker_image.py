@@ -143,6 +143,7 @@ class ImageBuilder:
         base = await self._base()
         tag = f"{IMAGE_REPO}:{machine_key(base)}"
         if await self._has(tag):
+            self.say(f"{tag} is up to date (its key covers the recipe, the base and the code)")
             return tag
         self.say(f"building {tag} from {base} ...")
         await self._build_machine(base, tag)
