@@ -32,6 +32,7 @@ from core.version import SOURCE_ROOT, git_sha
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
 from providers.limits import PlacementOf
+from providers.machine_uid import give_home, machine_uid
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import bwrap_argv, supervisor_pid
 
@@ -83,6 +84,7 @@ class LocalProvider:
         sandbox: bool = True,
         shared: tuple[Path, ...] = (),
         placement: PlacementOf | None = None,
+        uids: tuple[int, int] | None = None,
     ) -> None:
         self._data_dir = data_dir.resolve()
         self._root = self._data_dir / "machines"
@@ -94,6 +96,8 @@ class LocalProvider:
         self._children: dict[str, int] = {}
         #: A sandboxed machine's limits (its cgroup, providers/cgroup.py); None: no limits.
         self._placement = placement
+        #: Sandboxed machines' own uids (providers/machine_uid.py); None: the platform's.
+        self._uids = uids if sandbox else None
         self._code_repo = code_repo or SOURCE_ROOT
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
@@ -101,6 +105,7 @@ class LocalProvider:
         sha, new = await asyncio.to_thread(
             install_code, self._code_repo, target_ref, self.home(machine_id)
         )
+        await asyncio.to_thread(self._own_uid, machine_id)  # what was written is the machine's
         return f"{'installed' if new else 'already had'} code {sha[:12]} in ~/.fleet/code"
 
     def machine_dir(self, machine_id: str) -> Path:
@@ -116,6 +121,7 @@ class LocalProvider:
             return f"local:{pid}"
         home = self.home(machine_id)
         home.mkdir(parents=True, exist_ok=True)
+        uid = await asyncio.to_thread(self._own_uid, machine_id)
         env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV}
         env |= {
             "HOME": str(home),
@@ -131,7 +137,7 @@ class LocalProvider:
         if self.sandbox and not env.get("FLEET_GIT_SHA"):
             # The checkout's .git is not mounted in the sandbox: say which code this is.
             env["FLEET_GIT_SHA"] = git_sha() or ""
-        argv = await self._limited(machine_id, self.argv(machine_id))
+        argv = await self._limited(machine_id, self.argv(machine_id, uid))
         token_fd = token_pipe(token)
         try:
             log_path = self.machine_dir(machine_id) / "daemon.log"
@@ -143,7 +149,15 @@ class LocalProvider:
         log.info("provider.local_started", machine_id=machine_id, pid=pid, sandbox=self.sandbox)
         return f"local:{pid}"
 
-    def argv(self, machine_id: str) -> list[str]:
+    def _own_uid(self, machine_id: str) -> int | None:
+        """The machine's uid (allocated once), its home given to it; None: the platform's."""
+        if self._uids is None:
+            return None
+        uid = machine_uid(self._root, machine_id, self._uids)
+        give_home(self.home(machine_id), uid)
+        return uid
+
+    def argv(self, machine_id: str, uid: int | None = None) -> list[str]:
         """The machine's root process: the supervisor, inside the sandbox unless turned off."""
         if not self.sandbox:
             return supervised_argv()
@@ -154,6 +168,7 @@ class LocalProvider:
             command=supervised_argv(SANDBOX_LOADER),
             shared=self._shared,
             loader=execute_only_loader(self._data_dir),
+            uid=uid,
         )
 
     async def _limited(self, machine_id: str, argv: list[str]) -> list[str]:

@@ -117,6 +117,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     sandbox: Literal["bwrap", "none"] = "bwrap"
     #: Host paths every sandboxed machine may read (``:``-separated; e.g. a repository mirror).
     sandbox_share: str = ""
+    #: ``first-last``: each sandboxed local machine runs as a uid of its own from this range
+    #: (providers/machine_uid.py); empty: as the platform's user, without capabilities.
+    sandbox_uids: str = "200000-265535"
     #: The provider of machines.create without one (fleet up --provider local|docker).
     default_provider: Literal["local", "docker"] = "local"
     #: Every machine's limits, both providers (docker: the container's; local: its cgroup).
@@ -168,6 +171,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def sandbox_uid_range(self) -> tuple[int, int] | None:
+        """``sandbox_uids`` as (first, last); None when empty."""
+        if not self.sandbox_uids.strip():
+            return None
+        first, _, last = self.sandbox_uids.partition("-")
+        try:
+            lo, hi = int(first), int(last or first)
+        except ValueError:
+            lo = hi = 0
+        if not 0 < lo <= hi:
+            raise SettingsError(f"FLEET_SANDBOX_UIDS: {self.sandbox_uids!r} is not FIRST-LAST")
+        return lo, hi
 
     @property
     def sandbox_shared(self) -> tuple[Path, ...]:

@@ -39,6 +39,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         environ=os.environ,
         sandbox=settings.sandbox == "bwrap",
         shared=settings.sandbox_shared,
+        uids=settings.sandbox_uid_range,
         placement=placement,
     )
     swarm = SwarmProvider(

@@ -335,4 +335,22 @@ async def test_own_work_still_works(stack: FleetClient, settings: Settings, pair
     assert [p.tag for p in listed if p.pid == bg.pid] == ["bg"]
     tmp = await sh(stack, pair.a, "echo x > /tmp/t && cat /tmp/t && touch /usr/x 2>&1; echo $?")
     assert tmp.startswith("x\n")
-    assert "Read-only" in tmp
+    assert "Read-only" in tmp or "Permission denied" in tmp  # a uid of its own: both hold
+
+
+async def test_a_machine_runs_as_a_uid_of_its_own(
+    stack: FleetClient, settings: Settings, pair: Pair
+) -> None:
+    uids = [int(await sh(stack, m, "id -u")) for m in (pair.a, pair.b)]
+    assert 0 not in uids  # never root, with or without capabilities
+    if pair.provider == "docker":  # the image's user; containers are apart by namespaces
+        assert uids == [1000, 1000]
+        return
+    assert uids[0] != uids[1]  # and nobody else's: each machine its own
+    lo, hi = settings.sandbox_uid_range or (0, 0)
+    assert all(lo <= u <= hi for u in uids)
+    assert pair.home(settings, pair.a).stat().st_uid == uids[0]
+    # What only root may do is not A's: its home is A's, nothing else is.
+    out = await sh(stack, pair.a, "kill -0 1 2>&1; touch /etc/x 2>&1; echo done")
+    assert "Operation not permitted" in out
+    assert out.rstrip().endswith("done")
