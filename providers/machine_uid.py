@@ -46,3 +46,22 @@ def as_uid(uid: int, argv: list[str]) -> list[str]:
     """``argv`` run as ``uid`` (and its own group, no others, no capabilities at all)."""
     return [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
             "--inh-caps=-all", "--bounding-set=-all", "--", *argv]  # fmt: skip
+
+
+def trusting_gitconfig(data_dir: Path) -> Path:
+    """The machine's ``/etc/gitconfig``: the host's, plus ``safe.directory = *``. The only
+    repositories in a sandbox not owned by the machine's uid are the operator's, shared
+    read-only (``FLEET_SANDBOX_SHARE``, admin-only local repos), which git would otherwise
+    refuse to clone from as of "dubious ownership"."""
+    host = Path("/etc/gitconfig")
+    text = host.read_text() if host.is_file() else ""
+    path = data_dir / "sandbox" / "gitconfig"
+    wanted = f"{text}\n# fleetd: a machine's uid trusts the operator's shared repositories\n"
+    wanted += "[safe]\n\tdirectory = *\n"
+    if not path.is_file() or path.read_text() != wanted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(wanted)
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    return path

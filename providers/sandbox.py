@@ -24,7 +24,7 @@ from pathlib import Path
 
 from contracts.errors import ProviderError
 from core.version import SOURCE_ROOT
-from providers.machine_uid import as_uid
+from providers.machine_uid import as_uid, trusting_gitconfig
 
 #: What the sandbox's root holds from the host, read-only (merged-/usr links stay links).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -117,6 +117,8 @@ def bwrap_argv(
             "/run/fleet/ld.so",
         ]
     if uid is not None:
+        # Last: over the host's /etc/gitconfig (bound above, if any).
+        argv += ["--ro-bind", str(trusting_gitconfig(data_dir)), "/etc/gitconfig"]
         command = as_uid(uid, command)
     return [*argv, "--", *command]
 
