@@ -155,6 +155,10 @@ class LocalProvider:
             return None
         uid = machine_uid(self._root, machine_id, self._uids)
         give_home(self.home(machine_id), uid)
+        # Its log too: the daemon reads it back (daemon.log) through its own stdout.
+        log_path = self.machine_dir(machine_id) / "daemon.log"
+        log_path.touch(mode=0o600)
+        os.chown(log_path, uid, uid)
         return uid
 
     def argv(self, machine_id: str, uid: int | None = None) -> list[str]:

@@ -21,7 +21,9 @@ SETPRIV = "/usr/bin/setpriv"
 def machine_uid(root: Path, machine_id: str, uids: tuple[int, int]) -> int:
     """The uid of machine ``machine_id`` (its directory under ``root``), allocated if new."""
     mine = root / machine_id / "uid"
-    with open(root / ".uids.lock", "a+") as lock:
+    lock_path = root.parent / "sandbox" / "uids.lock"  # not in root: one dir per machine there
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if mine.exists():
             return int(mine.read_text())
