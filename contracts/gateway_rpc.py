@@ -22,6 +22,7 @@ from contracts.errors import (
     ProviderError,
     ToolError,
 )
+from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
 from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
@@ -226,6 +227,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     EVENTS_TICKET,
     *LIVE_METHODS,
     *MACHINE_METHODS,
+    *LIMITS_METHODS,
     *CODEMODE_METHODS,
 )
 

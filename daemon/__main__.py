@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
+    from daemon import nodump
+
+    nodump.forbid_dumps()  # the loader did it already where there is one (see there)
+    nodump.take_token_fd()
     if POOL_FD_VAR in os.environ:  # a pooled machine: imports first, then wait to be claimed
         lean_imports(os.environ.get("FLEET_NATS_URL", ""))
         from daemon.pool import await_identity

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from core import procinfo
+from daemon import nodump
 from daemon.pool import pool_socket, relay_claim
 from daemon.state import CorruptState, read_state
 
@@ -53,7 +54,8 @@ def _become_subreaper() -> None:
 
 
 def successor_of(pid: int) -> int | None:
-    """A live daemon started by ``pid`` to take over from it (handover), if any."""
+    """A live daemon started by ``pid`` to take over from it (handover), if any. A
+    non-dumpable one (daemon/nodump.py) hides its environment: ``taker_of`` finds it."""
     marker = f"{HANDOVER_VAR}={pid}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -197,7 +199,9 @@ def end_the_machine() -> None:
 
 
 def main() -> None:
-    argv = sys.argv[1:] or [sys.executable, "-I", "-m", "daemon"]
+    nodump.forbid_dumps()
+    nodump.take_token_fd()  # before any of the machine's processes exists
+    argv = sys.argv[1:] or nodump.python_argv("-I", "-m", "daemon")
     _become_subreaper()
     sup = Supervisor(argv)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

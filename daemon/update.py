@@ -19,6 +19,7 @@ import structlog
 from contracts.errors import NotFound
 from contracts.machine_files import CODE_CURRENT, CODE_DIR, CODE_SHA_FILE
 from core.version import SOURCE_ROOT, git_sha
+from daemon import nodump
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,7 @@ def newer_code(home: Path) -> Path | None:
 
 def daemon_argv() -> list[str]:
     # -P: neither the working directory nor a script's directory may shadow fleetd's packages.
-    return [sys.executable, "-P", "-m", "daemon"]
+    return nodump.python_argv("-P", "-m", "daemon")
 
 
 def daemon_env(code_dir: Path, **extra: str) -> dict[str, str]:
@@ -82,16 +83,18 @@ def exec_in_place(code_dir: Path) -> None:
     log.info("daemon.exec_in_place", code=str(code_dir))
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, daemon_argv(), daemon_env(code_dir))  # noqa: S606 - argv by design
+    argv = daemon_argv()
+    os.execve(argv[0], argv, daemon_env(code_dir))  # noqa: S606 - argv by design
 
 
 def spawn_successor(code_dir: Path) -> int:
     """Start the daemon that takes over from this one; it waits for our lock."""
     env = daemon_env(code_dir, **{HANDOVER_VAR: str(os.getpid())})
     # Our stdout/stderr (the machine's daemon log) are inherited; a new session, as we have.
+    argv = daemon_argv()
     pid = os.posix_spawn(
-        sys.executable,
-        daemon_argv(),
+        argv[0],
+        argv,
         env,
         setsid=True,
         file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],

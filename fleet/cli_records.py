@@ -41,6 +41,12 @@ def _instances(g: SubAction) -> None:
     )
     command(g, "list", _instances_list, "every instance you may see")
     command(g, "get", _instances_get, "one instance").add_argument("instance_id")
+    lim = command(g, "limits", _instances_limits, "show or set its machines' limits")
+    lim.add_argument("instance_id")
+    lim.add_argument("--memory-mb", type=int, help="each machine's memory (MiB)")
+    lim.add_argument("--cpus", type=float, help="each machine's CPUs (e.g. 0.5)")
+    lim.add_argument("--pids", type=int, help="each machine's processes and threads")
+    lim.add_argument("--reset", action="store_true", help="back to the platform's defaults")
 
 
 async def _instances_create(c: FleetClient, a: Args) -> int:
@@ -57,6 +63,22 @@ async def _instances_list(c: FleetClient, a: Args) -> int:
 async def _instances_get(c: FleetClient, a: Args) -> int:
     i = await c.get_instance(a.instance_id)
     return emit(a, i, lambda: f"{i.id}  {i.name}  machine={i.current_machine_id or '-'}")
+
+
+async def _instances_limits(c: FleetClient, a: Args) -> int:
+    """The instance's own limits, each one given replacing its own (the others kept)."""
+    wanted = {"memory_mb": a.memory_mb, "cpus": a.cpus, "pids": a.pids}
+    got = await c.get_limits(a.instance_id)
+    if a.reset or any(v is not None for v in wanted.values()):
+        kept = {} if a.reset else {
+            name: getattr(got, name) for name, wire in
+            (("memory_mb", "memoryMb"), ("cpus", "cpus"), ("pids", "pids")) if wire in got.own
+        }  # fmt: skip
+        mine = kept | {k: v for k, v in wanted.items() if v is not None}
+        got = await c.set_limits(a.instance_id, **mine)
+    own = ", ".join(got.own) or "none: the platform's defaults"
+    return emit(a, got, lambda: f"memory {got.memory_mb} MiB, {got.cpus:g} CPUs, "
+                f"{got.pids} pids (its own: {own})")  # fmt: skip
 
 
 # --- env ----------------------------------------------------------------------------------------

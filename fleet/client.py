@@ -41,6 +41,7 @@ from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
 from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
+from fleet.client_limits import LimitsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
 from fleet.client_retry import RetryingCalls
@@ -56,7 +57,9 @@ class ConnectionFailed(Exception):
     """The gateway could not be reached at all."""
 
 
-class FleetClient(RetryingCalls, EventsClient, LiveClient, CodemodeMethods, MachinesClient):
+class FleetClient(
+    RetryingCalls, EventsClient, LiveClient, CodemodeMethods, MachinesClient, LimitsClient
+):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._token = token

@@ -8,10 +8,12 @@ import asyncio
 import sys
 import time
 
+import aiodocker
+
 from providers.code import code_repo
-from providers.docker import ensure_network
+from providers.docker import ensure_network, stop_stack
 from providers.docker_image import Say
-from providers.registry import docker_provider
+from providers.registry import docker_provider, stack_id
 from services.common.settings import Settings
 
 
@@ -37,3 +39,16 @@ async def prepare(settings: Settings, prefix: str) -> tuple[str, str]:
 
 def prepare_sync(settings: Settings, prefix: str) -> tuple[str, str]:
     return asyncio.run(prepare(settings, prefix))
+
+
+async def stop_docker_machines(settings: Settings) -> int:
+    """Stop this stack's running containers (``fleet up`` stopping); 0 without an engine. The
+    next ``fleet up`` makes them again (the provisioner resumes live machines)."""
+    try:
+        async with aiodocker.Docker() as docker:
+            return await stop_stack(docker, stack_id(settings))
+    except (OSError, ValueError):  # no engine here (no socket, none answers): no machines
+        return 0
+    except aiodocker.DockerError as exc:
+        print(f"fleet up: could not stop docker machines: {exc.message}", file=sys.stderr)
+        return 0

@@ -9,6 +9,7 @@ local machines' daemons, then the servers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -26,11 +27,12 @@ import msgspec
 
 from core.backoff import backoff_s
 from core.lockfile import AlreadyRunning, PidLock
-from fleet.docker_setup import prepare_sync
+from fleet.docker_setup import prepare_sync, stop_docker_machines
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, service_plan
 from fleet.up_servers import ServerSupervisor
+from providers.cgroup import unavailable as cgroup_unavailable
 from providers.local import stop_all_local
 from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
@@ -159,6 +161,13 @@ def check_sandbox(opts: UpOptions) -> str | None:
         return None
     if (why := sandbox_probe()) is not None:
         return f"{why}\nfleet up: local machines cannot be isolated here; refusing to start"
+    if (why := cgroup_unavailable()) is not None:
+        print(
+            f"fleet up: WARNING: {why}: local machines run WITHOUT memory, CPU or pids limits "
+            "(one machine can exhaust the host)",
+            file=sys.stderr,
+            flush=True,
+        )
     return None
 
 
@@ -309,6 +318,9 @@ def _stop_machines(data_dir: Path) -> None:
     n = stop_all_local(data_dir)
     if n:
         print(f"fleet up: stopped {n} local machine(s)", flush=True)
+    here = msgspec.structs.replace(Settings(), data_dir=str(data_dir))
+    if containers := asyncio.run(stop_docker_machines(here)):
+        print(f"fleet up: stopped {containers} docker machine(s)", flush=True)
     hosts = stop_all_swarm(data_dir)
     if hosts:
         print(f"fleet up: stopped {hosts} swarm host(s)", flush=True)

@@ -4,12 +4,13 @@ local one), driven with aiodocker.
 Each machine: container ``fleet-<machineId>`` from the machine image (``docker_image.py``),
 labelled ``fleet.machine``/``fleet.instance``, its home on a volume of its own
 (``fleet-<machineId>-home``), memory/CPU/pids limits, not privileged, every capability dropped,
-``no-new-privileges``, running as uid 1000. Its first process is docker's init, then the
-daemon's supervisor (``daemon.supervise``: a dead daemon is back at once; the container's
-restart policy brings back a dead supervisor). It sits on a user-defined bridge network with
-no traffic between containers; of the platform it reaches only NATS, which listens on that
-network's gateway address (valkey and the gateway stay on 127.0.0.1, which in a container is
-the container's own loopback).
+``no-new-privileges``, running as uid 1000. Its first process is the daemon's supervisor
+(``daemon.supervise``: a dead daemon is back at once, orphans are reaped; the container's
+restart policy brings back a dead supervisor), started through an execute-only loader so that
+neither it nor the daemon is readable by the machine's commands (daemon/nodump.py). It sits
+on a user-defined bridge network with no traffic between containers; of the platform it
+reaches only NATS, which listens on that network's gateway address (valkey and the gateway
+stay on 127.0.0.1, which in a container is the container's own loopback).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import io
 import tarfile
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,6 +32,7 @@ from contracts.machine_files import CODE_DIR, CODE_SHA_FILE
 from core.version import git_sha
 from providers.code import DAEMON_TREES, _git, resolve_sha
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
+from providers.limits import Limits, Placement, PlacementOf
 
 log = structlog.get_logger(__name__)
 
@@ -39,24 +40,8 @@ log = structlog.get_logger(__name__)
 INHERITED_ENV = ("FLEET_ENV", "FLEET_LOG_LEVEL", "FLEET_EXEC_OUTPUT_CAP", "FLEET_HEARTBEAT_S")
 LABEL_MACHINE = "fleet.machine"
 LABEL_INSTANCE = "fleet.instance"
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_mb: int = 1024
-    cpus: float = 1.0
-    pids: int = 512
-
-
-@dataclass(frozen=True)
-class Placement:
-    """What the provider needs to know of a machine beyond its id."""
-
-    instance_id: str
-    limits: Limits
-
-
-PlacementOf = Callable[[str], Awaitable[Placement]]
+#: Which stack (its data dir) a container belongs to: `fleet up` stops its own, no one else's.
+LABEL_STACK = "fleet.stack"
 
 
 def container_name(machine_id: str) -> str:
@@ -82,6 +67,7 @@ class DockerProvider:
         environ: Mapping[str, str] | None = None,
         keep_volumes: bool = False,
         say: Say | None = None,
+        stack: str = "",
     ) -> None:
         self._nats_url = nats_url
         self.network = network
@@ -91,6 +77,7 @@ class DockerProvider:
         self._placement = placement
         self._environ = environ or {}
         self.keep_volumes = keep_volumes
+        self.stack = stack
         self._say = say or (lambda text: log.info("provider.docker_image", step=text))
         self._docker: aiodocker.Docker | None = None
         self._builder: ImageBuilder | None = None
@@ -128,10 +115,14 @@ class DockerProvider:
 
     async def start(self, machine_id: str, token: str) -> str:
         existing = await self._container(machine_id)
-        if existing is not None:  # a redelivered machine.created: it is there already
-            if not existing["State"]["Running"]:
-                await existing.start()
-            return f"docker:{existing.id[:12]}"
+        if existing is not None:  # a redelivered machine.created, or a resume
+            if existing["State"]["Running"] and self._current(existing):
+                return f"docker:{existing.id[:12]}"
+            # Stopped (fleet up stopped it) or made for another NATS address (an embedded NATS
+            # gets a new port each time): made again from today's image and settings, with
+            # its home volume.
+            await existing.delete(force=True)
+            log.info("provider.docker_recreating", machine_id=machine_id)
         image = await self.image()
         gateway = await ensure_network(self.docker, self.network)
         self._check_nats_reachable(gateway)
@@ -147,6 +138,9 @@ class DockerProvider:
             raise ProviderError(f"docker: cannot start {machine_id}: {exc.message}") from None
         log.info("provider.docker_started", machine_id=machine_id, container=c.id[:12])
         return f"docker:{c.id[:12]}"
+
+    def _current(self, c: aiodocker.containers.DockerContainer) -> bool:
+        return f"FLEET_NATS_URL={self._nats_url}" in (c["Config"]["Env"] or [])
 
     def _check_nats_reachable(self, gateway: str) -> None:
         hosts = {urlsplit(u.strip()).hostname for u in self._nats_url.split(",")}
@@ -171,9 +165,16 @@ class DockerProvider:
             "Image": image,
             "Hostname": f"fleet-{machine_id[-12:]}",
             "Env": [f"{k}={v}" for k, v in env.items()],
-            "Labels": {LABEL_MACHINE: machine_id, LABEL_INSTANCE: place.instance_id},
+            "Labels": {
+                LABEL_MACHINE: machine_id,
+                LABEL_INSTANCE: place.instance_id,
+                LABEL_STACK: self.stack,
+            },
             "HostConfig": {
-                "Init": True,  # docker's init reaps orphans and forwards SIGHUP to the supervisor
+                # No docker-init: it would hold the token in a dumpable environment. The
+                # supervisor is the container's first process (non-dumpable, daemon/nodump.py);
+                # it reaps every orphan and handles SIGHUP/SIGTERM itself.
+                "Init": False,
                 "Privileged": False,
                 "CapDrop": ["ALL"],
                 "SecurityOpt": ["no-new-privileges"],
@@ -194,8 +195,8 @@ class DockerProvider:
         }
 
     async def restart(self, machine_id: str) -> bool:
-        """SIGHUP to the container's init, which passes it to the supervisor: the daemon
-        restarts in place and its processes keep running."""
+        """SIGHUP to the container's first process, the supervisor: the daemon restarts in
+        place and its processes keep running."""
         c = await self._container(machine_id)
         if c is None or not c["State"]["Running"]:
             return False
@@ -230,7 +231,7 @@ class DockerProvider:
         return f"copied code {sha[:12]} into the container's ~/{CODE_DIR}"
 
     async def daemon_pid(self, machine_id: str) -> int | None:
-        """The daemon's host pid (tests and benchmarks kill it): init's grandchild."""
+        """The daemon's host pid (tests and benchmarks kill it): the supervisor's child."""
         c = await self._container(machine_id)
         if c is None or not c["State"]["Running"]:
             return None
@@ -242,7 +243,7 @@ def _daemon_of(top: Mapping[str, Any]) -> int | None:
     titles = list(top["Titles"])
     pid_at, cmd_at = titles.index("PID"), titles.index("CMD")
     rows = [(int(r[pid_at]), str(r[cmd_at])) for r in top["Processes"]]
-    # The daemon itself, not the init or the supervisor (whose command lines end the same).
+    # The daemon itself, not the supervisor (whose command line ends the same).
     daemons = [pid for pid, cmd in rows if cmd.split()[-2:] == ["-m", "daemon"]
                and "daemon.supervise" not in cmd]  # fmt: skip
     return daemons[0] if daemons else None
@@ -301,6 +302,13 @@ async def ensure_network(docker: aiodocker.Docker, name: str) -> str:
     if not gateway:
         raise ProviderError(f"docker network {name} has no gateway address")
     return str(gateway)
+
+
+async def stop_stack(docker: aiodocker.Docker, stack: str, grace_s: int = 5) -> int:
+    """Stop (not remove) every running machine container of ``stack``; how many."""
+    found = await docker.containers.list(filters={"label": [f"{LABEL_STACK}={stack}"]})
+    await asyncio.gather(*(c.stop(t=grace_s) for c in found))
+    return len(found)
 
 
 async def machine_containers(docker: aiodocker.Docker) -> list[str]:

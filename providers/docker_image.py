@@ -50,19 +50,28 @@ MACHINE_UID = 1000
 MACHINE_HOME = "/home/fleet"
 #: (The supervisor spawns argv[0] as a path: env finds python3 wherever the base has it.)
 #: Bumped when the recipe below changes in a way its text does not show.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
+FLEET_LIB = "/usr/local/lib/fleet"
+LOADER = f"{FLEET_LIB}/ld.so"
 DOCKERFILE = f"""\
 FROM {{base}}
 RUN (getent passwd {MACHINE_UID} >/dev/null || useradd --create-home --uid {MACHINE_UID} \
     --user-group --shell /bin/sh fleet) && mkdir -p {MACHINE_HOME} \
     && chown {MACHINE_UID}:{MACHINE_UID} {MACHINE_HOME} && python3 -c 'import sys; \
 assert sys.version_info >= (3, 11), sys.version'
+# An execute-only copy of the dynamic loader (root's, mode 0111): the supervisor and the daemon
+# run through it, so the kernel makes them non-dumpable and the machine's own commands cannot
+# read their environment or memory (the token). See daemon/nodump.py.
+RUN mkdir -p {FLEET_LIB} && ln -s "$(readlink -f "$(command -v python3)")" {FLEET_LIB}/python3 \
+    && cp "$(python3 -c "print(next(l.split()[-1] for l in open('/proc/self/maps') \
+if '/ld-' in l))")" {LOADER} && chmod 0111 {LOADER}
 COPY lib /opt/fleet/lib
 ENV PYTHONPATH=/opt/fleet/lib PYTHONDONTWRITEBYTECODE=1 HOME={MACHINE_HOME} \
-    FLEET_HOME={MACHINE_HOME} FLEET_SANDBOXED=1
+    FLEET_HOME={MACHINE_HOME} FLEET_SANDBOXED=1 FLEET_NODUMP_LOADER={LOADER}
 USER {MACHINE_UID}:{MACHINE_UID}
 WORKDIR {MACHINE_HOME}
-CMD ["python3", "-P", "-m", "daemon.supervise", "/usr/bin/env", "python3", "-P", "-m", "daemon"]
+CMD ["{LOADER}", "{FLEET_LIB}/python3", "-P", "-m", "daemon.supervise", \
+     "{LOADER}", "{FLEET_LIB}/python3", "-P", "-m", "daemon"]
 """
 
 
@@ -134,6 +143,7 @@ class ImageBuilder:
         base = await self._base()
         tag = f"{IMAGE_REPO}:{machine_key(base)}"
         if await self._has(tag):
+            self.say(f"{tag} is up to date (its key covers the recipe, the base and the code)")
             return tag
         self.say(f"building {tag} from {base} ...")
         await self._build_machine(base, tag)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -30,7 +31,11 @@ from core.lockfile import holder_pid
 from core.poolwire import POOL_SLOT_VAR
 from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
+from providers.cgroup import MachineCgroup
 from providers.code import install_code
+from providers.limits import Limits, PlacementOf
+from providers.machine_uid import give_home, machine_uid
+from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import bwrap_argv, supervisor_pid
 
 log = structlog.get_logger(__name__)
@@ -59,9 +64,13 @@ def daemon_argv() -> list[str]:
     return [sys.executable, "-I", "-m", "daemon"]
 
 
-def supervised_argv() -> list[str]:
-    """The supervisor, which runs the daemon (and runs it again when it dies)."""
-    return [sys.executable, "-I", "-m", "daemon.supervise", *daemon_argv()]
+def supervised_argv(loader: str | None = None) -> list[str]:
+    """The supervisor, which runs the daemon (and runs it again when it dies); both through
+    the execute-only ``loader`` when given (non-dumpable: see daemon/nodump.py)."""
+    if loader is None:
+        return [sys.executable, "-I", "-m", "daemon.supervise", *daemon_argv()]
+    python = [loader, sys.executable, "-I", "-m"]
+    return [*python, "daemon.supervise", *python, "daemon"]
 
 
 class LocalProvider:
@@ -76,6 +85,9 @@ class LocalProvider:
         code_repo: Path | None = None,
         sandbox: bool = True,
         shared: tuple[Path, ...] = (),
+        placement: PlacementOf | None = None,
+        uids: tuple[int, int] | None = None,
+        default_limits: Limits | None = None,
     ) -> None:
         self._data_dir = data_dir.resolve()
         self._root = self._data_dir / "machines"
@@ -85,6 +97,12 @@ class LocalProvider:
         self._nats_url = nats_url
         self._environ = environ
         self._children: dict[str, int] = {}
+        #: A sandboxed machine's limits (its cgroup, providers/cgroup.py); None: no limits.
+        self._placement = placement
+        #: A pooled machine's limits before its claim (then its instance's).
+        self._default_limits = default_limits or Limits()
+        #: Sandboxed machines' own uids (providers/machine_uid.py); None: the platform's.
+        self._uids = uids if sandbox else None
         self._code_repo = code_repo or SOURCE_ROOT
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
@@ -92,6 +110,7 @@ class LocalProvider:
         sha, new = await asyncio.to_thread(
             install_code, self._code_repo, target_ref, self.home(machine_id)
         )
+        await asyncio.to_thread(self._own_uid, machine_id)  # what was written is the machine's
         return f"{'installed' if new else 'already had'} code {sha[:12]} in ~/.fleet/code"
 
     def machine_dir(self, machine_id: str) -> Path:
@@ -107,10 +126,21 @@ class LocalProvider:
             return f"local:{pid}"
         home = self.home(machine_id)
         home.mkdir(parents=True, exist_ok=True)
-        env = self.machine_env(home, FLEET_MACHINE_ID=machine_id, FLEET_MACHINE_TOKEN=token)
-        pid = spawn_detached(
-            self.argv(machine_id), env, self.machine_dir(machine_id) / "daemon.log", "fleet-daemon"
+        uid = await asyncio.to_thread(self._own_uid, machine_id)
+        env = self.machine_env(
+            home,
+            FLEET_MACHINE_ID=machine_id,
+            # Not the token: bwrap's init would keep it in its environment, readable by the
+            # machine's commands. A pipe the supervisor reads first (daemon/nodump.py).
+            FLEET_MACHINE_TOKEN_FD=str(TOKEN_FD),
         )
+        argv = await self._limited(machine_id, self.argv(machine_id, uid))
+        token_fd = token_pipe(token)
+        try:
+            log_path = self.machine_dir(machine_id) / "daemon.log"
+            pid = spawn_detached(argv, env, log_path, "fleet-daemon", pass_fd=token_fd)
+        finally:
+            os.close(token_fd)
         self._children[machine_id] = pid
         write_pid(self.machine_dir(machine_id), pid)
         log.info("provider.local_started", machine_id=machine_id, pid=pid, sandbox=self.sandbox)
@@ -120,6 +150,8 @@ class LocalProvider:
         """A machine root's environment: what it inherits, its home, NATS, and ``fleet``."""
         env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV}
         env |= {"HOME": str(home), "FLEET_HOME": str(home), "FLEET_NATS_URL": self._nats_url}
+        if self.sandbox:
+            env["FLEET_NODUMP_LOADER"] = SANDBOX_LOADER
         if self.sandbox and not env.get("FLEET_GIT_SHA"):
             # The checkout's .git is not mounted in the sandbox: say which code this is.
             env["FLEET_GIT_SHA"] = git_sha() or ""
@@ -137,17 +169,82 @@ class LocalProvider:
         """A root this process started for the pool is now ``machine_id``'s: reap it."""
         self._children[machine_id] = pid
 
-    def argv(self, machine_id: str) -> list[str]:
+    def _own_uid(self, machine_id: str) -> int | None:
+        """The machine's uid (allocated once), its home given to it; None: the platform's.
+        A pool slot gets one the same way (``machines/<slot>/uid``), its machine's at claim."""
+        if self._uids is None:
+            return None
+        uid = machine_uid(self._root, machine_id, self._uids)
+        give_home(self.home(machine_id), uid)
+        # Its log too: the daemon reads it back (daemon.log) through its own stdout.
+        log_path = self.machine_dir(machine_id) / "daemon.log"
+        log_path.touch(mode=0o600)
+        os.chown(log_path, uid, uid)
+        return uid
+
+    def argv(self, machine_id: str, uid: int | None = None, home: Path | None = None) -> list[str]:
         """The machine's root process: the supervisor, inside the sandbox unless turned off."""
         if not self.sandbox:
             return supervised_argv()
         return bwrap_argv(
             machine_id=machine_id,
-            home=self.home(machine_id),
+            home=home or self.home(machine_id),
             data_dir=self._data_dir,
-            command=supervised_argv(),
+            command=supervised_argv(SANDBOX_LOADER),
             shared=self._shared,
+            loader=execute_only_loader(self._data_dir),
+            uid=uid,
         )
+
+    async def pooled_argv(self, slot: str, home: Path) -> list[str]:
+        """A pooled machine's root: as a machine's, under a uid and a cgroup of the slot's
+        own (the platform's default limits until a claim applies its instance's)."""
+        uid = None
+        if self._uids is not None:
+            uid = await asyncio.to_thread(machine_uid, self._root, slot, self._uids)
+            await asyncio.to_thread(give_home, home, uid)
+            log_path = home.parent / "daemon.log"
+            log_path.touch(mode=0o600)
+            os.chown(log_path, uid, uid)
+        return await self._limited(slot, self.argv(slot, uid, home), self._default_limits)
+
+    async def claim_slot(self, slot: str, machine_id: str) -> None:
+        """A pooled machine is ``machine_id``'s now: the slot's uid becomes its uid, and its
+        cgroup gets the instance's limits (a live change: the processes stay)."""
+        uid_file = self._root / slot / "uid"
+        if uid_file.is_file():
+            uid_file.replace(self.machine_dir(machine_id) / "uid")
+        await asyncio.to_thread(shutil.rmtree, self._root / slot, True)
+        if self._placement is None:
+            return
+        limits = (await self._placement(machine_id)).limits
+        group = MachineCgroup(slot)
+        if all(d.is_dir() for d in group.dirs):
+            await asyncio.to_thread(group.create, limits)
+
+    async def forget_slot(self, slot: str) -> None:
+        """What an unclaimed pooled machine held here: its uid and its cgroup."""
+        await asyncio.to_thread(shutil.rmtree, self._root / slot, True)
+        await asyncio.to_thread(MachineCgroup(slot).remove)
+
+    async def _limited(
+        self, machine_id: str, argv: list[str], limits: Limits | None = None
+    ) -> list[str]:
+        """``argv`` started in the machine's own cgroup with its limits, where cgroups can be
+        made (fleet up said so loudly where not)."""
+        if not self.sandbox or self._placement is None:
+            return argv
+        if limits is None:
+            limits = (await self._placement(machine_id)).limits
+        group = MachineCgroup(machine_id)
+        try:
+            await asyncio.to_thread(group.create, limits)
+        except OSError as exc:
+            log.warning("provider.local_no_limits", machine_id=machine_id, error=str(exc))
+            return argv
+        log.info("provider.local_limits", machine_id=machine_id, memory_mb=limits.memory_mb,
+                 cpus=limits.cpus, pids=limits.pids)  # fmt: skip
+        return group.enter_argv(argv)
 
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
@@ -172,24 +269,26 @@ class LocalProvider:
 
 
 def spawn_detached(
-    argv: list[str], env: dict[str, str], log_path: Path, what: str, fd3: int | None = None
+    argv: list[str], env: dict[str, str], log_path: Path, what: str, pass_fd: int | None = None
 ) -> int:
-    """Start a process in its own session, output appended to ``log_path``; its pid. ``fd3``:
-    a descriptor the process gets as its fd 3 (a pooled machine's socket), and no other.
+    """Start a process in its own session, output appended to ``log_path``, ``pass_fd`` (if
+    any) as its descriptor 3; its pid.
 
     posix_spawn, not Popen: a machine's process must outlive the provisioner that started it
     (as a cloud machine would), so nothing here owns it; we only reap it if it exits first.
     """
     out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    actions: list[tuple[object, ...]] = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ]
-    if fd3 is not None:  # dup2 onto 3 clears close-on-exec on the copy only
-        actions.append((os.POSIX_SPAWN_DUP2, fd3, 3))
+    passed = [] if pass_fd is None else [(os.POSIX_SPAWN_DUP2, pass_fd, TOKEN_FD)]
     try:
-        return os.posix_spawn(argv[0], argv, env, setsid=True, file_actions=actions)
+        return os.posix_spawn(
+            argv[0], argv, env, setsid=True,
+            file_actions=[
+                *passed,
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+        )  # fmt: skip
     except OSError as exc:
         raise ProviderError(f"cannot start {what}: {exc}") from None
 
@@ -286,13 +385,18 @@ def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool
     """SIGTERM the daemon's process group, SIGKILL it after ``grace_s``; then any other root
     started for this machine (a start whose pid was never recorded). True if one was up."""
     pid = running_pid(machine_dir, machine_id)
-    if pid is None:
-        return False
-    _stop_root(machine_dir, machine_id, pid, grace_s)
-    for other in machine_roots(machine_dir, machine_id):
-        if other != pid:
-            _stop_root(machine_dir, machine_id, other, grace_s)
-    return True
+    if pid is not None:
+        _stop_root(machine_dir, machine_id, pid, grace_s)
+        for other in machine_roots(machine_dir, machine_id):
+            if other != pid:
+                _stop_root(machine_dir, machine_id, other, grace_s)
+    # Its cgroup too, if it had one (also when it had ended on its own: an archive's stop);
+    # a machine from the warm pool kept its slot's.
+    MachineCgroup(machine_id).remove()
+    slot = machine_dir / POOL_SLOT_FILE
+    if slot.is_file():
+        MachineCgroup(slot.read_text().strip()).remove()
+    return pid is not None
 
 
 def _stop_root(machine_dir: Path, machine_id: str, pid: int, grace_s: float) -> None:

@@ -34,14 +34,8 @@ import structlog
 from contracts.errors import ProviderError
 from core import procinfo
 from core.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
-from providers.local import (
-    POOL_SLOT_FILE,
-    LocalProvider,
-    spawn_detached,
-    supervised_argv,
-    write_pid,
-)
-from providers.sandbox import bwrap_argv
+from providers.local import POOL_SLOT_FILE, LocalProvider, spawn_detached, write_pid
+from providers.nodump import TOKEN_FD
 from providers.warm_pool import PoolMachine
 
 log = structlog.get_logger(__name__)
@@ -67,7 +61,10 @@ def _owner_alive(name: str) -> bool:
 class PooledLocal:
     """One pooled local machine, from its start to its claim (or its end)."""
 
-    def __init__(self, slot: str, root: Path, pid: int, sock: socket.socket) -> None:
+    def __init__(
+        self, provider: LocalProvider, slot: str, root: Path, pid: int, sock: socket.socket
+    ) -> None:
+        self._provider = provider
         self.slot = slot
         self.root = root
         self.pid = pid
@@ -126,6 +123,7 @@ class PooledLocal:
         write_pid(machine_dir, self.pid)
         self._unwatch()
         provider.adopt(machine_id, self.pid)
+        await provider.claim_slot(self.slot, machine_id)
         shutil.rmtree(self.root, ignore_errors=True)
         log.info("provider.local_claimed", machine_id=machine_id, slot=self.slot, pid=self.pid)
         return f"local:{self.pid}"
@@ -155,6 +153,7 @@ class PooledLocal:
             self._unwatch()
             self._exited = True
         shutil.rmtree(self.root, ignore_errors=True)
+        await self._provider.forget_slot(self.slot)
 
 
 class _Claimable:
@@ -203,14 +202,8 @@ class LocalPoolBackend:
         root = self.owned / slot
         home = root / "home"
         home.mkdir(parents=True)
-        env = self.provider.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_FD_VAR: "3"})
-        argv = bwrap_argv(
-            machine_id=slot,
-            home=home,
-            data_dir=self.provider.data_dir,
-            command=supervised_argv(),
-            shared=self.provider.shared,
-        )
+        env = self.provider.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_FD_VAR: str(TOKEN_FD)})
+        argv = await self.provider.pooled_argv(slot, home)
         ours, theirs = socket.socketpair()
         try:
             pid = spawn_detached(
@@ -222,7 +215,7 @@ class LocalPoolBackend:
         finally:
             theirs.close()
         ours.setblocking(False)
-        machine = PooledLocal(slot, root, pid, ours)
+        machine = PooledLocal(self.provider, slot, root, pid, ours)
         self._machines.add(machine)
 
         def died() -> None:
@@ -247,6 +240,7 @@ class LocalPoolBackend:
                 for pid in procinfo.env_roots(POOL_SLOT_VAR, slot_dir.name):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
+                await self.provider.forget_slot(slot_dir.name)
                 removed += 1
             await asyncio.to_thread(shutil.rmtree, owner, True)
         return removed

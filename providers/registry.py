@@ -7,15 +7,16 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from providers.base import MachineControl
-from providers.docker import DockerProvider, Limits, Placement, PlacementOf
+from providers.docker import DockerProvider
 from providers.docker_image import Say
+from providers.limits import Limits, Placement, PlacementOf
 from providers.local import LocalProvider
 from providers.swarm import SwarmProvider
 from services.common.settings import Settings
 
 
 def platform_limits(settings: Settings) -> Limits:
-    return Limits(settings.docker_memory_mb, settings.docker_cpus, settings.docker_pids)
+    return Limits(settings.machine_memory_mb, settings.machine_cpus, settings.machine_pids)
 
 
 def docker_provider(
@@ -35,8 +36,13 @@ def docker_provider(
         nats_url=settings.nats_url, network=settings.docker_network,
         base_image=settings.docker_base_image, work_dir=settings.data_path / "image-build",
         code_repo=repo, placement=placement or platform_placement, environ=os.environ,
-        keep_volumes=settings.docker_keep_volumes, say=say,
+        keep_volumes=settings.docker_keep_volumes, say=say, stack=stack_id(settings),
     )  # fmt: skip
+
+
+def stack_id(settings: Settings) -> str:
+    """What a stack's containers are labelled with (``fleet.stack``): its data dir."""
+    return str(settings.data_path.resolve())
 
 
 async def code_installers(
@@ -46,6 +52,7 @@ async def code_installers(
     local = LocalProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ={}, code_repo=repo,
         sandbox=settings.sandbox == "bwrap", shared=settings.sandbox_shared,
+        uids=settings.sandbox_uid_range,
     )  # fmt: skip
     swarm = SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ={})
     docker = await stack.enter_async_context(docker_provider(settings, repo))

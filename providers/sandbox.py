@@ -24,6 +24,7 @@ from pathlib import Path
 
 from contracts.errors import ProviderError
 from core.version import SOURCE_ROOT
+from providers.machine_uid import as_uid, trusting_gitconfig
 
 #: What the sandbox's root holds from the host, read-only (merged-/usr links stay links).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -71,20 +72,30 @@ def bwrap_argv(
     data_dir: Path,
     command: list[str],
     shared: Iterable[Path] = (),
+    loader: Path | None = None,
+    uid: int | None = None,
 ) -> list[str]:
-    """The bwrap command line that runs ``command`` inside the machine's sandbox."""
+    """The bwrap command line that runs ``command`` inside the machine's sandbox; ``loader``,
+    an execute-only dynamic loader (providers/nodump.py), is bound read-only at
+    ``/run/fleet/ld.so`` (read-only: the machine, its owner, cannot make it readable); with
+    ``uid``, the machine's first process becomes that uid (providers/machine_uid.py)."""
     argv = [
         bwrap_binary(),
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--hostname", f"fleet-{machine_id[-12:]}",
         "--cap-drop", "ALL",
+        # Only to become the machine's own uid (setpriv), which then drops them with the rest.
+        *(["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if uid is not None else []),
         # Tells the supervisor it is in a pid namespace of its own: on a clean stop it ends every
         # process left in it (bwrap's init would otherwise keep the namespace up for orphans).
         "--setenv", SANDBOXED_VAR, "1",
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
-        "--dir", "/var/tmp",
+        # /tmp and /var/tmp for everyone (a machine may run as a uid of its own), sticky.
+        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+        "--tmpfs", "/run", "--perms", "0755", "--dir", "/var",
+        "--perms", "1777", "--dir", "/var/tmp",
     ]  # fmt: skip
-    argv += _system_mounts()
+    binds = [*python_roots(), *(SOURCE_ROOT / pkg for pkg in DAEMON_PACKAGES), *shared]
+    argv += _system_mounts() + _open_parents([*binds, data_dir])
     for root in python_roots():
         argv += ["--ro-bind", str(root), str(root)]
     for pkg in DAEMON_PACKAGES:
@@ -93,8 +104,40 @@ def bwrap_argv(
         argv += ["--ro-bind-try", str(path), str(path)]
     # Whatever was bound above may contain the data dir (a checkout's .fleet-data, a venv
     # beside it): an empty tmpfs over it hides all of it, then only this home is put back.
-    argv += ["--tmpfs", str(data_dir), "--bind", str(home), str(home), "--chdir", str(home)]
+    argv += ["--tmpfs", str(data_dir), *_open_parents([home], below=data_dir)]
+    argv += ["--bind", str(home), str(home), "--chdir", str(home)]
+    if loader is not None:
+        argv += [
+            "--perms",
+            "0755",
+            "--dir",
+            "/run/fleet",
+            "--ro-bind",
+            str(loader),
+            "/run/fleet/ld.so",
+        ]
+    if uid is not None:
+        # Last: over the host's /etc/gitconfig (bound above, if any).
+        argv += ["--ro-bind", str(trusting_gitconfig(data_dir)), "/etc/gitconfig"]
+        command = as_uid(uid, command)
     return [*argv, "--", *command]
+
+
+def _open_parents(paths: Iterable[Path], below: Path | None = None) -> list[str]:
+    """Make every directory above ``paths`` (under ``below``) traversable: bwrap makes the
+    missing ones of a bind's destination 0700, which a machine running as a uid of its own
+    could not pass (providers/machine_uid.py)."""
+    out: list[str] = []
+    seen: set[Path] = set()
+    for path in paths:
+        for parent in reversed(Path(path).parents):
+            if parent == Path("/") or parent in seen:
+                continue
+            if (below is not None and not parent.is_relative_to(below)) or parent == below:
+                continue
+            seen.add(parent)
+            out += ["--perms", "0755", "--dir", str(parent)]
+    return out
 
 
 def _system_mounts() -> list[str]:
@@ -104,6 +147,7 @@ def _system_mounts() -> list[str]:
             out += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             out += ["--ro-bind", d, d]
+    out += ["--perms", "0755", "--dir", "/etc"]
     for name in ETC_ALLOWED:
         out += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     return out

@@ -230,6 +230,7 @@ def git(*args: str, cwd: Path | None = None) -> str:
         "GIT_AUTHOR_EMAIL": "t@example.com",
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_GLOBAL": str(Path(__file__).with_name("git-trust-all.gitconfig")),
     }
     out = subprocess.run(
         ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True

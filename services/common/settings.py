@@ -124,18 +124,26 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Below this much available memory (``/proc/meminfo`` MemAvailable, MiB) the pool shrinks,
     #: one machine a second, and is not refilled.
     warm_pool_min_available_mb: int = 512
+    #: ``first-last``: each sandboxed local machine runs as a uid of its own from this range
+    #: (providers/machine_uid.py); empty: as the platform's user, without capabilities.
+    sandbox_uids: str = "200000-265535"
     #: The provider of machines.create without one (fleet up --provider local|docker).
     default_provider: Literal["local", "docker"] = "local"
+    #: Every machine's limits, both providers (docker: the container's; local: its cgroup).
+    machine_memory_mb: int = 1024
+    machine_cpus: float = 1.0
+    machine_pids: int = 512
+    #: What no instance's own limits may exceed (instances.setLimits; admin only above the
+    #: defaults above).
+    machine_max_memory_mb: int = 16384
+    machine_max_cpus: float = 8.0
+    machine_max_pids: int = 8192
     # docker machines (providers/docker.py); the engine is DOCKER_HOST's, else the local one
     #: The machine image's base when a registry is reachable; empty: built offline from
     #: Debian packages (debootstrap with this host's apt sources).
     docker_base_image: str = "python:3.11-slim"
     #: The user-defined bridge network of the machines (no traffic between containers).
     docker_network: str = "fleet-machines"
-    #: Each container's limits (platform defaults; an instance may set its own).
-    docker_memory_mb: int = 1024
-    docker_cpus: float = 1.0
-    docker_pids: int = 512
     #: Keep an archived machine's home volume (default: removed with its container).
     docker_keep_volumes: bool = False
     # codemode (services/codemode): runs at once per replica, and each run's sandbox limits
@@ -170,6 +178,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def sandbox_uid_range(self) -> tuple[int, int] | None:
+        """``sandbox_uids`` as (first, last); None when empty."""
+        if not self.sandbox_uids.strip():
+            return None
+        first, _, last = self.sandbox_uids.partition("-")
+        try:
+            lo, hi = int(first), int(last or first)
+        except ValueError:
+            lo = hi = 0
+        if not 0 < lo <= hi:
+            raise SettingsError(f"FLEET_SANDBOX_UIDS: {self.sandbox_uids!r} is not FIRST-LAST")
+        return lo, hi
 
     @property
     def sandbox_shared(self) -> tuple[Path, ...]:

@@ -33,6 +33,11 @@ def k_cron(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:cron"
 
 
+def k_instance_limits(instance_id: str) -> str:
+    """The instance's own machine limits (JSON of ``LimitsOverride``; absent: none)."""
+    return f"{P}instance:{instance_id}:limits"
+
+
 def k_instance_machines(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:machines"
 

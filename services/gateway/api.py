@@ -7,6 +7,7 @@ import structlog
 
 from contracts import (
     codemode as cm_,
+    gateway_limits as gl,
     gateway_live as live,
     gateway_machines as gm,
     gateway_rpc as g,
@@ -58,6 +59,7 @@ from services.gateway.access import Access, Caller, check_local_repo
 from services.gateway.codemode import CodemodeOps
 from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.limits import CallLimits
+from services.gateway.limits_ops import LimitsOps
 from services.gateway.ops import MachineOps
 from services.gateway.tickets import EventTickets
 
@@ -90,6 +92,7 @@ class GatewayApi:
         self._stop_wait_s = self.settings.stop_wait_s
         self.limits = CallLimits(self.settings)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
+        self.machine_limits = LimitsOps(store, self.settings)
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
@@ -325,6 +328,8 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(live.MACHINES_EXEC_STREAM, api.streams.machines_exec_stream)
     r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
     r.register(gm.MACHINES_RESTART, ops.machines_restart)
+    r.register(gl.INSTANCES_SET_LIMITS, api.machine_limits.instances_set_limits)
+    r.register(gl.INSTANCES_GET_LIMITS, api.machine_limits.instances_get_limits)
     codemode_routes(r, api.codemode)
     return r
 

@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 import structlog
 
 from providers.code import code_repo
-from providers.docker import Placement
+from providers.limits import Placement, with_own
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
 from providers.registry import docker_provider, platform_limits
@@ -20,6 +20,7 @@ from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
 from services.provisioner.service import Provisioner
 
@@ -30,20 +31,27 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store = await stack.enter_async_context(Store.of(settings))
     bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
     metrics = await service_metrics(settings, stack)
+    limits = platform_limits(settings)
+
+    async def placement(machine_id: str) -> Placement:
+        """The machine's instance and limits: the platform's, with the instance's own."""
+        instance_id = (await store.get_machine(machine_id)).instance_id
+        own = await instance_limits(store, instance_id)
+        return Placement(instance_id, with_own(limits, own.memory_mb, own.cpus, own.pids))
+
     local = LocalProvider(
         data_dir=settings.data_path,
         nats_url=settings.nats_url,
         environ=os.environ,
         sandbox=settings.sandbox == "bwrap",
         shared=settings.sandbox_shared,
+        uids=settings.sandbox_uid_range,
+        placement=placement,
+        default_limits=limits,
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
     )
-    limits = platform_limits(settings)
-
-    async def placement(machine_id: str) -> Placement:
-        return Placement((await store.get_machine(machine_id)).instance_id, limits)
 
     repo = code_repo(settings.code_repo)
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))

@@ -73,6 +73,16 @@ def test_instances_and_env_as_json(stack: FleetUp) -> None:
     assert table.splitlines()[0].split() == ["NAME", "SCOPE", "VALUE"]
 
 
+def test_instances_limits_set_one_keep_the_others_then_reset(stack: FleetUp) -> None:
+    iid = json.loads(ok(stack.cli("--json", "instances", "create", "limited")))["id"]
+    ok(stack.cli("instances", "limits", iid, "--memory-mb", "512", "--pids", "100"))
+    got = json.loads(ok(stack.cli("--json", "instances", "limits", iid, "--cpus", "0.5")))
+    assert (got["memoryMb"], got["cpus"], got["pids"]) == (512, 0.5, 100)
+    assert sorted(got["own"]) == ["cpus", "memoryMb", "pids"]
+    shown = ok(stack.cli("instances", "limits", iid, "--reset"))
+    assert "its own: none" in shown
+
+
 def test_create_wait_prints_each_stage_in_order(ready: Ready) -> None:
     out = ok(ready.created)
     assert out.splitlines()[0] == f"machine {ready.machine_id} (instance {ready.instance_id})"

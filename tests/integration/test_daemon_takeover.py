@@ -28,8 +28,10 @@ from fleet.embedded import NatsServer
 from providers.code import install_code
 from providers.local import daemon_argv
 from services.common.bus import Bus
+from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient
 from services.common.settings import Settings
+from services.common.store import Store
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon, git, kill_leftovers
 from tests.integration.test_daemon import KEY, boot
 from tests.integration.test_pipeline import home_of
@@ -202,11 +204,12 @@ async def test_the_supervisor_follows_a_daemon_that_took_over(
 #: argv[1] with the running daemon's environment (its parent's), in a session of its own, and
 #: return at once: the new daemon is then an orphan of the machine, as a package upgrade's
 #: restart would leave it.
+#: Someone on the machine who holds its token (a machine's own commands cannot read it from
+#: the daemon: daemon/nodump.py; here the test hands it over) starts a newer daemon.
 LAUNCHER = """
 import os, sys
-raw = open(f"/proc/{os.getppid()}/environ", "rb").read().decode()
-env = dict(p.split("=", 1) for p in raw.split("\\0") if "=" in p)
-env["PYTHONPATH"] = sys.argv[1]
+env = dict(os.environ, PYTHONPATH=sys.argv[1], FLEET_MACHINE_TOKEN=sys.argv[2])
+env.pop("FLEET_EXEC_ID")  # not one of this command's processes: it must outlive it
 log = os.path.join(env["HOME"], "taker.log")
 os.posix_spawn(sys.executable, [sys.executable, "-P", "-m", "daemon"], env, setsid=True,
                file_actions=[(os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT, 0o600),
@@ -215,7 +218,7 @@ os.posix_spawn(sys.executable, [sys.executable, "-P", "-m", "daemon"], env, sets
 
 
 async def test_in_a_sandbox_the_supervisor_follows_the_newer_daemon(
-    stack: FleetClient, settings: Settings, tmp_path: Path
+    stack: FleetClient, settings: Settings, store: Store, tmp_path: Path
 ) -> None:
     repo, sha = code_repo(tmp_path)
     inst = await stack.create_instance("takeover")
@@ -226,7 +229,11 @@ async def test_in_a_sandbox_the_supervisor_follows_the_newer_daemon(
     old = daemon_pid(settings, machine.id)
     newer = installed(repo, sha, home_of(settings, machine.id), version="99.0")
 
-    launched = await stack.exec(machine.id, [sys.executable, "-c", LAUNCHER, str(newer)])
+    sealed = await store.machine_secret(machine.id)
+    assert sealed is not None
+    token = SecretBox(settings.secret_key).decrypt(sealed)
+    launcher = [sys.executable, "-c", LAUNCHER, str(newer), token]
+    launched = await stack.exec(machine.id, launcher)
     assert launched.exit_code == 0, launched.stderr
 
     async def version_is(want: str) -> bool:

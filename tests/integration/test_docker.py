@@ -80,9 +80,9 @@ async def test_a_docker_machine_is_a_container(
     assert host["CapDrop"] == ["ALL"]
     assert not host["CapAdd"]
     assert "no-new-privileges" in host["SecurityOpt"]
-    assert host["Memory"] == settings.docker_memory_mb * 1024 * 1024
-    assert host["PidsLimit"] == settings.docker_pids
-    assert host["NanoCpus"] == int(settings.docker_cpus * 1e9)
+    assert host["Memory"] == settings.machine_memory_mb * 1024 * 1024
+    assert host["PidsLimit"] == settings.machine_pids
+    assert host["NanoCpus"] == int(settings.machine_cpus * 1e9)
     assert host["NetworkMode"] == settings.docker_network
     # exec runs inside it: its hostname, its uid, the repo cloned into its own home volume
     out = await stack.exec(mid, ["sh", "-c", "hostname; id -u; cat app/README"])

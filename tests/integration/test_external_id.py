@@ -49,7 +49,9 @@ def daemons_under(root: int) -> list[int]:
     found = []
     for pid in [root, *descendants(root)]:
         argv = procinfo.cmdline(pid)
-        if any(a.endswith("fleet-daemon") for a in argv[:2]) or argv[1:4] == ["-P", "-m", "daemon"]:
+        # `fleet-daemon`, or `[loader] python -I|-P -m daemon` (the supervisor's ends the same)
+        run_module = argv[-2:] == ["-m", "daemon"] and "daemon.supervise" not in argv
+        if any(a.endswith("fleet-daemon") for a in argv[:2]) or run_module:
             found.append(pid)
     return found
 

@@ -8,6 +8,8 @@ the docker machines' network gateway (tests/docker_env.py), which local machines
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import secrets
 import sys
 from collections.abc import AsyncIterator
@@ -17,11 +19,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from contracts.errors import InvalidParams
+from contracts.errors import DaemonUnavailable, InvalidParams
 from contracts.status import MachineStatus
 from core import procinfo
 from fleet.client import FleetClient
+from services.common.crypto import SecretBox
 from services.common.settings import Settings
+from services.common.store import Store
 from tests.docker_env import docker_gateway, docker_image, home_of, nats_server, remove_containers
 from tests.gitserver import GitHttpServer
 from tests.waiters import wait_until
@@ -154,6 +158,105 @@ async def test_other_daemons_environments_are_out_of_reach(stack: FleetClient, p
     assert int(pids.strip()) < 20, pids
 
 
+#: Run inside machine A: every way its own processes have at another process's memory.
+TOKEN_PROBE = r"""
+import hashlib, os, re, sys
+found, denied = [], {}
+def note(what, exc):
+    denied[what] = denied.get(what, 0) + 1
+for pid in [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]:
+    for name in ('environ', 'cmdline'):
+        try:
+            found.append(open(f'/proc/{pid}/{name}', 'rb').read())
+        except OSError as exc:
+            note(name, exc)
+    try:
+        fds = os.listdir(f'/proc/{pid}/fd')
+    except OSError as exc:
+        fds = []
+        note('fd', exc)
+    for fd in fds:
+        try:
+            f = os.open(f'/proc/{pid}/fd/{fd}', os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            continue
+        try:
+            found.append(os.read(f, 1 << 16))
+        except OSError:
+            pass
+        os.close(f)
+    try:
+        mem = open(f'/proc/{pid}/mem', 'rb')
+        maps = open(f'/proc/{pid}/maps').read().splitlines()
+    except OSError as exc:
+        note('mem', exc)
+        continue
+    for line in maps:
+        lo, hi = (int(x, 16) for x in line.split()[0].split('-'))
+        if 'rw' not in line.split()[1] or hi - lo > 1 << 26:
+            continue
+        try:
+            mem.seek(lo)
+            found.append(mem.read(hi - lo))
+        except (OSError, ValueError, OverflowError):
+            pass
+blob = b'\n'.join(found)
+print('denied', sorted(denied.items()))
+for m in re.finditer(b'FLEET_MACHINE_' + rb'TOKEN=[^\x00\n]*', blob):  # not this text
+    print('LEAK', m.group().decode(errors='replace'))
+# The token itself, wherever it lies (a 43-character URL-safe word), known by its hash only.
+for m in re.finditer(rb'(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])', blob):
+    if hashlib.sha256(m.group()).hexdigest() == sys.argv[1]:
+        print('LEAK the token itself')
+print('done')
+"""
+
+
+async def test_own_daemons_token_is_out_of_reach(
+    stack: FleetClient, settings: Settings, store: Store, pair: Pair
+) -> None:
+    """A's own commands run as A's daemon's user: they must still not get its token, neither
+    from /proc/<pid>/environ, cmdline, mem nor an inherited file descriptor of the supervisor,
+    the daemon, or whatever started them."""
+    sealed = await store.machine_secret(pair.a)
+    assert sealed is not None
+    token = SecretBox(settings.secret_key).decrypt(sealed)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    script = (
+        f"cat > /tmp/probe.py <<'EOF'\n{TOKEN_PROBE}\nEOF\n{pair.python} -I /tmp/probe.py {digest}"
+    )
+    out = await sh(stack, pair.a, script, timeout_s=60)
+    assert out.rstrip().endswith("done"), out[-2000:]
+    assert "LEAK" not in out, out[-2000:]
+    # A daemon the machine itself kills comes back as a new process: the same for it.
+    old = await own_daemon_pid(stack, pair)
+    assert old
+    await stack.start_process(pair.a, ["sh", "-c", f"sleep 0.2; kill -9 {old}"], tag="killer")
+
+    async def back() -> bool:
+        with contextlib.suppress(DaemonUnavailable):
+            return await own_daemon_pid(stack, pair) not in (0, old)
+        return False
+
+    await wait_until(back, timeout=20, every=0.3)
+    out = await sh(stack, pair.a, script, timeout_s=60)
+    assert out.rstrip().endswith("done"), out[-2000:]
+    assert "LEAK" not in out, out[-2000:]
+
+
+async def own_daemon_pid(stack: FleetClient, pair: Pair) -> int:
+    """The pid of A's daemon as A sees it (the process running ``-m daemon``)."""
+    find = (
+        "import os\nfor p in os.listdir('/proc'):\n    try: c = open(f'/proc/{p}/cmdline', 'rb')"
+        ".read()\n    except OSError: continue\n"
+        "    if c.endswith((b'-m\\0daemon\\0', b'/fleet-daemon\\0')) and b'supervise' not in c:"
+        " print(p)"
+    )
+    result = await stack.exec(pair.a, [pair.python, "-I", "-c", find], timeout_s=20)
+    pids = result.stdout.split()
+    return int(pids[0]) if len(pids) == 1 else 0
+
+
 async def test_valkey_answers_nothing_without_credentials(
     stack: FleetClient, settings: Settings, pair: Pair
 ) -> None:
@@ -239,4 +342,22 @@ async def test_own_work_still_works(stack: FleetClient, settings: Settings, pair
     assert [p.tag for p in listed if p.pid == bg.pid] == ["bg"]
     tmp = await sh(stack, pair.a, "echo x > /tmp/t && cat /tmp/t && touch /usr/x 2>&1; echo $?")
     assert tmp.startswith("x\n")
-    assert "Read-only" in tmp
+    assert "Read-only" in tmp or "Permission denied" in tmp  # a uid of its own: both hold
+
+
+async def test_a_machine_runs_as_a_uid_of_its_own(
+    stack: FleetClient, settings: Settings, pair: Pair
+) -> None:
+    uids = [int(await sh(stack, m, "id -u")) for m in (pair.a, pair.b)]
+    assert 0 not in uids  # never root, with or without capabilities
+    if pair.provider == "docker":  # the image's user; containers are apart by namespaces
+        assert uids == [1000, 1000]
+        return
+    assert uids[0] != uids[1]  # and nobody else's: each machine its own
+    lo, hi = settings.sandbox_uid_range or (0, 0)
+    assert all(lo <= u <= hi for u in uids)
+    assert pair.home(settings, pair.a).stat().st_uid == uids[0]
+    # What only root may do is not A's: its home is A's, nothing else is.
+    out = await sh(stack, pair.a, "kill -0 1 2>&1; touch /etc/x 2>&1; echo done")
+    assert "Operation not permitted" in out
+    assert out.rstrip().endswith("done")

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from contracts import codemode, gateway_live, gateway_machines, gateway_rpc
+from contracts import codemode, gateway_limits, gateway_live, gateway_machines, gateway_rpc
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec, NoParams
 from fleet import client
 
 SPECS = {spec.name: spec for spec in GATEWAY_METHODS}
 #: Where the spec constants live (codemode's are in their own module, listed in the table).
-SPEC_MODULES = (gateway_rpc, gateway_live, gateway_machines, codemode)
+SPEC_MODULES = (gateway_rpc, gateway_live, gateway_machines, gateway_limits, codemode)
 
 
 @dataclass

@@ -35,6 +35,8 @@ export const METHODS = Object.freeze({
   MACHINES_EXEC_STREAM: "machines.execStream",
   MACHINES_DAEMON_LOG: "machines.daemonLog",
   MACHINES_RESTART: "machines.restart",
+  INSTANCES_SET_LIMITS: "instances.setLimits",
+  INSTANCES_GET_LIMITS: "instances.getLimits",
   CODEMODE_RUN: "codemode.run",
   CODEMODE_CANCEL: "codemode.cancel",
   CODEMODE_LIST: "codemode.list",

@@ -1,0 +1,125 @@
+"""Resource limits of a local machine: a cgroup of its own.
+
+The provider creates ``fleet/<machineId>`` in the memory, cpu and pids hierarchies (cgroup v1,
+``/sys/fs/cgroup/<controller>``) or in the unified hierarchy (cgroup v2, when
+``/sys/fs/cgroup/cgroup.controllers`` offers the three), writes the limits, and starts the
+machine's root process inside it (``enter_argv``: a shell that moves itself in, then execs
+bwrap), so that every process of the machine is in it from its first instruction. At stop,
+whatever is left in it is killed and the groups are removed.
+
+Needs root (or a delegated hierarchy); ``unavailable()`` says why not in one line, and
+``fleet up`` says so loudly: local machines then run without limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from providers.limits import Limits
+
+ROOT = Path("/sys/fs/cgroup")
+PARENT = "fleet"
+V1_CONTROLLERS = ("memory", "cpu", "pids")
+_PERIOD_US = 100_000
+
+
+def _v2(root: Path) -> bool:
+    try:
+        offered = (root / "cgroup.controllers").read_text().split()
+    except OSError:
+        return False
+    return set(V1_CONTROLLERS) <= set(offered)
+
+
+def unavailable(root: Path = ROOT) -> str | None:
+    """None if machines' cgroups can be made here, else why not (one line)."""
+    parents = [root / PARENT] if _v2(root) else [root / c / PARENT for c in V1_CONTROLLERS]
+    if not _v2(root) and not all((root / c).is_dir() for c in V1_CONTROLLERS):
+        return f"no cgroup v2 with memory, cpu and pids, nor their v1 hierarchies in {root}"
+    try:
+        for parent in parents:
+            parent.mkdir(exist_ok=True)
+            if _v2(root):
+                (root / "cgroup.subtree_control").write_text("+memory +cpu +pids")
+                (parent / "cgroup.subtree_control").write_text("+memory +cpu +pids")
+    except OSError as exc:
+        return f"cannot create cgroups in {root} ({exc.strerror}): run fleet up as root"
+    return None
+
+
+class MachineCgroup:
+    """The cgroup(s) of one machine."""
+
+    def __init__(self, machine_id: str, root: Path = ROOT) -> None:
+        self.machine_id = machine_id
+        self.v2 = _v2(root)
+        if self.v2:
+            self.dirs = [root / PARENT / machine_id]
+        else:
+            self.dirs = [root / c / PARENT / machine_id for c in V1_CONTROLLERS]
+
+    def create(self, limits: Limits) -> None:
+        """Make the groups and write ``limits`` (OSError if the host does not let us)."""
+        for d in self.dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        memory = str(limits.memory_mb * 1024 * 1024)
+        quota = max(1000, int(limits.cpus * _PERIOD_US))
+        if self.v2:
+            d = self.dirs[0]
+            _write(d / "memory.max", memory)
+            _write(d / "memory.swap.max", "0", optional=True)
+            _write(d / "cpu.max", f"{quota} {_PERIOD_US}")
+            _write(d / "pids.max", str(limits.pids))
+            return
+        mem, cpu, pids = self.dirs
+        _write(mem / "memory.limit_in_bytes", memory)
+        _write(mem / "memory.memsw.limit_in_bytes", memory, optional=True)  # no swap either
+        _write(cpu / "cpu.cfs_period_us", str(_PERIOD_US))
+        _write(cpu / "cpu.cfs_quota_us", str(quota))
+        _write(pids / "pids.max", str(limits.pids))
+
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def enter_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` started inside the groups: a shell writes its own pid to each group's
+        ``cgroup.procs`` (refusing to go on if it cannot), then becomes ``argv``."""
+        files = self.procs_files()
+        script = (
+            'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; '
+            'n=$((n-1)); done; exec "$@"'
+        )
+        return ["/bin/sh", "-c", script, "fleet-cgroup", str(len(files)), *files, *argv]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for f in self.procs_files():
+            with contextlib.suppress(OSError, ValueError):
+                found |= {int(p) for p in Path(f).read_text().split()}
+        return found
+
+    def remove(self, wait_s: float = 3.0) -> bool:
+        """Kill what is left in the groups and remove them; False if one stays."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            for d in self.dirs:
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    d.rmdir()
+            if not any(d.exists() for d in self.dirs) or time.monotonic() > deadline:
+                return not any(d.exists() for d in self.dirs)
+            time.sleep(0.05)
+
+
+def _write(path: Path, value: str, *, optional: bool = False) -> None:
+    try:
+        path.write_text(value)
+    except FileNotFoundError:
+        if not optional:
+            raise

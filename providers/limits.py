@@ -1,0 +1,37 @@
+"""A machine's resource limits: platform defaults (``FLEET_MACHINE_*``), maxima
+(``FLEET_MACHINE_MAX_*``) and an instance's own, for every provider that can apply them
+(docker: the container's HostConfig; local: a cgroup, providers/cgroup.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int = 1024
+    cpus: float = 1.0
+    pids: int = 512
+
+
+def with_own(
+    defaults: Limits, memory_mb: int | None, cpus: float | None, pids: int | None
+) -> Limits:
+    """``defaults`` with an instance's own limits where it set them."""
+    return Limits(
+        memory_mb=defaults.memory_mb if memory_mb is None else memory_mb,
+        cpus=defaults.cpus if cpus is None else cpus,
+        pids=defaults.pids if pids is None else pids,
+    )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What a provider needs to know of a machine beyond its id."""
+
+    instance_id: str
+    limits: Limits
+
+
+PlacementOf = Callable[[str], Awaitable[Placement]]

@@ -1,0 +1,69 @@
+"""A local machine's own user id: each sandboxed machine runs as a uid of its own from
+``FLEET_SANDBOX_UIDS`` (``first-last``), so that nothing of the host or of another machine is
+its to read or signal by ownership, only by what is mounted in its sandbox.
+
+The uid is allocated once per machine (``<machine dir>/uid``, under a lock) and kept across
+restarts; its home is chowned to it. bwrap itself runs as the platform's user (root: it mounts
+the sandbox), and the machine's first process becomes the uid with ``setpriv`` before it runs
+anything of the machine (bwrap keeps only CAP_SETUID/CAP_SETGID for that; a process whose
+uids all leave 0 loses every capability).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+SETPRIV = "/usr/bin/setpriv"
+
+
+def machine_uid(root: Path, machine_id: str, uids: tuple[int, int]) -> int:
+    """The uid of machine ``machine_id`` (its directory under ``root``), allocated if new."""
+    mine = root / machine_id / "uid"
+    lock_path = root.parent / "sandbox" / "uids.lock"  # not in root: one dir per machine there
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if mine.exists():
+            return int(mine.read_text())
+        taken = {int(p.read_text()) for p in root.glob("*/uid")}
+        free = next((u for u in range(uids[0], uids[1] + 1) if u not in taken), None)
+        if free is None:
+            raise RuntimeError(f"every uid of FLEET_SANDBOX_UIDS {uids[0]}-{uids[1]} is taken")
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        mine.write_text(str(free))
+        return free
+
+
+def give_home(home: Path, uid: int) -> None:
+    """Everything under ``home`` (the platform may have written there as root) to ``uid``."""
+    os.chown(home, uid, uid)
+    for parent, dirs, files in os.walk(home):
+        for name in dirs + files:
+            os.chown(os.path.join(parent, name), uid, uid, follow_symlinks=False)
+
+
+def as_uid(uid: int, argv: list[str]) -> list[str]:
+    """``argv`` run as ``uid`` (and its own group, no others, no capabilities at all)."""
+    return [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--", *argv]  # fmt: skip
+
+
+def trusting_gitconfig(data_dir: Path) -> Path:
+    """The machine's ``/etc/gitconfig``: the host's, plus ``safe.directory = *``. The only
+    repositories in a sandbox not owned by the machine's uid are the operator's, shared
+    read-only (``FLEET_SANDBOX_SHARE``, admin-only local repos), which git would otherwise
+    refuse to clone from as of "dubious ownership"."""
+    host = Path("/etc/gitconfig")
+    text = host.read_text() if host.is_file() else ""
+    path = data_dir / "sandbox" / "gitconfig"
+    wanted = f"{text}\n# fleetd: a machine's uid trusts the operator's shared repositories\n"
+    wanted += "[safe]\n\tdirectory = *\n"
+    if not path.is_file() or path.read_text() != wanted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(wanted)
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    return path
