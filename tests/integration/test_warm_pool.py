@@ -15,6 +15,8 @@ from contracts.status import MachineStatus
 from core import procinfo
 from core.poolwire import POOL_SLOT_VAR
 from fleet.client import FleetClient
+from providers import cgroup
+from providers.cgroup import MachineCgroup
 from providers.local import POOL_SLOT_FILE
 from providers.local_pool import UP_MARKER
 from providers.sandbox import sandbox_root_children, supervisor_pid
@@ -201,6 +203,25 @@ class TestEmptyPool:
         assert not up_slots(settings)
 
 
+async def test_a_claimed_machine_gets_its_instances_limits_and_keeps_the_slots_uid(
+    stack: FleetClient, settings: Settings
+) -> None:
+    slot = await pooled(settings)
+    slot_uid = int((settings.data_path / "machines" / slot / "uid").read_text())
+    inst = await stack.create_instance("limited")
+    await stack.set_limits(inst.id, pids=77)
+    mid, _ = await ready_machine(stack, inst.id)
+    assert slot_of(settings, mid) == slot
+    group = MachineCgroup(slot)
+    pids_dir = group.dirs[0] if group.v2 else group.dirs[cgroup.V1_CONTROLLERS.index("pids")]
+    assert (pids_dir / "pids.max").read_text().strip() == "77"  # applied live at the claim
+    assert int((settings.data_path / "machines" / mid / "uid").read_text()) == slot_uid
+    assert not (settings.data_path / "machines" / slot).exists()
+    assert (await stack.exec(mid, ["id", "-u"])).stdout.strip() == str(slot_uid)
+    await stack.archive_machine(mid)
+    await wait_until(lambda: not any(d.exists() for d in group.dirs), timeout=10)
+
+
 async def test_the_pool_ends_with_its_provisioner(settings: Settings) -> None:
     """No leak: a provisioner's exit stops its pooled machines; the next one's start removes
     what a SIGKILLed one left."""
@@ -212,8 +233,14 @@ async def test_the_pool_ends_with_its_provisioner(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         await build(s, stack)
         await wait_until(lambda: len(up_slots(s)) == 2, timeout=30)
-        roots = [procinfo.env_roots(POOL_SLOT_VAR, slot)[0] for slot in up_slots(s)]
+        slots = up_slots(s)
+        roots = [procinfo.env_roots(POOL_SLOT_VAR, slot)[0] for slot in slots]
+        assert all((s.data_path / "machines" / slot / "uid").is_file() for slot in slots)
+        assert all(d.is_dir() for slot in slots for d in MachineCgroup(slot).dirs)
     assert not any(procinfo.is_alive(r, None) for r in roots)
+    # Nothing held for them either: their uids are free again, their cgroups gone.
+    assert not any((s.data_path / "machines" / slot).exists() for slot in slots)
+    assert not any(d.exists() for slot in slots for d in MachineCgroup(slot).dirs)
     assert not list((s.data_path / "pool" / "local").iterdir())
     # What a provisioner that was SIGKILLed leaves: a directory whose owner is gone.
     orphan = s.data_path / "pool" / "local" / "1-1" / "pdeadbeef"
