@@ -9,8 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from core.poolwire import POOL_FD_VAR
 from daemon.lean import lean_imports
-from daemon.pool import POOL_FD_VAR
 from daemon.settings import DaemonSettings
 
 # asyncio, structlog, nats-py and everything importing them are imported in the functions

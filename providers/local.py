@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -34,7 +33,7 @@ from core.version import SOURCE_ROOT, git_sha
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
 from providers.limits import Limits, PlacementOf
-from providers.machine_uid import give_home, machine_uid
+from providers.machine_uid import allocate_uid, give_home, machine_uid
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import bwrap_argv, supervisor_pid
 
@@ -198,23 +197,28 @@ class LocalProvider:
 
     async def pooled_argv(self, slot: str, home: Path) -> list[str]:
         """A pooled machine's root: as a machine's, under a uid and a cgroup of the slot's
-        own (the platform's default limits until a claim applies its instance's)."""
+        own (``<slot dir>/uid``; the platform's default limits until a claim applies its
+        instance's)."""
         uid = None
         if self._uids is not None:
-            uid = await asyncio.to_thread(machine_uid, self._root, slot, self._uids)
+            slot_dir = home.parent
+            uid = await asyncio.to_thread(allocate_uid, slot_dir / "uid", self._root, self._uids)
             await asyncio.to_thread(give_home, home, uid)
-            log_path = home.parent / "daemon.log"
+            log_path = slot_dir / "daemon.log"
             log_path.touch(mode=0o600)
             os.chown(log_path, uid, uid)
         return await self._limited(slot, self.argv(slot, uid, home), self._default_limits)
 
-    async def claim_slot(self, slot: str, machine_id: str) -> None:
+    def shares_present(self) -> tuple[bool, ...]:
+        """Which shared paths exist now: a sandbox binds those that existed at its start."""
+        return tuple(p.exists() for p in self._shared)
+
+    async def claim_slot(self, slot: str, slot_dir: Path, machine_id: str) -> None:
         """A pooled machine is ``machine_id``'s now: the slot's uid becomes its uid, and its
         cgroup gets the instance's limits (a live change: the processes stay)."""
-        uid_file = self._root / slot / "uid"
+        uid_file = slot_dir / "uid"
         if uid_file.is_file():
             uid_file.replace(self.machine_dir(machine_id) / "uid")
-        await asyncio.to_thread(shutil.rmtree, self._root / slot, True)
         if self._placement is None:
             return
         limits = (await self._placement(machine_id)).limits
@@ -223,8 +227,7 @@ class LocalProvider:
             await asyncio.to_thread(group.create, limits)
 
     async def forget_slot(self, slot: str) -> None:
-        """What an unclaimed pooled machine held here: its uid and its cgroup."""
-        await asyncio.to_thread(shutil.rmtree, self._root / slot, True)
+        """The cgroup an unclaimed pooled machine held (its uid went with its directory)."""
         await asyncio.to_thread(MachineCgroup(slot).remove)
 
     async def _limited(

@@ -65,6 +65,8 @@ class PooledLocal:
         self, provider: LocalProvider, slot: str, root: Path, pid: int, sock: socket.socket
     ) -> None:
         self._provider = provider
+        #: Which shared paths existed when it started (what its sandbox binds).
+        self.shares = provider.shares_present()
         self.slot = slot
         self.root = root
         self.pid = pid
@@ -113,6 +115,10 @@ class PooledLocal:
     async def claim(self, provider: LocalProvider, machine_id: str) -> str:
         if not self.alive:
             raise ProviderError(f"pooled machine {self.slot} has ended")
+        if provider.shares_present() != self.shares:
+            # A FLEET_SANDBOX_SHARE path appeared (or went) since it started: its sandbox
+            # binds what existed then, so a cold start sees what a user expects.
+            raise ProviderError(f"pooled machine {self.slot} predates the shared paths")
         machine_dir = provider.machine_dir(machine_id)
         machine_dir.mkdir(parents=True, exist_ok=True)
         # Both renames within the data dir's filesystem: the running sandbox and the open
@@ -123,7 +129,7 @@ class PooledLocal:
         write_pid(machine_dir, self.pid)
         self._unwatch()
         provider.adopt(machine_id, self.pid)
-        await provider.claim_slot(self.slot, machine_id)
+        await provider.claim_slot(self.slot, self.root, machine_id)
         shutil.rmtree(self.root, ignore_errors=True)
         log.info("provider.local_claimed", machine_id=machine_id, slot=self.slot, pid=self.pid)
         return f"local:{self.pid}"

@@ -20,14 +20,20 @@ SETPRIV = "/usr/bin/setpriv"
 
 def machine_uid(root: Path, machine_id: str, uids: tuple[int, int]) -> int:
     """The uid of machine ``machine_id`` (its directory under ``root``), allocated if new."""
-    mine = root / machine_id / "uid"
+    return allocate_uid(root / machine_id / "uid", root, uids)
+
+
+def allocate_uid(mine: Path, root: Path, uids: tuple[int, int]) -> int:
+    """The uid recorded in ``mine``, allocated if new: one no machine under ``root`` and no
+    pooled machine (``<data>/pool/<provider>/<owner>/<slot>/uid``) holds."""
     lock_path = root.parent / "sandbox" / "uids.lock"  # not in root: one dir per machine there
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if mine.exists():
             return int(mine.read_text())
-        taken = {int(p.read_text()) for p in root.glob("*/uid")}
+        held = [*root.glob("*/uid"), *(root.parent / "pool").glob("*/*/*/uid")]
+        taken = {int(p.read_text()) for p in held}
         free = next((u for u in range(uids[0], uids[1] + 1) if u not in taken), None)
         if free is None:
             raise RuntimeError(f"every uid of FLEET_SANDBOX_UIDS {uids[0]}-{uids[1]} is taken")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -57,6 +58,12 @@ async def pooled(settings: Settings) -> str:
     """Wait for a pooled machine; its slot."""
     await wait_until(lambda: bool(up_slots(settings)), timeout=30)
     return sorted(up_slots(settings))[0]
+
+
+def slot_file(settings: Settings, slot: str, name: str) -> Path:
+    """A file in a pooled machine's own directory (``pool/local/<owner>/<slot>/``)."""
+    (found,) = (settings.data_path / "pool").glob(f"local/*/{slot}/{name}")
+    return found
 
 
 def slot_of(settings: Settings, machine_id: str) -> str | None:
@@ -166,6 +173,21 @@ async def test_nothing_of_the_pool_is_reachable_from_a_claimed_machine(
     assert (owner / other / "home").is_dir()  # (it is there, on the host)
 
 
+async def test_a_shared_path_made_after_a_pooled_start_gets_a_cold_machine(
+    stack: FleetClient, settings: Settings, request: pytest.FixtureRequest
+) -> None:
+    """A pooled sandbox binds the FLEET_SANDBOX_SHARE paths that existed when it started: one
+    made later (the tests' repo.git here) must not be missing from the machine a user gets."""
+    slot = await pooled(settings)
+    bare: Path = request.getfixturevalue("bare_repo")  # made only now
+    inst = await stack.create_instance("shared")
+    await stack.add_repo(inst.id, str(bare), "main", "src/app")
+    mid, _ = await ready_machine(stack, inst.id)
+    assert slot_of(settings, mid) is None  # started cold, seeing the new path
+    assert slot not in up_slots(settings)  # the stale pooled machine was stopped, not kept
+    assert (await stack.exec(mid, ["cat", "src/app/README"])).stdout == "main\n"
+
+
 async def test_a_dead_pooled_machine_is_replaced(stack: FleetClient, settings: Settings) -> None:
     slot = await pooled(settings)
     root = procinfo.env_roots(POOL_SLOT_VAR, slot)[0]
@@ -207,7 +229,7 @@ async def test_a_claimed_machine_gets_its_instances_limits_and_keeps_the_slots_u
     stack: FleetClient, settings: Settings
 ) -> None:
     slot = await pooled(settings)
-    slot_uid = int((settings.data_path / "machines" / slot / "uid").read_text())
+    slot_uid = int(slot_file(settings, slot, "uid").read_text())
     inst = await stack.create_instance("limited")
     await stack.set_limits(inst.id, pids=77)
     mid, _ = await ready_machine(stack, inst.id)
@@ -216,7 +238,8 @@ async def test_a_claimed_machine_gets_its_instances_limits_and_keeps_the_slots_u
     pids_dir = group.dirs[0] if group.v2 else group.dirs[cgroup.V1_CONTROLLERS.index("pids")]
     assert (pids_dir / "pids.max").read_text().strip() == "77"  # applied live at the claim
     assert int((settings.data_path / "machines" / mid / "uid").read_text()) == slot_uid
-    assert not (settings.data_path / "machines" / slot).exists()
+    assert not list((settings.data_path / "pool").glob(f"local/*/{slot}"))
+    assert not (settings.data_path / "machines" / slot).exists()  # machines/ has machines only
     assert (await stack.exec(mid, ["id", "-u"])).stdout.strip() == str(slot_uid)
     await stack.archive_machine(mid)
     await wait_until(lambda: not any(d.exists() for d in group.dirs), timeout=10)
@@ -235,11 +258,11 @@ async def test_the_pool_ends_with_its_provisioner(settings: Settings) -> None:
         await wait_until(lambda: len(up_slots(s)) == 2, timeout=30)
         slots = up_slots(s)
         roots = [procinfo.env_roots(POOL_SLOT_VAR, slot)[0] for slot in slots]
-        assert all((s.data_path / "machines" / slot / "uid").is_file() for slot in slots)
+        assert all(slot_file(s, slot, "uid").is_file() for slot in slots)
         assert all(d.is_dir() for slot in slots for d in MachineCgroup(slot).dirs)
     assert not any(procinfo.is_alive(r, None) for r in roots)
     # Nothing held for them either: their uids are free again, their cgroups gone.
-    assert not any((s.data_path / "machines" / slot).exists() for slot in slots)
+    assert not list((s.data_path / "pool").glob("local/*/*/uid"))
     assert not any(d.exists() for slot in slots for d in MachineCgroup(slot).dirs)
     assert not list((s.data_path / "pool" / "local").iterdir())
     # What a provisioner that was SIGKILLed leaves: a directory whose owner is gone.
