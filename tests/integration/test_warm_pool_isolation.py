@@ -51,7 +51,9 @@ pytestmark = pytest.mark.usefixtures("remove_containers")
 
 
 @pytest.fixture
-def stack_settings(settings: Settings) -> Settings:
+def stack_settings(settings: Settings, git_http: GitHttpServer) -> Settings:
+    # git_http first: it makes repo.git, a FLEET_SANDBOX_SHARE path, and a pooled machine
+    # started before a shared path exists is (rightly) not claimed.
     return msgspec.structs.replace(settings, warm_pool="local=2", warm_pool_min_available_mb=0)
 
 
