@@ -70,7 +70,7 @@ class _Side:
 
 async def run(report: Report, quick: bool) -> None:
     n = 5 if quick else 20
-    print(f"[11] warm pool: {n} machines from the pool, {n} cold, alternating")
+    print(f"[12] warm pool: {n} machines from the pool, {n} cold, alternating")
     with (
         temp_dir() as root,
         servers(root / "warm") as (wns, wvk),
