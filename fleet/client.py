@@ -39,6 +39,7 @@ from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
+from core.backoff import backoff_s
 from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
 from fleet.client_limits import LimitsClient
@@ -51,6 +52,8 @@ from fleet.sse import sse_messages
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: ``events(follow=False)``: the stored events are over once the stream is this quiet.
 DEFAULT_IDLE_S = 5.0
+#: How many times in a row GET /events may be cut mid-stream before events() gives up.
+_STREAM_CUTS = 6
 
 
 class ConnectionFailed(Exception):
@@ -333,20 +336,30 @@ class FleetClient(
         last event read. Close the iterator (``contextlib.aclosing``) when leaving it early.
         """
         wanted = set(kinds) if kinds is not None else None
-        last = since
+        last, cuts = since, 0
         while True:
-            overflowed = False
+            resume = False
             stream = self._stream(machine_id, last, None if follow else idle_s)
-            async with contextlib.aclosing(stream):
-                async for seq, data in stream:
-                    if data is None:  # cut off for falling behind: resume after `last`
-                        overflowed = True
-                        break
-                    last = seq
-                    event = decode_machine_event(data)
-                    if wanted is None or kind_of(event).value in wanted:
-                        yield seq, event
-            if not overflowed:
+            try:
+                async with contextlib.aclosing(stream):
+                    async for seq, data in stream:
+                        if data is None:  # cut off for falling behind: resume after `last`
+                            resume = True
+                            break
+                        last, cuts = seq, 0
+                        event = decode_machine_event(data)
+                        if wanted is None or kind_of(event).value in wanted:
+                            yield seq, event
+            except aiohttp.ClientPayloadError:
+                # The gateway's side ended mid-stream (its bus failing over, or it died behind
+                # a balancer): resume after `last`, as for an overflow, a bounded number of
+                # times in a row without an event in between.
+                cuts += 1
+                if cuts > _STREAM_CUTS:
+                    raise FleetError(f"GET /events was cut {cuts} times in a row") from None
+                await asyncio.sleep(backoff_s(cuts, base=0.1, cap=2.0))  # ~5 s in all
+                resume = True
+            if not resume:
                 return
 
     async def _stream(
