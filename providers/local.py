@@ -33,7 +33,7 @@ from core.version import SOURCE_ROOT, git_sha
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
 from providers.limits import Limits, PlacementOf
-from providers.machine_uid import allocate_uid, give_home, machine_uid
+from providers.machine_uid import allocate_uid, give_home
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import bwrap_argv, supervisor_pid
 
@@ -169,14 +169,18 @@ class LocalProvider:
         self._children[machine_id] = pid
 
     def _own_uid(self, machine_id: str) -> int | None:
-        """The machine's uid (allocated once), its home given to it; None: the platform's.
-        A pool slot gets one the same way (``machines/<slot>/uid``), its machine's at claim."""
+        """The machine's uid (allocated once), its home given to it; None: the platform's."""
+        return self._own_uid_in(self.machine_dir(machine_id))
+
+    def _own_uid_in(self, machine_dir: Path) -> int | None:
+        """The uid recorded in ``machine_dir`` (a machine's, or a pool slot's: its machine's at
+        claim), allocated if new; ``home`` and ``daemon.log`` there given to it."""
         if self._uids is None:
             return None
-        uid = machine_uid(self._root, machine_id, self._uids)
-        give_home(self.home(machine_id), uid)
+        uid = allocate_uid(machine_dir / "uid", self._root, self._uids)
+        give_home(machine_dir / "home", uid)
         # Its log too: the daemon reads it back (daemon.log) through its own stdout.
-        log_path = self.machine_dir(machine_id) / "daemon.log"
+        log_path = machine_dir / "daemon.log"
         log_path.touch(mode=0o600)
         os.chown(log_path, uid, uid)
         return uid
@@ -199,14 +203,7 @@ class LocalProvider:
         """A pooled machine's root: as a machine's, under a uid and a cgroup of the slot's
         own (``<slot dir>/uid``; the platform's default limits until a claim applies its
         instance's)."""
-        uid = None
-        if self._uids is not None:
-            slot_dir = home.parent
-            uid = await asyncio.to_thread(allocate_uid, slot_dir / "uid", self._root, self._uids)
-            await asyncio.to_thread(give_home, home, uid)
-            log_path = slot_dir / "daemon.log"
-            log_path.touch(mode=0o600)
-            os.chown(log_path, uid, uid)
+        uid = await asyncio.to_thread(self._own_uid_in, home.parent)
         return await self._limited(slot, self.argv(slot, uid, home), self._default_limits)
 
     def shares_present(self) -> tuple[bool, ...]:
