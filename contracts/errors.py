@@ -73,6 +73,14 @@ class Conflict(FleetError):
     code = 1009
 
 
+class IdempotencyKeyReused(FleetError):
+    """An ``idempotencyKey`` this token already used for a call with other params (another
+    instance or provider): the key names one logical call, so it is refused, not rerun.
+    ``data.machineId`` is the machine the key was first used for."""
+
+    code = 1022
+
+
 class PayloadTooLarge(FleetError):
     code = 1013
     http_status = 413
@@ -157,6 +165,7 @@ ERRORS: dict[int, type[FleetError]] = {
         Forbidden,
         NotFound,
         Conflict,
+        IdempotencyKeyReused,
         PayloadTooLarge,
         RateLimited,
         RequestExpired,

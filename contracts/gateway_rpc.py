@@ -16,6 +16,7 @@ from contracts.errors import (
     DaemonUnavailable,
     FleetError,
     Forbidden,
+    IdempotencyKeyReused,
     InvalidParams,
     NotFound,
     NotSupported,
@@ -112,7 +113,11 @@ REPOS_LIST: MethodSpec[InstanceRef, RepoList] = MethodSpec(
     "repos.list", InstanceRef, RepoList, "An instance's repos.", _NF
 )
 MACHINES_CREATE: MethodSpec[CreateMachineParams, Machine] = MethodSpec(
-    "machines.create", CreateMachineParams, Machine, "Create the instance's machine.", _CREATE
+    "machines.create",
+    CreateMachineParams,
+    Machine,
+    "Create the instance's machine.",
+    (*_CREATE, IdempotencyKeyReused),
 )
 MACHINES_GET: MethodSpec[MachineRef, Machine] = MethodSpec(
     "machines.get", MachineRef, Machine, "One machine.", _NF

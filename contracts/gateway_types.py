@@ -28,6 +28,11 @@ MachineId = Annotated[
 ]
 EnvName = Annotated[str, msgspec.Meta(pattern=validation.ENV_NAME_PATTERN, max_length=256)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+#: A client's name for one logical ``machines.create`` (sent again on each retry of it): 8 to
+#: 128 characters of ``[A-Za-z0-9._:-]`` (a UUID fits; nothing to escape in a Redis key or log).
+IdempotencyKey = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{8,128}$", min_length=8, max_length=128)
+]
 #: The user name git is given with a repo's token when none is set (GitHub's convention).
 DEFAULT_GIT_USERNAME = "x-access-token"
 
@@ -140,6 +145,10 @@ class CreateMachineParams(Params, kw_only=True):
     instance_id: InstanceId
     #: Omitted: the platform's default (fleet up --provider). ``swarm`` is for admins only.
     provider: ProviderName | None = None
+    #: The same key and params again (a retry whose first answer was lost) answer the machine
+    #: the first call created, without creating another; the same key with other params is
+    #: ``IdempotencyKeyReused``. Scoped to the calling token, kept ``FLEET_IDEMPOTENCY_TTL_S``.
+    idempotency_key: IdempotencyKey | None = None
 
 
 class MachineRef(Params, kw_only=True):

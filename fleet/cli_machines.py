@@ -58,6 +58,8 @@ def _machines(g: SubAction) -> None:
     create.add_argument("--instance", required=True)
     create.add_argument("--provider", choices=["local", "docker", "swarm"],
                         help="default: the platform's (fleet up --provider)")  # fmt: skip
+    create.add_argument("--idempotency-key", default=None,
+                        help="sent again: the machine it made (default: a new key)")  # fmt: skip
     rebuild = command(g, "rebuild", _machines_create, "archive the current machine, make anew")
     rebuild.add_argument("--instance", required=True)
     for p in (create, rebuild):
@@ -89,7 +91,7 @@ def _machines(g: SubAction) -> None:
 
 async def _machines_create(c: FleetClient, a: Args) -> int:
     if a.sub == "create":
-        m = await c.create_machine(a.instance, a.provider)
+        m = await c.create_machine(a.instance, a.provider, idempotency_key=a.idempotency_key)
     else:
         m = await c.rebuild_machine(a.instance)
     if not a.wait:

@@ -45,7 +45,7 @@ from fleet.client_events import EventsClient
 from fleet.client_limits import LimitsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
-from fleet.client_retry import RetryingCalls
+from fleet.client_retry import ConnectionFailed, RetryingCalls
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import sse_messages
 
@@ -54,10 +54,6 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_IDLE_S = 5.0
 #: How many times in a row GET /events may be cut mid-stream before events() gives up.
 _STREAM_CUTS = 6
-
-
-class ConnectionFailed(Exception):
-    """The gateway could not be reached at all."""
 
 
 class FleetClient(
@@ -94,7 +90,8 @@ class FleetClient(
     def _unreachable(self, exc: Exception) -> ConnectionFailed:
         return ConnectionFailed(
             f"cannot reach fleetd at {self.url} ({exc}); start fleetd with `./run up` "
-            "(or `fleet up`), or point FLEET_URL / --url at a running gateway"
+            "(or `fleet up`), or point FLEET_URL / --url at a running gateway",
+            sent=not isinstance(exc, aiohttp.ClientConnectorError),
         )
 
     def _refused(self) -> Unauthorized:

@@ -3,6 +3,7 @@ is full): ``machines.restart``."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Protocol
 
 from contracts import gateway_machines as gm, gateway_rpc as g
@@ -12,17 +13,30 @@ from contracts.models import Machine, ProviderName
 
 class _Calls(Protocol):
     async def call(
-        self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
+        self,
+        spec: MethodSpec[P, R],
+        params: P,
+        *,
+        timeout_s: float | None = None,
+        resend_cut: bool = False,
     ) -> R: ...
 
 
 class MachinesClient:
     async def create_machine(
-        self: _Calls, instance_id: str, provider: ProviderName | None = None
+        self: _Calls,
+        instance_id: str,
+        provider: ProviderName | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Machine:
-        """The instance's machine, on ``provider`` (omitted: the platform's default)."""
-        params = new_params(g.CreateMachineParams, instance_id=instance_id, provider=provider)
-        return await self.call(g.MACHINES_CREATE, params)
+        """The instance's machine, on ``provider`` (omitted: the platform's default). One key
+        per logical create (``idempotency_key``, else a new random one), sent with each retry
+        of it: a retry whose first answer was lost gets that machine, not a second one."""
+        key = idempotency_key or uuid.uuid4().hex
+        params = new_params(g.CreateMachineParams, instance_id=instance_id, provider=provider,
+                            idempotency_key=key)  # fmt: skip
+        return await self.call(g.MACHINES_CREATE, params, resend_cut=True)
 
     async def restart_machine(self: _Calls, machine_id: str) -> Machine:
         """Restart the machine's daemon in place; its background processes keep running."""

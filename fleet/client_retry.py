@@ -23,10 +23,21 @@ log = structlog.get_logger(__name__)
 UNAVAILABLE_TRIES = 8
 
 
+class ConnectionFailed(Exception):
+    """The gateway could not be reached, or the connection broke before its answer."""
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        #: The request may have reached the gateway (the connection broke after it was sent,
+        #: not refused): it may have run, and only its answer was lost.
+        self.sent = sent
+
+
 class RetryingCalls:
     #: Tries per call while the gateway answers Unavailable (1: no retry).
     unavailable_tries: int = UNAVAILABLE_TRIES
-    #: How many times this client sent a call again after Unavailable (for tests and tools).
+    #: How many times this client sent a call again after Unavailable or a cut answer (for
+    #: tests and tools).
     unavailable_retries: int = 0
 
     if TYPE_CHECKING:  # provided by FleetClient
@@ -35,11 +46,21 @@ class RetryingCalls:
             self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
         ) -> R: ...
 
-    async def call(self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None) -> R:
+    async def call(
+        self,
+        spec: MethodSpec[P, R],
+        params: P,
+        *,
+        timeout_s: float | None = None,
+        resend_cut: bool = False,
+    ) -> R:
         """Any gateway method through its spec in ``contracts.gateway_rpc``: ``params`` its
         params Struct (sent camelCase), the answer decoded as its result type. Answered
         Unavailable, the call is sent again after a wait (up to ``unavailable_tries`` in all):
-        a call the gateway ran partly before its store or bus failed may then run twice."""
+        a call the gateway ran partly before its store or bus failed may then run twice.
+        ``resend_cut``, for params that make running twice harmless (``machines.create`` with
+        an ``idempotencyKey``): also sent again when the connection broke after the request
+        went out (the gateway may have run it, and only its answer was lost)."""
         tried = 0
         while True:
             tried += 1
@@ -49,6 +70,11 @@ class RetryingCalls:
                 if tried >= self.unavailable_tries:
                     raise
                 wait = max(exc.retry_after_ms / 1000, backoff_s(tried, base=0.25, cap=5.0))
-                self.unavailable_retries += 1
                 log.info("client.retry_unavailable", method=spec.name, attempt=tried, wait_s=wait)
-                await asyncio.sleep(wait)
+            except ConnectionFailed as exc:
+                if not (resend_cut and exc.sent) or tried >= self.unavailable_tries:
+                    raise
+                wait = backoff_s(tried, base=0.25, cap=5.0)
+                log.info("client.retry_cut", method=spec.name, attempt=tried, wait_s=wait)
+            self.unavailable_retries += 1
+            await asyncio.sleep(wait)

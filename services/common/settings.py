@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     events_max_replays: int = 32
     #: How long a ticket from events.ticket stays valid (it is used once).
     events_ticket_ttl_s: float = 30.0
+    #: How long a machines.create idempotencyKey is remembered (a retry after it makes anew).
+    idempotency_ttl_s: float = 24 * 3600.0
     #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).
     #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
     metrics_port: int = 0

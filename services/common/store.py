@@ -29,6 +29,7 @@ from contracts.status import MachineStatus
 from services.common import store_scripts
 from services.common.redis_client import close_client, redis_client
 from services.common.settings import Settings
+from services.common.store_creates import CreateOnce, CreateRecords, Once
 from services.common.store_keys import (
     F_CREDENTIAL_REVOKED,
     F_CURRENT_MACHINE,
@@ -89,6 +90,7 @@ class Store:
         self.heartbeats = HeartbeatRecords(self)
         self.tickets = TicketRecords(self)
         self.stages = StageRecords(self)
+        self.creates = CreateRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -232,16 +234,8 @@ class Store:
 
     # --- machines ---------------------------------------------------------------------------
     async def create_machine(self, instance_id: str, provider: str) -> Machine:
-        now = datetime.now(UTC)
-        m = Machine(
-            id=ids.new_machine_id(),
-            instance_id=instance_id,
-            provider=provider,  # type: ignore[arg-type]
-            status=MachineStatus.CREATED,
-            status_reason="waiting for the provisioner",
-            created_at=now,
-            updated_at=now,
-        )
+        m = _new_machine(instance_id, provider)
+        now = m.created_at
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(k_machine(m.id), mapping=_to_hash(m))
             pipe.zadd(K_MACHINES, {m.id: now.timestamp()})
@@ -249,6 +243,15 @@ class Store:
             pipe.hset(k_instance(instance_id), F_CURRENT_MACHINE, m.id)
             await pipe.execute()
         return m
+
+    async def create_machine_once(
+        self, instance_id: str, provider: str, once: CreateOnce
+    ) -> tuple[Machine, Once]:
+        """``create_machine`` under an idempotency key: the machine the key names (this call's
+        if the key was new, with nothing written otherwise)."""
+        m = _new_machine(instance_id, provider)
+        got = await self.creates.create(m, _to_hash(m), once)
+        return (m if got.created else await self.get_machine(got.machine_id)), got
 
     async def get_machine(self, machine_id: str) -> Machine:
         h = await self.redis.hgetall(k_machine(machine_id))
@@ -345,6 +348,19 @@ class Store:
     async def revoke_machine_token(self, machine_id: str) -> None:
         """From now on the auth callout refuses the machine's token. Idempotent."""
         await self.redis.hset(k_machine(machine_id), F_CREDENTIAL_REVOKED, _now())
+
+
+def _new_machine(instance_id: str, provider: str) -> Machine:
+    now = datetime.now(UTC)
+    return Machine(
+        id=ids.new_machine_id(),
+        instance_id=instance_id,
+        provider=provider,  # type: ignore[arg-type]
+        status=MachineStatus.CREATED,
+        status_reason="waiting for the provisioner",
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def _to_hash(struct: msgspec.Struct) -> dict[Any, Any]:

@@ -75,6 +75,18 @@ def k_lock(name: str) -> str:
     return f"{P}lock:{name}"
 
 
+def k_create_once(token_id: str, key: str) -> str:
+    """A machines.create idempotency key, per calling token: one token's key never names
+    another's machine."""
+    return f"{P}idem:create:{token_id}:{key}"
+
+
+#: Fields of a ``k_create_once`` hash.
+F_ONCE_MACHINE = "machineId"
+F_ONCE_FINGERPRINT = "fingerprint"
+F_ONCE_PUBLISHED = "published"
+
+
 # --- access tokens --------------------------------------------------------------------------
 K_TOKENS = P + "tokens"
 K_TOKEN_HASHES = P + "tokens:by-hash"

@@ -9,7 +9,15 @@ import re
 from collections.abc import Mapping, Set
 
 from contracts.status import ADVANCE_FROM, MachineStatus
-from services.common.store_keys import F_STATUS, F_STATUS_REASON, F_UPDATED_AT
+from services.common.store_keys import (
+    F_CURRENT_MACHINE,
+    F_ONCE_FINGERPRINT,
+    F_ONCE_MACHINE,
+    F_ONCE_PUBLISHED,
+    F_STATUS,
+    F_STATUS_REASON,
+    F_UPDATED_AT,
+)
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -112,4 +120,24 @@ end
 local out = {{}}
 for s, n in pairs(counts) do out[#out + 1] = s; out[#out + 1] = n end
 return out
+"""
+
+# machines.create with an idempotency key: the key and the machine record in one step, so two
+# calls with one key (a retry racing the first, or 20 at once) make one machine. KEYS[1] the
+# key's hash, KEYS[2] the machine hash, KEYS[3] all machines, KEYS[4] the instance's machines,
+# KEYS[5] the instance. ARGV: fingerprint, machine id, score, the key's TTL in ms, then the
+# machine hash's field/value pairs. Returns {created (0/1), machine id, fingerprint, published}:
+# what the key names, this call's machine if it created one.
+CREATE_ONCE = f"""
+local prev = redis.call('HMGET', KEYS[1], {_lua_str(F_ONCE_MACHINE)},
+                        {_lua_str(F_ONCE_FINGERPRINT)}, {_lua_str(F_ONCE_PUBLISHED)})
+if prev[1] then return {{0, prev[1], prev[2] or '', prev[3] or ''}} end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[5], {_lua_str(F_CURRENT_MACHINE)}, ARGV[2])
+redis.call('HSET', KEYS[1], {_lua_str(F_ONCE_MACHINE)}, ARGV[2],
+           {_lua_str(F_ONCE_FINGERPRINT)}, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {{1, ARGV[2], ARGV[1], ''}}
 """

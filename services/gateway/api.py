@@ -55,6 +55,7 @@ from services.common.graceful_stop import ask_to_stop
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
+from services.gateway import create_once
 from services.gateway.access import Access, Caller, check_local_repo
 from services.gateway.codemode import CodemodeOps
 from services.gateway.exec_stream import ExecStreamOps
@@ -188,6 +189,12 @@ class GatewayApi:
     # --- machines ---------------------------------------------------------------------------
     async def machines_create(self, p: CreateMachineParams, c: Caller) -> Machine:
         c.require(p.instance_id)
+        if p.provider == "swarm" and not c.admin:  # a load-test provider: not isolated
+            raise Forbidden("the swarm provider is for load tests: admin tokens only")
+        provider = p.provider or self.settings.default_provider
+        once = create_once.once_of(p, c, provider, self.settings)
+        if once is not None and (got := await self.store.creates.lookup(once)) is not None:
+            return await create_once.repeat(self.store, self.bus, once, got)  # a retry
         inst = await self.store.get_instance(p.instance_id)
         if inst.current_machine_id:
             current = await self.store.get_machine(inst.current_machine_id)
@@ -197,9 +204,9 @@ class GatewayApi:
                     f"({current.status.value}); use {g.MACHINES_REBUILD.name} to replace it",
                     data={"machineId": current.id},
                 )
-        if p.provider == "swarm" and not c.admin:  # a load-test provider: not isolated
-            raise Forbidden("the swarm provider is for load tests: admin tokens only")
-        return await self._create_machine(inst.id, p.provider or self.settings.default_provider)
+        if once is not None:
+            return await create_once.create(self.store, self.bus, inst.id, provider, once)
+        return await self._create_machine(inst.id, provider)
 
     async def _create_machine(self, instance_id: str, provider: str) -> Machine:
         machine = await self.store.create_machine(instance_id, provider)

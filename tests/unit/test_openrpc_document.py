@@ -96,7 +96,10 @@ def test_error_codes_match_the_spec(doc: dict[str, Any], spec: MethodSpec) -> No
                 ("username", False),
             ],
         ),
-        ("machines.create", [("instanceId", True), ("provider", False)]),
+        (
+            "machines.create",
+            [("instanceId", True), ("provider", False), ("idempotencyKey", False)],
+        ),
         ("machines.get", [("machineId", True)]),
         (
             "machines.exec",
@@ -128,7 +131,7 @@ def test_known_error_codes(doc: dict[str, Any]) -> None:
         -32602,
         1700,
     ]
-    assert [e["code"] for e in method(doc, "machines.create")["errors"]] == [1004, 1003, 1009]
+    assert [e["code"] for e in method(doc, "machines.create")["errors"]] == [1004, 1003, 1009, 1022]
     assert method(doc, "instances.create")["errors"] == []
 
 

@@ -1,0 +1,98 @@
+"""``machines.create`` with an idempotency key (``store.creates``): the key is stored with the
+machine record in one Lua step (``store_scripts.CREATE_ONCE``), so however many calls carry
+one key, at most one of them creates a machine and every other one learns which.
+
+The policy (what the fingerprint covers, what a mismatch answers, when ``machine.created`` is
+published) is the gateway's; here is only the record.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+
+from contracts.models import Machine
+from services.common import store_scripts
+from services.common.store_keys import (
+    F_ONCE_FINGERPRINT,
+    F_ONCE_MACHINE,
+    F_ONCE_PUBLISHED,
+    K_MACHINES,
+    k_create_once,
+    k_instance,
+    k_instance_machines,
+    k_machine,
+)
+
+if TYPE_CHECKING:
+    from services.common.store import Store
+
+
+class CreateOnce(msgspec.Struct, frozen=True):
+    """Who is calling (``scope``: the calling token's id), the client's key for the logical
+    call, a digest of its params, and how long the key is kept."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    ttl_s: float
+
+
+class Once(msgspec.Struct, frozen=True):
+    """What the key names: ``created`` when this call made the machine; ``published`` once
+    ``machine.created`` went out for it."""
+
+    created: bool
+    machine_id: str
+    fingerprint: str
+    published: bool
+
+
+class CreateRecords:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._script: Any = None
+        self._client: object = None
+
+    def _create_script(self) -> Any:
+        client = self._store.redis
+        if self._client is not client:  # registered once per client (it holds the sha)
+            self._script, self._client = client.register_script(store_scripts.CREATE_ONCE), client
+        return self._script
+
+    async def create(self, machine: Machine, fields: dict[str, str], once: CreateOnce) -> Once:
+        """Record ``machine`` (its hash ``fields``) under ``once.key``, unless the key already
+        names a machine: then nothing is written and that machine is answered."""
+        keys = [
+            k_create_once(once.scope, once.key),
+            k_machine(machine.id),
+            K_MACHINES,
+            k_instance_machines(machine.instance_id),
+            k_instance(machine.instance_id),
+        ]
+        flat = [x for pair in fields.items() for x in pair]
+        ttl_ms = max(1, int(once.ttl_s * 1000))
+        args = [once.fingerprint, machine.id, machine.created_at.timestamp(), ttl_ms, *flat]
+        created, machine_id, fingerprint, published = await self._create_script()(
+            keys=keys, args=args
+        )
+        return Once(created=bool(created), machine_id=machine_id, fingerprint=fingerprint,
+                    published=bool(published))  # fmt: skip
+
+    async def lookup(self, once: CreateOnce) -> Once | None:
+        """What the key names already, if anything (read before the instance's checks, so a
+        retry is answered its machine rather than "the instance already has a machine")."""
+        found = await self._store.redis.hmget(
+            k_create_once(once.scope, once.key),
+            [F_ONCE_MACHINE, F_ONCE_FINGERPRINT, F_ONCE_PUBLISHED],
+        )
+        machine_id, fingerprint, published = cast(list[str | None], found)
+        if not machine_id:
+            return None
+        return Once(created=False, machine_id=machine_id, fingerprint=fingerprint or "",
+                    published=bool(published))  # fmt: skip
+
+    async def mark_published(self, once: CreateOnce) -> None:
+        """``machine.created`` went out: a retry with this key need not publish it again."""
+        await self._store.redis.hset(k_create_once(once.scope, once.key), F_ONCE_PUBLISHED, "1")
