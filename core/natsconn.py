@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -91,6 +92,7 @@ async def publish_stored(
     msg_id: str,
     attempts: int = 8,
     timeout_s: float = 5.0,
+    budget_s: float | None = None,
 ) -> None:
     """Publish to a JetStream stream's subject and wait for the stream's ack, retrying what is
     transient (no answer, no responders, JetStream unavailable) with backoff; ``attempts=0``
@@ -99,13 +101,17 @@ async def publish_stored(
 
     A plain request rather than nats-py's JetStream context: a machine's daemon may publish
     its own events but holds no JetStream API permission, and both sides must retry alike.
+    ``budget_s`` bounds the whole (tries and waits), for a caller someone waits on: with the
+    server gone, 8 tries of 5 s and their backoff would take about a minute.
     """
     headers = {"Nats-Msg-Id": msg_id}
+    give_up_at = None if budget_s is None else time.monotonic() + budget_s
     tried = 0
     while True:
         tried += 1
+        wait_s = timeout_s if give_up_at is None else _left(give_up_at, timeout_s)
         try:
-            reply = await nc.request(subject, payload, timeout=timeout_s, headers=headers)
+            reply = await nc.request(subject, payload, timeout=wait_s, headers=headers)
             ack = msgspec.json.decode(reply.data, type=_PubAck)
             if ack.error is None:
                 return
@@ -116,8 +122,15 @@ async def publish_stored(
             failure = exc
         except msgspec.DecodeError as exc:
             raise PublishRejected(f"{subject}: the stream's ack is not JSON: {exc}") from None
-        if attempts and tried >= attempts:
-            raise failure
         delay = backoff_s(tried, base=0.25, cap=5.0)
+        if (attempts and tried >= attempts) or (
+            give_up_at is not None and time.monotonic() + delay >= give_up_at
+        ):
+            raise failure
         log.warning("nats.publish_retry", subject=subject, attempt=tried, error=repr(failure))
         await asyncio.sleep(delay)
+
+
+def _left(give_up_at: float, cap_s: float) -> float:
+    """A try's timeout within a budget: what is left of it, at most ``cap_s``."""
+    return max(0.1, min(cap_s, give_up_at - time.monotonic()))

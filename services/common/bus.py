@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -58,9 +59,14 @@ async def connect_nats(settings: Settings, *, name: str, **extra: Any) -> NATS:
 class Bus:
     """Async context manager owning one NATS connection; publishes events durably."""
 
-    def __init__(self, settings: Settings, *, name: str) -> None:
+    def __init__(
+        self, settings: Settings, *, name: str, publish_budget_s: float | None = None
+    ) -> None:
         self._settings = settings
         self._name = name
+        #: The most a publish may take, retries included (None: its 8 tries): the gateway's,
+        #: whose caller waits for it, answers Unavailable after this rather than a minute.
+        self._budget_s = publish_budget_s
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
 
@@ -89,14 +95,18 @@ class Bus:
                 await nc.drain()
             except (nats.errors.Error, TimeoutError) as exc:
                 log.warning("bus.drain_failed", error=str(exc))
-                await nc.close()
+                # The server is gone (drain refused while reconnecting): closing cannot flush
+                # to it either, and a stopping service must not crash on that.
+                with contextlib.suppress(OSError):
+                    await nc.close()
 
     async def publish(self, event: AnyEvent) -> None:
         """Store one event in the stream; retried, deduplicated by its event id."""
         subject = subject_of(event)
         await natsconn.publish_stored(
-            self.nc, subject, encode_event(event), msg_id=event.event_id, attempts=_PUBLISH_ATTEMPTS
-        )
+            self.nc, subject, encode_event(event), msg_id=event.event_id,
+            attempts=_PUBLISH_ATTEMPTS, budget_s=self._budget_s,
+        )  # fmt: skip
         log.debug("bus.published", subject=subject, event_id=event.event_id)
 
     async def publish_many(self, events: Iterable[AnyEvent]) -> None:

@@ -150,6 +150,8 @@ class DaemonClient:
         # slack for the clocks; see contracts.signing.
         key = await self._keys(machine_id)
         headers = sign(key, machine_id, body, ttl_s=request_ttl(timeout))
+        if not self._nc.is_connected:  # our own bus is gone, not the daemon: a failover (1501)
+            raise nats.errors.ConnectionReconnectingError
         try:
             msg = await self._nc.request(
                 subjects.daemon_rpc(machine_id), body, timeout=timeout, headers=headers
@@ -159,6 +161,8 @@ class DaemonClient:
                 f"no daemon is serving machine {machine_id} (not running or not connected)"
             ) from None
         except nats.errors.TimeoutError:
+            if not self._nc.is_connected:  # lost our bus while waiting: a failover, not the daemon
+                raise
             raise DaemonTimeout(
                 f"machine {machine_id} did not answer {spec.name} within {timeout:g}s"
             ) from None

@@ -65,6 +65,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     events_max_replays: int = 32
     #: How long a ticket from events.ticket stays valid (it is used once).
     events_ticket_ttl_s: float = 30.0
+    #: How long a gateway call waits for the event bus to store its event (retries included)
+    #: before answering 1501 Unavailable (NATS gone): well under a client's timeout.
+    gateway_publish_wait_s: float = 8.0
     #: How long a machines.create idempotencyKey is remembered (a retry after it makes anew).
     idempotency_ttl_s: float = 24 * 3600.0
     #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).

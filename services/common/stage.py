@@ -54,8 +54,12 @@ class Stage:
                            cause_event_id=event.event_id)  # fmt: skip
 
 
-async def connect(settings: Settings, stack: AsyncExitStack, name: str) -> tuple[Store, Bus]:
+async def connect(
+    settings: Settings, stack: AsyncExitStack, name: str, *, publish_budget_s: float | None = None
+) -> tuple[Store, Bus]:
     """The Redis store and the NATS bus every service needs, entered into its exit stack."""
     store = await stack.enter_async_context(Store.of(settings))
-    bus = await stack.enter_async_context(Bus(settings, name=name))
+    bus = await stack.enter_async_context(
+        Bus(settings, name=name, publish_budget_s=publish_budget_s)
+    )
     return store, bus

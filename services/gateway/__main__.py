@@ -23,7 +23,9 @@ from services.gateway.mcp_http import McpEndpoint
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     if not settings.admin_token:
         raise SystemExit("gateway: FLEET_ADMIN_TOKEN is not set")
-    store, bus = await connect(settings, stack, "gateway")
+    store, bus = await connect(
+        settings, stack, "gateway", publish_budget_s=settings.gateway_publish_wait_s
+    )
     keys = MachineKeys(store, SecretBox(settings.secret_key))
     # Served on the gateway's own port (GET /metrics); the only process that exports the
     # machines-by-status gauge, so that it exists once per deployment.

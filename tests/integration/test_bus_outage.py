@@ -1,0 +1,98 @@
+"""The gateway while its event bus is gone (nats-server stopped under it, as between a NATS
+node's death and the client's reconnect to another): calls that need the bus are answered
+1501 Unavailable with HTTP 503 and Retry-After, promptly (not a hang, not a 500); calls that
+need only the store still work; once nats-server is back the same gateway serves them again,
+with no restart (issue 14)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from contracts.errors import Unavailable
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from fleet.embedded import NatsServer
+from services.common.settings import Settings
+from services.common.store import Store
+from tests.conftest import ADMIN_TOKEN
+from tests.waiters import wait_until
+
+#: How long a call needing the bus may take to be answered while the bus is gone: the
+#: gateway's bounded wait for a reconnect, well under a client's timeout (60 s).
+PROMPT_S = 15.0
+
+
+async def post(settings: Settings, method: str, params: dict[str, Any]) -> tuple[int, Any, Any]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    url = f"http://127.0.0.1:{settings.port}/rpc"
+    data = io.BytesIO(json.dumps(body).encode())
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as s,
+        s.post(url, data=data, headers=headers) as r,
+    ):
+        return r.status, r.headers, json.loads(await r.text())
+
+
+async def unavailable(settings: Settings, method: str, params: dict[str, Any]) -> None:
+    started = time.monotonic()
+    status, headers, answer = await post(settings, method, params)
+    took = time.monotonic() - started
+    assert answer.get("error", {}).get("code") == Unavailable.code, (method, answer)
+    assert status == 503, (method, status)
+    assert int(headers["Retry-After"]) >= 1
+    assert took < PROMPT_S, f"{method} took {took:.1f} s to answer while the bus was gone"
+
+
+@pytest.mark.timeout(180)
+async def test_a_stopped_bus_is_answered_unavailable_then_served_again(
+    stack: FleetClient, settings: Settings, store: Store, nats_server: NatsServer
+) -> None:
+    inst = await stack.create_instance("outage")
+    nats_server.stop()
+
+    create = {"instanceId": inst.id, "idempotencyKey": "outage-create-01"}
+    await unavailable(settings, "machines.create", create)
+    await unavailable(settings, "env.set", {"instanceId": inst.id, "name": "A", "value": "1"})
+    # What needs only the store is served meanwhile.
+    status, _, listed = await post(settings, "instances.list", {})
+    assert status == 200
+    assert [i["id"] for i in listed["result"]["instances"]] == [inst.id]
+
+    await asyncio.to_thread(nats_server.start)  # the same port and JetStream store
+
+    # The same gateway, not restarted: the create's retry (its key) publishes the event the
+    # first try could not, and the machine goes through the whole pipeline.
+    async def served() -> bool:
+        status, _, answer = await post(settings, "machines.create", create)
+        return status == 200 and "result" in answer
+
+    await wait_until(served, timeout=60)
+    [machine] = await store.list_machines(inst.id)
+    ready = await stack.wait_for(machine.id, [MachineStatus.READY, MachineStatus.FAILED], 60)
+    assert ready.status is MachineStatus.READY, ready.status_reason
+    status, _, answer = await post(
+        settings, "env.set", {"instanceId": inst.id, "name": "A", "value": "1"}
+    )
+    assert status == 200, answer
+
+    # A call to the machine's daemon while the gateway's bus is gone: 1501 at once, not the
+    # daemon's timeout as DaemonTimeout (the daemon is fine; the gateway cannot reach it).
+    exec_params = {"machineId": machine.id, "command": ["true"]}
+    nats_server.stop()
+    await unavailable(settings, "machines.exec", exec_params)
+    await asyncio.to_thread(nats_server.start)
+
+    async def exec_served() -> bool:
+        status, _, answer = await post(settings, "machines.exec", exec_params)
+        return status == 200 and answer.get("result", {}).get("exitCode") == 0
+
+    await wait_until(exec_served, timeout=60)
