@@ -31,7 +31,7 @@ from contracts.daemon_rpc import (
     RestartPolicy,
     WriteFileResult,
 )
-from contracts.errors import FleetError, NotFound, Unauthorized
+from contracts.errors import FleetError, NotFound, Unauthorized, Unavailable, error_from_wire
 from contracts.events import Event, decode_machine_event, kind_of
 from contracts.gateway_rpc import CreatedToken, CronSetResult, RefreshCodeResult, RefreshEnvResult
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call, new_params
@@ -39,21 +39,18 @@ from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
-from core.backoff import backoff_s
 from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
 from fleet.client_limits import LimitsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
-from fleet.client_retry import ConnectionFailed, RetryingCalls
+from fleet.client_retry import ConnectionFailed, RetryingCalls, StreamResumes
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import sse_messages
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: ``events(follow=False)``: the stored events are over once the stream is this quiet.
 DEFAULT_IDLE_S = 5.0
-#: How many times in a row GET /events may be cut mid-stream before events() gives up.
-_STREAM_CUTS = 6
 
 
 class FleetClient(
@@ -329,11 +326,12 @@ class FleetClient(
         (``since``: after that sequence; 0 replays everything stored). ``kinds`` keeps only those
         event types. ``follow=False`` ends with the last stored event (the gateway marks it
         with ``event: caught-up``), or, from a gateway that does not, once no event arrived for
-        ``idle_s`` seconds. A stream cut off for falling behind is resumed after the
-        last event read. Close the iterator (``contextlib.aclosing``) when leaving it early.
+        ``idle_s`` seconds. A stream cut off for falling behind, cut mid-stream, or ended or
+        refused with 1501 (the gateway's bus failing over) is resumed after the last event
+        read. Close the iterator (``contextlib.aclosing``) when leaving it early.
         """
         wanted = set(kinds) if kinds is not None else None
-        last, cuts = since, 0
+        last, resumes = since, StreamResumes(self)
         while True:
             resume = False
             stream = self._stream(machine_id, last, None if follow else idle_s)
@@ -343,18 +341,18 @@ class FleetClient(
                         if data is None:  # cut off for falling behind: resume after `last`
                             resume = True
                             break
-                        last, cuts = seq, 0
+                        last = seq
+                        resumes.reset()
                         event = decode_machine_event(data)
                         if wanted is None or kind_of(event).value in wanted:
                             yield seq, event
             except aiohttp.ClientPayloadError:
-                # The gateway's side ended mid-stream (its bus failing over, or it died behind
-                # a balancer): resume after `last`, as for an overflow, a bounded number of
-                # times in a row without an event in between.
-                cuts += 1
-                if cuts > _STREAM_CUTS:
-                    raise FleetError(f"GET /events was cut {cuts} times in a row") from None
-                await asyncio.sleep(backoff_s(cuts, base=0.1, cap=2.0))  # ~5 s in all
+                # The gateway's side ended mid-stream (it died behind a balancer): resume
+                # after `last`, as for an overflow, a bounded number of times in a row.
+                await resumes.cut()
+                resume = True
+            except Unavailable as exc:  # `event: error` 1501, or a 503 answer: the same
+                await resumes.unavailable(exc)
                 resume = True
             if not resume:
                 return
@@ -386,6 +384,8 @@ class FleetClient(
             body = await resp.text()
             if resp.content_type == "application/json":
                 error = msgspec.json.decode(body).get("error", {})
+                if error.get("code") == Unavailable.code:
+                    raise error_from_wire(error)
                 raise FleetError(f"GET /events: {error.get('message', body)}")
             raise FleetError(f"GET /events answered HTTP {resp.status}: {body[:300]}")
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from contracts.errors import Unavailable
+from contracts.errors import FleetError, Unavailable
 from contracts.jsonrpc import MethodSpec, P, R
 from core.backoff import backoff_s
 
@@ -78,3 +78,37 @@ class RetryingCalls:
                 log.info("client.retry_cut", method=spec.name, attempt=tried, wait_s=wait)
             self.unavailable_retries += 1
             await asyncio.sleep(wait)
+
+
+#: How many times in a row GET /events may be cut mid-stream before events() gives up.
+STREAM_CUTS = 6
+
+
+class StreamResumes:
+    """When ``FleetClient.events`` resumes a stream that ended early, counted in a row (an
+    event read resets them): a cut (~5 s of waits in all before it gives up), or 1501 from a
+    gateway whose bus is failing over (``event: error``, or a 503 answer to the reopened
+    stream), waited for as ``call`` waits for it."""
+
+    def __init__(self, client: RetryingCalls) -> None:
+        self.client = client
+        self.cuts = 0
+        self.unavailables = 0
+
+    def reset(self) -> None:
+        self.cuts = self.unavailables = 0
+
+    async def cut(self) -> None:
+        self.cuts += 1
+        if self.cuts > STREAM_CUTS:
+            raise FleetError(f"GET /events was cut {self.cuts} times in a row") from None
+        await asyncio.sleep(backoff_s(self.cuts, base=0.1, cap=2.0))
+
+    async def unavailable(self, exc: Unavailable) -> None:
+        self.unavailables += 1
+        if self.unavailables >= self.client.unavailable_tries:
+            raise exc
+        self.client.unavailable_retries += 1
+        wait = max(exc.retry_after_ms / 1000, backoff_s(self.unavailables, base=0.25, cap=5.0))
+        log.info("client.events_resume_unavailable", attempt=self.unavailables, wait_s=wait)
+        await asyncio.sleep(wait)

@@ -6,6 +6,10 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 import aiohttp
+import msgspec
+
+from contracts import sse
+from contracts.errors import FleetError, error_from_wire
 
 
 async def sse_messages(
@@ -13,7 +17,7 @@ async def sse_messages(
 ) -> AsyncGenerator[tuple[int, bytes | None], None]:
     """Server-sent event messages: (id, data); (id, None) for ``event: overflow``, which ends
     the stream. With ``idle_s``, the stream also ends after that long without a line; with
-    ``stop_caught_up``, at ``event: caught-up``."""
+    ``stop_caught_up``, at ``event: caught-up``. ``event: error`` raises its error."""
     seq, kind, data = 0, b"message", list[bytes]()
     while True:
         try:
@@ -34,11 +38,26 @@ async def sse_messages(
             elif name == b"data":
                 data.append(value)
             continue
-        if kind == b"overflow":
+        if kind == OVERFLOW:
             yield seq, None
             return
-        if kind == b"caught-up" and stop_caught_up:
+        if kind == CAUGHT_UP and stop_caught_up:
             return
+        if kind == ERROR:  # the stream ends on this error (1501: resume after the last id)
+            raise _stream_error(b"\n".join(data))
         if data and kind == b"message":
             yield seq, b"\n".join(data)
         kind, data = b"message", []
+
+
+OVERFLOW, CAUGHT_UP, ERROR = (n.encode() for n in (sse.OVERFLOW, sse.CAUGHT_UP, sse.ERROR))
+
+
+def _stream_error(data: bytes) -> FleetError:
+    try:
+        wire = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        wire = None
+    if not isinstance(wire, dict):
+        return FleetError(f"GET /events ended with an unreadable error: {data[:200]!r}")
+    return error_from_wire(wire)

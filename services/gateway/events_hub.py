@@ -27,15 +27,17 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from contracts import subjects
-from contracts.errors import RateLimited
+from contracts.errors import FleetError, RateLimited, Unavailable
 from contracts.events import decode_event, matches_subject, subject_of
 from services.common.bus import Bus
+from services.common.failover import RETRY_AFTER_MS
 from services.common.store import Store
 from services.gateway.access import Caller
 
 log = structlog.get_logger(__name__)
 
-#: How often the tokens of open streams are checked: revocation ends a stream within this.
+#: How often the tokens of open streams and the bus are checked: revocation, or the bus lost,
+#: ends a stream within this.
 REVOCATION_CHECK_S = 0.5
 #: Retry-After of a stream refused for a cap: streams are long-lived, a slot frees slowly.
 FULL_RETRY_AFTER_S = 5
@@ -53,8 +55,10 @@ class Subscriber:
         self.machine_id = machine_id
         self.queue: asyncio.Queue[Msg] = asyncio.Queue(QUEUE_LIMIT)
         self.overflow = asyncio.Event()
-        #: Set when the stream must end: the gateway stops, or the token was revoked.
+        #: Set when the stream must end: the gateway stops, the token was revoked, or the
+        #: gateway lost its bus (then ``error`` says so, for the client to resume).
         self.ended = asyncio.Event()
+        self.error: FleetError | None = None
 
     def offer(self, msg: Msg) -> None:
         if self.queue.full():
@@ -82,7 +86,7 @@ class EventHub:
             subjects.ALL_MACHINE_EVENTS, cb=self._fan_out, ordered_consumer=True,
             deliver_policy=DeliverPolicy.NEW,
         )  # fmt: skip
-        self._watch = asyncio.create_task(self._watch_revocations(), name="events.revocations")
+        self._watch = asyncio.create_task(self._watch_streams(), name="events.watch")
         return self
 
     async def __aexit__(
@@ -144,9 +148,25 @@ class EventHub:
         for sub in self._by_machine.get(machine_id, ()):
             sub.offer(msg)
 
-    async def _watch_revocations(self) -> None:
+    def end_all_unavailable(self) -> None:
+        """The bus is gone: the live subscription may miss what is published meanwhile, so
+        every stream ends with 1501, and its client resumes from the stream (stored events)
+        after the last it read."""
+        error = Unavailable("the gateway lost its event bus; resume after the last event read",
+                            retry_after_ms=RETRY_AFTER_MS)  # fmt: skip
+        ending = [s for s in self._all if not s.ended.is_set()]
+        for sub in ending:
+            sub.error = error
+            sub.ended.set()
+        if ending:
+            log.warning("events.bus_lost", streams=len(ending))
+
+    async def _watch_streams(self) -> None:
         while True:
             await asyncio.sleep(REVOCATION_CHECK_S)
+            if not self._bus.nc.is_connected:
+                self.end_all_unavailable()
+                continue  # and the store may be fine: revocations are checked next round
             try:
                 await self._end_revoked()
             except Exception:  # task boundary: the next round tries again

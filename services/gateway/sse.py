@@ -26,10 +26,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from contracts import subjects
-from contracts.errors import Forbidden, InvalidParams, NotFound, RateLimited
+from contracts import sse, subjects
+from contracts.errors import Forbidden, InvalidParams, NotFound, RateLimited, Unavailable
 from contracts.ids import MACHINE_ID_RE
 from services.common.bus import Bus
+from services.common.failover import TRANSIENT, as_unavailable, retry_after_s
 from services.common.store import Store
 from services.gateway.access import Caller
 from services.gateway.events_hub import QUEUE_LIMIT, EventHub, Subscriber, honest
@@ -46,8 +47,8 @@ REPLAY_STALL_S = 10.0
 #: JetStream sequences are unsigned 64-bit.
 _MAX_SEQ = 2**63 - 1
 
-_CAUGHT_UP = b"event: caught-up\ndata: {}\n\n"
-_OVERFLOW = b"event: overflow\ndata: {}\n\n"
+_CAUGHT_UP = sse.frame(sse.CAUGHT_UP)
+_OVERFLOW = sse.frame(sse.OVERFLOW)
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
 
 
@@ -93,30 +94,49 @@ async def _authorize(start: Start, store: Store, caller: Caller) -> None:
     caller.require((await store.get_machine(start.machine_id)).instance_id)
 
 
-def _refusal(exc: InvalidParams | Forbidden | NotFound | RateLimited) -> web.Response:
-    status = {InvalidParams: 400, RateLimited: 429}.get(type(exc), 403)
+def _refusal(exc: InvalidParams | Forbidden | NotFound | RateLimited | Unavailable
+             ) -> web.Response:  # fmt: skip
+    status = {InvalidParams: 400, RateLimited: 429, Unavailable: 503}.get(type(exc), 403)
     resp = web.json_response({"error": exc.to_wire()}, status=status)
     if isinstance(exc, RateLimited) and exc.data:
         resp.headers["Retry-After"] = str(exc.data["retryAfterS"])
+    if isinstance(exc, Unavailable):
+        resp.headers["Retry-After"] = str(retry_after_s(exc))
     return resp
+
+
+async def _open(
+    request: web.Request, ctx: EventsContext, caller: Caller
+) -> tuple[Start, Subscriber]:
+    start = parse_start(request)
+    try:
+        await _authorize(start, ctx.store, caller)
+    except TRANSIENT as exc:  # the store failing over
+        raise as_unavailable(exc) from None
+    if not ctx.bus.nc.is_connected:  # nothing live would come: say so rather than go quiet
+        raise as_unavailable(nats.errors.ConnectionReconnectingError())
+    return start, ctx.hub.open(caller, start.machine_id)  # from here on, live events are kept
 
 
 async def stream_events(request: web.Request, ctx: EventsContext, caller: Caller
                         ) -> web.StreamResponse:  # fmt: skip
     try:
-        start = parse_start(request)
-        await _authorize(start, ctx.store, caller)
-        sub = ctx.hub.open(caller, start.machine_id)  # from here on, live events are kept
-    except (InvalidParams, Forbidden, NotFound, RateLimited) as exc:
+        start, sub = await _open(request, ctx, caller)
+    except (InvalidParams, Forbidden, NotFound, RateLimited, Unavailable) as exc:
         return _refusal(exc)
     resp = web.StreamResponse(headers=_SSE_HEADERS)
     try:
         await resp.prepare(request)
         await resp.write(b": connected\n\n")
-        floor = await _replay(resp, ctx, start, sub) if start.replays else 0
-        if floor is not None:
-            await resp.write(_CAUGHT_UP)
-            await _pump(request, resp, sub, floor)
+        try:
+            floor = await _replay(resp, ctx, start, sub) if start.replays else 0
+            if floor is not None:
+                await resp.write(_CAUGHT_UP)
+                await _pump(request, resp, sub, floor)
+        except TRANSIENT as exc:  # the bus went while replaying: the same as below
+            sub.error = as_unavailable(exc)
+        if sub.error is not None:  # the stream cannot go on: tell the client why, and end
+            await resp.write(sse.error_frame(sub.error))
     except ConnectionResetError:
         log.debug("events.client_gone")
     finally:
