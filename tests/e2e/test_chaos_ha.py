@@ -236,8 +236,9 @@ async def _create_during_failover(fleet: FleetClient, instance_id: str) -> Machi
     """machines.create while valkey and NATS fail over: until the gateway's store and bus reach
     the new primary and stream leader (a few seconds), it answers 1501 Unavailable, which the
     client retries by itself (``FleetClient.call``); an internal error (-32603) fails the test.
-    An attempt that wrote the machine's record but could not publish its event leaves a
-    machine that will not move: its retry meets Conflict and replaces it (machines.rebuild)."""
+    An attempt that wrote the machine's record but could not publish its event is answered, on
+    its retry with the same idempotencyKey, that machine (its event published then). Conflict
+    is left only if the client gave up on a key: then the machine is replaced (rebuild)."""
     try:
         return await fleet.create_machine(instance_id)
     except Conflict:

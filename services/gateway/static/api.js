@@ -35,6 +35,16 @@ export const session = {
   },
 };
 
+/**
+ * A machines.create idempotencyKey: one per click, so a create whose answer was lost and that is
+ * sent again answers the same machine. getRandomValues, not randomUUID: that one exists only in
+ * secure contexts (a console served over plain http to another host has none).
+ */
+export function newIdempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** The code of an RpcError raised in the browser: the gateway gave no answer at all. */
 export const NO_ANSWER = 0;
 

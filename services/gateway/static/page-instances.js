@@ -1,6 +1,6 @@
 // Instances: create one (admin tokens), see each with its current machine, create or rebuild
 // that machine.
-import { rpc, session } from "./api.js";
+import { newIdempotencyKey, rpc, session } from "./api.js";
 import { LIMITS, METHODS, TERMINAL_STATUSES } from "./contract.js";
 import { emptyRow, frame, table } from "./frame.js";
 import { instanceList, state } from "./state.js";
@@ -73,9 +73,9 @@ export function instancesPage({ root }) {
               "Rebuild",
             );
           }
-          const m = await rpc(live ? METHODS.MACHINES_REBUILD : METHODS.MACHINES_CREATE, {
-            instanceId: inst.id,
-          });
+          const params = { instanceId: inst.id };
+          if (!live) params.idempotencyKey = newIdempotencyKey();
+          const m = await rpc(live ? METHODS.MACHINES_REBUILD : METHODS.MACHINES_CREATE, params);
           remember(m);
           return h(
             "span",

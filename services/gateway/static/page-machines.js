@@ -1,5 +1,5 @@
 // Machines: every machine, newest first, statuses kept live by the event stream; create one.
-import { rpc } from "./api.js";
+import { newIdempotencyKey, rpc } from "./api.js";
 import { METHODS, PROVIDERS, STATUS } from "./contract.js";
 import { emptyRow, frame, table } from "./frame.js";
 import { daemonCell, machineActions } from "./machine-actions.js";
@@ -96,6 +96,7 @@ export function machinesPage({ root }) {
         const m = await rpc(METHODS.MACHINES_CREATE, {
           instanceId: instanceSelect.value,
           provider: provider.value,
+          idempotencyKey: newIdempotencyKey(),
         });
         remember(m);
         return `Machine ${m.id} created; its status follows live below.`;
