@@ -19,7 +19,6 @@ from collections.abc import AsyncGenerator, Collection, Sequence
 from types import TracebackType
 
 import aiohttp
-import msgspec
 
 from contracts import gateway_rpc as g
 from contracts.daemon_rpc import (
@@ -31,7 +30,7 @@ from contracts.daemon_rpc import (
     RestartPolicy,
     WriteFileResult,
 )
-from contracts.errors import FleetError, NotFound, Unauthorized, Unavailable, error_from_wire
+from contracts.errors import FleetError, NotFound, Unauthorized, Unavailable
 from contracts.events import Event, decode_machine_event, kind_of
 from contracts.gateway_rpc import CreatedToken, CronSetResult, RefreshCodeResult, RefreshEnvResult
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call, new_params
@@ -46,7 +45,7 @@ from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
 from fleet.client_retry import ConnectionFailed, RetryingCalls, StreamResumes
 from fleet.machine import MachineHandle, MachineNotReady
-from fleet.sse import sse_messages
+from fleet.sse import check_stream, sse_messages
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: ``events(follow=False)``: the stored events are over once the stream is this quiet.
@@ -369,25 +368,15 @@ class FleetClient(
             async with self.session.get(
                 f"{self.url}/events", params=query, timeout=timeout
             ) as resp:
-                await self._check_stream(resp)
+                if resp.status == 401:
+                    raise self._refused()
+                await check_stream(resp)
                 async for message in sse_messages(
                     resp.content, idle_s, stop_caught_up=idle_s is not None
                 ):
                     yield message
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from None
-
-    async def _check_stream(self, resp: aiohttp.ClientResponse) -> None:
-        if resp.status == 401:
-            raise self._refused()
-        if resp.status != 200:
-            body = await resp.text()
-            if resp.content_type == "application/json":
-                error = msgspec.json.decode(body).get("error", {})
-                if error.get("code") == Unavailable.code:
-                    raise error_from_wire(error)
-                raise FleetError(f"GET /events: {error.get('message', body)}")
-            raise FleetError(f"GET /events answered HTTP {resp.status}: {body[:300]}")
 
     async def wait_for(
         self, machine_id: str, statuses: Collection[str], timeout_s: float = 120.0

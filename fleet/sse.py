@@ -9,7 +9,7 @@ import aiohttp
 import msgspec
 
 from contracts import sse
-from contracts.errors import FleetError, error_from_wire
+from contracts.errors import FleetError, Unavailable, error_from_wire
 
 
 async def sse_messages(
@@ -61,3 +61,17 @@ def _stream_error(data: bytes) -> FleetError:
     if not isinstance(wire, dict):
         return FleetError(f"GET /events ended with an unreadable error: {data[:200]!r}")
     return error_from_wire(wire)
+
+
+async def check_stream(resp: aiohttp.ClientResponse) -> None:
+    """A GET /events answer that is not a stream, as its error: ``Unavailable`` (503, the
+    gateway's bus or store failing over) as itself, for the caller to reopen it later."""
+    if resp.status == 200:
+        return
+    body = await resp.text()
+    if resp.content_type != "application/json":
+        raise FleetError(f"GET /events answered HTTP {resp.status}: {body[:300]}")
+    error = msgspec.json.decode(body).get("error", {})
+    if error.get("code") == Unavailable.code:
+        raise error_from_wire(error)
+    raise FleetError(f"GET /events: {error.get('message', body)}")
