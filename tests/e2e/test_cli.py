@@ -271,3 +271,18 @@ def test_archive_lets_the_daemon_report_stopping_first(stack: FleetUp) -> None:
     out = ok(stack.cli("--json", "events", "--no-follow", "--machine", mid))
     seen = [(e["type"], e.get("status")) for e in map(json.loads, out.splitlines())]
     assert seen.index(("daemon-status-reported", "stopping")) < seen.index(("archived", None))
+
+
+def test_create_with_an_idempotency_key_twice_is_one_machine(stack: FleetUp) -> None:
+    """A script that runs `machines create` again after losing its output (or its connection)
+    passes the same key and gets the same machine, not a second one nor a Conflict."""
+    iid = json.loads(ok(stack.cli("--json", "instances", "create", "keyed")))["id"]
+    key = ["--idempotency-key", "cli-create-0001"]
+    first = json.loads(ok(stack.cli("--json", "machines", "create", "--instance", iid, *key)))
+    again = json.loads(ok(stack.cli("--json", "machines", "create", "--instance", iid, *key)))
+    assert again["id"] == first["id"]
+    listed = json.loads(ok(stack.cli("machines", "list", "--instance", iid, "--json")))
+    assert [m["id"] for m in listed] == [first["id"]]
+    bad = stack.cli("machines", "create", "--instance", iid, "--idempotency-key", "x")
+    assert bad.returncode != 0
+    assert "idempotencyKey" in bad.stderr + bad.stdout
