@@ -100,9 +100,13 @@ class DaemonClient:
         timeout_s: float = 10.0,
         metrics: Metrics | None = None,
         methods: tuple[AnySpec, ...] = (),
+        fail_when_offline: bool = False,
     ) -> None:
         """``methods``: the daemon methods this process calls, whose latency series start at 0
-        (any other method's start at its first call)."""
+        (any other method's start at its first call). ``fail_when_offline``: with our own bus
+        gone, fail at once (the gateway answers 1501 and the caller retries) rather than wait
+        out the timeout for a reconnect (a stage's live push would rather wait and land)."""
+        self._fail_when_offline = fail_when_offline
         self._nc = nc
         self._keys = keys
         self._timeout_s = timeout_s
@@ -150,7 +154,7 @@ class DaemonClient:
         # slack for the clocks; see contracts.signing.
         key = await self._keys(machine_id)
         headers = sign(key, machine_id, body, ttl_s=request_ttl(timeout))
-        if not self._nc.is_connected:  # our own bus is gone, not the daemon: a failover (1501)
+        if self._fail_when_offline and not self._nc.is_connected:  # our bus is gone: 1501
             raise nats.errors.ConnectionReconnectingError
         try:
             msg = await self._nc.request(
@@ -161,7 +165,7 @@ class DaemonClient:
                 f"no daemon is serving machine {machine_id} (not running or not connected)"
             ) from None
         except nats.errors.TimeoutError:
-            if not self._nc.is_connected:  # lost our bus while waiting: a failover, not the daemon
+            if self._fail_when_offline and not self._nc.is_connected:  # a failover, not the daemon
                 raise
             raise DaemonTimeout(
                 f"machine {machine_id} did not answer {spec.name} within {timeout:g}s"

@@ -31,7 +31,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     # machines-by-status gauge, so that it exists once per deployment.
     metrics = Metrics(process=True)
     metrics.count_machines(store)
-    daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics)
+    daemons = DaemonClient(
+        bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics, fail_when_offline=True
+    )
     repo = code_repo(settings.code_repo)
     sha = platform_sha(settings.git_sha, repo)
     api = GatewayApi(

@@ -199,6 +199,9 @@ class GatewayApi:
         if inst.current_machine_id:
             current = await self.store.get_machine(inst.current_machine_id)
             if current.status not in TERMINAL:
+                # A concurrent call with this key may have made it since our lookup.
+                if once is not None and (got := await self.store.creates.lookup(once)):
+                    return await create_once.repeat(self.store, self.bus, once, got)
                 raise Conflict(
                     f"instance {inst.id} already has machine {current.id} "
                     f"({current.status.value}); use {g.MACHINES_REBUILD.name} to replace it",
