@@ -259,15 +259,13 @@ def run_on_a_tty(stack: FleetUp, *args: str, timeout: float = 60) -> tuple[int, 
 
 def test_archive_lets_the_daemon_report_stopping_first(stack: FleetUp) -> None:
     """The daemon is asked to stop before its access is revoked: its `stopping` report comes
-    before `archived`, the archive is quick, and no daemon is SIGKILLed (stack.stop() checks
-    the provider's exit records)."""
+    before `archived`, and no daemon is SIGKILLed (stack.stop() checks the provider's exit
+    records: a daemon that ignored the stop would be killed after the grace). How quick an
+    archive is belongs to the benchmarks, not to a timed assertion here."""
     iid = json.loads(ok(stack.cli("--json", "instances", "create", "archive-me")))["id"]
     ok(stack.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60"))
     mid = json.loads(ok(stack.cli("machines", "list", "--instance", iid, "--json")))[0]["id"]
-    start = time.monotonic()
     ok(stack.cli("machines", "archive", mid))
-    took = time.monotonic() - start
-    assert took < 2.5, took  # a CLI process start included; the daemon's part is ~0.1 s
     out = ok(stack.cli("--json", "events", "--no-follow", "--machine", mid))
     seen = [(e["type"], e.get("status")) for e in map(json.loads, out.splitlines())]
     assert seen.index(("daemon-status-reported", "stopping")) < seen.index(("archived", None))
