@@ -10,6 +10,11 @@ import socket
 POOL_FD_VAR = "FLEET_POOL_FD"
 #: The pool slot a pooled machine's root was started as (the host finds the root by it).
 POOL_SLOT_VAR = "FLEET_POOL_SLOT"
+#: docker: the file in the container's tmpfs its supervisor waits on for the identity
+#: (written through ``docker exec``'s stdin, read and deleted by the supervisor).
+POOL_FILE_VAR = "FLEET_POOL_FILE"
+#: docker: the line its supervisor prints (the container's log) once its daemon waits.
+POOL_UP_LOG = "supervisor: pool_up"
 #: What a claim sets; nothing else may come over the socket.
 IDENTITY_VARS = frozenset({"FLEET_MACHINE_ID", "FLEET_MACHINE_TOKEN"})
 UP = b"up\n"
