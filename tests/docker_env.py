@@ -6,6 +6,7 @@ an engine these fixtures fail, naming what is missing."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from fleet.docker_setup import prepare
 from fleet.embedded import NatsServer
-from providers.docker import container_name, machine_containers, volume_name
+from providers.docker import LABEL_POOL, container_name, machine_containers, volume_name
 from services.common.settings import Settings
 
 
@@ -55,6 +56,15 @@ async def _remove_all() -> None:
             await docker_json(docker, f"containers/{container_name(mid)}", "DELETE",
                               params={"force": "1"})  # fmt: skip
             await docker_json(docker, f"volumes/{volume_name(mid)}", "DELETE")
+        # The warm pool's (claimed or not: a claimed one's home is the pool's volume).
+        filters = json.dumps({"label": [LABEL_POOL]})
+        for c in await docker_json(
+            docker, "containers/json", params={"all": "1", "filters": filters}
+        ):
+            await docker_json(docker, f"containers/{c['Id']}", "DELETE", params={"force": "1"})
+        vols = await docker_json(docker, "volumes", params={"filters": filters})
+        for v in vols["Volumes"] or []:
+            await docker_json(docker, f"volumes/{v['Name']}", "DELETE")
 
 
 async def docker_json(docker: aiodocker.Docker, path: str, method: str = "GET", **kw: Any) -> Any:
