@@ -6,6 +6,7 @@ Few tests, each with a pool of one: every container start costs CPU the suite sh
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import aiodocker
 import msgspec
 import pytest
 
+from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from core.poolwire import POOL_UP_LOG
 from fleet.client import FleetClient
@@ -21,7 +23,15 @@ from providers.registry import docker_provider, stack_id
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
-from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
+from providers.docker_pool import DockerPoolBackend, pool_volume
+from tests.docker_env import (
+    docker_gateway,
+    docker_image,
+    docker_json,
+    inspect,
+    nats_server,
+    remove_containers,
+)
 from tests.integration.test_pipeline import PIPELINE, follow
 from tests.integration.test_warm_pool import PROCS_PY
 from tests.waiters import wait_until
@@ -42,9 +52,10 @@ async def up_slots(settings: Settings) -> set[str]:
     async with aiodocker.Docker() as docker:
         for c in await docker.containers.list(filters=filters):
             slot, name = c["Labels"][LABEL_POOL], c["Names"][0]
-            if name.startswith(f"/{POOL_PREFIX}"):
-                if POOL_UP_LOG in "".join(await c.log(stdout=True, stderr=True)):
-                    slots.add(slot)
+            if not name.startswith(f"/{POOL_PREFIX}"):
+                continue  # claimed
+            if POOL_UP_LOG in "".join(await c.log(stdout=True, stderr=True)):
+                slots.add(slot)
     return slots
 
 
@@ -138,10 +149,13 @@ async def test_a_stopped_claimed_container_is_made_again_with_its_home(
     volume = (await inspect(mid))["Mounts"][0]["Name"]
     sealed = await store.machine_secret(mid)
     assert sealed is not None
+    token = SecretBox(settings.secret_key).decrypt(sealed)
     async with docker_provider(settings, Path.cwd()) as provider:
+        running = (await stack.get_machine(mid)).external_id
+        assert await provider.start(mid, token) == running  # a resume leaves a live one be
         c = await provider.docker.containers.get(f"fleet-{mid}")
         await c.stop(t=1)
-        external = await provider.start(mid, SecretBox(settings.secret_key).decrypt(sealed))
+        external = await provider.start(mid, token)
     await store.set_external_id(mid, external)
     info = await inspect(mid)
     assert info["Mounts"][0]["Name"] == volume
@@ -194,3 +208,36 @@ class TestEmptyPool:
         assert labels[LABEL_MACHINE] == mid
         assert LABEL_POOL not in labels
         assert not await up_slots(settings)
+
+
+async def test_a_claim_never_handed_over_and_orphans_are_cleaned(settings: Settings) -> None:
+    """A provisioner that ends between a claim and its hand-over leaves a renamed container
+    still waiting: the restarted one's resume makes it again (cold). One SIGKILLed with
+    unclaimed pooled containers leaves them: the next pool's start removes them (its own and
+    claimed ones are left be)."""
+    async with docker_provider(settings, Path.cwd()) as provider:
+        gone_owner = DockerPoolBackend(provider)
+        gone_owner.owner = "1-1-gone"  # a provisioner that no longer runs
+        orphan = await gone_owner.spawn(lambda: None)
+        claimed = await gone_owner.spawn(lambda: None)
+        await asyncio.gather(orphan.wait_up(), claimed.wait_up())
+        mid = new_machine_id()
+        await claimed.claim(mid)  # ...and the provisioner dies: no hand-over
+
+        ours = DockerPoolBackend(provider)
+        assert await ours.remove_orphans() == 1
+        assert await inspect_slot(orphan.slot) is None
+        assert (await inspect(mid))["Config"]["Labels"][LABEL_POOL] == claimed.slot
+
+        external = await provider.start(mid, "t0ken-" + "x" * 40)  # resume(): made again
+        info = await inspect(mid)
+        assert external == f"docker:{info['Id'][:12]}"
+        assert info["Config"]["Labels"][LABEL_MACHINE] == mid
+        assert info["Mounts"][0]["Name"] == pool_volume(claimed.slot)  # with the home it had
+        await provider.stop(mid)
+        assert await inspect(mid) is None
+
+
+async def inspect_slot(slot: str) -> object:
+    async with aiodocker.Docker() as docker:
+        return await docker_json(docker, f"containers/{POOL_PREFIX}{slot}/json")
