@@ -19,11 +19,11 @@ from contracts.status import MachineStatus
 from core.poolwire import POOL_UP_LOG
 from fleet.client import FleetClient
 from providers.docker import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_DIR, POOL_PREFIX
+from providers.docker_pool import DockerPoolBackend, pool_volume
 from providers.registry import docker_provider, stack_id
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
-from providers.docker_pool import DockerPoolBackend, pool_volume
 from tests.docker_env import (
     docker_gateway,
     docker_image,
