@@ -71,8 +71,8 @@ async def docker_json(docker: aiodocker.Docker, path: str, method: str = "GET", 
     try:
         return await docker._query_json(path, method, **kw)
     except aiodocker.DockerError as exc:
-        if exc.status == 404:
-            return None
+        if exc.status == 404 or (exc.status == 409 and method == "DELETE"):
+            return None  # gone, or being removed already (by the provider's archive)
         raise
 
 
@@ -84,7 +84,11 @@ async def inspect(machine_id: str) -> Any:
 async def home_of(machine_id: str) -> Path:
     """The host path of a container's home volume (the local engine's)."""
     async with aiodocker.Docker() as docker:
-        vol = await docker_json(docker, f"volumes/{volume_name(machine_id)}")
+        # A claimed warm-pool container's home is the pool's volume: the one it mounts.
+        info = await docker_json(docker, f"containers/{container_name(machine_id)}/json")
+        mounted = [m["Name"] for m in (info or {}).get("Mounts") or [] if m.get("Name")]
+        name = mounted[0] if mounted else volume_name(machine_id)
+        vol = await docker_json(docker, f"volumes/{name}")
     assert vol is not None, f"no home volume for {machine_id}"
     return Path(vol["Mountpoint"])
 
