@@ -108,10 +108,11 @@ class PooledDocker:
     async def claim(self, machine_id: str) -> str:
         if not self.alive:
             raise ProviderError(f"pooled container {self.slot} has ended")
+        # First: should it fail, the container is still the pool's (stopped with it).
+        lim = (await self._backend.provider.placement_of(machine_id)).limits
         self._unwatch()
         self._backend.forget(self)  # the machine's now: the pool's close leaves it be
         self._machine_id = machine_id
-        lim = (await self._backend.provider.placement_of(machine_id)).limits
         try:
             await self.c.rename(container_name(machine_id))
             await self._backend.provider.docker._query_json(
@@ -122,8 +123,8 @@ class PooledDocker:
                     "RestartPolicy": {"Name": "unless-stopped"},
                 },
             )  # fmt: skip
-        except aiodocker.DockerError as exc:
-            raise ProviderError(f"docker: claiming {self.slot}: {exc.message}") from None
+        except (aiodocker.DockerError, aiohttp.ClientError) as exc:
+            raise ProviderError(f"docker: claiming {self.slot}: {exc}") from None
         log.info("provider.docker_claimed", machine_id=machine_id, slot=self.slot)
         return f"docker:{self.c.id[:12]}"
 
