@@ -13,9 +13,10 @@ The identity goes over a socket, never into an environment or an argv, so nothin
 once it has sent the identity: nothing of the pool stays reachable from the machine. An end
 closed before the identity came (the provisioner went away) ends the pooled machine.
 
-A docker pooled machine's supervisor has no socket to its provider (``FileChannel``): it
-says ``up`` on the container's log and takes the identity from a file in the container's
-tmpfs (``FLEET_POOL_FILE``); from the supervisor on, the wire is the same.
+A docker pooled machine's supervisor has no socket to its provider (``StdinChannel``): it
+says ``up`` on the container's log and reads the identity from its stdin, the container's,
+which the provider attaches to once (``FLEET_POOL_STDIN``); from the supervisor on, the wire
+is the same.
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ from __future__ import annotations
 import os
 import secrets
 import select
-import shutil
 import socket
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from core.poolwire import (
+    POOL_CLAIMED_LOG,
     POOL_FD_VAR,
-    POOL_FILE_VAR,
     POOL_SLOT_VAR,
+    POOL_STDIN_VAR,
     POOL_UP_LOG,
     UP,
     PoolClosed,
@@ -42,9 +42,7 @@ from core.poolwire import (
 
 __all__ = ["POOL_FD_VAR", "await_identity", "pool_channel", "pool_socket", "relay_claim"]
 
-#: How often a docker pooled machine's supervisor looks for its identity file (a claim waits
-#: for it at most this long; the daemon socket is watched meanwhile).
-_FILE_POLL_S = 0.005
+_MAX_LINE = 4096
 
 
 def pool_socket(environ: dict[str, str] | os._Environ[str]) -> socket.socket | None:
@@ -111,44 +109,42 @@ class SocketChannel:
         self.sock.close()
 
 
-class FileChannel:
+class StdinChannel:
     """A docker pooled machine's: no socket crosses into a container, so the supervisor says
-    ``up`` on its log (the container's) and polls for the identity in a file of the
-    container's tmpfs, which the provider writes through ``docker exec``'s stdin (never an
-    argv or an environment). The file is read and deleted before the daemon gets it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ``up`` on its log (the container's) and reads the identity from its stdin, which the
+    provider attaches to once (``StdinOnce``: the pipe closes when it detaches) to write it:
+    never an argv, an environment or a file. Then fd 0 becomes ``/dev/null``: no process of
+    the machine inherits the pipe."""
 
     def say_up(self) -> None:
-        (self.path.parent / "up").touch()  # removed with the identity: "still pooled"
         print(POOL_UP_LOG, file=sys.stderr, flush=True)
 
     def identity(self, daemon: socket.socket) -> bytes | None:
-        while True:
-            readable, _, _ = select.select([daemon], [], [], _FILE_POLL_S)
-            if readable:
+        buf = b""
+        while not buf.endswith(b"\n"):
+            readable, _, _ = select.select([0, daemon.fileno()], [], [])
+            if daemon.fileno() in readable:
                 return None
-            try:
-                line = self.path.read_bytes()
-            except FileNotFoundError:
-                continue
-            shutil.rmtree(self.path.parent, ignore_errors=True)
-            return line.rstrip(b"\n")
+            chunk = os.read(0, _MAX_LINE - len(buf))
+            if not chunk or len(buf) + len(chunk) >= _MAX_LINE:
+                return None  # the pipe closed (or overflowed) before an identity came
+            buf += chunk
+        print(POOL_CLAIMED_LOG, file=sys.stderr, flush=True)
+        return buf[:-1]
 
     def close(self) -> None:
-        shutil.rmtree(self.path.parent, ignore_errors=True)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
 
 
-Channel = SocketChannel | FileChannel
+Channel = SocketChannel | StdinChannel
 
 
 def pool_channel(environ: os._Environ[str]) -> Channel | None:
     """The supervisor's way to its provider (removed from ``environ``), or None: not pooled."""
-    path = environ.pop(POOL_FILE_VAR, None)
-    if path is not None:
-        return FileChannel(Path(path))
+    if environ.pop(POOL_STDIN_VAR, None) is not None:
+        return StdinChannel()
     sock = pool_socket(environ)
     return SocketChannel(sock) if sock is not None else None
 

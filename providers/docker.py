@@ -29,6 +29,7 @@ import structlog
 
 from contracts.errors import ProviderError
 from contracts.machine_files import CODE_DIR, CODE_SHA_FILE
+from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
 from core.version import git_sha
 from providers.code import DAEMON_TREES, _git, resolve_sha
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
@@ -46,9 +47,6 @@ LABEL_STACK = "fleet.stack"
 #: it is. A claim cannot relabel it: it renames it to ``fleet-<machineId>`` instead.
 LABEL_POOL = "fleet.pool"
 LABEL_POOL_OWNER = "fleet.pool.owner"
-#: In a pool container's tmpfs: its supervisor's ``up`` marker and the identity file it waits
-#: on (both gone once the identity is read).
-POOL_DIR = "/tmp/.fleet-pool"
 
 
 #: An unclaimed pool container's name starts so (``fleet-pool-<slot>``).
@@ -168,17 +166,16 @@ class DockerProvider:
 
     async def _unclaimed(self, c: aiodocker.containers.DockerContainer) -> bool:
         """A pool container renamed by a claim whose identity never came (its provisioner
-        ended in between): its supervisor still waits (its ``up`` marker is there)."""
+        ended in between): its supervisor still waits (its log says so)."""
         if LABEL_POOL not in (c["Config"]["Labels"] or {}):
             return False
         try:
-            exe = await c.exec(["test", "-e", f"{POOL_DIR}/up"], stdout=True, stderr=True)
-            async with exe.start(detach=False) as stream:
-                while await stream.read_out() is not None:
-                    pass
-            return bool((await exe.inspect())["ExitCode"] == 0)
+            said = "".join(await c.log(stderr=True, tail="50"))
         except aiodocker.DockerError:
             return True  # cannot tell: made again, which is always right
+        # A waiting one has logged a few lines, pool_up last; a claimed one, pool_claimed and
+        # then its daemon's lines (which may push both out of the tail).
+        return POOL_UP_LOG in said and POOL_CLAIMED_LOG not in said
 
     def check_nats_reachable(self, gateway: str) -> None:
         hosts = {urlsplit(u.strip()).hostname for u in self._nats_url.split(",")}

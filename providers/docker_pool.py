@@ -4,23 +4,26 @@ A pooled machine is a normal machine container (``DockerProvider.base_config``: 
 image, the platform's limits, the machines' network, every restriction) started with a pool
 slot instead of a machine: named ``fleet-pool-<slot>``, labelled ``fleet.pool=<slot>`` and
 ``fleet.pool.owner`` (this provisioner), its home the volume ``fleet-pool-<slot>-home``, its
-environment ``FLEET_POOL_SLOT`` and ``FLEET_POOL_FILE`` and **no machine id, no token, no
-instance**. Its supervisor starts the daemon, which does its imports and waits; the supervisor
-then prints ``supervisor: pool_up`` (the container's log: "verified") and polls for a file in
-the container's tmpfs (``daemon/pool.py``'s ``FileChannel``). No restart policy: a pooled
-container that dies is replaced, not restarted. A claim:
+environment ``FLEET_POOL_SLOT`` and ``FLEET_POOL_STDIN`` and **no machine id, no token, no
+instance**, its stdin open (``OpenStdin``, ``StdinOnce``). Its supervisor starts the daemon,
+which does its imports and waits; the supervisor then prints ``supervisor: pool_up`` (the
+container's log: "verified") and reads its stdin (``daemon/pool.py``'s ``StdinChannel``). No
+restart policy: a pooled container that dies is replaced, not restarted. A claim:
 
 1. renames the container to ``fleet-<machineId>`` (labels cannot change after create: the name
    is the engine's record of the claim, and every path that finds a machine's container by
    name finds it) and writes its instance's limits and the machines' restart policy
    (``docker update``: live, the processes stay);
-2. then, once the provisioner has announced the machine, writes the identity (one JSON line,
-   ``core/poolwire.py``) through ``docker exec``'s stdin into that file; the supervisor reads
-   and deletes it and hands it to the daemon, which connects as any machine's does.
+2. then, once the provisioner has announced the machine, attaches to the container's stdin and
+   writes the identity (one JSON line, ``core/poolwire.py``); detaching closes that pipe for
+   good. The supervisor reads it, prints ``supervisor: pool_claimed``, puts ``/dev/null`` on
+   its fd 0 and hands the identity to the daemon, which connects as any machine's does. (No
+   ``docker exec``: a new process in the container costs tens of milliseconds.)
 
-The token is never in an argv, an environment or a label of the container (``docker inspect``
-shows none of it). Unlike the local pool there is no lifeline: a provisioner that is SIGKILLed
-leaves its pooled containers; the next one's start removes those of owners that are gone.
+The token is never in an argv, an environment, a file or a label of the container (``docker
+inspect`` shows none of it). Unlike the local pool there is no lifeline: a provisioner that is
+SIGKILLed leaves its pooled containers; the next one's start removes those of owners that are
+gone.
 """
 
 from __future__ import annotations
@@ -37,12 +40,11 @@ import aiohttp
 import structlog
 
 from contracts.errors import ProviderError
-from core.poolwire import POOL_FILE_VAR, POOL_SLOT_VAR, POOL_UP_LOG, identity_line
+from core.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from providers.docker import (
     LABEL_POOL,
     LABEL_POOL_OWNER,
     LABEL_STACK,
-    POOL_DIR,
     POOL_PREFIX,
     DockerProvider,
     container_name,
@@ -54,12 +56,6 @@ from providers.local_pool import owner_alive, owner_name
 from providers.warm_pool import PoolMachine
 
 log = structlog.get_logger(__name__)
-
-IDENTITY_FILE = f"{POOL_DIR}/identity"
-#: Run in the container by the claim: one line from stdin into the identity file, atomically
-#: (written beside it, then renamed: the supervisor never reads half of it). ``read`` and
-#: ``printf`` are the shell's own: the line is in no process's argv.
-_WRITE_IDENTITY = 'umask 077 && IFS= read -r l && printf "%s\\n" "$l" >"$0.w" && mv "$0.w" "$0"'
 
 
 def pool_volume(slot: str) -> str:
@@ -113,35 +109,29 @@ class PooledDocker:
         self._unwatch()
         self._backend.forget(self)  # the machine's now: the pool's close leaves it be
         self._machine_id = machine_id
-        try:
-            await self.c.rename(container_name(machine_id))
-            await self._backend.provider.docker._query_json(
-                f"containers/{self.c.id}/update", "POST", data={
-                    "Memory": lim.memory_mb * 1024 * 1024,
-                    "MemorySwap": lim.memory_mb * 1024 * 1024,
-                    "NanoCpus": int(lim.cpus * 1e9), "PidsLimit": lim.pids,
-                    "RestartPolicy": {"Name": "unless-stopped"},
-                },
-            )  # fmt: skip
+        update = self._backend.provider.docker._query_json(
+            f"containers/{self.c.id}/update", "POST", data={
+                "Memory": lim.memory_mb * 1024 * 1024,
+                "MemorySwap": lim.memory_mb * 1024 * 1024,
+                "NanoCpus": int(lim.cpus * 1e9), "PidsLimit": lim.pids,
+                "RestartPolicy": {"Name": "unless-stopped"},
+            },
+        )  # fmt: skip
+        try:  # both at once: someone waits for this machine
+            await asyncio.gather(self.c.rename(container_name(machine_id)), update)
         except (aiodocker.DockerError, aiohttp.ClientError) as exc:
             raise ProviderError(f"docker: claiming {self.slot}: {exc}") from None
         log.info("provider.docker_claimed", machine_id=machine_id, slot=self.slot)
         return f"docker:{self.c.id[:12]}"
 
     async def hand_over(self, token: str) -> None:
+        """The identity on the container's stdin, attached once: when we detach, the pipe
+        closes for good (``StdinOnce``), so nothing more can ever come that way."""
         try:
-            exe = await self.c.exec(
-                ["sh", "-c", _WRITE_IDENTITY, IDENTITY_FILE], stdin=True, stdout=True, stderr=True
-            )
-            async with exe.start(detach=False) as stream:
+            async with self.c.attach(stdin=True) as stream:
                 await stream.write_in(identity_line(self._machine_id, token))
-                while await stream.read_out() is not None:
-                    pass
-            code = (await exe.inspect())["ExitCode"]
-        except (aiodocker.DockerError, aiohttp.ClientError) as exc:
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
             raise ProviderError(f"the claimed container went away: {exc}") from None
-        if code != 0:
-            raise ProviderError(f"writing the identity into {self.slot} exited {code}")
 
     async def stop(self) -> None:
         """Remove it for good, with its home volume (idempotent)."""
@@ -170,11 +160,12 @@ class DockerPoolBackend:
         image = await p.image()
         p.check_nats_reachable(await ensure_network(p.docker, p.network))
         labels = {LABEL_POOL: slot, LABEL_POOL_OWNER: self.owner}
-        env = {POOL_SLOT_VAR: slot, POOL_FILE_VAR: IDENTITY_FILE}
+        env = {POOL_SLOT_VAR: slot, POOL_STDIN_VAR: "1"}
         place = Placement("", p.default_limits)
         config = p.base_config(image, f"fleet-{slot}", env, labels, pool_volume(slot), place)
         # A pooled container that dies is replaced, not restarted (a claim sets the policy).
         config["HostConfig"]["RestartPolicy"] = {"Name": "no"}
+        config |= {"OpenStdin": True, "StdinOnce": True}  # the identity's way in, used once
         try:
             await p.docker.volumes.create(  # type: ignore[no-untyped-call]
                 {"Name": pool_volume(slot), "Labels": {**labels, LABEL_STACK: p.stack}}

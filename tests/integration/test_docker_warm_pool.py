@@ -18,7 +18,7 @@ from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from core.poolwire import POOL_UP_LOG
 from fleet.client import FleetClient
-from providers.docker import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_DIR, POOL_PREFIX
+from providers.docker import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_PREFIX
 from providers.docker_pool import DockerPoolBackend, pool_volume
 from providers.registry import docker_provider, stack_id
 from services.common.crypto import SecretBox
@@ -105,8 +105,7 @@ async def test_a_claim_is_truthful_and_carries_nothing_of_another_instance(
     token_a = SecretBox(settings.secret_key).decrypt(sealed)
     assert token_a not in json.dumps(info)  # not in its env, args, labels: nowhere
     assert a not in json.dumps(info["Config"]["Env"])
-    # The identity file and the pool's marker: read and gone before the daemon connected.
-    assert POOL_DIR.rsplit("/", 1)[1] not in (await stack.exec(a, ["ls", "-a", "/tmp"])).stdout
+    assert info["Config"]["StdinOnce"]  # the identity's way in closed when the claim detached
     await inside(stack, a, "open('first-file', 'w').write('first')")
     await stack.start_process(a, ["sleep", "4242.5"], tag="first-proc")
 
