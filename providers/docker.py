@@ -11,6 +11,10 @@ neither it nor the daemon is readable by the machine's commands (daemon/nodump.p
 on a user-defined bridge network with no traffic between containers; of the platform it
 reaches only NATS, which listens on that network's gateway address (valkey and the gateway
 stay on 127.0.0.1, which in a container is the container's own loopback).
+
+A machine claimed from the warm pool (``docker_pool.py``) is found by its name like any other
+(the claim renames it); its labels are the pool's and its home volume the pool's
+(``home_volumes`` finds it from the container).
 """
 
 from __future__ import annotations
