@@ -21,6 +21,7 @@ from fleet.client import FleetClient
 from providers.docker import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_PREFIX
 from providers.docker_pool import DockerPoolBackend, pool_volume
 from providers.registry import docker_provider, stack_id
+from providers.warm_pool import WarmPool
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
@@ -240,3 +241,25 @@ async def test_a_claim_never_handed_over_and_orphans_are_cleaned(settings: Setti
 async def inspect_slot(slot: str) -> object:
     async with aiodocker.Docker() as docker:
         return await docker_json(docker, f"containers/{POOL_PREFIX}{slot}/json")
+
+
+async def test_the_docker_pool_shrinks_under_memory_pressure(settings: Settings) -> None:
+    """The generic rule (providers/warm_pool.py) on real containers: memory short, the pooled
+    container is removed and none started; memory back, the pool fills again."""
+    available = [10.0**6]
+    async with docker_provider(settings, Path.cwd()) as provider:
+        pool = WarmPool(DockerPoolBackend(provider), 1, min_available_mb=512,
+                        memory=lambda: available[0], check_s=0.05)  # fmt: skip
+        async with pool:
+            await pool.wait_filled()
+            (slot,) = await up_slots(settings)
+            available[0] = 100.0  # short
+
+            async def shrunk() -> bool:
+                return await inspect_slot(slot) is None and not pool.ready
+
+            await wait_until(shrunk, timeout=15, every=0.1)
+            available[0] = 10.0**6
+            await pool.wait_filled()
+            assert await up_slots(settings) - {slot}
+        assert not await up_slots(settings)  # the pool's exit removed what it kept
