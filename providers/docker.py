@@ -137,7 +137,7 @@ class DockerProvider:
 
     async def start(self, machine_id: str, token: str) -> str:
         existing = await self._container(machine_id)
-        volume = volume_name(machine_id)
+        volume, hostname = volume_name(machine_id), ""
         if existing is not None:  # a redelivered machine.created, or a resume
             running = existing["State"]["Running"] and self._current(existing)
             if running and not await self._unclaimed(existing):
@@ -145,14 +145,16 @@ class DockerProvider:
             # Stopped (fleet up stopped it), made for another NATS address (an embedded NATS
             # gets a new port each time) or claimed from the pool and never told who it is:
             # made again from today's image and settings, with its home volume.
+            # The same machine: its home, and its hostname (a claimed one's is its pool slot's).
             volume = next(iter(home_volumes(existing)), volume)
+            hostname = existing["Config"]["Hostname"]
             await existing.delete(force=True)
             log.info("provider.docker_recreating", machine_id=machine_id)
         image = await self.image()
         gateway = await ensure_network(self.docker, self.network)
         self.check_nats_reachable(gateway)
         place = await self.placement_of(machine_id)
-        config = self.container_config(machine_id, token, image, place, volume)
+        config = self.container_config(machine_id, token, image, place, volume, hostname)
         try:
             if volume == volume_name(machine_id):
                 await self.docker.volumes.create(  # type: ignore[no-untyped-call]
@@ -190,12 +192,14 @@ class DockerProvider:
             )
 
     def container_config(
-        self, machine_id: str, token: str, image: str, place: Placement, volume: str = ""
-    ) -> dict[str, Any]:
+        self, machine_id: str, token: str, image: str, place: Placement, volume: str = "",
+        hostname: str = "",
+    ) -> dict[str, Any]:  # fmt: skip
         env = {"FLEET_MACHINE_ID": machine_id, "FLEET_MACHINE_TOKEN": token}
         labels = {LABEL_MACHINE: machine_id, LABEL_INSTANCE: place.instance_id}
         volume = volume or volume_name(machine_id)
-        return self.base_config(image, f"fleet-{machine_id[-12:]}", env, labels, volume, place)
+        hostname = hostname or f"fleet-{machine_id[-12:]}"
+        return self.base_config(image, hostname, env, labels, volume, place)
 
     def base_config(
         self,

@@ -146,7 +146,9 @@ async def test_a_stopped_claimed_container_is_made_again_with_its_home(
     inst = await stack.create_instance("kept")
     mid, _ = await ready_machine(stack, inst.id)
     await inside(stack, mid, "open('kept-file', 'w').write('kept')")
-    volume = (await inspect(mid))["Mounts"][0]["Name"]
+    before = await inspect(mid)
+    volume, hostname = before["Mounts"][0]["Name"], before["Config"]["Hostname"]
+    assert hostname.startswith("fleet-p")  # its pool slot's
     sealed = await store.machine_secret(mid)
     assert sealed is not None
     token = SecretBox(settings.secret_key).decrypt(sealed)
@@ -160,6 +162,7 @@ async def test_a_stopped_claimed_container_is_made_again_with_its_home(
     info = await inspect(mid)
     assert info["Mounts"][0]["Name"] == volume
     assert info["Config"]["Labels"][LABEL_MACHINE] == mid  # a cold machine's container now
+    assert info["Config"]["Hostname"] == hostname  # the same machine to its user
 
     async def back() -> bool:
         try:
