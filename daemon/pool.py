@@ -113,8 +113,12 @@ class StdinChannel:
     """A docker pooled machine's: no socket crosses into a container, so the supervisor says
     ``up`` on its log (the container's) and reads the identity from its stdin, which the
     provider attaches to once (``StdinOnce``: the pipe closes when it detaches) to write it:
-    never an argv, an environment or a file. Then fd 0 becomes ``/dev/null``: no process of
-    the machine inherits the pipe."""
+    never an argv, an environment or a file. The pipe is moved off fd 0 (``/dev/null`` there)
+    before the daemon starts: no process of the machine ever inherits it."""
+
+    def __init__(self) -> None:
+        self.fd = os.dup(0)  # (non-inheritable)
+        _devnull_on_stdin()
 
     def say_up(self) -> None:
         print(POOL_UP_LOG, file=sys.stderr, flush=True)
@@ -122,10 +126,10 @@ class StdinChannel:
     def identity(self, daemon: socket.socket) -> bytes | None:
         buf = b""
         while not buf.endswith(b"\n"):
-            readable, _, _ = select.select([0, daemon.fileno()], [], [])
+            readable, _, _ = select.select([self.fd, daemon.fileno()], [], [])
             if daemon.fileno() in readable:
                 return None
-            chunk = os.read(0, _MAX_LINE - len(buf))
+            chunk = os.read(self.fd, _MAX_LINE - len(buf))
             if not chunk or len(buf) + len(chunk) >= _MAX_LINE:
                 return None  # the pipe closed (or overflowed) before an identity came
             buf += chunk
@@ -133,9 +137,13 @@ class StdinChannel:
         return buf[:-1]
 
     def close(self) -> None:
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
+        os.close(self.fd)
+
+
+def _devnull_on_stdin() -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
 
 
 Channel = SocketChannel | StdinChannel

@@ -35,8 +35,10 @@ class FakeDaemon:
         self.dies = dies
         self.got: bytes | None = None
         self.thread: threading.Thread | None = None
+        self.stdin_was_devnull = False
 
     def spawn(self) -> None:
+        self.stdin_was_devnull = fd0_is_devnull()  # what a spawned daemon would inherit
         sock = socket.socket(fileno=os.dup(int(os.environ[POOL_FD_VAR])))
 
         def run() -> None:
@@ -93,7 +95,8 @@ def test_the_identity_comes_on_stdin_and_stdin_is_gone(environ: dict[str, str], 
     assert got == {"FLEET_MACHINE_ID": "m-1", "FLEET_MACHINE_TOKEN": "tok-1"}
     assert (environ["FLEET_MACHINE_ID"], environ["FLEET_MACHINE_TOKEN"]) == ("m-1", "tok-1")
     assert POOL_SLOT_VAR not in environ
-    assert fd0_is_devnull()  # the machine's processes never get the claim's pipe
+    assert daemon.stdin_was_devnull  # the daemon (and what it runs) never gets the pipe
+    assert fd0_is_devnull()
 
 
 def test_anything_but_an_identity_is_refused(environ: dict[str, str], stdin: int) -> None:
