@@ -1,4 +1,5 @@
-"""Benchmark 12: machines.create to ready from the warm pool, against a cold start.
+"""Benchmark 12: machines.create to ready from the warm pool, against a cold start (local
+here; docker in ``bench/warm_pool_docker.py``, in the same run).
 
 Two `fleet up` stacks, each on its own NATS and valkey, run side by side: one with a warm
 pool of one local machine (``FLEET_WARM_POOL=local=1``), one without (``local=0``). Samples
@@ -22,6 +23,7 @@ from contracts.gateway_rpc import (
     CreateInstanceParams,
     CreateMachineParams,
 )
+from contracts.models import ProviderName
 from providers.local import POOL_SLOT_FILE
 from providers.local_pool import UP_MARKER
 
@@ -39,8 +41,8 @@ async def _pool_full(data_dir: Path, size: int) -> None:
 
 
 class _Side:
-    def __init__(self, up: FleetUp, nats_url: str) -> None:
-        self.up, self.nats_url = up, nats_url
+    def __init__(self, up: FleetUp, nats_url: str, provider: ProviderName = "local") -> None:
+        self.up, self.nats_url, self.provider = up, nats_url, provider
         self.gw = Gateway(up.url)
         self.watch = EventWatch()
         self.instances: list[str] = []
@@ -56,9 +58,10 @@ class _Side:
         """Create one machine, wait for ready: its id, each stage's arrival after the call."""
         t0 = time.perf_counter()
         machine = await self.gw.call(
-            MACHINES_CREATE, CreateMachineParams(instance_id=self.instances.pop(), provider="local")
+            MACHINES_CREATE,
+            CreateMachineParams(instance_id=self.instances.pop(), provider=self.provider),
         )
-        await self.watch.wait_all("ready", [machine.id], timeout_s=60)
+        await self.watch.wait_all("ready", [machine.id], timeout_s=120)
         if machine.id in self.watch.failed:
             raise RuntimeError(f"machine {machine.id} failed: {self.watch.failed[machine.id]}")
         return machine.id, {s: self.watch.seen[s, machine.id] - t0 for s in STAGES}
@@ -105,6 +108,9 @@ async def run(report: Report, quick: bool) -> None:
             await warm.close()
             await cold.close()
     _report(report, totals, stages, missed)
+    from bench.warm_pool_docker import run_docker
+
+    await run_docker(report, n, _Side)
 
 
 def _report(

@@ -10,6 +10,13 @@ import socket
 POOL_FD_VAR = "FLEET_POOL_FD"
 #: The pool slot a pooled machine's root was started as (the host finds the root by it).
 POOL_SLOT_VAR = "FLEET_POOL_SLOT"
+#: docker: set (to 1) when the supervisor takes its identity from its stdin, the container's,
+#: which the provider attaches to once (``StdinOnce``) to write it.
+POOL_STDIN_VAR = "FLEET_POOL_STDIN"
+#: docker: the lines its supervisor prints (the container's log) once its daemon waits, and
+#: once it has read its identity.
+POOL_UP_LOG = "supervisor: pool_up"
+POOL_CLAIMED_LOG = "supervisor: pool_claimed"
 #: What a claim sets; nothing else may come over the socket.
 IDENTITY_VARS = frozenset({"FLEET_MACHINE_ID", "FLEET_MACHINE_TOKEN"})
 UP = b"up\n"

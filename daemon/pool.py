@@ -12,6 +12,11 @@ The identity goes over a socket, never into an environment or an argv, so nothin
 ``/proc/<pid>/environ`` or ``cmdline`` of the machine's root. The provider closes its end
 once it has sent the identity: nothing of the pool stays reachable from the machine. An end
 closed before the identity came (the provisioner went away) ends the pooled machine.
+
+A docker pooled machine's supervisor has no socket to its provider (``StdinChannel``): it
+says ``up`` on the container's log and reads the identity from its stdin, the container's,
+which the provider attaches to once (``FLEET_POOL_STDIN``); from the supervisor on, the wire
+is the same.
 """
 
 from __future__ import annotations
@@ -20,11 +25,24 @@ import os
 import secrets
 import select
 import socket
+import sys
 from collections.abc import Callable
 
-from core.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, PoolClosed, parse_identity, read_line
+from core.poolwire import (
+    POOL_CLAIMED_LOG,
+    POOL_FD_VAR,
+    POOL_SLOT_VAR,
+    POOL_STDIN_VAR,
+    POOL_UP_LOG,
+    UP,
+    PoolClosed,
+    parse_identity,
+    read_line,
+)
 
-__all__ = ["POOL_FD_VAR", "await_identity", "pool_socket", "relay_claim"]
+__all__ = ["POOL_FD_VAR", "await_identity", "pool_channel", "pool_socket", "relay_claim"]
+
+_MAX_LINE = 4096
 
 
 def pool_socket(environ: dict[str, str] | os._Environ[str]) -> socket.socket | None:
@@ -69,7 +87,77 @@ def _prewarm(environ: os._Environ[str]) -> None:
     Daemon(DaemonSettings(nats_url="", machine_id="pooled", machine_token=placeholder, home=home))
 
 
-def relay_claim(provider: socket.socket, spawn: Callable[[], object]) -> bool:
+class SocketChannel:
+    """The provider's end as a local pooled machine's supervisor has it: the pool socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def say_up(self) -> None:
+        self.sock.sendall(UP)
+
+    def identity(self, daemon: socket.socket) -> bytes | None:
+        """The identity line, or None if the daemon ended first."""
+        # Both ends watched: a pooled daemon that dies is seen at once (its machine ends,
+        # and the provider replaces it), not at the next claim.
+        readable, _, _ = select.select([self.sock, daemon], [], [])
+        if daemon in readable:
+            return None  # the daemon ended (it says nothing else before its identity)
+        return read_line(self.sock)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class StdinChannel:
+    """A docker pooled machine's: no socket crosses into a container, so the supervisor says
+    ``up`` on its log (the container's) and reads the identity from its stdin, which the
+    provider attaches to once (``StdinOnce``: the pipe closes when it detaches) to write it:
+    never an argv, an environment or a file. The pipe is moved off fd 0 (``/dev/null`` there)
+    before the daemon starts: no process of the machine ever inherits it."""
+
+    def __init__(self) -> None:
+        self.fd = os.dup(0)  # (non-inheritable)
+        _devnull_on_stdin()
+
+    def say_up(self) -> None:
+        print(POOL_UP_LOG, file=sys.stderr, flush=True)
+
+    def identity(self, daemon: socket.socket) -> bytes | None:
+        buf = b""
+        while not buf.endswith(b"\n"):
+            readable, _, _ = select.select([self.fd, daemon.fileno()], [], [])
+            if daemon.fileno() in readable:
+                return None
+            chunk = os.read(self.fd, _MAX_LINE - len(buf))
+            if not chunk or len(buf) + len(chunk) >= _MAX_LINE:
+                return None  # the pipe closed (or overflowed) before an identity came
+            buf += chunk
+        print(POOL_CLAIMED_LOG, file=sys.stderr, flush=True)
+        return buf[:-1]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _devnull_on_stdin() -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
+Channel = SocketChannel | StdinChannel
+
+
+def pool_channel(environ: os._Environ[str]) -> Channel | None:
+    """The supervisor's way to its provider (removed from ``environ``), or None: not pooled."""
+    if environ.pop(POOL_STDIN_VAR, None) is not None:
+        return StdinChannel()
+    sock = pool_socket(environ)
+    return SocketChannel(sock) if sock is not None else None
+
+
+def relay_claim(provider: Channel, spawn: Callable[[], object]) -> bool:
     """The supervisor's side: start the daemon (``spawn``) on a socketpair of our own, relay
     its ``up`` to the provider and the provider's identity to it. True once handed over
     (``os.environ`` then has the identity, for the daemons started later: a restart, a
@@ -77,27 +165,26 @@ def relay_claim(provider: socket.socket, spawn: Callable[[], object]) -> bool:
     # The daemon and what it runs get the environment of a cold machine's: no pool slot.
     os.environ.pop(POOL_SLOT_VAR, None)
     ours, theirs = socket.socketpair()
-    with provider, ours:
-        theirs.set_inheritable(True)
-        os.environ[POOL_FD_VAR] = str(theirs.fileno())
-        try:
-            spawn()
-        finally:
-            del os.environ[POOL_FD_VAR]
-            theirs.close()
-        try:
+    try:
+        with ours:
+            theirs.set_inheritable(True)
+            os.environ[POOL_FD_VAR] = str(theirs.fileno())
+            try:
+                spawn()
+            finally:
+                del os.environ[POOL_FD_VAR]
+                theirs.close()
             if read_line(ours) + b"\n" != UP:
                 return False
-            provider.sendall(UP)
-            # Both ends watched: a pooled daemon that dies is seen at once (its machine ends,
-            # and the provider replaces it), not at the next claim.
-            readable, _, _ = select.select([provider, ours], [], [])
-            if ours in readable:
-                return False  # the daemon ended (it says nothing else before its identity)
-            line = read_line(provider)
+            provider.say_up()
+            line = provider.identity(ours)
+            if line is None:
+                return False
             identity = parse_identity(line)
             ours.sendall(line + b"\n")
-        except (PoolClosed, OSError):
-            return False
+    except (PoolClosed, OSError):
+        return False
+    finally:
+        provider.close()
     os.environ.update(identity)
     return True

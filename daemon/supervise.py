@@ -27,7 +27,7 @@ from pathlib import Path
 
 from core import procinfo
 from daemon import nodump
-from daemon.pool import pool_socket, relay_claim
+from daemon.pool import pool_channel, relay_claim
 from daemon.state import CorruptState, read_state
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -142,7 +142,7 @@ class Supervisor:
         return True
 
     def run(self) -> int:
-        provider = pool_socket(os.environ)
+        provider = pool_channel(os.environ)
         if provider is None:
             self.spawn()
         elif not relay_claim(provider, self.spawn):  # a pooled machine never claimed

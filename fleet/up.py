@@ -64,8 +64,9 @@ class UpOptions:
     ha: bool = False
 
 
-#: `fleet up`'s warm pool when FLEET_WARM_POOL is not set (services' own default: none).
-DEFAULT_WARM_POOL = "local=2"
+#: `fleet up`'s warm pool when FLEET_WARM_POOL is not set (services' own default: none), by
+#: its default provider: a docker machine held warm costs a container (about 30 MB).
+DEFAULT_WARM_POOL = {"local": "local=2", "docker": "docker=1"}
 
 
 def read_or_create_secret(path: Path, env_var: str) -> str:
@@ -269,11 +270,11 @@ def _servers(
         data_dir=str(data_dir),
         env=opts.env,
         sandbox="bwrap" if opts.sandbox else "none",
-        # Two local machines kept warm unless FLEET_WARM_POOL says otherwise (a pool needs
-        # bwrap; with --provider docker, local machines are the exception: none kept).
+        # Machines of the default provider kept warm unless FLEET_WARM_POOL says otherwise (a
+        # local pool needs bwrap; the other provider's machines are the exception: none kept).
         warm_pool=os.environ.get(
             "FLEET_WARM_POOL",
-            DEFAULT_WARM_POOL if opts.sandbox and opts.provider == "local" else "",
+            DEFAULT_WARM_POOL[opts.provider] if opts.sandbox or opts.provider == "docker" else "",
         ),
         default_provider=opts.provider,
         host=opts.host,

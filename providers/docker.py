@@ -11,6 +11,10 @@ neither it nor the daemon is readable by the machine's commands (daemon/nodump.p
 on a user-defined bridge network with no traffic between containers; of the platform it
 reaches only NATS, which listens on that network's gateway address (valkey and the gateway
 stay on 127.0.0.1, which in a container is the container's own loopback).
+
+A machine claimed from the warm pool (``docker_pool.py``) is found by its name like any other
+(the claim renames it); its labels are the pool's and its home volume the pool's
+(``home_volumes`` finds it from the container).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import structlog
 
 from contracts.errors import ProviderError
 from contracts.machine_files import CODE_DIR, CODE_SHA_FILE
+from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
 from core.version import git_sha
 from providers.code import DAEMON_TREES, _git, resolve_sha
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
@@ -42,6 +47,14 @@ LABEL_MACHINE = "fleet.machine"
 LABEL_INSTANCE = "fleet.instance"
 #: Which stack (its data dir) a container belongs to: `fleet up` stops its own, no one else's.
 LABEL_STACK = "fleet.stack"
+#: A warm-pool container's slot (``providers/docker_pool.py``), and the provisioner whose pool
+#: it is. A claim cannot relabel it: it renames it to ``fleet-<machineId>`` instead.
+LABEL_POOL = "fleet.pool"
+LABEL_POOL_OWNER = "fleet.pool.owner"
+
+
+#: An unclaimed pool container's name starts so (``fleet-pool-<slot>``).
+POOL_PREFIX = "fleet-pool-"
 
 
 def container_name(machine_id: str) -> str:
@@ -68,6 +81,7 @@ class DockerProvider:
         keep_volumes: bool = False,
         say: Say | None = None,
         stack: str = "",
+        default_limits: Limits | None = None,
     ) -> None:
         self._nats_url = nats_url
         self.network = network
@@ -75,6 +89,8 @@ class DockerProvider:
         self._work_dir = work_dir
         self._code_repo = code_repo
         self._placement = placement
+        #: A pooled container's, until its claim gives it its instance's (the platform's).
+        self.default_limits = default_limits or Limits()
         self._environ = environ or {}
         self.keep_volumes = keep_volumes
         self.stack = stack
@@ -104,6 +120,12 @@ class DockerProvider:
             self._builder = ImageBuilder(self.docker, self._base_image, self._work_dir, self._say)
         return await self._builder.ensure()
 
+    async def placement_of(self, machine_id: str) -> Placement:
+        """The machine's instance and limits."""
+        if self._placement is None:
+            return Placement("", self.default_limits)
+        return await self._placement(machine_id)
+
     async def _container(self, machine_id: str) -> aiodocker.containers.DockerContainer | None:
         try:
             c = await self.docker.containers.get(container_name(machine_id))
@@ -115,23 +137,29 @@ class DockerProvider:
 
     async def start(self, machine_id: str, token: str) -> str:
         existing = await self._container(machine_id)
+        volume, hostname = volume_name(machine_id), ""
         if existing is not None:  # a redelivered machine.created, or a resume
-            if existing["State"]["Running"] and self._current(existing):
+            running = existing["State"]["Running"] and self._current(existing)
+            if running and not await self._unclaimed(existing):
                 return f"docker:{existing.id[:12]}"
-            # Stopped (fleet up stopped it) or made for another NATS address (an embedded NATS
-            # gets a new port each time): made again from today's image and settings, with
-            # its home volume.
+            # Stopped (fleet up stopped it), made for another NATS address (an embedded NATS
+            # gets a new port each time) or claimed from the pool and never told who it is:
+            # made again from today's image and settings, with its home volume.
+            # The same machine: its home, and its hostname (a claimed one's is its pool slot's).
+            volume = next(iter(home_volumes(existing)), volume)
+            hostname = existing["Config"]["Hostname"]
             await existing.delete(force=True)
             log.info("provider.docker_recreating", machine_id=machine_id)
         image = await self.image()
         gateway = await ensure_network(self.docker, self.network)
-        self._check_nats_reachable(gateway)
-        place = await self._placement(machine_id) if self._placement else Placement("", Limits())
-        config = self.container_config(machine_id, token, image, place)
+        self.check_nats_reachable(gateway)
+        place = await self.placement_of(machine_id)
+        config = self.container_config(machine_id, token, image, place, volume, hostname)
         try:
-            await self.docker.volumes.create(  # type: ignore[no-untyped-call]
-                {"Name": volume_name(machine_id), "Labels": {LABEL_MACHINE: machine_id}}
-            )
+            if volume == volume_name(machine_id):
+                await self.docker.volumes.create(  # type: ignore[no-untyped-call]
+                    {"Name": volume, "Labels": {LABEL_MACHINE: machine_id}}
+                )
             c = await self.docker.containers.create(config, name=container_name(machine_id))
             await c.start()
         except aiodocker.DockerError as exc:
@@ -142,7 +170,20 @@ class DockerProvider:
     def _current(self, c: aiodocker.containers.DockerContainer) -> bool:
         return f"FLEET_NATS_URL={self._nats_url}" in (c["Config"]["Env"] or [])
 
-    def _check_nats_reachable(self, gateway: str) -> None:
+    async def _unclaimed(self, c: aiodocker.containers.DockerContainer) -> bool:
+        """A pool container renamed by a claim whose identity never came (its provisioner
+        ended in between): its supervisor still waits (its log says so)."""
+        if LABEL_POOL not in (c["Config"]["Labels"] or {}):
+            return False
+        try:
+            said = "".join(await c.log(stderr=True, tail="50"))
+        except aiodocker.DockerError:
+            return True  # cannot tell: made again, which is always right
+        # A waiting one has logged a few lines, pool_up last; a claimed one, pool_claimed and
+        # then its daemon's lines (which may push both out of the tail).
+        return POOL_UP_LOG in said and POOL_CLAIMED_LOG not in said
+
+    def check_nats_reachable(self, gateway: str) -> None:
         hosts = {urlsplit(u.strip()).hostname for u in self._nats_url.split(",")}
         if hosts <= {"127.0.0.1", "localhost", "::1"}:
             raise ProviderError(
@@ -151,25 +192,37 @@ class DockerProvider:
             )
 
     def container_config(
-        self, machine_id: str, token: str, image: str, place: Placement
+        self, machine_id: str, token: str, image: str, place: Placement, volume: str = "",
+        hostname: str = "",
+    ) -> dict[str, Any]:  # fmt: skip
+        env = {"FLEET_MACHINE_ID": machine_id, "FLEET_MACHINE_TOKEN": token}
+        labels = {LABEL_MACHINE: machine_id, LABEL_INSTANCE: place.instance_id}
+        volume = volume or volume_name(machine_id)
+        hostname = hostname or f"fleet-{machine_id[-12:]}"
+        return self.base_config(image, hostname, env, labels, volume, place)
+
+    def base_config(
+        self,
+        image: str,
+        hostname: str,
+        env: Mapping[str, str],
+        labels: Mapping[str, str],
+        volume: str,
+        place: Placement,
     ) -> dict[str, Any]:
-        env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV}
+        """A machine container's (a pooled one's too): its daemon's environment, its limits,
+        its network and every restriction."""
+        env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV} | dict(env)
         env |= {
             "FLEET_NATS_URL": self._nats_url,
-            "FLEET_MACHINE_ID": machine_id,
-            "FLEET_MACHINE_TOKEN": token,
             "FLEET_GIT_SHA": self._environ.get("FLEET_GIT_SHA") or git_sha() or "",
         }
         lim = place.limits
         return {
             "Image": image,
-            "Hostname": f"fleet-{machine_id[-12:]}",
+            "Hostname": hostname,
             "Env": [f"{k}={v}" for k, v in env.items()],
-            "Labels": {
-                LABEL_MACHINE: machine_id,
-                LABEL_INSTANCE: place.instance_id,
-                LABEL_STACK: self.stack,
-            },
+            "Labels": {**labels, LABEL_STACK: self.stack},
             "HostConfig": {
                 # No docker-init: it would hold the token in a dumpable environment. The
                 # supervisor is the container's first process (non-dumpable, daemon/nodump.py);
@@ -184,9 +237,7 @@ class DockerProvider:
                 "PidsLimit": lim.pids,
                 "RestartPolicy": {"Name": "unless-stopped"},
                 "NetworkMode": self.network,
-                "Mounts": [
-                    {"Type": "volume", "Source": volume_name(machine_id), "Target": MACHINE_HOME}
-                ],
+                "Mounts": [{"Type": "volume", "Source": volume, "Target": MACHINE_HOME}],
                 # The system is read-only; the home (its volume) and /tmp are the machine's.
                 "ReadonlyRootfs": True,
                 "Tmpfs": {"/tmp": "rw,nosuid,nodev,size=512m"},
@@ -205,16 +256,14 @@ class DockerProvider:
 
     async def stop(self, machine_id: str) -> None:
         c = await self._container(machine_id)
+        volumes = {volume_name(machine_id)}
         if c is not None:
+            volumes |= set(home_volumes(c))  # a claimed pool container's is the pool's
             # Every process of the container ends with it (its pid namespace), setsid or not.
             await c.delete(force=True)
         if not self.keep_volumes:
-            try:
-                vol = await self.docker.volumes.get(volume_name(machine_id))  # type: ignore[no-untyped-call]
-                await vol.delete()
-            except aiodocker.DockerError as exc:
-                if exc.status != 404:
-                    raise ProviderError(f"docker: volume of {machine_id}: {exc.message}") from None
+            for name in volumes:
+                await remove_volume(self.docker, name)
         log.info("provider.docker_stopped", machine_id=machine_id, kept_volume=self.keep_volumes)
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
@@ -237,6 +286,21 @@ class DockerProvider:
             return None
         top = await c.top()
         return _daemon_of(top)
+
+
+def home_volumes(c: aiodocker.containers.DockerContainer) -> list[str]:
+    """The named volume(s) a container has as its home."""
+    return [m["Name"] for m in c["Mounts"] or []
+            if m.get("Type") == "volume" and m.get("Destination") == MACHINE_HOME]  # fmt: skip
+
+
+async def remove_volume(docker: aiodocker.Docker, name: str) -> None:
+    try:
+        vol = await docker.volumes.get(name)  # type: ignore[no-untyped-call]
+        await vol.delete()
+    except aiodocker.DockerError as exc:
+        if exc.status != 404:
+            raise ProviderError(f"docker: volume {name}: {exc.message}") from None
 
 
 def _daemon_of(top: Mapping[str, Any]) -> int | None:
@@ -312,6 +376,10 @@ async def stop_stack(docker: aiodocker.Docker, stack: str, grace_s: int = 5) -> 
 
 
 async def machine_containers(docker: aiodocker.Docker) -> list[str]:
-    """The machine ids of every fleet container on the engine."""
+    """The machine ids of every fleet container on the engine (claimed pool ones included:
+    their name is the machine's, their labels the pool's)."""
     found = await docker.containers.list(all=True, filters={"label": [LABEL_MACHINE]})
-    return [c["Labels"][LABEL_MACHINE] for c in found]
+    pooled = await docker.containers.list(all=True, filters={"label": [LABEL_POOL]})
+    names = [str(c["Names"][0]).lstrip("/") for c in pooled]
+    claimed = [n.removeprefix("fleet-") for n in names if not n.startswith(POOL_PREFIX)]
+    return [c["Labels"][LABEL_MACHINE] for c in found] + claimed

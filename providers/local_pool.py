@@ -45,13 +45,13 @@ _STOP_GRACE_S = 3.0
 UP_MARKER = "up"
 
 
-def _owner_name(pid: int) -> str:
+def owner_name(pid: int) -> str:
     """This pool's directory name: the process (pid and start time: a reused pid is not it)
     and a random part (two pools in one process, as in tests, never share a directory)."""
     return f"{pid}-{procinfo.start_ticks(pid)}-{secrets.token_hex(4)}"
 
 
-def _owner_alive(name: str) -> bool:
+def owner_alive(name: str) -> bool:
     pid, ticks, *_ = [*name.split("-"), "", ""]
     with contextlib.suppress(ValueError):
         return procinfo.is_alive(int(pid), int(ticks))
@@ -200,7 +200,7 @@ class LocalPoolBackend:
             raise ProviderError("the local warm pool needs sandboxed machines (bwrap)")
         self.provider = provider
         self.base = provider.data_dir / "pool" / "local"
-        self.owned = self.base / _owner_name(os.getpid())
+        self.owned = self.base / owner_name(os.getpid())
         self._machines: set[PooledLocal] = set()
 
     async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
@@ -240,7 +240,7 @@ class LocalPoolBackend:
         their lifeline, but a root may linger) killed, their directories removed."""
         removed = 0
         for owner in list(self.base.iterdir()) if self.base.is_dir() else []:
-            if owner == self.owned or _owner_alive(owner.name):
+            if owner == self.owned or owner_alive(owner.name):
                 continue
             for slot_dir in list(owner.iterdir()):
                 for pid in procinfo.env_roots(POOL_SLOT_VAR, slot_dir.name):

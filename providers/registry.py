@@ -37,6 +37,7 @@ def docker_provider(
         base_image=settings.docker_base_image, work_dir=settings.data_path / "image-build",
         code_repo=repo, placement=placement or platform_placement, environ=os.environ,
         keep_volumes=settings.docker_keep_volumes, say=say, stack=stack_id(settings),
+        default_limits=platform_limits(settings),
     )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ an engine these fixtures fail, naming what is missing."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from fleet.docker_setup import prepare
 from fleet.embedded import NatsServer
-from providers.docker import container_name, machine_containers, volume_name
+from providers.docker import LABEL_POOL, container_name, machine_containers, volume_name
 from services.common.settings import Settings
 
 
@@ -55,14 +56,23 @@ async def _remove_all() -> None:
             await docker_json(docker, f"containers/{container_name(mid)}", "DELETE",
                               params={"force": "1"})  # fmt: skip
             await docker_json(docker, f"volumes/{volume_name(mid)}", "DELETE")
+        # The warm pool's (claimed or not: a claimed one's home is the pool's volume).
+        filters = json.dumps({"label": [LABEL_POOL]})
+        for c in await docker_json(
+            docker, "containers/json", params={"all": "1", "filters": filters}
+        ):
+            await docker_json(docker, f"containers/{c['Id']}", "DELETE", params={"force": "1"})
+        vols = await docker_json(docker, "volumes", params={"filters": filters})
+        for v in vols["Volumes"] or []:
+            await docker_json(docker, f"volumes/{v['Name']}", "DELETE")
 
 
 async def docker_json(docker: aiodocker.Docker, path: str, method: str = "GET", **kw: Any) -> Any:
     try:
         return await docker._query_json(path, method, **kw)
     except aiodocker.DockerError as exc:
-        if exc.status == 404:
-            return None
+        if exc.status == 404 or (exc.status == 409 and method == "DELETE"):
+            return None  # gone, or being removed already (by the provider's archive)
         raise
 
 
@@ -74,7 +84,11 @@ async def inspect(machine_id: str) -> Any:
 async def home_of(machine_id: str) -> Path:
     """The host path of a container's home volume (the local engine's)."""
     async with aiodocker.Docker() as docker:
-        vol = await docker_json(docker, f"volumes/{volume_name(machine_id)}")
+        # A claimed warm-pool container's home is the pool's volume: the one it mounts.
+        info = await docker_json(docker, f"containers/{container_name(machine_id)}/json")
+        mounted = [m["Name"] for m in (info or {}).get("Mounts") or [] if m.get("Name")]
+        name = mounted[0] if mounted else volume_name(machine_id)
+        vol = await docker_json(docker, f"volumes/{name}")
     assert vol is not None, f"no home volume for {machine_id}"
     return Path(vol["Mountpoint"])
 

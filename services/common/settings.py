@@ -123,7 +123,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Host paths every sandboxed machine may read (``:``-separated; e.g. a repository mirror).
     sandbox_share: str = ""
     #: Machines kept started ahead of demand, per provider: ``local=2`` (``provider=n`` pairs,
-    #: comma-separated; only ``local`` with the bwrap sandbox has a pool today). Each
+    #: comma-separated; ``local`` needs the bwrap sandbox; ``docker=1`` too). Each
     #: provisioner process keeps its own. Empty or 0: every machine starts cold.
     warm_pool: str = ""
     #: Below this much available memory (``/proc/meminfo`` MemAvailable, MiB) the pool shrinks,

@@ -8,12 +8,14 @@ from contextlib import AsyncExitStack
 import structlog
 
 from providers.code import code_repo
+from providers.docker import DockerProvider
+from providers.docker_pool import DockerPoolBackend
 from providers.limits import Placement, with_own
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
-from providers.warm_pool import WarmPool
+from providers.warm_pool import PoolBackend, WarmPool
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.metrics import service_metrics
@@ -60,26 +62,29 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         bus=bus,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
         box=SecretBox(settings.secret_key),
-        pools=await warm_pools(settings, stack, local),
+        pools=await warm_pools(settings, stack, local, docker),
     )
     await svc.resume()
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 
 
 async def warm_pools(
-    settings: Settings, stack: AsyncExitStack, local: LocalProvider
+    settings: Settings, stack: AsyncExitStack, local: LocalProvider, docker: DockerProvider
 ) -> dict[str, WarmPool]:
     """This process's warm pools (FLEET_WARM_POOL), stopped with it."""
     pools: dict[str, WarmPool] = {}
     for name, size in settings.warm_pool_sizes.items():
         if size <= 0:
             continue
-        if name != "local" or not local.sandbox:
+        backend: PoolBackend
+        if name == "docker":
+            backend = DockerPoolBackend(docker)
+        elif name == "local" and local.sandbox:
+            backend = LocalPoolBackend(local)
+        else:
             log.warning("provision.pool_unsupported", provider=name, sandbox=local.sandbox)
             continue
-        pool = WarmPool(
-            LocalPoolBackend(local), size, min_available_mb=settings.warm_pool_min_available_mb
-        )
+        pool = WarmPool(backend, size, min_available_mb=settings.warm_pool_min_available_mb)
         pools[name] = await stack.enter_async_context(pool)
     return pools
 

@@ -1,5 +1,6 @@
 """The attack suite of test_isolation.py, run again on machines claimed from the warm pool
-(local): a pooled machine, once claimed, is as isolated as a cold one."""
+(local; docker: test_docker_warm_pool_isolation.py): a pooled machine, once claimed, is as
+isolated as a cold one."""
 
 from __future__ import annotations
 
