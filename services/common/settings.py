@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     admin_token: str = ""
     env: Literal["dev", "prod"] = "dev"
     log_level: str = "info"
+    #: The services' event loop (services/common/event_loop.py): uvloop where importable,
+    #: else (or when set to ``asyncio``) the standard library's.
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     # gateway
     host: str = "127.0.0.1"
     port: int = 8080
