@@ -84,7 +84,6 @@ async def swarm_floor(root: Path, n: int) -> tuple[float, float]:
             rss = sum(rss_mb(p) or 0 for p in host_pids(data_dir).values())
             return elapsed, rss
         finally:
-            await provider.aclose()
             await watch.close()
             await nc.close()
             stop_all_swarm(data_dir)

@@ -28,9 +28,6 @@ import structlog
 
 from contracts.errors import NotSupported, ProviderError
 from providers.local import INHERITED_ENV, pid_alive, spawn_detached
-from providers.swarm_channel import HostChannel, HostGone, decode_reply
-
-__all__ = ["HostGone", "SwarmProvider", "request", "stop_all_swarm"]
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +80,10 @@ def running_host_pid(host_dir: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
+class HostGone(Exception):
+    pass
+
+
 async def request(sock: Path, host: str, payload: dict[str, Any], timeout_s: float = 60.0) -> Any:
     """One request to a host's control socket; ``HostGone`` if nothing listens there."""
     try:
@@ -100,7 +101,12 @@ async def request(sock: Path, host: str, payload: dict[str, Any], timeout_s: flo
         raise HostGone(f"swarm host {host} is not running ({exc})") from None
     except TimeoutError:
         raise ProviderError(f"swarm host {host} did not answer in {timeout_s:g}s") from None
-    return decode_reply(host, line)
+    if not line:
+        raise HostGone(f"swarm host {host} closed the connection")
+    reply = msgspec.json.decode(line)
+    if not reply.get("ok"):
+        raise ProviderError(f"swarm host {host}: {reply.get('error')}")
+    return reply
 
 
 class SwarmProvider:
@@ -138,20 +144,6 @@ class SwarmProvider:
         self._load: Counter[str] = Counter()  # host name -> machines on it
         self._discovered = False
         self._children: list[int] = []
-        #: Starts go over one kept-open connection per host (providers/swarm_channel.py).
-        self._channels: dict[str, HostChannel] = {}
-
-    async def __aenter__(self) -> SwarmProvider:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the control connections (the hosts and their daemons keep running)."""
-        channels, self._channels = self._channels, {}
-        for channel in channels.values():
-            await channel.aclose()
 
     def host_dir(self, name: str) -> Path:
         return self.root / "hosts" / name
@@ -173,12 +165,12 @@ class SwarmProvider:
                 if host is None or host not in self._hosts:
                     host = await self._pick_host()
                     self._assign(machine_id, host)
-                channel = self._channel(host)
+                sock = self._hosts[host]
             try:
-                reply = await channel.request(payload)
+                reply = await request(sock, host, payload)
             except HostGone as exc:
                 log.warning("provider.swarm_host_gone", host=host, error=str(exc))
-                await self._forget(host, channel)
+                self._forget(host)
                 continue
             log.debug("provider.swarm_started", machine_id=machine_id, host=host)
             return str(reply["externalId"])
@@ -194,7 +186,7 @@ class SwarmProvider:
         try:
             await request(sock, host, {"op": "stop", "machineId": machine_id})
         except HostGone:
-            await self._forget(host)
+            self._forget(host)
         log.info("provider.swarm_stopped", machine_id=machine_id, host=host)
 
     # --- hosts ------------------------------------------------------------------------------
@@ -231,21 +223,9 @@ class SwarmProvider:
             self._load[host] -= 1
         return host
 
-    def _channel(self, host: str) -> HostChannel:
-        channel = self._channels.get(host)
-        if channel is None:
-            channel = self._channels[host] = HostChannel(self._hosts[host], host)
-        return channel
-
-    async def _forget(self, host: str, seen: HostChannel | None = None) -> None:
-        """A host is gone: so are its machines (their next start picks another host).
-        ``seen``: the channel that failed; the many starts in flight on it all fail at once,
-        and only the first may forget (a later one would forget a new host of that name)."""
-        if seen is not None and self._channels.get(host) is not seen:
-            return
+    def _forget(self, host: str) -> None:
+        """A host is gone: so are its machines (their next start picks another host)."""
         self._hosts.pop(host, None)
-        if (channel := self._channels.pop(host, None)) is not None:
-            await channel.aclose()
         for mid in [m for m, h in self._where.items() if h == host]:
             self._unassign(mid)
         self._load.pop(host, None)

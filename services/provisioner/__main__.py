@@ -49,8 +49,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         placement=placement,
         default_limits=limits,
     )
-    swarm = await stack.enter_async_context(
-        SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ)
+    swarm = SwarmProvider(
+        data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
     )
 
     repo = code_repo(settings.code_repo)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import urllib.request
@@ -129,17 +128,7 @@ async def test_provider_is_idempotent_and_finds_its_hosts_after_a_restart(
     settings: Settings, bus: Bus
 ) -> None:
     env = {"PATH": os.environ["PATH"], HOST_SIZE_VAR: "2"}
-    async with contextlib.AsyncExitStack() as closing:
-        await _provider_is_idempotent(settings, bus, env, closing)
-
-
-async def _provider_is_idempotent(
-    settings: Settings, bus: Bus, env: dict[str, str], closing: contextlib.AsyncExitStack
-) -> None:
-    new = functools.partial(
-        SwarmProvider, data_dir=settings.data_path, nats_url=settings.nats_url, environ=env
-    )
-    first = await closing.enter_async_context(new())
+    first = SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ=env)
     a, b, c = (new_machine_id() for _ in range(3))
     ext_a = await first.start(a, "token-a")
     assert await first.start(a, "token-a") == ext_a  # a redelivered machine.created
@@ -150,7 +139,7 @@ async def _provider_is_idempotent(
         await wait_until(lambda m=mid: _serving(bus, m), timeout=15, every=0.1)
 
     # A restarted provisioner (new provider object) finds the running machines where they are.
-    again = await closing.enter_async_context(new())
+    again = SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ=env)
     assert await again.start(c, "token-c") == ext_c
     assert sorted(host_pids(settings)) == ["host-0", "host-1"]
     await again.stop(b)
