@@ -11,7 +11,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from contracts.jsonrpc import Dispatcher, Limits, MethodSpec, NoParams, Router
+from services.common.settings import Settings, SettingsError
 from tests.unit.jsonrpc.table import (
     CRASH,
     FIND,
@@ -115,3 +118,9 @@ async def test_each_request_keeps_its_own_answer_and_error_in_order() -> None:
         assert got[i + 2]["error"]["code"] == 1004
         assert f"/p{i}" in got[i + 2]["error"]["message"]
         assert got[i + 3]["error"]["code"] == -32601
+
+
+def test_batch_concurrency_below_one_is_refused_naming_the_variable() -> None:
+    assert Settings.from_env({"FLEET_RPC_BATCH_CONCURRENCY": "1"}).rpc_batch_concurrency == 1
+    with pytest.raises(SettingsError, match="FLEET_RPC_BATCH_CONCURRENCY"):
+        Settings.from_env({"FLEET_RPC_BATCH_CONCURRENCY": "0"})
