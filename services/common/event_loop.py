@@ -1,10 +1,12 @@
 """The one place a service process picks its asyncio event loop (``FLEET_EVENT_LOOP``).
 
 ``uvloop`` (libuv under the asyncio API) is the default where it is importable: the services
-are socket-bound (nats-py, redis-py, aiohttp), and its loop spends about half the CPU of the
-standard one per read, write and callback. ``asyncio`` is the standard library's loop, for
-debugging or a platform without uvloop. The machine daemon never comes here: it stays on the
-standard loop, so it loads no extra native module (its idle RSS target, benchmark 5).
+are socket-bound (nats-py, redis-py, aiohttp), and its loop is C where the standard one runs
+``selectors`` and ``Handle._run`` in Python (4-6 % less service CPU in benchmark 3 on a
+loaded host, within its noise; docs/benchmarks.md). ``asyncio`` is the standard library's
+loop, for debugging, A/B runs or a platform without uvloop. The machine daemon never comes
+here: it stays on the standard loop, so it loads no extra native module (its idle RSS target,
+benchmark 5).
 """
 
 from __future__ import annotations
