@@ -79,7 +79,9 @@ class FleetUp:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "fleet-up.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+        # These pass through, so A/B runs of one benchmark can compare the loops or batches.
+        keep = ("FLEET_EVENT_LOOP", "FLEET_RPC_BATCH_CONCURRENCY")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_") or k in keep}
         # No warm pool unless a benchmark asks (benchmark 12): the others measure cold starts.
         env |= {"FLEET_ADMIN_TOKEN": ADMIN_TOKEN, "FLEET_WARM_POOL": "local=0", **(extra_env or {})}
         self._argv = [

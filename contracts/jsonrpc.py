@@ -8,6 +8,7 @@ application codes of ``contracts.errors`` for everything a handler raises.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +144,8 @@ class Limits:
     #: Bytes of the answer to one body. Requests whose answer no longer fits are answered with
     #: PayloadTooLarge (and those after them are not run).
     max_response_bytes: int = 8 * 1024 * 1024
+    #: Requests of one batch run at once, at most (fewer when the answer budget runs low).
+    batch_concurrency: int = 16
 
 
 #: Turns an exception a handler did not expect into the error its caller gets (None: a bug,
@@ -205,16 +208,30 @@ class Dispatcher(Generic[Ctx]):
                 data={"limit": limit},
             )
             return _ENCODER.encode(_error(None, refused))
+        return await self._run_batch([bytes(item) for item in items], ctx)
+
+    async def _run_batch(self, bodies: list[bytes], ctx: Ctx) -> bytes | None:
+        """The answers, in order. A window runs at once (creates wait on the store and the bus,
+        not on this process): the first request alone, then as many of the largest answer seen
+        as the budget still fits, so a full budget stops a batch within one window."""
         answers: list[bytes] = []
         budget = self._limits.max_response_bytes - 2  # the brackets
-        for item in items:
+        width, largest, start = 1, 1, 0
+        while start < len(bodies):
+            window = bodies[start : start + width]
+            start += len(window)
             if budget > 0:
-                answer = await self._handle_one(bytes(item), ctx, budget)
+                got = await asyncio.gather(*(self._handle_one(b, ctx, budget) for b in window))
             else:
-                answer = self._over_budget(bytes(item))
-            if answer:
-                answers.append(answer)
-                budget -= len(answer) + 1
+                got = [self._over_budget(b) for b in window]
+            for body, answer in zip(window, got, strict=True):
+                if answer and len(answer) > budget:  # each fit alone; together they may not
+                    answer = self._over_budget(body)
+                if answer:
+                    answers.append(answer)
+                    budget -= len(answer) + 1
+                    largest = max(largest, len(answer) + 1)
+            width = max(1, min(self._limits.batch_concurrency, budget // largest))
         return b"[" + b",".join(answers) + b"]" if answers else None
 
     def _over_budget(self, body: bytes) -> bytes | None:

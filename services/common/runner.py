@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 import structlog
 
 from core.logs import configure_logging
+from services.common import event_loop
 from services.common.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)
@@ -32,7 +33,7 @@ def run_service(name: str, build: Build) -> None:
         raise SystemExit(2) from None
     configure_logging(settings.env, settings.log_level, service=name)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(name, settings, build))
+        event_loop.run(_serve(name, settings, build), settings.event_loop)
 
 
 async def _serve(name: str, settings: Settings, build: Build) -> None:

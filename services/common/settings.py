@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     admin_token: str = ""
     env: Literal["dev", "prod"] = "dev"
     log_level: str = "info"
+    #: The services' event loop (services/common/event_loop.py): uvloop where importable,
+    #: else (or when set to ``asyncio``) the standard library's.
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     # gateway
     host: str = "127.0.0.1"
     port: int = 8080
@@ -51,6 +54,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: JSON-RPC: requests in one batch, and bytes in the answer to one request body.
     rpc_max_batch: int = 100
     rpc_max_response_bytes: int = 8 * 1024 * 1024
+    #: Requests of one batch run at once (1: one after the other).
+    rpc_batch_concurrency: int = 16
     #: Calls per token and minute (a burst of that many, then refilled evenly): machines.create
     #: and machines.rebuild together, and machines.exec. 0: no limit.
     rate_create_per_min: int = 30
@@ -208,6 +213,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         parse_warm_pool(self.warm_pool)  # a bad value stops the process at start, named
+        if self.rpc_batch_concurrency < 1:
+            raise ValueError(
+                f"FLEET_RPC_BATCH_CONCURRENCY: {self.rpc_batch_concurrency} is not >= 1"
+            )
 
     @property
     def ca_bundle_path(self) -> Path | None:

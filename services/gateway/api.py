@@ -110,7 +110,8 @@ class GatewayApi:
         )
 
     def dispatcher(self) -> Dispatcher[Caller]:
-        limits = Limits(self.settings.rpc_max_batch, self.settings.rpc_max_response_bytes)
+        s = self.settings
+        limits = Limits(s.rpc_max_batch, s.rpc_max_response_bytes, s.rpc_batch_concurrency)
         dispatcher = Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits, unavailable)
         self.codemode.dispatch = dispatcher.handle  # a run's tool calls, with its caller
         return dispatcher
