@@ -8,7 +8,7 @@ published) is the gateway's; here is only the record.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -52,14 +52,7 @@ class Once(msgspec.Struct, frozen=True):
 class CreateRecords:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._script: Any = None
-        self._client: object = None
-
-    def _create_script(self) -> Any:
-        client = self._store.redis
-        if self._client is not client:  # registered once per client (it holds the sha)
-            self._script, self._client = client.register_script(store_scripts.CREATE_ONCE), client
-        return self._script
+        self._script = store_scripts.BoundScript(store_scripts.CREATE_ONCE)
 
     async def create(self, machine: Machine, fields: dict[str, str], once: CreateOnce) -> Once:
         """Record ``machine`` (its hash ``fields``) under ``once.key``, unless the key already
@@ -74,7 +67,7 @@ class CreateRecords:
         flat = [x for pair in fields.items() for x in pair]
         ttl_ms = max(1, int(once.ttl_s * 1000))
         args = [once.fingerprint, machine.id, machine.created_at.timestamp(), ttl_ms, *flat]
-        created, machine_id, fingerprint, published = await self._create_script()(
+        created, machine_id, fingerprint, published = await self._script.on(self._store.redis)(
             keys=keys, args=args
         )
         return Once(created=bool(created), machine_id=machine_id, fingerprint=fingerprint,

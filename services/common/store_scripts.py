@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Set
+from typing import Any
 
 from contracts.status import ADVANCE_FROM, MachineStatus
 from services.common.store_keys import (
@@ -141,3 +142,18 @@ redis.call('HSET', KEYS[1], {_lua_str(F_ONCE_MACHINE)}, ARGV[2],
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {{1, ARGV[2], ARGV[1], ''}}
 """
+
+
+class BoundScript:
+    """A script registered once per Redis client (the registration holds its sha); the store's
+    client can be another one later (``Store.on_client``, a new one after a reconnect)."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._script: Any = None
+        self._client: object = None
+
+    def on(self, client: Any) -> Any:
+        if self._client is not client:
+            self._script, self._client = client.register_script(self._source), client
+        return self._script

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 import structlog
@@ -85,14 +85,7 @@ def _pairs(fields: Mapping[str, str] | None) -> list[str]:
 class StageRecords:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._script: Any = None
-        self._client: object = None
-
-    def _advance_script(self) -> Any:
-        client = self._store.redis
-        if self._client is not client:  # registered once per client (it holds the sha)
-            self._script, self._client = client.register_script(store_scripts.ADVANCE), client
-        return self._script
+        self._script = store_scripts.BoundScript(store_scripts.ADVANCE)
 
     async def advance(
         self,
@@ -114,7 +107,7 @@ class StageRecords:
         now = datetime.now(UTC).isoformat()
         args = [target.value, reason, now, require, release[1] if release else ""]
         args += _pairs(always) + _pairs(claim) + _pairs(move)
-        accepted, prev, flat = await self._advance_script()(keys=keys, args=args)
+        accepted, prev, flat = await self._script.on(self._store.redis)(keys=keys, args=args)
         t = Transition(accepted=bool(accepted), previous=MachineStatus(prev) if prev else None,
                        target=target)  # fmt: skip
         if t.moved:
