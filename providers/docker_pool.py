@@ -95,10 +95,13 @@ class PooledDocker:
 
     async def wait_up(self) -> None:
         seen = ""
-        async for chunk in self.c.log(stdout=True, stderr=True, follow=True):
-            seen = (seen + chunk)[-4096:]
-            if POOL_UP_LOG in seen:
-                return
+        # aclosing: leaving the loop early must close the followed log's HTTP response now,
+        # not when the generator is collected (an unclosed connection, found by CI).
+        async with contextlib.aclosing(self.c.log(stdout=True, stderr=True, follow=True)) as chunks:
+            async for chunk in chunks:
+                seen = (seen + chunk)[-4096:]
+                if POOL_UP_LOG in seen:
+                    return
         raise ProviderError(f"pooled container {self.slot} ended while starting")
 
     async def claim(self, machine_id: str) -> str:
