@@ -32,12 +32,13 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiodocker
 import aiohttp
 import structlog
+from aiodocker.multiplexed import multiplexed_result_stream
 
 from contracts.errors import ProviderError
 from core.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
@@ -62,6 +63,21 @@ def pool_volume(slot: str) -> str:
     return f"{POOL_PREFIX}{slot}-home"
 
 
+@contextlib.asynccontextmanager
+async def _response(
+    docker: aiodocker.Docker, path: str, method: str = "GET", **kw: Any
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """A long-running docker request (a followed log, a wait) whose response is closed when
+    we stop reading or are cancelled. aiodocker's own ``log(follow=True)`` and ``wait()``
+    leave it to be collected, an unclosed connection (CI's runs found one)."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None, connect=30)
+    async with docker._query(path, method, timeout=timeout, **kw) as response:
+        try:
+            yield response
+        finally:
+            response.close()
+
+
 class PooledDocker:
     """One pooled container, from its start to its claim (or its end)."""
 
@@ -78,7 +94,8 @@ class PooledDocker:
 
     async def _wait_end(self, on_death: Callable[[], None]) -> None:
         try:
-            await self.c.wait()
+            async with _response(self.c.docker, f"containers/{self.c.id}/wait", "POST") as r:
+                await r.read()
         except (aiodocker.DockerError, aiohttp.ClientError) as exc:  # gone, or no engine
             log.warning("pool.docker_wait_failed", slot=self.slot, error=str(exc))
         self._ended = True
@@ -95,10 +112,9 @@ class PooledDocker:
 
     async def wait_up(self) -> None:
         seen = ""
-        # aclosing: leaving the loop early must close the followed log's HTTP response now,
-        # not when the generator is collected (an unclosed connection, found by CI).
-        async with contextlib.aclosing(self.c.log(stdout=True, stderr=True, follow=True)) as chunks:
-            async for chunk in chunks:
+        params = {"stdout": True, "stderr": True, "follow": True}
+        async with _response(self.c.docker, f"containers/{self.c.id}/logs", params=params) as r:
+            async for chunk in multiplexed_result_stream(r, is_tty=False):  # type: ignore[no-untyped-call]
                 seen = (seen + chunk)[-4096:]
                 if POOL_UP_LOG in seen:
                     return
