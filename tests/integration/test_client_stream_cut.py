@@ -16,7 +16,7 @@ from contracts.errors import FleetError
 from contracts.events import MachineCreated, MachineProvisioned, encode_event
 from contracts.ids import new_event_id
 from fleet.client import FleetClient
-from fleet.embedded import free_port
+from tests.httpserve import serving
 
 MID = "m-0123456789abcdef"
 
@@ -74,14 +74,8 @@ async def serve() -> AsyncIterator[tuple[str, CuttingEvents]]:
     events = CuttingEvents(cuts=0)
     app = web.Application()
     app.router.add_get("/events", events.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", events
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, events
 
 
 async def test_a_cut_stream_resumes_after_the_last_event(

@@ -17,11 +17,11 @@ from contracts import subjects
 from contracts.errors import Conflict, Forbidden, IdempotencyKeyReused, InvalidParams
 from contracts.subjects import EventKind
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store
 from tests.conftest import ADMIN_TOKEN
+from tests.httpserve import serving
 
 
 async def post(settings: Settings, params: dict[str, Any], token: str = ADMIN_TOKEN) -> Any:
@@ -157,17 +157,11 @@ async def test_a_create_whose_answer_was_lost_is_retried_into_the_same_machine(
     proxy = LosesFirstAnswer(f"http://127.0.0.1:{settings.port}")
     app = web.Application()
     app.router.add_post("/rpc", proxy.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as url:
         inst = await stack.create_instance("lost-answer")
-        async with FleetClient(f"http://127.0.0.1:{port}", ADMIN_TOKEN) as client:
+        async with FleetClient(url, ADMIN_TOKEN) as client:
             machine = await client.create_machine(inst.id)
             assert client.unavailable_retries == 1
         assert proxy.requests == 2  # before: the cut answer was an error, or a second machine
         assert [m.id for m in await store.list_machines(inst.id)] == [machine.id]
         assert await created_events(bus, machine.id) == 1
-    finally:
-        await runner.cleanup()
