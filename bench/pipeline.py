@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import nats
 
@@ -52,14 +53,24 @@ BATCH = 50
 BATCHES_IN_FLIGHT = 4
 
 
+def _cpu(ns: NatsServer) -> float:
+    return (cpu_seconds(ns.proc.pid) or 0.0) if ns.proc is not None else 0.0
+
+
 def host_pids(data_dir: Path) -> dict[str, int]:
     hosts = swarm_root(data_dir) / "hosts"
     found = {d.name: running_host_pid(d) for d in hosts.iterdir()} if hosts.is_dir() else {}
     return {name: pid for name, pid in sorted(found.items()) if pid is not None}
 
 
-async def swarm_floor(root: Path, n: int) -> tuple[float, float]:
-    """(seconds to n ready reports, MB resident in all hosts) with no pipeline at all."""
+class Floor(NamedTuple):
+    seconds: float  # to n ready reports
+    hosts_mb: float  # resident in all hosts
+    cpu: dict[str, float]  # CPU seconds: swarm hosts, nats-server, the starting client
+
+
+async def swarm_floor(root: Path, n: int) -> Floor:
+    """The same daemons with no pipeline at all."""
     data_dir = root / "floor"
     with nats_server(root / "floor-nats") as ns:
         nc = await nats.connect(ns.url, name="bench-floor")
@@ -76,13 +87,17 @@ async def swarm_floor(root: Path, n: int) -> tuple[float, float]:
                 await provider.start(mid, f"token-{mid}")
 
         try:
+            cpu0 = {"nats-server": _cpu(ns), "client": cpu_seconds(os.getpid()) or 0.0}
             t0 = time.perf_counter()
             await asyncio.gather(*(start(m) for m in ids))
             await watch.wait_all("daemon-status-reported", ids, timeout_s=300)
             elapsed = max(watch.seen["daemon-status-reported", m] for m in ids) - t0
+            hosts = host_pids(data_dir).values()
+            cpu = {"swarm hosts": sum(cpu_seconds(p) or 0.0 for p in hosts)}
+            cpu["nats-server"] = _cpu(ns) - cpu0["nats-server"]
+            cpu["client"] = (cpu_seconds(os.getpid()) or 0.0) - cpu0["client"]
             await asyncio.sleep(1)
-            rss = sum(rss_mb(p) or 0 for p in host_pids(data_dir).values())
-            return elapsed, rss
+            return Floor(elapsed, sum(rss_mb(p) or 0 for p in hosts), cpu)
         finally:
             await watch.close()
             await nc.close()
@@ -101,7 +116,14 @@ async def run(
     n = machines or (200 if quick else 1000)
     print(f"[3] pipeline: {n} machines, swarm provider ({HOST_SIZE} daemons per host process)")
     with temp_dir() as root:
-        floor_s, hosts_mb = await swarm_floor(root, n) if scale else (0.0, 0.0)
+        floor = await swarm_floor(root, n) if scale else Floor(0.0, 0.0, {})
+        floor_s, hosts_mb = floor.seconds, floor.hosts_mb
+        if floor.cpu:
+            report.note(
+                "CPU seconds used by the swarm floor: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in floor.cpu.items())
+                + f" in {floor_s:.1f} s"
+            )
         with servers(root) as (ns, valkey):
             env = {"FLEET_SWARM_HOST_SIZE": str(HOST_SIZE)}
             with FleetUp(root, ns.url, valkey.url, extra_env=env) as up:
