@@ -27,7 +27,7 @@ import nats
 from bench import env_fanout
 from bench.common import Figure, Report, temp_dir
 from bench.daemons import stored_keys
-from bench.procstat import cpu_seconds, peak_rss_mb, rss_mb
+from bench.procstat import cpu_seconds, peak_rss_mb, rss_mb, syscalls
 from bench.profiling import sampled
 from bench.stack import EventWatch, FleetUp, Gateway, nats_server, servers
 from contracts.gateway_rpc import (
@@ -38,6 +38,7 @@ from contracts.gateway_rpc import (
 )
 from contracts.ids import new_machine_id
 from contracts.models import Instance
+from contracts.subjects import EventKind
 from fleet.embedded import NatsServer
 from providers.swarm import (
     SwarmProvider,
@@ -75,7 +76,7 @@ async def swarm_floor(root: Path, n: int) -> Floor:
     with nats_server(root / "floor-nats") as ns:
         nc = await nats.connect(ns.url, name="bench-floor")
         await ensure_stream(nc.jetstream())
-        watch = await EventWatch().start(ns.url)
+        watch = await EventWatch().start(ns.url, [EventKind.DAEMON_STATUS_REPORTED])
         provider = SwarmProvider(
             data_dir=data_dir, nats_url=ns.url, environ=os.environ, host_size=HOST_SIZE
         )
@@ -128,7 +129,9 @@ async def run(
             env = {"FLEET_SWARM_HOST_SIZE": str(HOST_SIZE)}
             with FleetUp(root, ns.url, valkey.url, extra_env=env) as up:
                 gw = Gateway(up.url)
-                watch = await EventWatch().start(ns.url)
+                # Every stage's events only for a profile: the watch's own CPU is the run's.
+                kinds = [EventKind(k) for k in STAGES] if profile else [EventKind.READY]
+                watch = await EventWatch().start(ns.url, [*kinds, EventKind.FAILED])
                 try:
                     spids = {"nats-server": ns.proc.pid if ns.proc else 0}
                     spids["valkey"] = valkey.proc.pid if valkey.proc else 0
@@ -165,6 +168,7 @@ async def _pipeline(
     pids = up.service_pids()
     others = dict(pids, **servers_pids, bench=os.getpid())
     cpu0 = {name: cpu_seconds(pid) or 0.0 for name, pid in others.items()}
+    io0 = {name: syscalls(pid) for name, pid in pids.items()}
     sem = asyncio.Semaphore(BATCHES_IN_FLIGHT)
 
     async def create(chunk: Sequence[Instance]) -> list[str]:
@@ -182,6 +186,8 @@ async def _pipeline(
     ready = [m for m in ids if ("ready", m) in watch.seen]
     wall = time.perf_counter() - t0
     cpu = {name: (cpu_seconds(pid) or 0.0) - cpu0[name] for name, pid in others.items()}
+    io = {name: [b - a for a, b in zip(io0[name], syscalls(pid), strict=True)]
+          for name, pid in pids.items()}  # fmt: skip
     # Hosts start during the run: all their CPU time is the run's.
     cpu["swarm hosts"] = sum(cpu_seconds(p) or 0.0 for p in host_pids(up.data_dir).values())
     if len(ready) < n:
@@ -226,6 +232,10 @@ async def _pipeline(
             "CPU seconds used during the run: "
             + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
             + f"; total {sum(cpu.values()):.1f} of {os.cpu_count()} cores x {wall:.1f} s wall"
+        )
+        report.note(
+            "system calls per machine (read/write): "
+            + ", ".join(f"{k} {r / n:.1f}/{w / n:.1f}" for k, (r, w) in io.items() if r or w)
         )
         report.note(
             f"swarm floor: {n} daemons in {-(-n // HOST_SIZE)} host processes, "

@@ -21,6 +21,16 @@ def _kb_field(pid: int, key: str) -> float | None:
     return int(value.split()[0]) / 1024 if value else None
 
 
+def syscalls(pid: int) -> tuple[int, int]:
+    """(read, write) system calls the process made so far (/proc/<pid>/io: syscr, syscw)."""
+    fields: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = int(value)
+    return fields.get("syscr", 0), fields.get("syscw", 0)
+
+
 def rss_mb(pid: int) -> float | None:
     return _kb_field(pid, "VmRSS")
 

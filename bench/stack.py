@@ -24,7 +24,9 @@ from nats.aio.msg import Msg
 
 from bench.common import REPO
 from bench.procstat import children, cmdline
+from contracts import subjects
 from contracts.jsonrpc import MethodSpec, P, R
+from contracts.subjects import EventKind
 from fleet.embedded import NatsServer, ValkeyServer, free_port
 
 FLEET = str(Path(sys.executable).with_name("fleet"))
@@ -205,9 +207,13 @@ class EventWatch:
         self._changed = asyncio.Event()
         self._nc: NATS | None = None
 
-    async def start(self, nats_url: str) -> EventWatch:
+    async def start(self, nats_url: str, kinds: Sequence[EventKind] = ()) -> EventWatch:
+        """Watch ``kinds`` only (default: every machine subject). The watch shares the cores
+        with what it measures: a run that needs only the last event should not pay for
+        decoding every other."""
         self._nc = await nats.connect(nats_url, name="bench-watch", pending_size=256 * 1024 * 1024)
-        await self._nc.subscribe("machine.>", cb=self._on_msg, pending_msgs_limit=1_000_000)
+        for subject in [subjects.event_filter(k) for k in kinds] or ["machine.>"]:
+            await self._nc.subscribe(subject, cb=self._on_msg, pending_msgs_limit=1_000_000)
         await self._nc.flush()
         return self
 
