@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Collection
 import msgspec
 
 from contracts import machine_files as mf
-from contracts.daemon_rpc import WriteFileResult
+from contracts.daemon_rpc import WriteFileParams, WriteFileResult
 from contracts.errors import FleetError
 from contracts.gateway_rpc import RefreshFailure
 from contracts.machine_files import CronJob, CronTable
@@ -112,17 +112,19 @@ async def push_config(
     mc: MachineClient, cfg: InstanceConfig, settings: Settings, *, cron: bool = True
 ) -> tuple[str, int]:
     """Write the CA bundle (its path goes into the .env), then the .env and (unless
-    ``cron=False``: an env refresh) the cron table side by side; returns the .env's path and
-    size."""
+    ``cron=False``: an env refresh) the cron table in one request (a JSON-RPC batch: one
+    signed round trip, not two); returns the .env's path and size."""
     ca_path = None
     if cfg.ca_bundle is not None:
         ca_path = (await mc.write_file("~/" + mf.CA_FILE, cfg.ca_bundle, 0o644)).path
-    content = env_content(cfg, settings, ca_path)
-    writes = [mc.write_file("~/" + mf.ENV_FILE, content, 0o600)]
-    if cron:
-        writes.append(push_cron(mc, cfg.cron))
-    env, *_ = await asyncio.gather(*writes)
-    return env.path, env.bytes_written
+    env = WriteFileParams(path="~/" + mf.ENV_FILE, content=env_content(cfg, settings, ca_path),
+                          mode=0o600)  # fmt: skip
+    if not cron:
+        written = await mc.write_file(env.path, env.content, env.mode)
+        return written.path, written.bytes_written
+    table = WriteFileParams(path="~/" + mf.CRON_FILE, content=cron_json(cfg.cron), mode=0o600)
+    written, _ = await mc.write_files([env, table])
+    return written.path, written.bytes_written
 
 
 async def push_cron(mc: MachineClient, table: CronTable) -> WriteFileResult:
