@@ -97,7 +97,8 @@ async def test_a_repeated_rebuild_answers_its_machine_and_archives_nothing_more(
 
 async def test_a_rebuild_key_is_not_a_create_key(world: World) -> None:
     inst = await world.instance()
-    made = await world.rpc("machines.create", {"instanceId": inst.id, "idempotencyKey": "k-0000003"})
+    params = {"instanceId": inst.id, "idempotencyKey": "k-0000003"}
+    made = await world.rpc("machines.create", params)
     with pytest.raises(IdempotencyKeyReused) as caught:  # the same key, another method
         await rebuild(world, inst.id, "k-0000003")
     assert caught.value.data == {"machineId": made["id"]}
