@@ -52,6 +52,7 @@ from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     MachineRef as MachineRef,
     MachineWriteFileParams as MachineWriteFileParams,
     Name as Name,
+    RebuildMachineParams as RebuildMachineParams,
     RefreshCodeResult as RefreshCodeResult,
     RefreshEnvParams as RefreshEnvParams,
     RefreshEnvResult as RefreshEnvResult,
@@ -128,8 +129,12 @@ MACHINES_LIST: MethodSpec[ListMachinesParams, MachineList] = MethodSpec(
 MACHINES_ARCHIVE: MethodSpec[MachineRef, Machine] = MethodSpec(
     "machines.archive", MachineRef, Machine, "Stop a machine for good.", _NF
 )
-MACHINES_REBUILD: MethodSpec[InstanceRef, Machine] = MethodSpec(
-    "machines.rebuild", InstanceRef, Machine, "Archive current machine, make a new one.", _CREATE
+MACHINES_REBUILD: MethodSpec[RebuildMachineParams, Machine] = MethodSpec(
+    "machines.rebuild",
+    RebuildMachineParams,
+    Machine,
+    "Archive current machine, make a new one.",
+    (*_CREATE, IdempotencyKeyReused),
 )
 MACHINES_EXEC: MethodSpec[MachineExecParams, ExecCommandResult] = MethodSpec(
     "machines.exec", MachineExecParams, ExecCommandResult, "Run argv on a machine.", _DAEMON

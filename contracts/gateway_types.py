@@ -28,7 +28,8 @@ MachineId = Annotated[
 ]
 EnvName = Annotated[str, msgspec.Meta(pattern=validation.ENV_NAME_PATTERN, max_length=256)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-#: A client's name for one logical ``machines.create`` (sent again on each retry of it): 8 to
+#: A client's name for one logical ``machines.create`` or ``machines.rebuild`` (sent again on
+#: each retry of it): 8 to
 #: 128 characters of ``[A-Za-z0-9._:-]`` (a UUID fits; nothing to escape in a Redis key or log).
 IdempotencyKey = Annotated[
     str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{8,128}$", min_length=8, max_length=128)
@@ -148,6 +149,14 @@ class CreateMachineParams(Params, kw_only=True):
     #: The same key and params again (a retry whose first answer was lost) answer the machine
     #: the first call created, without creating another; the same key with other params is
     #: ``IdempotencyKeyReused``. Scoped to the calling token, kept ``FLEET_IDEMPOTENCY_TTL_S``.
+    idempotency_key: IdempotencyKey | None = None
+
+
+class RebuildMachineParams(Params, kw_only=True):
+    instance_id: InstanceId
+    #: As ``machines.create``'s: the same key again answers the machine the first call made,
+    #: without archiving it or making another; with another instance (or a key used for a
+    #: create) it is ``IdempotencyKeyReused``.
     idempotency_key: IdempotencyKey | None = None
 
 

@@ -58,11 +58,11 @@ def _machines(g: SubAction) -> None:
     create.add_argument("--instance", required=True)
     create.add_argument("--provider", choices=["local", "docker", "swarm"],
                         help="default: the platform's (fleet up --provider)")  # fmt: skip
-    create.add_argument("--idempotency-key", default=None,
-                        help="sent again: the machine it made (default: a new key)")  # fmt: skip
     rebuild = command(g, "rebuild", _machines_create, "archive the current machine, make anew")
     rebuild.add_argument("--instance", required=True)
     for p in (create, rebuild):
+        p.add_argument("--idempotency-key", default=None,
+                       help="sent again: the machine it made (default: a new key)")  # fmt: skip
         p.add_argument("--wait", action="store_true", help="show the stages until ready/failed")
         p.add_argument("--timeout", type=float, default=300.0, help="seconds, for --wait")
     command(g, "get", _machines_get, "one machine").add_argument("machine_id")
@@ -93,7 +93,7 @@ async def _machines_create(c: FleetClient, a: Args) -> int:
     if a.sub == "create":
         m = await c.create_machine(a.instance, a.provider, idempotency_key=a.idempotency_key)
     else:
-        m = await c.rebuild_machine(a.instance)
+        m = await c.rebuild_machine(a.instance, idempotency_key=a.idempotency_key)
     if not a.wait:
         return emit(a, m, lambda: machine_line(m))
     return await _follow(c, a, m)

@@ -210,10 +210,6 @@ class FleetClient(
         params = new_params(g.MachineRef, machine_id=machine_id)
         return await self.call(g.MACHINES_ARCHIVE, params)
 
-    async def rebuild_machine(self, instance_id: str) -> Machine:
-        params = new_params(g.InstanceRef, instance_id=instance_id)
-        return await self.call(g.MACHINES_REBUILD, params)
-
     async def exec(
         self,
         machine_id: str,

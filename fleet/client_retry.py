@@ -58,9 +58,10 @@ class RetryingCalls:
         params Struct (sent camelCase), the answer decoded as its result type. Answered
         Unavailable, the call is sent again after a wait (up to ``unavailable_tries`` in all):
         a call the gateway ran partly before its store or bus failed may then run twice.
-        ``resend_cut``, for params that make running twice harmless (``machines.create`` with
-        an ``idempotencyKey``): also sent again when the connection broke after the request
-        went out (the gateway may have run it, and only its answer was lost)."""
+        ``resend_cut``, for params that make running twice harmless (``machines.create`` and
+        ``machines.rebuild`` with an ``idempotencyKey``): also sent again when the connection
+        broke after the request went out (the gateway may have run it, and only its answer
+        was lost)."""
         tried = 0
         while True:
             tried += 1

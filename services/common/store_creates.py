@@ -1,9 +1,10 @@
-"""``machines.create`` with an idempotency key (``store.creates``): the key is stored with the
-machine record in one Lua step (``store_scripts.CREATE_ONCE``), so however many calls carry
-one key, at most one of them creates a machine and every other one learns which.
+"""``machines.create`` and ``machines.rebuild`` with an idempotency key (``store.creates``):
+the key is stored with the machine record in one Lua step (``store_scripts.CREATE_ONCE``), so
+however many calls carry one key, at most one of them creates a machine and every other one
+learns which (and which machine it replaced, for a rebuild).
 
 The policy (what the fingerprint covers, what a mismatch answers, when ``machine.created`` is
-published) is the gateway's; here is only the record.
+published, what a rebuild archives) is the gateway's; here is only the record.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from services.common import store_scripts
 from services.common.store_keys import (
     F_ONCE_FINGERPRINT,
     F_ONCE_MACHINE,
-    F_ONCE_PUBLISHED,
+    F_ONCE_REPLACES,
     K_MACHINES,
     k_create_once,
     k_instance,
@@ -40,13 +41,13 @@ class CreateOnce(msgspec.Struct, frozen=True):
 
 
 class Once(msgspec.Struct, frozen=True):
-    """What the key names: ``created`` when this call made the machine; ``published`` once
-    ``machine.created`` went out for it."""
+    """What the key names: ``created`` when this call made the machine; ``replaces``, the
+    instance's current machine when it was made (None if it had none)."""
 
     created: bool
     machine_id: str
     fingerprint: str
-    published: bool
+    replaces: str | None
 
 
 class CreateRecords:
@@ -67,25 +68,21 @@ class CreateRecords:
         flat = [x for pair in fields.items() for x in pair]
         ttl_ms = max(1, int(once.ttl_s * 1000))
         args = [once.fingerprint, machine.id, machine.created_at.timestamp(), ttl_ms, *flat]
-        created, machine_id, fingerprint, published = await self._script.on(self._store.redis)(
+        created, machine_id, fingerprint, replaces = await self._script.on(self._store.redis)(
             keys=keys, args=args
         )
         return Once(created=bool(created), machine_id=machine_id, fingerprint=fingerprint,
-                    published=bool(published))  # fmt: skip
+                    replaces=replaces or None)  # fmt: skip
 
     async def lookup(self, once: CreateOnce) -> Once | None:
         """What the key names already, if anything (read before the instance's checks, so a
         retry is answered its machine rather than "the instance already has a machine")."""
         found = await self._store.redis.hmget(
             k_create_once(once.scope, once.key),
-            [F_ONCE_MACHINE, F_ONCE_FINGERPRINT, F_ONCE_PUBLISHED],
+            [F_ONCE_MACHINE, F_ONCE_FINGERPRINT, F_ONCE_REPLACES],
         )
-        machine_id, fingerprint, published = cast(list[str | None], found)
+        machine_id, fingerprint, replaces = cast(list[str | None], found)
         if not machine_id:
             return None
         return Once(created=False, machine_id=machine_id, fingerprint=fingerprint or "",
-                    published=bool(published))  # fmt: skip
-
-    async def mark_published(self, once: CreateOnce) -> None:
-        """``machine.created`` went out: a retry with this key need not publish it again."""
-        await self._store.redis.hset(k_create_once(once.scope, once.key), F_ONCE_PUBLISHED, "1")
+                    replaces=replaces or None)  # fmt: skip

@@ -76,15 +76,18 @@ def k_lock(name: str) -> str:
 
 
 def k_create_once(token_id: str, key: str) -> str:
-    """A machines.create idempotency key, per calling token: one token's key never names
-    another's machine."""
+    """A machines.create or machines.rebuild idempotency key, per calling token: one token's
+    key never names another's machine. (One namespace for both methods: the fingerprint tells
+    them apart, so a create's key sent with a rebuild is ``IdempotencyKeyReused``.)"""
     return f"{P}idem:create:{token_id}:{key}"
 
 
 #: Fields of a ``k_create_once`` hash.
 F_ONCE_MACHINE = "machineId"
 F_ONCE_FINGERPRINT = "fingerprint"
-F_ONCE_PUBLISHED = "published"
+#: The instance's current machine when the key's machine was made ('' if none): the machine a
+#: rebuild replaces.
+F_ONCE_REPLACES = "replaces"
 
 
 # --- access tokens --------------------------------------------------------------------------

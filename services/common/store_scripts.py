@@ -14,7 +14,7 @@ from services.common.store_keys import (
     F_CURRENT_MACHINE,
     F_ONCE_FINGERPRINT,
     F_ONCE_MACHINE,
-    F_ONCE_PUBLISHED,
+    F_ONCE_REPLACES,
     F_STATUS,
     F_STATUS_REASON,
     F_UPDATED_AT,
@@ -123,24 +123,27 @@ for s, n in pairs(counts) do out[#out + 1] = s; out[#out + 1] = n end
 return out
 """
 
-# machines.create with an idempotency key: the key and the machine record in one step, so two
-# calls with one key (a retry racing the first, or 20 at once) make one machine. KEYS[1] the
-# key's hash, KEYS[2] the machine hash, KEYS[3] all machines, KEYS[4] the instance's machines,
-# KEYS[5] the instance. ARGV: fingerprint, machine id, score, the key's TTL in ms, then the
-# machine hash's field/value pairs. Returns {created (0/1), machine id, fingerprint, published}:
-# what the key names, this call's machine if it created one.
+# machines.create or machines.rebuild with an idempotency key: the key and the machine record
+# in one step, so two calls with one key (a retry racing the first, or 20 at once) make one
+# machine. KEYS[1] the key's hash, KEYS[2] the machine hash, KEYS[3] all machines, KEYS[4] the
+# instance's machines, KEYS[5] the instance. ARGV: fingerprint, machine id, score, the key's
+# TTL in ms, then the machine hash's field/value pairs. Returns {created (0/1), machine id,
+# fingerprint, replaces}: what the key names, this call's machine if it created one, and the
+# instance's current machine it took the place of ('' if none), read in the same step (a
+# rebuild archives that one, never one a racing call made since).
 CREATE_ONCE = f"""
 local prev = redis.call('HMGET', KEYS[1], {_lua_str(F_ONCE_MACHINE)},
-                        {_lua_str(F_ONCE_FINGERPRINT)}, {_lua_str(F_ONCE_PUBLISHED)})
+                        {_lua_str(F_ONCE_FINGERPRINT)}, {_lua_str(F_ONCE_REPLACES)})
 if prev[1] then return {{0, prev[1], prev[2] or '', prev[3] or ''}} end
+local replaced = redis.call('HGET', KEYS[5], {_lua_str(F_CURRENT_MACHINE)}) or ''
 for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 redis.call('HSET', KEYS[5], {_lua_str(F_CURRENT_MACHINE)}, ARGV[2])
 redis.call('HSET', KEYS[1], {_lua_str(F_ONCE_MACHINE)}, ARGV[2],
-           {_lua_str(F_ONCE_FINGERPRINT)}, ARGV[1])
+           {_lua_str(F_ONCE_FINGERPRINT)}, ARGV[1], {_lua_str(F_ONCE_REPLACES)}, replaced)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {{1, ARGV[2], ARGV[1], ''}}
+return {{1, ARGV[2], ARGV[1], replaced}}
 """
 
 

@@ -30,6 +30,7 @@ from contracts.gateway_rpc import (
     MachineList,
     MachineRef,
     MachineWriteFileParams,
+    RebuildMachineParams,
     Removed,
     RemoveRepoParams,
     RepoList,
@@ -39,7 +40,7 @@ from contracts.gateway_rpc import (
     TokenRef,
     UnsetEnvParams,
 )
-from contracts.ids import new_event_id
+from contracts.ids import derived_event_id, new_event_id
 from contracts.jsonrpc import Dispatcher, Limits, NoParams, Router
 from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument, openrpc_document
@@ -193,7 +194,9 @@ class GatewayApi:
         if p.provider == "swarm" and not c.admin:  # a load-test provider: not isolated
             raise Forbidden("the swarm provider is for load tests: admin tokens only")
         provider = p.provider or self.settings.default_provider
-        once = create_once.once_of(p, c, provider, self.settings)
+        once = create_once.once_of(
+            g.MACHINES_CREATE.name, p.idempotency_key, c, self.settings, p.instance_id, provider
+        )
         if once is not None and (got := await self.store.creates.lookup(once)) is not None:
             return await create_once.repeat(self.store, self.bus, once, got)  # a retry
         inst = await self.store.get_instance(p.instance_id)
@@ -209,7 +212,7 @@ class GatewayApi:
                     data={"machineId": current.id},
                 )
         if once is not None:
-            return await create_once.create(self.store, self.bus, inst.id, provider, once)
+            return await create_once.make(self.store, self.bus, inst.id, provider, once)
         return await self._create_machine(inst.id, provider)
 
     async def _create_machine(self, instance_id: str, provider: str) -> Machine:
@@ -242,7 +245,7 @@ class GatewayApi:
         await self.access.machine(c, p.machine_id)
         return await self._archive(p.machine_id, "archived by request")
 
-    async def _archive(self, machine_id: str, reason: str) -> Machine:
+    async def _archive(self, machine_id: str, reason: str, event_id: str | None = None) -> Machine:
         await self.store.get_machine(machine_id)  # NotFound first
         t = await self.store.transition(machine_id, S.ARCHIVED, reason)
         if t.moved:
@@ -254,20 +257,34 @@ class GatewayApi:
             # Also on a repeat: a gateway that died between the status and this publish left
             # the machine unrevoked, and archiving it again must finish the job (the
             # provisioner's revoke and stop are idempotent).
+            event_id = event_id or new_event_id()
             await self.bus.publish(
-                MachineArchived(event_id=new_event_id(), machine_id=machine_id, reason=reason)
+                MachineArchived(event_id=event_id, machine_id=machine_id, reason=reason)
             )
         return await self.store.get_machine(machine_id)
 
-    async def machines_rebuild(self, p: InstanceRef, c: Caller) -> Machine:
+    async def machines_rebuild(self, p: RebuildMachineParams, c: Caller) -> Machine:
         c.require(p.instance_id)
         inst = await self.store.get_instance(p.instance_id)
-        if inst.current_machine_id:
-            await self._archive(inst.current_machine_id, "replaced by a rebuild")
         provider: str = self.settings.default_provider
         if inst.current_machine_id:
             provider = (await self.store.get_machine(inst.current_machine_id)).provider
+        once = create_once.once_of(
+            g.MACHINES_REBUILD.name, p.idempotency_key, c, self.settings, inst.id
+        )
+        if once is not None:
+            return await create_once.make(
+                self.store, self.bus, inst.id, provider, once, self._replaced
+            )
+        if inst.current_machine_id:
+            await self._archive(inst.current_machine_id, "replaced by a rebuild")
         return await self._create_machine(inst.id, provider)
+
+    async def _replaced(self, machine_id: str) -> Machine:
+        """A keyed rebuild's archive of the machine it replaced: its event's id is derived, so
+        the retries that archive it again add no event inside the duplicate window."""
+        event_id = derived_event_id(machine_id, "machine.archived")
+        return await self._archive(machine_id, "replaced by a rebuild", event_id)
 
     async def machines_exec(self, p: MachineExecParams, c: Caller) -> ExecCommandResult:
         await self.access.live_machine(c, p.machine_id)

@@ -1,22 +1,27 @@
-"""``machines.create`` with an ``idempotencyKey``: the client's retries of one logical create
-(its first answer lost to a failover or a cut connection) make one machine.
+"""``machines.create`` and ``machines.rebuild`` with an ``idempotencyKey``: the client's retries
+of one logical call (its first answer lost to a failover or a cut connection) make one machine,
+and a retried rebuild archives the machine it replaced, never the one it made.
 
 The key is scoped to the calling token and stored with the machine record in one step
-(``store.creates``). A repeat with the same params answers the machine the key names; with
-other params it is ``IdempotencyKeyReused``. ``machine.created`` carries an id derived from
-the machine's, so a repeat that publishes it again (the first call's publish failed, or is
-still under way) is dropped by the stream's duplicate window: one event per machine.
+(``store.creates``), which also reads the instance's current machine: the one a rebuild
+replaces. A repeat with the same method and params answers the machine the key names; with
+others it is ``IdempotencyKeyReused``. A repeat that finds that machine still ``created`` (no
+stage has touched it: the first call may have stopped before its events went out, on a bus
+outage or a crash) does the first call's remaining work again: archive the replaced machine
+(a rebuild), publish ``machine.created``. Both events carry ids derived from the machine's, so
+the stream's duplicate window drops a repeat inside it; after it, the provisioner's
+compare-and-set skips a machine already past ``created``, and archiving is idempotent.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from contracts.errors import IdempotencyKeyReused
 from contracts.events import MachineCreated
-from contracts.gateway_types import CreateMachineParams
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
@@ -28,46 +33,64 @@ from services.gateway.access import Caller
 
 log = structlog.get_logger(__name__)
 
+#: A rebuild's archive of the machine it replaced (``GatewayApi._archive`` with a derived
+#: event id): ``archive(machine_id)``.
+Archive = Callable[[str], Awaitable[object]]
 
-def once_of(p: CreateMachineParams, c: Caller, provider: str, s: Settings) -> CreateOnce | None:
-    """The key of this call, if it has one. The fingerprint covers what the call asks for
-    (the instance and the provider it resolves to), not the key itself."""
-    if p.idempotency_key is None:
+
+def once_of(method: str, key: str | None, c: Caller, s: Settings, *asks: str) -> CreateOnce | None:
+    """The key of this call, if it has one. The fingerprint covers the method and what the
+    call asks for (``asks``: the instance, a create's provider), not the key itself."""
+    if key is None:
         return None
-    digest = hashlib.sha256(f"{p.instance_id}\0{provider}".encode()).hexdigest()
-    return CreateOnce(scope=c.token_id, key=p.idempotency_key, fingerprint=digest,
-                      ttl_s=s.idempotency_ttl_s)  # fmt: skip
+    digest = hashlib.sha256("\0".join((method, *asks)).encode()).hexdigest()
+    return CreateOnce(scope=c.token_id, key=key, fingerprint=digest, ttl_s=s.idempotency_ttl_s)
 
 
-async def create(
-    store: Store, bus: Bus, instance_id: str, provider: str, once: CreateOnce
+async def make(
+    store: Store,
+    bus: Bus,
+    instance_id: str,
+    provider: str,
+    once: CreateOnce,
+    archive: Archive | None = None,
 ) -> Machine:
+    """The machine of a keyed create (``archive`` None) or rebuild: made, the replaced machine
+    archived (a rebuild), then ``machine.created``. A failure after the record was written
+    leaves the machine ``created`` (not ``failed``, which the retry could not undo): the
+    client's retry with this key finishes the job."""
     machine, got = await store.create_machine_once(instance_id, provider, once)
     if not got.created:  # another call with this key got there first (a concurrent retry)
-        return await repeat(store, bus, once, got)
-    # A publish that fails leaves the machine `created`: the client's retry with this key
-    # publishes it (not `failed`, which the retry could not undo).
-    await _publish(store, bus, machine, once)
-    log.info("machine.created", machine_id=machine.id, instance_id=instance_id, once=True)
+        return await repeat(store, bus, once, got, archive)
+    await _finish(bus, machine, got, archive)
+    log.info("machine.created", machine_id=machine.id, instance_id=instance_id, once=True,
+             replaced=got.replaces if archive else None)  # fmt: skip
     return machine
 
 
-async def repeat(store: Store, bus: Bus, once: CreateOnce, got: Once) -> Machine:
+async def repeat(
+    store: Store, bus: Bus, once: CreateOnce, got: Once, archive: Archive | None = None
+) -> Machine:
     """The answer to a call whose key already names a machine."""
     if got.fingerprint != once.fingerprint:
         raise IdempotencyKeyReused(
-            "this idempotencyKey was used for a machines.create with other params "
-            "(another instance or provider): use a new key for a new machine",
+            "this idempotencyKey was used for another call (another method, instance or "
+            "provider): use a new key for a new logical call",
             data={"machineId": got.machine_id},
         )
     machine = await store.get_machine(got.machine_id)
-    if not got.published and machine.status is S.CREATED:
-        await _publish(store, bus, machine, once)
-    log.info("machine.create_repeated", machine_id=machine.id, published=got.published)
+    again = machine.status is S.CREATED
+    if again:
+        await _finish(bus, machine, got, archive)
+    log.info("machine.create_repeated", machine_id=machine.id, republished=again)
     return machine
 
 
-async def _publish(store: Store, bus: Bus, machine: Machine, once: CreateOnce) -> None:
+async def _finish(bus: Bus, machine: Machine, got: Once, archive: Archive | None) -> None:
+    # The archive first, as an unkeyed rebuild does: the old daemon is asked to stop before
+    # the new machine is started.
+    if archive is not None and got.replaces is not None:
+        await archive(got.replaces)
     event = MachineCreated(
         event_id=derived_event_id(machine.id, "machine.created"),
         machine_id=machine.id,
@@ -75,4 +98,3 @@ async def _publish(store: Store, bus: Bus, machine: Machine, once: CreateOnce) -
         provider=machine.provider,
     )
     await bus.publish(event)
-    await store.creates.mark_published(once)

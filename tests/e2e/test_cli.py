@@ -284,3 +284,18 @@ def test_create_with_an_idempotency_key_twice_is_one_machine(stack: FleetUp) -> 
     bad = stack.cli("machines", "create", "--instance", iid, "--idempotency-key", "x")
     assert bad.returncode != 0
     assert "idempotencyKey" in bad.stderr + bad.stdout
+
+
+def test_rebuild_with_an_idempotency_key_twice_is_one_rebuild(stack: FleetUp) -> None:
+    """`machines rebuild` run again with its key (a script that lost its output) answers the
+    machine the first run made: it neither archives that machine nor makes a third."""
+    iid = json.loads(ok(stack.cli("--json", "instances", "create", "keyed-rebuild")))["id"]
+    old = json.loads(ok(stack.cli("--json", "machines", "create", "--instance", iid)))
+    key = ["--idempotency-key", "cli-rebuild-0001"]
+    first = json.loads(ok(stack.cli("--json", "machines", "rebuild", "--instance", iid, *key)))
+    again = json.loads(ok(stack.cli("--json", "machines", "rebuild", "--instance", iid, *key)))
+    assert again["id"] == first["id"] != old["id"]
+    listed = json.loads(ok(stack.cli("machines", "list", "--instance", iid, "--json")))
+    assert {m["id"]: m["status"] for m in listed}[old["id"]] == "archived"
+    assert sorted(m["id"] for m in listed) == sorted([old["id"], first["id"]])
+    assert {m["id"]: m["status"] for m in listed}[first["id"]] != "archived"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.errors import Conflict, FleetError, IdempotencyKeyReused
-from contracts.events import MachineCreated
+from contracts.events import MachineArchived, MachineCreated
 from contracts.status import MachineStatus as S
 from services.gateway.access import Caller
 from tests.fast.conftest import World
@@ -67,3 +67,77 @@ async def test_a_failed_publish_is_published_by_the_retry(world: World) -> None:
     await world.bus.settle()
     assert len(created(world, machine.id)) == 1
     assert (await world.machine(machine.id)).status is S.READY
+
+
+async def rebuild(world: World, instance_id: str, key: str) -> dict[str, object]:
+    answer: dict[str, object] = await world.rpc(
+        "machines.rebuild", {"instanceId": instance_id, "idempotencyKey": key}
+    )
+    return answer
+
+
+async def test_a_repeated_rebuild_answers_its_machine_and_archives_nothing_more(
+    world: World,
+) -> None:
+    """Before: a retried rebuild archived the machine the first one made and made a third."""
+    old = await world.ready_machine()
+    first = await rebuild(world, old.instance_id, "rebuild-key-0001")
+    await world.bus.settle()
+    again = await rebuild(world, old.instance_id, "rebuild-key-0001")
+    assert again["id"] == first["id"]
+    assert again["status"] == S.READY.value  # not archived by the repeat
+    machines = await world.store.list_machines(old.instance_id)
+    assert {m.id: m.status for m in machines} == {first["id"]: S.READY, old.id: S.ARCHIVED}
+    assert len(world.bus.of(MachineArchived, old.id)) == 1
+    assert len(created(world, str(first["id"]))) == 1
+    # A new key is a new rebuild.
+    third = await rebuild(world, old.instance_id, "rebuild-key-0002")
+    assert third["id"] not in (first["id"], old.id)
+
+
+async def test_a_rebuild_key_is_not_a_create_key(world: World) -> None:
+    inst = await world.instance()
+    params = {"instanceId": inst.id, "idempotencyKey": "k-0000003"}
+    made = await world.rpc("machines.create", params)
+    with pytest.raises(IdempotencyKeyReused) as caught:  # the same key, another method
+        await rebuild(world, inst.id, "k-0000003")
+    assert caught.value.data == {"machineId": made["id"]}
+    other = await world.instance("other")
+    await rebuild(world, inst.id, "k-0000004")
+    with pytest.raises(IdempotencyKeyReused):  # the same key, another instance
+        await rebuild(world, other.id, "k-0000004")
+
+
+async def test_a_rebuild_whose_events_failed_is_finished_by_the_retry(world: World) -> None:
+    """The new record was written, then archiving the old machine (its event) failed: the
+    retry archives it and publishes the new machine's machine.created, once each."""
+    old = await world.ready_machine()
+    world.bus.fail_publish(MachineArchived)
+    with pytest.raises(FleetError):
+        await rebuild(world, old.instance_id, "rebuild-key-0003")
+    await world.bus.settle()
+    [new] = [m for m in await world.store.list_machines(old.instance_id) if m.id != old.id]
+    assert new.status is S.CREATED
+    assert world.bus.of(MachineArchived, old.id) == []
+    again = await rebuild(world, old.instance_id, "rebuild-key-0003")
+    assert again["id"] == new.id
+    await world.bus.settle()
+    assert len(world.bus.of(MachineArchived, old.id)) == 1
+    assert len(created(world, new.id)) == 1
+    assert (await world.machine(new.id)).status is S.READY
+    assert world.provider.stops == [old.id]
+
+
+async def test_a_repeat_republishes_while_the_machine_is_still_created(world: World) -> None:
+    """Whether or not the first publish went out, a retry that finds the machine still
+    `created` publishes machine.created again with the same id: the stream drops it as a
+    duplicate (inside its window; after it, the provisioner's compare-and-set skips it)."""
+    inst = await world.instance()
+    params = {"instanceId": inst.id, "idempotencyKey": "k-0000005"}
+    first = await world.rpc("machines.create", params)  # published, not yet delivered
+    again = await world.rpc("machines.create", params)
+    assert again["id"] == first["id"]
+    assert world.bus.duplicates == 1
+    await world.bus.settle()
+    assert len(created(world, first["id"])) == 1
+    assert (await world.machine(first["id"])).status is S.READY

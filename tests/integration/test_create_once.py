@@ -24,8 +24,13 @@ from tests.conftest import ADMIN_TOKEN
 from tests.httpserve import serving
 
 
-async def post(settings: Settings, params: dict[str, Any], token: str = ADMIN_TOKEN) -> Any:
-    body = {"jsonrpc": "2.0", "id": 1, "method": "machines.create", "params": params}
+async def post(
+    settings: Settings,
+    params: dict[str, Any],
+    token: str = ADMIN_TOKEN,
+    method: str = "machines.create",
+) -> Any:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
     url = f"http://127.0.0.1:{settings.port}/rpc"
     headers = {"Authorization": f"Bearer {token}"}
     data = io.BytesIO(json.dumps(body).encode())
@@ -33,9 +38,9 @@ async def post(settings: Settings, params: dict[str, Any], token: str = ADMIN_TO
         return json.loads(await r.text())
 
 
-async def created_events(bus: Bus, machine_id: str) -> int:
-    """How many machine.created events the stream holds for this machine."""
-    subject = subjects.event(EventKind.CREATED, machine_id)
+async def created_events(bus: Bus, machine_id: str, kind: EventKind = EventKind.CREATED) -> int:
+    """How many machine.created (or ``kind``) events the stream holds for this machine."""
+    subject = subjects.event(kind, machine_id)
     info = await bus.js.stream_info(subjects.STREAM_NAME, subjects_filter=subject)
     return (info.state.subjects or {}).get(subject, 0)
 

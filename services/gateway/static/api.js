@@ -36,8 +36,8 @@ export const session = {
 };
 
 /**
- * A machines.create idempotencyKey: one per click, so a create whose answer was lost and that is
- * sent again answers the same machine. getRandomValues, not randomUUID: that one exists only in
+ * A machines.create or machines.rebuild idempotencyKey: one per click, so a call whose answer was
+ * lost and that is sent again answers the same machine (a rebuild is not done twice). getRandomValues, not randomUUID: that one exists only in
  * secure contexts (a console served over plain http to another host has none).
  */
 export function newIdempotencyKey() {

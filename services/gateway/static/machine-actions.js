@@ -1,6 +1,6 @@
 // What the Machines page and the Machine detail page share: a machine's action buttons and its
 // daemon cell.
-import { rpc } from "./api.js";
+import { newIdempotencyKey, rpc } from "./api.js";
 import { CODE_STATUS, METHODS, STATUS } from "./contract.js";
 import { state } from "./state.js";
 import { refreshMachine, remember, updateMachine } from "./sync.js";
@@ -36,7 +36,10 @@ export function machineActions(m, notices) {
             "and a new machine is made from scratch.",
           "Rebuild",
         );
-        const fresh = await rpc(METHODS.MACHINES_REBUILD, { instanceId: m.instanceId });
+        const fresh = await rpc(METHODS.MACHINES_REBUILD, {
+          instanceId: m.instanceId,
+          idempotencyKey: newIdempotencyKey(),
+        });
         remember(fresh);
         return `Rebuilding: ${m.id} archived, new machine ${fresh.id}.`;
       },

@@ -73,8 +73,7 @@ export function instancesPage({ root }) {
               "Rebuild",
             );
           }
-          const params = { instanceId: inst.id };
-          if (!live) params.idempotencyKey = newIdempotencyKey();
+          const params = { instanceId: inst.id, idempotencyKey: newIdempotencyKey() };
           const m = await rpc(live ? METHODS.MACHINES_REBUILD : METHODS.MACHINES_CREATE, params);
           remember(m);
           return h(
