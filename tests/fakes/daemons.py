@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal, cast
+from typing import Literal
 
 from contracts import daemon_rpc as d
 from contracts.errors import Conflict, DaemonTimeout, DaemonUnavailable, InvalidParams, NotFound
@@ -322,21 +322,19 @@ class FakeDaemons(DaemonClient):
     async def call_batch(self, machine_id: str, spec: MethodSpec[P, R], calls: list[P]) -> list[R]:
         """As the real daemon answers a batch: every call runs, in order; the client raises
         the first error."""
-        outs = [await _outcome(self.call(machine_id, spec, params)) for params in calls]
-        for out in outs:
-            if isinstance(out, Exception):
-                raise out
-        return cast(list[R], outs)
+        results: list[R] = []
+        failed: list[Exception] = []
+        for params in calls:
+            try:
+                results.append(await self.call(machine_id, spec, params))
+            except Exception as exc:  # noqa: BLE001 - kept: the batch's answer holds it
+                failed.append(exc)
+        if failed:
+            raise failed[0]
+        return results
 
     def calls_of(self, method: str, machine_id: str | None = None) -> list[Call]:
         return [c for c in self.calls if c.method == method and machine_id in (None, c.machine_id)]
-
-
-async def _outcome(call: Awaitable[R]) -> R | Exception:
-    try:
-        return await call
-    except Exception as exc:  # noqa: BLE001 - kept for the caller, as a batch's answer keeps it
-        return exc
 
 
 __all__ = ["EXEC_MARGIN_S", "Call", "FakeDaemons", "FakeFile", "FakeMachine", "result"]
