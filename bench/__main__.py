@@ -24,6 +24,7 @@ from bench import (
     pipeline,
     providers,
     recovery,
+    redis_calls,
     rpc,
     scale,
     warm_pool,
@@ -31,14 +32,14 @@ from bench import (
 from bench.common import Report, fmt, machine_description, verdict
 from core.logs import configure_logging
 
-BENCHES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12")
+BENCHES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[2])
     parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
     parser.add_argument(
-        "--only", default=",".join(BENCHES), help="comma-separated benchmark numbers (1-12)"
+        "--only", default=",".join(BENCHES), help="comma-separated benchmark numbers (1-13)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--machines", type=int, help="machines for benchmarks 3, 4 and 11")
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(scale.run(report, args.quick, args.machines))
     if "12" in only:
         asyncio.run(warm_pool.run(report, args.quick))
+    if "13" in only:
+        asyncio.run(redis_calls.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")
