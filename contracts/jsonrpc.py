@@ -264,7 +264,8 @@ class Dispatcher(Generic[Ctx]):
     ) -> bytes | None:
         env: _Envelope | Decoded | None = self._one_pass.decode(body)  # the usual case
         try:
-            env = env or msgspec.json.decode(body, type=_Envelope)
+            if env is None:
+                env = msgspec.json.decode(body, type=_Envelope)
         except msgspec.ValidationError as exc:
             return _ENCODER.encode(_error(None, InvalidRequest(f"invalid request: {exc}")))
         except msgspec.DecodeError as exc:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.jsonrpc import Dispatcher
+from contracts.errors import NotFound
+from contracts.jsonrpc import Dispatcher, MethodSpec, Params, Router
 from contracts.rpc_params import OnePass
 from tests.unit.jsonrpc.table import SPECS, Ctx, router
 
@@ -81,3 +82,35 @@ async def test_run_answers_as_handle() -> None:
         call = d.prepare(body.strip())
         assert call is not None
         assert await d.run(call, Ctx()) == await d.handle(body, Ctx())
+
+
+class _Checked(Params, kw_only=True):
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind == "fleet":
+            raise NotFound("no such kind")  # a FleetError from a params check
+        if self.kind == "bug":
+            raise RuntimeError("a bug in a params check")
+
+
+async def _checked(_: _Checked, __: Ctx) -> dict[str, bool]:
+    return {"ok": True}
+
+
+@pytest.mark.parametrize("kind", ["fine", "fleet", "bug"])
+async def test_a_params_check_that_raises_is_answered_as_before(kind: str) -> None:
+    """Not only ValueError (msgspec's ValidationError): whatever a check raises is answered by
+    the general path, inside the handler's boundary (-32603 for a bug), not raised out."""
+    spec = MethodSpec("checked", _Checked, dict[str, bool], "A params check.")
+    router = Router[Ctx]()
+    router.register(spec, _checked)
+    fast = Dispatcher([spec], router)
+    slow = Dispatcher([spec], router)
+    slow._one_pass = OnePass({})
+    body = b'{"jsonrpc":"2.0","id":1,"method":"checked","params":{"kind":"%s"}}' % kind.encode()
+    answer = await fast.handle(body, Ctx())
+    assert answer is not None
+    assert answer == await slow.handle(body, Ctx())
+    assert (fast.prepare(body) is not None) == (kind == "fine")
+    assert b'"error"' in answer if kind != "fine" else b'"result"' in answer
