@@ -7,7 +7,12 @@ what fleetd adds on both ends: JSON-RPC encoding and decoding, param validation,
 per request, and the work itself (for tool.writeFile, an atomic 1 KiB file write). A second
 baseline for tool.writeFile, "raw+write", has the raw responder do the same atomic write with
 the fewest system calls (open a temp file with its final mode, write, close, rename over): the
-floor of a writeFile RPC on this file system.
+floor of a writeFile RPC on this file system. It is the daemon's write less the daemon's own
+rules: neither fsyncs, both create the temp file in the target's directory with mode 0644 and
+rename it over the same target; the daemon adds the confinement's lstat per path component and
+an fchmod only when the umask would change the mode (not at 0644 under umask 022). The raw
+responder answers with nats-py's ``Msg.respond``, which sends the request's four signature
+headers back with the answer: a heavier reply than the daemon's one MAC header, never a lighter.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ application codes of ``contracts.errors`` for everything a handler raises.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
@@ -20,12 +19,17 @@ import structlog
 from contracts.errors import (
     FleetError,
     InternalError,
-    InvalidParams,
     InvalidRequest,
     MethodNotFound,
     ParseError,
     PayloadTooLarge,
     error_from_wire,
+)
+from contracts.rpc_params import (
+    Decoded,
+    OnePass,
+    by_name,
+    invalid_params as invalid_params,  # the gateway imports it here
 )
 
 log = structlog.get_logger(__name__)
@@ -89,19 +93,6 @@ class _Response(msgspec.Struct, omit_defaults=True):
 
 
 _ENCODER = msgspec.json.Encoder()
-_FIELD_AT = re.compile(r"at `(\$[^`]*)`")
-_FIELD_NAMED = re.compile(r"field `([^`]+)`")
-
-
-def invalid_params(exc: msgspec.ValidationError) -> InvalidParams:
-    """An InvalidParams that names the field msgspec complained about, as a JSON path."""
-    text = str(exc)
-    at = _FIELD_AT.search(text)
-    named = _FIELD_NAMED.search(text)
-    path = at.group(1) if at else "$"
-    if named:  # "Object missing required field `x`" / "Object contains unknown field `x`"
-        path = f"{path}.{named.group(1)}"
-    return InvalidParams(f"invalid params: {text}", field=path)
 
 
 class Handler(Protocol[_P_in, _R_out, _Ctx_in]):
@@ -176,6 +167,7 @@ class Dispatcher(Generic[Ctx]):
         if stale:  # same name, another spec: its params would be decoded with the wrong type
             raise ValueError(f"handlers registered against another spec: {sorted(stale)}")
         self._routes = routes
+        self._one_pass = OnePass({name: r.spec.params for name, r in routes.items()})
 
     @property
     def methods(self) -> list[str]:
@@ -191,6 +183,18 @@ class Dispatcher(Generic[Ctx]):
         if stripped.startswith(b"["):
             return await self._handle_batch(stripped, ctx)
         return await self._handle_one(stripped, ctx, errors=errors)
+
+    def prepare(self, body: bytes) -> Decoded | None:
+        """A plainly valid single request, decoded in one pass, to ``run`` (the daemon looks
+        at its method first); None for anything else, which ``handle`` answers."""
+        return self._one_pass.decode(body)
+
+    async def run(self, call: Decoded, ctx: Ctx) -> bytes | None:
+        """``handle`` for a request ``prepare`` decoded."""
+        answer = await self._answer(call, ctx)
+        if answer is not None and len(answer) > self._limits.max_response_bytes:
+            return _ENCODER.encode(_error(_id_of(call), self._too_large()))
+        return answer
 
     async def _handle_batch(self, body: bytes, ctx: Ctx) -> bytes | None:
         try:
@@ -258,8 +262,10 @@ class Dispatcher(Generic[Ctx]):
         budget: int | None = None,
         errors: list[FleetError] | None = None,
     ) -> bytes | None:
+        env: _Envelope | Decoded | None = self._one_pass.decode(body)  # the usual case
         try:
-            env = msgspec.json.decode(body, type=_Envelope)
+            if env is None:
+                env = msgspec.json.decode(body, type=_Envelope)
         except msgspec.ValidationError as exc:
             return _ENCODER.encode(_error(None, InvalidRequest(f"invalid request: {exc}")))
         except msgspec.DecodeError as exc:
@@ -269,14 +275,13 @@ class Dispatcher(Generic[Ctx]):
         answer = await self._answer(env, ctx, errors)
         room = self._limits.max_response_bytes if budget is None else budget
         if answer is not None and len(answer) > room:
-            req_id = None if env.id is msgspec.UNSET else env.id
-            return _ENCODER.encode(_error(req_id, self._too_large()))
+            return _ENCODER.encode(_error(_id_of(env), self._too_large()))
         return answer
 
     async def _answer(
-        self, env: _Envelope, ctx: Ctx, errors: list[FleetError] | None = None
+        self, env: _Envelope | Decoded, ctx: Ctx, errors: list[FleetError] | None = None
     ) -> bytes | None:
-        req_id = None if env.id is msgspec.UNSET else env.id
+        req_id = _id_of(env)
         try:
             result = await self._call(env, ctx)
             if env.id is msgspec.UNSET:
@@ -296,14 +301,16 @@ class Dispatcher(Generic[Ctx]):
             errors.append(error)
         return None if env.id is msgspec.UNSET else _ENCODER.encode(_error(req_id, error))
 
-    async def _call(self, env: _Envelope, ctx: Ctx) -> Any:
+    async def _call(self, env: _Envelope | Decoded, ctx: Ctx) -> Any:
         if env.jsonrpc != "2.0":
             raise InvalidRequest('invalid request: "jsonrpc" must be "2.0"')
         route = self._routes.get(env.method)
         if route is None:
             raise MethodNotFound(f"method not found: {env.method}")
+        if isinstance(env, Decoded):  # its params are already of the method's type
+            return await route.handler(env.params, ctx)
         try:
-            params = route.decoder.decode(_by_name(env.params))
+            params = route.decoder.decode(by_name(env.params))
         except msgspec.ValidationError as exc:
             raise invalid_params(exc) from None
         return await route.handler(params, ctx)
@@ -318,15 +325,8 @@ class Dispatcher(Generic[Ctx]):
         return Dispatcher([r.spec for r in kept], router)
 
 
-def _by_name(params: msgspec.Raw) -> msgspec.Raw | bytes:
-    """Every method takes its params by name; an empty array is "no params" too (JSON-RPC
-    allows it, and clients such as the official OpenRPC one send ``[]`` when given none)."""
-    raw = bytes(params).strip()
-    if raw[:1] != b"[":
-        return params
-    if raw[1:].lstrip() == b"]":
-        return b"{}"
-    raise InvalidParams("params must be an object: every method takes them by name", field="$")
+def _id_of(env: _Envelope | Decoded) -> RequestId:
+    return None if env.id is msgspec.UNSET else env.id
 
 
 def request_method(body: bytes) -> str | None:

@@ -93,3 +93,24 @@ def test_the_fixed_temp_name_is_never_followed_or_reused(home: Path) -> None:
     assert (home / "sub" / ".g.fleet-tmp").read_text() == "leftover"
     left = sorted(p.name for p in (home / "sub").iterdir())
     assert left == [".f.fleet-tmp", ".g.fleet-tmp", "f", "g"]  # no temp file of ours left
+
+
+@pytest.mark.parametrize("path", ["sub/a\0b", "~/\0", "\0/etc/passwd"])
+def test_a_nul_in_the_path_is_invalid_params_naming_the_field(home: Path, path: str) -> None:
+    """Not a crash (-32603): lstat and open raise ValueError on a NUL."""
+    with pytest.raises(InvalidParams, match="NUL") as err:
+        write(home, path)
+    assert err.value.to_wire()["data"]["field"] == "$.path"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["sub//x", "./sub/x", "sub/./x", "sub/x/", "sub/../sub/x", "~/sub//x", "~/./x", "sub/x/."],
+)
+def test_paths_normpath_would_change_land_where_it_says(home: Path, path: str) -> None:
+    """Plain relative paths skip normpath; every other form still goes through it."""
+    import posixpath
+
+    expected = posixpath.normpath(posixpath.join(home, path[2:] if path[:1] == "~" else path))
+    assert write(home, path) == expected
+    assert Path(expected).read_text() == "owned"
