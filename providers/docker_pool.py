@@ -114,7 +114,7 @@ class StdinLifeline:
             self.close()
             raise ProviderError(f"docker: no stdin attach to {container_id[:12]}")
 
-    def _transport(self) -> asyncio.BaseTransport | None:
+    def _transport(self) -> asyncio.Transport | None:
         conn = self._response.connection if self._response is not None else None
         transport = conn.transport if conn is not None else None
         return None if transport is None or transport.is_closing() else transport
@@ -122,8 +122,8 @@ class StdinLifeline:
     def send_and_close(self, data: bytes) -> None:
         """Write ``data`` (flushed by the close) and close: the pipe closes for good."""
         try:
-            transport = self._transport()
-            if not isinstance(transport, asyncio.WriteTransport):
+            transport = self._transport()  # (uvloop's are no asyncio.Transport subclasses)
+            if transport is None:
                 raise ProviderError("the claimed container's stdin is closed (it went away)")
             transport.write(data)
         finally:
