@@ -124,8 +124,13 @@ async def _remove(docker: aiodocker.Docker, *ups: FleetUp) -> None:
             all=True, filters={"label": [f"{LABEL_STACK}={stack}"]}
         )
         for c in found:
-            await c.show()
-            volumes = home_volumes(c)
-            await c.delete(force=True)
+            try:
+                await c.show()
+                volumes = home_volumes(c)
+                await c.delete(force=True)
+            except aiodocker.DockerError as exc:
+                if exc.status not in (404, 409):
+                    raise
+                continue  # a pooled one the stack's own keeper is removing as it died
             for name in volumes:
                 await remove_volume(docker, name)
