@@ -22,7 +22,7 @@ import msgspec
 import pytest
 
 from contracts.ids import new_machine_id
-from core.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG
+from core.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
 from fleet.client import FleetClient
 from providers.docker import LABEL_MACHINE, LABEL_POOL, POOL_PREFIX, container_name
 from providers.docker_pool import DockerPoolBackend, pool_volume
@@ -117,8 +117,15 @@ async def test_a_sigkilled_owners_pool_ends_itself_and_the_next_start_removes_it
         assert await DockerPoolBackend(provider).remove_orphans() == 1
         assert await container(orphan) is None
         assert not await volume_exists(pool_volume(slots["orphan"]))
-        claimed = await inspect(mid)  # left be: a machine's, whatever its state
+        claimed = await inspect(mid)  # left be: a machine's
         assert claimed["Config"]["Labels"][LABEL_POOL] == slots["claimed"]
+
+        async def restarted_waiting() -> bool:
+            """Its stdin closed too; the claim's restart policy started it again, waiting."""
+            said = await logs(container_name(mid))
+            return said.count(POOL_UP_LOG) == 2 and POOL_ORPHANED_LOG in said
+
+        await wait_until(restarted_waiting, timeout=20, every=0.1)
         assert POOL_CLAIMED_LOG not in await logs(container_name(mid))
 
         external = await provider.start(mid, "t0ken-" + "x" * 40)  # resume(): made again
