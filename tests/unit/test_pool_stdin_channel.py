@@ -201,7 +201,10 @@ def test_the_supervisor_ends_the_machine_when_its_owner_goes() -> None:
     the engine does when the provisioner holding the attach dies) ends it and its daemon."""
     env = {**os.environ, POOL_STDIN_VAR: "1", POOL_SLOT_VAR: "p1"}
     argv = [sys.executable, "-m", "daemon.supervise", sys.executable, "-c", WAITING_DAEMON]
-    with subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+    # Unbuffered: a buffered reader could hold the next line where select() cannot see it.
+    with subprocess.Popen(
+        argv, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+    ) as proc:
         assert proc.stdin is not None
         said = stderr_until(proc, POOL_UP_LOG, timeout=20)
         daemon = int(said.split("waiting-daemon pid=")[1].split()[0])
