@@ -183,7 +183,8 @@ class PooledDocker:
             raise ProviderError(f"pooled container {self.slot} has ended")
         # First: should it fail, the container is still the pool's (stopped with it).
         lim = (await self._backend.provider.placement_of(machine_id)).limits
-        self._unwatch()
+        # Still watched until the hand-over: the engine keeps a dead container's stdin attach
+        # open, so only the ``wait`` tells that it ended in between.
         self._backend.claimed(self)  # the machine's now: the pool's close leaves it be
         self._machine_id = machine_id
         update = self._backend.provider.docker._query_json(
@@ -205,7 +206,17 @@ class PooledDocker:
         """The identity on the container's stdin, attached since its start: once we close it,
         the pipe is closed for good (``StdinOnce``), so nothing more can ever come that way."""
         self._backend.forget(self)
+        self._unwatch()
+        if not self.alive:
+            self.release()
+            raise ProviderError(f"the claimed container {self.slot} ended before its hand-over")
         self.lifeline.send_and_close(identity_line(self._machine_id, token))
+
+    def release(self) -> None:
+        """Neither watch nor hold it any more (a claimed one the pool's close leaves be: its
+        stdin closing ends it, and a resume makes it again)."""
+        self._unwatch()
+        self.lifeline.close()
 
     async def stop(self) -> None:
         """Remove it for good, with its home volume (idempotent)."""
@@ -292,7 +303,7 @@ class DockerPoolBackend:
     async def close(self) -> None:
         machines, self._machines = list(self._machines), set()
         for m in self._claimed:  # the identity never came: it ends itself, resume remakes it
-            m.lifeline.close()
+            m.release()
         self._claimed = set()
         await asyncio.gather(*(m.stop() for m in machines), return_exceptions=True)
 

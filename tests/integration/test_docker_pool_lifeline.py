@@ -3,7 +3,8 @@ process that the tests SIGKILL: a dead provisioner's unclaimed pooled containers
 themselves (their stdin closes: ``supervisor: pool_orphaned``), with no other provisioner
 running; the next pool's start removes them and their volumes; a machine claimed from the pool
 lives on (its stdin was handed over and closed already); one claimed but never handed over is
-made again by the restarted provisioner's resume."""
+made again by the restarted provisioner's resume; one that dies between its claim and its
+hand-over is told apart (the machine then starts cold)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import aiodocker
 import msgspec
 import pytest
 
+from contracts.errors import ProviderError
 from contracts.ids import new_machine_id
 from core.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
 from fleet.client import FleetClient
@@ -171,3 +173,29 @@ async def test_a_claimed_machine_outlives_its_provisioner(
         assert info["State"]["Running"]
         assert info["RestartCount"] == 0
         assert POOL_ORPHANED_LOG not in await logs(container_name(mid))
+
+
+async def test_a_claimed_container_that_dies_before_its_hand_over_is_told_apart(
+    settings: Settings,
+) -> None:
+    """The engine keeps a dead container's stdin attach open (a write goes nowhere): the
+    hand-over must still see that the claimed container ended since its claim, so that the
+    provisioner starts the machine cold instead of waiting for a report that never comes."""
+    async with docker_provider(settings, Path.cwd()) as provider:
+        backend = DockerPoolBackend(provider)
+        try:
+            machine = await backend.spawn(lambda: None)
+            await machine.wait_up()
+            mid = new_machine_id()
+            await machine.claim(mid)
+            async with aiodocker.Docker() as docker:
+                await (await docker.containers.get(container_name(mid))).kill()
+
+            async def seen_dead() -> bool:
+                return not machine.alive
+
+            await wait_until(seen_dead, timeout=15, every=0.05)
+            with pytest.raises(ProviderError, match="ended before its hand-over"):
+                await machine.hand_over("t0ken-" + "x" * 40)
+        finally:
+            await backend.close()
