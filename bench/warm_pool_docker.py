@@ -49,8 +49,15 @@ async def _pool_full(docker: aiodocker.Docker, up: FleetUp) -> None:
                 filters={"label": [LABEL_POOL, f"{LABEL_STACK}={stack}"]}
             )
             for c in found:
-                unclaimed = c["Names"][0].startswith(f"/{POOL_PREFIX}")
-                if unclaimed and POOL_UP_LOG in "".join(await c.log(stdout=True, stderr=True)):
+                if not c["Names"][0].startswith(f"/{POOL_PREFIX}"):
+                    continue  # claimed
+                try:
+                    said = "".join(await c.log(stdout=True, stderr=True))
+                except aiodocker.DockerError as exc:
+                    if exc.status not in (404, 409):
+                        raise
+                    continue  # being removed (it died, or the stack replaced it)
+                if POOL_UP_LOG in said:
                     return
             await asyncio.sleep(0.05)
 
