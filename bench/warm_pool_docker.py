@@ -49,8 +49,15 @@ async def _pool_full(docker: aiodocker.Docker, up: FleetUp) -> None:
                 filters={"label": [LABEL_POOL, f"{LABEL_STACK}={stack}"]}
             )
             for c in found:
-                unclaimed = c["Names"][0].startswith(f"/{POOL_PREFIX}")
-                if unclaimed and POOL_UP_LOG in "".join(await c.log(stdout=True, stderr=True)):
+                if not c["Names"][0].startswith(f"/{POOL_PREFIX}"):
+                    continue  # claimed
+                try:
+                    said = "".join(await c.log(stdout=True, stderr=True))
+                except aiodocker.DockerError as exc:
+                    if exc.status not in (404, 409):
+                        raise
+                    continue  # being removed (it died, or the stack replaced it)
+                if POOL_UP_LOG in said:
                     return
             await asyncio.sleep(0.05)
 
@@ -124,8 +131,13 @@ async def _remove(docker: aiodocker.Docker, *ups: FleetUp) -> None:
             all=True, filters={"label": [f"{LABEL_STACK}={stack}"]}
         )
         for c in found:
-            await c.show()
-            volumes = home_volumes(c)
-            await c.delete(force=True)
+            try:
+                await c.show()
+                volumes = home_volumes(c)
+                await c.delete(force=True)
+            except aiodocker.DockerError as exc:
+                if exc.status not in (404, 409):
+                    raise
+                continue  # a pooled one the stack's own keeper is removing as it died
             for name in volumes:
                 await remove_volume(docker, name)

@@ -17,6 +17,9 @@ POOL_STDIN_VAR = "FLEET_POOL_STDIN"
 #: once it has read its identity.
 POOL_UP_LOG = "supervisor: pool_up"
 POOL_CLAIMED_LOG = "supervisor: pool_claimed"
+#: docker: what its supervisor prints when its stdin closed before an identity came: the
+#: provider's attach, held from the container's start, is its lifeline (its provisioner ended).
+POOL_ORPHANED_LOG = "supervisor: pool_orphaned"
 #: What a claim sets; nothing else may come over the socket.
 IDENTITY_VARS = frozenset({"FLEET_MACHINE_ID", "FLEET_MACHINE_TOKEN"})
 UP = b"up\n"
@@ -24,7 +27,11 @@ _MAX_LINE = 4096
 
 
 class PoolClosed(Exception):
-    """The other end went away before handing over an identity."""
+    """No identity came: the other end went away, or sent something else."""
+
+
+class PoolOrphaned(PoolClosed):
+    """The provider's end closed before an identity came: its provisioner is gone."""
 
 
 def read_line(sock: socket.socket) -> bytes:
@@ -32,8 +39,10 @@ def read_line(sock: socket.socket) -> bytes:
     buf = b""
     while not buf.endswith(b"\n"):
         chunk = sock.recv(_MAX_LINE - len(buf))
-        if not chunk or len(buf) + len(chunk) >= _MAX_LINE:
-            raise PoolClosed("the pool socket closed before an identity came")
+        if not chunk:
+            raise PoolOrphaned("the pool socket closed before an identity came")
+        if len(buf) + len(chunk) >= _MAX_LINE:
+            raise PoolClosed("the line is too long")
         buf += chunk
     return buf[:-1]
 

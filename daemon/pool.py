@@ -15,8 +15,11 @@ closed before the identity came (the provisioner went away) ends the pooled mach
 
 A docker pooled machine's supervisor has no socket to its provider (``StdinChannel``): it
 says ``up`` on the container's log and reads the identity from its stdin, the container's,
-which the provider attaches to once (``FLEET_POOL_STDIN``); from the supervisor on, the wire
-is the same.
+which the provider attaches to from before the container starts until it writes the identity
+(``FLEET_POOL_STDIN``); from the supervisor on, the wire is the same. That attach is the
+docker pool's lifeline, as the socket is the local pool's: the stdin closing before an identity
+came (the provisioner ended, even SIGKILLed: the engine closes the pipe when its client goes)
+ends the pooled machine, saying ``supervisor: pool_orphaned``.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from collections.abc import Callable
 from core.poolwire import (
     POOL_CLAIMED_LOG,
     POOL_FD_VAR,
+    POOL_ORPHANED_LOG,
     POOL_SLOT_VAR,
     POOL_STDIN_VAR,
     POOL_UP_LOG,
     UP,
     PoolClosed,
+    PoolOrphaned,
     parse_identity,
     read_line,
 )
@@ -94,7 +99,10 @@ class SocketChannel:
         self.sock = sock
 
     def say_up(self) -> None:
-        self.sock.sendall(UP)
+        try:
+            self.sock.sendall(UP)
+        except OSError:
+            raise PoolOrphaned("the pool socket closed before up was said") from None
 
     def identity(self, daemon: socket.socket) -> bytes | None:
         """The identity line, or None if the daemon ended first."""
@@ -112,9 +120,11 @@ class SocketChannel:
 class StdinChannel:
     """A docker pooled machine's: no socket crosses into a container, so the supervisor says
     ``up`` on its log (the container's) and reads the identity from its stdin, which the
-    provider attaches to once (``StdinOnce``: the pipe closes when it detaches) to write it:
-    never an argv, an environment or a file. The pipe is moved off fd 0 (``/dev/null`` there)
-    before the daemon starts: no process of the machine ever inherits it."""
+    provider holds attached from the container's start and closes once it has written it
+    (``StdinOnce``: the pipe closes when it detaches): never an argv, an environment or a
+    file. The pipe closing first means the provider is gone (``PoolOrphaned``). The pipe is
+    moved off fd 0 (``/dev/null`` there) before the daemon starts: no process of the machine
+    ever inherits it."""
 
     def __init__(self) -> None:
         self.fd = os.dup(0)  # (non-inheritable)
@@ -124,14 +134,18 @@ class StdinChannel:
         print(POOL_UP_LOG, file=sys.stderr, flush=True)
 
     def identity(self, daemon: socket.socket) -> bytes | None:
+        """The identity line, or None if the daemon ended first; PoolOrphaned if the pipe
+        closed first (even mid-line: the attach went away)."""
         buf = b""
         while not buf.endswith(b"\n"):
             readable, _, _ = select.select([self.fd, daemon.fileno()], [], [])
             if daemon.fileno() in readable:
                 return None
             chunk = os.read(self.fd, _MAX_LINE - len(buf))
-            if not chunk or len(buf) + len(chunk) >= _MAX_LINE:
-                return None  # the pipe closed (or overflowed) before an identity came
+            if not chunk:
+                raise PoolOrphaned("the container's stdin closed before an identity came")
+            if len(buf) + len(chunk) >= _MAX_LINE:
+                raise PoolClosed("the identity line is too long")
             buf += chunk
         print(POOL_CLAIMED_LOG, file=sys.stderr, flush=True)
         return buf[:-1]
@@ -174,17 +188,36 @@ def relay_claim(provider: Channel, spawn: Callable[[], object]) -> bool:
             finally:
                 del os.environ[POOL_FD_VAR]
                 theirs.close()
-            if read_line(ours) + b"\n" != UP:
-                return False
-            provider.say_up()
-            line = provider.identity(ours)
-            if line is None:
-                return False
-            identity = parse_identity(line)
-            ours.sendall(line + b"\n")
-    except (PoolClosed, OSError):
-        return False
+            identity = _relay(provider, ours)
     finally:
         provider.close()
+    if identity is None:
+        return False
     os.environ.update(identity)
     return True
+
+
+def _relay(provider: Channel, daemon: socket.socket) -> dict[str, str] | None:
+    """The daemon's ``up`` to the provider, the provider's identity to the daemon; None if
+    either went first (said on the log when it was the provider, or when it sent no identity)."""
+    try:
+        if read_line(daemon) + b"\n" != UP:
+            return None
+    except (PoolClosed, OSError):
+        return None  # the daemon ended before it was up
+    try:
+        provider.say_up()
+        line = provider.identity(daemon)
+        if line is None:
+            return None
+        identity = parse_identity(line)
+        daemon.sendall(line + b"\n")
+    except PoolOrphaned:
+        print(POOL_ORPHANED_LOG, file=sys.stderr, flush=True)
+        return None
+    except PoolClosed as exc:  # our own words, never the line's content
+        print(f"supervisor: pool_refused reason={str(exc)!r}", file=sys.stderr, flush=True)
+        return None
+    except OSError:
+        return None
+    return identity

@@ -3,35 +3,46 @@
 A pooled machine is a normal machine container (``DockerProvider.base_config``: the machine
 image, the platform's limits, the machines' network, every restriction) started with a pool
 slot instead of a machine: named ``fleet-pool-<slot>``, labelled ``fleet.pool=<slot>`` and
-``fleet.pool.owner`` (this provisioner), its home the volume ``fleet-pool-<slot>-home``, its
-environment ``FLEET_POOL_SLOT`` and ``FLEET_POOL_STDIN`` and **no machine id, no token, no
-instance**, its stdin open (``OpenStdin``, ``StdinOnce``). Its supervisor starts the daemon,
-which does its imports and waits; the supervisor then prints ``supervisor: pool_up`` (the
-container's log: "verified") and reads its stdin (``daemon/pool.py``'s ``StdinChannel``). No
-restart policy: a pooled container that dies is replaced, not restarted. A claim:
+``fleet.pool.owner`` (this pool: an opaque random id, no host's pid), its home the volume
+``fleet-pool-<slot>-home``, its environment ``FLEET_POOL_SLOT`` and ``FLEET_POOL_STDIN`` and
+**no machine id, no token, no instance**, its stdin open (``OpenStdin``, ``StdinOnce``) and
+attached by this process from before its start (``StdinLifeline``). Its supervisor starts the
+daemon, which does its imports and waits; the supervisor then prints ``supervisor: pool_up``
+(the container's log: "verified") and reads its stdin (``daemon/pool.py``'s ``StdinChannel``).
+No restart policy: a pooled container that dies is replaced, not restarted. A claim:
 
 1. renames the container to ``fleet-<machineId>`` (labels cannot change after create: the name
    is the engine's record of the claim, and every path that finds a machine's container by
    name finds it) and writes its instance's limits and the machines' restart policy
    (``docker update``: live, the processes stay);
-2. then, once the provisioner has announced the machine, attaches to the container's stdin and
-   writes the identity (one JSON line, ``core/poolwire.py``); detaching closes that pipe for
-   good. The supervisor reads it, prints ``supervisor: pool_claimed``, puts ``/dev/null`` on
+2. then, once the provisioner has announced the machine, writes the identity (one JSON line,
+   ``core/poolwire.py``) on the stdin attach it holds and closes it, which closes that pipe
+   for good. The supervisor reads it, prints ``supervisor: pool_claimed``, puts ``/dev/null`` on
    its fd 0 and hands the identity to the daemon, which connects as any machine's does. (No
    ``docker exec``: a new process in the container costs tens of milliseconds.)
 
 The token is never in an argv, an environment, a file or a label of the container (``docker
-inspect`` shows none of it). Unlike the local pool there is no lifeline: a provisioner that is
-SIGKILLed leaves its pooled containers; the next one's start removes those of owners that are
-gone.
+inspect`` shows none of it).
+
+The stdin attach is the pooled container's lifeline, as the socket is a local pooled
+machine's: when this process ends, even SIGKILLed, its connection to the engine closes, the
+engine closes the container's stdin (``StdinOnce``) and the supervisor, which never got an
+identity, ends the container (``supervisor: pool_orphaned``) within a second or so. So an
+owner's liveness is its containers' own state, on any host sharing the engine: what a pool's
+start removes (``remove_orphans``) is the stack's unclaimed pooled containers that have
+exited (any owner's), with their volumes, and those created but never started for longer than
+``STALE_CREATED_S`` (a provisioner that died between the create and the attach). Until then an
+exited one and its volume stay; they hold no secret (no identity ever reached them). Each
+pooled container holds two connections to the engine (the attach and the ``wait``) from
+aiodocker's pool of 100.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -53,10 +64,13 @@ from providers.docker import (
     remove_volume,
 )
 from providers.limits import Placement
-from providers.local_pool import owner_alive, owner_name
-from providers.warm_pool import PoolMachine
+from providers.warm_pool import UP_TIMEOUT_S, PoolMachine
 
 log = structlog.get_logger(__name__)
+
+#: A pooled container created this long ago (by the engine's clock) and never started is an
+#: orphan: its owner went between the create and the start, which take milliseconds.
+STALE_CREATED_S = 10 * UP_TIMEOUT_S
 
 
 def pool_volume(slot: str) -> str:
@@ -78,6 +92,49 @@ async def _response(
             response.close()
 
 
+class StdinLifeline:
+    """A pooled container's stdin, attached by its owner from before its start until the
+    claim's hand-over writes the identity on it and closes it (see the module's docstring).
+    Our own request, not aiodocker's ``attach``, which inspects first and leaves its response
+    open when its setup fails half way: the HTTP connection is closed on every path
+    (``close`` is idempotent; an error answer is closed by aiodocker)."""
+
+    def __init__(self) -> None:
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def attach(self, docker: aiodocker.Docker, container_id: str) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None, connect=30)
+        self._response = await docker._do_query(
+            f"containers/{container_id}/attach", "POST",
+            params={"stdin": "1", "stream": "1"},
+            headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+            timeout=timeout, read_until_eof=False,
+        )  # fmt: skip
+        if self._transport() is None:
+            self.close()
+            raise ProviderError(f"docker: no stdin attach to {container_id[:12]}")
+
+    def _transport(self) -> asyncio.Transport | None:
+        conn = self._response.connection if self._response is not None else None
+        transport = conn.transport if conn is not None else None
+        return None if transport is None or transport.is_closing() else transport
+
+    def send_and_close(self, data: bytes) -> None:
+        """Write ``data`` (flushed by the close) and close: the pipe closes for good."""
+        try:
+            transport = self._transport()  # (uvloop's are no asyncio.Transport subclasses)
+            if transport is None:
+                raise ProviderError("the claimed container's stdin is closed (it went away)")
+            transport.write(data)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+
 class PooledDocker:
     """One pooled container, from its start to its claim (or its end)."""
 
@@ -85,6 +142,7 @@ class PooledDocker:
         self._backend = backend
         self.slot = slot
         self.c = c
+        self.lifeline = StdinLifeline()
         self._machine_id = ""
         self._ended = False
         self._watch: asyncio.Task[None] | None = None
@@ -125,8 +183,9 @@ class PooledDocker:
             raise ProviderError(f"pooled container {self.slot} has ended")
         # First: should it fail, the container is still the pool's (stopped with it).
         lim = (await self._backend.provider.placement_of(machine_id)).limits
-        self._unwatch()
-        self._backend.forget(self)  # the machine's now: the pool's close leaves it be
+        # Still watched until the hand-over: the engine keeps a dead container's stdin attach
+        # open, so only the ``wait`` tells that it ended in between.
+        self._backend.claimed(self)  # the machine's now: the pool's close leaves it be
         self._machine_id = machine_id
         update = self._backend.provider.docker._query_json(
             f"containers/{self.c.id}/update", "POST", data={
@@ -144,18 +203,26 @@ class PooledDocker:
         return f"docker:{self.c.id[:12]}"
 
     async def hand_over(self, token: str) -> None:
-        """The identity on the container's stdin, attached once: when we detach, the pipe
-        closes for good (``StdinOnce``), so nothing more can ever come that way."""
-        try:
-            async with self.c.attach(stdin=True) as stream:
-                await stream.write_in(identity_line(self._machine_id, token))
-        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
-            raise ProviderError(f"the claimed container went away: {exc}") from None
+        """The identity on the container's stdin, attached since its start: once we close it,
+        the pipe is closed for good (``StdinOnce``), so nothing more can ever come that way."""
+        self._backend.forget(self)
+        self._unwatch()
+        if not self.alive:
+            self.release()
+            raise ProviderError(f"the claimed container {self.slot} ended before its hand-over")
+        self.lifeline.send_and_close(identity_line(self._machine_id, token))
+
+    def release(self) -> None:
+        """Neither watch nor hold it any more (a claimed one the pool's close leaves be: its
+        stdin closing ends it, and a resume makes it again)."""
+        self._unwatch()
+        self.lifeline.close()
 
     async def stop(self) -> None:
         """Remove it for good, with its home volume (idempotent)."""
         self._unwatch()
         self._ended = True
+        self.lifeline.close()
         self._backend.forget(self)
         with contextlib.suppress(aiodocker.DockerError):
             await self.c.delete(force=True)
@@ -170,8 +237,11 @@ class DockerPoolBackend:
 
     def __init__(self, provider: DockerProvider) -> None:
         self.provider = provider
-        self.owner = owner_name(os.getpid())
+        #: Opaque: liveness is the lifeline's (a pid means nothing on another host).
+        self.owner = secrets.token_hex(12)
         self._machines: set[PooledDocker] = set()
+        #: Claimed, their identity not handed over yet: their lifeline closed with the pool.
+        self._claimed: set[PooledDocker] = set()
 
     async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
         slot = f"p{secrets.token_hex(8)}"
@@ -195,20 +265,27 @@ class DockerPoolBackend:
         machine = PooledDocker(self, slot, c)
         self._machines.add(machine)
         try:
+            # Attached before the start: it never runs a moment without its lifeline.
+            await machine.lifeline.attach(p.docker, c.id)
             await c.start()
-        except aiodocker.DockerError as exc:
+        except (aiodocker.DockerError, aiohttp.ClientError, ProviderError) as exc:
             await machine.stop()
-            raise ProviderError(f"docker: cannot start {slot}: {exc.message}") from None
+            raise ProviderError(f"docker: cannot start {slot}: {exc}") from None
         machine.watch(on_death)
         log.info("provider.docker_pooled", slot=slot, container=c.id[:12])
         return machine
 
     def forget(self, machine: PooledDocker) -> None:
         self._machines.discard(machine)
+        self._claimed.discard(machine)
+
+    def claimed(self, machine: PooledDocker) -> None:
+        self._machines.discard(machine)
+        self._claimed.add(machine)
 
     async def remove_orphans(self) -> int:
-        """This stack's unclaimed pooled containers whose provisioner is gone, removed with
-        their volumes (a claimed one is named for its machine: left be)."""
+        """This stack's unclaimed pooled containers that are dead for sure (``orphaned``),
+        removed with their volumes; running ones have a live owner (their lifeline holds)."""
         try:
             found = await self.provider.docker.containers.list(all=True, filters={
                 "label": [LABEL_POOL_OWNER, f"{LABEL_STACK}={self.provider.stack}"]
@@ -218,13 +295,25 @@ class DockerPoolBackend:
             return 0
         removed = 0
         for c in found:
-            owner, slot = c["Labels"][LABEL_POOL_OWNER], c["Labels"][LABEL_POOL]
-            unclaimed = str(c["Names"][0]).lstrip("/").startswith(POOL_PREFIX)
-            if unclaimed and owner != self.owner and not owner_alive(owner):
-                await PooledDocker(self, slot, c).stop()
+            if orphaned(c["Names"][0], c["State"], c["Created"], time.time()):
+                await PooledDocker(self, c["Labels"][LABEL_POOL], c).stop()
                 removed += 1
         return removed
 
     async def close(self) -> None:
         machines, self._machines = list(self._machines), set()
+        for m in self._claimed:  # the identity never came: it ends itself, resume remakes it
+            m.release()
+        self._claimed = set()
         await asyncio.gather(*(m.stop() for m in machines), return_exceptions=True)
+
+
+def orphaned(name: str, state: str, created: float, now: float) -> bool:
+    """A pooled container (its name, state and create time as the engine lists them) nobody
+    will claim: unclaimed (a claimed one is named for its machine) and exited (its supervisor
+    ended: it never got an identity), or never started long after its create."""
+    if not name.lstrip("/").startswith(POOL_PREFIX):
+        return False
+    if state in ("exited", "dead"):
+        return True
+    return state == "created" and now - created > STALE_CREATED_S

@@ -2,11 +2,11 @@
 valkey: a claim goes through the cold pipeline, carries nothing of another instance and puts
 no token where ``docker inspect`` shows it; an empty pool starts cold; a dead pooled container
 is replaced; a claimed container stopped (``fleet up`` stopping) is made again with its home.
-Few tests, each with a pool of one: every container start costs CPU the suite shares."""
+Few tests, each with a pool of one: every container start costs CPU the suite shares. The
+lifeline (a SIGKILLed provisioner's pool) is test_docker_pool_lifeline.py's."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -14,12 +14,11 @@ import aiodocker
 import msgspec
 import pytest
 
-from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from core.poolwire import POOL_UP_LOG
 from fleet.client import FleetClient
 from providers.docker import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_PREFIX
-from providers.docker_pool import DockerPoolBackend, pool_volume
+from providers.docker_pool import DockerPoolBackend
 from providers.registry import docker_provider, stack_id
 from providers.warm_pool import WarmPool
 from services.common.crypto import SecretBox
@@ -211,34 +210,6 @@ class TestEmptyPool:
         assert labels[LABEL_MACHINE] == mid
         assert LABEL_POOL not in labels
         assert not await up_slots(settings)
-
-
-async def test_a_claim_never_handed_over_and_orphans_are_cleaned(settings: Settings) -> None:
-    """A provisioner that ends between a claim and its hand-over leaves a renamed container
-    still waiting: the restarted one's resume makes it again (cold). One SIGKILLed with
-    unclaimed pooled containers leaves them: the next pool's start removes them (its own and
-    claimed ones are left be)."""
-    async with docker_provider(settings, Path.cwd()) as provider:
-        gone_owner = DockerPoolBackend(provider)
-        gone_owner.owner = "1-1-gone"  # a provisioner that no longer runs
-        orphan = await gone_owner.spawn(lambda: None)
-        claimed = await gone_owner.spawn(lambda: None)
-        await asyncio.gather(orphan.wait_up(), claimed.wait_up())
-        mid = new_machine_id()
-        await claimed.claim(mid)  # ...and the provisioner dies: no hand-over
-
-        ours = DockerPoolBackend(provider)
-        assert await ours.remove_orphans() == 1
-        assert await inspect_slot(orphan.slot) is None
-        assert (await inspect(mid))["Config"]["Labels"][LABEL_POOL] == claimed.slot
-
-        external = await provider.start(mid, "t0ken-" + "x" * 40)  # resume(): made again
-        info = await inspect(mid)
-        assert external == f"docker:{info['Id'][:12]}"
-        assert info["Config"]["Labels"][LABEL_MACHINE] == mid
-        assert info["Mounts"][0]["Name"] == pool_volume(claimed.slot)  # with the home it had
-        await provider.stop(mid)
-        assert await inspect(mid) is None
 
 
 async def inspect_slot(slot: str) -> object:

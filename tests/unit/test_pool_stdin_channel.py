@@ -1,25 +1,34 @@
 """The docker pool's supervisor side (``daemon/pool.py``'s ``StdinChannel``): the identity
 comes on the supervisor's stdin (a pipe here, the container's in docker), and nothing but an
 identity is accepted; afterwards fd 0 is ``/dev/null`` (no process of the machine inherits the
-pipe); a daemon that dies while pooled, or a pipe closed without an identity, ends the wait.
-A thread stands in for the daemon, on the real socketpair."""
+pipe); a daemon that dies while pooled, or a pipe closed without an identity (the lifeline: the
+provisioner's attach went away), ends the wait, and the supervisor says ``pool_orphaned``. A
+thread stands in for the daemon, on the real socketpair; the last test runs the real
+supervisor as a process, its stdin a pipe the test closes."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import select
 import socket
 import stat
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from core import procinfo
 from core.poolwire import (
     POOL_FD_VAR,
+    POOL_ORPHANED_LOG,
     POOL_SLOT_VAR,
     POOL_STDIN_VAR,
+    POOL_UP_LOG,
     UP,
     PoolClosed,
     identity_line,
@@ -115,7 +124,7 @@ def test_anything_but_an_identity_is_refused(environ: dict[str, str], stdin: int
 
 
 def test_stdin_closed_without_an_identity_ends_the_wait(
-    environ: dict[str, str], stdin: int
+    environ: dict[str, str], stdin: int, capfd: pytest.CaptureFixture[str]
 ) -> None:
     channel = pool_channel(os.environ)
     assert channel is not None
@@ -125,9 +134,84 @@ def test_stdin_closed_without_an_identity_ends_the_wait(
     assert not relay_claim(channel, daemon.spawn)
     daemon.join()
     assert daemon.got is None
+    assert POOL_ORPHANED_LOG in capfd.readouterr().err
+
+
+def test_stdin_closed_before_anything_is_the_owner_gone(
+    environ: dict[str, str], stdin: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The lifeline: the provisioner's attach closes (it died) before any claim."""
+    channel = pool_channel(os.environ)
+    assert channel is not None
+    daemon = FakeDaemon()
+    os.close(stdin)
+    assert not relay_claim(channel, daemon.spawn)
+    daemon.join()
+    assert daemon.got is None
+    assert "FLEET_MACHINE_TOKEN" not in environ
+    err = capfd.readouterr().err
+    assert err.index(POOL_UP_LOG) < err.index(POOL_ORPHANED_LOG)
+
+
+def test_a_refused_line_is_not_called_orphaned(
+    environ: dict[str, str], stdin: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    channel = pool_channel(os.environ)
+    assert channel is not None
+    os.write(stdin, b"[1, 2]\n")
+    assert not relay_claim(channel, FakeDaemon().spawn)
+    err = capfd.readouterr().err
+    assert "supervisor: pool_refused" in err
+    assert POOL_ORPHANED_LOG not in err
 
 
 def test_a_pooled_daemon_that_dies_ends_the_wait(environ: dict[str, str], stdin: int) -> None:
     channel = pool_channel(os.environ)
     assert channel is not None
     assert not relay_claim(channel, FakeDaemon(dies=True).spawn)  # no identity ever came
+
+
+#: A pooled daemon as the supervisor sees one: says ``up`` on its pool fd, then waits (for an
+#: identity that never comes).
+WAITING_DAEMON = """
+import os, socket, sys
+s = socket.socket(fileno=int(os.environ["FLEET_POOL_FD"]))
+print(f"waiting-daemon pid={os.getpid()}", file=sys.stderr, flush=True)
+s.sendall(b"up\\n")
+s.recv(1)
+"""
+
+
+def stderr_until(proc: subprocess.Popen[bytes], marker: str, timeout: float) -> str:
+    """The process's stderr up to and including the line with ``marker``."""
+    assert proc.stderr is not None
+    seen, deadline = "", time.monotonic() + timeout
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {marker!r} in {seen!r}"
+        if select.select([proc.stderr], [], [], left)[0]:
+            line = proc.stderr.readline().decode()
+            assert line, f"stderr ended before {marker!r}: {seen!r}"
+            seen += line
+    return seen
+
+
+def test_the_supervisor_ends_the_machine_when_its_owner_goes() -> None:
+    """The real supervisor, pooled on its stdin: closing that pipe before an identity (what
+    the engine does when the provisioner holding the attach dies) ends it and its daemon."""
+    env = {**os.environ, POOL_STDIN_VAR: "1", POOL_SLOT_VAR: "p1"}
+    argv = [sys.executable, "-m", "daemon.supervise", sys.executable, "-c", WAITING_DAEMON]
+    # Unbuffered: a buffered reader could hold the next line where select() cannot see it.
+    with subprocess.Popen(
+        argv, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+    ) as proc:
+        assert proc.stdin is not None
+        said = stderr_until(proc, POOL_UP_LOG, timeout=20)
+        daemon = int(said.split("waiting-daemon pid=")[1].split()[0])
+        proc.stdin.close()  # the owner is gone
+        assert proc.wait(timeout=10) == 0
+        assert POOL_ORPHANED_LOG in stderr_until(proc, POOL_ORPHANED_LOG, timeout=1)
+    deadline = time.monotonic() + 10
+    while procinfo.state(daemon) not in (None, "Z"):  # SIGKILLed by the supervisor
+        assert time.monotonic() < deadline, f"the pooled daemon {daemon} outlived its machine"
+        time.sleep(0.02)
