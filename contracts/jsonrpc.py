@@ -167,7 +167,7 @@ class Dispatcher(Generic[Ctx]):
         if stale:  # same name, another spec: its params would be decoded with the wrong type
             raise ValueError(f"handlers registered against another spec: {sorted(stale)}")
         self._routes = routes
-        self._one_pass = OnePass({name: r.spec.params for name, r in routes.items()})
+        self._one_pass = OnePass.of(tuple((name, r.spec.params) for name, r in routes.items()))
 
     @property
     def methods(self) -> list[str]:
