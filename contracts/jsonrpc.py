@@ -224,7 +224,9 @@ class Dispatcher(Generic[Ctx]):
         while start < len(bodies):
             window = bodies[start : start + width]
             start += len(window)
-            if budget > 0:
+            if budget > 0 and len(window) == 1:  # no task for one (a daemon's pair of writes)
+                got = [await self._handle_one(window[0], ctx, budget)]
+            elif budget > 0:
                 got = await asyncio.gather(*(self._handle_one(b, ctx, budget) for b in window))
             else:
                 got = [self._over_budget(b) for b in window]
