@@ -11,6 +11,7 @@ pipelined round trip.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
@@ -120,16 +121,18 @@ class StageRecords:
         return Advanced(transition=t, machine=machine, sealed_token=h.get(F_SEALED_CREDENTIAL))
 
     async def setup_inputs(self, instance_id: str, machine_id: str) -> SetupInputs:
-        async with self._store.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(K_PLATFORM_ENV)
-            pipe.hgetall(k_instance_env(instance_id))
-            pipe.get(k_cron(instance_id))
-            pipe.hgetall(k_repos(instance_id))
-            pipe.smembers(k_cloned(machine_id))
-            platform, instance, cron, repos, cloned = await pipe.execute()
+        # Issued together: the auto-pipelining client sends them in one pipeline with the other
+        # handlers' commands of this loop turn (an explicit pipeline would be a round trip of
+        # its own per machine).
+        r = self._store.redis
+        platform, instance, cron, repos, cloned = await asyncio.gather(
+            r.hgetall(K_PLATFORM_ENV), r.hgetall(k_instance_env(instance_id)),
+            r.get(k_cron(instance_id)), r.hgetall(k_repos(instance_id)),
+            r.smembers(k_cloned(machine_id)),
+        )  # fmt: skip
         return SetupInputs(
-            platform_env=platform,
-            instance_env=instance,
+            platform_env=cast(dict[str, str], platform),  # a decoding client: str, not bytes
+            instance_env=cast(dict[str, str], instance),
             cron=msgspec.json.decode(cron, type=list[CronJob]) if cron else [],
             repos=[msgspec.json.decode(repos[p], type=Repo) for p in sorted(repos)],
             cloned=cast(set[str], cloned),
