@@ -3,21 +3,14 @@ full): ``instances.setLimits``, ``instances.getLimits``."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from contracts import gateway_limits as gl, gateway_rpc as g
-from contracts.jsonrpc import MethodSpec, P, R, new_params
-
-
-class _Calls(Protocol):
-    async def call(
-        self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
-    ) -> R: ...
+from contracts.jsonrpc import new_params
+from fleet.client_retry import Calls
 
 
 class LimitsClient:
     async def set_limits(
-        self: _Calls,
+        self: Calls,
         instance_id: str,
         *,
         memory_mb: int | None = None,
@@ -29,6 +22,6 @@ class LimitsClient:
                             cpus=cpus, pids=pids)  # fmt: skip
         return await self.call(gl.INSTANCES_SET_LIMITS, params)
 
-    async def get_limits(self: _Calls, instance_id: str) -> gl.InstanceLimits:
+    async def get_limits(self: Calls, instance_id: str) -> gl.InstanceLimits:
         params = new_params(g.InstanceRef, instance_id=instance_id)
         return await self.call(gl.INSTANCES_GET_LIMITS, params)

@@ -8,27 +8,16 @@ out: the gateway may have run it, and the key makes running it again answer the 
 from __future__ import annotations
 
 import uuid
-from typing import Protocol
 
 from contracts import gateway_machines as gm, gateway_rpc as g
-from contracts.jsonrpc import MethodSpec, P, R, new_params
+from contracts.jsonrpc import new_params
 from contracts.models import Machine, ProviderName
-
-
-class _Calls(Protocol):
-    async def call(
-        self,
-        spec: MethodSpec[P, R],
-        params: P,
-        *,
-        timeout_s: float | None = None,
-        resend_cut: bool = False,
-    ) -> R: ...
+from fleet.client_retry import Calls
 
 
 class MachinesClient:
     async def create_machine(
-        self: _Calls,
+        self: Calls,
         instance_id: str,
         provider: ProviderName | None = None,
         *,
@@ -43,7 +32,7 @@ class MachinesClient:
         return await self.call(g.MACHINES_CREATE, params, resend_cut=True)
 
     async def rebuild_machine(
-        self: _Calls, instance_id: str, *, idempotency_key: str | None = None
+        self: Calls, instance_id: str, *, idempotency_key: str | None = None
     ) -> Machine:
         """Archive the instance's current machine and make a new one. One key per logical
         rebuild, as for ``create_machine``: a retry whose first answer was lost gets the machine
@@ -52,7 +41,7 @@ class MachinesClient:
         params = new_params(g.RebuildMachineParams, instance_id=instance_id, idempotency_key=key)
         return await self.call(g.MACHINES_REBUILD, params, resend_cut=True)
 
-    async def restart_machine(self: _Calls, machine_id: str) -> Machine:
+    async def restart_machine(self: Calls, machine_id: str) -> Machine:
         """Restart the machine's daemon in place; its background processes keep running."""
         params = new_params(gm.RestartParams, machine_id=machine_id)
         return await self.call(gm.MACHINES_RESTART, params)

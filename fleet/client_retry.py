@@ -7,7 +7,7 @@ A mixin (``client.py`` is full): ``FleetClient`` provides ``_call_once``, the pl
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -31,6 +31,19 @@ class ConnectionFailed(Exception):
         #: The request may have reached the gateway (the connection broke after it was sent,
         #: not refused): it may have run, and only its answer was lost.
         self.sent = sent
+
+
+class Calls(Protocol):
+    """What a client mixin's methods need of ``self``: ``FleetClient.call`` (below)."""
+
+    async def call(
+        self,
+        spec: MethodSpec[P, R],
+        params: P,
+        *,
+        timeout_s: float | None = None,
+        resend_cut: bool = False,
+    ) -> R: ...
 
 
 class RetryingCalls:
