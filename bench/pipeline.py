@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import nats
 
-from bench import env_fanout
+from bench import env_fanout, skeleton
 from bench.common import Figure, Report, temp_dir
 from bench.daemons import stored_keys
 from bench.procstat import cpu_seconds, peak_rss_mb, rss_mb, syscalls
@@ -118,13 +118,14 @@ async def run(
     print(f"[3] pipeline: {n} machines, swarm provider ({HOST_SIZE} daemons per host process)")
     with temp_dir() as root:
         floor = await swarm_floor(root, n) if scale else Floor(0.0, 0.0, {})
-        floor_s, hosts_mb = floor.seconds, floor.hosts_mb
+        floor_s, hosts_mb, skel_s = floor.seconds, floor.hosts_mb, 0.0
         if floor.cpu:
-            report.note(
-                "CPU seconds used by the swarm floor: "
-                + ", ".join(f"{k} {v:.1f}" for k, v in floor.cpu.items())
-                + f" in {floor_s:.1f} s"
-            )
+            _cpu_note(report, "the swarm floor", floor.cpu, floor_s)
+            skel = await skeleton.run(root, n, HOST_SIZE)
+            _cpu_note(report, "the design skeleton", skel.cpu, skel.seconds)
+            report.add(Figure("3", "design skeleton throughput", n / skel.seconds, "machines/s",
+                              n / floor_s, "swarm floor"))  # fmt: skip
+            skel_s = skel.seconds
         with servers(root) as (ns, valkey):
             env = {"FLEET_SWARM_HOST_SIZE": str(HOST_SIZE)}
             with FleetUp(root, ns.url, valkey.url, extra_env=env) as up:
@@ -136,7 +137,7 @@ async def run(
                     spids = {"nats-server": ns.proc.pid if ns.proc else 0}
                     spids["valkey"] = valkey.proc.pid if valkey.proc else 0
                     ids = await _pipeline(
-                        report, up, gw, watch, n, floor_s, hosts_mb, profile, spids
+                        report, up, gw, watch, n, (floor_s, skel_s), hosts_mb, profile, spids
                     )
                     if fanout:
                         homes = {m: swarm_root(up.data_dir) / "machines" / m / "home" for m in ids}
@@ -156,11 +157,13 @@ async def _pipeline(
     gw: Gateway,
     watch: EventWatch,
     n: int,
-    floor_s: float,
+    baselines: tuple[float, float],
     hosts_mb: float,
     profile: Path | None,
     servers_pids: dict[str, int],
 ) -> list[str]:
+    """``baselines``: the swarm floor's and the design skeleton's seconds (0: not measured)."""
+    floor_s, skel_s = baselines
     instances: list[Instance] = []
     for i in range(0, n, 100):
         names = [CreateInstanceParams(name=f"bench-{j}") for j in range(i, min(n, i + 100))]
@@ -219,6 +222,9 @@ async def _pipeline(
                 "swarm floor",
             )
         )
+        if skel_s:
+            report.add(Figure("3", "pipeline throughput vs skeleton", len(ready) / all_ready,
+                              "machines/s", n / skel_s, "design skeleton"))  # fmt: skip
         report.note(f"all {n} machines.create answered after {created_s:.2f} s")
         report.note(
             "last machine at each stage: "
@@ -243,6 +249,12 @@ async def _pipeline(
             f"interpreters included)"
         )
     return ids
+
+
+def _cpu_note(report: Report, what: str, cpu: dict[str, float], seconds: float) -> None:
+    split = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+    total = sum(cpu.values())
+    report.note(f"CPU seconds used by {what}: {split}; total {total:.1f} in {seconds:.1f} s")
 
 
 def _memory(report: Report, up: FleetUp, ns: NatsServer, valkey_pid: int | None) -> None:
