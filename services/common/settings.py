@@ -128,8 +128,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Host paths every sandboxed machine may read (``:``-separated; e.g. a repository mirror).
     sandbox_share: str = ""
     #: Machines kept started ahead of demand, per provider: ``local=2`` (``provider=n`` pairs,
-    #: comma-separated; ``local`` needs the bwrap sandbox; ``docker=1`` too). Each
-    #: provisioner process keeps its own. Empty or 0: every machine starts cold.
+    #: comma-separated; ``local`` needs the bwrap sandbox; ``docker=1`` too, at most
+    #: ``MAX_DOCKER_POOL``). Each provisioner process keeps its own. Empty or 0: every machine
+    #: starts cold.
     warm_pool: str = ""
     #: Below this much available memory (``/proc/meminfo`` MemAvailable, MiB) the pool shrinks,
     #: one machine a second, and is not refilled.
@@ -231,6 +232,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return out
 
 
+#: The most docker machines one provisioner keeps warm: each pooled container holds two of the
+#: engine client's 100 connections (its stdin attach and its ``wait``) until it is claimed, and
+#: the starts, stops and inspections of every other machine need the rest.
+MAX_DOCKER_POOL = 32
+
+
 def parse_warm_pool(raw: str) -> dict[str, int]:
     """``local=2,docker=1`` -> {"local": 2, "docker": 1}; ValueError naming FLEET_WARM_POOL."""
     sizes: dict[str, int] = {}
@@ -243,6 +250,11 @@ def parse_warm_pool(raw: str) -> dict[str, int]:
                 f"FLEET_WARM_POOL: {part!r} is not provider=count (local or docker, count >= 0)"
             )
         sizes[name.strip()] = int(count)
+    if sizes.get("docker", 0) > MAX_DOCKER_POOL:
+        raise ValueError(
+            f"FLEET_WARM_POOL: docker={sizes['docker']} is more than {MAX_DOCKER_POOL} (each "
+            "pooled container holds two of the docker engine client's 100 connections)"
+        )
     return sizes
 
 

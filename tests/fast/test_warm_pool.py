@@ -14,7 +14,7 @@ from contracts.errors import ProviderError
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
 from providers.warm_pool import PoolMachine, WarmPool, mem_available_mb
-from services.common.settings import SettingsError, parse_warm_pool
+from services.common.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_pool
 from tests.fast.conftest import World
 from tests.fast.test_provisioner import created
 from tests.waiters import wait_until
@@ -162,6 +162,14 @@ def test_mem_available_reads_meminfo(tmp_path: pytest.TempPathFactory) -> None:
 def test_warm_pool_setting_is_checked(raw: str) -> None:
     with pytest.raises(ValueError, match="FLEET_WARM_POOL"):
         parse_warm_pool(raw)
+
+
+def test_docker_pool_is_capped_below_the_engine_clients_connections() -> None:
+    # Each pooled container holds two of aiodocker's 100 connections until it is claimed.
+    assert parse_warm_pool(f"docker={MAX_DOCKER_POOL}") == {"docker": MAX_DOCKER_POOL}
+    with pytest.raises(ValueError, match=r"FLEET_WARM_POOL: docker=33 is more than 32"):
+        parse_warm_pool(f"local=2,docker={MAX_DOCKER_POOL + 1}")
+    assert parse_warm_pool("local=200") == {"local": 200}  # a local pool holds no connection
 
 
 def test_warm_pool_setting_parses() -> None:
