@@ -28,11 +28,12 @@ The stdin attach is the pooled container's lifeline, as the socket is a local po
 machine's: when this process ends, even SIGKILLed, its connection to the engine closes, the
 engine closes the container's stdin (``StdinOnce``) and the supervisor, which never got an
 identity, ends the container (``supervisor: pool_orphaned``) within a second or so. So an
-owner's liveness is its containers' own state, on any host sharing the engine: what a pool's
-start removes (``remove_orphans``) is the stack's unclaimed pooled containers that have
-exited (any owner's), with their volumes, and those created but never started for longer than
-``STALE_CREATED_S`` (a provisioner that died between the create and the attach). Until then an
-exited one and its volume stay; they hold no secret (no identity ever reached them). Each
+owner's liveness is its containers' own state, on any host sharing the engine: what a pool
+removes at its start and every ``ORPHAN_SWEEP_S`` (``remove_orphans``) is the stack's
+unclaimed pooled containers that have exited (any owner's), with their volumes, those created
+but never started for longer than ``STALE_CREATED_S`` (a provisioner that died between the
+create and the attach), and those made before the lifeline whose (pid) owner is gone. Until
+then an exited one and its volume stay; they hold no secret (no identity ever reached them). Each
 pooled container holds two connections to the engine (the attach and the ``wait``) from
 aiodocker's pool of 100.
 """
@@ -64,6 +65,7 @@ from providers.docker import (
     remove_volume,
 )
 from providers.limits import Placement
+from providers.local_pool import owner_alive
 from providers.warm_pool import UP_TIMEOUT_S, PoolMachine
 
 log = structlog.get_logger(__name__)
@@ -295,7 +297,8 @@ class DockerPoolBackend:
             return 0
         removed = 0
         for c in found:
-            if orphaned(c["Names"][0], c["State"], c["Created"], time.time()):
+            owner = c["Labels"].get(LABEL_POOL_OWNER, "")
+            if orphaned(c["Names"][0], c["State"], c["Created"], time.time(), owner):
                 await PooledDocker(self, c["Labels"][LABEL_POOL], c).stop()
                 removed += 1
         return removed
@@ -308,12 +311,19 @@ class DockerPoolBackend:
         await asyncio.gather(*(m.stop() for m in machines), return_exceptions=True)
 
 
-def orphaned(name: str, state: str, created: float, now: float) -> bool:
-    """A pooled container (its name, state and create time as the engine lists them) nobody
-    will claim: unclaimed (a claimed one is named for its machine) and exited (its supervisor
-    ended: it never got an identity), or never started long after its create."""
+def orphaned(
+    name: str, state: str, created: float, now: float, owner: str = "",
+    alive: Callable[[str], bool] = owner_alive,
+) -> bool:  # fmt: skip
+    """A pooled container (its name, state, create time and owner label as the engine lists
+    them) nobody will claim: unclaimed (a claimed one is named for its machine) and exited (its
+    supervisor ended: it never got an identity), or never started long after its create, or
+    made before the lifeline (its owner a pid, ``pid-ticks-random``) by a process gone from
+    this host: nothing ends such a container by itself, and only its own process claims it."""
     if not name.lstrip("/").startswith(POOL_PREFIX):
         return False
     if state in ("exited", "dead"):
         return True
+    if "-" in owner:  # the opaque owner ids of the lifeline have none
+        return not alive(owner)
     return state == "created" and now - created > STALE_CREATED_S

@@ -30,6 +30,10 @@ UP_TIMEOUT_S = 60.0
 #: interpreter and its imports) that would otherwise compete with the claimed machine's own
 #: connect and setup, which someone is waiting for (benchmark 11 on 2 cores).
 REFILL_DELAY_S = 0.5
+#: How often a running pool removes other provisioners' leftovers again (``remove_orphans``),
+#: besides at its start: a dead provisioner's exited containers would otherwise wait for the
+#: next provisioner start, however far off.
+ORPHAN_SWEEP_S = 600.0
 
 
 class PoolMachine(Protocol):
@@ -86,6 +90,7 @@ class WarmPool:
         memory: Callable[[], float | None] = mem_available_mb,
         check_s: float = 1.0,
         refill_delay_s: float = REFILL_DELAY_S,
+        sweep_s: float = ORPHAN_SWEEP_S,
     ) -> None:
         self.backend = backend
         self.size = size
@@ -94,6 +99,8 @@ class WarmPool:
         self._check_s = check_s
         self._refill_delay_s = refill_delay_s
         self._hold_until = 0.0
+        self._sweep_s = sweep_s
+        self._next_sweep = 0.0
         self.ready: list[PoolMachine] = []
         self._starting = 0
         self._failures = 0
@@ -104,9 +111,7 @@ class WarmPool:
         self._closing = False
 
     async def __aenter__(self) -> WarmPool:
-        removed = await self.backend.remove_orphans()
-        if removed:
-            log.info("pool.orphans_removed", provider=self.backend.name, count=removed)
+        await self._sweep()
         self._keeper = asyncio.create_task(self._keep(), name=f"pool:{self.backend.name}")
         return self
 
@@ -161,7 +166,15 @@ class WarmPool:
                 async with asyncio.timeout(held if held > 0 else self._check_s):
                     await self._wake.wait()
 
+    async def _sweep(self) -> None:
+        self._next_sweep = asyncio.get_running_loop().time() + self._sweep_s
+        removed = await self.backend.remove_orphans()
+        if removed:
+            log.info("pool.orphans_removed", provider=self.backend.name, count=removed)
+
     async def _tend(self) -> None:
+        if asyncio.get_running_loop().time() >= self._next_sweep:
+            await self._sweep()
         dead = [m for m in self.ready if not m.alive]
         for m in dead:
             self.ready.remove(m)

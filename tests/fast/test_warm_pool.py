@@ -57,6 +57,7 @@ class FakeBackend:
         self.started: list[FakeMachine] = []
         self.fail = fail
         self.closed = False
+        self.sweeps = 0
         self._ids = itertools.count(1)
 
     async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
@@ -68,6 +69,7 @@ class FakeBackend:
         return machine
 
     async def remove_orphans(self) -> int:
+        self.sweeps += 1
         return 0
 
     async def close(self) -> None:
@@ -119,6 +121,22 @@ async def test_a_dead_machine_is_replaced() -> None:
         taken = p.take()
         assert taken is not victim
         assert victim.stopped  # its remains cleaned up
+
+
+async def test_leftovers_are_swept_at_the_start_and_again_while_the_pool_runs() -> None:
+    """A dead provisioner's exited containers must not wait for the next provisioner start."""
+    backend = FakeBackend()
+    swept = WarmPool(backend, 1, min_available_mb=100, memory=lambda: 1000.0, check_s=0.01,
+                     sweep_s=0.05)  # fmt: skip
+    async with swept as p:
+        assert backend.sweeps == 1  # before the first machine starts
+        await p.wait_filled()
+        await wait_until(lambda: backend.sweeps >= 3, timeout=5)
+    after = backend.sweeps
+    async with pool(backend, 1, [1000.0]) as p:  # the default: every ten minutes
+        await p.wait_filled()
+        await wait_until(lambda: p._live() == 1 and not p._spawns, timeout=5)
+        assert backend.sweeps == after + 1
 
 
 async def test_memory_pressure_shrinks_the_pool_and_stops_refills() -> None:

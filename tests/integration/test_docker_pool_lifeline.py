@@ -26,8 +26,16 @@ from contracts.errors import ProviderError
 from contracts.ids import new_machine_id
 from core.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
 from fleet.client import FleetClient
-from providers.docker import LABEL_MACHINE, LABEL_POOL, POOL_PREFIX, container_name
+from providers.docker import (
+    LABEL_MACHINE,
+    LABEL_POOL,
+    LABEL_POOL_OWNER,
+    LABEL_STACK,
+    POOL_PREFIX,
+    container_name,
+)
 from providers.docker_pool import DockerPoolBackend, pool_volume
+from providers.local_pool import owner_name
 from providers.registry import docker_provider
 from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
@@ -199,3 +207,34 @@ async def test_a_claimed_container_that_dies_before_its_hand_over_is_told_apart(
                 await machine.hand_over("t0ken-" + "x" * 40)
         finally:
             await backend.close()
+
+
+async def legacy_pooled(provider: Any, slot: str, owner: str) -> str:
+    """A running pooled container as a provisioner before the lifeline made one: its owner
+    label a pid, no attach holding it (nothing ends it by itself)."""
+    config = {
+        "Image": await provider.image(),
+        "Entrypoint": ["sleep", "600"],
+        "Cmd": [],
+        "Labels": {LABEL_POOL: slot, LABEL_POOL_OWNER: owner, LABEL_STACK: provider.stack},
+    }
+    name = f"{POOL_PREFIX}{slot}"
+    c = await provider.docker.containers.create(config, name=name)
+    await c.start()
+    return name
+
+
+async def test_a_pool_made_before_the_lifeline_goes_once_its_process_is_gone(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The upgrade: a SIGKILLed old provisioner's pooled container runs for ever (no lifeline)
+    and only that process could claim it. A pool start removes it; one whose process still
+    runs on this host is left be (that provisioner may claim it yet)."""
+    async with docker_provider(settings, Path.cwd()) as provider:
+        # pid 4194304 never exists (Linux's pid_max is at most 2^22): its process is gone.
+        gone = await legacy_pooled(provider, "p00000000000000a1", "4194304-1-deadbeef")
+        mine = await legacy_pooled(provider, "p00000000000000a2", owner_name(os.getpid()))
+        assert (await container(gone))["State"]["Status"] == "running"
+        assert await DockerPoolBackend(provider).remove_orphans() == 1
+        assert await container(gone) is None
+        assert (await container(mine))["State"]["Status"] == "running"

@@ -42,3 +42,29 @@ def test_the_owner_is_opaque() -> None:
     owners = {DockerPoolBackend(provider=None).owner for _ in range(50)}  # type: ignore[arg-type]
     assert len(owners) == 50
     assert all("-" not in o and len(o) == 24 for o in owners)
+
+
+LEGACY = "4242-987654-0a1b2c3d"  # pid-ticks-random: a pool made before the lifeline
+
+
+def test_one_made_before_the_lifeline_goes_once_its_process_is_gone() -> None:
+    """Nothing ends such a container by itself (it has no lifeline) and only the process that
+    made it can claim it: once that process is gone from this host, nobody ever will."""
+    seen: list[str] = []
+
+    def gone(owner: str) -> bool:
+        seen.append(owner)
+        return False
+
+    assert orphaned(POOLED, "running", NOW - 5, NOW, LEGACY, alive=gone)
+    assert seen == [LEGACY]
+    assert not orphaned(POOLED, "running", NOW - 5, NOW, LEGACY, alive=lambda _: True)
+    assert not orphaned(CLAIMED, "running", NOW - 5, NOW, LEGACY, alive=gone)  # a machine's
+
+
+def test_a_lifeline_owner_is_never_looked_up() -> None:
+    def look_up(owner: str) -> bool:
+        raise AssertionError(f"looked up {owner}")
+
+    owner = DockerPoolBackend(provider=None).owner  # type: ignore[arg-type]
+    assert not orphaned(POOLED, "running", NOW - 10 * STALE_CREATED_S, NOW, owner, look_up)
