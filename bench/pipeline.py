@@ -121,11 +121,7 @@ async def run(
         floor_s, hosts_mb, skel_s = floor.seconds, floor.hosts_mb, 0.0
         if floor.cpu:
             _cpu_note(report, "the swarm floor", floor.cpu, floor_s)
-            skel = await skeleton.run(root, n, HOST_SIZE)
-            _cpu_note(report, "the design skeleton", skel.cpu, skel.seconds)
-            report.add(Figure("3", "design skeleton throughput", n / skel.seconds, "machines/s",
-                              n / floor_s, "swarm floor"))  # fmt: skip
-            skel_s = skel.seconds
+            skel_s = await _skeleton(report, root, n, floor_s)
         with servers(root) as (ns, valkey):
             env = {"FLEET_SWARM_HOST_SIZE": str(HOST_SIZE)}
             with FleetUp(root, ns.url, valkey.url, extra_env=env) as up:
@@ -249,6 +245,20 @@ async def _pipeline(
             f"interpreters included)"
         )
     return ids
+
+
+async def _skeleton(report: Report, root: Path, n: int, floor_s: float) -> float:
+    """The design skeleton's seconds for n machines (0.0 if not all got ready), reported."""
+    skel = await skeleton.run(root, n, HOST_SIZE)
+    if skel.seconds is None:
+        waited = skeleton.READY_TIMEOUT_S
+        report.note(f"design skeleton: only {skel.ready} of {n} ready after {waited:.0f} s "
+                    "(a stage died? see its stderr above)")  # fmt: skip
+        return 0.0
+    _cpu_note(report, "the design skeleton", skel.cpu, skel.seconds)
+    report.add(Figure("3", "design skeleton throughput", n / skel.seconds, "machines/s",
+                      n / floor_s, "swarm floor"))  # fmt: skip
+    return skel.seconds
 
 
 def _cpu_note(report: Report, what: str, cpu: dict[str, float], seconds: float) -> None:
