@@ -8,7 +8,7 @@ the proxy."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Set
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def failures(seen: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str
     return [(lvl, ev) for lvl, ev, _ in seen if lvl in ("error", "exception", "critical")]
 
 
-async def filled_with(pool: WarmPool, size: int, besides: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
+async def filled_with(pool: WarmPool, size: int, besides: Set[str] = frozenset()) -> set[str]:
     """Until ``size`` live pooled machines are ready, none of them one of ``besides``."""
 
     def fresh() -> set[str]:
@@ -214,7 +214,7 @@ async def test_a_dropped_wait_alone_does_not_end_a_live_pooled_container(
 
         async with aiodocker.Docker() as docker:  # then it dies: the new wait tells
             await docker_json(docker, f"containers/{cid}/kill", "POST")
-        (new,) = await filled_with(pool, 1, besides={slot})
+        assert len(await filled_with(pool, 1, besides={slot})) == 1
         await wait_until(lambda: gone_with_volumes({slot}), timeout=20, every=0.1)
     assert not failures(pool_log)
     assert not loop_errors
