@@ -35,7 +35,9 @@ but never started for longer than ``STALE_CREATED_S`` (a provisioner that died b
 create and the attach), and those made before the lifeline whose (pid) owner is gone. Until
 then an exited one and its volume stay; they hold no secret (no identity ever reached them). Each
 pooled container holds two connections to the engine (the attach and the ``wait``) from
-aiodocker's pool of 100.
+aiodocker's pool of 100. When the connection to the engine drops (a remote engine), a pooled
+container whose attach went with it is no longer claimable and ends by itself; a dropped
+``wait`` alone is no death (it is sent again): only the engine's answer says a container ended.
 """
 
 from __future__ import annotations
