@@ -8,6 +8,8 @@ the proxy."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator, Callable, Set
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,17 @@ async def handed_over(pool: WarmPool) -> str:
     return mid
 
 
+async def engine_events(since: int, ids: set[str]) -> list[tuple[str, str]]:
+    """(container id, action) of what the engine did to these containers since then, in order
+    (``until`` now: the engine answers its past, no stream)."""
+    params = {"since": str(since), "until": str(int(time.time()) + 1),
+              "filters": json.dumps({"type": ["container"]})}  # fmt: skip
+    async with aiodocker.Docker() as docker, docker._query("events", params=params) as r:
+        lines = (await r.text()).splitlines()
+    found = [json.loads(line) for line in lines if line.strip()]
+    return [(e["id"], e["Action"]) for e in found if e.get("id") in ids]
+
+
 def leaked() -> list[str]:
     """The pool's tasks (its keeper, its containers' watches) still there after its exit."""
     return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("pool:")]
@@ -175,6 +188,8 @@ async def test_a_cut_engine_connection_ends_the_pool_by_itself_and_it_refills(
         mid = await handed_over(pool)
         old = await filled_with(pool, 2)
         followers = await following([f"{POOL_PREFIX}{slot}" for slot in old])
+        ids = {(await container(f"{POOL_PREFIX}{slot}"))["Id"] for slot in old}
+        since = int(time.time()) - 1
 
         assert proxy.cut() >= 2 * len(old)  # each: its attach and its wait, at least
         async with asyncio.timeout(20):
@@ -185,6 +200,11 @@ async def test_a_cut_engine_connection_ends_the_pool_by_itself_and_it_refills(
         assert len(new) == 2
         await wait_until(lambda: gone_with_volumes(old), timeout=20, every=0.1)
         await untouched(mid)
+        done = await engine_events(since, ids)
+        for cid in ids:  # they died, then the pool removed them: it did not kill them first
+            actions = [action for i, action in done if i == cid]
+            assert "die" in actions and "destroy" in actions, actions
+            assert "kill" not in actions[: actions.index("die")], actions
     assert {kw["slot"] for kw in events(pool_log, "pool.docker_wait_lost")} >= old
     assert not failures(pool_log)
     assert not loop_errors
