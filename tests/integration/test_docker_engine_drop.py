@@ -203,7 +203,8 @@ async def test_a_cut_engine_connection_ends_the_pool_by_itself_and_it_refills(
         done = await engine_events(since, ids)
         for cid in ids:  # they died, then the pool removed them: it did not kill them first
             actions = [action for i, action in done if i == cid]
-            assert "die" in actions and "destroy" in actions, actions
+            assert "die" in actions, actions
+            assert "destroy" in actions, actions
             assert "kill" not in actions[: actions.index("die")], actions
     assert {kw["slot"] for kw in events(pool_log, "pool.docker_wait_lost")} >= old
     assert not failures(pool_log)
