@@ -82,8 +82,12 @@ class DockerProvider:
         say: Say | None = None,
         stack: str = "",
         default_limits: Limits | None = None,
+        engine_url: str | None = None,
     ) -> None:
         self._nats_url = nats_url
+        #: The engine's address (``tcp://host:port``, ``unix:///path``); None: aiodocker's
+        #: rule (DOCKER_HOST, else the docker context's, else the local socket).
+        self._engine_url = engine_url
         self.network = network
         self._base_image = base_image
         self._work_dir = work_dir
@@ -112,7 +116,7 @@ class DockerProvider:
     def docker(self) -> aiodocker.Docker:
         """The engine's client, made on first use (it needs a running event loop)."""
         if self._docker is None:
-            self._docker = aiodocker.Docker()  # DOCKER_HOST, else the local socket
+            self._docker = aiodocker.Docker(self._engine_url)
         return self._docker
 
     async def image(self) -> str:

@@ -153,8 +153,12 @@ class ImageBuilder:
     async def _has(self, ref: str) -> bool:
         try:
             await self.docker.images.inspect(ref)
-        except aiodocker.DockerError:
-            return False
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            # Not "missing": an engine that does not answer (900) must not start a build (a
+            # debootstrap of minutes, the lock held) that it cannot finish anyway.
+            raise ProviderError(f"docker: looking for image {ref}: {_short(exc)}") from None
         return True
 
     async def _base(self) -> str:

@@ -35,13 +35,16 @@ but never started for longer than ``STALE_CREATED_S`` (a provisioner that died b
 create and the attach), and those made before the lifeline whose (pid) owner is gone. Until
 then an exited one and its volume stay; they hold no secret (no identity ever reached them). Each
 pooled container holds two connections to the engine (the attach and the ``wait``) from
-aiodocker's pool of 100.
+aiodocker's pool of 100. When the connection to the engine drops (a remote engine), a pooled
+container whose attach went with it is no longer claimable and ends by itself; a dropped
+``wait`` alone is no death (it is sent again): only the engine's answer says a container ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +56,7 @@ import structlog
 from aiodocker.multiplexed import multiplexed_result_stream
 
 from contracts.errors import ProviderError
+from core.backoff import backoff_s
 from core.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from providers.docker import (
     LABEL_POOL,
@@ -73,6 +77,11 @@ log = structlog.get_logger(__name__)
 #: A pooled container created this long ago (by the engine's clock) and never started is an
 #: orphan: its owner went between the create and the start, which take milliseconds.
 STALE_CREATED_S = 10 * UP_TIMEOUT_S
+#: A pooled container whose lifeline was cut under us ends by itself (its supervisor sees its
+#: stdin close) within a second or so; it is removed once it has, or after this long.
+ORPHAN_GRACE_S = 5.0
+#: aiodocker's status for "no connection to the engine" (no answer about the container).
+ENGINE_UNREACHABLE = 900
 
 
 def pool_volume(slot: str) -> str:
@@ -116,6 +125,15 @@ class StdinLifeline:
             self.close()
             raise ProviderError(f"docker: no stdin attach to {container_id[:12]}")
 
+    @property
+    def held(self) -> bool:
+        return self._transport() is not None
+
+    @property
+    def cut(self) -> bool:
+        """Closed under us (the connection to the engine dropped), not by our ``close``."""
+        return self._response is not None and self._transport() is None
+
     def _transport(self) -> asyncio.Transport | None:
         conn = self._response.connection if self._response is not None else None
         transport = conn.transport if conn is not None else None
@@ -153,13 +171,36 @@ class PooledDocker:
         self._watch = asyncio.create_task(self._wait_end(on_death), name=f"pool:{self.slot}")
 
     async def _wait_end(self, on_death: Callable[[], None]) -> None:
-        try:
-            async with _response(self.c.docker, f"containers/{self.c.id}/wait", "POST") as r:
-                await r.read()
-        except (aiodocker.DockerError, aiohttp.ClientError) as exc:  # gone, or no engine
-            log.warning("pool.docker_wait_failed", slot=self.slot, error=str(exc))
+        """Until the engine says the container ended (or is gone). A dropped connection says
+        nothing about the container: the wait is sent again, with backoff while the engine
+        does not answer (meanwhile a container whose lifeline went with it is no longer
+        ``alive``, and the keeper is told)."""
+        tries = 0
+        while not await self._ended_by_engine():
+            tries += 1
+            on_death()  # the keeper looks again: was its lifeline cut too?
+            await asyncio.sleep(backoff_s(tries, base=0.2, cap=5.0))
         self._ended = True
         on_death()
+
+    async def _ended_by_engine(self) -> bool:
+        """One ``wait``: True if the engine answered that the container ended (or is gone),
+        False if the connection dropped first."""
+        try:
+            async with _response(self.c.docker, f"containers/{self.c.id}/wait", "POST") as r:
+                body = await r.read()
+            if "StatusCode" in json.loads(body):  # a whole answer, not a connection's end
+                return True
+            error = f"not an answer: {body[:80]!r}"
+        except aiodocker.DockerError as exc:
+            if exc.status != ENGINE_UNREACHABLE:
+                return True  # gone (404): ended for sure
+            error = str(exc)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            error = str(exc) or type(exc).__name__
+        log.warning("pool.docker_wait_lost", slot=self.slot, error=error,
+                    lifeline=self.lifeline.held)  # fmt: skip
+        return False
 
     def _unwatch(self) -> None:
         if self._watch is not None:
@@ -168,7 +209,8 @@ class PooledDocker:
 
     @property
     def alive(self) -> bool:
-        return not self._ended
+        """Claimable: not ended, and its lifeline held (one cut under us ends it)."""
+        return not self._ended and self.lifeline.held
 
     async def wait_up(self) -> None:
         seen = ""
@@ -221,15 +263,22 @@ class PooledDocker:
         self.lifeline.close()
 
     async def stop(self) -> None:
-        """Remove it for good, with its home volume (idempotent)."""
+        """Remove it for good, with its home volume (idempotent; never raises: an engine that
+        does not answer leaves it to a sweep, ``remove_orphans``)."""
+        if self._watch is not None and self.lifeline.cut and not self._ended:
+            # Its stdin closed under us: it is ending itself (``pool_orphaned``); not killed
+            # in the middle of that, removed once its wait says so.
+            await asyncio.wait({self._watch}, timeout=ORPHAN_GRACE_S)
         self._unwatch()
         self._ended = True
         self.lifeline.close()
         self._backend.forget(self)
-        with contextlib.suppress(aiodocker.DockerError):
-            await self.c.delete(force=True)
-        with contextlib.suppress(ProviderError):
+        try:
+            with contextlib.suppress(aiodocker.DockerError):  # gone already, or going
+                await self.c.delete(force=True)
             await remove_volume(self._backend.provider.docker, pool_volume(self.slot))
+        except (ProviderError, aiohttp.ClientError, OSError) as exc:
+            log.warning("pool.docker_remove_failed", slot=self.slot, error=str(exc))
 
 
 class DockerPoolBackend:

@@ -25,9 +25,11 @@ def docker_provider(
     *,
     placement: PlacementOf | None = None,
     say: Say | None = None,
+    engine_url: str | None = None,
 ) -> DockerProvider:
     """The docker provider as configured (an async context manager: it holds the engine's
-    client); without ``placement`` every machine gets the platform's limits."""
+    client); without ``placement`` every machine gets the platform's limits. The engine is
+    ``engine_url``, else DOCKER_HOST's, else the local one."""
 
     async def platform_placement(machine_id: str) -> Placement:
         return Placement("", platform_limits(settings))
@@ -37,7 +39,7 @@ def docker_provider(
         base_image=settings.docker_base_image, work_dir=settings.data_path / "image-build",
         code_repo=repo, placement=placement or platform_placement, environ=os.environ,
         keep_volumes=settings.docker_keep_volumes, say=say, stack=stack_id(settings),
-        default_limits=platform_limits(settings),
+        default_limits=platform_limits(settings), engine_url=engine_url,
     )  # fmt: skip
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -175,11 +175,12 @@ class WarmPool:
     async def _tend(self) -> None:
         if asyncio.get_running_loop().time() >= self._next_sweep:
             await self._sweep()
-        dead = [m for m in self.ready if not m.alive]
-        for m in dead:
+        for m in [m for m in self.ready if not m.alive]:
             self.ready.remove(m)
             log.warning("pool.machine_died", provider=self.backend.name, slot=m.slot)
-            await m.stop()
+            # In the background: a docker one may take seconds (it ends itself first, or the
+            # engine does not answer); its replacement starts meanwhile.
+            self._track(self._remove(m))
         if self._memory_low():
             if self.ready:  # one per round: the pool shrinks while memory stays short
                 victim = self.ready.pop()
@@ -191,10 +192,21 @@ class WarmPool:
             return  # a machine was just claimed: let it start first
         while self._live() + self._starting < self.size and self._failures_allow():
             self._starting += 1
-            task = asyncio.create_task(self._start_one())
-            self._spawns.add(task)
-            task.add_done_callback(self._spawns.discard)
+            self._track(self._start_one())
         await self._notify()
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task of the pool's, cancelled on its exit (what it leaves, the backend's close
+        removes)."""
+        task = asyncio.create_task(work)
+        self._spawns.add(task)
+        task.add_done_callback(self._spawns.discard)
+
+    async def _remove(self, machine: PoolMachine) -> None:
+        try:
+            await machine.stop()
+        except Exception:  # a task's boundary: logged, the sweep removes what is left
+            log.exception("pool.stop_failed", provider=self.backend.name, slot=machine.slot)
 
     def _failures_allow(self) -> bool:
         # Starting keeps failing (bwrap gone, disk full): at most one attempt in flight.
