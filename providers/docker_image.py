@@ -15,11 +15,14 @@ unless its inputs changed:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata as md
 import io
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -266,10 +269,19 @@ def _tar_dir(ctx: Path) -> io.BytesIO:
 
 
 async def _run(argv: list[str]) -> None:
+    # A session of its own: a build cancelled half way (the provisioner stopping) kills the
+    # debootstrap and everything it started, which would otherwise run on, orphaned.
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, _ = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise
     if proc.returncode != 0:
         tail = out.decode(errors="replace").strip()[-400:]
         raise ProviderError(f"{argv[0]} failed ({proc.returncode}): {tail}")
