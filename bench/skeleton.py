@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -23,9 +24,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
-
-import nats
-from nats.aio.client import Client as NATS
 
 from bench.common import REPO
 from bench.procstat import cpu_seconds
@@ -38,14 +36,11 @@ from contracts.events import (
     MachineProvisioned,
     MachineReady,
     SetupPushed,
-    encode_event,
-    subject_of,
 )
 from contracts.ids import derived_event_id, new_event_id, new_instance_id, new_machine_id
 from contracts.signing import signing_key
 from contracts.subjects import EventKind
-from core.natsconn import publish_stored
-from services.common.bus import Bus, ensure_stream
+from services.common.bus import Bus
 from services.common.consumer import Consumer
 from services.common.daemon_client import DaemonClient
 from services.common.settings import Settings
@@ -69,19 +64,21 @@ def token(machine_id: str) -> str:
     return f"skeleton-token-{machine_id}"
 
 
-async def _keys(machine_id: str) -> bytes:
+@functools.cache
+def _key(machine_id: str) -> bytes:
     return signing_key(token(machine_id))
 
 
-async def _publish(nc: NATS, event: AnyEvent) -> None:
-    await publish_stored(nc, subject_of(event), encode_event(event), msg_id=event.event_id)
+async def _keys(machine_id: str) -> bytes:
+    # Cached, as the stages' MachineKeys caches the keys it derives.
+    return _key(machine_id)
 
 
 Handle = Callable[[Any], Awaitable[None]]
 
 
-def _handler(stage: str, nc: NATS, url: str, data_dir: Path) -> tuple[type[AnyEvent], Handle]:
-    daemons = DaemonClient(nc, keys=_keys, timeout_s=30)
+def _handler(stage: str, bus: Bus, url: str, data_dir: Path) -> tuple[type[AnyEvent], Handle]:
+    daemons = DaemonClient(bus.nc, keys=_keys, timeout_s=30)
     if stage == "provisioner":
         from providers.swarm import SwarmProvider  # the host's module, only where it is used
 
@@ -94,8 +91,7 @@ def _handler(stage: str, nc: NATS, url: str, data_dir: Path) -> tuple[type[AnyEv
 
         async def provision(ev: MachineCreated) -> None:
             external_id = await swarm.start(ev.machine_id, token(ev.machine_id))
-            await _publish(
-                nc,
+            await bus.publish(
                 MachineProvisioned(
                     event_id=derived_event_id(ev.event_id, "provisioned"),
                     machine_id=ev.machine_id,
@@ -119,8 +115,7 @@ def _handler(stage: str, nc: NATS, url: str, data_dir: Path) -> tuple[type[AnyEv
             )
             cron = WriteFileParams(path="~/.fleet/cron.json", content='{"jobs":[]}\n', mode=0o600)
             written, _ = await daemons.machine(ev.machine_id).write_files([env, cron])
-            await _publish(
-                nc,
+            await bus.publish(
                 SetupPushed(
                     event_id=derived_event_id(ev.event_id, "setup-pushed"),
                     machine_id=ev.machine_id,
@@ -136,8 +131,7 @@ def _handler(stage: str, nc: NATS, url: str, data_dir: Path) -> tuple[type[AnyEv
         health = await daemons.machine(ev.machine_id).health(files=[ev.env_path], timeout_s=30)
         if not health.ok or health.missing:
             raise RuntimeError(f"{ev.machine_id} is not healthy: {health}")
-        await _publish(
-            nc,
+        await bus.publish(
             MachineReady(event_id=derived_event_id(ev.event_id, "ready"), machine_id=ev.machine_id),
         )
 
@@ -146,7 +140,7 @@ def _handler(stage: str, nc: NATS, url: str, data_dir: Path) -> tuple[type[AnyEv
 
 async def _serve(stage: str, url: str, data_dir: Path) -> None:
     async with Bus(Settings(nats_url=url), name=f"skeleton-{stage}") as bus:
-        event_type, handle = _handler(stage, bus.nc, url, data_dir)
+        event_type, handle = _handler(stage, bus, url, data_dir)
 
         async def give_up(event: Any, reason: str) -> None:
             print(f"skeleton {stage}: gave up on {event.machine_id}: {reason}", file=sys.stderr)
@@ -185,48 +179,46 @@ def _stages(url: str, data_dir: Path, host_size: int) -> Iterator[list[subproces
 
 async def run(root: Path, n: int, host_size: int) -> Skeleton:
     """n machines through the skeleton, on a NATS server of its own; swarm hosts stopped after."""
-    from bench.pipeline import host_pids  # a cycle otherwise: pipeline runs this
     from providers.swarm import stop_all_swarm
 
     data_dir = root / "skeleton"
     with nats_server(root / "skeleton-nats") as ns:
-        nc = await nats.connect(ns.url, name="bench-skeleton")
-        await ensure_stream(nc.jetstream())
-        watch = await EventWatch().start(ns.url, [EventKind.READY])
-        try:
-            with _stages(ns.url, data_dir, host_size) as procs:
-                pids = {s: p.pid for s, p in zip(STAGES, procs, strict=True)}
-                pids["nats-server"] = ns.proc.pid if ns.proc is not None else 0
-                cpu0 = {k: cpu_seconds(p) or 0.0 for k, p in pids.items()}
-                ids = [new_machine_id() for _ in range(n)]
-                gate = asyncio.Semaphore(CREATES_IN_FLIGHT)
+        async with Bus(Settings(nats_url=ns.url), name="bench-skeleton") as bus:
+            watch = await EventWatch().start(ns.url, [EventKind.READY])
+            try:
+                with _stages(ns.url, data_dir, host_size) as procs:
+                    pids = {s: p.pid for s, p in zip(STAGES, procs, strict=True)}
+                    pids["nats-server"] = ns.proc.pid if ns.proc is not None else 0
+                    return await _measure(bus, watch, pids, data_dir, n)
+            finally:
+                await watch.close()
+                stop_all_swarm(data_dir)
 
-                async def create(mid: str) -> None:
-                    async with gate:
-                        await _publish(
-                            nc,
-                            MachineCreated(
-                                event_id=new_event_id(),
-                                machine_id=mid,
-                                instance_id=new_instance_id(),
-                                provider="swarm",
-                            ),
-                        )
 
-                t0 = time.perf_counter()
-                await asyncio.gather(*(create(m) for m in ids))
-                with contextlib.suppress(TimeoutError):  # reported as "k of n ready"
-                    await watch.wait_all("ready", ids, timeout_s=READY_TIMEOUT_S)
-                ready = [watch.seen[k] for m in ids if (k := ("ready", m)) in watch.seen]
-                seconds = max(ready) - t0 if len(ready) == n else None
-                cpu = {k: (cpu_seconds(p) or 0.0) - cpu0[k] for k, p in pids.items()}
-                hosts = host_pids(data_dir).values()
-                cpu["swarm hosts"] = sum(cpu_seconds(p) or 0.0 for p in hosts)
-                return Skeleton(seconds, len(ready), cpu)
-        finally:
-            await watch.close()
-            await nc.close()
-            stop_all_swarm(data_dir)
+async def _measure(
+    bus: Bus, watch: EventWatch, pids: dict[str, int], data_dir: Path, n: int
+) -> Skeleton:
+    from bench.pipeline import host_pids  # a cycle otherwise: pipeline runs this
+
+    cpu0 = {k: cpu_seconds(p) or 0.0 for k, p in pids.items()}
+    ids = [new_machine_id() for _ in range(n)]
+    gate = asyncio.Semaphore(CREATES_IN_FLIGHT)
+
+    async def create(mid: str) -> None:
+        async with gate:
+            created = MachineCreated(event_id=new_event_id(), machine_id=mid,
+                                     instance_id=new_instance_id(), provider="swarm")  # fmt: skip
+            await bus.publish(created)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(create(m) for m in ids))
+    with contextlib.suppress(TimeoutError):  # reported as "k of n ready"
+        await watch.wait_all("ready", ids, timeout_s=READY_TIMEOUT_S)
+    ready = [watch.seen[k] for m in ids if (k := ("ready", m)) in watch.seen]
+    seconds = max(ready) - t0 if len(ready) == n else None
+    cpu = {k: (cpu_seconds(p) or 0.0) - cpu0[k] for k, p in pids.items()}
+    cpu["swarm hosts"] = sum(cpu_seconds(p) or 0.0 for p in host_pids(data_dir).values())
+    return Skeleton(seconds, len(ready), cpu)
 
 
 def main() -> None:

@@ -107,7 +107,8 @@ class WarmPool:
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._keeper: asyncio.Task[None] | None = None
-        self._spawns: set[asyncio.Task[None]] = set()
+        #: Starts and removals in flight (cancelled on exit).
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
     async def __aenter__(self) -> WarmPool:
@@ -119,7 +120,7 @@ class WarmPool:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._closing = True
-        tasks = [t for t in (self._keeper, *self._spawns) if t is not None]
+        tasks = [t for t in (self._keeper, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -199,8 +200,8 @@ class WarmPool:
         """A task of the pool's, cancelled on its exit (what it leaves, the backend's close
         removes)."""
         task = asyncio.create_task(work)
-        self._spawns.add(task)
-        task.add_done_callback(self._spawns.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _remove(self, machine: PoolMachine) -> None:
         try:

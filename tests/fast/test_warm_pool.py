@@ -135,7 +135,7 @@ async def test_leftovers_are_swept_at_the_start_and_again_while_the_pool_runs() 
     after = backend.sweeps
     async with pool(backend, 1, [1000.0]) as p:  # the default: every ten minutes
         await p.wait_filled()
-        await wait_until(lambda: p._live() == 1 and not p._spawns, timeout=5)
+        await wait_until(lambda: p._live() == 1 and not p._tasks, timeout=5)
         assert backend.sweeps == after + 1
 
 
