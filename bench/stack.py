@@ -82,9 +82,9 @@ class FleetUp:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "fleet-up.log"
         # These pass through, so A/B runs of one benchmark can compare loops, batches, log
-        # levels and formats, and stage concurrency.
+        # levels and formats, stage concurrency, and a local machine's own network or not.
         keep = ("FLEET_EVENT_LOOP", "FLEET_RPC_BATCH_CONCURRENCY", "FLEET_LOG_LEVEL", "FLEET_ENV",
-                "FLEET_CONCURRENCY")  # fmt: skip
+                "FLEET_CONCURRENCY", "FLEET_SANDBOX_NETWORK")  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_") or k in keep}
         # No warm pool unless a benchmark asks (benchmark 12): the others measure cold starts.
         env |= {"FLEET_ADMIN_TOKEN": ADMIN_TOKEN, "FLEET_WARM_POOL": "local=0", **(extra_env or {})}

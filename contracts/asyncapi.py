@@ -44,6 +44,8 @@ PUBLISHERS: dict[EventKind, str] = {
     EventKind.UNRESPONSIVE: "the prober, when a ready machine's heartbeats stop",
     EventKind.ENV_PUSHED: "the setup_pusher, after pushing a changed env to a running machine",
     EventKind.REPOS_RECONCILED: "the setup_pusher, after reconciling a running machine's repos",
+    EventKind.STOPPED: "the gateway (machines.stop) or the prober (auto-stop of an idle machine)",
+    EventKind.STARTED: "the gateway (machines.start), for a stopped machine",
 }
 CONFIG_PUBLISHERS: dict[ConfigKind, str] = {
     ConfigKind.ENV_CHANGED: "the gateway (env.set, env.unset)",
@@ -71,6 +73,8 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.UNRESPONSIVE: events.MachineUnresponsive,
     EventKind.ENV_PUSHED: events.EnvPushed,
     EventKind.REPOS_RECONCILED: events.ReposReconciled,
+    EventKind.STOPPED: events.MachineStopped,
+    EventKind.STARTED: events.MachineStarted,
 }
 
 

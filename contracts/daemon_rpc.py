@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from contracts import sessions as ss
+from contracts.daemon_files import FILE_METHODS
 from contracts.errors import (
     Conflict,
     DaemonTimeout,
@@ -14,8 +16,11 @@ from contracts.errors import (
     NotFound,
     NotSupported,
     ToolError,
+    TooManyStreams,
 )
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
+from contracts.ports import LIST_PORTS, TUNNEL_CONNECT
+from contracts.streams import DEFAULT_CHUNK, DEFAULT_WINDOW, MAX_CHUNK, StreamOpened
 from contracts.validation import check_env_name
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -258,6 +263,26 @@ class ExecKillResult(Result, kw_only=True):
     killed: bool
 
 
+class ExecPipeParams(Params, kw_only=True):
+    """A command whose stdin and stdout are a byte stream (contracts.streams)."""
+
+    #: argv: the first element is the program; never run through a shell.
+    command: Annotated[list[str], msgspec.Meta(min_length=1)]
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    #: The daemon's chunk size and receive window for this stream.
+    chunk_size: Annotated[int, msgspec.Meta(ge=1024, le=MAX_CHUNK)] = DEFAULT_CHUNK
+    window: Annotated[int, msgspec.Meta(ge=1024, le=64 * MAX_CHUNK)] = DEFAULT_WINDOW
+
+    def __post_init__(self) -> None:
+        if not self.command[0]:
+            raise ValueError("field `command` must start with a program name")
+        if self.window < self.chunk_size:
+            raise ValueError("field `window` must be at least `chunkSize`")
+        for name in self.env or {}:
+            check_env_name(name, "env")
+
+
 class DaemonLogParams(Params, kw_only=True):
     lines: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
 
@@ -288,6 +313,48 @@ DAEMON_LOG: MethodSpec[DaemonLogParams, DaemonLogResult] = MethodSpec(
     (*_UNREACHABLE, NotSupported),
 )
 
+EXEC_PIPE: MethodSpec[ExecPipeParams, StreamOpened] = MethodSpec(
+    "tool.execPipe",
+    ExecPipeParams,
+    StreamOpened,
+    "Run a command whose stdin and merged stdout/stderr are a byte stream; its exit code "
+    "is the stream's end code.",
+    (*_UNREACHABLE, TooManyStreams),
+)
+
+# --- interactive sessions (contracts.sessions) -------------------------------------------------
+SESSION_OPEN: MethodSpec[ss.SessionOpenParams, ss.SessionInfo] = MethodSpec(
+    "session.open",
+    ss.SessionOpenParams,
+    ss.SessionInfo,
+    "Start a command (default: the login shell) on a pseudo-terminal, kept with no client.",
+    (*_UNREACHABLE, TooManyStreams),
+)
+SESSION_LIST: MethodSpec[NoParams, ss.SessionList] = MethodSpec(
+    "session.list", NoParams, ss.SessionList, "The machine's sessions.", _UNREACHABLE
+)
+SESSION_RESIZE: MethodSpec[ss.SessionResizeParams, ss.SessionInfo] = MethodSpec(
+    "session.resize",
+    ss.SessionResizeParams,
+    ss.SessionInfo,
+    "Set a session's terminal size (its foreground process gets SIGWINCH).",
+    (*_UNREACHABLE, NotFound),
+)
+SESSION_CLOSE: MethodSpec[ss.SessionRef, ss.SessionClosed] = MethodSpec(
+    "session.close",
+    ss.SessionRef,
+    ss.SessionClosed,
+    "Hang up a session (SIGHUP, then SIGKILL) and forget it.",
+    _UNREACHABLE,
+)
+SESSION_ATTACH: MethodSpec[ss.SessionAttachParams, StreamOpened] = MethodSpec(
+    "session.attach",
+    ss.SessionAttachParams,
+    StreamOpened,
+    "A byte stream to a session: its scrollback, then live output (as records); input back.",
+    (*_UNREACHABLE, NotFound, TooManyStreams),
+)
+
 DAEMON_METHODS: tuple[AnySpec, ...] = (
     WRITE_FILE,
     EXEC_COMMAND,
@@ -302,4 +369,13 @@ DAEMON_METHODS: tuple[AnySpec, ...] = (
     EXEC_STREAM,
     EXEC_KILL,
     DAEMON_LOG,
+    LIST_PORTS,
+    EXEC_PIPE,
+    SESSION_OPEN,
+    SESSION_LIST,
+    SESSION_RESIZE,
+    SESSION_CLOSE,
+    SESSION_ATTACH,
+    TUNNEL_CONNECT,
+    *FILE_METHODS,
 )

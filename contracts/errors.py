@@ -81,6 +81,20 @@ class IdempotencyKeyReused(FleetError):
     code = 1022
 
 
+class MachineStopped(FleetError):
+    """The machine is stopped: nothing on it answers until ``machines.start`` brings it back.
+    Answered at once (never a timeout); ``data.hint`` says how to start it."""
+
+    code = 1040
+
+
+class RunningMachinesLimit(FleetError):
+    """Starting (or creating) this machine would pass the instance's ``maxRunningMachines``;
+    ``data.limit`` and ``data.running`` say by how much."""
+
+    code = 1041
+
+
 class PayloadTooLarge(FleetError):
     code = 1013
     http_status = 413
@@ -92,6 +106,59 @@ class RateLimited(FleetError):
 
     code = 1029
     http_status = 429
+
+
+class StreamAborted(FleetError):
+    """A byte stream ended without its end frame: its peer aborted it (the reason says why),
+    broke the protocol (a lost chunk, more bytes than its credit) or fell silent."""
+
+    code = 1045
+
+
+class TooManyStreams(FleetError):
+    """The machine already has as many open byte streams (or sessions) as it allows."""
+
+    code = 1046
+
+
+# --- files in a machine's home (1050-1054) ----------------------------------------------------
+class FileTooLarge(FleetError):
+    """A file too big to travel in one message: ``data.size`` and ``data.limit`` say by how
+    much; download it as a stream instead (``fleet machines cp``, or
+    ``GET /machines/{machineId}/files/{path}``)."""
+
+    code = 1050
+    http_status = 413
+
+
+class FileNotFound(FleetError):
+    """Nothing at that path in the machine's home."""
+
+    code = 1051
+    http_status = 404
+
+
+class WrongFileKind(FleetError):
+    """The path holds another kind of thing than the method works on: a directory where a
+    file was wanted, a file where a directory was, a FIFO or a device, a directory that is
+    not empty (``recursive`` not given). ``data.kind`` names what is there."""
+
+    code = 1052
+    http_status = 409
+
+
+class NotText(FleetError):
+    """The file is not UTF-8 text: ask for it with ``encoding: "base64"``."""
+
+    code = 1053
+
+
+class TransferAborted(FleetError):
+    """A streamed upload or download did not complete (the other side went away, stopped
+    granting credit, sent a different number of bytes than announced, or aborted); an upload
+    that ends so leaves nothing at its path."""
+
+    code = 1054
 
 
 class RequestExpired(FleetError):
@@ -152,6 +219,22 @@ class ToolError(FleetError):
     code = 1700
 
 
+# --- ports: tunnels and preview URLs (1055-1059) ---------------------------------------------
+class PortUnreachable(FleetError):
+    """Nothing in the machine accepts connections on that port of its loopback (refused, or
+    the connection did not complete in time). ``data.port`` is the port."""
+
+    code = 1055
+    http_status = 502
+
+
+class BadUpstream(FleetError):
+    """The program behind a preview URL answered something that is not HTTP/1.x."""
+
+    code = 1056
+    http_status = 502
+
+
 #: Every error kind, by code: the one table that maps exceptions to JSON-RPC errors and back.
 ERRORS: dict[int, type[FleetError]] = {
     cls.code: cls
@@ -166,8 +249,17 @@ ERRORS: dict[int, type[FleetError]] = {
         NotFound,
         Conflict,
         IdempotencyKeyReused,
+        MachineStopped,
+        RunningMachinesLimit,
         PayloadTooLarge,
         RateLimited,
+        StreamAborted,
+        TooManyStreams,
+        FileTooLarge,
+        FileNotFound,
+        WrongFileKind,
+        NotText,
+        TransferAborted,
         RequestExpired,
         RequestReplayed,
         ReplyForged,
@@ -178,6 +270,8 @@ ERRORS: dict[int, type[FleetError]] = {
         ProviderError,
         NotSupported,
         ToolError,
+        PortUnreachable,
+        BadUpstream,
     )
 }
 

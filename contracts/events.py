@@ -71,6 +71,21 @@ class MachineArchived(_Event, tag=EventKind.ARCHIVED.value, kw_only=True):
     reason: str
 
 
+class MachineStopped(_Event, tag=EventKind.STOPPED.value, kw_only=True):
+    """The machine is stopped (its status says so already): the provisioner ends its
+    processes (or its container) and keeps its home."""
+
+    #: Why: "stopped by request", "idle for 900 s".
+    reason: str
+
+
+class MachineStarted(_Event, tag=EventKind.STARTED.value, kw_only=True):
+    """A stopped machine is booting again: the provisioner starts the same machine (same id,
+    same home); the pipeline then runs from its daemon's ready report as after a create."""
+
+    reason: str
+
+
 class MachineUnresponsive(_Event, tag=EventKind.UNRESPONSIVE.value, kw_only=True):
     #: When the last heartbeat arrived (None: none since the prober started watching).
     last_heartbeat_at: datetime | None
@@ -139,6 +154,8 @@ MachineEvent = (
     | MachineUnresponsive
     | EnvPushed
     | ReposReconciled
+    | MachineStopped
+    | MachineStarted
 )
 #: Events about a configuration scope (an instance or the platform), not one machine.
 ConfigEvent = EnvChanged | ReposChanged

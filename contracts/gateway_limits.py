@@ -22,6 +22,8 @@ from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 MemoryMb = Annotated[int, msgspec.Meta(ge=128, le=1 << 22)]
 Cpus = Annotated[float, msgspec.Meta(ge=0.05, le=1024)]
 Pids = Annotated[int, msgspec.Meta(ge=32, le=1 << 22)]
+#: How many of the instance's machines may run at once (stopped ones do not count).
+MaxRunning = Annotated[int, msgspec.Meta(ge=0, le=1 << 16)]
 
 
 class LimitsOverride(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True):
@@ -30,6 +32,7 @@ class LimitsOverride(msgspec.Struct, rename="camel", kw_only=True, omit_defaults
     memory_mb: MemoryMb | None = None
     cpus: Cpus | None = None
     pids: Pids | None = None
+    max_running_machines: MaxRunning | None = None
 
 
 class SetLimitsParams(Params, kw_only=True):
@@ -38,6 +41,9 @@ class SetLimitsParams(Params, kw_only=True):
     memory_mb: MemoryMb | None = None
     cpus: Cpus | None = None
     pids: Pids | None = None
+    #: A start or create past it is refused (RunningMachinesLimit); null: no limit. Only the
+    #: admin may raise or remove one that is set.
+    max_running_machines: MaxRunning | None = None
 
 
 class InstanceLimits(Result, kw_only=True):
@@ -47,6 +53,8 @@ class InstanceLimits(Result, kw_only=True):
     memory_mb: int
     cpus: float
     pids: int
+    #: None: no limit.
+    max_running_machines: int | None = None
     own: list[str]
 
 

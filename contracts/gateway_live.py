@@ -19,6 +19,7 @@ from contracts.errors import (
     DaemonUnavailable,
     Forbidden,
     InvalidParams,
+    MachineStopped,
     NotFound,
     NotSupported,
     ToolError,
@@ -35,7 +36,15 @@ RPC_STREAM_PATH = "/rpc/stream"
 SSE_OUTPUT = "output"
 SSE_RESULT = "result"
 
-_DAEMON = (NotFound, Forbidden, InvalidParams, DaemonUnavailable, DaemonTimeout, ToolError)
+_DAEMON = (
+    NotFound,
+    Forbidden,
+    InvalidParams,
+    MachineStopped,
+    DaemonUnavailable,
+    DaemonTimeout,
+    ToolError,
+)
 
 
 class MachineExecStreamParams(ExecCommandParams, kw_only=True):

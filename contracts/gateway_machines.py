@@ -12,7 +12,14 @@ from typing import Annotated
 
 import msgspec
 
-from contracts.errors import Conflict, DaemonUnavailable, Forbidden, NotFound, NotSupported
+from contracts.errors import (
+    Conflict,
+    DaemonUnavailable,
+    Forbidden,
+    MachineStopped,
+    NotFound,
+    NotSupported,
+)
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.jsonrpc import AnySpec, MethodSpec, Params
 from contracts.models import Machine
@@ -31,7 +38,7 @@ MACHINES_RESTART: MethodSpec[RestartParams, Machine] = MethodSpec(
     RestartParams,
     Machine,
     "Restart a machine's daemon in place (its processes keep running).",
-    (NotFound, Forbidden, Conflict, DaemonUnavailable, NotSupported),
+    (NotFound, Forbidden, Conflict, MachineStopped, DaemonUnavailable, NotSupported),
 )
 
 MACHINE_METHODS: tuple[AnySpec, ...] = (MACHINES_RESTART,)

@@ -18,14 +18,21 @@ from contracts.errors import (
     Forbidden,
     IdempotencyKeyReused,
     InvalidParams,
+    MachineStopped,
     NotFound,
     NotSupported,
     ProviderError,
+    RunningMachinesLimit,
     ToolError,
 )
+from contracts.gateway_files import FILE_METHODS
+from contracts.gateway_hosts import HOST_METHODS
 from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
+from contracts.gateway_sessions import SESSION_METHODS
+from contracts.gateway_sleep import SLEEP_METHODS
+from contracts.gateway_ssh import SSH_METHODS
 from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     DEFAULT_GIT_USERNAME as DEFAULT_GIT_USERNAME,
     AddRepoParams as AddRepoParams,
@@ -71,18 +78,20 @@ from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
 from contracts.models import EnvVar, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument
+from contracts.ports import PORT_METHODS
 
 _NF: tuple[type[FleetError], ...] = (NotFound, Forbidden)
 _DAEMON: tuple[type[FleetError], ...] = (
     NotFound,
     Forbidden,
     Conflict,
+    MachineStopped,
     DaemonUnavailable,
     DaemonTimeout,
     InvalidParams,
     ToolError,
 )
-_CREATE: tuple[type[FleetError], ...] = (NotFound, Forbidden, Conflict)
+_CREATE: tuple[type[FleetError], ...] = (NotFound, Forbidden, Conflict, RunningMachinesLimit)
 
 
 # One constant per method: handlers register against them, clients call through them.
@@ -237,8 +246,14 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     EVENTS_TICKET,
     *LIVE_METHODS,
     *MACHINE_METHODS,
+    *PORT_METHODS,
+    *SSH_METHODS,
     *LIMITS_METHODS,
+    *HOST_METHODS,
+    *SLEEP_METHODS,
     *CODEMODE_METHODS,
+    *SESSION_METHODS,
+    *FILE_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).

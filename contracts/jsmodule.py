@@ -29,7 +29,7 @@ from typing import get_args
 import msgspec
 import msgspec.inspect
 
-from contracts import codemode, gateway_live as live, ids, validation
+from contracts import codemode, gateway_live as live, ids, ports, validation
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.models import CodeStatus, EnvScope, ProviderName
@@ -240,6 +240,11 @@ def render() -> str:
             "Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT.",
             "STREAMING",
             {"PATH": live.RPC_STREAM_PATH, "OUTPUT": live.SSE_OUTPUT, "RESULT": live.SSE_RESULT},
+        ),
+        _frozen_object(
+            "Preview URLs (contracts.ports): TICKET_PARAM carries a machines.previewTicket.",
+            "PORTS",
+            {"TICKET_PARAM": ports.PREVIEW_TICKET_PARAM},
         ),
         _frozen_object(
             "Codemode (contracts.codemode): POST PATH with codemode.run's params streams the\n"

@@ -44,6 +44,9 @@ class Machine(Model, kw_only=True):
     #: machines.refreshCode brings it up to date.
     update_available: bool = False
     code_status: CodeStatus = "unknown"
+    #: The host whose provisioner started the machine (``FLEET_HOST_ID``); None until one
+    #: took its ``machine.created``.
+    host_id: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -22,9 +22,17 @@ class MachineStatus(StrEnum):
     FAILED = "failed"
     UNRESPONSIVE = "unresponsive"
     ARCHIVED = "archived"
+    #: Stopped on purpose (``machines.stop``, or auto-stop when idle): no process, container or
+    #: memory; only its home stays. ``machines.start`` brings the same machine back.
+    STOPPED = "stopped"
 
 
 S = MachineStatus
+
+#: Where a machine may be stopped from: any status in which it has (or is getting) a daemon.
+STOPPABLE: frozenset[MachineStatus] = frozenset(
+    {S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE}
+)
 
 #: Statuses from which nothing but archiving moves a machine.
 TERMINAL: frozenset[MachineStatus] = frozenset({S.FAILED, S.ARCHIVED})
@@ -36,15 +44,29 @@ _LIVE = frozenset(
 ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     S.CREATED: frozenset(),
     S.PROVISIONING: frozenset({S.CREATED, S.PROVISIONING}),
-    S.BOOTING: frozenset({S.PROVISIONING, S.BOOTING}),
+    # A start moves a stopped machine straight to booting: never through provisioning, whose
+    # handler would take a fresh machine from the warm pool (another home).
+    S.BOOTING: frozenset({S.PROVISIONING, S.BOOTING, S.STOPPED}),
     S.SETTING_UP: frozenset({S.BOOTING, S.SETTING_UP}),
     S.PROBING: frozenset({S.SETTING_UP, S.PROBING}),
     S.READY: frozenset({S.PROBING, S.READY, S.UNRESPONSIVE}),
     S.UNRESPONSIVE: frozenset({S.READY, S.UNRESPONSIVE}),
     S.FAILED: _LIVE | {S.FAILED},
-    S.ARCHIVED: _LIVE | {S.FAILED, S.ARCHIVED},
+    S.STOPPED: STOPPABLE | {S.STOPPED},
+    S.ARCHIVED: _LIVE | {S.FAILED, S.ARCHIVED, S.STOPPED},
 }
 
 
 def can_advance(current: MachineStatus, target: MachineStatus) -> bool:
     return current in ADVANCE_FROM[target]
+
+
+class HostState(StrEnum):
+    """A host's state in ``hosts.list`` (contracts/gateway_hosts.py)."""
+
+    #: Heartbeating; takes new machines while it has room.
+    ACTIVE = "active"
+    #: Heartbeating, but takes no new machines (hosts.drain).
+    DRAINING = "draining"
+    #: No heartbeat for ``FLEET_HOST_LOST_AFTER_S``.
+    LOST = "lost"

@@ -21,6 +21,10 @@ class EventKind(StrEnum):
     ENV_PUSHED = "env-pushed"
     #: The setup pusher reconciled a running machine's checkouts with the instance's repos.
     REPOS_RECONCILED = "repos-reconciled"
+    #: A machine was stopped (by request, or idle): the provisioner ends its processes.
+    STOPPED = "stopped"
+    #: A stopped machine was started: the provisioner brings the same machine back.
+    STARTED = "started"
 
 
 class ConfigKind(StrEnum):
@@ -49,6 +53,11 @@ ALL_MACHINE_EVENTS = "machine.>"
 def event(kind: EventKind, machine_id: str) -> str:
     """``machine.<kind>.<machineId>``"""
     return f"machine.{kind.value}.{machine_id}"
+
+
+def machine_of(subject: str) -> str:
+    """The machine id of a ``machine.<kind>.<machineId>`` subject."""
+    return subject.rsplit(".", 1)[-1]
 
 
 def event_filter(kind: EventKind | ConfigKind) -> str:
@@ -87,6 +96,19 @@ def exec_output(machine_id: str, stream_id: str) -> str:
     """Where a daemon publishes a streamed command's output chunks (core NATS, not stored).
     ``stream_id="*"``: every stream of that machine (its publish permission)."""
     return f"daemon.{machine_id}.output.{stream_id}"
+
+
+def stream_from_machine(machine_id: str, stream_id: str) -> str:
+    """Where a machine's daemon publishes its side of a byte stream (data, credit, end, abort;
+    see contracts.streams). ``stream_id="*"``: every stream of that machine (its publish
+    permission). Only that machine may publish here."""
+    return f"daemon.{machine_id}.bytes-out.{stream_id}"
+
+
+def stream_to_machine(machine_id: str, stream_id: str) -> str:
+    """Where the platform publishes its side of a machine's byte stream; the daemon subscribes
+    to ``stream_id="*"``. Only the platform may publish here: no machine may, its own included."""
+    return f"daemon.{machine_id}.bytes-in.{stream_id}"
 
 
 def machine_inbox_prefix(machine_id: str) -> str:

@@ -20,7 +20,14 @@ from daemon.control import ControlServer
 from daemon.procs import ProcessManager
 from daemon.scheduler import Scheduler
 from daemon.settings import DaemonSettings
-from daemon.state import CronRun, DaemonRunState, DaemonState, load_state, save_state
+from daemon.state import (
+    MACHINE_BOOT_VAR,
+    CronRun,
+    DaemonRunState,
+    DaemonState,
+    load_state,
+    save_state,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +58,8 @@ class Lifecycle:
         self.lock = DaemonLock(self.home)
         self._request_stop = request_stop
         self._stack = AsyncExitStack()
+        # Read once and dropped: neither its processes nor a successor daemon inherit it.
+        self.machine_boot = os.environ.pop(MACHINE_BOOT_VAR, None) == "1"
         self.procs = ProcessManager(self.home, environ=os.environ, on_change=self.save)
         self.scheduler = Scheduler(self.home, environ=os.environ, record=self._cron_ran,
                                    procs=self.procs)  # fmt: skip
@@ -91,7 +100,7 @@ class Lifecycle:
         if state == "crashed":
             log.warning("daemon.previous_crashed", pid=previous.pid, reason=reason)
         self.state.previous = f"pid {previous.pid} {state}: {reason}"
-        self.procs.adopt(previous.processes)
+        self.procs.adopt(previous.processes, machine_boot=self.machine_boot)
         self.state.cron = previous.cron
 
     def hand_over_to(self, pid: int, why: str = "a newer daemon takes over") -> None:

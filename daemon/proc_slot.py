@@ -25,6 +25,7 @@ from core.backoff import backoff_s
 from daemon.children import child_env, open_log, reap, signal_group, wait_gone
 from daemon.envload import EnvFile
 from daemon.state import TrackedProcess
+from daemon.tools import start_failed
 
 #: An adopted process is not (necessarily) our child, so nothing tells us when it exits.
 ADOPTED_POLL_S = 0.5
@@ -97,7 +98,7 @@ class ProcessSlot:
         except OSError as exc:
             if rec.log_path is None:
                 (home / rel).unlink(missing_ok=True)
-            raise ToolError(f"cannot start {rec.command[0]!r}: {exc.strerror or exc}") from None
+            raise start_failed(rec.command[0], exc) from None
         finally:
             os.close(fd)
         if rec.log_path is None and rec.tag is None:

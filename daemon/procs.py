@@ -68,6 +68,8 @@ class ProcessManager:
 
     async def __aenter__(self) -> ProcessManager:
         for entry in self._managed:  # adopted ones
+            if entry.rec.resume and not entry.live:
+                await self._resume(entry)
             if entry.supervisor is None:
                 entry.supervisor = asyncio.create_task(self._supervise(entry))
         first = signature(self._env.path)
@@ -86,8 +88,10 @@ class ProcessManager:
             await cancel_task(task)
 
     # --- the state file -----------------------------------------------------------------------
-    def adopt(self, records: Sequence[TrackedProcess]) -> None:
-        """Take over what a previous daemon recorded. Call before entering the context."""
+    def adopt(self, records: Sequence[TrackedProcess], *, machine_boot: bool = False) -> None:
+        """Take over what a previous daemon recorded. Call before entering the context.
+        ``machine_boot``: the machine has just started (its supervisor's first daemon), so a
+        process recorded running and gone now went down with the machine: it is resumed."""
         for old in records:
             rec = msgspec.structs.replace(old)
             if rec.kind != "process":
@@ -100,9 +104,11 @@ class ProcessManager:
                 reaped, rec.exit_code = reap(rec.pid)
                 rec.state = "exited" if reaped else "lost"
                 log.info("process.gone_before_adoption", pid=rec.pid, tag=rec.tag, state=rec.state)
+                rec.resume = rec.resume or (machine_boot and old.managed)
             elif rec.state == "running":
+                rec.resume = False  # it outlived the machine's stop (no sandbox): nothing to do
                 log.info("process.adopted", pid=rec.pid, tag=rec.tag)
-            if rec.state == "running" or (rec.restart == "always" and old.managed):
+            if rec.state == "running" or (rec.restart == "always" and old.managed) or rec.resume:
                 self._managed.append(entry)
             else:
                 self._done.append(entry)
@@ -182,10 +188,13 @@ class ProcessManager:
         return ProcessLogs(pid=rec.pid, tag=rec.tag, lines=lines)
 
     async def stop_all(self, grace_s: float = 5.0) -> None:
-        """A real stop of the daemon: end every managed process and exec child, all at once."""
+        """A real stop of the daemon: end every managed process and exec child, all at once.
+        The managed ones are marked to be resumed by the next daemon on this home (the
+        machine's next start)."""
         entries = list(self._managed)
         for entry in entries:
             entry.stopping = True
+            entry.rec.resume = True
         execs = list(self._execs.values())
         results = await asyncio.gather(
             *(self._kill_entry(e, grace_s) for e in entries),
@@ -216,6 +225,19 @@ class ProcessManager:
                 self._mark_exited(entry, await entry.terminate(grace_s))
             self._finish(entry)
         log.info("process.killed", pid=entry.rec.pid, tag=entry.rec.tag)
+
+    async def _resume(self, entry: ProcessSlot) -> None:
+        """Start again a process the machine's stop ended (its restart policy aside)."""
+        async with entry.lock:
+            entry.rec.resume = False
+            if not Path(entry.rec.cwd).is_dir():
+                # The home moved since (a warm-pool machine's slot home, renamed at its claim,
+                # is mounted at the machine's own path from its next start on).
+                log.info("process.cwd_gone", tag=entry.rec.tag, cwd=entry.rec.cwd)
+                entry.rec.cwd = str(self._home)
+            await self._respawn(entry, "machine started")
+        if not entry.live:  # it could not start: listed as exited, not supervised
+            self._finish(entry)
 
     async def _supervise(self, entry: ProcessSlot) -> None:
         """Wait for the process to exit; restart it if its policy says so."""

@@ -47,6 +47,7 @@ from contracts.events import (
 )
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error
+from contracts.ports import LIST_PORTS, TUNNEL_CONNECT
 from contracts.rpc_params import Decoded
 from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
 from core import natsconn
@@ -54,9 +55,15 @@ from core.backoff import backoff_s
 from core.lockfile import DaemonLock
 from core.version import git_sha, package_version
 from daemon import tools, update
+from daemon.bytestreams import Pipes, StreamHub
+from daemon.files import FileTools
 from daemon.lifecycle import ExitMode, Lifecycle
+from daemon.ports import list_ports
+from daemon.sessions import Sessions
 from daemon.settings import DaemonSettings
 from daemon.streaming import ExecStreams, daemon_log
+from daemon.transfers import FileTransfers
+from daemon.tunnels import Tunnels
 
 log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()
@@ -96,6 +103,10 @@ class Daemon:
             output_cap=settings.exec_output_cap, publish=self._publish_chunk,
             procs=self._life.procs if self._life is not None else None,
         )  # fmt: skip
+        self.streams = StreamHub(settings.machine_id)
+        self._pipes = Pipes(hub=self.streams, home=settings.home_path, environ=os.environ)
+        self._sessions = Sessions(hub=self.streams, home=settings.home_path, environ=os.environ)
+        self._tunnels = Tunnels(self.streams)
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False
@@ -130,6 +141,7 @@ class Daemon:
             await self.nc.subscribe(
                 subjects.daemon_rpc(self.settings.machine_id), cb=self._on_request
             )
+            await self.streams.serve(self.nc)
             await self.nc.flush()
             await self.report("ready")
         except BaseException as exc:
@@ -155,6 +167,8 @@ class Daemon:
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self._life is not None:
             self._life.set_state("stopping", self.stop_reason or "stopping")
+        await self._sessions.close_all()
+        await self.streams.close()
         try:
             await self._disconnect()
         finally:
@@ -310,6 +324,16 @@ class Daemon:
         r.register(d.EXEC_STREAM, self._streams.exec_stream)
         r.register(d.EXEC_KILL, self._streams.exec_kill)
         r.register(d.DAEMON_LOG, daemon_log)
+        r.register(LIST_PORTS, list_ports)
+        r.register(d.EXEC_PIPE, self._pipes.exec_pipe)
+        r.register(d.SESSION_OPEN, self._sessions.open)
+        r.register(d.SESSION_LIST, self._sessions.list)
+        r.register(d.SESSION_RESIZE, self._sessions.resize)
+        r.register(d.SESSION_CLOSE, self._sessions.close)
+        r.register(d.SESSION_ATTACH, self._sessions.attach)
+        r.register(TUNNEL_CONNECT, self._tunnels.tunnel_connect)
+        FileTools(self._home, lambda: self.nc.max_payload - _REPLY_HEADROOM).register(r)
+        FileTransfers(hub=self.streams, home=str(self._home)).register(r)
         return r
 
     async def _publish_chunk(self, subject: str, data: bytes) -> None:

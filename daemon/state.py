@@ -25,6 +25,11 @@ log = structlog.get_logger(__name__)
 
 DaemonRunState = Literal["starting", "running", "stopping", "stopped", "crashed"]
 ProcessKind = Literal["process", "exec", "cron"]
+#: Set by the machine's supervisor for the first daemon it starts (the machine itself has just
+#: started: after a stop, a `fleet up` restart, a host reboot), never for a daemon restarted in
+#: place. That daemon starts again the background processes that were running when the machine
+#: went down, however it went down (daemon/procs.py).
+MACHINE_BOOT_VAR = "FLEET_MACHINE_BOOT"
 #: Bumped when the layout changes incompatibly; an older layout is set aside, not misread.
 SCHEMA = 1
 
@@ -52,6 +57,10 @@ class TrackedProcess(msgspec.Struct, rename="camel", kw_only=True):
     #: The sha256 of the .env it was started with (None: none, or unknown): an on-env-change
     #: process restarts only when the .env's content differs from what it saw.
     env_sha256: str | None = None
+    #: It was running when the daemon stopped for real (the machine stopped, or `fleet up`
+    #: ended): the next daemon on this home starts it again, whatever its restart policy. A
+    #: process stopped on purpose (process.kill) never has it.
+    resume: bool = False
 
 
 class CronRun(msgspec.Struct, rename="camel", kw_only=True):

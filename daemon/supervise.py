@@ -28,7 +28,7 @@ from pathlib import Path
 from core import procinfo
 from daemon import nodump
 from daemon.pool import pool_channel, relay_claim
-from daemon.state import CorruptState, read_state
+from daemon.state import MACHINE_BOOT_VAR, CorruptState, read_state
 
 _PR_SET_CHILD_SUBREAPER = 36
 _MAX_BACKOFF_S = 2.0
@@ -104,9 +104,14 @@ class Supervisor:
         self.restart_requested = False
         self.started_at = 0.0
         self.failures = 0
+        self.spawned = 0
 
     def spawn(self) -> None:
-        self.current = os.posix_spawn(self.argv[0], self.argv, dict(os.environ))
+        env = dict(os.environ)
+        if self.spawned == 0:  # the machine's first daemon: the machine has just started
+            env[MACHINE_BOOT_VAR] = "1"
+        self.spawned += 1
+        self.current = os.posix_spawn(self.argv[0], self.argv, env)
         self.started_at = time.monotonic()
         _say("daemon_started", pid=self.current)
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import errno
 import os
 import secrets
 import signal
-import stat
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from contracts.daemon_rpc import (
     WriteFileParams,
     WriteFileResult,
 )
-from contracts.errors import InvalidParams, ToolError
+from contracts.errors import FileNotFound, InvalidParams, ToolError, WrongFileKind
+from daemon import homefs
 
 log = structlog.get_logger(__name__)
 
@@ -49,97 +49,52 @@ def resolve_path(home: Path, path: str, field: str = "$.path") -> Path:
     return p if p.is_absolute() else home / p
 
 
-def resolve_in_home(home: Path, path: str, field: str = "$.path") -> Path:
-    """Like ``resolve_path``, for what writes: the result must lie in the home, after ``..``
-    and after any symbolic link on the way (``~/x -> /etc``) is followed."""
-    return Path(_in_home(str(home), path, field))
-
-
-def _in_home(home: str, path: str, field: str) -> str:
-    """``resolve_in_home`` on strings: no pathlib objects on a small write's path (bench 1)."""
-    if path.startswith("~") and path != "~" and not path.startswith("~/"):
-        raise InvalidParams(f"{path!r}: ~user paths are not supported", field=field)
-    if "\0" in path:  # no file has such a name (lstat and open would raise ValueError)
-        raise InvalidParams(f"{path!r}: a path cannot hold a NUL byte", field=field)
-    root, real_root = _roots(home)
-    # As resolve_path: "~/x" and "x" lie under the home, an absolute path stays (join's rule).
-    rel = path[2:] if path[:1] == "~" else path
-    if rel[:1] != "/" and _NOT_PLAIN.isdisjoint(rel.split("/")):
-        # Already normal ("a/b", the usual case): what normpath(join) gives, without its cost.
-        target = (root if root.endswith("/") else root + "/") + rel
-    else:
-        target = os.path.normpath(os.path.join(home, rel))
-    if not _strictly_under(target, root):
-        raise InvalidParams(f"{path!r} is not a file in the machine's home", field=field)
-    if _no_link_below(root, target):  # the usual case: what realpath would say, for less
-        real = real_root + target[len(root) :]
-    else:
-        real = os.path.realpath(target)
-    if not _strictly_under(real, real_root):
-        raise InvalidParams(f"{path!r} leads out of the machine's home (a link)", field=field)
-    return target
-
-
-#: Path components that normpath would change or drop ("a//b", "./a", "a/../b", "a/").
-_NOT_PLAIN = frozenset(("", ".", ".."))
-
-
-def _strictly_under(path: str, root: str) -> bool:
-    return path != root and path.startswith(root if root.endswith("/") else root + "/")
-
-
-@functools.lru_cache(maxsize=8)
-def _roots(home: str) -> tuple[str, str]:
-    """The home, normalized, and its own real path: the home is fixed for the daemon's life, so
-    both are computed once (os.path.realpath lstats every component from /: a third of a small
-    write, and normpath 1 µs, bench 1)."""
-    root = os.path.normpath(home)
-    return root, os.path.realpath(root)
-
-
-def _no_link_below(root: str, target: str) -> bool:
-    """No symbolic link among the components of ``target`` below ``root``; False sends the
-    caller to os.path.realpath. A component that does not exist ends the walk, as it ends
-    realpath's: nothing below it can be a link."""
-    current = root.rstrip("/")
-    for part in target[len(current) + 1 :].split("/"):
-        current = f"{current}/{part}"
-        try:
-            if stat.S_ISLNK(os.lstat(current).st_mode):
-                return False
-        except OSError:
-            return True
-    return True
-
-
 def write_file(home: Path, params: WriteFileParams, umask: int | None = None) -> WriteFileResult:
     """Atomic write: readers see the old file or the new one, never a half-written one, and
     the file has its final mode from the moment it exists (a .env is never world-readable).
 
+    The path is walked by descriptors (homefs): no directory on the way can lead out of the
+    home, not even one swapped for a link while the write runs. A link at the path itself is
+    replaced, never written through; one that points out of the home is refused.
+
     ``umask``: the process's umask, if the caller knows it; then the mode is fixed with an
     extra fchmod only when the umask would change it (one system call fewer per write)."""
-    target = _in_home(str(home), params.path, "$.path")
     data = params.content.encode()
-    parent, _, name = target.rpartition("/")  # target is absolute and normal
+
+    def attempt() -> WriteFileResult:
+        with homefs.walk(str(home), params.path, make_dirs=True) as found:
+            dir_fd, name = found.entry()
+            if homefs.link_target(dir_fd, name) is not None:
+                homefs.refuse_link_out(str(home), params.path)
+            _write_at(dir_fd, name, found.shown, data, params.mode, umask)
+        return WriteFileResult(path=found.shown, bytes_written=len(data))
+
     try:
-        tmp, fd = _create_temp(parent, name, params.mode)
+        return homefs.retrying(attempt)
+    except (FileNotFound, WrongFileKind) as exc:  # writeFile's errors stay what they were
+        raise ToolError(f"cannot write {params.path}: {exc.message}", data=exc.data) from None
+
+
+def _write_at(dir_fd: int, name: str, shown: str, data: bytes, mode: int,
+              umask: int | None) -> None:  # fmt: skip
+    try:
+        tmp, fd = _create_temp(dir_fd, name, mode)
     except OSError as exc:
-        raise _write_error(target, exc) from None
+        raise _write_error(shown, exc) from None
     try:
         try:
-            if umask is None or params.mode & umask:
-                os.fchmod(fd, params.mode)  # the umask must not weaken what was asked
+            if umask is None or mode & umask:
+                os.fchmod(fd, mode)  # the umask must not weaken what was asked
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        os.replace(tmp, target)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as exc:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)  # ours: created above
-        raise _write_error(target, exc) from None
-    return WriteFileResult(path=target, bytes_written=len(data))
+            os.unlink(tmp, dir_fd=dir_fd)  # ours: created above
+        raise _write_error(shown, exc) from None
 
 
 def _write_error(target: str, exc: OSError) -> ToolError:
@@ -147,28 +102,18 @@ def _write_error(target: str, exc: OSError) -> ToolError:
     return ToolError(f"cannot write {target}: {detail}", data={"errno": exc.errno})
 
 
-def _create_temp(parent: str, name: str, mode: int) -> tuple[str, int]:
+def _create_temp(dir_fd: int, name: str, mode: int) -> tuple[str, int]:
     """The temporary file next to ``name``: first at one fixed name (creating a new name in a
     directory each time costs an ext4 home 10 µs of CPU per write, bench 1), else, when that
     exists (a write of the same file in a thread, a leftover, anything planted there: O_EXCL
     never follows or reuses it), at a random one."""
-    tmp = f"{parent}/.{name}.fleet-tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    tmp = f".{name}.fleet-tmp"
     try:
-        return tmp, _create(tmp, mode)
+        return tmp, os.open(tmp, flags, mode, dir_fd=dir_fd)
     except FileExistsError:
-        tmp = f"{parent}/.{name}.{os.urandom(4).hex()}.tmp"
-        return tmp, _create(tmp, mode)
-
-
-def _create(tmp: str, mode: int) -> int:
-    """A new file; its parent directories are made only when missing (most writes go to a
-    directory that exists: no mkdir system calls for them)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    try:
-        return os.open(tmp, flags, mode)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
-        return os.open(tmp, flags, mode)
+        tmp = f".{name}.{os.urandom(4).hex()}.tmp"
+        return tmp, os.open(tmp, flags, mode, dir_fd=dir_fd)
 
 
 def current_umask() -> int | None:
@@ -223,6 +168,8 @@ async def exec_command(
         return ExecCommandResult(
             exit_code=126, stdout="", stderr=f"{params.command[0]}: permission denied"
         )
+    except OSError as exc:
+        raise start_failed(params.command[0], exc) from None
     if on_spawn is not None:
         on_spawn(proc.pid)
     assert proc.stdout is not None
@@ -239,7 +186,10 @@ async def exec_command(
         timed_out = proc.returncode is None
     finally:
         _kill_group(proc.pid)
-        await asyncio.to_thread(kill_marked, mark)
+        try:
+            await asyncio.to_thread(kill_marked, mark)
+        except RuntimeError:  # no thread to be had at the pids limit: the sweep is short
+            kill_marked(mark)
         if proc.returncode is None:
             await proc.wait()
         if on_exit is not None:
@@ -260,6 +210,17 @@ async def exec_command(
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def start_failed(argv0: str, exc: OSError) -> ToolError:
+    """The error for a command the machine could not start; at its pids limit (fork's EAGAIN)
+    it says so, since "Resource temporarily unavailable" alone does not tell what to do."""
+    if exc.errno == errno.EAGAIN:
+        return ToolError(
+            f"cannot start {argv0!r}: the machine is at its process limit; "
+            "end some of its processes (machines.process.list shows the managed ones)"
+        )
+    return ToolError(f"cannot start {argv0!r}: {exc.strerror or exc}")
 
 
 def kill_marked(mark: str) -> int:

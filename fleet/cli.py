@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from contracts.errors import FleetError
-from fleet import cli_code, cli_machines, cli_records
+from fleet import cli_code, cli_hosts, cli_machines, cli_records
 from fleet.cli_common import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_records.register(sub)
     cli_machines.register(sub)
     cli_code.register(sub)
+    cli_hosts.register(sub)
     return p
 
 
@@ -94,6 +95,9 @@ def _up(sub: SubAction) -> None:
     up.add_argument("--ha", action="store_true",
                     help="3 NATS nodes, valkey with 2 replicas and 3 sentinels, 2 replicas of "
                     "each service (gateways on --port and free ports, printed)")  # fmt: skip
+    up.add_argument("--hosts", type=_host_count, default=0, metavar="N",
+                    help="N hosts on this machine, each a provisioner with its own host id "
+                    "(host-1 ... host-N), data dir and FLEET_HOST_CAPACITY")  # fmt: skip
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -109,8 +113,16 @@ def _run_up(args: argparse.Namespace) -> int:
         sandbox=not args.no_sandbox,
         provider=args.provider,
         ha=args.ha,
+        hosts=args.hosts,
     )
     return up(opts)
+
+
+def _host_count(text: str) -> int:
+    n = int(text) if text.isdigit() else 0
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hosts from 1 to 64")
+    return n
 
 
 def _run_image_build() -> int:
@@ -135,12 +147,27 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _run_here(args: argparse.Namespace) -> int:
+    """`fleet up` and `fleet image`, which run on this host: what stops them is one line on
+    stderr, never a traceback (a bad setting names its variable and exits 2, a usage error)."""
+    from contracts.errors import ProviderError
+    from fleet.embedded import ServerStartError
+    from services.common.settings import SettingsError
+
+    try:
+        return _run_up(args) if args.cmd == "up" else _run_image_build()
+    except SettingsError as exc:
+        print(f"fleet {args.cmd}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ServerStartError, ProviderError) as exc:
+        print(f"fleet {args.cmd}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
-    if args.cmd == "up":
-        raise SystemExit(_run_up(args))
-    if args.cmd == "image":
-        raise SystemExit(_run_image_build())
+    if args.cmd in ("up", "image"):
+        raise SystemExit(_run_here(args))
     if not args.url.startswith(("http://", "https://")):
         print(f"fleet: --url {args.url!r} is not an http(s):// URL", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 
 from contracts.events import Event, MachineReady
+from contracts.ids import MACHINE_ID_RE
 from contracts.models import Machine
 from contracts.subjects import EventKind
-from fleet import cli_live
+from fleet import cli_live, cli_ports, cli_sessions, cli_sleep
 from fleet.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -81,12 +83,21 @@ def _machines(g: SubAction) -> None:
     wr.add_argument("path")
     wr.add_argument("--content")
     wr.add_argument("--mode", type=lambda s: int(s, 8), help="octal, e.g. 600")
+    cp = command(g, "cp", _machines_cp, "copy a file to or from a machine, any size: "
+                 "cp LOCAL MACHINE_ID:PATH, or cp MACHINE_ID:PATH LOCAL")  # fmt: skip
+    cp.add_argument("source")
+    cp.add_argument("dest")
+    cp.add_argument("--mode", type=lambda s: int(s, 8),
+                    help="octal, for an upload (default: the local file's)")  # fmt: skip
     env = command(g, "refresh-env", _refresh_env, "rebuild the .env, push it to running machines")
     env.add_argument("--instance", help="only this instance's machine (default: all you may)")
     code = command(g, "refresh-code", _refresh_code, "run the platform's code on the machine")
     code.add_argument("machine_id")
     restart = command(g, "restart", _restart, "restart the machine's daemon (processes kept)")
     restart.add_argument("machine_id")
+    cli_sessions.register(g)
+    cli_ports.register(g)
+    cli_sleep.machine_commands(g)
 
 
 async def _machines_create(c: FleetClient, a: Args) -> int:
@@ -163,6 +174,30 @@ async def _machines_write(c: FleetClient, a: Args) -> int:
     content = a.content if a.content is not None else sys.stdin.read()
     r = await c.write_file(a.machine_id, a.path, content, a.mode)
     return emit(a, r, lambda: f"wrote {r.bytes_written} bytes to {r.path}")
+
+
+def _remote(arg: str) -> tuple[str, str] | None:
+    """``MACHINE_ID:PATH`` as (machine id, path); None for a local path."""
+    head, sep, tail = arg.partition(":")
+    return (head, tail) if sep and MACHINE_ID_RE.fullmatch(head) else None
+
+
+async def _machines_cp(c: FleetClient, a: Args) -> int:
+    src, dst = _remote(a.source), _remote(a.dest)
+    if (src is None) == (dst is None):
+        raise UsageError("cp copies between here and a machine: one of its two paths must be "
+                         "MACHINE_ID:PATH, the other local")  # fmt: skip
+    if dst is not None:
+        up = await c.upload(dst[0], a.source, dst[1] or a.source.rsplit("/", 1)[-1], mode=a.mode)
+        return emit(a, up, lambda: f"{a.source} -> {dst[0]}:{up.path} ({up.size} bytes, "
+                    f"sha256 {up.sha256})")  # fmt: skip
+    assert src is not None
+    local = a.dest
+    if os.path.isdir(local):
+        local = os.path.join(local, src[1].rstrip("/").rsplit("/", 1)[-1])
+    down = await c.download(src[0], src[1], local)
+    return emit(a, down, lambda: f"{src[0]}:{src[1]} -> {down.path} ({down.size} bytes, "
+                f"sha256 {down.sha256})")  # fmt: skip
 
 
 async def _refresh_env(c: FleetClient, a: Args) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from contracts.machine_files import CronJob, CronTable
+from fleet import cli_ports, cli_sleep
 from fleet.cli_common import (
     COMMON_NO_URL,
     EXIT_FAILED,
@@ -46,7 +47,15 @@ def _instances(g: SubAction) -> None:
     lim.add_argument("--memory-mb", type=int, help="each machine's memory (MiB)")
     lim.add_argument("--cpus", type=float, help="each machine's CPUs (e.g. 0.5)")
     lim.add_argument("--pids", type=int, help="each machine's processes and threads")
+    lim.add_argument(
+        "--max-running",
+        type=int,
+        dest="max_running_machines",
+        help="how many of its machines may run at once (stopped ones do not count)",
+    )
     lim.add_argument("--reset", action="store_true", help="back to the platform's defaults")
+    cli_ports.register_ssh_keys(g)
+    cli_sleep.instance_commands(g)
 
 
 async def _instances_create(c: FleetClient, a: Args) -> int:
@@ -67,18 +76,25 @@ async def _instances_get(c: FleetClient, a: Args) -> int:
 
 async def _instances_limits(c: FleetClient, a: Args) -> int:
     """The instance's own limits, each one given replacing its own (the others kept)."""
-    wanted = {"memory_mb": a.memory_mb, "cpus": a.cpus, "pids": a.pids}
+    wanted = {"memory_mb": a.memory_mb, "cpus": a.cpus, "pids": a.pids,
+              "max_running_machines": a.max_running_machines}  # fmt: skip
     got = await c.get_limits(a.instance_id)
     if a.reset or any(v is not None for v in wanted.values()):
         kept = {} if a.reset else {
             name: getattr(got, name) for name, wire in
-            (("memory_mb", "memoryMb"), ("cpus", "cpus"), ("pids", "pids")) if wire in got.own
+            (("memory_mb", "memoryMb"), ("cpus", "cpus"), ("pids", "pids"),
+             ("max_running_machines", "maxRunningMachines")) if wire in got.own
         }  # fmt: skip
         mine = kept | {k: v for k, v in wanted.items() if v is not None}
         got = await c.set_limits(a.instance_id, **mine)
     own = ", ".join(got.own) or "none: the platform's defaults"
+    running = (
+        ""
+        if got.max_running_machines is None
+        else (f", at most {got.max_running_machines} running")
+    )
     return emit(a, got, lambda: f"memory {got.memory_mb} MiB, {got.cpus:g} CPUs, "
-                f"{got.pids} pids (its own: {own})")  # fmt: skip
+                f"{got.pids} pids{running} (its own: {own})")  # fmt: skip
 
 
 # --- env ----------------------------------------------------------------------------------------

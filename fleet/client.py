@@ -40,10 +40,15 @@ from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
 from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
+from fleet.client_files import FilesClient
 from fleet.client_limits import LimitsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
+from fleet.client_ports import PortsClient
 from fleet.client_retry import ConnectionFailed, RetryingCalls, StreamResumes
+from fleet.client_sessions import SessionsClient
+from fleet.client_sleep import SleepClient
+from fleet.client_transfer import TransferClient
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import check_stream, sse_messages
 
@@ -53,7 +58,17 @@ DEFAULT_IDLE_S = 5.0
 
 
 class FleetClient(
-    RetryingCalls, EventsClient, LiveClient, CodemodeMethods, MachinesClient, LimitsClient
+    RetryingCalls,
+    EventsClient,
+    LiveClient,
+    CodemodeMethods,
+    MachinesClient,
+    LimitsClient,
+    SessionsClient,
+    PortsClient,
+    FilesClient,
+    TransferClient,
+    SleepClient,
 ):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")

@@ -41,14 +41,33 @@ def prepare_sync(settings: Settings, prefix: str) -> tuple[str, str]:
     return asyncio.run(prepare(settings, prefix))
 
 
-async def stop_docker_machines(settings: Settings) -> int:
-    """Stop this stack's running containers (``fleet up`` stopping); 0 without an engine. The
-    next ``fleet up`` makes them again (the provisioner resumes live machines)."""
+async def stop_docker_machines(settings: Settings, *, expected: bool) -> int:
+    """Stop this stack's running containers (``fleet up`` stopping); how many. The next ``fleet
+    up`` makes them again (the provisioner resumes live machines). Without an engine (none
+    configured, or none answers) there is nothing to stop: silently so, unless this stack runs
+    docker machines (``expected``: its default provider or its warm pool), when one line says
+    they could not be stopped."""
     try:
-        async with aiodocker.Docker() as docker:
+        docker = aiodocker.Docker()
+    except AssertionError:  # aiodocker's way to say: no DOCKER_HOST, no context, no socket
+        return _no_engine(expected, "no Docker engine is configured")
+    try:
+        async with docker:
             return await stop_stack(docker, stack_id(settings))
-    except (OSError, ValueError):  # no engine here (no socket, none answers): no machines
-        return 0
+    except (OSError, ValueError) as exc:  # no socket there, or not an engine's
+        return _no_engine(expected, str(exc))
     except aiodocker.DockerError as exc:
+        if exc.status == _CANNOT_CONNECT:
+            return _no_engine(expected, exc.message)
         print(f"fleet up: could not stop docker machines: {exc.message}", file=sys.stderr)
         return 0
+
+
+#: aiodocker's DockerError status when the engine does not answer at all (not an HTTP status).
+_CANNOT_CONNECT = 900
+
+
+def _no_engine(expected: bool, why: str) -> int:
+    if expected:
+        print(f"fleet up: could not stop docker machines: {why}", file=sys.stderr)
+    return 0

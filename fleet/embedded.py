@@ -9,6 +9,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -34,10 +35,29 @@ class ServerStartError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free TCP port of 127.0.0.1, chosen below the kernel's ephemeral range: a port from
+    that range can be taken by any outgoing connection between this check and the server's
+    bind (parallel test workers make thousands), one below it only by another server."""
+    low = _ephemeral_low()
+    for _ in range(64):
+        port = 10_000 + random.randrange(max(1, low - 10_000))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: any port the kernel gives
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        found: int = s.getsockname()[1]
+        return found
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def nats_server_binary() -> str:

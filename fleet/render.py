@@ -20,6 +20,8 @@ from contracts.events import (
     MachineFailed,
     MachineProvisioned,
     MachineReady,
+    MachineStarted,
+    MachineStopped,
     MachineUnresponsive,
     SetupPushed,
     kind_of,
@@ -83,6 +85,7 @@ def machines_table(machines: Sequence[Machine]) -> str:
             m.id,
             m.instance_id,
             m.provider,
+            m.host_id or "-",
             m.status.value,
             _daemon(m),
             age(m.created_at),
@@ -90,7 +93,7 @@ def machines_table(machines: Sequence[Machine]) -> str:
         ]
         for m in machines
     ]
-    text = table(rows, ["ID", "INSTANCE", "PROVIDER", "STATUS", "DAEMON", "AGE", "REASON"])
+    text = table(rows, ["ID", "INSTANCE", "PROVIDER", "HOST", "STATUS", "DAEMON", "AGE", "REASON"])
     for mark, meaning in CODE_MARKS.values():
         if any(_mark(m) == mark for m in machines):
             text += f"\n{mark} {meaning}"
@@ -111,6 +114,7 @@ def machine_detail(m: Machine) -> str:
         ("id", m.id),
         ("instance", m.instance_id),
         ("provider", f"{m.provider} ({m.external_id or 'not started'})"),
+        ("host", m.host_id or "- (no host took it yet)"),
         ("status", f"{m.status.value}: {m.status_reason}"),
         ("daemon", daemon),
         ("created", f"{m.created_at.isoformat()} ({age(m.created_at)} ago)"),
@@ -163,7 +167,7 @@ def describe(event: Event) -> str:
         detail = f".env {event.env_bytes} B, {len(event.repo_paths)} repo(s)"
     elif isinstance(event, MachineFailed):
         detail = f"at {event.stage}: {event.reason}"
-    elif isinstance(event, MachineArchived | MachineUnresponsive):
+    elif isinstance(event, MachineArchived | MachineUnresponsive | MachineStopped | MachineStarted):
         detail = event.reason
     return f"{kind:<24} {detail}".rstrip()
 
@@ -174,12 +178,12 @@ def event_line(seq: int, event: Event) -> str:
 
 
 def final(event: Event) -> bool:
-    """The machine's pipeline is over: ready, failed or archived."""
-    return isinstance(event, MachineReady | MachineFailed | MachineArchived)
+    """The machine's pipeline is over: ready, failed, archived, or stopped on its way."""
+    return isinstance(event, MachineReady | MachineFailed | MachineArchived | MachineStopped)
 
 
 def bad(event: Event) -> bool:
-    return isinstance(event, MachineFailed | MachineArchived)
+    return isinstance(event, MachineFailed | MachineArchived | MachineStopped)
 
 
 class Progress:

@@ -30,10 +30,11 @@ from core.lockfile import AlreadyRunning, PidLock
 from fleet.docker_setup import prepare_sync, stop_docker_machines
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from fleet.embedded_ha import HaServers
-from fleet.up_ha import ha_settings, service_plan
+from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan
 from fleet.up_servers import ServerSupervisor
 from providers.cgroup import unavailable as cgroup_unavailable
 from providers.local import stop_all_local
+from providers.netns import probe as network_probe
 from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
 from services.common.crypto import generate_secret_key
@@ -62,6 +63,8 @@ class UpOptions:
     provider: Literal["local", "docker"] = "local"
     #: --ha: the clustered layout on this host (fleet.embedded_ha, fleet.up_ha).
     ha: bool = False
+    #: --hosts N: N hosts on this machine, a provisioner each (fleet.up_ha); 0: one host.
+    hosts: int = 0
 
 
 #: `fleet up`'s warm pool when FLEET_WARM_POOL is not set (services' own default: none), by
@@ -162,6 +165,15 @@ def check_sandbox(opts: UpOptions) -> str | None:
         return None
     if (why := sandbox_probe()) is not None:
         return f"{why}\nfleet up: local machines cannot be isolated here; refusing to start"
+    if os.environ.get("FLEET_SANDBOX_NETWORK", "own") == "host":
+        print(
+            "fleet up: WARNING: FLEET_SANDBOX_NETWORK=host: local machines share the host's "
+            "network: each one reaches every loopback port of the host and of the others",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif (why := network_probe()) is not None:
+        return f"{why}\nfleet up: local machines cannot have a network of their own; refusing"
     if (why := cgroup_unavailable()) is not None:
         print(
             f"fleet up: WARNING: {why}: local machines run WITHOUT memory, CPU or pids limits "
@@ -173,6 +185,9 @@ def check_sandbox(opts: UpOptions) -> str | None:
 
 
 def up(opts: UpOptions) -> int:
+    """Runs until Ctrl-C or SIGTERM. A bad FLEET_* setting raises SettingsError before anything
+    starts."""
+    Settings.from_env()
     if (refusal := check_sandbox(opts)) is not None:
         print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
         return 2
@@ -198,10 +213,10 @@ def up(opts: UpOptions) -> int:
         stack.callback(lock.release)
         servers = ServerSupervisor()  # restarts an embedded server that dies, like a service
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
-        stack.callback(_stop_machines, data_dir)
+        stack.callback(_stop_machines, settings, opts)
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
-        plan = service_plan(names, opts)
+        plan = service_plan(names, opts, settings.sandbox_uid_range)
         # Each service serves /metrics on a port of its own (the gateway on its HTTP port).
         metrics = {n: free_port() for n, module, _ in plan if module != "gateway"}
         procs = [
@@ -315,14 +330,20 @@ def _stop_services(procs: list[ServiceProcess]) -> None:
         p.stop()
 
 
-def _stop_machines(data_dir: Path) -> None:
-    n = stop_all_local(data_dir)
+def _stop_machines(settings: Settings, opts: UpOptions) -> None:
+    data_dirs = [settings.data_path]
+    data_dirs += [host_data_dir(settings.data_path, h) for h in host_ids(opts)]
+    n = sum(stop_all_local(d) for d in data_dirs)
     if n:
         print(f"fleet up: stopped {n} local machine(s)", flush=True)
-    here = msgspec.structs.replace(Settings(), data_dir=str(data_dir))
-    if containers := asyncio.run(stop_docker_machines(here)):
+    # A host without a Docker engine is the common case: its absence only matters (and is only
+    # reported) when this stack makes docker machines.
+    docker_used = settings.default_provider == "docker" or bool(
+        settings.warm_pool_sizes.get("docker")
+    )
+    if containers := asyncio.run(stop_docker_machines(settings, expected=docker_used)):
         print(f"fleet up: stopped {containers} docker machine(s)", flush=True)
-    hosts = stop_all_swarm(data_dir)
+    hosts = sum(stop_all_swarm(d) for d in data_dirs)
     if hosts:
         print(f"fleet up: stopped {hosts} swarm host(s)", flush=True)
 
@@ -346,6 +367,12 @@ def _banner(
             f"  sentinels    {settings.redis_sentinels}   "
             f"(primary '{settings.redis_sentinel_master}')\n"
             if settings.redis_sentinels
+            else ""
+        )
+        + (
+            f"  hosts        {' '.join(host_ids(opts))}   (a provisioner each; data in "
+            f"{data_dir / 'hosts'}/<host>; capacity {settings.host_capacity or 'unlimited'})\n"
+            if opts.hosts
             else ""
         )
         + f"  admin token  {settings.admin_token}   (from {token_src})\n"

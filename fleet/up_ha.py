@@ -1,13 +1,17 @@
-"""What `fleet up --ha` runs on top of the servers (fleet.embedded_ha): the settings that make
-every process use the cluster, and two replicas of each service.
+"""What `fleet up --ha` and `fleet up --hosts N` run on top of the servers: the settings that
+make every process use the cluster (fleet.embedded_ha), and the processes of each service.
 
 Replicas of a stage service share its durable consumers (each event goes to one of them);
 replicas of the auth callout share NATS's callout requests (a queue group); each gateway
-replica listens on its own port: `--port`, then free ports, all printed.
+replica listens on its own port: `--port`, then free ports, all printed. With --hosts N, each
+of N hosts on this machine has a provisioner of its own (two with --ha): its own
+FLEET_HOST_ID (host-1 ... host-N), data dir (<data-dir>/hosts/host-<i>) and share of
+FLEET_SANDBOX_UIDS; FLEET_HOST_CAPACITY and FLEET_WARM_POOL apply to each (docs/hosts.md).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleet.embedded import free_port
@@ -35,9 +39,35 @@ def ha_settings(servers: HaServers) -> dict[str, object]:
     }
 
 
-def service_plan(names: tuple[str, ...], opts: UpOptions) -> Plan:
+def host_ids(opts: UpOptions) -> list[str]:
+    """The hosts --hosts N runs on this machine (none without it: the one host it is)."""
+    return [f"host-{i + 1}" for i in range(opts.hosts)]
+
+
+def host_data_dir(data_dir: Path, host_id: str) -> Path:
+    return data_dir / "hosts" / host_id
+
+
+def host_uids(uids: tuple[int, int] | None, index: int, count: int) -> str:
+    """Host ``index``'s share of FLEET_SANDBOX_UIDS: on one machine, no two hosts may give
+    their machines the same uid (each allocates from the machines of its own data dir)."""
+    if uids is None:
+        return ""
+    size = (uids[1] - uids[0] + 1) // count
+    if size < 1:
+        raise ValueError(f"FLEET_SANDBOX_UIDS: {uids[0]}-{uids[1]} is too few for {count} hosts")
+    first = uids[0] + index * size
+    return f"{first}-{first + size - 1}"
+
+
+def service_plan(
+    names: tuple[str, ...], opts: UpOptions, uids: tuple[int, int] | None = None
+) -> Plan:
     plan: Plan = []
     for module in names:
+        if module == "provisioner" and opts.hosts:
+            plan += _host_provisioners(opts, uids)
+            continue
         count = HA_REPLICAS if opts.ha and module not in SINGLE else 1
         for i in range(count):
             name = module if count == 1 else f"{module}-{i + 1}"
@@ -45,4 +75,20 @@ def service_plan(names: tuple[str, ...], opts: UpOptions) -> Plan:
             if module == "gateway":
                 extra["FLEET_PORT"] = str(opts.port if i == 0 else free_port())
             plan.append((name, module, extra))
+    return plan
+
+
+def _host_provisioners(opts: UpOptions, uids: tuple[int, int] | None) -> Plan:
+    plan: Plan = []
+    hosts = host_ids(opts)
+    for index, host in enumerate(hosts):
+        extra = {
+            "FLEET_HOST_ID": host,
+            "FLEET_DATA_DIR": str(host_data_dir(opts.data_dir.resolve(), host)),
+            "FLEET_SANDBOX_UIDS": host_uids(uids, index, len(hosts)),
+        }
+        replicas = HA_REPLICAS if opts.ha else 1
+        for i in range(replicas):
+            name = f"provisioner-{host}" + (f"-{i + 1}" if replicas > 1 else "")
+            plan.append((name, "provisioner", extra))
     return plan

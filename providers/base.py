@@ -28,3 +28,7 @@ class Provider(Protocol):
 
     async def stop(self, machine_id: str) -> None:
         """Stop the machine for good (idempotent)."""
+
+    async def sleep(self, machine_id: str) -> bool:
+        """End every process of the machine (its container too) and keep its home, for a
+        later ``start`` of the same machine (idempotent); True if something was running."""

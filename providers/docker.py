@@ -36,6 +36,7 @@ from contracts.machine_files import CODE_DIR, CODE_SHA_FILE
 from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
 from core.version import git_sha
 from providers.code import DAEMON_TREES, _git, resolve_sha
+from providers.docker_home import home_ref_name, remember_home, stopped_home
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
 from providers.limits import Limits, Placement, PlacementOf
 
@@ -154,6 +155,8 @@ class DockerProvider:
             hostname = existing["Config"]["Hostname"]
             await existing.delete(force=True)
             log.info("provider.docker_recreating", machine_id=machine_id)
+        else:  # stopped (machines.stop): its home is where it was
+            volume = await stopped_home(self.docker, machine_id) or volume
         image = await self.image()
         gateway = await ensure_network(self.docker, self.network)
         self.check_nats_reachable(gateway)
@@ -162,7 +165,7 @@ class DockerProvider:
         try:
             if volume == volume_name(machine_id):
                 await self.docker.volumes.create(  # type: ignore[no-untyped-call]
-                    {"Name": volume, "Labels": {LABEL_MACHINE: machine_id}}
+                    {"Name": volume, "Labels": {LABEL_MACHINE: machine_id, LABEL_STACK: self.stack}}
                 )
             c = await self.docker.containers.create(config, name=container_name(machine_id))
             await c.start()
@@ -261,14 +264,43 @@ class DockerProvider:
     async def stop(self, machine_id: str) -> None:
         c = await self._container(machine_id)
         volumes = {volume_name(machine_id)}
+        if (recorded := await stopped_home(self.docker, machine_id)) is not None:
+            volumes.add(recorded)
         if c is not None:
             volumes |= set(home_volumes(c))  # a claimed pool container's is the pool's
             # Every process of the container ends with it (its pid namespace), setsid or not.
             await c.delete(force=True)
+        await remove_volume(self.docker, home_ref_name(machine_id))
         if not self.keep_volumes:
             for name in volumes:
                 await remove_volume(self.docker, name)
         log.info("provider.docker_stopped", machine_id=machine_id, kept_volume=self.keep_volumes)
+
+    async def sleep(self, machine_id: str, grace_s: int = 5) -> bool:
+        """Stop the container (its supervisor tells the daemon to end its processes, SIGKILL
+        after ``grace_s``) and remove it; its home volume stays, named in a reference
+        volume when it is not the machine's own (a claimed pool container's)."""
+        c = await self._container(machine_id)
+        if c is None:
+            return False
+        homes = home_volumes(c)
+        if homes and homes[0] != volume_name(machine_id):
+            await remember_home(
+                self.docker,
+                machine_id,
+                homes[0],
+                {LABEL_MACHINE: machine_id, LABEL_STACK: self.stack},
+            )
+        try:
+            was_up = bool(c["State"]["Running"])
+            if was_up:
+                await c.stop(t=grace_s)
+            await c.delete(force=True)
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise ProviderError(f"docker: cannot stop {machine_id}: {exc.message}") from None
+        log.info("provider.docker_slept", machine_id=machine_id, home=homes[:1])
+        return was_up
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
         """Copy the commit's daemon code into the container's ``~/.fleet/code/<sha>``."""

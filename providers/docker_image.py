@@ -47,14 +47,36 @@ BASE_REPO = "fleetd-base"
 #: The daemon's third-party imports (nothing else of the platform's dependencies); packaging
 #: orders versions when a newer daemon takes over.
 DAEMON_DEPS = ("nats-py", "msgspec", "structlog", "packaging")
-#: What the offline base holds beyond Debian's minimal variant.
-BASE_PACKAGES = ("python3", "git", "ca-certificates")
+#: What the offline base holds beyond Debian's minimal variant (openssh-server: an SSH server
+#: the machine's user runs on its loopback, reached through a tunnel; see SSHD_CONFIG).
+BASE_PACKAGES = ("python3", "git", "ca-certificates", "openssh-server")
 MACHINE_UID = 1000
 MACHINE_HOME = "/home/fleet"
 #: (The supervisor spawns argv[0] as a path: env finds python3 wherever the base has it.)
 #: Bumped when the recipe below changes in a way its text does not show.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 FLEET_LIB = "/usr/local/lib/fleet"
+#: The machine's SSH server: the machine's own user, on its loopback only, keys only (from
+#: instances.setSshKeys), a host key of its own in the home (made at setup).
+SSHD_CONFIG = f"{FLEET_LIB}/sshd_config"
+SSHD_HOST_KEY = f"{MACHINE_HOME}/.fleet/ssh_host_ed25519_key"
+SSHD_CONFIG_TEXT = f"""\
+Port 22
+ListenAddress 127.0.0.1
+ListenAddress ::1
+HostKey {SSHD_HOST_KEY}
+PidFile none
+AuthorizedKeysFile .ssh/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin no
+AllowUsers fleet
+X11Forwarding no
+PrintMotd no
+Subsystem sftp internal-sftp
+"""
 LOADER = f"{FLEET_LIB}/ld.so"
 DOCKERFILE = f"""\
 FROM {{base}}
@@ -68,6 +90,11 @@ assert sys.version_info >= (3, 11), sys.version'
 RUN mkdir -p {FLEET_LIB} && ln -s "$(readlink -f "$(command -v python3)")" {FLEET_LIB}/python3 \
     && cp "$(python3 -c "print(next(l.split()[-1] for l in open('/proc/self/maps') \
 if '/ld-' in l))")" {LOADER} && chmod 0111 {LOADER}
+# sshd runs as the machine's user (the setup pusher starts it, without the daemon's environment):
+# its privilege-separation directory must exist on the read-only system, and the package's
+# root-only host keys are of no use to it (it makes its own in the home).
+RUN mkdir -p /run/sshd && chmod 0755 /run/sshd && rm -f /etc/ssh/ssh_host_*
+COPY sshd_config {SSHD_CONFIG}
 COPY lib /opt/fleet/lib
 ENV PYTHONPATH=/opt/fleet/lib PYTHONDONTWRITEBYTECODE=1 HOME={MACHINE_HOME} \
     FLEET_HOME={MACHINE_HOME} FLEET_SANDBOXED=1 FLEET_NODUMP_LOADER={LOADER}
@@ -89,7 +116,9 @@ def _dep_pins() -> list[str]:
 
 
 def machine_key(base: str) -> str:
-    h = hashlib.sha256(f"{RECIPE_VERSION}\n{DOCKERFILE}\n{base}\n{_dep_pins()}\n".encode())
+    h = hashlib.sha256(
+        f"{RECIPE_VERSION}\n{DOCKERFILE}\n{SSHD_CONFIG_TEXT}\n{base}\n{_dep_pins()}\n".encode()
+    )
     h.update(package_version().encode())
     for path in _daemon_sources():
         h.update(str(path.relative_to(SOURCE_ROOT)).encode() + b"\0" + path.read_bytes())
@@ -223,6 +252,7 @@ class ImageBuilder:
             self.say(f"pip wheel {' '.join(_dep_pins())} ...")
             await asyncio.to_thread(_lib_dir, ctx)
             (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base))
+            (ctx / "sshd_config").write_text(SSHD_CONFIG_TEXT)
             body = await asyncio.to_thread(_tar_dir, ctx)
         labels = {"fleet.image": "machine", "fleet.recipe": RECIPE_VERSION}
         try:

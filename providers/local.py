@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -34,8 +35,10 @@ from providers.cgroup import MachineCgroup
 from providers.code import install_code
 from providers.limits import Limits, PlacementOf
 from providers.machine_uid import allocate_uid, give_home
+from providers.netns import has_pasta, loopback_ports, start_sandboxed, stop_pasta
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
-from providers.sandbox import bwrap_argv, supervisor_pid
+from providers.sandbox import SECCOMP_FD, bwrap_argv, supervisor_pid
+from providers.seccomp import docker_default_bpf
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +90,8 @@ class LocalProvider:
         placement: PlacementOf | None = None,
         uids: tuple[int, int] | None = None,
         default_limits: Limits | None = None,
+        own_network: bool = True,
+        forwarded: tuple[int, ...] = (),
     ) -> None:
         self._data_dir = data_dir.resolve()
         self._root = self._data_dir / "machines"
@@ -103,6 +108,13 @@ class LocalProvider:
         #: Sandboxed machines' own uids (providers/machine_uid.py); None: the platform's.
         self._uids = uids if sandbox else None
         self._code_repo = code_repo or SOURCE_ROOT
+        #: A sandboxed machine's network is its own (providers/netns.py) unless the operator
+        #: said otherwise (FLEET_SANDBOX_NETWORK=host); the host's loopback ports it reaches:
+        #: NATS's, and ``forwarded`` (FLEET_SANDBOX_LOOPBACK_PORTS).
+        self.own_network = own_network and sandbox
+        self._forwarded = sorted({*loopback_ports(nats_url), *forwarded})
+        #: Docker's default syscall filter, compiled once (providers/seccomp.py).
+        self._seccomp = docker_default_bpf() if sandbox else b""
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
         """The machine's home is on this host: install the commit there directly."""
@@ -121,8 +133,13 @@ class LocalProvider:
     async def start(self, machine_id: str, token: str) -> str:
         self._reap()
         pid = running_pid(self.machine_dir(machine_id), machine_id)
-        if pid is not None:  # a redelivered machine.created: the daemon is already up
-            return f"local:{pid}"
+        if pid is not None and not await asyncio.to_thread(self._cut_off, machine_id):
+            return f"local:{pid}"  # a redelivered machine.created: the daemon is already up
+        if pid is not None:
+            # Started by a provisioner that died before giving it its network: it can never
+            # reach NATS, so it is ended and started again (we hold the machine's start lock).
+            log.warning("provider.local_cut_off", machine_id=machine_id, pid=pid)
+            await asyncio.to_thread(self._end_cut_off, machine_id, pid)
         home = self.home(machine_id)
         home.mkdir(parents=True, exist_ok=True)
         uid = await asyncio.to_thread(self._own_uid, machine_id)
@@ -137,7 +154,7 @@ class LocalProvider:
         token_fd = token_pipe(token)
         try:
             log_path = self.machine_dir(machine_id) / "daemon.log"
-            pid = spawn_detached(argv, env, log_path, "fleet-daemon", pass_fd=token_fd)
+            pid = await self.spawn(argv, env, log_path, machine_id, {TOKEN_FD: token_fd})
         finally:
             os.close(token_fd)
         self._children[machine_id] = pid
@@ -156,6 +173,22 @@ class LocalProvider:
             env["FLEET_GIT_SHA"] = git_sha() or ""
         return env | fleet
 
+    async def spawn(
+        self, argv: list[str], env: dict[str, str], log_path: Path, owner: str,
+        fds: dict[int, int],
+    ) -> int:  # fmt: skip
+        """Start a machine's root (``owner``: its id, or its pool slot) with ``fds``; in the
+        sandbox, with the syscall filter and, unless turned off, its own network."""
+        if not self.sandbox:
+            return spawn_detached(argv, env, log_path, "fleet-daemon", fds)
+        return await start_sandboxed(
+            lambda more: spawn_detached(argv, env, log_path, "fleet-daemon", fds | more),
+            owner=owner,
+            seccomp=self._seccomp,
+            seccomp_fd=SECCOMP_FD,
+            forwarded=self._forwarded if self.own_network else None,
+        )
+
     @property
     def data_dir(self) -> Path:
         return self._data_dir
@@ -167,6 +200,17 @@ class LocalProvider:
     def adopt(self, machine_id: str, pid: int) -> None:
         """A root this process started for the pool is now ``machine_id``'s: reap it."""
         self._children[machine_id] = pid
+
+    def _cut_off(self, machine_id: str) -> bool:
+        """Whether the machine's running sandbox should have a network of its own and has no
+        way out (providers/netns.py has_pasta)."""
+        return self.own_network and not has_pasta(*owners(self.machine_dir(machine_id), machine_id))
+
+    def _end_cut_off(self, machine_id: str, pid: int) -> None:
+        stop_local(self.machine_dir(machine_id), machine_id, 0.0, CUT_OFF)
+        if self._children.pop(machine_id, None) == pid:  # recorded as cut off, not as -9
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
     def _own_uid(self, machine_id: str) -> int | None:
         """The machine's uid (allocated once), its home given to it; None: the platform's."""
@@ -197,6 +241,7 @@ class LocalProvider:
             shared=self._shared,
             loader=execute_only_loader(self._data_dir),
             uid=uid,
+            own_network=self.own_network,
         )
 
     async def pooled_argv(self, slot: str, home: Path) -> list[str]:
@@ -254,6 +299,13 @@ class LocalProvider:
         await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
         self._reap()
 
+    async def sleep(self, machine_id: str) -> bool:
+        """As ``stop``: the home (and the machine's uid) stay in its directory, and a stop
+        never removes them here; ``start`` runs the same machine in them again."""
+        was_up = await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
+        self._reap()
+        return was_up
+
     def _reap(self) -> None:
         """Collect exit statuses of daemons this process started (no zombies)."""
         for mid, pid in list(self._children.items()):
@@ -269,21 +321,28 @@ class LocalProvider:
 
 
 def spawn_detached(
-    argv: list[str], env: dict[str, str], log_path: Path, what: str, pass_fd: int | None = None
+    argv: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    what: str,
+    fds: Mapping[int, int] | None = None,
 ) -> int:
-    """Start a process in its own session, output appended to ``log_path``, ``pass_fd`` (if
-    any) as its descriptor 3; its pid.
+    """Start a process in its own session, output appended to ``log_path``, each descriptor of
+    ``fds`` (target: source) passed at its target number; its pid.
 
     posix_spawn, not Popen: a machine's process must outlive the provisioner that started it
     (as a cloud machine would), so nothing here owns it; we only reap it if it exits first.
     """
     out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    passed = [] if pass_fd is None else [(os.POSIX_SPAWN_DUP2, pass_fd, TOKEN_FD)]
+    # Copies above every target first: a source numbered as another's target is not clobbered
+    # by the dup2s (and dup2 onto itself would keep close-on-exec).
+    high = {target: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, 64) for target, src in
+            (fds or {}).items()}  # fmt: skip
     try:
         return os.posix_spawn(
             argv[0], argv, env, setsid=True,
             file_actions=[
-                *passed,
+                *((os.POSIX_SPAWN_DUP2, src, target) for target, src in high.items()),
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, str(log_path), out, 0o600),
                 (os.POSIX_SPAWN_DUP2, 1, 2),
@@ -291,6 +350,9 @@ def spawn_detached(
         )  # fmt: skip
     except OSError as exc:
         raise ProviderError(f"cannot start {what}: {exc}") from None
+    finally:
+        for fd in high.values():
+            os.close(fd)
 
 
 def write_pid(machine_dir: Path, pid: int) -> None:
@@ -381,30 +443,52 @@ def _is_root_of(pid: int, markers: list[tuple[str, str]]) -> bool:
     return any(f"{k}={v}".encode() in environ for k, v in markers) and pid_alive(pid)
 
 
-def stop_local(machine_dir: Path, machine_id: str, grace_s: float = 5.0) -> bool:
-    """SIGTERM the daemon's process group, SIGKILL it after ``grace_s``; then any other root
-    started for this machine (a start whose pid was never recorded). True if one was up."""
+#: How long a stopped daemon gets before it is SIGKILLed: more than its own stop may take
+#: (up to 10 s for the calls in flight, then 5 s for its processes' SIGTERM grace), so only a
+#: stuck daemon is killed; one that stops cleanly takes a fraction of a second.
+STOP_GRACE_S = 20.0
+
+
+def stop_local(
+    machine_dir: Path, machine_id: str, grace_s: float = STOP_GRACE_S, killed_as: str = "SIGKILL"
+) -> bool:
+    """SIGTERM the daemon's process group, SIGKILL it after ``grace_s`` (recorded as
+    ``killed_as``); then any other root started for this machine (a start whose pid was never
+    recorded). True if one was up."""
     pid = running_pid(machine_dir, machine_id)
     if pid is not None:
-        _stop_root(machine_dir, machine_id, pid, grace_s)
-        for other in machine_roots(machine_dir, machine_id):
-            if other != pid:
-                _stop_root(machine_dir, machine_id, other, grace_s)
+        # The others before the kill: a dying sandbox's init, its bwrap gone, would look like
+        # a root of its own.
+        others = [root for root in machine_roots(machine_dir, machine_id) if root != pid]
+        for root in (pid, *others):
+            _stop_root(machine_dir, machine_id, root, grace_s, killed_as)
     # Its cgroup too, if it had one (also when it had ended on its own: an archive's stop);
     # a machine from the warm pool kept its slot's.
-    MachineCgroup(machine_id).remove()
-    slot = machine_dir / POOL_SLOT_FILE
-    if slot.is_file():
-        MachineCgroup(slot.read_text().strip()).remove()
+    named = owners(machine_dir, machine_id)
+    for owner in named:
+        MachineCgroup(owner).remove()
+    stop_pasta(*named)  # its network's way out (the namespace ended with the sandbox)
     return pid is not None
 
 
-def _stop_root(machine_dir: Path, machine_id: str, pid: int, grace_s: float) -> None:
+def owners(machine_dir: Path, machine_id: str) -> list[str]:
+    """The names the machine's cgroup and pasta were made under: its id, and its pool slot
+    when it came from the warm pool (it kept the slot's)."""
+    return [value for _, value in _markers(machine_dir, machine_id)]
+
+
+def _stop_root(
+    machine_dir: Path, machine_id: str, pid: int, grace_s: float, killed_as: str
+) -> None:
     start = time.monotonic()
+    supervisor = None
     with contextlib.suppress(OSError):  # the supervisor stops the daemon, then itself
         if (supervisor := _supervisor_of(pid)) is not None:
             os.kill(supervisor, signal.SIGTERM)
-    deadline = start + grace_s
+    # No supervisor: the sandbox is ending, or it never got one (its provisioner died between
+    # bwrap's start and the network's hand-over, and bwrap waits on a pipe nobody writes): a
+    # short wait, then the kill ends no daemon, and is recorded as such.
+    deadline = start + (grace_s if supervisor is not None else min(grace_s, 1.0))
     while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
     killed = pid_alive(pid)
@@ -413,13 +497,21 @@ def _stop_root(machine_dir: Path, machine_id: str, pid: int, grace_s: float) -> 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # and whatever is left of its process group
     took_s = round(time.monotonic() - start, 3)
-    record_exit(machine_dir, pid, endedBy="SIGKILL" if killed else "SIGTERM", tookS=took_s)
+    how = "SIGTERM" if not killed else killed_as if supervisor is not None else NO_DAEMON
+    if killed and killed_as != "SIGKILL":  # the caller knows better why it had to be killed
+        how = killed_as
+    record_exit(machine_dir, pid, endedBy=how, tookS=took_s)
     log.info("provider.local_stopped", machine_id=machine_id, pid=pid, sigkilled=killed)
 
 
+NO_DAEMON = "SIGKILL-no-daemon"
+CUT_OFF = "SIGKILL-cut-off"
+
 #: One JSON line per daemon this provider saw end: ``code``, its exit code, for the daemons it
 #: started and reaped (-9: SIGKILLed); ``endedBy`` for those it stopped (``SIGTERM``: it ended in
-#: its grace time; ``SIGKILL``: it had to be killed), with ``tookS``.
+#: its grace time; ``SIGKILL``: it had to be killed; ``SIGKILL-no-daemon``: a sandbox that never
+#: got its supervisor, so no daemon was killed; ``SIGKILL-cut-off``: a sandbox whose provisioner
+#: died before giving it its network, so its daemon never served), with ``tookS``.
 EXITS_FILE = "daemon.exits"
 
 
@@ -450,9 +542,18 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def stop_all_local(data_dir: Path) -> int:
-    """Stop every local machine under ``data_dir``; returns how many were running."""
+def stop_all_local(data_dir: Path, grace_s: float = STOP_GRACE_S) -> int:
+    """Stop every local machine under ``data_dir``; returns how many were running. All are
+    sent SIGTERM first, then waited for on one shared deadline: n machines take about as long
+    as the slowest, not the sum of their grace times, so a loaded host can give each more."""
     root = data_dir.resolve() / "machines"
     if not root.is_dir():
         return 0
-    return sum(stop_local(d, d.name, grace_s=3.0) for d in root.iterdir() if d.is_dir())
+    dirs = [d for d in root.iterdir() if d.is_dir()]
+    for d in dirs:
+        pid = running_pid(d, d.name)
+        with contextlib.suppress(OSError):  # a second SIGTERM from stop_local is harmless
+            if pid is not None and (supervisor := _supervisor_of(pid)) is not None:
+                os.kill(supervisor, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    return sum(stop_local(d, d.name, grace_s=max(0.0, deadline - time.monotonic())) for d in dirs)

@@ -34,7 +34,8 @@ import structlog
 from contracts.errors import ProviderError
 from core import procinfo
 from core.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
-from providers.local import POOL_SLOT_FILE, LocalProvider, spawn_detached, write_pid
+from providers.local import POOL_SLOT_FILE, LocalProvider, write_pid
+from providers.netns import stop_pasta
 from providers.nodump import TOKEN_FD
 from providers.warm_pool import PoolMachine
 
@@ -159,6 +160,7 @@ class PooledLocal:
             self._unwatch()
             self._exited = True
         shutil.rmtree(self.root, ignore_errors=True)
+        stop_pasta(self.slot)
         await self._provider.forget_slot(self.slot)
 
 
@@ -212,10 +214,10 @@ class LocalPoolBackend:
         argv = await self.provider.pooled_argv(slot, home)
         ours, theirs = socket.socketpair()
         try:
-            pid = spawn_detached(
-                argv, env, root / "daemon.log", "a pooled machine", theirs.fileno()
+            pid = await self.provider.spawn(
+                argv, env, root / "daemon.log", slot, {TOKEN_FD: theirs.fileno()}
             )
-        except ProviderError:
+        except BaseException:
             ours.close()
             raise
         finally:
@@ -246,6 +248,7 @@ class LocalPoolBackend:
                 for pid in procinfo.env_roots(POOL_SLOT_VAR, slot_dir.name):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
+                stop_pasta(slot_dir.name)
                 await self.provider.forget_slot(slot_dir.name)
                 removed += 1
             await asyncio.to_thread(shutil.rmtree, owner, True)

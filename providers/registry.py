@@ -55,7 +55,8 @@ async def code_installers(
     local = LocalProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ={}, code_repo=repo,
         sandbox=settings.sandbox == "bwrap", shared=settings.sandbox_shared,
-        uids=settings.sandbox_uid_range,
+        uids=settings.sandbox_uid_range, own_network=settings.sandbox_network == "own",
+        forwarded=settings.sandbox_forwarded,
     )  # fmt: skip
     swarm = SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ={})
     docker = await stack.enter_async_context(docker_provider(settings, repo))

@@ -7,10 +7,17 @@ read-write, a private ``/tmp``, its own ``/proc`` (own pid namespace: no other p
 host is visible, so no other daemon's environment), no capabilities at all. The data dir,
 other machines' homes and every other path of the host are simply not mounted.
 
-Not isolated: the network namespace stays the host's, so a machine reaches NATS on loopback
-(with its own credentials) but also any other loopback port: valkey needs its password, the
-gateway a token. The processes run as the platform's user id (root in a container): without
-capabilities and without any of the platform's files mounted, but a kernel bug is a host bug.
+Its network is its own (``--unshare-net``, then ``pasta``: providers/netns.py): its own
+loopback, on which only the NATS port(s) of the host's loopback are forwarded; the outside
+network through pasta, as the host's own connections. No other machine's port and no other
+port of the host's loopback (valkey, the gateway, metrics) is reachable; a server on the
+host's other addresses (a Docker bridge's gateway, a LAN address) is, as for a container.
+
+Docker's default syscall filter (providers/seccomp.py, ``--seccomp``) is on every process:
+no keyrings, bpf, perf, userfaultfd, mounts, and no new namespaces (so no nested user
+namespace, the way in of most local kernel exploits). The processes run as a uid of their own
+(providers/machine_uid.py) or the platform's: without capabilities and without any of the
+platform's files mounted, but a kernel bug is still a host bug.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 from contracts.errors import ProviderError
 from core.version import SOURCE_ROOT
 from providers.machine_uid import as_uid, trusting_gitconfig
+from providers.netns import BLOCK_FD, INFO_FD
 
 #: What the sandbox's root holds from the host, read-only (merged-/usr links stay links).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -63,6 +71,8 @@ def python_roots() -> list[Path]:
 
 #: Set inside a machine's sandbox (see daemon.supervise).
 SANDBOXED_VAR = "FLEET_SANDBOXED"
+#: The descriptor bwrap reads the syscall filter from (providers/seccomp.py).
+SECCOMP_FD = 4
 
 
 def bwrap_argv(
@@ -74,8 +84,10 @@ def bwrap_argv(
     shared: Iterable[Path] = (),
     loader: Path | None = None,
     uid: int | None = None,
+    own_network: bool = True,
 ) -> list[str]:
-    """The bwrap command line that runs ``command`` inside the machine's sandbox; ``loader``,
+    """The bwrap command line that runs ``command`` inside the machine's sandbox, its network
+    its own unless ``own_network`` is False (``netns_argv``); ``loader``,
     an execute-only dynamic loader (providers/nodump.py), is bound read-only at
     ``/run/fleet/ld.so`` (read-only: the machine, its owner, cannot make it readable); with
     ``uid``, the machine's first process becomes that uid (providers/machine_uid.py)."""
@@ -89,6 +101,8 @@ def bwrap_argv(
         # Tells the supervisor it is in a pid namespace of its own: on a clean stop it ends every
         # process left in it (bwrap's init would otherwise keep the namespace up for orphans).
         "--setenv", SANDBOXED_VAR, "1",
+        "--seccomp", str(SECCOMP_FD),
+        *(netns_argv() if own_network else []),
         # /tmp and /var/tmp for everyone (a machine may run as a uid of its own), sticky.
         "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
         "--tmpfs", "/run", "--perms", "0755", "--dir", "/var",
@@ -121,6 +135,12 @@ def bwrap_argv(
         argv += ["--ro-bind", str(trusting_gitconfig(data_dir)), "/etc/gitconfig"]
         command = as_uid(uid, command)
     return [*argv, "--", *command]
+
+
+def netns_argv() -> list[str]:
+    """A network namespace of the sandbox's own, which bwrap holds (its info descriptor says
+    its pid) until the provider has given it a way out (providers/netns.py)."""
+    return ["--unshare-net", "--info-fd", str(INFO_FD), "--block-fd", str(BLOCK_FD)]
 
 
 def _open_parents(paths: Iterable[Path], below: Path | None = None) -> list[str]:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,8 +30,61 @@ from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.common.store import Store
 
+try:  # pytest-xdist (a dev dependency); without it the suite runs in one process
+    from tests import xdist_groups
+except ImportError:
+    xdist_groups = None  # type: ignore[assignment]
+
 ADMIN_TOKEN = "test-admin-token-0123456789"
 MACHINE_TOKEN = "test-machine-token"
+
+#: Fixtures of tests on the Docker engine (tests/docker_env.py). Such tests share the engine's
+#: fleet containers (``remove_containers`` removes every one of them, the docker warm pool sweeps
+#: leftovers, limits are measured on the engine's host): under xdist (``./run test``), they run
+#: on one worker, one at a time (``--dist loadgroup``), while the others run the rest.
+DOCKER_FIXTURES = frozenset({"docker_image", "remove_containers"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups tests by what they share, from their fixtures: a test added later that uses the
+    Docker engine's fixtures is grouped with no mark of its own."""
+    for item in items:
+        if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("docker"))
+        elif (module := shared_fixture_module(item)) is not None:
+            item.add_marker(pytest.mark.xdist_group(module))
+    if xdist_groups is not None:
+        xdist_groups.record_groups(config, items)
+
+
+def shared_fixture_module(item: pytest.Item) -> str | None:
+    """The module of a test using a fixture made once per module or class (a whole `fleet up`
+    for test_cli.py's tests): its tests run on one worker, so that it is made once, not once
+    per worker."""
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in info.name2fixturedefs.values() if info else ():
+        if any(d.scope in ("module", "class", "package") for d in defs):
+            return item.nodeid.split("::", 1)[0]
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    if xdist_groups is not None:
+        xdist_groups.configure_node(node)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if xdist_groups is not None and config.getvalue("dist") == "loadgroup":
+        return xdist_groups.GroupScheduling(config, log)
+    return None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if xdist_groups is not None:
+        xdist_groups.remove_groups_dir(config)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Collection, Sequence
 
 import nats
@@ -17,7 +18,7 @@ import nats.errors
 import structlog
 
 from contracts import subjects
-from contracts.consumers import Durable
+from contracts.consumers import Durable, durable_name
 from contracts.models import Machine
 from fleet.client import FleetClient
 
@@ -94,14 +95,15 @@ async def _consumers(nats_url: str, creds: dict[str, str]) -> list[str]:
         return [f"consumers: cannot connect to NATS: {exc!r}"]
     try:
         js = nc.jetstream(timeout=5)
-        for durable in Durable:
+        for durable in Durable:  # a per-host one: this host's (fleet up's default host id)
+            name = durable_name(durable, socket.gethostname())
             try:
-                info = await js.consumer_info(subjects.STREAM_NAME, durable.value)
+                info = await js.consumer_info(subjects.STREAM_NAME, name)
             except (nats.errors.Error, TimeoutError) as exc:
-                lines.append(f"consumer {durable.value}: {exc!r}")
+                lines.append(f"consumer {name}: {exc!r}")
                 continue
             lines.append(
-                f"consumer {durable.value}: pending {info.num_pending}, unacked "
+                f"consumer {name}: pending {info.num_pending}, unacked "
                 f"{info.num_ack_pending}, redelivered {info.num_redelivered}, waiting pulls "
                 f"{info.num_waiting}, delivered seq {info.delivered.stream_seq}, "
                 f"ack floor {info.ack_floor.stream_seq}"

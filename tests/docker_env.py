@@ -6,8 +6,10 @@ an engine these fixtures fail, naming what is missing."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 
 from fleet.docker_setup import prepare
 from fleet.embedded import NatsServer
-from providers.docker import LABEL_POOL, container_name, machine_containers, volume_name
+from providers.docker import LABEL_MACHINE, LABEL_STACK, container_name, volume_name
 from services.common.settings import Settings
 
 
@@ -24,8 +26,18 @@ from services.common.settings import Settings
 def docker_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(the machines' network gateway, the machine image), built if this engine lacks it."""
     data = tmp_path_factory.mktemp("docker-build")
+    # One build at a time on this host: the engine's image tags are global, and another run
+    # (another worktree's suite, or an xdist worker outside the docker group) may be building
+    # the same one. The second finds it built.
+    lock_path = Path(tempfile.gettempdir()) / "fleetd-tests-docker-image.lock"
     try:
-        return asyncio.run(prepare(Settings(data_dir=str(data)), "tests"))
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            built = asyncio.run(prepare(Settings(data_dir=str(data)), "tests"))
+            # What runs killed before their teardown left (remove_containers removes only a
+            # test's own): their data dirs are gone.
+            asyncio.run(_remove_stacks(_orphaned))
+            return built
     except aiodocker.DockerError as exc:  # not a skip: the suite needs an engine
         raise RuntimeError(f"no Docker engine answers ({exc}): run the suite with ./run test, "
                            "which starts dockerd, or set DOCKER_HOST") from exc  # fmt: skip
@@ -44,27 +56,40 @@ def nats_server(tmp_path: Path, docker_gateway: str) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-def remove_containers() -> Iterator[None]:
-    """Every fleet container and home volume is removed after the test."""
+def remove_containers(tmp_path: Path) -> Iterator[None]:
+    """The fleet containers and home volumes this test made are removed after it: those of a
+    stack (a data dir) under its tmp_path. Not the engine's others: another xdist worker's, or
+    another checkout's suite on this host, may be using theirs."""
     yield
-    asyncio.run(_remove_all())
+    asyncio.run(_remove_stacks(lambda stack: Path(stack).is_relative_to(tmp_path)))
 
 
-async def _remove_all() -> None:
+def _orphaned(stack: str) -> bool:
+    """A stack of a pytest session that is over: the session's base temp dir
+    (``.../pytest-of-<user>/pytest-<n>``, kept while its session runs) is gone. Never a data dir
+    a running test has not made yet."""
+    for parent in Path(stack).parents:
+        if parent.name.startswith("pytest-") and parent.parent.name.startswith("pytest-of-"):
+            return not parent.exists()
+    return False
+
+
+async def _remove_stacks(which: Callable[[str], bool]) -> None:
     async with aiodocker.Docker() as docker:
-        for mid in await machine_containers(docker):
-            await docker_json(docker, f"containers/{container_name(mid)}", "DELETE",
-                              params={"force": "1"})  # fmt: skip
-            await docker_json(docker, f"volumes/{volume_name(mid)}", "DELETE")
-        # The warm pool's (claimed or not: a claimed one's home is the pool's volume).
-        filters = json.dumps({"label": [LABEL_POOL]})
+        filters = json.dumps({"label": [LABEL_STACK]})
         for c in await docker_json(
             docker, "containers/json", params={"all": "1", "filters": filters}
         ):
+            if not which(c["Labels"][LABEL_STACK]):
+                continue
             await docker_json(docker, f"containers/{c['Id']}", "DELETE", params={"force": "1"})
+            if mid := c["Labels"].get(LABEL_MACHINE):
+                await docker_json(docker, f"volumes/{volume_name(mid)}", "DELETE")
+        # The warm pool's (a claimed machine's home is the pool's volume): labelled with it.
         vols = await docker_json(docker, "volumes", params={"filters": filters})
-        for v in vols["Volumes"] or []:
-            await docker_json(docker, f"volumes/{v['Name']}", "DELETE")
+        for v in (vols or {}).get("Volumes") or []:
+            if which((v.get("Labels") or {}).get(LABEL_STACK, "")):
+                await docker_json(docker, f"volumes/{v['Name']}", "DELETE")
 
 
 async def docker_json(docker: aiodocker.Docker, path: str, method: str = "GET", **kw: Any) -> Any:

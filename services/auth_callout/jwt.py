@@ -211,8 +211,8 @@ def parse_auth_request(token: str, *, now: float | None = None) -> AuthRequest:
 
 def machine_permissions(machine_id: str) -> dict[str, Any]:
     """Exactly what a machine may do: serve its own RPC subject, receive on its private inbox,
-    publish its own status reports, heartbeats and streamed output, and answer requests it
-    received."""
+    publish its own status reports, heartbeats, streamed output and its side of its byte
+    streams, read the platform's side of its byte streams, and answer requests it received."""
     return {
         "pub": {
             "allow": [
@@ -220,11 +220,14 @@ def machine_permissions(machine_id: str) -> dict[str, Any]:
                 subjects.heartbeat(machine_id),
                 # Its own streamed output only: it cannot write into another machine's stream.
                 subjects.exec_output(machine_id, "*"),
+                # Its own side of its own byte streams (terminals, files, tunnels).
+                subjects.stream_from_machine(machine_id, "*"),
             ]
         },
         "sub": {
             "allow": [
                 subjects.daemon_rpc(machine_id),
+                subjects.stream_to_machine(machine_id, "*"),
                 subjects.machine_inbox_prefix(machine_id) + ".>",
             ]
         },

@@ -14,9 +14,9 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
-from contracts import gateway_rpc as g
+from contracts import gateway_files as gf, gateway_rpc as g
 from contracts.codemode import CODEMODE_METHODS
-from contracts.errors import CodemodeUnavailable, InvalidParams, MethodNotFound, ToolError
+from contracts.errors import CodemodeUnavailable, InvalidParams, MethodNotFound
 from contracts.jsonrpc import AnySpec, decode_response, encode_request
 from contracts.subjects import codemode_tool
 from services.codemode import stubs
@@ -28,6 +28,9 @@ FLEET_METHODS: dict[str, AnySpec] = {s.name: s for s in g.GATEWAY_METHODS if s.n
 MACHINE_TOOLS: dict[str, AnySpec] = {
     "exec": g.MACHINES_EXEC,
     "write_file": g.MACHINES_WRITE_FILE,
+    "list_dir": gf.MACHINES_LIST_DIR,
+    "stat": gf.MACHINES_STAT,
+    "remove_file": gf.MACHINES_REMOVE_FILE,
     "process_start": g.MACHINES_PROCESS_START,
     "process_list": g.MACHINES_PROCESS_LIST,
     "process_kill": g.MACHINES_PROCESS_KILL,
@@ -113,16 +116,11 @@ class MachineProvider:
         return {**params, "machineId": self._machine_id}
 
     async def _read_file(self, args: list[Any], kwargs: dict[str, Any]) -> str:
-        """The daemon has no read tool: ``cat`` with the path as one argv element (no shell)."""
-        path = args[0] if args else kwargs.get("path")
-        if not isinstance(path, str) or not path:
-            raise InvalidParams("machine.read_file needs a path", field="$.path")
-        result = await self._gateway.call(
-            g.MACHINES_EXEC.name, {"machineId": self._machine_id, "command": ["cat", "--", path]}
-        )
-        if result.get("exitCode") != 0:
-            raise ToolError(f"read_file {path}: {result.get('stderr', '').strip()}")
-        return str(result.get("stdout", ""))
+        """``machines.readFile``'s content alone: the text (or, with ``encoding="base64"``, the
+        bytes in base64). A file too big for one message is FileTooLarge, as for the API."""
+        spec = gf.MACHINES_READ_FILE
+        result = await self._gateway.call(spec.name, self._params(spec, "read_file", args, kwargs))
+        return str(result.get("content", ""))
 
     async def describe(self) -> str:
         return stubs.machine_stubs(MACHINE_TOOLS)

@@ -3,8 +3,10 @@
 What the sandbox sees: ``/usr`` (and the interpreter's prefix) read-only, a private ``/tmp``,
 its own ``/proc`` and ``/dev``, the runner script, and nothing else of the host: no data dir, no
 home, no ``/etc``. It has its own user, pid, network, ipc and uts namespaces, so it cannot open a
-socket to anything and sees only its own processes. bwrap itself is started with an empty
-environment, so not even the sandbox's pid 1 (bwrap's reaper) holds a platform variable.
+socket to anything and sees only its own processes. Docker's default syscall filter
+(providers/seccomp.py) is on it: no keyrings, bpf, perf, userfaultfd, no further namespaces.
+bwrap itself is started with an empty environment, so not even the sandbox's pid 1 (bwrap's
+reaper) holds a platform variable.
 
 Limits are rlimits set by ``prlimit`` before bwrap starts, inherited by everything inside: CPU
 seconds, address space, processes, file size, open files. Wall time is the service's timer:
@@ -20,11 +22,13 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import structlog
+
+from providers.seccomp import docker_default_bpf, filter_fd
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +42,8 @@ class Limits:
     processes: int = 64
     file_mb: int = 16
     open_files: int = 256
+    #: The syscall filter (Docker's default: providers/seccomp.py), compiled once per Limits.
+    syscalls: bytes = field(default_factory=docker_default_bpf, repr=False)
 
 
 #: The unprivileged user a root service runs sandboxes as (``nobody``): a process mapped to root
@@ -84,8 +90,12 @@ def _drop_root() -> list[str]:
     return ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--"]
 
 
-def bwrap_argv(limits: Limits, program: list[str], env: dict[str, str] | None = None) -> list[str]:
-    """The command that runs ``program`` in the sandbox (``program[0]``: a path under /usr)."""
+def bwrap_argv(
+    limits: Limits, program: list[str], env: dict[str, str] | None = None, seccomp_fd: int = -1
+) -> list[str]:
+    """The command that runs ``program`` in the sandbox (``program[0]``: a path under /usr),
+    under the syscall filter bwrap reads from ``seccomp_fd`` (``filter_fd(limits.syscalls)``,
+    passed to it); -1: none (only for a measurement's baseline)."""
     setenv = [a for k, v in (env or {}).items() for a in ("--setenv", k, v)]
     return [
         *_limits(limits),
@@ -96,6 +106,7 @@ def bwrap_argv(limits: Limits, program: list[str], env: dict[str, str] | None = 
         "--new-session",  # no TIOCSTI into a terminal the service might have
         "--cap-drop",
         "ALL",
+        *(["--seccomp", str(seccomp_fd)] if seccomp_fd >= 0 else []),
         *_system_binds(program[0]),
         "--proc",
         "/proc",
@@ -117,14 +128,14 @@ def bwrap_argv(limits: Limits, program: list[str], env: dict[str, str] | None = 
     ]
 
 
-def runner_argv(limits: Limits, channel_fd: int) -> list[str]:
+def runner_argv(limits: Limits, channel_fd: int, seccomp_fd: int) -> list[str]:
     # -I: no PYTHON* variables, no user site; -S: no site at all (the runner needs the stdlib).
     # The runner's source goes in argv, so no file of the platform is bound into the sandbox.
     program = [interpreter(), "-I", "-S", "-B", "-c", RUNNER.read_text()]
     # The process limit is set inside (by the runner, before the code): set outside, it would
     # also count every process of the same user outside the sandbox's user namespace.
     env = {"CODEMODE_FD": str(channel_fd), "CODEMODE_NPROC": str(limits.processes)}
-    return bwrap_argv(limits, program, env)
+    return bwrap_argv(limits, program, env, seccomp_fd)
 
 
 class Sandbox:
@@ -139,20 +150,22 @@ class Sandbox:
 
     async def __aenter__(self) -> Sandbox:
         ours, theirs = socket.socketpair()
+        syscalls = filter_fd(self._limits.syscalls)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *runner_argv(self._limits, theirs.fileno()),
+                *runner_argv(self._limits, theirs.fileno(), syscalls),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 # bwrap and everything in it get none of the service's environment.
                 env={"PATH": "/usr/bin:/bin"},
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(), syscalls),
                 start_new_session=True,
                 limit=self._limit,
             )
         finally:
             theirs.close()
+            os.close(syscalls)
         self.reader, self.writer = await asyncio.open_connection(sock=ours, limit=self._limit)
         return self
 

@@ -137,7 +137,19 @@ def machine_stubs(tools: Mapping[str, AnySpec]) -> str:
         params = {**params, "properties": props}
         result = py_type(schemas[2 * i + 1])
         lines.append(method(name, params, result, spec.summary, positional=True))
-    read = {"properties": {"path": {"type": "string"}}, "required": ["path"]}
-    lines.append(method("read_file", read, "str", "A file's text.", positional=True))
+    read = {
+        "properties": {"path": {"type": "string"}, "encoding": {"enum": ["utf-8", "base64"]}},
+        "required": ["path"],
+    }
+    lines.append(
+        method(
+            "read_file",
+            read,
+            "str",
+            "A file's text (or, with encoding='base64', "
+            "its bytes in base64); files of one message at most.",
+            positional=True,
+        )
+    )
     parts = [HEADER, *(typed_dict(n, s) for n, s in components.items())]
     return "\n\n".join([*parts, "\n".join(lines), "machine: _machine"]) + "\n"

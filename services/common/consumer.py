@@ -17,6 +17,7 @@ The rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -41,6 +42,7 @@ from contracts.events import (
 )
 from core.backoff import backoff_s
 from services.common.bus import Bus
+from services.common.consumer_room import ROOM_POLL_S, Room, RoomGate, give_back
 from services.common.metrics import Metrics
 from services.common.settings import Settings
 
@@ -89,12 +91,19 @@ class Consumer(Generic[E]):
         drain_s: float = 20.0,
         retry_budget_s: float | None = None,
         metrics: Metrics | None = None,
+        room: Room | None = None,
+        stage: str | None = None,
     ) -> None:
         self._bus = bus
+        #: None: no capacity gate (every stage but a host's machine.created).
+        self._gate = RoomGate(room, str(durable)) if room is not None else None
         # Without one (tests, tools) the counts go to a registry nobody scrapes.
         self._metrics = metrics or Metrics()
-        self._durable = str(durable)  # a Durable's plain value, for labels and logs
-        self._metrics.declare_stage(self._durable)  # its outcome series start at 0
+        self._durable = str(durable)  # a Durable's plain value, for logs
+        #: The metrics' stage label: the durable's role (one host's durable is labelled
+        #: as the kind of work it does, not by host).
+        self._stage = str(stage or durable)
+        self._metrics.declare_stage(self._stage)  # its outcome series start at 0
         self._event_type = event_type
         self._kind = kind_of_class(event_type)
         self._handler = handler
@@ -105,6 +114,8 @@ class Consumer(Generic[E]):
         self._drain_s = drain_s
         self._retry_budget_s = DEFAULT_RETRY_BUDGET_S if retry_budget_s is None else retry_budget_s
         self._inflight: set[asyncio.Task[None]] = set()
+        #: In-flight handler -> the machine of its event (what the room gate counts as held).
+        self._held: dict[asyncio.Task[None], str] = {}
         self._refill = max(1, self._concurrency // FETCH_REFILL_DIVISOR)
         #: Stream sequence -> how often this process deferred it (Retry); see _process.
         self._deferrals: dict[int, int] = {}
@@ -188,8 +199,11 @@ class Consumer(Generic[E]):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            batch = await self._room_for(free)
+            if batch <= 0:
+                continue
             try:
-                msgs = await self._sub.fetch(batch=free, timeout=1.0)
+                msgs = await self._sub.fetch(batch=batch, timeout=1.0)
             except TimeoutError:  # nothing to do (nats-py raises both kinds of TimeoutError)
                 continue
             except Exception as exc:  # noqa: BLE001 - task boundary: the loop must outlive any fetch failure
@@ -197,10 +211,30 @@ class Consumer(Generic[E]):
                 await asyncio.sleep(0.5)
                 await self._recreate()
                 continue
+            if self._gate is not None:  # the room may have shrunk while the fetch waited
+                keep = await self._gate.batch(batch, self._held_ids())
+                msgs = await give_back(msgs, keep, self._deferrals)
             for msg in msgs:
                 task = asyncio.create_task(self._process(msg))
                 self._inflight.add(task)
+                if self._gate is not None:
+                    self._held[task] = subjects.machine_of(msg.subject)
                 task.add_done_callback(self._done)
+
+    async def _room_for(self, free: int) -> int:
+        """How many to fetch: ``free``, or what the room gate allows; when that is none, wait
+        (fetching nothing, so that another host's provisioner gets the events) and say 0."""
+        if self._gate is None:
+            return free
+        batch = await self._gate.batch(free, self._held_ids())
+        if batch <= 0:
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), ROOM_POLL_S)
+        return batch
+
+    def _held_ids(self) -> frozenset[str]:
+        return frozenset(self._held.values())
 
     async def _recreate(self) -> None:
         """After a failed fetch: make sure the durable consumer still exists (a cluster that
@@ -213,6 +247,7 @@ class Consumer(Generic[E]):
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
+        self._held.pop(task, None)
         self._slot_free.set()
 
     async def _process(self, msg: Msg) -> None:
@@ -228,7 +263,7 @@ class Consumer(Generic[E]):
                 "consumer.poison_event", durable=self._durable, subject=msg.subject, error=str(exc)
             )
             await msg.term()
-            self._metrics.event_handled(self._durable, "poison")
+            self._metrics.event_handled(self._stage, "poison")
             return
         if not matches_subject(event, msg.subject):
             # A machine may publish only on its own status subject, but writes the payload
@@ -237,14 +272,14 @@ class Consumer(Generic[E]):
             log.error("consumer.forged_event", durable=self._durable, subject=msg.subject,
                       claimed=subject_of(event))  # fmt: skip
             await msg.term()
-            self._metrics.event_handled(self._durable, "forged")
+            self._metrics.event_handled(self._stage, "forged")
             return
         if not isinstance(event, self._event_type):
             # Only a publisher that got the subject wrong puts one here; no retry can help.
             log.error("consumer.unexpected_event", durable=self._durable, subject=msg.subject,
                       type=type(event).__name__, expected=self._event_type.__name__)  # fmt: skip
             await msg.term()
-            self._metrics.event_handled(self._durable, "poison")
+            self._metrics.event_handled(self._stage, "poison")
             return
         with structlog.contextvars.bound_contextvars(**scope_of(event), event_id=event.event_id):
             await self._run_handler(msg, event, attempt)
@@ -287,7 +322,7 @@ class Consumer(Generic[E]):
             keepalive.cancel()
             if outcome in ("ok", "gave_up"):
                 self._deferrals.pop(msg.metadata.sequence.stream, None)
-            self._metrics.event_handled(self._durable, outcome, time.perf_counter() - start)
+            self._metrics.event_handled(self._stage, outcome, time.perf_counter() - start)
 
     async def _settle_failure(
         self, msg: Msg, event: E, reason: str, attempt: int, *, final: bool
@@ -352,6 +387,8 @@ def stage_consumer(
     give_up: GiveUp[E],
     retry_budget_s: float | None = None,
     metrics: Metrics | None = None,
+    room: Room | None = None,
+    stage: str | None = None,
 ) -> Consumer[E]:
     """A consumer configured from the process's settings, as every stage uses it."""
     return Consumer(
@@ -365,4 +402,6 @@ def stage_consumer(
         max_attempts=settings.max_deliver,
         retry_budget_s=retry_budget_s,
         metrics=metrics,
+        room=room,
+        stage=stage,
     )

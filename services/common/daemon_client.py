@@ -22,12 +22,15 @@ from contracts.daemon_rpc import (
     EXEC_COMMAND,
     GET_VERSION,
     HEALTH,
+    PROCESS_START,
     WRITE_FILE,
     ExecCommandParams,
     ExecCommandResult,
     GetVersionResult,
     HealthParams,
     HealthResult,
+    ProcessInfo,
+    ProcessStartParams,
     WriteFileParams,
     WriteFileResult,
 )
@@ -241,3 +244,6 @@ class MachineClient:
 
     async def get_version(self) -> GetVersionResult:
         return await self._c.call(self.machine_id, GET_VERSION, NoParams())
+
+    async def start_process(self, params: ProcessStartParams) -> ProcessInfo:
+        return await self._c.call(self.machine_id, PROCESS_START, params)

@@ -13,6 +13,7 @@ from contracts import machine_files as mf
 from contracts.daemon_rpc import WriteFileParams, WriteFileResult
 from contracts.errors import FleetError
 from contracts.gateway_rpc import RefreshFailure
+from contracts.gateway_ssh import AUTHORIZED_KEYS, authorized_keys
 from contracts.machine_files import CronJob, CronTable
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
@@ -38,6 +39,9 @@ class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
     instance_env: dict[str, str]
     cron: CronTable
     ca_bundle: str | None
+    #: The instance's SSH public keys, written at setup only (instances.setSshKeys pushes
+    #: later changes itself).
+    ssh_keys: list[str] = []
 
 
 async def load_instance_config(
@@ -48,8 +52,9 @@ async def load_instance_config(
 
 
 def instance_config(
-    settings: Settings, platform: dict[str, str], instance: dict[str, str], cron: list[CronJob]
-) -> InstanceConfig:
+    settings: Settings, platform: dict[str, str], instance: dict[str, str], cron: list[CronJob],
+    ssh_keys: list[str] | None = None,
+) -> InstanceConfig:  # fmt: skip
     """The configuration from values read already (a setup reads them with the rest of its
     inputs in one round trip: ``store.stages.setup_inputs``)."""
     ca_path = settings.ca_bundle_path
@@ -58,6 +63,7 @@ def instance_config(
         instance_env=instance,
         cron=CronTable(jobs=cron),
         ca_bundle=ca_path.read_text() if ca_path is not None else None,
+        ssh_keys=ssh_keys or [],
     )
 
 
@@ -112,8 +118,8 @@ async def push_config(
     mc: MachineClient, cfg: InstanceConfig, settings: Settings, *, cron: bool = True
 ) -> tuple[str, int]:
     """Write the CA bundle (its path goes into the .env), then the .env and (unless
-    ``cron=False``: an env refresh) the cron table in one request (a JSON-RPC batch: one
-    signed round trip, not two); returns the .env's path and size."""
+    ``cron=False``: an env refresh) the cron table and the SSH keys in one request (a JSON-RPC
+    batch: one signed round trip, not several); returns the .env's path and size."""
     ca_path = None
     if cfg.ca_bundle is not None:
         ca_path = (await mc.write_file("~/" + mf.CA_FILE, cfg.ca_bundle, 0o644)).path
@@ -123,7 +129,11 @@ async def push_config(
         written = await mc.write_file(env.path, env.content, env.mode)
         return written.path, written.bytes_written
     table = WriteFileParams(path="~/" + mf.CRON_FILE, content=cron_json(cfg.cron), mode=0o600)
-    written, _ = await mc.write_files([env, table])
+    files = [env, table]
+    if cfg.ssh_keys:  # a setup: no keys, no file (sshd then takes no key at all)
+        files.append(WriteFileParams(path=AUTHORIZED_KEYS, content=authorized_keys(cfg.ssh_keys),
+                                     mode=0o600))  # fmt: skip
+    written, *_ = await mc.write_files(files)
     return written.path, written.bytes_written
 
 

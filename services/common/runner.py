@@ -26,14 +26,16 @@ Build = Callable[[Settings, AsyncExitStack], Awaitable[None]]
 
 
 def run_service(name: str, build: Build) -> None:
+    """A bad or missing setting (read here, or found by ``build``) is one line on stderr naming
+    the variable, and exit code 2: a usage error, not a traceback."""
     try:
         settings = Settings.from_env()
+        configure_logging(settings.env, settings.log_level, service=name)
+        with contextlib.suppress(KeyboardInterrupt):
+            event_loop.run(_serve(name, settings, build), settings.event_loop)
     except SettingsError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.env, settings.log_level, service=name)
-    with contextlib.suppress(KeyboardInterrupt):
-        event_loop.run(_serve(name, settings, build), settings.event_loop)
 
 
 async def _serve(name: str, settings: Settings, build: Build) -> None:

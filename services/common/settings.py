@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import socket
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
+
+from services.common.preview_origin import parse_preview_origin
 
 PREFIX = "FLEET_"
 
 
-class SettingsError(Exception):
-    """A setting is missing or malformed; the message names the environment variable."""
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message, one line, names the environment variable
+    and what it takes. A ValueError, so that msgspec reports one raised in ``__post_init__``."""
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -68,8 +73,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     events_max_per_token: int = 20
     events_max_streams: int = 1000
     events_max_replays: int = 32
+    #: Byte streams (tunnels, preview requests, terminal attaches, file transfers) one token
+    #: may hold open at once through one gateway process; past it, 1046 TooManyStreams (429).
+    #: 0: no limit.
+    streams_per_token: int = 64
     #: How long a ticket from events.ticket stays valid (it is used once).
     events_ticket_ttl_s: float = 30.0
+    #: How long a browser's preview cookie (from machines.previewTicket) stays valid.
+    preview_session_ttl_s: float = 8 * 3600.0
+    #: A host name per previewed port, so that preview pages are not of the console's origin:
+    #: a URL template with {port} and {machine} in its host (services.common.preview_origin),
+    #: e.g. http://{port}-{machine}.preview.localhost:8080. Empty: previews by path only.
+    preview_origin: str = ""
     #: How long a gateway call waits for the event bus to store its event (retries included)
     #: before answering 1501 Unavailable (NATS gone): well under a client's timeout.
     gateway_publish_wait_s: float = 8.0
@@ -108,10 +123,26 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     heartbeat_s: float = 5.0
     #: Missed heartbeats after which a ready machine is marked unresponsive.
     missed_heartbeats: int = 3
+    #: How often the prober looks for idle machines to stop (instances.setAutoStop).
+    autostop_tick_s: float = 2.0
     # archive
     #: How long an archive waits for the daemon it asked to stop to report ``stopping`` before
     #: revoking its access anyway (a daemon that does not answer is revoked at once).
     stop_wait_s: float = 3.0
+    # hosts (docs/hosts.md)
+    #: This provisioner's host: the machines it starts record it (``hostId``), and it
+    #: heartbeats under it. Every provisioner replica on one host shares it; default: the
+    #: host's name.
+    host_id: str = msgspec.field(default_factory=socket.gethostname)
+    #: How many running machines this host takes (stopped ones do not count); past it, its
+    #: provisioner stops taking ``machine.created``. 0: no limit.
+    host_capacity: int = 0
+    #: Seconds between a provisioner's heartbeats for its host.
+    host_heartbeat_s: float = 5.0
+    #: A host with no heartbeat for this long is ``lost`` in hosts.list.
+    host_lost_after_s: float = 30.0
+    #: A create that no host with room takes for this long fails ("no host with capacity").
+    placement_timeout_s: float = 120.0
     # boot
     #: How long a provisioned machine's daemon has to report ready before the machine fails.
     boot_timeout_s: float = 120.0
@@ -125,6 +156,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: ``bwrap``: each local machine in its own bubblewrap sandbox; ``none``: not isolated at
     #: all (``fleet up --no-sandbox``; only where bwrap cannot run).
     sandbox: Literal["bwrap", "none"] = "bwrap"
+    #: ``own``: each sandboxed machine has a network namespace of its own, reaching out through
+    #: ``pasta`` (providers/netns.py); ``host``: the host's network, every loopback port of the
+    #: host and of the other machines reachable (a baseline for benchmarks; not isolated).
+    sandbox_network: Literal["own", "host"] = "own"
+    #: Ports of the host's loopback every sandboxed machine reaches on its own loopback, beside
+    #: NATS's (comma-separated; e.g. a git mirror on the host's loopback). Empty: none.
+    sandbox_loopback_ports: str = ""
     #: Host paths every sandboxed machine may read (``:``-separated; e.g. a repository mirror).
     sandbox_share: str = ""
     #: Machines kept started ahead of demand, per provider: ``local=2`` (``provider=n`` pairs,
@@ -184,7 +222,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         try:
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise SettingsError(_name_env_var(str(exc))) from None
+            raise SettingsError(_name_env_var(str(exc), raw)) from None
 
     @property
     def data_path(self) -> Path:
@@ -209,11 +247,28 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return tuple(Path(p) for p in self.sandbox_share.split(":") if p)
 
     @property
+    def sandbox_forwarded(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.sandbox_loopback_ports.split(",") if p.strip())
+
+    @property
     def warm_pool_sizes(self) -> dict[str, int]:
         return parse_warm_pool(self.warm_pool)
 
     def __post_init__(self) -> None:
         parse_warm_pool(self.warm_pool)  # a bad value stops the process at start, named
+        parse_preview_origin(self.preview_origin)
+        try:
+            ports = self.sandbox_forwarded
+        except ValueError:
+            ports = (0,)
+        if not all(0 < p < 65536 for p in ports):
+            raise ValueError(f"FLEET_SANDBOX_LOOPBACK_PORTS: {self.sandbox_loopback_ports!r} "
+                             "is not a comma-separated list of ports")  # fmt: skip
+        _ = self.sandbox_uid_range  # likewise (read only by the provisioner, after it started)
+        if self.host_capacity < 0:
+            raise ValueError(f"FLEET_HOST_CAPACITY: {self.host_capacity} is not >= 0")
+        if not self.host_id or any(c.isspace() for c in self.host_id):
+            raise ValueError(f"FLEET_HOST_ID: {self.host_id!r} is empty or has a space")
         if self.rpc_batch_concurrency < 1:
             raise ValueError(
                 f"FLEET_RPC_BATCH_CONCURRENCY: {self.rpc_batch_concurrency} is not >= 1"
@@ -258,10 +313,18 @@ def parse_warm_pool(raw: str) -> dict[str, int]:
     return sizes
 
 
-def _name_env_var(message: str) -> str:
-    # msgspec says "... - at `$.probe_timeout_s`"; users set FLEET_PROBE_TIMEOUT_S.
-    if "`$." in message:
-        head, _, tail = message.partition("`$.")
-        field = tail.split("`", 1)[0]
-        return f"{PREFIX}{field.upper()}: {head.removesuffix(' - at ').strip()}"
-    return f"invalid settings: {message}"
+def _name_env_var(message: str, raw: Mapping[str, str]) -> str:
+    # msgspec says "Expected `float`, got `str` - at `$.probe_timeout_s`"; users set
+    # FLEET_PROBE_TIMEOUT_S=abc, and want to read what it takes.
+    if "`$." not in message:  # from __post_init__: its messages name the variable already
+        return message if message.startswith(PREFIX) else f"invalid settings: {message}"
+    field = message.partition("`$.")[2].split("`", 1)[0]
+    hint = typing.get_type_hints(Settings).get(field)
+    return f"{PREFIX}{field.upper()}: {raw.get(field, '')!r} is not {_what_it_takes(hint)}"
+
+
+def _what_it_takes(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(hint))
+    names = {bool: "true or false", int: "an integer", float: "a number"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")

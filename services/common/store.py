@@ -30,6 +30,7 @@ from services.common import store_scripts
 from services.common.redis_client import close_client, redis_client
 from services.common.settings import Settings
 from services.common.store_creates import CreateOnce, CreateRecords, Once
+from services.common.store_hosts import HostRecords
 from services.common.store_keys import (
     F_CREDENTIAL_REVOKED,
     F_CURRENT_MACHINE,
@@ -51,6 +52,7 @@ from services.common.store_keys import (
     k_machine,
     k_repo_secrets,
     k_repos,
+    k_ssh_keys,
 )
 from services.common.store_liveness import HeartbeatRecords
 from services.common.store_stages import StageRecords, Transition
@@ -91,6 +93,7 @@ class Store:
         self.tickets = TicketRecords(self)
         self.stages = StageRecords(self)
         self.creates = CreateRecords(self)
+        self.hosts = HostRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -205,6 +208,9 @@ class Store:
     async def get_cron(self, instance_id: str) -> list[CronJob]:
         raw = await self.redis.get(k_cron(instance_id))
         return msgspec.json.decode(raw, type=list[CronJob]) if raw else []
+
+    async def set_ssh_keys(self, instance_id: str, keys: list[str]) -> None:
+        await self.redis.set(k_ssh_keys(instance_id), msgspec.json.encode(keys))
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, ttl_s: float = 60.0) -> AsyncIterator[bool]:

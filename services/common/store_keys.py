@@ -29,6 +29,11 @@ def k_repo_secrets(instance_id: str) -> str:
     return f"{P}repo-secrets:{instance_id}"
 
 
+def k_ssh_keys(instance_id: str) -> str:
+    """JSON list: the instance's SSH public keys (instances.setSshKeys)."""
+    return f"{P}ssh-keys:{instance_id}"
+
+
 def k_cron(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:cron"
 
@@ -69,6 +74,15 @@ F_UPDATED_AT = "updatedAt"
 F_EXTERNAL_ID = "externalId"
 F_DAEMON_VERSION = "daemonVersion"
 F_DAEMON_GIT_SHA = "daemonGitSha"
+#: Set when the provisioner has ended a stopped machine's processes (removed by each stop):
+#: a start waits for it, so that it never finds the old daemon still running.
+F_SLEPT_AT = "sleptAt"
+
+# --- sleep: auto-stop and activity ------------------------------------------------------------
+#: Hash: instance id -> seconds without gateway activity after which its machines stop.
+K_AUTOSTOP = P + "autostop"
+#: Sorted set: machine id -> its last gateway activity (epoch seconds).
+K_ACTIVITY = P + "machines:activity"
 
 
 def k_lock(name: str) -> str:
@@ -109,11 +123,39 @@ def k_events_ticket(digest: str) -> str:
     return f"{P}events-ticket:{digest}"
 
 
+def k_preview(digest: str) -> str:
+    """A preview ticket or a preview cookie, by the SHA-256 of its secret: whom it acts as,
+    for which machine and port (expires by itself)."""
+    return f"{P}preview:{digest}"
+
+
 # --- liveness -------------------------------------------------------------------------------
 #: Sorted set: machine id -> its last heartbeat (epoch seconds).
 K_HEARTBEATS = P + "heartbeats"
 #: Set: the machines liveness marked unresponsive (a beat from one of them is a recovery).
 K_UNRESPONSIVE = P + "machines:unresponsive"
+
+# --- hosts (docs/hosts.md) ------------------------------------------------------------------
+#: Sorted set: host id -> its provisioner's last heartbeat (epoch seconds).
+K_HOSTS = P + "hosts"
+
+
+def k_host(host_id: str) -> str:
+    """Hash: what the host's provisioner announced (``F_HOST_CAPACITY``)."""
+    return f"{P}host:{host_id}"
+
+
+def k_host_machines(host_id: str) -> str:
+    """Set: machines the host's provisioner took (pruned of the ended and the moved ones)."""
+    return f"{P}host:{host_id}:machines"
+
+
+#: Host hash: its capacity in machines (0: no limit).
+F_HOST_CAPACITY = "capacity"
+#: Host hash: "1" while it is drained (hosts.drain): it takes no new machines.
+F_HOST_DRAINING = "draining"
+#: Machine hash: the host whose provisioner started it (``contracts.models.Machine.host_id``).
+F_HOST_ID = "hostId"
 
 # --- codemode -------------------------------------------------------------------------------
 #: Run records (JSON, expiring) and their indexes, newest last by start time.

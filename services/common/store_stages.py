@@ -32,6 +32,7 @@ from services.common.store_keys import (
     k_lock,
     k_machine,
     k_repos,
+    k_ssh_keys,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class SetupInputs(msgspec.Struct, frozen=True, kw_only=True):
     cron: list[CronJob]
     repos: list[Repo]
     cloned: set[str]
+    ssh_keys: list[str] = []
 
 
 def _pairs(fields: Mapping[str, str] | None) -> list[str]:
@@ -125,10 +127,10 @@ class StageRecords:
         # handlers' commands of this loop turn (an explicit pipeline would be a round trip of
         # its own per machine).
         r = self._store.redis
-        platform, instance, cron, repos, cloned = await asyncio.gather(
+        platform, instance, cron, repos, cloned, keys = await asyncio.gather(
             r.hgetall(K_PLATFORM_ENV), r.hgetall(k_instance_env(instance_id)),
             r.get(k_cron(instance_id)), r.hgetall(k_repos(instance_id)),
-            r.smembers(k_cloned(machine_id)),
+            r.smembers(k_cloned(machine_id)), r.get(k_ssh_keys(instance_id)),
         )  # fmt: skip
         return SetupInputs(
             platform_env=cast(dict[str, str], platform),  # a decoding client: str, not bytes
@@ -136,4 +138,5 @@ class StageRecords:
             cron=msgspec.json.decode(cron, type=list[CronJob]) if cron else [],
             repos=[msgspec.json.decode(repos[p], type=Repo) for p in sorted(repos)],
             cloned=cast(set[str], cloned),
+            ssh_keys=msgspec.json.decode(keys, type=list[str]) if keys else [],
         )

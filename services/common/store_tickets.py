@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from services.common.store_keys import k_events_ticket
+from services.common.store_keys import k_events_ticket, k_preview
 
 if TYPE_CHECKING:
     from services.common.store import Store
@@ -25,3 +25,14 @@ class TicketRecords:
     async def take(self, digest: str) -> str | None:
         """The ticket's holder, and the ticket is gone (GETDEL: two takers cannot both win)."""
         return cast(str | None, await self._store.redis.getdel(k_events_ticket(digest)))
+
+    async def put_preview(self, digest: str, holder: str, ttl_s: float) -> None:
+        await self._store.redis.set(k_preview(digest), holder, px=max(1, int(ttl_s * 1000)))
+
+    async def take_preview(self, digest: str) -> str | None:
+        """A preview ticket's holder, spent (GETDEL, as an events ticket)."""
+        return cast(str | None, await self._store.redis.getdel(k_preview(digest)))
+
+    async def get_preview(self, digest: str) -> str | None:
+        """A preview cookie's holder (it stays until it expires)."""
+        return cast(str | None, await self._store.redis.get(k_preview(digest)))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MethodType
 from typing import Any, Generic, Protocol
 
-from contracts.consumers import Durable
+from contracts.consumers import Durable, durable_name
 from contracts.events import Event
 from services.common.bus import Bus
 from services.common.consumer import Consumer, E, stage_consumer
@@ -27,6 +27,8 @@ from services.common.settings import Settings
 HandlerMethod = Callable[[Any, E], Awaitable[None]]
 #: A method that records a failure once the consumer gives up on an event.
 GiveUpMethod = Callable[[Any, E, str], Awaitable[None]]
+#: A method saying how many more events the service may take (``consumer_room.Room``).
+RoomMethod = Callable[[Any, frozenset[str]], Awaitable[int | None]]
 #: How long a handler may defer an event that came too early (``Retry``), from the settings.
 RetryBudget = Callable[[Settings], float]
 
@@ -49,6 +51,8 @@ class Subscription(Generic[E]):
     retry_budget: RetryBudget | None = None
     #: None: the service's ``give_up``.
     give_up: GiveUpMethod[E] | None = None
+    #: None: no capacity gate; else the consumer fetches only while this says there is room.
+    room: RoomMethod | None = None
 
 
 def subscriber(
@@ -57,9 +61,11 @@ def subscriber(
     durable: Durable,
     retry_budget: RetryBudget | None = None,
     give_up: GiveUpMethod[E] | None = None,
+    room: RoomMethod | None = None,
 ) -> Callable[[HandlerMethod[E]], HandlerMethod[E]]:
-    """Declare the decorated method the handler of ``event_type`` events on ``durable``."""
-    declared = Subscription(event_type, durable, retry_budget, give_up)
+    """Declare the decorated method the handler of ``event_type`` events on ``durable`` (a
+    durable of ``contracts.consumers.PER_HOST``: this host's of that name)."""
+    declared = Subscription(event_type, durable, retry_budget, give_up, room)
 
     def declare(handler: HandlerMethod[E]) -> HandlerMethod[E]:
         setattr(handler, _ATTR, declared)
@@ -97,16 +103,19 @@ def consumers(
         if declared.give_up is not None:
             give_up = MethodType(declared.give_up, service)
         budget = declared.retry_budget
+        room = MethodType(declared.room, service) if declared.room is not None else None
         out.append(
             stage_consumer(
                 bus,
                 settings,
-                durable=declared.durable,
+                durable=durable_name(declared.durable, settings.host_id),
+                stage=declared.durable,
                 event_type=declared.event_type,
                 handler=handler,
                 give_up=give_up,
                 retry_budget_s=budget(settings) if budget is not None else None,
                 metrics=metrics,
+                room=room,
             )
         )
     return out

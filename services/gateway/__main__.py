@@ -11,7 +11,7 @@ from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.metrics import Metrics
 from services.common.runner import run_service
-from services.common.settings import Settings
+from services.common.settings import Settings, SettingsError
 from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
@@ -22,7 +22,7 @@ from services.gateway.mcp_http import McpEndpoint
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     if not settings.admin_token:
-        raise SystemExit("gateway: FLEET_ADMIN_TOKEN is not set")
+        raise SettingsError("FLEET_ADMIN_TOKEN: required by the gateway (a secret token)")
     store, bus = await connect(
         settings, stack, "gateway", publish_budget_s=settings.gateway_publish_wait_s
     )
@@ -61,7 +61,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         settings=settings,
         metrics=metrics,
         codemode=api.codemode,
+        sessions=api.sessions,
         mcp=mcp,
+        ports=api.ports,
+        files=api.ops,
     )
     await stack.enter_async_context(HttpServer(app, settings.host, settings.port))
 

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import msgspec
 
-from contracts.errors import Conflict, Forbidden, InvalidParams
+from contracts.errors import Conflict, Forbidden, InvalidParams, MachineStopped
 from contracts.models import Machine
 from contracts.status import TERMINAL, MachineStatus as S
 from contracts.validation import local_repo_path
 from providers.code_status import CodeVersions
+from services.common.sleep import START_HINT
 from services.common.store import Store
+from services.gateway.activity import ActivityClock
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -43,6 +45,7 @@ class Access:
     def __init__(self, store: Store, code: CodeVersions) -> None:
         self.store = store
         self.code = code
+        self.activity = ActivityClock(store)
 
     async def versioned(self, machine: Machine) -> Machine:
         """``codeStatus`` from git ancestry; ``updateAvailable``: behind, on a live machine."""
@@ -57,8 +60,11 @@ class Access:
         c.require(machine.instance_id)
         return await self.versioned(machine)
 
-    async def live_machine(self, c: Caller, machine_id: str) -> Machine:
-        """A machine the caller may reach into: any but an archived one."""
+    async def live_machine(self, c: Caller, machine_id: str, *, active: bool = True) -> Machine:
+        """A machine the caller may reach into: any but an archived or a stopped one. Every
+        gateway method that needs the machine's daemon comes through here, so a stopped
+        machine is refused at once (never a timeout) and the call counts as activity
+        (``active=False``: a look that must not keep the machine awake)."""
         machine = await self.machine(c, machine_id)
         # A failed machine still answers (that is when you want to look inside); archived is gone.
         if machine.status is S.ARCHIVED:
@@ -66,6 +72,14 @@ class Access:
                 f"machine {machine_id} is {machine.status.value}",
                 data={"status": machine.status.value},
             )
+        if machine.status is S.STOPPED:
+            hint = START_HINT.format(machine_id=machine_id)
+            raise MachineStopped(
+                f"machine {machine_id} is stopped; {hint}",
+                data={"status": machine.status.value, "hint": hint},
+            )
+        if active:
+            await self.activity.record(machine_id)
         return machine
 
     async def instance_exists(self, c: Caller, instance_id: str | None) -> None:

@@ -7,10 +7,16 @@ import structlog
 
 from contracts import (
     codemode as cm_,
+    gateway_files as gf,
+    gateway_hosts as gh,
     gateway_limits as gl,
     gateway_live as live,
     gateway_machines as gm,
     gateway_rpc as g,
+    gateway_sessions as gs,
+    gateway_sleep as gsl,
+    gateway_ssh as ssh_,
+    ports as ports_,
 )
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict, Forbidden
@@ -60,9 +66,13 @@ from services.gateway import create_once
 from services.gateway.access import Access, Caller, check_local_repo
 from services.gateway.codemode import CodemodeOps
 from services.gateway.exec_stream import ExecStreamOps
+from services.gateway.hosts_ops import HostOps
 from services.gateway.limits import CallLimits
 from services.gateway.limits_ops import LimitsOps
 from services.gateway.ops import MachineOps
+from services.gateway.ports import PortOps
+from services.gateway.sessions import SessionOps
+from services.gateway.sleep_ops import SleepOps, check_running_limit
 from services.gateway.tickets import EventTickets
 
 log = structlog.get_logger(__name__)
@@ -95,6 +105,7 @@ class GatewayApi:
         self.limits = CallLimits(self.settings)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
+        self.hosts = HostOps(store, self.settings)
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
@@ -104,7 +115,11 @@ class GatewayApi:
             access=self.access,
             keys=keys,
         )
+        self.sleep = SleepOps(store=store, bus=bus, access=self.access)
         self.streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
+        self.sessions = SessionOps(call=self.ops._call, bus=bus, activity=self.access.activity)
+        self.ports = PortOps(access=self.access, daemons=daemons, store=store,
+                             settings=self.settings)  # fmt: skip
         self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
         self._openrpc = openrpc_document(
             g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
@@ -211,6 +226,7 @@ class GatewayApi:
                     f"({current.status.value}); use {g.MACHINES_REBUILD.name} to replace it",
                     data={"machineId": current.id},
                 )
+        await check_running_limit(self.store, inst.id, None)
         if once is not None:
             return await create_once.make(self.store, self.bus, inst.id, provider, once)
         return await self._create_machine(inst.id, provider)
@@ -356,10 +372,31 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(live.MACHINES_EXEC_STREAM, api.streams.machines_exec_stream)
     r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
     r.register(gm.MACHINES_RESTART, ops.machines_restart)
+    r.register(ports_.MACHINES_PORTS, ops.machines_ports)
+    r.register(ports_.MACHINES_PREVIEW_TICKET, api.ports.machines_preview_ticket)
+    r.register(ssh_.INSTANCES_SET_SSH_KEYS, ops.instances_set_ssh_keys)
     r.register(gl.INSTANCES_SET_LIMITS, api.machine_limits.instances_set_limits)
     r.register(gl.INSTANCES_GET_LIMITS, api.machine_limits.instances_get_limits)
+    r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
+    r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
+    sleep_routes(r, api.sleep)
     codemode_routes(r, api.codemode)
+    r.register(gs.SESSIONS_OPEN, api.sessions.sessions_open)
+    r.register(gs.SESSIONS_LIST, api.sessions.sessions_list)
+    r.register(gs.SESSIONS_RESIZE, api.sessions.sessions_resize)
+    r.register(gs.SESSIONS_CLOSE, api.sessions.sessions_close)
+    r.register(gf.MACHINES_READ_FILE, ops.machines_read_file)
+    r.register(gf.MACHINES_LIST_DIR, ops.machines_list_dir)
+    r.register(gf.MACHINES_STAT, ops.machines_stat)
+    r.register(gf.MACHINES_REMOVE_FILE, ops.machines_remove_file)
     return r
+
+
+def sleep_routes(r: Router[Caller], ops: SleepOps) -> None:
+    r.register(gsl.MACHINES_STOP, ops.machines_stop)
+    r.register(gsl.MACHINES_START, ops.machines_start)
+    r.register(gsl.INSTANCES_SET_AUTOSTOP, ops.instances_set_autostop)
+    r.register(gsl.INSTANCES_GET_AUTOSTOP, ops.instances_get_autostop)
 
 
 def codemode_routes(r: Router[Caller], cm: CodemodeOps) -> None:

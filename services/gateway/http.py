@@ -13,8 +13,10 @@ gateway beyond its operators should keep /metrics to its scrapers at the proxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -25,10 +27,12 @@ from aiohttp import web
 from contracts.errors import FleetError, PayloadTooLarge, Unauthorized, Unavailable
 from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.gateway_rpc import PUBLIC_METHODS
+from contracts.gateway_sessions import ATTACH_PATH
 from contracts.jsonrpc import Dispatcher, request_method
 from services.common.bus import Bus
 from services.common.failover import TRANSIENT, as_unavailable, retry_after_s
 from services.common.metrics import Metrics, metrics_handler
+from services.common.preview_origin import parse_preview_origin
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
@@ -37,10 +41,17 @@ from services.gateway.codemode import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.events_hub import EventHub
 from services.gateway.exec_stream import stream_rpc
+from services.gateway.files_http import add_files_routes
 from services.gateway.limits import RateLimiter, rate_limited
 from services.gateway.mcp_http import McpEndpoint, add_mcp_route
+from services.gateway.ops import MachineOps
+from services.gateway.ports import PortOps
+from services.gateway.preview import PREVIEW_REQUEST, add_preview_routes
+from services.gateway.sessions import SessionOps, refusal_status
 from services.gateway.sse import EventsContext, stream_events
+from services.gateway.stream_slots import StreamSlots
 from services.gateway.tickets import EventTickets
+from services.gateway.tunnels import Tunnels
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +81,15 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-#: Paths past /rpc and /events that need a token too: codemode's stream and MCP.
-AUTHED_PREFIXES = ("/codemode/", "/mcp")
+#: Paths past /rpc and /events that need a token too: codemode's stream, MCP, and what
+#: reaches into a machine (its sessions' WebSockets).
+AUTHED_PREFIXES = ("/codemode/", "/mcp", "/machines/")
+#: Under AUTHED_PREFIXES, but authenticated by their own routes (services.gateway.preview): a
+#: preview takes its cookie, which a browser sends where no bearer header can be, and both
+#: rate-limit bad secrets themselves. ``[^/]+`` is what the router's ``{machine_id}`` matches.
+_SELF_AUTHED = re.compile(r"/machines/[^/]+/(?:ports|tunnel)/")
+#: ATTACH_PATH's shape, which a ticket may open.
+_ATTACH = re.compile(r"/machines/[^/]+/sessions/[^/]+/attach")
 
 
 def error_response(exc: FleetError, status: int | None = None) -> web.Response:
@@ -117,17 +135,23 @@ async def _authenticate(request: web.Request) -> Caller | None:
     """The bearer header; for GET /events also a ticket from events.ticket (never the token
     itself in the URL: URLs end up in logs, history and Referer headers)."""
     token = bearer(request)
-    if token or request.path != "/events" or "ticket" not in request.query:
+    if token or not _takes_ticket(request.path) or "ticket" not in request.query:
         return await request.app[CALLER](token)
     return await request.app[TICKETS].redeem(request.query["ticket"])
+
+
+def _takes_ticket(path: str) -> bool:
+    """GET /events and a session's attach WebSocket: what a browser opens without headers
+    (that route's shape exactly: a file whose path ends in /attach is not one)."""
+    return path == "/events" or _ATTACH.fullmatch(path) is not None
 
 
 @web.middleware
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    needs_token = request.path in ("/rpc", "/events", RPC_STREAM_PATH) or request.path.startswith(
-        AUTHED_PREFIXES
+    needs_token = request.path in ("/rpc", "/events", RPC_STREAM_PATH) or (
+        request.path.startswith(AUTHED_PREFIXES) and not _SELF_AUTHED.match(request.path)
     )
     if not needs_token:
         return await handler(request)
@@ -151,6 +175,9 @@ async def auth_middleware(
 
 
 async def _security_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    if request.get(PREVIEW_REQUEST):  # the program's own page: its headers, not the console's
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        return
     resp.headers.update(SECURITY_HEADERS)
     if not request.path.startswith("/static/"):
         resp.headers["Cache-Control"] = "no-store"
@@ -167,6 +194,9 @@ def make_app(
     metrics: Metrics | None = None,
     codemode: CodemodeOps | None = None,
     mcp: McpEndpoint | None = None,
+    sessions: SessionOps | None = None,
+    ports: PortOps | None = None,
+    files: MachineOps | None = None,
 ) -> web.Application:
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
@@ -175,6 +205,16 @@ def make_app(
     app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
     app[UNAUTHENTICATED] = RateLimiter(settings.rate_unauthenticated_per_min)
     app.on_response_prepare.append(_security_headers)
+    slots = StreamSlots(settings.streams_per_token)
+
+    async def watch_streams(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(slots.watch(store), name="gateway.streams_watch")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(watch_streams)
     events_ctx = EventsContext(bus, store, hub, asyncio.Semaphore(settings.events_max_replays))
 
     async def end_streams(_: web.Application) -> None:
@@ -252,7 +292,27 @@ def make_app(
         add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST)
     if mcp is not None:
         add_mcp_route(app, mcp, CALLER_OF_REQUEST)
+    if sessions is not None:
+        _add_session_route(app, sessions, slots)
+    if ports is not None:
+        tunnels = Tunnels(daemons=ports.daemons, access=ports.access, nc=bus.nc,
+                          resolve=resolve_caller, guesses=app[UNAUTHENTICATED],
+                          slots=slots)  # fmt: skip
+        add_preview_routes(app, tunnels, ports.previews, error_response, bearer,
+                           parse_preview_origin(settings.preview_origin))  # fmt: skip
+    if files is not None:
+        add_files_routes(app, files, lambda: bus.nc, CALLER_OF_REQUEST, slots)
     return app
+
+
+def _add_session_route(app: web.Application, sessions: SessionOps, slots: StreamSlots) -> None:
+    async def attach(request: web.Request) -> web.StreamResponse:
+        try:
+            return await sessions.attach(request, request[CALLER_OF_REQUEST], slots)
+        except FleetError as exc:  # refused before the upgrade: a plain HTTP error
+            return error_response(exc, refusal_status(exc))
+
+    app.router.add_get(ATTACH_PATH, attach)
 
 
 def _unauthorized() -> web.Response:

@@ -17,6 +17,7 @@ from services.gateway.access import Caller
 
 log = structlog.get_logger(__name__)
 _FIELDS = (("memory_mb", "memoryMb"), ("cpus", "cpus"), ("pids", "pids"))
+_FIELDS_ALL = (*_FIELDS, ("max_running_machines", "maxRunningMachines"))
 
 
 def platform_defaults(settings: Settings) -> Limits:
@@ -33,8 +34,16 @@ def effective(settings: Settings, instance_id: str, own: LimitsOverride) -> Inst
     got = with_own(platform_defaults(settings), own.memory_mb, own.cpus, own.pids)
     return InstanceLimits(
         instance_id=instance_id, memory_mb=got.memory_mb, cpus=got.cpus, pids=got.pids,
-        own=[wire for name, wire in _FIELDS if getattr(own, name) is not None],
+        max_running_machines=own.max_running_machines,
+        own=[wire for name, wire in _FIELDS_ALL if getattr(own, name) is not None],
     )  # fmt: skip
+
+
+def raises_max_running(before: int | None, after: int | None) -> bool:
+    """Whether ``after`` allows more running machines than ``before`` (None: no limit)."""
+    if before is None:
+        return False
+    return after is None or after > before
 
 
 class LimitsOps:
@@ -60,7 +69,14 @@ class LimitsOps:
                     f"raising {wire} above the platform's default {getattr(defaults, name)} "
                     "needs the admin token"
                 )
-        own = LimitsOverride(memory_mb=p.memory_mb, cpus=p.cpus, pids=p.pids)
+        before = await instance_limits(self.store, p.instance_id)
+        if not c.admin and raises_max_running(before.max_running_machines, p.max_running_machines):
+            raise Forbidden(
+                f"maxRunningMachines is {before.max_running_machines}: raising or removing it "
+                "needs the admin token (send it again to keep it)"
+            )
+        own = LimitsOverride(memory_mb=p.memory_mb, cpus=p.cpus, pids=p.pids,
+                             max_running_machines=p.max_running_machines)  # fmt: skip
         await set_instance_limits(self.store, p.instance_id, own)
         log.info("instance.limits_set", instance_id=p.instance_id, by=c.token_id,
                  memory_mb=p.memory_mb, cpus=p.cpus, pids=p.pids)  # fmt: skip

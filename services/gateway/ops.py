@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from contracts import daemon_rpc as d
+from contracts import daemon_files as df, daemon_rpc as d, gateway_files as gf
 from contracts.errors import Conflict, DaemonUnavailable, NotSupported
 from contracts.gateway_live import DaemonLogRequest
 from contracts.gateway_machines import RestartParams
@@ -25,9 +25,16 @@ from contracts.gateway_rpc import (
     RefreshFailure,
     SetCronParams,
 )
+from contracts.gateway_ssh import (
+    AUTHORIZED_KEYS,
+    SetSshKeysParams,
+    SshKeysResult,
+    authorized_keys,
+)
 from contracts.jsonrpc import MethodSpec, NoParams, P, R
 from contracts.machine_files import CronTable
 from contracts.models import Machine
+from contracts.ports import LIST_PORTS, MachinePortsParams, PortList
 from providers.base import MachineControl
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.machine_config import (
@@ -153,7 +160,7 @@ class MachineOps:
         return await self._call(c, p.machine_id, d.PROCESS_START, params)
 
     async def machines_process_list(self, p: MachineRef, c: Caller) -> d.ProcessList:
-        return await self._call(c, p.machine_id, d.PROCESS_LIST, NoParams())
+        return await self._call(c, p.machine_id, d.PROCESS_LIST, NoParams(), active=False)
 
     async def machines_process_kill(self, p: MachineProcessRef, c: Caller) -> d.ProcessInfo:
         params = d.ProcessRef(pid=p.pid, tag=p.tag)
@@ -161,14 +168,50 @@ class MachineOps:
 
     async def machines_process_logs(self, p: MachineProcessLogsParams, c: Caller) -> d.ProcessLogs:
         params = d.ProcessLogsParams(pid=p.pid, tag=p.tag, tail=p.tail)
-        return await self._call(c, p.machine_id, d.PROCESS_LOGS, params)
+        return await self._call(c, p.machine_id, d.PROCESS_LOGS, params, active=False)
 
     async def machines_daemon_log(self, p: DaemonLogRequest, c: Caller) -> d.DaemonLogResult:
         params = d.DaemonLogParams(lines=p.lines)
-        return await self._call(c, p.machine_id, d.DAEMON_LOG, params)
+        return await self._call(c, p.machine_id, d.DAEMON_LOG, params, active=False)
 
-    async def _call(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P) -> R:
-        await self.access.live_machine(c, machine_id)
+    async def machines_ports(self, p: MachinePortsParams, c: Caller) -> PortList:
+        return await self._call(c, p.machine_id, LIST_PORTS, NoParams(), active=False)
+
+    # --- files -------------------------------------------------------------------------------
+    async def machines_read_file(self, p: gf.MachineReadFileParams, c: Caller) -> df.ReadFileResult:
+        params = df.ReadFileParams(path=p.path, encoding=p.encoding)
+        return await self._call(c, p.machine_id, df.READ_FILE, params)
+
+    async def machines_list_dir(self, p: gf.MachineListDirParams, c: Caller) -> df.ListDirResult:
+        params = df.ListDirParams(path=p.path, limit=p.limit)
+        return await self._call(c, p.machine_id, df.LIST_DIR, params)
+
+    async def machines_stat(self, p: gf.MachineStatParams, c: Caller) -> df.StatResult:
+        return await self._call(c, p.machine_id, df.STAT, df.StatParams(path=p.path))
+
+    async def machines_remove_file(
+        self, p: gf.MachineRemoveFileParams, c: Caller
+    ) -> df.RemoveFileResult:
+        params = df.RemoveFileParams(path=p.path, recursive=p.recursive)
+        return await self._call(c, p.machine_id, df.REMOVE_FILE, params)
+
+    async def open_download(
+        self, c: Caller, machine_id: str, params: df.DownloadFileParams
+    ) -> df.DownloadOpened:
+        """A streamed download's first step (GET /machines/{id}/files/...): the stream id."""
+        return await self._call(c, machine_id, df.DOWNLOAD_FILE, params)
+
+    async def open_upload(
+        self, c: Caller, machine_id: str, params: df.UploadFileParams
+    ) -> df.UploadOpened:
+        return await self._call(c, machine_id, df.UPLOAD_FILE, params)
+
+    async def _call(
+        self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P, *, active: bool = True
+    ) -> R:
+        """A daemon method on the caller's machine; ``active=False``: a look (a console polls
+        it) that does not count as activity for auto-stop."""
+        await self.access.live_machine(c, machine_id, active=active)
         return await self.daemons.call(machine_id, spec, params)
 
     # --- cron --------------------------------------------------------------------------------
@@ -186,6 +229,24 @@ class MachineOps:
 
         failed = await self._fan_out(machines, push)
         return CronSetResult(jobs=p.jobs, machines=len(machines), failed=failed)
+
+    # --- SSH keys ----------------------------------------------------------------------------
+    async def instances_set_ssh_keys(self, p: SetSshKeysParams, c: Caller) -> SshKeysResult:
+        """Store the keys and write them to the instance's running machines right away (new
+        machines get them at setup)."""
+        c.require(p.instance_id)
+        await self.store.get_instance(p.instance_id)
+        await self.store.set_ssh_keys(p.instance_id, p.keys)
+        content = authorized_keys(p.keys)
+        machines = await self._running(p.instance_id)
+
+        async def push(m: Machine) -> None:
+            await self.daemons.machine(m.id).write_file(AUTHORIZED_KEYS, content, 0o600)
+
+        failed = await self._fan_out(machines, push)
+        log.info("ssh_keys.set", instance_id=p.instance_id, keys=len(p.keys),
+                 machines=len(machines), failed=len(failed))  # fmt: skip
+        return SshKeysResult(keys=p.keys, machines=len(machines), failed=failed)
 
     async def cron_list(self, p: InstanceRef, c: Caller) -> CronList:
         c.require(p.instance_id)

@@ -22,8 +22,9 @@ from contracts import subjects
 from contracts.errors import NotFound
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
-from contracts.status import TERMINAL, MachineStatus as S
+from contracts.status import TERMINAL, HostState, MachineStatus as S
 from services.common.bus import Bus
+from services.common.hosts import host_infos
 from services.common.settings import Settings
 from services.common.store import Store
 
@@ -36,6 +37,7 @@ class HeartbeatMonitor:
     def __init__(self, *, store: Store, bus: Bus, settings: Settings) -> None:
         self.store = store
         self.bus = bus
+        self.settings = settings
         self.window_s = settings.heartbeat_s * settings.missed_heartbeats
         self.tick_s = max(0.05, min(1.0, settings.heartbeat_s / 2))
         self._beats: dict[str, float] = {}
@@ -100,20 +102,37 @@ class HeartbeatMonitor:
         now = time.time()
         stale = await self.store.heartbeats.stale(now - self.window_s, _SWEEP_BATCH)
         marked: list[MachineUnresponsive] = []
+        lost = await self._lost_hosts() if stale else {}
         for machine_id, last in stale:
             try:
                 machine = await self.store.get_machine(machine_id)
             except NotFound:
                 await self.store.heartbeats.forget(machine_id)
                 continue
-            if machine.status in TERMINAL:
-                await self.store.heartbeats.forget(machine_id)
-            elif machine.status is S.READY and (event := await self._mark(machine_id, last, now)):
-                marked.append(event)
+            if machine.status in TERMINAL or machine.status is S.STOPPED:
+                await self.store.heartbeats.forget(machine_id)  # a start's first beat is back
+            elif machine.status is S.READY:
+                host = lost.get(machine.host_id or "")
+                if event := await self._mark(machine_id, last, now, host):
+                    marked.append(event)
         await self.bus.publish_many(marked)  # independent events: pipelined, not one by one
 
-    async def _mark(self, machine_id: str, last: float, now: float) -> MachineUnresponsive | None:
+    async def _lost_hosts(self) -> dict[str, str]:
+        """Lost host -> why (docs/hosts.md): the reason a machine of one gives."""
+        now = datetime.now(UTC)
+        return {
+            h.host_id: f"its host {h.host_id} is lost: no heartbeat from it for "
+            f"{(now - h.last_heartbeat).total_seconds():.0f}s"
+            for h in await host_infos(self.store, self.settings)
+            if h.state is HostState.LOST
+        }
+
+    async def _mark(
+        self, machine_id: str, last: float, now: float, host_lost: str | None = None
+    ) -> MachineUnresponsive | None:
         reason = f"no heartbeat for {now - last:.0f}s"
+        if host_lost:
+            reason += f" ({host_lost})"
         t = await self.store.transition(machine_id, S.UNRESPONSIVE, reason)
         if not t.moved:
             return None

@@ -18,6 +18,7 @@ from services.common.settings import Settings
 from services.common.stage import Stage
 from services.common.subscriptions import subscriber
 from services.prober.checks import probe_once
+from services.prober.placement import PlacementWatchdog
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +28,7 @@ def _boot_budget(settings: Settings) -> float:
     return settings.boot_timeout_s + 60
 
 
-class Prober(Stage):
+class Prober(PlacementWatchdog, Stage):
     stage = "probe"
     daemon_methods = (d.HEALTH, d.EXEC_COMMAND)
 

@@ -24,6 +24,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
+from services.provisioner.host import HostHeartbeat
 from services.provisioner.service import Provisioner
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         nats_url=settings.nats_url,
         environ=os.environ,
         sandbox=settings.sandbox == "bwrap",
+        own_network=settings.sandbox_network == "own",
+        forwarded=settings.sandbox_forwarded,
         shared=settings.sandbox_shared,
         uids=settings.sandbox_uid_range,
         placement=placement,
@@ -57,14 +60,18 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
     repo = code_repo(settings.code_repo)
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
+    heartbeat = HostHeartbeat(store, settings)
     svc = Provisioner(
         store=store,
         bus=bus,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
         box=SecretBox(settings.secret_key),
         pools=await warm_pools(settings, stack, local, docker),
+        settings=settings,
+        heartbeat=heartbeat,
     )
     await svc.resume()
+    await stack.enter_async_context(heartbeat)
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 
 

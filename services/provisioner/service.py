@@ -20,9 +20,13 @@ from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox, mint_machine_token
 from services.common.failures import fail_machine
 from services.common.revoke import revoke_machine
+from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_keys import F_EXTERNAL_ID, F_SEALED_CREDENTIAL
+from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
+from services.common.store_sleep import forget_activity
 from services.common.subscriptions import subscriber
+from services.provisioner.host import HostHeartbeat, room_left
+from services.provisioner.sleep import SleepHandlers
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +34,7 @@ log = structlog.get_logger(__name__)
 _RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE})
 
 
-class Provisioner:
+class Provisioner(SleepHandlers):
     def __init__(
         self,
         *,
@@ -39,7 +43,14 @@ class Provisioner:
         providers: Mapping[str, Provider],
         box: SecretBox,
         pools: Mapping[str, WarmPool] | None = None,
+        settings: Settings | None = None,
+        heartbeat: HostHeartbeat | None = None,
     ) -> None:
+        #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
+        self.settings = settings or Settings()
+        self.host_id = self.settings.host_id
+        #: The host's heartbeat (None: never drained), whose flag says whether it is drained.
+        self.heartbeat = heartbeat
         self.store = store
         self.bus = bus
         self.providers = providers
@@ -47,7 +58,12 @@ class Provisioner:
         #: This process's warm pools, by provider (claims are local to the process).
         self.pools = dict(pools or {})
 
-    @subscriber(MachineCreated, durable=Durable.PROVISIONER)
+    async def room(self, held: frozenset[str]) -> int | None:
+        """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""
+        draining = self.heartbeat is not None and self.heartbeat.draining
+        return await room_left(self.store, self.settings, held, draining=draining)
+
+    @subscriber(MachineCreated, durable=Durable.PROVISIONER, room=room)
     async def on_created(self, event: MachineCreated) -> None:
         provider = self.providers.get(event.provider)
         # One round trip: read, compare-and-set to provisioning, and claim the token we mint
@@ -57,6 +73,7 @@ class Provisioner:
         step = await self.store.stages.advance(
             event.machine_id, S.PROVISIONING, "starting the machine",
             claim={F_SEALED_CREDENTIAL: sealed} if provider is not None else None,
+            move={F_HOST_ID: self.host_id},
         )  # fmt: skip
         machine, previous = step.machine, step.transition.previous
         if machine is None:
@@ -81,13 +98,14 @@ class Provisioner:
         if not await self.store.try_lock(*lock, ttl_s=10):
             # another delivery is starting this very machine right now
             raise Retry("another provisioner is starting this machine", delay_s=1.0)
+        await self.store.hosts.took(self.host_id, mid)
         released = False
         try:
             external_id, pooled = await self._obtain(event.provider, provider, mid, token)
             # The booting transition and the lock's release in one step.
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",
-                move={F_EXTERNAL_ID: external_id}, release=lock,
+                move={F_EXTERNAL_ID: external_id, F_HOST_ID: self.host_id}, release=lock,
             )  # fmt: skip
             released = True
         finally:
@@ -134,10 +152,19 @@ class Provisioner:
         )
 
     async def resume(self) -> int:
-        """Restart the daemons of live machines whose daemon is gone (after `fleet up` was
-        stopped, or the host rebooted). Starting is idempotent, so running ones are left be."""
+        """Restart the daemons of this host's live machines whose daemon is gone (after
+        `fleet up` was stopped, or the host rebooted). Starting is idempotent, so running ones
+        are left be."""
         resumed = 0
-        for machine in await self.store.list_machines():
+        # Only this host's (and those of no host: recorded before hosts were): another host's
+        # machines are its own provisioner's to resume.
+        machines = [
+            m for m in await self.store.list_machines() if m.host_id in (None, self.host_id)
+        ]
+        ended = await self.keep_asleep(machines)
+        if ended:
+            log.warning("provision.stopped_machines_ended", count=ended)
+        for machine in machines:
             provider = self.providers.get(machine.provider)
             sealed = await self.store.machine_secret(machine.id)
             if provider is None or sealed is None or machine.status not in _RESUMABLE:
@@ -161,11 +188,15 @@ class Provisioner:
     @subscriber(MachineArchived, durable=Durable.PROVISIONER_ARCHIVE, give_up=stop_failed)
     async def on_archived(self, event: MachineArchived) -> None:
         machine = await self.store.get_machine(event.machine_id)
-        # First, so that a provider that cannot stop the machine does not keep it connected.
+        # First, so that a provider that cannot stop the machine does not keep it connected;
+        # on every host (idempotent): its credentials must not wait for its host to be up.
         await revoke_machine(self.store, self.bus.nc, machine.id)
+        if not self.owns(machine):
+            return  # its own host's provisioner stops it
         provider = self.providers.get(machine.provider)
         if provider is not None:
             await provider.stop(machine.id)
+        await forget_activity(self.store, machine.id)  # auto-stop has nothing left to watch
         log.info("provision.machine_stopped", provider=machine.provider)
 
     async def give_up(self, event: Event, reason: str) -> None:

@@ -22,6 +22,7 @@ from services.common.settings import Settings
 from services.common.store_keys import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
 from services.common.subscriptions import subscriber
 from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts
+from services.setup_pusher.sshd import start_sshd
 
 __all__ = ["ASKPASS_PATH", "ASKPASS_SCRIPT", "SetupPusher"]
 
@@ -66,10 +67,12 @@ class SetupPusher(Checkouts):
     async def push(self, machine: Machine, *, cause_event_id: str) -> SetupPushed:
         mc = self.daemons.machine(machine.id)
         inputs = await self.store.stages.setup_inputs(machine.instance_id, machine.id)
-        cfg = instance_config(self.settings, inputs.platform_env, inputs.instance_env, inputs.cron)
+        cfg = instance_config(self.settings, inputs.platform_env, inputs.instance_env, inputs.cron,
+                              inputs.ssh_keys)  # fmt: skip
         env_path, env_bytes = await self.push_env(mc, cfg)
         # Debug: machine.setup-pushed says the same, and a line per machine costs at scale.
         log.debug("setup.env_written", path=env_path, bytes=env_bytes)
+        await start_sshd(mc, machine)
         for repo in inputs.repos:
             if repo.path not in inputs.cloned:
                 await self.clone(mc, repo, await self._git_env(mc, machine.instance_id, repo))
@@ -83,8 +86,8 @@ class SetupPusher(Checkouts):
         )
 
     async def push_env(self, mc: MachineClient, cfg: InstanceConfig) -> tuple[str, int]:
-        """Write the CA bundle (if configured), the .env and the cron table; returns the .env's
-        path and size."""
+        """Write the CA bundle (if configured), the .env, the cron table and the SSH keys;
+        returns the .env's path and size."""
         try:
             return await push_config(mc, cfg, self.settings)
         except ValueError as exc:  # a value stored before the .env rules: no retry can help

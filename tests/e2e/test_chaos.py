@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import nats
 import pytest
 
 from contracts import subjects
+from contracts.consumers import Durable, host_durable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer, ValkeyServer, free_port
@@ -24,7 +26,9 @@ MACHINES = 30
 #: Alone it takes ~10 s; with both cores loaded by other work, several times that. The final
 #: wait gives up well before pytest's timeout, so the failure says what each machine waited on.
 WAIT_S = 150
-DURABLES = ("provisioner", "provisioner-archive", "setup_pusher", "prober", "prober-boot")
+#: The archive durable is per host: `fleet up`'s one host is named after this one.
+DURABLES = ("provisioner", host_durable(Durable.PROVISIONER_ARCHIVE, socket.gethostname()),
+            "setup_pusher", "prober", "prober-boot")  # fmt: skip
 
 
 def service_pid(parent: int, name: str) -> int:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 
 from contracts import subjects
-from contracts.consumers import Durable
+from contracts.consumers import Durable, durable_name
 from contracts.errors import Conflict
 from contracts.models import Machine
 from contracts.status import MachineStatus
@@ -225,8 +226,10 @@ async def _caught_up(js: JetStreamContext, node: str) -> bool:
 
 
 async def _all_acked(js: JetStreamContext) -> bool:
-    for durable in Durable:
-        info = await js.consumer_info(subjects.STREAM_NAME, durable.value)
+    for durable in Durable:  # `fleet up --ha`'s one host is named after this one
+        info = await js.consumer_info(
+            subjects.STREAM_NAME, durable_name(durable, socket.gethostname())
+        )
         if (info.num_pending, info.num_ack_pending) != (0, 0):
             return False
     return True

@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import selectors
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -95,13 +96,15 @@ def test_create_wait_prints_each_stage_in_order(ready: Ready) -> None:
 def test_machines_list_table_shows_the_machine_ready(stack: FleetUp, ready: Ready) -> None:
     lines = ok(stack.cli("machines", "list", "--instance", ready.instance_id)).splitlines()
     header = lines[0].split()
-    assert header == ["ID", "INSTANCE", "PROVIDER", "STATUS", "DAEMON", "AGE", "REASON"]
+    assert header == ["ID", "INSTANCE", "PROVIDER", "HOST", "STATUS", "DAEMON", "AGE", "REASON"]
     row = lines[1]
-    assert row.split()[:4] == [ready.machine_id, ready.instance_id, "local", "ready"]
+    host = socket.gethostname()  # `fleet up`'s one host: FLEET_HOST_ID's default
+    assert row.split()[:5] == [ready.machine_id, ready.instance_id, "local", host, "ready"]
     assert row.index("ready") == lines[0].index("STATUS")  # aligned columns
     assert row.endswith("all readiness checks passed")
     detail = ok(stack.cli("machines", "get", ready.machine_id))
     assert "status    ready: all readiness checks passed" in detail
+    assert f"host      {host}" in detail
 
 
 def test_exec_prints_output_and_passes_the_exit_code_on(stack: FleetUp, ready: Ready) -> None:

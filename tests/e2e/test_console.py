@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,6 +155,8 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     # Machine detail: the timeline, a command, the effective .env (masked, which scope wins).
     machine_row(page, first_id).get_by_test_id("machine-link").click()
     expect(page.get_by_test_id("machine-id")).to_have_text(first_id)
+    # The host whose provisioner started it: fleet up's one host, named after this one.
+    expect(page.get_by_test_id("machine-host")).to_have_text(socket.gethostname())
     timeline = page.get_by_test_id("timeline-event")
     # Wait for "ready" itself, not for it to be last: the env edits above are pushed live
     # (debounced) to machines running by then, and a machine from the warm pool is, so an
@@ -202,6 +205,18 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     expect(page.get_by_test_id("instance-row")).to_have_count(1)
     shot(page, "instances")
 
+    # Hosts (admin): fleet up's one host runs the second machine; drain it and undo that.
+    page.get_by_test_id("nav-hosts").click()
+    host_row = page.locator(f'[data-testid=host-row][data-host-id="{socket.gethostname()}"]')
+    expect(page.get_by_test_id("host-row")).to_have_count(1)
+    expect(host_row.get_by_test_id("host-state")).to_have_text("active")
+    expect(host_row.get_by_test_id("host-running")).to_have_text("1")
+    host_row.get_by_test_id("host-drain").click()
+    expect(host_row.get_by_test_id("host-state")).to_have_text("draining")
+    shot(page, "hosts")
+    host_row.get_by_test_id("host-drain").click()
+    expect(host_row.get_by_test_id("host-state")).to_have_text("active")
+
     # Access tokens: the secret is shown once; revoking marks the token revoked.
     page.get_by_test_id("nav-tokens").click()
     page.get_by_test_id("token-name").fill("ci-runner")
@@ -222,6 +237,7 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     page.get_by_test_id("signin-submit").click()
     expect(page.get_by_test_id("role")).to_have_text("instance token")
     expect(page.get_by_test_id("machine-row")).to_have_count(2)
+    expect(page.get_by_test_id("nav-hosts")).to_have_count(0)  # the admin's only
     expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
     page.get_by_test_id("nav-tokens").click()
     token_row.get_by_test_id("token-revoke").click()

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -17,7 +18,8 @@ import dotenv
 from fleet.embedded import free_port
 from providers.local import pid_alive
 from tests.conftest import git
-from tests.e2e.conftest import FLEET, FleetUp, start_fleet_up
+from tests.e2e import readme_quickstart
+from tests.e2e.conftest import FLEET, FleetUp, read_until, start_fleet_up
 
 # A value the .env carries byte for byte in sh and python-dotenv alike (a ' together with $ is
 # refused at env.set: no quoting keeps both literal in both readers).
@@ -218,3 +220,42 @@ def test_the_embedded_nats_has_no_monitoring_port(fleet_up: FleetUp) -> None:
     log = (fleet_up.data_dir / "nats" / "nats.log").read_text()
     assert "Server is ready" in log
     assert "monitor" not in log.lower()
+
+
+def test_the_readme_quick_start_works_verbatim(tmp_path: Path) -> None:
+    """README.md's quick start, run as written in a scratch directory (the README's lines, not a
+    copy of them): its repository made, `./run up` started with the README's environment, then
+    every CLI line; what each prints must be what the README shows, ids and timings aside.
+    Only the port differs (8080 may be taken): `./run` here is `fleet up --port P`, FLEET_URL."""
+    work, port = tmp_path, free_port()
+    (work / ".venv").symlink_to(Path(FLEET).parent.parent)  # `alias fleet=.venv/bin/fleet`
+    run = work / "run"
+    run.write_text(
+        f'#!/bin/sh\n[ "$1" = up ] && shift && exec "{FLEET}" up --port {port} "$@"\nexit 2\n'
+    )
+    run.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    *prepare, start = readme_quickstart.commands("up")
+    subprocess.run(["bash", "-ec", "\n".join(prepare)], cwd=work, env=env, check=True, timeout=60)
+    up = subprocess.Popen(
+        ["bash", "-c", start], cwd=work, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        read_until(up, "Ctrl-C stops everything")
+        all_steps = readme_quickstart.steps("cli") + readme_quickstart.steps("work")
+        marker = "@@quickstart"
+        printed = subprocess.run(
+            ["bash", "-c", readme_quickstart.script(all_steps, marker)],
+            cwd=work, env=env | {"FLEET_URL": f"http://127.0.0.1:{port}"},
+            capture_output=True, text=True, timeout=300, check=False,
+        ).stdout  # fmt: skip
+        got = readme_quickstart.outputs(printed, marker)
+        assert len(got) == len(all_steps), printed
+        for step, (output, rc) in zip(all_steps, got, strict=True):
+            assert (step.command, output, rc) == (step.command, step.expected, 0), printed
+    finally:
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C in its terminal
+        assert up.wait(60) == 0
+        if up.stdout is not None:
+            up.stdout.close()

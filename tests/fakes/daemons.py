@@ -16,15 +16,27 @@ exits 127.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
-from contracts import daemon_rpc as d
-from contracts.errors import Conflict, DaemonTimeout, DaemonUnavailable, InvalidParams, NotFound
+import msgspec
+
+from contracts import daemon_files as df, daemon_rpc as d, sessions as ss
+from contracts.errors import (
+    Conflict,
+    DaemonTimeout,
+    DaemonUnavailable,
+    FileNotFound,
+    InvalidParams,
+    NotFound,
+    NotSupported,
+    WrongFileKind,
+)
 from contracts.jsonrpc import (
     Dispatcher,
     MethodSpec,
@@ -35,6 +47,7 @@ from contracts.jsonrpc import (
     decode_result,
     encode_call,
 )
+from contracts.ports import LIST_PORTS, TUNNEL_CONNECT, ListeningPort, PortList
 from services.common.daemon_client import EXEC_MARGIN_S, DaemonClient
 
 Mode = Literal["up", "unavailable", "timeout"]
@@ -106,10 +119,14 @@ class FakeMachine:
     rules: list[ExecRule] = field(default_factory=list)
     processes: dict[int, d.ProcessInfo] = field(default_factory=dict)
     process_logs: dict[int, list[str]] = field(default_factory=dict)
+    #: Interactive sessions, kept as their info (nothing runs: nothing to attach to).
+    sessions: dict[str, ss.SessionInfo] = field(default_factory=dict)
     #: The daemon's own log lines (daemon.log answers the last of them).
     daemon_log: list[str] = field(default_factory=list)
     #: Code the provider put on the machine (refs a selfUpdate may switch to).
     installed_code: set[str] = field(default_factory=set)
+    #: What tool.listPorts answers.
+    ports: list[ListeningPort] = field(default_factory=list)
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
     @property
@@ -157,7 +174,97 @@ class FakeMachine:
         r.register(d.EXEC_STREAM, self.exec_command)  # nothing to stream to in memory
         r.register(d.EXEC_KILL, self.exec_kill)
         r.register(d.DAEMON_LOG, self.daemon_log_)
+        r.register(d.SESSION_OPEN, self.session_open)
+        r.register(d.SESSION_LIST, self.session_list)
+        r.register(d.SESSION_RESIZE, self.session_resize)
+        r.register(d.SESSION_CLOSE, self.session_close)
+        r.register(d.SESSION_ATTACH, self.no_stream)
+        r.register(d.EXEC_PIPE, self.no_stream)
+        r.register(LIST_PORTS, self.list_ports)
+        r.register(TUNNEL_CONNECT, self.no_stream)
+        r.register(df.READ_FILE, self.read_file)
+        r.register(df.LIST_DIR, self.list_dir)
+        r.register(df.STAT, self.stat)
+        r.register(df.REMOVE_FILE, self.remove_file)
+        r.register(df.DOWNLOAD_FILE, self.no_stream)
+        r.register(df.UPLOAD_FILE, self.no_stream)
         return r
+
+    async def no_stream(self, _: object, __: None) -> Any:  # any stream-opening answer
+        """Byte streams need a real daemon on a real NATS (tests/integration)."""
+        raise NotSupported("an in-memory machine has no byte streams")
+
+    async def session_open(self, p: ss.SessionOpenParams, _: None) -> ss.SessionInfo:
+        sid = f"{next(self._pids):016x}"
+        argv = p.command or ["/bin/sh", "-l"]
+        info = ss.SessionInfo(
+            session_id=sid, name=p.name or argv[0], command=argv, cwd=self.path(p.cwd or "~"),
+            cols=p.cols, rows=p.rows, pid=next(self._pids), started_at=time.time(), running=True,
+        )  # fmt: skip
+        self.sessions[sid] = info
+        return info
+
+    async def session_list(self, _: NoParams, __: None) -> ss.SessionList:
+        return ss.SessionList(sessions=list(self.sessions.values()))
+
+    async def session_resize(self, p: ss.SessionResizeParams, _: None) -> ss.SessionInfo:
+        if p.session_id not in self.sessions:
+            raise NotFound(f"no session {p.session_id} on this machine")
+        info = msgspec.structs.replace(self.sessions[p.session_id], cols=p.cols, rows=p.rows)
+        self.sessions[p.session_id] = info
+        return info
+
+    async def session_close(self, p: ss.SessionRef, _: None) -> ss.SessionClosed:
+        return ss.SessionClosed(closed=self.sessions.pop(p.session_id, None) is not None)
+
+    async def list_ports(self, _: NoParams, __: None) -> PortList:
+        return PortList(ports=list(self.ports))
+
+    # Files: the written ones (text), in a flat table; directories are the prefixes of their
+    # paths. The daemon's confinement and its other kinds of files are tested against it.
+    async def read_file(self, p: df.ReadFileParams, _: None) -> df.ReadFileResult:
+        target = self.path(p.path)
+        f = self.files.get(target)
+        if f is None:
+            raise FileNotFound(f"{target}: no such file")
+        raw = f.content.encode()
+        content = base64.b64encode(raw).decode() if p.encoding == "base64" else f.content
+        return df.ReadFileResult(path=target, content=content, encoding=p.encoding,
+                                 size=len(raw), mode=f.mode)  # fmt: skip
+
+    async def list_dir(self, p: df.ListDirParams, _: None) -> df.ListDirResult:
+        base = self.path(p.path).rstrip("/") + "/"
+        names = sorted({k[len(base) :].split("/")[0] for k in self.files if k.startswith(base)})
+        if not names:
+            raise FileNotFound(f"{base}: no such directory")
+        entries = [self._entry(base + n) for n in names[: p.limit]]
+        return df.ListDirResult(path=base.rstrip("/"), entries=entries,
+                                truncated=len(names) > p.limit)  # fmt: skip
+
+    def _entry(self, path: str) -> df.DirEntry:
+        name = path.rsplit("/", 1)[1]
+        f = self.files.get(path)
+        if f is not None:
+            return df.DirEntry(name=name, kind="file", size=len(f.content.encode()), mode=f.mode,
+                               mtime=0.0)  # fmt: skip
+        if any(k.startswith(path + "/") for k in self.files):
+            return df.DirEntry(name=name, kind="dir", size=0, mode=0o755, mtime=0.0)
+        raise FileNotFound(f"{path}: no such file or directory")
+
+    async def stat(self, p: df.StatParams, _: None) -> df.StatResult:
+        target = self.path(p.path)
+        e = self._entry(target)
+        return df.StatResult(path=target, name=e.name, kind=e.kind, size=e.size, mode=e.mode,
+                             mtime=e.mtime)  # fmt: skip
+
+    async def remove_file(self, p: df.RemoveFileParams, _: None) -> df.RemoveFileResult:
+        target = self.path(p.path)
+        inside = [k for k in self.files if k.startswith(target + "/")]
+        if inside and not p.recursive:
+            raise WrongFileKind(f"{target} is a directory that is not empty: remove it with "
+                                "recursive", data={"kind": "dir"})  # fmt: skip
+        gone = [k for k in [target, *inside] if self.files.pop(k, None) is not None]
+        return df.RemoveFileResult(path=target, removed=bool(gone))
 
     async def stop(self, _: NoParams, __: None) -> d.StopResult:
         self.mode = "unavailable"  # a stopped daemon serves nothing more

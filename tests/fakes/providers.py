@@ -34,6 +34,7 @@ class FakeProvider:
     stops: list[str] = field(default_factory=list)
     installs: list[tuple[str, str]] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)
+    sleeps: list[str] = field(default_factory=list)
 
     def external_id(self, machine_id: str) -> str:
         return f"{self.name}:{machine_id}"
@@ -67,6 +68,15 @@ class FakeProvider:
         self.stops.append(machine_id)
         if machine_id in self.daemons.machines:
             self.daemons[machine_id].mode = "unavailable"
+
+    async def sleep(self, machine_id: str) -> bool:
+        """The daemon goes away, the machine (its fake home) stays; a start boots it again."""
+        self.sleeps.append(machine_id)
+        machine = self.daemons.machines.get(machine_id)
+        was_up = machine is not None and machine.mode == "up"
+        if machine is not None:
+            machine.mode = "unavailable"
+        return was_up
 
     async def restart(self, machine_id: str) -> bool:
         """The daemon stops and starts again (a new boot), its processes kept."""

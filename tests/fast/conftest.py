@@ -115,7 +115,8 @@ def world(settings: Settings, store: Store, bus: FakeBus) -> World:
     provider = FakeProvider(bus=bus, daemons=daemons)
     daemons.on_stop = provider.report_stopping
     box = SecretBox(settings.secret_key)
-    provisioner = Provisioner(store=store, bus=bus, providers={provider.name: provider}, box=box)
+    provisioner = Provisioner(store=store, bus=bus, providers={provider.name: provider}, box=box,
+                              settings=settings)  # fmt: skip
     setup = SetupPusher(store=store, bus=bus, daemons=daemons, settings=settings)
     prober = Prober(store=store, bus=bus, daemons=daemons, settings=settings)
     for service in (provisioner, setup, prober):

@@ -22,7 +22,7 @@ async def test_an_instance_starts_with_the_platform_defaults_and_sets_its_own(
     s = world.settings
     got = await world.rpc("instances.getLimits", {"instanceId": a})
     assert got == {"instanceId": a, "memoryMb": s.machine_memory_mb, "cpus": s.machine_cpus,
-                   "pids": s.machine_pids, "own": []}  # fmt: skip
+                   "pids": s.machine_pids, "maxRunningMachines": None, "own": []}  # fmt: skip
     bigger = {"instanceId": a, "memoryMb": s.machine_memory_mb * 2, "pids": 100}
     got = await world.rpc("instances.setLimits", bigger)
     assert (got["memoryMb"], got["pids"], got["cpus"]) == (s.machine_memory_mb * 2, 100, 1.0)

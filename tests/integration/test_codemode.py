@@ -55,18 +55,25 @@ async def test_a_run_calls_fleet_and_machine_tools(codemode: FleetClient) -> Non
         "out = await machine.exec(['sh', '-c', 'echo hi from $HOME'])\n"
         "await machine.write_file('notes/a.txt', 'written by code')\n"
         "text = await machine.read_file('notes/a.txt')\n"
+        "raw = await machine.read_file(path='notes/a.txt', encoding='base64')\n"
+        "names = [e['name'] for e in (await machine.list_dir('notes'))['entries']]\n"
+        "size = (await machine.stat('notes/a.txt'))['size']\n"
+        "gone = (await machine.remove_file('notes', recursive=True))['removed']\n"
         "me = await fleet.machines.get(machineId=" + repr(machine_id) + ")\n"
         "print('status', me['status'])\n"
         "try:\n"
         "    await fleet.machines.get(machineId='m-0000000000000000')\n"
         "except ToolError as e:\n"
         "    missing = e.code\n"
-        "{'stdout': out['stdout'].strip(), 'text': text, 'missing': missing}"
+        "{'stdout': out['stdout'].strip(), 'text': text, 'missing': missing, 'raw': raw,\n"
+        " 'names': names, 'size': size, 'gone': gone}"
     )
     result = await run(codemode, code, machine_id=machine_id)
     assert result.status == "ok", result
     assert result.result["stdout"].startswith("hi from /")
-    assert result.result == {**result.result, "text": "written by code", "missing": NotFound.code}
+    assert result.result == {**result.result, "text": "written by code", "missing": NotFound.code,
+                             "raw": "d3JpdHRlbiBieSBjb2Rl", "names": ["a.txt"], "size": 15,
+                             "gone": True}  # fmt: skip
     assert result.logs == ["status ready"]
     runs = await codemode.call(cm.CODEMODE_LIST, new_params(cm.ListRunsParams))
     assert runs.runs[0].run_id == result.run_id

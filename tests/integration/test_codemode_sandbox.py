@@ -7,6 +7,8 @@ providers here are plain objects: the gateway-backed ones are tested in test_cod
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import os
 import uuid
 from pathlib import Path
@@ -18,6 +20,7 @@ from contracts.codemode import RunEvent, RunJob, RunLog, RunResult, new_run_id
 from contracts.errors import NotFound
 from services.codemode.engine import Run, ToolProvider
 from services.codemode.sandbox import Limits
+from tests.syscall_probe import DENIED, PROBE
 from tests.waiters import wait_until
 
 SECRET = f"tok-{uuid.uuid4().hex}"
@@ -233,3 +236,13 @@ async def test_no_token_in_the_environment_or_proc(monkeypatch: pytest.MonkeyPat
     assert count > 2  # it did read its own /proc
     assert not fleet_vars
     assert SECRET not in text
+
+
+async def test_docker_denied_syscalls_and_user_namespaces_are_refused() -> None:
+    code = f"exec({PROBE!r})"
+    result, _ = await run(code)
+    assert result.status == "ok", result
+    found = json.loads(result.logs[-1])
+    assert {name: found[name] for name in DENIED} == dict.fromkeys(DENIED, errno.EPERM), found
+    assert found["getpid"] == 0
+    assert found["unshare -r true"] != 0

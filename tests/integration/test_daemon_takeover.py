@@ -240,7 +240,12 @@ async def test_in_a_sandbox_the_supervisor_follows_the_newer_daemon(
         m = await stack.get_machine(machine.id)
         return m.daemon_version == want and m.status is MachineStatus.READY
 
-    await wait_until(lambda: version_is("99.0"), timeout=30, every=0.2)
+    async def taken_over() -> bool:
+        # The taker reports its version before the old daemon has left the sandbox (it hands
+        # over, then exits): until then the supervisor's first child may still be the old one.
+        return await version_is("99.0") and daemon_pid(settings, machine.id) not in (None, old)
+
+    await wait_until(taken_over, timeout=30, every=0.2)
     taker = daemon_pid(settings, machine.id)  # the supervisor's child now: it was orphaned
     assert taker not in (None, old)
     tags = [p.tag for p in await stack.list_processes(machine.id) if p.pid == bg.pid]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from contracts.errors import InvalidParams
@@ -38,6 +39,12 @@ async def git_server(tmp_path: Path, bare_repo: Path) -> AsyncIterator[GitHttpSe
     shutil.copytree(bare_repo, root / "private.git")
     async with GitHttpServer(root, "x-access-token", TOKEN) as server:
         yield server
+
+
+@pytest.fixture
+def stack_settings(settings: Settings, git_server: GitHttpServer) -> Settings:
+    """The server is on the host's loopback: sandboxed machines reach that one port of it."""
+    return msgspec.structs.replace(settings, sandbox_loopback_ports=str(git_server.port))
 
 
 def files_containing(root: Path, needle: str) -> list[Path]:

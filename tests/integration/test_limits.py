@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from contracts.errors import ToolError
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from providers import cgroup
@@ -112,3 +113,29 @@ async def test_an_instances_own_limits_reach_its_machine(stack: FleetClient, pro
         limit = group_file(mid, "memory", "memory.limit_in_bytes").read_text().strip()
         assert int(limit) == 300 << 20
         assert group_file(mid, "cpu", "cpu.cfs_quota_us").read_text().strip() == "25000"
+
+
+#: Forks children that sleep until every pid of the limit is taken, and takes any pid freed.
+HOLD_EVERY_PID = """
+import os, time
+while True:
+    try:
+        if os.fork() == 0:
+            time.sleep(600)
+            os._exit(0)
+    except OSError:
+        time.sleep(0.01)
+"""
+
+
+async def test_an_exec_at_the_pids_limit_gets_a_named_error(stack: FleetClient) -> None:
+    """A machine whose processes hold every pid of its limit: an exec is refused with an error
+    that says so (not an internal error), and the machine serves again once they are gone."""
+    mid = await ready(stack, "full")
+    await stack.start_process(mid, ["python3", "-c", HOLD_EVERY_PID], tag="hog")
+    pids = group_file(mid, "pids", "pids.current")
+    await wait_until(lambda: int(pids.read_text()) >= PIDS)
+    with pytest.raises(ToolError, match="process limit"):
+        await stack.exec(mid, ["true"], timeout_s=10)
+    await stack.kill_process(mid, tag="hog")
+    await wait_until(lambda: echoes(stack, mid), timeout=20, every=0.5)

@@ -173,9 +173,12 @@ def test_machine_permissions_are_exactly_its_own_subjects() -> None:
             f"machine.daemon-status-reported.{MID}",
             f"machine.heartbeat.{MID}",
             f"daemon.{MID}.output.*",
+            f"daemon.{MID}.bytes-out.*",
         ]
     }
-    assert perms["sub"] == {"allow": [f"daemon.{MID}.rpc", f"_INBOX_{MID}.>"]}
+    assert perms["sub"] == {
+        "allow": [f"daemon.{MID}.rpc", f"daemon.{MID}.bytes-in.*", f"_INBOX_{MID}.>"]
+    }
     assert perms["resp"] == {"max": 1, "ttl": J.RESPONSE_TTL_S * 10**9}
     assert J.RESPONSE_TTL_S > 3600  # the longest exec a machine can be asked to run
     assert set(perms) == {"pub", "sub", "resp"}

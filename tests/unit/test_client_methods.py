@@ -11,14 +11,38 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from contracts import codemode, gateway_limits, gateway_live, gateway_machines, gateway_rpc
+from contracts import (
+    codemode,
+    gateway_files,
+    gateway_hosts,
+    gateway_limits,
+    gateway_live,
+    gateway_machines,
+    gateway_rpc,
+    gateway_sessions,
+    gateway_sleep,
+    gateway_ssh,
+    ports,
+)
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec, NoParams
 from fleet import client
 
 SPECS = {spec.name: spec for spec in GATEWAY_METHODS}
 #: Where the spec constants live (codemode's are in their own module, listed in the table).
-SPEC_MODULES = (gateway_rpc, gateway_live, gateway_machines, gateway_limits, codemode)
+SPEC_MODULES = (
+    gateway_rpc,
+    gateway_live,
+    gateway_machines,
+    gateway_limits,
+    gateway_hosts,
+    codemode,
+    gateway_sessions,
+    ports,
+    gateway_ssh,
+    gateway_files,
+    gateway_sleep,
+)
 
 
 @dataclass

@@ -20,6 +20,8 @@ from contracts.events import (
     MachineFailed,
     MachineProvisioned,
     MachineReady,
+    MachineStarted,
+    MachineStopped,
     MachineUnresponsive,
     RepoConflict,
     ReposChanged,
@@ -94,6 +96,8 @@ SAMPLES: list[Event] = [
         conflicts=[RepoConflict(path="c", reason="dirty")],
         left_in_place=["d"],
     ),
+    MachineStopped(event_id="e11", machine_id=MID, occurred_at=AT, reason="idle for 900 s"),
+    MachineStarted(event_id="e12", machine_id=MID, occurred_at=AT, reason="started by request"),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -107,6 +111,8 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineUnresponsive: {"lastHeartbeatAt", "reason"},
     EnvPushed: {"envPath", "envBytes", "envSha256"},
     ReposReconciled: {"cloned", "switched", "unchanged", "conflicts", "leftInPlace"},
+    MachineStopped: {"reason"},
+    MachineStarted: {"reason"},
 }
 
 

@@ -126,12 +126,19 @@ def test_known_error_codes(doc: dict[str, Any]) -> None:
         1004,
         1003,
         1009,
+        1040,
         1502,
         1504,
         -32602,
         1700,
     ]
-    assert [e["code"] for e in method(doc, "machines.create")["errors"]] == [1004, 1003, 1009, 1022]
+    assert [e["code"] for e in method(doc, "machines.create")["errors"]] == [
+        1004,
+        1003,
+        1009,
+        1041,
+        1022,
+    ]
     assert method(doc, "instances.create")["errors"] == []
 
 

@@ -6,13 +6,15 @@ import typing
 
 import pytest
 
-from contracts.consumers import Durable
+from contracts.consumers import PER_HOST, Durable, durable_name, host_durable
 from contracts.events import (
     DaemonStatusReported,
     EnvChanged,
     MachineArchived,
     MachineCreated,
     MachineProvisioned,
+    MachineStarted,
+    MachineStopped,
     ReposChanged,
     SetupPushed,
 )
@@ -35,6 +37,8 @@ def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> Non
         "Provisioner": {
             ("on_created", MachineCreated, "provisioner"),
             ("on_archived", MachineArchived, "provisioner-archive"),
+            ("on_stopped", MachineStopped, "provisioner-stop"),
+            ("on_started", MachineStarted, "provisioner-start"),
         },
         "SetupPusher": {
             ("on_status", DaemonStatusReported, "setup_pusher"),
@@ -44,10 +48,26 @@ def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> Non
         "Prober": {
             ("on_setup_pushed", SetupPushed, "prober"),
             ("on_provisioned", MachineProvisioned, "prober-boot"),
+            ("on_created", MachineCreated, "prober-placement"),
         },
     }
     every = [d.durable for cls in SERVICES for _, d in declared_subscriptions(cls)]
     assert sorted(every) == sorted(Durable)  # each durable has exactly one handler
+
+
+def test_per_machine_work_has_a_durable_per_host() -> None:
+    assert {
+        Durable.PROVISIONER_ARCHIVE, Durable.PROVISIONER_STOP, Durable.PROVISIONER_START
+    } == PER_HOST  # fmt: skip
+    assert durable_name(Durable.PROVISIONER_ARCHIVE, "host-1") == "provisioner-archive@host-1"
+    assert durable_name(Durable.PROVISIONER, "host-1") == "provisioner"  # shared by all
+    # What a durable name may not have: '.', '*', '>', slashes, white space.
+    assert host_durable(Durable.PROVISIONER_STOP, "web.a b/c*>") == "provisioner-stop@web_a_b_c__"
+
+
+def test_only_the_provisioners_creates_are_gated_by_room() -> None:
+    gated = {d.durable for cls in SERVICES for _, d in declared_subscriptions(cls) if d.room}
+    assert gated == {Durable.PROVISIONER}
 
 
 @pytest.mark.parametrize("cls", SERVICES)
@@ -65,9 +85,12 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
     assert budget == {
         Durable.PROVISIONER: None,
         Durable.PROVISIONER_ARCHIVE: None,
+        Durable.PROVISIONER_STOP: None,
+        Durable.PROVISIONER_START: 90.0,
         Durable.SETUP_PUSHER: 90.0,
         Durable.PROBER: None,
         Durable.PROBER_BOOT: 150.0,
+        Durable.PROBER_PLACEMENT: 3720.0,
         Durable.SETUP_PUSHER_ENV: None,
         Durable.SETUP_PUSHER_REPOS: None,
     }
@@ -75,9 +98,12 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
     assert give_up == {
         Durable.PROVISIONER: None,
         Durable.PROVISIONER_ARCHIVE: "stop_failed",
+        Durable.PROVISIONER_STOP: "sleep_failed",
+        Durable.PROVISIONER_START: None,
         Durable.SETUP_PUSHER: None,
         Durable.PROBER: None,
         Durable.PROBER_BOOT: "give_up_boot",
+        Durable.PROBER_PLACEMENT: "give_up_placement",
         Durable.SETUP_PUSHER_ENV: "log_give_up",
         Durable.SETUP_PUSHER_REPOS: "log_give_up",
     }

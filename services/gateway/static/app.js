@@ -5,6 +5,7 @@ import { onUnauthorized, session } from "./api.js";
 import { ID_PATTERNS } from "./contract.js";
 import { codemodePage } from "./page-codemode.js";
 import { envPage } from "./page-env.js";
+import { hostsPage } from "./page-hosts.js";
 import { instancesPage } from "./page-instances.js";
 import { machineDetailPage } from "./page-machine-detail.js";
 import { machinesPage } from "./page-machines.js";
@@ -28,6 +29,7 @@ const ROUTES = [
   [new RegExp(`^#/env(?:/${id(ID_PATTERNS.INSTANCE_ID)})?$`), envPage],
   [/^#\/tokens$/, tokensPage],
   [/^#\/codemode$/, codemodePage],
+  [/^#\/hosts$/, hostsPage],
 ];
 
 /** Leave the page on screen: its controller's signal tells it to stop (event streams). */

@@ -35,8 +35,17 @@ export const METHODS = Object.freeze({
   MACHINES_EXEC_STREAM: "machines.execStream",
   MACHINES_DAEMON_LOG: "machines.daemonLog",
   MACHINES_RESTART: "machines.restart",
+  MACHINES_PORTS: "machines.ports",
+  MACHINES_PREVIEW_TICKET: "machines.previewTicket",
+  INSTANCES_SET_SSH_KEYS: "instances.setSshKeys",
   INSTANCES_SET_LIMITS: "instances.setLimits",
   INSTANCES_GET_LIMITS: "instances.getLimits",
+  HOSTS_LIST: "hosts.list",
+  HOSTS_DRAIN: "hosts.drain",
+  MACHINES_STOP: "machines.stop",
+  MACHINES_START: "machines.start",
+  INSTANCES_SET_AUTO_STOP: "instances.setAutoStop",
+  INSTANCES_GET_AUTO_STOP: "instances.getAutoStop",
   CODEMODE_RUN: "codemode.run",
   CODEMODE_CANCEL: "codemode.cancel",
   CODEMODE_LIST: "codemode.list",
@@ -44,6 +53,14 @@ export const METHODS = Object.freeze({
   CODEMODE_BRIDGES_SET: "codemode.bridges.set",
   CODEMODE_BRIDGES_LIST: "codemode.bridges.list",
   CODEMODE_BRIDGES_REMOVE: "codemode.bridges.remove",
+  SESSIONS_OPEN: "sessions.open",
+  SESSIONS_LIST: "sessions.list",
+  SESSIONS_RESIZE: "sessions.resize",
+  SESSIONS_CLOSE: "sessions.close",
+  MACHINES_READ_FILE: "machines.readFile",
+  MACHINES_LIST_DIR: "machines.listDir",
+  MACHINES_STAT: "machines.stat",
+  MACHINES_REMOVE_FILE: "machines.removeFile",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -58,8 +75,17 @@ export const ERRORS = Object.freeze({
   NOT_FOUND: 1004,
   CONFLICT: 1009,
   IDEMPOTENCY_KEY_REUSED: 1022,
+  MACHINE_STOPPED: 1040,
+  RUNNING_MACHINES_LIMIT: 1041,
   PAYLOAD_TOO_LARGE: 1013,
   RATE_LIMITED: 1029,
+  STREAM_ABORTED: 1045,
+  TOO_MANY_STREAMS: 1046,
+  FILE_TOO_LARGE: 1050,
+  FILE_NOT_FOUND: 1051,
+  WRONG_FILE_KIND: 1052,
+  NOT_TEXT: 1053,
+  TRANSFER_ABORTED: 1054,
   REQUEST_EXPIRED: 1101,
   REQUEST_REPLAYED: 1102,
   REPLY_FORGED: 1103,
@@ -70,6 +96,8 @@ export const ERRORS = Object.freeze({
   PROVIDER_ERROR: 1600,
   NOT_SUPPORTED: 1601,
   TOOL_ERROR: 1700,
+  PORT_UNREACHABLE: 1055,
+  BAD_UPSTREAM: 1056,
 });
 
 /** The HTTP status of errors about the request itself (FleetError.http_status). */
@@ -77,7 +105,12 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   UNAUTHORIZED: 401,
   PAYLOAD_TOO_LARGE: 413,
   RATE_LIMITED: 429,
+  FILE_TOO_LARGE: 413,
+  FILE_NOT_FOUND: 404,
+  WRONG_FILE_KIND: 409,
   UNAVAILABLE: 503,
+  PORT_UNREACHABLE: 502,
+  BAD_UPSTREAM: 502,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */
@@ -109,6 +142,7 @@ export const STATUS = Object.freeze({
   FAILED: "failed",
   UNRESPONSIVE: "unresponsive",
   ARCHIVED: "archived",
+  STOPPED: "stopped",
 });
 
 /** Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL). */
@@ -138,6 +172,8 @@ export const EVENT_TYPES = Object.freeze({
   UNRESPONSIVE: "unresponsive",
   ENV_PUSHED: "env-pushed",
   REPOS_RECONCILED: "repos-reconciled",
+  STOPPED: "stopped",
+  STARTED: "started",
 });
 
 /** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */
@@ -145,6 +181,11 @@ export const STREAMING = Object.freeze({
   PATH: "/rpc/stream",
   OUTPUT: "output",
   RESULT: "result",
+});
+
+/** Preview URLs (contracts.ports): TICKET_PARAM carries a machines.previewTicket. */
+export const PORTS = Object.freeze({
+  TICKET_PARAM: "fleet_ticket",
 });
 
 /**

@@ -11,6 +11,7 @@ const NAV = [
   ["#/env", "Env vars", "nav-env"],
   ["#/tokens", "Access tokens", "nav-tokens"],
   ["#/codemode", "Codemode", "nav-codemode"],
+  ["#/hosts", "Hosts", "nav-hosts", { admin: true }],
 ];
 
 export function frame(active, title, ...content) {
@@ -22,7 +23,7 @@ export function frame(active, title, ...content) {
     h(
       "ul",
       {},
-      NAV.map(([href, label, testid]) =>
+      NAV.filter(([, , , only]) => !only?.admin || session.isAdmin).map(([href, label, testid]) =>
         h(
           "li",
           {},

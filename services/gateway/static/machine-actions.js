@@ -11,9 +11,41 @@ const SHORT_SHA = 8;
 
 export const shortSha = (sha) => sha.slice(0, SHORT_SHA);
 
-/** Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
+/** Statuses a machine can be stopped from (contracts.status.STOPPABLE). */
+const STOPPABLE = new Set([
+  STATUS.BOOTING,
+  STATUS.SETTING_UP,
+  STATUS.PROBING,
+  STATUS.READY,
+  STATUS.UNRESPONSIVE,
+]);
+
+/** Stop or Start, as the machine's status allows; its status then follows live. */
+function sleepAction(m, act) {
+  if (m.status === STATUS.STOPPED) {
+    return act("Start", "action-start", async () => {
+      updateMachine(await rpc(METHODS.MACHINES_START, { machineId: m.id }));
+      return `Machine ${m.id} is starting: the same machine, its home and processes.`;
+    });
+  }
+  return act(
+    "Stop",
+    "action-stop",
+    async () => {
+      updateMachine(await rpc(METHODS.MACHINES_STOP, { machineId: m.id }));
+      return `Machine ${m.id} stopped: its processes end, its home stays. Start brings it back.`;
+    },
+    {
+      enabled: STOPPABLE.has(m.status),
+      title: "Stop the machine: no process or memory until Start; its home is kept",
+    },
+  );
+}
+
+/** Stop/Start, Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
 export function machineActions(m, notices) {
   const archived = m.status === STATUS.ARCHIVED;
+  const stopped = m.status === STATUS.STOPPED;
   const current = state.instances.get(m.instanceId)?.currentMachineId === m.id;
   const act = (label, testid, run, { danger = false, enabled = !archived, title } = {}) => {
     const btn = h(
@@ -27,6 +59,7 @@ export function machineActions(m, notices) {
   return h(
     "div.actions",
     {},
+    sleepAction(m, act),
     act(
       "Rebuild",
       "action-rebuild",
@@ -56,11 +89,16 @@ export function machineActions(m, notices) {
         (failed ? `; failed: ${failed}` : ".")
       );
     }),
-    act("Refresh code", "action-refresh-code", async () => {
-      const r = await rpc(METHODS.MACHINES_REFRESH_CODE, { machineId: m.id });
-      refreshMachine(m.id);
-      return `Refresh code: ${r.message}`;
-    }),
+    act(
+      "Refresh code",
+      "action-refresh-code",
+      async () => {
+        const r = await rpc(METHODS.MACHINES_REFRESH_CODE, { machineId: m.id });
+        refreshMachine(m.id);
+        return `Refresh code: ${r.message}`;
+      },
+      { enabled: !archived && !stopped },
+    ),
     // Not Refresh code: the same code, a new daemon process (a stuck daemon); processes stay.
     act(
       "Restart daemon",
@@ -69,7 +107,10 @@ export function machineActions(m, notices) {
         updateMachine(await rpc(METHODS.MACHINES_RESTART, { machineId: m.id }));
         return `Machine ${m.id}: its daemon restarts; its processes keep running.`;
       },
-      { title: "Restart the machine's daemon in place (same code; processes keep running)" },
+      {
+        enabled: !archived && !stopped,
+        title: "Restart the machine's daemon in place (same code; processes keep running)",
+      },
     ),
     act(
       "Archive",

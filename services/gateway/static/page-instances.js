@@ -89,6 +89,35 @@ export function instancesPage({ root }) {
     return btn;
   };
 
+  // Auto-stop: the instance's machines stop after this many seconds without activity (0: off).
+  const autoStop = (inst) => {
+    const secs = h("input.input-small", {
+      type: "number",
+      min: "0",
+      step: "1",
+      placeholder: "idle s",
+      testid: "instance-autostop-seconds",
+      "aria-label": `Auto-stop ${inst.name} after seconds idle (0: off)`,
+    });
+    const btn = h(
+      "button.btn.btn-small",
+      { type: "button", testid: "instance-autostop", title: "Stop idle machines (0: never)" },
+      "Auto-stop",
+    );
+    btn.addEventListener("click", () =>
+      busy(btn, () =>
+        notices.report(async () => {
+          const idleAfterS = Number.parseInt(secs.value || "0", 10);
+          const r = await rpc(METHODS.INSTANCES_SET_AUTO_STOP, { instanceId: inst.id, idleAfterS });
+          return r.idleAfterS
+            ? `${inst.name}: idle machines stop after ${r.idleAfterS} s.`
+            : `${inst.name}: auto-stop is off.`;
+        }),
+      ),
+    );
+    return h("span.autostop", {}, secs, btn);
+  };
+
   const row = (inst) => {
     const current = inst.currentMachineId ? state.machines.get(inst.currentMachineId) : null;
     return h(
@@ -116,6 +145,7 @@ export function instancesPage({ root }) {
           {},
           machineButton(inst, current),
           h("a.btn.btn-small.btn-ghost", { href: `#/env/${inst.id}` }, "Env vars"),
+          autoStop(inst),
         ),
       ),
     );

@@ -6,8 +6,10 @@ import { EVENT_TYPES, METHODS } from "./contract.js";
 import { effectiveEnvTable } from "./env-table.js";
 import { frame } from "./frame.js";
 import { codeBadge, daemonCell, machineActions, shortSha } from "./machine-actions.js";
+import { portsPanel } from "./ports-panel.js";
 import { instanceName, state } from "./state.js";
 import { refreshMachine, updateMachine } from "./sync.js";
+import { terminals } from "./terminal.js";
 import { chip, fill, fmtClock, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
 
 const T = EVENT_TYPES;
@@ -70,6 +72,13 @@ const envNote = () => [
   "env pushes the current values.",
 ];
 
+const portsNote = () => [
+  "TCP ports listening on the machine's loopback or on every address. Open shows the port's ",
+  "preview URL in a new tab (HTTP and WebSocket, through the machine's daemon); ",
+  h("code", {}, "fleet machines forward"),
+  " reaches any TCP port from your computer.",
+];
+
 export function machineDetailPage({ root, signal }, machineId) {
   const notices = noticeArea();
   const header = h("div.detail-head");
@@ -91,6 +100,7 @@ export function machineDetailPage({ root, signal }, machineId) {
       props,
       ...prop("Instance", [instanceName(m.instanceId), " ", mono(m.instanceId)]),
       ...prop("Provider", [m.provider, m.externalId ? [" ", mono(m.externalId)] : null]),
+      ...prop("Host", h("span", { testid: "machine-host" }, m.hostId ?? "no host took it yet")),
       ...prop("Daemon", daemonCell(m)),
       ...prop("Created", fmtTime(m.createdAt)),
       ...prop("Updated", fmtTime(m.updatedAt)),
@@ -120,7 +130,20 @@ export function machineDetailPage({ root, signal }, machineId) {
         h("p.muted", {}, "Every event of this machine from its first, as it happens."),
         timeline(machineId, signal),
       ),
+      h(
+        "section.card",
+        { "aria-labelledby": "term-title", testid: "machine-terminal" },
+        h("h2#term-title", {}, "Terminal"),
+        h(
+          "p.muted",
+          {},
+          "Shells on the machine. They keep running when you leave or reload: their tabs stay, ",
+          "and a tab shows what happened meanwhile.",
+        ),
+        ...terminals(machineId, signal),
+      ),
       section("run-title", "Run a command", commandRunner(machineId)),
+      section("ports-title", "Ports", h("p.muted", {}, portsNote()), portsPanel(machineId)),
       h(
         "section.card",
         { "aria-labelledby": "env-title", testid: "machine-env" },

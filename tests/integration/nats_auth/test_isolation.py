@@ -8,7 +8,7 @@ import uuid
 import nats.errors
 import pytest
 
-from contracts import subjects
+from contracts import daemon_rpc as d, streams, subjects
 from contracts.consumers import Durable
 from contracts.events import MachineFailed, encode_event
 from contracts.ids import new_event_id
@@ -16,6 +16,7 @@ from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from services.common.bus import Bus
+from services.common.bytestreams import join
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, static_key
 from services.common.settings import Settings
@@ -233,4 +234,42 @@ async def test_machine_cannot_write_into_another_machines_output_stream(
         assert await before_marker(bus.nc, b_out, b_seen) == []
         assert [m.data for m in await before_marker(bus.nc, a_out, a_seen)] == [b"own"]
     assert attacker.violations("publish", a_out) == []
+    await nc.close()
+
+
+async def test_machine_cannot_read_or_write_another_machines_byte_streams(
+    callout: None, bus: Bus, store: Store, box: SecretBox, spawn_daemon: SpawnDaemon,
+    nats_server: NatsServer,
+) -> None:  # fmt: skip
+    """Terminals, files and tunnels: B's stream carries its user's keystrokes and files. A may
+    neither read B's sides, nor forge B's output, nor feed B (or itself) platform input."""
+    b, b_token = await enroll(store, box)
+    await boot(bus, spawn_daemon, b, b_token)
+    opened = await DaemonClient(bus.nc, keys=static_key(b_token)).call(
+        b, d.EXEC_PIPE, d.ExecPipeParams(command=["cat"])
+    )
+    sid = opened.stream_id
+    a, a_token = await enroll(store, box)
+    attacker = Attacker()
+    nc = await connect_as(nats_server, a, a_token, attacker)
+    async with await join(bus.nc, b, sid) as stream:
+        for subject in (subjects.stream_to_machine(b, "*"), subjects.stream_from_machine(b, "*"),
+                        subjects.stream_to_machine(b, sid)):  # fmt: skip
+            await nc.subscribe(subject)
+            await attacker.violated("subscription", subject)
+        forged = [
+            subjects.stream_from_machine(b, sid),  # B's output, as if B's command printed it
+            subjects.stream_to_machine(b, sid),  # B's input, as if its user typed it
+            subjects.stream_to_machine(a, sid),  # even its own input is the platform's to send
+        ]
+        for subject in forged:
+            await nc.publish(subject, streams.encode_data(0, b"rm -rf ~\n"))
+        await nc.flush()
+        for subject in forged:
+            await attacker.violated("publish", subject)
+        # B's real stream, under the real permissions, is whole and untouched.
+        await stream.send(b"hello\n")
+        await stream.end()
+        assert b"".join([c async for c in stream]) == b"hello\n"
+        assert stream.end_code == 0
     await nc.close()

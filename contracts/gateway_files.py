@@ -1,0 +1,102 @@
+"""Gateway methods on the files of a machine's home: read, list, stat, remove.
+
+Each is its daemon method with ``machineId`` added, checked as every machine method is (the
+caller's token must reach the machine's instance; an archived machine answers Conflict). A file
+bigger than one message is not read here but streamed: ``GET``/``PUT`` on ``FILES_PATH``, or
+``fleet machines cp``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+import msgspec
+
+from contracts.daemon_files import (
+    ListDirParams,
+    ListDirResult,
+    ReadFileParams,
+    ReadFileResult,
+    RemoveFileParams,
+    RemoveFileResult,
+    StatParams,
+    StatResult,
+)
+from contracts.errors import (
+    Conflict,
+    DaemonTimeout,
+    DaemonUnavailable,
+    FileNotFound,
+    FileTooLarge,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    NotText,
+    ToolError,
+    WrongFileKind,
+)
+from contracts.ids import ID_LENGTH, MACHINE_ID_RE
+from contracts.jsonrpc import AnySpec, MethodSpec
+
+_MachineId = Annotated[
+    str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
+]
+#: The HTTP route of a machine's files: GET downloads, PUT uploads, streamed either way. The
+#: path after ``files/`` is relative to the home (percent-encoded; ``~`` is not needed).
+FILES_ROUTE = "/machines/{machineId}/files/{path:.+}"
+FILES_PREFIX = "/machines/"
+
+
+def files_url(machine_id: str, path: str) -> str:
+    """The route for one file, its path percent-encoded (``~/`` and a leading ``/`` of a path
+    in the home are taken off: the route's paths are relative to the home)."""
+    rel = path[2:] if path.startswith("~/") else path
+    return f"{FILES_PREFIX}{machine_id}/files/{quote(rel, safe='/')}"
+
+
+class MachineReadFileParams(ReadFileParams, kw_only=True):
+    machine_id: _MachineId
+
+
+class MachineListDirParams(ListDirParams, kw_only=True):
+    machine_id: _MachineId
+
+
+class MachineStatParams(StatParams, kw_only=True):
+    machine_id: _MachineId
+
+
+class MachineRemoveFileParams(RemoveFileParams, kw_only=True):
+    machine_id: _MachineId
+
+
+_FILES = (NotFound, Forbidden, Conflict, DaemonUnavailable, DaemonTimeout, InvalidParams,
+          ToolError, FileNotFound, WrongFileKind)  # fmt: skip
+
+MACHINES_READ_FILE: MethodSpec[MachineReadFileParams, ReadFileResult] = MethodSpec(
+    "machines.readFile", MachineReadFileParams, ReadFileResult,
+    "Read a file of the machine's home that fits in one message (text, or base64); a bigger "
+    "one answers FileTooLarge: download it with GET /machines/{machineId}/files/{path}.",
+    (*_FILES, FileTooLarge, NotText),
+)  # fmt: skip
+MACHINES_LIST_DIR: MethodSpec[MachineListDirParams, ListDirResult] = MethodSpec(
+    "machines.listDir", MachineListDirParams, ListDirResult,
+    "The entries of a directory of the machine's home, sorted by name.", _FILES,
+)  # fmt: skip
+MACHINES_STAT: MethodSpec[MachineStatParams, StatResult] = MethodSpec(
+    "machines.stat", MachineStatParams, StatResult,
+    "What is at a path of the machine's home (a link is described, not followed).", _FILES,
+)  # fmt: skip
+MACHINES_REMOVE_FILE: MethodSpec[MachineRemoveFileParams, RemoveFileResult] = MethodSpec(
+    "machines.removeFile", MachineRemoveFileParams, RemoveFileResult,
+    "Remove a file, link or empty directory of the machine's home (recursive: a whole tree).",
+    _FILES,
+)  # fmt: skip
+
+FILE_METHODS: tuple[AnySpec, ...] = (
+    MACHINES_READ_FILE,
+    MACHINES_LIST_DIR,
+    MACHINES_STAT,
+    MACHINES_REMOVE_FILE,
+)

@@ -1,0 +1,67 @@
+"""Hosts: where machines run (docs/hosts.md). ``hosts.list`` (admin only) shows each host's
+provisioner as it announced itself: its capacity, its machines, its last heartbeat, its state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from contracts.errors import Forbidden, NotFound
+from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
+from contracts.status import HostState
+
+#: The reason (status reason and ``machine.failed``'s) of a create no host took in time
+#: (``FLEET_PLACEMENT_TIMEOUT_S``) while none had room.
+NO_HOST_WITH_CAPACITY = "no host with capacity"
+#: The stage ``machine.failed`` names for it.
+PLACEMENT_STAGE = "placement"
+
+
+class HostInfo(Result, kw_only=True):
+    #: ``FLEET_HOST_ID`` of the host's provisioner (default: its host name).
+    host_id: str
+    #: How many running machines it takes (``FLEET_HOST_CAPACITY``); None: no limit.
+    capacity: int | None = None
+    #: Its machines that run, or are being started (any status but stopped, failed, archived).
+    running: int
+    #: Its stopped machines (their homes stay on the host).
+    stopped: int
+    last_heartbeat: datetime
+    state: HostState
+
+
+HostId = Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=r"^\S+$")]
+
+
+class DrainParams(Params, kw_only=True):
+    host_id: HostId
+    #: False: the host takes new machines again.
+    draining: bool = True
+
+
+class HostList(Result, kw_only=True):
+    hosts: list[HostInfo]
+
+
+HOSTS_LIST: MethodSpec[NoParams, HostList] = MethodSpec(
+    "hosts.list",
+    NoParams,
+    HostList,
+    "Every host that announced itself (admin only): capacity, running and stopped machines, "
+    "last heartbeat, state (lost: no heartbeat for FLEET_HOST_LOST_AFTER_S).",
+    (Forbidden,),
+)
+
+HOSTS_DRAIN: MethodSpec[DrainParams, HostInfo] = MethodSpec(
+    "hosts.drain",
+    DrainParams,
+    HostInfo,
+    "Stop (or, with draining false, resume) new placements on a host (admin only): its "
+    "provisioner takes no machine.created; its machines keep running.",
+    (NotFound, Forbidden),
+)
+
+HOST_METHODS: tuple[AnySpec, ...] = (HOSTS_LIST, HOSTS_DRAIN)

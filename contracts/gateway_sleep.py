@@ -1,0 +1,71 @@
+"""Machines that sleep (gateway_rpc.py is full): ``machines.stop``, ``machines.start`` and
+an instance's auto-stop.
+
+A stopped machine holds no process, container or memory; only its home stays. ``start`` brings
+the same machine back (same id, same home) and the pipeline runs again from its daemon's ready
+report, as after a create. Every method that needs the daemon answers ``MachineStopped`` at
+once on a stopped machine.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from contracts.errors import Conflict, Forbidden, NotFound, RunningMachinesLimit
+from contracts.gateway_types import InstanceId, InstanceRef, MachineRef
+from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.models import Machine
+
+#: At most a week: past that, stop the machine by hand.
+IdleAfterS = Annotated[int, msgspec.Meta(ge=0, le=7 * 24 * 3600)]
+
+
+class SetAutoStopParams(Params, kw_only=True):
+    instance_id: InstanceId
+    #: Stop the instance's machines after this many seconds without gateway activity; 0: never.
+    idle_after_s: IdleAfterS
+
+
+class AutoStop(Result, kw_only=True):
+    instance_id: str
+    idle_after_s: int
+
+
+MACHINES_STOP: MethodSpec[MachineRef, Machine] = MethodSpec(
+    "machines.stop",
+    MachineRef,
+    Machine,
+    "Stop a machine: its processes end, its home stays (a stopped one: no change).",
+    (NotFound, Forbidden, Conflict),
+)
+MACHINES_START: MethodSpec[MachineRef, Machine] = MethodSpec(
+    "machines.start",
+    MachineRef,
+    Machine,
+    "Start a stopped machine again: the same machine, its home and background processes "
+    "(a running one: no change).",
+    (NotFound, Forbidden, Conflict, RunningMachinesLimit),
+)
+INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
+    "instances.setAutoStop",
+    SetAutoStopParams,
+    AutoStop,
+    "Stop the instance's machines after idleAfterS seconds without gateway activity (0: off).",
+    (NotFound, Forbidden),
+)
+INSTANCES_GET_AUTOSTOP: MethodSpec[InstanceRef, AutoStop] = MethodSpec(
+    "instances.getAutoStop",
+    InstanceRef,
+    AutoStop,
+    "The instance's auto-stop setting (0: off).",
+    (NotFound, Forbidden),
+)
+
+SLEEP_METHODS: tuple[AnySpec, ...] = (
+    MACHINES_STOP,
+    MACHINES_START,
+    INSTANCES_SET_AUTOSTOP,
+    INSTANCES_GET_AUTOSTOP,
+)

@@ -1,0 +1,170 @@
+"""Interactive sessions: a command on a pseudo-terminal that the daemon keeps running with or
+without clients, and its scrollback.
+
+Daemon methods (``session.*``) open, list, resize and close sessions; ``session.attach`` opens a
+byte stream (contracts.streams) to one. On an attach stream the platform sends the raw bytes a
+user types; the daemon sends *records*, so that terminal output and notices share one ordered
+stream: ``kind (1 byte) length (4 bytes, big-endian) payload``, where kind ``OUTPUT`` carries
+terminal bytes and ``NOTICE`` a JSON object (``{"type":"dropped","bytes":N}``: output the client
+was too slow for and will never see). The stream's end frame carries the command's exit code
+(128 + n for a signal n, as a shell says it).
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import Annotated
+
+import msgspec
+
+from contracts.jsonrpc import Params, Result
+from contracts.streams import DEFAULT_CHUNK, MAX_CHUNK
+from contracts.validation import check_env_name
+
+#: What a session keeps of its output for the next client that attaches.
+SCROLLBACK_BYTES = 1024 * 1024
+#: Sessions per machine, running or exited but not yet closed.
+MAX_SESSIONS = 32
+#: A client that takes nothing for this long while the session waits on it is no longer waited
+#: for (and told how much it missed), so one stalled viewer cannot freeze a session for others.
+STALL_S = 2.0
+
+#: The receive window of an attach stream, each side: small, so a keystroke never queues
+#: behind much output.
+ATTACH_WINDOW = 8 * DEFAULT_CHUNK
+
+SessionId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}$")]
+Cols = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+Rows = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+SessionName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+Argv = Annotated[list[Annotated[str, msgspec.Meta(max_length=4096)]],
+                 msgspec.Meta(min_length=1, max_length=256)]  # fmt: skip
+
+
+class SessionOpenParams(Params, kw_only=True):
+    #: argv, never run through a shell; default: the user's login shell.
+    command: Argv | None = None
+    cwd: str | None = None
+    cols: Cols = 80
+    rows: Rows = 24
+    name: SessionName | None = None
+    env: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.command is not None and not self.command[0]:
+            raise ValueError("field `command` must start with a program name")
+        # No argv, environment or path holds a NUL: the daemon could not start the process.
+        if self.command is not None and any("\x00" in arg for arg in self.command):
+            raise ValueError("field `command` must not hold a NUL character")
+        if self.cwd is not None and "\x00" in self.cwd:
+            raise ValueError("field `cwd` must not hold a NUL character")
+        for name, value in (self.env or {}).items():
+            check_env_name(name, "env")
+            if "\x00" in value:
+                raise ValueError(f"field `env` value of {name} must not hold a NUL character")
+
+
+class SessionInfo(Result, kw_only=True):
+    session_id: str
+    name: str
+    command: list[str]
+    cwd: str
+    cols: int
+    rows: int
+    pid: int
+    #: Unix time the command started.
+    started_at: float
+    running: bool
+    #: Once it exited: its code (128 + n for signal n).
+    exit_code: int | None = None
+    #: Clients attached right now.
+    attached: int = 0
+    #: Bytes of output the session has produced in all.
+    output_bytes: int = 0
+
+
+class SessionList(Result, kw_only=True):
+    sessions: list[SessionInfo]
+
+
+class SessionRef(Params, kw_only=True):
+    session_id: SessionId
+
+
+class SessionResizeParams(Params, kw_only=True):
+    session_id: SessionId
+    cols: Cols
+    rows: Rows
+
+
+class SessionAttachParams(Params, kw_only=True):
+    session_id: SessionId
+    chunk_size: Annotated[int, msgspec.Meta(ge=1024, le=MAX_CHUNK)] = DEFAULT_CHUNK
+    window: Annotated[int, msgspec.Meta(ge=1024, le=16 * MAX_CHUNK)] = ATTACH_WINDOW
+
+
+class SessionClosed(Result, kw_only=True):
+    #: False: there was no such session (closed already).
+    closed: bool
+
+
+# --- records on an attach stream (daemon to platform) ---------------------------------------
+class RecordKind(IntEnum):
+    OUTPUT = 0
+    NOTICE = 1
+
+
+_RECORD = struct.Struct(">BI")
+RECORD_HEADER = _RECORD.size
+#: The largest record a reader accepts.
+MAX_RECORD = MAX_CHUNK
+
+
+class Dropped(msgspec.Struct, tag_field="type", tag="dropped"):
+    bytes: int
+
+
+Notice = Dropped
+_NOTICE = msgspec.json.Decoder(Notice)
+
+
+def encode_record(kind: RecordKind, payload: bytes) -> bytes:
+    return _RECORD.pack(kind, len(payload)) + payload
+
+
+def encode_notice(notice: Notice) -> bytes:
+    return encode_record(RecordKind.NOTICE, msgspec.json.encode(notice))
+
+
+class RecordError(ValueError):
+    """Bytes that are not records."""
+
+
+class RecordReader:
+    """Records out of stream chunks (a record may span chunks); holds at most one record."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[tuple[RecordKind, bytes]]:
+        self._buf += chunk
+        out: list[tuple[RecordKind, bytes]] = []
+        while len(self._buf) >= RECORD_HEADER:
+            kind, size = _RECORD.unpack_from(self._buf)
+            if kind not in (RecordKind.OUTPUT, RecordKind.NOTICE) or size > MAX_RECORD:
+                raise RecordError(f"bad record header (kind {kind}, {size} bytes)")
+            if len(self._buf) < RECORD_HEADER + size:
+                break
+            out.append((RecordKind(kind), bytes(self._buf[RECORD_HEADER : RECORD_HEADER + size])))
+            del self._buf[: RECORD_HEADER + size]
+        return out
+
+
+def decode_notice(payload: bytes) -> Notice:
+    try:
+        return _NOTICE.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"bad notice: {exc}") from None

@@ -1,0 +1,132 @@
+"""``session.*``: interactive sessions on pseudo-terminals (see daemon/pty_session.py).
+
+A session outlives its clients, like tmux: it runs until its command exits or the platform
+closes it. An exited session stays listed, with its exit code and scrollback, until it is
+closed (or, when the machine is at ``MAX_SESSIONS``, until a new one needs its place).
+Sessions live in the daemon's memory: a daemon restart ends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import pty
+import pwd
+import secrets
+import termios
+from collections.abc import Mapping
+from pathlib import Path
+
+import structlog
+
+from contracts import sessions as ss
+from contracts.errors import NotFound, ToolError, TooManyStreams
+from contracts.jsonrpc import NoParams
+from contracts.streams import StreamOpened
+from daemon import tools
+from daemon.bytestreams import StreamHub
+from daemon.pty_session import Session, Viewer, set_size
+
+log = structlog.get_logger(__name__)
+
+
+def login_shell() -> list[str]:
+    """The user's login shell, as a login shell."""
+    shell = os.environ.get("SHELL") or ""
+    if not shell:
+        with contextlib.suppress(KeyError):
+            shell = pwd.getpwuid(os.getuid()).pw_shell
+    return [shell if shell and os.path.isfile(shell) else "/bin/sh", "-l"]
+
+
+def _take_terminal() -> None:
+    """In the child, after setsid: make stdin (the terminal) its controlling terminal, so
+    Ctrl-C there reaches the foreground process group as SIGINT."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Sessions:
+    def __init__(self, *, hub: StreamHub, home: Path, environ: Mapping[str, str]) -> None:
+        self._hub = hub
+        self._home = home
+        self._environ = environ
+        self._sessions: dict[str, Session] = {}
+        self._viewers: set[asyncio.Task[None]] = set()
+
+    def _get(self, session_id: str) -> Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"no session {session_id} on this machine")
+        return session
+
+    async def open(self, p: ss.SessionOpenParams, _: None) -> ss.SessionInfo:
+        await self._make_room()
+        argv = p.command or login_shell()
+        cwd = tools.resolve_path(self._home, p.cwd, "$.cwd") if p.cwd else self._home
+        if not cwd.is_dir():
+            raise ToolError(f"cwd {cwd} is not a directory on the machine")
+        env = tools.command_env(self._environ, self._home, p.env)
+        env.setdefault("TERM", "xterm-256color")
+        master, slave = pty.openpty()
+        try:
+            set_size(master, p.cols, p.rows)
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
+                start_new_session=True, preexec_fn=_take_terminal,
+            )  # fmt: skip
+        except OSError as exc:
+            os.close(master)
+            raise tools.start_failed(argv[0], exc) from None
+        except BaseException:  # whatever else stopped the start: the PTY is not left open
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        sid = secrets.token_hex(8)
+        session = Session(session_id=sid, name=p.name or os.path.basename(argv[0]), argv=argv,
+                          cwd=str(cwd), cols=p.cols, rows=p.rows, proc=proc,
+                          master=master)  # fmt: skip
+        self._sessions[sid] = session
+        log.info("session.opened", session_id=sid, argv0=argv[0], pid=proc.pid)
+        return session.info()
+
+    async def _make_room(self) -> None:
+        if len(self._sessions) < ss.MAX_SESSIONS:
+            return
+        exited = [s for s in self._sessions.values() if s.done.is_set() and not s.viewers]
+        if not exited:
+            raise TooManyStreams(f"this machine already runs {ss.MAX_SESSIONS} sessions")
+        oldest = min(exited, key=lambda s: s.started_at)
+        self._sessions.pop(oldest.id, None)
+
+    async def list(self, _: NoParams, __: None) -> ss.SessionList:
+        return ss.SessionList(sessions=[s.info() for s in self._sessions.values()])
+
+    async def resize(self, p: ss.SessionResizeParams, _: None) -> ss.SessionInfo:
+        session = self._get(p.session_id)
+        session.resize(p.cols, p.rows)
+        return session.info()
+
+    async def close(self, p: ss.SessionRef, _: None) -> ss.SessionClosed:
+        session = self._sessions.pop(p.session_id, None)
+        if session is None:
+            return ss.SessionClosed(closed=False)
+        await session.close()
+        log.info("session.closed", session_id=p.session_id, exit_code=session.exit_code)
+        return ss.SessionClosed(closed=True)
+
+    async def attach(self, p: ss.SessionAttachParams, _: None) -> StreamOpened:
+        session = self._get(p.session_id)
+        stream = self._hub.open(window=p.window, chunk_size=p.chunk_size)
+        await stream.start()
+        task = asyncio.create_task(Viewer(session, stream, p.chunk_size).run())
+        self._viewers.add(task)
+        task.add_done_callback(self._viewers.discard)
+        return StreamOpened(stream_id=stream.stream_id)
+
+    async def close_all(self) -> None:
+        """The daemon is stopping: end every session."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(s.close(grace_s=0.5) for s in sessions))

@@ -1,0 +1,44 @@
+"""`fleet hosts`: where machines run (docs/hosts.md)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from contracts.gateway_hosts import HostInfo
+from fleet.cli_common import SubAction, command, emit, group
+from fleet.client import FleetClient
+from fleet.render import age, table
+
+
+def register(sub: SubAction) -> None:
+    g = group(sub, "hosts", "the hosts machines run on (admin)")
+    command(g, "list", _hosts_list, "each host: capacity, machines, last heartbeat, state")
+    drain = command(g, "drain", _hosts_drain, "stop new placements on a host")
+    drain.add_argument("host_id")
+    drain.add_argument("--undo", action="store_true", help="the host takes new machines again")
+
+
+def hosts_table(hosts: Sequence[HostInfo]) -> str:
+    rows = [
+        [
+            h.host_id,
+            h.state.value,
+            str(h.capacity) if h.capacity is not None else "unlimited",
+            str(h.running),
+            str(h.stopped),
+            f"{age(h.last_heartbeat)} ago",
+        ]
+        for h in hosts
+    ]
+    return table(rows, ["HOST", "STATE", "CAPACITY", "RUNNING", "STOPPED", "HEARTBEAT"])
+
+
+async def _hosts_list(c: FleetClient, a: argparse.Namespace) -> int:
+    hosts = await c.list_hosts()
+    return emit(a, hosts, lambda: hosts_table(hosts) if hosts else "no host has announced itself")
+
+
+async def _hosts_drain(c: FleetClient, a: argparse.Namespace) -> int:
+    host = await c.drain_host(a.host_id, draining=not a.undo)
+    return emit(a, host, lambda: hosts_table([host]))

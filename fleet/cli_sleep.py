@@ -1,0 +1,75 @@
+"""`fleet machines stop|start` and `fleet instances autostop`: machines that sleep.
+
+``ensure_started`` is what a command that needs a running machine (a shell, a port forward)
+calls first: a stopped machine is started, and the command says so and waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from contracts.models import Machine
+from contracts.status import MachineStatus
+from fleet.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, SubAction, command, emit, to_json
+from fleet.client import FleetClient
+from fleet.render import machine_line
+
+Args = argparse.Namespace
+
+
+def machine_commands(g: SubAction) -> None:
+    stop = command(g, "stop", _stop, "stop a machine: its processes end, its home stays")
+    stop.add_argument("machine_id")
+    start = command(g, "start", _start, "start a stopped machine again (the same machine)")
+    start.add_argument("machine_id")
+    start.add_argument("--wait", action="store_true", help="wait until it is ready")
+    start.add_argument("--timeout", type=float, default=300.0, help="seconds, for --wait")
+
+
+def instance_commands(g: SubAction) -> None:
+    auto = command(g, "autostop", _autostop, "show or set when its idle machines stop")
+    auto.add_argument("instance_id")
+    auto.add_argument("idle_after_s", nargs="?", type=int,
+                      help="seconds without activity (exec, terminal, files, ports, codemode) "
+                      "before its machines stop; 0: never")  # fmt: skip
+
+
+async def _stop(c: FleetClient, a: Args) -> int:
+    m = await c.stop_machine(a.machine_id)
+    return emit(a, m, lambda: f"{machine_line(m)}\n(its home is kept: fleet machines start {m.id})")
+
+
+async def _start(c: FleetClient, a: Args) -> int:
+    m = await c.start_machine(a.machine_id)
+    if not a.wait:
+        return emit(a, m, lambda: machine_line(m))
+    try:
+        m = await c.wait_for(m.id, ("ready", "failed", "stopped", "archived"), a.timeout)
+    except TimeoutError:
+        print(f"fleet: machine {m.id} not ready after {a.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    print(to_json(m) if a.json else machine_line(m))
+    return EXIT_OK if m.status is MachineStatus.READY else EXIT_FAILED
+
+
+async def _autostop(c: FleetClient, a: Args) -> int:
+    if a.idle_after_s is None:
+        got = await c.get_autostop(a.instance_id)
+    else:
+        got = await c.set_autostop(a.instance_id, a.idle_after_s)
+    what = (f"idle machines stop after {got.idle_after_s} s" if got.idle_after_s
+            else "auto-stop is off")  # fmt: skip
+    return emit(a, got, lambda: f"{got.instance_id}: {what}")
+
+
+async def ensure_started(c: FleetClient, machine_id: str, timeout_s: float = 300.0) -> Machine:
+    """The machine, started first (saying so on stderr, and waiting) if it is stopped."""
+    m = await c.get_machine(machine_id)
+    if m.status is not MachineStatus.STOPPED:
+        return m
+    print(f"fleet: machine {machine_id} is stopped; starting it ...", file=sys.stderr, flush=True)
+    await c.start_machine(machine_id)
+    m = await c.wait_for(machine_id, ("ready", "failed", "stopped", "archived"), timeout_s)
+    print(f"fleet: machine {machine_id} is {m.status.value}", file=sys.stderr, flush=True)
+    return m

@@ -1,0 +1,143 @@
+"""``FleetClient``'s streamed file transfers (a mixin): ``upload`` and ``download`` over
+``PUT``/``GET /machines/{machineId}/files/{path}``, any size, checked by SHA-256.
+
+An upload sends the local file's size and mode, hashes the bytes as they go and compares with
+the SHA-256 the daemon computed of what it wrote. A download goes to a temporary file next to
+the local target, checked against the announced size, made durable, then renamed into place:
+an interrupted download leaves nothing at the target either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import aiohttp
+import msgspec
+
+from contracts.daemon_files import FILE_CHUNK, Uploaded
+from contracts.errors import FleetError, TransferAborted, error_from_wire
+from contracts.gateway_files import files_url
+
+_UPLOADED = msgspec.json.Decoder(Uploaded)
+#: A transfer may take long; only a stall this long fails it.
+_STALL = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+
+
+class Downloaded(msgspec.Struct, rename="camel", kw_only=True):
+    path: str
+    size: int
+    sha256: str
+    mode: int
+
+
+class TransferClient:
+    if TYPE_CHECKING:  # provided by FleetClient
+        url: str
+
+        @property
+        def session(self) -> aiohttp.ClientSession: ...
+        def _unreachable(self, exc: Exception) -> Exception: ...
+        def _refused(self) -> Exception: ...
+
+    async def upload(
+        self, machine_id: str, local: str | Path, remote: str, *, mode: int | None = None
+    ) -> Uploaded:
+        """Put the local file at ``remote`` on the machine (its mode too, unless ``mode``)."""
+        st = os.stat(local)
+        digest = hashlib.sha256()
+        query = {"mode": f"{mode if mode is not None else stat.S_IMODE(st.st_mode):o}"}
+        headers = {"Content-Length": str(st.st_size), "Content-Type": "application/octet-stream"}
+        url = self.url + files_url(machine_id, remote)
+        try:
+            async with self.session.put(url, data=_chunks(Path(local), digest), params=query,
+                                        headers=headers, timeout=_STALL) as resp:  # fmt: skip
+                body = await resp.read()
+                self._check(resp, body)
+        except aiohttp.ClientConnectionError as exc:
+            raise self._unreachable(exc) from None
+        done = _UPLOADED.decode(body)
+        if done.sha256 != digest.hexdigest() or done.size != st.st_size:
+            raise TransferAborted(f"{remote}: the machine wrote {done.size} bytes, SHA-256 "
+                                  f"{done.sha256}; {st.st_size} bytes, "
+                                  f"{digest.hexdigest()} were sent")  # fmt: skip
+        return done
+
+    async def download(self, machine_id: str, remote: str, local: str | Path) -> Downloaded:
+        """The machine's file at ``remote`` into ``local`` (a file path), with its mode."""
+        target = Path(local)
+        tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.fleet-download")
+        url = self.url + files_url(machine_id, remote)
+        try:
+            async with self.session.get(url, timeout=_STALL) as resp:
+                if resp.status != 200:
+                    self._check(resp, await resp.read())
+                mode = int(resp.headers.get("X-Fleet-Mode", "644"), 8)
+                size, sha = await _save(resp, tmp, mode)
+            if resp.content_length is not None and size != resp.content_length:
+                raise TransferAborted(f"{remote}: {size} of {resp.content_length} bytes came")
+            os.replace(tmp, target)
+        except aiohttp.ClientConnectionError as exc:
+            raise self._unreachable(exc) from None
+        except aiohttp.ClientPayloadError as exc:  # the gateway cut the body short
+            raise TransferAborted(f"{remote}: the download broke off: {exc}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return Downloaded(path=str(target), size=size, sha256=sha, mode=mode)
+
+    def _check(self, resp: aiohttp.ClientResponse, body: bytes) -> None:
+        if resp.status == 401:
+            raise self._refused()
+        if resp.status in (200, 201):
+            return
+        try:
+            err = msgspec.json.decode(body)["error"]
+        except (msgspec.DecodeError, KeyError, TypeError):
+            raise FleetError(f"the gateway answered HTTP {resp.status}") from None
+        raise error_from_wire(err)
+
+
+#: Local reads and writes go to a thread this many bytes at a time.
+_IO_BYTES = 1024 * 1024
+
+
+async def _chunks(path: Path, digest: hashlib._Hash) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while data := await asyncio.to_thread(_read_hashed, f, digest):
+            yield data
+
+
+def _read_hashed(f: BinaryIO, digest: hashlib._Hash) -> bytes:
+    data = f.read(_IO_BYTES)
+    digest.update(data)  # in the thread: hashlib lets go of the GIL for large inputs
+    return data
+
+
+async def _save(resp: aiohttp.ClientResponse, tmp: Path, mode: int) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        pending = bytearray()
+        async for data in resp.content.iter_chunked(FILE_CHUNK):
+            pending += data
+            size += len(data)
+            if len(pending) >= _IO_BYTES:
+                await asyncio.to_thread(_write_hashed, f, bytes(pending), digest)
+                pending = bytearray()
+        await asyncio.to_thread(_write_hashed, f, bytes(pending), digest)
+        f.flush()
+        os.fchmod(f.fileno(), mode)
+        await asyncio.to_thread(os.fsync, f.fileno())
+    return size, digest.hexdigest()
+
+
+def _write_hashed(f: BinaryIO, data: bytes, digest: hashlib._Hash) -> None:
+    digest.update(data)
+    f.write(data)

@@ -1,0 +1,127 @@
+"""The client side of a tunnel to a machine's port: one WebSocket to the gateway's
+``TUNNEL_PATH`` per TCP connection, joined to a local socket (``forward``) or to stdin/stdout
+(``tunnel``, an ssh ProxyCommand).
+
+Half-close both ways: local EOF is sent as the ``{"type":"eof"}`` frame, and that frame from
+the gateway becomes a ``shutdown(SHUT_WR)`` of the local socket (or the end of stdout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from contracts.errors import (
+    Conflict,
+    FleetError,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    PortUnreachable,
+    TooManyStreams,
+    Unauthorized,
+)
+from contracts.ports import EOF_FRAME, tunnel_path
+from fleet.client import FleetClient
+
+#: Bytes read from the local side per WebSocket message.
+READ_CHUNK = 256 * 1024
+#: What each refusal of the WebSocket handshake means (the gateway's JSON body is not read).
+_REFUSED: dict[int, type[FleetError]] = {
+    400: InvalidParams, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    502: PortUnreachable, 503: TooManyStreams,
+}  # fmt: skip
+
+
+class TunnelBroken(Exception):
+    """The tunnel closed before both directions ended (the gateway's close reason says why)."""
+
+
+async def open_tunnel(
+    client: FleetClient, machine_id: str, port: int
+) -> aiohttp.ClientWebSocketResponse:
+    url = client.url + tunnel_path(machine_id, port)
+    try:
+        return await client.session.ws_connect(url, max_msg_size=0, compress=0)
+    except aiohttp.WSServerHandshakeError as exc:
+        kind = _REFUSED.get(exc.status, FleetError)
+        raise kind(f"tunnel to port {port} of {machine_id} refused: HTTP {exc.status} "
+                   f"{exc.message}", data={"status": exc.status}) from None  # fmt: skip
+
+
+Read = Callable[[], Awaitable[bytes]]
+Write = Callable[[bytes], Awaitable[None]]
+Close = Callable[[], Awaitable[None]]
+
+
+async def join(ws: aiohttp.ClientWebSocketResponse, read: Read, write: Write,
+               write_eof: Close) -> None:  # fmt: skip
+    """Pump local bytes (``read``: b"" at EOF) and the WebSocket both ways until both ended."""
+    up = asyncio.create_task(_up(ws, read))
+    down = asyncio.create_task(_down(ws, write, write_eof))
+    try:
+        await asyncio.gather(up, down)
+    finally:
+        for task in (up, down):
+            task.cancel()
+        await asyncio.gather(up, down, return_exceptions=True)
+        await ws.close()
+
+
+async def _up(ws: aiohttp.ClientWebSocketResponse, read: Read) -> None:
+    while data := await read():
+        await ws.send_bytes(data)
+    await ws.send_str(EOF_FRAME)
+
+
+async def _down(ws: aiohttp.ClientWebSocketResponse, write: Write, write_eof: Close) -> None:
+    async for msg in ws:
+        if msg.type is WSMsgType.BINARY:
+            await write(msg.data)
+        elif msg.type is WSMsgType.TEXT and msg.data == EOF_FRAME:
+            await write_eof()
+            return
+    reason = ws.close_code, (ws.exception() or "")
+    raise TunnelBroken(f"the tunnel closed before its end (code {reason[0]}) {reason[1]}")
+
+
+async def join_socket(
+    ws: aiohttp.ClientWebSocketResponse, reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:  # fmt: skip
+    async def write(data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+
+    async def write_eof() -> None:
+        if writer.can_write_eof():
+            with contextlib.suppress(OSError):
+                writer.write_eof()
+
+    try:
+        await join(ws, lambda: reader.read(READ_CHUNK), write, write_eof)
+    finally:
+        writer.close()
+
+
+async def join_stdio(ws: aiohttp.ClientWebSocketResponse, stdin: int = 0, stdout: int = 1) -> None:
+    """stdin and stdout as the local side; read and written in threads, so any kind of file
+    descriptor works (a pipe, a socket, a terminal, a file)."""
+
+    async def read() -> bytes:
+        return await asyncio.to_thread(os.read, stdin, READ_CHUNK)
+
+    async def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[await asyncio.to_thread(os.write, stdout, view) :]
+
+    async def write_eof() -> None:
+        os.close(stdout)  # ssh sees the end of the server's output
+
+    await join(ws, read, write, write_eof)

@@ -1,0 +1,274 @@
+"""A sandboxed machine's own network: bwrap's ``--unshare-net`` and ``pasta`` (Debian's passt).
+
+bwrap makes the machine's network namespace (only ``lo`` in it) and waits (``--block-fd``)
+before it runs the machine's first process; the provider reads the namespace's init pid from
+bwrap's ``--info-fd``, has ``pasta`` give the namespace a way out, then lets bwrap go on: the
+daemon's first connection finds the network up. What pasta is told:
+
+- ``-t none -u none``: no port of the machine is bound on the host (pasta's default, ``auto``,
+  would publish every port a machine listens on);
+- ``-T <port>`` for each NATS port on the host's loopback, ``-U none``: the machine's loopback
+  forwards those ports, and only those, to the host's loopback (pasta's default would forward
+  every port the host listens on there);
+- ``--no-map-gw``: the gateway's address is the real gateway, not the host's loopback;
+- ``--runas 0`` when run as root: pasta would become ``nobody``, who cannot enter a
+  namespace root owns; the namespace is handed over as a descriptor (``/proc/self/fd/N``),
+  opened here, since pasta (without capabilities) may not open another process's namespace.
+
+Everything else leaves through pasta as the host's own sockets: the outside network, and
+addresses of the host's other interfaces (a Docker bridge's gateway, where NATS listens for
+containers). Nothing of the host's loopback and nothing of another machine is reachable:
+each machine has its own loopback, so two machines both serve ``127.0.0.1:3000``.
+
+pasta leaves itself in the background, marked by ``NETNS_OF`` in its environment (the
+machine's id, or its pool slot), which is how a stop finds and ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import structlog
+
+from contracts.errors import ProviderError
+from core import procinfo
+from providers.pasta_nodelay import no_delay
+from providers.seccomp import filter_fd
+
+log = structlog.get_logger(__name__)
+
+#: In the environment of a machine's pasta: which machine (or pool slot) it serves.
+NETNS_OF = "FLEET_NETNS_OF"
+#: bwrap's descriptors in a sandboxed machine's start: the info it writes (the namespace's
+#: init pid), and the one it waits on before it runs the machine.
+INFO_FD = 5
+BLOCK_FD = 6
+_SETUP_TIMEOUT_S = 30.0
+#: pasta's niceness when run as root (a kernel network stack would not wait its turn either).
+PASTA_NICE = -10
+
+
+class NetworkUnavailable(ProviderError):
+    """pasta is missing, or could not give a machine its network."""
+
+
+def pasta_binary() -> str:
+    found = shutil.which("pasta")
+    if not found:
+        raise NetworkUnavailable(
+            "pasta is not installed (a local machine's own network): `apt-get install passt`, "
+            "or run local machines without isolation (fleet up --no-sandbox)"
+        )
+    return found
+
+
+def loopback_ports(nats_url: str) -> list[int]:
+    """The ports of the NATS servers in ``nats_url`` that listen on the host's loopback (the
+    ones a machine's namespace must forward; other addresses are reached as the host would)."""
+    ports: set[int] = set()
+    for part in nats_url.split(","):
+        url = urlsplit(part.strip() if "://" in part else f"nats://{part.strip()}")
+        if url.hostname is None:
+            continue
+        if url.hostname == "localhost" or _is_loopback(url.hostname):
+            ports.add(url.port or 4222)
+    return sorted(ports)
+
+
+def _is_loopback(host: str) -> bool:
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False
+
+
+def pasta_argv(netns_fd: int, forwarded: list[int]) -> list[str]:
+    tcp_ns = ",".join(str(p) for p in forwarded) or "none"
+    argv = [pasta_binary(), "--quiet", "--config-net", "-t", "none", "-u", "none",
+            "-T", tcp_ns, "-U", "none", "--no-map-gw"]  # fmt: skip
+    if os.geteuid() == 0:
+        argv += ["--runas", "0"]
+        # Every packet of the machine waits for pasta to be scheduled: on a loaded host, at
+        # the default priority, that wait was most of a claimed machine's first NATS
+        # exchanges (benchmark 12). Its work per packet is small, so it gets ahead.
+        argv = ["nice", "-n", f"{PASTA_NICE}", *argv]
+    return [*argv, "--netns", f"/proc/self/fd/{netns_fd}"]
+
+
+async def read_child_pid(info_fd: int) -> int:
+    """The namespace's init pid, from bwrap's info descriptor (JSON, ``child-pid``)."""
+    loop = asyncio.get_running_loop()
+    got = b""
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(info_fd, "rb", 0)
+    )
+    try:
+        async with asyncio.timeout(_SETUP_TIMEOUT_S):
+            while b"}" not in got:
+                chunk = await reader.read(4096)
+                if not chunk:
+                    break
+                got += chunk
+    finally:
+        transport.close()
+    try:
+        return int(json.loads(got[: got.index(b"}") + 1])["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        raise NetworkUnavailable(f"bwrap said {got[:80]!r}, not its child's pid") from None
+
+
+async def attach(child_pid: int, owner: str, forwarded: list[int]) -> None:
+    """Give the network namespace of ``child_pid`` its way out (pasta, in the background once
+    the namespace is configured), marked as ``owner``'s."""
+    netns = os.open(f"/proc/{child_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    # Its messages in a memfd, not a pipe: pasta's background half may keep the descriptors it
+    # was given (under fleet up's uvloop, communicate() on a pipe never returned).
+    err = os.memfd_create("fleet-pasta-stderr", os.MFD_CLOEXEC)
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *pasta_argv(netns, forwarded),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+            pass_fds=(netns,),
+            env={"PATH": "/usr/bin:/bin", NETNS_OF: owner},
+            start_new_session=True,
+        )
+        async with asyncio.timeout(_SETUP_TIMEOUT_S):
+            code = await proc.wait()  # pasta's first half: it exits once the network is up
+        said = os.pread(err, 4096, 0).decode(errors="replace").strip().splitlines()
+    except TimeoutError:
+        raise NetworkUnavailable(f"pasta did not set up {owner}'s network in time") from None
+    finally:
+        os.close(netns)
+        os.close(err)
+        if proc is not None and proc.returncode is None:  # timed out or cancelled: not left
+            await _end(proc)
+    if code != 0:
+        raise NetworkUnavailable(
+            f"pasta could not set up {owner}'s network: {(said or ['no message'])[-1][:200]}"
+        )
+
+
+async def _loopback_configured(child_pid: int, timeout_s: float = 5.0) -> None:
+    """Wait until bwrap's child has set up the namespace's loopback (127.0.0.1 in its routing
+    table). bwrap reports the child's pid right after clone, while the child configures lo on
+    its own: pasta, which brings lo up too, started before that end made bwrap fail now and
+    then under load ("loopback: Failed RTM_NEWADDR"), and the machine never booted."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            if "127.0.0.1" in Path(f"/proc/{child_pid}/net/fib_trie").read_text():
+                return
+        except OSError:
+            return  # the child is gone: pasta's setup says why
+        await asyncio.sleep(0.005)
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """Kill a pasta that did not finish its setup (its whole session) and reap it, even when
+    the caller is being cancelled: an unreaped one would be a zombie and a leaked transport."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await asyncio.shield(proc.wait())  # cancelled: the wait goes on, and reaps it
+
+
+async def connect(info_fd: int, block_fd: int, owner: str, forwarded: list[int]) -> None:
+    """The network of the sandbox bwrap is starting (``info_fd``, ``block_fd``: this side of
+    its descriptors, both closed here), then the sandbox let go on."""
+    try:
+        child = await read_child_pid(info_fd)
+        await _loopback_configured(child)
+        await attach(child, owner, forwarded)
+        await asyncio.to_thread(_no_delay, owner)
+        os.write(block_fd, b"1")
+    finally:
+        os.close(block_fd)
+    log.info("provider.netns_up", owner=owner, forwarded=forwarded)
+
+
+async def start_sandboxed(
+    spawn: Callable[[dict[int, int]], int],
+    *,
+    owner: str,
+    seccomp: bytes,
+    seccomp_fd: int,
+    forwarded: list[int] | None,
+) -> int:
+    """Start a sandbox with ``spawn`` (given the descriptors bwrap expects: the syscall filter
+    at ``seccomp_fd``; with ``forwarded``, not None, its network's info and block ends) and
+    connect its network; its pid. On failure the sandbox and its pasta are ended."""
+    ours: list[int] = []
+    theirs = {seccomp_fd: filter_fd(seccomp)}
+    if forwarded is not None:
+        info_r, info_w = os.pipe2(os.O_CLOEXEC)
+        block_r, block_w = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = [info_r, block_w], theirs | {INFO_FD: info_w, BLOCK_FD: block_r}
+    try:
+        pid = spawn(theirs)
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs.values():
+            os.close(fd)
+    if forwarded is None:
+        return pid
+    try:
+        await connect(ours[0], ours[1], owner, forwarded)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        stop_pasta(owner)
+        raise
+    return pid
+
+
+def _no_delay(owner: str) -> None:
+    """Nagle off on the sockets of ``owner``'s pasta (providers/pasta_nodelay.py), before its
+    daemon connects; where that is refused the machine is only slower."""
+    for pid in procinfo.env_roots(NETNS_OF, owner):
+        try:
+            n = no_delay(pid)
+        except OSError as exc:
+            log.warning("provider.pasta_nodelay_failed", owner=owner, error=str(exc))
+            continue
+        log.debug("provider.pasta_nodelay", owner=owner, sockets=n)
+
+
+def has_pasta(*owners: str) -> bool:
+    """Whether a pasta runs for one of ``owners``: a sandbox with its own network and no pasta
+    was cut off (its provisioner died before the hand-over; bwrap, its block pipe closed,
+    went on without a way out)."""
+    return any(procinfo.env_roots(NETNS_OF, owner) for owner in owners)
+
+
+def stop_pasta(*owners: str) -> int:
+    """End the pasta of each of ``owners`` (a machine id, a pool slot); how many there were."""
+    ended = 0
+    for owner in owners:
+        for pid in procinfo.env_roots(NETNS_OF, owner):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                ended += 1
+    return ended
+
+
+def probe() -> str | None:
+    """None if machines can have a network of their own here, else why not (one line)."""
+    try:
+        pasta_binary()
+    except NetworkUnavailable as exc:
+        return str(exc)
+    return None

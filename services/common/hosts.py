@@ -1,0 +1,38 @@
+"""Hosts as the gateway shows them and the placement watchdog weighs them (docs/hosts.md)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from contracts.gateway_hosts import HostInfo
+from contracts.status import HostState
+from services.common.settings import Settings
+from services.common.store import Store
+from services.common.store_hosts import HostRecord
+
+
+def host_info(record: HostRecord, lost_after_s: float, now: float) -> HostInfo:
+    lost = now - record.last_beat > lost_after_s
+    state = HostState.DRAINING if record.draining else HostState.ACTIVE
+    return HostInfo(
+        host_id=record.host_id,
+        capacity=record.capacity or None,
+        running=len(record.occupancy.running),
+        stopped=record.occupancy.stopped,
+        last_heartbeat=datetime.fromtimestamp(record.last_beat, UTC),
+        state=HostState.LOST if lost else state,
+    )
+
+
+async def host_infos(store: Store, settings: Settings) -> list[HostInfo]:
+    """Every host that ever announced itself, by id."""
+    now = time.time()
+    return [host_info(r, settings.host_lost_after_s, now) for r in await store.hosts.all()]
+
+
+def has_room(host: HostInfo) -> bool:
+    """The host takes new machines now: active, and below its capacity (if it has one)."""
+    if host.state is not HostState.ACTIVE:
+        return False
+    return host.capacity is None or host.running < host.capacity

@@ -1,0 +1,61 @@
+"""Stopping and starting a machine's record: shared by the gateway (``machines.stop``,
+``machines.start``) and the prober's auto-stop, so that both say it the same way.
+
+Both are compare-and-set status changes followed by an event; the provisioner does the
+provider's part on that event (``services.provisioner.sleep``). Only the call that moved the
+status publishes: a repeated stop or start is a no-op, never a second event.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from contracts.events import MachineStarted, MachineStopped
+from contracts.ids import new_event_id
+from contracts.status import MachineStatus as S
+from services.common.bus import Bus
+from services.common.store import Store
+from services.common.store_sleep import is_asleep, reset_activity, stop_pending
+from services.common.store_stages import Transition
+
+log = structlog.get_logger(__name__)
+
+#: What a caller of a daemon-bound method on a stopped machine is told to do.
+START_HINT = "start it with machines.start (fleet machines start {machine_id})"
+
+
+async def stop_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> Transition:
+    """Mark the machine stopped and tell the provisioner to end its processes. A repeat
+    whose stop was never carried out (a gateway that died between the status and the event)
+    publishes the event again: the provisioner's part is idempotent."""
+    t = await store.transition(machine_id, S.STOPPED, reason)
+    if t.moved:
+        # Before the event: the provisioner sets it again once the processes are gone, and
+        # a start waits for that (it must not find the old daemon still up).
+        await stop_pending(store, machine_id)
+    if t.moved or (t.accepted and not await is_asleep(store, machine_id)):
+        await bus.publish(MachineStopped(event_id=new_event_id(), machine_id=machine_id,
+                                         reason=reason))  # fmt: skip
+        log.info("machine.stop_requested", machine_id=machine_id, reason=reason)
+    return t
+
+
+async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> Transition:
+    """Move a stopped machine to booting and tell the provisioner to start it again. Only a
+    stopped one: booting also admits provisioning, which is a create's business."""
+    status = (await store.get_machine(machine_id)).status
+    if status is S.BOOTING and await is_asleep(store, machine_id):
+        # A start on its way (or one whose event a dying gateway never published): publishing
+        # again is harmless, the provisioner's start is idempotent.
+        await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,
+                                         reason=reason))  # fmt: skip
+        return Transition(accepted=True, previous=status, target=S.BOOTING)
+    if status is not S.STOPPED:  # nothing moves: a stopped machine never goes back to that
+        return Transition(accepted=False, previous=status, target=S.BOOTING)
+    t = await store.transition(machine_id, S.BOOTING, f"{reason}: waiting for the daemon")
+    if t.moved:
+        await reset_activity(store, machine_id)  # its idle time counts from its start
+        await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,
+                                         reason=reason))  # fmt: skip
+        log.info("machine.start_requested", machine_id=machine_id, reason=reason)
+    return t

@@ -1,0 +1,195 @@
+"""Interactive sessions: ``sessions.*`` and the attach WebSocket (contracts.gateway_sessions).
+
+The methods are thin: access-checked like every machine method, then one daemon call through
+the gateway's shared daemon-call path. The WebSocket joins a byte stream the daemon opens for
+it (``session.attach``) and pumps both ways. It holds no session state (the daemon does), so
+any gateway replica serves any reattach, and it buffers nothing of its own: it takes the next
+chunk from the stream (granting the daemon credit) only once the socket took the last one, and
+reads the next client frame only once the daemon granted room for the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from functools import partial
+from typing import Protocol
+
+import msgspec
+import structlog
+from aiohttp import WSMsgType, web
+
+from contracts import daemon_rpc as d, gateway_sessions as gs, sessions as ss
+from contracts.errors import (
+    FleetError,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    StreamAborted,
+    TooManyStreams,
+)
+from contracts.ids import MACHINE_ID_RE
+from contracts.jsonrpc import MethodSpec, NoParams, P, R
+from services.common.bus import Bus
+from services.common.bytestreams import PlatformStream, join
+from services.gateway.access import Caller
+from services.gateway.activity import ActivityClock
+from services.gateway.stream_slots import StreamSlots
+
+log = structlog.get_logger(__name__)
+#: The largest frame a client may send (typed input or a control message).
+MAX_CLIENT_FRAME = 64 * 1024
+_SESSION_ID = msgspec.json.Decoder(ss.SessionId)
+_CONTROL = msgspec.json.Decoder(gs.ClientControl)
+_ENCODE = msgspec.json.Encoder()
+_HTTP_STATUS = {Forbidden: 403, NotFound: 404, InvalidParams: 400, TooManyStreams: 429}
+
+
+class DaemonCall(Protocol):
+    """The gateway's one path to a daemon for a caller (access check included)."""
+
+    async def __call__(self, c: Caller, machine_id: str, spec: MethodSpec[P, R],
+                       params: P) -> R: ...  # fmt: skip
+
+
+class SessionOps:
+    def __init__(self, *, call: DaemonCall, bus: Bus, activity: ActivityClock) -> None:
+        self.call = call
+        self.bus = bus
+        self.activity = activity
+
+    async def sessions_open(self, p: gs.SessionsOpenParams, c: Caller) -> gs.OpenedSession:
+        fields = msgspec.structs.asdict(p)
+        del fields["machine_id"]
+        params = ss.SessionOpenParams(**fields)
+        info = await self.call(c, p.machine_id, d.SESSION_OPEN, params)
+        log.info("session.opened", machine_id=p.machine_id, session_id=info.session_id,
+                 by=c.token_id)  # fmt: skip
+        path = gs.attach_path(p.machine_id, info.session_id)
+        return gs.OpenedSession(**msgspec.structs.asdict(info), machine_id=p.machine_id,
+                                attach_path=path)  # fmt: skip
+
+    async def sessions_list(self, p: gs.MachineSessions, c: Caller) -> ss.SessionList:
+        return await self.call(c, p.machine_id, d.SESSION_LIST, NoParams())
+
+    async def sessions_resize(self, p: gs.SessionsResizeParams, c: Caller) -> ss.SessionInfo:
+        params = ss.SessionResizeParams(session_id=p.session_id, cols=p.cols, rows=p.rows)
+        return await self.call(c, p.machine_id, d.SESSION_RESIZE, params)
+
+    async def sessions_close(self, p: gs.MachineSessionRef, c: Caller) -> ss.SessionClosed:
+        params = ss.SessionRef(session_id=p.session_id)
+        return await self.call(c, p.machine_id, d.SESSION_CLOSE, params)
+
+    # --- the WebSocket ------------------------------------------------------------------------
+    async def attach(self, request: web.Request, c: Caller,
+                     slots: StreamSlots) -> web.StreamResponse:  # fmt: skip
+        machine_id, session_id = request.match_info["machineId"], request.match_info["sessionId"]
+        _check_ids(machine_id, session_id)  # a FleetError here: http answers it, no upgrade
+        release = slots.take(c)  # held until the stream is closed
+        try:
+            opened = await self.call(c, machine_id, d.SESSION_ATTACH,
+                                     ss.SessionAttachParams(session_id=session_id))  # fmt: skip
+            stream = await join(self.bus.nc, machine_id, opened.stream_id,
+                                window=ss.ATTACH_WINDOW, on_close=release)  # fmt: skip
+            slots.hold(c, stream)
+        except BaseException:
+            release(None)
+            raise
+        # Typing is activity (a session in use keeps its machine from auto-stop); its output
+        # is not: a log tailing in a forgotten tab must not keep a machine awake for ever.
+        stream.on_traffic = partial(self.activity.record, machine_id)
+        stream.traffic_both_ways = False
+        ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, heartbeat=30.0)
+        try:
+            await ws.prepare(request)
+            log.info("session.attached", machine_id=machine_id, session_id=session_id,
+                     by=c.token_id)  # fmt: skip
+            resize = _Resizer(self, c, machine_id, session_id)
+            await _pump(ws, stream, resize)
+        finally:
+            await stream.aclose()
+            await ws.close()
+        return ws
+
+
+def _check_ids(machine_id: str, session_id: str) -> None:
+    if not MACHINE_ID_RE.fullmatch(machine_id):
+        raise InvalidParams("not a machine id", field="machineId")
+    try:
+        _SESSION_ID.decode(_ENCODE.encode(session_id))
+    except msgspec.ValidationError:
+        raise InvalidParams("not a session id", field="sessionId") from None
+
+
+def refusal_status(exc: FleetError) -> int:
+    """The HTTP status of an attach refused before the upgrade."""
+    status = next((v for k, v in _HTTP_STATUS.items() if isinstance(exc, k)), None)
+    return status or (exc.http_status if exc.http_status != 200 else 502)
+
+
+class _Resizer:
+    def __init__(self, ops: SessionOps, c: Caller, machine_id: str, session_id: str) -> None:
+        self.ops, self.c, self.machine_id, self.session_id = ops, c, machine_id, session_id
+
+    async def __call__(self, cols: int, rows: int) -> None:
+        params = gs.SessionsResizeParams(machine_id=self.machine_id, session_id=self.session_id,
+                                         cols=cols, rows=rows)  # fmt: skip
+        await self.ops.sessions_resize(params, self.c)
+
+
+async def _pump(ws: web.WebSocketResponse, stream: PlatformStream, resize: _Resizer) -> None:
+    out = asyncio.create_task(_to_client(ws, stream))
+    into = asyncio.create_task(_from_client(ws, stream, resize))
+    try:
+        done, _ = await asyncio.wait((out, into), return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    except StreamAborted as exc:
+        log.info("session.stream_lost", stream_id=stream.stream_id, reason=exc.message)
+        await ws.close(code=gs.CLOSE_ABORTED, message=exc.message.encode()[:120])
+    except ss.RecordError as exc:  # the machine sent garbage: its stream is done for
+        log.warning("session.bad_output", stream_id=stream.stream_id, error=str(exc))
+        await stream.abort(f"bad output from the machine: {exc}")
+        await ws.close(code=gs.CLOSE_ABORTED, message=b"bad output from the machine")
+    except ConnectionError:
+        log.info("session.client_gone", stream_id=stream.stream_id)
+    finally:
+        for task in (out, into):
+            task.cancel()
+        await asyncio.gather(out, into, return_exceptions=True)
+
+
+async def _to_client(ws: web.WebSocketResponse, stream: PlatformStream) -> None:
+    reader = ss.RecordReader()
+    while chunk := await stream.receive():  # credit back to the daemon as the socket drains
+        for kind, payload in reader.feed(chunk):
+            if kind is ss.RecordKind.OUTPUT:
+                await ws.send_bytes(payload)
+            else:
+                notice = ss.decode_notice(payload)
+                await ws.send_str(_ENCODE.encode(gs.Dropped(bytes=notice.bytes)).decode())
+    await ws.send_str(_ENCODE.encode(gs.Exited(code=stream.end_code)).decode())
+    await ws.close(code=1000, message=b"exited")
+
+
+async def _from_client(ws: web.WebSocketResponse, stream: PlatformStream,
+                       resize: _Resizer) -> None:  # fmt: skip
+    async for msg in ws:
+        if msg.type is WSMsgType.BINARY:
+            await stream.send(msg.data)  # waits for the daemon's credit: the socket waits too
+        elif msg.type is WSMsgType.TEXT:
+            await _control(ws, msg.data, resize)
+        else:
+            break
+    # The client left or closed: detach (the session goes on without it).
+    with contextlib.suppress(StreamAborted):
+        await stream.end()
+
+
+async def _control(ws: web.WebSocketResponse, text: str, resize: _Resizer) -> None:
+    try:
+        control = _CONTROL.decode(text)
+        await resize(control.cols, control.rows)
+    except (msgspec.DecodeError, FleetError) as exc:
+        problem = gs.BadControl(message=f"control message refused: {exc}")
+        await ws.send_str(_ENCODE.encode(problem).decode())

@@ -1,0 +1,82 @@
+"""``machines.stop``, ``machines.start``, ``instances.setAutoStop``/``getAutoStop``
+(contracts/gateway_sleep.py), and the running-machines limit a start or a create must pass."""
+
+from __future__ import annotations
+
+import structlog
+
+from contracts.errors import Conflict, RunningMachinesLimit
+from contracts.gateway_sleep import AutoStop, SetAutoStopParams
+from contracts.gateway_types import InstanceRef, MachineRef
+from contracts.models import Machine
+from contracts.status import STOPPABLE, TERMINAL, MachineStatus as S
+from services.common.bus import Bus
+from services.common.sleep import start_machine, stop_machine
+from services.common.store import Store
+from services.common.store_limits import instance_limits
+from services.common.store_sleep import autostop_of, set_autostop
+from services.gateway.access import Access, Caller
+
+log = structlog.get_logger(__name__)
+
+
+async def check_running_limit(store: Store, instance_id: str, starting: str | None) -> None:
+    """Refuse a start (of ``starting``) or a create (None) that would pass the instance's
+    ``maxRunningMachines``. Stopped, failed and archived machines do not count."""
+    limit = (await instance_limits(store, instance_id)).max_running_machines
+    if limit is None:
+        return
+    machines = await store.list_machines(instance_id)
+    asleep = TERMINAL | {S.STOPPED}
+    running = [m for m in machines if m.status not in asleep and m.id != starting]
+    if len(running) >= limit:
+        raise RunningMachinesLimit(
+            f"instance {instance_id} may run {limit} machine(s) at once and runs "
+            f"{len(running)}: stop one first, or ask the admin to raise maxRunningMachines",
+            data={"limit": limit, "running": len(running)},
+        )
+
+
+class SleepOps:
+    def __init__(self, *, store: Store, bus: Bus, access: Access) -> None:
+        self.store = store
+        self.bus = bus
+        self.access = access
+
+    async def machines_stop(self, p: MachineRef, c: Caller) -> Machine:
+        machine = await self.access.machine(c, p.machine_id)
+        if machine.status not in STOPPABLE | {S.STOPPED}:
+            raise Conflict(
+                f"machine {machine.id} is {machine.status.value}; only a booted machine can be "
+                "stopped",
+                data={"status": machine.status.value},
+            )
+        await stop_machine(self.store, self.bus, machine.id, "stopped by request")
+        return await self.access.machine(c, p.machine_id)
+
+    async def machines_start(self, p: MachineRef, c: Caller) -> Machine:
+        machine = await self.access.machine(c, p.machine_id)
+        if machine.status in TERMINAL:
+            raise Conflict(
+                f"machine {machine.id} is {machine.status.value}; only a stopped machine can be "
+                "started (make a new one with machines.create or machines.rebuild)",
+                data={"status": machine.status.value},
+            )
+        if machine.status not in (S.STOPPED, S.BOOTING):
+            return machine  # running, or on its way up after a create: nothing to do
+        if machine.status is S.STOPPED:
+            await check_running_limit(self.store, machine.instance_id, machine.id)
+        await start_machine(self.store, self.bus, machine.id, "started by request")
+        return await self.access.machine(c, p.machine_id)
+
+    async def instances_set_autostop(self, p: SetAutoStopParams, c: Caller) -> AutoStop:
+        await self.access.instance_exists(c, p.instance_id)
+        await set_autostop(self.store, p.instance_id, p.idle_after_s)
+        log.info("instance.autostop_set", instance_id=p.instance_id, idle_after_s=p.idle_after_s,
+                 by=c.token_id)  # fmt: skip
+        return AutoStop(instance_id=p.instance_id, idle_after_s=p.idle_after_s)
+
+    async def instances_get_autostop(self, p: InstanceRef, c: Caller) -> AutoStop:
+        await self.access.instance_exists(c, p.instance_id)
+        idle = await autostop_of(self.store, p.instance_id)
+        return AutoStop(instance_id=p.instance_id, idle_after_s=idle)

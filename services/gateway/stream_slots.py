@@ -1,0 +1,91 @@
+"""How many byte streams (tunnels, preview requests, terminal attaches, file transfers) one
+token may hold open at once through this gateway process.
+
+Each open stream pins up to a window of the machine's bytes in the gateway (2 MiB for a
+tunnel) while its client does not read, and the daemon's own limit is per machine: without a
+bound per caller, one token with a few machines could make the gateway hold gigabytes. Past
+the bound, the next stream is refused with ``TooManyStreams`` before the daemon is asked.
+
+``watch`` checks the tokens behind the open streams every ``REVOCATION_CHECK_S``, as
+``/events`` does: a revoked token's tunnels, terminals and transfers are aborted, not left
+running for as long as their client keeps them open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+
+import structlog
+
+from contracts.errors import TooManyStreams
+from core.bytestream import ByteStream
+from services.common.store import Store
+from services.gateway.access import Caller
+from services.gateway.events_hub import REVOCATION_CHECK_S, token_is_live
+
+log = structlog.get_logger(__name__)
+
+Release = Callable[[object], None]
+
+
+class StreamSlots:
+    def __init__(self, per_token: int) -> None:
+        #: 0: no limit.
+        self.per_token = per_token
+        self._open: Counter[str] = Counter()
+        self._streams: dict[str, set[ByteStream]] = {}
+
+    def open_count(self, caller: Caller) -> int:
+        return self._open[caller.token_id]
+
+    def take(self, caller: Caller) -> Release:
+        """One more stream for ``caller``, or ``TooManyStreams``. The answer gives it back
+        (safe to call twice; it takes the closed stream, so it can be a stream's on_close)."""
+        key = caller.token_id
+        if self.per_token and self._open[key] >= self.per_token:
+            raise TooManyStreams(
+                f"this token already has {self.per_token} tunnels, previews, terminals and "
+                "file transfers open at once: close one first",
+                data={"limit": self.per_token},
+            )
+        self._open[key] += 1
+        done = False
+
+        def release(stream: object = None) -> None:
+            nonlocal done
+            if isinstance(stream, ByteStream):
+                self._streams.get(key, set()).discard(stream)
+                if not self._streams.get(key, True):
+                    del self._streams[key]
+            if done:
+                return
+            done = True
+            self._open[key] -= 1
+            if self._open[key] <= 0:
+                del self._open[key]
+
+        return release
+
+    def hold(self, caller: Caller, stream: ByteStream) -> None:
+        """Watch ``stream`` (opened with a slot ``take`` gave, released by its on_close) for
+        its token's revocation."""
+        if not stream.closed:
+            self._streams.setdefault(caller.token_id, set()).add(stream)
+
+    async def watch(self, store: Store, every_s: float = REVOCATION_CHECK_S) -> None:
+        """Abort the streams of revoked tokens, until cancelled."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self._abort_revoked(store)
+            except Exception:  # task boundary: the next round tries again
+                log.exception("gateway.streams_revocation_check_failed")
+
+    async def _abort_revoked(self, store: Store) -> None:
+        for token_id, streams in list(self._streams.items()):
+            if streams and not await token_is_live(store, token_id):
+                log.info("gateway.streams_revoked", token_id=token_id, streams=len(streams))
+                for stream in list(streams):
+                    await stream.abort("the token was revoked")

@@ -1,0 +1,175 @@
+"""Tunnels to a machine's ports: how the gateway opens one, and ``GET TUNNEL_PATH``, the
+WebSocket that ``fleet machines forward`` and ``fleet machines tunnel`` use for one TCP
+connection.
+
+The gateway never connects to a machine's address: a tunnel is ``tool.tunnelConnect`` on the
+machine's own daemon (a signed RPC, after the caller's access to that machine was checked),
+and then a byte stream on that machine's subjects. So the only ports it can reach are the
+loopback ports of a machine the caller may already reach into, through that machine's daemon.
+
+On the WebSocket, binary frames are the connection's bytes both ways; a text frame
+``{"type":"eof"}`` half-closes the sender's direction; when both directions have ended the
+gateway closes with 1000, and a broken tunnel closes with 1011 and the reason. Back-pressure:
+a frame from the client is taken only once the stream has credit for the previous one (so a
+fast client fills its own socket, not the gateway), and a chunk from the daemon is taken (which
+grants it more credit) only once the WebSocket took the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import structlog
+from aiohttp import WSMsgType, web
+from nats.aio.client import Client as NATS
+
+from contracts import errors as e
+from contracts.errors import FleetError, InvalidParams, StreamAborted, Unauthorized
+from contracts.ids import MACHINE_ID_RE
+from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
+from services.common.bytestreams import PlatformStream, join
+from services.common.daemon_client import DaemonClient
+from services.gateway.access import Access, Caller
+from services.gateway.limits import RateLimiter, rate_limited
+from services.gateway.stream_slots import StreamSlots
+
+log = structlog.get_logger(__name__)
+
+CallerResolver = Callable[[str], Awaitable[Caller | None]]
+#: The largest WebSocket message a tunnel client may send (it sends what it read, <= 64 KiB).
+MAX_FRAME = 1024 * 1024
+#: A tunnel's chunk size and window, each way (bench 15 measured 64/256 KiB chunks).
+CHUNK = 256 * 1024
+WINDOW = 8 * CHUNK
+#: WebSocket close codes: both directions ended / the tunnel broke.
+CLOSE_DONE = 1000
+CLOSE_BROKEN = 1011
+
+
+class Tunnels:
+    """Opens tunnels for callers; the port routes' shared context."""
+
+    def __init__(self, *, daemons: DaemonClient, access: Access, nc: NATS,
+                 resolve: CallerResolver, guesses: RateLimiter,
+                 slots: StreamSlots) -> None:  # fmt: skip
+        self.daemons = daemons
+        self.slots = slots
+        self.access = access
+        self.nc = nc
+        self.resolve = resolve
+        self.guesses = guesses
+
+    async def open(self, caller: Caller, machine_id: str, port: int) -> PlatformStream:
+        """A stream joined to ``127.0.0.1:<port>`` in the machine, if the caller may reach it."""
+        await self.access.live_machine(caller, machine_id)
+        release = self.slots.take(caller)  # held until the stream is closed
+        try:
+            params = TunnelConnectParams(port=port, chunk_size=CHUNK, window=WINDOW)
+            opened = await self.daemons.call(machine_id, TUNNEL_CONNECT, params)
+            # Port traffic either way is activity: a forwarded dev server in use stays up.
+            traffic = partial(self.access.activity.record, machine_id)
+            stream = await join(self.nc, machine_id, opened.stream_id, window=params.window,
+                                chunk_size=params.chunk_size, on_close=release,
+                                on_traffic=traffic)  # fmt: skip
+            self.slots.hold(caller, stream)
+            return stream
+        except BaseException:
+            release(None)
+            raise
+
+    async def bearer_caller(self, request: web.Request, token: str) -> Caller:
+        """The caller of a bearer token; a client that keeps sending bad ones is refused."""
+        address = request.remote or ""
+        wait = self.guesses.wait_s(address)
+        if wait:
+            raise rate_limited("bad tokens from this address", wait)
+        caller = await self.resolve(token) if token else None
+        if caller is None:
+            self.guesses.take(address)
+            raise Unauthorized("missing or invalid bearer token")
+        return caller
+
+
+def target(request: web.Request) -> tuple[str, int]:
+    """The machine id and port of a ports route, validated."""
+    machine_id = request.match_info["machine_id"]
+    if not MACHINE_ID_RE.fullmatch(machine_id):  # `$` alone lets "...\n" in
+        raise InvalidParams(f"{machine_id!r} is not a machine id", field="machineId")
+    raw = request.match_info["port"]
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535 or raw != str(int(raw)):
+        raise InvalidParams(f"{raw!r} is not a TCP port (1-65535)", field="port")
+    return machine_id, int(raw)
+
+
+async def serve_tunnel_ws(
+    request: web.Request, tunnels: Tunnels, bearer: str
+) -> web.StreamResponse:
+    """``GET TUNNEL_PATH``: authenticated and opened before the upgrade, so a bad token, another
+    instance's machine or a closed port is a plain HTTP error with a JSON-RPC error body."""
+    machine_id, port = target(request)
+    caller = await tunnels.bearer_caller(request, bearer)
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30.0, compress=False)
+    if not ws.can_prepare(request).ok:  # checked before a tunnel is opened for nothing
+        raise InvalidParams("a tunnel is a WebSocket: send Upgrade: websocket", field="Upgrade")
+    stream = await tunnels.open(caller, machine_id, port)
+    try:
+        await ws.prepare(request)
+        code, reason = await _join_ws(ws, stream)
+        await ws.close(code=code, message=reason.encode()[:120])
+        return ws
+    finally:
+        await stream.aclose()
+
+
+async def _join_ws(ws: web.WebSocketResponse, stream: PlatformStream) -> tuple[int, str]:
+    """Pump both ways until both directions ended (1000) or either broke (1011)."""
+    up = asyncio.create_task(_ws_to_stream(ws, stream))
+    down = asyncio.create_task(_stream_to_ws(ws, stream))
+    try:
+        await asyncio.gather(up, down)
+        return CLOSE_DONE, ""
+    except StreamAborted as exc:
+        return CLOSE_BROKEN, exc.message
+    except (ConnectionError, _ClientLeft) as exc:
+        await stream.abort("the client left")
+        return CLOSE_BROKEN, str(exc) or "the client left"
+    finally:
+        for task in (up, down):
+            task.cancel()
+        await asyncio.gather(up, down, return_exceptions=True)
+
+
+class _ClientLeft(Exception):
+    """The WebSocket closed before the client ended its direction."""
+
+
+async def _ws_to_stream(ws: web.WebSocketResponse, stream: PlatformStream) -> None:
+    async for msg in ws:
+        if msg.type is WSMsgType.BINARY:
+            await stream.send(msg.data)  # waits for credit: the next frame is not read
+        elif msg.type is WSMsgType.TEXT and msg.data == EOF_FRAME:
+            await stream.end()
+            return
+        else:
+            raise _ClientLeft(f"unexpected {msg.type.name} message on a tunnel")
+    raise _ClientLeft("the client closed the tunnel before its end")
+
+
+async def _stream_to_ws(ws: web.WebSocketResponse, stream: PlatformStream) -> None:
+    async for chunk in stream:
+        await ws.send_bytes(chunk)  # drains: the daemon gets credit as the client reads
+    await ws.send_str(EOF_FRAME)
+
+
+def error_status(exc: FleetError) -> int:
+    """The HTTP status of a ports route's error: the request's own, else by kind."""
+    if exc.http_status != 200:
+        return exc.http_status
+    by_kind: dict[type[FleetError], int] = {
+        e.InvalidParams: 400, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409,
+        e.DaemonUnavailable: 502, e.DaemonTimeout: 504, e.StreamAborted: 502,
+        e.TooManyStreams: 429, e.MachineStopped: 409,
+    }  # fmt: skip
+    return next((s for k, s in by_kind.items() if isinstance(exc, k)), 500)

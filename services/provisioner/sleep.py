@@ -1,0 +1,151 @@
+"""The provisioner's part of machines that sleep: ``machine.stopped`` ends the machine's
+processes (its container) and keeps its home; ``machine.started`` starts the same machine
+again. Both hold the machine's ``provision:`` lock, so a stop and a start never overlap,
+and both go by the machine's status, so a redelivered event is a no-op:
+
+- a stop is carried out only while the machine is stopped, or when a start overtook it
+  (the stop's ``sleptAt`` never came): a start must never find the old daemon running;
+- a start is carried out only while the machine is booting, once its stop was carried out.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+
+import structlog
+
+from contracts.consumers import Durable
+from contracts.errors import NotFound, ProviderError
+from contracts.events import MachineProvisioned, MachineStarted, MachineStopped
+from contracts.ids import derived_event_id
+from contracts.models import Machine
+from contracts.status import MachineStatus as S
+from providers.base import Provider
+from services.common.bus import Bus
+from services.common.consumer import Permanent, Retry
+from services.common.crypto import SecretBox
+from services.common.settings import Settings
+from services.common.store import Store
+from services.common.store_sleep import is_asleep, mark_asleep
+from services.common.subscriptions import subscriber
+
+log = structlog.get_logger(__name__)
+
+
+def _start_budget(settings: Settings) -> float:
+    """A start waits for its stop to be carried out (a daemon's grace time, a slow engine)."""
+    return settings.boot_timeout_s
+
+
+class SleepHandlers:
+    store: Store
+    bus: Bus
+    providers: Mapping[str, Provider]
+    box: SecretBox
+    #: This provisioner's host (FLEET_HOST_ID).
+    host_id: str
+
+    def owns(self, machine: Machine) -> bool:
+        """The machine is this host's to stop, start or archive: started here, or by no host
+        (before hosts were recorded, or never started: every host may look, none finds it)."""
+        return machine.host_id is None or machine.host_id == self.host_id
+
+    async def _owned(self, machine_id: str) -> bool:
+        return self.owns(await self.store.get_machine(machine_id))
+
+    async def _locked(self, machine_id: str) -> tuple[str, str]:
+        lock = (f"provision:{machine_id}", secrets.token_hex(8))
+        if not await self.store.try_lock(*lock, ttl_s=30):
+            raise Retry("another provisioner is starting or stopping this machine", delay_s=0.5)
+        return lock
+
+    async def sleep_failed(self, event: MachineStopped, reason: str) -> None:
+        # The machine is stopped already (its status says so); a resume ends what is left.
+        log.error("sleep.stop_failed", machine_id=event.machine_id, reason=reason)
+
+    @subscriber(MachineStopped, durable=Durable.PROVISIONER_STOP, give_up=sleep_failed)
+    async def on_stopped(self, event: MachineStopped) -> None:
+        if not await self._owned(event.machine_id):
+            return  # its own host's provisioner stops it
+        lock = await self._locked(event.machine_id)
+        try:
+            machine = await self.store.get_machine(event.machine_id)
+            overtaken = machine.status is S.BOOTING and not await is_asleep(self.store, machine.id)
+            if machine.status is not S.STOPPED and not overtaken:
+                log.info("sleep.skipped", machine_id=machine.id, status=machine.status.value)
+                return
+            await self.put_to_sleep(machine)
+        finally:
+            await self.store.unlock(*lock)
+
+    async def put_to_sleep(self, machine: Machine) -> None:
+        """End the machine's processes, keep its home; record that it is done."""
+        provider = self.providers.get(machine.provider)
+        if provider is None:
+            raise Permanent(f"no provider named {machine.provider!r} is configured")
+        was_up = await provider.sleep(machine.id)
+        await mark_asleep(self.store, machine.id)
+        log.info("sleep.machine_stopped", machine_id=machine.id, was_up=was_up)
+
+    @subscriber(
+        MachineStarted, durable=Durable.PROVISIONER_START, retry_budget=_start_budget,
+    )  # fmt: skip
+    async def on_started(self, event: MachineStarted) -> None:
+        if not await self._owned(event.machine_id):
+            return  # its own host's provisioner starts it
+        lock = await self._locked(event.machine_id)
+        try:
+            machine = await self.store.get_machine(event.machine_id)
+            if machine.status is not S.BOOTING:  # ready already, or stopped again since
+                log.info("wake.skipped", machine_id=machine.id, status=machine.status.value)
+                return
+            if not await is_asleep(self.store, machine.id):
+                raise Retry("its stop is not carried out yet", delay_s=0.5)
+            external_id = await self._wake(machine)
+        finally:
+            await self.store.unlock(*lock)
+        await self.bus.publish(  # the boot watchdog's cue, as after a create
+            MachineProvisioned(
+                event_id=derived_event_id(event.event_id, "provisioned"),
+                machine_id=machine.id,
+                provider=machine.provider,
+                external_id=external_id,
+            )
+        )
+
+    async def _wake(self, machine: Machine) -> str:
+        provider = self.providers.get(machine.provider)
+        sealed = await self.store.machine_secret(machine.id)
+        if provider is None or sealed is None:
+            raise Permanent(f"machine {machine.id} cannot be started: no provider "
+                            f"{machine.provider!r} or no credentials")  # fmt: skip
+        # Never the warm pool: the same machine, in its own home.
+        external_id = await provider.start(machine.id, self.box.decrypt(sealed))
+        await self.store.set_external_id(machine.id, external_id)
+        log.info("wake.machine_started", machine_id=machine.id, external_id=external_id)
+        return external_id
+
+    async def keep_asleep(self, machines: list[Machine]) -> int:
+        """At the provisioner's start: a stopped machine with a live process (a provisioner
+        that died in the middle of a stop, a host that ran it anyway) has it ended."""
+        ended = 0
+        for machine in machines:
+            if machine.status is not S.STOPPED or machine.provider not in self.providers:
+                continue
+            try:
+                lock = await self._locked(machine.id)
+            except Retry:
+                continue  # being stopped (or started) by a handler right now
+            try:
+                if (await self.store.get_machine(machine.id)).status is S.STOPPED:
+                    was_up = await self.providers[machine.provider].sleep(machine.id)
+                    await mark_asleep(self.store, machine.id)
+                    ended += was_up
+            except NotFound:
+                continue
+            except (ProviderError, OSError) as exc:  # the next start (or stop) tries again
+                log.warning("sleep.keep_asleep_failed", machine_id=machine.id, error=str(exc))
+            finally:
+                await self.store.unlock(*lock)
+        return ended

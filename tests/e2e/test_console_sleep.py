@@ -1,0 +1,120 @@
+"""Stop and Start in the console (a real browser, test_console.py's harness) and on the CLI
+(`fleet machines stop|start`, `fleet instances autostop`): the status follows live on the
+page, a stopped machine has no process on the host, and Start brings the same one back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from fleet.embedded import free_port
+from providers.local import machine_roots
+from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.e2e.test_console import WAIT_MS, machine_row, page
+
+__all__ = ["page"]
+
+
+def ok(result: object) -> str:
+    assert getattr(result, "returncode", 1) == 0, result
+    return str(getattr(result, "stdout", ""))
+
+
+@pytest.mark.timeout(300)
+def test_stop_and_start_from_the_console_and_the_cli(fleet_up: FleetUp, page: Page) -> None:
+    up = fleet_up
+    expect.set_options(timeout=WAIT_MS)
+    iid = json.loads(ok(up.cli("--json", "instances", "create", "sleepy")))["id"]
+    ok(up.cli("machines", "create", "--instance", iid, "--wait"))
+    mid = json.loads(ok(up.cli("--json", "machines", "list", "--instance", iid)))[0]["id"]
+    machine_dir = up.data_dir.resolve() / "machines" / mid
+    assert "auto-stop is off" in ok(up.cli("instances", "autostop", iid))
+    assert "after 900 s" in ok(up.cli("instances", "autostop", iid, "900"))
+
+    page.goto(up.url)
+    page.get_by_test_id("signin-token").fill(up.token)
+    page.get_by_test_id("signin-submit").click()
+    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    machine_row(page, mid).get_by_test_id("machine-link").click()
+    expect(page.get_by_test_id("machine-id")).to_have_text(mid)
+    page.get_by_test_id("action-stop").click()
+    expect(page.get_by_test_id("notice")).to_contain_text("stopped")
+    expect(page.get_by_test_id("machine-status").first).to_have_text("stopped")
+    expect(page.get_by_test_id("action-start")).to_be_enabled()
+    wait_gone(machine_dir, mid)
+
+    refused = up.cli("machines", "exec", mid, "--", "true")
+    assert refused.returncode != 0
+    assert "1040" in refused.stderr or "stopped" in refused.stderr
+
+    page.get_by_test_id("action-start").click()
+    expect(page.get_by_test_id("machine-status").first).to_have_text("ready", timeout=120_000)
+    assert ok(up.cli("machines", "exec", mid, "--", "echo", "back")) == "back\n"
+
+    # The CLI's stop and start --wait.
+    assert "stopped" in ok(up.cli("machines", "stop", mid))
+    expect(page.get_by_test_id("machine-status").first).to_have_text("stopped")
+    assert "ready" in ok(up.cli("machines", "start", mid, "--wait", timeout=180))
+    expect(page.get_by_test_id("machine-status").first).to_have_text("ready")
+
+
+def wait_gone(machine_dir: Path, mid: str) -> None:
+    """The provisioner ends a stopped machine's processes shortly after its status says so."""
+    deadline = time.monotonic() + 30
+    while machine_roots(machine_dir, mid):
+        assert time.monotonic() < deadline, "the stopped machine still runs"
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(400)
+def test_a_stopped_machine_stays_stopped_across_a_fleet_up_restart(tmp_path: Path) -> None:
+    """`fleet up` ended (Ctrl-C) and run again on the same data dir: the stopped machine is
+    still stopped and nothing of it runs; the running one is back, with its background
+    process; the stopped one's process comes back with its start."""
+    data = tmp_path / "data"
+    up = start_fleet_up(data, free_port())
+    try:
+        asleep, awake = (_ready_machine(up, name) for name in ("asleep", "awake"))
+        for mid in (asleep, awake):
+            ok(up.cli("processes", "start", mid, "--tag", "bg", "--", "sleep", "3000"))
+        ok(up.cli("machines", "stop", asleep))
+        wait_gone(data.resolve() / "machines" / asleep, asleep)
+    finally:
+        up.stop()
+    up = start_fleet_up(data, free_port())
+    try:
+        wait_answers(up, awake)
+        machine = json.loads(ok(up.cli("--json", "machines", "get", asleep)))
+        assert machine["status"] == "stopped"
+        assert not machine_roots(data.resolve() / "machines" / asleep, asleep)
+        assert _bg_state(up, awake) == "running", (
+            ok(up.cli("processes", "list", awake)),
+            (data / "machines" / awake / "daemon.log").read_text()[-6000:],
+        )
+        assert "ready" in ok(up.cli("machines", "start", asleep, "--wait", timeout=180))
+        assert _bg_state(up, asleep) == "running"
+    finally:
+        up.stop()
+
+
+def _ready_machine(up: FleetUp, name: str) -> str:
+    iid = json.loads(ok(up.cli("--json", "instances", "create", name)))["id"]
+    ok(up.cli("machines", "create", "--instance", iid, "--wait", timeout=180))
+    return str(json.loads(ok(up.cli("--json", "machines", "list", "--instance", iid)))[0]["id"])
+
+
+def wait_answers(up: FleetUp, mid: str) -> None:
+    """Its daemon is back (its status may say ready from before the restart already)."""
+    deadline = time.monotonic() + 120
+    while (echo := up.cli("machines", "exec", mid, "--", "echo", "back")).returncode != 0:
+        assert time.monotonic() < deadline, echo.stderr
+        time.sleep(0.2)
+
+
+def _bg_state(up: FleetUp, mid: str) -> str:
+    procs = json.loads(ok(up.cli("--json", "processes", "list", mid)))
+    return str(next(p["state"] for p in procs if p["tag"] == "bg"))

@@ -1,0 +1,60 @@
+"""The console's Terminal on a machine page, in a real browser against `fleet up`: a shell that
+echoes what is typed, under the console's CSP, and that is still there, scrollback and all,
+after a reload."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import FleetUp
+from tests.e2e.test_console import WAIT_MS, page
+
+__all__ = ["page"]
+
+
+@pytest.mark.timeout(300)
+def test_terminal_tab_types_echoes_and_survives_a_reload(
+    fleet_up: FleetUp,
+    page: Page,
+) -> None:
+    up = fleet_up
+    expect.set_options(timeout=WAIT_MS)
+    instance = json.loads(up.cli("instances", "create", "term", "--json").stdout)["id"]
+    made = up.cli("machines", "create", "--instance", instance, "--wait", "--json", timeout=180)
+    mid = re.search(r"m-[0-9a-f]{16}", made.stdout)
+    assert mid, made.stdout + made.stderr
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    page.on("pageerror", lambda exc: refused.append(str(exc)))
+
+    page.goto(up.url)
+    page.get_by_test_id("signin-token").fill(up.token)
+    page.get_by_test_id("signin-submit").click()
+    expect(page.get_by_role("heading", name="Machines")).to_be_visible()
+    page.goto(f"{up.url}/#/machines/{mid.group(0)}")
+    page.get_by_test_id("terminal-new").click()
+    rows = page.locator("[data-testid=terminal] .xterm-rows")
+    expect(rows).to_contain_text("$")  # the shell's prompt
+    page.locator("[data-testid=terminal] .xterm").click()
+    page.keyboard.type("echo hi-$((40+2))")
+    page.keyboard.press("Enter")
+    expect(rows).to_contain_text("hi-42")
+    # xterm.js's own <style> rules are refused by the CSP (Chrome logs each refusal) and
+    # applied as constructed style sheets instead: the rows are laid out as xterm.js wants.
+    display = "getComputedStyle(document.querySelector('.xterm-rows span')).display"
+    assert page.evaluate(display) == "inline-block"
+    assert all("inline style" in r for r in refused), refused
+
+    page.reload()
+    expect(page.get_by_test_id("terminal-tab")).to_have_count(1)
+    rows = page.locator("[data-testid=terminal] .xterm-rows")
+    expect(rows).to_contain_text("hi-42")  # the scrollback, replayed by the machine
+    page.locator("[data-testid=terminal] .xterm").click()
+    page.keyboard.type("echo again-$((6*7))")
+    page.keyboard.press("Enter")
+    expect(rows).to_contain_text("again-42")
+    assert page.get_by_test_id("terminal-error").count() == 0

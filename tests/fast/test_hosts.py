@@ -1,0 +1,207 @@
+"""Hosts (docs/hosts.md): ``hosts.list``, a host's room for new machines, and the placement
+watchdog that fails a create no host with room took."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import msgspec
+import pytest
+
+from contracts.errors import Forbidden, NotFound
+from contracts.events import (
+    MachineArchived,
+    MachineCreated,
+    MachineFailed,
+    MachineStopped,
+    MachineUnresponsive,
+    now,
+)
+from contracts.ids import new_event_id
+from contracts.status import MachineStatus as S
+from services.common.consumer import Retry
+from services.common.settings import Settings
+from services.gateway.access import Caller
+from services.prober.liveness import HeartbeatMonitor
+from services.provisioner.host import HostHeartbeat
+from services.provisioner.service import Provisioner
+from tests.fast.conftest import World
+
+method = pytest.mark.gateway_method
+HOST = "host-a"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """This world's provisioner is host-a, with room for two machines."""
+    return msgspec.structs.replace(
+        settings, host_id=HOST, host_capacity=2, placement_timeout_s=5.0, host_lost_after_s=30.0
+    )
+
+
+async def hosts(world: World) -> dict[str, dict[str, object]]:
+    listed = await world.rpc("hosts.list")
+    return {h["hostId"]: h for h in listed["hosts"]}
+
+
+@method("hosts.list")
+async def test_a_host_shows_its_capacity_machines_and_heartbeat(world: World) -> None:
+    async with HostHeartbeat(world.store, world.settings):
+        assert (await hosts(world))[HOST] | {"lastHeartbeat": None} == {
+            "hostId": HOST, "capacity": 2, "running": 0, "stopped": 0,
+            "lastHeartbeat": None, "state": "active",
+        }  # fmt: skip
+        first = await world.ready_machine()
+        second = await world.ready_machine()
+        assert first.host_id == second.host_id == HOST
+        await world.rpc("machines.stop", {"machineId": first.id})
+        await world.bus.settle()
+        got = (await hosts(world))[HOST]
+        assert (got["running"], got["stopped"]) == (1, 1)
+        await world.rpc("machines.archive", {"machineId": second.id})
+        await world.bus.settle()
+        got = (await hosts(world))[HOST]
+        assert (got["running"], got["stopped"]) == (0, 1)
+
+
+@method("hosts.list")
+async def test_a_host_without_a_heartbeat_for_lost_after_is_lost(world: World) -> None:
+    await world.store.hosts.beat("gone", 0, time.time() - 31)
+    await world.store.hosts.beat("here", 0, time.time())
+    listed = await hosts(world)
+    assert (listed["gone"]["state"], listed["here"]["state"]) == ("lost", "active")
+    assert listed["here"]["capacity"] is None  # 0: no limit
+
+
+@method("hosts.list")
+async def test_only_the_admin_lists_hosts(world: World) -> None:
+    inst = await world.instance()
+    with pytest.raises(Forbidden):
+        await world.rpc("hosts.list", caller=Caller("t", admin=False, instance_id=inst.id))
+
+
+async def test_room_counts_running_machines_and_the_creates_in_hand(world: World) -> None:
+    assert await world.provisioner.room(frozenset()) == 2
+    m = await world.ready_machine()
+    assert await world.provisioner.room(frozenset()) == 1
+    assert await world.provisioner.room(frozenset({m.id})) == 1  # held and running: once
+    assert await world.provisioner.room(frozenset({m.id, "m-other"})) == 0
+    await world.rpc("machines.stop", {"machineId": m.id})
+    await world.bus.settle()
+    assert await world.provisioner.room(frozenset()) == 2  # a stopped machine runs nothing
+
+
+async def test_room_is_unlimited_without_a_capacity(world: World) -> None:
+    world.provisioner.settings = msgspec.structs.replace(world.settings, host_capacity=0)
+    assert await world.provisioner.room(frozenset({"m-1", "m-2", "m-3"})) is None
+
+
+async def untaken(world: World, age_s: float) -> MachineCreated:
+    """A create no provisioner took (never published), ``age_s`` old."""
+    inst = await world.instance()
+    machine = await world.store.create_machine(inst.id, "local")
+    return MachineCreated(
+        event_id=new_event_id(), machine_id=machine.id, instance_id=inst.id, provider="local",
+        occurred_at=now() - timedelta(seconds=age_s),
+    )  # fmt: skip
+
+
+async def test_an_untaken_create_fails_once_no_host_has_room(world: World) -> None:
+    await world.store.hosts.beat(HOST, 1, time.time())  # announced with room for one...
+    await world.ready_machine()  # ...which it took
+    await world.store.hosts.beat("lost", 3, time.time() - 60)  # room, but no heartbeat
+    event = await untaken(world, age_s=1.0)
+    with pytest.raises(Retry):  # within the timeout: waits
+        await world.prober.on_created(event)
+    event = await untaken(world, age_s=6.0)
+    await world.prober.on_created(event)
+    machine = await world.machine(event.machine_id)
+    assert machine.status is S.FAILED
+    assert machine.status_reason.startswith("placement failed: no host with capacity took it")
+    [failed] = world.bus.of(MachineFailed, event.machine_id)
+    assert failed.stage == "placement"
+
+
+async def test_an_untaken_create_waits_while_a_host_has_room(world: World) -> None:
+    await world.store.hosts.beat("roomy", 3, time.time())
+    event = await untaken(world, age_s=6.0)
+    with pytest.raises(Retry):
+        await world.prober.on_created(event)
+    assert (await world.machine(event.machine_id)).status is S.CREATED
+
+
+async def test_a_create_taken_meanwhile_is_not_failed(world: World) -> None:
+    event = await untaken(world, age_s=6.0)
+    await world.store.transition(event.machine_id, S.PROVISIONING, "taken")
+    await world.prober.on_created(event)  # nothing to watch
+    assert await world.store.hosts.fail_unplaced(event.machine_id, "late") is False
+    assert (await world.machine(event.machine_id)).status is S.PROVISIONING
+
+
+@method("hosts.drain")
+async def test_a_drained_host_is_listed_draining_and_has_no_room(world: World) -> None:
+    heartbeat = HostHeartbeat(world.store, world.settings)
+    world.provisioner.heartbeat = heartbeat
+    async with heartbeat:
+        drained = await world.rpc("hosts.drain", {"hostId": HOST})
+        assert (drained["hostId"], drained["state"]) == (HOST, "draining")
+        assert await world.provisioner.room(frozenset()) == 2  # until its next heartbeat
+        await heartbeat.beat()
+        assert await world.provisioner.room(frozenset()) == 0
+        event = await untaken(world, age_s=6.0)
+        await world.prober.on_created(event)  # a drained host has no room: the create fails
+        assert (await world.machine(event.machine_id)).status is S.FAILED
+
+        back = await world.rpc("hosts.drain", {"hostId": HOST, "draining": False})
+        assert back["state"] == "active"
+        await heartbeat.beat()
+        assert await world.provisioner.room(frozenset()) == 2
+
+
+@method("hosts.drain")
+async def test_only_the_admin_drains_a_host_that_exists(world: World) -> None:
+    with pytest.raises(NotFound):
+        await world.rpc("hosts.drain", {"hostId": "nowhere"})
+    await world.store.hosts.beat(HOST, 2, time.time())
+    inst = await world.instance()
+    with pytest.raises(Forbidden):
+        await world.rpc("hosts.drain", {"hostId": HOST},
+                        caller=Caller("t", admin=False, instance_id=inst.id))  # fmt: skip
+    assert (await hosts(world))[HOST]["state"] == "active"
+
+
+async def test_another_hosts_provisioner_leaves_a_machine_alone(world: World) -> None:
+    """Archive, stop and start reach every host's durable; only the machine's host acts."""
+    m = await world.ready_machine()
+    elsewhere = msgspec.structs.replace(world.settings, host_id="host-b")
+    providers = {world.provider.name: world.provider}
+    other = Provisioner(
+        store=world.store, bus=world.bus, box=world.box, providers=providers, settings=elsewhere
+    )
+    await world.rpc("machines.stop", {"machineId": m.id})
+    [stopped] = world.bus.of(MachineStopped, m.id)
+    await other.on_stopped(stopped)  # not its machine: nothing done
+    assert world.provider.sleeps == []
+    await world.bus.settle()  # the machine's own host carries it out
+    assert world.provider.sleeps == [m.id]
+
+    await world.rpc("machines.archive", {"machineId": m.id})
+    [archived] = world.bus.of(MachineArchived, m.id)
+    await other.on_archived(archived)
+    assert m.id not in world.provider.stops
+    assert (await world.store.machine_access(m.id)).revoked  # that, any host does at once
+    await world.bus.settle()
+    assert m.id in world.provider.stops
+
+
+async def test_a_machine_of_a_lost_host_goes_unresponsive_naming_its_host(world: World) -> None:
+    machine = await world.ready_machine()
+    monitor = HeartbeatMonitor(store=world.store, bus=world.bus, settings=world.settings)
+    await world.store.hosts.beat(HOST, 2, time.time() - 40)  # lost after 30 s
+    await world.store.heartbeats.record({machine.id: time.time() - monitor.window_s - 1})
+    await monitor.sweep()
+    unresponsive = world.bus.one(MachineUnresponsive, machine.id)
+    assert unresponsive.reason.startswith("no heartbeat for ")
+    assert f"(its host {HOST} is lost: no heartbeat from it for " in unresponsive.reason
+    assert HOST in (await world.machine(machine.id)).status_reason

@@ -1,0 +1,203 @@
+"""``machines.stop``/``machines.start``, auto-stop and ``maxRunningMachines``: the rules, in
+memory (the real stage services on fakeredis and the fake bus). Real daemons, both providers,
+the host-side facts and a provisioner SIGKILLed: tests/integration/test_sleep*.py."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from contracts.errors import (
+    Conflict,
+    Forbidden,
+    InvalidParams,
+    MachineStopped,
+    NotFound,
+    RunningMachinesLimit,
+)
+from contracts.events import MachineStarted, MachineStopped as Stopped
+from contracts.status import MachineStatus as S
+from services.common.store_sleep import record_activity
+from services.prober.autostop import IdleStopper
+from tests.fast.conftest import World
+from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
+
+method = pytest.mark.gateway_method
+
+
+@method("machines.stop", "machines.start")
+async def test_stop_then_start_goes_through_the_pipeline_again(world: World) -> None:
+    m = await world.ready_machine()
+    stopped = await world.rpc("machines.stop", {"machineId": m.id})
+    assert (stopped["status"], stopped["statusReason"]) == ("stopped", "stopped by request")
+    await world.bus.settle()
+    assert world.provider.sleeps == [m.id]
+    calls = len(world.daemons.calls)
+    with pytest.raises(MachineStopped) as refused:
+        await world.rpc("machines.exec", {"machineId": m.id, "command": ["true"]})
+    assert refused.value.code == 1040
+    assert refused.value.data is not None
+    assert f"fleet machines start {m.id}" in refused.value.data["hint"]
+    assert len(world.daemons.calls) == calls  # refused before any daemon call
+    # A repeat changes nothing and publishes nothing.
+    again = await world.rpc("machines.stop", {"machineId": m.id})
+    assert again["status"] == "stopped"
+    assert len([e for e in world.bus.events if isinstance(e, Stopped)]) == 1
+
+    starts = len(world.provider.starts)
+    started = await world.rpc("machines.start", {"machineId": m.id})
+    assert started["status"] == "booting"
+    await world.bus.settle()
+    assert (await world.machine(m.id)).status is S.READY
+    assert len(world.provider.starts) == starts + 1  # never the warm pool: the same machine
+    again = await world.rpc("machines.start", {"machineId": m.id})  # running: no change
+    assert again["status"] == "ready"
+    assert len([e for e in world.bus.events if isinstance(e, MachineStarted)]) == 1
+
+
+@method("machines.start")
+async def test_a_start_right_behind_its_stop_waits_for_the_stop(world: World) -> None:
+    m = await world.ready_machine()
+    await world.rpc("machines.stop", {"machineId": m.id})
+    await world.rpc("machines.start", {"machineId": m.id})  # before any handler ran
+    await world.bus.settle()
+    assert world.provider.sleeps == [m.id]  # the stop was carried out, then the start
+    assert (await world.machine(m.id)).status is S.READY
+
+
+@method("machines.stop", "machines.start")
+async def test_stop_and_start_are_checked(world: World) -> None:
+    a, b = await two_instances(world)
+    m = await world.ready_machine(a)
+    for name in ("machines.stop", "machines.start"):
+        with pytest.raises(InvalidParams) as bad:
+            await world.rpc(name, {"machineId": "nope"})
+        assert bad.value.field == "$.machineId"
+        with pytest.raises(NotFound):
+            await world.rpc(name, {"machineId": MISSING_MACHINE})
+        with pytest.raises(Forbidden):
+            await world.rpc(name, {"machineId": m.id}, token_of(b))
+    await world.rpc("machines.archive", {"machineId": m.id})
+    for name in ("machines.stop", "machines.start"):
+        with pytest.raises(Conflict):
+            await world.rpc(name, {"machineId": m.id})
+
+
+@method("instances.setAutoStop", "instances.getAutoStop")
+async def test_auto_stop_settings_are_validated_and_scoped(world: World) -> None:
+    a, b = await two_instances(world)
+    got = await world.rpc("instances.getAutoStop", {"instanceId": a})
+    assert got == {"instanceId": a, "idleAfterS": 0}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"instanceId": a, "idleAfterS": -1}, "$.idleAfterS"),
+        ({"instanceId": a, "idleAfterS": 10**9}, "$.idleAfterS"),
+        ({"instanceId": a, "idleAfterS": "900"}, "$.idleAfterS"),
+        ({"instanceId": a}, "$.idleAfterS"),
+        ({"instanceId": "x", "idleAfterS": 5}, "$.instanceId"),
+    ]
+    for params, field in cases:
+        with pytest.raises(InvalidParams) as bad:
+            await world.rpc("instances.setAutoStop", params)
+        assert bad.value.field == field, params
+    set_ = await world.rpc("instances.setAutoStop", {"instanceId": a, "idleAfterS": 900},
+                           token_of(a))  # fmt: skip
+    assert set_ == {"instanceId": a, "idleAfterS": 900}
+    assert await world.rpc("instances.getAutoStop", {"instanceId": a}) == set_
+    with pytest.raises(Forbidden):
+        await world.rpc("instances.setAutoStop", {"instanceId": b, "idleAfterS": 5}, token_of(a))
+    with pytest.raises(Forbidden):
+        await world.rpc("instances.getAutoStop", {"instanceId": b}, token_of(a))
+
+
+async def test_the_idle_stopper_stops_only_the_idle(world: World) -> None:
+    a, b = await two_instances(world)
+    idle, busy = await world.ready_machine(a), await world.ready_machine(b)
+    other = await world.ready_machine()  # auto-stop off for its instance
+    for inst in (a, b):
+        await world.rpc("instances.setAutoStop", {"instanceId": inst, "idleAfterS": 900})
+    stopper = IdleStopper(store=world.store, bus=world.bus, settings=world.settings)
+    now = time.time()
+    await record_activity(world.store, {idle.id: now - 901, busy.id: now - 899,
+                                        other.id: now - 10**6})  # fmt: skip
+    assert await stopper.sweep() == 1
+    await world.bus.settle()
+    got = await world.machine(idle.id)
+    assert (got.status, got.status_reason) == (S.STOPPED, "idle for 900 s")
+    assert (await world.machine(busy.id)).status is S.READY
+    assert (await world.machine(other.id)).status is S.READY
+    # Activity through the gateway moves the clock: exec counts, a process list does not.
+    await world.rpc("machines.exec", {"machineId": busy.id, "command": ["true"]})
+    assert await stopper.sweep() == 0
+    assert await stopper.sweep() == 0  # stopped ones are not stopped again
+
+
+@method("instances.setLimits", "machines.start", "machines.create")
+async def test_max_running_machines_refuses_a_start_and_a_create(world: World) -> None:
+    a, b = await two_instances(world)
+    m = await world.ready_machine(a)
+    await world.rpc("machines.stop", {"machineId": m.id})
+    await world.bus.settle()
+    got = await world.rpc("instances.setLimits", {"instanceId": a, "maxRunningMachines": 0})
+    assert (got["maxRunningMachines"], got["own"]) == (0, ["maxRunningMachines"])
+    with pytest.raises(RunningMachinesLimit) as refused:
+        await world.rpc("machines.start", {"machineId": m.id})
+    assert refused.value.code == 1041
+    assert refused.value.data == {"limit": 0, "running": 0}
+    assert (await world.machine(m.id)).status is S.STOPPED
+    await world.rpc("instances.setLimits", {"instanceId": b, "maxRunningMachines": 0})
+    with pytest.raises(RunningMachinesLimit):
+        await world.rpc("machines.create", {"instanceId": b})
+    # An instance token may lower it, never raise or remove it.
+    with pytest.raises(Forbidden):
+        await world.rpc("instances.setLimits", {"instanceId": a}, token_of(a))
+    with pytest.raises(Forbidden):
+        await world.rpc("instances.setLimits", {"instanceId": a, "maxRunningMachines": 1},
+                        token_of(a))  # fmt: skip
+    with pytest.raises(InvalidParams) as bad:
+        await world.rpc("instances.setLimits", {"instanceId": a, "maxRunningMachines": -1})
+    assert bad.value.field == "$.maxRunningMachines"
+    await world.rpc("instances.setLimits", {"instanceId": a, "maxRunningMachines": 1})
+    await world.rpc("machines.start", {"machineId": m.id})
+    await world.bus.settle()
+    assert (await world.machine(m.id)).status is S.READY
+
+
+@method("machines.stop", "machines.start")
+async def test_a_repeat_finishes_what_a_dying_gateway_left_undone(world: World) -> None:
+    """A gateway that died between the status change and the event left a stopped machine
+    running (or a started one down): the caller's retry publishes the event again."""
+    m = await world.ready_machine()
+    moved = await world.store.transition(m.id, S.STOPPED, "stopped by request")  # no event
+    assert moved.moved
+    await world.bus.settle()
+    assert world.provider.sleeps == []
+    await world.rpc("machines.stop", {"machineId": m.id})
+    await world.bus.settle()
+    assert world.provider.sleeps == [m.id]
+    assert (await world.machine(m.id)).status is S.STOPPED
+
+    starts = len(world.provider.starts)
+    await world.store.transition(m.id, S.BOOTING, "started by request")  # no event
+    await world.bus.settle()
+    assert len(world.provider.starts) == starts
+    again = await world.rpc("machines.start", {"machineId": m.id})
+    assert again["status"] == "booting"
+    await world.bus.settle()
+    assert len(world.provider.starts) == starts + 1
+    assert (await world.machine(m.id)).status is S.READY
+
+
+@method("machines.start")
+async def test_a_start_of_a_machine_booting_after_its_create_publishes_nothing(
+    world: World,
+) -> None:
+    inst = await world.instance()
+    world.provider.report_ready = False  # it stays booting
+    created = await world.rpc("machines.create", {"instanceId": inst.id})
+    await world.bus.settle()
+    assert (await world.machine(created["id"])).status is S.BOOTING
+    got = await world.rpc("machines.start", {"machineId": created["id"]})
+    assert got["status"] == "booting"
+    assert not [e for e in world.bus.events if isinstance(e, MachineStarted)]

@@ -1,0 +1,231 @@
+"""Machines over several hosts (docs/hosts.md): three provisioners, each its own host id, data
+dir and capacity, pulling ``machine.created`` from the one shared durable consumer only while
+they have room. Real NATS, valkey and swarm daemons; every service in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+
+import msgspec
+import pytest
+
+from contracts import subjects
+from contracts.consumers import Durable, durable_name
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from providers.swarm import request, running_host_pid, socket_path, stop_all_swarm, swarm_root
+from services.common.bus import Bus
+from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+from tests.waiters import wait_until
+
+HOSTS = ("host-1", "host-2", "host-3")
+CAPACITY = 4
+PLACEMENT_TIMEOUT_S = 3.0
+
+
+def host_settings(settings: Settings, host_id: str) -> Settings:
+    return msgspec.structs.replace(
+        settings,
+        host_id=host_id,
+        host_capacity=CAPACITY,
+        host_heartbeat_s=0.5,
+        host_lost_after_s=2.0,
+        placement_timeout_s=PLACEMENT_TIMEOUT_S,
+        data_dir=str(settings.data_path / host_id),
+    )
+
+
+@pytest.fixture
+def hosts_settings(settings: Settings) -> list[Settings]:
+    return [host_settings(settings, h) for h in HOSTS]
+
+
+@pytest.fixture
+def no_swarm_left(hosts_settings: list[Settings]) -> Iterator[None]:
+    """Set up before the stack, so this teardown (every host's swarm ended) runs after it."""
+    yield
+    for s in hosts_settings:
+        stop_all_swarm(s.data_path, grace_s=10)
+
+
+@pytest.fixture
+async def stack(hosts_settings: list[Settings], no_swarm_left: None) -> AsyncIterator[FleetClient]:
+    """A provisioner per host; the other services once (with host-1's settings)."""
+    from services.gateway.__main__ import build as gateway
+    from services.prober.__main__ import build as prober
+    from services.provisioner.__main__ import build as provisioner
+    from services.setup_pusher.__main__ import build as setup_pusher
+
+    first = hosts_settings[0]
+    async with AsyncExitStack() as es:
+        for s in hosts_settings:
+            await provisioner(s, es)
+        for build in (setup_pusher, prober, gateway):
+            await build(first, es)
+        client = FleetClient(f"http://127.0.0.1:{first.port}", ADMIN_TOKEN, timeout_s=30)
+        es.push_async_callback(client.close)
+        yield client
+
+
+async def create(stack: FleetClient, n: int, *, wait: bool = True) -> list[str]:
+    instances = await asyncio.gather(*(stack.create_instance(f"i{i}") for i in range(n)))
+    machines = await asyncio.gather(*(stack.create_machine(i.id, "swarm") for i in instances))
+    if wait:
+        done = await asyncio.gather(
+            *(stack.wait_for(m.id, {"ready", "failed"}, timeout_s=60) for m in machines)
+        )
+        assert [m.status_reason for m in done if m.status is not MachineStatus.READY] == []
+    return [m.id for m in machines]
+
+
+async def placed(stack: FleetClient, ids: list[str]) -> Counter[str | None]:
+    return Counter([(await stack.get_machine(mid)).host_id for mid in ids])
+
+
+async def test_creates_fill_each_host_to_its_capacity_and_no_further(stack: FleetClient) -> None:
+    ids = await create(stack, len(HOSTS) * CAPACITY)
+    assert await placed(stack, ids) == {h: CAPACITY for h in HOSTS}
+    listed = {h.host_id: (h.capacity, h.running, h.stopped, h.state.value)
+              for h in await stack.list_hosts()}  # fmt: skip
+    assert listed == {h: (CAPACITY, CAPACITY, 0, "active") for h in HOSTS}
+
+    start = time.monotonic()
+    [extra] = await create(stack, 1, wait=False)
+    failed = await stack.wait_for(extra, {"ready", "failed"}, timeout_s=PLACEMENT_TIMEOUT_S + 15)
+    took_s = time.monotonic() - start
+    assert failed.status is MachineStatus.FAILED
+    assert "no host with capacity" in failed.status_reason
+    assert failed.host_id is None
+    assert PLACEMENT_TIMEOUT_S <= took_s < PLACEMENT_TIMEOUT_S + 5, took_s
+
+    # Room again on host-2: its provisioner pulls the next create.
+    on_host_2 = [mid for mid in ids if (await stack.get_machine(mid)).host_id == "host-2"]
+    await stack.archive_machine(on_host_2[0])
+    [again] = await create(stack, 1)
+    assert (await stack.get_machine(again)).host_id == "host-2"
+
+
+async def test_a_drained_host_gets_no_new_machines(stack: FleetClient) -> None:
+    drained = await stack.drain_host("host-1")
+    assert drained.state.value == "draining"
+
+    # Its provisioner reads the flag with its next heartbeat (every 0.5 s here): wait for one.
+    async def heartbeat_after_drain() -> bool:
+        host = next(h for h in await stack.list_hosts() if h.host_id == "host-1")
+        return host.last_heartbeat > drained.last_heartbeat
+
+    await wait_until(heartbeat_after_drain, timeout=10, every=0.1)
+    ids = await create(stack, 2 * CAPACITY)
+    assert await placed(stack, ids) == {"host-2": CAPACITY, "host-3": CAPACITY}
+    [extra] = await create(stack, 1, wait=False)
+    failed = await stack.wait_for(extra, {"ready", "failed"}, timeout_s=PLACEMENT_TIMEOUT_S + 15)
+    assert "no host with capacity" in failed.status_reason
+    assert "host-1 draining 0/4" in failed.status_reason
+
+    await stack.drain_host("host-1", draining=False)
+    [again] = await create(stack, 1)
+    assert (await stack.get_machine(again)).host_id == "host-1"
+
+
+async def swarm_machines(settings: Settings) -> set[str]:
+    """The machines the swarm processes of one host's data dir run now."""
+    hosts = swarm_root(settings.data_path) / "hosts"
+    found: set[str] = set()
+    for d in hosts.iterdir() if hosts.is_dir() else []:
+        if running_host_pid(d) is not None:
+            found |= set((await request(socket_path(d), d.name, {"op": "list"}))["machines"])
+    return found
+
+
+async def test_archive_stop_and_start_act_on_the_machines_own_host(
+    stack: FleetClient, hosts_settings: list[Settings]
+) -> None:
+    ids = await create(stack, len(HOSTS) * CAPACITY)
+    by_host = {h: [m for m in ids if (await stack.get_machine(m)).host_id == h] for h in HOSTS}
+    running = {s.host_id: await swarm_machines(s) for s in hosts_settings}
+    assert running == {h: set(by_host[h]) for h in HOSTS}
+
+    # One archive per host: each host's provisioner ends its own (another host's would not
+    # find the machine, and the machine would run on).
+    archived = {h: by_host[h][0] for h in HOSTS}
+    await asyncio.gather(*(stack.archive_machine(m) for m in archived.values()))
+
+    async def ended() -> bool:
+        now = {s.host_id: await swarm_machines(s) for s in hosts_settings}
+        return now == {h: set(by_host[h]) - {archived[h]} for h in HOSTS}
+
+    await wait_until(ended, timeout=30, every=0.2)
+
+    # A stop and a start on host-3: carried out there, the machine stays host-3's.
+    mid = by_host["host-3"][1]
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, {"stopped"}, timeout_s=30)
+    await wait_until(lambda: _not_running(hosts_settings[2], mid), timeout=30, every=0.2)
+    await stack.start_machine(mid)
+    ready = await stack.wait_for(mid, {"ready", "failed"}, timeout_s=60)
+    assert (ready.status, ready.host_id) == (MachineStatus.READY, "host-3")
+    assert mid in await swarm_machines(hosts_settings[2])
+
+
+async def _not_running(settings: Settings, machine_id: str) -> bool:
+    return machine_id not in await swarm_machines(settings)
+
+
+async def test_a_host_gone_is_lost_and_back_it_ends_what_was_archived_meanwhile(
+    hosts_settings: list[Settings], no_swarm_left: None, bus: Bus
+) -> None:
+    """host-3's provisioner stops (its swarm daemons run on, as a process that died would
+    leave them): hosts.list shows it lost, the placement watchdog names it. An archive of one
+    of its machines meanwhile ends its daemon; host-3, back, handles the archive it missed and
+    resumes its other machines, not that one."""
+    from services.gateway.__main__ import build as gateway
+    from services.prober.__main__ import build as prober
+    from services.provisioner.__main__ import build as provisioner
+    from services.setup_pusher.__main__ import build as setup_pusher
+
+    first, third = hosts_settings[0], hosts_settings[2]
+    async with AsyncExitStack() as es:
+        for s in hosts_settings[:2]:
+            await provisioner(s, es)
+        host3 = await es.enter_async_context(AsyncExitStack())
+        await provisioner(third, host3)
+        for build in (setup_pusher, prober, gateway):
+            await build(first, es)
+        stack = FleetClient(f"http://127.0.0.1:{first.port}", ADMIN_TOKEN, timeout_s=30)
+        es.push_async_callback(stack.close)
+
+        ids = await create(stack, len(HOSTS) * CAPACITY)
+        on3 = [m for m in ids if (await stack.get_machine(m)).host_id == "host-3"]
+        await host3.aclose()
+
+        async def lost() -> bool:
+            return {h.host_id: h.state.value for h in await stack.list_hosts()}["host-3"] == "lost"
+
+        await wait_until(lost, timeout=10, every=0.2)
+        gone, *kept = on3
+        await stack.archive_machine(gone)
+        [extra] = await create(stack, 1, wait=False)
+        failed = await stack.wait_for(extra, {"failed"}, timeout_s=PLACEMENT_TIMEOUT_S + 15)
+        assert "host-3 lost 3/4" in failed.status_reason  # the archived one counts no more
+        # Its daemon ends though its host's provisioner is down (the archive asked it to stop;
+        # the other hosts revoke its credentials at once: tests/fast/test_hosts.py).
+        await wait_until(lambda: _not_running(third, gone), timeout=30, every=0.2)
+        assert await swarm_machines(third) == set(kept)
+
+        await provisioner(third, await es.enter_async_context(AsyncExitStack()))
+        archive3 = durable_name(Durable.PROVISIONER_ARCHIVE, "host-3")
+
+        async def caught_up() -> bool:
+            info = await bus.js.consumer_info(subjects.STREAM_NAME, archive3)
+            return (info.num_pending, info.num_ack_pending) == (0, 0)
+
+        await wait_until(caught_up, timeout=30, every=0.2)  # the archive it missed: done
+        assert await swarm_machines(third) == set(kept)  # resumed, not resurrected
+        assert (await stack.get_machine(gone)).status is MachineStatus.ARCHIVED
+        states = {h.host_id: h.state.value for h in await stack.list_hosts()}
+        assert states == dict.fromkeys(HOSTS, "active")

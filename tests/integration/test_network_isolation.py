@@ -1,0 +1,195 @@
+"""A machine's network is its own, in both providers: from inside machine A, B's loopback
+servers and the host's loopback services (valkey, the gateway, metrics) are out of reach; two
+machines serve 127.0.0.1:3000 each; the outside network (a host the test makes in a network
+namespace of its own) answers HTTP and git; no nested user namespace; Docker's denied syscalls
+answer EPERM.
+
+NATS listens on the docker machines' network gateway (tests/docker_env.py): local machines
+reach it through pasta as the host would, containers through their bridge. The forwarded
+loopback port (NATS on the host's loopback, as `fleet up` runs it) is what every other local
+test uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bench.outside import Outside, outside_host
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from fleet.embedded import ValkeyServer, free_port
+from services.common.metrics import Metrics, MetricsServer
+from services.common.settings import Settings
+from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
+from tests.syscall_probe import DENIED, PROBE
+
+__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
+pytestmark = pytest.mark.usefixtures("remove_containers")
+PROVIDERS = ["local", "docker"]
+PORT = 3000
+
+
+@dataclass
+class Pair:
+    provider: str
+    a: str
+    b: str
+
+
+async def ready(stack: FleetClient, name: str, provider: str) -> str:
+    inst = await stack.create_instance(name)
+    machine = await stack.create_machine(inst.id, provider)  # type: ignore[arg-type]
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=60)
+    assert done.status is MachineStatus.READY, done.status_reason
+    return machine.id
+
+
+@pytest.fixture(params=PROVIDERS)
+async def pair(request: pytest.FixtureRequest, stack: FleetClient) -> Pair:
+    a, b = await asyncio.gather(
+        ready(stack, "alice", request.param), ready(stack, "bob", request.param)
+    )
+    return Pair(request.param, a, b)
+
+
+async def py(stack: FleetClient, mid: str, code: str, timeout_s: float = 30) -> str:
+    """Run ``code`` with the machine's python3; its stdout (it must succeed)."""
+    result = await stack.exec(mid, ["python3", "-c", code], timeout_s=timeout_s)
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+#: What connecting to each (host, port) gives, from inside a machine: the page read, or the
+#: error's class name. Retried until READY_S for the machine's own server to come up.
+CONNECT = """
+import json, socket, sys, time, urllib.request
+out = {}
+for host, port in json.loads(sys.argv[1]):
+    try:
+        s = socket.create_connection((host, port), timeout=3)
+        s.close()
+        out[f"{host}:{port}"] = "connected"
+    except OSError as exc:
+        out[f"{host}:{port}"] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+OWN_PAGE = f"""
+import sys, time, urllib.request
+deadline = time.monotonic() + 20
+while True:
+    try:
+        page = urllib.request.urlopen("http://127.0.0.1:{PORT}/whoami.txt", timeout=3)
+        print(page.read().decode())
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+"""
+
+
+async def serve_own_page(stack: FleetClient, mid: str) -> None:
+    """A web server on the machine's 127.0.0.1:3000, serving its id (in a directory of its
+    /tmp), and wait for it from inside."""
+    own = f"/tmp/www-{secrets.token_hex(4)}"
+    result = await stack.exec(mid, ["sh", "-c", f"mkdir -p {own} && echo {mid} > {own}/whoami.txt"])
+    assert result.exit_code == 0, result.stderr
+    await stack.start_process(
+        mid, ["python3", "-m", "http.server", str(PORT), "--bind", "127.0.0.1"], cwd=own
+    )
+
+
+async def connect_from(
+    stack: FleetClient, mid: str, targets: list[tuple[str, int]]
+) -> dict[str, str]:
+    result = await stack.exec(mid, ["python3", "-c", CONNECT, json.dumps(targets)], timeout_s=60)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def metrics_port() -> AsyncIterator[int]:
+    """A metrics endpoint on the host's loopback, as each service serves one."""
+    port = free_port()
+    async with MetricsServer(Metrics(process=False), "127.0.0.1", port):
+        yield port
+
+
+async def test_each_machine_serves_its_own_loopback_port(stack: FleetClient, pair: Pair) -> None:
+    await serve_own_page(stack, pair.b)
+    assert (await py(stack, pair.b, OWN_PAGE)).strip() == pair.b
+    # A has no server on 3000: B's is not there for it.
+    seen = await connect_from(stack, pair.a, [("127.0.0.1", PORT)])
+    assert seen == {f"127.0.0.1:{PORT}": "ConnectionRefusedError"}, seen
+    # A binds the same port (no "Address already in use") and reads its own page.
+    await serve_own_page(stack, pair.a)
+    assert (await py(stack, pair.a, OWN_PAGE)).strip() == pair.a
+    assert (await py(stack, pair.b, OWN_PAGE)).strip() == pair.b
+
+
+async def test_the_hosts_loopback_services_are_out_of_reach(
+    stack: FleetClient,
+    settings: Settings,
+    pair: Pair,
+    redis_server: ValkeyServer,
+    metrics_port: int,
+    docker_gateway: str,
+) -> None:
+    ports = {"valkey": redis_server.port, "gateway": settings.port, "metrics": metrics_port}
+    # The host's loopback, and this host's address on the machines' bridge.
+    targets = [(host, port) for host in ("127.0.0.1", docker_gateway) for port in ports.values()]
+    seen = await connect_from(stack, pair.a, targets)
+    assert len(seen) == len(targets)
+    assert "connected" not in seen.values(), seen
+    # The same ports are open on the host: the attempt could have succeeded.
+    for port in ports.values():
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.fixture
+def outside(tmp_path: Path, bare_repo: Path) -> Iterator[Outside]:
+    with outside_host(tmp_path / "outside", repo=bare_repo) as host:
+        yield host
+
+
+async def test_the_outside_network_answers_http_and_git(
+    stack: FleetClient, pair: Pair, outside: Outside
+) -> None:
+    page = (outside.root / "page.txt").read_text()
+    fetch = f"import urllib.request as u; print(u.urlopen({outside.url('page.txt')!r}).read())"
+    got = await py(stack, pair.a, fetch)
+    assert got.strip() == repr(page.encode())
+    clone = await stack.exec(
+        pair.a,
+        [
+            "sh",
+            "-c",
+            f"git clone -q {outside.url('repo.git')} /tmp/outside-clone && "
+            "git -C /tmp/outside-clone log --oneline | wc -l",
+        ],
+        timeout_s=60,
+    )
+    assert clone.exit_code == 0, clone.stderr
+    assert int(clone.stdout.strip()) >= 1
+
+
+async def test_no_nested_user_namespace_and_dockers_denied_syscalls(
+    stack: FleetClient, pair: Pair
+) -> None:
+    unshare = await stack.exec(pair.a, ["unshare", "-r", "true"])
+    assert unshare.exit_code != 0, unshare
+    found = json.loads(await py(stack, pair.a, PROBE))
+    assert {name: found[name] for name in DENIED} == dict.fromkeys(DENIED, errno.EPERM), found
+    assert found["getpid"] == 0
+    assert found["unshare -r true"] != 0

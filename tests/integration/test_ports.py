@@ -1,0 +1,273 @@
+"""Ports through the whole stack, with real daemons: an HTTP server and a WebSocket echo
+server in the machine, reached through a preview URL and through ``fleet machines forward``;
+a raw TCP protocol through ``fleet machines tunnel``; who may open a preview."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
+from fleet.client import FleetClient
+from fleet.embedded import free_port
+from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+from tests.integration.test_pipeline import home_of
+from tests.integration.test_refresh import ready_machine
+from tests.waiters import wait_until
+
+SERVERS = Path(__file__).parents[1] / "machine_servers.py"
+
+
+@dataclass
+class Machine:
+    id: str
+    instance_id: str
+    http: int
+    ws: int
+    upper: int
+
+
+async def serve_in_machine(stack: FleetClient, name: str) -> Machine:
+    """A ready machine running the three test servers, each listening."""
+    mid = await ready_machine(stack, name)
+    await stack.write_file(mid, "servers.py", SERVERS.read_text())
+    ports = {"http": free_port(), "ws": free_port(), "upper": free_port()}
+    for mode, port in ports.items():
+        await stack.start_process(mid, ["python3", "servers.py", mode, str(port)], tag=mode)
+
+    async def listening() -> bool:
+        found = {p.port for p in (await stack.machine_ports(mid)).ports}
+        return set(ports.values()) <= found
+
+    await wait_until(listening, timeout=20)
+    machine = await stack.get_machine(mid)
+    return Machine(mid, machine.instance_id, **ports)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def ws_echo(session: aiohttp.ClientSession, url: str, **kw: object) -> None:
+    async with session.ws_connect(url, **kw) as ws:  # type: ignore[arg-type]
+        await ws.send_str("hello")
+        assert (await ws.receive(timeout=10)).data == "hello"
+        big = os.urandom(300_000)  # several chunks of the stream
+        await ws.send_bytes(big)
+        assert (await ws.receive(timeout=10)).data == big
+
+
+async def test_preview_url_http_websocket_and_who_may_open_it(
+    stack: FleetClient, settings: Settings
+) -> None:
+    m = await serve_in_machine(stack, "preview")
+    base = f"http://127.0.0.1:{settings.port}"
+    page = f"{base}/machines/{m.id}/ports/{m.http}/"
+    other = await stack.create_instance("other")
+    theirs = await stack.create_token("theirs", other.id)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(page + "index.html", headers=bearer(ADMIN_TOKEN)) as r:
+            assert r.status == 200
+            assert "hello from the machine" in await r.text()
+            assert "Content-Security-Policy" not in r.headers  # the program's page, not ours
+        async with session.get(page + "headers", headers=bearer(ADMIN_TOKEN)) as r:
+            seen = {k.lower(): v for k, v in (await r.json()).items()}
+        assert "authorization" not in seen  # the token never reaches the machine
+        assert seen["host"] == f"localhost:{m.http}"
+        assert seen["x-forwarded-prefix"] == f"/machines/{m.id}/ports/{m.http}"
+        async with session.post(page + "echo", data=b"posted", headers=bearer(ADMIN_TOKEN)) as r:
+            assert await r.read() == b"posted"
+        async with session.get(page + "big?n=5000000", headers=bearer(ADMIN_TOKEN)) as r:
+            assert len(await r.read()) == 5_000_000
+        async with session.get(page + "go", headers=bearer(ADMIN_TOKEN),
+                               allow_redirects=False) as r:  # fmt: skip
+            assert r.headers["Location"] == f"/machines/{m.id}/ports/{m.http}/headers"
+        await ws_echo(session, f"{base}/machines/{m.id}/ports/{m.ws}/",
+                      headers=bearer(ADMIN_TOKEN))  # fmt: skip
+
+        async with session.get(page) as r:
+            assert r.status == 401
+        async with session.get(page, headers=bearer(theirs.token)) as r:
+            assert r.status == 403
+        async with session.get(page, headers=bearer("fleet_" + "x" * 40)) as r:
+            assert r.status == 401
+        async with session.get(f"{base}/machines/{m.id}/ports/{free_port()}/",
+                               headers=bearer(ADMIN_TOKEN)) as r:  # fmt: skip
+            assert r.status == 502
+            assert (await r.json())["error"]["code"] == 1055
+
+
+async def test_a_browser_opens_a_preview_with_a_ticket_and_a_cookie(
+    stack: FleetClient, settings: Settings
+) -> None:
+    m = await serve_in_machine(stack, "browser")
+    base = f"http://127.0.0.1:{settings.port}"
+    ticket = await stack.preview_ticket(m.id, m.http)
+    url = f"{base}{ticket.url}headers?{PREVIEW_TICKET_PARAM}={ticket.ticket}"
+    jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1, as a browser keeps them
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        async with browser.get(url, allow_redirects=False) as r:
+            assert r.status == 303
+            assert r.headers["Location"] == f"{ticket.url}headers"  # the ticket is gone
+            cookie = r.cookies[PREVIEW_COOKIE]
+            assert cookie["httponly"]
+            assert cookie["path"] == ticket.url
+            assert cookie["samesite"] == "Strict"
+        async with browser.get(f"{base}{ticket.url}headers") as r:
+            assert r.status == 200
+            seen = {k.lower(): v for k, v in (await r.json()).items()}
+        assert PREVIEW_COOKIE not in seen.get("cookie", "")  # nor does the cookie
+        async with browser.get(url, allow_redirects=False) as r:
+            assert r.status == 401  # a ticket is spent once
+        # The redirect keeps the path as it came, still encoded; an encoded CR LF is no path
+        # of a preview at all, so no header can be injected through it.
+        odd = await stack.preview_ticket(m.id, m.http)
+        async with browser.get(f"{base}{odd.url}a%20b%C3%A9?{PREVIEW_TICKET_PARAM}={odd.ticket}",
+                               allow_redirects=False) as r:  # fmt: skip
+            assert r.status == 303
+            assert r.headers["Location"] == f"{odd.url}a%20b%C3%A9"
+        crlf = f"{base}{odd.url}x%0D%0ASet-Cookie:%20a=b?{PREVIEW_TICKET_PARAM}=pvt_x"
+        async with browser.get(crlf, allow_redirects=False) as r:
+            assert r.status == 404
+            assert [c for c in r.headers.getall("Set-Cookie", []) if c.startswith("a=")] == []
+        # The cookie opens that port only: another port of the machine needs its own ticket.
+        async with browser.get(f"{base}/machines/{m.id}/ports/{m.ws}/") as r:
+            assert r.status == 401
+        ws_ticket = await stack.preview_ticket(m.id, m.ws)
+        opened = f"{base}{ws_ticket.url}?{PREVIEW_TICKET_PARAM}={ws_ticket.ticket}"
+        async with browser.get(opened, allow_redirects=False) as r:
+            assert r.status == 303
+        await ws_echo(browser, f"{base}{ws_ticket.url}")  # the cookie opens its WebSocket
+
+
+@asynccontextmanager
+async def fleet_cli(settings: Settings, *argv: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
+           "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from fleet.cli import main; main()", *argv, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_forward_carries_http_and_websocket(stack: FleetClient, settings: Settings) -> None:
+    m = await serve_in_machine(stack, "forward")
+    async with (
+        fleet_cli(settings, "machines", "forward", m.id, f"0:{m.http}") as http_fwd,
+        fleet_cli(settings, "machines", "forward", m.id, f"0:{m.ws}") as ws_fwd,
+    ):
+        ports = []
+        for proc in (http_fwd, ws_fwd):
+            assert proc.stderr is not None
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line.startswith("forwarding 127.0.0.1:"), line
+            ports.append(int(line.split()[1].split(":")[1]))
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):  # a connection each
+                async with session.get(f"http://127.0.0.1:{ports[0]}/index.html") as r:
+                    assert "hello from the machine" in await r.text()
+            async with session.get(f"http://127.0.0.1:{ports[0]}/big?n=3000000") as r:
+                assert len(await r.read()) == 3_000_000
+            await ws_echo(session, f"http://127.0.0.1:{ports[1]}/")
+
+
+async def test_tunnel_joins_stdio_to_a_raw_tcp_protocol(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """The program answers ``bye`` only after our EOF: the half-close reaches it, and its
+    own EOF ends our stdout, so the CLI exits 0."""
+    m = await serve_in_machine(stack, "tunnel")
+    async with fleet_cli(settings, "machines", "tunnel", m.id, str(m.upper)) as proc:
+        out, err = await asyncio.wait_for(proc.communicate(b"hello\nworld\n"), 30)
+    assert out == b"HELLO\nWORLD\nbye\n", err
+    assert proc.returncode == 0
+
+
+async def test_tunnel_to_a_closed_port_fails_clearly(
+    stack: FleetClient, settings: Settings
+) -> None:
+    mid = await ready_machine(stack, "closed")
+    async with fleet_cli(settings, "machines", "tunnel", mid, str(free_port())) as proc:
+        _, err = await asyncio.wait_for(proc.communicate(b""), 30)
+    assert proc.returncode == 4, err
+    assert b"HTTP 502" in err
+
+
+async def test_ports_routes_reach_nothing_but_a_port_of_the_callers_own_machine(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """What an attacker tries first: odd ports and ids, another instance's machine through the
+    tunnel WebSocket, an absolute URL as the request target (an open proxy's way in)."""
+    m = await serve_in_machine(stack, "attacked")
+    base = f"http://127.0.0.1:{settings.port}"
+    other = await stack.create_instance("other")
+    theirs = await stack.create_token("theirs", other.id)
+    admin = bearer(ADMIN_TOKEN)
+    async with aiohttp.ClientSession() as session:
+        at = f"/machines/{m.id}"
+        bad = [f"{at}/ports/0/", f"{at}/ports/65536/", f"{at}/ports/0{m.http}/", f"{at}/ports/-1/",
+               f"/machines/m-nothex/ports/{m.http}/", f"{at}/tunnel/0"]  # fmt: skip
+        for path in bad:
+            async with session.get(base + path, headers=admin) as r:
+                assert r.status == 400, path
+                assert (await r.json())["error"]["code"] == -32602
+        async with session.get(f"{base}/machines/{m.id}/ports/{m.http}", headers=admin,
+                               allow_redirects=False) as r:  # fmt: skip
+            assert r.status == 308
+            assert r.headers["Location"] == f"/machines/{m.id}/ports/{m.http}/"
+        tunnel = f"{base}/machines/{m.id}/tunnel/{m.upper}"
+        async with session.get(tunnel, headers=admin) as r:  # a plain GET: no tunnel opened
+            assert r.status == 400
+        for headers, status in (({}, 401), (bearer(theirs.token), 403)):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(tunnel, headers=headers)
+            assert refused.value.status == status
+    # An absolute-form target names another host: never fetched, whatever the path says.
+    reader, writer = await asyncio.open_connection("127.0.0.1", settings.port)
+    writer.write(f"GET http://example.com/machines/{m.id}/ports/{m.http}/ HTTP/1.1\r\n"
+                 f"Host: example.com\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+                 "Connection: close\r\n\r\n".encode())  # fmt: skip
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert b"hello from the machine" not in answer
+    assert answer.split(b" ", 2)[1] in (b"400", b"404"), answer[:200]
+
+
+async def test_ssh_keys_land_in_running_and_new_machines(
+    stack: FleetClient, settings: Settings, tmp_path: Path
+) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZsZWV0ZC10ZXN0LWtleS1ub3QtYS1yZWFsLW9uZQ me@laptop"
+    mid = await ready_machine(stack, "ssh-keys")
+    iid = (await stack.get_machine(mid)).instance_id
+    answer = await stack.set_ssh_keys(iid, [key])
+    assert (answer.machines, answer.failed) == (1, [])
+    path = home_of(settings, mid) / ".ssh" / "authorized_keys"
+    assert path.read_text() == key + "\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    rebuilt = await stack.rebuild_machine(iid)
+    await stack.wait_for(rebuilt.id, ["ready"], timeout_s=60)
+    assert (home_of(settings, rebuilt.id) / ".ssh" / "authorized_keys").read_text() == key + "\n"
+    # The CLI reads public key files, one key per line.
+    (tmp_path / "keys.pub").write_text(f"{key}\n\n{key.replace('me@laptop', 'ci')}\n")
+    async with fleet_cli(settings, "instances", "ssh-keys", iid, str(tmp_path / "keys.pub")) as cli:
+        out, err = await asyncio.wait_for(cli.communicate(), 30)
+    assert cli.returncode == 0, err
+    assert b"2 key(s) set; written to 1 of 1" in out
+    written = (home_of(settings, rebuilt.id) / ".ssh" / "authorized_keys").read_text()
+    assert written.splitlines() == [key, key.replace("me@laptop", "ci")]

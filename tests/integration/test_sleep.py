@@ -1,0 +1,263 @@
+"""Machines that sleep, ``local`` provider, every service and real daemons: stop and start
+keep the machine (home, background processes, a fresh .env), a stopped machine runs nothing
+and refuses daemon calls at once, auto-stop stops the idle and spares the busy, a provisioner
+SIGKILLed and restarted leaves stopped machines stopped, and redelivered stop/start events
+change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from contracts import subjects
+from contracts.consumers import Durable, host_durable
+from contracts.errors import Conflict, MachineStopped as Stopped, RunningMachinesLimit
+from contracts.events import MachineStarted, MachineStopped, decode_event
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from providers.local import LocalProvider, machine_roots
+from services.common.bus import Bus
+from services.common.crypto import SecretBox
+from services.common.settings import Settings
+from services.common.store import Store
+from services.prober.autostop import idle_reason
+from services.provisioner.service import Provisioner
+from tests.conftest import ADMIN_TOKEN
+from tests.integration.test_pipeline import home_of
+from tests.sleep_checks import (
+    ready_machine,
+    stop_and_start_keep_the_machine,
+    stopped_call_ms,
+)
+from tests.waiters import wait_until
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, autostop_tick_s=0.5)
+
+
+async def test_stop_then_start_keeps_the_machine(stack: FleetClient, settings: Settings) -> None:
+    mid = await ready_machine(stack, "sleeper")
+
+    async def home(m: str) -> Path:
+        return home_of(settings, m)
+
+    async def running(m: str) -> bool:
+        return bool(machine_roots(settings.data_path / "machines" / m, m))
+
+    roots_before = machine_roots(settings.data_path / "machines" / mid, mid)
+    await stop_and_start_keep_the_machine(stack, mid, home, running)
+    roots_after = machine_roots(settings.data_path / "machines" / mid, mid)
+    assert len(roots_after) == 1  # one new root: not two
+    assert roots_after != roots_before
+
+
+async def test_what_a_stopped_machine_refuses_and_what_it_allows(
+    stack: FleetClient, settings: Settings
+) -> None:
+    mid = await ready_machine(stack, "refuses")
+    inst = (await stack.get_machine(mid)).instance_id
+    await stack.stop_machine(mid)
+    assert await stopped_call_ms(stack, mid) < 1000
+    for call in (
+        stack.write_file(mid, "x", "y"),
+        stack.list_processes(mid),
+        stack.start_process(mid, ["true"]),
+    ):
+        with pytest.raises(Stopped):
+            await call
+    refreshed = await stack.refresh_env(inst)  # a stopped machine is not a running one
+    assert (refreshed.machines, refreshed.failed) == (0, [])
+    with pytest.raises(Conflict):  # one machine per instance: a stopped one is still it
+        await stack.create_machine(inst)
+
+    limits = await stack.set_limits(inst, max_running_machines=0)
+    assert limits.max_running_machines == 0
+    with pytest.raises(RunningMachinesLimit) as refused:
+        await stack.start_machine(mid)
+    assert refused.value.code == 1041
+    assert (await stack.get_machine(mid)).status is MachineStatus.STOPPED
+    await stack.set_limits(inst, max_running_machines=1)
+    await stack.start_machine(mid)
+    await stack.wait_for(mid, ("ready",), timeout_s=60)
+
+    # Archive of a stopped machine: allowed, and final.
+    await stack.stop_machine(mid)
+    archived = await stack.archive_machine(mid)
+    assert archived.status is MachineStatus.ARCHIVED
+    with pytest.raises(Conflict):
+        await stack.start_machine(mid)
+
+
+async def test_auto_stop_stops_the_idle_and_spares_the_busy(
+    stack: FleetClient, settings: Settings
+) -> None:
+    idle = await ready_machine(stack, "idle")
+    busy = await ready_machine(stack, "busy")
+    for mid in (idle, busy):
+        inst = (await stack.get_machine(mid)).instance_id
+        assert (await stack.set_autostop(inst, 5)).idle_after_s == 5
+    # The busy one is only typed into, once a second, on a terminal: no RPC call after the attach.
+    opened = await stack.open_session(busy, ["/bin/cat"])
+    ws = await stack.attach_session(busy, opened.session_id)
+    try:
+        since = time.monotonic()
+        stopped = asyncio.create_task(stack.wait_for(idle, ("stopped",), timeout_s=5 + 10))
+        while not stopped.done():
+            await ws.send_bytes(b"k")
+            await asyncio.wait({stopped}, timeout=1.0)
+        machine = await stopped
+        assert machine.status_reason == idle_reason(5) == "idle for 5 s"
+        assert time.monotonic() - since >= 4  # not before it was idle (minus a tick)
+        # The busy one goes on past its idle time, typed into every second.
+        until = time.monotonic() + 6
+        while time.monotonic() < until:
+            await ws.send_bytes(b"k")
+            await asyncio.sleep(1.0)
+        assert (await stack.get_machine(busy)).status is MachineStatus.READY
+    finally:
+        await ws.close()
+    # Left alone, the busy one goes too: attaching was not a lasting exemption.
+    machine = await stack.wait_for(busy, ("stopped",), timeout_s=5 + 10)
+    assert machine.status_reason == "idle for 5 s"
+
+
+@asynccontextmanager
+async def provisioner_process(
+    settings: Settings, log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    env = {**os.environ, **settings.to_env(), "FLEET_LOG_LEVEL": "info"}
+    with open(log, "ab") as out:  # noqa: ASYNC230 - a local file, opened once
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.provisioner", env=env, stdout=out, stderr=out
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_provisioner_sigkilled_and_restarted_leaves_stopped_machines_stopped(
+    settings: Settings, bus: Bus, tmp_path: Path
+) -> None:
+    """The stop is published while no provisioner runs (SIGKILLed): the machine still runs.
+    The restarted provisioner ends it (its start finds a live process for a stopped machine)
+    and starts nothing."""
+    from providers.local import stop_all_local
+    from services.gateway.__main__ import build as gateway
+    from services.prober.__main__ import build as prober
+    from services.setup_pusher.__main__ import build as setup_pusher
+
+    async with AsyncExitStack() as es:
+        es.callback(stop_all_local, settings.data_path)
+        for build in (setup_pusher, prober, gateway):
+            await build(settings, es)
+        client = FleetClient(f"http://127.0.0.1:{settings.port}", ADMIN_TOKEN, timeout_s=30)
+        es.push_async_callback(client.close)
+        log = tmp_path / "provisioner.log"
+        async with provisioner_process(settings, log) as first:
+            mid = await ready_machine(client, "survives")
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        machine_dir = settings.data_path / "machines" / mid
+        assert machine_roots(machine_dir, mid)  # the machine outlives its provisioner
+        await client.stop_machine(mid)
+        assert machine_roots(machine_dir, mid)  # nobody has carried out the stop yet
+        async with provisioner_process(settings, log):
+            await wait_until(lambda: not machine_roots(machine_dir, mid), timeout=30)
+            await consumers_caught_up(bus)
+            assert (await client.get_machine(mid)).status is MachineStatus.STOPPED
+            assert not machine_roots(machine_dir, mid)
+        # SIGKILLed again while it is stopped: the next one leaves it stopped too.
+        async with provisioner_process(settings, log):
+            await consumers_caught_up(bus)
+            assert (await client.get_machine(mid)).status is MachineStatus.STOPPED
+            assert not machine_roots(machine_dir, mid)
+
+
+async def consumers_caught_up(bus: Bus) -> None:
+    """The stop and start durables of this host (the tests' provisioners have the default
+    FLEET_HOST_ID) have handled every event."""
+    host_id = Settings().host_id
+
+    async def done() -> bool:
+        for durable in (Durable.PROVISIONER_STOP, Durable.PROVISIONER_START):
+            try:
+                info = await bus.js.consumer_info(
+                    subjects.STREAM_NAME, host_durable(durable, host_id)
+                )
+            except Exception:  # noqa: BLE001 - not made yet: its provisioner is starting
+                return False
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+
+    await wait_until(done, timeout=30)
+
+
+async def test_redelivered_stop_and_start_change_nothing(
+    stack: FleetClient, settings: Settings, bus: Bus, store: Store
+) -> None:
+    """Every stop and start event of a machine handled again (as a redelivery does, here by a
+    second provisioner over the same store and bus): no second start, no stop of a running
+    machine. And a start right behind its stop waits for the stop to be carried out."""
+    mid = await ready_machine(stack, "redelivered")
+    await stack.stop_machine(mid)
+    await stack.start_machine(mid)  # right behind: the stop may not be carried out yet
+    ready = await stack.wait_for(mid, ("ready", "failed"), timeout_s=60)
+    assert ready.status is MachineStatus.READY, ready.status_reason
+    machine_dir = settings.data_path / "machines" / mid
+    roots = machine_roots(machine_dir, mid)
+    assert len(roots) == 1
+
+    local = LocalProvider(data_dir=settings.data_path, nats_url=settings.nats_url,
+                          environ=os.environ, shared=settings.sandbox_shared)  # fmt: skip
+    again = Provisioner(store=store, bus=bus, providers={"local": local},
+                        box=SecretBox(settings.secret_key))  # fmt: skip
+    await handle_again(again, bus, mid)
+    assert machine_roots(machine_dir, mid) == roots  # the same machine, still running
+    assert (await stack.get_machine(mid)).status is MachineStatus.READY
+    assert (await stack.exec(mid, ["echo", "up"])).stdout == "up\n"
+
+
+async def handle_again(provisioner: Provisioner, bus: Bus, mid: str) -> None:
+    """Every stored stop and start event of the machine, handled twice more by
+    ``provisioner`` (as redeliveries are)."""
+    events = await machine_events(bus, mid, (MachineStopped, MachineStarted))
+    assert [type(e) for e in events] == [MachineStopped, MachineStarted]
+    for event in (*events, *events):
+        if isinstance(event, MachineStopped):
+            await provisioner.on_stopped(event)
+        else:
+            await provisioner.on_started(event)
+
+
+async def machine_events(
+    bus: Bus, mid: str, kinds: tuple[type[MachineStopped], type[MachineStarted]]
+) -> list[MachineStopped | MachineStarted]:
+    """The machine's stored stop and start events, in stream order."""
+    found: list[MachineStopped | MachineStarted] = []
+    sub = await bus.js.subscribe(subjects.machine_events(mid), ordered_consumer=True)
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except TimeoutError:
+                return found
+            event = decode_event(msg.data)
+            if isinstance(event, kinds):
+                found.append(event)
+    finally:
+        await sub.unsubscribe()

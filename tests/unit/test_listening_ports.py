@@ -1,0 +1,83 @@
+"""The daemon's reading of /proc/net/tcp and tcp6: LISTEN sockets on the loopback or every
+address, each port once per family; others (established, bound to another address) left out."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from contracts.errors import NotSupported
+from contracts.ports import ListeningPort
+from daemon.ports import decode_address, listening_ports, parse_table
+
+HEAD = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+
+
+def v4(addr: str) -> str:
+    """An IPv4 address as the kernel prints it (one 32-bit word in host byte order)."""
+    return socket.inet_aton(addr)[:: -1 if sys.byteorder == "little" else 1].hex().upper()
+
+
+def row(n: int, local: str, state: str) -> str:
+    return f"   {n}: {local} 00000000:0000 {state} 00000000:00000000 00:00000000 00000000  1000\n"
+
+
+def test_ipv4_listen_rows_on_loopback_or_any_only() -> None:
+    table = HEAD + "".join([
+        row(0, f"{v4('127.0.0.1')}:0BB8", "0A"),  # 3000 on the loopback
+        row(1, f"{v4('0.0.0.0')}:0016", "0A"),  # 22 on every address
+        row(2, f"{v4('10.1.2.3')}:1F90", "0A"),  # 8080 on another address: unreachable
+        row(3, f"{v4('127.0.0.1')}:A000", "01"),  # established
+        row(4, f"{v4('127.0.0.53')}:0035", "0A"),  # 53 on 127.0.0.53: still the loopback
+    ])  # fmt: skip
+    assert parse_table(table, "ipv4") == [
+        ListeningPort(port=3000, address="127.0.0.1", family="ipv4"),
+        ListeningPort(port=22, address="0.0.0.0", family="ipv4"),
+        ListeningPort(port=53, address="127.0.0.53", family="ipv4"),
+    ]
+
+
+def test_ipv6_addresses_decode_word_by_word() -> None:
+    def v6(addr: str) -> str:
+        raw = socket.inet_pton(socket.AF_INET6, addr)
+        return (
+            b"".join(
+                int.from_bytes(raw[i : i + 4], "big").to_bytes(4, sys.byteorder)
+                for i in range(0, 16, 4)
+            )
+            .hex()
+            .upper()
+        )
+
+    assert str(decode_address(v6("::1"))) == "::1"
+    assert str(decode_address(v6("fe80::1:2"))) == "fe80::1:2"
+    rows = [("::", "1F40"), ("::ffff:127.0.0.1", "0050"), ("fd00::5", "0051")]
+    table = HEAD + "".join(row(n, f"{v6(a)}:{port}", "0A") for n, (a, port) in enumerate(rows))
+    assert [(p.port, p.address) for p in parse_table(table, "ipv6")] == [
+        (8000, "::"), (80, "::ffff:7f00:1")
+    ]  # fmt: skip
+
+
+def test_each_port_once_per_family_sorted(tmp_path: Path) -> None:
+    (tmp_path / "tcp").write_text(HEAD + row(0, f"{v4('0.0.0.0')}:1F90", "0A")
+                                  + row(1, f"{v4('127.0.0.1')}:1F90", "0A")
+                                  + row(2, f"{v4('127.0.0.1')}:0016", "0A"))  # fmt: skip
+    ports = listening_ports(tmp_path).ports
+    assert [(p.port, p.family) for p in ports] == [(22, "ipv4"), (8080, "ipv4")]
+
+
+def test_no_table_at_all_is_not_supported(tmp_path: Path) -> None:
+    with pytest.raises(NotSupported):
+        listening_ports(tmp_path)
+
+
+def test_a_real_listener_shows_up() -> None:
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        assert port in {p.port for p in listening_ports().ports}
+    assert port not in {p.port for p in listening_ports().ports}
