@@ -295,6 +295,10 @@ def _type_name(tp: Any) -> str:
 def _default(f: msgspec.structs.FieldInfo) -> str:
     if f.required:
         return "required"
+    if f.default_factory is not msgspec.NODEFAULT:
+        # A computed default (the host's name): the factory's doc says what it is.
+        factory = f.default_factory
+        return f"computed (`{getattr(factory, '__qualname__', repr(factory))}()`)"
     value = f.default
     if value in ("", None):
         return "empty"

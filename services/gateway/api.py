@@ -285,6 +285,8 @@ class GatewayApi:
         provider: str = self.settings.default_provider
         if inst.current_machine_id:
             provider = (await self.store.get_machine(inst.current_machine_id)).provider
+        # The machine it replaces is archived, so it does not count; the new one does.
+        await check_running_limit(self.store, inst.id, inst.current_machine_id)
         once = create_once.once_of(
             g.MACHINES_REBUILD.name, p.idempotency_key, c, self.settings, inst.id
         )

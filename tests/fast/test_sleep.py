@@ -133,7 +133,7 @@ async def test_the_idle_stopper_stops_only_the_idle(world: World) -> None:
     assert await stopper.sweep() == 0  # stopped ones are not stopped again
 
 
-@method("instances.setLimits", "machines.start", "machines.create")
+@method("instances.setLimits", "machines.start", "machines.create", "machines.rebuild")
 async def test_max_running_machines_refuses_a_start_and_a_create(world: World) -> None:
     a, b = await two_instances(world)
     m = await world.ready_machine(a)
@@ -145,6 +145,11 @@ async def test_max_running_machines_refuses_a_start_and_a_create(world: World) -
         await world.rpc("machines.start", {"machineId": m.id})
     assert refused.value.code == 1041
     assert refused.value.data == {"limit": 0, "running": 0}
+    assert (await world.machine(m.id)).status is S.STOPPED
+    # A rebuild would run a new machine: refused too, and the stopped one is left as it was.
+    with pytest.raises(RunningMachinesLimit):
+        await world.rpc("machines.rebuild", {"instanceId": a})
+    assert (await world.store.get_instance(a)).current_machine_id == m.id
     assert (await world.machine(m.id)).status is S.STOPPED
     await world.rpc("instances.setLimits", {"instanceId": b, "maxRunningMachines": 0})
     with pytest.raises(RunningMachinesLimit):
