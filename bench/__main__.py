@@ -1,6 +1,6 @@
 """python -m bench [--quick] [--only 1,2,...] [--json [PATH]] [--profile DIR]
 
-Runs the benchmarks of issues 7 and 14 and prints, for each figure, the baseline measured in
+Runs the benchmarks and prints, for each figure, the baseline measured in
 the same run and the ratio. ``--quick`` runs fewer calls and machines and, unless ``--only``
 names them, leaves out the benchmarks that stay slow even so (SLOW: it says so), to finish in
 about a minute and a half; ``--json`` also writes the figures to docs/benchmarks.json (or PATH),

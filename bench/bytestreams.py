@@ -1,4 +1,4 @@
-"""Benchmark 14: byte-stream throughput against the raw nats-py hop (DESIGN.md, byte streams).
+"""Benchmark 14: byte-stream throughput against the raw nats-py hop, the byte streams' floor.
 
 The floor: one raw nats-py hop between two connections of this process, the sender keeping at
 most 8 chunks in flight and the receiver acknowledging each chunk on a second subject (the

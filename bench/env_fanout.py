@@ -2,7 +2,7 @@
 new .env (seen in the machines' homes on disk, so nothing but the files is trusted).
 
 Runs on the stack and machines benchmark 3 left ready. First a new platform env var alone (the
-setup pusher pushes it: issue 15), timed until the value is in every machine's
+setup pusher pushes it by itself), timed until the value is in every machine's
 ``~/.fleet/.env`` on disk; its floor is today's refreshEnv path, measured next: one
 ``machines.refreshEnv`` call (no params: every running machine), which answers once every
 machine has written.
@@ -82,7 +82,7 @@ async def run(
     print(f"[4] env fan-out: live push, and {METHOD}, across {len(homes)} running machines")
     size = max(len((h / ".fleet" / ".env").read_bytes()) for h in homes.values()) + 60
     floor = await direct_floor(nats_url, keys, list(homes), size)
-    # Since issue 15 an env.set is pushed by itself; refreshEnv (timed after the live push has
+    # An env.set is pushed by itself; refreshEnv (timed after the live push has
     # landed, so the two never share the machines) rewrites the same bytes, at the same cost.
     live = await live_push(gw, homes)
     t0 = time.perf_counter()

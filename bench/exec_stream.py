@@ -1,4 +1,4 @@
-"""Benchmark 7: streamed exec's first byte against a whole non-streamed exec (issue 15).
+"""Benchmark 7: streamed exec's first byte against a whole non-streamed exec.
 
 On the embedded stack with one local machine: ``machines.exec`` of ``echo x`` (the call until
 its answer), and ``machines.execStream`` of the same command over ``POST /rpc/stream`` (the call

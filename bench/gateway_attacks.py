@@ -1,4 +1,4 @@
-"""Benchmark 6: the gateway under the batch and stream attacks of issue 13.
+"""Benchmark 6: the gateway under a batch attack and a stream attack.
 
 `fleet up` runs the gateway as its own process; its RSS is read from /proc and ``/healthz`` is
 timed from here. Baseline (same run): ``/healthz`` p99 and RSS of the idle gateway. Then:

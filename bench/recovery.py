@@ -1,4 +1,4 @@
-"""Benchmark 10: recovery after a SIGKILLed stage service (issue 14).
+"""Benchmark 10: recovery after a SIGKILLed stage service.
 
 `fleet up` with swarm machines; the prober holds each event for ``FLEET_PROBE_DELAY_S`` (its
 handler sleeps before probing), so at any moment it holds many unacked events. Mid-batch it is

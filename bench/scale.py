@@ -1,4 +1,4 @@
-"""Benchmark 11: many swarm machines on the `--ha` layout against one node (issue 14).
+"""Benchmark 11: many swarm machines on the `--ha` layout against one node.
 
 Each layout in turn, in the same run: `fleet up` (one process per service) against servers
 started here, either one nats-server and one valkey, or the layout of `fleet up --ha` (3 NATS

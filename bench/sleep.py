@@ -161,7 +161,7 @@ async def run(report: Report, quick: bool) -> None:
             await warm.close()
             await cold.close()
     _report(report, n, times, running, stopped)
-    report.note("14: start stages p50 after the call: " + ", ".join(
+    report.note("18: start stages p50 after the call: " + ", ".join(
         f"{s} {percentile(v, 50) * 1000:.0f} ms" for s, v in stages.items() if v))  # fmt: skip
 
 
@@ -179,7 +179,7 @@ def _report(
         report.add(Figure("18", "start-to-ready p50, stopped machine", start, "s", warm,
                           "warm-pool create"))  # fmt: skip
     else:
-        report.note("14: no warm sample came from the pool")
+        report.note("18: no warm sample came from the pool")
     refused, ran = percentile(times["refused"], 50), percentile(times["exec"], 50)
     report.add(Figure("18", "exec on a stopped machine (MachineStopped) p50", refused, "s", ran,
                       "exec on a running machine", target="< 100 ms",
@@ -187,6 +187,6 @@ def _report(
     report.add(Figure("18", f"idle memory of {n} stopped machines (PSS)", stopped[0], "MB",
                       running[0], f"{n} running"))  # fmt: skip
     report.note(
-        f"14: host MemAvailable {running[1]:.0f} MB with {n} running, {stopped[1]:.0f} MB "
+        f"18: host MemAvailable {running[1]:.0f} MB with {n} running, {stopped[1]:.0f} MB "
         f"with them stopped ({stopped[1] - running[1]:+.0f} MB; the host is shared)"
     )
