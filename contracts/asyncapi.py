@@ -46,6 +46,7 @@ PUBLISHERS: dict[EventKind, str] = {
     EventKind.REPOS_RECONCILED: "the setup_pusher, after reconciling a running machine's repos",
     EventKind.STOPPED: "the gateway (machines.stop) or the prober (auto-stop of an idle machine)",
     EventKind.STARTED: "the gateway (machines.start), for a stopped machine",
+    EventKind.LOST: "the prober, for each running machine of a host that stopped heartbeating",
 }
 CONFIG_PUBLISHERS: dict[ConfigKind, str] = {
     ConfigKind.ENV_CHANGED: "the gateway (env.set, env.unset)",
@@ -75,6 +76,7 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.REPOS_RECONCILED: events.ReposReconciled,
     EventKind.STOPPED: events.MachineStopped,
     EventKind.STARTED: events.MachineStarted,
+    EventKind.LOST: events.MachineLost,
 }
 
 

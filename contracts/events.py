@@ -92,6 +92,16 @@ class MachineUnresponsive(_Event, tag=EventKind.UNRESPONSIVE.value, kw_only=True
     reason: str
 
 
+class MachineLost(_Event, tag=EventKind.LOST.value, kw_only=True):
+    """The machine's host missed its heartbeats for ``FLEET_HOST_LOST_AFTER_S``: the machine
+    is out of reach until its host comes back (its heartbeats make it ready again), or is
+    replaced by ``machines.rebuild`` on a live host."""
+
+    host_id: str
+    #: "its host host-3 is lost: no heartbeat from it for 31s"
+    reason: str
+
+
 class EnvPushed(_Event, tag=EventKind.ENV_PUSHED.value, kw_only=True):
     """A changed env reached a running machine's .env (its size and sha256 as written)."""
 
@@ -156,6 +166,7 @@ MachineEvent = (
     | ReposReconciled
     | MachineStopped
     | MachineStarted
+    | MachineLost
 )
 #: Events about a configuration scope (an instance or the platform), not one machine.
 ConfigEvent = EnvChanged | ReposChanged

@@ -25,21 +25,26 @@ class MachineStatus(StrEnum):
     #: Stopped on purpose (``machines.stop``, or auto-stop when idle): no process, container or
     #: memory; only its home stays. ``machines.start`` brings the same machine back.
     STOPPED = "stopped"
+    #: Unresponsive, and its host is lost too (no host heartbeat for
+    #: ``FLEET_HOST_LOST_AFTER_S``). Ready again if its heartbeats resume (its host came back);
+    #: ``machines.rebuild`` replaces it with a machine on a live host.
+    LOST = "lost"
 
 
 S = MachineStatus
 
 #: Where a machine may be stopped from: any status in which it has (or is getting) a daemon.
 STOPPABLE: frozenset[MachineStatus] = frozenset(
-    {S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE}
+    {S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST}
 )
 
 #: Statuses from which nothing but archiving moves a machine.
 TERMINAL: frozenset[MachineStatus] = frozenset({S.FAILED, S.ARCHIVED})
 
 _LIVE = frozenset(
-    {S.CREATED, S.PROVISIONING, S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE}
-)
+    {S.CREATED, S.PROVISIONING, S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE,
+     S.LOST}
+)  # fmt: skip
 
 ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     S.CREATED: frozenset(),
@@ -49,8 +54,11 @@ ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     S.BOOTING: frozenset({S.PROVISIONING, S.BOOTING, S.STOPPED}),
     S.SETTING_UP: frozenset({S.BOOTING, S.SETTING_UP}),
     S.PROBING: frozenset({S.SETTING_UP, S.PROBING}),
-    S.READY: frozenset({S.PROBING, S.READY, S.UNRESPONSIVE}),
+    S.READY: frozenset({S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST}),
     S.UNRESPONSIVE: frozenset({S.READY, S.UNRESPONSIVE}),
+    # Only a machine whose own heartbeats stopped: one that still beats is reachable, whatever
+    # its host's provisioner does; one still setting up fails by its stage.
+    S.LOST: frozenset({S.UNRESPONSIVE, S.LOST}),
     S.FAILED: _LIVE | {S.FAILED},
     S.STOPPED: STOPPABLE | {S.STOPPED},
     S.ARCHIVED: _LIVE | {S.FAILED, S.ARCHIVED, S.STOPPED},

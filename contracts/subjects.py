@@ -25,6 +25,8 @@ class EventKind(StrEnum):
     STOPPED = "stopped"
     #: A stopped machine was started: the provisioner brings the same machine back.
     STARTED = "started"
+    #: The machine's host is lost: the prober marks its machines lost.
+    LOST = "lost"
 
 
 class ConfigKind(StrEnum):

@@ -31,6 +31,22 @@ async def host_infos(store: Store, settings: Settings) -> list[HostInfo]:
     return [host_info(r, settings.host_lost_after_s, now) for r in await store.hosts.all()]
 
 
+def lost_reason(host: HostInfo, now: datetime) -> str:
+    """What a machine of a lost host says: "its host host-3 is lost: no heartbeat ... 31s"."""
+    silent = (now - host.last_heartbeat).total_seconds()
+    return f"its host {host.host_id} is lost: no heartbeat from it for {silent:.0f}s"
+
+
+async def lost_hosts(store: Store, settings: Settings) -> dict[str, str]:
+    """Each lost host -> the reason its machines give."""
+    now = datetime.now(UTC)
+    return {
+        h.host_id: lost_reason(h, now)
+        for h in await host_infos(store, settings)
+        if h.state is HostState.LOST
+    }
+
+
 def has_room(host: HostInfo) -> bool:
     """The host takes new machines now: active, and below its capacity (if it has one)."""
     if host.state is not HostState.ACTIVE:

@@ -10,6 +10,7 @@ from services.common.settings import Settings
 from services.common.stage import connect
 from services.common.subscriptions import enter_subscriptions
 from services.prober.autostop import IdleStopper
+from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor
 from services.prober.service import Prober
 
@@ -19,6 +20,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     metrics = await service_metrics(settings, stack)
     await stack.enter_async_context(HeartbeatMonitor(store=store, bus=bus, settings=settings))
     await stack.enter_async_context(IdleStopper(store=store, bus=bus, settings=settings))
+    await stack.enter_async_context(HostLossMonitor(store=store, bus=bus, settings=settings))
     svc = Prober.wired(settings, store, bus, metrics)
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 

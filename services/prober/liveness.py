@@ -22,9 +22,9 @@ from contracts import subjects
 from contracts.errors import NotFound
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
-from contracts.status import TERMINAL, HostState, MachineStatus as S
+from contracts.status import TERMINAL, MachineStatus as S
 from services.common.bus import Bus
-from services.common.hosts import host_infos
+from services.common.hosts import lost_hosts
 from services.common.settings import Settings
 from services.common.store import Store
 
@@ -102,7 +102,7 @@ class HeartbeatMonitor:
         now = time.time()
         stale = await self.store.heartbeats.stale(now - self.window_s, _SWEEP_BATCH)
         marked: list[MachineUnresponsive] = []
-        lost = await self._lost_hosts() if stale else {}
+        lost = await lost_hosts(self.store, self.settings) if stale else {}
         for machine_id, last in stale:
             try:
                 machine = await self.store.get_machine(machine_id)
@@ -116,16 +116,6 @@ class HeartbeatMonitor:
                 if event := await self._mark(machine_id, last, now, host):
                     marked.append(event)
         await self.bus.publish_many(marked)  # independent events: pipelined, not one by one
-
-    async def _lost_hosts(self) -> dict[str, str]:
-        """Lost host -> why (docs/hosts.md): the reason a machine of one gives."""
-        now = datetime.now(UTC)
-        return {
-            h.host_id: f"its host {h.host_id} is lost: no heartbeat from it for "
-            f"{(now - h.last_heartbeat).total_seconds():.0f}s"
-            for h in await host_infos(self.store, self.settings)
-            if h.state is HostState.LOST
-        }
 
     async def _mark(
         self, machine_id: str, last: float, now: float, host_lost: str | None = None

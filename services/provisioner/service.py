@@ -31,7 +31,7 @@ from services.provisioner.sleep import SleepHandlers
 log = structlog.get_logger(__name__)
 
 #: Machines whose daemon should be running.
-_RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE})
+_RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST})
 
 
 class Provisioner(SleepHandlers):

@@ -1,11 +1,14 @@
-"""`fleet up --hosts 3` (docs/hosts.md): three hosts on this machine, capacity 4 each. Twelve
-creates land four on each host; the thirteenth fails "no host with capacity" within the
-placement timeout; `fleet hosts list` shows them."""
+"""`fleet up --hosts 3` (docs/hosts.md): three hosts on this machine. With capacity 4 each,
+twelve creates land four on each host and the thirteenth fails "no host with capacity" within
+the placement timeout. A host whose provisioner and machines are SIGKILLed is marked lost, then
+its machines; the other hosts' machines answer all along; a rebuild lands on a live host; the
+host, back, resumes its machines but not the one archived meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,7 +18,9 @@ import pytest
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import free_port
-from tests.e2e.conftest import start_fleet_up
+from providers.swarm import request, running_host_pid, socket_path, swarm_root
+from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.waiters import wait_until
 
 HOSTS = ("host-1", "host-2", "host-3")
 CAPACITY = 4
@@ -56,5 +61,113 @@ async def test_fleet_up_hosts_places_by_capacity(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         rows = [line.split()[:5] for line in listed.stdout.splitlines()[1:]]
         assert rows == [[h, "active", str(CAPACITY), str(CAPACITY), "0"] for h in HOSTS]
+    finally:
+        up.stop()
+
+
+LOST_AFTER_S = 3.0
+
+
+def host_pids(up: FleetUp, host_id: str) -> list[int]:
+    """The host's provisioner (a child of `fleet up` with its FLEET_HOST_ID) and its swarm
+    processes (its machines)."""
+    wanted = f"FLEET_HOST_ID={host_id}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == up.proc.pid and b"services.provisioner" in cmdline and wanted in environ:
+            pids.append(int(proc.name))
+    hosts = swarm_root(up.data_dir / "hosts" / host_id) / "hosts"
+    pids += [p for d in hosts.iterdir() if (p := running_host_pid(d)) is not None]
+    return pids
+
+
+async def swarm_machines(up: FleetUp, host_id: str) -> set[str]:
+    """The machines host ``host_id``'s swarm processes run now."""
+    found: set[str] = set()
+    for d in (swarm_root(up.data_dir / "hosts" / host_id) / "hosts").iterdir():
+        if running_host_pid(d) is not None:
+            found |= set((await request(socket_path(d), d.name, {"op": "list"}))["machines"])
+    return found
+
+
+async def keep_answering(fleet: FleetClient, machines: list[str], stop: asyncio.Event) -> int:
+    """Exec on each of ``machines`` in turn until ``stop``; every answer must be right."""
+    answered = 0
+    while not stop.is_set():
+        for mid in machines:
+            got = await fleet.exec(mid, ["echo", mid], timeout_s=10)
+            assert (got.exit_code, got.stdout) == (0, f"{mid}\n"), got
+            answered += 1
+    return answered
+
+
+@pytest.mark.timeout(240)
+async def test_a_killed_host_is_lost_its_machines_rebuilt_elsewhere_and_it_comes_back(
+    tmp_path: Path,
+) -> None:
+    env = {"PATH": os.environ["PATH"], "FLEET_LOG_LEVEL": "warning", "FLEET_WARM_POOL": "",
+           "FLEET_HOST_CAPACITY": "2", "FLEET_HOST_HEARTBEAT_S": "0.5",
+           "FLEET_HOST_LOST_AFTER_S": str(LOST_AFTER_S), "FLEET_HEARTBEAT_S": "0.5",
+           "FLEET_PLACEMENT_TIMEOUT_S": "10"}  # fmt: skip
+    up = start_fleet_up(tmp_path / "data", free_port(), "--hosts", "3", env=env)
+    try:
+        async with FleetClient(up.url, up.token, timeout_s=60) as fleet:
+            insts = await asyncio.gather(*(fleet.create_instance(f"k{i}") for i in range(6)))
+            made = await asyncio.gather(*(fleet.create_machine(i.id, "swarm") for i in insts))
+            done = await asyncio.gather(*(fleet.wait_for(m.id, {"ready"}, 90) for m in made))
+            on = {h: [m.id for m in done if m.host_id == h] for h in HOSTS}
+            assert {h: len(ids) for h, ids in on.items()} == dict.fromkeys(HOSTS, 2)
+            await fleet.archive_machine(on["host-1"][1])  # room for the rebuild, on host-1 only
+            live = [on["host-1"][0], *on["host-2"]]
+            victims = host_pids(up, "host-3")
+            assert len(victims) >= 2, victims  # its provisioner and its swarm process
+
+            stop = asyncio.Event()
+            answering = asyncio.create_task(keep_answering(fleet, live, stop))
+            # `fleet up` restarts a service that dies: frozen, it leaves host-3 dead until
+            # SIGCONT (the other services are processes of their own and run on).
+            os.kill(up.proc.pid, signal.SIGSTOP)
+            try:
+                killed = time.monotonic()
+                for pid in victims:
+                    os.kill(pid, signal.SIGKILL)
+
+                async def host_3_lost() -> bool:
+                    return {h.host_id: h.state.value for h in await fleet.list_hosts()}[
+                        "host-3"
+                    ] == "lost"
+
+                await wait_until(host_3_lost, timeout=LOST_AFTER_S + 10, every=0.1)
+                host_lost_s = time.monotonic() - killed
+                lost = [await fleet.wait_for(m, {"lost"}, LOST_AFTER_S + 10) for m in on["host-3"]]
+                machines_lost_s = time.monotonic() - killed
+                assert all("its host host-3 is lost" in m.status_reason for m in lost), lost
+                # Its last heartbeat came up to one interval (0.5 s) before the kill.
+                assert LOST_AFTER_S - 0.5 <= host_lost_s < LOST_AFTER_S + 5, host_lost_s
+                assert machines_lost_s < LOST_AFTER_S + 5, machines_lost_s
+
+                gone, other = on["host-3"]
+                rebuilt = await fleet.rebuild_machine(lost[0].instance_id)
+                ready = await fleet.wait_for(rebuilt.id, {"ready", "failed"}, 60)
+                assert (ready.status, ready.host_id) == (MachineStatus.READY, "host-1")
+                stop.set()
+                assert await answering > len(live)  # and not one wrong answer meanwhile
+            finally:
+                os.kill(up.proc.pid, signal.SIGCONT)
+                if not answering.done():  # a failure above: its answer no longer matters
+                    answering.cancel()
+                    await asyncio.gather(answering, return_exceptions=True)
+            # `fleet up` restarts host-3's provisioner: the host is back; its machine that was
+            # lost reports again, the one its rebuild archived stays archived.
+            back = await fleet.wait_for(other, {"ready"}, 60)
+            assert back.host_id == "host-3"
+            assert (await fleet.get_machine(gone)).status is MachineStatus.ARCHIVED
+            assert await swarm_machines(up, "host-3") == {other}
     finally:
         up.stop()

@@ -14,6 +14,7 @@ from contracts.events import (
     MachineArchived,
     MachineCreated,
     MachineFailed,
+    MachineLost,
     MachineStopped,
     MachineUnresponsive,
     now,
@@ -22,7 +23,9 @@ from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from services.common.consumer import Retry
 from services.common.settings import Settings
+from services.common.store_keys import F_HOST_ID, k_machine
 from services.gateway.access import Caller
+from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.service import Provisioner
@@ -205,3 +208,43 @@ async def test_a_machine_of_a_lost_host_goes_unresponsive_naming_its_host(world:
     assert unresponsive.reason.startswith("no heartbeat for ")
     assert f"(its host {HOST} is lost: no heartbeat from it for " in unresponsive.reason
     assert HOST in (await world.machine(machine.id)).status_reason
+
+
+async def test_a_lost_hosts_machines_go_lost_then_ready_when_their_beats_resume(
+    world: World,
+) -> None:
+    gone, kept, beating = [await world.ready_machine() for _ in range(3)]
+    await world.store.redis.hset(k_machine(kept.id), F_HOST_ID, "host-b")
+    await world.store.hosts.took("host-b", kept.id)
+    lost = HostLossMonitor(store=world.store, bus=world.bus, settings=world.settings)
+    monitor = HeartbeatMonitor(store=world.store, bus=world.bus, settings=world.settings)
+    silent = time.time() - monitor.window_s - 1
+    await world.store.heartbeats.record({gone.id: silent, kept.id: silent, beating.id: time.time()})
+    await world.store.hosts.beat(HOST, 2, time.time() - 10)  # silent, not yet lost
+    await world.store.hosts.beat("host-b", 2, time.time())
+    await monitor.sweep()  # their own beats stopped: unresponsive first
+    assert (await world.machine(gone.id)).status is S.UNRESPONSIVE
+    assert await lost.sweep() == 0
+    await world.store.hosts.beat(HOST, 2, time.time() - 31)
+    assert await lost.sweep() == 1
+    event = world.bus.one(MachineLost, gone.id)
+    assert event.host_id == HOST
+    assert event.reason.startswith(f"its host {HOST} is lost: no heartbeat from it for ")
+    got = await world.machine(gone.id)
+    assert (got.status, got.status_reason) == (S.LOST, event.reason)
+    assert (await world.machine(kept.id)).status is S.UNRESPONSIVE  # its host heartbeats
+    assert (await world.machine(beating.id)).status is S.READY  # reachable: host or no host
+    assert await lost.sweep() == 0  # marked once
+    # The host is back: the machine's first heartbeat makes it ready again.
+    await world.store.hosts.beat(HOST, 2, time.time())
+    monitor._beats[gone.id] = time.time()  # as its heartbeat subscription records it
+    await monitor.flush()
+    assert (await world.machine(gone.id)).status is S.READY
+    # And a lost machine may be rebuilt: nothing waits for its host.
+    await world.store.heartbeats.record({gone.id: silent})
+    await monitor.sweep()
+    await world.store.hosts.beat(HOST, 2, time.time() - 31)
+    assert await lost.sweep() == 1
+    rebuilt = await world.rpc("machines.rebuild", {"instanceId": gone.instance_id})
+    assert (await world.machine(gone.id)).status is S.ARCHIVED
+    assert rebuilt["id"] != gone.id

@@ -18,6 +18,7 @@ from contracts.events import (
     MachineArchived,
     MachineCreated,
     MachineFailed,
+    MachineLost,
     MachineProvisioned,
     MachineReady,
     MachineStarted,
@@ -98,6 +99,13 @@ SAMPLES: list[Event] = [
     ),
     MachineStopped(event_id="e11", machine_id=MID, occurred_at=AT, reason="idle for 900 s"),
     MachineStarted(event_id="e12", machine_id=MID, occurred_at=AT, reason="started by request"),
+    MachineLost(
+        event_id="e13",
+        machine_id=MID,
+        occurred_at=AT,
+        host_id="host-3",
+        reason="its host host-3 is lost: no heartbeat from it for 31s",
+    ),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -113,6 +121,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     ReposReconciled: {"cloned", "switched", "unchanged", "conflicts", "leftInPlace"},
     MachineStopped: {"reason"},
     MachineStarted: {"reason"},
+    MachineLost: {"hostId", "reason"},
 }
 
 

@@ -143,6 +143,7 @@ export const STATUS = Object.freeze({
   UNRESPONSIVE: "unresponsive",
   ARCHIVED: "archived",
   STOPPED: "stopped",
+  LOST: "lost",
 });
 
 /** Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL). */
@@ -174,6 +175,7 @@ export const EVENT_TYPES = Object.freeze({
   REPOS_RECONCILED: "repos-reconciled",
   STOPPED: "stopped",
   STARTED: "started",
+  LOST: "lost",
 });
 
 /** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */

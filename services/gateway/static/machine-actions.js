@@ -18,6 +18,7 @@ const STOPPABLE = new Set([
   STATUS.PROBING,
   STATUS.READY,
   STATUS.UNRESPONSIVE,
+  STATUS.LOST,
 ]);
 
 /** Stop or Start, as the machine's status allows; its status then follows live. */

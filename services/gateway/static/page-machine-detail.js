@@ -26,12 +26,14 @@ const EVENT_DETAILS = {
   [T.FAILED]: (e) => `at ${e.stage}: ${e.reason}`,
   [T.ARCHIVED]: (e) => e.reason,
   [T.UNRESPONSIVE]: (e) => e.reason,
+  [T.LOST]: (e) => e.reason,
 };
 const EVENT_TONE = {
   [T.READY]: "ready",
   [T.FAILED]: "failed",
   [T.ARCHIVED]: "archived",
   [T.UNRESPONSIVE]: "unresponsive",
+  [T.LOST]: "lost",
 };
 const MS_PER_S = 1000;
 

@@ -1,0 +1,76 @@
+"""Machines of a lost host (docs/hosts.md): once a host has missed its heartbeats for
+``FLEET_HOST_LOST_AFTER_S``, each of its machines that is ``unresponsive`` (its own heartbeats
+stopped too) is marked ``lost``, naming the host, and ``machine.lost`` says so. A machine that
+still beats stays ``ready``: it is reachable, whatever became of its host's provisioner. A lost
+machine's first beat after its host comes back makes it ``ready`` again (the heartbeat
+monitor's recovery); ``machines.rebuild`` puts its instance on a live host meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from types import TracebackType
+
+import structlog
+
+from contracts.events import MachineLost
+from contracts.ids import new_event_id
+from contracts.status import HostState, MachineStatus as S
+from services.common.bus import Bus
+from services.common.hosts import host_info, lost_reason
+from services.common.settings import Settings
+from services.common.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class HostLossMonitor:
+    """Sweeps the hosts every ``interval_s``; an async context manager (the sweeping task)."""
+
+    def __init__(self, *, store: Store, bus: Bus, settings: Settings) -> None:
+        self.store = store
+        self.bus = bus
+        self.lost_after_s = settings.host_lost_after_s
+        # A few sweeps per lost-after period: a host's machines are marked soon after it is.
+        self.interval_s = max(0.1, min(settings.host_heartbeat_s, settings.host_lost_after_s / 4))
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> HostLossMonitor:
+        self._task = asyncio.create_task(self._run(), name="host-loss")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.sweep()
+            except Exception as exc:  # noqa: BLE001 - task boundary: the next sweep retries
+                log.warning("liveness.host_sweep_failed", error=repr(exc))
+
+    async def sweep(self) -> int:
+        """Mark the unresponsive machines of every lost host lost; returns how many moved."""
+        now = datetime.now(UTC)
+        marked: list[MachineLost] = []
+        for record in await self.store.hosts.all():
+            host = host_info(record, self.lost_after_s, now.timestamp())
+            if host.state is not HostState.LOST:
+                continue
+            reason = lost_reason(host, now)
+            for machine_id in sorted(record.occupancy.running):
+                # Compare-and-set: only an unresponsive machine moves, and only one prober
+                # replica moves it (and publishes).
+                if not (await self.store.transition(machine_id, S.LOST, reason)).moved:
+                    continue
+                log.warning("machine.lost", machine_id=machine_id, host_id=host.host_id)
+                marked.append(MachineLost(event_id=new_event_id(), machine_id=machine_id,
+                                          host_id=host.host_id, reason=reason))  # fmt: skip
+        await self.bus.publish_many(marked)
+        return len(marked)
