@@ -195,6 +195,13 @@ class DaemonUnavailable(FleetError):
     code = 1502
 
 
+class HostUnavailable(FleetError):
+    """No provisioner of the machine's host answers (the host is lost, or its provisioner is
+    down): what only that host can do (restart a daemon, install code) waits for it."""
+
+    code = 1505
+
+
 class DaemonTimeout(FleetError):
     code = 1504
 
@@ -265,6 +272,7 @@ ERRORS: dict[int, type[FleetError]] = {
         ReplyForged,
         Unavailable,
         DaemonUnavailable,
+        HostUnavailable,
         DaemonTimeout,
         CodemodeUnavailable,
         ProviderError,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 #: The JetStream stream that stores every machine event.
@@ -87,6 +88,17 @@ ALL_HEARTBEATS = f"machine.{HEARTBEAT_KIND}.*"
 def heartbeat(machine_id: str) -> str:
     """``machine.heartbeat.<machineId>``: published by the daemon every few seconds."""
     return f"machine.{HEARTBEAT_KIND}.{machine_id}"
+
+
+#: The queue group of a host's provisioner replicas on its control subject: one answers.
+HOST_RPC_QUEUE = "provisioner"
+
+
+def host_rpc(host_id: str) -> str:
+    """Where the provisioners of host ``host_id`` serve the host methods (contracts.host_rpc):
+    what only a machine's own host can do. Characters a subject token may not have (``.``,
+    spaces, wildcards) become ``_``."""
+    return f"host.{re.sub(r'[^A-Za-z0-9_@-]', '_', host_id)}.rpc"
 
 
 def daemon_rpc(machine_id: str) -> str:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-from contextlib import AsyncExitStack
 from pathlib import Path
 
-from providers.base import MachineControl
 from providers.docker import DockerProvider
 from providers.docker_image import Say
 from providers.limits import Limits, Placement, PlacementOf
-from providers.local import LocalProvider
-from providers.swarm import SwarmProvider
 from services.common.settings import Settings
 
 
@@ -46,18 +42,3 @@ def docker_provider(
 def stack_id(settings: Settings) -> str:
     """What a stack's containers are labelled with (``fleet.stack``): its data dir."""
     return str(settings.data_path.resolve())
-
-
-async def code_installers(
-    settings: Settings, repo: Path, stack: AsyncExitStack
-) -> dict[str, MachineControl]:
-    """Each provider's way of acting on its running machines (machines.refreshCode, .restart)."""
-    local = LocalProvider(
-        data_dir=settings.data_path, nats_url=settings.nats_url, environ={}, code_repo=repo,
-        sandbox=settings.sandbox == "bwrap", shared=settings.sandbox_shared,
-        uids=settings.sandbox_uid_range, own_network=settings.sandbox_network == "own",
-        forwarded=settings.sandbox_forwarded,
-    )  # fmt: skip
-    swarm = SwarmProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ={})
-    docker = await stack.enter_async_context(docker_provider(settings, repo))
-    return {local.name: local, swarm.name: swarm, docker.name: docker}

@@ -6,7 +6,6 @@ from contextlib import AsyncExitStack
 
 from providers.code import code_repo, platform_sha
 from providers.code_status import CodeVersions
-from providers.registry import code_installers
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.metrics import Metrics
@@ -16,8 +15,12 @@ from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
 from services.gateway.events_hub import EventHub
+from services.gateway.host_control import HostClient
 from services.gateway.http import HttpServer, caller_resolver, make_app
 from services.gateway.mcp_http import McpEndpoint
+
+#: An install may build a machine image (docker) before it answers.
+INSTALL_TIMEOUT_S = 600.0
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
@@ -42,7 +45,13 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         daemons=daemons,
         box=SecretBox(settings.secret_key),
         settings=settings,
-        installers=await code_installers(settings, repo, stack),
+        # restart and refreshCode are carried out by the machine's own host.
+        hosts=HostClient(
+            bus.nc,
+            default_host_id=settings.host_id,
+            timeout_s=settings.rpc_timeout_s,
+            install_timeout_s=INSTALL_TIMEOUT_S,
+        ),
         platform_sha=sha,
         keys=keys,
         code=CodeVersions(repo, sha),

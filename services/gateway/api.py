@@ -52,7 +52,6 @@ from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
 from core.version import package_version
-from providers.base import MachineControl
 from providers.code_status import CodeVersions
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
@@ -66,6 +65,7 @@ from services.gateway import create_once
 from services.gateway.access import Access, Caller, check_local_repo
 from services.gateway.codemode import CodemodeOps
 from services.gateway.exec_stream import ExecStreamOps
+from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
 from services.gateway.limits import CallLimits
 from services.gateway.limits_ops import LimitsOps
@@ -87,7 +87,7 @@ class GatewayApi:
         daemons: DaemonClient,
         box: SecretBox,
         settings: Settings | None = None,
-        installers: dict[str, MachineControl] | None = None,
+        hosts: HostControl,
         platform_sha: str | None = None,
         keys: MachineKeys | None = None,
         code: CodeVersions | None = None,
@@ -110,7 +110,7 @@ class GatewayApi:
             store=store,
             daemons=daemons,
             settings=self.settings,
-            installers=installers or {},
+            hosts=hosts,
             platform_sha=platform_sha,
             access=self.access,
             keys=keys,

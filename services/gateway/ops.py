@@ -35,7 +35,6 @@ from contracts.jsonrpc import MethodSpec, NoParams, P, R
 from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MachinePortsParams, PortList
-from providers.base import MachineControl
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.machine_config import (
     REFRESHABLE,
@@ -47,6 +46,7 @@ from services.common.machine_config import (
 from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Access, Caller
+from services.gateway.host_control import HostControl
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,7 @@ class MachineOps:
         store: Store,
         daemons: DaemonClient,
         settings: Settings,
-        installers: dict[str, MachineControl],
+        hosts: HostControl,
         platform_sha: str | None,
         access: Access,
         keys: MachineKeys | None = None,
@@ -67,7 +67,7 @@ class MachineOps:
         self.store = store
         self.daemons = daemons
         self.settings = settings
-        self.installers = installers
+        self.hosts = hosts
         self.platform_sha = platform_sha
         self.access = access
 
@@ -115,13 +115,11 @@ class MachineOps:
                 "code can be refreshed",
                 data={"status": machine.status.value},
             )
-        installer = self.installers.get(machine.provider)
-        if installer is None:
-            raise NotSupported(f"provider {machine.provider!r} cannot refresh code")
         if not self.platform_sha:
             raise NotSupported("the platform does not know its own git SHA: set FLEET_GIT_SHA "
                                "or run it from a git checkout")  # fmt: skip
-        message = await installer.install_code(machine.id, self.platform_sha)
+        # On the machine's own host: its home (local), its volume (docker).
+        message = await self.hosts.install_code(machine, self.platform_sha)
         params = d.SelfUpdateParams(target_ref=self.platform_sha)
         answer = await self.daemons.call(machine.id, d.SELF_UPDATE, params)
         log.info("code.refreshed", machine_id=machine.id, to=answer.to_git_sha,
@@ -142,10 +140,7 @@ class MachineOps:
                 "daemon can be restarted",
                 data={"status": machine.status.value},
             )
-        provider = self.installers.get(machine.provider)
-        if provider is None:
-            raise NotSupported(f"provider {machine.provider!r} cannot restart a daemon")
-        if not await provider.restart(machine.id):
+        if not await self.hosts.restart(machine):
             raise DaemonUnavailable(f"machine {machine.id} is not running on its provider "
                                     f"({machine.provider})")  # fmt: skip
         log.info("machine.restart_requested", machine_id=machine.id, provider=machine.provider)

@@ -25,6 +25,7 @@ from services.common.store import Store
 from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
 from services.provisioner.host import HostHeartbeat
+from services.provisioner.host_rpc import HostMethods, HostRpcServer
 from services.provisioner.service import Provisioner
 
 log = structlog.get_logger(__name__)
@@ -42,8 +43,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         own = await instance_limits(store, instance_id)
         return Placement(instance_id, with_own(limits, own.memory_mb, own.cpus, own.pids))
 
+    repo = code_repo(settings.code_repo)
     local = LocalProvider(
         data_dir=settings.data_path,
+        code_repo=repo,
         nats_url=settings.nats_url,
         environ=os.environ,
         sandbox=settings.sandbox == "bwrap",
@@ -58,7 +61,6 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
     )
 
-    repo = code_repo(settings.code_repo)
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
     heartbeat = HostHeartbeat(store, settings)
     svc = Provisioner(
@@ -72,6 +74,13 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)
+    # restart and refreshCode of this host's machines (the gateway routes them here).
+    methods = HostMethods(
+        store=store,
+        host_id=settings.host_id,
+        providers={local.name: local, swarm.name: swarm, docker.name: docker},
+    )
+    await stack.enter_async_context(HostRpcServer(bus.nc, methods))  # fmt: skip
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 
 

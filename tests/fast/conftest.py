@@ -25,9 +25,11 @@ from services.common.store import Store
 from services.gateway.access import Caller
 from services.gateway.api import GatewayApi
 from services.prober.service import Prober
+from services.provisioner.host_rpc import HostMethods
 from services.provisioner.service import Provisioner
 from services.setup_pusher.service import SetupPusher
 from tests.fakes import FakeBus, FakeDaemons, FakeProvider
+from tests.fakes.hosts import InProcessHosts
 from tests.fakes.providers import FakeHistory
 
 ADMIN = Caller(token_id="admin")
@@ -122,7 +124,9 @@ def world(settings: Settings, store: Store, bus: FakeBus) -> World:
     for service in (provisioner, setup, prober):
         bus.attach(service)
     api = GatewayApi(store=store, bus=bus, daemons=daemons, box=box, settings=settings,
-                     installers={provider.name: provider}, platform_sha=PLATFORM_SHA,
+                     hosts=InProcessHosts(HostMethods(store=store, host_id=settings.host_id,
+                                                      providers={provider.name: provider})),
+                     platform_sha=PLATFORM_SHA,
                      code=FakeHistory(PLATFORM_SHA, HISTORY))  # fmt: skip
     return World(settings, store, bus, daemons, provider, box, provisioner, setup, prober, api,
                  api.dispatcher())  # fmt: skip

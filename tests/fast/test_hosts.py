@@ -19,6 +19,7 @@ from contracts.events import (
     MachineUnresponsive,
     now,
 )
+from contracts.host_rpc import HostMachineParams, InstallCodeParams
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from services.common.consumer import Retry
@@ -28,6 +29,7 @@ from services.gateway.access import Caller
 from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor
 from services.provisioner.host import HostHeartbeat
+from services.provisioner.host_rpc import HostMethods
 from services.provisioner.service import Provisioner
 from tests.fast.conftest import World
 
@@ -248,3 +250,20 @@ async def test_a_lost_hosts_machines_go_lost_then_ready_when_their_beats_resume(
     rebuilt = await world.rpc("machines.rebuild", {"instanceId": gone.instance_id})
     assert (await world.machine(gone.id)).status is S.ARCHIVED
     assert rebuilt["id"] != gone.id
+
+
+async def test_a_host_restarts_only_its_own_machines(world: World) -> None:
+    """Routed by the machine's host id; a host asked about another host's machine refuses."""
+    machine = await world.ready_machine()
+    providers = {world.provider.name: world.provider}
+    elsewhere = HostMethods(store=world.store, host_id="host-b", providers=providers)
+    with pytest.raises(NotFound, match=f"runs on host {HOST}, not here"):
+        await elsewhere.restart_daemon(HostMachineParams(machine_id=machine.id), None)
+    with pytest.raises(NotFound):
+        await elsewhere.install_code(
+            InstallCodeParams(machine_id=machine.id, target_ref="abc"), None
+        )
+    assert world.provider.restarts == []
+    own = HostMethods(store=world.store, host_id=HOST, providers=providers)
+    answer = await own.restart_daemon(HostMachineParams(machine_id=machine.id), None)
+    assert (answer.restarted, world.provider.restarts) == (True, [machine.id])

@@ -15,12 +15,14 @@ import pytest
 
 from contracts import subjects
 from contracts.consumers import Durable, durable_name
+from contracts.errors import DaemonUnavailable, HostUnavailable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from providers.swarm import request, running_host_pid, socket_path, stop_all_swarm, swarm_root
 from services.common.bus import Bus
 from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
+from tests.integration.test_supervision import daemon_pid
 from tests.waiters import wait_until
 
 HOSTS = ("host-1", "host-2", "host-3")
@@ -172,6 +174,34 @@ async def test_archive_stop_and_start_act_on_the_machines_own_host(
     assert mid in await swarm_machines(hosts_settings[2])
 
 
+async def test_restart_and_refresh_code_are_carried_out_by_the_machines_host(
+    stack: FleetClient, hosts_settings: list[Settings]
+) -> None:
+    """The gateway runs with host-1's data dir; a local machine of host-2 or host-3 lives under
+    that host's: only its host's provisioner can restart its daemon or install its code."""
+    instances = await asyncio.gather(*(stack.create_instance(f"r{i}") for i in range(CAPACITY + 1)))
+    made = await asyncio.gather(*(stack.create_machine(i.id, "local") for i in instances))
+    done = await asyncio.gather(*(stack.wait_for(m.id, {"ready", "failed"}, 60) for m in made))
+    assert [m.status_reason for m in done if m.status is not MachineStatus.READY] == []
+    machine = next(m for m in done if m.host_id != "host-1")  # at most 4 fit on host-1
+    own = next(s for s in hosts_settings if s.host_id == machine.host_id)
+    old = daemon_pid(own, machine.id)
+    assert old is not None
+    assert (await stack.restart_machine(machine.id)).id == machine.id
+    await wait_until(lambda: daemon_pid(own, machine.id) not in (None, old), timeout=10)
+
+    async def answers() -> bool:  # the new daemon is connected
+        try:
+            return (await stack.exec(machine.id, ["true"])).exit_code == 0
+        except DaemonUnavailable:
+            return False
+
+    await wait_until(answers, timeout=10, every=0.2)
+    refreshed = await stack.refresh_code(machine.id)
+    assert refreshed.machine_id == machine.id
+    assert (own.data_path / "machines" / machine.id / "home" / ".fleet" / "code").is_dir()
+
+
 async def _not_running(settings: Settings, machine_id: str) -> bool:
     return machine_id not in await swarm_machines(settings)
 
@@ -208,6 +238,9 @@ async def test_a_host_gone_is_lost_and_back_it_ends_what_was_archived_meanwhile(
 
         await wait_until(lost, timeout=10, every=0.2)
         gone, *kept = on3
+        with pytest.raises(HostUnavailable) as unanswered:  # only its host can restart it
+            await stack.restart_machine(kept[0])
+        assert unanswered.value.data == {"hostId": "host-3"}
         await stack.archive_machine(gone)
         [extra] = await create(stack, 1, wait=False)
         failed = await stack.wait_for(extra, {"failed"}, timeout_s=PLACEMENT_TIMEOUT_S + 15)

@@ -1,0 +1,49 @@
+"""The host methods: what only a machine's own host can do to it, served by that host's
+provisioner replicas on ``host.<hostId>.rpc`` (NATS request/reply, one replica answers).
+
+The gateway calls them for ``machines.restart`` and ``machines.refreshCode``: a machine's
+daemon, its code and its process live on its host (its data dir, its Docker engine), which no
+other host and no gateway can reach. Only platform services may publish there: a machine's NATS
+user may not (services/auth_callout)."""
+
+from __future__ import annotations
+
+from contracts.errors import NotFound, NotSupported, ProviderError
+from contracts.gateway_types import MachineId
+from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+
+
+class HostMachineParams(Params, kw_only=True):
+    machine_id: MachineId
+
+
+class InstallCodeParams(HostMachineParams, kw_only=True):
+    #: The platform's git SHA: the code the machine's daemon is to run next.
+    target_ref: str
+
+
+class RestartResult(Result, kw_only=True):
+    #: False: the machine is not running on its host (nothing was restarted).
+    restarted: bool
+
+
+class InstallCodeResult(Result, kw_only=True):
+    #: What the provider did ("installed code 0123456789ab in ~/.fleet/code").
+    message: str
+
+
+RESTART_DAEMON = MethodSpec(
+    "host.restartDaemon",
+    HostMachineParams,
+    RestartResult,
+    "Restart the machine's daemon in place (its processes kept).",
+    errors=(NotFound, NotSupported, ProviderError),
+)
+INSTALL_CODE = MethodSpec(
+    "host.installCode",
+    InstallCodeParams,
+    InstallCodeResult,
+    "Install the platform's code at target_ref for the machine's daemon.",
+    errors=(NotFound, NotSupported, ProviderError),
+)
+HOST_METHODS: tuple[AnySpec, ...] = (RESTART_DAEMON, INSTALL_CODE)

@@ -1,0 +1,67 @@
+"""What only a machine's own host can do to it (restart its daemon, install code for it), asked
+of that host's provisioners over NATS (contracts/host_rpc.py): the gateway holds no provider and
+reaches no host's data dir or Docker engine itself."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Protocol
+
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from contracts import host_rpc as h, subjects
+from contracts.errors import HostUnavailable
+from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
+from contracts.models import Machine
+
+
+class HostControl(Protocol):
+    async def restart(self, machine: Machine) -> bool:
+        """Restart the machine's daemon in place; False: not running on its host."""
+
+    async def install_code(self, machine: Machine, target_ref: str) -> str:
+        """Install code at ``target_ref`` for the machine's daemon; what was done."""
+
+
+class HostClient:
+    """``HostControl`` over NATS: one request to ``host.<machine's hostId>.rpc``. A machine
+    recorded before hosts were (no host id) is this deployment's default host's."""
+
+    def __init__(
+        self, nc: NATS, *, default_host_id: str, timeout_s: float, install_timeout_s: float
+    ) -> None:
+        self._nc = nc
+        self._default = default_host_id
+        self._timeout_s = timeout_s
+        self._install_timeout_s = install_timeout_s
+        self._ids = itertools.count(1)
+
+    async def restart(self, machine: Machine) -> bool:
+        params = h.HostMachineParams(machine_id=machine.id)
+        result = await self._call(machine, h.RESTART_DAEMON, params, self._timeout_s)
+        return result.restarted
+
+    async def install_code(self, machine: Machine, target_ref: str) -> str:
+        params = h.InstallCodeParams(machine_id=machine.id, target_ref=target_ref)
+        result = await self._call(machine, h.INSTALL_CODE, params, self._install_timeout_s)
+        return result.message
+
+    async def _call(
+        self, machine: Machine, spec: MethodSpec[P, R], params: P, timeout_s: float
+    ) -> R:
+        host = machine.host_id or self._default
+        body = encode_call(spec, params, next(self._ids))
+        try:
+            msg = await self._nc.request(subjects.host_rpc(host), body, timeout=timeout_s)
+        except nats.errors.NoRespondersError:
+            raise HostUnavailable(
+                f"no provisioner of host {host} answers (the host is lost, or its provisioner "
+                f"is down): machine {machine.id} waits for it",
+                data={"hostId": host},
+            ) from None
+        except nats.errors.TimeoutError:
+            raise HostUnavailable(
+                f"host {host} did not answer within {timeout_s:g}s", data={"hostId": host}
+            ) from None
+        return decode_result(spec, msg.data)

@@ -1,0 +1,102 @@
+"""This host's methods (contracts/host_rpc.py) on ``host.<hostId>.rpc``: restart a machine's
+daemon, install code for it. Every provisioner replica of the host subscribes in one queue
+group, so one answers; a machine of another host is refused (its host serves it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from types import TracebackType
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from contracts import host_rpc as h, subjects
+from contracts.errors import NotFound, NotSupported
+from contracts.jsonrpc import Dispatcher, Router
+from contracts.models import Machine
+from providers.base import MachineControl
+from services.common.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class HostMethods:
+    """The handlers: plain calls into this host's providers."""
+
+    def __init__(
+        self, *, store: Store, host_id: str, providers: Mapping[str, MachineControl]
+    ) -> None:
+        self.store = store
+        self.host_id = host_id
+        self.providers = providers
+
+    async def _own(self, machine_id: str) -> tuple[Machine, MachineControl]:
+        machine = await self.store.get_machine(machine_id)
+        if machine.host_id not in (None, self.host_id):
+            # Routed here by mistake (a stale host id): acting would touch nothing of it.
+            raise NotFound(f"machine {machine_id} runs on host {machine.host_id}, not here")
+        provider = self.providers.get(machine.provider)
+        if provider is None:
+            raise NotSupported(f"provider {machine.provider!r} cannot act on a running machine")
+        return machine, provider
+
+    async def restart_daemon(self, p: h.HostMachineParams, _: None) -> h.RestartResult:
+        machine, provider = await self._own(p.machine_id)
+        restarted = await provider.restart(machine.id)
+        log.info("host.daemon_restart", machine_id=machine.id, restarted=restarted)
+        return h.RestartResult(restarted=restarted)
+
+    async def install_code(self, p: h.InstallCodeParams, _: None) -> h.InstallCodeResult:
+        machine, provider = await self._own(p.machine_id)
+        message = await provider.install_code(machine.id, p.target_ref)
+        log.info("host.code_installed", machine_id=machine.id, target_ref=p.target_ref)
+        return h.InstallCodeResult(message=message)
+
+    def dispatcher(self) -> Dispatcher[None]:
+        router: Router[None] = Router()
+        router.register(h.RESTART_DAEMON, self.restart_daemon)
+        router.register(h.INSTALL_CODE, self.install_code)
+        return Dispatcher(h.HOST_METHODS, router)
+
+
+class HostRpcServer:
+    """Serves ``methods`` on this host's subject while entered; each request in a task of its
+    own (an image build behind installCode must not hold up a restart)."""
+
+    def __init__(self, nc: NATS, methods: HostMethods) -> None:
+        self._nc = nc
+        self._subject = subjects.host_rpc(methods.host_id)
+        self._dispatcher = methods.dispatcher()
+        self._sub: Subscription | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> HostRpcServer:
+        self._sub = await self._nc.subscribe(
+            self._subject, queue=subjects.HOST_RPC_QUEUE, cb=self._on_request
+        )
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+        if self._inflight:  # answer what was asked before the stop
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _on_request(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._serve(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _serve(self, msg: Msg) -> None:
+        try:
+            answer = await self._dispatcher.handle(msg.data, None)
+            if answer is not None and msg.reply:
+                await msg.respond(answer)
+        except Exception as exc:  # noqa: BLE001 - task boundary: the caller times out
+            log.error("host.rpc_failed", subject=msg.subject, error=repr(exc))
