@@ -10,6 +10,7 @@ from typing import Annotated
 import msgspec
 
 from contracts.errors import Forbidden, NotFound
+from contracts.gateway_types import RefreshFailure
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
 from contracts.status import HostState
 
@@ -40,6 +41,28 @@ class DrainParams(Params, kw_only=True):
     host_id: HostId
     #: False: the host takes new machines again.
     draining: bool = True
+    #: Also rebuild the host's running machines now (each instance's current one): their
+    #: replacements are placed on other hosts. Only with ``draining``.
+    rebuild: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rebuild and not self.draining:
+            raise ValueError("field `rebuild` moves machines off a drained host: it needs draining")
+
+
+class Rebuilt(Result, kw_only=True):
+    #: The machine that ran on the drained host (archived: "replaced by a rebuild").
+    machine_id: str
+    #: Its instance's new machine, placed on another host.
+    replaced_by: str
+
+
+class DrainResult(HostInfo, kw_only=True):
+    """The host as ``hosts.list`` shows it after the drain, and what ``rebuild`` moved."""
+
+    rebuilt: list[Rebuilt] = msgspec.field(default_factory=list)
+    #: Machines a rebuild refused (a limit, a machine archived meanwhile), each with its error.
+    not_rebuilt: list[RefreshFailure] = msgspec.field(default_factory=list)
 
 
 class HostList(Result, kw_only=True):
@@ -55,12 +78,13 @@ HOSTS_LIST: MethodSpec[NoParams, HostList] = MethodSpec(
     (Forbidden,),
 )
 
-HOSTS_DRAIN: MethodSpec[DrainParams, HostInfo] = MethodSpec(
+HOSTS_DRAIN: MethodSpec[DrainParams, DrainResult] = MethodSpec(
     "hosts.drain",
     DrainParams,
-    HostInfo,
+    DrainResult,
     "Stop (or, with draining false, resume) new placements on a host (admin only): its "
-    "provisioner takes no machine.created; its machines keep running.",
+    "provisioner takes no machine.created; its machines keep running, unless rebuild is set: "
+    "then each is rebuilt now, onto other hosts.",
     (NotFound, Forbidden),
 )
 

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from contracts.gateway_hosts import HostInfo
-from fleet.cli_common import SubAction, command, emit, group
+from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, command, emit, group
 from fleet.client import FleetClient
 from fleet.render import age, table
 
@@ -17,6 +17,11 @@ def register(sub: SubAction) -> None:
     drain = command(g, "drain", _hosts_drain, "stop new placements on a host")
     drain.add_argument("host_id")
     drain.add_argument("--undo", action="store_true", help="the host takes new machines again")
+    drain.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="also rebuild its running machines now: their replacements go to other hosts",
+    )
 
 
 def hosts_table(hosts: Sequence[HostInfo]) -> str:
@@ -40,5 +45,8 @@ async def _hosts_list(c: FleetClient, a: argparse.Namespace) -> int:
 
 
 async def _hosts_drain(c: FleetClient, a: argparse.Namespace) -> int:
-    host = await c.drain_host(a.host_id, draining=not a.undo)
-    return emit(a, host, lambda: hosts_table([host]))
+    host = await c.drain_host(a.host_id, draining=not a.undo, rebuild=a.rebuild)
+    moved = [f"rebuilt {r.machine_id} -> {r.replaced_by}" for r in host.rebuilt]
+    moved += [f"not rebuilt {f.machine_id}: error {f.code}: {f.message}" for f in host.not_rebuilt]
+    code = emit(a, host, lambda: "\n".join([hosts_table([host]), *moved]))
+    return EXIT_FAILED if host.not_rebuilt and code == EXIT_OK else code

@@ -34,7 +34,10 @@ class LimitsClient:
         """Every host's provisioner: capacity, machines, last heartbeat, state (admin only)."""
         return (await self.call(gh.HOSTS_LIST, NoParams())).hosts
 
-    async def drain_host(self: Calls, host_id: str, *, draining: bool = True) -> gh.HostInfo:
-        """Stop new placements on the host (``draining=False``: take machines again)."""
-        params = new_params(gh.DrainParams, host_id=host_id, draining=draining)
+    async def drain_host(
+        self: Calls, host_id: str, *, draining: bool = True, rebuild: bool = False
+    ) -> gh.DrainResult:
+        """Stop new placements on the host (``draining=False``: take machines again);
+        ``rebuild``: also rebuild its running machines now, onto other hosts."""
+        params = new_params(gh.DrainParams, host_id=host_id, draining=draining, rebuild=rebuild)
         return await self.call(gh.HOSTS_DRAIN, params)

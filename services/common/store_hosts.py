@@ -78,6 +78,10 @@ class HostRecords:
         await self._store.redis.hset(k_host(host_id), F_HOST_DRAINING, "1" if draining else "0")
         return True
 
+    async def draining(self, host_id: str) -> bool:
+        """Whether the host is drained (hosts.drain). One round trip."""
+        return await self._store.redis.hget(k_host(host_id), F_HOST_DRAINING) == "1"
+
     async def took(self, host_id: str, machine_id: str) -> None:
         """The host's provisioner is starting ``machine_id``."""
         await self._store.redis.sadd(k_host_machines(host_id), machine_id)

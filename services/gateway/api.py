@@ -105,7 +105,7 @@ class GatewayApi:
         self.limits = CallLimits(self.settings)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
-        self.hosts = HostOps(store, self.settings)
+        self.hosts = HostOps(store, self.settings, self._rebuild_instance)
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
@@ -297,6 +297,10 @@ class GatewayApi:
         if inst.current_machine_id:
             await self._archive(inst.current_machine_id, "replaced by a rebuild")
         return await self._create_machine(inst.id, provider)
+
+    async def _rebuild_instance(self, instance_id: str, c: Caller) -> Machine:
+        """``machines.rebuild`` of ``instance_id`` (hosts.drain with rebuild)."""
+        return await self.machines_rebuild(RebuildMachineParams(instance_id=instance_id), c)
 
     async def _replaced(self, machine_id: str) -> Machine:
         """A keyed rebuild's archive of the machine it replaced: its event's id is derived, so

@@ -60,7 +60,9 @@ class Provisioner(SleepHandlers):
 
     async def room(self, held: frozenset[str]) -> int | None:
         """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""
-        draining = self.heartbeat is not None and self.heartbeat.draining
+        # The store's flag, not the last heartbeat's: a drain takes effect at the next fetch
+        # (or at the answer of one under way), so hosts.drain's rebuilds land elsewhere.
+        draining = await self.store.hosts.draining(self.host_id)
         return await room_left(self.store, self.settings, held, draining=draining)
 
     @subscriber(MachineCreated, durable=Durable.PROVISIONER, room=room)

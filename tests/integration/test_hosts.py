@@ -134,6 +134,33 @@ async def test_a_drained_host_gets_no_new_machines(stack: FleetClient) -> None:
     assert (await stack.get_machine(again)).host_id == "host-1"
 
 
+async def test_drain_with_rebuild_moves_a_hosts_machines_to_the_others(
+    stack: FleetClient, hosts_settings: list[Settings]
+) -> None:
+    for other in ("host-2", "host-3"):
+        await stack.drain_host(other)
+    ids = await create(stack, 2)  # both on host-1: the others are drained
+    assert await placed(stack, ids) == {"host-1": 2}
+    for other in ("host-2", "host-3"):
+        await stack.drain_host(other, draining=False)
+
+    drained = await stack.drain_host("host-1", rebuild=True)
+    assert (drained.state.value, drained.not_rebuilt) == ("draining", [])
+    assert sorted(r.machine_id for r in drained.rebuilt) == sorted(ids)
+    new = [r.replaced_by for r in drained.rebuilt]
+    done = await asyncio.gather(*(stack.wait_for(m, {"ready", "failed"}, 60) for m in new))
+    assert [(m.status, m.host_id in ("host-2", "host-3")) for m in done] == [
+        (MachineStatus.READY, True)
+    ] * 2
+    for mid in ids:
+        assert (await stack.get_machine(mid)).status is MachineStatus.ARCHIVED
+    await wait_until(lambda: _none_running(hosts_settings[0]), timeout=30, every=0.2)
+
+
+async def _none_running(settings: Settings) -> bool:
+    return await swarm_machines(settings) == set()
+
+
 async def swarm_machines(settings: Settings) -> set[str]:
     """The machines the swarm processes of one host's data dir run now."""
     hosts = swarm_root(settings.data_path) / "hosts"
