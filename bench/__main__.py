@@ -3,7 +3,8 @@
 Runs the benchmarks and prints, for each figure, the baseline measured in
 the same run and the ratio. ``--quick`` runs fewer calls and machines and, unless ``--only``
 names them, leaves out the benchmarks that stay slow even so (SLOW: it says so), to finish in
-about a minute and a half; ``--json`` also writes the figures to docs/benchmarks.json (or PATH),
+about a minute and a half; ``--json`` also writes the figures to docs/benchmarks.json (or PATH)
+(with ``--only``, into that file: those benchmarks' figures replaced, the others kept),
 the file the docs site's benchmarks page renders; ``--profile DIR`` also samples the services
 with py-spy (a dev dependency) during benchmarks 2 and 3 and writes the top functions there.
 """
@@ -16,6 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -166,9 +168,24 @@ def main(argv: list[str] | None = None) -> int:
             "elapsedS": round(time.monotonic() - started, 1),
             "loadAverageAtEnd": load,
         }
+        if args.only and args.json.exists():  # a re-run of some: the others' figures stay
+            run = merged(msgspec.json.decode(args.json.read_bytes()), run, only)
         args.json.write_bytes(msgspec.json.format(msgspec.json.encode(run)) + b"\n")
         print(f"figures written to {args.json}")
     return 0
+
+
+def merged(old: dict[str, Any], new: dict[str, Any], only: set[str]) -> dict[str, Any]:
+    """``old``'s run with the figures of the benchmarks in ``only`` replaced by ``new``'s, and
+    ``new``'s run recorded beside ``old``'s (``laterRuns``: which benchmarks, which command)."""
+    figures = [f for f in old["figures"] if f["bench"] not in only] + new["figures"]
+    figures.sort(key=lambda f: int(f["bench"]))  # stable: each benchmark's own order stays
+    skipped = [s for s in old["skipped"] if s.split(" ", 1)[0] not in only] + new["skipped"]
+    later = [r for r in old.get("laterRuns", []) if not set(r["benches"]) <= only]
+    later.append({k: new[k] for k in ("command", "elapsedS", "loadAverageAtEnd")}
+                 | {"benches": sorted(only, key=int)})  # fmt: skip
+    return old | {"figures": figures, "skipped": skipped, "notes": old["notes"] + new["notes"],
+                  "laterRuns": later}  # fmt: skip
 
 
 if __name__ == "__main__":

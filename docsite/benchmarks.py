@@ -56,6 +56,10 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
         lines.append(f"- load average at the end: {run['loadAverageAtEnd']}")
     if "elapsedS" in run:
         lines.append(f"- took {run['elapsedS']:.0f} s")
+    for later in run.get("laterRuns", []):
+        lines.append(f"- benchmark(s) {', '.join(later['benches'])}: from a later run on the same "
+                     f"host, `{later['command']}` ({later['elapsedS']:.0f} s; load average at "
+                     f"the end {later['loadAverageAtEnd']})")  # fmt: skip
     return [*lines, ""]
 
 
