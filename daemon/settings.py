@@ -8,6 +8,8 @@ from pathlib import Path
 
 import msgspec
 
+from core.env_settings import name_env_var
+
 
 class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):
     nats_url: str
@@ -50,4 +52,4 @@ class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):
         try:
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise ValueError(f"fleet-daemon settings: {exc}") from None
+            raise ValueError(name_env_var(str(exc), raw, cls)) from None

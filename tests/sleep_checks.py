@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,16 +48,19 @@ async def ready_machine(stack: FleetClient, name: str, provider: str | None = No
     return machine.id
 
 
-async def stopped_call_ms(stack: FleetClient, mid: str) -> float:
-    """exec on the stopped machine: MachineStopped (with the hint), and how long it took."""
-    start = time.perf_counter()
-    with pytest.raises(MachineStopped) as refused:
-        await stack.exec(mid, ["true"], timeout_s=30)
-    took = (time.perf_counter() - start) * 1000
-    assert refused.value.code == 1040
-    assert refused.value.data is not None
-    assert "machines.start" in refused.value.data["hint"]
-    return took
+async def stopped_call_ms(stack: FleetClient, mid: str, calls: int = 5) -> float:
+    """exec on the stopped machine: MachineStopped (with the hint) every time, and the median
+    time it took (the median: one call stalled by a loaded test host says nothing of it)."""
+    took = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        with pytest.raises(MachineStopped) as refused:
+            await stack.exec(mid, ["true"], timeout_s=30)
+        took.append((time.perf_counter() - start) * 1000)
+        assert refused.value.code == 1040
+        assert refused.value.data is not None
+        assert "machines.start" in refused.value.data["hint"]
+    return statistics.median(took)
 
 
 async def stop_and_start_keep_the_machine(
@@ -81,7 +85,7 @@ async def stop_and_start_keep_the_machine(
     # The provisioner ends its processes: from the host, nothing of it is left.
     await wait_until(lambda: _not(running(mid)), timeout=30)
     assert not host_pids_running(kept)
-    assert await stopped_call_ms(stack, mid) < 1000  # at once (bench has the real figure)
+    assert await stopped_call_ms(stack, mid) < 100  # at once, never a daemon timeout
     await stack.set_env("SET_WHILE_STOPPED", "yes", instance_id=instance_id)
     again = await stack.stop_machine(mid)  # a repeat: no change, no error
     assert again.status is MachineStatus.STOPPED

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
-import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
+from core.env_settings import name_env_var
 from services.common.preview_origin import parse_preview_origin
 
 PREFIX = "FLEET_"
@@ -222,7 +222,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         try:
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise SettingsError(_name_env_var(str(exc), raw)) from None
+            raise SettingsError(name_env_var(str(exc), raw, Settings)) from None
 
     @property
     def data_path(self) -> Path:
@@ -311,20 +311,3 @@ def parse_warm_pool(raw: str) -> dict[str, int]:
             "pooled container holds two of the docker engine client's 100 connections)"
         )
     return sizes
-
-
-def _name_env_var(message: str, raw: Mapping[str, str]) -> str:
-    # msgspec says "Expected `float`, got `str` - at `$.probe_timeout_s`"; users set
-    # FLEET_PROBE_TIMEOUT_S=abc, and want to read what it takes.
-    if "`$." not in message:  # from __post_init__: its messages name the variable already
-        return message if message.startswith(PREFIX) else f"invalid settings: {message}"
-    field = message.partition("`$.")[2].split("`", 1)[0]
-    hint = typing.get_type_hints(Settings).get(field)
-    return f"{PREFIX}{field.upper()}: {raw.get(field, '')!r} is not {_what_it_takes(hint)}"
-
-
-def _what_it_takes(hint: Any) -> str:
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(str(a) for a in typing.get_args(hint))
-    names = {bool: "true or false", int: "an integer", float: "a number"}
-    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")

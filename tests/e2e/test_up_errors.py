@@ -87,6 +87,16 @@ def test_a_service_with_a_bad_setting_is_one_line_and_exit_2(service: str) -> No
     assert result.stderr.startswith(f"{service}: ")
 
 
+def test_the_daemon_with_a_bad_setting_is_one_line_naming_it_and_exit_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon"],
+        env=clean_env(FLEET_HEARTBEAT_S="abc", FLEET_MACHINE_ID="m-0000000000000000",
+                      FLEET_NATS_URL="nats://127.0.0.1:1", FLEET_MACHINE_TOKEN="t"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert_one_line(result, "FLEET_HEARTBEAT_S", "a number")
+
+
 @pytest.mark.parametrize(
     ("service", "var"),
     [("gateway", "FLEET_ADMIN_TOKEN"), ("auth_callout", "FLEET_CALLOUT_ISSUER_SEED")],

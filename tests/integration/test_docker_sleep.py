@@ -133,7 +133,7 @@ async def test_a_stopped_docker_machine_refuses_at_once_and_auto_stop_stops_it(
     assert machine.status_reason == idle_reason(5)
     assert time.monotonic() - since >= 4
     await wait_until(lambda: _no(has_container(mid)), timeout=30, every=0.2)
-    assert await stopped_call_ms(stack, mid) < 1000
+    assert await stopped_call_ms(stack, mid) < 100
 
 
 async def test_auto_stop_spares_a_docker_machine_typed_into(
