@@ -32,6 +32,9 @@ class HostInfo(Result, kw_only=True):
     stopped: int
     last_heartbeat: datetime
     state: HostState
+    #: Below its ``FLEET_HOST_MIN_AVAILABLE_MB`` at its last heartbeat: it takes no new
+    #: machine until memory is free again.
+    memory_low: bool = False
 
 
 HostId = Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=r"^\S+$")]

@@ -28,7 +28,7 @@ def hosts_table(hosts: Sequence[HostInfo]) -> str:
     rows = [
         [
             h.host_id,
-            h.state.value,
+            h.state.value + ("+memory-low" if h.memory_low else ""),
             str(h.capacity) if h.capacity is not None else "unlimited",
             str(h.running),
             str(h.stopped),

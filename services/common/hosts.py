@@ -22,6 +22,7 @@ def host_info(record: HostRecord, lost_after_s: float, now: float) -> HostInfo:
         stopped=record.occupancy.stopped,
         last_heartbeat=datetime.fromtimestamp(record.last_beat, UTC),
         state=HostState.LOST if lost else state,
+        memory_low=record.memory_low,
     )
 
 
@@ -49,6 +50,6 @@ async def lost_hosts(store: Store, settings: Settings) -> dict[str, str]:
 
 def has_room(host: HostInfo) -> bool:
     """The host takes new machines now: active, and below its capacity (if it has one)."""
-    if host.state is not HostState.ACTIVE:
+    if host.state is not HostState.ACTIVE or host.memory_low:
         return False
     return host.capacity is None or host.running < host.capacity

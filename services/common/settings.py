@@ -137,6 +137,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: How many running machines this host takes (stopped ones do not count); past it, its
     #: provisioner stops taking ``machine.created``. 0: no limit.
     host_capacity: int = 0
+    #: Memory this host keeps free (MiB of ``/proc/meminfo`` MemAvailable): below it, its
+    #: provisioner takes no new machine, whatever its capacity. 0: off.
+    host_min_available_mb: int = 0
     #: Seconds between a provisioner's heartbeats for its host.
     host_heartbeat_s: float = 5.0
     #: A host with no heartbeat for this long is ``lost`` in hosts.list.

@@ -14,6 +14,7 @@ from services.common.store_keys import (
     F_HOST_CAPACITY,
     F_HOST_DRAINING,
     F_HOST_ID,
+    F_HOST_MEMORY_LOW,
     F_STATUS,
     F_STATUS_REASON,
     F_UPDATED_AT,
@@ -54,6 +55,7 @@ class HostRecord(msgspec.Struct, frozen=True, kw_only=True):
     last_beat: float
     occupancy: Occupancy
     draining: bool = False
+    memory_low: bool = False
 
 
 class HostRecords:
@@ -61,12 +63,20 @@ class HostRecords:
         self._store = store
         self._fail_unplaced = store_scripts.BoundScript(_FAIL_UNPLACED)
 
-    async def beat(self, host_id: str, capacity: int, at: float) -> bool:
-        """The host's provisioner is alive (at ``at``, epoch seconds), with this capacity;
-        returns whether the host is drained. One round trip."""
+    async def beat(
+        self, host_id: str, capacity: int, at: float, *, memory_low: bool = False
+    ) -> bool:
+        """The host's provisioner is alive (at ``at``, epoch seconds), with this capacity (and
+        below its memory floor or not); returns whether the host is drained. One round trip."""
         async with self._store.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(K_HOSTS, {host_id: at})
-            pipe.hset(k_host(host_id), F_HOST_CAPACITY, str(capacity))
+            pipe.hset(
+                k_host(host_id),
+                mapping={
+                    F_HOST_CAPACITY: str(capacity),
+                    F_HOST_MEMORY_LOW: "1" if memory_low else "0",
+                },
+            )
             pipe.hget(k_host(host_id), F_HOST_DRAINING)
             _, _, draining = await pipe.execute()
         return bool(draining == "1")
@@ -115,10 +125,12 @@ class HostRecords:
         beats = cast(list[tuple[str, float]], await r.zrange(K_HOSTS, 0, -1, withscores=True))
         out = []
         for host_id, at in sorted(beats):
-            capacity, draining = await r.hmget(k_host(host_id), [F_HOST_CAPACITY, F_HOST_DRAINING])
+            capacity, draining, low = await r.hmget(
+                k_host(host_id), [F_HOST_CAPACITY, F_HOST_DRAINING, F_HOST_MEMORY_LOW]
+            )
             out.append(HostRecord(host_id=host_id, capacity=int(capacity or 0), last_beat=at,
                                   occupancy=await self.occupancy(host_id),
-                                  draining=draining == "1"))  # fmt: skip
+                                  draining=draining == "1", memory_low=low == "1"))  # fmt: skip
         return out
 
     async def fail_unplaced(self, machine_id: str, reason: str) -> bool:

@@ -154,6 +154,8 @@ def k_host_machines(host_id: str) -> str:
 F_HOST_CAPACITY = "capacity"
 #: Host hash: "1" while it is drained (hosts.drain): it takes no new machines.
 F_HOST_DRAINING = "draining"
+#: "1" while the host is below FLEET_HOST_MIN_AVAILABLE_MB (as of its last heartbeat).
+F_HOST_MEMORY_LOW = "memoryLow"
 #: Machine hash: the host whose provisioner started it (``contracts.models.Machine.host_id``).
 F_HOST_ID = "hostId"
 

@@ -33,7 +33,9 @@ def _hosts_summary(hosts: list[HostInfo]) -> str:
     if not hosts:
         return "no host has announced itself"
     return ", ".join(
-        f"{h.host_id} {h.state.value} {h.running}/{h.capacity or 'unlimited'}" for h in hosts
+        f"{h.host_id} {h.state.value}{' memory-low' if h.memory_low else ''} "
+        f"{h.running}/{h.capacity or 'unlimited'}"
+        for h in hosts
     )
 
 

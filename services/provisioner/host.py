@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import structlog
 
+from providers.warm_pool import mem_available_mb
 from services.common.settings import Settings
 from services.common.store import Store
 
@@ -23,6 +25,7 @@ class HostHeartbeat:
         self._host_id = settings.host_id
         self._capacity = settings.host_capacity
         self._interval_s = settings.host_heartbeat_s
+        self._min_available_mb = settings.host_min_available_mb
         self._task: asyncio.Task[None] | None = None
         #: hosts.drain's flag as of the last heartbeat: a drained host takes no new machines.
         self.draining = False
@@ -43,7 +46,10 @@ class HostHeartbeat:
 
     async def beat(self) -> None:
         """One heartbeat now (its flag: whether the host is drained)."""
-        draining = await self._store.hosts.beat(self._host_id, self._capacity, time.time())
+        low = memory_low(self._min_available_mb)
+        draining = await self._store.hosts.beat(
+            self._host_id, self._capacity, time.time(), memory_low=low
+        )
         if draining != self.draining:
             log.info("host.draining" if draining else "host.takes_machines", host_id=self._host_id)
         self.draining = draining
@@ -57,12 +63,28 @@ class HostHeartbeat:
                 log.warning("host.heartbeat_failed", host_id=self._host_id, error=repr(exc))
 
 
+def memory_low(
+    min_available_mb: int, available_mb: Callable[[], float | None] = mem_available_mb
+) -> bool:
+    """Below the host's memory floor (``FLEET_HOST_MIN_AVAILABLE_MB``; 0: never)."""
+    if min_available_mb <= 0:
+        return False
+    available = available_mb()
+    return available is not None and available < min_available_mb
+
+
 async def room_left(
-    store: Store, settings: Settings, held: frozenset[str], *, draining: bool = False
+    store: Store,
+    settings: Settings,
+    held: frozenset[str],
+    *,
+    draining: bool = False,
+    available_mb: Callable[[], float | None] = mem_available_mb,
 ) -> int | None:
     """How many more machines this host may take, counting those whose ``machine.created``
-    it holds (fetched, not done): None when its capacity is unlimited; 0 when drained."""
-    if draining:
+    it holds (fetched, not done): None when its capacity is unlimited; 0 when drained or
+    below its memory floor."""
+    if draining or memory_low(settings.host_min_available_mb, available_mb):
         return 0
     if settings.host_capacity <= 0:
         return None

@@ -28,7 +28,7 @@ from services.common.store_keys import F_HOST_ID, k_machine
 from services.gateway.access import Caller
 from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor
-from services.provisioner.host import HostHeartbeat
+from services.provisioner.host import HostHeartbeat, memory_low, room_left
 from services.provisioner.host_rpc import HostMethods
 from services.provisioner.service import Provisioner
 from tests.fast.conftest import World
@@ -55,7 +55,7 @@ async def test_a_host_shows_its_capacity_machines_and_heartbeat(world: World) ->
     async with HostHeartbeat(world.store, world.settings):
         assert (await hosts(world))[HOST] | {"lastHeartbeat": None} == {
             "hostId": HOST, "capacity": 2, "running": 0, "stopped": 0,
-            "lastHeartbeat": None, "state": "active",
+            "lastHeartbeat": None, "state": "active", "memoryLow": False,
         }  # fmt: skip
         first = await world.ready_machine()
         second = await world.ready_machine()
@@ -287,3 +287,21 @@ async def test_drain_with_rebuild_moves_the_hosts_current_machines(world: World)
     ]
     # This world has one host, and it is drained: the replacement waits for a host with room.
     assert (await world.machine(moved["replacedBy"])).status is S.CREATED
+
+
+async def test_a_host_below_its_memory_floor_takes_no_machine(world: World) -> None:
+    low = msgspec.structs.replace(world.settings, host_min_available_mb=1024)
+    assert memory_low(1024, lambda: 1023.0) and not memory_low(1024, lambda: 1024.0)
+    assert not memory_low(0, lambda: 1.0)  # off
+    assert not memory_low(1024, lambda: None)  # unknown: not a reason to refuse
+    assert await room_left(world.store, low, frozenset(), available_mb=lambda: 512.0) == 0
+    assert await room_left(world.store, low, frozenset(), available_mb=lambda: 4096.0) == 2
+    # Its heartbeat says so: hosts.list shows it, and the placement watchdog counts no room.
+    await world.store.hosts.beat(HOST, 2, time.time(), memory_low=True)
+    listed = (await hosts(world))[HOST]
+    assert (listed["state"], listed["memoryLow"]) == ("active", True)
+    event = await untaken(world, age_s=6.0)
+    await world.prober.on_created(event)
+    failed = await world.machine(event.machine_id)
+    assert failed.status is S.FAILED
+    assert f"{HOST} active memory-low 0/2" in failed.status_reason

@@ -36,7 +36,12 @@ export function hostsPage({ root }) {
       "tr",
       { testid: "host-row", dataset: { hostId: host.hostId, state: host.state } },
       h("td", {}, mono(host.hostId)),
-      h("td", { testid: "host-state" }, chip(host.state, TONES[host.state] ?? "neutral")),
+      h(
+        "td",
+        { testid: "host-state" },
+        chip(host.state, TONES[host.state] ?? "neutral"),
+        host.memoryLow ? chip("memory low", "unresponsive", "host-memory-low") : null,
+      ),
       h("td", {}, host.capacity ?? "unlimited"),
       h("td", { testid: "host-running" }, String(host.running)),
       h("td", {}, String(host.stopped)),
