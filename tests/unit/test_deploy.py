@@ -23,6 +23,8 @@ COMPOSE = REPO / "deploy" / "compose" / "docker-compose.yml"
 #: The oldest Kubernetes the manifests are meant for (policy/v1 PDBs need 1.21+).
 K8S_VERSION = "1.29"
 SERVICES = {"auth-callout", "provisioner", "setup-pusher", "prober", "gateway"}
+#: One per machine node (a host each): a DaemonSet, not a Deployment.
+PER_HOST = {"provisioner"}
 
 
 def manifests() -> list[dict[str, Any]]:
@@ -63,7 +65,7 @@ def test_every_setting_in_the_manifests_exists() -> None:
     for doc in manifests():
         if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "fleetd-config":
             names |= _setting_names(doc["data"])
-        if doc["kind"] == "Deployment":
+        if doc["kind"] in ("Deployment", "DaemonSet"):
             for c in doc["spec"]["template"]["spec"]["containers"]:
                 names |= _setting_names({e["name"]: e for e in c.get("env", [])})
     assert names
@@ -73,7 +75,7 @@ def test_every_setting_in_the_manifests_exists() -> None:
 def test_every_service_has_replicas_a_budget_and_the_gateway_a_service() -> None:
     docs = manifests()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == SERVICES
+    assert set(deployments) == SERVICES - PER_HOST
     budgets = {
         d["spec"]["selector"]["matchLabels"]["app"]: d
         for d in docs
@@ -88,6 +90,24 @@ def test_every_service_has_replicas_a_budget_and_the_gateway_a_service() -> None
         d["metadata"]["name"]: d["spec"]["replicas"] for d in docs if d["kind"] == "StatefulSet"
     }
     assert sets == {"valkey": 3, "sentinel": 3}
+
+
+def test_the_provisioner_runs_on_each_machine_node_as_its_host() -> None:
+    """A DaemonSet: the node's name is the host id, the node's Docker engine its machines'."""
+    (ds,) = [d for d in manifests() if d["kind"] == "DaemonSet"]
+    assert ds["metadata"]["name"] in PER_HOST
+    spec = ds["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FLEET_HOST_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    config = next(d for d in manifests() if d["kind"] == "ConfigMap"
+                  and d["metadata"]["name"] == "fleetd-config")  # fmt: skip
+    assert config["data"]["FLEET_DEFAULT_PROVIDER"] == "docker"
+    assert int(env["FLEET_HOST_CAPACITY"]["value"]) > 0
+    sockets = [v for v in spec["volumes"] if v.get("hostPath", {}).get("type") == "Socket"]
+    assert [v["hostPath"]["path"] for v in sockets] == ["/var/run/docker.sock"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[sockets[0]["name"]] == "/var/run/docker.sock"
 
 
 def test_nats_values_make_a_jetstream_cluster_of_three() -> None:
