@@ -1,8 +1,9 @@
 """`fleet up --hosts 3` (docs/hosts.md): three hosts on this machine. With capacity 4 each,
 twelve creates land four on each host and the thirteenth fails "no host with capacity" within
 the placement timeout. A host whose provisioner and machines are SIGKILLed is marked lost, then
-its machines; the other hosts' machines answer all along; a rebuild lands on a live host; the
-host, back, resumes its machines but not the one archived meanwhile."""
+its machines; the other hosts' machines answer all along; an archive ends a machine on its own
+host only; a rebuild lands on a live host that is not drained; the host, back, resumes its
+machines but not the one archived meanwhile."""
 
 from __future__ import annotations
 
@@ -123,8 +124,18 @@ async def test_a_killed_host_is_lost_its_machines_rebuilt_elsewhere_and_it_comes
             done = await asyncio.gather(*(fleet.wait_for(m.id, {"ready"}, 90) for m in made))
             on = {h: [m.id for m in done if m.host_id == h] for h in HOSTS}
             assert {h: len(ids) for h, ids in on.items()} == dict.fromkeys(HOSTS, 2)
-            await fleet.archive_machine(on["host-1"][1])  # room for the rebuild, on host-1 only
-            live = [on["host-1"][0], *on["host-2"]]
+            # An archive on host-1 and one on host-2: each ends on its own host only.
+            await asyncio.gather(*(fleet.archive_machine(on[h][1]) for h in ("host-1", "host-2")))
+
+            async def archived_where_they_ran() -> bool:
+                now = {h: await swarm_machines(up, h) for h in HOSTS}
+                return now == {"host-1": {on["host-1"][0]}, "host-2": {on["host-2"][0]},
+                               "host-3": set(on["host-3"])}  # fmt: skip
+
+            await wait_until(archived_where_they_ran, timeout=30, every=0.2)
+            # host-2 has room again but is drained: the rebuild below must go to host-1.
+            assert (await fleet.drain_host("host-2")).state.value == "draining"
+            live = [on["host-1"][0], on["host-2"][0]]
             victims = host_pids(up, "host-3")
             assert len(victims) >= 2, victims  # its provisioner and its swarm process
 

@@ -291,7 +291,8 @@ async def test_drain_with_rebuild_moves_the_hosts_current_machines(world: World)
 
 async def test_a_host_below_its_memory_floor_takes_no_machine(world: World) -> None:
     low = msgspec.structs.replace(world.settings, host_min_available_mb=1024)
-    assert memory_low(1024, lambda: 1023.0) and not memory_low(1024, lambda: 1024.0)
+    assert memory_low(1024, lambda: 1023.0)
+    assert not memory_low(1024, lambda: 1024.0)
     assert not memory_low(0, lambda: 1.0)  # off
     assert not memory_low(1024, lambda: None)  # unknown: not a reason to refuse
     assert await room_left(world.store, low, frozenset(), available_mb=lambda: 512.0) == 0
