@@ -45,6 +45,24 @@ async def test_shell_on_a_pipe_types_stdin_and_exits_with_the_remote_code(
     assert await stack.list_sessions(mid) == []  # an exited shell's session is closed
 
 
+async def test_shell_on_a_stopped_machine_starts_it_says_so_and_waits(
+    stack: FleetClient, settings: Settings
+) -> None:
+    mid = await ready_machine(stack, "cli-asleep")
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=30)
+    cli = await asyncio.create_subprocess_exec(
+        *_fleet("machines", "shell", mid, "--", *SHELL), env=_env(settings),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(cli.communicate(b"echo up-$((40+2))\nexit 0\n"), 120)
+    assert f"machine {mid} is stopped; starting it".encode() in err, err
+    assert f"machine {mid} is ready".encode() in err, err
+    assert b"up-42" in out, (out, err)
+    assert cli.returncode == 0
+    assert (await stack.get_machine(mid)).status.value == "ready"
+
+
 class LocalTerminal:
     """The CLI on a real terminal of its own: what it prints, what we type, the window size."""
 
