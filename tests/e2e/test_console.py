@@ -51,7 +51,9 @@ def page(tmp_path: Path) -> Iterator[Page]:
             viewport={"width": 1360, "height": 900},
         )
         try:
-            tab = context.pages[0] if context.pages else context.new_page()
+            # A page of our own, not the startup tab chromium opens with the profile: that one
+            # may still be navigating when the test's first goto runs.
+            tab = context.new_page()
             tab.set_default_timeout(WAIT_MS)
             tab.on("pageerror", lambda exc: errors.append(str(exc)))
             yield tab
