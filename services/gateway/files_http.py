@@ -24,8 +24,9 @@ the daemon is not there, 504 it did not answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import TypeVar
 
 import aiohttp
 import msgspec
@@ -41,6 +42,8 @@ from services.common.bytestreams import OnTraffic, PlatformStream, join
 from services.gateway.access import Caller
 from services.gateway.ops import MachineOps
 from services.gateway.stream_slots import StreamSlots
+
+Opened = TypeVar("Opened", df.DownloadOpened, df.UploadOpened)
 
 log = structlog.get_logger(__name__)
 _UPLOADED = msgspec.json.Decoder(df.Uploaded)
@@ -102,21 +105,41 @@ def _params(kind: type[P], **fields: object) -> P:
         raise invalid_params(exc) from None
 
 
-async def _download(
-    request: web.Request, ops: MachineOps, nc: NATS, caller: Caller, slots: StreamSlots
-) -> web.StreamResponse:
-    machine_id, path = _target(request)
-    params = _params(df.DownloadFileParams, path=path)
-    release = slots.take(caller)  # held until the stream is closed
+async def _open(
+    slots: StreamSlots,
+    caller: Caller,
+    ops: MachineOps,
+    nc: NATS,
+    machine_id: str,
+    opening: Callable[[], Awaitable[Opened]],
+    *,
+    window: int,
+) -> tuple[Opened, PlatformStream]:
+    """The daemon's answer to ``opening()`` (a download or an upload) and the stream it
+    opened, joined; one of the caller's stream slots is taken first (nothing is asked of the
+    daemon past the caller's limit) and held until the stream closes."""
+    release = slots.take(caller)
     try:
-        opened = await ops.open_download(caller, machine_id, params)
-        stream = await join(nc, machine_id, opened.stream_id, window=df.FILE_WINDOW,
+        opened = await opening()
+        stream = await join(nc, machine_id, opened.stream_id, window=window,
                             chunk_size=df.FILE_CHUNK, on_close=release,
                             on_traffic=_traffic(ops, machine_id))  # fmt: skip
         slots.hold(caller, stream)
     except BaseException:
         release(None)
         raise
+    return opened, stream
+
+
+async def _download(
+    request: web.Request, ops: MachineOps, nc: NATS, caller: Caller, slots: StreamSlots
+) -> web.StreamResponse:
+    machine_id, path = _target(request)
+    params = _params(df.DownloadFileParams, path=path)
+    opened, stream = await _open(
+        slots, caller, ops, nc, machine_id, partial(ops.open_download, caller, machine_id, params),
+        window=df.FILE_WINDOW,
+    )  # fmt: skip
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
                                        "X-Fleet-Mode": f"{opened.mode:o}"})  # fmt: skip
     resp.content_length = opened.size
@@ -161,16 +184,10 @@ async def _upload(
     mode = _octal(request.query.get("mode"))
     params = _params(df.UploadFileParams, path=path, mode=mode, size=request.content_length,
                      sha256=request.query.get("sha256"))  # fmt: skip
-    release = slots.take(caller)  # held until the stream is closed
-    try:
-        opened = await ops.open_upload(caller, machine_id, params)
-        stream = await join(nc, machine_id, opened.stream_id, window=df.FILE_CHUNK,
-                            chunk_size=df.FILE_CHUNK, on_close=release,
-                            on_traffic=_traffic(ops, machine_id))  # fmt: skip
-        slots.hold(caller, stream)
-    except BaseException:
-        release(None)
-        raise
+    _, stream = await _open(
+        slots, caller, ops, nc, machine_id, partial(ops.open_upload, caller, machine_id, params),
+        window=df.FILE_CHUNK,  # what comes back is the answer alone
+    )  # fmt: skip
     async with stream:
         received = await _pump_body(request, stream)
         if params.size is not None and received != params.size:

@@ -9,9 +9,7 @@ the stop is a compare-and-set, so only one of them stops a machine and says so.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from types import TracebackType
 
 import structlog
 
@@ -22,6 +20,7 @@ from services.common.settings import Settings
 from services.common.sleep import stop_machine
 from services.common.store import Store
 from services.common.store_sleep import autostops, last_activity, record_activity
+from services.common.ticker import Ticker
 
 log = structlog.get_logger(__name__)
 
@@ -44,32 +43,17 @@ def idle_machines(
     ]  # fmt: skip
 
 
-class IdleStopper:
+class IdleStopper(Ticker):
+    name = "autostop"
+    failed_event = "autostop.tick_failed"
+
     def __init__(self, *, store: Store, bus: Bus, settings: Settings) -> None:
+        super().__init__(settings.autostop_tick_s)
         self.store = store
         self.bus = bus
-        self.tick_s = settings.autostop_tick_s
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> IdleStopper:
-        self._task = asyncio.create_task(self._run(), name="autostop")
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=2.0)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                await self.sweep()
-            except Exception as exc:  # noqa: BLE001 - task boundary: the next tick tries again
-                log.warning("autostop.tick_failed", error=repr(exc))
+    async def tick(self) -> int:
+        return await self.sweep()
 
     async def sweep(self) -> int:
         """Stop every idle machine of the instances with auto-stop on; how many."""

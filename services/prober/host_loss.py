@@ -7,9 +7,7 @@ monitor's recovery); ``machines.rebuild`` puts its instance on a live host meanw
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
-from types import TracebackType
 
 import structlog
 
@@ -20,40 +18,26 @@ from services.common.bus import Bus
 from services.common.hosts import host_info, lost_reason
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.ticker import Ticker
 
 log = structlog.get_logger(__name__)
 
 
-class HostLossMonitor:
-    """Sweeps the hosts every ``interval_s``; an async context manager (the sweeping task)."""
+class HostLossMonitor(Ticker):
+    """Sweeps the hosts every ``interval_s`` while entered."""
+
+    name = "host-loss"
+    failed_event = "liveness.host_sweep_failed"
 
     def __init__(self, *, store: Store, bus: Bus, settings: Settings) -> None:
+        # A few sweeps per lost-after period: a host's machines are marked soon after it is.
+        super().__init__(max(0.1, min(settings.host_heartbeat_s, settings.host_lost_after_s / 4)))
         self.store = store
         self.bus = bus
         self.lost_after_s = settings.host_lost_after_s
-        # A few sweeps per lost-after period: a host's machines are marked soon after it is.
-        self.interval_s = max(0.1, min(settings.host_heartbeat_s, settings.host_lost_after_s / 4))
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> HostLossMonitor:
-        self._task = asyncio.create_task(self._run(), name="host-loss")
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.sweep()
-            except Exception as exc:  # noqa: BLE001 - task boundary: the next sweep retries
-                log.warning("liveness.host_sweep_failed", error=repr(exc))
+    async def tick(self) -> int:
+        return await self.sweep()
 
     async def sweep(self) -> int:
         """Mark the unresponsive machines of every lost host lost; returns how many moved."""

@@ -3,46 +3,43 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from types import TracebackType
+from typing import Self
 
 import structlog
 
 from providers.warm_pool import mem_available_mb
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.ticker import Ticker
 
 log = structlog.get_logger(__name__)
 
 
-class HostHeartbeat:
+class HostHeartbeat(Ticker):
     """Announces the host at entry, then every ``FLEET_HOST_HEARTBEAT_S`` until exit."""
 
+    name = "host-heartbeat"
+    failed_event = "host.heartbeat_failed"
+
     def __init__(self, store: Store, settings: Settings) -> None:
+        super().__init__(settings.host_heartbeat_s)
         self._store = store
         self._host_id = settings.host_id
         self._capacity = settings.host_capacity
-        self._interval_s = settings.host_heartbeat_s
         self._min_available_mb = settings.host_min_available_mb
-        self._task: asyncio.Task[None] | None = None
-        #: hosts.drain's flag as of the last heartbeat: a drained host takes no new machines.
+        #: hosts.drain's flag as of the last heartbeat (logged when it changes; the capacity
+        #: gate reads the store's at each fetch).
         self.draining = False
 
-    async def __aenter__(self) -> HostHeartbeat:
+    async def __aenter__(self) -> Self:
         await self.beat()
-        self._task = asyncio.create_task(self._loop(), name=f"host-heartbeat:{self._host_id}")
         log.info("host.announced", host_id=self._host_id, capacity=self._capacity)
-        return self
+        return await super().__aenter__()
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async def tick(self) -> None:
+        await self.beat()
 
     async def beat(self) -> None:
         """One heartbeat now (its flag: whether the host is drained)."""
@@ -53,14 +50,6 @@ class HostHeartbeat:
         if draining != self.draining:
             log.info("host.draining" if draining else "host.takes_machines", host_id=self._host_id)
         self.draining = draining
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.beat()
-            except Exception as exc:  # noqa: BLE001 - task boundary: the next beat retries
-                log.warning("host.heartbeat_failed", host_id=self._host_id, error=repr(exc))
 
 
 def memory_low(

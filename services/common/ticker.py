@@ -1,0 +1,51 @@
+"""A periodic round in the background (an async context manager): the sweeps and heartbeats
+that run beside a service's consumers."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Self
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class Ticker(ABC):
+    """Runs ``tick`` every ``interval_s`` while entered. A round that raises is logged as
+    ``failed_event`` and the next round runs: a sweep must outlive one bad round (a store
+    failing over). Exit cancels the task and waits for it."""
+
+    #: The task's name, and the log event of a failed round.
+    name: str
+    failed_event: str
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    @abstractmethod
+    async def tick(self) -> object:
+        """One round."""
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.tick()
+            except Exception as exc:  # noqa: BLE001 - task boundary: the next round retries
+                log.warning(self.failed_event, error=repr(exc))
