@@ -366,8 +366,9 @@ def running_pid(machine_dir: Path, machine_id: str) -> int | None:
     really is this machine's; else a daemon of an older fleetd that holds the home's lock;
     else a root started for this machine whose pid was never recorded."""
     markers = _markers(machine_dir, machine_id)
-    for pid in (_spawned_pid(machine_dir), holder_pid(machine_dir / "home")):
-        if pid is not None and _is_root_of(pid, markers):
+    # The lock is in the machine's home: read only when needed, and never by path (holder_pid).
+    for find in (_spawned_pid, lambda d: holder_pid(d / "home")):
+        if (pid := find(machine_dir)) is not None and _is_root_of(pid, markers):
             return pid
     # A provisioner SIGKILLed between starting a machine and writing daemon.pid leaves a
     # machine nobody recorded: found by the machine id in its environment, and adopted, so

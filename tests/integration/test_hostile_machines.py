@@ -1,0 +1,111 @@
+"""Hostile machines against root's operations on their homes (core/hostile_fs.py), through the
+platform's own methods: each machine plants what its own processes can (a link, a FIFO, a huge
+file, a directory it swaps with a link in a tight loop; a device node the test places as root,
+since a machine cannot make one), then calls the methods that make root act on its home. A
+canary directory of root-owned host files must stay unchanged, and another tenant's machine
+must still create and restart in its usual time.
+
+The lock read and the home's chown exist on ``local`` only: a ``docker`` machine's home is a
+volume the engine mounts, on which root on the host does nothing by path; the tenant test runs
+on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from providers.local import machine_roots
+from services.common.settings import Settings
+from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
+from tests.hostile import SWAP, Canary
+from tests.integration.test_isolation import ready, sh
+
+__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
+pytestmark = pytest.mark.usefixtures("remove_containers")
+
+#: How long a machine of another tenant may take to be ready (it takes a few seconds).
+USUAL_S = 60.0
+#: Restarts a hostile machine asks for at once: more than the provisioner's worker threads.
+RESTARTS = 7
+#: In a hostile machine: a FIFO in place of the daemon's lock, put back whenever replaced.
+FIFO_LOCK = (
+    "cd ~/.fleet && nohup sh -c 'while :; do [ -p daemon.lock ] || "
+    "{ rm -f daemon.lock; mkfifo daemon.lock; }; sleep 0.2; done' >/dev/null 2>&1 & "
+    "until [ -p ~/.fleet/daemon.lock ]; do :; done; echo done"
+)
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Canary:
+    return Canary(tmp_path / "host-secrets")
+
+
+@pytest.mark.parametrize("provider", ["local", "docker"])
+async def test_a_fifo_lock_and_restarts_stall_no_other_tenant(
+    stack: FleetClient, settings: Settings, provider: str
+) -> None:
+    mallory = await ready(stack, "mallory", provider)
+    assert (await sh(stack, mallory, FIFO_LOCK)).rstrip().endswith("done")
+    async with asyncio.timeout(USUAL_S):  # each answers: none holds a provisioner's thread
+        answers = await asyncio.gather(
+            *(stack.restart_machine(mallory) for _ in range(RESTARTS)), return_exceptions=True
+        )
+    assert [a for a in answers if isinstance(a, BaseException)] == []
+    started = time.monotonic()
+    bob = await ready(stack, "bob", provider)
+    await stack.restart_machine(bob)
+    assert time.monotonic() - started < USUAL_S
+    # And a stop of the hostile machine really ends it.
+    stopped = await stack.stop_machine(mallory)
+    assert stopped.status is MachineStatus.STOPPED, stopped.status_reason
+    if provider == "local":
+        assert machine_roots(settings.data_path / "machines" / mallory, mallory) == []
+
+
+async def test_a_machine_cannot_make_a_device_node(stack: FleetClient) -> None:
+    mid = await ready(stack, "mallory", "local")
+    out = await sh(stack, mid, "mknod ~/zero c 1 5; mkfifo ~/fifo && echo fifo; echo done")
+    assert "Operation not permitted" in out
+    assert "fifo" in out  # FIFOs it can make (the suite's other kinds)
+
+
+async def test_give_home_on_refresh_code_follows_nothing(
+    stack: FleetClient, settings: Settings, canary: Canary
+) -> None:
+    mid = await ready(stack, "mallory", "local")
+    home = settings.data_path / "machines" / mid / "home"
+    out = await sh(stack, mid, f"mkdir -p ~/k && cd ~/k && ln -s {canary.a_file} link && "
+                   f"ln -s {canary.root} dirlink && mkfifo fifo && truncate -s 10G big && "
+                   "echo done")  # fmt: skip
+    assert out.rstrip().endswith("done")
+    os.mknod(home / "k" / "zero", 0o666 | 0o020000, os.makedev(1, 5))  # as root: see above
+    await stack.refresh_code(mid)  # installs code as root, then gives the home to the machine
+    assert canary.changed() == {}
+    uid = (home / "k" / "fifo").lstat().st_uid
+    assert uid != 0
+    assert (home / "k" / "big").stat().st_uid == uid
+    assert (home / "k" / "zero").lstat().st_uid == 0  # a device node is never given away
+
+
+async def test_give_home_while_the_machine_swaps_a_dir_with_a_link(
+    stack: FleetClient, settings: Settings, canary: Canary
+) -> None:
+    mid = await ready(stack, "mallory", "local")
+    script = (
+        "mkdir -p ~/d && cd ~/d && for i in $(seq 2000); do : > f$i; done && "
+        f"ln -s {canary.root} ~/l && "
+        f"{{ nohup {sys.executable} -c '{SWAP}' ~/d ~/l > ~/swap.out 2>&1 & }} && "
+        "until grep -q swapping ~/swap.out; do :; done; echo done"
+    )
+    assert (await sh(stack, mid, script, timeout_s=60)).rstrip().endswith("done")
+    for _ in range(3):
+        await stack.refresh_code(mid)
+    assert canary.changed() == {}
