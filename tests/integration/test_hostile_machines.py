@@ -16,6 +16,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,11 @@ from tests.waiters import wait_until
 USUAL_S = 60.0
 #: Restarts a hostile machine asks for at once: more than the provisioner's worker threads.
 RESTARTS = 7
-#: In a hostile machine: a FIFO in place of the daemon's lock, put back whenever replaced.
-FIFO_LOCK = (
-    "cd ~/.fleet && nohup sh -c 'while :; do [ -p daemon.lock ] || "
-    "{ rm -f daemon.lock; mkfifo daemon.lock; }; sleep 0.2; done' >/dev/null 2>&1 & "
-    "until [ -p ~/.fleet/daemon.lock ]; do :; done; echo done"
-)
+#: In a hostile machine, in the background: a FIFO in place of the daemon's lock, put back
+#: whenever the daemon replaces it.
+FIFO_LOCK = ("cd ~/.fleet && while :; do [ -p daemon.lock ] || "
+             "{ rm -f daemon.lock; mkfifo daemon.lock; }; sleep 0.2; done")  # fmt: skip
+HomeOf = Callable[[str], Awaitable[Path]]
 
 
 @pytest.fixture
@@ -49,12 +49,23 @@ def canary(tmp_path: Path) -> Canary:
 async def test_a_fifo_lock_and_restarts_stall_no_other_tenant(
     stack: FleetClient, settings: Settings
 ) -> None:
-    await fifo_lock_and_restarts(stack, settings, "local")
+    async def home(mid: str) -> Path:
+        return local_home(settings, mid)
+
+    await fifo_lock_and_restarts(stack, settings, "local", home)
 
 
-async def fifo_lock_and_restarts(stack: FleetClient, settings: Settings, provider: str) -> None:
+def local_home(settings: Settings, mid: str) -> Path:
+    return settings.data_path / "machines" / mid / "home"
+
+
+async def fifo_lock_and_restarts(
+    stack: FleetClient, settings: Settings, provider: str, home_of: HomeOf
+) -> None:
     mallory = await ready(stack, "mallory", provider)
-    assert (await sh(stack, mallory, FIFO_LOCK)).rstrip().endswith("done")
+    await stack.start_process(mallory, ["sh", "-c", FIFO_LOCK])  # outlives the call
+    lock = await home_of(mallory) / ".fleet" / "daemon.lock"
+    await wait_until(lambda: lock.is_fifo(), timeout=10)
     async with asyncio.timeout(USUAL_S):  # each answers: none holds a provisioner's thread
         answers = await asyncio.gather(
             *(stack.restart_machine(mallory) for _ in range(RESTARTS)), return_exceptions=True
@@ -92,7 +103,7 @@ async def test_give_home_on_refresh_code_follows_nothing(
     stack: FleetClient, settings: Settings, canary: Canary
 ) -> None:
     mid = await ready(stack, "mallory", "local")
-    home = settings.data_path / "machines" / mid / "home"
+    home = local_home(settings, mid)
     out = await sh(stack, mid, f"mkdir -p ~/k && cd ~/k && ln -s {canary.a_file} link && "
                    f"ln -s {canary.root} dirlink && mkfifo fifo && truncate -s 10G big && "
                    "echo done")  # fmt: skip
@@ -110,13 +121,13 @@ async def test_give_home_while_the_machine_swaps_a_dir_with_a_link(
     stack: FleetClient, settings: Settings, canary: Canary
 ) -> None:
     mid = await ready(stack, "mallory", "local")
-    script = (
-        "mkdir -p ~/d && cd ~/d && for i in $(seq 2000); do : > f$i; done && "
-        f"ln -s {canary.root} ~/l && "
-        f"{{ nohup {sys.executable} -c '{SWAP}' ~/d ~/l > ~/swap.out 2>&1 & }} && "
-        "until grep -q swapping ~/swap.out; do :; done; echo done"
-    )
+    home = local_home(settings, mid)
+    script = ("mkdir -p ~/d && cd ~/d && for i in $(seq 2000); do : > f$i; done && "
+              f"ln -s {canary.root} ~/l && echo done")  # fmt: skip
     assert (await sh(stack, mid, script, timeout_s=60)).rstrip().endswith("done")
+    await stack.start_process(mid, [sys.executable, "-c", SWAP, str(home / "d"), str(home / "l")],
+                              tag="swap")  # fmt: skip
+    await wait_until(lambda: (home / "l").is_dir() and not (home / "l").is_symlink(), timeout=10)
     for _ in range(3):
         await stack.refresh_code(mid)
     assert canary.changed() == {}

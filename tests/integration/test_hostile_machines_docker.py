@@ -8,7 +8,7 @@ import pytest
 
 from fleet.client import FleetClient
 from services.common.settings import Settings
-from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
+from tests.docker_env import docker_gateway, docker_image, home_of, nats_server, remove_containers
 from tests.integration.test_hostile_machines import fifo_lock_and_restarts
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
@@ -18,4 +18,4 @@ pytestmark = pytest.mark.usefixtures("remove_containers")
 async def test_a_fifo_lock_and_restarts_stall_no_other_tenant(
     stack: FleetClient, settings: Settings
 ) -> None:
-    await fifo_lock_and_restarts(stack, settings, "docker")
+    await fifo_lock_and_restarts(stack, settings, "docker", home_of)
