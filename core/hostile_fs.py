@@ -81,20 +81,25 @@ def open_dir_at(dir_fd: int, parts: list[str]) -> int:
 def read_file(top: Path, rel: str, cap: int) -> bytes:
     """The bytes of the regular file ``rel`` below ``top``, at most ``cap`` of them. Refused
     (an OSError) for a link at any component, a non-regular file, or a file over ``cap``."""
-    *dirs, name = _parts(rel)
-    with _closing(open_top(top)) as t, _closing(open_dir_at(t, dirs)) as d:
-        with _closing(os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)) as p:
-            st = os.fstat(p)
-            if not stat.S_ISREG(st.st_mode):
-                raise Refused(errno.EINVAL, f"{rel} is not a regular file")
-            if st.st_size > cap:
-                raise Refused(errno.EFBIG, f"{rel} is over {cap} bytes")
-            # The inode just checked, opened for reading: its name may point elsewhere now.
-            with _closing(os.open(f"/proc/self/fd/{p}", _FILE)) as f:
-                data = os.read(f, cap + 1)
+    with _closing(_open_regular(top, rel, cap)) as f:
+        data = os.read(f, cap + 1)
     if len(data) > cap:  # grew since the fstat
         raise Refused(errno.EFBIG, f"{rel} is over {cap} bytes")
     return data
+
+
+def _open_regular(top: Path, rel: str, cap: int) -> int:
+    *dirs, name = _parts(rel)
+    with _closing(open_top(top)) as t, _closing(open_dir_at(t, dirs)) as d:
+        path = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+    with _closing(path):
+        st = os.fstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(errno.EINVAL, f"{rel} is not a regular file")
+        if st.st_size > cap:
+            raise Refused(errno.EFBIG, f"{rel} is over {cap} bytes")
+        # The inode just checked, opened for reading: its name may point elsewhere by now.
+        return os.open(f"/proc/self/fd/{path}", _FILE)
 
 
 def chown_tree(top: Path, uid: int, gid: int) -> int:
