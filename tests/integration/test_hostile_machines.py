@@ -93,13 +93,17 @@ async def ended(settings: Settings, mid: str, provider: str) -> bool:
 
 
 async def test_a_machine_cannot_make_a_device_node(stack: FleetClient) -> None:
-    mid = await ready(stack, "mallory", "local")
+    await cannot_make_a_device_node(stack, "local")
+
+
+async def cannot_make_a_device_node(stack: FleetClient, provider: str) -> None:
+    mid = await ready(stack, "mallory", provider)
     out = await sh(stack, mid, "mknod ~/zero c 1 5; mkfifo ~/fifo && echo fifo; echo done")
     assert "Operation not permitted" in out
     assert "fifo" in out  # FIFOs it can make (the suite's other kinds)
 
 
-async def test_give_home_on_refresh_code_follows_nothing(
+async def test_give_home_on_refresh_code_and_start_follows_nothing(
     stack: FleetClient, settings: Settings, canary: Canary
 ) -> None:
     mid = await ready(stack, "mallory", "local")
@@ -110,6 +114,12 @@ async def test_give_home_on_refresh_code_follows_nothing(
     assert out.rstrip().endswith("done")
     os.mknod(home / "k" / "zero", 0o666 | 0o020000, os.makedev(1, 5))  # as root: see above
     await stack.refresh_code(mid)  # installs code as root, then gives the home to the machine
+    assert canary.changed() == {}
+    await stack.stop_machine(mid)
+    await wait_until(lambda: ended(settings, mid, "local"), timeout=STOP_S)
+    await stack.start_machine(mid)  # gives the home to the machine again
+    started = await stack.wait_for(mid, ("ready", "failed"), timeout_s=USUAL_S)
+    assert started.status is MachineStatus.READY, started.status_reason
     assert canary.changed() == {}
     uid = (home / "k" / "fifo").lstat().st_uid
     assert uid != 0
