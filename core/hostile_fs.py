@@ -17,8 +17,8 @@ root resolves there may end anywhere on the host. So root reaches into such a tr
   ``MAX_DEPTH``.
 
 What this leaves to the kernel: a machine cannot make device nodes (no ``CAP_MKNOD``) and cannot
-hard-link a host file into its home (``fs.protected_hardlinks``, and no host file is in its
-mount namespace); a device node found anyway is never opened and never given away.
+hard-link a host file into its home (what it sees of the host is on other mounts: ``EXDEV``); a
+device node found anyway is never opened and never given away.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ async def ended(settings: Settings, mid: str, provider: str) -> bool:
     return await inspect(mid) is None
 
 
-async def test_a_machine_cannot_make_a_device_node(stack: FleetClient) -> None:
+async def test_a_machine_cannot_make_a_device_node_or_a_hard_link_out(stack: FleetClient) -> None:
     await cannot_make_a_device_node(stack, "local")
 
 
@@ -101,6 +101,10 @@ async def cannot_make_a_device_node(stack: FleetClient, provider: str) -> None:
     out = await sh(stack, mid, "mknod ~/zero c 1 5; mkfifo ~/fifo && echo fifo; echo done")
     assert "Operation not permitted" in out
     assert "fifo" in out  # FIFOs it can make (the suite's other kinds)
+    # Nor a hard link to a file of the system it sees (another mount than its home).
+    out = await sh(stack, mid, "ln /usr/bin/env ~/env && echo linked; echo done")
+    assert "linked" not in out
+    assert "cross-device" in out
 
 
 async def test_give_home_on_refresh_code_and_start_follows_nothing(

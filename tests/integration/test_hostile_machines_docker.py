@@ -24,5 +24,5 @@ async def test_a_fifo_lock_and_restarts_stall_no_other_tenant(
     await fifo_lock_and_restarts(stack, settings, "docker", home_of)
 
 
-async def test_a_machine_cannot_make_a_device_node(stack: FleetClient) -> None:
+async def test_a_machine_cannot_make_a_device_node_or_a_hard_link_out(stack: FleetClient) -> None:
     await cannot_make_a_device_node(stack, "docker")
