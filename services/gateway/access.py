@@ -1,8 +1,8 @@
 """Who may touch what: the caller of a gateway method, and the records it may reach.
 
 Shared by ``api`` (instances, machines, tokens) and ``ops`` (running machines), so neither
-needs the other: ops used to get a ``live_machine`` callback from api, and the two imported
-each other through it.
+needs the other: neither imports the other, and ops needs no callback into api to reach a
+live machine.
 """
 
 from __future__ import annotations
