@@ -19,6 +19,7 @@ from contracts.events import (
     Event,
     MachineArchived,
     MachineFailed,
+    MachineProcessesEnded,
     MachineProvisioned,
     MachineReady,
     MachineStarted,
@@ -168,7 +169,14 @@ def describe(event: Event) -> str:
         detail = f".env {event.env_bytes} B, {len(event.repo_paths)} repo(s)"
     elif isinstance(event, MachineFailed):
         detail = f"at {event.stage}: {event.reason}"
-    elif isinstance(event, MachineArchived | MachineUnresponsive | MachineStopped | MachineStarted):
+    elif isinstance(
+        event,
+        MachineArchived
+        | MachineUnresponsive
+        | MachineStopped
+        | MachineProcessesEnded
+        | MachineStarted,
+    ):
         detail = event.reason
     return f"{kind:<24} {detail}".rstrip()
 

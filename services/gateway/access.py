@@ -14,7 +14,7 @@ import msgspec
 
 from contracts.errors import Conflict, Forbidden, InvalidParams, MachineStopped
 from contracts.models import Machine
-from contracts.status import TERMINAL, MachineStatus as S
+from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from contracts.validation import local_repo_path
 from providers.code_status import CodeVersions
 from services.common.sleep import START_HINT
@@ -72,10 +72,10 @@ class Access:
                 f"machine {machine_id} is {machine.status.value}",
                 data={"status": machine.status.value},
             )
-        if machine.status is S.STOPPED:
+        if machine.status in STOPPED_OR_STOPPING:
             hint = START_HINT.format(machine_id=machine_id)
             raise MachineStopped(
-                f"machine {machine_id} is stopped; {hint}",
+                f"machine {machine_id} is {machine.status.value}; {hint}",
                 data={"status": machine.status.value, "hint": hint},
             )
         if active:

@@ -17,10 +17,15 @@ import structlog
 
 from contracts.consumers import Durable
 from contracts.errors import NotFound, ProviderError
-from contracts.events import MachineProvisioned, MachineStarted, MachineStopped
-from contracts.ids import derived_event_id
+from contracts.events import (
+    MachineProcessesEnded,
+    MachineProvisioned,
+    MachineStarted,
+    MachineStopped,
+)
+from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
-from contracts.status import MachineStatus as S
+from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
 from providers.base import Provider
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
@@ -72,21 +77,37 @@ class SleepHandlers:
         try:
             machine = await self.store.get_machine(event.machine_id)
             overtaken = machine.status is S.BOOTING and not await is_asleep(self.store, machine.id)
-            if machine.status is not S.STOPPED and not overtaken:
+            if machine.status not in STOPPED_OR_STOPPING and not overtaken:
                 log.info("sleep.skipped", machine_id=machine.id, status=machine.status.value)
                 return
-            await self.put_to_sleep(machine)
+            await self.put_to_sleep(machine, event.event_id)
         finally:
             await self.store.unlock(*lock)
 
-    async def put_to_sleep(self, machine: Machine) -> None:
-        """End the machine's processes, keep its home; record that it is done."""
+    async def put_to_sleep(self, machine: Machine, cause_event_id: str) -> None:
+        """End the machine's processes, keep its home; record that it is done, and only then
+        call it stopped (a start that overtook the stop finds it booting, and it stays so)."""
         provider = self.providers.get(machine.provider)
         if provider is None:
             raise Permanent(f"no provider named {machine.provider!r} is configured")
         was_up = await provider.sleep(machine.id)
-        await mark_asleep(self.store, machine.id)
+        await self._stopped(machine, cause_event_id)
         log.info("sleep.machine_stopped", machine_id=machine.id, was_up=was_up)
+
+    async def _stopped(self, machine: Machine, cause_event_id: str) -> None:
+        """Its stop is carried out: recorded (a start waits for that), and a stopping machine
+        is stopped now, which its event says (what waits for ``stopped`` is woken by it)."""
+        await mark_asleep(self.store, machine.id)
+        reason = machine.status_reason or "stopped"
+        t = await self.store.transition(machine.id, S.STOPPED, reason)
+        if t.moved:
+            await self.bus.publish(
+                MachineProcessesEnded(
+                    event_id=derived_event_id(cause_event_id, "processes-ended"),
+                    machine_id=machine.id,
+                    reason=reason,
+                )
+            )
 
     @subscriber(
         MachineStarted, durable=Durable.PROVISIONER_START, retry_budget=_start_budget,
@@ -131,16 +152,16 @@ class SleepHandlers:
         that died in the middle of a stop, a host that ran it anyway) has it ended."""
         ended = 0
         for machine in machines:
-            if machine.status is not S.STOPPED or machine.provider not in self.providers:
+            if machine.status not in STOPPED_OR_STOPPING or machine.provider not in self.providers:
                 continue
             try:
                 lock = await self._locked(machine.id)
             except Retry:
                 continue  # being stopped (or started) by a handler right now
             try:
-                if (await self.store.get_machine(machine.id)).status is S.STOPPED:
+                if (now := await self.store.get_machine(machine.id)).status in STOPPED_OR_STOPPING:
                     was_up = await self.providers[machine.provider].sleep(machine.id)
-                    await mark_asleep(self.store, machine.id)
+                    await self._stopped(now, new_event_id())
                     ended += was_up
             except NotFound:
                 continue
