@@ -295,11 +295,11 @@ class LocalProvider:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
-    async def stop(self, machine_id: str) -> None:
+    async def remove(self, machine_id: str) -> None:
         await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
         self._reap()
 
-    async def sleep(self, machine_id: str) -> bool:
+    async def stop(self, machine_id: str) -> bool:
         """As ``stop``: the home (and the machine's uid) stay in its directory, and a stop
         never removes them here; ``start`` runs the same machine in them again."""
         was_up = await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)

@@ -17,7 +17,7 @@ from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from contracts.validation import local_repo_path
 from providers.code_status import CodeVersions
-from services.common.sleep import START_HINT
+from services.common.stop_start import START_HINT
 from services.common.store import Store
 from services.gateway.activity import ActivityClock
 

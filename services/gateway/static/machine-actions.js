@@ -22,7 +22,7 @@ const STOPPABLE = new Set([
 ]);
 
 /** Stop or Start, as the machine's status allows; its status then follows live. */
-function sleepAction(m, act) {
+function stopStartAction(m, act) {
   if (m.status === STATUS.STOPPED || m.status === STATUS.STOPPING) {
     return act("Start", "action-start", async () => {
       updateMachine(await rpc(METHODS.MACHINES_START, { machineId: m.id }));
@@ -60,7 +60,7 @@ export function machineActions(m, notices) {
   return h(
     "div.actions",
     {},
-    sleepAction(m, act),
+    stopStartAction(m, act),
     act(
       "Rebuild",
       "action-rebuild",

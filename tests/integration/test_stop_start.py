@@ -1,5 +1,5 @@
-"""Machines that sleep, ``local`` provider, every service and real daemons: stop and start
-keep the machine (home, background processes, a fresh .env), a stopped machine runs nothing
+"""Stopping and starting machines, ``local`` provider, every service and real daemons: stop and
+start keep the machine (home, background processes, a fresh .env), a stopped machine runs nothing
 and refuses daemon calls at once, auto-stop stops the idle and spares the busy, a provisioner
 SIGKILLed and restarted leaves stopped machines stopped, and redelivered stop/start events
 change nothing."""
@@ -33,7 +33,7 @@ from services.prober.autostop import idle_reason
 from services.provisioner.service import Provisioner
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_pipeline import home_of
-from tests.sleep_checks import (
+from tests.stop_checks import (
     ready_machine,
     stop_and_start_keep_the_machine,
     stopped_call_ms,
@@ -47,7 +47,7 @@ def stack_settings(settings: Settings) -> Settings:
 
 
 async def test_stop_then_start_keeps_the_machine(stack: FleetClient, settings: Settings) -> None:
-    mid = await ready_machine(stack, "sleeper")
+    mid = await ready_machine(stack, "stopper")
 
     async def home(m: str) -> Path:
         return home_of(settings, m)

@@ -2,7 +2,7 @@
 ``machines.start``) and the prober's auto-stop, so that both say it the same way.
 
 Both are compare-and-set status changes followed by an event; the provisioner does the
-provider's part on that event (``services.provisioner.sleep``). Only the call that moved the
+provider's part on that event (``services.provisioner.stop_start``). Only the call that moved the
 status publishes: a repeated stop or start is a no-op, never a second event.
 """
 
@@ -15,8 +15,8 @@ from contracts.ids import new_event_id
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
 from services.common.bus import Bus
 from services.common.store import Store
-from services.common.store_sleep import is_asleep, reset_activity, stop_pending
 from services.common.store_stages import Transition
+from services.common.store_stop import reset_activity, stop_done, stop_pending
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +34,7 @@ async def stop_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> 
         # Before the event: the provisioner sets it again once the processes are gone, and
         # a start waits for that (it must not find the old daemon still up).
         await stop_pending(store, machine_id)
-    if t.moved or (t.accepted and not await is_asleep(store, machine_id)):
+    if t.moved or (t.accepted and not await stop_done(store, machine_id)):
         await bus.publish(MachineStopped(event_id=new_event_id(), machine_id=machine_id,
                                          reason=reason))  # fmt: skip
         log.info("machine.stop_requested", machine_id=machine_id, reason=reason)
@@ -46,7 +46,7 @@ async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str) ->
     again, once its stop is carried out. Only such a one: booting also admits provisioning,
     which is a create's business."""
     status = (await store.get_machine(machine_id)).status
-    if status is S.BOOTING and await is_asleep(store, machine_id):
+    if status is S.BOOTING and await stop_done(store, machine_id):
         # A start on its way (or one whose event a dying gateway never published): publishing
         # again is harmless, the provisioner's start is idempotent.
         await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,

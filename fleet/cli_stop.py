@@ -1,4 +1,4 @@
-"""`fleet machines stop|start` and `fleet instances autostop`: machines that sleep.
+"""`fleet machines stop|start` and `fleet instances autostop`: stopping and starting machines.
 
 ``ensure_started`` is what a command that needs a running machine (a shell, a port forward)
 calls first: a stopped machine is started, and the command says so and waits.

@@ -1,4 +1,4 @@
-"""What the sleep tests check for each provider (``local`` and ``docker``): one scenario,
+"""What the stop/start tests check for each provider (``local`` and ``docker``): one scenario,
 written once, driven through the gateway against real daemons; the provider's host-side
 facts (where the home is, whether anything of the machine still runs) come from the test."""
 
