@@ -52,6 +52,8 @@ _MAX_BACKOFF_S = 30.0
 @dataclass
 class UpOptions:
     port: int = 8080
+    #: Machines' pages (services.gateway.preview); 0: a free port.
+    preview_port: int = 8081
     host: str = "127.0.0.1"
     data_dir: Path = Path(".fleet-data")
     nats_url: str | None = None
@@ -294,6 +296,8 @@ def _servers(
         default_provider=opts.provider,
         host=opts.host,
         port=opts.port,
+        preview_host=opts.host,
+        preview_port=opts.preview_port or free_port(),
         secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
         admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
     )
@@ -375,6 +379,7 @@ def _banner(
             if opts.hosts
             else ""
         )
+        + f"  previews     {settings.preview.template}   (machines' pages, not the console's)\n"
         + f"  admin token  {settings.admin_token}   (from {token_src})\n"
         f"  nats         {settings.nats_url}{'' if opts.nats_url else '   (embedded)'}\n"
         + (
