@@ -21,6 +21,7 @@ works unchanged.
 from __future__ import annotations
 
 import asyncio
+import html
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import NamedTuple
@@ -136,11 +137,21 @@ async def _spend_ticket(request: web.Request, tunnels: Tunnels, previews: Previe
     # its own origin takes any path), and the ticket's redirect must stay on this one.
     path = "/" + request.raw_path.split("?", 1)[0].lstrip("/\\")
     location = path + ("?" + urlencode(rest) if rest else "")
-    resp = web.Response(status=303, headers={"Location": location})
+    resp = _reload_page(location)
     resp.set_cookie(PREVIEW_COOKIE, cookie, path=prefix, httponly=True, samesite="Strict",
                     secure=request.secure, max_age=int(previews.session_ttl_s))  # fmt: skip
     log.info("preview.opened", machine_id=machine_id, port=port)
     return resp
+
+
+def _reload_page(location: str) -> web.Response:
+    """Sends the browser on to ``location`` by a refresh of the preview's own page, not a
+    redirect: the console is another site, and a redirect in a navigation it started stays
+    cross-site, so that the SameSite=Strict cookie set here would not go with it."""
+    link = html.escape(location)
+    body = f'<!doctype html><title>Opening the preview</title><a href="{link}">Open</a>\n'
+    headers = {"Refresh": f"0; url={location}", "Cache-Control": "no-store"}
+    return web.Response(status=200, text=body, content_type="text/html", headers=headers)
 
 
 Headers = list[tuple[bytes, bytes]]
