@@ -23,10 +23,11 @@ def test_a_host_names_one_port_of_one_machine() -> None:
         assert origin.match(host) is None, host
 
 
-@pytest.mark.parametrize("bad", ["http://{port}.preview.localhost", "ftp://{port}-{machine}.x",
-                                 "http://{port}-{machine}.x/path", "{port}-{machine}.x",
-                                 "http://{port}{port}-{machine}.x", "http://{machine}.x",
-                                 "http://{machine}-{port}.x#a", "http://{host}.x", "http://"])  # fmt: skip
+@pytest.mark.parametrize("bad", [
+    "http://{port}.preview.localhost", "ftp://{port}-{machine}.x", "http://{port}-{machine}.x/path",
+    "{port}-{machine}.x", "http://{port}{port}-{machine}.x", "http://{machine}.x",
+    "http://{machine}-{port}.x#a", "http://{host}.x", "http://",
+])  # fmt: skip
 def test_a_template_that_names_no_port_of_no_machine_stops_the_process(bad: str) -> None:
     with pytest.raises(ValueError, match="FLEET_PREVIEW_ORIGIN"):
         Settings(preview_origin=bad)
