@@ -6,7 +6,7 @@ path; any other takes the path ``/machines/<machineId>/ports/<port>/<path>``.
 
 Who: the bearer token of the API, or (for a browser) the preview cookie a single-use ticket
 from ``machines.previewTicket`` becomes (``?fleet_ticket=`` is spent, the cookie is set,
-and the browser is redirected to the same URL without it: see ``services.gateway.ports``).
+and the browser is sent on to the same URL without it: see ``services.gateway.ports``).
 Neither secret reaches the machine: the ``Authorization`` header that authenticated the request
 and the platform's cookies are taken out of what is forwarded. What the program answers is
 judged header by header in ``services.gateway.preview_policy``.

@@ -8,9 +8,9 @@ preview with a cookie's ``Domain`` or ``Path``, or to redirect the browser to an
   ``Set-Cookie`` of one from it is dropped;
 - a ``Set-Cookie`` loses its ``Domain`` (a cookie stays its preview host's) and, on a shared
   origin, its ``Path`` is taken under the preview's prefix, as the program's other paths are;
-- a ``Location`` stays on the preview (its origin, and on a shared origin its prefix): the
-  program's own ``http://localhost:<port>/...`` becomes the preview's; anywhere else is refused
-  (``BadUpstream``);
+- a ``Location`` (or ``Refresh``) stays on the preview (its origin, and on a shared origin
+  its prefix): the program's own ``http://localhost:<port>/...`` becomes the preview's;
+  anywhere else is refused (``BadUpstream``);
 - a request may carry the preview cookie more than once (a page of another preview of a shared
   parent domain can plant one): each is tried, and only one of the platform's own opens it.
 """
@@ -34,6 +34,7 @@ _ORIGIN_WIDE = frozenset({b"service-worker-allowed", b"clear-site-data"})
 #: Preview cookies tried per request: the platform sets one; more were planted.
 MAX_COOKIES_TRIED = 16
 _SECURE_PREFIXES = ("__host-", "__secure-")
+_QUOTES = "'\""
 
 
 class View(NamedTuple):
@@ -90,6 +91,8 @@ def answer_headers(raw: Iterable[tuple[bytes, bytes]], view: View) -> list[tuple
             value = kept.encode("latin-1")
         elif name == b"location":
             value = location(value.decode("latin-1"), view).encode("latin-1")
+        elif name == b"refresh":  # "5; url=...": a redirect too
+            value = _refresh(value.decode("latin-1"), view).encode("latin-1")
         out.append((name, value))
     return out
 
@@ -140,6 +143,15 @@ def location(value: str, view: View) -> str:
         raise _off_preview(value)
     return resolved + ("?" + parts.query if parts.query else "") + (
         "#" + parts.fragment if parts.fragment else "")  # fmt: skip
+
+
+def _refresh(value: str, view: View) -> str:
+    delay, sep, target = value.partition(";")
+    key, eq, url = target.strip().partition("=")
+    if not sep or not eq or key.strip().lower() != "url":
+        return delay.strip()  # a reload of the page itself
+    target_url = url.strip().strip(_QUOTES)
+    return f"{delay.strip()}; url={location(target_url, view)}"
 
 
 def remove_dot_segments(path: str) -> str:

@@ -70,6 +70,14 @@ def test_a_redirect_on_the_preview_is_kept_on_it(target: str, by_path: str, own:
     assert location(target, OWN) == own
 
 
+def test_a_refresh_is_a_redirect_too() -> None:
+    assert answer_headers([(b"refresh", b"5; url=/x")], BY_PATH) == [
+        (b"refresh", f"5; url={PREFIX}x".encode())]  # fmt: skip
+    assert answer_headers([(b"refresh", b"5")], OWN) == [(b"refresh", b"5")]
+    with pytest.raises(BadUpstream):
+        answer_headers([(b"refresh", b"0;URL='http://evil.example/'")], OWN)
+
+
 def test_a_redirect_to_the_previews_own_public_url_is_kept() -> None:
     assert location(f"http://{OWN.host}/x", OWN) == "/x"
     assert location(f"http://127.0.0.1:8081{PREFIX}x", BY_PATH) == f"{PREFIX}x"
