@@ -337,6 +337,12 @@ class _RawFeed:
         return chunk
 
 
+#: Where every preview has an origin of its own, none is shown to a browser on the listener's
+#: own address, which all previews would share (and whose host the console may share).
+_BY_PATH = ("by path, a preview takes the bearer token only: in a browser, open the url of "
+            "machines.previewTicket (an origin of the preview's own)")  # fmt: skip
+
+
 def add_tunnel_route(app: web.Application, tunnels: Tunnels, on_error: ErrorResponse,
                      bearer_of: Bearer) -> None:  # fmt: skip
     """``TUNNEL_PATH`` (a WebSocket, bearer token only) on the console's listener."""
@@ -356,8 +362,10 @@ def make_preview_app(tunnels: Tunnels, previews: PreviewSessions, on_error: Erro
 
     async def preview(request: web.Request) -> web.StreamResponse:
         async def serve() -> web.StreamResponse:
-            t = path_target(request)
-            return await serve_preview(request, tunnels, previews, bearer_of(request), t)
+            t, bearer = path_target(request), bearer_of(request)
+            if origin.host is not None and not bearer:  # no browser page on a shared origin
+                raise Unauthorized(_BY_PATH)
+            return await serve_preview(request, tunnels, previews, bearer, t)
 
         return await _guarded(request, serve(), on_error)
 
