@@ -190,7 +190,11 @@ def up(opts: UpOptions) -> int:
     """Runs until Ctrl-C or SIGTERM. A bad FLEET_* setting raises SettingsError before anything
     starts."""
     Settings.from_env()
-    if (refusal := check_sandbox(opts)) is not None:
+    if opts.preview_port == opts.port:
+        refusal: str | None = f"--preview-port {opts.port} is --port's (previews have their own)"
+    else:
+        refusal = check_sandbox(opts)
+    if refusal is not None:
         print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
         return 2
     data_dir = opts.data_dir.resolve()
