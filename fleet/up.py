@@ -26,6 +26,7 @@ from typing import Literal
 import msgspec
 
 from core.backoff import backoff_s
+from core.lifeline import Children, end_recorded
 from core.lockfile import AlreadyRunning, PidLock
 from fleet.docker_setup import prepare_sync, stop_docker_machines
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
@@ -44,6 +45,9 @@ from services.common.settings import Settings
 #: auth callout comes first: machines cannot connect without it.
 #: In the data dir, held by the running `fleet up` (its pid and start time).
 LOCK_NAME = "fleet-up.lock"
+#: In the data dir: the servers and services the running `fleet up` started (core.lifeline);
+#: still there when it starts, the `fleet up` before it ended without stopping them.
+CHILDREN_NAME = "fleet-up.children"
 SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode", "gateway")
 _HEALTHY_AFTER_S = 30.0  # a service up this long has its restart backoff reset
 _MAX_BACKOFF_S = 30.0
@@ -87,9 +91,17 @@ def read_or_create_secret(path: Path, env_var: str) -> str:
 
 class ServiceProcess:
     def __init__(
-        self, name: str, env: dict[str, str], log_dir: Path, module: str | None = None
+        self,
+        name: str,
+        env: dict[str, str],
+        log_dir: Path,
+        module: str | None = None,
+        *,
+        children: Children,
     ) -> None:
         self.name = name
+        #: What starts it: it ends with `fleet up`, however that ends.
+        self.children = children
         #: The service's package (replicas of one service have names of their own).
         self.module = module or name
         self.env = env
@@ -101,14 +113,8 @@ class ServiceProcess:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{self.module}"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+            argv = [sys.executable, "-m", f"services.{self.module}"]
+            self.proc = self.children.popen(argv, log, self.name, self.env)
         self.started_at = time.monotonic()
 
     def check(self, now: float) -> str | None:
@@ -211,8 +217,13 @@ def up(opts: UpOptions) -> int:
         return 1
     with ExitStack() as stack:  # unwinds in reverse: services, machines, then the servers
         stack.callback(lock.release)
-        servers = ServerSupervisor()  # restarts an embedded server that dies, like a service
+        children = Children(data_dir / CHILDREN_NAME)
+        stack.callback(children.forget)
+        left_by_dead_up = _end_dead_stack(children)
+        servers = ServerSupervisor(children)  # restarts a server that dies, like a service
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
+        if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
+            _stop_machines(settings, opts)
         stack.callback(_stop_machines, settings, opts)
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
@@ -225,6 +236,7 @@ def up(opts: UpOptions) -> int:
                 service_env(module, env, auth, seed, metrics.get(name, 0)) | extra,
                 data_dir / "logs",
                 module,
+                children=children,
             )
             for name, module, extra in plan
         ]
@@ -259,23 +271,24 @@ def _servers(
         auth, seed = NatsAuth.load_or_create(data_dir / "nats-auth.json")
     if opts.ha:
         password = read_or_create_secret(data_dir / "redis-password", "FLEET_REDIS_PASSWORD")
-        servers = stack.enter_context(HaServers(data_dir, auth=auth, redis_password=password))
+        servers = HaServers(data_dir, auth=auth, redis_password=password)
+        watched.watch_all(servers.labelled())
+        stack.enter_context(servers)
         nats_url, redis_url = servers.nats_url, servers.redis_url
         ha = ha_settings(servers)
-        watched.watch_all(servers.labelled())
     if nats_url is None:
         host = "127.0.0.1"
         if opts.provider == "docker":  # containers reach NATS on their network's gateway
             here = msgspec.structs.replace(Settings.from_env(), data_dir=str(data_dir))
             host, _ = prepare_sync(here, "fleet up")
         nats = NatsServer(data_dir / "nats", auth=auth, host=host)
-        nats_url = stack.enter_context(nats).url  # type: ignore[attr-defined]
         watched.watch(nats, "nats-server")
+        nats_url = stack.enter_context(nats).url  # type: ignore[attr-defined]
     if redis_url is None:  # embedded: nothing of fleetd's state is served without this password
         password = read_or_create_secret(data_dir / "redis-password", "FLEET_REDIS_PASSWORD")
         valkey = ValkeyServer(data_dir / "redis", password=password)
-        redis_url = stack.enter_context(valkey).url  # type: ignore[attr-defined]
         watched.watch(valkey, "valkey")
+        redis_url = stack.enter_context(valkey).url  # type: ignore[attr-defined]
     # Every other FLEET_* variable in the environment is honoured; flags win.
     settings = msgspec.structs.replace(
         Settings.from_env(),
@@ -323,6 +336,22 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _end_dead_stack(children: Children) -> bool:
+    """End what a `fleet up` that died on this data dir left running, and say so: True if
+    one did (its record of children is still there)."""
+    if not children.record.exists():
+        return False
+    ended = end_recorded(children.record)
+    print(
+        "fleet up: the last fleet up on this data dir ended without stopping; "
+        + (f"ended what it left running: {', '.join(ended)}" if ended else
+           "its servers and services had ended with it")
+        + "; its machines are stopped and started again",
+        flush=True,
+    )  # fmt: skip
+    return True
 
 
 def _stop_services(procs: list[ServiceProcess]) -> None:

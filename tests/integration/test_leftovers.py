@@ -1,0 +1,75 @@
+"""The end-of-session check (tests/leftovers.py, tests/conftest.py's pytest_sessionfinish):
+a session whose fixture leaks a process fails, naming it; the same session without the leak
+passes. Each is a real pytest session in a process of its own, with this suite's conftest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import procinfo
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+SESSION = """
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def worker(tmp_path: Path):
+    proc = subprocess.Popen(["sleep", "600"], cwd=tmp_path, start_new_session=True)
+    (Path(__file__).parent / "worker.pid").write_text(str(proc.pid))
+    yield proc
+    if not LEAK:
+        proc.kill()
+        proc.wait()
+
+
+def test_uses_a_worker(worker: subprocess.Popen[bytes]) -> None:
+    assert worker.poll() is None
+"""
+
+
+def run_session(tmp_path: Path, *, leak: bool) -> tuple[subprocess.CompletedProcess[str], int]:
+    where = tmp_path / ("leaky" if leak else "clean")
+    where.mkdir()
+    test = where / "test_session.py"
+    test.write_text(f"LEAK = {leak}\n" + SESSION)
+    argv = [sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider",
+            "-p", "tests.conftest", "-c", str(CHECKOUT / "pyproject.toml"),
+            "--rootdir", str(where), "--basetemp", str(where / "basetemp")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FLEET_"))}
+    done = subprocess.run(
+        argv, cwd=CHECKOUT, env=env, capture_output=True, text=True, timeout=90, check=False
+    )
+    return done, int((where / "worker.pid").read_text())
+
+
+@pytest.mark.timeout(200)
+def test_a_leaked_process_fails_the_session_and_is_named(tmp_path: Path) -> None:
+    done, pid = run_session(tmp_path, leak=True)
+    try:
+        out = done.stdout + done.stderr
+        assert done.returncode == pytest.ExitCode.TESTS_FAILED, out
+        assert "1 passed" in out, out
+        assert "this session left behind (1)" in out, out
+        assert f"process {pid}: sleep 600" in out, out
+    finally:
+        if procinfo.is_alive(pid, None):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(200)
+def test_the_same_session_without_the_leak_passes(tmp_path: Path) -> None:
+    done, pid = run_session(tmp_path, leak=False)
+    assert done.returncode == pytest.ExitCode.OK, done.stdout + done.stderr
+    assert "left behind" not in done.stdout
+    assert not procinfo.is_alive(pid, None)
