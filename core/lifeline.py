@@ -48,10 +48,16 @@ class Children:
         self.record = record
 
     def popen(
-        self, argv: list[str], log: IO[bytes], label: str, env: dict[str, str] | None = None
+        self,
+        argv: list[str],
+        log: IO[bytes],
+        label: str,
+        env: dict[str, str] | None = None,
+        sig: int = signal.SIGTERM,
     ) -> subprocess.Popen[bytes]:
+        """``argv`` started, its output to ``log``; ``sig`` when this process ends."""
         proc = subprocess.Popen(
-            die_with_parent(argv),
+            die_with_parent(argv, sig),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,

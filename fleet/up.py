@@ -114,7 +114,10 @@ class ServiceProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             argv = [sys.executable, "-m", f"services.{self.module}"]
-            self.proc = self.children.popen(argv, log, self.name, self.env)
+            # `fleet up` gone, nothing keeps a stop in order (the gateway first, the servers
+            # last): a service ends at once (JetStream redelivers what it had in flight), the
+            # servers with SIGTERM, which has them flush their stores.
+            self.proc = self.children.popen(argv, log, self.name, self.env, signal.SIGKILL)
         self.started_at = time.monotonic()
 
     def check(self, now: float) -> str | None:
