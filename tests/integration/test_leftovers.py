@@ -38,13 +38,17 @@ def test_uses_a_worker(worker: subprocess.Popen[bytes]) -> None:
 """
 
 
-def run_session(tmp_path: Path, *, leak: bool) -> tuple[subprocess.CompletedProcess[str], int]:
+def run_session(
+    tmp_path: Path, *, leak: bool, workers: str = "0"
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """The session, in one process or on xdist ``workers`` (the controller checks, once they
+    have ended)."""
     where = tmp_path / ("leaky" if leak else "clean")
     where.mkdir()
     test = where / "test_session.py"
     test.write_text(f"LEAK = {leak}\n" + SESSION)
     argv = [sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider",
-            "-p", "tests.conftest", "-c", str(CHECKOUT / "pyproject.toml"),
+            "-p", "tests.conftest", "-c", str(CHECKOUT / "pyproject.toml"), "-n", workers,
             "--rootdir", str(where), "--basetemp", str(where / "basetemp")]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FLEET_"))}
     done = subprocess.run(
@@ -54,8 +58,9 @@ def run_session(tmp_path: Path, *, leak: bool) -> tuple[subprocess.CompletedProc
 
 
 @pytest.mark.timeout(200)
-def test_a_leaked_process_fails_the_session_and_is_named(tmp_path: Path) -> None:
-    done, pid = run_session(tmp_path, leak=True)
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_leaked_process_fails_the_session_and_is_named(tmp_path: Path, workers: str) -> None:
+    done, pid = run_session(tmp_path, leak=True, workers=workers)
     try:
         out = done.stdout + done.stderr
         assert done.returncode == pytest.ExitCode.TESTS_FAILED, out
