@@ -13,7 +13,6 @@ import asyncio
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -25,7 +24,6 @@ from typing import Literal
 
 import msgspec
 
-from core.backoff import backoff_s
 from core.lifeline import Children, end_recorded
 from core.lockfile import AlreadyRunning, PidLock
 from fleet.docker_setup import prepare_sync, stop_docker_machines
@@ -33,6 +31,7 @@ from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer,
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan
 from fleet.up_servers import ServerSupervisor
+from fleet.up_services import ServiceProcess, stop_services
 from providers.cgroup import unavailable as cgroup_unavailable
 from providers.local import stop_all_local
 from providers.netns import probe as network_probe
@@ -49,8 +48,6 @@ LOCK_NAME = "fleet-up.lock"
 #: still there when it starts, the `fleet up` before it ended without stopping them.
 CHILDREN_NAME = "fleet-up.children"
 SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode", "gateway")
-_HEALTHY_AFTER_S = 30.0  # a service up this long has its restart backoff reset
-_MAX_BACKOFF_S = 30.0
 
 
 @dataclass
@@ -87,65 +84,6 @@ def read_or_create_secret(path: Path, env_var: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value
-
-
-class ServiceProcess:
-    def __init__(
-        self,
-        name: str,
-        env: dict[str, str],
-        log_dir: Path,
-        module: str | None = None,
-        *,
-        children: Children,
-    ) -> None:
-        self.name = name
-        #: What starts it: it ends with `fleet up`, however that ends.
-        self.children = children
-        #: The service's package (replicas of one service have names of their own).
-        self.module = module or name
-        self.env = env
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-        self.restarts = 0
-        self.next_start = 0.0
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            argv = [sys.executable, "-m", f"services.{self.module}"]
-            # `fleet up` gone, nothing keeps a stop in order (the gateway first, the servers
-            # last): a service ends at once (JetStream redelivers what it had in flight), the
-            # servers with SIGTERM, which has them flush their stores.
-            self.proc = self.children.popen(argv, log, self.name, self.env, signal.SIGKILL)
-        self.started_at = time.monotonic()
-
-    def check(self, now: float) -> str | None:
-        """Restart the service if it died (after its backoff). Returns a line to print."""
-        if self.proc is None or self.proc.poll() is None:
-            if self.proc is None and now >= self.next_start:
-                self.start()
-                return f"restarted {self.name} (restart #{self.restarts})"
-            return None
-        code = self.proc.returncode
-        self.proc = None
-        if now - self.started_at > _HEALTHY_AFTER_S:
-            self.restarts = 0
-        self.restarts += 1
-        delay = backoff_s(self.restarts, base=0.5, cap=_MAX_BACKOFF_S, jitter=False)
-        self.next_start = now + delay
-        return f"{self.name} exited with {code}; restarting in {delay:g}s (log: {self.log_path})"
-
-    def stop(self, timeout_s: float = 25.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # SIGTERM: consumers drain in-flight handlers, then connections close
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait_healthy(url: str, procs: list[ServiceProcess], timeout_s: float = 60.0) -> None:
@@ -243,7 +181,7 @@ def up(opts: UpOptions) -> int:
             )
             for name, module, extra in plan
         ]
-        stack.callback(_stop_services, procs)
+        stack.callback(stop_services, procs)
         for p in procs:
             p.start()
         urls = [f"http://{opts.host}:{x['FLEET_PORT']}" for _, m, x in plan if m == "gateway"]
@@ -355,11 +293,6 @@ def _end_dead_stack(children: Children) -> bool:
         flush=True,
     )  # fmt: skip
     return True
-
-
-def _stop_services(procs: list[ServiceProcess]) -> None:
-    for p in reversed(procs):
-        p.stop()
 
 
 def _stop_machines(settings: Settings, opts: UpOptions) -> None:
