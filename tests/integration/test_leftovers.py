@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core import procinfo
+from tests import leftovers
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -78,3 +79,17 @@ def test_the_same_session_without_the_leak_passes(tmp_path: Path) -> None:
     assert done.returncode == pytest.ExitCode.OK, done.stdout + done.stderr
     assert "left behind" not in done.stdout
     assert not procinfo.is_alive(pid, None)
+
+
+def test_a_process_of_another_base_temp_dir_is_not_counted(tmp_path: Path) -> None:
+    """``pytest-12`` is not ``pytest-123``: a sibling whose name only starts the same."""
+    mine, theirs = tmp_path / "pytest-12", tmp_path / "pytest-123"
+    mine.mkdir()
+    theirs.mkdir()
+    proc = subprocess.Popen(["sleep", "600"], cwd=theirs)
+    try:
+        assert leftovers.processes(mine) == []
+        assert leftovers.processes(theirs) == [f"process {proc.pid}: sleep 600"]
+    finally:
+        proc.kill()
+        proc.wait()
