@@ -4,7 +4,9 @@ Starts nats-server and valkey-server (unless --nats-url / --redis-url point at e
 then each service as its own OS process, restarting any that dies (with backoff), and any
 embedded server that dies (fleet.up_servers). Ctrl-C or
 SIGTERM stops, in order: the gateway, the stage services (each drains its in-flight work), the
-local machines' daemons, then the servers.
+local machines' daemons, then the servers. However `fleet up` ends (SIGKILL included), the
+servers and services end with it (core.lifeline); the next one on the data dir ends whatever
+of them still runs and restarts the machines the dead one left.
 """
 
 from __future__ import annotations
