@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.lifeline import die_with_parent
 from fleet.embedded import free_port
 from providers.local import exit_records
 
@@ -89,8 +90,10 @@ def start_fleet_up(
 ) -> FleetUp:
     """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")} | (env or {})
+    # A test worker that dies (a timeout, a crash) stops it as Ctrl-C would.
+    argv = [FLEET, "up", "--port", str(port), "--data-dir", str(data_dir), *extra]
     proc = subprocess.Popen(
-        [FLEET, "up", "--port", str(port), "--data-dir", str(data_dir), *extra],
+        die_with_parent(argv, signal.SIGINT),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
