@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 from core import procinfo
+from providers.docker import LABEL_STACK
 from tests import leftovers
+from tests.docker_env import docker_image, remove_containers
+
+__all__ = ["docker_image", "remove_containers"]
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +97,32 @@ def test_a_process_of_another_base_temp_dir_is_not_counted(tmp_path: Path) -> No
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_mount_under_the_base_temp_dir_is_counted(tmp_path: Path) -> None:
+    point = tmp_path / "rootfs proc"  # a space: mountinfo escapes it
+    point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "leftover", str(point)], check=True, timeout=30)
+    try:
+        assert leftovers.mounts(tmp_path) == [f"mount {point}"]
+    finally:
+        subprocess.run(["umount", str(point)], check=True, timeout=30)
+    assert leftovers.mounts(tmp_path) == []
+
+
+@pytest.mark.usefixtures("remove_containers")
+def test_a_container_of_a_stack_under_the_base_temp_dir_is_counted(
+    tmp_path: Path, docker_image: tuple[str, str]
+) -> None:
+    stack = tmp_path / "data"
+    created = subprocess.run(
+        ["docker", "create", "--label", f"{LABEL_STACK}={stack}", docker_image[1], "true"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    cid = created.stdout.strip()
+    found = leftovers.containers(tmp_path)
+    assert len(found) == 1, found
+    assert found[0].endswith(f"(created): stack {stack}"), found
+    assert leftovers.containers(tmp_path / "other") == []
+    subprocess.run(["docker", "rm", cid], capture_output=True, timeout=60, check=True)
+    assert leftovers.containers(tmp_path) == []
