@@ -86,9 +86,14 @@ def read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float = 60) 
 
 
 def start_fleet_up(
-    data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None
+    data_dir: Path,
+    port: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
 ) -> FleetUp:
-    """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``."""
+    """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``; its
+    banner within ``timeout``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")} | (env or {})
     # A test worker that dies (a timeout, a crash) stops it as Ctrl-C would.
     argv = [FLEET, "up", "--port", str(port), "--data-dir", str(data_dir), *extra]
@@ -100,7 +105,7 @@ def start_fleet_up(
         text=True,
     )
     try:
-        banner = read_until(proc, "Ctrl-C stops everything")
+        banner = read_until(proc, "Ctrl-C stops everything", timeout)
     except BaseException:
         proc.send_signal(signal.SIGINT)  # nobody else owns this process yet: never leak it
         proc.wait(60)

@@ -15,7 +15,7 @@ import pytest
 from core.lifeline import recorded
 from fleet.embedded import free_port
 from fleet.up import CHILDREN_NAME, SERVICES
-from providers.local import machine_roots
+from providers.local import STOP_GRACE_S, machine_roots
 from tests.docker_env import docker_image, inspect, remove_containers
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.waiters import still_running_after
@@ -57,7 +57,8 @@ def kill_and_start_again(up: FleetUp, ups: list[FleetUp], *extra: str) -> FleetU
     up.proc.wait()
     left = still_running_after([pid for pid, _, _ in children], GONE_WITHIN_S)
     assert left == [], [c for c in children if c[0] in left]
-    again = start_fleet_up(up.data_dir, free_port(), *extra)
+    # Before its banner, it waits for the dead stack's machines to stop (their grace is 20 s).
+    again = start_fleet_up(up.data_dir, free_port(), *extra, timeout=STOP_GRACE_S + 60)
     ups.append(again)
     assert "the last fleet up on this data dir ended without stopping" in again.banner
     assert "its servers and services had ended with it" in again.banner
