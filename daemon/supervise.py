@@ -111,7 +111,8 @@ class Supervisor:
         if self.spawned == 0:  # the machine's first daemon: the machine has just started
             env[MACHINE_BOOT_VAR] = "1"
         self.spawned += 1
-        self.current = os.posix_spawn(self.argv[0], self.argv, env)
+        # An empty mask: a daemon started after a stop was asked must still take its signals.
+        self.current = os.posix_spawn(self.argv[0], self.argv, env, setsigmask=())
         self.started_at = time.monotonic()
         _say("daemon_started", pid=self.current)
 
@@ -119,6 +120,12 @@ class Supervisor:
         if signum == signal.SIGHUP:
             self.restart_requested = True
         else:
+            # One stop is forwarded once; more are held back by the kernel: a burst of them
+            # would otherwise nest this handler until RecursionError killed the supervisor
+            # (the machine ending by signal instead of its daemon's clean stop).
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+            if self.stopping:
+                return
             self.stopping = True
         if self.current is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -216,12 +223,14 @@ def main() -> None:
     # the daemon to stop, arriving while this exits) changes nothing. Ignored, not handled:
     # the interpreter's finalization puts back the default action (death) of a handled signal,
     # never of an ignored one, and the machine would end by SIGTERM (exit 143 from bwrap).
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
     for sig in _HANDLED:
         signal.signal(sig, signal.SIG_IGN)
     raise SystemExit(code)
 
 
-_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_STOPS = (signal.SIGTERM, signal.SIGINT)
+_HANDLED = (*_STOPS, signal.SIGHUP)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ async def fifo_lock_and_restarts(
     await stack.restart_machine(bob)
     assert time.monotonic() - started < USUAL_S
     # And a stop of the hostile machine really ends it.
-    stopped = await stack.stop_machine(mallory)
+    await stack.stop_machine(mallory)
+    stopped = await stack.wait_for(mallory, ("stopped",), timeout_s=STOP_S)
     assert stopped.status is MachineStatus.STOPPED, stopped.status_reason
     await wait_until(lambda: ended(settings, mallory, provider), timeout=STOP_S)
 
@@ -120,7 +121,8 @@ async def test_give_home_on_refresh_code_and_start_follows_nothing(
     await stack.refresh_code(mid)  # installs code as root, then gives the home to the machine
     assert canary.changed() == {}
     await stack.stop_machine(mid)
-    await wait_until(lambda: ended(settings, mid, "local"), timeout=STOP_S)
+    await stack.wait_for(mid, ("stopped",), timeout_s=STOP_S)
+    assert ended(settings, mid, "local")
     await stack.start_machine(mid)  # gives the home to the machine again
     started = await stack.wait_for(mid, ("ready", "failed"), timeout_s=USUAL_S)
     assert started.status is MachineStatus.READY, started.status_reason
