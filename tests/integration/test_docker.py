@@ -17,6 +17,7 @@ import pytest
 from contracts.errors import DaemonTimeout, DaemonUnavailable
 from contracts.machine_files import CODE_SHA_FILE
 from contracts.status import MachineStatus
+from core.codestore import CODE_MOUNT
 from fleet.client import FleetClient
 from providers.docker import LABEL_INSTANCE, LABEL_MACHINE, DockerProvider
 from services.common.settings import Settings
@@ -88,13 +89,15 @@ async def test_a_docker_machine_is_a_container(
     out = await stack.exec(mid, ["sh", "-c", "hostname; id -u; cat app/README"])
     assert out.stdout == f"{info['Config']['Hostname']}\n1000\nmain\n"
     assert (await home_of(mid) / "app" / "README").read_text() == "main\n"
-    # refreshCode: the platform's code copied into the container, run by the daemon
+    # refreshCode: the platform's code in the machine's read-only code volume, run by the daemon
     refreshed = await stack.refresh_code(mid)
-    assert "copied code" in refreshed.message
+    assert f"in {CODE_MOUNT}" in refreshed.message
     sha = refreshed.to_git_sha
     assert sha
-    marker = await stack.exec(mid, ["cat", f".fleet/code/{sha}/{CODE_SHA_FILE}"])
+    marker = await stack.exec(mid, ["cat", f"{CODE_MOUNT}/{sha}/{CODE_SHA_FILE}"])
     assert marker.stdout == f"{sha}\n"
+    touch = await stack.exec(mid, ["touch", f"{CODE_MOUNT}/{sha}/x", f"{CODE_MOUNT}/current"])
+    assert touch.exit_code != 0  # read-only to the machine
 
     async def runs_it() -> bool:
         return (await stack.get_machine(mid)).daemon_git_sha == sha
