@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from core.codestore import keep_import_path
 from core.poolwire import POOL_FD_VAR
 from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
@@ -107,7 +108,7 @@ def run() -> None:
         print(f"fleet-daemon: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     # Only for this process: the programs the daemon runs must not inherit fleetd's code path.
-    os.environ.pop("PYTHONPATH", None)
+    keep_import_path(os.environ.pop("PYTHONPATH", None))
     lean_imports(settings.nats_url)
     import asyncio
 

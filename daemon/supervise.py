@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from core import procinfo
-from core.codestore import STORE_VAR, CodeUnverified, current_code
+from core.codestore import STORE_VAR, CodeUnverified, current_code, with_code
 from daemon import nodump
 from daemon.pool import pool_channel, relay_claim
 from daemon.state import MACHINE_BOOT_VAR, CorruptState, read_state
@@ -123,7 +123,7 @@ class Supervisor:
         path, sha = found
         _say("daemon_code", sha=sha[:12])
         # -P, not -I: the import path starts with the store's code, nothing of the home's.
-        return env | {"PYTHONPATH": str(path)}, nodump.python_argv("-P", "-m", "daemon")
+        return with_code(path, env), nodump.python_argv("-P", "-m", "daemon")
 
     def signal(self, signum: int, _: object) -> None:
         if signum == signal.SIGHUP:

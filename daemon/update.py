@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from contracts.errors import NotFound
-from core.codestore import STORE_VAR, CodeUnverified, current_code
+from core.codestore import STORE_VAR, CodeUnverified, current_code, with_code
 from daemon import nodump
 
 log = structlog.get_logger(__name__)
@@ -49,11 +49,6 @@ def daemon_argv() -> list[str]:
     return nodump.python_argv("-P", "-m", "daemon")
 
 
-def daemon_env(code_dir: Path, environ: dict[str, str]) -> dict[str, str]:
-    """``environ`` with the code directory first on the import path."""
-    return environ | {"PYTHONPATH": str(code_dir)}
-
-
 def exec_in_place(code_dir: Path) -> None:
     """Become a daemon running ``code_dir``: same pid, same children, same lock; the token on
     an inherited pipe."""
@@ -61,5 +56,5 @@ def exec_in_place(code_dir: Path) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     argv = daemon_argv()
-    env = nodump.token_for_exec(daemon_env(code_dir, dict(os.environ)))
+    env = nodump.token_for_exec(with_code(code_dir, dict(os.environ), started_with=True))
     os.execve(argv[0], argv, env)  # noqa: S606 - argv by design
