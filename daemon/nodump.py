@@ -30,6 +30,10 @@ from core.tokenfd import TOKEN_FD, TOKEN_FD_VAR, read_token, token_pipe
 LOADER_VAR = "FLEET_NODUMP_LOADER"
 TOKEN_VAR = "FLEET_MACHINE_TOKEN"  # noqa: S105 - a variable name
 _PR_SET_DUMPABLE = 4
+#: How a daemon of installed code is run: -P, neither the working directory nor a script's
+#: may shadow fleetd's packages; -s, nor the home's user site-packages (a ``.pth`` file there
+#: would run the machine's code inside the daemon, token and all). PYTHONPATH still counts.
+DAEMON_FLAGS = ("-s", "-P")
 _token: str | None = None
 
 

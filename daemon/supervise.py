@@ -122,8 +122,8 @@ class Supervisor:
             return env, self.argv
         path, sha = found
         _say("daemon_code", sha=sha[:12])
-        # -P, not -I: the import path starts with the store's code, nothing of the home's.
-        return with_code(path, env), nodump.python_argv("-P", "-m", "daemon")
+        # Not -I: the import path starts with the store's code (nothing of the home's).
+        return with_code(path, env), nodump.python_argv(*nodump.DAEMON_FLAGS, "-m", "daemon")
 
     def signal(self, signum: int, _: object) -> None:
         if signum == signal.SIGHUP:

@@ -21,6 +21,7 @@ import structlog
 from contracts.errors import NotFound
 from core.codestore import STORE_VAR, CodeUnverified, current_code, with_code
 from daemon import nodump
+from daemon.nodump import DAEMON_FLAGS
 
 log = structlog.get_logger(__name__)
 
@@ -45,8 +46,7 @@ def installed_code(ref: str) -> tuple[Path, str]:
 
 
 def daemon_argv() -> list[str]:
-    # -P: neither the working directory nor a script's directory may shadow fleetd's packages.
-    return nodump.python_argv("-P", "-m", "daemon")
+    return nodump.python_argv(*DAEMON_FLAGS, "-m", "daemon")
 
 
 def exec_in_place(code_dir: Path) -> None:

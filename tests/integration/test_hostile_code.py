@@ -1,8 +1,9 @@
 """A hostile machine against its own daemon's code and token: from inside the machine, as its
-user, it rewrites everything under its ``~/.fleet`` (a code directory and a ``current`` link of
-its own, the state file, the lock) and links ``~/.fleet/code`` to a directory of the host. Its
-daemon must never run its code nor show it the token, root must write nothing through its link,
-and the platform's own code refresh must still work. Both providers."""
+user, it rewrites everything under its ``~/.fleet`` (a code directory and a ``current`` link
+of its own, the state file, the lock), plants a ``.pth`` file in its user site-packages, and
+links ``~/.fleet/code`` to a directory of the host. Its daemon must never run its code nor show
+it the token, root must write nothing through its link, and the platform's own code refresh
+must still work. Both providers."""
 
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ echo eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee > code/evil/.fleet-git-sha
 ln -sfn evil code/current
 echo '{{"pid": 1, "state": "running", "successorPid": 1}}' > daemon.state.json
 rm -f daemon.lock && echo 999999 0 > daemon.lock
+for v in 3.9 3.10 3.11 3.12 3.13 3.14; do
+  mkdir -p "$HOME/.local/lib/python$v/site-packages"
+  echo "import os; open(os.path.expanduser('~/evil-ran'), 'w').write('pth')" \
+    > "$HOME/.local/lib/python$v/site-packages/evil.pth"
+done
 touch {CODE_MOUNT}/x 2>/dev/null && echo WROTE-STORE
 touch {CODE_MOUNT}/current 2>/dev/null && echo WROTE-CURRENT
 echo done
