@@ -10,6 +10,10 @@ import os
 #: The descriptor a process started with a token finds it on, and the variable that says so.
 TOKEN_FD = 3
 TOKEN_FD_VAR = "FLEET_MACHINE_TOKEN_FD"  # noqa: S105 - a variable name
+#: docker: the token's file (root's, 0400, on a read-only volume of the platform's), which the
+#: container's first process reads as root before it becomes ``RUN_AS_VAR``'s uid.
+TOKEN_FILE_VAR = "FLEET_MACHINE_TOKEN_FILE"  # noqa: S105 - a variable name
+RUN_AS_VAR = "FLEET_RUN_AS"
 _MAX_TOKEN = 4096
 
 
@@ -37,3 +41,12 @@ def read_token(fd: int) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode().strip()
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path``: never a link, never a FIFO, at most a few KiB."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        return os.read(fd, _MAX_TOKEN).decode().strip()
+    finally:
+        os.close(fd)

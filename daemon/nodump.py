@@ -25,7 +25,15 @@ import ctypes
 import os
 import sys
 
-from core.tokenfd import TOKEN_FD, TOKEN_FD_VAR, read_token, token_pipe
+from core.tokenfd import (
+    RUN_AS_VAR,
+    TOKEN_FD,
+    TOKEN_FD_VAR,
+    TOKEN_FILE_VAR,
+    read_token,
+    read_token_file,
+    token_pipe,
+)
 
 LOADER_VAR = "FLEET_NODUMP_LOADER"
 TOKEN_VAR = "FLEET_MACHINE_TOKEN"  # noqa: S105 - a variable name
@@ -63,6 +71,24 @@ def take_token() -> str | None:
     elif from_env:
         _token = from_env
     return _token
+
+
+def take_token_file_and_drop_root() -> None:
+    """A docker machine's first process starts as root (with only CAP_SETUID and CAP_SETGID):
+    read the token from its root-only file, then become the machine's user for good, before
+    anything of the machine runs. Elsewhere: nothing to do."""
+    global _token
+    path, run_as = os.environ.pop(TOKEN_FILE_VAR, None), os.environ.pop(RUN_AS_VAR, None)
+    if os.geteuid() != 0:
+        return
+    if path:
+        _token = read_token_file(path)
+    if run_as:
+        uid = int(run_as)
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)  # every capability goes with root
+        forbid_dumps()
 
 
 def keep_token(token: str) -> None:

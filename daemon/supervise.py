@@ -216,6 +216,7 @@ def end_the_machine() -> None:
 def main() -> None:
     nodump.forbid_dumps()
     nodump.take_token()  # before any of the machine's processes exists
+    nodump.take_token_file_and_drop_root()
     argv = sys.argv[1:] or nodump.python_argv("-I", "-m", "daemon")
     _become_subreaper()
     sup = Supervisor(argv)

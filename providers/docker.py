@@ -32,11 +32,20 @@ import structlog
 from contracts.errors import ProviderError
 from core.codestore import CODE_MOUNT, STORE_VAR
 from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
+from core.tokenfd import RUN_AS_VAR, TOKEN_FILE_VAR
 from core.version import git_sha
 from providers.code import resolve_sha
-from providers.docker_code import code_mount, code_volume, install as install_store, store_archive
+from providers.docker_code import (
+    TOKEN_FILE,
+    code_volume,
+    install as install_store,
+    platform_mounts,
+    secret_volume,
+    store_archive,
+    token_archive,
+)
 from providers.docker_home import home_ref_name, remember_home, stopped_home
-from providers.docker_image import MACHINE_HOME, ImageBuilder, Say
+from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
 from providers.limits import Limits, Placement, PlacementOf
 
 log = structlog.get_logger(__name__)
@@ -160,12 +169,14 @@ class DockerProvider:
         gateway = await ensure_network(self.docker, self.network)
         self.check_nats_reachable(gateway)
         place = await self.placement_of(machine_id)
-        config = self.container_config(machine_id, token, image, place, volume, hostname)
+        config = self.container_config(machine_id, image, place, volume, hostname)
         try:
             if volume == volume_name(machine_id):
                 await self.docker.volumes.create(  # type: ignore[no-untyped-call]
                     {"Name": volume, "Labels": {LABEL_MACHINE: machine_id, LABEL_STACK: self.stack}}
                 )
+            # The token: a root-only file the supervisor reads, never the container's env.
+            await install_store(self.docker, image, secret_volume(volume), token_archive(token))
             c = await self.docker.containers.create(config, name=container_name(machine_id))
             await c.start()
         except aiodocker.DockerError as exc:
@@ -198,10 +209,9 @@ class DockerProvider:
             )
 
     def container_config(
-        self, machine_id: str, token: str, image: str, place: Placement, volume: str = "",
-        hostname: str = "",
-    ) -> dict[str, Any]:  # fmt: skip
-        env = {"FLEET_MACHINE_ID": machine_id, "FLEET_MACHINE_TOKEN": token}
+        self, machine_id: str, image: str, place: Placement, volume: str = "", hostname: str = ""
+    ) -> dict[str, Any]:
+        env = {"FLEET_MACHINE_ID": machine_id, TOKEN_FILE_VAR: TOKEN_FILE}
         labels = {LABEL_MACHINE: machine_id, LABEL_INSTANCE: place.instance_id}
         volume = volume or volume_name(machine_id)
         hostname = hostname or f"fleet-{machine_id[-12:]}"
@@ -223,12 +233,17 @@ class DockerProvider:
             "FLEET_NATS_URL": self._nats_url,
             "FLEET_GIT_SHA": self._environ.get("FLEET_GIT_SHA") or git_sha() or "",
             STORE_VAR: CODE_MOUNT,
+            RUN_AS_VAR: str(MACHINE_UID),
         }
         lim = place.limits
         return {
             "Image": image,
             "Hostname": hostname,
             "Env": [f"{k}={v}" for k, v in env.items()],
+            # Root with CAP_SETUID and CAP_SETGID only, for the supervisor to read the token's
+            # file and become the machine's user (RUN_AS_VAR) before anything else runs; every
+            # process of the machine then has no capability at all.
+            "User": "0:0",
             "Labels": {**labels, LABEL_STACK: self.stack},
             "HostConfig": {
                 # No docker-init: it would hold the token in a dumpable environment. The
@@ -236,7 +251,9 @@ class DockerProvider:
                 # it reaps every orphan and handles SIGHUP/SIGTERM itself.
                 "Init": False,
                 "Privileged": False,
+                # Root's two, for the supervisor to become the machine's user (see "User").
                 "CapDrop": ["ALL"],
+                "CapAdd": ["SETUID", "SETGID"],
                 "SecurityOpt": ["no-new-privileges"],
                 "Memory": lim.memory_mb * 1024 * 1024,
                 "MemorySwap": lim.memory_mb * 1024 * 1024,
@@ -247,7 +264,8 @@ class DockerProvider:
                 # The code the platform installs: read-only, beside the home (docker_code.py).
                 "Mounts": [
                     {"Type": "volume", "Source": volume, "Target": MACHINE_HOME},
-                    code_mount(volume),
+                    # The code and the token: the platform's, read-only (docker_code.py).
+                    *platform_mounts(volume),
                 ],
                 # The system is read-only; the home (its volume) and /tmp are the machine's.
                 "ReadonlyRootfs": True,
@@ -315,7 +333,7 @@ class DockerProvider:
             raise ProviderError(f"machine {machine_id} has no container")
         sha = await asyncio.to_thread(resolve_sha, self._code_repo, target_ref)
         body = await asyncio.to_thread(store_archive, self._code_repo, sha)
-        await install_store(self.docker, await self.image(), homes[0], body)
+        await install_store(self.docker, await self.image(), code_volume(homes[0]), body)
         return f"installed code {sha[:12]} in {CODE_MOUNT}"
 
     async def daemon_pid(self, machine_id: str) -> int | None:
@@ -343,9 +361,9 @@ async def remove_volume(docker: aiodocker.Docker, name: str) -> None:
 
 
 async def remove_home(docker: aiodocker.Docker, name: str) -> None:
-    """A home volume and the code volume beside it."""
-    await remove_volume(docker, name)
-    await remove_volume(docker, code_volume(name))
+    """A home volume and the platform's volumes beside it."""
+    for each in (name, code_volume(name), secret_volume(name)):
+        await remove_volume(docker, each)
 
 
 def _daemon_of(top: Mapping[str, Any]) -> int | None:

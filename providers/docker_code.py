@@ -1,8 +1,10 @@
-"""A docker machine's code store (core/codestore.py): a volume beside its home volume
-(``<home volume>-code``), mounted read-only at ``CODE_MOUNT``, owned by root. The platform
-writes it through a container of its own that is created, never started, with the volume
-mounted read-write (``put_archive``: the engine unpacks it, on any engine, local or remote);
-the machine's container never has it writable."""
+"""A docker machine's volumes of the platform's, beside its home volume, owned by root and
+mounted read-only: its code store (core/codestore.py, ``<home volume>-code`` at
+``CODE_MOUNT``) and its token (``<home volume>-secret``: one file, 0400, that only the
+supervisor reads, as root, before it becomes the machine's user; daemon/nodump.py). The
+platform writes them through a container of its own that is created, never started, with the
+volume mounted read-write (``put_archive``: the engine unpacks it, on any engine, local or
+remote); the machine's container never has them writable."""
 
 from __future__ import annotations
 
@@ -22,13 +24,37 @@ from providers.code import unpack
 _INSTALL_AT = "/code"
 
 
+#: Where a machine's container has its token file (root's, 0400).
+SECRET_MOUNT = "/run/fleet/secret"  # noqa: S105 - a path
+TOKEN_FILE = f"{SECRET_MOUNT}/token"
+
+
 def code_volume(home_volume: str) -> str:
     return f"{home_volume}-code"
 
 
-def code_mount(home_volume: str) -> dict[str, Any]:
-    return {"Type": "volume", "Source": code_volume(home_volume), "Target": CODE_MOUNT,
-            "ReadOnly": True}  # fmt: skip
+def secret_volume(home_volume: str) -> str:
+    return f"{home_volume}-secret"
+
+
+def platform_mounts(home_volume: str) -> list[dict[str, Any]]:
+    """The code store and the token's volume, read-only."""
+    return [
+        {"Type": "volume", "Source": name, "Target": target, "ReadOnly": True}
+        for name, target in ((code_volume(home_volume), CODE_MOUNT),
+                             (secret_volume(home_volume), SECRET_MOUNT))
+    ]  # fmt: skip
+
+
+def token_archive(token: str) -> bytes:
+    """A tar of the one file ``token``: root's, readable by root only."""
+    out = io.BytesIO()
+    data = token.encode()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = _root(tarfile.TarInfo("token"))
+        info.size, info.mode = len(data), 0o400
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def store_archive(repo: Path, sha: str) -> bytes:
@@ -52,10 +78,10 @@ def _root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-async def install(docker: aiodocker.Docker, image: str, home_volume: str, body: bytes) -> None:
-    """Unpack ``body`` (``store_archive``) into the store of the machine whose home is
-    ``home_volume``."""
-    mount = {"Type": "volume", "Source": code_volume(home_volume), "Target": _INSTALL_AT}
+async def install(docker: aiodocker.Docker, image: str, volume: str, body: bytes) -> None:
+    """Unpack ``body`` (``store_archive``, ``token_archive``) into ``volume`` (``code_volume``
+    or ``secret_volume`` of a machine's home volume)."""
+    mount = {"Type": "volume", "Source": volume, "Target": _INSTALL_AT}
     config: dict[str, Any] = {
         "Image": image,
         "Cmd": ["true"],
@@ -65,10 +91,10 @@ async def install(docker: aiodocker.Docker, image: str, home_volume: str, body: 
     try:
         helper = await docker.containers.create(config)
     except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot install code: {exc.message}") from None
+        raise ProviderError(f"docker: cannot write {volume}: {exc.message}") from None
     try:
         await helper.put_archive(_INSTALL_AT, body)  # type: ignore[no-untyped-call]
     except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot install code: {exc.message}") from None
+        raise ProviderError(f"docker: cannot write {volume}: {exc.message}") from None
     finally:
         await helper.delete(force=True)

@@ -79,7 +79,19 @@ async def test_a_docker_machine_is_a_container(
     host = info["HostConfig"]
     assert host["Privileged"] is False
     assert host["CapDrop"] == ["ALL"]
-    assert not host["CapAdd"]
+    # Only to become uid 1000 once the token's root-only file is read: every process then has
+    # none, uid 1000 (the first included), and the token is in no environment.
+    assert sorted(host["CapAdd"]) == ["SETGID", "SETUID"]
+    assert not [e for e in info["Config"]["Env"] if e.startswith("FLEET_MACHINE_TOKEN=")]
+    ids = await stack.exec(
+        mid, ["sh", "-c", "grep -h '^Uid\\|^CapEff' /proc/[0-9]*/status | sort -u"]
+    )
+    assert ids.stdout.split("\n")[:-1] == [
+        "CapEff:\t0000000000000000",
+        "Uid:\t1000\t1000\t1000\t1000",
+    ]
+    denied = await stack.exec(mid, ["cat", "/run/fleet/secret/token"])
+    assert denied.exit_code != 0
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["Memory"] == settings.machine_memory_mb * 1024 * 1024
     assert host["PidsLimit"] == settings.machine_pids
