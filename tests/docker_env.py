@@ -19,6 +19,7 @@ import pytest
 from fleet.docker_setup import prepare
 from fleet.embedded import NatsServer
 from providers.docker import LABEL_MACHINE, LABEL_STACK, container_name, volume_name
+from providers.docker_image import MACHINE_HOME
 from services.common.settings import Settings
 
 
@@ -111,7 +112,8 @@ async def home_of(machine_id: str) -> Path:
     async with aiodocker.Docker() as docker:
         # A claimed warm-pool container's home is the pool's volume: the one it mounts.
         info = await docker_json(docker, f"containers/{container_name(machine_id)}/json")
-        mounted = [m["Name"] for m in (info or {}).get("Mounts") or [] if m.get("Name")]
+        mounted = [m["Name"] for m in (info or {}).get("Mounts") or []
+                   if m.get("Name") and m.get("Destination") == MACHINE_HOME]  # fmt: skip
         name = mounted[0] if mounted else volume_name(machine_id)
         vol = await docker_json(docker, f"volumes/{name}")
     assert vol is not None, f"no home volume for {machine_id}"
