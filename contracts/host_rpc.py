@@ -28,7 +28,7 @@ class RestartResult(Result, kw_only=True):
 
 
 class InstallCodeResult(Result, kw_only=True):
-    #: What the provider did ("installed code 0123456789ab in ~/.fleet/code").
+    #: What the provider did ("installed code 0123456789ab in /run/fleet/code").
     message: str
 
 

@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from core.codestore import keep_import_path
 from core.poolwire import POOL_FD_VAR
 from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
@@ -92,20 +93,22 @@ def run() -> None:
     from daemon import nodump
 
     nodump.forbid_dumps()  # the loader did it already where there is one (see there)
-    nodump.take_token_fd()
+    nodump.take_token()  # from its pipe: never in our environment, nor our children's
     if POOL_FD_VAR in os.environ:  # a pooled machine: imports first, then wait to be claimed
         lean_imports(os.environ.get("FLEET_NATS_URL", ""))
         from daemon.pool import await_identity
 
         await_identity(os.environ)
+    token = nodump.token()
     try:
-        settings = DaemonSettings.from_env()
+        settings = DaemonSettings.from_env(
+            {**os.environ, **({nodump.TOKEN_VAR: token} if token else {})}
+        )
     except ValueError as exc:
         print(f"fleet-daemon: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     # Only for this process: the programs the daemon runs must not inherit fleetd's code path.
-    os.environ.pop("PYTHONPATH", None)
-    os.environ.pop("FLEET_HANDOVER_FROM", None)
+    keep_import_path(os.environ.pop("PYTHONPATH", None))
     lean_imports(settings.nats_url)
     import asyncio
 

@@ -32,15 +32,15 @@ from contracts.daemon_files import (
 )
 from contracts.errors import FileNotFound, FileTooLarge, InvalidParams, NotText, WrongFileKind
 from contracts.jsonrpc import Router
-from contracts.machine_files import CODE_DIR, FLEET_DIR, LOCK_FILE, STATE_FILE
+from contracts.machine_files import FLEET_DIR, LOCK_FILE, STATE_FILE
 from daemon import homefs
 from daemon.homefs import Found, Swapped, fs_error, retrying
 
 _ENCODER = msgspec.json.Encoder()
 #: Read a file: never follow a link at the end (the walk did), never block on a FIFO.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-#: What a remove may not take from under the daemon: its own configuration, code and state.
-_PROTECTED = (FLEET_DIR, CODE_DIR, LOCK_FILE, STATE_FILE)
+#: What a remove may not take from under the daemon: its own configuration and state.
+_PROTECTED = (FLEET_DIR, LOCK_FILE, STATE_FILE)
 #: Where the streamed download lives, for the FileTooLarge message.
 _DOWNLOAD_HINT = (
     "download it as a stream: `fleet machines cp MACHINE:PATH LOCAL`, "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import time
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -15,7 +14,7 @@ import structlog
 from core import procinfo
 from core.lockfile import DaemonLock
 from core.version import git_sha, package_version
-from daemon import takeover, update
+from daemon import takeover
 from daemon.control import ControlServer
 from daemon.procs import ProcessManager
 from daemon.scheduler import Scheduler
@@ -76,7 +75,7 @@ class Lifecycle:
         # A daemon already running: one that is handing over to us (it started us), else one
         # we take over from if we are newer (takeover.ask_holder raises if we are not).
         mine = (self.state.version, self.state.git_sha)
-        handover_from = self.settings.handover_from or takeover.ask_holder(self.home, mine)
+        handover_from = takeover.ask_holder(self.home, mine)
         self.lock.acquire(handover_from=handover_from)
         try:
             self._take_over(load_state(self.home))
@@ -121,11 +120,10 @@ class Lifecycle:
         self.state.processes = self.procs.records()
         save_state(self.home, self.state)
 
-    def beat(self) -> Path | None:
-        """At every heartbeat: record it, and return newer installed code, if any."""
+    def beat(self) -> None:
+        """At every heartbeat: record it."""
         self.state.last_heartbeat = time.time()
         self.save()
-        return update.newer_code(self.home)
 
     def _cron_ran(self, name: str, run: CronRun) -> None:
         self.state.cron[name] = run

@@ -7,9 +7,13 @@ never has) when the target is *non-dumpable*. ``prctl(PR_SET_DUMPABLE, 0)`` at s
 a window (every exec resets it, and a machine can kill its daemon to get a fresh one), so the
 provider also starts the supervisor and the daemon through an execute-only copy of the dynamic
 loader (``FLEET_NODUMP_LOADER``): an exec of a file its caller cannot read makes the process
-non-dumpable from its first instruction. The token reaches the supervisor on a pipe
-(``FLEET_MACHINE_TOKEN_FD``) that it reads before any of the machine's processes exists, so it
-is never in the environment of bwrap's init or the container's first process either.
+non-dumpable from its first instruction.
+
+The token is never in an environment or a file: it reaches the supervisor on a pipe
+(``FLEET_MACHINE_TOKEN_FD``, core/tokenfd.py) that it reads before any of the machine's
+processes exists, and the supervisor hands it to each daemon it starts, and a daemon to the
+code it re-executes into (daemon.selfUpdate), on a pipe of its own. Every process keeps it in
+memory only (``token()``).
 
 Standard library only: the supervisor imports this.
 """
@@ -21,10 +25,24 @@ import ctypes
 import os
 import sys
 
+from core.tokenfd import (
+    RUN_AS_VAR,
+    TOKEN_FD,
+    TOKEN_FD_VAR,
+    TOKEN_FILE_VAR,
+    read_token,
+    read_token_file,
+    token_pipe,
+)
+
 LOADER_VAR = "FLEET_NODUMP_LOADER"
-TOKEN_FD_VAR = "FLEET_MACHINE_TOKEN_FD"  # noqa: S105 - a variable name
 TOKEN_VAR = "FLEET_MACHINE_TOKEN"  # noqa: S105 - a variable name
 _PR_SET_DUMPABLE = 4
+#: How a daemon of installed code is run: -P, neither the working directory nor a script's
+#: may shadow fleetd's packages; -s, nor the home's user site-packages (a ``.pth`` file there
+#: would run the machine's code inside the daemon, token and all). PYTHONPATH still counts.
+DAEMON_FLAGS = ("-s", "-P")
+_token: str | None = None
 
 
 def forbid_dumps() -> bool:
@@ -42,17 +60,67 @@ def python_argv(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def take_token_fd() -> None:
-    """Read the token from the descriptor the provider gave us, close it, and keep the token
-    in this process's environment for the daemons it starts (non-dumpable themselves)."""
+def take_token() -> str | None:
+    """The token from the descriptor we were given (closed then), else from our environment
+    (a daemon an operator runs by hand); out of ``os.environ`` either way, kept in memory."""
+    global _token
     raw = os.environ.pop(TOKEN_FD_VAR, None)
-    if raw is None:
+    from_env = os.environ.pop(TOKEN_VAR, None)
+    if raw is not None:
+        _token = read_token(int(raw))
+    elif from_env:
+        _token = from_env
+    return _token
+
+
+def take_token_file_and_drop_root() -> None:
+    """A docker machine's first process starts as root (with only CAP_SETUID and CAP_SETGID):
+    read the token from its root-only file, then become the machine's user for good, before
+    anything of the machine runs. Elsewhere: nothing to do."""
+    global _token
+    path, run_as = os.environ.pop(TOKEN_FILE_VAR, None), os.environ.pop(RUN_AS_VAR, None)
+    if os.geteuid() != 0:
         return
-    fd = int(raw)
-    chunks = []
-    try:
-        while chunk := os.read(fd, 4096):
-            chunks.append(chunk)
-    finally:
+    if path:
+        _token = read_token_file(path)
+    if run_as:
+        uid = int(run_as)
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)  # every capability goes with root
+        forbid_dumps()
+
+
+def keep_token(token: str) -> None:
+    """A pooled machine's: the token its claim brought."""
+    global _token
+    _token = token
+
+
+def token() -> str | None:
+    return _token
+
+
+def token_handed(env: dict[str, str]) -> tuple[dict[str, str], list[tuple[int, int, int]]]:
+    """``env`` and the posix_spawn file actions that give a child our token on its pipe
+    (``TOKEN_FD``); the pipe's read end stays open in this process until ``close_handed``."""
+    env = {k: v for k, v in env.items() if k not in (TOKEN_VAR, TOKEN_FD_VAR)}
+    if _token is None:
+        return env, []
+    fd = token_pipe(_token)
+    return env | {TOKEN_FD_VAR: str(TOKEN_FD)}, [(os.POSIX_SPAWN_DUP2, fd, TOKEN_FD)]
+
+
+def close_handed(actions: list[tuple[int, int, int]]) -> None:
+    for _, fd, _ in actions:
         os.close(fd)
-    os.environ[TOKEN_VAR] = b"".join(chunks).decode().strip()
+
+
+def token_for_exec(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for an exec of this process: our token on an inherited pipe."""
+    env = {k: v for k, v in env.items() if k not in (TOKEN_VAR, TOKEN_FD_VAR)}
+    if _token is None:
+        return env
+    fd = token_pipe(_token)
+    os.set_inheritable(fd, True)
+    return env | {TOKEN_FD_VAR: str(fd)}

@@ -44,6 +44,7 @@ from core.poolwire import (
     parse_identity,
     read_line,
 )
+from daemon import nodump
 
 __all__ = ["POOL_FD_VAR", "await_identity", "pool_channel", "pool_socket", "relay_claim"]
 
@@ -74,8 +75,14 @@ def await_identity(environ: os._Environ[str]) -> bool:
             identity = parse_identity(read_line(sock))
         except (PoolClosed, OSError):
             raise SystemExit(0) from None
-    environ.update(identity)
+    take_identity(identity, environ)
     return True
+
+
+def take_identity(identity: dict[str, str], environ: dict[str, str] | os._Environ[str]) -> None:
+    """The machine id into ``environ``; the token into memory only (daemon/nodump.py)."""
+    nodump.keep_token(identity.pop(nodump.TOKEN_VAR))
+    environ.update(identity)
 
 
 def _prewarm(environ: os._Environ[str]) -> None:
@@ -174,8 +181,9 @@ def pool_channel(environ: os._Environ[str]) -> Channel | None:
 def relay_claim(provider: Channel, spawn: Callable[[], object]) -> bool:
     """The supervisor's side: start the daemon (``spawn``) on a socketpair of our own, relay
     its ``up`` to the provider and the provider's identity to it. True once handed over
-    (``os.environ`` then has the identity, for the daemons started later: a restart, a
-    handover); False if the provider or the daemon went first (the machine should end)."""
+    (``os.environ`` then has the machine id and daemon/nodump.py the token, for the daemons
+    started later: a restart, a handover); False if the provider or the daemon went first
+    (the machine should end)."""
     # The daemon and what it runs get the environment of a cold machine's: no pool slot.
     os.environ.pop(POOL_SLOT_VAR, None)
     ours, theirs = socket.socketpair()
@@ -193,7 +201,7 @@ def relay_claim(provider: Channel, spawn: Callable[[], object]) -> bool:
         provider.close()
     if identity is None:
         return False
-    os.environ.update(identity)
+    take_identity(identity, os.environ)
     return True
 
 

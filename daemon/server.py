@@ -250,20 +250,8 @@ class Daemon:
             except nats.errors.Error as exc:
                 log.debug("daemon.heartbeat_failed", error=repr(exc))
             if self._life is not None and not self.stopped.is_set():
-                self._check_code(self._life.beat())
+                self._life.beat()
             await asyncio.sleep(self.settings.heartbeat_s)
-
-    def _check_code(self, newer: Path | None) -> None:
-        """Newer code installed than we run: start a daemon of it and hand over to it."""
-        if newer is None:
-            return
-        try:
-            pid = update.spawn_successor(newer)
-        except OSError as exc:
-            log.error("daemon.handover_failed", code=str(newer), error=str(exc))
-            return
-        assert self._life is not None
-        self._life.hand_over_to(pid, f"it runs {newer.name[:12]}")
 
     async def _on_request(self, msg: Msg) -> None:
         try:  # authenticate the raw bytes before parsing anything
@@ -390,12 +378,11 @@ class Daemon:
     async def _self_update(self, params: SelfUpdateParams, _: None) -> SelfUpdateResult:
         """Switch to the installed code at targetRef and re-execute in place after answering
         (same pid: background processes stay our children and keep running)."""
-        life = self._lifecycle()
-        code_dir, sha = update.installed_code(life.home, params.target_ref)
+        self._lifecycle()
+        code_dir, sha = await asyncio.to_thread(update.installed_code, params.target_ref)
         running = git_sha()
         if sha == running:
             return SelfUpdateResult(restarting=False, from_git_sha=running, to_git_sha=sha)
-        update.activate(life.home, code_dir)
         # Stopping waits for in-flight requests, this one included: the answer goes out first.
         self.request_stop(f"self-update from {running} to {sha}", "exec", code_dir)
         return SelfUpdateResult(restarting=True, from_git_sha=running, to_git_sha=sha)

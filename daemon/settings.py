@@ -24,8 +24,6 @@ class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):
     #: A signed request issued more than this before the daemon started is refused (its id
     #: may have been seen by the previous daemon); room for the clocks' difference.
     boot_skew_s: float = 2.0
-    #: Set by a daemon handing over to this one: its pid (we wait for it to let go).
-    handover_from: int | None = None
     env: str = "dev"
     log_level: str = "info"
 

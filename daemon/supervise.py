@@ -3,12 +3,15 @@
 - A daemon that dies (a signal, a non-zero exit) is started again at once, with a short
   backoff when it keeps dying; the new daemon re-adopts the background processes from its
   state file.
+- Each daemon runs the code the platform recorded as current in the machine's code store
+  (read-only to the machine, checked against its digest: core/codestore.py), else the code
+  this supervisor was started with; it gets the token on a pipe (daemon/nodump.py).
 - A daemon that hands over to a successor exits 0 with the successor running: the successor
-  becomes the one watched. Its own successor (newer code on disk) carries FLEET_HANDOVER_FROM;
-  one that took over (a newer daemon started by anyone on the machine, daemon/takeover.py) is
-  named in the state file (``successorPid``, or the ``pid`` that has since replaced it). It is
-  our child once its parent is gone (we are the machine's child subreaper, so every orphan of
-  the machine comes back to us to be reaped); until then we poll it.
+  becomes the one watched. One that took over (a newer daemon started by anyone on the
+  machine, daemon/takeover.py) is named in the state file (``successorPid``, or the ``pid``
+  that has since replaced it). It is our child once its parent is gone (we are the machine's
+  child subreaper, so every orphan of the machine comes back to us to be reaped); until then
+  we poll it.
 - A daemon that stops on request (exit 0, no successor) ends the supervisor, and with it the
   machine (in the sandbox, the pid namespace ends with its init).
 - SIGTERM/SIGINT: forwarded to the daemon, then we stop when it has. SIGHUP: restart the
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 from core import procinfo
+from core.codestore import STORE_VAR, CodeUnverified, current_code, with_code
 from daemon import nodump
 from daemon.pool import pool_channel, relay_claim
 from daemon.state import MACHINE_BOOT_VAR, CorruptState, read_state
@@ -34,7 +38,6 @@ _PR_SET_CHILD_SUBREAPER = 36
 _MAX_BACKOFF_S = 2.0
 _HEALTHY_AFTER_S = 30.0  # a daemon up this long has its restart backoff reset
 _POLL_S = 0.2  # how often a watched daemon that is not our child is looked at
-HANDOVER_VAR = "FLEET_HANDOVER_FROM"
 #: Set by the provider inside a sandbox (``providers.sandbox.SANDBOXED_VAR``: the daemon may
 #: not import providers).
 SANDBOXED_VAR = "FLEET_SANDBOXED"
@@ -51,20 +54,6 @@ def _become_subreaper() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def successor_of(pid: int) -> int | None:
-    """A live daemon started by ``pid`` to take over from it (handover), if any. A
-    non-dumpable one (daemon/nodump.py) hides its environment: ``taker_of`` finds it."""
-    marker = f"{HANDOVER_VAR}={pid}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            if marker in environ and procinfo.state(int(entry.name)) not in (None, "Z"):
-                return int(entry.name)
-    return None
 
 
 def _home() -> Path:
@@ -111,10 +100,32 @@ class Supervisor:
         if self.spawned == 0:  # the machine's first daemon: the machine has just started
             env[MACHINE_BOOT_VAR] = "1"
         self.spawned += 1
-        # An empty mask: a daemon started after a stop was asked must still take its signals.
-        self.current = os.posix_spawn(self.argv[0], self.argv, env, setsigmask=())
+        env, argv = self.code(env)
+        env, give_token = nodump.token_handed(env)
+        try:
+            # An empty mask: a daemon started after a stop was asked must still take signals.
+            self.current = os.posix_spawn(argv[0], argv, env, file_actions=give_token,
+                                          setsigmask=())  # fmt: skip
+        finally:
+            nodump.close_handed(give_token)
         self.started_at = time.monotonic()
         _say("daemon_started", pid=self.current)
+
+    def code(self, env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+        """The environment and argv of a daemon of the platform's current code, if the store
+        has one that checks out; else of the code we were started with."""
+        store = env.get(STORE_VAR)
+        try:
+            found = current_code(Path(store)) if store else None
+        except CodeUnverified as exc:
+            _say("code_refused", reason=repr(str(exc)))
+            found = None
+        if found is None:
+            return env, self.argv
+        path, sha = found
+        _say("daemon_code", sha=sha[:12])
+        # Not -I: the import path starts with the store's code (nothing of the home's).
+        return with_code(path, env), nodump.python_argv(*nodump.DAEMON_FLAGS, "-m", "daemon")
 
     def signal(self, signum: int, _: object) -> None:
         if signum == signal.SIGHUP:
@@ -133,7 +144,7 @@ class Supervisor:
 
     def on_exit(self, pid: int, code: int) -> bool:
         """The watched daemon ended; False when the supervisor should end too."""
-        successor = successor_of(pid) or taker_of(pid, self.home)
+        successor = taker_of(pid, self.home)
         if successor is not None:
             _say("daemon_handed_over", old=pid, new=successor)
             self.current = successor
@@ -212,7 +223,8 @@ def end_the_machine() -> None:
 
 def main() -> None:
     nodump.forbid_dumps()
-    nodump.take_token_fd()  # before any of the machine's processes exists
+    nodump.take_token()  # before any of the machine's processes exists
+    nodump.take_token_file_and_drop_root()
     argv = sys.argv[1:] or nodump.python_argv("-I", "-m", "daemon")
     _become_subreaper()
     sup = Supervisor(argv)

@@ -1,103 +1,60 @@
-"""Daemon code on the machine: which code is installed, which one runs, and switching.
+"""Daemon code on the machine: which code the platform installed, and switching to it.
 
-``~/.fleet/code/<sha>/`` holds one commit's code (put there by the provider, see
-providers/code.py) and ``~/.fleet/code/current`` names the one to run. A daemon
-switches in two ways: ``daemon.selfUpdate`` re-executes itself in place (same pid, so its
-background processes stay its children), and a daemon that notices at a heartbeat that
-``current`` is not what it runs hands over to a new daemon process of that code.
+The platform installs each commit's code in the machine's code store (core/codestore.py),
+which the machine sees read-only at ``FLEET_CODE_STORE``, and records there which commit is
+current. ``daemon.selfUpdate`` (a signed request of the platform) re-executes the daemon in
+place (same pid, so its background processes stay its children) into that code, once checked
+against the platform's record; the supervisor starts every later daemon of the machine from it
+too (daemon/supervise.py). Nothing the machine writes (its home, ``~/.fleet``) decides which
+code runs, and the token goes to the new code on a pipe (daemon/nodump.py), never in its
+environment.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from pathlib import Path
 
 import structlog
 
 from contracts.errors import NotFound
-from contracts.machine_files import CODE_CURRENT, CODE_DIR, CODE_SHA_FILE
-from core.version import SOURCE_ROOT, git_sha
+from core.codestore import STORE_VAR, CodeUnverified, current_code, with_code
 from daemon import nodump
+from daemon.nodump import DAEMON_FLAGS
 
 log = structlog.get_logger(__name__)
 
-#: Set in a daemon started by a handover: the pid of the daemon it takes over from.
-HANDOVER_VAR = "FLEET_HANDOVER_FROM"
+
+def code_store(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path | None:
+    """The machine's code store, as its provider named it; None: no code installed here."""
+    named = environ.get(STORE_VAR)
+    return Path(named) if named else None
 
 
-def installed_code(home: Path, ref: str) -> tuple[Path, str]:
-    """The code directory for ``ref`` (a SHA or an unambiguous prefix) and its full SHA."""
-    root = home / CODE_DIR
-    candidates = [p for p in root.glob(f"{ref}*") if (p / CODE_SHA_FILE).is_file()]
-    if len(candidates) != 1:
-        what = "is not installed" if not candidates else "is ambiguous"
-        raise NotFound(f"code {ref!r} {what} under ~/{CODE_DIR} on this machine")
-    path = candidates[0]
-    return path, (path / CODE_SHA_FILE).read_text().strip()
-
-
-def current_code(home: Path) -> tuple[Path, str] | None:
-    """What ``~/.fleet/code/current`` points at, if anything complete."""
-    link = home / CODE_CURRENT
+def installed_code(ref: str) -> tuple[Path, str]:
+    """The code directory for ``ref`` (a SHA or a prefix of one) and its full SHA: only the
+    code the platform installed and recorded as current, its tree checked."""
+    store = code_store()
     try:
-        target = link.resolve(strict=True)
-        return target, (target / CODE_SHA_FILE).read_text().strip()
-    except OSError:
-        return None
-
-
-def activate(home: Path, code_dir: Path) -> None:
-    """Point ``current`` at ``code_dir`` atomically (a new symlink renamed over the old)."""
-    link = home / CODE_CURRENT
-    tmp = link.with_name(f".current-{secrets.token_hex(4)}")
-    os.symlink(code_dir.name, tmp)
-    os.replace(tmp, link)
-
-
-def newer_code(home: Path) -> Path | None:
-    """The installed ``current`` code if it is not the code this process runs."""
-    found = current_code(home)
+        found = current_code(store, ref) if store is not None else None
+    except CodeUnverified as exc:
+        raise NotFound(str(exc)) from None
     if found is None:
-        return None
-    path, sha = found
-    if path == SOURCE_ROOT or sha == git_sha():
-        return None
-    return path
+        raise NotFound(f"code {ref!r} is not installed on this machine")
+    return found
 
 
 def daemon_argv() -> list[str]:
-    # -P: neither the working directory nor a script's directory may shadow fleetd's packages.
-    return nodump.python_argv("-P", "-m", "daemon")
-
-
-def daemon_env(code_dir: Path, **extra: str) -> dict[str, str]:
-    """Our environment, with the code directory first on the import path."""
-    env = dict(os.environ) | {"PYTHONPATH": str(code_dir)} | extra
-    return env
+    return nodump.python_argv(*DAEMON_FLAGS, "-m", "daemon")
 
 
 def exec_in_place(code_dir: Path) -> None:
-    """Become a daemon running ``code_dir``: same pid, same children, same lock."""
+    """Become a daemon running ``code_dir``: same pid, same children, same lock; the token on
+    an inherited pipe."""
     log.info("daemon.exec_in_place", code=str(code_dir))
     sys.stdout.flush()
     sys.stderr.flush()
     argv = daemon_argv()
-    os.execve(argv[0], argv, daemon_env(code_dir))  # noqa: S606 - argv by design
-
-
-def spawn_successor(code_dir: Path) -> int:
-    """Start the daemon that takes over from this one; it waits for our lock."""
-    env = daemon_env(code_dir, **{HANDOVER_VAR: str(os.getpid())})
-    # Our stdout/stderr (the machine's daemon log) are inherited; a new session, as we have.
-    argv = daemon_argv()
-    pid = os.posix_spawn(
-        argv[0],
-        argv,
-        env,
-        setsid=True,
-        file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
-    )
-    log.info("daemon.successor_started", pid=pid, code=str(code_dir))
-    return pid
+    env = nodump.token_for_exec(with_code(code_dir, dict(os.environ), started_with=True))
+    os.execve(argv[0], argv, env)  # noqa: S606 - argv by design

@@ -1,5 +1,6 @@
-"""Putting the platform's code on a machine: ``git archive`` of one commit into
-``~/.fleet/code/<sha>/``, which the daemon then runs (daemon.selfUpdate)."""
+"""Putting the platform's code where a machine's daemon runs it: ``git archive`` of one commit
+into the machine's code store (core/codestore.py), a directory of the platform's, outside the
+machine's home, that the machine sees read-only; then the record of it as current."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import tarfile
 from pathlib import Path
 
 from contracts.errors import NotFound, ProviderError
-from contracts.machine_files import CODE_DIR, CODE_SHA_FILE
+from contracts.machine_files import CODE_SHA_FILE
+from core.codestore import CURRENT_FILE, CodeUnverified, record, tree_digest
 from core.version import SOURCE_ROOT
 
 #: What a daemon imports: its own package, the contracts and the core.
@@ -32,27 +34,70 @@ def resolve_sha(repo: Path, ref: str) -> str:
     return sha
 
 
-def install_code(repo: Path, ref: str, home: Path) -> tuple[str, bool]:
-    """Install the commit ``ref`` of ``repo`` under the machine's home; (sha, newly installed).
-    Atomic: the directory appears complete, under its final name, or not at all."""
+def install_code(repo: Path, ref: str, store: Path) -> tuple[str, bool]:
+    """Install the commit ``ref`` of ``repo`` in the code ``store`` (a directory of the
+    platform's: no path in it is the machine's) and record it as current; (sha, newly
+    installed). Each install unpacks the commit afresh and compares trees: a directory that
+    differs from the commit is replaced, never blessed. The record is replaced whole."""
     sha = resolve_sha(repo, ref)
-    root = home / CODE_DIR
-    dest = root / sha
-    if (dest / CODE_SHA_FILE).is_file():
-        return sha, False
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{sha[:12]}-{secrets.token_hex(4)}"
+    dest = store / sha
+    tmp = store / f".tmp-{sha[:12]}-{secrets.token_hex(4)}"
     try:
-        tar = _git(repo, "archive", "--format=tar", sha, "--", *DAEMON_TREES).stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-            archive.extractall(tmp, filter="data")  # "data": no links out, no devices
-        (tmp / CODE_SHA_FILE).write_text(sha + "\n")
-        os.rename(tmp, dest)
-    except OSError as exc:
-        raise ProviderError(f"could not install code {sha[:12]} in {root}: {exc}") from None
+        store.mkdir(mode=0o755, parents=True, exist_ok=True)
+        unpack(repo, sha, tmp)
+        digest = tree_digest(tmp)
+        new = not _holds(dest, digest)
+        if new:
+            _swap_in(tmp, dest)
+        _write(store, CURRENT_FILE, record(sha, digest))
+    except (OSError, CodeUnverified) as exc:
+        raise ProviderError(f"could not install code {sha[:12]} in {store}: {exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return sha, True
+    return sha, new
+
+
+def unpack(repo: Path, sha: str, dest: Path) -> None:
+    """``dest`` (new): the commit's daemon trees and its SHA marker, read-only to others."""
+    tar = _git(repo, "archive", "--format=tar", sha, "--", *DAEMON_TREES).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(dest, filter=_readonly, numeric_owner=True)  # noqa: S202 - filtered
+    (dest / CODE_SHA_FILE).write_text(sha + "\n")
+    os.chmod(dest / CODE_SHA_FILE, 0o644)
+    os.chmod(dest, 0o755)  # noqa: S103 - readable by the machine, writable by us only
+
+
+def _holds(path: Path, digest: str) -> bool:
+    try:
+        return tree_digest(path) == digest
+    except CodeUnverified:
+        return False
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    old = dest.with_name(f".old-{dest.name[:12]}-{secrets.token_hex(4)}")
+    if dest.exists():
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _readonly(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """git's files and directories only (no links, no devices), writable by their owner
+    only (the platform)."""
+    found = tarfile.data_filter(member, dest)
+    if not (found.isfile() or found.isdir()):
+        return None
+    mode = 0o755 if found.isdir() or found.mode & 0o100 else 0o644
+    return found.replace(mode=mode, uid=os.getuid(), gid=os.getgid(), uname="", gname="",
+                         deep=False)  # fmt: skip
+
+
+def _write(store: Path, name: str, data: bytes) -> None:
+    tmp = store / f".{name}-{secrets.token_hex(4)}"
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
+    tmp.replace(store / name)
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:

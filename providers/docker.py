@@ -20,8 +20,6 @@ A machine claimed from the warm pool (``docker_pool.py``) is found by its name l
 from __future__ import annotations
 
 import asyncio
-import io
-import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -32,10 +30,20 @@ import aiodocker
 import structlog
 
 from contracts.errors import ProviderError
-from contracts.machine_files import CODE_DIR, CODE_SHA_FILE
+from core.codestore import CODE_MOUNT, STORE_VAR
 from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
+from core.tokenfd import RUN_AS_VAR, TOKEN_FILE_VAR
 from core.version import git_sha
-from providers.code import DAEMON_TREES, _git, resolve_sha
+from providers.code import resolve_sha
+from providers.docker_code import (
+    TOKEN_FILE,
+    code_volume,
+    install as install_store,
+    platform_mounts,
+    secret_volume,
+    store_archive,
+    token_archive,
+)
 from providers.docker_home import home_ref_name, remember_home, stopped_home
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
 from providers.limits import Limits, Placement, PlacementOf
@@ -161,12 +169,14 @@ class DockerProvider:
         gateway = await ensure_network(self.docker, self.network)
         self.check_nats_reachable(gateway)
         place = await self.placement_of(machine_id)
-        config = self.container_config(machine_id, token, image, place, volume, hostname)
+        config = self.container_config(machine_id, image, place, volume, hostname)
         try:
             if volume == volume_name(machine_id):
                 await self.docker.volumes.create(  # type: ignore[no-untyped-call]
                     {"Name": volume, "Labels": {LABEL_MACHINE: machine_id, LABEL_STACK: self.stack}}
                 )
+            # The token: a root-only file the supervisor reads, never the container's env.
+            await install_store(self.docker, image, secret_volume(volume), token_archive(token))
             c = await self.docker.containers.create(config, name=container_name(machine_id))
             await c.start()
         except aiodocker.DockerError as exc:
@@ -199,10 +209,9 @@ class DockerProvider:
             )
 
     def container_config(
-        self, machine_id: str, token: str, image: str, place: Placement, volume: str = "",
-        hostname: str = "",
-    ) -> dict[str, Any]:  # fmt: skip
-        env = {"FLEET_MACHINE_ID": machine_id, "FLEET_MACHINE_TOKEN": token}
+        self, machine_id: str, image: str, place: Placement, volume: str = "", hostname: str = ""
+    ) -> dict[str, Any]:
+        env = {"FLEET_MACHINE_ID": machine_id, TOKEN_FILE_VAR: TOKEN_FILE}
         labels = {LABEL_MACHINE: machine_id, LABEL_INSTANCE: place.instance_id}
         volume = volume or volume_name(machine_id)
         hostname = hostname or f"fleet-{machine_id[-12:]}"
@@ -223,12 +232,18 @@ class DockerProvider:
         env |= {
             "FLEET_NATS_URL": self._nats_url,
             "FLEET_GIT_SHA": self._environ.get("FLEET_GIT_SHA") or git_sha() or "",
+            STORE_VAR: CODE_MOUNT,
+            RUN_AS_VAR: str(MACHINE_UID),
         }
         lim = place.limits
         return {
             "Image": image,
             "Hostname": hostname,
             "Env": [f"{k}={v}" for k, v in env.items()],
+            # Root with CAP_SETUID and CAP_SETGID only, for the supervisor to read the token's
+            # file and become the machine's user (RUN_AS_VAR) before anything else runs; every
+            # process of the machine then has no capability at all.
+            "User": "0:0",
             "Labels": {**labels, LABEL_STACK: self.stack},
             "HostConfig": {
                 # No docker-init: it would hold the token in a dumpable environment. The
@@ -236,7 +251,9 @@ class DockerProvider:
                 # it reaps every orphan and handles SIGHUP/SIGTERM itself.
                 "Init": False,
                 "Privileged": False,
+                # Root's two, for the supervisor to become the machine's user (see "User").
                 "CapDrop": ["ALL"],
+                "CapAdd": ["SETUID", "SETGID"],
                 "SecurityOpt": ["no-new-privileges"],
                 "Memory": lim.memory_mb * 1024 * 1024,
                 "MemorySwap": lim.memory_mb * 1024 * 1024,
@@ -244,7 +261,12 @@ class DockerProvider:
                 "PidsLimit": lim.pids,
                 "RestartPolicy": {"Name": "unless-stopped"},
                 "NetworkMode": self.network,
-                "Mounts": [{"Type": "volume", "Source": volume, "Target": MACHINE_HOME}],
+                # The code the platform installs: read-only, beside the home (docker_code.py).
+                "Mounts": [
+                    {"Type": "volume", "Source": volume, "Target": MACHINE_HOME},
+                    # The code and the token: the platform's, read-only (docker_code.py).
+                    *platform_mounts(volume),
+                ],
                 # The system is read-only; the home (its volume) and /tmp are the machine's.
                 "ReadonlyRootfs": True,
                 "Tmpfs": {"/tmp": "rw,nosuid,nodev,size=512m"},
@@ -273,7 +295,7 @@ class DockerProvider:
         await remove_volume(self.docker, home_ref_name(machine_id))
         if not self.keep_volumes:
             for name in volumes:
-                await remove_volume(self.docker, name)
+                await remove_home(self.docker, name)
         log.info("provider.docker_removed", machine_id=machine_id, kept_volume=self.keep_volumes)
 
     async def stop(self, machine_id: str, grace_s: int = 5) -> bool:
@@ -303,17 +325,16 @@ class DockerProvider:
         return was_up
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
-        """Copy the commit's daemon code into the container's ``~/.fleet/code/<sha>``."""
+        """Put the commit's daemon code in the machine's code volume (docker_code.py), which
+        its container has read-only, and record it as current."""
         c = await self._container(machine_id)
-        if c is None:
+        homes = home_volumes(c) if c is not None else []
+        if not homes:
             raise ProviderError(f"machine {machine_id} has no container")
         sha = await asyncio.to_thread(resolve_sha, self._code_repo, target_ref)
-        body = await asyncio.to_thread(code_archive, self._code_repo, sha)
-        try:
-            await c.put_archive(MACHINE_HOME, body)  # type: ignore[no-untyped-call]
-        except aiodocker.DockerError as exc:
-            raise ProviderError(f"docker: copying code into {machine_id}: {exc.message}") from None
-        return f"copied code {sha[:12]} into the container's ~/{CODE_DIR}"
+        body = await asyncio.to_thread(store_archive, self._code_repo, sha)
+        await install_store(self.docker, await self.image(), code_volume(homes[0]), body)
+        return f"installed code {sha[:12]} in {CODE_MOUNT}"
 
     async def daemon_pid(self, machine_id: str) -> int | None:
         """The daemon's host pid (tests and benchmarks kill it): the supervisor's child."""
@@ -339,6 +360,12 @@ async def remove_volume(docker: aiodocker.Docker, name: str) -> None:
             raise ProviderError(f"docker: volume {name}: {exc.message}") from None
 
 
+async def remove_home(docker: aiodocker.Docker, name: str) -> None:
+    """A home volume and the platform's volumes beside it."""
+    for each in (name, code_volume(name), secret_volume(name)):
+        await remove_volume(docker, each)
+
+
 def _daemon_of(top: Mapping[str, Any]) -> int | None:
     titles = list(top["Titles"])
     pid_at, cmd_at = titles.index("PID"), titles.index("CMD")
@@ -347,38 +374,6 @@ def _daemon_of(top: Mapping[str, Any]) -> int | None:
     daemons = [pid for pid, cmd in rows if cmd.split()[-2:] == ["-m", "daemon"]
                and "daemon.supervise" not in cmd]  # fmt: skip
     return daemons[0] if daemons else None
-
-
-def code_archive(repo: Path, sha: str) -> bytes:
-    """A tar of ``.fleet/code/<sha>/`` (the daemon's trees and the sha marker, last) owned by
-    the machine's user, to unpack in its home."""
-    src = _git(repo, "archive", "--format=tar", f"--prefix={CODE_DIR}/{sha}/", sha, "--",
-               *DAEMON_TREES).stdout  # fmt: skip
-    out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(src)) as inp, tarfile.open(fileobj=out, mode="w") as tar:
-        for parent in _parents(f"{CODE_DIR}/{sha}"):
-            tar.addfile(_owned(tarfile.TarInfo(parent), tarfile.DIRTYPE, 0o755))
-        for member in inp.getmembers():
-            if member.isfile() or member.isdir():
-                data = inp.extractfile(member) if member.isfile() else None
-                tar.addfile(_owned(member, member.type, member.mode), data)
-        marker = f"{sha}\n".encode()
-        info = _owned(tarfile.TarInfo(f"{CODE_DIR}/{sha}/{CODE_SHA_FILE}"), tarfile.REGTYPE, 0o644)
-        info.size = len(marker)
-        tar.addfile(info, io.BytesIO(marker))
-    return out.getvalue()
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def _owned(info: tarfile.TarInfo, kind: bytes, mode: int) -> tarfile.TarInfo:
-    info.type, info.mode = kind, mode
-    info.uid = info.gid = MACHINE_UID
-    info.uname = info.gname = ""
-    return info
 
 
 async def ensure_network(docker: aiodocker.Docker, name: str) -> str:

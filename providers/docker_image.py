@@ -103,8 +103,8 @@ ENV PYTHONPATH=/opt/fleet/lib PYTHONDONTWRITEBYTECODE=1 HOME={MACHINE_HOME} \
     FLEET_HOME={MACHINE_HOME} FLEET_SANDBOXED=1 FLEET_NODUMP_LOADER={LOADER}
 USER {MACHINE_UID}:{MACHINE_UID}
 WORKDIR {MACHINE_HOME}
-CMD ["{LOADER}", "{FLEET_LIB}/python3", "-P", "-m", "daemon.supervise", \
-     "{LOADER}", "{FLEET_LIB}/python3", "-P", "-m", "daemon"]
+CMD ["{LOADER}", "{FLEET_LIB}/python3", "-s", "-P", "-m", "daemon.supervise", \
+     "{LOADER}", "{FLEET_LIB}/python3", "-s", "-P", "-m", "daemon"]
 """
 
 

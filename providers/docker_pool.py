@@ -66,7 +66,7 @@ from providers.docker import (
     DockerProvider,
     container_name,
     ensure_network,
-    remove_volume,
+    remove_home,
 )
 from providers.limits import Placement
 from providers.local_pool import owner_alive
@@ -276,7 +276,7 @@ class PooledDocker:
         try:
             with contextlib.suppress(aiodocker.DockerError):  # gone already, or going
                 await self.c.delete(force=True)
-            await remove_volume(self._backend.provider.docker, pool_volume(self.slot))
+            await remove_home(self._backend.provider.docker, pool_volume(self.slot))
         except (ProviderError, aiohttp.ClientError, OSError) as exc:
             log.warning("pool.docker_remove_failed", slot=self.slot, error=str(exc))
 

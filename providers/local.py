@@ -27,6 +27,7 @@ import structlog
 
 from contracts.errors import ProviderError
 from core import procinfo
+from core.codestore import CODE_MOUNT, STORE_VAR
 from core.lockfile import holder_pid
 from core.poolwire import POOL_SLOT_VAR
 from core.procinfo import env_roots
@@ -117,12 +118,11 @@ class LocalProvider:
         self._seccomp = docker_default_bpf() if sandbox else b""
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
-        """The machine's home is on this host: install the commit there directly."""
-        sha, new = await asyncio.to_thread(
-            install_code, self._code_repo, target_ref, self.home(machine_id)
-        )
-        await asyncio.to_thread(self._own_uid, machine_id)  # what was written is the machine's
-        return f"{'installed' if new else 'already had'} code {sha[:12]} in ~/.fleet/code"
+        """Install the commit in the machine's code store, beside its home (never in it): the
+        sandbox has it read-only (``CODE_MOUNT``), and the platform's record says it is current."""
+        store = code_store(self.machine_dir(machine_id))
+        sha, new = await asyncio.to_thread(install_code, self._code_repo, target_ref, store)
+        return f"{'installed' if new else 'already had'} code {sha[:12]} in {CODE_MOUNT}"
 
     def machine_dir(self, machine_id: str) -> Path:
         return self._root / machine_id
@@ -142,6 +142,7 @@ class LocalProvider:
             await asyncio.to_thread(self._end_cut_off, machine_id, pid)
         home = self.home(machine_id)
         home.mkdir(parents=True, exist_ok=True)
+        code_store(self.machine_dir(machine_id)).mkdir(mode=0o755, exist_ok=True)
         uid = await asyncio.to_thread(self._own_uid, machine_id)
         env = self.machine_env(
             home,
@@ -166,6 +167,7 @@ class LocalProvider:
         """A machine root's environment: what it inherits, its home, NATS, and ``fleet``."""
         env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV}
         env |= {"HOME": str(home), "FLEET_HOME": str(home), "FLEET_NATS_URL": self._nats_url}
+        env[STORE_VAR] = CODE_MOUNT if self.sandbox else str(code_store(home.parent))
         if self.sandbox:
             env["FLEET_NODUMP_LOADER"] = SANDBOX_LOADER
         if self.sandbox and not env.get("FLEET_GIT_SHA"):
@@ -233,9 +235,11 @@ class LocalProvider:
         """The machine's root process: the supervisor, inside the sandbox unless turned off."""
         if not self.sandbox:
             return supervised_argv()
+        home = home or self.home(machine_id)
         return bwrap_argv(
             machine_id=machine_id,
-            home=home or self.home(machine_id),
+            home=home,
+            code=code_store(home.parent),
             data_dir=self._data_dir,
             command=supervised_argv(SANDBOX_LOADER),
             shared=self._shared,
@@ -249,6 +253,7 @@ class LocalProvider:
         own (``<slot dir>/uid``; the platform's default limits until a claim applies its
         instance's)."""
         uid = await asyncio.to_thread(self._own_uid_in, home.parent)
+        code_store(home.parent).mkdir(mode=0o755, exist_ok=True)
         return await self._limited(slot, self.argv(slot, uid, home), self._default_limits)
 
     def shares_present(self) -> tuple[bool, ...]:
@@ -353,6 +358,11 @@ def spawn_detached(
     finally:
         for fd in high.values():
             os.close(fd)
+
+
+def code_store(machine_dir: Path) -> Path:
+    """A machine's code store (core/codestore.py): beside its home, the platform's alone."""
+    return machine_dir / "code"
 
 
 def write_pid(machine_dir: Path, pid: int) -> None:

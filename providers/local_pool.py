@@ -6,7 +6,8 @@ its root's environment has ``FLEET_POOL_SLOT`` and no machine id or token, and i
 one end of a socketpair this process holds (``daemon/pool.py`` is the other side). A claim:
 
 1. moves the pool home to ``machines/<id>/home`` (a rename on the host: the sandbox's bind
-   mount follows the inode, so the running daemon keeps its home) and the log beside it,
+   mount follows the inode, so the running daemon keeps its home), its code store and the
+   log beside it,
    records the root's pid and the slot in the machine's directory (``running_pid`` and
    ``stop_local`` find the root by its slot), and hands the root to the provider to reap;
 2. then, once the provisioner has announced the machine, sends the identity (machine id and
@@ -34,7 +35,7 @@ import structlog
 from contracts.errors import ProviderError
 from core import procinfo
 from core.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
-from providers.local import POOL_SLOT_FILE, LocalProvider, write_pid
+from providers.local import POOL_SLOT_FILE, LocalProvider, code_store, write_pid
 from providers.netns import stop_pasta
 from providers.nodump import TOKEN_FD
 from providers.warm_pool import PoolMachine
@@ -122,9 +123,10 @@ class PooledLocal:
             raise ProviderError(f"pooled machine {self.slot} predates the shared paths")
         machine_dir = provider.machine_dir(machine_id)
         machine_dir.mkdir(parents=True, exist_ok=True)
-        # Both renames within the data dir's filesystem: the running sandbox and the open
-        # log follow their inodes.
+        # Renames within the data dir's filesystem: the running sandbox and the open log
+        # follow their inodes.
         (self.root / "home").rename(provider.home(machine_id))
+        code_store(self.root).rename(code_store(machine_dir))
         (self.root / "daemon.log").rename(machine_dir / "daemon.log")
         (machine_dir / POOL_SLOT_FILE).write_text(self.slot)
         write_pid(machine_dir, self.pid)

@@ -1,5 +1,5 @@
 """The platform's half of daemon/nodump.py: an execute-only copy of the dynamic loader for a
-machine's supervisor and daemon, and the pipe that carries the machine's token to them."""
+machine's supervisor and daemon; the token reaches them on a pipe (core/tokenfd.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import os
 import shutil
 from pathlib import Path
 
+from core.tokenfd import TOKEN_FD, token_pipe
+
+__all__ = ["SANDBOX_LOADER", "TOKEN_FD", "execute_only_loader", "host_loader", "token_pipe"]
+
 #: Where a sandboxed machine sees the loader (a read-only bind: it cannot chmod it).
 SANDBOX_LOADER = "/run/fleet/ld.so"
-#: The descriptor the machine's first process finds the token on (FLEET_MACHINE_TOKEN_FD).
-TOKEN_FD = 3
 
 
 def host_loader() -> Path:
@@ -36,17 +38,3 @@ def execute_only_loader(data_dir: Path) -> Path:
         os.chmod(tmp, 0o111)  # noqa: S103 - execute-only is the point: nobody may read it
         tmp.replace(target)
     return target
-
-
-def token_pipe(token: str) -> int:
-    """The read end of a pipe holding ``token`` (and nothing more to come); the caller hands it
-    to the machine's first process and closes it."""
-    read, write = os.pipe()
-    try:
-        os.write(write, token.encode())
-    finally:
-        os.close(write)
-    if read == TOKEN_FD:  # posix_spawn's dup2 onto itself would keep close-on-exec
-        read, old = os.dup(read), read
-        os.close(old)
-    return read

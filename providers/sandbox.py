@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from contracts.errors import ProviderError
+from core.codestore import CODE_MOUNT
 from core.version import SOURCE_ROOT
 from providers.machine_uid import as_uid, trusting_gitconfig
 from providers.netns import BLOCK_FD, INFO_FD
@@ -81,6 +82,7 @@ def bwrap_argv(
     home: Path,
     data_dir: Path,
     command: list[str],
+    code: Path | None = None,
     shared: Iterable[Path] = (),
     loader: Path | None = None,
     uid: int | None = None,
@@ -89,7 +91,8 @@ def bwrap_argv(
     """The bwrap command line that runs ``command`` inside the machine's sandbox, its network
     its own unless ``own_network`` is False (``netns_argv``); ``loader``,
     an execute-only dynamic loader (providers/nodump.py), is bound read-only at
-    ``/run/fleet/ld.so`` (read-only: the machine, its owner, cannot make it readable); with
+    ``/run/fleet/ld.so`` (read-only: the machine, its owner, cannot make it readable) and
+    ``code``, the machine's code store (core/codestore.py), read-only at ``CODE_MOUNT``; with
     ``uid``, the machine's first process becomes that uid (providers/machine_uid.py)."""
     argv = [
         bwrap_binary(),
@@ -120,16 +123,11 @@ def bwrap_argv(
     # beside it): an empty tmpfs over it hides all of it, then only this home is put back.
     argv += ["--tmpfs", str(data_dir), *_open_parents([home], below=data_dir)]
     argv += ["--bind", str(home), str(home), "--chdir", str(home)]
+    argv += ["--perms", "0755", "--dir", "/run/fleet"]
     if loader is not None:
-        argv += [
-            "--perms",
-            "0755",
-            "--dir",
-            "/run/fleet",
-            "--ro-bind",
-            str(loader),
-            "/run/fleet/ld.so",
-        ]
+        argv += ["--ro-bind", str(loader), "/run/fleet/ld.so"]
+    if code is not None:  # a directory: the code the platform installs later appears in it
+        argv += ["--ro-bind", str(code), CODE_MOUNT]
     if uid is not None:
         # Last: over the host's /etc/gitconfig (bound above, if any).
         argv += ["--ro-bind", str(trusting_gitconfig(data_dir)), "/etc/gitconfig"]

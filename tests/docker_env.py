@@ -21,6 +21,8 @@ from contracts.errors import ProviderError
 from fleet.docker_setup import prepare
 from fleet.embedded import NatsServer
 from providers.docker import LABEL_MACHINE, LABEL_STACK, container_name, volume_name
+from providers.docker_code import code_volume, secret_volume
+from providers.docker_image import MACHINE_HOME
 from services.common.settings import Settings
 
 #: Where the machine image is built (its debootstrap's scratch directories, the root file
@@ -98,12 +100,18 @@ async def _remove_stacks(which: Callable[[str], bool]) -> None:
                 continue
             await docker_json(docker, f"containers/{c['Id']}", "DELETE", params={"force": "1"})
             if mid := c["Labels"].get(LABEL_MACHINE):
-                await docker_json(docker, f"volumes/{volume_name(mid)}", "DELETE")
+                await _remove_home(docker, volume_name(mid))
         # The warm pool's (a claimed machine's home is the pool's volume): labelled with it.
         vols = await docker_json(docker, "volumes", params={"filters": filters})
         for v in (vols or {}).get("Volumes") or []:
             if which((v.get("Labels") or {}).get(LABEL_STACK, "")):
-                await docker_json(docker, f"volumes/{v['Name']}", "DELETE")
+                await _remove_home(docker, v["Name"])
+
+
+async def _remove_home(docker: aiodocker.Docker, name: str) -> None:
+    """A home volume and the platform's volumes beside it (providers/docker_code.py)."""
+    for each in (name, code_volume(name), secret_volume(name)):
+        await docker_json(docker, f"volumes/{each}", "DELETE")
 
 
 async def docker_json(docker: aiodocker.Docker, path: str, method: str = "GET", **kw: Any) -> Any:
@@ -125,7 +133,8 @@ async def home_of(machine_id: str) -> Path:
     async with aiodocker.Docker() as docker:
         # A claimed warm-pool container's home is the pool's volume: the one it mounts.
         info = await docker_json(docker, f"containers/{container_name(machine_id)}/json")
-        mounted = [m["Name"] for m in (info or {}).get("Mounts") or [] if m.get("Name")]
+        mounted = [m["Name"] for m in (info or {}).get("Mounts") or []
+                   if m.get("Name") and m.get("Destination") == MACHINE_HOME]  # fmt: skip
         name = mounted[0] if mounted else volume_name(machine_id)
         vol = await docker_json(docker, f"volumes/{name}")
     assert vol is not None, f"no home volume for {machine_id}"

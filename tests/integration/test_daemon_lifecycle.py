@@ -17,15 +17,17 @@ from contracts import subjects
 from contracts.daemon_rpc import (
     PROCESS_LIST,
     PROCESS_START,
+    SELF_UPDATE,
     ProcessInfo,
     ProcessList,
     ProcessStartParams,
+    SelfUpdateParams,
 )
+from contracts.errors import NotFound
 from contracts.events import DaemonStatusReported
 from contracts.jsonrpc import NoParams
 from core import procinfo
 from core.lockfile import DaemonLock, holder_pid, read_lock
-from daemon import update
 from daemon.__main__ import main as daemon_main
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state, state_path
@@ -241,33 +243,63 @@ def test_status_without_any_state(tmp_path: Path) -> None:
     assert fleet_daemon(tmp_path, "doctor").returncode == 0
 
 
-async def test_newer_code_on_disk_hands_over_to_a_new_daemon(
+#: A machine's own "daemon": it says it ran, with what it was given.
+EVIL = """import os, pathlib
+got = dict(os.environ, fds=os.listdir('/proc/self/fd'))
+pathlib.Path(os.environ['HOME'], 'evil-ran').write_text(repr(got))
+"""
+
+
+async def test_code_the_machine_writes_is_never_run(bus: Bus, spawn_daemon: SpawnDaemon) -> None:
+    """~/.fleet is the machine's: a code directory and a ``current`` link written there are
+    not code the platform installed. The daemon neither hands over to it at a heartbeat nor
+    switches to it on selfUpdate."""
+    d, _ = await boot(bus, spawn_daemon, FLEET_HEARTBEAT_S="0.2")
+    evil = d.home / ".fleet" / "code" / ("e" * 40)
+    (evil / "daemon").mkdir(parents=True)
+    (evil / "daemon" / "__main__.py").write_text(EVIL)
+    (evil / ".fleet-git-sha").write_text("e" * 40 + "\n")
+    (evil.parent / "current").symlink_to(evil.name)
+    client = DaemonClient(bus.nc, keys=KEY)
+    async with subscribed(bus.nc, subjects.heartbeat(d.machine_id)) as beats:
+        for _ in range(5):  # a beat is when a daemon looked for newer code on disk
+            await beats.next(timeout=5)
+    with pytest.raises(NotFound, match="not installed"):
+        await client.call(d.machine_id, SELF_UPDATE, SelfUpdateParams(target_ref="e" * 40))
+    assert d.proc.poll() is None
+    assert holder_pid(d.home) == d.proc.pid
+    assert not (d.home / "evil-ran").exists()
+
+
+async def test_self_update_runs_only_the_code_the_platform_recorded(
     bus: Bus, spawn_daemon: SpawnDaemon, tmp_path: Path
 ) -> None:
+    """The code store names the current code and its tree's digest: a tree changed after
+    the platform installed it is refused; installed again, it runs, in place."""
     repo, sha = code_repo(tmp_path)
-    d, mc = await boot(bus, spawn_daemon, FLEET_HEARTBEAT_S="0.2")
+    store = tmp_path / "store"
+    d, _ = await boot(bus, spawn_daemon, FLEET_CODE_STORE=str(store))
     client = DaemonClient(bus.nc, keys=KEY)
     start = ProcessStartParams(command=["sleep", "300"], tag="bg")
     info: ProcessInfo = await client.call(d.machine_id, PROCESS_START, start)
-    code_dir = d.home / ".fleet" / "code" / install_code(repo, sha, d.home)[0]
+    install_code(repo, sha, store)
+    main = store / sha / "daemon" / "__main__.py"
+    main.write_text(main.read_text() + "\n# changed after the install\n")
+    with pytest.raises(NotFound, match="not what the platform installed"):
+        await client.call(d.machine_id, SELF_UPDATE, SelfUpdateParams(target_ref=sha))
 
+    assert install_code(repo, sha, store) == (sha, True)  # the changed tree is replaced
     subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, d.machine_id)
     async with subscribed(bus.nc, subject) as inbox:
-        update.activate(d.home, code_dir)  # as a package upgrade would: on disk, not running
+        assert (
+            await client.call(d.machine_id, SELF_UPDATE, SelfUpdateParams(target_ref=sha))
+        ).restarting
         going = await inbox.next_event(timeout=15)
         back = await inbox.next_event(timeout=30)
     assert isinstance(going, DaemonStatusReported)
     assert isinstance(back, DaemonStatusReported)
     assert (going.status, back.status, back.git_sha) == ("stopping", "ready", sha)
-    assert d.proc.wait(timeout=15) == 0
-    successor = holder_pid(d.home)
-    assert successor is not None
-    assert successor != d.proc.pid
-    assert (await mc.get_version()).git_sha == sha
+    assert d.proc.poll() is None  # in place: the same process
+    assert holder_pid(d.home) == d.proc.pid
     listed: ProcessList = await client.call(d.machine_id, PROCESS_LIST, NoParams())
     assert [(p.pid, p.state) for p in listed.processes] == [(info.pid, "running")]
-    state = load_state(d.home)
-    assert state is not None
-    assert (state.pid, state.git_sha, state.state) == (successor, sha, "running")
-    assert state.previous is not None
-    assert "handing over" in state.previous

@@ -18,14 +18,13 @@ from contracts.daemon_rpc import PROCESS_LIST, PROCESS_START, ProcessList, Proce
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from contracts.jsonrpc import NoParams
-from contracts.machine_files import CODE_DIR
 from contracts.status import MachineStatus
 from core.lockfile import holder_pid
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
-from providers.code import install_code
+from providers.code import resolve_sha, unpack
 from providers.local import daemon_argv
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
@@ -43,8 +42,9 @@ from tests.waiters import Inbox, subscribed, wait_until
 def installed(repo: Path, ref: str, where: Path, version: str | None = None) -> Path:
     """The daemon code of ``ref`` as a provider installs it; ``version``: as if that code came
     with a fleetd package of that version (a dist-info found first on its import path)."""
-    sha, _ = install_code(repo, ref, where)
-    code_dir = where / CODE_DIR / sha
+    code_dir = where / resolve_sha(repo, ref)
+    where.mkdir(parents=True, exist_ok=True)
+    unpack(repo, code_dir.name, code_dir)
     if version is not None:
         meta = code_dir / f"fleetd-{version}.dist-info"
         meta.mkdir()

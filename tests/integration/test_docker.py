@@ -17,6 +17,7 @@ import pytest
 from contracts.errors import DaemonTimeout, DaemonUnavailable
 from contracts.machine_files import CODE_SHA_FILE
 from contracts.status import MachineStatus
+from core.codestore import CODE_MOUNT
 from fleet.client import FleetClient
 from providers.docker import LABEL_INSTANCE, LABEL_MACHINE, DockerProvider
 from services.common.settings import Settings
@@ -78,7 +79,19 @@ async def test_a_docker_machine_is_a_container(
     host = info["HostConfig"]
     assert host["Privileged"] is False
     assert host["CapDrop"] == ["ALL"]
-    assert not host["CapAdd"]
+    # Only to become uid 1000 once the token's root-only file is read: every process then has
+    # none, uid 1000 (the first included), and the token is in no environment.
+    assert sorted(host["CapAdd"]) == ["SETGID", "SETUID"]
+    assert not [e for e in info["Config"]["Env"] if e.startswith("FLEET_MACHINE_TOKEN=")]
+    ids = await stack.exec(
+        mid, ["sh", "-c", "grep -h '^Uid\\|^CapEff' /proc/[0-9]*/status | sort -u"]
+    )
+    assert ids.stdout.split("\n")[:-1] == [
+        "CapEff:\t0000000000000000",
+        "Uid:\t1000\t1000\t1000\t1000",
+    ]
+    denied = await stack.exec(mid, ["cat", "/run/fleet/secret/token"])
+    assert denied.exit_code != 0
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["Memory"] == settings.machine_memory_mb * 1024 * 1024
     assert host["PidsLimit"] == settings.machine_pids
@@ -88,13 +101,15 @@ async def test_a_docker_machine_is_a_container(
     out = await stack.exec(mid, ["sh", "-c", "hostname; id -u; cat app/README"])
     assert out.stdout == f"{info['Config']['Hostname']}\n1000\nmain\n"
     assert (await home_of(mid) / "app" / "README").read_text() == "main\n"
-    # refreshCode: the platform's code copied into the container, run by the daemon
+    # refreshCode: the platform's code in the machine's read-only code volume, run by the daemon
     refreshed = await stack.refresh_code(mid)
-    assert "copied code" in refreshed.message
+    assert f"in {CODE_MOUNT}" in refreshed.message
     sha = refreshed.to_git_sha
     assert sha
-    marker = await stack.exec(mid, ["cat", f".fleet/code/{sha}/{CODE_SHA_FILE}"])
+    marker = await stack.exec(mid, ["cat", f"{CODE_MOUNT}/{sha}/{CODE_SHA_FILE}"])
     assert marker.stdout == f"{sha}\n"
+    touch = await stack.exec(mid, ["touch", f"{CODE_MOUNT}/{sha}/x", f"{CODE_MOUNT}/current"])
+    assert touch.exit_code != 0  # read-only to the machine
 
     async def runs_it() -> bool:
         return (await stack.get_machine(mid)).daemon_git_sha == sha

@@ -1,7 +1,7 @@
 """``externalId`` of a local machine is the host pid of the machine's root process: bwrap with
-``FLEET_SANDBOX=bwrap``, the supervisor with ``none``. The daemon runs under it; a handover to a
-newer daemon (a new process) and a restart happen under it, so the id stays true (alive, this
-machine's, the current daemon among its descendants) while the daemon's own pid changes."""
+``FLEET_SANDBOX=bwrap``, the supervisor with ``none``. The daemon runs under it; a new daemon
+(a new process, of the platform's newer code) starts under it, so the id stays true (alive,
+this machine's, the current daemon among its descendants) while the daemon's own pid changes."""
 
 from __future__ import annotations
 
@@ -13,22 +13,17 @@ import pytest
 from contracts import subjects
 from contracts.events import DaemonStatusReported
 from core import procinfo
-from daemon import update
 from fleet.client import FleetClient
 from providers.code import install_code
+from providers.local import code_store
 from services.common.bus import Bus
 from services.common.settings import Settings
-from tests.integration.test_pipeline import home_of
 from tests.integration.test_refresh import code_repo, ready_machine
 from tests.waiters import subscribed
 
 
 @pytest.fixture(params=["bwrap", "none"])
-def stack_settings(
-    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Settings:
-    # Local daemons inherit it: newer code on disk is noticed at the next beat.
-    monkeypatch.setenv("FLEET_HEARTBEAT_S", "0.2")
+def stack_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, sandbox=request.param)
 
 
@@ -66,20 +61,21 @@ def root_of(external_id: str | None, machine_id: str) -> int:
     return pid
 
 
-async def test_external_id_names_the_machine_across_a_daemon_handover(
+async def test_external_id_names_the_machine_across_a_daemon_restart_on_new_code(
     stack: FleetClient, stack_settings: Settings, bus: Bus, tmp_path: Path
 ) -> None:
+    """The platform installs newer code and restarts the daemon (machines.restart): the
+    supervisor starts a new daemon of that code, under the same root."""
     mid = await ready_machine(stack, "handover")
     before = await stack.get_machine(mid)
     root = root_of(before.external_id, mid)
     [old_daemon] = daemons_under(root)
 
     repo, sha = code_repo(tmp_path)
-    home = home_of(stack_settings, mid)
-    code_dir = home / ".fleet" / "code" / install_code(repo, sha, home)[0]
+    install_code(repo, sha, code_store(stack_settings.data_path / "machines" / mid))
     subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
     async with subscribed(bus.nc, subject) as inbox:
-        update.activate(home, code_dir)  # as a package upgrade would: the daemon hands over
+        await stack.restart_machine(mid)
         going = await inbox.next_event(timeout=15)
         back = await inbox.next_event(timeout=30)
     assert isinstance(going, DaemonStatusReported)
@@ -88,8 +84,6 @@ async def test_external_id_names_the_machine_across_a_daemon_handover(
 
     after = await stack.get_machine(mid)
     assert root_of(after.external_id, mid) == root
-    [new_daemon] = daemons_under(root)  # the successor runs under the same root...
+    [new_daemon] = daemons_under(root)  # the new daemon runs under the same root...
     assert new_daemon != old_daemon  # ... as a new process
     assert procinfo.state(old_daemon) is None
-    environ = Path(f"/proc/{new_daemon}/environ").read_bytes().split(b"\0")
-    assert any(e.startswith(b"FLEET_HANDOVER_FROM=") for e in environ)

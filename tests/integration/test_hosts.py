@@ -229,7 +229,7 @@ async def test_restart_and_refresh_code_are_carried_out_by_the_machines_host(
     await wait_until(answers, timeout=10, every=0.2)
     refreshed = await stack.refresh_code(machine.id)
     assert refreshed.machine_id == machine.id
-    assert (own.data_path / "machines" / machine.id / "home" / ".fleet" / "code").is_dir()
+    assert (own.data_path / "machines" / machine.id / "code" / "current").is_file()
 
 
 async def _not_running(settings: Settings, machine_id: str) -> bool:

@@ -125,8 +125,9 @@ async def test_refresh_code_moves_a_machine_to_the_new_version_keeping_processes
 
     await wait_until(updated, timeout=15)
     assert (await stack.get_machine(mid)).status is MachineStatus.READY
-    home = home_of(settings, mid)
-    assert (home / ".fleet" / "code" / sha / CODE_SHA_FILE).read_text().strip() == sha
+    store = settings.data_path / "machines" / mid / "code"  # beside the home, not in it
+    assert (store / sha / CODE_SHA_FILE).read_text().strip() == sha
+    assert not (home_of(settings, mid) / ".fleet" / "code").exists()
     assert procinfo.is_alive(daemon_pid, None)  # restarted in place: the same pid
     listed = await stack.machine(mid).processes()
     assert [(p.pid, p.state) for p in listed] == [(started.pid, "running")]

@@ -279,8 +279,8 @@ def test_remove(home: Path) -> None:
     assert list(home.iterdir()) == []
     with pytest.raises(InvalidParams, match="home itself"):
         files.remove_file(h, RemoveFileParams(path="~", recursive=True))
-    (home / ".fleet" / "code").mkdir(parents=True)
-    for path in ("~/.fleet", "~/.fleet/code/x", ".fleet/daemon.lock"):
+    (home / ".fleet").mkdir(parents=True)
+    for path in ("~/.fleet", ".fleet/daemon.state.json", ".fleet/daemon.lock"):
         with pytest.raises(InvalidParams, match="daemon's own"):
             files.remove_file(h, RemoveFileParams(path=path, recursive=True))
 

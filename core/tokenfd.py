@@ -1,0 +1,52 @@
+"""A machine's token on a pipe: how the provider hands it to a machine's first process and
+how that process hands it to each daemon it starts, never through an environment, an argv or a
+file (anything of those the machine's user could read). Standard library only: the supervisor
+imports this."""
+
+from __future__ import annotations
+
+import os
+
+#: The descriptor a process started with a token finds it on, and the variable that says so.
+TOKEN_FD = 3
+TOKEN_FD_VAR = "FLEET_MACHINE_TOKEN_FD"  # noqa: S105 - a variable name
+#: docker: the token's file (root's, 0400, on a read-only volume of the platform's), which the
+#: container's first process reads as root before it becomes ``RUN_AS_VAR``'s uid.
+TOKEN_FILE_VAR = "FLEET_MACHINE_TOKEN_FILE"  # noqa: S105 - a variable name
+RUN_AS_VAR = "FLEET_RUN_AS"
+_MAX_TOKEN = 4096
+
+
+def token_pipe(token: str) -> int:
+    """The read end of a pipe holding ``token`` (and nothing more to come), never numbered
+    ``TOKEN_FD`` (a dup2 onto itself would keep close-on-exec); the caller passes it on and
+    closes it."""
+    read, write = os.pipe()
+    try:
+        os.write(write, token.encode())
+    finally:
+        os.close(write)
+    if read == TOKEN_FD:
+        read, old = os.dup(read), read
+        os.close(old)
+    return read
+
+
+def read_token(fd: int) -> str:
+    """Everything on ``fd`` (a token pipe), which is then closed."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, _MAX_TOKEN):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode().strip()
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path``: never a link, never a FIFO, at most a few KiB."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        return os.read(fd, _MAX_TOKEN).decode().strip()
+    finally:
+        os.close(fd)

@@ -1,0 +1,100 @@
+"""A docker machine's volumes of the platform's, beside its home volume, owned by root and
+mounted read-only: its code store (core/codestore.py, ``<home volume>-code`` at
+``CODE_MOUNT``) and its token (``<home volume>-secret``: one file, 0400, that only the
+supervisor reads, as root, before it becomes the machine's user; daemon/nodump.py). The
+platform writes them through a container of its own that is created, never started, with the
+volume mounted read-write (``put_archive``: the engine unpacks it, on any engine, local or
+remote); the machine's container never has them writable."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+
+from contracts.errors import ProviderError
+from core.codestore import CODE_MOUNT, CURRENT_FILE, record, tree_digest
+from providers.code import unpack
+
+#: Where the installing container has the store (read-write).
+_INSTALL_AT = "/code"
+
+
+#: Where a machine's container has its token file (root's, 0400).
+SECRET_MOUNT = "/run/fleet/secret"  # noqa: S105 - a path
+TOKEN_FILE = f"{SECRET_MOUNT}/token"
+
+
+def code_volume(home_volume: str) -> str:
+    return f"{home_volume}-code"
+
+
+def secret_volume(home_volume: str) -> str:
+    return f"{home_volume}-secret"
+
+
+def platform_mounts(home_volume: str) -> list[dict[str, Any]]:
+    """The code store and the token's volume, read-only."""
+    return [
+        {"Type": "volume", "Source": name, "Target": target, "ReadOnly": True}
+        for name, target in ((code_volume(home_volume), CODE_MOUNT),
+                             (secret_volume(home_volume), SECRET_MOUNT))
+    ]  # fmt: skip
+
+
+def token_archive(token: str) -> bytes:
+    """A tar of the one file ``token``: root's, readable by root only."""
+    out = io.BytesIO()
+    data = token.encode()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = _root(tarfile.TarInfo("token"))
+        info.size, info.mode = len(data), 0o400
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def store_archive(repo: Path, sha: str) -> bytes:
+    """A tar of ``<sha>/`` (the daemon's trees and the sha marker) and ``current`` naming it
+    with its tree's digest, every entry root's and read-only to others."""
+    out = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=out, mode="w") as tar:
+        unpack(repo, sha, Path(tmp) / sha)
+        digest = tree_digest(Path(tmp) / sha)
+        tar.add(Path(tmp) / sha, arcname=sha, filter=_root)
+        current = record(sha, digest)
+        info = _root(tarfile.TarInfo(CURRENT_FILE))
+        info.size, info.mode = len(current), 0o644
+        tar.addfile(info, io.BytesIO(current))
+    return out.getvalue()
+
+
+def _root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+async def install(docker: aiodocker.Docker, image: str, volume: str, body: bytes) -> None:
+    """Unpack ``body`` (``store_archive``, ``token_archive``) into ``volume`` (``code_volume``
+    or ``secret_volume`` of a machine's home volume)."""
+    mount = {"Type": "volume", "Source": volume, "Target": _INSTALL_AT}
+    config: dict[str, Any] = {
+        "Image": image,
+        "Cmd": ["true"],
+        "NetworkDisabled": True,
+        "HostConfig": {"Mounts": [mount]},
+    }
+    try:
+        helper = await docker.containers.create(config)
+    except aiodocker.DockerError as exc:
+        raise ProviderError(f"docker: cannot write {volume}: {exc.message}") from None
+    try:
+        await helper.put_archive(_INSTALL_AT, body)  # type: ignore[no-untyped-call]
+    except aiodocker.DockerError as exc:
+        raise ProviderError(f"docker: cannot write {volume}: {exc.message}") from None
+    finally:
+        await helper.delete(force=True)
