@@ -107,6 +107,7 @@ class Daemon:
         self._pipes = Pipes(hub=self.streams, home=settings.home_path, environ=os.environ)
         self._sessions = Sessions(hub=self.streams, home=settings.home_path, environ=os.environ)
         self._tunnels = Tunnels(self.streams)
+        self._transfers = FileTransfers(hub=self.streams, home=str(self._home))
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False
@@ -333,7 +334,7 @@ class Daemon:
         r.register(d.SESSION_ATTACH, self._sessions.attach)
         r.register(TUNNEL_CONNECT, self._tunnels.tunnel_connect)
         FileTools(self._home, lambda: self.nc.max_payload - _REPLY_HEADROOM).register(r)
-        FileTransfers(hub=self.streams, home=str(self._home)).register(r)
+        self._transfers.register(r)
         return r
 
     async def _publish_chunk(self, subject: str, data: bytes) -> None:

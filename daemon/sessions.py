@@ -53,7 +53,6 @@ class Sessions:
         self._home = home
         self._environ = environ
         self._sessions: dict[str, Session] = {}
-        self._viewers: set[asyncio.Task[None]] = set()
 
     def _get(self, session_id: str) -> Session:
         session = self._sessions.get(session_id)
@@ -121,9 +120,8 @@ class Sessions:
         session = self._get(p.session_id)
         stream = self._hub.open(window=p.window, chunk_size=p.chunk_size)
         await stream.start()
-        task = asyncio.create_task(Viewer(session, stream, p.chunk_size).run())
-        self._viewers.add(task)
-        task.add_done_callback(self._viewers.discard)
+        viewer = Viewer(session, stream, p.chunk_size, records=p.input_records)
+        self._hub.spawn(viewer.run(), name=f"viewer-{session.id}")
         return StreamOpened(stream_id=stream.stream_id)
 
     async def close_all(self) -> None:

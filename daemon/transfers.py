@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Coroutine
 
 import msgspec
 import structlog
@@ -49,16 +48,10 @@ class FileTransfers:
     def __init__(self, *, hub: StreamHub, home: str) -> None:
         self._hub = hub
         self._home = home
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def register(self, r: Router[None]) -> None:
         r.register(DOWNLOAD_FILE, self.download_file)
         r.register(UPLOAD_FILE, self.upload_file)
-
-    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- download -------------------------------------------------------------------------
     async def download_file(self, params: DownloadFileParams, _: None) -> DownloadOpened:
@@ -71,7 +64,7 @@ class FileTransfers:
             os.close(fd)
             raise
         await stream.start()
-        self._spawn(_send_file(stream, fd, params.chunk_size))
+        self._hub.spawn(_send_file(stream, fd, params.chunk_size), name="download")
         return DownloadOpened(stream_id=stream.stream_id, path=shown, size=st.st_size,
                               mode=stat.S_IMODE(st.st_mode))  # fmt: skip
 
@@ -91,7 +84,7 @@ class FileTransfers:
             target.discard()
             raise
         await stream.start()
-        self._spawn(_receive_file(stream, target, params))
+        self._hub.spawn(_receive_file(stream, target, params), name="upload")
         return UploadOpened(stream_id=stream.stream_id, path=target.shown)
 
 

@@ -63,6 +63,7 @@ from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway import create_once
 from services.gateway.access import Access, Caller, check_local_repo
+from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.codemode import CodemodeOps
 from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.host_control import HostControl
@@ -73,6 +74,7 @@ from services.gateway.ops import MachineOps
 from services.gateway.ports import PortOps
 from services.gateway.sessions import SessionOps
 from services.gateway.sleep_ops import SleepOps, check_running_limit
+from services.gateway.stream_slots import StreamSlots
 from services.gateway.tickets import EventTickets
 
 log = structlog.get_logger(__name__)
@@ -117,7 +119,12 @@ class GatewayApi:
         )
         self.sleep = SleepOps(store=store, bus=bus, access=self.access)
         self.streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
-        self.sessions = SessionOps(call=self.ops._call, bus=bus, activity=self.access.activity)
+        #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
+        self.byte_streams = ByteStreamOpener(
+            slots=StreamSlots(self.settings.streams_per_token), access=self.access,
+            daemons=daemons, nc=lambda: bus.nc,
+        )  # fmt: skip
+        self.sessions = SessionOps(call=self.ops._call, opener=self.byte_streams)
         self.ports = PortOps(access=self.access, daemons=daemons, store=store,
                              settings=self.settings)  # fmt: skip
         self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)

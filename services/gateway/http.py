@@ -13,7 +13,6 @@ gateway beyond its operators should keep /metrics to its scrapers at the proxy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +36,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
+from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.codemode import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.events_hub import EventHub
@@ -44,9 +44,9 @@ from services.gateway.exec_stream import stream_rpc
 from services.gateway.files_http import add_files_routes
 from services.gateway.limits import RateLimiter, rate_limited
 from services.gateway.mcp_http import McpEndpoint, add_mcp_route
-from services.gateway.ops import MachineOps
 from services.gateway.ports import PortOps
 from services.gateway.preview import PREVIEW_REQUEST, add_preview_routes
+from services.gateway.revocation import RevocationTicker
 from services.gateway.sessions import SessionOps, refusal_status
 from services.gateway.sse import EventsContext, stream_events
 from services.gateway.stream_slots import StreamSlots
@@ -196,7 +196,7 @@ def make_app(
     mcp: McpEndpoint | None = None,
     sessions: SessionOps | None = None,
     ports: PortOps | None = None,
-    files: MachineOps | None = None,
+    byte_streams: ByteStreamOpener | None = None,
 ) -> web.Application:
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
@@ -205,16 +205,13 @@ def make_app(
     app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
     app[UNAUTHENTICATED] = RateLimiter(settings.rate_unauthenticated_per_min)
     app.on_response_prepare.append(_security_headers)
-    slots = StreamSlots(settings.streams_per_token)
+    slots = byte_streams.slots if byte_streams is not None else StreamSlots(0)
 
-    async def watch_streams(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(slots.watch(store), name="gateway.streams_watch")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async def revocation(_: web.Application) -> AsyncIterator[None]:
+        async with RevocationTicker(store, hub, slots):
+            yield
 
-    app.cleanup_ctx.append(watch_streams)
+    app.cleanup_ctx.append(revocation)
     events_ctx = EventsContext(bus, store, hub, asyncio.Semaphore(settings.events_max_replays))
 
     async def end_streams(_: web.Application) -> None:
@@ -293,22 +290,21 @@ def make_app(
     if mcp is not None:
         add_mcp_route(app, mcp, CALLER_OF_REQUEST)
     if sessions is not None:
-        _add_session_route(app, sessions, slots)
-    if ports is not None:
-        tunnels = Tunnels(daemons=ports.daemons, access=ports.access, nc=bus.nc,
-                          resolve=resolve_caller, guesses=app[UNAUTHENTICATED],
-                          slots=slots)  # fmt: skip
+        _add_session_route(app, sessions)
+    if ports is not None and byte_streams is not None:
+        tunnels = Tunnels(opener=byte_streams, resolve=resolve_caller,
+                          guesses=app[UNAUTHENTICATED])  # fmt: skip
         add_preview_routes(app, tunnels, ports.previews, error_response, bearer,
                            parse_preview_origin(settings.preview_origin))  # fmt: skip
-    if files is not None:
-        add_files_routes(app, files, lambda: bus.nc, CALLER_OF_REQUEST, slots)
+    if byte_streams is not None:
+        add_files_routes(app, byte_streams, CALLER_OF_REQUEST)
     return app
 
 
-def _add_session_route(app: web.Application, sessions: SessionOps, slots: StreamSlots) -> None:
+def _add_session_route(app: web.Application, sessions: SessionOps) -> None:
     async def attach(request: web.Request) -> web.StreamResponse:
         try:
-            return await sessions.attach(request, request[CALLER_OF_REQUEST], slots)
+            return await sessions.attach(request, request[CALLER_OF_REQUEST])
         except FleetError as exc:  # refused before the upgrade: a plain HTTP error
             return error_response(exc, refusal_status(exc))
 
