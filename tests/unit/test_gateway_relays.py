@@ -5,7 +5,8 @@ tests/integration/test_sessions.py, tests/integration/test_tunnels.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -21,6 +22,7 @@ from tests.unit.test_bytestream import Wire
 from tests.waiters import wait_until
 
 WINDOW = 4096
+Ends = tuple[ByteStream, ByteStream]
 
 
 class Client:
@@ -71,12 +73,21 @@ class Client:
             yield msg
 
 
-async def _pair() -> tuple[ByteStream, ByteStream]:
-    """(the gateway's end, the daemon's end), started."""
+@pytest.fixture
+async def ends() -> AsyncIterator[Ends]:
+    """(the gateway's end, the daemon's end), started; closed after the test."""
     gateway, daemon = Wire().pair(window=WINDOW, chunk_size=1024)
     await daemon.start()
     await gateway.start()
-    return gateway, daemon
+    yield gateway, daemon
+    for side in (gateway, daemon):
+        await side.aclose()
+
+
+async def _run(relay: Callable[[Client, ByteStream], Awaitable[object]],
+               gateway: ByteStream) -> tuple[Client, asyncio.Task[Any]]:  # fmt: skip
+    client = Client()
+    return client, asyncio.create_task(relay(client, gateway))  # type: ignore[arg-type]
 
 
 async def _records(daemon: ByteStream, reader: ss.RecordReader, n: int) -> list[tuple[int, bytes]]:
@@ -87,10 +98,9 @@ async def _records(daemon: ByteStream, reader: ss.RecordReader, n: int) -> list[
 
 
 # --- a terminal -------------------------------------------------------------------------------
-async def test_a_resize_reaches_the_session_between_the_keys_typed_around_it() -> None:
-    gateway, daemon = await _pair()
-    client = Client()
-    task = asyncio.create_task(relay_terminal(client, gateway))
+async def test_a_resize_reaches_the_session_between_the_keys_typed_around_it(ends: Ends) -> None:
+    gateway, daemon = ends
+    client, task = await _run(relay_terminal, gateway)
     client.type(b"ls")
     client.text(msgspec.json.encode(gs.Resize(cols=120, rows=40)).decode())
     client.type(b"\r")
@@ -106,10 +116,9 @@ async def test_a_resize_reaches_the_session_between_the_keys_typed_around_it() -
     assert client.close_code == 1000
 
 
-async def test_a_bad_resize_is_refused_on_the_socket_and_the_terminal_goes_on() -> None:
-    gateway, daemon = await _pair()
-    client = Client()
-    task = asyncio.create_task(relay_terminal(client, gateway))
+async def test_a_bad_resize_is_refused_on_the_socket_and_the_terminal_goes_on(ends: Ends) -> None:
+    gateway, daemon = ends
+    client, task = await _run(relay_terminal, gateway)
     client.text('{"type":"resize","cols":0,"rows":40}')
     client.type(b"x")
     got = await _records(daemon, ss.RecordReader(ss.FROM_PLATFORM), 1)
@@ -117,14 +126,11 @@ async def test_a_bad_resize_is_refused_on_the_socket_and_the_terminal_goes_on() 
     assert '"type":"error"' in str(client.got[0])
     client.leave()
     await asyncio.wait_for(task, 5)
-    for side in (gateway, daemon):
-        await side.aclose()
 
 
-async def test_a_stalled_session_stops_the_relay_reading_the_client() -> None:
-    gateway, daemon = await _pair()
-    client = Client()
-    task = asyncio.create_task(relay_terminal(client, gateway))
+async def test_a_stalled_session_stops_the_relay_reading_the_client(ends: Ends) -> None:
+    gateway, daemon = ends
+    client, task = await _run(relay_terminal, gateway)
     for _ in range(8):  # 8 KiB of typing on a 4 KiB window the session never drains
         client.type(bytes(1024))
     await wait_until(lambda: gateway.credit < 1024 + ss.RECORD_HEADER)
@@ -134,24 +140,22 @@ async def test_a_stalled_session_stops_the_relay_reading_the_client() -> None:
     assert client.inbox.empty()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    for side in (gateway, daemon):
-        await side.aclose()
 
 
-async def test_an_abort_from_the_machine_closes_the_socket_as_lost() -> None:
-    gateway, daemon = await _pair()
-    client = Client()
-    task = asyncio.create_task(relay_terminal(client, gateway))
+async def test_an_abort_from_the_machine_closes_the_socket_as_lost(ends: Ends) -> None:
+    gateway, daemon = ends
+    client, task = await _run(relay_terminal, gateway)
     await daemon.abort("the session was closed")
     await asyncio.wait_for(task, 5)
     assert client.close_code == gs.CLOSE_ABORTED
     assert b"the session was closed" in client.close_message
 
 
-async def test_an_abort_from_the_gateway_side_ends_the_relay_and_reaches_the_machine() -> None:
-    gateway, daemon = await _pair()
-    client = Client()
-    task = asyncio.create_task(relay_terminal(client, gateway))
+async def test_an_abort_from_the_gateway_side_ends_the_relay_and_reaches_the_machine(
+    ends: Ends,
+) -> None:
+    gateway, daemon = ends
+    client, task = await _run(relay_terminal, gateway)
     await gateway.abort("the token was revoked")  # the revocation round does this
     await asyncio.wait_for(task, 5)
     assert client.close_code == gs.CLOSE_ABORTED
@@ -159,48 +163,40 @@ async def test_an_abort_from_the_gateway_side_ends_the_relay_and_reaches_the_mac
         await daemon.receive()
 
 
-async def test_a_client_that_leaves_mid_stream_detaches_and_the_session_sees_the_end() -> None:
-    gateway, daemon = await _pair()
-    client = Client()
-    task = asyncio.create_task(relay_terminal(client, gateway))
+async def test_a_client_that_leaves_mid_stream_detaches_and_the_session_sees_the_end(
+    ends: Ends,
+) -> None:
+    gateway, daemon = ends
+    client, task = await _run(relay_terminal, gateway)
     await daemon.send(ss.encode_record(ss.RecordKind.OUTPUT, b"partial"))
     await asyncio.wait_for(client.news.wait(), 5)
     client.leave()
     await asyncio.wait_for(task, 5)
     assert await asyncio.wait_for(daemon.receive(), 5) == b""  # a detach, not an abort
-    for side in (gateway, daemon):
-        await side.aclose()
 
 
-async def test_a_client_reset_while_output_flows_ends_the_relay_quietly() -> None:
-    gateway, daemon = await _pair()
+async def test_a_client_reset_while_output_flows_ends_the_relay_quietly(ends: Ends) -> None:
+    gateway, daemon = ends
     client = Client()
     client.gone = True
     task = asyncio.create_task(relay_terminal(client, gateway))
     await daemon.send(ss.encode_record(ss.RecordKind.OUTPUT, b"to nobody"))
     await asyncio.wait_for(task, 5)  # ConnectionError: logged, not raised
-    for side in (gateway, daemon):
-        await side.aclose()
 
 
-async def test_cancelling_the_terminal_relay_is_not_swallowed() -> None:
-    gateway, daemon = await _pair()
-    client = Client()
-    task = asyncio.create_task(relay_terminal(client, gateway))
+async def test_cancelling_the_terminal_relay_is_not_swallowed(ends: Ends) -> None:
+    _, task = await _run(relay_terminal, ends[0])
     await asyncio.sleep(0)  # let both pumps start waiting
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled()
-    for side in (gateway, daemon):
-        await side.aclose()
 
 
 # --- a tunnel ---------------------------------------------------------------------------------
-async def test_a_tunnel_half_closes_each_way_and_ends_once_both_ended() -> None:
-    gateway, daemon = await _pair()
-    client = Client()
-    task = asyncio.create_task(relay_tunnel(client, gateway))
+async def test_a_tunnel_half_closes_each_way_and_ends_once_both_ended(ends: Ends) -> None:
+    gateway, daemon = ends
+    client, task = await _run(relay_tunnel, gateway)
     client.type(b"GET / HTTP/1.0\r\n\r\n")
     client.text(EOF_FRAME)
     assert await asyncio.wait_for(daemon.receive(), 5) == b"GET / HTTP/1.0\r\n\r\n"
@@ -212,19 +208,18 @@ async def test_a_tunnel_half_closes_each_way_and_ends_once_both_ended() -> None:
     assert client.got == [b"HTTP/1.0 200 OK\r\n\r\n", EOF_FRAME]
 
 
-async def test_a_tunnel_aborted_by_the_machine_closes_broken() -> None:
-    gateway, daemon = await _pair()
-    task = asyncio.create_task(relay_tunnel(Client(), gateway))
+async def test_a_tunnel_aborted_by_the_machine_closes_broken(ends: Ends) -> None:
+    gateway, daemon = ends
+    _, task = await _run(relay_tunnel, gateway)
     await daemon.abort("the connection to port 3000 broke")
     code, reason = await asyncio.wait_for(task, 5)
     assert code == CLOSE_BROKEN
     assert "port 3000 broke" in reason
 
 
-async def test_a_tunnel_client_that_leaves_mid_stream_aborts_it_for_the_machine() -> None:
-    gateway, daemon = await _pair()
-    client = Client()
-    task = asyncio.create_task(relay_tunnel(client, gateway))
+async def test_a_tunnel_client_that_leaves_mid_stream_aborts_it_for_the_machine(ends: Ends) -> None:
+    gateway, daemon = ends
+    client, task = await _run(relay_tunnel, gateway)
     client.type(b"half a request")
     assert await asyncio.wait_for(daemon.receive(), 5) == b"half a request"
     client.leave()  # closed without its end frame
@@ -235,8 +230,8 @@ async def test_a_tunnel_client_that_leaves_mid_stream_aborts_it_for_the_machine(
         await daemon.receive()
 
 
-async def test_a_stalled_tunnel_client_stops_the_machine_side_at_its_window() -> None:
-    gateway, daemon = await _pair()
+async def test_a_stalled_tunnel_client_stops_the_machine_side_at_its_window(ends: Ends) -> None:
+    gateway, daemon = ends
     client = Client()
     gate = asyncio.Event()
     sent = client.send_bytes
@@ -255,17 +250,12 @@ async def test_a_stalled_tunnel_client_stops_the_machine_side_at_its_window() ->
     await asyncio.wait_for(sending, 5)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    for side in (gateway, daemon):
-        await side.aclose()
 
 
-async def test_cancelling_the_tunnel_relay_is_not_swallowed() -> None:
-    gateway, daemon = await _pair()
-    task = asyncio.create_task(relay_tunnel(Client(), gateway))
+async def test_cancelling_the_tunnel_relay_is_not_swallowed(ends: Ends) -> None:
+    _, task = await _run(relay_tunnel, ends[0])
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled()
-    for side in (gateway, daemon):
-        await side.aclose()
