@@ -101,14 +101,14 @@ async def _download(
     resp.content_length = opened.size
     async with stream:
         await resp.prepare(request)
-        if await _relay(stream, resp, opened.size) != opened.size:
+        if await relay_download(stream, resp, opened.size) != opened.size:
             _cut(request, "the file changed size while it was sent")
             return resp
         await resp.write_eof()
     return resp
 
 
-async def _relay(stream: ByteStream, resp: web.StreamResponse, size: int) -> int:
+async def relay_download(stream: ByteStream, resp: web.StreamResponse, size: int) -> int:
     """The stream's bytes into the response, never more than ``size``; how many there were.
     ``receive`` grants credit for a chunk only when the write before it has drained."""
     sent = 0

@@ -1,4 +1,4 @@
-"""The gateway's relays (a terminal's, a tunnel's) over the in-memory wire, with an in-memory
+"""The gateway's relays (a terminal's, a tunnel's, a download's) over the in-memory wire, with an in-memory
 client socket in place of aiohttp's WebSocket (the real ones, with a daemon and NATS:
 tests/integration/test_sessions.py, tests/integration/test_tunnels.py)."""
 
@@ -16,6 +16,7 @@ from contracts import gateway_sessions as gs, sessions as ss
 from contracts.errors import StreamAborted
 from contracts.ports import EOF_FRAME
 from core.bytestream import ByteStream
+from services.gateway.files_http import relay_download
 from services.gateway.sessions import relay_terminal
 from services.gateway.tunnels import CLOSE_BROKEN, CLOSE_DONE, relay_tunnel
 from tests.unit.test_bytestream import Wire
@@ -259,3 +260,61 @@ async def test_cancelling_the_tunnel_relay_is_not_swallowed(ends: Ends) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled()
+
+
+# --- a file download --------------------------------------------------------------------------
+class Response:
+    """An HTTP response being written: ``gate`` holds each write (a client not reading);
+    ``reset_after`` writes, the client's connection resets."""
+
+    def __init__(self, reset_after: int | None = None) -> None:
+        self.body = bytearray()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self._left = reset_after
+
+    async def write(self, data: bytes) -> None:
+        await self.gate.wait()
+        if self._left is not None:
+            if self._left == 0:
+                raise ConnectionResetError("the client's connection was reset")
+            self._left -= 1
+        self.body += data
+
+
+async def test_a_download_client_that_stalls_holds_the_machine_at_one_window(ends: Ends) -> None:
+    gateway, daemon = ends
+    resp = Response()
+    resp.gate.clear()
+    task = asyncio.create_task(relay_download(gateway, resp, 4 * WINDOW))  # type: ignore[arg-type]
+    sending = asyncio.create_task(daemon.send(bytes(4 * WINDOW)))
+    await wait_until(lambda: daemon.credit == 0)
+    assert not sending.done()
+    assert gateway.buffered <= WINDOW
+    resp.gate.set()
+    await asyncio.wait_for(sending, 5)
+    await daemon.end()
+    assert await asyncio.wait_for(task, 5) == 4 * WINDOW
+
+
+async def test_a_download_client_that_leaves_mid_file_aborts_the_machine_side(ends: Ends) -> None:
+    gateway, daemon = ends
+    resp = Response(reset_after=1)
+    sending = asyncio.create_task(daemon.send(bytes(2 * WINDOW)))
+
+    async def download() -> None:
+        async with gateway:  # as the download route holds it
+            await relay_download(gateway, resp, 2 * WINDOW)  # type: ignore[arg-type]
+
+    with pytest.raises(ConnectionResetError):
+        await download()
+    with pytest.raises(StreamAborted, match="ConnectionResetError"):
+        await asyncio.wait_for(sending, 5)
+
+
+async def test_a_download_aborted_by_the_machine_reports_a_short_file(ends: Ends) -> None:
+    gateway, daemon = ends
+    task = asyncio.create_task(relay_download(gateway, Response(), 100))  # type: ignore[arg-type]
+    await daemon.send(b"x" * 10)
+    await daemon.abort("the disk failed")
+    assert await asyncio.wait_for(task, 5) == -1  # the route cuts the response short
