@@ -1,6 +1,6 @@
-"""The gateway's relays (a terminal's, a tunnel's, a download's) over the in-memory wire, with an in-memory
-client socket in place of aiohttp's WebSocket (the real ones, with a daemon and NATS:
-tests/integration/test_sessions.py, tests/integration/test_tunnels.py)."""
+"""The gateway's relays (a terminal's, a tunnel's, a download's) over the in-memory wire, with
+an in-memory client socket in place of aiohttp's WebSocket (the real ones, with a daemon and
+NATS: tests/integration/test_sessions.py, test_tunnels.py, test_files.py)."""
 
 from __future__ import annotations
 
