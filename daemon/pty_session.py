@@ -24,7 +24,7 @@ import structlog
 
 from contracts import sessions as ss
 from contracts.errors import StreamAborted
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from core.relay import relay
 
 log = structlog.get_logger(__name__)

@@ -26,7 +26,7 @@ from contracts.errors import NotFound, ToolError, TooManyStreams
 from contracts.jsonrpc import NoParams
 from contracts.streams import StreamOpened
 from daemon import tools
-from daemon.bytestreams import StreamHub
+from daemon.byte_stream_hub import ByteStreamHub
 from daemon.pty_session import Session, Viewer, set_size
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ def _take_terminal() -> None:
 
 
 class Sessions:
-    def __init__(self, *, hub: StreamHub, home: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, *, hub: ByteStreamHub, home: Path, environ: Mapping[str, str]) -> None:
         self._hub = hub
         self._home = home
         self._environ = environ

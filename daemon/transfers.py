@@ -34,9 +34,9 @@ from contracts.daemon_files import (
 )
 from contracts.errors import FleetError, StreamAborted, WrongFileKind
 from contracts.jsonrpc import Router
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from daemon import homefs
-from daemon.bytestreams import StreamHub
+from daemon.byte_stream_hub import ByteStreamHub
 from daemon.files import open_file
 from daemon.homefs import Found, fs_error, retrying
 
@@ -45,7 +45,7 @@ _ENCODER = msgspec.json.Encoder()
 
 
 class FileTransfers:
-    def __init__(self, *, hub: StreamHub, home: str) -> None:
+    def __init__(self, *, hub: ByteStreamHub, home: str) -> None:
         self._hub = hub
         self._home = home
 

@@ -27,9 +27,9 @@ import structlog
 from contracts.errors import PortUnreachable, StreamAborted
 from contracts.ports import TunnelConnectParams
 from contracts.streams import StreamOpened
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from core.relay import relay
-from daemon.bytestreams import StreamHub
+from daemon.byte_stream_hub import ByteStreamHub
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +55,7 @@ async def connect_loopback(
 
 
 class Tunnels:
-    def __init__(self, hub: StreamHub) -> None:
+    def __init__(self, hub: ByteStreamHub) -> None:
         self._hub = hub
 
     async def tunnel_connect(self, params: TunnelConnectParams, _: None) -> StreamOpened:

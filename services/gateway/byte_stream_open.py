@@ -24,10 +24,10 @@ from aiohttp import WSMessage
 from nats.aio.client import Client as NATS
 
 from contracts.jsonrpc import MethodSpec, P
-from services.common.bytestreams import OnTraffic, PlatformStream, join
+from services.common.byte_stream_join import OnTraffic, PlatformStream, join
 from services.common.daemon_client import DaemonClient
 from services.gateway.access import Access, Caller
-from services.gateway.stream_slots import StreamSlots
+from services.gateway.byte_stream_slots import ByteStreamSlots
 
 
 class _Opened(Protocol):
@@ -51,7 +51,7 @@ class Socket(Protocol):
 
 
 class ByteStreamOpener:
-    def __init__(self, *, slots: StreamSlots, access: Access, daemons: DaemonClient,
+    def __init__(self, *, slots: ByteStreamSlots, access: Access, daemons: DaemonClient,
                  nc: Callable[[], NATS]) -> None:  # fmt: skip
         self.slots = slots
         self.access = access

@@ -34,7 +34,7 @@ from contracts import daemon_files as df, errors as e
 from contracts.gateway_files import FILES_ROUTE
 from contracts.ids import MACHINE_ID_RE
 from contracts.jsonrpc import P, invalid_params
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener
 

@@ -37,6 +37,7 @@ from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener
+from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.events_hub import EventHub
@@ -49,7 +50,6 @@ from services.gateway.preview import PREVIEW_REQUEST, add_preview_routes
 from services.gateway.revocation import RevocationTicker
 from services.gateway.sessions import SessionOps, refusal_status
 from services.gateway.sse import EventsContext, stream_events
-from services.gateway.stream_slots import StreamSlots
 from services.gateway.tickets import EventTickets
 from services.gateway.tunnels import Tunnels
 
@@ -205,7 +205,7 @@ def make_app(
     app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
     app[UNAUTHENTICATED] = RateLimiter(settings.rate_unauthenticated_per_min)
     app.on_response_prepare.append(_security_headers)
-    slots = byte_streams.slots if byte_streams is not None else StreamSlots(0)
+    slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
 
     async def revocation(_: web.Application) -> AsyncIterator[None]:
         async with RevocationTicker(store, hub, slots):

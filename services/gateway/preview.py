@@ -36,7 +36,7 @@ from contracts.ports import (
     preview_prefix,
 )
 from core.relay import relay
-from services.common.bytestreams import PlatformStream
+from services.common.byte_stream_join import PlatformStream
 from services.common.failover import TRANSIENT, as_unavailable
 from services.common.preview_origin import PreviewOrigin
 from services.gateway.access import Caller

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from services.common.store import Store
 from services.common.ticker import Ticker
+from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.events_hub import REVOCATION_CHECK_S, EventHub, token_is_live
-from services.gateway.stream_slots import StreamSlots
 
 
 class RevocationTicker(Ticker):
     name = "gateway.revocation"
     failed_event = "gateway.revocation_check_failed"
 
-    def __init__(self, store: Store, events: EventHub, slots: StreamSlots,
+    def __init__(self, store: Store, events: EventHub, slots: ByteStreamSlots,
                  interval_s: float = REVOCATION_CHECK_S) -> None:  # fmt: skip
         super().__init__(interval_s)
         self._store = store

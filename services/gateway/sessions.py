@@ -30,7 +30,7 @@ from contracts.errors import (
 )
 from contracts.ids import MACHINE_ID_RE
 from contracts.jsonrpc import MethodSpec, NoParams, P, R
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from core.relay import relay
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener, Socket

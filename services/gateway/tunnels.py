@@ -26,9 +26,9 @@ from contracts import errors as e
 from contracts.errors import FleetError, InvalidParams, StreamAborted, Unauthorized
 from contracts.ids import MACHINE_ID_RE
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from core.relay import relay
-from services.common.bytestreams import PlatformStream
+from services.common.byte_stream_join import PlatformStream
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener, Socket
 from services.gateway.limits import RateLimiter, rate_limited

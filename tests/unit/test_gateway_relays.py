@@ -15,7 +15,7 @@ from aiohttp import WSMessage, WSMsgType
 from contracts import gateway_sessions as gs, sessions as ss
 from contracts.errors import StreamAborted
 from contracts.ports import EOF_FRAME
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from services.gateway.files_http import relay_download
 from services.gateway.sessions import relay_terminal
 from services.gateway.tunnels import CLOSE_BROKEN, CLOSE_DONE, relay_tunnel

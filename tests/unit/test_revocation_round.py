@@ -1,5 +1,5 @@
 """One revocation round covers a token's event streams and its byte streams, looking each
-token up once (the real gateway, store and streams: tests/integration/test_stream_slots.py,
+token up once (the real gateway, store and streams: tests/integration/test_byte_stream_slots.py,
 tests/integration/test_gateway_events.py)."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from contracts.errors import StreamAborted
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from services.gateway.access import Caller
+from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.events_hub import EventHub
 from services.gateway.revocation import RevocationTicker
-from services.gateway.stream_slots import StreamSlots
 
 
 class Tokens:
@@ -33,13 +33,15 @@ async def _nothing(_: bytes) -> None:
     return None
 
 
-def _round(revoked: set[str], *, connected: bool = True) -> tuple[RevocationTicker, EventHub,
-                                                                  StreamSlots, Tokens]:  # fmt: skip
+Round = tuple[RevocationTicker, EventHub, ByteStreamSlots, Tokens]
+
+
+def _round(revoked: set[str], *, connected: bool = True) -> Round:
     tokens = Tokens(revoked)
     store: Any = SimpleNamespace(tokens=tokens)
     bus: Any = SimpleNamespace(nc=SimpleNamespace(is_connected=connected))
     hub = EventHub(bus, store, max_per_token=10, max_streams=10)
-    slots = StreamSlots(per_token=10)
+    slots = ByteStreamSlots(per_token=10)
     return RevocationTicker(store, hub, slots), hub, slots, tokens
 
 

@@ -1,4 +1,4 @@
-"""The daemon's StreamHub owns the tasks that serve its streams and joins them on close (the
+"""The daemon's ByteStreamHub owns the tasks that serve its streams and joins them on close (the
 real daemon's shutdown with open streams: tests/integration/test_bytestreams.py)."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import asyncio
 import pytest
 
 from contracts.errors import StreamAborted
-from daemon import bytestreams
-from daemon.bytestreams import StreamHub
+from daemon import byte_stream_hub
+from daemon.byte_stream_hub import ByteStreamHub
 
 
 async def test_close_aborts_every_stream_and_waits_for_its_task_to_clean_up() -> None:
-    hub = StreamHub("m" * 8)
+    hub = ByteStreamHub("m" * 8)
     stream = hub.open()
     cleaned = asyncio.Event()
 
@@ -38,8 +38,8 @@ async def test_close_aborts_every_stream_and_waits_for_its_task_to_clean_up() ->
 async def test_a_task_that_ignores_the_abort_is_cancelled_after_the_grace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bytestreams, "_JOIN_GRACE_S", 0.05)
-    hub = StreamHub("m" * 8)
+    monkeypatch.setattr(byte_stream_hub, "_JOIN_GRACE_S", 0.05)
+    hub = ByteStreamHub("m" * 8)
     hub.open()
     cancelled = asyncio.Event()
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import structlog
 
 from contracts.errors import TooManyStreams
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from services.gateway.access import Caller
 
 log = structlog.get_logger(__name__)
@@ -27,7 +27,7 @@ log = structlog.get_logger(__name__)
 Release = Callable[[object], None]
 
 
-class StreamSlots:
+class ByteStreamSlots:
     def __init__(self, per_token: int) -> None:
         #: 0: no limit.
         self.per_token = per_token

@@ -1,7 +1,7 @@
 """The daemon's byte streams: one subscription for the platform's side of all of them, and
 ``tool.execPipe``, a command whose stdin and stdout are a stream.
 
-A method that opens a stream calls ``StreamHub.open()``, starts the stream before it answers
+A method that opens a stream calls ``ByteStreamHub.open()``, starts the stream before it answers
 (so the platform's first frames find it) and answers ``StreamOpened``. Frames for a stream the
 daemon does not know (it ended, or the daemon restarted) are answered with an abort, so the
 platform's side stops at once instead of timing out.
@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from contracts import streams as s, subjects
 from contracts.daemon_rpc import ExecPipeParams
 from contracts.errors import StreamAborted, ToolError, TooManyStreams
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from core.relay import relay
 from daemon import tools
 
@@ -37,7 +37,7 @@ MAX_STREAMS = 64
 _JOIN_GRACE_S = 2.0
 
 
-class StreamHub:
+class ByteStreamHub:
     """The machine's open byte streams and the one set of tasks that serve them (a pipe, a
     tunnel, a file transfer, a terminal's viewer), all joined by ``close``."""
 
@@ -123,7 +123,7 @@ class Pipes:
     stdout and stderr (merged) are ours, and its exit code is our end frame's code. An abort
     from either side kills its process group."""
 
-    def __init__(self, *, hub: StreamHub, home: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, *, hub: ByteStreamHub, home: Path, environ: Mapping[str, str]) -> None:
         self._hub = hub
         self._home = home
         self._environ = environ
