@@ -19,7 +19,7 @@ from contracts.errors import FleetError
 from contracts.ports import PREVIEW_TICKET_PARAM
 from fleet import tunnel as t
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, UsageError, command, emit
-from fleet.cli_sleep import ensure_started
+from fleet.cli_stop import ensure_started
 from fleet.client import FleetClient
 
 Args = argparse.Namespace

@@ -143,6 +143,7 @@ export const STATUS = Object.freeze({
   FAILED: "failed",
   UNRESPONSIVE: "unresponsive",
   ARCHIVED: "archived",
+  STOPPING: "stopping",
   STOPPED: "stopped",
   LOST: "lost",
 });
@@ -175,6 +176,7 @@ export const EVENT_TYPES = Object.freeze({
   ENV_PUSHED: "env-pushed",
   REPOS_RECONCILED: "repos-reconciled",
   STOPPED: "stopped",
+  PROCESSES_ENDED: "processes-ended",
   STARTED: "started",
   LOST: "lost",
 });
