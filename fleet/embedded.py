@@ -26,6 +26,7 @@ import nats
 import nats.errors
 
 from contracts import subjects
+from core.lifeline import Children
 
 _START_TIMEOUT_S = 20.0
 
@@ -98,6 +99,13 @@ class _Server:
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"{self.name}.log"
+        #: Set (``bind``) by a supervisor whose servers must end with it: `fleet up`.
+        self._children: Children | None = None
+        self._label = self.name
+
+    def bind(self, children: Children, label: str) -> None:
+        """Start this server (and each restart) as one of ``children``, named ``label``."""
+        self._children, self._label = children, label
 
     def argv(self) -> list[str]:
         raise RuntimeError("subclass must define argv")
@@ -115,6 +123,9 @@ class _Server:
         none is ready before a quorum of them runs)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            if self._children is not None:
+                self.proc = self._children.popen(self.argv(), log, self._label)
+                return
             self.proc = subprocess.Popen(
                 self.argv(),
                 stdin=subprocess.DEVNULL,

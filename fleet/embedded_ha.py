@@ -98,13 +98,17 @@ class Sentinel(_Server):
         self.primary_port = primary_port
         self.password = password
         self.config_path = data_dir / "sentinel.conf"
+        self._configured = False
 
     def argv(self) -> list[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self.config_path.exists():  # after a restart: what it learnt is in there
-            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Restarted by `fleet up`, it keeps what it learnt (the file); started by another
+        # `fleet up` on the same data dir, the ports of the file are no longer those used.
+        if not self._configured:
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(self.config())
+            self._configured = True
         return [valkey_server_binary(), str(self.config_path), "--sentinel"]
 
     def config(self) -> str:

@@ -4,7 +4,9 @@ Starts nats-server and valkey-server (unless --nats-url / --redis-url point at e
 then each service as its own OS process, restarting any that dies (with backoff), and any
 embedded server that dies (fleet.up_servers). Ctrl-C or
 SIGTERM stops, in order: the gateway, the stage services (each drains its in-flight work), the
-local machines' daemons, then the servers.
+local machines' daemons, then the servers. However `fleet up` ends (SIGKILL included), the
+servers and services end with it (core.lifeline); the next one on the data dir ends whatever
+of them still runs and restarts the machines the dead one left.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -25,13 +26,14 @@ from typing import Literal
 
 import msgspec
 
-from core.backoff import backoff_s
+from core.lifeline import Children, end_recorded
 from core.lockfile import AlreadyRunning, PidLock
 from fleet.docker_setup import prepare_sync, stop_docker_machines
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan
 from fleet.up_servers import ServerSupervisor
+from fleet.up_services import ServiceProcess, stop_services
 from providers.cgroup import unavailable as cgroup_unavailable
 from providers.local import stop_all_local
 from providers.netns import probe as network_probe
@@ -44,9 +46,10 @@ from services.common.settings import Settings
 #: auth callout comes first: machines cannot connect without it.
 #: In the data dir, held by the running `fleet up` (its pid and start time).
 LOCK_NAME = "fleet-up.lock"
+#: In the data dir: the servers and services the running `fleet up` started (core.lifeline);
+#: still there when it starts, the `fleet up` before it ended without stopping them.
+CHILDREN_NAME = "fleet-up.children"
 SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode", "gateway")
-_HEALTHY_AFTER_S = 30.0  # a service up this long has its restart backoff reset
-_MAX_BACKOFF_S = 30.0
 
 
 @dataclass
@@ -85,60 +88,6 @@ def read_or_create_secret(path: Path, env_var: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value
-
-
-class ServiceProcess:
-    def __init__(
-        self, name: str, env: dict[str, str], log_dir: Path, module: str | None = None
-    ) -> None:
-        self.name = name
-        #: The service's package (replicas of one service have names of their own).
-        self.module = module or name
-        self.env = env
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-        self.restarts = 0
-        self.next_start = 0.0
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{self.module}"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        self.started_at = time.monotonic()
-
-    def check(self, now: float) -> str | None:
-        """Restart the service if it died (after its backoff). Returns a line to print."""
-        if self.proc is None or self.proc.poll() is None:
-            if self.proc is None and now >= self.next_start:
-                self.start()
-                return f"restarted {self.name} (restart #{self.restarts})"
-            return None
-        code = self.proc.returncode
-        self.proc = None
-        if now - self.started_at > _HEALTHY_AFTER_S:
-            self.restarts = 0
-        self.restarts += 1
-        delay = backoff_s(self.restarts, base=0.5, cap=_MAX_BACKOFF_S, jitter=False)
-        self.next_start = now + delay
-        return f"{self.name} exited with {code}; restarting in {delay:g}s (log: {self.log_path})"
-
-    def stop(self, timeout_s: float = 25.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # SIGTERM: consumers drain in-flight handlers, then connections close
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait_healthy(url: str, procs: list[ServiceProcess], timeout_s: float = 60.0) -> None:
@@ -217,8 +166,13 @@ def up(opts: UpOptions) -> int:
         return 1
     with ExitStack() as stack:  # unwinds in reverse: services, machines, then the servers
         stack.callback(lock.release)
-        servers = ServerSupervisor()  # restarts an embedded server that dies, like a service
+        children = Children(data_dir / CHILDREN_NAME)
+        stack.callback(children.forget)
+        left_by_dead_up = _end_dead_stack(children)
+        servers = ServerSupervisor(children)  # restarts a server that dies, like a service
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
+        if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
+            _stop_machines(settings, opts)
         stack.callback(_stop_machines, settings, opts)
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
@@ -231,10 +185,11 @@ def up(opts: UpOptions) -> int:
                 service_env(module, env, auth, seed, metrics.get(name, 0)) | extra,
                 data_dir / "logs",
                 module,
+                children=children,
             )
             for name, module, extra in plan
         ]
-        stack.callback(_stop_services, procs)
+        stack.callback(stop_services, procs)
         for p in procs:
             p.start()
         urls = [f"http://{opts.host}:{x['FLEET_PORT']}" for _, m, x in plan if m == "gateway"]
@@ -265,23 +220,24 @@ def _servers(
         auth, seed = NatsAuth.load_or_create(data_dir / "nats-auth.json")
     if opts.ha:
         password = read_or_create_secret(data_dir / "redis-password", "FLEET_REDIS_PASSWORD")
-        servers = stack.enter_context(HaServers(data_dir, auth=auth, redis_password=password))
+        servers = HaServers(data_dir, auth=auth, redis_password=password)
+        watched.watch_all(servers.labelled())
+        stack.enter_context(servers)
         nats_url, redis_url = servers.nats_url, servers.redis_url
         ha = ha_settings(servers)
-        watched.watch_all(servers.labelled())
     if nats_url is None:
         host = "127.0.0.1"
         if opts.provider == "docker":  # containers reach NATS on their network's gateway
             here = msgspec.structs.replace(Settings.from_env(), data_dir=str(data_dir))
             host, _ = prepare_sync(here, "fleet up")
         nats = NatsServer(data_dir / "nats", auth=auth, host=host)
-        nats_url = stack.enter_context(nats).url  # type: ignore[attr-defined]
         watched.watch(nats, "nats-server")
+        nats_url = stack.enter_context(nats).url  # type: ignore[attr-defined]
     if redis_url is None:  # embedded: nothing of fleetd's state is served without this password
         password = read_or_create_secret(data_dir / "redis-password", "FLEET_REDIS_PASSWORD")
         valkey = ValkeyServer(data_dir / "redis", password=password)
-        redis_url = stack.enter_context(valkey).url  # type: ignore[attr-defined]
         watched.watch(valkey, "valkey")
+        redis_url = stack.enter_context(valkey).url  # type: ignore[attr-defined]
     # Every other FLEET_* variable in the environment is honoured; flags win.
     settings = msgspec.structs.replace(
         Settings.from_env(),
@@ -333,9 +289,20 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _stop_services(procs: list[ServiceProcess]) -> None:
-    for p in reversed(procs):
-        p.stop()
+def _end_dead_stack(children: Children) -> bool:
+    """End what a `fleet up` that died on this data dir left running, and say so: True if
+    one did (its record of children is still there)."""
+    if not children.record.exists():
+        return False
+    ended = end_recorded(children.record)
+    print(
+        "fleet up: the last fleet up on this data dir ended without stopping; "
+        + (f"ended what it left running: {', '.join(ended)}" if ended else
+           "its servers and services had ended with it")
+        + "; its machines are stopped and started again",
+        flush=True,
+    )  # fmt: skip
+    return True
 
 
 def _stop_machines(settings: Settings, opts: UpOptions) -> None:

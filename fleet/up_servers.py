@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from core.backoff import backoff_s
+from core.lifeline import Children
 from fleet.embedded import _Server
 
 #: A server up this long has its restart backoff reset.
@@ -58,12 +59,17 @@ class ServerWatch:
 
 
 class ServerSupervisor:
-    """Every embedded server of one `fleet up`, checked from its supervision loop."""
+    """Every embedded server of one `fleet up`, checked from its supervision loop; with
+    ``children``, each is started as one of them (it ends with `fleet up`, however that ends)."""
 
-    def __init__(self) -> None:
+    def __init__(self, children: Children | None = None) -> None:
         self.watches: list[ServerWatch] = []
+        self.children = children
 
     def watch(self, server: _Server, label: str) -> None:
+        """Before the server starts: its first start is a child too."""
+        if self.children is not None:
+            server.bind(self.children, label)
         self.watches.append(ServerWatch(server, label))
 
     def watch_all(self, servers: Iterable[tuple[_Server, str]]) -> None:

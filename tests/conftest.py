@@ -29,6 +29,7 @@ from services.common.bus import Bus
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.common.store import Store
+from tests import leftovers
 
 try:  # pytest-xdist (a dev dependency); without it the suite runs in one process
     from tests import xdist_groups
@@ -80,6 +81,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if xdist_groups is not None and config.getvalue("dist") == "loadgroup":
         return xdist_groups.GroupScheduling(config, log)
     return None
+
+
+@pytest.hookimpl(trylast=True)  # on the controller, after xdist's (its workers have ended)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the session if anything it made outlives it (tests/leftovers.py), naming each."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller looks
+        return
+    factory: pytest.TempPathFactory = session.config._tmp_path_factory  # type: ignore[attr-defined]
+    found = leftovers.find(factory.getbasetemp())
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n  ".join(found)
+        text = f"this session left behind ({len(found)}):\n  {lines}"
+        if reporter is not None:
+            reporter.write_sep("=", "leftovers", red=True)
+            reporter.write_line(text)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -68,3 +71,22 @@ async def wait_until(
             if ok:
                 return
             await asyncio.sleep(every)
+
+
+def still_running_after(pids: list[int], timeout: float) -> list[int]:
+    """Wait (up to ``timeout``) for each process of ``pids`` to end, children or not, on their
+    pidfds (readable once a process has ended); those still running at the deadline."""
+    fds: dict[int, int] = {}
+    for pid in pids:
+        with suppress(ProcessLookupError):  # ended already
+            fds[os.pidfd_open(pid)] = pid
+    deadline = time.monotonic() + timeout
+    try:
+        while fds and (left := deadline - time.monotonic()) > 0:
+            for fd in select.select(list(fds), [], [], left)[0]:
+                del fds[fd]
+                os.close(fd)
+        return sorted(fds.values())
+    finally:
+        for fd in fds:
+            os.close(fd)

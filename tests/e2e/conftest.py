@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.lifeline import die_with_parent
 from fleet.embedded import free_port
 from providers.local import exit_records
 
@@ -87,21 +88,27 @@ def read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float = 60) 
 
 
 def start_fleet_up(
-    data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None
+    data_dir: Path,
+    port: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
 ) -> FleetUp:
-    """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``."""
+    """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``; its
+    banner within ``timeout``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")} | (env or {})
     preview = free_port()  # not fleet up's default: tests run beside each other
     argv = [FLEET, "up", "--port", str(port), "--preview-port", str(preview)]
+    # A test worker that dies (a timeout, a crash) stops it as Ctrl-C would.
     proc = subprocess.Popen(
-        [*argv, "--data-dir", str(data_dir), *extra],
+        die_with_parent([*argv, "--data-dir", str(data_dir), *extra], signal.SIGINT),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        banner = read_until(proc, "Ctrl-C stops everything")
+        banner = read_until(proc, "Ctrl-C stops everything", timeout)
     except BaseException:
         proc.send_signal(signal.SIGINT)  # nobody else owns this process yet: never leak it
         proc.wait(60)

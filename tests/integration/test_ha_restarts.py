@@ -7,9 +7,11 @@ primary with 2 linked replicas."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -111,3 +113,15 @@ async def _supervise(supervisor: ServerSupervisor, done: Callable[[], bool]) -> 
 
 def _both_back(*servers: NatsServer | ValkeyServer) -> bool:
     return all(s.proc is not None and s.proc.poll() is None for s in servers)
+
+
+@pytest.mark.timeout(150)
+def test_the_layout_starts_again_on_the_data_dir_of_one_that_ended(tmp_path: Path) -> None:
+    """The next `fleet up --ha` on a data dir: new ports, so each sentinel's configuration
+    file (kept across its own restarts, what it learnt is in it) is written again."""
+    password = secrets.token_urlsafe(16)
+    ports = []
+    for _ in range(2):
+        with HaServers(tmp_path / "ha", auth=None, redis_password=password) as ha:
+            ports.append(ha.sentinel_addrs)
+    assert ports[0] != ports[1]

@@ -18,6 +18,7 @@ from contracts.consumers import Durable, durable_name
 from contracts.errors import DaemonUnavailable, HostUnavailable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from providers.local import stop_all_local
 from providers.swarm import request, running_host_pid, socket_path, stop_all_swarm, swarm_root
 from services.common.bus import Bus
 from services.common.settings import Settings
@@ -49,9 +50,11 @@ def hosts_settings(settings: Settings) -> list[Settings]:
 
 @pytest.fixture
 def no_swarm_left(hosts_settings: list[Settings]) -> Iterator[None]:
-    """Set up before the stack, so this teardown (every host's swarm ended) runs after it."""
+    """Set up before the stack, so this teardown (every host's swarm and local machines
+    ended: machines outlive their provisioner by design) runs after it."""
     yield
     for s in hosts_settings:
+        stop_all_local(s.data_path)
         stop_all_swarm(s.data_path, grace_s=10)
 
 
