@@ -25,9 +25,9 @@ from bench.stack import servers
 from contracts import daemon_rpc as d
 from contracts.errors import DaemonUnavailable
 from contracts.ids import new_machine_id
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from providers.local import daemon_argv
-from services.common.bytestreams import join
+from services.common.byte_stream_join import join
 from services.common.daemon_client import DaemonClient
 
 MiB = 1024 * 1024

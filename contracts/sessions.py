@@ -2,12 +2,16 @@
 without clients, and its scrollback.
 
 Daemon methods (``session.*``) open, list, resize and close sessions; ``session.attach`` opens a
-byte stream (contracts.streams) to one. On an attach stream the platform sends the raw bytes a
-user types; the daemon sends *records*, so that terminal output and notices share one ordered
-stream: ``kind (1 byte) length (4 bytes, big-endian) payload``, where kind ``OUTPUT`` carries
-terminal bytes and ``NOTICE`` a JSON object (``{"type":"dropped","bytes":N}``: output the client
-was too slow for and will never see). The stream's end frame carries the command's exit code
-(128 + n for a signal n, as a shell says it).
+byte stream (contracts.streams) to one. Both directions carry *records*, so that different
+things share one ordered stream: ``kind (1 byte) length (4 bytes, big-endian) payload``.
+
+- The daemon sends ``OUTPUT`` (terminal bytes) and ``NOTICE``, a JSON object
+  (``{"type":"dropped","bytes":N}``: output the client was too slow for and will never see).
+  The stream's end frame carries the command's exit code (128 + n for a signal n).
+- The platform sends ``INPUT`` (the bytes a user types) and ``RESIZE`` (columns and rows, two
+  big-endian 16-bit numbers), so a resize lands exactly between the keys typed before and
+  after it. An attach without ``input_records`` takes raw typed bytes instead, and its resizes
+  come by ``session.resize``.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class SessionAttachParams(Params, kw_only=True):
     session_id: SessionId
     chunk_size: Annotated[int, msgspec.Meta(ge=1024, le=MAX_CHUNK)] = DEFAULT_CHUNK
     window: Annotated[int, msgspec.Meta(ge=1024, le=16 * MAX_CHUNK)] = ATTACH_WINDOW
+    #: The platform's side carries records (INPUT, RESIZE), not raw typed bytes.
+    input_records: bool = False
 
 
 class SessionClosed(Result, kw_only=True):
@@ -111,13 +117,20 @@ class SessionClosed(Result, kw_only=True):
     closed: bool
 
 
-# --- records on an attach stream (daemon to platform) ---------------------------------------
+# --- records on an attach stream -------------------------------------------------------------
 class RecordKind(IntEnum):
     OUTPUT = 0
     NOTICE = 1
+    INPUT = 2
+    RESIZE = 3
 
+
+#: What each side may send.
+FROM_MACHINE = frozenset({RecordKind.OUTPUT, RecordKind.NOTICE})
+FROM_PLATFORM = frozenset({RecordKind.INPUT, RecordKind.RESIZE})
 
 _RECORD = struct.Struct(">BI")
+_SIZE = struct.Struct(">HH")
 RECORD_HEADER = _RECORD.size
 #: The largest record a reader accepts.
 MAX_RECORD = MAX_CHUNK
@@ -139,28 +152,44 @@ def encode_notice(notice: Notice) -> bytes:
     return encode_record(RecordKind.NOTICE, msgspec.json.encode(notice))
 
 
+def encode_resize(cols: int, rows: int) -> bytes:
+    return encode_record(RecordKind.RESIZE, _SIZE.pack(cols, rows))
+
+
 class RecordError(ValueError):
     """Bytes that are not records."""
 
 
 class RecordReader:
-    """Records out of stream chunks (a record may span chunks); holds at most one record."""
+    """Records out of stream chunks (a record may span chunks); holds at most one record.
+    Only the ``kinds`` the other side may send are taken."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: frozenset[RecordKind] = FROM_MACHINE) -> None:
         self._buf = bytearray()
+        self._kinds = kinds
 
     def feed(self, chunk: bytes) -> list[tuple[RecordKind, bytes]]:
         self._buf += chunk
         out: list[tuple[RecordKind, bytes]] = []
         while len(self._buf) >= RECORD_HEADER:
             kind, size = _RECORD.unpack_from(self._buf)
-            if kind not in (RecordKind.OUTPUT, RecordKind.NOTICE) or size > MAX_RECORD:
+            if kind not in self._kinds or size > MAX_RECORD:
                 raise RecordError(f"bad record header (kind {kind}, {size} bytes)")
             if len(self._buf) < RECORD_HEADER + size:
                 break
             out.append((RecordKind(kind), bytes(self._buf[RECORD_HEADER : RECORD_HEADER + size])))
             del self._buf[: RECORD_HEADER + size]
         return out
+
+
+def decode_resize(payload: bytes) -> tuple[int, int]:
+    """The columns and rows of a ``RESIZE`` record, each 1-1000 (as ``session.resize``)."""
+    if len(payload) != _SIZE.size:
+        raise RecordError(f"a resize record holds {_SIZE.size} bytes, not {len(payload)}")
+    cols, rows = _SIZE.unpack(payload)
+    if not (1 <= cols <= 1000 and 1 <= rows <= 1000):
+        raise RecordError(f"a terminal of {cols}x{rows} is out of range (1-1000 each)")
+    return cols, rows
 
 
 def decode_notice(payload: bytes) -> Notice:

@@ -24,7 +24,8 @@ import structlog
 
 from contracts import sessions as ss
 from contracts.errors import StreamAborted
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
+from core.relay import relay
 
 log = structlog.get_logger(__name__)
 _READ = 64 * 1024
@@ -218,8 +219,11 @@ class Session:
 class Viewer:
     """One attached client: sends the ring from its offset on, types what the client sends."""
 
-    def __init__(self, session: Session, stream: ByteStream, chunk: int) -> None:
+    def __init__(self, session: Session, stream: ByteStream, chunk: int, *,
+                 records: bool = False) -> None:  # fmt: skip
         self.session, self.stream = session, stream
+        #: The platform sends records (typed bytes and resizes), not raw typed bytes.
+        self._records = records
         self.cursor = session.ring.start  # the scrollback first
         self.wake = asyncio.Event()
         self.finished = asyncio.Event()
@@ -232,19 +236,16 @@ class Viewer:
 
     async def run(self) -> None:
         self.session.viewers.add(self)
-        pumps = (asyncio.create_task(self._output()), asyncio.create_task(self._input()))
         try:
-            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            for pump in done:
-                pump.result()  # the one that failed raises
+            await relay(self._output(), self._input(), until="either")
         except StreamAborted as exc:
             log.info("session.viewer_aborted", session_id=self.session.id, reason=exc.message)
+        except ss.RecordError as exc:
+            log.warning("session.bad_input", session_id=self.session.id, error=str(exc))
+            await self.stream.abort(f"bad input from the platform: {exc}")
         except Exception as exc:  # a task boundary: one viewer never takes the session down
             log.exception("session.viewer_failed", session_id=self.session.id, error=repr(exc))
         finally:
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
             self.session.viewers.discard(self)
             self.session.progressed()
             if self.stream.error is None and not self.stream.ended:  # the client detached
@@ -277,6 +278,14 @@ class Viewer:
             await self.wake.wait()
 
     async def _input(self) -> None:
+        reader = ss.RecordReader(ss.FROM_PLATFORM) if self._records else None
         async for chunk in self.stream:  # credit goes back once the terminal took the bytes
-            await self.session.write(chunk)
+            if reader is None:
+                await self.session.write(chunk)
+                continue
+            for kind, payload in reader.feed(chunk):  # in order: a resize between two keys
+                if kind is ss.RecordKind.INPUT:
+                    await self.session.write(payload)
+                else:
+                    self.session.resize(*ss.decode_resize(payload))
         # The client detached (its end frame): this viewer is done, the session goes on.

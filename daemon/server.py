@@ -55,13 +55,13 @@ from core.backoff import backoff_s
 from core.lockfile import DaemonLock
 from core.version import git_sha, package_version
 from daemon import tools, update
-from daemon.bytestreams import Pipes, StreamHub
+from daemon.byte_stream_hub import ByteStreamHub, Pipes
+from daemon.exec_streams import ExecStreams, daemon_log
 from daemon.files import FileTools
 from daemon.lifecycle import ExitMode, Lifecycle
 from daemon.ports import list_ports
 from daemon.sessions import Sessions
 from daemon.settings import DaemonSettings
-from daemon.streaming import ExecStreams, daemon_log
 from daemon.transfers import FileTransfers
 from daemon.tunnels import Tunnels
 
@@ -98,15 +98,18 @@ class Daemon:
         self._life = Lifecycle(settings, request_stop=self.request_stop) if self.lifecycle else None
         self._replays = ReplayGuard(skew_s=settings.boot_skew_s)
         self._umask = tools.current_umask()
-        self._streams = ExecStreams(
+        self._exec_streams = ExecStreams(
             home=settings.home_path, machine_id=settings.machine_id, environ=os.environ,
             output_cap=settings.exec_output_cap, publish=self._publish_chunk,
             procs=self._life.procs if self._life is not None else None,
         )  # fmt: skip
-        self.streams = StreamHub(settings.machine_id)
-        self._pipes = Pipes(hub=self.streams, home=settings.home_path, environ=os.environ)
-        self._sessions = Sessions(hub=self.streams, home=settings.home_path, environ=os.environ)
-        self._tunnels = Tunnels(self.streams)
+        self.byte_streams = ByteStreamHub(settings.machine_id)
+        self._pipes = Pipes(hub=self.byte_streams, home=settings.home_path, environ=os.environ)
+        self._sessions = Sessions(
+            hub=self.byte_streams, home=settings.home_path, environ=os.environ
+        )
+        self._tunnels = Tunnels(self.byte_streams)
+        self._transfers = FileTransfers(hub=self.byte_streams, home=str(self._home))
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False
@@ -141,7 +144,7 @@ class Daemon:
             await self.nc.subscribe(
                 subjects.daemon_rpc(self.settings.machine_id), cb=self._on_request
             )
-            await self.streams.serve(self.nc)
+            await self.byte_streams.serve(self.nc)
             await self.nc.flush()
             await self.report("ready")
         except BaseException as exc:
@@ -168,7 +171,7 @@ class Daemon:
         if self._life is not None:
             self._life.set_state("stopping", self.stop_reason or "stopping")
         await self._sessions.close_all()
-        await self.streams.close()
+        await self.byte_streams.close()
         try:
             await self._disconnect()
         finally:
@@ -309,8 +312,8 @@ class Daemon:
         r.register(d.PROCESS_LOGS, self._process_logs)
         r.register(d.SELF_UPDATE, self._self_update)
         r.register(d.STOP, self._stop)
-        r.register(d.EXEC_STREAM, self._streams.exec_stream)
-        r.register(d.EXEC_KILL, self._streams.exec_kill)
+        r.register(d.EXEC_STREAM, self._exec_streams.exec_stream)
+        r.register(d.EXEC_KILL, self._exec_streams.exec_kill)
         r.register(d.DAEMON_LOG, daemon_log)
         r.register(LIST_PORTS, list_ports)
         r.register(d.EXEC_PIPE, self._pipes.exec_pipe)
@@ -321,7 +324,7 @@ class Daemon:
         r.register(d.SESSION_ATTACH, self._sessions.attach)
         r.register(TUNNEL_CONNECT, self._tunnels.tunnel_connect)
         FileTools(self._home, lambda: self.nc.max_payload - _REPLY_HEADROOM).register(r)
-        FileTransfers(hub=self.streams, home=str(self._home)).register(r)
+        self._transfers.register(r)
         return r
 
     async def _publish_chunk(self, subject: str, data: bytes) -> None:

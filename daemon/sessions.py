@@ -26,7 +26,7 @@ from contracts.errors import NotFound, ToolError, TooManyStreams
 from contracts.jsonrpc import NoParams
 from contracts.streams import StreamOpened
 from daemon import tools
-from daemon.bytestreams import StreamHub
+from daemon.byte_stream_hub import ByteStreamHub
 from daemon.pty_session import Session, Viewer, set_size
 
 log = structlog.get_logger(__name__)
@@ -48,12 +48,11 @@ def _take_terminal() -> None:
 
 
 class Sessions:
-    def __init__(self, *, hub: StreamHub, home: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, *, hub: ByteStreamHub, home: Path, environ: Mapping[str, str]) -> None:
         self._hub = hub
         self._home = home
         self._environ = environ
         self._sessions: dict[str, Session] = {}
-        self._viewers: set[asyncio.Task[None]] = set()
 
     def _get(self, session_id: str) -> Session:
         session = self._sessions.get(session_id)
@@ -121,9 +120,8 @@ class Sessions:
         session = self._get(p.session_id)
         stream = self._hub.open(window=p.window, chunk_size=p.chunk_size)
         await stream.start()
-        task = asyncio.create_task(Viewer(session, stream, p.chunk_size).run())
-        self._viewers.add(task)
-        task.add_done_callback(self._viewers.discard)
+        viewer = Viewer(session, stream, p.chunk_size, records=p.input_records)
+        self._hub.spawn(viewer.run(), name=f"viewer-{session.id}")
         return StreamOpened(stream_id=stream.stream_id)
 
     async def close_all(self) -> None:

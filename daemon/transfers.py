@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Coroutine
 
 import msgspec
 import structlog
@@ -35,9 +34,9 @@ from contracts.daemon_files import (
 )
 from contracts.errors import FleetError, StreamAborted, WrongFileKind
 from contracts.jsonrpc import Router
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 from daemon import homefs
-from daemon.bytestreams import StreamHub
+from daemon.byte_stream_hub import ByteStreamHub
 from daemon.files import open_file
 from daemon.homefs import Found, fs_error, retrying
 
@@ -46,19 +45,13 @@ _ENCODER = msgspec.json.Encoder()
 
 
 class FileTransfers:
-    def __init__(self, *, hub: StreamHub, home: str) -> None:
+    def __init__(self, *, hub: ByteStreamHub, home: str) -> None:
         self._hub = hub
         self._home = home
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def register(self, r: Router[None]) -> None:
         r.register(DOWNLOAD_FILE, self.download_file)
         r.register(UPLOAD_FILE, self.upload_file)
-
-    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- download -------------------------------------------------------------------------
     async def download_file(self, params: DownloadFileParams, _: None) -> DownloadOpened:
@@ -71,7 +64,7 @@ class FileTransfers:
             os.close(fd)
             raise
         await stream.start()
-        self._spawn(_send_file(stream, fd, params.chunk_size))
+        self._hub.spawn(_send_file(stream, fd, params.chunk_size), name="download")
         return DownloadOpened(stream_id=stream.stream_id, path=shown, size=st.st_size,
                               mode=stat.S_IMODE(st.st_mode))  # fmt: skip
 
@@ -91,7 +84,7 @@ class FileTransfers:
             target.discard()
             raise
         await stream.start()
-        self._spawn(_receive_file(stream, target, params))
+        self._hub.spawn(_receive_file(stream, target, params), name="upload")
         return UploadOpened(stream_id=stream.stream_id, path=target.shown)
 
 

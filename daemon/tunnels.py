@@ -27,8 +27,9 @@ import structlog
 from contracts.errors import PortUnreachable, StreamAborted
 from contracts.ports import TunnelConnectParams
 from contracts.streams import StreamOpened
-from core.bytestream import ByteStream
-from daemon.bytestreams import StreamHub
+from core.byte_stream import ByteStream
+from core.relay import relay
+from daemon.byte_stream_hub import ByteStreamHub
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +55,8 @@ async def connect_loopback(
 
 
 class Tunnels:
-    def __init__(self, hub: StreamHub) -> None:
+    def __init__(self, hub: ByteStreamHub) -> None:
         self._hub = hub
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def tunnel_connect(self, params: TunnelConnectParams, _: None) -> StreamOpened:
         stream = self._hub.open(chunk_size=params.chunk_size, window=params.window)
@@ -66,18 +66,15 @@ class Tunnels:
             await stream.aclose()
             raise
         await stream.start()
-        task = asyncio.create_task(self._run(stream, reader, writer, params))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._hub.spawn(self._run(stream, reader, writer, params), name=f"tunnel-{params.port}")
         log.info("tunnel.opened", port=params.port, stream_id=stream.stream_id)
         return StreamOpened(stream_id=stream.stream_id)
 
     async def _run(self, stream: ByteStream, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter, params: TunnelConnectParams) -> None:  # fmt: skip
-        pumps = [asyncio.create_task(to_socket(stream, writer)),
-                 asyncio.create_task(from_socket(stream, reader, params.chunk_size))]  # fmt: skip
         try:
-            await asyncio.gather(*pumps)
+            await relay(to_socket(stream, writer), from_socket(stream, reader, params.chunk_size),
+                        until="both")  # fmt: skip
         except StreamAborted as exc:
             log.info("tunnel.aborted", stream_id=stream.stream_id, reason=exc.message)
         except OSError as exc:  # the program reset the connection
@@ -86,9 +83,6 @@ class Tunnels:
             log.exception("tunnel.failed", stream_id=stream.stream_id, error=repr(exc))
             await stream.abort("the daemon failed")
         finally:
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
             writer.transport.abort()  # nothing is left to flush: both pumps are done
             await stream.aclose()
             log.info("tunnel.closed", port=params.port, stream_id=stream.stream_id)

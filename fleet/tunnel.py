@@ -27,6 +27,7 @@ from contracts.errors import (
     Unauthorized,
 )
 from contracts.ports import EOF_FRAME, tunnel_path
+from core.relay import relay
 from fleet.client import FleetClient
 
 #: Bytes read from the local side per WebSocket message.
@@ -61,15 +62,10 @@ Close = Callable[[], Awaitable[None]]
 
 async def join(ws: aiohttp.ClientWebSocketResponse, read: Read, write: Write,
                write_eof: Close) -> None:  # fmt: skip
-    """Pump local bytes (``read``: b"" at EOF) and the WebSocket both ways until both ended."""
-    up = asyncio.create_task(_up(ws, read))
-    down = asyncio.create_task(_down(ws, write, write_eof))
+    """Relay local bytes (``read``: b"" at EOF) and the WebSocket both ways until both ended."""
     try:
-        await asyncio.gather(up, down)
+        await relay(_up(ws, read), _down(ws, write, write_eof), until="both")
     finally:
-        for task in (up, down):
-            task.cancel()
-        await asyncio.gather(up, down, return_exceptions=True)
         await ws.close()
 
 

@@ -81,7 +81,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         sessions=api.sessions,
         mcp=mcp,
         ports=api.ports,
-        files=api.ops,
+        byte_streams=api.byte_streams,
     )
     await stack.enter_async_context(HttpServer(apps.console, settings.host, settings.port))
     if apps.previews is not None:

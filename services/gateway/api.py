@@ -63,6 +63,8 @@ from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway import create_once
 from services.gateway.access import Access, Caller, check_local_repo
+from services.gateway.byte_stream_open import ByteStreamOpener
+from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
 from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.host_control import HostControl
@@ -116,8 +118,13 @@ class GatewayApi:
             keys=keys,
         )
         self.stops = StopOps(store=store, bus=bus, access=self.access)
-        self.streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
-        self.sessions = SessionOps(call=self.ops._call, bus=bus, activity=self.access.activity)
+        self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
+        #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
+        self.byte_streams = ByteStreamOpener(
+            slots=ByteStreamSlots(self.settings.streams_per_token), access=self.access,
+            daemons=daemons, nc=lambda: bus.nc,
+        )  # fmt: skip
+        self.sessions = SessionOps(call=self.ops._call, opener=self.byte_streams)
         self.ports = PortOps(access=self.access, daemons=daemons, store=store,
                              settings=self.settings)  # fmt: skip
         self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
@@ -375,7 +382,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.TOKENS_REVOKE, api.tokens_revoke)
     r.register(g.RPC_DISCOVER, api.rpc_discover)
     r.register(g.EVENTS_TICKET, api.events_ticket)
-    r.register(live.MACHINES_EXEC_STREAM, api.streams.machines_exec_stream)
+    r.register(live.MACHINES_EXEC_STREAM, api.exec_streams.machines_exec_stream)
     r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
     r.register(gm.MACHINES_RESTART, ops.machines_restart)
     r.register(ports_.MACHINES_PORTS, ops.machines_ports)

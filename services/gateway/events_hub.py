@@ -8,8 +8,9 @@ its own, and only ``max_replays`` of those run at once (``sse.py``).
 Limits, kept in this process (a stream lives and dies with this process's connection, so a
 shared counter would only leak when a replica dies): ``max_per_token`` open streams per
 instance token (admins are bounded by the gateway's cap only)
-and ``max_streams`` in all, refused with 429 and Retry-After. Every ``REVOCATION_CHECK_S`` the
-tokens behind open streams are checked, and the streams of a revoked one end.
+and ``max_streams`` in all, refused with 429 and Retry-After. The gateway's revocation round
+(services.gateway.revocation) ends the streams of a revoked token, and all of them when the
+bus is lost.
 """
 
 from __future__ import annotations
@@ -79,24 +80,18 @@ class EventHub:
         self._by_machine: dict[str | None, set[Subscriber]] = {}
         self._per_token: Counter[str] = Counter()
         self._sub: JetStreamContext.PushSubscription | None = None
-        self._watch: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> EventHub:
         self._sub = await self._bus.js.subscribe(
             subjects.ALL_MACHINE_EVENTS, cb=self._fan_out, ordered_consumer=True,
             deliver_policy=DeliverPolicy.NEW,
         )  # fmt: skip
-        self._watch = asyncio.create_task(self._watch_streams(), name="events.watch")
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.end_all()
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._sub.unsubscribe()
@@ -161,20 +156,16 @@ class EventHub:
         if ending:
             log.warning("events.bus_lost", streams=len(ending))
 
-    async def _watch_streams(self) -> None:
-        while True:
-            await asyncio.sleep(REVOCATION_CHECK_S)
-            if not self._bus.nc.is_connected:
-                self.end_all_unavailable()
-                continue  # and the store may be fine: revocations are checked next round
-            try:
-                await self._end_revoked()
-            except Exception:  # task boundary: the next round tries again
-                log.exception("events.revocation_check_failed")
+    @property
+    def bus_connected(self) -> bool:
+        return bool(self._bus.nc.is_connected)
 
-    async def _end_revoked(self) -> None:
-        token_ids = {s.caller.token_id for s in self._all} - {OPERATOR}
-        revoked = {t for t in token_ids if not await token_is_live(self._store, t)}
+    def token_ids(self) -> set[str]:
+        """The tokens behind open streams (the operator's is never revoked)."""
+        return {s.caller.token_id for s in self._all} - {OPERATOR}
+
+    def end_tokens(self, revoked: set[str]) -> None:
+        """End the streams of these (revoked) tokens."""
         for sub in [s for s in self._all if s.caller.token_id in revoked]:
             if not sub.ended.is_set():
                 log.info("events.stream_revoked", token_id=sub.caller.token_id)

@@ -24,26 +24,19 @@ the daemon is not there, 504 it did not answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import TypeVar
 
 import aiohttp
 import msgspec
 import structlog
 from aiohttp import web
-from nats.aio.client import Client as NATS
 
 from contracts import daemon_files as df, errors as e
 from contracts.gateway_files import FILES_ROUTE
 from contracts.ids import MACHINE_ID_RE
 from contracts.jsonrpc import P, invalid_params
-from services.common.bytestreams import OnTraffic, PlatformStream, join
+from core.byte_stream import ByteStream
 from services.gateway.access import Caller
-from services.gateway.ops import MachineOps
-from services.gateway.stream_slots import StreamSlots
-
-Opened = TypeVar("Opened", df.DownloadOpened, df.UploadOpened)
+from services.gateway.byte_stream_open import ByteStreamOpener
 
 log = structlog.get_logger(__name__)
 _UPLOADED = msgspec.json.Decoder(df.Uploaded)
@@ -64,21 +57,17 @@ def http_error(exc: e.FleetError) -> web.Response:
 
 
 def add_files_routes(
-    app: web.Application,
-    ops: MachineOps,
-    nc: Callable[[], NATS],
-    caller_key: web.RequestKey[Caller],
-    slots: StreamSlots,
+    app: web.Application, opener: ByteStreamOpener, caller_key: web.RequestKey[Caller]
 ) -> None:
     async def download(request: web.Request) -> web.StreamResponse:
         try:
-            return await _download(request, ops, nc(), request[caller_key], slots)
+            return await _download(request, opener, request[caller_key])
         except e.FleetError as exc:
             return http_error(exc)
 
     async def upload(request: web.Request) -> web.StreamResponse:
         try:
-            return await _upload(request, ops, nc(), request[caller_key], slots)
+            return await _upload(request, opener, request[caller_key])
         except e.FleetError as exc:
             return http_error(exc)
 
@@ -93,11 +82,6 @@ def _target(request: web.Request) -> tuple[str, str]:
     return machine_id, request.match_info["path"]
 
 
-def _traffic(ops: MachineOps, machine_id: str) -> OnTraffic:
-    """A transfer in progress is activity: a long upload keeps its machine from auto-stop."""
-    return partial(ops.access.activity.record, machine_id)
-
-
 def _params(kind: type[P], **fields: object) -> P:
     try:
         return msgspec.convert({k: v for k, v in fields.items() if v is not None}, kind)
@@ -105,54 +89,26 @@ def _params(kind: type[P], **fields: object) -> P:
         raise invalid_params(exc) from None
 
 
-async def _open(
-    slots: StreamSlots,
-    caller: Caller,
-    ops: MachineOps,
-    nc: NATS,
-    machine_id: str,
-    opening: Callable[[], Awaitable[Opened]],
-    *,
-    window: int,
-) -> tuple[Opened, PlatformStream]:
-    """The daemon's answer to ``opening()`` (a download or an upload) and the stream it
-    opened, joined; one of the caller's stream slots is taken first (nothing is asked of the
-    daemon past the caller's limit) and held until the stream closes."""
-    release = slots.take(caller)
-    try:
-        opened = await opening()
-        stream = await join(nc, machine_id, opened.stream_id, window=window,
-                            chunk_size=df.FILE_CHUNK, on_close=release,
-                            on_traffic=_traffic(ops, machine_id))  # fmt: skip
-        slots.hold(caller, stream)
-    except BaseException:
-        release(None)
-        raise
-    return opened, stream
-
-
 async def _download(
-    request: web.Request, ops: MachineOps, nc: NATS, caller: Caller, slots: StreamSlots
+    request: web.Request, opener: ByteStreamOpener, caller: Caller
 ) -> web.StreamResponse:
     machine_id, path = _target(request)
     params = _params(df.DownloadFileParams, path=path)
-    opened, stream = await _open(
-        slots, caller, ops, nc, machine_id, partial(ops.open_download, caller, machine_id, params),
-        window=df.FILE_WINDOW,
-    )  # fmt: skip
+    opened, stream = await opener.open(caller, machine_id, df.DOWNLOAD_FILE, params,
+                                       window=df.FILE_WINDOW, chunk_size=df.FILE_CHUNK)  # fmt: skip
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
                                        "X-Fleet-Mode": f"{opened.mode:o}"})  # fmt: skip
     resp.content_length = opened.size
     async with stream:
         await resp.prepare(request)
-        if await _relay(stream, resp, opened.size) != opened.size:
+        if await relay_download(stream, resp, opened.size) != opened.size:
             _cut(request, "the file changed size while it was sent")
             return resp
         await resp.write_eof()
     return resp
 
 
-async def _relay(stream: PlatformStream, resp: web.StreamResponse, size: int) -> int:
+async def relay_download(stream: ByteStream, resp: web.StreamResponse, size: int) -> int:
     """The stream's bytes into the response, never more than ``size``; how many there were.
     ``receive`` grants credit for a chunk only when the write before it has drained."""
     sent = 0
@@ -178,16 +134,15 @@ def _cut(request: web.Request, why: str) -> None:
 
 
 async def _upload(
-    request: web.Request, ops: MachineOps, nc: NATS, caller: Caller, slots: StreamSlots
+    request: web.Request, opener: ByteStreamOpener, caller: Caller
 ) -> web.StreamResponse:
     machine_id, path = _target(request)
     mode = _octal(request.query.get("mode"))
     params = _params(df.UploadFileParams, path=path, mode=mode, size=request.content_length,
                      sha256=request.query.get("sha256"))  # fmt: skip
-    _, stream = await _open(
-        slots, caller, ops, nc, machine_id, partial(ops.open_upload, caller, machine_id, params),
-        window=df.FILE_CHUNK,  # what comes back is the answer alone
-    )  # fmt: skip
+    # What comes back is the answer alone: a window of one chunk.
+    _, stream = await opener.open(caller, machine_id, df.UPLOAD_FILE, params,
+                                  window=df.FILE_CHUNK, chunk_size=df.FILE_CHUNK)  # fmt: skip
     async with stream:
         received = await _pump_body(request, stream)
         if params.size is not None and received != params.size:
@@ -199,7 +154,7 @@ async def _upload(
                         content_type="application/json")  # fmt: skip
 
 
-async def _pump_body(request: web.Request, stream: PlatformStream) -> int:
+async def _pump_body(request: web.Request, stream: ByteStream) -> int:
     """The request body onto the stream; read only as the daemon grants credit. A client that
     goes away mid-body raises, which aborts the stream: the daemon drops its temporary file."""
     received, pending = 0, bytearray()
@@ -218,7 +173,7 @@ async def _pump_body(request: web.Request, stream: PlatformStream) -> int:
     return received
 
 
-async def _answer(stream: PlatformStream) -> df.Uploaded:
+async def _answer(stream: ByteStream) -> df.Uploaded:
     body = b""
     async for chunk in stream:
         body += chunk

@@ -15,7 +15,6 @@ gateway beyond its operators should keep /metrics to its scrapers at the proxy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import re
 import socket
@@ -40,6 +39,8 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
+from services.gateway.byte_stream_open import ByteStreamOpener
+from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.events_hub import EventHub
@@ -47,12 +48,11 @@ from services.gateway.exec_stream import stream_rpc
 from services.gateway.files_http import add_files_routes
 from services.gateway.limits import RateLimiter, rate_limited
 from services.gateway.mcp_http import McpEndpoint, add_mcp_route
-from services.gateway.ops import MachineOps
 from services.gateway.ports import PortOps
 from services.gateway.preview import add_tunnel_route, make_preview_app
+from services.gateway.revocation import RevocationTicker
 from services.gateway.sessions import SessionOps, refusal_status
 from services.gateway.sse import EventsContext, stream_events
-from services.gateway.stream_slots import StreamSlots
 from services.gateway.tickets import EventTickets
 from services.gateway.tunnels import Tunnels
 
@@ -197,7 +197,7 @@ def make_app(
     mcp: McpEndpoint | None = None,
     sessions: SessionOps | None = None,
     ports: PortOps | None = None,
-    files: MachineOps | None = None,
+    byte_streams: ByteStreamOpener | None = None,
 ) -> GatewayApps:
     """The console's app, and the preview listener's when ``ports`` is given."""
     max_body_bytes = settings.max_body_bytes
@@ -207,16 +207,13 @@ def make_app(
     app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
     app[UNAUTHENTICATED] = RateLimiter(settings.rate_unauthenticated_per_min)
     app.on_response_prepare.append(_security_headers)
-    slots = StreamSlots(settings.streams_per_token)
+    slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
 
-    async def watch_streams(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(slots.watch(store), name="gateway.streams_watch")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async def revocation(_: web.Application) -> AsyncIterator[None]:
+        async with RevocationTicker(store, hub, slots):
+            yield
 
-    app.cleanup_ctx.append(watch_streams)
+    app.cleanup_ctx.append(revocation)
     events_ctx = EventsContext(bus, store, hub, asyncio.Semaphore(settings.events_max_replays))
 
     async def end_streams(_: web.Application) -> None:
@@ -295,17 +292,16 @@ def make_app(
     if mcp is not None:
         add_mcp_route(app, mcp, CALLER_OF_REQUEST)
     if sessions is not None:
-        _add_session_route(app, sessions, slots)
+        _add_session_route(app, sessions)
     previews = None
-    if ports is not None:
-        tunnels = Tunnels(daemons=ports.daemons, access=ports.access, nc=bus.nc,
-                          resolve=resolve_caller, guesses=app[UNAUTHENTICATED],
-                          slots=slots)  # fmt: skip
+    if ports is not None and byte_streams is not None:
+        tunnels = Tunnels(opener=byte_streams, resolve=resolve_caller,
+                          guesses=app[UNAUTHENTICATED])  # fmt: skip
         add_tunnel_route(app, tunnels, error_response, bearer)
         previews = make_preview_app(tunnels, ports.previews, error_response, bearer,
                                     settings.preview)  # fmt: skip
-    if files is not None:
-        add_files_routes(app, files, lambda: bus.nc, CALLER_OF_REQUEST, slots)
+    if byte_streams is not None:
+        add_files_routes(app, byte_streams, CALLER_OF_REQUEST)
     return GatewayApps(app, previews)
 
 
@@ -315,10 +311,10 @@ class GatewayApps(NamedTuple):
     previews: web.Application | None
 
 
-def _add_session_route(app: web.Application, sessions: SessionOps, slots: StreamSlots) -> None:
+def _add_session_route(app: web.Application, sessions: SessionOps) -> None:
     async def attach(request: web.Request) -> web.StreamResponse:
         try:
-            return await sessions.attach(request, request[CALLER_OF_REQUEST], slots)
+            return await sessions.attach(request, request[CALLER_OF_REQUEST])
         except FleetError as exc:  # refused before the upgrade: a plain HTTP error
             return error_response(exc, refusal_status(exc))
 

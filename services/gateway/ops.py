@@ -190,17 +190,6 @@ class MachineOps:
         params = df.RemoveFileParams(path=p.path, recursive=p.recursive)
         return await self._call(c, p.machine_id, df.REMOVE_FILE, params)
 
-    async def open_download(
-        self, c: Caller, machine_id: str, params: df.DownloadFileParams
-    ) -> df.DownloadOpened:
-        """A streamed download's first step (GET /machines/{id}/files/...): the stream id."""
-        return await self._call(c, machine_id, df.DOWNLOAD_FILE, params)
-
-    async def open_upload(
-        self, c: Caller, machine_id: str, params: df.UploadFileParams
-    ) -> df.UploadOpened:
-        return await self._call(c, machine_id, df.UPLOAD_FILE, params)
-
     async def _call(
         self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P, *, active: bool = True
     ) -> R:

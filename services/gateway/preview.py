@@ -40,7 +40,8 @@ from contracts.ports import (
     TUNNEL_PATH,
     preview_prefix,
 )
-from services.common.bytestreams import PlatformStream
+from core.relay import relay
+from services.common.byte_stream_join import PlatformStream
 from services.common.failover import TRANSIENT, as_unavailable
 from services.common.preview_origin import PreviewOrigin
 from services.gateway.access import Caller
@@ -270,16 +271,12 @@ async def _splice(request: web.Request, conn: h11.Connection, stream: PlatformSt
     if early:
         await resp.write(early)
     feed = _RawFeed(request)
-    up = asyncio.create_task(_client_to_stream(feed, stream))
-    down = asyncio.create_task(_stream_to_client(stream, resp))
     try:
-        await asyncio.gather(up, down)
+        await relay(_client_to_stream(feed, stream), _stream_to_client(stream, resp),
+                    until="both")  # fmt: skip
     except (ConnectionError, OSError) as exc:
         await stream.abort(f"the client left: {exc}")
     finally:
-        for task in (up, down):
-            task.cancel()
-        await asyncio.gather(up, down, return_exceptions=True)
         if request.transport is not None:
             request.transport.close()
     return resp

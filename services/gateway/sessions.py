@@ -2,7 +2,9 @@
 
 The methods are thin: access-checked like every machine method, then one daemon call through
 the gateway's shared daemon-call path. The WebSocket joins a byte stream the daemon opens for
-it (``session.attach``) and pumps both ways. It holds no session state (the daemon does), so
+it (``session.attach``, through the gateway's one stream opener) and relays both ways; a
+resize from the client travels on that stream as a record, between the keys typed before and
+after it. It holds no session state (the daemon does), so
 any gateway replica serves any reattach, and it buffers nothing of its own: it takes the next
 chunk from the stream (granting the daemon credit) only once the socket took the last one, and
 reads the next client frame only once the daemon granted room for the last one.
@@ -10,9 +12,7 @@ reads the next client frame only once the daemon granted room for the last one.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from functools import partial
 from typing import Protocol
 
 import msgspec
@@ -30,11 +30,10 @@ from contracts.errors import (
 )
 from contracts.ids import MACHINE_ID_RE
 from contracts.jsonrpc import MethodSpec, NoParams, P, R
-from services.common.bus import Bus
-from services.common.bytestreams import PlatformStream, join
+from core.byte_stream import ByteStream
+from core.relay import relay
 from services.gateway.access import Caller
-from services.gateway.activity import ActivityClock
-from services.gateway.stream_slots import StreamSlots
+from services.gateway.byte_stream_open import ByteStreamOpener, Socket
 
 log = structlog.get_logger(__name__)
 #: The largest frame a client may send (typed input or a control message).
@@ -53,10 +52,9 @@ class DaemonCall(Protocol):
 
 
 class SessionOps:
-    def __init__(self, *, call: DaemonCall, bus: Bus, activity: ActivityClock) -> None:
+    def __init__(self, *, call: DaemonCall, opener: ByteStreamOpener) -> None:
         self.call = call
-        self.bus = bus
-        self.activity = activity
+        self.opener = opener
 
     async def sessions_open(self, p: gs.SessionsOpenParams, c: Caller) -> gs.OpenedSession:
         fields = msgspec.structs.asdict(p)
@@ -81,31 +79,21 @@ class SessionOps:
         return await self.call(c, p.machine_id, d.SESSION_CLOSE, params)
 
     # --- the WebSocket ------------------------------------------------------------------------
-    async def attach(self, request: web.Request, c: Caller,
-                     slots: StreamSlots) -> web.StreamResponse:  # fmt: skip
+    async def attach(self, request: web.Request, c: Caller) -> web.StreamResponse:
         machine_id, session_id = request.match_info["machineId"], request.match_info["sessionId"]
         _check_ids(machine_id, session_id)  # a FleetError here: http answers it, no upgrade
-        release = slots.take(c)  # held until the stream is closed
-        try:
-            opened = await self.call(c, machine_id, d.SESSION_ATTACH,
-                                     ss.SessionAttachParams(session_id=session_id))  # fmt: skip
-            stream = await join(self.bus.nc, machine_id, opened.stream_id,
-                                window=ss.ATTACH_WINDOW, on_close=release)  # fmt: skip
-            slots.hold(c, stream)
-        except BaseException:
-            release(None)
-            raise
+        params = ss.SessionAttachParams(session_id=session_id, input_records=True)
         # Typing is activity (a session in use keeps its machine from auto-stop); its output
         # is not: a log tailing in a forgotten tab must not keep a machine awake for ever.
-        stream.on_traffic = partial(self.activity.record, machine_id)
-        stream.traffic_both_ways = False
+        _, stream = await self.opener.open(c, machine_id, d.SESSION_ATTACH, params,
+                                           window=params.window, chunk_size=params.chunk_size,
+                                           traffic="sent")  # fmt: skip
         ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, heartbeat=30.0)
         try:
             await ws.prepare(request)
             log.info("session.attached", machine_id=machine_id, session_id=session_id,
                      by=c.token_id)  # fmt: skip
-            resize = _Resizer(self, c, machine_id, session_id)
-            await _pump(ws, stream, resize)
+            await relay_terminal(ws, stream)
         finally:
             await stream.aclose()
             await ws.close()
@@ -127,23 +115,11 @@ def refusal_status(exc: FleetError) -> int:
     return status or (exc.http_status if exc.http_status != 200 else 502)
 
 
-class _Resizer:
-    def __init__(self, ops: SessionOps, c: Caller, machine_id: str, session_id: str) -> None:
-        self.ops, self.c, self.machine_id, self.session_id = ops, c, machine_id, session_id
-
-    async def __call__(self, cols: int, rows: int) -> None:
-        params = gs.SessionsResizeParams(machine_id=self.machine_id, session_id=self.session_id,
-                                         cols=cols, rows=rows)  # fmt: skip
-        await self.ops.sessions_resize(params, self.c)
-
-
-async def _pump(ws: web.WebSocketResponse, stream: PlatformStream, resize: _Resizer) -> None:
-    out = asyncio.create_task(_to_client(ws, stream))
-    into = asyncio.create_task(_from_client(ws, stream, resize))
+async def relay_terminal(ws: Socket, stream: ByteStream) -> None:
+    """The session's records to the client and its typing and resizes to the session, until
+    the session exits, the client leaves, or either side breaks."""
     try:
-        done, _ = await asyncio.wait((out, into), return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
+        await relay(_to_client(ws, stream), _from_client(ws, stream), until="either")
     except StreamAborted as exc:
         log.info("session.stream_lost", stream_id=stream.stream_id, reason=exc.message)
         await ws.close(code=gs.CLOSE_ABORTED, message=exc.message.encode()[:120])
@@ -153,13 +129,9 @@ async def _pump(ws: web.WebSocketResponse, stream: PlatformStream, resize: _Resi
         await ws.close(code=gs.CLOSE_ABORTED, message=b"bad output from the machine")
     except ConnectionError:
         log.info("session.client_gone", stream_id=stream.stream_id)
-    finally:
-        for task in (out, into):
-            task.cancel()
-        await asyncio.gather(out, into, return_exceptions=True)
 
 
-async def _to_client(ws: web.WebSocketResponse, stream: PlatformStream) -> None:
+async def _to_client(ws: Socket, stream: ByteStream) -> None:
     reader = ss.RecordReader()
     while chunk := await stream.receive():  # credit back to the daemon as the socket drains
         for kind, payload in reader.feed(chunk):
@@ -172,13 +144,14 @@ async def _to_client(ws: web.WebSocketResponse, stream: PlatformStream) -> None:
     await ws.close(code=1000, message=b"exited")
 
 
-async def _from_client(ws: web.WebSocketResponse, stream: PlatformStream,
-                       resize: _Resizer) -> None:  # fmt: skip
+async def _from_client(ws: Socket, stream: ByteStream) -> None:
+    """Typed bytes and resizes onto the stream, as records in the order the client sent them;
+    each waits for the daemon's credit, and the socket is not read meanwhile."""
     async for msg in ws:
         if msg.type is WSMsgType.BINARY:
-            await stream.send(msg.data)  # waits for the daemon's credit: the socket waits too
+            await stream.send(ss.encode_record(ss.RecordKind.INPUT, msg.data))
         elif msg.type is WSMsgType.TEXT:
-            await _control(ws, msg.data, resize)
+            await _control(ws, stream, msg.data)
         else:
             break
     # The client left or closed: detach (the session goes on without it).
@@ -186,10 +159,11 @@ async def _from_client(ws: web.WebSocketResponse, stream: PlatformStream,
         await stream.end()
 
 
-async def _control(ws: web.WebSocketResponse, text: str, resize: _Resizer) -> None:
+async def _control(ws: Socket, stream: ByteStream, text: str) -> None:
     try:
         control = _CONTROL.decode(text)
-        await resize(control.cols, control.rows)
-    except (msgspec.DecodeError, FleetError) as exc:
+    except msgspec.DecodeError as exc:
         problem = gs.BadControl(message=f"control message refused: {exc}")
         await ws.send_str(_ENCODE.encode(problem).decode())
+        return
+    await stream.send(ss.encode_resize(control.cols, control.rows))

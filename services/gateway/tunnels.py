@@ -17,23 +17,21 @@ grants it more credit) only once the WebSocket took the previous one.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 import structlog
 from aiohttp import WSMsgType, web
-from nats.aio.client import Client as NATS
 
 from contracts import errors as e
 from contracts.errors import FleetError, InvalidParams, StreamAborted, Unauthorized
 from contracts.ids import MACHINE_ID_RE
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
-from services.common.bytestreams import PlatformStream, join
-from services.common.daemon_client import DaemonClient
-from services.gateway.access import Access, Caller
+from core.byte_stream import ByteStream
+from core.relay import relay
+from services.common.byte_stream_join import PlatformStream
+from services.gateway.access import Caller
+from services.gateway.byte_stream_open import ByteStreamOpener, Socket
 from services.gateway.limits import RateLimiter, rate_limited
-from services.gateway.stream_slots import StreamSlots
 
 log = structlog.get_logger(__name__)
 
@@ -51,33 +49,19 @@ CLOSE_BROKEN = 1011
 class Tunnels:
     """Opens tunnels for callers; the port routes' shared context."""
 
-    def __init__(self, *, daemons: DaemonClient, access: Access, nc: NATS,
-                 resolve: CallerResolver, guesses: RateLimiter,
-                 slots: StreamSlots) -> None:  # fmt: skip
-        self.daemons = daemons
-        self.slots = slots
-        self.access = access
-        self.nc = nc
+    def __init__(self, *, opener: ByteStreamOpener, resolve: CallerResolver,
+                 guesses: RateLimiter) -> None:  # fmt: skip
+        self.opener = opener
         self.resolve = resolve
         self.guesses = guesses
 
     async def open(self, caller: Caller, machine_id: str, port: int) -> PlatformStream:
-        """A stream joined to ``127.0.0.1:<port>`` in the machine, if the caller may reach it."""
-        await self.access.live_machine(caller, machine_id)
-        release = self.slots.take(caller)  # held until the stream is closed
-        try:
-            params = TunnelConnectParams(port=port, chunk_size=CHUNK, window=WINDOW)
-            opened = await self.daemons.call(machine_id, TUNNEL_CONNECT, params)
-            # Port traffic either way is activity: a forwarded dev server in use stays up.
-            traffic = partial(self.access.activity.record, machine_id)
-            stream = await join(self.nc, machine_id, opened.stream_id, window=params.window,
-                                chunk_size=params.chunk_size, on_close=release,
-                                on_traffic=traffic)  # fmt: skip
-            self.slots.hold(caller, stream)
-            return stream
-        except BaseException:
-            release(None)
-            raise
+        """A stream joined to ``127.0.0.1:<port>`` in the machine, if the caller may reach it.
+        Port traffic either way is activity: a forwarded dev server in use stays up."""
+        params = TunnelConnectParams(port=port, chunk_size=CHUNK, window=WINDOW)
+        _, stream = await self.opener.open(caller, machine_id, TUNNEL_CONNECT, params,
+                                           window=WINDOW, chunk_size=CHUNK)  # fmt: skip
+        return stream
 
     async def bearer_caller(self, request: web.Request, token: str) -> Caller:
         """The caller of a bearer token; a client that keeps sending bad ones is refused."""
@@ -116,36 +100,30 @@ async def serve_tunnel_ws(
     stream = await tunnels.open(caller, machine_id, port)
     try:
         await ws.prepare(request)
-        code, reason = await _join_ws(ws, stream)
+        code, reason = await relay_tunnel(ws, stream)
         await ws.close(code=code, message=reason.encode()[:120])
         return ws
     finally:
         await stream.aclose()
 
 
-async def _join_ws(ws: web.WebSocketResponse, stream: PlatformStream) -> tuple[int, str]:
-    """Pump both ways until both directions ended (1000) or either broke (1011)."""
-    up = asyncio.create_task(_ws_to_stream(ws, stream))
-    down = asyncio.create_task(_stream_to_ws(ws, stream))
+async def relay_tunnel(ws: Socket, stream: ByteStream) -> tuple[int, str]:
+    """Relay both ways until both directions ended (1000) or either broke (1011)."""
     try:
-        await asyncio.gather(up, down)
+        await relay(_ws_to_stream(ws, stream), _stream_to_ws(ws, stream), until="both")
         return CLOSE_DONE, ""
     except StreamAborted as exc:
         return CLOSE_BROKEN, exc.message
     except (ConnectionError, _ClientLeft) as exc:
         await stream.abort("the client left")
         return CLOSE_BROKEN, str(exc) or "the client left"
-    finally:
-        for task in (up, down):
-            task.cancel()
-        await asyncio.gather(up, down, return_exceptions=True)
 
 
 class _ClientLeft(Exception):
     """The WebSocket closed before the client ended its direction."""
 
 
-async def _ws_to_stream(ws: web.WebSocketResponse, stream: PlatformStream) -> None:
+async def _ws_to_stream(ws: Socket, stream: ByteStream) -> None:
     async for msg in ws:
         if msg.type is WSMsgType.BINARY:
             await stream.send(msg.data)  # waits for credit: the next frame is not read
@@ -157,7 +135,7 @@ async def _ws_to_stream(ws: web.WebSocketResponse, stream: PlatformStream) -> No
     raise _ClientLeft("the client closed the tunnel before its end")
 
 
-async def _stream_to_ws(ws: web.WebSocketResponse, stream: PlatformStream) -> None:
+async def _stream_to_ws(ws: Socket, stream: ByteStream) -> None:
     async for chunk in stream:
         await ws.send_bytes(chunk)  # drains: the daemon gets credit as the client reads
     await ws.send_str(EOF_FRAME)

@@ -9,7 +9,7 @@ import pytest
 
 from contracts import streams as s
 from contracts.errors import StreamAborted
-from core.bytestream import ByteStream, StreamClosed
+from core.byte_stream import ByteStream, StreamClosed
 
 
 class Wire:

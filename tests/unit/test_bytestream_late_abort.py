@@ -14,7 +14,7 @@ import pytest
 
 from contracts import streams as s
 from contracts.errors import StreamAborted
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 
 
 async def _receiver() -> tuple[ByteStream, list[bytes]]:

@@ -1,8 +1,8 @@
 // The Machine page's terminals: a tab per session of the machine (sessions.list), a new one
 // with sessions.open, each shown in xterm.js (vendored, see vendor/xterm/README.md) and joined
 // to its attach WebSocket. Sessions live on the machine, so a reload reattaches: the scrollback
-// comes first, then live output. The terminal follows its box's size (sessions.resize through
-// the socket's resize message).
+// comes first, then live output. The terminal follows its box's size: a resize message on the
+// socket, which the gateway passes on the session's own stream, in order with the typing.
 import { rpc, session } from "./api.js";
 import { METHODS } from "./contract.js";
 import { errorBox, fill, h } from "./ui.js";

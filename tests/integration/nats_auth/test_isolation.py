@@ -16,7 +16,7 @@ from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from services.common.bus import Bus
-from services.common.bytestreams import join
+from services.common.byte_stream_join import join
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, static_key
 from services.common.settings import Settings

@@ -11,7 +11,7 @@ from contracts import streams, subjects
 from contracts.ports import TUNNEL_CONNECT, TunnelConnectParams
 from fleet.embedded import NatsServer
 from services.common.bus import Bus
-from services.common.bytestreams import join
+from services.common.byte_stream_join import join
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, static_key
 from services.common.store import Store

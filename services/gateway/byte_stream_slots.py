@@ -6,31 +6,28 @@ tunnel) while its client does not read, and the daemon's own limit is per machin
 bound per caller, one token with a few machines could make the gateway hold gigabytes. Past
 the bound, the next stream is refused with ``TooManyStreams`` before the daemon is asked.
 
-``watch`` checks the tokens behind the open streams every ``REVOCATION_CHECK_S``, as
-``/events`` does: a revoked token's tunnels, terminals and transfers are aborted, not left
-running for as long as their client keeps them open.
+``hold`` puts a stream under the revocation check (services.gateway.revocation): a revoked
+token's tunnels, terminals and transfers are aborted, not left running for as long as their
+client keeps them open.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable
 
 import structlog
 
 from contracts.errors import TooManyStreams
-from core.bytestream import ByteStream
-from services.common.store import Store
+from core.byte_stream import ByteStream
 from services.gateway.access import Caller
-from services.gateway.events_hub import REVOCATION_CHECK_S, token_is_live
 
 log = structlog.get_logger(__name__)
 
 Release = Callable[[object], None]
 
 
-class StreamSlots:
+class ByteStreamSlots:
     def __init__(self, per_token: int) -> None:
         #: 0: no limit.
         self.per_token = per_token
@@ -74,18 +71,15 @@ class StreamSlots:
         if not stream.closed:
             self._streams.setdefault(caller.token_id, set()).add(stream)
 
-    async def watch(self, store: Store, every_s: float = REVOCATION_CHECK_S) -> None:
-        """Abort the streams of revoked tokens, until cancelled."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self._abort_revoked(store)
-            except Exception:  # task boundary: the next round tries again
-                log.exception("gateway.streams_revocation_check_failed")
+    def token_ids(self) -> set[str]:
+        """The tokens behind open streams."""
+        return {token_id for token_id, streams in self._streams.items() if streams}
 
-    async def _abort_revoked(self, store: Store) -> None:
-        for token_id, streams in list(self._streams.items()):
-            if streams and not await token_is_live(store, token_id):
+    async def abort_tokens(self, revoked: set[str]) -> None:
+        """Abort the streams of these (revoked) tokens."""
+        for token_id in revoked:
+            streams = list(self._streams.get(token_id, ()))
+            if streams:
                 log.info("gateway.streams_revoked", token_id=token_id, streams=len(streams))
-                for stream in list(streams):
-                    await stream.abort("the token was revoked")
+            for stream in streams:
+                await stream.abort("the token was revoked")

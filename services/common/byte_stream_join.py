@@ -1,4 +1,4 @@
-"""The platform's side of a machine's byte stream (see contracts.streams, core.bytestream).
+"""The platform's side of a machine's byte stream (see contracts.streams, core.byte_stream).
 
     opened = await daemons.call(machine_id, d.EXEC_PIPE, params)   # any stream-opening RPC
     async with await join(bus.nc, machine_id, opened.stream_id) as stream:
@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from contracts import streams as s, subjects
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
 
 #: Frames (any size) a stream's subscription may queue before the client drops them.
 _PENDING_MSGS = 65_536

@@ -1,7 +1,7 @@
 """The daemon's byte streams: one subscription for the platform's side of all of them, and
 ``tool.execPipe``, a command whose stdin and stdout are a stream.
 
-A method that opens a stream calls ``StreamHub.open()``, starts the stream before it answers
+A method that opens a stream calls ``ByteStreamHub.open()``, starts the stream before it answers
 (so the platform's first frames find it) and answers ``StreamOpened``. Frames for a stream the
 daemon does not know (it ended, or the daemon restarted) are answered with an abort, so the
 platform's side stops at once instead of timing out.
@@ -14,7 +14,7 @@ import contextlib
 import os
 import secrets
 import signal
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 
 import nats.errors
@@ -25,21 +25,38 @@ from nats.aio.msg import Msg
 from contracts import streams as s, subjects
 from contracts.daemon_rpc import ExecPipeParams
 from contracts.errors import StreamAborted, ToolError, TooManyStreams
-from core.bytestream import ByteStream
+from core.byte_stream import ByteStream
+from core.relay import relay
 from daemon import tools
 
 log = structlog.get_logger(__name__)
 
 #: Open streams per daemon (each holds at most one window of received bytes).
 MAX_STREAMS = 64
+#: How long ``close`` waits for a stream's task to clean up before cancelling it.
+_JOIN_GRACE_S = 2.0
 
 
-class StreamHub:
+class ByteStreamHub:
+    """The machine's open byte streams and the one set of tasks that serve them (a pipe, a
+    tunnel, a file transfer, a terminal's viewer), all joined by ``close``."""
+
     def __init__(self, machine_id: str, *, max_streams: int = MAX_STREAMS) -> None:
         self.machine_id = machine_id
         self.max_streams = max_streams
         self._nc: NATS | None = None
         self._streams: dict[str, ByteStream] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[None, None, None], *, name: str) -> None:
+        """Run ``work`` (which serves a stream and closes it) until it ends or ``close``."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def running_tasks(self) -> int:
+        return len(self._tasks)
 
     async def serve(self, nc: NATS) -> None:
         """Receive the platform's frames of every stream of this machine on ``nc``."""
@@ -86,9 +103,18 @@ class StreamHub:
                                     s.encode_abort("no such stream on this machine"))  # fmt: skip
 
     async def close(self) -> None:
-        """Abort every open stream (the daemon is going away)."""
+        """Abort every open stream (the daemon is going away), then join the tasks that served
+        them: each sees its stream aborted and cleans up (a process killed, a socket closed, a
+        temporary file removed); one that does not within a grace is cancelled."""
         for stream in list(self._streams.values()):
             await stream.abort("the daemon is stopping")
+        tasks = set(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=_JOIN_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in list(self._streams.values()):
             await stream.aclose()
 
 
@@ -97,11 +123,10 @@ class Pipes:
     stdout and stderr (merged) are ours, and its exit code is our end frame's code. An abort
     from either side kills its process group."""
 
-    def __init__(self, *, hub: StreamHub, home: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, *, hub: ByteStreamHub, home: Path, environ: Mapping[str, str]) -> None:
         self._hub = hub
         self._home = home
         self._environ = environ
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def exec_pipe(self, params: ExecPipeParams, _: None) -> s.StreamOpened:
         cwd = tools.resolve_path(self._home, params.cwd, "$.cwd") if params.cwd else self._home
@@ -120,31 +145,20 @@ class Pipes:
             await stream.aclose()
             raise tools.start_failed(params.command[0], exc) from None
         await stream.start()
-        task = asyncio.create_task(self._run(stream, proc, params.chunk_size))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._hub.spawn(self._run(stream, proc, params.chunk_size), name=f"pipe-{proc.pid}")
         return s.StreamOpened(stream_id=stream.stream_id)
 
     async def _run(self, stream: ByteStream, proc: asyncio.subprocess.Process,
                    chunk: int) -> None:  # fmt: skip
-        reader = asyncio.create_task(_stdout(stream, proc, chunk))
-        writer = asyncio.create_task(_stdin(stream, proc))
-        pumps = (reader, writer)
         try:
-            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            if writer in done and writer.exception() is None:
-                await reader  # the input ended: the output goes on until the process exits
-            for pump in done:
-                pump.result()  # the one that failed raises
+            # The input ending does not end the pipe: the output goes on until the exit.
+            await relay(_stdout(stream, proc, chunk), _stdin(stream, proc), until="first")
         except StreamAborted as exc:
             log.info("pipe.aborted", stream_id=stream.stream_id, reason=exc.message)
         except Exception as exc:  # a task boundary: never leave the process behind
             log.exception("pipe.failed", stream_id=stream.stream_id, error=repr(exc))
             await stream.abort("the daemon failed")
         finally:
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()

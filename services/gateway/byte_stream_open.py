@@ -1,0 +1,88 @@
+"""Opening a byte stream for a caller on a machine: the one path terminals, file transfers,
+tunnels and previews take.
+
+    opened, stream = await opener.open(caller, machine_id, d.SESSION_ATTACH, params,
+                                       window=..., chunk_size=..., traffic="sent")
+
+In order: one of the caller's stream slots is taken (past its limit nothing is asked of the
+daemon), the caller's access to the machine is checked (a stopped or archived machine is
+refused at once), the daemon method that opens the stream is called, the platform's side is
+joined, and the stream is held for the revocation check. Any failure on the way gives the slot
+back; once joined, the stream's close does.
+
+The relays that pump an opened stream take any ``ByteStream`` and a ``Socket`` (the client's
+side), so a test drives them over an in-memory wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Literal, Protocol, TypeVar
+
+from aiohttp import WSMessage
+from nats.aio.client import Client as NATS
+
+from contracts.jsonrpc import MethodSpec, P
+from services.common.byte_stream_join import OnTraffic, PlatformStream, join
+from services.common.daemon_client import DaemonClient
+from services.gateway.access import Access, Caller
+from services.gateway.byte_stream_slots import ByteStreamSlots
+
+
+class _Opened(Protocol):
+    @property
+    def stream_id(self) -> str: ...
+
+
+Opened = TypeVar("Opened", bound=_Opened)
+#: What counts as activity on the machine (auto-stop): traffic both ways, what the client
+#: sends only (a terminal's typing, not its output), or nothing.
+Traffic = Literal["both", "sent", "none"]
+
+
+class Socket(Protocol):
+    """The client's side of a relay: what the relays use of aiohttp's WebSocketResponse."""
+
+    async def send_bytes(self, data: bytes) -> None: ...
+    async def send_str(self, data: str) -> None: ...
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+    def __aiter__(self) -> AsyncIterator[WSMessage]: ...
+
+
+class ByteStreamOpener:
+    def __init__(self, *, slots: ByteStreamSlots, access: Access, daemons: DaemonClient,
+                 nc: Callable[[], NATS]) -> None:  # fmt: skip
+        self.slots = slots
+        self.access = access
+        self.daemons = daemons
+        self._nc = nc
+
+    async def open(
+        self,
+        caller: Caller,
+        machine_id: str,
+        spec: MethodSpec[P, Opened],
+        params: P,
+        *,
+        window: int,
+        chunk_size: int,
+        traffic: Traffic = "both",
+    ) -> tuple[Opened, PlatformStream]:
+        """The daemon's answer to ``spec`` and the stream it opened, joined (see the module)."""
+        release = self.slots.take(caller)
+        try:
+            await self.access.live_machine(caller, machine_id)
+            opened = await self.daemons.call(machine_id, spec, params)
+            on_traffic: OnTraffic | None = None
+            if traffic != "none":
+                on_traffic = partial(self.access.activity.record, machine_id)
+            stream = await join(self._nc(), machine_id, opened.stream_id, window=window,
+                                chunk_size=chunk_size, on_close=release,
+                                on_traffic=on_traffic)  # fmt: skip
+            stream.traffic_both_ways = traffic == "both"
+            self.slots.hold(caller, stream)
+        except BaseException:
+            release(None)
+            raise
+        return opened, stream

@@ -1,0 +1,74 @@
+"""One revocation round covers a token's event streams and its byte streams, looking each
+token up once (the real gateway, store and streams: tests/integration/test_byte_stream_slots.py,
+tests/integration/test_gateway_events.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from contracts.errors import StreamAborted
+from core.byte_stream import ByteStream
+from services.gateway.access import Caller
+from services.gateway.byte_stream_slots import ByteStreamSlots
+from services.gateway.events_hub import EventHub
+from services.gateway.revocation import RevocationTicker
+
+
+class Tokens:
+    """The store's token records: ``revoked`` are gone; every lookup is counted."""
+
+    def __init__(self, revoked: set[str]) -> None:
+        self.revoked = revoked
+        self.lookups: list[str] = []
+
+    async def get(self, token_id: str) -> Any:
+        self.lookups.append(token_id)
+        if token_id in self.revoked:
+            return None
+        return SimpleNamespace(token=SimpleNamespace(revoked_at=None))
+
+
+async def _nothing(_: bytes) -> None:
+    return None
+
+
+Round = tuple[RevocationTicker, EventHub, ByteStreamSlots, Tokens]
+
+
+def _round(revoked: set[str], *, connected: bool = True) -> Round:
+    tokens = Tokens(revoked)
+    store: Any = SimpleNamespace(tokens=tokens)
+    bus: Any = SimpleNamespace(nc=SimpleNamespace(is_connected=connected))
+    hub = EventHub(bus, store, max_per_token=10, max_streams=10)
+    slots = ByteStreamSlots(per_token=10)
+    return RevocationTicker(store, hub, slots), hub, slots, tokens
+
+
+async def test_a_revoked_token_loses_its_event_and_byte_streams_in_one_round() -> None:
+    ticker, hub, slots, tokens = _round({"gone"})
+    gone, kept = Caller("gone", admin=False, instance_id="i"), Caller("kept", admin=False)
+    events = [hub.open(gone, None), hub.open(kept, None)]
+    streams = [ByteStream("a" * 32, _nothing), ByteStream("b" * 32, _nothing)]
+    for caller, stream in zip((gone, kept), streams, strict=True):
+        slots.take(caller)
+        slots.hold(caller, stream)
+    await ticker.tick()
+    assert events[0].ended.is_set()
+    assert not events[1].ended.is_set()
+    assert isinstance(streams[0].error, StreamAborted)
+    assert streams[1].error is None
+    assert sorted(tokens.lookups) == ["gone", "kept"]  # once each, for both kinds of stream
+
+
+async def test_a_lost_bus_ends_every_event_stream_and_revocation_still_runs() -> None:
+    ticker, hub, slots, _ = _round({"gone"}, connected=False)
+    kept = hub.open(Caller("kept", admin=False), None)
+    gone = Caller("gone", admin=False)
+    stream = ByteStream("a" * 32, _nothing)
+    slots.take(gone)
+    slots.hold(gone, stream)
+    await ticker.tick()
+    assert kept.ended.is_set()
+    assert kept.error is not None
+    assert isinstance(stream.error, StreamAborted)
