@@ -39,11 +39,11 @@ from services.common.bytestreams import PlatformStream
 from services.common.failover import TRANSIENT, as_unavailable
 from services.common.preview_origin import PreviewOrigin
 from services.gateway.access import Caller
+from services.gateway.errors_http import error_response
 from services.gateway.ports import PreviewSessions
-from services.gateway.tunnels import Tunnels, error_status, serve_tunnel_ws, target
+from services.gateway.tunnels import Tunnels, serve_tunnel_ws, target
 
 log = structlog.get_logger(__name__)
-ErrorResponse = Callable[[FleetError, int | None], web.Response]
 Bearer = Callable[[web.Request], str]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Set on a preview's request: its answer carries the program's headers, not the console's.
@@ -106,25 +106,22 @@ async def _caller(request: web.Request, tunnels: Tunnels, previews: PreviewSessi
     cookie = request.cookies.get(PREVIEW_COOKIE, "")
     caller = await previews.caller_of_cookie(cookie, machine_id, port) if cookie else None
     if caller is None:
-        tunnels.guesses.take(request.remote or "")
-        raise Unauthorized("a preview needs the bearer token, or a ticket from "
-                           "machines.previewTicket (?fleet_ticket=)")  # fmt: skip
+        refused = Unauthorized("a preview needs the bearer token, or a ticket from "
+                               "machines.previewTicket (?fleet_ticket=)")  # fmt: skip
+        raise tunnels.guesses.refuse("preview cookie", request.remote or "", refused)
     return caller
 
 
 async def _spend_ticket(request: web.Request, tunnels: Tunnels, previews: PreviewSessions,
                         ticket: str, t: Target) -> web.StreamResponse:  # fmt: skip
     machine_id, port, prefix = t
-    address = request.remote or ""
-    if tunnels.guesses.wait_s(address):
-        await tunnels.bearer_caller(request, "")  # raises RateLimited
     cookie = await previews.redeem_ticket(ticket, machine_id, port)
     if cookie is None:
-        tunnels.guesses.take(address)
-        raise Unauthorized(
+        refused = Unauthorized(
             "the preview ticket is unknown, spent or expired (a ticket opens one "
             "machine's one port, once): ask machines.previewTicket for another"
         )
+        raise tunnels.guesses.refuse("preview ticket", request.remote or "", refused)
     rest = [(k, v) for k, v in request.query.items() if k != PREVIEW_TICKET_PARAM]
     # The path as it came (still percent-encoded: a decoded %0D%0A is no header value).
     # One leading slash: "//host/x" (or "/\\host") is another site to a browser (a preview on
@@ -329,8 +326,7 @@ class _RawFeed:
 
 
 def add_preview_routes(app: web.Application, tunnels: Tunnels, previews: PreviewSessions,
-                       on_error: ErrorResponse, bearer_of: Bearer,
-                       origin: PreviewOrigin | None) -> None:  # fmt: skip
+                       bearer_of: Bearer, origin: PreviewOrigin | None) -> None:  # fmt: skip
     """``TUNNEL_PATH`` (a WebSocket) and the preview URLs (by path; with ``origin``, by host
     name too, whatever the path), each authenticated by itself (a preview also takes its
     cookie), with errors as JSON-RPC error bodies and HTTP statuses."""
@@ -351,12 +347,12 @@ def add_preview_routes(app: web.Application, tunnels: Tunnels, previews: Preview
         try:
             return await serve
         except FleetError as exc:
-            return on_error(exc, error_status(exc))
+            return error_response(exc)
         except TRANSIENT as exc:  # the store (a token, a cookie) is failing over
-            return on_error(as_unavailable(exc), None)
+            return error_response(as_unavailable(exc))
         except h11.ProtocolError as exc:  # the program's answer is not HTTP/1.x
             log.info("preview.bad_answer", path=request.path, error=str(exc))
-            return on_error(BadUpstream(f"the program's answer is not valid HTTP: {exc}"), None)
+            return error_response(BadUpstream(f"the program's answer is not valid HTTP: {exc}"))
 
     if origin is not None:
 

@@ -25,14 +25,13 @@ import structlog
 from aiohttp import WSMsgType, web
 from nats.aio.client import Client as NATS
 
-from contracts import errors as e
-from contracts.errors import FleetError, InvalidParams, StreamAborted, Unauthorized
+from contracts.errors import InvalidParams, StreamAborted, Unauthorized
 from contracts.ids import MACHINE_ID_RE
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
 from services.common.bytestreams import PlatformStream, join
 from services.common.daemon_client import DaemonClient
 from services.gateway.access import Access, Caller
-from services.gateway.limits import RateLimiter, rate_limited
+from services.gateway.limits import BadSecrets
 from services.gateway.stream_slots import StreamSlots
 
 log = structlog.get_logger(__name__)
@@ -52,7 +51,7 @@ class Tunnels:
     """Opens tunnels for callers; the port routes' shared context."""
 
     def __init__(self, *, daemons: DaemonClient, access: Access, nc: NATS,
-                 resolve: CallerResolver, guesses: RateLimiter,
+                 resolve: CallerResolver, guesses: BadSecrets,
                  slots: StreamSlots) -> None:  # fmt: skip
         self.daemons = daemons
         self.slots = slots
@@ -81,14 +80,10 @@ class Tunnels:
 
     async def bearer_caller(self, request: web.Request, token: str) -> Caller:
         """The caller of a bearer token; a client that keeps sending bad ones is refused."""
-        address = request.remote or ""
-        wait = self.guesses.wait_s(address)
-        if wait:
-            raise rate_limited("bad tokens from this address", wait)
         caller = await self.resolve(token) if token else None
         if caller is None:
-            self.guesses.take(address)
-            raise Unauthorized("missing or invalid bearer token")
+            refused = Unauthorized("missing or invalid bearer token")
+            raise self.guesses.refuse("token", request.remote or "", refused)
         return caller
 
 
@@ -161,15 +156,3 @@ async def _stream_to_ws(ws: web.WebSocketResponse, stream: PlatformStream) -> No
     async for chunk in stream:
         await ws.send_bytes(chunk)  # drains: the daemon gets credit as the client reads
     await ws.send_str(EOF_FRAME)
-
-
-def error_status(exc: FleetError) -> int:
-    """The HTTP status of a ports route's error: the request's own, else by kind."""
-    if exc.http_status != 200:
-        return exc.http_status
-    by_kind: dict[type[FleetError], int] = {
-        e.InvalidParams: 400, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409,
-        e.DaemonUnavailable: 502, e.DaemonTimeout: 504, e.StreamAborted: 502,
-        e.TooManyStreams: 429, e.MachineStopped: 409,
-    }  # fmt: skip
-    return next((s for k, s in by_kind.items() if isinstance(exc, k)), 500)
