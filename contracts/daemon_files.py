@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from contracts.errors import (
+    BadPath,
     DaemonTimeout,
     DaemonUnavailable,
     FileNotFound,
@@ -105,7 +106,8 @@ class RemoveFileResult(Result, kw_only=True):
     removed: bool
 
 
-_FILES = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError, FileNotFound, WrongFileKind)
+_FILES = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError, FileNotFound, WrongFileKind,
+          BadPath)  # fmt: skip
 
 READ_FILE: MethodSpec[ReadFileParams, ReadFileResult] = MethodSpec(
     "tool.readFile", ReadFileParams, ReadFileResult,

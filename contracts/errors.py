@@ -149,7 +149,16 @@ class TooManyStreams(FleetError):
     http_status = 429
 
 
-# --- files in a machine's home (1050-1054) ----------------------------------------------------
+# --- files in a machine's home (1049-1054) ----------------------------------------------------
+class BadPath(FleetError):
+    """A path the machine's file system cannot use as it is: a name in it longer than 255
+    bytes, or too many levels of links. ``data.reason`` names which (``nameTooLong``,
+    ``linkLoop``). A component that is not a directory is ``WrongFileKind``."""
+
+    code = 1049
+    http_status = 400
+
+
 class FileTooLarge(FleetError):
     """A file too big to travel in one message: ``data.size`` and ``data.limit`` say by how
     much; download it as a stream instead (``fleet machines cp``, or
@@ -302,6 +311,7 @@ ERRORS: dict[int, type[FleetError]] = {
         RateLimited,
         StreamAborted,
         TooManyStreams,
+        BadPath,
         FileTooLarge,
         FileNotFound,
         WrongFileKind,
