@@ -100,7 +100,7 @@ class Sessions:
         self._sessions.pop(oldest.id, None)
 
     async def list(self, _: NoParams, __: None) -> ss.SessionList:
-        return ss.SessionList(sessions=[s.info() for s in self._sessions.values()])
+        return ss.SessionList(sessions=[ss.listed(s.info()) for s in self._sessions.values()])
 
     async def resize(self, p: ss.SessionResizeParams, _: None) -> ss.SessionInfo:
         session = self._get(p.session_id)

@@ -212,6 +212,35 @@ async def test_a_path_the_file_system_cannot_use_is_a_400_everywhere(
     assert (await stack.exec(mid, ["true"])).exit_code == 0  # the daemon serves on
 
 
+async def test_a_directory_of_6000_long_names_is_listed_page_by_page(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """More entries than one answer holds: each page is cut to fit, says so, and names where
+    the next one starts; paging through gives every name once, in order."""
+    mid = await ready_machine(stack, "many-names")
+    big = home_of(settings, mid) / "big"
+    big.mkdir()
+    names = sorted(f"{i:05d}-" + "n" * 240 for i in range(6000))
+    for name in names:
+        (big / name).touch()
+    seen: list[str] = []
+    after, pages = None, 0
+    while True:
+        page = await stack.list_dir(mid, "big", limit=10_000, after=after)
+        pages += 1
+        assert pages < 50, "the pages do not move on"
+        seen += [e.name for e in page.entries]
+        if not page.truncated:
+            assert page.next_after is None
+            break
+        assert page.next_after == page.entries[-1].name
+        after = page.next_after
+    assert seen == names
+    assert pages > 1  # 6000 entries of 250-byte names do not fit one message
+    first = await stack.list_dir(mid, "big", limit=10)
+    assert ([e.name for e in first.entries], first.truncated) == (names[:10], True)
+
+
 def _read_position(name: str) -> int | None:
     """Where the process that has a file called ``name`` open for reading stands in it (the
     daemon, sending it): from /proc/<pid>/fdinfo, as the host sees every process."""

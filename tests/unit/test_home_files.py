@@ -315,3 +315,25 @@ def _path_tools(home: Path, path: str, *, write: bool) -> list[Callable[[], obje
     if write:
         calls.append(lambda: tools.write_file(home, WriteFileParams(path=path, content="x")))
     return calls
+
+
+def test_a_listing_is_cut_to_its_room_and_pages_on(home: Path) -> None:
+    """Past ``room`` bytes of entries (what one answer carries) or ``limit``, a page stops,
+    says so and names where the next starts; paging gives every name once."""
+    big = home / "big"
+    big.mkdir()
+    names = sorted(f"{i:04d}" + "x" * 200 for i in range(300))
+    for name in names:
+        (big / name).touch()
+    seen, after = [], None
+    for _ in range(len(names)):
+        page = files.list_dir(str(home), ListDirParams(path="big", after=after), room=8192)
+        assert len(page.entries) < 40  # 8 KiB of 300-byte entries
+        seen += [e.name for e in page.entries]
+        if not page.truncated:
+            break
+        after = page.next_after
+    assert seen == names
+    limited = files.list_dir(str(home), ListDirParams(path="big", limit=5, after=names[0]))
+    assert [e.name for e in limited.entries] == names[1:6]
+    assert (limited.truncated, limited.next_after) == (True, names[5])
