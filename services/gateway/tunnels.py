@@ -31,6 +31,7 @@ from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
 from services.common.bytestreams import PlatformStream, join
 from services.common.daemon_client import DaemonClient
 from services.gateway.access import Access, Caller
+from services.gateway.errors_http import close_reason
 from services.gateway.limits import BadSecrets
 from services.gateway.stream_slots import StreamSlots
 
@@ -126,7 +127,7 @@ async def _join_ws(ws: web.WebSocketResponse, stream: PlatformStream) -> tuple[i
         await asyncio.gather(up, down)
         return CLOSE_DONE, ""
     except StreamAborted as exc:
-        return CLOSE_BROKEN, exc.message
+        return CLOSE_BROKEN, close_reason(exc).decode()
     except (ConnectionError, _ClientLeft) as exc:
         await stream.abort("the client left")
         return CLOSE_BROKEN, str(exc) or "the client left"
