@@ -38,7 +38,7 @@ from bench import (
     redis_calls,
     rpc,
     scale,
-    sleep,
+    stop_start,
     terminal,
     warm_pool,
 )
@@ -59,7 +59,7 @@ SLOW = {
     "15": "terminals (100 MiB through a PTY)",
     "16": "ports (forward and preview downloads)",
     "17": "files (a 1 GiB round trip)",
-    "18": "sleep (cold, warm and stopped machines)",
+    "18": "stop/start (cold, warm and stopped machines)",
     "19": "own network (machines with and without it, 100 MiB egress)",
     "20": "hosts (200 machines on one host, then over 4)",
 }
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if "17" in only:
         asyncio.run(files.run(report, args.quick))
     if "18" in only:
-        asyncio.run(sleep.run(report, args.quick))
+        asyncio.run(stop_start.run(report, args.quick))
     if "19" in only:
         asyncio.run(netns.run(report, args.quick))
     if "20" in only:

@@ -150,7 +150,7 @@ async def _measure(report: Report, up: FleetUp, mid: str, total: int, n: int, ro
                    ports: tuple[int, int, int, int, int]) -> None:  # fmt: skip
     d_http, d_source, f_http, f_source, http = ports
     direct_url, fwd_url = f"http://127.0.0.1:{d_http}/", f"http://127.0.0.1:{f_http}/"
-    preview_url = f"{up.url}/machines/{mid}/ports/{http}/"
+    preview_url = f"{up.previews}/machines/{mid}/ports/{http}/"
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     tcp = {"direct": 0.0, "forward": 0.0}
     dl = {"direct": 0.0, "preview": 0.0}

@@ -80,6 +80,9 @@ class FleetUp:
         self.data_dir = root / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        #: The preview listener: machines' pages, by path here (``*.localhost`` needs a browser).
+        self.preview_port = free_port()
+        self.previews = f"http://127.0.0.1:{self.preview_port}"
         self.log = root / "fleet-up.log"
         # These pass through, so A/B runs of one benchmark can compare loops, batches, log
         # levels and formats, stage concurrency, and a local machine's own network or not.
@@ -97,6 +100,8 @@ class FleetUp:
             redis_url,
             "--port",
             str(self.port),
+            "--preview-port",
+            str(self.preview_port),
             "--data-dir",
             str(self.data_dir),
             *extra_args,

@@ -45,6 +45,8 @@ PUBLISHERS: dict[EventKind, str] = {
     EventKind.ENV_PUSHED: "the setup_pusher, after pushing a changed env to a running machine",
     EventKind.REPOS_RECONCILED: "the setup_pusher, after reconciling a running machine's repos",
     EventKind.STOPPED: "the gateway (machines.stop) or the prober (auto-stop of an idle machine)",
+    EventKind.PROCESSES_ENDED: "the provisioner, once every process of a stopping machine "
+    "has exited (its status is then stopped)",
     EventKind.STARTED: "the gateway (machines.start), for a stopped machine",
     EventKind.LOST: "the prober, for each running machine of a host that stopped heartbeating",
 }
@@ -75,6 +77,7 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.ENV_PUSHED: events.EnvPushed,
     EventKind.REPOS_RECONCILED: events.ReposReconciled,
     EventKind.STOPPED: events.MachineStopped,
+    EventKind.PROCESSES_ENDED: events.MachineProcessesEnded,
     EventKind.STARTED: events.MachineStarted,
     EventKind.LOST: events.MachineLost,
 }

@@ -72,10 +72,18 @@ class MachineArchived(_Event, tag=EventKind.ARCHIVED.value, kw_only=True):
 
 
 class MachineStopped(_Event, tag=EventKind.STOPPED.value, kw_only=True):
-    """The machine is stopped (its status says so already): the provisioner ends its
+    """The machine is stopping (its status says so already): the provisioner ends its
     processes (or its container) and keeps its home."""
 
     #: Why: "stopped by request", "idle for 900 s".
+    reason: str
+
+
+class MachineProcessesEnded(_Event, tag=EventKind.PROCESSES_ENDED.value, kw_only=True):
+    """Every process of a stopping machine has exited (its container too): its status is
+    ``stopped`` now, and nothing of it runs."""
+
+    #: The stop's reason.
     reason: str
 
 
@@ -165,6 +173,7 @@ MachineEvent = (
     | EnvPushed
     | ReposReconciled
     | MachineStopped
+    | MachineProcessesEnded
     | MachineStarted
     | MachineLost
 )

@@ -32,8 +32,8 @@ from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
 from contracts.gateway_sessions import SESSION_METHODS
-from contracts.gateway_sleep import SLEEP_METHODS
 from contracts.gateway_ssh import SSH_METHODS
+from contracts.gateway_stop import STOP_METHODS
 from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     DEFAULT_GIT_USERNAME as DEFAULT_GIT_USERNAME,
     AddRepoParams as AddRepoParams,
@@ -252,7 +252,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *SSH_METHODS,
     *LIMITS_METHODS,
     *HOST_METHODS,
-    *SLEEP_METHODS,
+    *STOP_METHODS,
     *CODEMODE_METHODS,
     *SESSION_METHODS,
     *FILE_METHODS,

@@ -43,8 +43,11 @@ TUNNEL_PATH = "/machines/{machineId}/tunnel/{port}"
 PREVIEW_PREFIX = "/machines/{machineId}/ports/{port}/"
 #: The query parameter that carries a single-use preview ticket on a browser's first visit.
 PREVIEW_TICKET_PARAM = "fleet_ticket"
-#: The HttpOnly cookie a redeemed ticket becomes (scoped to its machine's port's path).
+#: The HttpOnly cookie a redeemed ticket becomes (scoped to its preview's origin and path).
 PREVIEW_COOKIE = "fleet_preview"
+#: Every cookie of the platform's is named so: a program behind a preview may neither set one
+#: nor read one (``__Host-`` and ``__Secure-`` forms included).
+PLATFORM_COOKIE_PREFIX = "fleet_"
 #: Text control frames of the tunnel WebSocket.
 EOF_FRAME = '{"type":"eof"}'
 
@@ -81,8 +84,9 @@ class PreviewTicketParams(Params, kw_only=True):
 class PreviewTicket(Result, kw_only=True):
     #: Single-use, for seconds: ``<url>?fleet_ticket=<ticket>`` turns it into a cookie.
     ticket: str
-    #: Where the preview is: its path on the gateway (``/machines/<id>/ports/<port>/``), or
-    #: where the gateway gives previews origins of their own, its URL (``FLEET_PREVIEW_ORIGIN``).
+    #: Where the preview is, on the gateway's preview listener, never the console's origin: an
+    #: origin of its own (``http://<machineId>-<port>.localhost:<port>/`` by default), or its
+    #: path on an origin all previews share (``FLEET_PREVIEW_ORIGIN``).
     url: str
     expires_in_s: float
 

@@ -22,8 +22,11 @@ class MachineStatus(StrEnum):
     FAILED = "failed"
     UNRESPONSIVE = "unresponsive"
     ARCHIVED = "archived"
-    #: Stopped on purpose (``machines.stop``, or auto-stop when idle): no process, container or
-    #: memory; only its home stays. ``machines.start`` brings the same machine back.
+    #: Asked to stop (``machines.stop``, or auto-stop when idle): its processes are being ended.
+    #: ``stopped`` once every one of them has exited. Its daemon is not called any more.
+    STOPPING = "stopping"
+    #: Stopped on purpose: no process, container or memory (every process of the machine has
+    #: exited); only its home stays. ``machines.start`` brings the same machine back.
     STOPPED = "stopped"
     #: Unresponsive, and its host is lost too (no host heartbeat for
     #: ``FLEET_HOST_LOST_AFTER_S``). Ready again if its heartbeats resume (its host came back);
@@ -38,6 +41,10 @@ STOPPABLE: frozenset[MachineStatus] = frozenset(
     {S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST}
 )
 
+#: A machine stopped on purpose, or on its way there: its daemon is not called, its heartbeats
+#: are not expected, ``machines.start`` brings it back.
+STOPPED_OR_STOPPING: frozenset[MachineStatus] = frozenset({S.STOPPING, S.STOPPED})
+
 #: Statuses from which nothing but archiving moves a machine.
 TERMINAL: frozenset[MachineStatus] = frozenset({S.FAILED, S.ARCHIVED})
 
@@ -51,7 +58,9 @@ ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     S.PROVISIONING: frozenset({S.CREATED, S.PROVISIONING}),
     # A start moves a stopped machine straight to booting: never through provisioning, whose
     # handler would take a fresh machine from the warm pool (another home).
-    S.BOOTING: frozenset({S.PROVISIONING, S.BOOTING, S.STOPPED}),
+    # A start may overtake a stop still under way (the provisioner ends the old processes
+    # before it starts the machine again).
+    S.BOOTING: frozenset({S.PROVISIONING, S.BOOTING, S.STOPPING, S.STOPPED}),
     S.SETTING_UP: frozenset({S.BOOTING, S.SETTING_UP}),
     S.PROBING: frozenset({S.SETTING_UP, S.PROBING}),
     S.READY: frozenset({S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST}),
@@ -60,8 +69,10 @@ ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     # its host's provisioner does; one still setting up fails by its stage.
     S.LOST: frozenset({S.UNRESPONSIVE, S.LOST}),
     S.FAILED: _LIVE | {S.FAILED},
-    S.STOPPED: STOPPABLE | {S.STOPPED},
-    S.ARCHIVED: _LIVE | {S.FAILED, S.ARCHIVED, S.STOPPED},
+    S.STOPPING: STOPPABLE | {S.STOPPING},
+    # Only by the provisioner, once every process of the machine has exited.
+    S.STOPPED: frozenset({S.STOPPING, S.STOPPED}),
+    S.ARCHIVED: _LIVE | {S.FAILED, S.ARCHIVED, S.STOPPING, S.STOPPED},
 }
 
 

@@ -24,6 +24,8 @@ class EventKind(StrEnum):
     REPOS_RECONCILED = "repos-reconciled"
     #: A machine was stopped (by request, or idle): the provisioner ends its processes.
     STOPPED = "stopped"
+    #: Every process of a stopping machine has exited: its status is now ``stopped``.
+    PROCESSES_ENDED = "processes-ended"
     #: A stopped machine was started: the provisioner brings the same machine back.
     STARTED = "started"
     #: The machine's host is lost: the prober marks its machines lost.

@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from contracts.machine_files import LOCK_FILE
-from core import procinfo
+from core import hostile_fs, procinfo
 
 log = structlog.get_logger(__name__)
 
@@ -40,18 +40,26 @@ def lock_path(home: Path) -> Path:
     return home / LOCK_FILE
 
 
-def read_lock(path: Path) -> tuple[int | None, int | None]:
-    """(pid, start ticks) written in a lock file; (None, None) if unreadable."""
+#: A lock file holds two numbers: anything longer is not one.
+_LOCK_CAP = 64
+
+
+def read_lock(path: Path, top: Path | None = None) -> tuple[int | None, int | None]:
+    """(pid, start ticks) written in a lock file; (None, None) if unreadable or not a regular
+    file of a few bytes. ``top``: a directory above ``path`` that the caller trusts, below
+    which no link is followed (a machine's home; by default the lock's own directory)."""
+    top = top or path.parent
     try:
-        fields = path.read_text().split()
+        fields = hostile_fs.read_file(top, str(path.relative_to(top)), _LOCK_CAP).split()
         return int(fields[0]), (int(fields[1]) if len(fields) > 1 else None)
     except (OSError, ValueError, IndexError):
         return None, None
 
 
 def holder_pid(home: Path) -> int | None:
-    """The pid of the live daemon holding the lock of ``home``, if any."""
-    pid, ticks = read_lock(lock_path(home))
+    """The pid of the live daemon holding the lock of ``home``, if any. The home may be a
+    machine's, read by root: no link in it is followed, no FIFO or device opened."""
+    pid, ticks = read_lock(lock_path(home), home)
     return pid if pid is not None and procinfo.is_alive(pid, ticks) else None
 
 

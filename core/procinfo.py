@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 
 def start_ticks(pid: int) -> int | None:
@@ -70,3 +71,34 @@ def env_roots(name: str, value: str) -> list[int]:
             continue
         marked[int(entry.name)] = ppid
     return sorted(pid for pid, ppid in marked.items() if ppid not in marked)
+
+
+def pid_namespace(pid: int) -> int | None:
+    """The pid namespace ``pid`` lives in (its inode), or None when that cannot be read."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def members(markers: list[tuple[str, str]], namespaces: Collection[int] = ()) -> list[int]:
+    """Live (not zombie) pids whose environment has one of ``markers`` (name, value), or that
+    live in one of the pid ``namespaces``: every process of one machine, wherever it was
+    started and whatever its environment."""
+    wants = [f"{name}={value}".encode() for name, value in markers]
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if namespaces and pid_namespace(pid) in namespaces:
+            found.append(pid)
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(w in environ for w in wants):
+            found.append(pid)
+    return sorted(p for p in found if state(p) not in (None, "Z", "X"))

@@ -209,9 +209,19 @@ def main() -> None:
     argv = sys.argv[1:] or nodump.python_argv("-I", "-m", "daemon")
     _become_subreaper()
     sup = Supervisor(argv)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in _HANDLED:
         signal.signal(sig, sup.signal)
-    raise SystemExit(sup.run())
+    code = sup.run()
+    # The machine is ending: a signal from now on (the provider's stop after an archive asked
+    # the daemon to stop, arriving while this exits) changes nothing. Ignored, not handled:
+    # the interpreter's finalization puts back the default action (death) of a handled signal,
+    # never of an ignored one, and the machine would end by SIGTERM (exit 143 from bwrap).
+    for sig in _HANDLED:
+        signal.signal(sig, signal.SIG_IGN)
+    raise SystemExit(code)
+
+
+_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 if __name__ == "__main__":

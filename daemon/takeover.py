@@ -83,7 +83,7 @@ def ask_holder(home: Path, mine: Build) -> int | None:
     if pid is None:
         return None
     found = _holder_status(home, pid)
-    if found is None:  # cannot ask: refuse as before, the lock names the holder
+    if found is None:  # cannot ask: refuse, the lock names the holder
         return None
     holder, port = found
     sha = holder.get("gitSha")

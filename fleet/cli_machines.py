@@ -12,7 +12,7 @@ from contracts.events import Event, MachineReady
 from contracts.ids import MACHINE_ID_RE
 from contracts.models import Machine
 from contracts.subjects import EventKind
-from fleet import cli_live, cli_ports, cli_sessions, cli_sleep
+from fleet import cli_live, cli_ports, cli_sessions, cli_stop
 from fleet.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -32,6 +32,7 @@ from fleet.render import (
     final,
     machine_detail,
     machine_line,
+    machine_path,
     machines_table,
     processes_table,
 )
@@ -97,7 +98,7 @@ def _machines(g: SubAction) -> None:
     restart.add_argument("machine_id")
     cli_sessions.register(g)
     cli_ports.register(g)
-    cli_sleep.machine_commands(g)
+    cli_stop.machine_commands(g)
 
 
 async def _machines_create(c: FleetClient, a: Args) -> int:
@@ -173,7 +174,7 @@ async def _machines_exec(c: FleetClient, a: Args) -> int:
 async def _machines_write(c: FleetClient, a: Args) -> int:
     content = a.content if a.content is not None else sys.stdin.read()
     r = await c.write_file(a.machine_id, a.path, content, a.mode)
-    return emit(a, r, lambda: f"wrote {r.bytes_written} bytes to {r.path}")
+    return emit(a, r, lambda: f"wrote {r.bytes_written} bytes to {machine_path(r.path, a.path)}")
 
 
 def _remote(arg: str) -> tuple[str, str] | None:
@@ -188,8 +189,10 @@ async def _machines_cp(c: FleetClient, a: Args) -> int:
         raise UsageError("cp copies between here and a machine: one of its two paths must be "
                          "MACHINE_ID:PATH, the other local")  # fmt: skip
     if dst is not None:
-        up = await c.upload(dst[0], a.source, dst[1] or a.source.rsplit("/", 1)[-1], mode=a.mode)
-        return emit(a, up, lambda: f"{a.source} -> {dst[0]}:{up.path} ({up.size} bytes, "
+        remote = dst[1] or a.source.rsplit("/", 1)[-1]
+        up = await c.upload(dst[0], a.source, remote, mode=a.mode)
+        shown = machine_path(up.path, remote)
+        return emit(a, up, lambda: f"{a.source} -> {dst[0]}:{shown} ({up.size} bytes, "
                     f"sha256 {up.sha256})")  # fmt: skip
     assert src is not None
     local = a.dest

@@ -27,7 +27,7 @@ from fleet.cli_common import (
     emit,
     error_line,
 )
-from fleet.cli_sleep import ensure_started
+from fleet.cli_stop import ensure_started
 from fleet.client import FleetClient
 
 Args = argparse.Namespace

@@ -10,7 +10,7 @@ import sys
 from contracts.sessions import SessionInfo
 from fleet import terminal
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, command, emit, group
-from fleet.cli_sleep import ensure_started
+from fleet.cli_stop import ensure_started
 from fleet.client import FleetClient
 
 Args = argparse.Namespace

@@ -54,7 +54,7 @@ from fleet.client_machines import MachinesClient
 from fleet.client_ports import PortsClient
 from fleet.client_retry import ConnectionFailed, RetryingCalls, StreamResumes
 from fleet.client_sessions import SessionsClient
-from fleet.client_sleep import SleepClient
+from fleet.client_stop import StopClient
 from fleet.client_transfer import TransferClient
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import check_stream, sse_messages
@@ -75,7 +75,7 @@ class FleetClient(
     PortsClient,
     FilesClient,
     TransferClient,
-    SleepClient,
+    StopClient,
 ):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import posixpath
 import shutil
 import signal
 import time
@@ -18,6 +19,7 @@ from contracts.events import (
     Event,
     MachineArchived,
     MachineFailed,
+    MachineProcessesEnded,
     MachineProvisioned,
     MachineReady,
     MachineStarted,
@@ -167,7 +169,14 @@ def describe(event: Event) -> str:
         detail = f".env {event.env_bytes} B, {len(event.repo_paths)} repo(s)"
     elif isinstance(event, MachineFailed):
         detail = f"at {event.stage}: {event.reason}"
-    elif isinstance(event, MachineArchived | MachineUnresponsive | MachineStopped | MachineStarted):
+    elif isinstance(
+        event,
+        MachineArchived
+        | MachineUnresponsive
+        | MachineStopped
+        | MachineProcessesEnded
+        | MachineStarted,
+    ):
         detail = event.reason
     return f"{kind:<24} {detail}".rstrip()
 
@@ -245,3 +254,16 @@ class Progress:
             self._frame += 1
             self.redraw()
             await asyncio.sleep(every_s)
+
+
+def machine_path(resolved: str, given: str) -> str:
+    """A path of a machine's home as its user writes it: ``~/...`` for one given relative to
+    the home (``notes.txt``, ``~/notes.txt``), else the absolute path the daemon resolved
+    (``resolved``), which is the machine's own (never where the home lies on the host, which
+    the machine's user does not see as such and the CLI's user has no use for)."""
+    if given.startswith("/"):
+        return resolved
+    rel = posixpath.normpath(given[1:].lstrip("/") if given.startswith("~") else given)
+    if rel in ("", "."):
+        return "~"
+    return f"~/{rel}" if resolved.endswith(f"/{rel}") else resolved

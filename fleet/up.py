@@ -52,6 +52,8 @@ _MAX_BACKOFF_S = 30.0
 @dataclass
 class UpOptions:
     port: int = 8080
+    #: Machines' pages (services.gateway.preview); 0: a free port.
+    preview_port: int = 8081
     host: str = "127.0.0.1"
     data_dir: Path = Path(".fleet-data")
     nats_url: str | None = None
@@ -188,7 +190,11 @@ def up(opts: UpOptions) -> int:
     """Runs until Ctrl-C or SIGTERM. A bad FLEET_* setting raises SettingsError before anything
     starts."""
     Settings.from_env()
-    if (refusal := check_sandbox(opts)) is not None:
+    if opts.preview_port == opts.port:
+        refusal: str | None = f"--preview-port {opts.port} is --port's (previews have their own)"
+    else:
+        refusal = check_sandbox(opts)
+    if refusal is not None:
         print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
         return 2
     data_dir = opts.data_dir.resolve()
@@ -294,6 +300,8 @@ def _servers(
         default_provider=opts.provider,
         host=opts.host,
         port=opts.port,
+        preview_host=opts.host,
+        preview_port=opts.preview_port or free_port(),
         secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
         admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
     )
@@ -375,6 +383,7 @@ def _banner(
             if opts.hosts
             else ""
         )
+        + f"  previews     {settings.preview.template}   (machines' pages, not the console's)\n"
         + f"  admin token  {settings.admin_token}   (from {token_src})\n"
         f"  nats         {settings.nats_url}{'' if opts.nats_url else '   (embedded)'}\n"
         + (

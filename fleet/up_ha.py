@@ -74,6 +74,8 @@ def service_plan(
             extra = {}
             if module == "gateway":
                 extra["FLEET_PORT"] = str(opts.port if i == 0 else free_port())
+            if module == "gateway" and i > 0:  # the first's previews are on the settings' port
+                extra["FLEET_PREVIEW_PORT"] = str(free_port())
             plan.append((name, module, extra))
     return plan
 

@@ -26,9 +26,9 @@ class Provider(Protocol):
     async def start(self, machine_id: str, token: str) -> str:
         """Start the machine (idempotent) and return its external id."""
 
-    async def stop(self, machine_id: str) -> None:
+    async def remove(self, machine_id: str) -> None:
         """Stop the machine for good (idempotent)."""
 
-    async def sleep(self, machine_id: str) -> bool:
+    async def stop(self, machine_id: str) -> bool:
         """End every process of the machine (its container too) and keep its home, for a
         later ``start`` of the same machine (idempotent); True if something was running."""

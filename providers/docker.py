@@ -261,7 +261,7 @@ class DockerProvider:
         await c.kill(signal="SIGHUP")
         return True
 
-    async def stop(self, machine_id: str) -> None:
+    async def remove(self, machine_id: str) -> None:
         c = await self._container(machine_id)
         volumes = {volume_name(machine_id)}
         if (recorded := await stopped_home(self.docker, machine_id)) is not None:
@@ -274,9 +274,9 @@ class DockerProvider:
         if not self.keep_volumes:
             for name in volumes:
                 await remove_volume(self.docker, name)
-        log.info("provider.docker_stopped", machine_id=machine_id, kept_volume=self.keep_volumes)
+        log.info("provider.docker_removed", machine_id=machine_id, kept_volume=self.keep_volumes)
 
-    async def sleep(self, machine_id: str, grace_s: int = 5) -> bool:
+    async def stop(self, machine_id: str, grace_s: int = 5) -> bool:
         """Stop the container (its supervisor tells the daemon to end its processes, SIGKILL
         after ``grace_s``) and remove it; its home volume stays, named in a reference
         volume when it is not the machine's own (a claimed pool container's)."""
@@ -299,7 +299,7 @@ class DockerProvider:
         except aiodocker.DockerError as exc:
             if exc.status != 404:
                 raise ProviderError(f"docker: cannot stop {machine_id}: {exc.message}") from None
-        log.info("provider.docker_slept", machine_id=machine_id, home=homes[:1])
+        log.info("provider.docker_stopped", machine_id=machine_id, home=homes[:1])
         return was_up
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata as md
 import io
@@ -26,9 +27,8 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import structlog
 
 from contracts.errors import ProviderError
 from core.version import SOURCE_ROOT, package_version
+from providers import scratch
 from providers.code import DAEMON_TREES
 
 log = structlog.get_logger(__name__)
@@ -44,6 +45,8 @@ log = structlog.get_logger(__name__)
 Say = Callable[[str], None]
 IMAGE_REPO = "fleetd-machine"
 BASE_REPO = "fleetd-base"
+#: The scratch directories a root file system is built in, under the builder's work directory.
+_ROOTFS_PREFIX = "rootfs-"
 #: The daemon's third-party imports (nothing else of the platform's dependencies); packaging
 #: orders versions when a newer daemon takes over.
 DAEMON_DEPS = ("nats-py", "msgspec", "structlog", "packaging")
@@ -218,20 +221,26 @@ class ImageBuilder:
         # Kept until imported: a failed import does not cost another debootstrap.
         tar = self.work_dir / f"rootfs-{tag.partition(':')[2]}.tar"
         if not tar.exists():
-            with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="rootfs-") as tmp:
-                root = Path(tmp) / "root"
-                self.say(f"debootstrap {suite} from {mirror} (a few minutes, once) ...")
-                include = f"--include={','.join(BASE_PACKAGES)}"
-                argv = ["debootstrap", "--variant=minbase", include, suite, str(root), mirror]
-                await _run(argv)
-                partial = tar.with_suffix(".partial")
-                await _run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."])
-                partial.rename(tar)
+            async with _work_dir_lock(self.work_dir):
+                if not tar.exists():  # another process may have made it meanwhile
+                    await self._rootfs_tar(tar, mirror, suite)
         self.say(f"docker import of the root file system as {tag} ...")
         await self._import(tar, tag)
         if not await self._has(tag):
             raise ProviderError(f"docker import of {tag} did not produce the image")
         tar.unlink()
+
+    async def _rootfs_tar(self, tar: Path, mirror: str, suite: str) -> None:
+        # What a killed build left (its /proc still mounted, say) goes first.
+        await asyncio.to_thread(scratch.sweep, self.work_dir, _ROOTFS_PREFIX)
+        async with scratch.scratch_dir(self.work_dir, _ROOTFS_PREFIX) as tmp:
+            root = tmp / "root"
+            self.say(f"debootstrap {suite} from {mirror} (a few minutes, once) ...")
+            include = f"--include={','.join(BASE_PACKAGES)}"
+            await _run(["debootstrap", "--variant=minbase", include, suite, str(root), mirror])
+            partial = tar.with_suffix(".partial")
+            await _run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."])
+            partial.rename(tar)
 
     async def _import(self, tar: Path, tag: str) -> None:
         repo, _, version = tag.partition(":")
@@ -246,9 +255,7 @@ class ImageBuilder:
             raise ProviderError(f"docker import of {tag} failed: {answer[-300:]}")
 
     async def _build_machine(self, base: str, tag: str) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="ctx-") as tmp:
-            ctx = Path(tmp)
+        async with scratch.scratch_dir(self.work_dir, "ctx-") as ctx:
             self.say(f"pip wheel {' '.join(_dep_pins())} ...")
             await asyncio.to_thread(_lib_dir, ctx)
             (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base))
@@ -296,6 +303,23 @@ def _tar_dir(ctx: Path) -> io.BytesIO:
         tar.add(ctx, arcname=".")
     body.seek(0)
     return body
+
+
+@contextlib.asynccontextmanager
+async def _work_dir_lock(work_dir: Path) -> AsyncIterator[None]:
+    """One root file system build at a time in ``work_dir``, across processes: the sweep of
+    what a killed build left never deletes a live one's."""
+    fd = os.open(work_dir / "build.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(1)
+        yield
+    finally:
+        os.close(fd)
 
 
 async def _run(argv: list[str]) -> None:

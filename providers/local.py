@@ -37,7 +37,7 @@ from providers.limits import Limits, PlacementOf
 from providers.machine_uid import allocate_uid, give_home
 from providers.netns import has_pasta, loopback_ports, start_sandboxed, stop_pasta
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
-from providers.sandbox import SECCOMP_FD, bwrap_argv, supervisor_pid
+from providers.sandbox import SECCOMP_FD, bwrap_argv, sandbox_root_children, supervisor_pid
 from providers.seccomp import docker_default_bpf
 
 log = structlog.get_logger(__name__)
@@ -295,11 +295,11 @@ class LocalProvider:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
-    async def stop(self, machine_id: str) -> None:
+    async def remove(self, machine_id: str) -> None:
         await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
         self._reap()
 
-    async def sleep(self, machine_id: str) -> bool:
+    async def stop(self, machine_id: str) -> bool:
         """As ``stop``: the home (and the machine's uid) stay in its directory, and a stop
         never removes them here; ``start`` runs the same machine in them again."""
         was_up = await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
@@ -366,8 +366,9 @@ def running_pid(machine_dir: Path, machine_id: str) -> int | None:
     really is this machine's; else a daemon of an older fleetd that holds the home's lock;
     else a root started for this machine whose pid was never recorded."""
     markers = _markers(machine_dir, machine_id)
-    for pid in (_spawned_pid(machine_dir), holder_pid(machine_dir / "home")):
-        if pid is not None and _is_root_of(pid, markers):
+    # The lock is in the machine's home: read only when needed, and never by path (holder_pid).
+    for find in (_spawned_pid, lambda d: holder_pid(d / "home")):
+        if (pid := find(machine_dir)) is not None and _is_root_of(pid, markers):
             return pid
     # A provisioner SIGKILLed between starting a machine and writing daemon.pid leaves a
     # machine nobody recorded: found by the machine id in its environment, and adopted, so
@@ -402,6 +403,12 @@ def machine_roots(machine_dir: Path, machine_id: str) -> list[int]:
             if procinfo.state(p) not in ("Z", "X", None)
         }
     )
+
+
+def machine_processes(machine_dir: Path, machine_id: str) -> list[int]:
+    """Every live process started for this machine (its id, or its pool slot, in the
+    environment): bwrap, its init, the supervisor, the daemon."""
+    return procinfo.members(_markers(machine_dir, machine_id))
 
 
 def _supervisor_of(root: int) -> int | None:
@@ -460,8 +467,10 @@ def stop_local(
         # The others before the kill: a dying sandbox's init, its bwrap gone, would look like
         # a root of its own.
         others = [root for root in machine_roots(machine_dir, machine_id) if root != pid]
+        namespaces = _sandbox_namespaces((pid, *others))
         for root in (pid, *others):
             _stop_root(machine_dir, machine_id, root, grace_s, killed_as)
+        _await_every_process(machine_id, _markers(machine_dir, machine_id), namespaces)
     # Its cgroup too, if it had one (also when it had ended on its own: an archive's stop);
     # a machine from the warm pool kept its slot's.
     named = owners(machine_dir, machine_id)
@@ -469,6 +478,38 @@ def stop_local(
         MachineCgroup(owner).remove()
     stop_pasta(*named)  # its network's way out (the namespace ended with the sandbox)
     return pid is not None
+
+
+def _sandbox_namespaces(roots: tuple[int, ...]) -> set[int]:
+    """The pid namespaces of these roots' sandboxes (bwrap's child is the namespace's init);
+    none for a root without a sandbox, whose children share the host's."""
+    own = procinfo.pid_namespace(os.getpid())
+    found = {
+        procinfo.pid_namespace(child) for root in roots for child in sandbox_root_children(root)
+    }
+    return {ns for ns in found if ns is not None and ns != own}
+
+
+#: How long a stop waits, after the roots ended, for the rest of the machine's processes: the
+#: kernel ends those of a sandbox's namespace after bwrap has reported its end (for a moment,
+#: one may be in D state); only a process stuck in the kernel takes longer.
+EXIT_WAIT_S = 10.0
+
+
+def _await_every_process(
+    machine_id: str, markers: list[tuple[str, str]], namespaces: set[int]
+) -> None:
+    """Returns once no process of the machine is left (SIGKILLed, were any to outlive the
+    kill of its roots): a stopped machine runs nothing, not "nothing soon"."""
+    deadline = time.monotonic() + EXIT_WAIT_S
+    while left := procinfo.members(markers, namespaces):
+        for p in left:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            log.error("provider.local_processes_left", machine_id=machine_id, pids=left)
+            return
+        time.sleep(0.02)
 
 
 def owners(machine_dir: Path, machine_id: str) -> list[str]:

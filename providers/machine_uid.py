@@ -12,8 +12,9 @@ uids all leave 0 loses every capability).
 from __future__ import annotations
 
 import fcntl
-import os
 from pathlib import Path
+
+from core import hostile_fs
 
 SETPRIV = "/usr/bin/setpriv"
 
@@ -43,11 +44,9 @@ def allocate_uid(mine: Path, root: Path, uids: tuple[int, int]) -> int:
 
 
 def give_home(home: Path, uid: int) -> None:
-    """Everything under ``home`` (the platform may have written there as root) to ``uid``."""
-    os.chown(home, uid, uid)
-    for parent, dirs, files in os.walk(home):
-        for name in dirs + files:
-            os.chown(os.path.join(parent, name), uid, uid, follow_symlinks=False)
+    """Everything under ``home`` (the platform may have written there as root) to ``uid``: by
+    descriptor, since the machine may be swapping links into it meanwhile (core/hostile_fs.py)."""
+    hostile_fs.chown_tree(home, uid, uid)
 
 
 def as_uid(uid: int, argv: list[str]) -> list[str]:

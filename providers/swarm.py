@@ -176,14 +176,14 @@ class SwarmProvider:
             return str(reply["externalId"])
         raise ProviderError(f"no swarm host could start machine {machine_id}")
 
-    async def sleep(self, machine_id: str) -> bool:
+    async def stop(self, machine_id: str) -> bool:
         """A swarm machine is a load-test daemon with nothing of its own worth keeping: its
         home directory stays, its daemon ends."""
         running = machine_id in self._where
-        await self.stop(machine_id)
+        await self.remove(machine_id)
         return running
 
-    async def stop(self, machine_id: str) -> None:
+    async def remove(self, machine_id: str) -> None:
         async with self._lock:
             await self._discover()
             host = self._unassign(machine_id)

@@ -117,6 +117,7 @@ def settings(tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer
         secret_key=generate_secret_key(),
         admin_token=ADMIN_TOKEN,
         port=free_port(),
+        preview_port=free_port(),
         log_level="warning",
         ack_wait_s=5.0,
         probe_timeout_s=10.0,

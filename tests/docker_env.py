@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,28 +17,41 @@ from typing import Any
 import aiodocker
 import pytest
 
+from contracts.errors import ProviderError
 from fleet.docker_setup import prepare
 from fleet.embedded import NatsServer
 from providers.docker import LABEL_MACHINE, LABEL_STACK, container_name, volume_name
 from services.common.settings import Settings
 
+#: Where the machine image is built (its debootstrap's scratch directories, the root file
+#: system's tar until imported), shared by every run on this host under BUILD_LOCK: a build
+#: killed half way (SIGKILL: no cleanup ran) is swept by the next one, never left to a pytest
+#: base temp dir's plain removal.
+BUILD_DIR = Path(tempfile.gettempdir()) / "fleetd-tests-image-build"
+BUILD_LOCK = Path(tempfile.gettempdir()) / "fleetd-tests-docker-image.lock"
+
+
+def build_image(prefix: str) -> tuple[str, str]:
+    """(the machines' network gateway, the machine image), built if this engine lacks it, each
+    step printed on stderr after ``prefix``. One build at a time on this host: the engine's image
+    tags are global, and another run (another worktree's suite, an xdist worker outside the
+    docker group) may be building the same one; the second finds it built."""
+    with open(BUILD_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = asyncio.run(prepare(Settings(data_dir=str(BUILD_DIR)), prefix))
+        # What runs killed before their teardown left (remove_containers removes only a
+        # test's own): their data dirs are gone.
+        asyncio.run(_remove_stacks(_orphaned))
+        return built
+
 
 @pytest.fixture(scope="session")
-def docker_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """(the machines' network gateway, the machine image), built if this engine lacks it."""
-    data = tmp_path_factory.mktemp("docker-build")
-    # One build at a time on this host: the engine's image tags are global, and another run
-    # (another worktree's suite, or an xdist worker outside the docker group) may be building
-    # the same one. The second finds it built.
-    lock_path = Path(tempfile.gettempdir()) / "fleetd-tests-docker-image.lock"
+def docker_image() -> tuple[str, str]:
+    """(the machines' network gateway, the machine image). ``./run test`` builds it before the
+    tests start (``python -m tests.docker_env``), so that its first build, minutes long on a new
+    host, never runs under a test's timeout; here it is found built."""
     try:
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            built = asyncio.run(prepare(Settings(data_dir=str(data)), "tests"))
-            # What runs killed before their teardown left (remove_containers removes only a
-            # test's own): their data dirs are gone.
-            asyncio.run(_remove_stacks(_orphaned))
-            return built
+        return build_image("tests")
     except aiodocker.DockerError as exc:  # not a skip: the suite needs an engine
         raise RuntimeError(f"no Docker engine answers ({exc}): run the suite with ./run test, "
                            "which starts dockerd, or set DOCKER_HOST") from exc  # fmt: skip
@@ -121,3 +135,17 @@ async def home_of(machine_id: str) -> Path:
 async def volume_exists(machine_id: str) -> bool:
     async with aiodocker.Docker() as docker:
         return await docker_json(docker, f"volumes/{volume_name(machine_id)}") is not None
+
+
+def main() -> int:
+    """``./run test``'s set-up, before pytest starts: what stops it is one line, not a trace."""
+    try:
+        build_image("./run test: machine image")
+    except (ProviderError, aiodocker.DockerError) as exc:
+        print(f"./run test: the machine image could not be built: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

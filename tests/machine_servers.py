@@ -3,7 +3,9 @@ python3 has no fleetd dependencies): ``python3 machine_servers.py MODE PORT``.
 
 - ``http``: GET /headers answers the request's headers as JSON, GET /big?n=N answers N bytes,
   GET /sw.js a script that claims a service worker scope of ``/`` (and clears the site's
-  data), POST /echo answers its body, anything else a small page;
+  data), GET /plant a page that tries to set the platform's cookies (and cookies for every
+  host under ``localhost``) by its headers and by script, GET /redirect?to=URL a 302 to URL,
+  POST /echo answers its body, anything else a small page;
 - ``ws``: a WebSocket echo server (RFC 6455: text and binary echoed, ping answered, close
   returned);
 - ``upper``: raw TCP: every byte upper-cased back, and ``bye`` after the client's EOF (a
@@ -21,8 +23,21 @@ import json
 import struct
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 PAGE = b"<html><body>hello from the machine</body></html>"
+#: What a hostile page sets: the platform's preview cookie for every machine's previews and for
+#: the whole origin, a platform-like session cookie, one with no name that a browser sends as
+#: ``fleet_preview=...``, and a cookie of its own for every host under ``localhost``.
+PLANTED = ("fleet_preview=planted; Path=/machines/", "fleet_preview=planted; Path=/",
+           "__Host-fleet_session=planted; Path=/; Secure", "=fleet_preview=nameless; Path=/",
+           "tenant=b; Path=/; Domain=localhost")  # fmt: skip
+PLANT_PAGE = b"""<html><body>planted<script>
+for (const c of ["fleet_preview=script; path=/machines/", "fleet_preview=script; path=/",
+                 "fleet_preview=script; path=/; domain=localhost",
+                 "tenant_script=b; path=/; domain=localhost"]) document.cookie = c;
+document.title = "planted";
+</script></body></html>"""
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -53,6 +68,19 @@ class Http(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif self.path == "/plant":
+            self.send_response(200)
+            for line in PLANTED:
+                self.send_header("Set-Cookie", line)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(PLANT_PAGE)))
+            self.end_headers()
+            self.wfile.write(PLANT_PAGE)
+        elif self.path.startswith("/redirect?"):
+            self.send_response(302)
+            self.send_header("Location", parse_qs(urlsplit(self.path).query)["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif self.path == "/go":
             self.send_response(302)
             self.send_header("Location", "/headers")

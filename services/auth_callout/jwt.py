@@ -256,7 +256,8 @@ def user_claims(
             "allowed_connection_types": ["STANDARD"],
             "subs": -1,
             "data": -1,
-            # The server refuses a larger message from this machine (issue 13: no payload cap).
+            # The server refuses a larger message from this machine (without a cap of its own,
+            # a machine could send the server's largest).
             "payload": max_payload,
             "type": "user",
             "version": CLAIMS_VERSION,

@@ -35,7 +35,7 @@ def stream_config(settings: Settings | None = None) -> StreamConfig:
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_S,
         num_replicas=s.stream_replicas,
-        # Limits (issue 13): a machine may publish on its own status subject, so it could
+        # Limits: a machine may publish on its own status subject, so it could
         # otherwise store any number of events of any size for a month.
         max_age=s.stream_max_age_s,
         max_bytes=s.stream_max_bytes,

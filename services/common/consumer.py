@@ -194,7 +194,7 @@ class Consumer(Generic[E]):
         while not self._stopping:
             free = self._concurrency - len(self._inflight)
             # Under load, wait for a few free slots rather than send a pull request for every
-            # single one: each fetch is a round trip to the server (issue 18).
+            # single one: each fetch is a round trip to the server.
             if free < min(self._refill, self._concurrency) and self._inflight:
                 self._slot_free.clear()
                 await self._slot_free.wait()

@@ -1,8 +1,9 @@
 """Asking a machine's daemon to stop before its access is revoked.
 
-Revoking first cut the daemon off before it could report ``stopping``: it waited for NATS, logged
-an unclean shutdown and was SIGKILLed about 5 s later. Asked first, it reports ``stopping``, ends
-its processes and exits 0, and the revocation that follows finds nothing left to kick.
+Revoked first, the daemon would be cut off before it could report ``stopping``: it would wait
+for NATS, log an unclean shutdown and be SIGKILLed about 5 s later. Asked first, it reports
+``stopping``, ends its processes and exits 0, and the revocation that follows finds nothing left
+to kick.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ as one pipeline.
 A stage handles dozens of events at once, each making a Redis call or two; sent one by one,
 every call paid redis-py's whole per-command path (a pooled connection, a write, a read, its
 retry and observability wrappers): about 100 µs of CPU each, measured, against about 25 µs as
-part of a pipeline of 32. That was the largest share of a stage's CPU in benchmark 3 (issue 18).
+part of a pipeline of 32: sent one by one, they are the largest share of a stage's CPU in
+benchmark 3.
 Here ``execute_command`` queues the command and, at the end of the current loop turn, every
 queued command goes out in one non-transactional pipeline; each caller gets its own reply or
 its own error, as if it had sent the command alone.

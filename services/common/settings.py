@@ -11,7 +11,11 @@ from typing import Literal
 import msgspec
 
 from core.env_settings import name_env_var
-from services.common.preview_origin import parse_preview_origin
+from services.common.preview_origin import (
+    PreviewOrigin,
+    default_preview_origin,
+    parse_preview_origin,
+)
 
 PREFIX = "FLEET_"
 
@@ -82,9 +86,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     events_ticket_ttl_s: float = 30.0
     #: How long a browser's preview cookie (from machines.previewTicket) stays valid.
     preview_session_ttl_s: float = 8 * 3600.0
-    #: A host name per previewed port, so that preview pages are not of the console's origin:
-    #: a URL template with {port} and {machine} in its host (services.common.preview_origin),
-    #: e.g. http://{port}-{machine}.preview.localhost:8080. Empty: previews by path only.
+    #: The address of the preview listener, where machines' pages are served, on an origin of
+    #: their own, never the console's.
+    preview_host: str = "127.0.0.1"
+    #: The preview listener's port (never ``port``). 0: a free one, chosen as the gateway starts.
+    preview_port: int = 0
+    #: Where browsers reach the preview listener, a URL template (services.common.preview_origin):
+    #: with {machine} and {port} in its host, an origin per machine and port (e.g.
+    #: https://{machine}-{port}.preview.example.com, a wildcard DNS name); with neither, one origin
+    #: that every preview shares by path. Empty: http://{machine}-{port}.localhost:PREVIEW_PORT.
     preview_origin: str = ""
     #: How long a gateway call waits for the event bus to store its event (retries included)
     #: before answering 1501 Unavailable (NATS gone): well under a client's timeout.
@@ -260,7 +270,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         parse_warm_pool(self.warm_pool)  # a bad value stops the process at start, named
-        parse_preview_origin(self.preview_origin)
+        _ = self.preview  # a bad template stops the process at start, named
+        if not 0 <= self.preview_port <= 65535 or (
+            self.preview_port and self.preview_port == self.port
+        ):
+            raise ValueError(f"FLEET_PREVIEW_PORT: {self.preview_port} is not a port of its own "
+                             f"(0-65535, not FLEET_PORT's {self.port})")  # fmt: skip
         try:
             ports = self.sandbox_forwarded
         except ValueError:
@@ -277,6 +292,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError(
                 f"FLEET_RPC_BATCH_CONCURRENCY: {self.rpc_batch_concurrency} is not >= 1"
             )
+
+    @property
+    def preview(self) -> PreviewOrigin:
+        """Where previews are served (the default names ``preview_port``)."""
+        return parse_preview_origin(
+            self.preview_origin or default_preview_origin(self.preview_port)
+        )
 
     @property
     def ca_bundle_path(self) -> Path | None:

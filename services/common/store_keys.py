@@ -76,9 +76,9 @@ F_DAEMON_VERSION = "daemonVersion"
 F_DAEMON_GIT_SHA = "daemonGitSha"
 #: Set when the provisioner has ended a stopped machine's processes (removed by each stop):
 #: a start waits for it, so that it never finds the old daemon still running.
-F_SLEPT_AT = "sleptAt"
+F_STOP_DONE_AT = "stopDoneAt"
 
-# --- sleep: auto-stop and activity ------------------------------------------------------------
+# --- stop/start: auto-stop and activity-------------------------------------------------------
 #: Hash: instance id -> seconds without gateway activity after which its machines stop.
 K_AUTOSTOP = P + "autostop"
 #: Sorted set: machine id -> its last gateway activity (epoch seconds).

@@ -57,8 +57,8 @@ return {{1, cur}}
 """
 
 # The stages' step: the same compare-and-set as TRANSITION, with what a stage needs around it
-# folded into the one round trip (issue 18: a stage's Redis round trips per event were most of
-# its cost beyond the daemons' own work). KEYS[1] machine hash, KEYS[2] (optional) a lock key to
+# folded into the one round trip (a stage's Redis round trips per event would otherwise be most
+# of its cost beyond the daemons' own work). KEYS[1] machine hash, KEYS[2] (optional) a lock key to
 # release. ARGV: target, reason, updatedAt, a field that must be set for the move ('' none), the
 # lock's token ('' none), then three counted groups of field/value pairs:
 #   always: set whatever the status (the daemon's reported build);

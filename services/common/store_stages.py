@@ -1,9 +1,9 @@
 """What the pipeline's stages read and write per event, in as few round trips as possible
 (``store.stages``).
 
-A stage used to read the machine, then compare-and-set its status, then claim or read its token,
-then release a lock, each a round trip of its own; with a thousand machines in flight those
-waits, not the work, set the pipeline's pace (issue 18). ``advance`` is one Lua call doing all
+A stage reads the machine, compare-and-sets its status, claims or reads its token and releases
+a lock; as a round trip each, with a thousand machines in flight, those waits and not the work
+would set the pipeline's pace. So ``advance`` is one Lua call doing all
 of it under the same compare-and-set rules as ``Store.transition`` (the script is generated from
 ``contracts.status`` like that one); ``setup_inputs`` reads everything a setup push needs in one
 pipelined round trip.

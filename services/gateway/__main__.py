@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import AsyncExitStack
+
+import msgspec
 
 from providers.code import code_repo, platform_sha
 from providers.code_status import CodeVersions
@@ -16,7 +19,7 @@ from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
 from services.gateway.events_hub import EventHub
 from services.gateway.host_control import HostClient
-from services.gateway.http import HttpServer, caller_resolver, make_app
+from services.gateway.http import HttpServer, bind_listener, caller_resolver, make_app
 from services.gateway.mcp_http import McpEndpoint
 
 #: An install may build a machine image (docker) before it answers.
@@ -26,6 +29,11 @@ INSTALL_TIMEOUT_S = 600.0
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     if not settings.admin_token:
         raise SettingsError("FLEET_ADMIN_TOKEN: required by the gateway (a secret token)")
+    # Bound first: the preview URLs the gateway hands out name the port it listens on.
+    sock = stack.enter_context(
+        contextlib.closing(bind_listener(settings.preview_host, settings.preview_port))
+    )
+    settings = msgspec.structs.replace(settings, preview_port=sock.getsockname()[1])
     store, bus = await connect(
         settings, stack, "gateway", publish_budget_s=settings.gateway_publish_wait_s
     )
@@ -61,7 +69,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
                  max_streams=settings.events_max_streams)
     )  # fmt: skip
     mcp = await stack.enter_async_context(McpEndpoint(api.codemode, settings.max_body_bytes))
-    app = make_app(
+    apps = make_app(
         dispatcher=api.dispatcher(),
         store=store,
         bus=bus,
@@ -75,7 +83,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         ports=api.ports,
         files=api.ops,
     )
-    await stack.enter_async_context(HttpServer(app, settings.host, settings.port))
+    await stack.enter_async_context(HttpServer(apps.console, settings.host, settings.port))
+    if apps.previews is not None:
+        previews = HttpServer(apps.previews, settings.preview_host, settings.preview_port,
+                              name="previews", sock=sock)  # fmt: skip
+        await stack.enter_async_context(previews)
 
 
 def main() -> None:

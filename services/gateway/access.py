@@ -1,8 +1,8 @@
 """Who may touch what: the caller of a gateway method, and the records it may reach.
 
 Shared by ``api`` (instances, machines, tokens) and ``ops`` (running machines), so neither
-needs the other: ops used to get a ``live_machine`` callback from api, and the two imported
-each other through it.
+needs the other: neither imports the other, and ops needs no callback into api to reach a
+live machine.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import msgspec
 
 from contracts.errors import Conflict, Forbidden, InvalidParams, MachineStopped
 from contracts.models import Machine
-from contracts.status import TERMINAL, MachineStatus as S
+from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from contracts.validation import local_repo_path
 from providers.code_status import CodeVersions
-from services.common.sleep import START_HINT
+from services.common.stop_start import START_HINT
 from services.common.store import Store
 from services.gateway.activity import ActivityClock
 
@@ -72,10 +72,10 @@ class Access:
                 f"machine {machine_id} is {machine.status.value}",
                 data={"status": machine.status.value},
             )
-        if machine.status is S.STOPPED:
+        if machine.status in STOPPED_OR_STOPPING:
             hint = START_HINT.format(machine_id=machine_id)
             raise MachineStopped(
-                f"machine {machine_id} is stopped; {hint}",
+                f"machine {machine_id} is {machine.status.value}; {hint}",
                 data={"status": machine.status.value, "hint": hint},
             )
         if active:

@@ -1,4 +1,4 @@
-"""Gateway activity on a machine: what auto-stop counts (docs/sleep.md).
+"""Gateway activity on a machine: what auto-stop counts (docs/stop-start.md).
 
 ``ActivityClock.record(machine_id)`` is the one call: every daemon-bound gateway method makes
 it through ``Access.live_machine``, and code that moves bytes to a machine on its own (a
@@ -14,7 +14,7 @@ import time
 import structlog
 
 from services.common.store import Store
-from services.common.store_sleep import record_activity
+from services.common.store_stop import record_activity
 
 log = structlog.get_logger(__name__)
 

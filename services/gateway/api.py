@@ -14,8 +14,8 @@ from contracts import (
     gateway_machines as gm,
     gateway_rpc as g,
     gateway_sessions as gs,
-    gateway_sleep as gsl,
     gateway_ssh as ssh_,
+    gateway_stop as gst,
     ports as ports_,
 )
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
@@ -72,7 +72,7 @@ from services.gateway.limits_ops import LimitsOps
 from services.gateway.ops import MachineOps
 from services.gateway.ports import PortOps
 from services.gateway.sessions import SessionOps
-from services.gateway.sleep_ops import SleepOps, check_running_limit
+from services.gateway.stop_ops import StopOps, check_running_limit
 from services.gateway.tickets import EventTickets
 
 log = structlog.get_logger(__name__)
@@ -115,7 +115,7 @@ class GatewayApi:
             access=self.access,
             keys=keys,
         )
-        self.sleep = SleepOps(store=store, bus=bus, access=self.access)
+        self.stops = StopOps(store=store, bus=bus, access=self.access)
         self.streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         self.sessions = SessionOps(call=self.ops._call, bus=bus, activity=self.access.activity)
         self.ports = PortOps(access=self.access, daemons=daemons, store=store,
@@ -385,7 +385,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(gl.INSTANCES_GET_LIMITS, api.machine_limits.instances_get_limits)
     r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
     r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
-    sleep_routes(r, api.sleep)
+    stop_routes(r, api.stops)
     codemode_routes(r, api.codemode)
     r.register(gs.SESSIONS_OPEN, api.sessions.sessions_open)
     r.register(gs.SESSIONS_LIST, api.sessions.sessions_list)
@@ -398,11 +398,11 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     return r
 
 
-def sleep_routes(r: Router[Caller], ops: SleepOps) -> None:
-    r.register(gsl.MACHINES_STOP, ops.machines_stop)
-    r.register(gsl.MACHINES_START, ops.machines_start)
-    r.register(gsl.INSTANCES_SET_AUTOSTOP, ops.instances_set_autostop)
-    r.register(gsl.INSTANCES_GET_AUTOSTOP, ops.instances_get_autostop)
+def stop_routes(r: Router[Caller], ops: StopOps) -> None:
+    r.register(gst.MACHINES_STOP, ops.machines_stop)
+    r.register(gst.MACHINES_START, ops.machines_start)
+    r.register(gst.INSTANCES_SET_AUTOSTOP, ops.instances_set_autostop)
+    r.register(gst.INSTANCES_GET_AUTOSTOP, ops.instances_get_autostop)
 
 
 def codemode_routes(r: Router[Caller], cm: CodemodeOps) -> None:

@@ -1,8 +1,8 @@
 """One live subscription to the machine events per gateway, fanned out to every open stream.
 
-Each ``GET /events`` used to open its own JetStream consumer: 1,000 streams from one token used
-up the server's consumer limit and every ``/events`` answered 500. Now live events come from
-one ordered consumer; a stream that needs stored events first replays them with a consumer of
+Not one JetStream consumer per ``GET /events``: 1,000 streams from one token would use up the
+server's consumer limit, and every ``/events`` would answer 500. Live events come from one
+ordered consumer; a stream that needs stored events first replays them with a consumer of
 its own, and only ``max_replays`` of those run at once (``sse.py``).
 
 Limits, kept in this process (a stream lives and dies with this process's connection, so a

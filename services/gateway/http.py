@@ -1,10 +1,12 @@
 """The gateway's HTTP surface: POST /rpc, GET /healthz, GET /events (SSE), GET /metrics
-(Prometheus), GET / (console).
+(Prometheus), GET / (console) on its listener; machines' pages on a listener of their own
+(``services.gateway.preview``), so that no preview is ever of the console's origin.
 
-Every response carries the security headers (CSP, no framing, nosniff, no referrer), and every
-response but the console's static files ``Cache-Control: no-store``. A client address that keeps
-sending bad secrets of one kind (tokens, tickets) gets 429 with Retry-After for the next bad one
-of that kind; a valid token is never refused for what its address sent before.
+Every response of the console's listener carries the security headers (CSP, no framing, no
+opener, nosniff, no referrer), and every response but the console's static files
+``Cache-Control: no-store``. A client address that keeps sending bad secrets of one kind
+(tokens, tickets) gets 429 with Retry-After for the next bad one of that kind; a valid token is
+never refused for what its address sent before.
 
 /metrics needs no token, like /healthz and as Prometheus expects: it holds only aggregates
 (counts by status and stage, latencies), no ids, names or secrets. A deployment that exposes the
@@ -17,9 +19,11 @@ import asyncio
 import contextlib
 import hmac
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 import structlog
 from aiohttp import web
@@ -32,7 +36,6 @@ from contracts.jsonrpc import Dispatcher, request_method
 from services.common.bus import Bus
 from services.common.failover import TRANSIENT, as_unavailable, retry_after_s
 from services.common.metrics import Metrics, metrics_handler
-from services.common.preview_origin import parse_preview_origin
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
@@ -47,7 +50,7 @@ from services.gateway.limits import BadSecrets
 from services.gateway.mcp_http import McpEndpoint, add_mcp_route
 from services.gateway.ops import MachineOps
 from services.gateway.ports import PortOps
-from services.gateway.preview import PREVIEW_REQUEST, add_preview_routes
+from services.gateway.preview import add_tunnel_route, make_preview_app
 from services.gateway.sessions import SessionOps
 from services.gateway.sse import EventsContext, stream_events
 from services.gateway.stream_slots import StreamSlots
@@ -78,6 +81,8 @@ SECURITY_HEADERS = {
         "frame-ancestors 'none'"
     ),
     "X-Frame-Options": "DENY",
+    # A window a preview page opens (or that opened the console) gets no handle on it.
+    "Cross-Origin-Opener-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -85,10 +90,9 @@ SECURITY_HEADERS = {
 #: Paths past /rpc and /events that need a token too: codemode's stream, MCP, and what
 #: reaches into a machine (its sessions' WebSockets).
 AUTHED_PREFIXES = ("/codemode/", "/mcp", "/machines/")
-#: Under AUTHED_PREFIXES, but authenticated by their own routes (services.gateway.preview): a
-#: preview takes its cookie, which a browser sends where no bearer header can be, and both
-#: rate-limit bad secrets themselves. ``[^/]+`` is what the router's ``{machine_id}`` matches.
-_SELF_AUTHED = re.compile(r"/machines/[^/]+/(?:ports|tunnel)/")
+#: Under AUTHED_PREFIXES, but authenticated by its own route (services.gateway.preview), which
+#: rate-limits bad secrets itself. ``[^/]+`` is what the router's ``{machine_id}`` matches.
+_SELF_AUTHED = re.compile(r"/machines/[^/]+/tunnel/")
 #: ATTACH_PATH's shape, which a ticket may open.
 _ATTACH = re.compile(r"/machines/[^/]+/sessions/[^/]+/attach")
 
@@ -166,9 +170,6 @@ async def auth_middleware(
 
 
 async def _security_headers(request: web.Request, resp: web.StreamResponse) -> None:
-    if request.get(PREVIEW_REQUEST):  # the program's own page: its headers, not the console's
-        resp.headers.setdefault("Referrer-Policy", "no-referrer")
-        return
     resp.headers.update(SECURITY_HEADERS)
     if not request.path.startswith("/static/"):
         resp.headers["Cache-Control"] = "no-store"
@@ -188,7 +189,8 @@ def make_app(
     sessions: SessionOps | None = None,
     ports: PortOps | None = None,
     files: MachineOps | None = None,
-) -> web.Application:
+) -> GatewayApps:
+    """The console's app, and the preview listener's when ``ports`` is given."""
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
     app[CALLER] = resolve_caller
@@ -288,15 +290,23 @@ def make_app(
         add_mcp_route(app, mcp, CALLER_OF_REQUEST)
     if sessions is not None:
         _add_session_route(app, sessions, slots)
+    previews = None
     if ports is not None:
         tunnels = Tunnels(daemons=ports.daemons, access=ports.access, nc=bus.nc,
                           resolve=resolve_caller, guesses=app[UNAUTHENTICATED],
                           slots=slots)  # fmt: skip
-        add_preview_routes(app, tunnels, ports.previews, bearer,
-                           parse_preview_origin(settings.preview_origin))  # fmt: skip
+        add_tunnel_route(app, tunnels, error_response, bearer)
+        previews = make_preview_app(tunnels, ports.previews, error_response, bearer,
+                                    settings.preview)  # fmt: skip
     if files is not None:
         add_files_routes(app, files, lambda: bus.nc, CALLER_OF_REQUEST, slots)
-    return app
+    return GatewayApps(app, previews)
+
+
+class GatewayApps(NamedTuple):
+    console: web.Application
+    #: Served on the preview listener (``FLEET_PREVIEW_HOST``:``FLEET_PREVIEW_PORT``).
+    previews: web.Application | None
 
 
 def _add_session_route(app: web.Application, sessions: SessionOps, slots: StreamSlots) -> None:
@@ -317,21 +327,38 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"request body is larger than {limit} bytes", data={"limit": limit})
 
 
-class HttpServer:
-    """The aiohttp app served on host:port, as an async context manager."""
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (0: a free port, read back from the socket), bound
+    before the app is built, so that what the app says of its address is where it listens."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.create_server((host, port), family=family, backlog=128)
+    sock.setblocking(False)
+    return sock
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+
+class HttpServer:
+    """The aiohttp app served on host:port (or on a socket already bound), as an async context
+    manager."""
+
+    def __init__(self, app: web.Application, host: str, port: int, *, name: str = "gateway",
+                 sock: socket.socket | None = None) -> None:  # fmt: skip
         self._runner = web.AppRunner(app, shutdown_timeout=5.0, access_log=None)
         self._host = host
         self._port = port
+        self._sock = sock
+        self._name = name
         self._started = False
 
     async def __aenter__(self) -> HttpServer:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        site: web.BaseSite
+        if self._sock is not None:
+            site = web.SockSite(self._runner, self._sock)
+        else:
+            site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
         self._started = True
-        log.info("gateway.listening", url=f"http://{self._host}:{self._port}")
+        log.info("gateway.listening", listener=self._name, url=site.name)
         return self
 
     async def __aexit__(

@@ -2,8 +2,9 @@
 
 A browser cannot put a bearer token on a navigation, and a token in a URL ends up in logs,
 history and Referer headers. So the console asks ``machines.previewTicket`` (with its token)
-for a single-use ticket worth seconds, and navigates to ``<preview>?fleet_ticket=<ticket>``.
-The gateway spends the ticket, sets an HttpOnly, SameSite, path-scoped cookie holding a second
+for a single-use ticket worth seconds, and navigates to ``<preview>?fleet_ticket=<ticket>``,
+on the preview listener's origin (never the console's). The gateway spends the ticket, sets
+an HttpOnly, SameSite cookie scoped to the preview's host (and path) holding a second
 secret (a preview session, in Redis like the tickets) and redirects to the same URL without
 the ticket. Both secrets are bound to one machine's one port: a cookie for port 3000 of
 machine A opens nothing else, and each request re-checks that its token is still live and that
@@ -17,9 +18,8 @@ import secrets
 
 import msgspec
 
-from contracts.ports import PreviewTicket, PreviewTicketParams, preview_prefix
+from contracts.ports import PreviewTicket, PreviewTicketParams
 from services.common.daemon_client import DaemonClient
-from services.common.preview_origin import parse_preview_origin
 from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Access, Caller
@@ -99,13 +99,11 @@ class PortOps:
             ticket_ttl_s=settings.events_ticket_ttl_s,
             session_ttl_s=settings.preview_session_ttl_s,
         )
-        self.origin = parse_preview_origin(settings.preview_origin)
+        self.origin = settings.preview
 
     async def machines_preview_ticket(self, p: PreviewTicketParams, c: Caller) -> PreviewTicket:
         await self.access.live_machine(c, p.machine_id)
         grant = PreviewGrant(caller=c, machine_id=p.machine_id, port=p.port)
-        origin = self.origin
-        url = preview_prefix(p.machine_id, p.port) if origin is None else origin.url(
-            p.machine_id, p.port)  # fmt: skip
+        url = self.origin.url(p.machine_id, p.port)
         return PreviewTicket(ticket=await self.previews.issue_ticket(grant), url=url,
                              expires_in_s=self.previews.ticket_ttl_s)  # fmt: skip

@@ -1,11 +1,15 @@
-"""Preview URLs: ``/machines/<machineId>/ports/<port>/<path>`` reverse-proxies HTTP and
-WebSocket to that port of the machine, through a tunnel (``services.gateway.tunnels``).
+"""Previews: the gateway's preview listener, a port of its own and never the console's origin,
+reverse-proxies HTTP and WebSocket to a port of a machine, through a tunnel
+(``services.gateway.tunnels``). A request whose ``Host`` names a machine's port
+(``FLEET_PREVIEW_ORIGIN``, ``services.common.preview_origin``) is that port's, whatever its
+path; any other takes the path ``/machines/<machineId>/ports/<port>/<path>``.
 
 Who: the bearer token of the API, or (for a browser) the preview cookie a single-use ticket
 from ``machines.previewTicket`` becomes (``?fleet_ticket=`` is spent, the cookie is set,
-and the browser is redirected to the same URL without it: see ``services.gateway.ports``).
+and the browser is sent on to the same URL without it: see ``services.gateway.ports``).
 Neither secret reaches the machine: the ``Authorization`` header that authenticated the request
-and the preview cookie are taken out of what is forwarded.
+and the platform's cookies are taken out of what is forwarded. What the program answers is
+judged header by header in ``services.gateway.preview_policy``.
 
 How: one tunnel per request, and the request goes to the program as HTTP/1.1 with
 ``Connection: close`` (h11 frames it, and parses the answer, which is streamed back as it
@@ -17,6 +21,7 @@ works unchanged.
 from __future__ import annotations
 
 import asyncio
+import html
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import NamedTuple
@@ -39,15 +44,20 @@ from services.common.bytestreams import PlatformStream
 from services.common.failover import TRANSIENT, as_unavailable
 from services.common.preview_origin import PreviewOrigin
 from services.gateway.access import Caller
-from services.gateway.errors_http import error_response
 from services.gateway.ports import PreviewSessions
+from services.gateway.preview_policy import (
+    PREVIEW_CSP,
+    View,
+    answer_headers,
+    forwarded_cookie,
+    preview_cookies,
+)
 from services.gateway.tunnels import Tunnels, serve_tunnel_ws, target
 
 log = structlog.get_logger(__name__)
+ErrorResponse = Callable[[FleetError], web.Response]
 Bearer = Callable[[web.Request], str]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: Set on a preview's request: its answer carries the program's headers, not the console's.
-PREVIEW_REQUEST = web.RequestKey("preview", bool)
 
 #: Headers that belong to one hop (RFC 9110 7.6.1), never forwarded either way.
 HOP_BY_HOP = frozenset({
@@ -57,11 +67,6 @@ HOP_BY_HOP = frozenset({
 #: Set by the gateway for the program: whatever a client sent under these names is dropped.
 _FORWARDED = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-host",
                         b"x-forwarded-proto", b"x-forwarded-prefix", b"forwarded"})  # fmt: skip
-#: Answer headers that would reach past a path-based preview's own prefix on the gateway's
-#: origin: ``Service-Worker-Allowed: /`` lets the program's service worker take every path of
-#: the origin, the console's included (and then its token), in every tab, for good;
-#: ``Clear-Site-Data`` wipes the whole origin's storage (signing the console out).
-_ORIGIN_WIDE = frozenset({b"service-worker-allowed", b"clear-site-data"})
 #: Bytes read from an upgraded client connection and not yet taken by the tunnel, before the
 #: gateway stops reading it.
 SPLICE_BUFFER = 256 * 1024
@@ -103,13 +108,14 @@ async def _caller(request: web.Request, tunnels: Tunnels, previews: PreviewSessi
                   bearer: str, machine_id: str, port: int) -> Caller:  # fmt: skip
     if bearer:
         return await tunnels.bearer_caller(request, bearer)
-    cookie = request.cookies.get(PREVIEW_COOKIE, "")
-    caller = await previews.caller_of_cookie(cookie, machine_id, port) if cookie else None
-    if caller is None:
-        refused = Unauthorized("a preview needs the bearer token, or a ticket from "
-                               "machines.previewTicket (?fleet_ticket=)")  # fmt: skip
-        raise tunnels.guesses.refuse("preview cookie", request.remote or "", refused)
-    return caller
+    # Each one the browser sent: a page of another preview may have planted one beside ours.
+    for cookie in preview_cookies(request.headers.getall("Cookie", [])):
+        caller = await previews.caller_of_cookie(cookie, machine_id, port)
+        if caller is not None:
+            return caller
+    refused = Unauthorized("a preview needs the bearer token, or a ticket from "
+                           "machines.previewTicket (?fleet_ticket=)")  # fmt: skip
+    raise tunnels.guesses.refuse("preview cookie", request.remote or "", refused)
 
 
 async def _spend_ticket(request: web.Request, tunnels: Tunnels, previews: PreviewSessions,
@@ -128,11 +134,21 @@ async def _spend_ticket(request: web.Request, tunnels: Tunnels, previews: Previe
     # its own origin takes any path), and the ticket's redirect must stay on this one.
     path = "/" + request.raw_path.split("?", 1)[0].lstrip("/\\")
     location = path + ("?" + urlencode(rest) if rest else "")
-    resp = web.Response(status=303, headers={"Location": location})
+    resp = _reload_page(location)
     resp.set_cookie(PREVIEW_COOKIE, cookie, path=prefix, httponly=True, samesite="Strict",
                     secure=request.secure, max_age=int(previews.session_ttl_s))  # fmt: skip
     log.info("preview.opened", machine_id=machine_id, port=port)
     return resp
+
+
+def _reload_page(location: str) -> web.Response:
+    """Sends the browser on to ``location`` by a refresh of the preview's own page, not a
+    redirect: the console is another site, and a redirect in a navigation it started stays
+    cross-site, so that the SameSite=Strict cookie set here would not go with it."""
+    link = html.escape(location)
+    body = f'<!doctype html><title>Opening the preview</title><a href="{link}">Open</a>\n'
+    headers = {"Refresh": f"0; url={location}", "Cache-Control": "no-store"}
+    return web.Response(status=200, text=body, content_type="text/html", headers=headers)
 
 
 Headers = list[tuple[bytes, bytes]]
@@ -149,7 +165,7 @@ def upstream_headers(request: web.Request, port: int, prefix: str, *,
         if low in drop or (strip_authorization and low == b"authorization"):
             continue
         if low == b"cookie":
-            value = _without_preview_cookie(value)
+            value = forwarded_cookie(value)
             if not value:
                 continue
         out.append((low, value))
@@ -167,12 +183,6 @@ def upstream_headers(request: web.Request, port: int, prefix: str, *,
         if request.body_exists and request.content_length is None:
             out.append((b"transfer-encoding", b"chunked"))
     return out
-
-
-def _without_preview_cookie(value: bytes) -> bytes:
-    parts = [p.strip() for p in value.split(b";")]
-    keep = [p for p in parts if p and not p.startswith(PREVIEW_COOKIE.encode() + b"=")]
-    return b"; ".join(keep)
 
 
 def _is_upgrade(request: web.Request) -> bool:
@@ -194,10 +204,13 @@ async def _proxy(request: web.Request, stream: PlatformStream, port: int, prefix
             await stream.send(conn.send(h11.Data(data=chunk)) or b"")
     await stream.send(conn.send(h11.EndOfMessage()) or b"")
     head = await _response_head(conn, stream)
+    view = View(prefix, port, request.host, request.raw_path.split("?", 1)[0])
     if isinstance(head, h11.InformationalResponse):  # 101: the program took the upgrade
+        head = h11.InformationalResponse(status_code=101, reason=head.reason,
+                                         headers=answer_headers(head.headers, view))  # fmt: skip
         return await _splice(request, conn, stream, head)
     resp = web.StreamResponse(status=head.status_code, reason=head.reason.decode() or None,
-                              headers=_response_headers(head.headers, prefix))  # fmt: skip
+                              headers=_response_headers(head.headers, view))  # fmt: skip
     await resp.prepare(request)
     try:
         while not isinstance(event := await _next_event(conn, stream), h11.EndOfMessage):
@@ -234,15 +247,11 @@ async def _response_head(
             return event
 
 
-def _response_headers(raw: Iterable[tuple[bytes, bytes]], prefix: str) -> CIMultiDict[str]:
+def _response_headers(raw: Iterable[tuple[bytes, bytes]], view: View) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in raw:
-        if name in HOP_BY_HOP or (prefix != "/" and name in _ORIGIN_WIDE):
-            continue
-        text = value.decode("latin-1")
-        if name == b"location" and text.startswith("/") and not text.startswith("//"):
-            text = prefix.rstrip("/") + text  # the program's own absolute paths stay inside
-        out.add(name.decode("latin-1"), text)
+    for name, value in answer_headers(raw, view):
+        if name not in HOP_BY_HOP:
+            out.add(name.decode("latin-1"), value.decode("latin-1"))
     return out
 
 
@@ -325,48 +334,71 @@ class _RawFeed:
         return chunk
 
 
-def add_preview_routes(app: web.Application, tunnels: Tunnels, previews: PreviewSessions,
-                       bearer_of: Bearer, origin: PreviewOrigin | None) -> None:  # fmt: skip
-    """``TUNNEL_PATH`` (a WebSocket) and the preview URLs (by path; with ``origin``, by host
-    name too, whatever the path), each authenticated by itself (a preview also takes its
-    cookie), with errors as JSON-RPC error bodies and HTTP statuses."""
+#: Where every preview has an origin of its own, none is shown to a browser on the listener's
+#: own address, which all previews would share (and whose host the console may share).
+_BY_PATH = ("by path, a preview takes the bearer token only: in a browser, open the url of "
+            "machines.previewTicket (an origin of the preview's own)")  # fmt: skip
+
+
+def add_tunnel_route(app: web.Application, tunnels: Tunnels, on_error: ErrorResponse,
+                     bearer_of: Bearer) -> None:  # fmt: skip
+    """``TUNNEL_PATH`` (a WebSocket, bearer token only) on the console's listener."""
 
     async def tunnel(request: web.Request) -> web.StreamResponse:
-        return await _guarded(request, serve_tunnel_ws(request, tunnels, bearer_of(request)))
+        serve = serve_tunnel_ws(request, tunnels, bearer_of(request))
+        return await _guarded(request, serve, on_error)
+
+    app.router.add_get(TUNNEL_PATH.replace("{machineId}", "{machine_id}"), tunnel)
+
+
+def make_preview_app(tunnels: Tunnels, previews: PreviewSessions, on_error: ErrorResponse,
+                     bearer_of: Bearer, origin: PreviewOrigin) -> web.Application:  # fmt: skip
+    """The preview listener's app: previews by host name (an origin per machine's port), else
+    by path; each request authenticated by itself (a preview also takes its cookie), errors as
+    JSON-RPC error bodies and HTTP statuses."""
 
     async def preview(request: web.Request) -> web.StreamResponse:
         async def serve() -> web.StreamResponse:
-            t = path_target(request)
-            return await serve_preview(request, tunnels, previews, bearer_of(request), t)
+            t, bearer = path_target(request), bearer_of(request)
+            if origin.host is not None and not bearer:  # no browser page on a shared origin
+                raise Unauthorized(_BY_PATH)
+            return await serve_preview(request, tunnels, previews, bearer, t)
 
-        return await _guarded(request, serve())
+        return await _guarded(request, serve(), on_error)
 
-    async def _guarded(request: web.Request,
-                       serve: Awaitable[web.StreamResponse]) -> web.StreamResponse:  # fmt: skip
-        request[PREVIEW_REQUEST] = True  # its answer is the program's: no console headers
-        try:
-            return await serve
-        except FleetError as exc:
-            return error_response(exc)
-        except TRANSIENT as exc:  # the store (a token, a cookie) is failing over
-            return error_response(as_unavailable(exc))
-        except h11.ProtocolError as exc:  # the program's answer is not HTTP/1.x
-            log.info("preview.bad_answer", path=request.path, error=str(exc))
-            return error_response(BadUpstream(f"the program's answer is not valid HTTP: {exc}"))
+    @web.middleware
+    async def by_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+        named = origin.match(request.host)
+        if named is None:
+            return await handler(request)
+        t = Target(named[0], named[1], "/")
+        serve = serve_preview(request, tunnels, previews, bearer_of(request), t)
+        return await _guarded(request, serve, on_error)
 
-    if origin is not None:
-
-        @web.middleware
-        async def by_host(request: web.Request, handler: Handler) -> web.StreamResponse:
-            named = origin.match(request.host)
-            if named is None:
-                return await handler(request)
-            t = Target(named[0], named[1], "/")
-            serve = serve_preview(request, tunnels, previews, bearer_of(request), t)
-            return await _guarded(request, serve)
-
-        app.middlewares.insert(0, by_host)  # before anything else: every path is the program's
-    app.router.add_get(TUNNEL_PATH.replace("{machineId}", "{machine_id}"), tunnel)
+    app = web.Application(middlewares=[by_host])  # first: every path is the program's
+    app.on_response_prepare.append(_preview_headers)
     prefix = PREVIEW_PREFIX.replace("{machineId}", "{machine_id}")
     app.router.add_route("*", prefix.rstrip("/"), preview)
     app.router.add_route("*", prefix + "{tail:.*}", preview)
+    return app
+
+
+async def _preview_headers(_: web.Request, resp: web.StreamResponse) -> None:
+    """The program's headers are its own; the platform adds who may frame it, and keeps the
+    preview's URL out of other sites' logs unless the program says otherwise."""
+    if PREVIEW_CSP not in resp.headers.getall("Content-Security-Policy", []):
+        resp.headers.add("Content-Security-Policy", PREVIEW_CSP)
+    resp.headers.setdefault("Referrer-Policy", "no-referrer")
+
+
+async def _guarded(request: web.Request, serve: Awaitable[web.StreamResponse],
+                   on_error: ErrorResponse) -> web.StreamResponse:  # fmt: skip
+    try:
+        return await serve
+    except FleetError as exc:
+        return on_error(exc)
+    except TRANSIENT as exc:  # the store (a token, a cookie) is failing over
+        return on_error(as_unavailable(exc))
+    except h11.ProtocolError as exc:  # the program's answer is not HTTP/1.x
+        log.info("preview.bad_answer", path=request.path, error=str(exc))
+        return on_error(BadUpstream(f"the program's answer is not valid HTTP: {exc}"))

@@ -22,7 +22,7 @@ from contracts import subjects
 from contracts.errors import NotFound
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
-from contracts.status import TERMINAL, MachineStatus as S
+from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from services.common.bus import Bus
 from services.common.hosts import lost_hosts
 from services.common.settings import Settings
@@ -109,7 +109,7 @@ class HeartbeatMonitor:
             except NotFound:
                 await self.store.heartbeats.forget(machine_id)
                 continue
-            if machine.status in TERMINAL or machine.status is S.STOPPED:
+            if machine.status in TERMINAL or machine.status in STOPPED_OR_STOPPING:
                 await self.store.heartbeats.forget(machine_id)  # a start's first beat is back
             elif machine.status is S.READY:
                 host = lost.get(machine.host_id or "")

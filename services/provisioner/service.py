@@ -23,10 +23,10 @@ from services.common.revoke import revoke_machine
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
-from services.common.store_sleep import forget_activity
+from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
 from services.provisioner.host import HostHeartbeat, room_left
-from services.provisioner.sleep import SleepHandlers
+from services.provisioner.stop_start import StopStartHandlers
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 _RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST})
 
 
-class Provisioner(SleepHandlers):
+class Provisioner(StopStartHandlers):
     def __init__(
         self,
         *,
@@ -163,7 +163,7 @@ class Provisioner(SleepHandlers):
         machines = [
             m for m in await self.store.list_machines() if m.host_id in (None, self.host_id)
         ]
-        ended = await self.keep_asleep(machines)
+        ended = await self.keep_stopped(machines)
         if ended:
             log.warning("provision.stopped_machines_ended", count=ended)
         for machine in machines:
@@ -197,7 +197,7 @@ class Provisioner(SleepHandlers):
             return  # its own host's provisioner stops it
         provider = self.providers.get(machine.provider)
         if provider is not None:
-            await provider.stop(machine.id)
+            await provider.remove(machine.id)
         await forget_activity(self.store, machine.id)  # auto-stop has nothing left to watch
         log.info("provision.machine_stopped", provider=machine.provider)
 

@@ -27,6 +27,8 @@ class FleetUp:
     token: str
     data_dir: Path
     banner: str
+    #: The gateway's preview listener (machines' pages, never on the console's origin).
+    preview_port: int = 0
 
     def cli(
         self, *args: str, timeout: float = 60, stdin: str | None = None
@@ -89,8 +91,10 @@ def start_fleet_up(
 ) -> FleetUp:
     """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")} | (env or {})
+    preview = free_port()  # not fleet up's default: tests run beside each other
+    argv = [FLEET, "up", "--port", str(port), "--preview-port", str(preview)]
     proc = subprocess.Popen(
-        [FLEET, "up", "--port", str(port), "--data-dir", str(data_dir), *extra],
+        [*argv, "--data-dir", str(data_dir), *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -103,7 +107,7 @@ def start_fleet_up(
         proc.wait(60)
         raise
     token = (data_dir / "admin-token").read_text().strip()
-    return FleetUp(proc, f"http://127.0.0.1:{port}", token, data_dir, banner)
+    return FleetUp(proc, f"http://127.0.0.1:{port}", token, data_dir, banner, preview)
 
 
 @pytest.fixture

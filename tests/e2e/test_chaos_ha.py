@@ -1,4 +1,4 @@
-"""Chaos on `fleet up --ha` (issue 14): 50 machines with a repo each; mid-batch the NATS node
+"""Chaos on `fleet up --ha`: 50 machines with a repo each; mid-batch the NATS node
 that leads the event stream, the valkey primary, one replica of each stage service and one
 gateway are SIGKILLed. Every machine ends ready, each repo is cloned once, nothing is left
 unacked, the NATS node and valkey primary are restarted by `fleet up` and the node catches up,

@@ -29,12 +29,12 @@ class FakeProvider:
     fail_start: Exception | None = None
     can_install_code: bool = True
     can_restart: bool = True
-    #: Every start and stop, in order: (machine id, token) and machine ids.
+    #: Every start, removal and stop, in order: (machine id, token) and machine ids.
     starts: list[tuple[str, str]] = field(default_factory=list)
-    stops: list[str] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)
     installs: list[tuple[str, str]] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)
-    sleeps: list[str] = field(default_factory=list)
+    stops: list[str] = field(default_factory=list)
 
     def external_id(self, machine_id: str) -> str:
         return f"{self.name}:{machine_id}"
@@ -64,14 +64,14 @@ class FakeProvider:
         await self.bus.publish(event)
         await self.bus.fake_nc.publish(subject_of(event), encode_event(event))
 
-    async def stop(self, machine_id: str) -> None:
-        self.stops.append(machine_id)
+    async def remove(self, machine_id: str) -> None:
+        self.removes.append(machine_id)
         if machine_id in self.daemons.machines:
             self.daemons[machine_id].mode = "unavailable"
 
-    async def sleep(self, machine_id: str) -> bool:
+    async def stop(self, machine_id: str) -> bool:
         """The daemon goes away, the machine (its fake home) stays; a start boots it again."""
-        self.sleeps.append(machine_id)
+        self.stops.append(machine_id)
         machine = self.daemons.machines.get(machine_id)
         was_up = machine is not None and machine.mode == "up"
         if machine is not None:

@@ -125,7 +125,7 @@ async def test_a_rebuild_whose_events_failed_is_finished_by_the_retry(world: Wor
     assert len(world.bus.of(MachineArchived, old.id)) == 1
     assert len(created(world, new.id)) == 1
     assert (await world.machine(new.id)).status is S.READY
-    assert world.provider.stops == [old.id]
+    assert world.provider.removes == [old.id]
 
 
 async def test_a_repeat_republishes_while_the_machine_is_still_created(world: World) -> None:

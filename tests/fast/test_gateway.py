@@ -219,13 +219,13 @@ async def test_machines_archive_stops_the_machine(world: World) -> None:
     archived = await world.rpc("machines.archive", {"machineId": machine.id}, token_of(a))
     assert (archived["status"], archived["statusReason"]) == ("archived", "archived by request")
     await world.bus.settle()
-    assert world.provider.stops == [machine.id]
+    assert world.provider.removes == [machine.id]
     # Archiving again announces it again (a gateway that died before its publish left the
     # machine unrevoked); the provisioner's revoke and stop are idempotent.
     await world.rpc("machines.archive", {"machineId": machine.id})
     assert len(world.bus.of(MachineArchived, machine.id)) == 2
     await world.bus.settle()
-    assert world.provider.stops.count(machine.id) >= 1
+    assert world.provider.removes.count(machine.id) >= 1
     assert world.daemons.calls_of("daemon.stop", machine.id) != []
 
 
@@ -236,10 +236,10 @@ async def test_archive_again_finishes_an_archive_whose_event_was_lost(world: Wor
     with pytest.raises(InternalError):
         await world.rpc("machines.archive", {"machineId": machine.id})
     await world.bus.settle()
-    assert world.provider.stops == []  # nothing revoked or stopped it yet
+    assert world.provider.removes == []  # nothing revoked or stopped it yet
     await world.rpc("machines.archive", {"machineId": machine.id})
     await world.bus.settle()
-    assert world.provider.stops == [machine.id]
+    assert world.provider.removes == [machine.id]
 
 
 @method("machines.archive")
@@ -263,7 +263,7 @@ async def test_archive_of_a_daemon_that_does_not_answer_goes_on_at_once(world: W
     assert archived["status"] == "archived"
     assert len(world.bus.of(MachineArchived, machine.id)) == 1
     await world.bus.settle()
-    assert world.provider.stops == [machine.id]  # revoked and stopped all the same
+    assert world.provider.removes == [machine.id]  # revoked and stopped all the same
 
 
 @method("machines.rebuild")
@@ -280,7 +280,7 @@ async def test_machines_rebuild_archives_the_current_machine_and_makes_a_new_one
     await world.bus.settle()
     assert (await world.machine(old.id)).status is S.ARCHIVED
     assert (await world.machine(new["id"])).status is S.READY
-    assert world.provider.stops == [old.id]
+    assert world.provider.removes == [old.id]
 
 
 @method("cron.set", "cron.list")

@@ -45,7 +45,9 @@ async def test_preview_ticket_is_single_use_and_bound_to_its_port(world: World) 
     caller = Caller(token_id=token["id"], admin=False, instance_id=a)
     answer = await world.rpc("machines.previewTicket", {"machineId": machine.id, "port": 3000},
                              caller)  # fmt: skip
-    assert answer["url"] == f"/machines/{machine.id}/ports/3000/"
+    # On the preview listener, an origin of that port's own: never the console's.
+    assert answer["url"] == world.api.ports.origin.url(machine.id, 3000)
+    assert answer["url"].startswith(f"http://{machine.id}-3000.localhost:")
     assert answer["ticket"].startswith("pvt_")
     previews = world.api.ports.previews
     # Another port of the same machine: refused, and the ticket is spent all the same.

@@ -185,17 +185,17 @@ async def test_another_hosts_provisioner_leaves_a_machine_alone(world: World) ->
     await world.rpc("machines.stop", {"machineId": m.id})
     [stopped] = world.bus.of(MachineStopped, m.id)
     await other.on_stopped(stopped)  # not its machine: nothing done
-    assert world.provider.sleeps == []
+    assert world.provider.stops == []
     await world.bus.settle()  # the machine's own host carries it out
-    assert world.provider.sleeps == [m.id]
+    assert world.provider.stops == [m.id]
 
     await world.rpc("machines.archive", {"machineId": m.id})
     [archived] = world.bus.of(MachineArchived, m.id)
     await other.on_archived(archived)
-    assert m.id not in world.provider.stops
+    assert m.id not in world.provider.removes
     assert (await world.store.machine_access(m.id)).revoked  # that, any host does at once
     await world.bus.settle()
-    assert m.id in world.provider.stops
+    assert m.id in world.provider.removes
 
 
 async def test_a_machine_of_a_lost_host_goes_unresponsive_naming_its_host(world: World) -> None:

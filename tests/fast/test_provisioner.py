@@ -129,7 +129,7 @@ async def test_archived_revokes_kicks_and_stops(world: World) -> None:
     )
     await world.bus.settle()
 
-    assert world.provider.stops == [machine.id]
+    assert world.provider.removes == [machine.id]
     assert (await world.store.machine_access(machine.id)).revoked
     assert world.bus.fake_nc.kicked == [(machine.id, 42)]
     assert world.daemons[machine.id].mode == "unavailable"
@@ -143,7 +143,7 @@ async def test_a_stop_that_keeps_failing_leaves_the_archived_machine_archived(
     async def broken_stop(machine_id: str) -> None:
         raise ProviderError("engine unreachable")
 
-    world.provider.stop = broken_stop  # type: ignore[method-assign]
+    world.provider.remove = broken_stop  # type: ignore[method-assign]
     await world.store.transition(machine.id, S.ARCHIVED, "archived by request")
     await world.bus.publish(
         MachineArchived(event_id=new_event_id(), machine_id=machine.id, reason="by request")

@@ -2,7 +2,7 @@
 node's death and the client's reconnect to another): calls that need the bus are answered
 1501 Unavailable with HTTP 503 and Retry-After, promptly (not a hang, not a 500); calls that
 need only the store still work; once nats-server is back the same gateway serves them again,
-with no restart (issue 14)."""
+with no restart."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """machines.create with an idempotencyKey against the real gateway, valkey and NATS: what a
-retrying client, a racing one and a hostile one each get (issue 14: a retried create whose
-first answer was lost made a second machine)."""
+retrying client, a racing one and a hostile one each get (a retried create whose first
+answer was lost must not make a second machine)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A starting daemon that is newer takes over from the running one (issue 15, item 5); an equal
+"""A starting daemon that is newer takes over from the running one ; an equal
 or older one refuses (exit 3, naming the holder). Real daemon processes, real git repos."""
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ async def test_a_sigkilled_owners_pool_ends_itself_and_the_next_start_removes_it
         assert external == f"docker:{info['Id'][:12]}"
         assert info["Config"]["Labels"][LABEL_MACHINE] == mid
         assert info["Mounts"][0]["Name"] == pool_volume(slots["claimed"])  # the home it had
-        await provider.stop(mid)
+        await provider.remove(mid)
         assert await inspect(mid) is None
 
 

@@ -84,7 +84,8 @@ async def _ws(s: aiohttp.ClientSession, url: str) -> Answer:
     return Answer(refused.value.status, err["code"], err["message"])
 
 
-async def every_route(base: str, mid: str) -> dict[str, Answer]:
+async def every_route(base: str, previews: str, mid: str) -> dict[str, Answer]:
+    """``previews``: the preview listener (by path there, with the bearer token)."""
     rpc = {"jsonrpc": "2.0", "id": 1, "method": "machines.exec",
            "params": {"machineId": mid, "command": ["true"]}}  # fmt: skip
     m = f"{base}/machines/{mid}"
@@ -95,7 +96,7 @@ async def every_route(base: str, mid: str) -> dict[str, Answer]:
             "files PUT": await _http(s, "PUT", f"{m}/files/notes.txt", data=b"hello"),
             "attach": await _ws(s, f"{m}/sessions/{SESSION}/attach"),
             "tunnel": await _ws(s, f"{m}/tunnel/{PORT}"),
-            "preview": await _http(s, "GET", f"{m}/ports/{PORT}/"),
+            "preview": await _http(s, "GET", f"{previews}/machines/{mid}/ports/{PORT}/"),
         }
 
 
@@ -140,7 +141,7 @@ async def test_a_stopped_machine_is_one_error_on_every_route(
     gateway: str, settings: Settings, store: Store, tmp_path: Path
 ) -> None:
     mid = await stopped(settings, store)
-    answers = await every_route(gateway, mid)
+    answers = await every_route(gateway, f"http://127.0.0.1:{settings.preview_port}", mid)
     assert_one_answer(answers, MachineStopped)
     assert answers["rpc"].message.startswith(f"machine {mid} is stopped; ")
     said = await cli_lines(gateway, mid, tmp_path, tunnel=False)
@@ -151,7 +152,7 @@ async def test_an_unreachable_daemon_is_one_error_on_every_route(
     gateway: str, settings: Settings, store: Store, tmp_path: Path
 ) -> None:
     mid = await ready_without_daemon(settings, store, "unreachable")
-    answers = await every_route(gateway, mid)
+    answers = await every_route(gateway, f"http://127.0.0.1:{settings.preview_port}", mid)
     assert_one_answer(answers, DaemonUnavailable)
     assert f"no daemon is serving machine {mid}" in answers["rpc"].message
     said = await cli_lines(gateway, mid, tmp_path, tunnel=True)

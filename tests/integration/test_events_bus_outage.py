@@ -2,7 +2,7 @@
 the stream ends with `event: error` carrying 1501 (not silence: the live subscription may miss
 what is published meanwhile), a stream opened meanwhile is refused 503 + Retry-After, and
 FleetClient.events resumes after the last event it read once the bus is back, missing and
-repeating nothing (issue 14)."""
+repeating nothing."""
 
 from __future__ import annotations
 

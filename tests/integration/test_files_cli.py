@@ -39,6 +39,8 @@ async def test_cp_up_and_down(stack: FleetClient, settings: Settings, tmp_path: 
     out, err = await asyncio.wait_for(cli.communicate(), 120)
     assert cli.returncode == 0, err
     assert sha256_of(local).encode() in out
+    # The path as the machine's user writes it, not where its home lies on this host.
+    assert f" -> {mid}:~/in/data.bin (".encode() in out, out
     remote = home_of(settings, mid) / "in" / "data.bin"
     assert sha256_of(remote) == sha256_of(local)
     assert remote.stat().st_mode & 0o777 == 0o600
@@ -53,6 +55,15 @@ async def test_cp_up_and_down(stack: FleetClient, settings: Settings, tmp_path: 
     _, err = await asyncio.wait_for(cli.communicate(), 60)
     assert cli.returncode != 0
     assert b"MACHINE_ID:PATH" in err
+
+
+async def test_write_says_where_in_the_machine(stack: FleetClient, settings: Settings) -> None:
+    mid = await ready_machine(stack, "write")
+    cli = await _fleet(settings, "machines", "write", mid, "notes/./todo.txt", "--content", "milk")
+    out, err = await asyncio.wait_for(cli.communicate(), 60)
+    assert cli.returncode == 0, err
+    assert out == b"wrote 4 bytes to ~/notes/todo.txt\n"
+    assert (home_of(settings, mid) / "notes" / "todo.txt").read_text() == "milk"
 
 
 async def test_a_cp_killed_half_way_leaves_nothing(

@@ -3,7 +3,7 @@
 Property-based (Hypothesis) over what a hostile client controls: ``POST /rpc`` bodies (bytes,
 JSON, JSON-RPC envelopes for every gateway method with params of the right names and hostile
 values), ``GET /events`` query parameters and ``Last-Event-ID``, and raw header bytes (not
-UTF-8, control characters). The classes issue 13 found are seeded explicitly (``@example``):
+UTF-8, control characters). Known classes of hostile input are seeded explicitly (``@example``):
 deep nesting, non-ASCII digits, ids with a trailing newline, absurdly large numbers, non-UTF-8
 header bytes. Budget: well under 60 s on a loaded machine (the example counts below).
 """

@@ -144,7 +144,8 @@ async def test_the_hosts_loopback_services_are_out_of_reach(
     metrics_port: int,
     docker_gateway: str,
 ) -> None:
-    ports = {"valkey": redis_server.port, "gateway": settings.port, "metrics": metrics_port}
+    ports = {"valkey": redis_server.port, "gateway": settings.port, "metrics": metrics_port,
+             "previews": settings.preview_port}  # fmt: skip
     # The host's loopback, and this host's address on the machines' bridge.
     targets = [(host, port) for host in ("127.0.0.1", docker_gateway) for port in ports.values()]
     seen = await connect_from(stack, pair.a, targets)

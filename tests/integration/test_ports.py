@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -54,6 +55,11 @@ async def serve_in_machine(stack: FleetClient, name: str) -> Machine:
     return Machine(mid, machine.instance_id, **ports)
 
 
+def previews(settings: Settings) -> str:
+    """The gateway's preview listener, by its address (previews by path)."""
+    return f"http://127.0.0.1:{settings.preview_port}"
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -71,7 +77,7 @@ async def test_preview_url_http_websocket_and_who_may_open_it(
     stack: FleetClient, settings: Settings
 ) -> None:
     m = await serve_in_machine(stack, "preview")
-    base = f"http://127.0.0.1:{settings.port}"
+    base = previews(settings)
     page = f"{base}/machines/{m.id}/ports/{m.http}/"
     other = await stack.create_instance("other")
     theirs = await stack.create_token("theirs", other.id)
@@ -79,7 +85,8 @@ async def test_preview_url_http_websocket_and_who_may_open_it(
         async with session.get(page + "index.html", headers=bearer(ADMIN_TOKEN)) as r:
             assert r.status == 200
             assert "hello from the machine" in await r.text()
-            assert "Content-Security-Policy" not in r.headers  # the program's page, not ours
+            # The program's page, not the console's policy: only who may frame it is ours.
+            assert r.headers.getall("Content-Security-Policy") == ["frame-ancestors 'self'"]
         async with session.get(page + "headers", headers=bearer(ADMIN_TOKEN)) as r:
             seen = {k.lower(): v for k, v in (await r.json()).items()}
         assert "authorization" not in seen  # the token never reaches the machine
@@ -105,49 +112,36 @@ async def test_preview_url_http_websocket_and_who_may_open_it(
                                headers=bearer(ADMIN_TOKEN)) as r:  # fmt: skip
             assert r.status == 502
             assert (await r.json())["error"]["code"] == 1055
+        # The console's listener serves no machine's page, whoever asks.
+        console = f"http://127.0.0.1:{settings.port}/machines/{m.id}/ports/{m.http}/"
+        async with session.get(console, headers=bearer(ADMIN_TOKEN)) as r:
+            assert r.status == 404
+            assert "hello from the machine" not in await r.text()
 
 
-async def test_a_browser_opens_a_preview_with_a_ticket_and_a_cookie(
+async def test_by_path_no_browser_gets_a_preview_where_each_has_an_origin(
     stack: FleetClient, settings: Settings
 ) -> None:
-    m = await serve_in_machine(stack, "browser")
-    base = f"http://127.0.0.1:{settings.port}"
+    """The listener's own address is one origin for every preview (and its host may be the
+    console's): where previews have origins of their own, a ticket or a cookie opens none
+    there, so no machine's page runs on it in a browser."""
+    m = await serve_in_machine(stack, "by-path")
+    page = f"{previews(settings)}/machines/{m.id}/ports/{m.http}/"
     ticket = await stack.preview_ticket(m.id, m.http)
-    url = f"{base}{ticket.url}headers?{PREVIEW_TICKET_PARAM}={ticket.ticket}"
-    jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1, as a browser keeps them
-    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
-        async with browser.get(url, allow_redirects=False) as r:
-            assert r.status == 303
-            assert r.headers["Location"] == f"{ticket.url}headers"  # the ticket is gone
-            cookie = r.cookies[PREVIEW_COOKIE]
-            assert cookie["httponly"]
-            assert cookie["path"] == ticket.url
-            assert cookie["samesite"] == "Strict"
-        async with browser.get(f"{base}{ticket.url}headers") as r:
-            assert r.status == 200
-            seen = {k.lower(): v for k, v in (await r.json()).items()}
-        assert PREVIEW_COOKIE not in seen.get("cookie", "")  # nor does the cookie
-        async with browser.get(url, allow_redirects=False) as r:
-            assert r.status == 401  # a ticket is spent once
-        # The redirect keeps the path as it came, still encoded; an encoded CR LF is no path
-        # of a preview at all, so no header can be injected through it.
-        odd = await stack.preview_ticket(m.id, m.http)
-        async with browser.get(f"{base}{odd.url}a%20b%C3%A9?{PREVIEW_TICKET_PARAM}={odd.ticket}",
+    assert ticket.url == f"http://{m.id}-{m.http}.localhost:{settings.preview_port}/"
+    async with aiohttp.ClientSession() as browser:
+        async with browser.get(f"{page}?{PREVIEW_TICKET_PARAM}={ticket.ticket}",
                                allow_redirects=False) as r:  # fmt: skip
-            assert r.status == 303
-            assert r.headers["Location"] == f"{odd.url}a%20b%C3%A9"
-        crlf = f"{base}{odd.url}x%0D%0ASet-Cookie:%20a=b?{PREVIEW_TICKET_PARAM}=pvt_x"
-        async with browser.get(crlf, allow_redirects=False) as r:
-            assert r.status == 404
-            assert [c for c in r.headers.getall("Set-Cookie", []) if c.startswith("a=")] == []
-        # The cookie opens that port only: another port of the machine needs its own ticket.
-        async with browser.get(f"{base}/machines/{m.id}/ports/{m.ws}/") as r:
             assert r.status == 401
-        ws_ticket = await stack.preview_ticket(m.id, m.ws)
-        opened = f"{base}{ws_ticket.url}?{PREVIEW_TICKET_PARAM}={ws_ticket.ticket}"
-        async with browser.get(opened, allow_redirects=False) as r:
-            assert r.status == 303
-        await ws_echo(browser, f"{base}{ws_ticket.url}")  # the cookie opens its WebSocket
+            assert "bearer token only" in (await r.json())["error"]["message"]
+            assert PREVIEW_COOKIE not in r.cookies
+        host = {"Host": urlsplit(ticket.url).netloc}
+        async with browser.get(f"{previews(settings)}/?{PREVIEW_TICKET_PARAM}={ticket.ticket}",
+                               headers=host, allow_redirects=False) as r:  # fmt: skip
+            assert r.status == 200  # the ticket was not spent by the refusal
+            cookie = r.cookies[PREVIEW_COOKIE].value
+        async with browser.get(page, headers={"Cookie": f"{PREVIEW_COOKIE}={cookie}"}) as r:
+            assert r.status == 401
 
 
 @asynccontextmanager
@@ -216,6 +210,7 @@ async def test_ports_routes_reach_nothing_but_a_port_of_the_callers_own_machine(
     tunnel WebSocket, an absolute URL as the request target (an open proxy's way in)."""
     m = await serve_in_machine(stack, "attacked")
     base = f"http://127.0.0.1:{settings.port}"
+    pages = previews(settings)
     other = await stack.create_instance("other")
     theirs = await stack.create_token("theirs", other.id)
     admin = bearer(ADMIN_TOKEN)
@@ -224,10 +219,11 @@ async def test_ports_routes_reach_nothing_but_a_port_of_the_callers_own_machine(
         bad = [f"{at}/ports/0/", f"{at}/ports/65536/", f"{at}/ports/0{m.http}/", f"{at}/ports/-1/",
                f"/machines/m-nothex/ports/{m.http}/", f"{at}/tunnel/0"]  # fmt: skip
         for path in bad:
-            async with session.get(base + path, headers=admin) as r:
+            async with session.get((base if "tunnel" in path else pages) + path,
+                                   headers=admin) as r:  # fmt: skip
                 assert r.status == 400, path
                 assert (await r.json())["error"]["code"] == -32602
-        async with session.get(f"{base}/machines/{m.id}/ports/{m.http}", headers=admin,
+        async with session.get(f"{pages}/machines/{m.id}/ports/{m.http}", headers=admin,
                                allow_redirects=False) as r:  # fmt: skip
             assert r.status == 308
             assert r.headers["Location"] == f"/machines/{m.id}/ports/{m.http}/"
@@ -239,14 +235,15 @@ async def test_ports_routes_reach_nothing_but_a_port_of_the_callers_own_machine(
                 await session.ws_connect(tunnel, headers=headers)
             assert refused.value.status == status
     # An absolute-form target names another host: never fetched, whatever the path says.
-    reader, writer = await asyncio.open_connection("127.0.0.1", settings.port)
-    writer.write(f"GET http://example.com/machines/{m.id}/ports/{m.http}/ HTTP/1.1\r\n"
-                 f"Host: example.com\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
-                 "Connection: close\r\n\r\n".encode())  # fmt: skip
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    assert b"hello from the machine" not in answer
-    assert answer.split(b" ", 2)[1] in (b"400", b"404"), answer[:200]
+    for port in (settings.port, settings.preview_port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET http://example.com/machines/{m.id}/ports/{m.http}/ HTTP/1.1\r\n"
+                     f"Host: example.com\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+                     "Connection: close\r\n\r\n".encode())  # fmt: skip
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert b"hello from the machine" not in answer
+        assert answer.split(b" ", 2)[1] in (b"400", b"404"), answer[:200]
 
 
 async def test_ssh_keys_land_in_running_and_new_machines(

@@ -1,6 +1,6 @@
 """machines.rebuild with an idempotencyKey against the real gateway, valkey, NATS and daemons:
-what a retrying client, a racing one and a hostile one each get. Before, a retried rebuild
-archived the machine the first one made and made another (issue 14's leftovers)."""
+what a retrying client, a racing one and a hostile one each get. A retried rebuild must not
+archive the machine the first one made and make another."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Recovery in seconds: an event held by a stage replica that is SIGKILLed goes to another
-replica within 5 s (issue 14), with the stage defaults (no test-only ack wait)."""
+replica within 5 s, with the stage defaults (no test-only ack wait)."""
 
 from __future__ import annotations
 

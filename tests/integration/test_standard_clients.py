@@ -66,10 +66,10 @@ async def test_live_openrpc_document_passes_the_official_schema_utils_and_redocl
 
 
 def test_redocly_catches_a_required_param_after_an_optional_one(tmp_path: Path) -> None:
-    """The linter is really on: the ordering the generator used to emit is reported."""
+    """The linter is really on: a required param after an optional one is reported."""
     doc = openrpc_document(GATEWAY_METHODS, title="t", version="1")
     env_set = next(m for m in doc["methods"] if m["name"] == "env.set")
-    env_set["params"].reverse()  # instanceId (optional) first, as before the fix
+    env_set["params"].reverse()  # instanceId (optional) first
     errors = [p for p in validate("redocly", doc, tmp_path) if p.startswith("error")]
     assert errors
     assert all("spec-no-required-params-after-optional" in e for e in errors)

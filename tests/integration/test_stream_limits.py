@@ -1,4 +1,4 @@
-"""The event stream's limits (issue 13): no publisher can fill it, and an older stream without
+"""The event stream's limits: no publisher can fill it, and an older stream without
 them is brought up to date."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from fleet.client import FleetClient
 from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
-from tests.integration.test_ports import bearer, serve_in_machine
+from tests.integration.test_ports import bearer, previews, serve_in_machine
 from tests.waiters import wait_until
 
 LIMIT = 2
@@ -35,13 +35,13 @@ async def test_one_token_holds_at_most_its_streams_and_a_closed_one_frees_its_sl
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await session.ws_connect(tunnel, headers=admin)
         assert refused.value.status == 429
-        for url in (f"{base}/machines/{m.id}/ports/{m.http}/", f"{base}/machines/{m.id}/files/x"):
+        page = f"{previews(settings)}/machines/{m.id}/ports/{m.http}/"
+        for url in (page, f"{base}/machines/{m.id}/files/x"):
             async with session.get(url, headers=admin) as r:
                 assert r.status == 429, url
                 assert (await r.json())["error"]["code"] == 1046
         # Another token is not held back by this one's streams.
-        async with session.get(f"{base}/machines/{m.id}/ports/{m.http}/",
-                               headers=bearer(other.token)) as r:  # fmt: skip
+        async with session.get(page, headers=bearer(other.token)) as r:
             assert r.status == 200
         await held.pop().close()
 

@@ -20,8 +20,8 @@ from contracts import (
     gateway_machines,
     gateway_rpc,
     gateway_sessions,
-    gateway_sleep,
     gateway_ssh,
+    gateway_stop,
     ports,
 )
 from contracts.gateway_rpc import GATEWAY_METHODS
@@ -41,7 +41,7 @@ SPEC_MODULES = (
     ports,
     gateway_ssh,
     gateway_files,
-    gateway_sleep,
+    gateway_stop,
 )
 
 

@@ -19,6 +19,7 @@ from contracts.events import (
     MachineCreated,
     MachineFailed,
     MachineLost,
+    MachineProcessesEnded,
     MachineProvisioned,
     MachineReady,
     MachineStarted,
@@ -98,6 +99,7 @@ SAMPLES: list[Event] = [
         left_in_place=["d"],
     ),
     MachineStopped(event_id="e11", machine_id=MID, occurred_at=AT, reason="idle for 900 s"),
+    MachineProcessesEnded(event_id="e11b", machine_id=MID, occurred_at=AT, reason="idle for 900 s"),
     MachineStarted(event_id="e12", machine_id=MID, occurred_at=AT, reason="started by request"),
     MachineLost(
         event_id="e13",
@@ -120,6 +122,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     EnvPushed: {"envPath", "envBytes", "envSha256"},
     ReposReconciled: {"cloned", "switched", "unchanged", "conflicts", "leftInPlace"},
     MachineStopped: {"reason"},
+    MachineProcessesEnded: {"reason"},
     MachineStarted: {"reason"},
     MachineLost: {"hostId", "reason"},
 }

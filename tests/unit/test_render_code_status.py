@@ -1,5 +1,5 @@
-"""The CLI's daemon column marks behind, ahead and diverged code differently (issue 15: the
-update mark said "newer code available" for a daemon *ahead* of the platform)."""
+"""The CLI's daemon column marks behind, ahead and diverged code differently: "newer code
+available" is said only of a daemon *behind* the platform, never of one ahead of it."""
 
 from __future__ import annotations
 

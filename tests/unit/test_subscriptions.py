@@ -98,7 +98,7 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
     assert give_up == {
         Durable.PROVISIONER: None,
         Durable.PROVISIONER_ARCHIVE: "stop_failed",
-        Durable.PROVISIONER_STOP: "sleep_failed",
+        Durable.PROVISIONER_STOP: "stop_event_failed",
         Durable.PROVISIONER_START: None,
         Durable.SETUP_PUSHER: None,
         Durable.PROBER: None,

@@ -170,6 +170,7 @@ export const STATUS = Object.freeze({
   FAILED: "failed",
   UNRESPONSIVE: "unresponsive",
   ARCHIVED: "archived",
+  STOPPING: "stopping",
   STOPPED: "stopped",
   LOST: "lost",
 });
@@ -202,6 +203,7 @@ export const EVENT_TYPES = Object.freeze({
   ENV_PUSHED: "env-pushed",
   REPOS_RECONCILED: "repos-reconciled",
   STOPPED: "stopped",
+  PROCESSES_ENDED: "processes-ended",
   STARTED: "started",
   LOST: "lost",
 });

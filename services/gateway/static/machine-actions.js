@@ -22,8 +22,8 @@ const STOPPABLE = new Set([
 ]);
 
 /** Stop or Start, as the machine's status allows; its status then follows live. */
-function sleepAction(m, act) {
-  if (m.status === STATUS.STOPPED) {
+function stopStartAction(m, act) {
+  if (m.status === STATUS.STOPPED || m.status === STATUS.STOPPING) {
     return act("Start", "action-start", async () => {
       updateMachine(await rpc(METHODS.MACHINES_START, { machineId: m.id }));
       return `Machine ${m.id} is starting: the same machine, its home and processes.`;
@@ -34,7 +34,7 @@ function sleepAction(m, act) {
     "action-stop",
     async () => {
       updateMachine(await rpc(METHODS.MACHINES_STOP, { machineId: m.id }));
-      return `Machine ${m.id} stopped: its processes end, its home stays. Start brings it back.`;
+      return `Machine ${m.id} is being stopped: its processes end, its home stays. Start brings it back.`;
     },
     {
       enabled: STOPPABLE.has(m.status),
@@ -46,7 +46,7 @@ function sleepAction(m, act) {
 /** Stop/Start, Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
 export function machineActions(m, notices) {
   const archived = m.status === STATUS.ARCHIVED;
-  const stopped = m.status === STATUS.STOPPED;
+  const stopped = m.status === STATUS.STOPPED || m.status === STATUS.STOPPING;
   const current = state.instances.get(m.instanceId)?.currentMachineId === m.id;
   const act = (label, testid, run, { danger = false, enabled = !archived, title } = {}) => {
     const btn = h(
@@ -60,7 +60,7 @@ export function machineActions(m, notices) {
   return h(
     "div.actions",
     {},
-    sleepAction(m, act),
+    stopStartAction(m, act),
     act(
       "Rebuild",
       "action-rebuild",

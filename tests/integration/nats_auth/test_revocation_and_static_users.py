@@ -92,8 +92,8 @@ async def test_archiving_through_the_api_revokes_the_machine(
 async def test_archive_lets_the_daemon_stop_cleanly_before_revoking_it(
     callout: None, stack: FleetClient, settings: Settings, store: Store
 ) -> None:
-    """Revoked first, the daemon could not report ``stopping``, hung on NATS and was
-    SIGKILLed ~5 s later. Now: asked first, it reports, ends cleanly, and is revoked."""
+    """Asked to stop before it is revoked, the daemon reports ``stopping``, ends cleanly (its
+    supervisor and sandbox exit 0, not by the provider's SIGTERM), and is then revoked."""
     inst = await stack.create_instance("clean")
     mid = (await stack.create_machine(inst.id)).id
     assert (await stack.wait_for(mid, {"ready", "failed"}, timeout_s=60)).status == "ready"

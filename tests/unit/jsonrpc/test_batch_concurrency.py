@@ -1,7 +1,7 @@
 """A batch's requests run concurrently, a bounded window at a time, answered in order.
 
-A batch of 50 ``machines.create`` used to run one create after the other, each waiting on its
-store writes and its stored publish: the batch took 50 round trips end to end.
+A batch of 50 ``machines.create`` run one create after the other, each waiting on its store
+writes and its stored publish, would take 50 round trips end to end.
 """
 
 from __future__ import annotations

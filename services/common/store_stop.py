@@ -1,5 +1,5 @@
-"""What sleeping machines need in Redis: whether a stop was carried out, each instance's
-auto-stop setting, and each machine's last gateway activity (docs/sleep.md)."""
+"""What stopping and starting machines need in Redis: whether a stop was carried out, each
+instance's auto-stop setting, and each machine's last gateway activity (docs/stop-start.md)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import time
 from typing import cast
 
 from services.common.store import Store
-from services.common.store_keys import F_SLEPT_AT, K_ACTIVITY, K_AUTOSTOP, k_machine
+from services.common.store_keys import F_STOP_DONE_AT, K_ACTIVITY, K_AUTOSTOP, k_machine
 
 
 async def stop_pending(store: Store, machine_id: str) -> None:
     """A new stop: its processes are not ended yet (the provisioner says when they are)."""
-    await store.redis.hdel(k_machine(machine_id), F_SLEPT_AT)
+    await store.redis.hdel(k_machine(machine_id), F_STOP_DONE_AT)
 
 
-async def mark_asleep(store: Store, machine_id: str) -> None:
-    await store.redis.hset(k_machine(machine_id), F_SLEPT_AT, str(time.time()))
+async def mark_stop_done(store: Store, machine_id: str) -> None:
+    await store.redis.hset(k_machine(machine_id), F_STOP_DONE_AT, str(time.time()))
 
 
-async def is_asleep(store: Store, machine_id: str) -> bool:
-    return bool(await store.redis.hexists(k_machine(machine_id), F_SLEPT_AT))
+async def stop_done(store: Store, machine_id: str) -> bool:
+    return bool(await store.redis.hexists(k_machine(machine_id), F_STOP_DONE_AT))
 
 
 async def set_autostop(store: Store, instance_id: str, idle_after_s: int) -> None:

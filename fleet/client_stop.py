@@ -1,15 +1,15 @@
-"""``FleetClient``'s methods for machines that sleep (a mixin: ``client.py`` is full):
+"""``FleetClient``'s methods for stopping and starting machines (a mixin: ``client.py`` is full):
 ``machines.stop``, ``machines.start``, ``instances.setAutoStop``, ``instances.getAutoStop``."""
 
 from __future__ import annotations
 
-from contracts import gateway_sleep as gs, gateway_types as gt
+from contracts import gateway_stop as gs, gateway_types as gt
 from contracts.jsonrpc import new_params
 from contracts.models import Machine
 from fleet.client_retry import Calls
 
 
-class SleepClient:
+class StopClient:
     async def stop_machine(self: Calls, machine_id: str) -> Machine:
         """Stop the machine: its processes end, its home stays (a stopped one: unchanged)."""
         return await self.call(gs.MACHINES_STOP, new_params(gt.MachineRef, machine_id=machine_id))

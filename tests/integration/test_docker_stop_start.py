@@ -1,4 +1,4 @@
-"""Machines that sleep, ``docker`` provider, a real engine and every service: a stopped
+"""Stopping and starting machines, ``docker`` provider, a real engine and every service: a stopped
 machine has no container (its home volume stays, a warm-pool machine's too), the start
 brings back its home, its background processes and a fresh .env; exec is refused at once;
 auto-stop stops an idle one; a provisioner SIGKILLed and restarted removes a stopped
@@ -39,12 +39,12 @@ from tests.docker_env import (
     volume_exists,
 )
 from tests.integration.test_docker_warm_pool import pooled
-from tests.integration.test_sleep import (
+from tests.integration.test_stop_start import (
     consumers_caught_up,
     handle_again,
     provisioner_process,
 )
-from tests.sleep_checks import ready_machine, stop_and_start_keep_the_machine, stopped_call_ms
+from tests.stop_checks import ready_machine, stop_and_start_keep_the_machine, stopped_call_ms
 from tests.waiters import wait_until
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]

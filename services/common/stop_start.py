@@ -2,7 +2,7 @@
 ``machines.start``) and the prober's auto-stop, so that both say it the same way.
 
 Both are compare-and-set status changes followed by an event; the provisioner does the
-provider's part on that event (``services.provisioner.sleep``). Only the call that moved the
+provider's part on that event (``services.provisioner.stop_start``). Only the call that moved the
 status publishes: a repeated stop or start is a no-op, never a second event.
 """
 
@@ -12,11 +12,11 @@ import structlog
 
 from contracts.events import MachineStarted, MachineStopped
 from contracts.ids import new_event_id
-from contracts.status import MachineStatus as S
+from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
 from services.common.bus import Bus
 from services.common.store import Store
-from services.common.store_sleep import is_asleep, reset_activity, stop_pending
 from services.common.store_stages import Transition
+from services.common.store_stop import reset_activity, stop_done, stop_pending
 
 log = structlog.get_logger(__name__)
 
@@ -25,15 +25,16 @@ START_HINT = "start it with machines.start (fleet machines start {machine_id})"
 
 
 async def stop_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> Transition:
-    """Mark the machine stopped and tell the provisioner to end its processes. A repeat
-    whose stop was never carried out (a gateway that died between the status and the event)
-    publishes the event again: the provisioner's part is idempotent."""
-    t = await store.transition(machine_id, S.STOPPED, reason)
+    """Mark the machine stopping and tell the provisioner to end its processes (it marks the
+    machine stopped once every one has exited). A repeat whose stop was never carried out (a
+    gateway that died between the status and the event) publishes the event again: the
+    provisioner's part is idempotent."""
+    t = await store.transition(machine_id, S.STOPPING, reason)
     if t.moved:
         # Before the event: the provisioner sets it again once the processes are gone, and
         # a start waits for that (it must not find the old daemon still up).
         await stop_pending(store, machine_id)
-    if t.moved or (t.accepted and not await is_asleep(store, machine_id)):
+    if t.moved or (t.accepted and not await stop_done(store, machine_id)):
         await bus.publish(MachineStopped(event_id=new_event_id(), machine_id=machine_id,
                                          reason=reason))  # fmt: skip
         log.info("machine.stop_requested", machine_id=machine_id, reason=reason)
@@ -41,16 +42,17 @@ async def stop_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> 
 
 
 async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> Transition:
-    """Move a stopped machine to booting and tell the provisioner to start it again. Only a
-    stopped one: booting also admits provisioning, which is a create's business."""
+    """Move a stopped (or stopping) machine to booting and tell the provisioner to start it
+    again, once its stop is carried out. Only such a one: booting also admits provisioning,
+    which is a create's business."""
     status = (await store.get_machine(machine_id)).status
-    if status is S.BOOTING and await is_asleep(store, machine_id):
+    if status is S.BOOTING and await stop_done(store, machine_id):
         # A start on its way (or one whose event a dying gateway never published): publishing
         # again is harmless, the provisioner's start is idempotent.
         await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,
                                          reason=reason))  # fmt: skip
         return Transition(accepted=True, previous=status, target=S.BOOTING)
-    if status is not S.STOPPED:  # nothing moves: a stopped machine never goes back to that
+    if status not in STOPPED_OR_STOPPING:  # nothing moves: a stopped one never goes back there
         return Transition(accepted=False, previous=status, target=S.BOOTING)
     t = await store.transition(machine_id, S.BOOTING, f"{reason}: waiting for the daemon")
     if t.moved:

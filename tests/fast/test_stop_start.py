@@ -1,6 +1,6 @@
 """``machines.stop``/``machines.start``, auto-stop and ``maxRunningMachines``: the rules, in
 memory (the real stage services on fakeredis and the fake bus). Real daemons, both providers,
-the host-side facts and a provisioner SIGKILLed: tests/integration/test_sleep*.py."""
+the host-side facts and a provisioner SIGKILLed: tests/integration/test_*stop_start.py."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from contracts.errors import (
     NotFound,
     RunningMachinesLimit,
 )
-from contracts.events import MachineStarted, MachineStopped as Stopped
+from contracts.events import (
+    MachineProcessesEnded as ProcessesEnded,
+    MachineStarted,
+    MachineStopped as Stopped,
+)
 from contracts.status import MachineStatus as S
-from services.common.store_sleep import record_activity
+from services.common.store_stop import record_activity
 from services.prober.autostop import IdleStopper
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
@@ -30,10 +34,14 @@ method = pytest.mark.gateway_method
 @method("machines.stop", "machines.start")
 async def test_stop_then_start_goes_through_the_pipeline_again(world: World) -> None:
     m = await world.ready_machine()
-    stopped = await world.rpc("machines.stop", {"machineId": m.id})
-    assert (stopped["status"], stopped["statusReason"]) == ("stopped", "stopped by request")
+    stopping = await world.rpc("machines.stop", {"machineId": m.id})
+    assert (stopping["status"], stopping["statusReason"]) == ("stopping", "stopped by request")
     await world.bus.settle()
-    assert world.provider.sleeps == [m.id]
+    assert world.provider.stops == [m.id]
+    # Stopped only once the provider's stop returned (every process gone), and said so.
+    stopped = await world.machine(m.id)
+    assert (stopped.status, stopped.status_reason) == (S.STOPPED, "stopped by request")
+    assert [e.machine_id for e in world.bus.events if isinstance(e, ProcessesEnded)] == [m.id]
     calls = len(world.daemons.calls)
     with pytest.raises(MachineStopped) as refused:
         await world.rpc("machines.exec", {"machineId": m.id, "command": ["true"]})
@@ -63,7 +71,7 @@ async def test_a_start_right_behind_its_stop_waits_for_the_stop(world: World) ->
     await world.rpc("machines.stop", {"machineId": m.id})
     await world.rpc("machines.start", {"machineId": m.id})  # before any handler ran
     await world.bus.settle()
-    assert world.provider.sleeps == [m.id]  # the stop was carried out, then the start
+    assert world.provider.stops == [m.id]  # the stop was carried out, then the start
     assert (await world.machine(m.id)).status is S.READY
 
 
@@ -174,13 +182,13 @@ async def test_a_repeat_finishes_what_a_dying_gateway_left_undone(world: World) 
     """A gateway that died between the status change and the event left a stopped machine
     running (or a started one down): the caller's retry publishes the event again."""
     m = await world.ready_machine()
-    moved = await world.store.transition(m.id, S.STOPPED, "stopped by request")  # no event
+    moved = await world.store.transition(m.id, S.STOPPING, "stopped by request")  # no event
     assert moved.moved
     await world.bus.settle()
-    assert world.provider.sleeps == []
+    assert world.provider.stops == []
     await world.rpc("machines.stop", {"machineId": m.id})
     await world.bus.settle()
-    assert world.provider.sleeps == [m.id]
+    assert world.provider.stops == [m.id]
     assert (await world.machine(m.id)).status is S.STOPPED
 
     starts = len(world.provider.starts)

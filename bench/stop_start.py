@@ -1,4 +1,4 @@
-"""Benchmark 18: machines that sleep (``local``).
+"""Benchmark 18: stopping and starting machines (``local``).
 
 - start-to-ready of a stopped machine (``machines.start`` to its ``machine.ready``), p50,
   against create-to-ready cold and from the warm pool, sampled in the same run: two `fleet up`
@@ -22,7 +22,7 @@ from bench.stack import FleetUp, RpcError, servers
 from bench.warm_pool import _pool_full, _Side
 from contracts.errors import MachineStopped
 from contracts.gateway_rpc import MACHINES_EXEC
-from contracts.gateway_sleep import MACHINES_START, MACHINES_STOP
+from contracts.gateway_stop import MACHINES_START, MACHINES_STOP
 from contracts.gateway_types import MachineExecParams, MachineRef
 from providers.local import POOL_SLOT_FILE, machine_roots
 
@@ -125,7 +125,7 @@ async def _creates(warm: _Side, cold: _Side, n: int, times: dict[str, list[float
 
 async def run(report: Report, quick: bool) -> None:
     n = 3 if quick else 10
-    print(f"[18] sleep: {n} stopped machines started, against {n} cold and {n} warm creates")
+    print(f"[18] stop/start: {n} stopped machines started, against {n} cold and {n} warm creates")
     with (
         temp_dir() as root,
         servers(root / "warm") as (wns, wvk),
@@ -142,21 +142,21 @@ async def run(report: Report, quick: bool) -> None:
             await cold.sample()
             times: dict[str, list[float]] = {"warm": [], "cold": [], "start": []}
             stages: dict[str, list[float]] = {s: [] for s in START_STAGES}
-            sleepers = await _creates(warm, cold, n, times)
+            to_stop = await _creates(warm, cold, n, times)
             await asyncio.sleep(SETTLE_S)  # off the clock: idle, not starting
-            running = _idle_memory(cup.data_dir, sleepers)
-            for mid in sleepers:
+            running = _idle_memory(cup.data_dir, to_stop)
+            for mid in to_stop:
                 await cold.gw.call(MACHINES_STOP, MachineRef(machine_id=mid))
-            await _all_gone(cup.data_dir, sleepers)
+            await _all_gone(cup.data_dir, to_stop)
             await asyncio.sleep(SETTLE_S)
-            stopped = _idle_memory(cup.data_dir, sleepers)
-            times["refused"] = await _execs(cold, sleepers, refused=True)
-            for mid in sleepers:
+            stopped = _idle_memory(cup.data_dir, to_stop)
+            times["refused"] = await _execs(cold, to_stop, refused=True)
+            for mid in to_stop:
                 marks = await _start_to_ready(cold, mid)
                 times["start"].append(marks["ready"])
                 for s, t in marks.items():
                     stages[s].append(t)
-            times["exec"] = await _execs(cold, sleepers, refused=False)
+            times["exec"] = await _execs(cold, to_stop, refused=False)
         finally:
             await warm.close()
             await cold.close()

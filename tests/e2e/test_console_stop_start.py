@@ -78,25 +78,25 @@ def test_a_stopped_machine_stays_stopped_across_a_fleet_up_restart(tmp_path: Pat
     data = tmp_path / "data"
     up = start_fleet_up(data, free_port())
     try:
-        asleep, awake = (_ready_machine(up, name) for name in ("asleep", "awake"))
-        for mid in (asleep, awake):
+        stopped_mid, running_mid = (_ready_machine(up, name) for name in ("stopped", "running"))
+        for mid in (stopped_mid, running_mid):
             ok(up.cli("processes", "start", mid, "--tag", "bg", "--", "sleep", "3000"))
-        ok(up.cli("machines", "stop", asleep))
-        wait_gone(data.resolve() / "machines" / asleep, asleep)
+        ok(up.cli("machines", "stop", stopped_mid))
+        wait_gone(data.resolve() / "machines" / stopped_mid, stopped_mid)
     finally:
         up.stop()
     up = start_fleet_up(data, free_port())
     try:
-        wait_answers(up, awake)
-        machine = json.loads(ok(up.cli("--json", "machines", "get", asleep)))
+        wait_answers(up, running_mid)
+        machine = json.loads(ok(up.cli("--json", "machines", "get", stopped_mid)))
         assert machine["status"] == "stopped"
-        assert not machine_roots(data.resolve() / "machines" / asleep, asleep)
-        assert _bg_state(up, awake) == "running", (
-            ok(up.cli("processes", "list", awake)),
-            (data / "machines" / awake / "daemon.log").read_text()[-6000:],
+        assert not machine_roots(data.resolve() / "machines" / stopped_mid, stopped_mid)
+        assert _bg_state(up, running_mid) == "running", (
+            ok(up.cli("processes", "list", running_mid)),
+            (data / "machines" / running_mid / "daemon.log").read_text()[-6000:],
         )
-        assert "ready" in ok(up.cli("machines", "start", asleep, "--wait", timeout=180))
-        assert _bg_state(up, asleep) == "running"
+        assert "ready" in ok(up.cli("machines", "start", stopped_mid, "--wait", timeout=180))
+        assert _bg_state(up, stopped_mid) == "running"
     finally:
         up.stop()
 

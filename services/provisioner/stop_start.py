@@ -1,10 +1,10 @@
-"""The provisioner's part of machines that sleep: ``machine.stopped`` ends the machine's
+"""The provisioner's part of stopping and starting machines: ``machine.stopped`` ends the machine's
 processes (its container) and keeps its home; ``machine.started`` starts the same machine
 again. Both hold the machine's ``provision:`` lock, so a stop and a start never overlap,
 and both go by the machine's status, so a redelivered event is a no-op:
 
 - a stop is carried out only while the machine is stopped, or when a start overtook it
-  (the stop's ``sleptAt`` never came): a start must never find the old daemon running;
+  (the stop's ``stopDoneAt`` never came): a start must never find the old daemon running;
 - a start is carried out only while the machine is booting, once its stop was carried out.
 """
 
@@ -17,17 +17,22 @@ import structlog
 
 from contracts.consumers import Durable
 from contracts.errors import NotFound, ProviderError
-from contracts.events import MachineProvisioned, MachineStarted, MachineStopped
-from contracts.ids import derived_event_id
+from contracts.events import (
+    MachineProcessesEnded,
+    MachineProvisioned,
+    MachineStarted,
+    MachineStopped,
+)
+from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
-from contracts.status import MachineStatus as S
+from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
 from providers.base import Provider
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_sleep import is_asleep, mark_asleep
+from services.common.store_stop import mark_stop_done, stop_done
 from services.common.subscriptions import subscriber
 
 log = structlog.get_logger(__name__)
@@ -38,7 +43,7 @@ def _start_budget(settings: Settings) -> float:
     return settings.boot_timeout_s
 
 
-class SleepHandlers:
+class StopStartHandlers:
     store: Store
     bus: Bus
     providers: Mapping[str, Provider]
@@ -60,33 +65,49 @@ class SleepHandlers:
             raise Retry("another provisioner is starting or stopping this machine", delay_s=0.5)
         return lock
 
-    async def sleep_failed(self, event: MachineStopped, reason: str) -> None:
+    async def stop_event_failed(self, event: MachineStopped, reason: str) -> None:
         # The machine is stopped already (its status says so); a resume ends what is left.
-        log.error("sleep.stop_failed", machine_id=event.machine_id, reason=reason)
+        log.error("stop.failed", machine_id=event.machine_id, reason=reason)
 
-    @subscriber(MachineStopped, durable=Durable.PROVISIONER_STOP, give_up=sleep_failed)
+    @subscriber(MachineStopped, durable=Durable.PROVISIONER_STOP, give_up=stop_event_failed)
     async def on_stopped(self, event: MachineStopped) -> None:
         if not await self._owned(event.machine_id):
             return  # its own host's provisioner stops it
         lock = await self._locked(event.machine_id)
         try:
             machine = await self.store.get_machine(event.machine_id)
-            overtaken = machine.status is S.BOOTING and not await is_asleep(self.store, machine.id)
-            if machine.status is not S.STOPPED and not overtaken:
-                log.info("sleep.skipped", machine_id=machine.id, status=machine.status.value)
+            overtaken = machine.status is S.BOOTING and not await stop_done(self.store, machine.id)
+            if machine.status not in STOPPED_OR_STOPPING and not overtaken:
+                log.info("stop.skipped", machine_id=machine.id, status=machine.status.value)
                 return
-            await self.put_to_sleep(machine)
+            await self.end_processes(machine, event.event_id)
         finally:
             await self.store.unlock(*lock)
 
-    async def put_to_sleep(self, machine: Machine) -> None:
-        """End the machine's processes, keep its home; record that it is done."""
+    async def end_processes(self, machine: Machine, cause_event_id: str) -> None:
+        """End the machine's processes, keep its home; record that it is done, and only then
+        call it stopped (a start that overtook the stop finds it booting, and it stays so)."""
         provider = self.providers.get(machine.provider)
         if provider is None:
             raise Permanent(f"no provider named {machine.provider!r} is configured")
-        was_up = await provider.sleep(machine.id)
-        await mark_asleep(self.store, machine.id)
-        log.info("sleep.machine_stopped", machine_id=machine.id, was_up=was_up)
+        was_up = await provider.stop(machine.id)
+        await self._stopped(machine, cause_event_id)
+        log.info("stop.machine_stopped", machine_id=machine.id, was_up=was_up)
+
+    async def _stopped(self, machine: Machine, cause_event_id: str) -> None:
+        """Its stop is carried out: recorded (a start waits for that), and a stopping machine
+        is stopped now, which its event says (what waits for ``stopped`` is woken by it)."""
+        await mark_stop_done(self.store, machine.id)
+        reason = machine.status_reason or "stopped"
+        t = await self.store.transition(machine.id, S.STOPPED, reason)
+        if t.moved:
+            await self.bus.publish(
+                MachineProcessesEnded(
+                    event_id=derived_event_id(cause_event_id, "processes-ended"),
+                    machine_id=machine.id,
+                    reason=reason,
+                )
+            )
 
     @subscriber(
         MachineStarted, durable=Durable.PROVISIONER_START, retry_budget=_start_budget,
@@ -98,11 +119,11 @@ class SleepHandlers:
         try:
             machine = await self.store.get_machine(event.machine_id)
             if machine.status is not S.BOOTING:  # ready already, or stopped again since
-                log.info("wake.skipped", machine_id=machine.id, status=machine.status.value)
+                log.info("start.skipped", machine_id=machine.id, status=machine.status.value)
                 return
-            if not await is_asleep(self.store, machine.id):
+            if not await stop_done(self.store, machine.id):
                 raise Retry("its stop is not carried out yet", delay_s=0.5)
-            external_id = await self._wake(machine)
+            external_id = await self._start_again(machine)
         finally:
             await self.store.unlock(*lock)
         await self.bus.publish(  # the boot watchdog's cue, as after a create
@@ -114,7 +135,7 @@ class SleepHandlers:
             )
         )
 
-    async def _wake(self, machine: Machine) -> str:
+    async def _start_again(self, machine: Machine) -> str:
         provider = self.providers.get(machine.provider)
         sealed = await self.store.machine_secret(machine.id)
         if provider is None or sealed is None:
@@ -123,29 +144,29 @@ class SleepHandlers:
         # Never the warm pool: the same machine, in its own home.
         external_id = await provider.start(machine.id, self.box.decrypt(sealed))
         await self.store.set_external_id(machine.id, external_id)
-        log.info("wake.machine_started", machine_id=machine.id, external_id=external_id)
+        log.info("start.machine_started", machine_id=machine.id, external_id=external_id)
         return external_id
 
-    async def keep_asleep(self, machines: list[Machine]) -> int:
+    async def keep_stopped(self, machines: list[Machine]) -> int:
         """At the provisioner's start: a stopped machine with a live process (a provisioner
         that died in the middle of a stop, a host that ran it anyway) has it ended."""
         ended = 0
         for machine in machines:
-            if machine.status is not S.STOPPED or machine.provider not in self.providers:
+            if machine.status not in STOPPED_OR_STOPPING or machine.provider not in self.providers:
                 continue
             try:
                 lock = await self._locked(machine.id)
             except Retry:
                 continue  # being stopped (or started) by a handler right now
             try:
-                if (await self.store.get_machine(machine.id)).status is S.STOPPED:
-                    was_up = await self.providers[machine.provider].sleep(machine.id)
-                    await mark_asleep(self.store, machine.id)
+                if (now := await self.store.get_machine(machine.id)).status in STOPPED_OR_STOPPING:
+                    was_up = await self.providers[machine.provider].stop(machine.id)
+                    await self._stopped(now, new_event_id())
                     ended += was_up
             except NotFound:
                 continue
             except (ProviderError, OSError) as exc:  # the next start (or stop) tries again
-                log.warning("sleep.keep_asleep_failed", machine_id=machine.id, error=str(exc))
+                log.warning("stop.keep_stopped_failed", machine_id=machine.id, error=str(exc))
             finally:
                 await self.store.unlock(*lock)
         return ended

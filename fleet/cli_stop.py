@@ -1,4 +1,4 @@
-"""`fleet machines stop|start` and `fleet instances autostop`: machines that sleep.
+"""`fleet machines stop|start` and `fleet instances autostop`: stopping and starting machines.
 
 ``ensure_started`` is what a command that needs a running machine (a shell, a port forward)
 calls first: a stopped machine is started, and the command says so and waits.
@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from contracts.models import Machine
-from contracts.status import MachineStatus
+from contracts.status import STOPPED_OR_STOPPING, MachineStatus
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, SubAction, command, emit, to_json
 from fleet.client import FleetClient
 from fleet.render import machine_line
@@ -19,8 +19,10 @@ Args = argparse.Namespace
 
 
 def machine_commands(g: SubAction) -> None:
-    stop = command(g, "stop", _stop, "stop a machine: its processes end, its home stays")
+    stop = command(g, "stop", _stop, "stop a machine: its processes end, its home stays; "
+                   "waits until every process of it has exited")  # fmt: skip
     stop.add_argument("machine_id")
+    stop.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
     start = command(g, "start", _start, "start a stopped machine again (the same machine)")
     start.add_argument("machine_id")
     start.add_argument("--wait", action="store_true", help="wait until it is ready")
@@ -37,7 +39,17 @@ def instance_commands(g: SubAction) -> None:
 
 async def _stop(c: FleetClient, a: Args) -> int:
     m = await c.stop_machine(a.machine_id)
+    if m.status is MachineStatus.STOPPING:
+        try:
+            m = await c.wait_for(m.id, STOP_DONE, a.timeout)
+        except TimeoutError:
+            print(f"fleet: machine {m.id} still stopping after {a.timeout:g}s", file=sys.stderr)
+            return EXIT_TIMEOUT
     return emit(a, m, lambda: f"{machine_line(m)}\n(its home is kept: fleet machines start {m.id})")
+
+
+#: What a stop ends in: stopped, or overtaken by a start, or by an archive.
+STOP_DONE = ("stopped", "booting", "archived")
 
 
 async def _start(c: FleetClient, a: Args) -> int:
@@ -64,11 +76,13 @@ async def _autostop(c: FleetClient, a: Args) -> int:
 
 
 async def ensure_started(c: FleetClient, machine_id: str, timeout_s: float = 300.0) -> Machine:
-    """The machine, started first (saying so on stderr, and waiting) if it is stopped."""
+    """The machine, started first (saying so on stderr, and waiting) if it is stopped (or
+    stopping)."""
     m = await c.get_machine(machine_id)
-    if m.status is not MachineStatus.STOPPED:
+    if m.status not in STOPPED_OR_STOPPING:
         return m
-    print(f"fleet: machine {machine_id} is stopped; starting it ...", file=sys.stderr, flush=True)
+    print(f"fleet: machine {machine_id} is {m.status.value}; starting it ...", file=sys.stderr,
+          flush=True)  # fmt: skip
     await c.start_machine(machine_id)
     m = await c.wait_for(machine_id, ("ready", "failed", "stopped", "archived"), timeout_s)
     print(f"fleet: machine {machine_id} is {m.status.value}", file=sys.stderr, flush=True)

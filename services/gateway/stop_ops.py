@@ -1,20 +1,20 @@
 """``machines.stop``, ``machines.start``, ``instances.setAutoStop``/``getAutoStop``
-(contracts/gateway_sleep.py), and the running-machines limit a start or a create must pass."""
+(contracts/gateway_stop.py), and the running-machines limit a start or a create must pass."""
 
 from __future__ import annotations
 
 import structlog
 
 from contracts.errors import Conflict, RunningMachinesLimit
-from contracts.gateway_sleep import AutoStop, SetAutoStopParams
+from contracts.gateway_stop import AutoStop, SetAutoStopParams
 from contracts.gateway_types import InstanceRef, MachineRef
 from contracts.models import Machine
-from contracts.status import STOPPABLE, TERMINAL, MachineStatus as S
+from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from services.common.bus import Bus
-from services.common.sleep import start_machine, stop_machine
+from services.common.stop_start import start_machine, stop_machine
 from services.common.store import Store
 from services.common.store_limits import instance_limits
-from services.common.store_sleep import autostop_of, set_autostop
+from services.common.store_stop import autostop_of, set_autostop
 from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)
@@ -27,8 +27,8 @@ async def check_running_limit(store: Store, instance_id: str, starting: str | No
     if limit is None:
         return
     machines = await store.list_machines(instance_id)
-    asleep = TERMINAL | {S.STOPPED}
-    running = [m for m in machines if m.status not in asleep and m.id != starting]
+    not_running = TERMINAL | STOPPED_OR_STOPPING
+    running = [m for m in machines if m.status not in not_running and m.id != starting]
     if len(running) >= limit:
         raise RunningMachinesLimit(
             f"instance {instance_id} may run {limit} machine(s) at once and runs "
@@ -37,7 +37,7 @@ async def check_running_limit(store: Store, instance_id: str, starting: str | No
         )
 
 
-class SleepOps:
+class StopOps:
     def __init__(self, *, store: Store, bus: Bus, access: Access) -> None:
         self.store = store
         self.bus = bus
@@ -45,7 +45,7 @@ class SleepOps:
 
     async def machines_stop(self, p: MachineRef, c: Caller) -> Machine:
         machine = await self.access.machine(c, p.machine_id)
-        if machine.status not in STOPPABLE | {S.STOPPED}:
+        if machine.status not in STOPPABLE | STOPPED_OR_STOPPING:
             raise Conflict(
                 f"machine {machine.id} is {machine.status.value}; only a booted machine can be "
                 "stopped",
@@ -62,9 +62,9 @@ class SleepOps:
                 "started (make a new one with machines.create or machines.rebuild)",
                 data={"status": machine.status.value},
             )
-        if machine.status not in (S.STOPPED, S.BOOTING):
+        if machine.status not in STOPPED_OR_STOPPING | {S.BOOTING}:
             return machine  # running, or on its way up after a create: nothing to do
-        if machine.status is S.STOPPED:
+        if machine.status in STOPPED_OR_STOPPING:
             await check_running_limit(self.store, machine.instance_id, machine.id)
         await start_machine(self.store, self.bus, machine.id, "started by request")
         return await self.access.machine(c, p.machine_id)

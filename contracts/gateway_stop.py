@@ -1,5 +1,5 @@
-"""Machines that sleep (gateway_rpc.py is full): ``machines.stop``, ``machines.start`` and
-an instance's auto-stop.
+"""Stopping and starting machines (gateway_rpc.py is full): ``machines.stop``,
+``machines.start`` and an instance's auto-stop.
 
 A stopped machine holds no process, container or memory; only its home stays. ``start`` brings
 the same machine back (same id, same home) and the pipeline runs again from its daemon's ready
@@ -63,7 +63,7 @@ INSTANCES_GET_AUTOSTOP: MethodSpec[InstanceRef, AutoStop] = MethodSpec(
     (NotFound, Forbidden),
 )
 
-SLEEP_METHODS: tuple[AnySpec, ...] = (
+STOP_METHODS: tuple[AnySpec, ...] = (
     MACHINES_STOP,
     MACHINES_START,
     INSTANCES_SET_AUTOSTOP,

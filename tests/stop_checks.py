@@ -1,4 +1,4 @@
-"""What the sleep tests check for each provider (``local`` and ``docker``): one scenario,
+"""What the stop/start tests check for each provider (``local`` and ``docker``): one scenario,
 written once, driven through the gateway against real daemons; the provider's host-side
 facts (where the home is, whether anything of the machine still runs) come from the test."""
 
@@ -16,7 +16,6 @@ import pytest
 from contracts.errors import MachineStopped
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from tests.waiters import wait_until
 
 HomeOf = Callable[[str], Awaitable[Path]]
 Running = Callable[[str], Awaitable[bool]]
@@ -79,11 +78,13 @@ async def stop_and_start_keep_the_machine(
     await stack.kill_process(mid, tag="killed")
     assert host_pids_running(kept), "the background process does not run"
 
-    stopped = await stack.stop_machine(mid)
-    assert stopped.status is MachineStatus.STOPPED
+    stopping = await stack.stop_machine(mid)
+    assert stopping.status is MachineStatus.STOPPING
+    assert stopping.status_reason == "stopped by request"
+    stopped = await stack.wait_for(mid, ("stopped",), timeout_s=60)
     assert stopped.status_reason == "stopped by request"
-    # The provisioner ends its processes: from the host, nothing of it is left.
-    await wait_until(lambda: _not(running(mid)), timeout=30)
+    # From the host, the moment it says stopped: no process of the machine is left.
+    assert not await running(mid)
     assert not host_pids_running(kept)
     assert await stopped_call_ms(stack, mid) < 100  # at once, never a daemon timeout
     await stack.set_env("SET_WHILE_STOPPED", "yes", instance_id=instance_id)
@@ -105,7 +106,3 @@ async def stop_and_start_keep_the_machine(
     assert host_pids_running(kept)
     assert procs.get("killed") is None or procs["killed"].state != "running"
     assert not host_pids_running(killed)
-
-
-async def _not(value: Awaitable[bool]) -> bool:
-    return not await value

@@ -1,0 +1,147 @@
+"""Hostile machines against root's operations on their homes (core/hostile_fs.py), through the
+platform's own methods: each machine plants what its own processes can (a link, a FIFO, a huge
+file, a directory it swaps with a link in a tight loop; a device node the test places as root,
+since a machine cannot make one), then calls the methods that make root act on its home. A
+canary directory of root-owned host files must stay unchanged, and another tenant's machine
+must still create and restart in its usual time.
+
+The lock read and the home's chown exist on ``local`` only: a ``docker`` machine's home is a
+volume the engine mounts, on which root on the host does nothing by path; the tenant test runs
+on both (test_hostile_machines_docker.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from providers.local import STOP_GRACE_S, machine_roots
+from services.common.settings import Settings
+from tests.docker_env import inspect
+from tests.hostile import SWAP, Canary
+from tests.integration.test_isolation import ready, sh
+from tests.waiters import wait_until
+
+#: How long a machine of another tenant may take to be ready (it takes a few seconds).
+USUAL_S = 60.0
+#: Restarts a hostile machine asks for at once: more than the provisioner's worker threads.
+RESTARTS = 7
+#: In a hostile machine, in the background: a FIFO in place of the daemon's lock, put back
+#: whenever the daemon replaces it.
+FIFO_LOCK = ("cd ~/.fleet && while :; do [ -p daemon.lock ] || "
+             "{ rm -f daemon.lock; mkfifo daemon.lock; }; sleep 0.2; done")  # fmt: skip
+HomeOf = Callable[[str], Awaitable[Path]]
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Canary:
+    return Canary(tmp_path / "host-secrets")
+
+
+async def test_a_fifo_lock_and_restarts_stall_no_other_tenant(
+    stack: FleetClient, settings: Settings
+) -> None:
+    async def home(mid: str) -> Path:
+        return local_home(settings, mid)
+
+    await fifo_lock_and_restarts(stack, settings, "local", home)
+
+
+def local_home(settings: Settings, mid: str) -> Path:
+    return settings.data_path / "machines" / mid / "home"
+
+
+async def fifo_lock_and_restarts(
+    stack: FleetClient, settings: Settings, provider: str, home_of: HomeOf
+) -> None:
+    mallory = await ready(stack, "mallory", provider)
+    await stack.start_process(mallory, ["sh", "-c", FIFO_LOCK])  # outlives the call
+    lock = await home_of(mallory) / ".fleet" / "daemon.lock"
+    await wait_until(lambda: lock.is_fifo(), timeout=10)
+    async with asyncio.timeout(USUAL_S):  # each answers: none holds a provisioner's thread
+        answers = await asyncio.gather(
+            *(stack.restart_machine(mallory) for _ in range(RESTARTS)), return_exceptions=True
+        )
+    assert [a for a in answers if isinstance(a, BaseException)] == []
+    started = time.monotonic()
+    bob = await ready(stack, "bob", provider)
+    await stack.restart_machine(bob)
+    assert time.monotonic() - started < USUAL_S
+    # And a stop of the hostile machine really ends it.
+    stopped = await stack.stop_machine(mallory)
+    assert stopped.status is MachineStatus.STOPPED, stopped.status_reason
+    await wait_until(lambda: ended(settings, mallory, provider), timeout=STOP_S)
+
+
+#: A stop's SIGTERM grace and more: a machine still running after it was not stopped.
+STOP_S = STOP_GRACE_S + 10
+
+
+async def ended(settings: Settings, mid: str, provider: str) -> bool:
+    """No process of the machine runs any more on its provider."""
+    if provider == "local":
+        return machine_roots(settings.data_path / "machines" / mid, mid) == []
+    return await inspect(mid) is None
+
+
+async def test_a_machine_cannot_make_a_device_node_or_a_hard_link_out(stack: FleetClient) -> None:
+    await cannot_make_a_device_node(stack, "local")
+
+
+async def cannot_make_a_device_node(stack: FleetClient, provider: str) -> None:
+    mid = await ready(stack, "mallory", provider)
+    out = await sh(stack, mid, "mknod ~/zero c 1 5; mkfifo ~/fifo && echo fifo; echo done")
+    assert "Operation not permitted" in out
+    assert "fifo" in out  # FIFOs it can make (the suite's other kinds)
+    # Nor a hard link to a file of the system it sees (another mount than its home).
+    out = await sh(stack, mid, "ln /usr/bin/env ~/env && echo linked; echo done")
+    assert "linked" not in out
+    assert "cross-device" in out
+
+
+async def test_give_home_on_refresh_code_and_start_follows_nothing(
+    stack: FleetClient, settings: Settings, canary: Canary
+) -> None:
+    mid = await ready(stack, "mallory", "local")
+    home = local_home(settings, mid)
+    out = await sh(stack, mid, f"mkdir -p ~/k && cd ~/k && ln -s {canary.a_file} link && "
+                   f"ln -s {canary.root} dirlink && mkfifo fifo && truncate -s 10G big && "
+                   "echo done")  # fmt: skip
+    assert out.rstrip().endswith("done")
+    os.mknod(home / "k" / "zero", 0o666 | 0o020000, os.makedev(1, 5))  # as root: see above
+    await stack.refresh_code(mid)  # installs code as root, then gives the home to the machine
+    assert canary.changed() == {}
+    await stack.stop_machine(mid)
+    await wait_until(lambda: ended(settings, mid, "local"), timeout=STOP_S)
+    await stack.start_machine(mid)  # gives the home to the machine again
+    started = await stack.wait_for(mid, ("ready", "failed"), timeout_s=USUAL_S)
+    assert started.status is MachineStatus.READY, started.status_reason
+    assert canary.changed() == {}
+    uid = (home / "k" / "fifo").lstat().st_uid
+    assert uid != 0
+    assert (home / "k" / "big").stat().st_uid == uid
+    assert (home / "k" / "zero").lstat().st_uid == 0  # a device node is never given away
+
+
+async def test_give_home_while_the_machine_swaps_a_dir_with_a_link(
+    stack: FleetClient, settings: Settings, canary: Canary
+) -> None:
+    mid = await ready(stack, "mallory", "local")
+    home = local_home(settings, mid)
+    script = ("mkdir -p ~/d && cd ~/d && for i in $(seq 2000); do : > f$i; done && "
+              f"ln -s {canary.root} ~/l && echo done")  # fmt: skip
+    assert (await sh(stack, mid, script, timeout_s=60)).rstrip().endswith("done")
+    await stack.start_process(mid, [sys.executable, "-c", SWAP, str(home / "d"), str(home / "l")],
+                              tag="swap")  # fmt: skip
+    await wait_until(lambda: (home / "l").is_dir() and not (home / "l").is_symlink(), timeout=10)
+    for _ in range(8):  # each walk of the old code's had about even odds to go astray
+        await stack.refresh_code(mid)
+    assert canary.changed() == {}

@@ -1,0 +1,28 @@
+"""`fleet up`'s preview listener: a port of its own, never the console's; each gateway replica
+of `--ha` has one of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleet.up import SERVICES, UpOptions, up
+from fleet.up_ha import service_plan
+
+
+def test_each_gateway_replica_listens_for_previews_on_a_port_of_its_own(tmp_path: Path) -> None:
+    opts = UpOptions(data_dir=tmp_path, ha=True, port=8080, preview_port=8081)
+    gateways = [env for _, module, env in service_plan(SERVICES, opts) if module == "gateway"]
+    assert gateways[0] == {"FLEET_PORT": "8080"}  # the settings' preview port: 8081
+    ports = {int(gateways[1]["FLEET_PORT"]), int(gateways[1]["FLEET_PREVIEW_PORT"])}
+    assert len(ports) == 2
+    assert not ports & {8080, 8081}
+
+
+def test_previews_on_the_consoles_port_are_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert up(UpOptions(data_dir=tmp_path / "data", port=9123, preview_port=9123)) == 2
+    assert "--preview-port 9123 is --port's" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
