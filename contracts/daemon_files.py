@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from contracts.errors import (
+    BadPath,
     DaemonTimeout,
     DaemonUnavailable,
     FileNotFound,
@@ -60,6 +61,8 @@ class ReadFileResult(Result, kw_only=True):
 class ListDirParams(Params, kw_only=True):
     path: HomePath = "~"
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_DIR_ENTRIES)] = 1000
+    #: Start after this name (a previous answer's ``nextAfter``): the next page.
+    after: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
 
 
 class DirEntry(Result, kw_only=True):
@@ -79,8 +82,11 @@ class ListDirResult(Result, kw_only=True):
     path: str
     #: Sorted by name.
     entries: list[DirEntry]
-    #: True when the directory holds more than ``limit`` entries (the first ones are answered).
+    #: True when more entries follow than were answered: past ``limit``, or past what one
+    #: answer holds (a page of long names is cut to fit the machine's message size).
     truncated: bool = False
+    #: When truncated: the last name answered; pass it as ``after`` for the next page.
+    next_after: str | None = None
 
 
 class StatParams(Params, kw_only=True):
@@ -105,7 +111,8 @@ class RemoveFileResult(Result, kw_only=True):
     removed: bool
 
 
-_FILES = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError, FileNotFound, WrongFileKind)
+_FILES = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError, FileNotFound, WrongFileKind,
+          BadPath)  # fmt: skip
 
 READ_FILE: MethodSpec[ReadFileParams, ReadFileResult] = MethodSpec(
     "tool.readFile", ReadFileParams, ReadFileResult,

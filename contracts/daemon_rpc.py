@@ -9,6 +9,7 @@ import msgspec
 from contracts import sessions as ss
 from contracts.daemon_files import FILE_METHODS
 from contracts.errors import (
+    BadPath,
     Conflict,
     DaemonTimeout,
     DaemonUnavailable,
@@ -162,7 +163,7 @@ class SelfUpdateResult(Result, kw_only=True):
     to_git_sha: str | None
 
 
-_UNREACHABLE = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError)
+_UNREACHABLE = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError, BadPath)
 _PROCESS = (*_UNREACHABLE, NotFound, Conflict)
 
 WRITE_FILE: MethodSpec[WriteFileParams, WriteFileResult] = MethodSpec(

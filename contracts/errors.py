@@ -2,19 +2,34 @@
 
 JSON-RPC's own codes (-32700 .. -32603) come first; application codes are positive and stable:
 clients may switch on them. ``error_from_wire`` turns a JSON-RPC error back into the exception.
+
+Each kind carries its HTTP status (``http_status``), the one table every HTTP route derives
+from: a route that answers one call with one error (files GET/PUT, a session's attach, a tunnel,
+a preview, and ``/rpc`` when it refuses the request itself: no token, too large, rate limited,
+failing over) answers that status with the JSON-RPC error as its body and, for clients that see
+only headers (a refused WebSocket handshake), in ``ERROR_HEADER`` too. ``/rpc`` answers a call
+it dispatched with 200, as JSON-RPC over HTTP does (a batch holds many answers), except 1501
+``Unavailable`` alone (503 and Retry-After, so that HTTP-level retries work).
+``error_from_http`` turns any of those answers back into the exception.
+
+The machine side behind the gateway not answering (no daemon, a broken stream, a port nothing
+listens on) is 502; 503 is kept for the platform's own failover, which a client retries as it
+is (``Unavailable``); a daemon that does not answer in time is 504.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import msgspec
+
 
 class FleetError(Exception):
     """The root of every error fleetd reports to a caller."""
 
     code: ClassVar[int] = -32603
-    #: The HTTP status the gateway answers with when this error is about the request itself.
-    http_status: ClassVar[int] = 200
+    #: The HTTP status of a route that answers one call with this error (see the module).
+    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -31,20 +46,24 @@ class FleetError(Exception):
 # --- JSON-RPC 2.0 protocol errors -------------------------------------------------------------
 class ParseError(FleetError):
     code = -32700
+    http_status = 400
 
 
 class InvalidRequest(FleetError):
     code = -32600
+    http_status = 400
 
 
 class MethodNotFound(FleetError):
     code = -32601
+    http_status = 404
 
 
 class InvalidParams(FleetError):
     """Bad params; ``data.field`` names the offending field (a JSON path like ``$.mode``)."""
 
     code = -32602
+    http_status = 400
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message, data={"field": field} if field else None)
@@ -53,6 +72,7 @@ class InvalidParams(FleetError):
 
 class InternalError(FleetError):
     code = -32603
+    http_status = 500
 
 
 # --- application errors -----------------------------------------------------------------------
@@ -63,14 +83,17 @@ class Unauthorized(FleetError):
 
 class Forbidden(FleetError):
     code = 1003
+    http_status = 403
 
 
 class NotFound(FleetError):
     code = 1004
+    http_status = 404
 
 
 class Conflict(FleetError):
     code = 1009
+    http_status = 409
 
 
 class IdempotencyKeyReused(FleetError):
@@ -79,6 +102,7 @@ class IdempotencyKeyReused(FleetError):
     ``data.machineId`` is the machine the key was first used for."""
 
     code = 1022
+    http_status = 409
 
 
 class MachineStopped(FleetError):
@@ -86,6 +110,7 @@ class MachineStopped(FleetError):
     Answered at once (never a timeout); ``data.hint`` says how to start it."""
 
     code = 1040
+    http_status = 409
 
 
 class RunningMachinesLimit(FleetError):
@@ -93,6 +118,7 @@ class RunningMachinesLimit(FleetError):
     ``data.limit`` and ``data.running`` say by how much."""
 
     code = 1041
+    http_status = 409
 
 
 class PayloadTooLarge(FleetError):
@@ -113,15 +139,26 @@ class StreamAborted(FleetError):
     broke the protocol (a lost chunk, more bytes than its credit) or fell silent."""
 
     code = 1045
+    http_status = 502
 
 
 class TooManyStreams(FleetError):
     """The machine already has as many open byte streams (or sessions) as it allows."""
 
     code = 1046
+    http_status = 429
 
 
-# --- files in a machine's home (1050-1054) ----------------------------------------------------
+# --- files in a machine's home (1049-1054) ----------------------------------------------------
+class BadPath(FleetError):
+    """A path the machine's file system cannot use as it is: a name in it longer than 255
+    bytes, or too many levels of links. ``data.reason`` names which (``nameTooLong``,
+    ``linkLoop``). A component that is not a directory is ``WrongFileKind``."""
+
+    code = 1049
+    http_status = 400
+
+
 class FileTooLarge(FleetError):
     """A file too big to travel in one message: ``data.size`` and ``data.limit`` say by how
     much; download it as a stream instead (``fleet machines cp``, or
@@ -151,6 +188,7 @@ class NotText(FleetError):
     """The file is not UTF-8 text: ask for it with ``encoding: "base64"``."""
 
     code = 1053
+    http_status = 422
 
 
 class TransferAborted(FleetError):
@@ -159,14 +197,17 @@ class TransferAborted(FleetError):
     that ends so leaves nothing at its path."""
 
     code = 1054
+    http_status = 502
 
 
 class RequestExpired(FleetError):
     code = 1101
+    http_status = 502
 
 
 class RequestReplayed(FleetError):
     code = 1102
+    http_status = 502
 
 
 class ReplyForged(FleetError):
@@ -174,6 +215,7 @@ class ReplyForged(FleetError):
     machine's key, so the answer is not believed."""
 
     code = 1103
+    http_status = 502
 
 
 class Unavailable(FleetError):
@@ -193,6 +235,7 @@ class DaemonUnavailable(FleetError):
     """No daemon answers on the machine's RPC subject (not running, or not connected)."""
 
     code = 1502
+    http_status = 502
 
 
 class HostUnavailable(FleetError):
@@ -200,30 +243,36 @@ class HostUnavailable(FleetError):
     down): what only that host can do (restart a daemon, install code) waits for it."""
 
     code = 1505
+    http_status = 502
 
 
 class DaemonTimeout(FleetError):
     code = 1504
+    http_status = 504
 
 
 class CodemodeUnavailable(FleetError):
     """No codemode service answers (not running, or every replica is at its limit)."""
 
     code = 1503
+    http_status = 503
 
 
 class ProviderError(FleetError):
     code = 1600
+    http_status = 500
 
 
 class NotSupported(FleetError):
     code = 1601
+    http_status = 501
 
 
 class ToolError(FleetError):
     """A tool could not do its work on the machine (a file system error, a missing cwd)."""
 
     code = 1700
+    http_status = 500
 
 
 # --- ports: tunnels and preview URLs (1055-1059) ---------------------------------------------
@@ -262,6 +311,7 @@ ERRORS: dict[int, type[FleetError]] = {
         RateLimited,
         StreamAborted,
         TooManyStreams,
+        BadPath,
         FileTooLarge,
         FileNotFound,
         WrongFileKind,
@@ -297,3 +347,32 @@ def error_from_wire(err: dict[str, Any]) -> FleetError:
         return Unavailable(message, retry_after_ms=after if isinstance(after, int) else 1000)
     exc = (cls or FleetError)(message, data=data)
     return exc
+
+
+#: The header an HTTP error answer carries its JSON-RPC error object in, as JSON (ASCII).
+ERROR_HEADER = "X-Fleet-Error"
+#: The kind an HTTP status stands for when an answer carries no error object (a proxy's page).
+BY_STATUS: dict[int, type[FleetError]] = {
+    cls.http_status: cls
+    for cls in (InvalidParams, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+                RateLimited, InternalError, NotSupported, DaemonUnavailable, Unavailable,
+                DaemonTimeout)
+}  # fmt: skip
+
+
+def error_from_http(status: int, body: bytes, header: str | None = None) -> FleetError:
+    """The exception for an HTTP error answer of the gateway: its JSON-RPC error object (the
+    body's, else ``ERROR_HEADER``'s); without one, the kind its status stands for."""
+    for raw in (body, (header or "").encode()):
+        try:
+            doc = msgspec.json.decode(raw) if raw else None
+        except msgspec.DecodeError:
+            continue
+        err = doc.get("error", doc) if isinstance(doc, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("code"), int):
+            return error_from_wire(err)
+    message, data = f"the gateway answered HTTP {status}", {"status": status}
+    kind = BY_STATUS.get(status)
+    if kind is None:
+        return FleetError(message, data=data)
+    return error_from_wire({"code": kind.code, "message": message, "data": data})

@@ -24,6 +24,7 @@ from contracts.daemon_files import (
     StatResult,
 )
 from contracts.errors import (
+    BadPath,
     Conflict,
     DaemonTimeout,
     DaemonUnavailable,
@@ -72,7 +73,7 @@ class MachineRemoveFileParams(RemoveFileParams, kw_only=True):
 
 
 _FILES = (NotFound, Forbidden, Conflict, DaemonUnavailable, DaemonTimeout, InvalidParams,
-          ToolError, FileNotFound, WrongFileKind)  # fmt: skip
+          ToolError, FileNotFound, WrongFileKind, BadPath)  # fmt: skip
 
 MACHINES_READ_FILE: MethodSpec[MachineReadFileParams, ReadFileResult] = MethodSpec(
     "machines.readFile", MachineReadFileParams, ReadFileResult,

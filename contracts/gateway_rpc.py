@@ -11,6 +11,7 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import (
+    BadPath,
     Conflict,
     DaemonTimeout,
     DaemonUnavailable,
@@ -90,6 +91,7 @@ _DAEMON: tuple[type[FleetError], ...] = (
     DaemonTimeout,
     InvalidParams,
     ToolError,
+    BadPath,
 )
 _CREATE: tuple[type[FleetError], ...] = (NotFound, Forbidden, Conflict, RunningMachinesLimit)
 

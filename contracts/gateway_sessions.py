@@ -14,6 +14,7 @@ from __future__ import annotations
 import msgspec
 
 from contracts.errors import (
+    BadPath,
     DaemonTimeout,
     DaemonUnavailable,
     Forbidden,
@@ -106,7 +107,7 @@ SESSIONS_OPEN: MethodSpec[SessionsOpenParams, OpenedSession] = MethodSpec(
     OpenedSession,
     "Start an interactive session (default: the login shell) on a machine's pseudo-terminal; "
     f"attach to it with a WebSocket at {ATTACH_PATH}.",
-    (*_ERRORS, ToolError, TooManyStreams),
+    (*_ERRORS, ToolError, BadPath, TooManyStreams),
 )
 SESSIONS_LIST: MethodSpec[MachineSessions, SessionList] = MethodSpec(
     "sessions.list", MachineSessions, SessionList, "A machine's sessions.", _ERRORS

@@ -77,12 +77,9 @@ def errors() -> dict[str, object]:
 
 
 def error_http_statuses() -> dict[str, object]:
-    """Errors the gateway answers with an HTTP status of their own (not 200)."""
-    return {
-        constant_name(cls.__name__): cls.http_status
-        for cls in ERRORS.values()
-        if cls.http_status != 200
-    }
+    """Each error kind's HTTP status (contracts.errors: what a route answering one call
+    with it answers)."""
+    return {constant_name(cls.__name__): cls.http_status for cls in ERRORS.values()}
 
 
 def _js_pattern(pattern: str, where: str) -> str:
@@ -196,7 +193,7 @@ def render() -> str:
             errors(),
         ),
         _frozen_object(
-            "The HTTP status of errors about the request itself (FleetError.http_status).",
+            "The HTTP status of each error kind (FleetError.http_status).",
             "ERROR_HTTP_STATUS",
             error_http_statuses(),
         ),

@@ -332,10 +332,11 @@ def _id_of(env: _Envelope | Decoded) -> RequestId:
 
 
 def request_method(body: bytes) -> str | None:
-    """The method of a single request (None for a batch or anything not a request)."""
+    """The method of a single request (None for a batch or anything not a request, nested
+    too deeply included)."""
     try:
         return msgspec.json.decode(body, type=_Envelope).method
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
 
 

@@ -88,6 +88,29 @@ class SessionInfo(Result, kw_only=True):
     attached: int = 0
     #: Bytes of output the session has produced in all.
     output_bytes: int = 0
+    #: ``sessions.list`` shows at most LISTED_COMMAND_BYTES of a command: True when this one
+    #: was cut there (``sessions.open`` answered it whole).
+    command_truncated: bool = False
+
+
+#: The bytes of a session's command that ``sessions.list`` shows (each argument counted with
+#: one byte more): a list of MAX_SESSIONS sessions always fits in one answer.
+LISTED_COMMAND_BYTES = 4096
+
+
+def listed(info: SessionInfo) -> SessionInfo:
+    """``info`` as ``sessions.list`` shows it: its command cut to LISTED_COMMAND_BYTES."""
+    shown: list[str] = []
+    room = LISTED_COMMAND_BYTES
+    for arg in info.command:
+        size = len(arg.encode()) + 1
+        if size > room:
+            cut = arg.encode()[: max(room - 1, 0)].decode(errors="ignore")
+            shown += [cut] if cut else []
+            return msgspec.structs.replace(info, command=shown, command_truncated=True)
+        shown.append(arg)
+        room -= size
+    return info
 
 
 class SessionList(Result, kw_only=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import errno
 import os
@@ -163,19 +164,38 @@ def _text(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def list_dir(home: str, params: ListDirParams) -> ListDirResult:
+def list_dir(home: str, params: ListDirParams, room: int | None = None) -> ListDirResult:
+    """The entries in name order, from after ``params.after``: at most ``limit``, and no
+    more than ``room`` bytes of them (what one answer can carry); ``truncated`` and
+    ``next_after`` say where the next page starts."""
+
     def attempt() -> ListDirResult:
         with homefs.walk(home, params.path, follow_last=True) as found:
             fd = _open_listed(found)
             try:
                 names = sorted(os.listdir(fd))
-                entries = [_entry(fd, n, found.shown) for n in names[: params.limit]]
+                start = bisect.bisect_right(names, params.after) if params.after else 0
+                entries = _page(fd, names[start : start + params.limit], found.shown, room)
             finally:
                 os.close(fd)
-        return ListDirResult(path=found.shown, entries=entries,
-                             truncated=len(names) > params.limit)  # fmt: skip
+        more = len(names) - start > len(entries)
+        last = entries[-1].name if more and entries else None
+        return ListDirResult(path=found.shown, entries=entries, truncated=more,
+                             next_after=last)  # fmt: skip
 
     return retrying(attempt)
+
+
+def _page(dir_fd: int, names: list[str], shown: str, room: int | None) -> list[DirEntry]:
+    entries: list[DirEntry] = []
+    used = 0
+    for name in names:
+        entry = _entry(dir_fd, name, shown)
+        used += len(_ENCODER.encode(entry)) + 1
+        if room is not None and used > room:
+            break
+        entries.append(entry)
+    return entries
 
 
 def _open_listed(found: Found) -> int:
@@ -252,7 +272,7 @@ class FileTools:
         return await asyncio.to_thread(read_file, self._home, params, self._room() - 8 * 1024)
 
     async def list_dir(self, params: ListDirParams, _: None) -> ListDirResult:
-        return await asyncio.to_thread(list_dir, self._home, params)
+        return await asyncio.to_thread(list_dir, self._home, params, self._room() - 8 * 1024)
 
     async def stat(self, params: StatParams, _: None) -> StatResult:
         return await asyncio.to_thread(stat_path, self._home, params)

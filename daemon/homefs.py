@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from contracts.errors import FileNotFound, InvalidParams, ToolError, WrongFileKind
+from contracts.errors import (
+    BadPath,
+    FileNotFound,
+    FleetError,
+    InvalidParams,
+    ToolError,
+    WrongFileKind,
+)
 
 #: As the kernel's own limit on links in one path lookup (ELOOP beyond it).
 _MAX_LINKS = 40
@@ -67,7 +74,10 @@ def lexical(home: str, path: str, field: str) -> tuple[str, list[str]]:
     and its components below the home."""
     target = lexical_target(home, path, field)
     root = _roots(home)[0]
-    return target, [p for p in target[len(root) :].split("/") if p]
+    parts = [p for p in target[len(root) :].split("/") if p]
+    if any(len(os.fsencode(p)) > NAME_MAX for p in parts):  # no syscall would take it
+        raise bad_path(target, errno.ENAMETOOLONG)
+    return target, parts
 
 
 def lexical_target(home: str, path: str, field: str) -> str:
@@ -154,7 +164,7 @@ def _resolve(home: str, parts: list[str], shown: str, field: str, follow_last: b
             if target is not None and (follow_last or not last):
                 links += 1
                 if links > _MAX_LINKS:
-                    raise InvalidParams(f"{shown!r}: too many levels of links", field=field)
+                    raise bad_path(shown, errno.ELOOP)
                 queue[:0] = _expand(home, target, found, shown, field)
                 continue
             if last:
@@ -238,5 +248,39 @@ def _out(shown: str, field: str) -> InvalidParams:
     return InvalidParams(f"{shown!r} leads out of the machine's home (a link)", field=field)
 
 
-def fs_error(shown: str, exc: OSError) -> ToolError:
-    return ToolError(f"{shown}: {exc.strerror or exc}", data={"errno": exc.errno})
+#: The longest name of one directory entry (Linux's NAME_MAX, in bytes).
+NAME_MAX = 255
+#: OS errors that are about the path the caller gave, not the machine: BadPath (400), by the
+#: reason each stands for. (A component that is not a directory is WrongFileKind, as the walk
+#: says it.)
+_PATH_ERRORS = {errno.ENAMETOOLONG: ("nameTooLong", "a name in it is longer than 255 bytes"),
+                errno.ELOOP: ("linkLoop", "too many levels of links")}  # fmt: skip
+#: A path is shown in an error message up to this many characters.
+_SHOWN = 200
+
+
+def fs_error(shown: str, exc: OSError) -> FleetError:
+    """The error for an OS error on a path: BadPath when the path itself cannot be used,
+    else ToolError with the OS's words. The one mapping of the daemon's file tools."""
+    bad = path_error(shown, exc)
+    if bad is not None:
+        return bad
+    if exc.errno == errno.ENOTDIR:
+        return WrongFileKind(f"{_short(shown)}: a component of it is not a directory",
+                             data={"kind": "file"})  # fmt: skip
+    return ToolError(f"{_short(shown)}: {exc.strerror or exc}", data={"errno": exc.errno})
+
+
+def path_error(shown: str, exc: OSError) -> BadPath | None:
+    """BadPath for an OS error about the path itself (a name too long, a link loop); None
+    for any other."""
+    return bad_path(shown, exc.errno) if exc.errno in _PATH_ERRORS else None
+
+
+def bad_path(shown: str, code: int) -> BadPath:
+    reason, words = _PATH_ERRORS[code]
+    return BadPath(f"{_short(shown)}: {words}", data={"reason": reason, "errno": code})
+
+
+def _short(shown: str) -> str:
+    return shown if len(shown) <= _SHOWN else shown[: _SHOWN - 1] + "…"

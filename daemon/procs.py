@@ -37,7 +37,7 @@ from daemon.children import reap, tail_lines
 from daemon.envload import EnvFile, Signature, signature
 from daemon.proc_slot import ProcessSlot, cancel_task, end_foreign
 from daemon.state import ProcessKind, TrackedProcess
-from daemon.tools import resolve_path
+from daemon.tools import working_dir
 
 log = structlog.get_logger(__name__)
 
@@ -146,9 +146,7 @@ class ProcessManager:
             raise ToolError("the daemon is stopping; no new processes")
         if params.tag is not None and any(e.rec.tag == params.tag for e in self._managed):
             raise Conflict(f"a process tagged {params.tag!r} is already running")
-        cwd = resolve_path(self._home, params.cwd, "$.cwd") if params.cwd else self._home
-        if not cwd.is_dir():
-            raise ToolError(f"cwd {cwd} is not a directory on the machine")
+        cwd = working_dir(self._home, params.cwd)
         rec = TrackedProcess(
             pid=0,
             start_ticks=0,

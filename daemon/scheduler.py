@@ -31,7 +31,7 @@ from daemon.children import child_env, open_log, signal_group
 from daemon.envload import EnvFile, Signature, signature
 from daemon.procs import ProcessManager
 from daemon.state import CronRun
-from daemon.tools import resolve_path
+from daemon.tools import working_dir
 
 log = structlog.get_logger(__name__)
 
@@ -186,9 +186,7 @@ class Scheduler:
         gets 127 (not found) or 126, as from a shell, with the reason in its log."""
         fd = open_log(self._home / LOG_DIR / f"cron-{job.name}.log")
         try:
-            cwd = resolve_path(self._home, job.cwd, "$.cwd") if job.cwd else self._home
-            if not cwd.is_dir():
-                raise NotADirectoryError(0, f"cwd {cwd} is not a directory")
+            cwd = working_dir(self._home, job.cwd)
             proc = await asyncio.create_subprocess_exec(
                 *job.command,
                 cwd=cwd,

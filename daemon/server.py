@@ -46,7 +46,7 @@ from contracts.events import (
     subject_of,
 )
 from contracts.ids import new_event_id
-from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error
+from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error, request_method
 from contracts.ports import LIST_PORTS, TUNNEL_CONNECT
 from contracts.rpc_params import Decoded
 from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
@@ -285,10 +285,7 @@ class Daemon:
         limit = self.nc.max_payload - _REPLY_HEADROOM
         if answer is not None and len(answer) > limit:
             # Too big to send back: say so, rather than leave the caller waiting for nothing.
-            answer = encode_error(PayloadTooLarge(
-                f"the answer is {len(answer)} bytes, over the {limit} byte limit; "
-                "lower FLEET_EXEC_OUTPUT_CAP or write the output to a file"
-            ))  # fmt: skip
+            answer = encode_error(_too_large(request_method(msg.data), len(answer), limit))
         if answer is not None and msg.reply:
             # MACed with the request's id: the platform believes no one else's answer.
             rid = (msg.headers or {}).get(H_ID, "")
@@ -406,3 +403,16 @@ _AT_ONCE_MAX_BYTES = 192 * 1024
 
 async def _on_error(exc: Exception) -> None:
     log.warning("daemon.nats_error", error=str(exc))
+
+
+def _too_large(method: str | None, size: int, limit: int) -> PayloadTooLarge:
+    """What to say of an answer too big for one message: which method's, and how to ask for
+    less (a command's output is capped by FLEET_EXEC_OUTPUT_CAP; other answers page or cut
+    themselves to fit, so one over it is a bug worth reporting as such)."""
+    what = method or "a batch"
+    hint = ("lower FLEET_EXEC_OUTPUT_CAP or write the output to a file"
+            if method and method.startswith("tool.exec") else "ask for less of it")  # fmt: skip
+    return PayloadTooLarge(
+        f"the answer to {what} is {size} bytes, over the {limit} byte limit of one message; "
+        f"{hint}", data={"method": what, "size": size, "limit": limit},
+    )  # fmt: skip

@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from contracts import sessions as ss
-from contracts.errors import NotFound, ToolError, TooManyStreams
+from contracts.errors import NotFound, TooManyStreams
 from contracts.jsonrpc import NoParams
 from contracts.streams import StreamOpened
 from daemon import tools
@@ -63,9 +63,7 @@ class Sessions:
     async def open(self, p: ss.SessionOpenParams, _: None) -> ss.SessionInfo:
         await self._make_room()
         argv = p.command or login_shell()
-        cwd = tools.resolve_path(self._home, p.cwd, "$.cwd") if p.cwd else self._home
-        if not cwd.is_dir():
-            raise ToolError(f"cwd {cwd} is not a directory on the machine")
+        cwd = tools.working_dir(self._home, p.cwd)
         env = tools.command_env(self._environ, self._home, p.env)
         env.setdefault("TERM", "xterm-256color")
         master, slave = pty.openpty()
@@ -101,7 +99,7 @@ class Sessions:
         self._sessions.pop(oldest.id, None)
 
     async def list(self, _: NoParams, __: None) -> ss.SessionList:
-        return ss.SessionList(sessions=[s.info() for s in self._sessions.values()])
+        return ss.SessionList(sessions=[ss.listed(s.info()) for s in self._sessions.values()])
 
     async def resize(self, p: ss.SessionResizeParams, _: None) -> ss.SessionInfo:
         session = self._get(p.session_id)

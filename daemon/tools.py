@@ -8,6 +8,7 @@ import errno
 import os
 import secrets
 import signal
+import stat
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -47,6 +48,24 @@ def resolve_path(home: Path, path: str, field: str = "$.path") -> Path:
         raise InvalidParams(f"{path!r}: ~user paths are not supported", field=field)
     p = Path(path)
     return p if p.is_absolute() else home / p
+
+
+def working_dir(home: Path, cwd: str | None) -> Path:
+    """The directory a command starts in: ``cwd`` as resolve_path resolves it (the home
+    without one). ToolError when it is not a directory; BadPath when the path itself cannot
+    be used (a name too long, a link loop), as the file tools say (homefs.fs_error)."""
+    if not cwd:
+        return home
+    path = resolve_path(home, cwd, "$.cwd")
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except FileNotFoundError:
+        is_dir = False
+    except OSError as exc:
+        raise homefs.fs_error(f"cwd {path}", exc) from None
+    if not is_dir:
+        raise ToolError(f"cwd {path} is not a directory on the machine")
+    return path
 
 
 def write_file(home: Path, params: WriteFileParams, umask: int | None = None) -> WriteFileResult:
@@ -148,9 +167,7 @@ async def exec_command(
     """``on_spawn``/``on_exit`` get the child's pid once it runs / once it is reaped (the
     daemon tracks exec children in its state file, so doctor can find runaways);
     ``on_chunk`` gets each piece of output as it is read (within the cap), for streaming."""
-    cwd = resolve_path(home, params.cwd, "$.cwd") if params.cwd else home
-    if not cwd.is_dir():
-        raise ToolError(f"cwd {cwd} is not a directory on the machine")
+    cwd = working_dir(home, params.cwd)
     mark = secrets.token_hex(8)
     try:
         proc = await asyncio.create_subprocess_exec(

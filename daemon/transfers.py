@@ -174,6 +174,8 @@ def _mode_of(dir_fd: int, name: str, shown: str) -> int:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return DEFAULT_MODE
+    except OSError as exc:
+        raise fs_error(shown, exc) from None
     if stat.S_ISDIR(st.st_mode):
         raise WrongFileKind(f"{shown} is a directory", data={"kind": "dir"})
     return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else DEFAULT_MODE

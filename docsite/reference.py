@@ -109,8 +109,10 @@ def errors_page() -> str:
     out = ["# Error codes", "", GENERATED, ""]
     out += [
         "From `contracts/errors.py`; clients may switch on `error.code`. `InvalidParams` "
-        "carries `data.field`, a JSON path such as `$.machineId`. HTTP is the status a request "
-        "gets when the error is about the request itself (200 otherwise).",
+        "carries `data.field`, a JSON path such as `$.machineId`. HTTP is the status of every "
+        "route that answers one call with the error (files, a session's attach, a tunnel, a "
+        "preview, GET /events), with the JSON-RPC error as its body and in the `X-Fleet-Error` "
+        "header; `POST /rpc` answers a call it dispatched with 200 (1501 alone with 503).",
         "",
         "| code | name | HTTP | when |",
         "|---|---|---|---|",

@@ -30,6 +30,7 @@ from fleet.cli_common import (
     EXIT_USAGE,
     SubAction,
     UsageError,
+    error_line,
 )
 from fleet.client import DEFAULT_URL, ConnectionFailed, FleetClient
 
@@ -198,7 +199,7 @@ async def _run_client(args: argparse.Namespace) -> int:
             print(f"fleet: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
         except FleetError as exc:
-            print(f"fleet: error {exc.code}: {exc.message}", file=sys.stderr)
+            print(error_line(exc), file=sys.stderr)
             return EXIT_API
         except TimeoutError:
             print(f"fleet: timed out waiting for {args.url}", file=sys.stderr)

@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
+from contracts.errors import FleetError
 from fleet.client import FleetClient
 
 #: Exit codes scripts can rely on (documented in docs/cli.md). `machines exec` exits with the
@@ -28,6 +29,11 @@ Cmd = Callable[[FleetClient, argparse.Namespace], Awaitable[int]]
 
 class UsageError(Exception):
     """Arguments argparse accepted but the command cannot use; exit code 2."""
+
+
+def error_line(exc: FleetError) -> str:
+    """How every command prints an error the gateway answered, whichever route it came by."""
+    return f"fleet: error {exc.code}: {exc.message}"
 
 
 def common_flags(*, url: bool = True) -> argparse.ArgumentParser:

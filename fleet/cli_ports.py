@@ -18,7 +18,15 @@ import structlog
 from contracts.errors import FleetError
 from contracts.ports import PREVIEW_TICKET_PARAM
 from fleet import tunnel as t
-from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, UsageError, command, emit
+from fleet.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    SubAction,
+    UsageError,
+    command,
+    emit,
+    error_line,
+)
 from fleet.cli_stop import ensure_started
 from fleet.client import FleetClient
 
@@ -81,7 +89,7 @@ async def _forward(c: FleetClient, a: Args) -> int:
         try:
             ws = await t.open_tunnel(c, a.machine_id, remote)
         except FleetError as exc:
-            print(f"fleet: {exc.message}", file=sys.stderr)
+            print(error_line(exc), file=sys.stderr)
             writer.close()
             return
         try:

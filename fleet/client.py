@@ -30,7 +30,14 @@ from contracts.daemon_rpc import (
     RestartPolicy,
     WriteFileResult,
 )
-from contracts.errors import FleetError, NotFound, Unauthorized, Unavailable
+from contracts.errors import (
+    ERROR_HEADER,
+    FleetError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    error_from_http,
+)
 from contracts.events import Event, decode_machine_event, kind_of
 from contracts.gateway_rpc import CreatedToken, CronSetResult, RefreshCodeResult, RefreshEnvResult
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call, new_params
@@ -111,6 +118,11 @@ class FleetClient(
             "set FLEET_TOKEN or pass --token"
         )
 
+    def http_error(self, status: int, body: bytes = b"", header: str | None = None) -> FleetError:
+        """The error of any route's HTTP error answer (contracts.errors.error_from_http), in
+        the same words whichever route it came from."""
+        return self._refused() if status == 401 else error_from_http(status, body, header)
+
     async def _call_once(
         self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
     ) -> R:
@@ -128,8 +140,7 @@ class FleetClient(
                 if resp.status == 401:
                     raise self._refused()
                 if resp.content_type != "application/json":
-                    text = data[:300].decode(errors="replace")
-                    raise FleetError(f"the gateway answered HTTP {resp.status}: {text}")
+                    raise self.http_error(resp.status, b"", resp.headers.get(ERROR_HEADER))
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from None
         return decode_result(spec, data)

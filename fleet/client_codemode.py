@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 
 from contracts import codemode as cm
-from contracts.errors import FleetError, error_from_wire
+from contracts.errors import error_from_http, error_from_wire
 from contracts.jsonrpc import MethodSpec, P, R, new_params
 
 _EVENT = msgspec.json.Decoder(cm.RunEvent)
@@ -60,7 +60,7 @@ class CodemodeMethods:
             self.url + cm.RUN_STREAM_PATH, data=msgspec.json.encode(params), timeout=timeout
         ) as resp:
             if resp.content_type == "application/json":
-                raise _error(await resp.read())
+                raise error_from_http(resp.status, await resp.read())
             async for kind, body in _sse(resp.content):
                 if kind == cm.RUN_STREAM_END.encode():
                     yield _end(body)
@@ -121,11 +121,6 @@ async def _sse(content: aiohttp.StreamReader) -> AsyncGenerator[tuple[bytes, byt
         if data:
             yield kind, b"\n".join(data)
         kind, data = b"message", []
-
-
-def _error(body: bytes) -> FleetError:
-    err = msgspec.json.decode(body, type=dict[str, Any]).get("error") or {}
-    return error_from_wire(err)
 
 
 def _end(body: bytes) -> cm.RunResult:

@@ -18,10 +18,16 @@ class FilesClient:
         return await self.call(gf.MACHINES_READ_FILE, params)
 
     async def list_dir(
-        self: Calls, machine_id: str, path: str = "~", *, limit: int = 1000
+        self: Calls,
+        machine_id: str,
+        path: str = "~",
+        *,
+        limit: int = 1000,
+        after: str | None = None,
     ) -> df.ListDirResult:
+        """One page of the directory; ``after``: a previous page's ``next_after``."""
         params = new_params(gf.MachineListDirParams, machine_id=machine_id, path=path,
-                            limit=limit)  # fmt: skip
+                            limit=limit, after=after)  # fmt: skip
         return await self.call(gf.MACHINES_LIST_DIR, params)
 
     async def stat(self: Calls, machine_id: str, path: str) -> df.StatResult:

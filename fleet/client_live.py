@@ -11,7 +11,7 @@ import msgspec
 
 from contracts import gateway_live as live
 from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, OutputChunk
-from contracts.errors import FleetError
+from contracts.errors import ERROR_HEADER, FleetError
 from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call, new_params
 
 StreamItem = OutputChunk | ExecCommandResult
@@ -29,6 +29,8 @@ class LiveClient:
                        timeout_s: float | None = None) -> R: ...  # fmt: skip
         def _unreachable(self, exc: Exception) -> Exception: ...
         def _refused(self) -> Exception: ...
+        def http_error(self, status: int, body: bytes = b"",
+                       header: str | None = None) -> FleetError: ...  # fmt: skip
 
     async def daemon_log(self, machine_id: str, lines: int = 200) -> list[str]:
         params = new_params(live.DaemonLogRequest, machine_id=machine_id, lines=lines)
@@ -58,11 +60,11 @@ class LiveClient:
         try:
             url, headers = f"{self.url}{live.RPC_STREAM_PATH}", {"Content-Type": "application/json"}
             async with self.session.post(url, data=body, timeout=timeout, headers=headers) as resp:
-                if resp.status == 401:
-                    raise self._refused()
                 if resp.content_type != "text/event-stream":  # an error before the stream
-                    decode_result(spec, await resp.read())
-                    raise FleetError(f"the gateway answered HTTP {resp.status}")
+                    body = await resp.read()
+                    if resp.status == 200:  # a JSON-RPC answer: its error
+                        decode_result(spec, body)
+                    raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
                 async for event, data in sse_events(resp.content):
                     if event == live.SSE_OUTPUT:
                         yield _CHUNK.decode(data)

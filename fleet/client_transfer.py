@@ -22,7 +22,7 @@ import aiohttp
 import msgspec
 
 from contracts.daemon_files import FILE_CHUNK, Uploaded
-from contracts.errors import FleetError, TransferAborted, error_from_wire
+from contracts.errors import ERROR_HEADER, FleetError, TransferAborted
 from contracts.gateway_files import files_url
 
 _UPLOADED = msgspec.json.Decoder(Uploaded)
@@ -44,7 +44,8 @@ class TransferClient:
         @property
         def session(self) -> aiohttp.ClientSession: ...
         def _unreachable(self, exc: Exception) -> Exception: ...
-        def _refused(self) -> Exception: ...
+        def http_error(self, status: int, body: bytes = b"",
+                       header: str | None = None) -> FleetError: ...  # fmt: skip
 
     async def upload(
         self, machine_id: str, local: str | Path, remote: str, *, mode: int | None = None
@@ -93,15 +94,8 @@ class TransferClient:
         return Downloaded(path=str(target), size=size, sha256=sha, mode=mode)
 
     def _check(self, resp: aiohttp.ClientResponse, body: bytes) -> None:
-        if resp.status == 401:
-            raise self._refused()
-        if resp.status in (200, 201):
-            return
-        try:
-            err = msgspec.json.decode(body)["error"]
-        except (msgspec.DecodeError, KeyError, TypeError):
-            raise FleetError(f"the gateway answered HTTP {resp.status}") from None
-        raise error_from_wire(err)
+        if resp.status not in (200, 201):
+            raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
 
 
 #: Local reads and writes go to a thread this many bytes at a time.

@@ -9,7 +9,7 @@ import aiohttp
 import msgspec
 
 from contracts import sse
-from contracts.errors import FleetError, Unavailable, error_from_wire
+from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
 
 
 async def sse_messages(
@@ -68,10 +68,4 @@ async def check_stream(resp: aiohttp.ClientResponse) -> None:
     gateway's bus or store failing over) as itself, for the caller to reopen it later."""
     if resp.status == 200:
         return
-    body = await resp.text()
-    if resp.content_type != "application/json":
-        raise FleetError(f"GET /events answered HTTP {resp.status}: {body[:300]}")
-    error = msgspec.json.decode(body).get("error", {})
-    if error.get("code") == Unavailable.code:
-        raise error_from_wire(error)
-    raise FleetError(f"GET /events: {error.get('message', body)}")
+    raise error_from_http(resp.status, await resp.read(), resp.headers.get(ERROR_HEADER))

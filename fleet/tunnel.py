@@ -16,27 +16,13 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import WSMsgType
 
-from contracts.errors import (
-    Conflict,
-    FleetError,
-    Forbidden,
-    InvalidParams,
-    NotFound,
-    PortUnreachable,
-    TooManyStreams,
-    Unauthorized,
-)
+from contracts.errors import ERROR_HEADER
 from contracts.ports import EOF_FRAME, tunnel_path
 from core.relay import relay
 from fleet.client import FleetClient
 
 #: Bytes read from the local side per WebSocket message.
 READ_CHUNK = 256 * 1024
-#: What each refusal of the WebSocket handshake means (the gateway's JSON body is not read).
-_REFUSED: dict[int, type[FleetError]] = {
-    400: InvalidParams, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-    502: PortUnreachable, 503: TooManyStreams,
-}  # fmt: skip
 
 
 class TunnelBroken(Exception):
@@ -49,10 +35,11 @@ async def open_tunnel(
     url = client.url + tunnel_path(machine_id, port)
     try:
         return await client.session.ws_connect(url, max_msg_size=0, compress=0)
-    except aiohttp.WSServerHandshakeError as exc:
-        kind = _REFUSED.get(exc.status, FleetError)
-        raise kind(f"tunnel to port {port} of {machine_id} refused: HTTP {exc.status} "
-                   f"{exc.message}", data={"status": exc.status}) from None  # fmt: skip
+    except aiohttp.WSServerHandshakeError as exc:  # refused: the error is in a header
+        header = exc.headers.get(ERROR_HEADER) if exc.headers else None
+        raise client.http_error(exc.status, b"", header) from None
+    except aiohttp.ClientConnectionError as exc:
+        raise client._unreachable(exc) from None
 
 
 Read = Callable[[], Awaitable[bytes]]

@@ -69,8 +69,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: and machines.rebuild together, and machines.exec. 0: no limit.
     rate_create_per_min: int = 30
     rate_exec_per_min: int = 600
-    #: Requests per client address and minute refused for a missing or bad token; past it,
-    #: 429 without looking the token up. 0: no limit.
+    #: Bad secrets per client address, kind (token, ticket, preview cookie) and minute
+    #: answered 401; past it, the next bad one of that kind gets 429 (a valid one is always
+    #: served). 0: no limit.
     rate_unauthenticated_per_min: int = 120
     #: GET /events: open streams per token and per gateway process, and stored-event replays
     #: running at once per gateway process (more wait for a turn).

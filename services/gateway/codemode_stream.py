@@ -18,11 +18,12 @@ from nats.aio.msg import Msg
 
 from contracts import subjects
 from contracts.codemode import RUN_STREAM_END, RUN_STREAM_PATH, RunParams, RunResult
-from contracts.errors import FleetError, InternalError
+from contracts.errors import FleetError, InternalError, ParseError
 from contracts.jsonrpc import invalid_params
 from services.common.bus import Bus
 from services.gateway.access import Caller
 from services.gateway.codemode import CodemodeOps
+from services.gateway.errors_http import error_response
 
 log = structlog.get_logger(__name__)
 #: Events buffered for a slow reader before the stream is cut (the run goes on).
@@ -62,11 +63,11 @@ async def stream_run(
         params = _PARAMS.decode(await request.read())
         job = await ops.prepare(params, caller)
     except msgspec.ValidationError as exc:
-        return _error(invalid_params(exc))
+        return error_response(invalid_params(exc))
     except msgspec.DecodeError as exc:
-        return _error(FleetError(f"the body is not JSON: {exc}"))
+        return error_response(ParseError(f"the body is not JSON: {exc}"))
     except FleetError as exc:
-        return _error(exc)
+        return error_response(exc)
     queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_BACKLOG)
 
     async def on_event(msg: Msg) -> None:
@@ -134,9 +135,3 @@ def _end(run: asyncio.Task[RunResult]) -> bytes:
         log.error("codemode.stream_run_failed", error=repr(exc))
         exc = InternalError("the run failed")
     return _ENC.encode({"error": exc.to_wire()})
-
-
-def _error(exc: FleetError) -> web.Response:
-    body = _ENC.encode({"error": exc.to_wire()})
-    status = 400 if exc.http_status == 200 else exc.http_status
-    return web.Response(body=body, status=status, content_type="application/json")

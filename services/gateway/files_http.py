@@ -15,10 +15,8 @@ grants credit, so a slow side slows the other, end to end.
   is refused too. ``201`` and the daemon's ``Uploaded`` (path, size, sha256, mode) as JSON once
   the file is in place; on any failure nothing is at the path.
 
-Errors before the transfer starts are the JSON-RPC error object with an HTTP status: 400
-invalid params, 403 another instance's machine, 404 no such machine or file, 409 not a regular
-file or an archived machine, 413 too large, 429 too many streams, 502 the transfer broke, 503
-the daemon is not there, 504 it did not answer.
+Errors before the transfer starts are the JSON-RPC error object with the error kind's HTTP
+status (``services.gateway.errors_http``), as on every other route.
 """
 
 from __future__ import annotations
@@ -37,23 +35,12 @@ from contracts.jsonrpc import P, invalid_params
 from core.byte_stream import ByteStream
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener
+from services.gateway.errors_http import error_response
 
 log = structlog.get_logger(__name__)
 _UPLOADED = msgspec.json.Decoder(df.Uploaded)
 #: The daemon's answer to an upload is one small JSON document.
 _ANSWER_MAX = 64 * 1024
-_STATUS: dict[type[e.FleetError], int] = {
-    e.InvalidParams: 400, e.Forbidden: 403, e.NotFound: 404, e.FileNotFound: 404,
-    e.Conflict: 409, e.WrongFileKind: 409, e.FileTooLarge: 413, e.PayloadTooLarge: 413,
-    e.TooManyStreams: 429, e.StreamAborted: 502, e.TransferAborted: 502, e.ToolError: 500,
-    e.DaemonUnavailable: 503, e.Unavailable: 503, e.DaemonTimeout: 504,
-}  # fmt: skip
-
-
-def http_error(exc: e.FleetError) -> web.Response:
-    status = _STATUS.get(type(exc)) or (exc.http_status if exc.http_status != 200 else 500)
-    body = msgspec.json.encode({"jsonrpc": "2.0", "id": None, "error": exc.to_wire()})
-    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def add_files_routes(
@@ -63,13 +50,13 @@ def add_files_routes(
         try:
             return await _download(request, opener, request[caller_key])
         except e.FleetError as exc:
-            return http_error(exc)
+            return error_response(exc)
 
     async def upload(request: web.Request) -> web.StreamResponse:
         try:
             return await _upload(request, opener, request[caller_key])
         except e.FleetError as exc:
-            return http_error(exc)
+            return error_response(exc)
 
     app.router.add_get(FILES_ROUTE, download)
     app.router.add_put(FILES_ROUTE, upload)

@@ -4,8 +4,9 @@
 
 Every response of the console's listener carries the security headers (CSP, no framing, no
 opener, nosniff, no referrer), and every response but the console's static files
-``Cache-Control: no-store``. A client address that keeps
-sending bad tokens gets 429 with Retry-After before its token is even looked up.
+``Cache-Control: no-store``. A client address that keeps sending bad secrets of one kind
+(tokens, tickets) gets 429 with Retry-After for the next bad one of that kind; a valid token is
+never refused for what its address sent before.
 
 /metrics needs no token, like /healthz and as Prometheus expects: it holds only aggregates
 (counts by status and stage, latencies), no ids, names or secrets. A deployment that exposes the
@@ -23,7 +24,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
-import msgspec
 import structlog
 from aiohttp import web
 
@@ -43,15 +43,16 @@ from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
+from services.gateway.errors_http import error_response
 from services.gateway.events_hub import EventHub
 from services.gateway.exec_stream import stream_rpc
 from services.gateway.files_http import add_files_routes
-from services.gateway.limits import RateLimiter, rate_limited
+from services.gateway.limits import BadSecrets
 from services.gateway.mcp_http import McpEndpoint, add_mcp_route
 from services.gateway.ports import PortOps
 from services.gateway.preview import add_tunnel_route, make_preview_app
 from services.gateway.revocation import RevocationTicker
-from services.gateway.sessions import SessionOps, refusal_status
+from services.gateway.sessions import SessionOps
 from services.gateway.sse import EventsContext, stream_events
 from services.gateway.tickets import EventTickets
 from services.gateway.tunnels import Tunnels
@@ -62,7 +63,7 @@ STATIC = Path(__file__).parent / "static"
 CallerResolver = Callable[[str], Awaitable[Caller | None]]
 CALLER: web.AppKey[CallerResolver] = web.AppKey("caller")
 TICKETS: web.AppKey[EventTickets] = web.AppKey("tickets")
-UNAUTHENTICATED: web.AppKey[RateLimiter] = web.AppKey("unauthenticated")
+UNAUTHENTICATED: web.AppKey[BadSecrets] = web.AppKey("unauthenticated")
 CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
 _JSON = "application/json"
 #: A /rpc caller without a (valid) token: it may call only the methods that reveal no data.
@@ -96,18 +97,6 @@ _SELF_AUTHED = re.compile(r"/machines/[^/]+/tunnel/")
 _ATTACH = re.compile(r"/machines/[^/]+/sessions/[^/]+/attach")
 
 
-def error_response(exc: FleetError, status: int | None = None) -> web.Response:
-    body = msgspec.json.encode({"jsonrpc": "2.0", "id": None, "error": exc.to_wire()})
-    resp = web.Response(body=body, status=status or exc.http_status, content_type=_JSON)
-    if isinstance(exc, Unauthorized):
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="fleetd"'
-    if exc.data and "retryAfterS" in exc.data:
-        resp.headers["Retry-After"] = str(exc.data["retryAfterS"])
-    if isinstance(exc, Unavailable):
-        resp.headers["Retry-After"] = str(retry_after_s(exc))
-    return resp
-
-
 def bearer(request: web.Request) -> str:
     """The bearer token of the Authorization header; "" when there is none, or when it cannot
     be one of ours (not printable ASCII, e.g. header bytes that were not UTF-8)."""
@@ -138,10 +127,15 @@ def caller_resolver(admin_token: str, tokens: TokenStore) -> CallerResolver:
 async def _authenticate(request: web.Request) -> Caller | None:
     """The bearer header; for GET /events also a ticket from events.ticket (never the token
     itself in the URL: URLs end up in logs, history and Referer headers)."""
-    token = bearer(request)
-    if token or not _takes_ticket(request.path) or "ticket" not in request.query:
-        return await request.app[CALLER](token)
+    if not _by_ticket(request):
+        return await request.app[CALLER](bearer(request))
     return await request.app[TICKETS].redeem(request.query["ticket"])
+
+
+def _by_ticket(request: web.Request) -> bool:
+    """The request authenticates with a ticket: it has no bearer header, and a ticket where
+    one may stand in for it."""
+    return not bearer(request) and _takes_ticket(request.path) and "ticket" in request.query
 
 
 def _takes_ticket(path: str) -> bool:
@@ -159,11 +153,6 @@ async def auth_middleware(
     )
     if not needs_token:
         return await handler(request)
-    guesses = request.app[UNAUTHENTICATED]
-    address = request.remote or ""
-    wait = guesses.wait_s(address)
-    if wait:  # this address keeps sending bad tokens: refuse before looking one up
-        return error_response(rate_limited("bad tokens from this address", wait))
     try:
         caller = await _authenticate(request)
     except TRANSIENT as exc:  # a token is looked up in the store, which is failing over
@@ -172,8 +161,10 @@ async def auth_middleware(
     if caller is None and request.path == "/rpc" and not bearer(request):
         caller = ANONYMOUS  # no token at all: rpc() lets it call PUBLIC_METHODS only
     if caller is None:
-        guesses.take(address)
-        return _unauthorized()
+        refused = Unauthorized("missing or invalid bearer token")
+        kind = "ticket" if _by_ticket(request) else "token"
+        return error_response(request.app[UNAUTHENTICATED].refuse(kind, request.remote or "",
+                                                                  refused))  # fmt: skip
     request[CALLER_OF_REQUEST] = caller
     return await handler(request)
 
@@ -205,7 +196,7 @@ def make_app(
     app[CALLER] = resolve_caller
     public = dispatcher.only(PUBLIC_METHODS)
     app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
-    app[UNAUTHENTICATED] = RateLimiter(settings.rate_unauthenticated_per_min)
+    app[UNAUTHENTICATED] = BadSecrets(settings.rate_unauthenticated_per_min)
     app.on_response_prepare.append(_security_headers)
     slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
 
@@ -237,16 +228,19 @@ def make_app(
         caller = request[CALLER_OF_REQUEST]
         errors: list[FleetError] = []
         if caller is ANONYMOUS:
-            if request_method(body) not in PUBLIC_METHODS:
+            method = request_method(body)
+            if method is not None and method not in PUBLIC_METHODS:
                 return _unauthorized()
-            answer = await public.handle(body, caller)  # routes nothing but PUBLIC_METHODS
+            # Routes nothing but PUBLIC_METHODS; a body that is no request gets its -32700 or
+            # -32600 (a parse error is about the body, whoever sent it).
+            answer = await public.handle(body, caller)
         else:
             answer = await dispatcher.handle(body, caller, errors)
         if answer is None:
             return web.Response(status=204)
         if errors and isinstance(errors[0], Unavailable):  # a single request: 503, Retry-After
             after = str(retry_after_s(errors[0]))
-            return web.Response(body=answer, status=503, content_type=_JSON,
+            return web.Response(body=answer, status=errors[0].http_status, content_type=_JSON,
                                 headers={"Retry-After": after})  # fmt: skip
         return web.Response(body=answer, content_type=_JSON)
 
@@ -316,7 +310,7 @@ def _add_session_route(app: web.Application, sessions: SessionOps) -> None:
         try:
             return await sessions.attach(request, request[CALLER_OF_REQUEST])
         except FleetError as exc:  # refused before the upgrade: a plain HTTP error
-            return error_response(exc, refusal_status(exc))
+            return error_response(exc)
 
     app.router.add_get(ATTACH_PATH, attach)
 

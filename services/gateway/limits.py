@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from contracts.errors import RateLimited
+from contracts.errors import FleetError, RateLimited, Unauthorized
 from contracts.jsonrpc import Params
 from services.common.settings import Settings
 from services.gateway.access import Caller
@@ -74,6 +74,23 @@ def rate_limited(what: str, wait_s: float) -> RateLimited:
     """RateLimited for "too many <what>", saying when to retry."""
     after = retry_after_s(wait_s)
     return RateLimited(f"too many {what}; retry in {after} s", data={"retryAfterS": after})
+
+
+class BadSecrets:
+    """Bad secrets, counted per source address and per kind of secret (a bearer token, an
+    events ticket, a preview ticket, a preview cookie). Only a secret that failed is counted,
+    and only a failed one is refused: a valid token is served whatever its address sent
+    before, and a flood of made-up tickets does not use up the bad-token budget. Past its
+    budget a bad secret is answered 429 rather than 401."""
+
+    def __init__(self, per_min: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buckets = RateLimiter(per_min, clock=clock)
+
+    def refuse(self, kind: str, address: str, unauthorized: Unauthorized) -> FleetError:
+        """The error for one more bad ``kind`` from ``address``: ``unauthorized``, or
+        RateLimited once that address sent too many of that kind."""
+        wait = self._buckets.take(f"{kind} {address}")
+        return rate_limited(f"bad {kind}s from this address", wait) if wait else unauthorized
 
 
 class CallLimits:

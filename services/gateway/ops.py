@@ -178,7 +178,7 @@ class MachineOps:
         return await self._call(c, p.machine_id, df.READ_FILE, params)
 
     async def machines_list_dir(self, p: gf.MachineListDirParams, c: Caller) -> df.ListDirResult:
-        params = df.ListDirParams(path=p.path, limit=p.limit)
+        params = df.ListDirParams(path=p.path, limit=p.limit, after=p.after)
         return await self._call(c, p.machine_id, df.LIST_DIR, params)
 
     async def machines_stat(self, p: gf.MachineStatParams, c: Caller) -> df.StatResult:

@@ -53,10 +53,10 @@ from services.gateway.preview_policy import (
     forwarded_cookie,
     preview_cookies,
 )
-from services.gateway.tunnels import Tunnels, error_status, serve_tunnel_ws, target
+from services.gateway.tunnels import Tunnels, serve_tunnel_ws, target
 
 log = structlog.get_logger(__name__)
-ErrorResponse = Callable[[FleetError, int | None], web.Response]
+ErrorResponse = Callable[[FleetError], web.Response]
 Bearer = Callable[[web.Request], str]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -114,24 +114,21 @@ async def _caller(request: web.Request, tunnels: Tunnels, previews: PreviewSessi
         caller = await previews.caller_of_cookie(cookie, machine_id, port)
         if caller is not None:
             return caller
-    tunnels.guesses.take(request.remote or "")
-    raise Unauthorized("a preview needs the bearer token, or a ticket from "
-                       "machines.previewTicket (?fleet_ticket=)")  # fmt: skip
+    refused = Unauthorized("a preview needs the bearer token, or a ticket from "
+                           "machines.previewTicket (?fleet_ticket=)")  # fmt: skip
+    raise tunnels.guesses.refuse("preview cookie", request.remote or "", refused)
 
 
 async def _spend_ticket(request: web.Request, tunnels: Tunnels, previews: PreviewSessions,
                         ticket: str, t: Target) -> web.StreamResponse:  # fmt: skip
     machine_id, port, prefix = t
-    address = request.remote or ""
-    if tunnels.guesses.wait_s(address):
-        await tunnels.bearer_caller(request, "")  # raises RateLimited
     cookie = await previews.redeem_ticket(ticket, machine_id, port)
     if cookie is None:
-        tunnels.guesses.take(address)
-        raise Unauthorized(
+        refused = Unauthorized(
             "the preview ticket is unknown, spent or expired (a ticket opens one "
             "machine's one port, once): ask machines.previewTicket for another"
         )
+        raise tunnels.guesses.refuse("preview ticket", request.remote or "", refused)
     rest = [(k, v) for k, v in request.query.items() if k != PREVIEW_TICKET_PARAM]
     # The path as it came (still percent-encoded: a decoded %0D%0A is no header value).
     # One leading slash: "//host/x" (or "/\\host") is another site to a browser (a preview on
@@ -396,9 +393,9 @@ async def _guarded(request: web.Request, serve: Awaitable[web.StreamResponse],
     try:
         return await serve
     except FleetError as exc:
-        return on_error(exc, error_status(exc))
+        return on_error(exc)
     except TRANSIENT as exc:  # the store (a token, a cookie) is failing over
-        return on_error(as_unavailable(exc), None)
+        return on_error(as_unavailable(exc))
     except h11.ProtocolError as exc:  # the program's answer is not HTTP/1.x
         log.info("preview.bad_answer", path=request.path, error=str(exc))
-        return on_error(BadUpstream(f"the program's answer is not valid HTTP: {exc}"), None)
+        return on_error(BadUpstream(f"the program's answer is not valid HTTP: {exc}"))

@@ -20,20 +20,14 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from contracts import daemon_rpc as d, gateway_sessions as gs, sessions as ss
-from contracts.errors import (
-    FleetError,
-    Forbidden,
-    InvalidParams,
-    NotFound,
-    StreamAborted,
-    TooManyStreams,
-)
+from contracts.errors import InvalidParams, StreamAborted
 from contracts.ids import MACHINE_ID_RE
 from contracts.jsonrpc import MethodSpec, NoParams, P, R
 from core.byte_stream import ByteStream
 from core.relay import relay
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener, Socket
+from services.gateway.errors_http import close_reason
 
 log = structlog.get_logger(__name__)
 #: The largest frame a client may send (typed input or a control message).
@@ -41,7 +35,6 @@ MAX_CLIENT_FRAME = 64 * 1024
 _SESSION_ID = msgspec.json.Decoder(ss.SessionId)
 _CONTROL = msgspec.json.Decoder(gs.ClientControl)
 _ENCODE = msgspec.json.Encoder()
-_HTTP_STATUS = {Forbidden: 403, NotFound: 404, InvalidParams: 400, TooManyStreams: 429}
 
 
 class DaemonCall(Protocol):
@@ -109,12 +102,6 @@ def _check_ids(machine_id: str, session_id: str) -> None:
         raise InvalidParams("not a session id", field="sessionId") from None
 
 
-def refusal_status(exc: FleetError) -> int:
-    """The HTTP status of an attach refused before the upgrade."""
-    status = next((v for k, v in _HTTP_STATUS.items() if isinstance(exc, k)), None)
-    return status or (exc.http_status if exc.http_status != 200 else 502)
-
-
 async def relay_terminal(ws: Socket, stream: ByteStream) -> None:
     """The session's records to the client and its typing and resizes to the session, until
     the session exits, the client leaves, or either side breaks."""
@@ -122,7 +109,7 @@ async def relay_terminal(ws: Socket, stream: ByteStream) -> None:
         await relay(_to_client(ws, stream), _from_client(ws, stream), until="either")
     except StreamAborted as exc:
         log.info("session.stream_lost", stream_id=stream.stream_id, reason=exc.message)
-        await ws.close(code=gs.CLOSE_ABORTED, message=exc.message.encode()[:120])
+        await ws.close(code=gs.CLOSE_ABORTED, message=close_reason(exc))
     except ss.RecordError as exc:  # the machine sent garbage: its stream is done for
         log.warning("session.bad_output", stream_id=stream.stream_id, error=str(exc))
         await stream.abort(f"bad output from the machine: {exc}")

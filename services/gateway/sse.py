@@ -30,9 +30,10 @@ from contracts import sse, subjects
 from contracts.errors import Forbidden, InvalidParams, NotFound, RateLimited, Unavailable
 from contracts.ids import MACHINE_ID_RE
 from services.common.bus import Bus
-from services.common.failover import TRANSIENT, as_unavailable, retry_after_s
+from services.common.failover import TRANSIENT, as_unavailable
 from services.common.store import Store
 from services.gateway.access import Caller
+from services.gateway.errors_http import error_response
 from services.gateway.events_hub import QUEUE_LIMIT, EventHub, Subscriber, honest
 
 log = structlog.get_logger(__name__)
@@ -94,17 +95,6 @@ async def _authorize(start: Start, store: Store, caller: Caller) -> None:
     caller.require((await store.get_machine(start.machine_id)).instance_id)
 
 
-def _refusal(exc: InvalidParams | Forbidden | NotFound | RateLimited | Unavailable
-             ) -> web.Response:  # fmt: skip
-    status = {InvalidParams: 400, RateLimited: 429, Unavailable: 503}.get(type(exc), 403)
-    resp = web.json_response({"error": exc.to_wire()}, status=status)
-    if isinstance(exc, RateLimited) and exc.data:
-        resp.headers["Retry-After"] = str(exc.data["retryAfterS"])
-    if isinstance(exc, Unavailable):
-        resp.headers["Retry-After"] = str(retry_after_s(exc))
-    return resp
-
-
 async def _open(
     request: web.Request, ctx: EventsContext, caller: Caller
 ) -> tuple[Start, Subscriber]:
@@ -123,7 +113,7 @@ async def stream_events(request: web.Request, ctx: EventsContext, caller: Caller
     try:
         start, sub = await _open(request, ctx, caller)
     except (InvalidParams, Forbidden, NotFound, RateLimited, Unavailable) as exc:
-        return _refusal(exc)
+        return error_response(exc)
     resp = web.StreamResponse(headers=_SSE_HEADERS)
     try:
         await resp.prepare(request)

@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import WSMsgType, web
 
-from contracts import errors as e
-from contracts.errors import FleetError, InvalidParams, StreamAborted, Unauthorized
+from contracts.errors import InvalidParams, StreamAborted, Unauthorized
 from contracts.ids import MACHINE_ID_RE
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
 from core.byte_stream import ByteStream
@@ -31,7 +30,8 @@ from core.relay import relay
 from services.common.byte_stream_join import PlatformStream
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener, Socket
-from services.gateway.limits import RateLimiter, rate_limited
+from services.gateway.errors_http import close_reason
+from services.gateway.limits import BadSecrets
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +50,7 @@ class Tunnels:
     """Opens tunnels for callers; the port routes' shared context."""
 
     def __init__(self, *, opener: ByteStreamOpener, resolve: CallerResolver,
-                 guesses: RateLimiter) -> None:  # fmt: skip
+                 guesses: BadSecrets) -> None:  # fmt: skip
         self.opener = opener
         self.resolve = resolve
         self.guesses = guesses
@@ -65,14 +65,10 @@ class Tunnels:
 
     async def bearer_caller(self, request: web.Request, token: str) -> Caller:
         """The caller of a bearer token; a client that keeps sending bad ones is refused."""
-        address = request.remote or ""
-        wait = self.guesses.wait_s(address)
-        if wait:
-            raise rate_limited("bad tokens from this address", wait)
         caller = await self.resolve(token) if token else None
         if caller is None:
-            self.guesses.take(address)
-            raise Unauthorized("missing or invalid bearer token")
+            refused = Unauthorized("missing or invalid bearer token")
+            raise self.guesses.refuse("token", request.remote or "", refused)
         return caller
 
 
@@ -113,7 +109,7 @@ async def relay_tunnel(ws: Socket, stream: ByteStream) -> tuple[int, str]:
         await relay(_ws_to_stream(ws, stream), _stream_to_ws(ws, stream), until="both")
         return CLOSE_DONE, ""
     except StreamAborted as exc:
-        return CLOSE_BROKEN, exc.message
+        return CLOSE_BROKEN, close_reason(exc).decode()
     except (ConnectionError, _ClientLeft) as exc:
         await stream.abort("the client left")
         return CLOSE_BROKEN, str(exc) or "the client left"
@@ -139,15 +135,3 @@ async def _stream_to_ws(ws: Socket, stream: ByteStream) -> None:
     async for chunk in stream:
         await ws.send_bytes(chunk)  # drains: the daemon gets credit as the client reads
     await ws.send_str(EOF_FRAME)
-
-
-def error_status(exc: FleetError) -> int:
-    """The HTTP status of a ports route's error: the request's own, else by kind."""
-    if exc.http_status != 200:
-        return exc.http_status
-    by_kind: dict[type[FleetError], int] = {
-        e.InvalidParams: 400, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409,
-        e.DaemonUnavailable: 502, e.DaemonTimeout: 504, e.StreamAborted: 502,
-        e.TooManyStreams: 429, e.MachineStopped: 409,
-    }  # fmt: skip
-    return next((s for k, s in by_kind.items() if isinstance(exc, k)), 500)

@@ -16,6 +16,7 @@ import pytest
 import yarl
 
 from contracts.errors import (
+    BadPath,
     FileNotFound,
     FileTooLarge,
     Forbidden,
@@ -27,6 +28,7 @@ from contracts.events import MachineFailed, MachineReady
 from contracts.gateway_files import files_url
 from fleet.client import FleetClient
 from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 
 MIB = 1024 * 1024
@@ -175,6 +177,68 @@ async def test_odd_names_an_empty_file_and_an_absolute_path(
     assert sorted(p.name for p in home.iterdir() if not p.name.startswith(".")) == [
         "abs.txt", "dir with space", "tilde.txt"]  # fmt: skip
     assert (home / "dir with space" / "ü #1?.txt").exists()
+
+
+async def test_a_path_the_file_system_cannot_use_is_a_400_everywhere(
+    stack: FleetClient, settings: Settings, tmp_path: Path
+) -> None:
+    """A 300-byte file name (files GET and PUT, readFile, listDir) and a 5,000-character cwd
+    (sessions.open, exec): 400 and BadPath naming the reason, never -32603 or a 500."""
+    mid = await ready_machine(stack, "long-names")
+    long_name = "n" * 300
+    url = stack.url + files_url(mid, long_name)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        for method, body in (("GET", None), ("PUT", b"hello")):
+            async with s.request(method, url, data=body) as r:
+                assert r.status == 400, (method, await r.text())
+                error = (await r.json())["error"]
+                assert (error["code"], error["data"]["reason"]) == (1049, "nameTooLong")
+    local = tmp_path / "f"
+    local.write_text("x")
+    calls = [
+        stack.read_file(mid, long_name),
+        stack.list_dir(mid, f"d/{long_name}"),
+        stack.upload(mid, local, long_name),
+        stack.download(mid, long_name, tmp_path / "back"),
+        stack.open_session(mid, ["true"], cwd="c" * 5000),
+        stack.exec(mid, ["true"], cwd="c/" * 2500),
+    ]
+    for call in calls:
+        with pytest.raises(BadPath) as refused:
+            await call
+        assert refused.value.data is not None
+        assert refused.value.data["reason"] == "nameTooLong"
+    assert (await stack.exec(mid, ["true"])).exit_code == 0  # the daemon serves on
+
+
+async def test_a_directory_of_6000_long_names_is_listed_page_by_page(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """More entries than one answer holds: each page is cut to fit, says so, and names where
+    the next one starts; paging through gives every name once, in order."""
+    mid = await ready_machine(stack, "many-names")
+    big = home_of(settings, mid) / "big"
+    big.mkdir()
+    names = sorted(f"{i:05d}-" + "n" * 240 for i in range(6000))
+    for name in names:
+        (big / name).touch()
+    seen: list[str] = []
+    after, pages = None, 0
+    while True:
+        page = await stack.list_dir(mid, "big", limit=10_000, after=after)
+        pages += 1
+        assert pages < 50, "the pages do not move on"
+        seen += [e.name for e in page.entries]
+        if not page.truncated:
+            assert page.next_after is None
+            break
+        assert page.next_after == page.entries[-1].name
+        after = page.next_after
+    assert seen == names
+    assert pages > 1  # 6000 entries of 250-byte names do not fit one message
+    first = await stack.list_dir(mid, "big", limit=10)
+    assert ([e.name for e in first.entries], first.truncated) == (names[:10], True)
 
 
 def _read_position(name: str) -> int | None:

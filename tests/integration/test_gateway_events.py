@@ -131,6 +131,37 @@ async def test_an_address_sending_bad_tokens_gets_429_with_retry_after(
     assert int(retry_after) >= 1
 
 
+async def test_bad_secrets_never_lock_a_valid_token_out(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """Made-up events tickets from one address use up that address's budget of bad tickets
+    only: the admin token from the same address is served all along, and bad tokens from it
+    still have their own budget (401 five times, then 429)."""
+    listing = b'{"jsonrpc":"2.0","id":1,"method":"instances.list"}'
+    bad = {"Authorization": "Bearer fleet_" + "A" * 43}
+    async with aiohttp.ClientSession() as s:
+
+        async def admin_served() -> bool:
+            async with s.post(f"{stack.url}/rpc", data=listing, headers=AUTH) as r:
+                return r.status == 200 and "result" in await r.json()
+
+        tickets = []
+        for _ in range(40):
+            async with s.get(f"{stack.url}/events", params={"ticket": "evt_made_up"}) as r:
+                tickets.append(r.status)
+        assert tickets == [401] * 5 + [429] * 35
+        assert await admin_served()
+        tokens = []
+        for _ in range(7):
+            async with s.post(f"{stack.url}/rpc", data=listing, headers=bad) as r:
+                tokens.append(r.status)
+        assert tokens == [401] * 5 + [429] * 2
+        assert await admin_served()
+        async with s.get(f"{stack.url}/events", params={"ticket": "evt_made_up"},
+                         headers=AUTH) as r:  # fmt: skip
+            assert r.status == 200  # a valid token beside a bad ticket: the token counts
+
+
 @pytest.mark.parametrize("path", ["/rpc", "/events", "/", "/healthz"])
 async def test_security_headers(stack: FleetClient, settings: Settings, path: str) -> None:
     async with aiohttp.ClientSession(headers=AUTH) as s:

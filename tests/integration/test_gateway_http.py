@@ -67,6 +67,29 @@ async def test_rpc_discover_needs_no_token_and_nothing_else_rides_on_it(
     assert await stack.list_instances() == []  # none of them created anything
 
 
+@pytest.mark.parametrize("headers", [{}, AUTH], ids=["no token", "token"])
+async def test_every_body_that_is_no_request_gets_its_json_rpc_error_never_a_500(
+    stack: FleetClient, settings: Settings, headers: dict[str, str]
+) -> None:
+    """Nested deeper than the interpreter's stack, not JSON, not a request: -32700 or -32600,
+    with a token or without one (a parse error is about the body, whoever sent it)."""
+    deep = 10_000
+    bodies = {
+        '{"a":' * deep + "1" + "}" * deep: -32700,
+        "[" * deep + "]" * deep: -32700,
+        '{"jsonrpc":"2.0","id":1,"method":"rpc.discover","params":' + "[" * deep: -32700,
+        "not json": -32700,
+        "{}": -32600,
+        '{"jsonrpc":"2.0","id":1}': -32600,
+    }
+    for body, code in bodies.items():
+        status, answer = await post(settings, body, headers)
+        assert status == 200, (body[:20], status, answer)
+        assert answer["error"]["code"] == code, body[:20]
+    status, _ = await post(settings, '{"jsonrpc":"2.0","id":1,"method":"instances.list"}')
+    assert status == 401  # a request of a method that needs a token still needs one
+
+
 async def test_empty_params_array_is_accepted(stack: FleetClient, settings: Settings) -> None:
     for method in ("instances.list", "tokens.list", "machines.list", "env.list"):
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []})

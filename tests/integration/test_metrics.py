@@ -144,7 +144,8 @@ async def test_gateway_metrics_counts_machines_by_status(settings: Settings, sto
         _, _, samples = await scrape(base + "/metrics")
         assert value(samples, "fleet_machines", status="failed") == 2
         assert value(samples, "fleet_machines", status="created") == 0
-        async with aiohttp.ClientSession() as s, s.post(base + "/rpc", data=b"{}") as r:
+        call = b'{"jsonrpc":"2.0","id":1,"method":"machines.list"}'
+        async with aiohttp.ClientSession() as s, s.post(base + "/rpc", data=call) as r:
             assert r.status == 401  # the API itself still wants a token
 
 

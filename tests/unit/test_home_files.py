@@ -18,6 +18,7 @@ import pytest
 from contracts.daemon_files import ListDirParams, ReadFileParams, RemoveFileParams, StatParams
 from contracts.daemon_rpc import WriteFileParams
 from contracts.errors import (
+    BadPath,
     FileNotFound,
     FileTooLarge,
     FleetError,
@@ -289,3 +290,50 @@ def _umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
+
+
+def test_a_path_the_file_system_cannot_use_is_a_named_400(home: Path) -> None:
+    """A name over 255 bytes or a link loop: BadPath (400) naming which, from every tool
+    (read, list, stat, remove, write, a command's cwd), never an OS error's traceback; a
+    component that is a file: WrongFileKind from each (writeFile keeps its ToolError)."""
+    (home / "file").write_text("x")
+    (home / "loop").symlink_to("loop")
+    cases = {"a" * 300: "nameTooLong", "sub/" + "é" * 200: "nameTooLong",
+             "loop/x": "linkLoop", "file/x": None}  # fmt: skip
+    for path, reason in cases.items():
+        for call in _path_tools(home, path, write=reason is not None):
+            with pytest.raises(BadPath if reason else WrongFileKind) as refused:
+                call()
+            assert refused.value.data is not None
+            assert refused.value.data.get("reason") == reason, (path, refused.value.message)
+            assert refused.value.http_status == (400 if reason else 409)
+            assert len(refused.value.message) < 300  # the path is shown, cut short
+
+
+def _path_tools(home: Path, path: str, *, write: bool) -> list[Callable[[], object]]:
+    calls = [*_every_tool(home, path), lambda: tools.working_dir(home, path)]
+    if write:
+        calls.append(lambda: tools.write_file(home, WriteFileParams(path=path, content="x")))
+    return calls
+
+
+def test_a_listing_is_cut_to_its_room_and_pages_on(home: Path) -> None:
+    """Past ``room`` bytes of entries (what one answer carries) or ``limit``, a page stops,
+    says so and names where the next starts; paging gives every name once."""
+    big = home / "big"
+    big.mkdir()
+    names = sorted(f"{i:04d}" + "x" * 200 for i in range(300))
+    for name in names:
+        (big / name).touch()
+    seen, after = [], None
+    for _ in range(len(names)):
+        page = files.list_dir(str(home), ListDirParams(path="big", after=after), room=8192)
+        assert len(page.entries) < 40  # 8 KiB of 300-byte entries
+        seen += [e.name for e in page.entries]
+        if not page.truncated:
+            break
+        after = page.next_after
+    assert seen == names
+    limited = files.list_dir(str(home), ListDirParams(path="big", limit=5, after=names[0]))
+    assert [e.name for e in limited.entries] == names[1:6]
+    assert (limited.truncated, limited.next_after) == (True, names[5])

@@ -131,6 +131,7 @@ def test_known_error_codes(doc: dict[str, Any]) -> None:
         1504,
         -32602,
         1700,
+        1049,
     ]
     assert [e["code"] for e in method(doc, "machines.create")["errors"]] == [
         1004,

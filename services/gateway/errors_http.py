@@ -1,0 +1,55 @@
+"""An error as the gateway's HTTP routes answer it: the one place that turns a ``FleetError``
+into an HTTP status, headers and a JSON-RPC error body, and into a WebSocket close.
+
+The status is the error kind's own (``contracts.errors``, ``http_status``): files GET/PUT, a
+session's attach, a tunnel, a preview, GET /events, codemode's stream, and ``/rpc`` refusing a
+request before dispatch all answer the same error with the same status, body and words.
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+from aiohttp import web
+
+from contracts.errors import ERROR_HEADER, FleetError, Unauthorized, Unavailable
+from services.common.failover import retry_after_s
+
+#: A header's value stays well under what HTTP clients accept in one field (aiohttp: 8 KiB).
+_MAX_HEADER = 2048
+#: What a WebSocket close frame's reason may hold (RFC 6455: 125 bytes less the code's 2).
+_MAX_CLOSE_REASON = 123
+
+
+def error_response(exc: FleetError) -> web.Response:
+    """The HTTP answer of a route that answers one call with ``exc``."""
+    body = msgspec.json.encode({"jsonrpc": "2.0", "id": None, "error": exc.to_wire()})
+    resp = web.Response(body=body, status=exc.http_status, content_type="application/json")
+    resp.headers[ERROR_HEADER] = error_header(exc)
+    if isinstance(exc, Unauthorized):
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="fleetd"'
+    if exc.data and "retryAfterS" in exc.data:
+        resp.headers["Retry-After"] = str(exc.data["retryAfterS"])
+    if isinstance(exc, Unavailable):
+        resp.headers["Retry-After"] = str(retry_after_s(exc))
+    return resp
+
+
+def error_header(exc: FleetError) -> str:
+    """The error object as ASCII JSON for ``ERROR_HEADER``: what a WebSocket client refused at
+    the handshake can read (its body is not given to it); long messages are cut, data dropped."""
+    wire = msgspec.to_builtins(exc.to_wire())
+    text = json.dumps(wire, ensure_ascii=True, separators=(",", ":"))
+    if len(text) <= _MAX_HEADER:
+        return text
+    short = {"code": exc.code, "message": exc.message[: _MAX_HEADER // 8]}
+    return json.dumps(short, ensure_ascii=True, separators=(",", ":"))
+
+
+def close_reason(exc: FleetError) -> bytes:
+    """A WebSocket close reason naming the error as the routes' bodies do: ``<code> <message>``,
+    cut to what a close frame holds (on a character boundary)."""
+    text = f"{exc.code} {exc.message}".encode()
+    cut = text[:_MAX_CLOSE_REASON]
+    return cut.decode(errors="ignore").encode()
