@@ -13,7 +13,6 @@ Standard library only: the supervisor imports this.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -42,6 +41,10 @@ class CodeUnverified(Exception):
 def tree_digest(root: Path) -> str:
     """sha256 over every path, executable bit and content under ``root`` in a stable order;
     a link or anything but a file or a directory anywhere is refused."""
+    # Imported here, not with the module: the daemon imports this module before
+    # daemon/lean.py has imported hashlib without OpenSSL (an idle daemon maps no libssl).
+    import hashlib
+
     digest = hashlib.sha256()
     for parent, dirs, files in os.walk(root, onerror=_raise):
         dirs.sort()

@@ -80,9 +80,9 @@ def _up(sub: SubAction) -> None:
     up = sub.add_parser("up", help="run the whole stack on this host")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--preview-port", type=int, default=8081,
+    up.add_argument("--preview-port", type=int, default=None,
                     help="the previews' listener, an origin apart from the console's "
-                    "(0: a free port, printed)")  # fmt: skip
+                    "(default: --port + 1; 0: a free port, printed)")  # fmt: skip
     up.add_argument("--data-dir", type=Path, default=Path(".fleet-data"))
     up.add_argument("--nats-url", help="use this NATS (JetStream on) instead of the embedded one")
     up.add_argument("--redis-url", help="use this Redis instead of the embedded valkey "

@@ -15,6 +15,7 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 import urllib.parse
@@ -55,8 +56,8 @@ SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode",
 @dataclass
 class UpOptions:
     port: int = 8080
-    #: Machines' pages (services.gateway.preview); 0: a free port.
-    preview_port: int = 8081
+    #: Machines' pages (services.gateway.preview); 0: a free port; None: ``port`` + 1.
+    preview_port: int | None = None
     host: str = "127.0.0.1"
     data_dir: Path = Path(".fleet-data")
     nats_url: str | None = None
@@ -139,6 +140,8 @@ def up(opts: UpOptions) -> int:
     """Runs until Ctrl-C or SIGTERM. A bad FLEET_* setting raises SettingsError before anything
     starts."""
     Settings.from_env()
+    if opts.preview_port is None:
+        opts.preview_port = opts.port + 1
     if opts.preview_port == opts.port:
         refusal: str | None = f"--preview-port {opts.port} is --port's (previews have their own)"
     else:
@@ -169,6 +172,10 @@ def up(opts: UpOptions) -> int:
         children = Children(data_dir / CHILDREN_NAME)
         stack.callback(children.forget)
         left_by_dead_up = _end_dead_stack(children)
+        # After the data dir's lock and a dead stack's end: its gateway may have held them.
+        if (refusal := listeners_refusal(opts)) is not None:
+            print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
+            return 2
         servers = ServerSupervisor(children)  # restarts a server that dies, like a service
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
         if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
@@ -257,7 +264,7 @@ def _servers(
         host=opts.host,
         port=opts.port,
         preview_host=opts.host,
-        preview_port=opts.preview_port or free_port(),
+        preview_port=opts.preview_port or free_port(),  # set by up(): never None here
         secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
         admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
     )
@@ -371,3 +378,16 @@ def _banner(
         f"Ctrl-C stops everything.",
         flush=True,
     )
+
+
+def listeners_refusal(opts: UpOptions) -> str | None:
+    """Why the gateway's listeners cannot be had, said before anything starts (a port another
+    program holds would otherwise end the gateway with a traceback)."""
+    for flag, port in (("--port", opts.port), ("--preview-port", opts.preview_port)):
+        if not port:
+            continue
+        try:
+            socket.create_server((opts.host, port)).close()
+        except OSError as exc:
+            return f"{flag} {port} on {opts.host} cannot be listened on: {exc.strerror}"
+    return None

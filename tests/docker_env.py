@@ -158,3 +158,9 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def home_volume(info: Any) -> str:
+    """The name of the volume a container (``inspect``'s answer) has as the machine's home:
+    it has others (its code store, its token's), in no set order."""
+    return next(m["Name"] for m in info["Mounts"] if m["Destination"] == MACHINE_HOME)

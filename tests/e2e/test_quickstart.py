@@ -216,7 +216,8 @@ def test_a_second_fleet_up_on_the_same_data_dir_exits_1_naming_the_holder(
 ) -> None:
     """Issue 13: a second `fleet up` started a second NATS and valkey on the same files."""
     second = subprocess.run(
-        [FLEET, "up", "--port", str(free_port()), "--data-dir", str(fleet_up.data_dir)],
+        [FLEET, "up", "--port", str(free_port()), "--preview-port", str(free_port()),
+         "--data-dir", str(fleet_up.data_dir)],
         env={k: v for k, v in os.environ.items() if not k.startswith("FLEET_")},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -245,7 +246,7 @@ def test_the_readme_quick_start_works_verbatim(tmp_path: Path) -> None:
     (work / ".venv").symlink_to(Path(FLEET).parent.parent)  # `alias fleet=.venv/bin/fleet`
     run = work / "run"
     run.write_text(
-        f'#!/bin/sh\n[ "$1" = up ] && shift && exec "{FLEET}" up --port {port} "$@"\nexit 2\n'
+        f'#!/bin/sh\n[ "$1" = up ] && shift && exec "{FLEET}" up --port {port} --preview-port {free_port()} "$@"\nexit 2\n'
     )
     run.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}

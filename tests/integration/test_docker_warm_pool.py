@@ -28,6 +28,7 @@ from tests.docker_env import (
     docker_gateway,
     docker_image,
     docker_json,
+    home_volume,
     inspect,
     nats_server,
     remove_containers,
@@ -146,7 +147,7 @@ async def test_a_stopped_claimed_container_is_made_again_with_its_home(
     mid, _ = await ready_machine(stack, inst.id)
     await inside(stack, mid, "open('kept-file', 'w').write('kept')")
     before = await inspect(mid)
-    volume, hostname = before["Mounts"][0]["Name"], before["Config"]["Hostname"]
+    volume, hostname = home_volume(before), before["Config"]["Hostname"]
     assert hostname.startswith("fleet-p")  # its pool slot's
     sealed = await store.machine_secret(mid)
     assert sealed is not None
@@ -159,7 +160,7 @@ async def test_a_stopped_claimed_container_is_made_again_with_its_home(
         external = await provider.start(mid, token)
     await store.set_external_id(mid, external)
     info = await inspect(mid)
-    assert info["Mounts"][0]["Name"] == volume
+    assert home_volume(info) == volume
     assert info["Config"]["Labels"][LABEL_MACHINE] == mid  # a cold machine's container now
     assert info["Config"]["Hostname"] == hostname  # the same machine to its user
 

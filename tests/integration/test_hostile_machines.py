@@ -122,7 +122,7 @@ async def test_give_home_on_refresh_code_and_start_follows_nothing(
     assert canary.changed() == {}
     await stack.stop_machine(mid)
     await stack.wait_for(mid, ("stopped",), timeout_s=STOP_S)
-    assert ended(settings, mid, "local")
+    assert await ended(settings, mid, "local")
     await stack.start_machine(mid)  # gives the home to the machine again
     started = await stack.wait_for(mid, ("ready", "failed"), timeout_s=USUAL_S)
     assert started.status is MachineStatus.READY, started.status_reason

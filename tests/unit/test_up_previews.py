@@ -3,11 +3,13 @@ of `--ha` has one of its own."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from fleet.up import SERVICES, UpOptions, up
+from fleet.embedded import free_port
+from fleet.up import SERVICES, UpOptions, listeners_refusal, up
 from fleet.up_ha import service_plan
 
 
@@ -26,3 +28,13 @@ def test_previews_on_the_consoles_port_are_refused_before_anything_starts(
     assert up(UpOptions(data_dir=tmp_path / "data", port=9123, preview_port=9123)) == 2
     assert "--preview-port 9123 is --port's" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_a_listener_port_another_program_holds_is_named(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        refusal = listeners_refusal(UpOptions(data_dir=tmp_path, port=free_port(),
+                                              preview_port=port))  # fmt: skip
+        assert refusal is not None
+        assert refusal.startswith(f"--preview-port {port} on 127.0.0.1")
+    assert listeners_refusal(UpOptions(data_dir=tmp_path, port=free_port(), preview_port=0)) is None
