@@ -4,6 +4,7 @@ order, credit back-pressure, end and abort, a vanished peer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -144,10 +145,15 @@ async def test_a_vanished_daemon_aborts_the_platforms_side(
     daemon, _ = await boot(bus, spawn_daemon)
     stream = await pipe(bus, daemon.machine_id, "sleep", "1000", peer_timeout_s=1.0,
                         keepalive_s=0.2)  # fmt: skip
+    (sleeper,) = await _wait_for_child(daemon.proc.pid)
     os.killpg(daemon.proc.pid, signal.SIGKILL)
     with pytest.raises(StreamAborted, match="silent"):
         await asyncio.wait_for(stream.receive(), 10)
     await stream.aclose()
+    # The command ran in a session of its own, which the daemon's group kill did not reach:
+    # ended here, as a machine's end would (the suite leaves no process behind).
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(sleeper, signal.SIGKILL)
 
 
 async def test_a_forged_daemon_side_cannot_overrun_the_platforms_buffer(bus: Bus) -> None:
