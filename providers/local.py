@@ -156,12 +156,32 @@ class LocalProvider:
         try:
             log_path = self.machine_dir(machine_id) / "daemon.log"
             pid = await self.spawn(argv, env, log_path, machine_id, {TOKEN_FD: token_fd})
-        finally:
+        except BaseException:
             os.close(token_fd)
+            raise
+        await self._check_token_pipe(machine_id, pid, token_fd)
         self._children[machine_id] = pid
         write_pid(self.machine_dir(machine_id), pid)
         log.info("provider.local_started", machine_id=machine_id, pid=pid, sandbox=self.sandbox)
         return f"local:{pid}"
+
+    async def _check_token_pipe(self, machine_id: str, pid: int, token_fd: int) -> None:
+        """Close our end of the token's pipe. Already closed (EBADF): its number was closed
+        under us and may have been another descriptor when the machine was spawned, so its
+        supervisor may hold no token (seen once under chaos: a machine whose daemon never got
+        one, and a redelivered start that found it running). Such a machine is ended and the
+        start fails, so that its retry starts it afresh with a token of its own."""
+        try:
+            os.close(token_fd)
+        except OSError as exc:
+            log.error("provider.local_token_pipe_lost", machine_id=machine_id, pid=pid,
+                      error=str(exc))  # fmt: skip
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                await asyncio.to_thread(os.waitpid, pid, 0)
+            (self.machine_dir(machine_id) / "daemon.pid").unlink(missing_ok=True)
+            raise ProviderError(f"{machine_id}'s token pipe was lost at its start") from None
 
     def machine_env(self, home: Path, **fleet: str) -> dict[str, str]:
         """A machine root's environment: what it inherits, its home, NATS, and ``fleet``."""
