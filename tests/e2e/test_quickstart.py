@@ -245,9 +245,8 @@ def test_the_readme_quick_start_works_verbatim(tmp_path: Path) -> None:
     work, port = tmp_path, free_port()
     (work / ".venv").symlink_to(Path(FLEET).parent.parent)  # `alias fleet=.venv/bin/fleet`
     run = work / "run"
-    run.write_text(
-        f'#!/bin/sh\n[ "$1" = up ] && shift && exec "{FLEET}" up --port {port} --preview-port {free_port()} "$@"\nexit 2\n'
-    )
+    launch = f'exec "{FLEET}" up --port {port} --preview-port {free_port()} "$@"'
+    run.write_text(f'#!/bin/sh\n[ "$1" = up ] && shift && {launch}\nexit 2\n')
     run.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     *prepare, start = readme_quickstart.commands("up")

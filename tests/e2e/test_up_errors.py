@@ -46,8 +46,16 @@ def test_fleet_up_with_a_bad_setting_is_one_line_and_exit_2(
 ) -> None:
     data = tmp_path / "data"
     result = subprocess.run(
-        [FLEET, "up", "--port", str(free_port()), "--preview-port", str(free_port()),
-         "--data-dir", str(data)],
+        [
+            FLEET,
+            "up",
+            "--port",
+            str(free_port()),
+            "--preview-port",
+            str(free_port()),
+            "--data-dir",
+            str(data),
+        ],
         env=clean_env(**{var: value}),
         capture_output=True,
         text=True,
@@ -125,8 +133,16 @@ def test_a_service_missing_a_required_setting_is_one_line_and_exit_2(
 
 def up_and_interrupt(tmp_path: Path, argv_prefix: list[str], env: dict[str, str]) -> str:
     """`fleet up` (the local default: no docker machine), Ctrl-C once it is up; its output."""
-    argv = [FLEET, "up", "--port", str(free_port()), "--preview-port", str(free_port()),
-            "--data-dir", str(tmp_path / "data")]
+    argv = [
+        FLEET,
+        "up",
+        "--port",
+        str(free_port()),
+        "--preview-port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     proc = subprocess.Popen(
         [*argv_prefix, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
