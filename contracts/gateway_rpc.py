@@ -27,6 +27,7 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.gateway_files import FILE_METHODS
+from contracts.gateway_fork import FORK_METHODS
 from contracts.gateway_hosts import HOST_METHODS
 from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
@@ -253,6 +254,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *LIMITS_METHODS,
     *HOST_METHODS,
     *STOP_METHODS,
+    *FORK_METHODS,
     *CODEMODE_METHODS,
     *SESSION_METHODS,
     *FILE_METHODS,

@@ -1,9 +1,10 @@
 """``FleetClient``'s methods for stopping and starting machines (a mixin: ``client.py`` is full):
-``machines.stop``, ``machines.start``, ``instances.setAutoStop``, ``instances.getAutoStop``."""
+``machines.stop``, ``machines.start``, ``instances.setAutoStop``, ``instances.getAutoStop``, and
+``machines.fork``."""
 
 from __future__ import annotations
 
-from contracts import gateway_stop as gs, gateway_types as gt
+from contracts import gateway_fork as gfk, gateway_stop as gs, gateway_types as gt
 from contracts.jsonrpc import new_params
 from contracts.models import Machine
 from fleet.client_retry import Calls
@@ -29,3 +30,9 @@ class StopClient:
     async def get_autostop(self: Calls, instance_id: str) -> gs.AutoStop:
         params = new_params(gt.InstanceRef, instance_id=instance_id)
         return await self.call(gs.INSTANCES_GET_AUTOSTOP, params)
+
+    async def fork_machine(self: Calls, machine_id: str, count: int = 1) -> list[Machine]:
+        """``count`` new machines with the machine's home as of one instant (it keeps
+        running); wait for each one's ``ready`` with ``wait_for``."""
+        params = new_params(gfk.ForkMachineParams, machine_id=machine_id, count=count)
+        return (await self.call(gfk.MACHINES_FORK, params)).machines

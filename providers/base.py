@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from contracts.events import HomeCopy
 
 
 class CodeInstaller(Protocol):
@@ -32,3 +34,11 @@ class Provider(Protocol):
     async def stop(self, machine_id: str) -> bool:
         """End every process of the machine (its container too) and keep its home, for a
         later ``start`` of the same machine (idempotent); True if something was running."""
+
+
+@runtime_checkable
+class HomeCloner(Protocol):
+    """A provider whose machines can be forked (providers/homes_fs.py)."""
+
+    async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
+        """``machine_id``'s home, ``source_id``'s as of one instant; how it was copied."""

@@ -23,9 +23,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import msgspec
 import structlog
 
 from contracts.errors import ProviderError
+from contracts.events import HomeCopy
 from core import procinfo
 from core.codestore import CODE_MOUNT, STORE_VAR
 from core.lockfile import holder_pid
@@ -34,6 +36,7 @@ from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
+from providers.homes_fs import clone_home, make_home, remove_home
 from providers.limits import Limits, PlacementOf
 from providers.machine_uid import allocate_uid, give_home
 from providers.netns import has_pasta, loopback_ports, start_sandboxed, stop_pasta
@@ -93,8 +96,11 @@ class LocalProvider:
         default_limits: Limits | None = None,
         own_network: bool = True,
         forwarded: tuple[int, ...] = (),
+        cow: bool = False,
     ) -> None:
         self._data_dir = data_dir.resolve()
+        #: Homes are btrfs subvolumes: a fork is a snapshot (providers/homes_fs.py).
+        self.cow = cow
         self._root = self._data_dir / "machines"
         #: False only when the operator said so (fleet up --no-sandbox): not isolated.
         self.sandbox = sandbox
@@ -141,7 +147,7 @@ class LocalProvider:
             log.warning("provider.local_cut_off", machine_id=machine_id, pid=pid)
             await asyncio.to_thread(self._end_cut_off, machine_id, pid)
         home = self.home(machine_id)
-        home.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(make_home, home, self.cow)
         code_store(self.machine_dir(machine_id)).mkdir(mode=0o755, exist_ok=True)
         uid = await asyncio.to_thread(self._own_uid, machine_id)
         env = self.machine_env(
@@ -182,6 +188,28 @@ class LocalProvider:
                 await asyncio.to_thread(os.waitpid, pid, 0)
             (self.machine_dir(machine_id) / "daemon.pid").unlink(missing_ok=True)
             raise ProviderError(f"{machine_id}'s token pipe was lost at its start") from None
+
+    async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
+        """``machine_id``'s home, ``source_id``'s as of one instant (running or stopped);
+        kept if already made (a redelivered create), as is how it was made."""
+        record = self.machine_dir(machine_id) / HOME_COPY_FILE
+        if record.is_file():
+            return msgspec.json.decode(record.read_bytes(), type=HomeCopy)
+        source_dir = self.machine_dir(source_id)
+        target = self.home(machine_id)
+        if target.exists():  # a copy cut short: made again
+            await asyncio.to_thread(remove_home, target)
+        uid = (
+            None if self._uids is None else allocate_uid(source_dir / "uid", self._root, self._uids)
+        )
+        cgroups = [d for o in owners(source_dir, source_id) for d in MachineCgroup(o).dirs]
+        copied = await asyncio.to_thread(
+            clone_home, self.home(source_id), target, label=source_id, uid=uid, cgroups=cgroups
+        )
+        record.write_bytes(msgspec.json.encode(copied))
+        log.info("provider.local_home_cloned", machine_id=machine_id, source=source_id,
+                 how=copied.how, pause_ms=copied.pause_ms, took_ms=copied.took_ms)  # fmt: skip
+        return copied
 
     def machine_env(self, home: Path, **fleet: str) -> dict[str, str]:
         """A machine root's environment: what it inherits, its home, NATS, and ``fleet``."""
@@ -574,6 +602,9 @@ def _stop_root(
     record_exit(machine_dir, pid, endedBy=how, tookS=took_s)
     log.info("provider.local_stopped", machine_id=machine_id, pid=pid, sigkilled=killed)
 
+
+#: In a machine's directory when its home was copied from another's: how (``HomeCopy``).
+HOME_COPY_FILE = "home-copy.json"
 
 NO_DAEMON = "SIGKILL-no-daemon"
 CUT_OFF = "SIGKILL-cut-off"

@@ -190,6 +190,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: ``first-last``: each sandboxed local machine runs as a uid of its own from this range
     #: (providers/machine_uid.py); empty: as the platform's user, without capabilities.
     sandbox_uids: str = "200000-265535"
+    #: Local homes' filesystem (providers/homes_fs.py): ``btrfs``, copy-on-write homes on the
+    #: data dir's btrfs or on an image fleetd makes and mounts; ``auto``, so where the data dir
+    #: is btrfs or that image was made; ``plain``, directories (a fork is a plain copy).
+    homes_fs: Literal["auto", "btrfs", "plain"] = "auto"
+    #: The size of that image (sparse: disk is used as homes grow), GiB.
+    homes_image_gb: int = 64
     #: The provider of machines.create without one (fleet up --provider local|docker).
     default_provider: Literal["local", "docker"] = "local"
     #: Every machine's limits, both providers (docker: the container's; local: its cgroup).

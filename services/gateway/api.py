@@ -8,6 +8,7 @@ import structlog
 from contracts import (
     codemode as cm_,
     gateway_files as gf,
+    gateway_fork as gfk,
     gateway_hosts as gh,
     gateway_limits as gl,
     gateway_live as live,
@@ -20,7 +21,7 @@ from contracts import (
 )
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict, Forbidden
-from contracts.events import EnvChanged, MachineArchived, MachineCreated, ReposChanged
+from contracts.events import EnvChanged, MachineArchived, ReposChanged
 from contracts.gateway_rpc import (
     AddRepoParams,
     CreatedToken,
@@ -67,6 +68,7 @@ from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
 from services.gateway.exec_stream import ExecStreamOps
+from services.gateway.fork_ops import ForkOps, new_machine
 from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
 from services.gateway.limits import CallLimits
@@ -118,6 +120,7 @@ class GatewayApi:
             keys=keys,
         )
         self.stops = StopOps(store=store, bus=bus, access=self.access)
+        self.forks = ForkOps(store=store, bus=bus, access=self.access)
         self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
         self.byte_streams = ByteStreamOpener(
@@ -239,20 +242,7 @@ class GatewayApi:
         return await self._create_machine(inst.id, provider)
 
     async def _create_machine(self, instance_id: str, provider: str) -> Machine:
-        machine = await self.store.create_machine(instance_id, provider)
-        event = MachineCreated(
-            event_id=new_event_id(),
-            machine_id=machine.id,
-            instance_id=instance_id,
-            provider=provider,
-        )
-        try:
-            await self.bus.publish(event)
-        except Exception as exc:  # the record exists; say why it will not move
-            await self.store.transition(machine.id, S.FAILED, f"could not publish event: {exc}")
-            raise
-        log.info("machine.created", machine_id=machine.id, instance_id=instance_id)
-        return machine
+        return await new_machine(self.store, self.bus, instance_id, provider)
 
     async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
         return await self.access.machine(c, p.machine_id)
@@ -393,6 +383,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
     r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
     stop_routes(r, api.stops)
+    r.register(gfk.MACHINES_FORK, wrap(lim.create, "machine creations", api.forks.machines_fork))
     codemode_routes(r, api.codemode)
     r.register(gs.SESSIONS_OPEN, api.sessions.sessions_open)
     r.register(gs.SESSIONS_LIST, api.sessions.sessions_list)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from contextlib import AsyncExitStack
 
 import structlog
 
+from providers import homes_fs
 from providers.code import code_repo
 from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
@@ -44,7 +46,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         return Placement(instance_id, with_own(limits, own.memory_mb, own.cpus, own.pids))
 
     repo = code_repo(settings.code_repo)
+    cow = await asyncio.to_thread(
+        homes_fs.prepare, settings.data_path, settings.homes_fs, settings.homes_image_gb
+    )
     local = LocalProvider(
+        cow=cow,
         data_dir=settings.data_path,
         code_repo=repo,
         nats_url=settings.nats_url,

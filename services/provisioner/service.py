@@ -10,10 +10,16 @@ import structlog
 
 from contracts.consumers import Durable
 from contracts.errors import NotFound, ProviderError
-from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
+from contracts.events import (
+    Event,
+    HomeCopy,
+    MachineArchived,
+    MachineCreated,
+    MachineProvisioned,
+)
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
-from providers.base import Provider
+from providers.base import HomeCloner, Provider
 from providers.warm_pool import PoolMachine, WarmPool
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
@@ -103,7 +109,11 @@ class Provisioner(StopStartHandlers):
         await self.store.hosts.took(self.host_id, mid)
         released = False
         try:
-            external_id, pooled = await self._obtain(event.provider, provider, mid, token)
+            copied = await self._fork_home(event, provider)
+            if copied is None:
+                external_id, pooled = await self._obtain(event.provider, provider, mid, token)
+            else:  # its own home, made: started in it
+                external_id, pooled = await provider.start(mid, token), None
             # The booting transition and the lock's release in one step.
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",
@@ -114,9 +124,20 @@ class Provisioner(StopStartHandlers):
             if not released:  # the start (or the step) failed: free it for the retry
                 await self.store.unlock(*lock)
         if step.transition.accepted:  # moved now, or a repeat: announcing again is deduplicated
-            await self._announce(event, external_id)
+            await self._announce(event, external_id, copied)
         if pooled is not None:  # only now: its ready report must come after provisioned
             await self._hand_over(pooled, provider, mid, token)
+
+    async def _fork_home(self, event: MachineCreated, provider: Provider) -> HomeCopy | None:
+        """A fork's home, copied from its source's (None: not a fork)."""
+        if event.fork_of is None:
+            return None
+        if not isinstance(provider, HomeCloner):
+            raise Permanent(f"the {event.provider} provider cannot fork machines")
+        try:
+            return await provider.clone_home(event.fork_of, event.machine_id)
+        except OSError as exc:
+            raise Permanent(f"could not copy {event.fork_of}'s home: {exc}") from None
 
     async def _obtain(
         self, name: str, provider: Provider, machine_id: str, token: str
@@ -143,13 +164,16 @@ class Provisioner(StopStartHandlers):
             external_id = await provider.start(machine_id, token)
             await self.store.set_external_id(machine_id, external_id)
 
-    async def _announce(self, cause: MachineCreated, external_id: str) -> None:
+    async def _announce(
+        self, cause: MachineCreated, external_id: str, copied: HomeCopy | None = None
+    ) -> None:
         await self.bus.publish(
             MachineProvisioned(
                 event_id=derived_event_id(cause.event_id, "provisioned"),
                 machine_id=cause.machine_id,
                 provider=cause.provider,
                 external_id=external_id,
+                home_copy=copied,
             )
         )
 

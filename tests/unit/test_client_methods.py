@@ -14,6 +14,7 @@ import pytest
 from contracts import (
     codemode,
     gateway_files,
+    gateway_fork,
     gateway_hosts,
     gateway_limits,
     gateway_live,
@@ -42,6 +43,7 @@ SPEC_MODULES = (
     gateway_ssh,
     gateway_files,
     gateway_stop,
+    gateway_fork,
 )
 
 

@@ -46,6 +46,7 @@ export const METHODS = Object.freeze({
   MACHINES_START: "machines.start",
   INSTANCES_SET_AUTO_STOP: "instances.setAutoStop",
   INSTANCES_GET_AUTO_STOP: "instances.getAutoStop",
+  MACHINES_FORK: "machines.fork",
   CODEMODE_RUN: "codemode.run",
   CODEMODE_CANCEL: "codemode.cancel",
   CODEMODE_LIST: "codemode.list",

@@ -1,0 +1,167 @@
+"""Forking machines, ``local`` provider, every service and real daemons, on both home
+filesystems (``btrfs``: copy-on-write homes on a loop-mounted image fleetd makes; ``plain``:
+a copy with the source frozen): a fork has the source's tree as of one instant (a file being
+appended to holds a prefix with no torn line), the source keeps running (its background
+process and its terminal), writes do not cross, and forks are independent of their source
+(stopped, archived) and of each other (a chain of stops, starts and forks keeps every file)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from contracts.events import MachineProvisioned
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from providers import homes_fs
+from services.common.settings import Settings
+from tests.integration.test_pipeline import home_of
+from tests.integration.test_sessions import SHELL, open_term
+from tests.stop_checks import ready_machine
+from tests.waiters import wait_until
+
+#: A home of tens of MiB: 8 files of 4 MiB, random.
+DATA_FILES, DATA_MIB = 8, 4
+APPENDER = 'i=0; while :; do echo "line $i end"; i=$((i+1)); done > ~/seq.txt'
+LINE = re.compile(rb"line (\d+) end\n")
+
+
+@pytest.fixture(params=["btrfs", "plain"])
+def stack_settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    return msgspec.structs.replace(settings, homes_fs=request.param, homes_image_gb=4)
+
+
+def tree_digest(top: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``top``, by relative path."""
+    found = {}
+    for path in sorted(top.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            found[str(path.relative_to(top))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def check_prefix(text: bytes) -> int:
+    """``text`` is lines 0..n-1 of the appender, each whole: n."""
+    lines = LINE.findall(text)
+    assert len(lines) * len(b"line  end\n") + sum(map(len, lines)) == len(text), text[-80:]
+    assert [int(n) for n in lines] == list(range(len(lines)))
+    return len(lines)
+
+
+async def ready_forks(stack: FleetClient, mid: str, count: int) -> list[str]:
+    forks = await stack.fork_machine(mid, count)
+    assert len(forks) == count
+    done = await asyncio.gather(
+        *(stack.wait_for(m.id, ("ready", "failed"), timeout_s=180) for m in forks)
+    )
+    for m in done:
+        assert m.status is MachineStatus.READY, m.status_reason
+        assert m.instance_id == forks[0].instance_id
+    return [m.id for m in forks]
+
+
+async def home_copy(stack: FleetClient, mid: str) -> MachineProvisioned:
+    async with asyncio.timeout(30):
+        async for _, event in stack.events(mid):
+            if isinstance(event, MachineProvisioned):
+                return event
+    raise AssertionError("no provisioned event")
+
+
+async def test_a_fork_is_the_source_at_one_instant_and_the_source_keeps_running(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    settings = stack_settings
+    mid = await ready_machine(stack, "forked")
+    src = home_of(settings, mid)
+    cow = settings.homes_fs == "btrfs"
+    assert homes_fs.is_subvolume(src) is cow
+    make = (f"mkdir -p ~/data && for i in $(seq {DATA_FILES}); do "
+            f"head -c {DATA_MIB}M /dev/urandom > ~/data/f$i; done")  # fmt: skip
+    assert (await stack.exec(mid, ["sh", "-c", make], timeout_s=60)).exit_code == 0
+    appender = await stack.start_process(mid, ["sh", "-c", APPENDER], tag="appender")
+    session = await stack.open_session(mid, SHELL)
+    term = await open_term(stack, mid, session.session_id)
+    await wait_until(lambda: (src / "seq.txt").stat().st_size > 10_000, timeout=20)
+
+    forked = asyncio.Event()
+
+    async def echoing() -> int:
+        n = 0
+        while not forked.is_set():
+            await term.type(f"echo tick-{n}-$((1+1))\n")
+            await term.until(f"tick-{n}-2".encode())
+            n += 1
+        return n
+
+    ticks = asyncio.create_task(echoing())
+    try:
+        [fork] = await ready_forks(stack, mid, 1)
+    finally:
+        forked.set()
+    assert await ticks > 1  # it echoed all along the fork
+    await term.type("echo still-$((40+2))\n")
+    await term.until(b"still-42")  # the terminal lived through the fork
+
+    dst = home_of(settings, fork)
+    assert tree_digest(dst / "data") == tree_digest(src / "data")
+    lines = check_prefix((dst / "seq.txt").read_bytes())
+    assert lines > 0
+    copied = (await home_copy(stack, fork)).home_copy
+    assert copied is not None
+    assert copied.source == mid
+    assert copied.how == ("cow" if cow else "copy")
+    assert copied.pause_ms == 0 if cow else copied.pause_ms > 0
+
+    # The source's appender never stopped, and the fork's is its own (a new process).
+    [still] = [p for p in await stack.list_processes(mid) if p.tag == "appender"]
+    assert still.pid == appender.pid
+    assert still.state == "running"
+    await wait_until(lambda: (src / "seq.txt").stat().st_size > 2 * lines * 12, timeout=20)
+
+    # Writes do not cross.
+    await stack.write_file(fork, "~/only-fork.txt", "fork\n")
+    await stack.write_file(mid, "~/only-source.txt", "source\n")
+    assert not (src / "only-fork.txt").exists()
+    assert not (dst / "only-source.txt").exists()
+    await stack.exec(fork, ["sh", "-c", "echo changed > ~/data/f1"])
+    assert (src / "data" / "f1").stat().st_size == DATA_MIB * 2**20
+
+
+async def test_forks_of_a_stopped_machine_outlive_their_source_through_stops_and_starts(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    settings = stack_settings
+    mid = await ready_machine(stack, "chain")
+    await stack.write_file(mid, "~/life-1.txt", "one\n")
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=60)
+    forks = await ready_forks(stack, mid, 3)  # a stopped source: it stays stopped
+    assert (await stack.get_machine(mid)).status is MachineStatus.STOPPED
+    await stack.archive_machine(mid)
+    first = forks[0]
+    await stack.write_file(first, "~/life-2.txt", "two\n")
+    await stack.stop_machine(first)
+    await stack.wait_for(first, ("stopped",), timeout_s=60)
+    await stack.start_machine(first)
+    await stack.wait_for(first, ("ready",), timeout_s=120)
+    [second] = await ready_forks(stack, first, 1)
+    await stack.write_file(second, "~/life-3.txt", "three\n")
+    await stack.stop_machine(second)
+    await stack.wait_for(second, ("stopped",), timeout_s=60)
+    await stack.start_machine(second)
+    await stack.wait_for(second, ("ready",), timeout_s=120)
+    got = await stack.exec(second, ["sh", "-c", "cat ~/life-1.txt ~/life-2.txt ~/life-3.txt"])
+    assert got.stdout == "one\ntwo\nthree\n"
+    for other in forks[1:]:  # the others are as the source was
+        got = await stack.exec(other, ["sh", "-c", "cat ~/life-*.txt"])
+        assert got.stdout == "one\n"
+    if settings.homes_fs == "btrfs":
+        assert all(homes_fs.is_subvolume(home_of(settings, m)) for m in (*forks, second))
+    assert os.path.isdir(home_of(settings, mid))  # the archived source's home is its own
