@@ -48,6 +48,8 @@ class MachineCreated(_Event, tag=EventKind.CREATED.value, kw_only=True):
     provider: str
     #: A fork: the machine whose home this one starts with (as of one instant).
     fork_of: str | None = None
+    #: Made from a snapshot (machines.create with fromSnapshot): its home is a copy of it.
+    from_snapshot: str | None = None
 
 
 class MachineProvisioned(_Event, tag=EventKind.PROVISIONED.value, kw_only=True):

@@ -42,3 +42,14 @@ class HomeCloner(Protocol):
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         """``machine_id``'s home, ``source_id``'s as of one instant; how it was copied."""
+
+
+@runtime_checkable
+class SnapshotTaker(Protocol):
+    """A provider that keeps read-only snapshots of its machines' homes."""
+
+    async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
+        """A read-only copy of the machine's home as of one instant; how it was copied."""
+
+    async def drop_snapshot(self, snapshot_id: str) -> bool:
+        """Remove the snapshot (machines made from it keep their homes); False if none."""

@@ -194,13 +194,20 @@ def plain_copy(source: Path, target: Path, uid: int | None) -> None:
 
 
 def clone_home(
-    source: Path, target: Path, *, label: str, uid: int | None, cgroups: list[Path]
+    source: Path,
+    target: Path,
+    *,
+    label: str,
+    uid: int | None,
+    cgroups: list[Path],
+    readonly: bool = False,
 ) -> HomeCopy:
     """``target``, the home ``source`` as of one instant: a snapshot where ``source`` is a
-    subvolume, else a plain copy with the source's cgroups frozen."""
+    subvolume (``readonly``: a read-only one), else a plain copy with the source's cgroups
+    frozen."""
     start = time.monotonic()
     if is_subvolume(source):
-        snapshot(source, target)
+        snapshot(source, target, readonly=readonly)
         took = (time.monotonic() - start) * 1000
         return HomeCopy(source=label, how="cow", pause_ms=0.0, took_ms=round(took, 1))
     with frozen(cgroups):

@@ -101,6 +101,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     gateway_publish_wait_s: float = 8.0
     #: How long a machines.create idempotencyKey is remembered (a retry after it makes anew).
     idempotency_ttl_s: float = 24 * 3600.0
+    #: How many snapshots (machines.snapshot) one instance may hold; kept until deleted.
+    max_snapshots: int = 20
     #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).
     #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
     metrics_port: int = 0

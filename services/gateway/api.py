@@ -20,7 +20,7 @@ from contracts import (
     ports as ports_,
 )
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
-from contracts.errors import Conflict, Forbidden
+from contracts.errors import Conflict, Forbidden, InvalidParams
 from contracts.events import EnvChanged, MachineArchived, ReposChanged
 from contracts.gateway_rpc import (
     AddRepoParams,
@@ -120,7 +120,8 @@ class GatewayApi:
             keys=keys,
         )
         self.stops = StopOps(store=store, bus=bus, access=self.access)
-        self.forks = ForkOps(store=store, bus=bus, access=self.access)
+        self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
+                             max_snapshots=self.settings.max_snapshots)  # fmt: skip
         self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
         self.byte_streams = ByteStreamOpener(
@@ -219,6 +220,8 @@ class GatewayApi:
         if p.provider == "swarm" and not c.admin:  # a load-test provider: not isolated
             raise Forbidden("the swarm provider is for load tests: admin tokens only")
         provider = p.provider or self.settings.default_provider
+        if p.from_snapshot is not None:
+            return await self._from_snapshot(p, c, provider)
         once = create_once.once_of(
             g.MACHINES_CREATE.name, p.idempotency_key, c, self.settings, p.instance_id, provider
         )
@@ -240,6 +243,17 @@ class GatewayApi:
         if once is not None:
             return await create_once.make(self.store, self.bus, inst.id, provider, once)
         return await self._create_machine(inst.id, provider)
+
+    async def _from_snapshot(self, p: CreateMachineParams, c: Caller, provider: str) -> Machine:
+        """One more machine of the instance, with a copy of the snapshot's home (as forks are:
+        the instance's current machine stays)."""
+        if p.idempotency_key is not None:
+            raise InvalidParams("fromSnapshot takes no idempotencyKey", field="$.fromSnapshot")
+        snapshot = await self.forks.snapshot_of(c, p.from_snapshot or "", p.instance_id)
+        await check_running_limit(self.store, p.instance_id, None)
+        return await new_machine(
+            self.store, self.bus, p.instance_id, provider, from_snapshot=snapshot.id
+        )
 
     async def _create_machine(self, instance_id: str, provider: str) -> Machine:
         return await new_machine(self.store, self.bus, instance_id, provider)
@@ -384,6 +398,9 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
     stop_routes(r, api.stops)
     r.register(gfk.MACHINES_FORK, wrap(lim.create, "machine creations", api.forks.machines_fork))
+    r.register(gfk.MACHINES_SNAPSHOT, api.forks.machines_snapshot)
+    r.register(gfk.SNAPSHOTS_LIST, api.forks.snapshots_list)
+    r.register(gfk.SNAPSHOTS_DELETE, api.forks.snapshots_delete)
     codemode_routes(r, api.codemode)
     r.register(gs.SESSIONS_OPEN, api.sessions.sessions_open)
     r.register(gs.SESSIONS_LIST, api.sessions.sessions_list)

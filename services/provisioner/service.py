@@ -129,15 +129,16 @@ class Provisioner(StopStartHandlers):
             await self._hand_over(pooled, provider, mid, token)
 
     async def _fork_home(self, event: MachineCreated, provider: Provider) -> HomeCopy | None:
-        """A fork's home, copied from its source's (None: not a fork)."""
-        if event.fork_of is None:
+        """A fork's home, copied from its source's, or a snapshot's (None: neither)."""
+        source = event.fork_of or event.from_snapshot
+        if source is None:
             return None
         if not isinstance(provider, HomeCloner):
             raise Permanent(f"the {event.provider} provider cannot fork machines")
         try:
-            return await provider.clone_home(event.fork_of, event.machine_id)
+            return await provider.clone_home(source, event.machine_id)
         except OSError as exc:
-            raise Permanent(f"could not copy {event.fork_of}'s home: {exc}") from None
+            raise Permanent(f"could not copy {source}'s home: {exc}") from None
 
     async def _obtain(
         self, name: str, provider: Provider, machine_id: str, token: str

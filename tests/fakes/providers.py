@@ -37,10 +37,22 @@ class FakeProvider:
     stops: list[str] = field(default_factory=list)
     #: Every home copy (a fork's): (source, machine id).
     clones: list[tuple[str, str]] = field(default_factory=list)
+    #: The snapshots it holds.
+    snapshots: set[str] = field(default_factory=set)
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         self.clones.append((source_id, machine_id))
         return HomeCopy(source=source_id, how="cow", pause_ms=0.0, took_ms=1.0)
+
+    async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
+        self.snapshots.add(snapshot_id)
+        return HomeCopy(source=machine_id, how="cow", pause_ms=0.0, took_ms=1.0)
+
+    async def drop_snapshot(self, snapshot_id: str) -> bool:
+        if snapshot_id not in self.snapshots:
+            return False
+        self.snapshots.discard(snapshot_id)
+        return True
 
     def external_id(self, machine_id: str) -> str:
         return f"{self.name}:{machine_id}"

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.errors import Conflict, Forbidden, InvalidParams, NotFound, RunningMachinesLimit
+from contracts.errors import (
+    Conflict,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    RunningMachinesLimit,
+    SnapshotLimit,
+)
 from contracts.events import MachineCreated, MachineProvisioned
 from contracts.status import MachineStatus as S
 from tests.fast.conftest import World
@@ -71,3 +78,63 @@ async def test_fork_is_checked_scoped_and_counted(world: World) -> None:
     await world.rpc("machines.archive", {"machineId": m.id})
     with pytest.raises(Conflict):
         await world.rpc("machines.fork", {"machineId": m.id})
+
+
+@method("machines.snapshot", "snapshots.list", "snapshots.delete", "machines.create")
+async def test_snapshots_are_kept_until_deleted_scoped_and_limited(world: World) -> None:
+    a, b = await two_instances(world)
+    m = await world.ready_machine(a)
+    snap = await world.rpc("machines.snapshot", {"machineId": m.id, "name": "good"}, token_of(a))
+    assert (snap["name"], snap["instanceId"], snap["machineId"]) == ("good", a, m.id)
+    assert snap["id"] in world.provider.snapshots
+    listed = await world.rpc("snapshots.list", {"instanceId": a})
+    assert [s["id"] for s in listed["snapshots"]] == [snap["id"]]
+    assert (await world.rpc("snapshots.list", {"instanceId": b}))["snapshots"] == []
+    # Two machines from it: more machines of the instance, each with a copy of its own.
+    made = [
+        await world.rpc("machines.create", {"instanceId": a, "fromSnapshot": snap["id"]})
+        for _ in range(2)
+    ]
+    await world.bus.settle()
+    for x in made:
+        assert (await world.machine(x["id"])).status is S.READY
+        assert (snap["id"], x["id"]) in world.provider.clones
+    assert (await world.store.get_instance(a)).current_machine_id == m.id
+    # Scoped: another instance's token, or a machine of another instance.
+    with pytest.raises(Forbidden):
+        await world.rpc("snapshots.delete", {"snapshotId": snap["id"]}, token_of(b))
+    with pytest.raises(Forbidden):
+        await world.rpc("machines.create", {"instanceId": b, "fromSnapshot": snap["id"]})
+    with pytest.raises(Forbidden):
+        await world.rpc("snapshots.list", {"instanceId": a}, token_of(b))
+    for params, field in (
+        ({"machineId": m.id}, "$.name"),
+        ({"machineId": m.id, "name": ""}, "$.name"),
+        ({"machineId": "m-1", "name": "x"}, "$.machineId"),
+    ):
+        with pytest.raises(InvalidParams) as bad:
+            await world.rpc("machines.snapshot", params)
+        assert bad.value.field == field
+    with pytest.raises(InvalidParams) as bad:
+        await world.rpc("snapshots.delete", {"snapshotId": "s-1"})
+    assert bad.value.field == "$.snapshotId"
+    with pytest.raises(InvalidParams) as bad:
+        await world.rpc("machines.create", {"instanceId": a, "fromSnapshot": "nope"})
+    assert bad.value.field == "$.fromSnapshot"
+    # Deleted: gone from the host and the list; the machines made from it are untouched.
+    assert await world.rpc("snapshots.delete", {"snapshotId": snap["id"]}) == {"deleted": True}
+    assert world.provider.snapshots == set()
+    assert (await world.rpc("snapshots.list", {"instanceId": a}))["snapshots"] == []
+    with pytest.raises(NotFound):
+        await world.rpc("snapshots.delete", {"snapshotId": snap["id"]})
+    with pytest.raises(NotFound):
+        await world.rpc("machines.create", {"instanceId": a, "fromSnapshot": snap["id"]})
+    for x in made:
+        assert (await world.machine(x["id"])).status is S.READY
+    # The per-instance limit, by name.
+    world.api.forks.max_snapshots = 1
+    await world.rpc("machines.snapshot", {"machineId": m.id, "name": "one"})
+    with pytest.raises(SnapshotLimit) as refused:
+        await world.rpc("machines.snapshot", {"machineId": m.id, "name": "two"})
+    assert (refused.value.code, refused.value.http_status) == (1060, 409)
+    assert refused.value.data == {"limit": 1}

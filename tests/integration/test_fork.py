@@ -165,3 +165,33 @@ async def test_forks_of_a_stopped_machine_outlive_their_source_through_stops_and
     if settings.homes_fs == "btrfs":
         assert all(homes_fs.is_subvolume(home_of(settings, m)) for m in (*forks, second))
     assert os.path.isdir(home_of(settings, mid))  # the archived source's home is its own
+
+
+async def test_two_machines_from_a_snapshot_are_identical_and_outlive_it(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    settings = stack_settings
+    mid = await ready_machine(stack, "snapped")
+    await stack.exec(mid, ["sh", "-c", "mkdir -p ~/w && head -c 3M /dev/urandom > ~/w/blob"])
+    snap = await stack.snapshot_machine(mid, "known-good")
+    assert snap.how == ("cow" if settings.homes_fs == "btrfs" else "copy")
+    await stack.write_file(mid, "~/w/after.txt", "after the snapshot\n")
+    inst = snap.instance_id
+    made = [await stack.create_from_snapshot(inst, snap.id) for _ in range(2)]
+    for m in made:
+        done = await stack.wait_for(m.id, ("ready", "failed"), timeout_s=120)
+        assert done.status is MachineStatus.READY, done.status_reason
+    trees = [tree_digest(home_of(settings, m.id) / "w") for m in made]
+    assert trees[0] == trees[1] == {"blob": tree_digest(home_of(settings, mid) / "w")["blob"]}
+    assert [s.id for s in await stack.list_snapshots(inst)] == [snap.id]
+    assert await stack.delete_snapshot(snap.id)
+    assert await stack.list_snapshots(inst) == []
+    for m in made:
+        await stack.stop_machine(m.id)
+    for m in made:
+        await stack.wait_for(m.id, ("stopped",), timeout_s=60)
+        await stack.start_machine(m.id)
+    for m in made:
+        await stack.wait_for(m.id, ("ready",), timeout_s=120)
+        got = await stack.exec(m.id, ["sh", "-c", "ls ~/w"])
+        assert got.stdout == "blob\n"

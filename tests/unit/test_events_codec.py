@@ -111,7 +111,7 @@ SAMPLES: list[Event] = [
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
-    MachineCreated: {"instanceId", "provider", "forkOf"},
+    MachineCreated: {"instanceId", "provider", "forkOf", "fromSnapshot"},
     MachineProvisioned: {"provider", "externalId", "homeCopy"},
     DaemonStatusReported: {"status", "version", "gitSha", "bootId"},
     SetupPushed: {"envPath", "envBytes", "repoPaths"},
