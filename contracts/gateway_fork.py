@@ -19,7 +19,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from contracts.errors import Conflict, Forbidden, NotFound, RunningMachinesLimit, SnapshotLimit
+from contracts.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotSupported,
+    RunningMachinesLimit,
+    SnapshotLimit,
+)
 from contracts.gateway_types import InstanceRef, MachineId, Name, SnapshotId
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 from contracts.models import Machine
@@ -45,7 +52,7 @@ MACHINES_FORK: MethodSpec[ForkMachineParams, ForkedMachines] = MethodSpec(
     ForkedMachines,
     "New machines of the same instance, each with the machine's home as of one instant "
     "(running or stopped; it keeps running), each made ready as a created one.",
-    (NotFound, Forbidden, Conflict, RunningMachinesLimit),
+    (NotFound, Forbidden, Conflict, NotSupported, RunningMachinesLimit),
 )
 
 
@@ -87,7 +94,7 @@ MACHINES_SNAPSHOT: MethodSpec[SnapshotParams, Snapshot] = MethodSpec(
     Snapshot,
     "A named, read-only state of the machine's home (running or stopped), kept until deleted; "
     "machines.create with fromSnapshot starts a machine of the instance with it.",
-    (NotFound, Forbidden, Conflict, SnapshotLimit),
+    (NotFound, Forbidden, Conflict, NotSupported, SnapshotLimit),
 )
 SNAPSHOTS_LIST: MethodSpec[InstanceRef, SnapshotList] = MethodSpec(
     "snapshots.list", InstanceRef, SnapshotList, "An instance's snapshots.", (NotFound, Forbidden)

@@ -1,4 +1,4 @@
-"""`fleet machines stop|start|fork` and `fleet instances autostop`: stopping and starting machines.
+"""`fleet machines stop|start` and `fleet instances autostop`: stopping and starting machines.
 
 ``ensure_started`` is what a command that needs a running machine (a shell, a port forward)
 calls first: a stopped machine is started, and the command says so and waits.
@@ -7,7 +7,6 @@ calls first: a stopped machine is started, and the command says so and waits.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from contracts.models import Machine
@@ -28,11 +27,6 @@ def machine_commands(g: SubAction) -> None:
     start.add_argument("machine_id")
     start.add_argument("--wait", action="store_true", help="wait until it is ready")
     start.add_argument("--timeout", type=float, default=300.0, help="seconds, for --wait")
-    fork = command(g, "fork", _fork, "new machines with the machine's home as of one instant "
-                   "(it keeps running); waits until each is ready")  # fmt: skip
-    fork.add_argument("machine_id")
-    fork.add_argument("--count", type=int, default=1, help="how many forks (1 to 20)")
-    fork.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
 
 
 def instance_commands(g: SubAction) -> None:
@@ -69,19 +63,6 @@ async def _start(c: FleetClient, a: Args) -> int:
         return EXIT_TIMEOUT
     print(to_json(m) if a.json else machine_line(m))
     return EXIT_OK if m.status is MachineStatus.READY else EXIT_FAILED
-
-
-async def _fork(c: FleetClient, a: Args) -> int:
-    forks = await c.fork_machine(a.machine_id, a.count)
-    ended = ("ready", "failed", "stopped", "archived")
-    try:
-        forks = list(await asyncio.gather(*(c.wait_for(m.id, ended, a.timeout) for m in forks)))
-    except TimeoutError:
-        print(f"fleet: forks of {a.machine_id} not ready after {a.timeout:g}s", file=sys.stderr)
-        return EXIT_TIMEOUT
-    print(to_json(forks) if a.json else "\n".join(machine_line(m) for m in forks))
-    ok = all(m.status is MachineStatus.READY for m in forks)
-    return EXIT_OK if ok else EXIT_FAILED
 
 
 async def _autostop(c: FleetClient, a: Args) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.errors import Conflict, Forbidden, SnapshotLimit
+from contracts.errors import Conflict, Forbidden, NotSupported, SnapshotLimit
 from contracts.events import MachineCreated, now
 from contracts.gateway_fork import (
     ForkedMachines,
@@ -36,6 +36,8 @@ from services.gateway.stop_ops import check_running_limit
 
 log = structlog.get_logger(__name__)
 
+#: The providers whose machines' homes can be copied (providers/homes_fs.py).
+COPYABLE_HOMES = frozenset({"local"})
 #: A machine whose home is there to copy: booted (running), or stopped.
 FORKABLE = STOPPABLE | STOPPED_OR_STOPPING
 
@@ -57,6 +59,12 @@ class ForkOps:
                 f"machine {source.id} is {source.status.value}; only a booted or stopped machine "
                 f"can be {what}",
                 data={"status": source.status.value},
+            )
+        if source.provider not in COPYABLE_HOMES:
+            raise NotSupported(
+                f"machine {source.id} is a {source.provider} machine: only local machines' homes "
+                "can be forked or snapshotted",
+                data={"provider": source.provider},
             )
         return source
 
