@@ -17,19 +17,18 @@ the copy; the pause is measured and reported.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
 
 from contracts.errors import ProviderError
 from contracts.events import HomeCopy
+from providers.cgroup import MachineCgroup, frozen
 from providers.machine_uid import as_uid
 
 log = structlog.get_logger(__name__)
@@ -151,25 +150,6 @@ def snapshot(source: Path, target: Path, *, readonly: bool = False) -> None:
     _run("btrfs", "subvolume", "snapshot", *(["-r"] if readonly else []), str(source), str(target))
 
 
-@contextlib.contextmanager
-def frozen(cgroup_dirs: list[Path]) -> Iterator[None]:
-    """The cgroups frozen (cgroup v2 ``cgroup.freeze``) for the block; none if none exists."""
-    held = [d for d in cgroup_dirs if (d / "cgroup.freeze").is_file()]
-    for d in held:
-        (d / "cgroup.freeze").write_text("1")
-    try:
-        deadline = time.monotonic() + 5.0
-        while any("frozen 1" not in (d / "cgroup.events").read_text() for d in held):
-            if time.monotonic() > deadline:
-                raise ProviderError("the source machine's cgroup did not freeze within 5 s")
-            time.sleep(0.001)
-        yield
-    finally:
-        for d in held:
-            with contextlib.suppress(OSError):
-                (d / "cgroup.freeze").write_text("0")
-
-
 def plain_copy(source: Path, target: Path, uid: int | None) -> None:
     """``cp -a`` of ``source`` to ``target``, as ``uid`` (the source machine's own) when given:
     it reaches both through descriptors root opened (the machine's directory is root's alone),
@@ -199,7 +179,7 @@ def clone_home(
     *,
     label: str,
     uid: int | None,
-    cgroups: list[Path],
+    cgroups: list[MachineCgroup],
     readonly: bool = False,
 ) -> HomeCopy:
     """``target``, the home ``source`` as of one instant: a snapshot where ``source`` is a

@@ -236,7 +236,7 @@ class LocalProvider:
         uid = (
             None if self._uids is None else allocate_uid(source_dir / "uid", self._root, self._uids)
         )
-        cgroups = [d for o in owners(source_dir, source_id) for d in MachineCgroup(o).dirs]
+        cgroups = [MachineCgroup(o) for o in owners(source_dir, source_id)]
         return await asyncio.to_thread(
             clone_home, self.home(source_id), target, label=source_id, uid=uid, cgroups=cgroups,
             readonly=readonly,
