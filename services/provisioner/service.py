@@ -29,6 +29,7 @@ from services.common.revoke import revoke_machine
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
+from services.common.store_snapshots import get_snapshot
 from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
 from services.provisioner.host import HostHeartbeat, room_left
@@ -73,6 +74,7 @@ class Provisioner(StopStartHandlers):
 
     @subscriber(MachineCreated, durable=Durable.PROVISIONER, room=room)
     async def on_created(self, event: MachineCreated) -> None:
+        await self._home_is_here(event)
         provider = self.providers.get(event.provider)
         # One round trip: read, compare-and-set to provisioning, and claim the token we mint
         # unless one is stored (racing replicas agree on the first; a redelivery reuses it).
@@ -127,6 +129,19 @@ class Provisioner(StopStartHandlers):
             await self._announce(event, external_id, copied)
         if pooled is not None:  # only now: its ready report must come after provisioned
             await self._hand_over(pooled, provider, mid, token)
+
+    async def _home_is_here(self, event: MachineCreated) -> None:
+        """A fork, or a machine from a snapshot, is made on the host of the home it copies:
+        another host's provisioner leaves it to that host's."""
+        if event.fork_of is not None:
+            source = event.fork_of
+        elif event.from_snapshot is not None:
+            source = (await get_snapshot(self.store, event.from_snapshot)).machine_id
+        else:
+            return
+        host = (await self.store.get_machine(source)).host_id
+        if host not in (None, self.host_id):
+            raise Retry(f"its home is copied from {source}, on host {host}", delay_s=0.2)
 
     async def _fork_home(self, event: MachineCreated, provider: Provider) -> HomeCopy | None:
         """A fork's home, copied from its source's, or a snapshot's (None: neither)."""
