@@ -40,7 +40,10 @@ PUBLISHERS: dict[EventKind, str] = {
     EventKind.SETUP_PUSHED: "the setup_pusher, after writing .env and cloning the repos",
     EventKind.READY: "the prober, when every readiness check passes",
     EventKind.FAILED: "whichever stage gave up (provision, boot, setup, probe)",
-    EventKind.ARCHIVED: "the gateway (machines.archive, machines.rebuild)",
+    EventKind.ARCHIVED: "the gateway (machines.archive, machines.rebuild): its status is "
+    "then archiving",
+    EventKind.FILES_REMOVED: "the provisioner of the machine's host, once an archiving "
+    "machine's processes have exited and its files are gone (its status is then archived)",
     EventKind.UNRESPONSIVE: "the prober, when a ready machine's heartbeats stop",
     EventKind.ENV_PUSHED: "the setup_pusher, after pushing a changed env to a running machine",
     EventKind.REPOS_RECONCILED: "the setup_pusher, after reconciling a running machine's repos",
@@ -73,6 +76,7 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.READY: events.MachineReady,
     EventKind.FAILED: events.MachineFailed,
     EventKind.ARCHIVED: events.MachineArchived,
+    EventKind.FILES_REMOVED: events.MachineFilesRemoved,
     EventKind.UNRESPONSIVE: events.MachineUnresponsive,
     EventKind.ENV_PUSHED: events.EnvPushed,
     EventKind.REPOS_RECONCILED: events.ReposReconciled,

@@ -39,6 +39,7 @@ from providers.machine_uid import allocate_uid, give_home
 from providers.netns import has_pasta, loopback_ports, start_sandboxed, stop_pasta
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import SECCOMP_FD, bwrap_argv, sandbox_root_children, supervisor_pid
+from providers.scratch import remove_tree
 from providers.seccomp import docker_default_bpf
 
 log = structlog.get_logger(__name__)
@@ -321,8 +322,13 @@ class LocalProvider:
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
     async def remove(self, machine_id: str) -> None:
-        await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
+        """Ends every process of the machine, then deletes its files (home and code store);
+        its daemon log and exit records, the platform's own, stay beside them."""
+        machine_dir = self.machine_dir(machine_id)
+        await asyncio.to_thread(stop_local, machine_dir, machine_id)
         self._reap()
+        await asyncio.to_thread(remove_files, machine_dir)
+        log.info("provider.local_removed", machine_id=machine_id)
 
     async def stop(self, machine_id: str) -> bool:
         """As ``stop``: the home (and the machine's uid) stay in its directory, and a stop
@@ -378,6 +384,13 @@ def spawn_detached(
     finally:
         for fd in high.values():
             os.close(fd)
+
+
+def remove_files(machine_dir: Path) -> None:
+    """The machine's own files: by descriptor, never following a link it made nor crossing a
+    mount (``scratch.remove_tree``)."""
+    for path in (machine_dir / "home", code_store(machine_dir)):
+        remove_tree(path)
 
 
 def code_store(machine_dir: Path) -> Path:

@@ -270,7 +270,7 @@ class GatewayApi:
 
     async def _archive(self, machine_id: str, reason: str, event_id: str | None = None) -> Machine:
         await self.store.get_machine(machine_id)  # NotFound first
-        t = await self.store.transition(machine_id, S.ARCHIVED, reason)
+        t = await self.store.transition(machine_id, S.ARCHIVING, reason)
         if t.moved:
             # Before machine.archived, on which the provisioner revokes the machine's access:
             # so the daemon can still report ``stopping`` and exit cleanly. Bounded, and at

@@ -10,7 +10,13 @@ import structlog
 
 from contracts.consumers import Durable
 from contracts.errors import NotFound, ProviderError
-from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
+from contracts.events import (
+    Event,
+    MachineArchived,
+    MachineCreated,
+    MachineFilesRemoved,
+    MachineProvisioned,
+)
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from providers.base import Provider
@@ -199,7 +205,17 @@ class Provisioner(StopStartHandlers):
         if provider is not None:
             await provider.remove(machine.id)
         await forget_activity(self.store, machine.id)  # auto-stop has nothing left to watch
-        log.info("provision.machine_stopped", provider=machine.provider)
+        log.info("provision.machine_removed", provider=machine.provider)
+        # Only now: what waits for ``archived`` may count on nothing of the machine being left.
+        t = await self.store.transition(machine.id, S.ARCHIVED, event.reason)
+        if t.moved:
+            await self.bus.publish(
+                MachineFilesRemoved(
+                    event_id=derived_event_id(event.event_id, "files-removed"),
+                    machine_id=machine.id,
+                    reason=event.reason,
+                )
+            )
 
     async def give_up(self, event: Event, reason: str) -> None:
         await fail_machine(

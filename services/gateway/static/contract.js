@@ -169,6 +169,7 @@ export const STATUS = Object.freeze({
   READY: "ready",
   FAILED: "failed",
   UNRESPONSIVE: "unresponsive",
+  ARCHIVING: "archiving",
   ARCHIVED: "archived",
   STOPPING: "stopping",
   STOPPED: "stopped",
@@ -176,7 +177,7 @@ export const STATUS = Object.freeze({
 });
 
 /** Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL). */
-export const TERMINAL_STATUSES = Object.freeze(["failed", "archived"]);
+export const TERMINAL_STATUSES = Object.freeze(["failed", "archiving", "archived"]);
 
 /** Machine providers (contracts.models.ProviderName). */
 export const PROVIDERS = Object.freeze(["local", "docker", "swarm"]);
@@ -199,6 +200,7 @@ export const EVENT_TYPES = Object.freeze({
   READY: "ready",
   FAILED: "failed",
   ARCHIVED: "archived",
+  FILES_REMOVED: "files-removed",
   UNRESPONSIVE: "unresponsive",
   ENV_PUSHED: "env-pushed",
   REPOS_RECONCILED: "repos-reconciled",
