@@ -39,9 +39,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
     async def placement(machine_id: str) -> Placement:
         """The machine's instance and limits: the platform's, with the instance's own."""
-        instance_id = (await store.get_machine(machine_id)).instance_id
-        own = await instance_limits(store, instance_id)
-        return Placement(instance_id, with_own(limits, own.memory_mb, own.cpus, own.pids))
+        machine = await store.get_machine(machine_id)
+        own = await instance_limits(store, machine.instance_id)
+        return Placement(machine.instance_id, with_own(limits, own.memory_mb, own.cpus, own.pids),
+                         image=machine.environment_image)  # fmt: skip
 
     repo = code_repo(settings.code_repo)
     local = LocalProvider(
@@ -71,6 +72,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         pools=await warm_pools(settings, stack, local, docker),
         settings=settings,
         heartbeat=heartbeat,
+        engine=lambda: docker.docker,
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)

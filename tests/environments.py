@@ -1,0 +1,56 @@
+"""Images for environment tests, made with no registry: a static busybox (Debian's
+busybox-static, which ./run test installs) in a root file system of its own, ``docker
+import``-ed under a tag named by its content (made once per engine, never removed)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import aiodocker
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "ls", "cat", "echo", "id", "env", "mkdir", "rm", "test", "httpd", "sleep", "nc")
+
+
+def busybox_rootfs() -> bytes:
+    """A root file system with nothing but a static busybox: no libc, no Python, no
+    /etc/passwd; /opt is the machine user's (uid 1000) to write in."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, uid in (("bin", 0), ("etc", 0), ("opt", 1000), ("tmp", 0)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, uid
+            if name == "tmp":
+                info.mode = 0o1777
+            tar.addfile(info)
+        data = BUSYBOX.read_bytes()
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode, info.mtime = len(data), 0o755, 0
+        tar.addfile(info, io.BytesIO(data))
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return out.getvalue()
+
+
+async def busybox_image(docker: aiodocker.Docker) -> str:
+    """The busybox image's tag, imported when this engine lacks it."""
+    body = busybox_rootfs()
+    tag = f"fleet-test-busybox:{hashlib.sha256(body).hexdigest()[:12]}"
+    try:
+        await docker.images.inspect(tag)
+        return tag
+    except aiodocker.DockerError as exc:
+        if exc.status != 404:
+            raise
+    repo, _, version = tag.partition(":")
+    params = {"fromSrc": "-", "repo": repo, "tag": version}
+    async with docker._query("images/create", "POST", params=params, data=io.BytesIO(body),
+                             headers={"Content-Type": "application/x-tar"}) as resp:  # fmt: skip
+        answer = await resp.text()
+    assert '"error"' not in answer, answer
+    return tag

@@ -1,0 +1,119 @@
+"""A machine of an environment's image, ``docker`` provider, a real engine and every service:
+a static busybox image (no libc, no Python, no fleet user) runs the platform's daemon from
+its read-only runtime; exec, files, a terminal and a port work; nothing of the runtime is in
+its commands' environment; what it writes outside its home survives stop/start and goes with
+archive; an image the engine lacks fails the machine at stage ``environment``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiodocker
+import pytest
+
+from contracts.errors import InvalidParams
+from contracts.gateway_environments import DockerfileSource, Environment
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from fleet.tunnel import open_tunnel
+from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
+from tests.environments import busybox_image
+from tests.stop_checks import ready_machine
+
+__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
+pytestmark = pytest.mark.usefixtures("remove_containers")
+
+
+async def ready(stack: FleetClient, instance_id: str) -> str:
+    m = await stack.create_machine(instance_id, "docker")
+    done = await stack.wait_for(m.id, ("ready", "failed"), timeout_s=120)
+    assert done.status is MachineStatus.READY, done.status_reason
+    return m.id
+
+
+async def out(stack: FleetClient, mid: str, *argv: str) -> str:
+    r = await stack.exec(mid, list(argv), timeout_s=30)
+    assert r.exit_code == 0, (argv, r.stderr)
+    return r.stdout
+
+
+@pytest.mark.timeout(300)
+async def test_a_busybox_image_machine(stack: FleetClient, tmp_path: Path) -> None:
+    async with aiodocker.Docker() as docker:
+        tag = await busybox_image(docker)
+        image_id = (await docker.images.inspect(tag))["Id"]
+    inst = await stack.create_instance("busybox-env")
+    with pytest.raises(InvalidParams) as bad:  # a repo the instance does not have
+        await stack.set_environment(inst.id, Environment(dockerfile=DockerfileSource(repo="x")))
+    assert bad.value.field == "$.environment.dockerfile.repo"
+    got = await stack.set_environment(inst.id, Environment(image=tag))
+    assert got.environment == Environment(image=tag)
+
+    mid = await ready(stack, inst.id)
+    m = await stack.get_machine(mid)
+    assert (m.environment, m.environment_image) == (f"image {tag}", image_id)
+    assert (await out(stack, mid, "id", "-u")).strip() == "1000"
+    env = await out(stack, mid, "env")
+    for leaked in ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "FLEET_RUNTIME_LIBS"):
+        assert leaked not in env
+    assert (await stack.exec(mid, ["test", "-e", "/usr/bin/python3"])).exit_code != 0
+    # The runtime is read-only, to root too.
+    assert (await stack.exec(mid, ["sh", "-c", "echo x > /run/fleet/runtime/lib/x"])).exit_code
+
+    # Files both ways, a terminal, a port.
+    (tmp_path / "up.txt").write_text("uploaded\n")
+    await stack.upload(mid, tmp_path / "up.txt", "up.txt")
+    assert await out(stack, mid, "cat", "up.txt") == "uploaded\n"
+    await stack.download(mid, "up.txt", tmp_path / "down.txt")
+    assert (tmp_path / "down.txt").read_text() == "uploaded\n"
+    opened = await stack.open_session(mid, ["sh", "-c", "echo in-a-terminal; sleep 30"])
+    ws = await stack.attach_session(mid, opened.session_id)
+    seen = b""
+    async for msg in ws:
+        seen += msg.data if isinstance(msg.data, bytes) else b""
+        if b"in-a-terminal" in seen:
+            break
+    await ws.close()
+    assert b"in-a-terminal" in seen
+    await out(stack, mid, "sh", "-c", "mkdir -p www && echo served > www/index.html")
+    await stack.start_process(mid, ["httpd", "-f", "-p", "127.0.0.1:8123", "-h", "www"], tag="web")
+    tunnel = await open_tunnel(stack, mid, 8123)
+    await tunnel.send_bytes(b"GET /index.html HTTP/1.0\r\n\r\n")
+    answer = b""
+    async for msg in tunnel:
+        answer += msg.data if isinstance(msg.data, bytes) else b""
+        if b"served" in answer:
+            break
+    await tunnel.close()
+    assert b"served" in answer
+
+    # Outside its home: kept across stop/start, gone with archive.
+    await out(stack, mid, "sh", "-c", "echo kept > /opt/tool")
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=60)
+    await stack.start_machine(mid)
+    assert (await stack.wait_for(mid, ("ready", "failed"), timeout_s=120)).status.value == "ready"
+    assert await out(stack, mid, "cat", "/opt/tool") == "kept\n"
+    await stack.archive_machine(mid)
+    again = await ready(stack, inst.id)
+    assert (await stack.exec(again, ["test", "-e", "/opt/tool"])).exit_code == 1
+
+
+@pytest.mark.timeout(120)
+async def test_an_image_the_engine_lacks_fails_the_machine(stack: FleetClient) -> None:
+    inst = await stack.create_instance("no-such-image")
+    await stack.set_environment(inst.id, Environment(image="fleet-test-none:absent"))
+    m = await stack.create_machine(inst.id, "docker")
+    done = await stack.wait_for(m.id, ("ready", "failed"), timeout_s=60)
+    assert done.status is MachineStatus.FAILED
+    assert done.status_reason.startswith("environment failed: ImageNotFound:")
+    assert "fleet-test-none:absent" in done.status_reason
+    # A build needs the environments' builder; a local machine cannot run an image.
+    await stack.add_repo(inst.id, url="https://example.com/app.git", branch="main", path="app")
+    await stack.set_environment(inst.id, Environment(dockerfile=DockerfileSource(repo="app")))
+    m = await stack.rebuild_machine(inst.id)
+    done = await stack.wait_for(m.id, ("ready", "failed"), timeout_s=60)
+    assert done.status_reason.startswith("environment failed: BuildUnavailable:")
+    await stack.set_environment(inst.id, None)  # back to the default
+    assert (await stack.get_environment(inst.id)).environment is None
+    await ready_machine(stack, "default-env", "docker")
