@@ -17,14 +17,12 @@ APPLETS = ("sh", "ls", "cat", "echo", "id", "env", "mkdir", "rm", "test", "httpd
 
 def busybox_rootfs() -> bytes:
     """A root file system with nothing but a static busybox: no libc, no Python, no
-    /etc/passwd; /opt is the machine user's (uid 1000) to write in."""
+    /etc/passwd; /opt is everyone's to write in (a local machine runs as a uid of its own)."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, uid in (("bin", 0), ("etc", 0), ("opt", 1000), ("tmp", 0)):
+        for name, mode in (("bin", 0o755), ("etc", 0o755), ("opt", 0o1777), ("tmp", 0o1777)):
             info = tarfile.TarInfo(name)
-            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, uid
-            if name == "tmp":
-                info.mode = 0o1777
+            info.type, info.mode = tarfile.DIRTYPE, mode
             tar.addfile(info)
         data = BUSYBOX.read_bytes()
         info = tarfile.TarInfo("bin/busybox")

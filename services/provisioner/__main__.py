@@ -57,6 +57,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         uids=settings.sandbox_uid_range,
         placement=placement,
         default_limits=limits,
+        engine=lambda: docker.docker,
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
