@@ -115,8 +115,11 @@ def _split(name: str) -> list[str]:
 @contextlib.contextmanager
 def _parent(top: int, parts: list[str]) -> Iterator[int]:
     """The directory above ``parts``' last name (no link followed on the way)."""
-    with _closing(open_dir_at(top, parts[:-1])) as fd:
+    fd = open_dir_at(top, parts[:-1])
+    try:
         yield fd
+    finally:
+        os.close(fd)
 
 
 def _entry(top: int, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
@@ -131,10 +134,7 @@ def _entry(top: int, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         if m.isdir():
             with contextlib.suppress(FileExistsError):
                 os.mkdir(name, 0o700, dir_fd=at)
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=at)
-            with _closing(fd):
-                os.fchown(fd, m.uid, m.gid)
-                os.fchmod(fd, mode)
+            _own(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=at), m, mode)
             return
         _clear(at, name)
         if m.issym():
@@ -147,10 +147,10 @@ def _entry(top: int, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
                         follow_symlinks=False)  # fmt: skip
         else:
             fd = os.open(name, _NEW, 0o600, dir_fd=at)
-            with _closing(fd):
+            try:
                 _copy(tar.extractfile(m), fd)
-                os.fchown(fd, m.uid, m.gid)
-                os.fchmod(fd, mode)
+            finally:
+                _own(fd, m, mode)
 
 
 def _clear(at: int, name: str) -> None:
@@ -171,9 +171,10 @@ def _copy(src: IO[bytes] | None, fd: int) -> None:
         os.write(fd, chunk)
 
 
-@contextlib.contextmanager
-def _closing(fd: int) -> Iterator[int]:
+def _own(fd: int, m: tarfile.TarInfo, mode: int) -> None:
+    """Give the open ``fd`` the entry's owner and ``mode``, then close it."""
     try:
-        yield fd
+        os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, mode)
     finally:
         os.close(fd)

@@ -17,24 +17,12 @@ from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
-from tests.environments import busybox_image
+from tests.environments import busybox_image, out, read_until, ready, stop_start_keeps_what_it_wrote
 from tests.stop_checks import ready_machine
+from tests.waiters import wait_until
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
 pytestmark = pytest.mark.usefixtures("remove_containers")
-
-
-async def ready(stack: FleetClient, instance_id: str) -> str:
-    m = await stack.create_machine(instance_id, "docker")
-    done = await stack.wait_for(m.id, ("ready", "failed"), timeout_s=120)
-    assert done.status is MachineStatus.READY, done.status_reason
-    return m.id
-
-
-async def out(stack: FleetClient, mid: str, *argv: str) -> str:
-    r = await stack.exec(mid, list(argv), timeout_s=30)
-    assert r.exit_code == 0, (argv, r.stderr)
-    return r.stdout
 
 
 @pytest.mark.timeout(300)
@@ -49,7 +37,7 @@ async def test_a_busybox_image_machine(stack: FleetClient, tmp_path: Path) -> No
     got = await stack.set_environment(inst.id, Environment(image=tag))
     assert got.environment == Environment(image=tag)
 
-    mid = await ready(stack, inst.id)
+    mid = await ready(stack, inst.id, "docker")
     m = await stack.get_machine(mid)
     assert (m.environment, m.environment_image) == (f"image {tag}", image_id)
     assert (await out(stack, mid, "id", "-u")).strip() == "1000"
@@ -68,35 +56,20 @@ async def test_a_busybox_image_machine(stack: FleetClient, tmp_path: Path) -> No
     assert (tmp_path / "down.txt").read_text() == "uploaded\n"
     opened = await stack.open_session(mid, ["sh", "-c", "echo in-a-terminal; sleep 30"])
     ws = await stack.attach_session(mid, opened.session_id)
-    seen = b""
-    async for msg in ws:
-        seen += msg.data if isinstance(msg.data, bytes) else b""
-        if b"in-a-terminal" in seen:
-            break
-    await ws.close()
-    assert b"in-a-terminal" in seen
+    assert b"in-a-terminal" in await read_until(ws, b"in-a-terminal")
     await out(stack, mid, "sh", "-c", "mkdir -p www && echo served > www/index.html")
     await stack.start_process(mid, ["httpd", "-f", "-p", "127.0.0.1:8123", "-h", "www"], tag="web")
+
+    async def listening() -> bool:  # machines.ports reads the machine's /proc/net
+        return 8123 in [p.port for p in (await stack.machine_ports(mid)).ports]
+
+    await wait_until(listening, timeout=30)
     tunnel = await open_tunnel(stack, mid, 8123)
     await tunnel.send_bytes(b"GET /index.html HTTP/1.0\r\n\r\n")
-    answer = b""
-    async for msg in tunnel:
-        answer += msg.data if isinstance(msg.data, bytes) else b""
-        if b"served" in answer:
-            break
-    await tunnel.close()
-    assert b"served" in answer
+    assert b"served" in await read_until(tunnel, b"served")
 
     # Outside its home: kept across stop/start, gone with archive.
-    await out(stack, mid, "sh", "-c", "echo kept > /opt/tool")
-    await stack.stop_machine(mid)
-    await stack.wait_for(mid, ("stopped",), timeout_s=60)
-    await stack.start_machine(mid)
-    assert (await stack.wait_for(mid, ("ready", "failed"), timeout_s=120)).status.value == "ready"
-    assert await out(stack, mid, "cat", "/opt/tool") == "kept\n"
-    await stack.archive_machine(mid)
-    again = await ready(stack, inst.id)
-    assert (await stack.exec(again, ["test", "-e", "/opt/tool"])).exit_code == 1
+    await stop_start_keeps_what_it_wrote(stack, mid, "docker")
 
 
 @pytest.mark.timeout(120)
