@@ -22,9 +22,8 @@ from contracts.gateway_types import InstanceId, InstanceRef
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 
 #: An image of the engine: a reference (``name[:tag][@digest]``) or an image ID.
-ImageRef = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
-]
+IMAGE_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
+ImageRef = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=IMAGE_REF_PATTERN)]
 #: A repo of the instance, by its checkout path (as ``repos.add`` was given it) or its URL.
 RepoRef = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 RepoPath = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]

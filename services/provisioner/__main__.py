@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 
+from contracts.errors import FleetError
 from providers.code import code_repo
 from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
@@ -24,6 +25,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
+from services.provisioner.environment import image_id, pool_key
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc import HostMethods, HostRpcServer
 from services.provisioner.service import Provisioner
@@ -96,7 +98,14 @@ async def warm_pools(
         if size <= 0:
             continue
         backend: PoolBackend
-        if name == "docker":
+        if name.startswith("docker@"):  # an environment's: keyed by its image's ID
+            try:
+                image = await image_id(docker.docker, name.partition("@")[2])
+            except FleetError as exc:
+                log.warning("provision.pool_no_image", pool=name, error=exc.message)
+                continue
+            backend, name = DockerPoolBackend(docker, image), pool_key("docker", image)
+        elif name == "docker":
             backend = DockerPoolBackend(docker)
         elif name == "local" and local.sandbox:
             backend = LocalPoolBackend(local)

@@ -58,6 +58,11 @@ async def resolve_image(ctx: EnvironmentContext, environment: Environment | None
     return Resolved(environment.describe(), await build_image(ctx, environment))
 
 
+def pool_key(provider: str, image: str | None) -> str:
+    """The warm pool a machine of ``image`` (None: the default) may come from."""
+    return provider if image is None else f"{provider}@{image}"
+
+
 async def image_id(docker: aiodocker.Docker, ref: str) -> str:
     """The ID (``sha256:...``) of ``ref`` on the engine; ImageNotFound if it has none."""
     try:

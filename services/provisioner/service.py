@@ -31,6 +31,7 @@ from services.provisioner.environment import (
     STAGE as ENVIRONMENT_STAGE,
     EnvironmentContext,
     Resolved,
+    pool_key,
     resolve_image,
 )
 from services.provisioner.host import HostHeartbeat, room_left
@@ -104,7 +105,7 @@ class Provisioner(StopStartHandlers):
             token = self.box.decrypt(step.sealed_token)
         resolved = await self._environment(event, provider)
         if resolved is not None:
-            await self._start(event, provider, token, pool=resolved.image is None)
+            await self._start(event, provider, token, pool_key(event.provider, resolved.image))
 
     async def _environment(self, event: MachineCreated, provider: Provider) -> Resolved | None:
         """The machine's environment, resolved once (a redelivery finds it recorded); None
@@ -129,7 +130,7 @@ class Provisioner(StopStartHandlers):
         return resolved
 
     async def _start(
-        self, event: MachineCreated, provider: Provider, token: str, *, pool: bool = True
+        self, event: MachineCreated, provider: Provider, token: str, pool: str
     ) -> None:
         mid = event.machine_id
         # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
@@ -140,8 +141,7 @@ class Provisioner(StopStartHandlers):
         await self.store.hosts.took(self.host_id, mid)
         released = False
         try:
-            name = event.provider if pool else ""  # a pooled machine runs the default
-            external_id, pooled = await self._obtain(name, provider, mid, token)
+            external_id, pooled = await self._obtain(pool, provider, mid, token)
             # The booting transition and the lock's release in one step.
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",

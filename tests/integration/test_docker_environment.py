@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiodocker
+import msgspec
 import pytest
 
 from contracts.errors import InvalidParams
@@ -16,8 +17,11 @@ from contracts.gateway_environments import DockerfileSource, Environment
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
-from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
+from providers.docker import LABEL_POOL
+from services.common.settings import Settings
+from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
 from tests.environments import busybox_image, out, read_until, ready, stop_start_keeps_what_it_wrote
+from tests.integration.test_docker_warm_pool import pooled
 from tests.stop_checks import ready_machine
 from tests.waiters import wait_until
 
@@ -90,3 +94,32 @@ async def test_an_image_the_engine_lacks_fails_the_machine(stack: FleetClient) -
     await stack.set_environment(inst.id, None)  # back to the default
     assert (await stack.get_environment(inst.id)).environment is None
     await ready_machine(stack, "default-env", "docker")
+
+
+class TestEnvironmentPool:
+    """``FLEET_WARM_POOL=docker@IMAGE=1``: a machine of that environment is claimed warm."""
+
+    @pytest.fixture
+    async def busybox(self) -> str:
+        async with aiodocker.Docker() as docker:
+            return await busybox_image(docker)
+
+    @pytest.fixture
+    def stack_settings(self, settings: Settings, busybox: str) -> Settings:
+        return msgspec.structs.replace(settings, warm_pool=f"docker@{busybox}=1",
+                                       warm_pool_min_available_mb=0)  # fmt: skip
+
+    @pytest.mark.timeout(180)
+    async def test_a_machine_of_the_environment_comes_from_its_pool(
+        self, stack: FleetClient, stack_settings: Settings, busybox: str
+    ) -> None:
+        await pooled(stack_settings)
+        inst = await stack.create_instance("pooled-env")
+        await stack.set_environment(inst.id, Environment(image=busybox))
+        mid = await ready(stack, inst.id, "docker")
+        assert LABEL_POOL in (await inspect(mid))["Config"]["Labels"]
+        assert (await out(stack, mid, "id", "-u")).strip() == "1000"
+        assert (await stack.get_machine(mid)).environment == f"image {busybox}"
+        other = await stack.create_instance("default-env")  # the default is not that pool's
+        default = await ready(stack, other.id, "docker")
+        assert LABEL_POOL not in (await inspect(default))["Config"]["Labels"]
