@@ -14,6 +14,7 @@ from aiohttp import ClientWebSocketResponse
 
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from tests.waiters import wait_until
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "ls", "cat", "echo", "id", "env", "mkdir", "rm", "test", "httpd", "sleep", "nc")
@@ -96,3 +97,16 @@ async def stop_start_keeps_what_it_wrote(stack: FleetClient, mid: str, provider:
     instance_id = (await stack.archive_machine(mid)).instance_id
     again = await ready(stack, instance_id, provider)
     assert (await stack.exec(again, ["test", "-e", "/opt/tool"])).exit_code == 1
+
+
+async def refresh_code_runs(stack: FleetClient, mid: str) -> None:
+    """machines.refreshCode: the daemon re-executes into the platform's code (through the
+    runtime's loader) and answers again."""
+    sha = (await stack.refresh_code(mid)).to_git_sha
+    assert sha
+
+    async def runs_it() -> bool:
+        return (await stack.get_machine(mid)).daemon_git_sha == sha
+
+    await wait_until(runs_it, timeout=30, every=0.2)
+    assert await out(stack, mid, "echo", "after") == "after\n"

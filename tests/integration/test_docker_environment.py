@@ -20,7 +20,14 @@ from fleet.tunnel import open_tunnel
 from providers.docker import LABEL_POOL
 from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
-from tests.environments import busybox_image, out, read_until, ready, stop_start_keeps_what_it_wrote
+from tests.environments import (
+    busybox_image,
+    out,
+    read_until,
+    ready,
+    refresh_code_runs,
+    stop_start_keeps_what_it_wrote,
+)
 from tests.integration.test_docker_warm_pool import pooled
 from tests.stop_checks import ready_machine
 from tests.waiters import wait_until
@@ -71,6 +78,9 @@ async def test_a_busybox_image_machine(stack: FleetClient, tmp_path: Path) -> No
     tunnel = await open_tunnel(stack, mid, 8123)
     await tunnel.send_bytes(b"GET /index.html HTTP/1.0\r\n\r\n")
     assert b"served" in await read_until(tunnel, b"served")
+
+    # The platform's newer code: the daemon re-executes through the runtime's loader.
+    await refresh_code_runs(stack, mid)
 
     # Outside its home: kept across stop/start, gone with archive.
     await stop_start_keeps_what_it_wrote(stack, mid, "docker")

@@ -11,7 +11,13 @@ import pytest
 
 from contracts.gateway_environments import Environment
 from fleet.client import FleetClient
-from tests.environments import busybox_image, out, ready, stop_start_keeps_what_it_wrote
+from tests.environments import (
+    busybox_image,
+    out,
+    ready,
+    refresh_code_runs,
+    stop_start_keeps_what_it_wrote,
+)
 
 
 @pytest.mark.timeout(300)
@@ -34,4 +40,5 @@ async def test_a_busybox_image_local_machine(stack: FleetClient) -> None:
     await stack.write_file(mid, "notes.txt", "in the home\n")
     assert await out(stack, mid, "cat", "/home/fleet/notes.txt") == "in the home\n"
 
+    await refresh_code_runs(stack, mid)
     await stop_start_keeps_what_it_wrote(stack, mid, "local")
