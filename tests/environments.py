@@ -14,6 +14,7 @@ from aiohttp import ClientWebSocketResponse
 
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from fleet.tunnel import open_tunnel
 from tests.waiters import wait_until
 
 BUSYBOX = Path("/bin/busybox")
@@ -110,3 +111,26 @@ async def refresh_code_runs(stack: FleetClient, mid: str) -> None:
 
     await wait_until(runs_it, timeout=30, every=0.2)
     assert await out(stack, mid, "echo", "after") == "after\n"
+
+
+async def files_terminal_and_port(stack: FleetClient, mid: str, tmp_path: Path) -> None:
+    """A file uploaded and downloaded, a terminal's output, a port reached through a tunnel
+    (busybox's httpd, on the machine's loopback)."""
+    (tmp_path / "up.txt").write_text("uploaded\n")
+    await stack.upload(mid, tmp_path / "up.txt", "up.txt")
+    assert await out(stack, mid, "cat", "up.txt") == "uploaded\n"
+    await stack.download(mid, "up.txt", tmp_path / "down.txt")
+    assert (tmp_path / "down.txt").read_text() == "uploaded\n"
+    opened = await stack.open_session(mid, ["sh", "-c", "echo in-a-terminal; sleep 30"])
+    ws = await stack.attach_session(mid, opened.session_id)
+    assert b"in-a-terminal" in await read_until(ws, b"in-a-terminal")
+    await out(stack, mid, "sh", "-c", "mkdir -p www && echo served > www/index.html")
+    await stack.start_process(mid, ["httpd", "-f", "-p", "127.0.0.1:8123", "-h", "www"], tag="web")
+
+    async def listening() -> bool:  # machines.ports reads the machine's /proc/net
+        return 8123 in [p.port for p in (await stack.machine_ports(mid)).ports]
+
+    await wait_until(listening, timeout=30)
+    tunnel = await open_tunnel(stack, mid, 8123)
+    await tunnel.send_bytes(b"GET /index.html HTTP/1.0\r\n\r\n")
+    assert b"served" in await read_until(tunnel, b"served")

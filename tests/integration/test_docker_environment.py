@@ -16,21 +16,19 @@ from contracts.errors import InvalidParams
 from contracts.gateway_environments import DockerfileSource, Environment
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.tunnel import open_tunnel
 from providers.docker import LABEL_POOL
 from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
 from tests.environments import (
     busybox_image,
+    files_terminal_and_port,
     out,
-    read_until,
     ready,
     refresh_code_runs,
     stop_start_keeps_what_it_wrote,
 )
 from tests.integration.test_docker_warm_pool import pooled
 from tests.stop_checks import ready_machine
-from tests.waiters import wait_until
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
 pytestmark = pytest.mark.usefixtures("remove_containers")
@@ -59,25 +57,7 @@ async def test_a_busybox_image_machine(stack: FleetClient, tmp_path: Path) -> No
     # The runtime is read-only, to root too.
     assert (await stack.exec(mid, ["sh", "-c", "echo x > /run/fleet/runtime/lib/x"])).exit_code
 
-    # Files both ways, a terminal, a port.
-    (tmp_path / "up.txt").write_text("uploaded\n")
-    await stack.upload(mid, tmp_path / "up.txt", "up.txt")
-    assert await out(stack, mid, "cat", "up.txt") == "uploaded\n"
-    await stack.download(mid, "up.txt", tmp_path / "down.txt")
-    assert (tmp_path / "down.txt").read_text() == "uploaded\n"
-    opened = await stack.open_session(mid, ["sh", "-c", "echo in-a-terminal; sleep 30"])
-    ws = await stack.attach_session(mid, opened.session_id)
-    assert b"in-a-terminal" in await read_until(ws, b"in-a-terminal")
-    await out(stack, mid, "sh", "-c", "mkdir -p www && echo served > www/index.html")
-    await stack.start_process(mid, ["httpd", "-f", "-p", "127.0.0.1:8123", "-h", "www"], tag="web")
-
-    async def listening() -> bool:  # machines.ports reads the machine's /proc/net
-        return 8123 in [p.port for p in (await stack.machine_ports(mid)).ports]
-
-    await wait_until(listening, timeout=30)
-    tunnel = await open_tunnel(stack, mid, 8123)
-    await tunnel.send_bytes(b"GET /index.html HTTP/1.0\r\n\r\n")
-    assert b"served" in await read_until(tunnel, b"served")
+    await files_terminal_and_port(stack, mid, tmp_path)
 
     # The platform's newer code: the daemon re-executes through the runtime's loader.
     await refresh_code_runs(stack, mid)

@@ -6,6 +6,8 @@ archive."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiodocker
 import pytest
 
@@ -13,6 +15,7 @@ from contracts.gateway_environments import Environment
 from fleet.client import FleetClient
 from tests.environments import (
     busybox_image,
+    files_terminal_and_port,
     out,
     ready,
     refresh_code_runs,
@@ -21,7 +24,7 @@ from tests.environments import (
 
 
 @pytest.mark.timeout(300)
-async def test_a_busybox_image_local_machine(stack: FleetClient) -> None:
+async def test_a_busybox_image_local_machine(stack: FleetClient, tmp_path: Path) -> None:
     async with aiodocker.Docker() as docker:
         tag = await busybox_image(docker)
         image_id = (await docker.images.inspect(tag))["Id"]
@@ -40,5 +43,6 @@ async def test_a_busybox_image_local_machine(stack: FleetClient) -> None:
     await stack.write_file(mid, "notes.txt", "in the home\n")
     assert await out(stack, mid, "cat", "/home/fleet/notes.txt") == "in the home\n"
 
+    await files_terminal_and_port(stack, mid, tmp_path)
     await refresh_code_runs(stack, mid)
     await stop_start_keeps_what_it_wrote(stack, mid, "local")
