@@ -26,6 +26,7 @@ from contracts.errors import (
     RunningMachinesLimit,
     ToolError,
 )
+from contracts.gateway_environments import ENVIRONMENT_METHODS
 from contracts.gateway_files import FILE_METHODS
 from contracts.gateway_hosts import HOST_METHODS
 from contracts.gateway_limits import LIMITS_METHODS
@@ -256,6 +257,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *CODEMODE_METHODS,
     *SESSION_METHODS,
     *FILE_METHODS,
+    *ENVIRONMENT_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).

@@ -48,6 +48,7 @@ from contracts.status import MachineStatus
 from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
 from fleet.client_files import FilesClient
+from fleet.client_instance_env import InstanceEnvironmentClient
 from fleet.client_limits import LimitsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
@@ -76,6 +77,7 @@ class FleetClient(
     FilesClient,
     TransferClient,
     StopClient,
+    InstanceEnvironmentClient,
 ):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")

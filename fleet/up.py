@@ -320,8 +320,8 @@ def _stop_machines(settings: Settings, opts: UpOptions) -> None:
         print(f"fleet up: stopped {n} local machine(s)", flush=True)
     # A host without a Docker engine is the common case: its absence only matters (and is only
     # reported) when this stack makes docker machines.
-    docker_used = settings.default_provider == "docker" or bool(
-        settings.warm_pool_sizes.get("docker")
+    docker_used = settings.default_provider == "docker" or any(
+        n for name, n in settings.warm_pool_sizes.items() if name.partition("@")[0] == "docker"
     )
     if containers := asyncio.run(stop_docker_machines(settings, expected=docker_used)):
         print(f"fleet up: stopped {containers} docker machine(s)", flush=True)

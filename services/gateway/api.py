@@ -7,6 +7,7 @@ import structlog
 
 from contracts import (
     codemode as cm_,
+    gateway_environments as genv,
     gateway_files as gf,
     gateway_hosts as gh,
     gateway_limits as gl,
@@ -66,6 +67,7 @@ from services.gateway.access import Access, Caller, check_local_repo
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
+from services.gateway.environment_ops import EnvironmentOps
 from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
@@ -107,6 +109,7 @@ class GatewayApi:
         self.limits = CallLimits(self.settings)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
+        self.environments = EnvironmentOps(store, self.access)
         self.hosts = HostOps(store, self.settings, self._rebuild_instance)
         self.ops = MachineOps(
             store=store,
@@ -390,6 +393,8 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(ssh_.INSTANCES_SET_SSH_KEYS, ops.instances_set_ssh_keys)
     r.register(gl.INSTANCES_SET_LIMITS, api.machine_limits.instances_set_limits)
     r.register(gl.INSTANCES_GET_LIMITS, api.machine_limits.instances_get_limits)
+    r.register(genv.INSTANCES_SET_ENVIRONMENT, api.environments.instances_set_environment)
+    r.register(genv.INSTANCES_GET_ENVIRONMENT, api.environments.instances_get_environment)
     r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
     r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
     stop_routes(r, api.stops)
