@@ -61,6 +61,7 @@ export const METHODS = Object.freeze({
   MACHINES_LIST_DIR: "machines.listDir",
   MACHINES_STAT: "machines.stat",
   MACHINES_REMOVE_FILE: "machines.removeFile",
+  AUDIT_LIST: "audit.list",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
