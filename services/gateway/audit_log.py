@@ -286,10 +286,19 @@ def _recorded(name: str, handler: Handler[Any, Any, Caller], audit: AuditLog) ->
             audit.record(name, caller=c, instance_id=instance_id, machine_id=machine_id,
                          params=params, error=exc)  # fmt: skip
             raise
-        if machine_id is None and isinstance(getattr(result, "id", None), str):
-            machine_id = result.id if result.id.startswith("m-") else None
-        audit.record(name, caller=c, instance_id=instance_id, machine_id=machine_id,
-                     params=params, result=result)  # fmt: skip
+        found = _ids_in(result)
+        audit.record(name, caller=c, instance_id=instance_id or found.get("i"),
+                     machine_id=machine_id or found.get("m"), params=params,
+                     result=result)  # fmt: skip
         return result
 
     return call
+
+
+def _ids_in(result: object) -> dict[str, str]:
+    """The instance and machine a result names (a created instance's or machine's own id)."""
+    found: dict[str, str] = {}
+    for value in (getattr(result, "id", None), getattr(result, "instance_id", None)):
+        if isinstance(value, str) and value[:2] in ("i-", "m-"):
+            found.setdefault(value[0], value)
+    return found

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 
@@ -27,6 +28,15 @@ FILE_SECRET = "file-content-that-must-never-be-stored-91c2"
 NO_MACHINE = "m-00000000000000aa"
 
 
+#: Retention the operator set: applied to the stream.
+MAX_AGE_S, MAX_BYTES = 7 * 86400.0, 64 * 1024 * 1024
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, audit_max_age_s=MAX_AGE_S, audit_max_bytes=MAX_BYTES)
+
+
 async def entry(client: FleetClient, method: str, **filters: Any) -> a.AuditEntry:
     """The newest entry of ``method`` (waiting for it: entries are stored off the call path)."""
     found: list[a.AuditEntry] = []
@@ -40,11 +50,13 @@ async def entry(client: FleetClient, method: str, **filters: Any) -> a.AuditEntr
 
 
 async def raw_stream(settings: Settings) -> bytes:
-    """Every entry's bytes as stored, read straight from the stream."""
+    """Every entry's bytes as stored, read straight from the stream (whose retention is the
+    operator's)."""
     nc = await nats.connect(settings.nats_url)
     try:
         js = nc.jetstream()
         info = await js.stream_info(a.AUDIT_STREAM)
+        assert (info.config.max_age, info.config.max_bytes) == (MAX_AGE_S, MAX_BYTES)
         msgs = [await js.get_msg(a.AUDIT_STREAM, seq) for seq in
                 range(info.state.first_seq, info.state.last_seq + 1)]  # fmt: skip
         return b"\n".join(m.data or b"" for m in msgs)
