@@ -3,6 +3,7 @@ fast world; storing and reading entries on the real stream: tests/integration/te
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from contracts.errors import Forbidden, InvalidParams, NotFound, Unavailable
@@ -52,3 +53,20 @@ async def test_only_admins_may_list_and_limits_are_checked(world: World) -> None
         await world.rpc("audit.list", {"limit": 0})
     with pytest.raises(Unavailable):  # this world keeps no log
         await world.rpc("audit.list", {"limit": 5})
+
+
+async def test_a_full_buffer_drops_counted_and_logged(
+    world: World, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = AuditLog(msgspec.structs.replace(settings, audit_buffer=2), world.store)
+    for i in range(5):
+        log.record("env.set", actor="admin", params={"name": f"V{i}"})
+    assert [e.params["name"] for e in log.buffered()] == ["V0", "V1"]
+    assert log.dropped == 3
+    assert "audit.dropped" in capsys.readouterr().out
+
+
+async def test_nothing_is_recorded_when_auditing_is_off(world: World, settings: Settings) -> None:
+    log = AuditLog(msgspec.structs.replace(settings, audit_enabled=False), world.store)
+    log.record("env.set", actor="admin")
+    assert (log.buffered(), log.dropped) == ([], 0)
