@@ -200,13 +200,18 @@ class AuditLog:
             batch = [await self._queue.get()]
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            settled = [0]
             try:
-                await asyncio.gather(*(self._store_one(entry) for entry in batch))
+                await asyncio.gather(*(self._store_one(entry, settled) for entry in batch))
+            except asyncio.CancelledError:  # stopped mid-batch: what was not stored is lost
+                self._drop(len(batch) - settled[0], "the gateway stopped while storing them")
+                raise
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _store_one(self, entry: a.AuditEntry) -> None:
+    async def _store_one(self, entry: a.AuditEntry, settled: list[int]) -> None:
+        """Store one entry; ``settled`` counts the entries of its batch stored or dropped."""
         try:
             if entry.machine_id is not None and entry.instance_id is None:
                 entry.instance_id = await self._instance_of(entry.machine_id)
@@ -219,6 +224,7 @@ class AuditLog:
         except Exception as exc:  # task boundary: one entry's failure must not stop the writer
             log.exception("audit.store_failed", method=entry.method, error=repr(exc))
             self._drop(1, f"the stream did not store it: {exc!r}")
+        settled[0] += 1
 
     async def _instance_of(self, machine_id: str) -> str | None:
         """The machine's instance (a machine never changes instance: cached)."""

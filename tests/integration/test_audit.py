@@ -19,6 +19,8 @@ from contracts.errors import Forbidden, NotFound, PortUnreachable
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
 from services.common.settings import Settings
+from services.common.store import Store
+from services.gateway.audit_log import AuditLog
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_files import ready_machine
 from tests.waiters import wait_until
@@ -166,3 +168,14 @@ async def test_filters_limit_and_who_may_read(stack: FleetClient) -> None:
 
 async def _count(client: FleetClient, instance_id: str, n: int) -> bool:
     return len(await client.audit(instance_id=instance_id, method="env.set")) == n
+
+
+async def test_leaving_stores_what_was_recorded(settings: Settings, store: Store) -> None:
+    """Recorded in a burst, and the gateway stops at once: every entry is stored first."""
+    async with AuditLog(settings, store) as log:
+        for i in range(300):
+            log.record("env.set", actor="admin", machine_id=NO_MACHINE, params={"name": f"V{i}"})
+    assert (log.stored, log.dropped) == (300, 0)
+    async with AuditLog(settings, store) as reader:
+        got = await reader.entries(a.AuditListParams(machine_id=NO_MACHINE, limit=1000))
+    assert [e.params["name"] for e in got.entries] == [f"V{i}" for i in reversed(range(300))]
