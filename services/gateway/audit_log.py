@@ -42,11 +42,12 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Caller
 from services.gateway.audit_read import read_entries
+from services.gateway.audit_store import Message, StoredBatches
 
 log = structlog.get_logger(__name__)
 
 #: Entries stored at once (pipelined) by the writer.
-_BATCH = 64
+_BATCH = 256
 #: A drop is logged at most this often (the count is always kept).
 _DROP_LOG_S = 1.0
 #: Leaving the context waits this long for the buffer to drain.
@@ -104,6 +105,7 @@ class AuditLog:
         self._queue: asyncio.Queue[a.AuditEntry] = asyncio.Queue(max(1, settings.audit_buffer))
         self._nc: NATS | None = None
         self._task: asyncio.Task[None] | None = None
+        self._batches: StoredBatches | None = None
         self._instances: OrderedDict[str, str | None] = OrderedDict()
         #: Entries lost: the buffer was full, or the stream refused them after retries.
         self.dropped = 0
@@ -127,6 +129,8 @@ class AuditLog:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:  # exists with other limits: the settings win
             await js.update_stream(config)
+        self._batches = StoredBatches(self._nc)
+        await self._batches.start()
         self._task = asyncio.create_task(self._write(), name="audit-writer")
         return self
 
@@ -142,6 +146,8 @@ class AuditLog:
                 await task
         if left := self._queue.qsize():
             self._drop(left, "the gateway stopped before they were stored")
+        if self._batches is not None:
+            await self._batches.stop()
         nc, self._nc = self._nc, None
         if nc is not None:
             with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
@@ -200,31 +206,30 @@ class AuditLog:
             batch = [await self._queue.get()]
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            settled = [0]
             try:
-                await asyncio.gather(*(self._store_one(entry, settled) for entry in batch))
-            except asyncio.CancelledError:  # stopped mid-batch: what was not stored is lost
-                self._drop(len(batch) - settled[0], "the gateway stopped while storing them")
+                await self._store_batch(batch)
+            except asyncio.CancelledError:  # stopped mid-batch: none of it is known stored
+                self._drop(len(batch), "the gateway stopped while storing them")
                 raise
+            except Exception as exc:  # task boundary: the writer goes on with the next batch
+                log.exception("audit.store_failed", entries=len(batch), error=repr(exc))
+                self._drop(len(batch), f"storing them failed: {exc!r}")
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _store_one(self, entry: a.AuditEntry, settled: list[int]) -> None:
-        """Store one entry; ``settled`` counts the entries of its batch stored or dropped."""
-        try:
+    async def _store_batch(self, batch: list[a.AuditEntry]) -> None:
+        for entry in batch:
             if entry.machine_id is not None and entry.instance_id is None:
                 entry.instance_id = await self._instance_of(entry.machine_id)
-            subject = a.audit_subject(entry.instance_id, entry.machine_id)
-            await natsconn.publish_stored(self.nc, subject, a.encode_entry(entry),
-                                          msg_id=entry.id)  # fmt: skip
-            self.stored += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # task boundary: one entry's failure must not stop the writer
-            log.exception("audit.store_failed", method=entry.method, error=repr(exc))
-            self._drop(1, f"the stream did not store it: {exc!r}")
-        settled[0] += 1
+        messages = [Message(e.id, a.audit_subject(e.instance_id, e.machine_id),
+                            a.encode_entry(e)) for e in batch]  # fmt: skip
+        assert self._batches is not None
+        failed = await self._batches.store(messages)
+        self.stored += len(batch) - len(failed)
+        if failed:
+            reasons = sorted(set(failed.values()))
+            self._drop(len(failed), f"the stream did not store them: {'; '.join(reasons)}")
 
     async def _instance_of(self, machine_id: str) -> str | None:
         """The machine's instance (a machine never changes instance: cached)."""
