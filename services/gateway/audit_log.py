@@ -106,6 +106,7 @@ class AuditLog:
         self._nc: NATS | None = None
         self._task: asyncio.Task[None] | None = None
         self._batches: StoredBatches | None = None
+        self._resources = contextlib.AsyncExitStack()
         self._instances: OrderedDict[str, str | None] = OrderedDict()
         #: Entries lost: the buffer was full, or the stream refused them after retries.
         self.dropped = 0
@@ -121,16 +122,13 @@ class AuditLog:
         s = self.settings
         user = s.audit_nats_user or s.nats_user
         password = s.audit_nats_password if s.audit_nats_user else s.nats_password
-        self._nc = await natsconn.connect(s.nats_url, name="gateway-audit", user=user,
-                                          password=password)  # fmt: skip
-        js = self._nc.jetstream()
-        config = audit_stream_config(s)
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:  # exists with other limits: the settings win
-            await js.update_stream(config)
-        self._batches = StoredBatches(self._nc)
-        await self._batches.start()
+        async with contextlib.AsyncExitStack() as stack:
+            nc = await natsconn.connect(s.nats_url, name="gateway-audit", user=user,
+                                        password=password)  # fmt: skip
+            stack.push_async_callback(_close, nc)
+            await _ensure_stream(nc, s)
+            self._batches = await stack.enter_async_context(StoredBatches(nc))
+            self._nc, self._resources = nc, stack.pop_all()
         self._task = asyncio.create_task(self._write(), name="audit-writer")
         return self
 
@@ -146,12 +144,8 @@ class AuditLog:
                 await task
         if left := self._queue.qsize():
             self._drop(left, "the gateway stopped before they were stored")
-        if self._batches is not None:
-            await self._batches.stop()
-        nc, self._nc = self._nc, None
-        if nc is not None:
-            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-                await nc.drain()
+        self._nc = None
+        await self._resources.aclose()
 
     # --- recording --------------------------------------------------------------------------
     def record(
@@ -252,6 +246,20 @@ class AuditLog:
     def buffered(self) -> list[a.AuditEntry]:
         """The entries recorded and not stored yet, oldest first."""
         return list(self._queue._queue)  # type: ignore[attr-defined]
+
+
+async def _ensure_stream(nc: NATS, settings: Settings) -> None:
+    js = nc.jetstream()
+    config = audit_stream_config(settings)
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:  # exists with other limits: the settings win
+        await js.update_stream(config)
+
+
+async def _close(nc: NATS) -> None:
+    with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+        await nc.drain()
 
 
 def may_read(c: Caller) -> None:

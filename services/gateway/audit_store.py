@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -44,7 +45,8 @@ class Message:
 
 
 class StoredBatches:
-    """One subscription for the acks of every batch; ``store`` one batch at a time."""
+    """Async context manager: one subscription for the acks of every batch; ``store`` one
+    batch at a time."""
 
     def __init__(self, nc: NATS) -> None:
         self._nc = nc
@@ -54,13 +56,15 @@ class StoredBatches:
         self._refused: dict[str, str] = {}
         self._all_acked = asyncio.Event()
 
-    async def start(self) -> None:
+    async def __aenter__(self) -> StoredBatches:
         self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+        return self
 
-    async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+    async def __aexit__(self, *exc: object) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     async def _on_ack(self, msg: Msg) -> None:
         msg_id = msg.subject.rsplit(".", 1)[-1]
