@@ -47,7 +47,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics, fail_when_offline=True
     )
     # Entered before the HTTP servers, so it is left after them: its buffer drains last.
-    audit = await stack.enter_async_context(AuditLog(settings, store))
+    audit = await stack.enter_async_context(AuditLog(settings, store, metrics))
     repo = code_repo(settings.code_repo)
     sha = platform_sha(settings.git_sha, repo)
     api = GatewayApi(

@@ -31,6 +31,7 @@ import structlog
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from prometheus_client import Counter
 
 from contracts import audit as a
 from contracts.errors import FleetError, Forbidden, InternalError
@@ -38,6 +39,7 @@ from contracts.gateway_rpc import READ_ONLY_METHODS
 from contracts.jsonrpc import Handler, Router
 from core import natsconn
 from services.common.bus import DUPLICATE_WINDOW_S
+from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Caller
@@ -98,8 +100,13 @@ def audit_stream_config(settings: Settings) -> StreamConfig:
 class AuditLog:
     """Async context manager: the audit account's connection, the stream and the writer."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self._counted = Counter("fleet_audit_entries", "Audit entries by outcome: stored, or "
+                                "dropped (lost, and logged).", ["outcome"],
+                                registry=metrics.registry if metrics else None)  # fmt: skip
+        for outcome in ("stored", "dropped"):  # both series exist from the start, at 0
+            self._counted.labels(outcome)
         self.enabled = settings.audit_enabled
         self._store = store
         self._queue: asyncio.Queue[a.AuditEntry] = asyncio.Queue(max(1, settings.audit_buffer))
@@ -190,6 +197,7 @@ class AuditLog:
 
     def _drop(self, count: int, why: str) -> None:
         self.dropped += count
+        self._counted.labels("dropped").inc(count)
         now = time.monotonic()
         if now - self._dropped_logged_at >= _DROP_LOG_S or self._task is None:
             self._dropped_logged_at = now
@@ -221,6 +229,7 @@ class AuditLog:
         assert self._batches is not None
         failed = await self._batches.store(messages)
         self.stored += len(batch) - len(failed)
+        self._counted.labels("stored").inc(len(batch) - len(failed))
         if failed:
             reasons = sorted(set(failed.values()))
             self._drop(len(failed), f"the stream did not store them: {'; '.join(reasons)}")

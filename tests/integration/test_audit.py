@@ -23,6 +23,7 @@ from services.common.store import Store
 from services.gateway.audit_log import AuditLog
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_files import ready_machine
+from tests.integration.test_metrics import scrape, value
 from tests.waiters import wait_until
 
 ENV_SECRET = "env-value-that-must-never-be-stored-7f3a"
@@ -140,6 +141,11 @@ async def test_every_kind_is_recorded_redacted_and_read_back(
     failed_cli = await fleet_audit(settings, "--machine", NO_MACHINE, "--method",
                                    "machines.archive", "--actor", "admin")  # fmt: skip
     assert [(e["ok"], e["errorCode"]) for e in failed_cli] == [(False, NotFound.code)]
+
+    # Counted on the gateway's /metrics: every entry stored, none dropped.
+    _, _, samples = await scrape(f"http://127.0.0.1:{settings.port}/metrics")
+    assert value(samples, "fleet_audit_entries_total", outcome="stored") >= len(listed)
+    assert value(samples, "fleet_audit_entries_total", outcome="dropped") == 0
 
     # Secrets never reach the stream.
     raw = await raw_stream(settings)
