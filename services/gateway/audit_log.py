@@ -38,7 +38,7 @@ from contracts.errors import FleetError, Forbidden, InternalError
 from contracts.gateway_rpc import READ_ONLY_METHODS
 from contracts.jsonrpc import Handler, Router
 from core import natsconn
-from services.common.bus import DUPLICATE_WINDOW_S
+from services.common.bus import DUPLICATE_WINDOW_S, put_stream
 from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.common.store import Store
@@ -133,7 +133,7 @@ class AuditLog:
             nc = await natsconn.connect(s.nats_url, name="gateway-audit", user=user,
                                         password=password)  # fmt: skip
             stack.push_async_callback(_close, nc)
-            await _ensure_stream(nc, s)
+            await put_stream(nc.jetstream(), audit_stream_config(s))  # the settings win
             self._batches = await stack.enter_async_context(StoredBatches(nc))
             self._nc, self._resources = nc, stack.pop_all()
         self._task = asyncio.create_task(self._write(), name="audit-writer")
@@ -255,15 +255,6 @@ class AuditLog:
     def buffered(self) -> list[a.AuditEntry]:
         """The entries recorded and not stored yet, oldest first."""
         return list(self._queue._queue)  # type: ignore[attr-defined]
-
-
-async def _ensure_stream(nc: NATS, settings: Settings) -> None:
-    js = nc.jetstream()
-    config = audit_stream_config(settings)
-    try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError:  # exists with other limits: the settings win
-        await js.update_stream(config)
 
 
 async def _close(nc: NATS) -> None:
