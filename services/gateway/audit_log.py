@@ -39,6 +39,7 @@ from contracts.gateway_rpc import READ_ONLY_METHODS
 from contracts.jsonrpc import Handler, Router
 from core import natsconn
 from services.common.bus import DUPLICATE_WINDOW_S, put_stream
+from services.common.failover import TRANSIENT
 from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.common.store import Store
@@ -242,6 +243,9 @@ class AuditLog:
             instance_id: str | None = (await self._store.get_machine(machine_id)).instance_id
         except FleetError:  # no such machine (a refused call named it)
             instance_id = None
+        except TRANSIENT as exc:  # the store is failing over: stored without it, not cached
+            log.warning("audit.instance_unknown", machine_id=machine_id, error=repr(exc))
+            return None
         self._instances[machine_id] = instance_id
         if len(self._instances) > _MACHINE_CACHE:
             self._instances.popitem(last=False)

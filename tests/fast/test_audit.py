@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+import redis.exceptions
 
 from contracts.errors import Forbidden, InvalidParams, NotFound, Unavailable
 from contracts.gateway_rpc import GATEWAY_METHODS
@@ -70,3 +71,18 @@ async def test_nothing_is_recorded_when_auditing_is_off(world: World, settings: 
     log = AuditLog(msgspec.structs.replace(settings, audit_enabled=False), world.store)
     log.record("env.set", actor="admin")
     assert (log.buffered(), log.dropped) == ([], 0)
+
+
+async def test_a_store_failing_over_leaves_the_instance_unknown_not_cached(
+    world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine = await world.ready_machine()
+    log = AuditLog(settings, world.store)
+
+    async def failing_over(machine_id: str) -> None:
+        raise redis.exceptions.ConnectionError("primary gone")
+
+    with monkeypatch.context() as m:
+        m.setattr(world.store, "get_machine", failing_over)
+        assert await log._instance_of(machine.id) is None
+    assert await log._instance_of(machine.id) == machine.instance_id
