@@ -45,6 +45,7 @@ from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
+from fleet.client_audit import AuditClient
 from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
 from fleet.client_files import FilesClient
@@ -78,6 +79,7 @@ class FleetClient(
     TransferClient,
     StopClient,
     InstanceEnvironmentClient,
+    AuditClient,
 ):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")

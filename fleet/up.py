@@ -282,6 +282,9 @@ def service_env(
         return env | {"FLEET_NATS_USER": auth.CALLOUT_USER,
                       "FLEET_NATS_PASSWORD": auth.callout_password,
                       "FLEET_CALLOUT_ISSUER_SEED": seed}  # fmt: skip
+    if name == "gateway":  # the one process that writes and reads the audit log
+        env = env | {"FLEET_AUDIT_NATS_USER": auth.AUDIT_USER,
+                     "FLEET_AUDIT_NATS_PASSWORD": auth.audit_password}  # fmt: skip
     return env | {"FLEET_NATS_USER": auth.SERVICE_USER,
                   "FLEET_NATS_PASSWORD": auth.service_password,
                   "FLEET_CALLOUT_ISSUER_SEED": ""}  # fmt: skip

@@ -107,6 +107,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    # audit log (docs/audit.md)
+    #: Record every state-changing call in the audit stream (off: nothing is recorded).
+    audit_enabled: bool = True
+    #: How long audit entries are kept (seconds): the stream drops older ones.
+    audit_max_age_s: float = 365 * 24 * 3600.0
+    #: The audit stream's total size (bytes): past it, the oldest entries go first.
+    audit_max_bytes: int = 10 * 1024**3
+    #: Entries waiting to be stored, at most; past it a new one is dropped, counted and logged.
+    audit_buffer: int = 10000
+    #: The gateway's NATS user in the audit account (empty: ``nats_user`` and its password).
+    audit_nats_user: str = ""
+    #: Its password.
+    audit_nats_password: str = ""
     # consumers
     #: How long JetStream waits for an ack before it redelivers an event to another replica
     #: (or to the restarted one). Short, so that a killed stage's machines resume within

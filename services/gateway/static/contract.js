@@ -63,6 +63,7 @@ export const METHODS = Object.freeze({
   MACHINES_REMOVE_FILE: "machines.removeFile",
   INSTANCES_SET_ENVIRONMENT: "instances.setEnvironment",
   INSTANCES_GET_ENVIRONMENT: "instances.getEnvironment",
+  AUDIT_LIST: "audit.list",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
