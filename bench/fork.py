@@ -1,4 +1,4 @@
-"""Benchmark 21: forking machines (``local``), on each home filesystem (``btrfs``: copy-on-write
+"""Benchmark 22: forking machines (``local``), on each home filesystem (``btrfs``: copy-on-write
 homes on the image fleetd makes; ``plain``: a copy with the source frozen).
 
 - fork-to-ready p50 of a machine with a 1 GiB home at rest (written, then ``sync``), from
@@ -115,22 +115,22 @@ def _report(
 ) -> None:  # fmt: skip
     fork = percentile(forks, 50)
     name = f"fork-to-ready p50, 1 GiB home, {mode}"
-    report.add(Figure("21", name, fork, "s", percentile(creates, 50), "cold create"))
+    report.add(Figure("22", name, fork, "s", percentile(creates, 50), "cold create"))
     met = fork <= 1.0 and fork <= 0.2 * cp
-    report.add(Figure("21", name, fork, "s", cp, "cp -a of the home",
+    report.add(Figure("22", name, fork, "s", cp, "cp -a of the home",
                       target="<= 1 s and <= 0.2x", met=met))  # fmt: skip
-    report.add(Figure("21", f"source's longest pause during a fork, {mode}", inside, "s",
+    report.add(Figure("22", f"source's longest pause during a fork, {mode}", inside, "s",
                       outside, "longest gap outside forks", target="<= 100 ms",
                       met=inside <= 0.1))  # fmt: skip
     if disk is not None:
-        report.add(Figure("21", "disk used by 10 forks before they write", HOME_MIB + disk,
+        report.add(Figure("22", "disk used by 10 forks before they write", HOME_MIB + disk,
                           "MB", HOME_MIB, "one home", target="<= 1.1x",
                           met=HOME_MIB + disk <= 1.1 * HOME_MIB))  # fmt: skip
 
 
 async def run(report: Report, quick: bool) -> None:
     n = 2 if quick else 5
-    print(f"[21] fork: {n} forks of a machine with a 1 GiB home, btrfs and plain homes")
+    print(f"[22] fork: {n} forks of a machine with a 1 GiB home, btrfs and plain homes")
     with temp_dir() as root:
         for mode in ("btrfs", "plain"):
             await _side(report, root, mode, n)
