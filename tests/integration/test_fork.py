@@ -128,7 +128,8 @@ async def test_a_fork_is_the_source_at_one_instant_and_the_source_keeps_running(
     if not cow:  # its processes were frozen for the copy: the appender paused that long
         stamps = appended((src / "seq.txt").read_bytes().rpartition(b"\n")[0] + b"\n")
         gap = max(b - a for a, b in itertools.pairwise(stamps))
-        assert gap * 1000 >= 0.8 * copied.pause_ms, (gap, copied.pause_ms)
+        # (the pause counts from the freeze's request, the gap from the appender's last line)
+        assert gap * 1000 >= copied.pause_ms / 2, (gap, copied.pause_ms)
 
     # Writes do not cross.
     await stack.write_file(fork, "~/only-fork.txt", "fork\n")
