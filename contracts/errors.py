@@ -121,6 +121,14 @@ class RunningMachinesLimit(FleetError):
     http_status = 409
 
 
+class SnapshotLimit(FleetError):
+    """The instance holds as many snapshots as it may (``FLEET_MAX_SNAPSHOTS``): delete one
+    first; ``data.limit`` says how many."""
+
+    code = 1060
+    http_status = 409
+
+
 class PayloadTooLarge(FleetError):
     code = 1013
     http_status = 413
@@ -323,6 +331,7 @@ ERRORS: dict[int, type[FleetError]] = {
         IdempotencyKeyReused,
         MachineStopped,
         RunningMachinesLimit,
+        SnapshotLimit,
         PayloadTooLarge,
         RateLimited,
         StreamAborted,

@@ -30,14 +30,33 @@ class _Event(_BaseEvent, kw_only=True):
     machine_id: str
 
 
+class HomeCopy(msgspec.Struct, rename="camel", kw_only=True):
+    """How a machine's home was made from another's: a fork's, or a snapshot's."""
+
+    #: The machine (or snapshot) it was copied from.
+    source: str
+    #: ``cow``: a copy-on-write snapshot; ``copy``: a plain copy.
+    how: Literal["cow", "copy"]
+    #: How long the source was paused (its processes frozen) for the copy; 0 with ``cow``.
+    pause_ms: float
+    #: How long the copy took.
+    took_ms: float
+
+
 class MachineCreated(_Event, tag=EventKind.CREATED.value, kw_only=True):
     instance_id: str
     provider: str
+    #: A fork: the machine whose home this one starts with (as of one instant).
+    fork_of: str | None = None
+    #: Made from a snapshot (machines.create with fromSnapshot): its home is a copy of it.
+    from_snapshot: str | None = None
 
 
 class MachineProvisioned(_Event, tag=EventKind.PROVISIONED.value, kw_only=True):
     provider: str
     external_id: str
+    #: A fork's (or a snapshot's) home: how it was copied, and the source's pause.
+    home_copy: HomeCopy | None = None
 
 
 DaemonStatus = Literal["ready", "stopping"]

@@ -34,6 +34,7 @@ from contracts.errors import (
 )
 from contracts.gateway_environments import ENVIRONMENT_METHODS, INSTANCES_GET_ENVIRONMENT
 from contracts.gateway_files import FILE_METHODS, MACHINES_LIST_DIR, MACHINES_STAT
+from contracts.gateway_fork import FORK_METHODS
 from contracts.gateway_hosts import HOST_METHODS, HOSTS_LIST
 from contracts.gateway_limits import INSTANCES_GET_LIMITS, LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS, MACHINES_DAEMON_LOG
@@ -260,6 +261,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *LIMITS_METHODS,
     *HOST_METHODS,
     *STOP_METHODS,
+    *FORK_METHODS,
     *CODEMODE_METHODS,
     *SESSION_METHODS,
     *FILE_METHODS,

@@ -15,7 +15,7 @@ from contracts.daemon_rpc import (
     SelfUpdateResult,
     WriteFileParams,
 )
-from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
+from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE, SNAPSHOT_ID_RE
 from contracts.jsonrpc import Params, Result
 from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
@@ -25,6 +25,9 @@ InstanceId = Annotated[
 ]
 MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
+]
+SnapshotId = Annotated[
+    str, msgspec.Meta(pattern=SNAPSHOT_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
 ]
 EnvName = Annotated[str, msgspec.Meta(pattern=validation.ENV_NAME_PATTERN, max_length=256)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -150,6 +153,8 @@ class CreateMachineParams(Params, kw_only=True):
     #: the first call created, without creating another; the same key with other params is
     #: ``IdempotencyKeyReused``. Scoped to the calling token, kept ``FLEET_IDEMPOTENCY_TTL_S``.
     idempotency_key: IdempotencyKey | None = None
+    #: A snapshot of this instance (machines.snapshot): the machine starts with its home.
+    from_snapshot: SnapshotId | None = None
 
 
 class RebuildMachineParams(Params, kw_only=True):

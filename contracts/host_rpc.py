@@ -9,7 +9,8 @@ user may not (services/auth_callout)."""
 from __future__ import annotations
 
 from contracts.errors import NotFound, NotSupported, ProviderError
-from contracts.gateway_types import MachineId
+from contracts.events import HomeCopy
+from contracts.gateway_types import MachineId, SnapshotId
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 
 
@@ -46,4 +47,33 @@ INSTALL_CODE = MethodSpec(
     "Install the platform's code at target_ref for the machine's daemon.",
     errors=(NotFound, NotSupported, ProviderError),
 )
-HOST_METHODS: tuple[AnySpec, ...] = (RESTART_DAEMON, INSTALL_CODE)
+
+
+class SnapshotParams(HostMachineParams, kw_only=True):
+    #: The snapshot (of the machine's home, on its host).
+    snapshot_id: SnapshotId
+
+
+class SnapshotTaken(Result, kw_only=True):
+    copied: HomeCopy
+
+
+class SnapshotDropped(Result, kw_only=True):
+    dropped: bool
+
+
+TAKE_SNAPSHOT = MethodSpec(
+    "host.takeSnapshot",
+    SnapshotParams,
+    SnapshotTaken,
+    "A read-only copy of the machine's home, as of one instant.",
+    errors=(NotFound, NotSupported, ProviderError),
+)
+DROP_SNAPSHOT = MethodSpec(
+    "host.dropSnapshot",
+    SnapshotParams,
+    SnapshotDropped,
+    "Remove a snapshot taken of the machine (machines made from it keep their homes).",
+    errors=(NotFound, NotSupported, ProviderError),
+)
+HOST_METHODS: tuple[AnySpec, ...] = (RESTART_DAEMON, INSTALL_CODE, TAKE_SNAPSHOT, DROP_SNAPSHOT)

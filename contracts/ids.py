@@ -8,6 +8,7 @@ import uuid
 
 MACHINE_ID_RE = re.compile(r"^m-[0-9a-f]{16}$")
 INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{16}$")
+SNAPSHOT_ID_RE = re.compile(r"^s-[0-9a-f]{16}$")
 #: Exact length, so a pattern's `$` cannot let a trailing newline through.
 ID_LENGTH = 18
 
@@ -21,6 +22,10 @@ def new_machine_id() -> str:
 
 def new_instance_id() -> str:
     return "i-" + secrets.token_hex(8)
+
+
+def new_snapshot_id() -> str:
+    return "s-" + secrets.token_hex(8)
 
 
 def new_token_id() -> str:

@@ -13,7 +13,7 @@ from contracts.ids import MACHINE_ID_RE
 from contracts.models import Machine
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
-from fleet import cli_live, cli_ports, cli_sessions, cli_stop
+from fleet import cli_fork, cli_live, cli_ports, cli_sessions, cli_stop
 from fleet.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -103,6 +103,7 @@ def _machines(g: SubAction) -> None:
     cli_sessions.register(g)
     cli_ports.register(g)
     cli_stop.machine_commands(g)
+    cli_fork.machine_commands(g)
 
 
 async def _machines_create(c: FleetClient, a: Args) -> int:

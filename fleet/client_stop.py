@@ -1,9 +1,10 @@
 """``FleetClient``'s methods for stopping and starting machines (a mixin: ``client.py`` is full):
-``machines.stop``, ``machines.start``, ``instances.setAutoStop``, ``instances.getAutoStop``."""
+``machines.stop``, ``machines.start``, ``instances.setAutoStop``, ``instances.getAutoStop``, and
+forks and snapshots: ``machines.fork``, ``machines.snapshot``, ``snapshots.*``."""
 
 from __future__ import annotations
 
-from contracts import gateway_stop as gs, gateway_types as gt
+from contracts import gateway_fork as gfk, gateway_rpc as g, gateway_stop as gs, gateway_types as gt
 from contracts.jsonrpc import new_params
 from contracts.models import Machine
 from fleet.client_retry import Calls
@@ -29,3 +30,30 @@ class StopClient:
     async def get_autostop(self: Calls, instance_id: str) -> gs.AutoStop:
         params = new_params(gt.InstanceRef, instance_id=instance_id)
         return await self.call(gs.INSTANCES_GET_AUTOSTOP, params)
+
+    async def fork_machine(self: Calls, machine_id: str, count: int = 1) -> list[Machine]:
+        """``count`` new machines with the machine's home as of one instant (it keeps
+        running); wait for each one's ``ready`` with ``wait_for``."""
+        params = new_params(gfk.ForkMachineParams, machine_id=machine_id, count=count)
+        return (await self.call(gfk.MACHINES_FORK, params)).machines
+
+    async def snapshot_machine(self: Calls, machine_id: str, name: str) -> gfk.Snapshot:
+        """A named, read-only state of the machine's home, kept until deleted."""
+        params = new_params(gfk.SnapshotParams, machine_id=machine_id, name=name)
+        return await self.call(gfk.MACHINES_SNAPSHOT, params)
+
+    async def create_from_snapshot(self: Calls, instance_id: str, snapshot_id: str) -> Machine:
+        """One more machine of the instance, with a copy of the snapshot's home (sent once:
+        no idempotency key, so a lost answer is not retried)."""
+        params = new_params(g.CreateMachineParams, instance_id=instance_id,
+                            from_snapshot=snapshot_id)  # fmt: skip
+        return await self.call(g.MACHINES_CREATE, params)
+
+    async def list_snapshots(self: Calls, instance_id: str) -> list[gfk.Snapshot]:
+        params = new_params(gt.InstanceRef, instance_id=instance_id)
+        return (await self.call(gfk.SNAPSHOTS_LIST, params)).snapshots
+
+    async def delete_snapshot(self: Calls, snapshot_id: str) -> bool:
+        """Delete the snapshot; machines made from it keep their homes."""
+        params = new_params(gfk.SnapshotRef, snapshot_id=snapshot_id)
+        return (await self.call(gfk.SNAPSHOTS_DELETE, params)).deleted

@@ -163,6 +163,8 @@ def describe(event: Event) -> str:
     detail = ""
     if isinstance(event, MachineProvisioned):
         detail = f"{event.provider} {event.external_id}"
+        if (c := event.home_copy) is not None:
+            detail += f", home {c.how} of {c.source} in {c.took_ms:g} ms (paused {c.pause_ms:g} ms)"
     elif isinstance(event, DaemonStatusReported):
         detail = f"{event.status}, daemon {event.version}"
     elif isinstance(event, SetupPushed):

@@ -35,6 +35,7 @@ from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan
 from fleet.up_servers import ServerSupervisor
 from fleet.up_services import ServiceProcess, stop_services
+from providers import homes_fs
 from providers.cgroup import unavailable as cgroup_unavailable
 from providers.local import stop_all_local
 from providers.netns import probe as network_probe
@@ -331,6 +332,8 @@ def _stop_machines(settings: Settings, opts: UpOptions) -> None:
     hosts = sum(stop_all_swarm(d) for d in data_dirs)
     if hosts:
         print(f"fleet up: stopped {hosts} swarm host(s)", flush=True)
+    for d in data_dirs:  # the homes' image, if fleetd mounted one (providers/homes_fs.py)
+        homes_fs.unmount(d)
 
 
 def _banner(

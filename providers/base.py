@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from contracts.events import HomeCopy
 
 
 class CodeInstaller(Protocol):
@@ -32,3 +34,22 @@ class Provider(Protocol):
     async def stop(self, machine_id: str) -> bool:
         """End every process of the machine (its container too) and keep its home, for a
         later ``start`` of the same machine (idempotent); True if something was running."""
+
+
+@runtime_checkable
+class HomeCloner(Protocol):
+    """A provider whose machines can be forked (providers/homes_fs.py)."""
+
+    async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
+        """``machine_id``'s home, ``source_id``'s as of one instant; how it was copied."""
+
+
+@runtime_checkable
+class SnapshotTaker(Protocol):
+    """A provider that keeps read-only snapshots of its machines' homes."""
+
+    async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
+        """A read-only copy of the machine's home as of one instant; how it was copied."""
+
+    async def drop_snapshot(self, snapshot_id: str) -> bool:
+        """Remove the snapshot (machines made from it keep their homes); False if none."""

@@ -24,9 +24,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiodocker
+import msgspec
 import structlog
 
 from contracts.errors import ProviderError
+from contracts.events import HomeCopy
+from contracts.ids import SNAPSHOT_ID_RE
 from core import procinfo
 from core.codestore import CODE_MOUNT, STORE_VAR
 from core.lockfile import holder_pid
@@ -35,6 +38,7 @@ from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
+from providers.homes_fs import clone_home, make_home, remove_home
 from providers.image_rootfs import ImageRoots
 from providers.limits import Limits, PlacementOf
 from providers.local_image import (
@@ -105,9 +109,12 @@ class LocalProvider:
         default_limits: Limits | None = None,
         own_network: bool = True,
         forwarded: tuple[int, ...] = (),
+        cow: bool = False,
         engine: Callable[[], aiodocker.Docker] | None = None,
     ) -> None:
         self._data_dir = data_dir.resolve()
+        #: Homes are btrfs subvolumes: a fork is a snapshot (providers/homes_fs.py).
+        self.cow = cow
         #: The Docker engine environments' images are unpacked from (None: none).
         self._engine = engine
         self._image_roots = ImageRoots(self._data_dir)
@@ -172,7 +179,7 @@ class LocalProvider:
             log.warning("provider.local_cut_off", machine_id=machine_id, pid=pid)
             await asyncio.to_thread(self._end_cut_off, machine_id, pid)
         home = self.home(machine_id)
-        home.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(make_home, home, self.cow)
         code_store(self.machine_dir(machine_id)).mkdir(mode=0o755, exist_ok=True)
         uid = await asyncio.to_thread(self._own_uid, machine_id)
         env = self.machine_env(
@@ -216,6 +223,58 @@ class LocalProvider:
                 await asyncio.to_thread(os.waitpid, pid, 0)
             (self.machine_dir(machine_id) / "daemon.pid").unlink(missing_ok=True)
             raise ProviderError(f"{machine_id}'s token pipe was lost at its start") from None
+
+    def snapshot_dir(self, snapshot_id: str) -> Path:
+        """A snapshot of a home: on the homes' filesystem, the platform's alone."""
+        return self._data_dir / "snapshots" / snapshot_id
+
+    async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
+        target = self.snapshot_dir(snapshot_id)
+        await asyncio.to_thread(target.parent.mkdir, mode=0o700, exist_ok=True)
+        return await self._copy_home(machine_id, target, readonly=True)
+
+    async def drop_snapshot(self, snapshot_id: str) -> bool:
+        target = self.snapshot_dir(snapshot_id)
+        if not target.exists():
+            return False
+        await asyncio.to_thread(remove_home, target)
+        return True
+
+    async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
+        """``machine_id``'s home, ``source_id``'s as of one instant (a machine, running or
+        stopped, or a snapshot); kept if already made (a redelivered create), as is how it was
+        made."""
+        record = self.machine_dir(machine_id) / HOME_COPY_FILE
+        if record.is_file():
+            return msgspec.json.decode(record.read_bytes(), type=HomeCopy)
+        target = self.home(machine_id)
+        if target.exists():  # a copy cut short: made again
+            await asyncio.to_thread(remove_home, target)
+        if SNAPSHOT_ID_RE.match(source_id):  # no process can change a snapshot: no freeze
+            source = self.snapshot_dir(source_id)
+            if not source.is_dir():
+                raise ProviderError(f"snapshot {source_id} is not on this host")
+            copied = await asyncio.to_thread(
+                clone_home, source, target, label=source_id, uid=None, cgroups=[]
+            )
+        else:
+            copied = await self._copy_home(source_id, target)
+        record.write_bytes(msgspec.json.encode(copied))
+        log.info("provider.local_home_cloned", machine_id=machine_id, source=source_id,
+                 how=copied.how, pause_ms=copied.pause_ms, took_ms=copied.took_ms)  # fmt: skip
+        return copied
+
+    async def _copy_home(self, source_id: str, target: Path, readonly: bool = False) -> HomeCopy:
+        """``target``, a copy of machine ``source_id``'s home as of one instant."""
+        source_dir = self.machine_dir(source_id)
+        uid = (
+            None if self._uids is None else allocate_uid(source_dir / "uid", self._root, self._uids)
+        )
+        cgroups = [MachineCgroup(o) for o in owners(source_dir, source_id)]
+        return await asyncio.to_thread(
+            clone_home, self.home(source_id), target, label=source_id, uid=uid, cgroups=cgroups,
+            readonly=readonly,
+        )  # fmt: skip
 
     def machine_env(self, home: Path, **fleet: str) -> dict[str, str]:
         """A machine root's environment: what it inherits, its home, NATS, and ``fleet``."""
@@ -628,6 +687,9 @@ def _stop_root(
     record_exit(machine_dir, pid, endedBy=how, tookS=took_s)
     log.info("provider.local_stopped", machine_id=machine_id, pid=pid, sigkilled=killed)
 
+
+#: In a machine's directory when its home was copied from another's: how (``HomeCopy``).
+HOME_COPY_FILE = "home-copy.json"
 
 NO_DAEMON = "SIGKILL-no-daemon"
 CUT_OFF = "SIGKILL-cut-off"

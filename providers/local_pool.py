@@ -35,6 +35,7 @@ import structlog
 from contracts.errors import ProviderError
 from core import procinfo
 from core.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
+from providers.homes_fs import make_home
 from providers.local import POOL_SLOT_FILE, LocalProvider, code_store, write_pid
 from providers.netns import stop_pasta
 from providers.nodump import TOKEN_FD
@@ -211,7 +212,7 @@ class LocalPoolBackend:
         slot = f"p{secrets.token_hex(8)}"
         root = self.owned / slot
         home = root / "home"
-        home.mkdir(parents=True)
+        await asyncio.to_thread(make_home, home, self.provider.cow)
         env = self.provider.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_FD_VAR: str(TOKEN_FD)})
         argv = await self.provider.pooled_argv(slot, home)
         ours, theirs = socket.socketpair()

@@ -23,6 +23,7 @@ import pytest
 from contracts.ids import new_machine_id
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer, ValkeyServer, free_port
+from providers import homes_fs
 from providers.local import daemon_argv, stop_all_local
 from providers.swarm import stop_all_swarm
 from services.common.bus import Bus
@@ -247,6 +248,7 @@ async def stack(stack_settings: Settings) -> AsyncIterator[FleetClient]:
     from services.setup_pusher.__main__ import build as setup_pusher
 
     async with AsyncExitStack() as es:
+        es.callback(homes_fs.unmount, settings.data_path)  # last: its machines stopped
         es.callback(stop_all_local, settings.data_path)
         es.callback(stop_all_swarm, settings.data_path)
         for build in (provisioner, setup_pusher, prober, gateway):

@@ -14,7 +14,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
-from contracts import gateway_files as gf, gateway_rpc as g
+from contracts import gateway_files as gf, gateway_fork as gfk, gateway_rpc as g
 from contracts.codemode import CODEMODE_METHODS
 from contracts.errors import CodemodeUnavailable, InvalidParams, MethodNotFound
 from contracts.jsonrpc import AnySpec, decode_response, encode_request
@@ -35,6 +35,7 @@ MACHINE_TOOLS: dict[str, AnySpec] = {
     "process_list": g.MACHINES_PROCESS_LIST,
     "process_kill": g.MACHINES_PROCESS_KILL,
     "process_logs": g.MACHINES_PROCESS_LOGS,
+    "fork": gfk.MACHINES_FORK,
 }
 _SNAKE = re.compile(r"_([a-z0-9])")
 

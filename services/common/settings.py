@@ -103,6 +103,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     gateway_publish_wait_s: float = 8.0
     #: How long a machines.create idempotencyKey is remembered (a retry after it makes anew).
     idempotency_ttl_s: float = 24 * 3600.0
+    #: How many snapshots (machines.snapshot) one instance may hold; kept until deleted.
+    max_snapshots: int = 20
     #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).
     #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
     metrics_port: int = 0
@@ -206,6 +208,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: ``first-last``: each sandboxed local machine runs as a uid of its own from this range
     #: (providers/machine_uid.py); empty: as the platform's user, without capabilities.
     sandbox_uids: str = "200000-265535"
+    #: Local homes' filesystem (providers/homes_fs.py): ``btrfs``, copy-on-write homes on the
+    #: data dir's btrfs or on an image fleetd makes and mounts; ``auto``, so where the data dir
+    #: is btrfs or that image was made; ``plain``, directories (a fork is a plain copy).
+    homes_fs: Literal["auto", "btrfs", "plain"] = "auto"
+    #: The size of that image (sparse: disk is used as homes grow), GiB.
+    homes_image_gb: int = 64
     #: The provider of machines.create without one (fleet up --provider local|docker).
     default_provider: Literal["local", "docker"] = "local"
     #: Every machine's limits, both providers (docker: the container's; local: its cgroup).

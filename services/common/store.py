@@ -239,14 +239,19 @@ class Store:
         return cast(set[str], await self.redis.smembers(k_cloned(machine_id)))
 
     # --- machines ---------------------------------------------------------------------------
-    async def create_machine(self, instance_id: str, provider: str) -> Machine:
+    async def create_machine(
+        self, instance_id: str, provider: str, *, current: bool = True
+    ) -> Machine:
+        """A new machine record; the instance's current machine unless ``current`` is False
+        (a fork: one more machine of the instance)."""
         m = _new_machine(instance_id, provider)
         now = m.created_at
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(k_machine(m.id), mapping=_to_hash(m))
             pipe.zadd(K_MACHINES, {m.id: now.timestamp()})
             pipe.zadd(k_instance_machines(instance_id), {m.id: now.timestamp()})
-            pipe.hset(k_instance(instance_id), F_CURRENT_MACHINE, m.id)
+            if current:
+                pipe.hset(k_instance(instance_id), F_CURRENT_MACHINE, m.id)
             await pipe.execute()
         return m
 

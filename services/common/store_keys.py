@@ -183,3 +183,14 @@ def k_codemode_instance_runs(instance_id: str) -> str:
 def k_codemode_bridges(instance_id: str) -> str:
     """Hash: bridge name -> its JSON, the authorization sealed by the secret key."""
     return f"{P}codemode:bridges:{instance_id}"
+
+
+# --- snapshots ------------------------------------------------------------------------------
+def k_snapshot(snapshot_id: str) -> str:
+    """A snapshot's record (JSON; no expiry: kept until deleted)."""
+    return f"{P}snapshot:{snapshot_id}"
+
+
+def k_instance_snapshots(instance_id: str) -> str:
+    """Set: the instance's snapshot ids."""
+    return f"{P}instance:{instance_id}:snapshots"

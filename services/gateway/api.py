@@ -9,6 +9,7 @@ from contracts import (
     codemode as cm_,
     gateway_environments as genv,
     gateway_files as gf,
+    gateway_fork as gfk,
     gateway_hosts as gh,
     gateway_limits as gl,
     gateway_live as live,
@@ -21,8 +22,8 @@ from contracts import (
 )
 from contracts.audit import AUDIT_LIST, AuditEntries, AuditListParams
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
-from contracts.errors import Conflict, Forbidden, Unavailable
-from contracts.events import EnvChanged, MachineArchived, MachineCreated, ReposChanged
+from contracts.errors import Conflict, Forbidden, InvalidParams, Unavailable
+from contracts.events import EnvChanged, MachineArchived, ReposChanged
 from contracts.gateway_rpc import (
     AddRepoParams,
     CreatedToken,
@@ -71,6 +72,7 @@ from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
 from services.gateway.environment_ops import EnvironmentOps
 from services.gateway.exec_stream import ExecStreamOps
+from services.gateway.fork_ops import ForkOps, new_machine
 from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
 from services.gateway.limits import CallLimits
@@ -126,6 +128,8 @@ class GatewayApi:
             keys=keys,
         )
         self.stops = StopOps(store=store, bus=bus, access=self.access)
+        self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
+                             max_snapshots=self.settings.max_snapshots)  # fmt: skip
         self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
         self.byte_streams = ByteStreamOpener(
@@ -227,6 +231,8 @@ class GatewayApi:
         if p.provider == "swarm" and not c.admin:  # a load-test provider: not isolated
             raise Forbidden("the swarm provider is for load tests: admin tokens only")
         provider = p.provider or self.settings.default_provider
+        if p.from_snapshot is not None:
+            return await self._from_snapshot(p, c, provider)
         once = create_once.once_of(
             g.MACHINES_CREATE.name, p.idempotency_key, c, self.settings, p.instance_id, provider
         )
@@ -249,21 +255,19 @@ class GatewayApi:
             return await create_once.make(self.store, self.bus, inst.id, provider, once)
         return await self._create_machine(inst.id, provider)
 
-    async def _create_machine(self, instance_id: str, provider: str) -> Machine:
-        machine = await self.store.create_machine(instance_id, provider)
-        event = MachineCreated(
-            event_id=new_event_id(),
-            machine_id=machine.id,
-            instance_id=instance_id,
-            provider=provider,
+    async def _from_snapshot(self, p: CreateMachineParams, c: Caller, provider: str) -> Machine:
+        """One more machine of the instance, with a copy of the snapshot's home (as forks are:
+        the instance's current machine stays)."""
+        if p.idempotency_key is not None:
+            raise InvalidParams("fromSnapshot takes no idempotencyKey", field="$.fromSnapshot")
+        snapshot = await self.forks.snapshot_of(c, p.from_snapshot or "", p.instance_id)
+        await check_running_limit(self.store, p.instance_id, None)
+        return await new_machine(
+            self.store, self.bus, p.instance_id, provider, from_snapshot=snapshot.id
         )
-        try:
-            await self.bus.publish(event)
-        except Exception as exc:  # the record exists; say why it will not move
-            await self.store.transition(machine.id, S.FAILED, f"could not publish event: {exc}")
-            raise
-        log.info("machine.created", machine_id=machine.id, instance_id=instance_id)
-        return machine
+
+    async def _create_machine(self, instance_id: str, provider: str) -> Machine:
+        return await new_machine(self.store, self.bus, instance_id, provider)
 
     async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
         return await self.access.machine(c, p.machine_id)
@@ -413,6 +417,10 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
     r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
     stop_routes(r, api.stops)
+    r.register(gfk.MACHINES_FORK, wrap(lim.create, "machine creations", api.forks.machines_fork))
+    r.register(gfk.MACHINES_SNAPSHOT, api.forks.machines_snapshot)
+    r.register(gfk.SNAPSHOTS_LIST, api.forks.snapshots_list)
+    r.register(gfk.SNAPSHOTS_DELETE, api.forks.snapshots_delete)
     codemode_routes(r, api.codemode)
     r.register(gs.SESSIONS_OPEN, api.sessions.sessions_open)
     r.register(gs.SESSIONS_LIST, api.sessions.sessions_list)

@@ -12,6 +12,7 @@ from nats.aio.client import Client as NATS
 
 from contracts import host_rpc as h, subjects
 from contracts.errors import HostUnavailable
+from contracts.events import HomeCopy
 from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
 from contracts.models import Machine
 
@@ -19,6 +20,12 @@ from contracts.models import Machine
 class HostControl(Protocol):
     async def restart(self, machine: Machine) -> bool:
         """Restart the machine's daemon in place; False: not running on its host."""
+
+    async def take_snapshot(self, machine: Machine, snapshot_id: str) -> HomeCopy:
+        """A read-only copy of the machine's home, on its host; how it was copied."""
+
+    async def drop_snapshot(self, machine: Machine, snapshot_id: str) -> bool:
+        """Remove a snapshot taken of the machine; False if there was none."""
 
     async def install_code(self, machine: Machine, target_ref: str) -> str:
         """Install code at ``target_ref`` for the machine's daemon; what was done."""
@@ -46,6 +53,14 @@ class HostClient:
         params = h.InstallCodeParams(machine_id=machine.id, target_ref=target_ref)
         result = await self._call(machine, h.INSTALL_CODE, params, self._install_timeout_s)
         return result.message
+
+    async def take_snapshot(self, machine: Machine, snapshot_id: str) -> HomeCopy:
+        params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)
+        return (await self._call(machine, h.TAKE_SNAPSHOT, params, self._install_timeout_s)).copied
+
+    async def drop_snapshot(self, machine: Machine, snapshot_id: str) -> bool:
+        params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)
+        return (await self._call(machine, h.DROP_SNAPSHOT, params, self._timeout_s)).dropped
 
     async def _call(
         self, machine: Machine, spec: MethodSpec[P, R], params: P, timeout_s: float

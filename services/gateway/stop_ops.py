@@ -20,16 +20,19 @@ from services.gateway.access import Access, Caller
 log = structlog.get_logger(__name__)
 
 
-async def check_running_limit(store: Store, instance_id: str, starting: str | None) -> None:
-    """Refuse a start (of ``starting``) or a create (None) that would pass the instance's
-    ``maxRunningMachines``. Stopped, failed and archived machines do not count."""
+async def check_running_limit(
+    store: Store, instance_id: str, starting: str | None, adding: int = 1
+) -> None:
+    """Refuse a start (of ``starting``) or a create (None) of ``adding`` machines that would
+    pass the instance's ``maxRunningMachines``. Stopped, failed and archived machines do not
+    count."""
     limit = (await instance_limits(store, instance_id)).max_running_machines
     if limit is None:
         return
     machines = await store.list_machines(instance_id)
     not_running = TERMINAL | STOPPED_OR_STOPPING
     running = [m for m in machines if m.status not in not_running and m.id != starting]
-    if len(running) >= limit:
+    if len(running) + adding > limit:
         raise RunningMachinesLimit(
             f"instance {instance_id} may run {limit} machine(s) at once and runs "
             f"{len(running)}: stop one first, or ask the admin to raise maxRunningMachines",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from contextlib import AsyncExitStack
 
 import structlog
 
 from contracts.errors import FleetError
+from providers import homes_fs
 from providers.code import code_repo
 from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
@@ -47,7 +49,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
                          image=machine.environment_image)  # fmt: skip
 
     repo = code_repo(settings.code_repo)
+    cow = await asyncio.to_thread(
+        homes_fs.prepare, settings.data_path, settings.homes_fs, settings.homes_image_gb
+    )
     local = LocalProvider(
+        cow=cow,
         data_dir=settings.data_path,
         code_repo=repo,
         nats_url=settings.nats_url,

@@ -17,7 +17,7 @@ from contracts import host_rpc as h, subjects
 from contracts.errors import NotFound, NotSupported
 from contracts.jsonrpc import Dispatcher, Router
 from contracts.models import Machine
-from providers.base import MachineControl
+from providers.base import MachineControl, SnapshotTaker
 from services.common.store import Store
 
 log = structlog.get_logger(__name__)
@@ -55,8 +55,27 @@ class HostMethods:
         log.info("host.code_installed", machine_id=machine.id, target_ref=p.target_ref)
         return h.InstallCodeResult(message=message)
 
+    async def take_snapshot(self, p: h.SnapshotParams, _: None) -> h.SnapshotTaken:
+        machine, provider = await self._own(p.machine_id)
+        if not isinstance(provider, SnapshotTaker):
+            raise NotSupported(f"the {machine.provider} provider keeps no snapshots")
+        copied = await provider.take_snapshot(machine.id, p.snapshot_id)
+        log.info("host.snapshot_taken", machine_id=machine.id, snapshot_id=p.snapshot_id,
+                 how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
+        return h.SnapshotTaken(copied=copied)
+
+    async def drop_snapshot(self, p: h.SnapshotParams, _: None) -> h.SnapshotDropped:
+        machine, provider = await self._own(p.machine_id)
+        if not isinstance(provider, SnapshotTaker):
+            raise NotSupported(f"the {machine.provider} provider keeps no snapshots")
+        dropped = await provider.drop_snapshot(p.snapshot_id)
+        log.info("host.snapshot_dropped", snapshot_id=p.snapshot_id, dropped=dropped)
+        return h.SnapshotDropped(dropped=dropped)
+
     def dispatcher(self) -> Dispatcher[None]:
         router: Router[None] = Router()
+        router.register(h.TAKE_SNAPSHOT, self.take_snapshot)
+        router.register(h.DROP_SNAPSHOT, self.drop_snapshot)
         router.register(h.RESTART_DAEMON, self.restart_daemon)
         router.register(h.INSTALL_CODE, self.install_code)
         return Dispatcher(h.HOST_METHODS, router)

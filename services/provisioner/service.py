@@ -13,6 +13,7 @@ from contracts.consumers import Durable
 from contracts.errors import FleetError, NotFound, NotSupported, ProviderError
 from contracts.events import (
     Event,
+    HomeCopy,
     MachineArchived,
     MachineCreated,
     MachineFilesRemoved,
@@ -20,7 +21,7 @@ from contracts.events import (
 )
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
-from providers.base import Provider
+from providers.base import HomeCloner, Provider
 from providers.warm_pool import PoolMachine, WarmPool
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
@@ -31,6 +32,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_environments import instance_environment, set_machine_environment
 from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
+from services.common.store_snapshots import get_snapshot
 from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
 from services.provisioner.environment import (
@@ -85,6 +87,7 @@ class Provisioner(StopStartHandlers):
 
     @subscriber(MachineCreated, durable=Durable.PROVISIONER, room=room)
     async def on_created(self, event: MachineCreated) -> None:
+        await self._home_is_here(event)
         provider = self.providers.get(event.provider)
         # One round trip: read, compare-and-set to provisioning, and claim the token we mint
         # unless one is stored (racing replicas agree on the first; a redelivery reuses it).
@@ -147,7 +150,11 @@ class Provisioner(StopStartHandlers):
         await self.store.hosts.took(self.host_id, mid)
         released = False
         try:
-            external_id, pooled = await self._obtain(pool, provider, mid, token)
+            copied = await self._fork_home(event, provider)
+            if copied is None:
+                external_id, pooled = await self._obtain(pool, provider, mid, token)
+            else:  # its own home, made: started in it
+                external_id, pooled = await provider.start(mid, token), None
             # The booting transition and the lock's release in one step.
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",
@@ -158,9 +165,34 @@ class Provisioner(StopStartHandlers):
             if not released:  # the start (or the step) failed: free it for the retry
                 await self.store.unlock(*lock)
         if step.transition.accepted:  # moved now, or a repeat: announcing again is deduplicated
-            await self._announce(event, external_id)
+            await self._announce(event, external_id, copied)
         if pooled is not None:  # only now: its ready report must come after provisioned
             await self._hand_over(pooled, provider, mid, token)
+
+    async def _home_is_here(self, event: MachineCreated) -> None:
+        """A fork, or a machine from a snapshot, is made on the host of the home it copies:
+        another host's provisioner leaves it to that host's."""
+        if event.fork_of is not None:
+            source = event.fork_of
+        elif event.from_snapshot is not None:
+            source = (await get_snapshot(self.store, event.from_snapshot)).machine_id
+        else:
+            return
+        host = (await self.store.get_machine(source)).host_id
+        if host not in (None, self.host_id):
+            raise Retry(f"its home is copied from {source}, on host {host}", delay_s=0.2)
+
+    async def _fork_home(self, event: MachineCreated, provider: Provider) -> HomeCopy | None:
+        """A fork's home, copied from its source's, or a snapshot's (None: neither)."""
+        source = event.fork_of or event.from_snapshot
+        if source is None:
+            return None
+        if not isinstance(provider, HomeCloner):
+            raise Permanent(f"the {event.provider} provider cannot fork machines")
+        try:
+            return await provider.clone_home(source, event.machine_id)
+        except OSError as exc:
+            raise Permanent(f"could not copy {source}'s home: {exc}") from None
 
     async def _obtain(
         self, name: str, provider: Provider, machine_id: str, token: str
@@ -187,13 +219,16 @@ class Provisioner(StopStartHandlers):
             external_id = await provider.start(machine_id, token)
             await self.store.set_external_id(machine_id, external_id)
 
-    async def _announce(self, cause: MachineCreated, external_id: str) -> None:
+    async def _announce(
+        self, cause: MachineCreated, external_id: str, copied: HomeCopy | None = None
+    ) -> None:
         await self.bus.publish(
             MachineProvisioned(
                 event_id=derived_event_id(cause.event_id, "provisioned"),
                 machine_id=cause.machine_id,
                 provider=cause.provider,
                 external_id=external_id,
+                home_copy=copied,
             )
         )
 

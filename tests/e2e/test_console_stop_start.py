@@ -1,6 +1,7 @@
-"""Stop and Start in the console (a real browser, test_console.py's harness) and on the CLI
-(`fleet machines stop|start`, `fleet instances autostop`): the status follows live on the
-page, a stopped machine has no process on the host, and Start brings the same one back."""
+"""Stop, Start and Fork in the console (a real browser, test_console.py's harness) and on the
+CLI (`fleet machines stop|start|fork`, `fleet instances autostop`): the status follows live on
+the page, a stopped machine has no process on the host, Start brings the same one back, and a
+fork is a new machine of the instance with its home."""
 
 from __future__ import annotations
 
@@ -60,6 +61,18 @@ def test_stop_and_start_from_the_console_and_the_cli(fleet_up: FleetUp, page: Pa
     expect(page.get_by_test_id("machine-status").first).to_have_text("stopped")
     assert "ready" in ok(up.cli("machines", "start", mid, "--wait", timeout=180))
     expect(page.get_by_test_id("machine-status").first).to_have_text("ready")
+
+    # Fork from the console and from the CLI: new machines of the instance, the source running.
+    ok(up.cli("machines", "exec", mid, "--", "sh", "-c", "echo kept > ~/forked.txt"))
+    page.get_by_test_id("action-fork").click()
+    expect(page.get_by_test_id("notice")).to_contain_text(f"Forked {mid}")
+    forked = ok(up.cli("machines", "fork", mid, timeout=180))
+    assert "ready" in forked
+    fork = forked.split()[0]
+    assert ok(up.cli("machines", "exec", fork, "--", "cat", "forked.txt")) == "kept\n"
+    listed = json.loads(ok(up.cli("--json", "machines", "list", "--instance", iid)))
+    assert len(listed) == 3
+    assert {m["id"]: m["status"] for m in listed}[mid] == "ready"
 
 
 def wait_gone(machine_dir: Path, mid: str) -> None:

@@ -4,6 +4,7 @@ without the NATS hop (the real hop: tests/integration/test_hosts.py)."""
 from __future__ import annotations
 
 from contracts import host_rpc as h
+from contracts.events import HomeCopy
 from contracts.models import Machine
 from services.provisioner.host_rpc import HostMethods
 
@@ -19,3 +20,11 @@ class InProcessHosts:
     async def install_code(self, machine: Machine, target_ref: str) -> str:
         params = h.InstallCodeParams(machine_id=machine.id, target_ref=target_ref)
         return (await self.methods.install_code(params, None)).message
+
+    async def take_snapshot(self, machine: Machine, snapshot_id: str) -> HomeCopy:
+        params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)
+        return (await self.methods.take_snapshot(params, None)).copied
+
+    async def drop_snapshot(self, machine: Machine, snapshot_id: str) -> bool:
+        params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)
+        return (await self.methods.drop_snapshot(params, None)).dropped

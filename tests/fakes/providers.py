@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contracts.errors import NotSupported, ProviderError
-from contracts.events import DaemonStatusReported, encode_event, subject_of
+from contracts.events import DaemonStatusReported, HomeCopy, encode_event, subject_of
 from contracts.ids import new_event_id
 from providers.code_status import CodeVersions
 from tests.fakes.bus import FakeBus
@@ -35,6 +35,24 @@ class FakeProvider:
     installs: list[tuple[str, str]] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)
     stops: list[str] = field(default_factory=list)
+    #: Every home copy (a fork's): (source, machine id).
+    clones: list[tuple[str, str]] = field(default_factory=list)
+    #: The snapshots it holds.
+    snapshots: set[str] = field(default_factory=set)
+
+    async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
+        self.clones.append((source_id, machine_id))
+        return HomeCopy(source=source_id, how="cow", pause_ms=0.0, took_ms=1.0)
+
+    async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
+        self.snapshots.add(snapshot_id)
+        return HomeCopy(source=machine_id, how="cow", pause_ms=0.0, took_ms=1.0)
+
+    async def drop_snapshot(self, snapshot_id: str) -> bool:
+        if snapshot_id not in self.snapshots:
+            return False
+        self.snapshots.discard(snapshot_id)
+        return True
 
     def external_id(self, machine_id: str) -> str:
         return f"{self.name}:{machine_id}"

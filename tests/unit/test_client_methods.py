@@ -15,6 +15,7 @@ from contracts import (
     codemode,
     gateway_environments,
     gateway_files,
+    gateway_fork,
     gateway_hosts,
     gateway_limits,
     gateway_live,
@@ -44,6 +45,7 @@ SPEC_MODULES = (
     gateway_ssh,
     gateway_files,
     gateway_stop,
+    gateway_fork,
 )
 
 

@@ -113,8 +113,8 @@ SAMPLES: list[Event] = [
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
-    MachineCreated: {"instanceId", "provider"},
-    MachineProvisioned: {"provider", "externalId"},
+    MachineCreated: {"instanceId", "provider", "forkOf", "fromSnapshot"},
+    MachineProvisioned: {"provider", "externalId", "homeCopy"},
     DaemonStatusReported: {"status", "version", "gitSha", "bootId"},
     SetupPushed: {"envPath", "envBytes", "repoPaths"},
     MachineReady: set(),

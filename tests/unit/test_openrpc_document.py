@@ -98,7 +98,12 @@ def test_error_codes_match_the_spec(doc: dict[str, Any], spec: MethodSpec) -> No
         ),
         (
             "machines.create",
-            [("instanceId", True), ("provider", False), ("idempotencyKey", False)],
+            [
+                ("instanceId", True),
+                ("provider", False),
+                ("idempotencyKey", False),
+                ("fromSnapshot", False),
+            ],
         ),
         ("machines.get", [("machineId", True)]),
         (

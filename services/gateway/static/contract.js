@@ -46,6 +46,10 @@ export const METHODS = Object.freeze({
   MACHINES_START: "machines.start",
   INSTANCES_SET_AUTO_STOP: "instances.setAutoStop",
   INSTANCES_GET_AUTO_STOP: "instances.getAutoStop",
+  MACHINES_FORK: "machines.fork",
+  MACHINES_SNAPSHOT: "machines.snapshot",
+  SNAPSHOTS_LIST: "snapshots.list",
+  SNAPSHOTS_DELETE: "snapshots.delete",
   CODEMODE_RUN: "codemode.run",
   CODEMODE_CANCEL: "codemode.cancel",
   CODEMODE_LIST: "codemode.list",
@@ -80,6 +84,7 @@ export const ERRORS = Object.freeze({
   IDEMPOTENCY_KEY_REUSED: 1022,
   MACHINE_STOPPED: 1040,
   RUNNING_MACHINES_LIMIT: 1041,
+  SNAPSHOT_LIMIT: 1060,
   PAYLOAD_TOO_LARGE: 1013,
   RATE_LIMITED: 1029,
   STREAM_ABORTED: 1045,
@@ -121,6 +126,7 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   IDEMPOTENCY_KEY_REUSED: 409,
   MACHINE_STOPPED: 409,
   RUNNING_MACHINES_LIMIT: 409,
+  SNAPSHOT_LIMIT: 409,
   PAYLOAD_TOO_LARGE: 413,
   RATE_LIMITED: 429,
   STREAM_ABORTED: 502,
@@ -152,6 +158,7 @@ export const ERROR_HTTP_STATUS = Object.freeze({
 export const ID_PATTERNS = Object.freeze({
   INSTANCE_ID: "^i-[0-9a-f]{16}$",
   MACHINE_ID: "^m-[0-9a-f]{16}$",
+  SNAPSHOT_ID: "^s-[0-9a-f]{16}$",
 });
 
 /** Every id is exactly this long (contracts.ids.ID_LENGTH). */

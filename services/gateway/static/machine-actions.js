@@ -43,7 +43,7 @@ function stopStartAction(m, act) {
   );
 }
 
-/** Stop/Start, Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
+/** Stop/Start, Fork, Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
 export function machineActions(m, notices) {
   const archived = m.status === STATUS.ARCHIVED;
   const stopped = m.status === STATUS.STOPPED || m.status === STATUS.STOPPING;
@@ -61,6 +61,20 @@ export function machineActions(m, notices) {
     "div.actions",
     {},
     stopStartAction(m, act),
+    act(
+      "Fork",
+      "action-fork",
+      async () => {
+        const r = await rpc(METHODS.MACHINES_FORK, { machineId: m.id, count: 1 });
+        for (const fork of r.machines) remember(fork);
+        return `Forked ${m.id}: new machine ${r.machines.map((f) => f.id).join(", ")} with its home as of now; ${m.id} keeps running.`;
+      },
+      {
+        enabled: STOPPABLE.has(m.status) || stopped,
+        title:
+          "A new machine of the instance with this machine's home as of now (it keeps running)",
+      },
+    ),
     act(
       "Rebuild",
       "action-rebuild",

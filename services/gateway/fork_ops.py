@@ -1,0 +1,150 @@
+"""``machines.fork``: new machines of the source's instance, each starting with the source's home
+as of one instant (the provisioner copies it: providers/homes_fs.py); ``machines.snapshot``,
+``snapshots.list`` and ``snapshots.delete``: read-only copies kept on the machine's host."""
+
+from __future__ import annotations
+
+import structlog
+
+from contracts.errors import Conflict, Forbidden, NotSupported, SnapshotLimit
+from contracts.events import MachineCreated, now
+from contracts.gateway_fork import (
+    ForkedMachines,
+    ForkMachineParams,
+    Snapshot,
+    SnapshotDeleted,
+    SnapshotList,
+    SnapshotParams,
+    SnapshotRef,
+)
+from contracts.gateway_types import InstanceRef
+from contracts.ids import new_event_id, new_snapshot_id
+from contracts.models import Machine
+from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
+from services.common.bus import Bus
+from services.common.store import Store
+from services.common.store_snapshots import (
+    count_snapshots,
+    forget_snapshot,
+    get_snapshot,
+    list_snapshots,
+    save_snapshot,
+)
+from services.gateway.access import Access, Caller
+from services.gateway.host_control import HostControl
+from services.gateway.stop_ops import check_running_limit
+
+log = structlog.get_logger(__name__)
+
+#: The providers whose machines' homes can be copied (providers/homes_fs.py).
+COPYABLE_HOMES = frozenset({"local"})
+#: A machine whose home is there to copy: booted (running), or stopped.
+FORKABLE = STOPPABLE | STOPPED_OR_STOPPING
+
+
+class ForkOps:
+    def __init__(
+        self, *, store: Store, bus: Bus, access: Access, hosts: HostControl, max_snapshots: int
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.access = access
+        self.hosts = hosts
+        self.max_snapshots = max_snapshots
+
+    async def _source(self, c: Caller, machine_id: str, what: str) -> Machine:
+        source = await self.access.machine(c, machine_id)
+        if source.status not in FORKABLE:
+            raise Conflict(
+                f"machine {source.id} is {source.status.value}; only a booted or stopped machine "
+                f"can be {what}",
+                data={"status": source.status.value},
+            )
+        if source.provider not in COPYABLE_HOMES:
+            raise NotSupported(
+                f"machine {source.id} is a {source.provider} machine: only local machines' homes "
+                "can be forked or snapshotted",
+                data={"provider": source.provider},
+            )
+        return source
+
+    async def machines_fork(self, p: ForkMachineParams, c: Caller) -> ForkedMachines:
+        source = await self._source(c, p.machine_id, "forked")
+        await check_running_limit(self.store, source.instance_id, None, p.count)
+        forks = [
+            await new_machine(self.store, self.bus, source.instance_id, source.provider, source.id)
+            for _ in range(p.count)
+        ]
+        log.info("machine.forked", machine_id=source.id, forks=[m.id for m in forks])
+        return ForkedMachines(machines=forks)
+
+    async def machines_snapshot(self, p: SnapshotParams, c: Caller) -> Snapshot:
+        source = await self._source(c, p.machine_id, "snapshotted")
+        held = await count_snapshots(self.store, source.instance_id)
+        if held >= self.max_snapshots:
+            raise SnapshotLimit(
+                f"instance {source.instance_id} holds {held} snapshot(s), as many as it may: "
+                "delete one first (snapshots.delete)",
+                data={"limit": self.max_snapshots},
+            )
+        snapshot_id = new_snapshot_id()
+        copied = await self.hosts.take_snapshot(source, snapshot_id)
+        snapshot = Snapshot(
+            id=snapshot_id, name=p.name, instance_id=source.instance_id, machine_id=source.id,
+            created_at=now(), how=copied.how, pause_ms=copied.pause_ms,
+        )  # fmt: skip
+        await save_snapshot(self.store, snapshot)
+        log.info("machine.snapshot_taken", machine_id=source.id, snapshot_id=snapshot_id,
+                 how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
+        return snapshot
+
+    async def snapshots_list(self, p: InstanceRef, c: Caller) -> SnapshotList:
+        await self.access.instance_exists(c, p.instance_id)
+        return SnapshotList(snapshots=await list_snapshots(self.store, p.instance_id))
+
+    async def snapshot_of(self, c: Caller, snapshot_id: str, instance_id: str) -> Snapshot:
+        """The snapshot, if the caller may use it for a machine of ``instance_id``."""
+        snapshot = await get_snapshot(self.store, snapshot_id)
+        await self.access.instance_exists(c, snapshot.instance_id)
+        if snapshot.instance_id != instance_id:
+            raise Forbidden(f"snapshot {snapshot_id} is of another instance")
+        return snapshot
+
+    async def snapshots_delete(self, p: SnapshotRef, c: Caller) -> SnapshotDeleted:
+        snapshot = await get_snapshot(self.store, p.snapshot_id)
+        await self.access.instance_exists(c, snapshot.instance_id)
+        source = await self.store.get_machine(snapshot.machine_id)
+        await self.hosts.drop_snapshot(source, snapshot.id)
+        await forget_snapshot(self.store, snapshot)
+        log.info("machine.snapshot_deleted", snapshot_id=snapshot.id)
+        return SnapshotDeleted(deleted=True)
+
+
+async def new_machine(
+    store: Store,
+    bus: Bus,
+    instance_id: str,
+    provider: str,
+    fork_of: str | None = None,
+    from_snapshot: str | None = None,
+) -> Machine:
+    """A machine made and announced (``machine.created``): the instance's current one, or one
+    more machine of the instance: a fork of ``fork_of``, or one with a copy of the snapshot
+    ``from_snapshot``."""
+    current = fork_of is None and from_snapshot is None
+    machine = await store.create_machine(instance_id, provider, current=current)
+    event = MachineCreated(
+        event_id=new_event_id(),
+        machine_id=machine.id,
+        instance_id=instance_id,
+        provider=provider,
+        fork_of=fork_of,
+        from_snapshot=from_snapshot,
+    )
+    try:
+        await bus.publish(event)
+    except Exception as exc:  # the record exists; say why it will not move
+        await store.transition(machine.id, S.FAILED, f"could not publish event: {exc}")
+        raise
+    log.info("machine.created", machine_id=machine.id, instance_id=instance_id, fork_of=fork_of)
+    return machine

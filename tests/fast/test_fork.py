@@ -1,0 +1,140 @@
+"""``machines.fork``: the rules, in memory (the real stage services on fakeredis, the fake bus
+and provider). Real daemons, both home filesystems: tests/integration/test_fork.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts.errors import (
+    Conflict,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    RunningMachinesLimit,
+    SnapshotLimit,
+)
+from contracts.events import MachineCreated, MachineProvisioned
+from contracts.status import MachineStatus as S
+from tests.fast.conftest import World
+from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
+
+method = pytest.mark.gateway_method
+
+
+@method("machines.fork")
+async def test_forks_are_new_machines_of_the_instance_made_ready_from_its_home(
+    world: World,
+) -> None:
+    a, _ = await two_instances(world)
+    m = await world.ready_machine(a)
+    got = await world.rpc("machines.fork", {"machineId": m.id, "count": 3}, token_of(a))
+    forks = [f["id"] for f in got["machines"]]
+    assert len(set(forks)) == 3
+    assert m.id not in forks
+    await world.bus.settle()
+    for f in forks:
+        machine = await world.machine(f)
+        assert (machine.status, machine.instance_id) == (S.READY, a)
+    assert sorted(world.provider.clones) == sorted((m.id, f) for f in forks)
+    created = [e for e in world.bus.events if isinstance(e, MachineCreated) and e.fork_of]
+    assert {e.machine_id for e in created} == set(forks)
+    copies = [e.home_copy for e in world.bus.events if isinstance(e, MachineProvisioned)]
+    assert [c.source for c in copies if c is not None] == [m.id] * 3
+    # The source stays the instance's current machine, and keeps running.
+    assert (await world.store.get_instance(a)).current_machine_id == m.id
+    assert (await world.machine(m.id)).status is S.READY
+    # A stopped machine can be forked too.
+    await world.rpc("machines.stop", {"machineId": m.id})
+    await world.bus.settle()
+    [again] = (await world.rpc("machines.fork", {"machineId": m.id}))["machines"]
+    await world.bus.settle()
+    assert (await world.machine(again["id"])).status is S.READY
+    assert (await world.machine(m.id)).status is S.STOPPED
+
+
+@method("machines.fork")
+async def test_fork_is_checked_scoped_and_counted(world: World) -> None:
+    a, b = await two_instances(world)
+    m = await world.ready_machine(a)
+    for params, field in (
+        ({"machineId": m.id, "count": 0}, "$.count"),
+        ({"machineId": m.id, "count": 21}, "$.count"),
+        ({"machineId": m.id, "count": "2"}, "$.count"),
+        ({"machineId": "nope"}, "$.machineId"),
+        ({"count": 1}, "$.machineId"),
+    ):
+        with pytest.raises(InvalidParams) as bad:
+            await world.rpc("machines.fork", params)
+        assert (bad.value.code, bad.value.field) == (-32602, field)
+    with pytest.raises(NotFound):
+        await world.rpc("machines.fork", {"machineId": MISSING_MACHINE})
+    with pytest.raises(Forbidden):
+        await world.rpc("machines.fork", {"machineId": m.id}, token_of(b))
+    await world.rpc("instances.setLimits", {"instanceId": a, "maxRunningMachines": 3})
+    with pytest.raises(RunningMachinesLimit) as refused:
+        await world.rpc("machines.fork", {"machineId": m.id, "count": 3})
+    assert refused.value.data == {"limit": 3, "running": 1}
+    await world.rpc("machines.fork", {"machineId": m.id, "count": 2})
+    await world.rpc("machines.archive", {"machineId": m.id})
+    with pytest.raises(Conflict):
+        await world.rpc("machines.fork", {"machineId": m.id})
+
+
+@method("machines.snapshot", "snapshots.list", "snapshots.delete", "machines.create")
+async def test_snapshots_are_kept_until_deleted_scoped_and_limited(world: World) -> None:
+    a, b = await two_instances(world)
+    m = await world.ready_machine(a)
+    snap = await world.rpc("machines.snapshot", {"machineId": m.id, "name": "good"}, token_of(a))
+    assert (snap["name"], snap["instanceId"], snap["machineId"]) == ("good", a, m.id)
+    assert snap["id"] in world.provider.snapshots
+    listed = await world.rpc("snapshots.list", {"instanceId": a})
+    assert [s["id"] for s in listed["snapshots"]] == [snap["id"]]
+    assert (await world.rpc("snapshots.list", {"instanceId": b}))["snapshots"] == []
+    # Two machines from it: more machines of the instance, each with a copy of its own.
+    made = [
+        await world.rpc("machines.create", {"instanceId": a, "fromSnapshot": snap["id"]})
+        for _ in range(2)
+    ]
+    await world.bus.settle()
+    for x in made:
+        assert (await world.machine(x["id"])).status is S.READY
+        assert (snap["id"], x["id"]) in world.provider.clones
+    assert (await world.store.get_instance(a)).current_machine_id == m.id
+    # Scoped: another instance's token, or a machine of another instance.
+    with pytest.raises(Forbidden):
+        await world.rpc("snapshots.delete", {"snapshotId": snap["id"]}, token_of(b))
+    with pytest.raises(Forbidden):
+        await world.rpc("machines.create", {"instanceId": b, "fromSnapshot": snap["id"]})
+    with pytest.raises(Forbidden):
+        await world.rpc("snapshots.list", {"instanceId": a}, token_of(b))
+    for params, field in (
+        ({"machineId": m.id}, "$.name"),
+        ({"machineId": m.id, "name": ""}, "$.name"),
+        ({"machineId": "m-1", "name": "x"}, "$.machineId"),
+    ):
+        with pytest.raises(InvalidParams) as bad:
+            await world.rpc("machines.snapshot", params)
+        assert bad.value.field == field
+    with pytest.raises(InvalidParams) as bad:
+        await world.rpc("snapshots.delete", {"snapshotId": "s-1"})
+    assert bad.value.field == "$.snapshotId"
+    with pytest.raises(InvalidParams) as bad:
+        await world.rpc("machines.create", {"instanceId": a, "fromSnapshot": "nope"})
+    assert bad.value.field == "$.fromSnapshot"
+    # Deleted: gone from the host and the list; the machines made from it are untouched.
+    assert await world.rpc("snapshots.delete", {"snapshotId": snap["id"]}) == {"deleted": True}
+    assert world.provider.snapshots == set()
+    assert (await world.rpc("snapshots.list", {"instanceId": a}))["snapshots"] == []
+    with pytest.raises(NotFound):
+        await world.rpc("snapshots.delete", {"snapshotId": snap["id"]})
+    with pytest.raises(NotFound):
+        await world.rpc("machines.create", {"instanceId": a, "fromSnapshot": snap["id"]})
+    for x in made:
+        assert (await world.machine(x["id"])).status is S.READY
+    # The per-instance limit, by name.
+    world.api.forks.max_snapshots = 1
+    await world.rpc("machines.snapshot", {"machineId": m.id, "name": "one"})
+    with pytest.raises(SnapshotLimit) as refused:
+        await world.rpc("machines.snapshot", {"machineId": m.id, "name": "two"})
+    assert (refused.value.code, refused.value.http_status) == (1060, 409)
+    assert refused.value.data == {"limit": 1}
