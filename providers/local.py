@@ -38,7 +38,7 @@ from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
-from providers.homes_fs import clone_home, make_home, remove_home
+from providers.homes_fs import clone_home, is_subvolume, make_home, remove_home
 from providers.image_rootfs import ImageRoots
 from providers.limits import Limits, PlacementOf
 from providers.local_image import (
@@ -489,8 +489,12 @@ def spawn_detached(
 def remove_files(machine_dir: Path) -> None:
     """The machine's own files: by descriptor, never following a link it made nor crossing a
     mount (``scratch.remove_tree``)."""
-    for path in (machine_dir / "home", code_store(machine_dir)):
-        remove_tree(path)
+    home = machine_dir / "home"
+    if home.is_dir() and not home.is_symlink() and is_subvolume(home):
+        remove_home(home)  # the subvolume as one: nothing in it is walked
+    else:
+        remove_tree(home)
+    remove_tree(code_store(machine_dir))
 
 
 def code_store(machine_dir: Path) -> Path:
