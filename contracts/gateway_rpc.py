@@ -31,6 +31,7 @@ from contracts.gateway_hosts import HOST_METHODS
 from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
+from contracts.gateway_people import PEOPLE_METHODS
 from contracts.gateway_sessions import SESSION_METHODS
 from contracts.gateway_ssh import SSH_METHODS
 from contracts.gateway_stop import STOP_METHODS
@@ -256,6 +257,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *CODEMODE_METHODS,
     *SESSION_METHODS,
     *FILE_METHODS,
+    *PEOPLE_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).

@@ -17,9 +17,10 @@ from services.common.settings import Settings, SettingsError
 from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
+from services.gateway.callers import caller_resolver
 from services.gateway.events_hub import EventHub
 from services.gateway.host_control import HostClient
-from services.gateway.http import HttpServer, bind_listener, caller_resolver, make_app
+from services.gateway.http import HttpServer, bind_listener, make_app
 from services.gateway.mcp_http import McpEndpoint
 
 #: An install may build a machine image (docker) before it answers.
@@ -37,6 +38,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store, bus = await connect(
         settings, stack, "gateway", publish_budget_s=settings.gateway_publish_wait_s
     )
+    await store.tokens.migrate()  # tokens kept before scopes, in today's shape
     keys = MachineKeys(store, SecretBox(settings.secret_key))
     # Served on the gateway's own port (GET /metrics); the only process that exports the
     # machines-by-status gauge, so that it exists once per deployment.
@@ -74,7 +76,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         store=store,
         bus=bus,
         hub=hub,
-        resolve_caller=caller_resolver(settings.admin_token, TokenStore(store)),
+        resolve_caller=caller_resolver(settings.admin_token, TokenStore(store), store),
         settings=settings,
         metrics=metrics,
         codemode=api.codemode,

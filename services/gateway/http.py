@@ -16,7 +16,6 @@ gateway beyond its operators should keep /metrics to its scrapers at the proxy.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,15 +31,16 @@ from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.gateway_sessions import ATTACH_PATH
 from contracts.jsonrpc import Dispatcher, request_method
+from contracts.people import route_scope
 from services.common.bus import Bus
 from services.common.failover import TRANSIENT, as_unavailable, retry_after_s
 from services.common.metrics import Metrics, metrics_handler
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
+from services.gateway.callers import CallerResolver
 from services.gateway.codemode import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.errors_http import error_response
@@ -60,7 +60,6 @@ from services.gateway.tunnels import Tunnels
 log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-CallerResolver = Callable[[str], Awaitable[Caller | None]]
 CALLER: web.AppKey[CallerResolver] = web.AppKey("caller")
 TICKETS: web.AppKey[EventTickets] = web.AppKey("tickets")
 UNAUTHENTICATED: web.AppKey[BadSecrets] = web.AppKey("unauthenticated")
@@ -107,23 +106,6 @@ def bearer(request: web.Request) -> str:
     return token if token.isascii() and token.isprintable() else ""
 
 
-def caller_resolver(admin_token: str, tokens: TokenStore) -> CallerResolver:
-    """Who a bearer token belongs to: the operator's admin token, or a live access token."""
-
-    async def resolve(token: str) -> Caller | None:
-        if not token:
-            return None
-        if hmac.compare_digest(token.encode(), admin_token.encode()):
-            return Caller(token_id="admin", admin=True)  # noqa: S106 - an id, not a secret
-        found = await tokens.resolve(token)
-        if found is None:
-            return None
-        return Caller(token_id=found.id, admin=found.instance_id is None,
-                      instance_id=found.instance_id)  # fmt: skip
-
-    return resolve
-
-
 async def _authenticate(request: web.Request) -> Caller | None:
     """The bearer header; for GET /events also a ticket from events.ticket (never the token
     itself in the URL: URLs end up in logs, history and Referer headers)."""
@@ -165,7 +147,8 @@ async def auth_middleware(
         kind = "ticket" if _by_ticket(request) else "token"
         return error_response(request.app[UNAUTHENTICATED].refuse(kind, request.remote or "",
                                                                   refused))  # fmt: skip
-    request[CALLER_OF_REQUEST] = caller
+    scope = route_scope(request.method, request.path)
+    request[CALLER_OF_REQUEST] = caller if scope is None else caller.doing(scope)
     return await handler(request)
 
 

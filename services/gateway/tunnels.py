@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from contracts.errors import InvalidParams, StreamAborted, Unauthorized
 from contracts.ids import MACHINE_ID_RE
+from contracts.people import PORTS
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
 from core.byte_stream import ByteStream
 from core.relay import relay
@@ -59,7 +60,7 @@ class Tunnels:
         """A stream joined to ``127.0.0.1:<port>`` in the machine, if the caller may reach it.
         Port traffic either way is activity: a forwarded dev server in use stays up."""
         params = TunnelConnectParams(port=port, chunk_size=CHUNK, window=WINDOW)
-        _, stream = await self.opener.open(caller, machine_id, TUNNEL_CONNECT, params,
+        _, stream = await self.opener.open(caller.doing(PORTS), machine_id, TUNNEL_CONNECT, params,
                                            window=WINDOW, chunk_size=CHUNK)  # fmt: skip
         return stream
 

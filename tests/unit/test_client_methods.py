@@ -18,6 +18,7 @@ from contracts import (
     gateway_limits,
     gateway_live,
     gateway_machines,
+    gateway_people,
     gateway_rpc,
     gateway_sessions,
     gateway_ssh,
@@ -42,6 +43,7 @@ SPEC_MODULES = (
     gateway_ssh,
     gateway_files,
     gateway_stop,
+    gateway_people,
 )
 
 

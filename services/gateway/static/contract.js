@@ -61,6 +61,12 @@ export const METHODS = Object.freeze({
   MACHINES_LIST_DIR: "machines.listDir",
   MACHINES_STAT: "machines.stat",
   MACHINES_REMOVE_FILE: "machines.removeFile",
+  USERS_CREATE: "users.create",
+  USERS_LIST: "users.list",
+  USERS_SET_ROLE: "users.setRole",
+  USERS_DISABLE: "users.disable",
+  INSTANCES_SET_MEMBER: "instances.setMember",
+  INSTANCES_MEMBERS: "instances.members",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -145,6 +151,7 @@ export const ERROR_HTTP_STATUS = Object.freeze({
 export const ID_PATTERNS = Object.freeze({
   INSTANCE_ID: "^i-[0-9a-f]{16}$",
   MACHINE_ID: "^m-[0-9a-f]{16}$",
+  USER_ID: "^u-[0-9a-f]{16}$",
 });
 
 /** Every id is exactly this long (contracts.ids.ID_LENGTH). */

@@ -1,0 +1,115 @@
+"""Users, their roles on instances, and browser sessions in Redis (``store.users``).
+
+The policy (who may set what, which roles exist) is in the gateway; this is only where and how
+the records are kept.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import msgspec
+
+from contracts.gateway_people import User
+from services.common.store_keys import (
+    K_USER_EMAILS,
+    K_USER_SUBJECTS,
+    K_USERS,
+    k_instance_members,
+    k_session,
+    k_user,
+    k_user_roles,
+    k_user_sessions,
+)
+
+if TYPE_CHECKING:
+    from services.common.store import Store
+
+_ENCODE = msgspec.json.Encoder()
+
+
+class SessionRecord(msgspec.Struct, frozen=True, rename="camel"):
+    user_id: str
+    #: The CSRF token every cookie-authenticated state change must echo.
+    csrf: str
+
+
+class UserRecords:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def add(self, user: User) -> bool:
+        """Record a new user; False when the email (or subject) already has one."""
+        r = self._store.redis
+        if not await r.hsetnx(K_USER_EMAILS, user.email.lower(), user.id):
+            return False
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.set(k_user(user.id), _ENCODE.encode(user))
+            pipe.zadd(K_USERS, {user.id: user.created_at.timestamp()})
+            if user.subject is not None:
+                pipe.hset(K_USER_SUBJECTS, user.subject, user.id)
+            await pipe.execute()
+        return True
+
+    async def put(self, user: User) -> None:
+        await self._store.redis.set(k_user(user.id), _ENCODE.encode(user))
+
+    async def get(self, user_id: str) -> User | None:
+        raw = await self._store.redis.get(k_user(user_id))
+        return None if raw is None else msgspec.json.decode(raw, type=User)
+
+    async def id_by_email(self, email: str) -> str | None:
+        return cast(str | None, await self._store.redis.hget(K_USER_EMAILS, email.lower()))
+
+    async def id_by_subject(self, subject: str) -> str | None:
+        return cast(str | None, await self._store.redis.hget(K_USER_SUBJECTS, subject))
+
+    async def ids(self) -> list[str]:
+        return cast(list[str], await self._store.redis.zrange(K_USERS, 0, -1))
+
+    async def roles(self, user_id: str) -> dict[str, str]:
+        """Instance id -> the user's role on it."""
+        return cast(dict[str, str], await self._store.redis.hgetall(k_user_roles(user_id)))
+
+    async def members(self, instance_id: str) -> dict[str, str]:
+        """User id -> their role on the instance."""
+        key = k_instance_members(instance_id)
+        return cast(dict[str, str], await self._store.redis.hgetall(key))
+
+    async def set_member(self, instance_id: str, user_id: str, role: str | None) -> None:
+        """Give the user ``role`` on the instance (None: none)."""
+        async with self._store.redis.pipeline(transaction=True) as pipe:
+            if role is None:
+                pipe.hdel(k_user_roles(user_id), instance_id)
+                pipe.hdel(k_instance_members(instance_id), user_id)
+            else:
+                pipe.hset(k_user_roles(user_id), instance_id, role)
+                pipe.hset(k_instance_members(instance_id), user_id, role)
+            await pipe.execute()
+
+    # --- sessions ---------------------------------------------------------------------------
+    async def add_session(self, session_id: str, record: SessionRecord, ttl_s: float) -> None:
+        async with self._store.redis.pipeline(transaction=True) as pipe:
+            pipe.set(k_session(session_id), _ENCODE.encode(record), px=int(ttl_s * 1000))
+            pipe.sadd(k_user_sessions(record.user_id), session_id)
+            await pipe.execute()
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        raw = await self._store.redis.get(k_session(session_id))
+        return None if raw is None else msgspec.json.decode(raw, type=SessionRecord)
+
+    async def end_session(self, session_id: str, user_id: str) -> None:
+        async with self._store.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(k_session(session_id))
+            pipe.srem(k_user_sessions(user_id), session_id)
+            await pipe.execute()
+
+    async def end_sessions(self, user_id: str) -> None:
+        """End every session of the user (disabled)."""
+        r = self._store.redis
+        ids_ = cast(set[str], await r.smembers(k_user_sessions(user_id)))
+        async with r.pipeline(transaction=True) as pipe:
+            for session_id in ids_:
+                pipe.delete(k_session(session_id))
+            pipe.delete(k_user_sessions(user_id))
+            await pipe.execute()
