@@ -151,6 +151,12 @@ def k_session(session_id: str) -> str:
     return f"{P}session:{session_id}"
 
 
+def k_signin(state_digest: str) -> str:
+    """A sign-in under way, by the SHA-256 of its ``state``: its nonce and PKCE verifier
+    (taken once: a replayed ``state`` finds nothing)."""
+    return f"{P}signin:{state_digest}"
+
+
 def k_user_sessions(user_id: str) -> str:
     """Set: the user's session ids."""
     return f"{P}user:{user_id}:sessions"

@@ -17,6 +17,7 @@ from services.common.store_keys import (
     K_USERS,
     k_instance_members,
     k_session,
+    k_signin,
     k_user,
     k_user_roles,
     k_user_sessions,
@@ -50,6 +51,9 @@ class UserRecords:
                 pipe.hset(K_USER_SUBJECTS, user.subject, user.id)
             await pipe.execute()
         return True
+
+    async def link_subject(self, subject: str, user_id: str) -> None:
+        await self._store.redis.hset(K_USER_SUBJECTS, subject, user_id)
 
     async def put(self, user: User) -> None:
         await self._store.redis.set(k_user(user.id), _ENCODE.encode(user))
@@ -86,6 +90,15 @@ class UserRecords:
                 pipe.hset(k_user_roles(user_id), instance_id, role)
                 pipe.hset(k_instance_members(instance_id), user_id, role)
             await pipe.execute()
+
+    # --- sign-ins under way ----------------------------------------------------------------
+    async def put_signin(self, state_digest: str, record: bytes, ttl_s: float) -> None:
+        await self._store.redis.set(k_signin(state_digest), record, px=int(ttl_s * 1000))
+
+    async def take_signin(self, state_digest: str) -> bytes | None:
+        """The sign-in's record, once: the key is gone after."""
+        raw = await self._store.redis.getdel(k_signin(state_digest))
+        return None if raw is None else raw.encode() if isinstance(raw, str) else bytes(raw)
 
     # --- sessions ---------------------------------------------------------------------------
     async def add_session(self, session_id: str, record: SessionRecord, ttl_s: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from contextlib import AsyncExitStack
 
+import aiohttp
 import msgspec
 
 from providers.code import code_repo, platform_sha
@@ -22,7 +23,10 @@ from services.gateway.events_hub import EventHub
 from services.gateway.host_control import HostClient
 from services.gateway.http import HttpServer, bind_listener, make_app
 from services.gateway.mcp_http import McpEndpoint
+from services.gateway.oidc import OidcClient
 
+#: How long a call to the OpenID provider (discovery, keys, the code exchange) may take.
+OIDC_TIMEOUT_S = 10.0
 #: An install may build a machine image (docker) before it answers.
 INSTALL_TIMEOUT_S = 600.0
 
@@ -71,6 +75,13 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
                  max_streams=settings.events_max_streams)
     )  # fmt: skip
     mcp = await stack.enter_async_context(McpEndpoint(api.codemode, settings.max_body_bytes))
+    oidc = None
+    if settings.oidc_issuer:
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OIDC_TIMEOUT_S))
+        )
+        oidc = OidcClient(http, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id,
+                          client_secret=settings.oidc_client_secret)  # fmt: skip
     apps = make_app(
         dispatcher=api.dispatcher(),
         store=store,
@@ -84,6 +95,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         mcp=mcp,
         ports=api.ports,
         byte_streams=api.byte_streams,
+        oidc=oidc,
     )
     await stack.enter_async_context(HttpServer(apps.console, settings.host, settings.port))
     if apps.previews is not None:

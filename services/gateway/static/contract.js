@@ -106,6 +106,9 @@ export const ERRORS = Object.freeze({
   TOOL_ERROR: 1700,
   PORT_UNREACHABLE: 1055,
   BAD_UPSTREAM: 1056,
+  ID_TOKEN_REJECTED: 1080,
+  SIGN_IN_STATE_REJECTED: 1081,
+  CSRF_REJECTED: 1082,
 });
 
 /** The HTTP status of each error kind (FleetError.http_status). */
@@ -145,6 +148,9 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   TOOL_ERROR: 500,
   PORT_UNREACHABLE: 502,
   BAD_UPSTREAM: 502,
+  ID_TOKEN_REJECTED: 401,
+  SIGN_IN_STATE_REJECTED: 400,
+  CSRF_REJECTED: 403,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */
