@@ -69,18 +69,7 @@ class TokenRecords:
 
     async def get(self, token_id: str) -> TokenRecord | None:
         raw = cast(dict[str, Any], await self._store.redis.hgetall(k_token(token_id)))
-        if not raw:
-            return None
-        if F_SCOPES in raw:
-            raw[F_SCOPES] = msgspec.json.decode(raw[F_SCOPES])
-        else:  # kept before tokens had scopes: everything, as it could then
-            raw[F_SCOPES] = sorted(ALL_SCOPES)
-            if "instanceId" in raw:
-                raw[F_INSTANCE_IDS] = [raw["instanceId"]]
-        if isinstance(raw.get(F_INSTANCE_IDS), str):
-            raw[F_INSTANCE_IDS] = msgspec.json.decode(raw[F_INSTANCE_IDS])
-        token = msgspec.convert(raw, AccessToken, strict=False)
-        return TokenRecord(token=token, digest=raw.get(F_DIGEST, ""))
+        return token_record(raw) if raw else None
 
     async def ids(self) -> list[str]:
         """Every token's id, oldest first."""
@@ -102,3 +91,17 @@ def _to_hash(token: AccessToken) -> dict[FieldT, EncodableT]:
                 msgspec.json.encode(value).decode() if isinstance(value, list) else str(value)
             )
     return out
+
+
+def token_record(raw: dict[str, Any]) -> TokenRecord:
+    """A token's record from its hash (one kept before tokens had scopes, too)."""
+    if F_SCOPES in raw:
+        raw[F_SCOPES] = msgspec.json.decode(raw[F_SCOPES])
+    else:  # kept before tokens had scopes: everything, as it could then
+        raw[F_SCOPES] = sorted(ALL_SCOPES)
+        if "instanceId" in raw:
+            raw[F_INSTANCE_IDS] = [raw["instanceId"]]
+    if isinstance(raw.get(F_INSTANCE_IDS), str):
+        raw[F_INSTANCE_IDS] = msgspec.json.decode(raw[F_INSTANCE_IDS])
+    token = msgspec.convert(raw, AccessToken, strict=False)
+    return TokenRecord(token=token, digest=raw.get(F_DIGEST, ""))

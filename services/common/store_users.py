@@ -6,30 +6,70 @@ the records are kept.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import msgspec
 
 from contracts.gateway_people import User
 from services.common.store_keys import (
+    K_TOKEN_HASHES,
     K_USER_EMAILS,
     K_USER_SUBJECTS,
     K_USERS,
     k_instance_members,
     k_session,
     k_signin,
+    k_token,
     k_user,
     k_user_roles,
     k_user_sessions,
 )
+from services.common.store_scripts import BoundScript
 
 if TYPE_CHECKING:
     from services.common.store import Store
 
 _ENCODE = msgspec.json.Encoder()
+#: A caller's records in one round trip: a token (by its secret's digest) or a session (by its
+#: key), the user it names (its ``userId`` field), and that user's instance roles. KEYS[1]: the
+#: tokens-by-digest index or the session's key; ARGV: 'token' or 'session', the digest, and the
+#: key templates (``%s``: an id) of a token, a user and a user's roles.
+_LOOKUP = BoundScript("""
+local record
+if ARGV[1] == 'token' then
+  local id = redis.call('HGET', KEYS[1], ARGV[2])
+  if not id then return false end
+  record = redis.call('HGETALL', string.format(ARGV[3], id))
+else
+  record = redis.call('HGETALL', KEYS[1])
+end
+if #record == 0 then return false end
+local uid
+for i = 1, #record, 2 do
+  if record[i] == 'userId' then uid = record[i + 1] end
+end
+if not uid then return {record, false, {}} end
+local user = redis.call('GET', string.format(ARGV[4], uid))
+return {record, user, redis.call('HGETALL', string.format(ARGV[5], uid))}
+""")
+
+
+class Found(NamedTuple):
+    """A caller's records: its token's or session's hash, its user (None: none, or gone), and
+    the user's roles (instance id -> role)."""
+
+    record: dict[str, str]
+    user: User | None
+    roles: dict[str, str]
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class SessionRecord(msgspec.Struct, frozen=True, rename="camel"):
+    """A session's hash."""
+
     user_id: str
     #: The CSRF token every cookie-authenticated state change must echo.
     csrf: str
@@ -91,6 +131,22 @@ class UserRecords:
                 pipe.hset(k_instance_members(instance_id), user_id, role)
             await pipe.execute()
 
+    async def by_token_digest(self, digest: str) -> Found | None:
+        return await self._lookup("token", K_TOKEN_HASHES, digest)
+
+    async def by_session(self, session_id: str) -> Found | None:
+        return await self._lookup("session", k_session(session_id), "")
+
+    async def _lookup(self, mode: str, key: str, digest: str) -> Found | None:
+        script = _LOOKUP.on(self._store.redis)
+        templates = [k_token("%s"), k_user("%s"), k_user_roles("%s")]
+        got = await script(keys=[key], args=[mode, digest, *templates])
+        if not got:
+            return None
+        record, user, roles = got
+        decoded = msgspec.json.decode(user, type=User) if user else None
+        return Found(_pairs(record), decoded, _pairs(roles))
+
     # --- sign-ins under way ----------------------------------------------------------------
     async def put_signin(self, state_digest: str, record: bytes, ttl_s: float) -> None:
         await self._store.redis.set(k_signin(state_digest), record, px=int(ttl_s * 1000))
@@ -103,13 +159,15 @@ class UserRecords:
     # --- sessions ---------------------------------------------------------------------------
     async def add_session(self, session_id: str, record: SessionRecord, ttl_s: float) -> None:
         async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.set(k_session(session_id), _ENCODE.encode(record), px=int(ttl_s * 1000))
+            pipe.hset(k_session(session_id), mapping={"userId": record.user_id,
+                                                      "csrf": record.csrf})  # fmt: skip
+            pipe.pexpire(k_session(session_id), int(ttl_s * 1000))
             pipe.sadd(k_user_sessions(record.user_id), session_id)
             await pipe.execute()
 
     async def session(self, session_id: str) -> SessionRecord | None:
-        raw = await self._store.redis.get(k_session(session_id))
-        return None if raw is None else msgspec.json.decode(raw, type=SessionRecord)
+        raw = cast(dict[str, str], await self._store.redis.hgetall(k_session(session_id)))
+        return session_record(raw) if raw else None
 
     async def end_session(self, session_id: str, user_id: str) -> None:
         async with self._store.redis.pipeline(transaction=True) as pipe:
@@ -126,3 +184,7 @@ class UserRecords:
                 pipe.delete(k_session(session_id))
             pipe.delete(k_user_sessions(user_id))
             await pipe.execute()
+
+
+def session_record(raw: dict[str, str]) -> SessionRecord:
+    return msgspec.convert(raw, SessionRecord)

@@ -13,15 +13,25 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from contracts.errors import NotFound
+from contracts.gateway_people import User
 from contracts.ids import new_token_id
 from contracts.models import AccessToken
 from services.common.store import Store
+from services.common.store_tokens import token_record
 
 PREFIX = "fleet_"
 #: A token's last use is written at most this often.
 LAST_USED_EVERY_S = 60.0
+
+
+class Resolved(NamedTuple):
+    token: AccessToken
+    #: Its user (None: a token of no user, or its user is gone).
+    user: User | None
+    roles: dict[str, str]
 
 
 def is_live(token: AccessToken) -> bool:
@@ -41,6 +51,7 @@ def new_secret() -> str:
 class TokenStore:
     def __init__(self, store: Store) -> None:
         self._records = store.tokens
+        self._users = store.users
 
     async def create(
         self,
@@ -60,25 +71,24 @@ class TokenStore:
         await self._records.add(token, hash_token(secret))
         return token, secret
 
-    async def resolve(self, secret: str) -> AccessToken | None:
-        """The live token whose secret this is, or None; its use is recorded (at most once a
-        minute: a busy token would otherwise write on every call)."""
+    async def resolve(self, secret: str) -> Resolved | None:
+        """The live token whose secret this is, with its user and the user's roles (one round
+        trip), or None; its use is recorded (at most once a minute: a busy token would
+        otherwise write on every call)."""
         if not secret.startswith(PREFIX):
             return None
         digest = hash_token(secret)
-        token_id = await self._records.id_by_digest(digest)
-        if token_id is None:
+        found = await self._users.by_token_digest(digest)
+        if found is None:
             return None
-        record = await self._records.get(token_id)
-        if record is None or not is_live(record.token):
-            return None
-        if not hmac.compare_digest(record.digest, digest):
+        record = token_record(dict(found.record))
+        if not is_live(record.token) or not hmac.compare_digest(record.digest, digest):
             return None
         now = datetime.now(UTC)
         last = record.token.last_used_at
         if last is None or (now - last).total_seconds() >= LAST_USED_EVERY_S:
-            await self._records.touch(token_id, now)
-        return record.token
+            await self._records.touch(record.token.id, now)
+        return Resolved(record.token, found.user, found.roles)
 
     async def get(self, token_id: str) -> AccessToken:
         record = await self._records.get(token_id)

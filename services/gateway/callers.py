@@ -11,10 +11,9 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from contracts.gateway_people import User
-from contracts.models import AccessToken
 from contracts.people import ADMIN
 from services.common.store import Store
-from services.common.tokens import TokenStore, is_live
+from services.common.tokens import Resolved, TokenStore, is_live
 from services.gateway.access import Caller
 
 CallerResolver = Callable[[str], Awaitable[Caller | None]]
@@ -34,16 +33,14 @@ def caller_resolver(admin_token: str, tokens: TokenStore, store: Store) -> Calle
         if hmac.compare_digest(token.encode(), admin_token.encode()):
             return Caller(token_id=OPERATOR, admin=True)
         found = await tokens.resolve(token)
-        if found is None:
-            return None
-        return await token_caller(store, found)
+        return token_caller(found) if found is not None else None
 
     return resolve
 
 
-async def token_caller(store: Store, token: AccessToken) -> Caller | None:
-    user = await live_user(store, token.user_id) if token.user_id is not None else None
-    if token.user_id is not None and user is None:
+def token_caller(found: Resolved) -> Caller | None:
+    token, user = found.token, found.user
+    if token.user_id is not None and (user is None or user.disabled):
         return None
     scopes = frozenset(token.scopes)
     everywhere = token.instance_ids is None and ADMIN in scopes
@@ -53,16 +50,19 @@ async def token_caller(store: Store, token: AccessToken) -> Caller | None:
         instance_id=token.instance_id,
         user_id=token.user_id,
         role=user.role if user is not None else None,
-        roles=await store.users.roles(user.id) if user is not None else {},
+        roles=found.roles,
         scopes=scopes,
         instance_ids=frozenset(token.instance_ids) if token.instance_ids is not None else None,
     )
 
 
-async def user_caller(store: Store, caller_id: str, user: User) -> Caller:
-    """A signed-in user, with everything their roles allow."""
+async def user_caller(store: Store, caller_id: str, user: User,
+                      roles: dict[str, str] | None = None) -> Caller:  # fmt: skip
+    """A signed-in user, with everything their roles allow (``roles``: read here if None)."""
+    if roles is None:
+        roles = await store.users.roles(user.id)
     return Caller(token_id=caller_id, admin=user.role == "admin", user_id=user.id,
-                  role=user.role, roles=await store.users.roles(user.id))  # fmt: skip
+                  role=user.role, roles=roles)  # fmt: skip
 
 
 async def live_user(store: Store, user_id: str) -> User | None:

@@ -15,9 +15,9 @@ from aiohttp import web
 from contracts.errors import CsrfRejected
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_users import SessionRecord
+from services.common.store_users import SessionRecord, session_record
 from services.gateway.access import Caller
-from services.gateway.callers import SESSION_PREFIX, live_user, user_caller
+from services.gateway.callers import SESSION_PREFIX, user_caller
 
 COOKIE = "fleet_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -46,11 +46,11 @@ class WebSessions:
         if not secret or len(secret) > 100:
             return None
         sid = session_id(secret)
-        record = await self._users.session(sid)
-        user = await live_user(self._store, record.user_id) if record is not None else None
-        if record is None or user is None:
+        found = await self._users.by_session(sid)  # one round trip: session, user, roles
+        if found is None or found.user is None or found.user.disabled:
             return None
-        return await user_caller(self._store, sid, user), record
+        caller = await user_caller(self._store, sid, found.user, found.roles)
+        return caller, session_record(found.record)
 
     async def end(self, secret: str, record: SessionRecord) -> None:
         await self._users.end_session(session_id(secret), record.user_id)
