@@ -48,7 +48,7 @@ __all__ = [
 
 
 def _default_token() -> str:
-    if token := os.environ.get("FLEET_TOKEN"):
+    if token := os.environ.get("FLEET_TOKEN") or cli_people.saved_token():
         return token
     local = Path(".fleet-data/admin-token")  # `fleet up`'s default, for the local quick start
     return local.read_text().strip() if local.exists() else ""

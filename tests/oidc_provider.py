@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -48,20 +48,37 @@ async def sign_in(
     """Follow ``start`` (the gateway's /auth/login) through the provider's login and consent
     forms as ``login``, up to the gateway's answer to the callback (not followed further):
     that answer, and the callback's URL."""
-    url, method, form = start, "GET", None
-    for _ in range(12):
+    return await browse(session, start, login, lambda url, _: "/auth/callback" in url)
+
+
+async def approve_device(session: aiohttp.ClientSession, url: str, login: str) -> str:
+    """Approve a device sign-in at the provider's verification URL as ``login``; the text of
+    the provider's last page (its success page has no form)."""
+    resp, _ = await browse(session, url, login, lambda _, body: "<form" not in body)
+    return await resp.text()
+
+
+async def browse(
+    session: aiohttp.ClientSession, url: str, login: str, done: Callable[[str, str], bool]
+) -> tuple[aiohttp.ClientResponse, str]:
+    """Follow redirects and submit each page's form (signing in as ``login``) until ``done``
+    (the URL, the page's text) says so: that answer and its URL."""
+    method, form = "GET", None
+    for _ in range(16):
         async with session.request(method, url, data=form, allow_redirects=False) as resp:
             body = await resp.text()
+            if done(url, body) and resp.status not in (301, 302, 303):
+                return resp, url
             if resp.status in (301, 302, 303) and "/auth/callback" not in url:
                 url, method, form = urljoin(url, resp.headers["Location"]), "GET", None
                 continue
-            if "/auth/callback" in url:
+            if done(url, body):
                 return resp, url
             action, fields = _form(body)
             if 'name="login"' in body:
                 fields.update(login=login, password="any")
             url, method, form = urljoin(url, action), "POST", fields
-    raise AssertionError("sign-in did not reach the callback")
+    raise AssertionError(f"the provider's pages did not end: {url}")
 
 
 def _form(body: str) -> tuple[str, dict[str, str]]:

@@ -151,6 +151,9 @@ class UserRecords:
     async def put_signin(self, state_digest: str, record: bytes, ttl_s: float) -> None:
         await self._store.redis.set(k_signin(state_digest), record, px=int(ttl_s * 1000))
 
+    async def signin_exists(self, state_digest: str) -> bool:
+        return bool(await self._store.redis.exists(k_signin(state_digest)))
+
     async def take_signin(self, state_digest: str) -> bytes | None:
         """The sign-in's record, once: the key is gone after."""
         raw = await self._store.redis.getdel(k_signin(state_digest))

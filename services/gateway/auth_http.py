@@ -1,6 +1,8 @@
 """Sign-in with OpenID Connect and the browser's session: ``GET /auth/login``,
 ``GET /auth/callback`` (the redirect URI), ``POST /auth/logout``, ``GET /auth/me``
-(``{id, email, role}``) and ``GET /auth/config`` (whether sign-in is on).
+(``{id, email, role}``), ``GET /auth/config`` (whether sign-in is on), and the device flow
+for ``fleet login``: ``POST /auth/device`` (the codes to show), ``POST /auth/device/token``
+(``{pending: true}`` until the user approved, then a personal access token of theirs).
 
 A sign-in's ``state`` is bound to the browser that started it (a short-lived cookie) and kept
 server-side with its nonce and PKCE verifier until the callback takes it, once. A user is made
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -28,8 +31,10 @@ from contracts.errors import (
     Unauthorized,
 )
 from contracts.gateway_people import User
+from contracts.people import ALL_SCOPES
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.errors_http import error_response
 from services.gateway.oidc import OidcClient, pkce_pair
@@ -41,7 +46,6 @@ log = structlog.get_logger(__name__)
 STATE_COOKIE = "fleet_signin"
 #: How long a sign-in may take at the provider.
 SIGNIN_TTL_S = 600.0
-AUTH_PATHS = ("/auth/login", "/auth/callback", "/auth/logout", "/auth/me", "/auth/config")
 
 
 class _Pending(msgspec.Struct, frozen=True):
@@ -117,6 +121,36 @@ class SignIn:
             await users.link_subject(subject, user.id)
         return user
 
+    async def device_begin(self) -> dict[str, Any]:
+        """A device sign-in (``fleet login``): the codes and where the user enters them."""
+        got = await self._client().device_start()
+        ttl = float(got.get("expires_in", SIGNIN_TTL_S))
+        await self.store.users.put_signin(_digest(got["device_code"]), b"device", ttl)
+        return {"deviceCode": got["device_code"], "userCode": got["user_code"],
+                "verificationUri": got["verification_uri"],
+                "verificationUriComplete": got.get("verification_uri_complete"),
+                "interval": got.get("interval", 5), "expiresIn": ttl}  # fmt: skip
+
+    async def device_finish(self, device_code: str) -> dict[str, Any] | None:
+        """Once the user approved: a personal access token of theirs (every scope their roles
+        allow, the default expiry); None while they have not yet."""
+        client, digest = self._client(), _digest(device_code)
+        if not device_code or not await self.store.users.signin_exists(digest):
+            raise SignInStateRejected("unknown, used or expired device code")
+        id_token = await client.device_poll(device_code)
+        if id_token is None:
+            return None
+        if await self.store.users.take_signin(digest) is None:  # another poll won
+            raise SignInStateRejected("this device code was used already")
+        user = await self.user_of(await client.validate(id_token, None))
+        ttl = timedelta(seconds=self.settings.token_default_ttl_s)
+        token, secret = await TokenStore(self.store).create(
+            "fleet login", scopes=ALL_SCOPES, instance_ids=None, user_id=user.id,
+            expires_at=datetime.now(UTC) + ttl,
+        )  # fmt: skip
+        log.info("auth.device_signed_in", user_id=user.id, token_id=token.id)
+        return {"id": token.id, "token": secret, "email": user.email}
+
     def _role(self, groups: object, current: str) -> str:
         names = set(groups) if isinstance(groups, list) else set()
         if names & _groups(self.settings.oidc_admin_groups):
@@ -182,6 +216,23 @@ def add_auth_routes(app: web.Application, signin: SignIn,
             body["csrfToken"] = found[1].csrf
         return web.json_response(body)
 
+    async def device(_: web.Request) -> web.Response:
+        try:
+            return web.json_response(await signin.device_begin())
+        except FleetError as exc:
+            return error_response(exc)
+
+    async def device_token(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            code = body.get("deviceCode", "") if isinstance(body, dict) else ""
+            done = await signin.device_finish(str(code))
+        except FleetError as exc:
+            return error_response(exc)
+        except ValueError:
+            return error_response(SignInStateRejected("the body is not JSON"))
+        return web.json_response(done if done is not None else {"pending": True})
+
     async def config(_: web.Request) -> web.Response:
         return web.json_response({"oidc": signin.oidc is not None})
 
@@ -190,6 +241,8 @@ def add_auth_routes(app: web.Application, signin: SignIn,
     app.router.add_post("/auth/logout", logout)
     app.router.add_get("/auth/me", me)
     app.router.add_get("/auth/config", config)
+    app.router.add_post("/auth/device", device)
+    app.router.add_post("/auth/device/token", device_token)
 
 
 async def _me(store: Store, caller: Caller) -> dict[str, Any]:

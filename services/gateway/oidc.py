@@ -41,6 +41,7 @@ MAX_AGE_S = 600
 #: The provider's keys are fetched again for an unknown key id at most this often.
 REFETCH_EVERY_S = 30.0
 SCOPES = "openid email profile groups"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 class Discovery(msgspec.Struct, frozen=True):
@@ -100,9 +101,13 @@ _PYJWT_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 )
 
 
-async def validate_id_token(raw: str, keys: Keys, *, issuer: str, client_id: str, nonce: str,
-                            now: float | None = None) -> dict[str, Any]:  # fmt: skip
-    """The ID token's claims, or ``IdTokenRejected`` naming the check it failed."""
+async def validate_id_token(
+    raw: str, keys: Keys, *, issuer: str, client_id: str, nonce: str | None,
+    now: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The ID token's claims, or ``IdTokenRejected`` naming the check it failed. ``nonce``
+    None: a token from the device flow, which has none (the device code, which only the
+    gateway that asked for it can redeem, binds it instead)."""
     try:
         header = jwt.get_unverified_header(raw)
     except jwt.PyJWTError as exc:
@@ -127,7 +132,7 @@ async def validate_id_token(raw: str, keys: Keys, *, issuer: str, client_id: str
     aud = claims["aud"]
     if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
         raise _rejected("audience", "several audiences and we are not its authorized party")
-    if not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
+    if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
         raise _rejected("nonce", "its nonce is not this sign-in's")
     return claims
 
@@ -184,26 +189,51 @@ class OidcClient:
         """The ID token the provider gives for this code."""
         form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
                 "redirect_uri": redirect_uri}  # fmt: skip
-        return await self._token(form)
+        id_token = await self._token(form)
+        assert id_token is not None  # only a device poll may be pending
+        return id_token
 
-    async def _token(self, form: dict[str, str]) -> str:
-        url = (await self.discovery()).token_endpoint
+    def _auth(self) -> dict[str, str]:
         # client_secret_basic: each part form-encoded before base64 (RFC 6749, 2.3.1)
         pair = f"{quote(self.client_id, safe='')}:{quote(self._secret, safe='')}"
-        auth = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+    async def _token(self, form: dict[str, str], *, pending_ok: bool = False) -> str | None:
+        url = (await self.discovery()).token_endpoint
         try:
-            async with self._http.post(url, data=form, headers=auth) as resp:
+            async with self._http.post(url, data=form, headers=self._auth()) as resp:
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(
                 f"the OpenID provider's token endpoint did not answer: {exc}"
             ) from None
+        if pending_ok and body.get("error") in ("authorization_pending", "slow_down"):
+            return None
         if resp.status != 200 or not isinstance(body.get("id_token"), str):
             raise _rejected(
                 "claims", f"the provider gave no ID token: {body.get('error', resp.status)}"
             )
         return str(body["id_token"])
 
-    async def validate(self, raw: str, nonce: str) -> dict[str, Any]:
+    async def device_start(self) -> dict[str, Any]:
+        """The provider's device authorization: device and user codes, where to enter them."""
+        url = (await self.discovery()).device_authorization_endpoint
+        if url is None:
+            raise Unavailable("the OpenID provider has no device authorization endpoint")
+        try:
+            async with self._http.post(url, data={"scope": SCOPES}, headers=self._auth()) as resp:
+                body: dict[str, Any] = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"the OpenID provider's device endpoint: {exc}") from None
+        if resp.status != 200 or "device_code" not in body:
+            raise Unavailable(f"the OpenID provider refused the device flow: {body}")
+        return body
+
+    async def device_poll(self, device_code: str) -> str | None:
+        """The ID token once the user approved; None while they have not yet."""
+        form = {"grant_type": DEVICE_GRANT, "device_code": device_code}
+        return await self._token(form, pending_ok=True)
+
+    async def validate(self, raw: str, nonce: str | None) -> dict[str, Any]:
         return await validate_id_token(raw, self.keys, issuer=self.issuer,
                                        client_id=self.client_id, nonce=nonce)  # fmt: skip

@@ -4,6 +4,13 @@ token, a replayed state, and sign-out ending the session server-side."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,7 +19,14 @@ import pytest
 
 from fleet.client import FleetClient
 from services.common.settings import Settings
-from tests.oidc_provider import ADMIN_GROUP, CLIENT_ID, CLIENT_SECRET, oidc_issuer, sign_in
+from tests.oidc_provider import (
+    ADMIN_GROUP,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    approve_device,
+    oidc_issuer,
+    sign_in,
+)
 
 __all__ = ["oidc_issuer"]
 
@@ -77,3 +91,31 @@ async def test_an_admin_group_makes_an_admin_and_a_disabled_user_cannot_sign_in(
             assert r.status == 401
         answer, _ = await sign_in(s, f"{base}/auth/login", "ann")
         assert answer.status == 403
+
+
+async def test_fleet_login_signs_in_with_the_device_flow_and_keeps_its_token_0600(
+    stack: FleetClient, settings: Settings, tmp_path: Path
+) -> None:
+    base = f"http://127.0.0.1:{settings.port}"
+    env = {k: v for k, v in os.environ.items() if k != "FLEET_TOKEN"}
+    env |= {"FLEET_URL": base, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from fleet.cli import main; main()", "login", env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    assert cli.stdout is not None
+    shown = (await asyncio.wait_for(cli.stdout.readline(), 30)).decode()
+    found = re.search(r"Open (\S+) and confirm the code (\S+)", shown)
+    assert found is not None, shown
+    async with browser() as s:
+        await approve_device(s, found.group(1), "dora")
+    out, err = await asyncio.wait_for(cli.communicate(), 60)
+    assert cli.returncode == 0, err
+    saved = tmp_path / "config" / "fleet" / "token"
+    assert b"signed in as dora@example.com" in out
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    async with FleetClient(base, saved.read_text().strip()) as dora:
+        assert await dora.list_instances() == []  # a member of nothing yet
+    (token,) = await stack.list_tokens()
+    assert token.user_id == (await stack.list_users())[0].id
+    assert token.expires_at is not None

@@ -1,6 +1,6 @@
 // A real OpenID provider for the tests: the certified `oidc-provider` from npm, on
-// 127.0.0.1:<port> (argv[2]). One confidential client for the gateway (code flow, PKCE) and
-// one public client for the CLI (device flow); any login name signs in (its dev interactions),
+// 127.0.0.1:<port> (argv[2]). One confidential client, the gateway (the code flow with PKCE for
+// browsers, the device flow for `fleet login`); any login name signs in (its dev interactions),
 // as <name>@example.com, in the groups USERS gives it. Prints "ready <issuer>" once listening.
 import Provider from "oidc-provider";
 
@@ -14,16 +14,9 @@ const provider = new Provider(issuer, {
       client_id: "fleet",
       client_secret: "fleet-test-secret",
       redirect_uris: ["http://127.0.0.1/auth/callback"],
-      grant_types: ["authorization_code"],
+      grant_types: ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
       response_types: ["code"],
       token_endpoint_auth_method: "client_secret_basic",
-    },
-    {
-      client_id: "fleet-cli",
-      token_endpoint_auth_method: "none",
-      grant_types: ["urn:ietf:params:oauth:grant-type:device_code"],
-      response_types: [],
-      redirect_uris: [],
     },
   ],
   claims: {
