@@ -17,6 +17,7 @@ from contracts.errors import Forbidden
 from fleet.client import FleetClient
 from services.common.settings import Settings
 from tests.integration.test_files_cli import _env
+from tests.integration.test_gateway_events import until_caught_up
 from tests.integration.test_ports import bearer, serve_in_machine
 from tests.integration.test_sessions import SHELL, Term
 
@@ -61,10 +62,14 @@ async def test_a_viewer_is_refused_over_rpc_websockets_and_http_routes(
     assert await stack.close_session(m.id, opened.session_id)
 
 
-async def test_a_disabled_users_open_terminal_closes_within_a_second(stack: FleetClient) -> None:
+async def test_a_disabled_users_open_terminal_and_event_stream_close_within_a_second(
+    stack: FleetClient,
+) -> None:
     m = await serve_in_machine(stack, "disabled")
     dev = await member_client(stack, m.instance_id, "dev@example.com", "developer")
-    async with dev:
+    events = f"{stack.url}/events?machineId={m.id}"
+    async with dev, aiohttp.ClientSession(headers=bearer(dev._token)) as s, s.get(events) as sse:
+        await until_caught_up(sse)
         opened = await dev.open_session(m.id, SHELL)
         term = Term(await dev.attach_session(m.id, opened.session_id))
         await term.type("echo up-$((6*7))\n")
@@ -72,6 +77,9 @@ async def test_a_disabled_users_open_terminal_closes_within_a_second(stack: Flee
         began = time.monotonic()
         await stack.disable_user("dev@example.com")
         assert await term.to_close(timeout=5) is not None
+        async with asyncio.timeout(5):
+            async for _ in sse.content:
+                pass  # read to the end: the gateway ends the stream
         assert time.monotonic() - began < 1.0
         with pytest.raises(Exception, match="token"):
             await dev.get_machine(m.id)
