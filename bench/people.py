@@ -1,4 +1,4 @@
-"""Benchmark 21: what deciding who a caller is costs a gateway call.
+"""Benchmark 22: what deciding who a caller is costs a gateway call.
 
 `fleet up` (its own gateway process); one instance, and a user who is a developer of it. The
 same call (``machines.list`` of the instance: the gateway's work, no daemon) is timed
@@ -65,7 +65,7 @@ def caller(s: aiohttp.ClientSession, url: str, instance_id: str,
 
 async def run(report: Report, quick: bool) -> None:
     n = 300 if quick else 2000
-    print(f"[21] a gateway call by admin token, scoped token and session cookie ({n} calls each)")
+    print(f"[22] a gateway call by admin token, scoped token and session cookie ({n} calls each)")
     with temp_dir() as root, servers(root) as (ns, valkey), FleetUp(root, ns.url, valkey.url) as up:
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         async with aiohttp.ClientSession() as s:
@@ -90,7 +90,7 @@ async def run(report: Report, quick: bool) -> None:
                  caller(s, up.url, inst, cookie)], n,
             )  # fmt: skip
     for name, value in (("scoped token", token), ("session cookie", session)):
-        report.add(Figure("21", f"machines.list p50, {name}", value, "ms", base,
+        report.add(Figure("22", f"machines.list p50, {name}", value, "ms", base,
                           "admin token", f"<= {TARGET}x", value <= base * TARGET))  # fmt: skip
 
 

@@ -68,6 +68,17 @@ class MachineFailed(_Event, tag=EventKind.FAILED.value, kw_only=True):
 
 
 class MachineArchived(_Event, tag=EventKind.ARCHIVED.value, kw_only=True):
+    """The machine is archiving (its status says so already): the provisioner revokes its
+    access, ends its processes and removes its files."""
+
+    reason: str
+
+
+class MachineFilesRemoved(_Event, tag=EventKind.FILES_REMOVED.value, kw_only=True):
+    """An archiving machine's processes have exited and its files are gone: its status is
+    ``archived`` now."""
+
+    #: The archive's reason.
     reason: str
 
 
@@ -169,6 +180,7 @@ MachineEvent = (
     | MachineReady
     | MachineFailed
     | MachineArchived
+    | MachineFilesRemoved
     | MachineUnresponsive
     | EnvPushed
     | ReposReconciled

@@ -177,11 +177,12 @@ class Dispatcher(Generic[Ctx]):
         self, body: bytes, ctx: Ctx, errors: list[FleetError] | None = None
     ) -> bytes | None:
         """Answer one request body; ``None`` when nothing is owed (notifications only).
-        ``errors`` receives the error a single request (not a batch) was answered with, for a
-        transport that maps it to its own status (the gateway's 503 for Unavailable)."""
+        ``errors`` receives the one error the whole body was answered with (a single request's,
+        or a batch refused as a whole), for a transport that answers with the error's own status
+        (the gateway's HTTP status); a batch's answers to its requests are not noted."""
         stripped = body.lstrip()
         if stripped.startswith(b"["):
-            return await self._handle_batch(stripped, ctx)
+            return await self._handle_batch(stripped, ctx, errors)
         return await self._handle_one(stripped, ctx, errors=errors)
 
     def prepare(self, body: bytes) -> Decoded | None:
@@ -196,22 +197,24 @@ class Dispatcher(Generic[Ctx]):
             return _ENCODER.encode(_error(_id_of(call), self._too_large()))
         return answer
 
-    async def _handle_batch(self, body: bytes, ctx: Ctx) -> bytes | None:
+    async def _handle_batch(
+        self, body: bytes, ctx: Ctx, errors: list[FleetError] | None = None
+    ) -> bytes | None:
         try:
             items = msgspec.json.decode(body, type=list[msgspec.Raw])
         except msgspec.DecodeError as exc:
-            return _ENCODER.encode(_error(None, ParseError(f"parse error: {exc}")))
+            return _refuse(None, ParseError(f"parse error: {exc}"), errors)
         except RecursionError:
-            return _ENCODER.encode(_error(None, _TOO_DEEP))
+            return _refuse(None, _TOO_DEEP, errors)
         if not items:
-            return _ENCODER.encode(_error(None, InvalidRequest("empty batch")))
+            return _refuse(None, InvalidRequest("empty batch"), errors)
         limit = self._limits.max_batch
         if len(items) > limit:
             refused = InvalidRequest(
                 f"a batch may hold at most {limit} requests, this one has {len(items)}",
                 data={"limit": limit},
             )
-            return _ENCODER.encode(_error(None, refused))
+            return _refuse(None, refused, errors)
         return await self._run_batch([bytes(item) for item in items], ctx)
 
     async def _run_batch(self, bodies: list[bytes], ctx: Ctx) -> bytes | None:
@@ -269,15 +272,15 @@ class Dispatcher(Generic[Ctx]):
             if env is None:
                 env = msgspec.json.decode(body, type=_Envelope)
         except msgspec.ValidationError as exc:
-            return _ENCODER.encode(_error(None, InvalidRequest(f"invalid request: {exc}")))
+            return _refuse(None, InvalidRequest(f"invalid request: {exc}"), errors)
         except msgspec.DecodeError as exc:
-            return _ENCODER.encode(_error(None, ParseError(f"parse error: {exc}")))
+            return _refuse(None, ParseError(f"parse error: {exc}"), errors)
         except RecursionError:  # msgspec's answer to nesting deeper than the interpreter's stack
-            return _ENCODER.encode(_error(None, _TOO_DEEP))
+            return _refuse(None, _TOO_DEEP, errors)
         answer = await self._answer(env, ctx, errors)
         room = self._limits.max_response_bytes if budget is None else budget
         if answer is not None and len(answer) > room:
-            return _ENCODER.encode(_error(_id_of(env), self._too_large()))
+            return _refuse(_id_of(env), self._too_large(), errors)
         return answer
 
     async def _answer(
@@ -299,9 +302,9 @@ class Dispatcher(Generic[Ctx]):
             else:
                 log.warning("rpc.handler_unavailable", method=env.method, error=repr(exc))
             error = known or InternalError(f"internal error in {env.method}")
-        if errors is not None:
-            errors.append(error)
-        return None if env.id is msgspec.UNSET else _ENCODER.encode(_error(req_id, error))
+        if env.id is msgspec.UNSET:
+            return None
+        return _refuse(req_id, error, errors)
 
     async def _call(self, env: _Envelope | Decoded, ctx: Ctx) -> Any:
         if env.jsonrpc != "2.0":
@@ -400,3 +403,10 @@ def decode_response(body: bytes, result_type: type[R]) -> R:
         return msgspec.json.decode(resp.result, type=result_type)
     except msgspec.ValidationError as exc:
         raise InternalError(f"unexpected result shape: {exc}") from None
+
+
+def _refuse(req_id: RequestId, error: FleetError, errors: list[FleetError] | None) -> bytes:
+    """The error answer, noted in ``errors`` (a transport's status) when the caller keeps it."""
+    if errors is not None:
+        errors.append(error)
+    return _ENCODER.encode(_error(req_id, error))

@@ -21,6 +21,10 @@ class MachineStatus(StrEnum):
     READY = "ready"
     FAILED = "failed"
     UNRESPONSIVE = "unresponsive"
+    #: Archived on request (``machines.archive``, a rebuild): its processes are being ended and
+    #: its files removed. ``archived`` once they are gone; nothing else moves it from here.
+    ARCHIVING = "archiving"
+    #: Archived: every process has exited and its files (home, code, secrets) are gone.
     ARCHIVED = "archived"
     #: Asked to stop (``machines.stop``, or auto-stop when idle): its processes are being ended.
     #: ``stopped`` once every one of them has exited. Its daemon is not called any more.
@@ -46,7 +50,10 @@ STOPPABLE: frozenset[MachineStatus] = frozenset(
 STOPPED_OR_STOPPING: frozenset[MachineStatus] = frozenset({S.STOPPING, S.STOPPED})
 
 #: Statuses from which nothing but archiving moves a machine.
-TERMINAL: frozenset[MachineStatus] = frozenset({S.FAILED, S.ARCHIVED})
+TERMINAL: frozenset[MachineStatus] = frozenset({S.FAILED, S.ARCHIVING, S.ARCHIVED})
+
+#: Archived, or on its way there: it is not reached into again, and holds no place on its host.
+ARCHIVED_OR_ARCHIVING: frozenset[MachineStatus] = frozenset({S.ARCHIVING, S.ARCHIVED})
 
 _LIVE = frozenset(
     {S.CREATED, S.PROVISIONING, S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE,
@@ -72,7 +79,9 @@ ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     S.STOPPING: STOPPABLE | {S.STOPPING},
     # Only by the provisioner, once every process of the machine has exited.
     S.STOPPED: frozenset({S.STOPPING, S.STOPPED}),
-    S.ARCHIVED: _LIVE | {S.FAILED, S.ARCHIVED, S.STOPPING, S.STOPPED},
+    S.ARCHIVING: _LIVE | {S.FAILED, S.ARCHIVING, S.STOPPING, S.STOPPED},
+    # Only by the provisioner of the machine's host, once its files are gone.
+    S.ARCHIVED: frozenset({S.ARCHIVING, S.ARCHIVED}),
 }
 
 

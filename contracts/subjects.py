@@ -16,7 +16,11 @@ class EventKind(StrEnum):
     SETUP_PUSHED = "setup-pushed"
     READY = "ready"
     FAILED = "failed"
+    #: A machine is being archived (its status says ``archiving``): the provisioner revokes
+    #: it, ends its processes and removes its files.
     ARCHIVED = "archived"
+    #: An archiving machine's files are gone: its status is now ``archived``.
+    FILES_REMOVED = "files-removed"
     UNRESPONSIVE = "unresponsive"
     #: The setup pusher wrote a changed configuration's .env to a running machine.
     ENV_PUSHED = "env-pushed"

@@ -11,6 +11,7 @@ import sys
 from contracts.events import Event, MachineReady
 from contracts.ids import MACHINE_ID_RE
 from contracts.models import Machine
+from contracts.status import MachineStatus
 from contracts.subjects import EventKind
 from fleet import cli_live, cli_ports, cli_sessions, cli_stop
 from fleet.cli_common import (
@@ -70,7 +71,10 @@ def _machines(g: SubAction) -> None:
         p.add_argument("--timeout", type=float, default=300.0, help="seconds, for --wait")
     command(g, "get", _machines_get, "one machine").add_argument("machine_id")
     command(g, "list", _machines_list, "machines, newest first").add_argument("--instance")
-    command(g, "archive", _machines_archive, "stop a machine for good").add_argument("machine_id")
+    archive = command(g, "archive", _machines_archive, "end a machine for good, files and all")
+    archive.add_argument("machine_id")
+    archive.add_argument("--timeout", type=float, default=120.0,
+                         help="seconds to wait until its files are gone")  # fmt: skip
     ex = command(g, "exec", _machines_exec, "run a command: exec MACHINE_ID [--cwd DIR] -- ARGV")
     ex.add_argument("machine_id")
     ex.add_argument("--cwd", help="relative to the machine's home")
@@ -157,7 +161,15 @@ async def _machines_list(c: FleetClient, a: Args) -> int:
 
 
 async def _machines_archive(c: FleetClient, a: Args) -> int:
+    """Waits for ``archived``: when it returns, nothing of the machine is left on its host."""
     m = await c.archive_machine(a.machine_id)
+    if m.status is MachineStatus.ARCHIVING:
+        try:
+            m = await c.wait_for(m.id, ("archived",), a.timeout)
+        except TimeoutError:
+            print(f"fleet: machine {m.id} still archiving after {a.timeout:g}s (its host "
+                  "removes its files when it can reach them)", file=sys.stderr)  # fmt: skip
+            return EXIT_TIMEOUT
     return emit(a, m, lambda: machine_line(m))
 
 

@@ -49,7 +49,9 @@ async def _stop(c: FleetClient, a: Args) -> int:
 
 
 #: What a stop ends in: stopped, or overtaken by a start, or by an archive.
-STOP_DONE = ("stopped", "booting", "archived")
+STOP_DONE = ("stopped", "booting", "archiving", "archived")
+#: What a start ends in: ready or failed, or overtaken by a stop or an archive.
+START_DONE = ("ready", "failed", "stopped", "archiving", "archived")
 
 
 async def _start(c: FleetClient, a: Args) -> int:
@@ -57,7 +59,7 @@ async def _start(c: FleetClient, a: Args) -> int:
     if not a.wait:
         return emit(a, m, lambda: machine_line(m))
     try:
-        m = await c.wait_for(m.id, ("ready", "failed", "stopped", "archived"), a.timeout)
+        m = await c.wait_for(m.id, START_DONE, a.timeout)
     except TimeoutError:
         print(f"fleet: machine {m.id} not ready after {a.timeout:g}s", file=sys.stderr)
         return EXIT_TIMEOUT
@@ -84,6 +86,6 @@ async def ensure_started(c: FleetClient, machine_id: str, timeout_s: float = 300
     print(f"fleet: machine {machine_id} is {m.status.value}; starting it ...", file=sys.stderr,
           flush=True)  # fmt: skip
     await c.start_machine(machine_id)
-    m = await c.wait_for(machine_id, ("ready", "failed", "stopped", "archived"), timeout_s)
+    m = await c.wait_for(machine_id, START_DONE, timeout_s)
     print(f"fleet: machine {machine_id} is {m.status.value}", file=sys.stderr, flush=True)
     return m

@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 
 from contracts import subjects
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.status import MachineStatus
+from contracts.status import ARCHIVED_OR_ARCHIVING
 from services.auth_callout import jwt
 from services.auth_callout.metrics import CalloutMetrics, Refusal
 from services.common.crypto import SecretBox
@@ -78,7 +78,7 @@ class AuthCallout:
         access = await self.store.machine_access(user)
         if access.sealed_token is None:
             return Decision(user, Refusal.UNKNOWN_MACHINE)
-        if access.revoked or access.status is MachineStatus.ARCHIVED:
+        if access.revoked or access.status in ARCHIVED_OR_ARCHIVING:
             return Decision(user, Refusal.REVOKED)
         try:
             expected = self.box.decrypt(access.sealed_token)

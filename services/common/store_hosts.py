@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from services.common.store import Store
 
 #: A machine in one of these no longer holds a place on its host (stopped ones hold a home).
-_GONE = frozenset({S.ARCHIVED, S.FAILED})
+_GONE = frozenset({S.ARCHIVING, S.ARCHIVED, S.FAILED})
 
 #: Fail a machine only while it is still ``created`` (no provisioner took it since).
 _FAIL_UNPLACED = f"""

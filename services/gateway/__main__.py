@@ -18,6 +18,7 @@ from services.common.settings import Settings, SettingsError
 from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
+from services.gateway.audit_log import AuditLog
 from services.gateway.callers import caller_resolver
 from services.gateway.events_hub import EventHub
 from services.gateway.host_control import HostClient
@@ -51,6 +52,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     daemons = DaemonClient(
         bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics, fail_when_offline=True
     )
+    # Entered before the HTTP servers, so it is left after them: its buffer drains last.
+    audit = await stack.enter_async_context(AuditLog(settings, store, metrics))
     repo = code_repo(settings.code_repo)
     sha = platform_sha(settings.git_sha, repo)
     api = GatewayApi(
@@ -69,6 +72,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         platform_sha=sha,
         keys=keys,
         code=CodeVersions(repo, sha),
+        audit=audit,
     )
     hub = await stack.enter_async_context(
         EventHub(bus, store, max_per_token=settings.events_max_per_token,

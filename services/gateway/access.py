@@ -24,7 +24,11 @@ from contracts.people import (
     PLATFORM_ROLE_SCOPES,
     READ_ONLY,
 )
-from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
+from contracts.status import (
+    ARCHIVED_OR_ARCHIVING,
+    STOPPED_OR_STOPPING,
+    TERMINAL,
+)
 from contracts.validation import local_repo_path
 from providers.code_status import CodeVersions
 from services.common.stop_start import START_HINT
@@ -149,7 +153,7 @@ class Access:
         (``active=False``: a look that must not keep the machine awake)."""
         machine = await self.machine(c, machine_id)
         # A failed machine still answers (that is when you want to look inside); archived is gone.
-        if machine.status is S.ARCHIVED:
+        if machine.status in ARCHIVED_OR_ARCHIVING:
             raise Conflict(
                 f"machine {machine_id} is {machine.status.value}",
                 data={"status": machine.status.value},

@@ -25,6 +25,12 @@ _MAX_CLOSE_REASON = 123
 def error_response(exc: FleetError) -> web.Response:
     """The HTTP answer of a route that answers one call with ``exc``."""
     body = msgspec.json.encode({"jsonrpc": "2.0", "id": None, "error": exc.to_wire()})
+    return error_answer(exc, body)
+
+
+def error_answer(exc: FleetError, body: bytes) -> web.Response:
+    """``exc``'s status and headers around ``body``, the JSON-RPC error answer to send (``/rpc``
+    gives the request's own id, the other routes None)."""
     resp = web.Response(body=body, status=exc.http_status, content_type="application/json")
     resp.headers[ERROR_HEADER] = error_header(exc)
     if isinstance(exc, Unauthorized):

@@ -26,25 +26,26 @@ from typing import NamedTuple
 import structlog
 from aiohttp import web
 
-from contracts.errors import CsrfRejected, FleetError, PayloadTooLarge, Unauthorized, Unavailable
+from contracts.errors import CsrfRejected, FleetError, PayloadTooLarge, Unauthorized
 from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.gateway_sessions import ATTACH_PATH
 from contracts.jsonrpc import Dispatcher, request_method
 from contracts.people import route_scope
 from services.common.bus import Bus
-from services.common.failover import TRANSIENT, as_unavailable, retry_after_s
+from services.common.failover import TRANSIENT, as_unavailable
 from services.common.metrics import Metrics, metrics_handler
 from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Caller
+from services.gateway.audit_log import origin_middleware
 from services.gateway.auth_http import SignIn, add_auth_routes, public_url
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.callers import CallerResolver
 from services.gateway.codemode import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
-from services.gateway.errors_http import error_response
+from services.gateway.errors_http import error_answer, error_response
 from services.gateway.events_hub import EventHub
 from services.gateway.exec_stream import stream_rpc
 from services.gateway.files_http import add_files_routes
@@ -191,7 +192,8 @@ def make_app(
 ) -> GatewayApps:
     """The console's app, and the preview listener's when ``ports`` is given."""
     max_body_bytes = settings.max_body_bytes
-    app = web.Application(middlewares=[auth_middleware], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=[origin_middleware, auth_middleware],
+                          client_max_size=max_body_bytes)  # fmt: skip
     app[CALLER] = resolve_caller
     public = dispatcher.only(PUBLIC_METHODS)
     app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
@@ -239,15 +241,13 @@ def make_app(
                 return _unauthorized()
             # Routes nothing but PUBLIC_METHODS; a body that is no request gets its -32700 or
             # -32600 (a parse error is about the body, whoever sent it).
-            answer = await public.handle(body, caller)
+            answer = await public.handle(body, caller, errors)
         else:
             answer = await dispatcher.handle(body, caller, errors)
         if answer is None:
             return web.Response(status=204)
-        if errors and isinstance(errors[0], Unavailable):  # a single request: 503, Retry-After
-            after = str(retry_after_s(errors[0]))
-            return web.Response(body=answer, status=errors[0].http_status, content_type=_JSON,
-                                headers={"Retry-After": after})  # fmt: skip
+        if errors:  # a single request that failed: its kind's status, as on every route
+            return error_answer(errors[0], answer)
         return web.Response(body=answer, content_type=_JSON)
 
     async def healthz(_: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ from contracts.errors import (
     NotFound,
     NotSupported,
 )
-from contracts.events import MachineArchived, MachineCreated
+from contracts.events import MachineArchived, MachineCreated, MachineFilesRemoved
 from contracts.status import MachineStatus as S
 from services.gateway.access import Caller
 from tests.fast.conftest import PLATFORM_SHA, World
@@ -217,16 +217,17 @@ async def test_machines_archive_stops_the_machine(world: World) -> None:
     with pytest.raises(Forbidden):
         await world.rpc("machines.archive", {"machineId": machine.id}, token_of(b))
     archived = await world.rpc("machines.archive", {"machineId": machine.id}, token_of(a))
-    assert (archived["status"], archived["statusReason"]) == ("archived", "archived by request")
+    assert (archived["status"], archived["statusReason"]) == ("archiving", "archived by request")
     await world.bus.settle()
     assert world.provider.removes == [machine.id]
-    # Archiving again announces it again (a gateway that died before its publish left the
-    # machine unrevoked); the provisioner's revoke and stop are idempotent.
-    await world.rpc("machines.archive", {"machineId": machine.id})
-    assert len(world.bus.of(MachineArchived, machine.id)) == 2
-    await world.bus.settle()
-    assert world.provider.removes.count(machine.id) >= 1
+    # archived once the provider removed it, which its event says
+    assert (await world.machine(machine.id)).status is S.ARCHIVED
+    assert len(world.bus.of(MachineFilesRemoved, machine.id)) == 1
     assert world.daemons.calls_of("daemon.stop", machine.id) != []
+    # Archived: its files are gone, and archiving it again has nothing left to do.
+    again = await world.rpc("machines.archive", {"machineId": machine.id})
+    assert again["status"] == "archived"
+    assert len(world.bus.of(MachineArchived, machine.id)) == 1
 
 
 @method("machines.archive")
@@ -260,7 +261,7 @@ async def test_archive_of_a_daemon_that_does_not_answer_goes_on_at_once(world: W
     machine = await world.ready_machine()
     world.daemons[machine.id].mode = "unavailable"
     archived = await world.rpc("machines.archive", {"machineId": machine.id})
-    assert archived["status"] == "archived"
+    assert archived["status"] == "archiving"
     assert len(world.bus.of(MachineArchived, machine.id)) == 1
     await world.bus.settle()
     assert world.provider.removes == [machine.id]  # revoked and stopped all the same

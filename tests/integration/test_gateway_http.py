@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from contracts.errors import ERRORS
 from fleet.client import FleetClient
 from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
@@ -84,7 +85,7 @@ async def test_every_body_that_is_no_request_gets_its_json_rpc_error_never_a_500
     }
     for body, code in bodies.items():
         status, answer = await post(settings, body, headers)
-        assert status == 200, (body[:20], status, answer)
+        assert status == ERRORS[code].http_status, (body[:20], status, answer)
         assert answer["error"]["code"] == code, body[:20]
     status, _ = await post(settings, '{"jsonrpc":"2.0","id":1,"method":"instances.list"}')
     assert status == 401  # a request of a method that needs a token still needs one
@@ -120,7 +121,7 @@ async def test_errors_have_their_codes(
     stack: FleetClient, settings: Settings, body: str, code: int
 ) -> None:
     status, answer = await post(settings, body, AUTH)
-    assert status == 200
+    assert status == ERRORS[code].http_status  # the error kind's status, as on every route
     assert answer["error"]["code"] == code
     assert answer["error"]["message"]
 

@@ -147,3 +147,29 @@ async def test_give_home_while_the_machine_swaps_a_dir_with_a_link(
     for _ in range(8):  # each walk of the old code's had about even odds to go astray
         await stack.refresh_code(mid)
     assert canary.changed() == {}
+
+
+async def test_archive_removes_the_home_and_follows_nothing(
+    stack: FleetClient, settings: Settings, canary: Canary
+) -> None:
+    """``archived`` only once every process has exited and the files are gone; the removal
+    (as root) follows none of the links the machine planted, nor a directory it was swapping
+    with a link when the archive came (its processes end first)."""
+    mid = await ready(stack, "mallory", "local")
+    home = local_home(settings, mid)
+    script = (f"mkdir -p ~/k/d && cd ~/k && ln -s {canary.a_file} link && "
+              f"ln -s {canary.root} dirlink && mkfifo fifo && ln -s {canary.root} l && "
+              "for i in $(seq 200); do : > d/f$i; done && echo done")  # fmt: skip
+    assert (await sh(stack, mid, script, timeout_s=60)).rstrip().endswith("done")
+    os.mknod(home / "k" / "zero", 0o666 | 0o020000, os.makedev(1, 5))  # as root: see above
+    await stack.start_process(mid, [sys.executable, "-c", SWAP, str(home / "k" / "d"),
+                                    str(home / "k" / "l")], tag="swap")  # fmt: skip
+    archiving = await stack.archive_machine(mid)
+    assert archiving.status is MachineStatus.ARCHIVING
+    archived = await stack.wait_for(mid, ("archived",), timeout_s=STOP_S)
+    assert archived.status is MachineStatus.ARCHIVED
+    assert await ended(settings, mid, "local")  # nothing of it runs once it says archived
+    assert not home.exists()
+    assert not (settings.data_path / "machines" / mid / "code").exists()
+    assert (settings.data_path / "machines" / mid / "daemon.log").exists()  # the platform's
+    assert canary.changed() == {}

@@ -156,7 +156,7 @@ async def test_drain_with_rebuild_moves_a_hosts_machines_to_the_others(
         (MachineStatus.READY, True)
     ] * 2
     for mid in ids:
-        assert (await stack.get_machine(mid)).status is MachineStatus.ARCHIVED
+        await stack.wait_for(mid, [MachineStatus.ARCHIVED], 30)
     await wait_until(lambda: _none_running(hosts_settings[0]), timeout=30, every=0.2)
 
 
@@ -279,6 +279,8 @@ async def test_a_host_gone_is_lost_and_back_it_ends_what_was_archived_meanwhile(
         # the other hosts revoke its credentials at once: tests/fast/test_hosts.py).
         await wait_until(lambda: _not_running(third, gone), timeout=30, every=0.2)
         assert await swarm_machines(third) == set(kept)
+        # Archiving until its own host, the one that has its files, removes them.
+        assert (await stack.get_machine(gone)).status is MachineStatus.ARCHIVING
 
         await provisioner(third, await es.enter_async_context(AsyncExitStack()))
         archive3 = durable_name(Durable.PROVISIONER_ARCHIVE, "host-3")

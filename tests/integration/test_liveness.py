@@ -102,4 +102,4 @@ async def test_archived_machines_are_not_watched(
     await stack.archive_machine(machine_id)
     # A sweep after its last beat went stale found it archived and stopped watching it.
     await wait_until(lambda: _not_watched(store, machine_id))
-    assert (await stack.get_machine(machine_id)).status is MachineStatus.ARCHIVED
+    await stack.wait_for(machine_id, [MachineStatus.ARCHIVED], 30)

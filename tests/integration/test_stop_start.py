@@ -96,7 +96,8 @@ async def test_what_a_stopped_machine_refuses_and_what_it_allows(
     # Archive of a stopped machine: allowed, and final.
     await stack.stop_machine(mid)
     archived = await stack.archive_machine(mid)
-    assert archived.status is MachineStatus.ARCHIVED
+    assert archived.status is MachineStatus.ARCHIVING
+    await stack.wait_for(mid, [MachineStatus.ARCHIVED], 30)
     with pytest.raises(Conflict):
         await stack.start_machine(mid)
 

@@ -18,6 +18,7 @@ from contracts.events import (
     MachineArchived,
     MachineCreated,
     MachineFailed,
+    MachineFilesRemoved,
     MachineLost,
     MachineProcessesEnded,
     MachineProvisioned,
@@ -100,6 +101,7 @@ SAMPLES: list[Event] = [
     ),
     MachineStopped(event_id="e11", machine_id=MID, occurred_at=AT, reason="idle for 900 s"),
     MachineProcessesEnded(event_id="e11b", machine_id=MID, occurred_at=AT, reason="idle for 900 s"),
+    MachineFilesRemoved(event_id="e11c", machine_id=MID, occurred_at=AT, reason="archived"),
     MachineStarted(event_id="e12", machine_id=MID, occurred_at=AT, reason="started by request"),
     MachineLost(
         event_id="e13",
@@ -123,6 +125,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     ReposReconciled: {"cloned", "switched", "unchanged", "conflicts", "leftInPlace"},
     MachineStopped: {"reason"},
     MachineProcessesEnded: {"reason"},
+    MachineFilesRemoved: {"reason"},
     MachineStarted: {"reason"},
     MachineLost: {"hostId", "reason"},
 }

@@ -92,16 +92,22 @@ def test_pipeline_statuses_cannot_become_unresponsive(target: MachineStatus) -> 
 @pytest.mark.parametrize("current", LIVE)
 def test_every_live_status_can_fail_or_be_archived(current: MachineStatus) -> None:
     assert can_advance(current, S.FAILED)
-    assert can_advance(current, S.ARCHIVED)
+    assert can_advance(current, S.ARCHIVING)
+    assert not can_advance(current, S.ARCHIVED)  # only once its files are gone
 
 
 def test_terminal_statuses() -> None:
-    assert frozenset({S.FAILED, S.ARCHIVED}) == TERMINAL
+    assert frozenset({S.FAILED, S.ARCHIVING, S.ARCHIVED}) == TERMINAL
 
 
 @pytest.mark.parametrize("target", ALL)
-def test_failed_only_moves_to_archived(target: MachineStatus) -> None:
-    assert can_advance(S.FAILED, target) == (target in {S.FAILED, S.ARCHIVED})
+def test_failed_only_moves_to_archiving(target: MachineStatus) -> None:
+    assert can_advance(S.FAILED, target) == (target in {S.FAILED, S.ARCHIVING})
+
+
+@pytest.mark.parametrize("target", ALL)
+def test_archiving_only_moves_to_archived(target: MachineStatus) -> None:
+    assert can_advance(S.ARCHIVING, target) == (target in {S.ARCHIVING, S.ARCHIVED})
 
 
 @pytest.mark.parametrize("target", ALL)

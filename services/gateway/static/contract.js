@@ -61,6 +61,9 @@ export const METHODS = Object.freeze({
   MACHINES_LIST_DIR: "machines.listDir",
   MACHINES_STAT: "machines.stat",
   MACHINES_REMOVE_FILE: "machines.removeFile",
+  INSTANCES_SET_ENVIRONMENT: "instances.setEnvironment",
+  INSTANCES_GET_ENVIRONMENT: "instances.getEnvironment",
+  AUDIT_LIST: "audit.list",
   USERS_CREATE: "users.create",
   USERS_LIST: "users.list",
   USERS_SET_ROLE: "users.setRole",
@@ -103,6 +106,8 @@ export const ERRORS = Object.freeze({
   CODEMODE_UNAVAILABLE: 1503,
   PROVIDER_ERROR: 1600,
   NOT_SUPPORTED: 1601,
+  IMAGE_NOT_FOUND: 1610,
+  BUILD_UNAVAILABLE: 1611,
   TOOL_ERROR: 1700,
   PORT_UNREACHABLE: 1055,
   BAD_UPSTREAM: 1056,
@@ -145,6 +150,8 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   CODEMODE_UNAVAILABLE: 503,
   PROVIDER_ERROR: 500,
   NOT_SUPPORTED: 501,
+  IMAGE_NOT_FOUND: 404,
+  BUILD_UNAVAILABLE: 501,
   TOOL_ERROR: 500,
   PORT_UNREACHABLE: 502,
   BAD_UPSTREAM: 502,
@@ -182,6 +189,7 @@ export const STATUS = Object.freeze({
   READY: "ready",
   FAILED: "failed",
   UNRESPONSIVE: "unresponsive",
+  ARCHIVING: "archiving",
   ARCHIVED: "archived",
   STOPPING: "stopping",
   STOPPED: "stopped",
@@ -189,7 +197,7 @@ export const STATUS = Object.freeze({
 });
 
 /** Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL). */
-export const TERMINAL_STATUSES = Object.freeze(["failed", "archived"]);
+export const TERMINAL_STATUSES = Object.freeze(["failed", "archiving", "archived"]);
 
 /** Machine providers (contracts.models.ProviderName). */
 export const PROVIDERS = Object.freeze(["local", "docker", "swarm"]);
@@ -212,6 +220,7 @@ export const EVENT_TYPES = Object.freeze({
   READY: "ready",
   FAILED: "failed",
   ARCHIVED: "archived",
+  FILES_REMOVED: "files-removed",
   UNRESPONSIVE: "unresponsive",
   ENV_PUSHED: "env-pushed",
   REPOS_RECONCILED: "repos-reconciled",

@@ -112,7 +112,7 @@ async def test_bad_credentials_are_refused_at_connect(
     elif case == "revoked":
         await store.revoke_machine_token(mid)
     elif case == "archived":
-        await store.transition(mid, MachineStatus.ARCHIVED, "archived by the test")
+        await store.transition(mid, MachineStatus.ARCHIVING, "archived by the test")
     before = await store.redis.hgetall(k_machine(mid))
     conns = [c["cid"] for c in await connz(bus, user)]  # the services' own, for that user
 

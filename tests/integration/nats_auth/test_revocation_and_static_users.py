@@ -55,7 +55,7 @@ async def test_revoking_closes_the_live_connection_and_refuses_reconnects(
     stolen = await connect_as(nats_server, mid, token)  # a second copy of the credentials
     assert len(await connz(bus, mid)) == 2
 
-    await store.transition(mid, MachineStatus.ARCHIVED, "archived by the test")
+    await store.transition(mid, MachineStatus.ARCHIVING, "archived by the test")
     assert await revoke_machine(store, bus.nc, mid) == 2
 
     await wait_until(lambda: stolen.is_closed)
