@@ -33,6 +33,7 @@ from bench import (
     gateway_attacks,
     hosts,
     netns,
+    people,
     pipeline,
     ports,
     providers,
@@ -49,7 +50,7 @@ from core.logs import configure_logging
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 23))
+BENCHES = tuple(str(n) for n in range(1, 24))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together.
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(audit.run(report, args.quick))
     if "22" in only:
         asyncio.run(fork.run(report, args.quick))
+    if "23" in only:
+        asyncio.run(people.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")

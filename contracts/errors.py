@@ -315,6 +315,31 @@ class BadUpstream(FleetError):
     http_status = 502
 
 
+class IdTokenRejected(FleetError):
+    """An OpenID sign-in's ID token was refused; ``data.reason`` names the check it failed:
+    ``signature`` (not signed by a key of the provider's), ``algorithm`` (not an allowed one;
+    ``none`` never is), ``issuer``, ``audience``, ``expired``, ``issued-at`` (from the future,
+    past the allowed skew), ``nonce`` (not the one this sign-in sent), ``claims`` (missing)."""
+
+    code = 1080
+    http_status = 401
+
+
+class SignInStateRejected(FleetError):
+    """An OpenID callback's ``state`` is unknown, already used, expired, or not this browser's."""
+
+    code = 1081
+    http_status = 400
+
+
+class CsrfRejected(FleetError):
+    """A cookie-authenticated state change without its CSRF token (``X-CSRF-Token``), or a
+    cookie-authenticated WebSocket from another origin."""
+
+    code = 1082
+    http_status = 403
+
+
 #: Every error kind, by code: the one table that maps exceptions to JSON-RPC errors and back.
 ERRORS: dict[int, type[FleetError]] = {
     cls.code: cls
@@ -357,6 +382,9 @@ ERRORS: dict[int, type[FleetError]] = {
         ToolError,
         PortUnreachable,
         BadUpstream,
+        IdTokenRejected,
+        SignInStateRejected,
+        CsrfRejected,
     )
 }
 

@@ -39,6 +39,7 @@ from contracts.gateway_hosts import HOST_METHODS, HOSTS_LIST
 from contracts.gateway_limits import INSTANCES_GET_LIMITS, LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS, MACHINES_DAEMON_LOG
 from contracts.gateway_machines import MACHINE_METHODS
+from contracts.gateway_people import PEOPLE_METHODS
 from contracts.gateway_sessions import SESSION_METHODS, SESSIONS_LIST
 from contracts.gateway_ssh import SSH_METHODS
 from contracts.gateway_stop import INSTANCES_GET_AUTOSTOP, STOP_METHODS
@@ -267,6 +268,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *FILE_METHODS,
     *ENVIRONMENT_METHODS,
     *AUDIT_METHODS,
+    *PEOPLE_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).

@@ -19,6 +19,7 @@ from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE, SNAPSHOT_ID_
 from contracts.jsonrpc import Params, Result
 from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
+from contracts.people import Scope
 
 InstanceId = Annotated[
     str, msgspec.Meta(pattern=INSTANCE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -106,10 +107,22 @@ class AddRepoParams(Params, kw_only=True):
         validation.check_checkout_path(self.path)
 
 
+#: A user's id (``u-...``) or email.
+UserRef = Annotated[str, msgspec.Meta(min_length=1, max_length=320, pattern=r"^[^\x00-\x1f]+$")]
+
+
 class CreateTokenParams(Params, kw_only=True):
     name: Name
-    #: Omitted: an admin token (only an admin may create one).
+    #: One instance (shorthand for ``instanceIds: [id]``); with neither, every instance the
+    #: token's user may reach (with the admin token: an admin token, unless ``scopes`` says less).
     instance_id: InstanceId | None = None
+    instance_ids: Annotated[list[InstanceId], msgspec.Meta(max_length=100)] | None = None
+    #: Omitted: every scope (bounded, as always, by the user's role).
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=8)] | None = None
+    #: Omitted: ``FLEET_TOKEN_DEFAULT_TTL_S``; never more than ``FLEET_TOKEN_MAX_TTL_S``.
+    expires_in_s: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    #: Whose token: omitted, the caller's own; another user's only for an admin.
+    user: UserRef | None = None
 
 
 class CreatedToken(Result, kw_only=True):

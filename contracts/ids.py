@@ -9,6 +9,7 @@ import uuid
 MACHINE_ID_RE = re.compile(r"^m-[0-9a-f]{16}$")
 INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{16}$")
 SNAPSHOT_ID_RE = re.compile(r"^s-[0-9a-f]{16}$")
+USER_ID_RE = re.compile(r"^u-[0-9a-f]{16}$")
 #: Exact length, so a pattern's `$` cannot let a trailing newline through.
 ID_LENGTH = 18
 
@@ -30,6 +31,10 @@ def new_snapshot_id() -> str:
 
 def new_token_id() -> str:
     return "t-" + secrets.token_hex(8)
+
+
+def new_user_id() -> str:
+    return "u-" + secrets.token_hex(8)
 
 
 def new_event_id() -> str:

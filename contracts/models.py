@@ -76,11 +76,20 @@ class AccessToken(Model, kw_only=True):
 
     id: str
     name: str
-    #: None: an admin token (sees everything); else the one instance this token may touch.
+    #: The one instance of a token made for one instance (its ``instanceIds`` then hold it).
     instance_id: str | None = None
     created_at: datetime
     #: Set once the token is revoked; the record stays, as an audit trail.
     revoked_at: datetime | None = None
+    #: What the token may do (``contracts.people``), never more than its user's role allows.
+    scopes: list[str] = msgspec.field(default_factory=list)
+    #: The instances it may touch; None: every instance its user may.
+    instance_ids: list[str] | None = None
+    #: Its user; None: made with the admin token, bounded by its scopes alone.
+    user_id: str | None = None
+    #: None: never expires (only tokens that predate expiry).
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
 
 
 class Repo(Model, kw_only=True):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from contracts.errors import FleetError
-from fleet import cli_audit, cli_code, cli_hosts, cli_machines, cli_records
+from fleet import cli_audit, cli_code, cli_hosts, cli_machines, cli_people, cli_records
 from fleet.cli_common import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -48,7 +48,7 @@ __all__ = [
 
 
 def _default_token() -> str:
-    if token := os.environ.get("FLEET_TOKEN"):
+    if token := os.environ.get("FLEET_TOKEN") or cli_people.saved_token():
         return token
     local = Path(".fleet-data/admin-token")  # `fleet up`'s default, for the local quick start
     return local.read_text().strip() if local.exists() else ""
@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_code.register(sub)
     cli_hosts.register(sub)
     cli_audit.register(sub)
+    cli_people.register(sub)
     return p
 
 

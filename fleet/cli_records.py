@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from contracts.machine_files import CronJob, CronTable
+from contracts.people import ALL_SCOPES
 from fleet import cli_instance_env, cli_ports, cli_stop
 from fleet.cli_common import (
     COMMON_NO_URL,
@@ -166,13 +167,26 @@ async def _repos_list(c: FleetClient, a: Args) -> int:
 def _tokens(g: SubAction) -> None:
     t_create = command(g, "create", _tokens_create, "a new token; prints the secret once")
     t_create.add_argument("name")
-    t_create.add_argument("--instance", help="scope it to one instance (default: admin token)")
+    t_create.add_argument("--instance", action="append", dest="instances", metavar="INSTANCE",
+                          help="an instance it may touch (repeat for more; default: every "
+                          "instance its user may reach)")  # fmt: skip
+    t_create.add_argument("--scope", action="append", dest="scopes", choices=sorted(ALL_SCOPES),
+                          help="what it may do (repeat for more; default: everything its "
+                          "user may)")  # fmt: skip
+    t_create.add_argument(
+        "--expires-in",
+        type=int,
+        metavar="SECONDS",
+        help="its lifetime (default: the gateway's FLEET_TOKEN_DEFAULT_TTL_S)",
+    )
+    t_create.add_argument("--user", help="whose token (an id or email; admins only)")
     command(g, "list", _tokens_list, "tokens you may see")
     command(g, "revoke", _tokens_revoke, "revoke a token at once").add_argument("token_id")
 
 
 async def _tokens_create(c: FleetClient, a: Args) -> int:
-    t = await c.create_token(a.name, a.instance)
+    t = await c.create_scoped_token(a.name, scopes=a.scopes, instance_ids=a.instances,
+                                    expires_in_s=a.expires_in, user=a.user)  # fmt: skip
     return emit(a, t, lambda: f"{t.id}\n{t.token}\n(the token is shown only this once)")
 
 
@@ -182,13 +196,16 @@ async def _tokens_list(c: FleetClient, a: Args) -> int:
         [
             t.id,
             t.name,
-            t.instance_id or "(admin)",
+            ",".join(t.instance_ids) if t.instance_ids is not None else "(every)",
+            ",".join(t.scopes),
+            t.expires_at.isoformat() if t.expires_at else "-",
             t.created_at.isoformat(),
             t.revoked_at.isoformat() if t.revoked_at else "-",
         ]
         for t in xs
     ]
-    return emit(a, xs, lambda: table(rows, ["ID", "NAME", "SCOPE", "CREATED", "REVOKED"]))
+    heads = ["ID", "NAME", "INSTANCES", "SCOPES", "EXPIRES", "CREATED", "REVOKED"]
+    return emit(a, xs, lambda: table(rows, heads))
 
 
 async def _tokens_revoke(c: FleetClient, a: Args) -> int:

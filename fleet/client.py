@@ -53,6 +53,7 @@ from fleet.client_instance_env import InstanceEnvironmentClient
 from fleet.client_limits import LimitsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
+from fleet.client_people import PeopleClient
 from fleet.client_ports import PortsClient
 from fleet.client_retry import ConnectionFailed, RetryingCalls, StreamResumes
 from fleet.client_sessions import SessionsClient
@@ -80,6 +81,7 @@ class FleetClient(
     StopClient,
     InstanceEnvironmentClient,
     AuditClient,
+    PeopleClient,
 ):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")

@@ -86,6 +86,26 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     streams_per_token: int = 64
     #: How long a ticket from events.ticket stays valid (it is used once).
     events_ticket_ttl_s: float = 30.0
+    #: A personal access token's expiry when tokens.create names none.
+    token_default_ttl_s: int = 30 * 24 * 3600
+    #: The longest expiry tokens.create may ask for.
+    token_max_ttl_s: int = 365 * 24 * 3600
+    #: OpenID Connect sign-in: the provider's issuer URL (empty: no sign-in, tokens only).
+    oidc_issuer: str = ""
+    #: This gateway's client id at the OpenID provider.
+    oidc_client_id: str = ""
+    #: This gateway's client secret at the OpenID provider.
+    oidc_client_secret: str = ""
+    #: Group names (the ID token's ``groups`` claim), comma-separated, whose members are
+    #: platform admins.
+    oidc_admin_groups: str = ""
+    #: Group names, comma-separated, whose members are auditors.
+    oidc_auditor_groups: str = ""
+    #: Where browsers reach this gateway: the OpenID redirect URI is ``<it>/auth/callback``
+    #: (empty: ``http://<host>:<port>``).
+    public_url: str = ""
+    #: How long a signed-in browser's session lasts.
+    session_ttl_s: float = 12 * 3600.0
     #: How long a browser's preview cookie (from machines.previewTicket) stays valid.
     preview_session_ttl_s: float = 8 * 3600.0
     #: The address of the preview listener, where machines' pages are served, on an origin of

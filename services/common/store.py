@@ -58,6 +58,7 @@ from services.common.store_liveness import HeartbeatRecords
 from services.common.store_stages import StageRecords, Transition
 from services.common.store_tickets import TicketRecords
 from services.common.store_tokens import TokenRecords
+from services.common.store_users import UserRecords
 
 __all__ = ["MachineAccess", "Store", "Transition"]
 
@@ -89,6 +90,7 @@ class Store:
         self._unlock: Any = None
         self._count_by_status: Any = None
         self.tokens = TokenRecords(self)
+        self.users = UserRecords(self)
         self.heartbeats = HeartbeatRecords(self)
         self.tickets = TicketRecords(self)
         self.stages = StageRecords(self)

@@ -126,6 +126,50 @@ F_DIGEST = "hash"
 F_REVOKED_AT = "revokedAt"
 
 
+#: Token hash: what a token may do, where, and until when (JSON where a list).
+F_SCOPES = "scopes"
+F_INSTANCE_IDS = "instanceIds"
+F_LAST_USED_AT = "lastUsedAt"
+
+# --- users and sessions ---------------------------------------------------------------------
+K_USERS = P + "users"
+#: Hash: a user's email (lower case) -> their id.
+K_USER_EMAILS = P + "users:by-email"
+#: Hash: an OpenID subject (``iss`` space ``sub``) -> the user's id.
+K_USER_SUBJECTS = P + "users:by-subject"
+
+
+def k_user(user_id: str) -> str:
+    """JSON of ``contracts.gateway_people.User``."""
+    return f"{P}user:{user_id}"
+
+
+def k_user_roles(user_id: str) -> str:
+    """Hash: instance id -> the user's role on it."""
+    return f"{P}user:{user_id}:roles"
+
+
+def k_instance_members(instance_id: str) -> str:
+    """Hash: user id -> their role on the instance (the other side of ``k_user_roles``)."""
+    return f"{P}instance:{instance_id}:members"
+
+
+def k_session(session_id: str) -> str:
+    """A signed-in browser's session (JSON; expires by itself)."""
+    return f"{P}session:{session_id}"
+
+
+def k_signin(state_digest: str) -> str:
+    """A sign-in under way, by the SHA-256 of its ``state``: its nonce and PKCE verifier
+    (taken once: a replayed ``state`` finds nothing)."""
+    return f"{P}signin:{state_digest}"
+
+
+def k_user_sessions(user_id: str) -> str:
+    """Set: the user's session ids."""
+    return f"{P}user:{user_id}:sessions"
+
+
 def k_events_ticket(digest: str) -> str:
     """An events ticket, by the SHA-256 of its secret: who it acts as (expires by itself)."""
     return f"{P}events-ticket:{digest}"

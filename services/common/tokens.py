@@ -11,14 +11,33 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from contracts.errors import NotFound
+from contracts.gateway_people import User
 from contracts.ids import new_token_id
 from contracts.models import AccessToken
 from services.common.store import Store
+from services.common.store_tokens import token_record
 
 PREFIX = "fleet_"
+#: A token's last use is written at most this often.
+LAST_USED_EVERY_S = 60.0
+
+
+class Resolved(NamedTuple):
+    token: AccessToken
+    #: Its user (None: a token of no user, or its user is gone).
+    user: User | None
+    roles: dict[str, str]
+
+
+def is_live(token: AccessToken) -> bool:
+    """Not revoked, and not past its expiry."""
+    expired = token.expires_at is not None and token.expires_at <= datetime.now(UTC)
+    return token.revoked_at is None and not expired
 
 
 def hash_token(secret: str) -> str:
@@ -32,28 +51,44 @@ def new_secret() -> str:
 class TokenStore:
     def __init__(self, store: Store) -> None:
         self._records = store.tokens
+        self._users = store.users
 
-    async def create(self, name: str, instance_id: str | None) -> tuple[AccessToken, str]:
+    async def create(
+        self,
+        name: str,
+        *,
+        scopes: Iterable[str],
+        instance_ids: list[str] | None,
+        user_id: str | None,
+        expires_at: datetime | None,
+    ) -> tuple[AccessToken, str]:
         secret = new_secret()
-        token = AccessToken(id=new_token_id(), name=name, instance_id=instance_id,
-                            created_at=datetime.now(UTC))  # fmt: skip
+        only = instance_ids[0] if instance_ids is not None and len(instance_ids) == 1 else None
+        token = AccessToken(id=new_token_id(), name=name, instance_id=only,
+                            created_at=datetime.now(UTC), scopes=sorted(set(scopes)),
+                            instance_ids=instance_ids, user_id=user_id,
+                            expires_at=expires_at)  # fmt: skip
         await self._records.add(token, hash_token(secret))
         return token, secret
 
-    async def resolve(self, secret: str) -> AccessToken | None:
-        """The live token whose secret this is, or None."""
+    async def resolve(self, secret: str) -> Resolved | None:
+        """The live token whose secret this is, with its user and the user's roles (one round
+        trip), or None; its use is recorded (at most once a minute: a busy token would
+        otherwise write on every call)."""
         if not secret.startswith(PREFIX):
             return None
         digest = hash_token(secret)
-        token_id = await self._records.id_by_digest(digest)
-        if token_id is None:
+        found = await self._users.by_token_digest(digest)
+        if found is None:
             return None
-        record = await self._records.get(token_id)
-        if record is None or record.token.revoked_at is not None:
+        record = token_record(dict(found.record))
+        if not is_live(record.token) or not hmac.compare_digest(record.digest, digest):
             return None
-        if not hmac.compare_digest(record.digest, digest):
-            return None
-        return record.token
+        now = datetime.now(UTC)
+        last = record.token.last_used_at
+        if last is None or (now - last).total_seconds() >= LAST_USED_EVERY_S:
+            await self._records.touch(record.token.id, now)
+        return Resolved(record.token, found.user, found.roles)
 
     async def get(self, token_id: str) -> AccessToken:
         record = await self._records.get(token_id)
@@ -61,9 +96,8 @@ class TokenStore:
             raise NotFound(f"token {token_id} not found")
         return record.token
 
-    async def list(self, instance_id: str | None = None) -> list[AccessToken]:
-        tokens = [await self.get(i) for i in await self._records.ids()]
-        return [t for t in tokens if instance_id is None or t.instance_id == instance_id]
+    async def list(self) -> list[AccessToken]:
+        return [await self.get(i) for i in await self._records.ids()]
 
     async def revoke(self, token_id: str) -> bool:
         """Revoke a token (it stops working at once); False if it already was."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from contextlib import AsyncExitStack
 
+import aiohttp
 import msgspec
 
 from providers.code import code_repo, platform_sha
@@ -18,11 +19,15 @@ from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
 from services.gateway.audit_log import AuditLog
+from services.gateway.callers import caller_resolver
 from services.gateway.events_hub import EventHub
 from services.gateway.host_control import HostClient
-from services.gateway.http import HttpServer, bind_listener, caller_resolver, make_app
+from services.gateway.http import HttpServer, bind_listener, make_app
 from services.gateway.mcp_http import McpEndpoint
+from services.gateway.oidc import OidcClient
 
+#: How long a call to the OpenID provider (discovery, keys, the code exchange) may take.
+OIDC_TIMEOUT_S = 10.0
 #: An install may build a machine image (docker) before it answers.
 INSTALL_TIMEOUT_S = 600.0
 
@@ -38,6 +43,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store, bus = await connect(
         settings, stack, "gateway", publish_budget_s=settings.gateway_publish_wait_s
     )
+    await store.tokens.migrate()  # tokens kept before scopes, in today's shape
     keys = MachineKeys(store, SecretBox(settings.secret_key))
     # Served on the gateway's own port (GET /metrics); the only process that exports the
     # machines-by-status gauge, so that it exists once per deployment.
@@ -73,12 +79,19 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
                  max_streams=settings.events_max_streams)
     )  # fmt: skip
     mcp = await stack.enter_async_context(McpEndpoint(api.codemode, settings.max_body_bytes))
+    oidc = None
+    if settings.oidc_issuer:
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OIDC_TIMEOUT_S))
+        )
+        oidc = OidcClient(http, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id,
+                          client_secret=settings.oidc_client_secret)  # fmt: skip
     apps = make_app(
         dispatcher=api.dispatcher(),
         store=store,
         bus=bus,
         hub=hub,
-        resolve_caller=caller_resolver(settings.admin_token, TokenStore(store)),
+        resolve_caller=caller_resolver(settings.admin_token, TokenStore(store), store),
         settings=settings,
         metrics=metrics,
         codemode=api.codemode,
@@ -86,6 +99,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         mcp=mcp,
         ports=api.ports,
         byte_streams=api.byte_streams,
+        oidc=oidc,
     )
     await stack.enter_async_context(HttpServer(apps.console, settings.host, settings.port))
     if apps.previews is not None:

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from contracts.errors import Conflict, Forbidden, InvalidParams, MachineStopped
+from contracts.jsonrpc import Handler, Router
 from contracts.models import Machine
+from contracts.people import (
+    ADMIN,
+    ALL_SCOPES,
+    INSTANCE_ROLE_SCOPES,
+    METHOD_SCOPES,
+    PLATFORM_ROLE_SCOPES,
+    READ_ONLY,
+)
 from contracts.status import (
     ARCHIVED_OR_ARCHIVING,
     STOPPED_OR_STOPPING,
@@ -27,20 +37,92 @@ from services.gateway.activity import ActivityClock
 
 
 class Caller(msgspec.Struct, frozen=True):
-    """Who is calling: the admin (everything), or a token scoped to one instance."""
+    """Who is calling, and the one place that decides what they may do: the operator's admin
+    token (break-glass: everything), a signed-in user (by platform role and instance roles), or
+    a token (its scopes and instances, within its user's roles). ``acting`` is the scope the
+    call under way needs (``contracts.people.METHOD_SCOPES``, ``route_scope``), set before any
+    handler runs; every check of a record against the caller (``require``, ``may``) asks it."""
 
+    #: The token or sign-in session (``ws-...``) the call came with: what revocation cuts.
     token_id: str
     admin: bool = True
+    #: The caller's one instance, when it has exactly one (a token made for one instance).
     instance_id: str | None = None
+    #: The person behind the call; None for the admin token and for tokens it made.
+    user_id: str | None = None
+    #: The user's platform role (None: not a user).
+    role: str | None = None
+    #: The user's instance roles: instance id -> role.
+    roles: dict[str, str] = msgspec.field(default_factory=dict)
+    #: A token's scopes (None: not narrowed by a token).
+    scopes: frozenset[str] | None = None
+    #: A token's instances (None: not narrowed; ``instance_id`` alone narrows to it).
+    instance_ids: frozenset[str] | None = None
+    acting: str = ADMIN
 
-    def may(self, instance_id: str | None) -> bool:
-        """May touch this instance (None: the platform scope, admins only)."""
-        return self.admin or (instance_id is not None and instance_id == self.instance_id)
+    def held(self, instance_id: str | None) -> frozenset[str]:
+        """The scopes the caller holds on this instance (None: on the platform)."""
+        if self.admin:
+            return ALL_SCOPES
+        base = self._role_scopes(instance_id)
+        reach = self.instance_ids
+        if reach is None and self.instance_id is not None:
+            reach = frozenset({self.instance_id})
+        if reach is not None and instance_id not in reach:
+            return frozenset()
+        return base if self.scopes is None else base & self.scopes
 
-    def require(self, instance_id: str | None) -> None:
-        if not self.may(instance_id):
-            what = "the platform scope" if instance_id is None else f"instance {instance_id}"
-            raise Forbidden(f"this token may not access {what}")
+    def _role_scopes(self, instance_id: str | None) -> frozenset[str]:
+        if self.user_id is None:  # a token of the admin's: its scopes and instances bound it
+            bound = self.scopes is not None or self.instance_id is not None
+            return ALL_SCOPES if instance_id is not None and bound else frozenset()
+        if self.role == "admin":
+            return ALL_SCOPES
+        if instance_id is None:  # members may make instances; auditors look
+            return PLATFORM_ROLE_SCOPES.get(self.role or "", frozenset())
+        own = INSTANCE_ROLE_SCOPES.get(self.roles.get(instance_id, ""), frozenset())
+        return own | READ_ONLY if self.role == "auditor" else own
+
+    def may(self, instance_id: str | None, scope: str | None = None) -> bool:
+        """May do ``scope`` (by default what the call under way needs) on this instance."""
+        return (scope or self.acting) in self.held(instance_id)
+
+    def require(self, instance_id: str | None, scope: str | None = None) -> None:
+        scope = scope or self.acting
+        if not self.may(instance_id, scope):
+            what = "the platform" if instance_id is None else f"instance {instance_id}"
+            raise Forbidden(f"this caller may not use {scope} on {what}",
+                            data={"scope": scope, "instanceId": instance_id})  # fmt: skip
+
+    def doing(self, scope: str) -> Caller:
+        """This caller, for a call that needs ``scope``."""
+        return msgspec.structs.replace(self, acting=scope)
+
+
+def default_instance(c: Caller) -> str | None:
+    """The instance a call that names none is about: every one for an admin (None), the one
+    of a caller bound to one; a caller who may reach several must name it."""
+    if c.admin:
+        return None
+    if c.instance_id is not None:
+        return c.instance_id
+    raise InvalidParams("name an instance (instanceId): this caller may reach several",
+                        field="$.instanceId")  # fmt: skip
+
+
+def scoped(router: Router[Caller]) -> Router[Caller]:
+    """The same routes, each handler given its caller ``doing`` the method's scope."""
+    out = Router[Caller]()
+    for name, route in router.routes.items():
+        out.register(route.spec, _doing(route.handler, METHOD_SCOPES[name]))
+    return out
+
+
+def _doing(handler: Handler[Any, Any, Caller], scope: str) -> Handler[Any, Any, Caller]:
+    async def call(params: Any, c: Caller) -> Any:
+        return await handler(params, c.doing(scope))
+
+    return call
 
 
 class Access:

@@ -65,7 +65,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway import create_once
-from services.gateway.access import Access, Caller, check_local_repo
+from services.gateway.access import Access, Caller, check_local_repo, scoped
 from services.gateway.audit_log import AuditLog, audited, may_read
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
@@ -78,6 +78,7 @@ from services.gateway.hosts_ops import HostOps
 from services.gateway.limits import CallLimits
 from services.gateway.limits_ops import LimitsOps
 from services.gateway.ops import MachineOps
+from services.gateway.people_ops import PeopleOps, may_see, people_routes
 from services.gateway.ports import PortOps
 from services.gateway.sessions import SessionOps
 from services.gateway.stop_ops import StopOps, check_running_limit
@@ -139,6 +140,7 @@ class GatewayApi:
         self.sessions = SessionOps(call=self.ops._call, opener=self.byte_streams)
         self.ports = PortOps(access=self.access, daemons=daemons, store=store,
                              settings=self.settings)  # fmt: skip
+        self.people = PeopleOps(store, self.tokens, self.settings)
         self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
         self._openrpc = openrpc_document(
             g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
@@ -157,17 +159,18 @@ class GatewayApi:
     # --- instances --------------------------------------------------------------------------
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
         c.require(None)
-        return await self.store.create_instance(p.name)
+        inst = await self.store.create_instance(p.name)
+        if c.user_id is not None:  # its maker owns it
+            await self.store.users.set_member(inst.id, c.user_id, "owner")
+        return inst
 
     async def instances_get(self, p: InstanceRef, c: Caller) -> Instance:
         c.require(p.instance_id)
         return await self.store.get_instance(p.instance_id)
 
     async def instances_list(self, p: NoParams, c: Caller) -> InstanceList:
-        if c.admin:
-            return InstanceList(instances=await self.store.list_instances())
-        assert c.instance_id is not None
-        return InstanceList(instances=[await self.store.get_instance(c.instance_id)])
+        instances = await self.store.list_instances()
+        return InstanceList(instances=[i for i in instances if c.may(i.id)])
 
     # --- env --------------------------------------------------------------------------------
     async def env_set(self, p: SetEnvParams, c: Caller) -> EnvVar:
@@ -273,10 +276,10 @@ class GatewayApi:
         return await self.access.machine(c, p.machine_id)
 
     async def machines_list(self, p: ListMachinesParams, c: Caller) -> MachineList:
-        instance_id = p.instance_id if p.instance_id is not None or c.admin else c.instance_id
-        if instance_id is not None:
-            await self.access.instance_exists(c, instance_id)
-        machines = await self.store.list_machines(instance_id)
+        if p.instance_id is not None:
+            await self.access.instance_exists(c, p.instance_id)
+        machines = [m for m in await self.store.list_machines(p.instance_id)
+                    if c.may(m.instance_id)]  # fmt: skip
         return MachineList(machines=[await self.access.versioned(m) for m in machines])
 
     async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:
@@ -341,17 +344,15 @@ class GatewayApi:
 
     # --- access tokens ----------------------------------------------------------------------
     async def tokens_create(self, p: CreateTokenParams, c: Caller) -> CreatedToken:
-        await self.access.instance_exists(c, p.instance_id)  # an admin token needs an admin
-        token, secret = await self.tokens.create(p.name, p.instance_id)
-        log.info("token.created", token_id=token.id, instance_id=p.instance_id, by=c.token_id)
-        return CreatedToken(id=token.id, token=secret)
+        return await self.people.tokens_create(p, c)
 
     async def tokens_list(self, p: NoParams, c: Caller) -> TokenList:
-        return TokenList(tokens=await self.tokens.list(None if c.admin else c.instance_id))
+        return TokenList(tokens=[t for t in await self.tokens.list() if may_see(c, t)])
 
     async def tokens_revoke(self, p: TokenRef, c: Caller) -> Revoked:
         token = await self.tokens.get(p.id)
-        c.require(token.instance_id)
+        if not may_see(c, token):
+            raise Forbidden(f"this caller may not revoke token {p.id}")
         revoked = await self.tokens.revoke(p.id)
         log.info("token.revoked", token_id=p.id, by=c.token_id)
         return Revoked(revoked=revoked)
@@ -421,6 +422,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(gfk.MACHINES_SNAPSHOT, api.forks.machines_snapshot)
     r.register(gfk.SNAPSHOTS_LIST, api.forks.snapshots_list)
     r.register(gfk.SNAPSHOTS_DELETE, api.forks.snapshots_delete)
+    people_routes(r, api.people)
     codemode_routes(r, api.codemode)
     r.register(gs.SESSIONS_OPEN, api.sessions.sessions_open)
     r.register(gs.SESSIONS_LIST, api.sessions.sessions_list)
@@ -430,7 +432,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(gf.MACHINES_LIST_DIR, ops.machines_list_dir)
     r.register(gf.MACHINES_STAT, ops.machines_stat)
     r.register(gf.MACHINES_REMOVE_FILE, ops.machines_remove_file)
-    return r
+    return scoped(r)
 
 
 def stop_routes(r: Router[Caller], ops: StopOps) -> None:

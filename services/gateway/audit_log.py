@@ -267,9 +267,9 @@ async def _close(nc: NATS) -> None:
 
 
 def may_read(c: Caller) -> None:
-    """Who may read the audit log."""
-    if not c.admin:
-        raise Forbidden("only an admin may read the audit log")
+    """Who may read the audit log: admins and auditors."""
+    if not (c.admin or c.role == "auditor"):
+        raise Forbidden("only an admin or an auditor may read the audit log")
 
 
 def _as_fleet_error(error: BaseException | None) -> FleetError | None:

@@ -46,7 +46,7 @@ from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.store import Store
 from services.common.store_codemode import CodemodeRecords
-from services.gateway.access import Access, Caller
+from services.gateway.access import Access, Caller, default_instance
 
 log = structlog.get_logger(__name__)
 Dispatch = Callable[[bytes, Caller], Awaitable[bytes | None]]
@@ -148,7 +148,7 @@ class CodemodeOps:
         return Cancelled(cancelled=True)
 
     async def codemode_list(self, p: ListRunsParams, c: Caller) -> RunList:
-        instance_id = p.instance_id if p.instance_id is not None or c.admin else c.instance_id
+        instance_id = p.instance_id if p.instance_id is not None else default_instance(c)
         if instance_id is not None:
             await self._access.instance_exists(c, instance_id)
         return RunList(runs=await self._records.list_runs(instance_id, p.limit))

@@ -34,6 +34,7 @@ from services.common.bus import Bus
 from services.common.failover import RETRY_AFTER_MS
 from services.common.store import Store
 from services.gateway.access import Caller
+from services.gateway.callers import OPERATOR, caller_is_live
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +45,6 @@ REVOCATION_CHECK_S = 0.5
 FULL_RETRY_AFTER_S = 5
 #: Events buffered per stream; a client that falls this far behind is cut off (``overflow``).
 QUEUE_LIMIT = 10_000
-#: The caller of the operator's admin token (from the settings): it cannot be revoked.
-OPERATOR = "admin"
 
 
 class Subscriber:
@@ -189,8 +188,5 @@ def honest(msg: Msg) -> bool:
 
 
 async def token_is_live(store: Store, token_id: str) -> bool:
-    """The access token exists and is not revoked (the operator's admin token always is)."""
-    if token_id == OPERATOR:
-        return True
-    record = await store.tokens.get(token_id)
-    return record is not None and record.token.revoked_at is None
+    """The token or session still stands (``services.gateway.callers.caller_is_live``)."""
+    return await caller_is_live(store, token_id)

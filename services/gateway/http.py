@@ -16,7 +16,6 @@ gateway beyond its operators should keep /metrics to its scrapers at the proxy.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,21 +26,23 @@ from typing import NamedTuple
 import structlog
 from aiohttp import web
 
-from contracts.errors import FleetError, PayloadTooLarge, Unauthorized
+from contracts.errors import CsrfRejected, FleetError, PayloadTooLarge, Unauthorized
 from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.gateway_sessions import ATTACH_PATH
 from contracts.jsonrpc import Dispatcher, request_method
+from contracts.people import route_scope
 from services.common.bus import Bus
 from services.common.failover import TRANSIENT, as_unavailable
 from services.common.metrics import Metrics, metrics_handler
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.audit_log import origin_middleware
+from services.gateway.auth_http import SignIn, add_auth_routes, public_url
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
+from services.gateway.callers import CallerResolver
 from services.gateway.codemode import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.errors_http import error_answer, error_response
@@ -50,6 +51,7 @@ from services.gateway.exec_stream import stream_rpc
 from services.gateway.files_http import add_files_routes
 from services.gateway.limits import BadSecrets
 from services.gateway.mcp_http import McpEndpoint, add_mcp_route
+from services.gateway.oidc import OidcClient
 from services.gateway.ports import PortOps
 from services.gateway.preview import add_tunnel_route, make_preview_app
 from services.gateway.revocation import RevocationTicker
@@ -57,14 +59,17 @@ from services.gateway.sessions import SessionOps
 from services.gateway.sse import EventsContext, stream_events
 from services.gateway.tickets import EventTickets
 from services.gateway.tunnels import Tunnels
+from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf
 
 log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-CallerResolver = Callable[[str], Awaitable[Caller | None]]
 CALLER: web.AppKey[CallerResolver] = web.AppKey("caller")
 TICKETS: web.AppKey[EventTickets] = web.AppKey("tickets")
 UNAUTHENTICATED: web.AppKey[BadSecrets] = web.AppKey("unauthenticated")
+SESSIONS: web.AppKey[WebSessions] = web.AppKey("sessions")
+#: The console's own origin, which a cookie-authenticated WebSocket must come from.
+ORIGIN: web.AppKey[str] = web.AppKey("origin")
 CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
 _JSON = "application/json"
 #: A /rpc caller without a (valid) token: it may call only the methods that reveal no data.
@@ -108,29 +113,19 @@ def bearer(request: web.Request) -> str:
     return token if token.isascii() and token.isprintable() else ""
 
 
-def caller_resolver(admin_token: str, tokens: TokenStore) -> CallerResolver:
-    """Who a bearer token belongs to: the operator's admin token, or a live access token."""
-
-    async def resolve(token: str) -> Caller | None:
-        if not token:
-            return None
-        if hmac.compare_digest(token.encode(), admin_token.encode()):
-            return Caller(token_id="admin", admin=True)  # noqa: S106 - an id, not a secret
-        found = await tokens.resolve(token)
-        if found is None:
-            return None
-        return Caller(token_id=found.id, admin=found.instance_id is None,
-                      instance_id=found.instance_id)  # fmt: skip
-
-    return resolve
-
-
 async def _authenticate(request: web.Request) -> Caller | None:
     """The bearer header; for GET /events also a ticket from events.ticket (never the token
     itself in the URL: URLs end up in logs, history and Referer headers)."""
-    if not _by_ticket(request):
-        return await request.app[CALLER](bearer(request))
-    return await request.app[TICKETS].redeem(request.query["ticket"])
+    if _by_ticket(request):
+        return await request.app[TICKETS].redeem(request.query["ticket"])
+    token = bearer(request)
+    if token or COOKIE not in request.cookies:
+        return await request.app[CALLER](token)
+    found = await request.app[SESSIONS].get(request.cookies[COOKIE])
+    if found is None:
+        return None
+    check_csrf(request, found[1], request.app[ORIGIN])  # a session's state changes: CSRF
+    return found[0]
 
 
 def _by_ticket(request: web.Request) -> bool:
@@ -156,6 +151,8 @@ async def auth_middleware(
         return await handler(request)
     try:
         caller = await _authenticate(request)
+    except CsrfRejected as exc:
+        return error_response(exc)
     except TRANSIENT as exc:  # a token is looked up in the store, which is failing over
         log.warning("gateway.auth_unavailable", path=request.path, error=repr(exc))
         return error_response(as_unavailable(exc))
@@ -166,7 +163,8 @@ async def auth_middleware(
         kind = "ticket" if _by_ticket(request) else "token"
         return error_response(request.app[UNAUTHENTICATED].refuse(kind, request.remote or "",
                                                                   refused))  # fmt: skip
-    request[CALLER_OF_REQUEST] = caller
+    scope = route_scope(request.method, request.path)
+    request[CALLER_OF_REQUEST] = caller if scope is None else caller.doing(scope)
     return await handler(request)
 
 
@@ -190,6 +188,7 @@ def make_app(
     sessions: SessionOps | None = None,
     ports: PortOps | None = None,
     byte_streams: ByteStreamOpener | None = None,
+    oidc: OidcClient | None = None,
 ) -> GatewayApps:
     """The console's app, and the preview listener's when ``ports`` is given."""
     max_body_bytes = settings.max_body_bytes
@@ -200,6 +199,13 @@ def make_app(
     app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
     app[UNAUTHENTICATED] = BadSecrets(settings.rate_unauthenticated_per_min)
     app.on_response_prepare.append(_security_headers)
+    app[SESSIONS] = WebSessions(store, settings)
+    app[ORIGIN] = public_url(settings)
+
+    async def bearer_caller(request: web.Request) -> Caller | None:
+        return await resolve_caller(bearer(request))
+
+    add_auth_routes(app, SignIn(store, settings, oidc, app[SESSIONS]), bearer_caller)
     slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
 
     async def revocation(_: web.Application) -> AsyncIterator[None]:

@@ -45,7 +45,7 @@ from services.common.machine_config import (
 )
 from services.common.settings import Settings
 from services.common.store import Store
-from services.gateway.access import Access, Caller
+from services.gateway.access import Access, Caller, default_instance
 from services.gateway.host_control import HostControl
 
 log = structlog.get_logger(__name__)
@@ -77,7 +77,7 @@ class MachineOps:
             c.require(p.instance_id)
             await self.store.get_instance(p.instance_id)
         elif not c.admin:
-            p = RefreshEnvParams(instance_id=c.instance_id)
+            p = RefreshEnvParams(instance_id=default_instance(c))
         machines = await self._running(p.instance_id)
         iids = {m.instance_id for m in machines}
         configs = await load_instance_configs(self.store, self.settings, iids)

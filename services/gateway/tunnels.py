@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 from contracts.audit import Action
 from contracts.errors import InvalidParams, StreamAborted, Unauthorized
 from contracts.ids import MACHINE_ID_RE
+from contracts.people import PORTS
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
 from core.byte_stream import ByteStream
 from core.relay import relay
@@ -63,7 +64,7 @@ class Tunnels:
         the action the audit log records (a preview's requests are not recorded one by one:
         its ticket is)."""
         params = TunnelConnectParams(port=port, chunk_size=CHUNK, window=WINDOW)
-        _, stream = await self.opener.open(caller, machine_id, TUNNEL_CONNECT, params,
+        _, stream = await self.opener.open(caller.doing(PORTS), machine_id, TUNNEL_CONNECT, params,
                                            window=WINDOW, chunk_size=CHUNK,
                                            audit=audit)  # fmt: skip
         return stream

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.errors import Conflict, DaemonUnavailable, Forbidden, InvalidParams, NotFound
+from contracts.people import PORTS
 from contracts.ports import ListeningPort
 from services.gateway.access import Caller
 from tests.fast.conftest import World
@@ -58,8 +59,9 @@ async def test_preview_ticket_is_single_use_and_bound_to_its_port(world: World) 
     assert cookie is not None
     assert cookie.startswith("pvs_")
     assert await previews.redeem_ticket(again["ticket"], machine.id, 3000) is None  # spent
-    assert await previews.caller_of_cookie(cookie, machine.id, 3000) == caller
-    assert await previews.caller_of_cookie(cookie, machine.id, 3000) == caller  # reusable
+    assert await previews.caller_of_cookie(cookie, machine.id, 3000) == caller.doing(PORTS)
+    reused = await previews.caller_of_cookie(cookie, machine.id, 3000)
+    assert reused == caller.doing(PORTS)  # reusable
     assert await previews.caller_of_cookie(cookie, machine.id, 8080) is None
     assert await previews.caller_of_cookie(cookie + "x", machine.id, 3000) is None
     assert await previews.caller_of_cookie(again["ticket"], machine.id, 3000) is None

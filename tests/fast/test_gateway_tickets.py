@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.people import ALL_SCOPES, MACHINES_READ
 from services.gateway.access import Caller
 from services.gateway.tickets import EventTickets
 from tests.fast.conftest import World
@@ -14,12 +15,14 @@ method = pytest.mark.gateway_method
 @method("events.ticket")
 async def test_a_ticket_acts_as_its_token_once(world: World) -> None:
     inst = await world.instance()
-    token, _secret = await world.api.tokens.create("ci", inst.id)
+    token, _secret = await world.api.tokens.create(
+        "ci", scopes=ALL_SCOPES, instance_ids=[inst.id], user_id=None, expires_at=None
+    )
     mine = Caller(token_id=token.id, admin=False, instance_id=inst.id)
     issued = await world.rpc("events.ticket", {}, mine)
     assert issued["expiresInS"] == world.settings.events_ticket_ttl_s
     tickets = EventTickets(world.store, world.settings.events_ticket_ttl_s)
-    assert await tickets.redeem(issued["ticket"]) == mine
+    assert await tickets.redeem(issued["ticket"]) == mine.doing(MACHINES_READ)
     assert await tickets.redeem(issued["ticket"]) is None  # spent
     assert await tickets.redeem("evt_made-up") is None
     assert await tickets.redeem("fleet_not-a-ticket") is None
@@ -28,7 +31,9 @@ async def test_a_ticket_acts_as_its_token_once(world: World) -> None:
 @method("events.ticket")
 async def test_a_ticket_of_a_revoked_token_is_refused(world: World) -> None:
     inst = await world.instance()
-    token, _secret = await world.api.tokens.create("ci", inst.id)
+    token, _secret = await world.api.tokens.create(
+        "ci", scopes=ALL_SCOPES, instance_ids=[inst.id], user_id=None, expires_at=None
+    )
     mine = Caller(token_id=token.id, admin=False, instance_id=inst.id)
     issued = await world.rpc("events.ticket", {}, mine)
     await world.api.tokens.revoke(token.id)

@@ -20,6 +20,7 @@ from contracts import (
     gateway_limits,
     gateway_live,
     gateway_machines,
+    gateway_people,
     gateway_rpc,
     gateway_sessions,
     gateway_ssh,
@@ -46,6 +47,7 @@ SPEC_MODULES = (
     gateway_files,
     gateway_stop,
     gateway_fork,
+    gateway_people,
 )
 
 

@@ -26,7 +26,8 @@ class Tokens:
         self.lookups.append(token_id)
         if token_id in self.revoked:
             return None
-        return SimpleNamespace(token=SimpleNamespace(revoked_at=None))
+        live = SimpleNamespace(revoked_at=None, expires_at=None, user_id=None)
+        return SimpleNamespace(token=live)
 
 
 async def _nothing(_: bytes) -> None:

@@ -1,12 +1,15 @@
 // The gateway's two endpoints as the console uses them: JSON-RPC 2.0 at POST /rpc (Bearer token)
 // and machine events as server-sent events at GET /events. EventSource cannot set headers, and a
 // token in a URL leaks into logs and history, so each stream opens with a single-use ticket from
-// events.ticket. The token lives in sessionStorage: gone when the tab closes.
+// events.ticket. The token lives in sessionStorage: gone when the tab closes. Signed in with the
+// identity provider instead, the browser holds an HttpOnly session cookie and the console only its
+// CSRF token, which every request sends (the gateway refuses a cookie's POST without it).
 import { ERROR_HTTP_STATUS, ERRORS, METHODS } from "./contract.js";
 import { state } from "./state.js";
 
 const TOKEN_KEY = "fleetd.token";
 const ROLE_KEY = "fleetd.role";
+const CSRF_KEY = "fleetd.csrf";
 /** A closed event stream is tried again after this long (the first time sooner). */
 const REOPEN_FIRST_MS = 250;
 const REOPEN_MS = 3000;
@@ -17,6 +20,13 @@ export const ROLE = Object.freeze({ ADMIN: "admin", INSTANCE: "instance" });
 export const session = {
   get token() {
     return sessionStorage.getItem(TOKEN_KEY) || "";
+  },
+  /** The session cookie's CSRF token, when signed in with the identity provider. */
+  get csrf() {
+    return sessionStorage.getItem(CSRF_KEY) || "";
+  },
+  get signedIn() {
+    return Boolean(this.token || this.csrf);
   },
   /** ROLE.ADMIN (every instance and the platform scope) or ROLE.INSTANCE (one instance). */
   get role() {
@@ -29,11 +39,56 @@ export const session = {
     sessionStorage.setItem(TOKEN_KEY, token);
     sessionStorage.setItem(ROLE_KEY, role);
   },
+  startCookie(csrf, role) {
+    sessionStorage.setItem(CSRF_KEY, csrf);
+    sessionStorage.setItem(ROLE_KEY, role);
+  },
   end() {
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.removeItem(ROLE_KEY);
+    sessionStorage.removeItem(CSRF_KEY);
+  },
+  /** The headers that say who calls: the bearer token, or the cookie's CSRF token. */
+  headers(token = this.token) {
+    return token ? { Authorization: `Bearer ${token}` } : { "X-CSRF-Token": this.csrf };
   },
 };
+
+/** A session cookie of the identity provider's sign-in, if this browser has one: the console
+ * then keeps its CSRF token. False when there is none (or sign-in is not configured). */
+export async function resumeCookieSession() {
+  let resp;
+  try {
+    resp = await fetch("/auth/me");
+  } catch {
+    return false;
+  }
+  if (!resp.ok) return false;
+  const me = await resp.json();
+  if (!me.csrfToken) return false;
+  session.startCookie(me.csrfToken, me.role === "admin" ? ROLE.ADMIN : ROLE.INSTANCE);
+  return true;
+}
+
+/** Whether the gateway signs in with an identity provider (FLEET_OIDC_ISSUER). */
+export async function signInConfigured() {
+  try {
+    const resp = await fetch("/auth/config");
+    return resp.ok && (await resp.json()).oidc === true;
+  } catch {
+    return false;
+  }
+}
+
+/** Ends a cookie session server-side (a token has nothing to end there). */
+export async function endCookieSession() {
+  if (!session.csrf) return;
+  try {
+    await fetch("/auth/logout", { method: "POST", headers: session.headers() });
+  } catch {
+    // the gateway is away: the cookie expires by itself
+  }
+}
 
 /**
  * A machines.create or machines.rebuild idempotencyKey: one per click, so a call whose answer was
@@ -72,7 +127,7 @@ export async function rpc(method, params = {}, token = session.token) {
   try {
     resp = await fetch("/rpc", {
       method: "POST",
-      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      headers: { ...session.headers(token), "Content-Type": "application/json" },
       body: JSON.stringify({ jsonrpc: "2.0", id: state.nextRpcId++, method, params }),
     });
   } catch (exc) {
@@ -89,7 +144,7 @@ export async function rpc(method, params = {}, token = session.token) {
       code: ERRORS.UNAUTHORIZED,
       message: "missing or invalid bearer token",
     };
-    if (token === session.token) state.onUnauthorized();
+    if (token === session.token && session.signedIn) state.onUnauthorized();
     throw new RpcError(err.code, err.message, err.data);
   }
   if (body === null) throw new RpcError(resp.status, `HTTP ${resp.status} ${resp.statusText}`);
@@ -108,7 +163,7 @@ export function followEvents({ machineId = null, onEvent, onState = () => {}, si
   const stream = { source: null, lastId: null, stopped: false, retry: null, failures: 0 };
 
   const reopenLater = () => {
-    if (stream.stopped || !session.token) return;
+    if (stream.stopped || !session.signedIn) return;
     const delay = stream.failures++ === 0 ? REOPEN_FIRST_MS : REOPEN_MS;
     stream.retry = setTimeout(open, delay);
   };

@@ -1,7 +1,7 @@
 // fleetd web console: sign-in, then Machines, Machine detail, Instances, Env vars, Access
 // tokens and Codemode, all through the gateway's JSON-RPC API, with machine status kept live by /events.
 // This module is the router: one page module per route (page-*.js).
-import { onUnauthorized, session } from "./api.js";
+import { onUnauthorized, resumeCookieSession, session } from "./api.js";
 import { ID_PATTERNS } from "./contract.js";
 import { auditPage } from "./page-audit.js";
 import { codemodePage } from "./page-codemode.js";
@@ -48,7 +48,7 @@ async function boot() {
     await Promise.all([loadInstances(), loadMachines()]);
   } catch (err) {
     state.booted = false;
-    if (session.token) fill(root, h("main.signin", {}, errorBox(err)));
+    if (session.signedIn) fill(root, h("main.signin", {}, errorBox(err)));
     // else a 401 signed out and routed already
     return false;
   }
@@ -58,7 +58,10 @@ async function boot() {
 
 async function route() {
   leavePage();
-  if (!session.token) {
+  if (!session.signedIn && location.hash !== SIGN_IN && (await resumeCookieSession())) {
+    return route();
+  }
+  if (!session.signedIn) {
     if (location.hash !== SIGN_IN) {
       if (location.hash.length > 2) state.afterSignIn = location.hash;
       history.replaceState(null, "", SIGN_IN);
@@ -86,11 +89,11 @@ onUnauthorized(() =>
 subscribe(() => state.page?.render?.());
 window.addEventListener(ROUTE_EVENT, route);
 window.addEventListener("hashchange", () => {
-  if (location.hash === SIGN_IN && session.token) {
+  if (location.hash === SIGN_IN && session.signedIn) {
     stopFeeds();
     session.end();
   }
-  if (!session.token) state.booted = false;
+  if (!session.signedIn) state.booted = false;
   route();
 });
 route();

@@ -68,6 +68,12 @@ export const METHODS = Object.freeze({
   INSTANCES_SET_ENVIRONMENT: "instances.setEnvironment",
   INSTANCES_GET_ENVIRONMENT: "instances.getEnvironment",
   AUDIT_LIST: "audit.list",
+  USERS_CREATE: "users.create",
+  USERS_LIST: "users.list",
+  USERS_SET_ROLE: "users.setRole",
+  USERS_DISABLE: "users.disable",
+  INSTANCES_SET_MEMBER: "instances.setMember",
+  INSTANCES_MEMBERS: "instances.members",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -110,6 +116,9 @@ export const ERRORS = Object.freeze({
   TOOL_ERROR: 1700,
   PORT_UNREACHABLE: 1055,
   BAD_UPSTREAM: 1056,
+  ID_TOKEN_REJECTED: 1080,
+  SIGN_IN_STATE_REJECTED: 1081,
+  CSRF_REJECTED: 1082,
 });
 
 /** The HTTP status of each error kind (FleetError.http_status). */
@@ -152,6 +161,9 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   TOOL_ERROR: 500,
   PORT_UNREACHABLE: 502,
   BAD_UPSTREAM: 502,
+  ID_TOKEN_REJECTED: 401,
+  SIGN_IN_STATE_REJECTED: 400,
+  CSRF_REJECTED: 403,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */
@@ -159,6 +171,7 @@ export const ID_PATTERNS = Object.freeze({
   INSTANCE_ID: "^i-[0-9a-f]{16}$",
   MACHINE_ID: "^m-[0-9a-f]{16}$",
   SNAPSHOT_ID: "^s-[0-9a-f]{16}$",
+  USER_ID: "^u-[0-9a-f]{16}$",
 });
 
 /** Every id is exactly this long (contracts.ids.ID_LENGTH). */

@@ -50,7 +50,7 @@ export function frame(active, title, ...content) {
         "div.topbar-right",
         {},
         live,
-        chip(session.isAdmin ? "admin token" : "instance token", "neutral", "role"),
+        chip(roleLabel(), "neutral", "role"),
         h(
           "button.btn.btn-ghost",
           { type: "button", testid: "signout", onclick: () => signOut() },
@@ -88,4 +88,10 @@ export function table(testid, heads, tbody) {
       tbody,
     ),
   );
+}
+
+/** Who is signed in: a user (by the identity provider) or a kind of token. */
+function roleLabel() {
+  if (session.csrf) return session.isAdmin ? "admin" : "member";
+  return session.isAdmin ? "admin token" : "instance token";
 }

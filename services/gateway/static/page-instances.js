@@ -1,4 +1,4 @@
-// Instances: create one (admin tokens), see each with its current machine, create or rebuild
+// Instances: create one (admins and signed-in members), see each with its current machine, create or rebuild
 // that machine.
 import { newIdempotencyKey, rpc, session } from "./api.js";
 import { LIMITS, METHODS, TERMINAL_STATUSES } from "./contract.js";
@@ -167,7 +167,8 @@ export function instancesPage({ root }) {
         "An instance is a named workspace: its env vars, repos and, at any time, one ",
         "current machine. Rebuild replaces the machine; the instance stays.",
       ),
-      session.isAdmin ? form : null,
+      // Admins, and signed-in users (a member owns what it creates; the gateway refuses others).
+      session.isAdmin || session.csrf ? form : null,
       notices.el,
       table("instances-table", HEADS, tbody),
     ),

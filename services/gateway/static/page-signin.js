@@ -1,5 +1,5 @@
 // Sign-in: paste an access token; it is checked against the gateway before it is kept.
-import { ROLE, rpc, session } from "./api.js";
+import { ROLE, rpc, session, signInConfigured } from "./api.js";
 import { METHODS } from "./contract.js";
 import { state } from "./state.js";
 import { busy, errorBox, field, fill, h } from "./ui.js";
@@ -63,4 +63,15 @@ export function signInPage({ root }) {
   });
   fill(root, h("main.signin", {}, form));
   input.focus();
+  signInConfigured().then((yes) => {
+    if (!yes) return;
+    // A plain link: the gateway's /auth/login redirects to the identity provider, and its
+    // callback back to the console with a session cookie.
+    const provider = h(
+      "a.btn.btn-primary",
+      { href: "/auth/login", testid: "signin-provider" },
+      "Sign in with your identity provider",
+    );
+    form.insertBefore(h("p", {}, provider), form.children[3]);
+  });
 }

@@ -52,7 +52,7 @@ export async function postForEvents(path, body, signal, onEvent, onRefusal) {
   try {
     resp = await fetch(path, {
       method: "POST",
-      headers: { Authorization: `Bearer ${session.token}`, "Content-Type": "application/json" },
+      headers: { ...session.headers(), "Content-Type": "application/json" },
       body: JSON.stringify(body),
       signal,
     });

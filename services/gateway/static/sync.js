@@ -1,6 +1,6 @@
 // Keeps the state's machines and instances current: loads them, re-reads a machine after each
 // event about it, follows the event streams, and ends a session (sign-out).
-import { followEvents, RpcError, rpc, session } from "./api.js";
+import { endCookieSession, followEvents, RpcError, rpc, session } from "./api.js";
 import { ERRORS, METHODS, STATUS } from "./contract.js";
 import { emit, forgetRecords, state } from "./state.js";
 import { renderLive } from "./ui.js";
@@ -82,7 +82,7 @@ function onFeedEvent(event) {
 // An admin follows every machine's events on one stream. An instance token may only follow its
 // own machines one by one (?machineId=), and looks for machines made elsewhere every 15 s.
 export function syncFeeds() {
-  if (!session.token) return;
+  if (!session.signedIn) return;
   const { feeds } = state;
   if (session.isAdmin) {
     if (!feeds.has("*")) feeds.set("*", followEvents({ onEvent: onFeedEvent, onState: setLive }));
@@ -119,6 +119,7 @@ export function stopFeeds() {
 /** Ends the session and shows the sign-in page, saying `notice` there when given. */
 export function signOut(notice = null) {
   stopFeeds();
+  endCookieSession();
   session.end();
   forgetRecords();
   state.signInNotice = notice;

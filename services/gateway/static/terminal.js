@@ -177,6 +177,6 @@ export function terminals(machineId, signal) {
   signal?.addEventListener("abort", () => view.detach?.());
   const unavailable = (err) =>
     fill(problems, h("p.muted", { testid: "terminal-unavailable" }, `No terminals now: ${err}`));
-  if (session.token) refresh().catch(unavailable);
+  if (session.signedIn) refresh().catch(unavailable);
   return [tabs, problems, box];
 }

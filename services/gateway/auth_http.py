@@ -1,0 +1,257 @@
+"""Sign-in with OpenID Connect and the browser's session: ``GET /auth/login``,
+``GET /auth/callback`` (the redirect URI), ``POST /auth/logout``, ``GET /auth/me``
+(``{id, email, role}``), ``GET /auth/config`` (whether sign-in is on), and the device flow
+for ``fleet login``: ``POST /auth/device`` (the codes to show), ``POST /auth/device/token``
+(``{pending: true}`` until the user approved, then a personal access token of theirs).
+
+A sign-in's ``state`` is bound to the browser that started it (a short-lived cookie) and kept
+server-side with its nonce and PKCE verifier until the callback takes it, once. A user is made
+on first sign-in (or found by the provider's subject, or by an email an admin made them with);
+the groups claim maps to platform roles (``FLEET_OIDC_ADMIN_GROUPS``, ``_AUDITOR_GROUPS``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from contracts.errors import (
+    FleetError,
+    Forbidden,
+    IdTokenRejected,
+    NotFound,
+    SignInStateRejected,
+    Unauthorized,
+)
+from contracts.gateway_people import User
+from contracts.people import ALL_SCOPES
+from services.common.settings import Settings
+from services.common.store import Store
+from services.common.tokens import TokenStore
+from services.gateway.access import Caller
+from services.gateway.errors_http import error_response
+from services.gateway.oidc import OidcClient, pkce_pair
+from services.gateway.people_ops import add_user
+from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf
+
+log = structlog.get_logger(__name__)
+
+STATE_COOKIE = "fleet_signin"
+#: How long a sign-in may take at the provider.
+SIGNIN_TTL_S = 600.0
+
+
+class _Pending(msgspec.Struct, frozen=True):
+    nonce: str
+    verifier: str
+
+
+def _digest(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def public_url(settings: Settings) -> str:
+    return (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+
+def _groups(value: str) -> set[str]:
+    return {g.strip() for g in value.split(",") if g.strip()}
+
+
+class SignIn:
+    def __init__(self, store: Store, settings: Settings, oidc: OidcClient | None,
+                 sessions: WebSessions) -> None:  # fmt: skip
+        self.store = store
+        self.settings = settings
+        self.oidc = oidc
+        self.sessions = sessions
+        self.redirect_uri = public_url(settings) + "/auth/callback"
+
+    def _client(self) -> OidcClient:
+        if self.oidc is None:
+            raise NotFound("sign-in is not configured (FLEET_OIDC_ISSUER)")
+        return self.oidc
+
+    async def begin(self) -> tuple[str, str]:
+        """(the provider's authorization URL, the state to bind to this browser)."""
+        client = self._client()
+        state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        verifier, challenge = pkce_pair()
+        record = msgspec.json.encode(_Pending(nonce=nonce, verifier=verifier))
+        await self.store.users.put_signin(_digest(state), record, SIGNIN_TTL_S)
+        return await client.authorize_url(self.redirect_uri, state, nonce, challenge), state
+
+    async def finish(self, state: str, browser_state: str, code: str) -> User:
+        """The user the provider vouches for: ``state`` taken once, and this browser's."""
+        client = self._client()
+        raw = await self.store.users.take_signin(_digest(state)) if state else None
+        if raw is None:
+            raise SignInStateRejected("unknown, used or expired sign-in state")
+        if not hmac.compare_digest(state, browser_state):
+            raise SignInStateRejected("this sign-in was not started by this browser")
+        pending = msgspec.json.decode(raw, type=_Pending)
+        id_token = await client.exchange(code, pending.verifier, self.redirect_uri)
+        return await self.user_of(await client.validate(id_token, pending.nonce))
+
+    async def user_of(self, claims: dict[str, Any]) -> User:
+        """The user these (validated) claims name, made on first sign-in; their role follows
+        their groups."""
+        email = claims.get("email")
+        if not isinstance(email, str) or "@" not in email:
+            raise IdTokenRejected("ID token refused: no email claim", data={"reason": "claims"})
+        subject = f"{claims['iss']} {claims['sub']}"
+        users = self.store.users
+        user_id = await users.id_by_subject(subject) or await users.id_by_email(email)
+        user = await users.get(user_id) if user_id is not None else None
+        role = self._role(claims.get("groups"), user.role if user is not None else "member")
+        if user is None:
+            return await add_user(self.store, email, str(claims.get("name", "")), role, subject)
+        if user.disabled:
+            raise Forbidden(f"user {user.email} is disabled")
+        if user.role != role or user.subject != subject:
+            user.role, user.subject = role, subject  # type: ignore[assignment]
+            await users.put(user)
+            await users.link_subject(subject, user.id)
+        return user
+
+    async def device_begin(self) -> dict[str, Any]:
+        """A device sign-in (``fleet login``): the codes and where the user enters them."""
+        got = await self._client().device_start()
+        ttl = float(got.get("expires_in", SIGNIN_TTL_S))
+        await self.store.users.put_signin(_digest(got["device_code"]), b"device", ttl)
+        return {"deviceCode": got["device_code"], "userCode": got["user_code"],
+                "verificationUri": got["verification_uri"],
+                "verificationUriComplete": got.get("verification_uri_complete"),
+                "interval": got.get("interval", 5), "expiresIn": ttl}  # fmt: skip
+
+    async def device_finish(self, device_code: str) -> dict[str, Any] | None:
+        """Once the user approved: a personal access token of theirs (every scope their roles
+        allow, the default expiry); None while they have not yet."""
+        client, digest = self._client(), _digest(device_code)
+        if not device_code or not await self.store.users.signin_exists(digest):
+            raise SignInStateRejected("unknown, used or expired device code")
+        id_token = await client.device_poll(device_code)
+        if id_token is None:
+            return None
+        if await self.store.users.take_signin(digest) is None:  # another poll won
+            raise SignInStateRejected("this device code was used already")
+        user = await self.user_of(await client.validate(id_token, None))
+        ttl = timedelta(seconds=self.settings.token_default_ttl_s)
+        token, secret = await TokenStore(self.store).create(
+            "fleet login", scopes=ALL_SCOPES, instance_ids=None, user_id=user.id,
+            expires_at=datetime.now(UTC) + ttl,
+        )  # fmt: skip
+        log.info("auth.device_signed_in", user_id=user.id, token_id=token.id)
+        return {"id": token.id, "token": secret, "email": user.email}
+
+    def _role(self, groups: object, current: str) -> str:
+        names = set(groups) if isinstance(groups, list) else set()
+        if names & _groups(self.settings.oidc_admin_groups):
+            return "admin"
+        if names & _groups(self.settings.oidc_auditor_groups):
+            return "auditor"
+        return current
+
+
+def add_auth_routes(app: web.Application, signin: SignIn,
+                    bearer_caller: Any) -> None:  # fmt: skip
+    """``bearer_caller(request)``: the caller of the request's bearer token, or None."""
+    sessions = signin.sessions
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        try:
+            url, state = await signin.begin()
+        except FleetError as exc:
+            return error_response(exc)
+        resp = _redirect(url)
+        resp.set_cookie(STATE_COOKIE, state, httponly=True, samesite="Lax", path="/auth/",
+                        secure=request.secure, max_age=int(SIGNIN_TTL_S))  # fmt: skip
+        return resp
+
+    async def callback(request: web.Request) -> web.StreamResponse:
+        q = request.query
+        try:
+            if "error" in q:
+                raise SignInStateRejected(f"the provider refused: {q.get('error')}")
+            user = await signin.finish(q.get("state", ""), request.cookies.get(STATE_COOKIE, ""),
+                                       q.get("code", ""))  # fmt: skip
+        except FleetError as exc:
+            log.info("auth.signin_refused", error=exc.message, code=exc.code)
+            return error_response(exc)
+        secret = await sessions.start(user.id)
+        log.info("auth.signed_in", user_id=user.id)
+        resp = _redirect("/")
+        sessions.set_cookie(request, resp, secret)
+        resp.del_cookie(STATE_COOKIE, path="/auth/")
+        return resp
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        secret = request.cookies.get(COOKIE, "")
+        found = await sessions.get(secret)
+        if found is None:
+            return web.json_response({"signedOut": False})
+        try:
+            check_csrf(request, found[1], public_url(signin.settings))
+        except FleetError as exc:
+            return error_response(exc)
+        await sessions.end(secret, found[1])
+        resp = web.json_response({"signedOut": True})
+        resp.del_cookie(COOKIE, path="/")
+        return resp
+
+    async def me(request: web.Request) -> web.StreamResponse:
+        found = await sessions.get(request.cookies.get(COOKIE, ""))
+        caller: Caller | None = found[0] if found else await bearer_caller(request)
+        if caller is None:
+            return error_response(Unauthorized("not signed in"))
+        body = await _me(signin.store, caller)
+        if found is not None:
+            body["csrfToken"] = found[1].csrf
+        return web.json_response(body)
+
+    async def device(_: web.Request) -> web.Response:
+        try:
+            return web.json_response(await signin.device_begin())
+        except FleetError as exc:
+            return error_response(exc)
+
+    async def device_token(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            code = body.get("deviceCode", "") if isinstance(body, dict) else ""
+            done = await signin.device_finish(str(code))
+        except FleetError as exc:
+            return error_response(exc)
+        except ValueError:
+            return error_response(SignInStateRejected("the body is not JSON"))
+        return web.json_response(done if done is not None else {"pending": True})
+
+    async def config(_: web.Request) -> web.Response:
+        return web.json_response({"oidc": signin.oidc is not None})
+
+    app.router.add_get("/auth/login", login)
+    app.router.add_get("/auth/callback", callback)
+    app.router.add_post("/auth/logout", logout)
+    app.router.add_get("/auth/me", me)
+    app.router.add_get("/auth/config", config)
+    app.router.add_post("/auth/device", device)
+    app.router.add_post("/auth/device/token", device_token)
+
+
+async def _me(store: Store, caller: Caller) -> dict[str, Any]:
+    if caller.user_id is None:
+        return {"id": caller.token_id, "email": "", "role": "admin" if caller.admin else "token"}
+    user = await store.users.get(caller.user_id)
+    email = user.email if user is not None else ""
+    return {"id": caller.user_id, "email": email, "role": caller.role}
+
+
+def _redirect(url: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": url})

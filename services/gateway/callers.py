@@ -1,0 +1,85 @@
+"""Who a secret belongs to: the operator's admin token, a personal access token, or a signed-in
+browser's session; and whether what a caller holds open may stay open (revocation).
+
+A token or session is looked up with its user at every call, so a role change, a demotion or
+a disabled user takes effect at the next call; what is held open is cut by the revocation round.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from contracts.gateway_people import User
+from contracts.people import ADMIN
+from services.common.store import Store
+from services.common.tokens import Resolved, TokenStore, is_live
+from services.gateway.access import Caller
+
+CallerResolver = Callable[[str], Awaitable[Caller | None]]
+#: The caller id of the operator's admin token.
+OPERATOR = "admin"
+#: A session's caller id starts so (a token's with ``t-``).
+SESSION_PREFIX = "ws-"
+
+
+def caller_resolver(admin_token: str, tokens: TokenStore, store: Store) -> CallerResolver:
+    """Who a bearer token belongs to: the operator's admin token, or a live access token of a
+    user who is not disabled (or of no user)."""
+
+    async def resolve(token: str) -> Caller | None:
+        if not token:
+            return None
+        if hmac.compare_digest(token.encode(), admin_token.encode()):
+            return Caller(token_id=OPERATOR, admin=True)
+        found = await tokens.resolve(token)
+        return token_caller(found) if found is not None else None
+
+    return resolve
+
+
+def token_caller(found: Resolved) -> Caller | None:
+    token, user = found.token, found.user
+    if token.user_id is not None and (user is None or user.disabled):
+        return None
+    scopes = frozenset(token.scopes)
+    everywhere = token.instance_ids is None and ADMIN in scopes
+    return Caller(
+        token_id=token.id,
+        admin=everywhere and (user is None or user.role == "admin"),
+        instance_id=token.instance_id,
+        user_id=token.user_id,
+        role=user.role if user is not None else None,
+        roles=found.roles,
+        scopes=scopes,
+        instance_ids=frozenset(token.instance_ids) if token.instance_ids is not None else None,
+    )
+
+
+async def user_caller(store: Store, caller_id: str, user: User,
+                      roles: dict[str, str] | None = None) -> Caller:  # fmt: skip
+    """A signed-in user, with everything their roles allow (``roles``: read here if None)."""
+    if roles is None:
+        roles = await store.users.roles(user.id)
+    return Caller(token_id=caller_id, admin=user.role == "admin", user_id=user.id,
+                  role=user.role, roles=roles)  # fmt: skip
+
+
+async def live_user(store: Store, user_id: str) -> User | None:
+    user = await store.users.get(user_id)
+    return None if user is None or user.disabled else user
+
+
+async def caller_is_live(store: Store, caller_id: str) -> bool:
+    """The token or session still stands: not revoked, expired or ended, and its user (if any)
+    is not disabled."""
+    if caller_id == OPERATOR:
+        return True
+    if caller_id.startswith(SESSION_PREFIX):
+        session = await store.users.session(caller_id)
+        return session is not None and await live_user(store, session.user_id) is not None
+    record = await store.tokens.get(caller_id)
+    if record is None or not is_live(record.token):
+        return False
+    user_id = record.token.user_id
+    return user_id is None or await live_user(store, user_id) is not None

@@ -1,0 +1,67 @@
+"""The console signs in through a real OpenID provider (tests/oidc_provider.py) in a real
+browser: the provider's login and consent pages, back to the console with a session cookie, the
+user's instances, and sign-out ending the session on the gateway."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect
+
+from fleet.embedded import free_port
+from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.e2e.test_console import WAIT_MS, page
+from tests.oidc_provider import ADMIN_GROUP, CLIENT_ID, CLIENT_SECRET, oidc_issuer
+
+__all__ = ["oidc_issuer", "page"]
+
+
+@pytest.fixture
+def fleet_up_oidc(tmp_path: Path, oidc_issuer: str) -> Iterator[FleetUp]:
+    env = {
+        "FLEET_OIDC_ISSUER": oidc_issuer,
+        "FLEET_OIDC_CLIENT_ID": CLIENT_ID,
+        "FLEET_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+        "FLEET_OIDC_ADMIN_GROUPS": ADMIN_GROUP,
+    }
+    up = start_fleet_up(tmp_path / "data", free_port(), env=env)
+    yield up
+    up.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_user_signs_in_with_the_provider_sees_their_instances_and_signs_out(
+    fleet_up_oidc: FleetUp, page: Page
+) -> None:
+    up = fleet_up_oidc
+    expect.set_options(timeout=WAIT_MS)
+    for args in (["instances", "create", "carols"], ["instances", "create", "not-carols"],
+                 ["users", "create", "carol@example.com"]):  # fmt: skip
+        done = up.cli(*args)
+        assert done.returncode == 0, done.stderr
+    carols = up.cli("instances", "list", "--json")
+    iid = next(i["id"] for i in json.loads(carols.stdout) if i["name"] == "carols")
+    assert up.cli("members", "set", iid, "carol@example.com", "developer").returncode == 0
+
+    page.goto(up.url)
+    page.get_by_test_id("signin-provider").click()
+    page.locator("input[name=login]").fill("carol")
+    page.locator("input[name=password]").fill("any")
+    page.locator("button[type=submit]").click()
+    page.get_by_role("button", name="Continue").click()  # the provider's consent
+    expect(page.get_by_role("heading", name="Machines")).to_be_visible()
+    expect(page.get_by_test_id("role")).to_have_text("member")
+    page.get_by_test_id("nav-instances").click()
+    expect(page.get_by_test_id("instance-row")).to_have_count(1)
+    expect(page.locator(f'[data-testid=instance-row][data-instance-id="{iid}"]')).to_be_visible()
+
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "fleet_session"]
+    assert cookie["httpOnly"]
+    page.get_by_test_id("signout").click()
+    expect(page.get_by_test_id("signin-form")).to_be_visible()
+    me = requests.get(f"{up.url}/auth/me", cookies={"fleet_session": cookie["value"]}, timeout=10)
+    assert me.status_code == 401  # the session ended on the gateway, not only in the browser

@@ -1,0 +1,117 @@
+"""People through the whole stack: a viewer is refused everything but looking, over /rpc, the
+WebSockets and the HTTP routes into a machine; a disabled user's open terminal closes within
+a revocation round (well under 1 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from contracts.errors import Forbidden
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.integration.test_files_cli import _env
+from tests.integration.test_gateway_events import until_caught_up
+from tests.integration.test_ports import bearer, serve_in_machine
+from tests.integration.test_sessions import SHELL, Term
+
+
+async def member_client(stack: FleetClient, instance_id: str, email: str,
+                        role: str) -> FleetClient:  # fmt: skip
+    """A client holding a token of a user with ``role`` on the instance (every scope asked
+    for: the role alone bounds it)."""
+    await stack.create_user(email)
+    await stack.set_member(instance_id, email, role)  # type: ignore[arg-type]
+    made = await stack.create_scoped_token(f"{role}'s", user=email)
+    return FleetClient(stack.url, made.token)
+
+
+async def test_a_viewer_is_refused_over_rpc_websockets_and_http_routes(
+    stack: FleetClient, settings: Settings, tmp_path: Path
+) -> None:
+    m = await serve_in_machine(stack, "viewed")
+    opened = await stack.open_session(m.id, SHELL)
+    viewer = await member_client(stack, m.instance_id, "viewer@example.com", "viewer")
+    async with viewer:
+        assert (await viewer.get_machine(m.id)).id == m.id
+        for call in (viewer.exec(m.id, ["true"]), viewer.write_file(m.id, "x", "y"),
+                     viewer.open_session(m.id, ["id"]), viewer.list_env(m.instance_id),
+                     viewer.preview_ticket(m.id, m.http)):  # fmt: skip
+            with pytest.raises(Forbidden):
+                await call
+        with pytest.raises(Forbidden):  # the attach WebSocket: the gateway's error header
+            await viewer.attach_session(m.id, opened.session_id)
+        local = tmp_path / "up.txt"
+        local.write_text("mine")
+        with pytest.raises(Forbidden):  # a file's PUT
+            await viewer.upload(m.id, local, "up.txt")
+        with pytest.raises(Forbidden):  # a file's GET (no files:read either)
+            await viewer.download(m.id, "servers.py", tmp_path / "down.py")
+        base = f"http://127.0.0.1:{settings.port}"
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as tunnel:
+                await s.ws_connect(f"{base}/machines/{m.id}/tunnel/{m.upper}",
+                                   headers=bearer(viewer._token))  # fmt: skip
+            assert tunnel.value.status == 403
+    assert await stack.close_session(m.id, opened.session_id)
+
+
+async def test_a_disabled_users_open_terminal_and_event_stream_close_within_a_second(
+    stack: FleetClient,
+) -> None:
+    m = await serve_in_machine(stack, "disabled")
+    dev = await member_client(stack, m.instance_id, "dev@example.com", "developer")
+    events = f"{stack.url}/events?machineId={m.id}"
+    async with dev, aiohttp.ClientSession(headers=bearer(dev._token)) as s, s.get(events) as sse:
+        await until_caught_up(sse)
+        opened = await dev.open_session(m.id, SHELL)
+        term = Term(await dev.attach_session(m.id, opened.session_id))
+        await term.type("echo up-$((6*7))\n")
+        await term.until(b"up-42")
+        began = time.monotonic()
+        await stack.disable_user("dev@example.com")
+        assert await term.to_close(timeout=5) is not None
+        async with asyncio.timeout(5):
+            async for _ in sse.content:
+                pass  # read to the end: the gateway ends the stream
+        assert time.monotonic() - began < 1.0
+        with pytest.raises(Exception, match="token"):
+            await dev.get_machine(m.id)
+
+
+async def fleet_cli(settings: Settings, *args: str) -> str:
+    """``fleet ARGS`` with the admin token; its stdout (exit 0 asserted)."""
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from fleet.cli import main; main()", *args,
+        env=_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(cli.communicate(), 60)
+    assert cli.returncode == 0, err
+    return out.decode()
+
+
+async def test_fleet_users_members_and_scoped_tokens(
+    stack: FleetClient, settings: Settings
+) -> None:
+    inst = await stack.create_instance("cli")
+    user_id = (await fleet_cli(settings, "users", "create", "cli@example.com")).strip()
+    assert user_id.startswith("u-")
+    assert "auditor" in await fleet_cli(settings, "users", "set-role", user_id, "auditor")
+    members = await fleet_cli(settings, "members", "set", inst.id, "cli@example.com", "developer")
+    assert "developer" in members
+    made = await fleet_cli(settings, "tokens", "create", "ci", "--user", "cli@example.com",
+                           "--instance", inst.id, "--scope", "machines:read",
+                           "--expires-in", "600")  # fmt: skip
+    token_id = made.split()[0]
+    (token,) = [t for t in await stack.list_tokens() if t.id == token_id]
+    assert token.scopes == ["machines:read"]
+    assert token.instance_ids == [inst.id]
+    assert token.user_id == user_id
+    assert "disabled" in await fleet_cli(settings, "users", "disable", "cli@example.com")
+    assert [u.disabled for u in await stack.list_users()] == [True]

@@ -1,0 +1,121 @@
+"""Sign-in through a real OpenID provider (tests/oidc_provider.py): the code flow with PKCE up to
+a session cookie, first sign-in making the user, groups making admins, the session's CSRF
+token, a replayed state, and sign-out ending the session server-side."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.oidc_provider import (
+    ADMIN_GROUP,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    approve_device,
+    oidc_issuer,
+    sign_in,
+)
+
+__all__ = ["oidc_issuer"]
+
+
+@pytest.fixture
+def settings(settings: Settings, oidc_issuer: str) -> Settings:
+    return msgspec.structs.replace(
+        settings, oidc_issuer=oidc_issuer, oidc_client_id=CLIENT_ID,
+        oidc_client_secret=CLIENT_SECRET, oidc_admin_groups=ADMIN_GROUP,
+    )  # fmt: skip
+
+
+def browser() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # 127.0.0.1's
+
+
+async def rpc(s: aiohttp.ClientSession, base: str, method: str, params: dict[str, Any],
+              csrf: str | None) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    headers = {"X-CSRF-Token": csrf} if csrf else {}
+    async with s.post(f"{base}/rpc", json=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_sign_in_makes_the_user_and_a_session_that_sign_out_ends(
+    stack: FleetClient, settings: Settings
+) -> None:
+    base = f"http://127.0.0.1:{settings.port}"
+    inst = await stack.create_instance("bobs")
+    async with browser() as s:
+        answer, callback = await sign_in(s, f"{base}/auth/login", "bob")
+        assert answer.status == 302, await answer.text()
+        async with s.get(f"{base}/auth/me") as r:
+            me = await r.json()
+        assert (me["email"], me["role"]) == ("bob@example.com", "member")
+        assert me["id"].startswith("u-")
+        await stack.set_member(inst.id, "bob@example.com", "viewer")
+        status, listed = await rpc(s, base, "instances.list", {}, me["csrfToken"])
+        assert [i["id"] for i in listed["result"]["instances"]] == [inst.id]
+        status, refused = await rpc(s, base, "instances.list", {}, None)
+        assert (status, refused["error"]["code"]) == (403, 1082)  # CsrfRejected
+        async with s.get(callback) as replayed:
+            assert replayed.status == 400
+            assert (await replayed.json())["error"]["code"] == 1081  # SignInStateRejected
+        async with s.post(f"{base}/auth/logout", headers={"X-CSRF-Token": me["csrfToken"]}) as r:
+            assert (await r.json()) == {"signedOut": True}
+        async with s.get(f"{base}/auth/me") as r:
+            assert r.status == 401
+    assert [u.email for u in await stack.list_users()] == ["bob@example.com"]
+
+
+async def test_an_admin_group_makes_an_admin_and_a_disabled_user_cannot_sign_in(
+    stack: FleetClient, settings: Settings
+) -> None:
+    base = f"http://127.0.0.1:{settings.port}"
+    async with browser() as s:
+        await sign_in(s, f"{base}/auth/login", "ann")
+        async with s.get(f"{base}/auth/me") as r:
+            assert (await r.json())["role"] == "admin"
+        await stack.disable_user("ann@example.com")
+        async with s.get(f"{base}/auth/me") as r:  # the session ended with the user
+            assert r.status == 401
+        answer, _ = await sign_in(s, f"{base}/auth/login", "ann")
+        assert answer.status == 403
+
+
+async def test_fleet_login_signs_in_with_the_device_flow_and_keeps_its_token_0600(
+    stack: FleetClient, settings: Settings, tmp_path: Path
+) -> None:
+    base = f"http://127.0.0.1:{settings.port}"
+    env = {k: v for k, v in os.environ.items() if k != "FLEET_TOKEN"}
+    env |= {"FLEET_URL": base, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from fleet.cli import main; main()", "login", env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    assert cli.stdout is not None
+    shown = (await asyncio.wait_for(cli.stdout.readline(), 30)).decode()
+    found = re.search(r"Open (\S+) and confirm the code (\S+)", shown)
+    assert found is not None, shown
+    async with browser() as s:
+        await approve_device(s, found.group(1), "dora")
+    out, err = await asyncio.wait_for(cli.communicate(), 60)
+    assert cli.returncode == 0, err
+    saved = tmp_path / "config" / "fleet" / "token"
+    assert b"signed in as dora@example.com" in out
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    async with FleetClient(base, saved.read_text().strip()) as dora:
+        assert await dora.list_instances() == []  # a member of nothing yet
+    (token,) = await stack.list_tokens()
+    assert token.user_id == (await stack.list_users())[0].id
+    assert token.expires_at is not None

@@ -1,0 +1,52 @@
+// A real OpenID provider for the tests: the certified `oidc-provider` from npm, on
+// 127.0.0.1:<port> (argv[2]). One confidential client, the gateway (the code flow with PKCE for
+// browsers, the device flow for `fleet login`); any login name signs in (its dev interactions),
+// as <name>@example.com, in the groups USERS gives it. Prints "ready <issuer>" once listening.
+import Provider from "oidc-provider";
+
+const port = Number(process.argv[2]);
+const issuer = `http://127.0.0.1:${port}`;
+const USERS = { ann: ["fleet-admins"], audrey: ["fleet-auditors"] };
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: "fleet",
+      client_secret: "fleet-test-secret",
+      redirect_uris: ["http://127.0.0.1/auth/callback"],
+      grant_types: ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "client_secret_basic",
+    },
+  ],
+  claims: {
+    openid: ["sub"],
+    email: ["email", "email_verified"],
+    profile: ["name"],
+    groups: ["groups"],
+  },
+  conformIdTokenClaims: false,
+  features: { devInteractions: { enabled: true }, deviceFlow: { enabled: true } },
+  cookies: { keys: ["test-only-cookie-key"] },
+  async findAccount(_ctx, id) {
+    return {
+      accountId: id,
+      async claims() {
+        return {
+          sub: id,
+          email: `${id}@example.com`,
+          email_verified: true,
+          name: id,
+          groups: USERS[id] ?? [],
+        };
+      },
+    };
+  },
+});
+// The gateway under test listens on a free port: its callback on any port of 127.0.0.1.
+provider.Client.prototype.redirectUriAllowed = (uri) =>
+  /^http:\/\/127\.0\.0\.1:\d+\/auth\/callback$/.test(uri);
+
+provider.listen(port, "127.0.0.1", () => {
+  console.log(`ready ${issuer}`);
+});
