@@ -31,6 +31,7 @@ from contracts.gateway_hosts import HOST_METHODS
 from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
+from contracts.gateway_network import NETWORK_METHODS
 from contracts.gateway_sessions import SESSION_METHODS
 from contracts.gateway_ssh import SSH_METHODS
 from contracts.gateway_stop import STOP_METHODS
@@ -251,6 +252,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *PORT_METHODS,
     *SSH_METHODS,
     *LIMITS_METHODS,
+    *NETWORK_METHODS,
     *HOST_METHODS,
     *STOP_METHODS,
     *CODEMODE_METHODS,

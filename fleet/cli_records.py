@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 from contracts.machine_files import CronJob, CronTable
-from fleet import cli_ports, cli_stop
+from fleet import cli_network, cli_ports, cli_stop
 from fleet.cli_common import (
     COMMON_NO_URL,
     EXIT_FAILED,
@@ -55,6 +55,7 @@ def _instances(g: SubAction) -> None:
     )
     lim.add_argument("--reset", action="store_true", help="back to the platform's defaults")
     cli_ports.register_ssh_keys(g)
+    cli_network.register(g)
     cli_stop.instance_commands(g)
 
 

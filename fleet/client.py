@@ -51,6 +51,7 @@ from fleet.client_files import FilesClient
 from fleet.client_limits import LimitsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
+from fleet.client_network import NetworkClient
 from fleet.client_ports import PortsClient
 from fleet.client_retry import ConnectionFailed, RetryingCalls, StreamResumes
 from fleet.client_sessions import SessionsClient
@@ -71,6 +72,7 @@ class FleetClient(
     CodemodeMethods,
     MachinesClient,
     LimitsClient,
+    NetworkClient,
     SessionsClient,
     PortsClient,
     FilesClient,

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import aiodocker
 import structlog
 
-from contracts.errors import ProviderError
+from contracts.errors import NotSupported, ProviderError
 from core.codestore import CODE_MOUNT, STORE_VAR
 from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
 from core.tokenfd import RUN_AS_VAR, TOKEN_FILE_VAR
@@ -283,6 +283,19 @@ class DockerProvider:
         await c.kill(signal="SIGHUP")
         return True
 
+    async def netns_pid(self, machine_id: str) -> int | None:
+        """The container's first process, if it is this host's (the engine may be remote)."""
+        c = await self._container(machine_id)
+        if c is None or not c["State"]["Running"]:
+            return None
+        pid = int(c["State"]["Pid"])
+        if not await asyncio.to_thread(_in_container, pid, c.id):
+            raise NotSupported(
+                f"machine {machine_id}'s Docker engine is not on this host: its egress policy "
+                "needs the engine's host (its network namespace)"
+            )
+        return pid
+
     async def remove(self, machine_id: str) -> None:
         c = await self._container(machine_id)
         volumes = {volume_name(machine_id)}
@@ -414,3 +427,12 @@ async def machine_containers(docker: aiodocker.Docker) -> list[str]:
     names = [str(c["Names"][0]).lstrip("/") for c in pooled]
     claimed = [n.removeprefix("fleet-") for n in names if not n.startswith(POOL_PREFIX)]
     return [c["Labels"][LABEL_MACHINE] for c in found] + claimed
+
+
+def _in_container(pid: int, container_id: str) -> bool:
+    """Whether host pid ``pid`` is in the container's cgroup (not some process of this host
+    that happens to have the pid a remote engine reported)."""
+    try:
+        return container_id in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False

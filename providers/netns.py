@@ -71,17 +71,21 @@ def pasta_binary() -> str:
     return found
 
 
+def nats_servers(nats_url: str) -> list[tuple[str, int]]:
+    """The host and port of each NATS server in ``nats_url`` (a comma-separated list)."""
+    out: list[tuple[str, int]] = []
+    for part in nats_url.split(","):
+        url = urlsplit(part.strip() if "://" in part else f"nats://{part.strip()}")
+        if url.hostname is not None:
+            out.append((url.hostname, url.port or 4222))
+    return out
+
+
 def loopback_ports(nats_url: str) -> list[int]:
     """The ports of the NATS servers in ``nats_url`` that listen on the host's loopback (the
     ones a machine's namespace must forward; other addresses are reached as the host would)."""
-    ports: set[int] = set()
-    for part in nats_url.split(","):
-        url = urlsplit(part.strip() if "://" in part else f"nats://{part.strip()}")
-        if url.hostname is None:
-            continue
-        if url.hostname == "localhost" or _is_loopback(url.hostname):
-            ports.add(url.port or 4222)
-    return sorted(ports)
+    return sorted({port for host, port in nats_servers(nats_url)
+                   if host == "localhost" or _is_loopback(host)})  # fmt: skip
 
 
 def _is_loopback(host: str) -> bool:

@@ -43,6 +43,11 @@ def k_instance_limits(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:limits"
 
 
+def k_instance_egress(instance_id: str) -> str:
+    """The instance's egress policy (JSON of ``EgressPolicy``; absent: allow everything)."""
+    return f"{P}instance:{instance_id}:egress"
+
+
 def k_instance_machines(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:machines"
 

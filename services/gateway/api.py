@@ -12,6 +12,7 @@ from contracts import (
     gateway_limits as gl,
     gateway_live as live,
     gateway_machines as gm,
+    gateway_network as gn,
     gateway_rpc as g,
     gateway_sessions as gs,
     gateway_ssh as ssh_,
@@ -71,6 +72,7 @@ from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
 from services.gateway.limits import CallLimits
 from services.gateway.limits_ops import LimitsOps
+from services.gateway.network_ops import NetworkOps
 from services.gateway.ops import MachineOps
 from services.gateway.ports import PortOps
 from services.gateway.sessions import SessionOps
@@ -107,6 +109,7 @@ class GatewayApi:
         self.limits = CallLimits(self.settings)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
+        self.network = NetworkOps(store, hosts)
         self.hosts = HostOps(store, self.settings, self._rebuild_instance)
         self.ops = MachineOps(
             store=store,
@@ -390,6 +393,8 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(ssh_.INSTANCES_SET_SSH_KEYS, ops.instances_set_ssh_keys)
     r.register(gl.INSTANCES_SET_LIMITS, api.machine_limits.instances_set_limits)
     r.register(gl.INSTANCES_GET_LIMITS, api.machine_limits.instances_get_limits)
+    r.register(gn.INSTANCES_SET_NETWORK_POLICY, api.network.instances_set_network_policy)
+    r.register(gn.INSTANCES_GET_NETWORK_POLICY, api.network.instances_get_network_policy)
     r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
     r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
     stop_routes(r, api.stops)

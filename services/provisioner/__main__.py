@@ -79,6 +79,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         store=store,
         host_id=settings.host_id,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
+        egress=svc.egress,
     )
     await stack.enter_async_context(HostRpcServer(bus.nc, methods))  # fmt: skip
     await enter_subscriptions(stack, svc, bus, settings, metrics)

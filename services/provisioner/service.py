@@ -25,6 +25,7 @@ from services.common.store import Store
 from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
 from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
+from services.provisioner.egress import EgressEnforcer
 from services.provisioner.host import HostHeartbeat, room_left
 from services.provisioner.stop_start import StopStartHandlers
 
@@ -57,6 +58,7 @@ class Provisioner(StopStartHandlers):
         self.box = box
         #: This process's warm pools, by provider (claims are local to the process).
         self.pools = dict(pools or {})
+        self.egress = EgressEnforcer(store, providers, self.settings.nats_url)
 
     async def room(self, held: frozenset[str]) -> int | None:
         """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""
@@ -104,6 +106,7 @@ class Provisioner(StopStartHandlers):
         released = False
         try:
             external_id, pooled = await self._obtain(event.provider, provider, mid, token)
+            await self.egress.enforce_on(mid, event.instance_id, event.provider, at_start=True)
             # The booting transition and the lock's release in one step.
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",

@@ -19,3 +19,7 @@ class InProcessHosts:
     async def install_code(self, machine: Machine, target_ref: str) -> str:
         params = h.InstallCodeParams(machine_id=machine.id, target_ref=target_ref)
         return (await self.methods.install_code(params, None)).message
+
+    async def apply_egress(self, machine: Machine) -> bool:
+        params = h.HostMachineParams(machine_id=machine.id)
+        return (await self.methods.apply_egress(params, None)).applied
