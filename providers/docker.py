@@ -47,6 +47,7 @@ from providers.docker_code import (
 from providers.docker_home import home_ref_name, remember_home, stopped_home
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
 from providers.limits import Limits, Placement, PlacementOf
+from providers.netns import RESOLVER
 
 log = structlog.get_logger(__name__)
 
@@ -252,6 +253,9 @@ class DockerProvider:
                 "Init": False,
                 "Privileged": False,
                 # Root's two, for the supervisor to become the machine's user (see "User").
+                # Docker's resolver (127.0.0.11) asks this one from the container's own
+                # namespace: the platform's DNS proxy (providers/egress_dns.py).
+                "Dns": [RESOLVER[0]],
                 "CapDrop": ["ALL"],
                 "CapAdd": ["SETUID", "SETGID"],
                 "SecurityOpt": ["no-new-privileges"],

@@ -15,8 +15,8 @@ The table, ``inet fleet_egress``, has one base chain on the output hook:
 
 Every set is keyed by address and port (``ip daddr . th dport``) with intervals, so a CIDR
 with a port range is one element and a policy of a thousand entries is one lookup per set.
-A new policy replaces the static sets and the chain in one nft transaction (atomic: no
-packet sees half of it); the ``dns`` sets keep what they learned.
+A new policy replaces the whole table in one nft transaction (atomic: no packet sees half of
+it); the DNS proxy fills the ``dns`` sets again as the machine asks.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import structlog
 
@@ -37,6 +37,7 @@ TABLE = "fleet_egress"
 _TIMEOUT_S = 10.0
 _ALL_PORTS = (0, 65535)
 Endpoint = tuple[str, int]
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class EgressUnavailable(ProviderError):
@@ -62,30 +63,26 @@ def _boxes(entries: Iterable[EgressEntry]) -> tuple[list[Box], list[Box]]:
 def disjoint(boxes: Iterable[Box]) -> list[Box]:
     """The same (address, port) pairs as ``boxes`` in boxes that do not overlap: the kernel's
     interval sets refuse overlapping elements, and a policy may well list ``10.0.0.0/8`` and
-    ``10.1.2.3:443``. CIDRs nest or are apart, so a walk over the nesting gives each block
-    the union of its own and its enclosing blocks' ports, minus the blocks nested in it."""
+    ``10.1.2.3:443``. CIDRs nest or are apart, so one walk over the nesting (sorted by start,
+    widest first: a block's parent is the nearest enclosing one) gives each block the union of
+    its own and its enclosing blocks' ports, minus the blocks directly inside it."""
     ports: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for lo, hi, plo, phi in boxes:
         ports.setdefault((lo, hi), []).append((plo, phi))
     blocks = sorted(ports, key=lambda b: (b[0], -b[1]))
-    out: list[Box] = []
-    for i, (lo, hi) in enumerate(blocks):
-        inherited = [r for (olo, ohi), rs in ports.items() if olo <= lo and hi <= ohi for r in rs]
-        pieces = _minus(lo, hi, _children(blocks, i))
-        out += [(a, b, plo, phi) for a, b in pieces for plo, phi in _merge(inherited)]
-    return out
-
-
-def _children(blocks: list[tuple[int, int]], i: int) -> list[tuple[int, int]]:
-    """The blocks directly inside ``blocks[i]`` (sorted by start, widest first)."""
-    hi = blocks[i][1]
-    kids: list[tuple[int, int]] = []
-    for clo, chi in blocks[i + 1 :]:
-        if clo > hi:
-            break
-        if not kids or clo > kids[-1][1]:
-            kids.append((clo, chi))
-    return kids
+    inherited: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    children: dict[tuple[int, int], list[tuple[int, int]]] = {b: [] for b in blocks}
+    enclosing: list[tuple[int, int]] = []
+    for block in blocks:
+        while enclosing and enclosing[-1][1] < block[0]:
+            enclosing.pop()
+        above = inherited[enclosing[-1]] if enclosing else []
+        if enclosing:
+            children[enclosing[-1]].append(block)
+        inherited[block] = _merge(above + ports[block])
+        enclosing.append(block)
+    return [(a, b, plo, phi) for block in blocks for a, b in _minus(*block, children[block])
+            for plo, phi in inherited[block]]  # fmt: skip
 
 
 def _minus(lo: int, hi: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -152,6 +149,8 @@ _RULES = (
     "ip6 daddr . th dport @dns6 accept",
 )
 _REFUSE = ("meta l4proto tcp reject with tcp reset", "reject with icmpx admin-prohibited")
+#: Under default deny, DNS goes to the platform's resolver only (on the machine's loopback).
+_DNS_ELSEWHERE = "meta l4proto { tcp, udp } th dport { 53, 853 } jump refuse"
 
 
 def ruleset(policy: EgressPolicy, platform: Sequence[Endpoint]) -> str:
@@ -164,19 +163,37 @@ def ruleset(policy: EgressPolicy, platform: Sequence[Endpoint]) -> str:
             for name, b in zip(_STATIC, boxes, strict=True)}  # fmt: skip
     declare = "".join(_set(n, "ipv4" if n.endswith("4") else "ipv6") for n in _STATIC)
     declare += _set("dns4", "ipv4", timeout=True) + _set("dns6", "ipv6", timeout=True)
-    rules = [*_RULES, *(["jump refuse"] if policy.default == "deny" else [])]
+    rules = list(_RULES)
+    if policy.default == "deny":
+        rules.insert(1, _DNS_ELSEWHERE)  # after the loopback (where the resolver is)
+        rules.append("jump refuse")
     t = f"inet {TABLE}"
+    # One transaction: the old table (made first if missing) goes, the new one comes whole
+    # (faster than emptying and refilling its interval sets).
     return (
-        # Made if missing; then emptied and filled again, the learned dns sets kept.
+        f"table {t}\ndelete table {t}\n"
         f"table {t} {{\n{declare}"
         "  chain out { type filter hook output priority 0; policy accept; }\n"
         "  chain refuse { }\n}\n"
-        f"flush chain {t} out\nflush chain {t} refuse\n"
-        + "".join(f"flush set {t} {name}\n" for name in _STATIC)
         + "".join(f"add element {t} {n} {{ {', '.join(xs)} }}\n" for n, xs in fill.items() if xs)
         + "".join(f"add rule {t} out {r}\n" for r in rules)
         + "".join(f"add rule {t} refuse {r}\n" for r in _REFUSE)
     )
+
+
+def learned_script(
+    learned: Mapping[IpAddress, tuple[list[tuple[int, int]], float]], now: float
+) -> str:
+    """The nft script that makes the ``dns`` sets hold exactly ``learned`` (address: its ports
+    and when it expires, on the monotonic clock ``now`` is of), in one transaction."""
+    t = f"inet {TABLE}"
+    lines = [f"flush set {t} dns4", f"flush set {t} dns6"]
+    for addr, (ports, until) in learned.items():
+        seconds = max(1, round(until - now))
+        for lo, hi in _merge(ports):
+            lines.append(f"add element {t} dns{addr.version} "
+                         f"{{ {addr} . {_port(lo, hi)} timeout {seconds}s }}")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 async def apply(netns_pid: int, script: str, owner: str) -> None:

@@ -57,6 +57,24 @@ _SETUP_TIMEOUT_S = 30.0
 PASTA_NICE = -10
 
 
+#: A machine's resolver: the host's DNS proxy listens there, in the machine's own namespace
+#: (providers/egress_dns.py); a machine's /etc/resolv.conf names it.
+RESOLVER = ("127.0.0.53", 53)
+RESOLV_CONF = f"nameserver {RESOLVER[0]}\noptions timeout:2 attempts:2\n"
+
+
+def resolv_conf(data_dir: Path) -> Path:
+    """The file a sandboxed machine with its own network gets as /etc/resolv.conf."""
+    path = data_dir / "sandbox" / "resolv.conf"
+    if not path.is_file() or path.read_text() != RESOLV_CONF:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(RESOLV_CONF)
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    return path
+
+
 class NetworkUnavailable(ProviderError):
     """pasta is missing, or could not give a machine its network."""
 

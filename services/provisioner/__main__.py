@@ -24,6 +24,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
+from services.provisioner.egress import dns_proxy
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc import HostMethods, HostRpcServer
 from services.provisioner.service import Provisioner
@@ -63,6 +64,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
     heartbeat = HostHeartbeat(store, settings)
+    dns = await stack.enter_async_context(await dns_proxy(settings))
     svc = Provisioner(
         store=store,
         bus=bus,
@@ -71,6 +73,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         pools=await warm_pools(settings, stack, local, docker),
         settings=settings,
         heartbeat=heartbeat,
+        dns=dns,
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)

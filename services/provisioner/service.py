@@ -9,11 +9,12 @@ from collections.abc import Mapping
 import structlog
 
 from contracts.consumers import Durable
-from contracts.errors import NotFound, ProviderError
+from contracts.errors import FleetError, NotFound, ProviderError
 from contracts.events import Event, MachineArchived, MachineCreated, MachineProvisioned
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from providers.base import Provider
+from providers.egress_dns import DnsProxy
 from providers.warm_pool import PoolMachine, WarmPool
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
@@ -46,6 +47,7 @@ class Provisioner(StopStartHandlers):
         pools: Mapping[str, WarmPool] | None = None,
         settings: Settings | None = None,
         heartbeat: HostHeartbeat | None = None,
+        dns: DnsProxy | None = None,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
         self.settings = settings or Settings()
@@ -58,7 +60,7 @@ class Provisioner(StopStartHandlers):
         self.box = box
         #: This process's warm pools, by provider (claims are local to the process).
         self.pools = dict(pools or {})
-        self.egress = EgressEnforcer(store, providers, self.settings.nats_url)
+        self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns)
 
     async def room(self, held: frozenset[str]) -> int | None:
         """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""
@@ -178,6 +180,10 @@ class Provisioner(StopStartHandlers):
                 if not held:
                     continue  # being started by a handler right now
                 external_id = await provider.start(machine.id, self.box.decrypt(sealed))
+            try:  # its resolver, and its policy if it restarted
+                await self.egress.enforce(machine)
+            except FleetError as exc:
+                log.warning("provision.egress_not_resumed", machine_id=machine.id, error=str(exc))
             if external_id != machine.external_id:
                 await self.store.set_external_id(machine.id, external_id)
                 log.info(
@@ -200,6 +206,7 @@ class Provisioner(StopStartHandlers):
             return  # its own host's provisioner stops it
         provider = self.providers.get(machine.provider)
         if provider is not None:
+            self.egress.forget(machine.id)
             await provider.remove(machine.id)
         await forget_activity(self.store, machine.id)  # auto-stop has nothing left to watch
         log.info("provision.machine_stopped", provider=machine.provider)

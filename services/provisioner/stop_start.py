@@ -92,6 +92,7 @@ class StopStartHandlers:
         provider = self.providers.get(machine.provider)
         if provider is None:
             raise Permanent(f"no provider named {machine.provider!r} is configured")
+        self.egress.forget(machine.id)
         was_up = await provider.stop(machine.id)
         await self._stopped(machine, cause_event_id)
         log.info("stop.machine_stopped", machine_id=machine.id, was_up=was_up)

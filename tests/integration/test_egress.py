@@ -1,9 +1,13 @@
 """An instance's egress policy on machines of both providers, against an outside host the test
-makes (bench/outside.py: one server on two IPv4 addresses): a new machine starts with its
+makes (bench/outside.py: one server on two IPv4 addresses) and a DNS server it controls (the
+upstream of the platform's DNS proxy): a new machine starts with its
 instance's policy; an address not allowed is refused at once; a port range; the machine's own
 attempts (a route change through netlink, `nft flush ruleset` where it has nft, a raw socket)
 change nothing; `git clone` from an allowed server works; a new policy reaches the running
 machine before setNetworkPolicy answers (under a second); the default opens everything again.
+Names: an allowed one answers and its address opens for the machine, a denied one is NXDOMAIN,
+`*.example.test` is not `example.test.evil`, a name rebinding to 127.0.0.1 or the platform's
+address is refused, DNS to another server is blocked under default deny.
 Deny-wins, IPv6 and a 1,000-entry table in the kernel: tests/integration/test_egress_rules.py."""
 
 from __future__ import annotations
@@ -13,11 +17,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
+from dnslib import QTYPE, RR
+from dnslib.server import BaseResolver, DNSServer
 
 from bench.outside import PORT, Outside, outside_host
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from fleet.embedded import free_port
+from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.integration.test_network_isolation import connect_from
 
@@ -41,6 +50,68 @@ try:
     out["raw"] = "opened"
 except PermissionError:
     out["raw"] = "EPERM"
+print(json.dumps(out))
+"""
+
+
+class Zone(BaseResolver):  # type: ignore[misc]
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+        self.asked: list[str] = []
+
+    def resolve(self, request: object, handler: object) -> object:
+        name = str(request.q.qname).rstrip(".")  # type: ignore[attr-defined]
+        self.asked.append(name)
+        reply = request.reply()  # type: ignore[attr-defined]
+        if name in self.names and request.q.qtype == QTYPE.A:  # type: ignore[attr-defined]
+            reply.add_answer(*RR.fromZone(f"{name}. 30 A {self.names[name]}"))
+        return reply
+
+
+@pytest.fixture
+def zone(outside: Outside, docker_gateway: str) -> Iterator[tuple[Zone, int]]:
+    """The upstream DNS server: names of the outside host, and rebinding ones."""
+    names = {"a.example.test": outside.address, "example.test.evil": outside.address2,
+             "other.test": outside.address2, "rebind.example.test": "127.0.0.1",
+             "platform.example.test": docker_gateway}  # fmt: skip
+    resolver = Zone(names)
+    port = free_port()
+    server = DNSServer(resolver, port=port, address="127.0.0.1")
+    server.start_thread()
+    yield resolver, port
+    server.stop()
+    server.server.server_close()
+
+
+@pytest.fixture
+def stack_settings(settings: Settings, zone: tuple[Zone, int]) -> Settings:
+    return msgspec.structs.replace(settings, egress_dns_upstream=f"127.0.0.1:{zone[1]}")
+
+
+#: Resolves each name in argv[1] (JSON), then connects to the first one's port PORT.
+RESOLVE = f"""
+import errno, json, socket, sys
+out = {{}}
+for name in json.loads(sys.argv[1]):
+    try:
+        out[name] = socket.gethostbyname(name)
+    except socket.gaierror as exc:
+        out[name] = "gaierror"
+try:
+    socket.create_connection((json.loads(sys.argv[1])[0], {PORT}), timeout=3).close()
+    out["connect"] = "connected"
+except OSError as exc:
+    out["connect"] = type(exc).__name__
+# A DNS query straight to another server (the outside host's address).
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[2], 53))
+try:
+    s.send(bytes(12))
+    s.recv(512)
+    out["direct"] = "answered"
+except OSError as exc:
+    out["direct"] = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 print(json.dumps(out))
 """
 
@@ -89,3 +160,31 @@ async def test_a_policy_holds_from_the_start_and_changes_live(
     await stack.set_network_policy(inst.id)
     seen = await connect_from(stack, mid, [a, b])
     assert list(seen.values()) == ["connected", "connected"], seen
+
+
+@pytest.mark.parametrize("provider", ["local", "docker"])
+async def test_names_go_through_the_platforms_dns(
+    stack: FleetClient, outside: Outside, zone: tuple[Zone, int], provider: str
+) -> None:
+    inst = await stack.create_instance("egress-dns")
+    allow = ["*.example.test:8000-8090", outside.address2]
+    await stack.set_network_policy(inst.id, default="deny", allow=allow)
+    machine = await stack.create_machine(inst.id, provider)  # type: ignore[arg-type]
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=90)
+    assert done.status is MachineStatus.READY, done.status_reason
+    names = ["a.example.test", "example.test.evil", "other.test", "rebind.example.test",
+             "platform.example.test"]  # fmt: skip
+    result = await stack.exec(machine.id, ["python3", "-c", RESOLVE, json.dumps(names),
+                                           outside.address2], timeout_s=60)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert got["a.example.test"] == outside.address  # allowed: its address opened, 8080 too
+    assert got["connect"] == "connected", got
+    # Not allowed by name (even though other.test's address is): NXDOMAIN, upstream not asked.
+    assert got["example.test.evil"] == got["other.test"] == "gaierror", got
+    assert "example.test.evil" not in zone[0].asked
+    # Allowed names rebinding to loopback or the platform: refused.
+    assert got["rebind.example.test"] == got["platform.example.test"] == "gaierror", got
+    # DNS to another server is blocked under default deny, though the address is allowed:
+    # the send is refused by the machine's own rules (EPERM), not by the outside host.
+    assert got["direct"] == "EPERM", got

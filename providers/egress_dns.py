@@ -1,0 +1,266 @@
+"""The platform's DNS proxy, one per host (in its provisioner): each machine's resolver.
+
+For each machine it serves, the proxy opens a UDP socket *inside the machine's network
+namespace*, on ``RESOLVER`` (a loopback address of the machine's own), and the machine's
+``/etc/resolv.conf`` names it. The socket is the proxy's (root on the host holds it), so a
+query's socket says which machine asked: no address of the machine is trusted for that.
+
+A query is answered by the machine's instance's policy:
+
+- a name a ``deny`` domain entry matches, or (under ``default: deny``) one no ``allow`` domain
+  entry matches: NXDOMAIN, without asking upstream;
+- any other name is asked of the upstream (``FLEET_EGRESS_DNS_UPSTREAM``, else the host's first
+  nameserver); an answer with a loopback, link-local, unspecified, multicast or platform
+  address is refused (REFUSED: DNS rebinding); under ``default: deny`` the addresses it gives
+  are added to the machine's ``dns`` sets for the record's TTL, with the ports of the entries
+  that allowed the name, before the machine gets the answer (its next connect finds them).
+
+dnslib parses and builds the messages: no hand-written DNS parser faces a hostile machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ipaddress
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+from dnslib import QTYPE, RCODE, DNSError, DNSRecord
+
+from contracts.gateway_network import EgressPolicy
+from providers import egress
+from providers.netns import RESOLVER
+
+log = structlog.get_logger(__name__)
+
+_UPSTREAM_TIMEOUT_S = 3.0
+_MIN_TTL_S = 2
+_CLONE_NEWNET = 0x40000000
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: Called for each name refused: machine id, name, why ("denied", "rebinding").
+OnRefused = Callable[[str, str, str], None]
+
+
+def host_upstream(configured: str, resolv_conf: Path = Path("/etc/resolv.conf")) -> egress.Endpoint:
+    """``host[:port]`` (``[v6]:port``) if configured, else the host's first nameserver."""
+    if configured:
+        if configured.startswith("[") or configured.count(":") == 1:
+            host, _, port = configured.rpartition(":")
+            return host.strip("[]"), int(port)
+        return configured, 53
+    for line in resolv_conf.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            return parts[1], 53
+    return "127.0.0.1", 53
+
+
+def decide(policy: EgressPolicy, name: str) -> list[tuple[int, int]] | None:
+    """The ports a name may be reached on (``[]`` under default allow: no set to fill), or
+    None if it is refused."""
+    allow, deny = policy.parsed()
+    if any(e.matches(name) for e in deny):
+        return None
+    if policy.default == "allow":
+        return []
+    ports = [e.ports or (0, 65535) for e in allow if e.matches(name)]
+    return ports or None
+
+
+def forbidden(addr: Address, platform: Iterable[Address]) -> bool:
+    """Whether an answer may not point a machine at ``addr`` (DNS rebinding)."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return (addr.is_loopback or addr.is_link_local or addr.is_unspecified
+            or addr.is_multicast or addr in set(platform))  # fmt: skip
+
+
+@dataclass
+class _Machine:
+    machine_id: str
+    pid: int
+    policy: EgressPolicy
+    transport: asyncio.DatagramTransport | None = None
+    #: Learned address -> (ports, when it expires): what the dns sets hold.
+    learned: dict[Address, tuple[list[tuple[int, int]], float]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class DnsProxy:
+    """The host's proxy; ``attach`` serves a machine (again, after a policy change or a
+    restart), ``detach`` stops."""
+
+    def __init__(
+        self,
+        upstream: egress.Endpoint,
+        platform: Iterable[Address],
+        on_refused: OnRefused | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.platform = frozenset(platform)
+        self.on_refused = on_refused
+        self._machines: dict[str, _Machine] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> DnsProxy:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for mid in list(self._machines):
+            self.detach(mid)
+
+    async def attach(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
+        m = self._machines.get(machine_id)
+        if m is not None and m.pid == pid and m.transport is not None:
+            m.policy = policy
+            m.learned.clear()  # the new ruleset kept the sets: emptied by the next answer
+            return
+        self.detach(machine_id)
+        sock = await asyncio.to_thread(_socket_in, pid, RESOLVER)
+        m = _Machine(machine_id, pid, policy)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self, m), sock=sock)
+        m.transport = transport
+        self._machines[machine_id] = m
+        log.debug("egress.dns_attached", machine_id=machine_id)
+
+    def detach(self, machine_id: str) -> None:
+        m = self._machines.pop(machine_id, None)
+        if m is not None and m.transport is not None:
+            m.transport.close()
+
+    def _spawn(self, m: _Machine, data: bytes, addr: tuple[str, int]) -> None:
+        task = asyncio.create_task(self._serve(m, data, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, m: _Machine, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            reply = await self.answer(m, data)
+        except Exception as exc:  # noqa: BLE001 - task boundary: the machine retries or gives up
+            log.warning("egress.dns_failed", machine_id=m.machine_id, error=repr(exc))
+            return
+        if reply is not None and m.transport is not None:
+            m.transport.sendto(reply, addr)
+
+    async def answer(self, m: _Machine, data: bytes) -> bytes | None:
+        try:
+            query = DNSRecord.parse(data)
+        except DNSError:
+            return None
+        name = str(query.q.qname).rstrip(".").lower()
+        ports = decide(m.policy, name)
+        if ports is None:
+            return self._refuse(m, query, name, "denied", RCODE.NXDOMAIN)
+        raw = await asyncio.to_thread(_ask, self.upstream, data)
+        reply = DNSRecord.parse(raw)
+        found = _addresses(reply)
+        if any(forbidden(a, self.platform) for a, _ in found):
+            return self._refuse(m, query, name, "rebinding", RCODE.REFUSED)
+        if ports and found:
+            await self._learn(m, found, ports)
+        return raw
+
+    def _refuse(self, m: _Machine, query: DNSRecord, name: str, why: str, rcode: int) -> bytes:
+        log.info("egress.dns_refused", machine_id=m.machine_id, name=name, why=why)
+        if self.on_refused is not None:
+            self.on_refused(m.machine_id, name, why)
+        reply = query.reply()
+        reply.header.rcode = rcode
+        return bytes(reply.pack())
+
+    async def _learn(
+        self, m: _Machine, found: list[tuple[Address, int]], ports: list[tuple[int, int]]
+    ) -> None:
+        async with m.lock:
+            now = time.monotonic()
+            for addr, ttl in found:
+                old_ports, old_until = m.learned.get(addr, ([], 0.0))
+                until = max(old_until, now + max(ttl, _MIN_TTL_S))
+                m.learned[addr] = (old_ports + ports if old_until > now else ports, until)
+            m.learned = {a: v for a, v in m.learned.items() if v[1] > now}
+            await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, proxy: DnsProxy, machine: _Machine) -> None:
+        self.proxy, self.machine = proxy, machine
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.proxy._spawn(self.machine, data, addr)
+
+
+def _addresses(reply: DNSRecord) -> list[tuple[Address, int]]:
+    out: list[tuple[Address, int]] = []
+    for rr in reply.rr:
+        if rr.rtype in (QTYPE.A, QTYPE.AAAA):
+            out.append((ipaddress.ip_address(str(rr.rdata)), int(rr.ttl)))
+    return out
+
+
+def _ask(upstream: egress.Endpoint, data: bytes) -> bytes:
+    family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(_UPSTREAM_TIMEOUT_S)
+        s.sendto(data, upstream)
+        while True:
+            raw, source = s.recvfrom(65535)
+            if source[:2] == upstream and raw[:2] == data[:2]:
+                return raw
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _socket_in(pid: int, address: egress.Endpoint) -> socket.socket:
+    """A UDP socket bound to ``address`` in the network namespace of ``pid``, made on a thread
+    of its own that enters the namespace (a namespace is per thread) and then leaves it."""
+    made: list[socket.socket | BaseException] = []
+
+    def work() -> None:
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _setns(target)
+                try:
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(address)
+                    s.setblocking(False)
+                    made.append(s)
+                finally:
+                    _setns(own)
+            finally:
+                os.close(target)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            made.append(exc)
+        finally:
+            os.close(own)
+
+    thread = threading.Thread(target=work, name="egress-dns-socket")
+    thread.start()
+    thread.join()
+    got = made[0]
+    if isinstance(got, BaseException):
+        raise egress.EgressUnavailable(f"no resolver socket in {pid}'s namespace: {got}")
+    return got
