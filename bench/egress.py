@@ -4,6 +4,10 @@
 - TCP connect p50 (200 connections in a row, timed inside the machine) and a 100 MiB HTTP
   download, with a 1,000-entry policy (default deny; 999 CIDR and port-range entries that do
   not match, then the outside address; 1,000 deny entries) against no policy, alternating;
+- a name lookup through the platform's DNS proxy (a query to the machine's resolver, timed
+  inside the machine; under default allow, and under default deny with the name allowed, when
+  the answer's address is already in the machine's set), against the same query sent
+  straight to the same upstream (a DNS server of the benchmark's own) from the host;
 - time from ``instances.setNetworkPolicy`` to enforced on every running machine: N instances
   of one machine each, N calls at once (each answers once its machine's host has written the
   policy into the machine's namespace), the wall time until the last answer.
@@ -15,7 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+from dnslib import RR, DNSRecord
+from dnslib.server import BaseResolver, DNSServer
 
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.outside import PORT, Outside, outside_host
@@ -33,6 +43,7 @@ from contracts.gateway_rpc import (
     CreateMachineParams,
     MachineExecParams,
 )
+from fleet.embedded import free_port
 
 BIG_MIB = 100
 #: Connects ``argv[2]`` times to host ``argv[1]`` port PORT; prints each connect's seconds.
@@ -53,6 +64,34 @@ with urllib.request.urlopen(sys.argv[1], timeout=120) as r:
         pass
 print(time.perf_counter() - t0)
 """
+
+
+#: Sends ``argv[3]`` A queries for ``argv[1]`` to ``argv[2]`` port 53; each one's seconds.
+LOOKUPS = """
+import json, socket, sys, time
+query = bytes.fromhex(sys.argv[4])
+out = []
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+for _ in range(int(sys.argv[3])):
+    t0 = time.perf_counter()
+    s.sendto(query, (sys.argv[2], int(sys.argv[5])))
+    s.recv(512)
+    out.append(time.perf_counter() - t0)
+print(json.dumps(out))
+"""
+NAME = "files.bench.test"
+LOOKUPS_N = 200
+
+
+class _Zone(BaseResolver):  # type: ignore[misc]
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def resolve(self, request: DNSRecord, handler: object) -> DNSRecord:
+        reply = request.reply()
+        reply.add_answer(*RR.fromZone(f"{NAME}. 300 A {self.address}"))
+        return reply
 
 
 def big_policy(address: str) -> EgressPolicy:
@@ -76,12 +115,22 @@ async def run(report: Report, quick: bool) -> None:
     n = 5 if quick else 20
     rounds = 2 if quick else 4
     print(f"[21] egress policy: {n} machines; {BIG_MIB} MiB downloads, {rounds} rounds")
-    with (
-        temp_dir() as root,
-        outside_host(root / "outside", big_mib=BIG_MIB) as outside,
-        servers(root) as (nats, valkey),
-        FleetUp(root, nats.url, valkey.url) as up,
-    ):
+    with temp_dir() as root, outside_host(root / "outside", big_mib=BIG_MIB) as outside:
+        dns_port = free_port()
+        upstream = DNSServer(_Zone(outside.address), port=dns_port, address="127.0.0.1")
+        upstream.start_thread()
+        try:
+            await _run(report, root, outside, dns_port, n, rounds)
+        finally:
+            upstream.stop()
+            upstream.server.server_close()
+
+
+async def _run(
+    report: Report, root: Path, outside: Outside, dns_port: int, n: int, rounds: int
+) -> None:
+    env = {"FLEET_EGRESS_DNS_UPSTREAM": f"127.0.0.1:{dns_port}"}
+    with servers(root) as (nats, valkey), FleetUp(root, nats.url, valkey.url, env) as up:
         gw, watch = Gateway(up.url), await EventWatch().start(nats.url)
         try:
             names = [CreateInstanceParams(name=f"eg-{i}") for i in range(n)]
@@ -91,10 +140,37 @@ async def run(report: Report, quick: bool) -> None:
                                       CreateMachineParams(instance_id=i, provider="local"))
                         for i in insts]  # fmt: skip
             await watch.wait_all("ready", [m.id for m in machines], timeout_s=600)
+            await _lookups(report, gw, insts[1], machines[1].id, outside, dns_port)
             await _measure(report, gw, insts, [m.id for m in machines], outside, rounds)
         finally:
             await watch.close()
             await gw.close()
+
+
+async def _lookups(
+    report: Report, gw: Gateway, inst: str, mid: str, outside: Outside, dns_port: int
+) -> None:
+    query = DNSRecord.question(NAME).pack().hex()
+    n = str(LOOKUPS_N)
+    direct = json.loads(await asyncio.to_thread(_host_python, LOOKUPS, NAME, "127.0.0.1", n,
+                                                query, str(dns_port)))  # fmt: skip
+    argv = ["python3", "-c", LOOKUPS, NAME, "127.0.0.53", n, query, "53"]
+    proxied = json.loads(await _exec(gw, mid, argv))
+    await _set(gw, inst, EgressPolicy(default="deny", allow=[f"*.bench.test:{PORT}"]))
+    denied = json.loads(await _exec(gw, mid, argv))
+    await _set(gw, inst, EgressPolicy())
+    report.add(Figure("21", "DNS lookup p50 through the platform's proxy",
+                      percentile(proxied, 50), "s", percentile(direct, 50),
+                      "straight to the upstream"))  # fmt: skip
+    report.add(Figure("21", "DNS lookup p50 through the proxy, default deny (name allowed)",
+                      percentile(denied, 50), "s", percentile(direct, 50),
+                      "straight to the upstream"))  # fmt: skip
+
+
+def _host_python(code: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, check=True,
+                         text=True)  # fmt: skip
+    return out.stdout
 
 
 async def _set(gw: Gateway, inst: str, policy: EgressPolicy) -> None:

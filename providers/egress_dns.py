@@ -187,12 +187,20 @@ class DnsProxy:
     ) -> None:
         async with m.lock:
             now = time.monotonic()
+            if all(_known(m, addr, ttl, ports, now) for addr, ttl in found):
+                return  # the sets hold them for long enough: no nft round trip
             for addr, ttl in found:
                 old_ports, old_until = m.learned.get(addr, ([], 0.0))
                 until = max(old_until, now + max(ttl, _MIN_TTL_S))
                 m.learned[addr] = (old_ports + ports if old_until > now else ports, until)
             m.learned = {a: v for a, v in m.learned.items() if v[1] > now}
             await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
+
+
+def _known(m: _Machine, addr: Address, ttl: int, ports: list[tuple[int, int]], now: float) -> bool:
+    """Whether ``addr`` is in the machine's sets with ``ports``, for at least half of ``ttl``."""
+    had, until = m.learned.get(addr, ([], 0.0))
+    return until >= now + max(ttl, _MIN_TTL_S) / 2 and all(p in had for p in ports)
 
 
 class _Protocol(asyncio.DatagramProtocol):
