@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from dnslib import RR, DNSRecord
-from dnslib.server import BaseResolver, DNSServer
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.outside import PORT, Outside, outside_host
@@ -117,7 +117,9 @@ async def run(report: Report, quick: bool) -> None:
     print(f"[21] egress policy: {n} machines; {BIG_MIB} MiB downloads, {rounds} rounds")
     with temp_dir() as root, outside_host(root / "outside", big_mib=BIG_MIB) as outside:
         dns_port = free_port()
-        upstream = DNSServer(_Zone(outside.address), port=dns_port, address="127.0.0.1")
+        quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
+        upstream = DNSServer(_Zone(outside.address), port=dns_port, address="127.0.0.1",
+                             logger=quiet)  # fmt: skip
         upstream.start_thread()
         try:
             await _run(report, root, outside, dns_port, n, rounds)

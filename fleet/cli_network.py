@@ -1,12 +1,18 @@
-"""`fleet instances network`: where an instance's machines may connect (its egress policy)."""
+"""`fleet instances network`: where an instance's machines may connect (its egress policy);
+`fleet machines egress`: what a machine's policy refused lately (its egress-denied events)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections import deque
 
+from contracts.events import MachineEgressDenied
+from contracts.subjects import EventKind
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, command, emit
 from fleet.client import FleetClient
+from fleet.render import table
 
 Args = argparse.Namespace
 
@@ -48,3 +54,22 @@ async def _network(c: FleetClient, a: Args) -> int:
 
     emit(a, r, human)
     return EXIT_FAILED if r.failed else EXIT_OK
+
+
+def register_machine(g: SubAction) -> None:
+    eg = command(g, "egress", _egress, "what its network policy refused lately")
+    eg.add_argument("machine_id")
+    eg.add_argument("--last", type=int, default=20, help="how many (default 20)")
+
+
+async def _egress(c: FleetClient, a: Args) -> int:
+    last: deque[MachineEgressDenied] = deque(maxlen=max(1, a.last))
+    stream = c.events(a.machine_id, None, [EventKind.EGRESS_DENIED.value], follow=False)
+    async with contextlib.aclosing(stream):
+        async for _, event in stream:
+            if isinstance(event, MachineEgressDenied):
+                last.append(event)
+    rows = [[e.occurred_at.isoformat(timespec="seconds"), e.name or "-", e.destination or "-",
+             str(e.port or "-"), e.reason, str(e.dropped)] for e in last]  # fmt: skip
+    return emit(a, list(last), lambda: table(rows, ["AT", "NAME", "DESTINATION", "PORT",
+                                                    "REASON", "DROPPED BEFORE"]))  # fmt: skip

@@ -25,6 +25,7 @@ from services.common.store import Store
 from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
 from services.provisioner.egress import dns_proxy
+from services.provisioner.egress_events import EgressEvents
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc import HostMethods, HostRpcServer
 from services.provisioner.service import Provisioner
@@ -64,7 +65,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
     heartbeat = HostHeartbeat(store, settings)
-    dns = await stack.enter_async_context(await dns_proxy(settings))
+    refusals = await stack.enter_async_context(EgressEvents(bus))
+    dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
     svc = Provisioner(
         store=store,
         bus=bus,

@@ -21,7 +21,7 @@ from contracts.gateway_network import EgressPolicy
 from contracts.models import Machine
 from providers import egress
 from providers.base import NetnsHolder
-from providers.egress_dns import DnsProxy, host_upstream
+from providers.egress_dns import DnsProxy, OnRefused, host_upstream
 from providers.netns import nats_servers
 from services.common.settings import Settings
 from services.common.store import Store
@@ -47,12 +47,12 @@ def host_addresses() -> list[egress.IpAddress]:
             for link in links for a in link.get("addr_info", []) if "local" in a]  # fmt: skip
 
 
-async def dns_proxy(settings: Settings) -> DnsProxy:
+async def dns_proxy(settings: Settings, on_refused: OnRefused | None = None) -> DnsProxy:
     """This host's proxy: its upstream, and the platform's addresses it never answers with."""
     platform = await resolve(nats_servers(settings.nats_url))
     addresses = {ipaddress.ip_address(h) for h, _ in platform}
     addresses |= set(await asyncio.to_thread(host_addresses))
-    return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses)
+    return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused)
 
 
 class EgressEnforcer:

@@ -12,6 +12,8 @@ Deny-wins, IPv6 and a 1,000-entry table in the kernel: tests/integration/test_eg
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -20,10 +22,12 @@ from pathlib import Path
 import msgspec
 import pytest
 from dnslib import QTYPE, RR
-from dnslib.server import BaseResolver, DNSServer
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from bench.outside import PORT, Outside, outside_host
+from contracts.events import MachineEgressDenied
 from contracts.status import MachineStatus
+from contracts.subjects import EventKind
 from fleet.client import FleetClient
 from fleet.embedded import free_port
 from services.common.settings import Settings
@@ -76,7 +80,8 @@ def zone(outside: Outside, docker_gateway: str) -> Iterator[tuple[Zone, int]]:
              "platform.example.test": docker_gateway}  # fmt: skip
     resolver = Zone(names)
     port = free_port()
-    server = DNSServer(resolver, port=port, address="127.0.0.1")
+    quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
+    server = DNSServer(resolver, port=port, address="127.0.0.1", logger=quiet)
     server.start_thread()
     yield resolver, port
     server.stop()
@@ -188,3 +193,14 @@ async def test_names_go_through_the_platforms_dns(
     # DNS to another server is blocked under default deny, though the address is allowed:
     # the send is refused by the machine's own rules (EPERM), not by the outside host.
     assert got["direct"] == "EPERM", got
+    # The refusals are events of the machine (its timeline; `fleet machines egress`).
+    seen: dict[str, str] = {}
+    stream = stack.events(machine.id, None, [EventKind.EGRESS_DENIED.value])
+    async with asyncio.timeout(30), contextlib.aclosing(stream):
+        async for _, event in stream:
+            assert isinstance(event, MachineEgressDenied)
+            seen[event.name] = event.reason
+            if {"example.test.evil", "rebind.example.test"} <= seen.keys():
+                break
+    assert seen["example.test.evil"] == "denied"
+    assert seen["rebind.example.test"] == "rebinding"

@@ -17,6 +17,7 @@ from contracts.events import (
     Event,
     MachineArchived,
     MachineCreated,
+    MachineEgressDenied,
     MachineFailed,
     MachineLost,
     MachineProcessesEnded,
@@ -108,6 +109,15 @@ SAMPLES: list[Event] = [
         host_id="host-3",
         reason="its host host-3 is lost: no heartbeat from it for 31s",
     ),
+    MachineEgressDenied(
+        event_id="e14",
+        machine_id=MID,
+        occurred_at=AT,
+        destination="",
+        name="evil.example",
+        reason="denied",
+        dropped=3,
+    ),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -125,6 +135,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineProcessesEnded: {"reason"},
     MachineStarted: {"reason"},
     MachineLost: {"hostId", "reason"},
+    MachineEgressDenied: {"destination", "port", "name", "reason", "dropped"},
 }
 
 

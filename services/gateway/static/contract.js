@@ -208,6 +208,7 @@ export const EVENT_TYPES = Object.freeze({
   PROCESSES_ENDED: "processes-ended",
   STARTED: "started",
   LOST: "lost",
+  EGRESS_DENIED: "egress-denied",
 });
 
 /** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */
