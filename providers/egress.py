@@ -30,6 +30,7 @@ import structlog
 
 from contracts.errors import ProviderError
 from contracts.gateway_network import EgressEntry, EgressPolicy
+from providers.egress_log import LOG_RULE
 
 log = structlog.get_logger(__name__)
 
@@ -148,7 +149,9 @@ _RULES = (
     "ip daddr . th dport @dns4 accept",
     "ip6 daddr . th dport @dns6 accept",
 )
-_REFUSE = ("meta l4proto tcp reject with tcp reset", "reject with icmpx admin-prohibited")
+#: Logged for the host (rate-limited: providers/egress_log.py), then refused at once.
+_REFUSE = (LOG_RULE, "meta l4proto tcp reject with tcp reset",
+           "reject with icmpx admin-prohibited")  # fmt: skip
 #: Under default deny, DNS goes to the platform's resolver only (on the machine's loopback).
 _DNS_ELSEWHERE = "meta l4proto { tcp, udp } th dport { 53, 853 } jump refuse"
 

@@ -37,6 +37,7 @@ from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from contracts.gateway_network import EgressPolicy
 from providers import egress
+from providers.egress_log import open_log, read_refused
 from providers.netns import RESOLVER
 
 log = structlog.get_logger(__name__)
@@ -45,8 +46,9 @@ _UPSTREAM_TIMEOUT_S = 3.0
 _MIN_TTL_S = 2
 _CLONE_NEWNET = 0x40000000
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-#: Called for each name refused: machine id, name, why ("denied", "rebinding").
-OnRefused = Callable[[str, str, str], None]
+#: Called for each refusal: machine id, name ("" for a connection), why ("denied",
+#: "rebinding"), destination ("" for a name refused before any lookup), port.
+OnRefused = Callable[[str, str, str, str, int], None]
 
 
 def host_upstream(configured: str, resolv_conf: Path = Path("/etc/resolv.conf")) -> egress.Endpoint:
@@ -89,6 +91,8 @@ class _Machine:
     pid: int
     policy: EgressPolicy
     transport: asyncio.DatagramTransport | None = None
+    #: Its ruleset's log of refused packets (providers/egress_log.py).
+    log_sock: socket.socket | None = None
     #: Learned address -> (ports, when it expires): what the dns sets hold.
     learned: dict[Address, tuple[list[tuple[int, int]], float]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -129,18 +133,38 @@ class DnsProxy:
             m.learned.clear()  # the new ruleset kept the sets: emptied by the next answer
             return
         self.detach(machine_id)
-        sock = await asyncio.to_thread(_socket_in, pid, RESOLVER)
+        sock = await asyncio.to_thread(_socket_in, pid, _resolver_socket)
         m = _Machine(machine_id, pid, policy)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self, m), sock=sock)
         m.transport = transport
         self._machines[machine_id] = m
+        try:
+            m.log_sock = await asyncio.to_thread(_socket_in, pid, open_log)
+        except egress.EgressUnavailable as exc:  # refusals are then not events, only refused
+            log.warning("egress.log_unavailable", machine_id=machine_id, error=str(exc))
+        else:
+            loop.add_reader(m.log_sock.fileno(), self._on_log, m)
         log.debug("egress.dns_attached", machine_id=machine_id)
 
     def detach(self, machine_id: str) -> None:
         m = self._machines.pop(machine_id, None)
-        if m is not None and m.transport is not None:
+        if m is None:
+            return
+        if m.transport is not None:
             m.transport.close()
+        if m.log_sock is not None:
+            asyncio.get_running_loop().remove_reader(m.log_sock.fileno())
+            m.log_sock.close()
+
+    def _on_log(self, m: _Machine) -> None:
+        if m.log_sock is None:
+            return
+        for destination, port in read_refused(m.log_sock):
+            log.info("egress.refused", machine_id=m.machine_id, destination=destination,
+                     port=port)  # fmt: skip
+            if self.on_refused is not None:
+                self.on_refused(m.machine_id, "", "denied", destination, port)
 
     def _spawn(self, m: _Machine, data: bytes, addr: tuple[str, int]) -> None:
         task = asyncio.create_task(self._serve(m, data, addr))
@@ -164,20 +188,23 @@ class DnsProxy:
         name = str(query.q.qname).rstrip(".").lower()
         ports = decide(m.policy, name)
         if ports is None:
-            return self._refuse(m, query, name, "denied", RCODE.NXDOMAIN)
+            return self._refuse(m, query, name, "denied", RCODE.NXDOMAIN, "")
         raw = await asyncio.to_thread(_ask, self.upstream, data)
         reply = DNSRecord.parse(raw)
         found = _addresses(reply)
-        if any(forbidden(a, self.platform) for a, _ in found):
-            return self._refuse(m, query, name, "rebinding", RCODE.REFUSED)
+        bad = [a for a, _ in found if forbidden(a, self.platform)]
+        if bad:
+            return self._refuse(m, query, name, "rebinding", RCODE.REFUSED, str(bad[0]))
         if ports and found:
             await self._learn(m, found, ports)
         return raw
 
-    def _refuse(self, m: _Machine, query: DNSRecord, name: str, why: str, rcode: int) -> bytes:
+    def _refuse(
+        self, m: _Machine, query: DNSRecord, name: str, why: str, rcode: int, destination: str
+    ) -> bytes:
         log.info("egress.dns_refused", machine_id=m.machine_id, name=name, why=why)
         if self.on_refused is not None:
-            self.on_refused(m.machine_id, name, why)
+            self.on_refused(m.machine_id, name, why, destination, 0)
         reply = query.reply()
         reply.header.rcode = rcode
         return bytes(reply.pack())
@@ -239,9 +266,22 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _socket_in(pid: int, address: egress.Endpoint) -> socket.socket:
-    """A UDP socket bound to ``address`` in the network namespace of ``pid``, made on a thread
-    of its own that enters the namespace (a namespace is per thread) and then leaves it."""
+def _resolver_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(RESOLVER)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _socket_in(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
+    """``make()`` run in the network namespace of ``pid``, on a thread of its own that enters
+    the namespace (a namespace is per thread) and then leaves it: a socket of the namespace,
+    held by the host."""
     made: list[socket.socket | BaseException] = []
 
     def work() -> None:
@@ -251,11 +291,7 @@ def _socket_in(pid: int, address: egress.Endpoint) -> socket.socket:
             try:
                 _setns(target)
                 try:
-                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind(address)
-                    s.setblocking(False)
-                    made.append(s)
+                    made.append(make())
                 finally:
                     _setns(own)
             finally:
@@ -265,10 +301,10 @@ def _socket_in(pid: int, address: egress.Endpoint) -> socket.socket:
         finally:
             os.close(own)
 
-    thread = threading.Thread(target=work, name="egress-dns-socket")
+    thread = threading.Thread(target=work, name="egress-netns-socket")
     thread.start()
     thread.join()
     got = made[0]
     if isinstance(got, BaseException):
-        raise egress.EgressUnavailable(f"no resolver socket in {pid}'s namespace: {got}")
+        raise egress.EgressUnavailable(f"no socket in {pid}'s namespace: {got}")
     return got

@@ -121,6 +121,22 @@ print(json.dumps(out))
 """
 
 
+async def refusals(
+    stack: FleetClient, machine_id: str, wanted: set[str]
+) -> dict[str, MachineEgressDenied]:
+    """The machine's egress-denied events, by name (or ``destination:port``), until every one
+    of ``wanted`` came."""
+    seen: dict[str, MachineEgressDenied] = {}
+    stream = stack.events(machine_id, None, [EventKind.EGRESS_DENIED.value])
+    async with asyncio.timeout(30), contextlib.aclosing(stream):
+        async for _, event in stream:
+            assert isinstance(event, MachineEgressDenied)
+            seen[event.name or f"{event.destination}:{event.port}"] = event
+            if wanted <= seen.keys():
+                return seen
+    raise AssertionError(f"no events for {wanted - seen.keys()}")
+
+
 @pytest.fixture
 def outside(tmp_path: Path, bare_repo: Path) -> Iterator[Outside]:
     with outside_host(tmp_path / "outside", repo=bare_repo) as host:
@@ -141,6 +157,8 @@ async def test_a_policy_holds_from_the_start_and_changes_live(
 
     seen = await connect_from(stack, mid, [a, b])
     assert list(seen.values()) == ["connected", REFUSED], seen
+    denied = await refusals(stack, mid, {f"{b[0]}:{b[1]}"})  # an event says so
+    assert denied[f"{b[0]}:{b[1]}"].reason == "denied"
     result = await stack.exec(mid, ["python3", "-c", HOSTILE])
     assert result.exit_code == 0, result.stderr
     hostile = json.loads(result.stdout)
@@ -194,13 +212,7 @@ async def test_names_go_through_the_platforms_dns(
     # the send is refused by the machine's own rules (EPERM), not by the outside host.
     assert got["direct"] == "EPERM", got
     # The refusals are events of the machine (its timeline; `fleet machines egress`).
-    seen: dict[str, str] = {}
-    stream = stack.events(machine.id, None, [EventKind.EGRESS_DENIED.value])
-    async with asyncio.timeout(30), contextlib.aclosing(stream):
-        async for _, event in stream:
-            assert isinstance(event, MachineEgressDenied)
-            seen[event.name] = event.reason
-            if {"example.test.evil", "rebind.example.test"} <= seen.keys():
-                break
-    assert seen["example.test.evil"] == "denied"
-    assert seen["rebind.example.test"] == "rebinding"
+    seen = await refusals(stack, machine.id, {"example.test.evil", "rebind.example.test"})
+    assert seen["example.test.evil"].reason == "denied"
+    assert seen["rebind.example.test"].reason == "rebinding"
+    assert seen["rebind.example.test"].destination == "127.0.0.1"
