@@ -4,7 +4,8 @@ upstream of the platform's DNS proxy): a new machine starts with its
 instance's policy; an address not allowed is refused at once; a port range; the machine's own
 attempts (a route change through netlink, `nft flush ruleset` where it has nft, a raw socket)
 change nothing; `git clone` from an allowed server works; a new policy reaches the running
-machine before setNetworkPolicy answers (under a second); the default opens everything again.
+machine before setNetworkPolicy answers (under a second), and holds after a stop and start;
+the default opens everything again.
 Names: an allowed one answers and its address opens for the machine, a denied one is NXDOMAIN,
 `*.example.test` is not `example.test.evil`, a name rebinding to 127.0.0.1 or the platform's
 address is refused, DNS to another server is blocked under default deny.
@@ -179,6 +180,14 @@ async def test_a_policy_holds_from_the_start_and_changes_live(
     assert took < 1.0, f"setNetworkPolicy took {took:.2f}s"
     seen = await connect_from(stack, mid, [a, b])
     assert list(seen.values()) == [REFUSED, "connected"], seen  # 8080 is outside 9000-9100
+
+    # Stopped and started again (a new namespace): the policy is there from its start.
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=60)
+    await stack.start_machine(mid)
+    assert (await stack.wait_for(mid, ("ready",), timeout_s=90)).status is MachineStatus.READY
+    seen = await connect_from(stack, mid, [a, b])
+    assert list(seen.values()) == [REFUSED, "connected"], seen
 
     await stack.set_network_policy(inst.id)
     seen = await connect_from(stack, mid, [a, b])
