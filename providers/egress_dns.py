@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +35,7 @@ from types import TracebackType
 import structlog
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway_network import EgressEntry, EgressPolicy
 from providers import egress
 from providers.egress_log import open_log, read_refused
 from providers.netns import RESOLVER
@@ -44,11 +44,13 @@ log = structlog.get_logger(__name__)
 
 _UPSTREAM_TIMEOUT_S = 3.0
 _MIN_TTL_S = 2
+_POLICY_FRESH_S = 1.0
 _CLONE_NEWNET = 0x40000000
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: Called for each refusal: machine id, name ("" for a connection), why ("denied",
 #: "rebinding"), destination ("" for a name refused before any lookup), port.
 OnRefused = Callable[[str, str, str, str, int], None]
+PolicyOf = Callable[[str], Awaitable[EgressPolicy]]
 
 
 def host_upstream(configured: str, resolv_conf: Path = Path("/etc/resolv.conf")) -> egress.Endpoint:
@@ -65,15 +67,29 @@ def host_upstream(configured: str, resolv_conf: Path = Path("/etc/resolv.conf"))
     return "127.0.0.1", 53
 
 
-def decide(policy: EgressPolicy, name: str) -> list[tuple[int, int]] | None:
+@dataclass(frozen=True)
+class NameRules:
+    """What of a policy decides names: its default and its domain entries (parsed once)."""
+
+    default: str
+    allow: tuple[EgressEntry, ...]
+    deny: tuple[EgressEntry, ...]
+
+    @classmethod
+    def of(cls, policy: EgressPolicy) -> NameRules:
+        allow, deny = policy.parsed()
+        return cls(policy.default, tuple(e for e in allow if e.domain),
+                   tuple(e for e in deny if e.domain))  # fmt: skip
+
+
+def decide(rules: NameRules, name: str) -> list[tuple[int, int]] | None:
     """The ports a name may be reached on (``[]`` under default allow: no set to fill), or
     None if it is refused."""
-    allow, deny = policy.parsed()
-    if any(e.matches(name) for e in deny):
+    if any(e.matches(name) for e in rules.deny):
         return None
-    if policy.default == "allow":
+    if rules.default == "allow":
         return []
-    ports = [e.ports or (0, 65535) for e in allow if e.matches(name)]
+    ports = [e.ports or (0, 65535) for e in rules.allow if e.matches(name)]
     return ports or None
 
 
@@ -90,12 +106,20 @@ class _Machine:
     machine_id: str
     pid: int
     policy: EgressPolicy
+    rules: NameRules
     transport: asyncio.DatagramTransport | None = None
     #: Its ruleset's log of refused packets (providers/egress_log.py).
     log_sock: socket.socket | None = None
     #: Learned address -> (ports, when it expires): what the dns sets hold.
     learned: dict[Address, tuple[list[tuple[int, int]], float]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: When the policy was last read (``DnsProxy.policy_of``).
+    checked: float = 0.0
+
+    def set_policy(self, policy: EgressPolicy) -> None:
+        if policy != self.policy:
+            self.policy, self.rules = policy, NameRules.of(policy)
+            self.learned.clear()  # a new ruleset came with it: its dns sets start empty
 
 
 class DnsProxy:
@@ -111,6 +135,8 @@ class DnsProxy:
         self.upstream = upstream
         self.platform = frozenset(platform)
         self.on_refused = on_refused
+        #: The machine's policy as stored (set by whoever knows the store).
+        self.policy_of: PolicyOf | None = None
         self._machines: dict[str, _Machine] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -129,12 +155,12 @@ class DnsProxy:
     async def attach(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
         m = self._machines.get(machine_id)
         if m is not None and m.pid == pid and m.transport is not None:
-            m.policy = policy
-            m.learned.clear()  # the new ruleset kept the sets: emptied by the next answer
+            m.set_policy(policy)
+            m.checked = time.monotonic()
             return
         self.detach(machine_id)
         sock = await asyncio.to_thread(_socket_in, pid, _resolver_socket)
-        m = _Machine(machine_id, pid, policy)
+        m = _Machine(machine_id, pid, policy, NameRules.of(policy), checked=time.monotonic())
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self, m), sock=sock)
         m.transport = transport
@@ -186,7 +212,8 @@ class DnsProxy:
         except DNSError:
             return None
         name = str(query.q.qname).rstrip(".").lower()
-        ports = decide(m.policy, name)
+        await self._fresh(m)
+        ports = decide(m.rules, name)
         if ports is None:
             return self._refuse(m, query, name, "denied", RCODE.NXDOMAIN, "")
         raw = await asyncio.to_thread(_ask, self.upstream, data)
@@ -198,6 +225,15 @@ class DnsProxy:
         if ports and found:
             await self._learn(m, found, ports)
         return raw
+
+    async def _fresh(self, m: _Machine) -> None:
+        """The machine's policy as stored, read at most once a second: a change applied by
+        another provisioner of this host reaches this proxy too."""
+        now = time.monotonic()
+        if self.policy_of is None or now - m.checked < _POLICY_FRESH_S:
+            return
+        m.checked = now
+        m.set_policy(await self.policy_of(m.machine_id))
 
     def _refuse(
         self, m: _Machine, query: DNSRecord, name: str, why: str, rcode: int, destination: str

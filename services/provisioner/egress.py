@@ -70,6 +70,10 @@ class EgressEnforcer:
         self._platform: list[egress.Endpoint] | None = None
         #: Compiled rulesets by policy: a change reaches many machines with the same one.
         self._scripts: dict[bytes, str] = {}
+        #: The instance of each machine this host's proxy serves.
+        self._instances: dict[str, str] = {}
+        if dns is not None:
+            dns.policy_of = self.policy_of
 
     async def platform(self) -> list[egress.Endpoint]:
         """NATS's addresses and ports: always open (resolved once)."""
@@ -103,8 +107,18 @@ class EgressEnforcer:
             log.info("egress.applied", machine_id=machine_id, default=policy.default,
                      allow=len(policy.allow), deny=len(policy.deny))  # fmt: skip
         if self.dns is not None:
-            await self.dns.attach(machine_id, pid, policy)
+            self._instances[machine_id] = instance_id
+            try:
+                await self.dns.attach(machine_id, pid, policy)
+            except egress.EgressUnavailable as exc:  # another provisioner of the host has it
+                log.info("egress.dns_elsewhere", machine_id=machine_id, error=str(exc))
         return True
+
+    async def policy_of(self, machine_id: str) -> EgressPolicy:
+        instance_id = self._instances.get(machine_id)
+        if instance_id is None:
+            return EgressPolicy()
+        return await instance_egress(self.store, instance_id)
 
     async def script(self, policy: EgressPolicy) -> str:
         key = msgspec.json.encode(policy)
@@ -118,5 +132,6 @@ class EgressEnforcer:
 
     def forget(self, machine_id: str) -> None:
         """The machine stopped: its resolver socket goes (it would keep the namespace)."""
+        self._instances.pop(machine_id, None)
         if self.dns is not None:
             self.dns.detach(machine_id)

@@ -142,3 +142,27 @@ def test_the_ruleset_denies_first_and_rejects_the_rest_under_deny() -> None:
     assert "out jump refuse" not in open_text
     assert "th dport { 53, 853 } jump refuse" not in open_text
     assert "th dport { 53, 853 } jump refuse" in text
+
+
+def test_names_are_decided_by_the_domain_entries() -> None:
+    from providers.egress_dns import NameRules, decide, forbidden, host_upstream
+
+    deny = NameRules.of(EgressPolicy(default="deny", allow=["*.example.test:8000-8090",
+                        "pypi.org", "10.0.0.0/8"], deny=["bad.example.test"]))  # fmt: skip
+    assert decide(deny, "a.example.test") == [(8000, 8090)]
+    assert decide(deny, "pypi.org") == [(0, 65535)]
+    assert decide(deny, "example.test") is None
+    assert decide(deny, "example.test.evil") is None
+    assert decide(deny, "bad.example.test") is None  # deny wins
+    allow = NameRules.of(EgressPolicy(deny=["*.evil.test"]))
+    assert decide(allow, "anything.test") == []
+    assert decide(allow, "x.evil.test") is None
+    platform = [ipaddress.ip_address("172.18.0.1")]
+    for bad in ("127.0.0.1", "169.254.169.254", "0.0.0.0", "::1", "fe80::1", "::ffff:127.0.0.1",
+                "224.0.0.1", "172.18.0.1"):  # fmt: skip
+        assert forbidden(ipaddress.ip_address(bad), platform), bad
+    assert not forbidden(ipaddress.ip_address("192.0.2.1"), platform)
+    assert host_upstream("10.0.0.2:5353") == ("10.0.0.2", 5353)
+    assert host_upstream("[2001:db8::1]:53") == ("2001:db8::1", 53)
+    assert host_upstream("2001:db8::1") == ("2001:db8::1", 53)
+    assert host_upstream("10.0.0.2") == ("10.0.0.2", 53)
