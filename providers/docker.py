@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import aiodocker
 import structlog
 
-from contracts.errors import NotSupported, ProviderError
+from contracts.errors import ProviderError
 from core.codestore import CODE_MOUNT, STORE_VAR
 from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
 from core.tokenfd import RUN_AS_VAR, TOKEN_FILE_VAR
@@ -46,6 +46,7 @@ from providers.docker_code import (
 )
 from providers.docker_home import home_ref_name, remember_home, stopped_home
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
+from providers.docker_netns import container_pid, engine_is_local
 from providers.limits import Limits, Placement, PlacementOf
 from providers.netns import RESOLVER
 
@@ -252,10 +253,11 @@ class DockerProvider:
                 # it reaps every orphan and handles SIGHUP/SIGTERM itself.
                 "Init": False,
                 "Privileged": False,
-                # Root's two, for the supervisor to become the machine's user (see "User").
                 # Docker's resolver (127.0.0.11) asks this one from the container's own
-                # namespace: the platform's DNS proxy (providers/egress_dns.py).
-                "Dns": [RESOLVER[0]],
+                # namespace: the platform's DNS proxy (providers/egress_dns.py), which only an
+                # engine on this host lets the provisioner reach.
+                **({"Dns": [RESOLVER[0]]} if self.local_engine() else {}),
+                # Root's two, for the supervisor to become the machine's user (see "User").
                 "CapDrop": ["ALL"],
                 "CapAdd": ["SETUID", "SETGID"],
                 "SecurityOpt": ["no-new-privileges"],
@@ -287,18 +289,16 @@ class DockerProvider:
         await c.kill(signal="SIGHUP")
         return True
 
+    def local_engine(self) -> bool:
+        return engine_is_local(self._engine_url, self._environ)
+
     async def netns_pid(self, machine_id: str) -> int | None:
         """The container's first process, if it is this host's (the engine may be remote)."""
         c = await self._container(machine_id)
         if c is None or not c["State"]["Running"]:
             return None
         pid = int(c["State"]["Pid"])
-        if not await asyncio.to_thread(_in_container, pid, c.id):
-            raise NotSupported(
-                f"machine {machine_id}'s Docker engine is not on this host: its egress policy "
-                "needs the engine's host (its network namespace)"
-            )
-        return pid
+        return await asyncio.to_thread(container_pid, machine_id, pid, c.id)
 
     async def remove(self, machine_id: str) -> None:
         c = await self._container(machine_id)
@@ -431,12 +431,3 @@ async def machine_containers(docker: aiodocker.Docker) -> list[str]:
     names = [str(c["Names"][0]).lstrip("/") for c in pooled]
     claimed = [n.removeprefix("fleet-") for n in names if not n.startswith(POOL_PREFIX)]
     return [c["Labels"][LABEL_MACHINE] for c in found] + claimed
-
-
-def _in_container(pid: int, container_id: str) -> bool:
-    """Whether host pid ``pid`` is in the container's cgroup (not some process of this host
-    that happens to have the pid a remote engine reported)."""
-    try:
-        return container_id in Path(f"/proc/{pid}/cgroup").read_text()
-    except OSError:
-        return False
