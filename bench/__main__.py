@@ -26,6 +26,7 @@ from bench import (
     bytestreams,
     codemode,
     create_ready,
+    egress,
     exec_stream,
     files,
     footprint,
@@ -50,7 +51,7 @@ from core.logs import configure_logging
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 24))
+BENCHES = tuple(str(n) for n in range(1, 25))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together.
@@ -66,6 +67,7 @@ SLOW = {
     "19": "own network (machines with and without it, 100 MiB egress)",
     "20": "hosts (200 machines on one host, then over 4)",
     "22": "fork (a 1 GiB home, btrfs and plain homes)",
+    "24": "egress policy (20 machines, 100 MiB downloads)",
 }
 
 
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="smaller runs; without --only, skips the slow ones",
     )
-    parser.add_argument("--only", help="comma-separated benchmark numbers (1-22; default all)")
+    parser.add_argument("--only", help="comma-separated benchmark numbers (1-24; default all)")
     parser.add_argument(
         "--json",
         type=Path,
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(fork.run(report, args.quick))
     if "23" in only:
         asyncio.run(people.run(report, args.quick))
+    if "24" in only:
+        asyncio.run(egress.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")

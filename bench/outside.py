@@ -1,6 +1,7 @@
 """A host "outside" every machine, for egress tests and benchmarks: a network namespace made
 for it (``ip netns add``), joined to this host by a veth pair on a /30 of its own, with a static
-HTTP server in it (a page, a bare git repository over git's dumb HTTP protocol, a big file).
+HTTP server in it (a page, a bare git repository over git's dumb HTTP protocol, a big file) on
+its address, on a second IPv4 address (routed to it from this host) and on an IPv6 one.
 
 Tests send traffic only to it (or to loopback): never to this host's LAN address or beyond.
 Needs root and iproute2 (the suite runs as root: ./run test).
@@ -29,9 +30,13 @@ class Outside:
     host_address: str
     netns: str
     root: Path
+    #: Another address of the same server (a /32 this host routes to it), and its IPv6 one.
+    address2: str = ""
+    address6: str = ""
 
-    def url(self, name: str) -> str:
-        return f"http://{self.address}:{PORT}/{name}"
+    def url(self, name: str, address: str = "") -> str:
+        host = address or self.address
+        return f"http://{f'[{host}]' if ':' in host else host}:{PORT}/{name}"
 
 
 def _ip(*args: str) -> None:
@@ -48,6 +53,9 @@ def outside_host(root: Path, repo: Path | None = None, big_mib: int = 0) -> Iter
     block = secrets.randbelow(1 << 14) * 4
     net = f"10.213.{block >> 8}.{block & 0xFF}"
     host_addr, ns_addr = f"10.213.{block >> 8}.{(block & 0xFF) + 1}", _next(net, 2)
+    ns_addr2 = f"10.214.{block >> 8}.{(block & 0xFF) + 2}"
+    v6 = f"fd21:3:{block:x}::"
+    ns_addr6 = f"{v6}2"
     root.mkdir(parents=True, exist_ok=True)
     (root / "page.txt").write_text(f"outside {tag}\n")
     if repo is not None:
@@ -67,6 +75,10 @@ def outside_host(root: Path, repo: Path | None = None, big_mib: int = 0) -> Iter
         _ip("-n", netns, "link", "set", veth_ns, "up")
         _ip("-n", netns, "link", "set", "lo", "up")
         _ip("-n", netns, "route", "add", "default", "via", host_addr)
+        _ip("-n", netns, "addr", "add", f"{ns_addr2}/32", "dev", "lo")
+        _ip("route", "add", f"{ns_addr2}/32", "via", ns_addr, "dev", veth_host)
+        _ip("addr", "add", f"{v6}1/64", "dev", veth_host, "nodad")
+        _ip("-n", netns, "addr", "add", f"{ns_addr6}/64", "dev", veth_ns, "nodad")
         server = subprocess.Popen(
             [
                 "ip",
@@ -78,7 +90,7 @@ def outside_host(root: Path, repo: Path | None = None, big_mib: int = 0) -> Iter
                 "http.server",
                 str(PORT),
                 "--bind",
-                ns_addr,
+                "::",  # every address: IPv4 ones too (dual stack)
                 "--directory",
                 str(root),
             ],
@@ -86,7 +98,7 @@ def outside_host(root: Path, repo: Path | None = None, big_mib: int = 0) -> Iter
             stderr=subprocess.DEVNULL,
         )
         _wait_listening(ns_addr, PORT)
-        yield Outside(ns_addr, host_addr, netns, root)
+        yield Outside(ns_addr, host_addr, netns, root, ns_addr2, ns_addr6)
     finally:
         if server is not None:
             server.kill()

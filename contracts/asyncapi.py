@@ -52,6 +52,8 @@ PUBLISHERS: dict[EventKind, str] = {
     "has exited (its status is then stopped)",
     EventKind.STARTED: "the gateway (machines.start), for a stopped machine",
     EventKind.LOST: "the prober, for each running machine of a host that stopped heartbeating",
+    EventKind.EGRESS_DENIED: "the machine's host (its DNS proxy), when its network policy "
+    "refused a name (rate-limited per machine)",
 }
 CONFIG_PUBLISHERS: dict[ConfigKind, str] = {
     ConfigKind.ENV_CHANGED: "the gateway (env.set, env.unset)",
@@ -84,6 +86,7 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.PROCESSES_ENDED: events.MachineProcessesEnded,
     EventKind.STARTED: events.MachineStarted,
     EventKind.LOST: events.MachineLost,
+    EventKind.EGRESS_DENIED: events.MachineEgressDenied,
 }
 
 

@@ -140,6 +140,23 @@ class MachineLost(_Event, tag=EventKind.LOST.value, kw_only=True):
     reason: str
 
 
+class MachineEgressDenied(_Event, tag=EventKind.EGRESS_DENIED.value, kw_only=True):
+    """The machine's instance's network policy refused something it tried: a name (DNS: its
+    resolver answered NXDOMAIN, or REFUSED for an answer pointing at a loopback, link-local
+    or platform address) or a connection. At most a few per machine per window: ``dropped``
+    says how many refusals since the last event were not sent as one."""
+
+    #: The address refused, or the name's (empty for a name refused before any lookup).
+    destination: str
+    #: The destination port (0: a name, or a protocol without ports).
+    port: int = 0
+    #: The DNS name asked for, if a name was refused.
+    name: str = ""
+    #: "denied" (the policy), "rebinding" (an allowed name pointing where it may not).
+    reason: str
+    dropped: int = 0
+
+
 class EnvPushed(_Event, tag=EventKind.ENV_PUSHED.value, kw_only=True):
     """A changed env reached a running machine's .env (its size and sha256 as written)."""
 
@@ -207,6 +224,7 @@ MachineEvent = (
     | MachineProcessesEnded
     | MachineStarted
     | MachineLost
+    | MachineEgressDenied
 )
 #: Events about a configuration scope (an instance or the platform), not one machine.
 ConfigEvent = EnvChanged | ReposChanged

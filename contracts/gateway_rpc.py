@@ -39,6 +39,7 @@ from contracts.gateway_hosts import HOST_METHODS, HOSTS_LIST
 from contracts.gateway_limits import INSTANCES_GET_LIMITS, LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS, MACHINES_DAEMON_LOG
 from contracts.gateway_machines import MACHINE_METHODS
+from contracts.gateway_network import INSTANCES_GET_NETWORK_POLICY, NETWORK_METHODS
 from contracts.gateway_people import PEOPLE_METHODS
 from contracts.gateway_sessions import SESSION_METHODS, SESSIONS_LIST
 from contracts.gateway_ssh import SSH_METHODS
@@ -260,6 +261,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *PORT_METHODS,
     *SSH_METHODS,
     *LIMITS_METHODS,
+    *NETWORK_METHODS,
     *HOST_METHODS,
     *STOP_METHODS,
     *FORK_METHODS,
@@ -299,6 +301,7 @@ READ_ONLY_METHODS: frozenset[str] = frozenset(
         HOSTS_LIST,
         INSTANCES_GET_AUTOSTOP,
         INSTANCES_GET_ENVIRONMENT,
+        INSTANCES_GET_NETWORK_POLICY,
         CODEMODE_LIST,
         CODEMODE_DESCRIBE,
         CODEMODE_BRIDGES_LIST,

@@ -1,7 +1,8 @@
 """The host methods: what only a machine's own host can do to it, served by that host's
 provisioner replicas on ``host.<hostId>.rpc`` (NATS request/reply, one replica answers).
 
-The gateway calls them for ``machines.restart`` and ``machines.refreshCode``: a machine's
+The gateway calls them for ``machines.restart``, ``machines.refreshCode`` and
+``instances.setNetworkPolicy``: a machine's
 daemon, its code and its process live on its host (its data dir, its Docker engine), which no
 other host and no gateway can reach. Only platform services may publish there: a machine's NATS
 user may not (services/auth_callout)."""
@@ -26,6 +27,11 @@ class InstallCodeParams(HostMachineParams, kw_only=True):
 class RestartResult(Result, kw_only=True):
     #: False: the machine is not running on its host (nothing was restarted).
     restarted: bool
+
+
+class ApplyEgressResult(Result, kw_only=True):
+    #: False: the machine is not running on its host (it gets the policy when it starts).
+    applied: bool
 
 
 class InstallCodeResult(Result, kw_only=True):
@@ -76,4 +82,17 @@ DROP_SNAPSHOT = MethodSpec(
     "Remove a snapshot taken of the machine (machines made from it keep their homes).",
     errors=(NotFound, NotSupported, ProviderError),
 )
-HOST_METHODS: tuple[AnySpec, ...] = (RESTART_DAEMON, INSTALL_CODE, TAKE_SNAPSHOT, DROP_SNAPSHOT)
+APPLY_EGRESS = MethodSpec(
+    "host.applyEgress",
+    HostMachineParams,
+    ApplyEgressResult,
+    "Write the machine's instance's egress policy into the machine's network namespace.",
+    errors=(NotFound, NotSupported, ProviderError),
+)
+HOST_METHODS: tuple[AnySpec, ...] = (
+    RESTART_DAEMON,
+    INSTALL_CODE,
+    TAKE_SNAPSHOT,
+    DROP_SNAPSHOT,
+    APPLY_EGRESS,
+)

@@ -74,6 +74,7 @@ METHOD_SCOPES: Final[dict[str, str]] = {
     "users.create": _A, "users.list": _A, "users.setRole": _A, "users.disable": _A,
     "instances.setMember": _A, "instances.members": _R,
     "instances.setEnvironment": _X, "instances.getEnvironment": _R,
+    "instances.setNetworkPolicy": _A, "instances.getNetworkPolicy": _R,
     "machines.fork": _X, "machines.snapshot": _X, "snapshots.list": _R, "snapshots.delete": _X,
     # Who may read the audit log (admins and auditors) is audit_log.may_read's to say.
     "audit.list": _R,

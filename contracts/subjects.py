@@ -34,6 +34,8 @@ class EventKind(StrEnum):
     STARTED = "started"
     #: The machine's host is lost: the prober marks its machines lost.
     LOST = "lost"
+    #: The machine's network policy refused a name or a connection (rate-limited per machine).
+    EGRESS_DENIED = "egress-denied"
 
 
 class ConfigKind(StrEnum):

@@ -53,6 +53,7 @@ from fleet.client_instance_env import InstanceEnvironmentClient
 from fleet.client_limits import LimitsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
+from fleet.client_network import NetworkClient
 from fleet.client_people import PeopleClient
 from fleet.client_ports import PortsClient
 from fleet.client_retry import ConnectionFailed, RetryingCalls, StreamResumes
@@ -74,6 +75,7 @@ class FleetClient(
     CodemodeMethods,
     MachinesClient,
     LimitsClient,
+    NetworkClient,
     SessionsClient,
     PortsClient,
     FilesClient,

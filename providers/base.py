@@ -14,7 +14,16 @@ class CodeInstaller(Protocol):
         provider cannot."""
 
 
-class MachineControl(CodeInstaller, Protocol):
+@runtime_checkable
+class NetnsHolder(Protocol):
+    async def netns_pid(self, machine_id: str) -> int | None:
+        """A host pid in the machine's own network namespace (where its egress policy is
+        written: providers/egress.py); None if the machine is not running. Raises
+        NotSupported (with the reason) if the machine has no network namespace of its own
+        on this host."""
+
+
+class MachineControl(CodeInstaller, NetnsHolder, Protocol):
     """What the gateway asks of a provider about a running machine."""
 
     async def restart(self, machine_id: str) -> bool:

@@ -46,8 +46,10 @@ from providers.docker_code import (
 )
 from providers.docker_home import home_ref_name, remember_home, stopped_home
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
+from providers.docker_netns import container_pid, engine_is_local
 from providers.docker_runtime import Runtime, RuntimeVolumes, copy_up
 from providers.limits import Limits, Placement, PlacementOf
+from providers.netns import RESOLVER
 
 log = structlog.get_logger(__name__)
 
@@ -285,6 +287,10 @@ class DockerProvider:
                 # it reaps every orphan and handles SIGHUP/SIGTERM itself.
                 "Init": False,
                 "Privileged": False,
+                # Docker's resolver (127.0.0.11) asks this one from the container's own
+                # namespace: the platform's DNS proxy (providers/egress_dns.py), which only an
+                # engine on this host lets the provisioner reach.
+                **({"Dns": [RESOLVER[0]]} if self.local_engine() else {}),
                 # Root's two, for the supervisor to become the machine's user (see "User").
                 "CapDrop": ["ALL"],
                 "CapAdd": ["SETUID", "SETGID"],
@@ -316,6 +322,17 @@ class DockerProvider:
             return False
         await c.kill(signal="SIGHUP")
         return True
+
+    def local_engine(self) -> bool:
+        return engine_is_local(self._engine_url, self._environ)
+
+    async def netns_pid(self, machine_id: str) -> int | None:
+        """The container's first process, if it is this host's (the engine may be remote)."""
+        c = await self._container(machine_id)
+        if c is None or not c["State"]["Running"]:
+            return None
+        pid = int(c["State"]["Pid"])
+        return await asyncio.to_thread(container_pid, machine_id, pid, c.id)
 
     async def remove(self, machine_id: str) -> None:
         c = await self._container(machine_id)

@@ -27,7 +27,7 @@ import aiodocker
 import msgspec
 import structlog
 
-from contracts.errors import ProviderError
+from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
 from contracts.ids import SNAPSHOT_ID_RE
 from core import procinfo
@@ -417,6 +417,19 @@ class LocalProvider:
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
+
+    async def netns_pid(self, machine_id: str) -> int | None:
+        """The sandbox's init (bwrap's child), which holds the machine's network namespace."""
+        if not self.own_network:
+            raise NotSupported(
+                "this host's local machines share the host's network (FLEET_SANDBOX_NETWORK="
+                "host or no sandbox): an egress policy cannot be enforced on them"
+            )
+        root = await asyncio.to_thread(running_pid, self.machine_dir(machine_id), machine_id)
+        if root is None:
+            return None
+        children = sandbox_root_children(root)
+        return children[0] if children else None
 
     async def remove(self, machine_id: str) -> None:
         """Ends every process of the machine, then deletes its files (home, code store, writes

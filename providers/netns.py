@@ -57,6 +57,24 @@ _SETUP_TIMEOUT_S = 30.0
 PASTA_NICE = -10
 
 
+#: A machine's resolver: the host's DNS proxy listens there, in the machine's own namespace
+#: (providers/egress_dns.py); a machine's /etc/resolv.conf names it.
+RESOLVER = ("127.0.0.53", 53)
+RESOLV_CONF = f"nameserver {RESOLVER[0]}\noptions timeout:2 attempts:2\n"
+
+
+def resolv_conf(data_dir: Path) -> Path:
+    """The file a sandboxed machine with its own network gets as /etc/resolv.conf."""
+    path = data_dir / "sandbox" / "resolv.conf"
+    if not path.is_file() or path.read_text() != RESOLV_CONF:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(RESOLV_CONF)
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    return path
+
+
 class NetworkUnavailable(ProviderError):
     """pasta is missing, or could not give a machine its network."""
 
@@ -71,17 +89,21 @@ def pasta_binary() -> str:
     return found
 
 
+def nats_servers(nats_url: str) -> list[tuple[str, int]]:
+    """The host and port of each NATS server in ``nats_url`` (a comma-separated list)."""
+    out: list[tuple[str, int]] = []
+    for part in nats_url.split(","):
+        url = urlsplit(part.strip() if "://" in part else f"nats://{part.strip()}")
+        if url.hostname is not None:
+            out.append((url.hostname, url.port or 4222))
+    return out
+
+
 def loopback_ports(nats_url: str) -> list[int]:
     """The ports of the NATS servers in ``nats_url`` that listen on the host's loopback (the
     ones a machine's namespace must forward; other addresses are reached as the host would)."""
-    ports: set[int] = set()
-    for part in nats_url.split(","):
-        url = urlsplit(part.strip() if "://" in part else f"nats://{part.strip()}")
-        if url.hostname is None:
-            continue
-        if url.hostname == "localhost" or _is_loopback(url.hostname):
-            ports.add(url.port or 4222)
-    return sorted(ports)
+    return sorted({port for host, port in nats_servers(nats_url)
+                   if host == "localhost" or _is_loopback(host)})  # fmt: skip
 
 
 def _is_loopback(host: str) -> bool:

@@ -34,7 +34,7 @@ from core.codestore import CODE_MOUNT
 from core.version import SOURCE_ROOT
 from providers.local_image import MACHINE_HOME, image_mounts
 from providers.machine_uid import as_uid, trusting_gitconfig
-from providers.netns import BLOCK_FD, INFO_FD
+from providers.netns import BLOCK_FD, INFO_FD, resolv_conf
 
 #: What the sandbox's root holds from the host, read-only (merged-/usr links stay links).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -133,6 +133,8 @@ def bwrap_argv(
         argv += ["--ro-bind", str(loader), "/run/fleet/ld.so"]
     if code is not None:  # a directory: the code the platform installs later appears in it
         argv += ["--ro-bind", str(code), CODE_MOUNT]
+    if own_network:  # its resolver is the platform's DNS proxy, in its own namespace
+        argv += ["--ro-bind", str(resolv_conf(data_dir)), "/etc/resolv.conf"]
     if uid is not None:
         # Last: over the host's /etc/gitconfig (bound above, if any).
         argv += ["--ro-bind", str(trusting_gitconfig(data_dir)), "/etc/gitconfig"]

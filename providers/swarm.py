@@ -118,6 +118,12 @@ class SwarmProvider:
             "cannot be refreshed on its own; rebuild the machine instead"
         )
 
+    async def netns_pid(self, machine_id: str) -> int | None:
+        raise NotSupported(
+            "swarm machines share one load-test process per host and the host's network: "
+            "an egress policy cannot be enforced on one of them"
+        )
+
     async def restart(self, machine_id: str) -> bool:
         raise NotSupported(
             "swarm machines share one load-test process per host, so one machine's daemon "

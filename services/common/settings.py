@@ -154,6 +154,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # setup
     clone_timeout_s: float = 300.0
     egress_proxy: str = ""
+    #: The machines' DNS proxy asks this server (``host[:port]``, ``[v6]:port``); empty: the
+    #: host's first nameserver (/etc/resolv.conf).
+    egress_dns_upstream: str = ""
     no_proxy: str = "localhost,127.0.0.1,::1"
     #: Path (on the platform) of a PEM bundle to install on machines; empty: none.
     ca_bundle: str = ""

@@ -48,6 +48,11 @@ def k_instance_environment(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:environment"
 
 
+def k_instance_egress(instance_id: str) -> str:
+    """The instance's egress policy (JSON of ``EgressPolicy``; absent: allow everything)."""
+    return f"{P}instance:{instance_id}:egress"
+
+
 def k_instance_machines(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:machines"
 

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import msgspec
-
 from contracts.gateway_limits import LimitsOverride
 from services.common.store import Store
 from services.common.store_keys import k_instance_limits
+from services.common.store_struct import load_struct, save_struct
 
 
 async def instance_limits(store: Store, instance_id: str) -> LimitsOverride:
-    raw = await store.redis.get(k_instance_limits(instance_id))
-    if raw is None:
-        return LimitsOverride()
-    return msgspec.json.decode(raw, type=LimitsOverride)
+    return await load_struct(store, k_instance_limits(instance_id), LimitsOverride)
 
 
 async def set_instance_limits(store: Store, instance_id: str, limits: LimitsOverride) -> None:
-    key = k_instance_limits(instance_id)
-    if limits == LimitsOverride():
-        await store.redis.delete(key)
-    else:
-        await store.redis.set(key, msgspec.json.encode(limits))
+    await save_struct(store, k_instance_limits(instance_id), limits)

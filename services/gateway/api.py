@@ -14,6 +14,7 @@ from contracts import (
     gateway_limits as gl,
     gateway_live as live,
     gateway_machines as gm,
+    gateway_network as gn,
     gateway_rpc as g,
     gateway_sessions as gs,
     gateway_ssh as ssh_,
@@ -77,6 +78,7 @@ from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
 from services.gateway.limits import CallLimits
 from services.gateway.limits_ops import LimitsOps
+from services.gateway.network_ops import NetworkOps
 from services.gateway.ops import MachineOps
 from services.gateway.people_ops import PeopleOps, may_see, people_routes
 from services.gateway.ports import PortOps
@@ -118,6 +120,7 @@ class GatewayApi:
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
         self.environments = EnvironmentOps(store, self.access)
+        self.network = NetworkOps(store, hosts)
         self.hosts = HostOps(store, self.settings, self._rebuild_instance)
         self.ops = MachineOps(
             store=store,
@@ -415,6 +418,8 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(gl.INSTANCES_GET_LIMITS, api.machine_limits.instances_get_limits)
     r.register(genv.INSTANCES_SET_ENVIRONMENT, api.environments.instances_set_environment)
     r.register(genv.INSTANCES_GET_ENVIRONMENT, api.environments.instances_get_environment)
+    r.register(gn.INSTANCES_SET_NETWORK_POLICY, api.network.instances_set_network_policy)
+    r.register(gn.INSTANCES_GET_NETWORK_POLICY, api.network.instances_get_network_policy)
     r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
     r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
     stop_routes(r, api.stops)

@@ -30,6 +30,9 @@ class HostControl(Protocol):
     async def install_code(self, machine: Machine, target_ref: str) -> str:
         """Install code at ``target_ref`` for the machine's daemon; what was done."""
 
+    async def apply_egress(self, machine: Machine) -> bool:
+        """Enforce the machine's instance's egress policy now; False: not running."""
+
 
 class HostClient:
     """``HostControl`` over NATS: one request to ``host.<machine's hostId>.rpc``. A machine
@@ -61,6 +64,10 @@ class HostClient:
     async def drop_snapshot(self, machine: Machine, snapshot_id: str) -> bool:
         params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)
         return (await self._call(machine, h.DROP_SNAPSHOT, params, self._timeout_s)).dropped
+
+    async def apply_egress(self, machine: Machine) -> bool:
+        params = h.HostMachineParams(machine_id=machine.id)
+        return (await self._call(machine, h.APPLY_EGRESS, params, self._timeout_s)).applied
 
     async def _call(
         self, machine: Machine, spec: MethodSpec[P, R], params: P, timeout_s: float

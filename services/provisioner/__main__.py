@@ -27,6 +27,8 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
+from services.provisioner.egress import dns_proxy
+from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, pool_key
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc import HostMethods, HostRpcServer
@@ -73,6 +75,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
     heartbeat = HostHeartbeat(store, settings)
+    refusals = await stack.enter_async_context(EgressEvents(bus))
+    dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
     svc = Provisioner(
         store=store,
         bus=bus,
@@ -82,6 +86,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         settings=settings,
         heartbeat=heartbeat,
         engine=lambda: docker.docker,
+        dns=dns,
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)
@@ -90,6 +95,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         store=store,
         host_id=settings.host_id,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
+        egress=svc.egress,
     )
     await stack.enter_async_context(HostRpcServer(bus.nc, methods))  # fmt: skip
     await enter_subscriptions(stack, svc, bus, settings, metrics)

@@ -1,6 +1,7 @@
 """This host's methods (contracts/host_rpc.py) on ``host.<hostId>.rpc``: restart a machine's
-daemon, install code for it. Every provisioner replica of the host subscribes in one queue
-group, so one answers; a machine of another host is refused (its host serves it)."""
+daemon, install code for it, enforce its egress policy. Every provisioner replica of the host
+subscribes in one queue group, so one answers; a machine of another host is refused (its
+host serves it)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from contracts.errors import NotFound, NotSupported
 from contracts.jsonrpc import Dispatcher, Router
 from contracts.models import Machine
 from providers.base import MachineControl, SnapshotTaker
+from services.common.settings import Settings
 from services.common.store import Store
+from services.provisioner.egress import EgressEnforcer
 
 log = structlog.get_logger(__name__)
 
@@ -27,11 +30,17 @@ class HostMethods:
     """The handlers: plain calls into this host's providers."""
 
     def __init__(
-        self, *, store: Store, host_id: str, providers: Mapping[str, MachineControl]
+        self,
+        *,
+        store: Store,
+        host_id: str,
+        providers: Mapping[str, MachineControl],
+        egress: EgressEnforcer | None = None,
     ) -> None:
         self.store = store
         self.host_id = host_id
         self.providers = providers
+        self.egress = egress or EgressEnforcer(store, providers, Settings().nats_url)
 
     async def _own(self, machine_id: str) -> tuple[Machine, MachineControl]:
         machine = await self.store.get_machine(machine_id)
@@ -72,12 +81,17 @@ class HostMethods:
         log.info("host.snapshot_dropped", snapshot_id=p.snapshot_id, dropped=dropped)
         return h.SnapshotDropped(dropped=dropped)
 
+    async def apply_egress(self, p: h.HostMachineParams, _: None) -> h.ApplyEgressResult:
+        machine, _provider = await self._own(p.machine_id)
+        return h.ApplyEgressResult(applied=await self.egress.enforce(machine))
+
     def dispatcher(self) -> Dispatcher[None]:
         router: Router[None] = Router()
         router.register(h.TAKE_SNAPSHOT, self.take_snapshot)
         router.register(h.DROP_SNAPSHOT, self.drop_snapshot)
         router.register(h.RESTART_DAEMON, self.restart_daemon)
         router.register(h.INSTALL_CODE, self.install_code)
+        router.register(h.APPLY_EGRESS, self.apply_egress)
         return Dispatcher(h.HOST_METHODS, router)
 
 

@@ -22,6 +22,7 @@ from contracts.events import (
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from providers.base import HomeCloner, Provider
+from providers.egress_dns import DnsProxy
 from providers.warm_pool import PoolMachine, WarmPool
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
@@ -35,6 +36,7 @@ from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDEN
 from services.common.store_snapshots import get_snapshot
 from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
+from services.provisioner.egress import EgressEnforcer
 from services.provisioner.environment import (
     STAGE as ENVIRONMENT_STAGE,
     EnvironmentContext,
@@ -63,6 +65,7 @@ class Provisioner(StopStartHandlers):
         settings: Settings | None = None,
         heartbeat: HostHeartbeat | None = None,
         engine: Callable[[], aiodocker.Docker] | None = None,
+        dns: DnsProxy | None = None,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
         self.settings = settings or Settings()
@@ -77,6 +80,7 @@ class Provisioner(StopStartHandlers):
         self.pools = dict(pools or {})
         #: The Docker engine environments' images are on (None: none configured).
         self.engine = engine
+        self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns)
 
     async def room(self, held: frozenset[str]) -> int | None:
         """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""
@@ -155,6 +159,7 @@ class Provisioner(StopStartHandlers):
                 external_id, pooled = await self._obtain(pool, provider, mid, token)
             else:  # its own home, made: started in it
                 external_id, pooled = await provider.start(mid, token), None
+            await self.egress.enforce_on(mid, event.instance_id, event.provider, at_start=True)
             # The booting transition and the lock's release in one step.
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",
@@ -254,6 +259,10 @@ class Provisioner(StopStartHandlers):
                 if not held:
                     continue  # being started by a handler right now
                 external_id = await provider.start(machine.id, self.box.decrypt(sealed))
+            try:  # its resolver, and its policy if it restarted
+                await self.egress.enforce(machine)
+            except FleetError as exc:
+                log.warning("provision.egress_not_resumed", machine_id=machine.id, error=str(exc))
             if external_id != machine.external_id:
                 await self.store.set_external_id(machine.id, external_id)
                 log.info(
@@ -276,6 +285,7 @@ class Provisioner(StopStartHandlers):
             return  # its own host's provisioner stops it
         provider = self.providers.get(machine.provider)
         if provider is not None:
+            self.egress.forget(machine.id)
             await provider.remove(machine.id)
         await forget_activity(self.store, machine.id)  # auto-stop has nothing left to watch
         log.info("provision.machine_removed", provider=machine.provider)

@@ -34,6 +34,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_stop import mark_stop_done, stop_done
 from services.common.subscriptions import subscriber
+from services.provisioner.egress import EgressEnforcer
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,7 @@ class StopStartHandlers:
     box: SecretBox
     #: This provisioner's host (FLEET_HOST_ID).
     host_id: str
+    egress: EgressEnforcer
 
     def owns(self, machine: Machine) -> bool:
         """The machine is this host's to stop, start or archive: started here, or by no host
@@ -90,6 +92,7 @@ class StopStartHandlers:
         provider = self.providers.get(machine.provider)
         if provider is None:
             raise Permanent(f"no provider named {machine.provider!r} is configured")
+        self.egress.forget(machine.id)
         was_up = await provider.stop(machine.id)
         await self._stopped(machine, cause_event_id)
         log.info("stop.machine_stopped", machine_id=machine.id, was_up=was_up)
@@ -143,6 +146,7 @@ class StopStartHandlers:
                             f"{machine.provider!r} or no credentials")  # fmt: skip
         # Never the warm pool: the same machine, in its own home.
         external_id = await provider.start(machine.id, self.box.decrypt(sealed))
+        await self.egress.enforce(machine, at_start=True)
         await self.store.set_external_id(machine.id, external_id)
         log.info("start.machine_started", machine_id=machine.id, external_id=external_id)
         return external_id

@@ -28,3 +28,7 @@ class InProcessHosts:
     async def drop_snapshot(self, machine: Machine, snapshot_id: str) -> bool:
         params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)
         return (await self.methods.drop_snapshot(params, None)).dropped
+
+    async def apply_egress(self, machine: Machine) -> bool:
+        params = h.HostMachineParams(machine_id=machine.id)
+        return (await self.methods.apply_egress(params, None)).applied

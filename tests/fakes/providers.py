@@ -96,6 +96,9 @@ class FakeProvider:
             machine.mode = "unavailable"
         return was_up
 
+    async def netns_pid(self, machine_id: str) -> int | None:
+        raise NotSupported(f"provider {self.name!r} has no network namespace per machine")
+
     async def restart(self, machine_id: str) -> bool:
         """The daemon stops and starts again (a new boot), its processes kept."""
         if not self.can_restart:

@@ -17,6 +17,7 @@ from contracts.events import (
     Event,
     MachineArchived,
     MachineCreated,
+    MachineEgressDenied,
     MachineFailed,
     MachineFilesRemoved,
     MachineLost,
@@ -110,6 +111,15 @@ SAMPLES: list[Event] = [
         host_id="host-3",
         reason="its host host-3 is lost: no heartbeat from it for 31s",
     ),
+    MachineEgressDenied(
+        event_id="e14",
+        machine_id=MID,
+        occurred_at=AT,
+        destination="",
+        name="evil.example",
+        reason="denied",
+        dropped=3,
+    ),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -128,6 +138,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineFilesRemoved: {"reason"},
     MachineStarted: {"reason"},
     MachineLost: {"hostId", "reason"},
+    MachineEgressDenied: {"destination", "port", "name", "reason", "dropped"},
 }
 
 

@@ -40,6 +40,8 @@ export const METHODS = Object.freeze({
   INSTANCES_SET_SSH_KEYS: "instances.setSshKeys",
   INSTANCES_SET_LIMITS: "instances.setLimits",
   INSTANCES_GET_LIMITS: "instances.getLimits",
+  INSTANCES_SET_NETWORK_POLICY: "instances.setNetworkPolicy",
+  INSTANCES_GET_NETWORK_POLICY: "instances.getNetworkPolicy",
   HOSTS_LIST: "hosts.list",
   HOSTS_DRAIN: "hosts.drain",
   MACHINES_STOP: "machines.stop",
@@ -235,6 +237,7 @@ export const EVENT_TYPES = Object.freeze({
   PROCESSES_ENDED: "processes-ended",
   STARTED: "started",
   LOST: "lost",
+  EGRESS_DENIED: "egress-denied",
 });
 
 /** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */

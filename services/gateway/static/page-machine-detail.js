@@ -27,6 +27,11 @@ const EVENT_DETAILS = {
   [T.ARCHIVED]: (e) => e.reason,
   [T.UNRESPONSIVE]: (e) => e.reason,
   [T.LOST]: (e) => e.reason,
+  [T.EGRESS_DENIED]: (e) => {
+    const port = e.port ? `:${e.port}` : "";
+    const more = e.dropped ? ` (and ${e.dropped} more before it)` : "";
+    return `${e.reason}: ${e.name || e.destination}${port}${more}`;
+  },
 };
 const EVENT_TONE = {
   [T.READY]: "ready",
@@ -34,6 +39,7 @@ const EVENT_TONE = {
   [T.ARCHIVED]: "archived",
   [T.UNRESPONSIVE]: "unresponsive",
   [T.LOST]: "lost",
+  [T.EGRESS_DENIED]: "failed",
 };
 const MS_PER_S = 1000;
 

@@ -1,0 +1,346 @@
+"""The platform's DNS proxy, one per host (in its provisioner): each machine's resolver.
+
+For each machine it serves, the proxy opens a UDP socket *inside the machine's network
+namespace*, on ``RESOLVER`` (a loopback address of the machine's own), and the machine's
+``/etc/resolv.conf`` names it. The socket is the proxy's (root on the host holds it), so a
+query's socket says which machine asked: no address of the machine is trusted for that.
+
+A query is answered by the machine's instance's policy:
+
+- a name a ``deny`` domain entry matches, or (under ``default: deny``) one no ``allow`` domain
+  entry matches: NXDOMAIN, without asking upstream;
+- any other name is asked of the upstream (``FLEET_EGRESS_DNS_UPSTREAM``, else the host's first
+  nameserver); an answer with a loopback, link-local, unspecified, multicast or platform
+  address is refused (REFUSED: DNS rebinding); under ``default: deny`` the addresses it gives
+  are added to the machine's ``dns`` sets for the record's TTL, with the ports of the entries
+  that allowed the name, before the machine gets the answer (its next connect finds them).
+
+dnslib parses and builds the messages: no hand-written DNS parser faces a hostile machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ipaddress
+import os
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+from dnslib import QTYPE, RCODE, DNSError, DNSRecord
+
+from contracts.gateway_network import EgressEntry, EgressPolicy
+from providers import egress
+from providers.egress_log import open_log, read_refused
+from providers.netns import RESOLVER
+
+log = structlog.get_logger(__name__)
+
+_UPSTREAM_TIMEOUT_S = 3.0
+_MIN_TTL_S = 2
+_POLICY_FRESH_S = 1.0
+_CLONE_NEWNET = 0x40000000
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: Called for each refusal: machine id, name ("" for a connection), why ("denied",
+#: "rebinding"), destination ("" for a name refused before any lookup), port.
+OnRefused = Callable[[str, str, str, str, int], None]
+PolicyOf = Callable[[str], Awaitable[EgressPolicy]]
+
+
+def host_upstream(configured: str, resolv_conf: Path = Path("/etc/resolv.conf")) -> egress.Endpoint:
+    """``host[:port]`` (``[v6]:port``) if configured, else the host's first nameserver."""
+    if configured:
+        if configured.startswith("[") or configured.count(":") == 1:
+            host, _, port = configured.rpartition(":")
+            return host.strip("[]"), int(port)
+        return configured, 53
+    for line in resolv_conf.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            return parts[1], 53
+    return "127.0.0.1", 53
+
+
+@dataclass(frozen=True)
+class NameRules:
+    """What of a policy decides names: its default and its domain entries (parsed once)."""
+
+    default: str
+    allow: tuple[EgressEntry, ...]
+    deny: tuple[EgressEntry, ...]
+
+    @classmethod
+    def of(cls, policy: EgressPolicy) -> NameRules:
+        allow, deny = policy.parsed()
+        return cls(policy.default, tuple(e for e in allow if e.domain),
+                   tuple(e for e in deny if e.domain))  # fmt: skip
+
+
+def decide(rules: NameRules, name: str) -> list[tuple[int, int]] | None:
+    """The ports a name may be reached on (``[]`` under default allow: no set to fill), or
+    None if it is refused."""
+    if any(e.matches(name) for e in rules.deny):
+        return None
+    if rules.default == "allow":
+        return []
+    ports = [e.ports or (0, 65535) for e in rules.allow if e.matches(name)]
+    return ports or None
+
+
+def forbidden(addr: Address, platform: Iterable[Address]) -> bool:
+    """Whether an answer may not point a machine at ``addr`` (DNS rebinding)."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return (addr.is_loopback or addr.is_link_local or addr.is_unspecified
+            or addr.is_multicast or addr in set(platform))  # fmt: skip
+
+
+@dataclass
+class _Machine:
+    machine_id: str
+    pid: int
+    policy: EgressPolicy
+    rules: NameRules
+    transport: asyncio.DatagramTransport | None = None
+    #: Its ruleset's log of refused packets (providers/egress_log.py).
+    log_sock: socket.socket | None = None
+    #: Learned address -> (ports, when it expires): what the dns sets hold.
+    learned: dict[Address, tuple[list[tuple[int, int]], float]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: When the policy was last read (``DnsProxy.policy_of``).
+    checked: float = 0.0
+
+    def set_policy(self, policy: EgressPolicy) -> None:
+        if policy != self.policy:
+            self.policy, self.rules = policy, NameRules.of(policy)
+            self.learned.clear()  # a new ruleset came with it: its dns sets start empty
+
+
+class DnsProxy:
+    """The host's proxy; ``attach`` serves a machine (again, after a policy change or a
+    restart), ``detach`` stops."""
+
+    def __init__(
+        self,
+        upstream: egress.Endpoint,
+        platform: Iterable[Address],
+        on_refused: OnRefused | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.platform = frozenset(platform)
+        self.on_refused = on_refused
+        #: The machine's policy as stored (set by whoever knows the store).
+        self.policy_of: PolicyOf | None = None
+        self._machines: dict[str, _Machine] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> DnsProxy:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for mid in list(self._machines):
+            self.detach(mid)
+
+    async def attach(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
+        m = self._machines.get(machine_id)
+        if m is not None and m.pid == pid and m.transport is not None:
+            m.set_policy(policy)
+            m.checked = time.monotonic()
+            return
+        self.detach(machine_id)
+        sock = await asyncio.to_thread(_socket_in, pid, _resolver_socket)
+        m = _Machine(machine_id, pid, policy, NameRules.of(policy), checked=time.monotonic())
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self, m), sock=sock)
+        m.transport = transport
+        self._machines[machine_id] = m
+        try:
+            m.log_sock = await asyncio.to_thread(_socket_in, pid, open_log)
+        except egress.EgressUnavailable as exc:  # refusals are then not events, only refused
+            log.warning("egress.log_unavailable", machine_id=machine_id, error=str(exc))
+        else:
+            loop.add_reader(m.log_sock.fileno(), self._on_log, m)
+        log.debug("egress.dns_attached", machine_id=machine_id)
+
+    def detach(self, machine_id: str) -> None:
+        m = self._machines.pop(machine_id, None)
+        if m is None:
+            return
+        if m.transport is not None:
+            m.transport.close()
+        if m.log_sock is not None:
+            asyncio.get_running_loop().remove_reader(m.log_sock.fileno())
+            m.log_sock.close()
+
+    def _on_log(self, m: _Machine) -> None:
+        if m.log_sock is None:
+            return
+        for destination, port in read_refused(m.log_sock):
+            log.info("egress.refused", machine_id=m.machine_id, destination=destination,
+                     port=port)  # fmt: skip
+            if self.on_refused is not None:
+                self.on_refused(m.machine_id, "", "denied", destination, port)
+
+    def _spawn(self, m: _Machine, data: bytes, addr: tuple[str, int]) -> None:
+        task = asyncio.create_task(self._serve(m, data, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, m: _Machine, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            reply = await self.answer(m, data)
+        except Exception as exc:  # noqa: BLE001 - task boundary: the machine retries or gives up
+            log.warning("egress.dns_failed", machine_id=m.machine_id, error=repr(exc))
+            return
+        if reply is not None and m.transport is not None:
+            m.transport.sendto(reply, addr)
+
+    async def answer(self, m: _Machine, data: bytes) -> bytes | None:
+        try:
+            query = DNSRecord.parse(data)
+        except DNSError:
+            return None
+        name = str(query.q.qname).rstrip(".").lower()
+        await self._fresh(m)
+        ports = decide(m.rules, name)
+        if ports is None:
+            return self._refuse(m, query, name, "denied", RCODE.NXDOMAIN, "")
+        raw = await asyncio.to_thread(_ask, self.upstream, data)
+        reply = DNSRecord.parse(raw)
+        found = _addresses(reply)
+        bad = [a for a, _ in found if forbidden(a, self.platform)]
+        if bad:
+            return self._refuse(m, query, name, "rebinding", RCODE.REFUSED, str(bad[0]))
+        if ports and found:
+            await self._learn(m, found, ports)
+        return raw
+
+    async def _fresh(self, m: _Machine) -> None:
+        """The machine's policy as stored, read at most once a second: a change applied by
+        another provisioner of this host reaches this proxy too."""
+        now = time.monotonic()
+        if self.policy_of is None or now - m.checked < _POLICY_FRESH_S:
+            return
+        m.checked = now
+        m.set_policy(await self.policy_of(m.machine_id))
+
+    def _refuse(
+        self, m: _Machine, query: DNSRecord, name: str, why: str, rcode: int, destination: str
+    ) -> bytes:
+        log.info("egress.dns_refused", machine_id=m.machine_id, name=name, why=why)
+        if self.on_refused is not None:
+            self.on_refused(m.machine_id, name, why, destination, 0)
+        reply = query.reply()
+        reply.header.rcode = rcode
+        return bytes(reply.pack())
+
+    async def _learn(
+        self, m: _Machine, found: list[tuple[Address, int]], ports: list[tuple[int, int]]
+    ) -> None:
+        async with m.lock:
+            now = time.monotonic()
+            if all(_known(m, addr, ttl, ports, now) for addr, ttl in found):
+                return  # the sets hold them for long enough: no nft round trip
+            for addr, ttl in found:
+                old_ports, old_until = m.learned.get(addr, ([], 0.0))
+                until = max(old_until, now + max(ttl, _MIN_TTL_S))
+                m.learned[addr] = (old_ports + ports if old_until > now else ports, until)
+            m.learned = {a: v for a, v in m.learned.items() if v[1] > now}
+            await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
+
+
+def _known(m: _Machine, addr: Address, ttl: int, ports: list[tuple[int, int]], now: float) -> bool:
+    """Whether ``addr`` is in the machine's sets with ``ports``, for at least half of ``ttl``."""
+    had, until = m.learned.get(addr, ([], 0.0))
+    return until >= now + max(ttl, _MIN_TTL_S) / 2 and all(p in had for p in ports)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, proxy: DnsProxy, machine: _Machine) -> None:
+        self.proxy, self.machine = proxy, machine
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.proxy._spawn(self.machine, data, addr)
+
+
+def _addresses(reply: DNSRecord) -> list[tuple[Address, int]]:
+    out: list[tuple[Address, int]] = []
+    for rr in reply.rr:
+        if rr.rtype in (QTYPE.A, QTYPE.AAAA):
+            out.append((ipaddress.ip_address(str(rr.rdata)), int(rr.ttl)))
+    return out
+
+
+def _ask(upstream: egress.Endpoint, data: bytes) -> bytes:
+    family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(_UPSTREAM_TIMEOUT_S)
+        s.sendto(data, upstream)
+        while True:
+            raw, source = s.recvfrom(65535)
+            if source[:2] == upstream and raw[:2] == data[:2]:
+                return raw
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _resolver_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(RESOLVER)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _socket_in(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
+    """``make()`` run in the network namespace of ``pid``, on a thread of its own that enters
+    the namespace (a namespace is per thread) and then leaves it: a socket of the namespace,
+    held by the host."""
+    made: list[socket.socket | BaseException] = []
+
+    def work() -> None:
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _setns(target)
+                try:
+                    made.append(make())
+                finally:
+                    _setns(own)
+            finally:
+                os.close(target)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            made.append(exc)
+        finally:
+            os.close(own)
+
+    thread = threading.Thread(target=work, name="egress-netns-socket")
+    thread.start()
+    thread.join()
+    got = made[0]
+    if isinstance(got, BaseException):
+        raise egress.EgressUnavailable(f"no socket in {pid}'s namespace: {got}")
+    return got

@@ -1,0 +1,137 @@
+"""Enforcing an instance's egress policy on this host's machines (providers/egress.py): at a
+machine's start, before the platform announces it (so nothing of the instance's runs in it
+before), again whenever the policy changes (``host.applyEgress``, from the gateway), and at the
+provisioner's own start for the machines it resumes. Each machine's resolver is this host's DNS
+proxy (providers/egress_dns.py), attached at the same points."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+import subprocess
+from collections.abc import Mapping
+
+import msgspec
+import structlog
+
+from contracts.errors import NotSupported
+from contracts.gateway_network import EgressPolicy
+from contracts.models import Machine
+from providers import egress
+from providers.base import NetnsHolder
+from providers.egress_dns import DnsProxy, OnRefused, host_upstream
+from providers.netns import nats_servers
+from services.common.settings import Settings
+from services.common.store import Store
+from services.common.store_network import instance_egress
+
+log = structlog.get_logger(__name__)
+_SCRIPTS_KEPT = 16
+
+
+async def resolve(hosts: list[tuple[str, int]]) -> list[egress.Endpoint]:
+    found: set[egress.Endpoint] = set()
+    for host, port in hosts:
+        infos = await asyncio.to_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+        found |= {(str(info[4][0]), port) for info in infos}
+    return sorted(found)
+
+
+def host_addresses() -> list[egress.IpAddress]:
+    """Every address of this host's interfaces (a machine's answer may point at none)."""
+    out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, check=False)
+    links = json.loads(out.stdout or b"[]")
+    return [ipaddress.ip_address(a["local"].split("%")[0])
+            for link in links for a in link.get("addr_info", []) if "local" in a]  # fmt: skip
+
+
+async def dns_proxy(settings: Settings, on_refused: OnRefused | None = None) -> DnsProxy:
+    """This host's proxy: its upstream, and the platform's addresses it never answers with."""
+    platform = await resolve(nats_servers(settings.nats_url))
+    addresses = {ipaddress.ip_address(h) for h, _ in platform}
+    addresses |= set(await asyncio.to_thread(host_addresses))
+    return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused)
+
+
+class EgressEnforcer:
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, object],
+        nats_url: str,
+        dns: DnsProxy | None = None,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.nats_url = nats_url
+        self.dns = dns
+        self._platform: list[egress.Endpoint] | None = None
+        #: Compiled rulesets by policy: a change reaches many machines with the same one.
+        self._scripts: dict[bytes, str] = {}
+        #: The instance of each machine this host's proxy serves.
+        self._instances: dict[str, str] = {}
+        if dns is not None:
+            dns.policy_of = self.policy_of
+
+    async def platform(self) -> list[egress.Endpoint]:
+        """NATS's addresses and ports: always open (resolved once)."""
+        if self._platform is None:
+            self._platform = await resolve(nats_servers(self.nats_url))
+        return self._platform
+
+    async def enforce(self, machine: Machine, *, at_start: bool = False) -> bool:
+        """Write the machine's instance's policy into its network namespace and serve its
+        resolver; False: not running (or no namespace of its own under the default policy)."""
+        return await self.enforce_on(machine.id, machine.instance_id, machine.provider,
+                                     at_start=at_start)  # fmt: skip
+
+    async def enforce_on(
+        self, machine_id: str, instance_id: str, provider_name: str, *, at_start: bool = False
+    ) -> bool:
+        policy = await instance_egress(self.store, instance_id)
+        provider = self.providers.get(provider_name)
+        try:
+            if not isinstance(provider, NetnsHolder):
+                raise NotSupported(f"provider {provider_name!r} cannot enforce egress policy")
+            pid = await provider.netns_pid(machine_id)
+        except NotSupported:
+            if policy.is_open():
+                return False
+            raise
+        if pid is None:
+            return False
+        if not (at_start and policy.is_open()):  # a new namespace has no table: all open
+            await egress.apply(pid, await self.script(policy), machine_id)
+            log.info("egress.applied", machine_id=machine_id, default=policy.default,
+                     allow=len(policy.allow), deny=len(policy.deny))  # fmt: skip
+        if self.dns is not None:
+            self._instances[machine_id] = instance_id
+            try:
+                await self.dns.attach(machine_id, pid, policy)
+            except egress.EgressUnavailable as exc:  # another provisioner of the host has it
+                log.info("egress.dns_elsewhere", machine_id=machine_id, error=str(exc))
+        return True
+
+    async def policy_of(self, machine_id: str) -> EgressPolicy:
+        instance_id = self._instances.get(machine_id)
+        if instance_id is None:
+            return EgressPolicy()
+        return await instance_egress(self.store, instance_id)
+
+    async def script(self, policy: EgressPolicy) -> str:
+        key = msgspec.json.encode(policy)
+        if (script := self._scripts.get(key)) is None:
+            platform = await self.platform()
+            script = await asyncio.to_thread(egress.ruleset, policy, platform)
+            if len(self._scripts) >= _SCRIPTS_KEPT:
+                self._scripts.pop(next(iter(self._scripts)))
+            self._scripts[key] = script
+        return script
+
+    def forget(self, machine_id: str) -> None:
+        """The machine stopped: its resolver socket goes (it would keep the namespace)."""
+        self._instances.pop(machine_id, None)
+        if self.dns is not None:
+            self.dns.detach(machine_id)
