@@ -56,6 +56,9 @@ class Action:
     FILE_DOWNLOAD = "files.download"
     FILE_UPLOAD = "files.upload"
     TUNNEL_OPEN = "tunnels.open"
+    #: A sign-in through the OpenID provider (its error when refused), and a sign-out.
+    SIGN_IN = "auth.signIn"
+    SIGN_OUT = "auth.signOut"
 
 
 class AuditEntry(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=False):

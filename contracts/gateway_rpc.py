@@ -40,7 +40,7 @@ from contracts.gateway_limits import INSTANCES_GET_LIMITS, LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS, MACHINES_DAEMON_LOG
 from contracts.gateway_machines import MACHINE_METHODS
 from contracts.gateway_network import INSTANCES_GET_NETWORK_POLICY, NETWORK_METHODS
-from contracts.gateway_people import PEOPLE_METHODS
+from contracts.gateway_people import INSTANCES_MEMBERS, PEOPLE_METHODS, USERS_LIST
 from contracts.gateway_sessions import SESSION_METHODS, SESSIONS_LIST
 from contracts.gateway_ssh import SSH_METHODS
 from contracts.gateway_stop import INSTANCES_GET_AUTOSTOP, STOP_METHODS
@@ -302,6 +302,8 @@ READ_ONLY_METHODS: frozenset[str] = frozenset(
         INSTANCES_GET_AUTOSTOP,
         INSTANCES_GET_ENVIRONMENT,
         INSTANCES_GET_NETWORK_POLICY,
+        USERS_LIST,
+        INSTANCES_MEMBERS,
         CODEMODE_LIST,
         CODEMODE_DESCRIBE,
         CODEMODE_BRIDGES_LIST,

@@ -100,6 +100,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         ports=api.ports,
         byte_streams=api.byte_streams,
         oidc=oidc,
+        audit=audit,
     )
     await stack.enter_async_context(HttpServer(apps.console, settings.host, settings.port))
     if apps.previews is not None:

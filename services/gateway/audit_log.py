@@ -59,9 +59,13 @@ _MACHINE_CACHE = 10000
 
 
 def actor_of(caller: Caller | None) -> str:
-    """Who an entry names as acting: the caller's token id (``admin`` for the operator's
-    token), ``anonymous`` without one."""
-    return caller.token_id if caller is not None else "anonymous"
+    """Who an entry names as acting: the caller's user (``u-...``), else its token id
+    (``admin`` for the operator's token, ``t-...`` for a token of no user), ``anonymous``
+    without one. The entry's ``tokenId`` names the credential used (a token, or a sign-in
+    session ``ws-...``)."""
+    if caller is None:
+        return "anonymous"
+    return caller.user_id or caller.token_id
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from contracts.audit import Action
 from contracts.errors import (
     FleetError,
     Forbidden,
@@ -36,6 +37,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
+from services.gateway.audit_log import AuditLog
 from services.gateway.errors_http import error_response
 from services.gateway.oidc import OidcClient, pkce_pair
 from services.gateway.people_ops import add_user
@@ -160,10 +162,15 @@ class SignIn:
         return current
 
 
-def add_auth_routes(app: web.Application, signin: SignIn,
-                    bearer_caller: Any) -> None:  # fmt: skip
-    """``bearer_caller(request)``: the caller of the request's bearer token, or None."""
+def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
+                    audit: AuditLog | None = None) -> None:  # fmt: skip
+    """``bearer_caller(request)``: the caller of the request's bearer token, or None. Each
+    sign-in, refused or not, and each sign-out is an entry of ``audit``."""
     sessions = signin.sessions
+
+    def note(action: str, *, actor: str | None = None, error: FleetError | None = None) -> None:
+        if audit is not None:
+            audit.record(action, actor=actor or "anonymous", error=error)
 
     async def login(request: web.Request) -> web.StreamResponse:
         try:
@@ -184,9 +191,11 @@ def add_auth_routes(app: web.Application, signin: SignIn,
                                        q.get("code", ""))  # fmt: skip
         except FleetError as exc:
             log.info("auth.signin_refused", error=exc.message, code=exc.code)
+            note(Action.SIGN_IN, error=exc)
             return error_response(exc)
         secret = await sessions.start(user.id)
         log.info("auth.signed_in", user_id=user.id)
+        note(Action.SIGN_IN, actor=user.id)
         resp = _redirect("/")
         sessions.set_cookie(request, resp, secret)
         resp.del_cookie(STATE_COOKIE, path="/auth/")
@@ -202,6 +211,7 @@ def add_auth_routes(app: web.Application, signin: SignIn,
         except FleetError as exc:
             return error_response(exc)
         await sessions.end(secret, found[1])
+        note(Action.SIGN_OUT, actor=found[0].user_id)
         resp = web.json_response({"signedOut": True})
         resp.del_cookie(COOKIE, path="/")
         return resp

@@ -38,7 +38,7 @@ from services.common.metrics import Metrics, metrics_handler
 from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Caller
-from services.gateway.audit_log import origin_middleware
+from services.gateway.audit_log import AuditLog, origin_middleware
 from services.gateway.auth_http import SignIn, add_auth_routes, public_url
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
@@ -189,6 +189,7 @@ def make_app(
     ports: PortOps | None = None,
     byte_streams: ByteStreamOpener | None = None,
     oidc: OidcClient | None = None,
+    audit: AuditLog | None = None,
 ) -> GatewayApps:
     """The console's app, and the preview listener's when ``ports`` is given."""
     max_body_bytes = settings.max_body_bytes
@@ -205,7 +206,7 @@ def make_app(
     async def bearer_caller(request: web.Request) -> Caller | None:
         return await resolve_caller(bearer(request))
 
-    add_auth_routes(app, SignIn(store, settings, oidc, app[SESSIONS]), bearer_caller)
+    add_auth_routes(app, SignIn(store, settings, oidc, app[SESSIONS]), bearer_caller, audit)
     slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
 
     async def revocation(_: web.Application) -> AsyncIterator[None]:

@@ -27,6 +27,7 @@ from tests.oidc_provider import (
     oidc_issuer,
     sign_in,
 )
+from tests.waiters import wait_until
 
 __all__ = ["oidc_issuer"]
 
@@ -76,6 +77,21 @@ async def test_sign_in_makes_the_user_and_a_session_that_sign_out_ends(
         async with s.get(f"{base}/auth/me") as r:
             assert r.status == 401
     assert [u.email for u in await stack.list_users()] == ["bob@example.com"]
+
+    # Each sign-in, refused or not, and the sign-out, in the audit log (written without
+    # waiting: read until they are there).
+    async def audited() -> list[tuple[str, str, int | None]]:
+        got = await stack.audit(method="auth.signIn") + await stack.audit(method="auth.signOut")
+        return sorted((e.method, e.actor, e.error_code) for e in got)
+
+    await wait_until(lambda: _three(audited), timeout=10)
+    assert await audited() == [("auth.signIn", "anonymous", 1081),
+                               ("auth.signIn", me["id"], None),
+                               ("auth.signOut", me["id"], None)]  # fmt: skip
+
+
+async def _three(entries: Any) -> bool:
+    return len(await entries()) == 3
 
 
 async def test_an_admin_group_makes_an_admin_and_a_disabled_user_cannot_sign_in(

@@ -100,6 +100,8 @@ def test_actor_of() -> None:
     assert actor_of(Caller(token_id="admin")) == "admin"
     assert actor_of(Caller(token_id="t-1", admin=False, instance_id="i-1")) == "t-1"
     assert actor_of(None) == "anonymous"
+    # A user's call names the user, whichever credential (token or sign-in session) it used.
+    assert actor_of(Caller(token_id="ws-1", admin=False, user_id="u-1")) == "u-1"
 
 
 def test_since_takes_an_age_or_a_time() -> None:
