@@ -96,9 +96,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: https://{machine}-{port}.preview.example.com, a wildcard DNS name); with neither, one origin
     #: that every preview shares by path. Empty: http://{machine}-{port}.localhost:PREVIEW_PORT.
     preview_origin: str = ""
-    #: How long a gateway call waits for the event bus to store its event (retries included)
-    #: before answering 1501 Unavailable (NATS gone): well under a client's timeout.
-    gateway_publish_wait_s: float = 8.0
+    #: The deadline of a gateway call's publish: how long it retries storing its event (across
+    #: a reconnect to another NATS node and a stream leader's election, each try deduplicated
+    #: by its Nats-Msg-Id) before answering 1501 Unavailable: well under a client's timeout.
+    gateway_publish_wait_s: float = 20.0
     #: How long a machines.create idempotencyKey is remembered (a retry after it makes anew).
     idempotency_ttl_s: float = 24 * 3600.0
     #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).
