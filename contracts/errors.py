@@ -121,6 +121,17 @@ class RunningMachinesLimit(FleetError):
     http_status = 409
 
 
+class HostFull(FleetError):
+    """Starting this stopped machine would take its host past its ``FLEET_HOST_CAPACITY``, or
+    the host is below its ``FLEET_HOST_MIN_AVAILABLE_MB``. A machine's home stays on its host
+    (no provider moves one), so the start waits for room there: stop or archive another of the
+    host's machines, or rebuild this one (a new machine, placed on a host with room).
+    ``data``: ``hostId``, ``capacity``, ``running``, ``memoryLow``."""
+
+    code = 1048
+    http_status = 409
+
+
 class PayloadTooLarge(FleetError):
     code = 1013
     http_status = 413
@@ -307,6 +318,7 @@ ERRORS: dict[int, type[FleetError]] = {
         IdempotencyKeyReused,
         MachineStopped,
         RunningMachinesLimit,
+        HostFull,
         PayloadTooLarge,
         RateLimited,
         StreamAborted,

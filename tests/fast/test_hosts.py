@@ -9,7 +9,7 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from contracts.errors import Forbidden, InvalidParams, NotFound
+from contracts.errors import Forbidden, HostFull, InvalidParams, NotFound
 from contracts.events import (
     MachineArchived,
     MachineCreated,
@@ -307,3 +307,32 @@ async def test_a_host_below_its_memory_floor_takes_no_machine(world: World) -> N
     failed = await world.machine(event.machine_id)
     assert failed.status is S.FAILED
     assert f"{HOST} active memory-low 0/2" in failed.status_reason
+
+
+@method("machines.start")
+async def test_a_start_past_its_hosts_capacity_or_memory_floor_is_refused(world: World) -> None:
+    async with HostHeartbeat(world.store, world.settings):
+        first = await world.ready_machine()
+        await world.rpc("machines.stop", {"machineId": first.id})
+        await world.bus.settle()
+        second = await world.ready_machine()
+        third = await world.ready_machine()  # the stopped one's place: the host is full
+        with pytest.raises(HostFull) as refused:
+            await world.rpc("machines.start", {"machineId": first.id})
+        assert refused.value.code == 1048
+        assert refused.value.data == {
+            "hostId": HOST, "capacity": 2, "running": 2, "memoryLow": False,
+        }  # fmt: skip
+        assert (await world.machine(first.id)).status is S.STOPPED
+        await world.rpc("machines.archive", {"machineId": third.id})
+        await world.bus.settle()
+        # Room again, but the host is below its memory floor at its last beat.
+        await world.store.hosts.beat(HOST, 2, time.time(), memory_low=True)
+        with pytest.raises(HostFull) as low:
+            await world.rpc("machines.start", {"machineId": first.id})
+        assert low.value.data is not None
+        assert low.value.data["memoryLow"] is True
+        await world.store.hosts.beat(HOST, 2, time.time())
+        started = await world.rpc("machines.start", {"machineId": first.id})
+        assert started["status"] == "booting"
+        assert second.host_id == HOST
