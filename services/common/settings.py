@@ -156,6 +156,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host_heartbeat_s: float = 5.0
     #: A host with no heartbeat for this long is ``lost`` in hosts.list.
     host_lost_after_s: float = 30.0
+    #: Once a host has been lost this long, the prober rebuilds each of its lost machines (its
+    #: instance's current one) on a live host with room. 0: off (a user rebuilds them).
+    host_lost_rebuild_s: float = 0.0
     #: A create that no host with room takes for this long fails ("no host with capacity").
     placement_timeout_s: float = 120.0
     # boot
