@@ -2,7 +2,8 @@
 docs/hosts.md): once a host has been lost for that long, each of its ``lost`` machines that is
 its instance's current one is replaced as ``machines.rebuild`` would: a new machine (the
 instance's repos and env, pushed by the setup pusher as to any machine), taken by a live host
-with room, and the lost one archived with a reason naming its host and its replacement.
+with room, and the lost one archived with a reason naming its host (``archiving`` until its
+host, which has its files, is back to remove them).
 
 Each replacement is made under a key derived from the machine it replaces (one Lua step,
 ``services/common/create_once.py``), so prober replicas and later sweeps make one machine, and
@@ -62,7 +63,7 @@ class LostRebuilder:
 
         async def archive(replaced: str) -> None:
             reason = f"its host {host_id} is lost: rebuilt on a live host"
-            if (await self.store.transition(replaced, S.ARCHIVED, reason)).accepted:
+            if (await self.store.transition(replaced, S.ARCHIVING, reason)).accepted:
                 event_id = derived_event_id(replaced, "machine.archived")
                 await self.bus.publish(
                     MachineArchived(event_id=event_id, machine_id=replaced, reason=reason)

@@ -363,7 +363,7 @@ async def test_a_host_lost_for_the_rebuild_time_has_its_machines_rebuilt_once(
     current = (await world.store.get_instance(machine.instance_id)).current_machine_id
     assert current is not None
     assert current != machine.id
-    old = await world.machine(machine.id)
+    old = await world.machine(machine.id)  # archived: this world's provisioner is its host's
     assert (old.status, old.status_reason) == (S.ARCHIVED, f"its host {HOST} is lost: rebuilt "
                                                            "on a live host")  # fmt: skip
     assert [e.machine_id for e in world.bus.events if isinstance(e, MachineCreated)][-1] == current
