@@ -128,7 +128,7 @@ async def publish_stored(
             ack = msgspec.json.decode(reply.data, type=_PubAck)
             if ack.error is None:
                 return
-            if ack.error.get("code") != 503:
+            if ack.error.get("code") != 503 and not _still_storing(ack.error):
                 raise PublishRejected(f"{subject}: {ack.error.get('description', ack.error)}")
             failure: Exception = StreamUnavailable("JetStream temporarily unavailable")
         except _TRANSIENT as exc:
@@ -145,6 +145,12 @@ async def publish_stored(
                 raise failure
         log.warning("nats.publish_retry", subject=subject, attempt=tried, error=repr(failure))
         await asyncio.sleep(delay)
+
+
+def _still_storing(error: dict[str, Any]) -> bool:
+    """The stream is still storing an earlier try with this Nats-Msg-Id (a leader without its
+    quorum yet): not a refusal; once it is stored, the next try is answered a duplicate."""
+    return "duplicate message id is in process" in str(error.get("description", ""))
 
 
 def _left(give_up_at: float, cap_s: float) -> float:

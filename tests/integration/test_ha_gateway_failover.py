@@ -6,9 +6,11 @@ reconnect, the stream leader's election and the sentinels' promotion within its 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -63,11 +65,10 @@ async def _replicated(ha: HaServers, key: str) -> bool:
     return True
 
 
-@pytest.mark.timeout(120)
-async def test_a_create_rides_out_the_loss_of_its_nats_node_and_the_valkey_primary(
-    ha: HaServers, gateway_settings: Settings
-) -> None:
-    s = gateway_settings
+@asynccontextmanager
+async def _gateway(ha: HaServers, s: Settings) -> AsyncIterator[tuple[FleetClient, str]]:
+    """The gateway on the layout; a client that never retries, and an instance replicated to
+    every valkey replica (so that a failover cannot lose it)."""
     async with AsyncExitStack() as es:
         await gateway(s, es)
         fleet = await es.enter_async_context(
@@ -76,14 +77,52 @@ async def test_a_create_rides_out_the_loss_of_its_nats_node_and_the_valkey_prima
         fleet.unavailable_tries = 1  # no client retry: the gateway alone rides it out
         inst = await fleet.create_instance("ha")
         await wait_until(lambda: _replicated(ha, k_instance(inst.id)), timeout=20)
+        yield fleet, inst.id
 
+
+@pytest.mark.timeout(120)
+async def test_a_create_rides_out_the_loss_of_its_nats_node_and_the_valkey_primary(
+    ha: HaServers, gateway_settings: Settings
+) -> None:
+    async with _gateway(ha, gateway_settings) as (fleet, instance_id):
         _node_serving(ha, "gateway").kill()
         ha.primary.kill()
-        machine = await fleet.create_machine(inst.id)
+        machine = await fleet.create_machine(instance_id)
 
         assert fleet.unavailable_retries == 0
-        assert [m.id for m in await fleet.list_machines(inst.id)] == [machine.id]
-    subject = subjects.event(subjects.EventKind.CREATED, machine.id)
+        assert [m.id for m in await fleet.list_machines(instance_id)] == [machine.id]
+    await _created_once(ha, machine.id)
+
+
+#: Longer than a create waited for its publish before the deadline was a setting (8 s).
+NO_QUORUM_S = 10.0
+
+
+@pytest.mark.timeout(120)
+async def test_a_create_waits_out_a_stream_without_quorum_within_its_deadline(
+    ha: HaServers, gateway_settings: Settings
+) -> None:
+    """Two of the three nodes gone: the stream has no leader until one is back. A create sent
+    meanwhile is still waiting after NO_QUORUM_S (not answered 1501), and succeeds once the
+    node is back, within FLEET_GATEWAY_PUBLISH_WAIT_S (20 s)."""
+    async with _gateway(ha, gateway_settings) as (fleet, instance_id):
+        mine = _node_serving(ha, "gateway")
+        other = next(n for n in ha.nats if n is not mine)
+        mine.kill()
+        other.kill()
+        create = asyncio.create_task(fleet.create_machine(instance_id))
+        done, _ = await asyncio.wait({create}, timeout=NO_QUORUM_S)
+        assert not done, create.result()  # answered while the stream had no leader
+        await asyncio.to_thread(other.start)
+        machine = await create
+
+        assert fleet.unavailable_retries == 0
+        assert [m.id for m in await fleet.list_machines(instance_id)] == [machine.id]
+    await _created_once(ha, machine.id)
+
+
+async def _created_once(ha: HaServers, machine_id: str) -> None:
+    subject = subjects.event(subjects.EventKind.CREATED, machine_id)
     nc = await natsconn.connect(ha.nats_url, name="check")
     try:
         js = nc.jetstream(timeout=20)  # the stream may still be electing its leader
