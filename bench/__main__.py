@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from bench import (
+    audit,
     bytestreams,
     codemode,
     create_ready,
@@ -48,7 +49,7 @@ from core.logs import configure_logging
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 22))
+BENCHES = tuple(str(n) for n in range(1, 23))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together.
@@ -63,7 +64,7 @@ SLOW = {
     "18": "stop/start (cold, warm and stopped machines)",
     "19": "own network (machines with and without it, 100 MiB egress)",
     "20": "hosts (200 machines on one host, then over 4)",
-    "21": "creates while a NATS node is lost (--ha)",
+    "22": "creates while a NATS node is lost (--ha)",
 }
 
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="smaller runs; without --only, skips the slow ones",
     )
-    parser.add_argument("--only", help="comma-separated benchmark numbers (1-21; default all)")
+    parser.add_argument("--only", help="comma-separated benchmark numbers (1-22; default all)")
     parser.add_argument(
         "--json",
         type=Path,
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if "20" in only:
         asyncio.run(hosts.run(report, args.quick, args.machines))
     if "21" in only:
+        asyncio.run(audit.run(report, args.quick))
+    if "22" in only:
         asyncio.run(ha_failover.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")

@@ -1,4 +1,4 @@
-"""Benchmark 21: machines.create latency on the `--ha` layout while a NATS node is lost.
+"""Benchmark 22: machines.create latency on the `--ha` layout while a NATS node is lost.
 
 One `fleet up` against the layout of `fleet up --ha` (``bench.scale.layout``), swarm machines.
 First ``N`` creates with nothing failing (the baseline), then the node that leads the event
@@ -35,7 +35,7 @@ CONCURRENCY = 4
 
 async def run(report: Report, quick: bool) -> None:
     n = 40 if quick else 100
-    print(f"[21] creates on --ha, {n} before and {n} while the stream leader's node is lost")
+    print(f"[22] creates on --ha, {n} before and {n} while the stream leader's node is lost")
     with (
         temp_dir() as root,
         layout(root, "ha") as lay,
@@ -51,10 +51,10 @@ async def run(report: Report, quick: bool) -> None:
         finally:
             await gw.close()
     p99, base = percentile(lost, 99), percentile(steady, 99)
-    report.note(f"21: steady: p50 {percentile(steady, 50) * 1000:.0f} ms, {steady_errors} errors; "
+    report.note(f"22: steady: p50 {percentile(steady, 50) * 1000:.0f} ms, {steady_errors} errors; "
                 f"node lost: p50 {percentile(lost, 50) * 1000:.0f} ms, max "
                 f"{max(lost) * 1000:.0f} ms, {lost_errors} errors")  # fmt: skip
-    report.add(Figure("21", "machines.create p99 while a NATS node is lost (--ha)", p99 * 1000,
+    report.add(Figure("22", "machines.create p99 while a NATS node is lost (--ha)", p99 * 1000,
                       "ms", base * 1000, "no node lost", "every create answered",
                       lost_errors == 0))  # fmt: skip
 

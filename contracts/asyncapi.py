@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from contracts import events, signing, subjects
+from contracts import audit, events, signing, subjects
 from contracts.daemon_rpc import DAEMON_METHODS
 from contracts.errors import ERRORS
 from contracts.jsonrpc import AnySpec
@@ -99,7 +99,7 @@ def asyncapi_document(
 ) -> dict[str, Any]:
     """The whole document; deterministic, so the committed copy can be compared to it."""
     types: list[Any] = [_EVENT_TYPES[k] for k in EventKind] + [events.Heartbeat]
-    types += [_CONFIG_TYPES[k] for k in ConfigKind]
+    types += [_CONFIG_TYPES[k] for k in ConfigKind] + [audit.AuditEntry]
     types += [m.params for m in methods] + [m.result for m in methods]
     _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
     schemas["JsonRpcError"] = _JSONRPC_ERROR
@@ -109,6 +109,7 @@ def asyncapi_document(
     _event_channels(channels, operations, messages)
     _config_channels(channels, operations, messages)
     _heartbeat_channel(channels, operations, messages)
+    _audit_channel(channels, operations, messages)
     _daemon_rpc_channels(channels, operations, messages, methods)
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -239,6 +240,28 @@ def _heartbeat_channel(channels: dict[str, Any], ops: dict[str, Any], msgs: dict
         "summary": "The prober watches heartbeats to mark machines unresponsive.",
         "channel": {"$ref": "#/channels/machine.heartbeat"},
         "messages": [{"$ref": "#/channels/machine.heartbeat/messages/Heartbeat"}],
+    }
+
+
+def _audit_channel(channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any]) -> None:
+    msgs["AuditEntry"] = {
+        "name": "AuditEntry",
+        "summary": "Published by the gateway only (docs/audit.md): one audited action.",
+        "payload": {"$ref": _REF.format(name="AuditEntry")},
+    }
+    channels["audit"] = {
+        "address": "audit.{scope}.{machine}",
+        "description": f"Stored in the JetStream stream `{audit.AUDIT_STREAM}`, in an account "
+        "of its own that only the gateway's audit credential reaches.",
+        "parameters": _SCOPE_PARAM
+        | {"machine": {"description": f"A machine id, or `{audit.NO_MACHINE}`."}},
+        "messages": {"AuditEntry": {"$ref": "#/components/messages/AuditEntry"}},
+    }
+    ops["receive.audit"] = {
+        "action": "receive",
+        "summary": "The gateway reads entries for audit.list.",
+        "channel": {"$ref": "#/channels/audit"},
+        "messages": [{"$ref": "#/channels/audit/messages/AuditEntry"}],
     }
 
 

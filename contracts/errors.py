@@ -279,6 +279,22 @@ class NotSupported(FleetError):
     http_status = 501
 
 
+class ImageNotFound(FleetError):
+    """An environment's image is not on the machine's Docker engine (its reference is in the
+    message); the machine fails at stage ``environment``."""
+
+    code = 1610
+    http_status = 404
+
+
+class BuildUnavailable(FleetError):
+    """An environment that needs a build (a Dockerfile, a devcontainer.json) on a host that
+    cannot build it; the machine fails at stage ``environment``."""
+
+    code = 1611
+    http_status = 501
+
+
 class ToolError(FleetError):
     """A tool could not do its work on the machine (a file system error, a missing cwd)."""
 
@@ -339,6 +355,8 @@ ERRORS: dict[int, type[FleetError]] = {
         CodemodeUnavailable,
         ProviderError,
         NotSupported,
+        ImageNotFound,
+        BuildUnavailable,
         ToolError,
         PortUnreachable,
         BadUpstream,

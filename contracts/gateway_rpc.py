@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from contracts.codemode import CODEMODE_METHODS
+from contracts.audit import AUDIT_LIST, AUDIT_METHODS
+from contracts.codemode import (
+    CODEMODE_BRIDGES_LIST,
+    CODEMODE_DESCRIBE,
+    CODEMODE_LIST,
+    CODEMODE_METHODS,
+)
 from contracts.daemon_rpc import (
     ExecCommandResult,
     ProcessInfo,
@@ -26,14 +32,15 @@ from contracts.errors import (
     RunningMachinesLimit,
     ToolError,
 )
-from contracts.gateway_files import FILE_METHODS
-from contracts.gateway_hosts import HOST_METHODS
-from contracts.gateway_limits import LIMITS_METHODS
-from contracts.gateway_live import LIVE_METHODS
+from contracts.gateway_environments import ENVIRONMENT_METHODS, INSTANCES_GET_ENVIRONMENT
+from contracts.gateway_files import FILE_METHODS, MACHINES_LIST_DIR, MACHINES_STAT
+from contracts.gateway_hosts import HOST_METHODS, HOSTS_LIST
+from contracts.gateway_limits import INSTANCES_GET_LIMITS, LIMITS_METHODS
+from contracts.gateway_live import LIVE_METHODS, MACHINES_DAEMON_LOG
 from contracts.gateway_machines import MACHINE_METHODS
-from contracts.gateway_sessions import SESSION_METHODS
+from contracts.gateway_sessions import SESSION_METHODS, SESSIONS_LIST
 from contracts.gateway_ssh import SSH_METHODS
-from contracts.gateway_stop import STOP_METHODS
+from contracts.gateway_stop import INSTANCES_GET_AUTOSTOP, STOP_METHODS
 from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     DEFAULT_GIT_USERNAME as DEFAULT_GIT_USERNAME,
     AddRepoParams as AddRepoParams,
@@ -79,7 +86,7 @@ from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
 from contracts.models import EnvVar, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument
-from contracts.ports import PORT_METHODS
+from contracts.ports import MACHINES_PORTS, PORT_METHODS
 
 _NF: tuple[type[FleetError], ...] = (NotFound, Forbidden)
 _DAEMON: tuple[type[FleetError], ...] = (
@@ -256,7 +263,44 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *CODEMODE_METHODS,
     *SESSION_METHODS,
     *FILE_METHODS,
+    *ENVIRONMENT_METHODS,
+    *AUDIT_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).
 PUBLIC_METHODS: frozenset[str] = frozenset({RPC_DISCOVER.name})
+
+#: Methods that change nothing: the only ones the audit log does not record. Every other
+#: method (one added later included) is recorded, with its params redacted.
+READ_ONLY_METHODS: frozenset[str] = frozenset(
+    s.name
+    for s in (
+        INSTANCES_GET,
+        INSTANCES_LIST,
+        ENV_LIST,
+        REPOS_LIST,
+        MACHINES_GET,
+        MACHINES_LIST,
+        MACHINES_PROCESS_LIST,
+        MACHINES_PROCESS_LOGS,
+        CRON_LIST,
+        TOKENS_LIST,
+        RPC_DISCOVER,
+        # A ticket for GET /events: it reads events, as the methods above read records.
+        EVENTS_TICKET,
+        AUDIT_LIST,
+        MACHINES_DAEMON_LOG,
+        MACHINES_PORTS,
+        INSTANCES_GET_LIMITS,
+        HOSTS_LIST,
+        INSTANCES_GET_AUTOSTOP,
+        INSTANCES_GET_ENVIRONMENT,
+        CODEMODE_LIST,
+        CODEMODE_DESCRIBE,
+        CODEMODE_BRIDGES_LIST,
+        SESSIONS_LIST,
+        # machines.readFile is not here: a file read is a transfer, and recorded as one.
+        MACHINES_LIST_DIR,
+        MACHINES_STAT,
+    )
+)

@@ -47,6 +47,12 @@ class Machine(Model, kw_only=True):
     #: The host whose provisioner started the machine (``FLEET_HOST_ID``); None until one
     #: took its ``machine.created``.
     host_id: str | None = None
+    #: The environment it runs (``image REF``, ``dockerfile ...``, ``devcontainer ...``,
+    #: ``default``), recorded when the provisioner resolved it; None until then.
+    environment: str | None = None
+    #: The build of it: the image ID (``sha256:...``) on the machine's engine; None for the
+    #: platform's default environment on ``local`` (the host's root).
+    environment_image: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -14,6 +14,11 @@ TOKEN_FD_VAR = "FLEET_MACHINE_TOKEN_FD"  # noqa: S105 - a variable name
 #: container's first process reads as root before it becomes ``RUN_AS_VAR``'s uid.
 TOKEN_FILE_VAR = "FLEET_MACHINE_TOKEN_FILE"  # noqa: S105 - a variable name
 RUN_AS_VAR = "FLEET_RUN_AS"
+#: The execute-only loader the supervisor and the daemon start through (daemon/nodump.py).
+LOADER_VAR = "FLEET_NODUMP_LOADER"
+#: That loader's ``--library-path`` where the platform brought its own runtime into a machine
+#: of another image (providers/docker_runtime.py): the image's libraries are never the daemon's.
+RUNTIME_LIBS_VAR = "FLEET_RUNTIME_LIBS"
 _MAX_TOKEN = 4096
 
 

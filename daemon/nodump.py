@@ -26,7 +26,9 @@ import os
 import sys
 
 from core.tokenfd import (
+    LOADER_VAR as LOADER_VAR,
     RUN_AS_VAR,
+    RUNTIME_LIBS_VAR,
     TOKEN_FD,
     TOKEN_FD_VAR,
     TOKEN_FILE_VAR,
@@ -35,7 +37,6 @@ from core.tokenfd import (
     token_pipe,
 )
 
-LOADER_VAR = "FLEET_NODUMP_LOADER"
 TOKEN_VAR = "FLEET_MACHINE_TOKEN"  # noqa: S105 - a variable name
 _PR_SET_DUMPABLE = 4
 #: How a daemon of installed code is run: -P, neither the working directory nor a script's
@@ -56,7 +57,8 @@ def python_argv(*args: str) -> list[str]:
     """This interpreter with ``args``, through the execute-only loader where there is one."""
     loader = os.environ.get(LOADER_VAR)
     if loader and os.access(loader, os.X_OK):
-        return [loader, sys.executable, *args]
+        libs = os.environ.get(RUNTIME_LIBS_VAR)
+        return [loader, *(("--library-path", libs) if libs else ()), sys.executable, *args]
     return [sys.executable, *args]
 
 

@@ -21,12 +21,13 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import FileNotFound, InvalidParams, ToolError, WrongFileKind
+from core.tokenfd import RUNTIME_LIBS_VAR
 from daemon import homefs
 
 log = structlog.get_logger(__name__)
 
 #: Variables of the daemon's own that a command must never see.
-_PRIVATE_ENV = ("FLEET_MACHINE_TOKEN",)
+_PRIVATE_ENV = ("FLEET_MACHINE_TOKEN", RUNTIME_LIBS_VAR)
 #: Set, to a value of its own, in each command's environment: when the command ends (or times
 #: out), every process still carrying it is ended too, even one that left the command's
 #: session with setsid. (One that also clears its environment escapes this; it still ends

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from contracts.errors import FleetError
-from fleet import cli_code, cli_hosts, cli_machines, cli_records
+from fleet import cli_audit, cli_code, cli_hosts, cli_machines, cli_records
 from fleet.cli_common import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_machines.register(sub)
     cli_code.register(sub)
     cli_hosts.register(sub)
+    cli_audit.register(sub)
     return p
 
 

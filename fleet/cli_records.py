@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 from contracts.machine_files import CronJob, CronTable
-from fleet import cli_ports, cli_stop
+from fleet import cli_instance_env, cli_ports, cli_stop
 from fleet.cli_common import (
     COMMON_NO_URL,
     EXIT_FAILED,
@@ -56,6 +56,7 @@ def _instances(g: SubAction) -> None:
     lim.add_argument("--reset", action="store_true", help="back to the platform's defaults")
     cli_ports.register_ssh_keys(g)
     cli_stop.instance_commands(g)
+    cli_instance_env.instance_commands(g)
 
 
 async def _instances_create(c: FleetClient, a: Args) -> int:

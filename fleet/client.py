@@ -45,9 +45,11 @@ from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
 from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
+from fleet.client_audit import AuditClient
 from fleet.client_codemode import CodemodeMethods
 from fleet.client_events import EventsClient
 from fleet.client_files import FilesClient
+from fleet.client_instance_env import InstanceEnvironmentClient
 from fleet.client_limits import LimitsClient
 from fleet.client_live import LiveClient
 from fleet.client_machines import MachinesClient
@@ -76,6 +78,8 @@ class FleetClient(
     FilesClient,
     TransferClient,
     StopClient,
+    InstanceEnvironmentClient,
+    AuditClient,
 ):
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")

@@ -26,6 +26,7 @@ import nats
 import nats.errors
 
 from contracts import subjects
+from contracts.audit import ALL_AUDIT
 from core.lifeline import Children
 
 _START_TIMEOUT_S = 20.0
@@ -173,6 +174,10 @@ class NatsAuth:
     - account ``APP`` (JetStream): the service processes (``fleet-service``, everything in the
       account), the read-only ``monitor`` and every machine, which the callout binds here with
       per-machine permissions;
+    - account ``AUDIT`` (JetStream): the audit stream, and its one user ``fleet-audit``, the
+      gateway's second credential. No service and no machine is in it, so none can publish an
+      audit entry, read the stream or change it; the services' user in ``APP`` may not publish on
+      ``audit.>`` either;
     - account ``SYS``: the system account; it exports the server's ``KICK`` request to ``APP``
       so that revoking a machine can close its live connection.
 
@@ -186,13 +191,16 @@ class NatsAuth:
     callout_password: str
     service_password: str
     monitor_password: str
+    audit_password: str
 
     AUTH_ACCOUNT = "AUTH"
     APP_ACCOUNT = "APP"
     SYSTEM_ACCOUNT = "SYS"
+    AUDIT_ACCOUNT = "AUDIT"
     CALLOUT_USER = "auth-callout"
     SERVICE_USER = "fleet-service"
     MONITOR_USER = "monitor"
+    AUDIT_USER = "fleet-audit"
     #: The monitor's private reply inbox (clients must connect with this ``inbox_prefix``).
     MONITOR_INBOX_PREFIX = subjects.MONITOR_INBOX_PREFIX
     #: The server request that closes a client connection (`$SYS.REQ.SERVER.<id>.KICK`).
@@ -203,6 +211,9 @@ class NatsAuth:
         """The auth kept in ``path`` (JSON, created 0600 once) and the issuer's seed."""
         if path.exists():
             raw = json.loads(path.read_text())
+            if "audit_password" not in raw:  # kept by a fleetd without the audit account
+                raw["audit_password"] = secrets.token_urlsafe(32)
+                _write_private(path, raw, replace=True)
         else:
             from services.auth_callout.jwt import new_account_seed
 
@@ -211,11 +222,10 @@ class NatsAuth:
                 "callout_password": secrets.token_urlsafe(32),
                 "service_password": secrets.token_urlsafe(32),
                 "monitor_password": secrets.token_urlsafe(32),
+                "audit_password": secrets.token_urlsafe(32),
             }
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(raw, f, indent=2)
+            _write_private(path, raw, replace=False)
         seed = str(raw.pop("issuer_seed"))
         return cls(issuer_public_key=_issuer_public_key(seed), **raw), seed
 
@@ -237,7 +247,12 @@ class NatsAuth:
                     "allow_responses": True,
                 },
             },
-            "service": {"user": self.SERVICE_USER, "password": self.service_password},
+            "service": {
+                "user": self.SERVICE_USER,
+                "password": self.service_password,
+                "permissions": {"publish": {"deny": [ALL_AUDIT]}},
+            },
+            "audit": {"user": self.AUDIT_USER, "password": self.audit_password},
             "monitor": {
                 "user": self.MONITOR_USER,
                 "password": self.monitor_password,
@@ -256,13 +271,19 @@ class NatsAuth:
                     {"service": {"account": self.SYSTEM_ACCOUNT, "subject": self.KICK_SUBJECT}}
                 ],
             },
+            self.AUDIT_ACCOUNT: {"jetstream": "enabled", "users": [users["audit"]]},
             self.SYSTEM_ACCOUNT: {"exports": [{"service": self.KICK_SUBJECT}]},
         }
         authorization = {
             "auth_callout": {
                 "issuer": self.issuer_public_key,
                 "account": self.AUTH_ACCOUNT,
-                "auth_users": [self.CALLOUT_USER, self.SERVICE_USER, self.MONITOR_USER],
+                "auth_users": [
+                    self.CALLOUT_USER,
+                    self.SERVICE_USER,
+                    self.MONITOR_USER,
+                    self.AUDIT_USER,
+                ],
             }
         }
         # The NATS configuration format accepts JSON values.
@@ -271,6 +292,14 @@ class NatsAuth:
             f"system_account: {self.SYSTEM_ACCOUNT}\n"
             f"authorization: {json.dumps(authorization, indent=2)}\n"
         )
+
+
+def _write_private(path: Path, raw: dict[str, str], *, replace: bool) -> None:
+    """``raw`` as JSON in ``path``, readable by this user only."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(raw, f, indent=2)
 
 
 def _issuer_public_key(seed: str) -> str:

@@ -282,6 +282,9 @@ def service_env(
         return env | {"FLEET_NATS_USER": auth.CALLOUT_USER,
                       "FLEET_NATS_PASSWORD": auth.callout_password,
                       "FLEET_CALLOUT_ISSUER_SEED": seed}  # fmt: skip
+    if name == "gateway":  # the one process that writes and reads the audit log
+        env = env | {"FLEET_AUDIT_NATS_USER": auth.AUDIT_USER,
+                     "FLEET_AUDIT_NATS_PASSWORD": auth.audit_password}  # fmt: skip
     return env | {"FLEET_NATS_USER": auth.SERVICE_USER,
                   "FLEET_NATS_PASSWORD": auth.service_password,
                   "FLEET_CALLOUT_ISSUER_SEED": ""}  # fmt: skip
@@ -320,8 +323,8 @@ def _stop_machines(settings: Settings, opts: UpOptions) -> None:
         print(f"fleet up: stopped {n} local machine(s)", flush=True)
     # A host without a Docker engine is the common case: its absence only matters (and is only
     # reported) when this stack makes docker machines.
-    docker_used = settings.default_provider == "docker" or bool(
-        settings.warm_pool_sizes.get("docker")
+    docker_used = settings.default_provider == "docker" or any(
+        n for name, n in settings.warm_pool_sizes.items() if name.partition("@")[0] == "docker"
     )
     if containers := asyncio.run(stop_docker_machines(settings, expected=docker_used)):
         print(f"fleet up: stopped {containers} docker machine(s)", flush=True)

@@ -46,6 +46,7 @@ from providers.docker_code import (
 )
 from providers.docker_home import home_ref_name, remember_home, stopped_home
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
+from providers.docker_runtime import Runtime, RuntimeVolumes, copy_up
 from providers.limits import Limits, Placement, PlacementOf
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,9 @@ LABEL_STACK = "fleet.stack"
 #: it is. A claim cannot relabel it: it renames it to ``fleet-<machineId>`` instead.
 LABEL_POOL = "fleet.pool"
 LABEL_POOL_OWNER = "fleet.pool.owner"
+#: A machine of an environment's image (not the machine image): its container, and with it
+#: what it wrote outside its home, is kept across stop and start.
+LABEL_ENVIRONMENT = "fleet.environment"
 
 
 #: An unclaimed pool container's name starts so (``fleet-pool-<slot>``).
@@ -76,6 +80,8 @@ def volume_name(machine_id: str) -> str:
 
 class DockerProvider:
     name = "docker"
+    #: Runs an environment's image (Placement.image), the platform's runtime brought in.
+    runs_images = True
 
     def __init__(
         self,
@@ -110,6 +116,7 @@ class DockerProvider:
         self._say = say or (lambda text: log.info("provider.docker_image", step=text))
         self._docker: aiodocker.Docker | None = None
         self._builder: ImageBuilder | None = None
+        self._runtimes: RuntimeVolumes | None = None
 
     async def __aenter__(self) -> DockerProvider:
         return self
@@ -133,6 +140,12 @@ class DockerProvider:
             self._builder = ImageBuilder(self.docker, self._base_image, self._work_dir, self._say)
         return await self._builder.ensure()
 
+    async def runtime(self) -> Runtime:
+        """The platform's runtime for machines of other images (docker_runtime.py)."""
+        if self._runtimes is None:
+            self._runtimes = RuntimeVolumes(self.docker)
+        return await self._runtimes.ensure(await self.image())
+
     async def placement_of(self, machine_id: str) -> Placement:
         """The machine's instance and limits."""
         if self._placement is None:
@@ -155,6 +168,8 @@ class DockerProvider:
             running = existing["State"]["Running"] and self._current(existing)
             if running and not await self._unclaimed(existing):
                 return f"docker:{existing.id[:12]}"
+            if self._current(existing) and LABEL_ENVIRONMENT in existing["Config"]["Labels"]:
+                return await self._start_kept(existing, token)
             # Stopped (fleet up stopped it), made for another NATS address (an embedded NATS
             # gets a new port each time) or claimed from the pool and never told who it is:
             # made again from today's image and settings, with its home volume.
@@ -170,11 +185,15 @@ class DockerProvider:
         self.check_nats_reachable(gateway)
         place = await self.placement_of(machine_id)
         config = self.container_config(machine_id, image, place, volume, hostname)
+        if place.image is not None:
+            with_runtime(config, place.image, await self.runtime())
         try:
             if volume == volume_name(machine_id):
                 await self.docker.volumes.create(  # type: ignore[no-untyped-call]
                     {"Name": volume, "Labels": {LABEL_MACHINE: machine_id, LABEL_STACK: self.stack}}
                 )
+                if place.image is not None:  # the machine image's home, uid 1000's
+                    await copy_up(self.docker, image, [(volume, MACHINE_HOME)])
             # The token: a root-only file the supervisor reads, never the container's env.
             await install_store(self.docker, image, secret_volume(volume), token_archive(token))
             c = await self.docker.containers.create(config, name=container_name(machine_id))
@@ -182,6 +201,21 @@ class DockerProvider:
         except aiodocker.DockerError as exc:
             raise ProviderError(f"docker: cannot start {machine_id}: {exc.message}") from None
         log.info("provider.docker_started", machine_id=machine_id, container=c.id[:12])
+        return f"docker:{c.id[:12]}"
+
+    async def _start_kept(self, c: aiodocker.containers.DockerContainer, token: str) -> str:
+        """A stopped machine of an environment's image: its own container again, with what it
+        wrote outside its home; the new token in its secret volume first."""
+        homes = home_volumes(c)
+        if not homes:
+            raise ProviderError(f"docker: container {c.id[:12]} has no home volume")
+        try:
+            await install_store(self.docker, await self.image(), secret_volume(homes[0]),
+                                token_archive(token))  # fmt: skip
+            await c.start()
+        except aiodocker.DockerError as exc:
+            raise ProviderError(f"docker: cannot start {c.id[:12]}: {exc.message}") from None
+        log.info("provider.docker_started_kept", container=c.id[:12])
         return f"docker:{c.id[:12]}"
 
     def _current(self, c: aiodocker.containers.DockerContainer) -> bool:
@@ -317,7 +351,8 @@ class DockerProvider:
             was_up = bool(c["State"]["Running"])
             if was_up:
                 await c.stop(t=grace_s)
-            await c.delete(force=True)
+            if LABEL_ENVIRONMENT not in (c["Config"]["Labels"] or {}):
+                await c.delete(force=True)
         except aiodocker.DockerError as exc:
             if exc.status != 404:
                 raise ProviderError(f"docker: cannot stop {machine_id}: {exc.message}") from None
@@ -343,6 +378,21 @@ class DockerProvider:
             return None
         top = await c.top()
         return _daemon_of(top)
+
+
+def with_runtime(config: dict[str, Any], image: str, runtime: Runtime) -> None:
+    """``config`` (the machine image's) for a machine of ``image``: the platform's runtime
+    mounted read-only and its daemon started through it; the system writable (its writes
+    live in the container's own layer, kept across stop and start)."""
+    env = dict(e.split("=", 1) for e in config["Env"]) | runtime.env()
+    config |= {
+        "Image": image, "Entrypoint": runtime.argv(), "Cmd": [], "WorkingDir": MACHINE_HOME,
+        "Env": [f"{k}={v}" for k, v in env.items()],
+        "Labels": config["Labels"] | {LABEL_ENVIRONMENT: image},
+    }  # fmt: skip
+    host = config["HostConfig"]
+    host["Mounts"] = [*host["Mounts"], *runtime.mounts()]
+    host["ReadonlyRootfs"] = False
 
 
 def home_volumes(c: aiodocker.containers.DockerContainer) -> list[str]:

@@ -67,7 +67,10 @@ from providers.docker import (
     container_name,
     ensure_network,
     remove_home,
+    with_runtime,
 )
+from providers.docker_image import MACHINE_HOME
+from providers.docker_runtime import copy_up
 from providers.limits import Placement
 from providers.local_pool import owner_alive
 from providers.warm_pool import UP_TIMEOUT_S, PoolMachine
@@ -286,8 +289,10 @@ class DockerPoolBackend:
 
     name = "docker"
 
-    def __init__(self, provider: DockerProvider) -> None:
+    def __init__(self, provider: DockerProvider, image: str | None = None) -> None:
         self.provider = provider
+        #: An environment's image ID (its pool's machines run it); None: the machine image.
+        self.image = image
         #: Opaque: liveness is the lifeline's (a pid means nothing on another host).
         self.owner = secrets.token_hex(12)
         self._machines: set[PooledDocker] = set()
@@ -303,6 +308,8 @@ class DockerPoolBackend:
         env = {POOL_SLOT_VAR: slot, POOL_STDIN_VAR: "1"}
         place = Placement("", p.default_limits)
         config = p.base_config(image, f"fleet-{slot}", env, labels, pool_volume(slot), place)
+        if self.image is not None:
+            with_runtime(config, self.image, await p.runtime())
         # A pooled container that dies is replaced, not restarted (a claim sets the policy).
         config["HostConfig"]["RestartPolicy"] = {"Name": "no"}
         config |= {"OpenStdin": True, "StdinOnce": True}  # the identity's way in, used once
@@ -310,6 +317,8 @@ class DockerPoolBackend:
             await p.docker.volumes.create(  # type: ignore[no-untyped-call]
                 {"Name": pool_volume(slot), "Labels": {**labels, LABEL_STACK: p.stack}}
             )
+            if self.image is not None:  # the machine image's home, uid 1000's
+                await copy_up(p.docker, image, [(pool_volume(slot), MACHINE_HOME)])
             c = await p.docker.containers.create(config, name=f"{POOL_PREFIX}{slot}")
         except aiodocker.DockerError as exc:
             raise ProviderError(f"docker: cannot make a pooled container: {exc.message}") from None

@@ -32,6 +32,8 @@ class Placement:
 
     instance_id: str
     limits: Limits
+    #: The image ID of the machine's environment on the engine; None: the provider's default.
+    image: str | None = None
 
 
 PlacementOf = Callable[[str], Awaitable[Placement]]

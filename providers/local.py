@@ -20,9 +20,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import aiodocker
 import structlog
 
 from contracts.errors import ProviderError
@@ -34,7 +35,15 @@ from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
+from providers.image_rootfs import ImageRoots
 from providers.limits import Limits, PlacementOf
+from providers.local_image import (
+    mount_overlay,
+    remove_overlay,
+    runtime_argv,
+    runtime_env,
+    unmount_overlay,
+)
 from providers.machine_uid import allocate_uid, give_home
 from providers.netns import has_pasta, loopback_ports, start_sandboxed, stop_pasta
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
@@ -43,6 +52,8 @@ from providers.scratch import remove_tree
 from providers.seccomp import docker_default_bpf
 
 log = structlog.get_logger(__name__)
+#: A machine of an environment's image: the image's programs, not the host's PATH.
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: Environment variables a local daemon inherits from the platform (everything else is dropped).
 INHERITED_ENV = (
@@ -94,8 +105,12 @@ class LocalProvider:
         default_limits: Limits | None = None,
         own_network: bool = True,
         forwarded: tuple[int, ...] = (),
+        engine: Callable[[], aiodocker.Docker] | None = None,
     ) -> None:
         self._data_dir = data_dir.resolve()
+        #: The Docker engine environments' images are unpacked from (None: none).
+        self._engine = engine
+        self._image_roots = ImageRoots(self._data_dir)
         self._root = self._data_dir / "machines"
         #: False only when the operator said so (fleet up --no-sandbox): not isolated.
         self.sandbox = sandbox
@@ -117,6 +132,21 @@ class LocalProvider:
         self._forwarded = sorted({*loopback_ports(nats_url), *forwarded})
         #: Docker's default syscall filter, compiled once (providers/seccomp.py).
         self._seccomp = docker_default_bpf() if sandbox else b""
+
+    @property
+    def runs_images(self) -> bool:
+        """An environment's image runs in the sandbox, in place of the host's system."""
+        return self.sandbox and self._engine is not None
+
+    async def _image_root(self, machine_id: str) -> Path | None:
+        """The machine's root when it runs an environment's image: its overlay, mounted."""
+        if self._placement is None or self._engine is None:
+            return None
+        image = (await self._placement(machine_id)).image
+        if image is None:
+            return None
+        lower = await self._image_roots.ensure(self._engine(), image)
+        return await asyncio.to_thread(mount_overlay, self.machine_dir(machine_id), lower)
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
         """Install the commit in the machine's code store, beside its home (never in it): the
@@ -152,7 +182,10 @@ class LocalProvider:
             # machine's commands. A pipe the supervisor reads first (daemon/nodump.py).
             FLEET_MACHINE_TOKEN_FD=str(TOKEN_FD),
         )
-        argv = await self._limited(machine_id, self.argv(machine_id, uid))
+        root = await self._image_root(machine_id) if self.sandbox else None
+        if root is not None:
+            env |= runtime_env(uid) | {"PATH": IMAGE_PATH}
+        argv = await self._limited(machine_id, self.argv(machine_id, uid, root=root))
         token_fd = token_pipe(token)
         try:
             log_path = self.machine_dir(machine_id) / "daemon.log"
@@ -252,8 +285,12 @@ class LocalProvider:
         os.chown(log_path, uid, uid)
         return uid
 
-    def argv(self, machine_id: str, uid: int | None = None, home: Path | None = None) -> list[str]:
-        """The machine's root process: the supervisor, inside the sandbox unless turned off."""
+    def argv(
+        self, machine_id: str, uid: int | None = None, home: Path | None = None,
+        root: Path | None = None,
+    ) -> list[str]:  # fmt: skip
+        """The machine's root process: the supervisor, inside the sandbox unless turned off;
+        in ``root`` (an environment's image, local_image.py) when given."""
         if not self.sandbox:
             return supervised_argv()
         home = home or self.home(machine_id)
@@ -262,7 +299,8 @@ class LocalProvider:
             home=home,
             code=code_store(home.parent),
             data_dir=self._data_dir,
-            command=supervised_argv(SANDBOX_LOADER),
+            command=runtime_argv() if root is not None else supervised_argv(SANDBOX_LOADER),
+            root=root,
             shared=self._shared,
             loader=execute_only_loader(self._data_dir),
             uid=uid,
@@ -322,11 +360,13 @@ class LocalProvider:
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
     async def remove(self, machine_id: str) -> None:
-        """Ends every process of the machine, then deletes its files (home and code store);
+        """Ends every process of the machine, then deletes its files (home, code store, writes
+        outside the home);
         its daemon log and exit records, the platform's own, stay beside them."""
         machine_dir = self.machine_dir(machine_id)
         await asyncio.to_thread(stop_local, machine_dir, machine_id)
         self._reap()
+        await asyncio.to_thread(remove_overlay, machine_dir)  # its writes outside the home
         await asyncio.to_thread(remove_files, machine_dir)
         log.info("provider.local_removed", machine_id=machine_id)
 
@@ -335,6 +375,7 @@ class LocalProvider:
         never removes them here; ``start`` runs the same machine in them again."""
         was_up = await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
         self._reap()
+        await asyncio.to_thread(unmount_overlay, self.machine_dir(machine_id))
         return was_up
 
     def _reap(self) -> None:
@@ -640,4 +681,7 @@ def stop_all_local(data_dir: Path, grace_s: float = STOP_GRACE_S) -> int:
             if pid is not None and (supervisor := _supervisor_of(pid)) is not None:
                 os.kill(supervisor, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    return sum(stop_local(d, d.name, grace_s=max(0.0, deadline - time.monotonic())) for d in dirs)
+    ended = sum(stop_local(d, d.name, grace_s=max(0.0, deadline - time.monotonic())) for d in dirs)
+    for d in dirs:  # an image machine's overlay: mounted again at its next start
+        unmount_overlay(d)
+    return ended

@@ -32,6 +32,7 @@ from pathlib import Path
 from contracts.errors import ProviderError
 from core.codestore import CODE_MOUNT
 from core.version import SOURCE_ROOT
+from providers.local_image import MACHINE_HOME, image_mounts
 from providers.machine_uid import as_uid, trusting_gitconfig
 from providers.netns import BLOCK_FD, INFO_FD
 
@@ -87,13 +88,15 @@ def bwrap_argv(
     loader: Path | None = None,
     uid: int | None = None,
     own_network: bool = True,
+    root: Path | None = None,
 ) -> list[str]:
     """The bwrap command line that runs ``command`` inside the machine's sandbox, its network
     its own unless ``own_network`` is False (``netns_argv``); ``loader``,
     an execute-only dynamic loader (providers/nodump.py), is bound read-only at
     ``/run/fleet/ld.so`` (read-only: the machine, its owner, cannot make it readable) and
     ``code``, the machine's code store (core/codestore.py), read-only at ``CODE_MOUNT``; with
-    ``uid``, the machine's first process becomes that uid (providers/machine_uid.py)."""
+    ``uid``, the machine's first process becomes that uid (providers/machine_uid.py). With
+    ``root``, an environment's image root in place of the host's system (local_image.py)."""
     argv = [
         bwrap_binary(),
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -111,6 +114,8 @@ def bwrap_argv(
         "--tmpfs", "/run", "--perms", "0755", "--dir", "/var",
         "--perms", "1777", "--dir", "/var/tmp",
     ]  # fmt: skip
+    if root is not None:
+        return [*argv, *_image_argv(root, home, loader, code), "--", *command]
     binds = [*python_roots(), *(SOURCE_ROOT / pkg for pkg in DAEMON_PACKAGES), *shared]
     argv += _system_mounts() + _open_parents([*binds, data_dir])
     for root in python_roots():
@@ -133,6 +138,19 @@ def bwrap_argv(
         argv += ["--ro-bind", str(trusting_gitconfig(data_dir)), "/etc/gitconfig"]
         command = as_uid(uid, command)
     return [*argv, "--", *command]
+
+
+def _image_argv(root: Path, home: Path, loader: Path | None, code: Path | None) -> list[str]:
+    """An image's root (its overlay) and the platform's runtime; the home at /home/fleet. The
+    machine's uid is the supervisor's to take (the host's setpriv is not in the image)."""
+    argv = image_mounts(root)
+    argv += ["--perms", "0755", "--dir", "/home", "--bind", str(home), MACHINE_HOME,
+             "--chdir", MACHINE_HOME]  # fmt: skip
+    if loader is not None:
+        argv += ["--ro-bind", str(loader), "/run/fleet/ld.so"]
+    if code is not None:
+        argv += ["--ro-bind", str(code), CODE_MOUNT]
+    return argv
 
 
 def netns_argv() -> list[str]:

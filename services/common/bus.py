@@ -115,9 +115,13 @@ class Bus:
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings | None = None) -> None:
-    config = stream_config(settings)
+    await put_stream(js, stream_config(settings))
+
+
+async def put_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream ``config`` names, or bring it to ``config`` where it exists."""
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
-        # The stream exists with another configuration (an older fleetd): bring it up to date.
+        # The stream exists with another configuration (an older fleetd, other settings).
         await js.update_stream(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from contracts.gateway_environments import IMAGE_REF_PATTERN
 from core.env_settings import name_env_var
 from services.common.preview_origin import (
     PreviewOrigin,
@@ -106,6 +108,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    # audit log (docs/audit.md)
+    #: Record every state-changing call in the audit stream (off: nothing is recorded).
+    audit_enabled: bool = True
+    #: How long audit entries are kept (seconds): the stream drops older ones.
+    audit_max_age_s: float = 365 * 24 * 3600.0
+    #: The audit stream's total size (bytes): past it, the oldest entries go first.
+    audit_max_bytes: int = 10 * 1024**3
+    #: Entries waiting to be stored, at most; past it a new one is dropped, counted and logged.
+    audit_buffer: int = 10000
+    #: The gateway's NATS user in the audit account (empty: ``nats_user`` and its password).
+    audit_nats_user: str = ""
+    #: Its password.
+    audit_nats_password: str = ""
     # consumers
     #: How long JetStream waits for an ack before it redelivers an event to another replica
     #: (or to the restarted one). Short, so that a killed stage's machines resume within
@@ -185,8 +200,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     sandbox_share: str = ""
     #: Machines kept started ahead of demand, per provider: ``local=2`` (``provider=n`` pairs,
     #: comma-separated; ``local`` needs the bwrap sandbox; ``docker=1`` too, at most
-    #: ``MAX_DOCKER_POOL``). Each provisioner process keeps its own. Empty or 0: every machine
-    #: starts cold.
+    #: ``MAX_DOCKER_POOL`` in all). ``docker@IMAGE=n``: machines of the environment
+    #: ``{image: IMAGE}`` (docs/environments.md). Each provisioner process keeps its own. Empty
+    #: or 0: every machine starts cold.
     warm_pool: str = ""
     #: Below this much available memory (``/proc/meminfo`` MemAvailable, MiB) the pool shrinks,
     #: one machine a second, and is not refilled.
@@ -321,23 +337,29 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 #: engine client's 100 connections (its stdin attach and its ``wait``) until it is claimed, and
 #: the starts, stops and inspections of every other machine need the rest.
 MAX_DOCKER_POOL = 32
+_IMAGE_REF = re.compile(IMAGE_REF_PATTERN)
 
 
 def parse_warm_pool(raw: str) -> dict[str, int]:
-    """``local=2,docker=1`` -> {"local": 2, "docker": 1}; ValueError naming FLEET_WARM_POOL."""
+    """``local=2,docker=1,docker@node:22=1`` -> {"local": 2, "docker": 1, "docker@node:22": 1};
+    ValueError naming FLEET_WARM_POOL."""
     sizes: dict[str, int] = {}
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
-        name, eq, count = part.partition("=")
-        if not eq or name.strip() not in ("local", "docker") or not count.strip().isdigit():
+        name, eq, count = part.rpartition("=")
+        provider, at, image = name.strip().partition("@")
+        if (not eq or provider not in ("local", "docker") or not count.strip().isdigit()
+                or (at and (provider != "docker" or not _IMAGE_REF.fullmatch(image)))):  # fmt: skip
             raise ValueError(
-                f"FLEET_WARM_POOL: {part!r} is not provider=count (local or docker, count >= 0)"
+                f"FLEET_WARM_POOL: {part!r} is not provider=count (local or docker, count >= 0) "
+                "or docker@IMAGE=count"
             )
         sizes[name.strip()] = int(count)
-    if sizes.get("docker", 0) > MAX_DOCKER_POOL:
+    docker = sum(n for name, n in sizes.items() if name.partition("@")[0] == "docker")
+    if docker > MAX_DOCKER_POOL:
         raise ValueError(
-            f"FLEET_WARM_POOL: docker={sizes['docker']} is more than {MAX_DOCKER_POOL} (each "
+            f"FLEET_WARM_POOL: {docker} docker machines is more than {MAX_DOCKER_POOL} (each "
             "pooled container holds two of the docker engine client's 100 connections)"
         )
     return sizes

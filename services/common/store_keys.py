@@ -43,6 +43,11 @@ def k_instance_limits(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:limits"
 
 
+def k_instance_environment(instance_id: str) -> str:
+    """The instance's environment (JSON of ``Environment``; absent: auto-detection)."""
+    return f"{P}instance:{instance_id}:environment"
+
+
 def k_instance_machines(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:machines"
 
@@ -77,6 +82,9 @@ F_DAEMON_GIT_SHA = "daemonGitSha"
 #: Set when the provisioner has ended a stopped machine's processes (removed by each stop):
 #: a start waits for it, so that it never finds the old daemon still running.
 F_STOP_DONE_AT = "stopDoneAt"
+#: The environment a machine runs and its build (``Machine.environment``, ``.environmentImage``).
+F_ENVIRONMENT = "environment"
+F_ENVIRONMENT_IMAGE = "environmentImage"
 
 # --- stop/start: auto-stop and activity-------------------------------------------------------
 #: Hash: instance id -> seconds without gateway activity after which its machines stop.

@@ -17,6 +17,7 @@ from services.common.settings import Settings, SettingsError
 from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
+from services.gateway.audit_log import AuditLog
 from services.gateway.events_hub import EventHub
 from services.gateway.host_control import HostClient
 from services.gateway.http import HttpServer, bind_listener, caller_resolver, make_app
@@ -45,6 +46,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     daemons = DaemonClient(
         bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics, fail_when_offline=True
     )
+    # Entered before the HTTP servers, so it is left after them: its buffer drains last.
+    audit = await stack.enter_async_context(AuditLog(settings, store, metrics))
     repo = code_repo(settings.code_repo)
     sha = platform_sha(settings.git_sha, repo)
     api = GatewayApi(
@@ -63,6 +66,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         platform_sha=sha,
         keys=keys,
         code=CodeVersions(repo, sha),
+        audit=audit,
     )
     hub = await stack.enter_async_context(
         EventHub(bus, store, max_per_token=settings.events_max_per_token,

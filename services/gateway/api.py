@@ -7,6 +7,7 @@ import structlog
 
 from contracts import (
     codemode as cm_,
+    gateway_environments as genv,
     gateway_files as gf,
     gateway_hosts as gh,
     gateway_limits as gl,
@@ -18,8 +19,9 @@ from contracts import (
     gateway_stop as gst,
     ports as ports_,
 )
+from contracts.audit import AUDIT_LIST, AuditEntries, AuditListParams
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
-from contracts.errors import Conflict, Forbidden
+from contracts.errors import Conflict, Forbidden, Unavailable
 from contracts.events import EnvChanged, MachineArchived, MachineCreated, ReposChanged
 from contracts.gateway_rpc import (
     AddRepoParams,
@@ -63,9 +65,11 @@ from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway import create_once
 from services.gateway.access import Access, Caller, check_local_repo
+from services.gateway.audit_log import AuditLog, audited, may_read
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
+from services.gateway.environment_ops import EnvironmentOps
 from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
@@ -93,8 +97,11 @@ class GatewayApi:
         platform_sha: str | None = None,
         keys: MachineKeys | None = None,
         code: CodeVersions | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.store = store
+        #: None: nothing is recorded (and audit.list answers Unavailable).
+        self.audit = audit
         self.box = box
         self.bus = bus
         self.daemons = daemons
@@ -107,6 +114,7 @@ class GatewayApi:
         self.limits = CallLimits(self.settings)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
+        self.environments = EnvironmentOps(store, self.access)
         self.hosts = HostOps(store, self.settings, self._rebuild_instance)
         self.ops = MachineOps(
             store=store,
@@ -122,7 +130,7 @@ class GatewayApi:
         #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
         self.byte_streams = ByteStreamOpener(
             slots=ByteStreamSlots(self.settings.streams_per_token), access=self.access,
-            daemons=daemons, nc=lambda: bus.nc,
+            daemons=daemons, nc=lambda: bus.nc, audit=audit,
         )  # fmt: skip
         self.sessions = SessionOps(call=self.ops._call, opener=self.byte_streams)
         self.ports = PortOps(access=self.access, daemons=daemons, store=store,
@@ -135,7 +143,10 @@ class GatewayApi:
     def dispatcher(self) -> Dispatcher[Caller]:
         s = self.settings
         limits = Limits(s.rpc_max_batch, s.rpc_max_response_bytes, s.rpc_batch_concurrency)
-        dispatcher = Dispatcher(g.GATEWAY_METHODS, routes(self, self.ops), limits, unavailable)
+        router = routes(self, self.ops)
+        if self.audit is not None:
+            router = audited(router, self.audit)
+        dispatcher = Dispatcher(g.GATEWAY_METHODS, router, limits, unavailable)
         self.codemode.dispatch = dispatcher.handle  # a run's tool calls, with its caller
         return dispatcher
 
@@ -341,6 +352,12 @@ class GatewayApi:
         log.info("token.revoked", token_id=p.id, by=c.token_id)
         return Revoked(revoked=revoked)
 
+    async def audit_list(self, p: AuditListParams, c: Caller) -> AuditEntries:
+        may_read(c)
+        if self.audit is None:
+            raise Unavailable("this gateway keeps no audit log")
+        return await self.audit.entries(p)
+
     async def rpc_discover(self, p: NoParams, c: Caller) -> OpenRpcDocument:
         return self._openrpc
 
@@ -382,6 +399,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(g.TOKENS_REVOKE, api.tokens_revoke)
     r.register(g.RPC_DISCOVER, api.rpc_discover)
     r.register(g.EVENTS_TICKET, api.events_ticket)
+    r.register(AUDIT_LIST, api.audit_list)
     r.register(live.MACHINES_EXEC_STREAM, api.exec_streams.machines_exec_stream)
     r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
     r.register(gm.MACHINES_RESTART, ops.machines_restart)
@@ -390,6 +408,8 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(ssh_.INSTANCES_SET_SSH_KEYS, ops.instances_set_ssh_keys)
     r.register(gl.INSTANCES_SET_LIMITS, api.machine_limits.instances_set_limits)
     r.register(gl.INSTANCES_GET_LIMITS, api.machine_limits.instances_get_limits)
+    r.register(genv.INSTANCES_SET_ENVIRONMENT, api.environments.instances_set_environment)
+    r.register(genv.INSTANCES_GET_ENVIRONMENT, api.environments.instances_get_environment)
     r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
     r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
     stop_routes(r, api.stops)

@@ -27,6 +27,7 @@ from contracts.jsonrpc import MethodSpec, P
 from services.common.byte_stream_join import OnTraffic, PlatformStream, join
 from services.common.daemon_client import DaemonClient
 from services.gateway.access import Access, Caller
+from services.gateway.audit_log import AuditLog
 from services.gateway.byte_stream_slots import ByteStreamSlots
 
 
@@ -52,8 +53,9 @@ class Socket(Protocol):
 
 class ByteStreamOpener:
     def __init__(self, *, slots: ByteStreamSlots, access: Access, daemons: DaemonClient,
-                 nc: Callable[[], NATS]) -> None:  # fmt: skip
+                 nc: Callable[[], NATS], audit: AuditLog | None = None) -> None:  # fmt: skip
         self.slots = slots
+        self.audit = audit
         self.access = access
         self.daemons = daemons
         self._nc = nc
@@ -68,8 +70,28 @@ class ByteStreamOpener:
         window: int,
         chunk_size: int,
         traffic: Traffic = "both",
+        audit: str | None = None,
     ) -> tuple[Opened, PlatformStream]:
-        """The daemon's answer to ``spec`` and the stream it opened, joined (see the module)."""
+        """The daemon's answer to ``spec`` and the stream it opened, joined (see the module).
+        ``audit``: the action the audit log records for this opening (None: not recorded)."""
+        try:
+            opened, stream = await self._open(caller, machine_id, spec, params, window=window,
+                                              chunk_size=chunk_size, traffic=traffic)  # fmt: skip
+        except Exception as exc:
+            self._record(audit, caller, machine_id, params, exc)
+            raise
+        self._record(audit, caller, machine_id, params, None)
+        return opened, stream
+
+    def _record(self, action: str | None, caller: Caller, machine_id: str, params: object,
+                error: Exception | None) -> None:  # fmt: skip
+        if action is not None and self.audit is not None:
+            self.audit.record(action, caller=caller, machine_id=machine_id, params=params,
+                              error=error)  # fmt: skip
+
+    async def _open(self, caller: Caller, machine_id: str, spec: MethodSpec[P, Opened],
+                    params: P, *, window: int, chunk_size: int,
+                    traffic: Traffic) -> tuple[Opened, PlatformStream]:  # fmt: skip
         release = self.slots.take(caller)
         try:
             await self.access.live_machine(caller, machine_id)

@@ -29,6 +29,7 @@ import structlog
 from aiohttp import web
 
 from contracts import daemon_files as df, errors as e
+from contracts.audit import Action
 from contracts.gateway_files import FILES_ROUTE
 from contracts.ids import MACHINE_ID_RE
 from contracts.jsonrpc import P, invalid_params
@@ -82,7 +83,8 @@ async def _download(
     machine_id, path = _target(request)
     params = _params(df.DownloadFileParams, path=path)
     opened, stream = await opener.open(caller, machine_id, df.DOWNLOAD_FILE, params,
-                                       window=df.FILE_WINDOW, chunk_size=df.FILE_CHUNK)  # fmt: skip
+                                       window=df.FILE_WINDOW, chunk_size=df.FILE_CHUNK,
+                                       audit=Action.FILE_DOWNLOAD)  # fmt: skip
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
                                        "X-Fleet-Mode": f"{opened.mode:o}"})  # fmt: skip
     resp.content_length = opened.size
@@ -129,7 +131,8 @@ async def _upload(
                      sha256=request.query.get("sha256"))  # fmt: skip
     # What comes back is the answer alone: a window of one chunk.
     _, stream = await opener.open(caller, machine_id, df.UPLOAD_FILE, params,
-                                  window=df.FILE_CHUNK, chunk_size=df.FILE_CHUNK)  # fmt: skip
+                                  window=df.FILE_CHUNK, chunk_size=df.FILE_CHUNK,
+                                  audit=Action.FILE_UPLOAD)  # fmt: skip
     async with stream:
         received = await _pump_body(request, stream)
         if params.size is not None and received != params.size:

@@ -39,6 +39,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.tokens import TokenStore
 from services.gateway.access import Caller
+from services.gateway.audit_log import origin_middleware
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
@@ -192,7 +193,7 @@ def make_app(
 ) -> GatewayApps:
     """The console's app, and the preview listener's when ``ports`` is given."""
     max_body_bytes = settings.max_body_bytes
-    app = web.Application(middlewares=[always_answer, auth_middleware],
+    app = web.Application(middlewares=[always_answer, origin_middleware, auth_middleware],
                           client_max_size=max_body_bytes)  # fmt: skip
     app[CALLER] = resolve_caller
     public = dispatcher.only(PUBLIC_METHODS)

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from contracts import daemon_rpc as d, gateway_sessions as gs, sessions as ss
+from contracts.audit import Action
 from contracts.errors import InvalidParams, StreamAborted
 from contracts.ids import MACHINE_ID_RE
 from contracts.jsonrpc import MethodSpec, NoParams, P, R
@@ -80,7 +81,8 @@ class SessionOps:
         # is not: a log tailing in a forgotten tab must not keep a machine awake for ever.
         _, stream = await self.opener.open(c, machine_id, d.SESSION_ATTACH, params,
                                            window=params.window, chunk_size=params.chunk_size,
-                                           traffic="sent")  # fmt: skip
+                                           traffic="sent",
+                                           audit=Action.TERMINAL_ATTACH)  # fmt: skip
         ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, heartbeat=30.0)
         try:
             await ws.prepare(request)

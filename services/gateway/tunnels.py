@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import WSMsgType, web
 
+from contracts.audit import Action
 from contracts.errors import InvalidParams, StreamAborted, Unauthorized
 from contracts.ids import MACHINE_ID_RE
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
@@ -55,12 +56,16 @@ class Tunnels:
         self.resolve = resolve
         self.guesses = guesses
 
-    async def open(self, caller: Caller, machine_id: str, port: int) -> PlatformStream:
+    async def open(self, caller: Caller, machine_id: str, port: int,
+                   audit: str | None = None) -> PlatformStream:  # fmt: skip
         """A stream joined to ``127.0.0.1:<port>`` in the machine, if the caller may reach it.
-        Port traffic either way is activity: a forwarded dev server in use stays up."""
+        Port traffic either way is activity: a forwarded dev server in use stays up. ``audit``:
+        the action the audit log records (a preview's requests are not recorded one by one:
+        its ticket is)."""
         params = TunnelConnectParams(port=port, chunk_size=CHUNK, window=WINDOW)
         _, stream = await self.opener.open(caller, machine_id, TUNNEL_CONNECT, params,
-                                           window=WINDOW, chunk_size=CHUNK)  # fmt: skip
+                                           window=WINDOW, chunk_size=CHUNK,
+                                           audit=audit)  # fmt: skip
         return stream
 
     async def bearer_caller(self, request: web.Request, token: str) -> Caller:
@@ -93,7 +98,7 @@ async def serve_tunnel_ws(
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30.0, compress=False)
     if not ws.can_prepare(request).ok:  # checked before a tunnel is opened for nothing
         raise InvalidParams("a tunnel is a WebSocket: send Upgrade: websocket", field="Upgrade")
-    stream = await tunnels.open(caller, machine_id, port)
+    stream = await tunnels.open(caller, machine_id, port, audit=Action.TUNNEL_OPEN)
     try:
         await ws.prepare(request)
         code, reason = await relay_tunnel(ws, stream)

@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 
+from contracts.errors import FleetError
 from providers.code import code_repo
 from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
@@ -24,6 +25,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
+from services.provisioner.environment import image_id, pool_key
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc import HostMethods, HostRpcServer
 from services.provisioner.service import Provisioner
@@ -39,9 +41,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
     async def placement(machine_id: str) -> Placement:
         """The machine's instance and limits: the platform's, with the instance's own."""
-        instance_id = (await store.get_machine(machine_id)).instance_id
-        own = await instance_limits(store, instance_id)
-        return Placement(instance_id, with_own(limits, own.memory_mb, own.cpus, own.pids))
+        machine = await store.get_machine(machine_id)
+        own = await instance_limits(store, machine.instance_id)
+        return Placement(machine.instance_id, with_own(limits, own.memory_mb, own.cpus, own.pids),
+                         image=machine.environment_image)  # fmt: skip
 
     repo = code_repo(settings.code_repo)
     local = LocalProvider(
@@ -56,6 +59,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         uids=settings.sandbox_uid_range,
         placement=placement,
         default_limits=limits,
+        engine=lambda: docker.docker,
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
@@ -71,6 +75,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         pools=await warm_pools(settings, stack, local, docker),
         settings=settings,
         heartbeat=heartbeat,
+        engine=lambda: docker.docker,
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)
@@ -93,7 +98,14 @@ async def warm_pools(
         if size <= 0:
             continue
         backend: PoolBackend
-        if name == "docker":
+        if name.startswith("docker@"):  # an environment's: keyed by its image's ID
+            try:
+                image = await image_id(docker.docker, name.partition("@")[2])
+            except FleetError as exc:
+                log.warning("provision.pool_no_image", pool=name, error=exc.message)
+                continue
+            backend, name = DockerPoolBackend(docker, image), pool_key("docker", image)
+        elif name == "docker":
             backend = DockerPoolBackend(docker)
         elif name == "local" and local.sandbox:
             backend = LocalPoolBackend(local)

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import aiodocker
 import structlog
 
 from contracts.consumers import Durable
-from contracts.errors import NotFound, ProviderError
+from contracts.errors import FleetError, NotFound, NotSupported, ProviderError
 from contracts.events import (
     Event,
     MachineArchived,
@@ -28,9 +29,17 @@ from services.common.failures import fail_machine
 from services.common.revoke import revoke_machine
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.store_environments import instance_environment, set_machine_environment
 from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
 from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
+from services.provisioner.environment import (
+    STAGE as ENVIRONMENT_STAGE,
+    EnvironmentContext,
+    Resolved,
+    pool_key,
+    resolve_image,
+)
 from services.provisioner.host import HostHeartbeat, room_left
 from services.provisioner.stop_start import StopStartHandlers
 
@@ -51,6 +60,7 @@ class Provisioner(StopStartHandlers):
         pools: Mapping[str, WarmPool] | None = None,
         settings: Settings | None = None,
         heartbeat: HostHeartbeat | None = None,
+        engine: Callable[[], aiodocker.Docker] | None = None,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
         self.settings = settings or Settings()
@@ -63,6 +73,8 @@ class Provisioner(StopStartHandlers):
         self.box = box
         #: This process's warm pools, by provider (claims are local to the process).
         self.pools = dict(pools or {})
+        #: The Docker engine environments' images are on (None: none configured).
+        self.engine = engine
 
     async def room(self, held: frozenset[str]) -> int | None:
         """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""
@@ -97,9 +109,35 @@ class Provisioner(StopStartHandlers):
         if step.sealed_token != sealed:
             assert step.sealed_token is not None
             token = self.box.decrypt(step.sealed_token)
-        await self._start(event, provider, token)
+        resolved = await self._environment(event, provider)
+        if resolved is not None:
+            await self._start(event, provider, token, pool_key(event.provider, resolved.image))
 
-    async def _start(self, event: MachineCreated, provider: Provider, token: str) -> None:
+    async def _environment(self, event: MachineCreated, provider: Provider) -> Resolved | None:
+        """The machine's environment, resolved once (a redelivery finds it recorded); None
+        when it cannot be had: the machine failed at stage ``environment``."""
+        machine = await self.store.get_machine(event.machine_id)
+        if machine.environment is not None:
+            return Resolved(machine.environment, machine.environment_image)
+        env = await instance_environment(self.store, machine.instance_id)
+        docker = self.engine() if self.engine is not None else None
+        ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id)
+        try:
+            resolved = await resolve_image(ctx, env)
+            if resolved.image is not None and not getattr(provider, "runs_images", False):
+                raise NotSupported(f"provider {event.provider} cannot run an environment's image")
+        except FleetError as exc:
+            await fail_machine(self.store, self.bus, machine.id, stage=ENVIRONMENT_STAGE,
+                               reason=f"{type(exc).__name__}: {exc.message}",
+                               cause_event_id=event.event_id)  # fmt: skip
+            return None
+        await set_machine_environment(self.store, machine.id, resolved.environment, resolved.image)
+        log.info("provision.environment", environment=resolved.environment, image=resolved.image)
+        return resolved
+
+    async def _start(
+        self, event: MachineCreated, provider: Provider, token: str, pool: str
+    ) -> None:
         mid = event.machine_id
         # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
         lock = (f"provision:{mid}", secrets.token_hex(8))
@@ -109,7 +147,7 @@ class Provisioner(StopStartHandlers):
         await self.store.hosts.took(self.host_id, mid)
         released = False
         try:
-            external_id, pooled = await self._obtain(event.provider, provider, mid, token)
+            external_id, pooled = await self._obtain(pool, provider, mid, token)
             # The booting transition and the lock's release in one step.
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",

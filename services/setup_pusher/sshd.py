@@ -31,8 +31,8 @@ _KEYGEN = ["sh", "-c", f"test -f {SSHD_HOST_KEY} || ssh-keygen -q -t ed25519 -N 
 
 async def start_sshd(mc: MachineClient, machine: Machine) -> bool:
     """Start the machine's SSH server if its provider has one; True once it runs."""
-    if machine.provider not in SSH_PROVIDERS:
-        return False
+    if machine.provider not in SSH_PROVIDERS or machine.environment_image:
+        return False  # an environment's image has not the machine image's sshd and config
     try:
         keygen = await mc.run(*_KEYGEN, timeout_s=60)
         if keygen.exit_code != 0:

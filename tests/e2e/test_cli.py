@@ -72,6 +72,12 @@ def test_instances_and_env_as_json(stack: FleetUp) -> None:
     assert [(v["name"], v["value"]) for v in vars_] == [("MODE", "dev"), ("REGION", "eu-west")]
     table = ok(stack.cli("env", "list", "--instance", inst["id"]))
     assert table.splitlines()[0].split() == ["NAME", "SCOPE", "VALUE"]
+    # fleet up's gateway records both sets in the audit account, with its own credential.
+    audit = ("audit", "--instance", inst["id"], "--method", "env.set")
+    eventually(lambda: len(json.loads(ok(stack.cli("--json", *audit)))) == 2)
+    entries = json.loads(ok(stack.cli("--json", *audit)))
+    assert [e["params"]["value"] for e in entries] == ["[redacted]", "[redacted]"]
+    assert ok(stack.cli(*audit)).splitlines()[0].split()[:3] == ["TIME", "ACTOR", "METHOD"]
 
 
 def test_instances_limits_set_one_keep_the_others_then_reset(stack: FleetUp) -> None:

@@ -219,6 +219,17 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     host_row.get_by_test_id("host-drain").click()
     expect(host_row.get_by_test_id("host-state")).to_have_text("active")
 
+    # Audit log (admin): the drain and its undo, newest first, found by their method.
+    page.get_by_test_id("nav-audit").click()
+    expect(page.get_by_test_id("audit-row").first).to_be_visible()
+    page.get_by_test_id("audit-since").select_option("3600")
+    page.get_by_test_id("audit-filter-method").fill("hosts.drain")
+    page.get_by_test_id("audit-apply").click()
+    drains = page.locator("[data-testid=audit-row][data-method='hosts.drain']")
+    expect(drains).to_have_count(2)
+    expect(page.get_by_test_id("audit-row")).to_have_count(2)
+    shot(page, "audit-log")
+
     # Access tokens: the secret is shown once; revoking marks the token revoked.
     page.get_by_test_id("nav-tokens").click()
     page.get_by_test_id("token-name").fill("ci-runner")

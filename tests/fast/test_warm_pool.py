@@ -176,7 +176,19 @@ def test_mem_available_reads_meminfo(tmp_path: pytest.TempPathFactory) -> None:
     assert mem_available_mb(path.with_name("absent")) is None
 
 
-@pytest.mark.parametrize("raw", ["local", "local=-1", "local=x", "k8s=1", "local=1;docker=2"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "local",
+        "local=-1",
+        "local=x",
+        "k8s=1",
+        "local=1;docker=2",
+        "local@node:22=1",
+        "docker@-x=1",
+        "docker@=1",
+    ],
+)
 def test_warm_pool_setting_is_checked(raw: str) -> None:
     with pytest.raises(ValueError, match="FLEET_WARM_POOL"):
         parse_warm_pool(raw)
@@ -185,13 +197,16 @@ def test_warm_pool_setting_is_checked(raw: str) -> None:
 def test_docker_pool_is_capped_below_the_engine_clients_connections() -> None:
     # Each pooled container holds two of aiodocker's 100 connections until it is claimed.
     assert parse_warm_pool(f"docker={MAX_DOCKER_POOL}") == {"docker": MAX_DOCKER_POOL}
-    with pytest.raises(ValueError, match=r"FLEET_WARM_POOL: docker=33 is more than 32"):
+    with pytest.raises(ValueError, match=r"FLEET_WARM_POOL: 33 docker machines is more than 32"):
         parse_warm_pool(f"local=2,docker={MAX_DOCKER_POOL + 1}")
+    with pytest.raises(ValueError, match=r"33 docker machines"):  # environments' pools count
+        parse_warm_pool(f"docker={MAX_DOCKER_POOL},docker@node:22=1")
     assert parse_warm_pool("local=200") == {"local": 200}  # a local pool holds no connection
 
 
 def test_warm_pool_setting_parses() -> None:
     assert parse_warm_pool(" local=2, docker=0 ") == {"local": 2, "docker": 0}
+    assert parse_warm_pool("docker@registry:5000/node:22=2") == {"docker@registry:5000/node:22": 2}
     assert parse_warm_pool("") == {}
     from services.common.settings import Settings
 

@@ -13,6 +13,7 @@ import pytest
 
 from contracts import (
     codemode,
+    gateway_environments,
     gateway_files,
     gateway_hosts,
     gateway_limits,
@@ -36,6 +37,7 @@ SPEC_MODULES = (
     gateway_machines,
     gateway_limits,
     gateway_hosts,
+    gateway_environments,
     codemode,
     gateway_sessions,
     ports,

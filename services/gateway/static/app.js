@@ -3,6 +3,7 @@
 // This module is the router: one page module per route (page-*.js).
 import { onUnauthorized, session } from "./api.js";
 import { ID_PATTERNS } from "./contract.js";
+import { auditPage } from "./page-audit.js";
 import { codemodePage } from "./page-codemode.js";
 import { envPage } from "./page-env.js";
 import { hostsPage } from "./page-hosts.js";
@@ -30,6 +31,7 @@ const ROUTES = [
   [/^#\/tokens$/, tokensPage],
   [/^#\/codemode$/, codemodePage],
   [/^#\/hosts$/, hostsPage],
+  [/^#\/audit$/, auditPage],
 ];
 
 /** Leave the page on screen: its controller's signal tells it to stop (event streams). */

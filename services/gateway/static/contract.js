@@ -61,6 +61,9 @@ export const METHODS = Object.freeze({
   MACHINES_LIST_DIR: "machines.listDir",
   MACHINES_STAT: "machines.stat",
   MACHINES_REMOVE_FILE: "machines.removeFile",
+  INSTANCES_SET_ENVIRONMENT: "instances.setEnvironment",
+  INSTANCES_GET_ENVIRONMENT: "instances.getEnvironment",
+  AUDIT_LIST: "audit.list",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -98,6 +101,8 @@ export const ERRORS = Object.freeze({
   CODEMODE_UNAVAILABLE: 1503,
   PROVIDER_ERROR: 1600,
   NOT_SUPPORTED: 1601,
+  IMAGE_NOT_FOUND: 1610,
+  BUILD_UNAVAILABLE: 1611,
   TOOL_ERROR: 1700,
   PORT_UNREACHABLE: 1055,
   BAD_UPSTREAM: 1056,
@@ -138,6 +143,8 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   CODEMODE_UNAVAILABLE: 503,
   PROVIDER_ERROR: 500,
   NOT_SUPPORTED: 501,
+  IMAGE_NOT_FOUND: 404,
+  BUILD_UNAVAILABLE: 501,
   TOOL_ERROR: 500,
   PORT_UNREACHABLE: 502,
   BAD_UPSTREAM: 502,

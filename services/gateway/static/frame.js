@@ -12,6 +12,8 @@ const NAV = [
   ["#/tokens", "Access tokens", "nav-tokens"],
   ["#/codemode", "Codemode", "nav-codemode"],
   ["#/hosts", "Hosts", "nav-hosts", { admin: true }],
+  // Who may read the audit log: admins (the gateway checks it: audit_log.may_read).
+  ["#/audit", "Audit log", "nav-audit", { admin: true }],
 ];
 
 export function frame(active, title, ...content) {

@@ -45,6 +45,9 @@ def settings(
         nats_url=nats_server.url,
         nats_user=auth.SERVICE_USER,
         nats_password=auth.service_password,
+        # Read by the gateway only (the stack runs every service with these settings).
+        audit_nats_user=auth.AUDIT_USER,
+        audit_nats_password=auth.audit_password,
         redis_url=redis_server.url,
         data_dir=str(tmp_path / "data"),
         secret_key=generate_secret_key(),

@@ -1,0 +1,45 @@
+"""An instance's environment and what a machine runs of it, in Redis
+(contracts/gateway_environments.py)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.gateway_environments import Environment
+from services.common.store import Store
+from services.common.store_keys import (
+    F_ENVIRONMENT,
+    F_ENVIRONMENT_IMAGE,
+    k_instance_environment,
+    k_machine,
+)
+
+
+async def instance_environment(store: Store, instance_id: str) -> Environment | None:
+    raw = await store.redis.get(k_instance_environment(instance_id))
+    return None if raw is None else msgspec.json.decode(raw, type=Environment)
+
+
+async def set_instance_environment(
+    store: Store, instance_id: str, environment: Environment | None
+) -> None:
+    key = k_instance_environment(instance_id)
+    if environment is None:
+        await store.redis.delete(key)
+    else:
+        await store.redis.set(key, msgspec.json.encode(environment))
+
+
+async def set_machine_environment(
+    store: Store, machine_id: str, environment: str, image: str | None
+) -> None:
+    """Record which environment the machine runs and which build of it (``image``: the
+    image ID; None: the host's own root)."""
+    key = k_machine(machine_id)
+    async with store.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, F_ENVIRONMENT, environment)
+        if image is None:
+            pipe.hdel(key, F_ENVIRONMENT_IMAGE)
+        else:
+            pipe.hset(key, F_ENVIRONMENT_IMAGE, image)
+        await pipe.execute()

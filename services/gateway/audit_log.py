@@ -1,0 +1,327 @@
+"""The gateway's audit log: entries recorded off the call path, stored on the audit stream.
+
+``record`` never waits: it puts the entry in a bounded buffer, and one owned task stores what
+the buffer holds (a batch at a time, pipelined) on ``contracts.audit.AUDIT_STREAM``, resolving
+a machine's instance on the way. A full buffer, or an entry the stream refused after its
+retries, is counted and logged, never lost silently; leaving the context drains the buffer.
+
+Every JSON-RPC method that is not read-only (``contracts.gateway_rpc.READ_ONLY_METHODS``) is
+recorded by ``audited``; the routes that are no method (a terminal's attach, a file transfer, a
+tunnel) by the byte stream opener. The client's address and user agent come from the HTTP
+request being served (``origin_middleware``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from prometheus_client import Counter
+
+from contracts import audit as a
+from contracts.errors import FleetError, Forbidden, InternalError
+from contracts.gateway_rpc import READ_ONLY_METHODS
+from contracts.jsonrpc import Handler, Router
+from core import natsconn
+from services.common.bus import DUPLICATE_WINDOW_S, put_stream
+from services.common.failover import TRANSIENT
+from services.common.metrics import Metrics
+from services.common.settings import Settings
+from services.common.store import Store
+from services.gateway.access import Caller
+from services.gateway.audit_read import read_entries
+from services.gateway.audit_store import Message, StoredBatches
+
+log = structlog.get_logger(__name__)
+
+#: Entries stored at once (pipelined) by the writer.
+_BATCH = 256
+#: A drop is logged at most this often (the count is always kept).
+_DROP_LOG_S = 1.0
+#: Leaving the context waits this long for the buffer to drain.
+_DRAIN_S = 5.0
+_MACHINE_CACHE = 10000
+
+
+def actor_of(caller: Caller | None) -> str:
+    """Who an entry names as acting: the caller's token id (``admin`` for the operator's
+    token), ``anonymous`` without one."""
+    return caller.token_id if caller is not None else "anonymous"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the HTTP request being served came from."""
+
+    client_address: str | None
+    user_agent: str | None
+
+
+ORIGIN: ContextVar[Origin | None] = ContextVar("audit_origin", default=None)
+
+
+@web.middleware
+async def origin_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    agent = request.headers.get("User-Agent")
+    ORIGIN.set(Origin(request.remote, agent[: a.MAX_STRING] if agent else None))
+    return await handler(request)
+
+
+def audit_stream_config(settings: Settings) -> StreamConfig:
+    return StreamConfig(
+        name=a.AUDIT_STREAM,
+        subjects=[a.ALL_AUDIT],
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=settings.stream_replicas,
+        max_age=settings.audit_max_age_s,
+        max_bytes=settings.audit_max_bytes,
+        discard=DiscardPolicy.OLD,
+        allow_direct=True,
+    )
+
+
+class AuditLog:
+    """Async context manager: the audit account's connection, the stream and the writer."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self._counted = Counter("fleet_audit_entries", "Audit entries by outcome: stored, or "
+                                "dropped (lost, and logged).", ["outcome"],
+                                registry=metrics.registry if metrics else None)  # fmt: skip
+        for outcome in ("stored", "dropped"):  # both series exist from the start, at 0
+            self._counted.labels(outcome)
+        self.enabled = settings.audit_enabled
+        self._store = store
+        self._queue: asyncio.Queue[a.AuditEntry] = asyncio.Queue(max(1, settings.audit_buffer))
+        self._nc: NATS | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._batches: StoredBatches | None = None
+        self._resources = contextlib.AsyncExitStack()
+        self._instances: OrderedDict[str, str | None] = OrderedDict()
+        #: Entries lost: the buffer was full, or the stream refused them after retries.
+        self.dropped = 0
+        self.stored = 0
+        self._dropped_logged_at = 0.0
+
+    @property
+    def nc(self) -> NATS:
+        assert self._nc is not None, "AuditLog used outside its context"
+        return self._nc
+
+    async def __aenter__(self) -> AuditLog:
+        s = self.settings
+        user = s.audit_nats_user or s.nats_user
+        password = s.audit_nats_password if s.audit_nats_user else s.nats_password
+        async with contextlib.AsyncExitStack() as stack:
+            nc = await natsconn.connect(s.nats_url, name="gateway-audit", user=user,
+                                        password=password)  # fmt: skip
+            stack.push_async_callback(_close, nc)
+            await put_stream(nc.jetstream(), audit_stream_config(s))  # the settings win
+            self._batches = await stack.enter_async_context(StoredBatches(nc))
+            self._nc, self._resources = nc, stack.pop_all()
+        self._task = asyncio.create_task(self._write(), name="audit-writer")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), _DRAIN_S)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if left := self._queue.qsize():
+            self._drop(left, "the gateway stopped before they were stored")
+        self._nc = None
+        await self._resources.aclose()
+
+    # --- recording --------------------------------------------------------------------------
+    def record(
+        self,
+        method: str,
+        *,
+        caller: Caller | None = None,
+        actor: str | None = None,
+        instance_id: str | None = None,
+        machine_id: str | None = None,
+        params: Any = None,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record one action; never waits. ``actor`` names who acted when there is no
+        ``caller`` (a failed sign-in's claimed name), else ``actor_of(caller)``. ``params`` and
+        ``result``: Structs or builtins, redacted here. ``error``: a FleetError's code and
+        message; any other exception is an internal error."""
+        if not self.enabled:
+            return
+        origin = ORIGIN.get()
+        failure = _as_fleet_error(error)
+        entry = a.AuditEntry(
+            id=uuid.uuid4().hex,
+            actor=actor or actor_of(caller),
+            token_id=caller.token_id if caller is not None else None,
+            method=method,
+            instance_id=instance_id,
+            machine_id=machine_id,
+            params=_builtins(params) or {},
+            ok=failure is None,
+            result=None if failure is not None else _builtins(result),
+            error_code=None if failure is None else failure.code,
+            error=None if failure is None else failure.message[: a.MAX_STRING],
+            client_address=origin.client_address if origin else None,
+            user_agent=origin.user_agent if origin else None,
+        )
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self._drop(1, "the buffer is full")
+
+    def _drop(self, count: int, why: str) -> None:
+        self.dropped += count
+        self._counted.labels("dropped").inc(count)
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= _DROP_LOG_S or self._task is None:
+            self._dropped_logged_at = now
+            log.error("audit.dropped", count=count, dropped_total=self.dropped, reason=why)
+
+    async def _write(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._store_batch(batch)
+            except asyncio.CancelledError:  # stopped mid-batch: none of it is known stored
+                self._drop(len(batch), "the gateway stopped while storing them")
+                raise
+            except Exception as exc:  # task boundary: the writer goes on with the next batch
+                log.exception("audit.store_failed", entries=len(batch), error=repr(exc))
+                self._drop(len(batch), f"storing them failed: {exc!r}")
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _store_batch(self, batch: list[a.AuditEntry]) -> None:
+        for entry in batch:
+            if entry.machine_id is not None and entry.instance_id is None:
+                entry.instance_id = await self._instance_of(entry.machine_id)
+        messages = [Message(e.id, a.audit_subject(e.instance_id, e.machine_id),
+                            a.encode_entry(e)) for e in batch]  # fmt: skip
+        assert self._batches is not None
+        failed = await self._batches.store(messages)
+        self.stored += len(batch) - len(failed)
+        self._counted.labels("stored").inc(len(batch) - len(failed))
+        if failed:
+            reasons = sorted(set(failed.values()))
+            self._drop(len(failed), f"the stream did not store them: {'; '.join(reasons)}")
+
+    async def _instance_of(self, machine_id: str) -> str | None:
+        """The machine's instance (a machine never changes instance: cached)."""
+        if machine_id in self._instances:
+            return self._instances[machine_id]
+        try:
+            instance_id: str | None = (await self._store.get_machine(machine_id)).instance_id
+        except FleetError:  # no such machine (a refused call named it)
+            instance_id = None
+        except TRANSIENT as exc:  # the store is failing over: stored without it, not cached
+            log.warning("audit.instance_unknown", machine_id=machine_id, error=repr(exc))
+            return None
+        self._instances[machine_id] = instance_id
+        if len(self._instances) > _MACHINE_CACHE:
+            self._instances.popitem(last=False)
+        return instance_id
+
+    # --- reading ----------------------------------------------------------------------------
+    async def entries(self, p: a.AuditListParams) -> a.AuditEntries:
+        """What ``audit.list`` answers (whoever asks may read: ``may_read``)."""
+        return a.AuditEntries(entries=await read_entries(self.nc, p))
+
+    def buffered(self) -> list[a.AuditEntry]:
+        """The entries recorded and not stored yet, oldest first."""
+        return list(self._queue._queue)  # type: ignore[attr-defined]
+
+
+async def _close(nc: NATS) -> None:
+    with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+        await nc.drain()
+
+
+def may_read(c: Caller) -> None:
+    """Who may read the audit log."""
+    if not c.admin:
+        raise Forbidden("only an admin may read the audit log")
+
+
+def _as_fleet_error(error: BaseException | None) -> FleetError | None:
+    if error is None or isinstance(error, FleetError):
+        return error
+    return InternalError(f"internal error: {type(error).__name__}")
+
+
+def _builtins(value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return a.redact(msgspec.to_builtins(value))
+    except (TypeError, ValueError):  # not encodable: say what it was, never fail the call
+        return {"unrecordable": type(value).__name__}
+
+
+# --- every state-changing method ------------------------------------------------------------
+def audited(router: Router[Caller], audit: AuditLog) -> Router[Caller]:
+    """``router`` with each method that is not read-only recorded as it answers."""
+    out = Router[Caller]()
+    for name, route in router.routes.items():
+        handler = route.handler
+        if name not in READ_ONLY_METHODS:
+            handler = _recorded(name, handler, audit)
+        out.register(route.spec, handler)
+    return out
+
+
+def _recorded(name: str, handler: Handler[Any, Any, Caller], audit: AuditLog) -> Any:
+    async def call(params: Any, c: Caller) -> Any:
+        instance_id = getattr(params, "instance_id", None)
+        machine_id = getattr(params, "machine_id", None)
+        try:
+            result = await handler(params, c)
+        except Exception as exc:
+            audit.record(name, caller=c, instance_id=instance_id, machine_id=machine_id,
+                         params=params, error=exc)  # fmt: skip
+            raise
+        found = _ids_in(result)
+        audit.record(name, caller=c, instance_id=instance_id or found.get("i"),
+                     machine_id=machine_id or found.get("m"), params=params,
+                     result=result)  # fmt: skip
+        return result
+
+    return call
+
+
+def _ids_in(result: object) -> dict[str, str]:
+    """The instance and machine a result names (a created instance's or machine's own id)."""
+    found: dict[str, str] = {}
+    for value in (getattr(result, "id", None), getattr(result, "instance_id", None)):
+        if isinstance(value, str) and value[:2] in ("i-", "m-"):
+            found.setdefault(value[0], value)
+    return found
