@@ -1,7 +1,8 @@
 """`fleet up --hosts 3 --ha` as one layout (docs/hosts.md, docs/ha.md): three hosts of two
 provisioners each on the 3-node NATS cluster and valkey with sentinels. With `fleet up` frozen
 (so that it restarts nothing), one NATS node is SIGKILLed and then host-3 (both its
-provisioners and its machines): the other hosts' machines answer all along, host-3 is lost, its
+provisioners and its machines): another host's machine, once its daemon is on a live node,
+answers all along, host-3 is lost, its
 machines are rebuilt on the live hosts by FLEET_HOST_LOST_REBUILD_S, and once `fleet up` runs
 again (the node and host-3 restarted) host-3 runs none of the machines rebuilt elsewhere."""
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.errors import DaemonTimeout, DaemonUnavailable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import free_port
@@ -50,10 +52,15 @@ async def test_a_host_killed_while_a_nats_node_is_down(tmp_path: Path) -> None:
             instances = [(await fleet.get_machine(m)).instance_id for m in on3]
 
             stop = asyncio.Event()
-            answering = asyncio.create_task(keep_answering(fleet, live, stop))
+            answering: asyncio.Task[int] | None = None
             os.kill(up.proc.pid, signal.SIGSTOP)  # restarts nothing until SIGCONT
             try:
                 os.kill(node, signal.SIGKILL)
+                # A daemon that was connected to that node answers again once it reconnected
+                # to another (1502, or a request lost with the node, meanwhile); then the host is
+                # killed, while the node is still down.
+                await wait_until(lambda: _answers(fleet, live), timeout=60, every=0.2)
+                answering = asyncio.create_task(keep_answering(fleet, live, stop))
                 for pid in victims:
                     os.kill(pid, signal.SIGKILL)
                 rebuilt = [
@@ -61,10 +68,11 @@ async def test_a_host_killed_while_a_nats_node_is_down(tmp_path: Path) -> None:
                     for inst, old in zip(instances, on3, strict=True)
                 ]
                 stop.set()
+                assert answering is not None
                 assert await answering > len(live)  # and not one wrong answer meanwhile
             finally:
                 os.kill(up.proc.pid, signal.SIGCONT)
-                if not answering.done():
+                if answering is not None and not answering.done():
                     answering.cancel()
                     await asyncio.gather(answering, return_exceptions=True)
             assert {(await fleet.get_machine(m)).host_id for m in rebuilt} <= {"host-1", "host-2"}
@@ -80,6 +88,15 @@ async def test_a_host_killed_while_a_nats_node_is_down(tmp_path: Path) -> None:
             assert await swarm_machines(up, "host-3") == set()  # none run again there
     finally:
         up.stop(timeout=120)
+
+
+async def _answers(fleet: FleetClient, machines: list[str]) -> bool:
+    for mid in machines:
+        try:
+            await fleet.exec(mid, ["true"], timeout_s=2)
+        except (DaemonUnavailable, DaemonTimeout):  # not yet on a live node; a request lost
+            return False
+    return True
 
 
 async def _ready(fleet: FleetClient, n: int, name: str) -> list[str]:
