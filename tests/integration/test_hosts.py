@@ -245,22 +245,11 @@ async def test_a_host_gone_is_lost_and_back_it_ends_what_was_archived_meanwhile(
     leave them): hosts.list shows it lost, the placement watchdog names it. An archive of one
     of its machines meanwhile ends its daemon; host-3, back, handles the archive it missed and
     resumes its other machines, not that one."""
-    from services.gateway.__main__ import build as gateway
-    from services.prober.__main__ import build as prober
     from services.provisioner.__main__ import build as provisioner
-    from services.setup_pusher.__main__ import build as setup_pusher
 
-    first, third = hosts_settings[0], hosts_settings[2]
+    third = hosts_settings[2]
     async with AsyncExitStack() as es:
-        for s in hosts_settings[:2]:
-            await provisioner(s, es)
-        host3 = await es.enter_async_context(AsyncExitStack())
-        await provisioner(third, host3)
-        for build in (setup_pusher, prober, gateway):
-            await build(first, es)
-        stack = FleetClient(f"http://127.0.0.1:{first.port}", ADMIN_TOKEN, timeout_s=30)
-        es.push_async_callback(stack.close)
-
+        stack, host3 = await _host3_apart(es, hosts_settings)
         ids = await create(stack, len(HOSTS) * CAPACITY)
         on3 = [m for m in ids if (await stack.get_machine(m)).host_id == "host-3"]
         await host3.aclose()
@@ -307,23 +296,14 @@ async def test_a_lost_hosts_machines_are_rebuilt_elsewhere_and_its_return_leaves
     """host-3 and its machines are SIGKILLed; with FLEET_HOST_LOST_REBUILD_S set, its machines
     are rebuilt on the live hosts within that time plus 10 s of the host being lost, and host-3,
     back, runs none of the machines that were rebuilt elsewhere."""
-    from services.gateway.__main__ import build as gateway
-    from services.prober.__main__ import build as prober
     from services.provisioner.__main__ import build as provisioner
-    from services.setup_pusher.__main__ import build as setup_pusher
 
     monkeypatch.setenv("FLEET_HEARTBEAT_S", "0.5")  # the daemons' beats, as the prober expects
     quick = {"heartbeat_s": 0.5, "host_lost_rebuild_s": REBUILD_S}
-    first, second, third = (msgspec.structs.replace(s, **quick) for s in hosts_settings)
+    hosts = [msgspec.structs.replace(s, **quick) for s in hosts_settings]
+    third = hosts[2]
     async with AsyncExitStack() as es:
-        for s in (first, second):
-            await provisioner(s, es)
-        host3 = await es.enter_async_context(AsyncExitStack())
-        await provisioner(third, host3)
-        for build in (setup_pusher, prober, gateway):
-            await build(first, es)
-        stack = FleetClient(f"http://127.0.0.1:{first.port}", ADMIN_TOKEN, timeout_s=30)
-        es.push_async_callback(stack.close)
+        stack, host3 = await _host3_apart(es, hosts)
         for host in ("host-1", "host-2"):  # so that both land on host-3
             await stack.drain_host(host)
         ids = await create(stack, 2)
@@ -360,6 +340,27 @@ async def test_a_lost_hosts_machines_are_rebuilt_elsewhere_and_its_return_leaves
         for old in ids:
             await stack.wait_for(old, [MachineStatus.ARCHIVED], 30)
         assert [(await stack.get_machine(m)).status for m in new] == [MachineStatus.READY] * 2
+
+
+async def _host3_apart(
+    es: AsyncExitStack, hosts: list[Settings]
+) -> tuple[FleetClient, AsyncExitStack]:
+    """The stack with host-3's provisioner in a stack of its own (to stop it alone); the
+    other services run once, with host-1's settings. A client to its gateway."""
+    from services.gateway.__main__ import build as gateway
+    from services.prober.__main__ import build as prober
+    from services.provisioner.__main__ import build as provisioner
+    from services.setup_pusher.__main__ import build as setup_pusher
+
+    for s in hosts[:2]:
+        await provisioner(s, es)
+    host3 = await es.enter_async_context(AsyncExitStack())
+    await provisioner(hosts[2], host3)
+    for build in (setup_pusher, prober, gateway):
+        await build(hosts[0], es)
+    stack = FleetClient(f"http://127.0.0.1:{hosts[0].port}", ADMIN_TOKEN, timeout_s=30)
+    es.push_async_callback(stack.close)
+    return stack, host3
 
 
 def _kill_swarm(settings: Settings) -> None:
