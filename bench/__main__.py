@@ -32,6 +32,7 @@ from bench import (
     footprint,
     fork,
     gateway_attacks,
+    ha_failover,
     hosts,
     netns,
     people,
@@ -51,7 +52,7 @@ from core.logs import configure_logging
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 25))
+BENCHES = tuple(str(n) for n in range(1, 26))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together.
@@ -68,6 +69,7 @@ SLOW = {
     "20": "hosts (200 machines on one host, then over 4)",
     "22": "fork (a 1 GiB home, btrfs and plain homes)",
     "24": "egress policy (20 machines, 100 MiB downloads)",
+    "25": "creates while a NATS node is lost (--ha)",
 }
 
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="smaller runs; without --only, skips the slow ones",
     )
-    parser.add_argument("--only", help="comma-separated benchmark numbers (1-24; default all)")
+    parser.add_argument("--only", help="comma-separated benchmark numbers (1-25; default all)")
     parser.add_argument(
         "--json",
         type=Path,
@@ -163,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(people.run(report, args.quick))
     if "24" in only:
         asyncio.run(egress.run(report, args.quick))
+    if "25" in only:
+        asyncio.run(ha_failover.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")

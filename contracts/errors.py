@@ -126,6 +126,16 @@ class SnapshotLimit(FleetError):
     first; ``data.limit`` says how many."""
 
     code = 1060
+
+
+class HostFull(FleetError):
+    """Starting this stopped machine would take its host past its ``FLEET_HOST_CAPACITY``, or
+    the host is below its ``FLEET_HOST_MIN_AVAILABLE_MB``. A machine's home stays on its host
+    (no provider moves one), so the start waits for room there: stop or archive another of the
+    host's machines, or rebuild this one (a new machine, placed on a host with room).
+    ``data``: ``hostId``, ``capacity``, ``running``, ``memoryLow``."""
+
+    code = 1048
     http_status = 409
 
 
@@ -357,6 +367,7 @@ ERRORS: dict[int, type[FleetError]] = {
         MachineStopped,
         RunningMachinesLimit,
         SnapshotLimit,
+        HostFull,
         PayloadTooLarge,
         RateLimited,
         StreamAborted,

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import msgspec
 
-from contracts.errors import Conflict, Forbidden, NotFound, RunningMachinesLimit
+from contracts.errors import Conflict, Forbidden, HostFull, NotFound, RunningMachinesLimit
 from contracts.gateway_types import InstanceId, InstanceRef, MachineRef
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 from contracts.models import Machine
@@ -45,8 +45,8 @@ MACHINES_START: MethodSpec[MachineRef, Machine] = MethodSpec(
     MachineRef,
     Machine,
     "Start a stopped machine again: the same machine, its home and background processes "
-    "(a running one: no change).",
-    (NotFound, Forbidden, Conflict, RunningMachinesLimit),
+    "(a running one: no change). Refused with HostFull while its host has no room.",
+    (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull),
 )
 INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
     "instances.setAutoStop",

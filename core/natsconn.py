@@ -33,6 +33,17 @@ class StreamUnavailable(Exception):
     """JetStream kept answering "unavailable" (503: no leader, an election) to every try."""
 
 
+#: What a stored publish tries again: no answer, nobody listening yet (an election), and the
+#: connection itself between two nodes (reconnecting, stale, its buffer full meanwhile).
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+)
+
+
 class _PubAck(msgspec.Struct):
     stream: str = ""
     seq: int = 0
@@ -101,8 +112,10 @@ async def publish_stored(
 
     A plain request rather than nats-py's JetStream context: a machine's daemon may publish
     its own events but holds no JetStream API permission, and both sides must retry alike.
-    ``budget_s`` bounds the whole (tries and waits), for a caller someone waits on: with the
-    server gone, 8 tries of 5 s and their backoff would take about a minute.
+    ``budget_s`` bounds the whole (tries and waits) instead of ``attempts``, for a caller
+    someone waits on: it rides out a node's loss (the reconnect to another node, a stream
+    leader's election) up to that deadline, where 8 tries of 5 s and their backoff would take
+    about a minute with the server gone.
     """
     headers = {"Nats-Msg-Id": msg_id}
     give_up_at = None if budget_s is None else time.monotonic() + budget_s
@@ -115,20 +128,29 @@ async def publish_stored(
             ack = msgspec.json.decode(reply.data, type=_PubAck)
             if ack.error is None:
                 return
-            if ack.error.get("code") != 503:
+            if ack.error.get("code") != 503 and not _still_storing(ack.error):
                 raise PublishRejected(f"{subject}: {ack.error.get('description', ack.error)}")
             failure: Exception = StreamUnavailable("JetStream temporarily unavailable")
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        except _TRANSIENT as exc:
             failure = exc
         except msgspec.DecodeError as exc:
             raise PublishRejected(f"{subject}: the stream's ack is not JSON: {exc}") from None
-        delay = backoff_s(tried, base=0.25, cap=5.0)
-        if (attempts and tried >= attempts) or (
-            give_up_at is not None and time.monotonic() + delay >= give_up_at
-        ):
-            raise failure
+        if give_up_at is None:
+            delay = backoff_s(tried, base=0.25, cap=5.0)
+            if attempts and tried >= attempts:
+                raise failure
+        else:  # a deadline, not a count: short waits, so the retry after an election is prompt
+            delay = backoff_s(tried, base=0.25, cap=1.0)
+            if time.monotonic() + delay >= give_up_at:
+                raise failure
         log.warning("nats.publish_retry", subject=subject, attempt=tried, error=repr(failure))
         await asyncio.sleep(delay)
+
+
+def _still_storing(error: dict[str, Any]) -> bool:
+    """The stream is still storing an earlier try with this Nats-Msg-Id (a leader without its
+    quorum yet): not a refusal; once it is stored, the next try is answered a duplicate."""
+    return "duplicate message id is in process" in str(error.get("description", ""))
 
 
 def _left(give_up_at: float, cap_s: float) -> float:

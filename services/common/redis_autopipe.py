@@ -23,6 +23,7 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 #: Commands per pipeline; a larger turn's queue is split, each part on its own connection.
 MAX_BATCH = 128
@@ -61,7 +62,7 @@ class AutoPipelineRedis(aioredis.Redis):
             try:
                 reply = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
             except asyncio.CancelledError:
-                fut.cancel()
+                _settle(fut, _cut())
                 raise
             except Exception as exc:  # noqa: BLE001 - task boundary: the caller gets it
                 _settle(fut, exc)
@@ -73,9 +74,9 @@ class AutoPipelineRedis(aioredis.Redis):
                 for args, options, _ in batch:
                     pipe.execute_command(*args, **options)
                 replies = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:  # the loop is closing: so are its callers
+        except asyncio.CancelledError:
             for *_, fut in batch:
-                fut.cancel()
+                _settle(fut, _cut())
             raise
         except Exception as exc:  # noqa: BLE001 - task boundary: each caller gets the failure it would have had alone
             for *_, fut in batch:
@@ -83,6 +84,13 @@ class AutoPipelineRedis(aioredis.Redis):
             return
         for (*_, fut), reply in zip(batch, replies, strict=True):
             _settle(fut, reply)
+
+
+def _cut() -> redis.exceptions.ConnectionError:
+    """What a caller gets when the task sending its command is cancelled under it: the callers
+    were not cancelled (a cancelled future would end each as if it had been, and a web handler
+    cancelled so drops its connection unanswered), their command's fate is unknown."""
+    return redis.exceptions.ConnectionError("the command's pipeline was cancelled")
 
 
 def _settle(fut: asyncio.Future[Any], reply: Any) -> None:

@@ -118,9 +118,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: https://{machine}-{port}.preview.example.com, a wildcard DNS name); with neither, one origin
     #: that every preview shares by path. Empty: http://{machine}-{port}.localhost:PREVIEW_PORT.
     preview_origin: str = ""
-    #: How long a gateway call waits for the event bus to store its event (retries included)
-    #: before answering 1501 Unavailable (NATS gone): well under a client's timeout.
-    gateway_publish_wait_s: float = 8.0
+    #: The deadline of a gateway call's publish: how long it retries storing its event (across
+    #: a reconnect to another NATS node and a stream leader's election, each try deduplicated
+    #: by its Nats-Msg-Id) before answering 1501 Unavailable: well under a client's timeout.
+    gateway_publish_wait_s: float = 20.0
     #: How long a machines.create idempotencyKey is remembered (a retry after it makes anew).
     idempotency_ttl_s: float = 24 * 3600.0
     #: How many snapshots (machines.snapshot) one instance may hold; kept until deleted.
@@ -195,6 +196,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host_heartbeat_s: float = 5.0
     #: A host with no heartbeat for this long is ``lost`` in hosts.list.
     host_lost_after_s: float = 30.0
+    #: Once a host has been lost this long, the prober rebuilds each of its lost machines (its
+    #: instance's current one) on a live host with room. 0: off (a user rebuilds them).
+    host_lost_rebuild_s: float = 0.0
     #: A create that no host with room takes for this long fails ("no host with capacity").
     placement_timeout_s: float = 120.0
     # boot

@@ -123,15 +123,20 @@ class HostRecords:
         """Every host that ever heartbeat, by id."""
         r = self._store.redis
         beats = cast(list[tuple[str, float]], await r.zrange(K_HOSTS, 0, -1, withscores=True))
-        out = []
-        for host_id, at in sorted(beats):
-            capacity, draining, low = await r.hmget(
-                k_host(host_id), [F_HOST_CAPACITY, F_HOST_DRAINING, F_HOST_MEMORY_LOW]
-            )
-            out.append(HostRecord(host_id=host_id, capacity=int(capacity or 0), last_beat=at,
-                                  occupancy=await self.occupancy(host_id),
-                                  draining=draining == "1", memory_low=low == "1"))  # fmt: skip
-        return out
+        return [await self._record(host_id, at) for host_id, at in sorted(beats)]
+
+    async def record(self, host_id: str) -> HostRecord | None:
+        """One host as of its last heartbeat; None: it never announced itself."""
+        at = await self._store.redis.zscore(K_HOSTS, host_id)
+        return None if at is None else await self._record(host_id, float(at))
+
+    async def _record(self, host_id: str, at: float) -> HostRecord:
+        capacity, draining, low = await self._store.redis.hmget(
+            k_host(host_id), [F_HOST_CAPACITY, F_HOST_DRAINING, F_HOST_MEMORY_LOW]
+        )
+        return HostRecord(host_id=host_id, capacity=int(capacity or 0), last_beat=at,
+                          occupancy=await self.occupancy(host_id),
+                          draining=draining == "1", memory_low=low == "1")  # fmt: skip
 
     async def fail_unplaced(self, machine_id: str, reason: str) -> bool:
         """``created`` -> ``failed`` with ``reason``, only if no provisioner took it yet."""

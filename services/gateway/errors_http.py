@@ -8,13 +8,18 @@ request before dispatch all answer the same error with the same status, body and
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from contracts.errors import ERROR_HEADER, FleetError, Unauthorized, Unavailable
-from services.common.failover import retry_after_s
+from services.common.failover import RETRY_AFTER_MS, retry_after_s
+
+log = structlog.get_logger(__name__)
 
 #: A header's value stays well under what HTTP clients accept in one field (aiohttp: 8 KiB).
 _MAX_HEADER = 2048
@@ -40,6 +45,37 @@ def error_answer(exc: FleetError, body: bytes) -> web.Response:
     if isinstance(exc, Unavailable):
         resp.headers["Retry-After"] = str(retry_after_s(exc))
     return resp
+
+
+@web.middleware
+async def always_answer(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Outermost: a request the gateway is not itself cancelling always gets an answer.
+
+    aiohttp drops the connection without a response (the client sees ``RemoteDisconnected``)
+    when a handler raises ``CancelledError``. A dependency can raise it into a handler that
+    nobody cancelled: a future its client library cancelled when its connection died under a
+    failover (a store reply, a bus request). Only a cancellation of this request's own task
+    (the server stopping) may end it without an answer; any other is a failed dependency and is
+    answered ``Unavailable``, like the failover errors it stands for.
+    """
+    try:
+        return await handler(request)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling() or _started(request):
+            raise
+        log.warning("gateway.dependency_cancelled", path=request.path, method=request.method)
+        return error_response(
+            Unavailable("service temporarily unavailable (a dependency failed), retry",
+                        retry_after_ms=RETRY_AFTER_MS)
+        )  # fmt: skip
+
+
+def _started(request: web.Request) -> bool:
+    """A stream (SSE, WebSocket) whose headers went out: nothing else can be sent on it."""
+    return request.writer.output_size > 0
 
 
 def error_header(exc: FleetError) -> str:

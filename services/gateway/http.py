@@ -45,7 +45,7 @@ from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.callers import CallerResolver
 from services.gateway.codemode import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
-from services.gateway.errors_http import error_answer, error_response
+from services.gateway.errors_http import always_answer, error_answer, error_response
 from services.gateway.events_hub import EventHub
 from services.gateway.exec_stream import stream_rpc
 from services.gateway.files_http import add_files_routes
@@ -193,7 +193,7 @@ def make_app(
 ) -> GatewayApps:
     """The console's app, and the preview listener's when ``ports`` is given."""
     max_body_bytes = settings.max_body_bytes
-    app = web.Application(middlewares=[origin_middleware, auth_middleware],
+    app = web.Application(middlewares=[always_answer, origin_middleware, auth_middleware],
                           client_max_size=max_body_bytes)  # fmt: skip
     app[CALLER] = resolve_caller
     public = dispatcher.only(PUBLIC_METHODS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.errors import Conflict, RunningMachinesLimit
+from contracts.errors import Conflict, HostFull, RunningMachinesLimit
 from contracts.gateway_stop import AutoStop, SetAutoStopParams
 from contracts.gateway_types import InstanceRef, MachineRef
 from contracts.models import Machine
@@ -40,6 +40,27 @@ async def check_running_limit(
         )
 
 
+async def check_host_room(store: Store, machine: Machine) -> None:
+    """Refuse a start that would take the machine's host past its capacity, or that comes while
+    the host is below its memory floor (as of its last heartbeat): a create is placed by a
+    host's pull only while it has room (docs/hosts.md), and a start must not go around that.
+    The machine's home is on that host: no provider can start it elsewhere."""
+    host = None if machine.host_id is None else await store.hosts.record(machine.host_id)
+    if host is None:
+        return
+    running = len(host.occupancy.running - {machine.id})
+    full = bool(host.capacity) and running >= host.capacity
+    if full or host.memory_low:
+        why = (f"runs {running} of its capacity of {host.capacity}" if full
+               else "is below its memory floor (FLEET_HOST_MIN_AVAILABLE_MB)")  # fmt: skip
+        raise HostFull(
+            f"machine {machine.id}'s host {host.host_id} {why}; its home stays there: stop "
+            "another of its machines, or rebuild this one (a new machine on a host with room)",
+            data={"hostId": host.host_id, "capacity": host.capacity or None, "running": running,
+                  "memoryLow": host.memory_low},
+        )  # fmt: skip
+
+
 class StopOps:
     def __init__(self, *, store: Store, bus: Bus, access: Access) -> None:
         self.store = store
@@ -69,6 +90,7 @@ class StopOps:
             return machine  # running, or on its way up after a create: nothing to do
         if machine.status in STOPPED_OR_STOPPING:
             await check_running_limit(self.store, machine.instance_id, machine.id)
+            await check_host_room(self.store, machine)
         await start_machine(self.store, self.bus, machine.id, "started by request")
         return await self.access.machine(c, p.machine_id)
 

@@ -3,7 +3,9 @@
 stopped too) is marked ``lost``, naming the host, and ``machine.lost`` says so. A machine that
 still beats stays ``ready``: it is reachable, whatever became of its host's provisioner. A lost
 machine's first beat after its host comes back makes it ``ready`` again (the heartbeat
-monitor's recovery); ``machines.rebuild`` puts its instance on a live host meanwhile."""
+monitor's recovery); ``machines.rebuild`` puts its instance on a live host meanwhile, and so
+does the prober itself once the host has been lost for ``FLEET_HOST_LOST_REBUILD_S``
+(``lost_rebuild.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 import structlog
 
 from contracts.events import MachineLost
+from contracts.gateway_hosts import HostInfo
 from contracts.ids import new_event_id
 from contracts.status import HostState, MachineStatus as S
 from services.common.bus import Bus
@@ -19,6 +22,7 @@ from services.common.hosts import host_info, lost_reason
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.ticker import Ticker
+from services.prober.lost_rebuild import LostRebuilder
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +39,8 @@ class HostLossMonitor(Ticker):
         self.store = store
         self.bus = bus
         self.lost_after_s = settings.host_lost_after_s
+        self.rebuild_after_s = settings.host_lost_rebuild_s
+        self.rebuilder = LostRebuilder(store=store, bus=bus, settings=settings)
 
     async def tick(self) -> int:
         return await self.sweep()
@@ -43,8 +49,9 @@ class HostLossMonitor(Ticker):
         """Mark the unresponsive machines of every lost host lost; returns how many moved."""
         now = datetime.now(UTC)
         marked: list[MachineLost] = []
-        for record in await self.store.hosts.all():
-            host = host_info(record, self.lost_after_s, now.timestamp())
+        records = await self.store.hosts.all()
+        hosts = [host_info(r, self.lost_after_s, now.timestamp()) for r in records]
+        for record, host in zip(records, hosts, strict=True):
             if host.state is not HostState.LOST:
                 continue
             reason = lost_reason(host, now)
@@ -57,4 +64,14 @@ class HostLossMonitor(Ticker):
                 marked.append(MachineLost(event_id=new_event_id(), machine_id=machine_id,
                                           host_id=host.host_id, reason=reason))  # fmt: skip
         await self.bus.publish_many(marked)
+        for record, host in zip(records, hosts, strict=True):
+            if self._rebuild_due(host, now):
+                await self.rebuilder.rebuild(host, sorted(record.occupancy.running), hosts)
         return len(marked)
+
+    def _rebuild_due(self, host: HostInfo, now: datetime) -> bool:
+        """The host has been lost for ``FLEET_HOST_LOST_REBUILD_S`` (when it is set)."""
+        if not self.rebuild_after_s or host.state is not HostState.LOST:
+            return False
+        silent = (now - host.last_heartbeat).total_seconds()
+        return silent >= self.lost_after_s + self.rebuild_after_s

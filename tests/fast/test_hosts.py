@@ -9,7 +9,7 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from contracts.errors import Forbidden, InvalidParams, NotFound
+from contracts.errors import Forbidden, HostFull, InvalidParams, NotFound
 from contracts.events import (
     MachineArchived,
     MachineCreated,
@@ -307,3 +307,78 @@ async def test_a_host_below_its_memory_floor_takes_no_machine(world: World) -> N
     failed = await world.machine(event.machine_id)
     assert failed.status is S.FAILED
     assert f"{HOST} active memory-low 0/2" in failed.status_reason
+
+
+@method("machines.start")
+async def test_a_start_past_its_hosts_capacity_or_memory_floor_is_refused(world: World) -> None:
+    async with HostHeartbeat(world.store, world.settings):
+        first = await world.ready_machine()
+        await world.rpc("machines.stop", {"machineId": first.id})
+        await world.bus.settle()
+        second = await world.ready_machine()
+        third = await world.ready_machine()  # the stopped one's place: the host is full
+        with pytest.raises(HostFull) as refused:
+            await world.rpc("machines.start", {"machineId": first.id})
+        assert refused.value.code == 1048
+        assert refused.value.data == {
+            "hostId": HOST, "capacity": 2, "running": 2, "memoryLow": False,
+        }  # fmt: skip
+        assert (await world.machine(first.id)).status is S.STOPPED
+        await world.rpc("machines.archive", {"machineId": third.id})
+        await world.bus.settle()
+        # Room again, but the host is below its memory floor at its last beat.
+        await world.store.hosts.beat(HOST, 2, time.time(), memory_low=True)
+        with pytest.raises(HostFull) as low:
+            await world.rpc("machines.start", {"machineId": first.id})
+        assert low.value.data is not None
+        assert low.value.data["memoryLow"] is True
+        await world.store.hosts.beat(HOST, 2, time.time())
+        started = await world.rpc("machines.start", {"machineId": first.id})
+        assert started["status"] == "booting"
+        assert second.host_id == HOST
+
+
+async def _lose(world: World, machine_id: str, silent_s: float) -> HostLossMonitor:
+    """``machine_id``'s own beats stop, then its host's for ``silent_s``."""
+    monitor = HeartbeatMonitor(store=world.store, bus=world.bus, settings=world.settings)
+    await world.store.heartbeats.record({machine_id: time.time() - monitor.window_s - 1})
+    await monitor.sweep()
+    await world.store.hosts.beat(HOST, 2, time.time() - silent_s)
+    return HostLossMonitor(store=world.store, bus=world.bus, settings=world.settings)
+
+
+async def test_a_host_lost_for_the_rebuild_time_has_its_machines_rebuilt_once(
+    world: World,
+) -> None:
+    world.settings = msgspec.structs.replace(world.settings, host_lost_rebuild_s=20.0)
+    machine = await world.ready_machine()
+    await world.store.hosts.beat("host-b", 2, time.time())  # live, with room
+    lost = await _lose(world, machine.id, 31 + 10)  # lost, not yet for 20 s
+    assert await lost.sweep() == 1
+    assert (await world.store.get_instance(machine.instance_id)).current_machine_id == machine.id
+    await world.store.hosts.beat(HOST, 2, time.time() - 31 - 20)
+    for _ in range(2):  # a second sweep (or prober replica) makes nothing more
+        await lost.sweep()
+    await world.bus.settle()
+    current = (await world.store.get_instance(machine.instance_id)).current_machine_id
+    assert current is not None
+    assert current != machine.id
+    old = await world.machine(machine.id)  # archived: this world's provisioner is its host's
+    assert (old.status, old.status_reason) == (S.ARCHIVED, f"its host {HOST} is lost: rebuilt "
+                                                           "on a live host")  # fmt: skip
+    assert [e.machine_id for e in world.bus.events if isinstance(e, MachineCreated)][-1] == current
+    assert len([e for e in world.bus.events if isinstance(e, MachineArchived)]) == 1
+    assert len(await world.store.list_machines(machine.instance_id)) == 2
+
+
+async def test_no_rebuild_while_no_live_host_has_room_or_when_off(world: World) -> None:
+    machine = await world.ready_machine()
+    lost = await _lose(world, machine.id, 31 + 3600)
+    assert await lost.sweep() == 1  # off by default: lost, and kept
+    world.settings = msgspec.structs.replace(world.settings, host_lost_rebuild_s=20.0)
+    lost = HostLossMonitor(store=world.store, bus=world.bus, settings=world.settings)
+    await world.store.hosts.beat("host-b", 0, time.time())
+    await world.store.hosts.set_draining("host-b", True)  # the only live host takes nothing
+    await lost.sweep()
+    assert (await world.store.get_instance(machine.instance_id)).current_machine_id == machine.id
+    assert (await world.machine(machine.id)).status is S.LOST

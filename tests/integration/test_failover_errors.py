@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 from typing import Any
 
 import aiohttp
@@ -103,3 +105,33 @@ async def test_the_client_gives_up_after_its_tries(
             await client.list_instances()
         assert client.unavailable_retries == 1
     restart(redis_server)
+
+
+def _sending_to_store() -> list[asyncio.Task[Any]]:
+    """The in-process stack's tasks that carry queued store commands to valkey."""
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "") == "AutoPipelineRedis._send"
+    ]
+
+
+@pytest.mark.timeout(60)
+async def test_a_store_command_cancelled_under_a_call_is_still_answered(
+    stack: FleetClient, settings: Settings, redis_server: ValkeyServer
+) -> None:
+    """The task sending a call's store command is cancelled (a client library's connection
+    dying under it): the call is answered 1501, never a connection closed without an answer
+    (aiohttp drops it when a handler raises CancelledError: ``RemoteDisconnected``)."""
+    await stack.create_instance("warm")
+    assert redis_server.proc is not None
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)  # the command stays in flight
+    try:
+        answer = asyncio.create_task(post(settings, LIST))
+        await wait_until(lambda: bool(_sending_to_store()), timeout=20)
+        for task in _sending_to_store():
+            task.cancel()
+        status, _, body = await asyncio.wait_for(answer, 30)
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert (status, body["error"]["code"]) == (503, Unavailable.code), body

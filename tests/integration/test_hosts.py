@@ -5,6 +5,8 @@ they have room. Real NATS, valkey and swarm daemons; every service in this proce
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -243,22 +245,11 @@ async def test_a_host_gone_is_lost_and_back_it_ends_what_was_archived_meanwhile(
     leave them): hosts.list shows it lost, the placement watchdog names it. An archive of one
     of its machines meanwhile ends its daemon; host-3, back, handles the archive it missed and
     resumes its other machines, not that one."""
-    from services.gateway.__main__ import build as gateway
-    from services.prober.__main__ import build as prober
     from services.provisioner.__main__ import build as provisioner
-    from services.setup_pusher.__main__ import build as setup_pusher
 
-    first, third = hosts_settings[0], hosts_settings[2]
+    third = hosts_settings[2]
     async with AsyncExitStack() as es:
-        for s in hosts_settings[:2]:
-            await provisioner(s, es)
-        host3 = await es.enter_async_context(AsyncExitStack())
-        await provisioner(third, host3)
-        for build in (setup_pusher, prober, gateway):
-            await build(first, es)
-        stack = FleetClient(f"http://127.0.0.1:{first.port}", ADMIN_TOKEN, timeout_s=30)
-        es.push_async_callback(stack.close)
-
+        stack, host3 = await _host3_apart(es, hosts_settings)
         ids = await create(stack, len(HOSTS) * CAPACITY)
         on3 = [m for m in ids if (await stack.get_machine(m)).host_id == "host-3"]
         await host3.aclose()
@@ -294,3 +285,102 @@ async def test_a_host_gone_is_lost_and_back_it_ends_what_was_archived_meanwhile(
         assert (await stack.get_machine(gone)).status is MachineStatus.ARCHIVED
         states = {h.host_id: h.state.value for h in await stack.list_hosts()}
         assert states == dict.fromkeys(HOSTS, "active")
+
+
+REBUILD_S = 3.0
+
+
+async def test_a_lost_hosts_machines_are_rebuilt_elsewhere_and_its_return_leaves_them(
+    hosts_settings: list[Settings], no_swarm_left: None, bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """host-3 and its machines are SIGKILLed; with FLEET_HOST_LOST_REBUILD_S set, its machines
+    are rebuilt on the live hosts within that time plus 10 s of the host being lost, and host-3,
+    back, runs none of the machines that were rebuilt elsewhere."""
+    from services.provisioner.__main__ import build as provisioner
+
+    monkeypatch.setenv("FLEET_HEARTBEAT_S", "0.5")  # the daemons' beats, as the prober expects
+    quick = {"heartbeat_s": 0.5, "host_lost_rebuild_s": REBUILD_S}
+    hosts = [msgspec.structs.replace(s, **quick) for s in hosts_settings]
+    third = hosts[2]
+    async with AsyncExitStack() as es:
+        stack, host3 = await _host3_apart(es, hosts)
+        for host in ("host-1", "host-2"):  # so that both land on host-3
+            await stack.drain_host(host)
+        ids = await create(stack, 2)
+        assert await placed(stack, ids) == Counter({"host-3": 2})
+        for host in ("host-1", "host-2"):
+            await stack.drain_host(host, draining=False)
+        instances = [(await stack.get_machine(m)).instance_id for m in ids]
+
+        await host3.aclose()
+        _kill_swarm(third)
+
+        async def lost() -> bool:
+            return {h.host_id: h.state.value for h in await stack.list_hosts()}["host-3"] == "lost"
+
+        await wait_until(lost, timeout=15, every=0.2)
+        async with asyncio.timeout(REBUILD_S + 10):
+            new = [await _replaced(stack, i, old) for i, old in zip(instances, ids, strict=True)]
+        assert (await placed(stack, new)).keys() <= {"host-1", "host-2"}
+        for old in ids:  # archiving until host-3, which has its files, removes them
+            got = await stack.get_machine(old)
+            assert (got.status, got.status_reason) == (
+                MachineStatus.ARCHIVING, "its host host-3 is lost: rebuilt on a live host"
+            )  # fmt: skip
+
+        await provisioner(third, await es.enter_async_context(AsyncExitStack()))
+        archive3 = durable_name(Durable.PROVISIONER_ARCHIVE, "host-3")
+
+        async def caught_up() -> bool:
+            info = await bus.js.consumer_info(subjects.STREAM_NAME, archive3)
+            return (info.num_pending, info.num_ack_pending) == (0, 0)
+
+        await wait_until(caught_up, timeout=30, every=0.2)
+        assert await swarm_machines(third) == set()  # back, it restarts none of them
+        for old in ids:
+            await stack.wait_for(old, [MachineStatus.ARCHIVED], 30)
+        assert [(await stack.get_machine(m)).status for m in new] == [MachineStatus.READY] * 2
+
+
+async def _host3_apart(
+    es: AsyncExitStack, hosts: list[Settings]
+) -> tuple[FleetClient, AsyncExitStack]:
+    """The stack with host-3's provisioner in a stack of its own (to stop it alone); the
+    other services run once, with host-1's settings. A client to its gateway."""
+    from services.gateway.__main__ import build as gateway
+    from services.prober.__main__ import build as prober
+    from services.provisioner.__main__ import build as provisioner
+    from services.setup_pusher.__main__ import build as setup_pusher
+
+    for s in hosts[:2]:
+        await provisioner(s, es)
+    host3 = await es.enter_async_context(AsyncExitStack())
+    await provisioner(hosts[2], host3)
+    for build in (setup_pusher, prober, gateway):
+        await build(hosts[0], es)
+    stack = FleetClient(f"http://127.0.0.1:{hosts[0].port}", ADMIN_TOKEN, timeout_s=30)
+    es.push_async_callback(stack.close)
+    return stack, host3
+
+
+def _kill_swarm(settings: Settings) -> None:
+    """SIGKILL one host's swarm processes (its machines die with them, unannounced)."""
+    hosts = swarm_root(settings.data_path) / "hosts"
+    for d in hosts.iterdir():
+        pid = running_host_pid(d)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+
+async def _replaced(stack: FleetClient, instance_id: str, old: str) -> str:
+    """The instance's machine that replaced ``old``, once it is ready."""
+    found: list[str] = []
+
+    async def made() -> bool:
+        found[:] = [m.id for m in await stack.list_machines(instance_id) if m.id != old]
+        return bool(found)
+
+    await wait_until(made, timeout=REBUILD_S + 10, every=0.2)
+    done = await stack.wait_for(found[0], {"ready", "failed"}, timeout_s=30)
+    assert done.status is MachineStatus.READY, done.status_reason
+    return done.id
