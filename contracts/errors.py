@@ -126,6 +126,7 @@ class SnapshotLimit(FleetError):
     first; ``data.limit`` says how many."""
 
     code = 1060
+    http_status = 409
 
 
 class HostFull(FleetError):
