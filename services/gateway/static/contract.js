@@ -100,6 +100,10 @@ export const ERRORS = Object.freeze({
   TOOL_ERROR: 1700,
   PORT_UNREACHABLE: 1055,
   BAD_UPSTREAM: 1056,
+  ENVIRONMENT_REFUSED: 1620,
+  ENVIRONMENT_INVALID: 1621,
+  BUILD_FAILED: 1622,
+  FEATURE_UNAVAILABLE: 1623,
 });
 
 /** The HTTP status of each error kind (FleetError.http_status). */
@@ -139,6 +143,10 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   TOOL_ERROR: 500,
   PORT_UNREACHABLE: 502,
   BAD_UPSTREAM: 502,
+  ENVIRONMENT_REFUSED: 422,
+  ENVIRONMENT_INVALID: 422,
+  BUILD_FAILED: 422,
+  FEATURE_UNAVAILABLE: 502,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */
