@@ -1,0 +1,98 @@
+"""Images for environment tests, made with no registry: a static busybox (Debian's
+busybox-static, which ./run test installs) in a root file system of its own, ``docker
+import``-ed under a tag named by its content (made once per engine, never removed)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import aiodocker
+from aiohttp import ClientWebSocketResponse
+
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "ls", "cat", "echo", "id", "env", "mkdir", "rm", "test", "httpd", "sleep", "nc")
+
+
+def busybox_rootfs() -> bytes:
+    """A root file system with nothing but a static busybox: no libc, no Python, no
+    /etc/passwd; /opt is everyone's to write in (a local machine runs as a uid of its own)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, mode in (("bin", 0o755), ("etc", 0o755), ("opt", 0o1777), ("tmp", 0o1777)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+        data = BUSYBOX.read_bytes()
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode, info.mtime = len(data), 0o755, 0
+        tar.addfile(info, io.BytesIO(data))
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return out.getvalue()
+
+
+async def busybox_image(docker: aiodocker.Docker) -> str:
+    """The busybox image's tag, imported when this engine lacks it."""
+    body = busybox_rootfs()
+    tag = f"fleet-test-busybox:{hashlib.sha256(body).hexdigest()[:12]}"
+    try:
+        await docker.images.inspect(tag)
+        return tag
+    except aiodocker.DockerError as exc:
+        if exc.status != 404:
+            raise
+    repo, _, version = tag.partition(":")
+    params = {"fromSrc": "-", "repo": repo, "tag": version}
+    async with docker._query("images/create", "POST", params=params, data=io.BytesIO(body),
+                             headers={"Content-Type": "application/x-tar"}) as resp:  # fmt: skip
+        answer = await resp.text()
+    assert '"error"' not in answer, answer
+    return tag
+
+
+async def ready(stack: FleetClient, instance_id: str, provider: str) -> str:
+    """A new machine of the instance, ready."""
+    m = await stack.create_machine(instance_id, provider)  # type: ignore[arg-type]
+    done = await stack.wait_for(m.id, ("ready", "failed"), timeout_s=120)
+    assert done.status is MachineStatus.READY, done.status_reason
+    return m.id
+
+
+async def out(stack: FleetClient, mid: str, *argv: str) -> str:
+    """What ``argv`` printed; it must succeed."""
+    r = await stack.exec(mid, list(argv), timeout_s=30)
+    assert r.exit_code == 0, (argv, r.stderr)
+    return r.stdout
+
+
+async def read_until(ws: ClientWebSocketResponse, marker: bytes) -> bytes:
+    """The WebSocket's bytes until ``marker`` came (or it closed)."""
+    seen = b""
+    async for msg in ws:
+        seen += msg.data if isinstance(msg.data, bytes) else b""
+        if marker in seen:
+            break
+    await ws.close()
+    return seen
+
+
+async def stop_start_keeps_what_it_wrote(stack: FleetClient, mid: str, provider: str) -> None:
+    """A file written outside the home is there after a stop and start, and not in the
+    instance's next machine (after archive)."""
+    await out(stack, mid, "sh", "-c", "echo kept > /opt/tool")
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=60)
+    await stack.start_machine(mid)
+    assert (await stack.wait_for(mid, ("ready", "failed"), timeout_s=120)).status.value == "ready"
+    assert await out(stack, mid, "cat", "/opt/tool") == "kept\n"
+    instance_id = (await stack.archive_machine(mid)).instance_id
+    again = await ready(stack, instance_id, provider)
+    assert (await stack.exec(again, ["test", "-e", "/opt/tool"])).exit_code == 1
