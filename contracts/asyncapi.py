@@ -52,6 +52,7 @@ PUBLISHERS: dict[EventKind, str] = {
     "has exited (its status is then stopped)",
     EventKind.STARTED: "the gateway (machines.start), for a stopped machine",
     EventKind.LOST: "the prober, for each running machine of a host that stopped heartbeating",
+    EventKind.LIFECYCLE_RAN: "the setup_pusher, after each devcontainer lifecycle command",
 }
 CONFIG_PUBLISHERS: dict[ConfigKind, str] = {
     ConfigKind.ENV_CHANGED: "the gateway (env.set, env.unset)",
@@ -84,6 +85,7 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.PROCESSES_ENDED: events.MachineProcessesEnded,
     EventKind.STARTED: events.MachineStarted,
     EventKind.LOST: events.MachineLost,
+    EventKind.LIFECYCLE_RAN: events.LifecycleRan,
 }
 
 

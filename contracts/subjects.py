@@ -34,6 +34,8 @@ class EventKind(StrEnum):
     STARTED = "started"
     #: The machine's host is lost: the prober marks its machines lost.
     LOST = "lost"
+    #: A devcontainer lifecycle command ran in the machine (its stage, exit code and output).
+    LIFECYCLE_RAN = "lifecycle-ran"
 
 
 class ConfigKind(StrEnum):

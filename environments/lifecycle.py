@@ -24,6 +24,8 @@ import shlex
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from core.dotenv import merge_env
 from environments.devcontainer import Command, Devcontainer, expand_container_env
@@ -38,6 +40,7 @@ TAIL_LINES = 20
 COMMAND_TIMEOUT_S = 3600.0
 Run = Callable[[ExecCommandParams], Awaitable[ExecCommandResult]]
 Say = Callable[[str], None]
+Ran = Callable[["Step", ExecCommandResult], Awaitable[None]]
 
 
 class LifecycleFailed(Exception):
@@ -103,17 +106,44 @@ def plan(
     return out
 
 
+def tail(result: ExecCommandResult, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` of a command's output (stdout, then stderr)."""
+    return "\n".join((result.stdout + result.stderr).rstrip("\n").splitlines()[-lines:])
+
+
 def failure(step: Step, result: ExecCommandResult) -> str:
     """The machine's reason for a failed step: the command, its exit code, its last lines."""
-    lines = (result.stdout + result.stderr).rstrip("\n").splitlines()[-TAIL_LINES:]
     how = "timed out" if result.timed_out else f"exited {result.exit_code}"
-    tail = "\n".join(lines)
-    return f"{step.stage} `{step.describe()}` {how}" + (f":\n{tail}" if tail else "")
+    last = tail(result)
+    return f"{step.stage} `{step.describe()}` {how}" + (f":\n{last}" if last else "")
 
 
 def container_env(image_env: Mapping[str, str], dev: Devcontainer) -> dict[str, str]:
     """The container's environment: the image's, then the file's containerEnv."""
     return {**image_env, **dev.container_env}
+
+
+class MachineLifecycle(msgspec.Struct, kw_only=True, frozen=True):
+    """What a machine's lifecycle commands need, recorded when its environment is built
+    (environments/record.py)."""
+
+    devcontainer: Devcontainer
+    #: The features' lifecycle commands (``BuiltEnvironment.feature_lifecycle``).
+    feature_lifecycle: list[dict[str, Command]] = []
+    #: The image's own ``ENV`` (``docker image inspect``'s ``Config.Env``, as a mapping).
+    image_env: dict[str, str] = {}
+    #: Where the commands run, relative to the home: the repo's checkout (the spec's
+    #: workspace folder); None: the home.
+    cwd: str | None = None
+
+
+def project_env(platform: Mapping[str, str], dev: Devcontainer,
+                image_env: Mapping[str, str]) -> dict[str, str]:  # fmt: skip
+    """Platform variables under the file's containerEnv and remoteEnv: the scope the setup
+    pusher's .env builder takes as its platform one (instance variables go over it)."""
+    inside = container_env(image_env, dev)
+    remote = {k: expand_container_env(v, inside) for k, v in dev.remote_env.items()}
+    return {**platform, **dev.container_env, **remote}
 
 
 def machine_env(
@@ -125,11 +155,7 @@ def machine_env(
 ) -> dict[str, str]:
     """Every variable of the machine's commands and ``.env``, by the module's precedence
     (``base``: the platform's proxy and CA lines, lowest)."""
-    if dev is None:
-        return merge_env(platform, instance, {**image_env, **(base or {})})
-    inside = container_env(image_env, dev)
-    remote = {k: expand_container_env(v, inside) for k, v in dev.remote_env.items()}
-    project = {**platform, **dev.container_env, **remote}
+    project = dict(platform) if dev is None else project_env(platform, dev, image_env)
     return merge_env(project, instance, {**image_env, **(base or {})})
 
 
@@ -141,15 +167,19 @@ async def run_stages(
     cwd: str | None,
     say: Say,
     done: Callable[[str], Awaitable[None]] | None = None,
+    ran: Ran | None = None,
 ) -> None:
     """Run ``todo`` (``plan``'s) through ``run`` (the machine's ``tool.execCommand``), each
-    line of output said with its stage; ``done(stage)`` after each stage that succeeded.
-    Raises LifecycleFailed at the first failing command."""
+    line of output said with its stage, ``ran(step, result)`` after each command and
+    ``done(stage)`` after each stage that succeeded. Raises LifecycleFailed at the first
+    failing command."""
     inside = dict(env)
     for stage, stage_groups in todo:
         for group in stage_groups:
             results = await asyncio.gather(*(_one(run, s, inside, cwd, say) for s in group))
             for step, result in zip(group, results, strict=True):
+                if ran is not None:
+                    await ran(step, result)
                 if result.exit_code != 0 or result.timed_out:
                     raise LifecycleFailed(stage, failure(step, result))
         if done is not None:

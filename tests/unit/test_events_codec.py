@@ -15,6 +15,7 @@ from contracts.events import (
     EnvChanged,
     EnvPushed,
     Event,
+    LifecycleRan,
     MachineArchived,
     MachineCreated,
     MachineFailed,
@@ -110,6 +111,15 @@ SAMPLES: list[Event] = [
         host_id="host-3",
         reason="its host host-3 is lost: no heartbeat from it for 31s",
     ),
+    LifecycleRan(
+        event_id="e14",
+        machine_id=MID,
+        occurred_at=AT,
+        stage="postCreateCommand",
+        command="npm ci",
+        exit_code=1,
+        output="npm ERR! missing script",
+    ),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -128,6 +138,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineFilesRemoved: {"reason"},
     MachineStarted: {"reason"},
     MachineLost: {"hostId", "reason"},
+    LifecycleRan: {"stage", "command", "exitCode", "timedOut", "output"},
 }
 
 

@@ -216,6 +216,7 @@ export const EVENT_TYPES = Object.freeze({
   PROCESSES_ENDED: "processes-ended",
   STARTED: "started",
   LOST: "lost",
+  LIFECYCLE_RAN: "lifecycle-ran",
 });
 
 /** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */
