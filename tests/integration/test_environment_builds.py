@@ -19,6 +19,7 @@ import pytest
 from contracts.errors import BuildFailed, FeatureUnavailable
 from contracts.models import Repo
 from environments import build as b, cache
+from environments.machine import build_for_machine
 from environments.sources import checkout
 from tests.environments import busybox_image
 
@@ -163,13 +164,39 @@ async def test_unreachable_oci_feature_is_refused_fast(
     assert f"registry 127.0.0.1:{port}" in err.value.message
 
 
+async def _run(*argv: str) -> None:
+    proc = await asyncio.create_subprocess_exec(*argv)
+    assert await proc.wait() == 0
+
+
+async def test_a_machine_environment_from_a_repo(
+    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path
+) -> None:
+    base = await busybox_image(docker)
+    origin = tmp_path / "origin"
+    await _run("git", "init", "-q", "-b", "main", str(origin))
+    (origin / ".devcontainer.json").write_text(
+        f'{{"image": "{base}", // found by auto-detection\n'
+        '"containerEnv": {"APP": "${containerWorkspaceFolder}"},\n'
+        '"postStartCommand": "echo up",}'
+    )
+    await _run("git", "-C", str(origin), "add", ".")
+    await _run("git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@t",
+               "commit", "-q", "-m", "env")  # fmt: skip
+    repo = Repo(url=str(origin), branch="main", path="src/app")
+    got = await build_for_machine(docker, store, repo, None, checkouts=tmp_path / "co",
+                                  home="/home/fleet", say=lambda _: None)  # fmt: skip
+    assert got.built.image == (await docker.images.inspect(base))["Id"]  # used as it is
+    assert got.lifecycle is not None
+    assert got.lifecycle.devcontainer.container_env == {"APP": "/home/fleet/src/app"}
+    assert got.lifecycle.cwd == "src/app"
+    assert got.lifecycle.image_env == {}  # an imported root has no ENV
+
+
 async def test_checkout_is_shallow_and_follows_the_branch(tmp_path: Path) -> None:
     origin = tmp_path / "origin"
     git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@t"]
-
-    async def run(*argv: str) -> None:
-        proc = await asyncio.create_subprocess_exec(*argv)
-        assert await proc.wait() == 0
+    run = _run
 
     await run("git", "init", "-q", "-b", "main", str(origin))
     for n in (1, 2):
