@@ -10,6 +10,7 @@ import pytest
 
 from contracts.errors import EnvironmentInvalid, EnvironmentRefused
 from environments import devcontainer as dc
+from environments.features import env_file, local_feature
 from environments.sources import find_devcontainer, read
 
 WS = "/home/fleet/src/app"
@@ -144,3 +145,35 @@ def test_found_in_the_specs_places_in_order(tmp_path: Path) -> None:
     assert find_devcontainer(tmp_path) == ".devcontainer.json"
     (tmp_path / ".devcontainer" / "devcontainer.json").write_text("{}")
     assert find_devcontainer(tmp_path) == ".devcontainer/devcontainer.json"
+
+
+def test_a_local_features_metadata_is_held_to_the_same_rules(tmp_path: Path) -> None:
+    feature = tmp_path / ".devcontainer" / "evil"
+    feature.mkdir(parents=True)
+    (feature / "install.sh").write_text("#!/bin/sh\n")
+    (feature / "devcontainer-feature.json").write_text(
+        '{"id": "evil", "privileged": true, "mounts": ["source=/,target=/host,type=bind"],'
+        ' "entrypoint": "/evil.sh"}'
+    )
+    with pytest.raises(EnvironmentRefused) as err:
+        local_feature(tmp_path, ".devcontainer/devcontainer.json", "./evil", {})
+    assert err.value.data == {"properties": ["privileged", "mounts", "entrypoint"]}
+    assert "feature ./evil" in err.value.message
+
+
+def test_feature_options_become_variables_quoted_for_the_shell(tmp_path: Path) -> None:
+    feature = tmp_path / "f"
+    feature.mkdir()
+    (feature / "install.sh").write_text("#!/bin/sh\n")
+    (feature / "devcontainer-feature.json").write_text(
+        '{"id": "f", "options": {"node-version": {"default": "22"}, "pnpm": {"default": false}}}'
+    )
+    got = local_feature(tmp_path, "devcontainer.json", "./f", {"extra": "a'b; rm -rf /"})
+    assert got.options == {"NODE_VERSION": "22", "PNPM": "false", "EXTRA": "a'b; rm -rf /"}
+    assert env_file(got, "dev", "root").decode().splitlines() == [
+        "export NODE_VERSION=22",
+        "export PNPM=false",
+        "export EXTRA='a'\"'\"'b; rm -rf /'",
+        "export _REMOTE_USER=dev",
+        "export _CONTAINER_USER=root",
+    ]
