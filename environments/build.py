@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import aiohttp
 import structlog
 
 from contracts.errors import BuildFailed, EnvironmentInvalid
+from core import hostile_fs
 from environments import cache, devcontainer as dc, features as ft
 from environments.sources import find_devcontainer, hash_tree, read, walk
 
@@ -141,10 +143,18 @@ async def _plan(source: EnvironmentSource, checkout: Path, workspace: str, tmp: 
 
 
 def _context_dir(checkout: Path, rel: str) -> str:
+    """``rel``, a folder of the checkout reached through no link at any component."""
     rel = dc.in_repo(rel, "context")
-    full = checkout / rel
-    if full.is_symlink() or not full.is_dir():
-        raise EnvironmentInvalid(f"build context {rel!r} is not a folder of the repo")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    top = hostile_fs.open_top(checkout)
+    try:
+        os.close(hostile_fs.open_dir_at(top, parts))
+    except OSError:
+        raise EnvironmentInvalid(
+            f"build context {rel!r} is not a folder of the repo (links are never followed)"
+        ) from None
+    finally:
+        os.close(top)
     return rel
 
 

@@ -177,3 +177,16 @@ def test_feature_options_become_variables_quoted_for_the_shell(tmp_path: Path) -
         "export _REMOTE_USER=dev",
         "export _CONTAINER_USER=root",
     ]
+
+
+def test_a_build_context_through_a_link_is_refused(tmp_path: Path) -> None:
+    from environments.build import _context_dir
+
+    (tmp_path / "real" / "ctx").mkdir(parents=True)
+    os.symlink("/etc", tmp_path / "linked")
+    os.symlink(tmp_path / "real", tmp_path / "via")
+    assert _context_dir(tmp_path, "real/ctx") == "real/ctx"
+    assert _context_dir(tmp_path, ".") == "."
+    for rel in ("linked", "via/ctx", "missing"):
+        with pytest.raises(EnvironmentInvalid, match="never followed"):
+            _context_dir(tmp_path, rel)
