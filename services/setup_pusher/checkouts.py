@@ -20,6 +20,7 @@ from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
 from environments import record
+from environments.hook import run_lifecycle, with_project_env
 from environments.lifecycle import ON_UPDATE, LifecycleFailed
 from services.common.consumer import Permanent
 from services.common.crypto import SecretBox
@@ -27,7 +28,6 @@ from services.common.daemon_client import MachineClient
 from services.common.failures import fail_machine
 from services.common.machine_config import REFRESHABLE, fan_out, load_instance_config
 from services.common.subscriptions import subscriber
-from services.setup_pusher.lifecycle_hook import run_lifecycle, with_project_env
 from services.setup_pusher.live_env import LiveEnv
 
 log = structlog.get_logger(__name__)

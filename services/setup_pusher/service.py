@@ -16,6 +16,7 @@ from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from environments import record
+from environments.hook import run_lifecycle, with_project_env
 from environments.lifecycle import ON_CREATE, ON_START, LifecycleFailed
 from services.common.consumer import Permanent, Retry
 from services.common.daemon_client import MachineClient
@@ -24,7 +25,6 @@ from services.common.settings import Settings
 from services.common.store_keys import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
 from services.common.subscriptions import subscriber
 from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts
-from services.setup_pusher.lifecycle_hook import run_lifecycle, with_project_env
 from services.setup_pusher.sshd import start_sshd
 
 __all__ = ["ASKPASS_PATH", "ASKPASS_SCRIPT", "SetupPusher"]

@@ -1,5 +1,5 @@
 """The setup pusher runs a devcontainer machine's lifecycle commands after setup
-(services/setup_pusher/lifecycle_hook.py): once-per-machine ones once, postStartCommand at every
+(environments/hook.py): once-per-machine ones once, postStartCommand at every
 setup, each as an event; a failing one fails the machine at its stage; the file's variables in
 the .env under the instance's."""
 
@@ -11,8 +11,8 @@ from contracts.events import LifecycleRan, MachineFailed, SetupPushed
 from contracts.models import Repo
 from contracts.status import MachineStatus as S
 from environments import devcontainer as dc, lifecycle as lc, record
+from environments.hook import run_lifecycle
 from services.common.machine_config import instance_config
-from services.setup_pusher.lifecycle_hook import run_lifecycle
 from tests.fast.conftest import World
 from tests.fast.test_setup_pusher import URL, booting, report
 

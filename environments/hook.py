@@ -1,7 +1,8 @@
-"""A devcontainer machine's lifecycle commands, run by the setup pusher (environments/
-lifecycle.py): after setup, the once-per-machine ones not yet done and ``postStartCommand`` (a
-setup follows every start); ``updateContentCommand`` after a reconcile brought new content.
-Inert for a machine with no lifecycle record: nothing runs, nothing is read beyond one key.
+"""A devcontainer machine's lifecycle commands as the platform's services run them
+(environments/lifecycle.py): the setup pusher after setup (the once-per-machine ones not yet
+done, and ``postStartCommand``: a setup follows every start) and after a reconcile brought new
+content (``updateContentCommand``); whoever opens a terminal session, ``ON_ATTACH``. Inert for
+a machine with no lifecycle record: nothing runs, nothing is read beyond one key.
 Each command's end is a ``machine.lifecycle-ran`` event; a failing one raises LifecycleFailed,
 and the machine fails at the stage it names."""
 
