@@ -12,13 +12,16 @@ import msgspec
 import structlog
 
 from contracts.daemon_rpc import ExecCommandResult
+from contracts.errors import ToolError
 from contracts.events import LIFECYCLE_OUTPUT_MAX, LifecycleRan
-from contracts.ids import derived_event_id
+from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from environments import lifecycle as lc, record
 from services.common.bus import Bus
-from services.common.daemon_client import MachineClient
-from services.common.machine_config import InstanceConfig
+from services.common.daemon_client import DaemonClient, MachineClient
+from services.common.failures import fail_machine
+from services.common.machine_config import InstanceConfig, load_instance_config
+from services.common.settings import Settings
 from services.common.store import Store
 
 log = structlog.get_logger(__name__)
@@ -67,3 +70,23 @@ async def run_lifecycle(store: Store, bus: Bus, machine: Machine, mc: MachineCli
 
     env = lc.machine_env(cfg.platform_env, cfg.instance_env, None, life.image_env)
     await lc.run_stages(mc.exec, todo, env=env, cwd=life.cwd, say=say, done=mark, ran=ran)
+
+
+async def on_attach(store: Store, bus: Bus, settings: Settings, daemons: DaemonClient,
+                    machine_id: str) -> None:  # fmt: skip
+    """A terminal session opened on the machine: its postAttachCommand (the features', then the
+    file's). A failing one fails the machine at stage ``postAttachCommand`` and raises
+    ToolError with the reason."""
+    life = await record.load(store, machine_id)
+    if life is None or not lc.plan(lc.ON_ATTACH, life.devcontainer, life.feature_lifecycle):
+        return
+    machine = await store.get_machine(machine_id)
+    cfg = with_project_env(await load_instance_config(store, settings, machine.instance_id), life)
+    cause = new_event_id()
+    try:
+        await run_lifecycle(store, bus, machine, daemons.machine(machine_id), cfg, lc.ON_ATTACH,
+                            cause_event_id=cause)  # fmt: skip
+    except lc.LifecycleFailed as exc:
+        await fail_machine(store, bus, machine_id, stage=exc.stage, reason=exc.reason,
+                           cause_event_id=cause)  # fmt: skip
+        raise ToolError(exc.reason) from None

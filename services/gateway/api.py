@@ -52,6 +52,7 @@ from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
 from core.version import package_version
+from environments.hook import on_attach
 from providers.code_status import CodeVersions
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
@@ -124,7 +125,10 @@ class GatewayApi:
             slots=ByteStreamSlots(self.settings.streams_per_token), access=self.access,
             daemons=daemons, nc=lambda: bus.nc,
         )  # fmt: skip
-        self.sessions = SessionOps(call=self.ops._call, opener=self.byte_streams)
+        self.sessions = SessionOps(
+            call=self.ops._call, opener=self.byte_streams,
+            attached=lambda mid: on_attach(store, bus, self.settings, daemons, mid),
+        )  # fmt: skip
         self.ports = PortOps(access=self.access, daemons=daemons, store=store,
                              settings=self.settings)  # fmt: skip
         self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)

@@ -6,7 +6,9 @@ the .env under the instance's."""
 from __future__ import annotations
 
 import msgspec
+import pytest
 
+from contracts.errors import ToolError
 from contracts.events import LifecycleRan, MachineFailed, SetupPushed
 from contracts.models import Repo
 from contracts.status import MachineStatus as S
@@ -14,6 +16,7 @@ from environments import devcontainer as dc, lifecycle as lc, record
 from environments.hook import run_lifecycle
 from services.common.machine_config import instance_config
 from tests.fast.conftest import World
+from tests.fast.test_gateway import method
 from tests.fast.test_setup_pusher import URL, booting, report
 
 DEV = dc.parse(
@@ -108,3 +111,28 @@ async def test_a_machine_without_a_devcontainer_runs_nothing_new(world: World) -
     await world.bus.settle()
     assert world.bus.of(LifecycleRan) == []
     assert not [c for c in world.daemons[machine.id].commands if c.command[0] == SH]
+
+
+@method("sessions.open")
+async def test_post_attach_runs_at_each_session_and_a_failing_one_fails_the_machine(
+    world: World,
+) -> None:
+    machine = await world.ready_machine()
+    attach = lc.MachineLifecycle(devcontainer=msgspec.structs.replace(
+        DEV, lifecycle={"postAttachCommand": "echo attached"}))  # fmt: skip
+    await record.save(world.store, machine.id, attach)
+    m = world.daemons[machine.id]
+    m.on_exec([SH], stdout="attached\n")
+    opened = {"machineId": machine.id, "command": ["sh"]}
+    for _ in range(2):
+        await world.rpc("sessions.open", opened)
+    assert [c.command for c in m.commands if c.command[0] == SH] == [
+        [SH, "-c", "echo attached"]] * 2  # fmt: skip
+    assert [e.stage for e in world.bus.of(LifecycleRan)] == ["postAttachCommand"] * 2
+
+    m.on_exec([SH], exit_code=1, stderr="no tty\n")
+    with pytest.raises(ToolError, match="postAttachCommand `echo attached` exited 1"):
+        await world.rpc("sessions.open", opened)
+    failed = await world.machine(machine.id)
+    assert failed.status is S.FAILED
+    assert failed.status_reason.startswith("postAttachCommand failed: ")
