@@ -54,6 +54,7 @@ PUBLISHERS: dict[EventKind, str] = {
     EventKind.LOST: "the prober, for each running machine of a host that stopped heartbeating",
     EventKind.EGRESS_DENIED: "the machine's host (its DNS proxy), when its network policy "
     "refused a name (rate-limited per machine)",
+    EventKind.LIFECYCLE_RAN: "the setup_pusher, after each devcontainer lifecycle command",
 }
 CONFIG_PUBLISHERS: dict[ConfigKind, str] = {
     ConfigKind.ENV_CHANGED: "the gateway (env.set, env.unset)",
@@ -87,6 +88,7 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.STARTED: events.MachineStarted,
     EventKind.LOST: events.MachineLost,
     EventKind.EGRESS_DENIED: events.MachineEgressDenied,
+    EventKind.LIFECYCLE_RAN: events.LifecycleRan,
 }
 
 

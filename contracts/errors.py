@@ -351,6 +351,40 @@ class CsrfRejected(FleetError):
     http_status = 403
 
 
+# --- environments: devcontainer.json, Dockerfile builds and features (1620-1629) -------------
+class EnvironmentRefused(FleetError):
+    """A repo's environment asks for something of the host (host mounts, runArgs, privileges,
+    capabilities, security options, host networking, devices, compose, a command on the host).
+    The message names each refused property; ``data.properties`` lists them."""
+
+    code = 1620
+    http_status = 422
+
+
+class EnvironmentInvalid(FleetError):
+    """A repo's devcontainer.json or Dockerfile cannot be used: malformed JSON (with its line
+    and column), a missing or oversized file, a link, a property of the wrong type."""
+
+    code = 1621
+    http_status = 422
+
+
+class BuildFailed(FleetError):
+    """An environment's image build failed; the message ends with the build log's last lines
+    (``data.logTail``)."""
+
+    code = 1622
+    http_status = 422
+
+
+class FeatureUnavailable(FleetError):
+    """A devcontainer feature could not be fetched: its registry did not answer in time or
+    refused it. The message names the feature and the registry."""
+
+    code = 1623
+    http_status = 502
+
+
 #: Every error kind, by code: the one table that maps exceptions to JSON-RPC errors and back.
 ERRORS: dict[int, type[FleetError]] = {
     cls.code: cls
@@ -397,6 +431,10 @@ ERRORS: dict[int, type[FleetError]] = {
         IdTokenRejected,
         SignInStateRejected,
         CsrfRejected,
+        EnvironmentRefused,
+        EnvironmentInvalid,
+        BuildFailed,
+        FeatureUnavailable,
     )
 }
 

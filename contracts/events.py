@@ -193,6 +193,24 @@ class EnvChanged(_ConfigEvent, tag=ConfigKind.ENV_CHANGED.value, kw_only=True):
     name: str
 
 
+class LifecycleRan(_Event, tag=EventKind.LIFECYCLE_RAN.value, kw_only=True):
+    """One devcontainer lifecycle command ended in the machine (environments/lifecycle.py):
+    a non-zero exit code fails the machine at a stage named ``stage``."""
+
+    #: onCreateCommand, updateContentCommand, postCreateCommand, postStartCommand, ...
+    stage: str
+    #: The command as the file gave it (``name: command`` for one of an object's).
+    command: str
+    exit_code: int
+    timed_out: bool = False
+    #: The output's last lines (stdout then stderr), at most ``LIFECYCLE_OUTPUT_MAX`` chars.
+    output: str
+
+
+#: How much of a lifecycle command's output its event carries (the event's size cap).
+LIFECYCLE_OUTPUT_MAX = 8 * 1024
+
+
 class ReposChanged(_ConfigEvent, tag=ConfigKind.REPOS_CHANGED.value, kw_only=True):
     """repos.add / repos.remove changed an instance's repos; running machines reconcile."""
 
@@ -225,6 +243,7 @@ MachineEvent = (
     | MachineStarted
     | MachineLost
     | MachineEgressDenied
+    | LifecycleRan
 )
 #: Events about a configuration scope (an instance or the platform), not one machine.
 ConfigEvent = EnvChanged | ReposChanged

@@ -36,6 +36,8 @@ class EventKind(StrEnum):
     LOST = "lost"
     #: The machine's network policy refused a name or a connection (rate-limited per machine).
     EGRESS_DENIED = "egress-denied"
+    #: A devcontainer lifecycle command ran in the machine (its stage, exit code and output).
+    LIFECYCLE_RAN = "lifecycle-ran"
 
 
 class ConfigKind(StrEnum):

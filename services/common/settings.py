@@ -260,6 +260,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     docker_network: str = "fleet-machines"
     #: Keep an archived machine's home volume (default: removed with its container).
     docker_keep_volumes: bool = False
+    # environments (environments/): builds of Dockerfiles and devcontainer.json on the engine
+    #: The builds kept on the engine, in bytes; the least recently used go first (0: no cap).
+    env_cache_bytes: int = 20 * 1024**3
+    #: How long an OCI devcontainer feature's registry has to answer before the build fails.
+    env_feature_timeout_s: float = 20.0
+    #: How long one environment build may take.
+    env_build_timeout_s: float = 3600.0
     # codemode (services/codemode): runs at once per replica, and each run's sandbox limits
     codemode_concurrency: int = 20
     codemode_cpu_s: int = 60

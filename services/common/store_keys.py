@@ -72,6 +72,17 @@ def k_cloned(machine_id: str) -> str:
     return f"{P}machine:{machine_id}:cloned"
 
 
+def k_lifecycle(machine_id: str) -> str:
+    """The machine's devcontainer settings its lifecycle commands come from (JSON; absent: a
+    machine of no devcontainer, which runs none)."""
+    return f"{P}machine:{machine_id}:lifecycle"
+
+
+def k_lifecycle_done(machine_id: str) -> str:
+    """Set: the once-per-machine lifecycle stages that succeeded on the machine."""
+    return f"{P}machine:{machine_id}:lifecycle-done"
+
+
 # Machine hash fields beyond ``contracts.models.Machine`` (whose wire names the hash also uses).
 #: The machine's NATS token, encrypted with the secret key.
 F_SEALED_CREDENTIAL = "tokenEnc"

@@ -56,6 +56,7 @@ from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
 from core.version import package_version
+from environments.hook import on_attach
 from providers.code_status import CodeVersions
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
@@ -140,7 +141,10 @@ class GatewayApi:
             slots=ByteStreamSlots(self.settings.streams_per_token), access=self.access,
             daemons=daemons, nc=lambda: bus.nc, audit=audit,
         )  # fmt: skip
-        self.sessions = SessionOps(call=self.ops._call, opener=self.byte_streams)
+        self.sessions = SessionOps(
+            call=self.ops._call, opener=self.byte_streams,
+            attached=lambda mid: on_attach(store, bus, self.settings, daemons, mid),
+        )  # fmt: skip
         self.ports = PortOps(access=self.access, daemons=daemons, store=store,
                              settings=self.settings)  # fmt: skip
         self.people = PeopleOps(store, self.tokens, self.settings)

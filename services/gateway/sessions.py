@@ -13,6 +13,7 @@ reads the next client frame only once the daemon granted room for the last one.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import msgspec
@@ -46,9 +47,12 @@ class DaemonCall(Protocol):
 
 
 class SessionOps:
-    def __init__(self, *, call: DaemonCall, opener: ByteStreamOpener) -> None:
+    def __init__(self, *, call: DaemonCall, opener: ByteStreamOpener,
+                 attached: Callable[[str], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self.call = call
         self.opener = opener
+        #: Run once a session opened (a devcontainer's postAttachCommand: environments/hook.py).
+        self.attached = attached
 
     async def sessions_open(self, p: gs.SessionsOpenParams, c: Caller) -> gs.OpenedSession:
         fields = msgspec.structs.asdict(p)
@@ -57,6 +61,8 @@ class SessionOps:
         info = await self.call(c, p.machine_id, d.SESSION_OPEN, params)
         log.info("session.opened", machine_id=p.machine_id, session_id=info.session_id,
                  by=c.token_id)  # fmt: skip
+        if self.attached is not None:
+            await self.attached(p.machine_id)
         path = gs.attach_path(p.machine_id, info.session_id)
         return gs.OpenedSession(**msgspec.structs.asdict(info), machine_id=p.machine_id,
                                 attach_path=path)  # fmt: skip

@@ -19,10 +19,14 @@ from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
+from environments import record
+from environments.hook import run_lifecycle, with_project_env
+from environments.lifecycle import ON_UPDATE, LifecycleFailed
 from services.common.consumer import Permanent
 from services.common.crypto import SecretBox
 from services.common.daemon_client import MachineClient
-from services.common.machine_config import REFRESHABLE, fan_out
+from services.common.failures import fail_machine
+from services.common.machine_config import REFRESHABLE, fan_out, load_instance_config
 from services.common.subscriptions import subscriber
 from services.setup_pusher.live_env import LiveEnv
 
@@ -82,10 +86,25 @@ class Checkouts(LiveEnv):
                 out.conflicts.append(RepoConflict(path=repo.path, reason=str(exc)))
         wanted = {r.path for r in repos}
         out.left_in_place.extend(sorted(done - wanted))
+        if out.cloned or out.switched:
+            await self._content_updated(machine, mc, cause)
         log.info("setup.repos_reconciled", machine_id=machine.id, cloned=out.cloned,
                  switched=out.switched, conflicts=len(out.conflicts),
                  left_in_place=out.left_in_place)  # fmt: skip
         return out
+
+    async def _content_updated(self, machine: Machine, mc: MachineClient, cause: str) -> None:
+        """New content in the repos: a devcontainer's updateContentCommand runs again."""
+        cfg = with_project_env(await load_instance_config(self.store, self.settings,
+                                                          machine.instance_id),
+                               await record.load(self.store, machine.id))  # fmt: skip
+        try:
+            await run_lifecycle(self.store, self.bus, machine, mc, cfg, ON_UPDATE,
+                                cause_event_id=f"{cause}/{machine.id}")  # fmt: skip
+        except LifecycleFailed as exc:
+            await fail_machine(self.store, self.bus, machine.id, stage=exc.stage,
+                               reason=exc.reason,
+                               cause_event_id=f"{cause}/{machine.id}")  # fmt: skip
 
     async def _switch_branch(self, mc: MachineClient, repo: Repo, env: dict[str, str]) -> bool:
         """Check ``repo.branch`` out if it is not; False if it already is. Permanent (a

@@ -15,6 +15,9 @@ from contracts.events import DaemonStatusReported, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
+from environments import record
+from environments.hook import run_lifecycle, with_project_env
+from environments.lifecycle import ON_CREATE, ON_START, LifecycleFailed
 from services.common.consumer import Permanent, Retry
 from services.common.daemon_client import MachineClient
 from services.common.machine_config import InstanceConfig, instance_config, push_config
@@ -61,7 +64,11 @@ class SetupPusher(Checkouts):
             return
         if self.keys is not None:
             self.keys.prime(machine.id, step.sealed_token)
-        pushed = await self.push(machine, cause_event_id=event.event_id)
+        try:
+            pushed = await self.push(machine, cause_event_id=event.event_id)
+        except LifecycleFailed as exc:  # the machine fails at the stage named for the command
+            await self.fail(event, exc.reason, exc.stage)
+            return
         await self.bus.publish(pushed)
 
     async def push(self, machine: Machine, *, cause_event_id: str) -> SetupPushed:
@@ -69,6 +76,7 @@ class SetupPusher(Checkouts):
         inputs = await self.store.stages.setup_inputs(machine.instance_id, machine.id)
         cfg = instance_config(self.settings, inputs.platform_env, inputs.instance_env, inputs.cron,
                               inputs.ssh_keys)  # fmt: skip
+        cfg = with_project_env(cfg, await record.load(self.store, machine.id))
         env_path, env_bytes = await self.push_env(mc, cfg)
         # Debug: machine.setup-pushed says the same, and a line per machine costs at scale.
         log.debug("setup.env_written", path=env_path, bytes=env_bytes)
@@ -77,6 +85,9 @@ class SetupPusher(Checkouts):
             if repo.path not in inputs.cloned:
                 await self.clone(mc, repo, await self._git_env(mc, machine.instance_id, repo))
                 await self.store.mark_cloned(machine.id, repo.path)
+        # A setup follows every start: postStartCommand each time, the rest once per machine.
+        await run_lifecycle(self.store, self.bus, machine, mc, cfg, ON_CREATE + ON_START,
+                            cause_event_id=cause_event_id)  # fmt: skip
         return SetupPushed(
             event_id=derived_event_id(cause_event_id, "setup-pushed"),
             machine_id=machine.id,

@@ -15,6 +15,7 @@ from contracts.events import (
     EnvChanged,
     EnvPushed,
     Event,
+    LifecycleRan,
     MachineArchived,
     MachineCreated,
     MachineEgressDenied,
@@ -120,6 +121,15 @@ SAMPLES: list[Event] = [
         reason="denied",
         dropped=3,
     ),
+    LifecycleRan(
+        event_id="e15",
+        machine_id=MID,
+        occurred_at=AT,
+        stage="postCreateCommand",
+        command="npm ci",
+        exit_code=1,
+        output="npm ERR! missing script",
+    ),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -139,6 +149,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineStarted: {"reason"},
     MachineLost: {"hostId", "reason"},
     MachineEgressDenied: {"destination", "port", "name", "reason", "dropped"},
+    LifecycleRan: {"stage", "command", "exitCode", "timedOut", "output"},
 }
 
 

@@ -122,6 +122,10 @@ export const ERRORS = Object.freeze({
   ID_TOKEN_REJECTED: 1080,
   SIGN_IN_STATE_REJECTED: 1081,
   CSRF_REJECTED: 1082,
+  ENVIRONMENT_REFUSED: 1620,
+  ENVIRONMENT_INVALID: 1621,
+  BUILD_FAILED: 1622,
+  FEATURE_UNAVAILABLE: 1623,
 });
 
 /** The HTTP status of each error kind (FleetError.http_status). */
@@ -168,6 +172,10 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   ID_TOKEN_REJECTED: 401,
   SIGN_IN_STATE_REJECTED: 400,
   CSRF_REJECTED: 403,
+  ENVIRONMENT_REFUSED: 422,
+  ENVIRONMENT_INVALID: 422,
+  BUILD_FAILED: 422,
+  FEATURE_UNAVAILABLE: 502,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */
@@ -240,6 +248,7 @@ export const EVENT_TYPES = Object.freeze({
   STARTED: "started",
   LOST: "lost",
   EGRESS_DENIED: "egress-denied",
+  LIFECYCLE_RAN: "lifecycle-ran",
 });
 
 /** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */

@@ -1,0 +1,293 @@
+"""An environment's image: built once per content hash on the machine's Docker engine, shared by
+concurrent callers, its log streamed line by line, cached across restarts under
+``<repository>:<hash>`` with least-recently-used eviction (environments/cache.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiodocker
+import aiohttp
+import structlog
+
+from contracts.errors import BuildFailed, EnvironmentInvalid
+from core import hostile_fs
+from environments import cache, devcontainer as dc, features as ft
+from environments.sources import find_devcontainer, hash_tree, read, walk
+
+log = structlog.get_logger(__name__)
+
+#: Changes when what a build makes from the same inputs changes.
+RECIPE = "fleetd-env/1"
+#: Lines of the build log a failure carries.
+TAIL_LINES = 30
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DockerfileSource:
+    """A Dockerfile in the repo (paths relative to its root)."""
+
+    path: str = "Dockerfile"
+    context: str = "."
+
+
+@dataclass(frozen=True)
+class DevcontainerSource:
+    """A devcontainer.json in the repo; None: the first of the spec's places it has."""
+
+    path: str | None = None
+
+
+EnvironmentSource = DockerfileSource | DevcontainerSource
+
+
+@dataclass(frozen=True)
+class BuiltEnvironment:
+    #: The image ID (``sha256:...``) on the engine.
+    image: str
+    #: The content hash of everything the image was made from: the build's id.
+    build_id: str
+    #: The devcontainer.json's settings; None for a Dockerfile environment.
+    devcontainer: dc.Devcontainer | None
+    #: Lifecycle commands of the features, in install order, run before the file's own.
+    feature_lifecycle: list[dict[str, dc.Command]] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    dockerfile: bytes | None
+    image: str | None
+    context: str
+    args: dict[str, str]
+    target: str | None
+    features: list[ft.Feature]
+    devcontainer: dc.Devcontainer | None
+
+    def content_hash(self, checkout: Path) -> str:
+        h = hashlib.sha256(RECIPE.encode())
+        feats = [[f.id, f.options, f.container_env] for f in self.features]
+        recipe = {"dockerfile": (self.dockerfile or b"").hex(), "image": self.image,
+                  "args": self.args, "target": self.target, "features": feats}  # fmt: skip
+        h.update(json.dumps(recipe, sort_keys=True).encode())
+        if self.dockerfile is not None:
+            hash_tree(checkout / self.context, h)
+        for f in self.features:
+            hash_tree(f.root, h)
+        return h.hexdigest()
+
+
+async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource | None,
+                             checkout: Path, *, store: cache.BuildCache, say: Say,
+                             workspace: str) -> BuiltEnvironment:  # fmt: skip
+    """The image of ``source`` (None: the checkout's devcontainer.json, found in the spec's
+    places) in ``checkout``, a host-side checkout of its repo (sources.checkout), built on
+    ``docker`` unless a build of the same content hash is there. ``workspace`` is the repo's
+    checkout in the machine (``${containerWorkspaceFolder}``). Concurrent calls for one hash
+    share one build; every line of its log goes to each caller's ``say``.
+
+    Raises EnvironmentRefused, EnvironmentInvalid (the file, a missing image), FeatureUnavailable
+    or BuildFailed (with the log's tail): the machine fails at stage ``environment``."""
+    if source is None:
+        found = find_devcontainer(checkout)
+        if found is None:
+            raise EnvironmentInvalid("the repo has no devcontainer.json")
+        source = DevcontainerSource(found)
+    with tempfile.TemporaryDirectory(prefix="fleetd-features-") as tmp:
+        plan = await _plan(source, checkout, workspace, Path(tmp), store.feature_timeout_s)
+        if plan.dockerfile is None and not plan.features:
+            assert plan.image is not None
+            image = await _image_id(docker, plan.image)
+            return BuiltEnvironment(image, image, plan.devcontainer)
+        digest = await asyncio.to_thread(plan.content_hash, checkout)
+        image = await _shared(
+            digest, say, lambda tell: _build(docker, plan, checkout, digest, store, tell)
+        )
+    lifecycles = [f.lifecycle for f in plan.features if f.lifecycle]
+    return BuiltEnvironment(image, digest, plan.devcontainer, lifecycles)
+
+
+async def _plan(source: EnvironmentSource, checkout: Path, workspace: str, tmp: Path,
+                timeout_s: float) -> _Plan:  # fmt: skip
+    if isinstance(source, DockerfileSource):
+        text = read(checkout, dc.in_repo(source.path, "dockerfile.path"))
+        context = _context_dir(checkout, source.context)
+        return _Plan(text, None, context, {}, None, [], None)
+    path = source.path or find_devcontainer(checkout)
+    if path is None:
+        raise EnvironmentInvalid("the repo has no devcontainer.json")
+    conf = dc.parse(read(checkout, path, dc.MAX_CONFIG_BYTES), path, workspace=workspace)
+    feats = []
+    for n, (fid, given) in enumerate(conf.features.items()):
+        opts = given if isinstance(given, dict) else {"version": given}
+        if fid.startswith("./"):
+            feats.append(ft.local_feature(checkout, path, fid, opts))
+        else:
+            feats.append(await ft.oci_feature(fid, opts, tmp / str(n), timeout_s))
+    if conf.build is None:
+        return _Plan(None, conf.image, ".", {}, None, feats, conf)
+    b = conf.build
+    text = read(checkout, b.dockerfile)
+    return _Plan(text, None, _context_dir(checkout, b.context), b.args, b.target, feats, conf)
+
+
+def _context_dir(checkout: Path, rel: str) -> str:
+    """``rel``, a folder of the checkout reached through no link at any component."""
+    rel = dc.in_repo(rel, "context")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    top = hostile_fs.open_top(checkout)
+    try:
+        os.close(hostile_fs.open_dir_at(top, parts))
+    except OSError:
+        raise EnvironmentInvalid(
+            f"build context {rel!r} is not a folder of the repo (links are never followed)"
+        ) from None
+    finally:
+        os.close(top)
+    return rel
+
+
+_inflight: dict[str, tuple[asyncio.Task[str], list[Say]]] = {}
+
+
+async def _shared(digest: str, say: Say, build: Callable[[Say], Any]) -> str:
+    """One build per digest in this process: later callers join it and hear the rest of its log.
+    The build outlives a caller that gives up (it finishes into the cache)."""
+    if digest not in _inflight:
+        listeners: list[Say] = []
+
+        def tell(line: str) -> None:
+            for listener in list(listeners):
+                listener(line)
+
+        task: asyncio.Task[str] = asyncio.create_task(build(tell), name=f"env-build-{digest[:12]}")
+        _inflight[digest] = (task, listeners)
+        task.add_done_callback(lambda _: _inflight.pop(digest, None))
+    task, listeners = _inflight[digest]
+    listeners.append(say)
+    try:
+        return await asyncio.shield(task)
+    finally:
+        listeners.remove(say)
+
+
+async def _build(docker: aiodocker.Docker, plan: _Plan, checkout: Path, digest: str,
+                 store: cache.BuildCache, say: Say) -> str:  # fmt: skip
+    tag = f"{store.repository}:{digest[:32]}"
+    found = await cache.lookup(docker, store, tag)
+    if found is not None:
+        say(f"environment {digest[:12]}: cached as {tag}")
+        return found
+    image = base = None
+    if plan.dockerfile is not None:
+        stage = tag if not plan.features else f"{tag}-base"
+        with tempfile.TemporaryFile() as ctx:
+            await asyncio.to_thread(_tar_context, ctx, checkout, plan)
+            base = image = await _run_build(docker, ctx, stage, plan.args, plan.target, store, say)
+    if plan.features:
+        base = base or await _image_id(docker, plan.image or "")
+        user = str((await docker.images.inspect(base))["Config"].get("User") or "")
+        conf = plan.devcontainer
+        remote = (conf and (conf.remote_user or conf.container_user)) or user or "root"
+        with tempfile.TemporaryFile() as ctx:
+            await asyncio.to_thread(_tar_features, ctx, base, user, remote, plan.features)
+            image = await _run_build(docker, ctx, tag, {}, None, store, say)
+        if plan.dockerfile is not None:
+            await cache.untag(docker, f"{tag}-base")
+    assert image is not None
+    await cache.record(docker, store, tag)
+    return image
+
+
+def _tar_context(out: IO[bytes], checkout: Path, plan: _Plan) -> None:
+    top = checkout / plan.context
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for rel, _ in walk(top):
+            tar.add(top / rel, arcname=rel, recursive=False)  # a link stays a link
+        _add_bytes(tar, ".fleetd.Dockerfile", plan.dockerfile or b"")
+    out.seek(0)
+
+
+def _tar_features(out: IO[bytes], base: str, user: str, remote: str,
+                  feats: list[ft.Feature]) -> None:  # fmt: skip
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for n, f in enumerate(feats):
+            for rel, _ in walk(f.root):
+                tar.add(f.root / rel, arcname=f"features/{n}/{rel}", recursive=False)
+            _add_bytes(tar, f"features/{n}/devcontainer-features.env",
+                       ft.env_file(f, remote, user or "root"))  # fmt: skip
+        _add_bytes(tar, ".fleetd.Dockerfile", ft.layer(base, user, feats).encode())
+    out.seek(0)
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+async def _run_build(docker: aiodocker.Docker, context: IO[bytes], tag: str,
+                     args: dict[str, str], target: str | None, store: cache.BuildCache,
+                     say: Say) -> str:  # fmt: skip
+    params: dict[str, Any] = {"t": tag, "dockerfile": ".fleetd.Dockerfile", "rm": "1",
+                              "forcerm": "1", "labels": json.dumps({cache.LABEL: "1"})}  # fmt: skip
+    if args:
+        params["buildargs"] = json.dumps(args)
+    if target:
+        params["target"] = target
+    if store.network:
+        params["networkmode"] = store.network
+    lines: list[str] = []
+    image: str | None = None
+    headers = {"Content-Type": "application/x-tar"}
+    limit = aiohttp.ClientTimeout(total=store.build_timeout_s)
+    async with docker._query("build", "POST", params=params, headers=headers, data=context,
+                             timeout=limit) as resp:  # fmt: skip
+        async for raw in resp.content:
+            image = _on_message(raw, lines, say) or image
+    if image is None:
+        tail = "\n".join(lines[-TAIL_LINES:])
+        raise BuildFailed(f"the image build failed:\n{tail}", data={"logTail": tail})
+    return image
+
+
+def _on_message(raw: bytes, lines: list[str], say: Say) -> str | None:
+    """One message of the engine's build stream: its log lines said, the image ID returned;
+    an error becomes a line of the log, and the build has no image."""
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        return None
+    if "error" in msg:
+        text = str(msg.get("error"))
+        lines.append(text)
+        say(text)
+        return None
+    for line in str(msg.get("stream", "")).splitlines():
+        if line.strip():
+            lines.append(line)
+            say(line)
+    aux = msg.get("aux")
+    return str(aux["ID"]) if isinstance(aux, dict) and "ID" in aux else None
+
+
+async def _image_id(docker: aiodocker.Docker, ref: str) -> str:
+    try:
+        return str((await docker.images.inspect(ref))["Id"])
+    except aiodocker.DockerError as exc:
+        if exc.status == 404:
+            raise EnvironmentInvalid(
+                f"image {ref!r} is not on the machine's Docker engine"
+            ) from None
+        raise

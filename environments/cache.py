@@ -1,0 +1,144 @@
+"""The builds' cache: images tagged ``<repository>:<hash>`` and labelled ``LABEL`` on the
+engine (so they survive the platform's restarts), a file of when each was last used, and
+least-recently-used eviction down to ``max_bytes``. An image a container still uses is never
+removed (the engine refuses); it goes at a later eviction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import structlog
+
+from services.common.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+LABEL = "dev.fleetd.environment"
+
+
+@dataclass(frozen=True)
+class BuildCache:
+    #: Where the last-used times are kept (the platform's data dir: trusted).
+    state_dir: Path
+    #: The builds' total size kept on the engine (0: no cap).
+    max_bytes: int
+    repository: str = "fleetd-env"
+    #: How long an OCI feature's registry has to answer.
+    feature_timeout_s: float = 20.0
+    build_timeout_s: float = 3600.0
+    #: The engine's network builds run on (None: the engine's default bridge).
+    network: str | None = None
+
+    @property
+    def used_file(self) -> Path:
+        return self.state_dir / f"{self.repository}.used.json"
+
+
+def from_settings(settings: Settings) -> BuildCache:
+    """The builds' cache of this process: its state in the data dir, builds on the machines'
+    network (what the machines may reach, a build may; no more)."""
+    return BuildCache(
+        state_dir=settings.data_path / "environments",
+        max_bytes=settings.env_cache_bytes,
+        feature_timeout_s=settings.env_feature_timeout_s,
+        build_timeout_s=settings.env_build_timeout_s,
+        network=settings.docker_network,
+    )
+
+
+_lock = asyncio.Lock()
+
+
+def _read_used(store: BuildCache) -> dict[str, float]:
+    try:
+        doc = json.loads(store.used_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+
+
+def _write_used(store: BuildCache, used: dict[str, float]) -> None:
+    store.state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = store.used_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(used, sort_keys=True))
+    os.replace(tmp, store.used_file)
+
+
+async def _touch(store: BuildCache, tag: str) -> None:
+    async with _lock:
+        used = _read_used(store)
+        used[tag] = time.time()
+        await asyncio.to_thread(_write_used, store, used)
+
+
+async def lookup(docker: aiodocker.Docker, store: BuildCache, tag: str) -> str | None:
+    """The image ID of a cached build (its last use recorded), or None."""
+    try:
+        info = await docker.images.inspect(tag)
+    except aiodocker.DockerError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    await _touch(store, tag)
+    return str(info["Id"])
+
+
+async def record(docker: aiodocker.Docker, store: BuildCache, tag: str) -> None:
+    """A new build: recorded as used now, then the cache evicted down to its cap."""
+    await _touch(store, tag)
+    await evict(docker, store, keep=tag)
+
+
+async def untag(docker: aiodocker.Docker, tag: str) -> None:
+    try:
+        await docker.images.delete(tag, noprune=False)
+    except aiodocker.DockerError as exc:
+        log.warning("environments.untag_failed", tag=tag, error=exc.message)
+
+
+async def entries(docker: aiodocker.Docker, store: BuildCache) -> list[dict[str, Any]]:
+    """The cached builds, least recently used first: ``tag``, ``id``, ``size``, ``lastUsed``."""
+    images = await docker.images.list(filters={"label": [LABEL]})
+    used = _read_used(store)
+    out = []
+    for image in images:
+        for tag in image.get("RepoTags") or []:
+            if tag.startswith(f"{store.repository}:") and not tag.endswith("-base"):
+                last = used.get(tag, float(image.get("Created", 0)))
+                out.append({"tag": tag, "id": image["Id"], "size": int(image.get("Size", 0)),
+                            "lastUsed": last})  # fmt: skip
+    return sorted(out, key=lambda e: e["lastUsed"])
+
+
+async def evict(docker: aiodocker.Docker, store: BuildCache, *, keep: str = "") -> list[str]:
+    """Remove least recently used builds until the rest fit ``max_bytes``; the tags removed."""
+    if store.max_bytes <= 0:
+        return []
+    cached = await entries(docker, store)
+    total = sum(e["size"] for e in cached)
+    removed = []
+    for e in cached:
+        if total <= store.max_bytes:
+            break
+        if e["tag"] == keep:
+            continue
+        try:
+            await docker.images.delete(e["tag"])
+        except aiodocker.DockerError as exc:  # in use by a machine: kept for now
+            log.info("environments.evict_skipped", tag=e["tag"], error=exc.message)
+            continue
+        total -= e["size"]
+        removed.append(e["tag"])
+    if removed:
+        log.info("environments.evicted", tags=removed, kept_bytes=total)
+        async with _lock:
+            used = {k: v for k, v in _read_used(store).items() if k not in removed}
+            await asyncio.to_thread(_write_used, store, used)
+    return removed

@@ -1,0 +1,92 @@
+"""A devcontainer machine's lifecycle commands as the platform's services run them
+(environments/lifecycle.py): the setup pusher after setup (the once-per-machine ones not yet
+done, and ``postStartCommand``: a setup follows every start) and after a reconcile brought new
+content (``updateContentCommand``); whoever opens a terminal session, ``ON_ATTACH``. Inert for
+a machine with no lifecycle record: nothing runs, nothing is read beyond one key.
+Each command's end is a ``machine.lifecycle-ran`` event; a failing one raises LifecycleFailed,
+and the machine fails at the stage it names."""
+
+from __future__ import annotations
+
+import msgspec
+import structlog
+
+from contracts.daemon_rpc import ExecCommandResult
+from contracts.errors import ToolError
+from contracts.events import LIFECYCLE_OUTPUT_MAX, LifecycleRan
+from contracts.ids import derived_event_id, new_event_id
+from contracts.models import Machine
+from environments import lifecycle as lc, record
+from services.common.bus import Bus
+from services.common.daemon_client import DaemonClient, MachineClient
+from services.common.failures import fail_machine
+from services.common.machine_config import InstanceConfig, load_instance_config
+from services.common.settings import Settings
+from services.common.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+def with_project_env(cfg: InstanceConfig, life: lc.MachineLifecycle | None) -> InstanceConfig:
+    """``cfg`` with the file's containerEnv and remoteEnv over the platform's variables (the
+    instance's still over them: environments/lifecycle.py's precedence)."""
+    if life is None:
+        return cfg
+    project = lc.project_env(cfg.platform_env, life.devcontainer, life.image_env)
+    return msgspec.structs.replace(cfg, platform_env=project)
+
+
+async def run_lifecycle(store: Store, bus: Bus, machine: Machine, mc: MachineClient,
+                        cfg: InstanceConfig, stages: tuple[str, ...], *,
+                        cause_event_id: str) -> None:  # fmt: skip
+    """Run ``stages`` of the machine's lifecycle (the once-per-machine ones only if not done).
+    Raises LifecycleFailed."""
+    life = await record.load(store, machine.id)
+    if life is None:
+        return
+    once = set(lc.ON_CREATE)
+    done = await record.done(store, machine.id) if once & set(stages) else set()
+    todo = lc.plan(stages, life.devcontainer, life.feature_lifecycle, done=done & once)
+    if not todo:
+        return
+    count = 0
+
+    async def ran(step: lc.Step, result: ExecCommandResult) -> None:
+        nonlocal count
+        count += 1
+        await bus.publish(LifecycleRan(
+            event_id=derived_event_id(cause_event_id, f"lifecycle-ran/{step.stage}/{count}"),
+            machine_id=machine.id, stage=step.stage, command=step.describe(),
+            exit_code=result.exit_code, timed_out=result.timed_out,
+            output=lc.tail(result, 200)[-LIFECYCLE_OUTPUT_MAX:],
+        ))  # fmt: skip
+
+    async def mark(stage: str) -> None:
+        if stage in once:
+            await record.mark_done(store, machine.id, stage)
+
+    def say(line: str) -> None:
+        log.debug("lifecycle.output", machine_id=machine.id, line=line)
+
+    env = lc.machine_env(cfg.platform_env, cfg.instance_env, None, life.image_env)
+    await lc.run_stages(mc.exec, todo, env=env, cwd=life.cwd, say=say, done=mark, ran=ran)
+
+
+async def on_attach(store: Store, bus: Bus, settings: Settings, daemons: DaemonClient,
+                    machine_id: str) -> None:  # fmt: skip
+    """A terminal session opened on the machine: its postAttachCommand (the features', then the
+    file's). A failing one fails the machine at stage ``postAttachCommand`` and raises
+    ToolError with the reason."""
+    life = await record.load(store, machine_id)
+    if life is None or not lc.plan(lc.ON_ATTACH, life.devcontainer, life.feature_lifecycle):
+        return
+    machine = await store.get_machine(machine_id)
+    cfg = with_project_env(await load_instance_config(store, settings, machine.instance_id), life)
+    cause = new_event_id()
+    try:
+        await run_lifecycle(store, bus, machine, daemons.machine(machine_id), cfg, lc.ON_ATTACH,
+                            cause_event_id=cause)  # fmt: skip
+    except lc.LifecycleFailed as exc:
+        await fail_machine(store, bus, machine_id, stage=exc.stage, reason=exc.reason,
+                           cause_event_id=cause)  # fmt: skip
+        raise ToolError(exc.reason) from None

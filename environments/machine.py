@@ -1,0 +1,45 @@
+"""One call from a machine's environment to what the platform needs of it: the repo checked out
+on the host, the image built (or found), and the record its lifecycle commands run from."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiodocker
+
+from contracts.models import Repo
+from environments.build import BuiltEnvironment, EnvironmentSource, Say, ensure_environment
+from environments.cache import BuildCache
+from environments.lifecycle import MachineLifecycle
+from environments.sources import checkout
+
+
+@dataclass(frozen=True)
+class MachineEnvironment:
+    built: BuiltEnvironment
+    #: What ``environments.record.save`` keeps for the machine; None: no devcontainer.
+    lifecycle: MachineLifecycle | None
+
+
+async def build_for_machine(docker: aiodocker.Docker, cache: BuildCache, repo: Repo,
+                            source: EnvironmentSource | None, *, checkouts: Path, home: str,
+                            say: Say, git_env: Mapping[str, str] | None = None,
+                            ) -> MachineEnvironment:  # fmt: skip
+    """Check ``repo`` out under ``checkouts`` (host side), build ``source`` from it (None: its
+    devcontainer.json) on ``docker``; ``home`` is the machine's home as its processes see it
+    (the repo is at ``home/repo.path``: ``${containerWorkspaceFolder}``). Raises what
+    ``ensure_environment`` and ``sources.checkout`` raise."""
+    tree = await checkout(repo, checkouts, env=git_env)
+    workspace = posixpath.join(home, repo.path)
+    built = await ensure_environment(docker, source, tree, store=cache, say=say,
+                                     workspace=workspace)  # fmt: skip
+    if built.devcontainer is None:
+        return MachineEnvironment(built, None)
+    listed = (await docker.images.inspect(built.image))["Config"].get("Env") or []
+    image_env = {name: value for name, _, value in (str(v).partition("=") for v in listed)}
+    life = MachineLifecycle(devcontainer=built.devcontainer, image_env=image_env,
+                            feature_lifecycle=built.feature_lifecycle, cwd=repo.path)  # fmt: skip
+    return MachineEnvironment(built, life)
