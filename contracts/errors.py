@@ -295,14 +295,6 @@ class ImageNotFound(FleetError):
     http_status = 404
 
 
-class BuildUnavailable(FleetError):
-    """An environment that needs a build (a Dockerfile, a devcontainer.json) on a host that
-    cannot build it; the machine fails at stage ``environment``."""
-
-    code = 1611
-    http_status = 501
-
-
 class ToolError(FleetError):
     """A tool could not do its work on the machine (a file system error, a missing cwd)."""
 
@@ -424,7 +416,6 @@ ERRORS: dict[int, type[FleetError]] = {
         ProviderError,
         NotSupported,
         ImageNotFound,
-        BuildUnavailable,
         ToolError,
         PortUnreachable,
         BadUpstream,

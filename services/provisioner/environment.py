@@ -13,12 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiodocker
+import structlog
 
-from contracts.errors import BuildUnavailable, ImageNotFound, ProviderError
+from contracts.errors import EnvironmentInvalid, ImageNotFound, ProviderError
 from contracts.gateway_environments import DEFAULT_ENVIRONMENT, Environment
 from contracts.models import Machine
+from environments import build as eb, cache as build_cache, record
+from environments.machine import build_for_machine
+from providers.docker_image import MACHINE_HOME
 from services.common.bus import Bus
+from services.common.settings import Settings
 from services.common.store import Store
+
+log = structlog.get_logger(__name__)
 
 STAGE = "environment"
 
@@ -34,6 +41,7 @@ class EnvironmentContext:
     docker: aiodocker.Docker | None
     #: The event that asked for the machine (builds derive their events' ids from it).
     cause_event_id: str
+    settings: Settings
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,9 @@ class Resolved:
 
 
 async def resolve_image(ctx: EnvironmentContext, environment: Environment | None) -> Resolved:
-    """The image the machine runs. Raises ImageNotFound, BuildUnavailable or ProviderError
-    (the machine then fails at stage ``environment``)."""
+    """The image the machine runs. Raises ImageNotFound, what the builder raises
+    (EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable, BuildFailed) or ProviderError:
+    the machine then fails at stage ``environment``."""
     if environment is None:
         environment = await find_devcontainer(ctx)
     if environment is None:
@@ -76,11 +85,33 @@ async def image_id(docker: aiodocker.Docker, ref: str) -> str:
 
 async def build_image(ctx: EnvironmentContext, environment: Environment) -> str:
     """The image ID of a ``dockerfile`` or ``devcontainer`` environment, built on
-    ``ctx.docker`` (or found in the builds' cache)."""
-    raise BuildUnavailable(
-        f"{environment.describe()}: this host cannot build Dockerfile or devcontainer "
-        "environments; set an image (fleet instances environment --image)"
-    )
+    ``ctx.docker`` (or found in the builds' cache) from a host-side checkout of its repo; a
+    devcontainer's lifecycle commands are recorded for the setup pusher to run."""
+    assert ctx.docker is not None
+    repos = {r.path: r for r in await ctx.store.list_repos(ctx.machine.instance_id)}
+    repo = repos.get(environment.repo or "")
+    if repo is None:
+        raise EnvironmentInvalid(f"{environment.describe()}: the instance has no such repo now")
+    source: eb.EnvironmentSource
+    if environment.dockerfile is not None:
+        source = eb.DockerfileSource(environment.dockerfile.path, environment.dockerfile.context)
+    else:
+        assert environment.devcontainer is not None
+        source = eb.DevcontainerSource(environment.devcontainer.path)
+    mid = ctx.machine.id
+
+    def say(line: str) -> None:
+        log.info("environment.build_log", machine_id=mid, line=line)
+
+    made = await build_for_machine(
+        ctx.docker, build_cache.from_settings(ctx.settings), repo, source,
+        checkouts=ctx.settings.data_path / "checkouts", home=MACHINE_HOME, say=say,
+    )  # fmt: skip
+    if made.lifecycle is not None:
+        await record.save(ctx.store, mid, made.lifecycle)
+    log.info("environment.built", machine_id=mid, image=made.built.image,
+             build=made.built.build_id)  # fmt: skip
+    return made.built.image
 
 
 async def find_devcontainer(ctx: EnvironmentContext) -> Environment | None:

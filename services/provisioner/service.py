@@ -128,7 +128,8 @@ class Provisioner(StopStartHandlers):
             return Resolved(machine.environment, machine.environment_image)
         env = await instance_environment(self.store, machine.instance_id)
         docker = self.engine() if self.engine is not None else None
-        ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id)
+        ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
+                                 self.settings)  # fmt: skip
         try:
             resolved = await resolve_image(ctx, env)
             if resolved.image is not None and not getattr(provider, "runs_images", False):

@@ -75,12 +75,12 @@ async def test_an_image_the_engine_lacks_fails_the_machine(stack: FleetClient) -
     assert done.status is MachineStatus.FAILED
     assert done.status_reason.startswith("environment failed: ImageNotFound:")
     assert "fleet-test-none:absent" in done.status_reason
-    # A build needs the environments' builder; a local machine cannot run an image.
-    await stack.add_repo(inst.id, url="https://example.com/app.git", branch="main", path="app")
+    # A build from a repo the host cannot fetch: refused by name, at the same stage.
+    await stack.add_repo(inst.id, url="http://127.0.0.1:9/app.git", branch="main", path="app")
     await stack.set_environment(inst.id, Environment(dockerfile=DockerfileSource(repo="app")))
     m = await stack.rebuild_machine(inst.id)
     done = await stack.wait_for(m.id, ("ready", "failed"), timeout_s=60)
-    assert done.status_reason.startswith("environment failed: BuildUnavailable:")
+    assert done.status_reason.startswith("environment failed: EnvironmentInvalid:")
     await stack.set_environment(inst.id, None)  # back to the default
     assert (await stack.get_environment(inst.id)).environment is None
     await ready_machine(stack, "default-env", "docker")

@@ -1,0 +1,80 @@
+"""The provisioner's resolution of a machine's environment (services/provisioner/environment.py)
+with the builder connected: a Dockerfile and a devcontainer.json in a repo of the instance are
+checked out on the host, built on the real engine (once per content), and a devcontainer's
+lifecycle is recorded for the setup pusher; a repo that cannot be fetched fails by name."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import aiodocker
+import msgspec
+import pytest
+
+from contracts.errors import EnvironmentInvalid
+from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
+from contracts.models import Repo
+from environments import record
+from services.common.bus import Bus
+from services.common.settings import Settings
+from services.common.store import Store
+from services.provisioner.environment import EnvironmentContext, resolve_image
+from tests.conftest import git
+from tests.environments import busybox_image
+
+
+def repo_with(tmp_path: Path, files: dict[str, str]) -> Path:
+    work = tmp_path / "work"
+    git("init", "-q", "-b", "main", str(work))
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "env", cwd=work)
+    return work
+
+
+@pytest.mark.timeout(180)
+async def test_dockerfile_and_devcontainer_environments_resolve_to_built_images(
+    settings: Settings, store: Store, bus: Bus, tmp_path: Path
+) -> None:
+    marker = uuid.uuid4().hex  # a build of its own, never a cached one of another run
+    settings = msgspec.structs.replace(settings, env_cache_bytes=0)
+    async with aiodocker.Docker() as docker:
+        base = await busybox_image(docker)
+        work = repo_with(tmp_path, {
+            "Dockerfile": f"FROM {base}\nRUN echo {marker} > /opt/built.txt\n",
+            ".devcontainer.json": '{"build": {"dockerfile": "Dockerfile"}, // a comment\n'
+                                  '"postCreateCommand": "echo made",}',
+        })  # fmt: skip
+        inst = await store.create_instance("env-resolve")
+        await store.add_repo(inst.id, Repo(url=str(work), branch="main", path="app"))
+        machine = await store.create_machine(inst.id, "docker")
+        ctx = EnvironmentContext(store, bus, machine, docker, "e-1", settings)
+        built = []
+        try:
+            for env in (Environment(dockerfile=DockerfileSource(repo="app")),
+                        Environment(devcontainer=DevcontainerSource(repo="app"))):  # fmt: skip
+                got = await resolve_image(ctx, env)
+                assert got.environment == env.describe()
+                assert got.image is not None
+                assert got.image.startswith("sha256:")
+                built.append(got.image)
+                run = await docker.containers.run({"Image": got.image,
+                                                   "Cmd": ["cat", "/opt/built.txt"]})  # fmt: skip
+                await run.wait()
+                assert "".join(await run.log(stdout=True)).strip() == marker
+                await run.delete(force=True)
+            life = await record.load(store, machine.id)  # the devcontainer's, for setup
+            assert life is not None
+            assert life.devcontainer.lifecycle == {"postCreateCommand": "echo made"}
+            # The repo gone from its place: refused by name, the machine fails at `environment`.
+            await store.add_repo(inst.id, Repo(url=str(tmp_path / "gone"), branch="main",
+                                               path="gone"))  # fmt: skip
+            with pytest.raises(EnvironmentInvalid):
+                await resolve_image(ctx, Environment(dockerfile=DockerfileSource(repo="gone")))
+        finally:
+            for image in set(built):
+                for tag in (await docker.images.inspect(image)).get("RepoTags") or []:
+                    await docker.images.delete(tag, force=True)
