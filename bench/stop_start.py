@@ -16,10 +16,10 @@ import asyncio
 import time
 from pathlib import Path
 
-from bench.common import Figure, Report, percentile, temp_dir
+from bench.common import Figure, Report, percentile
 from bench.procstat import children, rss_mb, uss_pss_mb
-from bench.stack import FleetUp, RpcError, servers
-from bench.warm_pool import _pool_full, _Side
+from bench.stack import RpcError
+from bench.warm_pool import _pool_full, _Side, warm_and_cold
 from contracts.errors import MachineStopped
 from contracts.gateway_rpc import MACHINES_EXEC
 from contracts.gateway_stop import MACHINES_START, MACHINES_STOP
@@ -126,40 +126,25 @@ async def _creates(warm: _Side, cold: _Side, n: int, times: dict[str, list[float
 async def run(report: Report, quick: bool) -> None:
     n = 3 if quick else 10
     print(f"[18] stop/start: {n} stopped machines started, against {n} cold and {n} warm creates")
-    with (
-        temp_dir() as root,
-        servers(root / "warm") as (wns, wvk),
-        servers(root / "cold") as (cns, cvk),
-        FleetUp(root / "warm", wns.url, wvk.url, {"FLEET_WARM_POOL": "local=1"}) as wup,
-        FleetUp(root / "cold", cns.url, cvk.url, {"FLEET_WARM_POOL": "local=0"}) as cup,
-    ):
-        warm, cold = _Side(wup, wns.url), _Side(cup, cns.url)
-        try:
-            await warm.start(n + 1)
-            await cold.start(n + 1)
-            await _pool_full(wup.data_dir, 1)
-            await warm.sample()  # unmeasured: the services' first calls warm their caches
-            await cold.sample()
-            times: dict[str, list[float]] = {"warm": [], "cold": [], "start": []}
-            stages: dict[str, list[float]] = {s: [] for s in START_STAGES}
-            to_stop = await _creates(warm, cold, n, times)
-            await asyncio.sleep(SETTLE_S)  # off the clock: idle, not starting
-            running = _idle_memory(cup.data_dir, to_stop)
-            for mid in to_stop:
-                await cold.gw.call(MACHINES_STOP, MachineRef(machine_id=mid))
-            await _all_gone(cup.data_dir, to_stop)
-            await asyncio.sleep(SETTLE_S)
-            stopped = _idle_memory(cup.data_dir, to_stop)
-            times["refused"] = await _execs(cold, to_stop, refused=True)
-            for mid in to_stop:
-                marks = await _start_to_ready(cold, mid)
-                times["start"].append(marks["ready"])
-                for s, t in marks.items():
-                    stages[s].append(t)
-            times["exec"] = await _execs(cold, to_stop, refused=False)
-        finally:
-            await warm.close()
-            await cold.close()
+    async with warm_and_cold(n + 1) as (warm, cold):
+        cup = cold.up
+        times: dict[str, list[float]] = {"warm": [], "cold": [], "start": []}
+        stages: dict[str, list[float]] = {s: [] for s in START_STAGES}
+        to_stop = await _creates(warm, cold, n, times)
+        await asyncio.sleep(SETTLE_S)  # off the clock: idle, not starting
+        running = _idle_memory(cup.data_dir, to_stop)
+        for mid in to_stop:
+            await cold.gw.call(MACHINES_STOP, MachineRef(machine_id=mid))
+        await _all_gone(cup.data_dir, to_stop)
+        await asyncio.sleep(SETTLE_S)
+        stopped = _idle_memory(cup.data_dir, to_stop)
+        times["refused"] = await _execs(cold, to_stop, refused=True)
+        for mid in to_stop:
+            marks = await _start_to_ready(cold, mid)
+            times["start"].append(marks["ready"])
+            for s, t in marks.items():
+                stages[s].append(t)
+        times["exec"] = await _execs(cold, to_stop, refused=False)
     _report(report, n, times, running, stopped)
     report.note("18: start stages p50 after the call: " + ", ".join(
         f"{s} {percentile(v, 50) * 1000:.0f} ms" for s, v in stages.items() if v))  # fmt: skip

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bench.common import Figure, Report, percentile, temp_dir
@@ -71,9 +73,11 @@ class _Side:
         await self.gw.close()
 
 
-async def run(report: Report, quick: bool) -> None:
-    n = 5 if quick else 20
-    print(f"[12] warm pool: {n} machines from the pool, {n} cold, alternating")
+@asynccontextmanager
+async def warm_and_cold(instances: int) -> AsyncIterator[tuple[_Side, _Side]]:
+    """Two stacks side by side, one keeping a local warm pool of one machine and one keeping
+    none, each with ``instances`` instances, its pool full and its first (unmeasured) create
+    made: the services' first calls warm their caches."""
     with (
         temp_dir() as root,
         servers(root / "warm") as (wns, wvk),
@@ -83,30 +87,38 @@ async def run(report: Report, quick: bool) -> None:
     ):
         warm, cold = _Side(wup, wns.url), _Side(cup, cns.url)
         try:
-            await warm.start(n + 1)
-            await cold.start(n + 1)
+            await warm.start(instances)
+            await cold.start(instances)
             await _pool_full(wup.data_dir, 1)
-            await warm.sample()  # unmeasured: the services' first call warms their caches
+            await warm.sample()
             await cold.sample()
-            totals: dict[str, list[float]] = {"warm": [], "cold": []}
-            stages: dict[str, list[float]] = {s: [] for s in STAGES}
-            missed = 0
-            for _ in range(n):
-                await _pool_full(wup.data_dir, 1)
-                mid, marks = await warm.sample()
-                if (wup.data_dir / "machines" / mid / POOL_SLOT_FILE).exists():
-                    totals["warm"].append(marks["ready"])
-                    prev = 0.0
-                    for s in STAGES:
-                        stages[s].append(marks[s] - prev)
-                        prev = marks[s]
-                else:
-                    missed += 1
-                await _pool_full(wup.data_dir, 1)
-                totals["cold"].append((await cold.sample())[1]["ready"])
+            yield warm, cold
         finally:
             await warm.close()
             await cold.close()
+
+
+async def run(report: Report, quick: bool) -> None:
+    n = 5 if quick else 20
+    print(f"[12] warm pool: {n} machines from the pool, {n} cold, alternating")
+    async with warm_and_cold(n + 1) as (warm, cold):
+        wup = warm.up
+        totals: dict[str, list[float]] = {"warm": [], "cold": []}
+        stages: dict[str, list[float]] = {s: [] for s in STAGES}
+        missed = 0
+        for _ in range(n):
+            await _pool_full(wup.data_dir, 1)
+            mid, marks = await warm.sample()
+            if (wup.data_dir / "machines" / mid / POOL_SLOT_FILE).exists():
+                totals["warm"].append(marks["ready"])
+                prev = 0.0
+                for s in STAGES:
+                    stages[s].append(marks[s] - prev)
+                    prev = marks[s]
+            else:
+                missed += 1
+            await _pool_full(wup.data_dir, 1)
+            totals["cold"].append((await cold.sample())[1]["ready"])
     _report(report, totals, stages, missed)
     from bench.warm_pool_docker import run_docker
 
