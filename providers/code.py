@@ -14,6 +14,7 @@ from pathlib import Path
 
 from contracts.errors import NotFound, ProviderError
 from contracts.machine_files import CODE_SHA_FILE
+from core.atomic import replace_file
 from core.codestore import CURRENT_FILE, CodeUnverified, record, tree_digest
 from core.version import SOURCE_ROOT
 
@@ -94,10 +95,7 @@ def _readonly(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
 
 
 def _write(store: Path, name: str, data: bytes) -> None:
-    tmp = store / f".{name}-{secrets.token_hex(4)}"
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    tmp.replace(store / name)
+    replace_file(store / name, data)
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:

@@ -31,6 +31,7 @@ from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
 from contracts.ids import SNAPSHOT_ID_RE
 from core import procinfo
+from core.atomic import replace_file
 from core.codestore import CODE_MOUNT, STORE_VAR
 from core.lockfile import holder_pid
 from core.poolwire import POOL_SLOT_VAR
@@ -516,9 +517,7 @@ def code_store(machine_dir: Path) -> Path:
 
 
 def write_pid(machine_dir: Path, pid: int) -> None:
-    tmp = machine_dir / "daemon.pid.tmp"
-    tmp.write_text(str(pid))
-    tmp.replace(machine_dir / "daemon.pid")
+    replace_file(machine_dir / "daemon.pid", str(pid))
 
 
 def running_pid(machine_dir: Path, machine_id: str) -> int | None:

@@ -15,6 +15,7 @@ import fcntl
 from pathlib import Path
 
 from core import hostile_fs
+from core.atomic import replace_file
 
 SETPRIV = "/usr/bin/setpriv"
 
@@ -31,16 +32,27 @@ def allocate_uid(mine: Path, root: Path, uids: tuple[int, int]) -> int:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if mine.exists():
-            return int(mine.read_text())
+        if (kept := read_uid(mine)) is not None:
+            return kept
         held = [*root.glob("*/uid"), *(root.parent / "pool").glob("*/*/*/uid")]
-        taken = {int(p.read_text()) for p in held}
+        taken = {uid for p in held if (uid := read_uid(p)) is not None}
         free = next((u for u in range(uids[0], uids[1] + 1) if u not in taken), None)
         if free is None:
             raise RuntimeError(f"every uid of FLEET_SANDBOX_UIDS {uids[0]}-{uids[1]} is taken")
         mine.parent.mkdir(parents=True, exist_ok=True)
-        mine.write_text(str(free))
+        replace_file(mine, str(free))
         return free
+
+
+def read_uid(path: Path) -> int | None:
+    """The uid ``path`` records; None if there is none, or if the file is not one (left empty
+    by an allocation killed before it wrote: such a file holds no uid and must not stop every
+    later allocation)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def give_home(home: Path, uid: int) -> None:
@@ -67,8 +79,5 @@ def trusting_gitconfig(data_dir: Path) -> Path:
     wanted += "[safe]\n\tdirectory = *\n"
     if not path.is_file() or path.read_text() != wanted:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(wanted)
-        tmp.chmod(0o644)
-        tmp.replace(path)
+        replace_file(path, wanted)
     return path

@@ -41,6 +41,7 @@ import structlog
 
 from contracts.errors import ProviderError
 from core import procinfo
+from core.atomic import replace_file
 from providers.pasta_nodelay import no_delay
 from providers.seccomp import filter_fd
 
@@ -68,10 +69,7 @@ def resolv_conf(data_dir: Path) -> Path:
     path = data_dir / "sandbox" / "resolv.conf"
     if not path.is_file() or path.read_text() != RESOLV_CONF:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(RESOLV_CONF)
-        tmp.chmod(0o644)
-        tmp.replace(path)
+        replace_file(path, RESOLV_CONF)
     return path
 
 

@@ -27,6 +27,7 @@ import msgspec
 import structlog
 
 from contracts.errors import NotSupported, ProviderError
+from core.atomic import replace_file
 from providers.local import INHERITED_ENV, pid_alive, spawn_detached
 
 log = structlog.get_logger(__name__)
@@ -273,9 +274,7 @@ class SwarmProvider:
         log_path = host_dir / "host.log"
         pid = _spawn_host(host_argv(self._nats_url), env, log_path)
         self._children.append(pid)
-        tmp = host_dir / "host.pid.tmp"
-        tmp.write_text(str(pid))
-        tmp.replace(host_dir / "host.pid")
+        replace_file(host_dir / "host.pid", str(pid))
         deadline = time.monotonic() + _HOST_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if not pid_alive(pid):

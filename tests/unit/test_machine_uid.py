@@ -1,0 +1,50 @@
+"""A machine's uid allocation survives what a killed allocation leaves behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.atomic import replace_file
+from providers.machine_uid import allocate_uid, machine_uid
+
+UIDS = (70000, 70009)
+
+
+def test_uids_are_distinct_and_kept(tmp_path: Path) -> None:
+    root = tmp_path / "machines"
+    a, b = machine_uid(root, "m-a", UIDS), machine_uid(root, "m-b", UIDS)
+    assert a != b and {a, b} <= set(range(UIDS[0], UIDS[1] + 1))
+    assert machine_uid(root, "m-a", UIDS) == a
+
+
+def test_an_empty_uid_file_stops_no_later_allocation(tmp_path: Path) -> None:
+    # A provisioner killed between creating a uid file and writing it left this.
+    root = tmp_path / "machines"
+    (root / "m-killed").mkdir(parents=True)
+    (root / "m-killed" / "uid").write_text("")
+    (root / "m-garbled").mkdir()
+    (root / "m-garbled" / "uid").write_text("7x")
+    assert machine_uid(root, "m-next", UIDS) == UIDS[0]
+    # and the machine whose file was left empty gets a uid of its own, not a crash
+    assert machine_uid(root, "m-killed", UIDS) == UIDS[0] + 1
+
+
+def test_a_uid_is_never_given_twice_when_the_range_is_spent(tmp_path: Path) -> None:
+    root = tmp_path / "machines"
+    for i in range(UIDS[1] - UIDS[0] + 1):
+        machine_uid(root, f"m-{i}", UIDS)
+    try:
+        allocate_uid(root / "m-over" / "uid", root, UIDS)
+    except RuntimeError as e:
+        assert "FLEET_SANDBOX_UIDS" in str(e)
+    else:
+        raise AssertionError("an eleventh uid from a range of ten")
+
+
+def test_replace_file_leaves_the_whole_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "pid"
+    target.write_text("old")
+    replace_file(target, "12345", mode=0o600)
+    assert target.read_text() == "12345"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["pid"]
