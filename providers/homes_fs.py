@@ -191,7 +191,10 @@ def clone_home(
         took = (time.monotonic() - start) * 1000
         return HomeCopy(source=label, how="cow", pause_ms=0.0, took_ms=round(took, 1))
     with frozen(cgroups):
+        # The pause counts from the moment every process is frozen (what the freeze waited
+        # for before that, each process stopped at its own instant within it) to the thaw.
+        stopped = time.monotonic()
         plain_copy(source, target, uid)
-        pause = (time.monotonic() - start) * 1000
+        pause = (time.monotonic() - stopped) * 1000
     took = (time.monotonic() - start) * 1000
     return HomeCopy(source=label, how="copy", pause_ms=round(pause, 1), took_ms=round(took, 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -38,10 +39,11 @@ async def ready_machine(client: FleetClient, name: str = "cm") -> tuple[str, str
     inst = await client.create_instance(name)
     machine = await client.create_machine(inst.id)
     async with asyncio.timeout(60):
-        async for _, event in client.events(machine.id):
-            if isinstance(event, MachineReady):
-                return inst.id, machine.id
-            assert not isinstance(event, MachineFailed), event
+        async with contextlib.aclosing(client.events(machine.id)) as events:
+            async for _, event in events:
+                if isinstance(event, MachineReady):
+                    return inst.id, machine.id
+                assert not isinstance(event, MachineFailed), event
     raise AssertionError("no ready event")
 
 

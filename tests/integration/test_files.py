@@ -38,10 +38,11 @@ async def ready_machine(client: FleetClient, name: str) -> str:
     inst = await client.create_instance(name)
     machine = await client.create_machine(inst.id)
     async with asyncio.timeout(60):
-        async for _, event in client.events(machine.id):
-            if isinstance(event, MachineReady):
-                return machine.id
-            assert not isinstance(event, MachineFailed), event
+        async with contextlib.aclosing(client.events(machine.id)) as events:
+            async for _, event in events:
+                if isinstance(event, MachineReady):
+                    return machine.id
+                assert not isinstance(event, MachineFailed), event
     raise AssertionError("no ready event")
 
 

@@ -8,6 +8,7 @@ process and its terminal), writes do not cross, and forks are independent of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import re
@@ -69,9 +70,10 @@ async def ready_forks(stack: FleetClient, mid: str, count: int) -> list[str]:
 
 async def home_copy(stack: FleetClient, mid: str) -> MachineProvisioned:
     async with asyncio.timeout(30):
-        async for _, event in stack.events(mid):
-            if isinstance(event, MachineProvisioned):
-                return event
+        async with contextlib.aclosing(stack.events(mid)) as events:
+            async for _, event in events:
+                if isinstance(event, MachineProvisioned):
+                    return event
     raise AssertionError("no provisioned event")
 
 
@@ -128,8 +130,8 @@ async def test_a_fork_is_the_source_at_one_instant_and_the_source_keeps_running(
     if not cow:  # its processes were frozen for the copy: the appender paused that long
         stamps = appended((src / "seq.txt").read_bytes().rpartition(b"\n")[0] + b"\n")
         gap = max(b - a for a, b in itertools.pairwise(stamps))
-        # (the pause counts from the freeze's request, the gap from the appender's last line)
-        assert gap * 1000 >= copied.pause_ms / 2, (gap, copied.pause_ms)
+        # (the pause counts from all frozen to the thaw: the appender stopped no later)
+        assert gap * 1000 >= copied.pause_ms * 0.9, (gap, copied.pause_ms)
 
     # Writes do not cross.
     await stack.write_file(fork, "~/only-fork.txt", "fork\n")

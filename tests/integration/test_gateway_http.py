@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 from typing import Any
@@ -201,14 +202,16 @@ async def test_events_reject_bad_query_and_resume_after_an_id(
     inst = await stack.create_instance("sse")
     machine = await stack.create_machine(inst.id)
     seqs = []
-    async for seq, _ in stack.events(machine.id):
-        seqs.append(seq)
-        if len(seqs) == 2:
-            break
+    async with contextlib.aclosing(stack.events(machine.id)) as events:
+        async for seq, _ in events:
+            seqs.append(seq)
+            if len(seqs) == 2:
+                break
     # Resuming after the first event's id starts with the second.
-    async for seq, _ in stack.events(machine.id, since=seqs[0]):
-        assert seq == seqs[1]
-        break
+    async with contextlib.aclosing(stack.events(machine.id, since=seqs[0])) as events:
+        async for seq, _ in events:
+            assert seq == seqs[1]
+            break
 
 
 @pytest.mark.parametrize(

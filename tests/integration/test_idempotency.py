@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import msgspec
@@ -29,10 +30,11 @@ DURABLES = ("provisioner", "setup_pusher", "prober", "prober-boot")
 
 async def events_of(stack: FleetClient, machine_id: str) -> list[Event]:
     out: list[Event] = []
-    async for _, event in stack.events(machine_id):
-        out.append(event)
-        if isinstance(event, MachineReady):
-            return out
+    async with contextlib.aclosing(stack.events(machine_id)) as events:
+        async for _, event in events:
+            out.append(event)
+            if isinstance(event, MachineReady):
+                return out
     return out
 
 

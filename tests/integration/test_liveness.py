@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 
@@ -37,9 +38,10 @@ async def ready_machine(stack: FleetClient, settings: Settings) -> tuple[str, in
 
 async def next_of(stack: FleetClient, machine_id: str, kind: type, after: int) -> int:
     async with asyncio.timeout(15):
-        async for seq, event in stack.events(machine_id, since=after):
-            if isinstance(event, kind):
-                return seq
+        async with contextlib.aclosing(stack.events(machine_id, since=after)) as events:
+            async for seq, event in events:
+                if isinstance(event, kind):
+                    return seq
     raise AssertionError("event stream ended")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import stat
 from pathlib import Path
@@ -32,10 +33,11 @@ async def follow(client: FleetClient, machine_id: str, timeout: float = 30.0) ->
     """The machine's event kinds, in stream order, up to ready or failed."""
     kinds: list[str] = []
     async with asyncio.timeout(timeout):
-        async for _, event in client.events(machine_id):
-            kinds.append(kind_of(event).value)
-            if isinstance(event, MachineReady | MachineFailed):
-                return kinds
+        async with contextlib.aclosing(client.events(machine_id)) as events:
+            async for _, event in events:
+                kinds.append(kind_of(event).value)
+                if isinstance(event, MachineReady | MachineFailed):
+                    return kinds
     return kinds
 
 
@@ -151,10 +153,11 @@ async def test_redelivered_ready_report_changes_nothing(
     marker.write_text("must survive")
 
     report = None
-    async for _, event in stack.events(machine.id):
-        if isinstance(event, DaemonStatusReported):
-            report = event
-            break
+    async with contextlib.aclosing(stack.events(machine.id)) as events:
+        async for _, event in events:
+            if isinstance(event, DaemonStatusReported):
+                report = event
+                break
     assert report is not None
     async with Bus(settings, name="replayer") as bus:
         await bus.publish(msgspec.structs.replace(report, event_id="replayed-" + report.event_id))
@@ -176,11 +179,12 @@ async def test_events_arrive_for_one_machine_only(stack: FleetClient) -> None:
     mb = await stack.create_machine(b.id)
     await follow(stack, ma.id)
     seen: set[str] = set()
-    async for seq, event in stack.events(mb.id):
-        assert seq > 0
-        seen.add(event.machine_id)
-        if isinstance(event, MachineReady | MachineFailed):
-            break
+    async with contextlib.aclosing(stack.events(mb.id)) as events:
+        async for seq, event in events:
+            assert seq > 0
+            seen.add(event.machine_id)
+            if isinstance(event, MachineReady | MachineFailed):
+                break
     assert seen == {mb.id}
 
 

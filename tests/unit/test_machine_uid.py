@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from core.atomic import replace_file
 from providers.machine_uid import allocate_uid, machine_uid
 
@@ -13,7 +15,8 @@ UIDS = (70000, 70009)
 def test_uids_are_distinct_and_kept(tmp_path: Path) -> None:
     root = tmp_path / "machines"
     a, b = machine_uid(root, "m-a", UIDS), machine_uid(root, "m-b", UIDS)
-    assert a != b and {a, b} <= set(range(UIDS[0], UIDS[1] + 1))
+    assert a != b
+    assert {a, b} <= set(range(UIDS[0], UIDS[1] + 1))
     assert machine_uid(root, "m-a", UIDS) == a
 
 
@@ -33,12 +36,8 @@ def test_a_uid_is_never_given_twice_when_the_range_is_spent(tmp_path: Path) -> N
     root = tmp_path / "machines"
     for i in range(UIDS[1] - UIDS[0] + 1):
         machine_uid(root, f"m-{i}", UIDS)
-    try:
+    with pytest.raises(RuntimeError, match="FLEET_SANDBOX_UIDS"):
         allocate_uid(root / "m-over" / "uid", root, UIDS)
-    except RuntimeError as e:
-        assert "FLEET_SANDBOX_UIDS" in str(e)
-    else:
-        raise AssertionError("an eleventh uid from a range of ten")
 
 
 def test_replace_file_leaves_the_whole_file_and_no_temporary(tmp_path: Path) -> None:
