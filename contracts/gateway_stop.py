@@ -13,7 +13,14 @@ from typing import Annotated
 
 import msgspec
 
-from contracts.errors import Conflict, Forbidden, HostFull, NotFound, RunningMachinesLimit
+from contracts.errors import (
+    Conflict,
+    Forbidden,
+    HostFull,
+    NotFound,
+    RunningMachinesLimit,
+    Unavailable,
+)
 from contracts.gateway_types import InstanceId, InstanceRef, MachineRef
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 from contracts.models import Machine
@@ -45,8 +52,9 @@ MACHINES_START: MethodSpec[MachineRef, Machine] = MethodSpec(
     MachineRef,
     Machine,
     "Start a stopped machine again: the same machine, its home and background processes "
-    "(a running one: no change). Refused with HostFull while its host has no room.",
-    (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull),
+    "(a running one: no change). Refused with HostFull while its host has no room; "
+    "Unavailable (retry) while other starts on its host hold its place for over 5 s.",
+    (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull, Unavailable),
 )
 INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
     "instances.setAutoStop",

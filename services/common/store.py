@@ -10,8 +10,10 @@ sets, so concurrent or repeated events can never move a machine backwards.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import TracebackType
@@ -26,6 +28,7 @@ from contracts.errors import NotFound
 from contracts.machine_files import CronJob
 from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo
 from contracts.status import MachineStatus
+from core.backoff import backoff_s
 from services.common import store_scripts
 from services.common.redis_client import close_client, redis_client
 from services.common.settings import Settings
@@ -220,6 +223,25 @@ class Store:
         it. The TTL frees it if the holder dies; release only deletes our own token."""
         token = secrets.token_hex(8)
         held = await self.try_lock(name, token, ttl_s)
+        try:
+            yield held
+        finally:
+            if held:
+                await self.unlock(name, token)
+
+    @contextlib.asynccontextmanager
+    async def lock_waiting(self, name: str, ttl_s: float, wait_s: float) -> AsyncIterator[bool]:
+        """``lock``, tried again (the one backoff rule, from 10 ms) for up to ``wait_s`` while
+        another holds it; yields whether we hold it in the end."""
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + wait_s
+        attempt = 0
+        while not (held := await self.try_lock(name, token, ttl_s)):
+            attempt += 1
+            pause = backoff_s(attempt, base=0.01, cap=0.2)
+            if time.monotonic() + pause > deadline:
+                break
+            await asyncio.sleep(pause)
         try:
             yield held
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.errors import Conflict, HostFull, RunningMachinesLimit
+from contracts.errors import Conflict, HostFull, RunningMachinesLimit, Unavailable
 from contracts.gateway_stop import AutoStop, SetAutoStopParams
 from contracts.gateway_types import InstanceRef, MachineRef
 from contracts.models import Machine
@@ -88,10 +88,18 @@ class StopOps:
             )
         if machine.status not in STOPPED_OR_STOPPING | {S.BOOTING}:
             return machine  # running, or on its way up after a create: nothing to do
-        if machine.status in STOPPED_OR_STOPPING:
+        if machine.status not in STOPPED_OR_STOPPING:
+            await start_machine(self.store, self.bus, machine.id, "started by request")
+            return await self.access.machine(c, p.machine_id)
+        # One start per host at a time, from any gateway: each counts the others' machines
+        # once they are booting, so two cannot both take the host's last place.
+        host = machine.host_id or "-"
+        async with self.store.lock_waiting(f"host-start:{host}", ttl_s=10, wait_s=5) as held:
+            if not held:
+                raise Unavailable(f"another start on host {host} holds its place; retry")
             await check_running_limit(self.store, machine.instance_id, machine.id)
             await check_host_room(self.store, machine)
-        await start_machine(self.store, self.bus, machine.id, "started by request")
+            await start_machine(self.store, self.bus, machine.id, "started by request")
         return await self.access.machine(c, p.machine_id)
 
     async def instances_set_autostop(self, p: SetAutoStopParams, c: Caller) -> AutoStop:

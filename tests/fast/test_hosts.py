@@ -3,6 +3,7 @@ watchdog that fails a create no host with room took."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -336,6 +337,23 @@ async def test_a_start_past_its_hosts_capacity_or_memory_floor_is_refused(world:
         started = await world.rpc("machines.start", {"machineId": first.id})
         assert started["status"] == "booting"
         assert second.host_id == HOST
+
+
+@method("machines.start")
+async def test_two_starts_at_once_never_both_take_the_hosts_last_place(world: World) -> None:
+    async with HostHeartbeat(world.store, world.settings):
+        first, second = await world.ready_machine(), await world.ready_machine()
+        for m in (first, second):
+            await world.rpc("machines.stop", {"machineId": m.id})
+        await world.bus.settle()
+        await world.ready_machine()  # one place of two left
+        got = await asyncio.gather(
+            *(world.rpc("machines.start", {"machineId": m.id}) for m in (first, second)),
+            return_exceptions=True,
+        )
+        refused = [g for g in got if isinstance(g, HostFull)]
+        started = [g for g in got if isinstance(g, dict) and g["status"] == "booting"]
+        assert (len(refused), len(started)) == (1, 1), got
 
 
 async def _lose(world: World, machine_id: str, silent_s: float) -> HostLossMonitor:
