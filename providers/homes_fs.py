@@ -181,12 +181,15 @@ def clone_home(
     uid: int | None,
     cgroups: list[MachineCgroup],
     readonly: bool = False,
+    upper: tuple[Path, Path] | None = None,
 ) -> HomeCopy:
     """``target``, the home ``source`` as of one instant: a snapshot where ``source`` is a
     subvolume (``readonly``: a read-only one), else a plain copy with the source's cgroups
-    frozen."""
+    frozen. ``upper`` (from, to): the source's writes outside its home (its environment's
+    overlay), copied at the same instant, so the source is frozen for that copy too."""
     start = time.monotonic()
-    if is_subvolume(source):
+    cow = is_subvolume(source)
+    if cow and upper is None:
         snapshot(source, target, readonly=readonly)
         took = (time.monotonic() - start) * 1000
         return HomeCopy(source=label, how="cow", pause_ms=0.0, took_ms=round(took, 1))
@@ -194,7 +197,23 @@ def clone_home(
         # The pause counts from the moment every process is frozen (what the freeze waited
         # for before that, each process stopped at its own instant within it) to the thaw.
         stopped = time.monotonic()
-        plain_copy(source, target, uid)
+        if cow:
+            snapshot(source, target, readonly=readonly)
+        else:
+            plain_copy(source, target, uid)
+        if upper is not None:
+            copy_upper(*upper)
         pause = (time.monotonic() - stopped) * 1000
     took = (time.monotonic() - start) * 1000
-    return HomeCopy(source=label, how="copy", pause_ms=round(pause, 1), took_ms=round(took, 1))
+    return HomeCopy(source=label, how="cow" if cow else "copy", pause_ms=round(pause, 1),
+                    took_ms=round(took, 1))  # fmt: skip
+
+
+def copy_upper(source: Path, target: Path) -> None:
+    """An overlay's upper layer copied whole, as root: it holds files of root (those the
+    image had, changed) and the overlay's own whiteouts and opaque marks, which only root can
+    read and make. Its processes are frozen or gone, so nothing swaps a link into it; cp
+    follows none (``-P``) and stays on its filesystem."""
+    if not source.is_dir() or source.is_symlink():
+        return
+    plain_copy(source, target, None)

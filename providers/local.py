@@ -44,12 +44,13 @@ from providers.image_rootfs import ImageRoots
 from providers.limits import Limits, PlacementOf
 from providers.local_image import (
     mount_overlay,
+    overlay_dirs,
     remove_overlay,
     runtime_argv,
     runtime_env,
     unmount_overlay,
 )
-from providers.machine_uid import allocate_uid, give_home
+from providers.machine_uid import allocate_uid, give_home, give_upper
 from providers.netns import has_pasta, loopback_ports, start_sandboxed, stop_pasta
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import SECCOMP_FD, bwrap_argv, sandbox_root_children, supervisor_pid
@@ -229,15 +230,24 @@ class LocalProvider:
         """A snapshot of a home: on the homes' filesystem, the platform's alone."""
         return self._data_dir / "snapshots" / snapshot_id
 
+    def snapshot_upper(self, snapshot_id: str) -> Path:
+        """A snapshot's writes outside the home (its machine's overlay layer), beside it."""
+        return self._data_dir / "snapshots" / f"{snapshot_id}.upper"
+
     async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
         target = self.snapshot_dir(snapshot_id)
         await asyncio.to_thread(target.parent.mkdir, mode=0o700, exist_ok=True)
-        return await self._copy_home(machine_id, target, readonly=True)
+        return await self._copy_home(
+            machine_id, target, self.snapshot_upper(snapshot_id), readonly=True
+        )
 
     async def drop_snapshot(self, snapshot_id: str) -> bool:
         target = self.snapshot_dir(snapshot_id)
         if not target.exists():
             return False
+        upper = self.snapshot_upper(snapshot_id)
+        if upper.exists():
+            await asyncio.to_thread(remove_tree, upper)
         await asyncio.to_thread(remove_home, target)
         return True
 
@@ -249,32 +259,44 @@ class LocalProvider:
         if record.is_file():
             return msgspec.json.decode(record.read_bytes(), type=HomeCopy)
         target = self.home(machine_id)
+        upper = overlay_dirs(self.machine_dir(machine_id))[0]
         if target.exists():  # a copy cut short: made again
             await asyncio.to_thread(remove_home, target)
+        if upper.exists():
+            await asyncio.to_thread(remove_tree, upper)
         if SNAPSHOT_ID_RE.match(source_id):  # no process can change a snapshot: no freeze
             source = self.snapshot_dir(source_id)
             if not source.is_dir():
                 raise ProviderError(f"snapshot {source_id} is not on this host")
+            from_upper = self.snapshot_upper(source_id)
             copied = await asyncio.to_thread(
-                clone_home, source, target, label=source_id, uid=None, cgroups=[]
-            )
+                clone_home, source, target, label=source_id, uid=None, cgroups=[],
+                upper=(from_upper, upper) if from_upper.is_dir() else None,
+            )  # fmt: skip
         else:
-            copied = await self._copy_home(source_id, target)
+            copied = await self._copy_home(source_id, target, upper)
+        if self._uids is not None and upper.is_dir():  # the source's writes: the fork's own
+            mine = allocate_uid(self.machine_dir(machine_id) / "uid", self._root, self._uids)
+            await asyncio.to_thread(give_upper, upper, mine, self._uids)
         record.write_bytes(msgspec.json.encode(copied))
         log.info("provider.local_home_cloned", machine_id=machine_id, source=source_id,
                  how=copied.how, pause_ms=copied.pause_ms, took_ms=copied.took_ms)  # fmt: skip
         return copied
 
-    async def _copy_home(self, source_id: str, target: Path, readonly: bool = False) -> HomeCopy:
-        """``target``, a copy of machine ``source_id``'s home as of one instant."""
+    async def _copy_home(
+        self, source_id: str, target: Path, upper: Path, readonly: bool = False
+    ) -> HomeCopy:
+        """``target``, a copy of machine ``source_id``'s home as of one instant, and ``upper``
+        of what it wrote outside its home (an environment's overlay), if it has any."""
         source_dir = self.machine_dir(source_id)
+        from_upper = overlay_dirs(source_dir)[0]
         uid = (
             None if self._uids is None else allocate_uid(source_dir / "uid", self._root, self._uids)
         )
         cgroups = [MachineCgroup(o) for o in owners(source_dir, source_id)]
         return await asyncio.to_thread(
             clone_home, self.home(source_id), target, label=source_id, uid=uid, cgroups=cgroups,
-            readonly=readonly,
+            readonly=readonly, upper=(from_upper, upper) if from_upper.is_dir() else None,
         )  # fmt: skip
 
     def machine_env(self, home: Path, **fleet: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ uids all leave 0 loses every capability).
 from __future__ import annotations
 
 import fcntl
+import os
 from pathlib import Path
 
 from core import hostile_fs
@@ -59,6 +60,20 @@ def give_home(home: Path, uid: int) -> None:
     """Everything under ``home`` (the platform may have written there as root) to ``uid``: by
     descriptor, since the machine may be swapping links into it meanwhile (core/hostile_fs.py)."""
     hostile_fs.chown_tree(home, uid, uid)
+
+
+def give_upper(upper: Path, uid: int, uids: tuple[int, int]) -> None:
+    """A copied overlay layer's files of a machine (owned by any uid of ``uids``, as the
+    source machine's writes are) to ``uid``; root's and the image's users' stay theirs. The
+    layer is a fresh copy no machine runs on yet, and no link is followed."""
+    for top, dirs, files in os.walk(upper):
+        for name in [*dirs, *files]:
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            if uids[0] <= st.st_uid <= uids[1] or uids[0] <= st.st_gid <= uids[1]:
+                own = uid if uids[0] <= st.st_uid <= uids[1] else st.st_uid
+                group = uid if uids[0] <= st.st_gid <= uids[1] else st.st_gid
+                os.chown(path, own, group, follow_symlinks=False)
 
 
 def as_uid(uid: int, argv: list[str]) -> list[str]:

@@ -45,4 +45,29 @@ async def test_a_busybox_image_local_machine(stack: FleetClient, tmp_path: Path)
 
     await files_terminal_and_port(stack, mid, tmp_path)
     await refresh_code_runs(stack, mid)
+    await forks_and_snapshots_keep_what_it_wrote(stack, mid)
     await stop_start_keeps_what_it_wrote(stack, mid, "local")
+
+
+async def forks_and_snapshots_keep_what_it_wrote(stack: FleetClient, mid: str) -> None:
+    """A fork, and a machine made from a snapshot, have what the source wrote outside its home
+    (its overlay) as of the fork; writes there do not cross, and none needs the other."""
+    await out(stack, mid, "sh", "-c", "echo before > /opt/forked")
+    [fork] = await stack.fork_machine(mid, 1)
+    assert (
+        await stack.wait_for(fork.id, ("ready", "failed"), timeout_s=120)
+    ).status.value == "ready"
+    assert await out(stack, fork.id, "cat", "/opt/forked") == "before\n"
+    await out(stack, fork.id, "sh", "-c", "echo fork > /opt/forked")
+    assert await out(stack, mid, "cat", "/opt/forked") == "before\n"
+    snap = await stack.snapshot_machine(mid, "with-opt")
+    await out(stack, mid, "sh", "-c", "echo after > /opt/forked")
+    made = await stack.create_from_snapshot(fork.instance_id, snap.id)
+    assert (
+        await stack.wait_for(made.id, ("ready", "failed"), timeout_s=120)
+    ).status.value == "ready"
+    assert await stack.delete_snapshot(snap.id)
+    assert await out(stack, made.id, "cat", "/opt/forked") == "before\n"
+    assert await out(stack, fork.id, "cat", "/opt/forked") == "fork\n"
+    for other in (fork.id, made.id):
+        await stack.archive_machine(other)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from core.atomic import replace_file
-from providers.machine_uid import allocate_uid, machine_uid
+from providers.machine_uid import allocate_uid, give_upper, machine_uid
 
 UIDS = (70000, 70009)
 
@@ -47,3 +48,23 @@ def test_replace_file_leaves_the_whole_file_and_no_temporary(tmp_path: Path) -> 
     assert target.read_text() == "12345"
     assert target.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["pid"]
+
+
+def test_give_upper_gives_machine_files_and_follows_no_link(tmp_path: Path) -> None:
+    upper, canary = tmp_path / "upper", tmp_path / "canary"
+    (upper / "opt").mkdir(parents=True)
+    canary.write_text("root's")
+    written, root_owned = upper / "opt" / "tool", upper / "opt" / "root-file"
+    written.write_text("x")
+    root_owned.write_text("y")
+    (upper / "opt" / "link").symlink_to(canary)
+    os.mkfifo(upper / "opt" / "fifo")
+    for path in (written, upper / "opt", upper / "opt" / "fifo"):
+        os.chown(path, UIDS[0] + 3, UIDS[0] + 3)
+    os.chown(upper / "opt" / "link", UIDS[0] + 3, UIDS[0] + 3, follow_symlinks=False)
+    give_upper(upper, UIDS[0], UIDS)
+    for path in (written, upper / "opt", upper / "opt" / "fifo", upper / "opt" / "link"):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid) == (UIDS[0], UIDS[0]), path
+    assert os.lstat(root_owned).st_uid == 0
+    assert (os.stat(canary).st_uid, canary.read_text()) == (0, "root's")
