@@ -261,3 +261,6 @@ class LocalPoolBackend:
         machines, self._machines = list(self._machines), set()
         await asyncio.gather(*(m.stop() for m in machines if m.alive), return_exceptions=True)
         shutil.rmtree(self.owned, ignore_errors=True)
+        # A provisioner killed since the last sweep left its slots' pastas running (they hold
+        # a namespace, not a lifeline): the one that stops last must not leave them behind.
+        await self.remove_orphans()

@@ -4,6 +4,7 @@ machine is replaced; from inside a claimed machine nothing of the pool is reacha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from providers import cgroup
 from providers.cgroup import MachineCgroup
 from providers.local import POOL_SLOT_FILE
 from providers.local_pool import UP_MARKER
+from providers.netns import NETNS_OF
 from providers.sandbox import sandbox_root_children, supervisor_pid
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
@@ -271,6 +273,13 @@ async def test_the_pool_ends_with_its_provisioner(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         await build(s, stack)
         assert not (s.data_path / "pool" / "local" / "1-1").exists()
+        # One killed while this one runs, with its slot's pasta (a stand-in process marked as
+        # a pasta is): this one's stop removes both, it does not wait for the next start.
+        (orphan / "home").mkdir(parents=True)
+        stand_in = await asyncio.create_subprocess_exec("sleep", "120", env={NETNS_OF: "pdeadbeef"})
+        await wait_until(lambda: bool(procinfo.env_roots(NETNS_OF, "pdeadbeef")), timeout=5)
+    assert not (s.data_path / "pool" / "local" / "1-1").exists()
+    assert await asyncio.wait_for(stand_in.wait(), 5) == -signal.SIGTERM
 
 
 async def test_two_provisioners_keep_a_pool_each(settings: Settings) -> None:
