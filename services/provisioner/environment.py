@@ -3,22 +3,24 @@ machine's Docker engine, before the provider starts it (contracts/gateway_enviro
 
 ``resolve_image`` is the one place an environment becomes an image. ``image`` is looked up on
 the engine; ``dockerfile`` and ``devcontainer`` go to ``build_image`` (the environments'
-builder); no environment at all to ``find_devcontainer`` (a repo's devcontainer.json), else the
-platform's default environment. A machine that cannot have its environment fails at stage
+builder); no environment at all to ``DevcontainerDetector`` (a repo's devcontainer.json), else
+the platform's default environment. A machine that cannot have its environment fails at stage
 ``environment`` with the reason.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiodocker
 import structlog
 
 from contracts.errors import EnvironmentInvalid, ImageNotFound, ProviderError
-from contracts.gateway_environments import DEFAULT_ENVIRONMENT, Environment
-from contracts.models import Machine
-from environments import build as eb, cache as build_cache, record
+from contracts.gateway_environments import DEFAULT_ENVIRONMENT, DevcontainerSource, Environment
+from contracts.models import Machine, Repo
+from environments import build as eb, cache as build_cache, record, sources
 from environments.machine import build_for_machine
 from providers.docker_image import MACHINE_HOME
 from services.common.bus import Bus
@@ -42,6 +44,8 @@ class EnvironmentContext:
     #: The event that asked for the machine (builds derive their events' ids from it).
     cause_event_id: str
     settings: Settings
+    #: Auto-detection's memory (None: no repo's devcontainer.json is looked for).
+    detector: DevcontainerDetector | None = None
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,8 @@ async def resolve_image(ctx: EnvironmentContext, environment: Environment | None
     """The image the machine runs. Raises ImageNotFound, what the builder raises
     (EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable, BuildFailed) or ProviderError:
     the machine then fails at stage ``environment``."""
-    if environment is None:
-        environment = await find_devcontainer(ctx)
+    if environment is None and ctx.docker is not None and ctx.detector is not None:
+        environment = await ctx.detector.find(ctx)
     if environment is None:
         return Resolved(DEFAULT_ENVIRONMENT, None)
     if ctx.docker is None:
@@ -114,7 +118,41 @@ async def build_image(ctx: EnvironmentContext, environment: Environment) -> str:
     return made.built.image
 
 
-async def find_devcontainer(ctx: EnvironmentContext) -> Environment | None:
+class DevcontainerDetector:
     """With no environment set: the devcontainer environment of the first of the instance's
-    repos that has a devcontainer file; None: the platform's default."""
-    return None
+    repos (by path) that has a devcontainer file, in the spec's places (None: the platform's
+    default). Each repo's answer is kept for ``ttl_s``, so creates in a row check a repo out
+    once. A repo with credentials is not looked at (the host's checkout has no token), nor
+    one the host cannot fetch: both leave the default, with a warning in the log."""
+
+    def __init__(self, ttl_s: float = 60.0) -> None:
+        self.ttl_s = ttl_s
+        self._found: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+    async def find(self, ctx: EnvironmentContext) -> Environment | None:
+        for repo in sorted(await ctx.store.list_repos(ctx.machine.instance_id),
+                           key=lambda r: r.path):  # fmt: skip
+            path = await self._in(repo, ctx.settings.data_path / "checkouts", ctx.machine.id)
+            if path is not None:
+                log.info("environment.detected", machine_id=ctx.machine.id, repo=repo.path,
+                         path=path)  # fmt: skip
+                return Environment(devcontainer=DevcontainerSource(repo=repo.path, path=path))
+        return None
+
+    async def _in(self, repo: Repo, checkouts: Path, machine_id: str) -> str | None:
+        if repo.has_credentials:
+            log.warning("environment.detect_skipped", machine_id=machine_id, repo=repo.path,
+                        reason="its credentials are not used on the host")  # fmt: skip
+            return None
+        key, now = (repo.url, repo.branch), time.monotonic()
+        kept = self._found.get(key)
+        if kept is not None and now - kept[0] < self.ttl_s:
+            return kept[1]
+        try:
+            found = sources.find_devcontainer(await sources.checkout(repo, checkouts))
+        except (EnvironmentInvalid, ValueError) as exc:  # not fetched, or not a URL git takes
+            log.warning("environment.detect_failed", machine_id=machine_id, repo=repo.path,
+                        error=str(exc))  # fmt: skip
+            found = None
+        self._found[key] = (now, found)
+        return found

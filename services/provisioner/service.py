@@ -39,6 +39,7 @@ from services.common.subscriptions import subscriber
 from services.provisioner.egress import EgressEnforcer
 from services.provisioner.environment import (
     STAGE as ENVIRONMENT_STAGE,
+    DevcontainerDetector,
     EnvironmentContext,
     Resolved,
     pool_key,
@@ -81,6 +82,8 @@ class Provisioner(StopStartHandlers):
         #: The Docker engine environments' images are on (None: none configured).
         self.engine = engine
         self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns)
+        #: What the instance's repos say of their devcontainer.json, for a short while.
+        self.detector = DevcontainerDetector()
 
     async def room(self, held: frozenset[str]) -> int | None:
         """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""
@@ -128,11 +131,12 @@ class Provisioner(StopStartHandlers):
             return Resolved(machine.environment, machine.environment_image)
         env = await instance_environment(self.store, machine.instance_id)
         docker = self.engine() if self.engine is not None else None
+        runs_images = getattr(provider, "runs_images", False)
         ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
-                                 self.settings)  # fmt: skip
+                                 self.settings, self.detector if runs_images else None)  # fmt: skip
         try:
             resolved = await resolve_image(ctx, env)
-            if resolved.image is not None and not getattr(provider, "runs_images", False):
+            if resolved.image is not None and not runs_images:
                 raise NotSupported(f"provider {event.provider} cannot run an environment's image")
         except FleetError as exc:
             await fail_machine(self.store, self.bus, machine.id, stage=ENVIRONMENT_STAGE,

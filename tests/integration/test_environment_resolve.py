@@ -19,7 +19,11 @@ from environments import record
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store
-from services.provisioner.environment import EnvironmentContext, resolve_image
+from services.provisioner.environment import (
+    DevcontainerDetector,
+    EnvironmentContext,
+    resolve_image,
+)
 from tests.conftest import git
 from tests.environments import busybox_image
 
@@ -78,3 +82,39 @@ async def test_dockerfile_and_devcontainer_environments_resolve_to_built_images(
             for image in set(built):
                 for tag in (await docker.images.inspect(image)).get("RepoTags") or []:
                     await docker.images.delete(tag, force=True)
+
+
+@pytest.mark.timeout(120)
+async def test_with_no_environment_set_a_repos_devcontainer_is_detected(
+    settings: Settings, store: Store, bus: Bus, tmp_path: Path
+) -> None:
+    async with aiodocker.Docker() as docker:
+        base = await busybox_image(docker)
+        base_id = (await docker.images.inspect(base))["Id"]
+        plain = repo_with(tmp_path / "a", {"README": "no environment here\n"})
+        host_dir = tmp_path / "host-side"
+        host_dir.mkdir()
+        (host_dir / "devcontainer.json").write_text(f'{{"image": "{base}"}}')
+        linked = repo_with(tmp_path / "b", {"README": "x\n"})
+        (linked / ".devcontainer").symlink_to(host_dir)  # a link is never taken
+        git("add", "-A", cwd=linked)
+        git("commit", "-q", "-m", "link", cwd=linked)
+        dev = repo_with(tmp_path / "c", {
+            ".devcontainer/devcontainer.json": f'{{"image": "{base}", /* c */ }}',
+        })  # fmt: skip
+        inst = await store.create_instance("env-detect")
+        for path, work in (("a-plain", plain), ("b-linked", linked), ("gone", tmp_path / "no")):
+            await store.add_repo(inst.id, Repo(url=str(work), branch="main", path=path))
+        machine = await store.create_machine(inst.id, "docker")
+        detector = DevcontainerDetector(ttl_s=0)
+        ctx = EnvironmentContext(store, bus, machine, docker, "e-2", settings, detector)
+        # No repo has one it may take (a plain one, a link, one the host cannot fetch).
+        assert (await resolve_image(ctx, None)).image is None
+        await store.add_repo(inst.id, Repo(url=str(dev), branch="main", path="c-dev"))
+        got = await resolve_image(ctx, None)
+        wanted = Environment(devcontainer=DevcontainerSource(
+            repo="c-dev", path=".devcontainer/devcontainer.json"))  # fmt: skip
+        assert (got.environment, got.image) == (wanted.describe(), base_id)
+        # Without a detector (a provider that runs no image), the platform's default.
+        bare = EnvironmentContext(store, bus, machine, docker, "e-3", settings)
+        assert (await resolve_image(bare, None)).image is None
