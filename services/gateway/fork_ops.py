@@ -23,6 +23,7 @@ from contracts.models import Machine
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
 from services.common.bus import Bus
 from services.common.store import Store
+from services.common.store_environments import set_machine_environment
 from services.common.store_snapshots import (
     count_snapshots,
     forget_snapshot,
@@ -71,8 +72,19 @@ class ForkOps:
     async def machines_fork(self, p: ForkMachineParams, c: Caller) -> ForkedMachines:
         source = await self._source(c, p.machine_id, "forked")
         await check_running_limit(self.store, source.instance_id, None, p.count)
+        # A fork runs what its source runs, whatever the instance's environment is now: the
+        # home (and the layer over the image) it copies was made for that image.
+        same = None if source.environment is None else (source.environment,
+                                                         source.environment_image)  # fmt: skip
         forks = [
-            await new_machine(self.store, self.bus, source.instance_id, source.provider, source.id)
+            await new_machine(
+                self.store,
+                self.bus,
+                source.instance_id,
+                source.provider,
+                source.id,
+                environment=same,
+            )
             for _ in range(p.count)
         ]
         log.info("machine.forked", machine_id=source.id, forks=[m.id for m in forks])
@@ -127,12 +139,16 @@ async def new_machine(
     provider: str,
     fork_of: str | None = None,
     from_snapshot: str | None = None,
+    *,
+    environment: tuple[str, str | None] | None = None,
 ) -> Machine:
     """A machine made and announced (``machine.created``): the instance's current one, or one
     more machine of the instance: a fork of ``fork_of``, or one with a copy of the snapshot
-    ``from_snapshot``."""
+    ``from_snapshot``; ``environment`` (description, image): what it runs, already resolved."""
     current = fork_of is None and from_snapshot is None
     machine = await store.create_machine(instance_id, provider, current=current)
+    if environment is not None:  # resolved already: the provisioner takes it as it is
+        await set_machine_environment(store, machine.id, *environment)
     event = MachineCreated(
         event_id=new_event_id(),
         machine_id=machine.id,

@@ -15,6 +15,7 @@ from contracts.errors import (
 )
 from contracts.events import MachineCreated, MachineProvisioned
 from contracts.status import MachineStatus as S
+from services.common.store_environments import set_machine_environment
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
 
@@ -50,6 +51,20 @@ async def test_forks_are_new_machines_of_the_instance_made_ready_from_its_home(
     await world.bus.settle()
     assert (await world.machine(again["id"])).status is S.READY
     assert (await world.machine(m.id)).status is S.STOPPED
+
+
+@method("machines.fork")
+async def test_a_fork_runs_its_sources_environment_not_the_instances_new_one(
+    world: World,
+) -> None:
+    a, _ = await two_instances(world)
+    m = await world.ready_machine(a)
+    await set_machine_environment(world.store, m.id, "image team/env:1", "sha256:" + "1" * 64)
+    await world.rpc("instances.setEnvironment",
+                    {"instanceId": a, "environment": {"image": "team/env:2"}})  # fmt: skip
+    [fork] = (await world.rpc("machines.fork", {"machineId": m.id}))["machines"]
+    got = await world.store.get_machine(fork["id"])
+    assert (got.environment, got.environment_image) == ("image team/env:1", "sha256:" + "1" * 64)
 
 
 @method("machines.fork")
