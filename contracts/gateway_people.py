@@ -30,6 +30,9 @@ class User(Model, kw_only=True):
     created_at: datetime
     #: The OpenID provider's subject (``iss`` and ``sub``) of a user who signed in.
     subject: str | None = None
+    #: ``role`` came from the provider's groups (FLEET_OIDC_ADMIN_GROUPS, _AUDITOR_GROUPS),
+    #: not from users.setRole: a sign-in whose groups no longer grant it makes them a member.
+    role_from_groups: bool = False
 
 
 class CreateUserParams(Params, kw_only=True):
@@ -86,6 +89,11 @@ USERS_DISABLE: MethodSpec[UserParams, User] = MethodSpec(
     "users.disable", UserParams, User,
     "Disable a user: their sessions and tokens stop working at once (admins).", _E,
 )  # fmt: skip
+USERS_ENABLE: MethodSpec[UserParams, User] = MethodSpec(
+    "users.enable", UserParams, User,
+    "Enable a disabled user again: they can sign in, and their unexpired tokens work again "
+    "(their sessions ended with the disable) (admins).", _E,
+)  # fmt: skip
 INSTANCES_SET_MEMBER: MethodSpec[SetMemberParams, MemberList] = MethodSpec(
     "instances.setMember", SetMemberParams, MemberList,
     "Give a user a role on an instance (owner, developer, viewer; none removes them).", _E,
@@ -94,6 +102,6 @@ INSTANCES_MEMBERS: MethodSpec[MembersParams, MemberList] = MethodSpec(
     "instances.members", MembersParams, MemberList, "An instance's members and roles.", _E
 )
 PEOPLE_METHODS: tuple[AnySpec, ...] = (
-    USERS_CREATE, USERS_LIST, USERS_SET_ROLE, USERS_DISABLE, INSTANCES_SET_MEMBER,
+    USERS_CREATE, USERS_LIST, USERS_SET_ROLE, USERS_DISABLE, USERS_ENABLE, INSTANCES_SET_MEMBER,
     INSTANCES_MEMBERS,
 )  # fmt: skip

@@ -72,6 +72,7 @@ METHOD_SCOPES: Final[dict[str, str]] = {
     "machines.readFile": FILES_READ, "machines.listDir": FILES_READ, "machines.stat": FILES_READ,
     "machines.removeFile": FILES_WRITE,
     "users.create": _A, "users.list": _A, "users.setRole": _A, "users.disable": _A,
+    "users.enable": _A,
     "instances.setMember": _A, "instances.members": _R,
     "instances.setEnvironment": _X, "instances.getEnvironment": _R,
     "instances.setNetworkPolicy": _A, "instances.getNetworkPolicy": _R,

@@ -33,6 +33,8 @@ def register(sub: SubAction) -> None:
     role.add_argument("role", choices=PLATFORM_ROLES)
     command(u, "disable", _users_disable, "disable a user: their sessions and tokens stop "
             "at once").add_argument("user", help="an id or an email")  # fmt: skip
+    command(u, "enable", _users_enable, "enable a disabled user again").add_argument(
+        "user", help="an id or an email")  # fmt: skip
     m = group(sub, "members", "who may do what on an instance")
     command(m, "list", _members_list, "an instance's members").add_argument("instance_id")
     member = command(m, "set", _members_set, "give a user a role on an instance")
@@ -68,6 +70,11 @@ async def _users_set_role(c: FleetClient, a: argparse.Namespace) -> int:
 
 async def _users_disable(c: FleetClient, a: argparse.Namespace) -> int:
     user = await c.disable_user(a.user)
+    return emit(a, user, lambda: users_table([user]))
+
+
+async def _users_enable(c: FleetClient, a: argparse.Namespace) -> int:
+    user = await c.enable_user(a.user)
     return emit(a, user, lambda: users_table([user]))
 
 

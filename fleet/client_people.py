@@ -29,6 +29,9 @@ class PeopleClient:
     async def disable_user(self: Calls, user: str) -> gp.User:
         return await self.call(gp.USERS_DISABLE, new_params(gp.UserParams, user=user))
 
+    async def enable_user(self: Calls, user: str) -> gp.User:
+        return await self.call(gp.USERS_ENABLE, new_params(gp.UserParams, user=user))
+
     async def set_member(
         self: Calls, instance_id: str, user: str, role: InstanceRole | Literal["none"]
     ) -> gp.MemberList:

@@ -112,13 +112,18 @@ class SignIn:
         users = self.store.users
         user_id = await users.id_by_subject(subject) or await users.id_by_email(email)
         user = await users.get(user_id) if user_id is not None else None
-        role = self._role(claims.get("groups"), user.role if user is not None else "member")
+        role, from_groups = self._role(claims.get("groups"), user)
         if user is None:
-            return await add_user(self.store, email, str(claims.get("name", "")), role, subject)
+            made = await add_user(self.store, email, str(claims.get("name", "")), role, subject)
+            if from_groups:
+                made.role_from_groups = True
+                await users.put(made)
+            return made
         if user.disabled:
             raise Forbidden(f"user {user.email} is disabled")
-        if user.role != role or user.subject != subject:
-            user.role, user.subject = role, subject  # type: ignore[assignment]
+        now = (role, from_groups, subject)
+        if (user.role, user.role_from_groups, user.subject) != now:
+            user.role, user.role_from_groups, user.subject = now  # type: ignore[assignment]
             await users.put(user)
             await users.link_subject(subject, user.id)
         return user
@@ -153,13 +158,18 @@ class SignIn:
         log.info("auth.device_signed_in", user_id=user.id, token_id=token.id)
         return {"id": token.id, "token": secret, "email": user.email}
 
-    def _role(self, groups: object, current: str) -> str:
+    def _role(self, groups: object, user: User | None) -> tuple[str, bool]:
+        """The user's platform role after this sign-in, and whether their groups gave it. A
+        role the groups gave and no longer give falls back to member; one an admin set with
+        users.setRole stays."""
         names = set(groups) if isinstance(groups, list) else set()
         if names & _groups(self.settings.oidc_admin_groups):
-            return "admin"
+            return "admin", True
         if names & _groups(self.settings.oidc_auditor_groups):
-            return "auditor"
-        return current
+            return "auditor", True
+        if user is None or user.role_from_groups:
+            return "member", False
+        return user.role, False
 
 
 def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,

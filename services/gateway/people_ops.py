@@ -82,7 +82,7 @@ class PeopleOps:
     async def users_set_role(self, p: SetRoleParams, c: Caller) -> User:
         c.require(None)
         user = await find_user(self.store, p.user)
-        user.role = p.role
+        user.role, user.role_from_groups = p.role, False
         await self.store.users.put(user)
         log.info("user.role_set", user_id=user.id, role=p.role, by=c.token_id)
         return user
@@ -96,6 +96,14 @@ class PeopleOps:
         await self.store.users.put(user)
         await self.store.users.end_sessions(user.id)
         log.info("user.disabled", user_id=user.id, by=c.token_id)
+        return user
+
+    async def users_enable(self, p: UserParams, c: Caller) -> User:
+        c.require(None)
+        user = await find_user(self.store, p.user)
+        user.disabled = False
+        await self.store.users.put(user)
+        log.info("user.enabled", user_id=user.id, by=c.token_id)
         return user
 
     async def instances_set_member(self, p: SetMemberParams, c: Caller) -> MemberList:
@@ -177,5 +185,6 @@ def people_routes(r: Router[Caller], ops: PeopleOps) -> None:
     r.register(gp.USERS_LIST, ops.users_list)
     r.register(gp.USERS_SET_ROLE, ops.users_set_role)
     r.register(gp.USERS_DISABLE, ops.users_disable)
+    r.register(gp.USERS_ENABLE, ops.users_enable)
     r.register(gp.INSTANCES_SET_MEMBER, ops.instances_set_member)
     r.register(gp.INSTANCES_MEMBERS, ops.instances_members)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from redis.typing import EncodableT, FieldT
 
@@ -15,8 +16,10 @@ from contracts.models import AccessToken
 from services.common.store_keys import k_token
 from services.common.tokens import hash_token, new_secret
 from services.gateway.access import Caller
+from services.gateway.auth_http import SignIn
 from services.gateway.callers import caller_is_live, caller_resolver, user_caller
 from services.gateway.people_ops import find_user
+from services.gateway.web_sessions import WebSessions
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method
@@ -146,6 +149,26 @@ async def test_a_disabled_user_and_their_tokens_stop_at_once(world: World) -> No
     assert not await caller_is_live(world.store, made["id"])  # the revocation round cuts it
 
 
+@method("users.enable")
+async def test_an_enabled_user_signs_in_and_their_unexpired_tokens_work_again(
+    world: World,
+) -> None:
+    machine_id, dev = await with_member(world, "developer")
+    instance_id = (await world.machine(machine_id)).instance_id
+    made = await world.rpc("tokens.create", {"name": "ci", "instanceIds": [instance_id],
+                                             "scopes": ["machines:exec"]}, dev)  # fmt: skip
+    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store)
+    await world.rpc("users.disable", {"user": "developer@example.com"})
+    assert await resolve(made["token"]) is None
+    with pytest.raises(Forbidden):  # an admin's method
+        await world.rpc("users.enable", {"user": "developer@example.com"}, dev)
+    got = await world.rpc("users.enable", {"user": "developer@example.com"})
+    assert got["disabled"] is False
+    assert await resolve(made["token"]) is not None
+    with pytest.raises(NotFound):
+        await world.rpc("users.enable", {"user": "nobody@example.com"})
+
+
 @method("tokens.create")
 async def test_a_token_is_refused_outside_its_scope_instance_and_time(world: World) -> None:
     machine_id, dev = await with_member(world, "developer")
@@ -240,3 +263,24 @@ async def test_tokens_kept_before_scopes_are_migrated_as_they_were(world: World)
     other = await world.ready_machine()
     with pytest.raises(Forbidden):
         await world.rpc("machines.get", {"machineId": other.id}, caller)
+
+
+async def test_a_role_the_groups_gave_goes_with_them_one_an_admin_set_stays(
+    world: World,
+) -> None:
+    settings = msgspec.structs.replace(world.settings, oidc_admin_groups="ops",
+                                       oidc_auditor_groups="audit")  # fmt: skip
+    signin = SignIn(world.store, settings, None, WebSessions(world.store, settings))
+
+    async def sign_in(email: str, *groups: str) -> str:
+        claims = {"iss": "https://idp", "sub": email, "email": email, "groups": list(groups)}
+        return (await signin.user_of(claims)).role
+
+    assert await sign_in("ann@example.com", "ops") == "admin"
+    assert await sign_in("ann@example.com", "audit") == "auditor"
+    assert await sign_in("ann@example.com") == "member"  # out of both groups
+    assert await sign_in("bob@example.com") == "member"
+    await world.rpc("users.setRole", {"user": "bob@example.com", "role": "admin"})
+    assert await sign_in("bob@example.com") == "admin"  # set by an admin: not the groups'
+    assert await sign_in("bob@example.com", "audit") == "auditor"
+    assert await sign_in("bob@example.com") == "member"  # the groups' now, gone with them

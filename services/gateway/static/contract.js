@@ -74,6 +74,7 @@ export const METHODS = Object.freeze({
   USERS_LIST: "users.list",
   USERS_SET_ROLE: "users.setRole",
   USERS_DISABLE: "users.disable",
+  USERS_ENABLE: "users.enable",
   INSTANCES_SET_MEMBER: "instances.setMember",
   INSTANCES_MEMBERS: "instances.members",
 });
