@@ -60,16 +60,33 @@ def preview_prefix(machine_id: str, port: int) -> str:
     return PREVIEW_PREFIX.format(machineId=machine_id, port=port)
 
 
-class ListeningPort(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+class ListeningPort(msgspec.Struct, rename="camel", kw_only=True, frozen=True, omit_defaults=True):
     port: int
     #: The address it is bound to, as the kernel has it (``0.0.0.0``, ``127.0.0.1``, ``::``).
     address: str
     family: Family
+    #: From the environment's devcontainer.json (``portsAttributes``), when it names the port.
+    label: str | None = None
+    protocol: str | None = None
+
+
+class ForwardedPort(msgspec.Struct, rename="camel", kw_only=True, frozen=True, omit_defaults=True):
+    """A port the machine's environment forwards (devcontainer.json ``forwardPorts``): it has
+    a preview URL (machines.previewTicket) whether or not anything listens on it yet."""
+
+    port: int
+    label: str | None = None
+    #: ``http`` or ``https``, as ``portsAttributes`` says; None: not said.
+    protocol: str | None = None
+    #: Something listens on it now (it is in ``ports`` too).
+    listening: bool
 
 
 class PortList(Result, kw_only=True):
     #: TCP ports in LISTEN on the loopback or on every address, by port, each once per family.
     ports: list[ListeningPort]
+    #: The environment's forwarded ports, in the file's order (empty: none declared).
+    forwarded: list[ForwardedPort] = []
 
 
 class MachinePortsParams(Params, kw_only=True):
@@ -105,7 +122,8 @@ MACHINES_PORTS: MethodSpec[MachinePortsParams, PortList] = MethodSpec(
     "machines.ports",
     MachinePortsParams,
     PortList,
-    "The TCP ports that listen in the machine (each can be opened as a preview URL).",
+    "The TCP ports that listen in the machine (each can be opened as a preview URL), with "
+    "the labels its environment gives them, and the ports its environment forwards.",
     (NotFound, Forbidden, *_DAEMON, NotSupported),
 )
 MACHINES_PREVIEW_TICKET: MethodSpec[PreviewTicketParams, PreviewTicket] = MethodSpec(

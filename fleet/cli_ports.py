@@ -68,8 +68,12 @@ async def _ports(c: FleetClient, a: Args) -> int:
     found = await c.machine_ports(a.machine_id)
 
     def human() -> str:
-        rows = [f"{p.port:>5}  {p.family}  {p.address}" for p in found.ports]
-        return "\n".join(["PORT   FAMILY  ADDRESS", *rows]) if rows else "no listening ports"
+        rows = [f"{p.port:>5}  {p.family}  {p.address:<15}  {p.label or ''}".rstrip()
+                for p in found.ports]  # fmt: skip
+        rows += [f"{f.port:>5}  -     not listening yet  {f.label or ''}".rstrip()
+                 for f in found.forwarded if not f.listening]  # fmt: skip
+        head = "PORT   FAMILY  ADDRESS          LABEL"
+        return "\n".join([head, *rows]) if rows else "no listening ports"
 
     return emit(a, found, human)
 

@@ -35,6 +35,8 @@ from contracts.jsonrpc import MethodSpec, NoParams, P, R
 from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MachinePortsParams, PortList
+from environments import record
+from environments.ports import with_declared
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.machine_config import (
     REFRESHABLE,
@@ -170,7 +172,9 @@ class MachineOps:
         return await self._call(c, p.machine_id, d.DAEMON_LOG, params, active=False)
 
     async def machines_ports(self, p: MachinePortsParams, c: Caller) -> PortList:
-        return await self._call(c, p.machine_id, LIST_PORTS, NoParams(), active=False)
+        listed = await self._call(c, p.machine_id, LIST_PORTS, NoParams(), active=False)
+        life = await record.load(self.store, p.machine_id)  # a devcontainer's ports, if any
+        return listed if life is None else with_declared(listed, life.devcontainer)
 
     # --- files -------------------------------------------------------------------------------
     async def machines_read_file(self, p: gf.MachineReadFileParams, c: Caller) -> df.ReadFileResult:

@@ -9,9 +9,40 @@ import pytest
 from contracts.errors import Conflict, DaemonUnavailable, Forbidden, InvalidParams, NotFound
 from contracts.people import PORTS
 from contracts.ports import ListeningPort
+from environments import devcontainer as dc, record
+from environments.lifecycle import MachineLifecycle
 from services.gateway.access import Caller
 from tests.fast.conftest import World
 from tests.fast.test_gateway import method, token_of, two_instances
+
+
+@method("machines.ports")
+async def test_a_devcontainers_forwarded_ports_are_listed_with_their_labels(
+    world: World,
+) -> None:
+    machine = await world.ready_machine()
+    conf = dc.parse(b'''{"image": "x", "forwardPorts": [3000, "localhost:5432", 3000, 8080],
+        "portsAttributes": {"3000": {"label": "Web app", "protocol": "https"},
+                            "5000-5500": {"label": "Database"}, "node*": {"label": "no"}}}''',
+                    ".devcontainer.json", workspace="/home/fleet/app")  # fmt: skip
+    await record.save(world.store, machine.id, MachineLifecycle(devcontainer=conf))
+    world.daemons[machine.id].ports = [
+        ListeningPort(port=3000, address="::", family="ipv6"),
+        ListeningPort(port=22, address="::", family="ipv6"),
+    ]
+    answer = await world.rpc("machines.ports", {"machineId": machine.id})
+    assert answer["ports"] == [
+        {"port": 3000, "address": "::", "family": "ipv6", "label": "Web app", "protocol": "https"},
+        {"port": 22, "address": "::", "family": "ipv6"},
+    ]
+    assert answer["forwarded"] == [
+        {"port": 3000, "label": "Web app", "protocol": "https", "listening": True},
+        {"port": 5432, "label": "Database", "listening": False},
+        {"port": 8080, "listening": False},
+    ]
+    # A declared port that nothing listens on yet has its preview ticket all the same.
+    ticket = await world.rpc("machines.previewTicket", {"machineId": machine.id, "port": 8080})
+    assert ticket["ticket"]
 
 
 @method("machines.ports")
@@ -24,7 +55,8 @@ async def test_machines_ports(world: World) -> None:
     ]
     answer = await world.rpc("machines.ports", {"machineId": machine.id}, token_of(a))
     assert answer == {"ports": [{"port": 22, "address": "127.0.0.1", "family": "ipv4"},
-                                {"port": 3000, "address": "::", "family": "ipv6"}]}  # fmt: skip
+                                {"port": 3000, "address": "::", "family": "ipv6"}],
+                      "forwarded": []}  # fmt: skip
     with pytest.raises(Forbidden):
         await world.rpc("machines.ports", {"machineId": machine.id}, token_of(b))
     with pytest.raises(InvalidParams) as bad:

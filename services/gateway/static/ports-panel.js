@@ -1,5 +1,7 @@
 // The Machine detail page's Ports panel: the TCP ports listening in the machine
-// (machines.ports), each with an Open button for its preview URL. Open asks
+// (machines.ports), with the labels its environment gives them, then the ports its
+// environment forwards that nothing listens on yet, each with an Open button for its
+// preview URL. Open asks
 // machines.previewTicket for a single-use ticket and opens the preview in a new tab with it:
 // the gateway swaps the ticket for a cookie scoped to that port and drops it from the URL,
 // so the token never travels in a URL, and `noopener` keeps the console's tab (its
@@ -9,7 +11,7 @@ import { METHODS, PORTS } from "./contract.js";
 import { emptyRow, table } from "./frame.js";
 import { busy, errorBox, fill, h, mono } from "./ui.js";
 
-const HEADS = ["Port", "Family", "Address", ""];
+const HEADS = ["Port", "Label", "Family", "Address", ""];
 
 async function openPreview(machineId, port) {
   const t = await rpc(METHODS.MACHINES_PREVIEW_TICKET, { machineId, port });
@@ -28,8 +30,9 @@ function portRow(machineId, p, notices) {
     "tr",
     { testid: "port-row", dataset: { port: String(p.port) } },
     h("td", {}, mono(String(p.port))),
-    h("td", {}, p.family),
-    h("td", {}, mono(p.address)),
+    h("td", { testid: "port-label" }, p.label || ""),
+    h("td", {}, p.family || "—"),
+    h("td", {}, p.address ? mono(p.address) : "not listening yet"),
     h("td", {}, open),
   );
 }
@@ -43,11 +46,13 @@ export function portsPanel(machineId) {
     busy(refresh, async () => {
       fill(notices);
       try {
-        const { ports } = await rpc(METHODS.MACHINES_PORTS, { machineId });
+        const { ports, forwarded = [] } = await rpc(METHODS.MACHINES_PORTS, { machineId });
+        const idle = forwarded.filter((f) => !f.listening);
+        const rows = [...ports, ...idle];
         fill(
           tbody,
-          ports.length
-            ? ports.map((p) => portRow(machineId, p, notices))
+          rows.length
+            ? rows.map((p) => portRow(machineId, p, notices))
             : emptyRow(HEADS.length, "Nothing listens on the machine's loopback."),
         );
       } catch (err) {
