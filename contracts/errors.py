@@ -377,6 +377,15 @@ class FeatureUnavailable(FleetError):
     http_status = 502
 
 
+class HostRequirementsExceeded(FleetError):
+    """A devcontainer's ``hostRequirements`` ask for more CPUs or memory than the machine's
+    instance may have (its limits: instances.setLimits, else the platform's). ``data`` has what
+    was asked and what is allowed."""
+
+    code = 1624
+    http_status = 422
+
+
 #: Every error kind, by code: the one table that maps exceptions to JSON-RPC errors and back.
 ERRORS: dict[int, type[FleetError]] = {
     cls.code: cls
@@ -426,6 +435,7 @@ ERRORS: dict[int, type[FleetError]] = {
         EnvironmentInvalid,
         BuildFailed,
         FeatureUnavailable,
+        HostRequirementsExceeded,
     )
 }
 

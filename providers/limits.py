@@ -26,6 +26,17 @@ def with_own(
     )
 
 
+def within(limits: Limits, cpus: float | None, memory_mb: int | None) -> Limits | None:
+    """``limits`` with the CPUs and memory a machine asks for (a devcontainer's
+    ``hostRequirements``) in their place; None if it asks for more than ``limits`` allow."""
+    if (cpus is not None and cpus > limits.cpus) or (
+        memory_mb is not None and memory_mb > limits.memory_mb
+    ):
+        return None
+    return Limits(memory_mb=limits.memory_mb if memory_mb is None else memory_mb,
+                  cpus=limits.cpus if cpus is None else cpus, pids=limits.pids)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Placement:
     """What a provider needs to know of a machine beyond its id."""

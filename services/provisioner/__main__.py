@@ -13,7 +13,7 @@ from providers import homes_fs
 from providers.code import code_repo
 from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
-from providers.limits import Placement, with_own
+from providers.limits import Placement
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
 from providers.registry import docker_provider, platform_limits
@@ -25,11 +25,10 @@ from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_limits import instance_limits
 from services.common.subscriptions import enter_subscriptions
 from services.provisioner.egress import dns_proxy
 from services.provisioner.egress_events import EgressEvents
-from services.provisioner.environment import image_id, pool_key
+from services.provisioner.environment import image_id, machine_limits, pool_key
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc import HostMethods, HostRpcServer
 from services.provisioner.service import Provisioner
@@ -44,10 +43,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     limits = platform_limits(settings)
 
     async def placement(machine_id: str) -> Placement:
-        """The machine's instance and limits: the platform's, with the instance's own."""
+        """The machine's instance and limits (services/provisioner/environment.py)."""
         machine = await store.get_machine(machine_id)
-        own = await instance_limits(store, machine.instance_id)
-        return Placement(machine.instance_id, with_own(limits, own.memory_mb, own.cpus, own.pids),
+        return Placement(machine.instance_id, await machine_limits(store, settings, machine),
                          image=machine.environment_image)  # fmt: skip
 
     repo = code_repo(settings.code_repo)

@@ -17,15 +17,23 @@ from pathlib import Path
 import aiodocker
 import structlog
 
-from contracts.errors import EnvironmentInvalid, ImageNotFound, ProviderError
+from contracts.errors import (
+    EnvironmentInvalid,
+    HostRequirementsExceeded,
+    ImageNotFound,
+    ProviderError,
+)
 from contracts.gateway_environments import DEFAULT_ENVIRONMENT, DevcontainerSource, Environment
 from contracts.models import Machine, Repo
 from environments import build as eb, cache as build_cache, record, sources
 from environments.machine import build_for_machine
 from providers.docker_image import MACHINE_HOME
+from providers.limits import Limits, with_own, within
+from providers.registry import platform_limits
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.store_limits import instance_limits
 
 log = structlog.get_logger(__name__)
 
@@ -156,3 +164,26 @@ class DevcontainerDetector:
             found = None
         self._found[key] = (now, found)
         return found
+
+
+async def machine_limits(store: Store, settings: Settings, machine: Machine) -> Limits:
+    """The machine's limits: the platform's, with its instance's own, with what its
+    devcontainer's ``hostRequirements`` ask for in their place. HostRequirementsExceeded if they
+    ask for more than the instance may have."""
+    own = await instance_limits(store, machine.instance_id)
+    base = with_own(platform_limits(settings), own.memory_mb, own.cpus, own.pids)
+    life = await record.load(store, machine.id)
+    asked = None if life is None else life.devcontainer.host_requirements
+    if asked is None:
+        return base
+    memory_mb = None if asked.memory_bytes is None else -(-asked.memory_bytes // 2**20)
+    got = within(base, asked.cpus, memory_mb)
+    if got is None:
+        raise HostRequirementsExceeded(
+            f"the devcontainer's hostRequirements ask for {asked.cpus or base.cpus:g} CPUs and "
+            f"{memory_mb or base.memory_mb} MB; instance {machine.instance_id} may have "
+            f"{base.cpus:g} CPUs and {base.memory_mb} MB (instances.setLimits, admins)",
+            data={"asked": {"cpus": asked.cpus, "memoryMb": memory_mb},
+                  "allowed": {"cpus": base.cpus, "memoryMb": base.memory_mb}},
+        )  # fmt: skip
+    return got

@@ -42,6 +42,7 @@ from services.provisioner.environment import (
     DevcontainerDetector,
     EnvironmentContext,
     Resolved,
+    machine_limits,
     pool_key,
     resolve_image,
 )
@@ -138,6 +139,7 @@ class Provisioner(StopStartHandlers):
             resolved = await resolve_image(ctx, env)
             if resolved.image is not None and not runs_images:
                 raise NotSupported(f"provider {event.provider} cannot run an environment's image")
+            await machine_limits(self.store, self.settings, machine)  # what it asks fits
         except FleetError as exc:
             await fail_machine(self.store, self.bus, machine.id, stage=ENVIRONMENT_STAGE,
                                reason=f"{type(exc).__name__}: {exc.message}",

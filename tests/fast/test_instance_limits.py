@@ -7,7 +7,11 @@ from typing import Any
 
 import pytest
 
-from contracts.errors import Forbidden, InvalidParams, NotFound
+from contracts.errors import Forbidden, HostRequirementsExceeded, InvalidParams, NotFound
+from environments import devcontainer as dc, record
+from environments.lifecycle import MachineLifecycle
+from providers.limits import Limits
+from services.provisioner.environment import machine_limits
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances
 
@@ -74,3 +78,26 @@ async def test_limits_are_validated_and_bounded(world: World) -> None:
         await world.rpc("instances.setLimits", {"instanceId": MISSING_INSTANCE, "pids": 64})
     with pytest.raises(NotFound):
         await world.rpc("instances.getLimits", {"instanceId": MISSING_INSTANCE})
+
+
+async def test_a_devcontainers_host_requirements_are_its_machines_limits_within_the_instances(
+    world: World,
+) -> None:
+    machine = await world.ready_machine()
+    s = world.settings
+    await world.rpc("instances.setLimits", {"instanceId": machine.instance_id, "cpus": 2.0,
+                                            "memoryMb": 4096})  # fmt: skip
+
+    async def asking(requirements: str) -> Limits:
+        conf = dc.parse(f'{{"image": "x", "hostRequirements": {requirements}}}'.encode(),
+                        ".devcontainer.json", workspace="/w")  # fmt: skip
+        await record.save(world.store, machine.id, MachineLifecycle(devcontainer=conf))
+        return await machine_limits(world.store, s, machine)
+
+    assert await asking('{"cpus": 2, "memory": "2gb"}') == Limits(2048, 2.0, s.machine_pids)
+    assert await asking('{"memory": "1.5gb"}') == Limits(1536, 2.0, s.machine_pids)
+    with pytest.raises(HostRequirementsExceeded) as over:
+        await asking('{"cpus": 4, "memory": "8gb"}')
+    assert over.value.data == {"asked": {"cpus": 4, "memoryMb": 8192},
+                               "allowed": {"cpus": 2.0, "memoryMb": 4096}}  # fmt: skip
+    assert "instances.setLimits" in over.value.message

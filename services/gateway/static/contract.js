@@ -126,6 +126,7 @@ export const ERRORS = Object.freeze({
   ENVIRONMENT_INVALID: 1621,
   BUILD_FAILED: 1622,
   FEATURE_UNAVAILABLE: 1623,
+  HOST_REQUIREMENTS_EXCEEDED: 1624,
 });
 
 /** The HTTP status of each error kind (FleetError.http_status). */
@@ -175,6 +176,7 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   ENVIRONMENT_INVALID: 422,
   BUILD_FAILED: 422,
   FEATURE_UNAVAILABLE: 502,
+  HOST_REQUIREMENTS_EXCEEDED: 422,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */
