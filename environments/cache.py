@@ -138,7 +138,19 @@ async def evict(docker: aiodocker.Docker, store: BuildCache, *, keep: str = "") 
         removed.append(e["tag"])
     if removed:
         log.info("environments.evicted", tags=removed, kept_bytes=total)
-        async with _lock:
-            used = {k: v for k, v in _read_used(store).items() if k not in removed}
-            await asyncio.to_thread(_write_used, store, used)
+        await _forget(store, removed)
     return removed
+
+
+async def remove(docker: aiodocker.Docker, store: BuildCache, tag: str) -> None:
+    """Remove one cached build; the engine's DockerError (409: a container uses it) is
+    raised."""
+    await docker.images.delete(tag, noprune=False)
+    await _forget(store, [tag])
+    log.info("environments.removed", tag=tag)
+
+
+async def _forget(store: BuildCache, tags: list[str]) -> None:
+    async with _lock:
+        used = {k: v for k, v in _read_used(store).items() if k not in tags}
+        await asyncio.to_thread(_write_used, store, used)

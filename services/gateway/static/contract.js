@@ -69,6 +69,9 @@ export const METHODS = Object.freeze({
   MACHINES_REMOVE_FILE: "machines.removeFile",
   INSTANCES_SET_ENVIRONMENT: "instances.setEnvironment",
   INSTANCES_GET_ENVIRONMENT: "instances.getEnvironment",
+  ENVIRONMENTS_LIST: "environments.list",
+  ENVIRONMENTS_BUILD: "environments.build",
+  ENVIRONMENTS_DELETE: "environments.delete",
   AUDIT_LIST: "audit.list",
   USERS_CREATE: "users.create",
   USERS_LIST: "users.list",
@@ -126,6 +129,7 @@ export const ERRORS = Object.freeze({
   ENVIRONMENT_INVALID: 1621,
   BUILD_FAILED: 1622,
   FEATURE_UNAVAILABLE: 1623,
+  ENVIRONMENT_IN_USE: 1629,
 });
 
 /** The HTTP status of each error kind (FleetError.http_status). */
@@ -175,6 +179,7 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   ENVIRONMENT_INVALID: 422,
   BUILD_FAILED: 422,
   FEATURE_UNAVAILABLE: 502,
+  ENVIRONMENT_IN_USE: 409,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */
