@@ -1,6 +1,7 @@
-"""The builds' cache: images tagged ``<repository>:<hash>`` and labelled ``LABEL`` on the
-engine (so they survive the platform's restarts), a file of when each was last used, and
-least-recently-used eviction down to ``max_bytes``. An image a container still uses is never
+"""The builds' cache: images tagged ``<repository>:<hash>`` on the engine (so they survive the
+platform's restarts; no label marks them: a label costs the engine's builder one more layer per
+build), a file of when each was last used, and least-recently-used eviction down to
+``max_bytes``. An image a container still uses is never
 removed (the engine refuses); it goes at a later eviction."""
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import structlog
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-LABEL = "dev.fleetd.environment"
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ async def untag(docker: aiodocker.Docker, tag: str) -> None:
 
 async def entries(docker: aiodocker.Docker, store: BuildCache) -> list[dict[str, Any]]:
     """The cached builds, least recently used first: ``tag``, ``id``, ``size``, ``lastUsed``."""
-    images = await docker.images.list(filters={"label": [LABEL]})
+    images = await docker.images.list(filters={"reference": [f"{store.repository}:*"]})
     used = _read_used(store)
     out = []
     for image in images:
