@@ -27,6 +27,7 @@ from bench import (
     codemode,
     create_ready,
     egress,
+    env_cache,
     exec_stream,
     files,
     footprint,
@@ -52,7 +53,7 @@ from core.logs import configure_logging
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 26))
+BENCHES = tuple(str(n) for n in range(1, 27))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together.
@@ -70,6 +71,7 @@ SLOW = {
     "22": "fork (a 1 GiB home, btrfs and plain homes)",
     "24": "egress policy (20 machines, 100 MiB downloads)",
     "25": "creates while a NATS node is lost (--ha)",
+    "26": "environments (two docker stacks, image builds)",
 }
 
 
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="smaller runs; without --only, skips the slow ones",
     )
-    parser.add_argument("--only", help="comma-separated benchmark numbers (1-25; default all)")
+    parser.add_argument("--only", help="comma-separated benchmark numbers (1-26; default all)")
     parser.add_argument(
         "--json",
         type=Path,
@@ -167,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(egress.run(report, args.quick))
     if "25" in only:
         asyncio.run(ha_failover.run(report, args.quick))
+    if "26" in only:
+        asyncio.run(env_cache.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")

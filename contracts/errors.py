@@ -386,6 +386,14 @@ class HostRequirementsExceeded(FleetError):
     http_status = 422
 
 
+class EnvironmentInUse(FleetError):
+    """A cached environment build is not removed while a machine (neither archived nor failed)
+    runs it; ``data.machines`` lists them."""
+
+    code = 1629
+    http_status = 409
+
+
 #: Every error kind, by code: the one table that maps exceptions to JSON-RPC errors and back.
 ERRORS: dict[int, type[FleetError]] = {
     cls.code: cls
@@ -436,6 +444,7 @@ ERRORS: dict[int, type[FleetError]] = {
         BuildFailed,
         FeatureUnavailable,
         HostRequirementsExceeded,
+        EnvironmentInUse,
     )
 }
 

@@ -32,6 +32,7 @@ from contracts.errors import (
     RunningMachinesLimit,
     ToolError,
 )
+from contracts.gateway_env_builds import ENV_BUILD_METHODS, ENVIRONMENTS_LIST
 from contracts.gateway_environments import ENVIRONMENT_METHODS, INSTANCES_GET_ENVIRONMENT
 from contracts.gateway_files import FILE_METHODS, MACHINES_LIST_DIR, MACHINES_STAT
 from contracts.gateway_fork import FORK_METHODS
@@ -269,6 +270,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *SESSION_METHODS,
     *FILE_METHODS,
     *ENVIRONMENT_METHODS,
+    *ENV_BUILD_METHODS,
     *AUDIT_METHODS,
     *PEOPLE_METHODS,
 )
@@ -301,6 +303,7 @@ READ_ONLY_METHODS: frozenset[str] = frozenset(
         HOSTS_LIST,
         INSTANCES_GET_AUTOSTOP,
         INSTANCES_GET_ENVIRONMENT,
+        ENVIRONMENTS_LIST,
         INSTANCES_GET_NETWORK_POLICY,
         USERS_LIST,
         INSTANCES_MEMBERS,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from contracts.errors import NotFound, NotSupported, ProviderError
 from contracts.events import HomeCopy
+from contracts.gateway_env_builds import HOST_ENV_BUILD_METHODS
 from contracts.gateway_types import MachineId, SnapshotId
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 
@@ -95,4 +96,5 @@ HOST_METHODS: tuple[AnySpec, ...] = (
     TAKE_SNAPSHOT,
     DROP_SNAPSHOT,
     APPLY_EGRESS,
+    *HOST_ENV_BUILD_METHODS,
 )

@@ -75,6 +75,8 @@ METHOD_SCOPES: Final[dict[str, str]] = {
     "users.enable": _A,
     "instances.setMember": _A, "instances.members": _R,
     "instances.setEnvironment": _X, "instances.getEnvironment": _R,
+    # The builds cache is the host's, shared by every instance: only its build is the caller's.
+    "environments.list": _A, "environments.build": _X, "environments.delete": _A,
     "instances.setNetworkPolicy": _A, "instances.getNetworkPolicy": _R,
     "machines.fork": _X, "machines.snapshot": _X, "snapshots.list": _R, "snapshots.delete": _X,
     # Who may read the audit log (admins and auditors) is audit_log.may_read's to say.

@@ -241,7 +241,7 @@ async def _run_build(docker: aiodocker.Docker, context: IO[bytes], tag: str,
                      args: dict[str, str], target: str | None, store: cache.BuildCache,
                      say: Say) -> str:  # fmt: skip
     params: dict[str, Any] = {"t": tag, "dockerfile": ".fleetd.Dockerfile", "rm": "1",
-                              "forcerm": "1", "labels": json.dumps({cache.LABEL: "1"})}  # fmt: skip
+                              "forcerm": "1"}  # fmt: skip
     if args:
         params["buildargs"] = json.dumps(args)
     if target:

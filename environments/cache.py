@@ -1,6 +1,7 @@
-"""The builds' cache: images tagged ``<repository>:<hash>`` and labelled ``LABEL`` on the
-engine (so they survive the platform's restarts), a file of when each was last used, and
-least-recently-used eviction down to ``max_bytes``. An image a container still uses is never
+"""The builds' cache: images tagged ``<repository>:<hash>`` on the engine (so they survive the
+platform's restarts; no label marks them: a label costs the engine's builder one more layer per
+build), a file of when each was last used, and least-recently-used eviction down to
+``max_bytes``. An image a container still uses is never
 removed (the engine refuses); it goes at a later eviction."""
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import structlog
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-LABEL = "dev.fleetd.environment"
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ async def untag(docker: aiodocker.Docker, tag: str) -> None:
 
 async def entries(docker: aiodocker.Docker, store: BuildCache) -> list[dict[str, Any]]:
     """The cached builds, least recently used first: ``tag``, ``id``, ``size``, ``lastUsed``."""
-    images = await docker.images.list(filters={"label": [LABEL]})
+    images = await docker.images.list(filters={"reference": [f"{store.repository}:*"]})
     used = _read_used(store)
     out = []
     for image in images:
@@ -138,7 +137,19 @@ async def evict(docker: aiodocker.Docker, store: BuildCache, *, keep: str = "") 
         removed.append(e["tag"])
     if removed:
         log.info("environments.evicted", tags=removed, kept_bytes=total)
-        async with _lock:
-            used = {k: v for k, v in _read_used(store).items() if k not in removed}
-            await asyncio.to_thread(_write_used, store, used)
+        await _forget(store, removed)
     return removed
+
+
+async def remove(docker: aiodocker.Docker, store: BuildCache, tag: str) -> None:
+    """Remove one cached build; the engine's DockerError (409: a container uses it) is
+    raised."""
+    await docker.images.delete(tag, noprune=False)
+    await _forget(store, [tag])
+    log.info("environments.removed", tag=tag)
+
+
+async def _forget(store: BuildCache, tags: list[str]) -> None:
+    async with _lock:
+        used = {k: v for k, v in _read_used(store).items() if k not in tags}
+        await asyncio.to_thread(_write_used, store, used)

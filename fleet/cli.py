@@ -18,7 +18,15 @@ import sys
 from pathlib import Path
 
 from contracts.errors import FleetError
-from fleet import cli_audit, cli_code, cli_hosts, cli_machines, cli_people, cli_records
+from fleet import (
+    cli_audit,
+    cli_code,
+    cli_env_builds,
+    cli_hosts,
+    cli_machines,
+    cli_people,
+    cli_records,
+)
 from fleet.cli_common import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -73,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_machines.register(sub)
     cli_code.register(sub)
     cli_hosts.register(sub)
+    cli_env_builds.register(sub)
     cli_audit.register(sub)
     cli_people.register(sub)
     return p

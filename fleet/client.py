@@ -47,6 +47,7 @@ from contracts.openrpc import OpenRpcDocument
 from contracts.status import MachineStatus
 from fleet.client_audit import AuditClient
 from fleet.client_codemode import CodemodeMethods
+from fleet.client_env_builds import EnvBuildsClient
 from fleet.client_events import EventsClient
 from fleet.client_files import FilesClient
 from fleet.client_instance_env import InstanceEnvironmentClient
@@ -82,6 +83,7 @@ class FleetClient(
     TransferClient,
     StopClient,
     InstanceEnvironmentClient,
+    EnvBuildsClient,
     AuditClient,
     PeopleClient,
 ):

@@ -68,6 +68,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
             default_host_id=settings.host_id,
             timeout_s=settings.rpc_timeout_s,
             install_timeout_s=INSTALL_TIMEOUT_S,
+            build_timeout_s=settings.env_build_timeout_s + settings.rpc_timeout_s,
         ),
         platform_sha=sha,
         keys=keys,

@@ -7,6 +7,7 @@ import structlog
 
 from contracts import (
     codemode as cm_,
+    gateway_env_builds as geb,
     gateway_environments as genv,
     gateway_files as gf,
     gateway_fork as gfk,
@@ -72,6 +73,7 @@ from services.gateway.audit_log import AuditLog, audited, may_read
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.codemode import CodemodeOps
+from services.gateway.env_build_ops import EnvBuildOps
 from services.gateway.environment_ops import EnvironmentOps
 from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.fork_ops import ForkOps, new_machine
@@ -121,6 +123,7 @@ class GatewayApi:
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
         self.environments = EnvironmentOps(store, self.access)
+        self.env_builds = EnvBuildOps(self.access, hosts)
         self.network = NetworkOps(store, hosts)
         self.hosts = HostOps(store, self.settings, self._rebuild_instance)
         self.ops = MachineOps(
@@ -422,6 +425,9 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(gl.INSTANCES_GET_LIMITS, api.machine_limits.instances_get_limits)
     r.register(genv.INSTANCES_SET_ENVIRONMENT, api.environments.instances_set_environment)
     r.register(genv.INSTANCES_GET_ENVIRONMENT, api.environments.instances_get_environment)
+    r.register(geb.ENVIRONMENTS_LIST, api.env_builds.environments_list)
+    r.register(geb.ENVIRONMENTS_BUILD, api.env_builds.environments_build)
+    r.register(geb.ENVIRONMENTS_DELETE, api.env_builds.environments_delete)
     r.register(gn.INSTANCES_SET_NETWORK_POLICY, api.network.instances_set_network_policy)
     r.register(gn.INSTANCES_GET_NETWORK_POLICY, api.network.instances_get_network_policy)
     r.register(gh.HOSTS_LIST, api.hosts.hosts_list)

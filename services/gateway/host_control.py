@@ -10,7 +10,7 @@ from typing import Protocol
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from contracts import host_rpc as h, subjects
+from contracts import gateway_env_builds as geb, host_rpc as h, subjects
 from contracts.errors import HostUnavailable
 from contracts.events import HomeCopy
 from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
@@ -33,18 +33,29 @@ class HostControl(Protocol):
     async def apply_egress(self, machine: Machine) -> bool:
         """Enforce the machine's instance's egress policy now; False: not running."""
 
+    async def environments(self, host: str | None, spec: MethodSpec[P, R], params: P) -> R:
+        """One of the environment builds' host methods (contracts/gateway_env_builds.py) on
+        ``host`` (None: the default host)."""
+
 
 class HostClient:
     """``HostControl`` over NATS: one request to ``host.<machine's hostId>.rpc``. A machine
     recorded before hosts were (no host id) is this deployment's default host's."""
 
     def __init__(
-        self, nc: NATS, *, default_host_id: str, timeout_s: float, install_timeout_s: float
+        self,
+        nc: NATS,
+        *,
+        default_host_id: str,
+        timeout_s: float,
+        install_timeout_s: float,
+        build_timeout_s: float = 3600.0,
     ) -> None:
         self._nc = nc
         self._default = default_host_id
         self._timeout_s = timeout_s
         self._install_timeout_s = install_timeout_s
+        self._build_timeout_s = build_timeout_s
         self._ids = itertools.count(1)
 
     async def restart(self, machine: Machine) -> bool:
@@ -69,17 +80,27 @@ class HostClient:
         params = h.HostMachineParams(machine_id=machine.id)
         return (await self._call(machine, h.APPLY_EGRESS, params, self._timeout_s)).applied
 
+    async def environments(self, host: str | None, spec: MethodSpec[P, R], params: P) -> R:
+        # A build answers when done: its timeout is the build's, not an RPC's.
+        timeout_s = self._build_timeout_s if spec is geb.HOST_BUILD_ENVIRONMENT else self._timeout_s
+        return await self._call_host(host or self._default, spec, params, timeout_s, None)
+
     async def _call(
         self, machine: Machine, spec: MethodSpec[P, R], params: P, timeout_s: float
     ) -> R:
         host = machine.host_id or self._default
+        return await self._call_host(host, spec, params, timeout_s, machine.id)
+
+    async def _call_host(
+        self, host: str, spec: MethodSpec[P, R], params: P, timeout_s: float, mid: str | None
+    ) -> R:
         body = encode_call(spec, params, next(self._ids))
         try:
             msg = await self._nc.request(subjects.host_rpc(host), body, timeout=timeout_s)
         except nats.errors.NoRespondersError:
             raise HostUnavailable(
                 f"no provisioner of host {host} answers (the host is lost, or its provisioner "
-                f"is down): machine {machine.id} waits for it",
+                f"is down)" + (f": machine {mid} waits for it" if mid else ""),
                 data={"hostId": host},
             ) from None
         except nats.errors.TimeoutError:

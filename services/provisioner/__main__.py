@@ -29,6 +29,7 @@ from services.common.subscriptions import enter_subscriptions
 from services.provisioner.egress import dns_proxy
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, machine_limits, pool_key
+from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc import HostMethods, HostRpcServer
 from services.provisioner.service import Provisioner
@@ -94,6 +95,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         host_id=settings.host_id,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
         egress=svc.egress,
+        builds=EnvironmentBuilds(store, settings, lambda: docker.docker),
     )
     await stack.enter_async_context(HostRpcServer(bus.nc, methods))  # fmt: skip
     await enter_subscriptions(stack, svc, bus, settings, metrics)

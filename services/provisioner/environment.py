@@ -100,16 +100,7 @@ async def build_image(ctx: EnvironmentContext, environment: Environment) -> str:
     ``ctx.docker`` (or found in the builds' cache) from a host-side checkout of its repo; a
     devcontainer's lifecycle commands are recorded for the setup pusher to run."""
     assert ctx.docker is not None
-    repos = {r.path: r for r in await ctx.store.list_repos(ctx.machine.instance_id)}
-    repo = repos.get(environment.repo or "")
-    if repo is None:
-        raise EnvironmentInvalid(f"{environment.describe()}: the instance has no such repo now")
-    source: eb.EnvironmentSource
-    if environment.dockerfile is not None:
-        source = eb.DockerfileSource(environment.dockerfile.path, environment.dockerfile.context)
-    else:
-        assert environment.devcontainer is not None
-        source = eb.DevcontainerSource(environment.devcontainer.path)
+    repo, source = await build_source(ctx.store, ctx.machine.instance_id, environment)
     mid = ctx.machine.id
 
     def say(line: str) -> None:
@@ -124,6 +115,22 @@ async def build_image(ctx: EnvironmentContext, environment: Environment) -> str:
     log.info("environment.built", machine_id=mid, image=made.built.image,
              build=made.built.build_id)  # fmt: skip
     return made.built.image
+
+
+async def build_source(
+    store: Store, instance_id: str, environment: Environment
+) -> tuple[Repo, eb.EnvironmentSource]:
+    """The repo a ``dockerfile`` or ``devcontainer`` environment is in, and what to build of it;
+    EnvironmentInvalid if the instance no longer has that repo."""
+    repos = {r.path: r for r in await store.list_repos(instance_id)}
+    repo = repos.get(environment.repo or "")
+    if repo is None:
+        raise EnvironmentInvalid(f"{environment.describe()}: the instance has no such repo now")
+    if environment.dockerfile is not None:
+        d = environment.dockerfile
+        return repo, eb.DockerfileSource(d.path, d.context)
+    assert environment.devcontainer is not None
+    return repo, eb.DevcontainerSource(environment.devcontainer.path)
 
 
 class DevcontainerDetector:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from contracts import host_rpc as h, subjects
+from contracts import gateway_env_builds as geb, host_rpc as h, subjects
 from contracts.errors import NotFound, NotSupported
 from contracts.jsonrpc import Dispatcher, Router
 from contracts.models import Machine
@@ -22,6 +23,7 @@ from providers.base import MachineControl, SnapshotTaker
 from services.common.settings import Settings
 from services.common.store import Store
 from services.provisioner.egress import EgressEnforcer
+from services.provisioner.environment_builds import EnvironmentBuilds
 
 log = structlog.get_logger(__name__)
 
@@ -36,11 +38,13 @@ class HostMethods:
         host_id: str,
         providers: Mapping[str, MachineControl],
         egress: EgressEnforcer | None = None,
+        builds: EnvironmentBuilds | None = None,
     ) -> None:
         self.store = store
         self.host_id = host_id
         self.providers = providers
         self.egress = egress or EgressEnforcer(store, providers, Settings().nats_url)
+        self.builds = builds or EnvironmentBuilds(store, Settings(), _no_engine)
 
     async def _own(self, machine_id: str) -> tuple[Machine, MachineControl]:
         machine = await self.store.get_machine(machine_id)
@@ -92,7 +96,14 @@ class HostMethods:
         router.register(h.RESTART_DAEMON, self.restart_daemon)
         router.register(h.INSTALL_CODE, self.install_code)
         router.register(h.APPLY_EGRESS, self.apply_egress)
+        router.register(geb.HOST_LIST_ENVIRONMENTS, self.builds.list)
+        router.register(geb.HOST_BUILD_ENVIRONMENT, self.builds.build)
+        router.register(geb.HOST_DELETE_ENVIRONMENT, self.builds.delete)
         return Dispatcher(h.HOST_METHODS, router)
+
+
+def _no_engine() -> Any:
+    raise NotSupported("this host has no Docker engine configured")
 
 
 class HostRpcServer:

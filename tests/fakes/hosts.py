@@ -3,8 +3,12 @@ without the NATS hop (the real hop: tests/integration/test_hosts.py)."""
 
 from __future__ import annotations
 
-from contracts import host_rpc as h
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from contracts import gateway_env_builds as geb, host_rpc as h
 from contracts.events import HomeCopy
+from contracts.jsonrpc import MethodSpec, P, R
 from contracts.models import Machine
 from services.provisioner.host_rpc import HostMethods
 
@@ -20,6 +24,14 @@ class InProcessHosts:
     async def install_code(self, machine: Machine, target_ref: str) -> str:
         params = h.InstallCodeParams(machine_id=machine.id, target_ref=target_ref)
         return (await self.methods.install_code(params, None)).message
+
+    async def environments(self, host: str | None, spec: MethodSpec[P, R], params: P) -> R:
+        handlers: dict[str, Callable[[Any, None], Awaitable[Any]]] = {
+            geb.HOST_LIST_ENVIRONMENTS.name: self.methods.builds.list,
+            geb.HOST_BUILD_ENVIRONMENT.name: self.methods.builds.build,
+            geb.HOST_DELETE_ENVIRONMENT.name: self.methods.builds.delete,
+        }
+        return cast(R, await handlers[spec.name](params, None))
 
     async def take_snapshot(self, machine: Machine, snapshot_id: str) -> HomeCopy:
         params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)

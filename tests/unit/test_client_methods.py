@@ -13,6 +13,7 @@ import pytest
 
 from contracts import (
     codemode,
+    gateway_env_builds,
     gateway_environments,
     gateway_files,
     gateway_fork,
@@ -41,7 +42,9 @@ SPEC_MODULES = (
     gateway_limits,
     gateway_network,
     gateway_hosts,
+    gateway_env_builds,
     gateway_environments,
+    gateway_env_builds,
     codemode,
     gateway_sessions,
     ports,
@@ -64,7 +67,7 @@ class Call:
     built: dict[str, set[str]]
 
 
-def _name(node: ast.expr) -> str:
+def _name(node: ast.epr) -> str:
     """``g.X`` or ``X``: "X"."""
     if isinstance(node, ast.Attribute):
         return node.attr

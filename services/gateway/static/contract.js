@@ -69,6 +69,9 @@ export const METHODS = Object.freeze({
   MACHINES_REMOVE_FILE: "machines.removeFile",
   INSTANCES_SET_ENVIRONMENT: "instances.setEnvironment",
   INSTANCES_GET_ENVIRONMENT: "instances.getEnvironment",
+  ENVIRONMENTS_LIST: "environments.list",
+  ENVIRONMENTS_BUILD: "environments.build",
+  ENVIRONMENTS_DELETE: "environments.delete",
   AUDIT_LIST: "audit.list",
   USERS_CREATE: "users.create",
   USERS_LIST: "users.list",
@@ -127,6 +130,7 @@ export const ERRORS = Object.freeze({
   BUILD_FAILED: 1622,
   FEATURE_UNAVAILABLE: 1623,
   HOST_REQUIREMENTS_EXCEEDED: 1624,
+  ENVIRONMENT_IN_USE: 1629,
 });
 
 /** The HTTP status of each error kind (FleetError.http_status). */
@@ -177,6 +181,7 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   BUILD_FAILED: 422,
   FEATURE_UNAVAILABLE: 502,
   HOST_REQUIREMENTS_EXCEEDED: 422,
+  ENVIRONMENT_IN_USE: 409,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */

@@ -1,0 +1,116 @@
+"""This host's environment builds, for the gateway's ``environments.*`` methods
+(contracts/gateway_env_builds.py): list the builds cache, build an instance's environment now,
+remove a build no machine runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiodocker
+import structlog
+
+from contracts import gateway_env_builds as geb
+from contracts.errors import EnvironmentInUse, InvalidParams, NotFound, ProviderError
+from contracts.models import Machine
+from contracts.status import TERMINAL
+from environments import cache
+from environments.machine import build_for_machine
+from providers.docker_image import MACHINE_HOME
+from services.common.settings import Settings
+from services.common.store import Store
+from services.common.store_environments import instance_environment
+from services.provisioner.environment import build_source, image_id
+
+log = structlog.get_logger(__name__)
+
+
+class EnvironmentBuilds:
+    def __init__(self, store: Store, settings: Settings,
+                 engine: Callable[[], aiodocker.Docker]) -> None:  # fmt: skip
+        self.store = store
+        self.settings = settings
+        self.engine = engine
+        self.cache = cache.from_settings(settings)
+
+    def _docker(self) -> aiodocker.Docker:
+        return self.engine()
+
+    async def _users(self) -> dict[str, list[Machine]]:
+        """This host's machines that still run their image, by image ID."""
+        users: dict[str, list[Machine]] = {}
+        for m in await self.store.list_machines():
+            if m.environment_image and m.status not in TERMINAL and m.host_id in (
+                None, self.settings.host_id
+            ):  # fmt: skip
+                users.setdefault(m.environment_image, []).append(m)
+        return users
+
+    async def list(self, _p: geb.ListEnvironmentsParams, _: None) -> geb.EnvironmentList:
+        entries = await cache.entries(self._docker(), self.cache)
+        users = await self._users()
+        out = []
+        for e in entries:
+            ms = users.get(e["id"], [])
+            out.append(geb.EnvironmentBuild(
+                id=e["tag"].partition(":")[2], image=e["tag"], image_id=e["id"], size=e["size"],
+                last_used=e["lastUsed"], machines=[m.id for m in ms],
+                instances=sorted({m.instance_id for m in ms}),
+            ))  # fmt: skip
+        return geb.EnvironmentList(host_id=self.settings.host_id, environments=out)
+
+    async def build(self, p: geb.BuildEnvironmentParams, _: None) -> geb.EnvironmentBuilt:
+        await self.store.get_instance(p.instance_id)  # NotFound
+        env = await instance_environment(self.store, p.instance_id)
+        if env is None:
+            raise InvalidParams(
+                f"field `instanceId`: instance {p.instance_id} has no environment set "
+                "(instances.setEnvironment); auto-detection resolves at machines.create",
+                field="$.instanceId",
+            )
+        docker = self._docker()
+        if env.image is not None:
+            found = await image_id(docker, env.image)
+            return geb.EnvironmentBuilt(instance_id=p.instance_id, environment=env.describe(),
+                                        id=found, image_id=found)  # fmt: skip
+        repo, source = await build_source(self.store, p.instance_id, env)
+
+        def say(line: str) -> None:
+            log.info("environment.build_log", instance_id=p.instance_id, line=line)
+
+        made = await build_for_machine(
+            docker, self.cache, repo, source, checkouts=self.settings.data_path / "checkouts",
+            home=MACHINE_HOME, say=say,
+        )  # fmt: skip
+        built = made.built
+        log.info("environment.built", instance_id=p.instance_id, build=built.build_id)
+        return geb.EnvironmentBuilt(instance_id=p.instance_id, environment=env.describe(),
+                                    id=built.build_id[:32], image_id=built.image)  # fmt: skip
+
+    async def delete(self, p: geb.DeleteEnvironmentParams, _: None) -> geb.EnvironmentDeleted:
+        docker = self._docker()
+        entries = await cache.entries(docker, self.cache)
+        found = [e for e in entries if e["tag"].partition(":")[2].startswith(p.environment_id)]
+        if not found:
+            raise NotFound(f"no cached environment build {p.environment_id} on this host")
+        if len(found) > 1:
+            raise InvalidParams(
+                f"field `environmentId`: {p.environment_id} names {len(found)} builds; give more",
+                field="$.environmentId",
+            )
+        e = found[0]
+        using = [m.id for m in (await self._users()).get(e["id"], [])]
+        if using:
+            raise _in_use(e["tag"], using)
+        try:
+            await cache.remove(docker, self.cache, e["tag"])
+        except aiodocker.DockerError as exc:
+            if exc.status == 409:  # a container (a warm pool's, say) holds it
+                raise _in_use(e["tag"], [], exc.message) from None
+            raise ProviderError(f"docker: removing {e['tag']}: {exc.message}") from None
+        return geb.EnvironmentDeleted(id=e["tag"].partition(":")[2], image=e["tag"])
+
+
+def _in_use(tag: str, machines: list[str], engine: str = "") -> EnvironmentInUse:
+    who = f"machines {', '.join(machines)} run it" if machines else f"the engine: {engine}"
+    return EnvironmentInUse(f"environment build {tag} is in use ({who}); archive them first",
+                            data={"machines": machines})  # fmt: skip
