@@ -112,14 +112,27 @@ class _Machine:
     log_sock: socket.socket | None = None
     #: Learned address -> (ports, when it expires): what the dns sets hold.
     learned: dict[Address, tuple[list[tuple[int, int]], float]] = field(default_factory=dict)
+    #: Learned address -> the names that gave it (a new policy decides their ports again).
+    names: dict[Address, set[str]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: When the policy was last read (``DnsProxy.policy_of``).
     checked: float = 0.0
 
-    def set_policy(self, policy: EgressPolicy) -> None:
-        if policy != self.policy:
-            self.policy, self.rules = policy, NameRules.of(policy)
-            self.learned.clear()  # a new ruleset came with it: its dns sets start empty
+    def set_policy(self, policy: EgressPolicy, now: float) -> bool:
+        """Take ``policy``; whether it changed. What was learned through names the new
+        policy still allows stays, with the ports it now gives them, until it expires."""
+        if policy == self.policy:
+            return False
+        self.policy, self.rules = policy, NameRules.of(policy)
+        kept: dict[Address, tuple[list[tuple[int, int]], float]] = {}
+        for addr, (_, until) in self.learned.items():
+            decided = [decide(self.rules, n) for n in self.names.get(addr, set())]
+            ports = [p for d in decided if d for p in d]
+            if ports and until > now:
+                kept[addr] = (ports, until)
+        self.learned = kept
+        self.names = {a: n for a, n in self.names.items() if a in kept}
+        return True
 
 
 class DnsProxy:
@@ -155,8 +168,9 @@ class DnsProxy:
     async def attach(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
         m = self._machines.get(machine_id)
         if m is not None and m.pid == pid and m.transport is not None:
-            m.set_policy(policy)
             m.checked = time.monotonic()
+            if m.set_policy(policy, m.checked):
+                await self._relearn(m)
             return
         self.detach(machine_id)
         sock = await asyncio.to_thread(_socket_in, pid, _resolver_socket)
@@ -223,7 +237,7 @@ class DnsProxy:
         if bad:
             return self._refuse(m, query, name, "rebinding", RCODE.REFUSED, str(bad[0]))
         if ports and found:
-            await self._learn(m, found, ports)
+            await self._learn(m, found, ports, name)
         return raw
 
     async def _fresh(self, m: _Machine) -> None:
@@ -233,7 +247,16 @@ class DnsProxy:
         if self.policy_of is None or now - m.checked < _POLICY_FRESH_S:
             return
         m.checked = now
-        m.set_policy(await self.policy_of(m.machine_id))
+        if m.set_policy(await self.policy_of(m.machine_id), now):
+            await self._relearn(m)
+
+    async def _relearn(self, m: _Machine) -> None:
+        """The machine's new ruleset (its dns sets empty) given back what it still may reach
+        of what it learned."""
+        async with m.lock:
+            if m.learned:
+                now = time.monotonic()
+                await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
 
     def _refuse(
         self, m: _Machine, query: DNSRecord, name: str, why: str, rcode: int, destination: str
@@ -246,9 +269,15 @@ class DnsProxy:
         return bytes(reply.pack())
 
     async def _learn(
-        self, m: _Machine, found: list[tuple[Address, int]], ports: list[tuple[int, int]]
+        self,
+        m: _Machine,
+        found: list[tuple[Address, int]],
+        ports: list[tuple[int, int]],
+        name: str,
     ) -> None:
         async with m.lock:
+            for addr, _ in found:
+                m.names.setdefault(addr, set()).add(name)
             now = time.monotonic()
             if all(_known(m, addr, ttl, ports, now) for addr, ttl in found):
                 return  # the sets hold them for long enough: no nft round trip
@@ -257,6 +286,7 @@ class DnsProxy:
                 until = max(old_until, now + max(ttl, _MIN_TTL_S))
                 m.learned[addr] = (old_ports + ports if old_until > now else ports, until)
             m.learned = {a: v for a, v in m.learned.items() if v[1] > now}
+            m.names = {a: n for a, n in m.names.items() if a in m.learned}
             await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
 
 

@@ -226,3 +226,7 @@ async def test_names_go_through_the_platforms_dns(
     assert seen["example.test.evil"].reason == "denied"
     assert seen["rebind.example.test"].reason == "rebinding"
     assert seen["rebind.example.test"].destination == "127.0.0.1"
+    # A changed policy keeps what the machine learned through a name it still allows.
+    await stack.set_network_policy(inst.id, default="deny", allow=[*allow, "unrelated.test"])
+    kept = await connect_from(stack, machine.id, [(outside.address, PORT)])
+    assert list(kept.values()) == ["connected"], kept
