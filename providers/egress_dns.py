@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -45,6 +46,8 @@ log = structlog.get_logger(__name__)
 _UPSTREAM_TIMEOUT_S = 3.0
 _MIN_TTL_S = 2
 _POLICY_FRESH_S = 1.0
+#: A DNS-over-TCP connection that sends no whole query for this long is closed.
+_TCP_IDLE_S = 10.0
 _CLONE_NEWNET = 0x40000000
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: Called for each refusal: machine id, name ("" for a connection), why ("denied",
@@ -108,6 +111,9 @@ class _Machine:
     policy: EgressPolicy
     rules: NameRules
     transport: asyncio.DatagramTransport | None = None
+    #: The same resolver over TCP (RFC 7766: answers too large for UDP, stub resolvers that
+    #: use TCP only).
+    tcp: asyncio.Server | None = None
     #: Its ruleset's log of refused packets (providers/egress_log.py).
     log_sock: socket.socket | None = None
     #: Learned address -> (ports, when it expires): what the dns sets hold.
@@ -179,6 +185,10 @@ class DnsProxy:
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self, m), sock=sock)
         m.transport = transport
         self._machines[machine_id] = m
+        tcp = await asyncio.to_thread(
+            _socket_in, pid, partial(_resolver_socket, socket.SOCK_STREAM)
+        )
+        m.tcp = await asyncio.start_server(lambda r, w: self._serve_tcp(m, r, w), sock=tcp)
         try:
             m.log_sock = await asyncio.to_thread(_socket_in, pid, open_log)
         except egress.EgressUnavailable as exc:  # refusals are then not events, only refused
@@ -193,6 +203,8 @@ class DnsProxy:
             return
         if m.transport is not None:
             m.transport.close()
+        if m.tcp is not None:
+            m.tcp.close()
         if m.log_sock is not None:
             asyncio.get_running_loop().remove_reader(m.log_sock.fileno())
             m.log_sock.close()
@@ -219,6 +231,27 @@ class DnsProxy:
             return
         if reply is not None and m.transport is not None:
             m.transport.sendto(reply, addr)
+
+    async def _serve_tcp(
+        self, m: _Machine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Queries on one TCP connection, each with its two-byte length, answered in turn."""
+        try:
+            while True:
+                async with asyncio.timeout(_TCP_IDLE_S):
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    data = await reader.readexactly(size)
+                reply = await self.answer(m, data)
+                if reply is None:
+                    break
+                writer.write(len(reply).to_bytes(2, "big") + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            pass  # the machine hung up, or went quiet
+        except Exception as exc:  # noqa: BLE001 - task boundary: the machine retries or gives up
+            log.warning("egress.dns_failed", machine_id=m.machine_id, error=repr(exc))
+        finally:
+            writer.close()
 
     async def answer(self, m: _Machine, data: bytes) -> bytes | None:
         try:
@@ -332,11 +365,14 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _resolver_socket() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def _resolver_socket(kind: socket.SocketKind = socket.SOCK_DGRAM) -> socket.socket:
+    """The resolver's socket, UDP or TCP (listening), bound to ``RESOLVER``."""
+    s = socket.socket(socket.AF_INET, kind)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(RESOLVER)
+        if kind == socket.SOCK_STREAM:
+            s.listen(16)
         s.setblocking(False)
     except BaseException:
         s.close()

@@ -31,6 +31,7 @@ from contracts.status import MachineStatus
 from contracts.subjects import EventKind
 from fleet.client import FleetClient
 from fleet.embedded import free_port
+from providers.netns import RESOLVER
 from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.integration.test_network_isolation import connect_from
@@ -120,6 +121,29 @@ except OSError as exc:
     out["direct"] = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 print(json.dumps(out))
 """
+
+
+#: One query over TCP to the machine's resolver (argv[1]: the name): rcode, answers, last 4 bytes.
+TCP_QUERY = f"""
+import json, socket, struct, sys
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in sys.argv[1].split(".")) + b"\\0"
+q += struct.pack(">HH", 1, 1)
+with socket.create_connection({RESOLVER!r}, timeout=5) as s:
+    s.sendall(struct.pack(">H", len(q)) + q)
+    size = struct.unpack(">H", s.recv(2))[0]
+    reply = b""
+    while len(reply) < size:
+        reply += s.recv(size - len(reply))
+answers = struct.unpack(">H", reply[6:8])[0]
+print(json.dumps([reply[3] & 15, answers, ".".join(str(b) for b in reply[-4:])]))
+"""
+
+
+async def over_tcp(stack: FleetClient, machine_id: str, name: str) -> list[object]:
+    result = await stack.exec(machine_id, ["python3", "-c", TCP_QUERY, name], timeout_s=30)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
 async def refusals(
@@ -226,6 +250,9 @@ async def test_names_go_through_the_platforms_dns(
     assert seen["example.test.evil"].reason == "denied"
     assert seen["rebind.example.test"].reason == "rebinding"
     assert seen["rebind.example.test"].destination == "127.0.0.1"
+    # The resolver answers over TCP too, with the same rules.
+    assert await over_tcp(stack, machine.id, "a.example.test") == [0, 1, outside.address]
+    assert (await over_tcp(stack, machine.id, "example.test.evil"))[:2] == [3, 0]  # NXDOMAIN
     # A changed policy keeps what the machine learned through a name it still allows.
     await stack.set_network_policy(inst.id, default="deny", allow=[*allow, "unrelated.test"])
     kept = await connect_from(stack, machine.id, [(outside.address, PORT)])
