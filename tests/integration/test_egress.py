@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +258,55 @@ async def test_names_go_through_the_platforms_dns(
     await stack.set_network_policy(inst.id, default="deny", allow=[*allow, "unrelated.test"])
     kept = await connect_from(stack, machine.id, [(outside.address, PORT)])
     assert list(kept.values()) == ["connected"], kept
+
+
+def simple_index(root: Path, name: str, version: str) -> None:
+    """A PEP 503 index of one pure wheel under ``root``: ``simple/NAME/`` and the wheel."""
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+    }  # fmt: skip
+    record = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    wheel = f"{name}-{version}-py3-none-any.whl"
+    (root / "simple" / name).mkdir(parents=True)
+    with zipfile.ZipFile(root / "simple" / name / wheel, "w") as z:
+        for path, text in {**files, f"{dist}/RECORD": record}.items():
+            z.writestr(path, text)
+    (root / "simple" / name / "index.html").write_text(f'<a href="{wheel}">{wheel}</a>\n')
+
+
+async def test_pip_downloads_from_an_allowed_index_and_not_from_another(
+    stack: FleetClient, outside: Outside
+) -> None:
+    """``local`` only: the machine runs the host's python3, which has pip (the docker
+    machine's image has none)."""
+    simple_index(outside.root, "fleettiny", "1.0")
+    inst = await stack.create_instance("egress-pip")
+    await stack.set_network_policy(inst.id, default="deny", allow=[f"{outside.address}:{PORT}"])
+    machine = await stack.create_machine(inst.id, "local")
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=90)
+    assert done.status is MachineStatus.READY, done.status_reason
+
+    async def pip_download(address: str) -> tuple[int, str]:
+        argv = ["python3", "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+                "--disable-pip-version-check", "--retries", "0", "--timeout", "3",
+                "--index-url", outside.url("simple/", address), "--trusted-host", address,
+                "-d", "dl", "fleettiny"]  # fmt: skip
+        got = await stack.exec(machine.id, argv, timeout_s=60)
+        return got.exit_code, got.stdout + got.stderr
+
+    code, said = await pip_download(outside.address)
+    assert code == 0, said
+    assert "fleettiny-1.0-py3-none-any.whl" in await out_of(stack, machine.id, ["ls", "dl"])
+    code, said = await pip_download(outside.address2)  # the same server, not allowed there
+    assert code != 0, said
+    await refusals(stack, machine.id, {f"{outside.address2}:{PORT}"})  # refused by its rules
+
+
+async def out_of(stack: FleetClient, machine_id: str, argv: list[str]) -> str:
+    got = await stack.exec(machine_id, argv)
+    assert got.exit_code == 0, got.stderr
+    return got.stdout
