@@ -3,6 +3,7 @@ and provider). Real daemons, both home filesystems: tests/integration/test_fork.
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from contracts.errors import (
@@ -15,7 +16,9 @@ from contracts.errors import (
 )
 from contracts.events import MachineCreated, MachineProvisioned
 from contracts.status import MachineStatus as S
+from services.common.consumer import Retry
 from services.common.store_environments import set_machine_environment
+from services.provisioner.service import Provisioner
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
 
@@ -153,3 +156,27 @@ async def test_snapshots_are_kept_until_deleted_scoped_and_limited(world: World)
         await world.rpc("machines.snapshot", {"machineId": m.id, "name": "two"})
     assert (refused.value.code, refused.value.http_status) == (1060, 409)
     assert refused.value.data == {"limit": 1}
+
+
+async def test_a_fork_is_made_only_by_the_host_of_the_home_it_copies(world: World) -> None:
+    """Another host's provisioner hands a fork's (or a snapshot's machine's) machine.created
+    back to the source's host, which makes it there."""
+    m = await world.ready_machine()
+    elsewhere = msgspec.structs.replace(world.settings, host_id="host-b")
+    providers = {world.provider.name: world.provider}
+    other = Provisioner(
+        store=world.store, bus=world.bus, box=world.box, providers=providers, settings=elsewhere
+    )
+    snap = await world.rpc("machines.snapshot", {"machineId": m.id, "name": "s"})
+    [fork] = (await world.rpc("machines.fork", {"machineId": m.id}))["machines"]
+    made = await world.rpc("machines.create", {"instanceId": m.instance_id,
+                                               "fromSnapshot": snap["id"]})  # fmt: skip
+    for mid in (fork["id"], made["id"]):
+        [created] = world.bus.of(MachineCreated, mid)
+        with pytest.raises(Retry, match=f"on host {world.settings.host_id}"):
+            await other.on_created(created)
+        assert (await world.machine(mid)).host_id is None  # untouched by host-b
+    await world.bus.settle()
+    for mid in (fork["id"], made["id"]):
+        got = await world.machine(mid)
+        assert (got.status, got.host_id) == (S.READY, world.settings.host_id)
