@@ -158,6 +158,7 @@ class DnsProxy:
         self.policy_of: PolicyOf | None = None
         self._machines: dict[str, _Machine] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._attaching = asyncio.Lock()
 
     async def __aenter__(self) -> DnsProxy:
         return self
@@ -172,42 +173,61 @@ class DnsProxy:
             self.detach(mid)
 
     async def attach(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
-        m = self._machines.get(machine_id)
-        if m is not None and m.pid == pid and m.transport is not None:
-            m.checked = time.monotonic()
-            if m.set_policy(policy, m.checked):
-                await self._relearn(m)
+        if await self._update(machine_id, pid, policy):
             return
+        # Two attaches of one machine at once (a start and a policy change) must not both
+        # make its sockets: the second would orphan the first's.
+        async with self._attaching:
+            if not await self._update(machine_id, pid, policy):
+                await self._make(machine_id, pid, policy)
+        log.debug("egress.dns_attached", machine_id=machine_id)
+
+    async def _update(self, machine_id: str, pid: int, policy: EgressPolicy) -> bool:
+        """Give a machine already served (same namespace) ``policy``; False if it is not."""
+        m = self._machines.get(machine_id)
+        if m is None or m.pid != pid or m.transport is None:
+            return False
+        m.checked = time.monotonic()
+        if m.set_policy(policy, m.checked):
+            await self._relearn(m)
+        return True
+
+    async def _make(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
         self.detach(machine_id)
-        sock = await asyncio.to_thread(_socket_in, pid, _resolver_socket)
+        sock = await _owned_socket_in(pid, _resolver_socket)
         m = _Machine(machine_id, pid, policy, NameRules.of(policy), checked=time.monotonic())
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self, m), sock=sock)
-        m.transport = transport
-        self._machines[machine_id] = m
-        tcp = await asyncio.to_thread(
-            _socket_in, pid, partial(_resolver_socket, socket.SOCK_STREAM)
-        )
-        m.tcp = await asyncio.start_server(lambda r, w: self._serve_tcp(m, r, w), sock=tcp)
         try:
-            m.log_sock = await asyncio.to_thread(_socket_in, pid, open_log)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self, m), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        m.transport = transport
+        # Registered from here on: a failure or cancellation below leaves what was made so
+        # far for detach to close.
+        self._machines[machine_id] = m
+        tcp = await _owned_socket_in(pid, partial(_resolver_socket, socket.SOCK_STREAM))
+        try:
+            m.tcp = await asyncio.start_server(lambda r, w: self._serve_tcp(m, r, w), sock=tcp)
+        except BaseException:
+            tcp.close()
+            raise
+        try:
+            m.log_sock = await _owned_socket_in(pid, open_log)
         except egress.EgressUnavailable as exc:  # refusals are then not events, only refused
             log.warning("egress.log_unavailable", machine_id=machine_id, error=str(exc))
         else:
             loop.add_reader(m.log_sock.fileno(), self._on_log, m)
-        log.debug("egress.dns_attached", machine_id=machine_id)
+        finally:
+            if self._machines.get(machine_id) is not m:  # detached while its sockets were made
+                _close(m)
 
     def detach(self, machine_id: str) -> None:
         m = self._machines.pop(machine_id, None)
-        if m is None:
-            return
-        if m.transport is not None:
-            m.transport.close()
-        if m.tcp is not None:
-            m.tcp.close()
-        if m.log_sock is not None:
-            asyncio.get_running_loop().remove_reader(m.log_sock.fileno())
-            m.log_sock.close()
+        if m is not None:
+            _close(m)
 
     def _on_log(self, m: _Machine) -> None:
         if m.log_sock is None:
@@ -323,6 +343,17 @@ class DnsProxy:
             await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
 
 
+def _close(m: _Machine) -> None:
+    if m.transport is not None:
+        m.transport.close()
+    if m.tcp is not None:
+        m.tcp.close()
+    if m.log_sock is not None:
+        asyncio.get_running_loop().remove_reader(m.log_sock.fileno())
+        m.log_sock.close()
+        m.log_sock = None
+
+
 def _known(m: _Machine, addr: Address, ttl: int, ports: list[tuple[int, int]], now: float) -> bool:
     """Whether ``addr`` is in the machine's sets with ``ports``, for at least half of ``ttl``."""
     had, until = m.learned.get(addr, ([], 0.0))
@@ -378,6 +409,22 @@ def _resolver_socket(kind: socket.SocketKind = socket.SOCK_DGRAM) -> socket.sock
         s.close()
         raise
     return s
+
+
+async def _owned_socket_in(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
+    """``_socket_in`` on a worker thread. The thread cannot be stopped, so a caller cancelled
+    while it runs must not drop the socket it makes: that socket is closed once made."""
+    made = asyncio.ensure_future(asyncio.to_thread(_socket_in, pid, make))
+    try:
+        return await asyncio.shield(made)
+    except asyncio.CancelledError:
+        made.add_done_callback(_close_made)
+        raise
+
+
+def _close_made(made: asyncio.Future[socket.socket]) -> None:
+    if not made.cancelled() and made.exception() is None:
+        made.result().close()
 
 
 def _socket_in(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
