@@ -51,7 +51,7 @@ async def run(report: Report, quick: bool) -> None:
         finally:
             await gw.close()
     p99, base = percentile(lost, 99), percentile(steady, 99)
-    report.note(f"22: steady: p50 {percentile(steady, 50) * 1000:.0f} ms, {steady_errors} errors; "
+    report.note(f"25: steady: p50 {percentile(steady, 50) * 1000:.0f} ms, {steady_errors} errors; "
                 f"node lost: p50 {percentile(lost, 50) * 1000:.0f} ms, max "
                 f"{max(lost) * 1000:.0f} ms, {lost_errors} errors")  # fmt: skip
     report.add(Figure("25", "machines.create p99 while a NATS node is lost (--ha)", p99 * 1000,

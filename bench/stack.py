@@ -173,7 +173,11 @@ class Gateway:
         data = msgspec.json.encode(body)
         headers = {"Content-Type": "application/json"}
         async with self._session.post(f"{self.url}/rpc", data=data, headers=headers) as resp:
-            answers = msgspec.json.decode(await resp.read(), type=list[_Answer])
+            raw = await resp.read()
+        refused = msgspec.json.decode(raw)
+        if isinstance(refused, dict):  # the batch refused as a whole (failing over, too large)
+            raise RpcError(refused.get("error") or {"message": f"HTTP {resp.status}"})
+        answers = msgspec.json.decode(raw, type=list[_Answer])
         by_id = {a.id: a for a in answers}
         out = []
         for i in ids:

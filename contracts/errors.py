@@ -7,9 +7,10 @@ Each kind carries its HTTP status (``http_status``), the one table every HTTP ro
 from: a route that answers one call with one error (files GET/PUT, a session's attach, a tunnel,
 a preview, and ``/rpc`` when it refuses the request itself: no token, too large, rate limited,
 failing over) answers that status with the JSON-RPC error as its body and, for clients that see
-only headers (a refused WebSocket handshake), in ``ERROR_HEADER`` too. ``/rpc`` answers a call
-it dispatched with 200, as JSON-RPC over HTTP does (a batch holds many answers), except 1501
-``Unavailable`` alone (503 and Retry-After, so that HTTP-level retries work).
+only headers (a refused WebSocket handshake), in ``ERROR_HEADER`` too. ``/rpc`` answers a single
+call that fails the same way, with its error's status; a batch is answered 200 (it holds many
+answers), unless it is refused as a whole. 1501 ``Unavailable`` is 503 with Retry-After, so that
+HTTP-level retries work.
 ``error_from_http`` turns any of those answers back into the exception.
 
 The machine side behind the gateway not answering (no daemon, a broken stream, a port nothing

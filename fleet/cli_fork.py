@@ -10,12 +10,11 @@ import sys
 from contracts.models import Machine
 from contracts.status import MachineStatus
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, SubAction, command, emit, to_json
+from fleet.cli_stop import START_DONE
 from fleet.client import FleetClient
 from fleet.render import machine_line, table
 
 Args = argparse.Namespace
-#: What waiting for a new machine ends in.
-ENDED = ("ready", "failed", "stopped", "archived")
 
 
 def machine_commands(g: SubAction) -> None:
@@ -41,7 +40,7 @@ def machine_commands(g: SubAction) -> None:
 
 async def _ready(c: FleetClient, a: Args, machines: list[Machine]) -> int:
     try:
-        done = await asyncio.gather(*(c.wait_for(m.id, ENDED, a.timeout) for m in machines))
+        done = await asyncio.gather(*(c.wait_for(m.id, START_DONE, a.timeout) for m in machines))
     except TimeoutError:
         print(f"fleet: not ready after {a.timeout:g}s", file=sys.stderr)
         return EXIT_TIMEOUT

@@ -45,7 +45,8 @@ function stopStartAction(m, act) {
 
 /** Stop/Start, Fork, Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
 export function machineActions(m, notices) {
-  const archived = m.status === STATUS.ARCHIVED;
+  // Archiving is archived already for every action: only its files are still going.
+  const archived = m.status === STATUS.ARCHIVED || m.status === STATUS.ARCHIVING;
   const stopped = m.status === STATUS.STOPPED || m.status === STATUS.STOPPING;
   const current = state.instances.get(m.instanceId)?.currentMachineId === m.id;
   const act = (label, testid, run, { danger = false, enabled = !archived, title } = {}) => {
@@ -133,7 +134,7 @@ export function machineActions(m, notices) {
       async () => {
         await confirmOrCancel(`Archive machine ${m.id}? It is stopped for good.`, "Archive");
         updateMachine(await rpc(METHODS.MACHINES_ARCHIVE, { machineId: m.id }));
-        return `Machine ${m.id} archived.`;
+        return `Machine ${m.id} is being archived: its processes end, then its files are removed.`;
       },
       { danger: true },
     ),

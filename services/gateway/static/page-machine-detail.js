@@ -25,6 +25,7 @@ const EVENT_DETAILS = {
   [T.READY]: () => "",
   [T.FAILED]: (e) => `at ${e.stage}: ${e.reason}`,
   [T.ARCHIVED]: (e) => e.reason,
+  [T.FILES_REMOVED]: () => "its processes have exited and its files are gone",
   [T.UNRESPONSIVE]: (e) => e.reason,
   [T.LOST]: (e) => e.reason,
   [T.EGRESS_DENIED]: (e) => {
@@ -37,6 +38,7 @@ const EVENT_TONE = {
   [T.READY]: "ready",
   [T.FAILED]: "failed",
   [T.ARCHIVED]: "archived",
+  [T.FILES_REMOVED]: "archived",
   [T.UNRESPONSIVE]: "unresponsive",
   [T.LOST]: "lost",
   [T.EGRESS_DENIED]: "failed",

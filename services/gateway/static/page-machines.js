@@ -77,7 +77,10 @@ export function machinesPage({ root }) {
 
   const render = () => {
     fillInstances();
-    const rows = machineList().filter((m) => showArchived.checked || m.status !== STATUS.ARCHIVED);
+    const rows = machineList().filter(
+      (m) =>
+        showArchived.checked || (m.status !== STATUS.ARCHIVED && m.status !== STATUS.ARCHIVING),
+    );
     fill(
       tbody,
       ...(rows.length

@@ -38,13 +38,14 @@ function append(el, children) {
 
 export const mono = (text, testid) => h("code.mono", { testid, title: text }, text);
 
-/** Statuses of a machine on its way to ready: one "busy" colour for them all. */
+/** Statuses of a machine on its way somewhere (ready, or its files gone): one "busy" colour. */
 const BUILDING = new Set([
   STATUS.CREATED,
   STATUS.PROVISIONING,
   STATUS.BOOTING,
   STATUS.SETTING_UP,
   STATUS.PROBING,
+  STATUS.ARCHIVING,
 ]);
 
 /** A coloured status chip: ready green, failed red, unresponsive amber, archived grey. */
