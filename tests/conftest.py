@@ -211,6 +211,10 @@ def spawn_daemon(tmp_path: Path, nats_server: NatsServer) -> Iterator[SpawnDaemo
             os.killpg(d.proc.pid, signal.SIGKILL)
         d.proc.wait()
         kill_leftovers(d.home)
+        # Captured: pytest shows it with a failing test's report, and only then.
+        with suppress(OSError):
+            print(f"--- daemon {d.machine_id}, exit {d.proc.returncode}, its log's end:")
+            print("\n".join(d.output().splitlines()[-40:]))
 
 
 def kill_leftovers(home: Path) -> None:

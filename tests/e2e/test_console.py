@@ -42,6 +42,8 @@ def page(tmp_path: Path) -> Iterator[Page]:
             "apt-get install -y chromium (.ci/run installs it)"
         )
     errors: list[str] = []
+    # What the page did, printed at the end: pytest shows it with a failing test only.
+    seen: list[str] = []
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
@@ -56,9 +58,15 @@ def page(tmp_path: Path) -> Iterator[Page]:
             tab = context.new_page()
             tab.set_default_timeout(WAIT_MS)
             tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            tab.on("console", lambda msg: seen.append(f"console {msg.type}: {msg.text}"))
+            tab.on(
+                "requestfailed", lambda r: seen.append(f"failed {r.method} {r.url}: {r.failure}")
+            )
+            tab.on("response", lambda r: seen.append(f"{r.status} {r.request.method} {r.url}"))
             yield tab
         finally:
             context.close()
+            print("\n".join(["--- the console's page:", *seen[-80:]]))
     assert errors == [], f"JavaScript errors in the console: {errors}"
 
 
