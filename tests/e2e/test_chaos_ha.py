@@ -116,7 +116,9 @@ async def test_chaos_ha(tmp_path: Path, bare_repo: Path, clone_log: CloneLog) ->
                 *(fleet.add_repo(i.id, str(bare_repo), "feature", "src/app") for i in insts)
             )
             half = MACHINES // 2
+            fleet.unavailable_tries = 1  # no client retry before the kills either
             machines = [await fleet.create_machine(i.id) for i in insts[:half]]
+            assert fleet.unavailable_retries == 0
         async with _jetstream(up, urls) as js:
             leader = (await js.stream_info(subjects.STREAM_NAME)).cluster.leader  # type: ignore[union-attr]
         assert leader is not None
