@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import weakref
 from collections.abc import AsyncGenerator, Collection, Sequence
 from types import TracebackType
 
@@ -93,6 +94,9 @@ class FleetClient(
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
+        #: Terminals and tunnels still open: closed with the client (their connections are
+        #: the session's, and a socket left to the garbage collector is a ResourceWarning).
+        self._websockets: weakref.WeakSet[aiohttp.ClientWebSocketResponse] = weakref.WeakSet()
 
     async def __aenter__(self) -> FleetClient:
         return self
@@ -103,9 +107,34 @@ class FleetClient(
         await self.close()
 
     async def close(self) -> None:
+        for ws in list(self._websockets):
+            await ws.close()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+    async def websocket(
+        self,
+        path: str,
+        *,
+        heartbeat: float | None = None,
+        max_msg_size: int = 4 * 1024 * 1024,
+        close_timeout_s: float = 10.0,
+    ) -> aiohttp.ClientWebSocketResponse:
+        """A WebSocket to the gateway's ``path`` (a terminal, a tunnel), closed with the
+        client if its caller has not closed it; a refusal is the route's error."""
+        timeout = aiohttp.ClientWSTimeout(ws_close=close_timeout_s)
+        try:
+            ws = await self.session.ws_connect(
+                self.url + path, heartbeat=heartbeat, max_msg_size=max_msg_size, timeout=timeout
+            )
+        except aiohttp.WSServerHandshakeError as exc:  # refused: the error is in a header
+            header = exc.headers.get(ERROR_HEADER) if exc.headers else None
+            raise self.http_error(exc.status, b"", header) from None
+        except aiohttp.ClientConnectionError as exc:
+            raise self._unreachable(exc) from None
+        self._websockets.add(ws)
+        return ws
 
     @property
     def session(self) -> aiohttp.ClientSession:

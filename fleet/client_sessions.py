@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from contracts import gateway_sessions as gs
-from contracts.errors import ERROR_HEADER, FleetError
 from contracts.jsonrpc import MethodSpec, P, R, new_params
 from contracts.sessions import SessionInfo
 
@@ -23,9 +22,9 @@ class SessionsClient:
         def session(self) -> aiohttp.ClientSession: ...
         async def call(self, spec: MethodSpec[P, R], params: P, *,
                        timeout_s: float | None = None) -> R: ...  # fmt: skip
-        def _unreachable(self, exc: Exception) -> Exception: ...
-        def http_error(self, status: int, body: bytes = b"",
-                       header: str | None = None) -> FleetError: ...  # fmt: skip
+        async def websocket(self, path: str, *, heartbeat: float | None = None,
+                            max_msg_size: int = ..., close_timeout_s: float = ...,
+                            ) -> aiohttp.ClientWebSocketResponse: ...  # fmt: skip
 
     async def open_session(
         self, machine_id: str, command: Sequence[str] | None = None, *, cols: int = 80,
@@ -54,13 +53,6 @@ class SessionsClient:
                              session_id: str) -> aiohttp.ClientWebSocketResponse:  # fmt: skip
         """The session's WebSocket (binary: terminal bytes; text: JSON control). The caller
         closes it; closing it detaches, the session goes on."""
-        url = self.url + gs.attach_path(machine_id, session_id)
-        try:
-            return await self.session.ws_connect(
-                url, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
-            )
-        except aiohttp.WSServerHandshakeError as exc:  # refused: the error is in a header
-            header = exc.headers.get(ERROR_HEADER) if exc.headers else None
-            raise self.http_error(exc.status, b"", header) from None
-        except aiohttp.ClientConnectionError as exc:
-            raise self._unreachable(exc) from None
+        return await self.websocket(
+            gs.attach_path(machine_id, session_id), heartbeat=30.0, close_timeout_s=5.0
+        )

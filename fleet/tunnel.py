@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import WSMsgType
 
-from contracts.errors import ERROR_HEADER
 from contracts.ports import EOF_FRAME, tunnel_path
 from core.relay import relay
 from fleet.client import FleetClient
@@ -32,14 +31,7 @@ class TunnelBroken(Exception):
 async def open_tunnel(
     client: FleetClient, machine_id: str, port: int
 ) -> aiohttp.ClientWebSocketResponse:
-    url = client.url + tunnel_path(machine_id, port)
-    try:
-        return await client.session.ws_connect(url, max_msg_size=0, compress=0)
-    except aiohttp.WSServerHandshakeError as exc:  # refused: the error is in a header
-        header = exc.headers.get(ERROR_HEADER) if exc.headers else None
-        raise client.http_error(exc.status, b"", header) from None
-    except aiohttp.ClientConnectionError as exc:
-        raise client._unreachable(exc) from None
+    return await client.websocket(tunnel_path(machine_id, port), max_msg_size=0)
 
 
 Read = Callable[[], Awaitable[bytes]]
