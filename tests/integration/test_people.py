@@ -9,21 +9,26 @@ import asyncio
 import subprocess
 import sys
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
 from contracts.audit import Action
-from contracts.errors import Forbidden
+from contracts.errors import Forbidden, Unauthorized
 from fleet.client import FleetClient
+from fleet.embedded import free_port
 from services.common.settings import Settings
+from services.gateway.__main__ import build as gateway
 from tests.integration.test_audit import fleet_audit
 from tests.integration.test_audit_attacks import entries
 from tests.integration.test_files_cli import _env
 from tests.integration.test_gateway_events import until_caught_up
 from tests.integration.test_ports import bearer, serve_in_machine
 from tests.integration.test_sessions import SHELL, Term
+from tests.waiters import wait_until
 
 
 async def member_client(stack: FleetClient, instance_id: str, email: str,
@@ -144,3 +149,33 @@ async def test_fleet_users_members_and_scoped_tokens(
     assert token.user_id == user_id
     assert "disabled" in await fleet_cli(settings, "users", "disable", "cli@example.com")
     assert [u.disabled for u in await stack.list_users()] == [True]
+
+
+async def test_a_disabled_user_is_refused_at_once_here_and_within_a_second_on_another_replica(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """Each gateway process keeps the callers it resolved for a moment (caller_cache): the
+    replica that disables the user forgets them at once, another one within the round."""
+    other = msgspec.structs.replace(settings, port=free_port(), preview_port=free_port())
+    async with AsyncExitStack() as es:
+        await gateway(other, es)
+        inst = await stack.create_instance("replicas")
+        dev = await member_client(stack, inst.id, "rep@example.com", "developer")
+        there = FleetClient(f"http://127.0.0.1:{other.port}", dev._token)
+        async with dev, there:
+            for client in (dev, there):  # each replica resolves the token, and keeps it
+                await client.get_instance(inst.id)
+            began = time.monotonic()
+            await stack.disable_user("rep@example.com")
+            with pytest.raises(Unauthorized):
+                await dev.get_instance(inst.id)
+
+            async def refused_there() -> bool:
+                try:
+                    await there.get_instance(inst.id)
+                except Unauthorized:
+                    return True
+                return False
+
+            await wait_until(refused_there, timeout=5)
+            assert time.monotonic() - began < 1.0
