@@ -59,6 +59,16 @@ class Action:
     #: A sign-in through the OpenID provider (its error when refused), and a sign-out.
     SIGN_IN = "auth.signIn"
     SIGN_OUT = "auth.signOut"
+    #: A request to a route that is no method, refused before it reached one (its token, its
+    #: CSRF token): the event stream, a codemode run's stream, MCP.
+    EVENTS_STREAM = "events.stream"
+    CODEMODE_STREAM = "codemode.stream"
+    MCP = "mcp"
+    #: What a token or session held open (terminals, transfers, tunnels, event streams), cut
+    #: because it stopped standing (revoked, expired, its user disabled).
+    STREAMS_CUT = "auth.streamsCut"
+    #: Refusals that authenticated as no one, past their limit: counted, one entry per period.
+    SUPPRESSED = "audit.suppressed"
 
 
 class AuditEntry(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=False):

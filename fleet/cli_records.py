@@ -201,11 +201,13 @@ async def _tokens_list(c: FleetClient, a: Args) -> int:
             ",".join(t.scopes),
             t.expires_at.isoformat() if t.expires_at else "-",
             t.created_at.isoformat(),
+            t.last_used_at.isoformat() if t.last_used_at else "never",
             t.revoked_at.isoformat() if t.revoked_at else "-",
         ]
         for t in xs
     ]
-    heads = ["ID", "NAME", "INSTANCES", "SCOPES", "EXPIRES", "CREATED", "REVOKED"]
+    # LAST USED is written at most once a minute (services.common.tokens.LAST_USED_EVERY_S).
+    heads = ["ID", "NAME", "INSTANCES", "SCOPES", "EXPIRES", "CREATED", "LAST USED", "REVOKED"]
     return emit(a, xs, lambda: table(rows, heads))
 
 

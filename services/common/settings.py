@@ -139,6 +139,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     audit_max_bytes: int = 10 * 1024**3
     #: Entries waiting to be stored, at most; past it a new one is dropped, counted and logged.
     audit_buffer: int = 10000
+    #: Entries of refusals that authenticate as no one (a bad, expired or revoked token, a
+    #: failed sign-in, a call with no token), per client address per minute; ten times this in
+    #: all. Past either, they are counted into one ``audit.suppressed`` entry per
+    #: ``audit_suppressed_every_s``, so unauthenticated garbage cannot fill the stream. 0: no limit.
+    audit_unauthenticated_per_min: int = 30
+    #: How often the refusals counted past that limit are written, as one entry.
+    audit_suppressed_every_s: float = 60.0
     #: The gateway's NATS user in the audit account (empty: ``nats_user`` and its password).
     audit_nats_user: str = ""
     #: Its password.

@@ -92,6 +92,10 @@ class Store:
         self._transition: Any = None
         self._unlock: Any = None
         self._count_by_status: Any = None
+        #: Counted up after each write through this Store that can change what a caller may do
+        #: (a user's role or state, their instance roles, a session ended, a token revoked): a
+        #: cache of callers in this process drops what it read before (services.gateway).
+        self.callers_changed = 0
         self.tokens = TokenRecords(self)
         self.users = UserRecords(self)
         self.heartbeats = HeartbeatRecords(self)

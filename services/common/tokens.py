@@ -90,6 +90,20 @@ class TokenStore:
             await self._records.touch(record.token.id, now)
         return Resolved(record.token, found.user, found.roles)
 
+    async def identify(self, secret: str) -> Resolved | None:
+        """The token whose secret this is, live or not, with its user: whom a refused secret
+        names (an expired or revoked token's holder). Nothing is recorded as a use."""
+        if not secret.startswith(PREFIX):
+            return None
+        digest = hash_token(secret)
+        found = await self._users.by_token_digest(digest)
+        if found is None:
+            return None
+        record = token_record(dict(found.record))
+        if not hmac.compare_digest(record.digest, digest):
+            return None
+        return Resolved(record.token, found.user, found.roles)
+
     async def get(self, token_id: str) -> AccessToken:
         record = await self._records.get(token_id)
         if record is None:

@@ -34,7 +34,7 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from prometheus_client import Counter
 
 from contracts import audit as a
-from contracts.errors import FleetError, Forbidden, InternalError
+from contracts.errors import FleetError, Forbidden, InternalError, Unauthorized
 from contracts.gateway_rpc import READ_ONLY_METHODS
 from contracts.jsonrpc import Handler, Router
 from core import natsconn
@@ -45,6 +45,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Caller
 from services.gateway.audit_read import read_entries
+from services.gateway.audit_refusals import RefusalGate, SuppressedWriter
 from services.gateway.audit_store import Message, StoredBatches
 
 log = structlog.get_logger(__name__)
@@ -122,6 +123,9 @@ class AuditLog:
         self._instances: OrderedDict[str, str | None] = OrderedDict()
         #: Entries lost: the buffer was full, or the stream refused them after retries.
         self.dropped = 0
+        self.refusals = RefusalGate(settings.audit_unauthenticated_per_min)
+        self._suppressed = SuppressedWriter(self.refusals, self._write_suppressed,
+                                            settings.audit_suppressed_every_s)  # fmt: skip
         self.stored = 0
         self._dropped_logged_at = 0.0
 
@@ -140,6 +144,7 @@ class AuditLog:
             stack.push_async_callback(_close, nc)
             await put_stream(nc.jetstream(), audit_stream_config(s))  # the settings win
             self._batches = await stack.enter_async_context(StoredBatches(nc))
+            await stack.enter_async_context(self._suppressed)
             self._nc, self._resources = nc, stack.pop_all()
         self._task = asyncio.create_task(self._write(), name="audit-writer")
         return self
@@ -147,6 +152,7 @@ class AuditLog:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._suppressed.flush()  # what was counted since the last period, stored with the rest
         task, self._task = self._task, None
         if task is not None:
             with contextlib.suppress(TimeoutError):
@@ -166,6 +172,7 @@ class AuditLog:
         *,
         caller: Caller | None = None,
         actor: str | None = None,
+        token_id: str | None = None,
         instance_id: str | None = None,
         machine_id: str | None = None,
         params: Any = None,
@@ -183,7 +190,7 @@ class AuditLog:
         entry = a.AuditEntry(
             id=uuid.uuid4().hex,
             actor=actor or actor_of(caller),
-            token_id=caller.token_id if caller is not None else None,
+            token_id=caller.token_id if caller is not None else token_id,
             method=method,
             instance_id=instance_id,
             machine_id=machine_id,
@@ -199,6 +206,23 @@ class AuditLog:
             self._queue.put_nowait(entry)
         except asyncio.QueueFull:
             self._drop(1, "the buffer is full")
+
+    def refused(self, method: str, error: FleetError, *, actor: str | None = None,
+                token_id: str | None = None, machine_id: str | None = None) -> None:  # fmt: skip
+        """A refusal of a request that authenticated as no one (``actor``, ``token_id``: whom
+        the credential it sent names, if anyone: an expired token's): an entry, within the
+        refusal gate's limits (``audit_refusals``), else counted."""
+        if not self.enabled:
+            return
+        origin = ORIGIN.get()
+        if self.refusals.admit(method, origin.client_address if origin else None):
+            self.record(method, actor=actor, token_id=token_id, machine_id=machine_id,
+                        error=error)  # fmt: skip
+
+    def _write_suppressed(self, counts: dict[str, Any]) -> None:
+        self.record(a.Action.SUPPRESSED, actor="anonymous", params=counts,
+                    error=Unauthorized(f"{counts['count']} refusals of requests that "
+                                       "authenticated as no one, past their limit"))  # fmt: skip
 
     def _drop(self, count: int, why: str) -> None:
         self.dropped += count
@@ -293,26 +317,30 @@ def _builtins(value: Any) -> Any:
 
 # --- every state-changing method ------------------------------------------------------------
 def audited(router: Router[Caller], audit: AuditLog) -> Router[Caller]:
-    """``router`` with each method that is not read-only recorded as it answers."""
+    """``router`` with each method that is not read-only recorded as it answers, and each
+    read-only one when it is refused (``Forbidden``: a viewer's env read, a token's look
+    outside its instances)."""
     out = Router[Caller]()
     for name, route in router.routes.items():
-        handler = route.handler
-        if name not in READ_ONLY_METHODS:
-            handler = _recorded(name, handler, audit)
-        out.register(route.spec, handler)
+        read_only = name in READ_ONLY_METHODS
+        out.register(route.spec, _recorded(name, route.handler, audit, refusals_only=read_only))
     return out
 
 
-def _recorded(name: str, handler: Handler[Any, Any, Caller], audit: AuditLog) -> Any:
+def _recorded(name: str, handler: Handler[Any, Any, Caller], audit: AuditLog, *,
+              refusals_only: bool) -> Any:  # fmt: skip
     async def call(params: Any, c: Caller) -> Any:
         instance_id = getattr(params, "instance_id", None)
         machine_id = getattr(params, "machine_id", None)
         try:
             result = await handler(params, c)
         except Exception as exc:
-            audit.record(name, caller=c, instance_id=instance_id, machine_id=machine_id,
-                         params=params, error=exc)  # fmt: skip
+            if not refusals_only or isinstance(exc, Forbidden):
+                audit.record(name, caller=c, instance_id=instance_id, machine_id=machine_id,
+                             params=params, error=exc)  # fmt: skip
             raise
+        if refusals_only:
+            return result
         found = _ids_in(result)
         audit.record(name, caller=c, instance_id=instance_id or found.get("i"),
                      machine_id=machine_id or found.get("m"), params=params,

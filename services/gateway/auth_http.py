@@ -175,11 +175,16 @@ class SignIn:
 def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
                     audit: AuditLog | None = None) -> None:  # fmt: skip
     """``bearer_caller(request)``: the caller of the request's bearer token, or None. Each
-    sign-in, refused or not, and each sign-out is an entry of ``audit``."""
+    sign-in, refused or not, and each sign-out is an entry of ``audit`` (refused ones within
+    the bounds of ``AuditLog.refused``)."""
     sessions = signin.sessions
 
     def note(action: str, *, actor: str | None = None, error: FleetError | None = None) -> None:
-        if audit is not None:
+        if audit is None:
+            return
+        if error is not None and actor is None:  # anyone can forge a callback: bounded
+            audit.refused(action, error)
+        else:
             audit.record(action, actor=actor or "anonymous", error=error)
 
     async def login(request: web.Request) -> web.StreamResponse:
@@ -219,6 +224,7 @@ def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
         try:
             check_csrf(request, found[1], public_url(signin.settings))
         except FleetError as exc:
+            note(Action.SIGN_OUT, actor=found[0].user_id, error=exc)
             return error_response(exc)
         await sessions.end(secret, found[1])
         note(Action.SIGN_OUT, actor=found[0].user_id)

@@ -33,6 +33,8 @@ class ByteStreamSlots:
         self.per_token = per_token
         self._open: Counter[str] = Counter()
         self._streams: dict[str, set[ByteStream]] = {}
+        #: The user behind each token that holds streams (what the audit log names).
+        self._users: dict[str, str | None] = {}
 
     def open_count(self, caller: Caller) -> int:
         return self._open[caller.token_id]
@@ -56,6 +58,7 @@ class ByteStreamSlots:
                 self._streams.get(key, set()).discard(stream)
                 if not self._streams.get(key, True):
                     del self._streams[key]
+                    self._users.pop(key, None)
             if done:
                 return
             done = True
@@ -70,16 +73,23 @@ class ByteStreamSlots:
         its token's revocation."""
         if not stream.closed:
             self._streams.setdefault(caller.token_id, set()).add(stream)
+            self._users[caller.token_id] = caller.user_id
+
+    def user_of(self, token_id: str) -> str | None:
+        return self._users.get(token_id)
 
     def token_ids(self) -> set[str]:
         """The tokens behind open streams."""
         return {token_id for token_id, streams in self._streams.items() if streams}
 
-    async def abort_tokens(self, revoked: set[str]) -> None:
-        """Abort the streams of these (revoked) tokens."""
+    async def abort_tokens(self, revoked: set[str]) -> dict[str, int]:
+        """Abort the streams of these (revoked) tokens; how many each held."""
+        cut: dict[str, int] = {}
         for token_id in revoked:
             streams = list(self._streams.get(token_id, ()))
             if streams:
                 log.info("gateway.streams_revoked", token_id=token_id, streams=len(streams))
+                cut[token_id] = len(streams)
             for stream in streams:
                 await stream.abort("the token was revoked")
+        return cut

@@ -1,8 +1,10 @@
 """Who a secret belongs to: the operator's admin token, a personal access token, or a signed-in
 browser's session; and whether what a caller holds open may stay open (revocation).
 
-A token or session is looked up with its user at every call, so a role change, a demotion or
-a disabled user takes effect at the next call; what is held open is cut by the revocation round.
+A token or session is looked up with its user, and kept by this process for at most the
+revocation round (``caller_cache``): a role change, a demotion or a disabled user takes effect
+at once on the replica that wrote it and within the round on the others, as what is held open
+is cut by the revocation round.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from contracts.gateway_people import User
 from contracts.people import ADMIN
 from services.common.store import Store
-from services.common.tokens import Resolved, TokenStore, is_live
+from services.common.tokens import Resolved, TokenStore, hash_token, is_live
 from services.gateway.access import Caller
+from services.gateway.caller_cache import CallerCache
 
 CallerResolver = Callable[[str], Awaitable[Caller | None]]
 #: The caller id of the operator's admin token.
@@ -25,15 +28,23 @@ SESSION_PREFIX = "ws-"
 
 def caller_resolver(admin_token: str, tokens: TokenStore, store: Store) -> CallerResolver:
     """Who a bearer token belongs to: the operator's admin token, or a live access token of a
-    user who is not disabled (or of no user)."""
+    user who is not disabled (or of no user); kept for a moment (``CallerCache``)."""
+    cache = CallerCache[Caller](store)
 
     async def resolve(token: str) -> Caller | None:
         if not token:
             return None
         if hmac.compare_digest(token.encode(), admin_token.encode()):
             return Caller(token_id=OPERATOR, admin=True)
+        key = hash_token(token)
+        if (kept := cache.get(key)) is not None:
+            return kept
+        version = cache.version()
         found = await tokens.resolve(token)
-        return token_caller(found) if found is not None else None
+        caller = token_caller(found) if found is not None else None
+        if found is not None and caller is not None:
+            cache.put(key, caller, version, found.token.expires_at)
+        return caller
 
     return resolve
 

@@ -163,12 +163,16 @@ class EventHub:
         """The tokens behind open streams (the operator's is never revoked)."""
         return {s.caller.token_id for s in self._all} - {OPERATOR}
 
-    def end_tokens(self, revoked: set[str]) -> None:
-        """End the streams of these (revoked) tokens."""
+    def end_tokens(self, revoked: set[str]) -> dict[str, tuple[int, str | None]]:
+        """End the streams of these (revoked) tokens; how many each held, and its user."""
+        cut: dict[str, tuple[int, str | None]] = {}
         for sub in [s for s in self._all if s.caller.token_id in revoked]:
             if not sub.ended.is_set():
                 log.info("events.stream_revoked", token_id=sub.caller.token_id)
                 sub.ended.set()
+                count, _ = cut.get(sub.caller.token_id, (0, None))
+                cut[sub.caller.token_id] = (count + 1, sub.caller.user_id)
+        return cut
 
 
 def honest(msg: Msg) -> bool:

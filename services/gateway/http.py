@@ -37,6 +37,7 @@ from services.common.failover import TRANSIENT, as_unavailable
 from services.common.metrics import Metrics, metrics_handler
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.audit_log import AuditLog, origin_middleware
 from services.gateway.auth_http import SignIn, add_auth_routes, public_url
@@ -54,6 +55,7 @@ from services.gateway.mcp_http import McpEndpoint, add_mcp_route
 from services.gateway.oidc import OidcClient
 from services.gateway.ports import PortOps
 from services.gateway.preview import add_tunnel_route, make_preview_app
+from services.gateway.refusals_http import record_csrf, record_unauthenticated
 from services.gateway.revocation import RevocationTicker
 from services.gateway.sessions import SessionOps
 from services.gateway.sse import EventsContext, stream_events
@@ -70,6 +72,8 @@ UNAUTHENTICATED: web.AppKey[BadSecrets] = web.AppKey("unauthenticated")
 SESSIONS: web.AppKey[WebSessions] = web.AppKey("sessions")
 #: The console's own origin, which a cookie-authenticated WebSocket must come from.
 ORIGIN: web.AppKey[str] = web.AppKey("origin")
+AUDIT: web.AppKey[AuditLog | None] = web.AppKey("audit")
+TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens")
 CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
 _JSON = "application/json"
 #: A /rpc caller without a (valid) token: it may call only the methods that reveal no data.
@@ -124,7 +128,11 @@ async def _authenticate(request: web.Request) -> Caller | None:
     found = await request.app[SESSIONS].get(request.cookies[COOKIE])
     if found is None:
         return None
-    check_csrf(request, found[1], request.app[ORIGIN])  # a session's state changes: CSRF
+    try:
+        check_csrf(request, found[1], request.app[ORIGIN])  # a session's state changes: CSRF
+    except CsrfRejected as exc:
+        await record_csrf(request.app[AUDIT], request, found[0], exc)
+        raise
     return found[0]
 
 
@@ -159,13 +167,22 @@ async def auth_middleware(
     if caller is None and request.path == "/rpc" and not bearer(request):
         caller = ANONYMOUS  # no token at all: rpc() lets it call PUBLIC_METHODS only
     if caller is None:
-        refused = Unauthorized("missing or invalid bearer token")
-        kind = "ticket" if _by_ticket(request) else "token"
-        return error_response(request.app[UNAUTHENTICATED].refuse(kind, request.remote or "",
-                                                                  refused))  # fmt: skip
+        return await _refuse(request)
     scope = route_scope(request.method, request.path)
     request[CALLER_OF_REQUEST] = caller if scope is None else caller.doing(scope)
     return await handler(request)
+
+
+async def _refuse(request: web.Request) -> web.StreamResponse:
+    """401 (429 past the address's budget of bad secrets), recorded in the audit log."""
+    refused = Unauthorized("missing or invalid bearer token")
+    by_ticket = _by_ticket(request)
+    kind = "ticket" if by_ticket else "token"
+    answer = request.app[UNAUTHENTICATED].refuse(kind, request.remote or "", refused)
+    token = "" if by_ticket else bearer(request)
+    await record_unauthenticated(request.app[AUDIT], request, request.app[TOKENS], token,
+                                 look_up=answer is refused)  # fmt: skip
+    return error_response(answer)
 
 
 async def _security_headers(request: web.Request, resp: web.StreamResponse) -> None:
@@ -202,6 +219,7 @@ def make_app(
     app.on_response_prepare.append(_security_headers)
     app[SESSIONS] = WebSessions(store, settings)
     app[ORIGIN] = public_url(settings)
+    app[AUDIT], app[TOKENS] = audit, TokenStore(store)
 
     async def bearer_caller(request: web.Request) -> Caller | None:
         return await resolve_caller(bearer(request))
@@ -210,7 +228,7 @@ def make_app(
     slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
 
     async def revocation(_: web.Application) -> AsyncIterator[None]:
-        async with RevocationTicker(store, hub, slots):
+        async with RevocationTicker(store, hub, slots, audit=audit):
             yield
 
     app.cleanup_ctx.append(revocation)
@@ -239,6 +257,7 @@ def make_app(
         if caller is ANONYMOUS:
             method = request_method(body)
             if method is not None and method not in PUBLIC_METHODS:
+                await record_unauthenticated(audit, request, app[TOKENS], "", look_up=False)
                 return _unauthorized()
             # Routes nothing but PUBLIC_METHODS; a body that is no request gets its -32700 or
             # -32600 (a parse error is about the body, whoever sent it).

@@ -1,7 +1,8 @@
 """One round every ``REVOCATION_CHECK_S`` over everything a token holds open through this
 gateway process: its event streams (``GET /events``) and its byte streams (terminals, file
 transfers, tunnels, previews). A revoked token's streams end within a round, not when their
-client lets go; each token is looked up once per round, whatever it holds.
+client lets go; each token is looked up once per round, whatever it holds. Each cut is an
+audit entry (``auth.streamsCut``) naming the token, its user and what it held.
 
 The same round notices a lost event bus: the live subscription may then miss events, so every
 event stream ends with 1501 and its client resumes from the stored events.
@@ -9,8 +10,10 @@ event stream ends with 1501 and its client resumes from the stored events.
 
 from __future__ import annotations
 
+from contracts.audit import Action
 from services.common.store import Store
 from services.common.ticker import Ticker
+from services.gateway.audit_log import AuditLog
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.events_hub import REVOCATION_CHECK_S, EventHub, token_is_live
 
@@ -20,8 +23,10 @@ class RevocationTicker(Ticker):
     failed_event = "gateway.revocation_check_failed"
 
     def __init__(self, store: Store, events: EventHub, slots: ByteStreamSlots,
-                 interval_s: float = REVOCATION_CHECK_S) -> None:  # fmt: skip
+                 interval_s: float = REVOCATION_CHECK_S,
+                 audit: AuditLog | None = None) -> None:  # fmt: skip
         super().__init__(interval_s)
+        self._audit = audit
         self._store = store
         self._events = events
         self._slots = slots
@@ -32,5 +37,14 @@ class RevocationTicker(Ticker):
         tokens = self._events.token_ids() | self._slots.token_ids()
         revoked = {t for t in tokens if not await token_is_live(self._store, t)}
         if revoked:
-            self._events.end_tokens(revoked)
-            await self._slots.abort_tokens(revoked)
+            events = self._events.end_tokens(revoked)
+            streams = await self._slots.abort_tokens(revoked)
+            for token_id in sorted(revoked):
+                self._record(token_id, events.get(token_id, (0, None)), streams.get(token_id, 0))
+
+    def _record(self, token_id: str, events: tuple[int, str | None], streams: int) -> None:
+        if self._audit is None:
+            return
+        user_id = self._slots.user_of(token_id) or events[1]
+        self._audit.record(Action.STREAMS_CUT, actor=user_id or token_id, token_id=token_id,
+                           params={"eventStreams": events[0], "byteStreams": streams})  # fmt: skip

@@ -1,7 +1,8 @@
 """A signed-in browser's session: a random secret in an HttpOnly cookie; valkey keeps the
 record under an id derived from the secret's SHA-256 (so the id names the session in logs and
 revocation without being able to stand in for it), with the CSRF token every cookie-
-authenticated state change must echo in ``X-CSRF-Token``.
+authenticated state change must echo in ``X-CSRF-Token``. A session is kept by this process for
+at most the revocation round (``caller_cache``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_users import SessionRecord, session_record
 from services.gateway.access import Caller
+from services.gateway.caller_cache import CallerCache
 from services.gateway.callers import SESSION_PREFIX, user_caller
 
 COOKIE = "fleet_session"
@@ -33,6 +35,7 @@ class WebSessions:
         self._users = store.users
         self._store = store
         self._ttl_s = settings.session_ttl_s
+        self._cache = CallerCache[tuple[Caller, SessionRecord]](store)
 
     async def start(self, user_id: str) -> str:
         """A new session for the user; its secret, for the cookie."""
@@ -46,11 +49,16 @@ class WebSessions:
         if not secret or len(secret) > 100:
             return None
         sid = session_id(secret)
+        if (kept := self._cache.get(sid)) is not None:
+            return kept
+        version = self._cache.version()
         found = await self._users.by_session(sid)  # one round trip: session, user, roles
         if found is None or found.user is None or found.user.disabled:
             return None
         caller = await user_caller(self._store, sid, found.user, found.roles)
-        return caller, session_record(found.record)
+        answer = caller, session_record(found.record)
+        self._cache.put(sid, answer, version)
+        return answer
 
     async def end(self, secret: str, record: SessionRecord) -> None:
         await self._users.end_session(session_id(secret), record.user_id)

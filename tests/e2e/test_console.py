@@ -247,6 +247,7 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     assert len(secret) >= 20
     token_row = page.locator("[data-testid=token-row][data-name=ci-runner]")
     expect(token_row.get_by_test_id("token-state")).to_have_text("active")
+    expect(token_row.get_by_test_id("token-last-used")).to_have_text("never")
     shot(page, "access-tokens")
     page.get_by_test_id("token-secret-dismiss").click()
     expect(page.get_by_test_id("token-secret")).to_have_count(0)
@@ -261,6 +262,7 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     expect(page.get_by_test_id("nav-hosts")).to_have_count(0)  # the admin's only
     expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
     page.get_by_test_id("nav-tokens").click()
+    expect(token_row.get_by_test_id("token-last-used")).not_to_have_text("never")  # just now
     token_row.get_by_test_id("token-revoke").click()
     confirm(page)
     expect(page.get_by_test_id("signin-form")).to_be_visible()

@@ -17,6 +17,9 @@ from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_console import WAIT_MS, page
 from tests.oidc_provider import ADMIN_GROUP, CLIENT_ID, CLIENT_SECRET, oidc_issuer
 
+#: The provider's group of auditors (tests/oidc/provider.mjs: audrey is in it).
+AUDITOR_GROUP = "fleet-auditors"
+
 __all__ = ["oidc_issuer", "page"]
 
 
@@ -27,6 +30,7 @@ def fleet_up_oidc(tmp_path: Path, oidc_issuer: str) -> Iterator[FleetUp]:
         "FLEET_OIDC_CLIENT_ID": CLIENT_ID,
         "FLEET_OIDC_CLIENT_SECRET": CLIENT_SECRET,
         "FLEET_OIDC_ADMIN_GROUPS": ADMIN_GROUP,
+        "FLEET_OIDC_AUDITOR_GROUPS": AUDITOR_GROUP,
     }
     up = start_fleet_up(tmp_path / "data", free_port(), env=env)
     yield up
@@ -48,13 +52,10 @@ def test_a_user_signs_in_with_the_provider_sees_their_instances_and_signs_out(
     assert up.cli("members", "set", iid, "carol@example.com", "developer").returncode == 0
 
     page.goto(up.url)
-    page.get_by_test_id("signin-provider").click()
-    page.locator("input[name=login]").fill("carol")
-    page.locator("input[name=password]").fill("any")
-    page.locator("button[type=submit]").click()
-    page.get_by_role("button", name="Continue").click()  # the provider's consent
+    provider_sign_in(page, "carol")
     expect(page.get_by_role("heading", name="Machines")).to_be_visible()
     expect(page.get_by_test_id("role")).to_have_text("member")
+    expect(page.get_by_test_id("nav-audit")).to_have_count(0)  # a member reads no audit log
     page.get_by_test_id("nav-instances").click()
     expect(page.get_by_test_id("instance-row")).to_have_count(1)
     expect(page.locator(f'[data-testid=instance-row][data-instance-id="{iid}"]')).to_be_visible()
@@ -65,3 +66,27 @@ def test_a_user_signs_in_with_the_provider_sees_their_instances_and_signs_out(
     expect(page.get_by_test_id("signin-form")).to_be_visible()
     me = requests.get(f"{up.url}/auth/me", cookies={"fleet_session": cookie["value"]}, timeout=10)
     assert me.status_code == 401  # the session ended on the gateway, not only in the browser
+
+
+def provider_sign_in(page: Page, login: str) -> None:
+    """From the console's sign-in page, through the provider's login and consent pages."""
+    page.get_by_test_id("signin-provider").click()
+    page.locator("input[name=login]").fill(login)
+    page.locator("input[name=password]").fill("any")
+    page.locator("button[type=submit]").click()
+    page.get_by_role("button", name="Continue").click()  # the provider's consent
+
+
+@pytest.mark.timeout(300)
+def test_an_auditor_reads_the_audit_log_in_the_console(fleet_up_oidc: FleetUp, page: Page) -> None:
+    up = fleet_up_oidc
+    expect.set_options(timeout=WAIT_MS)
+    assert up.cli("env", "set", "AUDITED", "1").returncode == 0  # an entry to find
+    page.goto(up.url)
+    provider_sign_in(page, "audrey")  # in the provider's group of auditors
+    expect(page.get_by_test_id("role")).to_have_text("auditor")
+    page.get_by_test_id("nav-audit").click()
+    row = page.locator('[data-testid=audit-row][data-method="env.set"]')
+    expect(row).to_have_count(1)
+    expect(page.locator('[data-testid=audit-row][data-method="auth.signIn"]')).to_have_count(1)
+    expect(page.get_by_test_id("nav-hosts")).to_have_count(0)  # still no admin

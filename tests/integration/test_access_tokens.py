@@ -11,6 +11,7 @@ from contracts.errors import Forbidden, NotFound, Unauthorized
 from fleet.client import FleetClient
 from services.common.settings import Settings
 from services.common.store import Store
+from tests.integration.test_people import fleet_cli
 
 
 async def scoped(stack: FleetClient, settings: Settings) -> tuple[FleetClient, str, str]:
@@ -146,3 +147,24 @@ async def snapshot(admin: FleetClient, instance_id: str) -> tuple[object, ...]:
         len(await admin.list_instances()),
         len(await admin.list_tokens()),
     )
+
+
+async def test_last_used_is_written_at_most_once_a_minute_and_listed(
+    stack: FleetClient, settings: Settings
+) -> None:
+    made = await stack.create_token("ci", (await stack.create_instance("used")).id)
+
+    def row(listing: str) -> list[str]:
+        (line,) = [x for x in listing.splitlines() if x.startswith(made.id)]
+        return line.split()
+
+    listing = await fleet_cli(settings, "tokens", "list")
+    column = listing.split().index("LAST")  # "LAST USED": the header's one two-word column
+    assert row(listing)[column] == "never"
+    async with FleetClient(stack.url, made.token) as ci:
+        await ci.list_instances()
+        (first,) = [t.last_used_at for t in await stack.list_tokens()]
+        assert first is not None
+        await ci.list_instances()  # within the minute: not written again
+        assert [t.last_used_at for t in await stack.list_tokens()] == [first]
+    assert row(await fleet_cli(settings, "tokens", "list"))[column] == first.isoformat()

@@ -1,5 +1,5 @@
 """The audit log against the real stack: every kind of entry read back through ``audit.list``
-and through ``fleet audit``, secrets absent from the raw stream, admins only."""
+and through ``fleet audit``, secrets absent from the raw stream, admins and auditors only."""
 
 from __future__ import annotations
 
@@ -170,6 +170,18 @@ async def test_filters_limit_and_who_may_read(stack: FleetClient) -> None:
     async with FleetClient(stack.url, token.token) as member:
         with pytest.raises(Forbidden):
             await member.audit()
+    # A platform auditor reads it all; a member (owner of an instance) does not.
+    await stack.create_user("audrey@example.com", role="auditor")
+    await stack.create_user("mel@example.com")
+    await stack.set_member(inst.id, "mel@example.com", "owner")
+    auditors = await stack.create_scoped_token("auditor's", user="audrey@example.com")
+    members = await stack.create_scoped_token("member's", user="mel@example.com")
+    async with FleetClient(stack.url, auditors.token) as auditor:
+        seen = await auditor.audit(instance_id=inst.id, method="env.set", limit=2)
+        assert [e.params["name"] for e in seen] == ["V4", "V3"]
+    async with FleetClient(stack.url, members.token) as member:
+        with pytest.raises(Forbidden):
+            await member.audit(instance_id=inst.id)
 
 
 async def _count(client: FleetClient, instance_id: str, n: int) -> bool:

@@ -1,6 +1,7 @@
 """People through the whole stack: a viewer is refused everything but looking, over /rpc, the
 WebSockets and the HTTP routes into a machine; a disabled user's open terminal closes within
-a revocation round (well under 1 s)."""
+a revocation round (well under 1 s). Each refusal and the cut are audit entries, read back through
+audit.list and fleet audit."""
 
 from __future__ import annotations
 
@@ -8,18 +9,26 @@ import asyncio
 import subprocess
 import sys
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
-from contracts.errors import Forbidden
+from contracts.audit import Action
+from contracts.errors import Forbidden, Unauthorized
 from fleet.client import FleetClient
+from fleet.embedded import free_port
 from services.common.settings import Settings
+from services.gateway.__main__ import build as gateway
+from tests.integration.test_audit import fleet_audit
+from tests.integration.test_audit_attacks import entries
 from tests.integration.test_files_cli import _env
 from tests.integration.test_gateway_events import until_caught_up
 from tests.integration.test_ports import bearer, serve_in_machine
 from tests.integration.test_sessions import SHELL, Term
+from tests.waiters import wait_until
 
 
 async def member_client(stack: FleetClient, instance_id: str, email: str,
@@ -61,9 +70,25 @@ async def test_a_viewer_is_refused_over_rpc_websockets_and_http_routes(
             assert tunnel.value.status == 403
     assert await stack.close_session(m.id, opened.session_id)
 
+    # Each refusal is an entry naming the viewer, through audit.list and fleet audit.
+    (user,) = [u.id for u in await stack.list_users() if u.email == "viewer@example.com"]
+    got = await entries(stack, len(VIEWER_REFUSED), actor=user)
+    assert sorted(e.method for e in got) == sorted(VIEWER_REFUSED)
+    assert {(e.ok, e.error_code) for e in got} == {(False, Forbidden.code)}
+    cli = await fleet_audit(settings, "--actor", user)
+    assert sorted((e["method"], e["errorCode"]) for e in cli) == sorted(
+        (m, Forbidden.code) for m in VIEWER_REFUSED)  # fmt: skip
+
+
+#: What a viewer was refused above: over /rpc, the attach WebSocket, a file's PUT and GET, and
+#: the tunnel WebSocket.
+VIEWER_REFUSED = ("machines.exec", "machines.writeFile", "sessions.open", "env.list",
+                  "machines.previewTicket", Action.TERMINAL_ATTACH, Action.FILE_UPLOAD,
+                  Action.FILE_DOWNLOAD, Action.TUNNEL_OPEN)  # fmt: skip
+
 
 async def test_a_disabled_users_open_terminal_and_event_stream_close_within_a_second(
-    stack: FleetClient,
+    stack: FleetClient, settings: Settings
 ) -> None:
     m = await serve_in_machine(stack, "disabled")
     dev = await member_client(stack, m.instance_id, "dev@example.com", "developer")
@@ -83,6 +108,15 @@ async def test_a_disabled_users_open_terminal_and_event_stream_close_within_a_se
         assert time.monotonic() - began < 1.0
         with pytest.raises(Exception, match="token"):
             await dev.get_machine(m.id)
+    # The cut, and the refused call after it, are entries naming the user.
+    (user,) = [u.id for u in await stack.list_users() if u.email == "dev@example.com"]
+    (cut,) = await entries(stack, 1, actor=user, method=Action.STREAMS_CUT)
+    assert cut.params == {"eventStreams": 1, "byteStreams": 1}
+    assert cut.token_id in [t.id for t in await stack.list_tokens() if t.name == "developer's"]
+    (late,) = await entries(stack, 1, actor=user, method="machines.get")
+    assert late.error == f"the user of token {cut.token_id} is disabled"
+    cli = await fleet_audit(settings, "--actor", user, "--method", Action.STREAMS_CUT)
+    assert [(e["tokenId"], e["params"]) for e in cli] == [(cut.token_id, cut.params)]
 
 
 async def fleet_cli(settings: Settings, *args: str) -> str:
@@ -115,3 +149,33 @@ async def test_fleet_users_members_and_scoped_tokens(
     assert token.user_id == user_id
     assert "disabled" in await fleet_cli(settings, "users", "disable", "cli@example.com")
     assert [u.disabled for u in await stack.list_users()] == [True]
+
+
+async def test_a_disabled_user_is_refused_at_once_here_and_within_a_second_on_another_replica(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """Each gateway process keeps the callers it resolved for a moment (caller_cache): the
+    replica that disables the user forgets them at once, another one within the round."""
+    other = msgspec.structs.replace(settings, port=free_port(), preview_port=free_port())
+    async with AsyncExitStack() as es:
+        await gateway(other, es)
+        inst = await stack.create_instance("replicas")
+        dev = await member_client(stack, inst.id, "rep@example.com", "developer")
+        there = FleetClient(f"http://127.0.0.1:{other.port}", dev._token)
+        async with dev, there:
+            for client in (dev, there):  # each replica resolves the token, and keeps it
+                await client.get_instance(inst.id)
+            began = time.monotonic()
+            await stack.disable_user("rep@example.com")
+            with pytest.raises(Unauthorized):
+                await dev.get_instance(inst.id)
+
+            async def refused_there() -> bool:
+                try:
+                    await there.get_instance(inst.id)
+                except Unauthorized:
+                    return True
+                return False
+
+            await wait_until(refused_there, timeout=5)
+            assert time.monotonic() - began < 1.0

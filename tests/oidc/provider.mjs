@@ -2,10 +2,12 @@
 // 127.0.0.1:<port> (argv[2]). One confidential client, the gateway (the code flow with PKCE for
 // browsers, the device flow for `fleet login`); any login name signs in (its dev interactions),
 // as <name>@example.com, in the groups USERS gives it. Prints "ready <issuer>" once listening.
+// argv[3], when given, is the issuer: a test's front that forwards to this port (the provider
+// builds its endpoints' URLs from the Host each request names, the front's).
 import Provider from "oidc-provider";
 
 const port = Number(process.argv[2]);
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = process.argv[3] ?? `http://127.0.0.1:${port}`;
 const USERS = { ann: ["fleet-admins"], audrey: ["fleet-auditors"] };
 
 const provider = new Provider(issuer, {

@@ -14,8 +14,9 @@ const CSRF_KEY = "fleetd.csrf";
 const REOPEN_FIRST_MS = 250;
 const REOPEN_MS = 3000;
 
-/** What a token may do: everything, or one instance. */
-export const ROLE = Object.freeze({ ADMIN: "admin", INSTANCE: "instance" });
+/** What the caller may do: everything; look at every instance and read the audit log (a
+ * platform auditor); or what its instances allow. */
+export const ROLE = Object.freeze({ ADMIN: "admin", AUDITOR: "auditor", INSTANCE: "instance" });
 
 export const session = {
   get token() {
@@ -34,6 +35,10 @@ export const session = {
   },
   get isAdmin() {
     return this.role === ROLE.ADMIN;
+  },
+  /** Admins and auditors read the audit log (the gateway decides: audit_log.may_read). */
+  get mayReadAudit() {
+    return this.role === ROLE.ADMIN || this.role === ROLE.AUDITOR;
   },
   start(token, role) {
     sessionStorage.setItem(TOKEN_KEY, token);
@@ -66,8 +71,24 @@ export async function resumeCookieSession() {
   if (!resp.ok) return false;
   const me = await resp.json();
   if (!me.csrfToken) return false;
-  session.startCookie(me.csrfToken, me.role === "admin" ? ROLE.ADMIN : ROLE.INSTANCE);
+  session.startCookie(me.csrfToken, roleOf(me));
   return true;
+}
+
+/** The console's ROLE for GET /auth/me's answer. */
+export function roleOf(me) {
+  if (me?.role === "admin") return ROLE.ADMIN;
+  return me?.role === "auditor" ? ROLE.AUDITOR : ROLE.INSTANCE;
+}
+
+/** GET /auth/me for a bearer token: `{id, email, role}`, or null when it is refused. */
+export async function whoIs(token) {
+  try {
+    const resp = await fetch("/auth/me", { headers: { Authorization: `Bearer ${token}` } });
+    return resp.ok ? await resp.json() : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Whether the gateway signs in with an identity provider (FLEET_OIDC_ISSUER). */

@@ -1,6 +1,6 @@
 // The frame around every page once signed in: the header (token kind, event stream, sign-out),
 // the sidebar and the page's title.
-import { session } from "./api.js";
+import { ROLE, session } from "./api.js";
 import { state } from "./state.js";
 import { signOut } from "./sync.js";
 import { chip, h, renderLive } from "./ui.js";
@@ -12,8 +12,8 @@ const NAV = [
   ["#/tokens", "Access tokens", "nav-tokens"],
   ["#/codemode", "Codemode", "nav-codemode"],
   ["#/hosts", "Hosts", "nav-hosts", { admin: true }],
-  // Who may read the audit log: admins (the gateway checks it: audit_log.may_read).
-  ["#/audit", "Audit log", "nav-audit", { admin: true }],
+  // Who may read the audit log: admins and auditors (the gateway checks it: audit_log.may_read).
+  ["#/audit", "Audit log", "nav-audit", { audit: true }],
 ];
 
 export function frame(active, title, ...content) {
@@ -25,7 +25,7 @@ export function frame(active, title, ...content) {
     h(
       "ul",
       {},
-      NAV.filter(([, , , only]) => !only?.admin || session.isAdmin).map(([href, label, testid]) =>
+      NAV.filter(([, , , only]) => shown(only)).map(([href, label, testid]) =>
         h(
           "li",
           {},
@@ -90,8 +90,16 @@ export function table(testid, heads, tbody) {
   );
 }
 
+/** Whether the signed-in caller gets a page the sidebar marks `only`. */
+function shown(only) {
+  if (only?.admin) return session.isAdmin;
+  return !only?.audit || session.mayReadAudit;
+}
+
 /** Who is signed in: a user (by the identity provider) or a kind of token. */
 function roleLabel() {
-  if (session.csrf) return session.isAdmin ? "admin" : "member";
+  const auditor = session.role === ROLE.AUDITOR;
+  if (session.csrf) return session.isAdmin ? "admin" : auditor ? "auditor" : "member";
+  if (auditor) return "auditor's token";
   return session.isAdmin ? "admin token" : "instance token";
 }

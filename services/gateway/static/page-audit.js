@@ -1,4 +1,4 @@
-// Audit log (admin): who did what, newest first, filtered by actor, instance, machine, method
+// Audit log (admins and auditors): who did what, newest first, filtered by actor, instance, machine, method
 // and time. Params and results are shown as the gateway recorded them: secrets redacted.
 import { rpc } from "./api.js";
 import { METHODS } from "./contract.js";

@@ -1,5 +1,5 @@
 // Sign-in: paste an access token; it is checked against the gateway before it is kept.
-import { ROLE, rpc, session, signInConfigured } from "./api.js";
+import { ROLE, rpc, session, signInConfigured, whoIs } from "./api.js";
 import { METHODS } from "./contract.js";
 import { state } from "./state.js";
 import { busy, errorBox, field, fill, h } from "./ui.js";
@@ -49,10 +49,11 @@ export function signInPage({ root }) {
     await busy(submit, async () => {
       try {
         await rpc(METHODS.INSTANCES_LIST, {}, token);
-        // Only an admin may read the platform scope: that tells the two kinds of token apart.
+        // Only an admin may read the platform scope: that tells an admin's token apart; an
+        // auditor's is one whose user the gateway names as one.
         const role = await rpc(METHODS.ENV_LIST, {}, token).then(
           () => ROLE.ADMIN,
-          () => ROLE.INSTANCE,
+          async () => ((await whoIs(token))?.role === "auditor" ? ROLE.AUDITOR : ROLE.INSTANCE),
         );
         session.start(token, role);
         location.hash = state.afterSignIn;

@@ -5,7 +5,8 @@ import { emptyRow, frame, table } from "./frame.js";
 import { instanceList, newestFirst } from "./state.js";
 import { busy, chip, confirmOrCancel, field, fill, fmtTime, h, mono, noticeArea } from "./ui.js";
 
-const HEADS = ["Name", "Token", "Scope", "Created", "State", ""];
+// Last used: the gateway writes it at most once a minute.
+const HEADS = ["Name", "Token", "Scope", "Created", "Last used", "State", ""];
 
 /** The one-time display of a new token's secret, with Copy and Done. */
 function secretNotice(area, name, created) {
@@ -106,6 +107,7 @@ export function tokensPage({ root }) {
       h("td", {}, mono(t.id)),
       h("td", {}, t.instanceId ? ["instance ", mono(t.instanceId)] : chip("admin", "neutral")),
       h("td.nowrap", {}, fmtTime(t.createdAt)),
+      h("td.nowrap", { testid: "token-last-used" }, t.lastUsedAt ? fmtTime(t.lastUsedAt) : "never"),
       h(
         "td",
         { testid: "token-state" },

@@ -1,0 +1,70 @@
+"""Callers this gateway process resolved lately, so that a call by a personal access token or a
+session cookie waits for no store round trip more than one by the admin token.
+
+Deciding who a caller is reads the token's or session's record, its user and the user's roles
+in one round trip; sequential calls wait for it each time (benchmark 23). An entry here stands:
+
+- for at most ``TTL_S``, the revocation round: a write on another replica (a disabled user, a
+  revoked token, a changed role) takes effect here within it, as it cuts what is held open;
+- not at all once this process wrote anything that changes a caller (``Store.callers_changed``,
+  read before the lookup the entry holds): such a write takes effect here at once;
+- not past its token's expiry, checked at each use.
+
+A refused secret is never kept: each one asks the store (within the bad-secret rate limit).
+Keys are the secret's SHA-256 (a token's digest, a session's id), never the secret.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Generic, NamedTuple, TypeVar
+
+from services.common.store import Store
+
+T = TypeVar("T")
+#: The revocation round (``events_hub.REVOCATION_CHECK_S``, which imports from here through
+#: ``callers``; tests/unit/test_caller_cache.py checks that the two agree).
+TTL_S = 0.5
+#: Entries kept at most; a full cache starts again empty (entries live half a second anyway).
+MAX_ENTRIES = 10_000
+
+
+class _Entry(NamedTuple, Generic[T]):
+    value: T
+    version: int
+    at: float
+    expires_at: datetime | None
+
+
+class CallerCache(Generic[T]):
+    def __init__(self, store: Store, ttl_s: float = TTL_S, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._store = store
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._entries: dict[str, _Entry[T]] = {}
+
+    def version(self) -> int:
+        """Read before a lookup whose answer ``put`` will keep."""
+        return self._store.callers_changed
+
+    def get(self, key: str) -> T | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        stale = entry.version != self._store.callers_changed
+        if stale or self._clock() - entry.at >= self._ttl_s or _expired(entry.expires_at):
+            del self._entries[key]
+            return None
+        return entry.value
+
+    def put(self, key: str, value: T, version: int, expires_at: datetime | None = None) -> None:
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = _Entry(value, version, self._clock(), expires_at)
+
+
+def _expired(expires_at: datetime | None) -> bool:
+    return expires_at is not None and expires_at <= datetime.now(UTC)
