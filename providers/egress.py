@@ -199,13 +199,33 @@ def learned_script(
     return "\n".join(lines) + "\n"
 
 
+def open_machine_netns(pid: int, owner: str) -> int:
+    """A descriptor of ``pid``'s network namespace, which must not be the host's: the pid was
+    the machine's when its provider named it, but a machine's process that has ended since
+    may have left its number to a process of the host, and a policy written there would cut
+    the host off (its DNS first)."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise EgressUnavailable(f"{owner}'s network namespace is gone: {exc}") from None
+    try:
+        found, host = os.fstat(fd), os.stat("/proc/self/ns/net")
+    except OSError as exc:
+        os.close(fd)
+        raise EgressUnavailable(f"{owner}'s network namespace is gone: {exc}") from None
+    if (found.st_dev, found.st_ino) == (host.st_dev, host.st_ino):
+        os.close(fd)
+        raise EgressUnavailable(
+            f"process {pid} named as {owner}'s is in the host's network namespace: "
+            "nothing written (the machine's process ended?)"
+        )
+    return fd
+
+
 async def apply(netns_pid: int, script: str, owner: str) -> None:
     """Run ``script`` with nft in the network namespace of ``netns_pid`` (a process the
     provider started: the namespace is held by descriptor, not by a path in the machine)."""
-    try:
-        netns = os.open(f"/proc/{netns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise EgressUnavailable(f"{owner}'s network namespace is gone: {exc}") from None
+    netns = open_machine_netns(netns_pid, owner)
     try:
         proc = await asyncio.create_subprocess_exec(
             "nsenter", f"--net=/proc/self/fd/{netns}", "nft", "-f", "-",

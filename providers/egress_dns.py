@@ -436,7 +436,7 @@ def _socket_in(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
     def work() -> None:
         own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            target = egress.open_machine_netns(pid, f"process {pid}")
             try:
                 _setns(target)
                 try:
