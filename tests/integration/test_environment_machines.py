@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,6 +38,7 @@ from tests.docker_env import (
 )
 from tests.environments import out, read_until
 from tests.gitserver import GitHttpServer
+from tests.stop_checks import host_pids_running
 from tests.waiters import wait_until
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
@@ -50,7 +52,8 @@ SHARED = "/usr/local/share/lifecycle"
 DOCKERFILE = """FROM {base}
 ARG MARK
 USER 0
-RUN mkdir -p {shared} && chmod 1777 {shared} && echo "$MARK" > /etc/fleet-test-mark
+RUN mkdir -p {shared} && chmod 1777 {shared} && echo "$MARK" > /etc/fleet-test-mark \\
+ && echo 'dev:x:1234:2345::/home/dev:/bin/sh' >> /etc/passwd && echo 'devs:x:2345:' >> /etc/group
 ENV FROM_IMAGE=image LAYER=image
 USER 1000:1000
 """
@@ -59,6 +62,7 @@ DEVCONTAINER = """{{
   // FROM the machine image of this engine: there is no registry here
   "build": {{"dockerfile": "Dockerfile", "args": {{"MARK": "{mark}",}},}},
   "features": {{"./greeter": {{"greeting": "hello from a feature",}},}},
+  "remoteUser": "dev",
   "containerEnv": {{"PLAT_OVER": "container", "LAYER": "container",}},
   "remoteEnv": {{
     "LAYER": "remote",
@@ -91,7 +95,7 @@ FEATURE = {
 INSTALL = """#!/bin/sh
 set -e
 mkdir -p /usr/local/share/greeter
-echo "$GREETING" > /usr/local/share/greeter/greeting
+echo "$GREETING for $_REMOTE_USER" > /usr/local/share/greeter/greeting
 """
 
 
@@ -174,7 +178,8 @@ def dotenv(text: str) -> dict[str, str]:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_a_devcontainer_machine(
-    provider: str, own_builds: None, stack: FleetClient, docker_image: tuple[str, str],
+    provider: str, own_builds: None, stack: FleetClient, settings: Settings,
+    docker_image: tuple[str, str],
     git_served: GitHttpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     mark = uuid.uuid4().hex
@@ -204,7 +209,7 @@ async def test_a_devcontainer_machine(
 
     # The local feature, installed at build with its option.
     assert await out(stack, mid, "cat", "/usr/local/share/greeter/greeting") == (
-        "hello from a feature\n"
+        "hello from a feature for dev\n"
     )
     assert (await out(stack, mid, "cat", "/etc/fleet-test-mark")).strip() == mark
     await variables_in_their_order(stack, mid)
@@ -218,11 +223,44 @@ async def test_a_devcontainer_machine(
     # What postCreateCommand wrote outside the home is still there.
     assert await out(stack, mid, "cat", f"{SHARED}/made") == "made by postCreate\n"
 
-    opened = await stack.open_session(mid, ["sh", "-c", "echo in-a-terminal; sleep 30"])
+    await acts_as_its_user(stack, mid, tmp_path)
+    # On the host: a local machine's own uid still (its image's user is that uid in its user
+    # namespace only), a docker machine's the image's.
+    own = settings.data_path / "machines" / mid / "uid"
+    assert host_uid(await sleeping(stack, mid)) == (
+        int(own.read_text()) if provider == "local" else 1234
+    )
+    terminal = ["sh", "-c", "echo in-a-terminal as $(id -un) $(id -u); sleep 30"]
+    opened = await stack.open_session(mid, terminal)
     assert (await out(stack, mid, "cat", LOG)).split() == [*once, *started * 2, "postAttach"]
     ws = await stack.attach_session(mid, opened.session_id)
-    assert b"in-a-terminal" in await read_until(ws, b"in-a-terminal")
+    said = b"in-a-terminal as dev 1234"
+    assert said in await read_until(ws, said)
     await stack.close_session(mid, opened.session_id)
+
+
+async def sleeping(stack: FleetClient, mid: str) -> int:
+    """The host pid of a background process started in the machine."""
+    unique = ["sleep", str(100000 + secrets.randbelow(800000))]
+    await stack.start_process(mid, unique, tag="sleeper")
+    await wait_until(lambda: bool(host_pids_running(unique)), timeout=30)
+    return host_pids_running(unique)[0]
+
+
+def host_uid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+
+
+async def acts_as_its_user(stack: FleetClient, mid: str, tmp_path: Path) -> None:
+    """remoteUser: commands, and the files the machine is given, are the image's ``dev``
+    (1234, group ``devs`` 2345), not the provider's default user."""
+    who = await out(stack, mid, "sh", "-c", "id -u; id -g; whoami; id -gn")
+    assert who.split() == ["1234", "2345", "dev", "devs"]
+    (tmp_path / "up.txt").write_text("uploaded\n")
+    await stack.upload(mid, tmp_path / "up.txt", "up.txt")
+    owner = await out(stack, mid, "stat", "-c", "%u:%g %U", "up.txt", "lifecycle.log", ".")
+    assert owner.splitlines() == ["1234:2345 dev"] * 3
 
 
 async def fails_at_post_create(machine: Any) -> None:
