@@ -1,0 +1,47 @@
+"""``instances.setEnvironment`` checks a devcontainer.json when it is set, through every service:
+the gateway (which reaches no repo) asks a provisioner of the platform's host over NATS
+(``host.checkEnvironment``), which checks the repo out and refuses what a machine's resolution
+would refuse, by name; the environment is not stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contracts.errors import EnvironmentRefused
+from contracts.gateway_environments import DevcontainerSource, Environment
+from fleet.client import FleetClient
+from tests.conftest import git
+
+REFUSED = """{
+  // a project's file that asks for the host
+  "image": "python:3.12",
+  "runArgs": ["--privileged"],
+  "mounts": ["source=/var/run/docker.sock,target=/var/run/docker.sock,type=bind",],
+}"""
+
+
+def origin(tmp_path: Path) -> str:
+    work = tmp_path / "origin"
+    git("init", "-q", "-b", "main", str(work))
+    (work / ".devcontainer").mkdir()
+    (work / ".devcontainer" / "devcontainer.json").write_text(REFUSED)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "env", cwd=work)
+    return str(work)
+
+
+@pytest.mark.timeout(120)
+async def test_refused_when_set_through_the_hosts_provisioner(
+    stack: FleetClient, tmp_path: Path
+) -> None:
+    inst = await stack.create_instance("checked")
+    await stack.add_repo(inst.id, url=origin(tmp_path), branch="main", path="src/app")
+    env = Environment(devcontainer=DevcontainerSource(repo="src/app"))
+    with pytest.raises(EnvironmentRefused) as refused:
+        await stack.set_environment(inst.id, env)
+    assert refused.value.data == {"properties": ["runArgs", "mounts"]}
+    assert "runArgs" in refused.value.message
+    assert "/var/run/docker.sock" in refused.value.message
+    assert (await stack.get_environment(inst.id)).environment is None
