@@ -18,9 +18,9 @@ from contracts.errors import (
     InvalidParams,
     NotFound,
 )
-from tests.conftest import git
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances
+from tests.gitcmd import git
 
 method = pytest.mark.gateway_method
 
