@@ -27,6 +27,7 @@ from contracts.errors import (
     NotFound,
     ProviderError,
 )
+from contracts.gateway_environments import Environment
 from contracts.gateway_types import InstanceId
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 
@@ -124,6 +125,28 @@ HOST_DELETE_ENVIRONMENT = MethodSpec(
     "host.deleteEnvironment", DeleteEnvironmentParams, EnvironmentDeleted,
     "Remove one of this host's cached builds.", ENVIRONMENTS_DELETE.errors,
 )  # fmt: skip
+
+
+class CheckEnvironmentParams(Params, kw_only=True):
+    instance_id: InstanceId
+    #: As the gateway stores it (its repo by checkout path).
+    environment: Environment
+
+
+class EnvironmentChecked(Result, kw_only=True):
+    #: The devcontainer.json checked (its path in the repo); None: none was, ``skipped`` says
+    #: why (the repo could not be fetched, has credentials, or has no such file yet).
+    path: str | None = None
+    skipped: str | None = None
+
+
+HOST_CHECK_ENVIRONMENT = MethodSpec(
+    "host.checkEnvironment", CheckEnvironmentParams, EnvironmentChecked,
+    "Hold an instance's devcontainer.json and its local features to the rules a machine's "
+    "resolution holds them to, at instances.setEnvironment.",
+    (EnvironmentRefused, EnvironmentInvalid, ProviderError),
+)  # fmt: skip
 HOST_ENV_BUILD_METHODS: tuple[AnySpec, ...] = (
     HOST_LIST_ENVIRONMENTS, HOST_BUILD_ENVIRONMENT, HOST_DELETE_ENVIRONMENT,
+    HOST_CHECK_ENVIRONMENT,
 )  # fmt: skip

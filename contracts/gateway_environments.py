@@ -17,7 +17,13 @@ from typing import Annotated
 
 import msgspec
 
-from contracts.errors import Forbidden, InvalidParams, NotFound
+from contracts.errors import (
+    EnvironmentInvalid,
+    EnvironmentRefused,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+)
 from contracts.gateway_types import InstanceId, InstanceRef
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 
@@ -131,8 +137,9 @@ INSTANCES_SET_ENVIRONMENT: MethodSpec[SetEnvironmentParams, InstanceEnvironment]
     SetEnvironmentParams,
     InstanceEnvironment,
     "Set the environment the instance's machines are made from (null: auto-detection); "
-    "machines created or rebuilt from then on get it.",
-    (NotFound, Forbidden, InvalidParams),
+    "machines created or rebuilt from then on get it. A devcontainer.json the platform's host "
+    "can fetch is checked now: refused properties are EnvironmentRefused.",
+    (NotFound, Forbidden, InvalidParams, EnvironmentRefused, EnvironmentInvalid),
 )
 INSTANCES_GET_ENVIRONMENT: MethodSpec[InstanceRef, InstanceEnvironment] = MethodSpec(
     "instances.getEnvironment",

@@ -11,7 +11,8 @@ import os
 TOKEN_FD = 3
 TOKEN_FD_VAR = "FLEET_MACHINE_TOKEN_FD"  # noqa: S105 - a variable name
 #: docker: the token's file (root's, 0400, on a read-only volume of the platform's), which the
-#: container's first process reads as root before it becomes ``RUN_AS_VAR``'s uid.
+#: container's first process reads as root before it becomes ``RUN_AS_VAR``'s uid (``UID`` or
+#: ``UID:GID``; the gid is the uid's number without one).
 TOKEN_FILE_VAR = "FLEET_MACHINE_TOKEN_FILE"  # noqa: S105 - a variable name
 RUN_AS_VAR = "FLEET_RUN_AS"
 #: The execute-only loader the supervisor and the daemon start through (daemon/nodump.py).

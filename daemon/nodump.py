@@ -85,11 +85,11 @@ def take_token_file_and_drop_root() -> None:
         return
     if path:
         _token = read_token_file(path)
-    if run_as:
-        uid = int(run_as)
+    if run_as:  # ``UID`` or ``UID:GID`` (a devcontainer's remoteUser and its group)
+        uid, _, gid = run_as.partition(":")
         os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)  # every capability goes with root
+        os.setgid(int(gid or uid))
+        os.setuid(int(uid))  # every capability goes with root
         forbid_dumps()
 
 

@@ -24,7 +24,7 @@ import structlog
 from contracts.errors import BuildFailed, EnvironmentInvalid
 from core import hostile_fs
 from environments import cache, devcontainer as dc, features as ft
-from environments.sources import find_devcontainer, hash_tree, read, walk
+from environments.sources import find_devcontainer, hash_tree, present, read, walk
 
 log = structlog.get_logger(__name__)
 
@@ -130,7 +130,7 @@ async def _plan(source: EnvironmentSource, checkout: Path, workspace: str, tmp: 
     conf = dc.parse(read(checkout, path, dc.MAX_CONFIG_BYTES), path, workspace=workspace)
     feats = []
     for n, (fid, given) in enumerate(conf.features.items()):
-        opts = given if isinstance(given, dict) else {"version": given}
+        opts = _options(given)
         if fid.startswith("./"):
             feats.append(ft.local_feature(checkout, path, fid, opts))
         else:
@@ -140,6 +140,27 @@ async def _plan(source: EnvironmentSource, checkout: Path, workspace: str, tmp: 
     b = conf.build
     text = read(checkout, b.dockerfile)
     return _Plan(text, None, _context_dir(checkout, b.context), b.args, b.target, feats, conf)
+
+
+def _options(given: Any) -> dict[str, Any]:
+    """A feature's options as the file gives them: an object, or a version alone."""
+    return given if isinstance(given, dict) else {"version": given}
+
+
+def check_devcontainer(checkout: Path, path: str | None, workspace: str) -> str | None:
+    """The devcontainer.json at ``path`` (None: the first of the spec's places) and its local
+    features held, now, to the rules a machine's build holds them to: EnvironmentRefused or
+    EnvironmentInvalid as ``ensure_environment`` would raise them (an OCI feature is checked
+    when it is fetched, at the build). The path checked; None when the checkout has no such
+    file (yet)."""
+    path = path or find_devcontainer(checkout)
+    if path is None or not present(checkout, path):
+        return None
+    conf = dc.parse(read(checkout, path, dc.MAX_CONFIG_BYTES), path, workspace=workspace)
+    for fid, given in conf.features.items():
+        if fid.startswith("./"):
+            ft.local_feature(checkout, path, fid, _options(given))
+    return path
 
 
 def _context_dir(checkout: Path, rel: str) -> str:

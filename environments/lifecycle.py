@@ -29,6 +29,7 @@ import msgspec
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from core.dotenv import merge_env
 from environments.devcontainer import Command, Devcontainer, expand_container_env
+from environments.users import MachineUser
 
 ON_CREATE = ("onCreateCommand", "updateContentCommand", "postCreateCommand")
 ON_UPDATE = ("updateContentCommand",)
@@ -135,6 +136,9 @@ class MachineLifecycle(msgspec.Struct, kw_only=True, frozen=True):
     #: Where the commands run, relative to the home: the repo's checkout (the spec's
     #: workspace folder); None: the home.
     cwd: str | None = None
+    #: ``remoteUser`` (else ``containerUser``) in the image (environments/users.py); None:
+    #: the provider's default user.
+    user: MachineUser | None = None
 
 
 def project_env(platform: Mapping[str, str], dev: Devcontainer,

@@ -15,6 +15,7 @@ from environments.build import BuiltEnvironment, EnvironmentSource, Say, ensure_
 from environments.cache import BuildCache
 from environments.lifecycle import MachineLifecycle
 from environments.sources import checkout
+from environments.users import image_user, wanted
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ async def build_for_machine(docker: aiodocker.Docker, cache: BuildCache, repo: R
         return MachineEnvironment(built, None)
     listed = (await docker.images.inspect(built.image))["Config"].get("Env") or []
     image_env = {name: value for name, _, value in (str(v).partition("=") for v in listed)}
-    life = MachineLifecycle(devcontainer=built.devcontainer, image_env=image_env,
-                            feature_lifecycle=built.feature_lifecycle, cwd=repo.path)  # fmt: skip
+    dev = built.devcontainer
+    user = await image_user(docker, built.image, wanted(dev.remote_user, dev.container_user))
+    life = MachineLifecycle(devcontainer=dev, image_env=image_env, cwd=repo.path, user=user,
+                            feature_lifecycle=built.feature_lifecycle)  # fmt: skip
     return MachineEnvironment(built, life)

@@ -88,6 +88,17 @@ def read(checkout: Path, rel: str, cap: int = MAX_FILE_BYTES) -> bytes:
         raise EnvironmentInvalid(f"{exc.strerror or exc} (links are never followed)") from None
 
 
+def present(checkout: Path, rel: str) -> bool:
+    """Whether anything (a link included) is at ``rel`` in the checkout; none is followed."""
+    try:
+        hostile_fs.read_file(checkout, rel, 0)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # a link, a folder, a file over the cap: ``read`` says which
+    return True
+
+
 def find_devcontainer(checkout: Path) -> str | None:
     """The first devcontainer.json of the spec's places in the checkout (links not taken)."""
     for rel in DEVCONTAINER_PLACES:

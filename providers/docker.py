@@ -4,7 +4,8 @@ local one), driven with aiodocker.
 Each machine: container ``fleet-<machineId>`` from the machine image (``docker_image.py``),
 labelled ``fleet.machine``/``fleet.instance``, its home on a volume of its own
 (``fleet-<machineId>-home``), memory/CPU/pids limits, not privileged, every capability dropped,
-``no-new-privileges``, running as uid 1000. Its first process is the daemon's supervisor
+``no-new-privileges``, running as uid 1000 (or, in an environment's image, its devcontainer's
+``remoteUser``: environments/users.py). Its first process is the daemon's supervisor
 (``daemon.supervise``: a dead daemon is back at once, orphans are reaped; the container's
 restart policy brings back a dead supervisor), started through an execute-only loader so that
 neither it nor the daemon is readable by the machine's commands (daemon/nodump.py). It sits
@@ -47,7 +48,7 @@ from providers.docker_code import (
 from providers.docker_home import home_ref_name, remember_home, stopped_home
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
 from providers.docker_netns import container_pid, engine_is_local
-from providers.docker_runtime import Runtime, RuntimeVolumes, copy_up
+from providers.docker_runtime import Runtime, RuntimeVolumes, copy_up, give_volume
 from providers.limits import Limits, Placement, PlacementOf
 from providers.netns import RESOLVER
 
@@ -196,6 +197,8 @@ class DockerProvider:
                 )
                 if place.image is not None:  # the machine image's home, uid 1000's
                     await copy_up(self.docker, image, [(volume, MACHINE_HOME)])
+                if place.image is not None and place.user is not None:  # ... or its user's
+                    await give_volume(self.docker, image, volume, MACHINE_HOME, place.user)
             # The token: a root-only file the supervisor reads, never the container's env.
             await install_store(self.docker, image, secret_volume(volume), token_archive(token))
             c = await self.docker.containers.create(config, name=container_name(machine_id))
@@ -269,7 +272,8 @@ class DockerProvider:
             "FLEET_NATS_URL": self._nats_url,
             "FLEET_GIT_SHA": self._environ.get("FLEET_GIT_SHA") or git_sha() or "",
             STORE_VAR: CODE_MOUNT,
-            RUN_AS_VAR: str(MACHINE_UID),
+            # The machine's user: uid 1000, or its devcontainer's remoteUser (never 0).
+            RUN_AS_VAR: ":".join(map(str, place.user)) if place.user else str(MACHINE_UID),
         }
         lim = place.limits
         return {

@@ -12,7 +12,8 @@ runtime reaches the environment of the machine's commands: no ``LD_LIBRARY_PATH`
 A volume is filled by the engine's copy-up: a container of the machine image, created (never
 started) with the empty volume mounted over the directory, gets the volume filled with it.
 The home volume of a new machine is filled so too, from the machine image's home (owned by
-uid 1000, whatever users the environment's image has).
+uid 1000, whatever users the environment's image has); a machine with a user of its own (a
+devcontainer's ``remoteUser``) has that new home given to its uid and gid (``give_volume``).
 """
 
 from __future__ import annotations
@@ -123,3 +124,37 @@ async def _link_target(c: aiodocker.containers.DockerContainer, path: str) -> st
     if not member.issym() or not member.linkname.startswith("/"):
         raise ProviderError(f"docker: {path} in the machine image is not an absolute link")
     return member.linkname
+
+
+async def give_volume(
+    docker: aiodocker.Docker, image: str, volume: str, target: str, user: tuple[int, int]
+) -> None:
+    """Everything in ``volume`` to ``user`` (uid, gid): ``chown -R`` (which follows no link) in
+    a container of ``image``, the platform's machine image, with the volume alone mounted at
+    ``target``, no network and only the capabilities chown needs. Only for a volume just
+    filled from that image: the platform's own files, never a machine's."""
+    uid, gid = user
+    config: dict[str, Any] = {
+        "Image": image, "User": "0:0", "Entrypoint": ["chown", "-R", f"{uid}:{gid}", target],
+        "Cmd": [], "NetworkDisabled": True,
+        "HostConfig": {
+            "Mounts": [{"Type": "volume", "Source": volume, "Target": target}],
+            "NetworkMode": "none", "ReadonlyRootfs": True, "SecurityOpt": ["no-new-privileges"],
+            # A directory of uid 1000's that is 0700 is passed with DAC_READ_SEARCH, no more.
+            "CapDrop": ["ALL"], "CapAdd": ["CHOWN", "DAC_READ_SEARCH"],
+        },
+    }  # fmt: skip
+    try:
+        helper = await docker.containers.create(config)
+    except aiodocker.DockerError as exc:
+        raise ProviderError(f"docker: cannot give {volume} to {uid}:{gid}: {exc.message}") from None
+    try:
+        await helper.start()
+        done = await helper.wait(timeout=120)
+        if done.get("StatusCode") != 0:
+            said = "".join(await helper.log(stdout=True, stderr=True)).strip()[-300:]
+            raise ProviderError(f"docker: chown of {volume} to {uid}:{gid} failed: {said}")
+    except aiodocker.DockerError as exc:
+        raise ProviderError(f"docker: cannot give {volume} to {uid}:{gid}: {exc.message}") from None
+    finally:
+        await helper.delete(force=True)

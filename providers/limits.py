@@ -45,6 +45,9 @@ class Placement:
     limits: Limits
     #: The image ID of the machine's environment on the engine; None: the provider's default.
     image: str | None = None
+    #: The (uid, gid) the machine acts as in that image (a devcontainer's ``remoteUser``),
+    #: never 0; None: the provider's default user.
+    user: tuple[int, int] | None = None
 
 
 PlacementOf = Callable[[str], Awaitable[Placement]]

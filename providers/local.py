@@ -56,6 +56,7 @@ from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, toke
 from providers.sandbox import SECCOMP_FD, bwrap_argv, sandbox_root_children, supervisor_pid
 from providers.scratch import remove_tree
 from providers.seccomp import docker_default_bpf
+from providers.userns import UserMap
 
 log = structlog.get_logger(__name__)
 #: A machine of an environment's image: the image's programs, not the host's PATH.
@@ -147,15 +148,27 @@ class LocalProvider:
         """An environment's image runs in the sandbox, in place of the host's system."""
         return self.sandbox and self._engine is not None
 
-    async def _image_root(self, machine_id: str) -> Path | None:
-        """The machine's root when it runs an environment's image: its overlay, mounted."""
+    async def _image_root(
+        self, machine_id: str, uid: int | None
+    ) -> tuple[Path | None, UserMap | None]:
+        """The machine's root when it runs an environment's image (its overlay, mounted), and
+        its image's user on its own ``uid`` when it has one (providers/userns.py)."""
         if self._placement is None or self._engine is None:
-            return None
-        image = (await self._placement(machine_id)).image
-        if image is None:
-            return None
-        lower = await self._image_roots.ensure(self._engine(), image)
-        return await asyncio.to_thread(mount_overlay, self.machine_dir(machine_id), lower)
+            return None, None
+        place = await self._placement(machine_id)
+        if place.image is None:
+            return None, None
+        user = None
+        if place.user is not None:
+            if uid is None:  # mapped onto root's uid, it would be root on the host
+                raise ProviderError(
+                    f"{machine_id} acts as its image's user {place.user[0]}, which needs a uid "
+                    "of its own (FLEET_SANDBOX_UIDS)"
+                )
+            user = UserMap(uid=place.user[0], gid=place.user[1], host=uid)
+        lower = await self._image_roots.ensure(self._engine(), place.image)
+        merged = await asyncio.to_thread(mount_overlay, self.machine_dir(machine_id), lower)
+        return merged, user
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
         """Install the commit in the machine's code store, beside its home (never in it): the
@@ -191,14 +204,16 @@ class LocalProvider:
             # machine's commands. A pipe the supervisor reads first (daemon/nodump.py).
             FLEET_MACHINE_TOKEN_FD=str(TOKEN_FD),
         )
-        root = await self._image_root(machine_id) if self.sandbox else None
-        if root is not None:
-            env |= runtime_env(uid) | {"PATH": IMAGE_PATH}
-        argv = await self._limited(machine_id, self.argv(machine_id, uid, root=root))
+        root, user = await self._image_root(machine_id, uid) if self.sandbox else (None, None)
+        if root is not None:  # the supervisor becomes the machine's uid, or its image's user
+            run_as = uid if user is None else f"{user.uid}:{user.gid}"
+            env |= runtime_env(run_as) | {"PATH": IMAGE_PATH}
+        argv = self.argv(machine_id, uid, root=root, userns=user is not None)
+        argv = await self._limited(machine_id, argv)
         token_fd = token_pipe(token)
         try:
             log_path = self.machine_dir(machine_id) / "daemon.log"
-            pid = await self.spawn(argv, env, log_path, machine_id, {TOKEN_FD: token_fd})
+            pid = await self.spawn(argv, env, log_path, machine_id, {TOKEN_FD: token_fd}, user)
         except BaseException:
             os.close(token_fd)
             raise
@@ -313,10 +328,11 @@ class LocalProvider:
 
     async def spawn(
         self, argv: list[str], env: dict[str, str], log_path: Path, owner: str,
-        fds: dict[int, int],
+        fds: dict[int, int], user: UserMap | None = None,
     ) -> int:  # fmt: skip
         """Start a machine's root (``owner``: its id, or its pool slot) with ``fds``; in the
-        sandbox, with the syscall filter and, unless turned off, its own network."""
+        sandbox, with the syscall filter, unless turned off its own network, and with ``user``
+        its image's user in a user namespace."""
         if not self.sandbox:
             return spawn_detached(argv, env, log_path, "fleet-daemon", fds)
         return await start_sandboxed(
@@ -325,6 +341,7 @@ class LocalProvider:
             seccomp=self._seccomp,
             seccomp_fd=SECCOMP_FD,
             forwarded=self._forwarded if self.own_network else None,
+            user=user,
         )
 
     @property
@@ -369,10 +386,11 @@ class LocalProvider:
 
     def argv(
         self, machine_id: str, uid: int | None = None, home: Path | None = None,
-        root: Path | None = None,
+        root: Path | None = None, userns: bool = False,
     ) -> list[str]:  # fmt: skip
         """The machine's root process: the supervisor, inside the sandbox unless turned off;
-        in ``root`` (an environment's image, local_image.py) when given."""
+        in ``root`` (an environment's image, local_image.py) when given, in a user namespace
+        of its own with ``userns`` (providers/userns.py)."""
         if not self.sandbox:
             return supervised_argv()
         home = home or self.home(machine_id)
@@ -387,6 +405,7 @@ class LocalProvider:
             loader=execute_only_loader(self._data_dir),
             uid=uid,
             own_network=self.own_network,
+            userns=userns,
         )
 
     async def pooled_argv(self, slot: str, home: Path) -> list[str]:

@@ -57,12 +57,13 @@ def runtime_binds() -> list[tuple[Path, str]]:
     return binds
 
 
-def runtime_env(uid: int | None) -> dict[str, str]:
+def runtime_env(run_as: int | str | None) -> dict[str, str]:
+    """The supervisor's environment; ``run_as``: the uid (``UID`` or ``UID:GID``) it becomes."""
     libs = f"{RUNTIME_DIR}/python/lib:{RUNTIME_DIR}/libs"
     env = {"PYTHONPATH": f"{RUNTIME_DIR}/src:{RUNTIME_DIR}/site", "PYTHONDONTWRITEBYTECODE": "1",
            LOADER_VAR: SANDBOX_LOADER, RUNTIME_LIBS_VAR: libs,
            "HOME": MACHINE_HOME, "FLEET_HOME": MACHINE_HOME}  # fmt: skip
-    return env | ({RUN_AS_VAR: str(uid)} if uid is not None else {})
+    return env | ({RUN_AS_VAR: str(run_as)} if run_as is not None else {})
 
 
 def runtime_argv() -> list[str]:

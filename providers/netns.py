@@ -44,6 +44,7 @@ from core import procinfo
 from core.atomic import replace_file
 from providers.pasta_nodelay import no_delay
 from providers.seccomp import filter_fd
+from providers.userns import USERNS_FD, UserMap, write_maps
 
 log = structlog.get_logger(__name__)
 
@@ -203,11 +204,10 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
     await asyncio.shield(proc.wait())  # cancelled: the wait goes on, and reaps it
 
 
-async def connect(info_fd: int, block_fd: int, owner: str, forwarded: list[int]) -> None:
-    """The network of the sandbox bwrap is starting (``info_fd``, ``block_fd``: this side of
-    its descriptors, both closed here), then the sandbox let go on."""
+async def connect(child: int, block_fd: int, owner: str, forwarded: list[int]) -> None:
+    """The network of the sandbox bwrap is starting (``child``: its namespace's init;
+    ``block_fd``: this side of its block descriptor, closed here), then the sandbox let go on."""
     try:
-        child = await read_child_pid(info_fd)
         await _loopback_configured(child)
         await attach(child, owner, forwarded)
         await asyncio.to_thread(_no_delay, owner)
@@ -224,35 +224,56 @@ async def start_sandboxed(
     seccomp: bytes,
     seccomp_fd: int,
     forwarded: list[int] | None,
+    user: UserMap | None = None,
 ) -> int:
     """Start a sandbox with ``spawn`` (given the descriptors bwrap expects: the syscall filter
-    at ``seccomp_fd``; with ``forwarded``, not None, its network's info and block ends) and
-    connect its network; its pid. On failure the sandbox and its pasta are ended."""
-    ours: list[int] = []
+    at ``seccomp_fd``; with ``forwarded``, not None, its network's block end; with ``user``, its
+    user namespace's; with either, its info end) and set up its user namespace
+    (providers/userns.py) and its network; its pid. On failure the sandbox and its pasta are
+    ended."""
     theirs = {seccomp_fd: filter_fd(seccomp)}
-    if forwarded is not None:
-        info_r, info_w = os.pipe2(os.O_CLOEXEC)
-        block_r, block_w = os.pipe2(os.O_CLOEXEC)
-        ours, theirs = [info_r, block_w], theirs | {INFO_FD: info_w, BLOCK_FD: block_r}
+    ours: dict[int, int] = {}  # bwrap's descriptor number -> our end of its pipe
+    wanted = [INFO_FD] if forwarded is not None or user is not None else []
+    wanted += [BLOCK_FD] if forwarded is not None else []
+    wanted += [USERNS_FD] if user is not None else []
+    for target in wanted:
+        read, write = os.pipe2(os.O_CLOEXEC)
+        ours[target], theirs[target] = (read, write) if target == INFO_FD else (write, read)
     try:
         pid = spawn(theirs)
     except BaseException:
-        for fd in ours:
+        for fd in ours.values():
             os.close(fd)
         raise
     finally:
         for fd in theirs.values():
             os.close(fd)
-    if forwarded is None:
+    if INFO_FD not in ours:
         return pid
     try:
-        await connect(ours[0], ours[1], owner, forwarded)
+        await _set_up(ours, owner, forwarded, user)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         stop_pasta(owner)
         raise
     return pid
+
+
+async def _set_up(ours: dict[int, int], owner: str, forwarded: list[int] | None,
+                  user: UserMap | None) -> None:  # fmt: skip
+    """The user namespace's maps, then the network, of the sandbox whose pipes ``ours`` holds
+    (each closed here)."""
+    try:
+        child = await read_child_pid(ours.pop(INFO_FD))  # closes it
+        if user is not None:
+            await asyncio.to_thread(write_maps, child, user)
+            os.write(ours[USERNS_FD], b"1")
+        if forwarded is not None:
+            await connect(child, ours.pop(BLOCK_FD), owner, forwarded)  # closes it
+    finally:
+        for fd in ours.values():
+            os.close(fd)
 
 
 def _no_delay(owner: str) -> None:

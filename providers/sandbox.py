@@ -35,6 +35,7 @@ from core.version import SOURCE_ROOT
 from providers.local_image import MACHINE_HOME, image_mounts
 from providers.machine_uid import as_uid, trusting_gitconfig
 from providers.netns import BLOCK_FD, INFO_FD, resolv_conf
+from providers.userns import bwrap_args as userns_args
 
 #: What the sandbox's root holds from the host, read-only (merged-/usr links stay links).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -89,6 +90,7 @@ def bwrap_argv(
     uid: int | None = None,
     own_network: bool = True,
     root: Path | None = None,
+    userns: bool = False,
 ) -> list[str]:
     """The bwrap command line that runs ``command`` inside the machine's sandbox, its network
     its own unless ``own_network`` is False (``netns_argv``); ``loader``,
@@ -96,7 +98,8 @@ def bwrap_argv(
     ``/run/fleet/ld.so`` (read-only: the machine, its owner, cannot make it readable) and
     ``code``, the machine's code store (core/codestore.py), read-only at ``CODE_MOUNT``; with
     ``uid``, the machine's first process becomes that uid (providers/machine_uid.py). With
-    ``root``, an environment's image root in place of the host's system (local_image.py)."""
+    ``root``, an environment's image root in place of the host's system (local_image.py); with
+    ``userns`` too, in a user namespace whose maps the provider writes (providers/userns.py)."""
     argv = [
         bwrap_binary(),
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -109,6 +112,7 @@ def bwrap_argv(
         "--setenv", SANDBOXED_VAR, "1",
         "--seccomp", str(SECCOMP_FD),
         *(netns_argv() if own_network else []),
+        *(userns_args() + ([] if own_network else ["--info-fd", str(INFO_FD)]) if userns else []),
         # /tmp and /var/tmp for everyone (a machine may run as a uid of its own), sticky.
         "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
         "--tmpfs", "/run", "--perms", "0755", "--dir", "/var",

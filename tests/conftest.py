@@ -31,6 +31,7 @@ from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.common.store import Store
 from tests import leftovers
+from tests.gitcmd import git
 
 try:  # pytest-xdist (a dev dependency); without it the suite runs in one process
     from tests import xdist_groups
@@ -300,21 +301,6 @@ def clone_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CloneLog:
     shim.chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim_dir}:{os.environ['PATH']}")
     return log
-
-
-def git(*args: str, cwd: Path | None = None) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": str(Path(__file__).with_name("git-trust-all.gitconfig")),
-    }
-    out = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
-    )
-    return out.stdout.strip()
 
 
 @pytest.fixture

@@ -77,7 +77,13 @@ def remove_containers(tmp_path: Path) -> Iterator[None]:
     stack (a data dir) under its tmp_path. Not the engine's others: another xdist worker's, or
     another checkout's suite on this host, may be using theirs."""
     yield
-    asyncio.run(_remove_stacks(lambda stack: Path(stack).is_relative_to(tmp_path)))
+    asyncio.run(remove_stacks_under(tmp_path))
+
+
+async def remove_stacks_under(tmp_path: Path) -> None:
+    """What ``remove_containers`` removes, for a fixture that must have it gone sooner (an
+    image its containers use cannot be removed)."""
+    await _remove_stacks(lambda stack: Path(stack).is_relative_to(tmp_path))
 
 
 def _orphaned(stack: str) -> bool:

@@ -16,11 +16,13 @@ from fleet.embedded import free_port
 @dataclass
 class GitHttpServer:
     """Serves the repositories under ``root`` at http://127.0.0.1:<port>/<name>.git, to
-    ``username``/``password`` only. ``seen`` records each request's path and query."""
+    ``username``/``password`` only (None: to anyone, as a public repo is: the host's checkout
+    for an environment's build takes no credentials). ``seen`` records each request's path and
+    query."""
 
     root: Path
-    username: str
-    password: str
+    username: str | None
+    password: str | None
     port: int = field(default_factory=free_port)
     #: Where it listens (a docker machine reaches the host on its network's gateway only).
     host: str = "127.0.0.1"
@@ -32,13 +34,14 @@ class GitHttpServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.seen.append(request.path_qs)
-        expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        if request.headers.get("Authorization") != f"Basic {expected}":
-            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'})
+        if self.username is not None:
+            expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            if request.headers.get("Authorization") != f"Basic {expected}":
+                return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'})
         env = {
             "GIT_PROJECT_ROOT": str(self.root), "GIT_HTTP_EXPORT_ALL": "1",
             "REQUEST_METHOD": request.method, "PATH_INFO": request.path,
-            "QUERY_STRING": request.query_string, "REMOTE_USER": self.username,
+            "QUERY_STRING": request.query_string, "REMOTE_USER": self.username or "",
             "CONTENT_TYPE": request.headers.get("Content-Type", ""),
             "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),
             "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),

@@ -122,7 +122,7 @@ class GatewayApi:
         self.limits = CallLimits(self.settings)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
-        self.environments = EnvironmentOps(store, self.access)
+        self.environments = EnvironmentOps(store, self.access, hosts)
         self.env_builds = EnvBuildOps(self.access, hosts)
         self.network = NetworkOps(store, hosts)
         self.hosts = HostOps(store, self.settings, self._rebuild_instance)

@@ -28,7 +28,7 @@ from services.common.store import Store
 from services.common.subscriptions import enter_subscriptions
 from services.provisioner.egress import dns_proxy
 from services.provisioner.egress_events import EgressEvents
-from services.provisioner.environment import image_id, machine_limits, pool_key
+from services.provisioner.environment import image_id, machine_placement, pool_key
 from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc import HostMethods, HostRpcServer
@@ -44,10 +44,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     limits = platform_limits(settings)
 
     async def placement(machine_id: str) -> Placement:
-        """The machine's instance and limits (services/provisioner/environment.py)."""
-        machine = await store.get_machine(machine_id)
-        return Placement(machine.instance_id, await machine_limits(store, settings, machine),
-                         image=machine.environment_image)  # fmt: skip
+        """The machine's instance, limits, image and user (services/provisioner/environment.py)."""
+        return await machine_placement(store, settings, await store.get_machine(machine_id))
 
     repo = code_repo(settings.code_repo)
     cow = await asyncio.to_thread(

@@ -26,9 +26,10 @@ from contracts.errors import (
 from contracts.gateway_environments import DEFAULT_ENVIRONMENT, DevcontainerSource, Environment
 from contracts.models import Machine, Repo
 from environments import build as eb, cache as build_cache, record, sources
+from environments.lifecycle import MachineLifecycle
 from environments.machine import build_for_machine
 from providers.docker_image import MACHINE_HOME
-from providers.limits import Limits, with_own, within
+from providers.limits import Limits, Placement, with_own, within
 from providers.registry import platform_limits
 from services.common.bus import Bus
 from services.common.settings import Settings
@@ -173,13 +174,26 @@ class DevcontainerDetector:
         return found
 
 
+async def machine_placement(store: Store, settings: Settings, machine: Machine) -> Placement:
+    """What the provider needs of the machine: its instance, its limits (``machine_limits``),
+    its environment's image and its user in it."""
+    life = await record.load(store, machine.id)
+    user = None if life is None or life.user is None else (life.user.uid, life.user.gid)
+    limits = await _limits(store, settings, machine, life)
+    return Placement(machine.instance_id, limits, image=machine.environment_image, user=user)
+
+
 async def machine_limits(store: Store, settings: Settings, machine: Machine) -> Limits:
     """The machine's limits: the platform's, with its instance's own, with what its
     devcontainer's ``hostRequirements`` ask for in their place. HostRequirementsExceeded if they
     ask for more than the instance may have."""
+    return await _limits(store, settings, machine, await record.load(store, machine.id))
+
+
+async def _limits(store: Store, settings: Settings, machine: Machine,
+                  life: MachineLifecycle | None) -> Limits:  # fmt: skip
     own = await instance_limits(store, machine.instance_id)
     base = with_own(platform_limits(settings), own.memory_mb, own.cpus, own.pids)
-    life = await record.load(store, machine.id)
     asked = None if life is None else life.devcontainer.host_requirements
     if asked is None:
         return base

@@ -4,17 +4,26 @@ remove a build no machine runs."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 
 import aiodocker
 import structlog
 
 from contracts import gateway_env_builds as geb
-from contracts.errors import EnvironmentInUse, InvalidParams, NotFound, ProviderError
+from contracts.errors import (
+    EnvironmentInUse,
+    EnvironmentInvalid,
+    InvalidParams,
+    NotFound,
+    ProviderError,
+)
 from contracts.models import Machine
 from contracts.status import TERMINAL
 from environments import cache
+from environments.build import check_devcontainer
 from environments.machine import build_for_machine
+from environments.sources import checkout
 from providers.docker_image import MACHINE_HOME
 from services.common.settings import Settings
 from services.common.store import Store
@@ -85,6 +94,25 @@ class EnvironmentBuilds:
         log.info("environment.built", instance_id=p.instance_id, build=built.build_id)
         return geb.EnvironmentBuilt(instance_id=p.instance_id, environment=env.describe(),
                                     id=built.build_id[:32], image_id=built.image)  # fmt: skip
+
+    async def check(self, p: geb.CheckEnvironmentParams, _: None) -> geb.EnvironmentChecked:
+        """A devcontainer environment's file, checked on a checkout of its repo as a machine's
+        resolution would check it; what cannot be looked at now is skipped (and checked then)."""
+        if p.environment.devcontainer is None:
+            return geb.EnvironmentChecked(skipped="not a devcontainer environment")
+        repo, _source = await build_source(self.store, p.instance_id, p.environment)
+        if repo.has_credentials:  # the host's checkout has no token
+            return geb.EnvironmentChecked(skipped=f"repo {repo.path} has credentials")
+        try:
+            tree = await checkout(repo, self.settings.data_path / "checkouts")
+        except (EnvironmentInvalid, ValueError) as exc:
+            return geb.EnvironmentChecked(skipped=f"repo {repo.path}: {exc}")
+        workspace = posixpath.join(MACHINE_HOME, repo.path)
+        path = check_devcontainer(tree, p.environment.devcontainer.path, workspace)
+        if path is None:
+            return geb.EnvironmentChecked(skipped=f"repo {repo.path} has no devcontainer.json yet")
+        log.info("environment.checked", instance_id=p.instance_id, repo=repo.path, path=path)
+        return geb.EnvironmentChecked(path=path)
 
     async def delete(self, p: geb.DeleteEnvironmentParams, _: None) -> geb.EnvironmentDeleted:
         docker = self._docker()

@@ -44,7 +44,7 @@ class HostMethods:
         self.host_id = host_id
         self.providers = providers
         self.egress = egress or EgressEnforcer(store, providers, Settings().nats_url)
-        self.builds = builds or EnvironmentBuilds(store, Settings(), _no_engine)
+        self.builds = builds or EnvironmentBuilds(store, Settings(), no_engine)
 
     async def _own(self, machine_id: str) -> tuple[Machine, MachineControl]:
         machine = await self.store.get_machine(machine_id)
@@ -99,10 +99,11 @@ class HostMethods:
         router.register(geb.HOST_LIST_ENVIRONMENTS, self.builds.list)
         router.register(geb.HOST_BUILD_ENVIRONMENT, self.builds.build)
         router.register(geb.HOST_DELETE_ENVIRONMENT, self.builds.delete)
+        router.register(geb.HOST_CHECK_ENVIRONMENT, self.builds.check)
         return Dispatcher(h.HOST_METHODS, router)
 
 
-def _no_engine() -> Any:
+def no_engine() -> Any:
     raise NotSupported("this host has no Docker engine configured")
 
 

@@ -21,6 +21,7 @@ from contracts.events import (
 )
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
+from environments import record
 from providers.base import HomeCloner, Provider
 from providers.egress_dns import DnsProxy
 from providers.warm_pool import PoolMachine, WarmPool
@@ -122,7 +123,12 @@ class Provisioner(StopStartHandlers):
             token = self.box.decrypt(step.sealed_token)
         resolved = await self._environment(event, provider)
         if resolved is not None:
-            await self._start(event, provider, token, pool_key(event.provider, resolved.image))
+            # A machine with a user of its own (remoteUser) never comes from a pool: a pooled
+            # one runs as the provider's default user.
+            life = await record.load(self.store, event.machine_id)
+            own_user = life is not None and life.user is not None
+            pool = None if own_user else pool_key(event.provider, resolved.image)
+            await self._start(event, provider, token, pool)
 
     async def _environment(self, event: MachineCreated, provider: Provider) -> Resolved | None:
         """The machine's environment, resolved once (a redelivery finds it recorded); None
@@ -150,7 +156,7 @@ class Provisioner(StopStartHandlers):
         return resolved
 
     async def _start(
-        self, event: MachineCreated, provider: Provider, token: str, pool: str
+        self, event: MachineCreated, provider: Provider, token: str, pool: str | None
     ) -> None:
         mid = event.machine_id
         # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
@@ -207,11 +213,11 @@ class Provisioner(StopStartHandlers):
             raise Permanent(f"could not copy {source}'s home: {exc}") from None
 
     async def _obtain(
-        self, name: str, provider: Provider, machine_id: str, token: str
+        self, name: str | None, provider: Provider, machine_id: str, token: str
     ) -> tuple[str, PoolMachine | None]:
-        """A machine from the warm pool if it has one (claimed, not yet told who it is),
-        else a cold start; its external id."""
-        pool = self.pools.get(name)
+        """A machine from the warm pool ``name`` if it has one (claimed, not yet told who it
+        is), else a cold start; its external id."""
+        pool = self.pools.get(name) if name is not None else None
         pooled = pool.take() if pool is not None else None
         if pooled is not None:
             try:

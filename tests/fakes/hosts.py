@@ -30,6 +30,7 @@ class InProcessHosts:
             geb.HOST_LIST_ENVIRONMENTS.name: self.methods.builds.list,
             geb.HOST_BUILD_ENVIRONMENT.name: self.methods.builds.build,
             geb.HOST_DELETE_ENVIRONMENT.name: self.methods.builds.delete,
+            geb.HOST_CHECK_ENVIRONMENT.name: self.methods.builds.check,
         }
         return cast(R, await handlers[spec.name](params, None))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -25,7 +26,8 @@ from services.common.store import Store
 from services.gateway.access import Caller
 from services.gateway.api import GatewayApi
 from services.prober.service import Prober
-from services.provisioner.host_rpc import HostMethods
+from services.provisioner.environment_builds import EnvironmentBuilds
+from services.provisioner.host_rpc import HostMethods, no_engine
 from services.provisioner.service import Provisioner
 from services.setup_pusher.service import SetupPusher
 from tests.fakes import FakeBus, FakeDaemons, FakeProvider
@@ -40,8 +42,10 @@ HISTORY = {"0" * 40: [], PLATFORM_SHA: ["0" * 40], "b" * 40: [PLATFORM_SHA], "d"
 
 
 @pytest.fixture
-def settings() -> Settings:
+def settings(tmp_path: Path) -> Settings:
     return Settings(
+        # The provisioner's host-side checkouts (host.checkEnvironment) go there.
+        data_dir=str(tmp_path / "data"),
         secret_key=generate_secret_key(),
         admin_token="fast-admin-token",
         log_level="warning",
@@ -124,8 +128,10 @@ def world(settings: Settings, store: Store, bus: FakeBus) -> World:
     for service in (provisioner, setup, prober):
         bus.attach(service)
     api = GatewayApi(store=store, bus=bus, daemons=daemons, box=box, settings=settings,
-                     hosts=InProcessHosts(HostMethods(store=store, host_id=settings.host_id,
-                                                      providers={provider.name: provider})),
+                     hosts=InProcessHosts(HostMethods(
+                         store=store, host_id=settings.host_id,
+                         providers={provider.name: provider},
+                         builds=EnvironmentBuilds(store, settings, no_engine))),
                      platform_sha=PLATFORM_SHA,
                      code=FakeHistory(PLATFORM_SHA, HISTORY))  # fmt: skip
     return World(settings, store, bus, daemons, provider, box, provisioner, setup, prober, api,

