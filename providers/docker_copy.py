@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import structlog
 
 from contracts.errors import ProviderError
 from contracts.events import HomeCopy
+from providers import docker_sync
 from providers.docker_home import remove_volume
 
 log = structlog.get_logger(__name__)
@@ -44,6 +46,17 @@ LABEL_SNAPSHOT = "fleet.snapshot"
 #: What the helper needs to copy files as they are (owners, modes, times), and nothing else.
 _COPY_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
 _FROM, _TO = "/from", "/to"
+#: A copy of a home nothing changes.
+_COPY = ["cp", "-a", "-P", f"{_FROM}/.", f"{_TO}/"]
+#: The first pass of a copy of a home its machine may change meanwhile: the time it starts, then
+#: the copy (docker_sync.py says why the ``syncfs`` first).
+_FIRST_PASS = ["sh", "-c", f"sync -f {_FROM} && date +%s%N && exec {' '.join(_COPY)}"]
+#: The second: what changed since, copied again (docker_sync.py), with the machine paused.
+_SECOND_PASS = ["python3", "-I", "-c", inspect.getsource(docker_sync), _FROM, _TO]
+#: How cp says that an entry it was to copy was removed before it could.
+_VANISHED = "No such file or directory"
+#: A helper whose copy is never done with it (its provisioner ended) ends after this long.
+_HELPER_LIFE_S = 3600
 
 
 def layer_ref(owner: str) -> str:
@@ -165,11 +178,16 @@ class HomeCopier:
         await self._volume(target, labels)
         helper = await self._helper(source.volume, target)
         try:
+            if source.container is None:  # nothing runs that could change it
+                await _run(helper, _COPY)
+            else:  # copied while it runs; then, paused, what changed meanwhile copied again
+                since = await _first_pass(helper)
             async with self.pauses.held(source.container) as paused:
                 stopped = time.monotonic()
-                await _start(helper)  # the copy and the commit run at once
-                await self._layer(source, owner)
-                await _finished(helper)
+                passes: list[Awaitable[object]] = [self._layer(source, owner)]
+                if source.container is not None:  # it may have run in the first pass
+                    passes.append(_run(helper, [*_SECOND_PASS, str(since)]))
+                await _all(passes)
                 pause = (time.monotonic() - stopped) * 1000 if paused else 0.0
         finally:
             with contextlib.suppress(aiodocker.DockerError):
@@ -187,12 +205,13 @@ class HomeCopier:
             raise ProviderError(f"docker: cannot make volume {name}: {exc.message}") from None
 
     async def _helper(self, source: str, target: str) -> aiodocker.containers.DockerContainer:
-        """A container, created and not started, that copies ``source`` to ``target`` as root
-        in its own namespaces, with no network and only the capabilities a copy needs."""
+        """A container, started, in which the copy of ``source`` to ``target`` runs as root, in
+        its own namespaces, with no network and only the capabilities a copy needs. It ends by
+        itself, and is removed then, if the copy is never done with it (its provisioner ended)."""
         config: dict[str, Any] = {
             "Image": await self._image(),
             "User": "0:0",
-            "Cmd": ["cp", "-a", "-P", f"{_FROM}/.", f"{_TO}/"],
+            "Cmd": ["sleep", str(_HELPER_LIFE_S)],
             "NetworkDisabled": True,
             "Labels": self._labels,
             "HostConfig": {
@@ -205,12 +224,15 @@ class HomeCopier:
                 "CapAdd": _COPY_CAPS,
                 "SecurityOpt": ["no-new-privileges"],
                 "ReadonlyRootfs": True,
+                "AutoRemove": True,
             },
         }
         try:
-            return await self.docker.containers.create(config)
+            helper = await self.docker.containers.create(config)
+            await helper.start()
         except aiodocker.DockerError as exc:
             raise ProviderError(f"docker: cannot copy {source}: {exc.message}") from None
+        return helper
 
     async def _layer(self, source: CopySource, owner: str) -> None:
         ref = layer_ref(owner)
@@ -242,23 +264,45 @@ class HomeCopier:
         return msgspec.json.decode(label, type=HomeCopy) if label else None
 
 
-async def _start(c: aiodocker.containers.DockerContainer) -> None:
+async def _exec(c: aiodocker.containers.DockerContainer, argv: list[str]) -> tuple[int, str, str]:
+    """``argv`` run in the helper ``c`` to its end: its exit code, stdout and stderr."""
+    said = {1: b"", 2: b""}
     try:
-        await c.start()
-    except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot start the copy: {exc.message}") from None
-
-
-async def _finished(c: aiodocker.containers.DockerContainer) -> None:
-    """Wait for the copy to end; it must have succeeded."""
-    try:
-        code = (await c.wait())["StatusCode"]
-        if code == 0:
-            return
-        said = "".join(await c.log(stdout=True, stderr=True, tail="5")).strip()
+        ex = await c.exec(argv)
+        async with ex.start(detach=False) as stream:
+            while (msg := await stream.read_out()) is not None:
+                said[msg.stream] += msg.data
+        code = int((await ex.inspect())["ExitCode"])
     except aiodocker.DockerError as exc:
         raise ProviderError(f"docker: the copy failed: {exc.message}") from None
-    raise ProviderError(f"docker: the copy failed ({code}): {said[-300:]}")
+    return code, said[1].decode(errors="replace"), said[2].decode(errors="replace")
+
+
+async def _run(c: aiodocker.containers.DockerContainer, argv: list[str]) -> None:
+    """``argv`` run in the helper ``c``; it must succeed."""
+    code, _, err = await _exec(c, argv)
+    if code != 0:
+        raise ProviderError(f"docker: the copy failed ({argv[0]}: {code}): {err.strip()[-300:]}")
+
+
+async def _first_pass(c: aiodocker.containers.DockerContainer) -> int:
+    """The first pass of a copy of a home that changes meanwhile; the second pass's ``since``.
+    A file or directory removed during it is no failure (the second pass sees it gone)."""
+    code, out, err = await _exec(c, _FIRST_PASS)
+    failed = [line for line in err.splitlines() if line.strip() and _VANISHED not in line]
+    if not out.strip() or failed or (code != 0 and not err.strip()):
+        said = "; ".join(failed)[-300:] or f"exit code {code}"
+        raise ProviderError(f"docker: the copy failed: {said}")
+    return int(out.split()[0]) - 10**9
+
+
+async def _all(steps: list[Awaitable[object]]) -> None:
+    """Every step at once, each to its end (the pause holds until the last); the first failure
+    raised."""
+    done = await asyncio.gather(*steps, return_exceptions=True)
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def layer_image(docker: aiodocker.Docker, owner: str) -> str | None:
