@@ -10,12 +10,13 @@ a page of a file mapped for writing that was dirty and writable before it would 
 without stamping the file's ctime; written back, it faults, and stamps, at its next write.
 ``SINCE`` is a second before that pass, for the coarse clock the kernel stamps with.
 
-A file copied again loses extended attributes the first pass kept (its content, owner, mode
-and times are the source's). Standard library only: it runs on the machine image's Python.
+A file copied again loses extended attributes the first pass kept (its content, holes, owner,
+mode and times are the source's). Standard library only: it runs on the machine image's Python.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -50,6 +51,38 @@ def attributes(st: os.stat_result, path: str) -> None:
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(path, stat.S_IMODE(st.st_mode))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def copy_file(src: str, dst: str) -> None:
+    """``dst`` (new: never a link followed), ``src``'s content with its holes: only its data
+    is copied (a sparse file stays sparse)."""
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        at = 0
+        while at < size:
+            try:
+                at = os.lseek(fin.fileno(), at, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nothing but a hole from here
+                    break
+                raise
+            end = os.lseek(fin.fileno(), at, os.SEEK_HOLE)
+            copy_range(fin.fileno(), fout.fileno(), at, end)
+            at = end
+        os.ftruncate(fout.fileno(), size)
+
+
+def copy_range(fin: int, fout: int, at: int, end: int) -> None:
+    """Bytes ``at`` to ``end`` of ``fin`` to the same offsets of ``fout``: in the kernel where it
+    can (``copy_file_range``), else through this process."""
+    while at < end:
+        try:
+            n = os.copy_file_range(fin, fout, end - at, at, at)
+        except OSError:
+            n = os.pwrite(fout, os.pread(fin, min(end - at, 1 << 20), at), at)
+        if n <= 0:
+            raise OSError(errno.EIO, f"the copy stopped at {at} of {end}")
+        at += n
 
 
 class Sync:
@@ -94,7 +127,7 @@ class Sync:
                 if first != dst:
                     os.link(first, dst)
                     return
-            shutil.copyfile(src, dst, follow_symlinks=False)
+            copy_file(src, dst)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(src), dst)
         elif stat.S_ISFIFO(st.st_mode):

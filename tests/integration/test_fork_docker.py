@@ -7,6 +7,9 @@ image goes with its last machine or snapshot, whatever the order they are archiv
 
 from __future__ import annotations
 
+import os
+import stat
+
 import aiodocker
 import msgspec
 import pytest
@@ -43,6 +46,7 @@ from tests.fork_checks import (
     stop_and_start,
 )
 from tests.integration.test_docker_warm_pool import pooled
+from tests.stop_checks import ready_machine
 from tests.waiters import wait_until
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
@@ -63,6 +67,32 @@ async def test_a_docker_fork_is_the_source_at_one_instant_and_the_source_keeps_r
     # Its own home, code store and token: none of the source's volumes.
     assert len(await volumes_of(fork)) == 3
     assert not await volumes_of(fork) & await volumes_of(mid)
+
+
+TRAPS = (
+    "ln -s / root-link && ln -s /to to-helper && ln -s /etc/shadow shadow && mkfifo fifo && "
+    "truncate -s 8G holes && echo data > data && ln data data-too && "
+    "python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind('sock')\""
+)
+
+
+@pytest.mark.timeout(300)
+async def test_a_home_of_links_fifos_and_holes_forks_as_it_is(stack: FleetClient) -> None:
+    """Links (to the host's root, to where the copy's helper mounts the fork's home), a FIFO,
+    a socket, an 8 GiB file of holes and a hard link: each copied as what it is, nothing
+    followed, read or filled."""
+    mid = await ready_machine(stack, "traps", "docker")
+    await out(stack, mid, "sh", "-c", TRAPS)
+    [fork] = await ready_forks(stack, mid, 1)
+    home = await home_of(fork)
+    for link, target in (("root-link", "/"), ("to-helper", "/to"), ("shadow", "/etc/shadow")):
+        assert os.readlink(home / link) == target
+    kinds = {name: stat.S_IFMT(os.lstat(home / name).st_mode) for name in ("fifo", "sock")}
+    assert kinds == {"fifo": stat.S_IFIFO, "sock": stat.S_IFSOCK}
+    holes = os.lstat(home / "holes")
+    assert (holes.st_size, holes.st_blocks) == (8 << 30, 0)
+    assert os.lstat(home / "data").st_ino == os.lstat(home / "data-too").st_ino
+    assert await out(stack, fork, "cat", "data-too") == "data\n"
 
 
 @pytest.mark.timeout(600)

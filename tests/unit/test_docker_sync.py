@@ -74,9 +74,14 @@ def test_the_pass_makes_the_copy_equal_to_the_changed_tree(tmp_path: Path) -> No
     os.mkfifo(src / "fifo")
     os.chmod(src / "sub" / "deep" / "kept", 0o600)
     (src / "sub" / "new-dir").mkdir(mode=0o700)
+    with open(src / "sparse", "wb") as f:  # 64 MiB, of which 2 bytes are data
+        f.write(b"a")
+        f.seek(64 << 20)
+        f.write(b"z")
 
     assert main(["-c", str(src), str(dst), str(since)]) == 0
     assert tree(dst) == tree(src)
+    assert os.lstat(dst / "sparse").st_blocks * 512 < 1 << 20  # its holes kept
 
 
 def test_an_entry_unchanged_since_the_first_pass_is_left_as_it_made_it(tmp_path: Path) -> None:
