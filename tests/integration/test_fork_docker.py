@@ -17,6 +17,7 @@ import pytest
 from contracts.events import HomeCopy
 from contracts.gateway_environments import Environment
 from contracts.status import MachineStatus
+from core.version import SOURCE_ROOT
 from fleet.client import FleetClient
 from providers.docker_copy import (
     LABEL_HOME_COPY,
@@ -25,9 +26,13 @@ from providers.docker_copy import (
     layer_ref,
     snapshot_volume,
 )
-from providers.docker_names import LABEL_POOL, LABEL_STACK
-from providers.registry import stack_id
+from providers.docker_names import LABEL_POOL, LABEL_STACK, container_name
+from providers.registry import docker_provider, stack_id
+from services.common.bus import Bus
+from services.common.crypto import SecretBox
 from services.common.settings import Settings
+from services.common.store import Store
+from services.provisioner.service import Provisioner
 from tests.docker_env import (
     docker_gateway,
     docker_image,
@@ -93,6 +98,22 @@ async def test_a_home_of_links_fifos_and_holes_forks_as_it_is(stack: FleetClient
     assert (holes.st_size, holes.st_blocks) == (8 << 30, 0)
     assert os.lstat(home / "data").st_ino == os.lstat(home / "data-too").st_ino
     assert await out(stack, fork, "cat", "data-too") == "data\n"
+
+
+async def test_a_source_left_paused_by_its_provisioners_end_is_resumed(
+    stack: FleetClient, stack_settings: Settings, bus: Bus, store: Store
+) -> None:
+    """A provisioner that ends during a copy leaves the source paused; the next one's start
+    (its resume of the host's machines) resumes it."""
+    mid = await ready_machine(stack, "left-paused", "docker")
+    async with aiodocker.Docker() as docker:
+        await (await docker.containers.get(container_name(mid))).pause()
+    async with docker_provider(stack_settings, SOURCE_ROOT) as provider:
+        again = Provisioner(store=store, bus=bus, providers={"docker": provider},
+                            box=SecretBox(stack_settings.secret_key))  # fmt: skip
+        await again.resume()
+    assert not (await inspect(mid))["State"]["Paused"]
+    assert (await stack.exec(mid, ["echo", "up"])).stdout == "up\n"
 
 
 @pytest.mark.timeout(600)
