@@ -203,7 +203,8 @@ class DockerProvider:
         self.check_nats_reachable(gateway)
         place = await self.placement_of(machine_id)
         config = self.container_config(machine_id, image, place, volume, hostname)
-        # A fork's image is the layer of its source's writes, over the image its source ran.
+        # Made by a copy of a machine with a layer (a fork, or from a snapshot): it runs that
+        # layer, its source's writes over the image its source ran.
         if (layer := await self.forks.layer(machine_id)) is not None:
             with_runtime(config, layer_ref(machine_id), await self.runtime())
             with_layer(config, layer)

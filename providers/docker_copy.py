@@ -4,8 +4,10 @@ one instant (providers/docker_fork.py uses it for forks and snapshots).
 The home is copied into a new volume by a helper container of the machine image (``cp -a``
 between two volume mounts, run by the engine): nothing passes through the provisioner, and root
 never walks a machine's files on this host (the copy runs in the helper's own namespaces, which
-hold nothing but the two volumes). A running source is paused for the copy (``docker pause``: its
-cgroup frozen), so that no file changes under it; copies of one source at once share one pause.
+hold nothing but the two volumes). A running source is copied while it runs, then paused
+(``docker pause``: its cgroup frozen) for a second pass that copies again what changed meanwhile
+(docker_sync.py): the copy is its home at the pause, which lasts only that pass. Copies of one
+source at once share one pause.
 What the source wrote outside its home lives in its container's writable layer, which only an
 environment's container has (the machine image's root is read-only); it is ``docker commit``-ed
 in the same pause to an image ``fleetd-layer:<owner>`` (a fork's or a snapshot's id).
