@@ -68,7 +68,7 @@ SLOW = {
     "18": "stop/start (cold, warm and stopped machines)",
     "19": "own network (machines with and without it, 100 MiB egress)",
     "20": "hosts (200 machines on one host, then over 4)",
-    "22": "fork (a 1 GiB home, btrfs and plain homes)",
+    "22": "fork (a 1 GiB home, btrfs and plain homes, docker)",
     "24": "egress policy (20 machines, 100 MiB downloads)",
     "25": "creates while a NATS node is lost (--ha)",
     "26": "environments (two docker stacks, image builds)",

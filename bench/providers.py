@@ -35,7 +35,7 @@ from contracts.ids import new_machine_id
 from contracts.models import ProviderName
 from fleet.docker_setup import prepare
 from fleet.embedded import NatsServer
-from providers.docker import LABEL_MACHINE
+from providers.docker_names import LABEL_MACHINE
 from services.common.settings import Settings
 
 

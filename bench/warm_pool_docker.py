@@ -19,14 +19,8 @@ from bench.stack import FleetUp, servers
 from contracts.models import ProviderName
 from core.poolwire import POOL_UP_LOG
 from fleet.docker_setup import prepare
-from providers.docker import (
-    LABEL_POOL,
-    LABEL_STACK,
-    POOL_PREFIX,
-    container_name,
-    home_volumes,
-    remove_volume,
-)
+from providers.docker_home import home_volumes, remove_volume
+from providers.docker_names import LABEL_POOL, LABEL_STACK, POOL_PREFIX, container_name
 from services.common.settings import Settings
 
 

@@ -166,7 +166,9 @@ class CreateMachineParams(Params, kw_only=True):
     #: the first call created, without creating another; the same key with other params is
     #: ``IdempotencyKeyReused``. Scoped to the calling token, kept ``FLEET_IDEMPOTENCY_TTL_S``.
     idempotency_key: IdempotencyKey | None = None
-    #: A snapshot of this instance (machines.snapshot): the machine starts with its home.
+    #: A snapshot of this instance (machines.snapshot): the machine starts with its home. It is
+    #: a machine of the provider of the machine the snapshot was taken of (``provider``, if
+    #: given, must be that one).
     from_snapshot: SnapshotId | None = None
 
 

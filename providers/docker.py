@@ -31,6 +31,7 @@ import aiodocker
 import structlog
 
 from contracts.errors import ProviderError
+from contracts.events import HomeCopy
 from core.codestore import CODE_MOUNT, STORE_VAR
 from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
 from core.tokenfd import RUN_AS_VAR, TOKEN_FILE_VAR
@@ -45,8 +46,27 @@ from providers.docker_code import (
     store_archive,
     token_archive,
 )
-from providers.docker_home import home_ref_name, remember_home, stopped_home
+from providers.docker_copy import HomeCopier, layer_ref
+from providers.docker_fork import DockerForks, with_layer
+from providers.docker_home import (
+    home_ref_name,
+    home_volumes,
+    remember_home,
+    remove_home,
+    remove_volume,
+    stopped_home,
+)
 from providers.docker_image import MACHINE_HOME, MACHINE_UID, ImageBuilder, Say
+from providers.docker_names import (
+    LABEL_ENVIRONMENT,
+    LABEL_INSTANCE,
+    LABEL_MACHINE,
+    LABEL_POOL,
+    LABEL_STACK,
+    POOL_PREFIX,
+    container_name,
+    volume_name,
+)
 from providers.docker_netns import container_pid, engine_is_local
 from providers.docker_runtime import Runtime, RuntimeVolumes, copy_up, give_volume
 from providers.limits import Limits, Placement, PlacementOf
@@ -56,29 +76,6 @@ log = structlog.get_logger(__name__)
 
 #: Environment variables a container's daemon gets from the platform (as the local provider's).
 INHERITED_ENV = ("FLEET_ENV", "FLEET_LOG_LEVEL", "FLEET_EXEC_OUTPUT_CAP", "FLEET_HEARTBEAT_S")
-LABEL_MACHINE = "fleet.machine"
-LABEL_INSTANCE = "fleet.instance"
-#: Which stack (its data dir) a container belongs to: `fleet up` stops its own, no one else's.
-LABEL_STACK = "fleet.stack"
-#: A warm-pool container's slot (``providers/docker_pool.py``), and the provisioner whose pool
-#: it is. A claim cannot relabel it: it renames it to ``fleet-<machineId>`` instead.
-LABEL_POOL = "fleet.pool"
-LABEL_POOL_OWNER = "fleet.pool.owner"
-#: A machine of an environment's image (not the machine image): its container, and with it
-#: what it wrote outside its home, is kept across stop and start.
-LABEL_ENVIRONMENT = "fleet.environment"
-
-
-#: An unclaimed pool container's name starts so (``fleet-pool-<slot>``).
-POOL_PREFIX = "fleet-pool-"
-
-
-def container_name(machine_id: str) -> str:
-    return f"fleet-{machine_id}"
-
-
-def volume_name(machine_id: str) -> str:
-    return f"fleet-{machine_id}-home"
 
 
 class DockerProvider:
@@ -120,6 +117,7 @@ class DockerProvider:
         self._docker: aiodocker.Docker | None = None
         self._builder: ImageBuilder | None = None
         self._runtimes: RuntimeVolumes | None = None
+        self._forks: DockerForks | None = None
 
     async def __aenter__(self) -> DockerProvider:
         return self
@@ -149,6 +147,23 @@ class DockerProvider:
             self._runtimes = RuntimeVolumes(self.docker)
         return await self._runtimes.ensure(await self.image())
 
+    @property
+    def forks(self) -> DockerForks:
+        """Forks and snapshots of this engine's machines (docker_fork.py)."""
+        if self._forks is None:
+            copier = HomeCopier(self.docker, self.image, {LABEL_STACK: self.stack})
+            self._forks = DockerForks(copier, self._container)
+        return self._forks
+
+    async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
+        return await self.forks.clone_home(source_id, machine_id)
+
+    async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
+        return await self.forks.take_snapshot(machine_id, snapshot_id)
+
+    async def drop_snapshot(self, snapshot_id: str) -> bool:
+        return await self.forks.drop_snapshot(snapshot_id)
+
     async def placement_of(self, machine_id: str) -> Placement:
         """The machine's instance and limits."""
         if self._placement is None:
@@ -170,6 +185,7 @@ class DockerProvider:
         if existing is not None:  # a redelivered machine.created, or a resume
             running = existing["State"]["Running"] and self._current(existing)
             if running and not await self._unclaimed(existing):
+                await self.forks.copier.pauses.resume_stale(existing)
                 return f"docker:{existing.id[:12]}"
             if self._current(existing) and LABEL_ENVIRONMENT in existing["Config"]["Labels"]:
                 return await self._start_kept(existing, token)
@@ -188,7 +204,12 @@ class DockerProvider:
         self.check_nats_reachable(gateway)
         place = await self.placement_of(machine_id)
         config = self.container_config(machine_id, image, place, volume, hostname)
-        if place.image is not None:
+        # Made by a copy of a machine with a layer (a fork, or from a snapshot): it runs that
+        # layer, its source's writes over the image its source ran.
+        if (layer := await self.forks.layer(machine_id)) is not None:
+            with_runtime(config, layer_ref(machine_id), await self.runtime())
+            with_layer(config, layer)
+        elif place.image is not None:
             with_runtime(config, place.image, await self.runtime())
         try:
             if volume == volume_name(machine_id):
@@ -229,7 +250,7 @@ class DockerProvider:
     async def _unclaimed(self, c: aiodocker.containers.DockerContainer) -> bool:
         """A pool container renamed by a claim whose identity never came (its provisioner
         ended in between): its supervisor still waits (its log says so)."""
-        if LABEL_POOL not in (c["Config"]["Labels"] or {}):
+        if not (c["Config"]["Labels"] or {}).get(LABEL_POOL):  # a fork's layer blanks it
             return False
         try:
             said = "".join(await c.log(stderr=True, tail="50"))
@@ -348,6 +369,7 @@ class DockerProvider:
             # Every process of the container ends with it (its pid namespace), setsid or not.
             await c.delete(force=True)
         await remove_volume(self.docker, home_ref_name(machine_id))
+        await self.forks.forget(machine_id)
         if not self.keep_volumes:
             for name in volumes:
                 await remove_home(self.docker, name)
@@ -414,27 +436,6 @@ def with_runtime(config: dict[str, Any], image: str, runtime: Runtime) -> None:
     host = config["HostConfig"]
     host["Mounts"] = [*host["Mounts"], *runtime.mounts()]
     host["ReadonlyRootfs"] = False
-
-
-def home_volumes(c: aiodocker.containers.DockerContainer) -> list[str]:
-    """The named volume(s) a container has as its home."""
-    return [m["Name"] for m in c["Mounts"] or []
-            if m.get("Type") == "volume" and m.get("Destination") == MACHINE_HOME]  # fmt: skip
-
-
-async def remove_volume(docker: aiodocker.Docker, name: str) -> None:
-    try:
-        vol = await docker.volumes.get(name)  # type: ignore[no-untyped-call]
-        await vol.delete()
-    except aiodocker.DockerError as exc:
-        if exc.status != 404:
-            raise ProviderError(f"docker: volume {name}: {exc.message}") from None
-
-
-async def remove_home(docker: aiodocker.Docker, name: str) -> None:
-    """A home volume and the platform's volumes beside it."""
-    for each in (name, code_volume(name), secret_volume(name)):
-        await remove_volume(docker, each)
 
 
 def _daemon_of(top: Mapping[str, Any]) -> int | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import aiodocker
 
 from contracts.errors import ProviderError
+from providers.docker_code import code_volume, secret_volume
+from providers.docker_image import MACHINE_HOME
 
 #: On an empty volume per machine: ``LABEL_MACHINE`` and the name of the machine's home volume.
 LABEL_HOME = "fleet.home"
@@ -48,3 +50,34 @@ async def stopped_home(docker: aiodocker.Docker, machine_id: str) -> str | None:
         raise ProviderError(f"docker: {exc.message}") from None
     label = (info.get("Labels") or {}).get(LABEL_HOME)
     return str(label) if label else None
+
+
+def home_volumes(c: aiodocker.containers.DockerContainer) -> list[str]:
+    """The named volume(s) a container has as its home."""
+    return [m["Name"] for m in c["Mounts"] or []
+            if m.get("Type") == "volume" and m.get("Destination") == MACHINE_HOME]  # fmt: skip
+
+
+async def remove_volume(docker: aiodocker.Docker, name: str) -> None:
+    try:
+        vol = await docker.volumes.get(name)  # type: ignore[no-untyped-call]
+        await vol.delete()
+    except aiodocker.DockerError as exc:
+        if exc.status != 404:
+            raise ProviderError(f"docker: volume {name}: {exc.message}") from None
+
+
+async def remove_home(docker: aiodocker.Docker, name: str) -> None:
+    """A home volume and the platform's volumes beside it."""
+    for each in (name, code_volume(name), secret_volume(name)):
+        await remove_volume(docker, each)
+
+
+async def volume_exists(docker: aiodocker.Docker, name: str) -> bool:
+    try:
+        await (await docker.volumes.get(name)).show()  # type: ignore[no-untyped-call]
+    except aiodocker.DockerError as exc:
+        if exc.status == 404:
+            return False
+        raise ProviderError(f"docker: volume {name}: {exc.message}") from None
+    return True

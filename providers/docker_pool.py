@@ -58,18 +58,16 @@ from aiodocker.multiplexed import multiplexed_result_stream
 from contracts.errors import ProviderError
 from core.backoff import backoff_s
 from core.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
-from providers.docker import (
+from providers.docker import DockerProvider, ensure_network, with_runtime
+from providers.docker_home import remove_home
+from providers.docker_image import MACHINE_HOME
+from providers.docker_names import (
     LABEL_POOL,
     LABEL_POOL_OWNER,
     LABEL_STACK,
     POOL_PREFIX,
-    DockerProvider,
     container_name,
-    ensure_network,
-    remove_home,
-    with_runtime,
 )
-from providers.docker_image import MACHINE_HOME
 from providers.docker_runtime import copy_up
 from providers.limits import Placement
 from providers.local_pool import owner_alive

@@ -20,9 +20,10 @@ import pytest
 from contracts.errors import ProviderError
 from fleet.docker_setup import prepare
 from fleet.embedded import NatsServer
-from providers.docker import LABEL_MACHINE, LABEL_STACK, container_name, volume_name
 from providers.docker_code import code_volume, secret_volume
+from providers.docker_copy import LABEL_LAYER
 from providers.docker_image import MACHINE_HOME
+from providers.docker_names import LABEL_MACHINE, LABEL_STACK, container_name, volume_name
 from services.common.settings import Settings
 
 #: Where the machine image is built (its debootstrap's scratch directories, the root file
@@ -112,6 +113,19 @@ async def _remove_stacks(which: Callable[[str], bool]) -> None:
         for v in (vols or {}).get("Volumes") or []:
             if which((v.get("Labels") or {}).get(LABEL_STACK, "")):
                 await _remove_home(docker, v["Name"])
+        await _remove_layers(docker, which)
+
+
+async def _remove_layers(docker: aiodocker.Docker, which: Callable[[str], bool]) -> None:
+    """The forks' and snapshots' layer images (providers/docker_copy.py) of the stacks: each
+    tag removed, newest first (an image goes with its last tag, and takes along the older ones
+    it was committed over once nothing else is)."""
+    filters = json.dumps({"label": [LABEL_LAYER]})
+    images = await docker_json(docker, "images/json", params={"filters": filters}) or []
+    for image in sorted(images, key=lambda i: -int(i["Created"])):
+        if which((image.get("Labels") or {}).get(LABEL_STACK, "")):
+            for tag in set(image.get("RepoTags") or []) - {"<none>:<none>"}:
+                await docker_json(docker, f"images/{tag}", "DELETE")
 
 
 async def _remove_home(docker: aiodocker.Docker, name: str) -> None:

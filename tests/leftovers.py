@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from core import procinfo
-from providers.docker import LABEL_STACK
+from providers.docker_names import LABEL_STACK
 
 #: Teardowns signal; their processes may still be ending as the session finishes.
 SETTLE_S = 10.0

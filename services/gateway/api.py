@@ -243,9 +243,9 @@ class GatewayApi:
         c.require(p.instance_id)
         if p.provider == "swarm" and not c.admin:  # a load-test provider: not isolated
             raise Forbidden("the swarm provider is for load tests: admin tokens only")
-        provider = p.provider or self.settings.default_provider
         if p.from_snapshot is not None:
-            return await self._from_snapshot(p, c, provider)
+            return await self._from_snapshot(p, c)
+        provider = p.provider or self.settings.default_provider
         once = create_once.once_of(
             g.MACHINES_CREATE.name, p.idempotency_key, c, self.settings, p.instance_id, provider
         )
@@ -268,16 +268,14 @@ class GatewayApi:
             return await create_once.make(self.store, self.bus, inst.id, provider, once)
         return await self._create_machine(inst.id, provider)
 
-    async def _from_snapshot(self, p: CreateMachineParams, c: Caller, provider: str) -> Machine:
+    async def _from_snapshot(self, p: CreateMachineParams, c: Caller) -> Machine:
         """One more machine of the instance, with a copy of the snapshot's home (as forks are:
         the instance's current machine stays)."""
         if p.idempotency_key is not None:
             raise InvalidParams("fromSnapshot takes no idempotencyKey", field="$.fromSnapshot")
         snapshot = await self.forks.snapshot_of(c, p.from_snapshot or "", p.instance_id)
         await check_running_limit(self.store, p.instance_id, None)
-        return await new_machine(
-            self.store, self.bus, p.instance_id, provider, from_snapshot=snapshot.id
-        )
+        return await self.forks.made_from(snapshot, p.provider)
 
     async def _create_machine(self, instance_id: str, provider: str) -> Machine:
         return await new_machine(self.store, self.bus, instance_id, provider)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.errors import Conflict, Forbidden, NotSupported, SnapshotLimit
+from contracts.errors import Conflict, Forbidden, InvalidParams, NotSupported, SnapshotLimit
 from contracts.events import MachineCreated, now
 from contracts.gateway_fork import (
     ForkedMachines,
@@ -37,8 +37,10 @@ from services.gateway.stop_ops import check_running_limit
 
 log = structlog.get_logger(__name__)
 
-#: The providers whose machines' homes can be copied (providers/homes_fs.py).
-COPYABLE_HOMES = frozenset({"local"})
+#: The providers whose machines' homes can be copied (providers/homes_fs.py, docker_fork.py).
+COPYABLE_HOMES = frozenset({"local", "docker"})
+#: The providers whose machines' writes outside their homes are kept as an image of their own.
+LAYER_IS_AN_IMAGE = frozenset({"docker"})
 #: A machine whose home is there to copy: booted (running), or stopped.
 FORKABLE = STOPPABLE | STOPPED_OR_STOPPING
 
@@ -63,8 +65,8 @@ class ForkOps:
             )
         if source.provider not in COPYABLE_HOMES:
             raise NotSupported(
-                f"machine {source.id} is a {source.provider} machine: only local machines' homes "
-                "can be forked or snapshotted",
+                f"machine {source.id} is a {source.provider} machine: only local and docker "
+                "machines' homes can be forked or snapshotted",
                 data={"provider": source.provider},
             )
         return source
@@ -74,8 +76,7 @@ class ForkOps:
         await check_running_limit(self.store, source.instance_id, None, p.count)
         # A fork runs what its source runs, whatever the instance's environment is now: the
         # home (and the layer over the image) it copies was made for that image.
-        same = None if source.environment is None else (source.environment,
-                                                         source.environment_image)  # fmt: skip
+        same = environment_of(source)
         forks = [
             await new_machine(
                 self.store,
@@ -110,6 +111,24 @@ class ForkOps:
                  how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
         return snapshot
 
+    async def made_from(self, snapshot: Snapshot, provider: str | None) -> Machine:
+        """One more machine of the snapshot's instance, with a copy of it: a machine of its
+        source's provider, on whose host the snapshot is kept."""
+        source = await self.store.get_machine(snapshot.machine_id)
+        if provider not in (None, source.provider):
+            raise InvalidParams(
+                f"snapshot {snapshot.id} is of a {source.provider} machine: a machine made "
+                f"from it is a {source.provider} machine too",
+                field="$.provider",
+            )
+        # A docker snapshot's layer is an image committed over the image its machine ran: the
+        # new machine runs that one (a local layer lies over whatever image it is given).
+        same = environment_of(source) if source.provider in LAYER_IS_AN_IMAGE else None
+        return await new_machine(
+            self.store, self.bus, snapshot.instance_id, source.provider,
+            from_snapshot=snapshot.id, environment=same,
+        )  # fmt: skip
+
     async def snapshots_list(self, p: InstanceRef, c: Caller) -> SnapshotList:
         await self.access.instance_exists(c, p.instance_id)
         return SnapshotList(snapshots=await list_snapshots(self.store, p.instance_id))
@@ -130,6 +149,11 @@ class ForkOps:
         await forget_snapshot(self.store, snapshot)
         log.info("machine.snapshot_deleted", snapshot_id=snapshot.id)
         return SnapshotDeleted(deleted=True)
+
+
+def environment_of(m: Machine) -> tuple[str, str | None] | None:
+    """What ``m`` runs (its environment's description and image), None for the default."""
+    return None if m.environment is None else (m.environment, m.environment_image)
 
 
 async def new_machine(

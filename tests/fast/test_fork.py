@@ -18,6 +18,7 @@ from contracts.events import MachineCreated, MachineProvisioned
 from contracts.status import MachineStatus as S
 from services.common.consumer import Retry
 from services.common.store_environments import set_machine_environment
+from services.common.store_snapshots import get_snapshot
 from services.provisioner.service import Provisioner
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
@@ -156,6 +157,33 @@ async def test_snapshots_are_kept_until_deleted_scoped_and_limited(world: World)
         await world.rpc("machines.snapshot", {"machineId": m.id, "name": "two"})
     assert (refused.value.code, refused.value.http_status) == (1060, 409)
     assert refused.value.data == {"limit": 1}
+
+
+@method("machines.create")
+async def test_a_machine_from_a_snapshot_is_of_its_sources_provider(world: World) -> None:
+    """It is made by the provider that keeps the snapshot, whatever the default; another
+    provider is refused. Of a docker machine, it runs the image its source ran (the layer kept
+    is an image committed over that one), whatever the instance's environment is now."""
+    m = await world.ready_machine()
+    snap = await world.rpc("machines.snapshot", {"machineId": m.id, "name": "s"})
+    world.api.settings = msgspec.structs.replace(world.api.settings, default_provider="docker")
+    params = {"instanceId": m.instance_id, "fromSnapshot": snap["id"]}
+    with pytest.raises(InvalidParams) as bad:
+        await world.rpc("machines.create", {**params, "provider": "docker"})
+    assert bad.value.field == "$.provider"
+    assert (await world.rpc("machines.create", params))["provider"] == m.provider
+    assert (await world.rpc("machines.create", {**params, "provider": m.provider}))["provider"]
+
+    docked = await world.store.create_machine(m.instance_id, "docker", current=False)
+    await set_machine_environment(world.store, docked.id, "image team/env:1", "sha256:" + "1" * 64)
+    now = {"instanceId": m.instance_id, "environment": {"image": "team/env:2"}}
+    await world.rpc("instances.setEnvironment", now)
+    kept = msgspec.structs.replace(await get_snapshot(world.store, snap["id"]),
+                                   machine_id=docked.id)  # fmt: skip
+    made = await world.api.forks.made_from(kept, None)
+    got = await world.store.get_machine(made.id)
+    assert (got.provider, got.environment) == ("docker", "image team/env:1")
+    assert got.environment_image == "sha256:" + "1" * 64
 
 
 async def test_a_fork_is_made_only_by_the_host_of_the_home_it_copies(world: World) -> None:

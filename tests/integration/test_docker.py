@@ -19,7 +19,8 @@ from contracts.machine_files import CODE_SHA_FILE
 from contracts.status import MachineStatus
 from core.codestore import CODE_MOUNT
 from fleet.client import FleetClient
-from providers.docker import LABEL_INSTANCE, LABEL_MACHINE, DockerProvider
+from providers.docker import DockerProvider
+from providers.docker_names import LABEL_INSTANCE, LABEL_MACHINE
 from services.common.settings import Settings
 from tests.docker_env import (
     docker_gateway,

@@ -21,7 +21,7 @@ from contracts.errors import ProviderError
 from contracts.ids import new_machine_id
 from core.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
 from providers import docker_pool, warm_pool
-from providers.docker import POOL_PREFIX, container_name
+from providers.docker_names import POOL_PREFIX, container_name
 from providers.docker_pool import DockerPoolBackend, pool_volume
 from providers.registry import docker_provider
 from providers.warm_pool import WarmPool

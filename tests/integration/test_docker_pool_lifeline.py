@@ -26,7 +26,7 @@ from contracts.errors import ProviderError
 from contracts.ids import new_machine_id
 from core.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
 from fleet.client import FleetClient
-from providers.docker import (
+from providers.docker_names import (
     LABEL_MACHINE,
     LABEL_POOL,
     LABEL_POOL_OWNER,

@@ -19,8 +19,8 @@ import pytest
 from contracts.status import MachineStatus
 from core.version import SOURCE_ROOT
 from fleet.client import FleetClient
-from providers.docker import LABEL_POOL
 from providers.docker_home import home_ref_name
+from providers.docker_names import LABEL_POOL
 from providers.registry import docker_provider
 from services.common.bus import Bus
 from services.common.crypto import SecretBox

@@ -17,7 +17,7 @@ import pytest
 from contracts.status import MachineStatus
 from core.poolwire import POOL_UP_LOG
 from fleet.client import FleetClient
-from providers.docker import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_PREFIX
+from providers.docker_names import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_PREFIX
 from providers.docker_pool import DockerPoolBackend
 from providers.registry import docker_provider, stack_id
 from providers.warm_pool import WarmPool

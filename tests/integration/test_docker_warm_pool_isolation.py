@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from fleet.client import FleetClient
-from providers.docker import LABEL_POOL
+from providers.docker_names import LABEL_POOL
 from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
 from tests.gitserver import GitHttpServer
