@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
@@ -41,11 +42,13 @@ except ImportError:
 ADMIN_TOKEN = "test-admin-token-0123456789"
 MACHINE_TOKEN = "test-machine-token"
 
-#: Fixtures of tests on the Docker engine (tests/docker_env.py). Such tests share the engine's
-#: fleet containers (``remove_containers`` removes every one of them, the docker warm pool sweeps
-#: leftovers, limits are measured on the engine's host): under xdist (``./run test``), they run
-#: on one worker, one at a time (``--dist loadgroup``), while the others run the rest.
+#: Fixtures of tests on the Docker engine (tests/docker_env.py). Each test's containers and
+#: volumes are its own stack's (``remove_containers`` removes only those), but a machine on the
+#: engine costs far more than one in a sandbox: under xdist (``./run test``) such tests run in
+#: ``DOCKER_LANES`` lanes, each on one worker, one test at a time (``--dist loadgroup``), a module
+#: whole in one lane, while the other workers run the rest.
 DOCKER_FIXTURES = frozenset({"docker_image", "remove_containers"})
+DOCKER_LANES = 2
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marks
@@ -54,7 +57,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     Docker engine's fixtures is grouped with no mark of its own."""
     for item in items:
         if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("docker"))
+            lane = zlib.crc32(item.nodeid.split("::", 1)[0].encode()) % DOCKER_LANES
+            item.add_marker(pytest.mark.xdist_group(f"docker-{lane}"))
         elif (module := shared_fixture_module(item)) is not None:
             item.add_marker(pytest.mark.xdist_group(module))
     if xdist_groups is not None:

@@ -29,13 +29,19 @@ def home_of(settings: Settings, machine_id: str) -> Path:
     return settings.data_path / "machines" / machine_id / "home"
 
 
+#: Events of a live change to the instance (an env var set, a repo added) that a machine may
+#: get at any moment of its setup, under load after the stage that already had it: not stages.
+LIVE_CHANGES = frozenset({"env-pushed", "repos-reconciled"})
+
+
 async def follow(client: FleetClient, machine_id: str, timeout: float = 30.0) -> list[str]:
-    """The machine's event kinds, in stream order, up to ready or failed."""
+    """The machine's stage event kinds, in stream order, up to ready or failed."""
     kinds: list[str] = []
     async with asyncio.timeout(timeout):
         async with contextlib.aclosing(client.events(machine_id)) as events:
             async for _, event in events:
-                kinds.append(kind_of(event).value)
+                if (kind := kind_of(event).value) not in LIVE_CHANGES:
+                    kinds.append(kind)
                 if isinstance(event, MachineReady | MachineFailed):
                     return kinds
     return kinds
