@@ -13,14 +13,19 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from bench.outside import PORT, Outside
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from services.common.settings import Settings
+from tests.integration.test_egress import REFUSED, outside
 from tests.integration.test_fork import ready_forks
+from tests.integration.test_network_isolation import connect_from
 from tests.integration.test_pipeline import home_of
 from tests.integration.test_warm_pool import pooled, slot_of, up_slots
 from tests.stop_checks import host_pids_running, ready_machine
 from tests.waiters import wait_until
+
+__all__ = ["outside"]  # a fixture, re-exported for pytest
 
 
 @pytest.fixture
@@ -111,3 +116,22 @@ async def test_a_forks_first_start_adopts_a_pooled_sandbox_with_the_copied_home(
     assert (settings.data_path / "machines" / fork / "uid").read_text() != source_uid
     await stack.write_file(fork, "~/state.txt", "the fork's\n")  # its own home
     assert (await stack.exec(source, ["cat", "state.txt"])).stdout == "before the fork\n"
+
+
+async def test_an_adopting_start_has_its_instances_egress_policy(
+    stack: FleetClient, settings: Settings, outside: Outside
+) -> None:
+    """The policy is written into the adopted sandbox's network namespace before its identity
+    goes out, as at a cold start: an address the policy does not allow is refused."""
+    a, b = (outside.address, PORT), (outside.address2, PORT)
+    used = {await pooled(settings)}
+    mid = await ready_machine(stack, "egress-start")
+    used.add(slot_of(settings, mid) or "")
+    inst = (await stack.get_machine(mid)).instance_id
+    await stack.set_network_policy(inst, default="deny", allow=[f"{a[0]}:8000-8090"])
+    await stop(stack, mid)
+    slot = await fresh_slot(settings, used)
+    await start(stack, mid)
+    assert slot_of(settings, mid) == slot
+    seen = await connect_from(stack, mid, [a, b])
+    assert list(seen.values()) == ["connected", REFUSED], seen
