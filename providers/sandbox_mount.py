@@ -9,9 +9,8 @@ made before the home was chosen), so root makes it from inside:
 
 1. on the host, ``open_tree(OPEN_TREE_CLONE)`` makes a detached bind of the home, opened by
    its path (the platform's own: ``machines/<id>/home``, its last component not followed);
-2. a thread of its own drops its share of the process's filesystem context (``unshare
-   (CLONE_FS)``: a thread that shares it may not enter a mount namespace), enters the
-   sandbox's mount and UTS namespaces through a pidfd of the sandbox's init, opens the
+2. a thread of its own (providers/namespaces.py) enters the sandbox's mount and UTS
+   namespaces through a pidfd of the sandbox's init (checked to be bwrap's child), opens the
    target's directories one at a time from the sandbox's root with ``O_NOFOLLOW`` (making
    those missing below ``base``, bwrap's root-owned tmpfs over the data dir, which the
    machine's uid cannot write), ``move_mount``s the bind there and sets the hostname; the
@@ -26,15 +25,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import threading
 from pathlib import Path
 
 from contracts.errors import ProviderError
-from core import procinfo
+from providers.namespaces import CLONE_NEWNS, CLONE_NEWUTS, checked, in_namespaces, libc
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
+libc.syscall.restype = ctypes.c_long
 #: x86_64 and aarch64 (the generic table) agree on these numbers.
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
@@ -43,23 +39,13 @@ _AT_FDCWD = -100
 _AT_SYMLINK_NOFOLLOW = 0x100
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _MOVE_MOUNT_T_EMPTY_PATH = 0x40
-_CLONE_FS = 0x200
-_CLONE_NEWNS = 0x20000
-_CLONE_NEWUTS = 0x04000000
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _check(result: int, what: str) -> int:
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
 
 
 def detached_bind(source: Path) -> int:
     """A descriptor of a bind of ``source`` not attached anywhere yet (closed by the caller)."""
     flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_SYMLINK_NOFOLLOW
-    return _check(_libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, bytes(source), flags), "open_tree")
+    return checked(libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, bytes(source), flags), "open_tree")
 
 
 def _open_path(base: Path, target: Path) -> int:
@@ -80,19 +66,17 @@ def _open_path(base: Path, target: Path) -> int:
     return fd
 
 
-def _enter(init_pidfd: int, source_fd: int, base: Path, target: Path, hostname: str) -> None:
-    """On a thread of its own: into the sandbox's namespaces, the bind at ``target``."""
-    _check(_libc.unshare(_CLONE_FS), "unshare")
-    _check(_libc.setns(init_pidfd, _CLONE_NEWNS | _CLONE_NEWUTS), "setns")
+def _attach(source_fd: int, base: Path, target: Path, hostname: str) -> None:
+    """In the sandbox's namespaces: the bind at ``target``, and the hostname."""
     target_fd = _open_path(base, target)
     try:
         flags = _MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH
-        _check(_libc.syscall(_SYS_MOVE_MOUNT, source_fd, b"", target_fd, b"", flags),
-               "move_mount")  # fmt: skip
+        checked(libc.syscall(_SYS_MOVE_MOUNT, source_fd, b"", target_fd, b"", flags),
+                "move_mount")  # fmt: skip
     finally:
         os.close(target_fd)
     name = hostname.encode()
-    _check(_libc.sethostname(name, len(name)), "sethostname")
+    checked(libc.sethostname(name, len(name)), "sethostname")
 
 
 def mount_in_sandbox(
@@ -101,28 +85,13 @@ def mount_in_sandbox(
     """Bind ``source`` (a host directory) at ``target`` (absolute, below ``base``) in the
     namespaces of the sandbox whose init is ``init_pid`` (``parent_pid``'s child: bwrap's), and
     name its host ``hostname``. Blocking: run it off the event loop."""
-    failed: list[BaseException] = []
-    init_pidfd = os.pidfd_open(init_pid)
     try:
-        # The pidfd holds the process it was opened for: checked to be the sandbox's init
-        # after the open, the namespaces entered are that sandbox's, whatever a pid is reused for.
-        if procinfo.parent(init_pid) != parent_pid:
-            raise ProviderError(f"process {init_pid} is not the init of sandbox {parent_pid}")
         source_fd = detached_bind(source)
         try:
-
-            def work() -> None:
-                try:
-                    _enter(init_pidfd, source_fd, base, target, hostname)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-                    failed.append(exc)
-
-            thread = threading.Thread(target=work, name="sandbox-mount")
-            thread.start()
-            thread.join()
+            in_namespaces(init_pid, CLONE_NEWNS | CLONE_NEWUTS,
+                          lambda: _attach(source_fd, base, target, hostname),
+                          parent=parent_pid)  # fmt: skip
         finally:
             os.close(source_fd)
-    finally:
-        os.close(init_pidfd)
-    if failed:
-        raise ProviderError(f"cannot mount {source} in sandbox {parent_pid}: {failed[0]}")
+    except OSError as exc:
+        raise ProviderError(f"cannot mount {source} in sandbox {parent_pid}: {exc}") from None
