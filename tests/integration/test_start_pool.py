@@ -7,6 +7,7 @@ it is mounted on the host. (Without a pool a start is cold: test_stop_start.py.)
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import msgspec
 import pytest
 
 from bench.outside import PORT, Outside
+from contracts.errors import DaemonUnavailable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from services.common.settings import Settings
@@ -97,7 +99,22 @@ async def test_stop_start_chain_adopts_pooled_sandboxes_and_keeps_every_file(
     # One daemon log across the lives, as the machine reads it back: each life's supervisor
     # started a daemon.
     lines = await stack.daemon_log(mid, 1000)
-    assert sum("supervisor: daemon_started" in line for line in lines) >= 3
+    started = sum("supervisor: daemon_started" in line for line in lines)
+    assert started >= 3
+    # A daemon the adopted sandbox's supervisor starts again has the machine's home too.
+    log = settings.data_path / "machines" / mid / "daemon.log"
+    await stack.restart_machine(mid)
+    await wait_until(lambda: log.read_text().count("supervisor: daemon_started") > started,
+                     timeout=60)  # fmt: skip
+
+    async def answers() -> bool:
+        with contextlib.suppress(DaemonUnavailable):
+            return (await stack.exec(mid, ["true"], timeout_s=20)).exit_code == 0
+        return False
+
+    await wait_until(answers, timeout=60, every=0.3)
+    await is_its_own_machine(stack, settings, mid)
+    assert host_pids_running(kept)  # a restart leaves its processes running
 
 
 async def test_a_forks_first_start_adopts_a_pooled_sandbox_with_the_copied_home(
