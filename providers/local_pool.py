@@ -261,13 +261,14 @@ class LocalPoolBackend:
     """Starts pooled machines for ``provider`` (which must sandbox its machines)."""
 
     name = "local"
-    #: A claim may give a pooled machine the home its machine has (``adopt``).
-    adopts_homes = True
 
     def __init__(self, provider: LocalProvider) -> None:
         if not provider.sandbox:
             raise ProviderError("the local warm pool needs sandboxed machines (bwrap)")
         self.provider = provider
+        #: A claim may give a pooled machine the home its machine has (``adopt``): root only,
+        #: since it mounts inside the sandbox's namespace.
+        self.adopts_homes = os.geteuid() == 0
         self.base = provider.data_dir / "pool" / "local"
         self.owned = self.base / owner_name(os.getpid())
         self._machines: set[PooledLocal] = set()
