@@ -22,6 +22,10 @@ POOL_CLAIMED_LOG = "supervisor: pool_claimed"
 POOL_ORPHANED_LOG = "supervisor: pool_orphaned"
 #: What a claim sets; nothing else may come over the socket.
 IDENTITY_VARS = frozenset({"FLEET_MACHINE_ID", "FLEET_MACHINE_TOKEN"})
+#: What a claim may add: the machine's home, when the pooled sandbox is given the home the
+#: machine already has (a stopped machine's start, a fork's: providers/sandbox_mount.py),
+#: mounted at the machine's own path rather than the pool slot's.
+HOME_VAR = "FLEET_HOME"
 UP = b"up\n"
 _MAX_LINE = 4096
 
@@ -48,19 +52,25 @@ def read_line(sock: socket.socket) -> bytes:
 
 
 def parse_identity(line: bytes) -> dict[str, str]:
-    """The identity a claim hands over: exactly the machine id and token, both strings."""
+    """The identity a claim hands over: exactly the machine id and token, and perhaps its
+    home (an absolute path), all strings."""
     try:
         raw = json.loads(line)
     except ValueError:
         raise PoolClosed("the identity is not JSON") from None
-    if not isinstance(raw, dict) or set(raw) != IDENTITY_VARS:
-        raise PoolClosed(f"the identity must have exactly {sorted(IDENTITY_VARS)}")
+    if not isinstance(raw, dict) or set(raw) - {HOME_VAR} != IDENTITY_VARS:
+        raise PoolClosed(f"the identity must have exactly {sorted(IDENTITY_VARS)} (and "
+                         f"perhaps {HOME_VAR})")  # fmt: skip
     if not all(isinstance(v, str) and v for v in raw.values()):
         raise PoolClosed("the identity's values must be non-empty strings")
+    if not raw.get(HOME_VAR, "/").startswith("/"):
+        raise PoolClosed(f"the identity's {HOME_VAR} must be an absolute path")
     return {str(k): str(v) for k, v in raw.items()}
 
 
-def identity_line(machine_id: str, token: str) -> bytes:
-    """What a claim sends: the identity, one JSON line."""
-    line = json.dumps({"FLEET_MACHINE_ID": machine_id, "FLEET_MACHINE_TOKEN": token})
+def identity_line(machine_id: str, token: str, home: str | None = None) -> bytes:
+    """What a claim sends: the identity (``home``: the machine's own, when it has one
+    already), one JSON line."""
+    identity = {"FLEET_MACHINE_ID": machine_id, "FLEET_MACHINE_TOKEN": token}
+    line = json.dumps(identity if home is None else identity | {HOME_VAR: home})
     return line.encode() + b"\n"

@@ -36,6 +36,16 @@ def state(pid: int) -> str | None:
     return raw[raw.rindex(b")") + 2 :].split()[0].decode()
 
 
+def parent(pid: int) -> int | None:
+    """The parent's pid (/proc/<pid>/stat field 4), or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(b")") + 2 :].split()[1])
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

@@ -32,6 +32,7 @@ import sys
 from collections.abc import Callable
 
 from core.poolwire import (
+    HOME_VAR,
     POOL_CLAIMED_LOG,
     POOL_FD_VAR,
     POOL_ORPHANED_LOG,
@@ -80,8 +81,11 @@ def await_identity(environ: os._Environ[str]) -> bool:
 
 
 def take_identity(identity: dict[str, str], environ: dict[str, str] | os._Environ[str]) -> None:
-    """The machine id into ``environ``; the token into memory only (daemon/nodump.py)."""
+    """The machine id (and home, if it came) into ``environ``; the token into memory only
+    (daemon/nodump.py)."""
     nodump.keep_token(identity.pop(nodump.TOKEN_VAR))
+    if HOME_VAR in identity:  # the machine's own home, mounted at its own path
+        environ["HOME"] = identity[HOME_VAR]
     environ.update(identity)
 
 

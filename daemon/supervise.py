@@ -175,6 +175,8 @@ class Supervisor:
                     os.kill(self.current, signal.SIGKILL)
             end_the_machine()
             return 0
+        else:  # claimed: its home may be the one the machine had (the identity said so)
+            self.home = _home()
         while (ended := self.next_exit()) is not None:
             pid, code = ended
             if pid == self.current and not self.on_exit(pid, code):
@@ -187,7 +189,7 @@ class Supervisor:
         """The next process that ended and its exit code; None when nothing is left to watch.
         A watched daemon that is not our child (a taker whose parent lives on) is polled."""
         while True:
-            ours = self.current is None or _parent_of(self.current) == os.getpid()
+            ours = self.current is None or procinfo.parent(self.current) == os.getpid()
             try:
                 pid, status = os.waitpid(-1, 0 if ours else os.WNOHANG)
             except ChildProcessError:
@@ -200,14 +202,6 @@ class Supervisor:
             if not procinfo.is_alive(self.current, None):
                 return self.current, 0 if stopped_for_good(self.current, self.home) else 1
             time.sleep(_POLL_S)
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return int(raw[raw.rindex(b")") + 2 :].split()[1])
 
 
 def end_the_machine() -> None:

@@ -55,7 +55,7 @@ import aiohttp
 import structlog
 from aiodocker.multiplexed import multiplexed_result_stream
 
-from contracts.errors import ProviderError
+from contracts.errors import NotSupported, ProviderError
 from core.backoff import backoff_s
 from core.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from providers.docker import DockerProvider, ensure_network, with_runtime
@@ -223,7 +223,9 @@ class PooledDocker:
                     return
         raise ProviderError(f"pooled container {self.slot} ended while starting")
 
-    async def claim(self, machine_id: str) -> str:
+    async def claim(self, machine_id: str, *, home_kept: bool = False) -> str:
+        if home_kept:  # the pool never hands one out for that (``adopts_homes``)
+            raise NotSupported("a container's volumes are fixed when it is made")
         if not self.alive:
             raise ProviderError(f"pooled container {self.slot} has ended")
         # First: should it fail, the container is still the pool's (stopped with it).
@@ -286,6 +288,9 @@ class DockerPoolBackend:
     """Starts pooled containers for ``provider``."""
 
     name = "docker"
+    #: A container's volumes are fixed when it is made: a machine that has a home already (a
+    #: stopped one's start) is made cold, on its own volume (docs/warm-pool.md).
+    adopts_homes = False
 
     def __init__(self, provider: DockerProvider, image: str | None = None) -> None:
         self.provider = provider

@@ -196,7 +196,7 @@ class LocalProvider:
         home = self.home(machine_id)
         await asyncio.to_thread(make_home, home, self.cow)
         code_store(self.machine_dir(machine_id)).mkdir(mode=0o755, exist_ok=True)
-        uid = await asyncio.to_thread(self._own_uid, machine_id)
+        uid = await asyncio.to_thread(self.own_uid, machine_id)
         env = self.machine_env(
             home,
             FLEET_MACHINE_ID=machine_id,
@@ -367,7 +367,7 @@ class LocalProvider:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
 
-    def _own_uid(self, machine_id: str) -> int | None:
+    def own_uid(self, machine_id: str) -> int | None:
         """The machine's uid (allocated once), its home given to it; None: the platform's."""
         return self._own_uid_in(self.machine_dir(machine_id))
 

@@ -13,6 +13,12 @@ one end of a socketpair this process holds (``daemon/pool.py`` is the other side
 2. then, once the provisioner has announced the machine, sends the identity (machine id and
    token, one JSON line) and closes the socket: nothing of the pool stays reachable.
 
+A machine that has a home already (a stopped machine's start, a fork's first start) is
+*adopted* instead of claimed (``adopt``): its home stays where it is, given to the slot's uid
+(which becomes the machine's) and mounted at its own path inside the running sandbox
+(providers/sandbox_mount.py); the pool's empty home goes; the identity names the home, so the
+daemon works there, as a cold-started daemon would.
+
 The socket is also the pooled machine's lifeline: when this process ends (even SIGKILLed),
 its end closes and the supervisor ends the unclaimed machine. ``<owner>`` is this process's
 pid and start time; a later provisioner removes the directories of owners that are gone.
@@ -34,11 +40,14 @@ import structlog
 
 from contracts.errors import ProviderError
 from core import procinfo
+from core.codestore import CURRENT_FILE
 from core.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
 from providers.homes_fs import make_home
 from providers.local import POOL_SLOT_FILE, LocalProvider, code_store, write_pid
 from providers.netns import stop_pasta
 from providers.nodump import TOKEN_FD
+from providers.sandbox import hostname, sandbox_root_children
+from providers.sandbox_mount import mount_in_sandbox
 from providers.warm_pool import PoolMachine
 
 log = structlog.get_logger(__name__)
@@ -78,6 +87,8 @@ class PooledLocal:
         self._exited = False
         self._ended = asyncio.Event()
         self._on_death: Callable[[], None] = lambda: None
+        #: The machine's home when it was adopted (the identity names it), else None.
+        self.home: str | None = None
 
     def watch(self, on_death: Callable[[], None]) -> None:
         self._on_death = on_death
@@ -115,13 +126,16 @@ class PooledLocal:
             raise ProviderError(f"pooled machine {self.slot} said {got[:40]!r}, not up")
         (self.root / UP_MARKER).touch()  # for operators and tests: `ls pool/local/*/*/up`
 
-    async def claim(self, provider: LocalProvider, machine_id: str) -> str:
+    def _claimable(self, provider: LocalProvider) -> None:
         if not self.alive:
             raise ProviderError(f"pooled machine {self.slot} has ended")
         if provider.shares_present() != self.shares:
             # A FLEET_SANDBOX_SHARE path appeared (or went) since it started: its sandbox
             # binds what existed then, so a cold start sees what a user expects.
             raise ProviderError(f"pooled machine {self.slot} predates the shared paths")
+
+    async def claim(self, provider: LocalProvider, machine_id: str) -> str:
+        self._claimable(provider)
         machine_dir = provider.machine_dir(machine_id)
         machine_dir.mkdir(parents=True, exist_ok=True)
         # Renames within the data dir's filesystem: the running sandbox and the open log
@@ -138,10 +152,37 @@ class PooledLocal:
         log.info("provider.local_claimed", machine_id=machine_id, slot=self.slot, pid=self.pid)
         return f"local:{self.pid}"
 
+    async def adopt(self, provider: LocalProvider, machine_id: str) -> str:
+        """Make it ``machine_id``'s in the home that machine has (kept where it is)."""
+        self._claimable(provider)
+        machine_dir, home = provider.machine_dir(machine_id), provider.home(machine_id)
+        if not home.is_dir():
+            raise ProviderError(f"{machine_id} has no home to adopt a pooled machine into")
+        if (code_store(machine_dir) / CURRENT_FILE).exists():
+            # Its daemon is to run the code its store records; a pooled one runs the code
+            # the pool was started with.
+            raise ProviderError(f"{machine_id}'s code store names code of its own")
+        await provider.claim_slot(self.slot, self.root, machine_id)  # the slot's uid: its own
+        await asyncio.to_thread(provider.own_uid, machine_id)  # its home given to that uid
+        roots = sandbox_root_children(self.pid)
+        if not roots:
+            raise ProviderError(f"pooled machine {self.slot} has no sandbox init")
+        await asyncio.to_thread(mount_in_sandbox, roots[0], self.pid, home, provider.data_dir,
+                                home, hostname(machine_id))  # fmt: skip
+        await asyncio.to_thread(_take_files, self.root, machine_dir)
+        (machine_dir / POOL_SLOT_FILE).write_text(self.slot)
+        write_pid(machine_dir, self.pid)
+        self._unwatch()
+        provider.adopt(machine_id, self.pid)
+        self.home = str(home)
+        await asyncio.to_thread(shutil.rmtree, self.root, True)  # the pool's home with it
+        log.info("provider.local_adopted", machine_id=machine_id, slot=self.slot, pid=self.pid)
+        return f"local:{self.pid}"
+
     async def hand_over(self, machine_id: str, token: str) -> None:
         try:
             await asyncio.get_running_loop().sock_sendall(
-                self._sock, identity_line(machine_id, token)
+                self._sock, identity_line(machine_id, token, self.home)
             )
         except OSError as exc:
             raise ProviderError(f"the claimed machine went away: {exc}") from None
@@ -167,6 +208,25 @@ class PooledLocal:
         await self._provider.forget_slot(self.slot)
 
 
+def _take_files(slot_dir: Path, machine_dir: Path) -> None:
+    """An adopting machine takes the pooled one's code store (the directory its sandbox binds
+    read-only), keeping what its own held (no ``current`` record: checked), and its log, whose
+    first lines become its earlier lives' (the pooled processes write nothing while they
+    wait): one log across lives, as a cold start appending to it keeps."""
+    store, pooled_store = code_store(machine_dir), code_store(slot_dir)
+    for entry in list(store.iterdir()) if store.is_dir() else []:
+        entry.rename(pooled_store / entry.name)
+    pooled_store.rename(store)  # over its own, empty now
+    earlier, pooled_log = machine_dir / "daemon.log", slot_dir / "daemon.log"
+    if earlier.is_file():
+        so_far = pooled_log.read_bytes()
+        with earlier.open("rb") as src, pooled_log.open("r+b") as out:
+            out.truncate(0)
+            shutil.copyfileobj(src, out)
+            out.write(so_far)
+    pooled_log.rename(earlier)
+
+
 class _Claimable:
     """A pooled local machine as the pool sees it (``PoolMachine``)."""
 
@@ -183,9 +243,11 @@ class _Claimable:
     async def wait_up(self) -> None:
         await self.machine.wait_up()
 
-    async def claim(self, machine_id: str) -> str:
+    async def claim(self, machine_id: str, *, home_kept: bool = False) -> str:
         self._machine_id = machine_id
         self._backend.forget(self.machine)  # the machine's now: the pool's close leaves it be
+        if home_kept:
+            return await self.machine.adopt(self._backend.provider, machine_id)
         return await self.machine.claim(self._backend.provider, machine_id)
 
     async def hand_over(self, token: str) -> None:
@@ -204,6 +266,9 @@ class LocalPoolBackend:
         if not provider.sandbox:
             raise ProviderError("the local warm pool needs sandboxed machines (bwrap)")
         self.provider = provider
+        #: A claim may give a pooled machine the home its machine has (``adopt``): root only,
+        #: since it mounts inside the sandbox's namespace.
+        self.adopts_homes = os.geteuid() == 0
         self.base = provider.data_dir / "pool" / "local"
         self.owned = self.base / owner_name(os.getpid())
         self._machines: set[PooledLocal] = set()

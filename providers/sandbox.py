@@ -103,7 +103,7 @@ def bwrap_argv(
     argv = [
         bwrap_binary(),
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-        "--hostname", f"fleet-{machine_id[-12:]}",
+        "--hostname", hostname(machine_id),
         "--cap-drop", "ALL",
         # Only to become the machine's own uid (setpriv), which then drops them with the rest.
         *(["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if uid is not None else []),
@@ -144,6 +144,11 @@ def bwrap_argv(
         argv += ["--ro-bind", str(trusting_gitconfig(data_dir)), "/etc/gitconfig"]
         command = as_uid(uid, command)
     return [*argv, "--", *command]
+
+
+def hostname(machine_id: str) -> str:
+    """A sandbox's hostname: its machine's (or its pool slot's, until a claim may rename it)."""
+    return f"fleet-{machine_id[-12:]}"
 
 
 def _image_argv(root: Path, home: Path, loader: Path | None, code: Path | None) -> list[str]:

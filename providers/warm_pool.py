@@ -45,8 +45,10 @@ class PoolMachine(Protocol):
     async def wait_up(self) -> None:
         """Return once the machine's daemon waits for its identity; raise if it died first."""
 
-    async def claim(self, machine_id: str) -> str:
-        """Make it ``machine_id``'s (its home, its records; no secret yet); its external id."""
+    async def claim(self, machine_id: str, *, home_kept: bool = False) -> str:
+        """Make it ``machine_id``'s (its home, its records; no secret yet); its external id.
+        With ``home_kept``, the home is the one the machine has already (a stopped machine's,
+        a fork's copy), given to the pooled machine (only where the backend ``adopts_homes``)."""
 
     async def hand_over(self, token: str) -> None:
         """Give the claimed machine its identity; it then connects and reports ready."""
@@ -57,6 +59,8 @@ class PoolMachine(Protocol):
 
 class PoolBackend(Protocol):
     name: str
+    #: Whether its machines can be given a home they were not started with (``home_kept``).
+    adopts_homes: bool
 
     async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
         """Start one pooled machine; ``on_death`` is called if it ends while pooled."""
@@ -128,8 +132,11 @@ class WarmPool:
         await asyncio.gather(*(m.stop() for m in machines), return_exceptions=True)
         await self.backend.close()
 
-    def take(self) -> PoolMachine | None:
-        """A live pooled machine, now the caller's alone; None if the pool is empty."""
+    def take(self, *, home_kept: bool = False) -> PoolMachine | None:
+        """A live pooled machine, now the caller's alone; None if the pool is empty, or if
+        the machine has a home already (``home_kept``) and this pool's cannot be given one."""
+        if home_kept and not self.backend.adopts_homes:
+            return None
         while self.ready:
             machine = self.ready.pop(0)
             if machine.alive:

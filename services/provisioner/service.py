@@ -10,7 +10,7 @@ import aiodocker
 import structlog
 
 from contracts.consumers import Durable
-from contracts.errors import FleetError, NotFound, NotSupported, ProviderError
+from contracts.errors import FleetError, NotFound, NotSupported
 from contracts.events import (
     Event,
     HomeCopy,
@@ -21,10 +21,9 @@ from contracts.events import (
 )
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
-from environments import record
 from providers.base import HomeCloner, Provider
 from providers.egress_dns import DnsProxy
-from providers.warm_pool import PoolMachine, WarmPool
+from providers.warm_pool import WarmPool
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox, mint_machine_token
@@ -37,6 +36,7 @@ from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDEN
 from services.common.store_snapshots import get_snapshot
 from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
+from services.provisioner.claims import machine_pool
 from services.provisioner.egress import EgressEnforcer
 from services.provisioner.environment import (
     STAGE as ENVIRONMENT_STAGE,
@@ -44,7 +44,6 @@ from services.provisioner.environment import (
     EnvironmentContext,
     Resolved,
     machine_limits,
-    pool_key,
     resolve_image,
 )
 from services.provisioner.host import HostHeartbeat, room_left
@@ -123,11 +122,7 @@ class Provisioner(StopStartHandlers):
             token = self.box.decrypt(step.sealed_token)
         resolved = await self._environment(event, provider)
         if resolved is not None:
-            # A machine with a user of its own (remoteUser) never comes from a pool: a pooled
-            # one runs as the provider's default user.
-            life = await record.load(self.store, event.machine_id)
-            own_user = life is not None and life.user is not None
-            pool = None if own_user else pool_key(event.provider, resolved.image)
+            pool = await machine_pool(self.store, event.machine_id, event.provider, resolved.image)
             await self._start(event, provider, token, pool)
 
     async def _environment(self, event: MachineCreated, provider: Provider) -> Resolved | None:
@@ -168,10 +163,10 @@ class Provisioner(StopStartHandlers):
         released = False
         try:
             copied = await self._fork_home(event, provider)
-            if copied is None:
-                external_id, pooled = await self._obtain(pool, provider, mid, token)
-            else:  # its own home, made: started in it
-                external_id, pooled = await provider.start(mid, token), None
+            # A fork's home is made already: a pooled machine is given it.
+            external_id, pooled = await self._obtain(
+                pool, provider, mid, token, home_kept=copied is not None
+            )
             await self.egress.enforce_on(mid, event.instance_id, event.provider, at_start=True)
             # The booting transition and the lock's release in one step.
             step = await self.store.stages.advance(
@@ -211,31 +206,6 @@ class Provisioner(StopStartHandlers):
             return await provider.clone_home(source, event.machine_id)
         except OSError as exc:
             raise Permanent(f"could not copy {source}'s home: {exc}") from None
-
-    async def _obtain(
-        self, name: str | None, provider: Provider, machine_id: str, token: str
-    ) -> tuple[str, PoolMachine | None]:
-        """A machine from the warm pool ``name`` if it has one (claimed, not yet told who it
-        is), else a cold start; its external id."""
-        pool = self.pools.get(name) if name is not None else None
-        pooled = pool.take() if pool is not None else None
-        if pooled is not None:
-            try:
-                return await pooled.claim(machine_id), pooled
-            except (ProviderError, OSError) as exc:
-                log.warning("provision.pool_claim_failed", slot=pooled.slot, error=str(exc))
-                await pooled.stop()
-        return await provider.start(machine_id, token), None
-
-    async def _hand_over(
-        self, pooled: PoolMachine, provider: Provider, machine_id: str, token: str
-    ) -> None:
-        try:
-            await pooled.hand_over(token)
-        except ProviderError as exc:  # it died since its claim: start the machine cold
-            log.warning("provision.pool_handover_failed", slot=pooled.slot, error=str(exc))
-            external_id = await provider.start(machine_id, token)
-            await self.store.set_external_id(machine_id, external_id)
 
     async def _announce(
         self, cause: MachineCreated, external_id: str, copied: HomeCopy | None = None

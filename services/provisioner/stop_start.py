@@ -27,6 +27,7 @@ from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
 from providers.base import Provider
+from providers.warm_pool import PoolMachine
 from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox
@@ -34,6 +35,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_stop import mark_stop_done, stop_done
 from services.common.subscriptions import subscriber
+from services.provisioner.claims import PoolClaims, machine_pool
 from services.provisioner.egress import EgressEnforcer
 
 log = structlog.get_logger(__name__)
@@ -44,7 +46,7 @@ def _start_budget(settings: Settings) -> float:
     return settings.boot_timeout_s
 
 
-class StopStartHandlers:
+class StopStartHandlers(PoolClaims):
     store: Store
     bus: Bus
     providers: Mapping[str, Provider]
@@ -126,7 +128,8 @@ class StopStartHandlers:
                 return
             if not await stop_done(self.store, machine.id):
                 raise Retry("its stop is not carried out yet", delay_s=0.5)
-            external_id = await self._start_again(machine)
+            provider, token = await self._credentials(machine)
+            external_id, pooled = await self._start_again(machine, provider, token)
         finally:
             await self.store.unlock(*lock)
         await self.bus.publish(  # the boot watchdog's cue, as after a create
@@ -137,19 +140,30 @@ class StopStartHandlers:
                 external_id=external_id,
             )
         )
+        if pooled is not None:  # only now: its ready report must come after provisioned
+            await self._hand_over(pooled, provider, machine.id, token)
 
-    async def _start_again(self, machine: Machine) -> str:
+    async def _credentials(self, machine: Machine) -> tuple[Provider, str]:
         provider = self.providers.get(machine.provider)
         sealed = await self.store.machine_secret(machine.id)
         if provider is None or sealed is None:
             raise Permanent(f"machine {machine.id} cannot be started: no provider "
                             f"{machine.provider!r} or no credentials")  # fmt: skip
-        # Never the warm pool: the same machine, in its own home.
-        external_id = await provider.start(machine.id, self.box.decrypt(sealed))
+        return provider, self.box.decrypt(sealed)
+
+    async def _start_again(
+        self, machine: Machine, provider: Provider, token: str
+    ) -> tuple[str, PoolMachine | None]:
+        """The same machine, in its own home: a pooled one of its image given that home (not
+        yet told who it is), else a cold start."""
+        image = machine.environment_image
+        pool = await machine_pool(self.store, machine.id, machine.provider, image)
+        external_id, pooled = await self._obtain(pool, provider, machine.id, token, home_kept=True)
         await self.egress.enforce(machine, at_start=True)
         await self.store.set_external_id(machine.id, external_id)
-        log.info("start.machine_started", machine_id=machine.id, external_id=external_id)
-        return external_id
+        log.info("start.machine_started", machine_id=machine.id, external_id=external_id,
+                 pooled=pooled is not None)  # fmt: skip
+        return external_id, pooled
 
     async def keep_stopped(self, machines: list[Machine]) -> int:
         """At the provisioner's start: a stopped machine with a live process (a provisioner

@@ -20,6 +20,7 @@ from environments.lifecycle import MachineLifecycle
 from environments.users import MachineUser
 from providers.warm_pool import PoolMachine, WarmPool, mem_available_mb
 from services.common.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_pool
+from services.common.store_environments import set_machine_environment
 from tests.fast.conftest import World
 from tests.fast.test_provisioner import created
 from tests.waiters import wait_until
@@ -32,6 +33,7 @@ class FakeMachine:
         self.dead = False
         self.stopped = False
         self.claimed = ""
+        self.home_kept = False
 
     @property
     def alive(self) -> bool:
@@ -40,8 +42,8 @@ class FakeMachine:
     async def wait_up(self) -> None:
         await asyncio.sleep(0)
 
-    async def claim(self, machine_id: str) -> str:
-        self.claimed = machine_id
+    async def claim(self, machine_id: str, *, home_kept: bool = False) -> str:
+        self.claimed, self.home_kept = machine_id, home_kept
         return f"fake:{self.slot}"
 
     async def hand_over(self, token: str) -> None:
@@ -58,7 +60,8 @@ class FakeMachine:
 class FakeBackend:
     name = "fake"
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, adopts_homes: bool = True) -> None:
+        self.adopts_homes = adopts_homes
         self.started: list[FakeMachine] = []
         self.fail = fail
         self.closed = False
@@ -239,10 +242,10 @@ class RecordingMachine(FakeMachine):
         super().__init__(slot, on_death)
         self.backend = backend
 
-    async def claim(self, machine_id: str) -> str:
+    async def claim(self, machine_id: str, *, home_kept: bool = False) -> str:
         if self.backend.fail_claim:
             raise ProviderError("the pooled machine is gone")
-        return await super().claim(machine_id)
+        return await super().claim(machine_id, home_kept=home_kept)
 
     async def hand_over(self, token: str) -> None:
         self.backend.handed.append((token, self.backend.world.bus.kinds(self.claimed)))
@@ -277,6 +280,83 @@ async def test_a_failed_claim_starts_the_machine_cold(world: World) -> None:
     assert [mid for mid, _ in world.provider.starts] == [event.machine_id]
     assert backend.started[0].stopped
     assert (await world.machine(event.machine_id)).status is S.BOOTING
+
+
+async def stopped_machine(world: World) -> str:
+    """A ready machine (cold: no pool yet), stopped."""
+    m = await world.ready_machine()
+    await world.rpc("machines.stop", {"machineId": m.id})
+    await world.bus.settle()
+    assert (await world.machine(m.id)).status is S.STOPPED
+    world.provider.report_ready = False  # pooled fakes report nothing: it stays booting
+    return m.id
+
+
+async def test_a_start_adopts_a_pooled_machine_told_who_it_is_after_provisioned(
+    world: World,
+) -> None:
+    mid = await stopped_machine(world)
+    starts = len(world.provider.starts)
+    backend = RecordingBackend(world)
+    async with pool(backend, 1, [1000.0]) as p:
+        await p.wait_filled()
+        world.provisioner.pools["local"] = p
+        await world.rpc("machines.start", {"machineId": mid})
+        await world.bus.settle()
+    machine = await world.machine(mid)
+    assert (machine.status, machine.external_id) == (S.BOOTING, "fake:s1")
+    assert len(world.provider.starts) == starts  # no cold start
+    [pooled] = backend.started
+    assert (pooled.claimed, pooled.home_kept) == (mid, True)  # given the home it has
+    [(token, kinds_then)] = backend.handed
+    assert kinds_then[-2:] == [K.STARTED, K.PROVISIONED]  # as after a cold start
+    sealed = await world.store.machine_secret(mid)
+    assert sealed is not None
+    assert world.box.decrypt(sealed) == token  # its own credentials, as before its stop
+
+
+async def test_a_start_is_cold_where_the_pool_cannot_give_a_home_or_runs_another_image(
+    world: World,
+) -> None:
+    docker_like = FakeBackend(adopts_homes=False)  # a container's volumes are fixed
+    mid = await stopped_machine(world)
+    async with pool(docker_like, 1, [1000.0]) as p:
+        await p.wait_filled()
+        world.provisioner.pools["local"] = p
+        await world.rpc("machines.start", {"machineId": mid})
+        await world.bus.settle()
+        assert [m for m, _ in world.provider.starts].count(mid) == 2  # create, then cold start
+        assert not docker_like.started[0].claimed  # still the pool's
+    # A machine of an environment's image: never the default image's pool.
+    world.provider.report_ready = True
+    other = await stopped_machine(world)
+    await set_machine_environment(world.store, other, "custom", "sha256:" + "e" * 64)
+    async with pool(FakeBackend(), 1, [1000.0]) as p:
+        await p.wait_filled()
+        world.provisioner.pools["local"] = p
+        await world.rpc("machines.start", {"machineId": other})
+        await world.bus.settle()
+        assert [m for m, _ in world.provider.starts].count(other) == 2
+        assert p.ready  # not taken
+
+
+async def test_a_forks_first_start_adopts_a_pooled_machine_with_its_copied_home(
+    world: World,
+) -> None:
+    m = await world.ready_machine()
+    world.provider.report_ready = False
+    backend = RecordingBackend(world)
+    async with pool(backend, 1, [1000.0]) as p:
+        await p.wait_filled()
+        world.provisioner.pools["local"] = p
+        [fork] = (await world.rpc("machines.fork", {"machineId": m.id}))["machines"]
+        await world.bus.settle()
+    assert world.provider.clones == [(m.id, fork["id"])]  # its home copied first...
+    [pooled] = backend.started
+    assert (pooled.claimed, pooled.home_kept) == (fork["id"], True)  # ...then given to it
+    assert fork["id"] not in [mid for mid, _ in world.provider.starts]
+    [(_, kinds_then)] = backend.handed
+    assert kinds_then == [K.CREATED, K.PROVISIONED]
 
 
 async def test_a_machine_with_a_user_of_its_own_starts_cold(world: World) -> None:

@@ -24,7 +24,7 @@ from contracts.errors import Conflict, MachineStopped as Stopped, RunningMachine
 from contracts.events import MachineStarted, MachineStopped, decode_event
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus
 from fleet.client import FleetClient
-from providers.local import LocalProvider, machine_processes, machine_roots
+from providers.local import POOL_SLOT_FILE, LocalProvider, machine_processes, machine_roots
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
@@ -62,6 +62,8 @@ async def test_stop_then_start_keeps_the_machine(stack: FleetClient, settings: S
     roots_after = machine_roots(settings.data_path / "machines" / mid, mid)
     assert len(roots_after) == 1  # one new root: not two
     assert roots_after != roots_before
+    # No warm pool here: started cold (with one, tests/integration/test_start_pool.py).
+    assert not (settings.data_path / "machines" / mid / POOL_SLOT_FILE).exists()
 
 
 async def test_what_a_stopped_machine_refuses_and_what_it_allows(

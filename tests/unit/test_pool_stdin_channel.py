@@ -32,6 +32,7 @@ from core.poolwire import (
     UP,
     PoolClosed,
     identity_line,
+    parse_identity,
     read_line,
 )
 from daemon import nodump
@@ -125,6 +126,25 @@ def test_anything_but_an_identity_is_refused(environ: dict[str, str], stdin: int
     assert daemon.got is None  # the daemon never got it
     assert "FLEET_NATS_URL" not in environ
     assert "FLEET_MACHINE_TOKEN" not in environ
+
+
+def test_an_identity_may_name_the_machines_home_and_only_an_absolute_one(
+    environ: dict[str, str], stdin: int
+) -> None:
+    """An adopted machine's claim (a stopped machine's start) names the home mounted at its
+    own path: the supervisor's daemons get it as their home. A relative one is refused."""
+    assert parse_identity(identity_line("m", "t", "/data/machines/m/home")) == {
+        "FLEET_MACHINE_ID": "m", "FLEET_MACHINE_TOKEN": "t", "FLEET_HOME": "/data/machines/m/home",
+    }  # fmt: skip
+    with pytest.raises(PoolClosed):
+        parse_identity(identity_line("m", "t", "machines/m/home"))
+    channel = pool_channel(os.environ)
+    assert channel is not None
+    daemon = FakeDaemon()
+    os.write(stdin, identity_line("m-1", "tok-1", "/data/machines/m-1/home"))
+    assert relay_claim(channel, daemon.spawn)
+    daemon.join()
+    assert (environ["FLEET_HOME"], environ["HOME"]) == ("/data/machines/m-1/home",) * 2
 
 
 def test_stdin_closed_without_an_identity_ends_the_wait(
