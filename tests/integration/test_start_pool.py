@@ -19,8 +19,8 @@ from contracts.errors import DaemonUnavailable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from services.common.settings import Settings
+from tests.fork_checks import ready_forks
 from tests.integration.test_egress import REFUSED, outside
-from tests.integration.test_fork import ready_forks
 from tests.integration.test_network_isolation import connect_from
 from tests.integration.test_pipeline import home_of
 from tests.integration.test_warm_pool import pooled, slot_of, up_slots
