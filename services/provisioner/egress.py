@@ -12,6 +12,7 @@ import json
 import socket
 import subprocess
 from collections.abc import Mapping
+from functools import partial
 
 import msgspec
 import structlog
@@ -29,6 +30,7 @@ from services.common.store_network import instance_egress
 
 log = structlog.get_logger(__name__)
 _SCRIPTS_KEPT = 16
+_NFT_AT_ONCE = 4
 
 
 async def resolve(hosts: list[tuple[str, int]]) -> list[egress.Endpoint]:
@@ -68,8 +70,12 @@ class EgressEnforcer:
         self.nats_url = nats_url
         self.dns = dns
         self._platform: list[egress.Endpoint] | None = None
-        #: Compiled rulesets by policy: a change reaches many machines with the same one.
-        self._scripts: dict[bytes, str] = {}
+        #: Compiled rulesets by policy: a change reaches many machines with the same one, at
+        #: once; the first compiles it and the others wait for it.
+        self._scripts: dict[bytes, asyncio.Future[str]] = {}
+        #: nft runs at a time: a change reaching many machines of the host is CPU work (nft's
+        #: and the kernel's), which more processes than cores only spread thinner.
+        self._nft = asyncio.Semaphore(_NFT_AT_ONCE)
         #: The instance of each machine this host's proxy serves.
         self._instances: dict[str, str] = {}
         if dns is not None:
@@ -103,7 +109,9 @@ class EgressEnforcer:
         if pid is None:
             return False
         if not (at_start and policy.is_open()):  # a new namespace has no table: all open
-            await egress.apply(pid, await self.script(policy), machine_id)
+            script = await self.script(policy)
+            async with self._nft:
+                await egress.apply(pid, script, machine_id)
             log.info("egress.applied", machine_id=machine_id, default=policy.default,
                      allow=len(policy.allow), deny=len(policy.deny))  # fmt: skip
         if self.dns is not None:
@@ -122,13 +130,21 @@ class EgressEnforcer:
 
     async def script(self, policy: EgressPolicy) -> str:
         key = msgspec.json.encode(policy)
-        if (script := self._scripts.get(key)) is None:
-            platform = await self.platform()
-            script = await asyncio.to_thread(egress.ruleset, policy, platform)
+        made = self._scripts.get(key)
+        if made is None:
+            made = asyncio.ensure_future(self._compile(policy))
             if len(self._scripts) >= _SCRIPTS_KEPT:
                 self._scripts.pop(next(iter(self._scripts)))
-            self._scripts[key] = script
-        return script
+            self._scripts[key] = made
+            made.add_done_callback(partial(self._drop_failed, key))
+        return await asyncio.shield(made)
+
+    async def _compile(self, policy: EgressPolicy) -> str:
+        return await asyncio.to_thread(egress.ruleset, policy, await self.platform())
+
+    def _drop_failed(self, key: bytes, made: asyncio.Future[str]) -> None:
+        if (made.cancelled() or made.exception() is not None) and self._scripts.get(key) is made:
+            del self._scripts[key]
 
     def forget(self, machine_id: str) -> None:
         """The machine stopped: its resolver socket goes (it would keep the namespace)."""
