@@ -27,6 +27,7 @@ from providers.netns import nats_servers
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_network import instance_egress
+from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
 _SCRIPTS_KEPT = 16
@@ -64,11 +65,14 @@ class EgressEnforcer:
         providers: Mapping[str, object],
         nats_url: str,
         dns: DnsProxy | None = None,
+        refusals: EgressEvents | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
         self.nats_url = nats_url
         self.dns = dns
+        #: The machines' refusal events: a machine that stops takes its event budget along.
+        self.refusals = refusals
         self._platform: list[egress.Endpoint] | None = None
         #: Compiled rulesets by policy: a change reaches many machines with the same one, at
         #: once; the first compiles it and the others wait for it.
@@ -147,7 +151,10 @@ class EgressEnforcer:
             del self._scripts[key]
 
     def forget(self, machine_id: str) -> None:
-        """The machine stopped: its resolver socket goes (it would keep the namespace)."""
+        """The machine stopped: its resolver socket goes (it would keep the namespace), and so
+        does its budget of refusal events (one per machine that ever ran, else)."""
         self._instances.pop(machine_id, None)
         if self.dns is not None:
             self.dns.detach(machine_id)
+        if self.refusals is not None:
+            self.refusals.forget(machine_id)
