@@ -1,7 +1,8 @@
 """A machine's egress policy in the kernel: an nftables table in the machine's own network
-namespace, written by root on the host (``nsenter`` into the namespace, ``nft -f -``). The
-machine has no ``CAP_NET_ADMIN`` in that namespace (it runs with none at all), so nothing in it
-can list, flush or change the table, and a raw socket's packets pass the same output hook.
+namespace, written by root on the host (``nft -f -`` started in the namespace:
+providers/netns_thread.py). The machine has no ``CAP_NET_ADMIN`` in that namespace (it runs
+with none at all), so nothing in it can list, flush or change the table, and a raw socket's
+packets pass the same output hook.
 
 The table, ``inet fleet_egress``, has one base chain on the output hook:
 
@@ -23,14 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 
 import structlog
 
 from contracts.errors import ProviderError
 from contracts.gateway_network import EgressEntry, EgressPolicy
 from providers.egress_log import LOG_RULE
+from providers.netns_thread import in_netns
 
 log = structlog.get_logger(__name__)
 
@@ -201,23 +204,23 @@ def learned_script(
 
 async def apply(netns_pid: int, script: str, owner: str) -> None:
     """Run ``script`` with nft in the network namespace of ``netns_pid`` (a process the
-    provider started: the namespace is held by descriptor, not by a path in the machine)."""
+    provider started: the namespace is held by descriptor, not by a path in the machine).
+    nft is started by a thread in the namespace, never by the event loop: starting a process
+    blocks its caller until the child runs, which on a loaded host would stall the work of
+    every other machine."""
     try:
-        netns = os.open(f"/proc/{netns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        done = await asyncio.to_thread(in_netns, netns_pid, partial(_nft, script))
     except OSError as exc:
         raise EgressUnavailable(f"{owner}'s network namespace is gone: {exc}") from None
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "nsenter", f"--net=/proc/self/fd/{netns}", "nft", "-f", "-",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, pass_fds=(netns,),
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        )  # fmt: skip
-        async with asyncio.timeout(_TIMEOUT_S):
-            _, err = await proc.communicate(script.encode())
-    finally:
-        os.close(netns)
-    if proc.returncode != 0:
-        said = err.decode(errors="replace").strip().splitlines()
+    except subprocess.TimeoutExpired:
+        raise EgressUnavailable(f"nft did not load {owner}'s egress policy in time") from None
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip().splitlines()
         raise EgressUnavailable(f"nft refused {owner}'s egress policy: {said[:3]}")
     log.debug("provider.egress_applied", owner=owner)
+
+
+def _nft(script: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["nft", "-f", "-"], input=script.encode(), capture_output=True,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, timeout=_TIMEOUT_S,
+                          check=False)  # fmt: skip

@@ -21,11 +21,8 @@ dnslib parses and builds the messages: no hand-written DNS parser faces a hostil
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import ipaddress
-import os
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,6 +37,7 @@ from contracts.gateway_network import EgressEntry, EgressPolicy
 from providers import egress
 from providers.egress_log import open_log, read_refused
 from providers.netns import RESOLVER
+from providers.netns_thread import in_netns
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +46,6 @@ _MIN_TTL_S = 2
 _POLICY_FRESH_S = 1.0
 #: A DNS-over-TCP connection that sends no whole query for this long is closed.
 _TCP_IDLE_S = 10.0
-_CLONE_NEWNET = 0x40000000
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: Called for each refusal: machine id, name ("" for a connection), why ("denied",
 #: "rebinding"), destination ("" for a name refused before any lookup), port.
@@ -387,15 +384,6 @@ def _ask(upstream: egress.Endpoint, data: bytes) -> bytes:
                 return raw
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def _resolver_socket(kind: socket.SocketKind = socket.SOCK_DGRAM) -> socket.socket:
     """The resolver's socket, UDP or TCP (listening), bound to ``RESOLVER``."""
     s = socket.socket(socket.AF_INET, kind)
@@ -428,32 +416,9 @@ def _close_made(made: asyncio.Future[socket.socket]) -> None:
 
 
 def _socket_in(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
-    """``make()`` run in the network namespace of ``pid``, on a thread of its own that enters
-    the namespace (a namespace is per thread) and then leaves it: a socket of the namespace,
-    held by the host."""
-    made: list[socket.socket | BaseException] = []
-
-    def work() -> None:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _setns(target)
-                try:
-                    made.append(make())
-                finally:
-                    _setns(own)
-            finally:
-                os.close(target)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-            made.append(exc)
-        finally:
-            os.close(own)
-
-    thread = threading.Thread(target=work, name="egress-netns-socket")
-    thread.start()
-    thread.join()
-    got = made[0]
-    if isinstance(got, BaseException):
-        raise egress.EgressUnavailable(f"no socket in {pid}'s namespace: {got}")
-    return got
+    """``make()`` run in the network namespace of ``pid``: a socket of the namespace, held by
+    the host."""
+    try:
+        return in_netns(pid, make)
+    except Exception as exc:  # noqa: BLE001 - whatever stopped it, the machine has no socket
+        raise egress.EgressUnavailable(f"no socket in {pid}'s namespace: {exc}") from None
