@@ -12,7 +12,8 @@
   of one machine each (100; 20 with ``--quick``; ``--machines`` sets it), N calls at once (each
   answers once its machine's host has written the policy into the machine's namespace), the
   wall time until the last answer; the slowest of three changes (to the 1,000-entry policy,
-  back to none, to the policy again).
+  back to none, to the policy again), and of three changes of one entry of that policy (a
+  machine's table then loads only the elements that differ).
 
 Needs root and iproute2 (the outside host).
 """
@@ -190,6 +191,13 @@ async def _set(gw: Gateway, inst: str, policy: EgressPolicy) -> None:
                   SetNetworkPolicyParams(instance_id=inst, egress=policy))  # fmt: skip
 
 
+async def _enforce(gw: Gateway, insts: list[str], egress: EgressPolicy) -> float:
+    """Seconds until ``egress`` is every instance's and enforced on each running machine."""
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_set(gw, i, egress) for i in insts))
+    return time.perf_counter() - t0
+
+
 async def _measure(
     report: Report, gw: Gateway, insts: list[str], mids: list[str], outside: Outside, rounds: int
 ) -> None:
@@ -204,11 +212,11 @@ async def _measure(
             connects[side] += json.loads(out)
             dl = await _exec(gw, mids[0], ["python3", "-c", DOWNLOAD, url])
             downloads[side].append(BIG_MIB / float(dl))
-    enforce: list[float] = []
-    for egress in (policy, EgressPolicy(), policy):
-        t0 = time.perf_counter()
-        await asyncio.gather(*(_set(gw, i, egress) for i in insts))
-        enforce.append(time.perf_counter() - t0)
+    enforce = [await _enforce(gw, insts, egress) for egress in (policy, EgressPolicy(), policy)]
+    # A change of one entry (one allow entry more, then the one before again): each machine's
+    # table loads only what differs.
+    edited = EgressPolicy(default="deny", allow=[*policy.allow, "192.0.2.1:443"], deny=policy.deny)
+    edits = [await _enforce(gw, insts, egress) for egress in (edited, policy, edited)]
     n = len(mids)
     connect, connect_base = percentile(connects["policy"], 50), percentile(connects["none"], 50)
     report.add(Figure("24", "TCP connect p50 in a machine, 1,000-entry policy", connect, "s",
@@ -222,5 +230,10 @@ async def _measure(
     report.add(Figure("24", f"setNetworkPolicy to enforced on {n} running machines (1,000 "
                       "entries)", max(enforce), "s", target=f"<= {ENFORCED_WITHIN_S:.0f} s",
                       met=max(enforce) <= ENFORCED_WITHIN_S))  # fmt: skip
-    report.note(f"egress: enforce on {n} machines (s), each run: {[round(x, 3) for x in enforce]}; "
+    report.add(Figure("24", f"setNetworkPolicy to enforced on {n} running machines, one entry "
+                      "of 1,000 changed", max(edits), "s", target=f"<= {ENFORCED_WITHIN_S:.0f} s",
+                      met=max(edits) <= ENFORCED_WITHIN_S))  # fmt: skip
+    report.note(f"egress: enforce on {n} machines (s), to the policy, none, the policy: "
+                f"{[round(x, 3) for x in enforce]}; one entry changed: "
+                f"{[round(x, 3) for x in edits]}; "
                 f"downloads MiB/s: {json.dumps(downloads)}")  # fmt: skip

@@ -31,7 +31,7 @@ from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
 _SCRIPTS_KEPT = 16
-_NFT_AT_ONCE = 4
+_NFT_AT_ONCE = 8
 
 
 async def resolve(hosts: list[tuple[str, int]]) -> list[egress.Endpoint]:
@@ -76,9 +76,12 @@ class EgressEnforcer:
         self._platform: list[egress.Endpoint] | None = None
         #: Compiled rulesets by policy: a change reaches many machines with the same one, at
         #: once; the first compiles it and the others wait for it.
-        self._scripts: dict[bytes, asyncio.Future[str]] = {}
+        self._scripts: dict[bytes, asyncio.Future[egress.Ruleset]] = {}
+        #: What this process last wrote into each machine's table, and into which namespace
+        #: (its pid): a change to it loads only what differs.
+        self._tables: dict[str, tuple[int, egress.Ruleset]] = {}
         #: nft runs at a time: a change reaching many machines of the host is CPU work (nft's
-        #: and the kernel's), which more processes than cores only spread thinner.
+        #: and the kernel's) with waits between (each transaction's commit), so a few per core.
         self._nft = asyncio.Semaphore(_NFT_AT_ONCE)
         #: The instance of each machine this host's proxy serves.
         self._instances: dict[str, str] = {}
@@ -113,11 +116,9 @@ class EgressEnforcer:
         if pid is None:
             return False
         if not (at_start and policy.is_open()):  # a new namespace has no table: all open
-            script = await self.script(policy)
-            async with self._nft:
-                await egress.apply(pid, script, machine_id)
+            how = await self._write(machine_id, pid, await self.compiled(policy))
             log.info("egress.applied", machine_id=machine_id, default=policy.default,
-                     allow=len(policy.allow), deny=len(policy.deny))  # fmt: skip
+                     allow=len(policy.allow), deny=len(policy.deny), how=how)  # fmt: skip
         if self.dns is not None:
             self._instances[machine_id] = instance_id
             try:
@@ -132,7 +133,25 @@ class EgressEnforcer:
             return EgressPolicy()
         return await instance_egress(self.store, instance_id)
 
-    async def script(self, policy: EgressPolicy) -> str:
+    async def _write(self, machine_id: str, pid: int, new: egress.Ruleset) -> str:
+        """Make ``new`` the machine's table: only what changed when this process wrote its
+        table last (its namespace still the same), else a whole new table; how it went."""
+        had = self._tables.pop(machine_id, None)
+        change = new.change_from(had[1]) if had is not None and had[0] == pid else None
+        async with self._nft:
+            if change is not None:
+                try:
+                    await egress.apply(pid, change, machine_id)
+                except egress.EgressUnavailable:
+                    pass  # another provisioner of the host wrote it since: a whole new table
+                else:
+                    self._tables[machine_id] = (pid, new)
+                    return "changed"
+            await egress.apply(pid, new.script, machine_id)
+        self._tables[machine_id] = (pid, new)
+        return "replaced"
+
+    async def compiled(self, policy: EgressPolicy) -> egress.Ruleset:
         key = msgspec.json.encode(policy)
         made = self._scripts.get(key)
         if made is None:
@@ -143,10 +162,12 @@ class EgressEnforcer:
             made.add_done_callback(partial(self._drop_failed, key))
         return await asyncio.shield(made)
 
-    async def _compile(self, policy: EgressPolicy) -> str:
-        return await asyncio.to_thread(egress.ruleset, policy, await self.platform())
+    async def _compile(self, policy: EgressPolicy) -> egress.Ruleset:
+        ruleset = await asyncio.to_thread(egress.compile_ruleset, policy, await self.platform())
+        _ = ruleset.script, ruleset.marker  # built off the event loop, once
+        return ruleset
 
-    def _drop_failed(self, key: bytes, made: asyncio.Future[str]) -> None:
+    def _drop_failed(self, key: bytes, made: asyncio.Future[egress.Ruleset]) -> None:
         if (made.cancelled() or made.exception() is not None) and self._scripts.get(key) is made:
             del self._scripts[key]
 
@@ -154,6 +175,7 @@ class EgressEnforcer:
         """The machine stopped: its resolver socket goes (it would keep the namespace), and so
         does its budget of refusal events (one per machine that ever ran, else)."""
         self._instances.pop(machine_id, None)
+        self._tables.pop(machine_id, None)
         if self.dns is not None:
             self.dns.detach(machine_id)
         if self.refusals is not None:

@@ -62,18 +62,18 @@ async def test_a_policy_reaching_many_machines_at_once_is_compiled_once(
     """A change reaches each running machine of the host at once: one compilation serves
     them all (it is the costly part of a 1,000-entry policy, with nft's own)."""
     compiled: list[EgressPolicy] = []
-    ruleset = egress.ruleset
+    compile_ruleset = egress.compile_ruleset
 
-    def counted(policy: EgressPolicy, platform: list[egress.Endpoint]) -> str:
+    def counted(policy: EgressPolicy, platform: list[egress.Endpoint]) -> egress.Ruleset:
         compiled.append(policy)
-        return ruleset(policy, platform)
+        return compile_ruleset(policy, platform)
 
-    monkeypatch.setattr(egress, "ruleset", counted)
+    monkeypatch.setattr(egress, "compile_ruleset", counted)
     enforcer = world.provisioner.egress
     policy = EgressPolicy(default="deny", allow=[f"10.{i}.0.0/16:443" for i in range(200)])
-    scripts = await asyncio.gather(*(enforcer.script(policy) for _ in range(20)))
-    assert len(set(scripts)) == 1
+    scripts = await asyncio.gather(*(enforcer.compiled(policy) for _ in range(20)))
+    assert len({id(s) for s in scripts}) == 1
     assert len(compiled) == 1
     same = EgressPolicy(default="deny", allow=list(policy.allow))  # equal, read again
-    assert await enforcer.script(same) == scripts[0]
+    assert await enforcer.compiled(same) is scripts[0]
     assert len(compiled) == 1
