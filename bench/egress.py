@@ -213,9 +213,10 @@ async def _measure(
             dl = await _exec(gw, mids[0], ["python3", "-c", DOWNLOAD, url])
             downloads[side].append(BIG_MIB / float(dl))
     enforce = [await _enforce(gw, insts, egress) for egress in (policy, EgressPolicy(), policy)]
-    # A change of one entry (one allow entry more, then the one before again): each machine's
-    # table loads only what differs.
-    edited = EgressPolicy(default="deny", allow=[*policy.allow, "192.0.2.1:443"], deny=policy.deny)
+    # A change of one entry (the first allow entry replaced, then back): each machine's table
+    # loads only what differs.
+    edited = EgressPolicy(default="deny", allow=["192.0.2.1:443", *policy.allow[1:]],
+                          deny=policy.deny)  # fmt: skip
     edits = [await _enforce(gw, insts, egress) for egress in (edited, policy, edited)]
     n = len(mids)
     connect, connect_base = percentile(connects["policy"], 50), percentile(connects["none"], 50)
