@@ -69,7 +69,7 @@ SLOW = {
     "19": "own network (machines with and without it, 100 MiB egress)",
     "20": "hosts (200 machines on one host, then over 4)",
     "22": "fork (a 1 GiB home, btrfs and plain homes, docker)",
-    "24": "egress policy (20 machines, 100 MiB downloads)",
+    "24": "egress policy (100 machines, 100 MiB downloads)",
     "25": "creates while a NATS node is lost (--ha)",
     "26": "environments (two docker stacks, image builds)",
 }
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"also write the figures as JSON (default: {FIGURES.relative_to(REPO)}, which the "
         "docs site's benchmarks page renders)",
     )
-    parser.add_argument("--machines", type=int, help="machines for benchmarks 3, 4, 11 and 20")
+    parser.add_argument("--machines", type=int, help="machines for benchmarks 3, 4, 11, 20 and 24")
     parser.add_argument("--profile", type=Path, help="py-spy the services into this directory")
     args = parser.parse_args(argv)
     only = {b.strip() for b in (args.only or ",".join(BENCHES)).split(",") if b.strip()}
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if "23" in only:
         asyncio.run(people.run(report, args.quick))
     if "24" in only:
-        asyncio.run(egress.run(report, args.quick))
+        asyncio.run(egress.run(report, args.quick, args.machines))
     if "25" in only:
         asyncio.run(ha_failover.run(report, args.quick))
     if "26" in only:

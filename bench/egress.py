@@ -9,8 +9,11 @@
   the answer's address is already in the machine's set), against the same query sent
   straight to the same upstream (a DNS server of the benchmark's own) from the host;
 - time from ``instances.setNetworkPolicy`` to enforced on every running machine: N instances
-  of one machine each, N calls at once (each answers once its machine's host has written the
-  policy into the machine's namespace), the wall time until the last answer.
+  of one machine each (100; 20 with ``--quick``; ``--machines`` sets it), N calls at once (each
+  answers once its machine's host has written the policy into the machine's namespace), the
+  wall time until the last answer; the slowest of three changes (to the 1,000-entry policy,
+  back to none, to the policy again), and of three changes of one entry of that policy (a
+  machine's table then loads only the elements that differ).
 
 Needs root and iproute2 (the outside host).
 """
@@ -111,8 +114,16 @@ async def _exec(gw: Gateway, mid: str, argv: list[str]) -> str:
     return str(result.stdout)
 
 
-async def run(report: Report, quick: bool) -> None:
-    n = 5 if quick else 20
+#: Running machines the policy change reaches (the issue's figure is for 100).
+MACHINES, QUICK_MACHINES = 100, 20
+#: The goals: a policy costs connections and downloads at most 10 %, and a change is
+#: enforced on every running machine within a second.
+SLOWER_AT_MOST = 1.1
+ENFORCED_WITHIN_S = 1.0
+
+
+async def run(report: Report, quick: bool, machines: int | None = None) -> None:
+    n = machines or (QUICK_MACHINES if quick else MACHINES)
     rounds = 2 if quick else 4
     print(f"[24] egress policy: {n} machines; {BIG_MIB} MiB downloads, {rounds} rounds")
     with temp_dir() as root, outside_host(root / "outside", big_mib=BIG_MIB) as outside:
@@ -180,6 +191,13 @@ async def _set(gw: Gateway, inst: str, policy: EgressPolicy) -> None:
                   SetNetworkPolicyParams(instance_id=inst, egress=policy))  # fmt: skip
 
 
+async def _enforce(gw: Gateway, insts: list[str], egress: EgressPolicy) -> float:
+    """Seconds until ``egress`` is every instance's and enforced on each running machine."""
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_set(gw, i, egress) for i in insts))
+    return time.perf_counter() - t0
+
+
 async def _measure(
     report: Report, gw: Gateway, insts: list[str], mids: list[str], outside: Outside, rounds: int
 ) -> None:
@@ -194,19 +212,29 @@ async def _measure(
             connects[side] += json.loads(out)
             dl = await _exec(gw, mids[0], ["python3", "-c", DOWNLOAD, url])
             downloads[side].append(BIG_MIB / float(dl))
-    enforce: list[float] = []
-    for egress in (policy, EgressPolicy(), policy):
-        t0 = time.perf_counter()
-        await asyncio.gather(*(_set(gw, i, egress) for i in insts))
-        enforce.append(time.perf_counter() - t0)
+    enforce = [await _enforce(gw, insts, egress) for egress in (policy, EgressPolicy(), policy)]
+    # A change of one entry (the first allow entry replaced, then back): each machine's table
+    # loads only what differs.
+    edited = EgressPolicy(default="deny", allow=["192.0.2.1:443", *policy.allow[1:]],
+                          deny=policy.deny)  # fmt: skip
+    edits = [await _enforce(gw, insts, egress) for egress in (edited, policy, edited)]
     n = len(mids)
-    report.add(Figure("24", "TCP connect p50 in a machine, 1,000-entry policy",
-                      percentile(connects["policy"], 50), "s",
-                      percentile(connects["none"], 50), "no policy"))  # fmt: skip
-    report.add(Figure("24", f"{BIG_MIB} MiB download in a machine, 1,000-entry policy",
-                      percentile(downloads["policy"], 50), "MiB/s",
-                      percentile(downloads["none"], 50), "no policy"))  # fmt: skip
+    connect, connect_base = percentile(connects["policy"], 50), percentile(connects["none"], 50)
+    report.add(Figure("24", "TCP connect p50 in a machine, 1,000-entry policy", connect, "s",
+                      connect_base, "no policy", target=f"<= {SLOWER_AT_MOST}x",
+                      met=connect <= SLOWER_AT_MOST * connect_base))  # fmt: skip
+    rate, rate_base = percentile(downloads["policy"], 50), percentile(downloads["none"], 50)
+    report.add(Figure("24", f"{BIG_MIB} MiB download in a machine, 1,000-entry policy", rate,
+                      "MiB/s", rate_base, "no policy",
+                      target=f">= {1 / SLOWER_AT_MOST:.2f}x (time <= {SLOWER_AT_MOST}x)",
+                      met=rate * SLOWER_AT_MOST >= rate_base))  # fmt: skip
     report.add(Figure("24", f"setNetworkPolicy to enforced on {n} running machines (1,000 "
-                      "entries)", max(enforce), "s"))  # fmt: skip
-    report.note(f"egress: enforce on {n} machines (s), each run: {[round(x, 3) for x in enforce]}; "
+                      "entries)", max(enforce), "s", target=f"<= {ENFORCED_WITHIN_S:.0f} s",
+                      met=max(enforce) <= ENFORCED_WITHIN_S))  # fmt: skip
+    report.add(Figure("24", f"setNetworkPolicy to enforced on {n} running machines, one entry "
+                      "of 1,000 changed", max(edits), "s", target=f"<= {ENFORCED_WITHIN_S:.0f} s",
+                      met=max(edits) <= ENFORCED_WITHIN_S))  # fmt: skip
+    report.note(f"egress: enforce on {n} machines (s), to the policy, none, the policy: "
+                f"{[round(x, 3) for x in enforce]}; one entry changed: "
+                f"{[round(x, 3) for x in edits]}; "
                 f"downloads MiB/s: {json.dumps(downloads)}")  # fmt: skip

@@ -15,6 +15,7 @@ every port and protocol.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -51,8 +52,11 @@ class EgressEntry:
         return name == self.domain
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_entry(text: str) -> EgressEntry:
-    """The entry ``text`` stands for; ValueError says what is wrong with it."""
+    """The entry ``text`` stands for; ValueError says what is wrong with it. Remembered (an
+    entry is immutable): a policy is checked whenever it is decoded, by every call that sets it
+    and every read of it for each machine, and parsing a thousand entries costs milliseconds."""
     host, ports = _split_port(text.strip())
     if host.startswith("["):
         raise ValueError("a bracketed address must be followed by :PORT, or written bare")

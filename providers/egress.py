@@ -1,7 +1,8 @@
 """A machine's egress policy in the kernel: an nftables table in the machine's own network
-namespace, written by root on the host (``nsenter`` into the namespace, ``nft -f -``). The
-machine has no ``CAP_NET_ADMIN`` in that namespace (it runs with none at all), so nothing in it
-can list, flush or change the table, and a raw socket's packets pass the same output hook.
+namespace, written by root on the host (``nft -f -`` started in the namespace:
+providers/namespaces.py). The machine has no ``CAP_NET_ADMIN`` in that namespace (it runs
+with none at all), so nothing in it can list, flush or change the table, and a raw socket's
+packets pass the same output hook.
 
 The table, ``inet fleet_egress``, has one base chain on the output hook:
 
@@ -16,21 +17,29 @@ The table, ``inet fleet_egress``, has one base chain on the output hook:
 Every set is keyed by address and port (``ip daddr . th dport``) with intervals, so a CIDR
 with a port range is one element and a policy of a thousand entries is one lookup per set.
 A new policy replaces the whole table in one nft transaction (atomic: no packet sees half of
-it); the DNS proxy fills the ``dns`` sets again as the machine asks.
+it), or, when few of its elements differ from the policy this host last wrote there, changes
+only those, also in one transaction, which the kernel refuses whole unless the table is the one
+the change was computed from (``Ruleset.change_from``). Either way the ``dns`` sets start empty
+and the DNS proxy fills them again with what the machine learned and still may reach.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import ipaddress
-import os
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import structlog
 
 from contracts.errors import ProviderError
 from contracts.gateway_network import EgressEntry, EgressPolicy
 from providers.egress_log import LOG_RULE
+from providers.namespaces import CLONE_NEWNET, in_namespaces
 
 log = structlog.get_logger(__name__)
 
@@ -156,32 +165,93 @@ _REFUSE = (LOG_RULE, "meta l4proto tcp reject with tcp reset",
 _DNS_ELSEWHERE = "meta l4proto { tcp, udp } th dport { 53, 853 } jump refuse"
 
 
-def ruleset(policy: EgressPolicy, platform: Sequence[Endpoint]) -> str:
-    """The nft script that makes ``policy`` the machine's (its namespace's own table only);
-    ``platform``: the addresses and ports always open (NATS)."""
+@dataclass(frozen=True)
+class Ruleset:
+    """A policy compiled for a machine's table: each static set's elements and the ``out``
+    chain's rules. A table made from it carries ``marker``, an empty chain named after its
+    content, which a change from it deletes: the change fails, changing nothing, on a table
+    made from anything else."""
+
+    fill: Mapping[str, tuple[str, ...]]
+    rules: tuple[str, ...]
+
+    @functools.cached_property
+    def marker(self) -> str:
+        content = repr((sorted(self.fill.items()), self.rules)).encode()
+        return f"policy_{hashlib.sha256(content).hexdigest()[:20]}"
+
+    @functools.cached_property
+    def script(self) -> str:
+        """The nft script that makes this the machine's table whatever it had (its namespace's
+        own table only): the old table (made first if missing) goes, the new one comes whole,
+        in one transaction."""
+        declare = "".join(_set(n, "ipv4" if n.endswith("4") else "ipv6") for n in _STATIC)
+        declare += _set("dns4", "ipv4", timeout=True) + _set("dns6", "ipv6", timeout=True)
+        return (
+            f"table {_T}\ndelete table {_T}\n"
+            f"table {_T} {{\n{declare}"
+            "  chain out { type filter hook output priority 0; policy accept; }\n"
+            f"  chain refuse {{ }}\n  chain {self.marker} {{ }}\n}}\n"
+            + _elements_script("add", self.fill)
+            + "".join(f"add rule {_T} out {r}\n" for r in self.rules)
+            + "".join(f"add rule {_T} refuse {r}\n" for r in _REFUSE)
+        )
+
+    def change_from(self, old: Ruleset) -> str | None:
+        """The nft script that turns a table made from ``old`` into this one in one
+        transaction: the elements that differ, the rules again, the ``dns`` sets emptied (as a
+        new table's are); None when a new table is as little work (half its elements change)."""
+        gone, new = _elements_minus(old.fill, self.fill), _elements_minus(self.fill, old.fill)
+        changed = sum(map(len, gone.values())) + sum(map(len, new.values()))
+        if 2 * changed > sum(map(len, self.fill.values())):
+            return None
+        return (
+            f"delete chain {_T} {old.marker}\nadd chain {_T} {self.marker}\n"
+            f"flush chain {_T} out\nflush set {_T} dns4\nflush set {_T} dns6\n"
+            + _elements_script("delete", gone)  # first: an added element may overlap one gone
+            + _elements_script("add", new)
+            + "".join(f"add rule {_T} out {r}\n" for r in self.rules)
+        )
+
+
+_T = f"inet {TABLE}"
+
+
+def _elements_script(verb: str, fill: Mapping[str, tuple[str, ...]]) -> str:
+    return "".join(
+        f"{verb} element {_T} {n} {{ {', '.join(xs)} }}\n" for n, xs in fill.items() if xs
+    )
+
+
+def _elements_minus(
+    a: Mapping[str, tuple[str, ...]], b: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    """Each set's elements in ``a`` and not in ``b``."""
+    out = {}
+    for name, xs in a.items():
+        there = set(b[name])
+        out[name] = tuple(x for x in xs if x not in there)
+    return out
+
+
+def compile_ruleset(policy: EgressPolicy, platform: Sequence[Endpoint]) -> Ruleset:
+    """``policy`` for a machine's table; ``platform``: the addresses and ports always open
+    (NATS)."""
     allow, deny = policy.parsed()
     boxes = [*_endpoints(platform), *_boxes(allow if policy.default == "deny" else ()),
              *_boxes(deny)]  # fmt: skip
-    fill = {name: _elements(b, 4 if name.endswith("4") else 6)
+    fill = {name: tuple(_elements(b, 4 if name.endswith("4") else 6))
             for name, b in zip(_STATIC, boxes, strict=True)}  # fmt: skip
-    declare = "".join(_set(n, "ipv4" if n.endswith("4") else "ipv6") for n in _STATIC)
-    declare += _set("dns4", "ipv4", timeout=True) + _set("dns6", "ipv6", timeout=True)
     rules = list(_RULES)
     if policy.default == "deny":
         rules.insert(1, _DNS_ELSEWHERE)  # after the loopback (where the resolver is)
         rules.append("jump refuse")
-    t = f"inet {TABLE}"
-    # One transaction: the old table (made first if missing) goes, the new one comes whole
-    # (faster than emptying and refilling its interval sets).
-    return (
-        f"table {t}\ndelete table {t}\n"
-        f"table {t} {{\n{declare}"
-        "  chain out { type filter hook output priority 0; policy accept; }\n"
-        "  chain refuse { }\n}\n"
-        + "".join(f"add element {t} {n} {{ {', '.join(xs)} }}\n" for n, xs in fill.items() if xs)
-        + "".join(f"add rule {t} out {r}\n" for r in rules)
-        + "".join(f"add rule {t} refuse {r}\n" for r in _REFUSE)
-    )
+    return Ruleset(fill, tuple(rules))
+
+
+def ruleset(policy: EgressPolicy, platform: Sequence[Endpoint]) -> str:
+    """The nft script that makes ``policy`` the machine's table, whatever it had."""
+    return compile_ruleset(policy, platform).script
 
 
 def learned_script(
@@ -189,7 +259,7 @@ def learned_script(
 ) -> str:
     """The nft script that makes the ``dns`` sets hold exactly ``learned`` (address: its ports
     and when it expires, on the monotonic clock ``now`` is of), in one transaction."""
-    t = f"inet {TABLE}"
+    t = _T
     lines = [f"flush set {t} dns4", f"flush set {t} dns6"]
     for addr, (ports, until) in learned.items():
         seconds = max(1, round(until - now))
@@ -199,45 +269,27 @@ def learned_script(
     return "\n".join(lines) + "\n"
 
 
-def open_machine_netns(pid: int, owner: str) -> int:
-    """A descriptor of ``pid``'s network namespace, which must not be the host's: the pid was
-    the machine's when its provider named it, but a machine's process that has ended since
-    may have left its number to a process of the host, and a policy written there would cut
-    the host off (its DNS first)."""
-    try:
-        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise EgressUnavailable(f"{owner}'s network namespace is gone: {exc}") from None
-    try:
-        found, host = os.fstat(fd), os.stat("/proc/self/ns/net")
-    except OSError as exc:
-        os.close(fd)
-        raise EgressUnavailable(f"{owner}'s network namespace is gone: {exc}") from None
-    if (found.st_dev, found.st_ino) == (host.st_dev, host.st_ino):
-        os.close(fd)
-        raise EgressUnavailable(
-            f"process {pid} named as {owner}'s is in the host's network namespace: "
-            "nothing written (the machine's process ended?)"
-        )
-    return fd
-
-
 async def apply(netns_pid: int, script: str, owner: str) -> None:
     """Run ``script`` with nft in the network namespace of ``netns_pid`` (a process the
-    provider started: the namespace is held by descriptor, not by a path in the machine)."""
-    netns = open_machine_netns(netns_pid, owner)
+    provider started: the namespace is held by descriptor, not by a path in the machine).
+    nft is started by a thread in the namespace, never by the event loop: starting a process
+    blocks its caller until the child runs, which on a loaded host would stall the work of
+    every other machine."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "nsenter", f"--net=/proc/self/fd/{netns}", "nft", "-f", "-",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, pass_fds=(netns,),
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        )  # fmt: skip
-        async with asyncio.timeout(_TIMEOUT_S):
-            _, err = await proc.communicate(script.encode())
-    finally:
-        os.close(netns)
-    if proc.returncode != 0:
-        said = err.decode(errors="replace").strip().splitlines()
+        done = await asyncio.to_thread(
+            in_namespaces, netns_pid, CLONE_NEWNET, partial(_nft, script)
+        )
+    except OSError as exc:
+        raise EgressUnavailable(f"{owner}'s network namespace is gone: {exc}") from None
+    except subprocess.TimeoutExpired:
+        raise EgressUnavailable(f"nft did not load {owner}'s egress policy in time") from None
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip().splitlines()
         raise EgressUnavailable(f"nft refused {owner}'s egress policy: {said[:3]}")
     log.debug("provider.egress_applied", owner=owner)
+
+
+def _nft(script: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["nft", "-f", "-"], input=script.encode(), capture_output=True,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, timeout=_TIMEOUT_S,
+                          check=False)  # fmt: skip

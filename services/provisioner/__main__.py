@@ -84,6 +84,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         heartbeat=heartbeat,
         engine=lambda: docker.docker,
         dns=dns,
+        refusals=refusals,
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)

@@ -12,6 +12,7 @@ import json
 import socket
 import subprocess
 from collections.abc import Mapping
+from functools import partial
 
 import msgspec
 import structlog
@@ -26,9 +27,11 @@ from providers.netns import nats_servers
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_network import instance_egress
+from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
 _SCRIPTS_KEPT = 16
+_NFT_AT_ONCE = 8
 
 
 async def resolve(hosts: list[tuple[str, int]]) -> list[egress.Endpoint]:
@@ -62,14 +65,24 @@ class EgressEnforcer:
         providers: Mapping[str, object],
         nats_url: str,
         dns: DnsProxy | None = None,
+        refusals: EgressEvents | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
         self.nats_url = nats_url
         self.dns = dns
+        #: The machines' refusal events: a machine that stops takes its event budget along.
+        self.refusals = refusals
         self._platform: list[egress.Endpoint] | None = None
-        #: Compiled rulesets by policy: a change reaches many machines with the same one.
-        self._scripts: dict[bytes, str] = {}
+        #: Compiled rulesets by policy: a change reaches many machines with the same one, at
+        #: once; the first compiles it and the others wait for it.
+        self._scripts: dict[bytes, asyncio.Future[egress.Ruleset]] = {}
+        #: What this process last wrote into each machine's table, and into which namespace
+        #: (its pid): a change to it loads only what differs.
+        self._tables: dict[str, tuple[int, egress.Ruleset]] = {}
+        #: nft runs at a time: a change reaching many machines of the host is CPU work (nft's
+        #: and the kernel's) with waits between (each transaction's commit), so a few per core.
+        self._nft = asyncio.Semaphore(_NFT_AT_ONCE)
         #: The instance of each machine this host's proxy serves.
         self._instances: dict[str, str] = {}
         if dns is not None:
@@ -103,9 +116,9 @@ class EgressEnforcer:
         if pid is None:
             return False
         if not (at_start and policy.is_open()):  # a new namespace has no table: all open
-            await egress.apply(pid, await self.script(policy), machine_id)
+            how = await self._write(machine_id, pid, await self.compiled(policy))
             log.info("egress.applied", machine_id=machine_id, default=policy.default,
-                     allow=len(policy.allow), deny=len(policy.deny))  # fmt: skip
+                     allow=len(policy.allow), deny=len(policy.deny), how=how)  # fmt: skip
         if self.dns is not None:
             self._instances[machine_id] = instance_id
             try:
@@ -120,18 +133,50 @@ class EgressEnforcer:
             return EgressPolicy()
         return await instance_egress(self.store, instance_id)
 
-    async def script(self, policy: EgressPolicy) -> str:
+    async def _write(self, machine_id: str, pid: int, new: egress.Ruleset) -> str:
+        """Make ``new`` the machine's table: only what changed when this process wrote its
+        table last (its namespace still the same), else a whole new table; how it went."""
+        had = self._tables.pop(machine_id, None)
+        change = new.change_from(had[1]) if had is not None and had[0] == pid else None
+        async with self._nft:
+            if change is not None:
+                try:
+                    await egress.apply(pid, change, machine_id)
+                except egress.EgressUnavailable:
+                    pass  # another provisioner of the host wrote it since: a whole new table
+                else:
+                    self._tables[machine_id] = (pid, new)
+                    return "changed"
+            await egress.apply(pid, new.script, machine_id)
+        self._tables[machine_id] = (pid, new)
+        return "replaced"
+
+    async def compiled(self, policy: EgressPolicy) -> egress.Ruleset:
         key = msgspec.json.encode(policy)
-        if (script := self._scripts.get(key)) is None:
-            platform = await self.platform()
-            script = await asyncio.to_thread(egress.ruleset, policy, platform)
+        made = self._scripts.get(key)
+        if made is None:
+            made = asyncio.ensure_future(self._compile(policy))
             if len(self._scripts) >= _SCRIPTS_KEPT:
                 self._scripts.pop(next(iter(self._scripts)))
-            self._scripts[key] = script
-        return script
+            self._scripts[key] = made
+            made.add_done_callback(partial(self._drop_failed, key))
+        return await asyncio.shield(made)
+
+    async def _compile(self, policy: EgressPolicy) -> egress.Ruleset:
+        ruleset = await asyncio.to_thread(egress.compile_ruleset, policy, await self.platform())
+        _ = ruleset.script, ruleset.marker  # built off the event loop, once
+        return ruleset
+
+    def _drop_failed(self, key: bytes, made: asyncio.Future[egress.Ruleset]) -> None:
+        if (made.cancelled() or made.exception() is not None) and self._scripts.get(key) is made:
+            del self._scripts[key]
 
     def forget(self, machine_id: str) -> None:
-        """The machine stopped: its resolver socket goes (it would keep the namespace)."""
+        """The machine stopped: its resolver socket goes (it would keep the namespace), and so
+        does its budget of refusal events (one per machine that ever ran, else)."""
         self._instances.pop(machine_id, None)
+        self._tables.pop(machine_id, None)
         if self.dns is not None:
             self.dns.detach(machine_id)
+        if self.refusals is not None:
+            self.refusals.forget(machine_id)

@@ -38,6 +38,7 @@ from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
 from services.provisioner.claims import machine_pool
 from services.provisioner.egress import EgressEnforcer
+from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import (
     STAGE as ENVIRONMENT_STAGE,
     DevcontainerDetector,
@@ -68,6 +69,7 @@ class Provisioner(StopStartHandlers):
         heartbeat: HostHeartbeat | None = None,
         engine: Callable[[], aiodocker.Docker] | None = None,
         dns: DnsProxy | None = None,
+        refusals: EgressEvents | None = None,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
         self.settings = settings or Settings()
@@ -82,7 +84,7 @@ class Provisioner(StopStartHandlers):
         self.pools = dict(pools or {})
         #: The Docker engine environments' images are on (None: none configured).
         self.engine = engine
-        self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns)
+        self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns, refusals)
         #: What the instance's repos say of their devcontainer.json, for a short while.
         self.detector = DevcontainerDetector()
 

@@ -90,6 +90,39 @@ def test_instances_limits_set_one_keep_the_others_then_reset(stack: FleetUp) -> 
     assert "its own: none" in shown
 
 
+def test_instances_network_sets_a_policy_and_machines_egress_lists_its_refusals(
+    stack: FleetUp,
+) -> None:
+    iid = json.loads(ok(stack.cli("--json", "instances", "create", "walled")))["id"]
+    assert ok(stack.cli("instances", "network", iid)).splitlines() == ["default: allow"]
+    created = stack.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
+    assert created.returncode == 0, created.stderr
+    mid = json.loads(ok(stack.cli("--json", "machines", "list", "--instance", iid)))[0]["id"]
+    shown = ok(stack.cli("instances", "network", iid, "--default", "deny", "--allow", "pypi.org",
+                         "--allow", "*.example.org:443", "--deny", "10.0.0.0/8"))  # fmt: skip
+    assert shown.splitlines() == [
+        "default: deny", "allow pypi.org", "allow *.example.org:443", "deny 10.0.0.0/8",
+        "applied to 1 of 1 running machine(s)",
+    ]  # fmt: skip
+    got = json.loads(ok(stack.cli("--json", "instances", "network", iid)))
+    assert got["egress"] == {"default": "deny", "allow": ["pypi.org", "*.example.org:443"],
+                             "deny": ["10.0.0.0/8"]}  # fmt: skip
+    bad = stack.cli("instances", "network", iid, "--default", "deny", "--allow", "a.test:99999")
+    assert bad.returncode == EXIT_API, bad
+    assert "-32602" in bad.stderr, bad.stderr
+    assert "'a.test:99999'" in bad.stderr, bad.stderr
+    # A name the policy refuses (the platform's DNS answers NXDOMAIN, asking no one).
+    code = "import socket; socket.gethostbyname('blocked.example.test')"
+    assert stack.cli("machines", "exec", mid, "--", "python3", "-c", code).returncode != 0
+    eventually(lambda: "blocked.example.test" in ok(stack.cli("machines", "egress", mid)))
+    table = ok(stack.cli("machines", "egress", mid)).splitlines()
+    assert table[0].split() == ["AT", "NAME", "DESTINATION", "PORT", "REASON", "DROPPED", "BEFORE"]
+    assert table[1].split()[1:] == ["blocked.example.test", "-", "-", "denied", "0"]
+    [event] = json.loads(ok(stack.cli("--json", "machines", "egress", mid, "--last", "1")))
+    assert (event["name"], event["reason"]) == ("blocked.example.test", "denied")
+    assert ok(stack.cli("instances", "network", iid, "--reset")).startswith("default: allow")
+
+
 def test_create_wait_prints_each_stage_in_order(ready: Ready) -> None:
     out = ok(ready.created)
     assert out.splitlines()[0] == f"machine {ready.machine_id} (instance {ready.instance_id})"

@@ -3,9 +3,13 @@ sent to each running machine's host. That the kernel enforces it: tests/integrat
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from contracts.errors import Forbidden, InvalidParams, NotFound
+from contracts.gateway_network import EgressPolicy
+from providers import egress
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances
 
@@ -50,3 +54,26 @@ async def test_a_bad_entry_is_refused_by_name(world: World) -> None:
         await world.rpc("instances.getNetworkPolicy", {"instanceId": MISSING_INSTANCE})
     got = await world.rpc("instances.getNetworkPolicy", {"instanceId": a})
     assert got["egress"]["default"] == "allow"  # nothing stored by a refused call
+
+
+async def test_a_policy_reaching_many_machines_at_once_is_compiled_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change reaches each running machine of the host at once: one compilation serves
+    them all (it is the costly part of a 1,000-entry policy, with nft's own)."""
+    compiled: list[EgressPolicy] = []
+    compile_ruleset = egress.compile_ruleset
+
+    def counted(policy: EgressPolicy, platform: list[egress.Endpoint]) -> egress.Ruleset:
+        compiled.append(policy)
+        return compile_ruleset(policy, platform)
+
+    monkeypatch.setattr(egress, "compile_ruleset", counted)
+    enforcer = world.provisioner.egress
+    policy = EgressPolicy(default="deny", allow=[f"10.{i}.0.0/16:443" for i in range(200)])
+    scripts = await asyncio.gather(*(enforcer.compiled(policy) for _ in range(20)))
+    assert len({id(s) for s in scripts}) == 1
+    assert len(compiled) == 1
+    same = EgressPolicy(default="deny", allow=list(policy.allow))  # equal, read again
+    assert await enforcer.compiled(same) is scripts[0]
+    assert len(compiled) == 1

@@ -1,57 +1,73 @@
 """An instance's egress policy on machines of both providers, against an outside host the test
-makes (bench/outside.py: one server on two IPv4 addresses) and a DNS server it controls (the
-upstream of the platform's DNS proxy): a new machine starts with its
-instance's policy; an address not allowed is refused at once; a port range; the machine's own
-attempts (a route change through netlink, `nft flush ruleset` where it has nft, a raw socket)
-change nothing; `git clone` from an allowed server works; a new policy reaches the running
-machine before setNetworkPolicy answers (under a second), and holds after a stop and start;
-the default opens everything again.
+makes (bench/outside.py, tests/integration/egress_outside.py) and a DNS server it controls (the
+upstream of the platform's DNS proxy): a new machine starts with its instance's policy; an
+address not allowed is refused at once; a port range; the machine's own attempts (a route
+change and `nft flush ruleset` as netlink messages, which need no nft in the machine; a raw
+socket) are refused with EPERM and change nothing; `git clone` from an allowed server works, and
+`pip download` from an allowed index (the test's own pip, uploaded as a zip: the docker machine
+image has python3 and no pip); a new policy reaches the running machine before
+setNetworkPolicy answers (under a second), and holds after a stop and start; the default opens
+everything again; deny entries aimed at NATS (or at everything) never block it.
 Names: an allowed one answers and its address opens for the machine, a denied one is NXDOMAIN,
 `*.example.test` is not `example.test.evil`, a name rebinding to 127.0.0.1 or the platform's
 address is refused, DNS to another server is blocked under default deny.
-Deny-wins, IPv6 and a 1,000-entry table in the kernel: tests/integration/test_egress_rules.py."""
+IPv6 on machines: tests/integration/test_egress_ipv6.py. Deny-wins, IPv6 and a 1,000-entry
+table in the kernel: tests/integration/test_egress_rules.py."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import importlib.util
 import json
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
-from dnslib import QTYPE, RR
-from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from bench.outside import PORT, Outside, outside_host
-from contracts.events import MachineEgressDenied
+from bench.outside import PORT, Outside
 from contracts.status import MachineStatus
-from contracts.subjects import EventKind
 from fleet.client import FleetClient
-from fleet.embedded import free_port
-from providers.netns import RESOLVER
+from providers.netns import nats_servers
 from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
+from tests.integration.egress_outside import (
+    REFUSED,
+    Zone,
+    outside,
+    over_tcp,
+    refusals,
+    stack_settings,
+    zone,
+)
 from tests.integration.test_network_isolation import connect_from
 
-__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
+__all__ = ["docker_gateway", "docker_image", "nats_server", "outside", "remove_containers",
+           "stack_settings", "zone"]  # fmt: skip
 pytestmark = pytest.mark.usefixtures("remove_containers")
-REFUSED = "ConnectionRefusedError"
 
 #: What a machine tries against its own network's rules; each must fail.
 HOSTILE = """
 import json, shutil, socket, struct, subprocess
 out = {}
+def message(kind, flags, seq, body):
+    return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
 # RTM_DELROUTE of the main table's default route, as `ip route del default` sends it.
 nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+nl.settimeout(5)
 rtm = struct.pack("BBBBBBBBI", socket.AF_INET, 0, 0, 0, 254, 0, 0, 0, 0)
-nl.send(struct.pack("=IHHII", 16 + len(rtm), 25, 1 | 4, 1, 0) + rtm)
+nl.send(message(25, 1 | 4, 1, rtm))
 out["route"] = struct.unpack("=i", nl.recv(4096)[16:20])[0]
+# `nft flush ruleset` as nft sends it, whether or not the machine has nft: one nfnetlink batch
+# (begin, NFT_MSG_DELTABLE of every family, end) to the nftables subsystem (10).
+nf = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+nf.settimeout(5)
+def gen(res_id):
+    return struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(res_id))
+nf.send(message(0x10, 1, 1, gen(10)) + message((10 << 8) | 2, 1 | 4, 2, gen(0))
+        + message(0x11, 1, 3, gen(10)))
+out["nft"] = struct.unpack("=i", nf.recv(4096)[16:20])[0]
 if shutil.which("nft"):
-    out["nft"] = subprocess.run(["nft", "flush", "ruleset"], capture_output=True).returncode
+    out["nft_cli"] = subprocess.run(["nft", "flush", "ruleset"], capture_output=True).returncode
 try:
     socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
     out["raw"] = "opened"
@@ -59,41 +75,6 @@ except PermissionError:
     out["raw"] = "EPERM"
 print(json.dumps(out))
 """
-
-
-class Zone(BaseResolver):  # type: ignore[misc]
-    def __init__(self, names: dict[str, str]) -> None:
-        self.names = names
-        self.asked: list[str] = []
-
-    def resolve(self, request: object, handler: object) -> object:
-        name = str(request.q.qname).rstrip(".")  # type: ignore[attr-defined]
-        self.asked.append(name)
-        reply = request.reply()  # type: ignore[attr-defined]
-        if name in self.names and request.q.qtype == QTYPE.A:  # type: ignore[attr-defined]
-            reply.add_answer(*RR.fromZone(f"{name}. 30 A {self.names[name]}"))
-        return reply
-
-
-@pytest.fixture
-def zone(outside: Outside, docker_gateway: str) -> Iterator[tuple[Zone, int]]:
-    """The upstream DNS server: names of the outside host, and rebinding ones."""
-    names = {"a.example.test": outside.address, "example.test.evil": outside.address2,
-             "other.test": outside.address2, "rebind.example.test": "127.0.0.1",
-             "platform.example.test": docker_gateway}  # fmt: skip
-    resolver = Zone(names)
-    port = free_port()
-    quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
-    server = DNSServer(resolver, port=port, address="127.0.0.1", logger=quiet)
-    server.start_thread()
-    yield resolver, port
-    server.stop()
-    server.server.server_close()
-
-
-@pytest.fixture
-def stack_settings(settings: Settings, zone: tuple[Zone, int]) -> Settings:
-    return msgspec.structs.replace(settings, egress_dns_upstream=f"127.0.0.1:{zone[1]}")
 
 
 #: Resolves each name in argv[1] (JSON), then connects to the first one's port PORT.
@@ -124,51 +105,6 @@ print(json.dumps(out))
 """
 
 
-#: One query over TCP to the machine's resolver (argv[1]: the name): rcode, answers, last 4 bytes.
-TCP_QUERY = f"""
-import json, socket, struct, sys
-q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
-q += b"".join(bytes([len(p)]) + p.encode() for p in sys.argv[1].split(".")) + b"\\0"
-q += struct.pack(">HH", 1, 1)
-with socket.create_connection({RESOLVER!r}, timeout=5) as s:
-    s.sendall(struct.pack(">H", len(q)) + q)
-    size = struct.unpack(">H", s.recv(2))[0]
-    reply = b""
-    while len(reply) < size:
-        reply += s.recv(size - len(reply))
-answers = struct.unpack(">H", reply[6:8])[0]
-print(json.dumps([reply[3] & 15, answers, ".".join(str(b) for b in reply[-4:])]))
-"""
-
-
-async def over_tcp(stack: FleetClient, machine_id: str, name: str) -> list[object]:
-    result = await stack.exec(machine_id, ["python3", "-c", TCP_QUERY, name], timeout_s=30)
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-
-async def refusals(
-    stack: FleetClient, machine_id: str, wanted: set[str]
-) -> dict[str, MachineEgressDenied]:
-    """The machine's egress-denied events, by name (or ``destination:port``), until every one
-    of ``wanted`` came."""
-    seen: dict[str, MachineEgressDenied] = {}
-    stream = stack.events(machine_id, None, [EventKind.EGRESS_DENIED.value])
-    async with asyncio.timeout(30), contextlib.aclosing(stream):
-        async for _, event in stream:
-            assert isinstance(event, MachineEgressDenied)
-            seen[event.name or f"{event.destination}:{event.port}"] = event
-            if wanted <= seen.keys():
-                return seen
-    raise AssertionError(f"no events for {wanted - seen.keys()}")
-
-
-@pytest.fixture
-def outside(tmp_path: Path, bare_repo: Path) -> Iterator[Outside]:
-    with outside_host(tmp_path / "outside", repo=bare_repo) as host:
-        yield host
-
-
 @pytest.mark.parametrize("provider", ["local", "docker"])
 async def test_a_policy_holds_from_the_start_and_changes_live(
     stack: FleetClient, outside: Outside, provider: str
@@ -189,7 +125,8 @@ async def test_a_policy_holds_from_the_start_and_changes_live(
     assert result.exit_code == 0, result.stderr
     hostile = json.loads(result.stdout)
     assert hostile["route"] == -1, hostile  # -EPERM: no CAP_NET_ADMIN in its namespace
-    assert hostile.get("nft", 1) != 0, hostile
+    assert hostile["nft"] == -1, hostile  # -EPERM from nfnetlink, nft or not
+    assert hostile.get("nft_cli", 1) != 0, hostile
     assert hostile["raw"] == "EPERM", hostile
     assert list((await connect_from(stack, mid, [b])).values()) == [REFUSED]
     clone = await stack.exec(
@@ -217,6 +154,29 @@ async def test_a_policy_holds_from_the_start_and_changes_live(
     await stack.set_network_policy(inst.id)
     seen = await connect_from(stack, mid, [a, b])
     assert list(seen.values()) == ["connected", "connected"], seen
+
+
+@pytest.mark.parametrize("provider", ["local", "docker"])
+async def test_a_deny_entry_aimed_at_nats_cannot_block_it(
+    stack: FleetClient, stack_settings: Settings, outside: Outside, provider: str
+) -> None:
+    """NATS is the platform's way in: entries naming its address and port, or everything,
+    refuse the rest and never it, from the machine's start and after a change while its
+    daemon's connection is open (a deny set refuses open connections too)."""
+    [(host, port)] = nats_servers(stack_settings.nats_url)
+    deny = [host, f"{host}:{port}", f"{host}/32", "0.0.0.0/0", "::/0"]
+    inst = await stack.create_instance("egress-nats")
+    await stack.set_network_policy(inst.id, default="deny", deny=deny)
+    machine = await stack.create_machine(inst.id, provider)  # type: ignore[arg-type]
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=90)
+    assert done.status is MachineStatus.READY, done.status_reason
+    assert await out_of(stack, machine.id, ["echo", "reached"]) == "reached\n"
+    seen = await connect_from(stack, machine.id, [(outside.address, PORT)])
+    assert list(seen.values()) == [REFUSED], seen  # the policy is in force
+    got = await stack.set_network_policy(inst.id, default="allow", deny=deny)
+    assert (got.machines, got.failed) == (1, [])
+    assert await out_of(stack, machine.id, ["echo", "still"]) == "still\n"
+    assert (await stack.get_machine(machine.id)).status is MachineStatus.READY
 
 
 @pytest.mark.parametrize("provider", ["local", "docker"])
@@ -278,20 +238,32 @@ def simple_index(root: Path, name: str, version: str) -> None:
     (root / "simple" / name / "index.html").write_text(f'<a href="{wheel}">{wheel}</a>\n')
 
 
+def pip_zip(path: Path) -> Path:
+    """The test's own pip as a zip archive, which a machine's python3 runs as ``python3
+    pip.zip/pip`` (pip needs only the standard library): the docker machine image has python3
+    and no pip, and a machine's tools are the user's to bring, not the image's to change."""
+    root = Path(str(importlib.util.find_spec("pip").origin)).parent  # type: ignore[union-attr]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(root.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                z.write(f, f.relative_to(root.parent))
+    return path
+
+
+@pytest.mark.parametrize("provider", ["local", "docker"])
 async def test_pip_downloads_from_an_allowed_index_and_not_from_another(
-    stack: FleetClient, outside: Outside
+    stack: FleetClient, outside: Outside, tmp_path: Path, provider: str
 ) -> None:
-    """``local`` only: the machine runs the host's python3, which has pip (the docker
-    machine's image has none)."""
     simple_index(outside.root, "fleettiny", "1.0")
     inst = await stack.create_instance("egress-pip")
     await stack.set_network_policy(inst.id, default="deny", allow=[f"{outside.address}:{PORT}"])
-    machine = await stack.create_machine(inst.id, "local")
+    machine = await stack.create_machine(inst.id, provider)  # type: ignore[arg-type]
     done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=90)
     assert done.status is MachineStatus.READY, done.status_reason
+    await stack.upload(machine.id, pip_zip(tmp_path / "pip.zip"), "pip.zip")
 
     async def pip_download(address: str) -> tuple[int, str]:
-        argv = ["python3", "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+        argv = ["python3", "pip.zip/pip", "download", "--no-deps", "--no-cache-dir",
                 "--disable-pip-version-check", "--retries", "0", "--timeout", "3",
                 "--index-url", outside.url("simple/", address), "--trusted-host", address,
                 "-d", "dl", "fleettiny"]  # fmt: skip

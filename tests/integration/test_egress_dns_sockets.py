@@ -95,11 +95,11 @@ async def test_a_pid_in_the_hosts_namespace_gets_no_ruleset_and_no_resolver() ->
     """A machine's process that ended may leave its pid to a process of the host: a policy
     written there would cut the host off (as it once did the host's own DNS)."""
     host_pid = os.getpid()
-    with pytest.raises(egress.EgressUnavailable, match="host's network namespace"):
+    with pytest.raises(egress.EgressUnavailable, match="host's net namespace"):
         await egress.apply(host_pid, "add table inet fleet_egress_probe\n", "m-0123456789abcdef")
     nft = ["nft", "list", "tables"]
     listed = await asyncio.to_thread(subprocess.run, nft, capture_output=True, text=True)
     assert "fleet_egress_probe" not in listed.stdout
     async with DnsProxy(("127.0.0.1", 9), platform=[]) as proxy:
-        with pytest.raises(egress.EgressUnavailable, match="host's network namespace"):
+        with pytest.raises(egress.EgressUnavailable, match="host's net namespace"):
             await proxy.attach(MACHINE, host_pid, EgressPolicy())

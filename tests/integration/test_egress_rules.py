@@ -168,3 +168,41 @@ async def test_a_thousand_entries_load_as_one_table(pair: Pair) -> None:
     await _policy(pair, default="deny", allow=allow, deny=[f"[{pair.v6}]:1-65535"] * 1000)
     got = pair.reach((pair.v4, 80), (pair.v4, 443), (pair.v6, 80))
     assert list(got.values()) == ["ok", "ConnectionRefusedError", "ConnectionRefusedError"]
+
+
+async def test_a_change_of_a_few_entries_loads_only_those_and_needs_the_table_it_knew(
+    pair: Pair,
+) -> None:
+    a = pair.v4
+    filler = [f"10.{100 + i // 250}.{i % 250}.0/24:{1000 + i}" for i in range(300)]
+
+    def compiled(**kw: object) -> egress.Ruleset:
+        return egress.compile_ruleset(EgressPolicy(**kw), [])  # type: ignore[arg-type]
+
+    first = compiled(default="deny", allow=[*filler, f"{a}:80", "10.216.0.0/16:9000"])
+    await egress.apply(pair.pid, first.script, "test")
+    assert list(pair.reach((a, 80), (a, 443), (a, 9000), (a, 22)).values()) == [
+        "ok", "ConnectionRefusedError", "ok", "ConnectionRefusedError"]  # fmt: skip
+    # One entry gone, two new ones that split the /16's element around `a`, one deny entry.
+    second = compiled(default="deny", allow=[*filler, f"{a}:443", "10.216.0.0/16:9000",
+                                             f"{a}:22"], deny=[f"{a}:9000"])  # fmt: skip
+    change = second.change_from(first)
+    assert change is not None
+    assert "delete table" not in change
+    assert "10.100." not in change  # the 300 entries that stay are not loaded again
+    await egress.apply(pair.pid, change, "test")
+    after = ["ConnectionRefusedError", "ok", "ConnectionRefusedError", "ok"]
+    assert list(pair.reach((a, 80), (a, 443), (a, 9000), (a, 22)).values()) == after
+    # A change computed from a table that is not there any more is refused whole.
+    third = compiled(default="deny", allow=[*filler, f"{a}:80", "10.216.0.0/16:8080"])
+    stale = third.change_from(first)
+    assert stale is not None
+    with pytest.raises(egress.EgressUnavailable):
+        await egress.apply(pair.pid, stale, "test")
+    assert list(pair.reach((a, 80), (a, 443), (a, 9000), (a, 22)).values()) == after
+    # Most elements changed: a whole new table instead.
+    assert compiled(default="allow").change_from(second) is None
+    assert third.change_from(second) is not None  # from the table that is there: fine
+    await egress.apply(pair.pid, third.change_from(second) or "", "test")
+    assert list(pair.reach((a, 80), (a, 8080), (a, 22)).values()) == [
+        "ok", "ok", "ConnectionRefusedError"]  # fmt: skip

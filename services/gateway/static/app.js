@@ -1,5 +1,5 @@
-// fleetd web console: sign-in, then Machines, Machine detail, Instances, Env vars, Access
-// tokens and Codemode, all through the gateway's JSON-RPC API, with machine status kept live by /events.
+// fleetd web console: sign-in, then Machines, Machine detail, Instances, Env vars, Network,
+// Access tokens and Codemode, all through the gateway's JSON-RPC API, with machine status kept live by /events.
 // This module is the router: one page module per route (page-*.js).
 import { onUnauthorized, resumeCookieSession, session } from "./api.js";
 import { ID_PATTERNS } from "./contract.js";
@@ -10,6 +10,7 @@ import { hostsPage } from "./page-hosts.js";
 import { instancesPage } from "./page-instances.js";
 import { machineDetailPage } from "./page-machine-detail.js";
 import { machinesPage } from "./page-machines.js";
+import { networkPage } from "./page-network.js";
 import { signInPage } from "./page-signin.js";
 import { tokensPage } from "./page-tokens.js";
 import { state, subscribe } from "./state.js";
@@ -28,6 +29,7 @@ const ROUTES = [
   [/^#\/machines$/, machinesPage],
   [/^#\/instances$/, instancesPage],
   [new RegExp(`^#/env(?:/${id(ID_PATTERNS.INSTANCE_ID)})?$`), envPage],
+  [new RegExp(`^#/network(?:/${id(ID_PATTERNS.INSTANCE_ID)})?$`), networkPage],
   [/^#\/tokens$/, tokensPage],
   [/^#\/codemode$/, codemodePage],
   [/^#\/hosts$/, hostsPage],

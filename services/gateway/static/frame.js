@@ -9,6 +9,7 @@ const NAV = [
   ["#/machines", "Machines", "nav-machines"],
   ["#/instances", "Instances", "nav-instances"],
   ["#/env", "Env vars", "nav-env"],
+  ["#/network", "Network", "nav-network"],
   ["#/tokens", "Access tokens", "nav-tokens"],
   ["#/codemode", "Codemode", "nav-codemode"],
   ["#/hosts", "Hosts", "nav-hosts", { admin: true }],

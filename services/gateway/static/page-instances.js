@@ -145,6 +145,11 @@ export function instancesPage({ root }) {
           {},
           machineButton(inst, current),
           h("a.btn.btn-small.btn-ghost", { href: `#/env/${inst.id}` }, "Env vars"),
+          h(
+            "a.btn.btn-small.btn-ghost",
+            { href: `#/network/${inst.id}`, testid: "instance-network" },
+            "Network",
+          ),
           autoStop(inst),
         ),
       ),
