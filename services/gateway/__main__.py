@@ -92,7 +92,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         store=store,
         bus=bus,
         hub=hub,
-        resolve_caller=caller_resolver(settings.admin_token, TokenStore(store), store),
+        resolve_caller=caller_resolver(
+            settings.admin_token, TokenStore(store), store, settings.revocation_round_s
+        ),
         settings=settings,
         metrics=metrics,
         codemode=api.codemode,
