@@ -56,7 +56,8 @@ class RevocationTicker(Ticker):
         if revoked:
             events = self._events.end_tokens(revoked)
             streams = await self._slots.abort_tokens(revoked)
-            for token_id in sorted(revoked):
+            # A token whose streams an earlier round cut (still letting go) is not cut again.
+            for token_id in sorted(events.keys() | streams.keys()):
                 self._record(token_id, events.get(token_id, (0, None)), streams.get(token_id, 0))
 
     def _record(self, token_id: str, events: tuple[int, str | None], streams: int) -> None:
