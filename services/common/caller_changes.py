@@ -1,7 +1,7 @@
 """Changes to what a caller may do, as one process knows of them: a write through its own Store
 (a user's role or state, their instance roles, a session ended, a token revoked), or a notice
 of a write elsewhere. A gateway keeps the callers it resolved against ``version`` and cuts
-what they hold open when told (services.gateway: caller_cache, revocation).
+what they hold open when told (services.gateway: caller_cache, revocation, caller_notices).
 """
 
 from __future__ import annotations

@@ -4,11 +4,13 @@ session cookie waits for no store round trip more than one by the admin token.
 Deciding who a caller is reads the token's or session's record, its user and the user's roles
 in one round trip; sequential calls wait for it each time (benchmark 23). An entry here stands:
 
-- for at most the revocation round (``FLEET_REVOCATION_ROUND_S``): a write on another replica
-  (a disabled user, a revoked token, a changed role) takes effect here within it, as it cuts
-  what is held open;
-- not at all once this process wrote anything that changes a caller (``Store.caller_changes``,
-  read before the lookup the entry holds): such a write takes effect here at once;
+- not at all once this process wrote, or was told of, anything that changes a caller
+  (``Store.caller_changes``, read before the lookup the entry holds): the replica that writes
+  a change (a disabled user, a revoked token, a changed role) announces it to the others
+  (``caller_notices``), so it takes effect on every replica at once;
+- for at most the revocation round (``FLEET_REVOCATION_ROUND_S``) all the same: a notice is
+  at-most-once, and a lost one takes effect here within the round, as it cuts what is held
+  open;
 - not past its token's expiry, checked at each use.
 
 A refused secret is never kept: each one asks the store (within the bad-secret rate limit).

@@ -1,10 +1,10 @@
 """Who a secret belongs to: the operator's admin token, a personal access token, or a signed-in
 browser's session; and whether what a caller holds open may stay open (revocation).
 
-A token or session is looked up with its user, and kept by this process for at most the
-revocation round (``caller_cache``): a role change, a demotion or a disabled user takes effect
-at once on the replica that wrote it, what it holds open there is cut by the round the write
-sets off, and on the other replicas both happen within the round.
+A token or session is looked up with its user, and kept by this process until a change to
+callers is written or announced (``caller_cache``, ``caller_notices``), for at most the
+revocation round: a role change, a demotion or a disabled user takes effect at once on every
+replica, and what is held open is cut by the round the change sets off.
 """
 
 from __future__ import annotations

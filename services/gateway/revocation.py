@@ -1,10 +1,10 @@
 """One round every ``FLEET_REVOCATION_ROUND_S`` over everything a token holds open through this
 gateway process: its event streams (``GET /events``) and its byte streams (terminals, file
-transfers, tunnels, previews), and one at once whenever this process writes a change to
-callers (``Store.caller_changes``: a user disabled here). A revoked token's streams end then, or
-within a round when the change was written elsewhere, not when their client lets go; each
-token is looked up once per round, whatever it holds. Each cut is an audit entry
-(``auth.streamsCut``) naming the token, its user and what it held.
+transfers, tunnels, previews), and one at once whenever this process writes or is told of a
+change to callers (``Store.caller_changes``: a user disabled here or on another replica). A
+revoked token's streams end then, or within a round when the notice was lost, not when their
+client lets go; each token is looked up once per round, whatever it holds. Each cut is an
+audit entry (``auth.streamsCut``) naming the token, its user and what it held.
 
 The same round notices a lost event bus: the live subscription may then miss events, so every
 event stream ends with 1501 and its client resumes from the stored events.
