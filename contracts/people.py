@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+import msgspec
+
 PlatformRole = Literal["admin", "member", "auditor"]
 InstanceRole = Literal["owner", "developer", "viewer"]
 PLATFORM_ROLES: Final = ("admin", "member", "auditor")
@@ -98,3 +100,12 @@ def route_scope(method: str, path: str) -> str | None:
     if kind == "files":
         return FILES_READ if method in ("GET", "HEAD") else FILES_WRITE
     return PORTS if kind == "tunnel" else MACHINES_EXEC
+
+
+class CallersChanged(msgspec.Struct, frozen=True):
+    """The notice on ``subjects.CALLERS_CHANGED``: the gateway process ``replica`` (a random id
+    of each process) wrote a change to what a caller may do. It names no user or token: a
+    replica forgets every caller it keeps, and its own notice, which comes back to it, is
+    ignored."""
+
+    replica: str

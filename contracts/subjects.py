@@ -162,6 +162,15 @@ def codemode_cancel(run_id: str) -> str:
     return f"codemode.{run_id}.cancel"
 
 
+# --- between gateway replicas --------------------------------------------------------------
+#: Core NATS, not stored: a gateway wrote a change to what a caller may do (a user disabled or
+#: enabled, a role changed, a session ended, a token revoked); every gateway forgets the callers
+#: it keeps and runs its revocation round at once (``contracts.people.CallersChanged``). Sent
+#: and read on the gateway's audit-account connection, an account no machine and no other
+#: service is in (``fleet.embedded.NatsAuth``).
+CALLERS_CHANGED = "gateway.callers-changed"
+
+
 # --- NATS server subjects fleetd's configuration and services name ----------------------------
 #: Every process's default reply inbox (the services' and the callout's).
 ALL_INBOXES = "_INBOX.>"

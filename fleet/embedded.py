@@ -177,7 +177,9 @@ class NatsAuth:
     - account ``AUDIT`` (JetStream): the audit stream, and its one user ``fleet-audit``, the
       gateway's second credential. No service and no machine is in it, so none can publish an
       audit entry, read the stream or change it; the services' user in ``APP`` may not publish on
-      ``audit.>`` either;
+      ``audit.>`` either. The gateway replicas' notices of changes to callers
+      (``subjects.CALLERS_CHANGED``) go here too, and ``APP``'s services' user may neither
+      publish nor read that subject;
     - account ``SYS``: the system account; it exports the server's ``KICK`` request to ``APP``
       so that revoking a machine can close its live connection.
 
@@ -250,7 +252,10 @@ class NatsAuth:
             "service": {
                 "user": self.SERVICE_USER,
                 "password": self.service_password,
-                "permissions": {"publish": {"deny": [ALL_AUDIT]}},
+                "permissions": {
+                    "publish": {"deny": [ALL_AUDIT, subjects.CALLERS_CHANGED]},
+                    "subscribe": {"deny": [subjects.CALLERS_CHANGED]},
+                },
             },
             "audit": {"user": self.AUDIT_USER, "password": self.audit_password},
             "monitor": {

@@ -30,6 +30,7 @@ from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo
 from contracts.status import MachineStatus
 from core.backoff import backoff_s
 from services.common import store_scripts
+from services.common.caller_changes import CallerChanges
 from services.common.redis_client import close_client, redis_client
 from services.common.settings import Settings
 from services.common.store_creates import CreateOnce, CreateRecords, Once
@@ -92,10 +93,9 @@ class Store:
         self._transition: Any = None
         self._unlock: Any = None
         self._count_by_status: Any = None
-        #: Counted up after each write through this Store that can change what a caller may do
-        #: (a user's role or state, their instance roles, a session ended, a token revoked): a
-        #: cache of callers in this process drops what it read before (services.gateway).
-        self.callers_changed = 0
+        #: Told after each write through this Store that can change what a caller may do (a
+        #: user's role or state, their instance roles, a session ended, a token revoked).
+        self.caller_changes = CallerChanges()
         self.tokens = TokenRecords(self)
         self.users = UserRecords(self)
         self.heartbeats = HeartbeatRecords(self)

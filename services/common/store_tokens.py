@@ -80,7 +80,7 @@ class TokenRecords:
             pipe.hdel(K_TOKEN_HASHES, record.digest)
             pipe.hset(k_token(record.token.id), F_REVOKED_AT, datetime.now(UTC).isoformat())
             await pipe.execute()
-        self._store.callers_changed += 1
+        await self._store.caller_changes.written()
 
 
 def _to_hash(token: AccessToken) -> dict[FieldT, EncodableT]:

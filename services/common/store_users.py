@@ -97,7 +97,7 @@ class UserRecords:
 
     async def put(self, user: User) -> None:
         await self._store.redis.set(k_user(user.id), _ENCODE.encode(user))
-        self._store.callers_changed += 1
+        await self._store.caller_changes.written()
 
     async def get(self, user_id: str) -> User | None:
         raw = await self._store.redis.get(k_user(user_id))
@@ -131,7 +131,7 @@ class UserRecords:
                 pipe.hset(k_user_roles(user_id), instance_id, role)
                 pipe.hset(k_instance_members(instance_id), user_id, role)
             await pipe.execute()
-        self._store.callers_changed += 1
+        await self._store.caller_changes.written()
 
     async def by_token_digest(self, digest: str) -> Found | None:
         return await self._lookup("token", K_TOKEN_HASHES, digest)
@@ -179,7 +179,7 @@ class UserRecords:
             pipe.delete(k_session(session_id))
             pipe.srem(k_user_sessions(user_id), session_id)
             await pipe.execute()
-        self._store.callers_changed += 1
+        await self._store.caller_changes.written()
 
     async def end_sessions(self, user_id: str) -> None:
         """End every session of the user (disabled)."""
@@ -190,7 +190,7 @@ class UserRecords:
                 pipe.delete(k_session(session_id))
             pipe.delete(k_user_sessions(user_id))
             await pipe.execute()
-        self._store.callers_changed += 1
+        await self._store.caller_changes.written()
 
 
 def session_record(raw: dict[str, str]) -> SessionRecord:

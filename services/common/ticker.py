@@ -4,6 +4,7 @@ that run beside a service's consumers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
@@ -14,9 +15,9 @@ log = structlog.get_logger(__name__)
 
 
 class Ticker(ABC):
-    """Runs ``tick`` every ``interval_s`` while entered. A round that raises is logged as
-    ``failed_event`` and the next round runs: a sweep must outlive one bad round (a store
-    failing over). Exit cancels the task and waits for it."""
+    """Runs ``tick`` every ``interval_s`` while entered, and at once after ``wake``. A round
+    that raises is logged as ``failed_event`` and the next round runs: a sweep must outlive one
+    bad round (a store failing over). Exit cancels the task and waits for it."""
 
     #: The task's name, and the log event of a failed round.
     name: str
@@ -25,6 +26,7 @@ class Ticker(ABC):
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
 
     @abstractmethod
     async def tick(self) -> object:
@@ -42,9 +44,16 @@ class Ticker(ABC):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    def wake(self) -> None:
+        """Run the next round now, not at the end of the interval (one under way when woken is
+        followed by another: it may have read before what woke it)."""
+        self._woken.set()
+
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.interval_s)
+            self._woken.clear()
             try:
                 await self.tick()
             except Exception as exc:  # noqa: BLE001 - task boundary: the next round retries

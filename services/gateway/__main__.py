@@ -19,6 +19,7 @@ from services.common.stage import connect
 from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
 from services.gateway.audit_log import AuditLog
+from services.gateway.caller_notices import CallerNotices
 from services.gateway.callers import caller_resolver
 from services.gateway.events_hub import EventHub
 from services.gateway.host_control import HostClient
@@ -54,6 +55,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     )
     # Entered before the HTTP servers, so it is left after them: its buffer drains last.
     audit = await stack.enter_async_context(AuditLog(settings, store, metrics))
+    # On the audit account's connection: no machine and no other service reaches it.
+    await stack.enter_async_context(CallerNotices(audit.nc, store.caller_changes))
     repo = code_repo(settings.code_repo)
     sha = platform_sha(settings.git_sha, repo)
     api = GatewayApi(
@@ -92,7 +95,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         store=store,
         bus=bus,
         hub=hub,
-        resolve_caller=caller_resolver(settings.admin_token, TokenStore(store), store),
+        resolve_caller=caller_resolver(
+            settings.admin_token, TokenStore(store), store, settings.revocation_round_s
+        ),
         settings=settings,
         metrics=metrics,
         codemode=api.codemode,

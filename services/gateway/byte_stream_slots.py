@@ -83,10 +83,12 @@ class ByteStreamSlots:
         return {token_id for token_id, streams in self._streams.items() if streams}
 
     async def abort_tokens(self, revoked: set[str]) -> dict[str, int]:
-        """Abort the streams of these (revoked) tokens; how many each held."""
+        """Abort the streams of these (revoked) tokens; how many each held. One already
+        aborted or closed, still held until its relay lets go, is not counted again."""
         cut: dict[str, int] = {}
         for token_id in revoked:
-            streams = list(self._streams.get(token_id, ()))
+            held = self._streams.get(token_id, ())
+            streams = [s for s in held if s.error is None and not s.closed]
             if streams:
                 log.info("gateway.streams_revoked", token_id=token_id, streams=len(streams))
                 cut[token_id] = len(streams)

@@ -4,10 +4,13 @@ session cookie waits for no store round trip more than one by the admin token.
 Deciding who a caller is reads the token's or session's record, its user and the user's roles
 in one round trip; sequential calls wait for it each time (benchmark 23). An entry here stands:
 
-- for at most ``TTL_S``, the revocation round: a write on another replica (a disabled user, a
-  revoked token, a changed role) takes effect here within it, as it cuts what is held open;
-- not at all once this process wrote anything that changes a caller (``Store.callers_changed``,
-  read before the lookup the entry holds): such a write takes effect here at once;
+- not at all once this process wrote, or was told of, anything that changes a caller
+  (``Store.caller_changes``, read before the lookup the entry holds): the replica that writes
+  a change (a disabled user, a revoked token, a changed role) announces it to the others
+  (``caller_notices``), so it takes effect on every replica at once;
+- for at most the revocation round (``FLEET_REVOCATION_ROUND_S``) all the same: a notice is
+  at-most-once, and a lost one takes effect here within the round, as it cuts what is held
+  open;
 - not past its token's expiry, checked at each use.
 
 A refused secret is never kept: each one asks the store (within the bad-secret rate limit).
@@ -24,9 +27,6 @@ from typing import Generic, NamedTuple, TypeVar
 from services.common.store import Store
 
 T = TypeVar("T")
-#: The revocation round (``events_hub.REVOCATION_CHECK_S``, which imports from here through
-#: ``callers``; tests/unit/test_caller_cache.py checks that the two agree).
-TTL_S = 0.5
 #: Entries kept at most; a full cache starts again empty (entries live half a second anyway).
 MAX_ENTRIES = 10_000
 
@@ -39,7 +39,7 @@ class _Entry(NamedTuple, Generic[T]):
 
 
 class CallerCache(Generic[T]):
-    def __init__(self, store: Store, ttl_s: float = TTL_S, *,
+    def __init__(self, store: Store, ttl_s: float, *,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self._store = store
         self._ttl_s = ttl_s
@@ -48,13 +48,13 @@ class CallerCache(Generic[T]):
 
     def version(self) -> int:
         """Read before a lookup whose answer ``put`` will keep."""
-        return self._store.callers_changed
+        return self._store.caller_changes.version
 
     def get(self, key: str) -> T | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        stale = entry.version != self._store.callers_changed
+        stale = entry.version != self._store.caller_changes.version
         if stale or self._clock() - entry.at >= self._ttl_s or _expired(entry.expires_at):
             del self._entries[key]
             return None

@@ -1,10 +1,10 @@
 """Who a secret belongs to: the operator's admin token, a personal access token, or a signed-in
 browser's session; and whether what a caller holds open may stay open (revocation).
 
-A token or session is looked up with its user, and kept by this process for at most the
-revocation round (``caller_cache``): a role change, a demotion or a disabled user takes effect
-at once on the replica that wrote it and within the round on the others, as what is held open
-is cut by the revocation round.
+A token or session is looked up with its user, and kept by this process until a change to
+callers is written or announced (``caller_cache``, ``caller_notices``), for at most the
+revocation round: a role change, a demotion or a disabled user takes effect at once on every
+replica, and what is held open is cut by the round the change sets off.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ OPERATOR = "admin"
 SESSION_PREFIX = "ws-"
 
 
-def caller_resolver(admin_token: str, tokens: TokenStore, store: Store) -> CallerResolver:
+def caller_resolver(admin_token: str, tokens: TokenStore, store: Store,
+                    keep_s: float) -> CallerResolver:  # fmt: skip
     """Who a bearer token belongs to: the operator's admin token, or a live access token of a
-    user who is not disabled (or of no user); kept for a moment (``CallerCache``)."""
-    cache = CallerCache[Caller](store)
+    user who is not disabled (or of no user); kept for at most ``keep_s`` (``CallerCache``)."""
+    cache = CallerCache[Caller](store, keep_s)
 
     async def resolve(token: str) -> Caller | None:
         if not token:

@@ -38,9 +38,6 @@ from services.gateway.callers import OPERATOR, caller_is_live
 
 log = structlog.get_logger(__name__)
 
-#: How often the tokens of open streams and the bus are checked: revocation, or the bus lost,
-#: ends a stream within this.
-REVOCATION_CHECK_S = 0.5
 #: Retry-After of a stream refused for a cap: streams are long-lived, a slot frees slowly.
 FULL_RETRY_AFTER_S = 5
 #: Events buffered per stream; a client that falls this far behind is cut off (``overflow``).

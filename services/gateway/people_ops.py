@@ -88,8 +88,9 @@ class PeopleOps:
         return user
 
     async def users_disable(self, p: UserParams, c: Caller) -> User:
-        """Their sessions end here; their tokens stop resolving, and what any of them holds
-        open ends within a revocation round (services.gateway.revocation)."""
+        """Their sessions end; their tokens stop resolving on every replica, and what any of
+        them holds open ends in the revocation round that the change sets off on each
+        (services.gateway.caller_notices, services.gateway.revocation)."""
         c.require(None)
         user = await find_user(self.store, p.user)
         user.disabled = True

@@ -1,6 +1,8 @@
-"""One round every ``REVOCATION_CHECK_S`` over everything a token holds open through this
+"""One round every ``FLEET_REVOCATION_ROUND_S`` over everything a token holds open through this
 gateway process: its event streams (``GET /events``) and its byte streams (terminals, file
-transfers, tunnels, previews). A revoked token's streams end within a round, not when their
+transfers, tunnels, previews), and one at once whenever this process writes or is told of a
+change to callers (``Store.caller_changes``: a user disabled here or on another replica). A
+revoked token's streams end then, or within a round when the notice was lost, not when their
 client lets go; each token is looked up once per round, whatever it holds. Each cut is an
 audit entry (``auth.streamsCut``) naming the token, its user and what it held.
 
@@ -10,12 +12,16 @@ event stream ends with 1501 and its client resumes from the stored events.
 
 from __future__ import annotations
 
+import contextlib
+from types import TracebackType
+from typing import Self
+
 from contracts.audit import Action
 from services.common.store import Store
 from services.common.ticker import Ticker
 from services.gateway.audit_log import AuditLog
 from services.gateway.byte_stream_slots import ByteStreamSlots
-from services.gateway.events_hub import REVOCATION_CHECK_S, EventHub, token_is_live
+from services.gateway.events_hub import EventHub, token_is_live
 
 
 class RevocationTicker(Ticker):
@@ -23,13 +29,24 @@ class RevocationTicker(Ticker):
     failed_event = "gateway.revocation_check_failed"
 
     def __init__(self, store: Store, events: EventHub, slots: ByteStreamSlots,
-                 interval_s: float = REVOCATION_CHECK_S,
-                 audit: AuditLog | None = None) -> None:  # fmt: skip
+                 interval_s: float, audit: AuditLog | None = None) -> None:  # fmt: skip
         super().__init__(interval_s)
         self._audit = audit
         self._store = store
         self._events = events
         self._slots = slots
+        self._watch = contextlib.ExitStack()
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self._watch.enter_context(self._store.caller_changes.watching(self.wake))
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._watch.close()
+        await super().__aexit__(et, e, tb)
 
     async def tick(self) -> None:
         if not self._events.bus_connected:
@@ -39,7 +56,8 @@ class RevocationTicker(Ticker):
         if revoked:
             events = self._events.end_tokens(revoked)
             streams = await self._slots.abort_tokens(revoked)
-            for token_id in sorted(revoked):
+            # A token whose streams an earlier round cut (still letting go) is not cut again.
+            for token_id in sorted(events.keys() | streams.keys()):
                 self._record(token_id, events.get(token_id, (0, None)), streams.get(token_id, 0))
 
     def _record(self, token_id: str, events: tuple[int, str | None], streams: int) -> None:

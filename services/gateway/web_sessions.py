@@ -1,8 +1,8 @@
 """A signed-in browser's session: a random secret in an HttpOnly cookie; valkey keeps the
 record under an id derived from the secret's SHA-256 (so the id names the session in logs and
 revocation without being able to stand in for it), with the CSRF token every cookie-
-authenticated state change must echo in ``X-CSRF-Token``. A session is kept by this process for
-at most the revocation round (``caller_cache``).
+authenticated state change must echo in ``X-CSRF-Token``. A session is kept by this process as
+a token is (``caller_cache``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class WebSessions:
         self._users = store.users
         self._store = store
         self._ttl_s = settings.session_ttl_s
-        self._cache = CallerCache[tuple[Caller, SessionRecord]](store)
+        self._cache = CallerCache[tuple[Caller, SessionRecord]](store, settings.revocation_round_s)
 
     async def start(self, user_id: str) -> str:
         """A new session for the user; its secret, for the cookie."""

@@ -141,7 +141,8 @@ async def test_a_disabled_user_and_their_tokens_stop_at_once(world: World) -> No
     instance_id = (await world.machine(machine_id)).instance_id
     made = await world.rpc("tokens.create", {"name": "ci", "instanceIds": [instance_id],
                                              "scopes": ["machines:exec"]}, dev)  # fmt: skip
-    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store)
+    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store,
+                              world.settings.revocation_round_s)  # fmt: skip
     assert await resolve(made["token"]) is not None
     assert await caller_is_live(world.store, made["id"])
     await world.rpc("users.disable", {"user": "developer@example.com"})
@@ -157,7 +158,8 @@ async def test_an_enabled_user_signs_in_and_their_unexpired_tokens_work_again(
     instance_id = (await world.machine(machine_id)).instance_id
     made = await world.rpc("tokens.create", {"name": "ci", "instanceIds": [instance_id],
                                              "scopes": ["machines:exec"]}, dev)  # fmt: skip
-    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store)
+    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store,
+                              world.settings.revocation_round_s)  # fmt: skip
     await world.rpc("users.disable", {"user": "developer@example.com"})
     assert await resolve(made["token"]) is None
     with pytest.raises(Forbidden):  # an admin's method
@@ -174,7 +176,8 @@ async def test_a_token_is_refused_outside_its_scope_instance_and_time(world: Wor
     machine_id, dev = await with_member(world, "developer")
     instance_id = (await world.machine(machine_id)).instance_id
     other = await world.ready_machine()
-    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store)
+    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store,
+                              world.settings.revocation_round_s)  # fmt: skip
     made = await world.rpc("tokens.create", {"name": "ci", "instanceIds": [instance_id],
                            "scopes": ["machines:exec", "machines:read"]}, dev)  # fmt: skip
     ci = await resolve(made["token"])
@@ -204,7 +207,8 @@ async def test_a_demoted_users_token_shrinks_with_them(world: World) -> None:
     machine_id, dev = await with_member(world, "developer")
     instance_id = (await world.machine(machine_id)).instance_id
     made = await world.rpc("tokens.create", {"name": "ci"}, dev)
-    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store)
+    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store,
+                              world.settings.revocation_round_s)  # fmt: skip
     before = await resolve(made["token"])
     assert before is not None
     await world.rpc("machines.exec", {"machineId": machine_id, "command": ["true"]}, before)
@@ -255,7 +259,8 @@ async def test_tokens_kept_before_scopes_are_migrated_as_they_were(world: World)
     token: AccessToken = record.token
     assert token.instance_ids == [machine.instance_id]
     assert "files:write" in token.scopes
-    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store)
+    resolve = caller_resolver(world.settings.admin_token, world.api.tokens, world.store,
+                              world.settings.revocation_round_s)  # fmt: skip
     caller = await resolve(secret)
     assert caller is not None
     assert not caller.admin

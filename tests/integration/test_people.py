@@ -21,12 +21,15 @@ from contracts.errors import Forbidden, Unauthorized
 from fleet.client import FleetClient
 from fleet.embedded import free_port
 from services.common.settings import Settings
+from services.common.store import Store
 from services.gateway.__main__ import build as gateway
+from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_audit import fleet_audit
 from tests.integration.test_audit_attacks import entries
 from tests.integration.test_files_cli import _env
 from tests.integration.test_gateway_events import until_caught_up
 from tests.integration.test_ports import bearer, serve_in_machine
+from tests.integration.test_refresh import ready_machine
 from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until
 
@@ -151,31 +154,85 @@ async def test_fleet_users_members_and_scoped_tokens(
     assert [u.disabled for u in await stack.list_users()] == [True]
 
 
-async def test_a_disabled_user_is_refused_at_once_here_and_within_a_second_on_another_replica(
-    stack: FleetClient, settings: Settings
+#: The replicas' revocation round in the test below: far past anything it waits for, so
+#: that only the notice between replicas can refuse the user or cut their streams in time.
+LONG_ROUND_S = 60.0
+
+
+async def replica(settings: Settings, es: AsyncExitStack) -> str:
+    """Another gateway process's worth (its own NATS connections, store and caches) on the same
+    servers, with a long revocation round; its URL."""
+    own = msgspec.structs.replace(settings, port=free_port(), preview_port=free_port(),
+                                  revocation_round_s=LONG_ROUND_S)  # fmt: skip
+    await gateway(own, es)
+    return f"http://127.0.0.1:{own.port}"
+
+
+async def disable_unannounced(stack: FleetClient, store: Store, email: str) -> None:
+    """Disable the user behind the gateways' backs, as if the notice of it were lost: through
+    a Store of no gateway, which tells no replica."""
+    (uid,) = [u.id for u in await stack.list_users() if u.email == email]
+    user = await store.users.get(uid)
+    assert user is not None
+    await store.users.put(msgspec.structs.replace(user, disabled=True))
+
+
+async def test_a_user_disabled_on_one_replica_is_refused_by_the_next_call_to_another(
+    stack: FleetClient, settings: Settings, store: Store
 ) -> None:
-    """Each gateway process keeps the callers it resolved for a moment (caller_cache): the
-    replica that disables the user forgets them at once, another one within the round."""
-    other = msgspec.structs.replace(settings, port=free_port(), preview_port=free_port())
+    """Gateway A disables the user and tells the other replicas: B refuses the token at the
+    very next call, though it keeps callers for a minute, and cuts the user's terminal and
+    event stream there within a second, though its round is a minute long."""
+    mid = await ready_machine(stack, "replicas")
+    inst = (await stack.get_machine(mid)).instance_id
+    dev = await member_client(stack, inst, "rep@example.com", "developer")
     async with AsyncExitStack() as es:
-        await gateway(other, es)
-        inst = await stack.create_instance("replicas")
-        dev = await member_client(stack, inst.id, "rep@example.com", "developer")
-        there = FleetClient(f"http://127.0.0.1:{other.port}", dev._token)
-        async with dev, there:
-            for client in (dev, there):  # each replica resolves the token, and keeps it
-                await client.get_instance(inst.id)
-            began = time.monotonic()
-            await stack.disable_user("rep@example.com")
+        a, b = await replica(settings, es), await replica(settings, es)
+        admin_a = await es.enter_async_context(FleetClient(a, ADMIN_TOKEN))
+        on_a = await es.enter_async_context(FleetClient(a, dev._token))
+        on_b = await es.enter_async_context(FleetClient(b, dev._token))
+        http = await es.enter_async_context(aiohttp.ClientSession(headers=bearer(dev._token)))
+        sse = await es.enter_async_context(http.get(f"{b}/events?machineId={mid}"))
+        await until_caught_up(sse)
+        opened = await on_b.open_session(mid, SHELL)
+        term = Term(await on_b.attach_session(mid, opened.session_id))
+        await term.type("echo up-$((6*7))\n")
+        await term.until(b"up-42")
+        await on_a.get_machine(mid)  # each replica has resolved the token, and keeps it
+
+        await disable_unannounced(stack, store, "rep@example.com")
+        assert (await on_b.get_machine(mid)).id == mid  # no notice: B serves what it kept
+
+        began = time.monotonic()
+        await admin_a.disable_user("rep@example.com")
+        for client in (on_b, on_a):  # at once, with no wait
             with pytest.raises(Unauthorized):
+                await client.get_machine(mid)
+        assert await term.to_close(timeout=5) is not None
+        async with asyncio.timeout(5):
+            async for _ in sse.content:
+                pass  # read to the end: B ends the stream
+        assert time.monotonic() - began < 1.0
+
+
+async def test_a_change_whose_notice_is_lost_reaches_a_replica_within_the_round(
+    stack: FleetClient, store: Store
+) -> None:
+    """The notice is at-most-once; without it, a replica still forgets the caller it keeps
+    within its revocation round (0.5 s)."""
+    inst = await stack.create_instance("unannounced")
+    dev = await member_client(stack, inst.id, "lost@example.com", "developer")
+    async with dev:
+        await dev.get_instance(inst.id)  # resolved, and kept
+        began = time.monotonic()
+        await disable_unannounced(stack, store, "lost@example.com")
+
+        async def refused() -> bool:
+            try:
                 await dev.get_instance(inst.id)
+            except Unauthorized:
+                return True
+            return False
 
-            async def refused_there() -> bool:
-                try:
-                    await there.get_instance(inst.id)
-                except Unauthorized:
-                    return True
-                return False
-
-            await wait_until(refused_there, timeout=5)
-            assert time.monotonic() - began < 1.0
+        await wait_until(refused, timeout=5)
+        assert time.monotonic() - began < 1.0
