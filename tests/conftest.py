@@ -6,11 +6,13 @@ tests; both start in well under a second.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -87,6 +89,25 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if xdist_groups is not None and config.getvalue("dist") == "loadgroup":
         return xdist_groups.GroupScheduling(config, log)
     return None
+
+
+@pytest.hookimpl(hookwrapper=True, optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Iterator[None]:
+    """A test (or its teardown) that times out prints what each of its asyncio tasks was
+    awaiting: pytest-timeout's own report shows only the event loop's select."""
+    yield
+    timed_out = signal.getsignal(signal.SIGALRM)
+    if not callable(timed_out):
+        return
+
+    def report_tasks(signum: int, frame: Any) -> None:
+        loop = asyncio._get_running_loop()
+        for task in asyncio.all_tasks(loop) if loop is not None else ():
+            print(f"--- task {task.get_name()}, awaiting:", file=sys.stderr)
+            task.print_stack(limit=12, file=sys.stderr)
+        timed_out(signum, frame)
+
+    signal.signal(signal.SIGALRM, report_tasks)
 
 
 @pytest.hookimpl(trylast=True)  # on the controller, after xdist's (its workers have ended)

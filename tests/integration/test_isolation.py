@@ -229,8 +229,18 @@ async def test_own_daemons_token_is_out_of_reach(
     assert out.rstrip().endswith("done"), out[-2000:]
     assert "LEAK" not in out, out[-2000:]
     # A daemon the machine itself kills comes back as a new process: the same for it.
-    old = await own_daemon_pid(stack, pair)
-    assert old
+    found: list[int] = []
+
+    async def one_daemon() -> bool:
+        found[:] = await own_daemon_pids(stack, pair)
+        return len(found) == 1
+
+    # Right after ready a pooled daemon may still be handing over: wait for one, say what was.
+    try:
+        await wait_until(one_daemon, timeout=30, every=0.3)
+    except TimeoutError:
+        raise AssertionError(f"not one daemon in the machine: {found}") from None
+    [old] = found
     await stack.start_process(pair.a, ["sh", "-c", f"sleep 0.2; kill -9 {old}"], tag="killer")
 
     async def back() -> bool:
@@ -247,7 +257,14 @@ async def test_own_daemons_token_is_out_of_reach(
 
 
 async def own_daemon_pid(stack: FleetClient, pair: Pair, timeout_s: float = 20) -> int:
-    """The pid of A's daemon as A sees it (the process running ``-m daemon``)."""
+    """The pid of A's daemon as A sees it (the process running ``-m daemon``); 0 unless there
+    is exactly one."""
+    pids = await own_daemon_pids(stack, pair, timeout_s)
+    return pids[0] if len(pids) == 1 else 0
+
+
+async def own_daemon_pids(stack: FleetClient, pair: Pair, timeout_s: float = 20) -> list[int]:
+    """The pids of A's daemons as A sees them."""
     find = (
         "import os\nfor p in os.listdir('/proc'):\n    try: c = open(f'/proc/{p}/cmdline', 'rb')"
         ".read()\n    except OSError: continue\n"
@@ -255,8 +272,7 @@ async def own_daemon_pid(stack: FleetClient, pair: Pair, timeout_s: float = 20) 
         " print(p)"
     )
     result = await stack.exec(pair.a, [pair.python, "-I", "-c", find], timeout_s=timeout_s)
-    pids = result.stdout.split()
-    return int(pids[0]) if len(pids) == 1 else 0
+    return [int(p) for p in result.stdout.split()]
 
 
 async def test_valkey_answers_nothing_without_credentials(
