@@ -186,13 +186,15 @@ class LocalProvider:
     async def start(self, machine_id: str, token: str) -> str:
         self._reap()
         pid = running_pid(self.machine_dir(machine_id), machine_id)
-        if pid is not None and not await asyncio.to_thread(self._cut_off, machine_id):
+        orphan = None if pid is None else await asyncio.to_thread(self._orphan, machine_id, pid)
+        if pid is not None and orphan is None:
             return f"local:{pid}"  # a redelivered machine.created: the daemon is already up
-        if pid is not None:
-            # Started by a provisioner that died before giving it its network: it can never
-            # reach NATS, so it is ended and started again (we hold the machine's start lock).
-            log.warning("provider.local_cut_off", machine_id=machine_id, pid=pid)
-            await asyncio.to_thread(self._end_cut_off, machine_id, pid)
+        if pid is not None and orphan is not None:
+            # Started (or claimed from the warm pool) by a provisioner that died before giving
+            # it its network or its identity: its daemon can never serve, so it is ended and
+            # started again (we hold the machine's start lock).
+            log.warning("provider.local_orphan", machine_id=machine_id, pid=pid, ended_by=orphan)
+            await asyncio.to_thread(self._end_orphan, machine_id, pid, orphan)
         home = self.home(machine_id)
         await asyncio.to_thread(make_home, home, self.cow)
         code_store(self.machine_dir(machine_id)).mkdir(mode=0o755, exist_ok=True)
@@ -356,14 +358,29 @@ class LocalProvider:
         """A root this process started for the pool is now ``machine_id``'s: reap it."""
         self._children[machine_id] = pid
 
-    def _cut_off(self, machine_id: str) -> bool:
-        """Whether the machine's running sandbox should have a network of its own and has no
-        way out (providers/netns.py has_pasta)."""
-        return self.own_network and not has_pasta(*owners(self.machine_dir(machine_id), machine_id))
+    def _orphan(self, machine_id: str, pid: int) -> str | None:
+        """Why the machine's running root ``pid`` can never serve (how it is to be recorded as
+        ended), or None: a sandbox that should have a network of its own and has no way out
+        (providers/netns.py has_pasta), or a pooled root that was never told which machine
+        it is (its claimer died between the claim and the hand-over)."""
+        machine_dir = self.machine_dir(machine_id)
+        if self.own_network and not has_pasta(*owners(machine_dir, machine_id)):
+            return CUT_OFF
+        try:
+            slot = (machine_dir / POOL_SLOT_FILE).read_text().strip()
+        except OSError:
+            return None
+        if not _is_root_of(pid, [(POOL_SLOT_VAR, slot)]):
+            return None  # started cold, for this machine by its id
+        try:
+            told = (machine_dir / IDENTIFIED_FILE).read_text().strip()
+        except OSError:
+            told = ""
+        return None if told == slot else NEVER_IDENTIFIED
 
-    def _end_cut_off(self, machine_id: str, pid: int) -> None:
-        stop_local(self.machine_dir(machine_id), machine_id, 0.0, CUT_OFF)
-        if self._children.pop(machine_id, None) == pid:  # recorded as cut off, not as -9
+    def _end_orphan(self, machine_id: str, pid: int, ended_by: str) -> None:
+        stop_local(self.machine_dir(machine_id), machine_id, 0.0, ended_by)
+        if self._children.pop(machine_id, None) == pid:  # recorded as ended_by, not as -9
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
 
@@ -583,6 +600,8 @@ def running_pid(machine_dir: Path, machine_id: str) -> int | None:
 #: In a machine's directory when it came from the warm pool: the pool slot its root was
 #: started as (``FLEET_POOL_SLOT`` in the root's environment; it had no machine id then).
 POOL_SLOT_FILE = "pool-slot"
+#: In a machine's directory once a pooled root was told it is this machine: the slot it was.
+IDENTIFIED_FILE = "identified"
 
 
 def _markers(machine_dir: Path, machine_id: str) -> list[tuple[str, str]]:
@@ -750,12 +769,14 @@ HOME_COPY_FILE = "home-copy.json"
 
 NO_DAEMON = "SIGKILL-no-daemon"
 CUT_OFF = "SIGKILL-cut-off"
+NEVER_IDENTIFIED = "SIGKILL-never-identified"
 
 #: One JSON line per daemon this provider saw end: ``code``, its exit code, for the daemons it
 #: started and reaped (-9: SIGKILLed); ``endedBy`` for those it stopped (``SIGTERM``: it ended in
 #: its grace time; ``SIGKILL``: it had to be killed; ``SIGKILL-no-daemon``: a sandbox that never
 #: got its supervisor, so no daemon was killed; ``SIGKILL-cut-off``: a sandbox whose provisioner
-#: died before giving it its network, so its daemon never served), with ``tookS``.
+#: died before giving it its network, so its daemon never served; ``SIGKILL-never-identified``:
+#: a pooled sandbox whose claimer died before telling it which machine it is), with ``tookS``.
 EXITS_FILE = "daemon.exits"
 
 

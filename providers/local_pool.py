@@ -43,7 +43,13 @@ from core import procinfo
 from core.codestore import CURRENT_FILE
 from core.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
 from providers.homes_fs import make_home
-from providers.local import POOL_SLOT_FILE, LocalProvider, code_store, write_pid
+from providers.local import (
+    IDENTIFIED_FILE,
+    POOL_SLOT_FILE,
+    LocalProvider,
+    code_store,
+    write_pid,
+)
 from providers.netns import stop_pasta
 from providers.nodump import TOKEN_FD
 from providers.sandbox import hostname, sandbox_root_children
@@ -89,6 +95,8 @@ class PooledLocal:
         self._on_death: Callable[[], None] = lambda: None
         #: The machine's home when it was adopted (the identity names it), else None.
         self.home: str | None = None
+        #: The directory of the machine that claimed (or adopted) it.
+        self.machine_dir: Path | None = None
 
     def watch(self, on_death: Callable[[], None]) -> None:
         self._on_death = on_death
@@ -145,6 +153,7 @@ class PooledLocal:
         (self.root / "daemon.log").rename(machine_dir / "daemon.log")
         (machine_dir / POOL_SLOT_FILE).write_text(self.slot)
         write_pid(machine_dir, self.pid)
+        self.machine_dir = machine_dir
         self._unwatch()
         provider.adopt(machine_id, self.pid)
         await provider.claim_slot(self.slot, self.root, machine_id)
@@ -172,6 +181,7 @@ class PooledLocal:
         await asyncio.to_thread(_take_files, self.root, machine_dir)
         (machine_dir / POOL_SLOT_FILE).write_text(self.slot)
         write_pid(machine_dir, self.pid)
+        self.machine_dir = machine_dir
         self._unwatch()
         provider.adopt(machine_id, self.pid)
         self.home = str(home)
@@ -188,6 +198,10 @@ class PooledLocal:
             raise ProviderError(f"the claimed machine went away: {exc}") from None
         finally:
             self._sock.close()
+        # Told: a later start finds it running as this machine. Untold, with its claimer
+        # gone, a start ends it and starts the machine afresh (LocalProvider._orphan).
+        assert self.machine_dir is not None
+        (self.machine_dir / IDENTIFIED_FILE).write_text(self.slot)
 
     async def stop(self) -> None:
         """Close its lifeline (its supervisor then ends it), SIGKILL it if it lingers."""

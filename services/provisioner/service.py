@@ -20,6 +20,7 @@ from contracts.events import (
     MachineProvisioned,
 )
 from contracts.ids import derived_event_id
+from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from providers.base import HomeCloner, Provider
 from providers.egress_dns import DnsProxy
@@ -113,6 +114,7 @@ class Provisioner(StopStartHandlers):
             raise NotFound(f"machine {event.machine_id} not found")
         if previous is S.BOOTING and machine.external_id:
             await self._announce(event, machine.external_id)  # crashed before announcing
+            await self._restart_if_gone(machine, provider, step.sealed_token)
             return
         if not step.transition.accepted:
             log.info("provision.skipped", status=machine.status.value)
@@ -126,6 +128,26 @@ class Provisioner(StopStartHandlers):
         if resolved is not None:
             pool = await machine_pool(self.store, event.machine_id, event.provider, resolved.image)
             await self._start(event, provider, token, pool)
+
+    async def _restart_if_gone(
+        self, machine: Machine, provider: Provider | None, sealed: str | None
+    ) -> None:
+        """A booting machine's create, delivered again: the delivery before may have ended
+        between the start and the daemon's first word (a provisioner killed after claiming a
+        pooled machine, before telling it who it is). The provider's start leaves a machine
+        that runs be, and starts one that cannot serve afresh."""
+        if provider is None or sealed is None or machine.host_id not in (None, self.host_id):
+            return
+        lock = (f"provision:{machine.id}", secrets.token_hex(8))
+        if not await self.store.try_lock(*lock, ttl_s=10):
+            return  # being started right now
+        try:
+            external_id = await provider.start(machine.id, self.box.decrypt(sealed))
+            if external_id != machine.external_id:
+                log.warning("provision.restarted", was=machine.external_id, now=external_id)
+                await self.store.set_external_id(machine.id, external_id)
+        finally:
+            await self.store.unlock(*lock)
 
     async def _environment(self, event: MachineCreated, provider: Provider) -> Resolved | None:
         """The machine's environment, resolved once (a redelivery finds it recorded); None
@@ -179,10 +201,14 @@ class Provisioner(StopStartHandlers):
         finally:
             if not released:  # the start (or the step) failed: free it for the retry
                 await self.store.unlock(*lock)
-        if step.transition.accepted:  # moved now, or a repeat: announcing again is deduplicated
-            await self._announce(event, external_id, copied)
-        if pooled is not None:  # only now: its ready report must come after provisioned
-            await self._hand_over(pooled, provider, mid, token)
+        try:
+            if step.transition.accepted:  # moved now, or a repeat: announcing is deduplicated
+                await self._announce(event, external_id, copied)
+        finally:
+            # Only now: its ready report is to come after provisioned. Told even when the
+            # announce failed (the redelivery announces): untold, it would wait forever.
+            if pooled is not None:
+                await self._hand_over(pooled, provider, mid, token)
 
     async def _home_is_here(self, event: MachineCreated) -> None:
         """A fork, or a machine from a snapshot, is made on the host of the home it copies:

@@ -185,7 +185,8 @@ async def test_chaos_ha(tmp_path: Path, bare_repo: Path, clone_log: CloneLog) ->
 
 
 async def _story(fleet: FleetClient, up: FleetUp, machines: list[Machine]) -> str:
-    """What happened to each machine: its stored events and the end of its daemon log."""
+    """What happened to each machine: its stored events, the end of its daemon log and what
+    the services logged of it."""
     lines = []
     for m in machines:
         lines.append(f"{m.id}: {m.status.value} ({m.status_reason})")
@@ -195,6 +196,9 @@ async def _story(fleet: FleetClient, up: FleetUp, machines: list[Machine]) -> st
                 lines.append(f"  #{seq} {event.occurred_at:%H:%M:%S.%f} {type(event).__name__}")
         for log_path in up.data_dir.rglob(f"{m.id}/daemon.log"):
             lines += [f"  {log_path}:", *log_path.read_text(errors="replace").splitlines()[-40:]]
+        for log_path in sorted((up.data_dir / "logs").glob("*.log")):  # the services'
+            said = [ln for ln in log_path.read_text(errors="replace").splitlines() if m.id in ln]
+            lines += [f"  {log_path.name}:", *said[-20:]] if said else []
     return "\n".join(lines)
 
 

@@ -54,10 +54,31 @@ async def test_a_redelivered_created_reuses_the_token_and_announces_the_same_eve
     await world.bus.redeliver(event, Durable.PROVISIONER)
     await world.bus.settle()
 
-    # Booting with an external id: it announces again (same derived id: dropped as duplicate).
+    # Booting with an external id: it announces again (same derived id: dropped as duplicate),
+    # and asks the provider's idempotent start again with the same token: a machine that runs
+    # is left be.
     assert world.bus.kinds(event.machine_id) == [K.CREATED, K.PROVISIONED]
     assert world.bus.duplicates == 1
-    assert len(world.provider.starts) == 1
+    [first, again] = world.provider.starts
+    assert first == again
+    assert (await world.machine(event.machine_id)).external_id == f"local:{event.machine_id}"
+
+
+async def test_a_redelivered_created_starts_a_booting_machine_whose_daemon_is_gone(
+    world: World,
+) -> None:
+    """A delivery ended between the start and the daemon's first word (a provisioner killed
+    after claiming a pooled machine, before telling it who it is): the redelivery starts it
+    afresh, and the daemon reports ready."""
+    world.provider.report_ready = False
+    event = await created(world)
+    await world.bus.settle()
+    world.provider.daemons[event.machine_id].mode = "unavailable"  # it never came up
+    world.provider.report_ready = True
+    await world.bus.redeliver(event, Durable.PROVISIONER)
+    await world.bus.settle()
+    assert len(world.provider.starts) == 2
+    assert (await world.machine(event.machine_id)).status is S.READY
 
 
 async def test_a_token_claimed_by_another_replica_is_the_one_used(world: World) -> None:
