@@ -192,23 +192,26 @@ class Provisioner(StopStartHandlers):
                 pool, provider, mid, token, home_kept=copied is not None
             )
             await self.egress.enforce_on(mid, event.instance_id, event.provider, at_start=True)
-            # The booting transition and the lock's release in one step.
+            # The booting transition and the lock's release in one step; a pooled machine's
+            # start keeps the lock until the machine is told who it is (a start that saw it
+            # untold meanwhile would take it for an orphan: LocalProvider._orphan).
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",
-                move={F_EXTERNAL_ID: external_id, F_HOST_ID: self.host_id}, release=lock,
+                move={F_EXTERNAL_ID: external_id, F_HOST_ID: self.host_id},
+                release=lock if pooled is None else None,
             )  # fmt: skip
-            released = True
+            released = pooled is None
+            try:
+                if step.transition.accepted:  # moved now, or a repeat: deduplicated
+                    await self._announce(event, external_id, copied)
+            finally:
+                # Only now: its ready report is to come after provisioned. Told even when the
+                # announce failed (the redelivery announces): untold, it would wait forever.
+                if pooled is not None:
+                    await self._hand_over(pooled, provider, mid, token)
         finally:
-            if not released:  # the start (or the step) failed: free it for the retry
+            if not released:  # failed, or a pooled machine's hand-over: free it
                 await self.store.unlock(*lock)
-        try:
-            if step.transition.accepted:  # moved now, or a repeat: announcing is deduplicated
-                await self._announce(event, external_id, copied)
-        finally:
-            # Only now: its ready report is to come after provisioned. Told even when the
-            # announce failed (the redelivery announces): untold, it would wait forever.
-            if pooled is not None:
-                await self._hand_over(pooled, provider, mid, token)
 
     async def _home_is_here(self, event: MachineCreated) -> None:
         """A fork, or a machine from a snapshot, is made on the host of the home it copies:
