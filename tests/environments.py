@@ -10,11 +10,14 @@ import tarfile
 from pathlib import Path
 
 import aiodocker
+import msgspec
+import pytest
 from aiohttp import ClientWebSocketResponse
 
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
+from services.common.settings import Settings
 from tests.waiters import wait_until
 
 BUSYBOX = Path("/bin/busybox")
@@ -134,3 +137,18 @@ async def files_terminal_and_port(stack: FleetClient, mid: str, tmp_path: Path) 
     tunnel = await open_tunnel(stack, mid, 8123)
     await tunnel.send_bytes(b"GET /index.html HTTP/1.0\r\n\r\n")
     assert b"served" in await read_until(tunnel, b"served")
+
+
+class BusyboxPool:
+    """A test class's stack keeps one docker machine of the environment {image: busybox} warm
+    (``FLEET_WARM_POOL=docker@IMAGE=1``)."""
+
+    @pytest.fixture
+    async def busybox(self) -> str:
+        async with aiodocker.Docker() as docker:
+            return await busybox_image(docker)
+
+    @pytest.fixture
+    def stack_settings(self, settings: Settings, busybox: str) -> Settings:
+        return msgspec.structs.replace(settings, warm_pool=f"docker@{busybox}=1",
+                                       warm_pool_min_available_mb=0)  # fmt: skip

@@ -75,20 +75,14 @@ class TokenStore:
         """The live token whose secret this is, with its user and the user's roles (one round
         trip), or None; its use is recorded (at most once a minute: a busy token would
         otherwise write on every call)."""
-        if not secret.startswith(PREFIX):
-            return None
-        digest = hash_token(secret)
-        found = await self._users.by_token_digest(digest)
-        if found is None:
-            return None
-        record = token_record(dict(found.record))
-        if not is_live(record.token) or not hmac.compare_digest(record.digest, digest):
+        found = await self.identify(secret)
+        if found is None or not is_live(found.token):
             return None
         now = datetime.now(UTC)
-        last = record.token.last_used_at
+        last = found.token.last_used_at
         if last is None or (now - last).total_seconds() >= LAST_USED_EVERY_S:
-            await self._records.touch(record.token.id, now)
-        return Resolved(record.token, found.user, found.roles)
+            await self._records.touch(found.token.id, now)
+        return found
 
     async def identify(self, secret: str) -> Resolved | None:
         """The token whose secret this is, live or not, with its user: whom a refused secret

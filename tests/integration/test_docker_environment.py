@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiodocker
-import msgspec
 import pytest
 
 from contracts.errors import InvalidParams
@@ -20,6 +19,7 @@ from providers.docker_names import LABEL_POOL
 from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
 from tests.environments import (
+    BusyboxPool,
     busybox_image,
     files_terminal_and_port,
     out,
@@ -86,18 +86,8 @@ async def test_an_image_the_engine_lacks_fails_the_machine(stack: FleetClient) -
     await ready_machine(stack, "default-env", "docker")
 
 
-class TestEnvironmentPool:
+class TestEnvironmentPool(BusyboxPool):
     """``FLEET_WARM_POOL=docker@IMAGE=1``: a machine of that environment is claimed warm."""
-
-    @pytest.fixture
-    async def busybox(self) -> str:
-        async with aiodocker.Docker() as docker:
-            return await busybox_image(docker)
-
-    @pytest.fixture
-    def stack_settings(self, settings: Settings, busybox: str) -> Settings:
-        return msgspec.structs.replace(settings, warm_pool=f"docker@{busybox}=1",
-                                       warm_pool_min_available_mb=0)  # fmt: skip
 
     @pytest.mark.timeout(180)
     async def test_a_machine_of_the_environment_comes_from_its_pool(

@@ -42,7 +42,7 @@ from tests.docker_env import (
     nats_server,
     remove_containers,
 )
-from tests.environments import busybox_image, out, ready
+from tests.environments import BusyboxPool, out, ready
 from tests.fork_checks import (
     fork_is_one_instant,
     forks_outlive_their_source,
@@ -139,18 +139,8 @@ async def home_copy_of(mid: str) -> HomeCopy:
     return msgspec.json.decode(vol["Labels"][LABEL_HOME_COPY], type=HomeCopy)
 
 
-class TestEnvironmentLayer:
+class TestEnvironmentLayer(BusyboxPool):
     """A machine of an environment's image, claimed from that environment's warm pool."""
-
-    @pytest.fixture
-    async def busybox(self) -> str:
-        async with aiodocker.Docker() as docker:
-            return await busybox_image(docker)
-
-    @pytest.fixture
-    def stack_settings(self, settings: Settings, busybox: str) -> Settings:
-        return msgspec.structs.replace(settings, warm_pool=f"docker@{busybox}=1",
-                                       warm_pool_min_available_mb=0)  # fmt: skip
 
     @pytest.mark.timeout(600)
     async def test_forks_and_snapshots_keep_what_it_wrote_outside_its_home(
