@@ -406,7 +406,15 @@ async def _owned_socket_in(pid: int, make: Callable[[], socket.socket]) -> socke
     try:
         return await asyncio.shield(made)
     except asyncio.CancelledError:
-        made.add_done_callback(_close_made)
+        # Waited for (it is short), so that a cancelled caller has nothing still being made
+        # when it returns; cancelled again, the socket is closed whenever the thread ends.
+        try:
+            await asyncio.wait([made])
+        finally:
+            if made.done():
+                _close_made(made)
+            else:
+                made.add_done_callback(_close_made)
         raise
 
 

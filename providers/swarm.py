@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import signal
@@ -250,15 +251,29 @@ class SwarmProvider:
             if self._load[host] < self.host_size:
                 return host
         self._reap()
-        n = 0
-        # Skip names in use, and any host another provisioner started meanwhile.
-        while f"host-{n}" in self._hosts or running_host_pid(self.host_dir(f"host-{n}")):
-            n += 1
-        name = f"host-{n}"
-        self._hosts[name] = await self._spawn(name)
+        name, pid = await asyncio.to_thread(self._launch)
+        self._hosts[name] = await self._listening(name, pid)
         return name
 
-    async def _spawn(self, name: str) -> Path:
+    def _launch(self) -> tuple[str, int]:
+        """Start a host under the first free name; its name and pid. Another provisioner of
+        this data dir (a replica on the same host) may be choosing at the same moment: the
+        choice and the pid file are made under one lock of the data dir's, or both would
+        start ``host-<n>`` and one host would run on, named by no pid file, stopped by no one."""
+        hosts = self.root / "hosts"
+        hosts.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = os.open(hosts / ".spawn.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            n = 0
+            while f"host-{n}" in self._hosts or running_host_pid(self.host_dir(f"host-{n}")):
+                n += 1
+            name = f"host-{n}"
+            return name, self._spawn(name)
+        finally:
+            os.close(lock)  # and with it the lock
+
+    def _spawn(self, name: str) -> int:
         host_dir = self.host_dir(name)
         host_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sock = socket_path(host_dir)
@@ -271,10 +286,15 @@ class SwarmProvider:
             "FLEET_SWARM_NAME": name,
             "FLEET_SWARM_SOCKET": str(sock),
         }
-        log_path = host_dir / "host.log"
-        pid = _spawn_host(host_argv(self._nats_url), env, log_path)
+        pid = _spawn_host(host_argv(self._nats_url), env, host_dir / "host.log")
         self._children.append(pid)
         replace_file(host_dir / "host.pid", str(pid))
+        return pid
+
+    async def _listening(self, name: str, pid: int) -> Path:
+        """The control socket of host ``name`` (``pid``) once it answers."""
+        host_dir = self.host_dir(name)
+        sock, log_path = socket_path(host_dir), host_dir / "host.log"
         deadline = time.monotonic() + _HOST_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if not pid_alive(pid):

@@ -8,6 +8,7 @@ node catches up, and 10 more machines go ready afterwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from nats.js import JetStreamContext
 
 from contracts import subjects
 from contracts.consumers import Durable, durable_name
+from contracts.models import Machine
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import free_port
@@ -147,9 +149,8 @@ async def test_chaos_ha(tmp_path: Path, bare_repo: Path, clone_log: CloneLog) ->
                 nats_creds=_service_creds(up),
             )
             took = time.monotonic() - started
-            assert [m.status for m in final] == [MachineStatus.READY] * MACHINES, [
-                (m.id, m.status_reason) for m in final if m.status is not MachineStatus.READY
-            ]
+            not_ready = [m for m in final if m.status is not MachineStatus.READY]
+            assert not not_ready, await _story(fleet, up, not_ready)
             homes = clone_log.homes()
             assert len(homes) == MACHINES, f"{len(homes)} clones for {MACHINES} machines"
             assert len(set(homes)) == MACHINES  # exactly once each
@@ -181,6 +182,20 @@ async def test_chaos_ha(tmp_path: Path, bare_repo: Path, clone_log: CloneLog) ->
         )
     finally:
         up.stop(timeout=120)
+
+
+async def _story(fleet: FleetClient, up: FleetUp, machines: list[Machine]) -> str:
+    """What happened to each machine: its stored events and the end of its daemon log."""
+    lines = []
+    for m in machines:
+        lines.append(f"{m.id}: {m.status.value} ({m.status_reason})")
+        stream = fleet.events(m.id, follow=False)
+        async with contextlib.aclosing(stream):
+            async for seq, event in stream:
+                lines.append(f"  #{seq} {event.occurred_at:%H:%M:%S.%f} {type(event).__name__}")
+        for log_path in up.data_dir.rglob(f"{m.id}/daemon.log"):
+            lines += [f"  {log_path}:", *log_path.read_text(errors="replace").splitlines()[-40:]]
+    return "\n".join(lines)
 
 
 def _node_dir(server_name: str) -> str:

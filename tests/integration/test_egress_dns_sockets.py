@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from contracts.gateway_network import EgressPolicy
-from providers import egress
+from providers import egress, egress_dns
 from providers.egress_dns import DnsProxy
 from tests.waiters import wait_until
 
@@ -67,6 +70,32 @@ async def test_cancelled_attaches_leave_no_socket(netns_pid: int) -> None:
         await proxy.attach(MACHINE, netns_pid, EgressPolicy())
         assert len(sockets() - before) == 3
     await no_new_sockets(before)
+
+
+async def test_a_cancelled_attach_returns_once_its_socket_is_closed(
+    netns_pid: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread that makes a socket cannot be stopped: a cancelled attach waits for it, or
+    a socket made after the caller moved on would be open beside the next attach's (CI: four
+    sockets where an attach makes three)."""
+    made: list[socket.socket] = []
+    started = threading.Event()
+    resolver_socket = egress_dns._resolver_socket
+
+    def slow(kind: socket.SocketKind = socket.SOCK_DGRAM) -> socket.socket:
+        started.set()
+        time.sleep(0.3)
+        made.append(resolver_socket(kind))
+        return made[-1]
+
+    monkeypatch.setattr(egress_dns, "_resolver_socket", slow)
+    async with DnsProxy(("127.0.0.1", 9), platform=[]) as proxy:
+        attach = asyncio.create_task(proxy.attach(MACHINE, netns_pid, EgressPolicy()))
+        await wait_until(started.is_set, timeout=10)
+        attach.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await attach
+        assert [s.fileno() for s in made] == [-1]  # made, and closed before the attach returned
 
 
 async def test_two_attaches_at_once_make_one_set_of_sockets(netns_pid: int) -> None:

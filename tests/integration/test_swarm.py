@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,3 +179,52 @@ def test_long_data_dirs_get_a_short_private_socket(tmp_path: Path) -> None:
     assert (sock.parent.stat().st_mode & 0o777) == 0o700
     with contextlib.suppress(OSError):  # shared by this user's swarm hosts: only if unused
         sock.parent.rmdir()
+
+
+def _hosts_running_under(root: Path) -> set[int]:
+    """Every swarm host process of ``root``, found by its environment (pid files aside)."""
+    wanted = f"FLEET_SWARM_HOST={root}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and any(
+                v.startswith(wanted) for v in (entry / "environ").read_bytes().split(b"\0")
+            ):
+                found.add(int(entry.name))
+    return found
+
+
+REPLICA = """
+import asyncio, sys
+from pathlib import Path
+from contracts.ids import new_machine_id
+from providers.swarm import SwarmProvider
+provider = SwarmProvider(data_dir=Path(sys.argv[1]), nats_url=sys.argv[2],
+                         environ={"PATH": sys.argv[3], "FLEET_SWARM_HOST_SIZE": "1"})
+async def main():
+    await asyncio.gather(*(provider.start(new_machine_id(), "t") for _ in range(int(sys.argv[4]))))
+asyncio.run(main())
+"""
+
+
+async def test_two_provisioners_of_one_data_dir_never_start_a_host_nobody_can_stop(
+    settings: Settings, bus: Bus
+) -> None:
+    """Replicas of a host's provisioner (processes of their own) share its swarm hosts: when
+    both started one at the same moment, both could take host-<n>, and the host whose pid file
+    the other overwrote ran on, stopped by no one."""
+    assert HOST_SIZE_VAR == "FLEET_SWARM_HOST_SIZE"
+    each = 5
+    argv = [sys.executable, "-c", REPLICA, str(settings.data_path), settings.nats_url,
+            os.environ["PATH"], str(each)]  # fmt: skip
+    root = swarm_root(settings.data_path) / "hosts"
+    try:
+        replicas = [await asyncio.create_subprocess_exec(*argv) for _ in range(2)]
+        assert [await r.wait() for r in replicas] == [0, 0]
+        assert _hosts_running_under(root) == set(host_pids(settings).values())
+        assert len(host_pids(settings)) == 2 * each  # one machine a host
+        assert stop_all_swarm(settings.data_path, grace_s=10) == 2 * each
+    finally:
+        for pid in _hosts_running_under(root):  # what a failure left: none of them is named
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
