@@ -13,18 +13,21 @@ instance sets the variable the command's gate reads).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiodocker
 import pytest
 
+from contracts.events import EnvironmentBuildOutput, Event, kind_of
 from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
 from contracts.status import MachineStatus
+from contracts.subjects import EventKind
 from environments import build as env_build, cache
 from fleet.client import FleetClient
 from services.common.settings import Settings
@@ -324,3 +327,22 @@ async def test_a_dockerfile_machine(
     assert "the project's environment" in await out(stack, m.id, "git", "-C", REPO_PATH, "log")
     # No lifecycle in a Dockerfile environment; its variables are the image's.
     assert (await stack.exec(m.id, ["test", "-e", LOG])).exit_code == 1
+    await build_log_streamed(stack, m.id, mark)
+
+
+async def stored_events(stack: FleetClient, mid: str) -> list[Event]:
+    """The machine's events as stored, in stream order."""
+    async with contextlib.aclosing(stack.events(mid, follow=False)) as events:
+        return [event async for _, event in events]
+
+
+async def build_log_streamed(stack: FleetClient, mid: str, mark: str) -> None:
+    """The build's log as environment-build-output events, all stored before the machine was
+    provisioned (its container runs the image the build made)."""
+    events = await stored_events(stack, mid)
+    kinds = [kind_of(e) for e in events]
+    logged = [i for i, e in enumerate(events) if isinstance(e, EnvironmentBuildOutput)]
+    assert logged, kinds
+    assert logged[-1] < kinds.index(EventKind.PROVISIONED), kinds
+    lines = [line for i in logged for line in cast(EnvironmentBuildOutput, events[i]).lines]
+    assert any(mark in line for line in lines), lines  # the RUN step that writes the mark
