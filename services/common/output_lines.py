@@ -131,16 +131,17 @@ class OutputTrickle:
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self._send = send
         self._what = what
-        self._split = LineSplitter()
+        #: One per stream (stdout, stderr): a line one began is not ended by the other's text.
+        self._split: dict[str, LineSplitter] = {}
         self._batches = LineBatcher(interval_s, max_bytes)
         self._clock = clock
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
-    def write(self, text: str) -> None:
-        """A piece of output, as it was read (lines may end in a later piece)."""
-        self._add(self._split.feed(text))
+    def write(self, text: str, stream: str = "stdout") -> None:
+        """A piece of ``stream``'s output, as it was read (lines may end in a later piece)."""
+        self._add(self._split.setdefault(stream, LineSplitter()).feed(text))
 
     def line(self, line: str) -> None:
         """One whole line (a build log's)."""
@@ -163,7 +164,8 @@ class OutputTrickle:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._task is not None
-        self._add(self._split.end())
+        for split in self._split.values():
+            self._add(split.end())
         self._closing = True
         self._wake.set()
         if et is not None and issubclass(et, asyncio.CancelledError):

@@ -24,7 +24,13 @@ from typing import Any, cast
 import aiodocker
 import pytest
 
-from contracts.events import EnvironmentBuildOutput, Event, kind_of
+from contracts.events import (
+    EnvironmentBuildOutput,
+    Event,
+    LifecycleOutput,
+    LifecycleRan,
+    kind_of,
+)
 from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
@@ -72,7 +78,7 @@ DEVCONTAINER = """{{
     "SEEN": "${{containerEnv:FROM_IMAGE}}+${{containerEnv:LAYER}}",
     "INST_OVER": "remote",
   }},
-  "onCreateCommand": "echo onCreate >> {log}",
+  "onCreateCommand": "echo onCreate >> {log} && echo a && sleep 1.2 && echo b",
   "updateContentCommand": ["sh", "-c", "echo updateContent >> {log}"],
   "postCreateCommand": {{
     "log": "echo postCreate >> {log} && env > $HOME/lifecycle.env",
@@ -209,6 +215,7 @@ async def test_a_devcontainer_machine(
     assert ok.environment_image == failed.environment_image
     await fails_at_post_create(failed)
     mid = ok.id
+    await lifecycle_output_streamed(stack, mid)
 
     # The local feature, installed at build with its option.
     assert await out(stack, mid, "cat", "/usr/local/share/greeter/greeting") == (
@@ -240,6 +247,19 @@ async def test_a_devcontainer_machine(
     said = b"in-a-terminal as dev 1234"
     assert said in await read_until(ws, said)
     await stack.close_session(mid, opened.session_id)
+
+
+async def lifecycle_output_streamed(stack: FleetClient, mid: str) -> None:
+    """onCreateCommand's output as lifecycle-output events, "a" in one stored while it slept,
+    "b" in the next, both before its lifecycle-ran."""
+    events = await stored_events(stack, mid)
+    command = f"echo onCreate >> {LOG} && echo a && sleep 1.2 && echo b"
+    ran = next(e for e in events if isinstance(e, LifecycleRan) and e.command == command)
+    said = [e for e in events if isinstance(e, LifecycleOutput) and e.command == command]
+    assert [(e.stage, e.lines) for e in said] == [("onCreateCommand", ["a"]),
+                                                  ("onCreateCommand", ["b"])], said  # fmt: skip
+    assert events.index(said[-1]) < events.index(ran)
+    assert (ran.occurred_at - said[0].occurred_at).total_seconds() >= 1.0, (said[0], ran)
 
 
 async def sleeping(stack: FleetClient, mid: str) -> int:

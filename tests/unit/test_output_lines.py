@@ -98,3 +98,17 @@ async def test_a_batch_that_cannot_be_sent_does_not_stop_the_others() -> None:
         await asyncio.wait_for(failed.wait(), timeout=5)
         out.line("sent")
     assert sent == [["sent"]]
+
+
+async def test_stdout_and_stderr_are_cut_into_lines_each_on_its_own() -> None:
+    sent: list[str] = []
+
+    async def send(lines: list[str], dropped: int) -> None:
+        sent.extend(lines)
+
+    async with OutputTrickle(send, what="test", interval_s=3600.0, clock=lambda: 0.0) as out:
+        out.write("compil", "stdout")
+        out.write("warning: x\n", "stderr")  # a whole line between the halves of another
+        out.write("ing\nlast", "stdout")
+        out.write("no break", "stderr")
+    assert sent == ["warning: x", "compiling", "last", "no break"]
