@@ -55,6 +55,10 @@ PUBLISHERS: dict[EventKind, str] = {
     EventKind.EGRESS_DENIED: "the machine's host (its DNS proxy), when its network policy "
     "refused a name (rate-limited per machine)",
     EventKind.LIFECYCLE_RAN: "the setup_pusher, after each devcontainer lifecycle command",
+    EventKind.LIFECYCLE_OUTPUT: "the setup_pusher (the gateway for postAttachCommand), while a "
+    "devcontainer lifecycle command runs: its output, batched",
+    EventKind.ENVIRONMENT_BUILD_OUTPUT: "the provisioner, while the machine's environment "
+    "builds: the build log, batched",
 }
 CONFIG_PUBLISHERS: dict[ConfigKind, str] = {
     ConfigKind.ENV_CHANGED: "the gateway (env.set, env.unset)",
@@ -89,6 +93,8 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.LOST: events.MachineLost,
     EventKind.EGRESS_DENIED: events.MachineEgressDenied,
     EventKind.LIFECYCLE_RAN: events.LifecycleRan,
+    EventKind.LIFECYCLE_OUTPUT: events.LifecycleOutput,
+    EventKind.ENVIRONMENT_BUILD_OUTPUT: events.EnvironmentBuildOutput,
 }
 
 

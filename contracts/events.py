@@ -209,6 +209,33 @@ class LifecycleRan(_Event, tag=EventKind.LIFECYCLE_RAN.value, kw_only=True):
 
 #: How much of a lifecycle command's output its event carries (the event's size cap).
 LIFECYCLE_OUTPUT_MAX = 8 * 1024
+#: An output event (``lifecycle-output``, ``environment-build-output``) carries at most this
+#: many bytes of lines, and one build's or command's come at most once per
+#: ``OUTPUT_INTERVAL_S`` (and once more at its end).
+OUTPUT_LINES_MAX_BYTES = 8 * 1024
+OUTPUT_INTERVAL_S = 0.5
+
+
+class LifecycleOutput(_Event, tag=EventKind.LIFECYCLE_OUTPUT.value, kw_only=True):
+    """Lines a devcontainer lifecycle command printed (stdout and stderr, as read), while it
+    runs; its ``lifecycle-ran`` comes after the last of them."""
+
+    stage: str
+    #: As ``LifecycleRan.command``.
+    command: str
+    lines: list[str]
+    #: Lines printed before these that no event carries (more than one event holds within
+    #: ``OUTPUT_INTERVAL_S``).
+    dropped: int = 0
+
+
+class EnvironmentBuildOutput(_Event, tag=EventKind.ENVIRONMENT_BUILD_OUTPUT.value, kw_only=True):
+    """Lines of the build log of the machine's environment, while it builds. Machines that
+    share one build each get its lines (one joining late starts with its last lines)."""
+
+    lines: list[str]
+    #: As ``LifecycleOutput.dropped``.
+    dropped: int = 0
 
 
 class ReposChanged(_ConfigEvent, tag=ConfigKind.REPOS_CHANGED.value, kw_only=True):
@@ -244,6 +271,8 @@ MachineEvent = (
     | MachineLost
     | MachineEgressDenied
     | LifecycleRan
+    | LifecycleOutput
+    | EnvironmentBuildOutput
 )
 #: Events about a configuration scope (an instance or the platform), not one machine.
 ConfigEvent = EnvChanged | ReposChanged

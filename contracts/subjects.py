@@ -38,6 +38,10 @@ class EventKind(StrEnum):
     EGRESS_DENIED = "egress-denied"
     #: A devcontainer lifecycle command ran in the machine (its stage, exit code and output).
     LIFECYCLE_RAN = "lifecycle-ran"
+    #: Lines of a devcontainer lifecycle command's output while it runs (batched).
+    LIFECYCLE_OUTPUT = "lifecycle-output"
+    #: Lines of the build log of the machine's environment while it builds (batched).
+    ENVIRONMENT_BUILD_OUTPUT = "environment-build-output"
 
 
 class ConfigKind(StrEnum):

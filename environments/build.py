@@ -12,6 +12,7 @@ import json
 import os
 import tarfile
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,28 +180,41 @@ def _context_dir(checkout: Path, rel: str) -> str:
     return rel
 
 
-_inflight: dict[str, tuple[asyncio.Task[str], list[Say]]] = {}
+@dataclass
+class _Shared:
+    task: asyncio.Task[str] = field(init=False)
+    listeners: list[Say] = field(default_factory=list)
+    #: The log's last lines, for a caller that joins late.
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+
+    def tell(self, line: str) -> None:
+        self.recent.append(line)
+        for listener in list(self.listeners):
+            listener(line)
+
+
+_inflight: dict[str, _Shared] = {}
 
 
 async def _shared(digest: str, say: Say, build: Callable[[Say], Any]) -> str:
-    """One build per digest in this process: later callers join it and hear the rest of its log.
-    The build outlives a caller that gives up (it finishes into the cache)."""
-    if digest not in _inflight:
-        listeners: list[Say] = []
-
-        def tell(line: str) -> None:
-            for listener in list(listeners):
-                listener(line)
-
-        task: asyncio.Task[str] = asyncio.create_task(build(tell), name=f"env-build-{digest[:12]}")
-        _inflight[digest] = (task, listeners)
-        task.add_done_callback(lambda _: _inflight.pop(digest, None))
-    task, listeners = _inflight[digest]
-    listeners.append(say)
+    """One build per digest in this process: a later caller joins it, hears its last lines
+    (up to ``TAIL_LINES``), then the rest of its log. The build outlives a caller that gives
+    up (it finishes into the cache)."""
+    shared = _inflight.get(digest)
+    if shared is None:
+        shared = _inflight[digest] = _Shared()
+        shared.task = asyncio.create_task(build(shared.tell), name=f"env-build-{digest[:12]}")
+        shared.task.add_done_callback(lambda _: _inflight.pop(digest, None))
+    elif shared.recent:
+        say(f"environment {digest[:12]}: already building; its last {len(shared.recent)} "
+            "line(s):")  # fmt: skip
+        for line in shared.recent:
+            say(line)
+    shared.listeners.append(say)
     try:
-        return await asyncio.shield(task)
+        return await asyncio.shield(shared.task)
     finally:
-        listeners.remove(say)
+        shared.listeners.remove(say)
 
 
 async def _build(docker: aiodocker.Docker, plan: _Plan, checkout: Path, digest: str,
@@ -269,7 +283,7 @@ async def _run_build(docker: aiodocker.Docker, context: IO[bytes], tag: str,
         params["target"] = target
     if store.network:
         params["networkmode"] = store.network
-    lines: list[str] = []
+    lines: deque[str] = deque(maxlen=TAIL_LINES)
     image: str | None = None
     headers = {"Content-Type": "application/x-tar"}
     limit = aiohttp.ClientTimeout(total=store.build_timeout_s)
@@ -278,12 +292,12 @@ async def _run_build(docker: aiodocker.Docker, context: IO[bytes], tag: str,
         async for raw in resp.content:
             image = _on_message(raw, lines, say) or image
     if image is None:
-        tail = "\n".join(lines[-TAIL_LINES:])
+        tail = "\n".join(lines)
         raise BuildFailed(f"the image build failed:\n{tail}", data={"logTail": tail})
     return image
 
 
-def _on_message(raw: bytes, lines: list[str], say: Say) -> str | None:
+def _on_message(raw: bytes, lines: deque[str], say: Say) -> str | None:
     """One message of the engine's build stream: its log lines said, the image ID returned;
     an error becomes a line of the log, and the build has no image."""
     try:

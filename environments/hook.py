@@ -3,17 +3,18 @@
 done, and ``postStartCommand``: a setup follows every start) and after a reconcile brought new
 content (``updateContentCommand``); whoever opens a terminal session, ``ON_ATTACH``. Inert for
 a machine with no lifecycle record: nothing runs, nothing is read beyond one key.
-Each command's end is a ``machine.lifecycle-ran`` event; a failing one raises LifecycleFailed,
-and the machine fails at the stage it names."""
+Each command's output is ``machine.lifecycle-output`` events while it runs (batched: at most
+one per ``OUTPUT_INTERVAL_S``), its end a ``machine.lifecycle-ran`` event after the last of
+them; a failing one raises LifecycleFailed, and the machine fails at the stage it names."""
 
 from __future__ import annotations
 
 import msgspec
 import structlog
 
-from contracts.daemon_rpc import ExecCommandResult
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, OutputChunk
 from contracts.errors import ToolError
-from contracts.events import LIFECYCLE_OUTPUT_MAX, LifecycleRan
+from contracts.events import LIFECYCLE_OUTPUT_MAX, LifecycleOutput, LifecycleRan
 from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from environments import lifecycle as lc, record
@@ -21,10 +22,12 @@ from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient, MachineClient
 from services.common.failures import fail_machine
 from services.common.machine_config import InstanceConfig, load_instance_config
+from services.common.output_lines import OutputTrickle
 from services.common.settings import Settings
 from services.common.store import Store
 
 log = structlog.get_logger(__name__)
+_CHUNK = msgspec.json.Decoder(OutputChunk)
 
 
 def with_project_env(cfg: InstanceConfig, life: lc.MachineLifecycle | None) -> InstanceConfig:
@@ -68,8 +71,37 @@ async def run_lifecycle(store: Store, bus: Bus, machine: Machine, mc: MachineCli
     def say(line: str) -> None:
         log.debug("lifecycle.output", machine_id=machine.id, line=line)
 
+    async def run(step: lc.Step, params: ExecCommandParams) -> ExecCommandResult:
+        return await streamed(bus, machine.id, mc, step, params)
+
     env = lc.machine_env(cfg.platform_env, cfg.instance_env, None, life.image_env)
-    await lc.run_stages(mc.exec, todo, env=env, cwd=life.cwd, say=say, done=mark, ran=ran)
+    await lc.run_stages(run, todo, env=env, cwd=life.cwd, say=say, done=mark, ran=ran)
+
+
+async def streamed(bus: Bus, machine_id: str, mc: MachineClient, step: lc.Step,
+                   params: ExecCommandParams) -> ExecCommandResult:  # fmt: skip
+    """``step``'s command run with its output published as it comes, every batch of it before
+    this returns (and so before its ``lifecycle-ran``)."""
+    command = step.describe()
+
+    async def send(lines: list[str], dropped: int) -> None:
+        # Ids of their own, not derived from the cause: a command run again (a redelivered
+        # event) prints anew, and where a batch ends depends on timing, not on the command.
+        await bus.publish(LifecycleOutput(event_id=new_event_id(), machine_id=machine_id,
+                                          stage=step.stage, command=command, lines=lines,
+                                          dropped=dropped))  # fmt: skip
+
+    async with OutputTrickle(send, what=f"{step.stage}:{machine_id}") as output:
+
+        def heard(data: bytes) -> None:
+            try:
+                chunk = _CHUNK.decode(data)
+            except msgspec.DecodeError:  # the machine's to say: a view of it, never a failure
+                log.warning("lifecycle.chunk_unreadable", machine_id=machine_id, size=len(data))
+                return
+            output.write(chunk.data, chunk.stream)
+
+        return await mc.exec_stream(bus.nc, params, heard)
 
 
 async def on_attach(store: Store, bus: Bus, settings: Settings, daemons: DaemonClient,

@@ -39,7 +39,8 @@ ON_ATTACH = ("postAttachCommand",)
 TAIL_LINES = 20
 #: One lifecycle command's time in the machine.
 COMMAND_TIMEOUT_S = 3600.0
-Run = Callable[[ExecCommandParams], Awaitable[ExecCommandResult]]
+#: Runs one step's command in the machine (the step: for whoever shows its output as it comes).
+Run = Callable[["Step", ExecCommandParams], Awaitable[ExecCommandResult]]
 Say = Callable[[str], None]
 Ran = Callable[["Step", ExecCommandResult], Awaitable[None]]
 
@@ -173,7 +174,7 @@ async def run_stages(
     done: Callable[[str], Awaitable[None]] | None = None,
     ran: Ran | None = None,
 ) -> None:
-    """Run ``todo`` (``plan``'s) through ``run`` (the machine's ``tool.execCommand``), each
+    """Run ``todo`` (``plan``'s) through ``run`` (the machine's daemon), each
     line of output said with its stage, ``ran(step, result)`` after each command and
     ``done(stage)`` after each stage that succeeded. Raises LifecycleFailed at the first
     failing command."""
@@ -195,7 +196,7 @@ async def _one(run: Run, step: Step, env: dict[str, str], cwd: str | None,
     say(f"{step.stage}: {step.describe()}")
     command = [expand_container_env(a, env) for a in step.argv]
     result = await run(
-        ExecCommandParams(command=command, env=env, cwd=cwd, timeout_s=COMMAND_TIMEOUT_S)
+        step, ExecCommandParams(command=command, env=env, cwd=cwd, timeout_s=COMMAND_TIMEOUT_S)
     )
     prefix = f"{step.stage}[{step.name}]" if step.name else step.stage
     for line in (result.stdout + result.stderr).splitlines():

@@ -16,7 +16,10 @@ from typing import TextIO
 from contracts.daemon_rpc import ProcessInfo
 from contracts.events import (
     DaemonStatusReported,
+    EnvironmentBuildOutput,
     Event,
+    LifecycleOutput,
+    LifecycleRan,
     MachineArchived,
     MachineFailed,
     MachineProcessesEnded,
@@ -171,6 +174,11 @@ def describe(event: Event) -> str:
         detail = f".env {event.env_bytes} B, {len(event.repo_paths)} repo(s)"
     elif isinstance(event, MachineFailed):
         detail = f"at {event.stage}: {event.reason}"
+    elif isinstance(event, LifecycleRan):
+        how = "timed out" if event.timed_out else f"exited {event.exit_code}"
+        detail = f"{event.stage} `{event.command}` {how}"
+    elif isinstance(event, LifecycleOutput | EnvironmentBuildOutput):
+        detail = output_summary(event) + (f": {event.lines[-1]}" if event.lines else "")
     elif isinstance(
         event,
         MachineArchived
@@ -183,9 +191,22 @@ def describe(event: Event) -> str:
     return f"{kind:<24} {detail}".rstrip()
 
 
+def output_summary(event: LifecycleOutput | EnvironmentBuildOutput) -> str:
+    """Whose output, how many lines, how many a flood left out."""
+    stage = f"{event.stage} " if isinstance(event, LifecycleOutput) else ""
+    dropped = f" ({event.dropped} dropped before them)" if event.dropped else ""
+    return f"{stage}{len(event.lines)} line(s){dropped}"
+
+
 def event_line(seq: int, event: Event) -> str:
+    """One line per event; an output event's lines follow it, indented (its one line would
+    show only the last)."""
     stamp = event.occurred_at.strftime("%H:%M:%S.%f")[:-3]
-    return f"{seq:>6} {stamp} {event.machine_id}  {describe(event)}"
+    head = f"{seq:>6} {stamp} {event.machine_id}  "
+    if isinstance(event, LifecycleOutput | EnvironmentBuildOutput):
+        body = "".join(f"\n{'':>8}| {line}" for line in event.lines)
+        return f"{head}{kind_of(event).value:<24} {output_summary(event)}{body}"
+    return head + describe(event)
 
 
 def final(event: Event) -> bool:

@@ -9,23 +9,32 @@ or whatever error the daemon itself answered).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from contracts import subjects
 from contracts.daemon_rpc import (
     EXEC_COMMAND,
+    EXEC_KILL,
+    EXEC_STREAM,
     GET_VERSION,
     HEALTH,
     PROCESS_START,
     WRITE_FILE,
     ExecCommandParams,
     ExecCommandResult,
+    ExecKillParams,
+    ExecStreamParams,
     GetVersionResult,
     HealthParams,
     HealthResult,
@@ -34,7 +43,7 @@ from contracts.daemon_rpc import (
     WriteFileParams,
     WriteFileResult,
 )
-from contracts.errors import DaemonTimeout, DaemonUnavailable, PayloadTooLarge
+from contracts.errors import DaemonTimeout, DaemonUnavailable, FleetError, PayloadTooLarge
 from contracts.jsonrpc import (
     AnySpec,
     MethodSpec,
@@ -59,6 +68,8 @@ _HEADROOM = 1024
 
 #: Where the client gets the signing key of a machine (see contracts.signing).
 KeySource = Callable[[str], Awaitable[bytes]]
+#: Takes each output chunk of a streamed command, as published (an encoded ``OutputChunk``).
+OnOutput = Callable[[bytes], None]
 
 
 def static_key(machine_token: str) -> KeySource:
@@ -232,6 +243,44 @@ class MachineClient:
         return await self._c.call(
             self.machine_id, EXEC_COMMAND, params, timeout_s=params.timeout_s + EXEC_MARGIN_S
         )
+
+    async def exec_stream(self, nc: NATS, params: ExecCommandParams,
+                          on_output: OnOutput | None = None) -> ExecCommandResult:  # fmt: skip
+        """``params`` run as ``tool.execStream``: each chunk of its output goes to ``on_output``
+        (read on ``nc``) as the daemon reads it, every one before this returns the result.
+        Cancelled, it kills the command's process group: nothing keeps running on the machine
+        for a caller that left."""
+        stream = ExecStreamParams(**msgspec.structs.asdict(params), stream_id=secrets.token_hex(16))
+        if on_output is None:
+            return await self._stream(stream)
+
+        async def forward(msg: Msg) -> None:
+            on_output(msg.data)
+
+        sub = await nc.subscribe(subjects.exec_output(self.machine_id, stream.stream_id),
+                                 cb=forward)  # fmt: skip
+        try:
+            await nc.flush()  # the interest is known to the server before any output
+            result = await self._stream(stream)
+            # The daemon sent every chunk before its answer, on one connection: drain's round
+            # trip brings them all in, and it returns once each was handed on.
+            await sub.drain()  # type: ignore[no-untyped-call]
+            return result
+        finally:
+            with contextlib.suppress(nats.errors.Error):  # drained already, or the link is gone
+                await sub.unsubscribe()
+
+    async def _stream(self, params: ExecStreamParams) -> ExecCommandResult:
+        try:
+            return await self._c.call(self.machine_id, EXEC_STREAM, params,
+                                      timeout_s=params.timeout_s + EXEC_MARGIN_S)  # fmt: skip
+        except asyncio.CancelledError:
+            kill = self._c.call(self.machine_id, EXEC_KILL,
+                                ExecKillParams(stream_id=params.stream_id))  # fmt: skip
+            with contextlib.suppress(FleetError):
+                await asyncio.shield(kill)
+            log.info("exec.stream_cancelled", machine_id=self.machine_id)
+            raise
 
     async def run(self, *argv: str, timeout_s: float = 120.0) -> ExecCommandResult:
         return await self.exec(ExecCommandParams(command=list(argv), timeout_s=timeout_s))

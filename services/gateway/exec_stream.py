@@ -1,30 +1,25 @@
 """Streamed exec: ``machines.execStream`` and ``POST /rpc/stream``.
 
 The method itself is an ordinary handler (validated and access-checked by the dispatcher like
-every other): it asks the daemon for ``tool.execStream`` with a fresh stream id. When the request
-came through ``POST /rpc/stream``, the HTTP handler has put a sink in ``OUTPUT_SINK``; the
-method then subscribes to the daemon's output subject *before* the call, forwards each chunk to
-the sink, and drains the subscription after the answer, so every chunk precedes the result.
-When the client goes away (a Ctrl-C), the HTTP handler cancels the method, which kills the
-command's process group on the machine (``tool.execKill``) before it lets go.
+every other): it asks the daemon for ``tool.execStream`` (``MachineClient.exec_stream``, which
+the lifecycle commands' output uses too). When the request came through ``POST /rpc/stream``,
+the HTTP handler has put a sink in ``OUTPUT_SINK``, and each chunk goes there, every one before
+the result. When the client goes away (a Ctrl-C), the HTTP handler cancels the method, which
+kills the command's process group on the machine (``tool.execKill``) before it lets go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
-from collections.abc import Callable
 from contextvars import ContextVar
 
 import msgspec
-import nats.errors
 import structlog
 from aiohttp import web
-from nats.aio.msg import Msg
 
-from contracts import daemon_rpc as d, subjects
-from contracts.errors import FleetError, InvalidRequest, MethodNotFound
+from contracts import daemon_rpc as d
+from contracts.errors import InvalidRequest, MethodNotFound
 from contracts.gateway_live import (
     SSE_OUTPUT,
     SSE_RESULT,
@@ -33,13 +28,13 @@ from contracts.gateway_live import (
 )
 from contracts.jsonrpc import Dispatcher
 from services.common.bus import Bus
-from services.common.daemon_client import EXEC_MARGIN_S, DaemonClient
+from services.common.daemon_client import DaemonClient, OnOutput
 from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)
 
 #: Where a streamed request's output chunks go (None: a plain POST /rpc, nothing streamed).
-OUTPUT_SINK: ContextVar[Callable[[bytes], None] | None] = ContextVar("output_sink", default=None)
+OUTPUT_SINK: ContextVar[OnOutput | None] = ContextVar("output_sink", default=None)
 #: A comment line this often while a command is silent: a client that left is noticed.
 KEEPALIVE_S = 1.0
 
@@ -58,41 +53,10 @@ class ExecStreamOps:
         self, p: MachineExecStreamParams, c: Caller
     ) -> d.ExecCommandResult:
         await self.access.live_machine(c, p.machine_id)
-        params = d.ExecStreamParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd,
-                                    env=p.env, stream_id=secrets.token_hex(16))  # fmt: skip
-        sink = OUTPUT_SINK.get()
-        if sink is None:
-            return await self._run(p.machine_id, params)
-        subject = subjects.exec_output(p.machine_id, params.stream_id)
-
-        async def forward(msg: Msg) -> None:
-            sink(msg.data)
-
-        sub = await self.bus.nc.subscribe(subject, cb=forward)
-        try:
-            await self.bus.nc.flush()  # the interest is known to the server before any output
-            result = await self._run(p.machine_id, params)
-            # The daemon sent every chunk before its answer, on one connection: drain's round
-            # trip brings them all in, and it returns once each was forwarded.
-            await sub.drain()  # type: ignore[no-untyped-call]
-            return result
-        finally:
-            with contextlib.suppress(nats.errors.Error):  # drained already, or the link is gone
-                await sub.unsubscribe()
-
-    async def _run(self, machine_id: str, params: d.ExecStreamParams) -> d.ExecCommandResult:
-        try:
-            return await self.daemons.call(machine_id, d.EXEC_STREAM, params,
-                                           timeout_s=params.timeout_s + EXEC_MARGIN_S)  # fmt: skip
-        except asyncio.CancelledError:
-            # The caller left (Ctrl-C): nothing may keep running on the machine for nobody.
-            kill = self.daemons.call(
-                machine_id, d.EXEC_KILL, d.ExecKillParams(stream_id=params.stream_id)
-            )
-            with contextlib.suppress(FleetError):
-                await asyncio.shield(kill)
-            log.info("exec.stream_cancelled", machine_id=machine_id)
-            raise
+        params = d.ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd,
+                                     env=p.env)  # fmt: skip
+        mc = self.daemons.machine(p.machine_id)
+        return await mc.exec_stream(self.bus.nc, params, OUTPUT_SINK.get())
 
 
 def sse(event: str, data: bytes) -> bytes:

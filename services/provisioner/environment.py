@@ -23,7 +23,9 @@ from contracts.errors import (
     ImageNotFound,
     ProviderError,
 )
+from contracts.events import EnvironmentBuildOutput
 from contracts.gateway_environments import DEFAULT_ENVIRONMENT, DevcontainerSource, Environment
+from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
 from environments import build as eb, cache as build_cache, record, sources
 from environments.lifecycle import MachineLifecycle
@@ -32,6 +34,7 @@ from providers.docker_image import MACHINE_HOME
 from providers.limits import Limits, Placement, with_own, within
 from providers.registry import platform_limits
 from services.common.bus import Bus
+from services.common.output_lines import OutputTrickle
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_limits import instance_limits
@@ -99,18 +102,28 @@ async def image_id(docker: aiodocker.Docker, ref: str) -> str:
 async def build_image(ctx: EnvironmentContext, environment: Environment) -> str:
     """The image ID of a ``dockerfile`` or ``devcontainer`` environment, built on
     ``ctx.docker`` (or found in the builds' cache) from a host-side checkout of its repo; a
-    devcontainer's lifecycle commands are recorded for the setup pusher to run."""
+    devcontainer's lifecycle commands are recorded for the setup pusher to run. The build's
+    log goes to the machine's events as it is made (``environment-build-output``, batched; the
+    last of them before the machine's next event); ids of their own, since a build run again
+    for a redelivered create says something new."""
     assert ctx.docker is not None
     repo, source = await build_source(ctx.store, ctx.machine.instance_id, environment)
     mid = ctx.machine.id
 
-    def say(line: str) -> None:
-        log.info("environment.build_log", machine_id=mid, line=line)
+    async def send(lines: list[str], dropped: int) -> None:
+        await ctx.bus.publish(EnvironmentBuildOutput(event_id=new_event_id(), machine_id=mid,
+                                                     lines=lines, dropped=dropped))  # fmt: skip
 
-    made = await build_for_machine(
-        ctx.docker, build_cache.from_settings(ctx.settings), repo, source,
-        checkouts=ctx.settings.data_path / "checkouts", home=MACHINE_HOME, say=say,
-    )  # fmt: skip
+    async with OutputTrickle(send, what=f"build:{mid}") as output:
+
+        def say(line: str) -> None:
+            log.info("environment.build_log", machine_id=mid, line=line)
+            output.line(line)
+
+        made = await build_for_machine(
+            ctx.docker, build_cache.from_settings(ctx.settings), repo, source,
+            checkouts=ctx.settings.data_path / "checkouts", home=MACHINE_HOME, say=say,
+        )  # fmt: skip
     if made.lifecycle is not None:
         await record.save(ctx.store, mid, made.lifecycle)
     log.info("environment.built", machine_id=mid, image=made.built.image,

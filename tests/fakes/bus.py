@@ -301,6 +301,9 @@ class FakeSubscription:
         if self in self.nc.subscriptions:
             self.nc.subscriptions.remove(self)
 
+    async def drain(self) -> None:  # each message was handed on as it was published
+        await self.unsubscribe()
+
 
 @dataclass
 class FakeNats:

@@ -1,15 +1,23 @@
 """Lifecycle commands on a real daemon (environments/lifecycle.py over tool.execCommand): the
 order and the parallel form as the machine sees them, the variables they get, and a failing
-command's reason."""
+command's reason; a command's output as lifecycle-output events while it runs
+(environments/hook.py over tool.execStream)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from contracts import subjects
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.events import LifecycleOutput
 from environments import devcontainer as dc, lifecycle as lc
+from environments.hook import streamed
 from services.common.bus import Bus
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import boot
+from tests.waiters import subscribed
 
 DEV = dc.parse(
     b"""{"image": "b",
@@ -34,7 +42,10 @@ async def test_lifecycle_on_a_real_daemon(bus: Bus, spawn_daemon: SpawnDaemon) -
     async def done(stage: str) -> None:
         recorded.append(stage)
 
-    await lc.run_stages(mc.exec, lc.plan(lc.ON_CREATE, DEV, []), env=env, cwd=None,
+    async def run(_: lc.Step, params: ExecCommandParams) -> ExecCommandResult:
+        return await mc.exec(params)
+
+    await lc.run_stages(run, lc.plan(lc.ON_CREATE, DEV, []), env=env, cwd=None,
                         say=said.append, done=done)  # fmt: skip
     assert (await mc.run("cat", "order.log")).stdout == "create\nupdate\n"
     assert (await mc.run("cat", "a.txt", "b.txt")).stdout == "remote\nhi\n"
@@ -42,10 +53,34 @@ async def test_lifecycle_on_a_real_daemon(bus: Bus, spawn_daemon: SpawnDaemon) -
     assert "onCreateCommand: echo create >> order.log" in said
 
     with pytest.raises(lc.LifecycleFailed) as err:
-        await lc.run_stages(mc.exec, lc.plan(lc.ON_START, DEV, [], done=recorded), env=env,
+        await lc.run_stages(run, lc.plan(lc.ON_START, DEV, [], done=recorded), env=env,
                             cwd=None, say=said.append)  # fmt: skip
     assert err.value.stage == "postStartCommand"
     assert err.value.reason == (
         "postStartCommand `echo start >> order.log && echo oops && exit 7` exited 7:\noops"
     )
     assert (await mc.run("cat", "order.log")).stdout == "create\nupdate\nstart\n"
+
+
+async def test_a_commands_output_is_published_while_it_runs(
+    bus: Bus, spawn_daemon: SpawnDaemon
+) -> None:
+    _, mc = await boot(bus, spawn_daemon)
+    step = lc.Step("postStartCommand", None, lc.argv("echo a; sleep 1.2; echo b; echo oops >&2"))
+    params = ExecCommandParams(command=step.argv, timeout_s=30)
+    subject = subjects.event(subjects.EventKind.LIFECYCLE_OUTPUT, mc.machine_id)
+    async with subscribed(bus.nc, subject) as inbox:
+        run = asyncio.create_task(streamed(bus, mc.machine_id, mc, step, params))
+        first = await inbox.next_event(timeout=10)
+        assert not run.done()  # "b" is 1.2 s away: the first line came while it ran
+        result = await asyncio.wait_for(run, timeout=30)
+        events = [first]
+        lines = list(getattr(first, "lines", []))
+        while not {"b", "oops"} <= set(lines):  # the rest, published before it returned
+            events.append(await inbox.next_event(timeout=10))
+            lines += getattr(events[-1], "lines", [])
+    assert all(isinstance(e, LifecycleOutput) for e in events), events
+    assert isinstance(first, LifecycleOutput)
+    assert (first.stage, first.command, first.lines) == ("postStartCommand", step.describe(), ["a"])
+    assert sorted(lines) == ["a", "b", "oops"]
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "a\nb\n", "oops\n")

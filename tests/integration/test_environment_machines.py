@@ -13,18 +13,27 @@ instance sets the variable the command's gate reads).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiodocker
 import pytest
 
+from contracts.events import (
+    EnvironmentBuildOutput,
+    Event,
+    LifecycleOutput,
+    LifecycleRan,
+    kind_of,
+)
 from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
 from contracts.status import MachineStatus
+from contracts.subjects import EventKind
 from environments import build as env_build, cache
 from fleet.client import FleetClient
 from services.common.settings import Settings
@@ -69,7 +78,7 @@ DEVCONTAINER = """{{
     "SEEN": "${{containerEnv:FROM_IMAGE}}+${{containerEnv:LAYER}}",
     "INST_OVER": "remote",
   }},
-  "onCreateCommand": "echo onCreate >> {log}",
+  "onCreateCommand": "echo onCreate >> {log} && echo a && sleep 1.2 && echo b",
   "updateContentCommand": ["sh", "-c", "echo updateContent >> {log}"],
   "postCreateCommand": {{
     "log": "echo postCreate >> {log} && env > $HOME/lifecycle.env",
@@ -206,6 +215,7 @@ async def test_a_devcontainer_machine(
     assert ok.environment_image == failed.environment_image
     await fails_at_post_create(failed)
     mid = ok.id
+    await lifecycle_output_streamed(stack, mid)
 
     # The local feature, installed at build with its option.
     assert await out(stack, mid, "cat", "/usr/local/share/greeter/greeting") == (
@@ -237,6 +247,19 @@ async def test_a_devcontainer_machine(
     said = b"in-a-terminal as dev 1234"
     assert said in await read_until(ws, said)
     await stack.close_session(mid, opened.session_id)
+
+
+async def lifecycle_output_streamed(stack: FleetClient, mid: str) -> None:
+    """onCreateCommand's output as lifecycle-output events, "a" in one stored while it slept,
+    "b" in the next, both before its lifecycle-ran."""
+    events = await stored_events(stack, mid)
+    command = f"echo onCreate >> {LOG} && echo a && sleep 1.2 && echo b"
+    ran = next(e for e in events if isinstance(e, LifecycleRan) and e.command == command)
+    said = [e for e in events if isinstance(e, LifecycleOutput) and e.command == command]
+    assert [(e.stage, e.lines) for e in said] == [("onCreateCommand", ["a"]),
+                                                  ("onCreateCommand", ["b"])], said  # fmt: skip
+    assert events.index(said[-1]) < events.index(ran)
+    assert (ran.occurred_at - said[0].occurred_at).total_seconds() >= 1.0, (said[0], ran)
 
 
 async def sleeping(stack: FleetClient, mid: str) -> int:
@@ -324,3 +347,22 @@ async def test_a_dockerfile_machine(
     assert "the project's environment" in await out(stack, m.id, "git", "-C", REPO_PATH, "log")
     # No lifecycle in a Dockerfile environment; its variables are the image's.
     assert (await stack.exec(m.id, ["test", "-e", LOG])).exit_code == 1
+    await build_log_streamed(stack, m.id, mark)
+
+
+async def stored_events(stack: FleetClient, mid: str) -> list[Event]:
+    """The machine's events as stored, in stream order."""
+    async with contextlib.aclosing(stack.events(mid, follow=False)) as events:
+        return [event async for _, event in events]
+
+
+async def build_log_streamed(stack: FleetClient, mid: str, mark: str) -> None:
+    """The build's log as environment-build-output events, all stored before the machine was
+    provisioned (its container runs the image the build made)."""
+    events = await stored_events(stack, mid)
+    kinds = [kind_of(e) for e in events]
+    logged = [i for i, e in enumerate(events) if isinstance(e, EnvironmentBuildOutput)]
+    assert logged, kinds
+    assert logged[-1] < kinds.index(EventKind.PROVISIONED), kinds
+    lines = [line for i in logged for line in cast(EnvironmentBuildOutput, events[i]).lines]
+    assert any(mark in line for line in lines), lines  # the RUN step that writes the mark

@@ -13,8 +13,10 @@ from contracts import ids
 from contracts.events import (
     DaemonStatusReported,
     EnvChanged,
+    EnvironmentBuildOutput,
     EnvPushed,
     Event,
+    LifecycleOutput,
     LifecycleRan,
     MachineArchived,
     MachineCreated,
@@ -130,6 +132,18 @@ SAMPLES: list[Event] = [
         exit_code=1,
         output="npm ERR! missing script",
     ),
+    LifecycleOutput(
+        event_id="e16",
+        machine_id=MID,
+        occurred_at=AT,
+        stage="postCreateCommand",
+        command="npm ci",
+        lines=["added 12 packages", ""],
+        dropped=2,
+    ),
+    EnvironmentBuildOutput(
+        event_id="e17", machine_id=MID, occurred_at=AT, lines=["Step 1/3 : FROM base"]
+    ),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -150,6 +164,8 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineLost: {"hostId", "reason"},
     MachineEgressDenied: {"destination", "port", "name", "reason", "dropped"},
     LifecycleRan: {"stage", "command", "exitCode", "timedOut", "output"},
+    LifecycleOutput: {"stage", "command", "lines", "dropped"},
+    EnvironmentBuildOutput: {"lines", "dropped"},
 }
 
 

@@ -55,7 +55,7 @@ class Daemon:
         self.fail = fail
         self.concurrent = self.most = 0
 
-    async def __call__(self, p: ExecCommandParams) -> ExecCommandResult:
+    async def __call__(self, _: lc.Step, p: ExecCommandParams) -> ExecCommandResult:
         self.ran.append(p.command)
         self.concurrent += 1
         self.most = max(self.most, self.concurrent)

@@ -255,6 +255,8 @@ export const EVENT_TYPES = Object.freeze({
   LOST: "lost",
   EGRESS_DENIED: "egress-denied",
   LIFECYCLE_RAN: "lifecycle-ran",
+  LIFECYCLE_OUTPUT: "lifecycle-output",
+  ENVIRONMENT_BUILD_OUTPUT: "environment-build-output",
 });
 
 /** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */

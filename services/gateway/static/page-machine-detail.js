@@ -13,7 +13,7 @@ import { terminals } from "./terminal.js";
 import { chip, fill, fmtClock, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
 
 const T = EVENT_TYPES;
-/** One line about each kind of event, from its fields. */
+/** What each kind of event says, from its fields: a line (and an output event's lines). */
 const EVENT_DETAILS = {
   [T.CREATED]: (e) => `provider ${e.provider}`,
   [T.PROVISIONED]: (e) => `${e.provider} ${e.externalId}`,
@@ -28,12 +28,21 @@ const EVENT_DETAILS = {
   [T.FILES_REMOVED]: () => "its processes have exited and its files are gone",
   [T.UNRESPONSIVE]: (e) => e.reason,
   [T.LOST]: (e) => e.reason,
+  [T.LIFECYCLE_RAN]: (e) =>
+    `${e.stage} \`${e.command}\` ${e.timedOut ? "timed out" : `exited ${e.exitCode}`}`,
+  [T.LIFECYCLE_OUTPUT]: (e) => outputLines(e, `${e.stage} \`${e.command}\``),
+  [T.ENVIRONMENT_BUILD_OUTPUT]: (e) => outputLines(e, "build log"),
   [T.EGRESS_DENIED]: (e) => {
     const port = e.port ? `:${e.port}` : "";
     const more = e.dropped ? ` (and ${e.dropped} more before it)` : "";
     return `${e.reason}: ${e.name || e.destination}${port}${more}`;
   },
 };
+/** An output event's lines as printed (a batch: at most 8 KiB), under whose they are. */
+function outputLines(e, whose) {
+  const dropped = e.dropped ? `, ${e.dropped} line(s) dropped before these` : "";
+  return [`${whose}${dropped}`, h("pre.output-lines.mono", {}, e.lines.join("\n"))];
+}
 const EVENT_TONE = {
   [T.READY]: "ready",
   [T.FAILED]: "failed",
