@@ -38,8 +38,21 @@ class AutoPipelineRedis(aioredis.Redis):
         super().__init__(*args, **kwargs)
         self._queue: list[_Queued] = []
         self._flushing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Send what is queued and wait for what is being sent, then close. A batch sent after
+        the pool's close would open a connection that nobody closes (a ResourceWarning in some
+        later test); a command after the close is refused for the same reason."""
+        self._closed = True
+        while self._queue or self._flushing:
+            self._flush()
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+        await super().aclose(close_connection_pool)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self._closed:
+            raise redis.exceptions.ConnectionError("the Redis client is closed")
         if self.single_connection_client:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ from services.common import redis_autopipe
 from services.common.redis_autopipe import AutoPipelineRedis
 from services.common.redis_client import close_client, redis_client
 from services.common.store_scripts import BoundScript
+from tests.waiters import wait_until
 
 
 class CountingRedis(AutoPipelineRedis):
@@ -106,3 +107,25 @@ async def test_a_dead_server_fails_every_caller_of_the_batch(tmp_path: Any) -> N
         assert all(isinstance(x, ConnectionError) for x in results), results
     finally:
         await r.aclose()
+
+
+async def test_a_close_sends_what_is_queued_and_leaves_no_connection_open(
+    redis_server: ValkeyServer,
+) -> None:
+    r = redis_client(redis_server.url)
+    queued = asyncio.ensure_future(r.set("queued", "1"))
+    await asyncio.sleep(0)  # queued; its batch goes out on a later turn of the loop
+    await close_client(r)
+    assert queued.done()
+    assert await queued  # sent before the close
+    with pytest.raises(ConnectionError, match="closed"):
+        await r.get("queued")  # refused: it would open a connection nobody closes
+    admin = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await wait_until(lambda: _clients(admin, 1), timeout=10)  # itself alone
+    finally:
+        await admin.aclose()
+
+
+async def _clients(admin: aioredis.Redis, n: int) -> bool:
+    return len(await admin.client_list()) == n
