@@ -24,7 +24,7 @@ import structlog
 
 from contracts.errors import BuildFailed, EnvironmentInvalid
 from core import hostile_fs
-from environments import cache, devcontainer as dc, features as ft
+from environments import build_network, cache, devcontainer as dc, features as ft
 from environments.sources import find_devcontainer, hash_tree, present, read, walk
 
 log = structlog.get_logger(__name__)
@@ -281,8 +281,12 @@ async def _run_build(docker: aiodocker.Docker, context: IO[bytes], tag: str,
         params["buildargs"] = json.dumps(args)
     if target:
         params["target"] = target
-    if store.network:
-        params["networkmode"] = store.network
+    network = store.network
+    if store.isolated:
+        local = (os.environ.get("DOCKER_HOST") or "unix://").startswith("unix://")
+        network = await build_network.isolated_network(docker, network, local_engine=local)
+    if network:
+        params["networkmode"] = network
     lines: deque[str] = deque(maxlen=TAIL_LINES)
     image: str | None = None
     headers = {"Content-Type": "application/x-tar"}

@@ -32,8 +32,11 @@ class BuildCache:
     #: How long an OCI feature's registry has to answer.
     feature_timeout_s: float = 20.0
     build_timeout_s: float = 3600.0
-    #: The engine's network builds run on (None: the engine's default bridge).
+    #: The engine's network builds run on (None: the engine's default bridge), unless
+    #: ``isolated``: then ``fleet-builds``, which the host refuses (environments/build_network.py),
+    #: where the engine is this host's and the provisioner root.
     network: str | None = None
+    isolated: bool = False
 
     @property
     def used_file(self) -> Path:
@@ -41,14 +44,15 @@ class BuildCache:
 
 
 def from_settings(settings: Settings) -> BuildCache:
-    """The builds' cache of this process: its state in the data dir, builds on the machines'
-    network (what the machines may reach, a build may; no more)."""
+    """The builds' cache of this process: its state in the data dir, builds on a network of
+    their own that reaches nothing of the host (else on the machines' network)."""
     return BuildCache(
         state_dir=settings.data_path / "environments",
         max_bytes=settings.env_cache_bytes,
         feature_timeout_s=settings.env_feature_timeout_s,
         build_timeout_s=settings.env_build_timeout_s,
         network=settings.docker_network,
+        isolated=True,
     )
 
 

@@ -21,7 +21,10 @@ from contracts.models import Repo
 from environments import build as b, cache
 from environments.machine import build_for_machine
 from environments.sources import checkout
+from tests.docker_env import docker_image
 from tests.environments import busybox_image
+
+__all__ = ["docker_image"]  # a fixture, imported for its tests
 
 WS = "/home/fleet/src/app"
 
@@ -212,3 +215,40 @@ async def test_checkout_is_shallow_and_follows_the_branch(tmp_path: Path) -> Non
     assert await checkout(repo, tmp_path / "cache") == got
     assert (got / "Dockerfile").read_text() == "FROM scratch # 3\n"
     assert not (got / "stray").exists()
+
+
+PROBE = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("reached")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+@pytest.mark.timeout(180)
+async def test_a_build_step_reaches_nothing_of_the_host(
+    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path,
+    docker_image: tuple[str, str],
+) -> None:  # fmt: skip
+    """NATS listens on the machines' network's gateway address (docker machines connect there):
+    a build step on the engine's default bridge reaches it (the control), one of a platform's
+    build (``isolated``: the fleet-builds network, which the host refuses) does not."""
+    gateway, image = docker_image
+    (tmp_path / "probe.py").write_text(PROBE)
+    got = {}
+    with socket.create_server(("0.0.0.0", 0)) as nats_like:  # as NATS listens for machines
+        port = nats_like.getsockname()[1]
+        for isolated in (False, True):
+            (tmp_path / "Dockerfile").write_text(
+                f"FROM {image}\nCOPY probe.py /tmp/probe.py\n"
+                f"RUN python3 /tmp/probe.py {gateway} {port} > /tmp/result  # {isolated}\n"
+            )
+            built = await b.ensure_environment(
+                docker, b.DockerfileSource(), tmp_path, say=lambda _: None, workspace=WS,
+                store=cache.BuildCache(**{**store.__dict__, "isolated": isolated}),
+            )  # fmt: skip
+            got[isolated] = (await _cat(docker, built.image, "/tmp/result")).strip()
+    assert got[False] == "reached"  # the control: the probe can tell
+    assert got[True] in ("TimeoutError", "ConnectionRefusedError", "OSError"), got
