@@ -33,6 +33,7 @@ import structlog
 from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from core.codestore import CODE_MOUNT, STORE_VAR
+from core.docker_engine import engine_is_local
 from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
 from core.tokenfd import RUN_AS_VAR, TOKEN_FILE_VAR
 from core.version import git_sha
@@ -67,7 +68,7 @@ from providers.docker_names import (
     container_name,
     volume_name,
 )
-from providers.docker_netns import container_pid, engine_is_local
+from providers.docker_netns import container_pid
 from providers.docker_runtime import Runtime, RuntimeVolumes, copy_up, give_volume
 from providers.limits import Limits, Placement, PlacementOf
 from providers.netns import RESOLVER

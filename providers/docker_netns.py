@@ -4,16 +4,9 @@ own host writes and serves there."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 from contracts.errors import NotSupported
-
-
-def engine_is_local(engine_url: str | None, environ: Mapping[str, str]) -> bool:
-    """Whether the engine runs on this host (its socket), as far as its address says."""
-    url = engine_url or environ.get("DOCKER_HOST", "") or "unix://"
-    return url.startswith("unix://")
 
 
 def container_pid(machine_id: str, pid: int, container_id: str) -> int:

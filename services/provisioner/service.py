@@ -138,16 +138,13 @@ class Provisioner(StopStartHandlers):
         that runs be, and starts one that cannot serve afresh."""
         if provider is None or sealed is None or machine.host_id not in (None, self.host_id):
             return
-        lock = (f"provision:{machine.id}", secrets.token_hex(8))
-        if not await self.store.try_lock(*lock, ttl_s=10):
-            return  # being started right now
-        try:
+        async with self.store.lock(f"provision:{machine.id}", ttl_s=10) as held:
+            if not held:
+                return  # being started right now
             external_id = await provider.start(machine.id, self.box.decrypt(sealed))
-            if external_id != machine.external_id:
-                log.warning("provision.restarted", was=machine.external_id, now=external_id)
-                await self.store.set_external_id(machine.id, external_id)
-        finally:
-            await self.store.unlock(*lock)
+        if external_id != machine.external_id:
+            log.warning("provision.restarted", was=machine.external_id, now=external_id)
+            await self.store.set_external_id(machine.id, external_id)
 
     async def _environment(self, event: MachineCreated, provider: Provider) -> Resolved | None:
         """The machine's environment, resolved once (a redelivery finds it recorded); None
