@@ -21,3 +21,15 @@ def git(*args: str, cwd: Path | None = None) -> str:
         ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
     )
     return out.stdout.strip()
+
+
+def repo_with(tmp_path: Path, files: dict[str, str], message: str = "env") -> Path:
+    """A repository at ``tmp_path/work`` with ``files`` committed on ``main``."""
+    work = tmp_path / "work"
+    git("init", "-q", "-b", "main", str(work))
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", message, cwd=work)
+    return work

@@ -46,6 +46,7 @@ from tests.docker_env import (
     remove_stacks_under,
 )
 from tests.environments import out, read_until
+from tests.gitcmd import repo_with
 from tests.gitserver import GitHttpServer
 from tests.stop_checks import host_pids_running
 from tests.waiters import wait_until
@@ -133,13 +134,7 @@ async def own_builds(settings: Settings, tmp_path: Path) -> AsyncIterator[None]:
 
 def serve_repo(server: GitHttpServer, tmp_path: Path, files: dict[str, str]) -> str:
     """A repo of ``files`` committed on ``main`` and served; its URL."""
-    work = tmp_path / "work"
-    git("init", "-q", "-b", "main", str(work))
-    for name, text in files.items():
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        (work / name).write_text(text)
-    git("add", "-A", cwd=work)
-    git("commit", "-q", "-m", "the project's environment", cwd=work)
+    work = repo_with(tmp_path, files, "the project's environment")
     git("clone", "-q", "--bare", str(work), str(server.root / "app.git"))
     return server.url("app.git")
 

@@ -26,17 +26,7 @@ from services.provisioner.environment import (
 )
 from tests.conftest import git
 from tests.environments import busybox_image
-
-
-def repo_with(tmp_path: Path, files: dict[str, str]) -> Path:
-    work = tmp_path / "work"
-    git("init", "-q", "-b", "main", str(work))
-    for name, text in files.items():
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        (work / name).write_text(text)
-    git("add", "-A", cwd=work)
-    git("commit", "-q", "-m", "env", cwd=work)
-    return work
+from tests.gitcmd import repo_with
 
 
 @pytest.mark.timeout(180)
