@@ -119,6 +119,9 @@ def run() -> None:
     configure_logging(settings.env, settings.log_level, service="daemon")
     os.chdir(settings.home_path)  # never keep a platform directory busy, never depend on it
     structlog.contextvars.bind_contextvars(machine_id=settings.machine_id)
+    from daemon.reaping import reap_without_threads
+
+    reap_without_threads()
     target = asyncio.run(_run(settings))
     if target is not None:
         from daemon import update

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -79,12 +80,33 @@ def tail_lines(path: Path, n: int) -> list[str]:
     return lines[-n:]
 
 
-async def wait_gone(pid: int, start_ticks: int, every_s: float) -> None:
+async def wait_gone(pid: int, start_ticks: int | None, every_s: float) -> None:
     """Poll /proc until the process is gone: one that is not our child sends us no signal."""
     while True:
         if not procinfo.is_alive(pid, start_ticks):
             return
         await asyncio.sleep(every_s)
+
+
+async def child_exit(proc: subprocess.Popen[bytes], poll_s: float) -> int:
+    """Wait for our child's end and reap it; its exit code (negative for a signal). Through a
+    pidfd where there is one, polling otherwise: never a thread, which the machine's pids
+    limit may refuse. A ``Popen`` is what the daemon keeps for a child that must outlive it
+    (a handover): asyncio's transport kills its child when collected."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # no pidfds here (kernel or seccomp), or the child is already reaped
+        await wait_gone(proc.pid, None, poll_s)  # a zombie counts as gone
+        return proc.wait()
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+    loop.add_reader(pidfd, ended.set)
+    try:
+        await ended.wait()
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return proc.wait()  # it has ended: this only reaps it
 
 
 def reap(pid: int) -> tuple[bool, int | None]:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import signal
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from contracts.errors import ToolError
 from contracts.machine_files import LOG_DIR
 from core import procinfo
 from core.backoff import backoff_s
-from daemon.children import child_env, open_log, reap, signal_group, wait_gone
+from daemon.children import child_env, child_exit, open_log, reap, signal_group, wait_gone
 from daemon.envload import EnvFile
 from daemon.state import TrackedProcess
 from daemon.tools import start_failed
@@ -42,8 +43,9 @@ class ProcessSlot:
     """One process slot: a restart puts a new pid in the same slot (tag and log stay)."""
 
     rec: TrackedProcess
-    #: Set while it is our child; asyncio then reaps it and gives the exit code.
-    proc: asyncio.subprocess.Process | None = None
+    #: Set while it is our child, to reap it and get its exit code. Not asyncio's process:
+    #: that kills its child when collected, and this one must outlive a handover.
+    proc: subprocess.Popen[bytes] | None = None
     supervisor: asyncio.Task[None] | None = None
     #: Held across every change of process (exit, restart, kill): one at a time per slot.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -86,11 +88,11 @@ class ProcessSlot:
         except OSError as exc:
             raise ToolError(f"cannot open {rel}: {exc.strerror or exc}") from None
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *rec.command,
+            proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, as asyncio's own
+                rec.command,
                 cwd=rec.cwd,
                 env=env,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=fd,
                 start_new_session=True,  # its own group: a kill reaches its children too
@@ -123,7 +125,7 @@ class ProcessSlot:
         if not self.live:
             return rec.exit_code
         if self.proc is not None:
-            return await self.proc.wait()
+            return await child_exit(self.proc, ADOPTED_POLL_S)
         await wait_gone(rec.pid, rec.start_ticks, ADOPTED_POLL_S)
         return reap(rec.pid)[1]
 

@@ -116,7 +116,9 @@ class Daemon:
         self.stop_reason = ""
         self.exit_mode: ExitMode = "stop"
         self.exit_target: Path | None = None
-        self._dispatcher = Dispatcher(DAEMON_METHODS, self._routes())
+        self._dispatcher = Dispatcher(
+            DAEMON_METHODS, self._routes(), translate=tools.at_thread_limit
+        )
 
     def request_stop(
         self, reason: str, mode: ExitMode = "stop", target: Path | None = None

@@ -20,7 +20,7 @@ from contracts.daemon_rpc import (
     WriteFileParams,
     WriteFileResult,
 )
-from contracts.errors import FileNotFound, InvalidParams, ToolError, WrongFileKind
+from contracts.errors import FileNotFound, FleetError, InvalidParams, ToolError, WrongFileKind
 from core.tokenfd import RUNTIME_LIBS_VAR
 from daemon import homefs
 
@@ -235,10 +235,22 @@ def start_failed(argv0: str, exc: OSError) -> ToolError:
     it says so, since "Resource temporarily unavailable" alone does not tell what to do."""
     if exc.errno == errno.EAGAIN:
         return ToolError(
-            f"cannot start {argv0!r}: the machine is at its process limit; "
-            "end some of its processes (machines.process.list shows the managed ones)"
+            f"cannot start {argv0!r}: the machine is at its process limit; {_END_SOME}"
         )
     return ToolError(f"cannot start {argv0!r}: {exc.strerror or exc}")
+
+
+def at_thread_limit(exc: Exception) -> FleetError | None:
+    """The error for a call that needed a thread at the machine's pids limit (a file read in a
+    worker thread, say): named, as a fork refused there is, rather than an internal error."""
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return ToolError(
+            f"the machine is at its process limit: no thread for this call; {_END_SOME}"
+        )
+    return None
+
+
+_END_SOME = "end some of its processes (machines.process.list shows the managed ones)"
 
 
 def kill_marked(mark: str) -> int:
