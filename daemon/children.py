@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -107,6 +108,15 @@ async def child_exit(proc: subprocess.Popen[bytes], poll_s: float) -> int:
         loop.remove_reader(pidfd)
         os.close(pidfd)
     return proc.wait()  # it has ended: this only reaps it
+
+
+def let_go(proc: subprocess.Popen[bytes]) -> None:
+    """Stop watching a child that runs on, for the next daemon to adopt, yet reap it should it
+    end while this process lives (once this process is gone, the machine's init does)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(RuntimeError):  # no thread at the pids limit: left to init
+        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
 
 
 def reap(pid: int) -> tuple[bool, int | None]:

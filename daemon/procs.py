@@ -33,7 +33,7 @@ from contracts.daemon_rpc import (
 from contracts.errors import Conflict, FleetError, NotFound, ToolError
 from contracts.machine_files import ENV_FILE
 from core import procinfo
-from daemon.children import reap, tail_lines
+from daemon.children import let_go, reap, tail_lines
 from daemon.envload import EnvFile, Signature, signature
 from daemon.proc_slot import ProcessSlot, cancel_task, end_foreign
 from daemon.state import ProcessKind, TrackedProcess
@@ -86,6 +86,8 @@ class ProcessManager:
         for entry in self._managed:
             task, entry.supervisor = entry.supervisor, None
             await cancel_task(task)
+            if entry.proc is not None:
+                let_go(entry.proc)
 
     # --- the state file -----------------------------------------------------------------------
     def adopt(self, records: Sequence[TrackedProcess], *, machine_boot: bool = False) -> None:
