@@ -19,8 +19,8 @@ from contracts.errors import DaemonTimeout, DaemonUnavailable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import free_port
-from tests.e2e.conftest import start_fleet_up
-from tests.e2e.test_chaos_ha import _pid_of
+from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.e2e.test_chaos_ha import _pid_of, _story
 from tests.e2e.test_up_hosts import host_pids, keep_answering, swarm_machines
 from tests.waiters import wait_until
 
@@ -64,7 +64,7 @@ async def test_a_host_killed_while_a_nats_node_is_down(tmp_path: Path) -> None:
                 for pid in victims:
                     os.kill(pid, signal.SIGKILL)
                 rebuilt = [
-                    await _rebuilt(fleet, inst, old)
+                    await _rebuilt(fleet, up, inst, old)
                     for inst, old in zip(instances, on3, strict=True)
                 ]
                 stop.set()
@@ -106,7 +106,7 @@ async def _ready(fleet: FleetClient, n: int, name: str) -> list[str]:
     return [m.id for m in done]
 
 
-async def _rebuilt(fleet: FleetClient, instance_id: str, old: str) -> str:
+async def _rebuilt(fleet: FleetClient, up: FleetUp, instance_id: str, old: str) -> str:
     """The instance's machine that replaced ``old`` (lost with its host), once ready: within
     the lost-after time, the rebuild time and 10 s more, from the kill."""
     found: list[str] = []
@@ -116,6 +116,10 @@ async def _rebuilt(fleet: FleetClient, instance_id: str, old: str) -> str:
         return bool(found)
 
     await wait_until(made, timeout=LOST_AFTER_S + REBUILD_S + 10, every=0.2)
-    done = await fleet.wait_for(found[0], {"ready", "failed"}, 60)
+    try:
+        done = await fleet.wait_for(found[0], {"ready", "failed"}, 60)
+    except TimeoutError:
+        late = await fleet.get_machine(found[0])
+        raise AssertionError(f"not ready in 60 s:\n{await _story(fleet, up, [late])}") from None
     assert done.status is MachineStatus.READY, done.status_reason
     return done.id
