@@ -24,7 +24,6 @@ import structlog
 
 from contracts.errors import BuildFailed, EnvironmentInvalid
 from core import hostile_fs
-from core.docker_engine import engine_is_local
 from environments import build_network, cache, devcontainer as dc, features as ft
 from environments.sources import find_devcontainer, hash_tree, present, read, walk
 
@@ -284,8 +283,7 @@ async def _run_build(docker: aiodocker.Docker, context: IO[bytes], tag: str,
         params["target"] = target
     network = store.network
     if store.isolated:
-        local = engine_is_local(None, os.environ)
-        network = await build_network.isolated_network(docker, network, local_engine=local)
+        network = await build_network.isolated_network(docker, network)
     if network:
         params["networkmode"] = network
     lines: deque[str] = deque(maxlen=TAIL_LINES)

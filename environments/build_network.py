@@ -20,6 +20,8 @@ import os
 import aiodocker
 import structlog
 
+from core.docker_engine import engine_is_local
+
 log = structlog.get_logger(__name__)
 
 BUILD_NETWORK = "fleet-builds"
@@ -38,10 +40,11 @@ def host_rule() -> str:
     )
 
 
-async def isolated_network(docker: aiodocker.Docker, fallback: str | None, *,
-                           local_engine: bool) -> str | None:  # fmt: skip
+async def isolated_network(docker: aiodocker.Docker, fallback: str | None) -> str | None:
     """The network a build runs on: ``fleet-builds`` (made if missing) with the host's rule in
-    place, or ``fallback`` when the rule cannot be had (not root, a remote engine)."""
+    place, or ``fallback`` when the rule cannot be had (not root, or ``docker`` is the client of
+    an engine on another host, where a rule of this host would guard nothing)."""
+    local_engine = engine_is_local(docker.docker_host, os.environ)
     if not local_engine or os.geteuid() != 0:
         log.warning("environment.build_network_shared", network=fallback,
                     why="remote engine" if not local_engine else "not root")  # fmt: skip

@@ -18,7 +18,7 @@ import pytest
 
 from contracts.errors import BuildFailed, FeatureUnavailable
 from contracts.models import Repo
-from environments import build as b, cache
+from environments import build as b, build_network, cache
 from environments.machine import build_for_machine
 from environments.sources import checkout
 from tests.docker_env import docker_image
@@ -252,3 +252,13 @@ async def test_a_build_step_reaches_nothing_of_the_host(
             got[isolated] = (await _cat(docker, built.image, "/tmp/result")).strip()
     assert got[False] == "reached"  # the control: the probe can tell
     assert got[True] in ("TimeoutError", "ConnectionRefusedError", "OSError"), got
+
+
+async def test_a_build_on_an_engine_elsewhere_keeps_its_network() -> None:
+    """A rule of this host guards nothing for an engine on another host: a build through such
+    a client runs on the network it was given, and neither bridge nor rule is made."""
+    remote = aiodocker.Docker("tcp://192.0.2.1:2375")  # TEST-NET-1: never reached
+    try:
+        assert await build_network.isolated_network(remote, "fleet-machines") == "fleet-machines"
+    finally:
+        await remote.close()
