@@ -125,22 +125,31 @@ def pasta_argv(netns_fd: int, forwarded: list[int]) -> list[str]:
 
 
 async def read_child_pid(info_fd: int) -> int:
-    """The namespace's init pid, from bwrap's info descriptor (JSON, ``child-pid``)."""
+    """The namespace's init pid, from bwrap's info descriptor (JSON, ``child-pid``); closes it.
+
+    Read by the descriptor's number, closed exactly once here: no file object for a transport,
+    since one that a cancelled ``connect_read_pipe`` never took closed the number again when
+    collected, by then another descriptor of the process (a machine's token pipe)."""
     loop = asyncio.get_running_loop()
+    os.set_blocking(info_fd, False)
+    readable = asyncio.Event()
+    loop.add_reader(info_fd, readable.set)
     got = b""
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(info_fd, "rb", 0)
-    )
     try:
         async with asyncio.timeout(_SETUP_TIMEOUT_S):
             while b"}" not in got:
-                chunk = await reader.read(4096)
+                await readable.wait()
+                readable.clear()
+                try:
+                    chunk = os.read(info_fd, 4096)
+                except BlockingIOError:
+                    continue
                 if not chunk:
                     break
                 got += chunk
     finally:
-        transport.close()
+        loop.remove_reader(info_fd)
+        os.close(info_fd)
     try:
         return int(json.loads(got[: got.index(b"}") + 1])["child-pid"])
     except (ValueError, KeyError, TypeError):
