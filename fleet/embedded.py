@@ -37,22 +37,35 @@ class ServerStartError(RuntimeError):
 
 
 def free_port() -> int:
-    """A free TCP port of 127.0.0.1, chosen below the kernel's ephemeral range: a port from
-    that range can be taken by any outgoing connection between this check and the server's
-    bind (parallel test workers make thousands), one below it only by another server."""
+    """A free TCP port of 127.0.0.1, chosen below the kernel's ephemeral range (a port from
+    that range can be taken by any outgoing connection before the server binds it) and held
+    for it: see `_reserve`."""
     low = _ephemeral_low()
     for _ in range(64):
         port = 10_000 + random.randrange(max(1, low - 10_000))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # a crowded range: any port the kernel gives
-        s.bind(("127.0.0.1", 0))
-        found: int = s.getsockname()[1]
-        return found
+        with contextlib.suppress(OSError):
+            return _reserve(port)
+    return _reserve(0)  # a crowded range: any port the kernel gives
+
+
+def _reserve(port: int) -> int:
+    """Bind ``port`` (refused if anything holds it, a reservation included), then leave it in
+    TIME_WAIT for the kernel's 60 s. Until then a bind without SO_REUSEADDR is refused: another
+    `free_port`, of this process or of a parallel one, skips it, and the kernel gives it to no
+    ``bind(0)``. Every server fleetd starts binds with SO_REUSEADDR (nats-server, valkey,
+    asyncio, http.server) and so still gets it. Checking and releasing alone let two callers
+    be handed one port, between the check and the server's bind."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        # After the bind, so that the bind itself conflicts with a reservation; the TIME_WAIT
+        # socket inherits the option, which lets a server's SO_REUSEADDR bind through.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.listen(1)
+        found: int = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", found), 2):
+            accepted, _ = listener.accept()
+            accepted.close()  # the side that closes first holds the TIME_WAIT: ours, on `found`
+    return found
 
 
 def _ephemeral_low() -> int:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from dataclasses import dataclass, field
 from types import TracebackType
+
+from fleet.embedded import free_port
 
 ENGINE_SOCKET = "/var/run/docker.sock"
 _METHODS = (b"GET ", b"POST ", b"DELETE ", b"HEAD ", b"PUT ")
@@ -43,9 +44,7 @@ class EngineProxy:
         self._links: set[_Link] = set()
         #: Every request line forwarded, in order (a positive signal for the tests).
         self.requests: list[bytes] = []
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
 
     @property
     def url(self) -> str:
