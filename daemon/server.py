@@ -53,6 +53,7 @@ from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
 from core import natsconn
 from core.backoff import backoff_s
 from core.lockfile import DaemonLock
+from core.tasks import cancel_and_join
 from core.version import git_sha, package_version
 from daemon import tools, update
 from daemon.byte_stream_hub import ByteStreamHub, Pipes
@@ -168,8 +169,7 @@ class Daemon:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            await cancel_and_join(self._heartbeat)
         if self._life is not None:
             self._life.set_state("stopping", self.stop_reason or "stopping")
         await self._sessions.close_all()

@@ -34,6 +34,7 @@ import structlog
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from contracts.gateway_network import EgressEntry, EgressPolicy
+from core.tasks import cancel_and_join
 from providers import egress
 from providers.egress_log import open_log, read_refused
 from providers.namespaces import CLONE_NEWNET, in_namespaces
@@ -163,9 +164,7 @@ class DnsProxy:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_join(*self._tasks)
         for mid in list(self._machines):
             self.detach(mid)
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from core.backoff import backoff_s
+from core.tasks import cancel_and_join
 
 log = structlog.get_logger(__name__)
 
@@ -124,10 +125,7 @@ class WarmPool:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._closing = True
-        tasks = [t for t in (self._keeper, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_join(self._keeper, *self._tasks)
         machines, self.ready = self.ready, []
         await asyncio.gather(*(m.stop() for m in machines), return_exceptions=True)
         await self.backend.close()

@@ -41,6 +41,7 @@ from contracts.events import (
     subject_of,
 )
 from core.backoff import backoff_s
+from core.tasks import cancel_and_join
 from services.common.bus import Bus
 from services.common.consumer_room import ROOM_POLL_S, Room, RoomGate, give_back
 from services.common.metrics import Metrics
@@ -164,14 +165,8 @@ class Consumer(Generic[E]):
         task, self._loop_task = self._loop_task, None
         if task is None:
             return
-        self._stopping = True
-        # On Python 3.11, asyncio.wait_for (inside nats-py's fetch) can swallow a cancellation
-        # that races with its result (fixed in 3.12): the flag ends the loop regardless, and we
-        # cancel again until the task is really done.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=2.0)
-        await asyncio.gather(task, return_exceptions=True)
+        self._stopping = True  # ends the loop even if nats-py's fetch swallows the cancel
+        await cancel_and_join(task)
         if self._inflight:
             log.info("consumer.draining", durable=self._durable, inflight=len(self._inflight))
             _, pending = await asyncio.wait(set(self._inflight), timeout=self._drain_s)

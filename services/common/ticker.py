@@ -11,6 +11,8 @@ from typing import Self
 
 import structlog
 
+from core.tasks import cancel_and_join
+
 log = structlog.get_logger(__name__)
 
 
@@ -27,12 +29,15 @@ class Ticker(ABC):
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self._woken = asyncio.Event()
+        #: Ends the loop even if a cancellation was swallowed (see cancel_and_join).
+        self._stopping = False
 
     @abstractmethod
     async def tick(self) -> object:
         """One round."""
 
     async def __aenter__(self) -> Self:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self.name)
         return self
 
@@ -40,9 +45,8 @@ class Ticker(ABC):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        self._stopping = True
+        await cancel_and_join(task)
 
     def wake(self) -> None:
         """Run the next round now, not at the end of the interval (one under way when woken is
@@ -50,7 +54,7 @@ class Ticker(ABC):
         self._woken.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self.interval_s)
             self._woken.clear()

@@ -23,6 +23,7 @@ from contracts.errors import NotFound
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
 from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
+from core.tasks import cancel_and_join
 from services.common.bus import Bus
 from services.common.hosts import lost_hosts
 from services.common.settings import Settings
@@ -59,9 +60,7 @@ class HeartbeatMonitor:
     ) -> None:
         task, self._task = self._task, None
         self._stopping = True
-        while task is not None and not task.done():  # see Consumer.stop: cancel may be lost
-            task.cancel()
-            await asyncio.wait({task}, timeout=2.0)
+        await cancel_and_join(task)
         sub, self._sub = self._sub, None
         if sub is not None:
             await sub.unsubscribe()

@@ -182,7 +182,7 @@ async def test_stop_drains_in_flight_handlers(bus: Bus) -> None:
         await asyncio.wait_for(started.wait(), 10)
     assert finished.is_set()  # stop() waited for the handler
     await c.stop()  # and stopping twice is harmless
-    assert await pending(bus) == (0, 0)
+    await settled(bus)  # the server takes in acks on a queue of the consumer's: not at once
 
 
 async def test_a_long_handler_is_kept_alive_past_ack_wait(bus: Bus) -> None:
