@@ -57,6 +57,8 @@ class Ticker(ABC):
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self.interval_s)
+            if self._stopping:  # no round after the exit began, even with the cancel lost
+                return
             self._woken.clear()
             try:
                 await self.tick()
