@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from core import procinfo
+from core.fd_readable import Readable
 from daemon.envload import EnvFile
 from daemon.tools import command_env
 
@@ -99,13 +100,10 @@ async def child_exit(proc: subprocess.Popen[bytes], poll_s: float) -> int:
     except OSError:  # no pidfds here (kernel or seccomp), or the child is already reaped
         await wait_gone(proc.pid, None, poll_s)  # a zombie counts as gone
         return proc.wait()
-    loop = asyncio.get_running_loop()
-    ended = asyncio.Event()
-    loop.add_reader(pidfd, ended.set)
     try:
-        await ended.wait()
+        async with Readable(pidfd) as ended:  # a pidfd reads as readable once its process ends
+            await ended.wait()
     finally:
-        loop.remove_reader(pidfd)
         os.close(pidfd)
     return proc.wait()  # it has ended: this only reaps it
 

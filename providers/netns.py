@@ -42,6 +42,7 @@ import structlog
 from contracts.errors import ProviderError
 from core import procinfo
 from core.atomic import replace_file
+from core.fd_readable import Readable
 from providers.pasta_nodelay import no_delay
 from providers.seccomp import filter_fd
 from providers.userns import USERNS_FD, UserMap, write_maps
@@ -130,16 +131,12 @@ async def read_child_pid(info_fd: int) -> int:
     Read by the descriptor's number, closed exactly once here: no file object for a transport,
     since one that a cancelled ``connect_read_pipe`` never took closed the number again when
     collected, by then another descriptor of the process (a machine's token pipe)."""
-    loop = asyncio.get_running_loop()
     os.set_blocking(info_fd, False)
-    readable = asyncio.Event()
-    loop.add_reader(info_fd, readable.set)
     got = b""
     try:
-        async with asyncio.timeout(_SETUP_TIMEOUT_S):
+        async with asyncio.timeout(_SETUP_TIMEOUT_S), Readable(info_fd) as readable:
             while b"}" not in got:
                 await readable.wait()
-                readable.clear()
                 try:
                     chunk = os.read(info_fd, 4096)
                 except BlockingIOError:
@@ -148,7 +145,6 @@ async def read_child_pid(info_fd: int) -> int:
                     break
                 got += chunk
     finally:
-        loop.remove_reader(info_fd)
         os.close(info_fd)
     try:
         return int(json.loads(got[: got.index(b"}") + 1])["child-pid"])
