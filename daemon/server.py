@@ -72,6 +72,9 @@ _ENCODER = msgspec.json.Encoder()
 _CONNECT_BACKOFF_CAP_S = 10.0
 #: Room left in an answer's NATS message for its headers (the reply MAC).
 _REPLY_HEADROOM = 256
+#: A stop that cancels the start waits this long for its ``stopping`` report's ack.
+_LATE_STOP_REPORT_S = 2.0
+_UNSTORED = (natsconn.PublishRejected, natsconn.StreamUnavailable)
 
 
 class Daemon:
@@ -114,6 +117,8 @@ class Daemon:
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False
+        #: The ready report went out (stored or not): from then on a stop is reported.
+        self._ready_sent = False
         self.stop_reason = ""
         self.exit_mode: ExitMode = "stop"
         self.exit_target: Path | None = None
@@ -149,10 +154,13 @@ class Daemon:
             )
             await self.byte_streams.serve(self.nc)
             await self.nc.flush()
+            self._ready_sent = True
             await self.report("ready")
         except BaseException as exc:
             nc, self._nc = self._nc, None
             if nc is not None and not nc.is_closed:
+                if self._ready_sent:  # it may be stored (its ack still on the way): say we go
+                    await self._say_stopping(nc, attempts=1, timeout_s=_LATE_STOP_REPORT_S)
                 with contextlib.suppress(nats.errors.Error, OSError):
                     await nc.close()
             # Cancelled (a stop while starting) is a stop, not a crash.
@@ -192,12 +200,19 @@ class Daemon:
             return
         if self._inflight:  # answer what was asked before going away
             await asyncio.wait(set(self._inflight), timeout=10)
+        await self._say_stopping(nc, attempts=1, timeout_s=5.0)
         try:
-            await self._publish_status(nc, "stopping", attempts=1)
             await nc.drain()
         except (nats.errors.Error, TimeoutError) as exc:
             log.warning("daemon.shutdown_unclean", error=str(exc))
             await nc.close()
+
+    async def _say_stopping(self, nc: NATS, *, attempts: int, timeout_s: float) -> None:
+        """The ``stopping`` report, once: a stop while starting does not wait for NATS."""
+        try:
+            await self._publish_status(nc, "stopping", attempts=attempts, timeout_s=timeout_s)
+        except (nats.errors.Error, TimeoutError, OSError, *_UNSTORED) as exc:
+            log.warning("daemon.stopping_unreported", error=repr(exc))
 
     async def _connect(self) -> NATS:
         """Connect, retrying forever with jittered backoff: a machine outlives NATS outages."""
@@ -229,7 +244,9 @@ class Daemon:
     async def report(self, status: DaemonStatus) -> None:
         await self._publish_status(self.nc, status, attempts=0)
 
-    async def _publish_status(self, nc: NATS, status: DaemonStatus, *, attempts: int) -> None:
+    async def _publish_status(
+        self, nc: NATS, status: DaemonStatus, *, attempts: int, timeout_s: float = 5.0
+    ) -> None:
         """Store a status report in the stream; ``attempts=0`` retries until it is stored."""
         event = DaemonStatusReported(
             event_id=new_event_id(),
@@ -241,8 +258,9 @@ class Daemon:
         )
         # ``attempts=0``: a ready report must reach the stream, however long NATS is away.
         await natsconn.publish_stored(
-            nc, subject_of(event), encode_event(event), msg_id=event.event_id, attempts=attempts
-        )
+            nc, subject_of(event), encode_event(event), msg_id=event.event_id,
+            attempts=attempts, timeout_s=timeout_s,
+        )  # fmt: skip
 
     async def _beat(self) -> None:
         """Publish a heartbeat every heartbeat_s. A plain publish: while NATS is away nats-py

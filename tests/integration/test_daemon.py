@@ -18,6 +18,8 @@ from contracts.errors import DaemonUnavailable, InvalidParams, PayloadTooLarge, 
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from contracts.signing import sign, signing_key
+from daemon.server import Daemon
+from daemon.settings import DaemonSettings
 from daemon.state import load_state
 from fleet.embedded import NatsServer, free_port
 from services.common.bus import Bus
@@ -60,6 +62,40 @@ async def test_daemon_reports_ready_once_with_version(bus: Bus, spawn_daemon: Sp
         assert (after.status, after.boot_id) == ("stopping", event.boot_id)
     stored = await bus.js.get_last_msg(subjects.STREAM_NAME, subject)
     assert json.loads(stored.data)["bootId"] == event.boot_id
+
+
+async def test_a_stop_while_the_ready_report_awaits_its_ack_is_still_reported(
+    bus: Bus, nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM before the daemon serves cancels its start (daemon/__main__.py). The ready
+    report may be stored by then, its ack still on the way: the platform must hear the stop."""
+    mid = new_machine_id()
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = DaemonSettings(
+        nats_url=nats_server.url, machine_id=mid, machine_token=MACHINE_TOKEN, home=str(home)
+    )
+    daemon = Daemon(settings)
+    report = daemon.report
+
+    async def ack_late(status: str) -> None:
+        await report(status)  # type: ignore[arg-type]
+        await asyncio.Event().wait()  # stored; the daemon has not heard so yet
+
+    monkeypatch.setattr(daemon, "report", ack_late)
+    subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
+    async with subscribed(bus.nc, subject) as inbox:
+        start = asyncio.create_task(daemon.__aenter__())
+        ready = await inbox.next_event(timeout=15)
+        assert isinstance(ready, DaemonStatusReported)
+        assert ready.status == "ready"
+        assert not daemon.serving
+        start.cancel()  # what a signal does before the daemon serves
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        after = await inbox.next_event(timeout=5)
+    assert isinstance(after, DaemonStatusReported)
+    assert (after.status, after.boot_id) == ("stopping", ready.boot_id)
 
 
 async def test_write_file_resolves_home_and_applies_mode(
