@@ -14,23 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect
 
+from tests.browser import CHROMIUM, WAIT_MS, browser_page
 from tests.e2e.conftest import FleetUp
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without these, chromium's background networking hangs on a closed network.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 60_000
 SECRET = "postgres://dev:s3cret@db:5432/app"
 
 
@@ -41,33 +29,13 @@ def page(tmp_path: Path) -> Iterator[Page]:
             f"the console test needs Debian's chromium at {CHROMIUM}: "
             "apt-get install -y chromium (.ci/run installs it)"
         )
-    errors: list[str] = []
-    # What the page did, printed at the end: pytest shows it with a failing test only.
-    seen: list[str] = []
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1360, "height": 900},
-        )
+    with browser_page(tmp_path / "chromium-profile") as b:
         try:
-            # A page of our own, not the startup tab chromium opens with the profile: that one
-            # may still be navigating when the test's first goto runs.
-            tab = context.new_page()
-            tab.set_default_timeout(WAIT_MS)
-            tab.on("pageerror", lambda exc: errors.append(str(exc)))
-            tab.on("console", lambda msg: seen.append(f"console {msg.type}: {msg.text}"))
-            tab.on(
-                "requestfailed", lambda r: seen.append(f"failed {r.method} {r.url}: {r.failure}")
-            )
-            tab.on("response", lambda r: seen.append(f"{r.status} {r.request.method} {r.url}"))
-            yield tab
+            yield b.page
         finally:
-            context.close()
-            print("\n".join(["--- the console's page:", *seen[-80:]]))
-    assert errors == [], f"JavaScript errors in the console: {errors}"
+            # What the page did: pytest shows it with a failing test only.
+            print("\n".join(["--- the console's page:", *b.seen[-80:]]))
+    assert b.errors == [], f"JavaScript errors in the console: {b.errors}"
 
 
 def shot(page: Page, name: str) -> None:
