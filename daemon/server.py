@@ -157,14 +157,7 @@ class Daemon:
             self._ready_sent = True
             await self.report("ready")
         except BaseException as exc:
-            nc, self._nc = self._nc, None
-            if nc is not None and not nc.is_closed:
-                if self._ready_sent:  # it may be stored (its ack still on the way): say we go
-                    await self._say_stopping(nc, attempts=1, timeout_s=_LATE_STOP_REPORT_S)
-                with contextlib.suppress(nats.errors.Error, OSError):
-                    await nc.close()
-            # Cancelled (a stop while starting) is a stop, not a crash.
-            await self._close_life(exc if isinstance(exc, Exception) else None)
+            await self._abandon_start(exc)
             raise
         if self._life is not None:
             self._life.running(f"serving machine {self.settings.machine_id} on NATS")
@@ -187,6 +180,22 @@ class Daemon:
         finally:
             await self._close_life(e if isinstance(e, Exception) else None)
 
+    async def _abandon_start(self, exc: BaseException) -> None:
+        """A start that failed or was cancelled: disconnect and let the lock go, whatever
+        interrupts the goodbye (a second signal cancels again)."""
+        nc, self._nc = self._nc, None
+        try:
+            if nc is not None and not nc.is_closed:
+                try:
+                    if self._ready_sent:  # it may be stored (its ack on the way): say we go
+                        await self._say_stopping(nc, timeout_s=_LATE_STOP_REPORT_S)
+                finally:
+                    with contextlib.suppress(nats.errors.Error, OSError):
+                        await nc.close()
+        finally:
+            # Cancelled (a stop while starting) is a stop, not a crash.
+            await self._close_life(exc if isinstance(exc, Exception) else None)
+
     async def _close_life(self, error: BaseException | None) -> None:
         if self._life is None:
             self._lock.release()
@@ -200,17 +209,17 @@ class Daemon:
             return
         if self._inflight:  # answer what was asked before going away
             await asyncio.wait(set(self._inflight), timeout=10)
-        await self._say_stopping(nc, attempts=1, timeout_s=5.0)
+        await self._say_stopping(nc, timeout_s=5.0)
         try:
             await nc.drain()
         except (nats.errors.Error, TimeoutError) as exc:
             log.warning("daemon.shutdown_unclean", error=str(exc))
             await nc.close()
 
-    async def _say_stopping(self, nc: NATS, *, attempts: int, timeout_s: float) -> None:
-        """The ``stopping`` report, once: a stop while starting does not wait for NATS."""
+    async def _say_stopping(self, nc: NATS, *, timeout_s: float) -> None:
+        """The ``stopping`` report, one try: a stop does not wait for NATS to come back."""
         try:
-            await self._publish_status(nc, "stopping", attempts=attempts, timeout_s=timeout_s)
+            await self._publish_status(nc, "stopping", attempts=1, timeout_s=timeout_s)
         except (nats.errors.Error, TimeoutError, OSError, *_UNSTORED) as exc:
             log.warning("daemon.stopping_unreported", error=repr(exc))
 

@@ -18,6 +18,7 @@ from contracts.errors import DaemonUnavailable, InvalidParams, PayloadTooLarge, 
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from contracts.signing import sign, signing_key
+from core.lockfile import holder_pid
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from daemon.state import load_state
@@ -96,6 +97,45 @@ async def test_a_stop_while_the_ready_report_awaits_its_ack_is_still_reported(
         after = await inbox.next_event(timeout=5)
     assert isinstance(after, DaemonStatusReported)
     assert (after.status, after.boot_id) == ("stopping", ready.boot_id)
+
+
+async def test_a_second_stop_during_the_goodbye_still_lets_the_machine_go(
+    bus: Bus, nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second signal while the cancelled start says ``stopping`` cancels that too: the daemon
+    still disconnects and gives up its lock, or no daemon could start in this home again."""
+    mid = new_machine_id()
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = DaemonSettings(
+        nats_url=nats_server.url, machine_id=mid, machine_token=MACHINE_TOKEN, home=str(home)
+    )
+    daemon = Daemon(settings)
+    report = daemon.report
+    saying = asyncio.Event()
+
+    async def ack_late(status: str) -> None:
+        await report(status)  # type: ignore[arg-type]
+        await asyncio.Event().wait()
+
+    async def say_slowly(nc: object, *, timeout_s: float) -> None:
+        saying.set()
+        await asyncio.Event().wait()  # NATS slow to answer
+
+    monkeypatch.setattr(daemon, "report", ack_late)
+    monkeypatch.setattr(daemon, "_say_stopping", say_slowly)
+    subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
+    async with subscribed(bus.nc, subject) as inbox:
+        start = asyncio.create_task(daemon.__aenter__())
+        await inbox.next_event(timeout=15)
+        assert holder_pid(home) == os.getpid()
+        start.cancel()
+        await asyncio.wait_for(saying.wait(), 5)
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+    assert holder_pid(home) is None
+    assert daemon._nc is None
 
 
 async def test_write_file_resolves_home_and_applies_mode(
