@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from aiohttp import ClientWebSocketResponse
 
+from contracts.gateway_types import RefreshCodeResult
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
@@ -103,16 +104,24 @@ async def stop_start_keeps_what_it_wrote(stack: FleetClient, mid: str, provider:
     assert (await stack.exec(again, ["test", "-e", "/opt/tool"])).exit_code == 1
 
 
-async def refresh_code_runs(stack: FleetClient, mid: str) -> None:
-    """machines.refreshCode: the daemon re-executes into the platform's code (through the
-    runtime's loader) and answers again."""
-    sha = (await stack.refresh_code(mid)).to_git_sha
+async def refresh_code(stack: FleetClient, mid: str) -> RefreshCodeResult:
+    """machines.refreshCode, then the wait for the daemon it restarts to report in again
+    (until then the machine's daemon answers no call: 1502)."""
+    refreshed = await stack.refresh_code(mid)
+    sha = refreshed.to_git_sha
     assert sha
 
     async def runs_it() -> bool:
         return (await stack.get_machine(mid)).daemon_git_sha == sha
 
     await wait_until(runs_it, timeout=30, every=0.2)
+    return refreshed
+
+
+async def refresh_code_runs(stack: FleetClient, mid: str) -> None:
+    """machines.refreshCode: the daemon re-executes into the platform's code (through the
+    runtime's loader) and answers again."""
+    await refresh_code(stack, mid)
     assert await out(stack, mid, "echo", "after") == "after\n"
 
 

@@ -26,6 +26,7 @@ from fleet.client import FleetClient
 from providers.local import STOP_GRACE_S, machine_roots
 from services.common.settings import Settings
 from tests.docker_env import inspect
+from tests.environments import refresh_code
 from tests.hostile import SWAP, Canary
 from tests.integration.test_isolation import ready, sh
 from tests.waiters import wait_until
@@ -145,7 +146,7 @@ async def test_give_home_while_the_machine_swaps_a_dir_with_a_link(
                               tag="swap")  # fmt: skip
     await wait_until(lambda: (home / "l").is_dir() and not (home / "l").is_symlink(), timeout=10)
     for _ in range(8):  # each walk of the old code's had about even odds to go astray
-        await stack.refresh_code(mid)
+        await refresh_code(stack, mid)  # the next waits for the daemon the first restarted
     assert canary.changed() == {}
 
 
