@@ -50,8 +50,12 @@ def test_a_child_whose_parent_ended_before_its_prctl_never_runs() -> None:
 
 def test_what_a_record_names_is_ended_and_a_reused_pid_is_not(tmp_path: Path) -> None:
     stubborn = subprocess.Popen(  # ignores SIGTERM: SIGKILLed after the grace
-        ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], start_new_session=True
+        ["sh", "-c", "trap '' TERM; echo armed; while :; do sleep 0.1; done"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
     )
+    assert stubborn.stdout is not None
+    assert stubborn.stdout.readline() == b"armed\n"  # the trap is set: a SIGTERM now is ignored
     stranger = subprocess.Popen(["sleep", "600"])  # its pid recorded with another start time
     record = tmp_path / "children"
     ticks = procinfo.start_ticks(stubborn.pid)
@@ -64,6 +68,7 @@ def test_what_a_record_names_is_ended_and_a_reused_pid_is_not(tmp_path: Path) ->
     finally:
         stranger.kill()
         stranger.wait()
+        stubborn.stdout.close()
 
 
 def test_forget_keeps_the_record_while_a_child_runs(tmp_path: Path) -> None:
