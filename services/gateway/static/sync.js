@@ -116,10 +116,11 @@ export function stopFeeds() {
   state.feedPoll = null;
 }
 
-/** Ends the session and shows the sign-in page, saying `notice` there when given. */
-export function signOut(notice = null) {
+/** Ends the session and shows the sign-in page, saying `notice` there when given. The
+ * gateway has ended a cookie session before the page says signed out. */
+export async function signOut(notice = null) {
   stopFeeds();
-  endCookieSession();
+  await endCookieSession();
   session.end();
   forgetRecords();
   state.signInNotice = notice;
