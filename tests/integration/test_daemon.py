@@ -65,25 +65,31 @@ async def test_daemon_reports_ready_once_with_version(bus: Bus, spawn_daemon: Sp
     assert json.loads(stored.data)["bootId"] == event.boot_id
 
 
-async def test_a_stop_while_the_ready_report_awaits_its_ack_is_still_reported(
-    bus: Bus, nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SIGTERM before the daemon serves cancels its start (daemon/__main__.py). The ready
-    report may be stored by then, its ack still on the way: the platform must hear the stop."""
-    mid = new_machine_id()
+def acked_late(nats_server: NatsServer, tmp_path: Path, mp: pytest.MonkeyPatch) -> Daemon:
+    """A daemon in this process whose ready report is stored, its ack never heard of: a stop
+    in that moment cancels its start, as a signal does before the daemon serves."""
     home = tmp_path / "home"
     home.mkdir()
-    settings = DaemonSettings(
-        nats_url=nats_server.url, machine_id=mid, machine_token=MACHINE_TOKEN, home=str(home)
-    )
+    settings = DaemonSettings(nats_url=nats_server.url, machine_id=new_machine_id(),
+                              machine_token=MACHINE_TOKEN, home=str(home))  # fmt: skip
     daemon = Daemon(settings)
     report = daemon.report
 
     async def ack_late(status: str) -> None:
         await report(status)  # type: ignore[arg-type]
-        await asyncio.Event().wait()  # stored; the daemon has not heard so yet
+        await asyncio.Event().wait()
 
-    monkeypatch.setattr(daemon, "report", ack_late)
+    mp.setattr(daemon, "report", ack_late)
+    return daemon
+
+
+async def test_a_stop_while_the_ready_report_awaits_its_ack_is_still_reported(
+    bus: Bus, nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM before the daemon serves cancels its start (daemon/__main__.py). The ready
+    report may be stored by then, its ack still on the way: the platform must hear the stop."""
+    daemon = acked_late(nats_server, tmp_path, monkeypatch)
+    mid = daemon.settings.machine_id
     subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
     async with subscribed(bus.nc, subject) as inbox:
         start = asyncio.create_task(daemon.__aenter__())
@@ -104,25 +110,14 @@ async def test_a_second_stop_during_the_goodbye_still_lets_the_machine_go(
 ) -> None:
     """A second signal while the cancelled start says ``stopping`` cancels that too: the daemon
     still disconnects and gives up its lock, or no daemon could start in this home again."""
-    mid = new_machine_id()
-    home = tmp_path / "home"
-    home.mkdir()
-    settings = DaemonSettings(
-        nats_url=nats_server.url, machine_id=mid, machine_token=MACHINE_TOKEN, home=str(home)
-    )
-    daemon = Daemon(settings)
-    report = daemon.report
+    daemon = acked_late(nats_server, tmp_path, monkeypatch)
+    mid, home = daemon.settings.machine_id, daemon.settings.home_path
     saying = asyncio.Event()
-
-    async def ack_late(status: str) -> None:
-        await report(status)  # type: ignore[arg-type]
-        await asyncio.Event().wait()
 
     async def say_slowly(nc: object, *, timeout_s: float) -> None:
         saying.set()
         await asyncio.Event().wait()  # NATS slow to answer
 
-    monkeypatch.setattr(daemon, "report", ack_late)
     monkeypatch.setattr(daemon, "_say_stopping", say_slowly)
     subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
     async with subscribed(bus.nc, subject) as inbox:
