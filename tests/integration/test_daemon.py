@@ -65,7 +65,9 @@ async def test_daemon_reports_ready_once_with_version(bus: Bus, spawn_daemon: Sp
     assert json.loads(stored.data)["bootId"] == event.boot_id
 
 
-def acked_late(nats_server: NatsServer, tmp_path: Path, mp: pytest.MonkeyPatch) -> Daemon:
+def acked_late(
+    nats_server: NatsServer, tmp_path: Path, mp: pytest.MonkeyPatch
+) -> tuple[Daemon, asyncio.Event]:
     """A daemon in this process whose ready report is stored, its ack never heard of: a stop
     in that moment cancels its start, as a signal does before the daemon serves."""
     home = tmp_path / "home"
@@ -74,13 +76,17 @@ def acked_late(nats_server: NatsServer, tmp_path: Path, mp: pytest.MonkeyPatch) 
                               machine_token=MACHINE_TOKEN, home=str(home))  # fmt: skip
     daemon = Daemon(settings)
     report = daemon.report
+    # Set once the real report is done: a cancel before that could be lost in nats-py's
+    # request (Python 3.11's wait_for keeps a result that races a cancel), not in the daemon.
+    stored = asyncio.Event()
 
     async def ack_late(status: str) -> None:
         await report(status)  # type: ignore[arg-type]
+        stored.set()
         await asyncio.Event().wait()
 
     mp.setattr(daemon, "report", ack_late)
-    return daemon
+    return daemon, stored
 
 
 async def test_a_stop_while_the_ready_report_awaits_its_ack_is_still_reported(
@@ -88,7 +94,7 @@ async def test_a_stop_while_the_ready_report_awaits_its_ack_is_still_reported(
 ) -> None:
     """SIGTERM before the daemon serves cancels its start (daemon/__main__.py). The ready
     report may be stored by then, its ack still on the way: the platform must hear the stop."""
-    daemon = acked_late(nats_server, tmp_path, monkeypatch)
+    daemon, stored = acked_late(nats_server, tmp_path, monkeypatch)
     mid = daemon.settings.machine_id
     subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, mid)
     async with subscribed(bus.nc, subject) as inbox:
@@ -96,6 +102,7 @@ async def test_a_stop_while_the_ready_report_awaits_its_ack_is_still_reported(
         ready = await inbox.next_event(timeout=15)
         assert isinstance(ready, DaemonStatusReported)
         assert ready.status == "ready"
+        await asyncio.wait_for(stored.wait(), 15)
         assert not daemon.serving
         start.cancel()  # what a signal does before the daemon serves
         with pytest.raises(asyncio.CancelledError):
@@ -110,7 +117,7 @@ async def test_a_second_stop_during_the_goodbye_still_lets_the_machine_go(
 ) -> None:
     """A second signal while the cancelled start says ``stopping`` cancels that too: the daemon
     still disconnects and gives up its lock, or no daemon could start in this home again."""
-    daemon = acked_late(nats_server, tmp_path, monkeypatch)
+    daemon, stored = acked_late(nats_server, tmp_path, monkeypatch)
     mid, home = daemon.settings.machine_id, daemon.settings.home_path
     saying = asyncio.Event()
 
@@ -123,6 +130,7 @@ async def test_a_second_stop_during_the_goodbye_still_lets_the_machine_go(
     async with subscribed(bus.nc, subject) as inbox:
         start = asyncio.create_task(daemon.__aenter__())
         await inbox.next_event(timeout=15)
+        await asyncio.wait_for(stored.wait(), 15)
         assert holder_pid(home) == os.getpid()
         start.cancel()
         await asyncio.wait_for(saying.wait(), 5)
