@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from subprocess import PIPE, STDOUT
@@ -111,14 +110,12 @@ async def test_a_docker_machine_is_a_container(
     assert marker.stdout == f"{sha}\n"
     touch = await stack.exec(mid, ["touch", f"{CODE_MOUNT}/{sha}/x", f"{CODE_MOUNT}/current"])
     assert touch.exit_code != 0  # read-only to the machine
-    start = time.monotonic()
     await stack.archive_machine(mid)
 
     async def gone() -> bool:
         return await inspect(mid) is None and not await volume_exists(mid)
 
     await wait_until(gone, timeout=10, every=0.2)
-    assert time.monotonic() - start < 10
 
 
 async def test_a_sigkilled_docker_daemon_is_back_within_10s(
@@ -131,12 +128,10 @@ async def test_a_sigkilled_docker_daemon_is_back_within_10s(
         old = await provider.daemon_pid(mid)
         assert old is not None
         os.kill(old, signal.SIGKILL)  # the local engine: its processes are this host's
-        start = time.monotonic()
         try:
             await wait_until(lambda: answers(stack, mid), timeout=10, every=0.2)
         except TimeoutError:
             raise AssertionError(await container_log(mid)) from None
-        assert time.monotonic() - start < 10
         assert await provider.daemon_pid(mid) not in (None, old)
         assert [(p.tag, p.state) for p in await stack.list_processes(mid) if p.pid == bg.pid] == [
             ("survivor", "running")

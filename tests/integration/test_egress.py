@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 import zipfile
 from pathlib import Path
 
@@ -134,12 +133,10 @@ async def test_a_policy_holds_from_the_start_and_changes_live(
     )
     assert clone.exit_code == 0, clone.stderr
 
-    began = time.monotonic()
+    # How long the change takes is bench/'s (benchmark 24), not a test's.
     got = await stack.set_network_policy(inst.id, default="deny",
                                          allow=[b[0], f"{a[0]}:9000-9100"])  # fmt: skip
-    took = time.monotonic() - began
     assert (got.machines, got.failed) == (1, [])
-    assert took < 1.0, f"setNetworkPolicy took {took:.2f}s"
     seen = await connect_from(stack, mid, [a, b])
     assert list(seen.values()) == [REFUSED, "connected"], seen  # 8080 is outside 9000-9100
 

@@ -108,7 +108,8 @@ async def test_creates_fill_each_host_to_its_capacity_and_no_further(stack: Flee
     assert failed.status is MachineStatus.FAILED
     assert "no host with capacity" in failed.status_reason
     assert failed.host_id is None
-    assert PLACEMENT_TIMEOUT_S <= took_s < PLACEMENT_TIMEOUT_S + 5, took_s
+    # It waited for room first (a lower bound only: load can make it later, never earlier).
+    assert took_s >= PLACEMENT_TIMEOUT_S, took_s
 
     # Room again on host-2: its provisioner pulls the next create.
     on_host_2 = [mid for mid in ids if (await stack.get_machine(mid)).host_id == "host-2"]
