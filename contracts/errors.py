@@ -323,7 +323,10 @@ class IdTokenRejected(FleetError):
     """An OpenID sign-in's ID token was refused; ``data.reason`` names the check it failed:
     ``signature`` (not signed by a key of the provider's), ``algorithm`` (not an allowed one;
     ``none`` never is), ``issuer``, ``audience``, ``expired``, ``issued-at`` (from the future,
-    past the allowed skew), ``nonce`` (not the one this sign-in sent), ``claims`` (missing)."""
+    past the allowed skew), ``nonce`` (not the one this sign-in sent), ``claims`` (missing),
+    ``userinfo`` (the provider's UserInfo is about another subject, or not a JSON object),
+    ``email-unverified`` (an unknown subject whose email the provider does not vouch for),
+    ``account-bound`` (the email is a user's who signs in with another subject)."""
 
     code = 1080
     http_status = 401

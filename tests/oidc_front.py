@@ -10,7 +10,11 @@ real nonce) is replaced by a forgery of it:
 - ``other-key``: signed by a key the provider never published, under the provider's key id;
 - ``none``: ``alg: none``, unsigned;
 - ``audience``, ``expired``, ``nonce``: signed by the published front key, with another
-  client's ``aud``, an ``exp`` and ``iat`` long past, or another sign-in's nonce.
+  client's ``aud``, an ``exp`` and ``iat`` long past, or another sign-in's nonce;
+- ``userinfo-sub``: the ID token untouched, but the provider's UserInfo answer names another
+  subject (its ``email`` that subject's).
+
+The front keeps each ID token the provider gave (``id_tokens``), as it gave it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from fleet.embedded import free_port
 from tests.oidc_provider import SCRIPT
 
 FRONT_KID = "front-rotated"
+#: The provider's UserInfo endpoint (node-oidc-provider's default path).
+USERINFO_PATH = "/me"
 #: Headers not forwarded either way (hop-by-hop, or recomputed by aiohttp).
 _SKIP = {"content-length", "transfer-encoding", "content-encoding", "connection",
          "keep-alive", "accept-encoding"}  # fmt: skip
@@ -40,6 +46,7 @@ class Front:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.forge: str | None = None
+        self.id_tokens: list[str] = []
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -62,11 +69,17 @@ class Front:
             public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key()))
             keys["keys"].append(public | {"kid": FRONT_KID, "use": "sig", "alg": "RS256"})
             return json.dumps(keys).encode()
-        if path == "/token" and self.forge is not None:
+        if path == "/token":
             answer = json.loads(body)
             if "id_token" in answer:
-                answer["id_token"] = self._forged(answer["id_token"])
+                self.id_tokens.append(answer["id_token"])
+                if self.forge is not None and self.forge != "userinfo-sub":
+                    answer["id_token"] = self._forged(answer["id_token"])
             return json.dumps(answer).encode()
+        if path == USERINFO_PATH and self.forge == "userinfo-sub":
+            return json.dumps(
+                json.loads(body) | {"sub": "mallory", "email": "mallory@example.com"}
+            ).encode()
         return body
 
     def _forged(self, real: str) -> str:

@@ -63,6 +63,21 @@ class Found(NamedTuple):
     roles: dict[str, str]
 
 
+#: Bind a user to their first OpenID subject, once: only while the user has none and the
+#: subject names no user (two first sign-ins at once bind one). KEYS[1]: the user, KEYS[2]: the
+#: subjects index; ARGV: the subject, the user's id. Returns 1 when bound.
+_BIND = BoundScript("""
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local user = cjson.decode(raw)
+if user.subject ~= nil and user.subject ~= cjson.null then return 0 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+user.subject = ARGV[1]
+redis.call('SET', KEYS[1], cjson.encode(user))
+return 1
+""")
+
+
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -92,8 +107,13 @@ class UserRecords:
             await pipe.execute()
         return True
 
-    async def link_subject(self, subject: str, user_id: str) -> None:
-        await self._store.redis.hset(K_USER_SUBJECTS, subject, user_id)
+    async def bind_subject(self, user_id: str, subject: str) -> bool:
+        """Make ``subject`` the user's, if they have none yet (a user is never rebound)."""
+        script = _BIND.on(self._store.redis)
+        bound = bool(await script(keys=[k_user(user_id), K_USER_SUBJECTS], args=[subject, user_id]))
+        if bound:
+            await self._store.caller_changes.written()
+        return bound
 
     async def put(self, user: User) -> None:
         await self._store.redis.set(k_user(user.id), _ENCODE.encode(user))

@@ -5,9 +5,11 @@ for ``fleet login``: ``POST /auth/device`` (the codes to show), ``POST /auth/dev
 (``{pending: true}`` until the user approved, then a personal access token of theirs).
 
 A sign-in's ``state`` is bound to the browser that started it (a short-lived cookie) and kept
-server-side with its nonce and PKCE verifier until the callback takes it, once. A user is made
-on first sign-in (or found by the provider's subject, or by an email an admin made them with);
-the groups claim maps to platform roles (``FLEET_OIDC_ADMIN_GROUPS``, ``_AUDITOR_GROUPS``).
+server-side with its nonce and PKCE verifier until the callback takes it, once. A user is
+found by the provider's subject; else, by an email the provider vouches for (``email_verified``),
+a user an admin made with that email and who never signed in is bound to the subject, once
+(a user's subject never changes: another account with their email is refused); else one is
+made. The groups claim maps to platform roles (``FLEET_OIDC_ADMIN_GROUPS``, ``_AUDITOR_GROUPS``).
 """
 
 from __future__ import annotations
@@ -23,14 +25,7 @@ import structlog
 from aiohttp import web
 
 from contracts.audit import Action
-from contracts.errors import (
-    FleetError,
-    Forbidden,
-    IdTokenRejected,
-    NotFound,
-    SignInStateRejected,
-    Unauthorized,
-)
+from contracts.errors import FleetError, Forbidden, NotFound, SignInStateRejected, Unauthorized
 from contracts.gateway_people import User
 from contracts.people import ALL_SCOPES
 from services.common.settings import Settings
@@ -39,7 +34,7 @@ from services.common.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.audit_log import AuditLog
 from services.gateway.errors_http import error_response
-from services.gateway.oidc import OidcClient, pkce_pair
+from services.gateway.oidc import OidcClient, pkce_pair, rejected
 from services.gateway.people_ops import add_user
 from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf
 
@@ -65,6 +60,20 @@ def public_url(settings: Settings) -> str:
 
 def _groups(value: str) -> set[str]:
     return {g.strip() for g in value.split(",") if g.strip()}
+
+
+def verified_email(claims: dict[str, Any]) -> str:
+    """The claims' email, which the provider must vouch for: ``email_verified`` true (a
+    string "true" too, as some providers send it). Anyone may set an unverified one to
+    another's, so it finds, binds and names no user."""
+    email = claims.get("email")
+    if not isinstance(email, str) or "@" not in email:
+        raise rejected("claims", "no email claim")
+    verified = claims.get("email_verified")
+    if verified is not True and verified != "true":
+        raise rejected("email-unverified", f"the provider does not vouch for {email} "
+                                           "(email_verified is not true)")  # fmt: skip
+    return email
 
 
 class SignIn:
@@ -99,34 +108,52 @@ class SignIn:
         if not hmac.compare_digest(state, browser_state):
             raise SignInStateRejected("this sign-in was not started by this browser")
         pending = msgspec.json.decode(raw, type=_Pending)
-        id_token = await client.exchange(code, pending.verifier, self.redirect_uri)
-        return await self.user_of(await client.validate(id_token, pending.nonce))
+        tokens = await client.exchange(code, pending.verifier, self.redirect_uri)
+        return await self.user_of(await client.claims(tokens, pending.nonce))
 
     async def user_of(self, claims: dict[str, Any]) -> User:
         """The user these (validated) claims name, made on first sign-in; their role follows
         their groups."""
-        email = claims.get("email")
-        if not isinstance(email, str) or "@" not in email:
-            raise IdTokenRejected("ID token refused: no email claim", data={"reason": "claims"})
         subject = f"{claims['iss']} {claims['sub']}"
         users = self.store.users
-        user_id = await users.id_by_subject(subject) or await users.id_by_email(email)
+        user_id = await users.id_by_subject(subject)
         user = await users.get(user_id) if user_id is not None else None
-        role, from_groups = self._role(claims.get("groups"), user)
         if user is None:
-            made = await add_user(self.store, email, str(claims.get("name", "")), role, subject)
-            if from_groups:
-                made.role_from_groups = True
-                await users.put(made)
-            return made
+            email = verified_email(claims)
+            user = await self._bind(email, subject)
+            if user is None:
+                return await self._make(claims, email, subject)
         if user.disabled:
             raise Forbidden(f"user {user.email} is disabled")
-        now = (role, from_groups, subject)
-        if (user.role, user.role_from_groups, user.subject) != now:
-            user.role, user.role_from_groups, user.subject = now  # type: ignore[assignment]
+        role, from_groups = self._role(claims.get("groups"), user)
+        if (user.role, user.role_from_groups) != (role, from_groups):
+            user.role, user.role_from_groups = role, from_groups  # type: ignore[assignment]
             await users.put(user)
-            await users.link_subject(subject, user.id)
         return user
+
+    async def _bind(self, email: str, subject: str) -> User | None:
+        """The user an admin made with ``email``, bound to ``subject`` now; None: no user has
+        that email. One already bound to another subject is never rebound."""
+        user_id = await self.store.users.id_by_email(email)
+        user = await self.store.users.get(user_id) if user_id is not None else None
+        if user is None:
+            return None
+        if user.disabled:
+            raise Forbidden(f"user {user.email} is disabled")
+        if user.subject is not None or not await self.store.users.bind_subject(user.id, subject):
+            raise rejected("account-bound", f"{email} is a user who signs in with another "
+                                            "account of the provider")  # fmt: skip
+        log.info("auth.account_bound", user_id=user.id)
+        user.subject = subject
+        return user
+
+    async def _make(self, claims: dict[str, Any], email: str, subject: str) -> User:
+        role, from_groups = self._role(claims.get("groups"), None)
+        made = await add_user(self.store, email, str(claims.get("name", "")), role, subject)
+        if from_groups:
+            made.role_from_groups = True
+            await self.store.users.put(made)
+        return made
 
     async def device_begin(self) -> dict[str, Any]:
         """A device sign-in (``fleet login``): the codes and where the user enters them."""
@@ -144,12 +171,12 @@ class SignIn:
         client, digest = self._client(), _digest(device_code)
         if not device_code or not await self.store.users.signin_exists(digest):
             raise SignInStateRejected("unknown, used or expired device code")
-        id_token = await client.device_poll(device_code)
-        if id_token is None:
+        tokens = await client.device_poll(device_code)
+        if tokens is None:
             return None
         if await self.store.users.take_signin(digest) is None:  # another poll won
             raise SignInStateRejected("this device code was used already")
-        user = await self.user_of(await client.validate(id_token, None))
+        user = await self.user_of(await client.claims(tokens, None))
         ttl = timedelta(seconds=self.settings.token_default_ttl_s)
         token, secret = await TokenStore(self.store).create(
             "fleet login", scopes=ALL_SCOPES, instance_ids=None, user_id=user.id,

@@ -1,5 +1,6 @@
 """OpenID Connect: the provider's discovery document and keys, the authorization request
-(code flow with PKCE, ``state`` and ``nonce``), the code exchange, and the ID token's checks.
+(code flow with PKCE, ``state`` and ``nonce``), the code exchange, the ID token's checks, and
+the claims it lacks from UserInfo.
 
 JOSE is PyJWT's (``jwt``, with ``cryptography``): a maintained library already in the
 dependency tree (through ``mcp``), which checks signatures, ``exp``, ``iat``, ``iss`` and
@@ -9,6 +10,11 @@ dependency tree (through ``mcp``), which checks signatures, ``exp``, ``iat``, ``
 The provider's keys are fetched when a token names a key id we do not hold (the provider
 rotated them), at most once per ``REFETCH_EVERY_S``: a stream of made-up key ids cannot make
 the gateway hammer the provider.
+
+A provider may give the scopes' claims (email, name, groups) from its UserInfo endpoint only,
+whenever it issues an access token (OpenID Connect Core 5.4; node-oidc-provider's default):
+those the ID token lacks are fetched there with the access token, and used only when UserInfo
+is about the ID token's own subject (5.3.2).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -42,6 +48,8 @@ MAX_AGE_S = 600
 REFETCH_EVERY_S = 30.0
 SCOPES = "openid email profile groups"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+#: The claims the gateway reads besides the ID token's own; those it lacks come from UserInfo.
+USERINFO_CLAIMS = ("email", "email_verified", "name", "groups")
 
 
 class Discovery(msgspec.Struct, frozen=True):
@@ -50,6 +58,14 @@ class Discovery(msgspec.Struct, frozen=True):
     token_endpoint: str
     jwks_uri: str
     device_authorization_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
+
+
+class Tokens(NamedTuple):
+    """The token endpoint's answer: the ID token, and the access token for UserInfo."""
+
+    id_token: str
+    access_token: str | None
 
 
 class Keys:
@@ -86,7 +102,8 @@ class Keys:
         log.info("oidc.keys_fetched", count=len(keys))
 
 
-def _rejected(reason: str, message: str) -> IdTokenRejected:
+def rejected(reason: str, message: str) -> IdTokenRejected:
+    """A sign-in refused: 1080 ``IdTokenRejected``, ``data.reason`` naming the check."""
     return IdTokenRejected(f"ID token refused: {message}", data={"reason": reason})
 
 
@@ -111,13 +128,13 @@ async def validate_id_token(
     try:
         header = jwt.get_unverified_header(raw)
     except jwt.PyJWTError as exc:
-        raise _rejected("signature", f"not a signed JWT ({exc})") from None
+        raise rejected("signature", f"not a signed JWT ({exc})") from None
     alg = header.get("alg")
     if alg not in ALLOWED_ALGORITHMS:
-        raise _rejected("algorithm", f"algorithm {alg!r} is not allowed")
+        raise rejected("algorithm", f"algorithm {alg!r} is not allowed")
     key = await keys.key(header.get("kid"))
     if key is None:
-        raise _rejected("signature", f"no key {header.get('kid')!r} at the provider")
+        raise rejected("signature", f"no key {header.get('kid')!r} at the provider")
     try:
         claims: dict[str, Any] = jwt.decode(
             raw, key.key, algorithms=[alg], audience=client_id, issuer=issuer, leeway=SKEW_S,
@@ -125,16 +142,34 @@ async def validate_id_token(
         )  # fmt: skip
     except jwt.PyJWTError as exc:
         reason = next((r for cls, r in _PYJWT_REASONS if isinstance(exc, cls)), "signature")
-        raise _rejected(reason, str(exc)) from None
+        raise rejected(reason, str(exc)) from None
     now = time.time() if now is None else now
     if now - float(claims["iat"]) > MAX_AGE_S + SKEW_S:
-        raise _rejected("issued-at", "issued too long ago")
+        raise rejected("issued-at", "issued too long ago")
     aud = claims["aud"]
     if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
-        raise _rejected("audience", "several audiences and we are not its authorized party")
+        raise rejected("audience", "several audiences and we are not its authorized party")
     if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
-        raise _rejected("nonce", "its nonce is not this sign-in's")
+        raise rejected("nonce", "its nonce is not this sign-in's")
     return claims
+
+
+def with_userinfo(claims: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The ID token's (validated) claims, with those of ``USERINFO_CLAIMS`` it lacks taken
+    from the provider's UserInfo answer ``info``, which must be about the same subject. An
+    ``email_verified`` counts only for the email of the answer that says it."""
+    if info.get("sub") != claims["sub"]:
+        raise rejected("userinfo", f"UserInfo is about subject {info.get('sub')!r}, "
+                                   f"not the ID token's {claims['sub']!r}")  # fmt: skip
+    got = {k: info[k] for k in USERINFO_CLAIMS if k in info} | claims
+    source = claims if "email" in claims else info
+    verified = source.get("email_verified")
+    if verified is None and info.get("email") == source.get("email"):
+        verified = info.get("email_verified")
+    got.pop("email_verified", None)
+    if verified is not None:
+        got["email_verified"] = verified
+    return got
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -185,20 +220,20 @@ class OidcClient:
                  "code_challenge": challenge, "code_challenge_method": "S256"}  # fmt: skip
         return (await self.discovery()).authorization_endpoint + "?" + urlencode(query)
 
-    async def exchange(self, code: str, verifier: str, redirect_uri: str) -> str:
-        """The ID token the provider gives for this code."""
+    async def exchange(self, code: str, verifier: str, redirect_uri: str) -> Tokens:
+        """The tokens the provider gives for this code."""
         form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
                 "redirect_uri": redirect_uri}  # fmt: skip
-        id_token = await self._token(form)
-        assert id_token is not None  # only a device poll may be pending
-        return id_token
+        tokens = await self._token(form)
+        assert tokens is not None  # only a device poll may be pending
+        return tokens
 
     def _auth(self) -> dict[str, str]:
         # client_secret_basic: each part form-encoded before base64 (RFC 6749, 2.3.1)
         pair = f"{quote(self.client_id, safe='')}:{quote(self._secret, safe='')}"
         return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
-    async def _token(self, form: dict[str, str], *, pending_ok: bool = False) -> str | None:
+    async def _token(self, form: dict[str, str], *, pending_ok: bool = False) -> Tokens | None:
         url = (await self.discovery()).token_endpoint
         try:
             async with self._http.post(url, data=form, headers=self._auth()) as resp:
@@ -210,10 +245,11 @@ class OidcClient:
         if pending_ok and body.get("error") in ("authorization_pending", "slow_down"):
             return None
         if resp.status != 200 or not isinstance(body.get("id_token"), str):
-            raise _rejected(
+            raise rejected(
                 "claims", f"the provider gave no ID token: {body.get('error', resp.status)}"
             )
-        return str(body["id_token"])
+        access = body.get("access_token")
+        return Tokens(str(body["id_token"]), access if isinstance(access, str) else None)
 
     async def device_start(self) -> dict[str, Any]:
         """The provider's device authorization: device and user codes, where to enter them."""
@@ -229,11 +265,33 @@ class OidcClient:
             raise Unavailable(f"the OpenID provider refused the device flow: {body}")
         return body
 
-    async def device_poll(self, device_code: str) -> str | None:
-        """The ID token once the user approved; None while they have not yet."""
+    async def device_poll(self, device_code: str) -> Tokens | None:
+        """The tokens once the user approved; None while they have not yet."""
         form = {"grant_type": DEVICE_GRANT, "device_code": device_code}
         return await self._token(form, pending_ok=True)
 
     async def validate(self, raw: str, nonce: str | None) -> dict[str, Any]:
         return await validate_id_token(raw, self.keys, issuer=self.issuer,
                                        client_id=self.client_id, nonce=nonce)  # fmt: skip
+
+    async def claims(self, tokens: Tokens, nonce: str | None) -> dict[str, Any]:
+        """The ID token's validated claims, and those it lacks from UserInfo."""
+        claims = await self.validate(tokens.id_token, nonce)
+        url = (await self.discovery()).userinfo_endpoint
+        if url is None or tokens.access_token is None or claims.keys() >= set(USERINFO_CLAIMS):
+            return claims
+        return with_userinfo(claims, await self._userinfo(url, tokens.access_token))
+
+    async def _userinfo(self, url: str, access_token: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        try:
+            async with self._http.get(url, headers=headers) as resp:
+                body = await resp.json(content_type=None) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"the OpenID provider did not answer {url}: {exc}") from None
+        except ValueError:  # not JSON (a signed or encrypted answer, which we never ask for)
+            body = None
+        if not isinstance(body, dict):
+            raise rejected("userinfo", f"the provider's UserInfo answered HTTP {resp.status} "
+                                       "without a JSON object")  # fmt: skip
+        return body

@@ -4,6 +4,7 @@ within their user's role)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,8 @@ import msgspec
 import pytest
 from redis.typing import EncodableT, FieldT
 
-from contracts.errors import Conflict, Forbidden, InvalidParams, NotFound
+from contracts.errors import Conflict, Forbidden, IdTokenRejected, InvalidParams, NotFound
+from contracts.gateway_people import User
 from contracts.models import AccessToken
 from services.common.store_keys import k_token
 from services.common.tokens import hash_token, new_secret
@@ -270,6 +272,11 @@ async def test_tokens_kept_before_scopes_are_migrated_as_they_were(world: World)
         await world.rpc("machines.get", {"machineId": other.id}, caller)
 
 
+def vouched(sub: str, email: str, **more: Any) -> dict[str, Any]:
+    """Validated claims of a sign-in whose provider vouches for ``email``."""
+    return {"iss": "https://idp", "sub": sub, "email": email, "email_verified": True, **more}
+
+
 async def test_a_role_the_groups_gave_goes_with_them_one_an_admin_set_stays(
     world: World,
 ) -> None:
@@ -278,8 +285,7 @@ async def test_a_role_the_groups_gave_goes_with_them_one_an_admin_set_stays(
     signin = SignIn(world.store, settings, None, WebSessions(world.store, settings))
 
     async def sign_in(email: str, *groups: str) -> str:
-        claims = {"iss": "https://idp", "sub": email, "email": email, "groups": list(groups)}
-        return (await signin.user_of(claims)).role
+        return (await signin.user_of(vouched(email, email, groups=list(groups)))).role
 
     assert await sign_in("ann@example.com", "ops") == "admin"
     assert await sign_in("ann@example.com", "audit") == "auditor"
@@ -289,3 +295,24 @@ async def test_a_role_the_groups_gave_goes_with_them_one_an_admin_set_stays(
     assert await sign_in("bob@example.com") == "admin"  # set by an admin: not the groups'
     assert await sign_in("bob@example.com", "audit") == "auditor"
     assert await sign_in("bob@example.com") == "member"  # the groups' now, gone with them
+
+
+async def test_an_admin_made_user_is_bound_once_and_only_through_a_vouched_email(
+    world: World,
+) -> None:
+    signin = SignIn(world.store, world.settings, None, WebSessions(world.store, world.settings))
+    carol = await world.rpc("users.create", {"email": "carol@example.com", "role": "admin"})
+    for verified in (False, "false", 1, None):
+        with pytest.raises(IdTokenRejected) as no:
+            await signin.user_of(vouched("eve", "carol@example.com", email_verified=verified))
+        assert no.value.data == {"reason": "email-unverified"}, verified
+    firsts = [signin.user_of(vouched(sub, "carol@example.com")) for sub in ("c1", "c2")]
+    got = await asyncio.gather(*firsts, return_exceptions=True)
+    (bound,) = [g for g in got if isinstance(g, User)]
+    (refused,) = [g for g in got if isinstance(g, IdTokenRejected)]
+    assert (bound.id, refused.data) == (carol["id"], {"reason": "account-bound"})
+    assert bound.subject is not None
+    again = await signin.user_of(vouched(bound.subject.split()[1], "carol@example.com"))
+    assert (again.id, again.role) == (carol["id"], "admin")
+    stored = await find_user(world.store, "carol@example.com")
+    assert stored.subject == bound.subject

@@ -1,14 +1,25 @@
 // A real OpenID provider for the tests: the certified `oidc-provider` from npm, on
 // 127.0.0.1:<port> (argv[2]). One confidential client, the gateway (the code flow with PKCE for
 // browsers, the device flow for `fleet login`); any login name signs in (its dev interactions),
-// as <name>@example.com, in the groups USERS gives it. Prints "ready <issuer>" once listening.
+// as <name>@example.com, with what USERS gives it. Prints "ready <issuer>" once listening.
 // argv[3], when given, is the issuer: a test's front that forwards to this port (the provider
 // builds its endpoints' URLs from the Host each request names, the front's).
+// Its configuration is the library's default where the gateway must cope with any provider:
+// conformIdTokenClaims stays on, so the ID token carries `sub` and the scopes' claims (email,
+// name, groups) come from UserInfo only (OpenID Connect Core 5.4).
 import Provider from "oidc-provider";
 
 const port = Number(process.argv[2]);
 const issuer = process.argv[3] ?? `http://127.0.0.1:${port}`;
-const USERS = { ann: ["fleet-admins"], audrey: ["fleet-auditors"] };
+// What a login's claims have besides the defaults (<name>@example.com, verified, no groups).
+// The last two are an attacker's accounts: a provider that lets them set carol's email, not
+// verified; and a second account (another `sub`) whose verified email is carol's.
+const USERS = {
+  ann: { groups: ["fleet-admins"] },
+  audrey: { groups: ["fleet-auditors"] },
+  "eve-as-carol": { email: "carol@example.com", email_verified: false },
+  "carol-second": { email: "carol@example.com" },
+};
 
 const provider = new Provider(issuer, {
   clients: [
@@ -27,7 +38,6 @@ const provider = new Provider(issuer, {
     profile: ["name"],
     groups: ["groups"],
   },
-  conformIdTokenClaims: false,
   features: { devInteractions: { enabled: true }, deviceFlow: { enabled: true } },
   cookies: { keys: ["test-only-cookie-key"] },
   async findAccount(_ctx, id) {
@@ -39,7 +49,8 @@ const provider = new Provider(issuer, {
           email: `${id}@example.com`,
           email_verified: true,
           name: id,
-          groups: USERS[id] ?? [],
+          groups: [],
+          ...USERS[id],
         };
       },
     };

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from contracts.errors import IdTokenRejected
-from services.gateway.oidc import Keys, validate_id_token
+from services.gateway.oidc import Keys, validate_id_token, with_userinfo
 
 ISSUER, CLIENT, NONCE = "https://idp.example.com", "fleet", "n-0123456789"
 
@@ -97,3 +97,26 @@ async def test_rotated_keys_are_fetched_again_but_not_for_every_unknown_kid() ->
     for i in range(20):  # made-up key ids: at most one fetch per window
         assert await refused(signed(new, f"made-up-{i}"), bounded) == "signature"
     assert provider.fetches == before
+
+
+def test_userinfo_gives_what_the_id_token_lacks_and_only_about_its_subject() -> None:
+    token = {"iss": ISSUER, "sub": "ann", "name": "Ann"}
+    info = {"sub": "ann", "email": "ann@example.com", "email_verified": True, "name": "Other",
+            "groups": ["ops"], "iss": "https://elsewhere"}  # fmt: skip
+    assert with_userinfo(token, info) == {"iss": ISSUER, "sub": "ann", "name": "Ann",
+                                          "email": "ann@example.com", "email_verified": True,
+                                          "groups": ["ops"]}  # fmt: skip
+    for other in ({**info, "sub": "eve"}, {k: v for k, v in info.items() if k != "sub"}):
+        with pytest.raises(IdTokenRejected) as no:
+            with_userinfo(token, other)
+        assert no.value.data == {"reason": "userinfo"}
+
+
+def test_an_email_verified_counts_only_for_its_own_email() -> None:
+    token = {"iss": ISSUER, "sub": "ann", "email": "ann@example.com"}
+    vouched = {"sub": "ann", "email": "ann@example.com", "email_verified": True}
+    assert with_userinfo(token, vouched)["email_verified"] is True
+    elsewhere = {"sub": "ann", "email": "ann@elsewhere.example", "email_verified": True}
+    assert "email_verified" not in with_userinfo(token, elsewhere)
+    unverified = {**token, "email_verified": False}
+    assert with_userinfo(unverified, vouched)["email_verified"] is False  # the token's own
