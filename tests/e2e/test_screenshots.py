@@ -22,7 +22,7 @@ STATIC = ROOT / "services" / "gateway" / "static"
 DOCS = ROOT / "docs"
 #: Parts of the machine page that have screenshots of their own, beside the pages.
 MACHINE_PARTS = {"terminal.js", "ports-panel.js", "machine-actions.js"}
-REFERENCE = re.compile(r"\(screenshots/([^)\s]+)\.png\)")
+REFERENCE = re.compile(r"screenshots/([^)\s/]+)\.png")
 
 
 def console_pages() -> set[str]:
@@ -63,9 +63,11 @@ def test_the_script_shoots_every_console_page_and_the_docs_show_those(tmp_path: 
     unshot = (pages | MACHINE_PARTS) - set(SHOTS.values())
     assert not unshot, f"console modules without a screenshot in tests/screenshots.py: {unshot}"
 
-    shown = {doc.name: referenced(doc) for doc in DOCS.glob("*.md")}
+    docs = [ROOT / "README.md", *DOCS.rglob("*.md")]
+    shown = {str(doc.relative_to(ROOT)): referenced(doc) for doc in docs}
     unknown = {doc: names - made for doc, names in shown.items() if names - made}
     assert not unknown, f"docs show screenshots the script does not make: {unknown}"
-    assert made <= shown["console.md"], f"not in docs/console.md: {made - shown['console.md']}"
+    console = shown["docs/console.md"]
+    assert made <= console, f"not shown in docs/console.md: {made - console}"
     stale = {p.stem for p in (DOCS / "screenshots").glob("*.png")} - made
     assert not stale, f"docs/screenshots has files the script does not make: {stale}"
