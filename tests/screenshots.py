@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import sys
 import tempfile
@@ -261,27 +262,26 @@ def drive(s: Shooter, demo: Demo) -> None:
     audit_log(s)
 
 
-def screenshots(out: Path) -> list[str]:
-    """Start a stack, make the demo, save every shot into ``out``; the names saved."""
+def screenshots(out: Path, work: Path) -> list[str]:
+    """Start a stack in ``work``, make the demo, save every shot into ``out``; the names saved."""
     if not CHROMIUM.exists():
         raise SystemExit(f"screenshots need Debian's chromium at {CHROMIUM}")
     out.mkdir(parents=True, exist_ok=True)
     expect.set_options(timeout=WAIT_MS)
-    with tempfile.TemporaryDirectory(prefix="fleet-shots-") as tmp:
-        up = start_fleet_up(Path(tmp) / "data", free_port())
-        try:
-            demo = asyncio.run(make_demo(up))
-            with browser_page(Path(tmp) / "chromium-profile", VIEWPORT) as b:
-                s = Shooter(b.page, up, out)
-                try:
-                    drive(s, demo)
-                except BaseException:
-                    print("\n".join(["--- the console's page:", *b.seen[-80:]]), file=sys.stderr)
-                    raise
-            if b.errors:
-                raise AssertionError(f"JavaScript errors in the console: {b.errors}")
-        finally:
-            up.stop()
+    up = start_fleet_up(work / "data", free_port())
+    try:
+        demo = asyncio.run(make_demo(up))
+        with browser_page(work / "chromium-profile", VIEWPORT) as b:
+            s = Shooter(b.page, up, out)
+            try:
+                drive(s, demo)
+            except BaseException:
+                print("\n".join(["--- the console's page:", *b.seen[-80:]]), file=sys.stderr)
+                raise
+        if b.errors:
+            raise AssertionError(f"JavaScript errors in the console: {b.errors}")
+    finally:
+        up.stop()
     missing = sorted(set(SHOTS) - set(s.made))
     if missing:
         raise AssertionError(f"shots not made: {missing}")
@@ -291,7 +291,14 @@ def screenshots(out: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.screenshots", description=__doc__)
     parser.add_argument("out", type=Path, help="the folder for the PNG files")
-    made = screenshots(parser.parse_args(argv).out)
+    parser.add_argument(
+        "--work", type=Path, help="the stack's data dir and the browser's profile go here "
+        "(default: a temporary folder, removed at the end)"
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory("-shots")))
+        made = screenshots(args.out, work)
     print(f"{len(made)} screenshots: {', '.join(made)}")
     return 0
 
