@@ -85,7 +85,7 @@ class Browsed:
 
 
 @contextmanager
-def browser_page(profile: Path) -> Iterator[Browsed]:
+def browser_page(profile: Path, viewport: tuple[int, int] = (1360, 900)) -> Iterator[Browsed]:
     """A fresh page, in its own profile, whose loads ride out the host's network changes."""
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
@@ -93,7 +93,7 @@ def browser_page(profile: Path) -> Iterator[Browsed]:
             executable_path=str(CHROMIUM),
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1360, "height": 900},
+            viewport={"width": viewport[0], "height": viewport[1]},
         )
         try:
             # A page of our own, not the startup tab chromium opens with the profile: that one

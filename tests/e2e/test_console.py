@@ -1,13 +1,9 @@
 """The web console in a real browser: Playwright driving Debian's chromium, headless, against
-`fleet up` as a user runs it.
-
-With ``FLEET_SCREENSHOTS=docs/screenshots`` the test saves a screenshot of each page there (the
-ones docs/console.md shows); without it, it writes nothing.
+`fleet up` as a user runs it. (docs/screenshots are made by tests/screenshots.py.)
 """
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from collections.abc import Iterator
@@ -38,13 +34,6 @@ def page(tmp_path: Path) -> Iterator[Page]:
     assert b.errors == [], f"JavaScript errors in the console: {b.errors}"
 
 
-def shot(page: Page, name: str) -> None:
-    folder = os.environ.get("FLEET_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
-
-
 def machine_row(page: Page, machine_id: str) -> Locator:
     return page.locator(f'[data-testid=machine-row][data-machine-id="{machine_id}"]')
 
@@ -62,7 +51,6 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     # Sign-in: a wrong token is refused inline, the admin token gets in.
     page.goto(up.url)
     expect(page.get_by_test_id("signin-form")).to_be_visible()
-    shot(page, "sign-in")
     page.get_by_test_id("signin-token").fill("not-a-token")
     page.get_by_test_id("signin-submit").click()
     expect(page.get_by_test_id("signin-error")).to_contain_text("1001")
@@ -104,7 +92,6 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
         "data-wins", "platform"
     )
     expect(page.get_by_test_id("env-table")).not_to_contain_text("s3cret")  # masked
-    shot(page, "env-vars")
     page.get_by_test_id("env-reveal").click()
     expect(page.get_by_test_id("env-table")).to_contain_text(SECRET)
     page.get_by_test_id("env-reveal").click()
@@ -164,7 +151,6 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     expect(page.get_by_test_id("exec-stdout")).to_have_text("first\nsecond\n")
     page.get_by_test_id("action-refresh-env").click()
     expect(page.get_by_test_id("notice")).to_contain_text(".env pushed to 1 of 1")
-    shot(page, "machine-detail")
 
     # Rebuild from the Machines page: the old machine is archived, a new one turns ready.
     page.get_by_test_id("nav-machines").click()
@@ -177,11 +163,9 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     expect(second.get_by_test_id("machine-status")).to_have_text("ready")
     expect(machine_row(page, first_id).get_by_test_id("action-rebuild")).to_be_disabled()
     assert page.evaluate("window.__sameDocument") is True
-    shot(page, "machines")
 
     page.get_by_test_id("nav-instances").click()
     expect(page.get_by_test_id("instance-row")).to_have_count(1)
-    shot(page, "instances")
 
     # Hosts (admin): fleet up's one host runs the second machine; drain it and undo that.
     page.get_by_test_id("nav-hosts").click()
@@ -191,7 +175,6 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     expect(host_row.get_by_test_id("host-running")).to_have_text("1")
     host_row.get_by_test_id("host-drain").click()
     expect(host_row.get_by_test_id("host-state")).to_have_text("draining")
-    shot(page, "hosts")
     host_row.get_by_test_id("host-drain").click()
     expect(host_row.get_by_test_id("host-state")).to_have_text("active")
 
@@ -204,7 +187,6 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     drains = page.locator("[data-testid=audit-row][data-method='hosts.drain']")
     expect(drains).to_have_count(2)
     expect(page.get_by_test_id("audit-row")).to_have_count(2)
-    shot(page, "audit-log")
 
     # Access tokens: the secret is shown once; revoking marks the token revoked.
     page.get_by_test_id("nav-tokens").click()
@@ -216,7 +198,6 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     token_row = page.locator("[data-testid=token-row][data-name=ci-runner]")
     expect(token_row.get_by_test_id("token-state")).to_have_text("active")
     expect(token_row.get_by_test_id("token-last-used")).to_have_text("never")
-    shot(page, "access-tokens")
     page.get_by_test_id("token-secret-dismiss").click()
     expect(page.get_by_test_id("token-secret")).to_have_count(0)
 

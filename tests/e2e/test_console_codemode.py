@@ -8,7 +8,7 @@ from playwright.sync_api import Page, expect
 
 from contracts.errors import NotFound
 from tests.e2e.conftest import FleetUp
-from tests.e2e.test_console import WAIT_MS, page, shot  # noqa: F401 - the fixture
+from tests.e2e.test_console import WAIT_MS, page  # noqa: F401 - the fixture
 
 CODE = """\
 print("hello from the page")
@@ -53,7 +53,6 @@ def test_codemode_page_runs_streams_cancels_and_shows_stubs(
     )
     expect(page.get_by_test_id("codemode-value")).to_contain_text(f'"missing": {NotFound.code}')
     expect(page.get_by_test_id("codemode-logs")).to_have_text("hello from the page")
-    shot(page, "codemode")
 
     # Live: the first log line shows while the run still runs; Cancel ends it.
     page.get_by_test_id("codemode-code").fill(SLOW)

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import FleetUp
-from tests.e2e.test_console import WAIT_MS, page, shot
+from tests.e2e.test_console import WAIT_MS, page
 
 __all__ = ["page"]
 #: A name the policy below refuses: the platform's DNS proxy answers NXDOMAIN without asking
@@ -62,7 +62,6 @@ def test_set_a_network_policy_and_see_a_refusal_on_the_timeline(
     expect(page.get_by_test_id("network-applied")).to_have_text(
         "Applied to 1 of 1 running machine(s)."
     )
-    shot(page, "network")
     assert "default: deny" in ok(up.cli("instances", "network", iid))
 
     # A bad entry: the gateway's error names it; the stored policy is the one before.

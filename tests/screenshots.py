@@ -1,0 +1,307 @@
+"""The console's screenshots (``docs/screenshots/*.png``), made from the running console:
+
+    .venv/bin/python -m tests.screenshots docs/screenshots
+
+starts ``fleet up`` on free ports with a data dir of its own, makes demo data through the API
+(two instances, platform and instance env vars, access tokens, a ready machine with a web
+server listening), then drives the console in Debian's chromium (``tests/browser.py``) at a
+fixed viewport: it sets a network policy, opens a terminal, forks the machine, runs code, and
+saves one PNG per entry of ``SHOTS``. Every page is checked to show what it should before it is
+shot, so a page that no longer draws fails the script (exit code 1), as does a JavaScript error.
+``tests/e2e/test_screenshots.py`` runs it into a tmp dir and checks ``SHOTS`` against the
+console's pages and the screenshots the docs show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from playwright.sync_api import Locator, Page, expect
+
+from fleet.client import FleetClient
+from fleet.embedded import free_port
+from tests.browser import CHROMIUM, WAIT_MS, browser_page
+from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.waiters import wait_until
+
+#: Every screenshot is of the browser's viewport at this size (PNG files of 50-200 KB).
+VIEWPORT = (1280, 800)
+#: Screenshot name (``<name>.png``) -> the console module (services/gateway/static) it shows.
+SHOTS = {
+    "sign-in": "page-signin.js",
+    "machines": "page-machines.js",
+    "machine-detail": "page-machine-detail.js",
+    "terminal": "terminal.js",
+    "ports": "ports-panel.js",
+    "fork": "machine-actions.js",
+    "instances": "page-instances.js",
+    "env-vars": "page-env.js",
+    "network": "page-network.js",
+    "access-tokens": "page-tokens.js",
+    "codemode": "page-codemode.js",
+    "hosts": "page-hosts.js",
+    "audit-log": "page-audit.js",
+}
+ENV = [  # name, value, for the demo instance (else the platform)
+    ("HTTP_TIMEOUT", "30", False),
+    ("GREETING", "hello from the platform", False),
+    ("GREETING", "hello from demo", True),
+    ("DATABASE_URL", "postgres://dev:s3cret@db:5432/app", True),
+]
+CODE = """\
+instances = (await fleet.instances.list())["instances"]
+print(len(instances), "instances:", ", ".join(i["name"] for i in instances))
+machines = (await fleet.machines.list())["machines"]
+{m["id"]: m["status"] for m in machines}
+"""
+TERMINAL_INPUT = ["echo hello from $(hostname)", "python3 --version", "ls -a ~"]
+
+
+@dataclass(frozen=True)
+class Demo:
+    instance_id: str
+    machine_id: str
+    #: Where the machine's web server listens (inside the machine).
+    port: int
+
+
+async def make_demo(up: FleetUp) -> Demo:
+    """Instances, env vars, tokens (one used), and a ready machine serving HTTP."""
+    async with FleetClient(up.url, up.token) as fleet:
+        demo = await fleet.create_instance("demo")
+        await fleet.create_instance("api-service")
+        for name, value, own in ENV:
+            await fleet.set_env(name, value, demo.id if own else None)
+        ci = await fleet.create_token("ci-runner", demo.id)
+        await fleet.create_token("release-bot")
+        machine = await fleet.create_machine(demo.id)
+        await fleet.wait_for(machine.id, {"ready"}, timeout_s=180)
+        port = free_port()
+        argv = ["python3", "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+        await fleet.start_process(machine.id, argv, tag="web")
+
+        async def listening() -> bool:
+            return port in {p.port for p in (await fleet.machine_ports(machine.id)).ports}
+
+        await wait_until(listening, timeout=60, every=0.2)  # each check asks the machine
+    async with FleetClient(up.url, ci.token) as as_ci:
+        await as_ci.list_machines()  # the token's "last used"
+    return Demo(demo.id, machine.id, port)
+
+
+class Shooter:
+    """The console in one tab; ``shot`` saves the viewport as ``<out>/<name>.png``."""
+
+    def __init__(self, page: Page, up: FleetUp, out: Path) -> None:
+        self.page, self.up, self.out = page, up, out
+        self.made: list[str] = []
+
+    def shot(self, name: str) -> None:
+        if name not in SHOTS:
+            raise ValueError(f"{name!r} is not in SHOTS")
+        self.page.mouse.move(0, 0)  # no hover state in the picture
+        self.page.screenshot(path=str(self.out / f"{name}.png"))
+        self.made.append(name)
+
+    def top_of(self, section: Locator) -> None:
+        """Scroll so that ``section`` starts at the top of the viewport."""
+        section.evaluate("(e) => e.scrollIntoView({block: 'start'})")
+
+    def go(self, route: str) -> None:
+        self.page.goto(f"{self.up.url}/{route}")
+
+
+def sign_in(s: Shooter) -> None:
+    s.go("")
+    expect(s.page.get_by_test_id("signin-form")).to_be_visible()
+    s.shot("sign-in")
+    s.page.get_by_test_id("signin-token").fill(s.up.token)
+    s.page.get_by_test_id("signin-submit").click()
+    expect(s.page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+
+
+def machine_detail(s: Shooter, demo: Demo) -> None:
+    s.go(f"#/machines/{demo.machine_id}")
+    expect(s.page.get_by_test_id("machine-id")).to_have_text(demo.machine_id)
+    ready = s.page.locator("[data-testid=timeline-event][data-type=ready]")
+    expect(ready).to_have_count(1)
+    effective = s.page.get_by_test_id("effective-env")
+    expect(effective.locator("[data-name=GREETING]")).to_have_attribute("data-wins", "instance")
+    s.shot("machine-detail")
+
+
+def terminal(s: Shooter) -> None:
+    s.page.get_by_test_id("terminal-new").click()
+    rows = s.page.locator("[data-testid=terminal] .xterm-rows")
+    expect(rows).to_contain_text("$")  # the shell's prompt
+    s.page.locator("[data-testid=terminal] .xterm").click()
+    for line in TERMINAL_INPUT:
+        s.page.keyboard.type(line)
+        s.page.keyboard.press("Enter")
+    expect(rows).to_contain_text("hello from ")
+    expect(rows).to_contain_text("Python 3")
+    expect(rows).to_contain_text(".fleet")
+    s.top_of(s.page.get_by_test_id("machine-terminal"))
+    s.shot("terminal")
+
+
+def ports(s: Shooter, demo: Demo) -> None:
+    expect(s.page.locator(f'[data-testid=port-row][data-port="{demo.port}"]')).to_be_visible()
+    s.top_of(s.page.locator("section.card", has=s.page.get_by_test_id("ports-table")))
+    s.shot("ports")
+
+
+def fork(s: Shooter, demo: Demo) -> str:
+    """Fork the machine from its page; the fork's id."""
+    s.page.evaluate("window.scrollTo(0, 0)")
+    s.page.get_by_test_id("action-fork").click()
+    notice = s.page.get_by_test_id("notice")
+    expect(notice).to_contain_text(f"Forked {demo.machine_id}")
+    s.shot("fork")
+    found = re.search(r"new machine (m-[0-9a-f]{16})", notice.inner_text())
+    if found is None:
+        raise AssertionError(f"no fork's id in {notice.inner_text()!r}")
+    return found.group(1)
+
+
+def network(s: Shooter, demo: Demo) -> None:
+    s.go(f"#/network/{demo.instance_id}")
+    expect(s.page.get_by_test_id("network-instance")).to_have_value(demo.instance_id)
+    s.page.get_by_test_id("network-default-select").select_option("deny")
+    s.page.get_by_test_id("network-allow").fill(
+        "pypi.org\nfiles.pythonhosted.org\n*.github.com:443"
+    )
+    s.page.get_by_test_id("network-deny").fill("192.0.2.0/24")
+    s.page.get_by_test_id("network-save").click()
+    expect(s.page.get_by_test_id("network-applied")).to_have_text(
+        "Applied to 1 of 1 running machine(s)."
+    )
+    s.page.evaluate("window.scrollTo(0, 0)")  # Save scrolled down; its notice is at the top
+    s.shot("network")
+
+
+def env_vars(s: Shooter, demo: Demo) -> None:
+    s.go(f"#/env/{demo.instance_id}")
+    expect(s.page.get_by_test_id("env-row")).to_have_count(3)
+    expect(s.page.get_by_test_id("env-table")).not_to_contain_text("s3cret")  # masked
+    s.shot("env-vars")
+
+
+def instances(s: Shooter) -> None:
+    s.page.get_by_test_id("nav-instances").click()
+    expect(s.page.get_by_test_id("instance-row")).to_have_count(2)
+    s.shot("instances")
+
+
+def access_tokens(s: Shooter, demo: Demo) -> None:
+    s.page.get_by_test_id("nav-tokens").click()
+    expect(s.page.get_by_test_id("token-row")).to_have_count(2)
+    s.page.get_by_test_id("token-name").fill("laptop")
+    s.page.get_by_test_id("token-scope").select_option(demo.instance_id)
+    s.page.get_by_test_id("token-create").click()
+    expect(s.page.get_by_test_id("token-secret")).to_be_visible()
+    ci = s.page.locator("[data-testid=token-row][data-name=ci-runner]")
+    expect(ci.get_by_test_id("token-last-used")).not_to_have_text("never")
+    s.shot("access-tokens")
+
+
+def codemode(s: Shooter) -> None:
+    s.page.get_by_test_id("nav-codemode").click()
+    s.page.get_by_test_id("codemode-code").fill(CODE)
+    s.page.get_by_test_id("codemode-run").click()
+    expect(s.page.get_by_test_id("codemode-status")).to_have_text("ok")
+    expect(s.page.get_by_test_id("codemode-logs")).to_contain_text("2 instances: ")
+    s.top_of(s.page.get_by_test_id("codemode-run"))  # the run's events and its result card
+    s.page.evaluate("window.scrollBy(0, -16)")
+    s.shot("codemode")
+
+
+def hosts(s: Shooter) -> None:
+    s.page.get_by_test_id("nav-hosts").click()
+    expect(s.page.get_by_test_id("host-row")).to_have_count(1)
+    expect(s.page.get_by_test_id("host-state")).to_have_text("active")
+    s.shot("hosts")
+
+
+def machines(s: Shooter, demo: Demo, forked: str) -> None:
+    s.page.get_by_test_id("nav-machines").click()
+    for mid in (demo.machine_id, forked):
+        row = s.page.locator(f'[data-testid=machine-row][data-machine-id="{mid}"]')
+        expect(row.get_by_test_id("machine-status")).to_have_text("ready")
+    s.shot("machines")
+
+
+def audit_log(s: Shooter) -> None:
+    s.page.get_by_test_id("nav-audit").click()
+    expect(s.page.locator("[data-testid=audit-row][data-method='machines.fork']")).to_have_count(1)
+    s.shot("audit-log")
+
+
+def drive(s: Shooter, demo: Demo) -> None:
+    """Every shot, in an order where each page has what it shows (the fork ready by Machines)."""
+    sign_in(s)
+    machine_detail(s, demo)
+    terminal(s)
+    ports(s, demo)
+    network(s, demo)
+    env_vars(s, demo)
+    instances(s)
+    access_tokens(s, demo)
+    s.go(f"#/machines/{demo.machine_id}")
+    forked = fork(s, demo)
+    codemode(s)
+    hosts(s)
+    machines(s, demo, forked)
+    audit_log(s)
+
+
+def screenshots(out: Path, work: Path) -> list[str]:
+    """Start a stack in ``work``, make the demo, save every shot into ``out``; the names saved."""
+    if not CHROMIUM.exists():
+        raise SystemExit(f"screenshots need Debian's chromium at {CHROMIUM}")
+    out.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=WAIT_MS)
+    up = start_fleet_up(work / "data", free_port())
+    try:
+        demo = asyncio.run(make_demo(up))
+        with browser_page(work / "chromium-profile", VIEWPORT) as b:
+            s = Shooter(b.page, up, out)
+            try:
+                drive(s, demo)
+            except BaseException:
+                print("\n".join(["--- the console's page:", *b.seen[-80:]]), file=sys.stderr)
+                raise
+        if b.errors:
+            raise AssertionError(f"JavaScript errors in the console: {b.errors}")
+    finally:
+        up.stop()
+    missing = sorted(set(SHOTS) - set(s.made))
+    if missing:
+        raise AssertionError(f"shots not made: {missing}")
+    return s.made
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.screenshots", description=__doc__)
+    parser.add_argument("out", type=Path, help="the folder for the PNG files")
+    parser.add_argument(
+        "--work", type=Path, help="the stack's data dir and the browser's profile go here "
+        "(default: a temporary folder, removed at the end)"
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory("-shots")))
+        made = screenshots(args.out, work)
+    print(f"{len(made)} screenshots: {', '.join(made)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
