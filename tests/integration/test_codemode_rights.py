@@ -18,6 +18,7 @@ from contracts.errors import Forbidden, InvalidParams
 from contracts.people import MACHINES_EXEC, MACHINES_READ, Scope
 from fleet.client import FleetClient
 from services.common.settings import Settings
+from tests.httpserve import serving
 from tests.integration.test_codemode import codemode  # noqa: F401 - the fixture
 from tests.integration.test_codemode_mcp import _mcp_url, mcp_client
 
@@ -47,15 +48,8 @@ async def bridged_api() -> AsyncIterator[tuple[str, list[str]]]:
     app = web.Application()
     app.router.add_get("/openapi.json", spec)
     app.router.add_get("/secret", secret)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", asked
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield base, asked
 
 
 async def token(admin: FleetClient, scope: Scope, *instance_ids: str) -> str:
