@@ -89,11 +89,12 @@ METHOD_SCOPES: Final[dict[str, str]] = {
 def route_scope(method: str, path: str) -> str | None:
     """The scope an HTTP route needs (None: its JSON-RPC methods give theirs): a file's GET
     reads, any other verb on it writes; a tunnel is a port; the event stream is a read; any
-    other way into a machine (a session's attach: a terminal) or into codemode runs commands."""
+    other way into a machine (a session's attach: a terminal) runs commands; codemode's stream
+    and MCP run code, as ``codemode.run`` does (each MCP tool narrows it to its method's)."""
     if path == "/events":
         return MACHINES_READ
-    if path.startswith("/codemode/"):
-        return MACHINES_EXEC
+    if path.startswith("/codemode/") or path == "/mcp":
+        return METHOD_SCOPES["codemode.run"]
     if not path.startswith("/machines/"):
         return None
     kind = path.split("/")[3] if path.count("/") > 2 else ""

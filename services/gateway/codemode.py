@@ -71,7 +71,9 @@ class CodemodeOps:
     async def _scope(
         self, c: Caller, instance_id: str | None, machine_id: str | None
     ) -> str | None:
-        """The instance a run (or describe) belongs to, after checking the caller may use it."""
+        """The instance a run (or describe) belongs to, once the caller is checked for the
+        method's scope on it (on the platform when it is none): a run gets that instance's
+        bridges, which call their APIs with the credentials its owner stored."""
         if machine_id is not None:
             machine = await self._access.live_machine(c, machine_id)
             if instance_id is not None and instance_id != machine.instance_id:
@@ -79,10 +81,10 @@ class CodemodeOps:
                     f"machine {machine_id} is not in instance {instance_id}", field="$.instanceId"
                 )
             return machine.instance_id
-        if instance_id is not None:
-            await self._access.instance_exists(c, instance_id)
-            return instance_id
-        return c.instance_id
+        if instance_id is None:
+            instance_id = _implied_instance(c)
+        await self._access.instance_exists(c, instance_id)
+        return instance_id
 
     async def prepare(self, p: RunParams, c: Caller) -> RunJob:
         instance_id = await self._scope(c, p.instance_id, p.machine_id)
@@ -185,6 +187,15 @@ class CodemodeOps:
     async def codemode_bridges_remove(self, p: BridgeRef, c: Caller) -> BridgeRemoved:
         await self._access.instance_exists(c, p.instance_id)
         return BridgeRemoved(removed=await self._records.remove_bridge(p.instance_id, p.name))
+
+
+def _implied_instance(c: Caller) -> str | None:
+    """The instance a run that names none belongs to: the caller's one instance; the platform
+    for the admin and for a caller bound to no instance; a caller bound to several names it."""
+    if c.admin or c.instance_id is not None or c.instance_ids is None:
+        return c.instance_id
+    raise InvalidParams("name an instance (instanceId): this caller may reach several",
+                        field="$.instanceId")  # fmt: skip
 
 
 def _info(bridge: OpenApiBridge | McpBridge) -> BridgeInfo:

@@ -19,8 +19,17 @@ from mcp.server.mcpserver import Context
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
-from contracts.codemode import MCP_PATH, DescribeParams, RunParams, RunResult, Stubs
+from contracts.codemode import (
+    CODEMODE_DESCRIBE,
+    CODEMODE_RUN,
+    MCP_PATH,
+    DescribeParams,
+    RunParams,
+    RunResult,
+    Stubs,
+)
 from contracts.errors import Unauthorized
+from contracts.people import METHOD_SCOPES
 from services.gateway import mcp_tools
 from services.gateway.access import Caller
 from services.gateway.asgi import serve_asgi
@@ -35,18 +44,19 @@ class _OpsBackend:
         self._ops = ops
 
     async def run(self, params: RunParams, ctx: Context) -> RunResult:
-        return await self._ops.codemode_run(params, _caller(ctx))
+        return await self._ops.codemode_run(params, _caller(ctx, CODEMODE_RUN.name))
 
     async def describe(self, params: DescribeParams, ctx: Context) -> Stubs:
-        return await self._ops.codemode_describe(params, _caller(ctx))
+        return await self._ops.codemode_describe(params, _caller(ctx, CODEMODE_DESCRIBE.name))
 
 
-def _caller(ctx: Context) -> Caller:
+def _caller(ctx: Context, method: str) -> Caller:
+    """The request's caller, doing what ``method`` needs (a tool is that method over MCP)."""
     request = ctx.request_context.request
     caller = getattr(getattr(request, "state", None), CALLER_STATE, None)
     if not isinstance(caller, Caller):  # only reachable through /mcp, which authenticates
         raise Unauthorized("no caller on this MCP request")
-    return caller
+    return caller.doing(METHOD_SCOPES[method])
 
 
 class McpEndpoint:

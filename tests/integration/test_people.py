@@ -1,6 +1,7 @@
 """People through the whole stack: a viewer is refused everything but looking, over /rpc, the
-WebSockets and the HTTP routes into a machine; a disabled user's open terminal closes within
-a revocation round (well under 1 s). Each refusal and the cut are audit entries, read back through
+method stream, the WebSockets and the HTTP routes into a machine (codemode's stream and /mcp:
+test_codemode_rights.py); a disabled user's open terminal closes within a revocation round
+(well under 1 s). Each refusal and the cut are audit entries, read back through
 audit.list and fleet audit."""
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ async def test_a_viewer_is_refused_over_rpc_websockets_and_http_routes(
                      viewer.preview_ticket(m.id, m.http)):  # fmt: skip
             with pytest.raises(Forbidden):
                 await call
+        with pytest.raises(Forbidden):  # POST /rpc/stream: the method's own scope
+            async for _ in viewer.exec_stream(m.id, ["true"]):
+                pass
         with pytest.raises(Forbidden):  # the attach WebSocket: the gateway's error header
             await viewer.attach_session(m.id, opened.session_id)
         local = tmp_path / "up.txt"
@@ -86,8 +90,8 @@ async def test_a_viewer_is_refused_over_rpc_websockets_and_http_routes(
 #: What a viewer was refused above: over /rpc, the attach WebSocket, a file's PUT and GET, and
 #: the tunnel WebSocket.
 VIEWER_REFUSED = ("machines.exec", "machines.writeFile", "sessions.open", "env.list",
-                  "machines.previewTicket", Action.TERMINAL_ATTACH, Action.FILE_UPLOAD,
-                  Action.FILE_DOWNLOAD, Action.TUNNEL_OPEN)  # fmt: skip
+                  "machines.previewTicket", "machines.execStream", Action.TERMINAL_ATTACH,
+                  Action.FILE_UPLOAD, Action.FILE_DOWNLOAD, Action.TUNNEL_OPEN)  # fmt: skip
 
 
 async def test_a_disabled_users_open_terminal_and_event_stream_close_within_a_second(
