@@ -65,9 +65,11 @@ class Action:
     CODEMODE_STREAM = "codemode.stream"
     MCP = "mcp"
     #: What a token or session held open (terminals, transfers, tunnels, event streams), cut
-    #: because it stopped standing (revoked, expired, its user disabled).
+    #: because it stopped standing (revoked, expired, its user disabled) or its user's role no
+    #: longer allows it (removed from the instance, demoted).
     STREAMS_CUT = "auth.streamsCut"
-    #: Refusals that authenticated as no one, past their limit: counted, one entry per period.
+    #: Refusals past their limit, counted: of no one, one entry per period; of a known caller,
+    #: one entry per caller per period.
     SUPPRESSED = "audit.suppressed"
 
 
