@@ -18,10 +18,12 @@ from contracts.audit import Action
 from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
 from fleet.client import FleetClient
 from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_audit_attacks import entries
 from tests.integration.test_gateway_events import until_caught_up
-from tests.integration.test_people import member_client
+from tests.integration.test_people import member_client, replica
 from tests.integration.test_ports import Machine, bearer, previews, serve_in_machine
+from tests.integration.test_refresh import ready_machine
 from tests.integration.test_sessions import SHELL, Term
 
 #: How long each cut is awaited: far past the one round a change sets off, for a loaded host.
@@ -143,3 +145,23 @@ async def test_a_demoted_member_keeps_looking_and_loses_the_rest(
         assert await preview_status(settings, held.preview) == 403  # as any call of theirs
         await stack.set_user_role("boss@example.com", "member")
         await ended(every)
+
+
+async def test_a_removal_on_one_replica_cuts_a_terminal_on_another(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """Replica A removes the member; replica B, whose own round is a minute long, cuts their
+    terminal there on A's notice of the change (the one that cuts a disabled user's)."""
+    mid = await ready_machine(stack, "replicas-cut")
+    inst = (await stack.get_machine(mid)).instance_id
+    dev = await member_client(stack, inst, "far@example.com", "developer")
+    async with AsyncExitStack() as es, dev:
+        a, b = await replica(settings, es), await replica(settings, es)
+        admin_a = await es.enter_async_context(FleetClient(a, ADMIN_TOKEN))
+        on_b = await es.enter_async_context(FleetClient(b, dev._token))
+        opened = await on_b.open_session(mid, SHELL)
+        term = Term(await on_b.attach_session(mid, opened.session_id))
+        await term.type("echo up-$((6*7))\n")
+        await term.until(b"up-42")
+        await admin_a.set_member(inst, "far@example.com", "none")
+        assert await term.to_close(timeout=CUT_WAIT_S) is not None
