@@ -65,9 +65,11 @@ class Action:
     CODEMODE_STREAM = "codemode.stream"
     MCP = "mcp"
     #: What a token or session held open (terminals, transfers, tunnels, event streams), cut
-    #: because it stopped standing (revoked, expired, its user disabled).
+    #: because it stopped standing (revoked, expired, its user disabled) or its user's role no
+    #: longer allows it (removed from the instance, demoted).
     STREAMS_CUT = "auth.streamsCut"
-    #: Refusals that authenticated as no one, past their limit: counted, one entry per period.
+    #: Refusals past their limit, counted: of no one, one entry per period; of a known caller,
+    #: one entry per caller per period.
     SUPPRESSED = "audit.suppressed"
 
 
@@ -98,10 +100,50 @@ class AuditEntry(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=Fal
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(AuditEntry)
+#: The most one entry takes on the stream, encoded: whatever a call carried, a flood of calls
+#: fills the stream no faster than this many bytes each.
+MAX_ENTRY_BYTES = 8 * 1024
+#: The most an entry's params, or its result, take (encoded, redacted); past it only their
+#: size and first keys are kept (``bounded``).
+MAX_PART_BYTES = 3 * 1024
+#: Keys of an over-size mapping named, each cut at this many characters.
+_KEPT_KEYS, _KEY_CHARS = 8, 32
+#: What an entry's strings are cut to when, all fields bounded, it is still past the cap.
+_LAST_CUT = 64
+
+
+def bounded(value: Any, what: str) -> Any:
+    """``value`` (redacted builtins) if it encodes within ``MAX_PART_BYTES``, else a note of
+    its size with its first keys."""
+    if value is None:
+        return None
+    size = len(_ENCODER.encode(value))
+    if size <= MAX_PART_BYTES:
+        return value
+    note: dict[str, Any] = {"…": f"{what} of {size} bytes: past the cap, not kept"}
+    if isinstance(value, dict):
+        note["keys"] = [str(k)[:_KEY_CHARS] for k in list(value)[:_KEPT_KEYS]]
+    return note
 
 
 def encode_entry(entry: AuditEntry) -> bytes:
-    return _ENCODER.encode(entry)
+    """The entry's JSON, within ``MAX_ENTRY_BYTES`` (an entry past it loses its params and
+    result, and its strings are cut short)."""
+    data = _ENCODER.encode(entry)
+    if len(data) <= MAX_ENTRY_BYTES:
+        return data
+    cut = msgspec.structs.replace(
+        entry, params={"…": f"an entry of {len(data)} bytes: past the cap, not kept"},
+        result=None, method=entry.method[:_LAST_CUT], actor=entry.actor[:_LAST_CUT],
+        token_id=_cut(entry.token_id), instance_id=_cut(entry.instance_id),
+        machine_id=_cut(entry.machine_id), error=_cut(entry.error),
+        client_address=_cut(entry.client_address), user_agent=_cut(entry.user_agent),
+    )  # fmt: skip
+    return _ENCODER.encode(cut)
+
+
+def _cut(text: str | None) -> str | None:
+    return None if text is None else text[:_LAST_CUT]
 
 
 def decode_entry(data: bytes) -> AuditEntry:

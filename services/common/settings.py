@@ -149,6 +149,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: all. Past either, they are counted into one ``audit.suppressed`` entry per
     #: ``audit_suppressed_every_s``, so unauthenticated garbage cannot fill the stream. 0: no limit.
     audit_unauthenticated_per_min: int = 30
+    #: Entries of one known caller's refused or failed calls (by user, else token) per minute;
+    #: ten times this for all callers together. Past either, counted into one
+    #: ``audit.suppressed`` entry per caller per ``audit_suppressed_every_s``. 0: no limit.
+    audit_refusals_per_min: int = 60
     #: How often the refusals counted past that limit are written, as one entry.
     audit_suppressed_every_s: float = 60.0
     #: The gateway's NATS user in the audit account (empty: ``nats_user`` and its password).

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 _ENCODE = msgspec.json.Encoder()
 #: A caller's records in one round trip: a token (by its secret's digest) or a session (by its
 #: key), the user it names (its ``userId`` field), and that user's instance roles. KEYS[1]: the
-#: tokens-by-digest index or the session's key; ARGV: 'token' or 'session', the digest, and the
-#: key templates (``%s``: an id) of a token, a user and a user's roles.
+#: tokens-by-digest index, or the record's own key (a session's, a token's); ARGV: 'token' (by
+#: digest) or anything else (the record at KEYS[1]), the digest, and the key templates (``%s``:
+#: an id) of a token, a user and a user's roles.
 _LOOKUP = BoundScript("""
 local record
 if ARGV[1] == 'token' then
@@ -155,6 +156,10 @@ class UserRecords:
 
     async def by_token_digest(self, digest: str) -> Found | None:
         return await self._lookup("token", K_TOKEN_HASHES, digest)
+
+    async def by_token_id(self, token_id: str) -> Found | None:
+        """A token's record (revoked or not) with its user and roles, by the token's id."""
+        return await self._lookup("record", k_token(token_id), "")
 
     async def by_session(self, session_id: str) -> Found | None:
         return await self._lookup("session", k_session(session_id), "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -97,6 +97,23 @@ class Caller(msgspec.Struct, frozen=True):
     def doing(self, scope: str) -> Caller:
         """This caller, for a call that needs ``scope``."""
         return msgspec.structs.replace(self, acting=scope)
+
+
+class Reach(NamedTuple):
+    """What keeping something open needs of its caller (an event stream, a terminal, a
+    transfer, a tunnel, a preview): ``scope`` on ``instance_id`` (None: on the platform, which
+    with ``ADMIN`` is an admin's). Asked when it opens, and again of the caller as the store has
+    it now by every revocation round, so a removed or demoted member's is cut."""
+
+    instance_id: str | None
+    scope: str
+
+    def allows(self, caller: Caller | None) -> bool:
+        return caller is not None and caller.may(self.instance_id, self.scope)
+
+
+#: What only an admin holds: every machine's events.
+EVERYWHERE = Reach(None, ADMIN)
 
 
 def default_instance(c: Caller) -> str | None:

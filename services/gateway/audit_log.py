@@ -5,6 +5,12 @@ the buffer holds (a batch at a time, pipelined) on ``contracts.audit.AUDIT_STREA
 a machine's instance on the way. A full buffer, or an entry the stream refused after its
 retries, is counted and logged, never lost silently; leaving the context drains the buffer.
 
+An entry is bounded in size (``contracts.audit.bounded``, ``MAX_ENTRY_BYTES``), and refusals
+are bounded in number (``audit_refusals``): each caller's past its budget a minute, and any
+past half the buffer, are counted into ``audit.suppressed`` entries, so that a flood of them
+neither fills the buffer that real entries (what callers did, sign-ins) need nor pushes old
+entries out of the stream faster than the budgets allow.
+
 Every JSON-RPC method that is not read-only (``contracts.gateway_rpc.READ_ONLY_METHODS``) is
 recorded by ``audited``; the routes that are no method (a terminal's attach, a file transfer, a
 tunnel) by the byte stream opener. The client's address and user agent come from the HTTP
@@ -45,7 +51,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Caller
 from services.gateway.audit_read import read_entries
-from services.gateway.audit_refusals import RefusalGate, SuppressedWriter
+from services.gateway.audit_refusals import CallerRefusals, RefusalGate, SuppressedWriter
 from services.gateway.audit_store import Message, StoredBatches
 
 log = structlog.get_logger(__name__)
@@ -124,7 +130,8 @@ class AuditLog:
         #: Entries lost: the buffer was full, or the stream refused them after retries.
         self.dropped = 0
         self.refusals = RefusalGate(settings.audit_unauthenticated_per_min)
-        self._suppressed = SuppressedWriter(self.refusals, self._write_suppressed,
+        self.callers = CallerRefusals(settings.audit_refusals_per_min)
+        self._suppressed = SuppressedWriter(self.flush_suppressed,
                                             settings.audit_suppressed_every_s)  # fmt: skip
         self.stored = 0
         self._dropped_logged_at = 0.0
@@ -152,7 +159,7 @@ class AuditLog:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._suppressed.flush()  # what was counted since the last period, stored with the rest
+        self.flush_suppressed()  # what was counted since the last period, stored with the rest
         task, self._task = self._task, None
         if task is not None:
             with contextlib.suppress(TimeoutError):
@@ -181,48 +188,87 @@ class AuditLog:
     ) -> None:
         """Record one action; never waits. ``actor`` names who acted when there is no
         ``caller`` (a failed sign-in's claimed name), else ``actor_of(caller)``. ``params`` and
-        ``result``: Structs or builtins, redacted here. ``error``: a FleetError's code and
-        message; any other exception is an internal error."""
+        ``result``: Structs or builtins, redacted and bounded here. ``error``: a FleetError's
+        code and message; any other exception is an internal error. A refused (or failed)
+        call is an entry within its caller's budget (``CallerRefusals``) and while the buffer
+        has room for refusals, else counted into that caller's ``audit.suppressed``."""
         if not self.enabled:
             return
-        origin = ORIGIN.get()
-        failure = _as_fleet_error(error)
-        entry = a.AuditEntry(
-            id=uuid.uuid4().hex,
-            actor=actor or actor_of(caller),
-            token_id=caller.token_id if caller is not None else token_id,
-            method=method,
-            instance_id=instance_id,
-            machine_id=machine_id,
-            params=_builtins(params) or {},
-            ok=failure is None,
-            result=None if failure is not None else _builtins(result),
-            error_code=None if failure is None else failure.code,
-            error=None if failure is None else failure.message[: a.MAX_STRING],
-            client_address=origin.client_address if origin else None,
-            user_agent=origin.user_agent if origin else None,
-        )
-        try:
-            self._queue.put_nowait(entry)
-        except asyncio.QueueFull:
-            self._drop(1, "the buffer is full")
+        entry = self._entry(method, caller=caller, actor=actor, token_id=token_id,
+                            instance_id=instance_id, machine_id=machine_id, params=params,
+                            result=result, error=error)  # fmt: skip
+        if entry.ok:
+            self._put(entry)
+            return
+        code = entry.error_code or InternalError.code
+        if not self._room_for_refusals():
+            self.callers.count(entry.actor, entry.method, code, entry.token_id)
+        elif self.callers.admit(entry.actor, entry.method, code, entry.token_id):
+            self._put(entry)
 
     def refused(self, method: str, error: FleetError, *, actor: str | None = None,
                 token_id: str | None = None, machine_id: str | None = None) -> None:  # fmt: skip
         """A refusal of a request that authenticated as no one (``actor``, ``token_id``: whom
         the credential it sent names, if anyone: an expired token's): an entry, within the
-        refusal gate's limits (``audit_refusals``), else counted."""
+        refusal gate's limits (``audit_refusals``) and the buffer's room for refusals, else
+        counted."""
         if not self.enabled:
             return
         origin = ORIGIN.get()
-        if self.refusals.admit(method, origin.client_address if origin else None):
-            self.record(method, actor=actor, token_id=token_id, machine_id=machine_id,
-                        error=error)  # fmt: skip
+        address = origin.client_address if origin else None
+        if not self._room_for_refusals():
+            self.refusals.count(method, address)
+        elif self.refusals.admit(method, address):
+            self._put(self._entry(method, actor=actor, token_id=token_id,
+                                  machine_id=machine_id, error=error))  # fmt: skip
 
-    def _write_suppressed(self, counts: dict[str, Any]) -> None:
-        self.record(a.Action.SUPPRESSED, actor="anonymous", params=counts,
-                    error=Unauthorized(f"{counts['count']} refusals of requests that "
-                                       "authenticated as no one, past their limit"))  # fmt: skip
+    def flush_suppressed(self) -> None:
+        """Write what was counted since the last time: one ``audit.suppressed`` entry for the
+        refusals of no one, and one for each caller past its budget."""
+        if (counts := self.refusals.take_counts()) is not None:
+            self._put(self._entry(a.Action.SUPPRESSED, actor="anonymous", params=counts,
+                                  error=Unauthorized(f"{counts['count']} refusals of requests "
+                                                     "that authenticated as no one, past "
+                                                     "their limit")))  # fmt: skip
+        room = self._queue.maxsize - self._queue.qsize()
+        for actor, summary in self.callers.take_summaries(room):
+            entry = self._entry(a.Action.SUPPRESSED, actor=actor, params=summary.params())
+            entry.ok, entry.error_code = False, next(iter(summary.codes))
+            entry.error = f"{summary.count} refused or failed calls past the caller's limit"
+            self._put(entry)
+
+    def _entry(self, method: str, *, caller: Caller | None = None, actor: str | None = None,
+               token_id: str | None = None, instance_id: str | None = None,
+               machine_id: str | None = None, params: Any = None, result: Any = None,
+               error: BaseException | None = None) -> a.AuditEntry:  # fmt: skip
+        origin = ORIGIN.get()
+        failure = _as_fleet_error(error)
+        return a.AuditEntry(
+            id=uuid.uuid4().hex,
+            actor=actor or actor_of(caller),
+            token_id=caller.token_id if caller is not None else token_id,
+            method=method[: a.MAX_STRING],
+            instance_id=instance_id,
+            machine_id=machine_id,
+            params=a.bounded(_builtins(params), "params") or {},
+            ok=failure is None,
+            result=None if failure is not None else a.bounded(_builtins(result), "result"),
+            error_code=None if failure is None else failure.code,
+            error=None if failure is None else failure.message[: a.MAX_STRING],
+            client_address=origin.client_address if origin else None,
+            user_agent=origin.user_agent if origin else None,
+        )
+
+    def _room_for_refusals(self) -> bool:
+        """Refusals take at most half the buffer: the other half is always there for what
+        callers did, however many refusals come."""
+        return self._queue.qsize() < self._queue.maxsize // 2
+
+    def _put(self, entry: a.AuditEntry) -> None:
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self._drop(1, "the buffer is full")
 
     def _drop(self, count: int, why: str) -> None:
         self.dropped += count

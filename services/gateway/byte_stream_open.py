@@ -7,8 +7,9 @@ tunnels and previews take.
 In order: one of the caller's stream slots is taken (past its limit nothing is asked of the
 daemon), the caller's access to the machine is checked (a stopped or archived machine is
 refused at once), the daemon method that opens the stream is called, the platform's side is
-joined, and the stream is held for the revocation check. Any failure on the way gives the slot
-back; once joined, the stream's close does.
+joined, and the stream is held for the revocation check (with what it took: the call's scope on
+the machine's instance, which the caller must keep holding). Any failure on the way gives the
+slot back; once joined, the stream's close does.
 
 The relays that pump an opened stream take any ``ByteStream`` and a ``Socket`` (the client's
 side), so a test drives them over an in-memory wire.
@@ -26,7 +27,7 @@ from nats.aio.client import Client as NATS
 from contracts.jsonrpc import MethodSpec, P
 from services.common.byte_stream_join import OnTraffic, PlatformStream, join
 from services.common.daemon_client import DaemonClient
-from services.gateway.access import Access, Caller
+from services.gateway.access import Access, Caller, Reach
 from services.gateway.audit_log import AuditLog
 from services.gateway.byte_stream_slots import ByteStreamSlots
 
@@ -94,7 +95,7 @@ class ByteStreamOpener:
                     traffic: Traffic) -> tuple[Opened, PlatformStream]:  # fmt: skip
         release = self.slots.take(caller)
         try:
-            await self.access.live_machine(caller, machine_id)
+            machine = await self.access.live_machine(caller, machine_id)
             opened = await self.daemons.call(machine_id, spec, params)
             on_traffic: OnTraffic | None = None
             if traffic != "none":
@@ -103,7 +104,7 @@ class ByteStreamOpener:
                                 chunk_size=chunk_size, on_close=release,
                                 on_traffic=on_traffic)  # fmt: skip
             stream.traffic_both_ways = traffic == "both"
-            self.slots.hold(caller, stream)
+            self.slots.hold(caller, stream, Reach(machine.instance_id, caller.acting))
         except BaseException:
             release(None)
             raise

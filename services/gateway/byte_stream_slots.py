@@ -7,20 +7,21 @@ bound per caller, one token with a few machines could make the gateway hold giga
 the bound, the next stream is refused with ``TooManyStreams`` before the daemon is asked.
 
 ``hold`` puts a stream under the revocation check (services.gateway.revocation): a revoked
-token's tunnels, terminals and transfers are aborted, not left running for as long as their
-client keeps them open.
+token's tunnels, terminals and transfers are aborted, and so are those of a caller who no
+longer holds what opening them took (removed from the instance, demoted), not left running for
+as long as their client keeps them open.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
 from contracts.errors import TooManyStreams
 from core.byte_stream import ByteStream
-from services.gateway.access import Caller
+from services.gateway.access import Caller, Reach
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +33,8 @@ class ByteStreamSlots:
         #: 0: no limit.
         self.per_token = per_token
         self._open: Counter[str] = Counter()
-        self._streams: dict[str, set[ByteStream]] = {}
+        #: Each token's open streams, with what each needs of it to stay open.
+        self._streams: dict[str, dict[ByteStream, Reach]] = {}
         #: The user behind each token that holds streams (what the audit log names).
         self._users: dict[str, str | None] = {}
 
@@ -55,7 +57,7 @@ class ByteStreamSlots:
         def release(stream: object = None) -> None:
             nonlocal done
             if isinstance(stream, ByteStream):
-                self._streams.get(key, set()).discard(stream)
+                self._streams.get(key, {}).pop(stream, None)
                 if not self._streams.get(key, True):
                     del self._streams[key]
                     self._users.pop(key, None)
@@ -68,11 +70,11 @@ class ByteStreamSlots:
 
         return release
 
-    def hold(self, caller: Caller, stream: ByteStream) -> None:
+    def hold(self, caller: Caller, stream: ByteStream, reach: Reach) -> None:
         """Watch ``stream`` (opened with a slot ``take`` gave, released by its on_close) for
-        its token's revocation."""
+        its token's revocation, and for its caller losing ``reach``."""
         if not stream.closed:
-            self._streams.setdefault(caller.token_id, set()).add(stream)
+            self._streams.setdefault(caller.token_id, {})[stream] = reach
             self._users[caller.token_id] = caller.user_id
 
     def user_of(self, token_id: str) -> str | None:
@@ -82,16 +84,21 @@ class ByteStreamSlots:
         """The tokens behind open streams."""
         return {token_id for token_id, streams in self._streams.items() if streams}
 
-    async def abort_tokens(self, revoked: set[str]) -> dict[str, int]:
-        """Abort the streams of these (revoked) tokens; how many each held. One already
+    async def abort_unreached(self, current: Mapping[str, Caller | None]) -> dict[str, int]:
+        """Abort the streams whose caller, as ``current`` has it now (by token id; None: it no
+        longer stands), no longer holds their reach; how many each token held. One already
         aborted or closed, still held until its relay lets go, is not counted again."""
         cut: dict[str, int] = {}
-        for token_id in revoked:
-            held = self._streams.get(token_id, ())
-            streams = [s for s in held if s.error is None and not s.closed]
+        for token_id, now in current.items():
+            held = self._streams.get(token_id, {})
+            streams = [s for s, reach in held.items()
+                       if s.error is None and not s.closed and not reach.allows(now)]  # fmt: skip
             if streams:
-                log.info("gateway.streams_revoked", token_id=token_id, streams=len(streams))
+                log.info("gateway.streams_revoked", token_id=token_id, streams=len(streams),
+                         revoked=now is None)  # fmt: skip
                 cut[token_id] = len(streams)
+            why = ("the token was revoked" if now is None
+                   else "the caller may no longer reach this machine")  # fmt: skip
             for stream in streams:
-                await stream.abort("the token was revoked")
+                await stream.abort(why)
         return cut

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from contracts.gateway_people import User
 from contracts.people import ADMIN
 from services.common.store import Store
+from services.common.store_tokens import token_record
 from services.common.tokens import Resolved, TokenStore, hash_token, is_live
 from services.gateway.access import Caller
 from services.gateway.caller_cache import CallerCache
@@ -77,21 +78,27 @@ async def user_caller(store: Store, caller_id: str, user: User,
                   role=user.role, roles=roles)  # fmt: skip
 
 
-async def live_user(store: Store, user_id: str) -> User | None:
-    user = await store.users.get(user_id)
-    return None if user is None or user.disabled else user
+async def current_caller(store: Store, caller_id: str) -> Caller | None:
+    """The caller of this token or session as the store has it now (its user's role and
+    instance roles of this moment), or None when it no longer stands: revoked, expired or ended,
+    or its user disabled or gone. One round trip; nothing kept (what revocation asks)."""
+    if caller_id == OPERATOR:
+        return Caller(token_id=OPERATOR, admin=True)
+    if caller_id.startswith(SESSION_PREFIX):
+        found = await store.users.by_session(caller_id)
+        if found is None or found.user is None or found.user.disabled:
+            return None
+        return await user_caller(store, caller_id, found.user, found.roles)
+    found = await store.users.by_token_id(caller_id)
+    if found is None:
+        return None
+    token = token_record(dict(found.record)).token
+    if not is_live(token):
+        return None
+    return token_caller(Resolved(token, found.user, found.roles))
 
 
 async def caller_is_live(store: Store, caller_id: str) -> bool:
     """The token or session still stands: not revoked, expired or ended, and its user (if any)
     is not disabled."""
-    if caller_id == OPERATOR:
-        return True
-    if caller_id.startswith(SESSION_PREFIX):
-        session = await store.users.session(caller_id)
-        return session is not None and await live_user(store, session.user_id) is not None
-    record = await store.tokens.get(caller_id)
-    if record is None or not is_live(record.token):
-        return False
-    user_id = record.token.user_id
-    return user_id is None or await live_user(store, user_id) is not None
+    return await current_caller(store, caller_id) is not None

@@ -9,8 +9,8 @@ Limits, kept in this process (a stream lives and dies with this process's connec
 shared counter would only leak when a replica dies): ``max_per_token`` open streams per
 instance token (admins are bounded by the gateway's cap only)
 and ``max_streams`` in all, refused with 429 and Retry-After. The gateway's revocation round
-(services.gateway.revocation) ends the streams of a revoked token, and all of them when the
-bus is lost.
+(services.gateway.revocation) ends the streams of a revoked token or of a caller who may no
+longer see what they follow (removed, demoted), and all of them when the bus is lost.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Mapping
 from types import TracebackType
 
 import msgspec
@@ -28,13 +29,13 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from contracts import subjects
-from contracts.errors import FleetError, RateLimited, Unavailable
+from contracts.errors import FleetError, Forbidden, RateLimited, Unavailable
 from contracts.events import decode_event, matches_subject, subject_of
 from services.common.bus import Bus
 from services.common.failover import RETRY_AFTER_MS
 from services.common.store import Store
-from services.gateway.access import Caller
-from services.gateway.callers import OPERATOR, caller_is_live
+from services.gateway.access import Caller, Reach
+from services.gateway.callers import OPERATOR
 
 log = structlog.get_logger(__name__)
 
@@ -47,13 +48,16 @@ QUEUE_LIMIT = 10_000
 class Subscriber:
     """One open stream: the live events it wants, buffered until its pump sends them."""
 
-    def __init__(self, caller: Caller, machine_id: str | None) -> None:
+    def __init__(self, caller: Caller, machine_id: str | None, reach: Reach) -> None:
         self.caller = caller
         self.machine_id = machine_id
+        #: What the caller must still hold for the stream to stay open.
+        self.reach = reach
         self.queue: asyncio.Queue[Msg] = asyncio.Queue(QUEUE_LIMIT)
         self.overflow = asyncio.Event()
-        #: Set when the stream must end: the gateway stops, the token was revoked, or the
-        #: gateway lost its bus (then ``error`` says so, for the client to resume).
+        #: Set when the stream must end: the gateway stops, the token was revoked, its caller
+        #: may no longer see the machine (``error``: Forbidden), or the gateway lost its bus
+        #: (then ``error`` says so, for the client to resume).
         self.ended = asyncio.Event()
         self.error: FleetError | None = None
 
@@ -96,8 +100,9 @@ class EventHub:
     def open_streams(self) -> int:
         return len(self._all)
 
-    def open(self, caller: Caller, machine_id: str | None) -> Subscriber:
-        """A new stream, receiving live events from now on; RateLimited past a cap."""
+    def open(self, caller: Caller, machine_id: str | None, reach: Reach) -> Subscriber:
+        """A new stream, receiving live events from now on, for as long as its caller holds
+        ``reach``; RateLimited past a cap."""
         if len(self._all) >= self.max_streams:
             raise RateLimited("this gateway has too many open event streams",
                               data={"retryAfterS": FULL_RETRY_AFTER_S})  # fmt: skip
@@ -108,7 +113,7 @@ class EventHub:
                 f"this token has {self.max_per_token} open event streams already",
                 data={"retryAfterS": FULL_RETRY_AFTER_S},
             )
-        sub = Subscriber(caller, machine_id)
+        sub = Subscriber(caller, machine_id, reach)
         self._all.add(sub)
         self._by_machine.setdefault(machine_id, set()).add(sub)
         self._per_token[caller.token_id] += 1
@@ -160,15 +165,26 @@ class EventHub:
         """The tokens behind open streams (the operator's is never revoked)."""
         return {s.caller.token_id for s in self._all} - {OPERATOR}
 
-    def end_tokens(self, revoked: set[str]) -> dict[str, tuple[int, str | None]]:
-        """End the streams of these (revoked) tokens; how many each held, and its user."""
+    def end_unreached(self, current: Mapping[str, Caller | None]
+                      ) -> dict[str, tuple[int, str | None]]:  # fmt: skip
+        """End the streams whose caller, as ``current`` has it now (by token id; None: it no
+        longer stands), no longer holds their reach; how many each token held, and its user."""
         cut: dict[str, tuple[int, str | None]] = {}
-        for sub in [s for s in self._all if s.caller.token_id in revoked]:
-            if not sub.ended.is_set():
-                log.info("events.stream_revoked", token_id=sub.caller.token_id)
-                sub.ended.set()
-                count, _ = cut.get(sub.caller.token_id, (0, None))
-                cut[sub.caller.token_id] = (count + 1, sub.caller.user_id)
+        for sub in self._all:
+            token_id = sub.caller.token_id
+            if token_id not in current or sub.ended.is_set():
+                continue
+            now = current[token_id]
+            if sub.reach.allows(now):
+                continue
+            log.info("events.stream_revoked", token_id=token_id, revoked=now is None)
+            if now is not None:
+                sub.error = Forbidden("this caller may no longer follow these events",
+                                      data={"scope": sub.reach.scope,
+                                            "instanceId": sub.reach.instance_id})  # fmt: skip
+            sub.ended.set()
+            count, _ = cut.get(token_id, (0, None))
+            cut[token_id] = (count + 1, sub.caller.user_id)
         return cut
 
 
@@ -186,8 +202,3 @@ def honest(msg: Msg) -> bool:
         log.warning("events.forged_skipped", subject=msg.subject, claimed=subject_of(event))
         return False
     return True
-
-
-async def token_is_live(store: Store, token_id: str) -> bool:
-    """The token or session still stands (``services.gateway.callers.caller_is_live``)."""
-    return await caller_is_live(store, token_id)

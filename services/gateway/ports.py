@@ -7,8 +7,11 @@ on the preview listener's origin (never the console's). The gateway spends the t
 an HttpOnly, SameSite cookie scoped to the preview's host (and path) holding a second
 secret (a preview session, in Redis like the tickets) and redirects to the same URL without
 the ticket. Both secrets are bound to one machine's one port: a cookie for port 3000 of
-machine A opens nothing else, and each request re-checks that its token is still live and that
-the machine is still the caller's.
+machine A opens nothing else. Each request acts as the caller the store has now behind the
+grant's token (``callers.current_caller``), never as the caller the ticket was issued to: a
+revoked token's cookie opens nothing, and a member removed or demoted since is refused by the
+same access check as any other call (and their open preview WebSockets are cut by the
+revocation round).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from services.common.daemon_client import DaemonClient
 from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Access, Caller
-from services.gateway.events_hub import token_is_live
+from services.gateway.callers import current_caller
 
 TICKET_PREFIX = "pvt_"
 COOKIE_PREFIX = "pvs_"
@@ -31,7 +34,8 @@ _MAX_SECRET = 100
 
 
 class PreviewGrant(msgspec.Struct, frozen=True):
-    """What a preview ticket or cookie stands for."""
+    """What a preview ticket or cookie stands for: whose token (``caller.token_id``; what else
+    the caller held when the ticket was issued is not trusted later), which port."""
 
     caller: Caller
     machine_id: str
@@ -54,7 +58,7 @@ class PreviewSessions:
 
     async def redeem_ticket(self, ticket: str, machine_id: str, port: int) -> str | None:
         """A new cookie secret for a ticket of this machine's port; None if the ticket is
-        unknown, spent, expired, for another preview, or its token was revoked."""
+        unknown, spent, expired, for another preview, or its token no longer stands."""
         if not ticket.startswith(TICKET_PREFIX) or len(ticket) > _MAX_SECRET:
             return None
         raw = await self._records.take_preview(_digest(ticket))
@@ -64,6 +68,7 @@ class PreviewSessions:
         return await self._put(COOKIE_PREFIX, grant, self.session_ttl_s)
 
     async def caller_of_cookie(self, cookie: str, machine_id: str, port: int) -> Caller | None:
+        """The caller behind a cookie of this machine's port, as the store has it now."""
         if not cookie.startswith(COOKIE_PREFIX) or len(cookie) > _MAX_SECRET:
             return None
         grant = await self._live(await self._records.get_preview(_digest(cookie)), machine_id,
@@ -82,7 +87,10 @@ class PreviewSessions:
         grant = msgspec.json.decode(raw, type=PreviewGrant)
         if (grant.machine_id, grant.port) != (machine_id, port):
             return None
-        return grant if await token_is_live(self._store, grant.caller.token_id) else None
+        now = await current_caller(self._store, grant.caller.token_id)
+        if now is None:
+            return None
+        return msgspec.structs.replace(grant, caller=now.doing(grant.caller.acting))
 
 
 class PortOps:

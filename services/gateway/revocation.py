@@ -1,10 +1,13 @@
 """One round every ``FLEET_REVOCATION_ROUND_S`` over everything a token holds open through this
 gateway process: its event streams (``GET /events``) and its byte streams (terminals, file
 transfers, tunnels, previews), and one at once whenever this process writes or is told of a
-change to callers (``Store.caller_changes``: a user disabled here or on another replica). A
-revoked token's streams end then, or within a round when the notice was lost, not when their
-client lets go; each token is looked up once per round, whatever it holds. Each cut is an
-audit entry (``auth.streamsCut``) naming the token, its user and what it held.
+change to callers (``Store.caller_changes``: a user disabled, a member removed or demoted, a
+role changed, here or on another replica). Each token is looked up once per round, whatever it
+holds, as the store has it now (``callers.current_caller``); each stream it holds ends when the
+token no longer stands (revoked, expired, its user disabled) or no longer holds what opening it
+took (``access.Reach``: a removed member's terminal, a viewer's tunnel), then, or within a round
+when the notice was lost, not when its client lets go. Each cut is an audit entry
+(``auth.streamsCut``) naming the token, its user and what it held.
 
 The same round notices a lost event bus: the live subscription may then miss events, so every
 event stream ends with 1501 and its client resumes from the stored events.
@@ -21,7 +24,8 @@ from services.common.store import Store
 from services.common.ticker import Ticker
 from services.gateway.audit_log import AuditLog
 from services.gateway.byte_stream_slots import ByteStreamSlots
-from services.gateway.events_hub import EventHub, token_is_live
+from services.gateway.callers import current_caller
+from services.gateway.events_hub import EventHub
 
 
 class RevocationTicker(Ticker):
@@ -52,13 +56,12 @@ class RevocationTicker(Ticker):
         if not self._events.bus_connected:
             self._events.end_all_unavailable()
         tokens = self._events.token_ids() | self._slots.token_ids()
-        revoked = {t for t in tokens if not await token_is_live(self._store, t)}
-        if revoked:
-            events = self._events.end_tokens(revoked)
-            streams = await self._slots.abort_tokens(revoked)
-            # A token whose streams an earlier round cut (still letting go) is not cut again.
-            for token_id in sorted(events.keys() | streams.keys()):
-                self._record(token_id, events.get(token_id, (0, None)), streams.get(token_id, 0))
+        current = {t: await current_caller(self._store, t) for t in sorted(tokens)}
+        events = self._events.end_unreached(current)
+        streams = await self._slots.abort_unreached(current)
+        # A token whose streams an earlier round cut (still letting go) is not cut again.
+        for token_id in sorted(events.keys() | streams.keys()):
+            self._record(token_id, events.get(token_id, (0, None)), streams.get(token_id, 0))
 
     def _record(self, token_id: str, events: tuple[int, str | None], streams: int) -> None:
         if self._audit is None:

@@ -29,10 +29,11 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from contracts import sse, subjects
 from contracts.errors import Forbidden, InvalidParams, NotFound, RateLimited, Unavailable
 from contracts.ids import MACHINE_ID_RE
+from contracts.people import MACHINES_READ
 from services.common.bus import Bus
 from services.common.failover import TRANSIENT, as_unavailable
 from services.common.store import Store
-from services.gateway.access import Caller
+from services.gateway.access import EVERYWHERE, Caller, Reach
 from services.gateway.errors_http import error_response
 from services.gateway.events_hub import QUEUE_LIMIT, EventHub, Subscriber, honest
 
@@ -86,13 +87,16 @@ def parse_start(request: web.Request) -> Start:
     return Start(machine_id, int(since))
 
 
-async def _authorize(start: Start, store: Store, caller: Caller) -> None:
-    """An instance token may only follow the machines of its instance."""
+async def _authorize(start: Start, store: Store, caller: Caller) -> Reach:
+    """An instance token may only follow the machines of its instance; what it must hold to go
+    on following (an admin's stream: admin)."""
     if caller.admin:
-        return
+        return EVERYWHERE
     if start.machine_id is None:
         raise Forbidden("an instance token must name one of its machines (?machineId=)")
-    caller.require((await store.get_machine(start.machine_id)).instance_id)
+    reach = Reach((await store.get_machine(start.machine_id)).instance_id, MACHINES_READ)
+    caller.require(reach.instance_id, reach.scope)
+    return reach
 
 
 async def _open(
@@ -100,12 +104,12 @@ async def _open(
 ) -> tuple[Start, Subscriber]:
     start = parse_start(request)
     try:
-        await _authorize(start, ctx.store, caller)
+        reach = await _authorize(start, ctx.store, caller)
     except TRANSIENT as exc:  # the store failing over
         raise as_unavailable(exc) from None
     if not ctx.bus.nc.is_connected:  # nothing live would come: say so rather than go quiet
         raise as_unavailable(nats.errors.ConnectionReconnectingError())
-    return start, ctx.hub.open(caller, start.machine_id)  # from here on, live events are kept
+    return start, ctx.hub.open(caller, start.machine_id, reach)  # live events are kept from here
 
 
 async def stream_events(request: web.Request, ctx: EventsContext, caller: Caller

@@ -13,7 +13,7 @@ import msgspec
 
 from services.common.store import Store
 from services.gateway.access import Caller
-from services.gateway.events_hub import token_is_live
+from services.gateway.callers import current_caller
 
 PREFIX = "evt_"
 
@@ -34,12 +34,14 @@ class EventTickets:
         return ticket
 
     async def redeem(self, ticket: str) -> Caller | None:
-        """Whom the ticket acts as; None when it is unknown, spent or expired, or its token was
-        revoked since it was issued."""
+        """Whom the ticket acts as, as the store has that caller now (a role changed since the
+        ticket was issued counts); None when it is unknown, spent or expired, or its token no
+        longer stands."""
         if not ticket.startswith(PREFIX) or len(ticket) > 100:
             return None
         holder = await self._records.take(_digest(ticket))
         if holder is None:
             return None
-        caller = msgspec.json.decode(holder, type=Caller)
-        return caller if await token_is_live(self._store, caller.token_id) else None
+        issued = msgspec.json.decode(holder, type=Caller)
+        now = await current_caller(self._store, issued.token_id)
+        return None if now is None else now.doing(issued.acting)

@@ -7,6 +7,7 @@ import msgspec
 import pytest
 import redis.exceptions
 
+from contracts.audit import Action, encode_entry
 from contracts.errors import Forbidden, InvalidParams, NotFound, Unavailable
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import Dispatcher
@@ -15,6 +16,9 @@ from services.gateway.access import Caller
 from services.gateway.api import routes
 from services.gateway.audit_log import AuditLog, audited
 from tests.fast.conftest import World
+
+#: What docs/audit.md promises an entry takes at most, encoded.
+ENTRY_CAP = 8 * 1024
 
 
 def recording(world: World, settings: Settings) -> tuple[World, AuditLog]:
@@ -65,6 +69,44 @@ async def test_a_full_buffer_drops_counted_and_logged(
     assert [e.params["name"] for e in log.buffered()] == ["V0", "V1"]
     assert log.dropped == 3
     assert "audit.dropped" in capsys.readouterr().out
+
+
+async def test_refusals_never_push_a_real_entry_out_of_a_full_buffer(
+    world: World, settings: Settings
+) -> None:
+    """One caller's flood of refusals, and one refusal each of many callers, fill a buffer
+    nothing drains: the real entry after them is kept, and every refusal is an entry or
+    counted (none is lost)."""
+    log = AuditLog(msgspec.structs.replace(settings, audit_buffer=10), world.store)
+    flooder = Caller(token_id="t-f", admin=False, user_id="u-flood")
+    for i in range(50):
+        log.record("cron.set", caller=flooder, params={"n": i}, error=Forbidden("no"))
+    for i in range(50):
+        many = Caller(token_id=f"t-{i}", admin=False, user_id=f"u-{i}")
+        log.record("env.set", caller=many, params={"name": "X"}, error=Forbidden("no"))
+    log.record("env.set", actor="admin", params={"name": "REAL"})
+    assert [e.params for e in log.buffered() if e.ok] == [{"name": "REAL"}]
+    assert log.dropped == 0
+    refused = len([e for e in log.buffered() if not e.ok])
+    log.flush_suppressed()  # what the writer does each period
+    summaries = [e for e in log.buffered() if e.method == Action.SUPPRESSED]
+    assert refused + sum(e.params["count"] for e in summaries) == 100
+    flooded = [e for e in summaries if e.actor == "u-flood"]
+    assert flooded[0].params["methods"] == {"cron.set": flooded[0].params["count"]}
+    assert log.dropped == 0
+
+
+async def test_an_entry_keeps_its_size_cap_whatever_the_call_carried(
+    world: World, settings: Settings
+) -> None:
+    log = AuditLog(settings, world.store)
+    deep: dict[str, object] = {"k": "x" * 300}
+    for _ in range(2):  # 32 x 32 strings, each cut at 256 characters: ~270 KB
+        deep = {f"k{i}": deep for i in range(32)}
+    log.record("cron.set", actor="admin", params=deep, result=deep, error=Forbidden("no"))
+    (got,) = log.buffered()
+    assert len(encode_entry(got)) <= ENTRY_CAP
+    assert "k0" in got.params["keys"]
 
 
 async def test_nothing_is_recorded_when_auditing_is_off(world: World, settings: Settings) -> None:

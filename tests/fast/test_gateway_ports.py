@@ -12,6 +12,7 @@ from contracts.ports import ListeningPort
 from environments import devcontainer as dc, record
 from environments.lifecycle import MachineLifecycle
 from services.gateway.access import Caller
+from services.gateway.callers import current_caller
 from tests.fast.conftest import World
 from tests.fast.test_gateway import method, token_of, two_instances
 
@@ -91,9 +92,11 @@ async def test_preview_ticket_is_single_use_and_bound_to_its_port(world: World) 
     assert cookie is not None
     assert cookie.startswith("pvs_")
     assert await previews.redeem_ticket(again["ticket"], machine.id, 3000) is None  # spent
-    assert await previews.caller_of_cookie(cookie, machine.id, 3000) == caller.doing(PORTS)
+    now = await current_caller(world.store, token["id"])  # the token's caller as stored now
+    assert now is not None
+    assert await previews.caller_of_cookie(cookie, machine.id, 3000) == now.doing(PORTS)
     reused = await previews.caller_of_cookie(cookie, machine.id, 3000)
-    assert reused == caller.doing(PORTS)  # reusable
+    assert reused == now.doing(PORTS)  # reusable
     assert await previews.caller_of_cookie(cookie, machine.id, 8080) is None
     assert await previews.caller_of_cookie(cookie + "x", machine.id, 3000) is None
     assert await previews.caller_of_cookie(again["ticket"], machine.id, 3000) is None
