@@ -8,11 +8,13 @@ A feature's metadata is untrusted like the devcontainer.json: the same propertie
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import posixpath
 import re
 import shlex
+import ssl
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,8 +126,11 @@ async def oci_feature(fid: str, given: dict[str, Any], dest: Path, timeout_s: fl
     and the registry when it does not answer within ``timeout_s`` (connecting: at most 5 s)."""
     registry, repo, tag = oci_parts(fid)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(5.0, timeout_s))
+    # The host's trust store as it is now (SSL_CERT_FILE included), read off the event loop.
+    tls = await asyncio.to_thread(ssl.create_default_context)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with aiohttp.ClientSession(timeout=timeout,
+                                         connector=aiohttp.TCPConnector(ssl=tls)) as http:
             blob = await _fetch(http, f"https://{registry}/v2/{repo}", tag)
     except (aiohttp.ClientError, TimeoutError) as exc:
         why = str(exc) or type(exc).__name__
