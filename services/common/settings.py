@@ -279,6 +279,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     env_feature_timeout_s: float = 20.0
     #: How long one environment build may take.
     env_build_timeout_s: float = 3600.0
+    #: The memory (no swap) and CPUs each step of an environment build may use.
+    env_build_memory_mb: int = 4096
+    env_build_cpus: float = 2.0
+    #: What one build may write: each step's own writes, and the image it makes (its base in).
+    env_build_disk_mb: int = 20480
+    #: The host-side clone of a repo (to read its devcontainer.json or Dockerfile): how long
+    #: each git command may take, its CPU seconds, its address space and what it may write.
+    env_clone_timeout_s: float = 300.0
+    env_clone_cpu_s: int = 300
+    env_clone_memory_mb: int = 4096
+    env_clone_disk_mb: int = 2048
     # codemode (services/codemode): runs at once per replica, and each run's sandbox limits
     codemode_concurrency: int = 20
     codemode_cpu_s: int = 60
