@@ -24,8 +24,14 @@ import structlog
 
 from contracts.errors import BuildFailed, EnvironmentInvalid
 from core import hostile_fs
-from environments import build_limits, build_network, cache, devcontainer as dc, dockerfile
-from environments import features as ft
+from environments import (
+    build_limits,
+    build_network,
+    cache,
+    devcontainer as dc,
+    dockerfile,
+    features as ft,
+)
 from environments.sources import find_devcontainer, hash_tree, present, read, walk
 
 log = structlog.get_logger(__name__)

@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ class BuildCache:
     build_cpus: float = 2.0
     build_disk_mb: int = 20480
     #: The host-side clone's limits (sources.checkout).
-    clone: CloneLimits = CloneLimits()
+    clone: CloneLimits = field(default_factory=CloneLimits)
     #: The engine's network builds run on (None: the engine's default bridge), unless
     #: ``isolated``: then ``fleet-builds``, which the host refuses (environments/build_network.py),
     #: where the engine is this host's and the provisioner root.

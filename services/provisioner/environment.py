@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiodocker
 import structlog
 
 from contracts.errors import (
+    BuildLimitExceeded,
     EnvironmentInvalid,
     HostRequirementsExceeded,
     ImageNotFound,
@@ -161,14 +161,14 @@ class DevcontainerDetector:
     async def find(self, ctx: EnvironmentContext) -> Environment | None:
         for repo in sorted(await ctx.store.list_repos(ctx.machine.instance_id),
                            key=lambda r: r.path):  # fmt: skip
-            path = await self._in(repo, ctx.settings.data_path / "checkouts", ctx.machine.id)
+            path = await self._in(repo, ctx.settings, ctx.machine.id)
             if path is not None:
                 log.info("environment.detected", machine_id=ctx.machine.id, repo=repo.path,
                          path=path)  # fmt: skip
                 return Environment(devcontainer=DevcontainerSource(repo=repo.path, path=path))
         return None
 
-    async def _in(self, repo: Repo, checkouts: Path, machine_id: str) -> str | None:
+    async def _in(self, repo: Repo, settings: Settings, machine_id: str) -> str | None:
         if repo.has_credentials:
             log.warning("environment.detect_skipped", machine_id=machine_id, repo=repo.path,
                         reason="its credentials are not used on the host")  # fmt: skip
@@ -178,8 +178,11 @@ class DevcontainerDetector:
         if kept is not None and now - kept[0] < self.ttl_s:
             return kept[1]
         try:
-            found = sources.find_devcontainer(await sources.checkout(repo, checkouts))
-        except (EnvironmentInvalid, ValueError) as exc:  # not fetched, or not a URL git takes
+            tree = await sources.checkout(repo, settings.data_path / "checkouts",
+                                          limits=sources.clone_limits(settings))  # fmt: skip
+            found = sources.find_devcontainer(tree)
+        except (EnvironmentInvalid, BuildLimitExceeded, ValueError) as exc:  # not fetched
+            # (or over its limits), or not a URL git takes
             log.warning("environment.detect_failed", machine_id=machine_id, repo=repo.path,
                         error=str(exc))  # fmt: skip
             found = None

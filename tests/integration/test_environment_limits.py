@@ -81,7 +81,8 @@ async def test_a_build_step_over_its_memory_limit_fails_by_name(
         docker, _with(store, build_memory_mb=64), tmp_path,
         "busybox dd if=/dev/zero of=/dev/null bs=256M count=1",
     )  # fmt: skip
-    assert err.data is not None and err.data["limit"] == "memory", err
+    assert err.data is not None
+    assert err.data["limit"] == "memory", err
     assert "64 MB" in err.message
     await _nothing_left(docker, store, said)
 
@@ -92,7 +93,8 @@ async def test_a_build_over_its_time_fails_by_name_and_leaves_nothing(
 ) -> None:
     err, said = await _over_a_limit(docker, _with(store, build_timeout_s=5.0), tmp_path,
                                     "sleep 100000")  # fmt: skip
-    assert err.data is not None and err.data["limit"] == "time", err
+    assert err.data is not None
+    assert err.data["limit"] == "time", err
     await _nothing_left(docker, store, said)
 
 
@@ -106,7 +108,8 @@ async def test_a_build_step_over_its_disk_limit_fails_by_name_and_leaves_nothing
         docker, _with(store, build_disk_mb=16, build_timeout_s=180.0), tmp_path,
         "busybox dd if=/dev/zero of=/big bs=1M count=48 && sleep 100000",
     )  # fmt: skip
-    assert err.data is not None and err.data["limit"] == "disk", err
+    assert err.data is not None
+    assert err.data["limit"] == "disk", err
     assert "16 MB" in err.message
     await _nothing_left(docker, store, said)
 
@@ -120,14 +123,15 @@ async def test_a_build_over_its_disk_limit_in_steps_leaves_no_image(
         "busybox dd if=/dev/zero of=/a bs=1M count=14\n"
         "RUN busybox dd if=/dev/zero of=/b bs=1M count=14",
     )  # fmt: skip
-    assert err.data is not None and err.data["limit"] == "disk", err
+    assert err.data is not None
+    assert err.data["limit"] == "disk", err
     assert await cache.entries(docker, store) == []
 
 
 class _Seen(BaseHTTPRequestHandler):
     seen: list[str]
 
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+    def do_GET(self) -> None:
         self.seen.append(self.path)
         body = b"the host's loopback secret\n"
         self.send_response(200)
@@ -157,8 +161,10 @@ def loopback_service() -> Iterator[tuple[int, list[str]]]:
 
 @pytest.mark.parametrize(
     "spelling",
-    ["ADD http://127.0.0.1:{port}/secret /secret",
-     "add \\\n  --chown=0:0 \\\n  http://127.0.0.1:{port}/secret /secret"],  # fmt: skip
+    [
+        "ADD http://127.0.0.1:{port}/secret /secret",
+        "add \\\n  --chown=0:0 \\\n  http://127.0.0.1:{port}/secret /secret",
+    ],
     ids=["plain", "continued"],
 )
 async def test_add_of_a_url_never_reaches_the_hosts_loopback(
@@ -280,7 +286,8 @@ async def test_a_clone_over_its_disk_cap_fails_by_name_and_leaves_nothing(
     repo = Repo(url=str(origin), branch="main", path="src/app")
     with pytest.raises(BuildLimitExceeded) as err:
         await checkout(repo, tmp_path / "cache", limits=CloneLimits(disk_mb=1))
-    assert err.value.data is not None and err.value.data["limit"] == "disk"
+    assert err.value.data is not None
+    assert err.value.data["limit"] == "disk"
     assert list((tmp_path / "cache").iterdir()) == []
 
 
@@ -292,5 +299,6 @@ async def test_a_clone_over_its_time_fails_by_name_and_leaves_nothing(tmp_path: 
                     path="src/app")  # fmt: skip
         with pytest.raises(BuildLimitExceeded) as err:
             await checkout(repo, tmp_path / "cache", limits=CloneLimits(time_s=2.0))
-    assert err.value.data is not None and err.value.data["limit"] == "time"
+    assert err.value.data is not None
+    assert err.value.data["limit"] == "time"
     assert list((tmp_path / "cache").iterdir()) == []
