@@ -214,6 +214,12 @@ async def _limits(store: Store, settings: Settings, machine: Machine,
     if asked is None:
         return base
     memory_mb = None if asked.memory_bytes is None else -(-asked.memory_bytes // 2**20)
+    if (asked.cpus is not None and asked.cpus < 1) or (memory_mb is not None and memory_mb < 1):
+        raise EnvironmentInvalid(
+            f"the devcontainer's hostRequirements ask for {asked.cpus} CPUs and {memory_mb} MB: "
+            "each must be at least 1 (0 would be no limit at all)",
+            data={"asked": {"cpus": asked.cpus, "memoryMb": memory_mb}},
+        )  # fmt: skip
     got = within(base, asked.cpus, memory_mb)
     if got is None:
         raise HostRequirementsExceeded(
