@@ -237,6 +237,10 @@ async def _build(docker: aiodocker.Docker, plan: _Plan, checkout: Path, digest: 
     image = base = None
     deadline = asyncio.get_running_loop().time() + store.build_timeout_s
     if plan.dockerfile is not None:
+        # Their ONBUILD triggers run in this build: held to the Dockerfile's own rule.
+        await dockerfile.check_base_images(
+            docker, dockerfile.base_images(plan.dockerfile, plan.args)
+        )
         stage = tag if not plan.features else f"{tag}-base"
         with tempfile.TemporaryFile() as ctx:
             await asyncio.to_thread(_tar_context, ctx, checkout, plan)

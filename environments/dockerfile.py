@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
-from contracts.errors import EnvironmentRefused
+import aiodocker
+
+from contracts.errors import EnvironmentInvalid, EnvironmentRefused
 
 _DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(\S*)\s*$")
 #: Any scheme (http, https, git, ssh, ...) or an scp-like git remote (``git@host:path``).
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/]*@[^/]*:|^github\.com/", re.IGNORECASE)
+_ARG_REF = re.compile(r"\$\{(\w+)(?::([-+])([^}]*))?\}|\$(\w+)")
 
 
 def check_sources(text: bytes, name: str, *, onbuild: bool = False) -> None:
@@ -98,3 +101,61 @@ def _remote(source: str) -> bool:
     """Whether the builder could read ``source`` as something to fetch (or cannot tell)."""
     word = re.sub(r"[\"'\\`]", "", source)  # quotes and escapes go before the builder looks
     return "$" in word or bool(_REMOTE.search(word))
+
+
+def base_images(text: bytes, args: Mapping[str, str]) -> list[str]:
+    """The images the Dockerfile's stages start FROM (not an earlier stage, not ``scratch``),
+    with the builder's substitution: the ARGs declared before the first FROM, ``args`` (the
+    build's arguments) over their defaults."""
+    known: dict[str, str] = {}
+    stages, out, started = {"scratch"}, [], False
+    for _line, keyword, rest in instructions(text.decode("utf-8", errors="replace")):
+        if keyword == "ARG" and not started:
+            for word in rest.split():
+                name, eq, default = word.partition("=")
+                known[name] = args.get(name, default.strip("\"'") if eq else "")
+        elif keyword == "FROM":
+            started = True
+            words = [w for w in rest.split() if not w.startswith("--")]
+            if not words:
+                continue
+            ref = _ARG_REF.sub(lambda m: _arg(m, known), words[0])
+            if ref.lower() not in stages:
+                out.append(ref)
+            if len(words) >= 3 and words[1].upper() == "AS":
+                stages.add(words[2].lower())
+    return out
+
+
+def _arg(m: re.Match[str], known: Mapping[str, str]) -> str:
+    name, op, word, bare = m.groups()
+    value = known.get(name or bare, "")
+    if op == "-":
+        return value or word
+    if op == "+":
+        return word if value else ""
+    return value
+
+
+async def check_base_images(docker: aiodocker.Docker, refs: list[str]) -> None:
+    """Each image a build starts FROM, pulled as the builder would pull it, and its ONBUILD
+    triggers (which run in the build) held to ``check_sources``. EnvironmentInvalid for an
+    image the engine cannot have."""
+    for ref in refs:
+        try:
+            config = (await docker.images.inspect(ref))["Config"] or {}
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise
+            config = await _pulled(docker, ref)
+        triggers = "\n".join(config.get("OnBuild") or []).encode()
+        check_sources(triggers, f"image {ref}", onbuild=True)
+
+
+async def _pulled(docker: aiodocker.Docker, ref: str) -> dict[str, object]:
+    tagged = "@" in ref or ":" in ref.rsplit("/", 1)[-1]
+    try:  # a name with no tag is its ``latest`` (the API would pull every tag)
+        await docker.images.pull(ref if tagged else f"{ref}:latest")
+        return dict((await docker.images.inspect(ref))["Config"] or {})
+    except aiodocker.DockerError as exc:
+        raise EnvironmentInvalid(f"base image {ref!r} cannot be had: {exc.message}") from None

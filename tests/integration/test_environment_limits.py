@@ -185,12 +185,14 @@ async def test_add_of_a_url_never_reaches_the_hosts_loopback(
     assert seen == []
 
 
+@pytest.mark.parametrize("built_as", ["features", "dockerfile"])
 async def test_an_onbuild_add_of_a_base_image_never_reaches_the_hosts_loopback(
     docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path,
-    loopback_service: tuple[int, list[str]],
+    loopback_service: tuple[int, list[str]], built_as: str,
 ) -> None:  # fmt: skip
     """A base image whose ONBUILD trigger fetches a URL, then a devcontainer with a feature
-    built over it: the trigger would run in the feature's build."""
+    built over it (the trigger would run in the feature's build), or a Dockerfile FROM it
+    (named through a build argument)."""
     port, seen = loopback_service
     base = await busybox_image(docker)
     tag = f"fleet-test-onbuild:{uuid.uuid4().hex[:10]}"
@@ -208,6 +210,11 @@ async def test_an_onbuild_add_of_a_base_image_never_reaches_the_hosts_loopback(
         dev = tmp_path / ".devcontainer"
         (dev / "f").mkdir(parents=True)
         (dev / "devcontainer.json").write_text(f'{{"image": "{tag}", "features": {{"./f": {{}}}}}}')
+        if built_as == "dockerfile":
+            (dev / "Dockerfile").write_text("ARG BASE=nothing\nFROM ${BASE} AS first\nFROM first\n")
+            (dev / "devcontainer.json").write_text(
+                f'{{"build": {{"dockerfile": "Dockerfile", "args": {{"BASE": "{tag}"}}}}}}'
+            )
         (dev / "f" / "devcontainer-feature.json").write_text('{"id": "f"}')
         (dev / "f" / "install.sh").write_text("#!/bin/sh\ntrue\n")
         with pytest.raises(EnvironmentRefused, match="ONBUILD"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.errors import EnvironmentRefused
-from environments.dockerfile import check_sources
+from environments.dockerfile import base_images, check_sources
 
 REMOTE = [
     "FROM b\nADD http://169.254.169.254/latest/meta-data/ /m\n",
@@ -67,3 +67,10 @@ def test_the_line_named_is_the_instructions_first() -> None:
 def test_an_images_onbuild_triggers_are_held_to_the_same_rule() -> None:
     with pytest.raises(EnvironmentRefused, match="ONBUILD"):
         check_sources(b"ADD http://127.0.0.1/x /x", "image b's ONBUILD", onbuild=True)
+
+
+def test_base_images_are_read_as_the_builder_substitutes_them() -> None:
+    text = (b"ARG REG=r.example\nARG TAG\nARG V=1\nFROM $REG/a:${TAG:-9} AS one\n"
+            b"FROM one\nFROM --platform=linux/amd64 ${REG}/b:${V} AS two\nFROM scratch\n"
+            b"ARG LATE=x\nFROM c:${LATE:-d}\n")  # fmt: skip
+    assert base_images(text, {"V": "2"}) == ["r.example/a:9", "r.example/b:2", "c:d"]
