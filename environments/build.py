@@ -113,7 +113,7 @@ async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource
             raise EnvironmentInvalid("the repo has no devcontainer.json")
         source = DevcontainerSource(found)
     with tempfile.TemporaryDirectory(prefix="fleetd-features-") as tmp:
-        plan = await _plan(source, checkout, workspace, Path(tmp), store.feature_timeout_s)
+        plan = await _plan(source, checkout, workspace, Path(tmp), store)
         if plan.dockerfile is None and not plan.features:
             assert plan.image is not None
             image = await _image_id(docker, plan.image)
@@ -127,7 +127,7 @@ async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource
 
 
 async def _plan(source: EnvironmentSource, checkout: Path, workspace: str, tmp: Path,
-                timeout_s: float) -> _Plan:  # fmt: skip
+                store: cache.BuildCache) -> _Plan:  # fmt: skip
     if isinstance(source, DockerfileSource):
         rel = dc.in_repo(source.path, "dockerfile.path")
         text = read(checkout, rel)
@@ -144,7 +144,8 @@ async def _plan(source: EnvironmentSource, checkout: Path, workspace: str, tmp: 
         if fid.startswith("./"):
             feats.append(ft.local_feature(checkout, path, fid, opts))
         else:
-            feats.append(await ft.oci_feature(fid, opts, tmp / str(n), timeout_s))
+            feats.append(await ft.oci_feature(fid, opts, tmp / str(n), store.feature_timeout_s,
+                                              store.feature_blob_hosts))  # fmt: skip
     if conf.build is None:
         return _Plan(None, conf.image, ".", {}, None, feats, conf)
     b = conf.build

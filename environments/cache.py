@@ -32,6 +32,8 @@ class BuildCache:
     repository: str = "fleetd-env"
     #: How long an OCI feature's registry has to answer.
     feature_timeout_s: float = 20.0
+    #: Hosts an OCI feature's registry may send its layer to (a CDN; never with its token).
+    feature_blob_hosts: frozenset[str] = frozenset()
     build_timeout_s: float = 3600.0
     #: Each step's memory (no swap) and CPUs; what the build may write (its steps together,
     #: and the image it makes, base included).
@@ -63,6 +65,7 @@ def from_settings(settings: Settings) -> BuildCache:
         state_dir=settings.data_path / "environments",
         max_bytes=settings.env_cache_bytes,
         feature_timeout_s=settings.env_feature_timeout_s,
+        feature_blob_hosts=frozenset(h for h in settings.env_feature_blob_hosts.split(",") if h),
         build_timeout_s=settings.env_build_timeout_s,
         build_memory_mb=settings.env_build_memory_mb,
         build_cpus=settings.env_build_cpus,

@@ -131,9 +131,13 @@ def oci_parts(fid: str) -> tuple[str, str, str]:
     return m["registry"], m["repo"], m["tag"] or "latest"
 
 
-async def oci_feature(fid: str, given: dict[str, Any], dest: Path, timeout_s: float) -> Feature:
+async def oci_feature(fid: str, given: dict[str, Any], dest: Path, timeout_s: float,
+                      blob_hosts: frozenset[str] = frozenset()) -> Feature:  # fmt: skip
     """Fetch ``fid`` from its registry into ``dest``; FeatureUnavailable naming the feature
-    and the registry when it does not answer within ``timeout_s`` (connecting: at most 5 s)."""
+    and the registry when it does not answer within ``timeout_s`` (connecting: at most 5 s).
+    Its layer may come from one of ``blob_hosts`` if the registry redirects there (a CDN the
+    operator named: over https, without the registry's token; the layer is checked against
+    its digest)."""
     registry, repo, tag = oci_parts(fid)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(5.0, timeout_s))
     # The host's trust store as it is now (SSL_CERT_FILE included), read off the event loop.
@@ -142,7 +146,7 @@ async def oci_feature(fid: str, given: dict[str, Any], dest: Path, timeout_s: fl
         async with aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(ssl=tls)
         ) as http:
-            blob = await _fetch(http, f"https://{registry}/v2/{repo}", tag)
+            blob = await _fetch(http, f"https://{registry}/v2/{repo}", tag, blob_hosts)
     except OffOrigin as exc:
         raise FeatureUnavailable(
             f"feature {fid}: its registry {registry}: {exc}",
@@ -162,11 +166,13 @@ async def oci_feature(fid: str, given: dict[str, Any], dest: Path, timeout_s: fl
 
 
 @contextlib.asynccontextmanager
-async def _get(http: aiohttp.ClientSession, url: str,
-               headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:  # fmt: skip
+async def _get(http: aiohttp.ClientSession, url: str, headers: dict[str, str],
+               elsewhere: frozenset[str] = frozenset(),
+               ) -> AsyncIterator[aiohttp.ClientResponse]:  # fmt: skip
     """GET ``url``, following a redirect only within its origin (https, the same host and
-    port): the host's network is not the tenant's to walk, and ``headers`` (a token) go
-    nowhere but where they came from. OffOrigin otherwise."""
+    port) or to a host of ``elsewhere`` (https; ``headers`` but ``Accept`` stay behind): the
+    host's network is not the tenant's to walk, and a token goes nowhere but where it came
+    from. OffOrigin otherwise."""
     origin = URL(url).origin()
     for _ in range(MAX_REDIRECTS + 1):
         async with http.get(url, headers=headers, allow_redirects=False) as resp:
@@ -174,14 +180,17 @@ async def _get(http: aiohttp.ClientSession, url: str,
                 yield resp
                 return
             target = URL(url).join(URL(resp.headers.get("Location", "")))
-        if target.scheme != "https" or target.origin() != origin:
+        if target.scheme != "https" or (target.origin() != origin and target.host not in elsewhere):
             raise OffOrigin(f"a redirect from {origin} to {target.origin()} is never followed "
                             "(only within the registry, over https)")  # fmt: skip
+        if target.origin() != origin:
+            headers = {k: v for k, v in headers.items() if k == "Accept"}
         url = str(target)
     raise OffOrigin(f"more than {MAX_REDIRECTS} redirects")
 
 
-async def _fetch(http: aiohttp.ClientSession, base: str, tag: str) -> bytes:
+async def _fetch(http: aiohttp.ClientSession, base: str, tag: str,
+                 blob_hosts: frozenset[str]) -> bytes:  # fmt: skip
     headers = {"Accept": _MEDIA}
     async with _get(http, f"{base}/manifests/{tag}", headers) as resp:
         if resp.status == 401:
@@ -193,7 +202,7 @@ async def _fetch(http: aiohttp.ClientSession, base: str, tag: str) -> bytes:
         digest = str(manifest["layers"][0]["digest"])
     except (KeyError, IndexError, TypeError):
         raise aiohttp.ClientPayloadError("its manifest names no layer") from None
-    async with _get(http, f"{base}/blobs/{digest}", headers) as resp:
+    async with _get(http, f"{base}/blobs/{digest}", headers, blob_hosts) as resp:
         resp.raise_for_status()
         blob = await resp.content.read(MAX_FEATURE_BYTES + 1)
     if len(blob) > MAX_FEATURE_BYTES or f"sha256:{hashlib.sha256(blob).hexdigest()}" != digest:

@@ -114,7 +114,9 @@ class Servers:
 
     def thief(self) -> web.Application:
         async def anything(request: web.Request) -> web.Response:
-            self.elsewhere.append((str(request.url), request.headers.get("Authorization")))
+            self.elsewhere.append((request.path, request.headers.get("Authorization")))
+            if request.path.startswith("/cdn/"):
+                return web.Response(body=self.blob)
             return web.json_response({"layers": [{"digest": self.digest}]})
 
         app = web.Application()
@@ -142,9 +144,10 @@ async def servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         await runner.cleanup()
 
 
-async def _fetch(s: Servers, tmp_path: Path) -> ft.Feature:
+async def _fetch(s: Servers, tmp_path: Path, blob_hosts: frozenset[str] = frozenset(),
+                 ) -> ft.Feature:  # fmt: skip
     fid = f"127.0.0.1:{s.registry_port}/{REPO}:1"
-    return await ft.oci_feature(fid, {}, tmp_path / "feature", 10.0)
+    return await ft.oci_feature(fid, {}, tmp_path / "feature", 10.0, blob_hosts)
 
 
 async def test_a_redirect_within_the_registry_is_followed_with_its_token(
@@ -167,3 +170,19 @@ async def test_a_redirect_off_the_registry_is_never_followed(
     assert "redirect" in err.value.message
     assert s.elsewhere == []
     assert json.dumps(err.value.data or {}).find(TOKEN) == -1
+
+
+async def test_a_layer_comes_from_a_cdn_the_operator_named_without_the_token(
+    servers: Servers, tmp_path: Path
+) -> None:
+    """As ghcr.io sends its layers to its CDN: a host the operator named
+    (FLEET_ENV_FEATURE_BLOB_HOSTS) serves the layer, which never gets the registry's token;
+    the manifest may not go there."""
+    s = servers
+    s.redirect["blob"] = f"https://localhost:{s.other_port}/cdn/{s.digest}"
+    got = await _fetch(s, tmp_path, frozenset({"localhost"}))
+    assert (got.root / "install.sh").read_bytes() == b"#!/bin/sh\ntrue\n"
+    assert s.elsewhere == [(f"/cdn/{s.digest}", None)]
+    s.redirect = {"manifest": f"https://localhost:{s.other_port}/cdn/x"}
+    with pytest.raises(FeatureUnavailable, match="redirect"):
+        await _fetch(s, tmp_path / "again", frozenset({"localhost"}))
