@@ -17,7 +17,8 @@ from typing import Any
 import aiodocker
 import structlog
 
-from environments.sources import CloneLimits, clone_limits
+from environments.host_git import CloneLimits
+from environments.sources import clone_limits
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)

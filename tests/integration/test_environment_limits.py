@@ -22,7 +22,8 @@ import pytest
 from contracts.errors import BuildLimitExceeded, EnvironmentRefused
 from contracts.models import Repo
 from environments import build as b, cache
-from environments.sources import CloneLimits, checkout
+from environments.host_git import CloneLimits
+from environments.sources import checkout
 from tests.environments import busybox_image
 
 WS = "/home/fleet/src/app"
