@@ -12,7 +12,7 @@ import re
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,27 +24,12 @@ from contracts.models import Repo
 from environments import build as b, cache
 from environments.host_git import CloneLimits
 from environments.sources import checkout
-from tests.environments import busybox_image
+from tests.environments import busybox_image, docker, store
+
+__all__ = ["docker", "store"]  # fixtures, imported for their tests
 
 WS = "/home/fleet/src/app"
 RUNNING_IN = re.compile(r"Running in ([0-9a-f]{12})")
-
-
-@pytest.fixture
-async def docker() -> AsyncIterator[aiodocker.Docker]:
-    async with aiodocker.Docker() as d:
-        yield d
-
-
-@pytest.fixture
-async def store(docker: aiodocker.Docker, tmp_path: Path) -> AsyncIterator[cache.BuildCache]:
-    repo = f"fleetd-env-test-{uuid.uuid4().hex[:10]}"
-    yield cache.BuildCache(state_dir=tmp_path / "state", max_bytes=0, repository=repo,
-                           feature_timeout_s=1.0)  # fmt: skip
-    for image in await docker.images.list():
-        for tag in image.get("RepoTags") or []:
-            if tag.startswith(f"{repo}:"):
-                await docker.images.delete(tag)
 
 
 def _with(store: cache.BuildCache, **changes: object) -> cache.BuildCache:
