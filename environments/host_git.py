@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import signal
 import tempfile
 from collections.abc import Mapping
@@ -84,12 +83,13 @@ def environment(home: str, env: Mapping[str, str] | None) -> dict[str, str]:
     }
 
 
-def _limited(limits: CloneLimits) -> None:
-    """In the child, before git runs: its rlimits (inherited by its children)."""
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * _MB,) * 2)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.disk_mb * _MB,) * 2)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over it fails: git says so
+def limited(limits: CloneLimits, argv: list[str]) -> list[str]:
+    """``argv`` under the clone's rlimits (inherited by its children; set by ``prlimit``, not
+    in a forked child of this threaded process), SIGXFSZ ignored so that a write over the
+    file-size limit fails with EFBIG, which git reports, rather than killing a child of git."""
+    return ["prlimit", f"--cpu={limits.cpu_s}", f"--as={limits.memory_mb * _MB}",
+            f"--fsize={limits.disk_mb * _MB}", "--",
+            "sh", "-c", 'trap "" XFSZ; exec "$@"', "sh", *argv]  # fmt: skip
 
 
 async def run(args: list[str], env: Mapping[str, str] | None, limits: CloneLimits,
@@ -97,11 +97,11 @@ async def run(args: list[str], env: Mapping[str, str] | None, limits: CloneLimit
     """``git args`` (writing the checkout ``tree``) held to ``limits``; EnvironmentInvalid if
     git fails, BuildLimitExceeded over a limit."""
     with tempfile.TemporaryDirectory(prefix="fleetd-git-home-") as home:
+        argv = ["git", "-c", "credential.helper=", "-c", "core.hooksPath=/dev/null", *args]
         proc = await asyncio.create_subprocess_exec(
-            "git", "-c", "credential.helper=", "-c", "core.hooksPath=/dev/null", *args,
-            env=environment(home, env), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True, preexec_fn=lambda: _limited(limits),
+            *limited(limits, argv), env=environment(home, env),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         talk = asyncio.create_task(proc.communicate())
         watch = asyncio.create_task(_watch_disk(tree, limits.disk_mb * _MB))
