@@ -70,7 +70,8 @@ class Resolved:
 
 async def resolve_image(ctx: EnvironmentContext, environment: Environment | None) -> Resolved:
     """The image the machine runs. Raises ImageNotFound, what the builder raises
-    (EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable, BuildFailed) or ProviderError:
+    (EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable, BuildFailed,
+    BuildLimitExceeded) or ProviderError:
     the machine then fails at stage ``environment``."""
     if environment is None and ctx.docker is not None and ctx.detector is not None:
         environment = await ctx.detector.find(ctx)
