@@ -266,6 +266,8 @@ async def test_a_clone_offers_none_of_the_hosts_ssh_identities(
     assert "SSH_AUTH_SOCK" not in variables
     assert variables.get("HOME") not in (None, str(fake_home), "/root"), variables
     assert listing.strip() == ""  # its HOME is empty
+    assert variables["GIT_CONFIG_NOSYSTEM"] == "1"
+    assert variables["GIT_CONFIG_GLOBAL"] == "/dev/null"
     options = [line.split(" ", 1) for line in resolved.splitlines() if " " in line]
     identities = [v for k, v in options if k == "identityfile"]
     assert identities == ["none"], resolved
