@@ -390,6 +390,16 @@ class HostRequirementsExceeded(FleetError):
     http_status = 422
 
 
+class BuildLimitExceeded(FleetError):
+    """An environment's build, or the host-side clone of its repo, went over one of its limits
+    (``FLEET_ENV_BUILD_*``, ``FLEET_ENV_CLONE_*``) and was stopped; nothing of it is kept.
+    ``data.limit`` says which: ``memory``, ``time`` or ``disk``; ``data.of``: ``build`` or
+    ``clone``."""
+
+    code = 1628
+    http_status = 422
+
+
 class EnvironmentInUse(FleetError):
     """A cached environment build is not removed while a machine (neither archived nor failed)
     runs it; ``data.machines`` lists them."""
@@ -448,6 +458,7 @@ ERRORS: dict[int, type[FleetError]] = {
         BuildFailed,
         FeatureUnavailable,
         HostRequirementsExceeded,
+        BuildLimitExceeded,
         EnvironmentInUse,
     )
 }

@@ -24,7 +24,14 @@ import structlog
 
 from contracts.errors import BuildFailed, EnvironmentInvalid
 from core import hostile_fs
-from environments import build_network, cache, devcontainer as dc, features as ft
+from environments import (
+    build_limits,
+    build_network,
+    cache,
+    devcontainer as dc,
+    dockerfile,
+    features as ft,
+)
 from environments.sources import find_devcontainer, hash_tree, present, read, walk
 
 log = structlog.get_logger(__name__)
@@ -106,7 +113,7 @@ async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource
             raise EnvironmentInvalid("the repo has no devcontainer.json")
         source = DevcontainerSource(found)
     with tempfile.TemporaryDirectory(prefix="fleetd-features-") as tmp:
-        plan = await _plan(source, checkout, workspace, Path(tmp), store.feature_timeout_s)
+        plan = await _plan(source, checkout, workspace, Path(tmp), store)
         if plan.dockerfile is None and not plan.features:
             assert plan.image is not None
             image = await _image_id(docker, plan.image)
@@ -120,9 +127,11 @@ async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource
 
 
 async def _plan(source: EnvironmentSource, checkout: Path, workspace: str, tmp: Path,
-                timeout_s: float) -> _Plan:  # fmt: skip
+                store: cache.BuildCache) -> _Plan:  # fmt: skip
     if isinstance(source, DockerfileSource):
-        text = read(checkout, dc.in_repo(source.path, "dockerfile.path"))
+        rel = dc.in_repo(source.path, "dockerfile.path")
+        text = read(checkout, rel)
+        dockerfile.check_sources(text, rel)
         context = _context_dir(checkout, source.context)
         return _Plan(text, None, context, {}, None, [], None)
     path = source.path or find_devcontainer(checkout)
@@ -135,11 +144,13 @@ async def _plan(source: EnvironmentSource, checkout: Path, workspace: str, tmp: 
         if fid.startswith("./"):
             feats.append(ft.local_feature(checkout, path, fid, opts))
         else:
-            feats.append(await ft.oci_feature(fid, opts, tmp / str(n), timeout_s))
+            feats.append(await ft.oci_feature(fid, opts, tmp / str(n), store.feature_timeout_s,
+                                              store.feature_blob_hosts))  # fmt: skip
     if conf.build is None:
         return _Plan(None, conf.image, ".", {}, None, feats, conf)
     b = conf.build
     text = read(checkout, b.dockerfile)
+    dockerfile.check_sources(text, b.dockerfile)
     return _Plan(text, None, _context_dir(checkout, b.context), b.args, b.target, feats, conf)
 
 
@@ -225,19 +236,29 @@ async def _build(docker: aiodocker.Docker, plan: _Plan, checkout: Path, digest: 
         say(f"environment {digest[:12]}: cached as {tag}")
         return found
     image = base = None
+    deadline = asyncio.get_running_loop().time() + store.build_timeout_s
     if plan.dockerfile is not None:
+        # Their ONBUILD triggers run in this build: held to the Dockerfile's own rule.
+        await dockerfile.check_base_images(
+            docker, dockerfile.base_images(plan.dockerfile, plan.args)
+        )
         stage = tag if not plan.features else f"{tag}-base"
         with tempfile.TemporaryFile() as ctx:
             await asyncio.to_thread(_tar_context, ctx, checkout, plan)
-            base = image = await _run_build(docker, ctx, stage, plan.args, plan.target, store, say)
+            base = image = await _run_build(docker, ctx, stage, plan.args, plan.target, store,
+                                            say, deadline)  # fmt: skip
     if plan.features:
         base = base or await _image_id(docker, plan.image or "")
-        user = str((await docker.images.inspect(base))["Config"].get("User") or "")
+        config = (await docker.images.inspect(base))["Config"]
+        # The image's ONBUILD triggers run in the features' build over it: the same rule.
+        triggers = "\n".join(config.get("OnBuild") or []).encode()
+        dockerfile.check_sources(triggers, f"image {plan.image or base}", onbuild=True)
+        user = str(config.get("User") or "")
         conf = plan.devcontainer
         remote = (conf and (conf.remote_user or conf.container_user)) or user or "root"
         with tempfile.TemporaryFile() as ctx:
             await asyncio.to_thread(_tar_features, ctx, base, user, remote, plan.features)
-            image = await _run_build(docker, ctx, tag, {}, None, store, say)
+            image = await _run_build(docker, ctx, tag, {}, None, store, say, deadline)
         if plan.dockerfile is not None:
             await cache.untag(docker, f"{tag}-base")
     assert image is not None
@@ -274,9 +295,11 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 async def _run_build(docker: aiodocker.Docker, context: IO[bytes], tag: str,
                      args: dict[str, str], target: str | None, store: cache.BuildCache,
-                     say: Say) -> str:  # fmt: skip
+                     say: Say, deadline: float) -> str:  # fmt: skip
+    """The image built from ``context``, tagged ``tag``, by ``deadline`` (the loop's time)
+    and within the build's limits (build_limits); BuildFailed with the log's tail."""
     params: dict[str, Any] = {"t": tag, "dockerfile": ".fleetd.Dockerfile", "rm": "1",
-                              "forcerm": "1"}  # fmt: skip
+                              "forcerm": "1", **build_limits.params(store)}  # fmt: skip
     if args:
         params["buildargs"] = json.dumps(args)
     if target:
@@ -288,15 +311,41 @@ async def _run_build(docker: aiodocker.Docker, context: IO[bytes], tag: str,
         params["networkmode"] = network
     lines: deque[str] = deque(maxlen=TAIL_LINES)
     image: str | None = None
-    headers = {"Content-Type": "application/x-tar"}
-    limit = aiohttp.ClientTimeout(total=store.build_timeout_s)
-    async with docker._query("build", "POST", params=params, headers=headers, data=context,
-                             timeout=limit) as resp:  # fmt: skip
-        async for raw in resp.content:
-            image = _on_message(raw, lines, say) or image
+    async with build_limits.Steps(docker, store) as steps:
+
+        def tell(line: str) -> None:
+            steps.heard(line)
+            say(line)
+
+        try:
+            image = await _stream(docker, params, context, lines, tell, deadline)
+        except TimeoutError:
+            await steps.remove()
+            raise build_limits.exceeded(store, "time") from None
+    tail = "\n".join(lines)
     if image is None:
-        tail = "\n".join(lines)
+        await steps.remove()
+        over = steps.failed_as(tail)
+        if over is not None:
+            raise build_limits.exceeded(store, over)
         raise BuildFailed(f"the image build failed:\n{tail}", data={"logTail": tail})
+    await build_limits.check_image(docker, store, tag)
+    return image
+
+
+async def _stream(docker: aiodocker.Docker, params: dict[str, Any], context: IO[bytes],
+                  lines: deque[str], say: Say, deadline: float) -> str | None:  # fmt: skip
+    """The engine's build, its log said line by line; its image ID (None: it failed).
+    TimeoutError at ``deadline``: the connection closes, which ends the engine's build."""
+    image: str | None = None
+    headers = {"Content-Type": "application/x-tar"}
+    left = max(0.001, deadline - asyncio.get_running_loop().time())
+    async with asyncio.timeout(left):
+        async with docker._query("build", "POST", params=params, headers=headers,
+                                 data=context, timeout=aiohttp.ClientTimeout(total=left),
+                                 ) as resp:  # fmt: skip
+            async for raw in resp.content:
+                image = _on_message(raw, lines, say) or image
     return image
 
 

@@ -10,13 +10,15 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiodocker
 import structlog
 
+from environments.host_git import CloneLimits
+from environments.sources import clone_limits
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -31,12 +33,26 @@ class BuildCache:
     repository: str = "fleetd-env"
     #: How long an OCI feature's registry has to answer.
     feature_timeout_s: float = 20.0
+    #: Hosts an OCI feature's registry may send its layer to (a CDN; never with its token).
+    feature_blob_hosts: frozenset[str] = frozenset()
     build_timeout_s: float = 3600.0
+    #: Each step's memory (no swap) and CPUs; what the build may write (its steps together,
+    #: and the image it makes, base included).
+    build_memory_mb: int = 4096
+    build_cpus: float = 2.0
+    build_disk_mb: int = 20480
+    #: The host-side clone's limits (sources.checkout).
+    clone: CloneLimits = field(default_factory=CloneLimits)
     #: The engine's network builds run on (None: the engine's default bridge), unless
     #: ``isolated``: then ``fleet-builds``, which the host refuses (environments/build_network.py),
     #: where the engine is this host's and the provisioner root.
     network: str | None = None
     isolated: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("build_timeout_s", "build_memory_mb", "build_cpus", "build_disk_mb"):
+            if not getattr(self, name) > 0:  # the engine reads 0 as no limit at all
+                raise ValueError(f"FLEET_ENV_{name.upper()}: {getattr(self, name)} is not > 0")
 
     @property
     def used_file(self) -> Path:
@@ -50,7 +66,12 @@ def from_settings(settings: Settings) -> BuildCache:
         state_dir=settings.data_path / "environments",
         max_bytes=settings.env_cache_bytes,
         feature_timeout_s=settings.env_feature_timeout_s,
+        feature_blob_hosts=frozenset(h for h in settings.env_feature_blob_hosts.split(",") if h),
         build_timeout_s=settings.env_build_timeout_s,
+        build_memory_mb=settings.env_build_memory_mb,
+        build_cpus=settings.env_build_cpus,
+        build_disk_mb=settings.env_build_disk_mb,
+        clone=clone_limits(settings),
         network=settings.docker_network,
         isolated=True,
     )

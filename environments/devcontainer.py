@@ -269,8 +269,14 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 def _host_requirements(req: Any) -> dict[str, Any] | None:
     if not req:
         return None
-    memory = req.get("memory")
-    return {"cpus": req.get("cpus"), "memory_bytes": parse_size(memory) if memory else None}
+    memory, cpus = req.get("memory"), req.get("cpus")
+    # The engine reads 0 as no limit at all: a machine asks for something or for nothing.
+    if cpus is not None and (not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 1):
+        raise ValueError(f"hostRequirements.cpus: {cpus!r} is not a whole number of at least 1")
+    size = None if memory is None else parse_size(memory)
+    if size is not None and size < 2**20:
+        raise ValueError(f"hostRequirements.memory: {memory!r} is less than 1mb")
+    return {"cpus": cpus, "memory_bytes": size}
 
 
 def parse_size(text: str) -> int:

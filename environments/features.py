@@ -8,17 +8,22 @@ A feature's metadata is untrusted like the devcontainer.json: the same propertie
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import io
 import posixpath
 import re
 import shlex
+import ssl
 import tarfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from contracts.errors import EnvironmentInvalid, EnvironmentRefused, FeatureUnavailable
 from environments import devcontainer as dc
@@ -30,6 +35,13 @@ _OCI = re.compile(
     r"^(?P<registry>[A-Za-z0-9.-]+(?::\d+)?)/(?P<repo>[a-z0-9._/-]+)(?::(?P<tag>[\w.-]+))?$"
 )
 _MEDIA = "application/vnd.oci.image.manifest.v1+json"
+_REDIRECTS = (301, 302, 303, 307, 308)
+#: The most redirects one fetch follows (each within the origin it started at).
+MAX_REDIRECTS = 5
+
+
+class OffOrigin(aiohttp.ClientError):
+    """A registry (or its token realm) sent a fetch somewhere else than itself."""
 
 
 @dataclass
@@ -119,14 +131,27 @@ def oci_parts(fid: str) -> tuple[str, str, str]:
     return m["registry"], m["repo"], m["tag"] or "latest"
 
 
-async def oci_feature(fid: str, given: dict[str, Any], dest: Path, timeout_s: float) -> Feature:
+async def oci_feature(fid: str, given: dict[str, Any], dest: Path, timeout_s: float,
+                      blob_hosts: frozenset[str] = frozenset()) -> Feature:  # fmt: skip
     """Fetch ``fid`` from its registry into ``dest``; FeatureUnavailable naming the feature
-    and the registry when it does not answer within ``timeout_s`` (connecting: at most 5 s)."""
+    and the registry when it does not answer within ``timeout_s`` (connecting: at most 5 s).
+    Its layer may come from one of ``blob_hosts`` if the registry redirects there (a CDN the
+    operator named: over https, without the registry's token; the layer is checked against
+    its digest)."""
     registry, repo, tag = oci_parts(fid)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(5.0, timeout_s))
+    # The host's trust store as it is now (SSL_CERT_FILE included), read off the event loop.
+    tls = await asyncio.to_thread(ssl.create_default_context)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            blob = await _fetch(http, f"https://{registry}/v2/{repo}", tag)
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(ssl=tls)
+        ) as http:
+            blob = await _fetch(http, f"https://{registry}/v2/{repo}", tag, blob_hosts)
+    except OffOrigin as exc:
+        raise FeatureUnavailable(
+            f"feature {fid}: its registry {registry}: {exc}",
+            data={"feature": fid, "registry": registry},
+        ) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         why = str(exc) or type(exc).__name__
         raise FeatureUnavailable(
@@ -140,16 +165,44 @@ async def oci_feature(fid: str, given: dict[str, Any], dest: Path, timeout_s: fl
     return _feature(fid, dest, meta, given)
 
 
-async def _fetch(http: aiohttp.ClientSession, base: str, tag: str) -> bytes:
+@contextlib.asynccontextmanager
+async def _get(http: aiohttp.ClientSession, url: str, headers: dict[str, str],
+               elsewhere: frozenset[str] = frozenset(),
+               ) -> AsyncIterator[aiohttp.ClientResponse]:  # fmt: skip
+    """GET ``url``, following a redirect only within its origin (https, the same host and
+    port) or to a host of ``elsewhere`` (https; ``headers`` but ``Accept`` stay behind): the
+    host's network is not the tenant's to walk, and a token goes nowhere but where it came
+    from. OffOrigin otherwise."""
+    origin = URL(url).origin()
+    for _ in range(MAX_REDIRECTS + 1):
+        async with http.get(url, headers=headers, allow_redirects=False) as resp:
+            if resp.status not in _REDIRECTS:
+                yield resp
+                return
+            target = URL(url).join(URL(resp.headers.get("Location", "")))
+        if target.scheme != "https" or (target.origin() != origin and target.host not in elsewhere):
+            raise OffOrigin(f"a redirect from {origin} to {target.origin()} is never followed "
+                            "(only within the registry, over https)")  # fmt: skip
+        if target.origin() != origin:
+            headers = {k: v for k, v in headers.items() if k == "Accept"}
+        url = str(target)
+    raise OffOrigin(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _fetch(http: aiohttp.ClientSession, base: str, tag: str,
+                 blob_hosts: frozenset[str]) -> bytes:  # fmt: skip
     headers = {"Accept": _MEDIA}
-    async with http.get(f"{base}/manifests/{tag}", headers=headers) as resp:
+    async with _get(http, f"{base}/manifests/{tag}", headers) as resp:
         if resp.status == 401:
             headers["Authorization"] = await _token(http, resp.headers.get("WWW-Authenticate", ""))
-    async with http.get(f"{base}/manifests/{tag}", headers=headers) as resp:
+    async with _get(http, f"{base}/manifests/{tag}", headers) as resp:
         resp.raise_for_status()
         manifest = await resp.json(content_type=None)
-    digest = str(manifest["layers"][0]["digest"])
-    async with http.get(f"{base}/blobs/{digest}", headers=headers) as resp:
+    try:
+        digest = str(manifest["layers"][0]["digest"])
+    except (KeyError, IndexError, TypeError):
+        raise aiohttp.ClientPayloadError("its manifest names no layer") from None
+    async with _get(http, f"{base}/blobs/{digest}", headers, blob_hosts) as resp:
         resp.raise_for_status()
         blob = await resp.content.read(MAX_FEATURE_BYTES + 1)
     if len(blob) > MAX_FEATURE_BYTES or f"sha256:{hashlib.sha256(blob).hexdigest()}" != digest:
@@ -162,7 +215,7 @@ async def _token(http: aiohttp.ClientSession, challenge: str) -> str:
     realm = fields.pop("realm", "")
     if not realm.startswith("https://"):
         raise aiohttp.ClientResponseError(None, (), status=401, message="no usable token realm")  # type: ignore[arg-type]
-    async with http.get(realm, params=fields) as resp:
+    async with _get(http, str(URL(realm).update_query(fields)), {}) as resp:
         resp.raise_for_status()
         doc = await resp.json(content_type=None)
     return f"Bearer {doc.get('token') or doc.get('access_token')}"

@@ -33,7 +33,7 @@ async def build_for_machine(docker: aiodocker.Docker, cache: BuildCache, repo: R
     devcontainer.json) on ``docker``; ``home`` is the machine's home as its processes see it
     (the repo is at ``home/repo.path``: ``${containerWorkspaceFolder}``). Raises what
     ``ensure_environment`` and ``sources.checkout`` raise."""
-    tree = await checkout(repo, checkouts, env=git_env)
+    tree = await checkout(repo, checkouts, env=git_env, limits=cache.clone)
     workspace = posixpath.join(home, repo.path)
     built = await ensure_environment(docker, source, tree, store=cache, say=say,
                                      workspace=workspace)  # fmt: skip

@@ -8,14 +8,18 @@ import asyncio
 import errno
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from contracts import validation
-from contracts.errors import EnvironmentInvalid
+from contracts.errors import BuildLimitExceeded, EnvironmentInvalid
 from contracts.models import Repo
 from core import hostile_fs
+from environments import host_git
+from environments.host_git import CloneLimits
+from services.common.settings import Settings
 
 #: The places a devcontainer.json is looked for, in the spec's order (NAME: any folder).
 DEVCONTAINER_PLACES = (".devcontainer/devcontainer.json", ".devcontainer.json")
@@ -26,48 +30,46 @@ MAX_CONTEXT_FILES = 20_000
 _locks: dict[Path, asyncio.Lock] = {}
 
 
+def clone_limits(settings: Settings) -> CloneLimits:
+    return CloneLimits(time_s=settings.env_clone_timeout_s, cpu_s=settings.env_clone_cpu_s,
+                       memory_mb=settings.env_clone_memory_mb,
+                       disk_mb=settings.env_clone_disk_mb)  # fmt: skip
+
+
 async def checkout(repo: Repo, cache: Path, *, env: Mapping[str, str] | None = None,
-                   timeout_s: float = 300.0) -> Path:  # fmt: skip
+                   limits: CloneLimits | None = None) -> Path:  # fmt: skip
     """A shallow checkout of ``repo``'s branch at its newest commit, in ``cache`` (one
-    directory per URL and branch, brought up to date on each call). Raises
-    EnvironmentInvalid if git fails."""
+    directory per URL and branch, brought up to date on each call), made with no identity of
+    the host's and within ``limits`` (environments/host_git.py). Raises EnvironmentInvalid if
+    git fails, BuildLimitExceeded over a limit: then no checkout is left."""
     validation.check_repo_url(repo.url)
     validation.check_branch(repo.branch)
+    limits = limits or CloneLimits()
     key = hashlib.sha256(f"{repo.url}\n{repo.branch}".encode()).hexdigest()[:24]
     dest = cache / key
     lock = _locks.setdefault(dest, asyncio.Lock())
     async with lock:
         cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not (dest / ".git").is_dir():
-            await _git(["clone", "--depth", "1", "--branch", repo.branch, "--single-branch",
-                        "--no-tags", "--", repo.url, str(dest)], env, timeout_s)  # fmt: skip
-            return dest
-        await _git(["-C", str(dest), "fetch", "--depth", "1", "--no-tags", "origin", "--",
-                    repo.branch], env, timeout_s)  # fmt: skip
-        await _git(["-C", str(dest), "checkout", "-q", "-f", "FETCH_HEAD"], env, timeout_s)
-        await _git(["-C", str(dest), "clean", "-q", "-ffdx"], env, timeout_s)
+        fresh = not (dest / ".git").is_dir()
+        try:
+            if fresh:
+                await host_git.run(["clone", "--depth", "1", "--branch", repo.branch,
+                                    "--single-branch", "--no-tags", "--", repo.url, str(dest)],
+                                   env, limits, dest)  # fmt: skip
+                return dest
+            await host_git.run(["-C", str(dest), "fetch", "--depth", "1", "--no-tags",
+                                "origin", "--", repo.branch], env, limits, dest)  # fmt: skip
+            await host_git.run(["-C", str(dest), "checkout", "-q", "-f", "FETCH_HEAD"], env,
+                               limits, dest)  # fmt: skip
+            await host_git.run(["-C", str(dest), "clean", "-q", "-ffdx"], env, limits, dest)
+        except BuildLimitExceeded:
+            await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)
+            raise
+        except BaseException:
+            if fresh:  # a partial clone is never taken for one
+                await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)
+            raise
     return dest
-
-
-async def _git(args: list[str], env: Mapping[str, str] | None, timeout_s: float) -> None:
-    # No prompt, no helper that could store a token, no system or global config of the host.
-    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_TERMINAL_PROMPT": "0",
-            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
-            **(env or {})}  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        "git", "-c", "credential.helper=", "-c", "core.hooksPath=/dev/null", *args,
-        env=full, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise EnvironmentInvalid(f"git {args[0]} timed out after {timeout_s:g}s") from None
-    if proc.returncode != 0:
-        tail = out.decode(errors="replace").strip()[-2000:]
-        raise EnvironmentInvalid(f"git {' '.join(args[:1])} failed: {tail}")
 
 
 def read(checkout: Path, rel: str, cap: int = MAX_FILE_BYTES) -> bytes:

@@ -14,6 +14,11 @@ class Limits:
     cpus: float = 1.0
     pids: int = 512
 
+    def __post_init__(self) -> None:
+        # The engine (and a cgroup's writer) reads 0 as no limit at all: none is ever made.
+        if not (self.memory_mb > 0 and self.cpus > 0 and self.pids > 0):
+            raise ValueError(f"limits must be positive: {self}")
+
 
 def with_own(
     defaults: Limits, memory_mb: int | None, cpus: float | None, pids: int | None
@@ -28,9 +33,10 @@ def with_own(
 
 def within(limits: Limits, cpus: float | None, memory_mb: int | None) -> Limits | None:
     """``limits`` with the CPUs and memory a machine asks for (a devcontainer's
-    ``hostRequirements``) in their place; None if it asks for more than ``limits`` allow."""
-    if (cpus is not None and cpus > limits.cpus) or (
-        memory_mb is not None and memory_mb > limits.memory_mb
+    ``hostRequirements``) in their place; None if it asks for more than ``limits`` allow, or
+    for nothing (0: the engine's "no limit")."""
+    if (cpus is not None and not 0 < cpus <= limits.cpus) or (
+        memory_mb is not None and not 0 < memory_mb <= limits.memory_mb
     ):
         return None
     return Limits(memory_mb=limits.memory_mb if memory_mb is None else memory_mb,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiodocker
@@ -16,6 +18,7 @@ from aiohttp import ClientWebSocketResponse
 
 from contracts.gateway_types import RefreshCodeResult
 from contracts.status import MachineStatus
+from environments import cache
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
 from services.common.settings import Settings
@@ -23,6 +26,24 @@ from tests.waiters import wait_until
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "ls", "cat", "echo", "id", "env", "mkdir", "rm", "test", "httpd", "sleep", "nc")
+
+
+@pytest.fixture
+async def docker() -> AsyncIterator[aiodocker.Docker]:
+    async with aiodocker.Docker() as d:
+        yield d
+
+
+@pytest.fixture
+async def store(docker: aiodocker.Docker, tmp_path: Path) -> AsyncIterator[cache.BuildCache]:
+    """A build cache under a repository of its own; what it made is removed after."""
+    repo = f"fleetd-env-test-{uuid.uuid4().hex[:10]}"
+    yield cache.BuildCache(state_dir=tmp_path / "state", max_bytes=0, repository=repo,
+                           feature_timeout_s=1.0)  # fmt: skip
+    for image in await docker.images.list():
+        for tag in image.get("RepoTags") or []:
+            if tag.startswith(f"{repo}:"):
+                await docker.images.delete(tag)
 
 
 def busybox_rootfs() -> bytes:

@@ -281,8 +281,32 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     env_cache_bytes: int = 20 * 1024**3
     #: How long an OCI devcontainer feature's registry has to answer before the build fails.
     env_feature_timeout_s: float = 20.0
+    #: Hosts (comma-separated) an OCI feature's registry may redirect its layer's download to,
+    #: over https and without the registry's token (ghcr.io keeps its layers on these); any
+    #: other redirect off the registry is refused.
+    env_feature_blob_hosts: str = (
+        "pkg-containers.githubusercontent.com,github-production-container-registry.s3.amazonaws.com"
+    )
     #: How long one environment build may take.
     env_build_timeout_s: float = 3600.0
+    #: The memory (no swap) each step of an environment build may use; a step over it is
+    #: killed and the build fails with 1628 BuildLimitExceeded.
+    env_build_memory_mb: int = 4096
+    #: The CPUs each step of an environment build may use.
+    env_build_cpus: float = 2.0
+    #: What one build may write: its steps' writes together, and the image it makes (its base
+    #: included); over it, 1628 BuildLimitExceeded and nothing of the build is kept.
+    env_build_disk_mb: int = 20480
+    #: How long each git command of the host-side clone of a repo (to read its
+    #: devcontainer.json or Dockerfile) may take.
+    env_clone_timeout_s: float = 300.0
+    #: The CPU seconds each git command of the host-side clone may use.
+    env_clone_cpu_s: int = 300
+    #: The address space each git command of the host-side clone may use.
+    env_clone_memory_mb: int = 4096
+    #: What the host-side checkout of a repo may hold (its .git included) and the largest file
+    #: it may write; over it, 1628 BuildLimitExceeded and the checkout is removed.
+    env_clone_disk_mb: int = 2048
     # codemode (services/codemode): runs at once per replica, and each run's sandbox limits
     codemode_concurrency: int = 20
     codemode_cpu_s: int = 60

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiodocker
 import structlog
 
 from contracts.errors import (
+    BuildLimitExceeded,
     EnvironmentInvalid,
     HostRequirementsExceeded,
     ImageNotFound,
@@ -70,7 +70,8 @@ class Resolved:
 
 async def resolve_image(ctx: EnvironmentContext, environment: Environment | None) -> Resolved:
     """The image the machine runs. Raises ImageNotFound, what the builder raises
-    (EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable, BuildFailed) or ProviderError:
+    (EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable, BuildFailed,
+    BuildLimitExceeded) or ProviderError:
     the machine then fails at stage ``environment``."""
     if environment is None and ctx.docker is not None and ctx.detector is not None:
         environment = await ctx.detector.find(ctx)
@@ -161,14 +162,14 @@ class DevcontainerDetector:
     async def find(self, ctx: EnvironmentContext) -> Environment | None:
         for repo in sorted(await ctx.store.list_repos(ctx.machine.instance_id),
                            key=lambda r: r.path):  # fmt: skip
-            path = await self._in(repo, ctx.settings.data_path / "checkouts", ctx.machine.id)
+            path = await self._in(repo, ctx.settings, ctx.machine.id)
             if path is not None:
                 log.info("environment.detected", machine_id=ctx.machine.id, repo=repo.path,
                          path=path)  # fmt: skip
                 return Environment(devcontainer=DevcontainerSource(repo=repo.path, path=path))
         return None
 
-    async def _in(self, repo: Repo, checkouts: Path, machine_id: str) -> str | None:
+    async def _in(self, repo: Repo, settings: Settings, machine_id: str) -> str | None:
         if repo.has_credentials:
             log.warning("environment.detect_skipped", machine_id=machine_id, repo=repo.path,
                         reason="its credentials are not used on the host")  # fmt: skip
@@ -178,8 +179,11 @@ class DevcontainerDetector:
         if kept is not None and now - kept[0] < self.ttl_s:
             return kept[1]
         try:
-            found = sources.find_devcontainer(await sources.checkout(repo, checkouts))
-        except (EnvironmentInvalid, ValueError) as exc:  # not fetched, or not a URL git takes
+            tree = await sources.checkout(repo, settings.data_path / "checkouts",
+                                          limits=sources.clone_limits(settings))  # fmt: skip
+            found = sources.find_devcontainer(tree)
+        except (EnvironmentInvalid, BuildLimitExceeded, ValueError) as exc:  # not fetched
+            # (or over its limits), or not a URL git takes
             log.warning("environment.detect_failed", machine_id=machine_id, repo=repo.path,
                         error=str(exc))  # fmt: skip
             found = None
@@ -211,6 +215,12 @@ async def _limits(store: Store, settings: Settings, machine: Machine,
     if asked is None:
         return base
     memory_mb = None if asked.memory_bytes is None else -(-asked.memory_bytes // 2**20)
+    if (asked.cpus is not None and asked.cpus < 1) or (memory_mb is not None and memory_mb < 1):
+        raise EnvironmentInvalid(
+            f"the devcontainer's hostRequirements ask for {asked.cpus} CPUs and {memory_mb} MB: "
+            "each must be at least 1 (0 would be no limit at all)",
+            data={"asked": {"cpus": asked.cpus, "memoryMb": memory_mb}},
+        )  # fmt: skip
     got = within(base, asked.cpus, memory_mb)
     if got is None:
         raise HostRequirementsExceeded(

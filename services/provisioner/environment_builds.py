@@ -104,7 +104,9 @@ class EnvironmentBuilds:
         if repo.has_credentials:  # the host's checkout has no token
             return geb.EnvironmentChecked(skipped=f"repo {repo.path} has credentials")
         try:
-            tree = await checkout(repo, self.settings.data_path / "checkouts")
+            tree = await checkout(
+                repo, self.settings.data_path / "checkouts", limits=self.cache.clone
+            )
         except (EnvironmentInvalid, ValueError) as exc:
             return geb.EnvironmentChecked(skipped=f"repo {repo.path}: {exc}")
         workspace = posixpath.join(MACHINE_HOME, repo.path)

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from contracts.errors import Forbidden, HostRequirementsExceeded, InvalidParams, NotFound
+from contracts.errors import (
+    EnvironmentInvalid,
+    Forbidden,
+    HostRequirementsExceeded,
+    InvalidParams,
+    NotFound,
+)
 from environments import devcontainer as dc, record
 from environments.lifecycle import MachineLifecycle
 from providers.limits import Limits
@@ -101,3 +107,18 @@ async def test_a_devcontainers_host_requirements_are_its_machines_limits_within_
     assert over.value.data == {"asked": {"cpus": 4, "memoryMb": 8192},
                                "allowed": {"cpus": 2.0, "memoryMb": 4096}}  # fmt: skip
     assert "instances.setLimits" in over.value.message
+
+
+@pytest.mark.parametrize(("cpus", "memory_bytes"), [(0, None), (None, 0), (0, 0), (-1, None)])
+async def test_host_requirements_of_nothing_never_lift_a_machines_limits(
+    world: World, cpus: int | None, memory_bytes: int | None
+) -> None:
+    """A machine's record that asks for 0 CPUs or 0 bytes (the engine's "no limit"; a record
+    kept from before its file was refused for it): the machine gets no limits of nothing,
+    it fails by name."""
+    machine = await world.ready_machine()
+    asked = dc.HostRequirements(cpus=cpus, memory_bytes=memory_bytes)
+    conf = dc.Devcontainer(path=".devcontainer.json", image="x", host_requirements=asked)
+    await record.save(world.store, machine.id, MachineLifecycle(devcontainer=conf))
+    with pytest.raises(EnvironmentInvalid, match="at least 1"):
+        await machine_limits(world.store, world.settings, machine)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiodocker
@@ -21,28 +19,11 @@ from environments import build as b, build_network, cache
 from environments.machine import build_for_machine
 from environments.sources import checkout
 from tests.docker_env import docker_image
-from tests.environments import busybox_image
+from tests.environments import busybox_image, docker, store
 
-__all__ = ["docker_image"]  # a fixture, imported for its tests
+__all__ = ["docker", "docker_image", "store"]  # fixtures, imported for their tests
 
 WS = "/home/fleet/src/app"
-
-
-@pytest.fixture
-async def docker() -> AsyncIterator[aiodocker.Docker]:
-    async with aiodocker.Docker() as d:
-        yield d
-
-
-@pytest.fixture
-async def store(docker: aiodocker.Docker, tmp_path: Path) -> AsyncIterator[cache.BuildCache]:
-    repo = f"fleetd-env-test-{uuid.uuid4().hex[:10]}"
-    yield cache.BuildCache(state_dir=tmp_path / "state", max_bytes=0, repository=repo,
-                           feature_timeout_s=1.0)  # fmt: skip
-    for image in await docker.images.list():
-        for tag in image.get("RepoTags") or []:
-            if tag.startswith(f"{repo}:"):
-                await docker.images.delete(tag)
 
 
 async def _cat(docker: aiodocker.Docker, image: str, path: str) -> str:

@@ -1,0 +1,154 @@
+"""git on the platform's host for a tenant's repo (sources.checkout): with no identity of the
+host's and within the clone's limits.
+
+The host's git runs as root: left to itself, its ssh would offer root's keys (OpenSSH finds
+``~/.ssh`` from the password database, whatever ``HOME`` says) and agent, read root's ssh and
+git configuration and credential helpers. So each command gets an empty ``HOME`` of its own,
+no system or global git config, no credential helper, no agent socket, and an ssh told to use
+no configuration file, no identity, no agent and no host-based or GSSAPI authentication; host
+keys are checked against the operator's ``/etc/ssh/ssh_known_hosts`` only. What the repo
+brings (its own credentials, in ``env``) is all it has.
+
+Limits (CloneLimits): the time of each command, its CPU seconds, its address space and the
+largest file it may write (rlimits, which its children inherit), and what the checkout holds,
+measured while it runs; over one, the command's whole process group is killed and the call
+fails with BuildLimitExceeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.errors import BuildLimitExceeded, EnvironmentInvalid
+from core.tasks import cancel_and_join
+
+#: How often the checkout's size is measured while git writes it.
+DISK_POLL_S = 0.5
+_MB = 1024 * 1024
+SSH_COMMAND = " ".join([
+    "ssh", "-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=none",
+    "-o", "IdentityAgent=none", "-o", "CertificateFile=none", "-o", "BatchMode=yes",
+    "-o", "GSSAPIAuthentication=no", "-o", "HostbasedAuthentication=no",
+    "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "StrictHostKeyChecking=yes",
+])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CloneLimits:
+    """What one host-side git command may use: its time, its CPU seconds, its address space,
+    and what the checkout may hold on disk (its ``.git`` included)."""
+
+    time_s: float = 300.0
+    cpu_s: int = 300
+    memory_mb: int = 4096
+    disk_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in ("time_s", "cpu_s", "memory_mb", "disk_mb"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"FLEET_ENV_CLONE_{name.upper()}: {getattr(self, name)} is "
+                                 "not > 0")  # fmt: skip
+
+
+def exceeded(limits: CloneLimits, limit: str) -> BuildLimitExceeded:
+    what = {
+        "time": f"took longer than {limits.time_s:g}s (FLEET_ENV_CLONE_TIMEOUT_S)",
+        "disk": f"wrote more than {limits.disk_mb} MB (FLEET_ENV_CLONE_DISK_MB)",
+        "memory": f"ran out of its {limits.memory_mb} MB (FLEET_ENV_CLONE_MEMORY_MB)",
+    }[limit]
+    return BuildLimitExceeded(f"the repo's clone on the host was stopped: it {what}",
+                              data={"limit": limit, "of": "clone"})  # fmt: skip
+
+
+def environment(home: str, env: Mapping[str, str] | None) -> dict[str, str]:
+    """git's whole environment: the repo's own (``env``), then nothing of the host's."""
+    return {
+        **(env or {}),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,
+        "XDG_CONFIG_HOME": home,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_SSH_COMMAND": SSH_COMMAND,
+        "GIT_SSH_VARIANT": "ssh",
+    }
+
+
+def limited(limits: CloneLimits, argv: list[str]) -> list[str]:
+    """``argv`` under the clone's rlimits (inherited by its children; set by ``prlimit``, not
+    in a forked child of this threaded process), SIGXFSZ ignored so that a write over the
+    file-size limit fails with EFBIG, which git reports, rather than killing a child of git."""
+    return ["prlimit", f"--cpu={limits.cpu_s}", f"--as={limits.memory_mb * _MB}",
+            f"--fsize={limits.disk_mb * _MB}", "--",
+            "sh", "-c", 'trap "" XFSZ; exec "$@"', "sh", *argv]  # fmt: skip
+
+
+async def run(args: list[str], env: Mapping[str, str] | None, limits: CloneLimits,
+              tree: Path) -> None:  # fmt: skip
+    """``git args`` (writing the checkout ``tree``) held to ``limits``; EnvironmentInvalid if
+    git fails, BuildLimitExceeded over a limit."""
+    with tempfile.TemporaryDirectory(prefix="fleetd-git-home-") as home:
+        argv = ["git", "-c", "credential.helper=", "-c", "core.hooksPath=/dev/null", *args]
+        proc = await asyncio.create_subprocess_exec(
+            *limited(limits, argv), env=environment(home, env),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        talk = asyncio.create_task(proc.communicate())
+        watch = asyncio.create_task(_watch_disk(tree, limits.disk_mb * _MB))
+        over = None
+        try:
+            async with asyncio.timeout(limits.time_s):
+                await asyncio.wait([talk, watch], return_when=asyncio.FIRST_COMPLETED)
+            over = "disk" if watch.done() else None
+        except TimeoutError:
+            over = "time"
+        finally:
+            if not talk.done():
+                await _end(proc)
+            await cancel_and_join(watch)
+            out = (await talk)[0]
+    if over is not None:
+        raise exceeded(limits, over)
+    text = out.decode(errors="replace")
+    if "File too large" in text or _size(tree) > limits.disk_mb * _MB:
+        raise exceeded(limits, "disk")
+    if "Out of memory" in text or "Cannot allocate memory" in text:
+        raise exceeded(limits, "memory")
+    if proc.returncode != 0:
+        raise EnvironmentInvalid(f"git {args[0]} failed: {text.strip()[-2000:]}")
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """The command and every process it started (its session's group), ended and reaped."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def _watch_disk(tree: Path, limit: int) -> None:
+    """Returns once ``tree`` holds more than ``limit`` bytes."""
+    while True:
+        if await asyncio.to_thread(_size, tree) > limit:
+            return
+        await asyncio.sleep(DISK_POLL_S)
+
+
+def _size(tree: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(tree, followlinks=False):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # gone meanwhile (git's temporary files)
+                continue
+    return total
