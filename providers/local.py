@@ -152,7 +152,9 @@ class LocalProvider:
         self, machine_id: str, uid: int | None
     ) -> tuple[Path | None, UserMap | None]:
         """The machine's root when it runs an environment's image (its overlay, mounted), and
-        its image's user on its own ``uid`` when it has one (providers/userns.py)."""
+        the user namespace it runs in (providers/userns.py): its image's user on its own
+        ``uid`` when it has one, else ``uid`` itself. The supervisor starts there, so that even
+        before it becomes that user it can become no other host uid."""
         if self._placement is None or self._engine is None:
             return None, None
         place = await self._placement(machine_id)
@@ -166,6 +168,8 @@ class LocalProvider:
                     "of its own (FLEET_SANDBOX_UIDS)"
                 )
             user = UserMap(uid=place.user[0], gid=place.user[1], host=uid)
+        elif uid is not None:
+            user = UserMap(uid=uid, gid=uid, host=uid)
         lower = await self._image_roots.ensure(self._engine(), place.image)
         merged = await asyncio.to_thread(mount_overlay, self.machine_dir(machine_id), lower)
         return merged, user

@@ -20,9 +20,12 @@ from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
 from tests.environments import (
     BusyboxPool,
+    assert_never_privileged,
     busybox_image,
     files_terminal_and_port,
     out,
+    preloaded_as,
+    preloading_image,
     ready,
     refresh_code_runs,
     stop_start_keeps_what_it_wrote,
@@ -64,6 +67,25 @@ async def test_a_busybox_image_machine(stack: FleetClient, tmp_path: Path) -> No
 
     # Outside its home: kept across stop/start, gone with archive.
     await stop_start_keeps_what_it_wrote(stack, mid, "docker")
+
+
+@pytest.mark.timeout(300)
+async def test_an_images_preload_never_runs_as_root(stack: FleetClient, tmp_path: Path) -> None:
+    """An image whose /etc/ld.so.preload and whose config's LD_PRELOAD name its own library:
+    the container's first process is the machine's user, and the platform's supervisor and
+    daemon never run the library (they hold the token)."""
+    async with aiodocker.Docker() as docker:
+        tag = await preloading_image(docker, tmp_path)
+    inst = await stack.create_instance("preload-docker")
+    await stack.set_environment(inst.id, Environment(image=tag))
+    mid = await ready(stack, inst.id, "docker")
+    assert_never_privileged(await preloaded_as(stack, mid))
+    # The token's file, the machine user's to read: spent before any of its commands ran.
+    assert await out(stack, mid, "cat", "/run/fleet/secret/token") == ""
+    async with aiodocker.Docker() as docker:
+        [c] = await docker.containers.list(filters={"label": [f"fleet.machine={mid}"]})
+        assert (await c.show())["Config"]["User"] == "1000:1000"
+    await stack.archive_machine(mid)
 
 
 @pytest.mark.timeout(120)

@@ -14,9 +14,12 @@ import pytest
 from contracts.gateway_environments import Environment
 from fleet.client import FleetClient
 from tests.environments import (
+    assert_never_privileged,
     busybox_image,
     files_terminal_and_port,
     out,
+    preloaded_as,
+    preloading_image,
     ready,
     refresh_code_runs,
     stop_start_keeps_what_it_wrote,
@@ -71,3 +74,21 @@ async def forks_and_snapshots_keep_what_it_wrote(stack: FleetClient, mid: str) -
     assert await out(stack, fork.id, "cat", "/opt/forked") == "fork\n"
     for other in (fork.id, made.id):
         await stack.archive_machine(other)
+
+
+@pytest.mark.timeout(300)
+async def test_an_images_preload_never_runs_as_host_root(
+    stack: FleetClient, tmp_path: Path
+) -> None:
+    """An image whose /etc/ld.so.preload names its own library: neither the sandbox's first
+    process (started by root) nor the platform's supervisor and daemon run it; whatever of
+    the machine's does runs as the machine's user, in a user namespace of its own."""
+    async with aiodocker.Docker() as docker:
+        tag = await preloading_image(docker, tmp_path)
+    inst = await stack.create_instance("preload-local")
+    await stack.set_environment(inst.id, Environment(image=tag))
+    mid = await ready(stack, inst.id, "local")
+    assert_never_privileged(await preloaded_as(stack, mid))
+    # Its own user namespace: not the host's identity map.
+    assert (await out(stack, mid, "cat", "/proc/self/uid_map")).split() != ["0", "0", "4294967295"]
+    await stack.archive_machine(mid)
