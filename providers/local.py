@@ -315,9 +315,11 @@ class LocalProvider:
             None if self._uids is None else allocate_uid(source_dir / "uid", self._root, self._uids)
         )
         cgroups = [MachineCgroup(o) for o in owners(source_dir, source_id)]
+        running = await asyncio.to_thread(running_pid, source_dir, source_id) is not None
         return await asyncio.to_thread(
             clone_home, self.home(source_id), target, label=source_id, uid=uid, cgroups=cgroups,
-            readonly=readonly, upper=(from_upper, upper) if from_upper.is_dir() else None,
+            running=running, readonly=readonly,
+            upper=(from_upper, upper) if from_upper.is_dir() else None,
         )  # fmt: skip
 
     def machine_env(self, home: Path, **fleet: str) -> dict[str, str]:

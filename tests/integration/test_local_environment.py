@@ -6,13 +6,17 @@ archive."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import aiodocker
 import pytest
 
 from contracts.gateway_environments import Environment
+from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from providers.cgroup import MachineCgroup
 from tests.environments import (
     assert_never_privileged,
     busybox_image,
@@ -91,4 +95,39 @@ async def test_an_images_preload_never_runs_as_host_root(
     assert_never_privileged(await preloaded_as(stack, mid))
     # Its own user namespace: not the host's identity map.
     assert (await out(stack, mid, "cat", "/proc/self/uid_map")).split() != ["0", "0", "4294967295"]
+    await stack.archive_machine(mid)
+
+
+def lose_cgroup(machine_id: str) -> None:
+    """The machine's cgroups gone while it runs (as a host whose freeze cannot work): every
+    process moved to its hierarchy's root group, then the groups removed."""
+    group = MachineCgroup(machine_id)
+    assert group.exists()
+    while pids := group.pids():
+        for pid, d in ((p, d) for p in pids for d in group.dirs):
+            with contextlib.suppress(ProcessLookupError, OSError):
+                (d.parent.parent / "cgroup.procs").write_text(str(pid))
+    for d in group.dirs:
+        d.rmdir()
+    assert not group.exists()
+
+
+@pytest.mark.timeout(300)
+async def test_a_fork_of_a_machine_that_cannot_be_frozen_is_refused(stack: FleetClient) -> None:
+    """Root copies a fork's overlay (its source's writes outside its home: root's files,
+    whiteouts); only a frozen source cannot swap a link into it under the copy. A running
+    source with no cgroup to freeze: the fork fails, naming why, and nothing is copied; the
+    source runs on."""
+    async with aiodocker.Docker() as docker:
+        tag = await busybox_image(docker)
+    inst = await stack.create_instance("unfrozen-local")
+    await stack.set_environment(inst.id, Environment(image=tag))
+    mid = await ready(stack, inst.id, "local")
+    await out(stack, mid, "sh", "-c", "echo mine > /opt/kept")
+    await asyncio.to_thread(lose_cgroup, mid)
+    [fork] = await stack.fork_machine(mid, 1)
+    done = await stack.wait_for(fork.id, ("ready", "failed"), timeout_s=120)
+    assert done.status is MachineStatus.FAILED
+    assert "none of its cgroups" in (done.status_reason or ""), done.status_reason
+    assert await out(stack, mid, "cat", "/opt/kept") == "mine\n"
     await stack.archive_machine(mid)
