@@ -1,0 +1,54 @@
+"""The platform's loader copy reads no preload file, and an image's loader variables reach the
+machine's commands but never the platform's processes (core/loader.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from core.loader import (
+    NO_PRELOAD_FILE,
+    PRELOAD_FILE,
+    LoaderUnknown,
+    blind,
+    restored,
+    withheld,
+    write_blind,
+)
+from providers.nodump import host_loader
+
+
+def test_the_copy_names_no_preload_file_and_keeps_every_offset(tmp_path: Path) -> None:
+    code = host_loader().read_bytes()
+    out = blind(code)
+    assert len(out) == len(code)
+    assert PRELOAD_FILE not in out
+    assert out.count(NO_PRELOAD_FILE) == 1
+    write_blind(host_loader(), tmp_path / "ld.so")
+    assert os.stat(tmp_path / "ld.so").st_mode & 0o777 == 0o111
+    # It still loads a program (root may exec what it cannot read).
+    argv = [str(tmp_path / "ld.so"), "--inhibit-cache", "/bin/true"]
+    assert subprocess.run(argv, timeout=30, check=False).returncode == 0
+
+
+def test_a_loader_of_another_layout_is_refused() -> None:
+    with pytest.raises(LoaderUnknown):
+        blind(b"no preload file named here")
+    with pytest.raises(LoaderUnknown):
+        blind(PRELOAD_FILE * 2)
+
+
+def test_an_images_loader_variables_are_withheld_and_given_back() -> None:
+    image = ["PATH=/bin", "LD_PRELOAD=/lib/x.so", "PYTHONHOME=/opt/py", "NOEQUALS"]
+    held = withheld(image)
+    assert held == {"LD_PRELOAD": "", "LD_AUDIT": "", "PYTHONHOME": "",
+                    "FLEET_IMAGE_LD_PRELOAD": "/lib/x.so",
+                    "FLEET_IMAGE_PYTHONHOME": "/opt/py"}  # fmt: skip
+    env = {"PATH": "/bin", "HOME": "/home/fleet"} | held
+    assert restored(env) == {"PATH": "/bin", "HOME": "/home/fleet",
+                             "LD_PRELOAD": "/lib/x.so", "PYTHONHOME": "/opt/py"}  # fmt: skip
+    # None in the image: none for the commands either.
+    assert restored({"PATH": "/bin"} | withheld(["PATH=/bin"])) == {"PATH": "/bin"}
