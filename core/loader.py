@@ -10,10 +10,12 @@ process), so it reads no preload file at all; ``LIBRARY_FLAGS`` keeps the image'
 ``/etc/ld.so.cache`` out too, and the platform's runtime is found by its own library path.
 
 An image's configuration reaches the container's first process through its environment too:
-``IMAGE_ENV`` are the variables that would make the loader or the interpreter run code that is
-not the platform's. The provider sets them empty for the platform's processes and keeps the
-image's values aside (``withheld``); the daemon gives them back to the machine's commands
-(``restored``), whose programs are the image's anyway.
+the loader's (``LD_*``, ``GLIBC_TUNABLES``) and the interpreter's (``PYTHON*``) variables can
+make them run code that is not the platform's (``LD_PRELOAD``, ``LD_AUDIT``, ``PYTHONHOME``,
+``PYTHONPLATLIBDIR``, ``PYTHONPYCACHEPREFIX``...). The provider sets each the image has empty
+for the platform's processes (an empty one counts for neither), unless the platform sets it
+itself, and keeps the image's value aside (``withheld``); the daemon gives those back to the
+machine's commands (``restored``), whose programs are the image's anyway.
 
 Standard library only: the machine image's build runs it (``python3 -m core.loader``).
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 
 PRELOAD_FILE = b"/etc/ld.so.preload\0"
@@ -32,29 +34,32 @@ NO_PRELOAD_FILE = b"/proc/0/no-preload\0"
 LIBRARY_FLAGS = ("--inhibit-cache",)
 
 
-#: Variables of an image's that would run its code in the platform's loader or interpreter.
-IMAGE_ENV = ("LD_PRELOAD", "LD_AUDIT", "PYTHONHOME")
+#: The names of the loader's and the interpreter's variables (a prefix, or the whole name).
+LOADER_ENV = ("LD_", "PYTHON", "GLIBC_TUNABLES")
 #: Where the image's value of one of them waits for the machine's commands.
 WITHHELD_PREFIX = "FLEET_IMAGE_"
 
 
-def withheld(image_env: Iterable[str]) -> dict[str, str]:
+def withheld(image_env: Iterable[str], platform: Container[str]) -> dict[str, str]:
     """For a container of an image whose config has ``image_env`` (``NAME=value`` lines): each
-    of ``IMAGE_ENV`` set empty (an empty one counts for neither the loader nor Python), with
-    the image's value, if any, kept aside."""
-    image = dict(line.split("=", 1) for line in image_env if "=" in line)
-    out = dict.fromkeys(IMAGE_ENV, "")
-    out |= {WITHHELD_PREFIX + name: image[name] for name in IMAGE_ENV if image.get(name)}
+    loader or interpreter variable of it that the ``platform`` does not set, empty, with the
+    image's value kept aside (unless kept aside already: a fork's layer, committed from a
+    container of this platform's, has both)."""
+    image = dict(line.partition("=")[::2] for line in image_env)
+    out: dict[str, str] = {}
+    for name, value in image.items():
+        if name.startswith(LOADER_ENV) and name not in platform:
+            out[name] = ""
+            if WITHHELD_PREFIX + name not in image:
+                out[WITHHELD_PREFIX + name] = value
     return out
 
 
 def restored(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` for a machine's command: the image's values back, the empty ones gone."""
-    out = {k: v for k, v in env.items()
-           if not k.startswith(WITHHELD_PREFIX) and not (k in IMAGE_ENV and not v)}  # fmt: skip
-    for name in IMAGE_ENV:
-        if value := env.get(WITHHELD_PREFIX + name):
-            out[name] = value
+    """``env`` for a machine's command: the image's values of its withheld variables back."""
+    out = {k: v for k, v in env.items() if not k.startswith(WITHHELD_PREFIX)}
+    out |= {k.removeprefix(WITHHELD_PREFIX): v for k, v in env.items()
+            if k.startswith(WITHHELD_PREFIX)}  # fmt: skip
     return out
 
 

@@ -455,7 +455,8 @@ def with_runtime(
     is ``image_env``): the platform's runtime mounted read-only and its daemon started through
     it, none of the image's loader variables in its environment (core/loader.py); the system
     writable (its writes live in the container's own layer, kept across stop and start)."""
-    env = dict(e.split("=", 1) for e in config["Env"]) | runtime.env() | withheld(image_env)
+    env = dict(e.split("=", 1) for e in config["Env"]) | runtime.env()
+    env |= withheld(image_env, env)
     config |= {
         "Image": image, "Entrypoint": runtime.argv(), "Cmd": [], "WorkingDir": MACHINE_HOME,
         "Env": [f"{k}={v}" for k, v in env.items()],

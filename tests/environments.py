@@ -23,7 +23,8 @@ from services.common.settings import Settings
 from tests.waiters import wait_until
 
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "ls", "cat", "echo", "id", "env", "mkdir", "rm", "test", "httpd", "sleep", "nc")
+APPLETS = ("sh", "ls", "cat", "echo", "id", "env", "mkdir", "rm", "test", "httpd", "sleep", "nc",
+           "mv", "ln", "mkfifo")  # fmt: skip
 
 
 def busybox_rootfs(extra: dict[str, bytes] | None = None) -> bytes:

@@ -80,6 +80,8 @@ async def test_an_images_preload_never_runs_as_root(stack: FleetClient, tmp_path
     await stack.set_environment(inst.id, Environment(image=tag))
     mid = await ready(stack, inst.id, "docker")
     assert_never_privileged(await preloaded_as(stack, mid))
+    # The image's LD_PRELOAD is its commands' (their programs are the image's).
+    assert await out(stack, mid, "sh", "-c", "echo $LD_PRELOAD") == "/lib/fleet-test-preload.so\n"
     # The token's file, the machine user's to read: spent before any of its commands ran.
     assert await out(stack, mid, "cat", "/run/fleet/secret/token") == ""
     async with aiodocker.Docker() as docker:

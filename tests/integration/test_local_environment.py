@@ -17,6 +17,7 @@ from contracts.gateway_environments import Environment
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from providers.cgroup import MachineCgroup
+from services.common.settings import Settings
 from tests.environments import (
     assert_never_privileged,
     busybox_image,
@@ -28,6 +29,7 @@ from tests.environments import (
     refresh_code_runs,
     stop_start_keeps_what_it_wrote,
 )
+from tests.hostile import Canary
 
 
 @pytest.mark.timeout(300)
@@ -130,4 +132,39 @@ async def test_a_fork_of_a_machine_that_cannot_be_frozen_is_refused(stack: Fleet
     assert done.status is MachineStatus.FAILED
     assert "none of its cgroups" in (done.status_reason or ""), done.status_reason
     assert await out(stack, mid, "cat", "/opt/kept") == "mine\n"
+    await stack.archive_machine(mid)
+
+
+@pytest.mark.timeout(300)
+async def test_a_forks_copy_of_an_overlay_follows_nothing_the_machine_planted(
+    stack: FleetClient, settings: Settings, tmp_path: Path
+) -> None:
+    """Root copies a fork's overlay: the source plants there a link to a host directory, one
+    to a host file and a FIFO, and swaps a directory with a link to the host directory in a
+    loop. Each fork has the links as links, and nothing of the host's files; those are
+    unchanged."""
+    canary = Canary(tmp_path / "host-secrets")
+    async with aiodocker.Docker() as docker:
+        tag = await busybox_image(docker)
+    inst = await stack.create_instance("hostile-overlay")
+    await stack.set_environment(inst.id, Environment(image=tag))
+    mid = await ready(stack, inst.id, "local")
+    plant = (f"mkdir -p /opt/h/d && cd /opt/h && ln -s {canary.root} l && "
+             f"ln -s {canary.root} dirlink && ln -s {canary.a_file} link && mkfifo fifo && "
+             "i=0; while [ $i -lt 200 ]; do : > d/f$i; i=$((i+1)); done; echo planted")  # fmt: skip
+    assert (await out(stack, mid, "sh", "-c", plant)).endswith("planted\n")
+    swap = "cd /opt/h && echo swapping && while :; do mv d t; mv l d; mv d l; mv t d; done"
+    await stack.start_process(mid, ["sh", "-c", swap], tag="swap")
+    for _ in range(3):
+        [fork] = await stack.fork_machine(mid, 1)
+        done = await stack.wait_for(fork.id, ("ready", "failed"), timeout_s=120)
+        assert done.status is MachineStatus.READY, done.status_reason
+        upper = settings.data_path / "machines" / fork.id / "upper"
+        copied = [p for p in upper.rglob("*") if p.is_file() and not p.is_symlink()]
+        assert copied, "the fork has none of the source's overlay"
+        assert not [p for p in copied if b"root-only" in p.read_bytes()]
+        kinds = await out(stack, fork.id, "sh", "-c", "cd /opt/h && ls -ld link dirlink fifo")
+        assert [line[0] for line in kinds.splitlines()] == ["l", "l", "p"], kinds
+        await stack.archive_machine(fork.id)
+    assert canary.changed() == {}
     await stack.archive_machine(mid)

@@ -42,13 +42,21 @@ def test_a_loader_of_another_layout_is_refused() -> None:
 
 
 def test_an_images_loader_variables_are_withheld_and_given_back() -> None:
-    image = ["PATH=/bin", "LD_PRELOAD=/lib/x.so", "PYTHONHOME=/opt/py", "NOEQUALS"]
-    held = withheld(image)
-    assert held == {"LD_PRELOAD": "", "LD_AUDIT": "", "PYTHONHOME": "",
-                    "FLEET_IMAGE_LD_PRELOAD": "/lib/x.so",
-                    "FLEET_IMAGE_PYTHONHOME": "/opt/py"}  # fmt: skip
-    env = {"PATH": "/bin", "HOME": "/home/fleet"} | held
-    assert restored(env) == {"PATH": "/bin", "HOME": "/home/fleet",
-                             "LD_PRELOAD": "/lib/x.so", "PYTHONHOME": "/opt/py"}  # fmt: skip
+    image = ["PATH=/bin", "LD_PRELOAD=/lib/x.so", "PYTHONHOME=/opt/py", "PYTHONPATH=/opt/lib",
+             "PYTHONPYCACHEPREFIX=/opt/pyc", "GLIBC_TUNABLES=a=1", "LD_BIND_NOW="]  # fmt: skip
+    platform = {"PATH": "/usr/bin", "PYTHONPATH": "/run/fleet/runtime/lib"}
+    held = withheld(image, platform)
+    # What the platform sets is its own; every other loader or interpreter variable is empty.
+    assert {k: v for k, v in held.items() if not k.startswith("FLEET_")} == {
+        "LD_PRELOAD": "", "PYTHONHOME": "", "PYTHONPYCACHEPREFIX": "", "GLIBC_TUNABLES": "",
+        "LD_BIND_NOW": ""}  # fmt: skip
+    env = platform | held
+    assert restored(env) == platform | {
+        "LD_PRELOAD": "/lib/x.so", "PYTHONHOME": "/opt/py", "PYTHONPYCACHEPREFIX": "/opt/pyc",
+        "GLIBC_TUNABLES": "a=1", "LD_BIND_NOW": ""}  # fmt: skip
     # None in the image: none for the commands either.
-    assert restored({"PATH": "/bin"} | withheld(["PATH=/bin"])) == {"PATH": "/bin"}
+    assert withheld(["PATH=/bin", "NOEQUALS"], platform) == {}
+    # A fork's layer: a container's environment, committed; what it kept aside stays (the
+    # engine puts the container's config over the image's).
+    layer = [f"{k}={v}" for k, v in env.items()]
+    assert restored(env | platform | withheld(layer, platform)) == restored(env)
