@@ -15,6 +15,7 @@ import msgspec
 import pytest
 from aiohttp import ClientWebSocketResponse
 
+from contracts.gateway_environments import Environment
 from contracts.gateway_types import RefreshCodeResult
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
@@ -213,6 +214,18 @@ async def preloading_image(docker: aiodocker.Docker, tmp_path: Path) -> str:
     lib = preload_library(tmp_path)
     extra = {"etc/ld.so.preload": f"/{PRELOAD_LIB}\n".encode(), PRELOAD_LIB: lib}
     return await busybox_image(docker, extra, env=f"LD_PRELOAD=/{PRELOAD_LIB}")
+
+
+async def preloading_machine(stack: FleetClient, tmp_path: Path, provider: str) -> str:
+    """A ready machine of ``preloading_image``, in which the image's library never ran with
+    privileges nor in the platform's processes (``assert_never_privileged``)."""
+    async with aiodocker.Docker() as docker:
+        tag = await preloading_image(docker, tmp_path)
+    inst = await stack.create_instance(f"preload-{provider}")
+    await stack.set_environment(inst.id, Environment(image=tag))
+    mid = await ready(stack, inst.id, provider)
+    assert_never_privileged(await preloaded_as(stack, mid))
+    return mid
 
 
 async def preloaded_as(stack: FleetClient, mid: str) -> list[dict[str, list[str]]]:

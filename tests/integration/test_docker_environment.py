@@ -20,12 +20,10 @@ from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
 from tests.environments import (
     BusyboxPool,
-    assert_never_privileged,
     busybox_image,
     files_terminal_and_port,
     out,
-    preloaded_as,
-    preloading_image,
+    preloading_machine,
     ready,
     refresh_code_runs,
     stop_start_keeps_what_it_wrote,
@@ -74,12 +72,7 @@ async def test_an_images_preload_never_runs_as_root(stack: FleetClient, tmp_path
     """An image whose /etc/ld.so.preload and whose config's LD_PRELOAD name its own library:
     the container's first process is the machine's user, and the platform's supervisor and
     daemon never run the library (they hold the token)."""
-    async with aiodocker.Docker() as docker:
-        tag = await preloading_image(docker, tmp_path)
-    inst = await stack.create_instance("preload-docker")
-    await stack.set_environment(inst.id, Environment(image=tag))
-    mid = await ready(stack, inst.id, "docker")
-    assert_never_privileged(await preloaded_as(stack, mid))
+    mid = await preloading_machine(stack, tmp_path, "docker")
     # The image's LD_PRELOAD is its commands' (their programs are the image's).
     assert await out(stack, mid, "sh", "-c", "echo $LD_PRELOAD") == "/lib/fleet-test-preload.so\n"
     # The token's file, the machine user's to read: spent before any of its commands ran.

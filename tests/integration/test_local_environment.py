@@ -21,12 +21,10 @@ from fleet.client import FleetClient
 from providers.cgroup import MachineCgroup
 from services.common.settings import Settings
 from tests.environments import (
-    assert_never_privileged,
     busybox_image,
     files_terminal_and_port,
     out,
-    preloaded_as,
-    preloading_image,
+    preloading_machine,
     ready,
     refresh_code_runs,
     stop_start_keeps_what_it_wrote,
@@ -91,12 +89,7 @@ async def test_an_images_preload_never_runs_as_host_root(
     """An image whose /etc/ld.so.preload names its own library: neither the sandbox's first
     process (started by root) nor the platform's supervisor and daemon run it; whatever of
     the machine's does runs as the machine's user, in a user namespace of its own."""
-    async with aiodocker.Docker() as docker:
-        tag = await preloading_image(docker, tmp_path)
-    inst = await stack.create_instance("preload-local")
-    await stack.set_environment(inst.id, Environment(image=tag))
-    mid = await ready(stack, inst.id, "local")
-    assert_never_privileged(await preloaded_as(stack, mid))
+    mid = await preloading_machine(stack, tmp_path, "local")
     # Its own user namespace: not the host's identity map.
     assert (await out(stack, mid, "cat", "/proc/self/uid_map")).split() != ["0", "0", "4294967295"]
     await stack.archive_machine(mid)
