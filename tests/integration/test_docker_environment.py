@@ -30,6 +30,7 @@ from tests.environments import (
 )
 from tests.integration.test_docker_warm_pool import pooled
 from tests.stop_checks import ready_machine
+from tests.waiters import wait_until
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
 pytestmark = pytest.mark.usefixtures("remove_containers")
@@ -80,6 +81,36 @@ async def test_an_images_preload_never_runs_as_root(stack: FleetClient, tmp_path
     async with aiodocker.Docker() as docker:
         [c] = await docker.containers.list(filters={"label": [f"fleet.machine={mid}"]})
         assert (await c.show())["Config"]["User"] == "1000:1000"
+    await stack.archive_machine(mid)
+
+
+@pytest.mark.timeout(300)
+async def test_a_container_its_engine_starts_again_waits_for_the_providers_start(
+    stack: FleetClient,
+) -> None:
+    """The token's file is spent at the supervisor's start: a container its engine starts
+    again by itself gets no token, says so and ends; the machine's next start writes a new one,
+    and it serves again, with what it wrote outside its home."""
+    async with aiodocker.Docker() as docker:
+        tag = await busybox_image(docker)
+    inst = await stack.create_instance("engine-restart")
+    await stack.set_environment(inst.id, Environment(image=tag))
+    mid = await ready(stack, inst.id, "docker")
+    await out(stack, mid, "sh", "-c", "echo kept > /opt/kept")
+    async with aiodocker.Docker() as docker:
+        [c] = await docker.containers.list(filters={"label": [f"fleet.machine={mid}"]})
+        await c.restart(timeout=5)
+
+        async def spent() -> bool:
+            return "supervisor: token_spent" in "".join(await c.log(stderr=True, tail=50))
+
+        await wait_until(spent, timeout=60, every=0.5)
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=120)
+    await stack.start_machine(mid)
+    again = await stack.wait_for(mid, ("ready", "failed"), timeout_s=120)
+    assert again.status is MachineStatus.READY, again.status_reason
+    assert await out(stack, mid, "cat", "/opt/kept") == "kept\n"
     await stack.archive_machine(mid)
 
 
