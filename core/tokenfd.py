@@ -10,10 +10,12 @@ import os
 #: The descriptor a process started with a token finds it on, and the variable that says so.
 TOKEN_FD = 3
 TOKEN_FD_VAR = "FLEET_MACHINE_TOKEN_FD"  # noqa: S105 - a variable name
-#: docker: the token's file (root's, 0400, on a read-only volume of the platform's), which the
-#: container's first process reads as root before it becomes ``RUN_AS_VAR``'s uid (``UID`` or
-#: ``UID:GID``; the gid is the uid's number without one).
+#: docker: the token's file (the machine user's, 0600, alone in a volume of the platform's
+#: whose directory is root's), which the container's first process, the supervisor, empties
+#: as it reads it, before any other process of the machine exists (``take_token_file``).
 TOKEN_FILE_VAR = "FLEET_MACHINE_TOKEN_FILE"  # noqa: S105 - a variable name
+#: A container made before its first process was the machine's user starts as root: that
+#: process becomes ``RUN_AS_VAR``'s uid (``UID`` or ``UID:GID``) first.
 RUN_AS_VAR = "FLEET_RUN_AS"
 #: The execute-only loader the supervisor and the daemon start through (daemon/nodump.py).
 LOADER_VAR = "FLEET_NODUMP_LOADER"
@@ -54,5 +56,19 @@ def read_token_file(path: str) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         return os.read(fd, _MAX_TOKEN).decode().strip()
+    finally:
+        os.close(fd)
+
+
+def take_token_file(path: str) -> str:
+    """The token in ``path`` (a regular file, never a link, at most a few KiB), which is left
+    empty: read by the machine's own user, it must be gone before any other process of that
+    user exists. '' if it was spent already."""
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        token = os.read(fd, _MAX_TOKEN).decode().strip()
+        os.ftruncate(fd, 0)
+        os.fsync(fd)
+        return token
     finally:
         os.close(fd)

@@ -25,6 +25,7 @@ import ctypes
 import os
 import sys
 
+from core.loader import LIBRARY_FLAGS
 from core.tokenfd import (
     LOADER_VAR as LOADER_VAR,
     RUN_AS_VAR,
@@ -34,6 +35,7 @@ from core.tokenfd import (
     TOKEN_FILE_VAR,
     read_token,
     read_token_file,
+    take_token_file,
     token_pipe,
 )
 
@@ -58,7 +60,8 @@ def python_argv(*args: str) -> list[str]:
     loader = os.environ.get(LOADER_VAR)
     if loader and os.access(loader, os.X_OK):
         libs = os.environ.get(RUNTIME_LIBS_VAR)
-        return [loader, *(("--library-path", libs) if libs else ()), sys.executable, *args]
+        path = (*LIBRARY_FLAGS, "--library-path", libs) if libs else ()
+        return [loader, *path, sys.executable, *args]
     return [sys.executable, *args]
 
 
@@ -75,13 +78,23 @@ def take_token() -> str | None:
     return _token
 
 
+class TokenSpent(RuntimeError):
+    """A docker machine's token file was read before: this container was started again by its
+    engine, not by the provider (which writes a new token first)."""
+
+
 def take_token_file_and_drop_root() -> None:
-    """A docker machine's first process starts as root (with only CAP_SETUID and CAP_SETGID):
-    read the token from its root-only file, then become the machine's user for good, before
-    anything of the machine runs. Elsewhere: nothing to do."""
+    """A docker machine's first process is the machine's user: take the token from its file,
+    emptying it, before anything of the machine runs (``TokenSpent`` if it is empty). One
+    made before that starts as root (with only CAP_SETUID and CAP_SETGID): read the token
+    from its root-only file, then become the machine's user for good. Elsewhere: nothing."""
     global _token
     path, run_as = os.environ.pop(TOKEN_FILE_VAR, None), os.environ.pop(RUN_AS_VAR, None)
     if os.geteuid() != 0:
+        if path:
+            _token = take_token_file(path) or None
+            if _token is None:
+                raise TokenSpent(f"{path} is empty: the provider's next start brings a token")
         return
     if path:
         _token = read_token_file(path)

@@ -218,7 +218,11 @@ def end_the_machine() -> None:
 def main() -> None:
     nodump.forbid_dumps()
     nodump.take_token()  # before any of the machine's processes exists
-    nodump.take_token_file_and_drop_root()
+    try:
+        nodump.take_token_file_and_drop_root()
+    except nodump.TokenSpent as exc:  # no daemon without a token: the provider starts it again
+        _say("token_spent", reason=repr(str(exc)))
+        raise SystemExit(TOKEN_SPENT_EXIT) from None
     argv = sys.argv[1:] or nodump.python_argv("-I", "-m", "daemon")
     _become_subreaper()
     sup = Supervisor(argv)
@@ -235,6 +239,8 @@ def main() -> None:
     raise SystemExit(code)
 
 
+#: The supervisor's exit when its token file was spent (sysexits' EX_CONFIG).
+TOKEN_SPENT_EXIT = 78
 _STOPS = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = (*_STOPS, signal.SIGHUP)
 

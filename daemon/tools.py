@@ -21,6 +21,7 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import FileNotFound, FleetError, InvalidParams, ToolError, WrongFileKind
+from core.loader import restored
 from core.tokenfd import RUNTIME_LIBS_VAR
 from daemon import homefs
 
@@ -149,7 +150,7 @@ def current_umask() -> int | None:
 def command_env(
     base: Mapping[str, str], home: Path, extra: Mapping[str, str] | None
 ) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in _PRIVATE_ENV}
+    env = restored({k: v for k, v in base.items() if k not in _PRIVATE_ENV})
     env["HOME"] = str(home)
     env.update(extra or {})
     return env

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from contracts.errors import ProviderError
 from providers.limits import Limits
 
 ROOT = Path("/sys/fs/cgroup")
@@ -50,6 +51,11 @@ def unavailable(root: Path = ROOT) -> str | None:
     except OSError as exc:
         return f"cannot create cgroups in {root} ({exc.strerror}): run fleet up as root"
     return None
+
+
+class NotFrozen(ProviderError):
+    """A running machine whose processes cannot be frozen (none of its cgroups exists): what
+    root would copy of its files could change under the copy, so it is not copied."""
 
 
 class MachineCgroup:
@@ -156,9 +162,15 @@ class MachineCgroup:
 
 
 @contextlib.contextmanager
-def frozen(groups: list[MachineCgroup]) -> Iterator[None]:
-    """The machines' processes frozen for the block (those whose cgroups exist)."""
+def frozen(groups: list[MachineCgroup], *, running: bool = True) -> Iterator[None]:
+    """The machine's processes frozen for the block: ``groups`` are the names its cgroup may
+    have (its own, or the pool slot's it came from), of which those that exist are frozen.
+    A ``running`` machine with none of them is refused (``NotFrozen``): its processes would
+    go on, unseen, while the block runs. A machine that is not running has nothing to freeze."""
     done: list[MachineCgroup] = []
+    if running and not any(group.exists() for group in groups):
+        names = ", ".join(group.machine_id for group in groups) or "none"
+        raise NotFrozen(f"the machine runs, but none of its cgroups ({names}) exists to freeze it")
     try:
         for group in groups:
             if group.exists():

@@ -34,8 +34,9 @@ from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from core.codestore import CODE_MOUNT, STORE_VAR
 from core.docker_engine import engine_is_local
+from core.loader import withheld
 from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
-from core.tokenfd import RUN_AS_VAR, TOKEN_FILE_VAR
+from core.tokenfd import TOKEN_FILE_VAR
 from core.version import git_sha
 from providers.code import resolve_sha
 from providers.docker_code import (
@@ -208,10 +209,12 @@ class DockerProvider:
         # Made by a copy of a machine with a layer (a fork, or from a snapshot): it runs that
         # layer, its source's writes over the image its source ran.
         if (layer := await self.forks.layer(machine_id)) is not None:
-            with_runtime(config, layer_ref(machine_id), await self.runtime())
+            ref = layer_ref(machine_id)
+            with_runtime(config, ref, await self.runtime(), await self.image_env(ref))
             with_layer(config, layer)
         elif place.image is not None:
-            with_runtime(config, place.image, await self.runtime())
+            env = await self.image_env(place.image)
+            with_runtime(config, place.image, await self.runtime(), env)
         try:
             if volume == volume_name(machine_id):
                 await self.docker.volumes.create(  # type: ignore[no-untyped-call]
@@ -221,8 +224,9 @@ class DockerProvider:
                     await copy_up(self.docker, image, [(volume, MACHINE_HOME)])
                 if place.image is not None and place.user is not None:  # ... or its user's
                     await give_volume(self.docker, image, volume, MACHINE_HOME, place.user)
-            # The token: a root-only file the supervisor reads, never the container's env.
-            await install_store(self.docker, image, secret_volume(volume), token_archive(token))
+            # The token: a file the supervisor empties as it reads it, never the container's env.
+            await install_store(self.docker, image, secret_volume(volume),
+                                token_archive(token, run_as(place)))  # fmt: skip
             c = await self.docker.containers.create(config, name=container_name(machine_id))
             await c.start()
         except aiodocker.DockerError as exc:
@@ -236,14 +240,26 @@ class DockerProvider:
         homes = home_volumes(c)
         if not homes:
             raise ProviderError(f"docker: container {c.id[:12]} has no home volume")
+        owner = user_of(c["Config"]["User"])
         try:
             await install_store(self.docker, await self.image(), secret_volume(homes[0]),
-                                token_archive(token))  # fmt: skip
-            await c.start()
+                                token_archive(token, owner))  # fmt: skip
+            if c["State"].get("Restarting"):  # its engine started it, and it found no token
+                await c.restart()
+            else:
+                await c.start()
         except aiodocker.DockerError as exc:
             raise ProviderError(f"docker: cannot start {c.id[:12]}: {exc.message}") from None
         log.info("provider.docker_started_kept", container=c.id[:12])
         return f"docker:{c.id[:12]}"
+
+    async def image_env(self, image: str) -> list[str]:
+        """The environment ``image``'s config gives its containers (``NAME=value`` lines)."""
+        try:
+            info = await self.docker.images.inspect(image)
+        except aiodocker.DockerError as exc:
+            raise ProviderError(f"docker: cannot inspect {image}: {exc.message}") from None
+        return list((info.get("Config") or {}).get("Env") or [])
 
     def _current(self, c: aiodocker.containers.DockerContainer) -> bool:
         return f"FLEET_NATS_URL={self._nats_url}" in (c["Config"]["Env"] or [])
@@ -294,18 +310,16 @@ class DockerProvider:
             "FLEET_NATS_URL": self._nats_url,
             "FLEET_GIT_SHA": self._environ.get("FLEET_GIT_SHA") or git_sha() or "",
             STORE_VAR: CODE_MOUNT,
-            # The machine's user: uid 1000, or its devcontainer's remoteUser (never 0).
-            RUN_AS_VAR: ":".join(map(str, place.user)) if place.user else str(MACHINE_UID),
         }
         lim = place.limits
         return {
             "Image": image,
             "Hostname": hostname,
             "Env": [f"{k}={v}" for k, v in env.items()],
-            # Root with CAP_SETUID and CAP_SETGID only, for the supervisor to read the token's
-            # file and become the machine's user (RUN_AS_VAR) before anything else runs; every
-            # process of the machine then has no capability at all.
-            "User": "0:0",
+            # The machine's user from the first process on: uid 1000, or its devcontainer's
+            # remoteUser (never 0). Nothing of the container, an image's /etc/ld.so.preload
+            # or LD_PRELOAD included, ever runs as root or with a capability.
+            "User": "{}:{}".format(*run_as(place)),
             "Labels": {**labels, LABEL_STACK: self.stack},
             "HostConfig": {
                 # No docker-init: it would hold the token in a dumpable environment. The
@@ -317,9 +331,7 @@ class DockerProvider:
                 # namespace: the platform's DNS proxy (providers/egress_dns.py), which only an
                 # engine on this host lets the provisioner reach.
                 **({"Dns": [RESOLVER[0]]} if self.local_engine() else {}),
-                # Root's two, for the supervisor to become the machine's user (see "User").
                 "CapDrop": ["ALL"],
-                "CapAdd": ["SETUID", "SETGID"],
                 "SecurityOpt": ["no-new-privileges"],
                 "Memory": lim.memory_mb * 1024 * 1024,
                 "MemorySwap": lim.memory_mb * 1024 * 1024,
@@ -424,11 +436,27 @@ class DockerProvider:
         return _daemon_of(top)
 
 
-def with_runtime(config: dict[str, Any], image: str, runtime: Runtime) -> None:
-    """``config`` (the machine image's) for a machine of ``image``: the platform's runtime
-    mounted read-only and its daemon started through it; the system writable (its writes
-    live in the container's own layer, kept across stop and start)."""
+def run_as(place: Placement) -> tuple[int, int]:
+    """The machine's user: uid 1000, or its devcontainer's remoteUser (never 0)."""
+    return place.user if place.user else (MACHINE_UID, MACHINE_UID)
+
+
+def user_of(user: str) -> tuple[int, int]:
+    """A container's ``UID:GID``; root (a container made before its first process was the
+    machine's user) reads a root-only token, as it did then."""
+    uid, _, gid = user.partition(":")
+    return (int(uid), int(gid or uid)) if uid.isdigit() else (0, 0)
+
+
+def with_runtime(
+    config: dict[str, Any], image: str, runtime: Runtime, image_env: list[str]
+) -> None:
+    """``config`` (the machine image's) for a machine of ``image`` (whose config's environment
+    is ``image_env``): the platform's runtime mounted read-only and its daemon started through
+    it, none of the image's loader variables in its environment (core/loader.py); the system
+    writable (its writes live in the container's own layer, kept across stop and start)."""
     env = dict(e.split("=", 1) for e in config["Env"]) | runtime.env()
+    env |= withheld(image_env, env)
     config |= {
         "Image": image, "Entrypoint": runtime.argv(), "Cmd": [], "WorkingDir": MACHINE_HOME,
         "Env": [f"{k}={v}" for k, v in env.items()],

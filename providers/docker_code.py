@@ -1,10 +1,11 @@
-"""A docker machine's volumes of the platform's, beside its home volume, owned by root and
-mounted read-only: its code store (core/codestore.py, ``<home volume>-code`` at
-``CODE_MOUNT``) and its token (``<home volume>-secret``: one file, 0400, that only the
-supervisor reads, as root, before it becomes the machine's user; daemon/nodump.py). The
-platform writes them through a container of its own that is created, never started, with the
-volume mounted read-write (``put_archive``: the engine unpacks it, on any engine, local or
-remote); the machine's container never has them writable."""
+"""A docker machine's volumes of the platform's, beside its home volume, owned by root: its
+code store (core/codestore.py, ``<home volume>-code`` at ``CODE_MOUNT``, read-only) and its
+token (``<home volume>-secret``: one file, the machine user's, 0600, in root's directory,
+which the supervisor, the container's first process, empties as it reads it, before any
+other process of the machine exists; daemon/nodump.py). The platform writes them through a
+container of its own that is created, never started, with the volume mounted read-write
+(``put_archive``: the engine unpacks it, on any engine, local or remote); the machine's
+container has the code read-only and only its token file writable."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from providers.code import unpack
 _INSTALL_AT = "/code"
 
 
-#: Where a machine's container has its token file (root's, 0400).
+#: Where a machine's container has its token file (the machine user's, 0600, emptied once read).
 SECRET_MOUNT = "/run/fleet/secret"  # noqa: S105 - a path
 TOKEN_FILE = f"{SECRET_MOUNT}/token"
 
@@ -38,21 +39,24 @@ def secret_volume(home_volume: str) -> str:
 
 
 def platform_mounts(home_volume: str) -> list[dict[str, Any]]:
-    """The code store and the token's volume, read-only."""
+    """The code store, read-only, and the token's volume (its file emptied once read)."""
     return [
-        {"Type": "volume", "Source": name, "Target": target, "ReadOnly": True}
-        for name, target in ((code_volume(home_volume), CODE_MOUNT),
-                             (secret_volume(home_volume), SECRET_MOUNT))
+        {"Type": "volume", "Source": code_volume(home_volume), "Target": CODE_MOUNT,
+         "ReadOnly": True},
+        {"Type": "volume", "Source": secret_volume(home_volume), "Target": SECRET_MOUNT},
     ]  # fmt: skip
 
 
-def token_archive(token: str) -> bytes:
-    """A tar of the one file ``token``: root's, readable by root only."""
+def token_archive(token: str, owner: tuple[int, int]) -> bytes:
+    """A tar of the one file ``token``: ``owner``'s (uid, gid), readable and writable by that
+    owner only (written to empty it; root's, 0400, for a container whose first process is
+    root, as one made before was)."""
     out = io.BytesIO()
     data = token.encode()
     with tarfile.open(fileobj=out, mode="w") as tar:
         info = _root(tarfile.TarInfo("token"))
-        info.size, info.mode = len(data), 0o400
+        info.uid, info.gid = owner
+        info.size, info.mode = len(data), 0o400 if owner == (0, 0) else 0o600
         tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
 

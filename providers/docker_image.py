@@ -87,18 +87,19 @@ RUN (getent passwd {MACHINE_UID} >/dev/null || useradd --create-home --uid {MACH
     --user-group --shell /bin/sh fleet) && mkdir -p {MACHINE_HOME} \
     && chown {MACHINE_UID}:{MACHINE_UID} {MACHINE_HOME} && python3 -c 'import sys; \
 assert sys.version_info >= (3, 11), sys.version'
-# An execute-only copy of the dynamic loader (root's, mode 0111): the supervisor and the daemon
-# run through it, so the kernel makes them non-dumpable and the machine's own commands cannot
-# read their environment or memory (the token). See daemon/nodump.py.
-RUN mkdir -p {FLEET_LIB} && ln -s "$(readlink -f "$(command -v python3)")" {FLEET_LIB}/python3 \
-    && cp "$(python3 -c "print(next(l.split()[-1] for l in open('/proc/self/maps') \
-if '/ld-' in l))")" {LOADER} && chmod 0111 {LOADER}
 # sshd runs as the machine's user (the setup pusher starts it, without the daemon's environment):
 # its privilege-separation directory must exist on the read-only system, and the package's
 # root-only host keys are of no use to it (it makes its own in the home).
 RUN mkdir -p /run/sshd && chmod 0755 /run/sshd && rm -f /etc/ssh/ssh_host_*
 COPY sshd_config {SSHD_CONFIG}
 COPY lib /opt/fleet/lib
+# An execute-only copy of the dynamic loader (root's, mode 0111): the supervisor and the daemon
+# run through it, so the kernel makes them non-dumpable and the machine's own commands cannot
+# read their environment or memory (the token). See daemon/nodump.py. It reads no
+# /etc/ld.so.preload (core/loader.py): an environment's image has its own /etc.
+RUN mkdir -p {FLEET_LIB} && ln -s "$(readlink -f "$(command -v python3)")" {FLEET_LIB}/python3 \
+    && PYTHONPATH=/opt/fleet/lib python3 -m core.loader "$(python3 -c "print(next( \
+l.split()[-1] for l in open('/proc/self/maps') if '/ld-' in l))")" {LOADER}
 ENV PYTHONPATH=/opt/fleet/lib PYTHONDONTWRITEBYTECODE=1 HOME={MACHINE_HOME} \
     FLEET_HOME={MACHINE_HOME} FLEET_SANDBOXED=1 FLEET_NODUMP_LOADER={LOADER}
 USER {MACHINE_UID}:{MACHINE_UID}

@@ -312,7 +312,7 @@ class DockerPoolBackend:
         place = Placement("", p.default_limits)
         config = p.base_config(image, f"fleet-{slot}", env, labels, pool_volume(slot), place)
         if self.image is not None:
-            with_runtime(config, self.image, await p.runtime())
+            with_runtime(config, self.image, await p.runtime(), await p.image_env(self.image))
         # A pooled container that dies is replaced, not restarted (a claim sets the policy).
         config["HostConfig"]["RestartPolicy"] = {"Name": "no"}
         config |= {"OpenStdin": True, "StdinOnce": True}  # the identity's way in, used once

@@ -27,6 +27,7 @@ from typing import Any
 import aiodocker
 
 from contracts.errors import ProviderError
+from core.loader import LIBRARY_FLAGS
 from core.tokenfd import LOADER_VAR, RUNTIME_LIBS_VAR
 from providers.docker_image import LOADER, MACHINE_HOME
 
@@ -65,7 +66,7 @@ class Runtime:
     def argv(self) -> list[str]:
         """The supervisor's argv, then its daemon's (``daemon.supervise`` takes the rest)."""
         env = self.env()
-        one = [env[LOADER_VAR], "--library-path", env[RUNTIME_LIBS_VAR],
+        one = [env[LOADER_VAR], *LIBRARY_FLAGS, "--library-path", env[RUNTIME_LIBS_VAR],
                RUNTIME_DIR + self.python, "-s", "-P", "-m"]  # fmt: skip
         return [*one, "daemon.supervise", *one, "daemon"]
 

@@ -180,20 +180,23 @@ def clone_home(
     label: str,
     uid: int | None,
     cgroups: list[MachineCgroup],
+    running: bool = False,
     readonly: bool = False,
     upper: tuple[Path, Path] | None = None,
 ) -> HomeCopy:
     """``target``, the home ``source`` as of one instant: a snapshot where ``source`` is a
     subvolume (``readonly``: a read-only one), else a plain copy with the source's cgroups
     frozen. ``upper`` (from, to): the source's writes outside its home (its environment's
-    overlay), copied at the same instant, so the source is frozen for that copy too."""
+    overlay), copied at the same instant, so the source is frozen for that copy too: root
+    copies it, and only a frozen machine cannot swap a link in under it. A ``running`` source
+    that cannot be frozen is refused (cgroup.py ``NotFrozen``) before anything is copied."""
     start = time.monotonic()
     cow = is_subvolume(source)
     if cow and upper is None:
         snapshot(source, target, readonly=readonly)
         took = (time.monotonic() - start) * 1000
         return HomeCopy(source=label, how="cow", pause_ms=0.0, took_ms=round(took, 1))
-    with frozen(cgroups):
+    with frozen(cgroups, running=running):
         # The pause counts from the moment every process is frozen (what the freeze waited
         # for before that, each process stopped at its own instant within it) to the thaw.
         stopped = time.monotonic()

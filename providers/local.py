@@ -152,7 +152,9 @@ class LocalProvider:
         self, machine_id: str, uid: int | None
     ) -> tuple[Path | None, UserMap | None]:
         """The machine's root when it runs an environment's image (its overlay, mounted), and
-        its image's user on its own ``uid`` when it has one (providers/userns.py)."""
+        the user namespace it runs in (providers/userns.py): its image's user on its own
+        ``uid`` when it has one, else ``uid`` itself. The supervisor starts there, so that even
+        before it becomes that user it can become no other host uid."""
         if self._placement is None or self._engine is None:
             return None, None
         place = await self._placement(machine_id)
@@ -166,6 +168,8 @@ class LocalProvider:
                     "of its own (FLEET_SANDBOX_UIDS)"
                 )
             user = UserMap(uid=place.user[0], gid=place.user[1], host=uid)
+        elif uid is not None:
+            user = UserMap(uid=uid, gid=uid, host=uid)
         lower = await self._image_roots.ensure(self._engine(), place.image)
         merged = await asyncio.to_thread(mount_overlay, self.machine_dir(machine_id), lower)
         return merged, user
@@ -311,9 +315,11 @@ class LocalProvider:
             None if self._uids is None else allocate_uid(source_dir / "uid", self._root, self._uids)
         )
         cgroups = [MachineCgroup(o) for o in owners(source_dir, source_id)]
+        running = await asyncio.to_thread(running_pid, source_dir, source_id) is not None
         return await asyncio.to_thread(
             clone_home, self.home(source_id), target, label=source_id, uid=uid, cgroups=cgroups,
-            readonly=readonly, upper=(from_upper, upper) if from_upper.is_dir() else None,
+            running=running, readonly=readonly,
+            upper=(from_upper, upper) if from_upper.is_dir() else None,
         )  # fmt: skip
 
     def machine_env(self, home: Path, **fleet: str) -> dict[str, str]:

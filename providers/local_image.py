@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from contracts.errors import ProviderError
+from core.loader import LIBRARY_FLAGS
 from core.tokenfd import LOADER_VAR, RUN_AS_VAR, RUNTIME_LIBS_VAR
 from core.version import SOURCE_ROOT
 from providers import scratch
@@ -70,7 +71,7 @@ def runtime_argv() -> list[str]:
     """The supervisor's argv, then its daemon's."""
     prefix = Path(sys.base_prefix).resolve()
     python = Path(sys.executable).resolve().relative_to(prefix)
-    one = [SANDBOX_LOADER, "--library-path", runtime_env(None)[RUNTIME_LIBS_VAR],
+    one = [SANDBOX_LOADER, *LIBRARY_FLAGS, "--library-path", runtime_env(None)[RUNTIME_LIBS_VAR],
            f"{RUNTIME_DIR}/python/{python}", "-s", "-P", "-m"]  # fmt: skip
     return [*one, "daemon.supervise", *one, "daemon"]
 

@@ -1,12 +1,14 @@
 """The platform's half of daemon/nodump.py: an execute-only copy of the dynamic loader for a
-machine's supervisor and daemon; the token reaches them on a pipe (core/tokenfd.py)."""
+machine's supervisor and daemon, blind to the machine's ``/etc/ld.so.preload``
+(core/loader.py); the token reaches them on a pipe (core/tokenfd.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
+from contracts.errors import ProviderError
+from core.loader import LoaderUnknown, write_blind
 from core.tokenfd import TOKEN_FD, token_pipe
 
 __all__ = ["SANDBOX_LOADER", "TOKEN_FD", "execute_only_loader", "host_loader", "token_pipe"]
@@ -26,15 +28,16 @@ def host_loader() -> Path:
 
 
 def execute_only_loader(data_dir: Path) -> Path:
-    """``<data-dir>/sandbox/ld-*.so``: the loader, mode 0111. Exec-ing it makes a process that
-    cannot read it (a machine's: no capabilities) non-dumpable from its first instruction."""
+    """``<data-dir>/sandbox/ld-blind-*.so``: the loader, blind to a preload file, mode 0111.
+    Exec-ing it makes a process that cannot read it (a machine's: no capabilities)
+    non-dumpable from its first instruction."""
     source = host_loader()
     st = source.stat()  # a new glibc brings a new loader: a copy of its own
-    target = data_dir / "sandbox" / f"ld-{st.st_size}-{int(st.st_mtime)}.so"
+    target = data_dir / "sandbox" / f"ld-blind-{st.st_size}-{int(st.st_mtime)}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        shutil.copyfile(source, tmp)
-        os.chmod(tmp, 0o111)  # noqa: S103 - execute-only is the point: nobody may read it
-        tmp.replace(target)
+        try:
+            write_blind(source, target)
+        except LoaderUnknown as exc:
+            raise ProviderError(f"{source}: {exc}") from None
     return target

@@ -1,8 +1,11 @@
-"""A ``local`` machine that acts as its image's user (a devcontainer's ``remoteUser``): its
-sandbox gets a user namespace of its own in which that user's uid and gid *are* the machine's
+"""The user namespace of a ``local`` machine of an environment's image. One that acts as its
+image's user (a devcontainer's ``remoteUser``) has that user's uid and gid *be* the machine's
 own host uid (providers/machine_uid.py), so ``id -u`` says the image's uid, ``whoami`` its
 name, and a file the machine makes shows that user as its owner, while on the host everything
-stays the machine's own uid, as for any sandboxed machine.
+stays the machine's own uid, as for any sandboxed machine. Any other has its own uid mapped
+onto itself. Either way the supervisor, the first process, starts in the namespace: the
+image's root is the machine's to shape, and until the supervisor has become the user it can
+become no other host uid (its CAP_SETUID and CAP_SETGID are the namespace's only).
 
 The maps, written by the provider (root) while bwrap waits on ``--userns-block-fd``:
 

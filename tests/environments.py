@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
 import tarfile
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import msgspec
 import pytest
 from aiohttp import ClientWebSocketResponse
 
+from contracts.gateway_environments import Environment
 from contracts.gateway_types import RefreshCodeResult
 from contracts.status import MachineStatus
 from environments import cache
@@ -25,7 +27,8 @@ from services.common.settings import Settings
 from tests.waiters import wait_until
 
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "ls", "cat", "echo", "id", "env", "mkdir", "rm", "test", "httpd", "sleep", "nc")
+APPLETS = ("sh", "ls", "cat", "echo", "id", "env", "mkdir", "rm", "test", "httpd", "sleep", "nc",
+           "mv", "ln", "mkfifo")  # fmt: skip
 
 
 @pytest.fixture
@@ -46,9 +49,10 @@ async def store(docker: aiodocker.Docker, tmp_path: Path) -> AsyncIterator[cache
                 await docker.images.delete(tag)
 
 
-def busybox_rootfs() -> bytes:
+def busybox_rootfs(extra: dict[str, bytes] | None = None) -> bytes:
     """A root file system with nothing but a static busybox: no libc, no Python, no
-    /etc/passwd; /opt is everyone's to write in (a local machine runs as a uid of its own)."""
+    /etc/passwd; /opt is everyone's to write in (a local machine runs as a uid of its own).
+    ``extra``: more files (path: content), in directories the root already has."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for name, mode in (("bin", 0o755), ("etc", 0o755), ("opt", 0o1777), ("tmp", 0o1777)):
@@ -63,13 +67,21 @@ def busybox_rootfs() -> bytes:
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
+        for path, content in (extra or {}).items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(content), 0o755, 0
+            tar.addfile(info, io.BytesIO(content))
     return out.getvalue()
 
 
-async def busybox_image(docker: aiodocker.Docker) -> str:
-    """The busybox image's tag, imported when this engine lacks it."""
-    body = busybox_rootfs()
-    tag = f"fleet-test-busybox:{hashlib.sha256(body).hexdigest()[:12]}"
+async def busybox_image(
+    docker: aiodocker.Docker, extra: dict[str, bytes] | None = None, env: str = ""
+) -> str:
+    """The busybox image's tag (with ``extra`` files, and ``env``'s ``NAME=value`` in its
+    config), imported when this engine lacks it."""
+    body = busybox_rootfs(extra)
+    named = hashlib.sha256(body + env.encode()).hexdigest()[:12]
+    tag = f"fleet-test-busybox:{named}"
     try:
         await docker.images.inspect(tag)
         return tag
@@ -78,6 +90,8 @@ async def busybox_image(docker: aiodocker.Docker) -> str:
             raise
     repo, _, version = tag.partition(":")
     params = {"fromSrc": "-", "repo": repo, "tag": version}
+    if env:
+        params["changes"] = f"ENV {env}"
     async with docker._query("images/create", "POST", params=params, data=io.BytesIO(body),
                              headers={"Content-Type": "application/x-tar"}) as resp:  # fmt: skip
         answer = await resp.text()
@@ -182,3 +196,78 @@ class BusyboxPool:
     def stack_settings(self, settings: Settings, busybox: str) -> Settings:
         return msgspec.structs.replace(settings, warm_pool=f"docker@{busybox}=1",
                                        warm_pool_min_available_mb=0)  # fmt: skip
+
+
+#: A library whose constructor records, in ``$MARKS`` (else the image's ``/opt``), who loaded
+#: it: the process's ``/proc/self/status`` (its uids, gids and capabilities).
+PRELOAD_C = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+__attribute__((constructor)) static void mark(void) {
+    char path[512], status[8192];
+    const char *dir = getenv("MARKS");
+    snprintf(path, sizeof path, "%s/preloaded.%d", dir ? dir : "/opt", (int)getpid());
+    int in = open("/proc/self/status", O_RDONLY), out = open(path, O_WRONLY | O_CREAT, 0644);
+    ssize_t n = in < 0 ? 0 : read(in, status, sizeof status);
+    if (out >= 0 && n > 0) write(out, status, (size_t)n);
+}
+"""
+PRELOAD_LIB = "lib/fleet-test-preload.so"
+
+
+def preload_library(tmp_path: Path) -> bytes:
+    """``PRELOAD_C`` compiled; checked to mark a process that preloads it on this host."""
+    src, lib, marks = tmp_path / "preload.c", tmp_path / "preload.so", tmp_path / "marks"
+    src.write_text(PRELOAD_C)
+    marks.mkdir()
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", lib, src], check=True, timeout=60)
+    env = {"LD_PRELOAD": str(lib), "MARKS": str(marks), "PATH": "/usr/bin:/bin"}
+    subprocess.run(["true"], env=env, check=True, timeout=30)
+    assert list(marks.iterdir()), "the library marks nothing when preloaded"
+    return lib.read_bytes()
+
+
+async def preloading_image(docker: aiodocker.Docker, tmp_path: Path) -> str:
+    """The busybox image whose ``/etc/ld.so.preload`` (and whose config's ``LD_PRELOAD``)
+    names ``PRELOAD_LIB``: every dynamic program that reads them runs its constructor."""
+    lib = preload_library(tmp_path)
+    extra = {"etc/ld.so.preload": f"/{PRELOAD_LIB}\n".encode(), PRELOAD_LIB: lib}
+    return await busybox_image(docker, extra, env=f"LD_PRELOAD=/{PRELOAD_LIB}")
+
+
+async def preloading_machine(stack: FleetClient, tmp_path: Path, provider: str) -> str:
+    """A ready machine of ``preloading_image``, in which the image's library never ran with
+    privileges nor in the platform's processes (``assert_never_privileged``)."""
+    async with aiodocker.Docker() as docker:
+        tag = await preloading_image(docker, tmp_path)
+    inst = await stack.create_instance(f"preload-{provider}")
+    await stack.set_environment(inst.id, Environment(image=tag))
+    mid = await ready(stack, inst.id, provider)
+    assert_never_privileged(await preloaded_as(stack, mid))
+    return mid
+
+
+async def preloaded_as(stack: FleetClient, mid: str) -> list[dict[str, list[str]]]:
+    """Each mark the image's library left in the machine: the ``Name``, ``Uid``, ``Gid`` and
+    ``CapEff`` lines of the process that loaded it."""
+    listed = await out(stack, mid, "sh", "-c", "for f in /opt/preloaded.*; do "
+                       '[ -e "$f" ] && { cat "$f"; echo ===; }; done; true')  # fmt: skip
+    marks = []
+    for status in listed.split("===\n"):
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields:
+            marks.append({k: fields[k].split() for k in ("Name", "Uid", "Gid", "CapEff")})
+    return marks
+
+
+def assert_never_privileged(marks: list[dict[str, list[str]]]) -> None:
+    """No process that ran the image's code was root or held a capability, and none was the
+    platform's (its supervisor and daemon start through its loader, ``ld.so``: they hold the
+    machine's token)."""
+    for mark in marks:
+        assert mark["Name"] != ["ld.so"], mark
+        assert "0" not in mark["Uid"], mark
+        assert "0" not in mark["Gid"], mark
+        assert int(mark["CapEff"][0], 16) == 0, mark

@@ -23,6 +23,7 @@ from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from providers.base import HomeCloner, Provider
+from providers.cgroup import NotFrozen
 from providers.egress_dns import DnsProxy
 from providers.warm_pool import WarmPool
 from services.common.bus import Bus
@@ -232,7 +233,7 @@ class Provisioner(StopStartHandlers):
             raise Permanent(f"the {event.provider} provider cannot fork machines")
         try:
             return await provider.clone_home(source, event.machine_id)
-        except OSError as exc:
+        except (OSError, NotFrozen) as exc:  # a copy retried would meet the same
             raise Permanent(f"could not copy {source}'s home: {exc}") from None
 
     async def _announce(

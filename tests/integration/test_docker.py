@@ -80,9 +80,10 @@ async def test_a_docker_machine_is_a_container(
     host = info["HostConfig"]
     assert host["Privileged"] is False
     assert host["CapDrop"] == ["ALL"]
-    # Only to become uid 1000 once the token's root-only file is read: every process then has
-    # none, uid 1000 (the first included), and the token is in no environment.
-    assert sorted(host["CapAdd"]) == ["SETGID", "SETUID"]
+    # uid 1000 from the first process on, with no capability at all, and the token is in no
+    # environment.
+    assert not host["CapAdd"]
+    assert info["Config"]["User"] == "1000:1000"
     assert not [e for e in info["Config"]["Env"] if e.startswith("FLEET_MACHINE_TOKEN=")]
     ids = await stack.exec(
         mid, ["sh", "-c", "grep -h '^Uid\\|^CapEff' /proc/[0-9]*/status | sort -u"]
@@ -91,8 +92,12 @@ async def test_a_docker_machine_is_a_container(
         "CapEff:\t0000000000000000",
         "Uid:\t1000\t1000\t1000\t1000",
     ]
-    denied = await stack.exec(mid, ["cat", "/run/fleet/secret/token"])
-    assert denied.exit_code != 0
+    # The token's file is uid 1000's, but was spent before any of its commands ran; nor can
+    # one be put beside it.
+    spent = await stack.exec(
+        mid, ["sh", "-c", "cat /run/fleet/secret/token; : > /run/fleet/secret/x"]
+    )
+    assert (spent.stdout, spent.exit_code != 0) == ("", True)
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["Memory"] == settings.machine_memory_mb * 1024 * 1024
     assert host["PidsLimit"] == settings.machine_pids

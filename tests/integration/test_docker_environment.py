@@ -23,12 +23,14 @@ from tests.environments import (
     busybox_image,
     files_terminal_and_port,
     out,
+    preloading_machine,
     ready,
     refresh_code_runs,
     stop_start_keeps_what_it_wrote,
 )
 from tests.integration.test_docker_warm_pool import pooled
 from tests.stop_checks import ready_machine
+from tests.waiters import wait_until
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
 pytestmark = pytest.mark.usefixtures("remove_containers")
@@ -64,6 +66,52 @@ async def test_a_busybox_image_machine(stack: FleetClient, tmp_path: Path) -> No
 
     # Outside its home: kept across stop/start, gone with archive.
     await stop_start_keeps_what_it_wrote(stack, mid, "docker")
+
+
+@pytest.mark.timeout(300)
+async def test_an_images_preload_never_runs_as_root(stack: FleetClient, tmp_path: Path) -> None:
+    """An image whose /etc/ld.so.preload and whose config's LD_PRELOAD name its own library:
+    the container's first process is the machine's user, and the platform's supervisor and
+    daemon never run the library (they hold the token)."""
+    mid = await preloading_machine(stack, tmp_path, "docker")
+    # The image's LD_PRELOAD is its commands' (their programs are the image's).
+    assert await out(stack, mid, "sh", "-c", "echo $LD_PRELOAD") == "/lib/fleet-test-preload.so\n"
+    # The token's file, the machine user's to read: spent before any of its commands ran.
+    assert await out(stack, mid, "cat", "/run/fleet/secret/token") == ""
+    async with aiodocker.Docker() as docker:
+        [c] = await docker.containers.list(filters={"label": [f"fleet.machine={mid}"]})
+        assert (await c.show())["Config"]["User"] == "1000:1000"
+    await stack.archive_machine(mid)
+
+
+@pytest.mark.timeout(300)
+async def test_a_container_its_engine_starts_again_waits_for_the_providers_start(
+    stack: FleetClient,
+) -> None:
+    """The token's file is spent at the supervisor's start: a container its engine starts
+    again by itself gets no token, says so and ends; the machine's next start writes a new one,
+    and it serves again, with what it wrote outside its home."""
+    async with aiodocker.Docker() as docker:
+        tag = await busybox_image(docker)
+    inst = await stack.create_instance("engine-restart")
+    await stack.set_environment(inst.id, Environment(image=tag))
+    mid = await ready(stack, inst.id, "docker")
+    await out(stack, mid, "sh", "-c", "echo kept > /opt/kept")
+    async with aiodocker.Docker() as docker:
+        [c] = await docker.containers.list(filters={"label": [f"fleet.machine={mid}"]})
+        await c.restart(timeout=5)
+
+        async def spent() -> bool:
+            return "supervisor: token_spent" in "".join(await c.log(stderr=True, tail=50))
+
+        await wait_until(spent, timeout=60, every=0.5)
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=120)
+    await stack.start_machine(mid)
+    again = await stack.wait_for(mid, ("ready", "failed"), timeout_s=120)
+    assert again.status is MachineStatus.READY, again.status_reason
+    assert await out(stack, mid, "cat", "/opt/kept") == "kept\n"
+    await stack.archive_machine(mid)
 
 
 @pytest.mark.timeout(120)

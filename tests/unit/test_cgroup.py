@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from providers import cgroup
-from providers.cgroup import MachineCgroup
+from providers.cgroup import MachineCgroup, NotFrozen, frozen
 from providers.limits import Limits
 
 
@@ -48,3 +50,16 @@ def test_a_group_it_cannot_enter_stops_the_command(tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert done.returncode == 125
     assert "started" not in done.stdout
+
+
+def test_a_running_machine_with_no_group_to_freeze_is_refused(tmp_path: Path) -> None:
+    """A copy that must see the machine stand still is never made while it may run on."""
+    root = v1_tree(tmp_path)
+    groups = [MachineCgroup("m-4", root), MachineCgroup("p-slot", root)]
+    ran = []
+    with pytest.raises(NotFrozen, match="m-4, p-slot"), frozen(groups, running=True):
+        ran.append("copied")
+    assert ran == []
+    with frozen(groups, running=False):  # stopped: nothing of it can change anything
+        ran.append("copied")
+    assert ran == ["copied"]
