@@ -11,6 +11,7 @@ import pytest
 from contracts.errors import Forbidden, NotFound, Unauthorized
 from fleet.client import FleetClient
 from services.common.settings import Settings
+from tests.fast.test_access_tokens import snapshot
 from tests.integration.test_people import fleet_cli
 
 
@@ -61,18 +62,6 @@ async def test_revoked_and_bad_tokens_get_401(stack: FleetClient, settings: Sett
                 await c.list_instances()
     with pytest.raises(NotFound):
         await stack.revoke_token("t-0000000000000000")
-
-
-async def snapshot(admin: FleetClient, instance_id: str) -> tuple[object, ...]:
-    return (
-        await admin.get_instance(instance_id),
-        await admin.list_env(instance_id),
-        await admin.list_env(),
-        await admin.list_repos(instance_id),
-        await admin.list_machines(instance_id),
-        len(await admin.list_instances()),
-        len(await admin.list_tokens()),
-    )
 
 
 async def test_last_used_is_written_at_most_once_a_minute_and_listed(
