@@ -20,6 +20,7 @@ import pytest
 from contracts.errors import error_from_wire
 from contracts.jsonrpc import Dispatcher
 from contracts.models import Instance, Machine
+from fleet.client import FleetClient
 from services.common.crypto import SecretBox, generate_secret_key
 from services.common.settings import Settings
 from services.common.store import Store
@@ -31,6 +32,7 @@ from services.provisioner.host_rpc import HostMethods, no_engine
 from services.provisioner.service import Provisioner
 from services.setup_pusher.service import SetupPusher
 from tests.fakes import FakeBus, FakeDaemons, FakeProvider
+from tests.fakes.client import InMemoryGateway
 from tests.fakes.hosts import InProcessHosts
 from tests.fakes.providers import FakeHistory
 
@@ -136,3 +138,17 @@ def world(settings: Settings, store: Store, bus: FakeBus) -> World:
                      code=FakeHistory(PLATFORM_SHA, HISTORY))  # fmt: skip
     return World(settings, store, bus, daemons, provider, box, provisioner, setup, prober, api,
                  api.dispatcher())  # fmt: skip
+
+
+@pytest.fixture
+def gateway(world: World) -> InMemoryGateway:
+    """The world's gateway as its clients reach it: bearer secrets resolved as ``POST /rpc``
+    resolves them, calls handled by its dispatcher (``tests/fakes/client.py``)."""
+    return InMemoryGateway(world.dispatcher, world.store, world.settings)
+
+
+@pytest.fixture
+async def fleet(gateway: InMemoryGateway) -> AsyncIterator[FleetClient]:
+    """A ``FleetClient`` holding the operator's admin token, on the world's gateway."""
+    async with gateway.client() as client:
+        yield client

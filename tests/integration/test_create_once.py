@@ -105,10 +105,11 @@ async def test_another_tokens_key_never_answers_its_machine(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("key", ["k" * 129, "short", "has space!", "ключ-ключ-ключ", ""])
 async def test_a_malformed_key_is_invalid_params_naming_the_field(
-    stack: FleetClient, settings: Settings, store: Store, key: str
+    stack: FleetClient, settings: Settings, store: Store
 ) -> None:
+    # One through the real gateway; every malformed key is tests/fast/test_idempotency_keys.py's.
+    key = "has space!"
     inst = await stack.create_instance("bad-key")
     answer = await post(settings, {"instanceId": inst.id, "idempotencyKey": key})
     assert answer["error"]["code"] == InvalidParams.code, answer

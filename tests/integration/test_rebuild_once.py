@@ -111,10 +111,11 @@ async def test_a_key_used_for_other_params_is_refused(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("key", ["k" * 129, "short", "has space!", "ключ-ключ-ключ", "", 7])
 async def test_a_malformed_rebuild_key_is_invalid_params_naming_the_field(
-    stack: FleetClient, settings: Settings, store: Store, key: object
+    stack: FleetClient, settings: Settings, store: Store
 ) -> None:
+    # One through the real gateway; every malformed key is tests/fast/test_idempotency_keys.py's.
+    key = "has space!"
     inst = await stack.create_instance("bad-key")
     machine = await stack.create_machine(inst.id)
     answer = await rebuild(settings, {"instanceId": inst.id, "idempotencyKey": key})
