@@ -22,6 +22,9 @@ from tests.diagnose import wait_all
 from tests.e2e.conftest import start_fleet_up
 from tests.waiters import wait_until
 
+# The chaos tier: `./run test` runs it after the rest (docs/development.md).
+pytestmark = pytest.mark.chaos
+
 MACHINES = 30
 #: Alone it takes ~10 s; with both cores loaded by other work, several times that. The final
 #: wait gives up well before pytest's timeout, so the failure says what each machine waited on.

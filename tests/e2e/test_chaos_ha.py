@@ -35,6 +35,9 @@ from tests.diagnose import wait_all
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.waiters import wait_until
 
+# The chaos tier: `./run test` runs it after the rest (docs/development.md).
+pytestmark = pytest.mark.chaos
+
 MACHINES = 20
 SECOND_BATCH = 10
 STAGES = ("provisioner", "setup_pusher", "prober")

@@ -24,6 +24,9 @@ from tests.e2e.test_chaos_ha import _pid_of, _story
 from tests.e2e.test_up_hosts import host_pids, keep_answering, swarm_machines
 from tests.waiters import wait_until
 
+# The chaos tier: `./run test` runs it after the rest (docs/development.md).
+pytestmark = pytest.mark.chaos
+
 LOST_AFTER_S = 3.0
 REBUILD_S = 2.0
 

@@ -27,6 +27,9 @@ from services.common.store_keys import k_instance
 from tests.integration.test_consumer import created
 from tests.waiters import wait_until
 
+# The chaos tier: `./run test` runs it after the rest (docs/development.md).
+pytestmark = pytest.mark.chaos
+
 
 async def _primary_port(ha: HaServers) -> int:
     sentinel = aioredis.Redis(port=ha.sentinels[0].port, password=ha.primary.password)

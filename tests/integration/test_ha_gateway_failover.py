@@ -29,6 +29,9 @@ from services.gateway.__main__ import build as gateway
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 
+# The chaos tier: `./run test` runs it after the rest (docs/development.md).
+pytestmark = pytest.mark.chaos
+
 
 @pytest.fixture
 def gateway_settings(ha_settings: Settings, tmp_path: Path) -> Settings:

@@ -26,6 +26,9 @@ from tests.integration.test_consumer import created
 from tests.integration.test_ha import _primary_port
 from tests.waiters import wait_until
 
+# The chaos tier: `./run test` runs it after the rest (docs/development.md).
+pytestmark = pytest.mark.chaos
+
 
 def sigkill(server: NatsServer | ValkeyServer) -> int:
     assert server.proc is not None
