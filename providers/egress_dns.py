@@ -29,6 +29,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -48,6 +49,7 @@ from providers.netns import RESOLVER
 log = structlog.get_logger(__name__)
 
 _MIN_TTL_S = 2
+_THREADS = 4
 _POLICY_FRESH_S = 1.0
 #: A DNS-over-TCP connection that sends no whole query for this long is closed.
 _TCP_IDLE_S = 10.0
@@ -165,6 +167,10 @@ class DnsProxy:
         self._machines: dict[str, _Machine] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._attaching = asyncio.Lock()
+        #: Threads of its own for what machines' answers make it load (their learned
+        #: addresses, one load at a time per machine): never the default executor's, which
+        #: runs the provisioner's other work.
+        self._threads = ThreadPoolExecutor(_THREADS, thread_name_prefix="egress-dns")
 
     async def __aenter__(self) -> DnsProxy:
         return self
@@ -175,6 +181,8 @@ class DnsProxy:
         await cancel_and_join(*self._tasks)
         for mid in list(self._machines):
             self.detach(mid)
+        # Joined: a load under way ends within nft's timeout.
+        await asyncio.to_thread(self._threads.shutdown, wait=True, cancel_futures=True)
 
     async def attach(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
         if await self._update(machine_id, pid, policy):
@@ -354,7 +362,8 @@ class DnsProxy:
         async with m.lock:
             if m.learned:
                 now = time.monotonic()
-                await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
+                script = egress.learned_script(m.learned, now)
+                await egress.apply(m.pid, script, m.machine_id, self._threads)
 
     def _refuse(
         self, m: _Machine, query: DNSRecord, name: str, why: str, rcode: int, destination: str
@@ -385,7 +394,8 @@ class DnsProxy:
                 m.learned[addr] = (old_ports + ports if old_until > now else ports, until)
             m.learned = {a: v for a, v in m.learned.items() if v[1] > now}
             m.names = {a: n for a, n in m.names.items() if a in m.learned}
-            await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
+            script = egress.learned_script(m.learned, now)
+            await egress.apply(m.pid, script, m.machine_id, self._threads)
 
 
 def _close(m: _Machine) -> None:
