@@ -43,7 +43,7 @@ from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
-from services.prober.liveness import daemons_ended
+from services.common.unresponsive import daemons_ended
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The
 #: auth callout comes first: machines cannot connect without it.

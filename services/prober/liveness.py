@@ -6,19 +6,14 @@ in batches (``store.heartbeats``: machine -> last beat). A sweep marks a ``ready
 makes it ``ready`` again. Both are compare-and-set transitions and
 both publish an event, so the console and `fleet events` see them.
 
-Whoever ends machines' daemons outside the pipeline (`fleet up` stopping, or ending what a
-killed one left) says so with ``daemons_ended``: their machines are ``unresponsive`` at once,
-so that none reads ``ready`` while no daemon serves it, and the first beat of the daemon that
-serves it again (it beats only once it serves) makes it ``ready``.
+Whoever ends or starts again a machine's daemon marks it at once (services/common/
+unresponsive.py): a daemon beats only once it serves, so its first beat is the recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
-from contextlib import AsyncExitStack
-from datetime import UTC, datetime
 from types import TracebackType
 
 import structlog
@@ -34,8 +29,8 @@ from core.tasks import cancel_and_join
 from services.common.bus import Bus
 from services.common.hosts import lost_hosts
 from services.common.settings import Settings
-from services.common.stage import connect
 from services.common.store import Store
+from services.common.unresponsive import mark_unresponsive
 
 log = structlog.get_logger(__name__)
 
@@ -131,33 +126,3 @@ class HeartbeatMonitor:
         if host_lost:
             reason += f" ({host_lost})"
         return await mark_unresponsive(self.store, machine_id, reason, last)
-
-
-async def mark_unresponsive(
-    store: Store, machine_id: str, reason: str, last: float
-) -> MachineUnresponsive | None:
-    """A ready machine ``unresponsive`` (its next beat makes it ready again); its event to
-    publish, or None if it was not ready."""
-    t = await store.transition(machine_id, S.UNRESPONSIVE, reason)
-    if not t.moved:
-        return None
-    await store.heartbeats.mark_unresponsive(machine_id)
-    return MachineUnresponsive(
-        event_id=new_event_id(), machine_id=machine_id, reason=reason,
-        last_heartbeat_at=datetime.fromtimestamp(last, UTC),
-    )  # fmt: skip
-
-
-async def daemons_ended(settings: Settings, hosts: Collection[str | None], reason: str) -> int:
-    """The ready machines of ``hosts`` (None: machines recorded with no host), whose daemons
-    were all ended, marked unresponsive; how many."""
-    async with AsyncExitStack() as stack:
-        store, bus = await connect(settings, stack, "daemons-ended")
-        marked: list[MachineUnresponsive] = []
-        for machine in await store.list_machines():
-            if machine.host_id in hosts and machine.status is S.READY:
-                last = await store.heartbeats.last_beat(machine.id) or time.time()
-                if event := await mark_unresponsive(store, machine.id, reason, last):
-                    marked.append(event)
-        await bus.publish_many(marked)
-        return len(marked)
