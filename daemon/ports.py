@@ -26,6 +26,7 @@ from typing import NamedTuple
 from contracts.errors import NotSupported
 from contracts.jsonrpc import NoParams
 from contracts.ports import Family, ListeningPort, PortList
+from core import procinfo
 
 #: ``st`` of a socket in LISTEN (include/net/tcp_states.h).
 _LISTEN = "0A"
@@ -91,24 +92,19 @@ class Holders:
         return listener.inode not in self.platform and listener.uid in self.unseen_uids
 
 
-def platform_pids(proc: Path, me: int) -> set[int]:
+def platform_pids(me: int) -> set[int]:
     """The daemon and its ancestors (the supervisor, the sandbox's init): the platform's."""
     pids = set()
-    pid = me
-    while pid > 0 and pid not in pids:
+    pid: int | None = me
+    while pid and pid not in pids:
         pids.add(pid)
-        try:
-            status = (proc / str(pid) / "status").read_text()
-        except OSError:
-            break
-        ppid = [line.split()[1] for line in status.splitlines() if line.startswith("PPid:")]
-        pid = int(ppid[0]) if ppid else 0
+        pid = procinfo.parent(pid)
     return pids
 
 
 def holders(proc: Path = Path("/proc"), me: int | None = None) -> Holders:
     """Who holds the sockets of the machine's processes (``me``: the daemon)."""
-    platform = platform_pids(proc, os.getpid() if me is None else me)
+    platform = platform_pids(os.getpid() if me is None else me)
     found = Holders()
     for entry in proc.iterdir():
         if not entry.name.isdigit():

@@ -5,7 +5,6 @@ daemon is connected, a call to it answers 1502, and the machine must not read `r
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,9 @@ from fleet.client import FleetClient
 from fleet.embedded import free_port
 from providers.local import STOP_GRACE_S
 from tests.e2e.conftest import FleetUp, start_fleet_up
-from tests.e2e.test_up_killed import kill_and_start_again, ready_machine
+from tests.e2e.test_up_killed import kill_and_start_again, ready_machine, ups
 
-
-@pytest.fixture
-def ups() -> Iterator[list[FleetUp]]:
-    """The `fleet up`s a test starts, each stopped at its end if the test did not."""
-    started: list[FleetUp] = []
-    yield started
-    for up in started:
-        up.stop()
+__all__ = ["ups"]
 
 
 async def ready_only_while_served(up: FleetUp, mid: str, timeout_s: float = 120) -> list[str]:
