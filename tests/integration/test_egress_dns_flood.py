@@ -149,3 +149,40 @@ async def test_a_flooding_machine_stalls_no_other_work(two_machines: tuple[int, 
         finally:
             flood.close()
             ask.close()
+
+
+async def test_tcp_connections_past_the_cap_are_closed_and_counted(
+    two_machines: tuple[int, int],
+) -> None:
+    """The resolver over TCP: a machine that opens more connections than its cap and leaves
+    them idle has the excess closed at once (counted); its others stay open."""
+    flooder_pid, _ = two_machines
+    refused: list[tuple[str, str, str]] = []
+
+    def on_refused(mid: str, name: str, why: str, destination: str, port: int) -> None:
+        refused.append((mid, name, why))
+
+    def connect() -> socket.socket:
+        return socket.create_connection(RESOLVER, timeout=10)
+
+    async with upstream() as port, DnsProxy(("127.0.0.1", port), [], on_refused) as proxy:
+        await proxy.attach(FLOODER, flooder_pid, EgressPolicy())
+        cap = proxy.caps.concurrency
+        conns = [await asyncio.to_thread(egress_dns._socket_in, flooder_pid, connect)
+                 for _ in range(cap + 4)]  # fmt: skip
+        try:
+            await wait_until(lambda: len(refused) >= 4)
+            assert refused == [(FLOODER, "", "rate-limited")] * 4
+
+            def closed(s: socket.socket) -> bool:
+                s.setblocking(False)
+                try:
+                    return s.recv(1) == b""
+                except BlockingIOError:
+                    return False
+
+            await wait_until(lambda: sum(closed(s) for s in conns) == 4)
+            assert [closed(s) for s in conns[:cap]] == [False] * cap
+        finally:
+            for s in conns:
+                s.close()
