@@ -5,6 +5,7 @@ a raw TCP protocol through ``fleet machines tunnel``; who may open a preview."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -283,6 +284,11 @@ async def only_the_users_ports(stack: FleetClient, mid: str, fresh: tuple[int, .
     async def listed() -> list[int]:
         return [p.port for p in (await stack.machine_ports(mid)).ports]
 
+    async def only_fresh() -> bool:  # (a docker machine's sshd may start listening late)
+        return await listed() == list(fresh)
+
+    with contextlib.suppress(TimeoutError):
+        await wait_until(only_fresh, timeout=20)
     assert await listed() == list(fresh)
     port = free_port()
     argv = ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"]
