@@ -7,6 +7,7 @@ machines whose daemons it starts again (``mark_unresponsive``)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection
 from contextlib import AsyncExitStack
@@ -37,10 +38,13 @@ async def mark_unresponsive(
     )  # fmt: skip
 
 
-async def daemons_ended(settings: Settings, hosts: Collection[str | None], reason: str) -> int:
+async def daemons_ended(
+    settings: Settings, hosts: Collection[str | None], reason: str, timeout_s: float = 30.0
+) -> int:
     """The ready machines of ``hosts`` (None: machines recorded with no host), whose daemons
-    were all ended, marked unresponsive; how many."""
-    async with AsyncExitStack() as stack:
+    were all ended, marked unresponsive; how many. TimeoutError after ``timeout_s`` (a store
+    or bus out of reach must not hold up whoever ended them)."""
+    async with asyncio.timeout(timeout_s), AsyncExitStack() as stack:
         store, bus = await connect(settings, stack, "daemons-ended")
         marked: list[MachineUnresponsive] = []
         for machine in await store.list_machines():
