@@ -152,7 +152,8 @@ class MachineEgressDenied(_Event, tag=EventKind.EGRESS_DENIED.value, kw_only=Tru
     port: int = 0
     #: The DNS name asked for, if a name was refused.
     name: str = ""
-    #: "denied" (the policy), "rebinding" (an allowed name pointing where it may not).
+    #: "denied" (the policy), "rebinding" (an allowed name pointing where it may not),
+    #: "rate-limited" (a query past the machine's cap on its resolver: answered REFUSED).
     reason: str
     dropped: int = 0
 

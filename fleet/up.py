@@ -43,6 +43,7 @@ from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
+from services.common.unresponsive import daemons_ended
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The
 #: auth callout comes first: machines cannot connect without it.
@@ -180,8 +181,8 @@ def up(opts: UpOptions) -> int:
         servers = ServerSupervisor(children)  # restarts a server that dies, like a service
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
         if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
-            _stop_machines(settings, opts)
-        stack.callback(_stop_machines, settings, opts)
+            _end_machines(settings, opts, auth)
+        stack.callback(_end_machines, settings, opts, auth)
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
         plan = service_plan(names, opts, settings.sandbox_uid_range)
@@ -314,6 +315,24 @@ def _end_dead_stack(children: Children) -> bool:
         flush=True,
     )  # fmt: skip
     return True
+
+
+def _end_machines(settings: Settings, opts: UpOptions, auth: NatsAuth | None) -> None:
+    """Stop this stack's machines, and have none read ``ready`` until a daemon serves it again
+    (the provisioner that resumes it starts a new one)."""
+    _stop_machines(settings, opts)
+    hosts = {None, settings.host_id, *host_ids(opts)}
+    if auth is not None:  # the embedded NATS: connect as the services do
+        settings = msgspec.structs.replace(
+            settings, nats_user=auth.SERVICE_USER, nats_password=auth.service_password
+        )
+    try:
+        n = asyncio.run(daemons_ended(settings, hosts, "its daemon ended with fleet up"))
+    except Exception as exc:  # noqa: BLE001 - the stop goes on; heartbeats will tell
+        print(f"fleet up: could not record that the machines' daemons ended: {exc!r}", flush=True)
+        return
+    if n:
+        print(f"fleet up: {n} machine(s) unresponsive until their daemons are back", flush=True)
 
 
 def _stop_machines(settings: Settings, opts: UpOptions) -> None:

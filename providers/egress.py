@@ -31,6 +31,7 @@ import hashlib
 import ipaddress
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 
@@ -269,16 +270,16 @@ def learned_script(
     return "\n".join(lines) + "\n"
 
 
-async def apply(netns_pid: int, script: str, owner: str) -> None:
+async def apply(netns_pid: int, script: str, owner: str, executor: Executor | None = None) -> None:
     """Run ``script`` with nft in the network namespace of ``netns_pid`` (a process the
     provider started: the namespace is held by descriptor, not by a path in the machine).
-    nft is started by a thread in the namespace, never by the event loop: starting a process
-    blocks its caller until the child runs, which on a loaded host would stall the work of
-    every other machine."""
+    nft is started by a thread in the namespace (of ``executor``, else the loop's default),
+    never by the event loop: starting a process blocks its caller until the child runs, which
+    on a loaded host would stall the work of every other machine."""
+    loop = asyncio.get_running_loop()
+    run = partial(in_namespaces, netns_pid, CLONE_NEWNET, partial(_nft, script))
     try:
-        done = await asyncio.to_thread(
-            in_namespaces, netns_pid, CLONE_NEWNET, partial(_nft, script)
-        )
+        done = await loop.run_in_executor(executor, run)
     except OSError as exc:
         raise EgressUnavailable(f"{owner}'s network namespace is gone: {exc}") from None
     except subprocess.TimeoutExpired:

@@ -15,6 +15,10 @@ A query is answered by the machine's instance's policy:
   are added to the machine's ``dns`` sets for the record's TTL, with the ports of the entries
   that allowed the name, before the machine gets the answer (its next connect finds them).
 
+Each machine has a cap on its queries at once and a second; past it a query is answered
+REFUSED and counted as a refusal (providers/egress_dns_load.py), and no upstream query holds a
+thread.
+
 dnslib parses and builds the messages: no hand-written DNS parser faces a hostile machine.
 """
 
@@ -25,6 +29,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,20 +41,21 @@ from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 from contracts.gateway_network import EgressEntry, EgressPolicy
 from core.tasks import cancel_and_join
 from providers import egress
+from providers.egress_dns_load import DnsCaps, Gate, ask
 from providers.egress_log import open_log, read_refused
 from providers.namespaces import CLONE_NEWNET, in_namespaces
 from providers.netns import RESOLVER
 
 log = structlog.get_logger(__name__)
 
-_UPSTREAM_TIMEOUT_S = 3.0
 _MIN_TTL_S = 2
+_THREADS = 4
 _POLICY_FRESH_S = 1.0
 #: A DNS-over-TCP connection that sends no whole query for this long is closed.
 _TCP_IDLE_S = 10.0
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: Called for each refusal: machine id, name ("" for a connection), why ("denied",
-#: "rebinding"), destination ("" for a name refused before any lookup), port.
+#: "rebinding", "rate-limited"), destination ("" for a name refused before any lookup), port.
 OnRefused = Callable[[str, str, str, str, int], None]
 PolicyOf = Callable[[str], Awaitable[EgressPolicy]]
 
@@ -108,6 +114,8 @@ class _Machine:
     pid: int
     policy: EgressPolicy
     rules: NameRules
+    #: Its cap on queries (and TCP connections) at once and a second.
+    gate: Gate
     transport: asyncio.DatagramTransport | None = None
     #: The same resolver over TCP (RFC 7766: answers too large for UDP, stub resolvers that
     #: use TCP only).
@@ -148,8 +156,10 @@ class DnsProxy:
         upstream: egress.Endpoint,
         platform: Iterable[Address],
         on_refused: OnRefused | None = None,
+        caps: DnsCaps | None = None,
     ) -> None:
         self.upstream = upstream
+        self.caps = caps or DnsCaps()
         self.platform = frozenset(platform)
         self.on_refused = on_refused
         #: The machine's policy as stored (set by whoever knows the store).
@@ -157,6 +167,10 @@ class DnsProxy:
         self._machines: dict[str, _Machine] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._attaching = asyncio.Lock()
+        #: Threads of its own for what machines' answers make it load (their learned
+        #: addresses, one load at a time per machine): never the default executor's, which
+        #: runs the provisioner's other work.
+        self._threads = ThreadPoolExecutor(_THREADS, thread_name_prefix="egress-dns")
 
     async def __aenter__(self) -> DnsProxy:
         return self
@@ -167,6 +181,8 @@ class DnsProxy:
         await cancel_and_join(*self._tasks)
         for mid in list(self._machines):
             self.detach(mid)
+        # Joined: a load under way ends within nft's timeout.
+        await asyncio.to_thread(self._threads.shutdown, wait=True, cancel_futures=True)
 
     async def attach(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
         if await self._update(machine_id, pid, policy):
@@ -191,7 +207,10 @@ class DnsProxy:
     async def _make(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
         self.detach(machine_id)
         sock = await _owned_socket_in(pid, _resolver_socket)
-        m = _Machine(machine_id, pid, policy, NameRules.of(policy), checked=time.monotonic())
+        now = time.monotonic()
+        m = _Machine(
+            machine_id, pid, policy, NameRules.of(policy), Gate(self.caps, now), checked=now
+        )
         loop = asyncio.get_running_loop()
         try:
             transport, _ = await loop.create_datagram_endpoint(
@@ -235,9 +254,29 @@ class DnsProxy:
                 self.on_refused(m.machine_id, "", "denied", destination, port)
 
     def _spawn(self, m: _Machine, data: bytes, addr: tuple[str, int]) -> None:
+        if not m.gate.enter(time.monotonic()):
+            reply = self._over_cap(m, data)
+            if reply is not None and m.transport is not None:
+                m.transport.sendto(reply, addr)
+            return
         task = asyncio.create_task(self._serve(m, data, addr))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _over_cap(self, m: _Machine, data: bytes) -> bytes | None:
+        """REFUSED for a query past the machine's cap, counted as a refusal (its events say
+        how many); None for what is no query."""
+        try:
+            query = DNSRecord.parse(data)
+        except DNSError:
+            return None
+        name = str(query.q.qname).rstrip(".").lower()
+        log.debug("egress.dns_rate_limited", machine_id=m.machine_id, name=name)
+        if self.on_refused is not None:
+            self.on_refused(m.machine_id, name, "rate-limited", "", 0)
+        reply = query.reply()
+        reply.header.rcode = RCODE.REFUSED
+        return bytes(reply.pack())
 
     async def _serve(self, m: _Machine, data: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -245,19 +284,28 @@ class DnsProxy:
         except Exception as exc:  # noqa: BLE001 - task boundary: the machine retries or gives up
             log.warning("egress.dns_failed", machine_id=m.machine_id, error=repr(exc))
             return
+        finally:
+            m.gate.leave()
         if reply is not None and m.transport is not None:
             m.transport.sendto(reply, addr)
 
     async def _serve_tcp(
         self, m: _Machine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Queries on one TCP connection, each with its two-byte length, answered in turn."""
+        """Queries on one TCP connection, each with its two-byte length, answered in turn.
+        A connection past the machine's cap is closed at once."""
+        if m.gate.connections >= self.caps.concurrency:
+            writer.close()
+            if self.on_refused is not None:
+                self.on_refused(m.machine_id, "", "rate-limited", "", 0)
+            return
+        m.gate.connections += 1
         try:
             while True:
                 async with asyncio.timeout(_TCP_IDLE_S):
                     size = int.from_bytes(await reader.readexactly(2), "big")
                     data = await reader.readexactly(size)
-                reply = await self.answer(m, data)
+                reply = await self._answer_within_cap(m, data)
                 if reply is None:
                     break
                 writer.write(len(reply).to_bytes(2, "big") + reply)
@@ -267,7 +315,16 @@ class DnsProxy:
         except Exception as exc:  # noqa: BLE001 - task boundary: the machine retries or gives up
             log.warning("egress.dns_failed", machine_id=m.machine_id, error=repr(exc))
         finally:
+            m.gate.connections -= 1
             writer.close()
+
+    async def _answer_within_cap(self, m: _Machine, data: bytes) -> bytes | None:
+        if not m.gate.enter(time.monotonic()):
+            return self._over_cap(m, data)
+        try:
+            return await self.answer(m, data)
+        finally:
+            m.gate.leave()
 
     async def answer(self, m: _Machine, data: bytes) -> bytes | None:
         try:
@@ -279,7 +336,7 @@ class DnsProxy:
         ports = decide(m.rules, name)
         if ports is None:
             return self._refuse(m, query, name, "denied", RCODE.NXDOMAIN, "")
-        raw = await asyncio.to_thread(_ask, self.upstream, data)
+        raw = await ask(self.upstream, data)
         reply = DNSRecord.parse(raw)
         found = _addresses(reply)
         bad = [a for a, _ in found if forbidden(a, self.platform)]
@@ -305,7 +362,8 @@ class DnsProxy:
         async with m.lock:
             if m.learned:
                 now = time.monotonic()
-                await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
+                script = egress.learned_script(m.learned, now)
+                await egress.apply(m.pid, script, m.machine_id, self._threads)
 
     def _refuse(
         self, m: _Machine, query: DNSRecord, name: str, why: str, rcode: int, destination: str
@@ -336,7 +394,8 @@ class DnsProxy:
                 m.learned[addr] = (old_ports + ports if old_until > now else ports, until)
             m.learned = {a: v for a, v in m.learned.items() if v[1] > now}
             m.names = {a: n for a, n in m.names.items() if a in m.learned}
-            await egress.apply(m.pid, egress.learned_script(m.learned, now), m.machine_id)
+            script = egress.learned_script(m.learned, now)
+            await egress.apply(m.pid, script, m.machine_id, self._threads)
 
 
 def _close(m: _Machine) -> None:
@@ -370,17 +429,6 @@ def _addresses(reply: DNSRecord) -> list[tuple[Address, int]]:
         if rr.rtype in (QTYPE.A, QTYPE.AAAA):
             out.append((ipaddress.ip_address(str(rr.rdata)), int(rr.ttl)))
     return out
-
-
-def _ask(upstream: egress.Endpoint, data: bytes) -> bytes:
-    family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.settimeout(_UPSTREAM_TIMEOUT_S)
-        s.sendto(data, upstream)
-        while True:
-            raw, source = s.recvfrom(65535)
-            if source[:2] == upstream and raw[:2] == data[:2]:
-                return raw
 
 
 def _resolver_socket(kind: socket.SocketKind = socket.SOCK_DGRAM) -> socket.socket:

@@ -174,6 +174,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: The machines' DNS proxy asks this server (``host[:port]``, ``[v6]:port``); empty: the
     #: host's first nameserver (/etc/resolv.conf).
     egress_dns_upstream: str = ""
+    #: Each machine's DNS queries a second (on average, with a burst of twice as many)...
+    egress_dns_rate: float = 50.0
+    #: ...and at once (its TCP connections to the resolver too); past either: REFUSED.
+    egress_dns_concurrency: int = 16
     no_proxy: str = "localhost,127.0.0.1,::1"
     #: Path (on the platform) of a PEM bundle to install on machines; empty: none.
     ca_bundle: str = ""
@@ -390,6 +394,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError(
                 f"FLEET_RPC_BATCH_CONCURRENCY: {self.rpc_batch_concurrency} is not >= 1"
             )
+        if not self.egress_dns_rate > 0 or self.egress_dns_concurrency < 1:
+            raise ValueError(f"FLEET_EGRESS_DNS_RATE ({self.egress_dns_rate}) and "
+                             f"FLEET_EGRESS_DNS_CONCURRENCY ({self.egress_dns_concurrency}) "
+                             "are not positive")  # fmt: skip
 
     @property
     def preview(self) -> PreviewOrigin:

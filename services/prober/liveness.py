@@ -5,13 +5,15 @@ in batches (``store.heartbeats``: machine -> last beat). A sweep marks a ``ready
 ``unresponsive`` once it missed ``missed_heartbeats`` beats, and the first beat after that
 makes it ``ready`` again. Both are compare-and-set transitions and
 both publish an event, so the console and `fleet events` see them.
+
+Whoever ends or starts again a machine's daemon marks it at once (services/common/
+unresponsive.py): a daemon beats only once it serves, so its first beat is the recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from types import TracebackType
 
 import structlog
@@ -28,6 +30,7 @@ from services.common.bus import Bus
 from services.common.hosts import lost_hosts
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.unresponsive import mark_unresponsive
 
 log = structlog.get_logger(__name__)
 
@@ -122,11 +125,4 @@ class HeartbeatMonitor:
         reason = f"no heartbeat for {now - last:.0f}s"
         if host_lost:
             reason += f" ({host_lost})"
-        t = await self.store.transition(machine_id, S.UNRESPONSIVE, reason)
-        if not t.moved:
-            return None
-        await self.store.heartbeats.mark_unresponsive(machine_id)
-        return MachineUnresponsive(
-            event_id=new_event_id(), machine_id=machine_id, reason=reason,
-            last_heartbeat_at=datetime.fromtimestamp(last, UTC),
-        )  # fmt: skip
+        return await mark_unresponsive(self.store, machine_id, reason, last)

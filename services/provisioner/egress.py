@@ -23,6 +23,7 @@ from contracts.models import Machine
 from providers import egress
 from providers.base import NetnsHolder
 from providers.egress_dns import DnsProxy, OnRefused, host_upstream
+from providers.egress_dns_load import DnsCaps
 from providers.netns import nats_servers
 from services.common.settings import Settings
 from services.common.store import Store
@@ -55,7 +56,9 @@ async def dns_proxy(settings: Settings, on_refused: OnRefused | None = None) -> 
     platform = await resolve(nats_servers(settings.nats_url))
     addresses = {ipaddress.ip_address(h) for h, _ in platform}
     addresses |= set(await asyncio.to_thread(host_addresses))
-    return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused)
+    caps = DnsCaps(rate=settings.egress_dns_rate, burst=max(1, int(2 * settings.egress_dns_rate)),
+                   concurrency=settings.egress_dns_concurrency)  # fmt: skip
+    return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused, caps)
 
 
 class EgressEnforcer:

@@ -38,6 +38,7 @@ from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDEN
 from services.common.store_snapshots import get_snapshot
 from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
+from services.common.unresponsive import mark_unresponsive
 from services.provisioner.claims import machine_pool
 from services.provisioner.egress import EgressEnforcer
 from services.provisioner.egress_events import EgressEvents
@@ -276,12 +277,20 @@ class Provisioner(StopStartHandlers):
             except FleetError as exc:
                 log.warning("provision.egress_not_resumed", machine_id=machine.id, error=str(exc))
             if external_id != machine.external_id:
+                if machine.status is S.READY:  # a daemon started anew does not serve yet
+                    await self._not_serving_yet(machine.id)
                 await self.store.set_external_id(machine.id, external_id)
                 log.info(
                     "provision.machine_resumed", machine_id=machine.id, external_id=external_id
                 )
                 resumed += 1
         return resumed
+
+    async def _not_serving_yet(self, machine_id: str) -> None:
+        """Unresponsive until its new daemon's first heartbeat (services/common/unresponsive.py)."""
+        event = await mark_unresponsive(self.store, machine_id, "its daemon was started again")
+        if event is not None:
+            await self.bus.publish(event)
 
     async def stop_failed(self, event: MachineArchived, reason: str) -> None:
         # The machine is archived already (that is what the event says): nothing to fail.

@@ -121,7 +121,7 @@ def _ready_machine(up: FleetUp, name: str) -> str:
 
 
 def wait_answers(up: FleetUp, mid: str) -> None:
-    """Its daemon is back (its status may say ready from before the restart already)."""
+    """Its daemon is back (until then its status says unresponsive)."""
     deadline = time.monotonic() + 120
     while (echo := up.cli("machines", "exec", mid, "--", "echo", "back")).returncode != 0:
         assert time.monotonic() < deadline, echo.stderr

@@ -67,8 +67,8 @@ def test_docker_machines_stop_with_fleet_up_and_come_back_with_it(
     assert container(mid)["State"]["Running"] is False
 
     second = up_docker(data_dir, ups)
-    # The machine's status never left ready: it is back when its daemon answers again. Each
-    # check is a CLI run (a second or so), so the loop paces itself.
+    # The machine is unresponsive until its new daemon serves: it is back when its daemon
+    # answers again. Each check is a CLI run (a second or so), so the loop paces itself.
     deadline = time.monotonic() + 60
     while (back := second.cli("machines", "exec", mid, "--", "sh", "-c", "hostname; cat ~/mark")
            ).returncode != 0:  # fmt: skip

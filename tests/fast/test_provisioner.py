@@ -11,6 +11,7 @@ from contracts.events import (
     MachineCreated,
     MachineFailed,
     MachineProvisioned,
+    MachineUnresponsive,
 )
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
@@ -186,3 +187,19 @@ async def test_resume_restarts_live_machines_with_their_stored_token(world: Worl
     assert (await world.machine(machine.id)).external_id == f"local:{machine.id}"
     # The daemon came back: it reports ready again, and nothing is set up twice.
     assert len(world.bus.of(DaemonStatusReported, machine.id)) == 2
+
+
+async def test_a_machine_whose_daemon_resume_starts_anew_is_not_ready_until_it_beats(
+    world: World,
+) -> None:
+    """A host rebooted under a ready machine: the daemon its provisioner starts again does
+    not serve yet, so the machine reads unresponsive until that daemon's first heartbeat."""
+    machine = await world.ready_machine()
+    world.daemons[machine.id].mode = "unavailable"  # the host rebooted
+    await world.store.set_external_id(machine.id, "stale")
+    assert await world.provisioner.resume() == 1
+    again = await world.machine(machine.id)
+    assert again.status is S.UNRESPONSIVE
+    assert again.status_reason == "its daemon was started again"
+    [event] = world.bus.of(MachineUnresponsive, machine.id)
+    assert event.reason == again.status_reason

@@ -5,6 +5,7 @@ a raw TCP protocol through ``fleet machines tunnel``; who may open a preview."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -268,3 +269,33 @@ async def test_ssh_keys_land_in_running_and_new_machines(
     assert b"2 key(s) set; written to 1 of 1" in out
     written = (home_of(settings, rebuilt.id) / ".ssh" / "authorized_keys").read_text()
     assert written.splitlines() == [key, key.replace("me@laptop", "ci")]
+
+
+async def test_a_fresh_machine_lists_none_of_the_platforms_ports(stack: FleetClient) -> None:
+    """The machine's resolver (the DNS proxy's socket in its namespace), its way to NATS and
+    its daemon's control server listen in every machine: none of them is the user's, so a
+    fresh machine lists no port, and a server the user starts is listed."""
+    await only_the_users_ports(stack, await ready_machine(stack, "fresh"))
+
+
+async def only_the_users_ports(stack: FleetClient, mid: str, fresh: tuple[int, ...] = ()) -> None:
+    """A fresh machine lists ``fresh`` only; a server the user starts is listed beside."""
+
+    async def listed() -> list[int]:
+        return [p.port for p in (await stack.machine_ports(mid)).ports]
+
+    async def only_fresh() -> bool:  # (a docker machine's sshd may start listening late)
+        return await listed() == list(fresh)
+
+    with contextlib.suppress(TimeoutError):
+        await wait_until(only_fresh, timeout=20)
+    assert await listed() == list(fresh)
+    port = free_port()
+    argv = ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    await stack.start_process(mid, argv, tag="http")
+
+    async def more() -> bool:
+        return len(await listed()) > len(fresh)
+
+    await wait_until(more, timeout=20)
+    assert await listed() == sorted([*fresh, port])

@@ -4,6 +4,7 @@ address, each port once per family; others (established, bound to another addres
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from contracts.errors import NotSupported
 from contracts.ports import ListeningPort
-from daemon.ports import decode_address, listening_ports, parse_table
+from daemon.ports import Holders, decode_address, listening_ports, parse_table
 
 HEAD = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
 
@@ -21,8 +22,10 @@ def v4(addr: str) -> str:
     return socket.inet_aton(addr)[:: -1 if sys.byteorder == "little" else 1].hex().upper()
 
 
-def row(n: int, local: str, state: str) -> str:
-    return f"   {n}: {local} 00000000:0000 {state} 00000000:00000000 00:00000000 00000000  1000\n"
+def row(n: int, local: str, state: str, uid: int = 1000) -> str:
+    """Row ``n``: its socket's inode is 100 + n."""
+    return (f"   {n}: {local} 00000000:0000 {state} 00000000:00000000 00:00000000 00000000"
+            f"  {uid}        0 {100 + n} 1 0000000000000000 100 0 0 10 0\n")  # fmt: skip
 
 
 def test_ipv4_listen_rows_on_loopback_or_any_only() -> None:
@@ -65,8 +68,26 @@ def test_each_port_once_per_family_sorted(tmp_path: Path) -> None:
     (tmp_path / "tcp").write_text(HEAD + row(0, f"{v4('0.0.0.0')}:1F90", "0A")
                                   + row(1, f"{v4('127.0.0.1')}:1F90", "0A")
                                   + row(2, f"{v4('127.0.0.1')}:0016", "0A"))  # fmt: skip
-    ports = listening_ports(tmp_path).ports
+    ports = listening_ports(tmp_path, Holders(programs={100, 101, 102})).ports
     assert [(p.port, p.family) for p in ports] == [(22, "ipv4"), (8080, "ipv4")]
+
+
+def test_only_the_machines_programs_sockets_are_listed(tmp_path: Path) -> None:
+    """By who holds each socket: a program of the machine (listed); the platform's daemon, or
+    nobody of the machine (the DNS proxy's resolver, the way to NATS: held from outside); one
+    a process the daemon may not look into could hold (its owner's)."""
+    (tmp_path / "tcp").write_text(HEAD + row(0, f"{v4('127.0.0.1')}:0BB8", "0A")  # 3000
+                                  + row(1, f"{v4('127.0.0.53')}:0035", "0A", uid=0)  # resolver
+                                  + row(2, f"{v4('127.0.0.1')}:9000", "0A")  # the daemon's
+                                  + row(3, f"{v4('0.0.0.0')}:0016", "0A", uid=7))  # fmt: skip
+
+    def listed(held: Holders) -> list[int]:
+        return [p.port for p in listening_ports(tmp_path, held).ports]
+
+    assert listed(Holders(programs={100}, platform={102})) == [3000]
+    assert listed(Holders(programs={100}, platform={102}, unseen_uids={7})) == [22, 3000]
+    # 3000 may be an unseen process's of its owner: listed; the daemon's of that owner is not.
+    assert listed(Holders(platform={102}, unseen_uids={1000})) == [3000]
 
 
 def test_no_table_at_all_is_not_supported(tmp_path: Path) -> None:
@@ -74,10 +95,27 @@ def test_no_table_at_all_is_not_supported(tmp_path: Path) -> None:
         listening_ports(tmp_path)
 
 
-def test_a_real_listener_shows_up() -> None:
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen()
-        port = srv.getsockname()[1]
+def test_a_real_listener_shows_up_unless_the_daemons_own() -> None:
+    """Read from this host's /proc, this process in the daemon's place: a child's listener is
+    a program's, this process's own is the platform's."""
+    server = [sys.executable, "-c", LISTEN]
+    with subprocess.Popen(server, stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
         assert port in {p.port for p in listening_ports().ports}
+        child.kill()
     assert port not in {p.port for p in listening_ports().ports}
+    with socket.socket() as own:
+        own.bind(("127.0.0.1", 0))
+        own.listen()
+        assert own.getsockname()[1] not in {p.port for p in listening_ports().ports}
+
+
+LISTEN = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+time.sleep(60)
+"""
