@@ -21,6 +21,8 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import FileNotFound, FleetError, InvalidParams, ToolError, WrongFileKind
+from contracts.machine_files import CONTAINER_ENV_FILE
+from core.dotenv import parse_env_file
 from core.tokenfd import RUNTIME_LIBS_VAR
 from daemon import homefs
 
@@ -37,6 +39,8 @@ _READ_CHUNK = 64 * 1024
 #: After a command exits, how long its output pipes may stay open; a background child that
 #: still holds them then is killed with the rest of the command's process group.
 _PIPE_GRACE_S = 2.0
+#: The container's variables are a few lines: more is not read.
+_CONTAINER_ENV_MAX = 256 * 1024
 #: Called with ("stdout" | "stderr", bytes) for each piece of output kept.
 OnChunk = Callable[[str, bytes], Awaitable[None]]
 
@@ -149,10 +153,34 @@ def current_umask() -> int | None:
 def command_env(
     base: Mapping[str, str], home: Path, extra: Mapping[str, str] | None
 ) -> dict[str, str]:
+    """A process's environment: the daemon's without its secrets (the image's variables), the
+    container's variables over it (containerEnv, remoteEnv: ``container_env``), then
+    ``extra``; ``HOME`` is the home."""
     env = {k: v for k, v in base.items() if k not in _PRIVATE_ENV}
+    env.update(container_env(home))
     env["HOME"] = str(home)
     env.update(extra or {})
     return env
+
+
+def container_env(home: Path) -> dict[str, str]:
+    """The variables the platform pushed to ``CONTAINER_ENV_FILE``, read now (a small file):
+    none when it is missing, not a regular file (the machine may have put anything there) or
+    does not parse."""
+    path = home / CONTAINER_ENV_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return {}
+        return parse_env_file(os.read(fd, _CONTAINER_ENV_MAX).decode())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        log.warning("process.container_env_invalid", path=str(path), error=str(exc))
+        return {}
+    finally:
+        os.close(fd)
 
 
 async def exec_command(

@@ -155,7 +155,8 @@ async def test_a_redelivery_after_a_crash_mid_setup_rewrites_the_env_but_clones_
     assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["error", "ok"]
     m = world.daemons[machine.id]
     assert len(m.ran("clone")) == 1
-    assert len(world.daemons.calls_of("tool.writeFile", machine.id)) == 4  # .env, cron: twice
+    # .env, cron, container.env: twice
+    assert len(world.daemons.calls_of("tool.writeFile", machine.id)) == 6
     assert len(world.bus.of(SetupPushed, machine.id)) == 1
     assert (await world.machine(machine.id)).status is S.READY
 
