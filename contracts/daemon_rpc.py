@@ -22,7 +22,12 @@ from contracts.errors import (
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
 from contracts.ports import LIST_PORTS, TUNNEL_CONNECT
 from contracts.streams import DEFAULT_CHUNK, DEFAULT_WINDOW, MAX_CHUNK, StreamOpened
-from contracts.validation import check_env_name
+from contracts.validation import (
+    check_branch,
+    check_checkout_path,
+    check_env_name,
+    check_repo_url,
+)
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 DEFAULT_EXEC_TIMEOUT_S = 120.0
@@ -163,6 +168,24 @@ class SelfUpdateResult(Result, kw_only=True):
     to_git_sha: str | None
 
 
+class GitCloneParams(Params, kw_only=True):
+    """A clone of one branch of ``url`` into ``path`` (relative to the home), done by the
+    daemon's own runtime: for an image that has no git."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    branch: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_EXEC_TIMEOUT_S)] = DEFAULT_EXEC_TIMEOUT_S
+    #: The repo's credentials (HTTP basic), for this clone only: never written to disk.
+    username: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    password: Annotated[str, msgspec.Meta(max_length=8192)] | None = None
+
+    def __post_init__(self) -> None:
+        check_repo_url(self.url)
+        check_branch(self.branch)
+        check_checkout_path(self.path)
+
+
 _UNREACHABLE = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError, BadPath)
 _PROCESS = (*_UNREACHABLE, NotFound, Conflict)
 
@@ -178,6 +201,14 @@ EXEC_COMMAND: MethodSpec[ExecCommandParams, ExecCommandResult] = MethodSpec(
     ExecCommandParams,
     ExecCommandResult,
     "Run an argv on the machine; killed on timeout.",
+    _UNREACHABLE,
+)
+GIT_CLONE: MethodSpec[GitCloneParams, ExecCommandResult] = MethodSpec(
+    "tool.gitClone",
+    GitCloneParams,
+    ExecCommandResult,
+    "Clone a repo's branch with the daemon's own runtime (an image with no git); a finished "
+    "checkout of the same URL there already is left as it is. Killed on timeout.",
     _UNREACHABLE,
 )
 GET_VERSION: MethodSpec[NoParams, GetVersionResult] = MethodSpec(
@@ -359,6 +390,7 @@ SESSION_ATTACH: MethodSpec[ss.SessionAttachParams, StreamOpened] = MethodSpec(
 DAEMON_METHODS: tuple[AnySpec, ...] = (
     WRITE_FILE,
     EXEC_COMMAND,
+    GIT_CLONE,
     GET_VERSION,
     HEALTH,
     PROCESS_START,

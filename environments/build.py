@@ -117,8 +117,9 @@ async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource
         source = DevcontainerSource(found)
     with tempfile.TemporaryDirectory(prefix="fleetd-features-") as tmp:
         plan = await _plan(source, checkout, workspace, Path(tmp), store.feature_timeout_s)
-        for ref in plan.images() if check_image is not None else ():
-            await check_image(ref)
+        if check_image is not None:
+            for ref in plan.images():
+                await check_image(ref)
         if plan.dockerfile is None and not plan.features:
             assert plan.image is not None
             image = await _image_id(docker, plan.image)

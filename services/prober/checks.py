@@ -10,6 +10,11 @@ from contracts.errors import FleetError, InvalidParams
 from contracts.events import SetupPushed
 from services.common.daemon_client import MachineClient
 
+#: A command the machine does not have exits so (the daemon's answer, as a shell's).
+_NOT_FOUND = 127
+#: Files one ``daemon.health`` call checks at most (HealthParams).
+_HEALTH_FILES = 64
+
 
 async def probe_once(mc: MachineClient, pushed: SetupPushed, timeout_s: float = 5.0) -> str | None:
     """None when every check passes, else what is wrong (for the machine's status reason)."""
@@ -41,7 +46,29 @@ async def probe_once(mc: MachineClient, pushed: SetupPushed, timeout_s: float = 
         return "daemon reports it is not healthy"
     if health.missing:
         return ".env missing on the machine"
-    return _verdict(checks, results)
+    return _verdict(checks, await _without_git(mc, checks, results, timeout_s))
+
+
+async def _without_git(mc: MachineClient, checks: list[tuple[str, ...]],
+                       results: list[ExecCommandResult | BaseException],
+                       timeout_s: float) -> list[ExecCommandResult | BaseException]:  # fmt: skip
+    """``results`` with each check the machine could not run (an image with no git: its repos
+    were cloned by the daemon's runtime) made by the daemon instead: the checkout's
+    ``.git/HEAD`` is a file."""
+    blind = [i for i, (argv, r) in enumerate(zip(checks, results, strict=True))
+             if argv[0] == "git" and isinstance(r, ExecCommandResult)
+             and r.exit_code == _NOT_FOUND and not r.stdout]  # fmt: skip
+    if not blind:
+        return results
+    heads = [f"{checks[i][2]}/.git/HEAD" for i in blind]
+    missing: set[str] = set()
+    for at in range(0, len(heads), _HEALTH_FILES):  # as many as one health call takes
+        got = await mc.health(files=heads[at : at + _HEALTH_FILES], timeout_s=timeout_s)
+        missing.update(got.missing)
+    out = list(results)
+    for i, head in zip(blind, heads, strict=True):
+        out[i] = ExecCommandResult(exit_code=int(head in missing), stdout="", stderr="")
+    return out
 
 
 def _verdict(

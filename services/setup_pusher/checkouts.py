@@ -14,7 +14,7 @@ import structlog
 
 from contracts import validation
 from contracts.consumers import Durable
-from contracts.daemon_rpc import ExecCommandParams
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, GitCloneParams
 from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
@@ -32,6 +32,8 @@ from services.setup_pusher.live_env import LiveEnv
 
 log = structlog.get_logger(__name__)
 
+#: The exit code of a command the machine does not have (the daemon's, as a shell's).
+_NOT_FOUND = 127
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # never wait for a password nobody will type
 ASKPASS_PATH = "~/" + ASKPASS_FILE
 ASKPASS_SCRIPT = """#!/bin/sh
@@ -172,6 +174,8 @@ class Checkouts(LiveEnv):
         result = await mc.exec(
             ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=env)
         )
+        if result.exit_code == _NOT_FOUND and not result.stdout:  # the image has no git
+            result = await self._clone_with_runtime(mc, repo, env)
         if result.exit_code == 0:
             log.info("setup.repo_cloned", path=repo.path, branch=repo.branch)
             return
@@ -180,6 +184,17 @@ class Checkouts(LiveEnv):
                 f"git clone {repo.url} timed out after {self.settings.clone_timeout_s:g}s"
             )
         raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
+
+    async def _clone_with_runtime(self, mc: MachineClient, repo: Repo,
+                                  env: dict[str, str]) -> ExecCommandResult:  # fmt: skip
+        """The clone done by the daemon's own runtime (daemon/gitclone.py), with the same
+        credentials: an image without git gets its repos too."""
+        log.info("setup.repo_clone_without_git", path=repo.path)
+        return await mc.git_clone(GitCloneParams(
+            url=repo.url, branch=repo.branch, path=repo.path,
+            timeout_s=self.settings.clone_timeout_s, username=env.get("FLEET_GIT_USERNAME"),
+            password=env.get("FLEET_GIT_PASSWORD"),
+        ))  # fmt: skip
 
     async def _is_checkout_of(self, mc: MachineClient, repo: Repo) -> bool:
         """True if ``repo.path`` is the root of a finished checkout of ``repo.url``: its own

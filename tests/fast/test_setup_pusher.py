@@ -176,6 +176,22 @@ async def test_an_existing_checkout_of_the_same_remote_is_not_cloned_again(world
     assert (await world.machine(machine.id)).status is S.READY
 
 
+async def test_an_image_with_no_git_gets_its_repos_from_the_daemons_runtime(
+    world: World,
+) -> None:
+    """``git`` is not found on the machine (its image has none): the daemon's own runtime
+    clones the repo (tool.gitClone), and the machine is ready (the prober looks for the
+    checkout's .git/HEAD instead of asking git)."""
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    m = world.daemons[machine.id]
+    m.on_exec(["git"], exit_code=127, stderr="git: not found")
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert [(c.url, c.branch, c.path) for c in m.git_clones] == [(URL, "main", "src/app")]
+    assert await world.store.cloned_paths(machine.id) == {"src/app"}
+    assert (await world.machine(machine.id)).status is S.READY
+
+
 async def test_a_checkout_of_another_remote_is_not_taken_for_ours(world: World) -> None:
     machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
     m = world.daemons[machine.id]

@@ -104,3 +104,23 @@ async def refreshed_env_keeps_them(stack: FleetClient, mid: str) -> None:
     written = dotenv(await out(stack, mid, "cat", ".fleet/.env"))
     want = {"FOO": "from-containerEnv", "LAYER": "instance", "PLAT_OVER": "container"}
     assert {k: written.get(k) for k in want} == want, written
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("provider", ["local", "docker"])
+async def test_a_repo_reaches_a_machine_whose_image_has_no_git(
+    provider: str, stack: FleetClient, busybox: str, git_served: GitHttpServer, tmp_path: Path
+) -> None:
+    """A devcontainer of the static busybox image (no git, no libc): the machine is ready with
+    its repo checked out, a checkout git itself would read (its origin, its branch)."""
+    config = {"image": busybox, "containerEnv": {"FOO": "bar"}}
+    url = serve_repo(git_served, tmp_path, {".devcontainer.json": json.dumps(config),
+                                            "src/hello.txt": "hello from the repo\n"})  # fmt: skip
+    mid = await devcontainer_machine(stack, url, provider)
+    assert (await stack.exec(mid, ["sh", "-c", "command -v git"])).exit_code != 0
+    assert await out(stack, mid, "cat", f"{REPO_PATH}/src/hello.txt") == "hello from the repo\n"
+    config_text = await out(stack, mid, "cat", f"{REPO_PATH}/.git/config")
+    assert url in config_text, config_text
+    assert (
+        await out(stack, mid, "cat", f"{REPO_PATH}/.git/HEAD")
+    ).strip() == "ref: refs/heads/main"
