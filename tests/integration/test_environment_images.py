@@ -18,14 +18,19 @@ from contracts import gateway_env_builds as geb
 from contracts.errors import ImageNotFound, ImageRefused
 from contracts.gateway_environments import DockerfileSource, Environment
 from contracts.models import Repo
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_environments import set_instance_environment
 from services.provisioner.environment import EnvironmentContext, resolve_image
 from services.provisioner.environment_builds import EnvironmentBuilds
+from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.environments import busybox_image
 from tests.gitcmd import repo_with
+
+__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
 
 
 @pytest.fixture
@@ -99,3 +104,24 @@ async def test_an_instance_uses_no_other_instances_image(
         await docker.images.delete(own)
     with pytest.raises(ImageNotFound):
         await resolve_image(ctx, Environment(image=f"fleet-test-none:{secrets.token_hex(4)}"))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("remove_containers")
+async def test_through_the_gateway_another_instances_layer_is_refused(
+    stack: FleetClient, others: tuple[str, str, str]
+) -> None:
+    """As a tenant drives it: environments.build answers 1611 without the layer's ID, and a
+    docker machine of that environment fails at stage environment, no container made."""
+    layer, _, image_id = others
+    inst = await stack.create_instance("attacker")
+    await stack.set_environment(inst.id, Environment(image=layer))
+    with pytest.raises(ImageRefused) as err:
+        await stack.build_environment(inst.id)
+    assert err.value.code == 1611
+    assert image_id not in err.value.message
+    m = await stack.create_machine(inst.id, "docker")
+    done = await stack.wait_for(m.id, ("ready", "failed"), timeout_s=120)
+    assert done.status is MachineStatus.FAILED
+    assert done.status_reason.startswith("environment failed: ImageRefused: "), done.status_reason
+    assert done.environment_image is None
