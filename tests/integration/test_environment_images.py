@@ -7,7 +7,9 @@ instance's own layers and builds are not."""
 
 from __future__ import annotations
 
+import io
 import secrets
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -53,6 +55,19 @@ async def others(docker: aiodocker.Docker) -> AsyncIterator[tuple[str, str, str]
         await docker.images.delete(ref)
 
 
+async def _built(docker: aiodocker.Docker, tag: str, dockerfile: str) -> None:
+    """``dockerfile`` built on the engine as ``tag`` (as a registry's image would be pulled):
+    its ONBUILD lines are kept for a build FROM it, not run."""
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    body.seek(0)
+    await docker.images.build(fileobj=body, encoding="application/x-tar", tag=tag)
+
+
 @pytest.mark.timeout(120)
 async def test_an_instance_uses_no_other_instances_image(
     docker: aiodocker.Docker, others: tuple[str, str, str], settings: Settings, store: Store,
@@ -92,6 +107,20 @@ async def test_an_instance_uses_no_other_instances_image(
             await builds.build(geb.BuildEnvironmentParams(instance_id=inst.id), None)
         with pytest.raises(ImageRefused):
             await resolve_image(ctx, env)
+
+    # A registry image whose ONBUILD trigger copies out of the layer, in a build FROM it.
+    trap = f"fleet-test-onbuild:{secrets.token_hex(6)}"
+    await _built(docker, trap, f"FROM {await busybox_image(docker)}\n"
+                               f"ONBUILD COPY --from={layer} /bin/busybox /stolen\n")  # fmt: skip
+    try:
+        work = repo_with(tmp_path / "onbuild", {"Dockerfile": f"FROM {trap}\n"}, "env")
+        await store.add_repo(inst.id, Repo(url=str(work), branch="main", path="onbuild"))
+        env = Environment(dockerfile=DockerfileSource(repo="onbuild"))
+        await set_instance_environment(store, inst.id, env)
+        with pytest.raises(ImageRefused):
+            await builds.build(geb.BuildEnvironmentParams(instance_id=inst.id), None)
+    finally:
+        await docker.images.delete(trap)
 
     # What it may use: a registry-named image, and a layer of its own machine's.
     base = await busybox_image(docker)
