@@ -33,6 +33,10 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 DEFAULT_EXEC_TIMEOUT_S = 120.0
 DEFAULT_FILE_MODE = 0o644
 MAX_EXEC_TIMEOUT_S = 3600.0
+#: The exit code of a command whose program the machine does not have (as a shell's).
+EXIT_NOT_FOUND = 127
+#: Files one ``daemon.health`` call checks at most.
+HEALTH_MAX_FILES = 64
 
 
 class WriteFileParams(Params, kw_only=True):
@@ -81,7 +85,7 @@ class HealthParams(Params, kw_only=True):
     #: ``.env`` check without spawning ``test -f`` on the machine. Daemons before this field
     #: answer -32602 to it; the prober then falls back to the command.
     files: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]],
-                     msgspec.Meta(max_length=64)] = []  # fmt: skip
+                     msgspec.Meta(max_length=HEALTH_MAX_FILES)] = []  # fmt: skip
 
 
 class HealthResult(Result, kw_only=True):

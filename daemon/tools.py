@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from contracts.daemon_rpc import (
+    EXIT_NOT_FOUND,
     ExecCommandParams,
     ExecCommandResult,
     WriteFileParams,
@@ -209,7 +210,8 @@ async def exec_command(
             start_new_session=True,  # its own process group, so a timeout kills the whole tree
         )
     except FileNotFoundError:
-        return ExecCommandResult(exit_code=127, stdout="", stderr=f"{params.command[0]}: not found")
+        return ExecCommandResult(exit_code=EXIT_NOT_FOUND, stdout="",
+                                 stderr=f"{params.command[0]}: not found")  # fmt: skip
     except PermissionError:
         return ExecCommandResult(
             exit_code=126, stdout="", stderr=f"{params.command[0]}: permission denied"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from contracts.daemon_rpc import ExecCommandResult, HealthResult
+from contracts.daemon_rpc import (
+    EXIT_NOT_FOUND,
+    HEALTH_MAX_FILES,
+    ExecCommandResult,
+    HealthResult,
+)
 from contracts.errors import FleetError, InvalidParams
 from contracts.events import SetupPushed
 from services.common.daemon_client import MachineClient
-
-#: A command the machine does not have exits so (the daemon's answer, as a shell's).
-_NOT_FOUND = 127
-#: Files one ``daemon.health`` call checks at most (HealthParams).
-_HEALTH_FILES = 64
 
 
 async def probe_once(mc: MachineClient, pushed: SetupPushed, timeout_s: float = 5.0) -> str | None:
@@ -57,13 +57,13 @@ async def _without_git(mc: MachineClient, checks: list[tuple[str, ...]],
     ``.git/HEAD`` is a file."""
     blind = [i for i, (argv, r) in enumerate(zip(checks, results, strict=True))
              if argv[0] == "git" and isinstance(r, ExecCommandResult)
-             and r.exit_code == _NOT_FOUND and not r.stdout]  # fmt: skip
+             and r.exit_code == EXIT_NOT_FOUND and not r.stdout]  # fmt: skip
     if not blind:
         return results
     heads = [f"{checks[i][2]}/.git/HEAD" for i in blind]
     missing: set[str] = set()
-    for at in range(0, len(heads), _HEALTH_FILES):  # as many as one health call takes
-        got = await mc.health(files=heads[at : at + _HEALTH_FILES], timeout_s=timeout_s)
+    for at in range(0, len(heads), HEALTH_MAX_FILES):  # as many as one health call takes
+        got = await mc.health(files=heads[at : at + HEALTH_MAX_FILES], timeout_s=timeout_s)
         missing.update(got.missing)
     out = list(results)
     for i, head in zip(blind, heads, strict=True):

@@ -14,7 +14,12 @@ import structlog
 
 from contracts import validation
 from contracts.consumers import Durable
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, GitCloneParams
+from contracts.daemon_rpc import (
+    EXIT_NOT_FOUND,
+    ExecCommandParams,
+    ExecCommandResult,
+    GitCloneParams,
+)
 from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
@@ -32,8 +37,6 @@ from services.setup_pusher.live_env import LiveEnv
 
 log = structlog.get_logger(__name__)
 
-#: The exit code of a command the machine does not have (the daemon's, as a shell's).
-_NOT_FOUND = 127
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # never wait for a password nobody will type
 ASKPASS_PATH = "~/" + ASKPASS_FILE
 ASKPASS_SCRIPT = """#!/bin/sh
@@ -174,7 +177,7 @@ class Checkouts(LiveEnv):
         result = await mc.exec(
             ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=env)
         )
-        if result.exit_code == _NOT_FOUND and not result.stdout:  # the image has no git
+        if result.exit_code == EXIT_NOT_FOUND and not result.stdout:  # the image has no git
             result = await self._clone_with_runtime(mc, repo, env)
         if result.exit_code == 0:
             log.info("setup.repo_cloned", path=repo.path, branch=repo.branch)
