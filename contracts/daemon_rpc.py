@@ -183,6 +183,9 @@ class GitCloneParams(Params, kw_only=True):
     #: The repo's credentials (HTTP basic), for this clone only: never written to disk.
     username: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
     password: Annotated[str, msgspec.Meta(max_length=8192)] | None = None
+    #: Clone nothing: exit 0, the checked-out branch on stdout, if ``path`` is a finished
+    #: checkout of ``url``; else exit 1.
+    check_only: bool = False
 
     def __post_init__(self) -> None:
         check_repo_url(self.url)

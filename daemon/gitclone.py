@@ -8,7 +8,7 @@ and killed at its timeout like any command. The image's git is never needed, nor
 the image's C library. The result is an ordinary checkout (``.git`` with its origin and
 branch) that a git installed later reads as its own.
 
-Run as ``python -m daemon.gitclone URL BRANCH PATH`` (the credentials, if any, in
+Run as ``python -m daemon.gitclone URL BRANCH PATH [--check]`` (the credentials, if any, in
 ``FLEET_GIT_USERNAME`` and ``FLEET_GIT_PASSWORD``: never in argv, never on disk).
 """
 
@@ -33,13 +33,14 @@ def clone_command(p: GitCloneParams) -> ExecCommandParams:
         env[USER_VAR] = p.username
     if p.password is not None:
         env[PASSWORD_VAR] = p.password
-    argv = python_argv(*DAEMON_FLAGS, "-m", "daemon.gitclone", p.url, p.branch, p.path)
+    argv = python_argv(*DAEMON_FLAGS, "-m", "daemon.gitclone", p.url, p.branch, p.path,
+                       *(["--check"] if p.check_only else []))  # fmt: skip
     return ExecCommandParams(command=argv, timeout_s=p.timeout_s, env=env)
 
 
-def checkout_of(path: Path, url: str) -> bool:
-    """Whether ``path`` is a finished checkout of ``url``: its own repository, a HEAD that
-    resolves, the same origin."""
+def checkout_of(path: Path, url: str) -> str | None:
+    """The branch checked out at ``path`` if it is a finished checkout of ``url`` (its own
+    repository, a HEAD that resolves, the same origin); else None."""
     from dulwich.errors import NotGitRepository
     from dulwich.repo import Repo
 
@@ -47,15 +48,22 @@ def checkout_of(path: Path, url: str) -> bool:
         with Repo(str(path)) as repo:
             repo.head()
             origin = repo.get_config().get((b"remote", b"origin"), b"url")
+            head = repo.refs.read_ref(b"HEAD") or b""
     except (NotGitRepository, KeyError, OSError):
-        return False
-    return bool(origin == url.encode())
+        return None
+    if origin != url.encode():
+        return None
+    return head.decode(errors="replace").removeprefix("ref: refs/heads/")
 
 
 def main(argv: list[str]) -> int:
-    url, branch, path = argv
+    url, branch, path, *flags = argv
     target = Path(path)
-    if checkout_of(target, url):
+    current = checkout_of(target, url)
+    if flags == ["--check"]:
+        print(current or "")
+        return 0 if current is not None else 1
+    if current is not None:
         print(f"{path} is already a checkout of {url}")
         return 0
     if target.exists() and (not target.is_dir() or any(target.iterdir())):

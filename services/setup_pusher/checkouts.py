@@ -115,6 +115,11 @@ class Checkouts(LiveEnv):
         """Check ``repo.branch`` out if it is not; False if it already is. Permanent (a
         conflict to report) over a dirty work tree or when the fetch fails."""
         head = await mc.run("git", "-C", repo.path, "rev-parse", "--abbrev-ref", "HEAD")
+        if head.exit_code == EXIT_NOT_FOUND and not head.stdout:  # the image has no git
+            head = await self._runtime_check(mc, repo)
+            if head.stdout.strip() != repo.branch:
+                raise Permanent(f"the machine's image has no git: {repo.branch} not checked "
+                                "out (a branch switch needs git)")  # fmt: skip
         if head.exit_code == 0 and head.stdout.strip() == repo.branch:
             return False
         dirty = await mc.run("git", "-C", repo.path, "status", "--porcelain")
@@ -188,6 +193,14 @@ class Checkouts(LiveEnv):
             )
         raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
 
+    async def _runtime_check(self, mc: MachineClient, repo: Repo) -> ExecCommandResult:
+        """Whether ``repo.path`` is a checkout of the repo, asked of the daemon's runtime (an
+        image with no git): exit 0 and its branch on stdout if it is."""
+        return await mc.git_clone(GitCloneParams(
+            url=repo.url, branch=repo.branch, path=repo.path, check_only=True,
+            timeout_s=self.settings.clone_timeout_s,
+        ))  # fmt: skip
+
     async def _clone_with_runtime(self, mc: MachineClient, repo: Repo,
                                   env: dict[str, str]) -> ExecCommandResult:  # fmt: skip
         """The clone done by the daemon's own runtime (daemon/gitclone.py), with the same
@@ -206,6 +219,8 @@ class Checkouts(LiveEnv):
         head = await mc.run(
             "git", "-C", repo.path, "rev-parse", "--git-dir", "--verify", "-q", "HEAD"
         )
+        if head.exit_code == EXIT_NOT_FOUND and not head.stdout:  # the image has no git
+            return (await self._runtime_check(mc, repo)).exit_code == 0
         if head.exit_code != 0 or head.stdout.split("\n", 1)[0] != ".git":
             return False
         origin = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")

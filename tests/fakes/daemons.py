@@ -298,6 +298,11 @@ class FakeMachine:
         real ``git clone`` would be; one already there is left as it is."""
         self.git_clones.append(p)
         dest = self.path(p.path)
+        if p.check_only:
+            there = self.checkouts.get(dest)
+            if there is None or there.url != p.url:
+                return result(1, "\n")
+            return result(0, there.branch + "\n")
         if dest not in self.checkouts:
             self.checkouts[dest] = Checkout(url=p.url, branch=p.branch)
             self.files[f"{dest}/.git/HEAD"] = FakeFile(f"ref: refs/heads/{p.branch}\n", 0o644)

@@ -5,6 +5,7 @@ repo checked out even in an image that has no git."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import aiodocker
 import pytest
 
+from contracts.events import ReposReconciled
 from contracts.gateway_environments import DevcontainerSource, Environment
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
@@ -124,3 +126,21 @@ async def test_a_repo_reaches_a_machine_whose_image_has_no_git(
     assert (
         await out(stack, mid, "cat", f"{REPO_PATH}/.git/HEAD")
     ).strip() == "ref: refs/heads/main"
+    # The instance's repos changed: the checkout is found there (not cloned again, nothing
+    # reported as a conflict), the new repo cloned.
+    machine = await stack.get_machine(mid)
+    await stack.add_repo(machine.instance_id, url=url, branch="main", path="second")
+    await wait_until(lambda: reconciled(stack, mid), timeout=60)
+    assert await out(stack, mid, "cat", "second/src/hello.txt") == "hello from the repo\n"
+
+
+async def reconciled(stack: FleetClient, mid: str) -> bool:
+    """Whether the machine's repos-reconciled came: the first checkout found, the second
+    cloned, no conflict."""
+    async with contextlib.aclosing(stack.events(mid, follow=False)) as events:
+        done = [e async for _, e in events if isinstance(e, ReposReconciled)]
+    if not done:
+        return False
+    assert (done[-1].conflicts, done[-1].cloned, done[-1].unchanged) == (
+        [], ["second"], [REPO_PATH]), done[-1]  # fmt: skip
+    return True
