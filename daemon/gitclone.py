@@ -48,12 +48,12 @@ def checkout_of(path: Path, url: str) -> str | None:
         with Repo(str(path)) as repo:
             repo.head()
             origin = repo.get_config().get((b"remote", b"origin"), b"url")
-            head = repo.refs.read_ref(b"HEAD") or b""
+        head = (path / ".git" / "HEAD").read_text(errors="replace").strip()
     except (NotGitRepository, KeyError, OSError):
         return None
     if origin != url.encode():
         return None
-    return head.decode(errors="replace").removeprefix("ref: refs/heads/")
+    return head.removeprefix("ref: refs/heads/")
 
 
 def main(argv: list[str]) -> int:
