@@ -37,11 +37,15 @@ from contracts.gateway_environments import (
     Environment,
     SetEnvironmentParams,
 )
-from contracts.gateway_rpc import REPOS_ADD, AddRepoParams
+from contracts.gateway_rpc import REPOS_ADD, REPOS_REMOVE, AddRepoParams, RemoveRepoParams
 from fleet.docker_setup import prepare
 from services.common.settings import Settings
 
 GIT = ("-c", "user.name=bench", "-c", "user.email=bench@fleetd")
+
+
+#: The branch that keeps the first build's Dockerfile (later builds commit over main).
+_FIRST = "bench26-first"
 
 
 def _commit(origin: Path, dockerfile: str) -> None:
@@ -66,6 +70,20 @@ async def _build(gw: Gateway, instance: str) -> tuple[float, str]:
     t0 = time.perf_counter()
     built = await gw.call(ENVIRONMENTS_BUILD, BuildEnvironmentParams(instance_id=instance))
     return time.perf_counter() - t0, built.id
+
+
+async def _adopt(gw: Gateway, instances: list[str], origin: Path, branch: str,
+                 env_tag: str) -> None:  # fmt: skip
+    """Each instance builds the environment itself (a cache hit: the same content), so that the
+    build is one it may name (``fleetd-env:ID``: an instance runs only its own builds), then
+    names it; the repo goes again, so its machines clone nothing the other side's do not."""
+    await gw.batch(REPOS_ADD, [AddRepoParams(instance_id=i, url=str(origin), branch=branch,
+                                             path="app") for i in instances])  # fmt: skip
+    await _set_env(gw, instances, Environment(dockerfile=DockerfileSource(repo="app")))
+    for i in instances:
+        await _build(gw, i)
+    await gw.batch(REPOS_REMOVE, [RemoveRepoParams(instance_id=i, path="app") for i in instances])
+    await _set_env(gw, instances, Environment(image=env_tag))
 
 
 def _docker_build(folder: Path, tag: str) -> float:
@@ -112,11 +130,13 @@ async def _run(report: Report, n: int, root: Path, gateway: str, image: str, ori
             _, build_id = await _build(builder, b)
             env_tag = f"fleetd-env:{build_id}"
             tags.append(env_tag)
+            keep = ["git", "-C", str(origin), "branch", "-f", _FIRST, "main"]
+            await asyncio.to_thread(subprocess.run, keep, check=True)
             hits = [(await _build(builder, b))[0] for _ in range(n)]
-            await _set_env(builder, custom.instances, Environment(image=env_tag))
+            await _adopt(builder, custom.instances, origin, _FIRST, env_tag)
             cold = await _alternate(custom, default, n)
             firsts, plain = await _builds(builder, b, origin, image, root, n, tags)
-            await _warm(report, n, root, gateway, env_tag, docker, cold)
+            await _warm(report, n, root, gateway, env_tag, docker, cold, origin)
         finally:
             await custom.close()
             await default.close()
@@ -153,7 +173,8 @@ async def _builds(gw: Gateway, instance: str, origin: Path, image: str, root: Pa
 
 
 async def _warm(report: Report, n: int, root: Path, gateway: str, env_tag: str,
-                docker: aiodocker.Docker, cold: dict[str, list[float]]) -> None:  # fmt: skip
+                docker: aiodocker.Docker, cold: dict[str, list[float]],
+                origin: Path) -> None:  # fmt: skip
     pool = {"FLEET_WARM_POOL": f"docker@{env_tag}=1"}
     with (
         servers(root / "warm", host=gateway) as (wns, wvk),
@@ -162,7 +183,7 @@ async def _warm(report: Report, n: int, root: Path, gateway: str, env_tag: str,
         warm = Side(wup, wns.url, "docker")
         try:
             await warm.start(n + 1)
-            await _set_env(warm.gw, warm.instances, Environment(image=env_tag))
+            await _adopt(warm.gw, warm.instances, origin, _FIRST, env_tag)
             await _pool_full(docker, wup)
             await warm.sample()
             cold["warm"], missed = [], 0

@@ -22,12 +22,21 @@ from contracts.errors import (
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
 from contracts.ports import LIST_PORTS, TUNNEL_CONNECT
 from contracts.streams import DEFAULT_CHUNK, DEFAULT_WINDOW, MAX_CHUNK, StreamOpened
-from contracts.validation import check_env_name
+from contracts.validation import (
+    check_branch,
+    check_checkout_path,
+    check_env_name,
+    check_repo_url,
+)
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 DEFAULT_EXEC_TIMEOUT_S = 120.0
 DEFAULT_FILE_MODE = 0o644
 MAX_EXEC_TIMEOUT_S = 3600.0
+#: The exit code of a command whose program the machine does not have (as a shell's).
+EXIT_NOT_FOUND = 127
+#: Files one ``daemon.health`` call checks at most.
+HEALTH_MAX_FILES = 64
 
 
 class WriteFileParams(Params, kw_only=True):
@@ -76,7 +85,7 @@ class HealthParams(Params, kw_only=True):
     #: ``.env`` check without spawning ``test -f`` on the machine. Daemons before this field
     #: answer -32602 to it; the prober then falls back to the command.
     files: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]],
-                     msgspec.Meta(max_length=64)] = []  # fmt: skip
+                     msgspec.Meta(max_length=HEALTH_MAX_FILES)] = []  # fmt: skip
 
 
 class HealthResult(Result, kw_only=True):
@@ -163,6 +172,27 @@ class SelfUpdateResult(Result, kw_only=True):
     to_git_sha: str | None
 
 
+class GitCloneParams(Params, kw_only=True):
+    """A clone of one branch of ``url`` into ``path`` (relative to the home), done by the
+    daemon's own runtime: for an image that has no git."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    branch: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_EXEC_TIMEOUT_S)] = DEFAULT_EXEC_TIMEOUT_S
+    #: The repo's credentials (HTTP basic), for this clone only: never written to disk.
+    username: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    password: Annotated[str, msgspec.Meta(max_length=8192)] | None = None
+    #: Clone nothing: exit 0, the checked-out branch on stdout, if ``path`` is a finished
+    #: checkout of ``url``; else exit 1.
+    check_only: bool = False
+
+    def __post_init__(self) -> None:
+        check_repo_url(self.url)
+        check_branch(self.branch)
+        check_checkout_path(self.path)
+
+
 _UNREACHABLE = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError, BadPath)
 _PROCESS = (*_UNREACHABLE, NotFound, Conflict)
 
@@ -178,6 +208,14 @@ EXEC_COMMAND: MethodSpec[ExecCommandParams, ExecCommandResult] = MethodSpec(
     ExecCommandParams,
     ExecCommandResult,
     "Run an argv on the machine; killed on timeout.",
+    _UNREACHABLE,
+)
+GIT_CLONE: MethodSpec[GitCloneParams, ExecCommandResult] = MethodSpec(
+    "tool.gitClone",
+    GitCloneParams,
+    ExecCommandResult,
+    "Clone a repo's branch with the daemon's own runtime (an image with no git); a finished "
+    "checkout of the same URL there already is left as it is. Killed on timeout.",
     _UNREACHABLE,
 )
 GET_VERSION: MethodSpec[NoParams, GetVersionResult] = MethodSpec(
@@ -359,6 +397,7 @@ SESSION_ATTACH: MethodSpec[ss.SessionAttachParams, StreamOpened] = MethodSpec(
 DAEMON_METHODS: tuple[AnySpec, ...] = (
     WRITE_FILE,
     EXEC_COMMAND,
+    GIT_CLONE,
     GET_VERSION,
     HEALTH,
     PROCESS_START,

@@ -296,6 +296,17 @@ class ImageNotFound(FleetError):
     http_status = 404
 
 
+class ImageRefused(FleetError):
+    """An environment names an image its instance may not use: another instance's build or
+    fork layer (``fleetd-env:*``, ``fleetd-layer:*``), or an image by its ID or an ID's prefix
+    rather than by a registry name. Said the same whether or not the engine has that image.
+    Allowed: registry-named images, the platform's own (``fleetd-machine:*``), the instance's
+    own builds and layers."""
+
+    code = 1611
+    http_status = 403
+
+
 class ToolError(FleetError):
     """A tool could not do its work on the machine (a file system error, a missing cwd)."""
 
@@ -447,6 +458,7 @@ ERRORS: dict[int, type[FleetError]] = {
         ProviderError,
         NotSupported,
         ImageNotFound,
+        ImageRefused,
         ToolError,
         PortUnreachable,
         BadUpstream,

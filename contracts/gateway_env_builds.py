@@ -23,9 +23,11 @@ from contracts.errors import (
     FeatureUnavailable,
     HostUnavailable,
     ImageNotFound,
+    ImageRefused,
     InvalidParams,
     NotFound,
     ProviderError,
+    RateLimited,
 )
 from contracts.gateway_environments import Environment
 from contracts.gateway_types import InstanceId
@@ -100,7 +102,7 @@ ENVIRONMENTS_BUILD: MethodSpec[BuildEnvironmentParams, EnvironmentBuilt] = Metho
     EnvironmentBuilt,
     "Build the instance's environment now (or find its build in the cache); answers when done.",
     (NotFound, InvalidParams, EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable,
-     BuildFailed, ImageNotFound, *_HOST_ERRORS),
+     BuildFailed, ImageNotFound, ImageRefused, RateLimited, *_HOST_ERRORS),
 )  # fmt: skip
 ENVIRONMENTS_DELETE: MethodSpec[DeleteEnvironmentParams, EnvironmentDeleted] = MethodSpec(
     "environments.delete",

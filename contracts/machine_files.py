@@ -12,6 +12,9 @@ import msgspec
 #: The machine's configuration, relative to its home.
 FLEET_DIR = ".fleet"
 ENV_FILE = ".fleet/.env"
+#: The container's variables (a devcontainer's containerEnv, then its remoteEnv), in the .env's
+#: format: the daemon puts them in the environment of every process it starts.
+CONTAINER_ENV_FILE = ".fleet/container.env"
 CRON_FILE = ".fleet/cron.json"
 CA_FILE = ".fleet/ca.pem"
 ASKPASS_FILE = ".fleet/git-askpass"

@@ -25,6 +25,7 @@ from contracts.daemon_rpc import (
     ExecCommandParams,
     ExecCommandResult,
     GetVersionResult,
+    GitCloneParams,
     HealthResult,
     ProcessInfo,
     ProcessList,
@@ -55,7 +56,7 @@ from core.backoff import backoff_s
 from core.lockfile import DaemonLock
 from core.tasks import cancel_and_join
 from core.version import git_sha, package_version
-from daemon import tools, update
+from daemon import gitclone, tools, update
 from daemon.byte_stream_hub import ByteStreamHub, Pipes
 from daemon.exec_streams import ExecStreams, daemon_log
 from daemon.files import FileTools
@@ -330,6 +331,7 @@ class Daemon:
         r = Router[None]()
         r.register(d.WRITE_FILE, self._write_file)
         r.register(d.EXEC_COMMAND, self._exec_command)
+        r.register(d.GIT_CLONE, self._git_clone)
         r.register(d.GET_VERSION, self._get_version)
         r.register(d.HEALTH, self._health)
         r.register(d.PROCESS_START, self._process_start)
@@ -374,6 +376,9 @@ class Daemon:
             on_spawn=lambda pid: procs.track_exec(pid, params.command, cwd),
             on_exit=procs.untrack_exec,
         )  # fmt: skip
+
+    async def _git_clone(self, params: GitCloneParams, _: None) -> ExecCommandResult:
+        return await self._exec_command(gitclone.clone_command(params), None)
 
     async def _get_version(self, _: NoParams, __: None) -> GetVersionResult:
         return GetVersionResult(version=package_version(), git_sha=git_sha())

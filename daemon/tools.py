@@ -15,12 +15,15 @@ from pathlib import Path
 import structlog
 
 from contracts.daemon_rpc import (
+    EXIT_NOT_FOUND,
     ExecCommandParams,
     ExecCommandResult,
     WriteFileParams,
     WriteFileResult,
 )
 from contracts.errors import FileNotFound, FleetError, InvalidParams, ToolError, WrongFileKind
+from contracts.machine_files import CONTAINER_ENV_FILE
+from core.dotenv import parse_env_file
 from core.loader import restored
 from core.tokenfd import RUNTIME_LIBS_VAR
 from daemon import homefs
@@ -38,6 +41,8 @@ _READ_CHUNK = 64 * 1024
 #: After a command exits, how long its output pipes may stay open; a background child that
 #: still holds them then is killed with the rest of the command's process group.
 _PIPE_GRACE_S = 2.0
+#: The container's variables are a few lines: more is not read.
+_CONTAINER_ENV_MAX = 256 * 1024
 #: Called with ("stdout" | "stderr", bytes) for each piece of output kept.
 OnChunk = Callable[[str, bytes], Awaitable[None]]
 
@@ -150,10 +155,34 @@ def current_umask() -> int | None:
 def command_env(
     base: Mapping[str, str], home: Path, extra: Mapping[str, str] | None
 ) -> dict[str, str]:
+    """A process's environment: the daemon's without its secrets, with the image's variables
+    the platform withheld from itself given back (``restored``), the container's variables over
+    it (containerEnv, remoteEnv: ``container_env``), then ``extra``; ``HOME`` is the home."""
     env = restored({k: v for k, v in base.items() if k not in _PRIVATE_ENV})
+    env.update(container_env(home))
     env["HOME"] = str(home)
     env.update(extra or {})
     return env
+
+
+def container_env(home: Path) -> dict[str, str]:
+    """The variables the platform pushed to ``CONTAINER_ENV_FILE``, read now (a small file):
+    none when it is missing, not a regular file (the machine may have put anything there) or
+    does not parse."""
+    path = home / CONTAINER_ENV_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return {}
+        return parse_env_file(os.read(fd, _CONTAINER_ENV_MAX).decode())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        log.warning("process.container_env_invalid", path=str(path), error=str(exc))
+        return {}
+    finally:
+        os.close(fd)
 
 
 async def exec_command(
@@ -182,7 +211,8 @@ async def exec_command(
             start_new_session=True,  # its own process group, so a timeout kills the whole tree
         )
     except FileNotFoundError:
-        return ExecCommandResult(exit_code=127, stdout="", stderr=f"{params.command[0]}: not found")
+        return ExecCommandResult(exit_code=EXIT_NOT_FOUND, stdout="",
+                                 stderr=f"{params.command[0]}: not found")  # fmt: skip
     except PermissionError:
         return ExecCommandResult(
             exit_code=126, stdout="", stderr=f"{params.command[0]}: permission denied"

@@ -13,7 +13,7 @@ import os
 import tarfile
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +32,7 @@ from environments import (
     dockerfile,
     features as ft,
 )
+from environments.dockerfile_refs import image_refs
 from environments.sources import find_devcontainer, hash_tree, present, read, walk
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,8 @@ RECIPE = "fleetd-env/1"
 #: Lines of the build log a failure carries.
 TAIL_LINES = 30
 Say = Callable[[str], None]
+#: Refuses (ImageRefused) an image the environment may not use (a FROM, a devcontainer's image).
+CheckImage = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,12 @@ class _Plan:
     features: list[ft.Feature]
     devcontainer: dc.Devcontainer | None
 
+    def images(self) -> list[str]:
+        """The images the build starts from: the file's image, the Dockerfile's FROMs."""
+        if self.dockerfile is None:
+            return [self.image] if self.image else []
+        return image_refs(self.dockerfile, self.args)
+
     def content_hash(self, checkout: Path) -> str:
         h = hashlib.sha256(RECIPE.encode())
         feats = [[f.id, f.options, f.container_env] for f in self.features]
@@ -98,7 +107,8 @@ class _Plan:
 
 async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource | None,
                              checkout: Path, *, store: cache.BuildCache, say: Say,
-                             workspace: str) -> BuiltEnvironment:  # fmt: skip
+                             workspace: str, check_image: CheckImage | None = None,
+                             ) -> BuiltEnvironment:  # fmt: skip
     """The image of ``source`` (None: the checkout's devcontainer.json, found in the spec's
     places) in ``checkout``, a host-side checkout of its repo (sources.checkout), built on
     ``docker`` unless a build of the same content hash is there. ``workspace`` is the repo's
@@ -114,6 +124,9 @@ async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource
         source = DevcontainerSource(found)
     with tempfile.TemporaryDirectory(prefix="fleetd-features-") as tmp:
         plan = await _plan(source, checkout, workspace, Path(tmp), store)
+        if check_image is not None:
+            for ref in plan.images():
+                await check_image(ref)
         if plan.dockerfile is None and not plan.features:
             assert plan.image is not None
             image = await _image_id(docker, plan.image)

@@ -32,11 +32,13 @@ _CHUNK = msgspec.json.Decoder(OutputChunk)
 
 def with_project_env(cfg: InstanceConfig, life: lc.MachineLifecycle | None) -> InstanceConfig:
     """``cfg`` with the file's containerEnv and remoteEnv over the platform's variables (the
-    instance's still over them: environments/lifecycle.py's precedence)."""
+    instance's still over them: environments/lifecycle.py's precedence), and as the
+    container's variables of every process of the machine."""
     if life is None:
         return cfg
     project = lc.project_env(cfg.platform_env, life.devcontainer, life.image_env)
-    return msgspec.structs.replace(cfg, platform_env=project)
+    own = lc.project_env({}, life.devcontainer, life.image_env)
+    return msgspec.structs.replace(cfg, platform_env=project, container_env=own)
 
 
 async def run_lifecycle(store: Store, bus: Bus, machine: Machine, mc: MachineClient,

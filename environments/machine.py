@@ -11,7 +11,13 @@ from pathlib import Path
 import aiodocker
 
 from contracts.models import Repo
-from environments.build import BuiltEnvironment, EnvironmentSource, Say, ensure_environment
+from environments.build import (
+    BuiltEnvironment,
+    CheckImage,
+    EnvironmentSource,
+    Say,
+    ensure_environment,
+)
 from environments.cache import BuildCache
 from environments.lifecycle import MachineLifecycle
 from environments.sources import checkout
@@ -28,15 +34,17 @@ class MachineEnvironment:
 async def build_for_machine(docker: aiodocker.Docker, cache: BuildCache, repo: Repo,
                             source: EnvironmentSource | None, *, checkouts: Path, home: str,
                             say: Say, git_env: Mapping[str, str] | None = None,
+                            check_image: CheckImage | None = None,
                             ) -> MachineEnvironment:  # fmt: skip
     """Check ``repo`` out under ``checkouts`` (host side), build ``source`` from it (None: its
     devcontainer.json) on ``docker``; ``home`` is the machine's home as its processes see it
     (the repo is at ``home/repo.path``: ``${containerWorkspaceFolder}``). Raises what
-    ``ensure_environment`` and ``sources.checkout`` raise."""
+    ``ensure_environment`` and ``sources.checkout`` raise; ``check_image`` refuses an image the
+    environment may not start from."""
     tree = await checkout(repo, checkouts, env=git_env, limits=cache.clone)
     workspace = posixpath.join(home, repo.path)
     built = await ensure_environment(docker, source, tree, store=cache, say=say,
-                                     workspace=workspace)  # fmt: skip
+                                     workspace=workspace, check_image=check_image)  # fmt: skip
     if built.devcontainer is None:
         return MachineEnvironment(built, None)
     listed = (await docker.images.inspect(built.image))["Config"].get("Env") or []

@@ -48,8 +48,10 @@ BASE_REPO = "fleetd-base"
 #: The scratch directories a root file system is built in, under the builder's work directory.
 _ROOTFS_PREFIX = "rootfs-"
 #: The daemon's third-party imports (nothing else of the platform's dependencies); packaging
-#: orders versions when a newer daemon takes over.
-DAEMON_DEPS = ("nats-py", "msgspec", "structlog", "packaging")
+#: orders versions when a newer daemon takes over; dulwich (with urllib3 and, on Python 3.11,
+#: typing_extensions) clones a repo in an image that has no git (daemon/gitclone.py).
+DAEMON_DEPS = ("nats-py", "msgspec", "structlog", "packaging", "dulwich", "urllib3",
+               "typing_extensions")  # fmt: skip
 #: What the offline base holds beyond Debian's minimal variant (openssh-server: an SSH server
 #: the machine's user runs on its loopback, reached through a tunnel; see SSHD_CONFIG).
 BASE_PACKAGES = ("python3", "git", "ca-certificates", "openssh-server")

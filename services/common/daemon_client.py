@@ -28,6 +28,7 @@ from contracts.daemon_rpc import (
     EXEC_KILL,
     EXEC_STREAM,
     GET_VERSION,
+    GIT_CLONE,
     HEALTH,
     PROCESS_START,
     WRITE_FILE,
@@ -36,6 +37,7 @@ from contracts.daemon_rpc import (
     ExecKillParams,
     ExecStreamParams,
     GetVersionResult,
+    GitCloneParams,
     HealthParams,
     HealthResult,
     ProcessInfo,
@@ -242,6 +244,12 @@ class MachineClient:
     async def exec(self, params: ExecCommandParams) -> ExecCommandResult:
         return await self._c.call(
             self.machine_id, EXEC_COMMAND, params, timeout_s=params.timeout_s + EXEC_MARGIN_S
+        )
+
+    async def git_clone(self, params: GitCloneParams) -> ExecCommandResult:
+        """``tool.gitClone``: a clone by the daemon's own runtime (an image with no git)."""
+        return await self._c.call(
+            self.machine_id, GIT_CLONE, params, timeout_s=params.timeout_s + EXEC_MARGIN_S
         )
 
     async def exec_stream(self, nc: NATS, params: ExecCommandParams,

@@ -17,7 +17,7 @@ from contracts.gateway_ssh import AUTHORIZED_KEYS, authorized_keys
 from contracts.machine_files import CronJob, CronTable
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from core.dotenv import build_env_file
+from core.dotenv import build_env_file, render
 from services.common.daemon_client import MachineClient
 from services.common.settings import Settings
 from services.common.store import Store
@@ -42,6 +42,9 @@ class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: The instance's SSH public keys, written at setup only (instances.setSshKeys pushes
     #: later changes itself).
     ssh_keys: list[str] = []
+    #: The container's variables (a devcontainer's containerEnv and remoteEnv), for every
+    #: process of the machine; written at setup (empty: none).
+    container_env: dict[str, str] = {}
 
 
 async def load_instance_config(
@@ -118,7 +121,8 @@ async def push_config(
     mc: MachineClient, cfg: InstanceConfig, settings: Settings, *, cron: bool = True
 ) -> tuple[str, int]:
     """Write the CA bundle (its path goes into the .env), then the .env and (unless
-    ``cron=False``: an env refresh) the cron table and the SSH keys in one request (a JSON-RPC
+    ``cron=False``: an env refresh) the cron table, the container's variables and the SSH
+    keys in one request (a JSON-RPC
     batch: one signed round trip, not several); returns the .env's path and size."""
     ca_path = None
     if cfg.ca_bundle is not None:
@@ -129,7 +133,10 @@ async def push_config(
         written = await mc.write_file(env.path, env.content, env.mode)
         return written.path, written.bytes_written
     table = WriteFileParams(path="~/" + mf.CRON_FILE, content=cron_json(cfg.cron), mode=0o600)
-    files = [env, table]
+    # Written at every setup, empty too: a fork's home holds its source's.
+    container = WriteFileParams(path="~/" + mf.CONTAINER_ENV_FILE,
+                                content=render(cfg.container_env), mode=0o600)  # fmt: skip
+    files = [env, table, container]
     if cfg.ssh_keys:  # a setup: no keys, no file (sshd then takes no key at all)
         files.append(WriteFileParams(path=AUTHORIZED_KEYS, content=authorized_keys(cfg.ssh_keys),
                                      mode=0o600))  # fmt: skip

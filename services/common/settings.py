@@ -71,6 +71,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: and machines.rebuild together, and machines.exec. 0: no limit.
     rate_create_per_min: int = 30
     rate_exec_per_min: int = 600
+    #: environments.build calls per token and minute (each may build an image). 0: no limit.
+    rate_build_per_min: int = 10
     #: Bad secrets per client address, kind (token, ticket, preview cookie) and minute
     #: answered 401; past it, the next bad one of that kind gets 429 (a valid one is always
     #: served). 0: no limit.

@@ -10,6 +10,7 @@ from services.common.store import Store
 from services.common.store_keys import (
     F_ENVIRONMENT,
     F_ENVIRONMENT_IMAGE,
+    k_instance_builds,
     k_instance_environment,
     k_machine,
 )
@@ -43,3 +44,12 @@ async def set_machine_environment(
         else:
             pipe.hset(key, F_ENVIRONMENT_IMAGE, image)
         await pipe.execute()
+
+
+async def add_instance_build(store: Store, instance_id: str, image: str) -> None:
+    """Record a build made for the instance (an image ID): one it may name from then on."""
+    await store.redis.sadd(k_instance_builds(instance_id), image)
+
+
+async def instance_builds(store: Store, instance_id: str) -> set[str]:
+    return {str(v) for v in await store.redis.smembers(k_instance_builds(instance_id))}

@@ -48,6 +48,12 @@ def k_instance_environment(instance_id: str) -> str:
     return f"{P}instance:{instance_id}:environment"
 
 
+def k_instance_builds(instance_id: str) -> str:
+    """The image IDs of the environment builds made for the instance (``environments.build``),
+    a set: builds it may name as an image environment."""
+    return f"{P}instance:{instance_id}:builds"
+
+
 def k_instance_egress(instance_id: str) -> str:
     """The instance's egress policy (JSON of ``EgressPolicy``; absent: allow everything)."""
     return f"{P}instance:{instance_id}:egress"

@@ -424,7 +424,10 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(genv.INSTANCES_SET_ENVIRONMENT, api.environments.instances_set_environment)
     r.register(genv.INSTANCES_GET_ENVIRONMENT, api.environments.instances_get_environment)
     r.register(geb.ENVIRONMENTS_LIST, api.env_builds.environments_list)
-    r.register(geb.ENVIRONMENTS_BUILD, api.env_builds.environments_build)
+    r.register(
+        geb.ENVIRONMENTS_BUILD,
+        wrap(lim.build, "environment builds", api.env_builds.environments_build),
+    )
     r.register(geb.ENVIRONMENTS_DELETE, api.env_builds.environments_delete)
     r.register(gn.INSTANCES_SET_NETWORK_POLICY, api.network.instances_set_network_policy)
     r.register(gn.INSTANCES_GET_NETWORK_POLICY, api.network.instances_get_network_policy)

@@ -95,12 +95,14 @@ class BadSecrets:
 
 class CallLimits:
     """The per-token limits of the methods that cost the platform most: creating machines
-    (create and rebuild share one bucket) and running commands on them. The operator's admin
+    (create and rebuild share one bucket), running commands on them and building environments
+    (``environments.build``: a build, or an image ID it answers). The operator's admin
     callers are not limited: they are trusted with the whole platform anyway."""
 
     def __init__(self, settings: Settings) -> None:
         self.create = RateLimiter(settings.rate_create_per_min)
         self.exec = RateLimiter(settings.rate_exec_per_min)
+        self.build = RateLimiter(settings.rate_build_per_min)
 
     @staticmethod
     def wrap(

@@ -36,6 +36,7 @@ from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MachinePortsParams, PortList
 from environments import record
+from environments.hook import with_project_env
 from environments.ports import with_declared
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.machine_config import (
@@ -85,8 +86,9 @@ class MachineOps:
         configs = await load_instance_configs(self.store, self.settings, iids)
 
         async def push(m: Machine) -> None:
-            await push_config(self.daemons.machine(m.id), configs[m.instance_id], self.settings,
-                              cron=False)  # fmt: skip
+            # The devcontainer's variables stay in it, under the instance's.
+            cfg = with_project_env(configs[m.instance_id], await record.load(self.store, m.id))
+            await push_config(self.daemons.machine(m.id), cfg, self.settings, cron=False)
 
         failed = await self._fan_out(machines, push)
         log.info("env.refreshed", instance_id=p.instance_id, machines=len(machines),

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from contracts.daemon_rpc import ExecCommandResult, HealthResult
+from contracts.daemon_rpc import (
+    EXIT_NOT_FOUND,
+    HEALTH_MAX_FILES,
+    ExecCommandResult,
+    HealthResult,
+)
 from contracts.errors import FleetError, InvalidParams
 from contracts.events import SetupPushed
 from services.common.daemon_client import MachineClient
@@ -41,7 +46,29 @@ async def probe_once(mc: MachineClient, pushed: SetupPushed, timeout_s: float = 
         return "daemon reports it is not healthy"
     if health.missing:
         return ".env missing on the machine"
-    return _verdict(checks, results)
+    return _verdict(checks, await _without_git(mc, checks, results, timeout_s))
+
+
+async def _without_git(mc: MachineClient, checks: list[tuple[str, ...]],
+                       results: list[ExecCommandResult | BaseException],
+                       timeout_s: float) -> list[ExecCommandResult | BaseException]:  # fmt: skip
+    """``results`` with each check the machine could not run (an image with no git: its repos
+    were cloned by the daemon's runtime) made by the daemon instead: the checkout's
+    ``.git/HEAD`` is a file."""
+    blind = [i for i, (argv, r) in enumerate(zip(checks, results, strict=True))
+             if argv[0] == "git" and isinstance(r, ExecCommandResult)
+             and r.exit_code == EXIT_NOT_FOUND and not r.stdout]  # fmt: skip
+    if not blind:
+        return results
+    heads = [f"{checks[i][2]}/.git/HEAD" for i in blind]
+    missing: set[str] = set()
+    for at in range(0, len(heads), HEALTH_MAX_FILES):  # as many as one health call takes
+        got = await mc.health(files=heads[at : at + HEALTH_MAX_FILES], timeout_s=timeout_s)
+        missing.update(got.missing)
+    out = list(results)
+    for i, head in zip(blind, heads, strict=True):
+        out[i] = ExecCommandResult(exit_code=int(head in missing), stdout="", stderr="")
+    return out
 
 
 def _verdict(

@@ -38,6 +38,7 @@ from services.common.output_lines import OutputTrickle
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_limits import instance_limits
+from services.provisioner import image_policy
 
 log = structlog.get_logger(__name__)
 
@@ -69,9 +70,9 @@ class Resolved:
 
 
 async def resolve_image(ctx: EnvironmentContext, environment: Environment | None) -> Resolved:
-    """The image the machine runs. Raises ImageNotFound, what the builder raises
-    (EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable, BuildFailed,
-    BuildLimitExceeded) or ProviderError:
+    """The image the machine runs, one the instance may use (image_policy.py). Raises
+    ImageRefused, ImageNotFound, what the builder raises (EnvironmentRefused,
+    EnvironmentInvalid, FeatureUnavailable, BuildFailed, BuildLimitExceeded) or ProviderError:
     the machine then fails at stage ``environment``."""
     if environment is None and ctx.docker is not None and ctx.detector is not None:
         environment = await ctx.detector.find(ctx)
@@ -79,9 +80,11 @@ async def resolve_image(ctx: EnvironmentContext, environment: Environment | None
         return Resolved(DEFAULT_ENVIRONMENT, None)
     if ctx.docker is None:
         raise ProviderError(f"{environment.describe()}: no Docker engine is configured")
+    policy = await image_policy.for_instance(ctx.store, ctx.machine.instance_id)
     if environment.image is not None:
-        return Resolved(environment.describe(), await image_id(ctx.docker, environment.image))
-    return Resolved(environment.describe(), await build_image(ctx, environment))
+        found = await policy.image_id(ctx.docker, environment.image)
+        return Resolved(environment.describe(), found)
+    return Resolved(environment.describe(), await build_image(ctx, environment, policy))
 
 
 def pool_key(provider: str, image: str | None) -> str:
@@ -100,7 +103,8 @@ async def image_id(docker: aiodocker.Docker, ref: str) -> str:
     return str(info["Id"])
 
 
-async def build_image(ctx: EnvironmentContext, environment: Environment) -> str:
+async def build_image(ctx: EnvironmentContext, environment: Environment,
+                      policy: image_policy.ImagePolicy) -> str:  # fmt: skip
     """The image ID of a ``dockerfile`` or ``devcontainer`` environment, built on
     ``ctx.docker`` (or found in the builds' cache) from a host-side checkout of its repo; a
     devcontainer's lifecycle commands are recorded for the setup pusher to run. The build's
@@ -108,6 +112,7 @@ async def build_image(ctx: EnvironmentContext, environment: Environment) -> str:
     last of them before the machine's next event); ids of their own, since a build run again
     for a redelivered create says something new."""
     assert ctx.docker is not None
+    docker = ctx.docker
     repo, source = await build_source(ctx.store, ctx.machine.instance_id, environment)
     mid = ctx.machine.id
 
@@ -124,6 +129,7 @@ async def build_image(ctx: EnvironmentContext, environment: Environment) -> str:
         made = await build_for_machine(
             ctx.docker, build_cache.from_settings(ctx.settings), repo, source,
             checkouts=ctx.settings.data_path / "checkouts", home=MACHINE_HOME, say=say,
+            check_image=lambda ref: policy.check(docker, ref),
         )  # fmt: skip
     if made.lifecycle is not None:
         await record.save(ctx.store, mid, made.lifecycle)

@@ -27,8 +27,9 @@ from environments.sources import checkout
 from providers.docker_image import MACHINE_HOME
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_environments import instance_environment
-from services.provisioner.environment import build_source, image_id
+from services.common.store_environments import add_instance_build, instance_environment
+from services.provisioner import image_policy
+from services.provisioner.environment import build_source
 
 log = structlog.get_logger(__name__)
 
@@ -77,8 +78,9 @@ class EnvironmentBuilds:
                 field="$.instanceId",
             )
         docker = self._docker()
+        policy = await image_policy.for_instance(self.store, p.instance_id)
         if env.image is not None:
-            found = await image_id(docker, env.image)
+            found = await policy.image_id(docker, env.image)
             return geb.EnvironmentBuilt(instance_id=p.instance_id, environment=env.describe(),
                                         id=found, image_id=found)  # fmt: skip
         repo, source = await build_source(self.store, p.instance_id, env)
@@ -88,9 +90,10 @@ class EnvironmentBuilds:
 
         made = await build_for_machine(
             docker, self.cache, repo, source, checkouts=self.settings.data_path / "checkouts",
-            home=MACHINE_HOME, say=say,
+            home=MACHINE_HOME, say=say, check_image=lambda ref: policy.check(docker, ref),
         )  # fmt: skip
         built = made.built
+        await add_instance_build(self.store, p.instance_id, built.image)
         log.info("environment.built", instance_id=p.instance_id, build=built.build_id)
         return geb.EnvironmentBuilt(instance_id=p.instance_id, environment=env.describe(),
                                     id=built.build_id[:32], image_id=built.image)  # fmt: skip

@@ -14,7 +14,12 @@ import structlog
 
 from contracts import validation
 from contracts.consumers import Durable
-from contracts.daemon_rpc import ExecCommandParams
+from contracts.daemon_rpc import (
+    EXIT_NOT_FOUND,
+    ExecCommandParams,
+    ExecCommandResult,
+    GitCloneParams,
+)
 from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
@@ -110,6 +115,11 @@ class Checkouts(LiveEnv):
         """Check ``repo.branch`` out if it is not; False if it already is. Permanent (a
         conflict to report) over a dirty work tree or when the fetch fails."""
         head = await mc.run("git", "-C", repo.path, "rev-parse", "--abbrev-ref", "HEAD")
+        if head.exit_code == EXIT_NOT_FOUND and not head.stdout:  # the image has no git
+            head = await self._runtime_check(mc, repo)
+            if head.stdout.strip() != repo.branch:
+                raise Permanent(f"the machine's image has no git: {repo.branch} not checked "
+                                "out (a branch switch needs git)")  # fmt: skip
         if head.exit_code == 0 and head.stdout.strip() == repo.branch:
             return False
         dirty = await mc.run("git", "-C", repo.path, "status", "--porcelain")
@@ -172,6 +182,8 @@ class Checkouts(LiveEnv):
         result = await mc.exec(
             ExecCommandParams(command=argv, timeout_s=self.settings.clone_timeout_s, env=env)
         )
+        if result.exit_code == EXIT_NOT_FOUND and not result.stdout:  # the image has no git
+            result = await self._clone_with_runtime(mc, repo, env)
         if result.exit_code == 0:
             log.info("setup.repo_cloned", path=repo.path, branch=repo.branch)
             return
@@ -181,6 +193,25 @@ class Checkouts(LiveEnv):
             )
         raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
 
+    async def _runtime_check(self, mc: MachineClient, repo: Repo) -> ExecCommandResult:
+        """Whether ``repo.path`` is a checkout of the repo, asked of the daemon's runtime (an
+        image with no git): exit 0 and its branch on stdout if it is."""
+        return await mc.git_clone(GitCloneParams(
+            url=repo.url, branch=repo.branch, path=repo.path, check_only=True,
+            timeout_s=self.settings.clone_timeout_s,
+        ))  # fmt: skip
+
+    async def _clone_with_runtime(self, mc: MachineClient, repo: Repo,
+                                  env: dict[str, str]) -> ExecCommandResult:  # fmt: skip
+        """The clone done by the daemon's own runtime (daemon/gitclone.py), with the same
+        credentials: an image without git gets its repos too."""
+        log.info("setup.repo_clone_without_git", path=repo.path)
+        return await mc.git_clone(GitCloneParams(
+            url=repo.url, branch=repo.branch, path=repo.path,
+            timeout_s=self.settings.clone_timeout_s, username=env.get("FLEET_GIT_USERNAME"),
+            password=env.get("FLEET_GIT_PASSWORD"),
+        ))  # fmt: skip
+
     async def _is_checkout_of(self, mc: MachineClient, repo: Repo) -> bool:
         """True if ``repo.path`` is the root of a finished checkout of ``repo.url``: its own
         .git (not a parent's), a HEAD that resolves (a clone in flight has none yet), and the
@@ -188,6 +219,8 @@ class Checkouts(LiveEnv):
         head = await mc.run(
             "git", "-C", repo.path, "rev-parse", "--git-dir", "--verify", "-q", "HEAD"
         )
+        if head.exit_code == EXIT_NOT_FOUND and not head.stdout:  # the image has no git
+            return (await self._runtime_check(mc, repo)).exit_code == 0
         if head.exit_code != 0 or head.stdout.split("\n", 1)[0] != ".git":
             return False
         origin = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")

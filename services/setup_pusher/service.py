@@ -40,7 +40,7 @@ def _boot_budget(settings: Settings) -> float:
 
 class SetupPusher(Checkouts):
     stage = "setup"
-    daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND)
+    daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND, d.GIT_CLONE)
 
     @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER, retry_budget=_boot_budget)
     async def on_status(self, event: DaemonStatusReported) -> None:

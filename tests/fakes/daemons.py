@@ -116,6 +116,8 @@ class FakeMachine:
     checkouts: dict[str, Checkout] = field(default_factory=dict)
     #: Every command run (argv, cwd, env, timeout), oldest first.
     commands: list[d.ExecCommandParams] = field(default_factory=list)
+    #: The clones ``tool.gitClone`` made (a machine whose image has no git).
+    git_clones: list[d.GitCloneParams] = field(default_factory=list)
     rules: list[ExecRule] = field(default_factory=list)
     processes: dict[int, d.ProcessInfo] = field(default_factory=dict)
     process_logs: dict[int, list[str]] = field(default_factory=dict)
@@ -163,6 +165,7 @@ class FakeMachine:
         r = Router[None]()
         r.register(d.WRITE_FILE, self.write_file)
         r.register(d.EXEC_COMMAND, self.exec_command)
+        r.register(d.GIT_CLONE, self.git_clone)
         r.register(d.GET_VERSION, self.get_version)
         r.register(d.HEALTH, self.health)
         r.register(d.PROCESS_START, self.process_start)
@@ -289,6 +292,21 @@ class FakeMachine:
                     rule.times -= 1
                 return rule.answer(p)
         return self._builtin(p)
+
+    async def git_clone(self, p: d.GitCloneParams, _: None) -> d.ExecCommandResult:
+        """The daemon runtime's clone (an image with no git): recorded as a checkout, as a
+        real ``git clone`` would be; one already there is left as it is."""
+        self.git_clones.append(p)
+        dest = self.path(p.path)
+        if p.check_only:
+            there = self.checkouts.get(dest)
+            if there is None or there.url != p.url:
+                return result(1, "\n")
+            return result(0, there.branch + "\n")
+        if dest not in self.checkouts:
+            self.checkouts[dest] = Checkout(url=p.url, branch=p.branch)
+            self.files[f"{dest}/.git/HEAD"] = FakeFile(f"ref: refs/heads/{p.branch}\n", 0o644)
+        return result(0, f"cloned {p.url} (branch {p.branch}) into {p.path}\n")
 
     async def get_version(self, p: NoParams, _: None) -> d.GetVersionResult:
         return d.GetVersionResult(version=self.version, git_sha=self.git_sha)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from contracts.errors import RateLimited
+from contracts.errors import FleetError, RateLimited
 from services.gateway.access import Caller
 from services.gateway.limits import RateLimiter
 from tests.fast.conftest import World
@@ -16,7 +16,8 @@ method = pytest.mark.gateway_method
 
 @pytest.fixture
 def settings(settings: msgspec.Struct) -> msgspec.Struct:
-    return msgspec.structs.replace(settings, rate_create_per_min=2, rate_exec_per_min=3)
+    return msgspec.structs.replace(settings, rate_create_per_min=2, rate_exec_per_min=3,
+                                    rate_build_per_min=2)  # fmt: skip
 
 
 @method("machines.create", "machines.rebuild")
@@ -45,6 +46,24 @@ async def test_a_token_past_its_exec_budget_gets_rate_limited(world: World) -> N
         await world.rpc("machines.exec", {"machineId": machine.id, "command": ["true"]}, mine)
     with pytest.raises(RateLimited):
         await world.rpc("machines.exec", {"machineId": machine.id, "command": ["true"]}, mine)
+
+
+@method("environments.build")
+async def test_a_token_past_its_build_budget_gets_rate_limited(world: World) -> None:
+    """Each call may build an image (or answer an image's ID): a flood is refused before it
+    reaches a host."""
+    inst = (await world.instance()).id
+    mine = token_of(inst)
+    for _ in range(2):
+        with pytest.raises(FleetError) as answered:  # no environment set: refused, but counted
+            await world.rpc("environments.build", {"instanceId": inst}, mine)
+        assert not isinstance(answered.value, RateLimited)
+    with pytest.raises(RateLimited) as refused:
+        await world.rpc("environments.build", {"instanceId": inst}, mine)
+    assert "environment builds" in refused.value.message
+    with pytest.raises(FleetError) as admin:  # the operator's admin token is not limited
+        await world.rpc("environments.build", {"instanceId": inst})
+    assert not isinstance(admin.value, RateLimited)
 
 
 def test_the_bucket_refills_over_a_minute() -> None:

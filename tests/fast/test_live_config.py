@@ -122,6 +122,28 @@ async def test_a_branch_change_switches_a_clean_tree_and_reports_a_dirty_one(
     assert fake.ran("checkout") == []
 
 
+async def test_in_an_image_with_no_git_repos_are_reconciled_by_the_daemons_runtime(
+    world: World,
+) -> None:
+    """``git`` not found: an added repo is cloned by the daemon's runtime, the same event again
+    finds it there (asked of the runtime: not cloned again), and a branch change is a conflict
+    naming why, the checkout left as it is."""
+    machine = await world.ready_machine()
+    fake = world.daemons[machine.id]
+    fake.on_exec(["git"], exit_code=127, stderr="git: not found")
+    await add_repo(world, machine.instance_id)
+    assert fake.checkouts[fake.path("app")].url == URL
+    assert world.bus.one(ReposReconciled, machine.id).cloned == ["app"]
+    await world.bus.redeliver(world.bus.one(ReposChanged), Durable.SETUP_PUSHER_REPOS)
+    await world.bus.settle()
+    assert len([c for c in fake.git_clones if not c.check_only]) == 1  # found, not cloned
+    assert any(c.check_only for c in fake.git_clones)
+    await add_repo(world, machine.instance_id, branch="feature")
+    (conflict,) = world.bus.of(ReposReconciled, machine.id)[-1].conflicts
+    assert "image has no git" in conflict.reason
+    assert fake.checkouts[fake.path("app")].branch == "main"
+
+
 async def test_a_removed_repo_is_left_in_place_and_reported(world: World) -> None:
     machine = await world.ready_machine()
     await add_repo(world, machine.instance_id)

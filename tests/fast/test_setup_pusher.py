@@ -155,7 +155,8 @@ async def test_a_redelivery_after_a_crash_mid_setup_rewrites_the_env_but_clones_
     assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["error", "ok"]
     m = world.daemons[machine.id]
     assert len(m.ran("clone")) == 1
-    assert len(world.daemons.calls_of("tool.writeFile", machine.id)) == 4  # .env, cron: twice
+    # .env, cron, container.env: twice
+    assert len(world.daemons.calls_of("tool.writeFile", machine.id)) == 6
     assert len(world.bus.of(SetupPushed, machine.id)) == 1
     assert (await world.machine(machine.id)).status is S.READY
 
@@ -171,6 +172,23 @@ async def test_an_existing_checkout_of_the_same_remote_is_not_cloned_again(world
     m = world.daemons[machine.id]
     assert len(m.ran("clone")) == 1  # only the one above
     assert m.ran("rev-parse", "--git-dir", "--verify", "-q", "HEAD")
+    assert await world.store.cloned_paths(machine.id) == {"src/app"}
+    assert (await world.machine(machine.id)).status is S.READY
+
+
+async def test_an_image_with_no_git_gets_its_repos_from_the_daemons_runtime(
+    world: World,
+) -> None:
+    """``git`` is not found on the machine (its image has none): the daemon's own runtime
+    clones the repo (tool.gitClone), and the machine is ready (the prober looks for the
+    checkout's .git/HEAD instead of asking git)."""
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    m = world.daemons[machine.id]
+    m.on_exec(["git"], exit_code=127, stderr="git: not found")
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    cloned = [(c.url, c.branch, c.path) for c in m.git_clones if not c.check_only]
+    assert cloned == [(URL, "main", "src/app")]
     assert await world.store.cloned_paths(machine.id) == {"src/app"}
     assert (await world.machine(machine.id)).status is S.READY
 
