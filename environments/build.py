@@ -32,7 +32,6 @@ from environments import (
     dockerfile,
     features as ft,
 )
-from environments.dockerfile_refs import image_refs
 from environments.sources import find_devcontainer, hash_tree, present, read, walk
 
 log = structlog.get_logger(__name__)
@@ -90,7 +89,7 @@ class _Plan:
         """The images the build starts from: the file's image, the Dockerfile's FROMs."""
         if self.dockerfile is None:
             return [self.image] if self.image else []
-        return image_refs(self.dockerfile, self.args)
+        return dockerfile.image_refs(self.dockerfile, self.args)
 
     def content_hash(self, checkout: Path) -> str:
         h = hashlib.sha256(RECIPE.encode())

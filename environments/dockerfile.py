@@ -1,4 +1,5 @@
-"""A repo's Dockerfile read as the engine's builder reads it, for what would leave the build
+"""A repo's Dockerfile read as the engine's builder reads it: the images it names
+(``image_refs``: each is held to the images its instance may use), and what would leave the build
 network: ``ADD`` of a remote source (a URL, a git remote). The builder fetches such a source
 itself, from the host's own network namespace, where ``fleet-builds``' rules never see it (the
 host's loopback services, other machines' bridge addresses, a cloud's metadata service); it is
@@ -14,18 +15,25 @@ too: its value is known only to the builder.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator, Mapping
 
 import aiodocker
+import structlog
 
-from contracts.errors import EnvironmentInvalid, EnvironmentRefused
+from contracts.errors import EnvironmentInvalid, EnvironmentRefused, ImageRefused
 
+log = structlog.get_logger(__name__)
+
+#: How long a base image's pull may take before the build is given up as unable to have it.
+PULL_TIMEOUT_S = 600.0
 _DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(\S*)\s*$")
 #: Any scheme (http, https, git, ssh, ...) or an scp-like git remote (``git@host:path``).
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/]*@[^/]*:|^github\.com/", re.IGNORECASE)
-_ARG_REF = re.compile(r"\$\{(\w+)(?::([-+])([^}]*))?\}|\$(\w+)")
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_FROM_FLAG = re.compile(r"(?:^|[\s,])from=([^\s,]+)", re.IGNORECASE)
 
 
 def check_sources(text: bytes, name: str, *, onbuild: bool = False) -> None:
@@ -105,36 +113,77 @@ def _remote(source: str) -> bool:
 
 def base_images(text: bytes, args: Mapping[str, str]) -> list[str]:
     """The images the Dockerfile's stages start FROM (not an earlier stage, not ``scratch``),
-    with the builder's substitution: the ARGs declared before the first FROM, ``args`` (the
-    build's arguments) over their defaults."""
-    known: dict[str, str] = {}
-    stages, out, started = {"scratch"}, [], False
+    with the builder's substitution (``image_refs``)."""
+    return [ref for keyword, ref in _named(text, args) if keyword == "FROM"]
+
+
+def image_refs(text: bytes, args: Mapping[str, str]) -> list[str]:
+    """Every image the Dockerfile names, in order: each ``FROM`` and each ``--from=``
+    (``COPY``, ``ADD``, ``RUN --mount``, ``ONBUILD``) that is not one of its own stages (nor
+    ``scratch``, nor a stage's number), substituted as the builder substitutes them: in a FROM
+    the ARGs declared before the first FROM, in a stage its own ARGs, ``args`` (the build's
+    arguments) over their defaults, an undeclared name empty. ImageRefused for a reference
+    that comes out empty (``FROM $NOWHERE``): there is no image to check."""
+    return [ref for _keyword, ref in _named(text, args)]
+
+
+def _named(text: bytes, args: Mapping[str, str]) -> list[tuple[str, str]]:
+    glob: dict[str, str] = {}
+    scope: dict[str, str] | None = None  # a stage's ARGs (None: before the first FROM)
+    stages: set[str] = set()
+    out: list[tuple[str, str]] = []
+
+    def named(keyword: str, value: str, known: Mapping[str, str]) -> None:
+        ref = expand(value, known)
+        if not ref:
+            raise ImageRefused(f"the Dockerfile's {keyword} {value!r} names no image: a "
+                               "variable the file does not give; name the image")  # fmt: skip
+        if ref.lower() != "scratch" and ref.lower() not in stages and not ref.isdigit():
+            out.append((keyword, ref))
+
     for _line, keyword, rest in instructions(text.decode("utf-8", errors="replace")):
-        if keyword == "ARG" and not started:
-            for word in rest.split():
-                name, eq, default = word.partition("=")
-                known[name] = args.get(name, default.strip("\"'") if eq else "")
+        if keyword == "ARG":
+            target = glob if scope is None else scope
+            target.update(_declared(rest, args, {} if scope is None else glob))
         elif keyword == "FROM":
-            started = True
+            scope = {}
             words = [w for w in rest.split() if not w.startswith("--")]
-            if not words:
-                continue
-            ref = _ARG_REF.sub(lambda m: _arg(m, known), words[0])
-            if ref.lower() not in stages:
-                out.append(ref)
+            if words:
+                named("FROM", words[0], glob)
             if len(words) >= 3 and words[1].upper() == "AS":
                 stages.add(words[2].lower())
+        elif keyword in ("COPY", "ADD", "RUN", "ONBUILD"):
+            for flag in (w for w in rest.split() if w.startswith("--")):
+                for m in _FROM_FLAG.finditer(flag[2:]):
+                    named("--from", m.group(1), scope or {})
     return out
 
 
-def _arg(m: re.Match[str], known: Mapping[str, str]) -> str:
-    name, op, word, bare = m.groups()
-    value = known.get(name or bare, "")
-    if op == "-":
-        return value or word
-    if op == "+":
-        return word if value else ""
-    return value
+def _declared(rest: str, args: Mapping[str, str], outer: Mapping[str, str]) -> dict[str, str]:
+    """The values of one ARG line: the build's argument, else its default, else (a name alone,
+    in a stage) the global ARG's value."""
+    out = {}
+    for decl in rest.split():
+        name, eq, default = decl.partition("=")
+        value = default.strip("\"'") if eq else outer.get(name, "")
+        out[name] = args.get(name, value)
+    return out
+
+
+def expand(value: str, known: Mapping[str, str]) -> str:
+    """``value`` with ``$A``, ``${A}``, ``${A:-word}`` and ``${A:+word}`` filled from
+    ``known`` as the builder fills them: a name ``known`` lacks is empty."""
+
+    def one(m: re.Match[str]) -> str:
+        name, op, word = m.group(1) or m.group(4), m.group(2), m.group(3)
+        got = known.get(name, "")
+        if op == "-":
+            return got or word
+        if op == "+":
+            return word if got else ""
+        return got
+
+    return _VAR.sub(one, value)
 
 
 async def check_base_images(docker: aiodocker.Docker, refs: list[str]) -> None:
@@ -142,20 +191,28 @@ async def check_base_images(docker: aiodocker.Docker, refs: list[str]) -> None:
     triggers (which run in the build) held to ``check_sources``. EnvironmentInvalid for an
     image the engine cannot have."""
     for ref in refs:
-        try:
-            config = (await docker.images.inspect(ref))["Config"] or {}
-        except aiodocker.DockerError as exc:
-            if exc.status != 404:
-                raise
-            config = await _pulled(docker, ref)
-        triggers = "\n".join(config.get("OnBuild") or []).encode()
-        check_sources(triggers, f"image {ref}", onbuild=True)
+        info = await pulled(docker, ref)
+        if info is None:
+            raise EnvironmentInvalid(f"base image {ref!r} cannot be had")
+        config = info.get("Config")
+        triggers = config.get("OnBuild") if isinstance(config, dict) else None
+        check_sources("\n".join(triggers or []).encode(), f"image {ref}", onbuild=True)
 
 
-async def _pulled(docker: aiodocker.Docker, ref: str) -> dict[str, object]:
-    tagged = "@" in ref or ":" in ref.rsplit("/", 1)[-1]
-    try:  # a name with no tag is its ``latest`` (the API would pull every tag)
-        await docker.images.pull(ref if tagged else f"{ref}:latest")
-        return dict((await docker.images.inspect(ref))["Config"] or {})
+async def pulled(docker: aiodocker.Docker, ref: str) -> dict[str, object] | None:
+    """``ref`` as the engine has it (``docker image inspect``), pulled first if it lacks it, as
+    a build would pull it (a name with no tag is its ``latest``: the API would pull every tag);
+    None if it cannot be had (the pull fails, or takes longer than PULL_TIMEOUT_S)."""
+    try:
+        return dict(await docker.images.inspect(ref))
     except aiodocker.DockerError as exc:
-        raise EnvironmentInvalid(f"base image {ref!r} cannot be had: {exc.message}") from None
+        if exc.status not in (400, 404):
+            raise
+    tagged = "@" in ref or ":" in ref.rsplit("/", 1)[-1]
+    try:
+        await asyncio.wait_for(docker.images.pull(ref if tagged else f"{ref}:latest"),
+                               PULL_TIMEOUT_S)  # fmt: skip
+        return dict(await docker.images.inspect(ref))
+    except (aiodocker.DockerError, TimeoutError) as exc:
+        log.info("environment.image_pull_failed", image=ref, error=str(exc))
+        return None

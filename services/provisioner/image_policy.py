@@ -11,25 +11,19 @@ A refusal is the same whether or not the engine has the image, so that neither
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 
 import aiodocker
-import structlog
 
 from contracts.errors import ImageNotFound, ImageRefused, ProviderError
-from environments.dockerfile_refs import image_refs
+from environments.dockerfile import image_refs, pulled
 from providers.docker_copy import LAYER_REPO
 from providers.docker_image import BASE_REPO, IMAGE_REPO
 from services.common.store import Store
 from services.common.store_environments import instance_builds
 from services.common.store_snapshots import list_snapshots
 
-log = structlog.get_logger(__name__)
-
-#: How long a registry image a Dockerfile starts from may take to pull, to read its triggers.
-PULL_TIMEOUT_S = 600.0
 #: The platform's images every instance may run.
 PLATFORM_REPOS = frozenset({IMAGE_REPO, BASE_REPO})
 #: The platform's repositories of tenants' images: every other ``fleetd-*`` name is private.
@@ -103,7 +97,7 @@ class ImagePolicy:
         it anyway)."""
         if self.private(ref) is not None:
             await self._own_build(docker, ref)
-        info = await _inspect(docker, ref) or await _pulled(docker, ref)
+        info = await pulled(docker, ref)
         config = (info or {}).get("Config")
         triggers = config.get("OnBuild") if isinstance(config, dict) else None
         for trigger in triggers or []:
@@ -143,19 +137,6 @@ async def _inspect(docker: aiodocker.Docker, ref: str) -> dict[str, object] | No
             return None
         raise ProviderError(f"docker: looking for image {ref!r}: {exc.message}") from None
     return info
-
-
-async def _pulled(docker: aiodocker.Docker, ref: str) -> dict[str, object] | None:
-    """``ref`` pulled onto the engine, then inspected; None if the pull fails (the build
-    then fails to pull it too) or takes longer than PULL_TIMEOUT_S."""
-    parsed = parse(ref)
-    tag = None if parsed.tag or parsed.digest else "latest"  # never every tag of a name
-    try:
-        await asyncio.wait_for(docker.images.pull(ref, tag=tag), PULL_TIMEOUT_S)
-    except (aiodocker.DockerError, TimeoutError) as exc:
-        log.info("environment.image_pull_failed", image=ref, error=str(exc))
-        return None
-    return await _inspect(docker, ref)
 
 
 async def for_instance(store: Store, instance_id: str) -> ImagePolicy:

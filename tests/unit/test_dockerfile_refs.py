@@ -1,4 +1,4 @@
-"""The images a Dockerfile names, as the builder reads them (environments/dockerfile_refs.py),
+"""The images a Dockerfile names, as the builder reads them (environments/dockerfile.py),
 and an image reference as the engine normalises it (the provisioner's image_policy.py): what
 the images an instance may use are checked against."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.errors import ImageRefused
-from environments.dockerfile_refs import image_refs
+from environments.dockerfile import image_refs
 from services.provisioner.image_policy import ImagePolicy, parse
 
 LAYER = "fleetd-layer:m-0123456789abcdef"
