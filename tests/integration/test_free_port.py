@@ -1,17 +1,80 @@
-"""`free_port` holds the port it hands out until the server binds it: two callers (parallel
-test workers, or one `fleet up --ha` choosing fifteen ports) are never handed the same one, and
-the real servers still bind it."""
+"""The embedded servers report the ports they bound; none is chosen for them and then held.
+
+nats-server binds ports of the kernel's choosing and writes them in its ports file; valkey
+cannot choose one (``port 0`` turns its TCP off), so it is started on a port nothing holds and,
+if something took it first, again on another. A restart binds the same port again. `free_port`
+stays for what must be named before anything starts (a NATS cluster's routes): two callers
+(parallel test workers, or one `fleet up --ha`) are never handed the same one, and the real
+servers still bind it."""
 
 from __future__ import annotations
 
 import errno
+import json
 import random
 import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 
+from fleet import embedded
 from fleet.embedded import NatsServer, ValkeyServer, free_port
+
+
+def _nats_info_port(port: int) -> int:
+    """The port a nats-server says it listens on, in the INFO it greets a client with."""
+    with socket.create_connection(("127.0.0.1", port), 2) as conn:
+        line = conn.makefile("rb").readline()
+    info: dict[str, int] = json.loads(line.removeprefix(b"INFO "))
+    return info["port"]
+
+
+def test_nats_reports_the_ports_it_bound(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats", monitor=True)
+    assert (server.port, server.monitor_port) == (0, 0)  # nothing chosen for it, nothing held
+    with server:
+        assert server.port and server.monitor_port
+        assert _nats_info_port(server.port) == server.port
+        varz = f"http://127.0.0.1:{server.monitor_port}/varz"
+        with urllib.request.urlopen(varz, timeout=5) as r:  # noqa: S310
+            assert json.load(r)["port"] == server.port
+        bound = server.port
+        server.kill()
+        server.start()  # clients reconnect to the address they know
+        assert server.port == bound
+        assert _nats_info_port(bound) == bound
+
+
+def test_valkey_started_on_a_taken_port_starts_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as squatter:  # SO_REUSEADDR: as a server binds
+        taken = squatter.getsockname()[1]
+        offered = iter([taken, taken])
+        real = embedded.candidate_port
+        monkeypatch.setattr(embedded, "candidate_port", lambda: next(offered, None) or real())
+        with ValkeyServer(tmp_path / "valkey", password="pw") as valkey:
+            assert valkey.port not in (0, taken)
+            with redis.Redis(port=valkey.port, password="pw", socket_timeout=5) as r:
+                assert r.ping()
+            bound = valkey.port
+            valkey.kill()
+            valkey.start()
+            assert valkey.port == bound
+            with redis.Redis(port=bound, password="pw", socket_timeout=5) as r:
+                assert r.ping()
+
+
+def test_a_valkey_told_a_taken_port_says_so(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as squatter:
+        taken = squatter.getsockname()[1]
+        with (
+            pytest.raises(embedded.ServerStartError, match="Address already in use"),
+            ValkeyServer(tmp_path / "valkey", port=taken, password="pw"),
+        ):
+            pass
 
 
 def test_a_port_handed_out_is_refused_to_a_plain_bind() -> None:
