@@ -18,9 +18,11 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import nats
 import nats.errors
@@ -36,13 +38,49 @@ class ServerStartError(RuntimeError):
     pass
 
 
+class PortHold:
+    """A TCP port of 127.0.0.1 that the kernel gives (a bind to port 0) and gives nothing else
+    while this holds it: a bound socket that does not listen. The server told the port binds it
+    all the same (every server fleetd starts sets SO_REUSEADDR, which lets a bind share a port
+    with sockets that do not listen), as often as it restarts, until `close`. A plain bind, a
+    bind to port 0 and an outgoing connection never get it.
+
+    Only for a port that must be named before its server runs: a NATS cluster's routes (every
+    node names the others' cluster ports before any starts: a JetStream cluster refuses to
+    start without routes), and the listeners of the processes `fleet up` or a test starts and
+    prints or restarts on one port (a gateway, a service's metrics). The embedded servers report
+    the ports they bound instead (`NatsServer`, `ValkeyServer`)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> PortHold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def held_ports(stack: contextlib.ExitStack) -> Callable[[], int]:
+    """A function that holds a new port until ``stack`` closes, and returns it."""
+
+    def hold() -> int:
+        return stack.enter_context(PortHold()).port
+
+    return hold
+
+
 def free_port() -> int:
     """A free TCP port of 127.0.0.1, chosen below the kernel's ephemeral range (a port from
     that range can be taken by any outgoing connection before the server binds it) and held
-    for it: see `_reserve`. Only for what cannot report the port it bound: the cluster ports of
-    `fleet.embedded_ha`'s NATS nodes (each node's routes must name the others' before any
-    starts) and the listeners of processes that are told a port (a service's metrics, the
-    tests' helper servers). The embedded servers report theirs (`NatsServer`, `ValkeyServer`)."""
+    for it for 60 s: see `_reserve`. For the tests' helper servers, which are told a port;
+    fleetd's own servers report theirs or are given a `PortHold`."""
     low = _ephemeral_low()
     for _ in range(64):
         port = 10_000 + random.randrange(max(1, low - 10_000))
@@ -199,7 +237,7 @@ class _Server:
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> _Server:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

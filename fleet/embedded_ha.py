@@ -21,10 +21,10 @@ import redis
 from fleet.embedded import (
     NatsAuth,
     NatsServer,
+    PortHold,
     ServerStartError,
     ValkeyServer,
     _Server,
-    free_port,
     start_on_own_port,
     valkey_server_binary,
 )
@@ -139,10 +139,11 @@ class HaServers:
 
     def __init__(self, data_dir: Path, *, auth: NatsAuth | None, redis_password: str) -> None:
         self.data_dir = data_dir
-        # Held for the nodes (`free_port`): each node's routes name every node's cluster port
-        # before any starts (a JetStream cluster refuses to start without routes), so these
-        # cannot be ports the nodes report. Their client and monitoring ports are reported.
-        cluster_ports = [free_port() for _ in range(NATS_NODES)]
+        self._stack = ExitStack()
+        # Held (`PortHold`) while the layout runs: each node's routes name every node's cluster
+        # port before any starts (a JetStream cluster refuses to start without routes), so
+        # these cannot be ports the nodes report. Their client and monitoring ports are.
+        cluster_ports = [self._stack.enter_context(PortHold()).port for _ in range(NATS_NODES)]
         self.nats = [
             NatsNode(data_dir / f"nats-{i}", i, cluster_ports, auth=auth) for i in range(NATS_NODES)
         ]
@@ -155,7 +156,6 @@ class HaServers:
             Sentinel(data_dir / f"sentinel-{i}", primary=self.primary, password=redis_password)
             for i in range(SENTINELS)
         ]  # fmt: skip
-        self._stack = ExitStack()
 
     @property
     def nats_url(self) -> str:

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from fleet import embedded
-from fleet.embedded import NatsServer, ValkeyServer, free_port
+from fleet.embedded import NatsServer, PortHold, ValkeyServer, free_port
 
 
 def _nats_info_port(port: int) -> int:
@@ -35,10 +35,11 @@ def test_nats_reports_the_ports_it_bound(tmp_path: Path) -> None:
     server = NatsServer(tmp_path / "nats", monitor=True)
     assert (server.port, server.monitor_port) == (0, 0)  # nothing chosen for it, nothing held
     with server:
-        assert server.port and server.monitor_port
+        assert server.port
+        assert server.monitor_port
         assert _nats_info_port(server.port) == server.port
         varz = f"http://127.0.0.1:{server.monitor_port}/varz"
-        with urllib.request.urlopen(varz, timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(varz, timeout=5) as r:
             assert json.load(r)["port"] == server.port
         bound = server.port
         server.kill()
@@ -75,6 +76,19 @@ def test_a_valkey_told_a_taken_port_says_so(tmp_path: Path) -> None:
             ValkeyServer(tmp_path / "valkey", port=taken, password="pw"),
         ):
             pass
+
+
+def test_a_held_port_goes_to_its_server_alone_as_often_as_it_restarts(tmp_path: Path) -> None:
+    with PortHold() as held:
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", held.port))
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("0.0.0.0", held.port))
+        for _ in range(2):  # the server binds it, and again once restarted
+            with NatsServer(tmp_path / "nats", port=held.port) as nats_server:
+                assert _nats_info_port(held.port) == nats_server.port == held.port
+    with socket.socket() as other:  # released
+        other.bind(("127.0.0.1", held.port))
 
 
 def test_a_port_handed_out_is_refused_to_a_plain_bind() -> None:
