@@ -48,13 +48,19 @@ class PortHold:
     Only for a port that must be named before its server runs: a NATS cluster's routes (every
     node names the others' cluster ports before any starts: a JetStream cluster refuses to
     start without routes), and the listeners of the processes `fleet up` or a test starts and
-    prints or restarts on one port (a gateway, a service's metrics). The embedded servers report
-    the ports they bound instead (`NatsServer`, `ValkeyServer`)."""
+    prints or restarts on one port (a gateway, a service's metrics), and the port of a server
+    that died until it is back (`fleet.up_servers`). The embedded servers report the ports they
+    bound instead (`NatsServer`, `ValkeyServer`). ``port``: that one (refused, OSError, while
+    anything listens on it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        try:
+            self._sock.bind(("127.0.0.1", port))
+        except OSError:
+            self._sock.close()
+            raise
         self.port: int = self._sock.getsockname()[1]
 
     def close(self) -> None:
@@ -198,6 +204,10 @@ class _Server:
     def start(self) -> None:
         self.spawn()
         self.wait_ready()
+
+    def ports(self) -> list[int]:
+        """The ports it bound, which a restart binds again (0 until it started)."""
+        return [self.port]
 
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -480,6 +490,9 @@ class NatsServer(_Server):
                 raise ServerStartError(f"{self.name} wrote no ports file within "
                                        f"{_START_TIMEOUT_S:g}s ({path})")  # fmt: skip
             time.sleep(0.02)
+
+    def ports(self) -> list[int]:
+        return [self.port, *([self.monitor_port] if self.monitor else [])]
 
     async def _jetstream_ready(self, deadline: float) -> bool:
         creds: dict[str, str] = {}

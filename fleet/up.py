@@ -177,7 +177,8 @@ def up(opts: UpOptions) -> int:
         if (refusal := listeners_refusal(opts)) is not None:
             print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
             return 2
-        servers = ServerSupervisor(children)  # restarts a server that dies, like a service
+        # Restarts a server that dies, like a service; left after the servers stopped.
+        servers = stack.enter_context(ServerSupervisor(children))
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
         if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
             _stop_machines(settings, opts)

@@ -9,10 +9,12 @@ servers still bind it."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import random
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +23,8 @@ import redis
 
 from fleet import embedded
 from fleet.embedded import NatsServer, PortHold, ValkeyServer, free_port
+from fleet.up_servers import ServerSupervisor
+from tests.waiters import wait_until
 
 
 def _nats_info_port(port: int) -> int:
@@ -89,6 +93,35 @@ def test_a_held_port_goes_to_its_server_alone_as_often_as_it_restarts(tmp_path: 
                 assert _nats_info_port(held.port) == nats_server.port == held.port
     with socket.socket() as other:  # released
         other.bind(("127.0.0.1", held.port))
+
+
+async def test_a_dead_servers_ports_are_held_until_it_is_back(tmp_path: Path) -> None:
+    """Its ports are the kernel's, from the range outgoing connections take theirs from."""
+    supervisor = ServerSupervisor()
+    server = NatsServer(tmp_path / "nats", monitor=True)
+    supervisor.watch(server, "nats-server")
+    with server:
+        ports = server.ports()
+        assert server.proc is not None
+        server.proc.kill()  # as a crash would: the supervisor finds it exited
+        server.proc.wait()
+        assert supervisor.check(time.monotonic())  # noticed: restarting after its backoff
+        for port in ports:
+            with socket.socket() as other, pytest.raises(OSError, match="in use"):
+                other.bind(("127.0.0.1", port))
+
+        def restarted() -> bool:
+            supervisor.check(time.monotonic())
+            with contextlib.suppress(OSError):
+                return _nats_info_port(ports[0]) == ports[0]
+            return False
+
+        await wait_until(restarted, timeout=20)
+        assert server.ports() == ports
+    supervisor.close()
+    for port in ports:
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", port))
 
 
 def test_a_port_handed_out_is_refused_to_a_plain_bind() -> None:
