@@ -18,9 +18,11 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import nats
 import nats.errors
@@ -36,10 +38,55 @@ class ServerStartError(RuntimeError):
     pass
 
 
+class PortHold:
+    """A TCP port of 127.0.0.1 that the kernel gives (a bind to port 0) and gives nothing else
+    while this holds it: a bound socket that does not listen. The server told the port binds it
+    all the same (every server fleetd starts sets SO_REUSEADDR, which lets a bind share a port
+    with sockets that do not listen), as often as it restarts, until `close`. A plain bind, a
+    bind to port 0 and an outgoing connection never get it.
+
+    Only for a port that must be named before its server runs: a NATS cluster's routes (every
+    node names the others' cluster ports before any starts: a JetStream cluster refuses to
+    start without routes), and the listeners of the processes `fleet up` or a test starts and
+    prints or restarts on one port (a gateway, a service's metrics), and the port of a server
+    that died until it is back (`fleet.up_servers`). The embedded servers report the ports they
+    bound instead (`NatsServer`, `ValkeyServer`). ``port``: that one (refused, OSError, while
+    anything listens on it)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind(("127.0.0.1", port))
+        except OSError:
+            self._sock.close()
+            raise
+        self.port: int = self._sock.getsockname()[1]
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> PortHold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def held_ports(stack: contextlib.ExitStack) -> Callable[[], int]:
+    """A function that holds a new port until ``stack`` closes, and returns it."""
+
+    def hold() -> int:
+        return stack.enter_context(PortHold()).port
+
+    return hold
+
+
 def free_port() -> int:
     """A free TCP port of 127.0.0.1, chosen below the kernel's ephemeral range (a port from
     that range can be taken by any outgoing connection before the server binds it) and held
-    for it: see `_reserve`."""
+    for it for 60 s: see `_reserve`. For the tests' helper servers, which are told a port;
+    fleetd's own servers report theirs or are given a `PortHold`."""
     low = _ephemeral_low()
     for _ in range(64):
         port = 10_000 + random.randrange(max(1, low - 10_000))
@@ -68,6 +115,17 @@ def _reserve(port: int) -> int:
     return found
 
 
+def candidate_port() -> int:
+    """A port for a server that cannot choose one itself (valkey: ``port 0`` turns TCP off):
+    one the kernel gives a ``bind(0)`` (never one held by `free_port` or bound by anything),
+    then released. Not held: the server's own bind is the check, and a server that finds it
+    taken (an outgoing connection got it first) starts again on another (`start_on_own_port`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        found: int = probe.getsockname()[1]
+    return found
+
+
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -89,14 +147,25 @@ def valkey_server_binary() -> str:
     return str(get_binary_path())
 
 
+def _check_running(proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    if proc.poll() is not None:
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise ServerStartError(f"{what} exited with {proc.returncode}:\n{tail}")
+
+
+def _url_port(url: str) -> int:
+    port = urllib.parse.urlsplit(url).port
+    if not port:
+        raise ValueError(f"no port in {url!r}")
+    return port
+
+
 def _wait_tcp(
     port: int, proc: subprocess.Popen[bytes], what: str, log: Path, host: str = "127.0.0.1"
 ) -> None:
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise ServerStartError(f"{what} exited with {proc.returncode}:\n{tail}")
+        _check_running(proc, what, log)
         with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
             return
         time.sleep(0.02)
@@ -105,10 +174,14 @@ def _wait_tcp(
 
 class _Server:
     name = "server"
+    #: What the server logs once it listens (valkey's `start_on_own_port` waits for it).
+    ready_line = ""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = port or free_port()
+        #: The port it listens on: the one given, else 0 until it started and bound one (each
+        #: restart binds that one again, so that clients reconnect to the address they know).
+        self.port = port or 0
         #: Where it listens: loopback, unless containers must reach it (NatsServer's host).
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -131,6 +204,13 @@ class _Server:
     def start(self) -> None:
         self.spawn()
         self.wait_ready()
+
+    def ports(self) -> list[int]:
+        """The ports it bound, which a restart binds again (0 until it started)."""
+        return [self.port]
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
 
     def spawn(self) -> None:
         """Start the process without waiting for it (the nodes of a cluster start together:
@@ -167,7 +247,7 @@ class _Server:
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> _Server:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -337,10 +417,14 @@ class NatsServer(_Server):
         #: 127.0.0.1, or the docker machines' bridge gateway (an address of this host that
         #: containers reach; valkey and the gateway stay on loopback).
         self.host = host
-        #: The HTTP monitoring port, on 127.0.0.1, or 0: none (the default). It has no
+        #: With an HTTP monitoring port on 127.0.0.1 (none by default): it has no
         #: authentication and lists every connection (every machine id) to any local user.
-        self.monitor_port = free_port() if monitor else 0
+        self.monitor = monitor
+        #: The monitoring port it bound (0 until it started, or without ``monitor``).
+        self.monitor_port = 0
         self.config_path = data_dir / "nats.conf"
+        #: Where the server writes the addresses it bound (``<binary>_<pid>.ports``).
+        self.ports_dir = data_dir / "ports"
         #: None: no authentication at all (the default).
         self.auth = auth
 
@@ -356,9 +440,11 @@ class NatsServer(_Server):
 
     def config(self) -> str:
         store = (self.data_dir / "jetstream").resolve()
+        # -1: a port of the kernel's choosing, read back from the ports file (wait_ready).
         base = (
-            f"listen: {self.host}:{self.port}\n"
-            + (f"http: 127.0.0.1:{self.monitor_port}\n" if self.monitor_port else "")
+            f"listen: {self.host}:{self.port or -1}\n"
+            + (f"http: 127.0.0.1:{self.monitor_port or -1}\n" if self.monitor else "")
+            + f'ports_file_dir: "{self.ports_dir.resolve()}"\n'
             + f"server_name: {self.server_name}\n"
             f'jetstream {{ store_dir: "{store}" }}\n' + self.cluster_config()
         )
@@ -366,6 +452,7 @@ class NatsServer(_Server):
 
     def argv(self) -> list[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ports_dir.mkdir(exist_ok=True)
         if self.auth is None:
             self.config_path.write_text(self.config())
         else:  # it holds the static users' passwords
@@ -376,6 +463,7 @@ class NatsServer(_Server):
         return [nats_server_binary(), "-c", str(self.config_path)]
 
     def wait_ready(self) -> None:
+        self._read_ports()
         super().wait_ready()
         # Accepting connections is not enough: wait until JetStream answers too. Asked over
         # NATS itself (as a service user), so no monitoring port is needed. In a thread of its
@@ -384,6 +472,27 @@ class NatsServer(_Server):
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             if not pool.submit(asyncio.run, self._jetstream_ready(deadline)).result():
                 raise ServerStartError("nats-server started but JetStream did not become ready")
+
+    def _read_ports(self) -> None:
+        """The ports it bound, from the file nats-server writes once it listens on all."""
+        assert self.proc is not None
+        path = self.ports_dir / f"{Path(nats_server_binary()).name}_{self.proc.pid}.ports"
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            _check_running(self.proc, self.name, self.log_path)
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                bound = json.loads(path.read_text())
+                self.port = _url_port(bound["nats"][0])
+                if self.monitor:
+                    self.monitor_port = _url_port(bound["monitoring"][0])
+                return
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"{self.name} wrote no ports file within "
+                                       f"{_START_TIMEOUT_S:g}s ({path})")  # fmt: skip
+            time.sleep(0.02)
+
+    def ports(self) -> list[int]:
+        return [self.port, *([self.monitor_port] if self.monitor else [])]
 
     async def _jetstream_ready(self, deadline: float) -> bool:
         creds: dict[str, str] = {}
@@ -407,6 +516,7 @@ class ValkeyServer(_Server):
     without it: the password is in a 0600 configuration file, never on the command line."""
 
     name = "valkey"
+    ready_line = "Ready to accept connections"
 
     def __init__(self, data_dir: Path, port: int | None = None, *, password: str = "") -> None:
         super().__init__(data_dir, port)
@@ -417,6 +527,9 @@ class ValkeyServer(_Server):
     def url(self) -> str:
         creds = f":{urllib.parse.quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{creds}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        start_on_own_port(self)
 
     def _config_file(self) -> list[str]:
         if not self.password:
@@ -449,3 +562,47 @@ class ValkeyServer(_Server):
             "--protected-mode",
             "yes",
         ]
+
+
+#: What valkey logs when its port is taken, before it exits.
+_PORT_TAKEN = "Address already in use"
+_PORT_TRIES = 8
+
+
+def start_on_own_port(server: _Server) -> None:
+    """Start a valkey (server or sentinel) on its port, or on a `candidate_port` the first
+    time: valkey cannot pick one itself (``port 0`` turns TCP off) and reports whether it
+    bound it by listening or by exiting with "Address already in use". Such a start is tried
+    again on another candidate; nothing is held in the meantime."""
+    fixed = bool(server.port)
+    for _ in range(_PORT_TRIES):
+        if not fixed:
+            server.port = candidate_port()
+        logged = server.log_size()
+        server.spawn()
+        try:
+            # Its own line first: a connection to the port alone could reach whatever holds it.
+            _wait_logged(server, logged, server.ready_line)
+            server.wait_ready()
+            return
+        except ServerStartError:
+            if fixed or _PORT_TAKEN not in _logged_since(server, logged):
+                raise
+    raise ServerStartError(f"{server.name}: every port tried was taken ({_PORT_TRIES} tries)")
+
+
+def _logged_since(server: _Server, offset: int) -> str:
+    with open(server.log_path, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
+def _wait_logged(server: _Server, offset: int, line: str) -> None:
+    """Until ``server`` logs ``line`` (after ``offset`` of its log), or exits."""
+    assert server.proc is not None
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while line not in _logged_since(server, offset):
+        _check_running(server.proc, server.name, server.log_path)
+        if time.monotonic() > deadline:
+            raise ServerStartError(f"{server.name} did not log {line!r} in {_START_TIMEOUT_S:g}s")
+        time.sleep(0.02)

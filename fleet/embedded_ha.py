@@ -21,11 +21,11 @@ import redis
 from fleet.embedded import (
     NatsAuth,
     NatsServer,
+    PortHold,
     ServerStartError,
     ValkeyServer,
     _Server,
-    _wait_tcp,
-    free_port,
+    start_on_own_port,
     valkey_server_binary,
 )
 
@@ -71,19 +71,22 @@ class NatsNode(NatsServer):
 
 
 class ValkeyNode(ValkeyServer):
-    """A valkey primary, or a replica of ``primary_port`` (authenticating with the password)."""
+    """A valkey primary, or a replica of ``primary`` (authenticating with the password), started
+    once the primary has bound its port."""
 
-    def __init__(self, data_dir: Path, *, password: str, primary_port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, password: str, primary: ValkeyServer | None = None
+    ) -> None:
         super().__init__(data_dir, password=password)
-        self.primary_port = primary_port
+        self.primary = primary
 
     def _config_file(self) -> list[str]:
         files = super()._config_file()
         # Every node may become the primary, or a replica of another after a failover.
         with open(self.config_path, "a") as f:
             f.write(f'masterauth "{self.password}"\n')
-            if self.primary_port is not None:
-                f.write(f"replicaof 127.0.0.1 {self.primary_port}\n")
+            if self.primary is not None:
+                f.write(f"replicaof 127.0.0.1 {self.primary.port}\n")
         return files
 
 
@@ -92,10 +95,12 @@ class Sentinel(_Server):
     (what it learns of the replicas and of failovers), so the file is its, in its data dir."""
 
     name = "sentinel"
+    #: Logged once it listens (a sentinel logs no "Ready to accept connections").
+    ready_line = "Sentinel ID is"
 
-    def __init__(self, data_dir: Path, *, primary_port: int, password: str) -> None:
+    def __init__(self, data_dir: Path, *, primary: ValkeyServer, password: str) -> None:
         super().__init__(data_dir)
-        self.primary_port = primary_port
+        self.primary = primary
         self.password = password
         self.config_path = data_dir / "sentinel.conf"
         self._configured = False
@@ -109,14 +114,19 @@ class Sentinel(_Server):
             with os.fdopen(fd, "w") as f:
                 f.write(self.config())
             self._configured = True
-        return [valkey_server_binary(), str(self.config_path), "--sentinel"]
+        # The port on the command line: a start on a port found taken is tried on another.
+        return [valkey_server_binary(), str(self.config_path), "--sentinel",
+                "--port", str(self.port)]  # fmt: skip
+
+    def start(self) -> None:
+        start_on_own_port(self)
 
     def config(self) -> str:
         m = SENTINEL_MASTER
         return (
-            f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir.resolve()}\n"
+            f"bind 127.0.0.1\ndir {self.data_dir.resolve()}\n"
             f'requirepass "{self.password}"\n'
-            f"sentinel monitor {m} 127.0.0.1 {self.primary_port} 2\n"
+            f"sentinel monitor {m} 127.0.0.1 {self.primary.port} 2\n"
             f'sentinel auth-pass {m} "{self.password}"\n'
             f"sentinel down-after-milliseconds {m} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {m} {FAILOVER_TIMEOUT_MS}\n"
@@ -129,22 +139,23 @@ class HaServers:
 
     def __init__(self, data_dir: Path, *, auth: NatsAuth | None, redis_password: str) -> None:
         self.data_dir = data_dir
-        cluster_ports = [free_port() for _ in range(NATS_NODES)]
+        self._stack = ExitStack()
+        # Held (`PortHold`) while the layout runs: each node's routes name every node's cluster
+        # port before any starts (a JetStream cluster refuses to start without routes), so
+        # these cannot be ports the nodes report. Their client and monitoring ports are.
+        cluster_ports = [self._stack.enter_context(PortHold()).port for _ in range(NATS_NODES)]
         self.nats = [
             NatsNode(data_dir / f"nats-{i}", i, cluster_ports, auth=auth) for i in range(NATS_NODES)
         ]
         self.primary = ValkeyNode(data_dir / "redis-0", password=redis_password)
         self.replicas = [
-            ValkeyNode(data_dir / f"redis-{i}", password=redis_password,
-                       primary_port=self.primary.port)
+            ValkeyNode(data_dir / f"redis-{i}", password=redis_password, primary=self.primary)
             for i in range(1, VALKEY_REPLICAS + 1)
         ]  # fmt: skip
         self.sentinels = [
-            Sentinel(data_dir / f"sentinel-{i}", primary_port=self.primary.port,
-                     password=redis_password)
+            Sentinel(data_dir / f"sentinel-{i}", primary=self.primary, password=redis_password)
             for i in range(SENTINELS)
         ]  # fmt: skip
-        self._stack = ExitStack()
 
     @property
     def nats_url(self) -> str:
@@ -189,12 +200,11 @@ class HaServers:
         return self
 
     def _start(self, *servers: _Server) -> None:
+        """One after the other: each binds a port of its own (the replicas and sentinels are
+        configured with the primary's, once it has one)."""
         for server in servers:
             self._stack.callback(server.stop)
-            server.spawn()
-        for server in servers:
-            assert server.proc is not None
-            _wait_tcp(server.port, server.proc, server.name, server.log_path)
+            server.start()
 
     def _replicas_linked(self) -> bool:
         for node in self.replicas:

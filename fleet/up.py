@@ -30,7 +30,7 @@ import msgspec
 from core.lifeline import Children, end_recorded
 from core.lockfile import AlreadyRunning, PidLock
 from fleet.docker_setup import prepare_sync, stop_docker_machines
-from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, free_port
+from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, held_ports
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan
 from fleet.up_servers import ServerSupervisor
@@ -178,16 +178,19 @@ def up(opts: UpOptions) -> int:
         if (refusal := listeners_refusal(opts)) is not None:
             print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
             return 2
-        servers = ServerSupervisor(children)  # restarts a server that dies, like a service
+        # Restarts a server that dies, like a service; left after the servers stopped.
+        servers = stack.enter_context(ServerSupervisor(children))
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
         if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
             _end_machines(settings, opts, auth)
         stack.callback(_end_machines, settings, opts, auth)
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
-        plan = service_plan(names, opts, settings.sandbox_uid_range)
+        # Held until the services stop: one that dies is restarted on its port.
+        hold = held_ports(stack)
+        plan = service_plan(names, opts, settings.sandbox_uid_range, hold=hold)
         # Each service serves /metrics on a port of its own (the gateway on its HTTP port).
-        metrics = {n: free_port() for n, module, _ in plan if module != "gateway"}
+        metrics = {n: hold() for n, module, _ in plan if module != "gateway"}
         procs = [
             ServiceProcess(
                 name,
@@ -241,12 +244,12 @@ def _servers(
             host, _ = prepare_sync(here, "fleet up")
         nats = NatsServer(data_dir / "nats", auth=auth, host=host)
         watched.watch(nats, "nats-server")
-        nats_url = stack.enter_context(nats).url  # type: ignore[attr-defined]
+        nats_url = stack.enter_context(nats).url
     if redis_url is None:  # embedded: nothing of fleetd's state is served without this password
         password = read_or_create_secret(data_dir / "redis-password", "FLEET_REDIS_PASSWORD")
         valkey = ValkeyServer(data_dir / "redis", password=password)
         watched.watch(valkey, "valkey")
-        redis_url = stack.enter_context(valkey).url  # type: ignore[attr-defined]
+        redis_url = stack.enter_context(valkey).url
     # Every other FLEET_* variable in the environment is honoured; flags win.
     settings = msgspec.structs.replace(
         Settings.from_env(),
@@ -266,7 +269,8 @@ def _servers(
         host=opts.host,
         port=opts.port,
         preview_host=opts.host,
-        preview_port=opts.preview_port or free_port(),  # set by up(): never None here
+        # Set by up(): never None here; 0, a port held while the servers run.
+        preview_port=opts.preview_port or held_ports(stack)(),
         secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
         admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
     )

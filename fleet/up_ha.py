@@ -3,18 +3,18 @@ make every process use the cluster (fleet.embedded_ha), and the processes of eac
 
 Replicas of a stage service share its durable consumers (each event goes to one of them);
 replicas of the auth callout share NATS's callout requests (a queue group); each gateway
-replica listens on its own port: `--port`, then free ports, all printed. With --hosts N, each
-of N hosts on this machine has a provisioner of its own (two with --ha): its own
-FLEET_HOST_ID (host-1 ... host-N), data dir (<data-dir>/hosts/host-<i>) and share of
+replica listens on its own port: `--port`, then ports `fleet up` holds for them, all printed.
+With --hosts N, each of N hosts on this machine has a provisioner of its own (two with
+--ha): its own FLEET_HOST_ID (host-1 ... host-N), data dir (<data-dir>/hosts/host-<i>) and share of
 FLEET_SANDBOX_UIDS; FLEET_HOST_CAPACITY and FLEET_WARM_POOL apply to each (docs/hosts.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fleet.embedded import free_port
 from fleet.embedded_ha import NATS_NODES, SENTINEL_MASTER
 
 if TYPE_CHECKING:
@@ -61,8 +61,14 @@ def host_uids(uids: tuple[int, int] | None, index: int, count: int) -> str:
 
 
 def service_plan(
-    names: tuple[str, ...], opts: UpOptions, uids: tuple[int, int] | None = None
+    names: tuple[str, ...],
+    opts: UpOptions,
+    uids: tuple[int, int] | None = None,
+    *,
+    hold: Callable[[], int],
 ) -> Plan:
+    """``hold``: a port held for a gateway replica beyond the first (`fleet.embedded.held_ports`),
+    which `fleet up` prints and restarts the replica on."""
     plan: Plan = []
     for module in names:
         if module == "provisioner" and opts.hosts:
@@ -73,9 +79,9 @@ def service_plan(
             name = module if count == 1 else f"{module}-{i + 1}"
             extra = {}
             if module == "gateway":
-                extra["FLEET_PORT"] = str(opts.port if i == 0 else free_port())
+                extra["FLEET_PORT"] = str(opts.port if i == 0 else hold())
             if module == "gateway" and i > 0:  # the first's previews are on the settings' port
-                extra["FLEET_PREVIEW_PORT"] = str(free_port())
+                extra["FLEET_PREVIEW_PORT"] = str(hold())
             plan.append((name, module, extra))
     return plan
 

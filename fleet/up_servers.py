@@ -7,15 +7,19 @@ send it what it missed); the single NATS server keeps its stream on disk. A valk
 back with its append-only file: the old primary of an `--ha` layout, after the sentinels
 promoted a replica, is turned into a replica of the new primary by the sentinels. A sentinel
 keeps what it learnt in its own configuration file.
+
+A server's ports are the kernel's choice (fleet.embedded), so from the ephemeral range: while it
+is down, its ports are held (`PortHold`), lest an outgoing connection take one first.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from core.backoff import backoff_s
 from core.lifeline import Children
-from fleet.embedded import _Server
+from fleet.embedded import PortHold, _Server
 
 #: A server up this long has its restart backoff reset.
 _HEALTHY_AFTER_S = 30.0
@@ -32,6 +36,9 @@ class ServerWatch:
         self.started_at = 0.0
         self.next_start = 0.0
         self._down = False
+        #: Taken once it first died (none can be while it listens) and kept: the restarted
+        #: server binds through it (SO_REUSEADDR), and it holds the ports at each death after.
+        self.holds: list[PortHold] = []
 
     def check(self, now: float) -> str | None:
         """Notice a dead server, or restart it once its backoff is over: a line to print."""
@@ -47,6 +54,10 @@ class ServerWatch:
             return None
         self.server.proc = None
         self._down = True
+        if not self.holds:
+            for port in filter(None, self.server.ports()):
+                with contextlib.suppress(OSError):  # taken already: its restart will say so
+                    self.holds.append(PortHold(port))
         if self.started_at and now - self.started_at > _HEALTHY_AFTER_S:
             self.restarts = 0
         self.restarts += 1
@@ -78,3 +89,16 @@ class ServerSupervisor:
 
     def check(self, now: float) -> list[str]:
         return [line for w in self.watches if (line := w.check(now))]
+
+    def __enter__(self) -> ServerSupervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the ports held for servers that died (once every server has stopped)."""
+        for w in self.watches:
+            for hold in w.holds:
+                hold.close()
+            w.holds.clear()

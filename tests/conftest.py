@@ -1,4 +1,5 @@
-"""Fixtures: real servers on free ports, real daemon processes, real git repositories.
+"""Fixtures: real servers on ports they bind and report, real daemon processes, real git
+repositories.
 
 Every test gets its own nats-server (JetStream on) and valkey-server, so no state leaks between
 tests; both start in well under a second.
@@ -25,7 +26,7 @@ import pytest
 
 from contracts.ids import new_machine_id
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer, ValkeyServer, free_port
+from fleet.embedded import NatsServer, PortHold, ValkeyServer
 from providers import homes_fs
 from providers.local import daemon_argv, stop_all_local
 from providers.swarm import stop_all_swarm
@@ -154,15 +155,27 @@ def redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer) -> Settings:
+def settings(
+    tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer
+) -> Iterator[Settings]:
+    """The gateway's two ports are held for the test (`PortHold`): tests name them before a
+    gateway runs (in this process, or as a process of its own from ``to_env``), and a gateway
+    restarted within the test binds them again."""
+    with PortHold() as console, PortHold() as previews:
+        yield _settings(tmp_path, nats_server, redis_server, console.port, previews.port)
+
+
+def _settings(
+    tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer, port: int, preview: int
+) -> Settings:
     return Settings(
         nats_url=nats_server.url,
         redis_url=redis_server.url,
         data_dir=str(tmp_path / "data"),
         secret_key=generate_secret_key(),
         admin_token=ADMIN_TOKEN,
-        port=free_port(),
-        preview_port=free_port(),
+        port=port,
+        preview_port=preview,
         log_level="warning",
         ack_wait_s=5.0,
         probe_timeout_s=10.0,

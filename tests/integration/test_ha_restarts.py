@@ -64,42 +64,42 @@ async def sentinel_view(ha: HaServers) -> tuple[int, dict[int, str]]:
 async def test_a_killed_nats_node_and_valkey_primary_come_back_and_the_cluster_is_whole(
     ha: HaServers, ha_settings: Settings
 ) -> None:
-    supervisor = ServerSupervisor()
-    supervisor.watch_all(ha.labelled())
-    async with Bus(ha_settings, name="test") as bus:
-        await wait_until(lambda: stream_whole(bus), timeout=30, every=0.2)
-        url = bus.nc.connected_url
-        assert url is not None
-        node = next(n for n in ha.nats if n.port != url.port)  # not the one this client uses
-        old_primary = ha.primary
-        killed = {sigkill(node), sigkill(old_primary)}
-        for _ in range(20):  # events the dead node misses and must catch up on
-            await bus.publish(created())
+    with ServerSupervisor() as supervisor:  # it holds a dead server's ports until it is back
+        supervisor.watch_all(ha.labelled())
+        async with Bus(ha_settings, name="test") as bus:
+            await wait_until(lambda: stream_whole(bus), timeout=30, every=0.2)
+            url = bus.nc.connected_url
+            assert url is not None
+            node = next(n for n in ha.nats if n.port != url.port)  # not the one this client uses
+            old_primary = ha.primary
+            killed = {sigkill(node), sigkill(old_primary)}
+            for _ in range(20):  # events the dead node misses and must catch up on
+                await bus.publish(created())
 
-        # The sentinels promote a replica first (the old primary is silent for 2 s), so that
-        # the old primary comes back to a cluster that has moved on.
-        async def failed_over() -> bool:
-            return await _primary_port(ha) != old_primary.port
+            # The sentinels promote a replica first (the old primary is silent for 2 s), so that
+            # the old primary comes back to a cluster that has moved on.
+            async def failed_over() -> bool:
+                return await _primary_port(ha) != old_primary.port
 
-        await wait_until(failed_over, timeout=40, every=0.2)
-        lines = await _supervise(supervisor, lambda: _both_back(node, old_primary))
-        assert any(f"nats node {node.server_name}" in line for line in lines), lines
-        assert any("valkey redis-0" in line for line in lines), lines
-        assert node.proc is not None
-        assert old_primary.proc is not None
-        assert {node.proc.pid, old_primary.proc.pid}.isdisjoint(killed)
+            await wait_until(failed_over, timeout=40, every=0.2)
+            lines = await _supervise(supervisor, lambda: _both_back(node, old_primary))
+            assert any(f"nats node {node.server_name}" in line for line in lines), lines
+            assert any("valkey redis-0" in line for line in lines), lines
+            assert node.proc is not None
+            assert old_primary.proc is not None
+            assert {node.proc.pid, old_primary.proc.pid}.isdisjoint(killed)
 
-        await wait_until(lambda: stream_whole(bus), timeout=60, every=0.2)
+            await wait_until(lambda: stream_whole(bus), timeout=60, every=0.2)
 
-        async def old_primary_is_a_replica() -> bool:
-            primary, replicas = await sentinel_view(ha)
-            return (
-                primary != old_primary.port
-                and replicas.get(old_primary.port) == "slave"
-                and sorted(replicas.values()) == ["slave", "slave"]
-            )
+            async def old_primary_is_a_replica() -> bool:
+                primary, replicas = await sentinel_view(ha)
+                return (
+                    primary != old_primary.port
+                    and replicas.get(old_primary.port) == "slave"
+                    and sorted(replicas.values()) == ["slave", "slave"]
+                )
 
-        await wait_until(old_primary_is_a_replica, timeout=60, every=0.3)
+            await wait_until(old_primary_is_a_replica, timeout=60, every=0.3)
 
 
 async def _supervise(supervisor: ServerSupervisor, done: Callable[[], bool]) -> list[str]:

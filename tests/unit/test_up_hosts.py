@@ -3,18 +3,24 @@ of the sandbox uids; the other services as without it."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from fleet.cli import parse
+from fleet.embedded import held_ports
 from fleet.up import SERVICES, UpOptions
-from fleet.up_ha import host_uids, service_plan
+from fleet.up_ha import Plan, host_uids, service_plan
+
+
+def plan(opts: UpOptions, uids: tuple[int, int] | None = None) -> Plan:
+    with ExitStack() as stack:
+        return service_plan(SERVICES, opts, uids, hold=held_ports(stack))
 
 
 def provisioners(opts: UpOptions, uids: tuple[int, int] | None) -> dict[str, dict[str, str]]:
-    return {name: env for name, module, env in service_plan(SERVICES, opts, uids)
-            if module == "provisioner"}  # fmt: skip
+    return {name: env for name, module, env in plan(opts, uids) if module == "provisioner"}
 
 
 def test_each_host_gets_a_provisioner_with_its_id_data_dir_and_uids(tmp_path: Path) -> None:
@@ -29,7 +35,7 @@ def test_each_host_gets_a_provisioner_with_its_id_data_dir_and_uids(tmp_path: Pa
         # each a third of the range's 65536 uids, rounded down: 21845
         for i, uids in ((1, "200000-221844"), (2, "221845-243689"), (3, "243690-265534"))
     }
-    others = [name for name, module, _ in service_plan(SERVICES, opts) if module != "provisioner"]
+    others = [name for name, module, _ in plan(opts) if module != "provisioner"]
     assert others == [s for s in SERVICES if s != "provisioner"]
 
 

@@ -4,22 +4,29 @@ of `--ha` has one of its own."""
 from __future__ import annotations
 
 import socket
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from fleet.embedded import free_port
+from fleet.embedded import PortHold, held_ports
 from fleet.up import SERVICES, UpOptions, listeners_refusal, up
 from fleet.up_ha import service_plan
 
 
 def test_each_gateway_replica_listens_for_previews_on_a_port_of_its_own(tmp_path: Path) -> None:
     opts = UpOptions(data_dir=tmp_path, ha=True, port=8080, preview_port=8081)
-    gateways = [env for _, module, env in service_plan(SERVICES, opts) if module == "gateway"]
-    assert gateways[0] == {"FLEET_PORT": "8080"}  # the settings' preview port: 8081
-    ports = {int(gateways[1]["FLEET_PORT"]), int(gateways[1]["FLEET_PREVIEW_PORT"])}
-    assert len(ports) == 2
-    assert not ports & {8080, 8081}
+    with ExitStack() as stack:
+        plan = service_plan(SERVICES, opts, hold=held_ports(stack))
+        gateways = [env for _, module, env in plan if module == "gateway"]
+        assert gateways[0] == {"FLEET_PORT": "8080"}  # the settings' preview port: 8081
+        ports = {int(gateways[1]["FLEET_PORT"]), int(gateways[1]["FLEET_PREVIEW_PORT"])}
+        assert len(ports) == 2
+        assert not ports & {8080, 8081}
+        for port in ports:  # held for the replica: nothing else binds them, the replica does
+            with socket.socket() as other, pytest.raises(OSError, match="in use"):
+                other.bind(("127.0.0.1", port))
+            socket.create_server(("127.0.0.1", port)).close()
 
 
 def test_previews_on_the_consoles_port_are_refused_before_anything_starts(
@@ -31,10 +38,11 @@ def test_previews_on_the_consoles_port_are_refused_before_anything_starts(
 
 
 def test_a_listener_port_another_program_holds_is_named(tmp_path: Path) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as held:
+    with socket.create_server(("127.0.0.1", 0)) as held, PortHold() as console:
         port = held.getsockname()[1]
-        refusal = listeners_refusal(UpOptions(data_dir=tmp_path, port=free_port(),
+        refusal = listeners_refusal(UpOptions(data_dir=tmp_path, port=console.port,
                                               preview_port=port))  # fmt: skip
         assert refusal is not None
         assert refusal.startswith(f"--preview-port {port} on 127.0.0.1")
-    assert listeners_refusal(UpOptions(data_dir=tmp_path, port=free_port(), preview_port=0)) is None
+        options = UpOptions(data_dir=tmp_path, port=console.port, preview_port=0)
+        assert listeners_refusal(options) is None
