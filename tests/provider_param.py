@@ -36,7 +36,11 @@ def nats_server(
     tmp_path: Path, provider: str, request: pytest.FixtureRequest
 ) -> Iterator[NatsServer]:
     """NATS where the provider's machines reach it: a docker case's on the machines' network
-    gateway (tests/docker_env.py), a local case's on loopback (tests/conftest.py)."""
-    host = request.getfixturevalue("docker_gateway") if provider == DOCKER else "127.0.0.1"
+    gateway (tests/docker_env.py), a local case's on loopback (tests/conftest.py). A test
+    that shadows ``provider`` with its own parametrize still has its containers removed."""
+    host = "127.0.0.1"
+    if provider == DOCKER:  # first: its containers are removed after the stack has stopped
+        request.getfixturevalue("remove_containers")
+        host = request.getfixturevalue("docker_gateway")
     with NatsServer(tmp_path / "nats", host=host) as server:
         yield server
