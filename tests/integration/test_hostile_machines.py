@@ -127,17 +127,24 @@ async def cannot_make_a_device_node(stack: FleetClient, provider: str) -> None:
     assert "cross-device" in out
 
 
+async def plant_traps(stack: FleetClient, mid: str, home: Path, canary: Canary) -> None:
+    """In the machine's ``~/k``: links to the canary's file and directory, a FIFO, a 10 GB
+    sparse file (all made by the machine), and a device node (placed as root: a machine
+    cannot make one, see above)."""
+    out = await sh(stack, mid, f"mkdir -p ~/k && cd ~/k && ln -s {canary.a_file} link && "
+                   f"ln -s {canary.root} dirlink && mkfifo fifo && truncate -s 10G big && "
+                   "echo done")  # fmt: skip
+    assert out.rstrip().endswith("done")
+    os.mknod(home / "k" / "zero", 0o666 | 0o020000, os.makedev(1, 5))
+
+
 @LOCAL_ONLY
 async def test_give_home_on_refresh_code_and_start_follows_nothing(
     stack: FleetClient, settings: Settings, canary: Canary
 ) -> None:
     mid = await ready(stack, "mallory", "local")
     home = local_home(settings, mid)
-    out = await sh(stack, mid, f"mkdir -p ~/k && cd ~/k && ln -s {canary.a_file} link && "
-                   f"ln -s {canary.root} dirlink && mkfifo fifo && truncate -s 10G big && "
-                   "echo done")  # fmt: skip
-    assert out.rstrip().endswith("done")
-    os.mknod(home / "k" / "zero", 0o666 | 0o020000, os.makedev(1, 5))  # as root: see above
+    await plant_traps(stack, mid, home, canary)
     await stack.refresh_code(mid)  # installs code as root, then gives the home to the machine
     assert canary.changed() == {}
     await stack.stop_machine(mid)
@@ -229,11 +236,7 @@ class TestLocalPool:
         mid = await ready(stack, "mallory", "local")
         used.add(slot_of(settings, mid) or "")
         home = local_home(settings, mid)
-        out = await sh(stack, mid, f"mkdir -p ~/k && cd ~/k && ln -s {canary.a_file} link && "
-                       f"ln -s {canary.root} dirlink && mkfifo fifo && truncate -s 10G big && "
-                       "echo done")  # fmt: skip
-        assert out.rstrip().endswith("done")
-        os.mknod(home / "k" / "zero", 0o666 | 0o020000, os.makedev(1, 5))  # as root: see above
+        await plant_traps(stack, mid, home, canary)
         await stack.stop_machine(mid)
         await stack.wait_for(mid, ("stopped",), timeout_s=STOP_S)
         await wait_until(lambda: bool(up_slots(settings) - used), timeout=60)

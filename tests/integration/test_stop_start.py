@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -233,16 +234,21 @@ async def test_auto_stop_stops_the_idle_and_spares_the_busy(
         assert machine.status_reason == idle_reason(5) == "idle for 5 s"
         assert time.monotonic() - since >= 4  # not before it was idle (minus a tick)
         # The busy one goes on past its idle time, typed into every second.
-        until = time.monotonic() + 6
-        while time.monotonic() < until:
-            await ws.send_bytes(b"k")
-            await asyncio.sleep(1.0)
+        await type_for(ws, 6)
         assert (await stack.get_machine(busy)).status is MachineStatus.READY
     finally:
         await ws.close()
     # Left alone, the busy one goes too: attaching was not a lasting exemption.
     machine = await stack.wait_for(busy, ("stopped",), timeout_s=5 + 10)
     assert machine.status_reason == "idle for 5 s"
+
+
+async def type_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> None:
+    """A key on the terminal once a second for ``seconds``: activity with no RPC call."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        await ws.send_bytes(b"k")
+        await asyncio.sleep(1.0)
 
 
 @DOCKER
@@ -271,10 +277,7 @@ async def test_auto_stop_spares_a_docker_machine_typed_into(
     opened = await stack.open_session(mid, ["/bin/cat"])
     ws = await stack.attach_session(mid, opened.session_id)
     try:
-        until = time.monotonic() + 5 + 6  # past its idle time and two auto-stop ticks
-        while time.monotonic() < until:
-            await ws.send_bytes(b"k")
-            await asyncio.sleep(1.0)
+        await type_for(ws, 5 + 6)  # past its idle time and two auto-stop ticks
         assert (await stack.get_machine(mid)).status is MachineStatus.READY
     finally:
         await ws.close()
