@@ -42,5 +42,6 @@ def nats_server(
     if provider == DOCKER:  # first: its containers are removed after the stack has stopped
         request.getfixturevalue("remove_containers")
         host = request.getfixturevalue("docker_gateway")
-    with NatsServer(tmp_path / "nats", host=host) as server:
+    server = NatsServer(tmp_path / "nats", host=host)
+    with server:
         yield server
