@@ -34,7 +34,7 @@ from services.common.bus import Bus
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.common.store import Store
-from tests import leftovers
+from tests import leftovers, provider_param
 from tests.gitcmd import git
 
 try:  # pytest-xdist (a dev dependency); without it the suite runs in one process
@@ -59,13 +59,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Groups tests by what they share, from their fixtures: a test added later that uses the
     Docker engine's fixtures is grouped with no mark of its own."""
     for item in items:
-        if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if uses_docker(item):
             lane = zlib.crc32(item.nodeid.split("::", 1)[0].encode()) % DOCKER_LANES
             item.add_marker(pytest.mark.xdist_group(f"docker-{lane}"))
         elif (module := shared_fixture_module(item)) is not None:
             item.add_marker(pytest.mark.xdist_group(module))
     if xdist_groups is not None:
         xdist_groups.record_groups(config, items)
+
+
+def uses_docker(item: pytest.Item) -> bool:
+    """A test on the Docker engine: it takes its fixtures, or it is the ``docker`` case of a
+    test that takes the provider as a parameter (tests/provider_param.py), which takes them
+    at run time."""
+    if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return bool(params.get(provider_param.PARAM) == provider_param.DOCKER)
 
 
 def shared_fixture_module(item: pytest.Item) -> str | None:

@@ -5,9 +5,12 @@ since a machine cannot make one), then calls the methods that make root act on i
 canary directory of root-owned host files must stay unchanged, and another tenant's machine
 must still create and restart in its usual time.
 
-The lock read and the home's chown exist on ``local`` only: a ``docker`` machine's home is a
-volume the engine mounts, on which root on the host does nothing by path; the tenant test runs
-on both (test_hostile_machines_docker.py).
+The tenant tests take the provider as a parameter (tests/provider_param.py). The lock read and
+the home's chown exist on ``local`` only: a ``docker`` machine's home is a volume the engine
+mounts, on which root on the host does nothing by path. The machines claimed from the local
+warm pool (its daemon's root found by its pool slot, its home moved in at the claim; a stopped
+machine's start that adopts a pooled sandbox, given the home it has) run the same attacks, in
+``TestLocalPool``.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from providers.local import STOP_GRACE_S, machine_roots
 from services.common.settings import Settings
-from tests.docker_env import inspect
+from tests.docker_env import docker_gateway, docker_image, home_of, inspect, remove_containers
 from tests.environments import refresh_code
 from tests.hostile import SWAP, Canary
 from tests.integration.test_isolation import ready, sh
+from tests.integration.test_warm_pool import pooled, slot_of, up_slots
+from tests.provider_param import nats_server, provider
 from tests.waiters import wait_until
 
 #: How long a machine of another tenant may take to be ready (it takes a few seconds).
@@ -40,6 +46,14 @@ RESTARTS = 7
 FIFO_LOCK = ("cd ~/.fleet && while :; do [ -p daemon.lock ] || "
              "{ rm -f daemon.lock; mkfifo daemon.lock; }; sleep 0.2; done")  # fmt: skip
 HomeOf = Callable[[str], Awaitable[Path]]
+LOCAL_ONLY = pytest.mark.parametrize("provider", ["local"])
+__all__ = [  # fixtures, re-exported for pytest
+    "docker_gateway",
+    "docker_image",
+    "nats_server",
+    "provider",
+    "remove_containers",
+]
 
 
 @pytest.fixture
@@ -48,12 +62,14 @@ def canary(tmp_path: Path) -> Canary:
 
 
 async def test_a_fifo_lock_and_restarts_stall_no_other_tenant(
-    stack: FleetClient, settings: Settings
+    stack: FleetClient, settings: Settings, provider: str
 ) -> None:
     async def home(mid: str) -> Path:
         return local_home(settings, mid)
 
-    await fifo_lock_and_restarts(stack, settings, "local", home)
+    await fifo_lock_and_restarts(
+        stack, settings, provider, home_of if provider == "docker" else home
+    )
 
 
 def local_home(settings: Settings, mid: str) -> Path:
@@ -94,8 +110,10 @@ async def ended(settings: Settings, mid: str, provider: str) -> bool:
     return await inspect(mid) is None
 
 
-async def test_a_machine_cannot_make_a_device_node_or_a_hard_link_out(stack: FleetClient) -> None:
-    await cannot_make_a_device_node(stack, "local")
+async def test_a_machine_cannot_make_a_device_node_or_a_hard_link_out(
+    stack: FleetClient, provider: str
+) -> None:
+    await cannot_make_a_device_node(stack, provider)
 
 
 async def cannot_make_a_device_node(stack: FleetClient, provider: str) -> None:
@@ -109,16 +127,24 @@ async def cannot_make_a_device_node(stack: FleetClient, provider: str) -> None:
     assert "cross-device" in out
 
 
+async def plant_traps(stack: FleetClient, mid: str, home: Path, canary: Canary) -> None:
+    """In the machine's ``~/k``: links to the canary's file and directory, a FIFO, a 10 GB
+    sparse file (all made by the machine), and a device node (placed as root: a machine
+    cannot make one, see above)."""
+    out = await sh(stack, mid, f"mkdir -p ~/k && cd ~/k && ln -s {canary.a_file} link && "
+                   f"ln -s {canary.root} dirlink && mkfifo fifo && truncate -s 10G big && "
+                   "echo done")  # fmt: skip
+    assert out.rstrip().endswith("done")
+    os.mknod(home / "k" / "zero", 0o666 | 0o020000, os.makedev(1, 5))
+
+
+@LOCAL_ONLY
 async def test_give_home_on_refresh_code_and_start_follows_nothing(
     stack: FleetClient, settings: Settings, canary: Canary
 ) -> None:
     mid = await ready(stack, "mallory", "local")
     home = local_home(settings, mid)
-    out = await sh(stack, mid, f"mkdir -p ~/k && cd ~/k && ln -s {canary.a_file} link && "
-                   f"ln -s {canary.root} dirlink && mkfifo fifo && truncate -s 10G big && "
-                   "echo done")  # fmt: skip
-    assert out.rstrip().endswith("done")
-    os.mknod(home / "k" / "zero", 0o666 | 0o020000, os.makedev(1, 5))  # as root: see above
+    await plant_traps(stack, mid, home, canary)
     await stack.refresh_code(mid)  # installs code as root, then gives the home to the machine
     assert canary.changed() == {}
     await stack.stop_machine(mid)
@@ -134,6 +160,7 @@ async def test_give_home_on_refresh_code_and_start_follows_nothing(
     assert (home / "k" / "zero").lstat().st_uid == 0  # a device node is never given away
 
 
+@LOCAL_ONLY
 async def test_give_home_while_the_machine_swaps_a_dir_with_a_link(
     stack: FleetClient, settings: Settings, canary: Canary
 ) -> None:
@@ -150,6 +177,7 @@ async def test_give_home_while_the_machine_swaps_a_dir_with_a_link(
     assert canary.changed() == {}
 
 
+@LOCAL_ONLY
 async def test_archive_removes_the_home_and_follows_nothing(
     stack: FleetClient, settings: Settings, canary: Canary
 ) -> None:
@@ -174,3 +202,51 @@ async def test_archive_removes_the_home_and_follows_nothing(
     assert not (settings.data_path / "machines" / mid / "code").exists()
     assert (settings.data_path / "machines" / mid / "daemon.log").exists()  # the platform's
     assert canary.changed() == {}
+
+
+@LOCAL_ONLY
+class TestLocalPool:
+    """The machines come from the local warm pool (one pooled sandbox, kept up)."""
+
+    @pytest.fixture
+    def stack_settings(self, settings: Settings) -> Settings:
+        return msgspec.structs.replace(settings, warm_pool="local=1", warm_pool_min_available_mb=0)
+
+    async def test_a_claimed_machine_with_a_fifo_lock_stalls_no_other_tenant(
+        self, stack: FleetClient, settings: Settings
+    ) -> None:
+        slot = await pooled(settings)
+        claimed: list[str] = []
+
+        async def home(mid: str) -> Path:
+            claimed.append(mid)
+            return local_home(settings, mid)
+
+        await fifo_lock_and_restarts(stack, settings, "local", home)
+        assert slot_of(settings, claimed[0]) == slot  # the hostile one came from the pool
+
+    async def test_a_start_that_adopts_a_pooled_sandbox_follows_nothing_in_the_home(
+        self, stack: FleetClient, settings: Settings, canary: Canary
+    ) -> None:
+        """A stopped machine's home, full of traps, given to a pooled sandbox at its start: the
+        chown walks it by descriptor, the bind is made of the home directory itself (nothing in
+        it is looked up), and the sandbox's side is root's tmpfs, which no code of the machine
+        ever ran in."""
+        used = {await pooled(settings)}
+        mid = await ready(stack, "mallory", "local")
+        used.add(slot_of(settings, mid) or "")
+        home = local_home(settings, mid)
+        await plant_traps(stack, mid, home, canary)
+        await stack.stop_machine(mid)
+        await stack.wait_for(mid, ("stopped",), timeout_s=STOP_S)
+        await wait_until(lambda: bool(up_slots(settings) - used), timeout=60)
+        await stack.start_machine(mid)
+        started = await stack.wait_for(mid, ("ready", "failed"), timeout_s=USUAL_S)
+        assert started.status is MachineStatus.READY, started.status_reason
+        assert slot_of(settings, mid) not in used  # adopted
+        assert canary.changed() == {}
+        uid = int((settings.data_path / "machines" / mid / "uid").read_text())
+        assert (home / "k" / "fifo").lstat().st_uid == uid
+        assert (home / "k" / "big").stat().st_uid == uid
+        assert (home / "k" / "zero").lstat().st_uid == 0  # a device node is never given away
+        assert (await sh(stack, mid, "readlink ~/k/link")).strip() == str(canary.a_file)

@@ -1,8 +1,11 @@
-"""Stopping and starting machines, ``local`` provider, every service and real daemons: stop and
-start keep the machine (home, background processes, a fresh .env), a stopped machine runs nothing
-and refuses daemon calls at once, auto-stop stops the idle and spares the busy, a provisioner
+"""Stopping and starting machines on each provider (``local``, ``docker``; on docker also a
+machine claimed from the warm pool, whose home is the pool slot's volume, which a stopped
+machine has no container to find from), every service and real daemons: stop and start keep
+the machine (home, background processes, a fresh .env), a stopped machine runs nothing and
+refuses daemon calls at once, auto-stop stops the idle and spares the busy, a provisioner
 SIGKILLed and restarted leaves stopped machines stopped, and redelivered stop/start events
-change nothing."""
+change nothing. What each provider's host shows of a machine (its processes, its container,
+its home volume) is checked in that provider's cases."""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -23,8 +27,13 @@ from contracts.consumers import Durable, host_durable
 from contracts.errors import Conflict, MachineStopped as Stopped, RunningMachinesLimit
 from contracts.events import MachineStarted, MachineStopped, decode_event
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus
+from core.version import SOURCE_ROOT
 from fleet.client import FleetClient
+from providers.base import Provider
+from providers.docker_home import home_ref_name
+from providers.docker_names import LABEL_POOL
 from providers.local import POOL_SLOT_FILE, LocalProvider, machine_processes, machine_roots
+from providers.registry import docker_provider
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
@@ -32,7 +41,16 @@ from services.common.store import Store
 from services.prober.autostop import idle_reason
 from services.provisioner.service import Provisioner
 from tests.conftest import ADMIN_TOKEN
-from tests.integration.test_pipeline import home_of
+from tests.docker_env import (
+    docker_gateway,
+    docker_image,
+    home_of,
+    inspect,
+    remove_containers,
+    volume_exists,
+)
+from tests.integration.test_docker_warm_pool import pooled
+from tests.provider_param import PROVIDERS, nats_server
 from tests.stop_checks import (
     ready_machine,
     stop_and_start_keep_the_machine,
@@ -40,32 +58,122 @@ from tests.stop_checks import (
 )
 from tests.waiters import wait_until
 
+__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
+#: Each provider's cold machine, and a docker machine claimed from its warm pool.
+EACH = pytest.mark.parametrize(
+    ("provider", "warm_pool"),
+    [("local", ""), ("docker", ""), ("docker", "docker=1")],
+    ids=["local", "docker", "docker-pool"],
+)
+LOCAL = pytest.mark.parametrize(("provider", "warm_pool"), [("local", "")], ids=["local"])
+DOCKER = pytest.mark.parametrize(
+    ("provider", "warm_pool"),
+    [("docker", ""), ("docker", "docker=1")],
+    ids=["docker", "docker-pool"],
+)
+
 
 @pytest.fixture
-def stack_settings(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, autostop_tick_s=0.5)
+def stack_settings(settings: Settings, warm_pool: str) -> Settings:
+    return msgspec.structs.replace(settings, autostop_tick_s=0.5, warm_pool=warm_pool,
+                                   warm_pool_min_available_mb=0)  # fmt: skip
 
 
-async def test_stop_then_start_keeps_the_machine(stack: FleetClient, settings: Settings) -> None:
-    mid = await ready_machine(stack, "stopper")
+async def runs(settings: Settings, provider: str, mid: str) -> bool:
+    """Something of the machine runs on its provider: a root process of it (bwrap), or its
+    container."""
+    if provider == "local":
+        return bool(machine_roots(settings.data_path / "machines" / mid, mid))
+    return await inspect(mid) is not None
+
+
+async def _no(value: Awaitable[bool]) -> bool:
+    return not await value
+
+
+@EACH
+@pytest.mark.timeout(300)  # two pipelines (create, then start) on a busy host
+async def test_stop_then_start_keeps_the_machine(
+    stack: FleetClient, stack_settings: Settings, provider: str
+) -> None:
+    if stack_settings.warm_pool:
+        await pooled(stack_settings)  # so that the machine is claimed from the pool
+    mid = await ready_machine(stack, "stopper", provider)
+    if provider == "local":
+        await local_stop_then_start(stack, stack_settings, mid)
+    else:
+        await docker_stop_then_start(stack, stack_settings, mid)
+
+
+async def local_stop_then_start(stack: FleetClient, settings: Settings, mid: str) -> None:
+    machine_dir = settings.data_path / "machines" / mid
 
     async def home(m: str) -> Path:
-        return home_of(settings, m)
+        return settings.data_path / "machines" / m / "home"
 
     async def running(m: str) -> bool:
         # Any process of it: bwrap, its init, the supervisor, the daemon (all started with
         # its id), and the background process (the caller looks for that one by its argv).
         return bool(machine_processes(settings.data_path / "machines" / m, m))
 
-    roots_before = machine_roots(settings.data_path / "machines" / mid, mid)
+    roots_before = machine_roots(machine_dir, mid)
     await stop_and_start_keep_the_machine(stack, mid, home, running)
-    roots_after = machine_roots(settings.data_path / "machines" / mid, mid)
+    roots_after = machine_roots(machine_dir, mid)
     assert len(roots_after) == 1  # one new root: not two
     assert roots_after != roots_before
     # No warm pool here: started cold (with one, tests/integration/test_start_pool.py).
-    assert not (settings.data_path / "machines" / mid / POOL_SLOT_FILE).exists()
+    assert not (machine_dir / POOL_SLOT_FILE).exists()
 
 
+async def docker_stop_then_start(stack: FleetClient, settings: Settings, mid: str) -> None:
+    home = await home_of(mid)  # the host path of its home volume
+    from_pool = LABEL_POOL in (await inspect(mid))["Config"]["Labels"]
+    assert from_pool == bool(settings.warm_pool)
+    before = (await inspect(mid))["Id"]
+
+    async def home_path(m: str) -> Path:
+        return await home_of(m)
+
+    async def stopped_checks(m: str) -> bool:
+        running = await inspect(m) is not None
+        if not running:  # no container, the home kept where it was
+            assert home.is_dir()
+            assert (home / "notes" / "kept.txt").is_file()
+        return running
+
+    await stop_and_start_keep_the_machine(stack, mid, home_path, stopped_checks)
+    after = await inspect(mid)
+    assert after["Id"] != before  # a new container...
+    assert await home_of(mid) == home  # ...on the same home volume
+    assert (await stack.get_machine(mid)).status is MachineStatus.READY
+
+    # Archive of a stopped machine removes its home.
+    await stack.stop_machine(mid)
+    await wait_until(lambda: _no(runs(settings, "docker", mid)), timeout=30, every=0.2)
+    assert await volume_exists_named(home_ref_name(mid)) == from_pool
+    await stack.archive_machine(mid)
+
+    async def gone() -> bool:
+        return not home.exists() and not await volume_exists(mid)
+
+    await wait_until(gone, timeout=30, every=0.2)
+    assert not await volume_exists_named(home_ref_name(mid))
+
+
+async def volume_exists_named(name: str) -> bool:
+    import aiodocker
+
+    async with aiodocker.Docker() as docker:
+        try:
+            await (await docker.volumes.get(name)).show()  # type: ignore[no-untyped-call]
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise
+    return True
+
+
+@LOCAL
 async def test_what_a_stopped_machine_refuses_and_what_it_allows(
     stack: FleetClient, settings: Settings
 ) -> None:
@@ -104,6 +212,7 @@ async def test_what_a_stopped_machine_refuses_and_what_it_allows(
         await stack.start_machine(mid)
 
 
+@LOCAL
 async def test_auto_stop_stops_the_idle_and_spares_the_busy(
     stack: FleetClient, settings: Settings
 ) -> None:
@@ -125,16 +234,55 @@ async def test_auto_stop_stops_the_idle_and_spares_the_busy(
         assert machine.status_reason == idle_reason(5) == "idle for 5 s"
         assert time.monotonic() - since >= 4  # not before it was idle (minus a tick)
         # The busy one goes on past its idle time, typed into every second.
-        until = time.monotonic() + 6
-        while time.monotonic() < until:
-            await ws.send_bytes(b"k")
-            await asyncio.sleep(1.0)
+        await type_for(ws, 6)
         assert (await stack.get_machine(busy)).status is MachineStatus.READY
     finally:
         await ws.close()
     # Left alone, the busy one goes too: attaching was not a lasting exemption.
     machine = await stack.wait_for(busy, ("stopped",), timeout_s=5 + 10)
     assert machine.status_reason == "idle for 5 s"
+
+
+async def type_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> None:
+    """A key on the terminal once a second for ``seconds``: activity with no RPC call."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        await ws.send_bytes(b"k")
+        await asyncio.sleep(1.0)
+
+
+@DOCKER
+async def test_a_stopped_docker_machine_refuses_at_once_and_auto_stop_stops_it(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    mid = await ready_machine(stack, "idle-box", "docker")
+    inst = (await stack.get_machine(mid)).instance_id
+    since = time.monotonic()
+    await stack.set_autostop(inst, 5)
+    machine = await stack.wait_for(mid, ("stopped",), timeout_s=5 + 10)
+    assert machine.status_reason == idle_reason(5)
+    assert time.monotonic() - since >= 4
+    await wait_until(lambda: _no(runs(stack_settings, "docker", mid)), timeout=30, every=0.2)
+    assert await stopped_call_ms(stack, mid) < 100
+
+
+@DOCKER
+async def test_auto_stop_spares_a_docker_machine_typed_into(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    """Typing on a terminal once a second (no RPC after the attach) keeps the machine up past
+    its idle time; left alone, it is stopped like any idle one."""
+    mid = await ready_machine(stack, "typed-box", "docker")
+    await stack.set_autostop((await stack.get_machine(mid)).instance_id, 5)
+    opened = await stack.open_session(mid, ["/bin/cat"])
+    ws = await stack.attach_session(mid, opened.session_id)
+    try:
+        await type_for(ws, 5 + 6)  # past its idle time and two auto-stop ticks
+        assert (await stack.get_machine(mid)).status is MachineStatus.READY
+    finally:
+        await ws.close()
+    machine = await stack.wait_for(mid, ("stopped",), timeout_s=5 + 10)
+    assert machine.status_reason == idle_reason(5)
 
 
 @asynccontextmanager
@@ -154,12 +302,14 @@ async def provisioner_process(
             await proc.wait()
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.timeout(300)  # two pipelines (create, then start) on a busy host
 async def test_a_provisioner_sigkilled_and_restarted_leaves_stopped_machines_stopped(
-    settings: Settings, bus: Bus, tmp_path: Path
+    settings: Settings, bus: Bus, tmp_path: Path, provider: str
 ) -> None:
     """The stop is published while no provisioner runs (SIGKILLed): the machine still runs.
-    The restarted provisioner ends it (its start finds a live process for a stopped machine)
-    and starts nothing."""
+    The restarted provisioner ends it (its start finds a live process, or a container, for a
+    stopped machine) and starts nothing; a docker machine's home volume is kept."""
     from providers.local import stop_all_local
     from services.gateway.__main__ import build as gateway
     from services.prober.__main__ import build as prober
@@ -173,23 +323,24 @@ async def test_a_provisioner_sigkilled_and_restarted_leaves_stopped_machines_sto
         es.push_async_callback(client.close)
         log = tmp_path / "provisioner.log"
         async with provisioner_process(settings, log) as first:
-            mid = await ready_machine(client, "survives")
+            mid = await ready_machine(client, "survives", provider)
             first.send_signal(signal.SIGKILL)
             await first.wait()
-        machine_dir = settings.data_path / "machines" / mid
-        assert machine_roots(machine_dir, mid)  # the machine outlives its provisioner
+        assert await runs(settings, provider, mid)  # the machine outlives its provisioner
         await client.stop_machine(mid)
-        assert machine_roots(machine_dir, mid)  # nobody has carried out the stop yet
+        assert await runs(settings, provider, mid)  # nobody has carried out the stop yet
         async with provisioner_process(settings, log):
-            await wait_until(lambda: not machine_roots(machine_dir, mid), timeout=30)
+            await wait_until(lambda: _no(runs(settings, provider, mid)), timeout=60, every=0.2)
             await consumers_caught_up(bus)
             assert (await client.get_machine(mid)).status is MachineStatus.STOPPED
-            assert not machine_roots(machine_dir, mid)
+            assert not await runs(settings, provider, mid)
         # SIGKILLed again while it is stopped: the next one leaves it stopped too.
         async with provisioner_process(settings, log):
             await consumers_caught_up(bus)
             assert (await client.get_machine(mid)).status is MachineStatus.STOPPED
-            assert not machine_roots(machine_dir, mid)
+            assert not await runs(settings, provider, mid)
+            if provider == "docker":
+                assert await volume_exists(mid)  # its home is kept
 
 
 async def consumers_caught_up(bus: Bus) -> None:
@@ -212,29 +363,51 @@ async def consumers_caught_up(bus: Bus) -> None:
     await wait_until(done, timeout=30)
 
 
+@EACH
+@pytest.mark.timeout(300)  # two pipelines (create, then start) on a busy host
 async def test_redelivered_stop_and_start_change_nothing(
-    stack: FleetClient, settings: Settings, bus: Bus, store: Store
+    stack: FleetClient, stack_settings: Settings, bus: Bus, store: Store, provider: str
 ) -> None:
     """Every stop and start event of a machine handled again (as a redelivery does, here by a
     second provisioner over the same store and bus): no second start, no stop of a running
     machine. And a start right behind its stop waits for the stop to be carried out."""
-    mid = await ready_machine(stack, "redelivered")
+    settings = stack_settings
+    mid = await ready_machine(stack, "redelivered", provider)
     await stack.stop_machine(mid)
     await stack.start_machine(mid)  # right behind: the stop may not be carried out yet
-    ready = await stack.wait_for(mid, ("ready", "failed"), timeout_s=60)
+    ready = await stack.wait_for(mid, ("ready", "failed"), timeout_s=120)
     assert ready.status is MachineStatus.READY, ready.status_reason
     machine_dir = settings.data_path / "machines" / mid
-    roots = machine_roots(machine_dir, mid)
-    assert len(roots) == 1
+    if provider == "local":
+        roots = machine_roots(machine_dir, mid)
+        assert len(roots) == 1
+    else:
+        container = (await inspect(mid))["Id"]
 
-    local = LocalProvider(data_dir=settings.data_path, nats_url=settings.nats_url,
-                          environ=os.environ, shared=settings.sandbox_shared)  # fmt: skip
-    again = Provisioner(store=store, bus=bus, providers={"local": local},
-                        box=SecretBox(settings.secret_key))  # fmt: skip
-    await handle_again(again, bus, mid)
-    assert machine_roots(machine_dir, mid) == roots  # the same machine, still running
+    async with second_provider(settings, provider) as again_provider:
+        again = Provisioner(store=store, bus=bus, providers={provider: again_provider},
+                            box=SecretBox(settings.secret_key))  # fmt: skip
+        await handle_again(again, bus, mid)
+    if provider == "local":
+        assert machine_roots(machine_dir, mid) == roots  # the same machine, still running
+    else:
+        info = await inspect(mid)
+        assert info["Id"] == container  # the same container, never made twice
+        assert info["State"]["Running"]
+        assert info["RestartCount"] == 0
     assert (await stack.get_machine(mid)).status is MachineStatus.READY
     assert (await stack.exec(mid, ["echo", "up"])).stdout == "up\n"
+
+
+@asynccontextmanager
+async def second_provider(settings: Settings, provider: str) -> AsyncIterator[Provider]:
+    """Another instance of the provider over the same data dir (a second provisioner's)."""
+    if provider == "docker":
+        async with docker_provider(settings, SOURCE_ROOT) as docker:
+            yield docker
+        return
+    yield LocalProvider(data_dir=settings.data_path, nats_url=settings.nats_url,
+                        environ=os.environ, shared=settings.sandbox_shared)  # fmt: skip
 
 
 async def handle_again(provisioner: Provisioner, bus: Bus, mid: str) -> None:
