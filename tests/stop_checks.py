@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import statistics
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -47,19 +45,16 @@ async def ready_machine(stack: FleetClient, name: str, provider: str | None = No
     return machine.id
 
 
-async def stopped_call_ms(stack: FleetClient, mid: str, calls: int = 5) -> float:
-    """exec on the stopped machine: MachineStopped (with the hint) every time, and the median
-    time it took (the median: one call stalled by a loaded test host says nothing of it)."""
-    took = []
-    for _ in range(calls):
-        start = time.perf_counter()
+async def refused_as_stopped(stack: FleetClient, mid: str) -> None:
+    """exec on the stopped machine: MachineStopped (with the hint), which only the gateway's
+    own record answers (a call that reached for the daemon would end DaemonUnavailable or
+    DaemonTimeout), every time."""
+    for _ in range(3):
         with pytest.raises(MachineStopped) as refused:
             await stack.exec(mid, ["true"], timeout_s=30)
-        took.append((time.perf_counter() - start) * 1000)
         assert refused.value.code == 1040
         assert refused.value.data is not None
         assert "machines.start" in refused.value.data["hint"]
-    return statistics.median(took)
 
 
 async def stop_and_start_keep_the_machine(
@@ -86,7 +81,7 @@ async def stop_and_start_keep_the_machine(
     # From the host, the moment it says stopped: no process of the machine is left.
     assert not await running(mid)
     assert not host_pids_running(kept)
-    assert await stopped_call_ms(stack, mid) < 100  # at once, never a daemon timeout
+    await refused_as_stopped(stack, mid)  # at once, never a daemon timeout
     await stack.set_env("SET_WHILE_STOPPED", "yes", instance_id=instance_id)
     again = await stack.stop_machine(mid)  # a repeat: no change, no error
     assert again.status is MachineStatus.STOPPED

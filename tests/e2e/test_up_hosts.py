@@ -56,7 +56,8 @@ async def test_fleet_up_hosts_places_by_capacity(tmp_path: Path) -> None:
             failed = await fleet.wait_for(extra.id, {"ready", "failed"}, timeout_s=30)
             assert failed.status is MachineStatus.FAILED
             assert "no host with capacity" in failed.status_reason
-            assert time.monotonic() - start < PLACEMENT_TIMEOUT_S + 5
+            # It waited for room first (a lower bound: load makes it later, never earlier).
+            assert time.monotonic() - start >= PLACEMENT_TIMEOUT_S
 
         listed = up.cli("hosts", "list")
         assert listed.returncode == 0, listed.stderr

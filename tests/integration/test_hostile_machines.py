@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -88,10 +87,9 @@ async def fifo_lock_and_restarts(
             *(stack.restart_machine(mallory) for _ in range(RESTARTS)), return_exceptions=True
         )
     assert [a for a in answers if isinstance(a, BaseException)] == []
-    started = time.monotonic()
-    bob = await ready(stack, "bob", provider)
-    await stack.restart_machine(bob)
-    assert time.monotonic() - started < USUAL_S
+    async with asyncio.timeout(USUAL_S):  # another machine is served as usual meanwhile
+        bob = await ready(stack, "bob", provider)
+        await stack.restart_machine(bob)
     # And a stop of the hostile machine really ends it.
     await stack.stop_machine(mallory)
     stopped = await stack.wait_for(mallory, ("stopped",), timeout_s=STOP_S)
