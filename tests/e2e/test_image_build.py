@@ -24,16 +24,15 @@ PACKAGES = ("contracts", "core", "daemon", "fleet", "providers", "services")
 TAG = re.compile(r"fleetd-machine:[0-9a-f]{16}")
 
 
-def image_build(root: Path, data: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def image_build(root: Path, data: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     env |= {"PYTHONPATH": str(root), "FLEET_DATA_DIR": str(data)}
-    start = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", "from fleet.cli import main; main()", "image", "build"],
         cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    return done, time.monotonic() - start
+    return done
 
 
 @pytest.fixture
@@ -48,17 +47,16 @@ def changed_copy(tmp_path: Path) -> Path:
 
 
 def test_an_up_to_date_image_is_reported_at_once(tmp_path: Path) -> None:
-    done, took_s = image_build(SOURCE_ROOT, tmp_path / "data")
+    done = image_build(SOURCE_ROOT, tmp_path / "data")
     assert "is up to date" in done.stderr
     assert "building fleetd-machine" not in done.stderr
-    assert took_s < 20, done.stderr  # nothing built: the engine is only asked
 
 
 def test_changed_daemon_code_gets_a_new_tag(tmp_path: Path, changed_copy: Path) -> None:
-    same, _ = image_build(SOURCE_ROOT, tmp_path / "data")
+    same = image_build(SOURCE_ROOT, tmp_path / "data")
     current = set(TAG.findall(same.stderr))
     assert len(current) == 1
-    done, _ = image_build(changed_copy, tmp_path / "data")
+    done = image_build(changed_copy, tmp_path / "data")
     built = set(TAG.findall(done.stderr))
     assert built, done.stderr
     assert built.isdisjoint(current), done.stderr

@@ -160,9 +160,10 @@ async def test_a_killed_host_is_lost_its_machines_rebuilt_elsewhere_and_it_comes
                 lost = [await fleet.wait_for(m, {"lost"}, LOST_AFTER_S + 10) for m in on["host-3"]]
                 machines_lost_s = time.monotonic() - killed
                 assert all("its host host-3 is lost" in m.status_reason for m in lost), lost
-                # Its last heartbeat came up to one interval (0.5 s) before the kill.
-                assert LOST_AFTER_S - 0.5 <= host_lost_s < LOST_AFTER_S + 5, host_lost_s
-                assert machines_lost_s < LOST_AFTER_S + 5, machines_lost_s
+                # Not before its heartbeats stopped for LOST_AFTER_S (its last came up to one
+                # interval, 0.5 s, before the kill); the waits above bound how late.
+                assert host_lost_s >= LOST_AFTER_S - 0.5, host_lost_s
+                assert machines_lost_s >= LOST_AFTER_S - 0.5, machines_lost_s
 
                 gone, other = on["host-3"]
                 rebuilt = await fleet.rebuild_machine(lost[0].instance_id)

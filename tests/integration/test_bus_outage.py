@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 from typing import Any
 
 import aiohttp
@@ -52,13 +51,12 @@ async def post(settings: Settings, method: str, params: dict[str, Any]) -> tuple
 
 
 async def unavailable(settings: Settings, method: str, params: dict[str, Any]) -> None:
-    started = time.monotonic()
-    status, headers, answer = await post(settings, method, params)
-    took = time.monotonic() - started
+    # Promptly: a call that waited out the bus's own timeouts fails here.
+    async with asyncio.timeout(PROMPT_S):
+        status, headers, answer = await post(settings, method, params)
     assert answer.get("error", {}).get("code") == Unavailable.code, (method, answer)
     assert status == 503, (method, status)
     assert int(headers["Retry-After"]) >= 1
-    assert took < PROMPT_S, f"{method} took {took:.1f} s to answer while the bus was gone"
 
 
 @pytest.mark.timeout(180)
