@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 from contracts.gateway_hosts import HostInfo
 from contracts.status import HostState
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_hosts import HostRecord
@@ -26,9 +26,11 @@ def host_info(record: HostRecord, lost_after_s: float, now: float) -> HostInfo:
     )
 
 
-async def host_infos(store: Store, settings: Settings) -> list[HostInfo]:
+async def host_infos(
+    store: Store, settings: Settings, clock: Clock = SYSTEM_CLOCK
+) -> list[HostInfo]:
     """Every host that ever announced itself, by id."""
-    now = time.time()
+    now = clock.now()
     return [host_info(r, settings.host_lost_after_s, now) for r in await store.hosts.all()]
 
 
@@ -38,12 +40,14 @@ def lost_reason(host: HostInfo, now: datetime) -> str:
     return f"its host {host.host_id} is lost: no heartbeat from it for {silent:.0f}s"
 
 
-async def lost_hosts(store: Store, settings: Settings) -> dict[str, str]:
+async def lost_hosts(
+    store: Store, settings: Settings, clock: Clock = SYSTEM_CLOCK
+) -> dict[str, str]:
     """Each lost host -> the reason its machines give."""
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(clock.now(), UTC)
     return {
         h.host_id: lost_reason(h, now)
-        for h in await host_infos(store, settings)
+        for h in await host_infos(store, settings, clock)
         if h.state is HostState.LOST
     }
 

@@ -4,13 +4,13 @@ that run beside a service's consumers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
 import structlog
 
+from core.clock import SYSTEM_CLOCK, Clock, sleep_or_event
 from core.tasks import cancel_and_join
 
 log = structlog.get_logger(__name__)
@@ -19,14 +19,16 @@ log = structlog.get_logger(__name__)
 class Ticker(ABC):
     """Runs ``tick`` every ``interval_s`` while entered, and at once after ``wake``. A round
     that raises is logged as ``failed_event`` and the next round runs: a sweep must outlive one
-    bad round (a store failing over). Exit cancels the task and waits for it."""
+    bad round (a store failing over). Exit cancels the task and waits for it. The interval is
+    ``clock``'s time (a test's manual clock)."""
 
     #: The task's name, and the log event of a failed round.
     name: str
     failed_event: str
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.interval_s = interval_s
+        self.clock = clock
         self._task: asyncio.Task[None] | None = None
         self._woken = asyncio.Event()
         #: Ends the loop even if a cancellation was swallowed (see cancel_and_join).
@@ -55,8 +57,7 @@ class Ticker(ABC):
 
     async def _run(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.interval_s)
+            await sleep_or_event(self.clock, self.interval_s, self._woken)
             if self._stopping:  # no round after the exit began, even with the cancel lost
                 return
             self._woken.clear()

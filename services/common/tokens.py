@@ -19,6 +19,7 @@ from contracts.errors import NotFound
 from contracts.gateway_people import User
 from contracts.ids import new_token_id
 from contracts.models import AccessToken
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.store import Store
 from services.common.store_tokens import token_record
 
@@ -34,10 +35,14 @@ class Resolved(NamedTuple):
     roles: dict[str, str]
 
 
-def is_live(token: AccessToken) -> bool:
-    """Not revoked, and not past its expiry."""
-    expired = token.expires_at is not None and token.expires_at <= datetime.now(UTC)
+def is_live(token: AccessToken, clock: Clock = SYSTEM_CLOCK) -> bool:
+    """Not revoked, and not past its expiry (by ``clock``)."""
+    expired = token.expires_at is not None and token.expires_at <= _now(clock)
     return token.revoked_at is None and not expired
+
+
+def _now(clock: Clock) -> datetime:
+    return datetime.fromtimestamp(clock.now(), UTC)
 
 
 def hash_token(secret: str) -> str:
@@ -49,7 +54,10 @@ def new_secret() -> str:
 
 
 class TokenStore:
-    def __init__(self, store: Store) -> None:
+    """Tokens dated, and their expiries read, by ``clock``."""
+
+    def __init__(self, store: Store, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._records = store.tokens
         self._users = store.users
 
@@ -65,7 +73,7 @@ class TokenStore:
         secret = new_secret()
         only = instance_ids[0] if instance_ids is not None and len(instance_ids) == 1 else None
         token = AccessToken(id=new_token_id(), name=name, instance_id=only,
-                            created_at=datetime.now(UTC), scopes=sorted(set(scopes)),
+                            created_at=_now(self._clock), scopes=sorted(set(scopes)),
                             instance_ids=instance_ids, user_id=user_id,
                             expires_at=expires_at)  # fmt: skip
         await self._records.add(token, hash_token(secret))
@@ -76,9 +84,9 @@ class TokenStore:
         trip), or None; its use is recorded (at most once a minute: a busy token would
         otherwise write on every call)."""
         found = await self.identify(secret)
-        if found is None or not is_live(found.token):
+        if found is None or not is_live(found.token, self._clock):
             return None
-        now = datetime.now(UTC)
+        now = _now(self._clock)
         last = found.token.last_used_at
         if last is None or (now - last).total_seconds() >= LAST_USED_EVERY_S:
             await self._records.touch(found.token.id, now)

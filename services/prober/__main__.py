@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
+from core.clock import SYSTEM_CLOCK
 from services.common.metrics import service_metrics
 from services.common.runner import run_service
 from services.common.settings import Settings
@@ -18,9 +19,14 @@ from services.prober.service import Prober
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store, bus = await connect(settings, stack, "prober")
     metrics = await service_metrics(settings, stack)
-    await stack.enter_async_context(HeartbeatMonitor(store=store, bus=bus, settings=settings))
-    await stack.enter_async_context(IdleStopper(store=store, bus=bus, settings=settings))
-    await stack.enter_async_context(HostLossMonitor(store=store, bus=bus, settings=settings))
+    # The one clock of this process's time-dependent rules (tests pass a manual one).
+    clock = SYSTEM_CLOCK
+    for part in (
+        HeartbeatMonitor(store=store, bus=bus, settings=settings, clock=clock),
+        IdleStopper(store=store, bus=bus, settings=settings, clock=clock),
+        HostLossMonitor(store=store, bus=bus, settings=settings, clock=clock),
+    ):
+        await stack.enter_async_context(part)
     svc = Prober.wired(settings, store, bus, metrics)
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 

@@ -9,12 +9,11 @@ the stop is a compare-and-set, so only one of them stops a machine and says so.
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.stop_start import stop_machine
@@ -47,8 +46,10 @@ class IdleStopper(Ticker):
     name = "autostop"
     failed_event = "autostop.tick_failed"
 
-    def __init__(self, *, store: Store, bus: Bus, settings: Settings) -> None:
-        super().__init__(settings.autostop_tick_s)
+    def __init__(
+        self, *, store: Store, bus: Bus, settings: Settings, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        super().__init__(settings.autostop_tick_s, clock)
         self.store = store
         self.bus = bus
 
@@ -62,7 +63,7 @@ class IdleStopper(Ticker):
             machines = [m for m in await self.store.list_machines(instance_id)
                         if m.status in _IDLE_CANDIDATES]  # fmt: skip
             last = await last_activity(self.store, [m.id for m in machines])
-            now = time.time()
+            now = self.clock.now()
             unseen = {m.id: now for m in machines if last.get(m.id) is None}
             await record_activity(self.store, unseen)  # the clock starts now
             for m in idle_machines(machines, last, idle_after_s, now):

@@ -17,6 +17,7 @@ from contracts.events import MachineLost
 from contracts.gateway_hosts import HostInfo
 from contracts.ids import new_event_id
 from contracts.status import HostState, MachineStatus as S
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.bus import Bus
 from services.common.hosts import host_info, lost_reason
 from services.common.settings import Settings
@@ -33,9 +34,12 @@ class HostLossMonitor(Ticker):
     name = "host-loss"
     failed_event = "liveness.host_sweep_failed"
 
-    def __init__(self, *, store: Store, bus: Bus, settings: Settings) -> None:
+    def __init__(
+        self, *, store: Store, bus: Bus, settings: Settings, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         # A few sweeps per lost-after period: a host's machines are marked soon after it is.
-        super().__init__(max(0.1, min(settings.host_heartbeat_s, settings.host_lost_after_s / 4)))
+        interval_s = max(0.1, min(settings.host_heartbeat_s, settings.host_lost_after_s / 4))
+        super().__init__(interval_s, clock)
         self.store = store
         self.bus = bus
         self.lost_after_s = settings.host_lost_after_s
@@ -47,7 +51,7 @@ class HostLossMonitor(Ticker):
 
     async def sweep(self) -> int:
         """Mark the unresponsive machines of every lost host lost; returns how many moved."""
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self.clock.now(), UTC)
         marked: list[MachineLost] = []
         records = await self.store.hosts.all()
         hosts = [host_info(r, self.lost_after_s, now.timestamp()) for r in records]

@@ -13,7 +13,6 @@ unresponsive.py): a daemon beats only once it serves, so its first beat is the r
 from __future__ import annotations
 
 import asyncio
-import time
 from types import TracebackType
 
 import structlog
@@ -25,6 +24,7 @@ from contracts.errors import NotFound
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
 from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
+from core.clock import SYSTEM_CLOCK, Clock
 from core.tasks import cancel_and_join
 from services.common.bus import Bus
 from services.common.hosts import lost_hosts
@@ -38,7 +38,12 @@ _SWEEP_BATCH = 1000
 
 
 class HeartbeatMonitor:
-    def __init__(self, *, store: Store, bus: Bus, settings: Settings) -> None:
+    """Beats are dated, the window and the rounds timed, by ``clock`` (a test's manual one)."""
+
+    def __init__(
+        self, *, store: Store, bus: Bus, settings: Settings, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.clock = clock
         self.store = store
         self.bus = bus
         self.settings = settings
@@ -51,7 +56,7 @@ class HeartbeatMonitor:
         self._stopping = False
 
     async def __aenter__(self) -> HeartbeatMonitor:
-        self._started = time.monotonic()
+        self._started = self.clock.monotonic()
         self._sub = await self.bus.nc.subscribe(
             subjects.ALL_HEARTBEATS, queue="prober", cb=self._on_beat
         )
@@ -72,15 +77,15 @@ class HeartbeatMonitor:
     async def _on_beat(self, msg: Msg) -> None:
         machine_id = msg.subject.rsplit(".", 1)[-1]
         if MACHINE_ID_RE.fullmatch(machine_id):  # the payload is not needed: arrival is the fact
-            self._beats[machine_id] = time.time()
+            self._beats[machine_id] = self.clock.now()
 
     async def _run(self) -> None:
         while not self._stopping:
-            await asyncio.sleep(self.tick_s)
+            await self.clock.sleep(self.tick_s)
             try:
                 await self.flush()
                 # Right after a (re)start nobody has had a chance to beat yet: wait one window.
-                if time.monotonic() - self._started >= self.window_s:
+                if self.clock.monotonic() - self._started >= self.window_s:
                     await self.sweep()
             except Exception as exc:  # noqa: BLE001 - task boundary: liveness must keep running
                 log.warning("liveness.tick_failed", error=repr(exc))
@@ -101,10 +106,10 @@ class HeartbeatMonitor:
 
     async def sweep(self) -> None:
         """Mark ready machines whose last beat is older than the window unresponsive."""
-        now = time.time()
+        now = self.clock.now()
         stale = await self.store.heartbeats.stale(now - self.window_s, _SWEEP_BATCH)
         marked: list[MachineUnresponsive] = []
-        lost = await lost_hosts(self.store, self.settings) if stale else {}
+        lost = await lost_hosts(self.store, self.settings, self.clock) if stale else {}
         for machine_id, last in stale:
             try:
                 machine = await self.store.get_machine(machine_id)

@@ -1,0 +1,48 @@
+"""The one way the time-dependent rules read time: a ``Clock`` passed in, the system's by
+default. Tests pass a manual one (tests/fakes/clock.py) and move it on instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Wall-clock seconds since the epoch: what records and expiries are written in."""
+
+    def monotonic(self) -> float:
+        """Seconds that only move forward: what intervals are measured in."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+
+
+class SystemClock:
+    """The host's clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+#: Stateless, so one is shared: the default of every constructor that takes a clock.
+SYSTEM_CLOCK: Clock = SystemClock()
+
+
+async def sleep_or_event(clock: Clock, seconds: float, event: asyncio.Event) -> None:
+    """Return after ``seconds`` of ``clock``'s time, or as soon as ``event`` is set."""
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    woken = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, woken):
+            task.cancel()
+        await asyncio.gather(sleeper, woken, return_exceptions=True)
