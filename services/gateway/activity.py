@@ -9,10 +9,9 @@ busy terminal costs nothing measurable.
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.store import Store
 from services.common.store_stop import record_activity
 
@@ -20,14 +19,15 @@ log = structlog.get_logger(__name__)
 
 
 class ActivityClock:
-    def __init__(self, store: Store, every_s: float = 1.0) -> None:
+    def __init__(self, store: Store, every_s: float = 1.0, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._store = store
         self._every_s = every_s
         self._written: dict[str, float] = {}
 
     async def record(self, machine_id: str) -> None:
         """``machine_id`` had gateway activity now."""
-        now = time.time()
+        now = self._clock.now()
         if now - self._written.get(machine_id, 0.0) < self._every_s:
             return
         self._written[machine_id] = now

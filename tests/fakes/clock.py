@@ -6,17 +6,17 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-
-#: Where a manual clock starts: a plausible wall-clock time, so records read as dates.
-START = 1_800_000_000.0
+import time
 
 
 class ManualClock:
     """``now`` and ``monotonic`` move together, by ``advance`` only. ``sleep`` waits until the
     clock has been advanced past its end; sleepers wake in the order of their ends."""
 
-    def __init__(self, start: float = START) -> None:
-        self._now = start
+    def __init__(self, start: float | None = None) -> None:
+        # By default the whole second of now: what the product still dates by the system's
+        # clock (a record, a Redis TTL) reads alike, and sums of whole intervals stay exact.
+        self._now = float(int(time.time())) if start is None else start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         #: How many sleeps began: a woken loop has run its round once it sleeps again.
@@ -48,6 +48,7 @@ class ManualClock:
         wakes twice)."""
         if seconds < 0:
             raise ValueError("a clock does not go back")
+        await settle()  # tasks started just now reach their sleeps first
         end = self._now + seconds
         while self._sleepers and self._sleepers[0][0] <= end:
             due, _, future = heapq.heappop(self._sleepers)
