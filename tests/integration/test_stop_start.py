@@ -26,6 +26,7 @@ from contracts import subjects
 from contracts.consumers import Durable, host_durable
 from contracts.errors import Conflict, MachineStopped as Stopped, RunningMachinesLimit
 from contracts.events import MachineStarted, MachineStopped, decode_event
+from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus
 from core.version import SOURCE_ROOT
 from fleet.client import FleetClient
@@ -38,6 +39,7 @@ from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.store_stop import last_activity
 from services.prober.autostop import idle_reason
 from services.provisioner.service import Provisioner
 from tests.conftest import ADMIN_TOKEN
@@ -214,7 +216,7 @@ async def test_what_a_stopped_machine_refuses_and_what_it_allows(
 
 @LOCAL
 async def test_auto_stop_stops_the_idle_and_spares_the_busy(
-    stack: FleetClient, settings: Settings
+    stack: FleetClient, settings: Settings, store: Store
 ) -> None:
     idle = await ready_machine(stack, "idle")
     busy = await ready_machine(stack, "busy")
@@ -225,14 +227,13 @@ async def test_auto_stop_stops_the_idle_and_spares_the_busy(
     opened = await stack.open_session(busy, ["/bin/cat"])
     ws = await stack.attach_session(busy, opened.session_id)
     try:
-        since = time.monotonic()
         stopped = asyncio.create_task(stack.wait_for(idle, ("stopped",), timeout_s=5 + 10))
         while not stopped.done():
             await ws.send_bytes(b"k")
             await asyncio.wait({stopped}, timeout=1.0)
         machine = await stopped
         assert machine.status_reason == idle_reason(5) == "idle for 5 s"
-        assert time.monotonic() - since >= 4  # not before it was idle (minus a tick)
+        assert await idle_when_stopped(store, machine) >= 5  # not before it was idle
         # The busy one goes on past its idle time, typed into every second.
         await type_for(ws, 6)
         assert (await stack.get_machine(busy)).status is MachineStatus.READY
@@ -241,6 +242,15 @@ async def test_auto_stop_stops_the_idle_and_spares_the_busy(
     # Left alone, the busy one goes too: attaching was not a lasting exemption.
     machine = await stack.wait_for(busy, ("stopped",), timeout_s=5 + 10)
     assert machine.status_reason == "idle for 5 s"
+
+
+async def idle_when_stopped(store: Store, machine: Machine) -> float:
+    """How long a stopped machine had been idle when it was stopped, by the product's own
+    records: from its last recorded activity to its last move (to stopped); the rule to the
+    second is tests/fast/test_clock_rules.py's."""
+    last = (await last_activity(store, [machine.id]))[machine.id]
+    assert last is not None
+    return machine.updated_at.timestamp() - last
 
 
 async def type_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> None:
@@ -253,15 +263,14 @@ async def type_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> None:
 
 @DOCKER
 async def test_a_stopped_docker_machine_refuses_at_once_and_auto_stop_stops_it(
-    stack: FleetClient, stack_settings: Settings
+    stack: FleetClient, stack_settings: Settings, store: Store
 ) -> None:
     mid = await ready_machine(stack, "idle-box", "docker")
     inst = (await stack.get_machine(mid)).instance_id
-    since = time.monotonic()
     await stack.set_autostop(inst, 5)
     machine = await stack.wait_for(mid, ("stopped",), timeout_s=5 + 10)
     assert machine.status_reason == idle_reason(5)
-    assert time.monotonic() - since >= 4
+    assert await idle_when_stopped(store, machine) >= 5
     await wait_until(lambda: _no(runs(stack_settings, "docker", mid)), timeout=30, every=0.2)
     await refused_as_stopped(stack, mid)
 
