@@ -60,21 +60,20 @@ async def test_a_machine_is_unresponsive_after_its_missed_beats_and_ready_on_its
     clock = ManualClock()
     machine = await world.ready_machine()
     beat = f"machine.heartbeat.{machine.id}"
+    window = world.settings.heartbeat_s * world.settings.missed_heartbeats  # the rule's
     monitor = HeartbeatMonitor(store=world.store, bus=world.bus, settings=world.settings,
                                clock=clock)  # fmt: skip
     async with monitor:
         await world.bus.fake_nc.publish(beat, b"{}")  # its last beat, at the start
-        await clock.advance(monitor.window_s - monitor.tick_s)  # a round before the window
+        await clock.advance(window - monitor.tick_s)  # a round before the window
         assert (await world.machine(machine.id)).status is S.READY
         assert world.bus.of(MachineUnresponsive) == []
         await clock.advance(monitor.tick_s)  # the window's worth of beats missed
         got = await world.machine(machine.id)
         assert got.status is S.UNRESPONSIVE
         unresponsive = world.bus.one(MachineUnresponsive, machine.id)
-        assert unresponsive.reason == f"no heartbeat for {monitor.window_s:.0f}s"
-        assert unresponsive.last_heartbeat_at == datetime.fromtimestamp(
-            clock.now() - monitor.window_s, UTC
-        )
+        assert unresponsive.reason == f"no heartbeat for {window:.0f}s"
+        assert unresponsive.last_heartbeat_at == datetime.fromtimestamp(clock.now() - window, UTC)
         await world.bus.fake_nc.publish(beat, b"{}")  # back: ready at the next flush
         await clock.advance(monitor.tick_s)
         assert (await world.machine(machine.id)).status is S.READY
