@@ -332,6 +332,19 @@ async def running_stack(settings: Settings) -> AsyncIterator[FleetClient]:
 ReadyMachine = Callable[[str], Awaitable[str]]
 
 
+async def new_ready_machine(
+    client: FleetClient, name: str, created: Callable[[str], object] = lambda _: None
+) -> str:
+    """A new machine in a new instance ``name``, awaited ready (a failed one fails at once);
+    ``created`` is told its id as soon as it exists."""
+    inst = await client.create_instance(name)
+    machine = await client.create_machine(inst.id)
+    created(machine.id)
+    got = await client.wait_for(machine.id, ["ready", "failed"], timeout_s=60)
+    assert got.status == "ready", got
+    return machine.id
+
+
 @pytest.fixture(scope="module")
 def shared_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """The settings of `shared_stack`: its own NATS and valkey, made once per module."""
@@ -362,12 +375,7 @@ async def ready_machine(shared_stack: FleetClient) -> AsyncIterator[ReadyMachine
     made: list[str] = []
 
     async def ready(name: str) -> str:
-        inst = await shared_stack.create_instance(name)
-        machine = await shared_stack.create_machine(inst.id)
-        made.append(machine.id)
-        got = await shared_stack.wait_for(machine.id, ["ready", "failed"], timeout_s=60)
-        assert got.status == "ready", got
-        return machine.id
+        return await new_ready_machine(shared_stack, name, made.append)
 
     yield ready
     for mid in made:
