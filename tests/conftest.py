@@ -16,13 +16,14 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from contracts.ids import new_machine_id
 from fleet.client import FleetClient
@@ -171,11 +172,20 @@ def settings(
     """The gateway's two ports are held for the test (`PortHold`): tests name them before a
     gateway runs (in this process, or as a process of its own from ``to_env``), and a gateway
     restarted within the test binds them again."""
+    with held_settings(tmp_path, nats_server, redis_server) as made:
+        yield made
+
+
+@contextmanager
+def held_settings(
+    tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer
+) -> Iterator[Settings]:
+    """The test settings (`make_settings`) on the two gateway ports, held while they are used."""
     with PortHold() as console, PortHold() as previews:
-        yield _settings(tmp_path, nats_server, redis_server, console.port, previews.port)
+        yield make_settings(tmp_path, nats_server, redis_server, console.port, previews.port)
 
 
-def _settings(
+def make_settings(
     tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer, port: int, preview: int
 ) -> Settings:
     return Settings(
@@ -294,7 +304,14 @@ def stack_settings(settings: Settings) -> Settings:
 @pytest.fixture
 async def stack(stack_settings: Settings) -> AsyncIterator[FleetClient]:
     """Every service, wired exactly as its __main__ does, in this process; a client to it."""
-    settings = stack_settings
+    async with running_stack(stack_settings) as client:
+        yield client
+
+
+@asynccontextmanager
+async def running_stack(settings: Settings) -> AsyncIterator[FleetClient]:
+    """Every service on ``settings``, wired exactly as its __main__ does, in this process; a
+    client to it. Its machines are stopped and their homes unmounted when it ends."""
     from services.gateway.__main__ import build as gateway
     from services.prober.__main__ import build as prober
     from services.provisioner.__main__ import build as provisioner
@@ -309,6 +326,62 @@ async def stack(stack_settings: Settings) -> AsyncIterator[FleetClient]:
         client = FleetClient(f"http://127.0.0.1:{settings.port}", ADMIN_TOKEN, timeout_s=30)
         es.push_async_callback(client.close)
         yield client
+
+
+#: ``await ready_machine(name)``: the id of a new machine on the module's shared stack, ready.
+ReadyMachine = Callable[[str], Awaitable[str]]
+
+
+async def new_ready_machine(
+    client: FleetClient, name: str, created: Callable[[str], object] = lambda _: None
+) -> str:
+    """A new machine in a new instance ``name``, awaited ready (a failed one fails at once);
+    ``created`` is told its id as soon as it exists."""
+    inst = await client.create_instance(name)
+    machine = await client.create_machine(inst.id)
+    created(machine.id)
+    got = await client.wait_for(machine.id, ["ready", "failed"], timeout_s=60)
+    assert got.status == "ready", got
+    return machine.id
+
+
+@pytest.fixture(scope="module")
+def shared_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The settings of `shared_stack`: its own NATS and valkey, made once per module."""
+    tmp = tmp_path_factory.mktemp("shared")
+    with (
+        NatsServer(tmp / "nats") as nats,
+        ValkeyServer(tmp / "redis", password=secrets.token_urlsafe(16)) as redis,
+        held_settings(tmp, nats, redis) as made,
+    ):
+        yield made
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_stack(shared_settings: Settings) -> AsyncIterator[FleetClient]:
+    """One stack (`running_stack`) for a whole module, for tests that only need a ready machine
+    of their own (`ready_machine`) and only read from it or act inside it: never one that
+    stops, restarts or archives a machine, kills a daemon, or changes the platform's settings,
+    environment or policies (those take `stack`). Its tests run in the module's event loop:
+    the module says ``pytestmark = pytest.mark.asyncio(loop_scope="module")``."""
+    async with running_stack(shared_settings) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def ready_machine(shared_stack: FleetClient) -> AsyncIterator[ReadyMachine]:
+    """A factory of ready machines on `shared_stack`, each in a new instance; they are archived
+    when the module ends."""
+    made: list[str] = []
+
+    async def ready(name: str) -> str:
+        return await new_ready_machine(shared_stack, name, made.append)
+
+    yield ready
+    for mid in made:
+        await shared_stack.archive_machine(mid)
+    for mid in made:
+        await shared_stack.wait_for(mid, ["archived"], timeout_s=60)
 
 
 @dataclass
@@ -355,6 +428,11 @@ def clone_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CloneLog:
 def bare_repo(tmp_path: Path) -> Path:
     """A bare repository whose default branch is `main` and which also has `feature`,
     carrying a file `feature.txt` that `main` does not have."""
+    return make_bare_repo(tmp_path)
+
+
+def make_bare_repo(tmp_path: Path) -> Path:
+    """``tmp_path/repo.git``, as `bare_repo` describes it."""
     work = tmp_path / "repo-work"
     git("init", "-q", "-b", "main", str(work))
     (work / "README").write_text("main\n")

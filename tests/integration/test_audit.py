@@ -21,8 +21,7 @@ from fleet.tunnel import open_tunnel
 from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.audit_log import AuditLog
-from tests.conftest import ADMIN_TOKEN
-from tests.integration.test_files import ready_machine
+from tests.conftest import ADMIN_TOKEN, new_ready_machine as ready_machine
 from tests.integration.test_metrics import scrape, value
 from tests.waiters import wait_until
 

@@ -11,14 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from contracts.daemon_rpc import ExecCommandResult, OutputChunk
 from core import procinfo
 from fleet.cli_common import EXIT_INTERRUPTED
 from fleet.client import FleetClient
 from services.common.settings import Settings
-from tests.conftest import ADMIN_TOKEN
-from tests.integration.test_refresh import ready_machine
+from tests.conftest import ADMIN_TOKEN, ReadyMachine
 from tests.waiters import wait_until
+
+# Each test takes a ready machine of its own on the module's stack, and acts only inside it.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 def pids_running(*argv: str) -> list[int]:
@@ -42,11 +46,12 @@ def unique_sleep() -> tuple[str, str]:
 
 
 async def test_first_line_arrives_while_the_command_runs_and_leaving_kills_it(
-    stack: FleetClient,
+    shared_stack: FleetClient,
+    ready_machine: ReadyMachine,
 ) -> None:
-    mid = await ready_machine(stack, "stream")
+    mid = await ready_machine("stream")
     sleep = unique_sleep()
-    stream = stack.exec_stream(
+    stream = shared_stack.exec_stream(
         mid, ["sh", "-c", f"echo first; echo oops >&2; exec {' '.join(sleep)}"]
     )
     seen: list[OutputChunk] = []
@@ -62,16 +67,20 @@ async def test_first_line_arrives_while_the_command_runs_and_leaving_kills_it(
     await wait_until(lambda: not pids_running(*sleep), timeout=15)
 
 
-async def test_a_streamed_result_matches_exec_and_keeps_the_cap(stack: FleetClient) -> None:
-    mid = await ready_machine(stack, "stream-result")
+async def test_a_streamed_result_matches_exec_and_keeps_the_cap(
+    shared_stack: FleetClient, ready_machine: ReadyMachine
+) -> None:
+    mid = await ready_machine("stream-result")
     argv = ["sh", "-c", "for i in 1 2 3; do echo line $i; done; exit 3"]
-    items = [item async for item in stack.exec_stream(mid, argv)]
+    items = [item async for item in shared_stack.exec_stream(mid, argv)]
     *chunks, result = items
     assert isinstance(result, ExecCommandResult)
     assert "".join(c.data for c in chunks if isinstance(c, OutputChunk)) == result.stdout
-    plain = await stack.exec(mid, argv)
+    plain = await shared_stack.exec(mid, argv)
     assert (result.exit_code, result.stdout, result.truncated) == (3, plain.stdout, False)
-    big = [item async for item in stack.exec_stream(mid, ["sh", "-c", "yes | head -c 600000"])]
+    big = [
+        item async for item in shared_stack.exec_stream(mid, ["sh", "-c", "yes | head -c 600000"])
+    ]
     last = big[-1]
     assert isinstance(last, ExecCommandResult)
     assert last.truncated
@@ -80,12 +89,12 @@ async def test_a_streamed_result_matches_exec_and_keeps_the_cap(stack: FleetClie
 
 
 async def test_ctrl_c_in_fleet_machines_exec_ends_the_remote_group(
-    stack: FleetClient, settings: Settings
+    shared_stack: FleetClient, ready_machine: ReadyMachine, shared_settings: Settings
 ) -> None:
-    mid = await ready_machine(stack, "ctrl-c")
+    mid = await ready_machine("ctrl-c")
     inner, outer = unique_sleep(), unique_sleep()
     script = f"{' '.join(inner)} & echo started; {' '.join(outer)}"  # a child in the background
-    env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
+    env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{shared_settings.port}",
            "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
     # As from a terminal: SIGINT unblocked and at its default, whatever the test runner's state
     # (a blocked or ignored signal would be inherited across exec).
@@ -117,8 +126,10 @@ async def test_ctrl_c_in_fleet_machines_exec_ends_the_remote_group(
             await cli.wait()
 
 
-async def test_the_daemon_log_is_read_from_the_platform(stack: FleetClient) -> None:
-    mid = await ready_machine(stack, "daemon-log")
-    lines = await stack.daemon_log(mid, 50)
+async def test_the_daemon_log_is_read_from_the_platform(
+    shared_stack: FleetClient, ready_machine: ReadyMachine
+) -> None:
+    mid = await ready_machine("daemon-log")
+    lines = await shared_stack.daemon_log(mid, 50)
     assert any("daemon.ready" in line and mid in line for line in lines)
-    assert len(await stack.daemon_log(mid, 1)) == 1
+    assert len(await shared_stack.daemon_log(mid, 1)) == 1

@@ -16,11 +16,13 @@ import pytest
 from contracts import gateway_sessions as gs, sessions as ss
 from contracts.errors import Forbidden, NotFound, Unauthorized
 from fleet.client import FleetClient
+from tests.conftest import ReadyMachine
 from tests.integration.test_exec_stream import pids_running, unique_sleep
-from tests.integration.test_refresh import ready_machine
 from tests.waiters import wait_until
 
 SHELL = ["bash", "--norc", "--noprofile", "-i"]
+# Each test takes a ready machine of its own on the module's stack, and acts only inside it.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 class Term:
@@ -63,18 +65,19 @@ async def open_term(stack: FleetClient, mid: str, sid: str) -> Term:
 
 
 async def test_a_shell_echoes_resizes_stops_sleep_on_ctrl_c_and_exits_with_its_code(
-    stack: FleetClient,
+    shared_stack: FleetClient,
+    ready_machine: ReadyMachine,
 ) -> None:
-    mid = await ready_machine(stack, "term")
-    opened = await stack.open_session(mid, SHELL, cols=90, rows=20, name="main")
+    mid = await ready_machine("term")
+    opened = await shared_stack.open_session(mid, SHELL, cols=90, rows=20, name="main")
     assert opened.attach_path == gs.attach_path(mid, opened.session_id)
-    t = await open_term(stack, mid, opened.session_id)
+    t = await open_term(shared_stack, mid, opened.session_id)
     await t.type("echo hel''lo\n")
     await t.until(b"hello")
     await t.type("stty size\n")
     await t.until(b"20 90")
     await t.ws.send_str(json.dumps({"type": "resize", "cols": 120, "rows": 40}))
-    await wait_until(lambda: _size_is(stack, mid, opened.session_id, (120, 40)), timeout=10)
+    await wait_until(lambda: _size_is(shared_stack, mid, opened.session_id, (120, 40)), timeout=10)
     await t.type("stty size\n")
     await t.until(b"40 120")
     sleep = unique_sleep()
@@ -97,18 +100,19 @@ async def _size_is(stack: FleetClient, mid: str, sid: str, size: tuple[int, int]
 
 
 async def test_reattach_replays_the_scrollback_two_viewers_and_exit_ends_every_socket(
-    stack: FleetClient,
+    shared_stack: FleetClient,
+    ready_machine: ReadyMachine,
 ) -> None:
-    mid = await ready_machine(stack, "term2")
-    opened = await stack.open_session(mid, SHELL)
-    first = await open_term(stack, mid, opened.session_id)
+    mid = await ready_machine("term2")
+    opened = await shared_stack.open_session(mid, SHELL)
+    first = await open_term(shared_stack, mid, opened.session_id)
     await first.type("echo one-$((40+2))\n")
     await first.until(b"one-42")
     await first.ws.close()  # detach
-    [listed] = await stack.list_sessions(mid)
+    [listed] = await shared_stack.list_sessions(mid)
     assert listed.running
-    again = await open_term(stack, mid, opened.session_id)
-    other = await open_term(stack, mid, opened.session_id)
+    again = await open_term(shared_stack, mid, opened.session_id)
+    other = await open_term(shared_stack, mid, opened.session_id)
     for t in (again, other):
         await t.until(b"one-42")  # the scrollback first
     await other.type("echo two-$((50+5))\n")
@@ -118,19 +122,20 @@ async def test_reattach_replays_the_scrollback_two_viewers_and_exit_ends_every_s
     for t in (again, other):
         assert await t.to_close() == 1000
         assert t.controls[-1] == {"type": "exit", "code": 5}
-    assert await stack.close_session(mid, opened.session_id)
-    assert await stack.list_sessions(mid) == []
+    assert await shared_stack.close_session(mid, opened.session_id)
+    assert await shared_stack.list_sessions(mid) == []
 
 
 async def test_a_yes_flood_grows_no_buffer_and_the_session_stays_usable(
-    stack: FleetClient,
+    shared_stack: FleetClient,
+    ready_machine: ReadyMachine,
 ) -> None:
     """10 s of `yes` with one viewer reading and one not reading at all: the daemon's and the
     gateway's memory stay flat, the reader keeps getting output, and Ctrl-C still works."""
-    mid = await ready_machine(stack, "flood")
-    opened = await stack.open_session(mid, SHELL)
-    reader = await open_term(stack, mid, opened.session_id)
-    stalled = await open_term(stack, mid, opened.session_id)  # never reads
+    mid = await ready_machine("flood")
+    opened = await shared_stack.open_session(mid, SHELL)
+    reader = await open_term(shared_stack, mid, opened.session_id)
+    stalled = await open_term(shared_stack, mid, opened.session_id)  # never reads
     await reader.type("echo ready-$((1+1))\n")
     await reader.until(b"ready-2")
     daemon = _daemon_pid(mid)
@@ -181,12 +186,14 @@ def _own_rss() -> int:
     return _rss(os.getpid()) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-async def test_another_instances_token_cannot_list_attach_or_close(stack: FleetClient) -> None:
-    mid = await ready_machine(stack, "victim")
-    opened = await stack.open_session(mid, SHELL)
-    other = await stack.create_instance("attacker")
-    token = (await stack.create_token("a", other.id)).token
-    async with FleetClient(stack.url, token) as attacker:
+async def test_another_instances_token_cannot_list_attach_or_close(
+    shared_stack: FleetClient, ready_machine: ReadyMachine
+) -> None:
+    mid = await ready_machine("victim")
+    opened = await shared_stack.open_session(mid, SHELL)
+    other = await shared_stack.create_instance("attacker")
+    token = (await shared_stack.create_token("a", other.id)).token
+    async with FleetClient(shared_stack.url, token) as attacker:
         with pytest.raises(Forbidden):
             await attacker.list_sessions(mid)
         with pytest.raises(Forbidden):
@@ -197,21 +204,23 @@ async def test_another_instances_token_cannot_list_attach_or_close(stack: FleetC
             await attacker.open_session(mid, ["id"])
         with pytest.raises(Forbidden):  # the gateway's error, from its header
             await attacker.attach_session(mid, opened.session_id)
-    async with FleetClient(stack.url, "") as anonymous:
+    async with FleetClient(shared_stack.url, "") as anonymous:
         with pytest.raises(Unauthorized):
             await anonymous.attach_session(mid, opened.session_id)
     with pytest.raises(NotFound) as missing:
-        await stack.attach_session(mid, "0" * 16)
+        await shared_stack.attach_session(mid, "0" * 16)
     assert missing.value.code == NotFound.code
-    assert [s.session_id for s in await stack.list_sessions(mid)] == [opened.session_id]
+    assert [s.session_id for s in await shared_stack.list_sessions(mid)] == [opened.session_id]
 
 
-async def test_a_browser_attaches_with_a_single_use_ticket(stack: FleetClient) -> None:
-    mid = await ready_machine(stack, "ticket")
-    opened = await stack.open_session(mid, SHELL)
-    url = stack.url + opened.attach_path
+async def test_a_browser_attaches_with_a_single_use_ticket(
+    shared_stack: FleetClient, ready_machine: ReadyMachine
+) -> None:
+    mid = await ready_machine("ticket")
+    opened = await shared_stack.open_session(mid, SHELL)
+    url = shared_stack.url + opened.attach_path
     async with aiohttp.ClientSession() as browser:  # no Authorization header, as a browser
-        ticket = (await stack.events_ticket()).ticket
+        ticket = (await shared_stack.events_ticket()).ticket
         async with browser.ws_connect(f"{url}?ticket={ticket}") as ws:
             t = Term(ws)
             await t.type("echo via-$((2*21))\n")
@@ -220,22 +229,24 @@ async def test_a_browser_attaches_with_a_single_use_ticket(stack: FleetClient) -
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await browser.ws_connect(f"{url}?ticket={spent}")
             assert refused.value.status == 401
-    assert await stack.close_session(mid, opened.session_id)
+    assert await shared_stack.close_session(mid, opened.session_id)
 
 
-async def test_a_list_of_sessions_with_huge_commands_stays_usable(stack: FleetClient) -> None:
+async def test_a_list_of_sessions_with_huge_commands_stays_usable(
+    shared_stack: FleetClient, ready_machine: ReadyMachine
+) -> None:
     """Three sessions of 600 KB of arguments each: sessions.list answers all three, each
     command cut to LISTED_COMMAND_BYTES and saying so, never 1013 over the message size."""
-    mid = await ready_machine(stack, "huge-argv")
+    mid = await ready_machine("huge-argv")
     args = ["a" * 4000] * 150
-    opened = [await stack.open_session(mid, ["sh", "-c", "sleep 600", "sh", *args])
+    opened = [await shared_stack.open_session(mid, ["sh", "-c", "sleep 600", "sh", *args])
               for _ in range(3)]  # fmt: skip
     assert len(opened[0].command) == 154  # sessions.open answers it whole
-    listed = {s.session_id: s for s in await stack.list_sessions(mid)}
+    listed = {s.session_id: s for s in await shared_stack.list_sessions(mid)}
     assert set(listed) == {o.session_id for o in opened}
     for s in listed.values():
         assert s.command_truncated
         assert s.command[:3] == ["sh", "-c", "sleep 600"]
         assert sum(len(a.encode()) + 1 for a in s.command) <= ss.LISTED_COMMAND_BYTES
     for o in opened:
-        assert await stack.close_session(mid, o.session_id)
+        assert await shared_stack.close_session(mid, o.session_id)
