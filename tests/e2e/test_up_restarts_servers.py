@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,20 @@ def _server_pid(up: FleetUp, needle: str) -> int:
     found = [pid for pid, argv in _children(up.proc.pid) if needle in argv]
     assert len(found) == 1, f"{needle!r} under fleet up: {found}"
     return found[0]
+
+
+def _restarted(up: FleetUp, needle: str, old_pid: int, log: Path, timeout_s: float = 60) -> None:
+    """A server other than ``old_pid`` runs under ``fleet up`` (one only) within ``timeout_s``;
+    else the end of its log says why."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [pid for pid, argv in _children(up.proc.pid) if needle in argv]
+        if len(found) == 1 and found[0] != old_pid:
+            return
+        if time.monotonic() > deadline:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise AssertionError(f"{needle!r} not running again under fleet up: {found}\n{tail}")
+        time.sleep(0.05)
 
 
 def ok_json(up: FleetUp, *args: str) -> object:
@@ -42,8 +57,9 @@ def test_fleet_up_restarts_its_nats_and_valkey(fleet_up: FleetUp, tmp_path: Path
         said += read_until(up.proc, "restarted valkey", timeout=60)
     assert "nats-server exited with -9" in said
     assert "valkey exited with -9" in said
-    assert _server_pid(up, f"{up.data_dir}/nats/nats.conf") != nats_pid
-    assert _server_pid(up, "valkey-server") != valkey_pid
+    # "restarted" says a server was spawned, not that it runs yet: each is awaited.
+    _restarted(up, f"{up.data_dir}/nats/nats.conf", nats_pid, up.data_dir / "nats" / "nats.log")
+    _restarted(up, "valkey-server", valkey_pid, up.data_dir / "redis" / "valkey.log")
 
     # The state survived (valkey's append-only file), and the CLI rides out the restart
     # (1501 Unavailable is retried) instead of failing.
