@@ -107,8 +107,14 @@ def pair() -> Iterator[Pair]:
         procs.append(server)
         assert server.stdout is not None
         assert server.stdout.readline().strip() == "up"
-        holder = subprocess.Popen(["ip", "netns", "exec", inside, "sleep", "600"])
+        # The pid is yielded once the holder says it runs inside: before that it is still ip,
+        # in the host's namespace, and an nft run there would fail (or touch the host).
+        hold = ["sh", "-c", "echo up; exec sleep 600"]
+        holder = subprocess.Popen(["ip", "netns", "exec", inside, *hold], stdout=subprocess.PIPE,
+                                  text=True)  # fmt: skip
         procs.append(holder)
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "up"
         yield Pair(inside, holder.pid, f"10.216.{n}.1", f"10.217.{n}.1", "fd23::1")
     finally:
         for p in procs:
