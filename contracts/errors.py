@@ -476,6 +476,13 @@ ERRORS: dict[int, type[FleetError]] = {
 }
 
 
+#: The codes a client may send the same call again for, after a wait: nothing ran. 1501: the
+#: gateway's store or bus is failing over (``data.retryAfterMs``); 1502: no daemon answered on
+#: the machine's RPC subject, so no daemon received the call; 1029: refused before it ran
+#: (``data.retryAfterS``, or the answer's ``Retry-After``).
+RETRYABLE: frozenset[int] = frozenset({Unavailable.code, DaemonUnavailable.code, RateLimited.code})
+
+
 def error_from_wire(err: dict[str, Any]) -> FleetError:
     """The exception for a JSON-RPC error object received from a peer."""
     code = err.get("code")

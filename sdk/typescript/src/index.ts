@@ -1,0 +1,15 @@
+export { FleetError, type WireError } from "./errors.js";
+export { DEFAULT_RESUME_DEADLINE_MS, EventStream, type EventsOptions } from "./events.js";
+export { type FileData, type FileDownload, Files, type WriteOptions } from "./files.js";
+export { Env, Fleet, Instances, Ports, Repos } from "./fleet.js";
+export * from "./generated.js";
+export {
+  type CreateMachine,
+  DEFAULT_EXEC_TIMEOUT_S,
+  type ExecChunk,
+  type ExecOptions,
+  ExecStream,
+  Machines,
+} from "./machines.js";
+export { type OpenTerminal, Terminal, Terminals } from "./terminals.js";
+export { type CallOptions, DEFAULT_URL, type FleetOptions } from "./transport.js";
