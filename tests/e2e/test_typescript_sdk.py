@@ -1,0 +1,154 @@
+"""The TypeScript SDK (sdk/typescript) against `fleet up`: its own tests (node's test runner)
+run with FLEET_URL and FLEET_TOKEN of a stack started here, its README's and its docs page's
+examples compile under ``tsc --strict``, and its packed tarball, installed offline into an
+empty directory, runs the README's quick start. ``./run test`` installs the SDK's node_modules
+(``js_tools`` in ./run); the tests fail, saying so, where they are missing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet.embedded import free_port
+from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.e2e.test_chaos_ha import _children
+
+ROOT = Path(__file__).resolve().parents[2]
+SDK = ROOT / "sdk" / "typescript"
+TSC = SDK / "node_modules" / "typescript" / "bin" / "tsc"
+#: Where the examples are, each ```ts block one module.
+DOCS = (SDK / "README.md", ROOT / "docs" / "typescript.md")
+#: One stack for the module's tests, on one worker (one of them restarts its gateway).
+pytestmark = pytest.mark.xdist_group("typescript_sdk")
+QUICK = re.compile(r"<!-- example:quick -->\n```ts\n(.*?)```\n<!-- /example:quick -->", re.S)
+
+
+def _run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
+         timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _ok(proc: subprocess.CompletedProcess[str], what: str) -> str:
+    assert proc.returncode == 0, f"{what} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    """The SDK, built (dist/: ESM, CommonJS, .d.ts) from its sources."""
+    assert TSC.exists(), "sdk/typescript/node_modules is missing: `./run test` installs it"
+    _ok(_run(["node", "scripts/build.mjs"], cwd=SDK), "the SDK's build")
+    return SDK / "dist"
+
+
+@pytest.fixture(scope="module")
+def share(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory the machines may read, holding the quick start's repo (as the README's)."""
+    root = tmp_path_factory.mktemp("share")
+    repo = root / "hello"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=demo", "-c", "user.email=demo@example.com"]
+    _ok(_run([*git, "init", "-q", "-b", "main"], cwd=repo), "git init")
+    (repo / "README").write_text("hello from fleetd\n")
+    _ok(_run([*git, "add", "README"], cwd=repo), "git add")
+    _ok(_run([*git, "commit", "-q", "-m", "init"], cwd=repo), "git commit")
+    return root
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, share: Path) -> Iterator[FleetUp]:
+    data = tmp_path_factory.mktemp("fleet") / "data"
+    up = start_fleet_up(data, free_port(), env={"FLEET_SANDBOX_SHARE": str(share)})
+    yield up
+    up.stop()
+
+
+def _node_env(up: FleetUp, **extra: str) -> dict[str, str]:
+    return {**os.environ, "FLEET_URL": up.url, "FLEET_TOKEN": up.token, **extra}
+
+
+def _node_tests(up: FleetUp, path: str, **extra: str) -> None:
+    argv = ["node", "--test", "--test-concurrency=1", "--test-reporter=spec", path]
+    proc = _run(argv, cwd=SDK, env=_node_env(up, **extra), timeout=1200)
+    _ok(proc, f"node --test {path}")
+
+
+@pytest.mark.timeout(1200)
+def test_the_sdk_against_a_live_stack(built: Path, stack: FleetUp) -> None:
+    """Each call of the SDK; an aborted execStream leaves no process; 1 MiB checksummed both
+    ways; a terminal's echo; typed errors for a missing and a stopped machine; the typed
+    method table is the OpenRPC document's."""
+    _node_tests(stack, "test/")
+
+
+@pytest.mark.timeout(600)
+def test_events_resume_across_a_gateway_restart(built: Path, stack: FleetUp) -> None:
+    """The node test kills the gateway (SIGKILL) after the first event; `fleet up` starts a
+    new one; the iterator resumes from the last event id: no duplicate, no gap."""
+    gateways = [pid for pid, argv in _children(stack.proc.pid) if "-m services.gateway" in argv]
+    assert len(gateways) == 1, f"gateways under fleet up: {gateways}"
+    _node_tests(stack, "test/restart/", FLEET_GATEWAY_PID=str(gateways[0]))
+
+
+def _examples() -> list[tuple[str, str]]:
+    out = []
+    for doc in DOCS:
+        blocks = re.findall(r"```ts\n(.*?)```", doc.read_text(), re.S)
+        assert blocks, f"{doc} has no ```ts example"
+        out += [(f"{doc.stem}_{i}", block) for i, block in enumerate(blocks)]
+    return out
+
+
+def test_the_examples_compile_under_strict(built: Path, tmp_path: Path) -> None:
+    """Every ```ts block of the README and of docs/typescript.md, each a module of its own,
+    compiles with ``tsc --noEmit --strict`` against the built package's types."""
+    for name, code in _examples():
+        (tmp_path / f"{name}.mts").write_text(code)
+    (tmp_path / "tsconfig.json").write_text(
+        '{"compilerOptions": {"strict": true, "noEmit": true, "target": "ES2022",'
+        ' "module": "NodeNext", "moduleResolution": "NodeNext", "skipLibCheck": true,'
+        f' "types": ["node"], "typeRoots": ["{SDK}/node_modules/@types"],'
+        f' "paths": {{"@fleetd/sdk": ["{built}/esm/index.d.ts"]}}}},'
+        ' "include": ["*.mts"]}'
+    )
+    _ok(_run(["node", str(TSC), "-p", str(tmp_path)], cwd=tmp_path), "tsc --strict")
+
+
+@pytest.mark.timeout(600)
+def test_the_packed_tarball_installs_offline_and_runs_the_quick_start(
+    built: Path, stack: FleetUp, share: Path, tmp_path: Path
+) -> None:
+    pack = _ok(_run(["npm", "pack", "--pack-destination", str(tmp_path)], cwd=SDK), "npm pack")
+    tarball = tmp_path / pack.strip().splitlines()[-1]
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+    assert "package/node_modules/ws/package.json" in names, "ws is bundled"
+    assert {"package/dist/cjs/index.js", "package/dist/esm/index.d.ts", "package/LICENSE"} <= names
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text('{"name": "app", "private": true, "type": "module"}\n')
+    install = ["npm", "install", "--offline", "--no-audit", "--no-fund", str(tarball)]
+    _ok(_run(install, cwd=app), "npm install of the tarball")
+    assert not (app / "node_modules" / "typescript").exists()
+    (match,) = QUICK.findall((SDK / "README.md").read_text())
+    (app / "quick.mts").write_text(match)
+    # Compiled by the SDK's tsc (the app has none), against the installed package's types.
+    types = str(SDK / "node_modules" / "@types")
+    tsc = [str(TSC), "--strict", "--module", "NodeNext", "--target", "ES2022", "--skipLibCheck",
+           "--typeRoots", types, "--types", "node", "quick.mts"]  # fmt: skip
+    _ok(_run(["node", *tsc], cwd=app), "tsc of the quick start")
+    env = _node_env(stack, REPO_URL=str(share / "hello"))
+    out = _ok(_run(["node", "quick.mjs"], cwd=app, env=env, timeout=600), "the quick start")
+    assert re.search(r"^m-[0-9a-f]{16} ready$", out, re.M), out
+    assert "DATABASE_URL='postgres://db/app'" in out
+    assert "HTTP_TIMEOUT='30'" in out
+    assert re.search(r"^0 [0-9a-f]{7,} init$", out, re.M), out
+    assert "remember the milk" in out
