@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,17 +52,26 @@ def built() -> Path:
 
 
 @pytest.fixture(scope="module")
-def share(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory the machines may read, holding the quick start's repo (as the README's)."""
-    root = tmp_path_factory.mktemp("share")
-    repo = root / "hello"
+def share() -> Iterator[Path]:
+    """A directory the machines may read, holding the quick start's repo (as the README's).
+    Not under pytest's temp dirs: their parents are the test user's alone (0700), and a
+    machine runs as a user of its own, which must reach the path."""
+    root = Path(tempfile.mkdtemp(prefix="fleet-ts-share-"))
+    root.chmod(0o755)
+    try:
+        _make_repo(root / "hello")
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+def _make_repo(repo: Path) -> None:
     repo.mkdir()
     git = ["git", "-c", "user.name=demo", "-c", "user.email=demo@example.com"]
     _ok(_run([*git, "init", "-q", "-b", "main"], cwd=repo), "git init")
     (repo / "README").write_text("hello from fleetd\n")
     _ok(_run([*git, "add", "README"], cwd=repo), "git add")
     _ok(_run([*git, "commit", "-q", "-m", "init"], cwd=repo), "git commit")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +86,12 @@ def _node_env(up: FleetUp, **extra: str) -> dict[str, str]:
     return {**os.environ, "FLEET_URL": up.url, "FLEET_TOKEN": up.token, **extra}
 
 
-def _node_tests(up: FleetUp, path: str, **extra: str) -> None:
-    argv = ["node", "--test", "--test-concurrency=1", "--test-reporter=spec", path]
+def _node_tests(up: FleetUp, folder: str, **extra: str) -> None:
+    files = sorted(str(p.relative_to(SDK)) for p in (SDK / folder).glob("*.test.mjs"))
+    assert files, f"no tests in sdk/typescript/{folder}"
+    argv = ["node", "--test", "--test-concurrency=1", "--test-reporter=spec", *files]
     proc = _run(argv, cwd=SDK, env=_node_env(up, **extra), timeout=1200)
-    _ok(proc, f"node --test {path}")
+    _ok(proc, f"node --test {' '.join(files)}")
 
 
 @pytest.mark.timeout(1200)
@@ -86,7 +99,7 @@ def test_the_sdk_against_a_live_stack(built: Path, stack: FleetUp) -> None:
     """Each call of the SDK; an aborted execStream leaves no process; 1 MiB checksummed both
     ways; a terminal's echo; typed errors for a missing and a stopped machine; the typed
     method table is the OpenRPC document's."""
-    _node_tests(stack, "test/")
+    _node_tests(stack, "test")
 
 
 @pytest.mark.timeout(600)
@@ -95,7 +108,7 @@ def test_events_resume_across_a_gateway_restart(built: Path, stack: FleetUp) -> 
     new one; the iterator resumes from the last event id: no duplicate, no gap."""
     gateways = [pid for pid, argv in _children(stack.proc.pid) if "-m services.gateway" in argv]
     assert len(gateways) == 1, f"gateways under fleet up: {gateways}"
-    _node_tests(stack, "test/restart/", FLEET_GATEWAY_PID=str(gateways[0]))
+    _node_tests(stack, "test/restart", FLEET_GATEWAY_PID=str(gateways[0]))
 
 
 def _examples() -> list[tuple[str, str]]:
