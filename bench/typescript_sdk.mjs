@@ -1,25 +1,37 @@
-// Benchmark 27's TypeScript side (bench/typescript_sdk.py runs it): `n` machines.exec calls of
-// `echo x` through @fleetd/sdk, each timed, and one files.write of `mib` MiB of random bytes,
-// timed; JSON on stdout. FLEET_URL and FLEET_TOKEN name the stack.
+// Benchmark 27's TypeScript side, driven by bench/typescript_sdk.py over stdin, one command a
+// line, each answered with one JSON line on stdout: `exec N` times N machines.exec calls of
+// `echo x` through @fleetd/sdk ({"execs": [seconds...]}); `write MIB PATH` times one
+// files.write of MIB MiB of random bytes ({"writeS": seconds}). FLEET_URL and FLEET_TOKEN name
+// the stack; the machine is argv's.
 import { randomBytes } from "node:crypto";
+import { createInterface } from "node:readline";
 import { Fleet } from "../sdk/typescript/dist/esm/index.js";
 
-const [machineId, n, mib, path] = process.argv.slice(2);
+const [machineId] = process.argv.slice(2);
 const fleet = new Fleet();
 const argv = ["echo", "x"];
-for (let i = 0; i < 5; i++) await fleet.machines.exec(machineId, argv); // warm the connection
-const execs = [];
-for (let i = 0; i < Number(n); i++) {
-  const t0 = performance.now();
-  await fleet.machines.exec(machineId, argv);
-  execs.push((performance.now() - t0) / 1000);
+
+async function execs(n) {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fleet.machines.exec(machineId, argv);
+    out.push((performance.now() - t0) / 1000);
+  }
+  return { execs: out };
 }
-let writeS = null;
-if (Number(mib) > 0) {
-  const data = new Uint8Array(randomBytes(Number(mib) * 1024 * 1024));
+
+async function write(mib, path) {
+  const data = new Uint8Array(randomBytes(mib * 1024 * 1024));
   const t0 = performance.now();
   const done = await fleet.files.write(machineId, path, data);
-  writeS = (performance.now() - t0) / 1000;
+  const writeS = (performance.now() - t0) / 1000;
   if (done.size !== data.byteLength) throw new Error(`wrote ${done.size} of ${data.byteLength}`);
+  return { writeS };
 }
-console.log(JSON.stringify({ execs, writeS }));
+
+for await (const line of createInterface({ input: process.stdin })) {
+  const [verb, a, b] = line.trim().split(" ");
+  const answer = verb === "exec" ? await execs(Number(a)) : await write(Number(a), b);
+  process.stdout.write(`${JSON.stringify(answer)}\n`);
+}

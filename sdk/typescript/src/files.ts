@@ -53,9 +53,9 @@ export class Files {
   constructor(private readonly transport: Transport) {}
 
   /**
-   * Put `data` at `path` (relative to the home, or `~/...`). Bytes and text are checked by
-   * SHA-256 on the machine (it refuses other bytes); a stream by its size. On any failure
-   * nothing is left at the path.
+   * Put `data` at `path` (relative to the home, or `~/...`). The bytes are hashed as they are
+   * sent and compared with the SHA-256 the machine computed of what it wrote (a stream: by its
+   * size); a transfer that fails leaves nothing at the path.
    */
   async write(
     machineId: string,
@@ -65,30 +65,43 @@ export class Files {
   ): Promise<Uploaded> {
     const query = new URLSearchParams();
     if (options.mode !== undefined) query.set("mode", options.mode.toString(8));
-    const count = { bytes: 0 };
-    let body: Uint8Array | ReadableStream<Uint8Array>;
+    const target = `${filesPath(machineId, path)}${query.size > 0 ? `?${query}` : ""}`;
+    const headers = this.transport.headers({ "content-type": "application/octet-stream" });
+    let done: Uploaded;
+    let sent: number;
     let sha: string | undefined;
     if (typeof data === "string" || data instanceof Uint8Array) {
-      body = typeof data === "string" ? new TextEncoder().encode(data) : data;
-      sha = await sha256Hex(body);
-      query.set("sha256", sha);
-      count.bytes = body.byteLength;
+      const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+      // Hashed while it is sent, as the Python client does: the digest is not on the way.
+      const [digest, answer] = await Promise.all([
+        sha256Hex(bytes),
+        this.transport.poster
+          .send("PUT", this.transport.url + target, bytes, headers, options.signal)
+          .catch((err: unknown) => {
+            if (options.signal?.aborted) throw options.signal.reason;
+            throw this.transport.unreachable(err);
+          }),
+      ]);
+      if (answer.status !== 200 && answer.status !== 201) throw this.transport.answerError(answer);
+      done = JSON.parse(answer.text) as Uploaded;
+      [sent, sha] = [bytes.byteLength, digest];
     } else {
-      body = counted(data, count);
+      const count = { bytes: 0 };
+      const resp = await this.transport.fetch(target, {
+        method: "PUT",
+        headers,
+        body: counted(data, count) as BodyInit,
+        duplex: "half",
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      if (resp.status !== 200 && resp.status !== 201) throw await this.transport.httpError(resp);
+      done = (await resp.json()) as Uploaded;
+      sent = count.bytes;
     }
-    const resp = await this.transport.fetch(`${filesPath(machineId, path)}?${query}`, {
-      method: "PUT",
-      headers: this.transport.headers({ "content-type": "application/octet-stream" }),
-      body: body as BodyInit,
-      duplex: "half",
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
-    if (resp.status !== 200 && resp.status !== 201) throw await this.transport.httpError(resp);
-    const done = (await resp.json()) as Uploaded;
-    if (done.size !== count.bytes || (sha !== undefined && done.sha256 !== sha)) {
+    if (done.size !== sent || (sha !== undefined && done.sha256 !== sha)) {
       throw new FleetError(
         1054,
-        `${path}: the machine wrote ${done.size} bytes (SHA-256 ${done.sha256}); ${count.bytes} were sent`,
+        `${path}: the machine wrote ${done.size} bytes (SHA-256 ${done.sha256}); ${sent} bytes${sha ? ` (SHA-256 ${sha})` : ""} were sent`,
         { data: { ...done } },
       );
     }

@@ -1,5 +1,6 @@
 import { ERROR_HEADER, FleetError } from "./errors.js";
 import type { MethodName, Methods } from "./generated.js";
+import { type Answer, Poster } from "./post.js";
 
 export const DEFAULT_URL = "http://127.0.0.1:8080";
 /** Tries of one call while the gateway answers a retryable error (as the Python client). */
@@ -98,6 +99,8 @@ export class Transport {
   readonly token: string;
   readonly retryDeadlineMs: number;
   private readonly fetchImpl: typeof fetch;
+  /** Requests whose body is in memory: calls, uploads of bytes. */
+  readonly poster: Poster;
   private nextId = 1;
 
   constructor(options: FleetOptions) {
@@ -107,6 +110,7 @@ export class Transport {
     const f = options.fetch ?? globalThis.fetch;
     if (typeof f !== "function") throw new Error("no fetch: pass options.fetch (Node 18+ has one)");
     this.fetchImpl = f.bind(globalThis);
+    this.poster = new Poster(options.fetch);
   }
 
   headers(extra: Record<string, string> = {}): Record<string, string> {
@@ -124,11 +128,13 @@ export class Transport {
   }
 
   unreachable(err: unknown): FleetError {
-    const cause = (err as { cause?: { code?: string } })?.cause;
-    const sent = !(cause?.code !== undefined && NOT_SENT.has(cause.code));
+    // fetch's errors carry the system's code in `cause`; node:http's, in themselves.
+    const e = err as { code?: string; cause?: { code?: string } };
+    const code = e?.cause?.code ?? e?.code;
+    const sent = !(code !== undefined && NOT_SENT.has(code));
     return new FleetError(
       0,
-      `cannot reach fleetd at ${this.url} (${cause?.code ?? String(err)}); start it with \`fleet up\`, or set FLEET_URL`,
+      `cannot reach fleetd at ${this.url} (${code ?? String(err)}); start it with \`fleet up\`, or set FLEET_URL`,
       { name: "ConnectionFailed", data: { sent }, httpStatus: 0, cause: err },
     );
   }
@@ -136,6 +142,16 @@ export class Transport {
   /** The error of a non-2xx answer of any route. */
   async httpError(resp: Response): Promise<FleetError> {
     const body = await resp.text().catch(() => "");
+    return this.answerError({
+      status: resp.status,
+      header: (n) => resp.headers.get(n),
+      text: body,
+    });
+  }
+
+  /** The error of a non-2xx answer read whole. */
+  answerError(resp: Answer): FleetError {
+    const body = resp.text;
     if (resp.status === 401) {
       return new FleetError(
         1001,
@@ -146,8 +162,8 @@ export class Transport {
     return FleetError.fromHttp(
       resp.status,
       body,
-      resp.headers.get(ERROR_HEADER),
-      resp.headers.get("retry-after"),
+      resp.header(ERROR_HEADER),
+      resp.header("retry-after"),
     );
   }
 
@@ -166,14 +182,21 @@ export class Transport {
       options.timeoutMs === undefined ? undefined : AbortSignal.timeout(options.timeoutMs);
     const { signal, dispose } = anySignal([options.signal, timeout]);
     try {
-      const resp = await this.fetch("/rpc", {
-        method: "POST",
-        headers: this.headers({ "content-type": "application/json" }),
-        body: this.request(method, params),
-        signal,
-      });
-      if (!resp.ok) throw await this.httpError(resp);
-      const doc = (await resp.json()) as { result?: unknown; error?: unknown };
+      let resp: Answer;
+      try {
+        const headers = this.headers({ "content-type": "application/json" });
+        resp = await this.poster.post(
+          `${this.url}/rpc`,
+          this.request(method, params),
+          headers,
+          signal,
+        );
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        throw this.unreachable(err);
+      }
+      if (resp.status < 200 || resp.status > 299) throw this.answerError(resp);
+      const doc = JSON.parse(resp.text) as { result?: unknown; error?: unknown };
       if (doc.error !== undefined) throw FleetError.fromWire(doc.error);
       return doc.result as Methods[M]["result"];
     } catch (err) {

@@ -45,6 +45,10 @@ export const text = (bytes) => new TextDecoder().decode(bytes);
 
 /** The command lines of every process in the machine. */
 export async function processes(f, machineId) {
-  const r = await f.machines.exec(machineId, ["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo"]);
+  const r = await f.machines.exec(machineId, [
+    "sh",
+    "-c",
+    "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo",
+  ]);
   return r.stdout;
 }

@@ -3,7 +3,15 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { FleetError } from "../dist/esm/index.js";
-import { eventually, fleet, processes, readyMachine, sha256, text, waitStatus } from "./helpers.mjs";
+import {
+  eventually,
+  fleet,
+  processes,
+  readyMachine,
+  sha256,
+  text,
+  waitStatus,
+} from "./helpers.mjs";
 
 const MiB = 1024 * 1024;
 
@@ -29,12 +37,18 @@ describe("a machine", () => {
   });
 
   test("exec resolves exit code, stdout and stderr", async () => {
-    const r = await f.machines.exec(machine.id, ["sh", "-c", "echo out; echo err >&2; exit 3"], { timeoutS: 30 });
+    const r = await f.machines.exec(machine.id, ["sh", "-c", "echo out; echo err >&2; exit 3"], {
+      timeoutS: 30,
+    });
     assert.deepEqual([r.exitCode, r.stdout, r.stderr], [3, "out\n", "err\n"]);
   });
 
   test("execStream yields stdout and stderr chunks as bytes, then its result", async () => {
-    const stream = f.machines.execStream(machine.id, ["sh", "-c", "echo one; echo two >&2; echo three"]);
+    const stream = f.machines.execStream(machine.id, [
+      "sh",
+      "-c",
+      "echo one; echo two >&2; echo three",
+    ]);
     const got = { stdout: "", stderr: "" };
     for await (const chunk of stream) {
       assert.ok(chunk.data instanceof Uint8Array);
@@ -65,7 +79,10 @@ describe("a machine", () => {
     );
     assert.deepEqual(seen, ["started\n"]);
     await assert.rejects(stream.result, /enough/);
-    await eventually(async () => !(await processes(f, machine.id)).includes(marker), "the command is gone");
+    await eventually(
+      async () => !(await processes(f, machine.id)).includes(marker),
+      "the command is gone",
+    );
   });
 
   test("files: text, bytes and a stream, 1 MiB checksummed both ways", async () => {
@@ -150,7 +167,10 @@ describe("a machine", () => {
     await waitStatus(f, machine.id, ["stopped"]);
     const err = await f.machines.exec(machine.id, ["true"]).catch((e) => e);
     assert.ok(err instanceof FleetError, String(err));
-    assert.deepEqual([err.code, err.name, err.httpStatus, err.retryable], [1040, "MachineStopped", 409, false]);
+    assert.deepEqual(
+      [err.code, err.name, err.httpStatus, err.retryable],
+      [1040, "MachineStopped", 409, false],
+    );
     await f.machines.start(machine.id);
     const back = await f.machines.waitReady(machine.id, { timeoutMs: 300_000 });
     assert.equal(back.status, "ready");
@@ -192,7 +212,10 @@ describe("env and repos", () => {
       path: "src/app",
     });
     assert.equal(repo.path, "src/app");
-    assert.deepEqual((await f.repos.list(inst.id)).map((r) => r.path), ["src/app"]);
+    assert.deepEqual(
+      (await f.repos.list(inst.id)).map((r) => r.path),
+      ["src/app"],
+    );
     assert.equal(await f.repos.remove({ instanceId: inst.id, path: "src/app" }), true);
     assert.deepEqual(await f.repos.list(inst.id), []);
   });

@@ -10,7 +10,9 @@ test("the SDK types every method of the gateway's OpenRPC document, and only tho
   const doc = await f.call("rpc.discover", {});
   const served = doc.methods.map((m) => m.name);
   assert.deepEqual([...METHOD_NAMES], served);
-  console.log(`methods: ${served.length} in rpc.discover, ${METHOD_NAMES.length} typed in generated.ts`);
+  console.log(
+    `methods: ${served.length} in rpc.discover, ${METHOD_NAMES.length} typed in generated.ts`,
+  );
 });
 
 test("a missing machine is a typed NotFound", async () => {
@@ -46,5 +48,8 @@ test("an aborted call rejects with the signal's reason", async () => {
   const f = fleet();
   const controller = new AbortController();
   controller.abort(new Error("stop"));
-  await assert.rejects(f.instances.list().then(() => f.call("instances.list", {}, { signal: controller.signal })), /stop/);
+  await assert.rejects(
+    f.instances.list().then(() => f.call("instances.list", {}, { signal: controller.signal })),
+    /stop/,
+  );
 });

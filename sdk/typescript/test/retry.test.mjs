@@ -24,10 +24,12 @@ async function scripted(answers) {
   return { fleet, seen, close: () => new Promise((r) => server.close(r)) };
 }
 
-const json = (status, doc, headers = {}) => (call, res) => {
-  res.writeHead(status, { "content-type": "application/json", ...headers });
-  res.end(JSON.stringify({ jsonrpc: "2.0", id: call.id, ...doc }));
-};
+const json =
+  (status, doc, headers = {}) =>
+  (call, res) => {
+    res.writeHead(status, { "content-type": "application/json", ...headers });
+    res.end(JSON.stringify({ jsonrpc: "2.0", id: call.id, ...doc }));
+  };
 const ok = (result) => json(200, { result });
 const error = (status, code, data, headers) =>
   json(status, { error: { code, message: `error ${code}`, ...(data ? { data } : {}) } }, headers);
@@ -58,7 +60,11 @@ test("1502 (no daemon answered) and the rate limit's Retry-After are sent again"
 });
 
 test("an error that may have run is not sent again: InternalError, a bare 502, Conflict", async () => {
-  for (const answer of [error(500, -32603), (_c, res) => res.writeHead(502).end("bad gateway"), error(409, 1009)]) {
+  for (const answer of [
+    error(500, -32603),
+    (_c, res) => res.writeHead(502).end("bad gateway"),
+    error(409, 1009),
+  ]) {
     const s = await scripted([answer]);
     try {
       const err = await s.fleet.instances.list().catch((e) => e);
