@@ -151,6 +151,15 @@ def test_the_packed_tarball_installs_offline_and_runs_the_quick_start(
     install = ["npm", "install", "--offline", "--no-audit", "--no-fund", str(tarball)]
     _ok(_run(install, cwd=app), "npm install of the tarball")
     assert not (app / "node_modules" / "typescript").exists()
+    # The CommonJS build, required, against the stack.
+    cjs = (
+        "const { Fleet, METHOD_NAMES } = require('@fleetd/sdk');"
+        "new Fleet().call('rpc.discover', {}).then((doc) => {"
+        " if (doc.methods.length !== METHOD_NAMES.length) process.exit(3);"
+        " console.log('cjs', doc.methods.length); });"
+    )
+    cjs_out = _ok(_run(["node", "-e", cjs], cwd=app, env=_node_env(stack)), "require()")
+    assert cjs_out.startswith("cjs "), cjs_out
     (match,) = QUICK.findall((SDK / "README.md").read_text())
     (app / "quick.mts").write_text(match)
     # Compiled by the SDK's tsc (the app has none), against the installed package's types.

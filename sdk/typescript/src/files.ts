@@ -1,6 +1,7 @@
 import { FleetError } from "./errors.js";
 import { ROUTES, type Uploaded } from "./generated.js";
 import type { Transport } from "./transport.js";
+import { webcrypto } from "./webcrypto.js";
 
 /** What `files.write` takes: text (written as UTF-8), bytes, or a stream of bytes. */
 export type FileData = string | Uint8Array | ReadableStream<Uint8Array>;
@@ -26,7 +27,8 @@ export function filesPath(machineId: string, path: string): string {
 }
 
 async function sha256Hex(data: Uint8Array): Promise<string> {
-  const digest = await globalThis.crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
+  const crypto = await webcrypto();
+  const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -65,7 +67,8 @@ export class Files {
   ): Promise<Uploaded> {
     const query = new URLSearchParams();
     if (options.mode !== undefined) query.set("mode", options.mode.toString(8));
-    const target = `${filesPath(machineId, path)}${query.size > 0 ? `?${query}` : ""}`;
+    const qs = query.toString();
+    const target = `${filesPath(machineId, path)}${qs ? `?${qs}` : ""}`;
     const headers = this.transport.headers({ "content-type": "application/octet-stream" });
     let done: Uploaded;
     let sent: number;

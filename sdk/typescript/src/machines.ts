@@ -11,6 +11,7 @@ import {
 } from "./generated.js";
 import { sseEvents } from "./sse.js";
 import { anySignal, type Transport } from "./transport.js";
+import { webcrypto } from "./webcrypto.js";
 
 /** A command's default time limit on the machine, as the daemon's (s). */
 export const DEFAULT_EXEC_TIMEOUT_S = 60;
@@ -35,8 +36,8 @@ export interface ExecChunk {
 /** machines.create's params; `idempotencyKey` is made for you when not given. */
 export type CreateMachine = MachinesCreateParams;
 
-function newKey(): string {
-  return globalThis.crypto.randomUUID().replaceAll("-", "");
+async function newKey(): Promise<string> {
+  return (await webcrypto()).randomUUID().replaceAll("-", "");
 }
 
 /** `fleet.machines`: create, look up, wait for, run commands on and change machines. */
@@ -47,17 +48,17 @@ export class Machines {
    * The instance's machine. One idempotency key per logical create, sent with every retry of
    * it: a retry whose first answer was lost gets that machine, not a second one.
    */
-  create(params: CreateMachine, options: { signal?: AbortSignal } = {}): Promise<Machine> {
-    const body = { ...params, idempotencyKey: params.idempotencyKey ?? newKey() };
+  async create(params: CreateMachine, options: { signal?: AbortSignal } = {}): Promise<Machine> {
+    const body = { ...params, idempotencyKey: params.idempotencyKey ?? (await newKey()) };
     return this.transport.call("machines.create", body, { ...options, resendCut: true });
   }
 
   /** Archive the instance's current machine and make a new one (idempotent, as create). */
-  rebuild(
+  async rebuild(
     instanceId: string,
     options: { idempotencyKey?: string; signal?: AbortSignal } = {},
   ): Promise<Machine> {
-    const params = { instanceId, idempotencyKey: options.idempotencyKey ?? newKey() };
+    const params = { instanceId, idempotencyKey: options.idempotencyKey ?? (await newKey()) };
     return this.transport.call("machines.rebuild", params, {
       resendCut: true,
       ...(options.signal ? { signal: options.signal } : {}),
