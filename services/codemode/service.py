@@ -9,11 +9,13 @@ answered with an error and logged: it never takes the service down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from types import TracebackType
 from typing import Any
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -32,6 +34,7 @@ from contracts.codemode import (
     now,
 )
 from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
+from core.reply_server import ReplyServer, respond
 from services.codemode.bridges import bridge_providers
 from services.codemode.engine import Run, ToolProvider
 from services.codemode.providers import FleetProvider, GatewayCaller, MachineProvider
@@ -58,40 +61,28 @@ class CodemodeService:
             processes=settings.codemode_processes,
         )
         self._slots = asyncio.Semaphore(settings.codemode_concurrency)
-        self._subs: list[Subscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        # A stop cancels the runs at once: each run's sandbox is killed as its context unwinds.
+        runs = (subjects.CODEMODE_RUN, self._answer_run)
+        describes = (subjects.CODEMODE_DESCRIBE, self._answer_describe)
+        self._servers = [
+            ReplyServer(nc, subject, handle, queue=subjects.CODEMODE_QUEUE, drain_s=0,
+                        failed_event="codemode.respond_failed")
+            for subject, handle in (runs, describes)
+        ]  # fmt: skip
 
     async def __aenter__(self) -> CodemodeService:
-        q = subjects.CODEMODE_QUEUE
-        self._subs.append(await self._nc.subscribe(subjects.CODEMODE_RUN, q, cb=self._on_run))
-        self._subs.append(
-            await self._nc.subscribe(subjects.CODEMODE_DESCRIBE, q, cb=self._on_describe)
-        )
+        for server in self._servers:
+            await server.__aenter__()
         await self._nc.flush()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for sub in self._subs:
-            await sub.unsubscribe()
-        for task in list(self._tasks):
-            task.cancel()  # each run's sandbox is killed as its context unwinds
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
+        for server in self._servers:
+            await server.stop()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _on_run(self, msg: Msg) -> None:
-        self._spawn(self._answer_run(msg))
-
-    async def _on_describe(self, msg: Msg) -> None:
-        self._spawn(self._answer_describe(msg))
-
-    async def _answer_run(self, msg: Msg) -> None:
+    async def _answer_run(self, msg: Msg) -> bytes:
         try:
             job = msgspec.json.decode(msg.data, type=RunJob)
             outcome = RunOutcome(result=await self.run(job))
@@ -102,7 +93,7 @@ class CodemodeService:
         except Exception:  # task boundary: this run fails, the service goes on
             log.exception("codemode.run_crashed")
             outcome = RunOutcome(error=InternalError("the run crashed").to_wire())
-        await _respond(msg, _ENC.encode(outcome))
+        return _ENC.encode(outcome)
 
     async def run(self, job: RunJob) -> RunResult:
         async with self._slots:
@@ -130,7 +121,8 @@ class CodemodeService:
     async def _watch_cancel(self, sub: Subscription, run: Run) -> None:
         async for msg in sub.messages:
             run.cancel()
-            await _respond(msg, b'{"cancelled":true}')
+            with contextlib.suppress(nats.errors.Error):  # the canceller may be gone
+                await respond(msg, b'{"cancelled":true}')
 
     def _publisher(self, run_id: str) -> Any:
         subject = subjects.codemode_events(run_id)
@@ -152,7 +144,7 @@ class CodemodeService:
                 found.setdefault(bridge.name, bridge)
         return found
 
-    async def _answer_describe(self, msg: Msg) -> None:
+    async def _answer_describe(self, msg: Msg) -> bytes:
         try:
             job = msgspec.json.decode(msg.data, type=DescribeJob)
             outcome = DescribeOutcome(stubs=await self.describe(job))
@@ -163,7 +155,7 @@ class CodemodeService:
         except Exception:  # task boundary
             log.exception("codemode.describe_crashed")
             outcome = DescribeOutcome(error=InternalError("describe crashed").to_wire())
-        await _respond(msg, _ENC.encode(outcome))
+        return _ENC.encode(outcome)
 
     async def describe(self, job: DescribeJob) -> Stubs:
         providers = await self.providers("run-describe", job.instance_id, job.machine_id)
@@ -172,12 +164,3 @@ class CodemodeService:
         if unknown:
             raise NotFound(f"no provider {unknown[0]!r} (have: {', '.join(sorted(providers))})")
         return Stubs(stubs={name: await providers[name].describe() for name in wanted})
-
-
-async def _respond(msg: Msg, body: bytes) -> None:
-    if not msg.reply:
-        return
-    try:
-        await msg.respond(body)
-    except Exception:  # boundary: the requester may be gone; the run's record has the result
-        log.exception("codemode.respond_failed", subject=msg.subject)
