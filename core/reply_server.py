@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -34,10 +35,9 @@ class ReplyServer:
     """Async context manager: serves ``subject`` (in ``queue``, if given) while entered.
 
     Each request is handled in a task of its own (a slow one holds up no other), in one
-    ``OwnedTasks``; at most ``concurrency`` at once when it is given (the subscription's
-    callback then waits for a free slot, so what is not yet served waits in the
-    subscription). Stopping (``stop()`` or the exit; safe twice) unsubscribes, lets the
-    requests under way finish for up to ``drain_s``
+    ``OwnedTasks``; at most ``concurrency`` at once if given (the subscription's callback
+    waits for a slot, so the rest waits in the subscription). Stopping (``stop()`` or the
+    exit; safe twice) unsubscribes, lets the requests under way finish for up to ``drain_s``
     (``None``: however long they take), then cancels and joins the rest. A handler's
     unexpected exception is logged as ``failed_event`` with the request's subject; the
     requester times out."""
@@ -54,7 +54,7 @@ class ReplyServer:
         self._handle = handle
         self._triage = triage
         self._reply = reply
-        self._slots = asyncio.Semaphore(concurrency) if concurrency else None
+        self._slots = asyncio.Semaphore(concurrency or sys.maxsize)
         self.tasks = OwnedTasks(f"rpc:{subject}", drain_s=drain_s, failed_event=failed_event)
         self._sub: Subscription | None = None
 
@@ -80,12 +80,11 @@ class ReplyServer:
         work = self._handle(msg) if self._triage is None else await self._triage(msg)
         if work is None:
             return
-        if self._slots is not None:
-            await self._slots.acquire()
+        await self._slots.acquire()
         try:
             self.tasks.spawn(self._serve(msg, work), subject=msg.subject)
         except RuntimeError:  # stopping: no answer, the requester times out
-            self._free()
+            self._slots.release()
             if asyncio.iscoroutine(work):
                 work.close()
 
@@ -93,8 +92,4 @@ class ReplyServer:
         try:
             await self._reply(msg, await work)
         finally:
-            self._free()
-
-    def _free(self) -> None:
-        if self._slots is not None:
             self._slots.release()

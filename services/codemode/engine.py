@@ -28,7 +28,7 @@ from contracts.codemode import (
     RunToolResult,
 )
 from contracts.errors import FleetError, InternalError, InvalidRequest, MethodNotFound
-from core.tasks import OwnedTasks
+from core.tasks import OwnedTasks, cancel_and_join
 from services.codemode.sandbox import Limits, Sandbox
 
 log = structlog.get_logger(__name__)
@@ -145,10 +145,10 @@ class Run:
         done, _ = await asyncio.wait(
             {channel, cancelled}, timeout=self.job.timeout_s, return_when=asyncio.FIRST_COMPLETED
         )
-        cancelled.cancel()
+        await cancel_and_join(cancelled)
         if channel in done:
             return channel.result()
-        channel.cancel()
+        await cancel_and_join(channel)
         return "cancelled" if cancelled in done else "timeout"
 
     async def _pump_channel(self, sb: Sandbox) -> _Result | _Error | str:

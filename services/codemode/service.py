@@ -35,6 +35,7 @@ from contracts.codemode import (
 )
 from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
 from core.reply_server import ReplyServer, respond
+from core.tasks import cancel_and_join
 from services.codemode.bridges import bridge_providers
 from services.codemode.engine import Run, ToolProvider
 from services.codemode.providers import FleetProvider, GatewayCaller, MachineProvider
@@ -110,7 +111,7 @@ class CodemodeService:
             try:
                 result = await run.execute()
             finally:
-                watcher.cancel()
+                await cancel_and_join(watcher)
                 await cancel.unsubscribe()
             record.status, record.result, record.error = result.status, result.result, result.error
             record.logs, record.duration_ms = result.logs, int((time.monotonic() - t0) * 1000)
