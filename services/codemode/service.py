@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
@@ -46,6 +46,7 @@ from services.common.store import Store
 from services.common.store_codemode import CodemodeRecords
 
 log = structlog.get_logger(__name__)
+J = TypeVar("J")
 _ENC = msgspec.json.Encoder()
 #: A tool call through the gateway may take as long as a daemon's exec (its own timeout).
 TOOL_TIMEOUT_S = 3600.0
@@ -85,16 +86,9 @@ class CodemodeService:
 
     async def _answer_run(self, msg: Msg) -> bytes:
         try:
-            job = msgspec.json.decode(msg.data, type=RunJob)
-            outcome = RunOutcome(result=await self.run(job))
-        except msgspec.DecodeError as exc:
-            outcome = RunOutcome(error=InvalidParams(f"bad run job: {exc}").to_wire())
-        except FleetError as exc:
-            outcome = RunOutcome(error=exc.to_wire())
-        except Exception:  # task boundary: this run fails, the service goes on
-            log.exception("codemode.run_crashed")
-            outcome = RunOutcome(error=InternalError("the run crashed").to_wire())
-        return _ENC.encode(outcome)
+            return _ENC.encode(RunOutcome(result=await self.run(_decode(msg, RunJob, "run"))))
+        except Exception as exc:  # noqa: BLE001 - task boundary: this run fails, the service goes on
+            return _ENC.encode(RunOutcome(error=_wire(exc, "run", "the run crashed")))
 
     async def run(self, job: RunJob) -> RunResult:
         async with self._slots:
@@ -147,16 +141,10 @@ class CodemodeService:
 
     async def _answer_describe(self, msg: Msg) -> bytes:
         try:
-            job = msgspec.json.decode(msg.data, type=DescribeJob)
-            outcome = DescribeOutcome(stubs=await self.describe(job))
-        except msgspec.DecodeError as exc:
-            outcome = DescribeOutcome(error=InvalidParams(f"bad describe job: {exc}").to_wire())
-        except FleetError as exc:
-            outcome = DescribeOutcome(error=exc.to_wire())
-        except Exception:  # task boundary
-            log.exception("codemode.describe_crashed")
-            outcome = DescribeOutcome(error=InternalError("describe crashed").to_wire())
-        return _ENC.encode(outcome)
+            stubs = await self.describe(_decode(msg, DescribeJob, "describe"))
+            return _ENC.encode(DescribeOutcome(stubs=stubs))
+        except Exception as exc:  # noqa: BLE001 - task boundary
+            return _ENC.encode(DescribeOutcome(error=_wire(exc, "describe", "describe crashed")))
 
     async def describe(self, job: DescribeJob) -> Stubs:
         providers = await self.providers("run-describe", job.instance_id, job.machine_id)
@@ -165,3 +153,18 @@ class CodemodeService:
         if unknown:
             raise NotFound(f"no provider {unknown[0]!r} (have: {', '.join(sorted(providers))})")
         return Stubs(stubs={name: await providers[name].describe() for name in wanted})
+
+
+def _decode(msg: Msg, job: type[J], what: str) -> J:
+    try:
+        return msgspec.json.decode(msg.data, type=job)
+    except msgspec.DecodeError as exc:
+        raise InvalidParams(f"bad {what} job: {exc}") from None
+
+
+def _wire(exc: Exception, what: str, crashed: str) -> dict[str, Any]:
+    """The error a job is answered with: a FleetError as it is, anything else a crash (logged)."""
+    if isinstance(exc, FleetError):
+        return exc.to_wire()
+    log.error(f"codemode.{what}_crashed", exc_info=exc)
+    return InternalError(crashed).to_wire()
