@@ -179,6 +179,8 @@ class Daemon:
         await self._heartbeat.__aexit__(None, None, None)
         if self._life is not None:
             self._life.set_state("stopping", self.stop_reason or "stopping")
+        if self._rpc is not None:  # first: a request under way may still open a stream
+            await self._rpc.stop()  # what was asked before is answered (10 s at most)
         await self._sessions.close_all()
         await self.byte_streams.close()
         try:
@@ -213,8 +215,6 @@ class Daemon:
         nc, self._nc = self._nc, None
         if nc is None or nc.is_closed:
             return
-        if self._rpc is not None:  # answer what was asked before going away
-            await self._rpc.stop()
         await self._say_stopping(nc, timeout_s=5.0)
         try:
             await nc.drain()
