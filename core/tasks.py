@@ -1,9 +1,18 @@
-"""Ending a task that the caller owns."""
+"""Tasks that an owner starts and joins: ``cancel_and_join`` for a task or two, ``OwnedTasks``
+for a set of them (a server's per-request tasks, a hub's streams, a pool's starts)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import functools
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import structlog
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 #: How long a cancelled task has before it is cancelled again.
 RECANCEL_S = 2.0
@@ -23,3 +32,69 @@ async def cancel_and_join(*tasks: asyncio.Task[Any] | None, recancel_s: float = 
             task.cancel()
         await asyncio.wait(pending, timeout=recancel_s)
     await asyncio.gather(*owned, return_exceptions=True)
+
+
+class OwnedTasks:
+    """A set of tasks owned by one object and joined when it closes (an async context manager,
+    or ``close()``, which is safe to call twice).
+
+    Closing refuses new tasks, lets the running ones finish for up to ``drain_s`` (``None``: as
+    long as they take; ``0``: not at all), then cancels what is left and joins it
+    (``cancel_and_join``): no task outlives its owner.
+
+    Unlike ``asyncio.TaskGroup``, one task's failure does not cancel the others: these are a
+    server's per-request tasks, and one request's failure is that request's alone. A task's
+    unexpected exception is logged at the task's boundary as ``failed_event``, with the task's
+    name and the context given to ``spawn``, and goes no further. A task that is cancelled is
+    not a failure. The owner's own cancellation is never swallowed: cancelled while it
+    drains, ``close`` still cancels and joins every task, then raises it."""
+
+    def __init__(
+        self, name: str, *, drain_s: float | None = 0.0, failed_event: str = "task.failed"
+    ) -> None:
+        self.name = name
+        self.drain_s = drain_s
+        self.failed_event = failed_event
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(
+        self, work: Coroutine[Any, Any, T], *, name: str | None = None, **context: object
+    ) -> asyncio.Task[T]:
+        """Run ``work`` as a task of this set; ``RuntimeError`` once the set is closing."""
+        if self._closed:
+            work.close()
+            raise RuntimeError(f"{self.name} is closed: no new task")
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._done, context))
+        return task
+
+    def _done(self, context: dict[str, object], task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error(self.failed_event, group=self.name, task=task.get_name(), error=repr(exc),
+                      exc_info=exc, **context)  # fmt: skip
+
+    async def close(self) -> None:
+        """Drain for up to ``drain_s``, then cancel and join the rest."""
+        self._closed = True
+        try:
+            if self._tasks and self.drain_s != 0:
+                await asyncio.wait(set(self._tasks), timeout=self.drain_s)
+        finally:
+            await cancel_and_join(*self._tasks)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

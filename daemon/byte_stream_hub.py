@@ -27,6 +27,7 @@ from contracts.daemon_rpc import ExecPipeParams
 from contracts.errors import StreamAborted, ToolError, TooManyStreams
 from core.byte_stream import ByteStream
 from core.relay import relay
+from core.tasks import OwnedTasks
 from daemon import tools
 
 log = structlog.get_logger(__name__)
@@ -46,13 +47,12 @@ class ByteStreamHub:
         self.max_streams = max_streams
         self._nc: NATS | None = None
         self._streams: dict[str, ByteStream] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks("byte-streams", drain_s=_JOIN_GRACE_S,
+                                 failed_event="stream.task_failed")  # fmt: skip
 
     def spawn(self, work: Coroutine[None, None, None], *, name: str) -> None:
         """Run ``work`` (which serves a stream and closes it) until it ends or ``close``."""
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(work, name=name)
 
     @property
     def running_tasks(self) -> int:
@@ -108,12 +108,7 @@ class ByteStreamHub:
         temporary file removed); one that does not within a grace is cancelled."""
         for stream in list(self._streams.values()):
             await stream.abort("the daemon is stopping")
-        tasks = set(self._tasks)
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=_JOIN_GRACE_S)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         for stream in list(self._streams.values()):
             await stream.aclose()
 

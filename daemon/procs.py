@@ -33,6 +33,7 @@ from contracts.daemon_rpc import (
 from contracts.errors import Conflict, FleetError, NotFound, ToolError
 from contracts.machine_files import ENV_FILE
 from core import procinfo
+from core.ticker import Ticker
 from daemon.children import let_go, reap, tail_lines
 from daemon.envload import EnvFile, Signature, signature
 from daemon.proc_slot import ProcessSlot, cancel_task, end_foreign
@@ -57,13 +58,14 @@ class ProcessManager:
         self._home = home
         self._environ = environ
         self._on_change = on_change
-        self._env_poll_s = env_poll_s
+        self._env_seen: Signature = None
+        self._watcher = Ticker(env_poll_s, tick=self._watch_env, name="env-watcher",
+                               failed_event="process.env_restart_crashed")  # fmt: skip
         self._env = EnvFile(home / ENV_FILE)
         #: Slots the manager is responsible for: running, or waiting to be restarted.
         self._managed: list[ProcessSlot] = []
         self._done: deque[ProcessSlot] = deque(maxlen=KEEP_EXITED)
         self._execs: dict[int, TrackedProcess] = {}
-        self._watcher: asyncio.Task[None] | None = None
         self._closed = False
 
     async def __aenter__(self) -> ProcessManager:
@@ -72,8 +74,8 @@ class ProcessManager:
                 await self._resume(entry)
             if entry.supervisor is None:
                 entry.supervisor = asyncio.create_task(self._supervise(entry))
-        first = signature(self._env.path)
-        self._watcher = asyncio.create_task(self._watch_env(first), name="env-watcher")
+        self._env_seen = signature(self._env.path)
+        await self._watcher.__aenter__()
         return self
 
     async def __aexit__(
@@ -81,8 +83,8 @@ class ProcessManager:
     ) -> None:
         """Stop supervising; the processes keep running for the next daemon to adopt."""
         self._closed = True
-        watcher, self._watcher = self._watcher, None
-        await cancel_task(watcher)  # first: an env restart in progress may start a supervisor
+        # First: an env restart in progress may start a supervisor.
+        await self._watcher.__aexit__(None, None, None)
         for entry in self._managed:
             task, entry.supervisor = entry.supervisor, None
             await cancel_task(task)
@@ -294,20 +296,16 @@ class ProcessManager:
             self._done.append(entry)
             self._on_change()
 
-    async def _watch_env(self, seen: Signature) -> None:
-        while True:
-            await asyncio.sleep(self._env_poll_s)
-            now = signature(self._env.path)
-            if now == seen:
-                continue
-            seen = now
-            self._env.load()  # re-read (and hash) only when the file moved
-            try:
-                await self._env_changed()
-            except (OSError, FleetError) as exc:
-                log.error("process.env_restart_failed", error=repr(exc))
-            except Exception as exc:  # task boundary: the watcher must outlive one bad restart
-                log.exception("process.env_restart_crashed", error=repr(exc))
+    async def _watch_env(self) -> None:
+        now = signature(self._env.path)
+        if now == self._env_seen:
+            return
+        self._env_seen = now
+        self._env.load()  # re-read (and hash) only when the file moved
+        try:
+            await self._env_changed()
+        except (OSError, FleetError) as exc:
+            log.error("process.env_restart_failed", error=repr(exc))
 
     async def _env_changed(self) -> None:
         digest = self._env.digest

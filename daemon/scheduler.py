@@ -27,6 +27,8 @@ from contracts.cron import Schedule, next_run, parse_schedule
 from contracts.errors import FleetError
 from contracts.machine_files import CRON_FILE, ENV_FILE, LOG_DIR, CronJob, CronTable
 from core import procinfo
+from core.tasks import OwnedTasks
+from core.ticker import Ticker
 from daemon.children import child_env, open_log, signal_group
 from daemon.envload import EnvFile, Signature, signature
 from daemon.procs import ProcessManager
@@ -66,7 +68,6 @@ class Scheduler:
         self._environ = environ
         self._record = record
         self._procs = procs
-        self._poll_s = poll_s
         self._clock = clock
         self._path = home / CRON_FILE
         self._env = EnvFile(home / ENV_FILE)
@@ -75,12 +76,15 @@ class Scheduler:
         self.table_error: str | None = None
         self._seen: Signature = None
         self._loaded = False
+        #: The run under way of each job (by name), and all of them (ended on exit).
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._runs = OwnedTasks("cron-runs", failed_event="cron.run_crashed")
+        self._ticker = Ticker(poll_s, tick=self._tick, name="cron", failed_event="cron.tick_failed",
+                              at_once=True)  # fmt: skip
 
     async def __aenter__(self) -> Scheduler:
         self.reload()
-        self._task = asyncio.create_task(self._loop(), name="cron")
+        await self._ticker.__aenter__()
         return self
 
     async def __aexit__(
@@ -88,15 +92,8 @@ class Scheduler:
     ) -> None:
         """Stop scheduling and end runs in progress (their process groups are killed and the
         run recorded): a daemon restart must not wait out an hour-long job."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task})
-        running = set(self._running.values())
-        for run in running:
-            run.cancel()
-        if running:
-            await asyncio.wait(running)
+        await self._ticker.__aexit__(None, None, None)
+        await self._runs.close()
 
     def next_runs(self) -> dict[str, datetime | None]:
         return {name: job.next for name, job in self._jobs.items()}
@@ -136,7 +133,7 @@ class Scheduler:
             if previous is not None and not previous.done():
                 log.info("cron.run_skipped", name=name, reason="the previous run is still going")
                 continue
-            task = asyncio.create_task(self._run(job.job), name=f"cron:{name}")
+            task = self._runs.spawn(self._run(job.job), name=f"cron:{name}")
             self._running[name] = task
             task.add_done_callback(functools.partial(self._forget, name))
             started.append(name)
@@ -146,14 +143,9 @@ class Scheduler:
         if self._running.get(name) is task:
             del self._running[name]
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                self.reload()
-                self.run_due(self._clock())
-            except Exception as exc:  # task boundary: one bad tick must not stop every job
-                log.exception("cron.tick_failed", error=repr(exc))
-            await asyncio.sleep(self._poll_s)
+    async def _tick(self) -> None:
+        self.reload()
+        self.run_due(self._clock())
 
     async def _run(self, job: CronJob) -> None:
         started = time.time()

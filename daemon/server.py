@@ -8,6 +8,7 @@ import itertools
 import os
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
@@ -49,12 +50,12 @@ from contracts.events import (
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error, request_method
 from contracts.ports import LIST_PORTS, TUNNEL_CONNECT
-from contracts.rpc_params import Decoded
 from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
 from core import natsconn
 from core.backoff import backoff_s
 from core.lockfile import DaemonLock
-from core.tasks import cancel_and_join
+from core.reply_server import ReplyServer
+from core.ticker import Ticker
 from core.version import git_sha, package_version
 from daemon import gitclone, tools, update
 from daemon.byte_stream_hub import ByteStreamHub, Pipes
@@ -94,8 +95,10 @@ class Daemon:
         self.boot_id = uuid.uuid4().hex
         self._started = time.monotonic()
         self._nc: NATS | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._rpc: ReplyServer | None = None
+        self._beats = itertools.count(1)
+        self._heartbeat = Ticker(settings.heartbeat_s, tick=self._beat, name="heartbeat",
+                                 failed_event="daemon.heartbeat_failed", at_once=True)  # fmt: skip
         self._key = signing_key(settings.machine_token)
         #: settings.home_path builds a new Path per call (4% of a small write's time, bench 1).
         self._home = settings.home_path
@@ -150,9 +153,12 @@ class Daemon:
             self._lock.acquire()
         try:
             self._nc = await self._connect()
-            await self.nc.subscribe(
-                subjects.daemon_rpc(self.settings.machine_id), cb=self._on_request
-            )
+            # Answers what was asked before it stops (10 s at most), then cancels the rest.
+            self._rpc = await ReplyServer(
+                self.nc, subjects.daemon_rpc(self.settings.machine_id), self._serve,
+                drain_s=10.0, failed_event="daemon.request_failed", triage=self._triage,
+                reply=self._reply,
+            ).__aenter__()  # fmt: skip
             await self.byte_streams.serve(self.nc)
             await self.nc.flush()
             self._ready_sent = True
@@ -163,17 +169,18 @@ class Daemon:
         if self._life is not None:
             self._life.running(f"serving machine {self.settings.machine_id} on NATS")
         self.serving = True
-        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        await self._heartbeat.__aenter__()
         log.info("daemon.ready", machine_id=self.settings.machine_id, boot_id=self.boot_id)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._heartbeat is not None:
-            await cancel_and_join(self._heartbeat)
+        await self._heartbeat.__aexit__(None, None, None)
         if self._life is not None:
             self._life.set_state("stopping", self.stop_reason or "stopping")
+        if self._rpc is not None:  # first: a request under way may still open a stream
+            await self._rpc.stop()  # what was asked before is answered (10 s at most)
         await self._sessions.close_all()
         await self.byte_streams.close()
         try:
@@ -208,8 +215,6 @@ class Daemon:
         nc, self._nc = self._nc, None
         if nc is None or nc.is_closed:
             return
-        if self._inflight:  # answer what was asked before going away
-            await asyncio.wait(set(self._inflight), timeout=10)
         await self._say_stopping(nc, timeout_s=5.0)
         try:
             await nc.drain()
@@ -273,43 +278,38 @@ class Daemon:
         )  # fmt: skip
 
     async def _beat(self) -> None:
-        """Publish a heartbeat every heartbeat_s. A plain publish: while NATS is away nats-py
-        buffers it, and a missed beat is exactly what the prober should see."""
-        subject = subjects.heartbeat(self.settings.machine_id)
-        for seq in itertools.count(1):
-            beat = Heartbeat(machine_id=self.settings.machine_id, boot_id=self.boot_id, seq=seq)
-            try:
-                await self.nc.publish(subject, _ENCODER.encode(beat))
-            except nats.errors.Error as exc:
-                log.debug("daemon.heartbeat_failed", error=repr(exc))
-            if self._life is not None and not self.stopped.is_set():
-                self._life.beat()
-            await asyncio.sleep(self.settings.heartbeat_s)
+        """A heartbeat (every heartbeat_s, the first at once). A plain publish: while NATS is
+        away nats-py buffers it, and a missed beat is exactly what the prober should see."""
+        beat = Heartbeat(machine_id=self.settings.machine_id, boot_id=self.boot_id,
+                         seq=next(self._beats))  # fmt: skip
+        try:
+            await self.nc.publish(subjects.heartbeat(beat.machine_id), _ENCODER.encode(beat))
+        except nats.errors.Error as exc:
+            log.debug("daemon.heartbeat_failed", error=repr(exc))
+        if self._life is not None and not self.stopped.is_set():
+            self._life.beat()
 
-    async def _on_request(self, msg: Msg) -> None:
+    async def _triage(self, msg: Msg) -> Awaitable[bytes | None] | None:
         try:  # authenticate the raw bytes before parsing anything
             verify(self._key, self.settings.machine_id, msg.data, msg.headers, self._replays)
         except FleetError as exc:
             log.warning("daemon.request_refused", code=exc.code, reason=exc.message)
             await self._reply(msg, encode_error(exc))
-            return
+            return None
         # Decoded once, params and all (None: a batch or anything odd, for handle()).
         call = self._dispatcher.prepare(msg.data) if len(msg.data) <= _AT_ONCE_MAX_BYTES else None
+        if call is None:
+            return self._serve(msg)
         # nats-py runs a subscription's callbacks one at a time; a long execCommand must not
         # hold up a health check, so a request that may wait gets its own task. One that never
         # waits is answered right here: a task per call cost 8% of health throughput (bench 1).
-        if call is not None and call.method in _AT_ONCE:
+        if call.method in _AT_ONCE:
             await self._reply(msg, await self._dispatcher.run(call, None))
-            return
-        task = asyncio.create_task(self._serve(msg, call))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+            return None
+        return self._dispatcher.run(call, None)
 
-    async def _serve(self, msg: Msg, call: Decoded | None) -> None:
-        if call is None:
-            await self._reply(msg, await self._dispatcher.handle(msg.data, None))
-        else:
-            await self._reply(msg, await self._dispatcher.run(call, None))
+    async def _serve(self, msg: Msg) -> bytes | None:
+        return await self._dispatcher.handle(msg.data, None)
 
     async def _reply(self, msg: Msg, answer: bytes | None) -> None:
         limit = self.nc.max_payload - _REPLY_HEADROOM

@@ -39,7 +39,7 @@ import structlog
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from contracts.gateway_network import EgressEntry, EgressPolicy
-from core.tasks import cancel_and_join
+from core.tasks import OwnedTasks
 from providers import egress
 from providers.egress_dns_load import DnsCaps, Gate, ask
 from providers.egress_log import open_log, read_refused
@@ -165,7 +165,8 @@ class DnsProxy:
         #: The machine's policy as stored (set by whoever knows the store).
         self.policy_of: PolicyOf | None = None
         self._machines: dict[str, _Machine] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Queries being answered (cancelled on exit).
+        self._tasks = OwnedTasks("egress-dns", failed_event="egress.dns_failed")
         self._attaching = asyncio.Lock()
         #: Threads of its own for what machines' answers make it load (their learned
         #: addresses, one load at a time per machine): never the default executor's, which
@@ -178,9 +179,9 @@ class DnsProxy:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await cancel_and_join(*self._tasks)
-        for mid in list(self._machines):
+        for mid in list(self._machines):  # first: no query comes in after the tasks end
             self.detach(mid)
+        await self._tasks.close()
         # Joined: a load under way ends within nft's timeout.
         await asyncio.to_thread(self._threads.shutdown, wait=True, cancel_futures=True)
 
@@ -259,9 +260,7 @@ class DnsProxy:
             if reply is not None and m.transport is not None:
                 m.transport.sendto(reply, addr)
             return
-        task = asyncio.create_task(self._serve(m, data, addr))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._serve(m, data, addr), machine_id=m.machine_id)
 
     def _over_cap(self, m: _Machine, data: bytes) -> bytes | None:
         """REFUSED for a query past the machine's cap, counted as a refusal (its events say
@@ -279,11 +278,8 @@ class DnsProxy:
         return bytes(reply.pack())
 
     async def _serve(self, m: _Machine, data: bytes, addr: tuple[str, int]) -> None:
-        try:
+        try:  # a failure is the task's (logged): the machine retries or gives up
             reply = await self.answer(m, data)
-        except Exception as exc:  # noqa: BLE001 - task boundary: the machine retries or gives up
-            log.warning("egress.dns_failed", machine_id=m.machine_id, error=repr(exc))
-            return
         finally:
             m.gate.leave()
         if reply is not None and m.transport is not None:

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from core.backoff import backoff_s
-from core.tasks import cancel_and_join
+from core.tasks import OwnedTasks
+from core.ticker import Ticker
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +102,6 @@ class WarmPool:
         self.size = size
         self.min_available_mb = min_available_mb
         self._memory = memory
-        self._check_s = check_s
         self._refill_delay_s = refill_delay_s
         self._hold_until = 0.0
         self._sweep_s = sweep_s
@@ -109,23 +109,27 @@ class WarmPool:
         self.ready: list[PoolMachine] = []
         self._starting = 0
         self._failures = 0
-        self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
-        self._keeper: asyncio.Task[None] | None = None
-        #: Starts and removals in flight (cancelled on exit).
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
+        # The keeper: at once, then every check_s, at once when woken; after a take, not
+        # before the refill delay is over.
+        self._keeper = Ticker(lambda: self._held_s() or check_s, tick=self._tend,
+                              name=f"pool:{backend.name}", failed_event="pool.tend_failed",
+                              at_once=True)  # fmt: skip
+        self._wake = self._keeper.wake
+        #: Starts and removals in flight (cancelled on exit; what they leave, the backend's
+        #: close removes).
+        self._tasks = OwnedTasks(f"pool:{backend.name}", failed_event="pool.stop_failed")
 
     async def __aenter__(self) -> WarmPool:
         await self._sweep()
-        self._keeper = asyncio.create_task(self._keep(), name=f"pool:{self.backend.name}")
+        await self._keeper.__aenter__()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._closing = True
-        await cancel_and_join(self._keeper, *self._tasks)
+        await self._keeper.__aexit__(None, None, None)
+        await self._tasks.close()
         machines, self.ready = self.ready, []
         await asyncio.gather(*(m.stop() for m in machines), return_exceptions=True)
         await self.backend.close()
@@ -139,10 +143,10 @@ class WarmPool:
             machine = self.ready.pop(0)
             if machine.alive:
                 self._hold_until = asyncio.get_running_loop().time() + self._refill_delay_s
-                self._wake.set()
+                self._wake()
                 log.info("pool.taken", provider=self.backend.name, slot=machine.slot)
                 return machine
-        self._wake.set()
+        self._wake()
         return None
 
     async def wait_filled(self, count: int | None = None) -> None:
@@ -158,19 +162,8 @@ class WarmPool:
         available = self._memory()
         return available is not None and available < self.min_available_mb
 
-    async def _keep(self) -> None:
-        while not self._closing:
-            self._wake.clear()
-            try:
-                await self._tend()
-            except Exception:  # the keeper's boundary: a bad round must not end the pool
-                log.exception("pool.tend_failed", provider=self.backend.name)
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that comes
-            # as the event is set, and the keeper would never end.
-            held = self._hold_until - asyncio.get_running_loop().time()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(held if held > 0 else self._check_s):
-                    await self._wake.wait()
+    def _held_s(self) -> float:
+        return max(0.0, self._hold_until - asyncio.get_running_loop().time())
 
     async def _sweep(self) -> None:
         self._next_sweep = asyncio.get_running_loop().time() + self._sweep_s
@@ -186,7 +179,7 @@ class WarmPool:
             log.warning("pool.machine_died", provider=self.backend.name, slot=m.slot)
             # In the background: a docker one may take seconds (it ends itself first, or the
             # engine does not answer); its replacement starts meanwhile.
-            self._track(self._remove(m))
+            self._tasks.spawn(m.stop(), slot=m.slot)
         if self._memory_low():
             if self.ready:  # one per round: the pool shrinks while memory stays short
                 victim = self.ready.pop()
@@ -198,21 +191,8 @@ class WarmPool:
             return  # a machine was just claimed: let it start first
         while self._live() + self._starting < self.size and self._failures_allow():
             self._starting += 1
-            self._track(self._start_one())
+            self._tasks.spawn(self._start_one())
         await self._notify()
-
-    def _track(self, work: Coroutine[Any, Any, None]) -> None:
-        """A task of the pool's, cancelled on its exit (what it leaves, the backend's close
-        removes)."""
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _remove(self, machine: PoolMachine) -> None:
-        try:
-            await machine.stop()
-        except Exception:  # a task's boundary: logged, the sweep removes what is left
-            log.exception("pool.stop_failed", provider=self.backend.name, slot=machine.slot)
 
     def _failures_allow(self) -> bool:
         # Starting keeps failing (bwrap gone, disk full): at most one attempt in flight.
@@ -221,7 +201,7 @@ class WarmPool:
     async def _start_one(self) -> None:
         machine: PoolMachine | None = None
         try:
-            machine = await self.backend.spawn(self._wake.set)
+            machine = await self.backend.spawn(self._wake)
             async with asyncio.timeout(UP_TIMEOUT_S):
                 await machine.wait_up()
         except Exception as exc:  # noqa: BLE001 - task boundary: logged, the keeper retries
@@ -237,7 +217,7 @@ class WarmPool:
             log.info("pool.machine_ready", provider=self.backend.name, slot=machine.slot)
         finally:
             self._starting -= 1
-            self._wake.set()
+            self._wake()
         await self._notify()
 
     async def _notify(self) -> None:

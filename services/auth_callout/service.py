@@ -10,7 +10,6 @@ turns into an authorization violation for the client.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import time
@@ -25,6 +24,7 @@ from nats.aio.msg import Msg
 from contracts import subjects
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.status import ARCHIVED_OR_ARCHIVING
+from core.reply_server import ReplyServer
 from services.auth_callout import jwt
 from services.auth_callout.metrics import CalloutMetrics, Refusal
 from services.common.crypto import SecretBox
@@ -66,8 +66,6 @@ class AuthCallout:
         self.account = account
         # Without one (tests, tools) the counts go to a registry nobody scrapes.
         self.metrics = CalloutMetrics(metrics or Metrics())
-        self._slots = asyncio.Semaphore(_CONCURRENCY)
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def check(self, user: str, password: str) -> Decision:
         """Whether ``user``/``password`` are a live machine's id and token."""
@@ -116,18 +114,6 @@ class AuthCallout:
         )
         return jwt.authorization_response(self.issuer, request, jwt=user_jwt), decision
 
-    async def on_request(self, msg: Msg) -> None:
-        """Subscription callback: answer in a task, so one slow Redis read does not hold up
-        the connections behind it."""
-        await self._slots.acquire()
-        task = asyncio.create_task(self._handle(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
-
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
         try:
@@ -155,14 +141,11 @@ class AuthCallout:
 
     @contextlib.asynccontextmanager
     async def serving(self, nc: NATS) -> AsyncIterator[None]:
-        """Answer the server's requests on ``nc`` (a user of the callout account) while inside."""
-        sub = await nc.subscribe(AUTH_SUBJECT, queue=QUEUE_GROUP, cb=self.on_request)
-        await nc.flush()
-        log.info("callout.serving", account=self.account, issuer=self.issuer.public_key)
-        try:
+        """Answer the server's requests on ``nc`` (a user of the callout account) while inside,
+        each in a task (one slow Redis read does not hold up the connections behind it)."""
+        async with ReplyServer(nc, AUTH_SUBJECT, self._handle, queue=QUEUE_GROUP,
+                               concurrency=_CONCURRENCY, drain_s=5.0,
+                               failed_event="callout.task_failed"):  # fmt: skip
+            await nc.flush()
+            log.info("callout.serving", account=self.account, issuer=self.issuer.public_key)
             yield
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=5)

@@ -28,6 +28,7 @@ from contracts.codemode import (
     RunToolResult,
 )
 from contracts.errors import FleetError, InternalError, InvalidRequest, MethodNotFound
+from core.tasks import OwnedTasks, cancel_and_join
 from services.codemode.sandbox import Limits, Sandbox
 
 log = structlog.get_logger(__name__)
@@ -95,8 +96,11 @@ class Run:
         self.logs: list[str] = []
         self._log_bytes = 0
         self._truncated = False
-        self._calls = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._call_slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        #: The tool calls under way (cancelled once the run ends).
+        self._calls = OwnedTasks(
+            f"codemode-calls:{job.run_id}", failed_event="codemode.call_failed"
+        )
         self._cancelled = asyncio.Event()
         self._t0 = time.monotonic()
 
@@ -122,20 +126,17 @@ class Run:
             RunStarted(run_id=job.run_id, seq=self._next(), instance_id=job.instance_id,
                        machine_id=job.machine_id, providers=sorted(self.providers))
         )  # fmt: skip
-        async with Sandbox(self.limits, limit=MAX_MESSAGE_BYTES) as sb:
+        # Exits in turn: the output read to its end (2 s at most), the calls, the sandbox.
+        pumps = OwnedTasks(f"codemode-logs:{job.run_id}", drain_s=2.0)
+        async with Sandbox(self.limits, limit=MAX_MESSAGE_BYTES) as sb, self._calls, pumps:
             assert sb.writer is not None
             assert sb.proc is not None
             start = {"t": "start", "code": job.code, "providers": sorted(self.providers)}
             sb.writer.write(_ENC.encode(start) + b"\n")
-            pumps = [
-                asyncio.create_task(self._pump_logs(sb.proc.stdout, "stdout")),
-                asyncio.create_task(self._pump_logs(sb.proc.stderr, "stderr")),
-            ]
+            pumps.spawn(self._pump_logs(sb.proc.stdout, "stdout"))
+            pumps.spawn(self._pump_logs(sb.proc.stderr, "stderr"))
             outcome = await self._until_end(sb)
             await sb.kill()  # the whole tree, whatever the outcome
-            await asyncio.wait(pumps, timeout=2.0)
-            for task in [*pumps, *self._tasks]:
-                task.cancel()
         return await self._finish(outcome)
 
     async def _until_end(self, sb: Sandbox) -> _Result | _Error | str:
@@ -144,10 +145,10 @@ class Run:
         done, _ = await asyncio.wait(
             {channel, cancelled}, timeout=self.job.timeout_s, return_when=asyncio.FIRST_COMPLETED
         )
-        cancelled.cancel()
+        await cancel_and_join(cancelled)
         if channel in done:
             return channel.result()
-        channel.cancel()
+        await cancel_and_join(channel)
         return "cancelled" if cancelled in done else "timeout"
 
     async def _pump_channel(self, sb: Sandbox) -> _Result | _Error | str:
@@ -172,12 +173,10 @@ class Run:
                 return _Error(t="error", message=f"the sandbox sent a bad message: {exc}")
 
     def _start_call(self, call: _Call, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(self._serve_call(call, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._calls.spawn(self._serve_call(call, writer), call_id=call.id)
 
     async def _serve_call(self, call: _Call, writer: asyncio.StreamWriter) -> None:
-        async with self._calls:
+        async with self._call_slots:
             run_id = self.job.run_id
             await self.emit(RunToolCall(run_id=run_id, seq=self._next(), call_id=call.id,
                                         provider=call.provider, path=call.path))  # fmt: skip

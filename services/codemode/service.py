@@ -9,11 +9,13 @@ answered with an error and logged: it never takes the service down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -32,6 +34,8 @@ from contracts.codemode import (
     now,
 )
 from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
+from core.reply_server import ReplyServer, respond
+from core.tasks import cancel_and_join
 from services.codemode.bridges import bridge_providers
 from services.codemode.engine import Run, ToolProvider
 from services.codemode.providers import FleetProvider, GatewayCaller, MachineProvider
@@ -42,6 +46,7 @@ from services.common.store import Store
 from services.common.store_codemode import CodemodeRecords
 
 log = structlog.get_logger(__name__)
+J = TypeVar("J")
 _ENC = msgspec.json.Encoder()
 #: A tool call through the gateway may take as long as a daemon's exec (its own timeout).
 TOOL_TIMEOUT_S = 3600.0
@@ -58,51 +63,32 @@ class CodemodeService:
             processes=settings.codemode_processes,
         )
         self._slots = asyncio.Semaphore(settings.codemode_concurrency)
-        self._subs: list[Subscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        # A stop cancels the runs at once: each run's sandbox is killed as its context unwinds.
+        runs = (subjects.CODEMODE_RUN, self._answer_run)
+        describes = (subjects.CODEMODE_DESCRIBE, self._answer_describe)
+        self._servers = [
+            ReplyServer(nc, subject, handle, queue=subjects.CODEMODE_QUEUE, drain_s=0,
+                        failed_event="codemode.respond_failed")
+            for subject, handle in (runs, describes)
+        ]  # fmt: skip
 
     async def __aenter__(self) -> CodemodeService:
-        q = subjects.CODEMODE_QUEUE
-        self._subs.append(await self._nc.subscribe(subjects.CODEMODE_RUN, q, cb=self._on_run))
-        self._subs.append(
-            await self._nc.subscribe(subjects.CODEMODE_DESCRIBE, q, cb=self._on_describe)
-        )
+        for server in self._servers:
+            await server.__aenter__()
         await self._nc.flush()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for sub in self._subs:
-            await sub.unsubscribe()
-        for task in list(self._tasks):
-            task.cancel()  # each run's sandbox is killed as its context unwinds
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
+        for server in self._servers:
+            await server.stop()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _on_run(self, msg: Msg) -> None:
-        self._spawn(self._answer_run(msg))
-
-    async def _on_describe(self, msg: Msg) -> None:
-        self._spawn(self._answer_describe(msg))
-
-    async def _answer_run(self, msg: Msg) -> None:
+    async def _answer_run(self, msg: Msg) -> bytes:
         try:
-            job = msgspec.json.decode(msg.data, type=RunJob)
-            outcome = RunOutcome(result=await self.run(job))
-        except msgspec.DecodeError as exc:
-            outcome = RunOutcome(error=InvalidParams(f"bad run job: {exc}").to_wire())
-        except FleetError as exc:
-            outcome = RunOutcome(error=exc.to_wire())
-        except Exception:  # task boundary: this run fails, the service goes on
-            log.exception("codemode.run_crashed")
-            outcome = RunOutcome(error=InternalError("the run crashed").to_wire())
-        await _respond(msg, _ENC.encode(outcome))
+            return _ENC.encode(RunOutcome(result=await self.run(_decode(msg, RunJob, "run"))))
+        except Exception as exc:  # noqa: BLE001 - task boundary: this run fails, the service goes on
+            return _ENC.encode(RunOutcome(error=_wire(exc, "run", "the run crashed")))
 
     async def run(self, job: RunJob) -> RunResult:
         async with self._slots:
@@ -119,7 +105,7 @@ class CodemodeService:
             try:
                 result = await run.execute()
             finally:
-                watcher.cancel()
+                await cancel_and_join(watcher)
                 await cancel.unsubscribe()
             record.status, record.result, record.error = result.status, result.result, result.error
             record.logs, record.duration_ms = result.logs, int((time.monotonic() - t0) * 1000)
@@ -130,7 +116,8 @@ class CodemodeService:
     async def _watch_cancel(self, sub: Subscription, run: Run) -> None:
         async for msg in sub.messages:
             run.cancel()
-            await _respond(msg, b'{"cancelled":true}')
+            with contextlib.suppress(nats.errors.Error):  # the canceller may be gone
+                await respond(msg, b'{"cancelled":true}')
 
     def _publisher(self, run_id: str) -> Any:
         subject = subjects.codemode_events(run_id)
@@ -152,18 +139,12 @@ class CodemodeService:
                 found.setdefault(bridge.name, bridge)
         return found
 
-    async def _answer_describe(self, msg: Msg) -> None:
+    async def _answer_describe(self, msg: Msg) -> bytes:
         try:
-            job = msgspec.json.decode(msg.data, type=DescribeJob)
-            outcome = DescribeOutcome(stubs=await self.describe(job))
-        except msgspec.DecodeError as exc:
-            outcome = DescribeOutcome(error=InvalidParams(f"bad describe job: {exc}").to_wire())
-        except FleetError as exc:
-            outcome = DescribeOutcome(error=exc.to_wire())
-        except Exception:  # task boundary
-            log.exception("codemode.describe_crashed")
-            outcome = DescribeOutcome(error=InternalError("describe crashed").to_wire())
-        await _respond(msg, _ENC.encode(outcome))
+            stubs = await self.describe(_decode(msg, DescribeJob, "describe"))
+            return _ENC.encode(DescribeOutcome(stubs=stubs))
+        except Exception as exc:  # noqa: BLE001 - task boundary
+            return _ENC.encode(DescribeOutcome(error=_wire(exc, "describe", "describe crashed")))
 
     async def describe(self, job: DescribeJob) -> Stubs:
         providers = await self.providers("run-describe", job.instance_id, job.machine_id)
@@ -174,10 +155,16 @@ class CodemodeService:
         return Stubs(stubs={name: await providers[name].describe() for name in wanted})
 
 
-async def _respond(msg: Msg, body: bytes) -> None:
-    if not msg.reply:
-        return
+def _decode(msg: Msg, job: type[J], what: str) -> J:
     try:
-        await msg.respond(body)
-    except Exception:  # boundary: the requester may be gone; the run's record has the result
-        log.exception("codemode.respond_failed", subject=msg.subject)
+        return msgspec.json.decode(msg.data, type=job)
+    except msgspec.DecodeError as exc:
+        raise InvalidParams(f"bad {what} job: {exc}") from None
+
+
+def _wire(exc: Exception, what: str, crashed: str) -> dict[str, Any]:
+    """The error a job is answered with: a FleetError as it is, anything else a crash (logged)."""
+    if isinstance(exc, FleetError):
+        return exc.to_wire()
+    log.error(f"codemode.{what}_crashed", exc_info=exc)
+    return InternalError(crashed).to_wire()

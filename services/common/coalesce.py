@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from core.tasks import OwnedTasks
+
 
 @dataclass(eq=False)
 class _Pending:
@@ -28,16 +30,14 @@ class Coalescer:
         self._quiet_s = max(0.0, quiet_s)
         self._max_s = max(self._quiet_s, max_s)
         self._pending: dict[str, _Pending] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks("coalesce", failed_event="coalesce.failed")
 
     async def run(self, key: str, work: Callable[[], Awaitable[None]]) -> None:
         pending = self._pending.get(key)
         if pending is None:
             pending = _Pending(asyncio.get_running_loop().create_future())
             self._pending[key] = pending
-            task = asyncio.create_task(self._fire(key, pending, work), name=f"coalesce:{key}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._fire(key, pending, work), name=f"coalesce:{key}")
         else:
             pending.last = time.monotonic()
             pending.joined += 1

@@ -41,7 +41,7 @@ from contracts.events import (
     subject_of,
 )
 from core.backoff import backoff_s
-from core.tasks import cancel_and_join
+from core.tasks import OwnedTasks, cancel_and_join
 from services.common.bus import Bus
 from services.common.consumer_room import ROOM_POLL_S, Room, RoomGate, give_back
 from services.common.metrics import Metrics
@@ -112,9 +112,11 @@ class Consumer(Generic[E]):
         self._concurrency = max(1, concurrency)
         self._ack_wait_s = ack_wait_s
         self._max_attempts = max(1, max_attempts)
-        self._drain_s = drain_s
         self._retry_budget_s = DEFAULT_RETRY_BUDGET_S if retry_budget_s is None else retry_budget_s
-        self._inflight: set[asyncio.Task[None]] = set()
+        #: Handlers under way; a stop lets them finish for drain_s, then cancels them (unacked:
+        #: JetStream redelivers them).
+        self._inflight = OwnedTasks(f"consumer:{durable}", drain_s=drain_s,
+                                    failed_event="consumer.task_failed")  # fmt: skip
         #: In-flight handler -> the machine of its event (what the room gate counts as held).
         self._held: dict[asyncio.Task[None], str] = {}
         self._refill = max(1, self._concurrency // FETCH_REFILL_DIVISOR)
@@ -169,10 +171,7 @@ class Consumer(Generic[E]):
         await cancel_and_join(task)
         if self._inflight:
             log.info("consumer.draining", durable=self._durable, inflight=len(self._inflight))
-            _, pending = await asyncio.wait(set(self._inflight), timeout=self._drain_s)
-            for t in pending:  # unacked: JetStream redelivers them
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._inflight.close()
         try:  # the drained handlers' acks must reach the server before we report "stopped"
             await self._bus.nc.flush(timeout=5)
         except (nats.errors.Error, TimeoutError) as exc:
@@ -210,8 +209,7 @@ class Consumer(Generic[E]):
                 keep = await self._gate.batch(batch, self._held_ids())
                 msgs = await give_back(msgs, keep, self._deferrals)
             for msg in msgs:
-                task = asyncio.create_task(self._process(msg))
-                self._inflight.add(task)
+                task = self._inflight.spawn(self._process(msg))
                 if self._gate is not None:
                     self._held[task] = subjects.machine_of(msg.subject)
                 task.add_done_callback(self._done)
@@ -241,7 +239,6 @@ class Consumer(Generic[E]):
             log.debug("consumer.recreate_failed", durable=self._durable, error=repr(exc))
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
         self._held.pop(task, None)
         self._slot_free.set()
 

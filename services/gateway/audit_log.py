@@ -44,6 +44,7 @@ from contracts.errors import FleetError, Forbidden, InternalError, Unauthorized
 from contracts.gateway_rpc import READ_ONLY_METHODS
 from contracts.jsonrpc import Handler, Router
 from core import natsconn
+from core.tasks import cancel_and_join
 from services.common.bus import DUPLICATE_WINDOW_S, put_stream
 from services.common.failover import TRANSIENT
 from services.common.metrics import Metrics
@@ -52,7 +53,6 @@ from services.common.store import Store
 from services.gateway.access import Caller
 from services.gateway.audit_read import read_entries
 from services.gateway.audit_refusals import CallerRefusals, RefusalGate, SuppressedWriter
-from services.gateway.audit_store import Message, StoredBatches
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +124,7 @@ class AuditLog:
         self._queue: asyncio.Queue[a.AuditEntry] = asyncio.Queue(max(1, settings.audit_buffer))
         self._nc: NATS | None = None
         self._task: asyncio.Task[None] | None = None
-        self._batches: StoredBatches | None = None
+        self._batches: natsconn.StoredBatches | None = None
         self._resources = contextlib.AsyncExitStack()
         self._instances: OrderedDict[str, str | None] = OrderedDict()
         #: Entries lost: the buffer was full, or the stream refused them after retries.
@@ -150,7 +150,7 @@ class AuditLog:
                                         password=password)  # fmt: skip
             stack.push_async_callback(_close, nc)
             await put_stream(nc.jetstream(), audit_stream_config(s))  # the settings win
-            self._batches = await stack.enter_async_context(StoredBatches(nc))
+            self._batches = await stack.enter_async_context(natsconn.StoredBatches(nc))
             await stack.enter_async_context(self._suppressed)
             self._nc, self._resources = nc, stack.pop_all()
         self._task = asyncio.create_task(self._write(), name="audit-writer")
@@ -164,9 +164,7 @@ class AuditLog:
         if task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), _DRAIN_S)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_join(task)
         if left := self._queue.qsize():
             self._drop(left, "the gateway stopped before they were stored")
         self._nc = None
@@ -299,8 +297,8 @@ class AuditLog:
         for entry in batch:
             if entry.machine_id is not None and entry.instance_id is None:
                 entry.instance_id = await self._instance_of(entry.machine_id)
-        messages = [Message(e.id, a.audit_subject(e.instance_id, e.machine_id),
-                            a.encode_entry(e)) for e in batch]  # fmt: skip
+        messages = [natsconn.Message(e.id, a.audit_subject(e.instance_id, e.machine_id),
+                                     a.encode_entry(e)) for e in batch]  # fmt: skip
         assert self._batches is not None
         failed = await self._batches.store(messages)
         self.stored += len(batch) - len(failed)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.ticker import Ticker
+from core.ticker import Ticker
 from services.gateway.limits import RateLimiter
 
 #: The limit over every address together, as a multiple of the per-address one.

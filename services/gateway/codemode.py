@@ -42,6 +42,7 @@ from contracts.codemode import (
     new_run_id,
 )
 from contracts.errors import CodemodeUnavailable, InvalidParams, NotFound, error_from_wire
+from core.reply_server import ReplyServer
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.store import Store
@@ -121,18 +122,13 @@ class CodemodeOps:
         dispatch = self.dispatch
         assert dispatch is not None, "GatewayApi.dispatcher() sets it"
 
-        async def serve(msg: Msg) -> None:
-            try:
-                answer = await dispatch(msg.data, c)
-                await msg.respond(answer or b"null")
-            except Exception:  # boundary: one bad tool call must not end the subscription
-                log.exception("codemode.tool_call_failed", run_id=run_id)
+        async def answer(msg: Msg) -> bytes:
+            return await dispatch(msg.data, c) or b"null"
 
-        sub = await self._nc.subscribe(subjects.codemode_tool(run_id), cb=serve)
-        try:
+        # One call at a time, as they come; those under way when the run ends are moot.
+        async with ReplyServer(self._nc, subjects.codemode_tool(run_id), answer, concurrency=1,
+                               drain_s=0, failed_event="codemode.tool_call_failed"):  # fmt: skip
             yield
-        finally:
-            await sub.unsubscribe()
 
     async def codemode_run(self, p: RunParams, c: Caller) -> RunResult:
         return await self.execute(await self.prepare(p, c), c)

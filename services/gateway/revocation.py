@@ -20,8 +20,8 @@ from types import TracebackType
 from typing import Self
 
 from contracts.audit import Action
+from core.ticker import Ticker
 from services.common.store import Store
-from services.common.ticker import Ticker
 from services.gateway.audit_log import AuditLog
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.callers import current_caller

@@ -14,12 +14,12 @@ import structlog
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from core.clock import SYSTEM_CLOCK, Clock
+from core.ticker import Ticker
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.stop_start import stop_machine
 from services.common.store import Store
 from services.common.store_stop import autostops, last_activity, record_activity
-from services.common.ticker import Ticker
 
 log = structlog.get_logger(__name__)
 

@@ -18,11 +18,11 @@ from contracts.gateway_hosts import HostInfo
 from contracts.ids import new_event_id
 from contracts.status import HostState, MachineStatus as S
 from core.clock import SYSTEM_CLOCK, Clock
+from core.ticker import Ticker
 from services.common.bus import Bus
 from services.common.hosts import host_info, lost_reason
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.ticker import Ticker
 from services.prober.lost_rebuild import LostRebuilder
 
 log = structlog.get_logger(__name__)

@@ -12,7 +12,6 @@ unresponsive.py): a daemon beats only once it serves, so its first beat is the r
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
 
 import structlog
@@ -25,7 +24,7 @@ from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
 from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from core.clock import SYSTEM_CLOCK, Clock
-from core.tasks import cancel_and_join
+from core.ticker import Ticker
 from services.common.bus import Bus
 from services.common.hosts import lost_hosts
 from services.common.settings import Settings
@@ -51,24 +50,22 @@ class HeartbeatMonitor:
         self.tick_s = max(0.05, min(1.0, settings.heartbeat_s / 2))
         self._beats: dict[str, float] = {}
         self._sub: Subscription | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Ticker(self.tick_s, clock, tick=self._tick, name="heartbeats",
+                              failed_event="liveness.tick_failed")  # fmt: skip
         self._started = 0.0
-        self._stopping = False
 
     async def __aenter__(self) -> HeartbeatMonitor:
         self._started = self.clock.monotonic()
         self._sub = await self.bus.nc.subscribe(
             subjects.ALL_HEARTBEATS, queue="prober", cb=self._on_beat
         )
-        self._task = asyncio.create_task(self._run(), name="heartbeats")
+        await self._ticker.__aenter__()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        task, self._task = self._task, None
-        self._stopping = True
-        await cancel_and_join(task)
+        await self._ticker.__aexit__(None, None, None)
         sub, self._sub = self._sub, None
         if sub is not None:
             await sub.unsubscribe()
@@ -79,16 +76,11 @@ class HeartbeatMonitor:
         if MACHINE_ID_RE.fullmatch(machine_id):  # the payload is not needed: arrival is the fact
             self._beats[machine_id] = self.clock.now()
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            await self.clock.sleep(self.tick_s)
-            try:
-                await self.flush()
-                # Right after a (re)start nobody has had a chance to beat yet: wait one window.
-                if self.clock.monotonic() - self._started >= self.window_s:
-                    await self.sweep()
-            except Exception as exc:  # noqa: BLE001 - task boundary: liveness must keep running
-                log.warning("liveness.tick_failed", error=repr(exc))
+    async def _tick(self) -> None:
+        await self.flush()
+        # Right after a (re)start nobody has had a chance to beat yet: wait one window.
+        if self.clock.monotonic() - self._started >= self.window_s:
+            await self.sweep()
 
     async def flush(self) -> None:
         """Record the beats since the last flush; machines that were unresponsive recover."""

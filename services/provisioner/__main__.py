@@ -31,7 +31,7 @@ from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, machine_placement, pool_key
 from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
-from services.provisioner.host_rpc import HostMethods, HostRpcServer
+from services.provisioner.host_rpc import HostMethods, host_rpc_server
 from services.provisioner.service import Provisioner
 
 log = structlog.get_logger(__name__)
@@ -96,7 +96,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         egress=svc.egress,
         builds=EnvironmentBuilds(store, settings, lambda: docker.docker),
     )
-    await stack.enter_async_context(HostRpcServer(bus.nc, methods))  # fmt: skip
+    await stack.enter_async_context(host_rpc_server(bus.nc, methods))  # fmt: skip
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 
 

@@ -5,7 +5,6 @@ the event stream."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import structlog
 
 from contracts.events import MachineEgressDenied
 from contracts.ids import new_event_id
+from core.tasks import OwnedTasks
 from services.common.bus import Bus
 
 log = structlog.get_logger(__name__)
@@ -43,7 +43,8 @@ class EgressEvents:
         self.bus = bus
         self.burst, self.window_s, self.clock = burst, window_s, clock
         self._budgets: dict[str, _Budget] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Publishes under way, waited for on exit (a failed one is logged, not retried).
+        self._tasks = OwnedTasks("egress-events", drain_s=None, failed_event="egress.event_failed")
 
     async def __aenter__(self) -> EgressEvents:
         return self
@@ -51,8 +52,7 @@ class EgressEvents:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     def refused(self, machine_id: str, name: str, reason: str, destination: str = "",
                 port: int = 0) -> None:  # fmt: skip
@@ -68,15 +68,7 @@ class EgressEvents:
                                     destination=destination, port=port, name=name,
                                     reason=reason, dropped=budget.dropped)  # fmt: skip
         budget.dropped = 0
-        task = asyncio.create_task(self._publish(event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.bus.publish(event), machine_id=machine_id)
 
     def forget(self, machine_id: str) -> None:
         self._budgets.pop(machine_id, None)
-
-    async def _publish(self, event: MachineEgressDenied) -> None:
-        try:
-            await self.bus.publish(event)
-        except Exception as exc:  # noqa: BLE001 - task boundary: a refusal is logged anyway
-            log.warning("egress.event_failed", machine_id=event.machine_id, error=repr(exc))

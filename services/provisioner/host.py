@@ -9,10 +9,10 @@ from typing import Self
 
 import structlog
 
+from core.ticker import Ticker
 from providers.warm_pool import mem_available_mb
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.ticker import Ticker
 
 log = structlog.get_logger(__name__)
 

@@ -5,20 +5,18 @@ host serves it)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from contracts import gateway_env_builds as geb, host_rpc as h, subjects
 from contracts.errors import NotFound, NotSupported
 from contracts.jsonrpc import Dispatcher, Router
 from contracts.models import Machine
+from core.reply_server import ReplyServer
 from providers.base import MachineControl, SnapshotTaker
 from services.common.settings import Settings
 from services.common.store import Store
@@ -107,41 +105,14 @@ def no_engine() -> Any:
     raise NotSupported("this host has no Docker engine configured")
 
 
-class HostRpcServer:
+def host_rpc_server(nc: NATS, methods: HostMethods) -> ReplyServer:
     """Serves ``methods`` on this host's subject while entered; each request in a task of its
-    own (an image build behind installCode must not hold up a restart)."""
+    own (an image build behind installCode must not hold up a restart). A stop answers what
+    was asked before it, however long that takes."""
+    dispatcher = methods.dispatcher()
 
-    def __init__(self, nc: NATS, methods: HostMethods) -> None:
-        self._nc = nc
-        self._subject = subjects.host_rpc(methods.host_id)
-        self._dispatcher = methods.dispatcher()
-        self._sub: Subscription | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+    async def handle(msg: Msg) -> bytes | None:
+        return await dispatcher.handle(msg.data, None)
 
-    async def __aenter__(self) -> HostRpcServer:
-        self._sub = await self._nc.subscribe(
-            self._subject, queue=subjects.HOST_RPC_QUEUE, cb=self._on_request
-        )
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            await sub.unsubscribe()
-        if self._inflight:  # answer what was asked before the stop
-            await asyncio.gather(*self._inflight, return_exceptions=True)
-
-    async def _on_request(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._serve(msg))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-
-    async def _serve(self, msg: Msg) -> None:
-        try:
-            answer = await self._dispatcher.handle(msg.data, None)
-            if answer is not None and msg.reply:
-                await msg.respond(answer)
-        except Exception as exc:  # noqa: BLE001 - task boundary: the caller times out
-            log.error("host.rpc_failed", subject=msg.subject, error=repr(exc))
+    return ReplyServer(nc, subjects.host_rpc(methods.host_id), handle,
+                       queue=subjects.HOST_RPC_QUEUE, failed_event="host.rpc_failed")  # fmt: skip

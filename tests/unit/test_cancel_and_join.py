@@ -8,7 +8,7 @@ import asyncio
 import sys
 
 from core.tasks import cancel_and_join
-from services.common.ticker import Ticker
+from core.ticker import Ticker
 
 
 async def test_a_task_that_swallows_its_cancellation_is_cancelled_again() -> None:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from core.clock import SYSTEM_CLOCK, sleep_or_event
-from services.common.ticker import Ticker
+from core.ticker import Ticker
 from tests.fakes.clock import ManualClock, settle
 
 
@@ -84,3 +84,24 @@ async def test_sleep_or_event_returns_on_the_event_and_cancels_the_sleep() -> No
     assert clock.now() == 0.0
     # And the system clock's sleep returns at once for a zero wait.
     await asyncio.wait_for(sleep_or_event(SYSTEM_CLOCK, 0, asyncio.Event()), timeout=5)
+
+
+async def test_a_plain_ticker_runs_its_round_at_entry_and_asks_its_interval_each_time() -> None:
+    """The daemon's heartbeat and a warm pool's keeper: a round at once, then one per interval,
+    the interval asked before each wait (a pool holds its refill for a while after a take)."""
+    clock = ManualClock(start=0.0)
+    at: list[float] = []
+    intervals = iter([60.0, 5.0, 2.0, 3.0])  # the first wait is cut short: at_once
+
+    async def tick() -> None:
+        at.append(clock.now())
+
+    ticker = Ticker(lambda: next(intervals), clock, tick=tick, name="beat",
+                    failed_event="beat.failed", at_once=True)  # fmt: skip
+    async with ticker:
+        await settle()
+        assert at == [0.0]  # at entry, before any time passed
+        await clock.advance(7.0)
+        assert at == [0.0, 5.0, 7.0]
+    assert ticker.name == "beat"
+    assert clock.sleepers == 0
