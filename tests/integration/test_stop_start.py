@@ -226,6 +226,7 @@ async def test_auto_stop_stops_the_idle_and_spares_the_busy(
     # The busy one is only typed into, once a second, on a terminal: no RPC call after the attach.
     opened = await stack.open_session(busy, ["/bin/cat"])
     ws = await stack.attach_session(busy, opened.session_id)
+    attached = time.monotonic()  # the busy one's last activity but its keys
     try:
         stopped = asyncio.create_task(stack.wait_for(idle, ("stopped",), timeout_s=5 + 10))
         while not stopped.done():
@@ -234,9 +235,9 @@ async def test_auto_stop_stops_the_idle_and_spares_the_busy(
         machine = await stopped
         assert machine.status_reason == idle_reason(5) == "idle for 5 s"
         assert await idle_when_stopped(store, machine) >= 5  # not before it was idle
-        # The busy one, idle as long as the idle one was but for its keys, goes on past its
-        # idle time, typed into every second: four auto-stop ticks (0.5 s) that would stop it.
-        await type_for(ws, 2)
+        # The busy one goes on past its idle time, typed into every second: up to four
+        # auto-stop ticks (0.5 s) after its keys alone kept it up.
+        await type_for(ws, attached + 5 + 2 - time.monotonic())
         assert (await stack.get_machine(busy)).status is MachineStatus.READY
     finally:
         await ws.close()
