@@ -7,17 +7,27 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from fleet.embedded import free_port
-from tests.e2e.conftest import FleetUp
+from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_console import WAIT_MS, page  # noqa: F401 - the browser fixture
 from tests.integration.test_ports import SERVERS
 
 HELLO = "hello from the machine"
+
+
+@pytest.fixture(scope="module")
+def fleet_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetUp]:
+    """One `fleet up` for the module: each test makes tenants (instances) of its own and a
+    browser of its own (``page``: no cookie of one test reaches another); none stops it."""
+    up = start_fleet_up(tmp_path_factory.mktemp("ports") / "data", free_port())
+    yield up
+    assert up.stop() == 0
 
 
 def ok(up: FleetUp, *args: str, stdin: str | None = None) -> str:

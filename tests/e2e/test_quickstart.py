@@ -12,13 +12,15 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dotenv
+import pytest
 
 from fleet.embedded import free_port
 from providers.local import pid_alive
-from tests.conftest import git
+from tests.conftest import git, make_bare_repo
 from tests.e2e import readme_quickstart
 from tests.e2e.conftest import FLEET, FleetUp, read_until, start_fleet_up
 
@@ -32,6 +34,29 @@ def stage_lines(output: str) -> list[str]:
     return [line.split()[2] for line in output.splitlines() if line.startswith("  + ")]
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's directory: the `fleet up` its tests share, and the repository its
+    sandboxed machines may read (and nothing else of it)."""
+    return tmp_path_factory.mktemp("quickstart")
+
+
+@pytest.fixture(scope="module")
+def repo(shared: Path) -> Path:
+    """`bare_repo` (tests/conftest.py), once for the module, where its machines can read it."""
+    return make_bare_repo(shared)
+
+
+@pytest.fixture(scope="module")
+def fleet_up(shared: Path, repo: Path) -> Iterator[FleetUp]:
+    """One `fleet up` for the module's tests that only use it: each makes an instance of its
+    own (no test reads another's), none stops or restarts it. Ctrl-C and the README's quick
+    start start (and stop) their own, as a user does."""
+    up = start_fleet_up(shared / "data", free_port(), env={"FLEET_SANDBOX_SHARE": str(repo)})
+    yield up
+    assert up.stop() == 0
+
+
 def test_banner_and_admin_token(fleet_up: FleetUp) -> None:
     assert fleet_up.url in fleet_up.banner
     assert fleet_up.token in fleet_up.banner
@@ -40,7 +65,7 @@ def test_banner_and_admin_token(fleet_up: FleetUp) -> None:
     assert stat.S_IMODE((fleet_up.data_dir / "secret-key").stat().st_mode) == 0o600
 
 
-def test_create_a_machine_and_watch_it_become_ready(fleet_up: FleetUp, bare_repo: Path) -> None:
+def test_create_a_machine_and_watch_it_become_ready(fleet_up: FleetUp, repo: Path) -> None:
     up = fleet_up
     inst = up.cli("instances", "create", "demo")
     assert inst.returncode == 0, inst.stderr
@@ -54,7 +79,7 @@ def test_create_a_machine_and_watch_it_become_ready(fleet_up: FleetUp, bare_repo
         "--instance",
         iid,
         "--url",
-        str(bare_repo),
+        str(repo),
         "--branch",
         "feature",
         "--path",

@@ -298,21 +298,22 @@ async def test_valkey_answers_nothing_without_credentials(
     assert "machine" not in result.stdout
 
 
-@pytest.mark.parametrize("path", ["/tmp/pwned", "../../pwned", "~/../pwned", "a/../../pwned"])
+#: Paths that leave the machine's home: absolute, up from it, up from ~, up through a name.
+ESCAPES = ("/tmp/pwned", "../../pwned", "~/../pwned", "a/../../pwned")
+
+
 async def test_write_file_cannot_leave_the_machine(
-    stack: FleetClient, settings: Settings, pair: Pair, path: str
-) -> None:
-    with pytest.raises(InvalidParams) as err:
-        await stack.write_file(pair.a, path, "owned")
-    assert "home" in str(err.value)
-    machines = settings.data_path / "machines"
-    assert not (machines / "pwned").exists()
-    assert not (machines / pair.a / "pwned").exists()
-
-
-async def test_write_file_cannot_follow_a_link_out(
     stack: FleetClient, settings: Settings, pair: Pair
 ) -> None:
+    """Neither by a path (each of ``ESCAPES``) nor through a link A made to B's home: one pair
+    for all of them, as a refused write leaves nothing another attempt could read."""
+    machines = settings.data_path / "machines"
+    for path in ESCAPES:
+        with pytest.raises(InvalidParams) as err:
+            await stack.write_file(pair.a, path, "owned")
+        assert "home" in str(err.value), path
+        assert not (machines / "pwned").exists(), path
+        assert not (machines / pair.a / "pwned").exists(), path
     await sh(stack, pair.a, f"ln -s {pair.home(settings, pair.b)} ~/to-bob")
     with pytest.raises(InvalidParams):
         await stack.write_file(pair.a, "~/to-bob/planted", "owned")
@@ -328,15 +329,17 @@ def marked(marker: str) -> list[int]:
     return found
 
 
-async def test_setsid_does_not_outlive_an_exec_timeout(stack: FleetClient, pair: Pair) -> None:
+async def test_setsid_does_not_outlive_an_exec_timeout_nor_archive(
+    stack: FleetClient, pair: Pair
+) -> None:
+    """A process that leaves its session (setsid) ends with the command that timed out, and
+    with its machine archived: one pair, the archive last."""
     marker = str(1000 + secrets.randbelow(100000))
     script = f"setsid sleep {marker} & sleep 0.3; ls /proc >/dev/null; sleep 60"
     result = await stack.exec(pair.a, ["sh", "-c", script], timeout_s=2)
     assert result.timed_out
     await wait_until(lambda: not marked(marker), timeout=5)
 
-
-async def test_setsid_does_not_outlive_archive(stack: FleetClient, pair: Pair) -> None:
     marker = str(1000 + secrets.randbelow(100000))
     proc = await stack.start_process(pair.a, ["setsid", "sleep", marker], tag="escapee")
     assert proc.pid

@@ -226,6 +226,7 @@ async def test_auto_stop_stops_the_idle_and_spares_the_busy(
     # The busy one is only typed into, once a second, on a terminal: no RPC call after the attach.
     opened = await stack.open_session(busy, ["/bin/cat"])
     ws = await stack.attach_session(busy, opened.session_id)
+    attached = time.monotonic()  # the busy one's last activity but its keys
     try:
         stopped = asyncio.create_task(stack.wait_for(idle, ("stopped",), timeout_s=5 + 10))
         while not stopped.done():
@@ -234,8 +235,9 @@ async def test_auto_stop_stops_the_idle_and_spares_the_busy(
         machine = await stopped
         assert machine.status_reason == idle_reason(5) == "idle for 5 s"
         assert await idle_when_stopped(store, machine) >= 5  # not before it was idle
-        # The busy one goes on past its idle time, typed into every second.
-        await type_for(ws, 6)
+        # The busy one goes on past its idle time, typed into every second: up to four
+        # auto-stop ticks (0.5 s) after its keys alone kept it up.
+        await type_for(ws, attached + 5 + 2 - time.monotonic())
         assert (await stack.get_machine(busy)).status is MachineStatus.READY
     finally:
         await ws.close()
@@ -262,36 +264,26 @@ async def type_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> None:
 
 
 @DOCKER
-async def test_a_stopped_docker_machine_refuses_at_once_and_auto_stop_stops_it(
+async def test_auto_stop_spares_a_docker_machine_typed_into_then_stops_it_and_it_refuses(
     stack: FleetClient, stack_settings: Settings, store: Store
 ) -> None:
-    mid = await ready_machine(stack, "idle-box", "docker")
-    inst = (await stack.get_machine(mid)).instance_id
-    await stack.set_autostop(inst, 5)
-    machine = await stack.wait_for(mid, ("stopped",), timeout_s=5 + 10)
-    assert machine.status_reason == idle_reason(5)
-    assert await idle_when_stopped(store, machine) >= 5
-    await wait_until(lambda: _no(runs(stack_settings, "docker", mid)), timeout=30, every=0.2)
-    await refused_as_stopped(stack, mid)
-
-
-@DOCKER
-async def test_auto_stop_spares_a_docker_machine_typed_into(
-    stack: FleetClient, stack_settings: Settings
-) -> None:
     """Typing on a terminal once a second (no RPC after the attach) keeps the machine up past
-    its idle time; left alone, it is stopped like any idle one."""
+    its idle time; left alone, it is stopped like any idle one: its container ends, and daemon
+    calls are refused at once."""
     mid = await ready_machine(stack, "typed-box", "docker")
     await stack.set_autostop((await stack.get_machine(mid)).instance_id, 5)
     opened = await stack.open_session(mid, ["/bin/cat"])
     ws = await stack.attach_session(mid, opened.session_id)
     try:
-        await type_for(ws, 5 + 6)  # past its idle time and two auto-stop ticks
+        await type_for(ws, 5 + 2)  # past its idle time and four auto-stop ticks (0.5 s)
         assert (await stack.get_machine(mid)).status is MachineStatus.READY
     finally:
         await ws.close()
     machine = await stack.wait_for(mid, ("stopped",), timeout_s=5 + 10)
     assert machine.status_reason == idle_reason(5)
+    assert await idle_when_stopped(store, machine) >= 5
+    await wait_until(lambda: _no(runs(stack_settings, "docker", mid)), timeout=30, every=0.2)
+    await refused_as_stopped(stack, mid)
 
 
 @asynccontextmanager

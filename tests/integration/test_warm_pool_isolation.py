@@ -23,9 +23,7 @@ from tests.integration.test_isolation import (  # the same attacks
     test_other_machines_home_and_env_are_out_of_reach,
     test_own_daemons_token_is_out_of_reach,
     test_own_work_still_works,
-    test_setsid_does_not_outlive_an_exec_timeout,
-    test_setsid_does_not_outlive_archive,
-    test_write_file_cannot_follow_a_link_out,
+    test_setsid_does_not_outlive_an_exec_timeout_nor_archive,
     test_write_file_cannot_leave_the_machine,
 )
 from tests.integration.test_warm_pool import slot_of, up_slots
@@ -45,9 +43,7 @@ __all__ = [  # re-exported: pytest collects the attacks and the fixtures here to
     "test_other_machines_home_and_env_are_out_of_reach",
     "test_own_daemons_token_is_out_of_reach",
     "test_own_work_still_works",
-    "test_setsid_does_not_outlive_an_exec_timeout",
-    "test_setsid_does_not_outlive_archive",
-    "test_write_file_cannot_follow_a_link_out",
+    "test_setsid_does_not_outlive_an_exec_timeout_nor_archive",
     "test_write_file_cannot_leave_the_machine",
 ]
 pytestmark = pytest.mark.usefixtures("remove_containers")
