@@ -54,6 +54,8 @@ class Placement:
     #: The (uid, gid) the machine acts as in that image (a devcontainer's ``remoteUser``),
     #: never 0; None: the provider's default user.
     user: tuple[int, int] | None = None
+    #: Its runtime (docs/runtimes.md): ``namespaces`` or ``gvisor``.
+    runtime: str = "namespaces"
 
 
 PlacementOf = Callable[[str], Awaitable[Placement]]

@@ -203,7 +203,8 @@ async def machine_placement(store: Store, settings: Settings, machine: Machine) 
     life = await record.load(store, machine.id)
     user = None if life is None or life.user is None else (life.user.uid, life.user.gid)
     limits = await _limits(store, settings, machine, life)
-    return Placement(machine.instance_id, limits, image=machine.environment_image, user=user)
+    return Placement(machine.instance_id, limits, image=machine.environment_image, user=user,
+                     runtime=machine.runtime)  # fmt: skip
 
 
 async def machine_limits(store: Store, settings: Settings, machine: Machine) -> Limits:

@@ -1,0 +1,105 @@
+"""gvisor machines on the local provider (docs/runtimes.md), on real runsc sandboxes with real
+daemons: create to ready through the pipeline, the user's and root's uid inside, the machine's
+processes not in the host's process table, gVisor's kernel. The rules in memory:
+tests/fast/test_runtime.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fleet.client import FleetClient
+from fleet.embedded import NatsServer
+from providers.gvisor import container_id
+from services.common.settings import Settings
+
+#: gVisor's ptrace platform makes every syscall dear: a daemon's start takes seconds.
+READY_S = 240.0
+
+
+def host_address() -> str:
+    """An address of this host on an interface other than its loopback and the one its
+    default route leaves from (a Docker bridge's gateway, say): gVisor's network stack has a
+    loopback of its own, and pasta gives the machine's namespace the default interface's
+    address, so NATS must be on another."""
+    route = json.loads(_ip("-4", "-j", "route", "get", "192.0.2.200"))[0]
+    for link in json.loads(_ip("-4", "-j", "addr", "show")):
+        if link["ifname"] in ("lo", route["dev"]):
+            continue
+        for addr in link.get("addr_info", []):
+            return str(addr["local"])
+    pytest.fail("this host has no IPv4 address apart from loopback and its default route's")
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path / "nats", host=host_address()) as server:
+        yield server
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="")
+
+
+def host_cmdlines() -> list[str]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                raw = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+@pytest.mark.timeout(600)
+async def test_a_gvisor_machine_runs_its_daemon_on_gvisors_kernel(stack: FleetClient) -> None:
+    inst = await stack.create_instance("gv")
+    created = await stack.create_machine(inst.id)
+    assert created.runtime == "gvisor"
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    assert (got.runtime, got.runtime_platform) == ("gvisor", "ptrace")
+    user = await stack.exec(created.id, ["id", "-u"], timeout_s=60)
+    assert user.exit_code == 0, user.stderr
+    assert int(user.stdout) >= 200000  # the machine's own uid, not root
+    root = await stack.exec(created.id, ["id", "-u"], timeout_s=60, user="root")
+    assert (root.exit_code, root.stdout.strip()) == (0, "0"), root.stderr
+    kernel = await stack.exec(created.id, ["dmesg"], timeout_s=60, user="root")
+    assert "gVisor" in kernel.stdout, kernel
+    # A command that stays: neither it nor the daemon is a process of the host.
+    marker = "sleep 613.37"
+    await stack.start_process(created.id, marker.split())
+    inside = await stack.exec(created.id, ["ps", "-eo", "args"], timeout_s=60)
+    assert marker in inside.stdout, inside
+    assert "daemon.supervise" in inside.stdout, inside
+    assert marker not in "\n".join(host_cmdlines())
+    assert not host_processes_of(created.id)  # no process of the host is the machine's
+    cid = container_id(created.id)
+    assert [c for c in host_cmdlines() if "runsc" in c and cid in c]  # runsc stands for it
+
+
+def host_processes_of(machine_id: str) -> list[int]:
+    """Host processes whose environment names the machine (as a daemon's does)."""
+    want = f"FLEET_MACHINE_ID={machine_id}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if want in Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
