@@ -52,16 +52,29 @@ def stack_settings(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="")
 
 
-def host_cmdlines() -> list[str]:
+def host_processes() -> list[tuple[int, str]]:
+    """Every process of the host: its pid and command line."""
     found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                raw = Path(f"/proc/{entry.name}/cmdline").read_bytes()
-            except OSError:
-                continue
-            found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                try:
+                    raw = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                found.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
     return found
+
+
+def host_cmdlines() -> list[str]:
+    return [cmdline for _, cmdline in host_processes()]
+
+
+def _cgroup(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
 
 
 @pytest.mark.timeout(600)
@@ -95,11 +108,53 @@ def host_processes_of(machine_id: str) -> list[int]:
     """Host processes whose environment names the machine (as a daemon's does)."""
     want = f"FLEET_MACHINE_ID={machine_id}".encode()
     found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if want in Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                try:
+                    if want in Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0"):
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
     return found
+
+
+async def ready_gvisor(stack: FleetClient, name: str) -> str:
+    inst = await stack.create_instance(name)
+    created = await stack.create_machine(inst.id)
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    return created.id
+
+
+def sandbox_processes(machine_id: str) -> list[str]:
+    cid = container_id(machine_id)
+    return [c for c in host_cmdlines() if "runsc" in c and cid in c]
+
+
+@pytest.mark.timeout(600)
+async def test_a_gvisor_machine_keeps_its_token_from_its_user_and_its_home_across_a_stop(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    mid = await ready_gvisor(stack, "gv-files")
+    # The daemon's token is root's, in gVisor's kernel: the machine's user cannot read it.
+    stolen = await stack.exec(mid, ["cat", "/run/fleet-token/token"], timeout_s=60)
+    assert stolen.exit_code != 0
+    assert "denied" in stolen.stderr.lower(), stolen
+    # Files go through the daemon, into the home on the host.
+    await stack.write_file(mid, "notes.txt", "kept\n")
+    assert (await stack.read_file(mid, "notes.txt")).content == "kept\n"
+    home = stack_settings.data_path.resolve() / "machines" / mid / "home"
+    assert (home / "notes.txt").read_text() == "kept\n"
+    # The sandbox is in the machine's cgroup: its limits hold.
+    groups = [cgroup for pid, cmdline in host_processes() if container_id(mid) in cmdline
+              for cgroup in [_cgroup(pid)] if cgroup is not None]  # fmt: skip
+    assert groups
+    assert all(f"/fleet/{mid}" in g for g in groups), groups
+    stopped = await stack.stop_machine(mid)
+    assert (await stack.wait_for(stopped.id, ["stopped"], timeout_s=120)).status == "stopped"
+    assert not sandbox_processes(mid)  # its sandbox is gone, and its memory with it
+    await stack.start_machine(mid)
+    again = await stack.wait_for(mid, ["ready", "failed"], timeout_s=READY_S)
+    assert again.status == "ready", again.status_reason
+    assert (await stack.read_file(mid, "notes.txt")).content == "kept\n"
