@@ -16,8 +16,11 @@ import pytest
 
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
+from fleet.up import UpOptions, check_sandbox
 from providers.gvisor import container_id
+from providers.local_pool import UP_MARKER
 from services.common.settings import Settings
+from tests.waiters import wait_until
 
 #: gVisor's ptrace platform makes every syscall dear: a daemon's start takes seconds.
 READY_S = 240.0
@@ -49,7 +52,16 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture
 def stack_settings(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="")
+    """gvisor by default, on a host that keeps namespaces machines warm: a gvisor create must
+    never be handed one of them."""
+    return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="local=1",
+                                   warm_pool_min_available_mb=0)  # fmt: skip
+
+
+async def pooled(settings: Settings) -> None:
+    """Until a namespaces machine waits in the warm pool."""
+    pool = settings.data_path / "pool"
+    await wait_until(lambda: any(pool.glob(f"local/*/*/{UP_MARKER}")), timeout=60)
 
 
 def host_processes() -> list[tuple[int, str]]:
@@ -78,7 +90,10 @@ def _cgroup(pid: int) -> str | None:
 
 
 @pytest.mark.timeout(600)
-async def test_a_gvisor_machine_runs_its_daemon_on_gvisors_kernel(stack: FleetClient) -> None:
+async def test_a_gvisor_machine_runs_its_daemon_on_gvisors_kernel(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    await pooled(stack_settings)  # a namespaces machine waits in the pool
     inst = await stack.create_instance("gv")
     created = await stack.create_machine(inst.id)
     assert created.runtime == "gvisor"
@@ -158,3 +173,17 @@ async def test_a_gvisor_machine_keeps_its_token_from_its_user_and_its_home_acros
     again = await stack.wait_for(mid, ["ready", "failed"], timeout_s=READY_S)
     assert again.status == "ready", again.status_reason
     assert (await stack.read_file(mid, "notes.txt")).content == "kept\n"
+
+
+def test_fleet_up_refuses_gvisor_on_a_host_without_runsc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEET_RUNSC", str(tmp_path / "no-runsc"))
+    why = check_sandbox(UpOptions(runtime="gvisor"))
+    assert why is not None
+    assert "runsc" in why
+    assert "refusing" in why
+    monkeypatch.setenv("FLEET_RUNTIME", "gvisor")  # the setting, not the flag, says so
+    assert check_sandbox(UpOptions()) is not None
+    monkeypatch.delenv("FLEET_RUNSC")
+    assert check_sandbox(UpOptions(runtime="gvisor")) is None  # this host has runsc
