@@ -29,7 +29,7 @@ import msgspec
 
 from core.lifeline import Children, end_recorded
 from core.lockfile import AlreadyRunning, PidLock
-from fleet.docker_setup import prepare_sync, stop_docker_machines
+from fleet.docker_setup import network_gateway_sync, prepare_sync, stop_docker_machines
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, held_ports
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan
@@ -248,10 +248,12 @@ def _servers(
     if nats_url is None:
         host = "127.0.0.1"
         # Containers reach NATS on their network's gateway; so does gVisor's network stack,
-        # whose loopback is its own (docs/runtimes.md).
-        if opts.provider == "docker" or runtime == "gvisor":
-            here = msgspec.structs.replace(Settings.from_env(), data_dir=str(data_dir))
+        # whose loopback is its own (docs/runtimes.md), without the machine image.
+        here = msgspec.structs.replace(Settings.from_env(), data_dir=str(data_dir))
+        if opts.provider == "docker":
             host, _ = prepare_sync(here, "fleet up")
+        elif runtime == "gvisor":
+            host = network_gateway_sync(here)
         nats = NatsServer(data_dir / "nats", auth=auth, host=host)
         watched.watch(nats, "nats-server")
         nats_url = stack.enter_context(nats).url

@@ -20,6 +20,7 @@ from fleet.up import UpOptions, check_sandbox
 from providers.gvisor import container_id
 from providers.local_pool import UP_MARKER
 from services.common.settings import Settings
+from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until
 
 #: gVisor's ptrace platform makes every syscall dear: a daemon's start takes seconds.
@@ -148,7 +149,7 @@ def sandbox_processes(machine_id: str) -> list[str]:
 
 
 @pytest.mark.timeout(600)
-async def test_a_gvisor_machine_keeps_its_token_from_its_user_and_its_home_across_a_stop(
+async def test_a_gvisor_machine_serves_files_and_terminals_and_keeps_its_home_across_a_stop(
     stack: FleetClient, stack_settings: Settings
 ) -> None:
     mid = await ready_gvisor(stack, "gv-files")
@@ -161,6 +162,13 @@ async def test_a_gvisor_machine_keeps_its_token_from_its_user_and_its_home_acros
     assert (await stack.read_file(mid, "notes.txt")).content == "kept\n"
     home = stack_settings.data_path.resolve() / "machines" / mid / "home"
     assert (home / "notes.txt").read_text() == "kept\n"
+    # A terminal, through the daemon: a shell on gVisor's kernel, as the machine's user.
+    opened = await stack.open_session(mid, SHELL, cols=80, rows=24, name="gv")
+    term = Term(await stack.attach_session(mid, opened.session_id))
+    await term.type("echo uid-$(id -u) && uname -v && exit 0\n")
+    await term.until(b"uid-2", timeout=120)
+    assert await term.to_close(timeout=120) == 1000
+    assert b"uid-0" not in term.text
     # The sandbox is in the machine's cgroup: its limits hold.
     groups = [cgroup for pid, cmdline in host_processes() if container_id(mid) in cmdline
               for cgroup in [_cgroup(pid)] if cgroup is not None]  # fmt: skip
