@@ -200,7 +200,14 @@ class LocalProvider:
 
     async def start(self, machine_id: str, token: str) -> str:
         self._reap()
-        if await self._runtime(machine_id) == "gvisor":
+        place = None if self._placement is None else await self._placement(machine_id)
+        if place is not None and place.runtime == "gvisor":
+            if not place.egress_open:  # refused before anything of it runs unfiltered
+                raise NotSupported(
+                    f"{machine_id} runs the gvisor runtime, on which egress policy is not "
+                    "enforced yet, and its instance has one (docs/limitations.md)",
+                    data={"runtime": "gvisor"},
+                )
             return await self._start_gvisor(machine_id, token)
         pid = running_pid(self.machine_dir(machine_id), machine_id)
         orphan = None if pid is None else await asyncio.to_thread(self._orphan, machine_id, pid)
@@ -491,11 +498,6 @@ class LocalProvider:
         log.info("provider.local_limits", machine_id=machine_id, memory_mb=limits.memory_mb,
                  cpus=limits.cpus, pids=limits.pids)  # fmt: skip
         return group.enter_argv(argv)
-
-    async def _runtime(self, machine_id: str) -> str:
-        if self._placement is None:
-            return "namespaces"
-        return (await self._placement(machine_id)).runtime
 
     async def _start_gvisor(self, machine_id: str, token: str) -> str:
         """The machine on gVisor (providers/gvisor.py); NotSupported where it cannot run."""

@@ -195,3 +195,17 @@ def test_fleet_up_refuses_gvisor_on_a_host_without_runsc(
     assert check_sandbox(UpOptions()) is not None
     monkeypatch.delenv("FLEET_RUNSC")
     assert check_sandbox(UpOptions(runtime="gvisor")) is None  # this host has runsc
+
+
+@pytest.mark.timeout(600)
+async def test_a_gvisor_machine_under_an_egress_policy_fails_by_name_never_unfiltered(
+    stack: FleetClient,
+) -> None:
+    inst = await stack.create_instance("gv-egress")
+    await stack.set_network_policy(inst.id, default="deny", allow=["192.0.2.0/24"])
+    created = await stack.create_machine(inst.id)
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "failed"
+    assert "egress" in got.status_reason, got.status_reason
+    assert "gvisor" in got.status_reason, got.status_reason
+    await wait_until(lambda: not sandbox_processes(created.id), timeout=60)
