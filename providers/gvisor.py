@@ -44,8 +44,10 @@ from contracts.models import GvisorPlatform
 from core.codestore import CODE_MOUNT
 from core.tokenfd import RUN_AS_VAR, TOKEN_FILE_VAR
 from core.version import SOURCE_ROOT
-from providers.netns import NETNS_OF, attach, nats_servers, stop_pasta
+from providers.cgroup import MachineCgroup
+from providers.netns import attach, nats_servers, stop_pasta
 from providers.sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
+from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
 
@@ -260,7 +262,7 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
         with log_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                env=_clean_env() | {NETNS_OF: ""}, start_new_session=True,
+                env=_clean_env(), start_new_session=True,
             )  # fmt: skip
             async with asyncio.timeout(_RUNSC_TIMEOUT_S):
                 code = await proc.wait()
@@ -309,6 +311,16 @@ def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     runsc.run("delete", "--force", cid, timeout_s=60)  # its state, if any is left
     (machine_dir / BUNDLE / PID_FILE).unlink(missing_ok=True)
     return pid is not None
+
+
+def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float) -> bool:
+    """A gvisor machine's stop: its sandbox deleted (its memory freed), its pasta, cgroup and
+    token file gone; True if it was running."""
+    was_up = stop_sandbox(runsc, machine_dir, machine_id, grace_s)
+    stop_pasta(machine_id)
+    MachineCgroup(machine_id).remove()
+    remove_tree(machine_dir / TOKEN_DIR)
+    return was_up
 
 
 def remove_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, owner: str) -> None:

@@ -550,8 +550,8 @@ class LocalProvider:
 
     async def _stop_gvisor(self, machine_id: str) -> bool:
         runsc = self._runsc or gvisor.Runsc("runsc", "ptrace", self._data_dir)
-        return await asyncio.to_thread(stop_gvisor, runsc, self.machine_dir(machine_id),
-                                       machine_id)  # fmt: skip
+        return await asyncio.to_thread(gvisor.stop_machine, runsc, self.machine_dir(machine_id),
+                                       machine_id, STOP_GRACE_S)  # fmt: skip
 
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
@@ -907,7 +907,7 @@ def stop_all_local(data_dir: Path, grace_s: float = STOP_GRACE_S) -> int:
     runsc = gvisor.Runsc("runsc", "ptrace", data_dir.resolve())
     on_gvisor = [d for d in dirs if gvisor.is_gvisor(d)]
     dirs = [d for d in dirs if d not in on_gvisor]
-    gvisor_up = sum(stop_gvisor(runsc, d, d.name, grace_s) for d in on_gvisor)
+    gvisor_up = sum(gvisor.stop_machine(runsc, d, d.name, grace_s) for d in on_gvisor)
     for d in dirs:
         pid = running_pid(d, d.name)
         with contextlib.suppress(OSError):  # a second SIGTERM from stop_local is harmless
@@ -918,14 +918,3 @@ def stop_all_local(data_dir: Path, grace_s: float = STOP_GRACE_S) -> int:
     for d in dirs:  # an image machine's overlay: mounted again at its next start
         unmount_overlay(d)
     return ended + gvisor_up
-
-
-def stop_gvisor(runsc: gvisor.Runsc, machine_dir: Path, machine_id: str,
-                grace_s: float = STOP_GRACE_S) -> bool:  # fmt: skip
-    """A gvisor machine's stop: its sandbox deleted (its memory freed), its pasta, cgroup and
-    token file gone; True if it was running."""
-    was_up = gvisor.stop_sandbox(runsc, machine_dir, machine_id, grace_s)
-    stop_pasta(machine_id)
-    MachineCgroup(machine_id).remove()
-    remove_tree(machine_dir / gvisor.TOKEN_DIR)
-    return was_up
