@@ -5,6 +5,7 @@ tests/fast/test_runtime.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from fleet.up import UpOptions, check_sandbox
 from providers.gvisor import container_id
 from providers.local_pool import UP_MARKER
 from services.common.settings import Settings
+from tests.integration.test_files_cli import _fleet
 from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until
 
@@ -108,6 +110,10 @@ async def test_a_gvisor_machine_runs_its_daemon_on_gvisors_kernel(
     assert (root.exit_code, root.stdout.strip()) == (0, "0"), root.stderr
     kernel = await stack.exec(created.id, ["dmesg"], timeout_s=60, user="root")
     assert "gVisor" in kernel.stdout, kernel
+    cli = await _fleet(stack_settings, "machines", "exec", created.id, "--user", "root", "--",
+                       "id", "-u")  # fmt: skip
+    out, err = await asyncio.wait_for(cli.communicate(), 120)
+    assert (cli.returncode, out) == (0, b"0\n"), err
     # A command that stays: neither it nor the daemon is a process of the host.
     marker = "sleep 613.37"
     await stack.start_process(created.id, marker.split())
