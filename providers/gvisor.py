@@ -313,6 +313,17 @@ def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     return pid is not None
 
 
+def restart_daemon(runsc: Runsc, machine_dir: Path, machine_id: str) -> bool:
+    """SIGHUP to the machine's supervisor (its container's first process): it restarts the
+    daemon, which leaves the machine's processes running. False if the sandbox is not up."""
+    pid = sandbox_pid(machine_dir)
+    if pid is None:
+        return False
+    return (
+        runsc.run("kill", container_id(machine_id), "HUP", inside=pid, timeout_s=30).returncode == 0
+    )
+
+
 def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float) -> bool:
     """A gvisor machine's stop: its sandbox deleted (its memory freed), its pasta, cgroup and
     token file gone; True if it was running."""

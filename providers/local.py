@@ -555,6 +555,10 @@ class LocalProvider:
 
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
+        if gvisor.is_gvisor(self.machine_dir(machine_id)):
+            runsc = self._runsc or gvisor.Runsc("runsc", "ptrace", self._data_dir)
+            return await asyncio.to_thread(gvisor.restart_daemon, runsc,
+                                           self.machine_dir(machine_id), machine_id)  # fmt: skip
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
     async def netns_pid(self, machine_id: str) -> int | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from contracts.errors import DaemonTimeout, DaemonUnavailable
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from fleet.up import UpOptions, check_sandbox
@@ -149,6 +150,13 @@ async def ready_gvisor(stack: FleetClient, name: str) -> str:
     return created.id
 
 
+async def answers(stack: FleetClient, mid: str) -> bool:
+    try:
+        return (await stack.exec(mid, ["echo", "back"], timeout_s=30)).stdout == "back\n"
+    except (DaemonUnavailable, DaemonTimeout):
+        return False
+
+
 def sandbox_processes(machine_id: str) -> list[str]:
     cid = container_id(machine_id)
     return [c for c in host_cmdlines() if "runsc" in c and cid in c]
@@ -175,6 +183,14 @@ async def test_a_gvisor_machine_serves_files_and_terminals_and_keeps_its_home_ac
     await term.until(b"uid-2", timeout=120)
     assert await term.to_close(timeout=120) == 1000
     assert b"uid-0" not in term.text
+    # The daemon restarts in place (its supervisor, inside, starts it again).
+    log = home.parent / "daemon.log"
+    survivor = await stack.start_process(mid, ["sleep", "614.25"], tag="survivor")
+    await stack.restart_machine(mid)
+    await wait_until(lambda: log.read_text().count("daemon_started") >= 2, timeout=120)
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    kept = [(p.tag, p.state) for p in await stack.list_processes(mid) if p.pid == survivor.pid]
+    assert kept == [("survivor", "running")]
     # The sandbox is in the machine's cgroup: its limits hold.
     groups = [cgroup for pid, cmdline in host_processes() if container_id(mid) in cmdline
               for cgroup in [_cgroup(pid)] if cgroup is not None]  # fmt: skip
