@@ -42,7 +42,7 @@ from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.models import GvisorPlatform
 from core.codestore import CODE_MOUNT
-from core.tokenfd import RUN_AS_VAR, TOKEN_FILE_VAR
+from core.tokenfd import DAEMON_RUN_AS_VAR, TOKEN_FILE_VAR
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
 from providers.netns import attach, nats_servers, stop_pasta
@@ -214,8 +214,13 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
                for m in mounts]  # fmt: skip
     root = _rootfs(machine_dir / BUNDLE, targets)
     env = {k: v for k, v in env.items() if k not in _NOT_HERE}
-    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", RUN_AS_VAR: str(uid), SANDBOXED_VAR: "1"}
-    caps = ["CAP_SETUID", "CAP_SETGID"]  # only to become the machine's uid, then dropped
+    # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
+    # the machine's uid itself (core/tokenfd.py DAEMON_RUN_AS_VAR).
+    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", DAEMON_RUN_AS_VAR: str(uid),
+            SANDBOXED_VAR: "1"}  # fmt: skip
+    # The daemons' to become the machine's uid; the supervisor's to signal them and to end the
+    # machine's processes at its end. All go with root at a daemon's setuid.
+    caps = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
     return {
         "ociVersion": "1.0.0",
         "process": {

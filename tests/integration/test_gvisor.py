@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from fleet.embedded import NatsServer
 from fleet.up import UpOptions, check_sandbox
 from providers.gvisor import container_id
 from providers.local_pool import UP_MARKER
+from services.common.crypto import SecretBox
 from services.common.settings import Settings
+from services.common.store import Store
 from tests.integration.test_files_cli import _fleet
 from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until
@@ -231,3 +234,58 @@ async def test_a_gvisor_machine_under_an_egress_policy_fails_by_name_never_unfil
     assert "egress" in got.status_reason, got.status_reason
     assert "gvisor" in got.status_reason, got.status_reason
     await wait_until(lambda: not sandbox_processes(created.id), timeout=60)
+
+
+#: Run inside the machine as its user: read every other process's inherited descriptors and
+#: environment, over and over, into a loot file, while the daemon is killed and started again
+#: (a new daemon, before it makes itself non-dumpable, is the moment to catch).
+SNATCHER = r"""
+import os, sys, time
+out = open(sys.argv[1], 'ab')
+end = time.monotonic() + float(sys.argv[2])
+me = os.getpid()
+while time.monotonic() < end:
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        for what in ('environ', 'fd/0', 'fd/3', 'fd/4', 'fd/5'):
+            try:
+                f = os.open(f'/proc/{pid}/{what}', os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                out.write(os.read(f, 1 << 16) + b'\n')
+            except OSError:
+                pass
+            os.close(f)
+    out.flush()
+    time.sleep(0.01)  # the daemon's start takes a second or more here: still caught, if open
+"""
+
+
+@pytest.mark.timeout(600)
+async def test_a_gvisor_machines_user_never_catches_its_daemons_token(
+    stack: FleetClient, stack_settings: Settings, store: Store
+) -> None:
+    mid = await ready_gvisor(stack, "gv-token")
+    sealed = await store.machine_secret(mid)
+    assert sealed is not None
+    token = SecretBox(stack_settings.secret_key).decrypt(sealed).encode()
+    await stack.write_file(mid, "snatch.py", SNATCHER)
+    loot = stack_settings.data_path.resolve() / "machines" / mid / "home" / "loot"
+    python = sys.executable
+    await stack.start_process(mid, [python, "-I", "snatch.py", "loot", "90"], tag="snatcher")
+    await wait_until(loot.exists, timeout=60)
+    log = loot.parent.parent / "daemon.log"
+    for started in range(1, 3):  # the daemon killed by the machine's user, started again
+        daemon = log.read_text().rsplit("daemon_started pid=", 1)[1].split()[0]
+        await stack.start_process(mid, ["kill", "-9", daemon])
+
+        def again(n: int = started + 1) -> bool:
+            return log.read_text().count("daemon_started") >= n
+
+        await wait_until(again, timeout=120)
+        await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    got = loot.read_bytes()
+    assert b"FLEET_MACHINE_ID=" in got  # the probe reads what the user's processes may
+    assert token not in got
