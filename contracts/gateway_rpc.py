@@ -23,6 +23,7 @@ from contracts.errors import (
     DaemonUnavailable,
     FleetError,
     Forbidden,
+    HostUnavailable,
     IdempotencyKeyReused,
     InvalidParams,
     MachineStopped,
@@ -42,6 +43,7 @@ from contracts.gateway_live import LIVE_METHODS, MACHINES_DAEMON_LOG
 from contracts.gateway_machines import MACHINE_METHODS
 from contracts.gateway_network import INSTANCES_GET_NETWORK_POLICY, NETWORK_METHODS
 from contracts.gateway_people import INSTANCES_MEMBERS, PEOPLE_METHODS, USERS_LIST
+from contracts.gateway_runtime import INSTANCES_GET_RUNTIME, RUNTIME_METHODS
 from contracts.gateway_sessions import SESSION_METHODS, SESSIONS_LIST
 from contracts.gateway_ssh import SSH_METHODS
 from contracts.gateway_stop import INSTANCES_GET_AUTOSTOP, STOP_METHODS
@@ -140,7 +142,7 @@ MACHINES_CREATE: MethodSpec[CreateMachineParams, Machine] = MethodSpec(
     CreateMachineParams,
     Machine,
     "Create the instance's machine.",
-    (*_CREATE, IdempotencyKeyReused),
+    (*_CREATE, IdempotencyKeyReused, NotSupported),
 )
 MACHINES_GET: MethodSpec[MachineRef, Machine] = MethodSpec(
     "machines.get", MachineRef, Machine, "One machine.", _NF
@@ -156,10 +158,14 @@ MACHINES_REBUILD: MethodSpec[RebuildMachineParams, Machine] = MethodSpec(
     RebuildMachineParams,
     Machine,
     "Archive current machine, make a new one.",
-    (*_CREATE, IdempotencyKeyReused),
+    (*_CREATE, IdempotencyKeyReused, NotSupported),
 )
 MACHINES_EXEC: MethodSpec[MachineExecParams, ExecCommandResult] = MethodSpec(
-    "machines.exec", MachineExecParams, ExecCommandResult, "Run argv on a machine.", _DAEMON
+    "machines.exec",
+    MachineExecParams,
+    ExecCommandResult,
+    "Run argv on a machine, as its user (or as root: gvisor machines only).",
+    (*_DAEMON, NotSupported, HostUnavailable),
 )
 MACHINES_WRITE_FILE: MethodSpec[MachineWriteFileParams, WriteFileResult] = MethodSpec(
     "machines.writeFile", MachineWriteFileParams, WriteFileResult, "Write a file.", _DAEMON
@@ -265,6 +271,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *NETWORK_METHODS,
     *HOST_METHODS,
     *STOP_METHODS,
+    *RUNTIME_METHODS,
     *FORK_METHODS,
     *CODEMODE_METHODS,
     *SESSION_METHODS,
@@ -302,6 +309,7 @@ READ_ONLY_METHODS: frozenset[str] = frozenset(
         INSTANCES_GET_LIMITS,
         HOSTS_LIST,
         INSTANCES_GET_AUTOSTOP,
+        INSTANCES_GET_RUNTIME,
         INSTANCES_GET_ENVIRONMENT,
         ENVIRONMENTS_LIST,
         INSTANCES_GET_NETWORK_POLICY,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -18,7 +18,15 @@ from contracts.daemon_rpc import (
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE, SNAPSHOT_ID_RE
 from contracts.jsonrpc import Params, Result
 from contracts.machine_files import CronJob
-from contracts.models import AccessToken, EnvVar, Instance, Machine, ProviderName, Repo
+from contracts.models import (
+    AccessToken,
+    EnvVar,
+    Instance,
+    Machine,
+    ProviderName,
+    Repo,
+    Runtime,
+)
 from contracts.people import Scope
 
 InstanceId = Annotated[
@@ -170,6 +178,9 @@ class CreateMachineParams(Params, kw_only=True):
     #: a machine of the provider of the machine the snapshot was taken of (``provider``, if
     #: given, must be that one).
     from_snapshot: SnapshotId | None = None
+    #: Omitted: the instance's (instances.setRuntime), else the platform's (FLEET_RUNTIME). A
+    #: runtime the provider cannot run is ``NotSupported``, never another one in its place.
+    runtime: Runtime | None = None
 
 
 class RebuildMachineParams(Params, kw_only=True):
@@ -194,6 +205,10 @@ class MachineList(Result, kw_only=True):
 
 class MachineExecParams(ExecCommandParams, kw_only=True):
     machine_id: MachineId
+    #: ``root``: run as root inside the machine, only on a ``gvisor`` machine (root of its own
+    #: kernel, not the host's); on a ``namespaces`` machine it is ``NotSupported``. Omitted:
+    #: the machine's user, through its daemon.
+    user: Literal["root"] | None = None
 
 
 class MachineWriteFileParams(WriteFileParams, kw_only=True):

@@ -9,6 +9,7 @@ user may not (services/auth_callout)."""
 
 from __future__ import annotations
 
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotFound, NotSupported, ProviderError
 from contracts.events import HomeCopy
 from contracts.gateway_env_builds import HOST_ENV_BUILD_METHODS
@@ -90,11 +91,25 @@ APPLY_EGRESS = MethodSpec(
     "Write the machine's instance's egress policy into the machine's network namespace.",
     errors=(NotFound, NotSupported, ProviderError),
 )
+
+
+class RootExecParams(ExecCommandParams, kw_only=True):
+    machine_id: MachineId
+
+
+EXEC_AS_ROOT = MethodSpec(
+    "host.execAsRoot",
+    RootExecParams,
+    ExecCommandResult,
+    "Run argv as root inside a gvisor machine (root of gVisor's kernel, never the host's).",
+    errors=(NotFound, NotSupported, ProviderError),
+)
 HOST_METHODS: tuple[AnySpec, ...] = (
     RESTART_DAEMON,
     INSTALL_CODE,
     TAKE_SNAPSHOT,
     DROP_SNAPSHOT,
     APPLY_EGRESS,
+    EXEC_AS_ROOT,
     *HOST_ENV_BUILD_METHODS,
 )

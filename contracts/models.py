@@ -13,6 +13,14 @@ from contracts.status import MachineStatus
 #: runs many daemons in one process on it, for load testing.
 ProviderName = Literal["local", "docker", "swarm"]
 EnvScope = Literal["platform", "instance"]
+#: What stands between a machine's code and the host's kernel (docs/runtimes.md):
+#: ``namespaces``, the host's kernel behind namespaces, cgroups and a syscall filter (bubblewrap
+#: or a container); ``gvisor``, gVisor's user-space kernel (``runsc``), where root is allowed.
+Runtime = Literal["namespaces", "gvisor"]
+#: The gVisor platform a ``gvisor`` machine runs on (how its kernel intercepts syscalls).
+GvisorPlatform = Literal["ptrace", "systrap", "kvm"]
+#: A new machine's runtime and, for ``gvisor``, its platform.
+RuntimeChoice = tuple[Runtime, GvisorPlatform | None]
 #: How the code a machine's daemon runs relates to the platform's, by git ancestry in the
 #: platform's code repo: ``behind`` (the daemon's commit is an ancestor of the platform's),
 #: ``ahead`` (the other way round), ``diverged`` (neither: another branch), ``current`` (the same
@@ -53,6 +61,10 @@ class Machine(Model, kw_only=True):
     #: The build of it: the image ID (``sha256:...``) on the machine's engine; None for the
     #: platform's default environment on ``local`` (the host's root).
     environment_image: str | None = None
+    #: Its runtime, fixed at its creation (docs/runtimes.md).
+    runtime: Runtime = "namespaces"
+    #: For a ``gvisor`` machine, the platform it runs on; None for ``namespaces``.
+    runtime_platform: GvisorPlatform | None = None
     created_at: datetime
     updated_at: datetime
 

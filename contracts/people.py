@@ -67,6 +67,7 @@ METHOD_SCOPES: Final[dict[str, str]] = {
     "instances.setSshKeys": ENV_WRITE, "instances.setLimits": _A, "instances.getLimits": _R,
     "hosts.list": _A, "hosts.drain": _A, "machines.stop": _X, "machines.start": _X,
     "instances.setAutoStop": _A, "instances.getAutoStop": _R,
+    "instances.setRuntime": _X, "instances.getRuntime": _R,
     "codemode.run": _X, "codemode.cancel": _X, "codemode.list": _X, "codemode.describe": _X,
     "codemode.bridges.set": ENV_WRITE, "codemode.bridges.list": ENV_READ,
     "codemode.bridges.remove": ENV_WRITE,

@@ -17,6 +17,11 @@ TOKEN_FILE_VAR = "FLEET_MACHINE_TOKEN_FILE"  # noqa: S105 - a variable name
 #: A container made before its first process was the machine's user starts as root: that
 #: process becomes ``RUN_AS_VAR``'s uid (``UID`` or ``UID:GID``) first.
 RUN_AS_VAR = "FLEET_RUN_AS"
+#: gvisor machines: the supervisor stays root (of gVisor's kernel) and each daemon it starts
+#: takes its token as root, then becomes this uid itself: a process of the machine's user
+#: never holds the token while it can be read (an exec of a readable program is dumpable
+#: until it says otherwise, and this runsc runs no execute-only loader for a user).
+DAEMON_RUN_AS_VAR = "FLEET_DAEMON_RUN_AS"
 #: The execute-only loader the supervisor and the daemon start through (daemon/nodump.py).
 LOADER_VAR = "FLEET_NODUMP_LOADER"
 #: That loader's ``--library-path`` where the platform brought its own runtime into a machine

@@ -94,6 +94,7 @@ def run() -> None:
 
     nodump.forbid_dumps()  # the loader did it already where there is one (see there)
     nodump.take_token()  # from its pipe: never in our environment, nor our children's
+    nodump.drop_root_for_daemon()  # a gvisor machine's daemon: its user only once it has it
     if POOL_FD_VAR in os.environ:  # a pooled machine: imports first, then wait to be claimed
         lean_imports(os.environ.get("FLEET_NATS_URL", ""))
         from daemon.pool import await_identity

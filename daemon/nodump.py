@@ -27,6 +27,7 @@ import sys
 
 from core.loader import LIBRARY_FLAGS
 from core.tokenfd import (
+    DAEMON_RUN_AS_VAR,
     LOADER_VAR as LOADER_VAR,
     RUN_AS_VAR,
     RUNTIME_LIBS_VAR,
@@ -104,6 +105,20 @@ def take_token_file_and_drop_root() -> None:
         os.setgid(int(gid or uid))
         os.setuid(int(uid))  # every capability goes with root
         forbid_dumps()
+
+
+def drop_root_for_daemon() -> None:
+    """A daemon started as root with ``DAEMON_RUN_AS_VAR`` (a gvisor machine's): its token
+    taken, it becomes that uid for good, non-dumpable before and after. Elsewhere: nothing."""
+    run_as = os.environ.pop(DAEMON_RUN_AS_VAR, None)
+    if not run_as or os.geteuid() != 0:
+        return
+    uid, _, gid = run_as.partition(":")
+    forbid_dumps()
+    os.setgroups([])
+    os.setgid(int(gid or uid))
+    os.setuid(int(uid))  # every capability goes with root
+    forbid_dumps()
 
 
 def keep_token(token: str) -> None:

@@ -30,9 +30,10 @@ from pathlib import Path
 
 from core import procinfo
 from core.codestore import STORE_VAR, CodeUnverified, current_code, with_code
+from core.tokenfd import DAEMON_RUN_AS_VAR
 from daemon import nodump
 from daemon.pool import pool_channel, relay_claim
-from daemon.state import MACHINE_BOOT_VAR, CorruptState, read_state
+from daemon.state import MACHINE_BOOT_VAR, CorruptState, DaemonState, read_state
 
 _PR_SET_CHILD_SUBREAPER = 36
 _MAX_BACKOFF_S = 2.0
@@ -60,11 +61,27 @@ def _home() -> Path:
     return Path(os.environ.get("FLEET_HOME") or os.environ.get("HOME") or Path.home())
 
 
+def _read_state(home: Path) -> DaemonState | None:
+    """The daemon's state file, read as the machine's user where the supervisor is root (a
+    gvisor machine's, ``DAEMON_RUN_AS_VAR``): root never reads a path the machine controls."""
+    run_as = os.environ.get(DAEMON_RUN_AS_VAR)
+    if not run_as or os.geteuid() != 0:
+        return read_state(home)
+    uid, _, gid = run_as.partition(":")
+    os.setegid(int(gid or uid))
+    os.seteuid(int(uid))
+    try:
+        return read_state(home)
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
 def taker_of(pid: int, home: Path) -> int | None:
     """A live daemon the state file names as having replaced ``pid`` (a takeover): the daemon
     ``pid`` recorded as its successor, or the one that has since written the file."""
     try:
-        state = read_state(home)
+        state = _read_state(home)
     except CorruptState:
         return None
     if state is None:
@@ -79,7 +96,7 @@ def taker_of(pid: int, home: Path) -> int | None:
 def stopped_for_good(pid: int, home: Path) -> bool:
     """A daemon we could not reap (not our child) recorded a clean stop before it ended."""
     with contextlib.suppress(CorruptState):
-        state = read_state(home)
+        state = _read_state(home)
         return state is not None and state.pid == pid and state.state == "stopped"
     return False
 

@@ -105,6 +105,9 @@ def _up(sub: SubAction) -> None:
     up.add_argument("--provider", choices=["local", "docker"], default="local",
                     help="machines.create's default provider; docker: builds the machine image "
                     "if missing and puts NATS on the machines' network")  # fmt: skip
+    up.add_argument("--runtime", choices=["namespaces", "gvisor"], default=None,
+                    help="machines.create's default runtime (FLEET_RUNTIME; docs/runtimes.md); "
+                    "gvisor: NATS listens where gVisor's network reaches it")  # fmt: skip
     image = sub.add_parser("image", help="the docker provider's machine image")
     image.add_argument("action", choices=["build"], help="build it if missing (offline too)")
     up.add_argument("--ha", action="store_true",
@@ -128,6 +131,7 @@ def _run_up(args: argparse.Namespace) -> int:
         env="prod" if args.prod else "dev",
         sandbox=not args.no_sandbox,
         provider=args.provider,
+        runtime=args.runtime,
         ha=args.ha,
         hosts=args.hosts,
     )

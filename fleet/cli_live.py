@@ -19,8 +19,14 @@ Args = argparse.Namespace
 
 
 async def machines_exec(c: FleetClient, a: Args, argv: list[str]) -> int:
-    if a.json:  # one JSON document: the whole result, as machines.exec gives it
-        r = await c.exec(a.machine_id, argv, timeout_s=a.timeout, cwd=a.cwd)
+    # One JSON document (the whole result, as machines.exec gives it); root's is not streamed.
+    if a.json or getattr(a, "user", None) == "root":
+        r = await c.exec(a.machine_id, argv, timeout_s=a.timeout, cwd=a.cwd,
+                         user=getattr(a, "user", None))  # fmt: skip
+        if not a.json:
+            sys.stdout.write(r.stdout)
+            sys.stderr.write(r.stderr)
+            return _exit(r)
         print(to_json(r))
         return _exit(r)
     result = await print_stream(c, a.machine_id, argv, timeout_s=a.timeout, cwd=a.cwd)

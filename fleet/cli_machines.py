@@ -63,6 +63,8 @@ def _machines(g: SubAction) -> None:
     create.add_argument("--instance", required=True)
     create.add_argument("--provider", choices=["local", "docker", "swarm"],
                         help="default: the platform's (fleet up --provider)")  # fmt: skip
+    create.add_argument("--runtime", choices=["namespaces", "gvisor"],
+                        help="default: the instance's, else the platform's")  # fmt: skip
     rebuild = command(g, "rebuild", _machines_create, "archive the current machine, make anew")
     rebuild.add_argument("--instance", required=True)
     for p in (create, rebuild):
@@ -80,6 +82,8 @@ def _machines(g: SubAction) -> None:
     ex.add_argument("machine_id")
     ex.add_argument("--cwd", help="relative to the machine's home")
     ex.add_argument("--timeout", type=float, help="seconds before the command is killed")
+    ex.add_argument("--user", choices=["root"],
+                    help="run as root inside the machine (gvisor machines only)")  # fmt: skip
     dl = command(g, "logs", cli_live.daemon_log, "the last lines of the machine's daemon log")
     dl.add_argument("machine_id")
     dl.add_argument("-n", "--lines", type=int, default=200)
@@ -109,7 +113,8 @@ def _machines(g: SubAction) -> None:
 
 async def _machines_create(c: FleetClient, a: Args) -> int:
     if a.sub == "create":
-        m = await c.create_machine(a.instance, a.provider, idempotency_key=a.idempotency_key)
+        m = await c.create_machine(a.instance, a.provider, idempotency_key=a.idempotency_key,
+                                   runtime=a.runtime)  # fmt: skip
     else:
         m = await c.rebuild_machine(a.instance, idempotency_key=a.idempotency_key)
     if not a.wait:

@@ -1,4 +1,5 @@
-"""`fleet machines stop|start` and `fleet instances autostop`: stopping and starting machines.
+"""`fleet machines stop|start`, `fleet instances autostop` and `fleet instances runtime`:
+stopping and starting machines, and the runtime of the next ones.
 
 ``ensure_started`` is what a command that needs a running machine (a shell, a port forward)
 calls first: a stopped machine is started, and the command says so and waits.
@@ -35,6 +36,10 @@ def instance_commands(g: SubAction) -> None:
     auto.add_argument("idle_after_s", nargs="?", type=int,
                       help="seconds without activity (exec, terminal, files, ports, codemode) "
                       "before its machines stop; 0: never")  # fmt: skip
+    rt = command(g, "runtime", _runtime, "show or set the runtime of its next machines")
+    rt.add_argument("instance_id")
+    rt.add_argument("runtime", nargs="?", choices=["namespaces", "gvisor", "default"],
+                    help="default: the platform's (FLEET_RUNTIME)")  # fmt: skip
 
 
 async def _stop(c: FleetClient, a: Args) -> int:
@@ -75,6 +80,16 @@ async def _autostop(c: FleetClient, a: Args) -> int:
     what = (f"idle machines stop after {got.idle_after_s} s" if got.idle_after_s
             else "auto-stop is off")  # fmt: skip
     return emit(a, got, lambda: f"{got.instance_id}: {what}")
+
+
+async def _runtime(c: FleetClient, a: Args) -> int:
+    if a.runtime is None:
+        got = await c.get_runtime(a.instance_id)
+    else:
+        got = await c.set_runtime(a.instance_id, None if a.runtime == "default" else a.runtime)
+    own = got.runtime or "the platform's"
+    return emit(a, got, lambda: f"{got.instance_id}: runtime {own} (its next machine: "
+                f"{got.effective})")  # fmt: skip
 
 
 async def ensure_started(c: FleetClient, machine_id: str, timeout_s: float = 300.0) -> Machine:

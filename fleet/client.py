@@ -18,6 +18,7 @@ import itertools
 import weakref
 from collections.abc import AsyncGenerator, Collection, Sequence
 from types import TracebackType
+from typing import Literal
 
 import aiohttp
 
@@ -283,7 +284,10 @@ class FleetClient(
         timeout_s: float | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        user: Literal["root"] | None = None,
     ) -> ExecCommandResult:
+        """Run ``command`` on the machine as its user, or as root (``user="root"``: gvisor
+        machines only)."""
         timeout = DEFAULT_EXEC_TIMEOUT_S if timeout_s is None else timeout_s
         params = new_params(
             g.MachineExecParams,
@@ -292,6 +296,7 @@ class FleetClient(
             timeout_s=timeout,
             cwd=cwd,
             env=env,
+            user=user,
         )
         # The command may legitimately run long: wait for its own timeout, plus a margin.
         return await self.call(g.MACHINES_EXEC, params, timeout_s=timeout + 15.0)

@@ -11,7 +11,7 @@ import uuid
 
 from contracts import gateway_machines as gm, gateway_rpc as g
 from contracts.jsonrpc import new_params
-from contracts.models import Machine, ProviderName
+from contracts.models import Machine, ProviderName, Runtime
 from fleet.client_retry import Calls
 
 
@@ -22,13 +22,15 @@ class MachinesClient:
         provider: ProviderName | None = None,
         *,
         idempotency_key: str | None = None,
+        runtime: Runtime | None = None,
     ) -> Machine:
-        """The instance's machine, on ``provider`` (omitted: the platform's default). One key
+        """The instance's machine, on ``provider`` (omitted: the platform's default), of
+        ``runtime`` (omitted: the instance's, else the platform's). One key
         per logical create (``idempotency_key``, else a new random one), sent with each retry
         of it: a retry whose first answer was lost gets that machine, not a second one."""
         key = idempotency_key or uuid.uuid4().hex
         params = new_params(g.CreateMachineParams, instance_id=instance_id, provider=provider,
-                            idempotency_key=key)  # fmt: skip
+                            idempotency_key=key, runtime=runtime)  # fmt: skip
         return await self.call(g.MACHINES_CREATE, params, resend_cut=True)
 
     async def rebuild_machine(

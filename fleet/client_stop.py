@@ -1,12 +1,19 @@
 """``FleetClient``'s methods for stopping and starting machines (a mixin: ``client.py`` is full):
-``machines.stop``, ``machines.start``, ``instances.setAutoStop``, ``instances.getAutoStop``, and
+``machines.stop``, ``machines.start``, ``instances.setAutoStop``, ``instances.getAutoStop``,
+``instances.setRuntime``, ``instances.getRuntime``, and
 forks and snapshots: ``machines.fork``, ``machines.snapshot``, ``snapshots.*``."""
 
 from __future__ import annotations
 
-from contracts import gateway_fork as gfk, gateway_rpc as g, gateway_stop as gs, gateway_types as gt
+from contracts import (
+    gateway_fork as gfk,
+    gateway_rpc as g,
+    gateway_runtime as grt,
+    gateway_stop as gs,
+    gateway_types as gt,
+)
 from contracts.jsonrpc import new_params
-from contracts.models import Machine
+from contracts.models import Machine, Runtime
 from fleet.client_retry import Calls
 
 
@@ -30,6 +37,17 @@ class StopClient:
     async def get_autostop(self: Calls, instance_id: str) -> gs.AutoStop:
         params = new_params(gt.InstanceRef, instance_id=instance_id)
         return await self.call(gs.INSTANCES_GET_AUTOSTOP, params)
+
+    async def set_runtime(
+        self: Calls, instance_id: str, runtime: Runtime | None
+    ) -> grt.InstanceRuntime:
+        """The runtime of the instance's next machines (None: the platform's)."""
+        params = new_params(grt.SetRuntimeParams, instance_id=instance_id, runtime=runtime)
+        return await self.call(grt.INSTANCES_SET_RUNTIME, params)
+
+    async def get_runtime(self: Calls, instance_id: str) -> grt.InstanceRuntime:
+        params = new_params(gt.InstanceRef, instance_id=instance_id)
+        return await self.call(grt.INSTANCES_GET_RUNTIME, params)
 
     async def fork_machine(self: Calls, machine_id: str, count: int = 1) -> list[Machine]:
         """``count`` new machines with the machine's home as of one instant (it keeps

@@ -41,6 +41,17 @@ def prepare_sync(settings: Settings, prefix: str) -> tuple[str, str]:
     return asyncio.run(prepare(settings, prefix))
 
 
+def network_gateway_sync(settings: Settings) -> str:
+    """The machines' bridge network's gateway address (the network made if missing): where
+    NATS listens for gvisor machines too, whose loopback is gVisor's own (docs/runtimes.md)."""
+
+    async def gateway() -> str:
+        async with aiodocker.Docker() as docker:
+            return await ensure_network(docker, settings.docker_network)
+
+    return asyncio.run(gateway())
+
+
 async def stop_docker_machines(settings: Settings, *, expected: bool) -> int:
     """Stop this stack's running containers (``fleet up`` stopping); how many. The next ``fleet
     up`` makes them again (the provisioner resumes live machines). Without an engine (none

@@ -29,7 +29,7 @@ import msgspec
 
 from core.lifeline import Children, end_recorded
 from core.lockfile import AlreadyRunning, PidLock
-from fleet.docker_setup import prepare_sync, stop_docker_machines
+from fleet.docker_setup import network_gateway_sync, prepare_sync, stop_docker_machines
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, held_ports
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan
@@ -39,6 +39,7 @@ from providers import homes_fs
 from providers.cgroup import unavailable as cgroup_unavailable
 from providers.local import stop_all_local
 from providers.netns import probe as network_probe
+from providers.runtimes import refusal as runtime_refusal
 from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
 from services.common.crypto import generate_secret_key
@@ -69,6 +70,8 @@ class UpOptions:
     sandbox: bool = True
     #: machines.create's default provider (docker: the image is built first, if missing).
     provider: Literal["local", "docker"] = "local"
+    #: machines.create's default runtime (--runtime); None: FLEET_RUNTIME's, else namespaces.
+    runtime: Literal["namespaces", "gvisor"] | None = None
     #: --ha: the clustered layout on this host (fleet.embedded_ha, fleet.up_ha).
     ha: bool = False
     #: --hosts N: N hosts on this machine, a provisioner each (fleet.up_ha); 0: one host.
@@ -128,6 +131,10 @@ def check_sandbox(opts: UpOptions) -> str | None:
         )
     elif (why := network_probe()) is not None:
         return f"{why}\nfleet up: local machines cannot have a network of their own; refusing"
+    if (opts.runtime or Settings.from_env().runtime) == "gvisor" and (
+        why := runtime_refusal("local", "gvisor", Settings.from_env().runsc)
+    ) is not None:
+        return f"{why}\nfleet up: --runtime gvisor cannot run here; refusing to start"
     if (why := cgroup_unavailable()) is not None:
         print(
             f"fleet up: WARNING: {why}: local machines run WITHOUT memory, CPU or pids limits "
@@ -237,11 +244,16 @@ def _servers(
         stack.enter_context(servers)
         nats_url, redis_url = servers.nats_url, servers.redis_url
         ha = ha_settings(servers)
+    runtime = opts.runtime or Settings.from_env().runtime
     if nats_url is None:
         host = "127.0.0.1"
-        if opts.provider == "docker":  # containers reach NATS on their network's gateway
-            here = msgspec.structs.replace(Settings.from_env(), data_dir=str(data_dir))
+        # Containers reach NATS on their network's gateway; so does gVisor's network stack,
+        # whose loopback is its own (docs/runtimes.md), without the machine image.
+        here = msgspec.structs.replace(Settings.from_env(), data_dir=str(data_dir))
+        if opts.provider == "docker":
             host, _ = prepare_sync(here, "fleet up")
+        elif runtime == "gvisor":
+            host = network_gateway_sync(here)
         nats = NatsServer(data_dir / "nats", auth=auth, host=host)
         watched.watch(nats, "nats-server")
         nats_url = stack.enter_context(nats).url
@@ -266,6 +278,7 @@ def _servers(
             DEFAULT_WARM_POOL[opts.provider] if opts.sandbox or opts.provider == "docker" else "",
         ),
         default_provider=opts.provider,
+        runtime=runtime,
         host=opts.host,
         port=opts.port,
         preview_host=opts.host,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.events import HomeCopy
 
 
@@ -62,3 +63,12 @@ class SnapshotTaker(Protocol):
 
     async def drop_snapshot(self, snapshot_id: str) -> bool:
         """Remove the snapshot (machines made from it keep their homes); False if none."""
+
+
+@runtime_checkable
+class RootExecutor(Protocol):
+    """A provider that can run a command as root inside a machine whose runtime allows it
+    (``gvisor``: root of the machine's own kernel, never the host's)."""
+
+    async def exec_as_root(self, machine_id: str, params: ExecCommandParams) -> ExecCommandResult:
+        """Run ``params`` as uid 0 in the machine; NotSupported if its runtime has no root."""

@@ -54,6 +54,11 @@ class Placement:
     #: The (uid, gid) the machine acts as in that image (a devcontainer's ``remoteUser``),
     #: never 0; None: the provider's default user.
     user: tuple[int, int] | None = None
+    #: Its runtime (docs/runtimes.md): ``namespaces`` or ``gvisor``.
+    runtime: str = "namespaces"
+    #: Its instance's egress policy is the open default (a runtime that cannot enforce a
+    #: policy refuses to start the machine under any other).
+    egress_open: bool = True
 
 
 PlacementOf = Callable[[str], Awaitable[Placement]]

@@ -27,6 +27,7 @@ import aiodocker
 import msgspec
 import structlog
 
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
 from contracts.ids import SNAPSHOT_ID_RE
@@ -37,6 +38,7 @@ from core.lockfile import holder_pid
 from core.poolwire import POOL_SLOT_VAR
 from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
+from providers import gvisor
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
 from providers.homes_fs import clone_home, is_subvolume, make_home, remove_home
@@ -53,7 +55,13 @@ from providers.local_image import (
 from providers.machine_uid import allocate_uid, give_home, give_upper
 from providers.netns import has_pasta, loopback_ports, start_sandboxed, stop_pasta
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
-from providers.sandbox import SECCOMP_FD, bwrap_argv, sandbox_root_children, supervisor_pid
+from providers.sandbox import (
+    SECCOMP_FD,
+    bwrap_argv,
+    hostname,
+    sandbox_root_children,
+    supervisor_pid,
+)
 from providers.scratch import remove_tree
 from providers.seccomp import docker_default_bpf
 from providers.userns import UserMap
@@ -114,8 +122,11 @@ class LocalProvider:
         forwarded: tuple[int, ...] = (),
         cow: bool = False,
         engine: Callable[[], aiodocker.Docker] | None = None,
+        runsc: gvisor.Runsc | None = None,
     ) -> None:
         self._data_dir = data_dir.resolve()
+        #: What runs gvisor machines (providers/gvisor.py); None: none here.
+        self._runsc = runsc
         #: Homes are btrfs subvolumes: a fork is a snapshot (providers/homes_fs.py).
         self.cow = cow
         #: The Docker engine environments' images are unpacked from (None: none).
@@ -189,6 +200,15 @@ class LocalProvider:
 
     async def start(self, machine_id: str, token: str) -> str:
         self._reap()
+        place = None if self._placement is None else await self._placement(machine_id)
+        if place is not None and place.runtime == "gvisor":
+            if not place.egress_open:  # refused before anything of it runs unfiltered
+                raise NotSupported(
+                    f"{machine_id} runs the gvisor runtime, on which egress policy is not "
+                    "enforced yet, and its instance has one (docs/limitations.md)",
+                    data={"runtime": "gvisor"},
+                )
+            return await self._start_gvisor(machine_id, token)
         pid = running_pid(self.machine_dir(machine_id), machine_id)
         orphan = None if pid is None else await asyncio.to_thread(self._orphan, machine_id, pid)
         if pid is not None and orphan is None:
@@ -479,12 +499,75 @@ class LocalProvider:
                  cpus=limits.cpus, pids=limits.pids)  # fmt: skip
         return group.enter_argv(argv)
 
+    async def _start_gvisor(self, machine_id: str, token: str) -> str:
+        """The machine on gVisor (providers/gvisor.py); NotSupported where it cannot run."""
+        runsc = self._gvisor_runsc()
+        gvisor.nats_address(self._nats_url)
+        machine_dir = self.machine_dir(machine_id)
+        cid = gvisor.container_id(machine_id)
+        pid = await asyncio.to_thread(gvisor.sandbox_pid, machine_dir)
+        if pid is not None and await asyncio.to_thread(runsc.status, cid, pid) == "running":
+            return f"local:{pid}"  # a redelivered machine.created: it is up
+        # Stopped, or half made by a provisioner that died: started afresh.
+        await asyncio.to_thread(gvisor.stop_sandbox, runsc, machine_dir, machine_id, 0.0)
+        home = self.home(machine_id)
+        await asyncio.to_thread(make_home, home, self.cow)
+        code_store(machine_dir).mkdir(mode=0o755, exist_ok=True)
+        uid = await asyncio.to_thread(self.own_uid, machine_id)
+        if uid is None:
+            raise NotSupported(
+                "a gvisor machine runs as a uid of its own, and this host has none "
+                "(FLEET_SANDBOX_UIDS)", data={"runtime": "gvisor"},
+            )  # fmt: skip
+        env = self.machine_env(home, FLEET_MACHINE_ID=machine_id)
+        await asyncio.to_thread(gvisor.write_token, machine_dir, token)
+        spec = gvisor.bundle_spec(machine_dir, home, env, uid, supervised_argv(),
+                                  hostname(machine_id))  # fmt: skip
+        bundle = await asyncio.to_thread(gvisor.write_bundle, machine_dir, spec)
+        enter = await self._limited(machine_id, [])
+        log_path = machine_dir / "daemon.log"
+        pid = await gvisor.start_sandbox(runsc, machine_id, bundle, log_path, machine_id, enter)
+        log.info("provider.gvisor_started", machine_id=machine_id, pid=pid,
+                 platform=runsc.platform)  # fmt: skip
+        return f"local:{pid}"
+
+    def _gvisor_runsc(self) -> gvisor.Runsc:
+        why = None if self._runsc is None else gvisor.probe(self._runsc.binary)
+        if self._runsc is None or why is not None or not self.sandbox:
+            raise NotSupported(
+                f"this host's local provider does not run gvisor machines: {why or 'no runsc'}",
+                data={"runtime": "gvisor"},
+            )
+        return self._runsc
+
+    async def exec_as_root(self, machine_id: str, params: ExecCommandParams) -> ExecCommandResult:
+        """Root of the machine's own kernel (gvisor machines only; runsc exec --user 0)."""
+        if not gvisor.is_gvisor(self.machine_dir(machine_id)):
+            raise NotSupported(f"machine {machine_id} is not a gvisor machine: no root in it",
+                               data={"runtime": "namespaces", "user": "root"})  # fmt: skip
+        runsc = self._gvisor_runsc()
+        return await gvisor.exec_as_root(runsc, self.machine_dir(machine_id), machine_id, params)
+
+    async def _stop_gvisor(self, machine_id: str) -> bool:
+        runsc = self._runsc or gvisor.Runsc("runsc", "ptrace", self._data_dir)
+        return await asyncio.to_thread(gvisor.stop_machine, runsc, self.machine_dir(machine_id),
+                                       machine_id, STOP_GRACE_S)  # fmt: skip
+
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
+        if gvisor.is_gvisor(self.machine_dir(machine_id)):
+            runsc = self._runsc or gvisor.Runsc("runsc", "ptrace", self._data_dir)
+            return await asyncio.to_thread(gvisor.restart_daemon, runsc,
+                                           self.machine_dir(machine_id), machine_id)  # fmt: skip
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
     async def netns_pid(self, machine_id: str) -> int | None:
         """The sandbox's init (bwrap's child), which holds the machine's network namespace."""
+        if gvisor.is_gvisor(self.machine_dir(machine_id)):
+            raise NotSupported(
+                "egress policy is not enforced on gvisor machines yet (docs/limitations.md)",
+                data={"runtime": "gvisor"},
+            )
         if not self.own_network:
             raise NotSupported(
                 "this host's local machines share the host's network (FLEET_SANDBOX_NETWORK="
@@ -501,6 +584,8 @@ class LocalProvider:
         outside the home);
         its daemon log and exit records, the platform's own, stay beside them."""
         machine_dir = self.machine_dir(machine_id)
+        if gvisor.is_gvisor(machine_dir):
+            await self._stop_gvisor(machine_id)
         await asyncio.to_thread(stop_local, machine_dir, machine_id)
         self._reap()
         await asyncio.to_thread(remove_overlay, machine_dir)  # its writes outside the home
@@ -510,6 +595,8 @@ class LocalProvider:
     async def stop(self, machine_id: str) -> bool:
         """As ``stop``: the home (and the machine's uid) stay in its directory, and a stop
         never removes them here; ``start`` runs the same machine in them again."""
+        if gvisor.is_gvisor(self.machine_dir(machine_id)):
+            return await self._stop_gvisor(machine_id)
         was_up = await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
         self._reap()
         await asyncio.to_thread(unmount_overlay, self.machine_dir(machine_id))
@@ -821,6 +908,10 @@ def stop_all_local(data_dir: Path, grace_s: float = STOP_GRACE_S) -> int:
     if not root.is_dir():
         return 0
     dirs = [d for d in root.iterdir() if d.is_dir()]
+    runsc = gvisor.Runsc("runsc", "ptrace", data_dir.resolve())
+    on_gvisor = [d for d in dirs if gvisor.is_gvisor(d)]
+    dirs = [d for d in dirs if d not in on_gvisor]
+    gvisor_up = sum(gvisor.stop_machine(runsc, d, d.name, grace_s) for d in on_gvisor)
     for d in dirs:
         pid = running_pid(d, d.name)
         with contextlib.suppress(OSError):  # a second SIGTERM from stop_local is harmless
@@ -830,4 +921,4 @@ def stop_all_local(data_dir: Path, grace_s: float = STOP_GRACE_S) -> int:
     ended = sum(stop_local(d, d.name, grace_s=max(0.0, deadline - time.monotonic())) for d in dirs)
     for d in dirs:  # an image machine's overlay: mounted again at its next start
         unmount_overlay(d)
-    return ended
+    return ended + gvisor_up

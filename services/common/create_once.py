@@ -21,7 +21,7 @@ import structlog
 from contracts.errors import IdempotencyKeyReused
 from contracts.events import MachineCreated
 from contracts.ids import derived_event_id
-from contracts.models import Machine
+from contracts.models import Machine, RuntimeChoice
 from contracts.status import MachineStatus as S
 from services.common.bus import Bus
 from services.common.store import Store
@@ -46,12 +46,13 @@ async def make(
     provider: str,
     once: CreateOnce,
     archive: Archive | None = None,
+    runtime: RuntimeChoice | None = None,
 ) -> Machine:
     """The machine of a keyed create (``archive`` None) or rebuild: made, the replaced machine
     archived (a rebuild), then ``machine.created``. A failure after the record was written
     leaves the machine ``created`` (not ``failed``, which the retry could not undo): the
     client's retry with this key finishes the job."""
-    machine, got = await store.create_machine_once(instance_id, provider, once)
+    machine, got = await store.create_machine_once(instance_id, provider, once, runtime)
     if not got.created:  # another call with this key got there first (a concurrent retry)
         return await repeat(store, bus, once, got, archive)
     await _finish(bus, machine, got, archive)

@@ -265,6 +265,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     homes_image_gb: int = 64
     #: The provider of machines.create without one (fleet up --provider local|docker).
     default_provider: Literal["local", "docker"] = "local"
+    #: The runtime of machines.create without one, for instances without their own
+    #: (fleet up --runtime namespaces|gvisor; docs/runtimes.md).
+    runtime: Literal["namespaces", "gvisor"] = "namespaces"
+    #: The runsc that runs gvisor machines (a name on PATH, or a path).
+    runsc: str = "runsc"
+    #: The gVisor platform gvisor machines run on (ptrace works on every host; docs/runtimes.md).
+    gvisor_platform: Literal["ptrace", "systrap", "kvm"] = "ptrace"
     #: Every machine's limits, both providers (docker: the container's; local: its cgroup).
     machine_memory_mb: int = 1024
     machine_cpus: float = 1.0

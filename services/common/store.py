@@ -26,7 +26,7 @@ import structlog
 from contracts import ids
 from contracts.errors import NotFound
 from contracts.machine_files import CronJob
-from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo
+from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo, RuntimeChoice
 from contracts.status import MachineStatus
 from core.backoff import backoff_s
 from services.common import store_scripts
@@ -268,11 +268,17 @@ class Store:
 
     # --- machines ---------------------------------------------------------------------------
     async def create_machine(
-        self, instance_id: str, provider: str, *, current: bool = True
+        self,
+        instance_id: str,
+        provider: str,
+        *,
+        current: bool = True,
+        runtime: RuntimeChoice | None = None,
     ) -> Machine:
         """A new machine record; the instance's current machine unless ``current`` is False
-        (a fork: one more machine of the instance)."""
-        m = _new_machine(instance_id, provider)
+        (a fork: one more machine of the instance); ``runtime``: its runtime and platform
+        (None: ``namespaces``)."""
+        m = _new_machine(instance_id, provider, runtime)
         now = m.created_at
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(k_machine(m.id), mapping=_to_hash(m))
@@ -284,11 +290,15 @@ class Store:
         return m
 
     async def create_machine_once(
-        self, instance_id: str, provider: str, once: CreateOnce
+        self,
+        instance_id: str,
+        provider: str,
+        once: CreateOnce,
+        runtime: RuntimeChoice | None = None,
     ) -> tuple[Machine, Once]:
         """``create_machine`` under an idempotency key: the machine the key names (this call's
         if the key was new, with nothing written otherwise)."""
-        m = _new_machine(instance_id, provider)
+        m = _new_machine(instance_id, provider, runtime)
         got = await self.creates.create(m, _to_hash(m), once)
         return (m if got.created else await self.get_machine(got.machine_id)), got
 
@@ -389,12 +399,15 @@ class Store:
         await self.redis.hset(k_machine(machine_id), F_CREDENTIAL_REVOKED, _now())
 
 
-def _new_machine(instance_id: str, provider: str) -> Machine:
+def _new_machine(instance_id: str, provider: str, runtime: RuntimeChoice | None) -> Machine:
     now = datetime.now(UTC)
+    kind, platform = runtime or ("namespaces", None)
     return Machine(
         id=ids.new_machine_id(),
         instance_id=instance_id,
         provider=provider,  # type: ignore[arg-type]
+        runtime=kind,
+        runtime_platform=platform,
         status=MachineStatus.CREATED,
         status_reason="waiting for the provisioner",
         created_at=now,

@@ -113,6 +113,8 @@ F_ENVIRONMENT_IMAGE = "environmentImage"
 K_AUTOSTOP = P + "autostop"
 #: Sorted set: machine id -> its last gateway activity (epoch seconds).
 K_ACTIVITY = P + "machines:activity"
+#: Hash: instance id -> the runtime of its next machines (instances.setRuntime).
+K_RUNTIME = P + "runtime"
 
 
 def k_lock(name: str) -> str:

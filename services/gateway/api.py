@@ -17,6 +17,7 @@ from contracts import (
     gateway_machines as gm,
     gateway_network as gn,
     gateway_rpc as g,
+    gateway_runtime as grt,
     gateway_sessions as gs,
     gateway_ssh as ssh_,
     gateway_stop as gst,
@@ -53,7 +54,15 @@ from contracts.gateway_rpc import (
 )
 from contracts.ids import derived_event_id, new_event_id
 from contracts.jsonrpc import Dispatcher, Limits, NoParams, Router
-from contracts.models import EnvScope, EnvVar, GitCredentials, Instance, Machine, Repo
+from contracts.models import (
+    EnvScope,
+    EnvVar,
+    GitCredentials,
+    Instance,
+    Machine,
+    Repo,
+    RuntimeChoice,
+)
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
 from core.version import package_version
@@ -85,6 +94,7 @@ from services.gateway.network_ops import NetworkOps
 from services.gateway.ops import MachineOps
 from services.gateway.people_ops import PeopleOps, may_see, people_routes
 from services.gateway.ports import PortOps
+from services.gateway.runtime_ops import RuntimeOps, check_root, root_exec
 from services.gateway.sessions import SessionOps
 from services.gateway.stop_ops import StopOps, check_running_limit
 from services.gateway.tickets import EventTickets
@@ -126,6 +136,7 @@ class GatewayApi:
         self.env_builds = EnvBuildOps(self.access, hosts)
         self.network = NetworkOps(store, hosts)
         self.hosts = HostOps(store, self.settings, self._rebuild_instance)
+        self.host_control = hosts
         self.ops = MachineOps(
             store=store,
             daemons=daemons,
@@ -136,6 +147,7 @@ class GatewayApi:
             keys=keys,
         )
         self.stops = StopOps(store=store, bus=bus, access=self.access)
+        self.runtimes = RuntimeOps(store=store, settings=self.settings, access=self.access)
         self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
                              max_snapshots=self.settings.max_snapshots)  # fmt: skip
         self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
@@ -246,9 +258,11 @@ class GatewayApi:
         if p.from_snapshot is not None:
             return await self._from_snapshot(p, c)
         provider = p.provider or self.settings.default_provider
+        runtime = await self.runtimes.for_new(p.instance_id, provider, p.runtime)
         once = create_once.once_of(
-            g.MACHINES_CREATE.name, p.idempotency_key, c, self.settings, p.instance_id, provider
-        )
+            g.MACHINES_CREATE.name, p.idempotency_key, c, self.settings, p.instance_id, provider,
+            *([] if p.runtime is None else [p.runtime]),
+        )  # fmt: skip
         if once is not None and (got := await self.store.creates.lookup(once)) is not None:
             return await create_once.repeat(self.store, self.bus, once, got)  # a retry
         inst = await self.store.get_instance(p.instance_id)
@@ -265,8 +279,10 @@ class GatewayApi:
                 )
         await check_running_limit(self.store, inst.id, None)
         if once is not None:
-            return await create_once.make(self.store, self.bus, inst.id, provider, once)
-        return await self._create_machine(inst.id, provider)
+            return await create_once.make(
+                self.store, self.bus, inst.id, provider, once, runtime=runtime
+            )
+        return await self._create_machine(inst.id, provider, runtime)
 
     async def _from_snapshot(self, p: CreateMachineParams, c: Caller) -> Machine:
         """One more machine of the instance, with a copy of the snapshot's home (as forks are:
@@ -277,8 +293,10 @@ class GatewayApi:
         await check_running_limit(self.store, p.instance_id, None)
         return await self.forks.made_from(snapshot, p.provider)
 
-    async def _create_machine(self, instance_id: str, provider: str) -> Machine:
-        return await new_machine(self.store, self.bus, instance_id, provider)
+    async def _create_machine(
+        self, instance_id: str, provider: str, runtime: RuntimeChoice
+    ) -> Machine:
+        return await new_machine(self.store, self.bus, instance_id, provider, runtime=runtime)
 
     async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
         return await self.access.machine(c, p.machine_id)
@@ -318,6 +336,7 @@ class GatewayApi:
         provider: str = self.settings.default_provider
         if inst.current_machine_id:
             provider = (await self.store.get_machine(inst.current_machine_id)).provider
+        runtime = await self.runtimes.for_new(inst.id, provider, None)
         # The machine it replaces is archived, so it does not count; the new one does.
         await check_running_limit(self.store, inst.id, inst.current_machine_id)
         once = create_once.once_of(
@@ -325,11 +344,11 @@ class GatewayApi:
         )
         if once is not None:
             return await create_once.make(
-                self.store, self.bus, inst.id, provider, once, self._replaced
+                self.store, self.bus, inst.id, provider, once, self._replaced, runtime
             )
         if inst.current_machine_id:
             await self._archive(inst.current_machine_id, "replaced by a rebuild")
-        return await self._create_machine(inst.id, provider)
+        return await self._create_machine(inst.id, provider, runtime)
 
     async def _rebuild_instance(self, instance_id: str, c: Caller) -> Machine:
         """``machines.rebuild`` of ``instance_id`` (hosts.drain with rebuild)."""
@@ -342,7 +361,10 @@ class GatewayApi:
         return await self._archive(machine_id, "replaced by a rebuild", event_id)
 
     async def machines_exec(self, p: MachineExecParams, c: Caller) -> ExecCommandResult:
-        await self.access.live_machine(c, p.machine_id)
+        machine = await self.access.live_machine(c, p.machine_id)
+        if p.user == "root":
+            check_root(machine)
+            return await self.host_control.exec_as_root(machine, root_exec(p))
         params = ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd, env=p.env)
         return await self.daemons.machine(p.machine_id).exec(params)
 
@@ -434,6 +456,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
     r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
     stop_routes(r, api.stops)
+    runtime_routes(r, api.runtimes)
     r.register(gfk.MACHINES_FORK, wrap(lim.create, "machine creations", api.forks.machines_fork))
     r.register(gfk.MACHINES_SNAPSHOT, api.forks.machines_snapshot)
     r.register(gfk.SNAPSHOTS_LIST, api.forks.snapshots_list)
@@ -456,6 +479,11 @@ def stop_routes(r: Router[Caller], ops: StopOps) -> None:
     r.register(gst.MACHINES_START, ops.machines_start)
     r.register(gst.INSTANCES_SET_AUTOSTOP, ops.instances_set_autostop)
     r.register(gst.INSTANCES_GET_AUTOSTOP, ops.instances_get_autostop)
+
+
+def runtime_routes(r: Router[Caller], ops: RuntimeOps) -> None:
+    r.register(grt.INSTANCES_SET_RUNTIME, ops.instances_set_runtime)
+    r.register(grt.INSTANCES_GET_RUNTIME, ops.instances_get_runtime)
 
 
 def codemode_routes(r: Router[Caller], cm: CodemodeOps) -> None:

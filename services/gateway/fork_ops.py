@@ -19,7 +19,7 @@ from contracts.gateway_fork import (
 )
 from contracts.gateway_types import InstanceRef
 from contracts.ids import new_event_id, new_snapshot_id
-from contracts.models import Machine
+from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
 from services.common.bus import Bus
 from services.common.store import Store
@@ -85,6 +85,7 @@ class ForkOps:
                 source.provider,
                 source.id,
                 environment=same,
+                runtime=runtime_of(source),
             )
             for _ in range(p.count)
         ]
@@ -126,7 +127,7 @@ class ForkOps:
         same = environment_of(source) if source.provider in LAYER_IS_AN_IMAGE else None
         return await new_machine(
             self.store, self.bus, snapshot.instance_id, source.provider,
-            from_snapshot=snapshot.id, environment=same,
+            from_snapshot=snapshot.id, environment=same, runtime=runtime_of(source),
         )  # fmt: skip
 
     async def snapshots_list(self, p: InstanceRef, c: Caller) -> SnapshotList:
@@ -156,6 +157,11 @@ def environment_of(m: Machine) -> tuple[str, str | None] | None:
     return None if m.environment is None else (m.environment, m.environment_image)
 
 
+def runtime_of(m: Machine) -> RuntimeChoice:
+    """A fork's (or a snapshot's machine's) runtime: its source's."""
+    return (m.runtime, m.runtime_platform)
+
+
 async def new_machine(
     store: Store,
     bus: Bus,
@@ -165,12 +171,14 @@ async def new_machine(
     from_snapshot: str | None = None,
     *,
     environment: tuple[str, str | None] | None = None,
+    runtime: RuntimeChoice | None = None,
 ) -> Machine:
     """A machine made and announced (``machine.created``): the instance's current one, or one
     more machine of the instance: a fork of ``fork_of``, or one with a copy of the snapshot
-    ``from_snapshot``; ``environment`` (description, image): what it runs, already resolved."""
+    ``from_snapshot``; ``environment`` (description, image): what it runs, already resolved;
+    ``runtime``: its runtime (None: ``namespaces``)."""
     current = fork_of is None and from_snapshot is None
-    machine = await store.create_machine(instance_id, provider, current=current)
+    machine = await store.create_machine(instance_id, provider, current=current, runtime=runtime)
     if environment is not None:  # resolved already: the provisioner takes it as it is
         await set_machine_environment(store, machine.id, *environment)
     event = MachineCreated(

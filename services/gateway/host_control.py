@@ -11,6 +11,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from contracts import gateway_env_builds as geb, host_rpc as h, subjects
+from contracts.daemon_rpc import ExecCommandResult
 from contracts.errors import HostUnavailable
 from contracts.events import HomeCopy
 from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
@@ -32,6 +33,9 @@ class HostControl(Protocol):
 
     async def apply_egress(self, machine: Machine) -> bool:
         """Enforce the machine's instance's egress policy now; False: not running."""
+
+    async def exec_as_root(self, machine: Machine, params: h.RootExecParams) -> ExecCommandResult:
+        """Run a command as root inside the (gvisor) machine, by its host's provider."""
 
     async def environments(self, host: str | None, spec: MethodSpec[P, R], params: P) -> R:
         """One of the environment builds' host methods (contracts/gateway_env_builds.py) on
@@ -79,6 +83,11 @@ class HostClient:
     async def apply_egress(self, machine: Machine) -> bool:
         params = h.HostMachineParams(machine_id=machine.id)
         return (await self._call(machine, h.APPLY_EGRESS, params, self._timeout_s)).applied
+
+    async def exec_as_root(self, machine: Machine, params: h.RootExecParams) -> ExecCommandResult:
+        # The command's own time, and the RPC's on top of it.
+        timeout_s = params.timeout_s + self._timeout_s
+        return await self._call(machine, h.EXEC_AS_ROOT, params, timeout_s)
 
     async def environments(self, host: str | None, spec: MethodSpec[P, R], params: P) -> R:
         # A build answers when done: its timeout is the build's, not an RPC's.

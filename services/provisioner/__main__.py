@@ -13,6 +13,7 @@ from providers import homes_fs
 from providers.code import code_repo
 from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
+from providers.gvisor import Runsc
 from providers.limits import Placement
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
@@ -65,6 +66,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         placement=placement,
         default_limits=limits,
         engine=lambda: docker.docker,
+        runsc=Runsc(settings.runsc, settings.gvisor_platform, settings.data_path),
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ

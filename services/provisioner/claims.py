@@ -24,7 +24,10 @@ async def machine_pool(
 ) -> str | None:
     """The warm pool a machine may come from (its provider's, of its image); None for a
     machine with a user of its own (a devcontainer's remoteUser): a pooled one runs as the
-    provider's default user."""
+    provider's default user; None for a gvisor machine: pooled ones run the namespaces
+    runtime, never to be handed out in its place."""
+    if (await store.get_machine(machine_id)).runtime != "namespaces":
+        return None
     life = await record.load(store, machine_id)
     if life is not None and life.user is not None:
         return None

@@ -38,6 +38,7 @@ from services.common.output_lines import OutputTrickle
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_limits import instance_limits
+from services.common.store_network import instance_egress
 from services.provisioner import image_policy
 
 log = structlog.get_logger(__name__)
@@ -203,7 +204,9 @@ async def machine_placement(store: Store, settings: Settings, machine: Machine) 
     life = await record.load(store, machine.id)
     user = None if life is None or life.user is None else (life.user.uid, life.user.gid)
     limits = await _limits(store, settings, machine, life)
-    return Placement(machine.instance_id, limits, image=machine.environment_image, user=user)
+    egress_open = (await instance_egress(store, machine.instance_id)).is_open()
+    return Placement(machine.instance_id, limits, image=machine.environment_image, user=user,
+                     runtime=machine.runtime, egress_open=egress_open)  # fmt: skip
 
 
 async def machine_limits(store: Store, settings: Settings, machine: Machine) -> Limits:

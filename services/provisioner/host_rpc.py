@@ -13,11 +13,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from contracts import gateway_env_builds as geb, host_rpc as h, subjects
+from contracts.daemon_rpc import ExecCommandResult
 from contracts.errors import NotFound, NotSupported
 from contracts.jsonrpc import Dispatcher, Router
 from contracts.models import Machine
 from core.reply_server import ReplyServer
-from providers.base import MachineControl, SnapshotTaker
+from providers.base import MachineControl, RootExecutor, SnapshotTaker
 from services.common.settings import Settings
 from services.common.store import Store
 from services.provisioner.egress import EgressEnforcer
@@ -87,6 +88,17 @@ class HostMethods:
         machine, _provider = await self._own(p.machine_id)
         return h.ApplyEgressResult(applied=await self.egress.enforce(machine))
 
+    async def exec_as_root(self, p: h.RootExecParams, _: None) -> ExecCommandResult:
+        machine, provider = await self._own(p.machine_id)
+        if machine.runtime != "gvisor" or not isinstance(provider, RootExecutor):
+            raise NotSupported(
+                f"machine {machine.id} runs the {machine.runtime} runtime on the "
+                f"{machine.provider} provider: nothing runs as root in it",
+                data={"runtime": machine.runtime, "user": "root"},
+            )
+        log.info("host.exec_as_root", machine_id=machine.id, program=p.command[0])
+        return await provider.exec_as_root(machine.id, p)
+
     def dispatcher(self) -> Dispatcher[None]:
         router: Router[None] = Router()
         router.register(h.TAKE_SNAPSHOT, self.take_snapshot)
@@ -94,6 +106,7 @@ class HostMethods:
         router.register(h.RESTART_DAEMON, self.restart_daemon)
         router.register(h.INSTALL_CODE, self.install_code)
         router.register(h.APPLY_EGRESS, self.apply_egress)
+        router.register(h.EXEC_AS_ROOT, self.exec_as_root)
         router.register(geb.HOST_LIST_ENVIRONMENTS, self.builds.list)
         router.register(geb.HOST_BUILD_ENVIRONMENT, self.builds.build)
         router.register(geb.HOST_DELETE_ENVIRONMENT, self.builds.delete)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from contracts import gateway_env_builds as geb, host_rpc as h
+from contracts.daemon_rpc import ExecCommandResult
 from contracts.events import HomeCopy
 from contracts.jsonrpc import MethodSpec, P, R
 from contracts.models import Machine
@@ -41,6 +42,9 @@ class InProcessHosts:
     async def drop_snapshot(self, machine: Machine, snapshot_id: str) -> bool:
         params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)
         return (await self.methods.drop_snapshot(params, None)).dropped
+
+    async def exec_as_root(self, machine: Machine, params: h.RootExecParams) -> ExecCommandResult:
+        return await self.methods.exec_as_root(params, None)
 
     async def apply_egress(self, machine: Machine) -> bool:
         params = h.HostMachineParams(machine_id=machine.id)

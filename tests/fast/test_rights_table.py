@@ -126,6 +126,8 @@ def samples(i: str, m: str, snapshot: str, token: str) -> dict[str, Sample]:
         "machines.stop": Sample(mm), "machines.start": Sample(mm),
         "instances.setAutoStop": Sample({**im, "idleAfterS": 3600}),
         "instances.getAutoStop": Sample(im),
+        "instances.setRuntime": Sample({**im, "runtime": "namespaces"}),
+        "instances.getRuntime": Sample(im),
         "machines.fork": Sample(mm), "machines.snapshot": Sample({**mm, "name": "walked"}),
         "snapshots.list": Sample(im), "snapshots.delete": Sample({"snapshotId": snapshot}),
         "codemode.run": Sample({"code": "1"}, None), "codemode.describe": Sample({}, None),

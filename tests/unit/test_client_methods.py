@@ -24,6 +24,7 @@ from contracts import (
     gateway_network,
     gateway_people,
     gateway_rpc,
+    gateway_runtime,
     gateway_sessions,
     gateway_ssh,
     gateway_stop,
@@ -51,6 +52,7 @@ SPEC_MODULES = (
     gateway_ssh,
     gateway_files,
     gateway_stop,
+    gateway_runtime,
     gateway_fork,
     gateway_people,
 )

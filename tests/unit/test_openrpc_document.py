@@ -103,6 +103,7 @@ def test_error_codes_match_the_spec(doc: dict[str, Any], spec: MethodSpec) -> No
                 ("provider", False),
                 ("idempotencyKey", False),
                 ("fromSnapshot", False),
+                ("runtime", False),
             ],
         ),
         ("machines.get", [("machineId", True)]),
@@ -114,6 +115,7 @@ def test_error_codes_match_the_spec(doc: dict[str, Any], spec: MethodSpec) -> No
                 ("timeoutS", False),
                 ("cwd", False),
                 ("env", False),
+                ("user", False),
             ],
         ),
     ],
@@ -126,7 +128,8 @@ def test_known_method_params(
 
 def test_known_error_codes(doc: dict[str, Any]) -> None:
     assert [e["code"] for e in method(doc, "machines.get")["errors"]] == [1004, 1003]
-    # exec is forwarded to the daemon: its validation and tool errors are part of the contract.
+    # exec is forwarded to the daemon: its validation and tool errors are part of the contract;
+    # as root, to the machine's host (gvisor machines only).
     assert [e["code"] for e in method(doc, "machines.exec")["errors"]] == [
         1004,
         1003,
@@ -137,6 +140,8 @@ def test_known_error_codes(doc: dict[str, Any]) -> None:
         -32602,
         1700,
         1049,
+        1601,
+        1505,
     ]
     assert [e["code"] for e in method(doc, "machines.create")["errors"]] == [
         1004,
@@ -144,6 +149,7 @@ def test_known_error_codes(doc: dict[str, Any]) -> None:
         1009,
         1041,
         1022,
+        1601,
     ]
     assert method(doc, "instances.create")["errors"] == []
 

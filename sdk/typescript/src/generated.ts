@@ -248,6 +248,12 @@ export interface InstanceList {
   instances: Array<Instance>;
 }
 
+export interface InstanceRuntime {
+  instanceId: string;
+  runtime: "gvisor" | "namespaces" | null;
+  effective: "gvisor" | "namespaces";
+}
+
 export interface ListDirResult {
   path: string;
   entries: Array<DirEntry>;
@@ -277,6 +283,8 @@ export interface Machine {
   hostId?: string | null;
   environment?: string | null;
   environmentImage?: string | null;
+  runtime?: "gvisor" | "namespaces";
+  runtimePlatform?: "kvm" | "ptrace" | "systrap" | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -601,6 +609,7 @@ export interface MachinesCreateParams {
   provider?: "docker" | "local" | "swarm" | null;
   idempotencyKey?: string | null;
   fromSnapshot?: string | null;
+  runtime?: "gvisor" | "namespaces" | null;
 }
 
 /** `machines.get`'s params. */
@@ -631,6 +640,7 @@ export interface MachinesExecParams {
   timeoutS?: number;
   cwd?: string | null;
   env?: Record<string, string> | null;
+  user?: "root" | null;
 }
 
 /** `machines.writeFile`'s params. */
@@ -808,6 +818,17 @@ export interface InstancesSetAutoStopParams {
 
 /** `instances.getAutoStop`'s params. */
 export interface InstancesGetAutoStopParams {
+  instanceId: string;
+}
+
+/** `instances.setRuntime`'s params. */
+export interface InstancesSetRuntimeParams {
+  instanceId: string;
+  runtime: "gvisor" | "namespaces" | null;
+}
+
+/** `instances.getRuntime`'s params. */
+export interface InstancesGetRuntimeParams {
   instanceId: string;
 }
 
@@ -1070,7 +1091,7 @@ export interface Methods {
   /**
    * Create the instance's machine.
    *
-   * Errors: 1004, 1003, 1009, 1041, 1022.
+   * Errors: 1004, 1003, 1009, 1041, 1022, 1601.
    */
   "machines.create": { params: MachinesCreateParams; result: Machine };
   /**
@@ -1094,13 +1115,13 @@ export interface Methods {
   /**
    * Archive current machine, make a new one.
    *
-   * Errors: 1004, 1003, 1009, 1041, 1022.
+   * Errors: 1004, 1003, 1009, 1041, 1022, 1601.
    */
   "machines.rebuild": { params: MachinesRebuildParams; result: Machine };
   /**
-   * Run argv on a machine.
+   * Run argv on a machine, as its user (or as root: gvisor machines only).
    *
-   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1049.
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1049, 1601, 1505.
    */
   "machines.exec": { params: MachinesExecParams; result: ExecCommandResult };
   /**
@@ -1283,6 +1304,18 @@ export interface Methods {
    * Errors: 1004, 1003.
    */
   "instances.getAutoStop": { params: InstancesGetAutoStopParams; result: AutoStop };
+  /**
+   * Set the runtime of the instance's next machines (namespaces or gvisor; null: the platform's). Machines it has keep theirs. NotSupported if the platform's provider cannot run it.
+   *
+   * Errors: 1004, 1003, 1601.
+   */
+  "instances.setRuntime": { params: InstancesSetRuntimeParams; result: InstanceRuntime };
+  /**
+   * The instance's runtime setting, and the runtime its next machine gets.
+   *
+   * Errors: 1004, 1003.
+   */
+  "instances.getRuntime": { params: InstancesGetRuntimeParams; result: InstanceRuntime };
   /**
    * New machines of the same instance, each with the machine's home as of one instant (running or stopped; it keeps running), each made ready as a created one.
    *
@@ -1527,6 +1560,8 @@ export const METHOD_NAMES = [
   "machines.start",
   "instances.setAutoStop",
   "instances.getAutoStop",
+  "instances.setRuntime",
+  "instances.getRuntime",
   "machines.fork",
   "machines.snapshot",
   "snapshots.list",

@@ -48,6 +48,8 @@ export const METHODS = Object.freeze({
   MACHINES_START: "machines.start",
   INSTANCES_SET_AUTO_STOP: "instances.setAutoStop",
   INSTANCES_GET_AUTO_STOP: "instances.getAutoStop",
+  INSTANCES_SET_RUNTIME: "instances.setRuntime",
+  INSTANCES_GET_RUNTIME: "instances.getRuntime",
   MACHINES_FORK: "machines.fork",
   MACHINES_SNAPSHOT: "machines.snapshot",
   SNAPSHOTS_LIST: "snapshots.list",

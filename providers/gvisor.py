@@ -1,0 +1,388 @@
+"""A local machine on gVisor (the ``gvisor`` runtime, docs/runtimes.md): ``runsc`` runs the
+machine's supervisor on gVisor's user-space kernel, so that none of the machine's processes is
+a process of the host; only runsc's own (its sandbox and gofer) stand for it.
+
+What the sandbox is given, as the bubblewrap sandbox is (providers/sandbox.py): the host's
+system directories and an allow-list of ``/etc`` read-only, the Python that runs the daemon and
+fleetd's daemon packages read-only, the machine's home read-write at the same path, its code
+store read-only, a private ``/tmp``. Its first process is root *of gVisor's kernel*: it reads
+the token from a root-only file of the platform's (read-only, outside the home), then becomes
+the machine's uid (daemon/nodump.py ``take_token_file_and_drop_root``), as a docker machine's
+does. Root inside is for ``runsc exec --user 0`` (``exec_as_root``), never the host's.
+
+Its network is gVisor's own stack (``--network=sandbox``: the one a checkpoint can keep) in a
+network namespace of its own with ``pasta`` as its way out (providers/netns.py). This runsc
+takes any namespace with ``/proc/sys/net/core/rmem_default`` for the root one and refuses to
+start there, so it runs in a mount namespace with a tmpfs over ``/proc/sys/net``. gVisor's
+stack has its own loopback: the daemon reaches NATS at an address of the host (pasta connects
+as the host would), never at the host's loopback.
+
+runsc's state is under ``<data-dir>/gvisor``; container ids are a fixed-length hash of the
+machine id (runsc finds a container by any prefix of its id). Its processes start in the
+machine's cgroup (``--ignore-cgroups``: runsc does not make its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.errors import NotSupported, ProviderError
+from contracts.models import GvisorPlatform
+from core.codestore import CODE_MOUNT
+from core.tokenfd import DAEMON_RUN_AS_VAR, TOKEN_FILE_VAR
+from core.version import SOURCE_ROOT
+from providers.cgroup import MachineCgroup
+from providers.netns import attach, nats_servers, stop_pasta
+from providers.sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
+from providers.scratch import remove_tree
+
+log = structlog.get_logger(__name__)
+
+#: In a machine's directory when it runs on gVisor: its bundle (config.json, rootfs/).
+BUNDLE = "gvisor"
+#: The token's directory (root's, 0700) beside the home, and where the sandbox sees it.
+TOKEN_DIR = "gvisor-token"  # noqa: S105 - a directory name
+TOKEN_MOUNT = "/run/fleet-token"  # noqa: S105 - a path
+#: The bubblewrap sandbox's own descriptors and loader mean nothing here.
+_NOT_HERE = ("FLEET_MACHINE_TOKEN_FD", "FLEET_NODUMP_LOADER")
+_RUNSC_TIMEOUT_S = 120.0
+#: Output kept of a root command, each stream (as the daemon caps its own).
+OUTPUT_CAP = 1 << 20
+
+
+def container_id(machine_id: str) -> str:
+    """The machine's container id: the same length for every machine, so none is a prefix of
+    another's (runsc takes an id's prefix for the id)."""
+    return "fleet-" + hashlib.sha256(machine_id.encode()).hexdigest()[:32]
+
+
+def is_gvisor(machine_dir: Path) -> bool:
+    return (machine_dir / BUNDLE).is_dir()
+
+
+class Runsc:
+    """One host's runsc: its binary, platform and state directory.
+
+    A sandbox's control socket is an abstract one, in the machine's network namespace: every
+    command to a running sandbox runs there (``nsenter`` to the sandbox's pid)."""
+
+    def __init__(self, binary: str, platform: GvisorPlatform, data_dir: Path) -> None:
+        self.binary = binary
+        self.platform = platform
+        self.state = data_dir / "gvisor"
+
+    def argv(self, *args: str, inside: int | None = None) -> list[str]:
+        enter = [] if inside is None else ["nsenter", f"--net=/proc/{inside}/ns/net"]
+        return [*enter, self.binary, "--root", str(self.state), "--platform", self.platform,
+                "--network", "sandbox", "--ignore-cgroups", *args]  # fmt: skip
+
+    def run(self, *args: str, inside: int | None = None,
+            timeout_s: float = _RUNSC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return subprocess.run(self.argv(*args, inside=inside), capture_output=True, text=True,
+                              timeout=timeout_s, check=False, env=_clean_env())  # fmt: skip
+
+    def status(self, cid: str, inside: int) -> str | None:
+        """The container's status (``runsc state``) in the sandbox ``inside``; None if none."""
+        got = self.run("state", cid, inside=inside, timeout_s=30)
+        if got.returncode != 0:
+            return None
+        with contextlib.suppress(ValueError, KeyError):
+            return str(json.loads(got.stdout)["status"])
+        return None
+
+
+#: In a machine's bundle: the host pid of its sandbox (runsc's ``boot`` process).
+PID_FILE = "sandbox.pid"
+
+
+def sandbox_pid(machine_dir: Path) -> int | None:
+    """The machine's live sandbox process, checked to be its own (its bundle in its command
+    line: a pid reused by another process is not it); None if it runs none."""
+    bundle = machine_dir / BUNDLE
+    try:
+        pid = int((bundle / PID_FILE).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if f"--bundle={bundle}".encode() in cmdline and b"boot" in cmdline else None
+
+
+def _find_sandbox(bundle: Path) -> int | None:
+    want = f"--bundle={bundle}".encode()
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
+                    if want in cmdline and b"boot" in cmdline:
+                        return int(entry.name)
+    return None
+
+
+def _clean_env() -> dict[str, str]:
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def nats_address(nats_url: str) -> None:
+    """NotSupported unless every NATS server is at an address of the host other than its
+    loopback: gVisor's network stack has a loopback of its own."""
+    for host, _ in nats_servers(nats_url):
+        if host in ("localhost", "::1") or host.startswith("127."):
+            raise NotSupported(
+                f"a gvisor machine reaches NATS at an address of the host, and NATS is at {host} "
+                "(its own loopback under gVisor): run NATS on another address of this host "
+                "(docs/runtimes.md)",
+                data={"runtime": "gvisor"},
+            )
+
+
+def write_token(machine_dir: Path, token: str) -> Path:
+    """The token's directory (root's alone; read-only in the sandbox, where only root may
+    read the file)."""
+    d = machine_dir / TOKEN_DIR
+    d.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(d, 0o700)
+    path = d / "token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token)
+    return d
+
+
+def _bind(src: str | Path, dst: str | Path, ro: bool = True) -> dict[str, Any]:
+    return {"destination": str(dst), "type": "bind", "source": str(src),
+            "options": ["rbind", "ro" if ro else "rw"]}  # fmt: skip
+
+
+def _rootfs(bundle: Path, targets: list[tuple[str, bool]]) -> Path:
+    """An empty root with the merged-/usr links and a mount point per target (a directory,
+    or a file for a file's mount)."""
+    bundle.mkdir(mode=0o755, exist_ok=True)
+    root = bundle / "rootfs"
+    root.mkdir(mode=0o755, exist_ok=True)
+    for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        if os.path.islink(f"/{link}") and not os.path.lexists(root / link):
+            os.symlink(os.readlink(f"/{link}"), root / link)
+    for target, is_dir in targets:
+        path = root / target.lstrip("/")
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if is_dir:
+            path.mkdir(mode=0o755, exist_ok=True)
+        elif not path.exists():
+            path.touch(mode=0o644)
+    return root
+
+
+def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
+                argv: list[str], hostname: str) -> dict[str, Any]:  # fmt: skip
+    """The OCI spec of the machine's sandbox (its rootfs made beside it)."""
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
+        {"destination": "/var/tmp", "type": "tmpfs", "source": "tmpfs",
+         "options": ["mode=1777"]},
+    ]  # fmt: skip
+    for d in ("/usr", "/opt"):
+        if os.path.isdir(d) and not os.path.islink(d):
+            mounts.append(_bind(d, d))
+    for name in ETC_ALLOWED:
+        if os.path.exists(f"/etc/{name}"):
+            mounts.append(_bind(f"/etc/{name}", f"/etc/{name}"))
+    for root in python_roots():
+        if not root.is_relative_to("/usr"):
+            mounts.append(_bind(root, root))
+    mounts += [_bind(SOURCE_ROOT / pkg, SOURCE_ROOT / pkg) for pkg in DAEMON_PACKAGES]
+    mounts += [
+        _bind(home, home, ro=False),
+        _bind(machine_dir / "code", CODE_MOUNT),
+        _bind(machine_dir / TOKEN_DIR, TOKEN_MOUNT),
+    ]
+    targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
+               for m in mounts]  # fmt: skip
+    root = _rootfs(machine_dir / BUNDLE, targets)
+    env = {k: v for k, v in env.items() if k not in _NOT_HERE}
+    # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
+    # the machine's uid itself (core/tokenfd.py DAEMON_RUN_AS_VAR).
+    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", DAEMON_RUN_AS_VAR: str(uid),
+            SANDBOXED_VAR: "1"}  # fmt: skip
+    # The daemons' to become the machine's uid; the supervisor's to signal them and to end the
+    # machine's processes at its end. All go with root at a daemon's setuid.
+    caps = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
+    return {
+        "ociVersion": "1.0.0",
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": argv,
+            "env": [f"{k}={v}" for k, v in sorted(env.items())],
+            "cwd": str(home),
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(root), "readonly": True},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+                  + [{"type": "network", "path": "/proc/self/ns/net"}]},
+    }  # fmt: skip
+
+
+def write_bundle(machine_dir: Path, spec: dict[str, Any]) -> Path:
+    bundle = machine_dir / BUNDLE
+    bundle.mkdir(mode=0o755, exist_ok=True)
+    (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+    return bundle
+
+
+async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: Path,
+                        owner: str, enter: list[str]) -> int:  # fmt: skip
+    """Start the machine's sandbox in a network namespace of its own with pasta as its way
+    out, in the cgroup ``enter`` moves it into; the sandbox's host pid. On failure nothing of
+    it is left."""
+    cid = container_id(machine_id)
+    holder = await asyncio.create_subprocess_exec(
+        "unshare", "--net", "sleep", "infinity", env=_clean_env(),
+        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        await _await_own_netns(holder.pid)
+        await attach(holder.pid, owner, [])
+        netns = f"/proc/{holder.pid}/ns/net"
+        script = 'mount -t tmpfs tmpfs /proc/sys/net && exec "$@"'
+        argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
+                script, "fleet-gvisor",
+                *runsc.argv("run", "--detach", "--bundle", str(bundle), cid)]  # fmt: skip
+        with log_path.open("ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                env=_clean_env(), start_new_session=True,
+            )  # fmt: skip
+            async with asyncio.timeout(_RUNSC_TIMEOUT_S):
+                code = await proc.wait()
+        if code != 0:
+            raise ProviderError(f"runsc could not start {machine_id} (exit {code}): see its log")
+        pid = await asyncio.to_thread(_find_sandbox, bundle)
+        state = None if pid is None else await asyncio.to_thread(runsc.status, cid, pid)
+        if pid is None or state != "running":
+            raise ProviderError(f"runsc started {machine_id}, and it is {state}: see its log")
+        (bundle / PID_FILE).write_text(str(pid))
+        return pid
+    except BaseException:
+        await asyncio.to_thread(remove_sandbox, runsc, bundle.parent, machine_id, owner)
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(holder.pid, signal.SIGKILL)
+        await holder.wait()
+
+
+async def _await_own_netns(pid: int, timeout_s: float = 10.0) -> None:
+    """Until ``pid`` (unshare, then sleep) is in a network namespace other than ours."""
+    ours = os.stat("/proc/self/ns/net").st_ino
+    async with asyncio.timeout(timeout_s):
+        while True:
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{pid}/ns/net").st_ino != ours:
+                    return
+            await asyncio.sleep(0.01)
+
+
+def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float) -> bool:
+    """SIGTERM the machine's first process (the supervisor, which stops the daemon), wait up
+    to ``grace_s``, then delete the sandbox (every process of it ends, its memory is freed).
+    True if it was running."""
+    cid = container_id(machine_id)
+    pid = sandbox_pid(machine_dir)
+    if pid is not None:
+        runsc.run("kill", cid, "TERM", inside=pid, timeout_s=30)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and runsc.status(cid, pid) == "running":
+            time.sleep(0.1)
+        runsc.run("delete", "--force", cid, inside=pid, timeout_s=60)
+        with contextlib.suppress(ProcessLookupError):  # whatever of it did not end
+            os.kill(pid, signal.SIGKILL)
+    runsc.run("delete", "--force", cid, timeout_s=60)  # its state, if any is left
+    (machine_dir / BUNDLE / PID_FILE).unlink(missing_ok=True)
+    return pid is not None
+
+
+def restart_daemon(runsc: Runsc, machine_dir: Path, machine_id: str) -> bool:
+    """SIGHUP to the machine's supervisor (its container's first process): it restarts the
+    daemon, which leaves the machine's processes running. False if the sandbox is not up."""
+    pid = sandbox_pid(machine_dir)
+    if pid is None:
+        return False
+    return (
+        runsc.run("kill", container_id(machine_id), "HUP", inside=pid, timeout_s=30).returncode == 0
+    )
+
+
+def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float) -> bool:
+    """A gvisor machine's stop: its sandbox deleted (its memory freed), its pasta, cgroup and
+    token file gone; True if it was running."""
+    was_up = stop_sandbox(runsc, machine_dir, machine_id, grace_s)
+    stop_pasta(machine_id)
+    MachineCgroup(machine_id).remove()
+    remove_tree(machine_dir / TOKEN_DIR)
+    return was_up
+
+
+def remove_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, owner: str) -> None:
+    """Whatever is left of a sandbox that failed to start."""
+    pid = _find_sandbox(machine_dir / BUNDLE)
+    if pid is not None:
+        (machine_dir / BUNDLE / PID_FILE).write_text(str(pid))
+    stop_sandbox(runsc, machine_dir, machine_id, 0.0)
+    stop_pasta(owner)
+
+
+async def exec_as_root(
+    runsc: Runsc, machine_dir: Path, machine_id: str, p: ExecCommandParams
+) -> ExecCommandResult:
+    """``p`` run as uid 0 in the machine's sandbox (``runsc exec --user 0``): root of gVisor's
+    kernel. Its output is capped; past its timeout it is killed."""
+    cid = container_id(machine_id)
+    pid = await asyncio.to_thread(sandbox_pid, machine_dir)
+    if pid is None:
+        raise ProviderError(f"machine {machine_id}'s sandbox is not running")
+    env = [a for k, v in (p.env or {}).items() for a in ("--env", f"{k}={v}")]
+    cwd = ["--cwd", p.cwd] if p.cwd else []
+    argv = runsc.argv("exec", "--user", "0:0", *env, *cwd, cid, *p.command, inside=pid)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=_clean_env(), start_new_session=True,
+    )  # fmt: skip
+    timed_out = False
+    try:
+        async with asyncio.timeout(p.timeout_s):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        timed_out = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = await proc.communicate()
+    truncated = len(out) > OUTPUT_CAP or len(err) > OUTPUT_CAP
+    return ExecCommandResult(
+        exit_code=proc.returncode if proc.returncode is not None else -1,
+        stdout=out[:OUTPUT_CAP].decode(errors="replace"),
+        stderr=err[:OUTPUT_CAP].decode(errors="replace"),
+        timed_out=timed_out,
+        truncated=truncated,
+    )
+
+
+def probe(runsc: str) -> str | None:
+    """None if runsc is here, else why not (one line)."""
+    return None if shutil.which(runsc) else f"runsc ({runsc}) is not installed"
