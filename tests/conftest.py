@@ -208,7 +208,7 @@ def make_settings(
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[Store]:
-    async with Store(settings.redis_url) as s:
+    async with Store.of(settings) as s:
         yield s
 
 
