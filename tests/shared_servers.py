@@ -147,7 +147,11 @@ class WorkerServers:
                 raise AssertionError(f"the test left on the worker's valkey: {left}")
 
     def _new(self, server: NatsServer | ValkeyServer) -> Any:
-        server.start()
+        try:
+            server.start()
+        except BaseException:  # one that never got ready may run all the same
+            server.stop()
+            raise
         return server
 
     def _end(self, server: SharedNats | SharedValkey) -> None:
