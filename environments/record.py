@@ -10,21 +10,20 @@ import msgspec
 
 from environments.lifecycle import MachineLifecycle
 from services.common.store import Store
-from services.common.store_keys import k_lifecycle, k_lifecycle_done
 
 
 async def save(store: Store, machine_id: str, lifecycle: MachineLifecycle) -> None:
-    await store.redis.set(k_lifecycle(machine_id), msgspec.json.encode(lifecycle))
+    await store.redis.set(store.keys.k_lifecycle(machine_id), msgspec.json.encode(lifecycle))
 
 
 async def load(store: Store, machine_id: str) -> MachineLifecycle | None:
-    raw = await store.redis.get(k_lifecycle(machine_id))
+    raw = await store.redis.get(store.keys.k_lifecycle(machine_id))
     return None if raw is None else msgspec.json.decode(raw, type=MachineLifecycle)
 
 
 async def done(store: Store, machine_id: str) -> set[str]:
-    return cast(set[str], await store.redis.smembers(k_lifecycle_done(machine_id)))
+    return cast(set[str], await store.redis.smembers(store.keys.k_lifecycle_done(machine_id)))
 
 
 async def mark_done(store: Store, machine_id: str, stage: str) -> None:
-    await store.redis.sadd(k_lifecycle_done(machine_id), stage)
+    await store.redis.sadd(store.keys.k_lifecycle_done(machine_id), stage)

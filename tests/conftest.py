@@ -1,8 +1,9 @@
 """Fixtures: real servers on ports they bind and report, real daemon processes, real git
 repositories.
 
-Every test gets its own nats-server (JetStream on) and valkey-server, so no state leaks between
-tests; both start in well under a second.
+Each pytest process (each xdist worker) runs one nats-server (JetStream on) and one valkey,
+shared by its tests, each test in a namespace of its own that is emptied after it
+(tests/shared_servers.py). A test that stops, kills or restarts a server takes one of its own.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from services.common.bus import Bus
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
 from services.common.store import Store
+from services.common.store_keys import DEFAULT_PREFIX
 from tests import leftovers, provider_param
 from tests.gitcmd import git
+from tests.shared_servers import WorkerServers
 
 try:  # pytest-xdist (a dev dependency); without it the suite runs in one process
     from tests import xdist_groups
@@ -152,14 +155,50 @@ def home(tmp_path: Path) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def worker_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerServers]:
+    """This process's nats-server and valkey, started when a test first takes one."""
+    with WorkerServers(tmp_path_factory.mktemp("servers")) as servers:
+        yield servers
+
+
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+def nats_server(worker_servers: WorkerServers) -> Iterator[NatsServer]:
+    """The worker's nats-server, the test's alone while it runs; after it, every stream is
+    deleted and no client of it may still be connected (tests/shared_servers.py). It refuses
+    ``stop``, ``kill`` and ``start``: a test that needs them takes `own_nats_server`."""
+    with worker_servers.lend_nats() as server:
+        yield server
+
+
+@pytest.fixture
+def key_prefix(worker_servers: WorkerServers) -> str:
+    """The prefix of the test's keys (``FLEET_KEY_PREFIX`` of `settings`), its own."""
+    return worker_servers.new_prefix()
+
+
+@pytest.fixture
+def redis_server(worker_servers: WorkerServers, key_prefix: str) -> Iterator[ValkeyServer]:
+    """The worker's valkey, on which the test keeps to its `key_prefix`; after it, its keys are
+    deleted, and no other key and no client of it may be left (tests/shared_servers.py). It
+    refuses ``stop``, ``kill`` and ``start``: a test that needs them takes `own_redis_server`."""
+    with worker_servers.valkey_namespace(key_prefix) as server:
+        yield server
+
+
+@pytest.fixture
+def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server of the test's own, for a test that stops, kills or restarts it (a bus
+    outage): the worker's is shared by its other tests. A module takes it by a ``nats_server``
+    fixture of its own that returns it and says why."""
     with NatsServer(tmp_path / "nats") as server:
         yield server
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
+def own_redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A valkey of the test's own, for a test that stops, pauses or restarts it (a store
+    outage); taken as `own_nats_server` is."""
     # With a password, as fleet up runs it: nothing of the state is served without it.
     with ValkeyServer(tmp_path / "redis", password=secrets.token_urlsafe(16)) as server:
         yield server
@@ -167,30 +206,34 @@ def redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
 
 @pytest.fixture
 def settings(
-    tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer
+    tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer, key_prefix: str
 ) -> Iterator[Settings]:
     """The gateway's two ports are held for the test (`PortHold`): tests name them before a
     gateway runs (in this process, or as a process of its own from ``to_env``), and a gateway
     restarted within the test binds them again."""
-    with held_settings(tmp_path, nats_server, redis_server) as made:
+    with held_settings(tmp_path, nats_server, redis_server, key_prefix) as made:
         yield made
 
 
 @contextmanager
 def held_settings(
-    tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer
-) -> Iterator[Settings]:
+    tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer,
+    key_prefix: str = DEFAULT_PREFIX,
+) -> Iterator[Settings]:  # fmt: skip
     """The test settings (`make_settings`) on the two gateway ports, held while they are used."""
     with PortHold() as console, PortHold() as previews:
-        yield make_settings(tmp_path, nats_server, redis_server, console.port, previews.port)
+        yield make_settings(tmp_path, nats_server, redis_server, console.port, previews.port,
+                            key_prefix)  # fmt: skip
 
 
 def make_settings(
-    tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer, port: int, preview: int
-) -> Settings:
+    tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer, port: int, preview: int,
+    key_prefix: str = DEFAULT_PREFIX,
+) -> Settings:  # fmt: skip
     return Settings(
         nats_url=nats_server.url,
         redis_url=redis_server.url,
+        key_prefix=key_prefix,
         data_dir=str(tmp_path / "data"),
         secret_key=generate_secret_key(),
         admin_token=ADMIN_TOKEN,
@@ -208,7 +251,7 @@ def make_settings(
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[Store]:
-    async with Store(settings.redis_url) as s:
+    async with Store.of(settings) as s:
         yield s
 
 

@@ -35,13 +35,14 @@ def provider(request: pytest.FixtureRequest) -> str:
 def nats_server(
     tmp_path: Path, provider: str, request: pytest.FixtureRequest
 ) -> Iterator[NatsServer]:
-    """NATS where the provider's machines reach it: a docker case's on the machines' network
-    gateway (tests/docker_env.py), a local case's on loopback (tests/conftest.py). A test
-    that shadows ``provider`` with its own parametrize still has its containers removed."""
-    host = "127.0.0.1"
-    if provider == DOCKER:  # first: its containers are removed after the stack has stopped
-        request.getfixturevalue("remove_containers")
-        host = request.getfixturevalue("docker_gateway")
-    server = NatsServer(tmp_path / "nats", host=host)
-    with server:
+    """NATS where the provider's machines reach it: a docker case's, of its own, on the
+    machines' network gateway (tests/docker_env.py), a local case's the worker's, on loopback
+    (tests/conftest.py). A test that shadows ``provider`` with its own parametrize still has
+    its containers removed."""
+    if provider != DOCKER:
+        with request.getfixturevalue("worker_servers").lend_nats() as shared:
+            yield shared
+        return
+    request.getfixturevalue("remove_containers")  # first: removed after the stack has stopped
+    with NatsServer(tmp_path / "nats", host=request.getfixturevalue("docker_gateway")) as server:
         yield server

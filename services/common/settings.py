@@ -18,6 +18,7 @@ from services.common.preview_origin import (
     default_preview_origin,
     parse_preview_origin,
 )
+from services.common.store_keys import DEFAULT_PREFIX, check_prefix
 
 PREFIX = "FLEET_"
 
@@ -40,6 +41,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     redis_sentinels: str = ""
     #: The name the sentinels monitor the primary under.
     redis_sentinel_master: str = "fleetd"
+    #: What every Redis key of this fleet starts with (letters, digits, ``:._-``, up to 64):
+    #: fleets with different prefixes share one server and see nothing of each other.
+    key_prefix: str = DEFAULT_PREFIX
     #: JetStream replicas of the event stream (3 on a 3-node cluster; 1 for one server).
     stream_replicas: int = 1
     #: Limits of the event stream, so that no publisher (a machine flooding its status
@@ -395,6 +399,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError(f"FLEET_SANDBOX_LOOPBACK_PORTS: {self.sandbox_loopback_ports!r} "
                              "is not a comma-separated list of ports")  # fmt: skip
         _ = self.sandbox_uid_range  # likewise (read only by the provisioner, after it started)
+        check_prefix(self.key_prefix)
         if self.host_capacity < 0:
             raise ValueError(f"FLEET_HOST_CAPACITY: {self.host_capacity} is not >= 0")
         if not self.host_id or any(c.isspace() for c in self.host_id):

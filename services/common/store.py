@@ -36,6 +36,7 @@ from services.common.settings import Settings
 from services.common.store_creates import CreateOnce, CreateRecords, Once
 from services.common.store_hosts import HostRecords
 from services.common.store_keys import (
+    DEFAULT_PREFIX,
     F_CREDENTIAL_REVOKED,
     F_CURRENT_MACHINE,
     F_DAEMON_GIT_SHA,
@@ -44,19 +45,7 @@ from services.common.store_keys import (
     F_SEALED_CREDENTIAL,
     F_STATUS,
     F_UPDATED_AT,
-    K_INSTANCES,
-    K_MACHINES,
-    K_PLATFORM_ENV,
-    k_cloned,
-    k_cron,
-    k_instance,
-    k_instance_env,
-    k_instance_machines,
-    k_lock,
-    k_machine,
-    k_repo_secrets,
-    k_repos,
-    k_ssh_keys,
+    Keys,
 )
 from services.common.store_liveness import HeartbeatRecords
 from services.common.store_stages import StageRecords, Transition
@@ -83,8 +72,13 @@ class MachineAccess(msgspec.Struct, frozen=True):
 
 
 class Store:
-    def __init__(self, redis_url: str, *, sentinels: str = "", master: str = "fleetd") -> None:
+    def __init__(
+        self, redis_url: str, *, sentinels: str = "", master: str = "fleetd",
+        key_prefix: str = DEFAULT_PREFIX,
+    ) -> None:  # fmt: skip
         self._url = redis_url
+        #: Every key this store reads or writes (``FLEET_KEY_PREFIX``): nothing outside them.
+        self.keys = Keys(key_prefix)
         #: ``host:port,...`` of Redis Sentinels: the primary is the one they name (``redis_url``
         #: then gives only the password and database).
         self._sentinels = sentinels
@@ -120,13 +114,14 @@ class Store:
     def of(cls, settings: Settings) -> Store:
         """The store a service process uses, from its settings (one server, or Sentinel)."""
         return cls(settings.redis_url, sentinels=settings.redis_sentinels,
-                   master=settings.redis_sentinel_master)  # fmt: skip
+                   master=settings.redis_sentinel_master,
+                   key_prefix=settings.key_prefix)  # fmt: skip
 
     @classmethod
-    def on_client(cls, client: aioredis.Redis) -> Store:
+    def on_client(cls, client: aioredis.Redis, key_prefix: str = DEFAULT_PREFIX) -> Store:
         """A store on a client its caller owns and closes (not entered as a context), such as
         the tests' in-memory Redis; ``client`` must decode responses."""
-        store = cls("")
+        store = cls("", key_prefix=key_prefix)
         store._bind(client)
         return store
 
@@ -150,24 +145,28 @@ class Store:
     async def create_instance(self, name: str) -> Instance:
         inst = Instance(id=ids.new_instance_id(), name=name, created_at=datetime.now(UTC))
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(k_instance(inst.id), mapping=_to_hash(inst))
-            pipe.zadd(K_INSTANCES, {inst.id: inst.created_at.timestamp()})
+            pipe.hset(self.keys.k_instance(inst.id), mapping=_to_hash(inst))
+            pipe.zadd(self.keys.K_INSTANCES, {inst.id: inst.created_at.timestamp()})
             await pipe.execute()
         return inst
 
     async def get_instance(self, instance_id: str) -> Instance:
-        h = await self.redis.hgetall(k_instance(instance_id))
+        h = await self.redis.hgetall(self.keys.k_instance(instance_id))
         if not h:
             raise NotFound(f"instance {instance_id} not found")
         return msgspec.convert(h, Instance, strict=False)
 
     async def list_instances(self) -> list[Instance]:
-        ids_ = cast(list[str], await self.redis.zrange(K_INSTANCES, 0, -1))
+        ids_ = cast(list[str], await self.redis.zrange(self.keys.K_INSTANCES, 0, -1))
         return [await self.get_instance(i) for i in ids_]
 
     # --- env vars ---------------------------------------------------------------------------
     def _env_key(self, instance_id: str | None) -> str:
-        return K_PLATFORM_ENV if instance_id is None else k_instance_env(instance_id)
+        return (
+            self.keys.K_PLATFORM_ENV
+            if instance_id is None
+            else self.keys.k_instance_env(instance_id)
+        )
 
     async def set_env(self, instance_id: str | None, name: str, value: str) -> None:
         await self.redis.hset(self._env_key(instance_id), name, value)
@@ -183,43 +182,45 @@ class Store:
     async def env_maps(self, instance_id: str) -> tuple[dict[str, str], dict[str, str]]:
         """(platform vars, instance vars), read in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(K_PLATFORM_ENV)
-            pipe.hgetall(k_instance_env(instance_id))
+            pipe.hgetall(self.keys.K_PLATFORM_ENV)
+            pipe.hgetall(self.keys.k_instance_env(instance_id))
             platform, instance = await pipe.execute()
         return platform, instance
 
     # --- repos ------------------------------------------------------------------------------
     async def add_repo(self, instance_id: str, repo: Repo) -> None:
-        await self.redis.hset(k_repos(instance_id), repo.path, msgspec.json.encode(repo).decode())
+        await self.redis.hset(
+            self.keys.k_repos(instance_id), repo.path, msgspec.json.encode(repo).decode()
+        )
 
     async def remove_repo(self, instance_id: str, path: str) -> bool:
-        await self.redis.hdel(k_repo_secrets(instance_id), path)
-        return bool(await self.redis.hdel(k_repos(instance_id), path))
+        await self.redis.hdel(self.keys.k_repo_secrets(instance_id), path)
+        return bool(await self.redis.hdel(self.keys.k_repos(instance_id), path))
 
     async def set_repo_secret(self, instance_id: str, path: str, sealed: str | None) -> None:
         """A repo's encrypted credentials (None: none)."""
         if sealed is None:
-            await self.redis.hdel(k_repo_secrets(instance_id), path)
+            await self.redis.hdel(self.keys.k_repo_secrets(instance_id), path)
         else:
-            await self.redis.hset(k_repo_secrets(instance_id), path, sealed)
+            await self.redis.hset(self.keys.k_repo_secrets(instance_id), path, sealed)
 
     async def repo_secret(self, instance_id: str, path: str) -> str | None:
-        return cast(str | None, await self.redis.hget(k_repo_secrets(instance_id), path))
+        return cast(str | None, await self.redis.hget(self.keys.k_repo_secrets(instance_id), path))
 
     async def list_repos(self, instance_id: str) -> list[Repo]:
-        h = await self.redis.hgetall(k_repos(instance_id))
+        h = await self.redis.hgetall(self.keys.k_repos(instance_id))
         return [msgspec.json.decode(h[p], type=Repo) for p in sorted(h)]
 
     # --- cron --------------------------------------------------------------------------------
     async def set_cron(self, instance_id: str, jobs: list[CronJob]) -> None:
-        await self.redis.set(k_cron(instance_id), msgspec.json.encode(jobs))
+        await self.redis.set(self.keys.k_cron(instance_id), msgspec.json.encode(jobs))
 
     async def get_cron(self, instance_id: str) -> list[CronJob]:
-        raw = await self.redis.get(k_cron(instance_id))
+        raw = await self.redis.get(self.keys.k_cron(instance_id))
         return msgspec.json.decode(raw, type=list[CronJob]) if raw else []
 
     async def set_ssh_keys(self, instance_id: str, keys: list[str]) -> None:
-        await self.redis.set(k_ssh_keys(instance_id), msgspec.json.encode(keys))
+        await self.redis.set(self.keys.k_ssh_keys(instance_id), msgspec.json.encode(keys))
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, ttl_s: float = 60.0) -> AsyncIterator[bool]:
@@ -255,16 +256,18 @@ class Store:
     async def try_lock(self, name: str, token: str, ttl_s: float) -> bool:
         """``lock`` in two halves, for a holder that releases it in another step (the
         provisioner frees it with its status change, ``stages.advance(release=...)``)."""
-        return bool(await self.redis.set(k_lock(name), token, nx=True, px=int(ttl_s * 1000)))
+        return bool(
+            await self.redis.set(self.keys.k_lock(name), token, nx=True, px=int(ttl_s * 1000))
+        )
 
     async def unlock(self, name: str, token: str) -> None:
-        await self._unlock(keys=[k_lock(name)], args=[token])
+        await self._unlock(keys=[self.keys.k_lock(name)], args=[token])
 
     async def mark_cloned(self, machine_id: str, path: str) -> None:
-        await self.redis.sadd(k_cloned(machine_id), path)
+        await self.redis.sadd(self.keys.k_cloned(machine_id), path)
 
     async def cloned_paths(self, machine_id: str) -> set[str]:
-        return cast(set[str], await self.redis.smembers(k_cloned(machine_id)))
+        return cast(set[str], await self.redis.smembers(self.keys.k_cloned(machine_id)))
 
     # --- machines ---------------------------------------------------------------------------
     async def create_machine(
@@ -281,11 +284,11 @@ class Store:
         m = _new_machine(instance_id, provider, runtime)
         now = m.created_at
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(k_machine(m.id), mapping=_to_hash(m))
-            pipe.zadd(K_MACHINES, {m.id: now.timestamp()})
-            pipe.zadd(k_instance_machines(instance_id), {m.id: now.timestamp()})
+            pipe.hset(self.keys.k_machine(m.id), mapping=_to_hash(m))
+            pipe.zadd(self.keys.K_MACHINES, {m.id: now.timestamp()})
+            pipe.zadd(self.keys.k_instance_machines(instance_id), {m.id: now.timestamp()})
             if current:
-                pipe.hset(k_instance(instance_id), F_CURRENT_MACHINE, m.id)
+                pipe.hset(self.keys.k_instance(instance_id), F_CURRENT_MACHINE, m.id)
             await pipe.execute()
         return m
 
@@ -303,17 +306,21 @@ class Store:
         return (m if got.created else await self.get_machine(got.machine_id)), got
 
     async def get_machine(self, machine_id: str) -> Machine:
-        h = await self.redis.hgetall(k_machine(machine_id))
+        h = await self.redis.hgetall(self.keys.k_machine(machine_id))
         if not h:
             raise NotFound(f"machine {machine_id} not found")
         return msgspec.convert(h, Machine, strict=False)
 
     async def list_machines(self, instance_id: str | None = None) -> list[Machine]:
-        key = K_MACHINES if instance_id is None else k_instance_machines(instance_id)
+        key = (
+            self.keys.K_MACHINES
+            if instance_id is None
+            else self.keys.k_instance_machines(instance_id)
+        )
         ids_ = cast(list[str], await self.redis.zrevrange(key, 0, -1))
         async with self.redis.pipeline(transaction=False) as pipe:
             for mid in ids_:
-                pipe.hgetall(k_machine(mid))
+                pipe.hgetall(self.keys.k_machine(mid))
             rows = await pipe.execute()
         return [msgspec.convert(h, Machine, strict=False) for h in rows if h]
 
@@ -329,7 +336,7 @@ class Store:
         ``external_id`` is recorded in the same step (not on a repeat)."""
         extra = [F_EXTERNAL_ID, external_id] if external_id is not None else []
         accepted, prev = await self._transition(
-            keys=[k_machine(machine_id)], args=[target.value, reason, _now(), *extra]
+            keys=[self.keys.k_machine(machine_id)], args=[target.value, reason, _now(), *extra]
         )
         result = Transition(
             accepted=bool(accepted), previous=MachineStatus(prev) if prev else None, target=target
@@ -348,7 +355,9 @@ class Store:
         """How many machines are in each status (every status present, zeros included)."""
         flat = cast(
             list[str | int],
-            await self._count_by_status(keys=[K_MACHINES], args=[k_machine("")]),
+            await self._count_by_status(
+                keys=[self.keys.K_MACHINES], args=[self.keys.k_machine("")]
+            ),
         )
         counts = {s.value: 0 for s in MachineStatus}
         for status, n in zip(flat[::2], flat[1::2], strict=True):
@@ -357,7 +366,7 @@ class Store:
 
     async def _set_fields(self, machine_id: str, fields: dict[str, str]) -> None:
         mapping: dict[Any, Any] = {**fields, F_UPDATED_AT: _now()}
-        await self.redis.hset(k_machine(machine_id), mapping=mapping)
+        await self.redis.hset(self.keys.k_machine(machine_id), mapping=mapping)
 
     async def set_external_id(self, machine_id: str, external_id: str) -> None:
         await self._set_fields(machine_id, {F_EXTERNAL_ID: external_id})
@@ -371,16 +380,20 @@ class Store:
     async def claim_machine_secret(self, machine_id: str, sealed: str) -> bool:
         """Store the machine's encrypted token unless one is stored already (racing replicas
         agree on the first); True if ``sealed`` is the one stored now."""
-        return bool(await self.redis.hsetnx(k_machine(machine_id), F_SEALED_CREDENTIAL, sealed))
+        return bool(
+            await self.redis.hsetnx(self.keys.k_machine(machine_id), F_SEALED_CREDENTIAL, sealed)
+        )
 
     async def machine_secret(self, machine_id: str) -> str | None:
-        return cast(str | None, await self.redis.hget(k_machine(machine_id), F_SEALED_CREDENTIAL))
+        return cast(
+            str | None, await self.redis.hget(self.keys.k_machine(machine_id), F_SEALED_CREDENTIAL)
+        )
 
     async def machine_secrets(self, machine_ids: list[str]) -> dict[str, str | None]:
         """Many machines' sealed tokens in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for mid in machine_ids:
-                pipe.hget(k_machine(mid), F_SEALED_CREDENTIAL)
+                pipe.hget(self.keys.k_machine(mid), F_SEALED_CREDENTIAL)
             sealed = await pipe.execute()
         return dict(zip(machine_ids, sealed, strict=True))
 
@@ -388,7 +401,8 @@ class Store:
         sealed, status, revoked = cast(
             list[str | None],
             await self.redis.hmget(
-                k_machine(machine_id), [F_SEALED_CREDENTIAL, F_STATUS, F_CREDENTIAL_REVOKED]
+                self.keys.k_machine(machine_id),
+                [F_SEALED_CREDENTIAL, F_STATUS, F_CREDENTIAL_REVOKED],
             ),
         )
         return MachineAccess(sealed_token=sealed, status=MachineStatus(status) if status else None,
@@ -396,7 +410,7 @@ class Store:
 
     async def revoke_machine_token(self, machine_id: str) -> None:
         """From now on the auth callout refuses the machine's token. Idempotent."""
-        await self.redis.hset(k_machine(machine_id), F_CREDENTIAL_REVOKED, _now())
+        await self.redis.hset(self.keys.k_machine(machine_id), F_CREDENTIAL_REVOKED, _now())
 
 
 def _new_machine(instance_id: str, provider: str, runtime: RuntimeChoice | None) -> Machine:

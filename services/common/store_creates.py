@@ -19,11 +19,6 @@ from services.common.store_keys import (
     F_ONCE_FINGERPRINT,
     F_ONCE_MACHINE,
     F_ONCE_REPLACES,
-    K_MACHINES,
-    k_create_once,
-    k_instance,
-    k_instance_machines,
-    k_machine,
 )
 
 if TYPE_CHECKING:
@@ -53,17 +48,18 @@ class Once(msgspec.Struct, frozen=True):
 class CreateRecords:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._k = store.keys
         self._script = store_scripts.BoundScript(store_scripts.CREATE_ONCE)
 
     async def create(self, machine: Machine, fields: dict[str, str], once: CreateOnce) -> Once:
         """Record ``machine`` (its hash ``fields``) under ``once.key``, unless the key already
         names a machine: then nothing is written and that machine is answered."""
         keys = [
-            k_create_once(once.scope, once.key),
-            k_machine(machine.id),
-            K_MACHINES,
-            k_instance_machines(machine.instance_id),
-            k_instance(machine.instance_id),
+            self._k.k_create_once(once.scope, once.key),
+            self._k.k_machine(machine.id),
+            self._k.K_MACHINES,
+            self._k.k_instance_machines(machine.instance_id),
+            self._k.k_instance(machine.instance_id),
         ]
         flat = [x for pair in fields.items() for x in pair]
         ttl_ms = max(1, int(once.ttl_s * 1000))
@@ -78,7 +74,7 @@ class CreateRecords:
         """What the key names already, if anything (read before the instance's checks, so a
         retry is answered its machine rather than "the instance already has a machine")."""
         found = await self._store.redis.hmget(
-            k_create_once(once.scope, once.key),
+            self._k.k_create_once(once.scope, once.key),
             [F_ONCE_MACHINE, F_ONCE_FINGERPRINT, F_ONCE_REPLACES],
         )
         machine_id, fingerprint, replaces = cast(list[str | None], found)

@@ -10,21 +10,18 @@ from services.common.store import Store
 from services.common.store_keys import (
     F_ENVIRONMENT,
     F_ENVIRONMENT_IMAGE,
-    k_instance_builds,
-    k_instance_environment,
-    k_machine,
 )
 
 
 async def instance_environment(store: Store, instance_id: str) -> Environment | None:
-    raw = await store.redis.get(k_instance_environment(instance_id))
+    raw = await store.redis.get(store.keys.k_instance_environment(instance_id))
     return None if raw is None else msgspec.json.decode(raw, type=Environment)
 
 
 async def set_instance_environment(
     store: Store, instance_id: str, environment: Environment | None
 ) -> None:
-    key = k_instance_environment(instance_id)
+    key = store.keys.k_instance_environment(instance_id)
     if environment is None:
         await store.redis.delete(key)
     else:
@@ -36,7 +33,7 @@ async def set_machine_environment(
 ) -> None:
     """Record which environment the machine runs and which build of it (``image``: the
     image ID; None: the host's own root)."""
-    key = k_machine(machine_id)
+    key = store.keys.k_machine(machine_id)
     async with store.redis.pipeline(transaction=True) as pipe:
         pipe.hset(key, F_ENVIRONMENT, environment)
         if image is None:
@@ -48,8 +45,8 @@ async def set_machine_environment(
 
 async def add_instance_build(store: Store, instance_id: str, image: str) -> None:
     """Record a build made for the instance (an image ID): one it may name from then on."""
-    await store.redis.sadd(k_instance_builds(instance_id), image)
+    await store.redis.sadd(store.keys.k_instance_builds(instance_id), image)
 
 
 async def instance_builds(store: Store, instance_id: str) -> set[str]:
-    return {str(v) for v in await store.redis.smembers(k_instance_builds(instance_id))}
+    return {str(v) for v in await store.redis.smembers(store.keys.k_instance_builds(instance_id))}

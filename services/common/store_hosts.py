@@ -18,10 +18,6 @@ from services.common.store_keys import (
     F_STATUS,
     F_STATUS_REASON,
     F_UPDATED_AT,
-    K_HOSTS,
-    k_host,
-    k_host_machines,
-    k_machine,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +57,7 @@ class HostRecord(msgspec.Struct, frozen=True, kw_only=True):
 class HostRecords:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._k = store.keys
         self._fail_unplaced = store_scripts.BoundScript(_FAIL_UNPLACED)
 
     async def beat(
@@ -69,42 +66,44 @@ class HostRecords:
         """The host's provisioner is alive (at ``at``, epoch seconds), with this capacity (and
         below its memory floor or not); returns whether the host is drained. One round trip."""
         async with self._store.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(K_HOSTS, {host_id: at})
+            pipe.zadd(self._k.K_HOSTS, {host_id: at})
             pipe.hset(
-                k_host(host_id),
+                self._k.k_host(host_id),
                 mapping={
                     F_HOST_CAPACITY: str(capacity),
                     F_HOST_MEMORY_LOW: "1" if memory_low else "0",
                 },
             )
-            pipe.hget(k_host(host_id), F_HOST_DRAINING)
+            pipe.hget(self._k.k_host(host_id), F_HOST_DRAINING)
             _, _, draining = await pipe.execute()
         return bool(draining == "1")
 
     async def set_draining(self, host_id: str, draining: bool) -> bool:
         """Drain (or undrain) a host that announced itself; False: no such host."""
-        if await self._store.redis.zscore(K_HOSTS, host_id) is None:
+        if await self._store.redis.zscore(self._k.K_HOSTS, host_id) is None:
             return False
-        await self._store.redis.hset(k_host(host_id), F_HOST_DRAINING, "1" if draining else "0")
+        await self._store.redis.hset(
+            self._k.k_host(host_id), F_HOST_DRAINING, "1" if draining else "0"
+        )
         return True
 
     async def draining(self, host_id: str) -> bool:
         """Whether the host is drained (hosts.drain). One round trip."""
-        return await self._store.redis.hget(k_host(host_id), F_HOST_DRAINING) == "1"
+        return await self._store.redis.hget(self._k.k_host(host_id), F_HOST_DRAINING) == "1"
 
     async def took(self, host_id: str, machine_id: str) -> None:
         """The host's provisioner is starting ``machine_id``."""
-        await self._store.redis.sadd(k_host_machines(host_id), machine_id)
+        await self._store.redis.sadd(self._k.k_host_machines(host_id), machine_id)
 
     async def occupancy(self, host_id: str) -> Occupancy:
         """The host's machines now; those that ended or moved to another host are forgotten.
         Two round trips, whatever the number of machines."""
         r = self._store.redis
-        key = k_host_machines(host_id)
+        key = self._k.k_host_machines(host_id)
         ids = sorted(cast(set[str], await r.smembers(key)))
         async with r.pipeline(transaction=False) as pipe:
             for mid in ids:
-                pipe.hmget(k_machine(mid), [F_STATUS, F_HOST_ID])
+                pipe.hmget(self._k.k_machine(mid), [F_STATUS, F_HOST_ID])
             rows = cast(list[list[str | None]], await pipe.execute())
         running: set[str] = set()
         stopped, gone = 0, []
@@ -122,17 +121,19 @@ class HostRecords:
     async def all(self) -> list[HostRecord]:
         """Every host that ever heartbeat, by id."""
         r = self._store.redis
-        beats = cast(list[tuple[str, float]], await r.zrange(K_HOSTS, 0, -1, withscores=True))
+        beats = cast(
+            list[tuple[str, float]], await r.zrange(self._k.K_HOSTS, 0, -1, withscores=True)
+        )
         return [await self._record(host_id, at) for host_id, at in sorted(beats)]
 
     async def record(self, host_id: str) -> HostRecord | None:
         """One host as of its last heartbeat; None: it never announced itself."""
-        at = await self._store.redis.zscore(K_HOSTS, host_id)
+        at = await self._store.redis.zscore(self._k.K_HOSTS, host_id)
         return None if at is None else await self._record(host_id, float(at))
 
     async def _record(self, host_id: str, at: float) -> HostRecord:
         capacity, draining, low = await self._store.redis.hmget(
-            k_host(host_id), [F_HOST_CAPACITY, F_HOST_DRAINING, F_HOST_MEMORY_LOW]
+            self._k.k_host(host_id), [F_HOST_CAPACITY, F_HOST_DRAINING, F_HOST_MEMORY_LOW]
         )
         return HostRecord(host_id=host_id, capacity=int(capacity or 0), last_beat=at,
                           occupancy=await self.occupancy(host_id),
@@ -143,4 +144,4 @@ class HostRecords:
         now = datetime.now(UTC).isoformat()
         script = self._fail_unplaced.on(self._store.redis)
         args = [S.CREATED.value, S.FAILED.value, reason, now]
-        return bool(await script(keys=[k_machine(machine_id)], args=args))
+        return bool(await script(keys=[self._k.k_machine(machine_id)], args=args))

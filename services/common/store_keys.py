@@ -1,94 +1,38 @@
 """Every Redis key fleetd uses, and the hash fields the store reads or writes by name.
 
-Only the store modules (``store*.py``) import this: everything else asks ``Store`` for what it
-needs, so a key or a field is spelled here and nowhere else.
+Only the store modules (``store*.py``) import this (and the settings, for the prefix's rule):
+everything else asks ``Store`` for what it needs, so a key or a field is spelled here and nowhere
+else. Every key starts with one prefix
+(``FLEET_KEY_PREFIX``, ``fleet:`` by default): a ``Store`` builds its keys from its ``Keys``, so
+stores with different prefixes share one server without seeing each other's keys.
 """
 
 from __future__ import annotations
 
-P = "fleet:"
+import re
+
+#: The prefix of every key unless ``FLEET_KEY_PREFIX`` says otherwise.
+DEFAULT_PREFIX = "fleet:"
+#: Letters, digits and ``:._-``, up to 64: no whitespace, no glob character (``*?[]\``, so that
+#: ``SCAN MATCH <prefix>*`` matches exactly the prefix's keys) and no ``{}`` (a cluster's hash
+#: tag, which would move keys between slots) and no ``%`` (the user lookup script formats key
+#: templates).
+_PREFIX = re.compile(r"[A-Za-z0-9:._-]{1,64}")
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it may start every key (ValueError naming FLEET_KEY_PREFIX otherwise)."""
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"FLEET_KEY_PREFIX: {prefix[:80]!r} is not 1 to 64 letters, digits "
+                         "or ':._-'")  # fmt: skip
+    return prefix
+
 
 # --- instances, env vars, repos ------------------------------------------------------------
-K_INSTANCES = P + "instances"
-K_PLATFORM_ENV = P + "env:platform"
-
-
-def k_instance(instance_id: str) -> str:
-    return f"{P}instance:{instance_id}"
-
-
-def k_instance_env(instance_id: str) -> str:
-    return f"{P}env:instance:{instance_id}"
-
-
-def k_repos(instance_id: str) -> str:
-    return f"{P}repos:{instance_id}"
-
-
-def k_repo_secrets(instance_id: str) -> str:
-    return f"{P}repo-secrets:{instance_id}"
-
-
-def k_ssh_keys(instance_id: str) -> str:
-    """JSON list: the instance's SSH public keys (instances.setSshKeys)."""
-    return f"{P}ssh-keys:{instance_id}"
-
-
-def k_cron(instance_id: str) -> str:
-    return f"{P}instance:{instance_id}:cron"
-
-
-def k_instance_limits(instance_id: str) -> str:
-    """The instance's own machine limits (JSON of ``LimitsOverride``; absent: none)."""
-    return f"{P}instance:{instance_id}:limits"
-
-
-def k_instance_environment(instance_id: str) -> str:
-    """The instance's environment (JSON of ``Environment``; absent: auto-detection)."""
-    return f"{P}instance:{instance_id}:environment"
-
-
-def k_instance_builds(instance_id: str) -> str:
-    """The image IDs of the environment builds made for the instance (``environments.build``),
-    a set: builds it may name as an image environment."""
-    return f"{P}instance:{instance_id}:builds"
-
-
-def k_instance_egress(instance_id: str) -> str:
-    """The instance's egress policy (JSON of ``EgressPolicy``; absent: allow everything)."""
-    return f"{P}instance:{instance_id}:egress"
-
-
-def k_instance_machines(instance_id: str) -> str:
-    return f"{P}instance:{instance_id}:machines"
-
-
 #: Instance hash: the machine a rebuild replaced last.
 F_CURRENT_MACHINE = "currentMachineId"
 
 # --- machines -------------------------------------------------------------------------------
-K_MACHINES = P + "machines"
-
-
-def k_machine(machine_id: str) -> str:
-    return f"{P}machine:{machine_id}"
-
-
-def k_cloned(machine_id: str) -> str:
-    return f"{P}machine:{machine_id}:cloned"
-
-
-def k_lifecycle(machine_id: str) -> str:
-    """The machine's devcontainer settings its lifecycle commands come from (JSON; absent: a
-    machine of no devcontainer, which runs none)."""
-    return f"{P}machine:{machine_id}:lifecycle"
-
-
-def k_lifecycle_done(machine_id: str) -> str:
-    """Set: the once-per-machine lifecycle stages that succeeded on the machine."""
-    return f"{P}machine:{machine_id}:lifecycle-done"
-
-
 # Machine hash fields beyond ``contracts.models.Machine`` (whose wire names the hash also uses).
 #: The machine's NATS token, encrypted with the secret key.
 F_SEALED_CREDENTIAL = "tokenEnc"
@@ -109,25 +53,6 @@ F_ENVIRONMENT = "environment"
 F_ENVIRONMENT_IMAGE = "environmentImage"
 
 # --- stop/start: auto-stop and activity-------------------------------------------------------
-#: Hash: instance id -> seconds without gateway activity after which its machines stop.
-K_AUTOSTOP = P + "autostop"
-#: Sorted set: machine id -> its last gateway activity (epoch seconds).
-K_ACTIVITY = P + "machines:activity"
-#: Hash: instance id -> the runtime of its next machines (instances.setRuntime).
-K_RUNTIME = P + "runtime"
-
-
-def k_lock(name: str) -> str:
-    return f"{P}lock:{name}"
-
-
-def k_create_once(token_id: str, key: str) -> str:
-    """A machines.create or machines.rebuild idempotency key, per calling token: one token's
-    key never names another's machine. (One namespace for both methods: the fingerprint tells
-    them apart, so a create's key sent with a rebuild is ``IdempotencyKeyReused``.)"""
-    return f"{P}idem:create:{token_id}:{key}"
-
-
 #: Fields of a ``k_create_once`` hash.
 F_ONCE_MACHINE = "machineId"
 F_ONCE_FINGERPRINT = "fingerprint"
@@ -135,97 +60,16 @@ F_ONCE_FINGERPRINT = "fingerprint"
 #: rebuild replaces.
 F_ONCE_REPLACES = "replaces"
 
-
 # --- access tokens --------------------------------------------------------------------------
-K_TOKENS = P + "tokens"
-K_TOKEN_HASHES = P + "tokens:by-hash"
-
-
-def k_token(token_id: str) -> str:
-    return f"{P}token:{token_id}"
-
-
 #: Token hash: the SHA-256 of the secret (the secret itself is never stored).
 F_DIGEST = "hash"
 F_REVOKED_AT = "revokedAt"
-
-
 #: Token hash: what a token may do, where, and until when (JSON where a list).
 F_SCOPES = "scopes"
 F_INSTANCE_IDS = "instanceIds"
 F_LAST_USED_AT = "lastUsedAt"
 
-# --- users and sessions ---------------------------------------------------------------------
-K_USERS = P + "users"
-#: Hash: a user's email (lower case) -> their id.
-K_USER_EMAILS = P + "users:by-email"
-#: Hash: an OpenID subject (``iss`` space ``sub``) -> the user's id.
-K_USER_SUBJECTS = P + "users:by-subject"
-
-
-def k_user(user_id: str) -> str:
-    """JSON of ``contracts.gateway_people.User``."""
-    return f"{P}user:{user_id}"
-
-
-def k_user_roles(user_id: str) -> str:
-    """Hash: instance id -> the user's role on it."""
-    return f"{P}user:{user_id}:roles"
-
-
-def k_instance_members(instance_id: str) -> str:
-    """Hash: user id -> their role on the instance (the other side of ``k_user_roles``)."""
-    return f"{P}instance:{instance_id}:members"
-
-
-def k_session(session_id: str) -> str:
-    """A signed-in browser's session (JSON; expires by itself)."""
-    return f"{P}session:{session_id}"
-
-
-def k_signin(state_digest: str) -> str:
-    """A sign-in under way, by the SHA-256 of its ``state``: its nonce and PKCE verifier
-    (taken once: a replayed ``state`` finds nothing)."""
-    return f"{P}signin:{state_digest}"
-
-
-def k_user_sessions(user_id: str) -> str:
-    """Set: the user's session ids."""
-    return f"{P}user:{user_id}:sessions"
-
-
-def k_events_ticket(digest: str) -> str:
-    """An events ticket, by the SHA-256 of its secret: who it acts as (expires by itself)."""
-    return f"{P}events-ticket:{digest}"
-
-
-def k_preview(digest: str) -> str:
-    """A preview ticket or a preview cookie, by the SHA-256 of its secret: whom it acts as,
-    for which machine and port (expires by itself)."""
-    return f"{P}preview:{digest}"
-
-
-# --- liveness -------------------------------------------------------------------------------
-#: Sorted set: machine id -> its last heartbeat (epoch seconds).
-K_HEARTBEATS = P + "heartbeats"
-#: Set: the machines liveness marked unresponsive (a beat from one of them is a recovery).
-K_UNRESPONSIVE = P + "machines:unresponsive"
-
 # --- hosts (docs/hosts.md) ------------------------------------------------------------------
-#: Sorted set: host id -> its provisioner's last heartbeat (epoch seconds).
-K_HOSTS = P + "hosts"
-
-
-def k_host(host_id: str) -> str:
-    """Hash: what the host's provisioner announced (``F_HOST_CAPACITY``)."""
-    return f"{P}host:{host_id}"
-
-
-def k_host_machines(host_id: str) -> str:
-    """Set: machines the host's provisioner took (pruned of the ended and the moved ones)."""
-    return f"{P}host:{host_id}:machines"
-
-
 #: Host hash: its capacity in machines (0: no limit).
 F_HOST_CAPACITY = "capacity"
 #: Host hash: "1" while it is drained (hosts.drain): it takes no new machines.
@@ -235,30 +79,219 @@ F_HOST_MEMORY_LOW = "memoryLow"
 #: Machine hash: the host whose provisioner started it (``contracts.models.Machine.host_id``).
 F_HOST_ID = "hostId"
 
-# --- codemode -------------------------------------------------------------------------------
-#: Run records (JSON, expiring) and their indexes, newest last by start time.
-K_CODEMODE_RUNS = P + "codemode:runs"
 
+class Keys:
+    """Every key, under one prefix (``check_prefix``)."""
 
-def k_codemode_run(run_id: str) -> str:
-    return f"{P}codemode:run:{run_id}"
+    __slots__ = ("prefix",)
 
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = check_prefix(prefix)
 
-def k_codemode_instance_runs(instance_id: str) -> str:
-    return f"{P}codemode:runs:{instance_id}"
+    def pattern(self) -> str:
+        """``SCAN MATCH`` of every key under this prefix (and of no other's)."""
+        return self.prefix + "*"
 
+    # --- instances, env vars, repos ------------------------------------------------------------
+    @property
+    def K_INSTANCES(self) -> str:
+        return self.prefix + "instances"
 
-def k_codemode_bridges(instance_id: str) -> str:
-    """Hash: bridge name -> its JSON, the authorization sealed by the secret key."""
-    return f"{P}codemode:bridges:{instance_id}"
+    @property
+    def K_PLATFORM_ENV(self) -> str:
+        return self.prefix + "env:platform"
 
+    def k_instance(self, instance_id: str) -> str:
+        return f"{self.prefix}instance:{instance_id}"
 
-# --- snapshots ------------------------------------------------------------------------------
-def k_snapshot(snapshot_id: str) -> str:
-    """A snapshot's record (JSON; no expiry: kept until deleted)."""
-    return f"{P}snapshot:{snapshot_id}"
+    def k_instance_env(self, instance_id: str) -> str:
+        return f"{self.prefix}env:instance:{instance_id}"
 
+    def k_repos(self, instance_id: str) -> str:
+        return f"{self.prefix}repos:{instance_id}"
 
-def k_instance_snapshots(instance_id: str) -> str:
-    """Set: the instance's snapshot ids."""
-    return f"{P}instance:{instance_id}:snapshots"
+    def k_repo_secrets(self, instance_id: str) -> str:
+        return f"{self.prefix}repo-secrets:{instance_id}"
+
+    def k_ssh_keys(self, instance_id: str) -> str:
+        """JSON list: the instance's SSH public keys (instances.setSshKeys)."""
+        return f"{self.prefix}ssh-keys:{instance_id}"
+
+    def k_cron(self, instance_id: str) -> str:
+        return f"{self.prefix}instance:{instance_id}:cron"
+
+    def k_instance_limits(self, instance_id: str) -> str:
+        """The instance's own machine limits (JSON of ``LimitsOverride``; absent: none)."""
+        return f"{self.prefix}instance:{instance_id}:limits"
+
+    def k_instance_environment(self, instance_id: str) -> str:
+        """The instance's environment (JSON of ``Environment``; absent: auto-detection)."""
+        return f"{self.prefix}instance:{instance_id}:environment"
+
+    def k_instance_builds(self, instance_id: str) -> str:
+        """The image IDs of the environment builds made for the instance (``environments.build``),
+        a set: builds it may name as an image environment."""
+        return f"{self.prefix}instance:{instance_id}:builds"
+
+    def k_instance_egress(self, instance_id: str) -> str:
+        """The instance's egress policy (JSON of ``EgressPolicy``; absent: allow everything)."""
+        return f"{self.prefix}instance:{instance_id}:egress"
+
+    def k_instance_machines(self, instance_id: str) -> str:
+        return f"{self.prefix}instance:{instance_id}:machines"
+
+    # --- machines -------------------------------------------------------------------------------
+    @property
+    def K_MACHINES(self) -> str:
+        return self.prefix + "machines"
+
+    def k_machine(self, machine_id: str) -> str:
+        return f"{self.prefix}machine:{machine_id}"
+
+    def k_cloned(self, machine_id: str) -> str:
+        return f"{self.prefix}machine:{machine_id}:cloned"
+
+    def k_lifecycle(self, machine_id: str) -> str:
+        """The machine's devcontainer settings its lifecycle commands come from (JSON; absent: a
+        machine of no devcontainer, which runs none)."""
+        return f"{self.prefix}machine:{machine_id}:lifecycle"
+
+    def k_lifecycle_done(self, machine_id: str) -> str:
+        """Set: the once-per-machine lifecycle stages that succeeded on the machine."""
+        return f"{self.prefix}machine:{machine_id}:lifecycle-done"
+
+    # --- stop/start: auto-stop and activity-------------------------------------------------------
+    #: Hash: instance id -> seconds without gateway activity after which its machines stop.
+    @property
+    def K_AUTOSTOP(self) -> str:
+        return self.prefix + "autostop"
+
+    #: Sorted set: machine id -> its last gateway activity (epoch seconds).
+    @property
+    def K_ACTIVITY(self) -> str:
+        return self.prefix + "machines:activity"
+
+    #: Hash: instance id -> the runtime of its next machines (instances.setRuntime).
+    @property
+    def K_RUNTIME(self) -> str:
+        return self.prefix + "runtime"
+
+    def k_lock(self, name: str) -> str:
+        return f"{self.prefix}lock:{name}"
+
+    def k_create_once(self, token_id: str, key: str) -> str:
+        """A machines.create or machines.rebuild idempotency key, per calling token: one token's
+        key never names another's machine. (One namespace for both methods: the fingerprint tells
+        them apart, so a create's key sent with a rebuild is ``IdempotencyKeyReused``.)"""
+        return f"{self.prefix}idem:create:{token_id}:{key}"
+
+    # --- access tokens --------------------------------------------------------------------------
+    @property
+    def K_TOKENS(self) -> str:
+        return self.prefix + "tokens"
+
+    @property
+    def K_TOKEN_HASHES(self) -> str:
+        return self.prefix + "tokens:by-hash"
+
+    def k_token(self, token_id: str) -> str:
+        return f"{self.prefix}token:{token_id}"
+
+    # --- users and sessions ---------------------------------------------------------------------
+    @property
+    def K_USERS(self) -> str:
+        return self.prefix + "users"
+
+    #: Hash: a user's email (lower case) -> their id.
+    @property
+    def K_USER_EMAILS(self) -> str:
+        return self.prefix + "users:by-email"
+
+    #: Hash: an OpenID subject (``iss`` space ``sub``) -> the user's id.
+    @property
+    def K_USER_SUBJECTS(self) -> str:
+        return self.prefix + "users:by-subject"
+
+    def k_user(self, user_id: str) -> str:
+        """JSON of ``contracts.gateway_people.User``."""
+        return f"{self.prefix}user:{user_id}"
+
+    def k_user_roles(self, user_id: str) -> str:
+        """Hash: instance id -> the user's role on it."""
+        return f"{self.prefix}user:{user_id}:roles"
+
+    def k_instance_members(self, instance_id: str) -> str:
+        """Hash: user id -> their role on the instance (the other side of ``k_user_roles``)."""
+        return f"{self.prefix}instance:{instance_id}:members"
+
+    def k_session(self, session_id: str) -> str:
+        """A signed-in browser's session (JSON; expires by itself)."""
+        return f"{self.prefix}session:{session_id}"
+
+    def k_signin(self, state_digest: str) -> str:
+        """A sign-in under way, by the SHA-256 of its ``state``: its nonce and PKCE verifier
+        (taken once: a replayed ``state`` finds nothing)."""
+        return f"{self.prefix}signin:{state_digest}"
+
+    def k_user_sessions(self, user_id: str) -> str:
+        """Set: the user's session ids."""
+        return f"{self.prefix}user:{user_id}:sessions"
+
+    def k_events_ticket(self, digest: str) -> str:
+        """An events ticket, by the SHA-256 of its secret: who it acts as (expires by itself)."""
+        return f"{self.prefix}events-ticket:{digest}"
+
+    def k_preview(self, digest: str) -> str:
+        """A preview ticket or a preview cookie, by the SHA-256 of its secret: whom it acts as,
+        for which machine and port (expires by itself)."""
+        return f"{self.prefix}preview:{digest}"
+
+    # --- liveness -------------------------------------------------------------------------------
+    #: Sorted set: machine id -> its last heartbeat (epoch seconds).
+    @property
+    def K_HEARTBEATS(self) -> str:
+        return self.prefix + "heartbeats"
+
+    #: Set: the machines liveness marked unresponsive (a beat from one of them is a recovery).
+    @property
+    def K_UNRESPONSIVE(self) -> str:
+        return self.prefix + "machines:unresponsive"
+
+    # --- hosts (docs/hosts.md) ------------------------------------------------------------------
+    #: Sorted set: host id -> its provisioner's last heartbeat (epoch seconds).
+    @property
+    def K_HOSTS(self) -> str:
+        return self.prefix + "hosts"
+
+    def k_host(self, host_id: str) -> str:
+        """Hash: what the host's provisioner announced (``F_HOST_CAPACITY``)."""
+        return f"{self.prefix}host:{host_id}"
+
+    def k_host_machines(self, host_id: str) -> str:
+        """Set: machines the host's provisioner took (pruned of the ended and the moved ones)."""
+        return f"{self.prefix}host:{host_id}:machines"
+
+    # --- codemode -------------------------------------------------------------------------------
+    #: Run records (JSON, expiring) and their indexes, newest last by start time.
+    @property
+    def K_CODEMODE_RUNS(self) -> str:
+        return self.prefix + "codemode:runs"
+
+    def k_codemode_run(self, run_id: str) -> str:
+        return f"{self.prefix}codemode:run:{run_id}"
+
+    def k_codemode_instance_runs(self, instance_id: str) -> str:
+        return f"{self.prefix}codemode:runs:{instance_id}"
+
+    def k_codemode_bridges(self, instance_id: str) -> str:
+        """Hash: bridge name -> its JSON, the authorization sealed by the secret key."""
+        return f"{self.prefix}codemode:bridges:{instance_id}"
+
+    # --- snapshots ------------------------------------------------------------------------------
+    def k_snapshot(self, snapshot_id: str) -> str:
+        """A snapshot's record (JSON; no expiry: kept until deleted)."""
+        return f"{self.prefix}snapshot:{snapshot_id}"
+
+    def k_instance_snapshots(self, instance_id: str) -> str:
+        """Set: the instance's snapshot ids."""
+        return f"{self.prefix}instance:{instance_id}:snapshots"

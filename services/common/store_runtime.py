@@ -6,17 +6,16 @@ from typing import cast, get_args
 
 from contracts.models import Runtime
 from services.common.store import Store
-from services.common.store_keys import K_RUNTIME
 
 
 async def set_runtime(store: Store, instance_id: str, runtime: Runtime | None) -> None:
     if runtime is None:
-        await store.redis.hdel(K_RUNTIME, instance_id)
+        await store.redis.hdel(store.keys.K_RUNTIME, instance_id)
     else:
-        await store.redis.hset(K_RUNTIME, instance_id, runtime)
+        await store.redis.hset(store.keys.K_RUNTIME, instance_id, runtime)
 
 
 async def runtime_of(store: Store, instance_id: str) -> Runtime | None:
     """The instance's own setting; None: it has none (or one this version does not know)."""
-    raw = await store.redis.hget(K_RUNTIME, instance_id)
+    raw = await store.redis.hget(store.keys.K_RUNTIME, instance_id)
     return cast(Runtime, raw) if raw in get_args(Runtime) else None

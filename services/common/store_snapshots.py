@@ -10,36 +10,37 @@ import msgspec
 from contracts.errors import NotFound
 from contracts.gateway_fork import Snapshot
 from services.common.store import Store
-from services.common.store_keys import k_instance_snapshots, k_snapshot
 
 
 async def save_snapshot(store: Store, snapshot: Snapshot) -> None:
     async with store.redis.pipeline(transaction=True) as pipe:
-        pipe.set(k_snapshot(snapshot.id), msgspec.json.encode(snapshot))
-        pipe.sadd(k_instance_snapshots(snapshot.instance_id), snapshot.id)
+        pipe.set(store.keys.k_snapshot(snapshot.id), msgspec.json.encode(snapshot))
+        pipe.sadd(store.keys.k_instance_snapshots(snapshot.instance_id), snapshot.id)
         await pipe.execute()
 
 
 async def get_snapshot(store: Store, snapshot_id: str) -> Snapshot:
-    raw = await store.redis.get(k_snapshot(snapshot_id))
+    raw = await store.redis.get(store.keys.k_snapshot(snapshot_id))
     if raw is None:
         raise NotFound(f"snapshot {snapshot_id} not found")
     return msgspec.json.decode(raw, type=Snapshot)
 
 
 async def list_snapshots(store: Store, instance_id: str) -> list[Snapshot]:
-    ids = sorted(cast(set[str], await store.redis.smembers(k_instance_snapshots(instance_id))))
-    raws = await store.redis.mget([k_snapshot(i) for i in ids]) if ids else []
+    ids = sorted(
+        cast(set[str], await store.redis.smembers(store.keys.k_instance_snapshots(instance_id)))
+    )
+    raws = await store.redis.mget([store.keys.k_snapshot(i) for i in ids]) if ids else []
     found = [msgspec.json.decode(r, type=Snapshot) for r in raws if r is not None]
     return sorted(found, key=lambda s: s.created_at)
 
 
 async def count_snapshots(store: Store, instance_id: str) -> int:
-    return int(await store.redis.scard(k_instance_snapshots(instance_id)))
+    return int(await store.redis.scard(store.keys.k_instance_snapshots(instance_id)))
 
 
 async def forget_snapshot(store: Store, snapshot: Snapshot) -> None:
     async with store.redis.pipeline(transaction=True) as pipe:
-        pipe.delete(k_snapshot(snapshot.id))
-        pipe.srem(k_instance_snapshots(snapshot.instance_id), snapshot.id)
+        pipe.delete(store.keys.k_snapshot(snapshot.id))
+        pipe.srem(store.keys.k_instance_snapshots(snapshot.instance_id), snapshot.id)
         await pipe.execute()

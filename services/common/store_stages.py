@@ -23,17 +23,7 @@ from contracts.machine_files import CronJob
 from contracts.models import Machine, Repo
 from contracts.status import MachineStatus
 from services.common import store_scripts
-from services.common.store_keys import (
-    F_SEALED_CREDENTIAL,
-    K_PLATFORM_ENV,
-    k_cloned,
-    k_cron,
-    k_instance_env,
-    k_lock,
-    k_machine,
-    k_repos,
-    k_ssh_keys,
-)
+from services.common.store_keys import F_SEALED_CREDENTIAL
 
 if TYPE_CHECKING:
     from services.common.store import Store
@@ -88,6 +78,7 @@ def _pairs(fields: Mapping[str, str] | None) -> list[str]:
 class StageRecords:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._k = store.keys
         self._script = store_scripts.BoundScript(store_scripts.ADVANCE)
 
     async def advance(
@@ -106,7 +97,7 @@ class StageRecords:
         only if field ``require`` is set; ``always`` fields set whatever happens, ``claim``
         fields set if absent when accepted, ``move`` fields set when the status moves; the lock
         ``release`` = (name, token) released if still ours. Returns the machine as it is after."""
-        keys = [k_machine(machine_id)] + ([k_lock(release[0])] if release else [])
+        keys = [self._k.k_machine(machine_id)] + ([self._k.k_lock(release[0])] if release else [])
         now = datetime.now(UTC).isoformat()
         args = [target.value, reason, now, require, release[1] if release else ""]
         args += _pairs(always) + _pairs(claim) + _pairs(move)
@@ -128,9 +119,9 @@ class StageRecords:
         # its own per machine).
         r = self._store.redis
         platform, instance, cron, repos, cloned, keys = await asyncio.gather(
-            r.hgetall(K_PLATFORM_ENV), r.hgetall(k_instance_env(instance_id)),
-            r.get(k_cron(instance_id)), r.hgetall(k_repos(instance_id)),
-            r.smembers(k_cloned(machine_id)), r.get(k_ssh_keys(instance_id)),
+            r.hgetall(self._k.K_PLATFORM_ENV), r.hgetall(self._k.k_instance_env(instance_id)),
+            r.get(self._k.k_cron(instance_id)), r.hgetall(self._k.k_repos(instance_id)),
+            r.smembers(self._k.k_cloned(machine_id)), r.get(self._k.k_ssh_keys(instance_id)),
         )  # fmt: skip
         return SetupInputs(
             platform_env=cast(dict[str, str], platform),  # a decoding client: str, not bytes

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from services.common.store_keys import k_events_ticket, k_preview
-
 if TYPE_CHECKING:
     from services.common.store import Store
 
@@ -18,21 +16,24 @@ if TYPE_CHECKING:
 class TicketRecords:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._k = store.keys
 
     async def put(self, digest: str, holder: str, ttl_s: float) -> None:
-        await self._store.redis.set(k_events_ticket(digest), holder, px=max(1, int(ttl_s * 1000)))
+        await self._store.redis.set(
+            self._k.k_events_ticket(digest), holder, px=max(1, int(ttl_s * 1000))
+        )
 
     async def take(self, digest: str) -> str | None:
         """The ticket's holder, and the ticket is gone (GETDEL: two takers cannot both win)."""
-        return cast(str | None, await self._store.redis.getdel(k_events_ticket(digest)))
+        return cast(str | None, await self._store.redis.getdel(self._k.k_events_ticket(digest)))
 
     async def put_preview(self, digest: str, holder: str, ttl_s: float) -> None:
-        await self._store.redis.set(k_preview(digest), holder, px=max(1, int(ttl_s * 1000)))
+        await self._store.redis.set(self._k.k_preview(digest), holder, px=max(1, int(ttl_s * 1000)))
 
     async def take_preview(self, digest: str) -> str | None:
         """A preview ticket's holder, spent (GETDEL, as an events ticket)."""
-        return cast(str | None, await self._store.redis.getdel(k_preview(digest)))
+        return cast(str | None, await self._store.redis.getdel(self._k.k_preview(digest)))
 
     async def get_preview(self, digest: str) -> str | None:
         """A preview cookie's holder (it stays until it expires)."""
-        return cast(str | None, await self._store.redis.get(k_preview(digest)))
+        return cast(str | None, await self._store.redis.get(self._k.k_preview(digest)))

@@ -20,9 +20,6 @@ from services.common.store_keys import (
     F_LAST_USED_AT,
     F_REVOKED_AT,
     F_SCOPES,
-    K_TOKEN_HASHES,
-    K_TOKENS,
-    k_token,
 )
 
 if TYPE_CHECKING:
@@ -38,12 +35,13 @@ class TokenRecord(msgspec.Struct, frozen=True):
 class TokenRecords:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._k = store.keys
 
     async def add(self, token: AccessToken, digest: str) -> None:
         async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(k_token(token.id), mapping={**_to_hash(token), F_DIGEST: digest})
-            pipe.hset(K_TOKEN_HASHES, digest, token.id)
-            pipe.zadd(K_TOKENS, {token.id: token.created_at.timestamp()})
+            pipe.hset(self._k.k_token(token.id), mapping={**_to_hash(token), F_DIGEST: digest})
+            pipe.hset(self._k.K_TOKEN_HASHES, digest, token.id)
+            pipe.zadd(self._k.K_TOKENS, {token.id: token.created_at.timestamp()})
             await pipe.execute()
 
     async def migrate(self) -> int:
@@ -51,7 +49,7 @@ class TokenRecords:
         them as: every scope, on their one instance or, without one, everywhere); how many."""
         done = 0
         for token_id in await self.ids():
-            key = k_token(token_id)
+            key = self._k.k_token(token_id)
             if await self._store.redis.hexists(key, F_SCOPES):
                 continue
             record = await self.get(token_id)
@@ -61,24 +59,24 @@ class TokenRecords:
         return done
 
     async def touch(self, token_id: str, when: datetime) -> None:
-        await self._store.redis.hset(k_token(token_id), F_LAST_USED_AT, when.isoformat())
+        await self._store.redis.hset(self._k.k_token(token_id), F_LAST_USED_AT, when.isoformat())
 
     async def id_by_digest(self, digest: str) -> str | None:
         """The id of the live token whose secret hashes to ``digest`` (revoking unindexes it)."""
-        return cast(str | None, await self._store.redis.hget(K_TOKEN_HASHES, digest))
+        return cast(str | None, await self._store.redis.hget(self._k.K_TOKEN_HASHES, digest))
 
     async def get(self, token_id: str) -> TokenRecord | None:
-        raw = cast(dict[str, Any], await self._store.redis.hgetall(k_token(token_id)))
+        raw = cast(dict[str, Any], await self._store.redis.hgetall(self._k.k_token(token_id)))
         return token_record(raw) if raw else None
 
     async def ids(self) -> list[str]:
         """Every token's id, oldest first."""
-        return cast(list[str], await self._store.redis.zrange(K_TOKENS, 0, -1))
+        return cast(list[str], await self._store.redis.zrange(self._k.K_TOKENS, 0, -1))
 
     async def mark_revoked(self, record: TokenRecord) -> None:
         async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(K_TOKEN_HASHES, record.digest)
-            pipe.hset(k_token(record.token.id), F_REVOKED_AT, datetime.now(UTC).isoformat())
+            pipe.hdel(self._k.K_TOKEN_HASHES, record.digest)
+            pipe.hset(self._k.k_token(record.token.id), F_REVOKED_AT, datetime.now(UTC).isoformat())
             await pipe.execute()
         await self._store.caller_changes.written()
 

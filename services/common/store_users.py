@@ -11,19 +11,6 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 import msgspec
 
 from contracts.gateway_people import User
-from services.common.store_keys import (
-    K_TOKEN_HASHES,
-    K_USER_EMAILS,
-    K_USER_SUBJECTS,
-    K_USERS,
-    k_instance_members,
-    k_session,
-    k_signin,
-    k_token,
-    k_user,
-    k_user_roles,
-    k_user_sessions,
-)
 from services.common.store_scripts import BoundScript
 
 if TYPE_CHECKING:
@@ -94,79 +81,84 @@ class SessionRecord(msgspec.Struct, frozen=True, rename="camel"):
 class UserRecords:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._k = store.keys
 
     async def add(self, user: User) -> bool:
         """Record a new user; False when the email (or subject) already has one."""
         r = self._store.redis
-        if not await r.hsetnx(K_USER_EMAILS, user.email.lower(), user.id):
+        if not await r.hsetnx(self._k.K_USER_EMAILS, user.email.lower(), user.id):
             return False
         async with r.pipeline(transaction=True) as pipe:
-            pipe.set(k_user(user.id), _ENCODE.encode(user))
-            pipe.zadd(K_USERS, {user.id: user.created_at.timestamp()})
+            pipe.set(self._k.k_user(user.id), _ENCODE.encode(user))
+            pipe.zadd(self._k.K_USERS, {user.id: user.created_at.timestamp()})
             if user.subject is not None:
-                pipe.hset(K_USER_SUBJECTS, user.subject, user.id)
+                pipe.hset(self._k.K_USER_SUBJECTS, user.subject, user.id)
             await pipe.execute()
         return True
 
     async def bind_subject(self, user_id: str, subject: str) -> bool:
         """Make ``subject`` the user's, if they have none yet (a user is never rebound)."""
         script = _BIND.on(self._store.redis)
-        bound = bool(await script(keys=[k_user(user_id), K_USER_SUBJECTS], args=[subject, user_id]))
+        bound = bool(
+            await script(
+                keys=[self._k.k_user(user_id), self._k.K_USER_SUBJECTS], args=[subject, user_id]
+            )
+        )
         if bound:
             await self._store.caller_changes.written()
         return bound
 
     async def put(self, user: User) -> None:
-        await self._store.redis.set(k_user(user.id), _ENCODE.encode(user))
+        await self._store.redis.set(self._k.k_user(user.id), _ENCODE.encode(user))
         await self._store.caller_changes.written()
 
     async def get(self, user_id: str) -> User | None:
-        raw = await self._store.redis.get(k_user(user_id))
+        raw = await self._store.redis.get(self._k.k_user(user_id))
         return None if raw is None else msgspec.json.decode(raw, type=User)
 
     async def id_by_email(self, email: str) -> str | None:
-        return cast(str | None, await self._store.redis.hget(K_USER_EMAILS, email.lower()))
+        return cast(str | None, await self._store.redis.hget(self._k.K_USER_EMAILS, email.lower()))
 
     async def id_by_subject(self, subject: str) -> str | None:
-        return cast(str | None, await self._store.redis.hget(K_USER_SUBJECTS, subject))
+        return cast(str | None, await self._store.redis.hget(self._k.K_USER_SUBJECTS, subject))
 
     async def ids(self) -> list[str]:
-        return cast(list[str], await self._store.redis.zrange(K_USERS, 0, -1))
+        return cast(list[str], await self._store.redis.zrange(self._k.K_USERS, 0, -1))
 
     async def roles(self, user_id: str) -> dict[str, str]:
         """Instance id -> the user's role on it."""
-        return cast(dict[str, str], await self._store.redis.hgetall(k_user_roles(user_id)))
+        return cast(dict[str, str], await self._store.redis.hgetall(self._k.k_user_roles(user_id)))
 
     async def members(self, instance_id: str) -> dict[str, str]:
         """User id -> their role on the instance."""
-        key = k_instance_members(instance_id)
+        key = self._k.k_instance_members(instance_id)
         return cast(dict[str, str], await self._store.redis.hgetall(key))
 
     async def set_member(self, instance_id: str, user_id: str, role: str | None) -> None:
         """Give the user ``role`` on the instance (None: none)."""
         async with self._store.redis.pipeline(transaction=True) as pipe:
             if role is None:
-                pipe.hdel(k_user_roles(user_id), instance_id)
-                pipe.hdel(k_instance_members(instance_id), user_id)
+                pipe.hdel(self._k.k_user_roles(user_id), instance_id)
+                pipe.hdel(self._k.k_instance_members(instance_id), user_id)
             else:
-                pipe.hset(k_user_roles(user_id), instance_id, role)
-                pipe.hset(k_instance_members(instance_id), user_id, role)
+                pipe.hset(self._k.k_user_roles(user_id), instance_id, role)
+                pipe.hset(self._k.k_instance_members(instance_id), user_id, role)
             await pipe.execute()
         await self._store.caller_changes.written()
 
     async def by_token_digest(self, digest: str) -> Found | None:
-        return await self._lookup("token", K_TOKEN_HASHES, digest)
+        return await self._lookup("token", self._k.K_TOKEN_HASHES, digest)
 
     async def by_token_id(self, token_id: str) -> Found | None:
         """A token's record (revoked or not) with its user and roles, by the token's id."""
-        return await self._lookup("record", k_token(token_id), "")
+        return await self._lookup("record", self._k.k_token(token_id), "")
 
     async def by_session(self, session_id: str) -> Found | None:
-        return await self._lookup("session", k_session(session_id), "")
+        return await self._lookup("session", self._k.k_session(session_id), "")
 
     async def _lookup(self, mode: str, key: str, digest: str) -> Found | None:
         script = _LOOKUP.on(self._store.redis)
-        templates = [k_token("%s"), k_user("%s"), k_user_roles("%s")]
+        templates = [self._k.k_token("%s"), self._k.k_user("%s"), self._k.k_user_roles("%s")]
         got = await script(keys=[key], args=[mode, digest, *templates])
         if not got:
             return None
@@ -176,44 +168,44 @@ class UserRecords:
 
     # --- sign-ins under way ----------------------------------------------------------------
     async def put_signin(self, state_digest: str, record: bytes, ttl_s: float) -> None:
-        await self._store.redis.set(k_signin(state_digest), record, px=int(ttl_s * 1000))
+        await self._store.redis.set(self._k.k_signin(state_digest), record, px=int(ttl_s * 1000))
 
     async def signin_exists(self, state_digest: str) -> bool:
-        return bool(await self._store.redis.exists(k_signin(state_digest)))
+        return bool(await self._store.redis.exists(self._k.k_signin(state_digest)))
 
     async def take_signin(self, state_digest: str) -> bytes | None:
         """The sign-in's record, once: the key is gone after."""
-        raw = await self._store.redis.getdel(k_signin(state_digest))
+        raw = await self._store.redis.getdel(self._k.k_signin(state_digest))
         return None if raw is None else raw.encode() if isinstance(raw, str) else bytes(raw)
 
     # --- sessions ---------------------------------------------------------------------------
     async def add_session(self, session_id: str, record: SessionRecord, ttl_s: float) -> None:
         async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(k_session(session_id), mapping={"userId": record.user_id,
+            pipe.hset(self._k.k_session(session_id), mapping={"userId": record.user_id,
                                                       "csrf": record.csrf})  # fmt: skip
-            pipe.pexpire(k_session(session_id), int(ttl_s * 1000))
-            pipe.sadd(k_user_sessions(record.user_id), session_id)
+            pipe.pexpire(self._k.k_session(session_id), int(ttl_s * 1000))
+            pipe.sadd(self._k.k_user_sessions(record.user_id), session_id)
             await pipe.execute()
 
     async def session(self, session_id: str) -> SessionRecord | None:
-        raw = cast(dict[str, str], await self._store.redis.hgetall(k_session(session_id)))
+        raw = cast(dict[str, str], await self._store.redis.hgetall(self._k.k_session(session_id)))
         return session_record(raw) if raw else None
 
     async def end_session(self, session_id: str, user_id: str) -> None:
         async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(k_session(session_id))
-            pipe.srem(k_user_sessions(user_id), session_id)
+            pipe.delete(self._k.k_session(session_id))
+            pipe.srem(self._k.k_user_sessions(user_id), session_id)
             await pipe.execute()
         await self._store.caller_changes.written()
 
     async def end_sessions(self, user_id: str) -> None:
         """End every session of the user (disabled)."""
         r = self._store.redis
-        ids_ = cast(set[str], await r.smembers(k_user_sessions(user_id)))
+        ids_ = cast(set[str], await r.smembers(self._k.k_user_sessions(user_id)))
         async with r.pipeline(transaction=True) as pipe:
             for session_id in ids_:
-                pipe.delete(k_session(session_id))
-            pipe.delete(k_user_sessions(user_id))
+                pipe.delete(self._k.k_session(session_id))
+            pipe.delete(self._k.k_user_sessions(user_id))
             await pipe.execute()
         await self._store.caller_changes.written()
 

@@ -49,8 +49,11 @@ def service_pid(parent: int, name: str) -> int:
 
 
 @pytest.mark.timeout(240)
-async def test_chaos(tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer,
-                     bare_repo: Path, clone_log: CloneLog) -> None:  # fmt: skip
+async def test_chaos(tmp_path: Path, own_nats_server: NatsServer,
+                     own_redis_server: ValkeyServer, bare_repo: Path,
+                     clone_log: CloneLog) -> None:  # fmt: skip
+    """On servers of its own: it restarts NATS, and `fleet up` keeps its keys under fleet:."""
+    nats_server, redis_server = own_nats_server, own_redis_server
     up = start_fleet_up(
         tmp_path / "data", free_port(), "--nats-url", nats_server.url,
         "--redis-url", redis_server.url,

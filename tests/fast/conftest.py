@@ -64,7 +64,8 @@ def settings(tmp_path: Path) -> Settings:
 async def store() -> AsyncIterator[Store]:
     client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
     try:
-        yield Store.on_client(client)
+        # Not the default prefix: a key spelled without the store's prefix shows here.
+        yield Store.on_client(client, key_prefix="fast-test:")
     finally:
         await client.aclose()
 

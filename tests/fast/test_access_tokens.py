@@ -62,7 +62,7 @@ async def test_secret_is_shown_once_and_stored_only_as_a_hash(
     listed = await fleet.list_tokens()
     assert [t.id for t in listed] == [created.id]
     assert "token" not in str(listed[0])  # the record has no secret
-    dump = {k: await store.redis.dump(k) for k in await store.redis.keys("fleet:*")}
+    dump = {k: await store.redis.dump(k) for k in await store.redis.keys(store.keys.pattern())}
     assert not any(created.token.encode() in (v or b"") for v in dump.values())
     async with gateway.client(created.token) as admin2:
         assert await admin2.list_instances() == []  # and it works

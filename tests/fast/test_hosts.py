@@ -25,7 +25,7 @@ from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from services.common.consumer import Retry
 from services.common.settings import Settings
-from services.common.store_keys import F_HOST_ID, k_machine
+from services.common.store_keys import F_HOST_ID
 from services.gateway.access import Caller
 from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor
@@ -215,7 +215,7 @@ async def test_a_lost_hosts_machines_go_lost_then_ready_when_their_beats_resume(
     world: World,
 ) -> None:
     gone, kept, beating = [await world.ready_machine() for _ in range(3)]
-    await world.store.redis.hset(k_machine(kept.id), F_HOST_ID, "host-b")
+    await world.store.redis.hset(world.store.keys.k_machine(kept.id), F_HOST_ID, "host-b")
     await world.store.hosts.took("host-b", kept.id)
     lost = HostLossMonitor(store=world.store, bus=world.bus, settings=world.settings)
     monitor = HeartbeatMonitor(store=world.store, bus=world.bus, settings=world.settings)

@@ -15,7 +15,6 @@ from redis.typing import EncodableT, FieldT
 from contracts.errors import Conflict, Forbidden, IdTokenRejected, InvalidParams, NotFound
 from contracts.gateway_people import User
 from contracts.models import AccessToken
-from services.common.store_keys import k_token
 from services.common.tokens import hash_token, new_secret
 from services.gateway.access import Caller
 from services.gateway.auth_http import SignIn
@@ -200,7 +199,7 @@ async def test_a_token_is_refused_outside_its_scope_instance_and_time(world: Wor
     assert record is not None
     assert record.token.expires_at is not None
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
-    await world.store.redis.hset(k_token(short["id"]), "expiresAt", past)
+    await world.store.redis.hset(world.store.keys.k_token(short["id"]), "expiresAt", past)
     assert await resolve(short["token"]) is None  # after its expiry
     assert not await caller_is_live(world.store, short["id"])
 
@@ -251,9 +250,9 @@ async def test_tokens_kept_before_scopes_are_migrated_as_they_were(world: World)
         "createdAt": datetime.now(UTC).isoformat(),
         "hash": digest,
     }
-    await world.store.redis.hset(k_token(token_id), mapping=legacy)
-    await world.store.redis.hset("fleet:tokens:by-hash", digest, token_id)
-    await world.store.redis.zadd("fleet:tokens", {token_id: 1.0})
+    await world.store.redis.hset(world.store.keys.k_token(token_id), mapping=legacy)
+    await world.store.redis.hset(world.store.keys.K_TOKEN_HASHES, digest, token_id)
+    await world.store.redis.zadd(world.store.keys.K_TOKENS, {token_id: 1.0})
     assert await world.store.tokens.migrate() == 1
     assert await world.store.tokens.migrate() == 0
     record = await world.store.tokens.get(token_id)

@@ -7,7 +7,7 @@ import itertools
 
 from contracts.status import MachineStatus, can_advance
 from services.common.store import Store
-from services.common.store_keys import F_EXTERNAL_ID, F_STATUS, F_STATUS_REASON, k_machine
+from services.common.store_keys import F_EXTERNAL_ID, F_STATUS, F_STATUS_REASON
 
 ALL = list(MachineStatus)
 
@@ -16,7 +16,7 @@ async def test_every_status_pair_goes_through_the_script_as_can_advance_says(
     store: Store,
 ) -> None:
     machine = await store.create_machine("i-0000000000000000", "local")
-    key = k_machine(machine.id)
+    key = store.keys.k_machine(machine.id)
     for current, target in itertools.product(ALL, ALL):
         # Put the machine in `current` behind the store's back: no transition leads everywhere.
         await store.redis.hset(key, mapping={F_STATUS: current.value, F_STATUS_REASON: "before"})

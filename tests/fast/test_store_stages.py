@@ -15,8 +15,6 @@ from services.common.store_keys import (
     F_SEALED_CREDENTIAL,
     F_STATUS,
     F_STATUS_REASON,
-    k_lock,
-    k_machine,
 )
 
 ALL = list(MachineStatus)
@@ -24,7 +22,7 @@ ALL = list(MachineStatus)
 
 async def test_every_status_pair_goes_through_advance_as_can_advance_says(store: Store) -> None:
     machine = await store.create_machine("i-0000000000000000", "local")
-    key = k_machine(machine.id)
+    key = store.keys.k_machine(machine.id)
     for current, target in itertools.product(ALL, ALL):
         await store.redis.hset(key, mapping={F_STATUS: current.value, F_STATUS_REASON: "before"})
         await store.redis.hdel(key, F_EXTERNAL_ID)
@@ -47,7 +45,7 @@ async def test_every_status_pair_goes_through_advance_as_can_advance_says(store:
 async def test_a_machine_that_does_not_exist_gets_no_field_at_all(store: Store) -> None:
     # A forged or stale event names a machine id nobody created: not even the fields written
     # "whatever the status" may make a hash appear, nor a lock survive.
-    await store.redis.set(k_lock("provision:m-doesnotexist0000"), "ours")
+    await store.redis.set(store.keys.k_lock("provision:m-doesnotexist0000"), "ours")
     for target in ALL:
         step = await store.stages.advance(
             "m-doesnotexist0000", target, "after",
@@ -55,8 +53,8 @@ async def test_a_machine_that_does_not_exist_gets_no_field_at_all(store: Store) 
             move={F_EXTERNAL_ID: "x"}, release=("provision:m-doesnotexist0000", "ours"),
         )  # fmt: skip
         assert (step.transition.accepted, step.machine, step.sealed_token) == (False, None, None)
-    assert not await store.redis.exists(k_machine("m-doesnotexist0000"))
-    assert not await store.redis.exists(k_lock("provision:m-doesnotexist0000"))
+    assert not await store.redis.exists(store.keys.k_machine("m-doesnotexist0000"))
+    assert not await store.redis.exists(store.keys.k_lock("provision:m-doesnotexist0000"))
     assert await store.list_machines() == []
 
 
@@ -91,13 +89,13 @@ async def test_a_lock_is_released_only_by_its_holder(store: Store) -> None:
     await store.stages.advance(
         m.id, MachineStatus.BOOTING, "booting", release=(f"provision:{m.id}", "intruder")
     )
-    assert await store.redis.get(k_lock(f"provision:{m.id}")) == "holder"
+    assert await store.redis.get(store.keys.k_lock(f"provision:{m.id}")) == "holder"
     # Refused (no such move from booting back to provisioning) yet released: the holder is done.
     step = await store.stages.advance(
         m.id, MachineStatus.PROVISIONING, "x", release=(f"provision:{m.id}", "holder")
     )
     assert not step.transition.accepted
-    assert not await store.redis.exists(k_lock(f"provision:{m.id}"))
+    assert not await store.redis.exists(store.keys.k_lock(f"provision:{m.id}"))
 
 
 async def test_a_required_field_holds_the_move_and_always_fields_are_written_anyway(

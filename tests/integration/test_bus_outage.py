@@ -33,6 +33,12 @@ PROMPT_S = PUBLISH_WAIT_S + 7.0
 
 
 @pytest.fixture
+def nats_server(own_nats_server: NatsServer) -> NatsServer:
+    """Of the test's own: these tests stop it under the gateway and start it again."""
+    return own_nats_server
+
+
+@pytest.fixture
 def stack_settings(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, gateway_publish_wait_s=PUBLISH_WAIT_S)
 

@@ -30,6 +30,12 @@ from tests.waiters import wait_until
 PROMPT_S = 12.0
 
 
+@pytest.fixture
+def nats_server(own_nats_server: NatsServer) -> NatsServer:
+    """Of the test's own: these tests stop it under open event streams and start it again."""
+    return own_nats_server
+
+
 async def messages(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str, str]]:
     """(event name, id, data) of each SSE message."""
     kind, seq, data = "message", "", ""

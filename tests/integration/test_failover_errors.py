@@ -24,6 +24,12 @@ from tests.waiters import wait_until
 LIST = {"jsonrpc": "2.0", "id": 1, "method": "instances.list", "params": {}}
 
 
+@pytest.fixture
+def redis_server(own_redis_server: ValkeyServer) -> ValkeyServer:
+    """Of the test's own: these tests stop it (or pause it) under the gateway and start it again."""
+    return own_redis_server
+
+
 async def post(
     settings: Settings, body: dict[str, Any], token: str = ADMIN_TOKEN
 ) -> tuple[int, dict[str, str], Any]:

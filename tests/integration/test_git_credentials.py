@@ -82,7 +82,7 @@ async def test_private_repo_clones_and_the_token_stays_secret(
     assert TOKEN not in clone_log.text()
     assert files_containing(home, TOKEN) == []  # not .git/config, not the askpass script
     assert all(TOKEN not in seen for seen in git_server.seen)  # not in any URL it was sent
-    for key in await store.redis.keys("fleet:*"):  # stored encrypted only
+    for key in await store.redis.keys(store.keys.pattern()):  # stored encrypted only
         assert TOKEN.encode() not in (await store.redis.dump(key) or b""), key
 
 

@@ -23,7 +23,6 @@ from services.common.redis_client import (
 )
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_keys import k_instance
 from tests.integration.test_consumer import created
 from tests.waiters import wait_until
 
@@ -50,7 +49,7 @@ async def test_the_store_follows_the_primary_across_a_failover(
         async def replicated() -> bool:
             replica = aioredis.Redis(port=ha.replicas[0].port, password=ha.primary.password)
             try:
-                return bool(await replica.exists(k_instance(before.id)))
+                return bool(await replica.exists(store.keys.k_instance(before.id)))
             finally:
                 await replica.aclose()
 

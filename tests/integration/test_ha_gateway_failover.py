@@ -24,7 +24,7 @@ from fleet.embedded import free_port
 from fleet.embedded_ha import HaServers, NatsNode
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
-from services.common.store_keys import k_instance
+from services.common.store_keys import Keys
 from services.gateway.__main__ import build as gateway
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
@@ -79,7 +79,9 @@ async def _gateway(ha: HaServers, s: Settings) -> AsyncIterator[tuple[FleetClien
         )
         fleet.unavailable_tries = 1  # no client retry: the gateway alone rides it out
         inst = await fleet.create_instance("ha")
-        await wait_until(lambda: _replicated(ha, k_instance(inst.id)), timeout=20)
+        await wait_until(
+            lambda: _replicated(ha, Keys(s.key_prefix).k_instance(inst.id)), timeout=20
+        )
         yield fleet, inst.id
 
 

@@ -21,7 +21,7 @@ from fleet.client import FleetClient
 from providers.local import running_pid, stop_local
 from services.common.bus import Bus
 from services.common.settings import Settings
-from services.common.store import Store, k_cloned, k_machine
+from services.common.store import Store
 from tests.conftest import CloneLog
 from tests.waiters import wait_until
 
@@ -115,8 +115,8 @@ async def test_replayed_report_mid_setup_does_not_clone_twice(
     assert len(clone_log.homes()) == 1
     # As if the setup pusher died after the clone, before recording it: status setting-up,
     # nothing recorded. The redelivered report must finish setup without cloning again.
-    await store.redis.hset(k_machine(mid), "status", "setting-up")
-    await store.redis.delete(k_cloned(mid))
+    await store.redis.hset(store.keys.k_machine(mid), "status", "setting-up")
+    await store.redis.delete(store.keys.k_cloned(mid))
     report = next(e for e in events if isinstance(e, DaemonStatusReported))
     await replay(bus, report)
     assert len(clone_log.homes()) == 1

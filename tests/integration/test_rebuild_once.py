@@ -145,28 +145,39 @@ async def test_a_rebuild_whose_answer_was_lost_is_retried_into_the_same_machine(
     assert await events_of(bus, old.id, new.id) == (1, 1)
 
 
-@pytest.mark.timeout(180)
-async def test_a_rebuild_during_a_bus_outage_is_finished_by_its_retry(
-    stack: FleetClient, settings: Settings, store: Store, bus: Bus, nats_server: NatsServer
-) -> None:
-    """The first try stores the new machine, then cannot publish (nats-server stopped): 1501,
-    the new machine `created`. Its retry with the key once NATS is back archives the old one
-    and publishes machine.created: the new machine goes ready, one event of each."""
-    old = await ready_machine(stack, "outage-rebuild")
-    params = {"instanceId": old.instance_id, "idempotencyKey": "outage-rebuild-01"}
-    nats_server.stop()
-    first = await rebuild(settings, params)
-    assert first["error"]["code"] == Unavailable.code, first
-    [new] = [m for m in await store.list_machines(old.instance_id) if m.id != old.id]
-    assert new.status is S.CREATED
-    await asyncio.to_thread(nats_server.start)  # the same port and JetStream store
+class TestDuringABusOutage:
+    @pytest.fixture
+    def nats_server(self, own_nats_server: NatsServer) -> NatsServer:
+        """Of the test's own: it stops it under the stack and starts it again."""
+        return own_nats_server
 
-    async def served() -> bool:
-        answer = await rebuild(settings, params)
-        return answer.get("result", {}).get("id") == new.id
+    @pytest.mark.timeout(180)
+    async def test_a_rebuild_during_a_bus_outage_is_finished_by_its_retry(
+        self,
+        stack: FleetClient,
+        settings: Settings,
+        store: Store,
+        bus: Bus,
+        nats_server: NatsServer,
+    ) -> None:
+        """The first try stores the new machine, then cannot publish (nats-server stopped): 1501,
+        the new machine `created`. Its retry with the key once NATS is back archives the old one
+        and publishes machine.created: the new machine goes ready, one event of each."""
+        old = await ready_machine(stack, "outage-rebuild")
+        params = {"instanceId": old.instance_id, "idempotencyKey": "outage-rebuild-01"}
+        nats_server.stop()
+        first = await rebuild(settings, params)
+        assert first["error"]["code"] == Unavailable.code, first
+        [new] = [m for m in await store.list_machines(old.instance_id) if m.id != old.id]
+        assert new.status is S.CREATED
+        await asyncio.to_thread(nats_server.start)  # the same port and JetStream store
 
-    await wait_until(served, timeout=60)
-    ready = await stack.wait_for(new.id, [S.READY, S.FAILED], 60)
-    assert ready.status is S.READY, ready.status_reason
-    assert (await store.get_machine(old.id)).status in ARCHIVED_OR_ARCHIVING
-    assert await events_of(bus, old.id, new.id) == (1, 1)
+        async def served() -> bool:
+            answer = await rebuild(settings, params)
+            return answer.get("result", {}).get("id") == new.id
+
+        await wait_until(served, timeout=60)
+        ready = await stack.wait_for(new.id, [S.READY, S.FAILED], 60)
+        assert ready.status is S.READY, ready.status_reason
+        assert (await store.get_machine(old.id)).status in ARCHIVED_OR_ARCHIVING
+        assert await events_of(bus, old.id, new.id) == (1, 1)

@@ -19,6 +19,13 @@ from services.common.store_scripts import BoundScript
 from tests.waiters import wait_until
 
 
+@pytest.fixture
+def redis_server(own_redis_server: ValkeyServer) -> ValkeyServer:
+    """Of the test's own: these tests write keys of no prefix, flush the server's scripts and
+    count its clients."""
+    return own_redis_server
+
+
 class CountingRedis(AutoPipelineRedis):
     """Records the size of every batch it sends (a real client: it still talks to valkey)."""
 

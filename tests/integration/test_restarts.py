@@ -5,10 +5,24 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer, ValkeyServer
 from tests.conftest import CloneLog
+
+
+@pytest.fixture
+def nats_server(own_nats_server: NatsServer) -> NatsServer:
+    """Of the test's own: a test here restarts it under a running stack."""
+    return own_nats_server
+
+
+@pytest.fixture
+def redis_server(own_redis_server: ValkeyServer) -> ValkeyServer:
+    """Of the test's own: a test here restarts it under a running stack."""
+    return own_redis_server
 
 
 async def test_redis_restart_keeps_state_and_service(

@@ -29,6 +29,7 @@ def nats_auth(tmp_path: Path) -> tuple[NatsAuth, str]:
 
 @pytest.fixture
 def nats_server(tmp_path: Path, nats_auth: tuple[NatsAuth, str]) -> Iterator[NatsServer]:
+    """Of the test's own: configured with fleetd's accounts, users and auth callout."""
     with NatsServer(tmp_path / "nats", auth=nats_auth[0]) as server:
         yield server
 
@@ -38,6 +39,7 @@ def settings(
     tmp_path: Path,
     nats_server: NatsServer,
     redis_server: ValkeyServer,
+    key_prefix: str,
     nats_auth: tuple[NatsAuth, str],
 ) -> Settings:
     auth, seed = nats_auth
@@ -49,6 +51,7 @@ def settings(
         audit_nats_user=auth.AUDIT_USER,
         audit_nats_password=auth.audit_password,
         redis_url=redis_server.url,
+        key_prefix=key_prefix,
         data_dir=str(tmp_path / "data"),
         secret_key=generate_secret_key(),
         admin_token=ADMIN_TOKEN,

@@ -15,7 +15,7 @@ from fleet.embedded import NatsAuth, NatsServer
 from services.common.bus import Bus
 from services.common.crypto import SecretBox, mint_machine_token
 from services.common.daemon_client import DaemonClient, static_key
-from services.common.store import Store, k_machine
+from services.common.store import Store
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
     REFUSED,
@@ -113,12 +113,12 @@ async def test_bad_credentials_are_refused_at_connect(
         await store.revoke_machine_token(mid)
     elif case == "archived":
         await store.transition(mid, MachineStatus.ARCHIVING, "archived by the test")
-    before = await store.redis.hgetall(k_machine(mid))
+    before = await store.redis.hgetall(store.keys.k_machine(mid))
     conns = [c["cid"] for c in await connz(bus, user)]  # the services' own, for that user
 
     await refused(nats_server, user, password)
 
-    assert await store.redis.hgetall(k_machine(mid)) == before
+    assert await store.redis.hgetall(store.keys.k_machine(mid)) == before
     assert [c["cid"] for c in await connz(bus, user)] == conns
     assert await stream_seq(bus, subjects.event(STATUS, mid)) == 0
 

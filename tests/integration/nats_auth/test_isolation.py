@@ -20,7 +20,7 @@ from services.common.byte_stream_join import join
 from services.common.crypto import SecretBox
 from services.common.daemon_client import DaemonClient, static_key
 from services.common.settings import Settings
-from services.common.store import Store, k_machine
+from services.common.store import Store
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
     STATUS,
@@ -89,7 +89,7 @@ async def test_machine_cannot_publish_as_another_machine_or_call_it(
     b = (await stack.create_machine(inst_b.id)).id
     assert (await stack.wait_for(b, {"ready", "failed"}, timeout_s=60)).status == "ready"
     a, a_token = await enroll(store, box)
-    before = await store.redis.hgetall(k_machine(b))
+    before = await store.redis.hgetall(store.keys.k_machine(b))
     b_status = subjects.event(STATUS, b)
     seq_before = await stream_seq(bus, b_status)
 
@@ -117,7 +117,7 @@ async def test_machine_cannot_publish_as_another_machine_or_call_it(
             assert b"forged" not in msg.data
         assert await before_marker(bus.nc, subjects.daemon_rpc(b), rpc_seen) == []
     assert await stream_seq(bus, b_status) == seq_before
-    assert await store.redis.hgetall(k_machine(b)) == before
+    assert await store.redis.hgetall(store.keys.k_machine(b)) == before
     assert (await stack.get_machine(b)).status is MachineStatus.READY
     await nc.close()
 
@@ -159,7 +159,7 @@ async def test_machine_cannot_speak_about_another_machine_on_its_own_subject(
     inst_b = await stack.create_instance("victim")
     b = (await stack.create_machine(inst_b.id)).id
     assert (await stack.wait_for(b, {"ready", "failed"}, timeout_s=60)).status == "ready"
-    before = await store.redis.hgetall(k_machine(b))
+    before = await store.redis.hgetall(store.keys.k_machine(b))
     a, a_token = await enroll(store, box)
     nc = await connect_as(nats_server, a, a_token)
     own = subjects.event(STATUS, a)
@@ -182,7 +182,8 @@ async def test_machine_cannot_speak_about_another_machine_on_its_own_subject(
         return (info.delivered.stream_seq or 0) >= last and info.num_ack_pending == 0
 
     await wait_until(setup_pusher_settled, timeout=15)
-    assert await store.redis.hgetall(k_machine(b)) == before  # version, SHA, status untouched
+    after = await store.redis.hgetall(store.keys.k_machine(b))
+    assert after == before  # version, SHA, status untouched
     assert (await stack.get_machine(b)).status is MachineStatus.READY
     await nc.close()
 
