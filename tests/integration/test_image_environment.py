@@ -90,6 +90,15 @@ async def test_a_busybox_image_machine(stack: FleetClient, tmp_path: Path, provi
     await stop_start_keeps_what_it_wrote(stack, mid, provider)
 
 
+async def busybox_machine(stack: FleetClient, name: str, provider: str) -> str:
+    """A ready machine of a new instance ``name`` whose environment is the busybox image."""
+    async with aiodocker.Docker() as docker:
+        tag = await busybox_image(docker)
+    inst = await stack.create_instance(name)
+    await stack.set_environment(inst.id, Environment(image=tag))
+    return await ready(stack, inst.id, provider)
+
+
 async def forks_and_snapshots_keep_what_it_wrote(stack: FleetClient, mid: str) -> None:
     """A fork, and a machine made from a snapshot, have what the source wrote outside its home
     (its overlay) as of the fork; writes there do not cross, and none needs the other."""
@@ -166,11 +175,7 @@ async def test_a_fork_of_a_machine_that_cannot_be_frozen_is_refused(
     whiteouts); only a frozen source cannot swap a link into it under the copy. A running
     source with no cgroup to freeze: the fork fails, naming why, and nothing is copied; the
     source runs on."""
-    async with aiodocker.Docker() as docker:
-        tag = await busybox_image(docker)
-    inst = await stack.create_instance("unfrozen-local")
-    await stack.set_environment(inst.id, Environment(image=tag))
-    mid = await ready(stack, inst.id, "local")
+    mid = await busybox_machine(stack, "unfrozen-local", provider)
     await out(stack, mid, "sh", "-c", "echo mine > /opt/kept")
     await asyncio.to_thread(lose_cgroup, mid)
     [fork] = await stack.fork_machine(mid, 1)
@@ -191,11 +196,7 @@ async def test_a_forks_copy_of_an_overlay_follows_nothing_the_machine_planted(
     loop. Each fork has the links as links, and nothing of the host's files; those are
     unchanged."""
     canary = Canary(tmp_path / "host-secrets")
-    async with aiodocker.Docker() as docker:
-        tag = await busybox_image(docker)
-    inst = await stack.create_instance("hostile-overlay")
-    await stack.set_environment(inst.id, Environment(image=tag))
-    mid = await ready(stack, inst.id, "local")
+    mid = await busybox_machine(stack, "hostile-overlay", provider)
     plant = (f"mkdir -p /opt/h/d && cd /opt/h && ln -s {canary.root} l && "
              f"ln -s {canary.root} dirlink && ln -s {canary.a_file} link && mkfifo fifo && "
              "i=0; while [ $i -lt 200 ]; do : > d/f$i; i=$((i+1)); done; echo planted")  # fmt: skip
@@ -239,11 +240,7 @@ async def test_a_container_its_engine_starts_again_waits_for_the_providers_start
     """The token's file is spent at the supervisor's start: a container its engine starts
     again by itself gets no token, says so and ends; the machine's next start writes a new one,
     and it serves again, with what it wrote outside its home."""
-    async with aiodocker.Docker() as docker:
-        tag = await busybox_image(docker)
-    inst = await stack.create_instance("engine-restart")
-    await stack.set_environment(inst.id, Environment(image=tag))
-    mid = await ready(stack, inst.id, "docker")
+    mid = await busybox_machine(stack, "engine-restart", provider)
     await out(stack, mid, "sh", "-c", "echo kept > /opt/kept")
     async with aiodocker.Docker() as docker:
         [c] = await docker.containers.list(filters={"label": [f"fleet.machine={mid}"]})

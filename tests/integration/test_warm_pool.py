@@ -103,16 +103,6 @@ async def docker_up_slots(settings: Settings) -> set[str]:
     return slots
 
 
-async def docker_pooled(settings: Settings, besides: frozenset[str] = frozenset()) -> str:
-    """Wait for a pooled container other than ``besides``; its slot."""
-
-    async def found() -> bool:
-        return bool(await docker_up_slots(settings) - besides)
-
-    await wait_until(found, timeout=60, every=0.1)
-    return sorted(await docker_up_slots(settings) - besides)[0]
-
-
 async def slots_up(settings: Settings, provider: str) -> set[str]:
     """The provider's pooled machines waiting to be claimed."""
     return up_slots(settings) if provider == "local" else await docker_up_slots(settings)
@@ -128,6 +118,11 @@ async def pooled_on(
 
     await wait_until(found, timeout=60, every=0.1)
     return sorted(await slots_up(settings, provider) - besides)[0]
+
+
+async def docker_pooled(settings: Settings, besides: frozenset[str] = frozenset()) -> str:
+    """Wait for a pooled container other than ``besides``; its slot."""
+    return await pooled_on(settings, "docker", besides)
 
 
 def slot_file(settings: Settings, slot: str, name: str) -> Path:
