@@ -48,8 +48,8 @@ from tests.docker_env import (
     nats_server,
     remove_containers,
 )
-from tests.integration.test_docker_warm_pool import inside, pooled, ready_machine
 from tests.integration.test_pipeline import PIPELINE
+from tests.integration.test_warm_pool import docker_pooled, inside, ready_machine
 from tests.pool_owner import READY
 from tests.waiters import wait_until
 
@@ -168,11 +168,13 @@ async def test_a_claimed_machine_outlives_its_provisioner(
         )
         client = FleetClient(f"http://127.0.0.1:{settings.port}", ADMIN_TOKEN, timeout_s=30)
         es.push_async_callback(client.close)
-        slot = await pooled(settings)
-        mid, kinds = await ready_machine(client, (await client.create_instance("lives")).id)
+        slot = await docker_pooled(settings)
+        mid, kinds = await ready_machine(
+            client, (await client.create_instance("lives")).id, "docker"
+        )
         assert kinds == PIPELINE
         assert (await inspect(mid))["Config"]["Labels"][LABEL_POOL] == slot
-        refill = await pooled(settings, frozenset({slot}))
+        refill = await docker_pooled(settings, frozenset({slot}))
 
         provisioner.kill()  # SIGKILL
         await provisioner.wait()

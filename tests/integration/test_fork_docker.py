@@ -50,7 +50,7 @@ from tests.fork_checks import (
     snapshot_makes_identical_machines,
     stop_and_start,
 )
-from tests.integration.test_docker_warm_pool import pooled
+from tests.integration.test_warm_pool import docker_pooled
 from tests.stop_checks import ready_machine
 from tests.waiters import wait_until
 
@@ -146,7 +146,7 @@ class TestEnvironmentLayer(BusyboxPool):
     async def test_forks_and_snapshots_keep_what_it_wrote_outside_its_home(
         self, stack: FleetClient, stack_settings: Settings, busybox: str
     ) -> None:
-        await pooled(stack_settings)
+        await docker_pooled(stack_settings)
         inst = await stack.create_instance("layered")
         await stack.set_environment(inst.id, Environment(image=busybox))
         mid = await ready(stack, inst.id, "docker")

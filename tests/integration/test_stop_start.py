@@ -51,7 +51,7 @@ from tests.docker_env import (
     remove_containers,
     volume_exists,
 )
-from tests.integration.test_docker_warm_pool import pooled
+from tests.integration.test_warm_pool import docker_pooled
 from tests.provider_param import PROVIDERS, nats_server
 from tests.stop_checks import (
     ready_machine,
@@ -99,7 +99,7 @@ async def test_stop_then_start_keeps_the_machine(
     stack: FleetClient, stack_settings: Settings, provider: str
 ) -> None:
     if stack_settings.warm_pool:
-        await pooled(stack_settings)  # so that the machine is claimed from the pool
+        await docker_pooled(stack_settings)  # so that the machine is claimed from the pool
     mid = await ready_machine(stack, "stopper", provider)
     if provider == "local":
         await local_stop_then_start(stack, stack_settings, mid)

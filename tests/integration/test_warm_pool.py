@@ -1,6 +1,13 @@
-"""The local warm pool with real sandboxed daemons, NATS and valkey: claims are truthful,
-used once, carry nothing of another instance; an empty pool starts cold; a dead pooled
-machine is replaced; from inside a claimed machine nothing of the pool is reachable."""
+"""The warm pool of each provider (``local``, ``docker``) with real daemons, NATS and valkey (a
+real engine and the real machine image for ``docker``): a claim goes through the cold pipeline,
+is used once and carries nothing of another instance; an empty pool starts cold; a dead pooled
+machine is replaced. What only one provider has is checked in its cases: from inside a claimed
+local machine nothing of the pool is reachable, a local claim keeps its slot's uid, a local pool
+ends with its provisioner; no token is where ``docker inspect`` shows it, a claimed container
+stopped (``fleet up`` stopping) is made again with its home, a docker pool shrinks under memory
+pressure. Few docker cases, each with a pool of one: every container start costs CPU the suite
+shares. The docker pool's lifeline (a SIGKILLed provisioner's pool) is
+test_docker_pool_lifeline.py's."""
 
 from __future__ import annotations
 
@@ -10,24 +17,42 @@ import os
 import signal
 from pathlib import Path
 
+import aiodocker
 import msgspec
 import pytest
 
 from contracts.status import MachineStatus
 from core import procinfo
-from core.poolwire import POOL_SLOT_VAR
+from core.poolwire import POOL_SLOT_VAR, POOL_UP_LOG
 from fleet.client import FleetClient
 from providers import cgroup
 from providers.cgroup import MachineCgroup
+from providers.docker_names import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_PREFIX
+from providers.docker_pool import DockerPoolBackend
 from providers.local import POOL_SLOT_FILE
 from providers.local_pool import UP_MARKER
 from providers.netns import NETNS_OF
+from providers.registry import docker_provider, stack_id
 from providers.sandbox import sandbox_root_children, supervisor_pid
+from providers.warm_pool import WarmPool
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
+from tests.docker_env import (
+    docker_gateway,
+    docker_image,
+    docker_json,
+    home_volume,
+    inspect,
+    remove_containers,
+)
 from tests.integration.test_pipeline import PIPELINE, follow
+from tests.provider_param import nats_server, provider
 from tests.waiters import wait_until
+
+__all__ = ["docker_gateway", "docker_image", "nats_server", "provider", "remove_containers"]
+LOCAL = pytest.mark.parametrize("provider", ["local"])
+DOCKER = pytest.mark.parametrize("provider", ["docker"])
 
 #: Inside a machine: every process's pid, command line and environment, as JSON.
 PROCS_PY = """
@@ -47,19 +72,57 @@ print(json.dumps(out))
 
 
 @pytest.fixture
-def stack_settings(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, warm_pool="local=1", warm_pool_min_available_mb=0)
+def stack_settings(settings: Settings, provider: str) -> Settings:
+    return msgspec.structs.replace(
+        settings, warm_pool=f"{provider}=1", warm_pool_min_available_mb=0
+    )
 
 
 def up_slots(settings: Settings) -> set[str]:
-    """The pooled machines waiting to be claimed."""
+    """The local pooled machines waiting to be claimed."""
     return {p.parent.name for p in (settings.data_path / "pool").glob(f"local/*/*/{UP_MARKER}")}
 
 
 async def pooled(settings: Settings) -> str:
-    """Wait for a pooled machine; its slot."""
+    """Wait for a local pooled machine; its slot."""
     await wait_until(lambda: bool(up_slots(settings)), timeout=30)
     return sorted(up_slots(settings))[0]
+
+
+async def docker_up_slots(settings: Settings) -> set[str]:
+    """This stack's unclaimed pooled containers whose daemon waits (said so on the log)."""
+    filters = {"label": [LABEL_POOL, f"{LABEL_STACK}={stack_id(settings)}"]}
+    slots = set()
+    async with aiodocker.Docker() as docker:
+        for c in await docker.containers.list(filters=filters):
+            slot, name = c["Labels"][LABEL_POOL], c["Names"][0]
+            if not name.startswith(f"/{POOL_PREFIX}"):
+                continue  # claimed
+            if POOL_UP_LOG in "".join(await c.log(stdout=True, stderr=True)):
+                slots.add(slot)
+    return slots
+
+
+async def slots_up(settings: Settings, provider: str) -> set[str]:
+    """The provider's pooled machines waiting to be claimed."""
+    return up_slots(settings) if provider == "local" else await docker_up_slots(settings)
+
+
+async def pooled_on(
+    settings: Settings, provider: str, besides: frozenset[str] = frozenset()
+) -> str:
+    """Wait for a pooled machine of the provider other than ``besides``; its slot."""
+
+    async def found() -> bool:
+        return bool(await slots_up(settings, provider) - besides)
+
+    await wait_until(found, timeout=60, every=0.1)
+    return sorted(await slots_up(settings, provider) - besides)[0]
+
+
+async def docker_pooled(settings: Settings, besides: frozenset[str] = frozenset()) -> str:
+    """Wait for a pooled container other than ``besides``; its slot."""
+    return await pooled_on(settings, "docker", besides)
 
 
 def slot_file(settings: Settings, slot: str, name: str) -> Path:
@@ -69,13 +132,25 @@ def slot_file(settings: Settings, slot: str, name: str) -> Path:
 
 
 def slot_of(settings: Settings, machine_id: str) -> str | None:
+    """The pool slot a local machine was claimed from, if it was."""
     path = settings.data_path / "machines" / machine_id / POOL_SLOT_FILE
     return path.read_text() if path.exists() else None
 
 
-async def ready_machine(stack: FleetClient, instance_id: str) -> tuple[str, list[str]]:
-    machine = await stack.create_machine(instance_id)
-    kinds = await follow(stack, machine.id)
+async def claimed_slot(settings: Settings, provider: str, machine_id: str) -> str | None:
+    """The pool slot a machine was claimed from, if it was: a local machine's slot file, a
+    container's pool label."""
+    if provider == "local":
+        return slot_of(settings, machine_id)
+    labels: dict[str, str] = (await inspect(machine_id))["Config"]["Labels"]
+    return labels.get(LABEL_POOL)
+
+
+async def ready_machine(
+    stack: FleetClient, instance_id: str, provider: str = "local"
+) -> tuple[str, list[str]]:
+    machine = await stack.create_machine(instance_id, provider)  # type: ignore[arg-type]
+    kinds = await follow(stack, machine.id, timeout=90)
     got = await stack.get_machine(machine.id)
     assert got.status is MachineStatus.READY, got.status_reason
     return machine.id, kinds
@@ -87,47 +162,83 @@ async def inside(stack: FleetClient, machine_id: str, script: str) -> str:
     return result.stdout
 
 
-async def test_a_pooled_machine_goes_through_the_cold_pipeline(
-    stack: FleetClient, settings: Settings
+async def local_claim_is_truthful(
+    stack: FleetClient, settings: Settings, mid: str, slot: str, token: str
 ) -> None:
-    slot = await pooled(settings)
-    inst = await stack.create_instance("warm")
-    mid, kinds = await ready_machine(stack, inst.id)
-    assert slot_of(settings, mid) == slot  # it came from the pool...
-    assert kinds == PIPELINE  # ...and its events are a cold machine's, in the same order
+    """A claimed local machine: the provider's id, and its setup in the claimed home."""
     machine = await stack.get_machine(mid)
     assert machine.external_id
     assert machine.external_id.startswith("local:")
     home = settings.data_path / "machines" / mid / "home"
     assert (home / ".fleet" / ".env").exists()  # the setup pusher reached the claimed home
-    # Used once: the pool refills with a new machine, never the claimed one.
-    await wait_until(lambda: bool(up_slots(settings) - {slot}), timeout=30)
-    assert slot not in up_slots(settings)
 
 
-async def test_a_claim_carries_nothing_of_another_instance(
-    stack: FleetClient, settings: Settings, store: Store
+async def docker_claim_is_truthful(
+    stack: FleetClient, settings: Settings, mid: str, slot: str, token: str
 ) -> None:
-    await pooled(settings)
+    """A claimed container: renamed, confined as a cold one, the instance's limits, and no
+    token where ``docker inspect`` shows it."""
+    info = await inspect(mid)
+    assert info["Name"] == f"/fleet-{mid}"  # renamed at the claim: found by its machine's name
+    assert info["Config"]["Labels"][LABEL_POOL] == slot
+    assert LABEL_MACHINE not in info["Config"]["Labels"]
+    host = info["HostConfig"]
+    assert (host["CapDrop"], host["ReadonlyRootfs"], host["Privileged"]) == (["ALL"], True, False)
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert host["NetworkMode"] == settings.docker_network
+    assert host["PidsLimit"] == 77  # the instance's own, written at the claim
+    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    assert token not in json.dumps(info)  # not in its env, args, labels: nowhere
+    assert mid not in json.dumps(info["Config"]["Env"])
+    assert info["Config"]["StdinOnce"]  # the identity's way in closed when the claim detached
+
+
+async def docker_archive_takes_the_slot(stack: FleetClient, mid: str, slot: str) -> None:
+    """Archived, a claimed container goes, and the pool's volume it had with it."""
+    await stack.archive_machine(mid)
+
+    async def gone() -> bool:
+        async with aiodocker.Docker() as docker:
+            vols = await docker.volumes.list(filters={"label": [f"{LABEL_POOL}={slot}"]})  # type: ignore[no-untyped-call]
+        return await inspect(mid) is None and not vols["Volumes"]
+
+    await wait_until(gone, timeout=15, every=0.2)
+
+
+async def test_a_claim_is_truthful_used_once_and_carries_nothing_of_another_instance(
+    stack: FleetClient, settings: Settings, store: Store, provider: str
+) -> None:
+    slot = await pooled_on(settings, provider)
     first = await stack.create_instance("first")
     await stack.set_env("FIRST_SECRET", "first-only-value", first.id)
-    a, _ = await ready_machine(stack, first.id)
-    await inside(stack, a, "open('/proc/self/cwd/first-file', 'w').write('first')")
-    await stack.start_process(a, ["sleep", "4242.5"], tag="first-proc")
+    await stack.set_limits(first.id, pids=77)
+    a, kinds = await ready_machine(stack, first.id, provider)
+    assert await claimed_slot(settings, provider, a) == slot  # it came from the pool...
+    assert kinds == PIPELINE  # ...and its events are a cold machine's, in the same order
     sealed = await store.machine_secret(a)
     assert sealed is not None
     token_a = SecretBox(settings.secret_key).decrypt(sealed)
+    truthful = local_claim_is_truthful if provider == "local" else docker_claim_is_truthful
+    await truthful(stack, settings, a, slot, token_a)
+    await inside(stack, a, "open(__import__('os').path.expanduser('~/first-file'), 'w').write('1')")
+    await stack.start_process(a, ["sleep", "4242.5"], tag="first-proc")
 
-    await wait_until(lambda: bool(up_slots(settings)), timeout=30)
+    # Used once: the pool refills with a new machine, never the claimed one.
+    await pooled_on(settings, provider, frozenset({slot}))
+    assert slot not in await slots_up(settings, provider)
     second = await stack.create_instance("second")
-    b, _ = await ready_machine(stack, second.id)
-    assert slot_of(settings, a)
-    assert slot_of(settings, b)
-    assert slot_of(settings, a) != slot_of(settings, b)
+    b, kinds = await ready_machine(stack, second.id, provider)
+    assert kinds == PIPELINE
+    slot_a = await claimed_slot(settings, provider, a)
+    slot_b = await claimed_slot(settings, provider, b)
+    assert slot_a
+    assert slot_b
+    assert slot_a != slot_b
 
     env = await inside(stack, b, "import os; print(dict(os.environ))")
     assert "FIRST_SECRET" not in env
     assert "first-only-value" not in env
+    assert "FLEET_POOL" not in env
     listing = await inside(stack, b, "import os; print(os.listdir(os.path.expanduser('~')))")
     assert "first-file" not in listing
     dotenv = await inside(
@@ -139,8 +250,11 @@ async def test_a_claim_carries_nothing_of_another_instance(
     assert "4242.5" not in seen  # no process of the first machine
     assert token_a not in seen
     assert a not in seen
+    if provider == "docker":
+        await docker_archive_takes_the_slot(stack, a, slot)
 
 
+@LOCAL
 async def test_nothing_of_the_pool_is_reachable_from_a_claimed_machine(
     stack: FleetClient, settings: Settings
 ) -> None:
@@ -175,6 +289,7 @@ async def test_nothing_of_the_pool_is_reachable_from_a_claimed_machine(
     assert (owner / other / "home").is_dir()  # (it is there, on the host)
 
 
+@LOCAL
 async def test_a_shared_path_made_after_a_pooled_start_gets_a_cold_machine(
     stack: FleetClient, settings: Settings, request: pytest.FixtureRequest
 ) -> None:
@@ -190,43 +305,75 @@ async def test_a_shared_path_made_after_a_pooled_start_gets_a_cold_machine(
     assert (await stack.exec(mid, ["cat", "src/app/README"])).stdout == "main\n"
 
 
-async def test_a_dead_pooled_machine_is_replaced(stack: FleetClient, settings: Settings) -> None:
-    slot = await pooled(settings)
-    root = procinfo.env_roots(POOL_SLOT_VAR, slot)[0]
-    supervisor = supervisor_pid(root)
-    assert supervisor is not None
-    daemons = sandbox_root_children(supervisor)
-    assert daemons
-    os.kill(daemons[0], signal.SIGKILL)  # the pooled daemon dies: its machine ends with it
-    await wait_until(lambda: not procinfo.is_alive(root, None), timeout=15)
-    await wait_until(lambda: bool(up_slots(settings) - {slot}), timeout=30)
-    assert slot not in up_slots(settings)
-    assert not any((settings.data_path / "pool").glob(f"local/*/{slot}"))
+async def kill_pooled(settings: Settings, provider: str, slot: str) -> None:
+    """A pooled machine dies: a local one's daemon (its machine ends with it), a container."""
+    if provider == "local":
+        root = procinfo.env_roots(POOL_SLOT_VAR, slot)[0]
+        supervisor = supervisor_pid(root)
+        assert supervisor is not None
+        daemons = sandbox_root_children(supervisor)
+        assert daemons
+        os.kill(daemons[0], signal.SIGKILL)
+        await wait_until(lambda: not procinfo.is_alive(root, None), timeout=15)
+        return
+    async with aiodocker.Docker() as docker:
+        c = await docker.containers.get(f"{POOL_PREFIX}{slot}")
+        await c.kill()
+
+
+async def dead_slot_removed(settings: Settings, provider: str, slot: str) -> None:
+    """Nothing of a dead pooled machine is kept: its directory, its container."""
+    if provider == "local":
+        assert not any((settings.data_path / "pool").glob(f"local/*/{slot}"))
+        return
+
+    async def removed() -> bool:
+        async with aiodocker.Docker() as docker:
+            return not await docker.containers.list(
+                all=True, filters={"label": [f"{LABEL_POOL}={slot}"]}
+            )
+
+    await wait_until(removed, timeout=15, every=0.2)
+
+
+async def test_a_dead_pooled_machine_is_replaced(
+    stack: FleetClient, settings: Settings, provider: str
+) -> None:
+    slot = await pooled_on(settings, provider)
+    await kill_pooled(settings, provider, slot)
+    fresh = await pooled_on(settings, provider, frozenset({slot}))
+    assert slot not in await slots_up(settings, provider)
+    await dead_slot_removed(settings, provider, slot)
 
     inst = await stack.create_instance("after-death")
-    mid, kinds = await ready_machine(stack, inst.id)
+    mid, kinds = await ready_machine(stack, inst.id, provider)
     assert kinds == PIPELINE
-    assert slot_of(settings, mid) not in (None, slot)
+    claimed = await claimed_slot(settings, provider, mid)
+    assert claimed not in (None, slot)
+    assert claimed == fresh
 
 
 class TestEmptyPool:
     @pytest.fixture
-    def stack_settings(self, settings: Settings) -> Settings:
+    def stack_settings(self, settings: Settings, provider: str) -> Settings:
         # Memory is always "short": the pool never fills, so every machine starts cold.
         return msgspec.structs.replace(
-            settings, warm_pool="local=1", warm_pool_min_available_mb=10**9
+            settings, warm_pool=f"{provider}=1", warm_pool_min_available_mb=10**9
         )
 
     async def test_an_empty_pool_starts_the_machine_cold(
-        self, stack: FleetClient, settings: Settings
+        self, stack: FleetClient, settings: Settings, provider: str
     ) -> None:
         inst = await stack.create_instance("cold")
-        mid, kinds = await ready_machine(stack, inst.id)
+        mid, kinds = await ready_machine(stack, inst.id, provider)
         assert kinds == PIPELINE
-        assert slot_of(settings, mid) is None
-        assert not up_slots(settings)
+        assert await claimed_slot(settings, provider, mid) is None
+        if provider == "docker":  # a cold machine's container
+            assert (await inspect(mid))["Config"]["Labels"][LABEL_MACHINE] == mid
+        assert not await slots_up(settings, provider)
 
 
+@LOCAL
 async def test_a_claimed_machine_gets_its_instances_limits_and_keeps_the_slots_uid(
     stack: FleetClient, settings: Settings
 ) -> None:
@@ -247,6 +394,7 @@ async def test_a_claimed_machine_gets_its_instances_limits_and_keeps_the_slots_u
     await wait_until(lambda: not any(d.exists() for d in group.dirs), timeout=10)
 
 
+@LOCAL
 async def test_the_pool_ends_with_its_provisioner(settings: Settings) -> None:
     """No leak: a provisioner's exit stops its pooled machines; the next one's start removes
     what a SIGKILLed one left."""
@@ -282,6 +430,7 @@ async def test_the_pool_ends_with_its_provisioner(settings: Settings) -> None:
     assert await asyncio.wait_for(stand_in.wait(), 5) == -signal.SIGTERM
 
 
+@LOCAL
 async def test_two_provisioners_keep_a_pool_each(settings: Settings) -> None:
     """As with `fleet up --ha`: each provisioner fills its own pool in its own directory, and
     one's start or stop leaves the other's pooled machines be."""
@@ -301,3 +450,70 @@ async def test_two_provisioners_keep_a_pool_each(settings: Settings) -> None:
             owners = {p.parent.parent.name for p in (s.data_path / "pool").glob("local/*/*/up")}
             assert len(owners) == 2
         assert up_slots(s) == {mine}  # the second's stop ended only its own
+
+
+@DOCKER
+async def test_a_stopped_claimed_container_is_made_again_with_its_home(
+    stack: FleetClient, settings: Settings, store: Store, provider: str
+) -> None:
+    """`fleet up` stopping stops the stack's containers; the next provisioner's resume makes
+    each again, from its name, on the home volume it had: the pool's."""
+    await docker_pooled(settings)
+    inst = await stack.create_instance("kept")
+    mid, _ = await ready_machine(stack, inst.id, provider)
+    await inside(stack, mid, "open('kept-file', 'w').write('kept')")
+    before = await inspect(mid)
+    volume, hostname = home_volume(before), before["Config"]["Hostname"]
+    assert hostname.startswith("fleet-p")  # its pool slot's
+    sealed = await store.machine_secret(mid)
+    assert sealed is not None
+    token = SecretBox(settings.secret_key).decrypt(sealed)
+    async with docker_provider(settings, Path.cwd()) as dprovider:
+        running = (await stack.get_machine(mid)).external_id
+        assert await dprovider.start(mid, token) == running  # a resume leaves a live one be
+        c = await dprovider.docker.containers.get(f"fleet-{mid}")
+        await c.stop(t=1)
+        external = await dprovider.start(mid, token)
+    await store.set_external_id(mid, external)
+    info = await inspect(mid)
+    assert home_volume(info) == volume
+    assert info["Config"]["Labels"][LABEL_MACHINE] == mid  # a cold machine's container now
+    assert info["Config"]["Hostname"] == hostname  # the same machine to its user
+
+    async def back() -> bool:
+        try:
+            return (await stack.exec(mid, ["cat", "kept-file"], timeout_s=2)).stdout == "kept"
+        except Exception:  # noqa: BLE001 - not connected yet
+            return False
+
+    await wait_until(back, timeout=30, every=0.2)
+
+
+async def inspect_slot(slot: str) -> object:
+    async with aiodocker.Docker() as docker:
+        return await docker_json(docker, f"containers/{POOL_PREFIX}{slot}/json")
+
+
+@DOCKER
+async def test_the_docker_pool_shrinks_under_memory_pressure(
+    settings: Settings, provider: str
+) -> None:
+    """The generic rule (providers/warm_pool.py) on real containers: memory short, the pooled
+    container is removed and none started; memory back, the pool fills again."""
+    available = [10.0**6]
+    async with docker_provider(settings, Path.cwd()) as dprovider:
+        pool = WarmPool(DockerPoolBackend(dprovider), 1, min_available_mb=512,
+                        memory=lambda: available[0], check_s=0.05)  # fmt: skip
+        async with pool:
+            await pool.wait_filled()
+            (slot,) = await docker_up_slots(settings)
+            available[0] = 100.0  # short
+
+            async def shrunk() -> bool:
+                return await inspect_slot(slot) is None and not pool.ready
+
+            await wait_until(shrunk, timeout=15, every=0.1)
+            available[0] = 10.0**6
+            await pool.wait_filled()
+            assert await docker_up_slots(settings) - {slot}
+        assert not await docker_up_slots(settings)  # the pool's exit removed what it kept

@@ -12,7 +12,7 @@ from providers.docker_names import LABEL_POOL
 from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
 from tests.gitserver import GitHttpServer
-from tests.integration import test_docker_warm_pool as docker_pool, test_isolation as attacks
+from tests.integration import test_isolation as attacks
 from tests.integration.test_isolation import (  # the same attacks
     Pair,
     git_http,
@@ -26,7 +26,7 @@ from tests.integration.test_isolation import (  # the same attacks
     test_setsid_does_not_outlive_an_exec_timeout_nor_archive,
     test_write_file_cannot_leave_the_machine,
 )
-from tests.integration.test_warm_pool import slot_of, up_slots
+from tests.integration.test_warm_pool import docker_up_slots, slot_of, up_slots
 from tests.provider_param import provider
 from tests.waiters import wait_until
 
@@ -64,7 +64,7 @@ async def pair(
 ) -> Pair:
     async def full() -> bool:
         if provider == "docker":
-            return len(await docker_pool.up_slots(settings)) == 2
+            return len(await docker_up_slots(settings)) == 2
         return len(up_slots(settings)) == 2
 
     await wait_until(full, timeout=60, every=0.1)
