@@ -53,6 +53,8 @@ def _ip(*args: str) -> str:
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """Of the module's own, on a host address gVisor's network stack reaches (never the
+    host's loopback, which the worker's shared server listens on)."""
     with NatsServer(tmp_path / "nats", host=host_address()) as server:
         yield server
 
@@ -60,9 +62,10 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 @pytest.fixture
 def stack_settings(settings: Settings) -> Settings:
     """gvisor by default, on a host that keeps namespaces machines warm: a gvisor create must
-    never be handed one of them."""
+    never be handed one of them. A daemon on ptrace traps every syscall: on a loaded host its
+    answers take seconds, so its calls get a minute (CI saw process.start pass 10 s once)."""
     return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="local=1",
-                                   warm_pool_min_available_mb=0)  # fmt: skip
+                                   warm_pool_min_available_mb=0, rpc_timeout_s=60.0)  # fmt: skip
 
 
 async def pooled(settings: Settings) -> None:
