@@ -54,7 +54,8 @@ from core.logs import configure_logging
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 28))
+#: 27 is the gvisor runtime's (pause, resume, forks with memory), not written yet.
+BENCHES = (*(str(n) for n in range(1, 27)), "28")
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together.
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="smaller runs; without --only, skips the slow ones",
     )
-    parser.add_argument("--only", help="comma-separated benchmark numbers (1-27; default all)")
+    parser.add_argument("--only", help="comma-separated benchmark numbers (1-26, 28; default all)")
     parser.add_argument(
         "--json",
         type=Path,
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(ha_failover.run(report, args.quick))
     if "26" in only:
         asyncio.run(env_cache.run(report, args.quick))
-    if "27" in only:
+    if "28" in only:
         asyncio.run(typescript_sdk.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")

@@ -1,4 +1,4 @@
-// Benchmark 27's TypeScript side, driven by bench/typescript_sdk.py over stdin, one command a
+// Benchmark 28's TypeScript side, driven by bench/typescript_sdk.py over stdin, one command a
 // line, each answered with one JSON line on stdout: `exec N` times N machines.exec calls of
 // `echo x` through @fleetd/sdk ({"execs": [seconds...]}); `write MIB PATH` times one
 // files.write of MIB MiB of random bytes ({"writeS": seconds}). FLEET_URL and FLEET_TOKEN name

@@ -1,4 +1,4 @@
-"""Benchmark 27: the TypeScript SDK (@fleetd/sdk) against the Python client, in the same run.
+"""Benchmark 28: the TypeScript SDK (@fleetd/sdk) against the Python client, in the same run.
 
 On the embedded stack with one local machine: ``machines.exec`` of ``echo x``, each call timed
 until its answer, from the Python client (``FleetClient.exec``) and from the SDK
@@ -114,9 +114,9 @@ async def _writes(
 
 async def run(report: Report, quick: bool) -> None:
     if not SDK_DIST.exists():
-        raise SystemExit("benchmark 27 needs the SDK built: cd sdk/typescript && npm run build")
+        raise SystemExit("benchmark 28 needs the SDK built: cd sdk/typescript && npm run build")
     n, rounds, size = (30 if quick else 100), (2 if quick else 3), 64 * MiB
-    print(f"[27] TypeScript SDK vs Python client: exec x{n * rounds}, {size // MiB} MiB write")
+    print(f"[28] TypeScript SDK vs Python client: exec x{n * rounds}, {size // MiB} MiB write")
     with temp_dir() as root, servers(root) as (ns, valkey), FleetUp(root, ns.url, valkey.url) as up:
         local = root / "file.bin"
         make_file(local, size)
@@ -136,10 +136,10 @@ async def run(report: Report, quick: bool) -> None:
             finally:
                 await node.close()
     p50, base = percentile(ts_execs, 50), percentile(py_execs, 50)
-    report.add(Figure("27", "SDK machines.exec p50", p50, "s", base, "Python client exec p50",
+    report.add(Figure("28", "SDK machines.exec p50", p50, "s", base, "Python client exec p50",
                       "<= 1.2x", p50 <= 1.2 * base))  # fmt: skip
-    report.add(Figure("27", "SDK machines.exec p95", percentile(ts_execs, 95), "s",
+    report.add(Figure("28", "SDK machines.exec p95", percentile(ts_execs, 95), "s",
                       percentile(py_execs, 95), "Python client exec p95"))  # fmt: skip
     rate, py_rate = size / MiB / ts_up, size / MiB / py_up
-    report.add(Figure("27", "SDK files.write 64 MiB", rate, "MiB/s", py_rate,
+    report.add(Figure("28", "SDK files.write 64 MiB", rate, "MiB/s", py_rate,
                       "Python client upload", ">= 0.8x", rate >= 0.8 * py_rate))  # fmt: skip
