@@ -54,6 +54,8 @@ PUBLISHERS: dict[EventKind, str] = {
     EventKind.PAUSE_REQUESTED: "the gateway (machines.pause), for a ready gvisor machine",
     EventKind.PAUSED: "the provisioner, once a pausing machine is on disk and its sandbox gone "
     "(its status is then paused)",
+    EventKind.PAUSE_REFUSED: "the provisioner, when a pause is refused before the sandbox was "
+    "touched (its status is then ready again)",
     EventKind.RESUME_REQUESTED: "the gateway (machines.resume), for a paused machine",
     EventKind.RESUMED: "the provisioner, once a resuming machine is restored (its status is "
     "then ready)",
@@ -98,6 +100,7 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.STARTED: events.MachineStarted,
     EventKind.PAUSE_REQUESTED: events.MachinePauseRequested,
     EventKind.PAUSED: events.MachinePaused,
+    EventKind.PAUSE_REFUSED: events.MachinePauseRefused,
     EventKind.RESUME_REQUESTED: events.MachineResumeRequested,
     EventKind.RESUMED: events.MachineResumed,
     EventKind.LOST: events.MachineLost,

@@ -140,6 +140,13 @@ class MachinePaused(_Event, tag=EventKind.PAUSED.value, kw_only=True):
     duration_ms: float
 
 
+class MachinePauseRefused(_Event, tag=EventKind.PAUSE_REFUSED.value, kw_only=True):
+    """A pause refused before the machine's sandbox was touched (a TCP connection of its own
+    that the checkpoint cannot keep): it runs on, its status ``ready`` again."""
+
+    reason: str
+
+
 class MachineResumeRequested(_Event, tag=EventKind.RESUME_REQUESTED.value, kw_only=True):
     """The machine is resuming (its status says so already): the provisioner restores it."""
 
@@ -302,6 +309,7 @@ MachineEvent = (
     | MachineStarted
     | MachinePauseRequested
     | MachinePaused
+    | MachinePauseRefused
     | MachineResumeRequested
     | MachineResumed
     | MachineLost

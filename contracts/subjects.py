@@ -36,6 +36,8 @@ class EventKind(StrEnum):
     PAUSE_REQUESTED = "pause-requested"
     #: A pausing machine's memory is on disk, its sandbox gone: its status is now ``paused``.
     PAUSED = "paused"
+    #: A pause refused before the sandbox was touched: the machine is ``ready`` again.
+    PAUSE_REFUSED = "pause-refused"
     #: A paused machine was asked to resume (machines.resume): the provisioner restores it.
     RESUME_REQUESTED = "resume-requested"
     #: A resuming machine is restored: its status is now ``ready``.

@@ -18,6 +18,7 @@ from contracts.consumers import Durable
 from contracts.errors import Conflict, NotSupported, ProviderError
 from contracts.events import (
     MachinePaused,
+    MachinePauseRefused,
     MachinePauseRequested,
     MachineResumed,
     MachineResumeRequested,
@@ -63,8 +64,7 @@ class PauseHandlers(StopStartHandlers):
             try:
                 size = await self._pauser(machine.provider, machine.id).pause(machine.id)
             except (Conflict, NotSupported) as exc:  # refused; the sandbox runs on
-                await self.store.transition(machine.id, S.READY, f"pause refused: {exc.message}")
-                log.warning("pause.refused", machine_id=machine.id, reason=exc.message)
+                await self._refused(machine.id, exc.message, event.event_id)
                 return
             except (ProviderError, OSError) as exc:
                 await fail_machine(self.store, self.bus, machine.id, stage="pause",
@@ -81,6 +81,16 @@ class PauseHandlers(StopStartHandlers):
                 bytes=size, duration_ms=round(took_ms, 1),
             ))  # fmt: skip
         log.info("pause.machine_paused", machine_id=machine.id, bytes=size, ms=round(took_ms))
+
+    async def _refused(self, machine_id: str, why: str, cause_event_id: str) -> None:
+        reason = f"pause refused: {why}"
+        t = await self.store.transition(machine_id, S.READY, reason)
+        if t.moved:  # what waits on the machine's events sees it ready again
+            await self.bus.publish(MachinePauseRefused(
+                event_id=derived_event_id(cause_event_id, "pause-refused"),
+                machine_id=machine_id, reason=reason,
+            ))  # fmt: skip
+        log.warning("pause.refused", machine_id=machine_id, reason=why)
 
     @subscriber(MachineResumeRequested, durable=Durable.PROVISIONER_RESUME,
                 give_up=resume_event_failed)  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from contracts.errors import Conflict, Forbidden, NotFound, NotSupported, RunningMachinesLimit
-from contracts.events import MachinePaused, MachineResumed
+from contracts.events import MachinePaused, MachinePauseRefused, MachineResumed
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from services.gateway.stop_ops import check_running_limit
@@ -130,6 +130,8 @@ async def test_a_refused_pause_leaves_the_machine_ready_and_says_why(
     assert got.status is S.READY
     assert "TCP connection" in (got.status_reason or "")
     assert not [e for e in world.bus.events if isinstance(e, MachinePaused)]
+    [said] = [e for e in world.bus.events if isinstance(e, MachinePauseRefused)]
+    assert "TCP connection" in said.reason
 
 
 async def test_a_paused_machine_can_be_stopped_and_no_longer_counts_as_running(

@@ -25,6 +25,7 @@ from contracts.events import (
     MachineFilesRemoved,
     MachineLost,
     MachinePaused,
+    MachinePauseRefused,
     MachinePauseRequested,
     MachineProcessesEnded,
     MachineProvisioned,
@@ -115,6 +116,7 @@ SAMPLES: list[Event] = [
     MachinePaused(
         event_id="e12b", machine_id=MID, occurred_at=AT, bytes=268435456, duration_ms=1450.5
     ),
+    MachinePauseRefused(event_id="e12e", machine_id=MID, occurred_at=AT, reason="refused"),
     MachineResumeRequested(event_id="e12c", machine_id=MID, occurred_at=AT, by="request"),
     MachineResumed(
         event_id="e12d", machine_id=MID, occurred_at=AT, duration_ms=310.0, by="request"
@@ -175,6 +177,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineStarted: {"reason"},
     MachinePauseRequested: {"reason"},
     MachinePaused: {"bytes", "durationMs"},
+    MachinePauseRefused: {"reason"},
     MachineResumeRequested: {"by"},
     MachineResumed: {"durationMs", "by"},
     MachineLost: {"hostId", "reason"},

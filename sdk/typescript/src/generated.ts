@@ -1773,6 +1773,18 @@ export interface MachineLost {
 }
 
 /**
+ * A pause refused before the machine's sandbox was touched (a TCP connection of its own
+ * that the checkpoint cannot keep): it runs on, its status ``ready`` again.
+ */
+export interface MachinePauseRefused {
+  type: "pause-refused";
+  eventId: string;
+  occurredAt?: string;
+  machineId: string;
+  reason: string;
+}
+
+/**
  * The machine is pausing (its status says so already): the provisioner writes its memory
  * and processes to disk and ends its sandbox.
  */
@@ -1985,6 +1997,7 @@ export type FleetEvent =
   | MachineStarted
   | MachinePauseRequested
   | MachinePaused
+  | MachinePauseRefused
   | MachineResumeRequested
   | MachineResumed
   | MachineLost

@@ -265,6 +265,7 @@ export const EVENT_TYPES = Object.freeze({
   STARTED: "started",
   PAUSE_REQUESTED: "pause-requested",
   PAUSED: "paused",
+  PAUSE_REFUSED: "pause-refused",
   RESUME_REQUESTED: "resume-requested",
   RESUMED: "resumed",
   LOST: "lost",
