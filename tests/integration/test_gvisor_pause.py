@@ -1,7 +1,8 @@
 """Pause and resume of a gvisor machine (docs/stop-start.md), on real runsc sandboxes with real
 daemons: a process's memory goes on with the same PID, the statuses and events, the host's
-memory freed while paused, and a pause refused by name while a process of the machine holds a
-TCP connection. The rules in memory: tests/fast/test_pause.py."""
+memory freed while paused, a terminal's shell and scrollback kept, and a pause refused by name
+while a process of the machine holds a TCP connection. The rules in memory:
+tests/fast/test_pause.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fleet.client import FleetClient
 from services.common.settings import Settings
 from tests.integration import test_gvisor as gv
 from tests.integration.test_gvisor import answers, ready_gvisor, sandbox_processes
+from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until
 
 #: NATS at an address of the host other than its loopback (test_gvisor.py says why).
@@ -129,3 +131,29 @@ async def test_a_pause_is_refused_by_name_while_a_process_holds_a_tcp_connection
     listed = [(p.pid, p.state) for p in await stack.list_processes(mid) if p.tag == "holder"]
     assert listed == [(holder.pid, "running")]
     assert not await events_of(stack, mid, MachinePaused)
+
+
+@pytest.mark.timeout(900)
+async def test_a_terminal_reattaches_to_the_same_shell_with_its_scrollback_after_a_resume(
+    stack: FleetClient,
+) -> None:
+    mid = await ready_gvisor(stack, "gv-pause-term")
+    opened = await stack.open_session(mid, SHELL, cols=80, rows=24, name="kept")
+    term = Term(await stack.attach_session(mid, opened.session_id))
+    await term.type("echo shell-$$-be''fore\n")  # what it prints is not what it echoes
+    await term.until(b"-before", timeout=120)
+    before = term.text.split(b"shell-")[-1].split(b"-before")[0]
+    assert before.isdigit(), term.text[-300:]
+    await term.ws.close()  # detached; the shell goes on
+    await stack.pause_machine(mid)
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    await stack.resume_machine(mid)
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    again = Term(await stack.attach_session(mid, opened.session_id))
+    await again.until(b"shell-" + before + b"-before", timeout=60)  # its scrollback
+    await again.type("echo shell-$$-af''ter\n")
+    await again.until(b"shell-" + before + b"-after", timeout=120)  # the same shell
+    await again.ws.close()
