@@ -32,6 +32,10 @@ from services.provisioner.stop_start import StopStartHandlers
 
 log = structlog.get_logger(__name__)
 
+#: The machine's lock, held through a checkpoint (seconds for each 256 MiB on ptrace) or a
+#: restore: no archive may end its sandbox under it.
+_HELD_S = 600.0
+
 
 class PauseHandlers(StopStartHandlers):
     def _pauser(self, provider_name: str, machine_id: str) -> Pauser:
@@ -54,7 +58,7 @@ class PauseHandlers(StopStartHandlers):
     async def on_pause_requested(self, event: MachinePauseRequested) -> None:
         if not await self._owned(event.machine_id):
             return  # its own host's provisioner pauses it
-        lock = await self._locked(event.machine_id)
+        lock = await self._locked(event.machine_id, ttl_s=_HELD_S)
         try:
             machine = await self.store.get_machine(event.machine_id)
             if machine.status is not S.PAUSING:  # paused already, or stopped since
@@ -97,7 +101,7 @@ class PauseHandlers(StopStartHandlers):
     async def on_resume_requested(self, event: MachineResumeRequested) -> None:
         if not await self._owned(event.machine_id):
             return
-        lock = await self._locked(event.machine_id)
+        lock = await self._locked(event.machine_id, ttl_s=_HELD_S)
         try:
             machine = await self.store.get_machine(event.machine_id)
             if machine.status is not S.RESUMING:
