@@ -6,6 +6,7 @@ tests/fast/test_pause.py."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 
@@ -16,6 +17,7 @@ from contracts.events import Event, MachinePaused, MachineResumed
 from fleet.client import FleetClient
 from services.common.settings import Settings
 from tests.integration import test_gvisor as gv
+from tests.integration.test_files_cli import _fleet
 from tests.integration.test_gvisor import answers, ready_gvisor, sandbox_processes
 from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until
@@ -135,7 +137,7 @@ async def test_a_pause_is_refused_by_name_while_a_process_holds_a_tcp_connection
 
 @pytest.mark.timeout(900)
 async def test_a_terminal_reattaches_to_the_same_shell_with_its_scrollback_after_a_resume(
-    stack: FleetClient,
+    stack: FleetClient, stack_settings: Settings
 ) -> None:
     mid = await ready_gvisor(stack, "gv-pause-term")
     opened = await stack.open_session(mid, SHELL, cols=80, rows=24, name="kept")
@@ -145,12 +147,11 @@ async def test_a_terminal_reattaches_to_the_same_shell_with_its_scrollback_after
     before = term.text.split(b"shell-")[-1].split(b"-before")[0]
     assert before.isdigit(), term.text[-300:]
     await term.ws.close()  # detached; the shell goes on
-    await stack.pause_machine(mid)
-    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
-    assert paused.status == "paused", paused.status_reason
-    await stack.resume_machine(mid)
-    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
-    assert ready.status == "ready", ready.status_reason
+    for verb, want in (("pause", "paused"), ("resume", "ready")):  # through the CLI
+        cli = await _fleet(stack_settings, "machines", verb, mid)
+        out, err = await asyncio.wait_for(cli.communicate(), 320)
+        assert cli.returncode == 0, (out, err)
+        assert f"{mid}  {want}" in out.decode(), out
     await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
     again = Term(await stack.attach_session(mid, opened.session_id))
     await again.until(b"shell-" + before + b"-before", timeout=60)  # its scrollback
