@@ -51,6 +51,14 @@ PUBLISHERS: dict[EventKind, str] = {
     EventKind.PROCESSES_ENDED: "the provisioner, once every process of a stopping machine "
     "has exited (its status is then stopped)",
     EventKind.STARTED: "the gateway (machines.start), for a stopped machine",
+    EventKind.PAUSE_REQUESTED: "the gateway (machines.pause), for a ready gvisor machine",
+    EventKind.PAUSED: "the provisioner, once a pausing machine is on disk and its sandbox gone "
+    "(its status is then paused)",
+    EventKind.PAUSE_REFUSED: "the provisioner, when a pause is refused before the sandbox was "
+    "touched (its status is then ready again)",
+    EventKind.RESUME_REQUESTED: "the gateway (machines.resume), for a paused machine",
+    EventKind.RESUMED: "the provisioner, once a resuming machine is restored (its status is "
+    "then ready)",
     EventKind.LOST: "the prober, for each running machine of a host that stopped heartbeating",
     EventKind.EGRESS_DENIED: "the machine's host (its DNS proxy), when its network policy "
     "refused a name (rate-limited per machine)",
@@ -90,6 +98,11 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.STOPPED: events.MachineStopped,
     EventKind.PROCESSES_ENDED: events.MachineProcessesEnded,
     EventKind.STARTED: events.MachineStarted,
+    EventKind.PAUSE_REQUESTED: events.MachinePauseRequested,
+    EventKind.PAUSED: events.MachinePaused,
+    EventKind.PAUSE_REFUSED: events.MachinePauseRefused,
+    EventKind.RESUME_REQUESTED: events.MachineResumeRequested,
+    EventKind.RESUMED: events.MachineResumed,
     EventKind.LOST: events.MachineLost,
     EventKind.EGRESS_DENIED: events.MachineEgressDenied,
     EventKind.LIFECYCLE_RAN: events.LifecycleRan,

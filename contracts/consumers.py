@@ -23,6 +23,10 @@ class Durable(StrEnum):
     PROVISIONER_STOP = "provisioner-stop"
     #: machine.started: start a stopped machine again.
     PROVISIONER_START = "provisioner-start"
+    #: machine.pause-requested: checkpoint a gvisor machine and end its sandbox.
+    PROVISIONER_PAUSE = "provisioner-pause"
+    #: machine.resume-requested: restore a paused machine.
+    PROVISIONER_RESUME = "provisioner-resume"
     #: machine.daemon-status-reported: push the .env and clone the repos.
     SETUP_PUSHER = "setup_pusher"
     #: machine.setup-pushed: probe until healthy.
@@ -39,8 +43,9 @@ class Durable(StrEnum):
 
 #: Per-machine work: a durable per host (``host_durable``), not one for all.
 PER_HOST: frozenset[Durable] = frozenset(
-    {Durable.PROVISIONER_ARCHIVE, Durable.PROVISIONER_STOP, Durable.PROVISIONER_START}
-)
+    {Durable.PROVISIONER_ARCHIVE, Durable.PROVISIONER_STOP, Durable.PROVISIONER_START,
+     Durable.PROVISIONER_PAUSE, Durable.PROVISIONER_RESUME}
+)  # fmt: skip
 
 
 def durable_name(durable: Durable, host_id: str) -> str:

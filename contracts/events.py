@@ -124,6 +124,44 @@ class MachineStarted(_Event, tag=EventKind.STARTED.value, kw_only=True):
     reason: str
 
 
+class MachinePauseRequested(_Event, tag=EventKind.PAUSE_REQUESTED.value, kw_only=True):
+    """The machine is pausing (its status says so already): the provisioner writes its memory
+    and processes to disk and ends its sandbox."""
+
+    reason: str
+
+
+class MachinePaused(_Event, tag=EventKind.PAUSED.value, kw_only=True):
+    """A pausing machine is on disk and its sandbox gone: its status is ``paused`` now."""
+
+    #: The size of its memory image on disk.
+    bytes: int
+    #: How long the pause took (the checkpoint and the sandbox's end).
+    duration_ms: float
+
+
+class MachinePauseRefused(_Event, tag=EventKind.PAUSE_REFUSED.value, kw_only=True):
+    """A pause refused before the machine's sandbox was touched (a TCP connection of its own
+    that the checkpoint cannot keep): it runs on, its status ``ready`` again."""
+
+    reason: str
+
+
+class MachineResumeRequested(_Event, tag=EventKind.RESUME_REQUESTED.value, kw_only=True):
+    """The machine is resuming (its status says so already): the provisioner restores it."""
+
+    #: What asked: ``request`` (machines.resume).
+    by: str
+
+
+class MachineResumed(_Event, tag=EventKind.RESUMED.value, kw_only=True):
+    """A resuming machine's sandbox is restored, its processes where they were: its status is
+    ``ready`` now."""
+
+    duration_ms: float
+    by: str
+
+
 class MachineUnresponsive(_Event, tag=EventKind.UNRESPONSIVE.value, kw_only=True):
     #: When the last heartbeat arrived (None: none since the prober started watching).
     last_heartbeat_at: datetime | None
@@ -269,6 +307,11 @@ MachineEvent = (
     | MachineStopped
     | MachineProcessesEnded
     | MachineStarted
+    | MachinePauseRequested
+    | MachinePaused
+    | MachinePauseRefused
+    | MachineResumeRequested
+    | MachineResumed
     | MachineLost
     | MachineEgressDenied
     | LifecycleRan

@@ -18,6 +18,7 @@ from contracts.errors import (
     Forbidden,
     HostFull,
     NotFound,
+    NotSupported,
     RunningMachinesLimit,
     Unavailable,
 )
@@ -56,6 +57,23 @@ MACHINES_START: MethodSpec[MachineRef, Machine] = MethodSpec(
     "Unavailable (retry) while other starts on its host hold its place for over 5 s.",
     (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull, Unavailable),
 )
+MACHINES_PAUSE: MethodSpec[MachineRef, Machine] = MethodSpec(
+    "machines.pause",
+    MachineRef,
+    Machine,
+    "Pause a ready gvisor machine: its memory, processes and filesystem changes go to disk, "
+    "its sandbox ends and its host memory is freed (status pausing, then paused; a paused "
+    "one: no change). NotSupported on a namespaces machine; Conflict unless it is ready.",
+    (NotFound, Forbidden, Conflict, NotSupported),
+)
+MACHINES_RESUME: MethodSpec[MachineRef, Machine] = MethodSpec(
+    "machines.resume",
+    MachineRef,
+    Machine,
+    "Resume a paused machine: its processes go on where they were, with the same PIDs "
+    "(status resuming, then ready; a ready one: no change). Conflict unless it is paused.",
+    (NotFound, Forbidden, Conflict),
+)
 INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
     "instances.setAutoStop",
     SetAutoStopParams,
@@ -74,6 +92,8 @@ INSTANCES_GET_AUTOSTOP: MethodSpec[InstanceRef, AutoStop] = MethodSpec(
 STOP_METHODS: tuple[AnySpec, ...] = (
     MACHINES_STOP,
     MACHINES_START,
+    MACHINES_PAUSE,
+    MACHINES_RESUME,
     INSTANCES_SET_AUTOSTOP,
     INSTANCES_GET_AUTOSTOP,
 )

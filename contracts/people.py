@@ -66,6 +66,7 @@ METHOD_SCOPES: Final[dict[str, str]] = {
     "machines.ports": PORTS, "machines.previewTicket": PORTS,
     "instances.setSshKeys": ENV_WRITE, "instances.setLimits": _A, "instances.getLimits": _R,
     "hosts.list": _A, "hosts.drain": _A, "machines.stop": _X, "machines.start": _X,
+    "machines.pause": _X, "machines.resume": _X,
     "instances.setAutoStop": _A, "instances.getAutoStop": _R,
     "instances.setRuntime": _X, "instances.getRuntime": _R,
     "codemode.run": _X, "codemode.cancel": _X, "codemode.list": _X, "codemode.describe": _X,

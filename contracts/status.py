@@ -36,6 +36,15 @@ class MachineStatus(StrEnum):
     #: ``FLEET_HOST_LOST_AFTER_S``). Ready again if its heartbeats resume (its host came back);
     #: ``machines.rebuild`` replaces it with a machine on a live host.
     LOST = "lost"
+    #: Asked to pause (``machines.pause``, a gvisor machine): its memory and processes are
+    #: being written to disk. ``paused`` once its sandbox is gone; ``ready`` again if the pause
+    #: was refused before the sandbox was touched.
+    PAUSING = "pausing"
+    #: Paused: its memory, processes and filesystem changes are on disk, its sandbox is gone
+    #: and holds no host memory. ``machines.resume`` brings it back as it was.
+    PAUSED = "paused"
+    #: Asked to resume: its sandbox is being restored from its pause; ``ready`` once it is.
+    RESUMING = "resuming"
 
 
 S = MachineStatus
@@ -49,6 +58,10 @@ STOPPABLE: frozenset[MachineStatus] = frozenset(
 #: are not expected, ``machines.start`` brings it back.
 STOPPED_OR_STOPPING: frozenset[MachineStatus] = frozenset({S.STOPPING, S.STOPPED})
 
+#: A machine paused, or on its way into or out of a pause: its daemon is not called, its
+#: heartbeats are not expected.
+PAUSE_STATES: frozenset[MachineStatus] = frozenset({S.PAUSING, S.PAUSED, S.RESUMING})
+
 #: Statuses from which nothing but archiving moves a machine.
 TERMINAL: frozenset[MachineStatus] = frozenset({S.FAILED, S.ARCHIVING, S.ARCHIVED})
 
@@ -57,7 +70,7 @@ ARCHIVED_OR_ARCHIVING: frozenset[MachineStatus] = frozenset({S.ARCHIVING, S.ARCH
 
 _LIVE = frozenset(
     {S.CREATED, S.PROVISIONING, S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE,
-     S.LOST}
+     S.LOST, S.PAUSING, S.PAUSED, S.RESUMING}
 )  # fmt: skip
 
 ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
@@ -70,15 +83,21 @@ ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     S.BOOTING: frozenset({S.PROVISIONING, S.BOOTING, S.STOPPING, S.STOPPED}),
     S.SETTING_UP: frozenset({S.BOOTING, S.SETTING_UP}),
     S.PROBING: frozenset({S.SETTING_UP, S.PROBING}),
-    S.READY: frozenset({S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST}),
+    # A resume once restored; a pause refused before its sandbox was touched.
+    S.READY: frozenset({S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST, S.RESUMING, S.PAUSING}),
     S.UNRESPONSIVE: frozenset({S.READY, S.UNRESPONSIVE}),
     # Only a machine whose own heartbeats stopped: one that still beats is reachable, whatever
     # its host's provisioner does; one still setting up fails by its stage.
     S.LOST: frozenset({S.UNRESPONSIVE, S.LOST}),
     S.FAILED: _LIVE | {S.FAILED},
-    S.STOPPING: STOPPABLE | {S.STOPPING},
+    # A paused machine too: its memory image is deleted.
+    S.STOPPING: STOPPABLE | {S.STOPPING, S.PAUSED},
     # Only by the provisioner, once every process of the machine has exited.
     S.STOPPED: frozenset({S.STOPPING, S.STOPPED}),
+    S.PAUSING: frozenset({S.READY, S.PAUSING}),
+    # Only by the provisioner, once the sandbox is checkpointed and gone.
+    S.PAUSED: frozenset({S.PAUSING, S.PAUSED}),
+    S.RESUMING: frozenset({S.PAUSED, S.RESUMING}),
     S.ARCHIVING: _LIVE | {S.FAILED, S.ARCHIVING, S.STOPPING, S.STOPPED},
     # Only by the provisioner of the machine's host, once its files are gone.
     S.ARCHIVED: frozenset({S.ARCHIVING, S.ARCHIVED}),

@@ -32,6 +32,16 @@ class EventKind(StrEnum):
     PROCESSES_ENDED = "processes-ended"
     #: A stopped machine was started: the provisioner brings the same machine back.
     STARTED = "started"
+    #: A gvisor machine was asked to pause (machines.pause): the provisioner checkpoints it.
+    PAUSE_REQUESTED = "pause-requested"
+    #: A pausing machine's memory is on disk, its sandbox gone: its status is now ``paused``.
+    PAUSED = "paused"
+    #: A pause refused before the sandbox was touched: the machine is ``ready`` again.
+    PAUSE_REFUSED = "pause-refused"
+    #: A paused machine was asked to resume (machines.resume): the provisioner restores it.
+    RESUME_REQUESTED = "resume-requested"
+    #: A resuming machine is restored: its status is now ``ready``.
+    RESUMED = "resumed"
     #: The machine's host is lost: the prober marks its machines lost.
     LOST = "lost"
     #: The machine's network policy refused a name or a connection (rate-limited per machine).

@@ -43,6 +43,9 @@ async def _run(settings: DaemonSettings) -> Path | None:
         loop.add_signal_handler(sig, on_signal, signal.Signals(sig).name)
     # SIGHUP: the machine's supervisor restarts us in place; our processes stay for the next.
     loop.add_signal_handler(signal.SIGHUP, daemon.request_stop, "SIGHUP: restart", "handover")
+    # A pause (SIGUSR1: let the NATS connection go) and its resume (SIGUSR2: back at once).
+    loop.add_signal_handler(signal.SIGUSR1, daemon.request_park, True)
+    loop.add_signal_handler(signal.SIGUSR2, daemon.request_park, False)
     try:
         async with daemon:
             await daemon.stopped.wait()

@@ -81,6 +81,17 @@ class ControlServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 2)
 
+    def park(self) -> None:
+        """Stop listening for a pause (gVisor cannot checkpoint a listener the event loop
+        watches: daemon/park.py); ``unpark`` listens on the same port again."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+    async def unpark(self) -> None:
+        if self._server is None and self.port is not None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             status, body = await self._answer(reader)

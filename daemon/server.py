@@ -62,6 +62,7 @@ from daemon.byte_stream_hub import ByteStreamHub, Pipes
 from daemon.exec_streams import ExecStreams, daemon_log
 from daemon.files import FileTools
 from daemon.lifecycle import ExitMode, Lifecycle
+from daemon.park import Parking
 from daemon.ports import list_ports
 from daemon.sessions import Sessions
 from daemon.settings import DaemonSettings
@@ -129,6 +130,33 @@ class Daemon:
         self._dispatcher = Dispatcher(
             DAEMON_METHODS, self._routes(), translate=tools.at_thread_limit
         )
+        self._parking = Parking()
+        self._park_task: asyncio.Task[None] | None = None
+
+    def request_park(self, park: bool) -> None:
+        """A pause's signal (park: let the NATS connection go) or a resume's (take it back at
+        once); each after the one before (daemon/park.py)."""
+        previous = self._park_task
+        self._park_task = asyncio.get_running_loop().create_task(self._park(park, previous))
+
+    async def _park(self, park: bool, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await previous
+        nc = self._nc
+        if nc is None:
+            return
+        control = self._life.control if self._life is not None else None
+        try:
+            if park and control is not None:
+                control.park()
+            done = await (self._parking.park(nc) if park else self._parking.unpark(nc))
+            if not park and control is not None:
+                await control.unpark()
+        except (nats.errors.Error, OSError) as exc:  # the connection's own errors: logged
+            log.warning("daemon.park_failed", park=park, error=repr(exc))
+            return
+        log.info("daemon.parked" if park else "daemon.unparked", changed=done)
 
     def request_stop(
         self, reason: str, mode: ExitMode = "stop", target: Path | None = None
@@ -177,6 +205,10 @@ class Daemon:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._heartbeat.__aexit__(None, None, None)
+        if self._park_task is not None:
+            self._park_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._park_task
         if self._life is not None:
             self._life.set_state("stopping", self.stop_reason or "stopping")
         if self._rpc is not None:  # first: a request under way may still open a stream
@@ -235,7 +267,7 @@ class Daemon:
         attempt = 0
         while True:
             try:
-                return await natsconn.connect(
+                nc = await natsconn.connect(
                     s.nats_url,
                     name=f"daemon:{s.machine_id}",
                     user=s.machine_id,
@@ -244,7 +276,10 @@ class Daemon:
                     wait_s=(0.5, 2.0),
                     connect_timeout=5,
                     error_cb=_on_error,
+                    reconnect_to_server_handler=self._parking.choose,
                 )
+                self._parking.wait_s = float(nc.options["reconnect_time_wait"])
+                return nc
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 attempt += 1
                 delay = backoff_s(attempt + 1, base=0.25, cap=_CONNECT_BACKOFF_CAP_S)

@@ -16,6 +16,7 @@
   machine (in the sandbox, the pid namespace ends with its init).
 - SIGTERM/SIGINT: forwarded to the daemon, then we stop when it has. SIGHUP: restart the
   daemon in place (forwarded as SIGHUP, which makes the daemon leave its processes running).
+  SIGUSR1/SIGUSR2: forwarded, for a pause and its resume (daemon/park.py).
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ class Supervisor:
         return with_code(path, env), nodump.python_argv(*nodump.DAEMON_FLAGS, "-m", "daemon")
 
     def signal(self, signum: int, _: object) -> None:
+        if signum in PARKS:  # a pause's or a resume's, for the daemon alone
+            if self.current is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.current, signum)
+            return
         if signum == signal.SIGHUP:
             self.restart_requested = True
         else:
@@ -259,7 +265,9 @@ def main() -> None:
 #: The supervisor's exit when its token file was spent (sysexits' EX_CONFIG).
 TOKEN_SPENT_EXIT = 78
 _STOPS = (signal.SIGTERM, signal.SIGINT)
-_HANDLED = (*_STOPS, signal.SIGHUP)
+#: A pause's and a resume's signals (daemon/park.py).
+PARKS = (signal.SIGUSR1, signal.SIGUSR2)
+_HANDLED = (*_STOPS, signal.SIGHUP, *PARKS)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""`fleet machines stop|start`, `fleet instances autostop` and `fleet instances runtime`:
-stopping and starting machines, and the runtime of the next ones.
+"""`fleet machines stop|start|pause|resume`, `fleet instances autostop` and `fleet instances
+runtime`: stopping, starting, pausing and resuming machines, and the runtime of the next ones.
 
 ``ensure_started`` is what a command that needs a running machine (a shell, a port forward)
 calls first: a stopped machine is started, and the command says so and waits.
@@ -28,6 +28,13 @@ def machine_commands(g: SubAction) -> None:
     start.add_argument("machine_id")
     start.add_argument("--wait", action="store_true", help="wait until it is ready")
     start.add_argument("--timeout", type=float, default=300.0, help="seconds, for --wait")
+    pause = command(g, "pause", _pause, "pause a gvisor machine with its memory and processes; "
+                    "waits until it is paused")  # fmt: skip
+    pause.add_argument("machine_id")
+    pause.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
+    resume = command(g, "resume", _resume, "resume a paused machine where it was")
+    resume.add_argument("machine_id")
+    resume.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
 
 
 def instance_commands(g: SubAction) -> None:
@@ -70,6 +77,29 @@ async def _start(c: FleetClient, a: Args) -> int:
         return EXIT_TIMEOUT
     print(to_json(m) if a.json else machine_line(m))
     return EXIT_OK if m.status is MachineStatus.READY else EXIT_FAILED
+
+
+#: What a pause ends in: paused, ready again (refused: its reason says why), or failed.
+PAUSE_DONE = ("paused", "ready", "failed", "stopped", "archiving", "archived")
+RESUME_DONE = ("ready", "failed", "stopped", "archiving", "archived")
+
+
+async def _pause(c: FleetClient, a: Args) -> int:
+    return await _until(c, a, await c.pause_machine(a.machine_id), PAUSE_DONE, "paused")
+
+
+async def _resume(c: FleetClient, a: Args) -> int:
+    return await _until(c, a, await c.resume_machine(a.machine_id), RESUME_DONE, "ready")
+
+
+async def _until(c: FleetClient, a: Args, m: Machine, done: tuple[str, ...], want: str) -> int:
+    try:
+        m = await c.wait_for(m.id, done, a.timeout)
+    except TimeoutError:
+        print(f"fleet: machine {m.id} not {want} after {a.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    print(to_json(m) if a.json else machine_line(m))
+    return EXIT_OK if m.status.value == want else EXIT_FAILED
 
 
 async def _autostop(c: FleetClient, a: Args) -> int:

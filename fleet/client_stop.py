@@ -1,5 +1,6 @@
 """``FleetClient``'s methods for stopping and starting machines (a mixin: ``client.py`` is full):
-``machines.stop``, ``machines.start``, ``instances.setAutoStop``, ``instances.getAutoStop``,
+``machines.stop``, ``machines.start``, ``machines.pause``, ``machines.resume``,
+``instances.setAutoStop``, ``instances.getAutoStop``,
 ``instances.setRuntime``, ``instances.getRuntime``, and
 forks and snapshots: ``machines.fork``, ``machines.snapshot``, ``snapshots.*``."""
 
@@ -27,6 +28,17 @@ class StopClient:
         ``wait_for``."""
         params = new_params(gt.MachineRef, machine_id=machine_id)
         return await self.call(gs.MACHINES_START, params)
+
+    async def pause_machine(self: Calls, machine_id: str) -> Machine:
+        """Pause a ready gvisor machine with its memory (a paused one: unchanged); wait for
+        ``paused`` with ``wait_for``."""
+        params = new_params(gt.MachineRef, machine_id=machine_id)
+        return await self.call(gs.MACHINES_PAUSE, params)
+
+    async def resume_machine(self: Calls, machine_id: str) -> Machine:
+        """Resume a paused machine (a ready one: unchanged); wait for ``ready``."""
+        params = new_params(gt.MachineRef, machine_id=machine_id)
+        return await self.call(gs.MACHINES_RESUME, params)
 
     async def set_autostop(self: Calls, instance_id: str, idle_after_s: int) -> gs.AutoStop:
         """Stop the instance's machines after ``idle_after_s`` s without activity (0: off)."""

@@ -72,3 +72,17 @@ class RootExecutor(Protocol):
 
     async def exec_as_root(self, machine_id: str, params: ExecCommandParams) -> ExecCommandResult:
         """Run ``params`` as uid 0 in the machine; NotSupported if its runtime has no root."""
+
+
+@runtime_checkable
+class Pauser(Protocol):
+    """A provider that can pause a machine with its memory and processes, and resume it
+    (``gvisor``: runsc's checkpoint and restore)."""
+
+    async def pause(self, machine_id: str) -> int:
+        """Write the machine's memory and processes to disk and end its sandbox; the image's
+        size in bytes. Conflict if refused before the sandbox was touched (it runs on);
+        ProviderError if the pause failed after (the sandbox may be gone)."""
+
+    async def resume(self, machine_id: str) -> None:
+        """Restore a paused machine from its image; its daemon reconnects."""

@@ -56,6 +56,8 @@ BUNDLE = "gvisor"
 #: The token's directory (root's, 0700) beside the home, and where the sandbox sees it.
 TOKEN_DIR = "gvisor-token"  # noqa: S105 - a directory name
 TOKEN_MOUNT = "/run/fleet-token"  # noqa: S105 - a path
+#: A paused machine's memory image (root's, beside its home).
+IMAGE_DIR = "gvisor-image"
 #: The bubblewrap sandbox's own descriptors and loader mean nothing here.
 _NOT_HERE = ("FLEET_MACHINE_TOKEN_FD", "FLEET_NODUMP_LOADER")
 _RUNSC_TIMEOUT_S = 120.0
@@ -247,10 +249,11 @@ def write_bundle(machine_dir: Path, spec: dict[str, Any]) -> Path:
 
 
 async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: Path,
-                        owner: str, enter: list[str]) -> int:  # fmt: skip
+                        owner: str, enter: list[str],
+                        verb: tuple[str, ...] = ("run",)) -> int:  # fmt: skip
     """Start the machine's sandbox in a network namespace of its own with pasta as its way
     out, in the cgroup ``enter`` moves it into; the sandbox's host pid. On failure nothing of
-    it is left."""
+    it is left. ``verb``: runsc's command (``run``; ``restore`` and its image for a resume)."""
     cid = container_id(machine_id)
     holder = await asyncio.create_subprocess_exec(
         "unshare", "--net", "sleep", "infinity", env=_clean_env(),
@@ -263,7 +266,7 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
         script = 'mount -t tmpfs tmpfs /proc/sys/net && exec "$@"'
         argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
                 script, "fleet-gvisor",
-                *runsc.argv("run", "--detach", "--bundle", str(bundle), cid)]  # fmt: skip
+                *runsc.argv(*verb, "--detach", "--bundle", str(bundle), cid)]  # fmt: skip
         with log_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
@@ -272,7 +275,9 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
             async with asyncio.timeout(_RUNSC_TIMEOUT_S):
                 code = await proc.wait()
         if code != 0:
-            raise ProviderError(f"runsc could not start {machine_id} (exit {code}): see its log")
+            raise ProviderError(
+                f"runsc could not {verb[0]} {machine_id} (exit {code}): see its log"
+            )
         pid = await asyncio.to_thread(_find_sandbox, bundle)
         state = None if pid is None else await asyncio.to_thread(runsc.status, cid, pid)
         if pid is None or state != "running":
@@ -336,6 +341,7 @@ def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     stop_pasta(machine_id)
     MachineCgroup(machine_id).remove()
     remove_tree(machine_dir / TOKEN_DIR)
+    remove_tree(machine_dir / IMAGE_DIR)  # a paused machine's memory
     return was_up
 
 

@@ -38,7 +38,7 @@ from core.lockfile import holder_pid
 from core.poolwire import POOL_SLOT_VAR
 from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
-from providers import gvisor
+from providers import gvisor, gvisor_pause
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
 from providers.homes_fs import clone_home, is_subvolume, make_home, remove_home
@@ -53,7 +53,7 @@ from providers.local_image import (
     unmount_overlay,
 )
 from providers.machine_uid import allocate_uid, give_home, give_upper
-from providers.netns import has_pasta, loopback_ports, start_sandboxed, stop_pasta
+from providers.netns import has_pasta, loopback_ports, nats_servers, start_sandboxed, stop_pasta
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import (
     SECCOMP_FD,
@@ -547,6 +547,26 @@ class LocalProvider:
                                data={"runtime": "namespaces", "user": "root"})  # fmt: skip
         runsc = self._gvisor_runsc()
         return await gvisor.exec_as_root(runsc, self.machine_dir(machine_id), machine_id, params)
+
+    async def pause(self, machine_id: str) -> int:
+        """A gvisor machine checkpointed to disk, its sandbox gone (providers/gvisor_pause.py);
+        the image's size."""
+        machine_dir = self.machine_dir(machine_id)
+        if not gvisor.is_gvisor(machine_dir):
+            raise NotSupported(f"machine {machine_id} runs the namespaces runtime: only a gvisor "
+                               "machine can be paused", data={"runtime": "namespaces"})  # fmt: skip
+        runsc = self._gvisor_runsc()
+        ports = {port for _, port in nats_servers(self._nats_url)}
+        size = await asyncio.to_thread(gvisor_pause.pause_sandbox, runsc, machine_dir,
+                                       machine_id, ports)  # fmt: skip
+        log.info("provider.gvisor_paused", machine_id=machine_id, bytes=size)
+        return size
+
+    async def resume(self, machine_id: str) -> None:
+        """A paused gvisor machine restored from its image."""
+        runsc = self._gvisor_runsc()
+        enter = await self._limited(machine_id, [])
+        await gvisor_pause.resume_sandbox(runsc, self.machine_dir(machine_id), machine_id, enter)
 
     async def _stop_gvisor(self, machine_id: str) -> bool:
         runsc = self._runsc or gvisor.Runsc("runsc", "ptrace", self._data_dir)

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.events import MachineStarted, MachineStopped
+from contracts.events import (
+    MachinePauseRequested,
+    MachineResumeRequested,
+    MachineStarted,
+    MachineStopped,
+)
 from contracts.ids import new_event_id
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
 from services.common.bus import Bus
@@ -22,6 +27,8 @@ log = structlog.get_logger(__name__)
 
 #: What a caller of a daemon-bound method on a stopped machine is told to do.
 START_HINT = "start it with machines.start (fleet machines start {machine_id})"
+#: And on a paused one.
+RESUME_HINT = "resume it with machines.resume"
 
 
 async def stop_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> Transition:
@@ -60,4 +67,25 @@ async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str) ->
         await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,
                                          reason=reason))  # fmt: skip
         log.info("machine.start_requested", machine_id=machine_id, reason=reason)
+    return t
+
+
+async def pause_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> Transition:
+    """Mark a ready machine pausing and tell the provisioner to checkpoint it (it marks the
+    machine paused once its sandbox is gone). Only the call that moved the status publishes."""
+    t = await store.transition(machine_id, S.PAUSING, reason)
+    if t.moved:
+        await bus.publish(MachinePauseRequested(event_id=new_event_id(), machine_id=machine_id,
+                                                reason=reason))  # fmt: skip
+        log.info("machine.pause_requested", machine_id=machine_id, reason=reason)
+    return t
+
+
+async def resume_machine(store: Store, bus: Bus, machine_id: str, by: str) -> Transition:
+    """Mark a paused machine resuming and tell the provisioner to restore it."""
+    t = await store.transition(machine_id, S.RESUMING, f"resuming ({by})")
+    if t.moved:
+        await bus.publish(MachineResumeRequested(event_id=new_event_id(), machine_id=machine_id,
+                                                 by=by))  # fmt: skip
+        log.info("machine.resume_requested", machine_id=machine_id, by=by)
     return t

@@ -26,12 +26,13 @@ from contracts.people import (
 )
 from contracts.status import (
     ARCHIVED_OR_ARCHIVING,
+    PAUSE_STATES,
     STOPPED_OR_STOPPING,
     TERMINAL,
 )
 from contracts.validation import local_repo_path
 from providers.code_status import CodeVersions
-from services.common.stop_start import START_HINT
+from services.common.stop_start import RESUME_HINT, START_HINT
 from services.common.store import Store
 from services.gateway.activity import ActivityClock
 
@@ -180,6 +181,11 @@ class Access:
             raise MachineStopped(
                 f"machine {machine_id} is {machine.status.value}; {hint}",
                 data={"status": machine.status.value, "hint": hint},
+            )
+        if machine.status in PAUSE_STATES:
+            raise Conflict(
+                f"machine {machine_id} is {machine.status.value}; {RESUME_HINT}",
+                data={"status": machine.status.value, "hint": RESUME_HINT},
             )
         if active:
             await self.activity.record(machine_id)

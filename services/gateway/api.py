@@ -477,6 +477,8 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
 def stop_routes(r: Router[Caller], ops: StopOps) -> None:
     r.register(gst.MACHINES_STOP, ops.machines_stop)
     r.register(gst.MACHINES_START, ops.machines_start)
+    r.register(gst.MACHINES_PAUSE, ops.machines_pause)
+    r.register(gst.MACHINES_RESUME, ops.machines_resume)
     r.register(gst.INSTANCES_SET_AUTOSTOP, ops.instances_set_autostop)
     r.register(gst.INSTANCES_GET_AUTOSTOP, ops.instances_get_autostop)
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.errors import Conflict, HostFull, RunningMachinesLimit, Unavailable
+from contracts.errors import Conflict, HostFull, NotSupported, RunningMachinesLimit, Unavailable
 from contracts.gateway_stop import AutoStop, SetAutoStopParams
 from contracts.gateway_types import InstanceRef, MachineRef
 from contracts.models import Machine
-from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
+from contracts.status import (
+    PAUSE_STATES,
+    STOPPABLE,
+    STOPPED_OR_STOPPING,
+    TERMINAL,
+    MachineStatus as S,
+)
 from services.common.bus import Bus
-from services.common.stop_start import start_machine, stop_machine
+from services.common.stop_start import pause_machine, resume_machine, start_machine, stop_machine
 from services.common.store import Store
 from services.common.store_limits import instance_limits
 from services.common.store_stop import autostop_of, set_autostop
@@ -24,13 +30,13 @@ async def check_running_limit(
     store: Store, instance_id: str, starting: str | None, adding: int = 1
 ) -> None:
     """Refuse a start (of ``starting``) or a create (None) of ``adding`` machines that would
-    pass the instance's ``maxRunningMachines``. Stopped, failed and archived machines do not
-    count."""
+    pass the instance's ``maxRunningMachines``. Stopped, paused, failed and archived machines
+    do not count."""
     limit = (await instance_limits(store, instance_id)).max_running_machines
     if limit is None:
         return
     machines = await store.list_machines(instance_id)
-    not_running = TERMINAL | STOPPED_OR_STOPPING
+    not_running = TERMINAL | STOPPED_OR_STOPPING | {S.PAUSED}
     running = [m for m in machines if m.status not in not_running and m.id != starting]
     if len(running) + adding > limit:
         raise RunningMachinesLimit(
@@ -69,7 +75,7 @@ class StopOps:
 
     async def machines_stop(self, p: MachineRef, c: Caller) -> Machine:
         machine = await self.access.machine(c, p.machine_id)
-        if machine.status not in STOPPABLE | STOPPED_OR_STOPPING:
+        if machine.status not in STOPPABLE | STOPPED_OR_STOPPING | {S.PAUSED}:
             raise Conflict(
                 f"machine {machine.id} is {machine.status.value}; only a booted machine can be "
                 "stopped",
@@ -100,6 +106,37 @@ class StopOps:
             await check_running_limit(self.store, machine.instance_id, machine.id)
             await check_host_room(self.store, machine)
             await start_machine(self.store, self.bus, machine.id, "started by request")
+        return await self.access.machine(c, p.machine_id)
+
+    async def machines_pause(self, p: MachineRef, c: Caller) -> Machine:
+        machine = await self.access.machine(c, p.machine_id)
+        if machine.runtime != "gvisor":
+            raise NotSupported(
+                f"machine {machine.id} runs the {machine.runtime} runtime, which cannot keep a "
+                "machine's memory: only a gvisor machine can be paused (docs/runtimes.md)",
+                data={"runtime": machine.runtime},
+            )
+        if machine.status not in {S.READY, S.PAUSING, S.PAUSED}:
+            raise Conflict(
+                f"machine {machine.id} is {machine.status.value}; only a ready machine can be "
+                "paused",
+                data={"status": machine.status.value},
+            )
+        await pause_machine(self.store, self.bus, machine.id, "paused by request")
+        return await self.access.machine(c, p.machine_id)
+
+    async def machines_resume(self, p: MachineRef, c: Caller) -> Machine:
+        machine = await self.access.machine(c, p.machine_id)
+        if machine.status in {S.READY, S.RESUMING}:
+            return machine  # running, or on its way back: nothing to do
+        if machine.status is not S.PAUSED:
+            raise Conflict(
+                f"machine {machine.id} is {machine.status.value}; only a paused machine can be "
+                "resumed" + (" (wait until it is paused)" if machine.status in PAUSE_STATES
+                             else ""),
+                data={"status": machine.status.value},
+            )  # fmt: skip
+        await resume_machine(self.store, self.bus, machine.id, "request")
         return await self.access.machine(c, p.machine_id)
 
     async def instances_set_autostop(self, p: SetAutoStopParams, c: Caller) -> AutoStop:

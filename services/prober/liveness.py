@@ -22,7 +22,7 @@ from contracts import subjects
 from contracts.errors import NotFound
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
-from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
+from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from core.clock import SYSTEM_CLOCK, Clock
 from core.ticker import Ticker
 from services.common.bus import Bus
@@ -108,7 +108,7 @@ class HeartbeatMonitor:
             except NotFound:
                 await self.store.heartbeats.forget(machine_id)
                 continue
-            if machine.status in TERMINAL or machine.status in STOPPED_OR_STOPPING:
+            if machine.status in TERMINAL | STOPPED_OR_STOPPING | PAUSE_STATES:
                 await self.store.heartbeats.forget(machine_id)  # a start's first beat is back
             elif machine.status is S.READY:
                 host = lost.get(machine.host_id or "")

@@ -51,7 +51,7 @@ from services.provisioner.environment import (
     resolve_image,
 )
 from services.provisioner.host import HostHeartbeat, room_left
-from services.provisioner.stop_start import StopStartHandlers
+from services.provisioner.pause import PauseHandlers
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +59,7 @@ log = structlog.get_logger(__name__)
 _RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST})
 
 
-class Provisioner(StopStartHandlers):
+class Provisioner(PauseHandlers):
     def __init__(
         self,
         *,

@@ -63,9 +63,9 @@ class StopStartHandlers(PoolClaims):
     async def _owned(self, machine_id: str) -> bool:
         return self.owns(await self.store.get_machine(machine_id))
 
-    async def _locked(self, machine_id: str) -> tuple[str, str]:
+    async def _locked(self, machine_id: str, ttl_s: float = 30) -> tuple[str, str]:
         lock = (f"provision:{machine_id}", secrets.token_hex(8))
-        if not await self.store.try_lock(*lock, ttl_s=30):
+        if not await self.store.try_lock(*lock, ttl_s=ttl_s):
             raise Retry("another provisioner is starting or stopping this machine", delay_s=0.5)
         return lock
 

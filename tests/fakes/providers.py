@@ -39,6 +39,24 @@ class FakeProvider:
     clones: list[tuple[str, str]] = field(default_factory=list)
     #: The snapshots it holds.
     snapshots: set[str] = field(default_factory=set)
+    #: Every pause and resume, in order: machine ids.
+    pauses: list[str] = field(default_factory=list)
+    resumes: list[str] = field(default_factory=list)
+    #: Raised by ``pause`` while set (a Conflict: refused, the machine runs on).
+    fail_pause: Exception | None = None
+
+    async def pause(self, machine_id: str) -> int:
+        """The daemon goes away with its memory kept; the image's size."""
+        self.pauses.append(machine_id)
+        if self.fail_pause is not None:
+            raise self.fail_pause
+        self.daemons[machine_id].mode = "unavailable"
+        return 4096
+
+    async def resume(self, machine_id: str) -> None:
+        """The same daemon back (no new boot: no ready report)."""
+        self.resumes.append(machine_id)
+        self.daemons[machine_id].mode = "up"
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         self.clones.append((source_id, machine_id))

@@ -124,6 +124,7 @@ def samples(i: str, m: str, snapshot: str, token: str) -> dict[str, Sample]:
         "instances.getNetworkPolicy": Sample(im),
         "hosts.list": Sample({}, p), "hosts.drain": Sample({"hostId": "vm"}, p),
         "machines.stop": Sample(mm), "machines.start": Sample(mm),
+        "machines.pause": Sample(mm), "machines.resume": Sample(mm),
         "instances.setAutoStop": Sample({**im, "idleAfterS": 3600}),
         "instances.getAutoStop": Sample(im),
         "instances.setRuntime": Sample({**im, "runtime": "namespaces"}),

@@ -24,9 +24,14 @@ from contracts.events import (
     MachineFailed,
     MachineFilesRemoved,
     MachineLost,
+    MachinePaused,
+    MachinePauseRefused,
+    MachinePauseRequested,
     MachineProcessesEnded,
     MachineProvisioned,
     MachineReady,
+    MachineResumed,
+    MachineResumeRequested,
     MachineStarted,
     MachineStopped,
     MachineUnresponsive,
@@ -107,6 +112,15 @@ SAMPLES: list[Event] = [
     MachineProcessesEnded(event_id="e11b", machine_id=MID, occurred_at=AT, reason="idle for 900 s"),
     MachineFilesRemoved(event_id="e11c", machine_id=MID, occurred_at=AT, reason="archived"),
     MachineStarted(event_id="e12", machine_id=MID, occurred_at=AT, reason="started by request"),
+    MachinePauseRequested(event_id="e12a", machine_id=MID, occurred_at=AT, reason="paused"),
+    MachinePaused(
+        event_id="e12b", machine_id=MID, occurred_at=AT, bytes=268435456, duration_ms=1450.5
+    ),
+    MachinePauseRefused(event_id="e12e", machine_id=MID, occurred_at=AT, reason="refused"),
+    MachineResumeRequested(event_id="e12c", machine_id=MID, occurred_at=AT, by="request"),
+    MachineResumed(
+        event_id="e12d", machine_id=MID, occurred_at=AT, duration_ms=310.0, by="request"
+    ),
     MachineLost(
         event_id="e13",
         machine_id=MID,
@@ -161,6 +175,11 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineProcessesEnded: {"reason"},
     MachineFilesRemoved: {"reason"},
     MachineStarted: {"reason"},
+    MachinePauseRequested: {"reason"},
+    MachinePaused: {"bytes", "durationMs"},
+    MachinePauseRefused: {"reason"},
+    MachineResumeRequested: {"by"},
+    MachineResumed: {"durationMs", "by"},
     MachineLost: {"hostId", "reason"},
     MachineEgressDenied: {"destination", "port", "name", "reason", "dropped"},
     LifecycleRan: {"stage", "command", "exitCode", "timedOut", "output"},

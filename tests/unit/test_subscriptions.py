@@ -12,7 +12,9 @@ from contracts.events import (
     EnvChanged,
     MachineArchived,
     MachineCreated,
+    MachinePauseRequested,
     MachineProvisioned,
+    MachineResumeRequested,
     MachineStarted,
     MachineStopped,
     ReposChanged,
@@ -39,6 +41,8 @@ def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> Non
             ("on_archived", MachineArchived, "provisioner-archive"),
             ("on_stopped", MachineStopped, "provisioner-stop"),
             ("on_started", MachineStarted, "provisioner-start"),
+            ("on_pause_requested", MachinePauseRequested, "provisioner-pause"),
+            ("on_resume_requested", MachineResumeRequested, "provisioner-resume"),
         },
         "SetupPusher": {
             ("on_status", DaemonStatusReported, "setup_pusher"),
@@ -57,7 +61,8 @@ def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> Non
 
 def test_per_machine_work_has_a_durable_per_host() -> None:
     assert {
-        Durable.PROVISIONER_ARCHIVE, Durable.PROVISIONER_STOP, Durable.PROVISIONER_START
+        Durable.PROVISIONER_ARCHIVE, Durable.PROVISIONER_STOP, Durable.PROVISIONER_START,
+        Durable.PROVISIONER_PAUSE, Durable.PROVISIONER_RESUME,
     } == PER_HOST  # fmt: skip
     assert durable_name(Durable.PROVISIONER_ARCHIVE, "host-1") == "provisioner-archive@host-1"
     assert durable_name(Durable.PROVISIONER, "host-1") == "provisioner"  # shared by all
@@ -87,6 +92,8 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
         Durable.PROVISIONER_ARCHIVE: None,
         Durable.PROVISIONER_STOP: None,
         Durable.PROVISIONER_START: 90.0,
+        Durable.PROVISIONER_PAUSE: None,
+        Durable.PROVISIONER_RESUME: None,
         Durable.SETUP_PUSHER: 90.0,
         Durable.PROBER: None,
         Durable.PROBER_BOOT: 150.0,
@@ -100,6 +107,8 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
         Durable.PROVISIONER_ARCHIVE: "stop_failed",
         Durable.PROVISIONER_STOP: "stop_event_failed",
         Durable.PROVISIONER_START: None,
+        Durable.PROVISIONER_PAUSE: "pause_event_failed",
+        Durable.PROVISIONER_RESUME: "resume_event_failed",
         Durable.SETUP_PUSHER: None,
         Durable.PROBER: None,
         Durable.PROBER_BOOT: "give_up_boot",

@@ -293,7 +293,7 @@ export interface MachineList {
   machines: Array<Machine>;
 }
 
-export type MachineStatus = "archived" | "archiving" | "booting" | "created" | "failed" | "lost" | "probing" | "provisioning" | "ready" | "setting-up" | "stopped" | "stopping" | "unresponsive";
+export type MachineStatus = "archived" | "archiving" | "booting" | "created" | "failed" | "lost" | "paused" | "pausing" | "probing" | "provisioning" | "ready" | "resuming" | "setting-up" | "stopped" | "stopping" | "unresponsive";
 
 export interface McpBridge {
   kind: "mcp";
@@ -810,6 +810,16 @@ export interface MachinesStartParams {
   machineId: string;
 }
 
+/** `machines.pause`'s params. */
+export interface MachinesPauseParams {
+  machineId: string;
+}
+
+/** `machines.resume`'s params. */
+export interface MachinesResumeParams {
+  machineId: string;
+}
+
 /** `instances.setAutoStop`'s params. */
 export interface InstancesSetAutoStopParams {
   instanceId: string;
@@ -1293,6 +1303,18 @@ export interface Methods {
    */
   "machines.start": { params: MachinesStartParams; result: Machine };
   /**
+   * Pause a ready gvisor machine: its memory, processes and filesystem changes go to disk, its sandbox ends and its host memory is freed (status pausing, then paused; a paused one: no change). NotSupported on a namespaces machine; Conflict unless it is ready.
+   *
+   * Errors: 1004, 1003, 1009, 1601.
+   */
+  "machines.pause": { params: MachinesPauseParams; result: Machine };
+  /**
+   * Resume a paused machine: its processes go on where they were, with the same PIDs (status resuming, then ready; a ready one: no change). Conflict unless it is paused.
+   *
+   * Errors: 1004, 1003, 1009.
+   */
+  "machines.resume": { params: MachinesResumeParams; result: Machine };
+  /**
    * Stop the instance's machines after idleAfterS seconds without gateway activity (0: off).
    *
    * Errors: 1004, 1003.
@@ -1558,6 +1580,8 @@ export const METHOD_NAMES = [
   "hosts.drain",
   "machines.stop",
   "machines.start",
+  "machines.pause",
+  "machines.resume",
   "instances.setAutoStop",
   "instances.getAutoStop",
   "instances.setRuntime",
@@ -1749,6 +1773,40 @@ export interface MachineLost {
 }
 
 /**
+ * A pause refused before the machine's sandbox was touched (a TCP connection of its own
+ * that the checkpoint cannot keep): it runs on, its status ``ready`` again.
+ */
+export interface MachinePauseRefused {
+  type: "pause-refused";
+  eventId: string;
+  occurredAt?: string;
+  machineId: string;
+  reason: string;
+}
+
+/**
+ * The machine is pausing (its status says so already): the provisioner writes its memory
+ * and processes to disk and ends its sandbox.
+ */
+export interface MachinePauseRequested {
+  type: "pause-requested";
+  eventId: string;
+  occurredAt?: string;
+  machineId: string;
+  reason: string;
+}
+
+/** A pausing machine is on disk and its sandbox gone: its status is ``paused`` now. */
+export interface MachinePaused {
+  type: "paused";
+  eventId: string;
+  occurredAt?: string;
+  machineId: string;
+  bytes: number;
+  durationMs: number;
+}
+
+/**
  * Every process of a stopping machine has exited (its container too): its status is
  * ``stopped`` now, and nothing of it runs.
  */
@@ -1775,6 +1833,28 @@ export interface MachineReady {
   eventId: string;
   occurredAt?: string;
   machineId: string;
+}
+
+/** The machine is resuming (its status says so already): the provisioner restores it. */
+export interface MachineResumeRequested {
+  type: "resume-requested";
+  eventId: string;
+  occurredAt?: string;
+  machineId: string;
+  by: string;
+}
+
+/**
+ * A resuming machine's sandbox is restored, its processes where they were: its status is
+ * ``ready`` now.
+ */
+export interface MachineResumed {
+  type: "resumed";
+  eventId: string;
+  occurredAt?: string;
+  machineId: string;
+  durationMs: number;
+  by: string;
 }
 
 /**
@@ -1915,6 +1995,11 @@ export type FleetEvent =
   | MachineStopped
   | MachineProcessesEnded
   | MachineStarted
+  | MachinePauseRequested
+  | MachinePaused
+  | MachinePauseRefused
+  | MachineResumeRequested
+  | MachineResumed
   | MachineLost
   | MachineEgressDenied
   | LifecycleRan

@@ -46,6 +46,8 @@ export const METHODS = Object.freeze({
   HOSTS_DRAIN: "hosts.drain",
   MACHINES_STOP: "machines.stop",
   MACHINES_START: "machines.start",
+  MACHINES_PAUSE: "machines.pause",
+  MACHINES_RESUME: "machines.resume",
   INSTANCES_SET_AUTO_STOP: "instances.setAutoStop",
   INSTANCES_GET_AUTO_STOP: "instances.getAutoStop",
   INSTANCES_SET_RUNTIME: "instances.setRuntime",
@@ -225,6 +227,9 @@ export const STATUS = Object.freeze({
   STOPPING: "stopping",
   STOPPED: "stopped",
   LOST: "lost",
+  PAUSING: "pausing",
+  PAUSED: "paused",
+  RESUMING: "resuming",
 });
 
 /** Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL). */
@@ -258,6 +263,11 @@ export const EVENT_TYPES = Object.freeze({
   STOPPED: "stopped",
   PROCESSES_ENDED: "processes-ended",
   STARTED: "started",
+  PAUSE_REQUESTED: "pause-requested",
+  PAUSED: "paused",
+  PAUSE_REFUSED: "pause-refused",
+  RESUME_REQUESTED: "resume-requested",
+  RESUMED: "resumed",
   LOST: "lost",
   EGRESS_DENIED: "egress-denied",
   LIFECYCLE_RAN: "lifecycle-ran",

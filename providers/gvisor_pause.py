@@ -1,0 +1,185 @@
+"""Pause and resume of a gvisor machine (docs/stop-start.md): runsc's checkpoint and restore.
+
+A pause asks the machine's daemon to let its NATS connection go (SIGUSR1 through its
+supervisor: daemon/park.py), waits until no TCP endpoint of the sandbox is connected, then
+checkpoints it (memory, processes, filesystem changes outside the home) to an image beside
+the home, deletes the sandbox (its host memory is freed then) and ends its pasta. The resume
+restores the image in a new network namespace, as a start does, and tells the daemon to
+reconnect at once (SIGUSR2).
+
+This runsc refuses to checkpoint a connected TCP endpoint, or one closed actively within the
+last minute (TIME_WAIT), and a refused checkpoint ends the sandbox. A connection the machine's
+own processes hold is seen in its ``/proc/net/tcp`` and the pause refused before the sandbox
+is touched; a TIME_WAIT is not shown there, and such a pause fails the machine
+(docs/limitations.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import signal
+import time
+from pathlib import Path
+
+import structlog
+
+from contracts.errors import Conflict, ProviderError
+from providers.gvisor import (
+    BUNDLE,
+    IMAGE_DIR,
+    PID_FILE,
+    Runsc,
+    container_id,
+    sandbox_pid,
+    start_sandbox,
+    stop_sandbox,
+)
+from providers.netns import stop_pasta
+from providers.scratch import remove_tree
+
+log = structlog.get_logger(__name__)
+
+#: How long the daemon has to let its connection go.
+PARK_WAIT_S = 15.0
+#: TCP states a checkpoint keeps: CLOSE (07). Not LISTEN (0A): this runsc cannot save a
+#: listener an event loop watches ("endpoint still has waiters upon save").
+_KEPT_STATES = {"07"}
+_LISTEN = "0A"
+_CHECKPOINT_TIMEOUT_S = 600.0
+#: Of runsc's error, what goes into the machine's status reason.
+_ERROR_CAP = 600
+
+
+def connections(runsc: Runsc, machine_id: str, pid: int) -> list[tuple[str, int, bool]]:
+    """The sandbox's TCP endpoints a checkpoint cannot keep: (address, port, listening) each,
+    the local address of a listener, else the remote, as gVisor's ``/proc/net/tcp`` and
+    ``tcp6`` show them (read as root inside)."""
+    got = runsc.run("exec", "--user", "0:0", container_id(machine_id), "cat", "/proc/net/tcp",
+                    "/proc/net/tcp6", inside=pid, timeout_s=60)  # fmt: skip
+    if not got.stdout.strip():
+        raise ProviderError(f"cannot read machine {machine_id}'s TCP endpoints: "
+                            f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip
+    found = []
+    for line in got.stdout.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or not fields[0].endswith(":") or fields[3] in _KEPT_STATES:
+            continue
+        listening = fields[3] == _LISTEN
+        found.append((*_endpoint(fields[1] if listening else fields[2]), listening))
+    return found
+
+
+def _endpoint(hex_addr: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (the kernel's byte order per 32-bit word) as ("127.0.0.1", 8080)."""
+    addr, _, port = hex_addr.partition(":")
+    raw = bytes.fromhex(addr)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words)), int(port, 16)
+
+
+def _signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str) -> None:
+    got = runsc.run("kill", container_id(machine_id), sig, inside=pid, timeout_s=30)
+    if got.returncode != 0:
+        raise ProviderError(f"cannot signal machine {machine_id}'s supervisor: "
+                            f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip
+
+
+def _refuse_unless_quiet(runsc: Runsc, machine_id: str, pid: int, nats_ports: set[int]) -> None:
+    """Conflict if a process of the machine holds a TCP connection (one not to NATS: the
+    daemon's, which it lets go); the sandbox is not touched. A listener may be the daemon's
+    own control port: those are waited for after the daemon let its own go."""
+    others = [c for c in connections(runsc, machine_id, pid)
+              if not c[2] and c[1] not in nats_ports]  # fmt: skip
+    if others:
+        raise Conflict(_held_message(machine_id, others), data={"connections": len(others)})
+
+
+def _held_message(machine_id: str, held: list[tuple[str, int, bool]]) -> str:
+    shown = ", ".join(f"{'listening on ' if listening else ''}{a}:{p}"
+                      for a, p, listening in held[:5])  # fmt: skip
+    return (f"machine {machine_id} holds {len(held)} TCP connection(s) or listener(s) "
+            f"({shown}), which this runsc cannot keep across a pause: close them (a connection "
+            "closed by the machine also blocks a pause for a minute), then pause "
+            "again")  # fmt: skip
+
+
+def _park_daemon(runsc: Runsc, machine_id: str, pid: int) -> None:
+    """The daemon lets its NATS connection go; Conflict (the daemon reconnected) if some
+    connection is still up after PARK_WAIT_S."""
+    _signal_daemon(runsc, machine_id, pid, "USR1")
+    deadline = time.monotonic() + PARK_WAIT_S
+    while held := connections(runsc, machine_id, pid):
+        if time.monotonic() > deadline:
+            _signal_daemon(runsc, machine_id, pid, "USR2")
+            raise Conflict(_held_message(machine_id, held), data={"connections": len(held)})
+        time.sleep(0.05)
+
+
+def pause_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, nats_ports: set[int]) -> int:
+    """Checkpoint the machine and end its sandbox; the image's size in bytes."""
+    pid = sandbox_pid(machine_dir)
+    if pid is None:
+        raise ProviderError(f"machine {machine_id}'s sandbox is not running")
+    _refuse_unless_quiet(runsc, machine_id, pid, nats_ports)
+    _park_daemon(runsc, machine_id, pid)
+    image = machine_dir / IMAGE_DIR
+    remove_tree(image)
+    image.mkdir(mode=0o700)
+    cid = container_id(machine_id)
+    got = runsc.run("checkpoint", "--image-path", str(image), cid, inside=pid,
+                    timeout_s=_CHECKPOINT_TIMEOUT_S)  # fmt: skip
+    if got.returncode != 0:
+        log.warning("provider.gvisor_checkpoint_failed", machine_id=machine_id,
+                    stderr=got.stderr[:20000])  # fmt: skip
+        stop_sandbox(runsc, machine_dir, machine_id, 0.0)  # a refused checkpoint ends it
+        stop_pasta(machine_id)
+        remove_tree(image)
+        raise ProviderError(f"runsc could not checkpoint machine {machine_id}, whose processes "
+                            f"are gone: {_runsc_error(got.stderr)}")  # fmt: skip
+    _end_sandbox(runsc, machine_dir, cid, pid)
+    stop_pasta(machine_id)
+    return sum(f.stat().st_size for f in image.rglob("*") if f.is_file())
+
+
+def _runsc_error(stderr: str) -> str:
+    """runsc's own error line (its Go stack trace follows it), capped."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    said = [line for line in lines if "error" in line.lower() or "cannot" in line.lower()]
+    return (said or lines or ["no message"])[0][:_ERROR_CAP]
+
+
+def _end_sandbox(runsc: Runsc, machine_dir: Path, cid: str, pid: int) -> None:
+    """After its checkpoint: the sandbox's state deleted, and nothing of it left running."""
+    alive = Path(f"/proc/{pid}").exists()
+    runsc.run("delete", "--force", cid, inside=pid if alive else None, timeout_s=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    (machine_dir / BUNDLE / PID_FILE).unlink(missing_ok=True)
+
+
+async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
+                         enter: list[str]) -> int:  # fmt: skip
+    """Restore the machine from its image, in a network namespace made as at its start, and
+    tell its daemon to reconnect; the sandbox's host pid. The image is deleted once restored."""
+    image = machine_dir / IMAGE_DIR
+    if not image.is_dir() or not any(image.iterdir()):
+        raise ProviderError(f"machine {machine_id} has no pause image to resume from")
+    cid = container_id(machine_id)
+    await asyncio.to_thread(stop_pasta, machine_id)  # any left
+    await asyncio.to_thread(runsc.run, "delete", "--force", cid, timeout_s=60)  # stale state
+    pid = await start_sandbox(
+        runsc,
+        machine_id,
+        machine_dir / BUNDLE,
+        machine_dir / "daemon.log",
+        machine_id,
+        enter,
+        verb=("restore", "--image-path", str(image)),
+    )
+    await asyncio.to_thread(_signal_daemon, runsc, machine_id, pid, "USR2")
+    await asyncio.to_thread(remove_tree, image)
+    log.info("provider.gvisor_resumed", machine_id=machine_id, pid=pid)
+    return pid

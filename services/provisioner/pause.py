@@ -1,0 +1,127 @@
+"""The provisioner's part of pausing and resuming machines (docs/stop-start.md):
+``machine.pause-requested`` checkpoints a gvisor machine and ends its sandbox;
+``machine.resume-requested`` restores it. Both hold the machine's ``provision:`` lock (no stop
+or start overlaps them) and go by its status, so a redelivered event is a no-op.
+
+A pause refused before the sandbox was touched (a connection of the machine's own that this
+runsc cannot keep) makes the machine ready again, its status reason saying why; one that
+failed after fails the machine at stage ``pause``: its sandbox may be gone.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from contracts.consumers import Durable
+from contracts.errors import Conflict, NotSupported, ProviderError
+from contracts.events import (
+    MachinePaused,
+    MachinePauseRefused,
+    MachinePauseRequested,
+    MachineResumed,
+    MachineResumeRequested,
+)
+from contracts.ids import derived_event_id
+from contracts.status import MachineStatus as S
+from providers.base import Pauser
+from services.common.failures import fail_machine
+from services.common.subscriptions import subscriber
+from services.provisioner.stop_start import StopStartHandlers
+
+log = structlog.get_logger(__name__)
+
+#: The machine's lock, held through a checkpoint (seconds for each 256 MiB on ptrace) or a
+#: restore: no archive may end its sandbox under it.
+_HELD_S = 600.0
+
+
+class PauseHandlers(StopStartHandlers):
+    def _pauser(self, provider_name: str, machine_id: str) -> Pauser:
+        provider = self.providers.get(provider_name)
+        if not isinstance(provider, Pauser):
+            raise NotSupported(f"provider {provider_name!r} cannot pause machine {machine_id}")
+        return provider
+
+    async def pause_event_failed(self, event: MachinePauseRequested, reason: str) -> None:
+        # Never left pausing for good: what is left of it is unknown.
+        await fail_machine(self.store, self.bus, event.machine_id, stage="pause", reason=reason,
+                           cause_event_id=event.event_id)  # fmt: skip
+
+    async def resume_event_failed(self, event: MachineResumeRequested, reason: str) -> None:
+        await fail_machine(self.store, self.bus, event.machine_id, stage="resume", reason=reason,
+                           cause_event_id=event.event_id)  # fmt: skip
+
+    @subscriber(MachinePauseRequested, durable=Durable.PROVISIONER_PAUSE,
+                give_up=pause_event_failed)  # fmt: skip
+    async def on_pause_requested(self, event: MachinePauseRequested) -> None:
+        if not await self._owned(event.machine_id):
+            return  # its own host's provisioner pauses it
+        lock = await self._locked(event.machine_id, ttl_s=_HELD_S)
+        try:
+            machine = await self.store.get_machine(event.machine_id)
+            if machine.status is not S.PAUSING:  # paused already, or stopped since
+                log.info("pause.skipped", machine_id=machine.id, status=machine.status.value)
+                return
+            began = time.monotonic()
+            try:
+                size = await self._pauser(machine.provider, machine.id).pause(machine.id)
+            except (Conflict, NotSupported) as exc:  # refused; the sandbox runs on
+                await self._refused(machine.id, exc.message, event.event_id)
+                return
+            except (ProviderError, OSError) as exc:
+                await fail_machine(self.store, self.bus, machine.id, stage="pause",
+                                   reason=str(exc), cause_event_id=event.event_id)  # fmt: skip
+                return
+            took_ms = (time.monotonic() - began) * 1000
+            await self.store.heartbeats.forget(machine.id)  # none are expected while paused
+            t = await self.store.transition(machine.id, S.PAUSED, event.reason)
+        finally:
+            await self.store.unlock(*lock)
+        if t.moved:
+            await self.bus.publish(MachinePaused(
+                event_id=derived_event_id(event.event_id, "paused"), machine_id=machine.id,
+                bytes=size, duration_ms=round(took_ms, 1),
+            ))  # fmt: skip
+        log.info("pause.machine_paused", machine_id=machine.id, bytes=size, ms=round(took_ms))
+
+    async def _refused(self, machine_id: str, why: str, cause_event_id: str) -> None:
+        reason = f"pause refused: {why}"
+        t = await self.store.transition(machine_id, S.READY, reason)
+        if t.moved:  # what waits on the machine's events sees it ready again
+            await self.bus.publish(MachinePauseRefused(
+                event_id=derived_event_id(cause_event_id, "pause-refused"),
+                machine_id=machine_id, reason=reason,
+            ))  # fmt: skip
+        log.warning("pause.refused", machine_id=machine_id, reason=why)
+
+    @subscriber(MachineResumeRequested, durable=Durable.PROVISIONER_RESUME,
+                give_up=resume_event_failed)  # fmt: skip
+    async def on_resume_requested(self, event: MachineResumeRequested) -> None:
+        if not await self._owned(event.machine_id):
+            return
+        lock = await self._locked(event.machine_id, ttl_s=_HELD_S)
+        try:
+            machine = await self.store.get_machine(event.machine_id)
+            if machine.status is not S.RESUMING:
+                log.info("resume.skipped", machine_id=machine.id, status=machine.status.value)
+                return
+            began = time.monotonic()
+            try:
+                await self._pauser(machine.provider, machine.id).resume(machine.id)
+            except (ProviderError, NotSupported, OSError) as exc:
+                await fail_machine(self.store, self.bus, machine.id, stage="resume",
+                                   reason=str(exc), cause_event_id=event.event_id)  # fmt: skip
+                return
+            took_ms = (time.monotonic() - began) * 1000
+            await self.store.heartbeats.forget(machine.id)  # its first beat after is the new one
+            t = await self.store.transition(machine.id, S.READY, f"resumed ({event.by})")
+        finally:
+            await self.store.unlock(*lock)
+        if t.moved:
+            await self.bus.publish(MachineResumed(
+                event_id=derived_event_id(event.event_id, "resumed"), machine_id=machine.id,
+                duration_ms=round(took_ms, 1), by=event.by,
+            ))  # fmt: skip
+        log.info("resume.machine_resumed", machine_id=machine.id, ms=round(took_ms))

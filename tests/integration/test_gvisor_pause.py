@@ -1,0 +1,160 @@
+"""Pause and resume of a gvisor machine (docs/stop-start.md), on real runsc sandboxes with real
+daemons: a process's memory goes on with the same PID, the statuses and events, the host's
+memory freed while paused, a terminal's shell and scrollback kept, and a pause refused by name
+while a process of the machine holds a TCP connection. The rules in memory:
+tests/fast/test_pause.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+
+import msgspec
+import pytest
+
+from contracts.events import Event, MachinePaused, MachineResumed
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.integration import test_gvisor as gv
+from tests.integration.test_files_cli import _fleet
+from tests.integration.test_gvisor import answers, ready_gvisor, sandbox_processes
+from tests.integration.test_sessions import SHELL, Term
+from tests.waiters import wait_until
+
+#: NATS at an address of the host other than its loopback (test_gvisor.py says why).
+nats_server = gv.nats_server
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, runtime="gvisor")
+
+
+#: Holds 64 MiB, counts in memory, and writes "<pid> <count>" to its file each tick.
+COUNTER = r"""
+import os, sys, time
+held = bytearray(os.urandom(1 << 20)) * 64
+n = 0
+while True:
+    n += 1
+    with open(sys.argv[1] + '.tmp', 'w') as f:
+        f.write(f'{os.getpid()} {n} {len(held)}')
+    os.replace(sys.argv[1] + '.tmp', sys.argv[1])
+    time.sleep(0.2)
+"""
+
+#: Holds a TCP connection to the given address until killed.
+HOLDER = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+open(sys.argv[3], 'w').write('connected')
+time.sleep(3600)
+"""
+
+
+async def events_of(stack: FleetClient, mid: str, kind: type[Event]) -> list[Event]:
+    out: list[Event] = []
+    async with contextlib.aclosing(stack.events(mid, follow=False)) as events:
+        async for _, event in events:
+            if isinstance(event, kind):
+                out.append(event)
+    return out
+
+
+@pytest.mark.timeout(900)
+async def test_a_paused_gvisor_machine_resumes_with_its_processes_memory_and_pids(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    mid = await ready_gvisor(stack, "gv-pause")
+    home = stack_settings.data_path.resolve() / "machines" / mid / "home"
+    await stack.write_file(mid, "counter.py", COUNTER)
+    proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
+                                     tag="counter")  # fmt: skip
+
+    def count() -> tuple[int, int]:
+        try:
+            pid, n, _ = (home / "count").read_text().split()
+        except (OSError, ValueError):
+            return 0, 0
+        return int(pid), int(n)
+
+    await wait_until(lambda: count()[1] >= 3, timeout=180)
+    pid_inside = count()[0]
+    assert [p.pid for p in await stack.list_processes(mid) if p.tag == "counter"] == [proc.pid]
+
+    pausing = await stack.pause_machine(mid)
+    assert pausing.status == "pausing"
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    assert not sandbox_processes(mid)  # no runsc process of it: its host memory is freed
+    at_pause = count()[1]
+    [event] = await events_of(stack, mid, MachinePaused)
+    assert isinstance(event, MachinePaused)
+    assert event.bytes > 64 << 20  # the counter's memory is in the image
+    assert event.duration_ms > 0
+    assert count()[1] == at_pause  # nothing of it runs
+
+    resuming = await stack.resume_machine(mid)
+    assert resuming.status == "resuming"
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    # The same process goes on counting from its memory, with the same PID.
+    await wait_until(lambda: count()[1] > at_pause, timeout=120)
+    assert count()[0] == pid_inside
+    assert count()[1] < at_pause + 1000  # went on from where it was, never from 0 again
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)  # daemon is back
+    listed = [(p.pid, p.state) for p in await stack.list_processes(mid) if p.tag == "counter"]
+    assert listed == [(proc.pid, "running")]
+    [back] = await events_of(stack, mid, MachineResumed)
+    assert isinstance(back, MachineResumed)
+    assert (back.by, back.duration_ms > 0) == ("request", True)
+
+
+@pytest.mark.timeout(900)
+async def test_a_pause_is_refused_by_name_while_a_process_holds_a_tcp_connection(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    mid = await ready_gvisor(stack, "gv-pause-tcp")
+    home = stack_settings.data_path.resolve() / "machines" / mid / "home"
+    await stack.write_file(mid, "holder.py", HOLDER)
+    host, port = stack_settings.nats_url.removeprefix("nats://").rsplit(":", 1)
+    holder = await stack.start_process(
+        mid, [sys.executable, "-I", "holder.py", host, port, "held"], tag="holder"
+    )
+    await wait_until((home / "held").exists, timeout=180)
+    await stack.pause_machine(mid)
+    got = await stack.wait_for(mid, ["ready", "paused", "failed"], timeout_s=300)
+    # Refused before the sandbox was touched: it runs on, its process and daemon with it.
+    assert got.status == "ready", got.status_reason
+    assert "TCP connection" in got.status_reason, got.status_reason
+    assert sandbox_processes(mid)
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    listed = [(p.pid, p.state) for p in await stack.list_processes(mid) if p.tag == "holder"]
+    assert listed == [(holder.pid, "running")]
+    assert not await events_of(stack, mid, MachinePaused)
+
+
+@pytest.mark.timeout(900)
+async def test_a_terminal_reattaches_to_the_same_shell_with_its_scrollback_after_a_resume(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    mid = await ready_gvisor(stack, "gv-pause-term")
+    opened = await stack.open_session(mid, SHELL, cols=80, rows=24, name="kept")
+    term = Term(await stack.attach_session(mid, opened.session_id))
+    await term.type("echo shell-$$-be''fore\n")  # what it prints is not what it echoes
+    await term.until(b"-before", timeout=120)
+    before = term.text.split(b"shell-")[-1].split(b"-before")[0]
+    assert before.isdigit(), term.text[-300:]
+    await term.ws.close()  # detached; the shell goes on
+    for verb, want in (("pause", "paused"), ("resume", "ready")):  # through the CLI
+        cli = await _fleet(stack_settings, "machines", verb, mid)
+        out, err = await asyncio.wait_for(cli.communicate(), 320)
+        assert cli.returncode == 0, (out, err)
+        assert f"{mid}  {want}" in out.decode(), out
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    again = Term(await stack.attach_session(mid, opened.session_id))
+    await again.until(b"shell-" + before + b"-before", timeout=60)  # its scrollback
+    await again.type("echo shell-$$-af''ter\n")
+    await again.until(b"shell-" + before + b"-after", timeout=120)  # the same shell
+    await again.ws.close()
