@@ -9,7 +9,7 @@ once on a stopped machine.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -28,17 +28,24 @@ from contracts.models import Machine
 
 #: At most a week: past that, stop the machine by hand.
 IdleAfterS = Annotated[int, msgspec.Meta(ge=0, le=7 * 24 * 3600)]
+#: What auto-stop does to an idle machine. A namespaces machine cannot keep its memory: it is
+#: stopped whatever the action says.
+AutoStopAction = Literal["pause", "stop"]
 
 
 class SetAutoStopParams(Params, kw_only=True):
     instance_id: InstanceId
     #: Stop the instance's machines after this many seconds without gateway activity; 0: never.
     idle_after_s: IdleAfterS
+    #: ``pause`` or ``stop``; None: pause a gvisor machine, stop a namespaces one.
+    action: AutoStopAction | None = None
 
 
 class AutoStop(Result, kw_only=True):
     instance_id: str
     idle_after_s: int
+    #: As set; None: the default (pause a gvisor machine, stop a namespaces one).
+    action: AutoStopAction | None = None
 
 
 MACHINES_STOP: MethodSpec[MachineRef, Machine] = MethodSpec(
@@ -78,7 +85,9 @@ INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
     "instances.setAutoStop",
     SetAutoStopParams,
     AutoStop,
-    "Stop the instance's machines after idleAfterS seconds without gateway activity (0: off).",
+    "Stop or pause the instance's machines after idleAfterS seconds without gateway activity "
+    "(0: off). action: pause or stop; absent, a gvisor machine is paused and a namespaces one "
+    "stopped. A namespaces machine is always stopped: it cannot keep its memory.",
     (NotFound, Forbidden),
 )
 INSTANCES_GET_AUTOSTOP: MethodSpec[InstanceRef, AutoStop] = MethodSpec(

@@ -38,11 +38,14 @@ def machine_commands(g: SubAction) -> None:
 
 
 def instance_commands(g: SubAction) -> None:
-    auto = command(g, "autostop", _autostop, "show or set when its idle machines stop")
+    auto = command(g, "autostop", _autostop, "show or set when its idle machines pause or stop")
     auto.add_argument("instance_id")
     auto.add_argument("idle_after_s", nargs="?", type=int,
                       help="seconds without activity (exec, terminal, files, ports, codemode) "
-                      "before its machines stop; 0: never")  # fmt: skip
+                      "before its machines pause or stop; 0: never")  # fmt: skip
+    auto.add_argument("--action", choices=["pause", "stop"],
+                      help="default: pause a gvisor machine, stop a namespaces one (which is "
+                      "always stopped)")  # fmt: skip
     rt = command(g, "runtime", _runtime, "show or set the runtime of its next machines")
     rt.add_argument("instance_id")
     rt.add_argument("runtime", nargs="?", choices=["namespaces", "gvisor", "default"],
@@ -106,8 +109,10 @@ async def _autostop(c: FleetClient, a: Args) -> int:
     if a.idle_after_s is None:
         got = await c.get_autostop(a.instance_id)
     else:
-        got = await c.set_autostop(a.instance_id, a.idle_after_s)
-    what = (f"idle machines stop after {got.idle_after_s} s" if got.idle_after_s
+        got = await c.set_autostop(a.instance_id, a.idle_after_s, a.action)
+    does = {"pause": "pause (gvisor; namespaces ones stop)", "stop": "stop",
+            None: "pause (gvisor) or stop (namespaces)"}[got.action]  # fmt: skip
+    what = (f"idle machines {does} after {got.idle_after_s} s" if got.idle_after_s
             else "auto-stop is off")  # fmt: skip
     return emit(a, got, lambda: f"{got.instance_id}: {what}")
 

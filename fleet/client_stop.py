@@ -40,10 +40,13 @@ class StopClient:
         params = new_params(gt.MachineRef, machine_id=machine_id)
         return await self.call(gs.MACHINES_RESUME, params)
 
-    async def set_autostop(self: Calls, instance_id: str, idle_after_s: int) -> gs.AutoStop:
-        """Stop the instance's machines after ``idle_after_s`` s without activity (0: off)."""
+    async def set_autostop(
+        self: Calls, instance_id: str, idle_after_s: int, action: gs.AutoStopAction | None = None
+    ) -> gs.AutoStop:
+        """Pause or stop the instance's machines after ``idle_after_s`` s without activity
+        (0: off); ``action`` None: pause a gvisor machine, stop a namespaces one."""
         params = new_params(gs.SetAutoStopParams, instance_id=instance_id,
-                            idle_after_s=idle_after_s)  # fmt: skip
+                            idle_after_s=idle_after_s, action=action)  # fmt: skip
         return await self.call(gs.INSTANCES_SET_AUTOSTOP, params)
 
     async def get_autostop(self: Calls, instance_id: str) -> gs.AutoStop:

@@ -203,6 +203,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     missed_heartbeats: int = 3
     #: How often the prober looks for idle machines to stop (instances.setAutoStop).
     autostop_tick_s: float = 2.0
+    #: A machine paused this long (seconds) is stopped, its memory image deleted; 0: never.
+    paused_stop_after_s: int = 86400
     # archive
     #: How long an archive waits for the daemon it asked to stop to report ``stopping`` before
     #: revoking its access anyway (a daemon that does not answer is revoked at once).
@@ -400,6 +402,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                              "is not a comma-separated list of ports")  # fmt: skip
         _ = self.sandbox_uid_range  # likewise (read only by the provisioner, after it started)
         check_prefix(self.key_prefix)
+        if self.paused_stop_after_s < 0:
+            raise ValueError(f"FLEET_PAUSED_STOP_AFTER_S: {self.paused_stop_after_s} is not "
+                             ">= 0 (0: never)")  # fmt: skip
         if self.host_capacity < 0:
             raise ValueError(f"FLEET_HOST_CAPACITY: {self.host_capacity} is not >= 0")
         if not self.host_id or any(c.isspace() for c in self.host_id):

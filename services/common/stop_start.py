@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 START_HINT = "start it with machines.start (fleet machines start {machine_id})"
 #: And on a paused one.
 RESUME_HINT = "resume it with machines.resume"
+#: How a refused pause's status reason begins (the machine runs on, ready).
+PAUSE_REFUSED = "pause refused: "
 
 
 async def stop_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> Transition:

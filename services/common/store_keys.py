@@ -161,7 +161,8 @@ class Keys:
         return f"{self.prefix}machine:{machine_id}:lifecycle-done"
 
     # --- stop/start: auto-stop and activity-------------------------------------------------------
-    #: Hash: instance id -> seconds without gateway activity after which its machines stop.
+    #: Hash: instance id -> seconds without gateway activity after which its machines stop,
+    #: then ``:pause`` or ``:stop`` where an action was set.
     @property
     def K_AUTOSTOP(self) -> str:
         return self.prefix + "autostop"
@@ -170,6 +171,11 @@ class Keys:
     @property
     def K_ACTIVITY(self) -> str:
         return self.prefix + "machines:activity"
+
+    #: Sorted set: paused machine id -> when auto-stop first saw it paused (epoch seconds).
+    @property
+    def K_PAUSED_SINCE(self) -> str:
+        return self.prefix + "machines:paused-since"
 
     #: Hash: instance id -> the runtime of its next machines (instances.setRuntime).
     @property

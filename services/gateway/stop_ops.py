@@ -20,7 +20,7 @@ from services.common.bus import Bus
 from services.common.stop_start import pause_machine, resume_machine, start_machine, stop_machine
 from services.common.store import Store
 from services.common.store_limits import instance_limits
-from services.common.store_stop import autostop_of, set_autostop
+from services.common.store_stop import AutoStopRule, autostop_of, set_autostop
 from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)
@@ -141,12 +141,15 @@ class StopOps:
 
     async def instances_set_autostop(self, p: SetAutoStopParams, c: Caller) -> AutoStop:
         await self.access.instance_exists(c, p.instance_id)
-        await set_autostop(self.store, p.instance_id, p.idle_after_s)
+        # Off forgets the action too: a later setting starts from the default.
+        action = p.action if p.idle_after_s else None
+        await set_autostop(self.store, p.instance_id, AutoStopRule(p.idle_after_s, action))
         log.info("instance.autostop_set", instance_id=p.instance_id, idle_after_s=p.idle_after_s,
-                 by=c.token_id)  # fmt: skip
-        return AutoStop(instance_id=p.instance_id, idle_after_s=p.idle_after_s)
+                 action=action, by=c.token_id)  # fmt: skip
+        return AutoStop(instance_id=p.instance_id, idle_after_s=p.idle_after_s, action=action)
 
     async def instances_get_autostop(self, p: InstanceRef, c: Caller) -> AutoStop:
         await self.access.instance_exists(c, p.instance_id)
-        idle = await autostop_of(self.store, p.instance_id)
-        return AutoStop(instance_id=p.instance_id, idle_after_s=idle)
+        rule = await autostop_of(self.store, p.instance_id)
+        return AutoStop(instance_id=p.instance_id, idle_after_s=rule.idle_after_s,
+                        action=rule.action)  # fmt: skip

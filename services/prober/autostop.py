@@ -1,25 +1,40 @@
-"""Auto-stop: the prober, which owns liveness, stops machines that have been idle too long.
+"""Auto-stop: the prober, which owns liveness, pauses or stops machines that have been idle
+too long, and stops machines paused too long.
 
 Idle means no gateway activity (``services.gateway.activity``: exec, terminal input, file or
 port traffic, codemode calls) for the instance's ``idleAfterS`` (``instances.setAutoStop``).
 Background processes and cron jobs are not activity: the daemon never reports them. A machine
 with no recorded activity yet starts its clock at the first look. Replicas may look at once:
-the stop is a compare-and-set, so only one of them stops a machine and says so.
+the stop or pause is a compare-and-set, so only one of them moves a machine and says so.
+
+An idle gvisor machine is paused unless the instance's action is ``stop``, through the path
+``machines.pause`` takes; a namespaces machine is always stopped. A pause the provisioner
+refused leaves the machine ready, its reason saying so: the next round stops it instead (a
+retry each round would refuse again while the connection is open). A machine paused for
+``FLEET_PAUSED_STOP_AFTER_S`` (counted from the first round that saw it paused) is stopped,
+which deletes its memory image.
 """
 
 from __future__ import annotations
 
 import structlog
 
+from contracts.gateway_stop import AutoStopAction
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from core.clock import SYSTEM_CLOCK, Clock
 from core.ticker import Ticker
 from services.common.bus import Bus
 from services.common.settings import Settings
-from services.common.stop_start import stop_machine
+from services.common.stop_start import PAUSE_REFUSED, pause_machine, stop_machine
 from services.common.store import Store
-from services.common.store_stop import autostops, last_activity, record_activity
+from services.common.store_stop import (
+    AutoStopRule,
+    autostops,
+    last_activity,
+    paused_since,
+    record_activity,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +44,13 @@ _IDLE_CANDIDATES = frozenset({S.READY, S.UNRESPONSIVE})
 
 def idle_reason(idle_after_s: int) -> str:
     return f"idle for {idle_after_s} s"
+
+
+def idle_action(machine: Machine, action: AutoStopAction | None) -> AutoStopAction:
+    """What auto-stop does to this idle machine: only a gvisor one can keep its memory."""
+    if machine.runtime != "gvisor":
+        return "stop"
+    return action or "pause"
 
 
 def idle_machines(
@@ -52,23 +74,55 @@ class IdleStopper(Ticker):
         super().__init__(settings.autostop_tick_s, clock)
         self.store = store
         self.bus = bus
+        self.settings = settings
 
     async def tick(self) -> int:
         return await self.sweep()
 
     async def sweep(self) -> int:
-        """Stop every idle machine of the instances with auto-stop on; how many."""
-        stopped = 0
-        for instance_id, idle_after_s in (await autostops(self.store)).items():
+        """Pause or stop every idle machine of the instances with auto-stop on, then stop the
+        machines paused too long; how many moved."""
+        moved = 0
+        for instance_id, rule in (await autostops(self.store)).items():
             machines = [m for m in await self.store.list_machines(instance_id)
                         if m.status in _IDLE_CANDIDATES]  # fmt: skip
             last = await last_activity(self.store, [m.id for m in machines])
             now = self.clock.now()
             unseen = {m.id: now for m in machines if last.get(m.id) is None}
             await record_activity(self.store, unseen)  # the clock starts now
-            for m in idle_machines(machines, last, idle_after_s, now):
-                t = await stop_machine(self.store, self.bus, m.id, idle_reason(idle_after_s))
+            for m in idle_machines(machines, last, rule.idle_after_s, now):
+                moved += await self._idle(m, rule)
+        return moved + await self._paused_too_long()
+
+    async def _idle(self, m: Machine, rule: AutoStopRule) -> int:
+        reason = idle_reason(rule.idle_after_s)
+        refused = m.status_reason.startswith(PAUSE_REFUSED)
+        if idle_action(m, rule.action) == "pause" and not refused:
+            t = await pause_machine(self.store, self.bus, m.id, reason)
+            if t.moved:
+                log.info("autostop.paused", machine_id=m.id, idle_after_s=rule.idle_after_s)
+                return 1
+            if t.accepted:
+                return 0  # pausing already
+            # Not ready (unresponsive): it cannot be checkpointed, so it is stopped.
+        elif refused:
+            reason = f"{reason}; {m.status_reason}"
+        t = await stop_machine(self.store, self.bus, m.id, reason)
+        if t.moved:
+            log.info("autostop.stopped", machine_id=m.id, idle_after_s=rule.idle_after_s)
+        return int(t.moved)
+
+    async def _paused_too_long(self) -> int:
+        after = self.settings.paused_stop_after_s
+        if after <= 0:
+            return 0
+        paused = [m.id for m in await self.store.list_machines() if m.status is S.PAUSED]
+        now = self.clock.now()
+        moved = 0
+        for machine_id, since in (await paused_since(self.store, paused, now)).items():
+            if now - since >= after:
+                t = await stop_machine(self.store, self.bus, machine_id, f"paused for {after} s")
                 if t.moved:
-                    stopped += 1
-                    log.info("autostop.stopped", machine_id=m.id, idle_after_s=idle_after_s)
-        return stopped
+                    moved += 1
+                    log.info("autostop.paused_stopped", machine_id=machine_id, after_s=after)
+        return moved

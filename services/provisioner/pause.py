@@ -27,6 +27,7 @@ from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from providers.base import Pauser
 from services.common.failures import fail_machine
+from services.common.stop_start import PAUSE_REFUSED
 from services.common.subscriptions import subscriber
 from services.provisioner.stop_start import StopStartHandlers
 
@@ -87,7 +88,7 @@ class PauseHandlers(StopStartHandlers):
         log.info("pause.machine_paused", machine_id=machine.id, bytes=size, ms=round(took_ms))
 
     async def _refused(self, machine_id: str, why: str, cause_event_id: str) -> None:
-        reason = f"pause refused: {why}"
+        reason = f"{PAUSE_REFUSED}{why}"
         t = await self.store.transition(machine_id, S.READY, reason)
         if t.moved:  # what waits on the machine's events sees it ready again
             await self.bus.publish(MachinePauseRefused(

@@ -97,7 +97,7 @@ async def test_stop_and_start_are_checked(world: World) -> None:
 async def test_auto_stop_settings_are_validated_and_scoped(world: World) -> None:
     a, b = await two_instances(world)
     got = await world.rpc("instances.getAutoStop", {"instanceId": a})
-    assert got == {"instanceId": a, "idleAfterS": 0}
+    assert got == {"instanceId": a, "idleAfterS": 0, "action": None}
     cases: list[tuple[dict[str, Any], str]] = [
         ({"instanceId": a, "idleAfterS": -1}, "$.idleAfterS"),
         ({"instanceId": a, "idleAfterS": 10**9}, "$.idleAfterS"),
@@ -111,7 +111,7 @@ async def test_auto_stop_settings_are_validated_and_scoped(world: World) -> None
         assert bad.value.field == field, params
     set_ = await world.rpc("instances.setAutoStop", {"instanceId": a, "idleAfterS": 900},
                            token_of(a))  # fmt: skip
-    assert set_ == {"instanceId": a, "idleAfterS": 900}
+    assert set_ == {"instanceId": a, "idleAfterS": 900, "action": None}
     assert await world.rpc("instances.getAutoStop", {"instanceId": a}) == set_
     with pytest.raises(Forbidden):
         await world.rpc("instances.setAutoStop", {"instanceId": b, "idleAfterS": 5}, token_of(a))

@@ -66,6 +66,8 @@ def test_empty_string_values_are_kept_for_strings() -> None:
         ("FLEET_ACK_WAIT_S", "soon"),
         ("FLEET_PROBE_TIMEOUT_S", "60s"),
         ("FLEET_ENV", "staging"),
+        ("FLEET_PAUSED_STOP_AFTER_S", "-1"),
+        ("FLEET_PAUSED_STOP_AFTER_S", "a day"),
     ],
 )
 def test_bad_value_names_the_environment_variable(var: str, value: str) -> None:

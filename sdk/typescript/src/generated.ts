@@ -45,6 +45,7 @@ export interface AuditEntry {
 export interface AutoStop {
   instanceId: string;
   idleAfterS: number;
+  action?: "pause" | "stop" | null;
 }
 
 export interface BridgeInfo {
@@ -824,6 +825,7 @@ export interface MachinesResumeParams {
 export interface InstancesSetAutoStopParams {
   instanceId: string;
   idleAfterS: number;
+  action?: "pause" | "stop" | null;
 }
 
 /** `instances.getAutoStop`'s params. */
@@ -1315,7 +1317,7 @@ export interface Methods {
    */
   "machines.resume": { params: MachinesResumeParams; result: Machine };
   /**
-   * Stop the instance's machines after idleAfterS seconds without gateway activity (0: off).
+   * Stop or pause the instance's machines after idleAfterS seconds without gateway activity (0: off). action: pause or stop; absent, a gvisor machine is paused and a namespaces one stopped. A namespaces machine is always stopped: it cannot keep its memory.
    *
    * Errors: 1004, 1003.
    */
