@@ -158,3 +158,23 @@ async def test_a_terminal_reattaches_to_the_same_shell_with_its_scrollback_after
     await again.type("echo shell-$$-af''ter\n")
     await again.until(b"shell-" + before + b"-after", timeout=120)  # the same shell
     await again.ws.close()
+
+
+@pytest.mark.timeout(900)
+async def test_an_idle_gvisor_machine_is_paused_by_auto_stop(stack: FleetClient) -> None:
+    """Auto-pause (docs/stop-start.md#auto-stop): no action set, a gvisor machine idle for its
+    idleAfterS is paused by the prober, through the path machines.pause takes."""
+    mid = await ready_gvisor(stack, "gv-autopause")
+    inst = (await stack.get_machine(mid)).instance_id
+    assert (await stack.set_autostop(inst, 3)).action is None  # the default: pause gvisor
+    got = await stack.wait_for(mid, ["paused", "stopped", "failed"], timeout_s=300)
+    assert (got.status, got.status_reason) == ("paused", "idle for 3 s")
+    assert not sandbox_processes(mid)
+    [event] = await events_of(stack, mid, MachinePaused)
+    assert isinstance(event, MachinePaused)
+    assert event.bytes > 0
+    await stack.set_autostop(inst, 0)  # the resume below must not be paused again at once
+    await stack.resume_machine(mid)
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
