@@ -2,8 +2,8 @@
 sandbox with a real daemon, against two listeners of the test's own on an address of the host
 the sandbox reaches: under ``default: deny`` with one of them allowed, the machine reaches that
 one and never the other, from its start, after a live change of policy, and after a pause and
-resume (a new namespace). A policy with a name in it is refused by name
-(test_gvisor.py). The namespaces path: tests/integration/test_egress.py."""
+resume (a new namespace). A policy with a name in it is refused by name, on a running machine
+(here) and at a start (test_gvisor.py). The namespaces path: tests/integration/test_egress.py."""
 
 from __future__ import annotations
 
@@ -110,6 +110,16 @@ async def test_a_gvisor_machine_reaches_the_one_allowed_address_and_port_and_not
     # Live: the other one allowed instead, on the running machine.
     await stack.set_network_policy(inst.id, default="deny", allow=[f"{host}:{second.port}"])
     await reaches_only(stack, mid, host, second, first)
+
+    # A name is not enforced here: the running machine is listed as failed by name, and keeps
+    # the table it had (the first listener, which the named policy would allow, stays shut).
+    named = await stack.set_network_policy(
+        inst.id, default="deny", allow=[f"{host}:{first.port}", "x.test"]
+    )
+    assert [f.machine_id for f in named.failed] == [mid], named
+    assert "x.test" in named.failed[0].message, named.failed[0]
+    await reaches_only(stack, mid, host, second, first)
+    await stack.set_network_policy(inst.id, default="deny", allow=[f"{host}:{second.port}"])
 
     # A pause and resume: the restored sandbox is in a new namespace, under the same policy.
     await stack.pause_machine(mid)
