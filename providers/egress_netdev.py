@@ -18,15 +18,13 @@ DNS proxy, so a policy with a name in it is refused by name (``names``).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import subprocess
 from collections.abc import Iterable, Mapping
 from functools import partial
 
 from contracts.gateway_network import EgressPolicy, parse_entry
-from providers.egress import TABLE, EgressUnavailable, Ruleset, _nft
-from providers.namespaces import CLONE_NEWNET, in_namespaces
+from providers.egress import TABLE, EgressUnavailable, Ruleset, nft, run_nft
 
 _T = f"netdev {TABLE}"
 _SETS = ("platform4", "platform6", "allow4", "allow6", "deny4", "deny6")
@@ -88,20 +86,10 @@ def _load(ruleset: Ruleset, deny_by_default: bool) -> subprocess.CompletedProces
     devices = _devices()
     if not devices:  # no way out yet: a table with no hook would hold nothing later
         raise EgressUnavailable("the machine's network namespace has no interface to filter")
-    return _nft(script(ruleset, deny_by_default, devices))
+    return nft(script(ruleset, deny_by_default, devices))
 
 
 async def apply(netns_pid: int, ruleset: Ruleset, deny_by_default: bool, owner: str) -> None:
     """Write the table in the network namespace of ``netns_pid`` (a process the provider
     started), on the interfaces it has then; as providers/egress.py ``apply``."""
-    run = partial(in_namespaces, netns_pid, CLONE_NEWNET,
-                  partial(_load, ruleset, deny_by_default))  # fmt: skip
-    try:
-        done = await asyncio.to_thread(run)
-    except OSError as exc:
-        raise EgressUnavailable(f"{owner}'s network namespace is gone: {exc}") from None
-    except subprocess.TimeoutExpired:
-        raise EgressUnavailable(f"nft did not load {owner}'s egress policy in time") from None
-    if done.returncode != 0:
-        said = done.stderr.decode(errors="replace").strip().splitlines()
-        raise EgressUnavailable(f"nft refused {owner}'s egress policy: {said[:3]}")
+    await run_nft(netns_pid, partial(_load, ruleset, deny_by_default), owner)
