@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 from contracts.gateway_network import EgressPolicy, parse_entry
 from providers.egress import TABLE, EgressUnavailable, Ruleset, nft, run_nft
 
 _T = f"netdev {TABLE}"
-_SETS = ("platform4", "platform6", "allow4", "allow6", "deny4", "deny6")
 _RULES = (
     "ether type arp accept",
     "ip daddr . th dport @platform4 accept",
@@ -51,13 +50,13 @@ def _is_name(entry: str) -> bool:
     return parse_entry(entry).net is None
 
 
-def script(ruleset: Ruleset, deny_by_default: bool, devices: Iterable[str]) -> str:
+def script(ruleset: Ruleset, deny_by_default: bool, devices: Sequence[str]) -> str:
     """The nft script that makes ``ruleset``'s sets the namespace's ``netdev`` table, with a
     base chain on each of ``devices``, whatever the table had, in one transaction."""
     declare = "".join(
         f"  set {n} {{ type {'ipv4' if n.endswith('4') else 'ipv6'}_addr . inet_service; "
         "flags interval; }\n"
-        for n in _SETS
+        for n in ruleset.fill  # the static sets of providers/egress.py, each family
     )
     hooks = "".join(
         f'  chain out_{i} {{ type filter hook egress device "{d}" priority 0; policy accept; }}\n'
