@@ -24,6 +24,14 @@ class NetnsHolder(Protocol):
         on this host."""
 
 
+@runtime_checkable
+class InterfaceEgress(Protocol):
+    def egress_on_interfaces(self, machine_id: str) -> bool:
+        """Whether the machine's egress policy goes on its namespace's interfaces
+        (providers/egress_netdev.py): its network stack writes frames the ``inet`` hooks
+        never see (gVisor's)."""
+
+
 class MachineControl(CodeInstaller, NetnsHolder, Protocol):
     """What the gateway asks of a provider about a running machine."""
 

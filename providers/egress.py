@@ -30,7 +30,7 @@ import functools
 import hashlib
 import ipaddress
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -276,8 +276,19 @@ async def apply(netns_pid: int, script: str, owner: str, executor: Executor | No
     nft is started by a thread in the namespace (of ``executor``, else the loop's default),
     never by the event loop: starting a process blocks its caller until the child runs, which
     on a loaded host would stall the work of every other machine."""
+    await run_nft(netns_pid, partial(nft, script), owner, executor)
+
+
+async def run_nft(
+    netns_pid: int,
+    work: Callable[[], subprocess.CompletedProcess[bytes]],
+    owner: str,
+    executor: Executor | None = None,
+) -> None:
+    """``work`` (an nft run) in the network namespace of ``netns_pid``, off the event loop;
+    EgressUnavailable, naming ``owner``, unless nft loaded its script."""
     loop = asyncio.get_running_loop()
-    run = partial(in_namespaces, netns_pid, CLONE_NEWNET, partial(_nft, script))
+    run = partial(in_namespaces, netns_pid, CLONE_NEWNET, work)
     try:
         done = await loop.run_in_executor(executor, run)
     except OSError as exc:
@@ -290,7 +301,7 @@ async def apply(netns_pid: int, script: str, owner: str, executor: Executor | No
     log.debug("provider.egress_applied", owner=owner)
 
 
-def _nft(script: str) -> subprocess.CompletedProcess[bytes]:
+def nft(script: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["nft", "-f", "-"], input=script.encode(), capture_output=True,
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, timeout=_TIMEOUT_S,
                           check=False)  # fmt: skip

@@ -56,9 +56,9 @@ class Placement:
     user: tuple[int, int] | None = None
     #: Its runtime (docs/runtimes.md): ``namespaces`` or ``gvisor``.
     runtime: str = "namespaces"
-    #: Its instance's egress policy is the open default (a runtime that cannot enforce a
-    #: policy refuses to start the machine under any other).
-    egress_open: bool = True
+    #: The names in its instance's egress policy that take effect (a runtime that cannot
+    #: enforce names refuses to start the machine under a policy with any).
+    egress_names: tuple[str, ...] = ()
 
 
 PlacementOf = Callable[[str], Awaitable[Placement]]

@@ -202,10 +202,11 @@ class LocalProvider:
         self._reap()
         place = None if self._placement is None else await self._placement(machine_id)
         if place is not None and place.runtime == "gvisor":
-            if not place.egress_open:  # refused before anything of it runs unfiltered
+            if place.egress_names:  # refused before anything of it runs unfiltered
                 raise NotSupported(
-                    f"{machine_id} runs the gvisor runtime, on which egress policy is not "
-                    "enforced yet, and its instance has one (docs/limitations.md)",
+                    f"{machine_id} runs the gvisor runtime, on which egress policy by name is "
+                    f"not enforced, and its instance's names {place.egress_names[:3]} "
+                    "(docs/limitations.md)",
                     data={"runtime": "gvisor"},
                 )
             return await self._start_gvisor(machine_id, token)
@@ -582,12 +583,10 @@ class LocalProvider:
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
     async def netns_pid(self, machine_id: str) -> int | None:
-        """The sandbox's init (bwrap's child), which holds the machine's network namespace."""
+        """The sandbox's init (bwrap's child), or a gvisor machine's sandbox, which holds the
+        machine's network namespace."""
         if gvisor.is_gvisor(self.machine_dir(machine_id)):
-            raise NotSupported(
-                "egress policy is not enforced on gvisor machines yet (docs/limitations.md)",
-                data={"runtime": "gvisor"},
-            )
+            return await asyncio.to_thread(gvisor.sandbox_pid, self.machine_dir(machine_id))
         if not self.own_network:
             raise NotSupported(
                 "this host's local machines share the host's network (FLEET_SANDBOX_NETWORK="
@@ -598,6 +597,9 @@ class LocalProvider:
             return None
         children = sandbox_root_children(root)
         return children[0] if children else None
+
+    def egress_on_interfaces(self, machine_id: str) -> bool:
+        return gvisor.is_gvisor(self.machine_dir(machine_id))
 
     async def remove(self, machine_id: str) -> None:
         """Ends every process of the machine, then deletes its files (home, code store, writes

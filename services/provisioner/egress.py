@@ -20,8 +20,8 @@ import structlog
 from contracts.errors import NotSupported
 from contracts.gateway_network import EgressPolicy
 from contracts.models import Machine
-from providers import egress
-from providers.base import NetnsHolder
+from providers import egress, egress_netdev
+from providers.base import InterfaceEgress, NetnsHolder
 from providers.egress_dns import DnsProxy, OnRefused, host_upstream
 from providers.egress_dns_load import DnsCaps
 from providers.netns import nats_servers
@@ -118,11 +118,15 @@ class EgressEnforcer:
             raise
         if pid is None:
             return False
+        on_interfaces = isinstance(provider, InterfaceEgress) and await asyncio.to_thread(
+            provider.egress_on_interfaces, machine_id
+        )
         if not (at_start and policy.is_open()):  # a new namespace has no table: all open
-            how = await self._write(machine_id, pid, await self.compiled(policy))
+            write = self._write_on_interfaces if on_interfaces else self._write
+            how = await write(machine_id, pid, policy)
             log.info("egress.applied", machine_id=machine_id, default=policy.default,
                      allow=len(policy.allow), deny=len(policy.deny), how=how)  # fmt: skip
-        if self.dns is not None:
+        if self.dns is not None and not on_interfaces:  # gVisor's stack has its own loopback
             self._instances[machine_id] = instance_id
             try:
                 await self.dns.attach(machine_id, pid, policy)
@@ -136,9 +140,25 @@ class EgressEnforcer:
             return EgressPolicy()
         return await instance_egress(self.store, instance_id)
 
-    async def _write(self, machine_id: str, pid: int, new: egress.Ruleset) -> str:
-        """Make ``new`` the machine's table: only what changed when this process wrote its
+    async def _write_on_interfaces(self, machine_id: str, pid: int, policy: EgressPolicy) -> str:
+        """The policy on the interfaces of the machine's namespace (a gvisor machine's:
+        providers/egress_netdev.py), a whole new table each time; names refused by name."""
+        names = egress_netdev.names(policy)
+        if names:
+            raise NotSupported(
+                f"{machine_id} runs the gvisor runtime, on which egress policy by name is not "
+                f"enforced, and its instance's names {names[:3]} (docs/limitations.md)",
+                data={"runtime": "gvisor"},
+            )
+        new = await self.compiled(policy)
+        async with self._nft:
+            await egress_netdev.apply(pid, new, policy.default == "deny", machine_id)
+        return "replaced"
+
+    async def _write(self, machine_id: str, pid: int, policy: EgressPolicy) -> str:
+        """Make ``policy`` the machine's table: only what changed when this process wrote its
         table last (its namespace still the same), else a whole new table; how it went."""
+        new = await self.compiled(policy)
         had = self._tables.pop(machine_id, None)
         change = new.change_from(had[1]) if had is not None and had[0] == pid else None
         async with self._nft:

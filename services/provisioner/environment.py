@@ -30,6 +30,7 @@ from contracts.models import Machine, Repo
 from environments import build as eb, cache as build_cache, record, sources
 from environments.lifecycle import MachineLifecycle
 from environments.machine import build_for_machine
+from providers import egress_netdev
 from providers.docker_image import MACHINE_HOME
 from providers.limits import Limits, Placement, with_own, within
 from providers.registry import platform_limits
@@ -204,9 +205,9 @@ async def machine_placement(store: Store, settings: Settings, machine: Machine) 
     life = await record.load(store, machine.id)
     user = None if life is None or life.user is None else (life.user.uid, life.user.gid)
     limits = await _limits(store, settings, machine, life)
-    egress_open = (await instance_egress(store, machine.instance_id)).is_open()
+    names = tuple(egress_netdev.names(await instance_egress(store, machine.instance_id)))
     return Placement(machine.instance_id, limits, image=machine.environment_image, user=user,
-                     runtime=machine.runtime, egress_open=egress_open)  # fmt: skip
+                     runtime=machine.runtime, egress_names=names)  # fmt: skip
 
 
 async def machine_limits(store: Store, settings: Settings, machine: Machine) -> Limits:

@@ -111,6 +111,8 @@ class PauseHandlers(StopStartHandlers):
             began = time.monotonic()
             try:
                 await self._pauser(machine.provider, machine.id).resume(machine.id)
+                # The restore's namespace is a new one: the instance's policy goes on it again.
+                await self.egress.enforce(machine, at_start=True)
             except (ProviderError, NotSupported, OSError) as exc:
                 await fail_machine(self.store, self.bus, machine.id, stage="resume",
                                    reason=str(exc), cause_event_id=event.event_id)  # fmt: skip

@@ -230,12 +230,14 @@ async def test_a_gvisor_machine_under_an_egress_policy_fails_by_name_never_unfil
     stack: FleetClient,
 ) -> None:
     inst = await stack.create_instance("gv-egress")
-    await stack.set_network_policy(inst.id, default="deny", allow=["192.0.2.0/24"])
+    # Addresses are enforced (test_gvisor_egress.py); a name is not, and refused by name.
+    await stack.set_network_policy(inst.id, default="deny", allow=["192.0.2.0/24", "x.test"])
     created = await stack.create_machine(inst.id)
     got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
     assert got.status == "failed"
     assert "egress" in got.status_reason, got.status_reason
     assert "gvisor" in got.status_reason, got.status_reason
+    assert "x.test" in got.status_reason, got.status_reason
     await wait_until(lambda: not sandbox_processes(created.id), timeout=60)
 
 

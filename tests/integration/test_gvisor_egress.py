@@ -1,0 +1,132 @@
+"""An instance's egress policy on a gvisor machine (providers/egress_netdev.py), on a real runsc
+sandbox with a real daemon, against two listeners of the test's own on an address of the host
+the sandbox reaches: under ``default: deny`` with one of them allowed, the machine reaches that
+one and never the other, from its start, after a live change of policy, and after a pause and
+resume (a new namespace). A policy with a name in it is refused by name, on a running machine
+(here) and at a start (test_gvisor.py). The namespaces path: tests/integration/test_egress.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import msgspec
+import pytest
+
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.integration import test_gvisor as gv
+from tests.integration.test_gvisor import READY_S, answers
+from tests.waiters import wait_until
+
+#: NATS at an address of the host other than its loopback (test_gvisor.py says why).
+nats_server = gv.nats_server
+
+#: Connect to argv[1]:argv[2], read the listener's greeting to its end; prints it, or why not.
+#: The listener closes first: a connection the machine closed first would wait in TIME_WAIT,
+#: which this runsc cannot checkpoint.
+PROBE = r"""
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=8) as s:
+        got = b''
+        while chunk := s.recv(64):
+            got += chunk
+        print(got.decode())
+except OSError as exc:
+    print('failed', type(exc).__name__)
+"""
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, runtime="gvisor", rpc_timeout_s=60.0)
+
+
+@dataclass
+class Listener:
+    port: int = 0
+    accepted: int = field(default=0)
+
+
+@pytest.fixture
+async def listeners() -> AsyncIterator[tuple[str, Listener, Listener]]:
+    """Two listeners on an address of the host gVisor's stack reaches; each greets with its
+    port and counts what it accepted."""
+    host = gv.host_address()
+    made: list[tuple[Listener, asyncio.Server]] = []
+    for _ in range(2):
+        listener = Listener()
+
+        async def greet(
+            r: asyncio.StreamReader, w: asyncio.StreamWriter, me: Listener = listener
+        ) -> None:
+            me.accepted += 1
+            w.write(f"hello {me.port}".encode())
+            await w.drain()
+            w.close()
+
+        server = await asyncio.start_server(greet, host, 0)
+        listener.port = server.sockets[0].getsockname()[1]
+        made.append((listener, server))
+    try:
+        yield host, made[0][0], made[1][0]
+    finally:
+        for _, server in made:
+            server.close()
+            await server.wait_closed()
+
+
+async def probe(stack: FleetClient, mid: str, host: str, port: int) -> str:
+    got = await stack.exec(mid, ["python3", "-c", PROBE, host, str(port)], timeout_s=90)
+    return got.stdout.strip()
+
+
+async def reaches_only(
+    stack: FleetClient, mid: str, host: str, allowed: Listener, other: Listener
+) -> None:
+    """The machine reaches ``allowed`` and never ``other`` (which accepts nothing)."""
+    before = other.accepted
+    assert await probe(stack, mid, host, allowed.port) == f"hello {allowed.port}"
+    said = await probe(stack, mid, host, other.port)
+    assert said.startswith("failed"), said
+    assert other.accepted == before
+
+
+@pytest.mark.timeout(900)
+async def test_a_gvisor_machine_reaches_the_one_allowed_address_and_port_and_not_another(
+    stack: FleetClient, listeners: tuple[str, Listener, Listener]
+) -> None:
+    host, first, second = listeners
+    inst = await stack.create_instance("gv-egress-cidr")
+    await stack.set_network_policy(inst.id, default="deny", allow=[f"{host}:{first.port}"])
+    created = await stack.create_machine(inst.id)
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    mid = created.id
+    await reaches_only(stack, mid, host, first, second)
+
+    # Live: the other one allowed instead, on the running machine.
+    await stack.set_network_policy(inst.id, default="deny", allow=[f"{host}:{second.port}"])
+    await reaches_only(stack, mid, host, second, first)
+
+    # A name is not enforced here: the running machine is listed as failed by name, and keeps
+    # the table it had (the first listener, which the named policy would allow, stays shut).
+    named = await stack.set_network_policy(
+        inst.id, default="deny", allow=[f"{host}:{first.port}", "x.test"]
+    )
+    assert [f.machine_id for f in named.failed] == [mid], named
+    assert "x.test" in named.failed[0].message, named.failed[0]
+    await reaches_only(stack, mid, host, second, first)
+    await stack.set_network_policy(inst.id, default="deny", allow=[f"{host}:{second.port}"])
+
+    # A pause and resume: the restored sandbox is in a new namespace, under the same policy.
+    await stack.pause_machine(mid)
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    await stack.resume_machine(mid)
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    await reaches_only(stack, mid, host, second, first)
