@@ -38,16 +38,21 @@ class Parking:
         #: The wait between reconnect attempts (nats-py's ``reconnect_time_wait``).
         self.wait_s = 0.0
         self._last_try = 0.0
+        self._turn = -1
 
     def choose(self, servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
-        """nats-py's server pick (None: its own) and the wait before the next attempt: as
-        nats-py waits without a handler, unless parked."""
+        """nats-py's server pick and the wait before the next attempt: as nats-py waits without
+        a handler, unless parked. The servers are taken in turn: given None, nats-py takes the
+        pool's first every time, and a cluster's dead first node would be tried for ever."""
         if self.parked:
             return None, PARKED_WAIT_S
         now = time.monotonic()
         delay = max(0.0, self._last_try + self.wait_s - now)
         self._last_try = now + delay
-        return None, delay
+        if not servers:
+            return None, delay
+        self._turn += 1
+        return servers[self._turn % len(servers)], delay
 
     async def park(self, nc: NATS) -> bool:
         """Send what is buffered, then reset the connection; False if it was not connected."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
 
 from daemon.park import PARKED_WAIT_S, Parking
 from providers.gvisor import Runsc
@@ -57,3 +58,18 @@ def test_a_parked_daemon_waits_for_its_resume_then_reconnects_at_once() -> None:
     assert parking.choose([], {})[1] > 1.0  # then nats-py's wait between tries
     parking.parked = True
     assert parking.choose([], {}) == (None, PARKED_WAIT_S)
+
+
+def test_a_reconnect_tries_each_server_of_a_cluster_in_turn() -> None:
+    """nats-py takes the handler's None for "the pool's first server", every time: a daemon of
+    a cluster whose first node died would try that node for ever (the HA chaos test saw it)."""
+    from nats.aio.client import Server
+
+    servers = [Server(uri=urlparse(f"nats://127.0.0.1:{port}")) for port in (4222, 4223, 4224)]
+    parking = Parking()
+    picked = [parking.choose(servers, {})[0] for _ in range(6)]
+    assert all(p is not None for p in picked)
+    ports = [p.uri.port for p in picked if p is not None]
+    assert sorted(ports[:3]) == [4222, 4223, 4224]  # each node once before any again
+    assert ports[3:] == ports[:3]
+    assert parking.choose([], {})[0] is None  # nothing to pick from: nats-py's own
