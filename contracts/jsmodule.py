@@ -18,10 +18,8 @@ committed file is stale.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import get_args
@@ -29,7 +27,7 @@ from typing import get_args
 import msgspec
 import msgspec.inspect
 
-from contracts import codemode, gateway_live as live, ids, ports, validation
+from contracts import codemode, gateway_live as live, generated_file, ids, ports, validation
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.models import CodeStatus, EnvScope, ProviderName
@@ -266,28 +264,14 @@ def render() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return generated_file.main(
+        argv,
         prog="python -m contracts.jsmodule",
         description=f"Write the console's contract module, {MODULE_PATH.name}, from contracts/.",
+        path=MODULE_PATH,
+        render=render,
+        regenerate=REGENERATE,
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
-    mode.add_argument("--stdout", action="store_true", help="print it instead of writing it")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.stdout:
-        sys.stdout.write(text)
-        return 0
-    current = MODULE_PATH.read_text() if MODULE_PATH.exists() else None
-    if args.check:
-        if current != text:
-            print(f"{MODULE_PATH} is stale: run `{REGENERATE}`", file=sys.stderr)
-            return 1
-        return 0
-    if current != text:
-        MODULE_PATH.write_text(text)
-        print(f"wrote {MODULE_PATH}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

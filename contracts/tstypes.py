@@ -14,17 +14,15 @@ is stale.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from contracts import gateway_live as live, gateway_sessions as gs, sse
+from contracts import gateway_live as live, gateway_sessions as gs, generated_file, sse
 from contracts.asyncapi import asyncapi_document
 from contracts.daemon_files import Uploaded
 from contracts.daemon_rpc import OutputChunk
@@ -263,29 +261,14 @@ def render() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return generated_file.main(
+        argv,
         prog="python -m contracts.tstypes",
         description=f"Write the TypeScript SDK's {MODULE_PATH.name} from contracts/.",
+        path=MODULE_PATH,
+        render=render,
+        regenerate=REGENERATE,
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
-    mode.add_argument("--stdout", action="store_true", help="print it instead of writing it")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.stdout:
-        sys.stdout.write(text)
-        return 0
-    current = MODULE_PATH.read_text() if MODULE_PATH.exists() else None
-    if args.check:
-        if current != text:
-            print(f"{MODULE_PATH} is stale: run `{REGENERATE}`", file=sys.stderr)
-            return 1
-        return 0
-    if current != text:
-        MODULE_PATH.parent.mkdir(parents=True, exist_ok=True)
-        MODULE_PATH.write_text(text)
-        print(f"wrote {MODULE_PATH}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":
