@@ -49,14 +49,12 @@ async def test_a_host_killed_while_a_nats_node_is_down(tmp_path: Path) -> None:
                 await fleet.drain_host(host, draining=False)
             live = await _ready(fleet, 1, "live-")
             assert {(await fleet.get_machine(m)).host_id for m in on3} == {"host-3"}
-            victims = host_pids(up, "host-3")
-            assert len(victims) >= 3, victims  # its two provisioners and its swarm process
             node = _pid_of(up, "/nats-0/nats.conf")
             instances = [(await fleet.get_machine(m)).instance_id for m in on3]
 
             stop = asyncio.Event()
             answering: asyncio.Task[int] | None = None
-            os.kill(up.proc.pid, signal.SIGSTOP)  # restarts nothing until SIGCONT
+            victims = await _frozen_with_whole_host(up, "host-3")  # restarts nothing till SIGCONT
             try:
                 os.kill(node, signal.SIGKILL)
                 # A daemon that was connected to that node answers again once it reconnected
@@ -91,6 +89,29 @@ async def test_a_host_killed_while_a_nats_node_is_down(tmp_path: Path) -> None:
             assert await swarm_machines(up, "host-3") == set()  # none run again there
     finally:
         up.stop(timeout=120)
+
+
+async def _frozen_with_whole_host(up: FleetUp, host_id: str) -> list[int]:
+    """Freeze `fleet up` at a moment host ``host_id`` runs whole: its two provisioners and its
+    swarm process (a provisioner `fleet up` is restarting would be missed by the kill, then
+    started again by `fleet up` before the host could be lost). Their pids."""
+    victims: list[int] = []
+
+    async def whole() -> bool:
+        os.kill(up.proc.pid, signal.SIGSTOP)
+        victims[:] = host_pids(up, host_id)
+        if len(victims) >= 3:
+            return True
+        os.kill(up.proc.pid, signal.SIGCONT)
+        return False
+
+    try:
+        await wait_until(whole, timeout=30, every=0.2)
+    except TimeoutError:
+        logs = sorted((up.data_dir / "logs").glob(f"provisioner-{host_id}*.log"))
+        tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
+        raise AssertionError(f"{host_id} not whole: {victims}\n{tails}") from None
+    return victims
 
 
 async def _answers(fleet: FleetClient, machines: list[str]) -> bool:
