@@ -30,7 +30,7 @@ import msgspec.inspect
 from contracts import codemode, gateway_live as live, generated_file, ids, ports, validation
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.models import CodeStatus, EnvScope, ProviderName
+from contracts.models import CodeStatus, EnvScope, ProviderName, Runtime
 from contracts.status import TERMINAL, MachineStatus
 from contracts.subjects import EventKind
 
@@ -220,6 +220,11 @@ def render() -> str:
             "Machine providers (contracts.models.ProviderName).",
             "PROVIDERS",
             list(get_args(ProviderName)),
+        ),
+        _frozen_object(
+            "Machine runtimes (contracts.models.Runtime).",
+            "RUNTIME",
+            {constant_name(v): v for v in get_args(Runtime)},
         ),
         _frozen_object(
             "How a daemon's code relates to the platform's (contracts.models.CodeStatus).",

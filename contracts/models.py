@@ -65,6 +65,9 @@ class Machine(Model, kw_only=True):
     runtime: Runtime = "namespaces"
     #: For a ``gvisor`` machine, the platform it runs on; None for ``namespaces``.
     runtime_platform: GvisorPlatform | None = None
+    #: The size of its memory image (processes, memory, changes outside the home) when it was
+    #: last paused (machines.pause); None if it never was.
+    paused_bytes: int | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -42,6 +42,7 @@ from services.common.store_keys import (
     F_DAEMON_GIT_SHA,
     F_DAEMON_VERSION,
     F_EXTERNAL_ID,
+    F_PAUSED_BYTES,
     F_SEALED_CREDENTIAL,
     F_STATUS,
     F_UPDATED_AT,
@@ -331,10 +332,13 @@ class Store:
         reason: str,
         *,
         external_id: str | None = None,
+        paused_bytes: int | None = None,
     ) -> Transition:
         """Move to ``target`` if ``contracts.status`` allows it from the current status;
-        ``external_id`` is recorded in the same step (not on a repeat)."""
+        ``external_id`` and ``paused_bytes`` are recorded in the same step (not on a repeat)."""
         extra = [F_EXTERNAL_ID, external_id] if external_id is not None else []
+        if paused_bytes is not None:
+            extra += [F_PAUSED_BYTES, str(paused_bytes)]
         accepted, prev = await self._transition(
             keys=[self.keys.k_machine(machine_id)], args=[target.value, reason, _now(), *extra]
         )

@@ -77,7 +77,8 @@ class PauseHandlers(StopStartHandlers):
                 return
             took_ms = (time.monotonic() - began) * 1000
             await self.store.heartbeats.forget(machine.id)  # none are expected while paused
-            t = await self.store.transition(machine.id, S.PAUSED, event.reason)
+            t = await self.store.transition(machine.id, S.PAUSED, event.reason,
+                                            paused_bytes=size)  # fmt: skip
         finally:
             await self.store.unlock(*lock)
         if t.moved:

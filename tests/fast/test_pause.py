@@ -69,6 +69,22 @@ async def test_pause_then_resume_goes_paused_and_back_ready_with_events(
     assert ran["exitCode"] == 1  # answered by its daemon again
 
 
+@method("machines.pause", "machines.get")
+async def test_a_paused_machine_says_the_size_of_its_pause_and_keeps_it_after_resume(
+    world: World, tmp_path: Path
+) -> None:
+    m = await ready_gvisor(world, tmp_path)
+    assert (await world.rpc("machines.get", {"machineId": m.id}))["pausedBytes"] is None
+    await world.rpc("machines.pause", {"machineId": m.id})
+    await world.bus.settle()
+    got = await world.rpc("machines.get", {"machineId": m.id})
+    assert (got["status"], got["pausedBytes"]) == ("paused", 4096)  # the provider's image
+    await world.rpc("machines.resume", {"machineId": m.id})
+    await world.bus.settle()
+    got = await world.rpc("machines.get", {"machineId": m.id})
+    assert (got["status"], got["pausedBytes"]) == ("ready", 4096)  # its last pause's
+
+
 @method("machines.pause")
 async def test_a_namespaces_machine_cannot_be_paused_and_says_its_runtime(world: World) -> None:
     m = await world.ready_machine()

@@ -92,6 +92,7 @@ async def test_a_paused_gvisor_machine_resumes_with_its_processes_memory_and_pid
     [event] = await events_of(stack, mid, MachinePaused)
     assert isinstance(event, MachinePaused)
     assert event.bytes > 64 << 20  # the counter's memory is in the image
+    assert paused.paused_bytes == event.bytes  # what machines.get and the console show
     assert event.duration_ms > 0
     assert count()[1] == at_pause  # nothing of it runs
 

@@ -286,6 +286,7 @@ export interface Machine {
   environmentImage?: string | null;
   runtime?: "gvisor" | "namespaces";
   runtimePlatform?: "kvm" | "ptrace" | "systrap" | null;
+  pausedBytes?: number | null;
   createdAt: string;
   updatedAt: string;
 }

@@ -238,6 +238,12 @@ export const TERMINAL_STATUSES = Object.freeze(["failed", "archiving", "archived
 /** Machine providers (contracts.models.ProviderName). */
 export const PROVIDERS = Object.freeze(["local", "docker", "swarm"]);
 
+/** Machine runtimes (contracts.models.Runtime). */
+export const RUNTIME = Object.freeze({
+  NAMESPACES: "namespaces",
+  GVISOR: "gvisor",
+});
+
 /** How a daemon's code relates to the platform's (contracts.models.CodeStatus). */
 export const CODE_STATUS = Object.freeze({
   CURRENT: "current",

@@ -1,10 +1,10 @@
 // What the Machines page and the Machine detail page share: a machine's action buttons and its
 // daemon cell.
 import { newIdempotencyKey, rpc } from "./api.js";
-import { CODE_STATUS, METHODS, STATUS } from "./contract.js";
+import { CODE_STATUS, METHODS, RUNTIME, STATUS } from "./contract.js";
 import { state } from "./state.js";
 import { refreshMachine, remember, updateMachine } from "./sync.js";
-import { busy, confirmOrCancel, h } from "./ui.js";
+import { busy, confirmOrCancel, fmtBytes, h } from "./ui.js";
 
 /** A git SHA is shown this short (the full one in its tooltip). */
 const SHORT_SHA = 8;
@@ -43,7 +43,50 @@ function stopStartAction(m, act) {
   );
 }
 
-/** Stop/Start, Fork, Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
+/** Pause or Resume a gvisor machine (docs/stop-start.md): its memory and processes are kept. */
+function pauseResumeAction(m, act) {
+  if (m.status === STATUS.PAUSED || m.status === STATUS.RESUMING) {
+    return act(
+      "Resume",
+      "action-resume",
+      async () => {
+        updateMachine(await rpc(METHODS.MACHINES_RESUME, { machineId: m.id }));
+        return `Machine ${m.id} is resuming: its processes go on where they were.`;
+      },
+      {
+        enabled: m.status === STATUS.PAUSED,
+        title: "Restore the machine's memory and processes where they were",
+      },
+    );
+  }
+  const gvisor = m.runtime === RUNTIME.GVISOR;
+  return act(
+    "Pause",
+    "action-pause",
+    async () => {
+      updateMachine(await rpc(METHODS.MACHINES_PAUSE, { machineId: m.id }));
+      return `Machine ${m.id} is pausing: its memory and processes go to disk. Resume brings them back.`;
+    },
+    {
+      enabled: gvisor && m.status === STATUS.READY,
+      title: gvisor
+        ? "Pause the machine with its memory and processes (Resume goes on where it was)"
+        : "Only gvisor machines keep their memory through a pause: Stop this one instead",
+    },
+  );
+}
+
+/** "paused · 312 MiB" beside a paused machine's status: the size of its memory image. */
+export function pausedSize(m) {
+  if (m.status !== STATUS.PAUSED || m.pausedBytes == null) return null;
+  return h(
+    "span.muted",
+    { testid: "paused-size", title: "The size of its memory image on disk" },
+    ` ${fmtBytes(m.pausedBytes)}`,
+  );
+}
+
+/** Stop/Start, Pause/Resume, Fork, Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
 export function machineActions(m, notices) {
   // Archiving is archived already for every action: only its files are still going.
   const archived = m.status === STATUS.ARCHIVED || m.status === STATUS.ARCHIVING;
@@ -62,6 +105,7 @@ export function machineActions(m, notices) {
     "div.actions",
     {},
     stopStartAction(m, act),
+    pauseResumeAction(m, act),
     act(
       "Fork",
       "action-fork",

@@ -5,7 +5,7 @@ import { commandRunner } from "./command-runner.js";
 import { EVENT_TYPES, METHODS } from "./contract.js";
 import { effectiveEnvTable } from "./env-table.js";
 import { frame } from "./frame.js";
-import { codeBadge, daemonCell, machineActions, shortSha } from "./machine-actions.js";
+import { codeBadge, daemonCell, machineActions, pausedSize, shortSha } from "./machine-actions.js";
 import { portsPanel } from "./ports-panel.js";
 import { instanceName, state } from "./state.js";
 import { refreshMachine, updateMachine } from "./sync.js";
@@ -110,6 +110,7 @@ export function machineDetailPage({ root, signal }, machineId) {
     fill(
       header,
       statusChip(m.status, "machine-status"),
+      pausedSize(m),
       h("span.reason", { testid: "machine-reason" }, m.statusReason),
       codeBadge(m),
       machineActions(m, notices),

@@ -2,7 +2,7 @@
 import { newIdempotencyKey, rpc } from "./api.js";
 import { METHODS, PROVIDERS, STATUS } from "./contract.js";
 import { emptyRow, frame, table } from "./frame.js";
-import { daemonCell, machineActions } from "./machine-actions.js";
+import { daemonCell, machineActions, pausedSize } from "./machine-actions.js";
 import { instanceList, instanceName, machineList, state } from "./state.js";
 import { remember } from "./sync.js";
 import { busy, field, fill, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
@@ -67,7 +67,7 @@ export function machinesPage({ root }) {
       },
       h("td", {}, h("a", { href: `#/machines/${m.id}`, testid: "machine-link" }, mono(m.id))),
       h("td", {}, h("div", {}, instanceName(m.instanceId)), mono(m.instanceId)),
-      h("td", {}, statusChip(m.status, "machine-status")),
+      h("td", {}, statusChip(m.status, "machine-status"), pausedSize(m)),
       h("td.reason", { testid: "machine-reason" }, m.statusReason),
       h("td", {}, m.provider),
       h("td", {}, daemonCell(m)),

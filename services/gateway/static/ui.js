@@ -73,6 +73,17 @@ export function fmtTime(iso) {
   return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
 }
 
+/** A size in bytes as a person reads it: 312 MiB, 1.5 GiB. */
+export function fmtBytes(n) {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return `${i === 0 || n >= 10 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+}
+
 export function fmtClock(iso) {
   const d = new Date(iso);
   const ms = String(d.getMilliseconds()).padStart(3, "0");
