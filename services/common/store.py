@@ -35,6 +35,7 @@ from services.common.redis_client import close_client, redis_client
 from services.common.settings import Settings
 from services.common.store_creates import CreateOnce, CreateRecords, Once
 from services.common.store_hosts import HostRecords
+from services.common.store_instance_settings import InstanceSettingsRecords
 from services.common.store_keys import (
     DEFAULT_PREFIX,
     F_CREDENTIAL_REVOKED,
@@ -98,6 +99,7 @@ class Store:
         self.stages = StageRecords(self)
         self.creates = CreateRecords(self)
         self.hosts = HostRecords(self)
+        self.instance_settings = InstanceSettingsRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -12,7 +12,6 @@ from contracts.gateway_types import InstanceRef
 from providers.limits import Limits, with_own
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_limits import instance_limits, set_instance_limits
 from services.gateway.access import Caller
 
 log = structlog.get_logger(__name__)
@@ -69,7 +68,7 @@ class LimitsOps:
                     f"raising {wire} above the platform's default {getattr(defaults, name)} "
                     "needs the admin token"
                 )
-        before = await instance_limits(self.store, p.instance_id)
+        before = await self.store.instance_settings.limits(p.instance_id)
         if not c.admin and raises_max_running(before.max_running_machines, p.max_running_machines):
             raise Forbidden(
                 f"maxRunningMachines is {before.max_running_machines}: raising or removing it "
@@ -77,7 +76,7 @@ class LimitsOps:
             )
         own = LimitsOverride(memory_mb=p.memory_mb, cpus=p.cpus, pids=p.pids,
                              max_running_machines=p.max_running_machines)  # fmt: skip
-        await set_instance_limits(self.store, p.instance_id, own)
+        await self.store.instance_settings.set_limits(p.instance_id, own)
         log.info("instance.limits_set", instance_id=p.instance_id, by=c.token_id,
                  memory_mb=p.memory_mb, cpus=p.cpus, pids=p.pids)  # fmt: skip
         return effective(self.settings, p.instance_id, own)
@@ -85,5 +84,5 @@ class LimitsOps:
     async def instances_get_limits(self, p: InstanceRef, c: Caller) -> InstanceLimits:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)
-        own = await instance_limits(self.store, p.instance_id)
+        own = await self.store.instance_settings.limits(p.instance_id)
         return effective(self.settings, p.instance_id, own)

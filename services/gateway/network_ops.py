@@ -12,7 +12,6 @@ from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from services.common.machine_config import fan_out
 from services.common.store import Store
-from services.common.store_network import instance_egress, set_instance_egress
 from services.gateway.access import Caller
 from services.gateway.host_control import HostControl
 
@@ -32,7 +31,7 @@ class NetworkOps:
     ) -> NetworkPolicyResult:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)  # NotFound
-        await set_instance_egress(self.store, p.instance_id, p.egress)
+        await self.store.instance_settings.set_egress(p.instance_id, p.egress)
         machines = [m for m in await self.store.list_machines(p.instance_id) if m.status in _LIVE]
 
         async def apply(m: Machine) -> None:
@@ -48,5 +47,5 @@ class NetworkOps:
     async def instances_get_network_policy(self, p: InstanceRef, c: Caller) -> NetworkPolicyResult:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)
-        policy = await instance_egress(self.store, p.instance_id)
+        policy = await self.store.instance_settings.egress(p.instance_id)
         return NetworkPolicyResult(instance_id=p.instance_id, egress=policy)

@@ -14,7 +14,6 @@ from contracts.models import Machine, Runtime, RuntimeChoice
 from providers.runtimes import choice, refusal
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_runtime import runtime_of, set_runtime
 from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)
@@ -30,14 +29,15 @@ class RuntimeOps:
         await self.access.instance_exists(c, p.instance_id)
         if p.runtime is not None:
             self.check(self.settings.default_provider, p.runtime)
-        await set_runtime(self.store, p.instance_id, p.runtime)
+        await self.store.instance_settings.set_runtime(p.instance_id, p.runtime)
         log.info("instance.runtime_set", instance_id=p.instance_id, runtime=p.runtime,
                  by=c.token_id)  # fmt: skip
         return self._answer(p.instance_id, p.runtime)
 
     async def instances_get_runtime(self, p: InstanceRef, c: Caller) -> InstanceRuntime:
         await self.access.instance_exists(c, p.instance_id)
-        return self._answer(p.instance_id, await runtime_of(self.store, p.instance_id))
+        own = await self.store.instance_settings.runtime(p.instance_id)
+        return self._answer(p.instance_id, own)
 
     def _answer(self, instance_id: str, own: Runtime | None) -> InstanceRuntime:
         return InstanceRuntime(
@@ -49,7 +49,8 @@ class RuntimeOps:
     ) -> RuntimeChoice:
         """A new machine's runtime: ``asked``, else its instance's, else the platform's;
         NotSupported if ``provider`` cannot run it."""
-        runtime = asked or await runtime_of(self.store, instance_id) or self.settings.runtime
+        runtime = asked or await self.store.instance_settings.runtime(instance_id)
+        runtime = runtime or self.settings.runtime
         self.check(provider, runtime)
         return choice(runtime, self.settings.gvisor_platform)
 

@@ -19,7 +19,6 @@ from contracts.status import (
 from services.common.bus import Bus
 from services.common.stop_start import pause_machine, resume_machine, start_machine, stop_machine
 from services.common.store import Store
-from services.common.store_limits import instance_limits
 from services.common.store_stop import AutoStopRule, autostop_of, set_autostop
 from services.gateway.access import Access, Caller
 
@@ -32,7 +31,7 @@ async def check_running_limit(
     """Refuse a start (of ``starting``) or a create (None) of ``adding`` machines that would
     pass the instance's ``maxRunningMachines``. Stopped, paused, failed and archived machines
     do not count."""
-    limit = (await instance_limits(store, instance_id)).max_running_machines
+    limit = (await store.instance_settings.limits(instance_id)).max_running_machines
     if limit is None:
         return
     machines = await store.list_machines(instance_id)

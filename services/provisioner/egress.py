@@ -27,7 +27,6 @@ from providers.egress_dns_load import DnsCaps
 from providers.netns import nats_servers
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_network import instance_egress
 from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
@@ -106,7 +105,7 @@ class EgressEnforcer:
     async def enforce_on(
         self, machine_id: str, instance_id: str, provider_name: str, *, at_start: bool = False
     ) -> bool:
-        policy = await instance_egress(self.store, instance_id)
+        policy = await self.store.instance_settings.egress(instance_id)
         provider = self.providers.get(provider_name)
         try:
             if not isinstance(provider, NetnsHolder):
@@ -138,7 +137,7 @@ class EgressEnforcer:
         instance_id = self._instances.get(machine_id)
         if instance_id is None:
             return EgressPolicy()
-        return await instance_egress(self.store, instance_id)
+        return await self.store.instance_settings.egress(instance_id)
 
     async def _write_on_interfaces(self, machine_id: str, pid: int, policy: EgressPolicy) -> str:
         """The policy on the interfaces of the machine's namespace (a gvisor machine's:

@@ -38,8 +38,6 @@ from services.common.bus import Bus
 from services.common.output_lines import OutputTrickle
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_limits import instance_limits
-from services.common.store_network import instance_egress
 from services.provisioner import image_policy
 
 log = structlog.get_logger(__name__)
@@ -205,7 +203,7 @@ async def machine_placement(store: Store, settings: Settings, machine: Machine) 
     life = await record.load(store, machine.id)
     user = None if life is None or life.user is None else (life.user.uid, life.user.gid)
     limits = await _limits(store, settings, machine, life)
-    names = tuple(egress_netdev.names(await instance_egress(store, machine.instance_id)))
+    names = tuple(egress_netdev.names(await store.instance_settings.egress(machine.instance_id)))
     return Placement(machine.instance_id, limits, image=machine.environment_image, user=user,
                      runtime=machine.runtime, egress_names=names)  # fmt: skip
 
@@ -219,7 +217,7 @@ async def machine_limits(store: Store, settings: Settings, machine: Machine) -> 
 
 async def _limits(store: Store, settings: Settings, machine: Machine,
                   life: MachineLifecycle | None) -> Limits:  # fmt: skip
-    own = await instance_limits(store, machine.instance_id)
+    own = await store.instance_settings.limits(machine.instance_id)
     base = with_own(platform_limits(settings), own.memory_mb, own.cpus, own.pids)
     asked = None if life is None else life.devcontainer.host_requirements
     if asked is None:
