@@ -101,6 +101,26 @@ class Handler(Protocol[_P_in, _R_out, _Ctx_in]):
     def __call__(self, params: _P_in, ctx: _Ctx_in, /) -> Awaitable[_R_out]: ...
 
 
+_Self = TypeVar("_Self")
+#: The attribute ``handles`` marks a handler with: its spec.
+_HANDLES = "__fleet_handles__"
+
+
+def handles(
+    spec: MethodSpec[P, R],
+) -> Callable[[Callable[[_Self, P, Ctx], Awaitable[R]]], Callable[[_Self, P, Ctx], Awaitable[R]]]:
+    """Makes a method ``spec``'s handler, for ``Router.collect`` to register: mypy checks the
+    method's params and result types against the spec's, as it does ``register``'s."""
+
+    def mark(
+        method: Callable[[_Self, P, Ctx], Awaitable[R]],
+    ) -> Callable[[_Self, P, Ctx], Awaitable[R]]:
+        setattr(method, _HANDLES, spec)
+        return method
+
+    return mark
+
+
 @dataclass(frozen=True)
 class _Route(Generic[Ctx]):
     spec: AnySpec
@@ -119,6 +139,14 @@ class Router(Generic[Ctx]):
         if spec.name in self._routes:
             raise ValueError(f"{spec.name} is registered twice")
         self._routes[spec.name] = _Route(spec, handler, msgspec.json.Decoder(spec.params))
+
+    def collect(self, *owners: object) -> None:
+        """Register every method of ``owners`` marked with ``@handles``, bound to its owner."""
+        for owner in owners:
+            for name in dir(type(owner)):
+                spec = getattr(getattr(type(owner), name, None), _HANDLES, None)
+                if isinstance(spec, MethodSpec):
+                    self.register(spec, getattr(owner, name))
 
     @property
     def routes(self) -> dict[str, _Route[Ctx]]:

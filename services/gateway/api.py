@@ -6,28 +6,36 @@ import msgspec
 import structlog
 
 from contracts import (
-    codemode as cm_,
     gateway_env_builds as geb,
-    gateway_environments as genv,
-    gateway_files as gf,
     gateway_fork as gfk,
-    gateway_hosts as gh,
-    gateway_limits as gl,
-    gateway_live as live,
-    gateway_machines as gm,
-    gateway_network as gn,
     gateway_rpc as g,
-    gateway_runtime as grt,
-    gateway_sessions as gs,
-    gateway_ssh as ssh_,
-    gateway_stop as gst,
-    ports as ports_,
 )
 from contracts.audit import AUDIT_LIST, AuditEntries, AuditListParams
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict, Forbidden, InvalidParams, Unavailable
 from contracts.events import EnvChanged, MachineArchived, ReposChanged
 from contracts.gateway_rpc import (
+    ENV_LIST,
+    ENV_SET,
+    ENV_UNSET,
+    EVENTS_TICKET,
+    INSTANCES_CREATE,
+    INSTANCES_GET,
+    INSTANCES_LIST,
+    MACHINES_ARCHIVE,
+    MACHINES_CREATE,
+    MACHINES_EXEC,
+    MACHINES_GET,
+    MACHINES_LIST,
+    MACHINES_REBUILD,
+    MACHINES_WRITE_FILE,
+    REPOS_ADD,
+    REPOS_LIST,
+    REPOS_REMOVE,
+    RPC_DISCOVER,
+    TOKENS_CREATE,
+    TOKENS_LIST,
+    TOKENS_REVOKE,
     AddRepoParams,
     CreatedToken,
     CreateInstanceParams,
@@ -53,7 +61,7 @@ from contracts.gateway_rpc import (
     UnsetEnvParams,
 )
 from contracts.ids import derived_event_id, new_event_id
-from contracts.jsonrpc import Dispatcher, Limits, NoParams, Router
+from contracts.jsonrpc import Dispatcher, Limits, NoParams, Router, handles
 from contracts.models import (
     EnvScope,
     EnvVar,
@@ -92,7 +100,7 @@ from services.gateway.limits import CallLimits
 from services.gateway.limits_ops import LimitsOps
 from services.gateway.network_ops import NetworkOps
 from services.gateway.ops import MachineOps
-from services.gateway.people_ops import PeopleOps, may_see, people_routes
+from services.gateway.people_ops import PeopleOps, may_see
 from services.gateway.ports import PortOps
 from services.gateway.runtime_ops import RuntimeOps, check_root, root_exec
 from services.gateway.sessions import SessionOps
@@ -179,6 +187,7 @@ class GatewayApi:
         return dispatcher
 
     # --- instances --------------------------------------------------------------------------
+    @handles(INSTANCES_CREATE)
     async def instances_create(self, p: CreateInstanceParams, c: Caller) -> Instance:
         c.require(None)
         inst = await self.store.create_instance(p.name)
@@ -186,15 +195,18 @@ class GatewayApi:
             await self.store.users.set_member(inst.id, c.user_id, "owner")
         return inst
 
+    @handles(INSTANCES_GET)
     async def instances_get(self, p: InstanceRef, c: Caller) -> Instance:
         c.require(p.instance_id)
         return await self.store.get_instance(p.instance_id)
 
+    @handles(INSTANCES_LIST)
     async def instances_list(self, p: NoParams, c: Caller) -> InstanceList:
         instances = await self.store.list_instances()
         return InstanceList(instances=[i for i in instances if c.may(i.id)])
 
     # --- env --------------------------------------------------------------------------------
+    @handles(ENV_SET)
     async def env_set(self, p: SetEnvParams, c: Caller) -> EnvVar:
         await self.access.instance_exists(c, p.instance_id)
         await self.store.set_env(p.instance_id, p.name, p.value)
@@ -202,6 +214,7 @@ class GatewayApi:
         scope: EnvScope = "platform" if p.instance_id is None else "instance"
         return EnvVar(name=p.name, value=p.value, scope=scope)
 
+    @handles(ENV_UNSET)
     async def env_unset(self, p: UnsetEnvParams, c: Caller) -> Removed:
         await self.access.instance_exists(c, p.instance_id)
         removed = await self.store.unset_env(p.instance_id, p.name)
@@ -216,11 +229,13 @@ class GatewayApi:
             EnvChanged(event_id=new_event_id(), instance_id=instance_id, name=name)
         )
 
+    @handles(ENV_LIST)
     async def env_list(self, p: ListEnvParams, c: Caller) -> EnvList:
         await self.access.instance_exists(c, p.instance_id)
         return EnvList(vars=await self.store.list_env(p.instance_id))
 
     # --- repos ------------------------------------------------------------------------------
+    @handles(REPOS_ADD)
     async def repos_add(self, p: AddRepoParams, c: Caller) -> Repo:
         await self.access.instance_exists(c, p.instance_id)
         check_local_repo(p.url, c, self.settings.data_path)
@@ -234,6 +249,7 @@ class GatewayApi:
         await self._repos_changed(p.instance_id, p.path)
         return repo
 
+    @handles(REPOS_REMOVE)
     async def repos_remove(self, p: RemoveRepoParams, c: Caller) -> Removed:
         await self.access.instance_exists(c, p.instance_id)
         removed = await self.store.remove_repo(p.instance_id, p.path)
@@ -246,11 +262,13 @@ class GatewayApi:
             ReposChanged(event_id=new_event_id(), instance_id=instance_id, path=path)
         )
 
+    @handles(REPOS_LIST)
     async def repos_list(self, p: InstanceRef, c: Caller) -> RepoList:
         await self.access.instance_exists(c, p.instance_id)
         return RepoList(repos=await self.store.list_repos(p.instance_id))
 
     # --- machines ---------------------------------------------------------------------------
+    @handles(MACHINES_CREATE)
     async def machines_create(self, p: CreateMachineParams, c: Caller) -> Machine:
         c.require(p.instance_id)
         if p.provider == "swarm" and not c.admin:  # a load-test provider: not isolated
@@ -298,9 +316,11 @@ class GatewayApi:
     ) -> Machine:
         return await new_machine(self.store, self.bus, instance_id, provider, runtime=runtime)
 
+    @handles(MACHINES_GET)
     async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
         return await self.access.machine(c, p.machine_id)
 
+    @handles(MACHINES_LIST)
     async def machines_list(self, p: ListMachinesParams, c: Caller) -> MachineList:
         if p.instance_id is not None:
             await self.access.instance_exists(c, p.instance_id)
@@ -308,6 +328,7 @@ class GatewayApi:
                     if c.may(m.instance_id)]  # fmt: skip
         return MachineList(machines=[await self.access.versioned(m) for m in machines])
 
+    @handles(MACHINES_ARCHIVE)
     async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:
         await self.access.machine(c, p.machine_id)
         return await self._archive(p.machine_id, "archived by request")
@@ -330,6 +351,7 @@ class GatewayApi:
             )
         return await self.store.get_machine(machine_id)
 
+    @handles(MACHINES_REBUILD)
     async def machines_rebuild(self, p: RebuildMachineParams, c: Caller) -> Machine:
         c.require(p.instance_id)
         inst = await self.store.get_instance(p.instance_id)
@@ -360,6 +382,7 @@ class GatewayApi:
         event_id = derived_event_id(machine_id, "machine.archived")
         return await self._archive(machine_id, "replaced by a rebuild", event_id)
 
+    @handles(MACHINES_EXEC)
     async def machines_exec(self, p: MachineExecParams, c: Caller) -> ExecCommandResult:
         machine = await self.access.live_machine(c, p.machine_id)
         if p.user == "root":
@@ -368,17 +391,21 @@ class GatewayApi:
         params = ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd, env=p.env)
         return await self.daemons.machine(p.machine_id).exec(params)
 
+    @handles(MACHINES_WRITE_FILE)
     async def machines_write_file(self, p: MachineWriteFileParams, c: Caller) -> WriteFileResult:
         await self.access.live_machine(c, p.machine_id)
         return await self.daemons.machine(p.machine_id).write_file(p.path, p.content, p.mode)
 
     # --- access tokens ----------------------------------------------------------------------
+    @handles(TOKENS_CREATE)
     async def tokens_create(self, p: CreateTokenParams, c: Caller) -> CreatedToken:
         return await self.people.tokens_create(p, c)
 
+    @handles(TOKENS_LIST)
     async def tokens_list(self, p: NoParams, c: Caller) -> TokenList:
         return TokenList(tokens=[t for t in await self.tokens.list() if may_see(c, t)])
 
+    @handles(TOKENS_REVOKE)
     async def tokens_revoke(self, p: TokenRef, c: Caller) -> Revoked:
         token = await self.tokens.get(p.id)
         if not may_see(c, token):
@@ -387,112 +414,45 @@ class GatewayApi:
         log.info("token.revoked", token_id=p.id, by=c.token_id)
         return Revoked(revoked=revoked)
 
+    @handles(AUDIT_LIST)
     async def audit_list(self, p: AuditListParams, c: Caller) -> AuditEntries:
         may_read(c)
         if self.audit is None:
             raise Unavailable("this gateway keeps no audit log")
         return await self.audit.entries(p)
 
+    @handles(RPC_DISCOVER)
     async def rpc_discover(self, p: NoParams, c: Caller) -> OpenRpcDocument:
         return self._openrpc
 
+    @handles(EVENTS_TICKET)
     async def events_ticket(self, p: NoParams, c: Caller) -> g.EventsTicket:
         ticket = await self.tickets.issue(c)
         return g.EventsTicket(ticket=ticket, expires_in_s=self.tickets.ttl_s)
 
 
 def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
-    """Every gateway method and its handler, in one place; mypy checks each pair's types."""
+    """Every gateway method's handler: the methods marked ``@handles(spec)`` on the gateway's
+    ops objects (mypy checks each against its spec; the dispatcher, that every method of the
+    table has one), each rate-limited as ``rated`` says and run as its caller doing its scope."""
     r = Router[Caller]()
-    wrap, lim = api.limits.wrap, api.limits
-    r.register(g.INSTANCES_CREATE, api.instances_create)
-    r.register(g.INSTANCES_GET, api.instances_get)
-    r.register(g.INSTANCES_LIST, api.instances_list)
-    r.register(g.ENV_SET, api.env_set)
-    r.register(g.ENV_UNSET, api.env_unset)
-    r.register(g.ENV_LIST, api.env_list)
-    r.register(g.REPOS_ADD, api.repos_add)
-    r.register(g.REPOS_REMOVE, api.repos_remove)
-    r.register(g.REPOS_LIST, api.repos_list)
-    r.register(g.MACHINES_CREATE, wrap(lim.create, "machine creations", api.machines_create))
-    r.register(g.MACHINES_GET, api.machines_get)
-    r.register(g.MACHINES_LIST, api.machines_list)
-    r.register(g.MACHINES_ARCHIVE, api.machines_archive)
-    r.register(g.MACHINES_REBUILD, wrap(lim.create, "machine creations", api.machines_rebuild))
-    r.register(g.MACHINES_EXEC, wrap(lim.exec, "commands", api.machines_exec))
-    r.register(g.MACHINES_WRITE_FILE, api.machines_write_file)
-    r.register(g.MACHINES_REFRESH_ENV, ops.machines_refresh_env)
-    r.register(g.MACHINES_REFRESH_CODE, ops.machines_refresh_code)
-    r.register(g.MACHINES_PROCESS_START, ops.machines_process_start)
-    r.register(g.MACHINES_PROCESS_LIST, ops.machines_process_list)
-    r.register(g.MACHINES_PROCESS_KILL, ops.machines_process_kill)
-    r.register(g.MACHINES_PROCESS_LOGS, ops.machines_process_logs)
-    r.register(g.CRON_SET, ops.cron_set)
-    r.register(g.CRON_LIST, ops.cron_list)
-    r.register(g.TOKENS_CREATE, api.tokens_create)
-    r.register(g.TOKENS_LIST, api.tokens_list)
-    r.register(g.TOKENS_REVOKE, api.tokens_revoke)
-    r.register(g.RPC_DISCOVER, api.rpc_discover)
-    r.register(g.EVENTS_TICKET, api.events_ticket)
-    r.register(AUDIT_LIST, api.audit_list)
-    r.register(live.MACHINES_EXEC_STREAM, api.exec_streams.machines_exec_stream)
-    r.register(live.MACHINES_DAEMON_LOG, ops.machines_daemon_log)
-    r.register(gm.MACHINES_RESTART, ops.machines_restart)
-    r.register(ports_.MACHINES_PORTS, ops.machines_ports)
-    r.register(ports_.MACHINES_PREVIEW_TICKET, api.ports.machines_preview_ticket)
-    r.register(ssh_.INSTANCES_SET_SSH_KEYS, ops.instances_set_ssh_keys)
-    r.register(gl.INSTANCES_SET_LIMITS, api.machine_limits.instances_set_limits)
-    r.register(gl.INSTANCES_GET_LIMITS, api.machine_limits.instances_get_limits)
-    r.register(genv.INSTANCES_SET_ENVIRONMENT, api.environments.instances_set_environment)
-    r.register(genv.INSTANCES_GET_ENVIRONMENT, api.environments.instances_get_environment)
-    r.register(geb.ENVIRONMENTS_LIST, api.env_builds.environments_list)
-    r.register(
-        geb.ENVIRONMENTS_BUILD,
-        wrap(lim.build, "environment builds", api.env_builds.environments_build),
-    )
-    r.register(geb.ENVIRONMENTS_DELETE, api.env_builds.environments_delete)
-    r.register(gn.INSTANCES_SET_NETWORK_POLICY, api.network.instances_set_network_policy)
-    r.register(gn.INSTANCES_GET_NETWORK_POLICY, api.network.instances_get_network_policy)
-    r.register(gh.HOSTS_LIST, api.hosts.hosts_list)
-    r.register(gh.HOSTS_DRAIN, api.hosts.hosts_drain)
-    stop_routes(r, api.stops)
-    runtime_routes(r, api.runtimes)
-    r.register(gfk.MACHINES_FORK, wrap(lim.create, "machine creations", api.forks.machines_fork))
-    r.register(gfk.MACHINES_SNAPSHOT, api.forks.machines_snapshot)
-    r.register(gfk.SNAPSHOTS_LIST, api.forks.snapshots_list)
-    r.register(gfk.SNAPSHOTS_DELETE, api.forks.snapshots_delete)
-    people_routes(r, api.people)
-    codemode_routes(r, api.codemode)
-    r.register(gs.SESSIONS_OPEN, api.sessions.sessions_open)
-    r.register(gs.SESSIONS_LIST, api.sessions.sessions_list)
-    r.register(gs.SESSIONS_RESIZE, api.sessions.sessions_resize)
-    r.register(gs.SESSIONS_CLOSE, api.sessions.sessions_close)
-    r.register(gf.MACHINES_READ_FILE, ops.machines_read_file)
-    r.register(gf.MACHINES_LIST_DIR, ops.machines_list_dir)
-    r.register(gf.MACHINES_STAT, ops.machines_stat)
-    r.register(gf.MACHINES_REMOVE_FILE, ops.machines_remove_file)
-    return scoped(r)
+    r.collect(api, ops, api.exec_streams, api.ports, api.machine_limits, api.environments,
+              api.env_builds, api.network, api.hosts, api.stops, api.runtimes, api.forks,
+              api.people, api.codemode, api.sessions)  # fmt: skip
+    return scoped(rated(r, api.limits))
 
 
-def stop_routes(r: Router[Caller], ops: StopOps) -> None:
-    r.register(gst.MACHINES_STOP, ops.machines_stop)
-    r.register(gst.MACHINES_START, ops.machines_start)
-    r.register(gst.MACHINES_PAUSE, ops.machines_pause)
-    r.register(gst.MACHINES_RESUME, ops.machines_resume)
-    r.register(gst.INSTANCES_SET_AUTOSTOP, ops.instances_set_autostop)
-    r.register(gst.INSTANCES_GET_AUTOSTOP, ops.instances_get_autostop)
-
-
-def runtime_routes(r: Router[Caller], ops: RuntimeOps) -> None:
-    r.register(grt.INSTANCES_SET_RUNTIME, ops.instances_set_runtime)
-    r.register(grt.INSTANCES_GET_RUNTIME, ops.instances_get_runtime)
-
-
-def codemode_routes(r: Router[Caller], cm: CodemodeOps) -> None:
-    r.register(cm_.CODEMODE_RUN, cm.codemode_run)
-    r.register(cm_.CODEMODE_CANCEL, cm.codemode_cancel)
-    r.register(cm_.CODEMODE_LIST, cm.codemode_list)
-    r.register(cm_.CODEMODE_DESCRIBE, cm.codemode_describe)
-    r.register(cm_.CODEMODE_BRIDGES_SET, cm.codemode_bridges_set)
-    r.register(cm_.CODEMODE_BRIDGES_LIST, cm.codemode_bridges_list)
-    r.register(cm_.CODEMODE_BRIDGES_REMOVE, cm.codemode_bridges_remove)
+def rated(router: Router[Caller], lim: CallLimits) -> Router[Caller]:
+    """The same routes, those a token may call only so often refusing it past its budget."""
+    budgets = {
+        g.MACHINES_CREATE.name: (lim.create, "machine creations"),
+        g.MACHINES_REBUILD.name: (lim.create, "machine creations"),
+        gfk.MACHINES_FORK.name: (lim.create, "machine creations"),
+        g.MACHINES_EXEC.name: (lim.exec, "commands"),
+        geb.ENVIRONMENTS_BUILD.name: (lim.build, "environment builds"),
+    }
+    out = Router[Caller]()
+    for name, route in router.routes.items():
+        budget = budgets.get(name)
+        out.register(route.spec, lim.wrap(*budget, route.handler) if budget else route.handler)
+    return out

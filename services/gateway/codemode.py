@@ -19,6 +19,13 @@ from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 from contracts import subjects
 from contracts.codemode import (
+    CODEMODE_BRIDGES_LIST,
+    CODEMODE_BRIDGES_REMOVE,
+    CODEMODE_BRIDGES_SET,
+    CODEMODE_CANCEL,
+    CODEMODE_DESCRIBE,
+    CODEMODE_LIST,
+    CODEMODE_RUN,
     BridgeInfo,
     BridgeList,
     BridgeListParams,
@@ -42,6 +49,7 @@ from contracts.codemode import (
     new_run_id,
 )
 from contracts.errors import CodemodeUnavailable, InvalidParams, NotFound, error_from_wire
+from contracts.jsonrpc import handles
 from core.reply_server import ReplyServer
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
@@ -130,9 +138,11 @@ class CodemodeOps:
                                drain_s=0, failed_event="codemode.tool_call_failed"):  # fmt: skip
             yield
 
+    @handles(CODEMODE_RUN)
     async def codemode_run(self, p: RunParams, c: Caller) -> RunResult:
         return await self.execute(await self.prepare(p, c), c)
 
+    @handles(CODEMODE_CANCEL)
     async def codemode_cancel(self, p: RunRef, c: Caller) -> Cancelled:
         record = await self._records.get_run(p.run_id)
         if record is None:
@@ -145,12 +155,14 @@ class CodemodeOps:
             return Cancelled(cancelled=False)
         return Cancelled(cancelled=True)
 
+    @handles(CODEMODE_LIST)
     async def codemode_list(self, p: ListRunsParams, c: Caller) -> RunList:
         instance_id = p.instance_id if p.instance_id is not None else default_instance(c)
         if instance_id is not None:
             await self._access.instance_exists(c, instance_id)
         return RunList(runs=await self._records.list_runs(instance_id, p.limit))
 
+    @handles(CODEMODE_DESCRIBE)
     async def codemode_describe(self, p: DescribeParams, c: Caller) -> Stubs:
         instance_id = await self._scope(c, p.instance_id, p.machine_id)
         job = DescribeJob(providers=p.providers, instance_id=instance_id, machine_id=p.machine_id)
@@ -166,6 +178,7 @@ class CodemodeOps:
         assert outcome.stubs is not None
         return outcome.stubs
 
+    @handles(CODEMODE_BRIDGES_SET)
     async def codemode_bridges_set(self, p: SetBridgeParams, c: Caller) -> BridgeInfo:
         await self._access.instance_exists(c, p.instance_id)
         bridge = p.bridge
@@ -176,10 +189,12 @@ class CodemodeOps:
         await self._records.set_bridge(p.instance_id, bridge)
         return _info(bridge)
 
+    @handles(CODEMODE_BRIDGES_LIST)
     async def codemode_bridges_list(self, p: BridgeListParams, c: Caller) -> BridgeList:
         await self._access.instance_exists(c, p.instance_id)
         return BridgeList(bridges=[_info(b) for b in await self._records.bridges(p.instance_id)])
 
+    @handles(CODEMODE_BRIDGES_REMOVE)
     async def codemode_bridges_remove(self, p: BridgeRef, c: Caller) -> BridgeRemoved:
         await self._access.instance_exists(c, p.instance_id)
         return BridgeRemoved(removed=await self._records.remove_bridge(p.instance_id, p.name))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import structlog
 
 from contracts import gateway_env_builds as geb
+from contracts.gateway_env_builds import ENVIRONMENTS_BUILD, ENVIRONMENTS_DELETE, ENVIRONMENTS_LIST
+from contracts.jsonrpc import handles
 from services.gateway.access import Access, Caller
 from services.gateway.host_control import HostControl
 
@@ -18,12 +20,14 @@ class EnvBuildOps:
         self.access = access
         self.hosts = hosts
 
+    @handles(ENVIRONMENTS_LIST)
     async def environments_list(
         self, p: geb.ListEnvironmentsParams, c: Caller
     ) -> geb.EnvironmentList:
         c.require(None)
         return await self.hosts.environments(p.host_id, geb.HOST_LIST_ENVIRONMENTS, p)
 
+    @handles(ENVIRONMENTS_BUILD)
     async def environments_build(
         self, p: geb.BuildEnvironmentParams, c: Caller
     ) -> geb.EnvironmentBuilt:
@@ -35,6 +39,7 @@ class EnvBuildOps:
                  build=built.id)  # fmt: skip
         return built
 
+    @handles(ENVIRONMENTS_DELETE)
     async def environments_delete(
         self, p: geb.DeleteEnvironmentParams, c: Caller
     ) -> geb.EnvironmentDeleted:

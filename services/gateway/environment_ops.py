@@ -16,12 +16,15 @@ import structlog
 from contracts import gateway_env_builds as geb
 from contracts.errors import HostUnavailable, ProviderError
 from contracts.gateway_environments import (
+    INSTANCES_GET_ENVIRONMENT,
+    INSTANCES_SET_ENVIRONMENT,
     Environment,
     InstanceEnvironment,
     SetEnvironmentParams,
     repo_not_found,
 )
 from contracts.gateway_types import InstanceRef
+from contracts.jsonrpc import handles
 from services.common.store import Store
 from services.common.store_environments import instance_environment, set_instance_environment
 from services.gateway.access import Access, Caller
@@ -36,6 +39,7 @@ class EnvironmentOps:
         self.access = access
         self.hosts = hosts
 
+    @handles(INSTANCES_SET_ENVIRONMENT)
     async def instances_set_environment(
         self, p: SetEnvironmentParams, c: Caller
     ) -> InstanceEnvironment:
@@ -76,6 +80,7 @@ class EnvironmentOps:
             env.devcontainer.repo = found.path
         return env
 
+    @handles(INSTANCES_GET_ENVIRONMENT)
     async def instances_get_environment(self, p: InstanceRef, c: Caller) -> InstanceEnvironment:
         await self.access.instance_exists(c, p.instance_id)
         env = await instance_environment(self.store, p.instance_id)

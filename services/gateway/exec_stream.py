@@ -21,12 +21,13 @@ from aiohttp import web
 from contracts import daemon_rpc as d
 from contracts.errors import InvalidRequest, MethodNotFound
 from contracts.gateway_live import (
+    MACHINES_EXEC_STREAM,
     SSE_OUTPUT,
     SSE_RESULT,
     STREAMING_METHODS,
     MachineExecStreamParams,
 )
-from contracts.jsonrpc import Dispatcher
+from contracts.jsonrpc import Dispatcher, handles
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient, OnOutput
 from services.gateway.access import Access, Caller
@@ -49,6 +50,7 @@ class ExecStreamOps:
         self.access = access
         self.bus = bus
 
+    @handles(MACHINES_EXEC_STREAM)
     async def machines_exec_stream(
         self, p: MachineExecStreamParams, c: Caller
     ) -> d.ExecCommandResult:

@@ -9,6 +9,10 @@ import structlog
 from contracts.errors import Conflict, Forbidden, InvalidParams, NotSupported, SnapshotLimit
 from contracts.events import MachineCreated, now
 from contracts.gateway_fork import (
+    MACHINES_FORK,
+    MACHINES_SNAPSHOT,
+    SNAPSHOTS_DELETE,
+    SNAPSHOTS_LIST,
     ForkedMachines,
     ForkMachineParams,
     Snapshot,
@@ -19,6 +23,7 @@ from contracts.gateway_fork import (
 )
 from contracts.gateway_types import InstanceRef
 from contracts.ids import new_event_id, new_snapshot_id
+from contracts.jsonrpc import handles
 from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
 from services.common.bus import Bus
@@ -71,6 +76,7 @@ class ForkOps:
             )
         return source
 
+    @handles(MACHINES_FORK)
     async def machines_fork(self, p: ForkMachineParams, c: Caller) -> ForkedMachines:
         source = await self._source(c, p.machine_id, "forked")
         await check_running_limit(self.store, source.instance_id, None, p.count)
@@ -92,6 +98,7 @@ class ForkOps:
         log.info("machine.forked", machine_id=source.id, forks=[m.id for m in forks])
         return ForkedMachines(machines=forks)
 
+    @handles(MACHINES_SNAPSHOT)
     async def machines_snapshot(self, p: SnapshotParams, c: Caller) -> Snapshot:
         source = await self._source(c, p.machine_id, "snapshotted")
         held = await count_snapshots(self.store, source.instance_id)
@@ -130,6 +137,7 @@ class ForkOps:
             from_snapshot=snapshot.id, environment=same, runtime=runtime_of(source),
         )  # fmt: skip
 
+    @handles(SNAPSHOTS_LIST)
     async def snapshots_list(self, p: InstanceRef, c: Caller) -> SnapshotList:
         await self.access.instance_exists(c, p.instance_id)
         return SnapshotList(snapshots=await list_snapshots(self.store, p.instance_id))
@@ -142,6 +150,7 @@ class ForkOps:
             raise Forbidden(f"snapshot {snapshot_id} is of another instance")
         return snapshot
 
+    @handles(SNAPSHOTS_DELETE)
     async def snapshots_delete(self, p: SnapshotRef, c: Caller) -> SnapshotDeleted:
         snapshot = await get_snapshot(self.store, p.snapshot_id)
         await self.access.instance_exists(c, snapshot.instance_id)

@@ -9,9 +9,16 @@ import msgspec
 import structlog
 
 from contracts.errors import FleetError, NotFound
-from contracts.gateway_hosts import DrainParams, DrainResult, HostList, Rebuilt
+from contracts.gateway_hosts import (
+    HOSTS_DRAIN,
+    HOSTS_LIST,
+    DrainParams,
+    DrainResult,
+    HostList,
+    Rebuilt,
+)
 from contracts.gateway_types import RefreshFailure
-from contracts.jsonrpc import NoParams
+from contracts.jsonrpc import NoParams, handles
 from contracts.models import Machine
 from services.common.hosts import host_infos
 from services.common.settings import Settings
@@ -30,10 +37,12 @@ class HostOps:
         self.settings = settings
         self.rebuild = rebuild
 
+    @handles(HOSTS_LIST)
     async def hosts_list(self, p: NoParams, c: Caller) -> HostList:
         c.require(None)  # the platform scope: the admin token only
         return HostList(hosts=await host_infos(self.store, self.settings))
 
+    @handles(HOSTS_DRAIN)
     async def hosts_drain(self, p: DrainParams, c: Caller) -> DrainResult:
         c.require(None)
         # First, and read by the host's provisioner at each fetch: the replacements that

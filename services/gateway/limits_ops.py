@@ -7,8 +7,15 @@ from __future__ import annotations
 import structlog
 
 from contracts.errors import Forbidden, InvalidParams
-from contracts.gateway_limits import InstanceLimits, LimitsOverride, SetLimitsParams
+from contracts.gateway_limits import (
+    INSTANCES_GET_LIMITS,
+    INSTANCES_SET_LIMITS,
+    InstanceLimits,
+    LimitsOverride,
+    SetLimitsParams,
+)
 from contracts.gateway_types import InstanceRef
+from contracts.jsonrpc import handles
 from providers.limits import Limits, with_own
 from services.common.settings import Settings
 from services.common.store import Store
@@ -50,6 +57,7 @@ class LimitsOps:
         self.store = store
         self.settings = settings
 
+    @handles(INSTANCES_SET_LIMITS)
     async def instances_set_limits(self, p: SetLimitsParams, c: Caller) -> InstanceLimits:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)  # NotFound
@@ -81,6 +89,7 @@ class LimitsOps:
                  memory_mb=p.memory_mb, cpus=p.cpus, pids=p.pids)  # fmt: skip
         return effective(self.settings, p.instance_id, own)
 
+    @handles(INSTANCES_GET_LIMITS)
     async def instances_get_limits(self, p: InstanceRef, c: Caller) -> InstanceLimits:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.gateway_network import NetworkPolicyResult, SetNetworkPolicyParams
+from contracts.gateway_network import (
+    INSTANCES_GET_NETWORK_POLICY,
+    INSTANCES_SET_NETWORK_POLICY,
+    NetworkPolicyResult,
+    SetNetworkPolicyParams,
+)
 from contracts.gateway_types import InstanceRef
+from contracts.jsonrpc import handles
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from services.common.machine_config import fan_out
@@ -26,6 +32,7 @@ class NetworkOps:
         self.store = store
         self.hosts = hosts
 
+    @handles(INSTANCES_SET_NETWORK_POLICY)
     async def instances_set_network_policy(
         self, p: SetNetworkPolicyParams, c: Caller
     ) -> NetworkPolicyResult:
@@ -44,6 +51,7 @@ class NetworkOps:
         return NetworkPolicyResult(instance_id=p.instance_id, egress=p.egress,
                                    machines=len(machines), failed=failed)  # fmt: skip
 
+    @handles(INSTANCES_GET_NETWORK_POLICY)
     async def instances_get_network_policy(self, p: InstanceRef, c: Caller) -> NetworkPolicyResult:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)

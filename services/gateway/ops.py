@@ -9,9 +9,23 @@ import structlog
 
 from contracts import daemon_files as df, daemon_rpc as d, gateway_files as gf
 from contracts.errors import Conflict, DaemonUnavailable, NotSupported
-from contracts.gateway_live import DaemonLogRequest
-from contracts.gateway_machines import RestartParams
+from contracts.gateway_files import (
+    MACHINES_LIST_DIR,
+    MACHINES_READ_FILE,
+    MACHINES_REMOVE_FILE,
+    MACHINES_STAT,
+)
+from contracts.gateway_live import MACHINES_DAEMON_LOG, DaemonLogRequest
+from contracts.gateway_machines import MACHINES_RESTART, RestartParams
 from contracts.gateway_rpc import (
+    CRON_LIST,
+    CRON_SET,
+    MACHINES_PROCESS_KILL,
+    MACHINES_PROCESS_LIST,
+    MACHINES_PROCESS_LOGS,
+    MACHINES_PROCESS_START,
+    MACHINES_REFRESH_CODE,
+    MACHINES_REFRESH_ENV,
     CronList,
     CronSetResult,
     InstanceRef,
@@ -27,14 +41,15 @@ from contracts.gateway_rpc import (
 )
 from contracts.gateway_ssh import (
     AUTHORIZED_KEYS,
+    INSTANCES_SET_SSH_KEYS,
     SetSshKeysParams,
     SshKeysResult,
     authorized_keys,
 )
-from contracts.jsonrpc import MethodSpec, NoParams, P, R
+from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
 from contracts.machine_files import CronTable
 from contracts.models import Machine
-from contracts.ports import LIST_PORTS, MachinePortsParams, PortList
+from contracts.ports import LIST_PORTS, MACHINES_PORTS, MachinePortsParams, PortList
 from environments import record
 from environments.hook import with_project_env
 from environments.ports import with_declared
@@ -75,6 +90,7 @@ class MachineOps:
         self.access = access
 
     # --- env ---------------------------------------------------------------------------------
+    @handles(MACHINES_REFRESH_ENV)
     async def machines_refresh_env(self, p: RefreshEnvParams, c: Caller) -> RefreshEnvResult:
         if p.instance_id is not None:
             c.require(p.instance_id)
@@ -111,6 +127,7 @@ class MachineOps:
         return await fan_out(machines, push)
 
     # --- code --------------------------------------------------------------------------------
+    @handles(MACHINES_REFRESH_CODE)
     async def machines_refresh_code(self, p: MachineRef, c: Caller) -> RefreshCodeResult:
         machine = await self.access.live_machine(c, p.machine_id)
         if machine.status not in REFRESHABLE:
@@ -136,6 +153,7 @@ class MachineOps:
             to_git_sha=answer.to_git_sha,
         )
 
+    @handles(MACHINES_RESTART)
     async def machines_restart(self, p: RestartParams, c: Caller) -> Machine:
         machine = await self.access.live_machine(c, p.machine_id)
         if machine.status not in REFRESHABLE:
@@ -151,6 +169,7 @@ class MachineOps:
         return machine
 
     # --- background processes ----------------------------------------------------------------
+    @handles(MACHINES_PROCESS_START)
     async def machines_process_start(
         self, p: MachineProcessStartParams, c: Caller
     ) -> d.ProcessInfo:
@@ -158,38 +177,47 @@ class MachineOps:
                                       restart=p.restart)  # fmt: skip
         return await self._call(c, p.machine_id, d.PROCESS_START, params)
 
+    @handles(MACHINES_PROCESS_LIST)
     async def machines_process_list(self, p: MachineRef, c: Caller) -> d.ProcessList:
         return await self._call(c, p.machine_id, d.PROCESS_LIST, NoParams(), active=False)
 
+    @handles(MACHINES_PROCESS_KILL)
     async def machines_process_kill(self, p: MachineProcessRef, c: Caller) -> d.ProcessInfo:
         params = d.ProcessRef(pid=p.pid, tag=p.tag)
         return await self._call(c, p.machine_id, d.PROCESS_KILL, params)
 
+    @handles(MACHINES_PROCESS_LOGS)
     async def machines_process_logs(self, p: MachineProcessLogsParams, c: Caller) -> d.ProcessLogs:
         params = d.ProcessLogsParams(pid=p.pid, tag=p.tag, tail=p.tail)
         return await self._call(c, p.machine_id, d.PROCESS_LOGS, params, active=False)
 
+    @handles(MACHINES_DAEMON_LOG)
     async def machines_daemon_log(self, p: DaemonLogRequest, c: Caller) -> d.DaemonLogResult:
         params = d.DaemonLogParams(lines=p.lines)
         return await self._call(c, p.machine_id, d.DAEMON_LOG, params, active=False)
 
+    @handles(MACHINES_PORTS)
     async def machines_ports(self, p: MachinePortsParams, c: Caller) -> PortList:
         listed = await self._call(c, p.machine_id, LIST_PORTS, NoParams(), active=False)
         life = await record.load(self.store, p.machine_id)  # a devcontainer's ports, if any
         return listed if life is None else with_declared(listed, life.devcontainer)
 
     # --- files -------------------------------------------------------------------------------
+    @handles(MACHINES_READ_FILE)
     async def machines_read_file(self, p: gf.MachineReadFileParams, c: Caller) -> df.ReadFileResult:
         params = df.ReadFileParams(path=p.path, encoding=p.encoding)
         return await self._call(c, p.machine_id, df.READ_FILE, params)
 
+    @handles(MACHINES_LIST_DIR)
     async def machines_list_dir(self, p: gf.MachineListDirParams, c: Caller) -> df.ListDirResult:
         params = df.ListDirParams(path=p.path, limit=p.limit, after=p.after)
         return await self._call(c, p.machine_id, df.LIST_DIR, params)
 
+    @handles(MACHINES_STAT)
     async def machines_stat(self, p: gf.MachineStatParams, c: Caller) -> df.StatResult:
         return await self._call(c, p.machine_id, df.STAT, df.StatParams(path=p.path))
 
+    @handles(MACHINES_REMOVE_FILE)
     async def machines_remove_file(
         self, p: gf.MachineRemoveFileParams, c: Caller
     ) -> df.RemoveFileResult:
@@ -205,6 +233,7 @@ class MachineOps:
         return await self.daemons.call(machine_id, spec, params)
 
     # --- cron --------------------------------------------------------------------------------
+    @handles(CRON_SET)
     async def cron_set(self, p: SetCronParams, c: Caller) -> CronSetResult:
         """Store the table and push it to the instance's running machines right away (new
         machines get it at setup)."""
@@ -221,6 +250,7 @@ class MachineOps:
         return CronSetResult(jobs=p.jobs, machines=len(machines), failed=failed)
 
     # --- SSH keys ----------------------------------------------------------------------------
+    @handles(INSTANCES_SET_SSH_KEYS)
     async def instances_set_ssh_keys(self, p: SetSshKeysParams, c: Caller) -> SshKeysResult:
         """Store the keys and write them to the instance's running machines right away (new
         machines get them at setup)."""
@@ -238,6 +268,7 @@ class MachineOps:
                  machines=len(machines), failed=len(failed))  # fmt: skip
         return SshKeysResult(keys=p.keys, machines=len(machines), failed=failed)
 
+    @handles(CRON_LIST)
     async def cron_list(self, p: InstanceRef, c: Caller) -> CronList:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)

@@ -12,9 +12,15 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from contracts import gateway_people as gp
 from contracts.errors import Conflict, Forbidden, InvalidParams, NotFound
 from contracts.gateway_people import (
+    INSTANCES_MEMBERS,
+    INSTANCES_SET_MEMBER,
+    USERS_CREATE,
+    USERS_DISABLE,
+    USERS_ENABLE,
+    USERS_LIST,
+    USERS_SET_ROLE,
     CreateUserParams,
     Member,
     MemberList,
@@ -27,7 +33,7 @@ from contracts.gateway_people import (
 )
 from contracts.gateway_rpc import CreatedToken, CreateTokenParams
 from contracts.ids import USER_ID_RE, new_user_id
-from contracts.jsonrpc import NoParams, Router
+from contracts.jsonrpc import NoParams, handles
 from contracts.models import AccessToken
 from contracts.people import ADMIN, ALL_SCOPES
 from services.common.settings import Settings
@@ -70,15 +76,18 @@ class PeopleOps:
         self.tokens = tokens
         self.settings = settings
 
+    @handles(USERS_CREATE)
     async def users_create(self, p: CreateUserParams, c: Caller) -> User:
         c.require(None)
         return await add_user(self.store, p.email, p.name, p.role)
 
+    @handles(USERS_LIST)
     async def users_list(self, p: NoParams, c: Caller) -> UserList:
         c.require(None)
         users = [await self.store.users.get(i) for i in await self.store.users.ids()]
         return UserList(users=[u for u in users if u is not None])
 
+    @handles(USERS_SET_ROLE)
     async def users_set_role(self, p: SetRoleParams, c: Caller) -> User:
         c.require(None)
         user = await find_user(self.store, p.user)
@@ -87,6 +96,7 @@ class PeopleOps:
         log.info("user.role_set", user_id=user.id, role=p.role, by=c.token_id)
         return user
 
+    @handles(USERS_DISABLE)
     async def users_disable(self, p: UserParams, c: Caller) -> User:
         """Their sessions end; their tokens stop resolving on every replica, and what any of
         them holds open ends in the revocation round that the change sets off on each
@@ -99,6 +109,7 @@ class PeopleOps:
         log.info("user.disabled", user_id=user.id, by=c.token_id)
         return user
 
+    @handles(USERS_ENABLE)
     async def users_enable(self, p: UserParams, c: Caller) -> User:
         c.require(None)
         user = await find_user(self.store, p.user)
@@ -107,6 +118,7 @@ class PeopleOps:
         log.info("user.enabled", user_id=user.id, by=c.token_id)
         return user
 
+    @handles(INSTANCES_SET_MEMBER)
     async def instances_set_member(self, p: SetMemberParams, c: Caller) -> MemberList:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)
@@ -117,6 +129,7 @@ class PeopleOps:
                  by=c.token_id)  # fmt: skip
         return await self._members(p.instance_id)
 
+    @handles(INSTANCES_MEMBERS)
     async def instances_members(self, p: MembersParams, c: Caller) -> MemberList:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)
@@ -179,13 +192,3 @@ class PeopleOps:
             raise InvalidParams(f"field `expiresInS`: at most {most} seconds",
                                 field="$.expiresInS")  # fmt: skip
         return asked or min(self.settings.token_default_ttl_s, most)
-
-
-def people_routes(r: Router[Caller], ops: PeopleOps) -> None:
-    r.register(gp.USERS_CREATE, ops.users_create)
-    r.register(gp.USERS_LIST, ops.users_list)
-    r.register(gp.USERS_SET_ROLE, ops.users_set_role)
-    r.register(gp.USERS_DISABLE, ops.users_disable)
-    r.register(gp.USERS_ENABLE, ops.users_enable)
-    r.register(gp.INSTANCES_SET_MEMBER, ops.instances_set_member)
-    r.register(gp.INSTANCES_MEMBERS, ops.instances_members)

@@ -21,7 +21,8 @@ import secrets
 
 import msgspec
 
-from contracts.ports import PreviewTicket, PreviewTicketParams
+from contracts.jsonrpc import handles
+from contracts.ports import MACHINES_PREVIEW_TICKET, PreviewTicket, PreviewTicketParams
 from services.common.daemon_client import DaemonClient
 from services.common.settings import Settings
 from services.common.store import Store
@@ -109,6 +110,7 @@ class PortOps:
         )
         self.origin = settings.preview
 
+    @handles(MACHINES_PREVIEW_TICKET)
     async def machines_preview_ticket(self, p: PreviewTicketParams, c: Caller) -> PreviewTicket:
         await self.access.live_machine(c, p.machine_id)
         grant = PreviewGrant(caller=c, machine_id=p.machine_id, port=p.port)

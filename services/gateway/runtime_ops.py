@@ -7,9 +7,15 @@ from __future__ import annotations
 import structlog
 
 from contracts.errors import NotSupported
-from contracts.gateway_runtime import InstanceRuntime, SetRuntimeParams
+from contracts.gateway_runtime import (
+    INSTANCES_GET_RUNTIME,
+    INSTANCES_SET_RUNTIME,
+    InstanceRuntime,
+    SetRuntimeParams,
+)
 from contracts.gateway_types import InstanceRef, MachineExecParams
 from contracts.host_rpc import RootExecParams
+from contracts.jsonrpc import handles
 from contracts.models import Machine, Runtime, RuntimeChoice
 from providers.runtimes import choice, refusal
 from services.common.settings import Settings
@@ -25,6 +31,7 @@ class RuntimeOps:
         self.settings = settings
         self.access = access
 
+    @handles(INSTANCES_SET_RUNTIME)
     async def instances_set_runtime(self, p: SetRuntimeParams, c: Caller) -> InstanceRuntime:
         await self.access.instance_exists(c, p.instance_id)
         if p.runtime is not None:
@@ -34,6 +41,7 @@ class RuntimeOps:
                  by=c.token_id)  # fmt: skip
         return self._answer(p.instance_id, p.runtime)
 
+    @handles(INSTANCES_GET_RUNTIME)
     async def instances_get_runtime(self, p: InstanceRef, c: Caller) -> InstanceRuntime:
         await self.access.instance_exists(c, p.instance_id)
         own = await self.store.instance_settings.runtime(p.instance_id)

@@ -23,8 +23,9 @@ from aiohttp import WSMsgType, web
 from contracts import daemon_rpc as d, gateway_sessions as gs, sessions as ss
 from contracts.audit import Action
 from contracts.errors import InvalidParams, StreamAborted
+from contracts.gateway_sessions import SESSIONS_CLOSE, SESSIONS_LIST, SESSIONS_OPEN, SESSIONS_RESIZE
 from contracts.ids import MACHINE_ID_RE
-from contracts.jsonrpc import MethodSpec, NoParams, P, R
+from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
 from core.byte_stream import ByteStream
 from core.relay import relay
 from services.gateway.access import Caller
@@ -54,6 +55,7 @@ class SessionOps:
         #: Run once a session opened (a devcontainer's postAttachCommand: environments/hook.py).
         self.attached = attached
 
+    @handles(SESSIONS_OPEN)
     async def sessions_open(self, p: gs.SessionsOpenParams, c: Caller) -> gs.OpenedSession:
         fields = msgspec.structs.asdict(p)
         del fields["machine_id"]
@@ -67,13 +69,16 @@ class SessionOps:
         return gs.OpenedSession(**msgspec.structs.asdict(info), machine_id=p.machine_id,
                                 attach_path=path)  # fmt: skip
 
+    @handles(SESSIONS_LIST)
     async def sessions_list(self, p: gs.MachineSessions, c: Caller) -> ss.SessionList:
         return await self.call(c, p.machine_id, d.SESSION_LIST, NoParams())
 
+    @handles(SESSIONS_RESIZE)
     async def sessions_resize(self, p: gs.SessionsResizeParams, c: Caller) -> ss.SessionInfo:
         params = ss.SessionResizeParams(session_id=p.session_id, cols=p.cols, rows=p.rows)
         return await self.call(c, p.machine_id, d.SESSION_RESIZE, params)
 
+    @handles(SESSIONS_CLOSE)
     async def sessions_close(self, p: gs.MachineSessionRef, c: Caller) -> ss.SessionClosed:
         params = ss.SessionRef(session_id=p.session_id)
         return await self.call(c, p.machine_id, d.SESSION_CLOSE, params)

@@ -6,8 +6,18 @@ from __future__ import annotations
 import structlog
 
 from contracts.errors import Conflict, HostFull, NotSupported, RunningMachinesLimit, Unavailable
-from contracts.gateway_stop import AutoStop, SetAutoStopParams
+from contracts.gateway_stop import (
+    INSTANCES_GET_AUTOSTOP,
+    INSTANCES_SET_AUTOSTOP,
+    MACHINES_PAUSE,
+    MACHINES_RESUME,
+    MACHINES_START,
+    MACHINES_STOP,
+    AutoStop,
+    SetAutoStopParams,
+)
 from contracts.gateway_types import InstanceRef, MachineRef
+from contracts.jsonrpc import handles
 from contracts.models import Machine
 from contracts.status import (
     PAUSE_STATES,
@@ -72,6 +82,7 @@ class StopOps:
         self.bus = bus
         self.access = access
 
+    @handles(MACHINES_STOP)
     async def machines_stop(self, p: MachineRef, c: Caller) -> Machine:
         machine = await self.access.machine(c, p.machine_id)
         if machine.status not in STOPPABLE | STOPPED_OR_STOPPING | {S.PAUSED}:
@@ -83,6 +94,7 @@ class StopOps:
         await stop_machine(self.store, self.bus, machine.id, "stopped by request")
         return await self.access.machine(c, p.machine_id)
 
+    @handles(MACHINES_START)
     async def machines_start(self, p: MachineRef, c: Caller) -> Machine:
         machine = await self.access.machine(c, p.machine_id)
         if machine.status in TERMINAL:
@@ -107,6 +119,7 @@ class StopOps:
             await start_machine(self.store, self.bus, machine.id, "started by request")
         return await self.access.machine(c, p.machine_id)
 
+    @handles(MACHINES_PAUSE)
     async def machines_pause(self, p: MachineRef, c: Caller) -> Machine:
         machine = await self.access.machine(c, p.machine_id)
         if machine.runtime != "gvisor":
@@ -124,6 +137,7 @@ class StopOps:
         await pause_machine(self.store, self.bus, machine.id, "paused by request")
         return await self.access.machine(c, p.machine_id)
 
+    @handles(MACHINES_RESUME)
     async def machines_resume(self, p: MachineRef, c: Caller) -> Machine:
         machine = await self.access.machine(c, p.machine_id)
         if machine.status in {S.READY, S.RESUMING}:
@@ -138,6 +152,7 @@ class StopOps:
         await resume_machine(self.store, self.bus, machine.id, "request")
         return await self.access.machine(c, p.machine_id)
 
+    @handles(INSTANCES_SET_AUTOSTOP)
     async def instances_set_autostop(self, p: SetAutoStopParams, c: Caller) -> AutoStop:
         await self.access.instance_exists(c, p.instance_id)
         # Off forgets the action too: a later setting starts from the default.
@@ -147,6 +162,7 @@ class StopOps:
                  action=action, by=c.token_id)  # fmt: skip
         return AutoStop(instance_id=p.instance_id, idle_after_s=p.idle_after_s, action=action)
 
+    @handles(INSTANCES_GET_AUTOSTOP)
     async def instances_get_autostop(self, p: InstanceRef, c: Caller) -> AutoStop:
         await self.access.instance_exists(c, p.instance_id)
         rule = await autostop_of(self.store, p.instance_id)
