@@ -1843,7 +1843,7 @@ export interface MachineResumeRequested {
   eventId: string;
   occurredAt?: string;
   machineId: string;
-  by: string;
+  by: WakeBy;
 }
 
 /**
@@ -1856,7 +1856,7 @@ export interface MachineResumed {
   occurredAt?: string;
   machineId: string;
   durationMs: number;
-  by: string;
+  by: WakeBy;
 }
 
 /**
@@ -1869,6 +1869,7 @@ export interface MachineStarted {
   occurredAt?: string;
   machineId: string;
   reason: string;
+  by?: WakeBy;
 }
 
 /**
@@ -1922,6 +1923,13 @@ export interface SetupPushed {
   envBytes: number;
   repoPaths: Array<string>;
 }
+
+/**
+ * What brought a machine back (``by`` of ``machine.started``, ``machine.resume-requested``
+ * and ``machine.resumed``): a request to, or a call that needed the machine while it was
+ * paused or stopped (wake on access, ``FLEET_WAKE_ON_ACCESS``: docs/stop-start.md).
+ */
+export type WakeBy = "codemode" | "exec" | "files" | "preview" | "process" | "request" | "terminal" | "tunnel";
 
 // --- the HTTP routes beside /rpc ---
 
