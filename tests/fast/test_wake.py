@@ -14,7 +14,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from contracts.errors import Conflict, DaemonTimeout, MachineStopped, RunningMachinesLimit
+from contracts.errors import (
+    Conflict,
+    DaemonTimeout,
+    Forbidden,
+    MachineStopped,
+    RunningMachinesLimit,
+)
 from contracts.events import (
     MachineResumed,
     MachineResumeRequested,
@@ -28,6 +34,7 @@ from services.common.settings import Settings
 from services.gateway.access import Caller
 from services.gateway.wake import wake_for
 from tests.fast.conftest import World
+from tests.fast.test_gateway import token_of, two_instances
 from tests.fast.test_pause import ready_gvisor
 
 method = pytest.mark.gateway_method
@@ -129,6 +136,26 @@ async def test_calls_at_once_on_a_stopped_machine_start_it_once(world: World) ->
     assert len(world.bus.of(MachineStarted, m.id)) == 1
 
 
+async def test_no_call_of_another_instances_caller_wakes_a_machine(
+    world: World, tmp_path: Path
+) -> None:
+    """The caller's right to the machine is checked before anything wakes it: a call that
+    would be refused must not resume or start it (its memory, its running limit, its cost)."""
+    a, b = await two_instances(world)
+    p = await ready_gvisor(world, tmp_path, a)
+    await world.rpc("machines.pause", {"machineId": p.id})
+    await world.bus.settle()
+    for name, params in (EXEC, ("machines.previewTicket", {"port": 3000}),
+                         ("machines.listDir", {"path": "."})):  # fmt: skip
+        with pytest.raises(Forbidden):
+            await world.rpc(name, {"machineId": p.id, **params}, token_of(b))
+    with pytest.raises(Forbidden):
+        await wake_for(world.api.access, token_of(b).doing(PORTS), p.id, WakeBy.PREVIEW, None)
+    await world.bus.settle()
+    assert world.bus.of(MachineResumeRequested) == []
+    assert (await world.machine(p.id)).status is S.PAUSED
+
+
 @method("machines.process.list", "machines.daemonLog")
 async def test_a_look_never_wakes_a_machine(world: World, tmp_path: Path) -> None:
     p, s = await paused(world, tmp_path), await stopped(world)
@@ -139,7 +166,7 @@ async def test_a_look_never_wakes_a_machine(world: World, tmp_path: Path) -> Non
             await world.rpc(name, {"machineId": p.id, **params})
         with pytest.raises(MachineStopped):
             await world.rpc(name, {"machineId": s.id, **params})
-    assert world.bus.of(MachineResumeRequested) == world.bus.of(MachineStarted) == []
+    assert (world.bus.of(MachineResumeRequested), world.bus.of(MachineStarted)) == ([], [])
 
 
 @method("machines.previewTicket")
@@ -220,6 +247,6 @@ class TestOff:
         assert await wake_for(world.api.access, caller, p.id, WakeBy.PREVIEW, None) is False
         await world.bus.settle()
         assert len(world.daemons.calls) == calls
-        assert world.bus.of(MachineResumeRequested) == world.bus.of(MachineStarted) == []
+        assert (world.bus.of(MachineResumeRequested), world.bus.of(MachineStarted)) == ([], [])
         assert (await world.machine(p.id)).status is S.PAUSED
         assert (await world.machine(s.id)).status is S.STOPPED
