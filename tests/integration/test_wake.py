@@ -6,21 +6,12 @@ tests/integration/test_gvisor_pause.py. The rules in memory: tests/fast/test_wak
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-from contracts.events import Event, MachineStarted
+from contracts.events import MachineStarted
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from tests.integration.test_gvisor_pause import events_of
 from tests.stop_checks import ready_machine
-
-
-async def events_of(stack: FleetClient, mid: str, kind: type[Event]) -> list[Event]:
-    out: list[Event] = []
-    async with contextlib.aclosing(stack.events(mid, follow=False)) as events:
-        async for _, event in events:
-            if isinstance(event, kind):
-                out.append(event)
-    return out
 
 
 async def test_an_exec_on_a_stopped_machine_starts_it_once_and_is_answered(
