@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from contracts.errors import (
     Conflict,
@@ -31,7 +33,10 @@ from contracts.models import Machine
 from contracts.people import PORTS
 from contracts.status import MachineStatus as S
 from services.common.settings import Settings
+from services.gateway import preview
 from services.gateway.access import Caller
+from services.gateway.limits import BadSecrets
+from services.gateway.tunnels import Tunnels
 from services.gateway.wake import wake_for
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances
@@ -250,3 +255,52 @@ class TestOff:
         assert (world.bus.of(MachineResumeRequested), world.bus.of(MachineStarted)) == ([], [])
         assert (await world.machine(p.id)).status is S.PAUSED
         assert (await world.machine(s.id)).status is S.STOPPED
+
+
+def preview_of(world: World) -> Tunnels:
+    async def resolve(token: str) -> Caller | None:
+        return ADMIN if token == "good" else None
+
+    return Tunnels(opener=world.api.byte_streams, resolve=resolve, guesses=BadSecrets(60))
+
+
+def page_load(machine_id: str, accept: str) -> web.Request:
+    path = f"/machines/{machine_id}/ports/3000/"
+    return make_mocked_request("GET", path, headers={"Accept": accept},
+                               match_info={"machine_id": machine_id, "port": "3000"})  # fmt: skip
+
+
+async def test_a_browsers_page_load_gets_the_waking_page_past_its_wait(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preview listener's own path (``serve_preview``): a page load whose machine is not
+    awake within the wait (here 0.05 s: nothing delivers the resume) gets the page that loads
+    itself again, and the resume goes on."""
+    monkeypatch.setattr(preview, "WAKING_PAGE_AFTER_S", 0.05)
+    m = await paused(world, tmp_path)
+    target = preview.Target(m.id, 3000, f"/machines/{m.id}/ports/3000/")
+    html = "text/html,application/xhtml+xml,*/*;q=0.8"
+    resp = await preview.serve_preview(page_load(m.id, html), preview_of(world),
+                                       world.api.ports.previews, "good", target)  # fmt: skip
+    assert isinstance(resp, web.Response)
+    assert (resp.status, resp.headers["Cache-Control"]) == (200, "no-store")
+    assert resp.text is not None
+    assert 'http-equiv="refresh"' in resp.text
+    assert (await world.machine(m.id)).status is S.RESUMING
+    [asked] = world.bus.of(MachineResumeRequested, m.id)
+    assert asked.by == WakeBy.PREVIEW
+
+
+class TestHeld:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return msgspec.structs.replace(settings, wake_timeout_s=0.1)
+
+    async def test_a_request_that_is_no_page_load_is_held_never_answered_the_page(
+        self, world: World, tmp_path: Path
+    ) -> None:
+        m = await paused(world, tmp_path)
+        target = preview.Target(m.id, 3000, f"/machines/{m.id}/ports/3000/")
+        with pytest.raises(DaemonTimeout):  # held for the whole wake, which nothing delivers
+            await preview.serve_preview(page_load(m.id, "*/*"), preview_of(world),
+                                        world.api.ports.previews, "good", target)  # fmt: skip
