@@ -32,7 +32,7 @@ class WakeBy(StrEnum):
     #: ``machines.writeFile``, ``readFile``, ``listDir``, ``stat``, ``removeFile``, a file
     #: upload or download.
     FILES = "files"
-    #: A terminal: ``machines.sessions.*``, a session's attach.
+    #: A terminal: ``sessions.open``, ``.resize``, ``.close``, a session's attach.
     TERMINAL = "terminal"
     #: A port's tunnel (``fleet machines forward``, ``tunnel``, ssh).
     TUNNEL = "tunnel"

@@ -44,7 +44,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 #: The daemon methods that wake their machine, by what they are; any other (a look, such as
-#: ``process.list`` or ``daemonLog``, which a console polls) never does.
+#: ``process.list``, ``daemonLog`` or ``session.list``, which the console asks when it shows
+#: a machine) never does.
 WAKES: dict[str, WakeBy] = {
     d.EXEC_COMMAND.name: WakeBy.EXEC,
     d.WRITE_FILE.name: WakeBy.FILES,
@@ -55,7 +56,6 @@ WAKES: dict[str, WakeBy] = {
     df.DOWNLOAD_FILE.name: WakeBy.FILES,
     df.UPLOAD_FILE.name: WakeBy.FILES,
     d.SESSION_OPEN.name: WakeBy.TERMINAL,
-    d.SESSION_LIST.name: WakeBy.TERMINAL,
     d.SESSION_RESIZE.name: WakeBy.TERMINAL,
     d.SESSION_CLOSE.name: WakeBy.TERMINAL,
     d.SESSION_ATTACH.name: WakeBy.TERMINAL,

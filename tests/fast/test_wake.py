@@ -165,7 +165,7 @@ async def test_no_call_of_another_instances_caller_wakes_a_machine(
 async def test_a_look_never_wakes_a_machine(world: World, tmp_path: Path) -> None:
     p, s = await paused(world, tmp_path), await stopped(world)
     for name in ("machines.process.list", "machines.process.logs", "machines.daemonLog",
-                 "machines.ports"):  # fmt: skip
+                 "machines.ports", "sessions.list"):  # fmt: skip
         params = {"tag": "x"} if name == "machines.process.logs" else {}
         with pytest.raises(Conflict):
             await world.rpc(name, {"machineId": p.id, **params})
