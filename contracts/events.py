@@ -7,6 +7,7 @@ any of them with ``decode_event``; ``subject_of`` gives the subject an event is 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Literal
 
 import msgspec
@@ -17,6 +18,30 @@ from contracts.subjects import ConfigKind, EventKind
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+class WakeBy(StrEnum):
+    """What brought a machine back (``by`` of ``machine.started``, ``machine.resume-requested``
+    and ``machine.resumed``): a request to, or a call that needed the machine while it was
+    paused or stopped (wake on access, ``FLEET_WAKE_ON_ACCESS``: docs/stop-start.md)."""
+
+    #: ``machines.start`` or ``machines.resume``.
+    REQUEST = "request"
+    #: ``machines.exec``, ``machines.execStream``.
+    EXEC = "exec"
+    #: ``machines.writeFile``, ``readFile``, ``listDir``, ``stat``, ``removeFile``, a file
+    #: upload or download.
+    FILES = "files"
+    #: A terminal: ``sessions.open``, ``.resize``, ``.close``, a session's attach.
+    TERMINAL = "terminal"
+    #: A port's tunnel (``fleet machines forward``, ``tunnel``, ssh).
+    TUNNEL = "tunnel"
+    #: A preview request (or ``machines.previewTicket``).
+    PREVIEW = "preview"
+    #: ``machines.process.start``, ``.kill``.
+    PROCESS = "process"
+    #: A codemode run against the machine.
+    CODEMODE = "codemode"
 
 
 class _BaseEvent(
@@ -122,6 +147,8 @@ class MachineStarted(_Event, tag=EventKind.STARTED.value, kw_only=True):
     same home); the pipeline then runs from its daemon's ready report as after a create."""
 
     reason: str
+    #: What started it: ``request`` (machines.start), or the call that woke it.
+    by: WakeBy = WakeBy.REQUEST
 
 
 class MachinePauseRequested(_Event, tag=EventKind.PAUSE_REQUESTED.value, kw_only=True):
@@ -150,8 +177,8 @@ class MachinePauseRefused(_Event, tag=EventKind.PAUSE_REFUSED.value, kw_only=Tru
 class MachineResumeRequested(_Event, tag=EventKind.RESUME_REQUESTED.value, kw_only=True):
     """The machine is resuming (its status says so already): the provisioner restores it."""
 
-    #: What asked: ``request`` (machines.resume).
-    by: str
+    #: What asked: ``request`` (machines.resume), or the call that woke it.
+    by: WakeBy
 
 
 class MachineResumed(_Event, tag=EventKind.RESUMED.value, kw_only=True):
@@ -159,7 +186,7 @@ class MachineResumed(_Event, tag=EventKind.RESUMED.value, kw_only=True):
     ``ready`` now."""
 
     duration_ms: float
-    by: str
+    by: WakeBy
 
 
 class MachineUnresponsive(_Event, tag=EventKind.UNRESPONSIVE.value, kw_only=True):

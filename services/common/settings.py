@@ -205,6 +205,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     autostop_tick_s: float = 2.0
     #: A machine paused this long (seconds) is stopped, its memory image deleted; 0: never.
     paused_stop_after_s: int = 86400
+    #: A call that needs a paused or stopped machine resumes or starts it and waits for it
+    #: (docs/stop-start.md#wake-on-access); false: it is refused at once.
+    wake_on_access: bool = True
+    #: How long such a call waits for its machine to answer before it gives up (504).
+    wake_timeout_s: float = 45.0
     # archive
     #: How long an archive waits for the daemon it asked to stop to report ``stopping`` before
     #: revoking its access anyway (a daemon that does not answer is revoked at once).
@@ -405,6 +410,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         if self.paused_stop_after_s < 0:
             raise ValueError(f"FLEET_PAUSED_STOP_AFTER_S: {self.paused_stop_after_s} is not "
                              ">= 0 (0: never)")  # fmt: skip
+        if not self.wake_timeout_s > 0:
+            raise ValueError(f"FLEET_WAKE_TIMEOUT_S: {self.wake_timeout_s} is not > 0")
         if self.host_capacity < 0:
             raise ValueError(f"FLEET_HOST_CAPACITY: {self.host_capacity} is not >= 0")
         if not self.host_id or any(c.isspace() for c in self.host_id):

@@ -15,6 +15,7 @@ from contracts.events import (
     MachineResumeRequested,
     MachineStarted,
     MachineStopped,
+    WakeBy,
 )
 from contracts.ids import new_event_id
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
@@ -50,16 +51,17 @@ async def stop_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> 
     return t
 
 
-async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> Transition:
+async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str,
+                        by: WakeBy = WakeBy.REQUEST) -> Transition:  # fmt: skip
     """Move a stopped (or stopping) machine to booting and tell the provisioner to start it
     again, once its stop is carried out. Only such a one: booting also admits provisioning,
-    which is a create's business."""
+    which is a create's business. ``by``: what asked (``machine.started``'s ``by``)."""
     status = (await store.get_machine(machine_id)).status
     if status is S.BOOTING and await stop_done(store, machine_id):
         # A start on its way (or one whose event a dying gateway never published): publishing
         # again is harmless, the provisioner's start is idempotent.
         await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,
-                                         reason=reason))  # fmt: skip
+                                         reason=reason, by=by))  # fmt: skip
         return Transition(accepted=True, previous=status, target=S.BOOTING)
     if status not in STOPPED_OR_STOPPING:  # nothing moves: a stopped one never goes back there
         return Transition(accepted=False, previous=status, target=S.BOOTING)
@@ -67,8 +69,8 @@ async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str) ->
     if t.moved:
         await reset_activity(store, machine_id)  # its idle time counts from its start
         await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,
-                                         reason=reason))  # fmt: skip
-        log.info("machine.start_requested", machine_id=machine_id, reason=reason)
+                                         reason=reason, by=by))  # fmt: skip
+        log.info("machine.start_requested", machine_id=machine_id, reason=reason, by=by.value)
     return t
 
 
@@ -83,11 +85,11 @@ async def pause_machine(store: Store, bus: Bus, machine_id: str, reason: str) ->
     return t
 
 
-async def resume_machine(store: Store, bus: Bus, machine_id: str, by: str) -> Transition:
+async def resume_machine(store: Store, bus: Bus, machine_id: str, by: WakeBy) -> Transition:
     """Mark a paused machine resuming and tell the provisioner to restore it."""
     t = await store.transition(machine_id, S.RESUMING, f"resuming ({by})")
     if t.moved:
         await bus.publish(MachineResumeRequested(event_id=new_event_id(), machine_id=machine_id,
                                                  by=by))  # fmt: skip
-        log.info("machine.resume_requested", machine_id=machine_id, by=by)
+        log.info("machine.resume_requested", machine_id=machine_id, by=by.value)
     return t

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
 from contracts.errors import Conflict, Forbidden, InvalidParams, MachineStopped
+from contracts.events import WakeBy
 from contracts.jsonrpc import Handler, Router
 from contracts.models import Machine
 from contracts.people import (
@@ -143,6 +144,17 @@ def _doing(handler: Handler[Any, Any, Caller], scope: str) -> Handler[Any, Any, 
     return call
 
 
+class Wake(Protocol):
+    """What ``live_machine`` asks of ``services.gateway.wake.Waker``."""
+
+    enabled: bool
+
+    async def needed(self, machine: Machine) -> bool: ...
+    async def kick(self, machine: Machine, by: WakeBy) -> Machine: ...
+    async def wake(self, machine: Machine, by: WakeBy,
+                   within_s: float | None = None) -> Machine: ...  # fmt: skip
+
+
 class Access:
     """Records looked up on behalf of a caller: Forbidden when they are not theirs."""
 
@@ -150,6 +162,8 @@ class Access:
         self.store = store
         self.code = code
         self.activity = ActivityClock(store)
+        #: Wakes a paused or stopped machine for a call that needs it (set by the gateway).
+        self.waker: Wake | None = None
 
     async def versioned(self, machine: Machine) -> Machine:
         """``codeStatus`` from git ancestry; ``updateAvailable``: behind, on a live machine."""
@@ -164,12 +178,22 @@ class Access:
         c.require(machine.instance_id)
         return await self.versioned(machine)
 
-    async def live_machine(self, c: Caller, machine_id: str, *, active: bool = True) -> Machine:
+    async def live_machine(self, c: Caller, machine_id: str, *, active: bool = True,
+                           wake: WakeBy | None = None, wait: bool = True) -> Machine:  # fmt: skip
         """A machine the caller may reach into: any but an archived or a stopped one. Every
         gateway method that needs the machine's daemon comes through here, so a stopped
         machine is refused at once (never a timeout) and the call counts as activity
-        (``active=False``: a look that must not keep the machine awake)."""
+        (``active=False``: a look that must not keep the machine awake).
+
+        ``wake``: what the call is (``contracts.events.WakeBy``); with wake on access on, a
+        paused or stopped machine is resumed or started first and the call waits until it
+        answers (``wait=False``: it is asked to, and the call goes on at once)."""
         machine = await self.machine(c, machine_id)
+        waker = self.waker
+        if wake and waker and waker.enabled and await waker.needed(machine):
+            if not wait:
+                return await waker.kick(machine, wake)
+            machine = await waker.wake(machine, wake)
         # A failed machine still answers (that is when you want to look inside); archived is gone.
         if machine.status in ARCHIVED_OR_ARCHIVING:
             raise Conflict(

@@ -13,7 +13,7 @@ from contracts import (
 from contracts.audit import AUDIT_LIST, AuditEntries, AuditListParams
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict, Forbidden, InvalidParams, Unavailable
-from contracts.events import EnvChanged, MachineArchived, ReposChanged
+from contracts.events import EnvChanged, MachineArchived, ReposChanged, WakeBy
 from contracts.gateway_rpc import (
     ENV_LIST,
     ENV_SET,
@@ -106,6 +106,7 @@ from services.gateway.runtime_ops import RuntimeOps, check_root, root_exec
 from services.gateway.sessions import SessionOps
 from services.gateway.stop_ops import StopOps, check_running_limit
 from services.gateway.tickets import EventTickets
+from services.gateway.wake import Waker
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +156,9 @@ class GatewayApi:
             keys=keys,
         )
         self.stops = StopOps(store=store, bus=bus, access=self.access)
+        self.access.waker = Waker(store=store, bus=bus, daemons=daemons,
+                                  enabled=self.settings.wake_on_access,
+                                  timeout_s=self.settings.wake_timeout_s)  # fmt: skip
         self.runtimes = RuntimeOps(store=store, settings=self.settings, access=self.access)
         self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
                              max_snapshots=self.settings.max_snapshots)  # fmt: skip
@@ -384,7 +388,7 @@ class GatewayApi:
 
     @handles(MACHINES_EXEC)
     async def machines_exec(self, p: MachineExecParams, c: Caller) -> ExecCommandResult:
-        machine = await self.access.live_machine(c, p.machine_id)
+        machine = await self.access.live_machine(c, p.machine_id, wake=WakeBy.EXEC)
         if p.user == "root":
             check_root(machine)
             return await self.host_control.exec_as_root(machine, root_exec(p))
@@ -393,7 +397,7 @@ class GatewayApi:
 
     @handles(MACHINES_WRITE_FILE)
     async def machines_write_file(self, p: MachineWriteFileParams, c: Caller) -> WriteFileResult:
-        await self.access.live_machine(c, p.machine_id)
+        await self.access.live_machine(c, p.machine_id, wake=WakeBy.FILES)
         return await self.daemons.machine(p.machine_id).write_file(p.path, p.content, p.mode)
 
     # --- access tokens ----------------------------------------------------------------------

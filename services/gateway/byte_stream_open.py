@@ -24,12 +24,14 @@ from typing import Literal, Protocol, TypeVar
 from aiohttp import WSMessage
 from nats.aio.client import Client as NATS
 
+from contracts.events import WakeBy
 from contracts.jsonrpc import MethodSpec, P
 from services.common.byte_stream_join import OnTraffic, PlatformStream, join
 from services.common.daemon_client import DaemonClient
 from services.gateway.access import Access, Caller, Reach
 from services.gateway.audit_log import AuditLog
 from services.gateway.byte_stream_slots import ByteStreamSlots
+from services.gateway.wake import WAKES
 
 
 class _Opened(Protocol):
@@ -72,12 +74,15 @@ class ByteStreamOpener:
         chunk_size: int,
         traffic: Traffic = "both",
         audit: str | None = None,
+        wake: WakeBy | None = None,
     ) -> tuple[Opened, PlatformStream]:
         """The daemon's answer to ``spec`` and the stream it opened, joined (see the module).
-        ``audit``: the action the audit log records for this opening (None: not recorded)."""
+        ``audit``: the action the audit log records for this opening (None: not recorded).
+        ``wake``: what wakes a paused or stopped machine (by default, what ``spec`` is)."""
         try:
             opened, stream = await self._open(caller, machine_id, spec, params, window=window,
-                                              chunk_size=chunk_size, traffic=traffic)  # fmt: skip
+                                              chunk_size=chunk_size, traffic=traffic,
+                                              wake=wake or WAKES.get(spec.name))  # fmt: skip
         except Exception as exc:
             self._record(audit, caller, machine_id, params, exc)
             raise
@@ -91,11 +96,11 @@ class ByteStreamOpener:
                               error=error)  # fmt: skip
 
     async def _open(self, caller: Caller, machine_id: str, spec: MethodSpec[P, Opened],
-                    params: P, *, window: int, chunk_size: int,
-                    traffic: Traffic) -> tuple[Opened, PlatformStream]:  # fmt: skip
+                    params: P, *, window: int, chunk_size: int, traffic: Traffic,
+                    wake: WakeBy | None) -> tuple[Opened, PlatformStream]:  # fmt: skip
         release = self.slots.take(caller)
         try:
-            machine = await self.access.live_machine(caller, machine_id)
+            machine = await self.access.live_machine(caller, machine_id, wake=wake)
             opened = await self.daemons.call(machine_id, spec, params)
             on_traffic: OnTraffic | None = None
             if traffic != "none":

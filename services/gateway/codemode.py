@@ -49,6 +49,7 @@ from contracts.codemode import (
     new_run_id,
 )
 from contracts.errors import CodemodeUnavailable, InvalidParams, NotFound, error_from_wire
+from contracts.events import WakeBy
 from contracts.jsonrpc import handles
 from core.reply_server import ReplyServer
 from services.common.bus import Bus
@@ -84,7 +85,9 @@ class CodemodeOps:
         method's scope on it (on the platform when it is none): a run gets that instance's
         bridges, which call their APIs with the credentials its owner stored."""
         if machine_id is not None:
-            machine = await self._access.live_machine(c, machine_id)
+            # Its machine starts waking now; the run's calls on it wait for it.
+            machine = await self._access.live_machine(c, machine_id, wake=WakeBy.CODEMODE,
+                                                      wait=False)  # fmt: skip
             if instance_id is not None and instance_id != machine.instance_id:
                 raise InvalidParams(
                     f"machine {machine_id} is not in instance {instance_id}", field="$.instanceId"

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from contracts import daemon_rpc as d
 from contracts.errors import InvalidRequest, MethodNotFound
+from contracts.events import WakeBy
 from contracts.gateway_live import (
     MACHINES_EXEC_STREAM,
     SSE_OUTPUT,
@@ -54,7 +55,7 @@ class ExecStreamOps:
     async def machines_exec_stream(
         self, p: MachineExecStreamParams, c: Caller
     ) -> d.ExecCommandResult:
-        await self.access.live_machine(c, p.machine_id)
+        await self.access.live_machine(c, p.machine_id, wake=WakeBy.EXEC)
         params = d.ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd,
                                      env=p.env)  # fmt: skip
         mc = self.daemons.machine(p.machine_id)

@@ -65,6 +65,7 @@ from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.access import Access, Caller, default_instance
 from services.gateway.host_control import HostControl
+from services.gateway.wake import WAKES
 
 log = structlog.get_logger(__name__)
 
@@ -228,8 +229,9 @@ class MachineOps:
         self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P, *, active: bool = True
     ) -> R:
         """A daemon method on the caller's machine; ``active=False``: a look (a console polls
-        it) that does not count as activity for auto-stop."""
-        await self.access.live_machine(c, machine_id, active=active)
+        it) that does not count as activity for auto-stop, nor wakes the machine."""
+        wake = WAKES.get(spec.name) if active else None
+        await self.access.live_machine(c, machine_id, active=active, wake=wake)
         return await self.daemons.call(machine_id, spec, params)
 
     # --- cron --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import secrets
 
 import msgspec
 
+from contracts.events import WakeBy
 from contracts.jsonrpc import handles
 from contracts.ports import MACHINES_PREVIEW_TICKET, PreviewTicket, PreviewTicketParams
 from services.common.daemon_client import DaemonClient
@@ -112,7 +113,8 @@ class PortOps:
 
     @handles(MACHINES_PREVIEW_TICKET)
     async def machines_preview_ticket(self, p: PreviewTicketParams, c: Caller) -> PreviewTicket:
-        await self.access.live_machine(c, p.machine_id)
+        # Its machine starts waking now; the preview's own request waits for it.
+        await self.access.live_machine(c, p.machine_id, wake=WakeBy.PREVIEW, wait=False)
         grant = PreviewGrant(caller=c, machine_id=p.machine_id, port=p.port)
         url = self.origin.url(p.machine_id, p.port)
         return PreviewTicket(ticket=await self.previews.issue_ticket(grant), url=url,

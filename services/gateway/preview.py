@@ -33,6 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from contracts.errors import BadUpstream, FleetError, InvalidParams, StreamAborted, Unauthorized
+from contracts.events import WakeBy
 from contracts.ports import (
     PREVIEW_COOKIE,
     PREVIEW_PREFIX,
@@ -54,6 +55,7 @@ from services.gateway.preview_policy import (
     preview_cookies,
 )
 from services.gateway.tunnels import Tunnels, serve_tunnel_ws, target
+from services.gateway.wake import WAKING_PAGE_AFTER_S, waking_page, wants_waking_page
 
 log = structlog.get_logger(__name__)
 ErrorResponse = Callable[[FleetError], web.Response]
@@ -98,7 +100,12 @@ async def serve_preview(request: web.Request, tunnels: Tunnels, previews: Previe
     if ticket is not None:
         return await _spend_ticket(request, tunnels, previews, ticket, t)
     caller = await _caller(request, tunnels, previews, bearer, t.machine_id, t.port)
-    stream = await tunnels.open(caller, t.machine_id, t.port)
+    page = wants_waking_page(request.method, request.headers.get("Accept", ""))
+    woken = await tunnels.wake(caller, t.machine_id, WakeBy.PREVIEW,
+                               WAKING_PAGE_AFTER_S if page else None)  # fmt: skip
+    if woken is None:  # a browser's page load: it loads again, and waits on then
+        return waking_page(t.machine_id, "waking")
+    stream = await tunnels.open(caller, t.machine_id, t.port, wake=WakeBy.PREVIEW, woken=woken)
     try:
         return await _proxy(request, stream, t.port, t.prefix, strip_authorization=bool(bearer))
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import structlog
 
 from contracts.errors import Conflict, HostFull, NotSupported, RunningMachinesLimit, Unavailable
+from contracts.events import WakeBy
 from contracts.gateway_stop import (
     INSTANCES_GET_AUTOSTOP,
     INSTANCES_SET_AUTOSTOP,
@@ -29,6 +30,7 @@ from contracts.status import (
 from services.common.bus import Bus
 from services.common.stop_start import pause_machine, resume_machine, start_machine, stop_machine
 from services.common.store import Store
+from services.common.store_stages import Transition
 from services.common.store_stop import AutoStopRule, autostop_of, set_autostop
 from services.gateway.access import Access, Caller
 
@@ -76,6 +78,27 @@ async def check_host_room(store: Store, machine: Machine) -> None:
         )  # fmt: skip
 
 
+async def start_checked(store: Store, bus: Bus, machine: Machine, reason: str,
+                        by: WakeBy) -> Transition:  # fmt: skip
+    """Start a stopped (or stopping) machine once it passes its instance's running limit and
+    its host's room (``machines.start`` and a wake on access); a booting one's start is only
+    published again."""
+    if machine.status not in STOPPED_OR_STOPPING:
+        return await start_machine(store, bus, machine.id, reason, by)
+    # One start per host at a time, from any gateway: each counts the others' machines
+    # once they are booting, so two cannot both take the host's last place.
+    host = machine.host_id or "-"
+    async with store.lock_waiting(f"host-start:{host}", ttl_s=10, wait_s=5) as held:
+        if not held:
+            raise Unavailable(f"another start on host {host} holds its place; retry")
+        status = (await store.get_machine(machine.id)).status
+        if status not in STOPPED_OR_STOPPING:  # another call started it while this one waited
+            return Transition(accepted=False, previous=status, target=S.BOOTING)
+        await check_running_limit(store, machine.instance_id, machine.id)
+        await check_host_room(store, machine)
+        return await start_machine(store, bus, machine.id, reason, by)
+
+
 class StopOps:
     def __init__(self, *, store: Store, bus: Bus, access: Access) -> None:
         self.store = store
@@ -105,18 +128,7 @@ class StopOps:
             )
         if machine.status not in STOPPED_OR_STOPPING | {S.BOOTING}:
             return machine  # running, or on its way up after a create: nothing to do
-        if machine.status not in STOPPED_OR_STOPPING:
-            await start_machine(self.store, self.bus, machine.id, "started by request")
-            return await self.access.machine(c, p.machine_id)
-        # One start per host at a time, from any gateway: each counts the others' machines
-        # once they are booting, so two cannot both take the host's last place.
-        host = machine.host_id or "-"
-        async with self.store.lock_waiting(f"host-start:{host}", ttl_s=10, wait_s=5) as held:
-            if not held:
-                raise Unavailable(f"another start on host {host} holds its place; retry")
-            await check_running_limit(self.store, machine.instance_id, machine.id)
-            await check_host_room(self.store, machine)
-            await start_machine(self.store, self.bus, machine.id, "started by request")
+        await start_checked(self.store, self.bus, machine, "started by request", WakeBy.REQUEST)
         return await self.access.machine(c, p.machine_id)
 
     @handles(MACHINES_PAUSE)
@@ -149,7 +161,7 @@ class StopOps:
                              else ""),
                 data={"status": machine.status.value},
             )  # fmt: skip
-        await resume_machine(self.store, self.bus, machine.id, "request")
+        await resume_machine(self.store, self.bus, machine.id, WakeBy.REQUEST)
         return await self.access.machine(c, p.machine_id)
 
     @handles(INSTANCES_SET_AUTOSTOP)

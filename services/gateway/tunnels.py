@@ -18,12 +18,14 @@ grants it more credit) only once the WebSocket took the previous one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import structlog
 from aiohttp import WSMsgType, web
 
 from contracts.audit import Action
 from contracts.errors import InvalidParams, StreamAborted, Unauthorized
+from contracts.events import WakeBy
 from contracts.ids import MACHINE_ID_RE
 from contracts.people import PORTS
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
@@ -34,6 +36,7 @@ from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener, Socket
 from services.gateway.errors_http import close_reason
 from services.gateway.limits import BadSecrets
+from services.gateway.wake import open_woken, wake_for
 
 log = structlog.get_logger(__name__)
 
@@ -57,17 +60,25 @@ class Tunnels:
         self.resolve = resolve
         self.guesses = guesses
 
-    async def open(self, caller: Caller, machine_id: str, port: int,
-                   audit: str | None = None) -> PlatformStream:  # fmt: skip
+    async def open(self, caller: Caller, machine_id: str, port: int, audit: str | None = None,
+                   wake: WakeBy = WakeBy.TUNNEL,
+                   woken: bool = False) -> PlatformStream:  # fmt: skip
         """A stream joined to ``127.0.0.1:<port>`` in the machine, if the caller may reach it.
         Port traffic either way is activity: a forwarded dev server in use stays up. ``audit``:
         the action the audit log records (a preview's requests are not recorded one by one:
-        its ticket is)."""
+        its ticket is). ``wake``: what a paused or stopped machine is woken by; ``woken``: it
+        was just woken (``wake``), and its port may take a moment to listen."""
         params = TunnelConnectParams(port=port, chunk_size=CHUNK, window=WINDOW)
-        _, stream = await self.opener.open(caller.doing(PORTS), machine_id, TUNNEL_CONNECT, params,
-                                           window=WINDOW, chunk_size=CHUNK,
-                                           audit=audit)  # fmt: skip
+        opened = partial(self.opener.open, caller.doing(PORTS), machine_id, TUNNEL_CONNECT,
+                         params, window=WINDOW, chunk_size=CHUNK, audit=audit,
+                         wake=wake)  # fmt: skip
+        _, stream = await open_woken(opened, woken)
         return stream
+
+    async def wake(self, caller: Caller, machine_id: str, by: WakeBy,
+                   within_s: float | None) -> bool | None:  # fmt: skip
+        """``services.gateway.wake.wake_for``, with the scope a port's call needs."""
+        return await wake_for(self.opener.access, caller.doing(PORTS), machine_id, by, within_s)
 
     async def bearer_caller(self, request: web.Request, token: str) -> Caller:
         """The caller of a bearer token; a client that keeps sending bad ones is refused."""
@@ -99,7 +110,10 @@ async def serve_tunnel_ws(
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30.0, compress=False)
     if not ws.can_prepare(request).ok:  # checked before a tunnel is opened for nothing
         raise InvalidParams("a tunnel is a WebSocket: send Upgrade: websocket", field="Upgrade")
-    stream = await tunnels.open(caller, machine_id, port, audit=Action.TUNNEL_OPEN)
+    woken = await tunnels.wake(caller, machine_id, WakeBy.TUNNEL, None)
+    stream = await tunnels.open(
+        caller, machine_id, port, audit=Action.TUNNEL_OPEN, woken=bool(woken)
+    )
     try:
         await ws.prepare(request)
         code, reason = await relay_tunnel(ws, stream)

@@ -6,18 +6,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from contracts.errors import Conflict, Forbidden, NotFound, NotSupported, RunningMachinesLimit
 from contracts.events import MachinePaused, MachinePauseRefused, MachineResumed
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
+from services.common.settings import Settings
 from services.gateway.stop_ops import check_running_limit
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
 from tests.fast.test_runtime import fake_runsc, with_runsc
 
 method = pytest.mark.gateway_method
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Wake on access off (``FLEET_WAKE_ON_ACCESS=false``): a call that needs a paused machine
+    is refused at once, as these tests say; with it on (the default): tests/fast/test_wake.py."""
+    return msgspec.structs.replace(settings, wake_on_access=False)
 
 
 async def ready_gvisor(world: World, tmp_path: Path, instance_id: str | None = None) -> Machine:

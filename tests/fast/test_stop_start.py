@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from contracts.errors import (
@@ -23,12 +24,20 @@ from contracts.events import (
     MachineStopped as Stopped,
 )
 from contracts.status import MachineStatus as S
+from services.common.settings import Settings
 from services.common.store_stop import record_activity
 from services.prober.autostop import IdleStopper
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
 
 method = pytest.mark.gateway_method
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Wake on access off (``FLEET_WAKE_ON_ACCESS=false``): a call that needs a stopped machine
+    is refused at once, as these tests say; with it on (the default): tests/fast/test_wake.py."""
+    return msgspec.structs.replace(settings, wake_on_access=False)
 
 
 @method("machines.stop", "machines.start")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import aiohttp
+import msgspec
 import pytest
 
 from contracts.errors import ERROR_HEADER, DaemonUnavailable, FleetError, MachineStopped
@@ -36,6 +37,13 @@ class Answer(NamedTuple):
     status: int
     code: int
     message: str
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Wake on access off: the stopped machine here has no provider behind it, and its calls
+    are to be refused (a call that wakes one: tests/integration/test_wake.py)."""
+    return msgspec.structs.replace(settings, wake_on_access=False)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """Pause and resume of a gvisor machine (docs/stop-start.md), on real runsc sandboxes with real
 daemons: a process's memory goes on with the same PID, the statuses and events, the host's
-memory freed while paused, a terminal's shell and scrollback kept, and a pause refused by name
-while a process of the machine holds a TCP connection. The rules in memory:
-tests/fast/test_pause.py."""
+memory freed while paused, a terminal's shell and scrollback kept, a pause refused by name
+while a process of the machine holds a TCP connection, and a preview request that wakes a
+paused machine. The rules in memory: tests/fast/test_pause.py, tests/fast/test_wake.py."""
 
 from __future__ import annotations
 
@@ -10,15 +10,19 @@ import asyncio
 import contextlib
 import sys
 
+import aiohttp
 import msgspec
 import pytest
 
 from contracts.events import Event, MachinePaused, MachineResumed
 from fleet.client import FleetClient
+from fleet.embedded import free_port
 from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
 from tests.integration import test_gvisor as gv
 from tests.integration.test_files_cli import _fleet
 from tests.integration.test_gvisor import answers, ready_gvisor, sandbox_processes
+from tests.integration.test_ports import bearer, previews
 from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until
 
@@ -50,6 +54,37 @@ import socket, sys, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 open(sys.argv[3], 'w').write('connected')
 time.sleep(3600)
+"""
+
+
+#: Serves HTTP on the given port only once the machine was paused and resumed: a listener
+#: would block the pause. It takes the resume for the daemon's NATS connection coming back on
+#: another local port (the connection is let go for the pause, and made anew after it).
+SERVE_AFTER_RESUME = r"""
+import http.server, sys, time
+def connected():
+    ports = set()
+    for name in ('/proc/net/tcp', '/proc/net/tcp6'):
+        for line in open(name).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == '01':
+                ports.add(fields[1])
+    return ports
+first = set()
+while not first:
+    first = connected()
+    time.sleep(0.05)
+open(sys.argv[2], 'w').write('waiting')
+while not connected() - first:
+    time.sleep(0.05)
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'awake after the pause'
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), Page).serve_forever()
 """
 
 
@@ -179,3 +214,32 @@ async def test_an_idle_gvisor_machine_is_paused_by_auto_stop(stack: FleetClient)
     ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
     assert ready.status == "ready", ready.status_reason
     await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+
+
+@pytest.mark.timeout(900)
+async def test_a_preview_request_to_a_paused_machine_wakes_it_and_answers_200(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    """Wake on access (docs/stop-start.md#wake-on-access): the request is held while the
+    machine resumes (it is no browser's page load), then answered by the machine's program;
+    ``machine.resumed`` says ``by: preview``."""
+    mid = await ready_gvisor(stack, "gv-wake-preview")
+    home = stack_settings.data_path.resolve() / "machines" / mid / "home"
+    await stack.write_file(mid, "serve.py", SERVE_AFTER_RESUME)
+    port = free_port()
+    await stack.start_process(mid, [sys.executable, "-I", "serve.py", str(port), "waiting"],
+                              tag="serve")  # fmt: skip
+    await wait_until((home / "waiting").exists, timeout=180)  # it saw the daemon's connection
+    await stack.pause_machine(mid)
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    page = f"{previews(stack_settings)}/machines/{mid}/ports/{port}/"
+    held = aiohttp.ClientTimeout(total=300)
+    async with (
+        aiohttp.ClientSession(timeout=held) as session,
+        session.get(page, headers=bearer(ADMIN_TOKEN)) as r,
+    ):
+        assert (r.status, await r.text()) == (200, "awake after the pause")
+    assert (await stack.get_machine(mid)).status == "ready"
+    resumed = await events_of(stack, mid, MachineResumed)
+    assert [e.by for e in resumed if isinstance(e, MachineResumed)] == ["preview"]

@@ -77,8 +77,11 @@ DOCKER = pytest.mark.parametrize(
 
 @pytest.fixture
 def stack_settings(settings: Settings, warm_pool: str) -> Settings:
+    """Wake on access off: these tests are of what a stopped machine refuses (a call that
+    wakes it: tests/integration/test_wake.py)."""
     return msgspec.structs.replace(settings, autostop_tick_s=0.5, warm_pool=warm_pool,
-                                   warm_pool_min_available_mb=0)  # fmt: skip
+                                   warm_pool_min_available_mb=0,
+                                   wake_on_access=False)  # fmt: skip
 
 
 async def runs(settings: Settings, provider: str, mid: str) -> bool:

@@ -174,7 +174,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineStopped: {"reason"},
     MachineProcessesEnded: {"reason"},
     MachineFilesRemoved: {"reason"},
-    MachineStarted: {"reason"},
+    MachineStarted: {"reason", "by"},
     MachinePauseRequested: {"reason"},
     MachinePaused: {"bytes", "durationMs"},
     MachinePauseRefused: {"reason"},

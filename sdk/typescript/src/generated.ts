@@ -1844,7 +1844,7 @@ export interface MachineResumeRequested {
   eventId: string;
   occurredAt?: string;
   machineId: string;
-  by: string;
+  by: WakeBy;
 }
 
 /**
@@ -1857,7 +1857,7 @@ export interface MachineResumed {
   occurredAt?: string;
   machineId: string;
   durationMs: number;
-  by: string;
+  by: WakeBy;
 }
 
 /**
@@ -1870,6 +1870,7 @@ export interface MachineStarted {
   occurredAt?: string;
   machineId: string;
   reason: string;
+  by?: WakeBy;
 }
 
 /**
@@ -1923,6 +1924,13 @@ export interface SetupPushed {
   envBytes: number;
   repoPaths: Array<string>;
 }
+
+/**
+ * What brought a machine back (``by`` of ``machine.started``, ``machine.resume-requested``
+ * and ``machine.resumed``): a request to, or a call that needed the machine while it was
+ * paused or stopped (wake on access, ``FLEET_WAKE_ON_ACCESS``: docs/stop-start.md).
+ */
+export type WakeBy = "codemode" | "exec" | "files" | "preview" | "process" | "request" | "terminal" | "tunnel";
 
 // --- the HTTP routes beside /rpc ---
 

@@ -1,0 +1,231 @@
+"""Wake on access (docs/stop-start.md#wake-on-access): a call that needs a paused machine
+resumes it, and one that needs a stopped machine starts it, within the call; ``by`` of the
+events names the call (``contracts.events.WakeBy``). ``FLEET_WAKE_ON_ACCESS=false`` turns it
+off: such a call is refused at once, as before.
+
+No wake is run twice: the resume and the start are the same compare-and-set status changes
+``machines.resume`` and ``machines.start`` make, so of many calls at once (on any gateway
+replica) one moves the machine and publishes, and every one waits for it to be ready. A start
+passes the checks ``machines.start`` makes (the instance's running limit, its host's room).
+
+Ready means the daemon answers: a resumed machine is ``ready`` as soon as its sandbox is
+restored, a moment before its daemon has reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import TypeVar
+
+import structlog
+from aiohttp import web
+
+from contracts import daemon_files as df, daemon_rpc as d
+from contracts.errors import DaemonTimeout, DaemonUnavailable, PortUnreachable
+from contracts.events import WakeBy
+from contracts.jsonrpc import NoParams
+from contracts.models import Machine
+from contracts.ports import TUNNEL_CONNECT
+from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, MachineStatus as S
+from core.backoff import backoff_s
+from services.common.bus import Bus
+from services.common.daemon_client import DaemonClient
+from services.common.stop_start import resume_machine
+from services.common.store import Store
+from services.common.store_stop import stop_done
+from services.gateway.access import Access, Caller
+from services.gateway.stop_ops import start_checked
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+#: The daemon methods that wake their machine, by what they are; any other (a look, such as
+#: ``process.list``, ``daemonLog`` or ``session.list``, which the console asks when it shows
+#: a machine) never does.
+WAKES: dict[str, WakeBy] = {
+    d.EXEC_COMMAND.name: WakeBy.EXEC,
+    d.WRITE_FILE.name: WakeBy.FILES,
+    df.READ_FILE.name: WakeBy.FILES,
+    df.LIST_DIR.name: WakeBy.FILES,
+    df.STAT.name: WakeBy.FILES,
+    df.REMOVE_FILE.name: WakeBy.FILES,
+    df.DOWNLOAD_FILE.name: WakeBy.FILES,
+    df.UPLOAD_FILE.name: WakeBy.FILES,
+    d.SESSION_OPEN.name: WakeBy.TERMINAL,
+    d.SESSION_RESIZE.name: WakeBy.TERMINAL,
+    d.SESSION_CLOSE.name: WakeBy.TERMINAL,
+    d.SESSION_ATTACH.name: WakeBy.TERMINAL,
+    d.PROCESS_START.name: WakeBy.PROCESS,
+    d.PROCESS_KILL.name: WakeBy.PROCESS,
+    TUNNEL_CONNECT.name: WakeBy.TUNNEL,
+}
+
+#: On its way up after a start: a woken call waits for ``ready``.
+STARTING = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING})
+#: Where a call that may wake its machine has something to do.
+ASLEEP = PAUSE_STATES | STOPPED_OR_STOPPING
+#: How often a waiting call looks at the machine's status again (and asks its daemon).
+POLL_S = 0.02
+POLL_CAP_S = 0.25
+#: A browser's preview waits this long for its machine before it gets the "waking" page,
+#: which loads itself again after ``WAKING_PAGE_REFRESH_S``.
+WAKING_PAGE_AFTER_S = 1.0
+WAKING_PAGE_REFRESH_S = 1
+#: After a wake, a preview or tunnel whose port nothing listens on yet tries again for this
+#: long: the machine's program (a restarted dev server) may take a moment to listen.
+WOKEN_PORT_WAIT_S = 15.0
+
+
+class Step(StrEnum):
+    """What a wake does next, given the machine's status (``next_step``)."""
+
+    READY = "ready"
+    RESUME = "resume"
+    START = "start"
+    WAIT = "wait"
+    #: Nothing a wake can help (failed, archived, unresponsive): the call goes on and meets
+    #: the machine as it is.
+    GIVE_UP = "give-up"
+
+
+def next_step(status: S) -> Step:
+    if status is S.READY:
+        return Step.READY
+    if status is S.PAUSED:
+        return Step.RESUME
+    if status in STOPPED_OR_STOPPING:  # a start overtakes a stop under way
+        return Step.START
+    if status in {S.PAUSING, S.RESUMING} | STARTING:
+        return Step.WAIT
+    return Step.GIVE_UP
+
+
+def wants_waking_page(method: str, accept: str) -> bool:
+    """A browser's page load (a GET or HEAD that takes HTML): what a preview answers with the
+    "waking" page, rather than hold, when its machine is not awake within
+    ``WAKING_PAGE_AFTER_S``. Anything else (a script's fetch, an API client) is held."""
+    return method in ("GET", "HEAD") and "text/html" in accept.lower()
+
+
+def waking_page(machine_id: str, status: str) -> web.Response:
+    """The page a browser gets while a preview's machine wakes: it loads itself again."""
+    text = html.escape(f"Machine {machine_id} is waking up ({status})")
+    refresh = f'<meta http-equiv="refresh" content="{WAKING_PAGE_REFRESH_S}">'
+    body = (f'<!doctype html><meta charset="utf-8">{refresh}<title>Waking up</title>'
+            f"<p>{text}&hellip;</p>\n")  # fmt: skip
+    return web.Response(status=200, text=body, content_type="text/html",
+                        headers={"Cache-Control": "no-store"})  # fmt: skip
+
+
+class Waker:
+    """Wakes a caller's machine (see the module); ``enabled`` is ``FLEET_WAKE_ON_ACCESS``."""
+
+    def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient, enabled: bool,
+                 timeout_s: float) -> None:  # fmt: skip
+        self.store = store
+        self.bus = bus
+        self.daemons = daemons
+        self.enabled = enabled
+        self.timeout_s = timeout_s
+
+    async def needed(self, machine: Machine) -> bool:
+        """Whether a call on ``machine`` must wake it (or wait for its wake) first."""
+        if machine.status in ASLEEP:
+            return True
+        return machine.status in STARTING and await stop_done(self.store, machine.id)
+
+    async def kick(self, machine: Machine, by: WakeBy) -> Machine:
+        """Ask for the machine's resume or start, once; the machine as it is now."""
+        step = next_step(machine.status)
+        if step is Step.RESUME:
+            t = await resume_machine(self.store, self.bus, machine.id, by)
+            if t.moved:
+                log.info("wake.resume", machine_id=machine.id, by=by.value)
+        elif step is Step.START:
+            t = await start_checked(self.store, self.bus, machine, f"woken by {by.value}", by)
+            if t.moved:
+                log.info("wake.start", machine_id=machine.id, by=by.value)
+        else:
+            return machine
+        return await self.store.get_machine(machine.id)
+
+    async def wake(self, machine: Machine, by: WakeBy, within_s: float | None = None) -> Machine:
+        """The machine once it is ready and its daemon answers; DaemonTimeout after
+        ``within_s`` (by default ``FLEET_WAKE_TIMEOUT_S``). A machine no wake can help is
+        returned as it is."""
+        limit = self.timeout_s if within_s is None else within_s
+        began = time.monotonic()
+        deadline = began + limit
+        attempt = 0
+        while (step := next_step(machine.status)) is not Step.READY:
+            if step is Step.GIVE_UP:
+                return machine
+            if step is not Step.WAIT:
+                machine = await self.kick(machine, by)
+                continue
+            attempt = await self._pause(machine, deadline, limit, attempt)
+            machine = await self.store.get_machine(machine.id)
+        while not await self._answers(machine.id):
+            attempt = await self._pause(machine, deadline, limit, attempt)
+        log.info("wake.ready", machine_id=machine.id, by=by.value,
+                 ms=round((time.monotonic() - began) * 1000))  # fmt: skip
+        return machine
+
+    async def _pause(self, machine: Machine, deadline: float, limit: float, attempt: int) -> int:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DaemonTimeout(
+                f"machine {machine.id} is still {machine.status.value} after {limit:g}s of "
+                "waking it: the call was not sent; send it again",
+                data={"status": machine.status.value},
+            )
+        attempt += 1
+        await asyncio.sleep(min(left, backoff_s(attempt, base=POLL_S, cap=POLL_CAP_S)))
+        return attempt
+
+    async def _answers(self, machine_id: str) -> bool:
+        try:
+            await self.daemons.call(machine_id, d.GET_VERSION, NoParams(), timeout_s=2.0)
+        except (DaemonUnavailable, DaemonTimeout):
+            return False
+        return True
+
+
+async def wake_for(access: Access, caller: Caller, machine_id: str, by: WakeBy,
+                   within_s: float | None) -> bool | None:  # fmt: skip
+    """Wake the caller's machine for a port's call (a preview, a tunnel) before it is opened:
+    True if it was asleep (or waking) and answers now, False if it was awake already (or wake
+    on access is off: the call meets it as it is), None if it did not answer within
+    ``within_s`` (None: ``FLEET_WAKE_TIMEOUT_S``, then DaemonTimeout)."""
+    waker = access.waker
+    if waker is None or not waker.enabled:
+        return False
+    machine = await access.machine(caller, machine_id)
+    if not await waker.needed(machine):
+        return False
+    try:
+        await waker.wake(machine, by, within_s)
+    except DaemonTimeout:
+        if within_s is None:
+            raise
+        return None
+    return True
+
+
+async def open_woken(open_: Callable[[], Awaitable[T]], woken: bool) -> T:
+    """``open_()``; once its machine was just woken, tried again while its port is unreachable,
+    for up to ``WOKEN_PORT_WAIT_S``: the program behind it may not listen yet."""
+    deadline = time.monotonic() + WOKEN_PORT_WAIT_S
+    attempt = 0
+    while True:
+        try:
+            return await open_()
+        except PortUnreachable:
+            if not woken or time.monotonic() >= deadline:
+                raise
+        attempt += 1
+        await asyncio.sleep(backoff_s(attempt, base=0.05, cap=0.5))
