@@ -1,29 +1,38 @@
-"""The embedded servers report the ports they bound; none is chosen for them and then held.
+"""Servers report the ports they bound; none is guessed for them.
 
 nats-server binds ports of the kernel's choosing and writes them in its ports file; valkey
 cannot choose one (``port 0`` turns its TCP off), so it is started on a port nothing holds and,
-if something took it first, again on another. A restart binds the same port again. `free_port`
-stays for what must be named before anything starts (a NATS cluster's routes): two callers
-(parallel test workers, or one `fleet up --ha`) are never handed the same one, and the real
-servers still bind it."""
+if something took it first, again on another; the gateway told port 0 binds what the kernel
+gives and logs it. A restart binds the same port again. What must be named before its server
+runs (a NATS cluster's routes, a port a restarted server binds again) is a `PortHold`: a port
+the kernel gave, bound without listening, that the server binds all the same."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import errno
 import json
-import random
+import os
+import re
 import socket
+import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
 
 from fleet import embedded
-from fleet.embedded import NatsServer, PortHold, ValkeyServer, free_port
+from fleet.embedded import NatsServer, PortHold, ValkeyServer
 from fleet.up_servers import ServerSupervisor
+from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, oidc_issuer
+
+__all__ = ["oidc_issuer"]
 from tests.waiters import wait_until
 
 
@@ -124,28 +133,56 @@ async def test_a_dead_servers_ports_are_held_until_it_is_back(tmp_path: Path) ->
             other.bind(("127.0.0.1", port))
 
 
-def test_a_port_handed_out_is_refused_to_a_plain_bind() -> None:
-    port = free_port()
-    with socket.socket() as other, pytest.raises(OSError, match="in use") as refused:
-        other.bind(("127.0.0.1", port))
-    assert refused.value.errno == errno.EADDRINUSE
-
-
-def test_two_callers_drawing_the_same_number_get_two_ports(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_the_gateway_told_port_0_logs_the_ports_it_bound(
+    settings: Settings, oidc_issuer: str
 ) -> None:
-    drawn = random.randrange(20_000)  # every draw of both callers: this number
-    monkeypatch.setattr(random, "randrange", lambda _n: drawn)
-    first, second = free_port(), free_port()
-    assert first != second
+    """Run alone (as a deployment runs it), FLEET_PORT=0 and FLEET_PREVIEW_PORT=0: each
+    listener's ``gateway.listening`` names the port the kernel gave, it answers there, and the
+    addresses it hands out name that port (a sign-in's callback: port 0 was never reached)."""
+    env = os.environ | settings.to_env() | {
+        "FLEET_PORT": "0", "FLEET_PREVIEW_PORT": "0", "FLEET_ADMIN_TOKEN": ADMIN_TOKEN,
+        "FLEET_LOG_LEVEL": "info", "FLEET_OIDC_ISSUER": oidc_issuer,
+        "FLEET_OIDC_CLIENT_ID": CLIENT_ID, "FLEET_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+    }  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.gateway", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        urls = await asyncio.wait_for(_listening(proc), 60)
+        assert set(urls) == {"gateway", "previews"}, urls
+        ports = {name: int(url.rsplit(":", 1)[1]) for name, url in urls.items()}
+        assert 0 not in ports.values() and ports["gateway"] != ports["previews"], urls
+        with urllib.request.urlopen(f"{urls['gateway']}/healthz", timeout=10) as r:  # noqa: S310
+            assert r.status == 200
+        with socket.create_connection(("127.0.0.1", ports["previews"]), 5):
+            pass
+        login = urllib.request.Request(f"{urls['gateway']}/auth/login")  # noqa: S310
+        with pytest.raises(urllib.error.HTTPError) as redirected:  # not followed: a 302
+            urllib.request.build_opener(_NoRedirect).open(login, timeout=10)
+        redirected.value.close()
+        where = parse_qs(urlsplit(redirected.value.headers["Location"]).query)
+        assert where["redirect_uri"] == [f"{urls['gateway']}/auth/callback"]
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
 
 
-def test_the_servers_bind_the_port_they_were_handed(tmp_path: Path) -> None:
-    with (
-        NatsServer(tmp_path / "nats", port=free_port()) as nats_server,
-        ValkeyServer(tmp_path / "valkey", port=free_port(), password="pw") as valkey,
-        socket.create_server(("0.0.0.0", free_port())) as listener,  # asyncio's and aiohttp's bind
-    ):
-        for port in (nats_server.port, valkey.port, listener.getsockname()[1]):
-            with socket.create_connection(("127.0.0.1", port), 2):
-                pass
+async def _listening(proc: asyncio.subprocess.Process) -> dict[str, str]:
+    """The URL of each listener (``listener=``) from the gateway's ``gateway.listening`` lines."""
+    assert proc.stderr is not None
+    urls: dict[str, str] = {}
+    seen = ""
+    while len(urls) < 2:
+        line = (await proc.stderr.readline()).decode(errors="replace")
+        assert line, f"the gateway ended ({proc.returncode}) before listening:\n{seen}"
+        seen += line
+        if "gateway.listening" in line:
+            found = dict(re.findall(r"(listener|url)=(\S+)", line))
+            urls[found["listener"]] = found["url"]
+    return urls
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_: object) -> None:
+        return None
