@@ -46,7 +46,6 @@ from contracts.gateway_rpc import (
     CreateMachineParams,
     MachineExecParams,
 )
-from fleet.embedded import free_port
 
 BIG_MIB = 100
 #: Connects ``argv[2]`` times to host ``argv[1]`` port PORT; prints each connect's seconds.
@@ -127,10 +126,10 @@ async def run(report: Report, quick: bool, machines: int | None = None) -> None:
     rounds = 2 if quick else 4
     print(f"[24] egress policy: {n} machines; {BIG_MIB} MiB downloads, {rounds} rounds")
     with temp_dir() as root, outside_host(root / "outside", big_mib=BIG_MIB) as outside:
-        dns_port = free_port()
         quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
-        upstream = DNSServer(_Zone(outside.address), port=dns_port, address="127.0.0.1",
+        upstream = DNSServer(_Zone(outside.address), port=0, address="127.0.0.1",
                              logger=quiet)  # fmt: skip
+        dns_port: int = upstream.server.server_address[1]  # the kernel's
         upstream.start_thread()
         try:
             await _run(report, root, outside, dns_port, n, rounds)

@@ -32,7 +32,6 @@ import aiohttp
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.stack import ADMIN_TOKEN, EventWatch, FleetUp, servers
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 
 SERVERS = Path(__file__).resolve().parents[1] / "tests" / "machine_servers.py"
 MiB = 1024 * 1024
@@ -98,35 +97,37 @@ async def _machine(client: FleetClient, ns_url: str) -> tuple[str, int, int]:
     finally:
         await watch.close()
     await client.write_file(machine.id, "servers.py", SERVERS.read_text())
-    http, source = free_port(), free_port()
-    for mode, port in (("http", http), ("source", source)):
-        await client.start_process(machine.id, ["python3", "servers.py", mode, str(port)])
+    for mode in ("http", "source"):
+        await client.start_process(machine.id, ["python3", "servers.py", mode], tag=mode)
     async with asyncio.timeout(30):
         while True:  # no event says a program started listening: ask the machine again
-            listening = {p.port for p in (await client.machine_ports(machine.id)).ports}
-            if {http, source} <= listening:
+            http, source = [await _said_port(client, machine.id, m) for m in ("http", "source")]
+            if http and source:
                 return machine.id, http, source
             await asyncio.sleep(0.1)
 
 
+async def _said_port(client: FleetClient, machine_id: str, tag: str) -> int:
+    """The port the machine's server ``tag`` says it listens on (0: not yet)."""
+    lines = (await client.process_logs(machine_id, tag=tag)).lines
+    return next((int(line.split()[1]) for line in lines if line.startswith("listening ")), 0)
+
+
 @contextlib.contextmanager
-def on_host(mode: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, str(SERVERS), mode, str(port)])
+def on_host(mode: str) -> Iterator[int]:
+    """The server ``mode`` on this host, listening: the port it says it bound."""
+    proc = subprocess.Popen([sys.executable, str(SERVERS), mode], stdout=subprocess.PIPE)
     try:
-        yield proc
+        assert proc.stdout is not None
+        said = proc.stdout.readline().decode()  # "listening <port>" once it listens
+        if not said.startswith("listening "):
+            raise RuntimeError(f"{mode} on the host did not listen: {said!r}")
+        yield int(said.split()[1])
     finally:
         proc.kill()
         proc.wait()
-
-
-async def _wait_listening(port: int) -> None:
-    async with asyncio.timeout(15):
-        while True:
-            with contextlib.suppress(OSError):
-                _, w = await asyncio.open_connection("127.0.0.1", port)
-                w.close()
-                return
-            await asyncio.sleep(0.05)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 async def run(report: Report, quick: bool) -> None:
@@ -137,10 +138,7 @@ async def run(report: Report, quick: bool) -> None:
     with temp_dir() as root, servers(root) as (ns, valkey), FleetUp(root, ns.url, valkey.url) as up:
         async with FleetClient(up.url, ADMIN_TOKEN) as client:
             mid, http, source = await _machine(client, ns.url)
-        d_http, d_source = free_port(), free_port()
-        with on_host("http", d_http), on_host("source", d_source):
-            for port in (d_http, d_source):
-                await _wait_listening(port)
+        with on_host("http") as d_http, on_host("source") as d_source:
             async with forward(up, mid, source) as f_source, forward(up, mid, http) as f_http:
                 await _measure(report, up, mid, total, n, rounds,
                                (d_http, d_source, f_http, f_source, http))  # fmt: skip

@@ -27,7 +27,8 @@ from bench.procstat import children, cmdline
 from contracts import subjects
 from contracts.jsonrpc import MethodSpec, P, R
 from contracts.subjects import EventKind
-from fleet.embedded import NatsServer, ValkeyServer, free_port
+from fleet.embedded import NatsServer, ValkeyServer
+from fleet.up import banner_ports
 
 FLEET = str(Path(sys.executable).with_name("fleet"))
 ADMIN_TOKEN = "bench-admin-token-0123456789"
@@ -78,11 +79,10 @@ class FleetUp:
         extra_args: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         self.data_dir = root / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        #: The gateway, on a port the kernel gives (``--port 0``), read from the banner.
+        self.url = ""
         #: The preview listener: machines' pages, by path here (``*.localhost`` needs a browser).
-        self.preview_port = free_port()
-        self.previews = f"http://127.0.0.1:{self.preview_port}"
+        self.previews = ""
         self.log = root / "fleet-up.log"
         # These pass through, so A/B runs of one benchmark can compare loops, batches, log
         # levels and formats, stage concurrency, and a local machine's own network or not.
@@ -99,9 +99,7 @@ class FleetUp:
             "--redis-url",
             redis_url,
             "--port",
-            str(self.port),
-            "--preview-port",
-            str(self.preview_port),
+            "0",
             "--data-dir",
             str(self.data_dir),
             *extra_args,
@@ -116,7 +114,9 @@ class FleetUp:
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if "Ctrl-C stops everything" in self.log.read_text(errors="replace"):
+            if "Ctrl-C stops everything" in (said := self.log.read_text(errors="replace")):
+                self.url, preview_port = banner_ports(said)
+                self.previews = f"http://127.0.0.1:{preview_port}"
                 return self
             if self.proc.poll() is not None:
                 break

@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _up(sub: SubAction) -> None:
     up = sub.add_parser("up", help="run the whole stack on this host")
-    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--port", type=int, default=8080,
+                    help="the console's and API's port (0: a free port, printed)")  # fmt: skip
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--preview-port", type=int, default=None,
                     help="the previews' listener, an origin apart from the console's "

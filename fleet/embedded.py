@@ -9,7 +9,6 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import random
 import secrets
 import shutil
 import socket
@@ -49,9 +48,10 @@ class PortHold:
     node names the others' cluster ports before any starts: a JetStream cluster refuses to
     start without routes), and the listeners of the processes `fleet up` or a test starts and
     prints or restarts on one port (a gateway, a service's metrics), and the port of a server
-    that died until it is back (`fleet.up_servers`). The embedded servers report the ports they
-    bound instead (`NatsServer`, `ValkeyServer`). ``port``: that one (refused, OSError, while
-    anything listens on it)."""
+    that died until it is back (`fleet.up_servers`); and a port a test needs refused (nothing
+    listens on it while held). The embedded servers, the gateway and the tests' helper servers
+    report the ports they bound instead (`NatsServer`, `ValkeyServer`, ``gateway.listening``).
+    ``port``: that one (refused, OSError, while anything listens on it)."""
 
     def __init__(self, port: int = 0) -> None:
         self._sock = socket.socket()
@@ -82,55 +82,15 @@ def held_ports(stack: contextlib.ExitStack) -> Callable[[], int]:
     return hold
 
 
-def free_port() -> int:
-    """A free TCP port of 127.0.0.1, chosen below the kernel's ephemeral range (a port from
-    that range can be taken by any outgoing connection before the server binds it) and held
-    for it for 60 s: see `_reserve`. For the tests' helper servers, which are told a port;
-    fleetd's own servers report theirs or are given a `PortHold`."""
-    low = _ephemeral_low()
-    for _ in range(64):
-        port = 10_000 + random.randrange(max(1, low - 10_000))
-        with contextlib.suppress(OSError):
-            return _reserve(port)
-    return _reserve(0)  # a crowded range: any port the kernel gives
-
-
-def _reserve(port: int) -> int:
-    """Bind ``port`` (refused if anything holds it, a reservation included), then leave it in
-    TIME_WAIT for the kernel's 60 s. Until then a bind without SO_REUSEADDR is refused: another
-    `free_port`, of this process or of a parallel one, skips it, and the kernel gives it to no
-    ``bind(0)``. Every server fleetd starts binds with SO_REUSEADDR (nats-server, valkey,
-    asyncio, http.server) and so still gets it. Checking and releasing alone let two callers
-    be handed one port, between the check and the server's bind."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", port))
-        # After the bind, so that the bind itself conflicts with a reservation; the TIME_WAIT
-        # socket inherits the option, which lets a server's SO_REUSEADDR bind through.
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.listen(1)
-        found: int = listener.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", found), 2):
-            accepted, _ = listener.accept()
-            accepted.close()  # the side that closes first holds the TIME_WAIT: ours, on `found`
-    return found
-
-
 def candidate_port() -> int:
     """A port for a server that cannot choose one itself (valkey: ``port 0`` turns TCP off):
-    one the kernel gives a ``bind(0)`` (never one held by `free_port` or bound by anything),
+    one the kernel gives a ``bind(0)`` (never one held by a `PortHold` or bound by anything),
     then released. Not held: the server's own bind is the check, and a server that finds it
     taken (an outgoing connection got it first) starts again on another (`start_on_own_port`)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         found: int = probe.getsockname()[1]
     return found
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
 
 
 def nats_server_binary() -> str:

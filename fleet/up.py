@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import signal
 import socket
@@ -58,8 +59,10 @@ SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode",
 
 @dataclass
 class UpOptions:
+    #: The gateway's; 0: a port the kernel gives, held while fleet up runs and printed.
     port: int = 8080
-    #: Machines' pages (services.gateway.preview); 0: a free port; None: ``port`` + 1.
+    #: Machines' pages (services.gateway.preview); 0: as for ``port``; None: ``port`` + 1, or 0
+    #: beside a ``port`` of 0.
     preview_port: int | None = None
     host: str = "127.0.0.1"
     data_dir: Path = Path(".fleet-data")
@@ -149,9 +152,9 @@ def up(opts: UpOptions) -> int:
     """Runs until Ctrl-C or SIGTERM. A bad FLEET_* setting raises SettingsError before anything
     starts."""
     Settings.from_env()
-    if opts.preview_port is None:
-        opts.preview_port = opts.port + 1
-    if opts.preview_port == opts.port:
+    if opts.preview_port is None:  # beside the console's; a port of the kernel's beside 0
+        opts.preview_port = opts.port + 1 if opts.port else 0
+    if opts.port and opts.preview_port == opts.port:
         refusal: str | None = f"--preview-port {opts.port} is --port's (previews have their own)"
     else:
         refusal = check_sandbox(opts)
@@ -185,6 +188,11 @@ def up(opts: UpOptions) -> int:
         if (refusal := listeners_refusal(opts)) is not None:
             print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
             return 2
+        # Held until the services stop: one that dies is restarted on its port. A port of 0
+        # is one the kernel gives, held so: the banner prints it, a restart binds it again.
+        hold = held_ports(stack)
+        opts.port = opts.port or hold()
+        opts.preview_port = opts.preview_port or hold()
         # Restarts a server that dies, like a service; left after the servers stopped.
         servers = stack.enter_context(ServerSupervisor(children))
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
@@ -193,8 +201,6 @@ def up(opts: UpOptions) -> int:
         stack.callback(_end_machines, settings, opts, auth)
         env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
-        # Held until the services stop: one that dies is restarted on its port.
-        hold = held_ports(stack)
         plan = service_plan(names, opts, settings.sandbox_uid_range, hold=hold)
         # Each service serves /metrics on a port of its own (the gateway on its HTTP port).
         metrics = {n: hold() for n, module, _ in plan if module != "gateway"}
@@ -282,8 +288,7 @@ def _servers(
         host=opts.host,
         port=opts.port,
         preview_host=opts.host,
-        # Set by up(): never None here; 0, a port held while the servers run.
-        preview_port=opts.preview_port or held_ports(stack)(),
+        preview_port=opts.preview_port or 0,  # set by up(): a port, held if it was 0
         secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
         admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
     )
@@ -399,7 +404,8 @@ def _banner(
             if opts.hosts
             else ""
         )
-        + f"  previews     {settings.preview.template}   (machines' pages, not the console's)\n"
+        + f"  previews     {settings.preview.template}   (machines' pages, not the console's; "
+        f"listening on {settings.preview_host}:{settings.preview_port})\n"
         + f"  admin token  {settings.admin_token}   (from {token_src})\n"
         f"  nats         {settings.nats_url}{'' if opts.nats_url else '   (embedded)'}\n"
         + (
@@ -420,6 +426,16 @@ def _banner(
         f"Ctrl-C stops everything.",
         flush=True,
     )
+
+
+def banner_ports(banner: str) -> tuple[str, int]:
+    """The gateway's URL (the first, with --ha) and the previews' port that `_banner` printed
+    in ``banner``: where a client or a test learns the ports of a ``--port 0``."""
+    gateway = re.search(r"^  gateway +(http://\S+)", banner, re.M)
+    previews = re.search(r"^  previews .* listening on \S+:(\d+)\)$", banner, re.M)
+    if gateway is None or previews is None:
+        raise ValueError(f"no gateway or previews in fleet up's banner:\n{banner}")
+    return gateway[1], int(previews[1])
 
 
 def listeners_refusal(opts: UpOptions) -> str | None:

@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from fleet.embedded import free_port
+from fleet.embedded import PortHold
 
 ENGINE_SOCKET = "/var/run/docker.sock"
 _METHODS = (b"GET ", b"POST ", b"DELETE ", b"HEAD ", b"PUT ")
@@ -36,7 +36,9 @@ class _Link:
 
 
 class EngineProxy:
-    """Async context manager: listening on 127.0.0.1 at a free port from the start."""
+    """Async context manager: listening on 127.0.0.1 from the start, at a port the kernel gave,
+    held (`PortHold`) while it lives: while it does not listen, connections are refused there
+    and nothing else gets it."""
 
     def __init__(self, engine_socket: str = ENGINE_SOCKET) -> None:
         self._engine_socket = engine_socket
@@ -44,7 +46,8 @@ class EngineProxy:
         self._links: set[_Link] = set()
         #: Every request line forwarded, in order (a positive signal for the tests).
         self.requests: list[bytes] = []
-        self.port = free_port()
+        self._hold = PortHold()
+        self.port = self._hold.port
 
     @property
     def url(self) -> str:
@@ -58,6 +61,7 @@ class EngineProxy:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop_listening()
+        self._hold.close()
 
     async def listen(self) -> None:
         self._server = await asyncio.start_server(

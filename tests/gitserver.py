@@ -10,7 +10,7 @@ from types import TracebackType
 
 from aiohttp import web
 
-from fleet.embedded import free_port
+from tests.httpserve import start_site
 
 
 @dataclass
@@ -23,7 +23,8 @@ class GitHttpServer:
     root: Path
     username: str | None
     password: str | None
-    port: int = field(default_factory=free_port)
+    #: The port it listens on: one the kernel gives, once entered.
+    port: int = 0
     #: Where it listens (a docker machine reaches the host on its network's gateway only).
     host: str = "127.0.0.1"
     seen: list[str] = field(default_factory=list)
@@ -66,7 +67,7 @@ class GitHttpServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.port = await start_site(self._runner, self.host)
         return self
 
     async def __aexit__(

@@ -1,5 +1,5 @@
-"""A small aiohttp app served on a free loopback port for a test (a stand-in server or a
-proxy in front of the gateway), stopped when the block ends."""
+"""A small aiohttp app served on a loopback port the kernel gives for a test (a stand-in server
+or a proxy in front of the gateway), stopped when the block ends."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from fleet.embedded import free_port
+
+async def start_site(runner: web.AppRunner, host: str = "127.0.0.1") -> int:
+    """``runner`` (set up) served on ``host`` at a port the kernel gives; that port."""
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    return site.port
 
 
 @contextlib.asynccontextmanager
@@ -16,9 +21,7 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
     """``app`` served until the block ends; yields its base URL."""
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{await start_site(runner)}"
     finally:
         await runner.cleanup()

@@ -1,5 +1,7 @@
 """Servers a test runs inside a machine, with nothing but the standard library (a machine's
-python3 has no fleetd dependencies): ``python3 machine_servers.py MODE PORT``.
+python3 has no fleetd dependencies): ``python3 machine_servers.py MODE [PORT]``. Each listens on
+PORT (by default 0: a port the kernel gives), then prints ``listening <port>`` (the test reads
+it from the process's output: nothing guesses a port).
 
 - ``http``: GET /headers answers the request's headers as JSON, GET /big?n=N answers N bytes,
   GET /sw.js a script that claims a service worker scope of ``/`` (and clears the site's
@@ -147,17 +149,24 @@ async def _source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     writer.close()
 
 
+def _listening(port: int) -> None:
+    print(f"listening {port}", flush=True)
+
+
 async def _serve(mode: str, port: int) -> None:
     handler = {"ws": _ws, "upper": _upper, "source": _source}[mode]
     server = await asyncio.start_server(handler, "127.0.0.1", port)
+    _listening(server.sockets[0].getsockname()[1])
     async with server:
         await server.serve_forever()
 
 
 def main() -> None:
-    mode, port = sys.argv[1], int(sys.argv[2])
+    mode, port = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0
     if mode == "http":
-        ThreadingHTTPServer(("127.0.0.1", port), Http).serve_forever()
+        http = ThreadingHTTPServer(("127.0.0.1", port), Http)
+        _listening(http.server_address[1])
+        http.serve_forever()
     else:
         asyncio.run(_serve(mode, port))
 

@@ -31,7 +31,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fleet.embedded import free_port
+from tests.httpserve import start_site
 from tests.oidc_provider import SCRIPT
 
 FRONT_KID = "front-rotated"
@@ -100,27 +100,27 @@ class Front:
 
 @asynccontextmanager
 async def fronted_provider() -> AsyncIterator[tuple[str, Front]]:
-    """The real provider behind a front: the issuer's URL (the front's) and the front."""
-    front_port, port = free_port(), free_port()
-    issuer = f"http://127.0.0.1:{front_port}"
-    proc = await asyncio.create_subprocess_exec(
-        "node", str(SCRIPT), str(port), issuer, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    """The real provider behind a front: the issuer's URL (the front's) and the front. The
+    front listens first (its URL is the provider's issuer); each reports the port it bound."""
+    front = Front("")  # its upstream: the provider's URL, once it said it
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", front.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
     try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert line.startswith("ready "), f"the OpenID provider did not start: {line!r}"
-        front = Front(f"http://127.0.0.1:{port}")
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", front.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        issuer = f"http://127.0.0.1:{await start_site(runner)}"
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(SCRIPT), issuer, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
         try:
-            await web.TCPSite(runner, "127.0.0.1", front_port).start()
+            assert proc.stdout is not None
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line.startswith("ready "), f"the OpenID provider did not start: {line!r}"
+            front.upstream = line.split()[2]
             yield issuer, front
         finally:
-            await runner.cleanup()
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 10)
     finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
+        await runner.cleanup()

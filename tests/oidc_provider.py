@@ -1,5 +1,5 @@
 """A real OpenID provider for the tests (tests/oidc/provider.mjs: ``oidc-provider`` from npm,
-certified by the OpenID Foundation) on a free port, and a user agent that signs in through it
+certified by the OpenID Foundation) on a port it reports, and a user agent that signs in through it
 as a browser would (its dev login and consent forms), for tests that drive no browser."""
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from urllib.parse import urljoin
 import aiohttp
 import pytest
 
-from fleet.embedded import free_port
-
 SCRIPT = Path(__file__).parent / "oidc" / "provider.mjs"
 CLIENT_ID = "fleet"
 CLIENT_SECRET = "fleet-test-secret"
@@ -28,7 +26,7 @@ _ATTR = re.compile(r'(name|value)="([^"]*)"')
 @pytest.fixture(scope="session")
 def oidc_issuer() -> Iterator[str]:
     """The provider's issuer URL; the provider runs for the session (of this worker)."""
-    proc = subprocess.Popen(["node", str(SCRIPT), str(free_port())], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(["node", str(SCRIPT)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     try:
         assert proc.stdout is not None

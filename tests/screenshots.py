@@ -26,7 +26,6 @@ from pathlib import Path
 from playwright.sync_api import Locator, Page, expect
 
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from tests.browser import CHROMIUM, WAIT_MS, browser_page
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.waiters import wait_until
@@ -83,14 +82,18 @@ async def make_demo(up: FleetUp) -> Demo:
         await fleet.create_token("release-bot")
         machine = await fleet.create_machine(demo.id)
         await fleet.wait_for(machine.id, {"ready"}, timeout_s=180)
-        port = free_port()
-        argv = ["python3", "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+        # Port 0: the kernel's; it prints "Serving HTTP on 127.0.0.1 port N ..." once it listens.
+        argv = ["python3", "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"]
         await fleet.start_process(machine.id, argv, tag="web")
+        said: list[int] = []
 
         async def listening() -> bool:
-            return port in {p.port for p in (await fleet.machine_ports(machine.id)).ports}
+            logs = await fleet.process_logs(machine.id, tag="web")
+            said[:] = [int(m[1]) for line in logs.lines if (m := re.search(r" port (\d+)", line))]
+            return bool(said)
 
         await wait_until(listening, timeout=60, every=0.2)  # each check asks the machine
+        port = said[0]
     async with FleetClient(up.url, ci.token) as as_ci:
         await as_ci.list_machines()  # the token's "last used"
     return Demo(demo.id, machine.id, port)
@@ -284,7 +287,7 @@ def screenshots(out: Path, work: Path) -> list[str]:
         raise SystemExit(f"screenshots need Debian's chromium at {CHROMIUM}")
     out.mkdir(parents=True, exist_ok=True)
     expect.set_options(timeout=WAIT_MS)
-    up = start_fleet_up(work / "data", free_port())
+    up = start_fleet_up(work / "data")
     try:
         demo = asyncio.run(make_demo(up))
         with browser_page(work / "chromium-profile", VIEWPORT) as b:

@@ -199,22 +199,24 @@ def metrics_app(metrics: Metrics) -> web.Application:
 
 
 class MetricsServer:
-    """``GET /metrics`` on host:port, for a service that has no HTTP server of its own."""
+    """``GET /metrics`` on host:port, for a service that has no HTTP server of its own; port 0:
+    one the kernel gives, in ``port`` once entered (and logged)."""
 
     def __init__(self, metrics: Metrics, host: str, port: int) -> None:
         self._runner = web.AppRunner(metrics_app(metrics), access_log=None)
         self._host = host
-        self._port = port
+        self.port = port
 
     async def __aenter__(self) -> MetricsServer:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        site = web.TCPSite(self._runner, self._host, self.port, reuse_address=True)
         try:
             await site.start()
         except OSError:
             await self._runner.cleanup()
             raise
-        log.info("metrics.listening", url=f"http://{self._host}:{self._port}/metrics")
+        self.port = site.port
+        log.info("metrics.listening", url=f"http://{self._host}:{self.port}/metrics")
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -64,6 +64,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     # gateway
     host: str = "127.0.0.1"
+    #: The console's and API's port. 0: a free one, chosen as the gateway starts and logged
+    #: (``gateway.listening``).
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
     #: JSON-RPC: requests in one batch, and bytes in the answer to one request body.

@@ -36,11 +36,15 @@ INSTALL_TIMEOUT_S = 600.0
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     if not settings.admin_token:
         raise SettingsError("FLEET_ADMIN_TOKEN: required by the gateway (a secret token)")
-    # Bound first: the preview URLs the gateway hands out name the port it listens on.
+    # Bound first (0: a port the kernel gives): the URLs the gateway hands out (previews, its
+    # sign-in callback) name the ports it listens on, and it logs them (gateway.listening).
+    console = stack.enter_context(contextlib.closing(bind_listener(settings.host, settings.port)))
     sock = stack.enter_context(
         contextlib.closing(bind_listener(settings.preview_host, settings.preview_port))
     )
-    settings = msgspec.structs.replace(settings, preview_port=sock.getsockname()[1])
+    settings = msgspec.structs.replace(
+        settings, port=console.getsockname()[1], preview_port=sock.getsockname()[1]
+    )
     store, bus = await connect(
         settings, stack, "gateway", publish_budget_s=settings.gateway_publish_wait_s
     )
@@ -108,7 +112,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         oidc=oidc,
         audit=audit,
     )
-    await stack.enter_async_context(HttpServer(apps.console, settings.host, settings.port))
+    await stack.enter_async_context(
+        HttpServer(apps.console, settings.host, settings.port, sock=console)
+    )
     if apps.previews is not None:
         previews = HttpServer(apps.previews, settings.preview_host, settings.preview_port,
                               name="previews", sock=sock)  # fmt: skip

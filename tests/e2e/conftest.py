@@ -1,4 +1,4 @@
-"""`fleet up` as a user runs it: a real process tree on free ports, driven through the CLI."""
+"""`fleet up` as a user runs it: a real process tree on ports it reports, driven through the CLI."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.lifeline import die_with_parent
-from fleet.embedded import free_port
+from fleet.up import banner_ports
 from providers.local import exit_records
 
 FLEET = str(Path(sys.executable).with_name("fleet"))
@@ -89,16 +89,15 @@ def read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float = 60) 
 
 def start_fleet_up(
     data_dir: Path,
-    port: int,
     *extra: str,
     env: dict[str, str] | None = None,
     timeout: float = 60,
 ) -> FleetUp:
-    """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``; its
-    banner within ``timeout``."""
+    """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``, on ports
+    the kernel gives (``--port 0``: tests run beside each other), read from its banner within
+    ``timeout``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")} | (env or {})
-    preview = free_port()  # not fleet up's default: tests run beside each other
-    argv = [FLEET, "up", "--port", str(port), "--preview-port", str(preview)]
+    argv = [FLEET, "up", "--port", "0"]
     # A test worker that dies (a timeout, a crash) stops it as Ctrl-C would.
     proc = subprocess.Popen(
         die_with_parent([*argv, "--data-dir", str(data_dir), *extra], signal.SIGINT),
@@ -114,13 +113,14 @@ def start_fleet_up(
         proc.wait(60)
         raise
     token = (data_dir / "admin-token").read_text().strip()
-    return FleetUp(proc, f"http://127.0.0.1:{port}", token, data_dir, banner, preview)
+    url, preview = banner_ports(banner)
+    return FleetUp(proc, url, token, data_dir, banner, preview)
 
 
 @pytest.fixture
 def fleet_up(tmp_path: Path) -> Iterator[FleetUp]:
     # The sandboxed machines may read the test's repository (bare_repo) and nothing else of it.
     share = {"FLEET_SANDBOX_SHARE": str(tmp_path / "repo.git")}
-    up = start_fleet_up(tmp_path / "data", free_port(), env=share)
+    up = start_fleet_up(tmp_path / "data", env=share)
     yield up
     up.stop()

@@ -16,7 +16,7 @@ from contracts import subjects
 from contracts.consumers import Durable, host_durable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer, ValkeyServer, free_port
+from fleet.embedded import NatsServer, ValkeyServer
 from tests.conftest import CloneLog
 from tests.diagnose import wait_all
 from tests.e2e.conftest import start_fleet_up
@@ -55,7 +55,7 @@ async def test_chaos(tmp_path: Path, own_nats_server: NatsServer,
     """On servers of its own: it restarts NATS, and `fleet up` keeps its keys under fleet:."""
     nats_server, redis_server = own_nats_server, own_redis_server
     up = start_fleet_up(
-        tmp_path / "data", free_port(), "--nats-url", nats_server.url,
+        tmp_path / "data", "--nats-url", nats_server.url,
         "--redis-url", redis_server.url,
         # The default ack wait (4 s): work a killed service held is redelivered within seconds.
         env={"FLEET_LOG_LEVEL": "warning", "PATH": os.environ["PATH"],

@@ -28,7 +28,6 @@ from contracts.consumers import Durable, durable_name
 from contracts.models import Machine
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from fleet.embedded_ha import SENTINEL_MASTER
 from tests.conftest import CloneLog
 from tests.diagnose import wait_all
@@ -102,7 +101,6 @@ async def _primary_port(up: FleetUp, sentinel_port: int) -> int:
 async def test_chaos_ha(tmp_path: Path, bare_repo: Path, clone_log: CloneLog) -> None:
     up = start_fleet_up(
         tmp_path / "data",
-        free_port(),
         "--ha",
         env={
             "FLEET_LOG_LEVEL": "warning",

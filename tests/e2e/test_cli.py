@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from fleet.cli import EXIT_API, EXIT_UNREACHABLE
-from fleet.embedded import free_port
+from fleet.embedded import PortHold
 from tests.e2e.conftest import FLEET, FleetUp, start_fleet_up
 
 STAGES = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
@@ -24,7 +24,7 @@ STAGES = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "r
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetUp]:
-    up = start_fleet_up(tmp_path_factory.mktemp("cli") / "data", free_port())
+    up = start_fleet_up(tmp_path_factory.mktemp("cli") / "data")
     yield up
     assert up.stop() == 0
 
@@ -249,15 +249,17 @@ def test_create_wait_on_a_terminal_redraws_the_stages(stack: FleetUp) -> None:
 
 
 def test_connection_refused_names_the_url_and_how_to_start(stack: FleetUp) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "FLEET_URL": url, "FLEET_TOKEN": stack.token}
-    refused = subprocess.run([FLEET, "machines", "list"], env=env, capture_output=True,
-                             text=True, timeout=30, check=False)  # fmt: skip
+    with PortHold() as refusing:  # bound, never listening: a connection to it is refused
+        url = f"http://127.0.0.1:{refusing.port}"
+        env = {**os.environ, "FLEET_URL": url, "FLEET_TOKEN": stack.token}
+        refused = subprocess.run([FLEET, "machines", "list"], env=env, capture_output=True,
+                                 text=True, timeout=30, check=False)  # fmt: skip
+        streamed = subprocess.run([FLEET, "events", "--no-follow"], env=env,
+                                  capture_output=True, text=True, timeout=30,
+                                  check=False)  # fmt: skip
     assert refused.returncode == EXIT_UNREACHABLE == 3
     assert f"cannot reach fleetd at {url}" in refused.stderr
     assert "start fleetd with `./run up`" in refused.stderr
-    streamed = subprocess.run([FLEET, "events", "--no-follow"], env=env, capture_output=True,
-                              text=True, timeout=30, check=False)  # fmt: skip
     assert streamed.returncode == 3
     assert url in streamed.stderr
 

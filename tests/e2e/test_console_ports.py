@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from fleet.embedded import free_port
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_console import WAIT_MS, page  # noqa: F401 - the browser fixture
 from tests.integration.test_ports import SERVERS
@@ -25,7 +24,7 @@ HELLO = "hello from the machine"
 def fleet_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetUp]:
     """One `fleet up` for the module: each test makes tenants (instances) of its own and a
     browser of its own (``page``: no cookie of one test reaches another); none stops it."""
-    up = start_fleet_up(tmp_path_factory.mktemp("ports") / "data", free_port())
+    up = start_fleet_up(tmp_path_factory.mktemp("ports") / "data")
     yield up
     assert up.stop() == 0
 
@@ -42,12 +41,12 @@ def serving(up: FleetUp, instance: str) -> tuple[str, int]:
     ok(up, "machines", "create", "--instance", iid, "--wait", "--timeout", "60")
     mid = json.loads(ok(up, "machines", "list", "--instance", iid, "--json"))[0]["id"]
     ok(up, "machines", "write", mid, "servers.py", stdin=SERVERS.read_text())
-    port = free_port()
-    ok(up, "processes", "start", mid, "--", "python3", "servers.py", "http", str(port))
+    ok(up, "processes", "start", mid, "--tag", "http", "--", "python3", "servers.py", "http")
     deadline = time.monotonic() + 30
-    while str(port) not in ok(up, "machines", "ports", mid):  # each check is a CLI run
+    # It says the port it bound once it listens; each check is a CLI run.
+    while not (said := ok(up, "processes", "logs", mid, "--tag", "http")).startswith("listening"):
         assert time.monotonic() < deadline, "the server never listened"
-    return mid, port
+    return mid, int(said.split()[1])
 
 
 def origin(url: str) -> str:

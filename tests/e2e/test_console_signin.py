@@ -12,7 +12,6 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from fleet.embedded import free_port
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_console import WAIT_MS, page
 from tests.oidc_provider import ADMIN_GROUP, CLIENT_ID, CLIENT_SECRET, oidc_issuer
@@ -32,7 +31,7 @@ def fleet_up_oidc(tmp_path: Path, oidc_issuer: str) -> Iterator[FleetUp]:
         "FLEET_OIDC_ADMIN_GROUPS": ADMIN_GROUP,
         "FLEET_OIDC_AUDITOR_GROUPS": AUDITOR_GROUP,
     }
-    up = start_fleet_up(tmp_path / "data", free_port(), env=env)
+    up = start_fleet_up(tmp_path / "data", env=env)
     yield up
     up.stop()
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from fleet.embedded import free_port
 from providers.local import machine_roots
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_console import WAIT_MS, machine_row, page
@@ -91,7 +90,7 @@ def test_a_stopped_machine_stays_stopped_across_a_fleet_up_restart(tmp_path: Pat
     still stopped and nothing of it runs; the running one is back, with its background
     process; the stopped one's process comes back with its start."""
     data = tmp_path / "data"
-    up = start_fleet_up(data, free_port())
+    up = start_fleet_up(data)
     try:
         stopped_mid, running_mid = (_ready_machine(up, name) for name in ("stopped", "running"))
         for mid in (stopped_mid, running_mid):
@@ -100,7 +99,7 @@ def test_a_stopped_machine_stays_stopped_across_a_fleet_up_restart(tmp_path: Pat
         wait_gone(data.resolve() / "machines" / stopped_mid, stopped_mid)
     finally:
         up.stop()
-    up = start_fleet_up(data, free_port())
+    up = start_fleet_up(data)
     try:
         wait_answers(up, running_mid)
         machine = json.loads(ok(up.cli("--json", "machines", "get", stopped_mid)))

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from fleet.embedded import free_port
 from tests.docker_env import docker_image, inspect, remove_containers
 from tests.e2e.conftest import FleetUp, start_fleet_up
 
@@ -41,7 +40,7 @@ def ups(data_dir: Path) -> Iterator[list[FleetUp]]:
 
 
 def up_docker(data_dir: Path, ups: list[FleetUp]) -> FleetUp:
-    up = start_fleet_up(data_dir, free_port(), "--provider", "docker")
+    up = start_fleet_up(data_dir, "--provider", "docker")
     ups.append(up)
     return up
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import dotenv
 import pytest
 
-from fleet.embedded import free_port
+from fleet.embedded import PortHold
+from fleet.up import banner_ports
 from providers.local import pid_alive
 from tests.conftest import git, make_bare_repo
 from tests.e2e import readme_quickstart
@@ -52,7 +53,7 @@ def fleet_up(shared: Path, repo: Path) -> Iterator[FleetUp]:
     """One `fleet up` for the module's tests that only use it: each makes an instance of its
     own (no test reads another's), none stops or restarts it. Ctrl-C and the README's quick
     start start (and stop) their own, as a user does."""
-    up = start_fleet_up(shared / "data", free_port(), env={"FLEET_SANDBOX_SHARE": str(repo)})
+    up = start_fleet_up(shared / "data", env={"FLEET_SANDBOX_SHARE": str(repo)})
     yield up
     assert up.stop() == 0
 
@@ -156,22 +157,22 @@ def test_exit_codes_and_errors(fleet_up: FleetUp) -> None:
     assert "-32602" in bad.stderr
     assert "`url`" in bad.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    refused = subprocess.run(
-        [FLEET, "--url", f"http://127.0.0.1:{free_port()}", "instances", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    with PortHold() as refusing:  # bound, never listening: a connection to it is refused
+        refused = subprocess.run(
+            [FLEET, "--url", f"http://127.0.0.1:{refusing.port}", "instances", "list"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
     assert refused.returncode == 3
     assert "cannot reach fleetd" in refused.stderr
     assert "./run up" in refused.stderr
 
 
 def test_ctrl_c_stops_everything_and_state_survives_a_restart(tmp_path: Path) -> None:
-    port = free_port()
-    up = start_fleet_up(tmp_path / "data", port)
+    up = start_fleet_up(tmp_path / "data")
     iid = up.cli("instances", "create", "keeper").stdout.strip()
     created = up.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
     assert created.returncode == 0, created.stdout + created.stderr
@@ -179,10 +180,12 @@ def test_ctrl_c_stops_everything_and_state_survives_a_restart(tmp_path: Path) ->
 
     assert up.stop() == 0
     assert not pid_alive(pid), "the machine's daemon outlived fleet up"
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0, "the gateway still listens"
+    url, previews = banner_ports(up.banner)
+    for port in (int(url.rsplit(":", 1)[1]), previews):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"the gateway still listens on {port}"
 
-    again = start_fleet_up(up.data_dir, port)
+    again = start_fleet_up(up.data_dir)
     try:
         listed = again.cli("instances", "list")
         assert iid in listed.stdout  # Redis kept its append-only file
@@ -242,8 +245,7 @@ def test_a_second_fleet_up_on_the_same_data_dir_exits_1_naming_the_holder(
 ) -> None:
     """Issue 13: a second `fleet up` started a second NATS and valkey on the same files."""
     second = subprocess.run(
-        [FLEET, "up", "--port", str(free_port()), "--preview-port", str(free_port()),
-         "--data-dir", str(fleet_up.data_dir)],
+        [FLEET, "up", "--port", "0", "--data-dir", str(fleet_up.data_dir)],
         env={k: v for k, v in os.environ.items() if not k.startswith("FLEET_")},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -267,11 +269,12 @@ def test_the_readme_quick_start_works_verbatim(tmp_path: Path) -> None:
     """README.md's quick start, run as written in a scratch directory (the README's lines, not a
     copy of them): its repository made, `./run up` started with the README's environment, then
     every CLI line; what each prints must be what the README shows, ids and timings aside.
-    Only the port differs (8080 may be taken): `./run` here is `fleet up --port P`, FLEET_URL."""
-    work, port = tmp_path, free_port()
+    Only the port differs (8080 may be taken): `./run` here is `fleet up --port 0`, FLEET_URL
+    the one its banner prints."""
+    work = tmp_path
     (work / ".venv").symlink_to(Path(FLEET).parent.parent)  # `alias fleet=.venv/bin/fleet`
     run = work / "run"
-    launch = f'exec "{FLEET}" up --port {port} --preview-port {free_port()} "$@"'
+    launch = f'exec "{FLEET}" up --port 0 "$@"'
     run.write_text(f'#!/bin/sh\n[ "$1" = up ] && shift && {launch}\nexit 2\n')
     run.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
@@ -282,12 +285,12 @@ def test_the_readme_quick_start_works_verbatim(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        read_until(up, "Ctrl-C stops everything")
+        url, _ = banner_ports(read_until(up, "Ctrl-C stops everything"))
         all_steps = readme_quickstart.steps("cli") + readme_quickstart.steps("work")
         marker = "@@quickstart"
         printed = subprocess.run(
             ["bash", "-c", readme_quickstart.script(all_steps, marker)],
-            cwd=work, env=env | {"FLEET_URL": f"http://127.0.0.1:{port}"},
+            cwd=work, env=env | {"FLEET_URL": url},
             capture_output=True, text=True, timeout=300, check=False,
         ).stdout  # fmt: skip
         got = readme_quickstart.outputs(printed, marker)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from fleet.embedded import free_port
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_chaos_ha import _children
 
@@ -77,7 +76,7 @@ def _make_repo(repo: Path) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, share: Path) -> Iterator[FleetUp]:
     data = tmp_path_factory.mktemp("fleet") / "data"
-    up = start_fleet_up(data, free_port(), env={"FLEET_SANDBOX_SHARE": str(share)})
+    up = start_fleet_up(data, env={"FLEET_SANDBOX_SHARE": str(share)})
     yield up
     up.stop()
 

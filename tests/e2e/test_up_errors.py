@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.embedded import free_port
+from fleet.embedded import PortHold
 from tests.e2e.conftest import FLEET, read_until
 
 #: (variable, bad value, what the line must say it takes)
@@ -50,9 +50,7 @@ def test_fleet_up_with_a_bad_setting_is_one_line_and_exit_2(
             FLEET,
             "up",
             "--port",
-            str(free_port()),
-            "--preview-port",
-            str(free_port()),
+            "0",
             "--data-dir",
             str(data),
         ],
@@ -114,20 +112,22 @@ def test_a_service_missing_a_required_setting_is_one_line_and_exit_2(
     service: str, var: str
 ) -> None:
     """Found by the service as it builds (after the settings parsed): the same one line."""
-    result = subprocess.run(
-        [sys.executable, "-m", f"services.{service}"],
-        # Nothing listens on these: the check comes before any connection. Warnings only:
-        # the service's start-up log lines (info) are not what this is about.
-        env=clean_env(
-            FLEET_LOG_LEVEL="warning",
-            FLEET_NATS_URL=f"nats://127.0.0.1:{free_port()}",
-            FLEET_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    # Nothing listens on these (bound, never listening): the check comes before any
+    # connection. Warnings only: the service's start-up log lines (info) are not what this
+    # is about.
+    with PortHold() as nats, PortHold() as redis:
+        result = subprocess.run(
+            [sys.executable, "-m", f"services.{service}"],
+            env=clean_env(
+                FLEET_LOG_LEVEL="warning",
+                FLEET_NATS_URL=f"nats://127.0.0.1:{nats.port}",
+                FLEET_REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert_one_line(result, var, "required")
 
 
@@ -137,9 +137,7 @@ def up_and_interrupt(tmp_path: Path, argv_prefix: list[str], env: dict[str, str]
         FLEET,
         "up",
         "--port",
-        str(free_port()),
-        "--preview-port",
-        str(free_port()),
+        "0",
         "--data-dir",
         str(tmp_path / "data"),
     ]

@@ -18,7 +18,6 @@ import pytest
 
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from providers.swarm import request, running_host_pid, socket_path, swarm_root
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.waiters import wait_until
@@ -33,7 +32,7 @@ async def test_fleet_up_hosts_places_by_capacity(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "FLEET_LOG_LEVEL": "warning", "FLEET_WARM_POOL": "",
            "FLEET_HOST_CAPACITY": str(CAPACITY),
            "FLEET_PLACEMENT_TIMEOUT_S": str(PLACEMENT_TIMEOUT_S)}  # fmt: skip
-    up = start_fleet_up(tmp_path / "data", free_port(), "--hosts", "3", env=env)
+    up = start_fleet_up(tmp_path / "data", "--hosts", "3", env=env)
     try:
         assert "hosts        host-1 host-2 host-3" in up.banner
         async with FleetClient(up.url, up.token, timeout_s=60) as fleet:
@@ -117,7 +116,7 @@ async def test_a_killed_host_is_lost_its_machines_rebuilt_elsewhere_and_it_comes
            "FLEET_HOST_CAPACITY": "2", "FLEET_HOST_HEARTBEAT_S": "0.5",
            "FLEET_HOST_LOST_AFTER_S": str(LOST_AFTER_S), "FLEET_HEARTBEAT_S": "0.5",
            "FLEET_PLACEMENT_TIMEOUT_S": "10"}  # fmt: skip
-    up = start_fleet_up(tmp_path / "data", free_port(), "--hosts", "3", env=env)
+    up = start_fleet_up(tmp_path / "data", "--hosts", "3", env=env)
     try:
         async with FleetClient(up.url, up.token, timeout_s=60) as fleet:
             insts = await asyncio.gather(*(fleet.create_instance(f"k{i}") for i in range(6)))

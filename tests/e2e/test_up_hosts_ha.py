@@ -18,7 +18,6 @@ import pytest
 from contracts.errors import DaemonTimeout, DaemonUnavailable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_chaos_ha import _pid_of, _story
 from tests.e2e.test_up_hosts import host_pids, keep_answering, swarm_machines
@@ -37,7 +36,7 @@ async def test_a_host_killed_while_a_nats_node_is_down(tmp_path: Path) -> None:
            "FLEET_HOST_CAPACITY": "2", "FLEET_HOST_HEARTBEAT_S": "0.5",
            "FLEET_HOST_LOST_AFTER_S": str(LOST_AFTER_S), "FLEET_HEARTBEAT_S": "0.5",
            "FLEET_HOST_LOST_REBUILD_S": str(REBUILD_S)}  # fmt: skip
-    up = start_fleet_up(tmp_path / "data", free_port(), "--hosts", "3", "--ha", env=env)
+    up = start_fleet_up(tmp_path / "data", "--hosts", "3", "--ha", env=env)
     try:
         assert "hosts        host-1 host-2 host-3" in up.banner
         assert "(--ha)" in up.banner

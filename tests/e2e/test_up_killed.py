@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from core.lifeline import recorded
-from fleet.embedded import free_port
 from fleet.up import CHILDREN_NAME, SERVICES
 from providers.local import STOP_GRACE_S, machine_roots
 from tests.docker_env import docker_image, inspect, remove_containers
@@ -58,7 +57,7 @@ def kill_and_start_again(up: FleetUp, ups: list[FleetUp], *extra: str) -> FleetU
     left = still_running_after([pid for pid, _, _ in children], GONE_WITHIN_S)
     assert left == [], [c for c in children if c[0] in left]
     # Before its banner, it waits for the dead stack's machines to stop (their grace is 20 s).
-    again = start_fleet_up(up.data_dir, free_port(), *extra, timeout=STOP_GRACE_S + 60)
+    again = start_fleet_up(up.data_dir, *extra, timeout=STOP_GRACE_S + 60)
     ups.append(again)
     assert "the last fleet up on this data dir ended without stopping" in again.banner
     assert "its servers and services had ended with it" in again.banner
@@ -78,7 +77,7 @@ def test_a_killed_fleet_up_leaves_no_server_and_the_next_has_its_machines(
     tmp_path: Path, ups: list[FleetUp]
 ) -> None:
     data = tmp_path / "data"
-    up = start_fleet_up(data, free_port())
+    up = start_fleet_up(data)
     ups.append(up)
     mid = ready_machine(up)
     ok(up.cli("machines", "exec", mid, "--", "sh", "-c", "echo kept > ~/mark"))
@@ -100,7 +99,7 @@ def test_a_killed_fleet_up_leaves_no_server_and_the_next_has_its_machines(
 async def test_a_killed_docker_fleet_up_leaves_no_server_and_the_next_has_its_machines(
     tmp_path: Path, ups: list[FleetUp]
 ) -> None:
-    up = start_fleet_up(tmp_path / "data", free_port(), "--provider", "docker")
+    up = start_fleet_up(tmp_path / "data", "--provider", "docker")
     ups.append(up)
     mid = ready_machine(up)
     ok(up.cli("machines", "exec", mid, "--", "sh", "-c", "echo kept > ~/mark"))

@@ -12,7 +12,6 @@ import pytest
 from contracts.errors import DaemonUnavailable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from providers.local import STOP_GRACE_S
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_up_killed import kill_and_start_again, ready_machine, ups
@@ -48,11 +47,11 @@ async def test_after_fleet_up_restarts_ready_means_its_daemon_serves(
     tmp_path: Path, ups: list[FleetUp]
 ) -> None:
     data = tmp_path / "data"
-    up = start_fleet_up(data, free_port())
+    up = start_fleet_up(data)
     ups.append(up)
     mid = ready_machine(up)
     assert up.stop() == 0
-    again = start_fleet_up(data, free_port(), timeout=STOP_GRACE_S + 60)
+    again = start_fleet_up(data, timeout=STOP_GRACE_S + 60)
     ups.append(again)
     seen = await ready_only_while_served(again, mid)
     assert seen[-1] == MachineStatus.READY
@@ -62,7 +61,7 @@ async def test_after_fleet_up_restarts_ready_means_its_daemon_serves(
 async def test_after_a_killed_fleet_up_ready_means_its_daemon_serves(
     tmp_path: Path, ups: list[FleetUp]
 ) -> None:
-    up = start_fleet_up(tmp_path / "data", free_port())
+    up = start_fleet_up(tmp_path / "data")
     ups.append(up)
     mid = ready_machine(up)
     again = kill_and_start_again(up, ups)

@@ -4,14 +4,19 @@ goes on (a machine created afterwards goes ready)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import time
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from fleet.up import banner_ports
 from tests.e2e.conftest import FleetUp, read_until
 from tests.e2e.test_chaos_ha import _children
 
@@ -72,3 +77,35 @@ def test_fleet_up_restarts_its_nats_and_valkey(fleet_up: FleetUp, tmp_path: Path
     )
     assert created.returncode == 0, f"{created.stdout}\n{created.stderr}"
     assert created.stdout.splitlines()[-1].split()[2] == "ready"
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:  # noqa: S310
+        return bool(r.status == 200)
+    return False
+
+
+@pytest.mark.timeout(180)
+def test_port_0_the_banners_ports_answer_and_a_killed_gateway_comes_back_on_them(
+    fleet_up: FleetUp,
+) -> None:
+    """`fleet up --port 0` (what `fleet_up` runs) listens on ports the kernel gave, which its
+    banner names; the gateway SIGKILLed is started again on the same two ports."""
+    up = fleet_up
+    url, previews = banner_ports(up.banner)
+    port = urlsplit(url).port
+    assert port, up.banner
+    assert previews not in (0, port), up.banner
+    assert _answers(url), f"nothing answers at {url}"
+    with socket.create_connection(("127.0.0.1", previews), 5):
+        pass
+    gateway = _server_pid(up, "-m services.gateway")
+    os.kill(gateway, signal.SIGKILL)
+    read_until(up.proc, "restarted gateway", timeout=60)
+    _restarted(up, "-m services.gateway", gateway, up.data_dir / "logs" / "gateway.log")
+    deadline = time.monotonic() + 60
+    while not _answers(url):  # each try is an HTTP request: there is no other signal
+        assert time.monotonic() < deadline, f"the restarted gateway never answered at {url}"
+        time.sleep(0.1)
+    with socket.create_connection(("127.0.0.1", previews), 5):
+        pass

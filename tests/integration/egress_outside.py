@@ -21,7 +21,6 @@ from bench.outside import Outside, outside_host
 from contracts.events import MachineEgressDenied
 from contracts.subjects import EventKind
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from providers.netns import RESOLVER
 from services.common.settings import Settings
 
@@ -70,9 +69,9 @@ def zone(outside: Outside, docker_gateway: str) -> Iterator[tuple[Zone, int]]:
         "rebind6.example.test": ("::1",),
     }
     resolver = Zone(names)
-    port = free_port()
     quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
-    server = DNSServer(resolver, port=port, address="127.0.0.1", logger=quiet)
+    server = DNSServer(resolver, port=0, address="127.0.0.1", logger=quiet)  # the kernel's
+    port: int = server.server.server_address[1]
     server.start_thread()
     yield resolver, port
     server.stop()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from fleet.embedded import free_port
 from tests.browser import NETWORK_CHANGED, browser_page
 
 #: More module scripts than chromium's 6 connections to one host: most wait for a connection.
@@ -66,8 +65,8 @@ class HeldPage:
 
 @contextmanager
 def served(page: HeldPage) -> Iterator[str]:
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), page.handler())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), page.handler())  # a port the kernel gives
+    port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

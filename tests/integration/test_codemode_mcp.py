@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +23,6 @@ from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 from contracts import codemode as cm
 from contracts.errors import Forbidden, ToolError
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_codemode import codemode  # noqa: F401 - the fixture
@@ -142,11 +142,11 @@ def small_mcp_server(seen_auth: list[str]) -> MCPServer[Any]:
 
 @asynccontextmanager
 async def served(server: MCPServer[Any]) -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(server.streamable_http_app(), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")  # fmt: skip
+    sock = socket.create_server(("127.0.0.1", 0))  # a port the kernel gives, served by uvicorn
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(server.streamable_http_app(), log_level="warning", lifespan="on")
     uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve())
+    task = asyncio.create_task(uv.serve(sockets=[sock]))
     try:
         await wait_until(lambda: uv.started or task.done(), timeout=20)
         assert uv.started, task
@@ -154,6 +154,7 @@ async def served(server: MCPServer[Any]) -> AsyncIterator[str]:
     finally:
         uv.should_exit = True
         await asyncio.wait_for(task, 20)
+        sock.close()
 
 
 async def test_mcp_bridge_calls_a_remote_servers_tools(

@@ -22,7 +22,7 @@ from core.lockfile import holder_pid
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from daemon.state import load_state
-from fleet.embedded import NatsServer, free_port
+from fleet.embedded import NatsServer, PortHold
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient, MachineClient, static_key
 from services.common.settings import Settings
@@ -345,27 +345,31 @@ async def test_daemon_keeps_retrying_until_nats_is_up(
     tmp_path: Path, spawn_daemon: SpawnDaemon
 ) -> None:
     """A daemon started while NATS is unreachable retries (with backoff), then reports ready."""
-    late = NatsServer(tmp_path / "late-nats", port=free_port())
-    d = spawn_daemon(FLEET_NATS_URL=late.url)
-    await wait_until(lambda: d.output().count("Connect call failed") >= 2, timeout=15)
-    with late:
-        async with Bus(Settings(nats_url=late.url), name="late") as late_bus:
-            subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, d.machine_id)
-            async with subscribed(late_bus.nc, subject) as inbox:
-                event = await inbox.next_event(timeout=20)
-            assert isinstance(event, DaemonStatusReported)
-            assert event.status == "ready"
-            assert (await DaemonClient(late_bus.nc, keys=KEY).machine(d.machine_id).health()).ok
+    # Its port held (refused, and nobody else's) until the server binds it all the same.
+    with PortHold() as held:
+        late = NatsServer(tmp_path / "late-nats", port=held.port)
+        d = spawn_daemon(FLEET_NATS_URL=late.url)
+        await wait_until(lambda: d.output().count("Connect call failed") >= 2, timeout=15)
+        with late:
+            async with Bus(Settings(nats_url=late.url), name="late") as late_bus:
+                subject = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, d.machine_id)
+                async with subscribed(late_bus.nc, subject) as inbox:
+                    event = await inbox.next_event(timeout=20)
+                assert isinstance(event, DaemonStatusReported)
+                assert event.status == "ready"
+                health = await DaemonClient(late_bus.nc, keys=KEY).machine(d.machine_id).health()
+                assert health.ok
 
 
 async def test_sigterm_while_nats_is_away_stops_at_once(
     tmp_path: Path, spawn_daemon: SpawnDaemon
 ) -> None:
     """A daemon that cannot connect (or cannot store its ready report) still obeys SIGTERM."""
-    d = spawn_daemon(FLEET_NATS_URL=f"nats://127.0.0.1:{free_port()}")
-    await wait_until(lambda: "Connect call failed" in d.output(), timeout=15)
-    d.proc.send_signal(signal.SIGTERM)
-    assert d.proc.wait(timeout=10) == 0
+    with PortHold() as refusing:  # bound, never listening: every connection refused
+        d = spawn_daemon(FLEET_NATS_URL=f"nats://127.0.0.1:{refusing.port}")
+        await wait_until(lambda: "Connect call failed" in d.output(), timeout=15)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=10) == 0
     state = load_state(d.home)
     assert state is not None
     assert (state.state, state.state_reason) == ("stopped", "SIGTERM")

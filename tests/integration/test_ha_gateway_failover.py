@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from contracts import subjects
 from core import natsconn
 from fleet.client import FleetClient
-from fleet.embedded import free_port
+from fleet.embedded import PortHold
 from fleet.embedded_ha import HaServers, NatsNode
 from services.common.crypto import generate_secret_key
 from services.common.settings import Settings
@@ -34,16 +34,18 @@ pytestmark = pytest.mark.chaos
 
 
 @pytest.fixture
-def gateway_settings(ha_settings: Settings, tmp_path: Path) -> Settings:
-    return msgspec.structs.replace(
-        ha_settings,
-        data_dir=str(tmp_path / "data"),
-        secret_key=generate_secret_key(),
-        admin_token=ADMIN_TOKEN,
-        port=free_port(),
-        preview_port=free_port(),
-        log_level="warning",
-    )
+def gateway_settings(ha_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """The gateway's two ports held for the test (`PortHold`), as `settings` holds them."""
+    with PortHold() as console, PortHold() as previews:
+        yield msgspec.structs.replace(
+            ha_settings,
+            data_dir=str(tmp_path / "data"),
+            secret_key=generate_secret_key(),
+            admin_token=ADMIN_TOKEN,
+            port=console.port,
+            preview_port=previews.port,
+            log_level="warning",
+        )
 
 
 def _node_serving(ha: HaServers, client_name: str) -> NatsNode:

@@ -19,7 +19,7 @@ from contracts.ids import new_event_id, new_machine_id
 from contracts.jsonrpc import NoParams
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
-from fleet.embedded import free_port
+from fleet.embedded import PortHold
 from services.common.bus import Bus
 from services.common.consumer import Consumer, Permanent
 from services.common.daemon_client import DaemonClient, static_key
@@ -51,9 +51,8 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 async def served(bus: Bus) -> AsyncIterator[tuple[Metrics, str]]:
     """A process's Metrics on its own metrics port, as a service without HTTP serves it."""
     metrics = Metrics(process=True)
-    port = free_port()
-    async with MetricsServer(metrics, "127.0.0.1", port):
-        yield metrics, f"http://127.0.0.1:{port}/metrics"
+    async with MetricsServer(metrics, "127.0.0.1", 0) as server:  # a port the kernel gives
+        yield metrics, f"http://127.0.0.1:{server.port}/metrics"
 
 
 def created(machine_id: str) -> MachineCreated:
@@ -152,10 +151,10 @@ async def test_gateway_metrics_counts_machines_by_status(settings: Settings, sto
 async def test_a_service_serves_its_metrics_port(settings: Settings) -> None:
     from services.prober.__main__ import build
 
-    port = free_port()
-    settings = msgspec.structs.replace(settings, metrics_port=port)
     async with AsyncExitStack() as stack:
-        await build(settings, stack)
+        # Named before the service starts, as `fleet up` names it: held (`PortHold`).
+        port = stack.enter_context(PortHold()).port
+        await build(msgspec.structs.replace(settings, metrics_port=port), stack)
         status, text, samples = await scrape(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     families = {f.name for f in text_string_to_metric_families(text)}

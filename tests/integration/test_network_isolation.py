@@ -25,7 +25,7 @@ import pytest
 from bench.outside import Outside, outside_host
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded import ValkeyServer, free_port
+from fleet.embedded import ValkeyServer
 from services.common.metrics import Metrics, MetricsServer
 from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
@@ -119,9 +119,8 @@ async def connect_from(
 @pytest.fixture
 async def metrics_port() -> AsyncIterator[int]:
     """A metrics endpoint on the host's loopback, as each service serves one."""
-    port = free_port()
-    async with MetricsServer(Metrics(process=False), "127.0.0.1", port):
-        yield port
+    async with MetricsServer(Metrics(process=False), "127.0.0.1", 0) as server:
+        yield server.port
 
 
 async def test_each_machine_serves_its_own_loopback_port(stack: FleetClient, pair: Pair) -> None:

@@ -19,7 +19,7 @@ import pytest
 from contracts.audit import Action
 from contracts.errors import Forbidden, Unauthorized
 from fleet.client import FleetClient
-from fleet.embedded import free_port
+from fleet.embedded import PortHold
 from services.common.settings import Settings
 from services.common.store import Store
 from services.gateway.__main__ import build as gateway
@@ -163,7 +163,9 @@ LONG_ROUND_S = 60.0
 async def replica(settings: Settings, es: AsyncExitStack) -> str:
     """Another gateway process's worth (its own NATS connections, store and caches) on the same
     servers, with a long revocation round; its URL."""
-    own = msgspec.structs.replace(settings, port=free_port(), preview_port=free_port(),
+    # Its ports named before it starts, as `fleet up` names a replica's: held (`PortHold`).
+    console, previews = (es.enter_context(PortHold()).port for _ in range(2))
+    own = msgspec.structs.replace(settings, port=console, preview_port=previews,
                                   revocation_round_s=LONG_ROUND_S)  # fmt: skip
     await gateway(own, es)
     return f"http://127.0.0.1:{own.port}"

@@ -20,7 +20,6 @@ import pytest
 
 from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_pipeline import home_of
@@ -43,17 +42,31 @@ async def serve_in_machine(stack: FleetClient, name: str) -> Machine:
     """A ready machine running the three test servers, each listening."""
     mid = await ready_machine(stack, name)
     await stack.write_file(mid, "servers.py", SERVERS.read_text())
-    ports = {"http": free_port(), "ws": free_port(), "upper": free_port()}
-    for mode, port in ports.items():
-        await stack.start_process(mid, ["python3", "servers.py", mode, str(port)], tag=mode)
-
-    async def listening() -> bool:
-        found = {p.port for p in (await stack.machine_ports(mid)).ports}
-        return set(ports.values()) <= found
-
-    await wait_until(listening, timeout=20)
+    modes = ("http", "ws", "upper")
+    for mode in modes:
+        await stack.start_process(mid, ["python3", "servers.py", mode], tag=mode)
+    ports = {mode: await reported_port(stack, mid, mode) for mode in modes}
     machine = await stack.get_machine(mid)
     return Machine(mid, machine.instance_id, **ports)
+
+
+async def reported_port(stack: FleetClient, mid: str, tag: str) -> int:
+    """The port the machine's process ``tag`` (tests/machine_servers.py) says it listens on."""
+    said: list[int] = []
+
+    async def listening() -> bool:
+        logs = await stack.process_logs(mid, tag=tag)
+        said[:] = [int(line.split()[1]) for line in logs.lines if line.startswith("listening ")]
+        return bool(said)
+
+    await wait_until(listening, timeout=20)
+    return said[0]
+
+
+async def closed_port(stack: FleetClient, mid: str) -> int:
+    """A port nothing in the machine listens on (by its own list of listening ports)."""
+    listening = {p.port for p in (await stack.machine_ports(mid)).ports}
+    return next(port for port in range(1024, 65536) if port not in listening)
 
 
 def previews(settings: Settings) -> str:
@@ -109,7 +122,8 @@ async def test_preview_url_http_websocket_and_who_may_open_it(
             assert r.status == 403
         async with session.get(page, headers=bearer("fleet_" + "x" * 40)) as r:
             assert r.status == 401
-        async with session.get(f"{base}/machines/{m.id}/ports/{free_port()}/",
+        closed = await closed_port(stack, m.id)
+        async with session.get(f"{base}/machines/{m.id}/ports/{closed}/",
                                headers=bearer(ADMIN_TOKEN)) as r:  # fmt: skip
             assert r.status == 502
             assert (await r.json())["error"]["code"] == 1055
@@ -198,7 +212,8 @@ async def test_tunnel_to_a_closed_port_fails_clearly(
     stack: FleetClient, settings: Settings
 ) -> None:
     mid = await ready_machine(stack, "closed")
-    async with fleet_cli(settings, "machines", "tunnel", mid, str(free_port())) as proc:
+    closed = await closed_port(stack, mid)
+    async with fleet_cli(settings, "machines", "tunnel", mid, str(closed)) as proc:
         _, err = await asyncio.wait_for(proc.communicate(b""), 30)
     assert proc.returncode == 4, err
     assert err.startswith(b"fleet: error 1055: nothing accepts connections on port "), err
@@ -290,9 +305,9 @@ async def only_the_users_ports(stack: FleetClient, mid: str, fresh: tuple[int, .
     with contextlib.suppress(TimeoutError):
         await wait_until(only_fresh, timeout=20)
     assert await listed() == list(fresh)
-    port = free_port()
-    argv = ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"]
-    await stack.start_process(mid, argv, tag="http")
+    await stack.write_file(mid, "servers.py", SERVERS.read_text())
+    await stack.start_process(mid, ["python3", "servers.py", "http"], tag="http")
+    port = await reported_port(stack, mid, "http")
 
     async def more() -> bool:
         return len(await listed()) > len(fresh)

@@ -1,16 +1,22 @@
-// A real OpenID provider for the tests: the certified `oidc-provider` from npm, on
-// 127.0.0.1:<port> (argv[2]). One confidential client, the gateway (the code flow with PKCE for
+// A real OpenID provider for the tests: the certified `oidc-provider` from npm, on 127.0.0.1 at
+// a port the kernel gives. One confidential client, the gateway (the code flow with PKCE for
 // browsers, the device flow for `fleet login`); any login name signs in (its dev interactions),
-// as <name>@example.com, with what USERS gives it. Prints "ready <issuer>" once listening.
-// argv[3], when given, is the issuer: a test's front that forwards to this port (the provider
-// builds its endpoints' URLs from the Host each request names, the front's).
+// as <name>@example.com, with what USERS gives it. Prints "ready <issuer> <its own URL>" once
+// listening. argv[2], when given, is the issuer: a test's front that forwards to this provider
+// (which builds its endpoints' URLs from the Host each request names, the front's).
 // Its configuration is the library's default where the gateway must cope with any provider:
 // conformIdTokenClaims stays on, so the ID token carries `sub` and the scopes' claims (email,
 // name, groups) come from UserInfo only (OpenID Connect Core 5.4).
+import { createServer } from "node:http";
+import { once } from "node:events";
 import Provider from "oidc-provider";
 
-const port = Number(process.argv[2]);
-const issuer = process.argv[3] ?? `http://127.0.0.1:${port}`;
+// Listening before the provider exists: its issuer, by default, names the port it was given.
+const server = createServer();
+server.listen(0, "127.0.0.1");
+await once(server, "listening");
+const own = `http://127.0.0.1:${server.address().port}`;
+const issuer = process.argv[2] ?? own;
 // What a login's claims have besides the defaults (<name>@example.com, verified, no groups).
 // The last two are an attacker's accounts: a provider that lets them set carol's email, not
 // verified; and a second account (another `sub`) whose verified email is carol's.
@@ -60,6 +66,5 @@ const provider = new Provider(issuer, {
 provider.Client.prototype.redirectUriAllowed = (uri) =>
   /^http:\/\/127\.0\.0\.1:\d+\/auth\/callback$/.test(uri);
 
-provider.listen(port, "127.0.0.1", () => {
-  console.log(`ready ${issuer}`);
-});
+server.on("request", provider.callback());
+console.log(`ready ${issuer} ${own}`);

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from fleet.embedded import PortHold, held_ports
-from fleet.up import SERVICES, UpOptions, listeners_refusal, up
+from fleet.up import SERVICES, UpOptions, _banner, banner_ports, listeners_refusal, up
 from fleet.up_ha import service_plan
+from services.common.settings import Settings
 
 
 def test_each_gateway_replica_listens_for_previews_on_a_port_of_its_own(tmp_path: Path) -> None:
@@ -46,3 +47,17 @@ def test_a_listener_port_another_program_holds_is_named(tmp_path: Path) -> None:
         assert refusal.startswith(f"--preview-port {port} on 127.0.0.1")
         options = UpOptions(data_dir=tmp_path, port=console.port, preview_port=0)
         assert listeners_refusal(options) is None
+
+
+@pytest.mark.parametrize("origin", ["", "https://{machine}-{port}.preview.example.com"])
+def test_the_banner_names_the_ports_a_client_reads_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], origin: str
+) -> None:
+    """What `fleet up --port 0` prints is where a client (a test, a benchmark) learns its
+    ports: the gateway's URL and the preview listener's port, whatever the preview origin."""
+    settings = Settings(nats_url="nats://127.0.0.1:4222", redis_url="redis://127.0.0.1:6379/0",
+                        admin_token="t", preview_port=40001, preview_origin=origin)  # fmt: skip
+    _banner(["http://127.0.0.1:40000"], settings, tmp_path, UpOptions(data_dir=tmp_path), None, {})
+    assert banner_ports(capsys.readouterr().out) == ("http://127.0.0.1:40000", 40001)
+    with pytest.raises(ValueError, match="no gateway or previews"):
+        banner_ports("fleet up: refusing to start")

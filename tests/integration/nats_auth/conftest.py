@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from fleet.embedded import NatsAuth, NatsServer, ValkeyServer, free_port
+from fleet.embedded import NatsAuth, NatsServer, PortHold, ValkeyServer
 from services.auth_callout.__main__ import build as build_callout
 from services.common.crypto import SecretBox, generate_secret_key
 from services.common.settings import Settings
@@ -41,28 +41,30 @@ def settings(
     redis_server: ValkeyServer,
     key_prefix: str,
     nats_auth: tuple[NatsAuth, str],
-) -> Settings:
+) -> Iterator[Settings]:
+    """The gateway's port held for the test (`PortHold`), as tests/conftest.py's `settings`."""
     auth, seed = nats_auth
-    return Settings(
-        nats_url=nats_server.url,
-        nats_user=auth.SERVICE_USER,
-        nats_password=auth.service_password,
-        # Read by the gateway only (the stack runs every service with these settings).
-        audit_nats_user=auth.AUDIT_USER,
-        audit_nats_password=auth.audit_password,
-        redis_url=redis_server.url,
-        key_prefix=key_prefix,
-        data_dir=str(tmp_path / "data"),
-        secret_key=generate_secret_key(),
-        admin_token=ADMIN_TOKEN,
-        port=free_port(),
-        log_level="warning",
-        ack_wait_s=5.0,
-        probe_timeout_s=10.0,
-        probe_interval_s=0.1,
-        clone_timeout_s=30.0,
-        callout_issuer_seed=seed,
-    )
+    with PortHold() as console:
+        yield Settings(
+            nats_url=nats_server.url,
+            nats_user=auth.SERVICE_USER,
+            nats_password=auth.service_password,
+            # Read by the gateway only (the stack runs every service with these settings).
+            audit_nats_user=auth.AUDIT_USER,
+            audit_nats_password=auth.audit_password,
+            redis_url=redis_server.url,
+            key_prefix=key_prefix,
+            data_dir=str(tmp_path / "data"),
+            secret_key=generate_secret_key(),
+            admin_token=ADMIN_TOKEN,
+            port=console.port,
+            log_level="warning",
+            ack_wait_s=5.0,
+            probe_timeout_s=10.0,
+            probe_interval_s=0.1,
+            clone_timeout_s=30.0,
+            callout_issuer_seed=seed,
+        )
 
 
 @pytest.fixture

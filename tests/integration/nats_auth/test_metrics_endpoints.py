@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts.consumers import Durable
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
-from fleet.embedded import NatsAuth, NatsServer, free_port
+from fleet.embedded import NatsAuth, NatsServer, PortHold
 from fleet.up import SERVICES
 from services.auth_callout.__main__ import build as build_callout
 from services.auth_callout.metrics import CALLOUT_OUTCOMES, Refusal
@@ -73,7 +73,8 @@ async def endpoints(
         for name, build in (("provisioner", provisioner), ("setup_pusher", setup_pusher),
                             ("prober", prober), ("codemode", codemode),
                             ("auth_callout", build_callout)):  # fmt: skip
-            port = free_port()
+            # Named before the service starts, as `fleet up` names it: held (`PortHold`).
+            port = es.enter_context(PortHold()).port
             own = msgspec.structs.replace(settings, metrics_port=port)
             if name == "auth_callout":
                 own = msgspec.structs.replace(

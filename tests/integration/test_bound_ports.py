@@ -1,29 +1,38 @@
-"""The embedded servers report the ports they bound; none is chosen for them and then held.
+"""Servers report the ports they bound; none is guessed for them.
 
 nats-server binds ports of the kernel's choosing and writes them in its ports file; valkey
 cannot choose one (``port 0`` turns its TCP off), so it is started on a port nothing holds and,
-if something took it first, again on another. A restart binds the same port again. `free_port`
-stays for what must be named before anything starts (a NATS cluster's routes): two callers
-(parallel test workers, or one `fleet up --ha`) are never handed the same one, and the real
-servers still bind it."""
+if something took it first, again on another; the gateway told port 0 binds what the kernel
+gives and logs it. A restart binds the same port again. What must be named before its server
+runs (a NATS cluster's routes, a port a restarted server binds again) is a `PortHold`: a port
+the kernel gave, bound without listening, that the server binds all the same."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import errno
 import json
-import random
+import os
+import re
 import socket
+import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 import redis
 
 from fleet import embedded
-from fleet.embedded import NatsServer, PortHold, ValkeyServer, free_port
+from fleet.embedded import NatsServer, PortHold, ValkeyServer
 from fleet.up_servers import ServerSupervisor
+from services.common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, oidc_issuer
+
+__all__ = ["oidc_issuer"]
 from tests.waiters import wait_until
 
 
@@ -124,28 +133,52 @@ async def test_a_dead_servers_ports_are_held_until_it_is_back(tmp_path: Path) ->
             other.bind(("127.0.0.1", port))
 
 
-def test_a_port_handed_out_is_refused_to_a_plain_bind() -> None:
-    port = free_port()
-    with socket.socket() as other, pytest.raises(OSError, match="in use") as refused:
-        other.bind(("127.0.0.1", port))
-    assert refused.value.errno == errno.EADDRINUSE
-
-
-def test_two_callers_drawing_the_same_number_get_two_ports(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_the_gateway_told_port_0_logs_the_ports_it_bound(
+    settings: Settings, oidc_issuer: str
 ) -> None:
-    drawn = random.randrange(20_000)  # every draw of both callers: this number
-    monkeypatch.setattr(random, "randrange", lambda _n: drawn)
-    first, second = free_port(), free_port()
-    assert first != second
+    """Run alone (as a deployment runs it), FLEET_PORT=0 and FLEET_PREVIEW_PORT=0: each
+    listener's ``gateway.listening`` names the port the kernel gave, it answers there, and the
+    addresses it hands out name that port (a sign-in's callback: port 0 was never reached)."""
+    env = os.environ | settings.to_env() | {
+        "FLEET_PORT": "0", "FLEET_PREVIEW_PORT": "0", "FLEET_ADMIN_TOKEN": ADMIN_TOKEN,
+        "FLEET_LOG_LEVEL": "info", "FLEET_OIDC_ISSUER": oidc_issuer,
+        "FLEET_OIDC_CLIENT_ID": CLIENT_ID, "FLEET_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+    }  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.gateway", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        urls = await asyncio.wait_for(_listening(proc), 60)
+        assert set(urls) == {"gateway", "previews"}, urls
+        ports = {name: int(url.rsplit(":", 1)[1]) for name, url in urls.items()}
+        assert 0 not in ports.values(), urls
+        assert ports["gateway"] != ports["previews"], urls
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{urls['gateway']}/healthz") as r:
+                assert r.status == 200
+            async with http.get(f"{urls['gateway']}/auth/login", allow_redirects=False) as r:
+                assert r.status in (302, 303), await r.text()
+                where = parse_qs(urlsplit(r.headers["Location"]).query)
+        assert where["redirect_uri"] == [f"{urls['gateway']}/auth/callback"]
+        _, writer = await asyncio.open_connection("127.0.0.1", ports["previews"])
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
 
 
-def test_the_servers_bind_the_port_they_were_handed(tmp_path: Path) -> None:
-    with (
-        NatsServer(tmp_path / "nats", port=free_port()) as nats_server,
-        ValkeyServer(tmp_path / "valkey", port=free_port(), password="pw") as valkey,
-        socket.create_server(("0.0.0.0", free_port())) as listener,  # asyncio's and aiohttp's bind
-    ):
-        for port in (nats_server.port, valkey.port, listener.getsockname()[1]):
-            with socket.create_connection(("127.0.0.1", port), 2):
-                pass
+async def _listening(proc: asyncio.subprocess.Process) -> dict[str, str]:
+    """The URL of each listener (``listener=``) from the gateway's ``gateway.listening`` lines."""
+    assert proc.stderr is not None
+    urls: dict[str, str] = {}
+    seen = ""
+    while len(urls) < 2:
+        line = (await proc.stderr.readline()).decode(errors="replace")
+        assert line, f"the gateway ended ({proc.returncode}) before listening:\n{seen}"
+        seen += line
+        if "gateway.listening" in line:
+            found = dict(re.findall(r"(listener|url)=(\S+)", line))
+            urls[found["listener"]] = found["url"]
+    return urls
