@@ -22,6 +22,8 @@ def machine_commands(g: SubAction) -> None:
                    "(it keeps running); waits until each is ready")  # fmt: skip
     fork.add_argument("machine_id")
     fork.add_argument("--count", type=int, default=1, help="how many forks (1 to 20)")
+    fork.add_argument("--memory", action="store_true", help="the forks' processes go on from "
+                      "the machine's memory (gvisor machines)")  # fmt: skip
     fork.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
     snap = command(g, "snapshot", _snapshot, "a named, read-only state of the machine's home, "
                    "kept until deleted")  # fmt: skip
@@ -49,7 +51,7 @@ async def _ready(c: FleetClient, a: Args, machines: list[Machine]) -> int:
 
 
 async def _fork(c: FleetClient, a: Args) -> int:
-    return await _ready(c, a, await c.fork_machine(a.machine_id, a.count))
+    return await _ready(c, a, await c.fork_machine(a.machine_id, a.count, memory=a.memory))
 
 
 async def _from_snapshot(c: FleetClient, a: Args) -> int:

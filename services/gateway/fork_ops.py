@@ -73,7 +73,15 @@ class ForkOps:
 
     async def machines_fork(self, p: ForkMachineParams, c: Caller) -> ForkedMachines:
         source = await self._source(c, p.machine_id, "forked")
+        if p.memory:
+            memory_forkable(source)
         await check_running_limit(self.store, source.instance_id, None, p.count)
+        image = None
+        if p.memory:  # one checkpoint for every fork; the source runs on
+            image = new_snapshot_id()
+            taken = await self.hosts.take_memory_image(source, image, p.count)
+            log.info("machine.memory_image_taken", machine_id=source.id, bytes=taken.bytes,
+                     pause_ms=taken.pause_ms)  # fmt: skip
         # A fork runs what its source runs, whatever the instance's environment is now: the
         # home (and the layer over the image) it copies was made for that image.
         same = environment_of(source)
@@ -86,10 +94,12 @@ class ForkOps:
                 source.id,
                 environment=same,
                 runtime=runtime_of(source),
+                memory_image=image,
             )
             for _ in range(p.count)
         ]
-        log.info("machine.forked", machine_id=source.id, forks=[m.id for m in forks])
+        log.info("machine.forked", machine_id=source.id, forks=[m.id for m in forks],
+                 memory=p.memory)  # fmt: skip
         return ForkedMachines(machines=forks)
 
     async def machines_snapshot(self, p: SnapshotParams, c: Caller) -> Snapshot:
@@ -152,6 +162,23 @@ class ForkOps:
         return SnapshotDeleted(deleted=True)
 
 
+def memory_forkable(source: Machine) -> None:
+    """NotSupported unless the machine runs gvisor on the local provider; Conflict unless it
+    runs now (a stopped machine has no memory to copy)."""
+    if source.runtime != "gvisor" or source.provider != "local":
+        raise NotSupported(
+            f"machine {source.id} runs the {source.runtime} runtime on the {source.provider} "
+            "provider: only a local gvisor machine can be forked with its memory",
+            data={"runtime": source.runtime, "provider": source.provider},
+        )
+    if source.status not in STOPPABLE:
+        raise Conflict(
+            f"machine {source.id} is {source.status.value}: only a running machine can be "
+            "forked with its memory",
+            data={"status": source.status.value},
+        )
+
+
 def environment_of(m: Machine) -> tuple[str, str | None] | None:
     """What ``m`` runs (its environment's description and image), None for the default."""
     return None if m.environment is None else (m.environment, m.environment_image)
@@ -172,11 +199,13 @@ async def new_machine(
     *,
     environment: tuple[str, str | None] | None = None,
     runtime: RuntimeChoice | None = None,
+    memory_image: str | None = None,
 ) -> Machine:
     """A machine made and announced (``machine.created``): the instance's current one, or one
     more machine of the instance: a fork of ``fork_of``, or one with a copy of the snapshot
     ``from_snapshot``; ``environment`` (description, image): what it runs, already resolved;
-    ``runtime``: its runtime (None: ``namespaces``)."""
+    ``runtime``: its runtime (None: ``namespaces``); ``memory_image``: a fork with memory's
+    image, taken on its source's host."""
     current = fork_of is None and from_snapshot is None
     machine = await store.create_machine(instance_id, provider, current=current, runtime=runtime)
     if environment is not None:  # resolved already: the provisioner takes it as it is
@@ -188,6 +217,7 @@ async def new_machine(
         provider=provider,
         fork_of=fork_of,
         from_snapshot=from_snapshot,
+        memory_image=memory_image,
     )
     try:
         await bus.publish(event)

@@ -848,6 +848,7 @@ export interface InstancesGetRuntimeParams {
 export interface MachinesForkParams {
   machineId: string;
   count?: number;
+  memory?: boolean;
 }
 
 /** `machines.snapshot`'s params. */
@@ -1719,6 +1720,7 @@ export interface MachineCreated {
   provider: string;
   forkOf?: string | null;
   fromSnapshot?: string | null;
+  memoryImage?: string | null;
 }
 
 /**

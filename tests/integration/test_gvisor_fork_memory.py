@@ -1,0 +1,117 @@
+"""Forks with memory of a gvisor machine (docs/fork-snapshots.md), on real runsc sandboxes with
+real daemons: a process holding a count in memory goes on in the source and in each of 3 forks,
+each on its own, and each fork speaks as itself. The source's credential a fork holds, refused:
+tests/integration/nats_auth/test_gvisor_fork_credentials.py. The rules in memory:
+tests/fast/test_runtime.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fleet.client import FleetClient
+from services.common.crypto import SecretBox
+from services.common.settings import Settings
+from services.common.store import Store
+from tests.integration import test_gvisor as gv
+from tests.integration.test_gvisor import answers, ready_gvisor
+from tests.waiters import wait_until
+
+#: NATS at an address of the host other than its loopback (test_gvisor.py says why).
+nats_server = gv.nats_server
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, runtime="gvisor")
+
+
+#: Counts in memory and writes "<pid> <count>" to its file each tick; a number written to the
+#: file ``add`` is added to the count (then the file removed).
+COUNTER = r"""
+import os, sys, time
+held = bytearray(os.urandom(1 << 20)) * 8
+n = 0
+while True:
+    n += 1
+    try:
+        n += int(open('add').read())
+        os.remove('add')
+    except (OSError, ValueError):
+        pass
+    with open(sys.argv[1] + '.tmp', 'w') as f:
+        f.write(f'{os.getpid()} {n} {len(held)}')
+    os.replace(sys.argv[1] + '.tmp', sys.argv[1])
+    time.sleep(0.2)
+"""
+
+
+def count_in(home: Path) -> tuple[int, int]:
+    """The counter's pid and count, as last written in ``home``."""
+    try:
+        pid, n, _ = (home / "count").read_text().split()
+    except (OSError, ValueError):
+        return 0, 0
+    return int(pid), int(n)
+
+
+@pytest.mark.timeout(1200)
+async def test_three_forks_with_memory_go_on_each_on_its_own_as_machines_of_their_own(
+    stack: FleetClient, stack_settings: Settings, store: Store
+) -> None:
+    machines = stack_settings.data_path.resolve() / "machines"
+    mid = await ready_gvisor(stack, "gv-fork-memory")
+    source_home = machines / mid / "home"
+    await stack.write_file(mid, "counter.py", COUNTER)
+    proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
+                                     tag="counter")  # fmt: skip
+    await wait_until(lambda: count_in(source_home)[1] >= 3, timeout=180)
+    pid_inside, before = count_in(source_home)
+    box = SecretBox(stack_settings.secret_key)
+    sealed = await store.machine_secret(mid)
+    assert sealed is not None
+    copied = box.decrypt(sealed)  # what the source's processes hold, and every fork's copy
+
+    began = time.monotonic()
+    forks = [m.id for m in await stack.fork_machine(mid, 3, memory=True)]
+    assert len(set(forks)) == 3
+    assert mid not in forks
+    waits = [asyncio.ensure_future(stack.wait_for(f, ["ready", "failed"], timeout_s=600))
+             for f in forks]  # fmt: skip
+    first = None
+    for done in asyncio.as_completed(waits):
+        got = await done
+        assert got.status == "ready", got.status_reason
+        first = first or (time.monotonic() - began)
+    print(f"fork with memory: first of 3 ready {first:.2f}s, all {time.monotonic() - began:.2f}s")
+
+    # Each fork's copy of the counter goes on from the source's count, with its PID, in the
+    # fork's own home; the source's goes on too.
+    homes = [machines / f / "home" for f in forks]
+    for home in homes:
+        await wait_until(lambda home=home: count_in(home)[1] > before + 3, timeout=180)
+        assert count_in(home)[0] == pid_inside
+        assert count_in(home)[1] < before + 5000  # from the source's count, never from 0
+    await wait_until(lambda: count_in(source_home)[1] > before + 3, timeout=180)
+    # Each on its own: a number added to one fork's count is in no other's.
+    await stack.write_file(forks[0], "add", "100000")
+    await wait_until(lambda: count_in(homes[0])[1] > 100000, timeout=180)
+    assert all(count_in(h)[1] < 100000 for h in [*homes[1:], source_home])
+    # Each fork's daemon speaks as the fork, and lists the process it inherited.
+    for f in forks:
+        await wait_until(lambda f=f: answers(stack, f), timeout=180, every=0.5)
+        listed = [(p.pid, p.state) for p in await stack.list_processes(f) if p.tag == "counter"]
+        assert listed == [(proc.pid, "running")]
+    await wait_until(lambda: answers(stack, mid), timeout=180, every=0.5)
+
+    # The source's credential was renewed (the copy in every fork's memory is refused by the
+    # auth callout: tests/integration/nats_auth/test_gvisor_fork_credentials.py).
+    renewed = await store.machine_secret(mid)
+    assert renewed is not None
+    assert box.decrypt(renewed) != copied
