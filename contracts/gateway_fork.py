@@ -64,6 +64,9 @@ MACHINES_FORK: MethodSpec[ForkMachineParams, ForkedMachines] = MethodSpec(
 class SnapshotParams(Params, kw_only=True):
     machine_id: MachineId
     name: Name
+    #: The machine's memory and processes too (gvisor machines only, 1601 otherwise): a
+    #: machine made from it starts with them running. The machine runs on.
+    memory: bool = False
 
 
 class SnapshotRef(Params, kw_only=True):
@@ -83,6 +86,8 @@ class Snapshot(Result, kw_only=True):
     how: Literal["cow", "copy"]
     #: How long the machine was paused (frozen) for it; 0 with ``cow``.
     pause_ms: float
+    #: It holds the machine's memory and processes too (``machines.snapshot {memory: true}``).
+    memory: bool = False
 
 
 class SnapshotList(Result, kw_only=True):

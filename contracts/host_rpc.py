@@ -112,8 +112,9 @@ EXEC_AS_ROOT = MethodSpec(
 
 
 class MemoryImageParams(SnapshotParams, kw_only=True):
-    #: How many forks are to be restored from it (the last one's restore deletes it).
-    forks: Annotated[int, msgspec.Meta(ge=1, le=MAX_FORKS)]
+    #: How many forks are to be restored from it (the last one's restore deletes it); None:
+    #: a snapshot's, kept until deleted (host.dropSnapshot).
+    forks: Annotated[int, msgspec.Meta(ge=1, le=MAX_FORKS)] | None = None
 
 
 class MemoryImageTaken(Result, kw_only=True):
@@ -121,6 +122,8 @@ class MemoryImageTaken(Result, kw_only=True):
     bytes: int
     #: How long the source stood still: its checkpoint, its home's copy and its restore.
     pause_ms: float
+    #: How its home was copied.
+    copied: HomeCopy
 
 
 TAKE_MEMORY_IMAGE = MethodSpec(

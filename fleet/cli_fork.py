@@ -29,6 +29,8 @@ def machine_commands(g: SubAction) -> None:
                    "kept until deleted")  # fmt: skip
     snap.add_argument("machine_id")
     snap.add_argument("name")
+    snap.add_argument("--memory", action="store_true", help="its processes too: a machine made "
+                      "from it starts with them running (gvisor machines)")  # fmt: skip
     listed = command(g, "snapshots", _snapshots, "an instance's snapshots")
     listed.add_argument("instance_id")
     drop = command(g, "snapshot-delete", _drop, "delete a snapshot (machines made from it stay)")
@@ -59,8 +61,9 @@ async def _from_snapshot(c: FleetClient, a: Args) -> int:
 
 
 async def _snapshot(c: FleetClient, a: Args) -> int:
-    s = await c.snapshot_machine(a.machine_id, a.name)
-    return emit(a, s, lambda: f"{s.id} {s.name} ({s.how}, paused {s.pause_ms:g} ms)")
+    s = await c.snapshot_machine(a.machine_id, a.name, memory=a.memory)
+    with_memory = ", with memory" if s.memory else ""
+    return emit(a, s, lambda: f"{s.id} {s.name} ({s.how}, paused {s.pause_ms:g} ms{with_memory})")
 
 
 async def _snapshots(c: FleetClient, a: Args) -> int:

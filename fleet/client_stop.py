@@ -74,9 +74,13 @@ class StopClient:
                             memory=memory)  # fmt: skip
         return (await self.call(gfk.MACHINES_FORK, params)).machines
 
-    async def snapshot_machine(self: Calls, machine_id: str, name: str) -> gfk.Snapshot:
-        """A named, read-only state of the machine's home, kept until deleted."""
-        params = new_params(gfk.SnapshotParams, machine_id=machine_id, name=name)
+    async def snapshot_machine(
+        self: Calls, machine_id: str, name: str, *, memory: bool = False
+    ) -> gfk.Snapshot:
+        """A named, read-only state of the machine's home, kept until deleted; with
+        ``memory`` (a gvisor machine), its processes too: a machine made from it starts with
+        them running."""
+        params = new_params(gfk.SnapshotParams, machine_id=machine_id, name=name, memory=memory)
         return await self.call(gfk.MACHINES_SNAPSHOT, params)
 
     async def create_from_snapshot(self: Calls, instance_id: str, snapshot_id: str) -> Machine:

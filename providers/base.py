@@ -102,9 +102,11 @@ class MemoryForker(Protocol):
     """A provider that can fork a machine with its memory and processes (``gvisor``)."""
 
     async def take_memory_image(
-        self, machine_id: str, image_id: str, forks: int, renew: Callable[[], Awaitable[str]]
-    ) -> tuple[int, float]:
+        self, machine_id: str, image_id: str, forks: int | None,
+        renew: Callable[[], Awaitable[str]],
+    ) -> tuple[int, float, HomeCopy]:  # fmt: skip
         """Checkpoint the machine and restore it at once, keeping its image and a copy of its
-        home for ``forks`` forks (MachineCreated.memory_image); the image's size and how long
-        the machine stood still (ms). ``renew`` stores a new credential and gives it, before
+        home for ``forks`` forks (MachineCreated.memory_image), or until deleted (None: a
+        snapshot's); the image's size, how long the machine stood still (ms) and how its home
+        was copied. ``renew`` stores a new credential and gives it, before
         the machine's daemon reconnects with it."""

@@ -37,6 +37,7 @@ from typing import Any
 
 import structlog
 
+from contracts.events import HomeCopy
 from providers.gvisor import (
     BUNDLE,
     Runsc,
@@ -67,23 +68,26 @@ async def take_image(
     *,
     nats_ports: set[int],
     memory: Path,
-    forks: int,
-    copy_home: Callable[[], Awaitable[object]],
+    forks: int | None,
+    copy_home: Callable[[], Awaitable[HomeCopy]],
     renew: Callable[[], Awaitable[str]],
     enter: list[str],
-) -> tuple[int, float]:
+) -> tuple[int, float, HomeCopy]:
     """Checkpoint the machine into ``memory``, copy its home (``copy_home``), and restore it
     with the credential ``renew`` gives (stored by it before the machine's daemon restarts);
-    the image's size and how long the machine stood still (ms). Conflict, the machine
-    untouched, if a process of it holds a connection this runsc cannot keep."""
+    the image's size, how long the machine stood still (ms) and how its home was copied.
+    ``forks``: how many restores delete it; None: kept until deleted (a snapshot's).
+    Conflict, the machine untouched, if a process of it holds a connection this runsc cannot
+    keep."""
     began = time.monotonic()
     await asyncio.to_thread(checkpoint_sandbox, runsc, machine_dir, machine_id, nats_ports, memory)
     try:
         shutil.copyfile(machine_dir / BUNDLE / "config.json", memory / SPEC_FILE)
         (memory / SOURCE_FILE).write_text(str(machine_dir))
         shutil.copyfile(machine_dir / "uid", memory / UID_FILE)
-        (memory / LEFT_FILE).write_text(str(forks))
-        await copy_home()  # nothing of the machine runs: its home as of the image
+        if forks is not None:
+            (memory / LEFT_FILE).write_text(str(forks))
+        copied = await copy_home()  # nothing of the machine runs: its home as of the image
     finally:  # the source runs on, whatever became of its copy
         await asyncio.to_thread(stop_pasta, machine_id)
         pid = await start_sandbox(
@@ -96,7 +100,7 @@ async def take_image(
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "HUP")
     log.info("provider.gvisor_memory_image", machine_id=machine_id, pid=pid,
              ms=round(stood_ms), forks=forks)  # fmt: skip
-    return await asyncio.to_thread(image_size, memory), stood_ms
+    return await asyncio.to_thread(image_size, memory), stood_ms, copied
 
 
 def fork_spec(spec: dict[str, Any], source_dir: Path, machine_dir: Path,
@@ -142,7 +146,10 @@ async def restore_fork(runsc: Runsc, machine_dir: Path, machine_id: str, token: 
 
 
 def one_fork_less(memory: Path) -> bool:
-    """Count a fork restored; True when it was the last one (the image is then dropped)."""
+    """Count a fork restored; True when it was the last one (the image is then dropped).
+    Never for a snapshot's image (no count: it is kept until the snapshot is deleted)."""
+    if not (memory / LEFT_FILE).is_file():
+        return False
     with open(memory / LEFT_FILE, "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         left = 0

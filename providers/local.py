@@ -281,11 +281,13 @@ class LocalProvider:
         return self._data_dir / "snapshots" / f"{snapshot_id}.memory"
 
     async def take_memory_image(
-        self, machine_id: str, image_id: str, forks: int, renew: Callable[[], Awaitable[str]]
-    ) -> tuple[int, float]:
+        self, machine_id: str, image_id: str, forks: int | None,
+        renew: Callable[[], Awaitable[str]],
+    ) -> tuple[int, float, HomeCopy]:  # fmt: skip
         """A gvisor machine checkpointed and restored at once, its memory image and a copy of
-        its home kept for ``forks`` forks (providers/gvisor_fork.py); the image's size and
-        how long the machine stood still (ms). ``renew``: its new credential, stored."""
+        its home kept for ``forks`` forks, or until deleted (None: a snapshot's)
+        (providers/gvisor_fork.py); the image's size, how long the machine stood still (ms)
+        and how its home was copied. ``renew``: its new credential, stored."""
         machine_dir = self.machine_dir(machine_id)
         if not gvisor.is_gvisor(machine_dir):
             raise NotSupported(f"machine {machine_id} runs the namespaces runtime: only a gvisor "
@@ -341,6 +343,7 @@ class LocalProvider:
         upper = self.snapshot_upper(snapshot_id)
         if upper.exists():
             await asyncio.to_thread(remove_tree, upper)
+        await asyncio.to_thread(remove_tree, self.memory_dir(snapshot_id))
         await asyncio.to_thread(remove_home, target)
         return True
 

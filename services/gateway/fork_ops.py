@@ -104,6 +104,8 @@ class ForkOps:
 
     async def machines_snapshot(self, p: SnapshotParams, c: Caller) -> Snapshot:
         source = await self._source(c, p.machine_id, "snapshotted")
+        if p.memory:
+            memory_forkable(source)
         held = await count_snapshots(self.store, source.instance_id)
         if held >= self.max_snapshots:
             raise SnapshotLimit(
@@ -112,10 +114,15 @@ class ForkOps:
                 data={"limit": self.max_snapshots},
             )
         snapshot_id = new_snapshot_id()
-        copied = await self.hosts.take_snapshot(source, snapshot_id)
+        if p.memory:  # the machine checkpointed and running on; kept until deleted
+            taken = await self.hosts.take_memory_image(source, snapshot_id, None)
+            copied, pause_ms = taken.copied, taken.pause_ms
+        else:
+            copied = await self.hosts.take_snapshot(source, snapshot_id)
+            pause_ms = copied.pause_ms
         snapshot = Snapshot(
             id=snapshot_id, name=p.name, instance_id=source.instance_id, machine_id=source.id,
-            created_at=now(), how=copied.how, pause_ms=copied.pause_ms,
+            created_at=now(), how=copied.how, pause_ms=pause_ms, memory=p.memory,
         )  # fmt: skip
         await save_snapshot(self.store, snapshot)
         log.info("machine.snapshot_taken", machine_id=source.id, snapshot_id=snapshot_id,

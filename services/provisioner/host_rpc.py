@@ -110,13 +110,13 @@ class HostMethods:
         async with self.store.lock(f"provision:{machine.id}", ttl_s=_IMAGE_HELD_S) as held:
             if not held:
                 raise Conflict(f"machine {machine.id} is being started, stopped or paused")
-            size, stood_ms = await provider.take_memory_image(
+            size, stood_ms, copied = await provider.take_memory_image(
                 machine.id, p.snapshot_id, p.forks, renew
             )
             await self.egress.enforce(machine, at_start=True)  # its namespace is a new one
         log.info("host.memory_image_taken", machine_id=machine.id, image_id=p.snapshot_id,
                  bytes=size, stood_ms=round(stood_ms))  # fmt: skip
-        return h.MemoryImageTaken(bytes=size, pause_ms=round(stood_ms, 1))
+        return h.MemoryImageTaken(bytes=size, pause_ms=round(stood_ms, 1), copied=copied)
 
     async def apply_egress(self, p: h.HostMachineParams, _: None) -> h.ApplyEgressResult:
         machine, _provider = await self._own(p.machine_id)

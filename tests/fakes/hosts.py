@@ -44,7 +44,7 @@ class InProcessHosts:
         return (await self.methods.drop_snapshot(params, None)).dropped
 
     async def take_memory_image(
-        self, machine: Machine, image_id: str, forks: int
+        self, machine: Machine, image_id: str, forks: int | None
     ) -> h.MemoryImageTaken:
         params = h.MemoryImageParams(machine_id=machine.id, snapshot_id=image_id, forks=forks)
         return await self.methods.take_memory_image(params, None)

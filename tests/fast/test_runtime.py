@@ -187,3 +187,16 @@ async def test_a_fork_with_memory_of_a_namespaces_machine_is_refused_by_its_runt
     assert "cannot fork with memory" in str(unable.value)
     assert not [e for e in world.bus.events if isinstance(e, MachineCreated) and e.fork_of]
     assert world.provider.clones == []
+
+
+@method("machines.snapshot")
+async def test_a_snapshot_with_memory_of_a_namespaces_machine_is_refused_by_its_runtime(
+    world: World,
+) -> None:
+    m = await world.ready_machine()
+    with pytest.raises(NotSupported) as refused:
+        await world.rpc("machines.snapshot", {"machineId": m.id, "name": "warm", "memory": True})
+    assert refused.value.code == 1601
+    assert "namespaces" in str(refused.value)
+    assert refused.value.data == {"runtime": "namespaces", "provider": "local"}
+    assert (await world.rpc("snapshots.list", {"instanceId": m.instance_id}))["snapshots"] == []

@@ -115,3 +115,45 @@ async def test_three_forks_with_memory_go_on_each_on_its_own_as_machines_of_thei
     renewed = await store.machine_secret(mid)
     assert renewed is not None
     assert box.decrypt(renewed) != copied
+
+
+@pytest.mark.timeout(1200)
+async def test_a_machine_made_from_a_memory_snapshot_starts_with_its_processes_running(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    machines = stack_settings.data_path.resolve() / "machines"
+    mid = await ready_gvisor(stack, "gv-snapshot-memory")
+    source_home = machines / mid / "home"
+    await stack.write_file(mid, "counter.py", COUNTER)
+    proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
+                                     tag="counter")  # fmt: skip
+    await wait_until(lambda: count_in(source_home)[1] >= 3, timeout=180)
+    pid_inside, before = count_in(source_home)
+    snapshot = await stack.snapshot_machine(mid, "warm", memory=True)
+    assert snapshot.memory
+    assert snapshot.pause_ms > 0
+    # The source runs on; its daemon, started again with its renewed credential, answers.
+    await wait_until(lambda: answers(stack, mid), timeout=180, every=0.5)
+    await stack.write_file(mid, "add", "100000")  # the source's count after the snapshot
+    await wait_until(lambda: count_in(source_home)[1] > 100000, timeout=180)
+
+    made = []
+    for _ in range(2):  # each a machine of its own, with the snapshot's processes
+        m = await stack.create_from_snapshot(snapshot.instance_id, snapshot.id)
+        got = await stack.wait_for(m.id, ["ready", "failed"], timeout_s=600)
+        assert got.status == "ready", got.status_reason
+        made.append(m.id)
+    for m in made:
+        home = machines / m / "home"
+        await wait_until(lambda home=home: count_in(home)[1] > before + 3, timeout=180)
+        assert count_in(home)[0] == pid_inside
+        assert count_in(home)[1] < 100000  # from the snapshot's count, not the source's now
+        await wait_until(lambda m=m: answers(stack, m), timeout=180, every=0.5)
+        listed = [(p.pid, p.state) for p in await stack.list_processes(m) if p.tag == "counter"]
+        assert listed == [(proc.pid, "running")]
+    # Deleting the snapshot deletes its memory image; the machines made from it run on.
+    memory = stack_settings.data_path.resolve() / "snapshots" / f"{snapshot.id}.memory"
+    assert memory.is_dir()
+    await stack.delete_snapshot(snapshot.id)
+    assert not memory.exists()
+    assert all([await answers(stack, m) for m in made])

@@ -495,6 +495,7 @@ export interface Snapshot {
   createdAt: string;
   how: "copy" | "cow";
   pauseMs: number;
+  memory?: boolean;
 }
 
 export interface SnapshotDeleted {
@@ -855,6 +856,7 @@ export interface MachinesForkParams {
 export interface MachinesSnapshotParams {
   machineId: string;
   name: string;
+  memory?: boolean;
 }
 
 /** `snapshots.list`'s params. */
