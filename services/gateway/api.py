@@ -149,7 +149,8 @@ class GatewayApi:
         self.stops = StopOps(store=store, bus=bus, access=self.access)
         self.runtimes = RuntimeOps(store=store, settings=self.settings, access=self.access)
         self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
-                             max_snapshots=self.settings.max_snapshots)  # fmt: skip
+                             max_snapshots=self.settings.max_snapshots,
+                             daemons=daemons)  # fmt: skip
         self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
         self.byte_streams = ByteStreamOpener(

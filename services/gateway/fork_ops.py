@@ -4,9 +4,20 @@ as of one instant (the provisioner copies it: providers/homes_fs.py); ``machines
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
-from contracts.errors import Conflict, Forbidden, InvalidParams, NotSupported, SnapshotLimit
+from contracts.daemon_rpc import GET_VERSION
+from contracts.errors import (
+    Conflict,
+    DaemonTimeout,
+    DaemonUnavailable,
+    Forbidden,
+    InvalidParams,
+    NotSupported,
+    SnapshotLimit,
+)
 from contracts.events import MachineCreated, now
 from contracts.gateway_fork import (
     ForkedMachines,
@@ -19,9 +30,12 @@ from contracts.gateway_fork import (
 )
 from contracts.gateway_types import InstanceRef
 from contracts.ids import new_event_id, new_snapshot_id
+from contracts.jsonrpc import NoParams
 from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
+from core.backoff import backoff_s
 from services.common.bus import Bus
+from services.common.daemon_client import DaemonClient
 from services.common.store import Store
 from services.common.store_environments import set_machine_environment
 from services.common.store_snapshots import (
@@ -43,12 +57,17 @@ COPYABLE_HOMES = frozenset({"local", "docker"})
 LAYER_IS_AN_IMAGE = frozenset({"docker"})
 #: A machine whose home is there to copy: booted (running), or stopped.
 FORKABLE = STOPPABLE | STOPPED_OR_STOPPING
+#: How long a fork or snapshot with memory waits for its source's daemon to answer again.
+SOURCE_BACK_S = 120.0
 
 
 class ForkOps:
     def __init__(
-        self, *, store: Store, bus: Bus, access: Access, hosts: HostControl, max_snapshots: int
-    ) -> None:
+        self, *, store: Store, bus: Bus, access: Access, hosts: HostControl, max_snapshots: int,
+        daemons: DaemonClient | None = None,
+    ) -> None:  # fmt: skip
+        #: Asks the source's daemon, started again after a checkpoint, whether it is back.
+        self.daemons = daemons
         self.store = store
         self.bus = bus
         self.access = access
@@ -100,6 +119,8 @@ class ForkOps:
         ]
         log.info("machine.forked", machine_id=source.id, forks=[m.id for m in forks],
                  memory=p.memory)  # fmt: skip
+        if p.memory:
+            await self._source_back(source.id)
         return ForkedMachines(machines=forks)
 
     async def machines_snapshot(self, p: SnapshotParams, c: Caller) -> Snapshot:
@@ -125,9 +146,31 @@ class ForkOps:
             created_at=now(), how=copied.how, pause_ms=pause_ms, memory=p.memory,
         )  # fmt: skip
         await save_snapshot(self.store, snapshot)
+        if p.memory:
+            await self._source_back(source.id)
         log.info("machine.snapshot_taken", machine_id=source.id, snapshot_id=snapshot_id,
                  how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
         return snapshot
+
+    async def _source_back(self, machine_id: str) -> None:
+        """Until the source's daemon, started again with its renewed credential, answers: the
+        caller may use the source as soon as the call returns. One that is not back in
+        SOURCE_BACK_S is left to the prober (logged)."""
+        if self.daemons is None:
+            return
+        attempt = 0
+        try:
+            async with asyncio.timeout(SOURCE_BACK_S):
+                while True:
+                    try:
+                        await self.daemons.call(machine_id, GET_VERSION, NoParams(), timeout_s=10)
+                        return
+                    except (DaemonUnavailable, DaemonTimeout):
+                        attempt += 1
+                        await asyncio.sleep(backoff_s(attempt, base=0.05, cap=1.0))
+        except TimeoutError:
+            log.warning("machine.memory_source_not_back", machine_id=machine_id,
+                        after_s=SOURCE_BACK_S)  # fmt: skip
 
     async def made_from(self, snapshot: Snapshot, provider: str | None) -> Machine:
         """One more machine of the snapshot's instance, with a copy of it: a machine of its

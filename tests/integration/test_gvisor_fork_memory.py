@@ -82,6 +82,7 @@ async def test_three_forks_with_memory_go_on_each_on_its_own_as_machines_of_thei
     forks = [m.id for m in await stack.fork_machine(mid, 3, memory=True)]
     assert len(set(forks)) == 3
     assert mid not in forks
+    assert await answers(stack, mid)  # the source's daemon is back once the call returned
     waits = [asyncio.ensure_future(stack.wait_for(f, ["ready", "failed"], timeout_s=600))
              for f in forks]  # fmt: skip
     first = None
@@ -132,8 +133,8 @@ async def test_a_machine_made_from_a_memory_snapshot_starts_with_its_processes_r
     snapshot = await stack.snapshot_machine(mid, "warm", memory=True)
     assert snapshot.memory
     assert snapshot.pause_ms > 0
-    # The source runs on; its daemon, started again with its renewed credential, answers.
-    await wait_until(lambda: answers(stack, mid), timeout=180, every=0.5)
+    # The source runs on; its daemon, started again with its renewed credential, answers as
+    # soon as the call has returned.
     await stack.write_file(mid, "add", "100000")  # the source's count after the snapshot
     await wait_until(lambda: count_in(source_home)[1] > 100000, timeout=180)
 
