@@ -81,6 +81,7 @@ async def take_image(
     keep."""
     began = time.monotonic()
     await asyncio.to_thread(checkpoint_sandbox, runsc, machine_dir, machine_id, nats_ports, memory)
+    checkpointed = time.monotonic()
     try:
         shutil.copyfile(machine_dir / BUNDLE / "config.json", memory / SPEC_FILE)
         (memory / SOURCE_FILE).write_text(str(machine_dir))
@@ -89,6 +90,7 @@ async def take_image(
             (memory / LEFT_FILE).write_text(str(forks))
         copied = await copy_home()  # nothing of the machine runs: its home as of the image
     finally:  # the source runs on, whatever became of its copy
+        home_copied = time.monotonic()
         await asyncio.to_thread(stop_pasta, machine_id)
         pid = await start_sandbox(
             runsc, machine_id, machine_dir / BUNDLE, machine_dir / "daemon.log", machine_id,
@@ -98,8 +100,10 @@ async def take_image(
     credential = await renew()
     await asyncio.to_thread(write_token, machine_dir, credential, machine_id)
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "HUP")
-    log.info("provider.gvisor_memory_image", machine_id=machine_id, pid=pid,
-             ms=round(stood_ms), forks=forks)  # fmt: skip
+    log.info("provider.gvisor_memory_image", machine_id=machine_id, pid=pid, forks=forks,
+             ms=round(stood_ms), checkpoint_ms=round((checkpointed - began) * 1000),
+             home_ms=round((home_copied - checkpointed) * 1000),
+             restore_ms=round((time.monotonic() - home_copied) * 1000))  # fmt: skip
     return await asyncio.to_thread(image_size, memory), stood_ms, copied
 
 
