@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from contracts.daemon_rpc import ProcessInfo
 from fleet.client import FleetClient
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
@@ -61,17 +64,27 @@ def count_in(home: Path) -> tuple[int, int]:
     return int(pid), int(n)
 
 
+def counted_past(home: Path, n: int) -> Callable[[], bool]:
+    return lambda: count_in(home)[1] > n
+
+
+async def counting(stack: FleetClient, machines: Path, name: str) -> tuple[str, ProcessInfo]:
+    """A ready gvisor machine whose counter has counted a few times; its id and process."""
+    mid = await ready_gvisor(stack, name)
+    await stack.write_file(mid, "counter.py", COUNTER)
+    proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
+                                     tag="counter")  # fmt: skip
+    await wait_until(lambda: count_in(machines / mid / "home")[1] >= 3, timeout=180)
+    return mid, proc
+
+
 @pytest.mark.timeout(1200)
 async def test_three_forks_with_memory_go_on_each_on_its_own_as_machines_of_their_own(
     stack: FleetClient, stack_settings: Settings, store: Store
 ) -> None:
     machines = stack_settings.data_path.resolve() / "machines"
-    mid = await ready_gvisor(stack, "gv-fork-memory")
+    mid, proc = await counting(stack, machines, "gv-fork-memory")
     source_home = machines / mid / "home"
-    await stack.write_file(mid, "counter.py", COUNTER)
-    proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
-                                     tag="counter")  # fmt: skip
-    await wait_until(lambda: count_in(source_home)[1] >= 3, timeout=180)
     pid_inside, before = count_in(source_home)
     box = SecretBox(stack_settings.secret_key)
     sealed = await store.machine_secret(mid)
@@ -96,7 +109,7 @@ async def test_three_forks_with_memory_go_on_each_on_its_own_as_machines_of_thei
     # fork's own home; the source's goes on too.
     homes = [machines / f / "home" for f in forks]
     for home in homes:
-        await wait_until(lambda home=home: count_in(home)[1] > before + 3, timeout=180)
+        await wait_until(counted_past(home, before + 3), timeout=180)
         assert count_in(home)[0] == pid_inside
         assert count_in(home)[1] < before + 5000  # from the source's count, never from 0
     await wait_until(lambda: count_in(source_home)[1] > before + 3, timeout=180)
@@ -106,7 +119,7 @@ async def test_three_forks_with_memory_go_on_each_on_its_own_as_machines_of_thei
     assert all(count_in(h)[1] < 100000 for h in [*homes[1:], source_home])
     # Each fork's daemon speaks as the fork, and lists the process it inherited.
     for f in forks:
-        await wait_until(lambda f=f: answers(stack, f), timeout=180, every=0.5)
+        await wait_until(partial(answers, stack, f), timeout=180, every=0.5)
         listed = [(p.pid, p.state) for p in await stack.list_processes(f) if p.tag == "counter"]
         assert listed == [(proc.pid, "running")]
     await wait_until(lambda: answers(stack, mid), timeout=180, every=0.5)
@@ -123,12 +136,8 @@ async def test_a_machine_made_from_a_memory_snapshot_starts_with_its_processes_r
     stack: FleetClient, stack_settings: Settings
 ) -> None:
     machines = stack_settings.data_path.resolve() / "machines"
-    mid = await ready_gvisor(stack, "gv-snapshot-memory")
+    mid, proc = await counting(stack, machines, "gv-snapshot-memory")
     source_home = machines / mid / "home"
-    await stack.write_file(mid, "counter.py", COUNTER)
-    proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
-                                     tag="counter")  # fmt: skip
-    await wait_until(lambda: count_in(source_home)[1] >= 3, timeout=180)
     pid_inside, before = count_in(source_home)
     snapshot = await stack.snapshot_machine(mid, "warm", memory=True)
     assert snapshot.memory
@@ -138,18 +147,18 @@ async def test_a_machine_made_from_a_memory_snapshot_starts_with_its_processes_r
     await stack.write_file(mid, "add", "100000")  # the source's count after the snapshot
     await wait_until(lambda: count_in(source_home)[1] > 100000, timeout=180)
 
-    made = []
+    made: list[str] = []
     for _ in range(2):  # each a machine of its own, with the snapshot's processes
-        m = await stack.create_from_snapshot(snapshot.instance_id, snapshot.id)
-        got = await stack.wait_for(m.id, ["ready", "failed"], timeout_s=600)
+        new = await stack.create_from_snapshot(snapshot.instance_id, snapshot.id)
+        got = await stack.wait_for(new.id, ["ready", "failed"], timeout_s=600)
         assert got.status == "ready", got.status_reason
-        made.append(m.id)
+        made.append(new.id)
     for m in made:
         home = machines / m / "home"
-        await wait_until(lambda home=home: count_in(home)[1] > before + 3, timeout=180)
+        await wait_until(counted_past(home, before + 3), timeout=180)
         assert count_in(home)[0] == pid_inside
         assert count_in(home)[1] < 100000  # from the snapshot's count, not the source's now
-        await wait_until(lambda m=m: answers(stack, m), timeout=180, every=0.5)
+        await wait_until(partial(answers, stack, m), timeout=180, every=0.5)
         listed = [(p.pid, p.state) for p in await stack.list_processes(m) if p.tag == "counter"]
         assert listed == [(proc.pid, "running")]
     # Deleting the snapshot deletes its memory image; the machines made from it run on.
