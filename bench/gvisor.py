@@ -19,9 +19,10 @@ holds 256 MiB of random data, touched.
   alternating, without a warm pool; ``python3 -c pass`` through ``machines.exec`` under each.
   The gVisor platform the machines ran on is named in the figures' note.
 
-Not measured, because fleetd does not do them: fork with memory (the first fork ready, and
-10 forks), create from a memory snapshot, and a gvisor warm pool against a namespaces one
-(the warm pool keeps namespaces sandboxes only; a gvisor create never takes one). Of the
+Not measured yet: fork with memory (the first fork ready, and 10 forks) and create from a
+memory snapshot (docs/fork-snapshots.md gives the integration tests' figures). Not measured,
+because fleetd does not do it: a gvisor warm pool against a namespaces one (the warm pool
+keeps namespaces sandboxes only; a gvisor create never takes one). Of the
 reported rows, ``git status`` in a 10,000-file repository and a 100 MiB download are not
 measured either.
 """

@@ -75,6 +75,8 @@ class MachineCreated(_Event, tag=EventKind.CREATED.value, kw_only=True):
     fork_of: str | None = None
     #: Made from a snapshot (machines.create with fromSnapshot): its home is a copy of it.
     from_snapshot: str | None = None
+    #: A fork with memory: the source's memory image (taken on its host) it is restored from.
+    memory_image: str | None = None
 
 
 class MachineProvisioned(_Event, tag=EventKind.PROVISIONED.value, kw_only=True):

@@ -6,7 +6,9 @@ A fork is a new machine of the source's instance whose home is the source's as o
 Each fork goes through the pipeline as a created machine does (setup push, probe); its
 ``provisioned`` event says how its home was copied (``cow`` or ``copy``) and how long the source
 was paused. Processes are not copied: the fork's daemon restarts its background processes, as
-after a stop and start.
+after a stop and start. With ``memory`` (gvisor machines), they are: the source is checkpointed
+(its daemon lets NATS go first), restored at once, and each fork is restored from that image
+with an identity and credentials of its own (docs/fork-snapshots.md).
 
 A snapshot is the same copy, read-only, kept (with no expiry) until deleted; each machine made
 from it has a copy of its own, so deleting it breaks none of them.
@@ -40,6 +42,9 @@ class ForkMachineParams(Params, kw_only=True):
     machine_id: MachineId
     #: How many forks (1 to 20); each counts against the instance's ``maxRunningMachines``.
     count: ForkCount = 1
+    #: The forks' processes go on from the source's state (memory and processes), each on
+    #: its own; the source is checkpointed and runs on. gvisor machines only (1601 otherwise).
+    memory: bool = False
 
 
 class ForkedMachines(Result, kw_only=True):
@@ -59,6 +64,9 @@ MACHINES_FORK: MethodSpec[ForkMachineParams, ForkedMachines] = MethodSpec(
 class SnapshotParams(Params, kw_only=True):
     machine_id: MachineId
     name: Name
+    #: The machine's memory and processes too (gvisor machines only, 1601 otherwise): a
+    #: machine made from it starts with them running. The machine runs on.
+    memory: bool = False
 
 
 class SnapshotRef(Params, kw_only=True):
@@ -78,6 +86,8 @@ class Snapshot(Result, kw_only=True):
     how: Literal["cow", "copy"]
     #: How long the machine was paused (frozen) for it; 0 with ``cow``.
     pause_ms: float
+    #: It holds the machine's memory and processes too (``machines.snapshot {memory: true}``).
+    memory: bool = False
 
 
 class SnapshotList(Result, kw_only=True):

@@ -9,10 +9,15 @@ user may not (services/auth_callout)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
+
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
-from contracts.errors import NotFound, NotSupported, ProviderError
+from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
 from contracts.events import HomeCopy
 from contracts.gateway_env_builds import HOST_ENV_BUILD_METHODS
+from contracts.gateway_fork import MAX_FORKS
 from contracts.gateway_types import MachineId, SnapshotId
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 
@@ -104,6 +109,32 @@ EXEC_AS_ROOT = MethodSpec(
     "Run argv as root inside a gvisor machine (root of gVisor's kernel, never the host's).",
     errors=(NotFound, NotSupported, ProviderError),
 )
+
+
+class MemoryImageParams(SnapshotParams, kw_only=True):
+    #: How many forks are to be restored from it (the last one's restore deletes it); None:
+    #: a snapshot's, kept until deleted (host.dropSnapshot).
+    forks: Annotated[int, msgspec.Meta(ge=1, le=MAX_FORKS)] | None = None
+
+
+class MemoryImageTaken(Result, kw_only=True):
+    #: The image's size in bytes.
+    bytes: int
+    #: How long the source stood still: its checkpoint, its home's copy and its restore.
+    pause_ms: float
+    #: How its home was copied.
+    copied: HomeCopy
+
+
+TAKE_MEMORY_IMAGE = MethodSpec(
+    "host.takeMemoryImage",
+    MemoryImageParams,
+    MemoryImageTaken,
+    "Checkpoint a gvisor machine and restore it at once, keeping its memory image and a copy "
+    "of its home for forks; the machine's NATS credential is replaced, so that the copy of it "
+    "in the image is refused.",
+    errors=(NotFound, NotSupported, Conflict, ProviderError),
+)
 HOST_METHODS: tuple[AnySpec, ...] = (
     RESTART_DAEMON,
     INSTALL_CODE,
@@ -111,5 +142,6 @@ HOST_METHODS: tuple[AnySpec, ...] = (
     DROP_SNAPSHOT,
     APPLY_EGRESS,
     EXEC_AS_ROOT,
+    TAKE_MEMORY_IMAGE,
     *HOST_ENV_BUILD_METHODS,
 )

@@ -87,8 +87,15 @@ _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
+#: A machine's credential is its token, or ``<token>.<connect secret>`` once its NATS password
+#: was renewed (a fork with memory of it: the image holds the old one). Requests and replies
+#: are signed with the token alone, which never changes; NATS takes the whole credential.
+CREDENTIAL_SEP = "."
+
+
 def signing_key(machine_token: str) -> MacKey:
-    return MacKey(hashlib.sha256(b"fleetd/daemon-rpc/v1\0" + machine_token.encode()).digest())
+    token = machine_token.partition(CREDENTIAL_SEP)[0]
+    return MacKey(hashlib.sha256(b"fleetd/daemon-rpc/v1\0" + token.encode()).digest())
 
 
 def _mac(key: bytes, machine_id: str, request_id: str, issued: str, ttl: str, body: bytes) -> str:

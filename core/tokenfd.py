@@ -28,6 +28,9 @@ LOADER_VAR = "FLEET_NODUMP_LOADER"
 #: of another image (providers/docker_runtime.py): the image's libraries are never the daemon's.
 RUNTIME_LIBS_VAR = "FLEET_RUNTIME_LIBS"
 _MAX_TOKEN = 4096
+#: Beside a gvisor machine's token file: the id of the machine it is (a fork restored from its
+#: source's memory image is told its own there before its daemon starts again).
+MACHINE_ID_FILE = "machine-id"
 
 
 def token_pipe(token: str) -> int:

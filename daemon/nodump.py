@@ -25,10 +25,12 @@ import ctypes
 import os
 import sys
 
+from contracts.ids import MACHINE_ID_RE
 from core.loader import LIBRARY_FLAGS
 from core.tokenfd import (
     DAEMON_RUN_AS_VAR,
     LOADER_VAR as LOADER_VAR,
+    MACHINE_ID_FILE,
     RUN_AS_VAR,
     RUNTIME_LIBS_VAR,
     TOKEN_FD,
@@ -47,6 +49,9 @@ _PR_SET_DUMPABLE = 4
 #: would run the machine's code inside the daemon, token and all). PYTHONPATH still counts.
 DAEMON_FLAGS = ("-s", "-P")
 _token: str | None = None
+#: The token file a supervisor that stays root read (a gvisor machine's), read again at each
+#: daemon's start after the first.
+_token_file: str | None = None
 
 
 def forbid_dumps() -> bool:
@@ -89,7 +94,7 @@ def take_token_file_and_drop_root() -> None:
     emptying it, before anything of the machine runs (``TokenSpent`` if it is empty). One
     made before that starts as root (with only CAP_SETUID and CAP_SETGID): read the token
     from its root-only file, then become the machine's user for good. Elsewhere: nothing."""
-    global _token
+    global _token, _token_file
     path, run_as = os.environ.pop(TOKEN_FILE_VAR, None), os.environ.pop(RUN_AS_VAR, None)
     if os.geteuid() != 0:
         if path:
@@ -99,6 +104,7 @@ def take_token_file_and_drop_root() -> None:
         return
     if path:
         _token = read_token_file(path)
+        _token_file = None if run_as else path
     if run_as:  # ``UID`` or ``UID:GID`` (a devcontainer's remoteUser and its group)
         uid, _, gid = run_as.partition(":")
         os.setgroups([])
@@ -129,6 +135,24 @@ def keep_token(token: str) -> None:
 
 def token() -> str | None:
     return _token
+
+
+def reread_identity() -> str | None:
+    """A supervisor that stays root (a gvisor machine's): the token and the machine id its
+    provider wrote last, taken again; the machine id, None if none is written (or elsewhere).
+    A fork restored from its source's memory image holds its source's in memory: its provider
+    writes the fork's own before restarting its daemon, which then speaks as the fork."""
+    global _token
+    if _token_file is None or os.geteuid() != 0:
+        return None
+    with contextlib.suppress(OSError):
+        _token = read_token_file(_token_file) or _token
+    try:
+        with open(os.path.join(os.path.dirname(_token_file), MACHINE_ID_FILE)) as f:
+            machine_id = f.read(64).strip()
+    except OSError:
+        return None
+    return machine_id if MACHINE_ID_RE.match(machine_id) else None
 
 
 def token_handed(env: dict[str, str]) -> tuple[dict[str, str], list[tuple[int, int, int]]]:

@@ -117,6 +117,8 @@ class Supervisor:
         env = dict(os.environ)
         if self.spawned == 0:  # the machine's first daemon: the machine has just started
             env[MACHINE_BOOT_VAR] = "1"
+        elif machine_id := nodump.reread_identity():  # a fork restored is told who it is
+            os.environ["FLEET_MACHINE_ID"] = env["FLEET_MACHINE_ID"] = machine_id
         self.spawned += 1
         env, argv = self.code(env)
         env, give_token = nodump.token_handed(env)

@@ -22,11 +22,15 @@ def machine_commands(g: SubAction) -> None:
                    "(it keeps running); waits until each is ready")  # fmt: skip
     fork.add_argument("machine_id")
     fork.add_argument("--count", type=int, default=1, help="how many forks (1 to 20)")
+    fork.add_argument("--memory", action="store_true", help="the forks' processes go on from "
+                      "the machine's memory (gvisor machines)")  # fmt: skip
     fork.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
     snap = command(g, "snapshot", _snapshot, "a named, read-only state of the machine's home, "
                    "kept until deleted")  # fmt: skip
     snap.add_argument("machine_id")
     snap.add_argument("name")
+    snap.add_argument("--memory", action="store_true", help="its processes too: a machine made "
+                      "from it starts with them running (gvisor machines)")  # fmt: skip
     listed = command(g, "snapshots", _snapshots, "an instance's snapshots")
     listed.add_argument("instance_id")
     drop = command(g, "snapshot-delete", _drop, "delete a snapshot (machines made from it stay)")
@@ -49,7 +53,7 @@ async def _ready(c: FleetClient, a: Args, machines: list[Machine]) -> int:
 
 
 async def _fork(c: FleetClient, a: Args) -> int:
-    return await _ready(c, a, await c.fork_machine(a.machine_id, a.count))
+    return await _ready(c, a, await c.fork_machine(a.machine_id, a.count, memory=a.memory))
 
 
 async def _from_snapshot(c: FleetClient, a: Args) -> int:
@@ -57,8 +61,9 @@ async def _from_snapshot(c: FleetClient, a: Args) -> int:
 
 
 async def _snapshot(c: FleetClient, a: Args) -> int:
-    s = await c.snapshot_machine(a.machine_id, a.name)
-    return emit(a, s, lambda: f"{s.id} {s.name} ({s.how}, paused {s.pause_ms:g} ms)")
+    s = await c.snapshot_machine(a.machine_id, a.name, memory=a.memory)
+    with_memory = ", with memory" if s.memory else ""
+    return emit(a, s, lambda: f"{s.id} {s.name} ({s.how}, paused {s.pause_ms:g} ms{with_memory})")
 
 
 async def _snapshots(c: FleetClient, a: Args) -> int:

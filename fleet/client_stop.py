@@ -64,15 +64,23 @@ class StopClient:
         params = new_params(gt.InstanceRef, instance_id=instance_id)
         return await self.call(grt.INSTANCES_GET_RUNTIME, params)
 
-    async def fork_machine(self: Calls, machine_id: str, count: int = 1) -> list[Machine]:
+    async def fork_machine(
+        self: Calls, machine_id: str, count: int = 1, *, memory: bool = False
+    ) -> list[Machine]:
         """``count`` new machines with the machine's home as of one instant (it keeps
-        running); wait for each one's ``ready`` with ``wait_for``."""
-        params = new_params(gfk.ForkMachineParams, machine_id=machine_id, count=count)
+        running); with ``memory`` (a gvisor machine), its processes too, each fork's going on
+        on its own. Wait for each one's ``ready`` with ``wait_for``."""
+        params = new_params(gfk.ForkMachineParams, machine_id=machine_id, count=count,
+                            memory=memory)  # fmt: skip
         return (await self.call(gfk.MACHINES_FORK, params)).machines
 
-    async def snapshot_machine(self: Calls, machine_id: str, name: str) -> gfk.Snapshot:
-        """A named, read-only state of the machine's home, kept until deleted."""
-        params = new_params(gfk.SnapshotParams, machine_id=machine_id, name=name)
+    async def snapshot_machine(
+        self: Calls, machine_id: str, name: str, *, memory: bool = False
+    ) -> gfk.Snapshot:
+        """A named, read-only state of the machine's home, kept until deleted; with
+        ``memory`` (a gvisor machine), its processes too: a machine made from it starts with
+        them running."""
+        params = new_params(gfk.SnapshotParams, machine_id=machine_id, name=name, memory=memory)
         return await self.call(gfk.MACHINES_SNAPSHOT, params)
 
     async def create_from_snapshot(self: Calls, instance_id: str, snapshot_id: str) -> Machine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
@@ -94,3 +95,18 @@ class Pauser(Protocol):
 
     async def resume(self, machine_id: str) -> None:
         """Restore a paused machine from its image; its daemon reconnects."""
+
+
+@runtime_checkable
+class MemoryForker(Protocol):
+    """A provider that can fork a machine with its memory and processes (``gvisor``)."""
+
+    async def take_memory_image(
+        self, machine_id: str, image_id: str, forks: int | None,
+        renew: Callable[[], Awaitable[str]],
+    ) -> tuple[int, float, HomeCopy]:  # fmt: skip
+        """Checkpoint the machine and restore it at once, keeping its image and a copy of its
+        home for ``forks`` forks (MachineCreated.memory_image), or until deleted (None: a
+        snapshot's); the image's size, how long the machine stood still (ms) and how its home
+        was copied. ``renew`` stores a new credential and gives it, before
+        the machine's daemon reconnects with it."""

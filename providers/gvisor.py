@@ -42,7 +42,7 @@ from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.models import GvisorPlatform
 from core.codestore import CODE_MOUNT
-from core.tokenfd import DAEMON_RUN_AS_VAR, TOKEN_FILE_VAR
+from core.tokenfd import DAEMON_RUN_AS_VAR, MACHINE_ID_FILE, TOKEN_FILE_VAR
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
 from providers.netns import attach, nats_servers, stop_pasta
@@ -151,16 +151,17 @@ def nats_address(nats_url: str) -> None:
             )
 
 
-def write_token(machine_dir: Path, token: str) -> Path:
+def write_token(machine_dir: Path, token: str, machine_id: str) -> Path:
     """The token's directory (root's alone; read-only in the sandbox, where only root may
-    read the file)."""
+    read the file), and beside the token the machine's id: the supervisor reads both again
+    before each daemon it restarts (daemon/nodump.py reread_identity)."""
     d = machine_dir / TOKEN_DIR
     d.mkdir(mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)
-    path = d / "token"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token)
+    for name, text in (("token", token), (MACHINE_ID_FILE, machine_id)):
+        fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
     return d
 
 

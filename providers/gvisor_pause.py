@@ -80,7 +80,7 @@ def _endpoint(hex_addr: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(words)), int(port, 16)
 
 
-def _signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str) -> None:
+def signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str) -> None:
     got = runsc.run("kill", container_id(machine_id), sig, inside=pid, timeout_s=30)
     if got.returncode != 0:
         raise ProviderError(f"cannot signal machine {machine_id}'s supervisor: "
@@ -109,23 +109,37 @@ def _held_message(machine_id: str, held: list[tuple[str, int, bool]]) -> str:
 def _park_daemon(runsc: Runsc, machine_id: str, pid: int) -> None:
     """The daemon lets its NATS connection go; Conflict (the daemon reconnected) if some
     connection is still up after PARK_WAIT_S."""
-    _signal_daemon(runsc, machine_id, pid, "USR1")
+    signal_daemon(runsc, machine_id, pid, "USR1")
     deadline = time.monotonic() + PARK_WAIT_S
     while held := connections(runsc, machine_id, pid):
         if time.monotonic() > deadline:
-            _signal_daemon(runsc, machine_id, pid, "USR2")
+            signal_daemon(runsc, machine_id, pid, "USR2")
             raise Conflict(_held_message(machine_id, held), data={"connections": len(held)})
         time.sleep(0.05)
 
 
 def pause_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, nats_ports: set[int]) -> int:
     """Checkpoint the machine and end its sandbox; the image's size in bytes."""
+    image = machine_dir / IMAGE_DIR
+    checkpoint_sandbox(runsc, machine_dir, machine_id, nats_ports, image)
+    stop_pasta(machine_id)
+    return image_size(image)
+
+
+def image_size(image: Path) -> int:
+    return sum(f.stat().st_size for f in image.rglob("*") if f.is_file())
+
+
+def checkpoint_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, nats_ports: set[int],
+                       image: Path) -> None:  # fmt: skip
+    """The machine's daemon lets NATS go, its sandbox is checkpointed to ``image`` (made
+    anew), and the sandbox ended; its pasta is left to the caller. Conflict (the sandbox
+    untouched) while a process of the machine holds a connection."""
     pid = sandbox_pid(machine_dir)
     if pid is None:
         raise ProviderError(f"machine {machine_id}'s sandbox is not running")
     _refuse_unless_quiet(runsc, machine_id, pid, nats_ports)
     _park_daemon(runsc, machine_id, pid)
-    image = machine_dir / IMAGE_DIR
     remove_tree(image)
     image.mkdir(mode=0o700)
     cid = container_id(machine_id)
@@ -140,8 +154,6 @@ def pause_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, nats_ports: 
         raise ProviderError(f"runsc could not checkpoint machine {machine_id}, whose processes "
                             f"are gone: {_runsc_error(got.stderr)}")  # fmt: skip
     _end_sandbox(runsc, machine_dir, cid, pid)
-    stop_pasta(machine_id)
-    return sum(f.stat().st_size for f in image.rglob("*") if f.is_file())
 
 
 def _runsc_error(stderr: str) -> str:
@@ -179,7 +191,7 @@ async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
         enter,
         verb=("restore", "--image-path", str(image)),
     )
-    await asyncio.to_thread(_signal_daemon, runsc, machine_id, pid, "USR2")
+    await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
     await asyncio.to_thread(remove_tree, image)
     log.info("provider.gvisor_resumed", machine_id=machine_id, pid=pid)
     return pid

@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import aiodocker
@@ -38,7 +38,7 @@ from core.lockfile import holder_pid
 from core.poolwire import POOL_SLOT_VAR
 from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
-from providers import gvisor, gvisor_pause
+from providers import gvisor, gvisor_fork, gvisor_pause
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
 from providers.homes_fs import clone_home, is_subvolume, make_home, remove_home
@@ -276,6 +276,59 @@ class LocalProvider:
         """A snapshot's writes outside the home (its machine's overlay layer), beside it."""
         return self._data_dir / "snapshots" / f"{snapshot_id}.upper"
 
+    def memory_dir(self, snapshot_id: str) -> Path:
+        """A memory image of a gvisor machine, beside the copy of its home (the snapshot)."""
+        return self._data_dir / "snapshots" / f"{snapshot_id}.memory"
+
+    async def take_memory_image(
+        self, machine_id: str, image_id: str, forks: int | None,
+        renew: Callable[[], Awaitable[str]],
+    ) -> tuple[int, float, HomeCopy]:  # fmt: skip
+        """A gvisor machine checkpointed and restored at once, its memory image and a copy of
+        its home kept for ``forks`` forks, or until deleted (None: a snapshot's)
+        (providers/gvisor_fork.py); the image's size, how long the machine stood still (ms)
+        and how its home was copied. ``renew``: its new credential, stored."""
+        machine_dir = self.machine_dir(machine_id)
+        if not gvisor.is_gvisor(machine_dir):
+            raise NotSupported(f"machine {machine_id} runs the namespaces runtime: only a gvisor "
+                               "machine can be forked with memory",
+                               data={"runtime": "namespaces"})  # fmt: skip
+        runsc = self._gvisor_runsc()
+        target = self.snapshot_dir(image_id)
+        await asyncio.to_thread(target.parent.mkdir, mode=0o700, exist_ok=True)
+        upper = self.snapshot_upper(image_id)
+        from_upper = overlay_dirs(machine_dir)[0]
+
+        async def copy_home() -> HomeCopy:
+            return await asyncio.to_thread(
+                clone_home, self.home(machine_id), target, label=machine_id, uid=None,
+                cgroups=[], readonly=True,
+                upper=(from_upper, upper) if from_upper.is_dir() else None,
+            )  # fmt: skip
+
+        return await gvisor_fork.take_image(
+            runsc, machine_dir, machine_id,
+            nats_ports={port for _, port in nats_servers(self._nats_url)},
+            memory=self.memory_dir(image_id), forks=forks, copy_home=copy_home, renew=renew,
+            enter=await self._limited(machine_id, []),
+        )  # fmt: skip
+
+    async def _restore_fork(self, machine_id: str, token: str, image_id: str) -> str:
+        """A fork with memory restored from its source's image (its home copied already); the
+        image dropped after its last fork."""
+        runsc = self._gvisor_runsc()
+        machine_dir = self.machine_dir(machine_id)
+        memory = self.memory_dir(image_id)
+        code_store(machine_dir).mkdir(mode=0o755, exist_ok=True)
+        await asyncio.to_thread(self.own_uid, machine_id)
+        enter = await self._limited(machine_id, [])
+        pid = await gvisor_fork.restore_fork(runsc, machine_dir, machine_id, token, memory, enter)
+        (machine_dir / gvisor_fork.MARKER).unlink(missing_ok=True)
+        if await asyncio.to_thread(gvisor_fork.one_fork_less, memory):
+            await self.drop_snapshot(image_id)
+            await asyncio.to_thread(remove_tree, memory)
+        return f"local:{pid}"
+
     async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
         target = self.snapshot_dir(snapshot_id)
         await asyncio.to_thread(target.parent.mkdir, mode=0o700, exist_ok=True)
@@ -290,6 +343,7 @@ class LocalProvider:
         upper = self.snapshot_upper(snapshot_id)
         if upper.exists():
             await asyncio.to_thread(remove_tree, upper)
+        await asyncio.to_thread(remove_tree, self.memory_dir(snapshot_id))
         await asyncio.to_thread(remove_home, target)
         return True
 
@@ -315,6 +369,10 @@ class LocalProvider:
                 clone_home, source, target, label=source_id, uid=None, cgroups=[],
                 upper=(from_upper, upper) if from_upper.is_dir() else None,
             )  # fmt: skip
+            if self.memory_dir(source_id).is_dir():  # its start restores the memory too
+                memory = self.memory_dir(source_id)
+                await asyncio.to_thread(gvisor_fork.prepare_fork, memory, target.parent)
+                (target.parent / gvisor_fork.MARKER).write_text(source_id)
         else:
             copied = await self._copy_home(source_id, target, upper)
         if self._uids is not None and upper.is_dir():  # the source's writes: the fork's own
@@ -511,6 +569,8 @@ class LocalProvider:
             return f"local:{pid}"  # a redelivered machine.created: it is up
         # Stopped, or half made by a provisioner that died: started afresh.
         await asyncio.to_thread(gvisor.stop_sandbox, runsc, machine_dir, machine_id, 0.0)
+        if (marker := machine_dir / gvisor_fork.MARKER).is_file():  # a fork with memory
+            return await self._restore_fork(machine_id, token, marker.read_text().strip())
         home = self.home(machine_id)
         await asyncio.to_thread(make_home, home, self.cow)
         code_store(machine_dir).mkdir(mode=0o755, exist_ok=True)
@@ -521,7 +581,7 @@ class LocalProvider:
                 "(FLEET_SANDBOX_UIDS)", data={"runtime": "gvisor"},
             )  # fmt: skip
         env = self.machine_env(home, FLEET_MACHINE_ID=machine_id)
-        await asyncio.to_thread(gvisor.write_token, machine_dir, token)
+        await asyncio.to_thread(gvisor.write_token, machine_dir, token, machine_id)
         spec = gvisor.bundle_spec(machine_dir, home, env, uid, supervised_argv(),
                                   hostname(machine_id))  # fmt: skip
         bundle = await asyncio.to_thread(gvisor.write_bundle, machine_dir, spec)

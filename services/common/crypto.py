@@ -7,6 +7,8 @@ import secrets
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from contracts.signing import CREDENTIAL_SEP
+
 
 class SecretBox:
     def __init__(self, key: str) -> None:
@@ -37,3 +39,10 @@ def generate_secret_key() -> str:
 def mint_machine_token() -> str:
     """32 random bytes, URL-safe base64 (no padding): a NATS password and an HMAC key."""
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+def renew_connect_secret(credential: str) -> str:
+    """The machine's credential with a new NATS password: its token (the signing key's, kept)
+    and a fresh secret (contracts/signing.py CREDENTIAL_SEP); the old credential is refused
+    once the new one is stored."""
+    return f"{credential.partition(CREDENTIAL_SEP)[0]}{CREDENTIAL_SEP}{mint_machine_token()}"

@@ -390,6 +390,11 @@ class Store:
             await self.redis.hsetnx(self.keys.k_machine(machine_id), F_SEALED_CREDENTIAL, sealed)
         )
 
+    async def replace_machine_secret(self, machine_id: str, sealed: str) -> None:
+        """The machine's encrypted credential from now on (its NATS password renewed:
+        services/common/crypto.py renew_connect_secret); the callout refuses the old one."""
+        await self.redis.hset(self.keys.k_machine(machine_id), F_SEALED_CREDENTIAL, sealed)
+
     async def machine_secret(self, machine_id: str) -> str | None:
         return cast(
             str | None, await self.redis.hget(self.keys.k_machine(machine_id), F_SEALED_CREDENTIAL)

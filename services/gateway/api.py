@@ -161,7 +161,8 @@ class GatewayApi:
                                   timeout_s=self.settings.wake_timeout_s)  # fmt: skip
         self.runtimes = RuntimeOps(store=store, settings=self.settings, access=self.access)
         self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
-                             max_snapshots=self.settings.max_snapshots)  # fmt: skip
+                             max_snapshots=self.settings.max_snapshots,
+                             daemons=daemons)  # fmt: skip
         self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
         self.byte_streams = ByteStreamOpener(

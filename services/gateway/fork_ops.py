@@ -4,9 +4,20 @@ as of one instant (the provisioner copies it: providers/homes_fs.py); ``machines
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
-from contracts.errors import Conflict, Forbidden, InvalidParams, NotSupported, SnapshotLimit
+from contracts.daemon_rpc import GET_VERSION
+from contracts.errors import (
+    Conflict,
+    DaemonTimeout,
+    DaemonUnavailable,
+    Forbidden,
+    InvalidParams,
+    NotSupported,
+    SnapshotLimit,
+)
 from contracts.events import MachineCreated, now
 from contracts.gateway_fork import (
     MACHINES_FORK,
@@ -23,10 +34,12 @@ from contracts.gateway_fork import (
 )
 from contracts.gateway_types import InstanceRef
 from contracts.ids import new_event_id, new_snapshot_id
-from contracts.jsonrpc import handles
+from contracts.jsonrpc import NoParams, handles
 from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
+from core.backoff import backoff_s
 from services.common.bus import Bus
+from services.common.daemon_client import DaemonClient
 from services.common.store import Store
 from services.common.store_environments import set_machine_environment
 from services.common.store_snapshots import (
@@ -48,12 +61,17 @@ COPYABLE_HOMES = frozenset({"local", "docker"})
 LAYER_IS_AN_IMAGE = frozenset({"docker"})
 #: A machine whose home is there to copy: booted (running), or stopped.
 FORKABLE = STOPPABLE | STOPPED_OR_STOPPING
+#: How long a fork or snapshot with memory waits for its source's daemon to answer again.
+SOURCE_BACK_S = 120.0
 
 
 class ForkOps:
     def __init__(
-        self, *, store: Store, bus: Bus, access: Access, hosts: HostControl, max_snapshots: int
-    ) -> None:
+        self, *, store: Store, bus: Bus, access: Access, hosts: HostControl, max_snapshots: int,
+        daemons: DaemonClient | None = None,
+    ) -> None:  # fmt: skip
+        #: Asks the source's daemon, started again after a checkpoint, whether it is back.
+        self.daemons = daemons
         self.store = store
         self.bus = bus
         self.access = access
@@ -79,7 +97,15 @@ class ForkOps:
     @handles(MACHINES_FORK)
     async def machines_fork(self, p: ForkMachineParams, c: Caller) -> ForkedMachines:
         source = await self._source(c, p.machine_id, "forked")
+        if p.memory:
+            memory_forkable(source)
         await check_running_limit(self.store, source.instance_id, None, p.count)
+        image = None
+        if p.memory:  # one checkpoint for every fork; the source runs on
+            image = new_snapshot_id()
+            taken = await self.hosts.take_memory_image(source, image, p.count)
+            log.info("machine.memory_image_taken", machine_id=source.id, bytes=taken.bytes,
+                     pause_ms=taken.pause_ms)  # fmt: skip
         # A fork runs what its source runs, whatever the instance's environment is now: the
         # home (and the layer over the image) it copies was made for that image.
         same = environment_of(source)
@@ -92,15 +118,21 @@ class ForkOps:
                 source.id,
                 environment=same,
                 runtime=runtime_of(source),
+                memory_image=image,
             )
             for _ in range(p.count)
         ]
-        log.info("machine.forked", machine_id=source.id, forks=[m.id for m in forks])
+        log.info("machine.forked", machine_id=source.id, forks=[m.id for m in forks],
+                 memory=p.memory)  # fmt: skip
+        if p.memory:
+            await self._source_back(source.id)
         return ForkedMachines(machines=forks)
 
     @handles(MACHINES_SNAPSHOT)
     async def machines_snapshot(self, p: SnapshotParams, c: Caller) -> Snapshot:
         source = await self._source(c, p.machine_id, "snapshotted")
+        if p.memory:
+            memory_forkable(source)
         held = await count_snapshots(self.store, source.instance_id)
         if held >= self.max_snapshots:
             raise SnapshotLimit(
@@ -109,15 +141,42 @@ class ForkOps:
                 data={"limit": self.max_snapshots},
             )
         snapshot_id = new_snapshot_id()
-        copied = await self.hosts.take_snapshot(source, snapshot_id)
+        if p.memory:  # the machine checkpointed and running on; kept until deleted
+            taken = await self.hosts.take_memory_image(source, snapshot_id, None)
+            copied, pause_ms = taken.copied, taken.pause_ms
+        else:
+            copied = await self.hosts.take_snapshot(source, snapshot_id)
+            pause_ms = copied.pause_ms
         snapshot = Snapshot(
             id=snapshot_id, name=p.name, instance_id=source.instance_id, machine_id=source.id,
-            created_at=now(), how=copied.how, pause_ms=copied.pause_ms,
+            created_at=now(), how=copied.how, pause_ms=pause_ms, memory=p.memory,
         )  # fmt: skip
         await save_snapshot(self.store, snapshot)
+        if p.memory:
+            await self._source_back(source.id)
         log.info("machine.snapshot_taken", machine_id=source.id, snapshot_id=snapshot_id,
                  how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
         return snapshot
+
+    async def _source_back(self, machine_id: str) -> None:
+        """Until the source's daemon, started again with its renewed credential, answers: the
+        caller may use the source as soon as the call returns. One that is not back in
+        SOURCE_BACK_S is left to the prober (logged)."""
+        if self.daemons is None:
+            return
+        attempt = 0
+        try:
+            async with asyncio.timeout(SOURCE_BACK_S):
+                while True:
+                    try:
+                        await self.daemons.call(machine_id, GET_VERSION, NoParams(), timeout_s=10)
+                        return
+                    except (DaemonUnavailable, DaemonTimeout):
+                        attempt += 1
+                        await asyncio.sleep(backoff_s(attempt, base=0.05, cap=1.0))
+        except TimeoutError:
+            log.warning("machine.memory_source_not_back", machine_id=machine_id,
+                        after_s=SOURCE_BACK_S)  # fmt: skip
 
     async def made_from(self, snapshot: Snapshot, provider: str | None) -> Machine:
         """One more machine of the snapshot's instance, with a copy of it: a machine of its
@@ -161,6 +220,23 @@ class ForkOps:
         return SnapshotDeleted(deleted=True)
 
 
+def memory_forkable(source: Machine) -> None:
+    """NotSupported unless the machine runs gvisor on the local provider; Conflict unless it
+    runs now (a stopped machine has no memory to copy)."""
+    if source.runtime != "gvisor" or source.provider != "local":
+        raise NotSupported(
+            f"machine {source.id} runs the {source.runtime} runtime on the {source.provider} "
+            "provider: only a local gvisor machine can be forked with its memory",
+            data={"runtime": source.runtime, "provider": source.provider},
+        )
+    if source.status not in STOPPABLE:
+        raise Conflict(
+            f"machine {source.id} is {source.status.value}: only a running machine can be "
+            "forked with its memory",
+            data={"status": source.status.value},
+        )
+
+
 def environment_of(m: Machine) -> tuple[str, str | None] | None:
     """What ``m`` runs (its environment's description and image), None for the default."""
     return None if m.environment is None else (m.environment, m.environment_image)
@@ -181,11 +257,13 @@ async def new_machine(
     *,
     environment: tuple[str, str | None] | None = None,
     runtime: RuntimeChoice | None = None,
+    memory_image: str | None = None,
 ) -> Machine:
     """A machine made and announced (``machine.created``): the instance's current one, or one
     more machine of the instance: a fork of ``fork_of``, or one with a copy of the snapshot
     ``from_snapshot``; ``environment`` (description, image): what it runs, already resolved;
-    ``runtime``: its runtime (None: ``namespaces``)."""
+    ``runtime``: its runtime (None: ``namespaces``); ``memory_image``: a fork with memory's
+    image, taken on its source's host."""
     current = fork_of is None and from_snapshot is None
     machine = await store.create_machine(instance_id, provider, current=current, runtime=runtime)
     if environment is not None:  # resolved already: the provisioner takes it as it is
@@ -197,6 +275,7 @@ async def new_machine(
         provider=provider,
         fork_of=fork_of,
         from_snapshot=from_snapshot,
+        memory_image=memory_image,
     )
     try:
         await bus.publish(event)

@@ -28,6 +28,12 @@ class HostControl(Protocol):
     async def drop_snapshot(self, machine: Machine, snapshot_id: str) -> bool:
         """Remove a snapshot taken of the machine; False if there was none."""
 
+    async def take_memory_image(
+        self, machine: Machine, image_id: str, forks: int | None
+    ) -> h.MemoryImageTaken:
+        """Checkpoint the (gvisor) machine and let it run on; its image kept for ``forks``
+        (None: until deleted, a snapshot's)."""
+
     async def install_code(self, machine: Machine, target_ref: str) -> str:
         """Install code at ``target_ref`` for the machine's daemon; what was done."""
 
@@ -75,6 +81,12 @@ class HostClient:
     async def take_snapshot(self, machine: Machine, snapshot_id: str) -> HomeCopy:
         params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)
         return (await self._call(machine, h.TAKE_SNAPSHOT, params, self._install_timeout_s)).copied
+
+    async def take_memory_image(
+        self, machine: Machine, image_id: str, forks: int | None
+    ) -> h.MemoryImageTaken:
+        params = h.MemoryImageParams(machine_id=machine.id, snapshot_id=image_id, forks=forks)
+        return await self._call(machine, h.TAKE_MEMORY_IMAGE, params, self._install_timeout_s)
 
     async def drop_snapshot(self, machine: Machine, snapshot_id: str) -> bool:
         params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)

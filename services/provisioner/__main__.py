@@ -97,6 +97,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
         egress=svc.egress,
         builds=EnvironmentBuilds(store, settings, lambda: docker.docker),
+        box=SecretBox(settings.secret_key),
     )
     await stack.enter_async_context(host_rpc_server(bus.nc, methods))  # fmt: skip
     await enter_subscriptions(stack, svc, bus, settings, metrics)

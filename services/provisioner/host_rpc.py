@@ -14,17 +14,21 @@ from nats.aio.msg import Msg
 
 from contracts import gateway_env_builds as geb, host_rpc as h, subjects
 from contracts.daemon_rpc import ExecCommandResult
-from contracts.errors import NotFound, NotSupported
+from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
 from contracts.jsonrpc import Dispatcher, Router
 from contracts.models import Machine
 from core.reply_server import ReplyServer
-from providers.base import MachineControl, RootExecutor, SnapshotTaker
+from providers.base import MachineControl, MemoryForker, RootExecutor, SnapshotTaker
+from services.common.crypto import SecretBox, renew_connect_secret
 from services.common.settings import Settings
 from services.common.store import Store
 from services.provisioner.egress import EgressEnforcer
 from services.provisioner.environment_builds import EnvironmentBuilds
 
 log = structlog.get_logger(__name__)
+
+#: The source's lock, held through its checkpoint, its home's copy and its restore.
+_IMAGE_HELD_S = 600.0
 
 
 class HostMethods:
@@ -38,12 +42,15 @@ class HostMethods:
         providers: Mapping[str, MachineControl],
         egress: EgressEnforcer | None = None,
         builds: EnvironmentBuilds | None = None,
+        box: SecretBox | None = None,
     ) -> None:
         self.store = store
         self.host_id = host_id
         self.providers = providers
         self.egress = egress or EgressEnforcer(store, providers, Settings().nats_url)
         self.builds = builds or EnvironmentBuilds(store, Settings(), no_engine)
+        #: Seals the credential a fork with memory's source is given (None: no such forks).
+        self.box = box
 
     async def _own(self, machine_id: str) -> tuple[Machine, MachineControl]:
         machine = await self.store.get_machine(machine_id)
@@ -84,6 +91,33 @@ class HostMethods:
         log.info("host.snapshot_dropped", snapshot_id=p.snapshot_id, dropped=dropped)
         return h.SnapshotDropped(dropped=dropped)
 
+    async def take_memory_image(self, p: h.MemoryImageParams, _: None) -> h.MemoryImageTaken:
+        machine, provider = await self._own(p.machine_id)
+        if not isinstance(provider, MemoryForker) or self.box is None:
+            raise NotSupported(f"the {machine.provider} provider cannot fork with memory here",
+                               data={"runtime": machine.runtime})  # fmt: skip
+        box = self.box
+
+        async def renew() -> str:
+            """Its NATS password renewed: the copy of the old one in the image is refused."""
+            sealed = await self.store.machine_secret(machine.id)
+            if sealed is None:
+                raise ProviderError(f"machine {machine.id} has no credential")
+            credential = renew_connect_secret(box.decrypt(sealed))
+            await self.store.replace_machine_secret(machine.id, box.encrypt(credential))
+            return credential
+
+        async with self.store.lock(f"provision:{machine.id}", ttl_s=_IMAGE_HELD_S) as held:
+            if not held:
+                raise Conflict(f"machine {machine.id} is being started, stopped or paused")
+            size, stood_ms, copied = await provider.take_memory_image(
+                machine.id, p.snapshot_id, p.forks, renew
+            )
+            await self.egress.enforce(machine, at_start=True)  # its namespace is a new one
+        log.info("host.memory_image_taken", machine_id=machine.id, image_id=p.snapshot_id,
+                 bytes=size, stood_ms=round(stood_ms))  # fmt: skip
+        return h.MemoryImageTaken(bytes=size, pause_ms=round(stood_ms, 1), copied=copied)
+
     async def apply_egress(self, p: h.HostMachineParams, _: None) -> h.ApplyEgressResult:
         machine, _provider = await self._own(p.machine_id)
         return h.ApplyEgressResult(applied=await self.egress.enforce(machine))
@@ -107,6 +141,7 @@ class HostMethods:
         router.register(h.INSTALL_CODE, self.install_code)
         router.register(h.APPLY_EGRESS, self.apply_egress)
         router.register(h.EXEC_AS_ROOT, self.exec_as_root)
+        router.register(h.TAKE_MEMORY_IMAGE, self.take_memory_image)
         router.register(geb.HOST_LIST_ENVIRONMENTS, self.builds.list)
         router.register(geb.HOST_BUILD_ENVIRONMENT, self.builds.build)
         router.register(geb.HOST_DELETE_ENVIRONMENT, self.builds.delete)

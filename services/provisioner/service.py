@@ -227,7 +227,8 @@ class Provisioner(PauseHandlers):
 
     async def _fork_home(self, event: MachineCreated, provider: Provider) -> HomeCopy | None:
         """A fork's home, copied from its source's, or a snapshot's (None: neither)."""
-        source = event.fork_of or event.from_snapshot
+        # A fork with memory: the copy of its source's home taken with the image.
+        source = event.memory_image or event.fork_of or event.from_snapshot
         if source is None:
             return None
         if not isinstance(provider, HomeCloner):

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from fleet.embedded import free_port
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_console import WAIT_MS, machine_row, page
 
@@ -26,7 +25,7 @@ def ok(result: object) -> str:
 
 @pytest.fixture
 def gvisor_up(tmp_path: Path) -> Iterator[FleetUp]:
-    up = start_fleet_up(tmp_path / "data", free_port(), "--runtime", "gvisor")
+    up = start_fleet_up(tmp_path / "data", "--runtime", "gvisor")
     yield up
     up.stop()
 

@@ -43,6 +43,12 @@ class InProcessHosts:
         params = h.SnapshotParams(machine_id=machine.id, snapshot_id=snapshot_id)
         return (await self.methods.drop_snapshot(params, None)).dropped
 
+    async def take_memory_image(
+        self, machine: Machine, image_id: str, forks: int | None
+    ) -> h.MemoryImageTaken:
+        params = h.MemoryImageParams(machine_id=machine.id, snapshot_id=image_id, forks=forks)
+        return await self.methods.take_memory_image(params, None)
+
     async def exec_as_root(self, machine: Machine, params: h.RootExecParams) -> ExecCommandResult:
         return await self.methods.exec_as_root(params, None)
 

@@ -164,3 +164,39 @@ async def test_a_fork_runs_its_sources_runtime(world: World, tmp_path: Path) -> 
     assert [(f["runtime"], f["runtimePlatform"]) for f in got["machines"]] == [
         ("gvisor", "ptrace")
     ] * 2
+
+
+@method("machines.fork")
+async def test_a_fork_with_memory_of_a_namespaces_machine_is_refused_by_its_runtime(
+    world: World, tmp_path: Path
+) -> None:
+    m = await world.ready_machine()
+    with pytest.raises(NotSupported) as refused:
+        await world.rpc("machines.fork", {"machineId": m.id, "count": 2, "memory": True})
+    assert refused.value.code == 1601
+    assert "namespaces" in str(refused.value)
+    assert refused.value.data == {"runtime": "namespaces", "provider": "local"}
+    # A gvisor machine whose host's provider cannot take its image: refused by that host,
+    # and no fork is made.
+    with_runsc(world, fake_runsc(tmp_path))
+    a = (await world.instance()).id
+    created = await world.rpc("machines.create", {"instanceId": a, "runtime": "gvisor"})
+    await world.bus.settle()
+    with pytest.raises(NotSupported) as unable:
+        await world.rpc("machines.fork", {"machineId": created["id"], "memory": True})
+    assert "cannot fork with memory" in str(unable.value)
+    assert not [e for e in world.bus.events if isinstance(e, MachineCreated) and e.fork_of]
+    assert world.provider.clones == []
+
+
+@method("machines.snapshot")
+async def test_a_snapshot_with_memory_of_a_namespaces_machine_is_refused_by_its_runtime(
+    world: World,
+) -> None:
+    m = await world.ready_machine()
+    with pytest.raises(NotSupported) as refused:
+        await world.rpc("machines.snapshot", {"machineId": m.id, "name": "warm", "memory": True})
+    assert refused.value.code == 1601
+    assert "namespaces" in str(refused.value)
+    assert refused.value.data == {"runtime": "namespaces", "provider": "local"}
+    assert (await world.rpc("snapshots.list", {"instanceId": m.instance_id}))["snapshots"] == []

@@ -16,7 +16,6 @@ import pytest
 
 from contracts.events import Event, MachinePaused, MachineResumed
 from fleet.client import FleetClient
-from fleet.embedded import free_port
 from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration import test_gvisor as gv
@@ -226,7 +225,7 @@ async def test_a_preview_request_to_a_paused_machine_wakes_it_and_answers_200(
     mid = await ready_gvisor(stack, "gv-wake-preview")
     home = stack_settings.data_path.resolve() / "machines" / mid / "home"
     await stack.write_file(mid, "serve.py", SERVE_AFTER_RESUME)
-    port = free_port()
+    port = 8000  # of the machine's own network stack: nothing else listens there
     await stack.start_process(mid, [sys.executable, "-I", "serve.py", str(port), "waiting"],
                               tag="serve")  # fmt: skip
     await wait_until((home / "waiting").exists, timeout=180)  # it saw the daemon's connection

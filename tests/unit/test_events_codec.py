@@ -161,7 +161,7 @@ SAMPLES: list[Event] = [
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
-    MachineCreated: {"instanceId", "provider", "forkOf", "fromSnapshot"},
+    MachineCreated: {"instanceId", "provider", "forkOf", "fromSnapshot", "memoryImage"},
     MachineProvisioned: {"provider", "externalId", "homeCopy"},
     DaemonStatusReported: {"status", "version", "gitSha", "bootId"},
     SetupPushed: {"envPath", "envBytes", "repoPaths"},

@@ -496,6 +496,7 @@ export interface Snapshot {
   createdAt: string;
   how: "copy" | "cow";
   pauseMs: number;
+  memory?: boolean;
 }
 
 export interface SnapshotDeleted {
@@ -849,12 +850,14 @@ export interface InstancesGetRuntimeParams {
 export interface MachinesForkParams {
   machineId: string;
   count?: number;
+  memory?: boolean;
 }
 
 /** `machines.snapshot`'s params. */
 export interface MachinesSnapshotParams {
   machineId: string;
   name: string;
+  memory?: boolean;
 }
 
 /** `snapshots.list`'s params. */
@@ -1720,6 +1723,7 @@ export interface MachineCreated {
   provider: string;
   forkOf?: string | null;
   fromSnapshot?: string | null;
+  memoryImage?: string | null;
 }
 
 /**

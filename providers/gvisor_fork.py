@@ -1,0 +1,165 @@
+"""Forks with memory of a gvisor machine (docs/fork-snapshots.md): one checkpoint of the
+source, restored at once as the source and then once per fork, each in a sandbox and a network
+namespace of its own.
+
+This runsc's ``checkpoint --leave-running`` is a checkpoint, then a restore into a new sandbox
+that the checkpoint's own command waits on; so the source is checkpointed as for a pause
+(providers/gvisor_pause.py: its daemon lets NATS go first) and restored by us, which is the
+same work, detached. Between the two nothing of it runs, and its home is copied then: the
+forks' homes are the source's as of the image's instant.
+
+A restored copy holds its source's credential in memory. So:
+- the source's NATS password is renewed between its checkpoint and its restore (its token,
+  the signing key's, is kept: contracts/signing.py), and its daemon restarted with it: the
+  copy every fork holds is refused by the auth callout from then on;
+- a fork's sandbox is given its own token and machine id in its token directory before its
+  restore, and its daemon (parked, as the source's was at the checkpoint) is restarted at
+  once: the supervisor reads both again (daemon/nodump.py reread_identity), and the new daemon
+  speaks as the fork. The parked one never reconnects: it waits for a resume's signal.
+
+A fork's sandbox sees its own home, code store and token directory at the source's paths (a
+restored process keeps its open files and working directory); its processes run as the
+source's uid, which the fork's files keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from contracts.events import HomeCopy
+from providers.gvisor import (
+    BUNDLE,
+    Runsc,
+    _rootfs,
+    start_sandbox,
+    write_bundle,
+    write_token,
+)
+from providers.gvisor_pause import checkpoint_sandbox, image_size, signal_daemon
+from providers.netns import stop_pasta
+
+log = structlog.get_logger(__name__)
+
+#: In a memory image's directory, beside runsc's image: its source's OCI spec, machine
+#: directory and uid, and how many forks are still to be restored from it.
+SPEC_FILE = "spec.json"
+SOURCE_FILE = "source"
+UID_FILE = "uid"
+LEFT_FILE = "forks-left"
+#: In a fork's machine directory until its restore: the memory image it is restored from.
+MARKER = "memory-image"
+
+
+async def take_image(
+    runsc: Runsc,
+    machine_dir: Path,
+    machine_id: str,
+    *,
+    nats_ports: set[int],
+    memory: Path,
+    forks: int | None,
+    copy_home: Callable[[], Awaitable[HomeCopy]],
+    renew: Callable[[], Awaitable[str]],
+    enter: list[str],
+) -> tuple[int, float, HomeCopy]:
+    """Checkpoint the machine into ``memory``, copy its home (``copy_home``), and restore it
+    with the credential ``renew`` gives (stored by it before the machine's daemon restarts);
+    the image's size, how long the machine stood still (ms) and how its home was copied.
+    ``forks``: how many restores delete it; None: kept until deleted (a snapshot's).
+    Conflict, the machine untouched, if a process of it holds a connection this runsc cannot
+    keep."""
+    began = time.monotonic()
+    await asyncio.to_thread(checkpoint_sandbox, runsc, machine_dir, machine_id, nats_ports, memory)
+    checkpointed = time.monotonic()
+    try:
+        shutil.copyfile(machine_dir / BUNDLE / "config.json", memory / SPEC_FILE)
+        (memory / SOURCE_FILE).write_text(str(machine_dir))
+        shutil.copyfile(machine_dir / "uid", memory / UID_FILE)
+        if forks is not None:
+            (memory / LEFT_FILE).write_text(str(forks))
+        copied = await copy_home()  # nothing of the machine runs: its home as of the image
+    finally:  # the source runs on, whatever became of its copy
+        home_copied = time.monotonic()
+        await asyncio.to_thread(stop_pasta, machine_id)
+        pid = await start_sandbox(
+            runsc, machine_id, machine_dir / BUNDLE, machine_dir / "daemon.log", machine_id,
+            enter, verb=("restore", "--image-path", str(memory)),
+        )  # fmt: skip
+    stood_ms = (time.monotonic() - began) * 1000
+    credential = await renew()
+    await asyncio.to_thread(write_token, machine_dir, credential, machine_id)
+    await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "HUP")
+    log.info("provider.gvisor_memory_image", machine_id=machine_id, pid=pid, forks=forks,
+             ms=round(stood_ms), checkpoint_ms=round((checkpointed - began) * 1000),
+             home_ms=round((home_copied - checkpointed) * 1000),
+             restore_ms=round((time.monotonic() - home_copied) * 1000))  # fmt: skip
+    return await asyncio.to_thread(image_size, memory), stood_ms, copied
+
+
+def fork_spec(spec: dict[str, Any], source_dir: Path, machine_dir: Path,
+              machine_id: str) -> dict[str, Any]:  # fmt: skip
+    """The source's OCI spec for its fork ``machine_id``: every mount of the source's
+    directory (home, code store, token) from the fork's, at the same place inside, and a
+    root of the fork's own."""
+    mounts: list[dict[str, Any]] = spec["mounts"]
+    for m in mounts:
+        if m["type"] == "bind" and Path(m["source"]).is_relative_to(source_dir):
+            m["source"] = str(machine_dir / Path(m["source"]).relative_to(source_dir))
+    targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
+               for m in mounts]  # fmt: skip
+    spec["root"]["path"] = str(_rootfs(machine_dir / BUNDLE, targets))
+    env = [e for e in spec["process"]["env"] if not e.startswith("FLEET_MACHINE_ID=")]
+    spec["process"]["env"] = [*env, f"FLEET_MACHINE_ID={machine_id}"]
+    return spec
+
+
+def prepare_fork(memory: Path, machine_dir: Path) -> None:
+    """Before a fork's start: its uid is its source's (its restored processes run as that)."""
+    uid = machine_dir / "uid"
+    if not uid.exists():
+        shutil.copyfile(memory / UID_FILE, uid)
+
+
+async def restore_fork(runsc: Runsc, machine_dir: Path, machine_id: str, token: str,
+                       memory: Path, enter: list[str]) -> int:  # fmt: skip
+    """The fork restored from its source's image, with its own identity; its sandbox's pid."""
+    spec = json.loads((memory / SPEC_FILE).read_text())
+    source_dir = Path((memory / SOURCE_FILE).read_text())
+    await asyncio.to_thread(write_token, machine_dir, token, machine_id)
+    spec = await asyncio.to_thread(fork_spec, spec, source_dir, machine_dir, machine_id)
+    bundle = await asyncio.to_thread(write_bundle, machine_dir, spec)
+    pid = await start_sandbox(
+        runsc, machine_id, bundle, machine_dir / "daemon.log", machine_id, enter,
+        verb=("restore", "--image-path", str(memory)),
+    )  # fmt: skip
+    # Its daemon, parked as its source's, restarted at once: the next is the fork's.
+    await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "HUP")
+    log.info("provider.gvisor_fork_restored", machine_id=machine_id, pid=pid)
+    return pid
+
+
+def one_fork_less(memory: Path) -> bool:
+    """Count a fork restored; True when it was the last one (the image is then dropped).
+    Never for a snapshot's image (no count: it is kept until the snapshot is deleted)."""
+    if not (memory / LEFT_FILE).is_file():
+        return False
+    with open(memory / LEFT_FILE, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        left = 0
+        with contextlib.suppress(ValueError):
+            left = int(f.read().strip()) - 1
+        f.seek(0)
+        f.truncate()
+        f.write(str(left))
+    return left <= 0

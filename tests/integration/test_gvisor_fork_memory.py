@@ -1,0 +1,169 @@
+"""Forks with memory of a gvisor machine (docs/fork-snapshots.md), on real runsc sandboxes with
+real daemons: a process holding a count in memory goes on in the source and in each of 3 forks,
+each on its own, and each fork speaks as itself. The source's credential a fork holds, refused:
+tests/integration/nats_auth/test_gvisor_fork_credentials.py. The rules in memory:
+tests/fast/test_runtime.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from contracts.daemon_rpc import ProcessInfo
+from fleet.client import FleetClient
+from services.common.crypto import SecretBox
+from services.common.settings import Settings
+from services.common.store import Store
+from tests.integration import test_gvisor as gv
+from tests.integration.test_gvisor import answers, ready_gvisor
+from tests.waiters import wait_until
+
+#: NATS at an address of the host other than its loopback (test_gvisor.py says why).
+nats_server = gv.nats_server
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, runtime="gvisor")
+
+
+#: Counts in memory and writes "<pid> <count>" to its file each tick; a number written to the
+#: file ``add`` is added to the count (then the file removed).
+COUNTER = r"""
+import os, sys, time
+held = bytearray(os.urandom(1 << 20)) * 8
+n = 0
+while True:
+    n += 1
+    try:
+        n += int(open('add').read())
+        os.remove('add')
+    except (OSError, ValueError):
+        pass
+    with open(sys.argv[1] + '.tmp', 'w') as f:
+        f.write(f'{os.getpid()} {n} {len(held)}')
+    os.replace(sys.argv[1] + '.tmp', sys.argv[1])
+    time.sleep(0.2)
+"""
+
+
+def count_in(home: Path) -> tuple[int, int]:
+    """The counter's pid and count, as last written in ``home``."""
+    try:
+        pid, n, _ = (home / "count").read_text().split()
+    except (OSError, ValueError):
+        return 0, 0
+    return int(pid), int(n)
+
+
+def counted_past(home: Path, n: int) -> Callable[[], bool]:
+    return lambda: count_in(home)[1] > n
+
+
+async def counting(stack: FleetClient, machines: Path, name: str) -> tuple[str, ProcessInfo]:
+    """A ready gvisor machine whose counter has counted a few times; its id and process."""
+    mid = await ready_gvisor(stack, name)
+    await stack.write_file(mid, "counter.py", COUNTER)
+    proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
+                                     tag="counter")  # fmt: skip
+    await wait_until(lambda: count_in(machines / mid / "home")[1] >= 3, timeout=180)
+    return mid, proc
+
+
+@pytest.mark.timeout(1200)
+async def test_three_forks_with_memory_go_on_each_on_its_own_as_machines_of_their_own(
+    stack: FleetClient, stack_settings: Settings, store: Store
+) -> None:
+    machines = stack_settings.data_path.resolve() / "machines"
+    mid, proc = await counting(stack, machines, "gv-fork-memory")
+    source_home = machines / mid / "home"
+    pid_inside, before = count_in(source_home)
+    box = SecretBox(stack_settings.secret_key)
+    sealed = await store.machine_secret(mid)
+    assert sealed is not None
+    copied = box.decrypt(sealed)  # what the source's processes hold, and every fork's copy
+
+    began = time.monotonic()
+    forks = [m.id for m in await stack.fork_machine(mid, 3, memory=True)]
+    assert len(set(forks)) == 3
+    assert mid not in forks
+    assert await answers(stack, mid)  # the source's daemon is back once the call returned
+    waits = [asyncio.ensure_future(stack.wait_for(f, ["ready", "failed"], timeout_s=600))
+             for f in forks]  # fmt: skip
+    first = None
+    for done in asyncio.as_completed(waits):
+        got = await done
+        assert got.status == "ready", got.status_reason
+        first = first or (time.monotonic() - began)
+    print(f"fork with memory: first of 3 ready {first:.2f}s, all {time.monotonic() - began:.2f}s")
+
+    # Each fork's copy of the counter goes on from the source's count, with its PID, in the
+    # fork's own home; the source's goes on too.
+    homes = [machines / f / "home" for f in forks]
+    for home in homes:
+        await wait_until(counted_past(home, before + 3), timeout=180)
+        assert count_in(home)[0] == pid_inside
+        assert count_in(home)[1] < before + 5000  # from the source's count, never from 0
+    await wait_until(lambda: count_in(source_home)[1] > before + 3, timeout=180)
+    # Each on its own: a number added to one fork's count is in no other's.
+    await stack.write_file(forks[0], "add", "100000")
+    await wait_until(lambda: count_in(homes[0])[1] > 100000, timeout=180)
+    assert all(count_in(h)[1] < 100000 for h in [*homes[1:], source_home])
+    # Each fork's daemon speaks as the fork, and lists the process it inherited.
+    for f in forks:
+        await wait_until(partial(answers, stack, f), timeout=180, every=0.5)
+        listed = [(p.pid, p.state) for p in await stack.list_processes(f) if p.tag == "counter"]
+        assert listed == [(proc.pid, "running")]
+    await wait_until(lambda: answers(stack, mid), timeout=180, every=0.5)
+
+    # The source's credential was renewed (the copy in every fork's memory is refused by the
+    # auth callout: tests/integration/nats_auth/test_gvisor_fork_credentials.py).
+    renewed = await store.machine_secret(mid)
+    assert renewed is not None
+    assert box.decrypt(renewed) != copied
+
+
+@pytest.mark.timeout(1200)
+async def test_a_machine_made_from_a_memory_snapshot_starts_with_its_processes_running(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    machines = stack_settings.data_path.resolve() / "machines"
+    mid, proc = await counting(stack, machines, "gv-snapshot-memory")
+    source_home = machines / mid / "home"
+    pid_inside, before = count_in(source_home)
+    snapshot = await stack.snapshot_machine(mid, "warm", memory=True)
+    assert snapshot.memory
+    assert snapshot.pause_ms > 0
+    # The source runs on; its daemon, started again with its renewed credential, answers as
+    # soon as the call has returned.
+    await stack.write_file(mid, "add", "100000")  # the source's count after the snapshot
+    await wait_until(lambda: count_in(source_home)[1] > 100000, timeout=180)
+
+    made: list[str] = []
+    for _ in range(2):  # each a machine of its own, with the snapshot's processes
+        new = await stack.create_from_snapshot(snapshot.instance_id, snapshot.id)
+        got = await stack.wait_for(new.id, ["ready", "failed"], timeout_s=600)
+        assert got.status == "ready", got.status_reason
+        made.append(new.id)
+    for m in made:
+        home = machines / m / "home"
+        await wait_until(counted_past(home, before + 3), timeout=180)
+        assert count_in(home)[0] == pid_inside
+        assert count_in(home)[1] < 100000  # from the snapshot's count, not the source's now
+        await wait_until(partial(answers, stack, m), timeout=180, every=0.5)
+        listed = [(p.pid, p.state) for p in await stack.list_processes(m) if p.tag == "counter"]
+        assert listed == [(proc.pid, "running")]
+    # Deleting the snapshot deletes its memory image; the machines made from it run on.
+    memory = stack_settings.data_path.resolve() / "snapshots" / f"{snapshot.id}.memory"
+    assert memory.is_dir()
+    await stack.delete_snapshot(snapshot.id)
+    assert not memory.exists()
+    assert all([await answers(stack, m) for m in made])

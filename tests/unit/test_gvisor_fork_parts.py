@@ -1,0 +1,81 @@
+"""The pure parts of a fork with memory: the fork's OCI spec (its own directories at its
+source's paths), the image's count of forks still to restore, the source's renewed credential
+(the same signing key) and the supervisor's second reading of its identity. On real runsc
+sandboxes: tests/integration/test_gvisor_fork_memory.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from contracts.signing import signing_key
+from daemon import nodump
+from providers.gvisor_fork import LEFT_FILE, fork_spec, one_fork_less
+from services.common.crypto import mint_machine_token, renew_connect_secret
+
+
+def test_a_forks_spec_mounts_its_own_directories_where_its_source_had_its_own(
+    tmp_path: Path,
+) -> None:
+    source, fork = tmp_path / "machines" / "m-a", tmp_path / "machines" / "m-b"
+    for d in (source / "home", fork / "home", fork / "code", fork / "gvisor-token"):
+        d.mkdir(parents=True)
+    spec = {
+        "root": {"path": str(source / "gvisor" / "rootfs")},
+        "process": {"env": ["HOME=/x", "FLEET_MACHINE_ID=m-a"]},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/usr", "type": "bind", "source": "/usr"},
+            {"destination": str(source / "home"), "type": "bind",
+             "source": str(source / "home")},
+            {"destination": "/code", "type": "bind", "source": str(source / "code")},
+            {"destination": "/run/fleet-token", "type": "bind",
+             "source": str(source / "gvisor-token")},
+        ],
+    }  # fmt: skip
+    got = fork_spec(spec, source, fork, "m-b")
+    assert [(m["destination"], m["source"]) for m in got["mounts"]] == [
+        ("/proc", "proc"),
+        ("/usr", "/usr"),
+        (str(source / "home"), str(fork / "home")),  # seen where its processes had it
+        ("/code", str(fork / "code")),
+        ("/run/fleet-token", str(fork / "gvisor-token")),
+    ]
+    assert got["root"]["path"] == str(fork / "gvisor" / "rootfs")
+    assert (fork / "gvisor" / "rootfs" / str(source / "home").lstrip("/")).is_dir()
+    assert got["process"]["env"] == ["HOME=/x", "FLEET_MACHINE_ID=m-b"]
+
+
+def test_the_last_fork_restored_is_told_so_once(tmp_path: Path) -> None:
+    (tmp_path / LEFT_FILE).write_text("3")
+    assert [one_fork_less(tmp_path) for _ in range(3)] == [False, False, True]
+
+
+def test_a_renewed_credential_is_another_password_with_the_same_signing_key() -> None:
+    token = mint_machine_token()
+    once = renew_connect_secret(token)
+    twice = renew_connect_secret(once)
+    assert len({token, once, twice}) == 3
+    assert once.startswith(token + ".")
+    assert twice.startswith(token + ".")  # the token is kept, never nested
+    assert signing_key(token) == signing_key(once) == signing_key(twice)
+
+
+def test_the_supervisor_reads_its_token_and_machine_id_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("fork-token\n")
+    (tmp_path / "machine-id").write_text("m-0123456789abcdef")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # the supervisor that reads it is root
+    monkeypatch.setattr(nodump, "_token_file", str(tmp_path / "token"))
+    monkeypatch.setattr(nodump, "_token", "source-token")
+    assert nodump.reread_identity() == "m-0123456789abcdef"
+    assert nodump.token() == "fork-token"
+    (tmp_path / "machine-id").write_text("../../etc")  # never taken for an id
+    assert nodump.reread_identity() is None
+    monkeypatch.setattr(nodump, "_token_file", None)  # a supervisor that is not root's
+    (tmp_path / "token").write_text("other")
+    assert nodump.reread_identity() is None
+    assert nodump.token() == "fork-token"
