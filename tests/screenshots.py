@@ -146,10 +146,14 @@ TERMINAL_TRIES = 3
 
 def terminal(s: Shooter) -> None:
     rows = s.page.locator("[data-testid=terminal] .xterm-rows")
+    tabs = s.page.get_by_test_id("terminal-tab")
     for attempt in range(1, TERMINAL_TRIES + 1):
+        before = tabs.count()
         s.page.get_by_test_id("terminal-new").click()
         try:
-            expect(rows).to_contain_text("$", timeout=20_000)  # the shell's prompt
+            # The new terminal shown (not a reattached one's prompt), then its shell's prompt.
+            expect(tabs.nth(before)).to_have_attribute("aria-selected", "true")
+            expect(rows).to_contain_text("$", timeout=20_000)
             break
         except AssertionError:
             # Chromium drops a WebSocket when the host's network changes (the suite's Docker

@@ -1,6 +1,6 @@
 """The console's Terminal on a machine page, in a real browser against `fleet up`: a shell that
 echoes what is typed, under the console's CSP, and that is still there, scrollback and all,
-after a reload."""
+after a reload; what is typed into a new terminal before its socket opened reaches it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.e2e.conftest import FleetUp
 from tests.e2e.test_console import WAIT_MS, page
@@ -57,4 +57,28 @@ def test_terminal_tab_types_echoes_and_survives_a_reload(
     page.keyboard.type("echo again-$((6*7))")
     page.keyboard.press("Enter")
     expect(rows).to_contain_text("again-42")
+
+    # Typed into a new terminal before its socket has opened (its ticket held back until
+    # then): nothing is lost.
+    held: list[Route] = []
+
+    def hold_ticket(route: Route) -> None:
+        if '"events.ticket"' in (route.request.post_data or ""):
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/rpc", hold_ticket)
+    with page.expect_request(lambda r: '"events.ticket"' in (r.post_data or "")):
+        page.get_by_test_id("terminal-new").click()
+    tabs = page.get_by_test_id("terminal-tab")
+    expect(tabs).to_have_count(2)
+    expect(tabs.nth(1)).to_have_attribute("aria-selected", "true")
+    page.locator("[data-testid=terminal] .xterm").click()
+    page.keyboard.type("echo early-$((2+3))")
+    page.keyboard.press("Enter")
+    for route in held:
+        route.continue_()
+    page.unroute("**/rpc", hold_ticket)
+    expect(rows).to_contain_text("early-5")
     assert page.get_by_test_id("terminal-error").count() == 0

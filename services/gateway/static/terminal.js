@@ -14,6 +14,8 @@ const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 128 * 1024;
 const ACTIVE_KEY = (machineId) => `fleetd.terminal.${machineId}`;
 const CLOSE_ABORTED = 4000;
+/** Typing kept while a terminal's socket opens; past it, keys are dropped until it is open. */
+const EARLY_MAX = 64 * 1024;
 
 /**
  * xterm.js writes its dynamic rules (cell size, colours) into <style> elements, which the
@@ -54,11 +56,25 @@ async function attach(machineId, info, box, onEnd) {
   const unmirror = mirrorStyles(box);
   term.open(box);
   fit.fit();
+  // What is typed before the socket is open waits for it (in order, up to EARLY_MAX bytes):
+  // a user who types as the terminal appears loses nothing.
+  let ws = null;
+  const early = { chunks: [], bytes: 0 };
+  const send = (bytes) => {
+    if (ws?.readyState === WebSocket.OPEN) ws.send(bytes);
+    else if ((!ws || ws.readyState === WebSocket.CONNECTING) && early.bytes < EARLY_MAX) {
+      early.chunks.push(bytes);
+      early.bytes += bytes.length;
+    }
+  };
+  const encoder = new TextEncoder();
+  term.onData((data) => send(encoder.encode(data)));
+  term.onBinary((data) => send(Uint8Array.from(data, (c) => c.charCodeAt(0))));
   const { ticket } = await rpc(METHODS.EVENTS_TICKET);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const path = attachPath(machineId, info.sessionId);
   const url = `${scheme}://${location.host}${path}?${new URLSearchParams({ ticket })}`;
-  const ws = new WebSocket(url);
+  ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   const flow = { pending: 0, dropping: 0 };
   const note = (text) => term.write(`\r\n\x1b[2m[${text}]\x1b[0m\r\n`);
@@ -67,7 +83,10 @@ async function attach(machineId, info, box, onEnd) {
       ws.send(JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows }));
     }
   };
-  ws.onopen = sendSize;
+  ws.onopen = () => {
+    sendSize();
+    for (const chunk of early.chunks.splice(0)) ws.send(chunk);
+  };
   ws.onmessage = (msg) => {
     if (typeof msg.data !== "string") {
       const bytes = new Uint8Array(msg.data);
@@ -92,12 +111,6 @@ async function attach(machineId, info, box, onEnd) {
     if (ev.code === CLOSE_ABORTED) note(`session lost: ${ev.reason}`);
     onEnd(ev.code);
   };
-  const encoder = new TextEncoder();
-  term.onData((data) => ws.readyState === WebSocket.OPEN && ws.send(encoder.encode(data)));
-  term.onBinary((data) => {
-    if (ws.readyState !== WebSocket.OPEN) return;
-    ws.send(Uint8Array.from(data, (c) => c.charCodeAt(0)));
-  });
   term.onResize(sendSize);
   const sizer = new ResizeObserver(() => fit.fit());
   sizer.observe(box);
