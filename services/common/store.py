@@ -1,8 +1,9 @@
 """State in Redis: instances, machines, env vars, repos, access tokens, liveness.
 
 ``Store`` owns the connection, and nothing outside the store modules (``store*.py``) touches
-Redis: keys and hash fields are spelled in ``store_keys``, access tokens and heartbeats have
-their own parts (``store.tokens``, ``store.heartbeats``). Machines are hashes whose keys are the
+Redis: keys and hash fields are spelled in ``store_keys`` (``store.keys``), and each other concern
+is one record object that ``Store`` makes and holds (``store.tokens``, ``store.stops``,
+``store.snapshots``, ...: a ``store_<concern>.py`` each). Machines are hashes whose keys are the
 wire (camelCase) field names, so a hash converts straight into ``contracts.models.Machine``.
 Status changes go through one Lua script, generated from ``contracts.status``, that compares and
 sets, so concurrent or repeated events can never move a machine backwards.
@@ -33,7 +34,9 @@ from services.common import store_scripts
 from services.common.caller_changes import CallerChanges
 from services.common.redis_client import close_client, redis_client
 from services.common.settings import Settings
+from services.common.store_codemode import CodemodeRecords
 from services.common.store_creates import CreateOnce, CreateRecords, Once
+from services.common.store_environments import EnvironmentRecords
 from services.common.store_hosts import HostRecords
 from services.common.store_instance_settings import InstanceSettingsRecords
 from services.common.store_keys import (
@@ -49,8 +52,11 @@ from services.common.store_keys import (
     F_UPDATED_AT,
     Keys,
 )
+from services.common.store_lifecycles import LifecycleRecords
 from services.common.store_liveness import HeartbeatRecords
+from services.common.store_snapshots import SnapshotRecords
 from services.common.store_stages import StageRecords, Transition
+from services.common.store_stop import StopRecords
 from services.common.store_tickets import TicketRecords
 from services.common.store_tokens import TokenRecords
 from services.common.store_users import UserRecords
@@ -100,6 +106,11 @@ class Store:
         self.creates = CreateRecords(self)
         self.hosts = HostRecords(self)
         self.instance_settings = InstanceSettingsRecords(self)
+        self.stops = StopRecords(self)
+        self.snapshots = SnapshotRecords(self)
+        self.environments = EnvironmentRecords(self)
+        self.lifecycles = LifecycleRecords(self)
+        self.codemode = CodemodeRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -33,10 +33,7 @@ from services.common.failures import fail_machine
 from services.common.revoke import revoke_machine
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_environments import instance_environment, set_machine_environment
 from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
-from services.common.store_snapshots import get_snapshot
-from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
 from services.common.unresponsive import mark_unresponsive
 from services.provisioner.claims import machine_pool
@@ -154,7 +151,7 @@ class Provisioner(PauseHandlers):
         machine = await self.store.get_machine(event.machine_id)
         if machine.environment is not None:
             return Resolved(machine.environment, machine.environment_image)
-        env = await instance_environment(self.store, machine.instance_id)
+        env = await self.store.environments.of_instance(machine.instance_id)
         docker = self.engine() if self.engine is not None else None
         runs_images = getattr(provider, "runs_images", False)
         ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
@@ -169,7 +166,9 @@ class Provisioner(PauseHandlers):
                                reason=f"{type(exc).__name__}: {exc.message}",
                                cause_event_id=event.event_id)  # fmt: skip
             return None
-        await set_machine_environment(self.store, machine.id, resolved.environment, resolved.image)
+        await self.store.environments.set_of_machine(
+            machine.id, resolved.environment, resolved.image
+        )
         log.info("provision.environment", environment=resolved.environment, image=resolved.image)
         return resolved
 
@@ -218,7 +217,7 @@ class Provisioner(PauseHandlers):
         if event.fork_of is not None:
             source = event.fork_of
         elif event.from_snapshot is not None:
-            source = (await get_snapshot(self.store, event.from_snapshot)).machine_id
+            source = (await self.store.snapshots.get(event.from_snapshot)).machine_id
         else:
             return
         host = (await self.store.get_machine(source)).host_id
@@ -309,7 +308,7 @@ class Provisioner(PauseHandlers):
         if provider is not None:
             self.egress.forget(machine.id)
             await provider.remove(machine.id)
-        await forget_activity(self.store, machine.id)  # auto-stop has nothing left to watch
+        await self.store.stops.forget_activity(machine.id)  # auto-stop has nothing left to watch
         log.info("provision.machine_removed", provider=machine.provider)
         # Only now: what waits for ``archived`` may count on nothing of the machine being left.
         t = await self.store.transition(machine.id, S.ARCHIVED, event.reason)

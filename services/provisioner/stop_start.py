@@ -33,7 +33,6 @@ from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_stop import mark_stop_done, stop_done
 from services.common.subscriptions import subscriber
 from services.provisioner.claims import PoolClaims, machine_pool
 from services.provisioner.egress import EgressEnforcer
@@ -80,7 +79,7 @@ class StopStartHandlers(PoolClaims):
         lock = await self._locked(event.machine_id)
         try:
             machine = await self.store.get_machine(event.machine_id)
-            overtaken = machine.status is S.BOOTING and not await stop_done(self.store, machine.id)
+            overtaken = machine.status is S.BOOTING and not await self.store.stops.done(machine.id)
             if machine.status not in STOPPED_OR_STOPPING and not overtaken:
                 log.info("stop.skipped", machine_id=machine.id, status=machine.status.value)
                 return
@@ -102,7 +101,7 @@ class StopStartHandlers(PoolClaims):
     async def _stopped(self, machine: Machine, cause_event_id: str) -> None:
         """Its stop is carried out: recorded (a start waits for that), and a stopping machine
         is stopped now, which its event says (what waits for ``stopped`` is woken by it)."""
-        await mark_stop_done(self.store, machine.id)
+        await self.store.stops.mark_done(machine.id)
         reason = machine.status_reason or "stopped"
         t = await self.store.transition(machine.id, S.STOPPED, reason)
         if t.moved:
@@ -126,7 +125,7 @@ class StopStartHandlers(PoolClaims):
             if machine.status is not S.BOOTING:  # ready already, or stopped again since
                 log.info("start.skipped", machine_id=machine.id, status=machine.status.value)
                 return
-            if not await stop_done(self.store, machine.id):
+            if not await self.store.stops.done(machine.id):
                 raise Retry("its stop is not carried out yet", delay_s=0.5)
             provider, token = await self._credentials(machine)
             external_id, pooled = await self._start_again(machine, provider, token)
