@@ -88,7 +88,7 @@ async def start_checked(store: Store, bus: Bus, machine: Machine, reason: str,
     # One start per host at a time, from any gateway: each counts the others' machines
     # once they are booting, so two cannot both take the host's last place.
     host = machine.host_id or "-"
-    async with store.lock_waiting(f"host-start:{host}", ttl_s=10, wait_s=5) as held:
+    async with store.locks.hold_waiting(f"host-start:{host}", ttl_s=10, wait_s=5) as held:
         if not held:
             raise Unavailable(f"another start on host {host} holds its place; retry")
         status = (await store.get_machine(machine.id)).status

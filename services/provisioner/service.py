@@ -137,7 +137,7 @@ class Provisioner(PauseHandlers):
         that runs be, and starts one that cannot serve afresh."""
         if provider is None or sealed is None or machine.host_id not in (None, self.host_id):
             return
-        async with self.store.lock(f"provision:{machine.id}", ttl_s=10) as held:
+        async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
             if not held:
                 return  # being started right now
             external_id = await provider.start(machine.id, self.box.decrypt(sealed))
@@ -178,7 +178,7 @@ class Provisioner(PauseHandlers):
         mid = event.machine_id
         # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
         lock = (f"provision:{mid}", secrets.token_hex(8))
-        if not await self.store.try_lock(*lock, ttl_s=10):
+        if not await self.store.locks.take(*lock, ttl_s=10):
             # another delivery is starting this very machine right now
             raise Retry("another provisioner is starting this machine", delay_s=1.0)
         await self.store.hosts.took(self.host_id, mid)
@@ -209,7 +209,7 @@ class Provisioner(PauseHandlers):
                     await self._hand_over(pooled, provider, mid, token)
         finally:
             if not released:  # failed, or a pooled machine's hand-over: free it
-                await self.store.unlock(*lock)
+                await self.store.locks.release(*lock)
 
     async def _home_is_here(self, event: MachineCreated) -> None:
         """A fork, or a machine from a snapshot, is made on the host of the home it copies:
@@ -268,7 +268,7 @@ class Provisioner(PauseHandlers):
             sealed = await self.store.machine_secret(machine.id)
             if provider is None or sealed is None or machine.status not in _RESUMABLE:
                 continue
-            async with self.store.lock(f"provision:{machine.id}", ttl_s=10) as held:
+            async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
                 if not held:
                     continue  # being started by a handler right now
                 external_id = await provider.start(machine.id, self.box.decrypt(sealed))

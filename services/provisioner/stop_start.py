@@ -64,7 +64,7 @@ class StopStartHandlers(PoolClaims):
 
     async def _locked(self, machine_id: str, ttl_s: float = 30) -> tuple[str, str]:
         lock = (f"provision:{machine_id}", secrets.token_hex(8))
-        if not await self.store.try_lock(*lock, ttl_s=ttl_s):
+        if not await self.store.locks.take(*lock, ttl_s=ttl_s):
             raise Retry("another provisioner is starting or stopping this machine", delay_s=0.5)
         return lock
 
@@ -85,7 +85,7 @@ class StopStartHandlers(PoolClaims):
                 return
             await self.end_processes(machine, event.event_id)
         finally:
-            await self.store.unlock(*lock)
+            await self.store.locks.release(*lock)
 
     async def end_processes(self, machine: Machine, cause_event_id: str) -> None:
         """End the machine's processes, keep its home; record that it is done, and only then
@@ -130,7 +130,7 @@ class StopStartHandlers(PoolClaims):
             provider, token = await self._credentials(machine)
             external_id, pooled = await self._start_again(machine, provider, token)
         finally:
-            await self.store.unlock(*lock)
+            await self.store.locks.release(*lock)
         await self.bus.publish(  # the boot watchdog's cue, as after a create
             MachineProvisioned(
                 event_id=derived_event_id(event.event_id, "provisioned"),
@@ -185,5 +185,5 @@ class StopStartHandlers(PoolClaims):
             except (ProviderError, OSError) as exc:  # the next start (or stop) tries again
                 log.warning("stop.keep_stopped_failed", machine_id=machine.id, error=str(exc))
             finally:
-                await self.store.unlock(*lock)
+                await self.store.locks.release(*lock)
         return ended
