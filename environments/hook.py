@@ -17,7 +17,7 @@ from contracts.errors import ToolError
 from contracts.events import LIFECYCLE_OUTPUT_MAX, LifecycleOutput, LifecycleRan
 from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
-from environments import lifecycle as lc, record
+from environments import lifecycle as lc
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient, MachineClient
 from services.common.failures import fail_machine
@@ -46,11 +46,11 @@ async def run_lifecycle(store: Store, bus: Bus, machine: Machine, mc: MachineCli
                         cause_event_id: str) -> None:  # fmt: skip
     """Run ``stages`` of the machine's lifecycle (the once-per-machine ones only if not done).
     Raises LifecycleFailed."""
-    life = await record.load(store, machine.id)
+    life = await store.lifecycles.load(machine.id, lc.MachineLifecycle)
     if life is None:
         return
     once = set(lc.ON_CREATE)
-    done = await record.done(store, machine.id) if once & set(stages) else set()
+    done = await store.lifecycles.done(machine.id) if once & set(stages) else set()
     todo = lc.plan(stages, life.devcontainer, life.feature_lifecycle, done=done & once)
     if not todo:
         return
@@ -68,7 +68,7 @@ async def run_lifecycle(store: Store, bus: Bus, machine: Machine, mc: MachineCli
 
     async def mark(stage: str) -> None:
         if stage in once:
-            await record.mark_done(store, machine.id, stage)
+            await store.lifecycles.mark_done(machine.id, stage)
 
     def say(line: str) -> None:
         log.debug("lifecycle.output", machine_id=machine.id, line=line)
@@ -111,7 +111,7 @@ async def on_attach(store: Store, bus: Bus, settings: Settings, daemons: DaemonC
     """A terminal session opened on the machine: its postAttachCommand (the features', then the
     file's). A failing one fails the machine at stage ``postAttachCommand`` and raises
     ToolError with the reason."""
-    life = await record.load(store, machine_id)
+    life = await store.lifecycles.load(machine_id, lc.MachineLifecycle)
     if life is None or not lc.plan(lc.ON_ATTACH, life.devcontainer, life.feature_lifecycle):
         return
     machine = await store.get_machine(machine_id)

@@ -127,7 +127,7 @@ def container_env(image_env: Mapping[str, str], dev: Devcontainer) -> dict[str, 
 
 class MachineLifecycle(msgspec.Struct, kw_only=True, frozen=True):
     """What a machine's lifecycle commands need, recorded when its environment is built
-    (environments/record.py)."""
+    (``store.lifecycles``)."""
 
     devcontainer: Devcontainer
     #: The features' lifecycle commands (``BuiltEnvironment.feature_lifecycle``).

@@ -27,7 +27,7 @@ from environments.users import image_user, wanted
 @dataclass(frozen=True)
 class MachineEnvironment:
     built: BuiltEnvironment
-    #: What ``environments.record.save`` keeps for the machine; None: no devcontainer.
+    #: What ``store.lifecycles.save`` keeps for the machine; None: no devcontainer.
     lifecycle: MachineLifecycle | None
 
 

@@ -43,7 +43,6 @@ from services.codemode.sandbox import Limits
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_codemode import CodemodeRecords
 
 log = structlog.get_logger(__name__)
 J = TypeVar("J")
@@ -55,7 +54,7 @@ TOOL_TIMEOUT_S = 3600.0
 class CodemodeService:
     def __init__(self, nc: NATS, store: Store, box: SecretBox, settings: Settings) -> None:
         self._nc = nc
-        self._records = CodemodeRecords(store)
+        self._records = store.codemode
         self._box = box
         self._limits = Limits(
             cpu_s=settings.codemode_cpu_s,

@@ -22,7 +22,6 @@ from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
 from services.common.bus import Bus
 from services.common.store import Store
 from services.common.store_stages import Transition
-from services.common.store_stop import reset_activity, stop_done, stop_pending
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +42,8 @@ async def stop_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> 
     if t.moved:
         # Before the event: the provisioner sets it again once the processes are gone, and
         # a start waits for that (it must not find the old daemon still up).
-        await stop_pending(store, machine_id)
-    if t.moved or (t.accepted and not await stop_done(store, machine_id)):
+        await store.stops.pending(machine_id)
+    if t.moved or (t.accepted and not await store.stops.done(machine_id)):
         await bus.publish(MachineStopped(event_id=new_event_id(), machine_id=machine_id,
                                          reason=reason))  # fmt: skip
         log.info("machine.stop_requested", machine_id=machine_id, reason=reason)
@@ -57,7 +56,7 @@ async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str,
     again, once its stop is carried out. Only such a one: booting also admits provisioning,
     which is a create's business. ``by``: what asked (``machine.started``'s ``by``)."""
     status = (await store.get_machine(machine_id)).status
-    if status is S.BOOTING and await stop_done(store, machine_id):
+    if status is S.BOOTING and await store.stops.done(machine_id):
         # A start on its way (or one whose event a dying gateway never published): publishing
         # again is harmless, the provisioner's start is idempotent.
         await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,
@@ -67,7 +66,7 @@ async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str,
         return Transition(accepted=False, previous=status, target=S.BOOTING)
     t = await store.transition(machine_id, S.BOOTING, f"{reason}: waiting for the daemon")
     if t.moved:
-        await reset_activity(store, machine_id)  # its idle time counts from its start
+        await store.stops.reset_activity(machine_id)  # its idle time counts from its start
         await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,
                                          reason=reason, by=by))  # fmt: skip
         log.info("machine.start_requested", machine_id=machine_id, reason=reason, by=by.value)

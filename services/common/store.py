@@ -1,8 +1,9 @@
 """State in Redis: instances, machines, env vars, repos, access tokens, liveness.
 
 ``Store`` owns the connection, and nothing outside the store modules (``store*.py``) touches
-Redis: keys and hash fields are spelled in ``store_keys``, access tokens and heartbeats have
-their own parts (``store.tokens``, ``store.heartbeats``). Machines are hashes whose keys are the
+Redis: keys and hash fields are spelled in ``store_keys`` (``store.keys``), and each other concern
+is one record object that ``Store`` makes and holds (``store.tokens``, ``store.stops``,
+``store.snapshots``, ...: a ``store_<concern>.py`` each). Machines are hashes whose keys are the
 wire (camelCase) field names, so a hash converts straight into ``contracts.models.Machine``.
 Status changes go through one Lua script, generated from ``contracts.status``, that compares and
 sets, so concurrent or repeated events can never move a machine backwards.
@@ -10,11 +11,6 @@ sets, so concurrent or repeated events can never move a machine backwards.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import secrets
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
@@ -28,12 +24,13 @@ from contracts.errors import NotFound
 from contracts.machine_files import CronJob
 from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo, RuntimeChoice
 from contracts.status import MachineStatus
-from core.backoff import backoff_s
 from services.common import store_scripts
 from services.common.caller_changes import CallerChanges
 from services.common.redis_client import close_client, redis_client
 from services.common.settings import Settings
+from services.common.store_codemode import CodemodeRecords
 from services.common.store_creates import CreateOnce, CreateRecords, Once
+from services.common.store_environments import EnvironmentRecords
 from services.common.store_hosts import HostRecords
 from services.common.store_instance_settings import InstanceSettingsRecords
 from services.common.store_keys import (
@@ -49,8 +46,12 @@ from services.common.store_keys import (
     F_UPDATED_AT,
     Keys,
 )
+from services.common.store_lifecycles import LifecycleRecords
 from services.common.store_liveness import HeartbeatRecords
+from services.common.store_locks import LockRecords
+from services.common.store_snapshots import SnapshotRecords
 from services.common.store_stages import StageRecords, Transition
+from services.common.store_stop import StopRecords
 from services.common.store_tickets import TicketRecords
 from services.common.store_tokens import TokenRecords
 from services.common.store_users import UserRecords
@@ -87,7 +88,6 @@ class Store:
         self._master = master
         self._r: aioredis.Redis | None = None
         self._transition: Any = None
-        self._unlock: Any = None
         self._count_by_status: Any = None
         #: Told after each write through this Store that can change what a caller may do (a
         #: user's role or state, their instance roles, a session ended, a token revoked).
@@ -100,6 +100,12 @@ class Store:
         self.creates = CreateRecords(self)
         self.hosts = HostRecords(self)
         self.instance_settings = InstanceSettingsRecords(self)
+        self.stops = StopRecords(self)
+        self.snapshots = SnapshotRecords(self)
+        self.environments = EnvironmentRecords(self)
+        self.lifecycles = LifecycleRecords(self)
+        self.codemode = CodemodeRecords(self)
+        self.locks = LockRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -131,7 +137,6 @@ class Store:
     def _bind(self, client: aioredis.Redis) -> None:
         self._r = client
         self._transition = client.register_script(store_scripts.TRANSITION)
-        self._unlock = client.register_script(store_scripts.UNLOCK)
         self._count_by_status = client.register_script(store_scripts.COUNT_BY_STATUS)
 
     async def __aexit__(
@@ -224,47 +229,6 @@ class Store:
 
     async def set_ssh_keys(self, instance_id: str, keys: list[str]) -> None:
         await self.redis.set(self.keys.k_ssh_keys(instance_id), msgspec.json.encode(keys))
-
-    @contextlib.asynccontextmanager
-    async def lock(self, name: str, ttl_s: float = 60.0) -> AsyncIterator[bool]:
-        """A best-effort exclusive lock across processes (SET NX PX); yields whether we hold
-        it. The TTL frees it if the holder dies; release only deletes our own token."""
-        token = secrets.token_hex(8)
-        held = await self.try_lock(name, token, ttl_s)
-        try:
-            yield held
-        finally:
-            if held:
-                await self.unlock(name, token)
-
-    @contextlib.asynccontextmanager
-    async def lock_waiting(self, name: str, ttl_s: float, wait_s: float) -> AsyncIterator[bool]:
-        """``lock``, tried again (the one backoff rule, from 10 ms) for up to ``wait_s`` while
-        another holds it; yields whether we hold it in the end."""
-        token = secrets.token_hex(8)
-        deadline = time.monotonic() + wait_s
-        attempt = 0
-        while not (held := await self.try_lock(name, token, ttl_s)):
-            attempt += 1
-            pause = backoff_s(attempt, base=0.01, cap=0.2)
-            if time.monotonic() + pause > deadline:
-                break
-            await asyncio.sleep(pause)
-        try:
-            yield held
-        finally:
-            if held:
-                await self.unlock(name, token)
-
-    async def try_lock(self, name: str, token: str, ttl_s: float) -> bool:
-        """``lock`` in two halves, for a holder that releases it in another step (the
-        provisioner frees it with its status change, ``stages.advance(release=...)``)."""
-        return bool(
-            await self.redis.set(self.keys.k_lock(name), token, nx=True, px=int(ttl_s * 1000))
-        )
-
-    async def unlock(self, name: str, token: str) -> None:
-        await self._unlock(keys=[self.keys.k_lock(name)], args=[token])
 
     async def mark_cloned(self, machine_id: str, path: str) -> None:
         await self.redis.sadd(self.keys.k_cloned(machine_id), path)

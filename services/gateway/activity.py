@@ -13,7 +13,6 @@ import structlog
 
 from core.clock import SYSTEM_CLOCK, Clock
 from services.common.store import Store
-from services.common.store_stop import record_activity
 
 log = structlog.get_logger(__name__)
 
@@ -34,4 +33,4 @@ class ActivityClock:
         if len(self._written) > 100_000:  # bounded: forget the oldest half
             for mid, _ in sorted(self._written.items(), key=lambda kv: kv[1])[:50_000]:
                 del self._written[mid]
-        await record_activity(self._store, {machine_id: now})
+        await self._store.stops.record_activity({machine_id: now})

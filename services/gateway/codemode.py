@@ -55,7 +55,6 @@ from core.reply_server import ReplyServer
 from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.store import Store
-from services.common.store_codemode import CodemodeRecords
 from services.gateway.access import Access, Caller, default_instance
 
 log = structlog.get_logger(__name__)
@@ -72,7 +71,7 @@ class CodemodeOps:
 
     def __init__(self, *, bus: Bus, store: Store, box: SecretBox, access: Access) -> None:
         self._bus = bus
-        self._records = CodemodeRecords(store)
+        self._records = store.codemode
         self._box = box
         self._access = access
         #: Set by ``GatewayApi.dispatcher()``: the dispatcher tool calls go through.

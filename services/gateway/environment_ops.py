@@ -26,7 +26,6 @@ from contracts.gateway_environments import (
 from contracts.gateway_types import InstanceRef
 from contracts.jsonrpc import handles
 from services.common.store import Store
-from services.common.store_environments import instance_environment, set_instance_environment
 from services.gateway.access import Access, Caller
 from services.gateway.host_control import HostControl
 
@@ -49,7 +48,7 @@ class EnvironmentOps:
             env = await self._with_repo_path(p.instance_id, env)
         if env is not None and env.devcontainer is not None:
             await self._check(p.instance_id, env)
-        await set_instance_environment(self.store, p.instance_id, env)
+        await self.store.environments.set_of_instance(p.instance_id, env)
         log.info("instance.environment_set", instance_id=p.instance_id, by=c.token_id,
                  environment=env.describe() if env else None)  # fmt: skip
         return InstanceEnvironment(instance_id=p.instance_id, environment=env)
@@ -83,5 +82,5 @@ class EnvironmentOps:
     @handles(INSTANCES_GET_ENVIRONMENT)
     async def instances_get_environment(self, p: InstanceRef, c: Caller) -> InstanceEnvironment:
         await self.access.instance_exists(c, p.instance_id)
-        env = await instance_environment(self.store, p.instance_id)
+        env = await self.store.environments.of_instance(p.instance_id)
         return InstanceEnvironment(instance_id=p.instance_id, environment=env)

@@ -41,14 +41,6 @@ from core.backoff import backoff_s
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
 from services.common.store import Store
-from services.common.store_environments import set_machine_environment
-from services.common.store_snapshots import (
-    count_snapshots,
-    forget_snapshot,
-    get_snapshot,
-    list_snapshots,
-    save_snapshot,
-)
 from services.gateway.access import Access, Caller
 from services.gateway.host_control import HostControl
 from services.gateway.stop_ops import check_running_limit
@@ -133,7 +125,7 @@ class ForkOps:
         source = await self._source(c, p.machine_id, "snapshotted")
         if p.memory:
             memory_forkable(source)
-        held = await count_snapshots(self.store, source.instance_id)
+        held = await self.store.snapshots.count(source.instance_id)
         if held >= self.max_snapshots:
             raise SnapshotLimit(
                 f"instance {source.instance_id} holds {held} snapshot(s), as many as it may: "
@@ -151,7 +143,7 @@ class ForkOps:
             id=snapshot_id, name=p.name, instance_id=source.instance_id, machine_id=source.id,
             created_at=now(), how=copied.how, pause_ms=pause_ms, memory=p.memory,
         )  # fmt: skip
-        await save_snapshot(self.store, snapshot)
+        await self.store.snapshots.save(snapshot)
         if p.memory:
             await self._source_back(source.id)
         log.info("machine.snapshot_taken", machine_id=source.id, snapshot_id=snapshot_id,
@@ -199,11 +191,11 @@ class ForkOps:
     @handles(SNAPSHOTS_LIST)
     async def snapshots_list(self, p: InstanceRef, c: Caller) -> SnapshotList:
         await self.access.instance_exists(c, p.instance_id)
-        return SnapshotList(snapshots=await list_snapshots(self.store, p.instance_id))
+        return SnapshotList(snapshots=await self.store.snapshots.of_instance(p.instance_id))
 
     async def snapshot_of(self, c: Caller, snapshot_id: str, instance_id: str) -> Snapshot:
         """The snapshot, if the caller may use it for a machine of ``instance_id``."""
-        snapshot = await get_snapshot(self.store, snapshot_id)
+        snapshot = await self.store.snapshots.get(snapshot_id)
         await self.access.instance_exists(c, snapshot.instance_id)
         if snapshot.instance_id != instance_id:
             raise Forbidden(f"snapshot {snapshot_id} is of another instance")
@@ -211,11 +203,11 @@ class ForkOps:
 
     @handles(SNAPSHOTS_DELETE)
     async def snapshots_delete(self, p: SnapshotRef, c: Caller) -> SnapshotDeleted:
-        snapshot = await get_snapshot(self.store, p.snapshot_id)
+        snapshot = await self.store.snapshots.get(p.snapshot_id)
         await self.access.instance_exists(c, snapshot.instance_id)
         source = await self.store.get_machine(snapshot.machine_id)
         await self.hosts.drop_snapshot(source, snapshot.id)
-        await forget_snapshot(self.store, snapshot)
+        await self.store.snapshots.forget(snapshot)
         log.info("machine.snapshot_deleted", snapshot_id=snapshot.id)
         return SnapshotDeleted(deleted=True)
 
@@ -267,7 +259,7 @@ async def new_machine(
     current = fork_of is None and from_snapshot is None
     machine = await store.create_machine(instance_id, provider, current=current, runtime=runtime)
     if environment is not None:  # resolved already: the provisioner takes it as it is
-        await set_machine_environment(store, machine.id, *environment)
+        await store.environments.set_of_machine(machine.id, *environment)
     event = MachineCreated(
         event_id=new_event_id(),
         machine_id=machine.id,

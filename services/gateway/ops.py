@@ -50,8 +50,8 @@ from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
 from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MACHINES_PORTS, MachinePortsParams, PortList
-from environments import record
 from environments.hook import with_project_env
+from environments.lifecycle import MachineLifecycle
 from environments.ports import with_declared
 from services.common.daemon_client import DaemonClient, MachineKeys
 from services.common.machine_config import (
@@ -104,7 +104,8 @@ class MachineOps:
 
         async def push(m: Machine) -> None:
             # The devcontainer's variables stay in it, under the instance's.
-            cfg = with_project_env(configs[m.instance_id], await record.load(self.store, m.id))
+            life = await self.store.lifecycles.load(m.id, MachineLifecycle)
+            cfg = with_project_env(configs[m.instance_id], life)
             await push_config(self.daemons.machine(m.id), cfg, self.settings, cron=False)
 
         failed = await self._fan_out(machines, push)
@@ -200,7 +201,8 @@ class MachineOps:
     @handles(MACHINES_PORTS)
     async def machines_ports(self, p: MachinePortsParams, c: Caller) -> PortList:
         listed = await self._call(c, p.machine_id, LIST_PORTS, NoParams(), active=False)
-        life = await record.load(self.store, p.machine_id)  # a devcontainer's ports, if any
+        # a devcontainer's ports, if any
+        life = await self.store.lifecycles.load(p.machine_id, MachineLifecycle)
         return listed if life is None else with_declared(listed, life.devcontainer)
 
     # --- files -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from services.common.bus import Bus
 from services.common.stop_start import pause_machine, resume_machine, start_machine, stop_machine
 from services.common.store import Store
 from services.common.store_stages import Transition
-from services.common.store_stop import AutoStopRule, autostop_of, set_autostop
+from services.common.store_stop import AutoStopRule
 from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)
@@ -88,7 +88,7 @@ async def start_checked(store: Store, bus: Bus, machine: Machine, reason: str,
     # One start per host at a time, from any gateway: each counts the others' machines
     # once they are booting, so two cannot both take the host's last place.
     host = machine.host_id or "-"
-    async with store.lock_waiting(f"host-start:{host}", ttl_s=10, wait_s=5) as held:
+    async with store.locks.hold_waiting(f"host-start:{host}", ttl_s=10, wait_s=5) as held:
         if not held:
             raise Unavailable(f"another start on host {host} holds its place; retry")
         status = (await store.get_machine(machine.id)).status
@@ -169,7 +169,7 @@ class StopOps:
         await self.access.instance_exists(c, p.instance_id)
         # Off forgets the action too: a later setting starts from the default.
         action = p.action if p.idle_after_s else None
-        await set_autostop(self.store, p.instance_id, AutoStopRule(p.idle_after_s, action))
+        await self.store.stops.set_autostop(p.instance_id, AutoStopRule(p.idle_after_s, action))
         log.info("instance.autostop_set", instance_id=p.instance_id, idle_after_s=p.idle_after_s,
                  action=action, by=c.token_id)  # fmt: skip
         return AutoStop(instance_id=p.instance_id, idle_after_s=p.idle_after_s, action=action)
@@ -177,6 +177,6 @@ class StopOps:
     @handles(INSTANCES_GET_AUTOSTOP)
     async def instances_get_autostop(self, p: InstanceRef, c: Caller) -> AutoStop:
         await self.access.instance_exists(c, p.instance_id)
-        rule = await autostop_of(self.store, p.instance_id)
+        rule = await self.store.stops.autostop(p.instance_id)
         return AutoStop(instance_id=p.instance_id, idle_after_s=rule.idle_after_s,
                         action=rule.action)  # fmt: skip

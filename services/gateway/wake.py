@@ -36,7 +36,6 @@ from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
 from services.common.stop_start import resume_machine
 from services.common.store import Store
-from services.common.store_stop import stop_done
 from services.gateway.access import Access, Caller
 from services.gateway.stop_ops import start_checked
 
@@ -136,7 +135,7 @@ class Waker:
         """Whether a call on ``machine`` must wake it (or wait for its wake) first."""
         if machine.status in ASLEEP:
             return True
-        return machine.status in STARTING and await stop_done(self.store, machine.id)
+        return machine.status in STARTING and await self.store.stops.done(machine.id)
 
     async def kick(self, machine: Machine, by: WakeBy) -> Machine:
         """Ask for the machine's resume or start, once; the machine as it is now."""

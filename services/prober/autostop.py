@@ -28,13 +28,7 @@ from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.stop_start import PAUSE_REFUSED, pause_machine, stop_machine
 from services.common.store import Store
-from services.common.store_stop import (
-    AutoStopRule,
-    autostops,
-    last_activity,
-    paused_since,
-    record_activity,
-)
+from services.common.store_stop import AutoStopRule
 
 log = structlog.get_logger(__name__)
 
@@ -83,13 +77,13 @@ class IdleStopper(Ticker):
         """Pause or stop every idle machine of the instances with auto-stop on, then stop the
         machines paused too long; how many moved."""
         moved = 0
-        for instance_id, rule in (await autostops(self.store)).items():
+        for instance_id, rule in (await self.store.stops.autostops()).items():
             machines = [m for m in await self.store.list_machines(instance_id)
                         if m.status in _IDLE_CANDIDATES]  # fmt: skip
-            last = await last_activity(self.store, [m.id for m in machines])
+            last = await self.store.stops.last_activity([m.id for m in machines])
             now = self.clock.now()
             unseen = {m.id: now for m in machines if last.get(m.id) is None}
-            await record_activity(self.store, unseen)  # the clock starts now
+            await self.store.stops.record_activity(unseen)  # the clock starts now
             for m in idle_machines(machines, last, rule.idle_after_s, now):
                 moved += await self._idle(m, rule)
         return moved + await self._paused_too_long()
@@ -119,7 +113,7 @@ class IdleStopper(Ticker):
         paused = [m.id for m in await self.store.list_machines() if m.status is S.PAUSED]
         now = self.clock.now()
         moved = 0
-        for machine_id, since in (await paused_since(self.store, paused, now)).items():
+        for machine_id, since in (await self.store.stops.paused_since(paused, now)).items():
             if now - since >= after:
                 t = await stop_machine(self.store, self.bus, machine_id, f"paused for {after} s")
                 if t.moved:

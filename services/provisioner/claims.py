@@ -10,7 +10,7 @@ from __future__ import annotations
 import structlog
 
 from contracts.errors import ProviderError
-from environments import record
+from environments.lifecycle import MachineLifecycle
 from providers.base import Provider
 from providers.warm_pool import PoolMachine, WarmPool
 from services.common.store import Store
@@ -28,7 +28,7 @@ async def machine_pool(
     runtime, never to be handed out in its place."""
     if (await store.get_machine(machine_id)).runtime != "namespaces":
         return None
-    life = await record.load(store, machine_id)
+    life = await store.lifecycles.load(machine_id, MachineLifecycle)
     if life is not None and life.user is not None:
         return None
     return pool_key(provider, image)

@@ -27,7 +27,7 @@ from contracts.events import EnvironmentBuildOutput
 from contracts.gateway_environments import DEFAULT_ENVIRONMENT, DevcontainerSource, Environment
 from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
-from environments import build as eb, cache as build_cache, record, sources
+from environments import build as eb, cache as build_cache, sources
 from environments.lifecycle import MachineLifecycle
 from environments.machine import build_for_machine
 from providers import egress_netdev
@@ -132,7 +132,7 @@ async def build_image(ctx: EnvironmentContext, environment: Environment,
             check_image=lambda ref: policy.check(docker, ref),
         )  # fmt: skip
     if made.lifecycle is not None:
-        await record.save(ctx.store, mid, made.lifecycle)
+        await ctx.store.lifecycles.save(mid, made.lifecycle)
     log.info("environment.built", machine_id=mid, image=made.built.image,
              build=made.built.build_id)  # fmt: skip
     return made.built.image
@@ -200,7 +200,7 @@ class DevcontainerDetector:
 async def machine_placement(store: Store, settings: Settings, machine: Machine) -> Placement:
     """What the provider needs of the machine: its instance, its limits (``machine_limits``),
     its environment's image and its user in it."""
-    life = await record.load(store, machine.id)
+    life = await store.lifecycles.load(machine.id, MachineLifecycle)
     user = None if life is None or life.user is None else (life.user.uid, life.user.gid)
     limits = await _limits(store, settings, machine, life)
     names = tuple(egress_netdev.names(await store.instance_settings.egress(machine.instance_id)))
@@ -212,7 +212,8 @@ async def machine_limits(store: Store, settings: Settings, machine: Machine) -> 
     """The machine's limits: the platform's, with its instance's own, with what its
     devcontainer's ``hostRequirements`` ask for in their place. HostRequirementsExceeded if they
     ask for more than the instance may have."""
-    return await _limits(store, settings, machine, await record.load(store, machine.id))
+    life = await store.lifecycles.load(machine.id, MachineLifecycle)
+    return await _limits(store, settings, machine, life)
 
 
 async def _limits(store: Store, settings: Settings, machine: Machine,

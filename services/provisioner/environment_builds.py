@@ -27,7 +27,6 @@ from environments.sources import checkout
 from providers.docker_image import MACHINE_HOME
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_environments import add_instance_build, instance_environment
 from services.provisioner import image_policy
 from services.provisioner.environment import build_source
 
@@ -70,7 +69,7 @@ class EnvironmentBuilds:
 
     async def build(self, p: geb.BuildEnvironmentParams, _: None) -> geb.EnvironmentBuilt:
         await self.store.get_instance(p.instance_id)  # NotFound
-        env = await instance_environment(self.store, p.instance_id)
+        env = await self.store.environments.of_instance(p.instance_id)
         if env is None:
             raise InvalidParams(
                 f"field `instanceId`: instance {p.instance_id} has no environment set "
@@ -93,7 +92,7 @@ class EnvironmentBuilds:
             home=MACHINE_HOME, say=say, check_image=lambda ref: policy.check(docker, ref),
         )  # fmt: skip
         built = made.built
-        await add_instance_build(self.store, p.instance_id, built.image)
+        await self.store.environments.add_build(p.instance_id, built.image)
         log.info("environment.built", instance_id=p.instance_id, build=built.build_id)
         return geb.EnvironmentBuilt(instance_id=p.instance_id, environment=env.describe(),
                                     id=built.build_id[:32], image_id=built.image)  # fmt: skip

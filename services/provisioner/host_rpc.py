@@ -107,7 +107,7 @@ class HostMethods:
             await self.store.replace_machine_secret(machine.id, box.encrypt(credential))
             return credential
 
-        async with self.store.lock(f"provision:{machine.id}", ttl_s=_IMAGE_HELD_S) as held:
+        async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=_IMAGE_HELD_S) as held:
             if not held:
                 raise Conflict(f"machine {machine.id} is being started, stopped or paused")
             size, stood_ms, copied = await provider.take_memory_image(

@@ -21,8 +21,6 @@ from environments.dockerfile import image_refs, pulled
 from providers.docker_copy import LAYER_REPO
 from providers.docker_image import BASE_REPO, IMAGE_REPO
 from services.common.store import Store
-from services.common.store_environments import instance_builds
-from services.common.store_snapshots import list_snapshots
 
 #: The platform's images every instance may run.
 PLATFORM_REPOS = frozenset({IMAGE_REPO, BASE_REPO})
@@ -143,8 +141,8 @@ async def for_instance(store: Store, instance_id: str) -> ImagePolicy:
     """The policy of ``instance_id``, from its machines (any status: a stopped or archived
     machine's build is still the instance's), its snapshots and the builds made for it."""
     machines = await store.list_machines(instance_id)
-    snapshots = await list_snapshots(store, instance_id)
+    snapshots = await store.snapshots.of_instance(instance_id)
     owners = {m.id for m in machines} | {s.id for s in snapshots}
     images = {m.environment_image for m in machines if m.environment_image}
-    images |= await instance_builds(store, instance_id)
+    images |= await store.environments.builds(instance_id)
     return ImagePolicy(instance_id, frozenset(owners), frozenset(images))

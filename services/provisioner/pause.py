@@ -80,7 +80,7 @@ class PauseHandlers(StopStartHandlers):
             t = await self.store.transition(machine.id, S.PAUSED, event.reason,
                                             paused_bytes=size)  # fmt: skip
         finally:
-            await self.store.unlock(*lock)
+            await self.store.locks.release(*lock)
         if t.moved:
             await self.bus.publish(MachinePaused(
                 event_id=derived_event_id(event.event_id, "paused"), machine_id=machine.id,
@@ -122,7 +122,7 @@ class PauseHandlers(StopStartHandlers):
             await self.store.heartbeats.forget(machine.id)  # its first beat after is the new one
             t = await self.store.transition(machine.id, S.READY, f"resumed ({event.by})")
         finally:
-            await self.store.unlock(*lock)
+            await self.store.locks.release(*lock)
         if t.moved:
             await self.bus.publish(MachineResumed(
                 event_id=derived_event_id(event.event_id, "resumed"), machine_id=machine.id,

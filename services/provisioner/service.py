@@ -33,10 +33,7 @@ from services.common.failures import fail_machine
 from services.common.revoke import revoke_machine
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_environments import instance_environment, set_machine_environment
 from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
-from services.common.store_snapshots import get_snapshot
-from services.common.store_stop import forget_activity
 from services.common.subscriptions import subscriber
 from services.common.unresponsive import mark_unresponsive
 from services.provisioner.claims import machine_pool
@@ -140,7 +137,7 @@ class Provisioner(PauseHandlers):
         that runs be, and starts one that cannot serve afresh."""
         if provider is None or sealed is None or machine.host_id not in (None, self.host_id):
             return
-        async with self.store.lock(f"provision:{machine.id}", ttl_s=10) as held:
+        async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
             if not held:
                 return  # being started right now
             external_id = await provider.start(machine.id, self.box.decrypt(sealed))
@@ -154,7 +151,7 @@ class Provisioner(PauseHandlers):
         machine = await self.store.get_machine(event.machine_id)
         if machine.environment is not None:
             return Resolved(machine.environment, machine.environment_image)
-        env = await instance_environment(self.store, machine.instance_id)
+        env = await self.store.environments.of_instance(machine.instance_id)
         docker = self.engine() if self.engine is not None else None
         runs_images = getattr(provider, "runs_images", False)
         ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
@@ -169,7 +166,9 @@ class Provisioner(PauseHandlers):
                                reason=f"{type(exc).__name__}: {exc.message}",
                                cause_event_id=event.event_id)  # fmt: skip
             return None
-        await set_machine_environment(self.store, machine.id, resolved.environment, resolved.image)
+        await self.store.environments.set_of_machine(
+            machine.id, resolved.environment, resolved.image
+        )
         log.info("provision.environment", environment=resolved.environment, image=resolved.image)
         return resolved
 
@@ -179,7 +178,7 @@ class Provisioner(PauseHandlers):
         mid = event.machine_id
         # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
         lock = (f"provision:{mid}", secrets.token_hex(8))
-        if not await self.store.try_lock(*lock, ttl_s=10):
+        if not await self.store.locks.take(*lock, ttl_s=10):
             # another delivery is starting this very machine right now
             raise Retry("another provisioner is starting this machine", delay_s=1.0)
         await self.store.hosts.took(self.host_id, mid)
@@ -210,7 +209,7 @@ class Provisioner(PauseHandlers):
                     await self._hand_over(pooled, provider, mid, token)
         finally:
             if not released:  # failed, or a pooled machine's hand-over: free it
-                await self.store.unlock(*lock)
+                await self.store.locks.release(*lock)
 
     async def _home_is_here(self, event: MachineCreated) -> None:
         """A fork, or a machine from a snapshot, is made on the host of the home it copies:
@@ -218,7 +217,7 @@ class Provisioner(PauseHandlers):
         if event.fork_of is not None:
             source = event.fork_of
         elif event.from_snapshot is not None:
-            source = (await get_snapshot(self.store, event.from_snapshot)).machine_id
+            source = (await self.store.snapshots.get(event.from_snapshot)).machine_id
         else:
             return
         host = (await self.store.get_machine(source)).host_id
@@ -269,7 +268,7 @@ class Provisioner(PauseHandlers):
             sealed = await self.store.machine_secret(machine.id)
             if provider is None or sealed is None or machine.status not in _RESUMABLE:
                 continue
-            async with self.store.lock(f"provision:{machine.id}", ttl_s=10) as held:
+            async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
                 if not held:
                     continue  # being started by a handler right now
                 external_id = await provider.start(machine.id, self.box.decrypt(sealed))
@@ -309,7 +308,7 @@ class Provisioner(PauseHandlers):
         if provider is not None:
             self.egress.forget(machine.id)
             await provider.remove(machine.id)
-        await forget_activity(self.store, machine.id)  # auto-stop has nothing left to watch
+        await self.store.stops.forget_activity(machine.id)  # auto-stop has nothing left to watch
         log.info("provision.machine_removed", provider=machine.provider)
         # Only now: what waits for ``archived`` may count on nothing of the machine being left.
         t = await self.store.transition(machine.id, S.ARCHIVED, event.reason)

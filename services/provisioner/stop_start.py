@@ -33,7 +33,6 @@ from services.common.consumer import Permanent, Retry
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_stop import mark_stop_done, stop_done
 from services.common.subscriptions import subscriber
 from services.provisioner.claims import PoolClaims, machine_pool
 from services.provisioner.egress import EgressEnforcer
@@ -65,7 +64,7 @@ class StopStartHandlers(PoolClaims):
 
     async def _locked(self, machine_id: str, ttl_s: float = 30) -> tuple[str, str]:
         lock = (f"provision:{machine_id}", secrets.token_hex(8))
-        if not await self.store.try_lock(*lock, ttl_s=ttl_s):
+        if not await self.store.locks.take(*lock, ttl_s=ttl_s):
             raise Retry("another provisioner is starting or stopping this machine", delay_s=0.5)
         return lock
 
@@ -80,13 +79,13 @@ class StopStartHandlers(PoolClaims):
         lock = await self._locked(event.machine_id)
         try:
             machine = await self.store.get_machine(event.machine_id)
-            overtaken = machine.status is S.BOOTING and not await stop_done(self.store, machine.id)
+            overtaken = machine.status is S.BOOTING and not await self.store.stops.done(machine.id)
             if machine.status not in STOPPED_OR_STOPPING and not overtaken:
                 log.info("stop.skipped", machine_id=machine.id, status=machine.status.value)
                 return
             await self.end_processes(machine, event.event_id)
         finally:
-            await self.store.unlock(*lock)
+            await self.store.locks.release(*lock)
 
     async def end_processes(self, machine: Machine, cause_event_id: str) -> None:
         """End the machine's processes, keep its home; record that it is done, and only then
@@ -102,7 +101,7 @@ class StopStartHandlers(PoolClaims):
     async def _stopped(self, machine: Machine, cause_event_id: str) -> None:
         """Its stop is carried out: recorded (a start waits for that), and a stopping machine
         is stopped now, which its event says (what waits for ``stopped`` is woken by it)."""
-        await mark_stop_done(self.store, machine.id)
+        await self.store.stops.mark_done(machine.id)
         reason = machine.status_reason or "stopped"
         t = await self.store.transition(machine.id, S.STOPPED, reason)
         if t.moved:
@@ -126,12 +125,12 @@ class StopStartHandlers(PoolClaims):
             if machine.status is not S.BOOTING:  # ready already, or stopped again since
                 log.info("start.skipped", machine_id=machine.id, status=machine.status.value)
                 return
-            if not await stop_done(self.store, machine.id):
+            if not await self.store.stops.done(machine.id):
                 raise Retry("its stop is not carried out yet", delay_s=0.5)
             provider, token = await self._credentials(machine)
             external_id, pooled = await self._start_again(machine, provider, token)
         finally:
-            await self.store.unlock(*lock)
+            await self.store.locks.release(*lock)
         await self.bus.publish(  # the boot watchdog's cue, as after a create
             MachineProvisioned(
                 event_id=derived_event_id(event.event_id, "provisioned"),
@@ -186,5 +185,5 @@ class StopStartHandlers(PoolClaims):
             except (ProviderError, OSError) as exc:  # the next start (or stop) tries again
                 log.warning("stop.keep_stopped_failed", machine_id=machine.id, error=str(exc))
             finally:
-                await self.store.unlock(*lock)
+                await self.store.locks.release(*lock)
         return ended

@@ -24,9 +24,8 @@ from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
-from environments import record
 from environments.hook import run_lifecycle, with_project_env
-from environments.lifecycle import ON_UPDATE, LifecycleFailed
+from environments.lifecycle import ON_UPDATE, LifecycleFailed, MachineLifecycle
 from services.common.consumer import Permanent
 from services.common.crypto import SecretBox
 from services.common.daemon_client import MachineClient
@@ -100,9 +99,10 @@ class Checkouts(LiveEnv):
 
     async def _content_updated(self, machine: Machine, mc: MachineClient, cause: str) -> None:
         """New content in the repos: a devcontainer's updateContentCommand runs again."""
-        cfg = with_project_env(await load_instance_config(self.store, self.settings,
-                                                          machine.instance_id),
-                               await record.load(self.store, machine.id))  # fmt: skip
+        life = await self.store.lifecycles.load(machine.id, MachineLifecycle)
+        cfg = with_project_env(
+            await load_instance_config(self.store, self.settings, machine.instance_id), life
+        )
         try:
             await run_lifecycle(self.store, self.bus, machine, mc, cfg, ON_UPDATE,
                                 cause_event_id=f"{cause}/{machine.id}")  # fmt: skip

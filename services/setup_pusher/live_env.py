@@ -19,8 +19,8 @@ from contracts.events import AnyEvent, EnvChanged, EnvPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.subjects import PLATFORM_SCOPE
-from environments import record
 from environments.hook import with_project_env
+from environments.lifecycle import MachineLifecycle
 from services.common.coalesce import Coalescer
 from services.common.machine_config import (
     REFRESHABLE,
@@ -65,7 +65,8 @@ class LiveEnv(Stage):
             configs[iid] = await load_instance_config(self.store, self.settings, iid)
 
         async def push(m: Machine) -> None:
-            cfg = with_project_env(configs[m.instance_id], await record.load(self.store, m.id))
+            life = await self.store.lifecycles.load(m.id, MachineLifecycle)
+            cfg = with_project_env(configs[m.instance_id], life)
             await self._push_env_to(m, cfg, cause)
 
         if self.keys is not None:  # one Redis round trip for every machine's key

@@ -15,9 +15,8 @@ from contracts.events import DaemonStatusReported, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from environments import record
 from environments.hook import run_lifecycle, with_project_env
-from environments.lifecycle import ON_CREATE, ON_START, LifecycleFailed
+from environments.lifecycle import ON_CREATE, ON_START, LifecycleFailed, MachineLifecycle
 from services.common.consumer import Permanent, Retry
 from services.common.daemon_client import MachineClient
 from services.common.machine_config import InstanceConfig, instance_config, push_config
@@ -76,7 +75,7 @@ class SetupPusher(Checkouts):
         inputs = await self.store.stages.setup_inputs(machine.instance_id, machine.id)
         cfg = instance_config(self.settings, inputs.platform_env, inputs.instance_env, inputs.cron,
                               inputs.ssh_keys)  # fmt: skip
-        cfg = with_project_env(cfg, await record.load(self.store, machine.id))
+        cfg = with_project_env(cfg, await self.store.lifecycles.load(machine.id, MachineLifecycle))
         env_path, env_bytes = await self.push_env(mc, cfg)
         # Debug: machine.setup-pushed says the same, and a line per machine costs at scale.
         log.debug("setup.env_written", path=env_path, bytes=env_bytes)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from contracts.errors import Forbidden, InvalidParams, NotFound
-from services.common.store_codemode import CodemodeRecords
 from services.gateway.access import Caller
 from tests.fast.conftest import World
 
@@ -54,7 +53,7 @@ async def test_list_and_cancel_see_only_the_callers_runs(world: World) -> None:
 
     record = RunRecord(run_id=MISSING_RUN, status="ok", instance_id=b, token_id="t-other",
                        started_at=now())  # fmt: skip
-    await CodemodeRecords(world.store).save_run(record)
+    await world.store.codemode.save_run(record)
     assert [r["runId"] for r in (await world.rpc("codemode.list", {}))["runs"]] == [MISSING_RUN]
     assert (await world.rpc("codemode.list", {}, caller=token_of(a)))["runs"] == []
     with pytest.raises(Forbidden):
@@ -70,7 +69,7 @@ async def test_bridges_are_kept_per_instance_with_the_secret_sealed(world: World
     info = await world.rpc("codemode.bridges.set", {"instanceId": a, "openapi": bridge})
     assert info == {"name": "pets", "kind": "openapi", "url": "http://x/openapi.json",
                     "hasAuthorization": True}  # fmt: skip
-    stored = (await CodemodeRecords(world.store).bridges(a))[0]
+    stored = (await world.store.codemode.bridges(a))[0]
     assert stored.authorization
     assert "very-secret" not in stored.authorization
     assert world.box.decrypt(stored.authorization) == "Bearer very-secret"

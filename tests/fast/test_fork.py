@@ -17,8 +17,6 @@ from contracts.errors import (
 from contracts.events import MachineCreated, MachineProvisioned
 from contracts.status import MachineStatus as S
 from services.common.consumer import Retry
-from services.common.store_environments import set_machine_environment
-from services.common.store_snapshots import get_snapshot
 from services.provisioner.service import Provisioner
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
@@ -63,7 +61,7 @@ async def test_a_fork_runs_its_sources_environment_not_the_instances_new_one(
 ) -> None:
     a, _ = await two_instances(world)
     m = await world.ready_machine(a)
-    await set_machine_environment(world.store, m.id, "image team/env:1", "sha256:" + "1" * 64)
+    await world.store.environments.set_of_machine(m.id, "image team/env:1", "sha256:" + "1" * 64)
     await world.rpc("instances.setEnvironment",
                     {"instanceId": a, "environment": {"image": "team/env:2"}})  # fmt: skip
     [fork] = (await world.rpc("machines.fork", {"machineId": m.id}))["machines"]
@@ -175,10 +173,11 @@ async def test_a_machine_from_a_snapshot_is_of_its_sources_provider(world: World
     assert (await world.rpc("machines.create", {**params, "provider": m.provider}))["provider"]
 
     docked = await world.store.create_machine(m.instance_id, "docker", current=False)
-    await set_machine_environment(world.store, docked.id, "image team/env:1", "sha256:" + "1" * 64)
+    image = "sha256:" + "1" * 64
+    await world.store.environments.set_of_machine(docked.id, "image team/env:1", image)
     now = {"instanceId": m.instance_id, "environment": {"image": "team/env:2"}}
     await world.rpc("instances.setEnvironment", now)
-    kept = msgspec.structs.replace(await get_snapshot(world.store, snap["id"]),
+    kept = msgspec.structs.replace(await world.store.snapshots.get(snap["id"]),
                                    machine_id=docked.id)  # fmt: skip
     made = await world.api.forks.made_from(kept, None)
     got = await world.store.get_machine(made.id)

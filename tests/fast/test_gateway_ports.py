@@ -9,7 +9,7 @@ import pytest
 from contracts.errors import Conflict, DaemonUnavailable, Forbidden, InvalidParams, NotFound
 from contracts.people import PORTS
 from contracts.ports import ListeningPort
-from environments import devcontainer as dc, record
+from environments import devcontainer as dc
 from environments.lifecycle import MachineLifecycle
 from services.gateway.access import Caller
 from services.gateway.callers import current_caller
@@ -26,7 +26,7 @@ async def test_a_devcontainers_forwarded_ports_are_listed_with_their_labels(
         "portsAttributes": {"3000": {"label": "Web app", "protocol": "https"},
                             "5000-5500": {"label": "Database"}, "node*": {"label": "no"}}}''',
                     ".devcontainer.json", workspace="/home/fleet/app")  # fmt: skip
-    await record.save(world.store, machine.id, MachineLifecycle(devcontainer=conf))
+    await world.store.lifecycles.save(machine.id, MachineLifecycle(devcontainer=conf))
     world.daemons[machine.id].ports = [
         ListeningPort(port=3000, address="::", family="ipv6"),
         ListeningPort(port=22, address="::", family="ipv6"),

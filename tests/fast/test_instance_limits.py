@@ -14,7 +14,7 @@ from contracts.errors import (
     InvalidParams,
     NotFound,
 )
-from environments import devcontainer as dc, record
+from environments import devcontainer as dc
 from environments.lifecycle import MachineLifecycle
 from providers.limits import Limits
 from services.provisioner.environment import machine_limits
@@ -97,7 +97,7 @@ async def test_a_devcontainers_host_requirements_are_its_machines_limits_within_
     async def asking(requirements: str) -> Limits:
         conf = dc.parse(f'{{"image": "x", "hostRequirements": {requirements}}}'.encode(),
                         ".devcontainer.json", workspace="/w")  # fmt: skip
-        await record.save(world.store, machine.id, MachineLifecycle(devcontainer=conf))
+        await world.store.lifecycles.save(machine.id, MachineLifecycle(devcontainer=conf))
         return await machine_limits(world.store, s, machine)
 
     assert await asking('{"cpus": 2, "memory": "2gb"}') == Limits(2048, 2.0, s.machine_pids)
@@ -119,6 +119,6 @@ async def test_host_requirements_of_nothing_never_lift_a_machines_limits(
     machine = await world.ready_machine()
     asked = dc.HostRequirements(cpus=cpus, memory_bytes=memory_bytes)
     conf = dc.Devcontainer(path=".devcontainer.json", image="x", host_requirements=asked)
-    await record.save(world.store, machine.id, MachineLifecycle(devcontainer=conf))
+    await world.store.lifecycles.save(machine.id, MachineLifecycle(devcontainer=conf))
     with pytest.raises(EnvironmentInvalid, match="at least 1"):
         await machine_limits(world.store, world.settings, machine)

@@ -21,7 +21,7 @@ async def test_a_fleet_writes_only_under_its_prefix(world: World, fleet: FleetCl
     await fleet.set_env("APP_VAR", "2", inst.id)
     await fleet.create_token("helper", inst.id)
     machine = await world.ready_machine(inst.id)
-    async with world.store.lock("a-lock"):
+    async with world.store.locks.hold("a-lock"):
         pass
     written = cast(list[str], await world.store.redis.keys("*"))
     assert written, "nothing was written"
@@ -54,6 +54,7 @@ async def test_a_store_on_another_prefix_sees_nothing_of_it(
     # Nor does it the other way round, and each holds its own lock of one name.
     await other.create_instance("theirs")
     assert [i.id for i in await world.store.list_instances()] == [inst.id]
-    async with world.store.lock("provision:x") as mine, other.lock("provision:x") as theirs:
+    lock = "provision:x"
+    async with world.store.locks.hold(lock) as mine, other.locks.hold(lock) as theirs:
         assert mine
         assert theirs

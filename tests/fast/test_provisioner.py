@@ -102,7 +102,7 @@ async def test_crash_between_start_and_booting_starts_again_idempotently(world: 
 async def test_a_start_in_progress_elsewhere_defers_the_event(world: World) -> None:
     world.provider.report_ready = False
     event = await created(world)
-    async with world.store.lock(f"provision:{event.machine_id}", ttl_s=10):
+    async with world.store.locks.hold(f"provision:{event.machine_id}", ttl_s=10):
         await world.bus.settle()  # deferred: it waits for the lock
         # (once per round of the fake bus: the placement watchdog's delivery adds a round)
         assert set(world.bus.outcomes(Durable.PROVISIONER)) == {"deferred"}

@@ -25,7 +25,6 @@ from contracts.people import (
     PLATFORM_ROLES,
     READ_ONLY,
 )
-from services.common.store_codemode import CodemodeRecords
 from services.gateway.access import Caller
 from tests.fast.conftest import World
 
@@ -200,7 +199,7 @@ async def test_every_method_is_allowed_or_refused_as_the_table_says(world: World
     token = (await world.rpc("tokens.create", {"name": "t", "instanceIds": [i]}))["id"]
     await world.rpc("users.create", {"email": EMAIL})
     await world.rpc("instances.setEnvironment", {"instanceId": i, "environment": ENVIRONMENT})
-    await CodemodeRecords(world.store).save_run(
+    await world.store.codemode.save_run(
         RunRecord(run_id=RUN_ID, status="running", instance_id=i, token_id="t-other",
                   started_at=now()))  # fmt: skip
     calls = samples(i, m.id, snapshot, token)

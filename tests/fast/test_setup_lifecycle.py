@@ -12,7 +12,7 @@ from contracts.errors import ToolError
 from contracts.events import LifecycleRan, MachineFailed, SetupPushed
 from contracts.models import Repo
 from contracts.status import MachineStatus as S
-from environments import devcontainer as dc, lifecycle as lc, record
+from environments import devcontainer as dc, lifecycle as lc
 from environments.hook import run_lifecycle
 from services.common.machine_config import instance_config
 from tests.fast.conftest import World
@@ -36,7 +36,7 @@ SH = "/bin/sh"
 async def devcontainer_machine(world: World) -> str:
     """A booting machine with a lifecycle record, whose shell and make succeed."""
     machine = await booting(world)
-    await record.save(world.store, machine.id, LIFE)
+    await world.store.lifecycles.save(machine.id, LIFE)
     m = world.daemons.boot(machine.id)
     m.on_exec([SH], stdout="ok\n")
     m.on_exec(["make"], stdout="built\n")
@@ -58,7 +58,7 @@ async def test_lifecycle_after_setup_once_then_post_start_at_every_setup(world: 
     assert [(e.stage, e.command, e.exit_code) for e in events][:2] == [
         ("onCreateCommand", "echo create", 0), ("postCreateCommand", "make deps", 0)]  # fmt: skip
     assert world.bus.one(SetupPushed, machine.id)
-    assert await record.done(world.store, machine.id) == {"onCreateCommand", "postCreateCommand"}
+    assert await world.store.lifecycles.done(machine.id) == {"onCreateCommand", "postCreateCommand"}
     env = m.file("~/.fleet/.env").content
     assert "FROM_FILE='container'" in env
     assert "SHARED='instance'" in env  # the instance's own variable over the file's
@@ -84,7 +84,7 @@ async def test_new_content_runs_update_content_again(world: World) -> None:
 
     life = lc.MachineLifecycle(devcontainer=msgspec.structs.replace(
         DEV, lifecycle={**DEV.lifecycle, "updateContentCommand": "echo update"}))  # fmt: skip
-    await record.save(world.store, machine.id, life)
+    await world.store.lifecycles.save(machine.id, life)
     await world.store.add_repo(machine.instance_id, Repo(url=URL, branch="main", path="src/b"))
     await world.setup.reconcile(machine, "e-repos-2")
     assert [c.command for c in m.commands[before:] if c.command[0] == SH] == [
@@ -102,7 +102,7 @@ async def test_a_failing_post_create_fails_the_machine_at_its_stage(world: World
     assert failed.reason == "postCreateCommand `make deps` exited 2:\nmake: *** no rule"
     assert (await world.machine(machine.id)).status is S.FAILED
     assert world.bus.of(SetupPushed) == []
-    assert await record.done(world.store, machine.id) == {"onCreateCommand"}
+    assert await world.store.lifecycles.done(machine.id) == {"onCreateCommand"}
 
 
 async def test_a_machine_without_a_devcontainer_runs_nothing_new(world: World) -> None:
@@ -120,7 +120,7 @@ async def test_post_attach_runs_at_each_session_and_a_failing_one_fails_the_mach
     machine = await world.ready_machine()
     attach = lc.MachineLifecycle(devcontainer=msgspec.structs.replace(
         DEV, lifecycle={"postAttachCommand": "echo attached"}))  # fmt: skip
-    await record.save(world.store, machine.id, attach)
+    await world.store.lifecycles.save(machine.id, attach)
     m = world.daemons[machine.id]
     m.on_exec([SH], stdout="attached\n")
     opened = {"machineId": machine.id, "command": ["sh"]}

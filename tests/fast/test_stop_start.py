@@ -25,7 +25,6 @@ from contracts.events import (
 )
 from contracts.status import MachineStatus as S
 from services.common.settings import Settings
-from services.common.store_stop import record_activity
 from services.prober.autostop import IdleStopper
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
@@ -136,7 +135,7 @@ async def test_the_idle_stopper_stops_only_the_idle(world: World) -> None:
         await world.rpc("instances.setAutoStop", {"instanceId": inst, "idleAfterS": 900})
     stopper = IdleStopper(store=world.store, bus=world.bus, settings=world.settings)
     now = time.time()
-    await record_activity(world.store, {idle.id: now - 901, busy.id: now - 899,
+    await world.store.stops.record_activity({idle.id: now - 901, busy.id: now - 899,
                                         other.id: now - 10**6})  # fmt: skip
     assert await stopper.sweep() == 1
     await world.bus.settle()

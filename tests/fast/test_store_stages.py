@@ -83,7 +83,7 @@ async def test_the_first_token_claimed_wins_and_a_refused_step_claims_nothing(
 async def test_a_lock_is_released_only_by_its_holder(store: Store) -> None:
     m = await store.create_machine("i-0000000000000000", "local")
     await store.transition(m.id, MachineStatus.PROVISIONING, "starting")
-    assert await store.try_lock(f"provision:{m.id}", "holder", ttl_s=10)
+    assert await store.locks.take(f"provision:{m.id}", "holder", ttl_s=10)
 
     # Someone else's token: the status step is taken, the holder's lock stays.
     await store.stages.advance(

@@ -15,12 +15,11 @@ from contracts.events import MachineCreated
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
-from environments import devcontainer as dc, record
+from environments import devcontainer as dc
 from environments.lifecycle import MachineLifecycle
 from environments.users import MachineUser
 from providers.warm_pool import PoolMachine, WarmPool, mem_available_mb
 from services.common.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_pool
-from services.common.store_environments import set_machine_environment
 from tests.fast.conftest import World
 from tests.fast.test_provisioner import created
 from tests.waiters import wait_until
@@ -331,7 +330,7 @@ async def test_a_start_is_cold_where_the_pool_cannot_give_a_home_or_runs_another
     # A machine of an environment's image: never the default image's pool.
     world.provider.report_ready = True
     other = await stopped_machine(world)
-    await set_machine_environment(world.store, other, "custom", "sha256:" + "e" * 64)
+    await world.store.environments.set_of_machine(other, "custom", "sha256:" + "e" * 64)
     async with pool(FakeBackend(), 1, [1000.0]) as p:
         await p.wait_filled()
         world.provisioner.pools["local"] = p
@@ -372,7 +371,7 @@ async def test_a_machine_with_a_user_of_its_own_starts_cold(world: World) -> Non
         machine = await world.store.create_machine(inst.id, "local")
         dev = dc.parse(b'{"image": "x", "remoteUser": "dev"}', ".devcontainer.json", workspace="/w")
         user = MachineUser(name="dev", uid=1234, gid=1234)
-        await record.save(world.store, machine.id, MachineLifecycle(devcontainer=dev, user=user))
+        await world.store.lifecycles.save(machine.id, MachineLifecycle(devcontainer=dev, user=user))
         await world.bus.publish(MachineCreated(event_id=new_event_id(), machine_id=machine.id,
                                                instance_id=inst.id, provider="local"))  # fmt: skip
         await world.bus.settle()

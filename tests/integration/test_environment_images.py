@@ -25,7 +25,6 @@ from fleet.client import FleetClient
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_environments import set_instance_environment
 from services.provisioner.environment import EnvironmentContext, resolve_image
 from services.provisioner.environment_builds import EnvironmentBuilds
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
@@ -86,7 +85,7 @@ async def test_an_instance_uses_no_other_instances_image(
     ]  # fmt: skip
     for ref in refused:
         env = Environment(image=ref)
-        await set_instance_environment(store, inst.id, env)
+        await store.environments.set_of_instance(inst.id, env)
         with pytest.raises(ImageRefused) as err:
             await builds.build(geb.BuildEnvironmentParams(instance_id=inst.id), None)
         assert image_id not in err.value.message.replace(ref, "")  # not told it
@@ -102,7 +101,7 @@ async def test_an_instance_uses_no_other_instances_image(
         work = repo_with(tmp_path / path, {"Dockerfile": dockerfile}, "env")
         await store.add_repo(inst.id, Repo(url=str(work), branch="main", path=path))
         env = Environment(dockerfile=DockerfileSource(repo=path))
-        await set_instance_environment(store, inst.id, env)
+        await store.environments.set_of_instance(inst.id, env)
         with pytest.raises(ImageRefused):
             await builds.build(geb.BuildEnvironmentParams(instance_id=inst.id), None)
         with pytest.raises(ImageRefused):
@@ -116,7 +115,7 @@ async def test_an_instance_uses_no_other_instances_image(
         work = repo_with(tmp_path / "onbuild", {"Dockerfile": f"FROM {trap}\n"}, "env")
         await store.add_repo(inst.id, Repo(url=str(work), branch="main", path="onbuild"))
         env = Environment(dockerfile=DockerfileSource(repo="onbuild"))
-        await set_instance_environment(store, inst.id, env)
+        await store.environments.set_of_instance(inst.id, env)
         with pytest.raises(ImageRefused):
             await builds.build(geb.BuildEnvironmentParams(instance_id=inst.id), None)
     finally:

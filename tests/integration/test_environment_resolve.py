@@ -15,7 +15,7 @@ import pytest
 from contracts.errors import EnvironmentInvalid
 from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
 from contracts.models import Repo
-from environments import record
+from environments.lifecycle import MachineLifecycle
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.store import Store
@@ -60,7 +60,8 @@ async def test_dockerfile_and_devcontainer_environments_resolve_to_built_images(
                 await run.wait()
                 assert "".join(await run.log(stdout=True)).strip() == marker
                 await run.delete(force=True)
-            life = await record.load(store, machine.id)  # the devcontainer's, for setup
+            # the devcontainer's, for setup
+            life = await store.lifecycles.load(machine.id, MachineLifecycle)
             assert life is not None
             assert life.devcontainer.lifecycle == {"postCreateCommand": "echo made"}
             # The repo gone from its place: refused by name, the machine fails at `environment`.

@@ -23,7 +23,7 @@ async def test_two_prefixes_on_one_server_see_nothing_of_each_other(
         moved = await a.transition(machine.id, MachineStatus.PROVISIONING, "started")
         assert moved.accepted
         await a.set_env(None, "VAR", "1")
-        async with a.lock("provision:x") as held_a, b.lock("provision:x") as held_b:
+        async with a.locks.hold("provision:x") as held_a, b.locks.hold("provision:x") as held_b:
             assert held_a  # one name, two locks
             assert held_b
 

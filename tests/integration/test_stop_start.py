@@ -39,7 +39,6 @@ from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
-from services.common.store_stop import last_activity
 from services.prober.autostop import idle_reason
 from services.provisioner.service import Provisioner
 from tests.conftest import ADMIN_TOKEN
@@ -253,7 +252,7 @@ async def idle_when_stopped(store: Store, machine: Machine) -> float:
     """How long a stopped machine had been idle when it was stopped, by the product's own
     records: from its last recorded activity to its last move (to stopped); the rule to the
     second is tests/fast/test_clock_rules.py's."""
-    last = (await last_activity(store, [machine.id]))[machine.id]
+    last = (await store.stops.last_activity([machine.id]))[machine.id]
     assert last is not None
     return machine.updated_at.timestamp() - last
 
