@@ -55,6 +55,12 @@ class FleetUp:
         return self.proc.returncode
 
 
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """The stdout of a CLI run that must succeed; its exit code and both outputs if not."""
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
 def assert_no_daemon_killed(data_dir: Path) -> None:
     """From the local provider's exit records: every daemon archived or stopped with the stack
     ended by itself (exit code, or within its SIGTERM grace), none was SIGKILLed."""

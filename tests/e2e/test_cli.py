@@ -17,7 +17,7 @@ import pytest
 
 from fleet.cli import EXIT_API, EXIT_UNREACHABLE
 from fleet.embedded import PortHold
-from tests.e2e.conftest import FLEET, FleetUp, start_fleet_up
+from tests.e2e.conftest import FLEET, FleetUp, ok, start_fleet_up
 
 STAGES = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
 
@@ -44,11 +44,6 @@ def ready(stack: FleetUp) -> Ready:
     created = stack.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
     machine = json.loads(stack.cli("machines", "list", "--instance", iid, "--json").stdout)[0]
     return Ready(iid, machine["id"], created)
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
 
 
 def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -34,6 +34,14 @@ def page(tmp_path: Path) -> Iterator[Page]:
     assert b.errors == [], f"JavaScript errors in the console: {b.errors}"
 
 
+def sign_in(page: Page, up: FleetUp) -> None:
+    """Sign in with the admin token; back once the live event stream is up."""
+    page.goto(up.url)
+    page.get_by_test_id("signin-token").fill(up.token)
+    page.get_by_test_id("signin-submit").click()
+    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+
+
 def machine_row(page: Page, machine_id: str) -> Locator:
     return page.locator(f'[data-testid=machine-row][data-machine-id="{machine_id}"]')
 

@@ -10,26 +10,14 @@ import json
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import FleetUp
-from tests.e2e.test_console import WAIT_MS, page
+from tests.e2e.conftest import FleetUp, ok
+from tests.e2e.test_console import WAIT_MS, page, sign_in
 
 __all__ = ["page"]
 #: A name the policy below refuses: the platform's DNS proxy answers NXDOMAIN without asking
 #: anyone, so nothing leaves the machine.
 REFUSED_NAME = "blocked.example.test"
 RESOLVE = f"import socket; socket.gethostbyname({REFUSED_NAME!r})"
-
-
-def ok(result: object) -> str:
-    assert getattr(result, "returncode", 1) == 0, result
-    return str(getattr(result, "stdout", ""))
-
-
-def sign_in(page: Page, up: FleetUp) -> None:
-    page.goto(up.url)
-    page.get_by_test_id("signin-token").fill(up.token)
-    page.get_by_test_id("signin-submit").click()
-    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
 
 
 @pytest.mark.timeout(300)

@@ -12,15 +12,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import FleetUp, start_fleet_up
-from tests.e2e.test_console import WAIT_MS, machine_row, page
+from tests.e2e.conftest import FleetUp, ok, start_fleet_up
+from tests.e2e.test_console import WAIT_MS, machine_row, page, sign_in
 
 __all__ = ["page"]
-
-
-def ok(result: object) -> str:
-    assert getattr(result, "returncode", 1) == 0, result
-    return str(getattr(result, "stdout", ""))
 
 
 @pytest.fixture
@@ -48,10 +43,7 @@ def test_pause_and_resume_from_the_console_keep_a_running_process(
               timeout=120))  # fmt: skip
     [ns] = json.loads(ok(up.cli("--json", "machines", "list", "--instance", other)))
 
-    page.goto(up.url)
-    page.get_by_test_id("signin-token").fill(up.token)
-    page.get_by_test_id("signin-submit").click()
-    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    sign_in(page, up)
     expect(machine_row(page, ns["id"]).get_by_test_id("action-pause")).to_be_disabled()
     machine_row(page, gv["id"]).get_by_test_id("machine-link").click()
     expect(page.get_by_test_id("machine-id")).to_have_text(gv["id"])

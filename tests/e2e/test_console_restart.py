@@ -12,15 +12,10 @@ from playwright.sync_api import Page, expect
 
 from providers.local import running_pid
 from providers.sandbox import sandbox_root_children, supervisor_pid
-from tests.e2e.conftest import FleetUp
-from tests.e2e.test_console import WAIT_MS, machine_row, page
+from tests.e2e.conftest import FleetUp, ok
+from tests.e2e.test_console import WAIT_MS, machine_row, page, sign_in
 
 __all__ = ["page"]
-
-
-def ok(result: object) -> str:
-    assert getattr(result, "returncode", 1) == 0, result
-    return str(getattr(result, "stdout", ""))
 
 
 def daemon_pid(up: FleetUp, mid: str) -> int | None:
@@ -42,10 +37,7 @@ def test_the_restart_button_restarts_the_daemon(fleet_up: FleetUp, page: Page) -
     before = daemon_pid(up, mid)
     assert before is not None
 
-    page.goto(up.url)
-    page.get_by_test_id("signin-token").fill(up.token)
-    page.get_by_test_id("signin-submit").click()
-    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    sign_in(page, up)
     machine_row(page, mid).get_by_test_id("machine-link").click()
     expect(page.get_by_test_id("machine-id")).to_have_text(mid)
     page.get_by_test_id("action-restart").click()

@@ -13,15 +13,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from providers.local import machine_roots
-from tests.e2e.conftest import FleetUp, start_fleet_up
-from tests.e2e.test_console import WAIT_MS, machine_row, page
+from tests.e2e.conftest import FleetUp, ok, start_fleet_up
+from tests.e2e.test_console import WAIT_MS, machine_row, page, sign_in
 
 __all__ = ["page"]
-
-
-def ok(result: object) -> str:
-    assert getattr(result, "returncode", 1) == 0, result
-    return str(getattr(result, "stdout", ""))
 
 
 @pytest.mark.timeout(300)
@@ -35,10 +30,7 @@ def test_stop_and_start_from_the_console_and_the_cli(fleet_up: FleetUp, page: Pa
     assert "auto-stop is off" in ok(up.cli("instances", "autostop", iid))
     assert "after 900 s" in ok(up.cli("instances", "autostop", iid, "900"))
 
-    page.goto(up.url)
-    page.get_by_test_id("signin-token").fill(up.token)
-    page.get_by_test_id("signin-submit").click()
-    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    sign_in(page, up)
     machine_row(page, mid).get_by_test_id("machine-link").click()
     expect(page.get_by_test_id("machine-id")).to_have_text(mid)
     page.get_by_test_id("action-stop").click()

@@ -14,15 +14,10 @@ from typing import Any
 import pytest
 
 from tests.docker_env import docker_image, inspect, remove_containers
-from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.e2e.conftest import FleetUp, ok, start_fleet_up
 
 __all__ = ["docker_image", "remove_containers"]
 pytestmark = pytest.mark.usefixtures("docker_image", "remove_containers")
-
-
-def ok(result: Any) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return str(result.stdout)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,18 +15,13 @@ from core.lifeline import recorded
 from fleet.up import CHILDREN_NAME, SERVICES
 from providers.local import STOP_GRACE_S, machine_roots
 from tests.docker_env import docker_image, inspect, remove_containers
-from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.e2e.conftest import FleetUp, ok, start_fleet_up
 from tests.waiters import still_running_after
 
 __all__ = ["docker_image", "remove_containers"]
 
 #: How long after `fleet up` is killed its servers and services may still run.
 GONE_WITHIN_S = 2.0
-
-
-def ok(result: Any) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return str(result.stdout)
 
 
 @pytest.fixture
