@@ -25,8 +25,10 @@ async def cancel_and_join(*tasks: asyncio.Task[Any] | None, recancel_s: float = 
     ``asyncio.wait_for`` (in nats-py, redis-py and the standard library) returns its inner
     result when that result races with the cancellation, and the task runs on as if it had
     never been cancelled (fixed in 3.12). A loop owning such a task should also check a flag of
-    its own, so a swallowed cancellation ends it at its next turn."""
-    owned = [t for t in tasks if t is not None]
+    its own, so a swallowed cancellation ends it at its next turn. The calling task itself, if
+    among them, is left alone: it cannot wait for its own end."""
+    me = asyncio.current_task()
+    owned = [t for t in tasks if t is not None and t is not me]
     while pending := [t for t in owned if not t.done()]:
         for task in pending:
             task.cancel()

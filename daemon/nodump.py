@@ -25,7 +25,6 @@ import ctypes
 import os
 import sys
 
-from contracts.ids import MACHINE_ID_RE
 from core.loader import LIBRARY_FLAGS
 from core.tokenfd import (
     DAEMON_RUN_AS_VAR,
@@ -152,6 +151,10 @@ def reread_identity() -> str | None:
             machine_id = f.read(64).strip()
     except OSError:
         return None
+    # Here, not at the top: contracts.ids imports secrets (hmac, and with it OpenSSL's
+    # _hashlib), and this module is imported before daemon.lean keeps OpenSSL out.
+    from contracts.ids import MACHINE_ID_RE
+
     return machine_id if MACHINE_ID_RE.match(machine_id) else None
 
 

@@ -155,11 +155,3 @@ async def end_foreign(rec: TrackedProcess, grace_s: float) -> None:
         async with asyncio.timeout(grace_s):
             await wait_gone(rec.pid, rec.start_ticks, 0.05)
     signal_group(rec.pid, rec.start_ticks, signal.SIGKILL)
-
-
-async def cancel_task(task: asyncio.Task[None] | None) -> None:
-    """Cancel and wait for it; our own cancellation still propagates."""
-    if task is None or task is asyncio.current_task():
-        return
-    task.cancel()
-    await asyncio.wait({task})

@@ -33,10 +33,11 @@ from contracts.daemon_rpc import (
 from contracts.errors import Conflict, FleetError, NotFound, ToolError
 from contracts.machine_files import ENV_FILE
 from core import procinfo
+from core.tasks import cancel_and_join
 from core.ticker import Ticker
 from daemon.children import let_go, reap, tail_lines
 from daemon.envload import EnvFile, Signature, signature
-from daemon.proc_slot import ProcessSlot, cancel_task, end_foreign
+from daemon.proc_slot import ProcessSlot, end_foreign
 from daemon.state import ProcessKind, TrackedProcess
 from daemon.tools import working_dir
 
@@ -87,7 +88,7 @@ class ProcessManager:
         await self._watcher.__aexit__(None, None, None)
         for entry in self._managed:
             task, entry.supervisor = entry.supervisor, None
-            await cancel_task(task)
+            await cancel_and_join(task)
             if entry.proc is not None:
                 let_go(entry.proc)
 
@@ -222,7 +223,7 @@ class ProcessManager:
         entry.stopping = True
         async with entry.lock:
             task, entry.supervisor = entry.supervisor, None
-            await cancel_task(task)
+            await cancel_and_join(task)
             if entry.live:
                 self._mark_exited(entry, await entry.terminate(grace_s))
             self._finish(entry)
@@ -327,7 +328,7 @@ class ProcessManager:
             if entry.stopping or not entry.live:
                 return
             task, entry.supervisor = entry.supervisor, None
-            await cancel_task(task)
+            await cancel_and_join(task)
             self._mark_exited(entry, await entry.terminate(ENV_RESTART_GRACE_S))
             await self._respawn(entry, reason)
             entry.supervisor = asyncio.create_task(self._supervise(entry))
