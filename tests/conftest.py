@@ -125,13 +125,21 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Iterator[None]
     signal.signal(signal.SIGALRM, report_tasks)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--leftovers-settle-s", type=float, default=leftovers.SETTLE_S,
+        help="how long what the session's teardowns signalled may take to end before the "
+        "session fails naming it (tests/leftovers.py)",
+    )  # fmt: skip
+
+
 @pytest.hookimpl(trylast=True)  # on the controller, after xdist's (its workers have ended)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the session if anything it made outlives it (tests/leftovers.py), naming each."""
     if hasattr(session.config, "workerinput"):  # an xdist worker: the controller looks
         return
     factory: pytest.TempPathFactory = session.config._tmp_path_factory  # type: ignore[attr-defined]
-    found = leftovers.find(factory.getbasetemp())
+    found = leftovers.find(factory.getbasetemp(), session.config.getoption("leftovers_settle_s"))
     if found:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         lines = "\n  ".join(found)
