@@ -14,13 +14,14 @@ MAX_SOCKET_PATH = 100
 
 
 def short_socket_path(directory: Path, name: str, private: str) -> Path:
-    """``directory/name`` if short enough to bind, else ``<name's digest>.sock`` in a directory
-    ``<tmp>/<private>-<uid>`` of this user alone (PermissionError if someone else's, or open to
-    others: a socket there could be replaced under the server's clients)."""
-    path = directory.resolve() / name
+    """``directory/name`` if short enough to bind, else ``<directory's digest>.sock`` (the same
+    for the same directory: one socket per directory) in ``<tmp>/<private>-<uid>``, a
+    directory of this user alone: PermissionError if it is someone else's or open to others (a
+    socket there could be replaced under the server's clients)."""
+    path = directory / name
     if len(str(path)) <= MAX_SOCKET_PATH:
         return path
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
     own = Path(tempfile.gettempdir()) / f"{private}-{os.getuid()}"
     own.mkdir(mode=0o700, exist_ok=True)
     st = own.lstat()

@@ -502,9 +502,10 @@ class ValkeyServer(_Server):
         super().__init__(data_dir, port)
         self.password = password
         self.config_path = data_dir / "valkey.conf"
-        #: The socket it listens on (``unix``), else None.
+        #: The socket it listens on (``unix``), else None. Absolute: valkey enters ``--dir``
+        #: before it binds.
         self.socket_path = (
-            short_socket_path(data_dir, "valkey.sock", "fleet-valkey") if unix else None
+            short_socket_path(data_dir.resolve(), "valkey.sock", "fleet-valkey") if unix else None
         )
 
     @property
