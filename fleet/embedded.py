@@ -29,6 +29,7 @@ import nats.errors
 from contracts import subjects
 from contracts.audit import ALL_AUDIT
 from core.lifeline import Children
+from core.unix_socket import short_socket_path
 
 _START_TIMEOUT_S = 20.0
 
@@ -130,6 +131,18 @@ def _wait_tcp(
             return
         time.sleep(0.02)
     raise ServerStartError(f"{what} did not listen on port {port} within {_START_TIMEOUT_S:g}s")
+
+
+def _wait_unix(path: Path, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _check_running(proc, what, log)
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(0.2)
+            probe.connect(str(path))
+            return
+        time.sleep(0.02)
+    raise ServerStartError(f"{what} did not listen on {path} within {_START_TIMEOUT_S:g}s")
 
 
 class _Server:
@@ -473,23 +486,58 @@ class NatsServer(_Server):
 
 class ValkeyServer(_Server):
     """valkey-server; with a ``password`` (what fleet up and the tests use), nothing is served
-    without it: the password is in a 0600 configuration file, never on the command line."""
+    without it: the password is in a 0600 configuration file, never on the command line.
+
+    ``unix``: it listens on a unix socket only (``port 0``: no TCP at all), a path of its own
+    that nothing else can take, in ``data_dir`` or, if that is too long, a private directory
+    (`short_socket_path`); its clients connect by a ``unix://`` URL. Else on TCP, on ``port``
+    or on one found free (`start_on_own_port`)."""
 
     name = "valkey"
     ready_line = "Ready to accept connections"
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, password: str = "") -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, password: str = "", unix: bool = False
+    ) -> None:
         super().__init__(data_dir, port)
         self.password = password
         self.config_path = data_dir / "valkey.conf"
+        #: The socket it listens on (``unix``), else None. Absolute: valkey enters ``--dir``
+        #: before it binds.
+        self.socket_path = (
+            short_socket_path(data_dir.resolve(), "valkey.sock", "fleet-valkey") if unix else None
+        )
 
     @property
     def url(self) -> str:
         creds = f":{urllib.parse.quote(self.password, safe='')}@" if self.password else ""
+        if self.socket_path is not None:
+            return f"unix://{creds}{self.socket_path}?db=0"
         return f"redis://{creds}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        start_on_own_port(self)
+        if self.socket_path is None:
+            start_on_own_port(self)
+            return
+        logged = self.log_size()
+        self.spawn()
+        _wait_logged(self, logged, self.ready_line)
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        if self.socket_path is None:
+            super().wait_ready()
+            return
+        assert self.proc is not None
+        _wait_unix(self.socket_path, self.proc, self.name, self.log_path)
+
+    def ports(self) -> list[int]:
+        return [] if self.socket_path is not None else super().ports()
+
+    def _listen(self) -> list[str]:
+        if self.socket_path is None:
+            return ["--bind", "127.0.0.1", "--port", str(self.port)]
+        return ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
 
     def _config_file(self) -> list[str]:
         if not self.password:
@@ -504,10 +552,7 @@ class ValkeyServer(_Server):
         return [
             valkey_server_binary(),
             *self._config_file(),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
+            *self._listen(),
             "--dir",
             str(self.data_dir.resolve()),
             # Durable by default: every write goes to the append-only file, fsynced each second.

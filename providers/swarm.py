@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -29,6 +27,7 @@ import structlog
 
 from contracts.errors import NotSupported, ProviderError
 from core.atomic import replace_file
+from core.unix_socket import short_socket_path
 from providers.local import INHERITED_ENV, pid_alive, spawn_detached
 
 log = structlog.get_logger(__name__)
@@ -36,8 +35,6 @@ log = structlog.get_logger(__name__)
 DEFAULT_HOST_SIZE = 250
 HOST_SIZE_VAR = "FLEET_SWARM_HOST_SIZE"
 _HOST_START_TIMEOUT_S = 30.0
-#: sockaddr_un holds 108 bytes; longer socket paths go to a private directory under /tmp.
-_MAX_SOCKET_PATH = 100
 
 
 def host_size_from(environ: Mapping[str, str]) -> int:
@@ -58,16 +55,10 @@ def swarm_root(data_dir: Path) -> Path:
 
 
 def socket_path(host_dir: Path) -> Path:
-    path = host_dir / "control.sock"
-    if len(str(path)) <= _MAX_SOCKET_PATH:
-        return path
-    digest = hashlib.sha256(str(host_dir).encode()).hexdigest()[:16]
-    private = Path(tempfile.gettempdir()) / f"fleet-swarm-{os.getuid()}"
-    private.mkdir(mode=0o700, exist_ok=True)
-    st = private.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise ProviderError(f"{private} is not a private directory of this user")
-    return private / f"{digest}.sock"
+    try:
+        return short_socket_path(host_dir, "control.sock", "fleet-swarm")
+    except PermissionError as exc:
+        raise ProviderError(str(exc)) from None
 
 
 def running_host_pid(host_dir: Path) -> int | None:

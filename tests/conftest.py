@@ -125,13 +125,21 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Iterator[None]
     signal.signal(signal.SIGALRM, report_tasks)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--leftovers-settle-s", type=float, default=leftovers.SETTLE_S,
+        help="how long what the session's teardowns signalled may take to end before the "
+        "session fails naming it (tests/leftovers.py)",
+    )  # fmt: skip
+
+
 @pytest.hookimpl(trylast=True)  # on the controller, after xdist's (its workers have ended)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the session if anything it made outlives it (tests/leftovers.py), naming each."""
     if hasattr(session.config, "workerinput"):  # an xdist worker: the controller looks
         return
     factory: pytest.TempPathFactory = session.config._tmp_path_factory  # type: ignore[attr-defined]
-    found = leftovers.find(factory.getbasetemp())
+    found = leftovers.find(factory.getbasetemp(), session.config.getoption("leftovers_settle_s"))
     if found:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         lines = "\n  ".join(found)
@@ -198,8 +206,18 @@ def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 @pytest.fixture
 def own_redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
     """A valkey of the test's own, for a test that stops, pauses or restarts it (a store
-    outage); taken as `own_nats_server` is."""
+    outage); taken as `own_nats_server` is. On a unix socket, as the worker's is: a restart
+    listens on the same path again."""
     # With a password, as fleet up runs it: nothing of the state is served without it.
+    with ValkeyServer(tmp_path / "redis", password=secrets.token_urlsafe(16), unix=True) as server:
+        yield server
+
+
+@pytest.fixture
+def tcp_redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A valkey of the test's own on a TCP port of the loopback, for a test about who can
+    reach that port (a machine must not): the worker's listens on a unix socket only. A module
+    takes it by a ``redis_server`` fixture of its own that returns it."""
     with ValkeyServer(tmp_path / "redis", password=secrets.token_urlsafe(16)) as server:
         yield server
 
@@ -394,7 +412,7 @@ def shared_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settin
     tmp = tmp_path_factory.mktemp("shared")
     with (
         NatsServer(tmp / "nats") as nats,
-        ValkeyServer(tmp / "redis", password=secrets.token_urlsafe(16)) as redis,
+        ValkeyServer(tmp / "redis", password=secrets.token_urlsafe(16), unix=True) as redis,
         held_settings(tmp, nats, redis) as made,
     ):
         yield made

@@ -1,7 +1,8 @@
 """One nats-server and one valkey per pytest process (each xdist worker), shared by its tests,
 each test in a namespace of its own (docs/development.md, "Namespaces").
 
-- valkey: a test's keys start with a prefix of its own (``FLEET_KEY_PREFIX``, which every
+- valkey, on a unix socket only (no TCP port to find or to lose): a test's keys start with a
+  prefix of its own (``FLEET_KEY_PREFIX``, which every
   ``Store`` builds its keys from). After the test, its keys are deleted by prefix (SCAN and
   UNLINK), and nothing may be left: no key outside a live test's prefix, no client of it still
   connected.
@@ -128,7 +129,8 @@ class WorkerServers:
         server = self._valkey
         if server is None:
             server = self._valkey = self._new(SharedValkey(
-                self._root / f"valkey-{next(self._made)}", password=secrets.token_urlsafe(16)
+                self._root / f"valkey-{next(self._made)}", password=secrets.token_urlsafe(16),
+                unix=True,
             ))  # fmt: skip
         if prefix in self._live:
             raise SharedServerError(f"key prefix {prefix!r} is in use")

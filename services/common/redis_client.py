@@ -1,5 +1,6 @@
-"""The one way a service gets its Redis client: one server by URL, or the primary that
-Redis Sentinel names (``FLEET_REDIS_SENTINELS``), followed across failovers.
+"""The one way a service gets its Redis client: one server by URL (``redis://``, ``rediss://``,
+or ``unix://:password@/path/to/socket?db=0``), or the primary that Redis Sentinel names
+(``FLEET_REDIS_SENTINELS``), followed across failovers.
 
 With sentinels, ``redis-py`` asks them for the primary at every new connection; a command on a
 connection to a server that died or became a replica (``READONLY``) fails with a connection
@@ -54,11 +55,9 @@ def redis_client(
 ) -> aioredis.Redis:
     """A client that decodes responses, on a pool of at most ``max_connections`` where a burst
     waits for a free connection; the caller closes it (``aclose``)."""
-    common = {
-        "decode_responses": True,
-        "health_check_interval": 10,
-        "socket_keepalive": True,
-    }
+    common: dict[str, bool | int] = {"decode_responses": True, "health_check_interval": 10}
+    if urllib.parse.urlsplit(url).scheme != "unix":  # a unix socket has no keepalive to set
+        common["socket_keepalive"] = True
     if not sentinels:
         # A blocking pool: a burst of concurrent commands (a refreshEnv across 1,000 machines)
         # waits for a free connection instead of failing with "Too many connections".

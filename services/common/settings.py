@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: NATS credentials of this service process (empty: connect without them).
     nats_user: str = ""
     nats_password: str = ""
+    #: ``redis://[:password@]host:port/db``, or ``unix://[:password@]/path/to/socket?db=0``.
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: ``host:port,...`` of Redis Sentinels (empty: none). With them, the services follow the
     #: primary the sentinels name across failovers, and ``redis_url`` gives only the password

@@ -43,6 +43,12 @@ log = structlog.get_logger(__name__)
 FULL_RETRY_AFTER_S = 5
 #: Events buffered per stream; a client that falls this far behind is cut off (``overflow``).
 QUEUE_LIMIT = 10_000
+#: The live subscription's idle heartbeat. Its ordered consumer lives in the server's memory
+#: and is gone after a restart or a failover; nats-py re-creates it (from the next sequence,
+#: losing nothing) once a check, every two heartbeats, finds none came since the last: live
+#: events resume within four of these (nats-py's default, 5 s, held them back up to 20 s).
+#: One small message a second per gateway.
+LIVE_HEARTBEAT_S = 1.0
 
 
 class Subscriber:
@@ -84,6 +90,7 @@ class EventHub:
     async def __aenter__(self) -> EventHub:
         self._sub = await self._bus.js.subscribe(
             subjects.ALL_MACHINE_EVENTS, cb=self._fan_out, ordered_consumer=True,
+            idle_heartbeat=LIVE_HEARTBEAT_S,
             deliver_policy=DeliverPolicy.NEW,
         )  # fmt: skip
         return self

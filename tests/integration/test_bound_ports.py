@@ -5,7 +5,8 @@ cannot choose one (``port 0`` turns its TCP off), so it is started on a port not
 if something took it first, again on another; the gateway told port 0 binds what the kernel
 gives and logs it. A restart binds the same port again. What must be named before its server
 runs (a NATS cluster's routes, a port a restarted server binds again) is a `PortHold`: a port
-the kernel gave, bound without listening, that the server binds all the same."""
+the kernel gave, bound without listening, that the server binds all the same. The tests'
+valkeys listen on a unix socket only, a path of their own."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import redis
 from fleet import embedded
 from fleet.embedded import NatsServer, PortHold, ValkeyServer
 from fleet.up_servers import ServerSupervisor
+from services.common.redis_client import redis_client
 from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, oidc_issuer
@@ -79,6 +81,43 @@ def test_valkey_started_on_a_taken_port_starts_on_another(
             assert valkey.port == bound
             with redis.Redis(port=bound, password="pw", socket_timeout=5) as r:
                 assert r.ping()
+
+
+async def test_a_unix_socket_valkey_listens_there_alone_even_from_a_long_directory(
+    tmp_path: Path,
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)  # past the 108 bytes a socket's path may have
+    with ValkeyServer(deep, password="p@ss", unix=True) as valkey:
+        assert valkey.socket_path is not None
+        assert len(str(valkey.socket_path)) <= 100
+        assert valkey.ports() == []
+        assert valkey.proc is not None
+        listening = _tcp_listening(valkey.proc.pid)
+        assert listening == [], listening  # no TCP at all
+        for _ in range(2):  # a restart listens on the same path
+            r = redis_client(valkey.url)
+            try:
+                assert await r.ping()
+            finally:
+                await r.aclose()
+            valkey.kill()
+            valkey.start()
+
+
+def _tcp_listening(pid: int) -> list[str]:
+    """The TCP sockets ``pid`` listens on (state 0A in /proc/net/tcp{,6}), by inode."""
+    inodes = {
+        os.readlink(f"/proc/{pid}/fd/{fd}").removeprefix("socket:[").rstrip("]")
+        for fd in os.listdir(f"/proc/{pid}/fd")
+        if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    }
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                found.append(fields[1])
+    return found
 
 
 def test_a_valkey_told_a_taken_port_says_so(tmp_path: Path) -> None:

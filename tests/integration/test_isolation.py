@@ -23,6 +23,7 @@ from contracts.errors import DaemonTimeout, DaemonUnavailable, InvalidParams
 from contracts.status import MachineStatus
 from core import procinfo
 from fleet.client import FleetClient
+from fleet.embedded import ValkeyServer
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
@@ -64,6 +65,14 @@ async def ready(stack: FleetClient, instance: str, provider: str, repo: str | No
     done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=60)
     assert done.status is MachineStatus.READY, done.status_reason
     return machine.id
+
+
+@pytest.fixture
+def redis_server(tcp_redis_server: ValkeyServer) -> ValkeyServer:
+    """On a TCP port (the worker's listens on a unix socket only): that machines cannot reach
+    the port `fleet up`'s valkey listens on is what
+    `test_valkey_answers_nothing_without_credentials` proves."""
+    return tcp_redis_server
 
 
 @pytest.fixture

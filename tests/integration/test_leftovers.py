@@ -43,6 +43,11 @@ def test_uses_a_worker(worker: subprocess.Popen[bytes]) -> None:
 """
 
 
+#: How long the session gives what its teardowns signalled to end: its leak never ends, and
+#: the clean session's teardown waits for its worker to end.
+SETTLE_S = 1.0
+
+
 def run_session(
     tmp_path: Path, *, leak: bool, workers: str = "0"
 ) -> tuple[subprocess.CompletedProcess[str], int]:
@@ -54,7 +59,8 @@ def run_session(
     test.write_text(f"LEAK = {leak}\n" + SESSION)
     argv = [sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider",
             "-p", "tests.conftest", "-c", str(CHECKOUT / "pyproject.toml"), "-n", workers,
-            "--rootdir", str(where), "--basetemp", str(where / "basetemp")]  # fmt: skip
+            "--rootdir", str(where), "--basetemp", str(where / "basetemp"),
+            f"--leftovers-settle-s={SETTLE_S}"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FLEET_"))}
     done = subprocess.run(
         argv, cwd=CHECKOUT, env=env, capture_output=True, text=True, timeout=90, check=False

@@ -117,6 +117,13 @@ async def connect_from(
 
 
 @pytest.fixture
+def redis_server(tcp_redis_server: ValkeyServer) -> ValkeyServer:
+    """On a TCP port of the host's loopback, as `fleet up`'s (the worker's listens on a unix
+    socket only): that machines cannot reach it is what this module proves."""
+    return tcp_redis_server
+
+
+@pytest.fixture
 async def metrics_port() -> AsyncIterator[int]:
     """A metrics endpoint on the host's loopback, as each service serves one."""
     async with MetricsServer(Metrics(process=False), "127.0.0.1", 0) as server:

@@ -102,7 +102,7 @@ async def test_scripts_survive_a_script_flush(client: CountingRedis) -> None:
 
 
 async def test_a_dead_server_fails_every_caller_of_the_batch(tmp_path: Any) -> None:
-    server = ValkeyServer(tmp_path / "gone", password="pw")
+    server = ValkeyServer(tmp_path / "gone", password="pw", unix=True)
     with server:
         pool = aioredis.BlockingConnectionPool.from_url(
             server.url, decode_responses=True, socket_timeout=2
