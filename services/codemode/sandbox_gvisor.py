@@ -113,6 +113,18 @@ def bundle_spec(run_dir: Path, limits: Limits) -> dict[str, Any]:
     }
 
 
+def _bind_unix(listener: socket.socket, directory: Path, name: str) -> None:
+    """``listener`` bound at ``directory/name``, through the directory's descriptor: a data
+    dir's path may be longer than a socket address takes (108 bytes)."""
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        listener.bind(f"/proc/self/fd/{fd}/{name}")
+        # The runner's only (nobody inside); the run's directory keeps the host's users out.
+        os.chown(name, SANDBOX_UID, SANDBOX_UID, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 class GvisorSandbox(Sandbox):
     """One run's runsc sandbox: as ``Sandbox``, its process (runsc), pipes and channel."""
 
@@ -136,10 +148,7 @@ class GvisorSandbox(Sandbox):
         (self._dir / "channel").mkdir(mode=0o755)
         (self._dir / "config.json").write_text(json.dumps(bundle_spec(self._dir, self._limits)))
         with socket.socket(socket.AF_UNIX) as listener:
-            path = self._dir / "channel" / CHANNEL
-            listener.bind(str(path))
-            # The runner's only (nobody inside); the run's directory keeps the host's users out.
-            os.chown(path, SANDBOX_UID, SANDBOX_UID)
+            _bind_unix(listener, self._dir / "channel", CHANNEL)
             listener.listen(1)
             listener.setblocking(False)
             self.proc = await asyncio.create_subprocess_exec(

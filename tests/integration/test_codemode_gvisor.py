@@ -1,0 +1,84 @@
+"""Codemode runs on gVisor (FLEET_CODEMODE_RUNTIME=gvisor): the whole stack and the codemode
+service, each run's runner under a real runsc. What the run answers, the kernel it runs on,
+that it has no network and sees nothing of the host, and that nothing of it is left after it.
+The bubblewrap sandbox's own tests: test_codemode_sandbox.py."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.integration.test_codemode import codemode, run
+from tests.integration.test_codemode_sandbox import processes_with
+from tests.waiters import wait_until
+
+__all__ = ["codemode"]  # the fixture, on this module's settings
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, codemode_runtime="gvisor")
+
+
+def runsc_left(settings: Settings) -> list[int]:
+    """Host processes of codemode's runsc (its CLI, gofer and sandbox)."""
+    return processes_with(str(settings.data_path / "codemode-gvisor"))
+
+
+async def test_a_run_answers_on_gvisors_kernel_with_no_network(
+    codemode: FleetClient, stack_settings: Settings, tmp_path: Path
+) -> None:
+    secret = stack_settings.data_path / f"secret-{uuid.uuid4().hex}.txt"
+    secret.write_text("do not read")
+    listener = await asyncio.start_server(lambda r, w: w.close(), "0.0.0.0", 0)
+    port = listener.sockets[0].getsockname()[1]
+    code = (
+        "import os, socket, subprocess\n"
+        "kernel = subprocess.run(['dmesg'], capture_output=True, text=True).stdout\n"
+        "reached = []\n"
+        f"for addr in [('127.0.0.1', {port}), ('1.1.1.1', 53)]:\n"
+        "    try:\n"
+        "        socket.create_connection(addr, timeout=3)\n"
+        "        reached.append(addr)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "seen = []\n"
+        f"for p in [{str(secret)!r}, {str(stack_settings.data_path)!r}, '/etc/passwd']:\n"
+        "    try:\n"
+        "        seen.append(open(p).read() if os.path.isfile(p) else os.listdir(p))\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "page = await fleet.machines.list()\n"
+        "print('listed', flush=True)\n"
+        "{'kernel': kernel, 'reached': reached, 'seen': seen, 'uid': os.getuid(),\n"
+        " 'links': [n for _, n in socket.if_nameindex()], 'machines': page['machines']}"
+    )
+    async with listener:
+        result = await run(codemode, code, timeout_s=120)
+    assert result.status == "ok", result
+    assert "Starting gVisor" in result.result["kernel"]
+    assert result.result["reached"] == []
+    assert result.result["links"] == ["lo"]  # --network=none: gVisor's own loopback, nothing else
+    assert result.result["seen"] == []
+    assert result.result["uid"] == 65534
+    assert result.result["machines"] == []
+    assert result.logs == ["listed"]
+    await wait_until(lambda: not runsc_left(stack_settings), timeout=30)
+    assert not list((stack_settings.data_path / "codemode-gvisor").glob("run-*"))
+
+
+async def test_a_timeout_ends_the_sandbox_and_leaves_nothing(
+    codemode: FleetClient, stack_settings: Settings
+) -> None:
+    code = "import time\nprint('up', flush=True)\ntime.sleep(600)"
+    result = await run(codemode, code, timeout_s=15)
+    assert result.status == "timeout", result
+    assert result.logs == ["up"]
+    await wait_until(lambda: not runsc_left(stack_settings), timeout=30)
+    assert not list((stack_settings.data_path / "codemode-gvisor").glob("run-*"))
