@@ -17,7 +17,7 @@ runsc's own, which it connects to the container's.
 
 Wall time is the service's timer, as in bubblewrap: ``kill`` SIGKILLs runsc's process group;
 its sandbox is ``--attached`` (it dies with runsc), and ``runsc delete --force`` then removes
-its state.
+its state. runsc has the parent-death signal SIGKILL, so a run also ends with the service.
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ class GvisorSandbox(Sandbox):
             listener.listen(1)
             listener.setblocking(False)
             self.proc = await asyncio.create_subprocess_exec(
+                # runsc dies with the service (its sandbox is attached: it dies with runsc).
+                *("setpriv", "--pdeathsig", "KILL", "--"),
                 *self._runsc.argv("run", "--bundle", str(self._dir), self._cid),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

@@ -6,6 +6,7 @@ The bubblewrap sandbox's own tests: test_codemode_sandbox.py."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from pathlib import Path
 
@@ -82,3 +83,39 @@ async def test_a_timeout_ends_the_sandbox_and_leaves_nothing(
     assert result.logs == ["up"]
     await wait_until(lambda: not runsc_left(stack_settings), timeout=30)
     assert not list((stack_settings.data_path / "codemode-gvisor").glob("run-*"))
+
+
+ORPHAN = """
+import asyncio, json, sys, time
+from pathlib import Path
+from services.codemode.sandbox import Limits
+from services.codemode.sandbox_gvisor import GvisorSandbox, Runsc
+
+async def main() -> None:
+    runsc = Runsc("runsc", "ptrace", Path(sys.argv[1]))
+    async with GvisorSandbox(Limits(), runsc) as sb:
+        start = {"t": "start", "code": "import time\\nprint('up', flush=True)\\ntime.sleep(600)",
+                 "providers": []}
+        sb.writer.write(json.dumps(start).encode() + b"\\n")
+        print((await sb.proc.stdout.readline()).decode().strip(), flush=True)
+        time.sleep(600)  # blocks the loop: the service's process, killed while a run is up
+
+asyncio.run(main())
+"""
+
+
+async def test_a_run_ends_with_the_service_that_ran_it(tmp_path: Path) -> None:
+    work = tmp_path / "codemode-gvisor"
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ORPHAN, str(work), stdout=asyncio.subprocess.PIPE,
+        cwd=str(Path(__file__).parents[2]),
+    )  # fmt: skip
+    try:
+        assert service.stdout is not None
+        async with asyncio.timeout(120):
+            assert await service.stdout.readline() == b"up\n"
+        assert processes_with(str(work))
+    finally:
+        service.kill()
+        await service.wait()
+    await wait_until(lambda: not processes_with(str(work)), timeout=30)
