@@ -13,10 +13,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from contracts.codemode import RunJob, RunResult, new_run_id
 from fleet.client import FleetClient
+from services.codemode.engine import Run
+from services.codemode.sandbox import Limits
+from services.codemode.sandbox_gvisor import Runsc
 from services.common.settings import Settings
 from tests.integration.test_codemode import codemode, run
-from tests.integration.test_codemode_sandbox import processes_with
+from tests.integration.test_codemode_sandbox import Echo, processes_with
 from tests.waiters import wait_until
 
 __all__ = ["codemode"]  # the fixture, on this module's settings
@@ -119,3 +123,37 @@ async def test_a_run_ends_with_the_service_that_ran_it(tmp_path: Path) -> None:
         service.kill()
         await service.wait()
     await wait_until(lambda: not processes_with(str(work)), timeout=30)
+
+
+async def test_the_limits_hold_on_gvisor(tmp_path: Path) -> None:
+    """The run's rlimits, in its OCI spec (memory) and set inside (processes), hold under
+    gVisor's kernel as under bubblewrap's."""
+    fork_bomb = (
+        "import os, time\n"
+        "n = 0\n"
+        "try:\n"
+        "    while True:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(30)\n"
+        "            os._exit(0)\n"
+        "        n += 1\n"
+        "except OSError as e:\n"
+        "    stopped = str(e)\n"
+        "[n, stopped]"
+    )
+    runsc = Runsc("runsc", "ptrace", tmp_path / "codemode-gvisor")
+
+    async def publish(_: object) -> None:
+        return None
+
+    async def run_here(code: str, limits: Limits) -> RunResult:
+        job = RunJob(run_id=new_run_id(), code=code, timeout_s=120, token_id="t")
+        return await Run(job, {"fleet": Echo()}, limits, publish, runsc=runsc).execute()
+
+    forks = await run_here(fork_bomb, Limits(processes=8))
+    assert forks.status == "ok", forks
+    assert forks.result[0] < 8
+    assert "unavailable" in forks.result[1]
+    memory = await run_here("x = bytearray(4 * 1024**3)\nlen(x)", Limits(memory_mb=256))
+    assert memory.status == "error", memory
+    assert "MemoryError" in (memory.error or "")
