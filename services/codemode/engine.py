@@ -30,6 +30,7 @@ from contracts.codemode import (
 from contracts.errors import FleetError, InternalError, InvalidRequest, MethodNotFound
 from core.tasks import OwnedTasks, cancel_and_join
 from services.codemode.sandbox import Limits, Sandbox
+from services.codemode.sandbox_gvisor import Runsc, open_sandbox
 
 log = structlog.get_logger(__name__)
 
@@ -86,11 +87,18 @@ _ENC = msgspec.json.Encoder()
 
 class Run:
     def __init__(
-        self, job: RunJob, providers: dict[str, ToolProvider], limits: Limits, publish: Publish
+        self,
+        job: RunJob,
+        providers: dict[str, ToolProvider],
+        limits: Limits,
+        publish: Publish,
+        *,
+        runsc: Runsc | None = None,
     ) -> None:
         self.job = job
         self.providers = providers
         self.limits = limits
+        self.runsc = runsc  # None: bubblewrap's sandbox, else gVisor's
         self._publish = publish
         self._seq = 0
         self.logs: list[str] = []
@@ -128,7 +136,8 @@ class Run:
         )  # fmt: skip
         # Exits in turn: the output read to its end (2 s at most), the calls, the sandbox.
         pumps = OwnedTasks(f"codemode-logs:{job.run_id}", drain_s=2.0)
-        async with Sandbox(self.limits, limit=MAX_MESSAGE_BYTES) as sb, self._calls, pumps:
+        sandbox = open_sandbox(self.limits, self.runsc, limit=MAX_MESSAGE_BYTES)
+        async with sandbox as sb, self._calls, pumps:
             assert sb.writer is not None
             assert sb.proc is not None
             start = {"t": "start", "code": job.code, "providers": sorted(self.providers)}

@@ -1,4 +1,5 @@
-"""The sandbox a run's code executes in: bubblewrap, no network, limits, one socket out.
+"""The sandbox a run's code executes in: bubblewrap, no network, limits, one socket out
+(``FLEET_CODEMODE_RUNTIME=namespaces``; gVisor's: services/codemode/sandbox_gvisor.py).
 
 What the sandbox sees: ``/usr`` (and the interpreter's prefix) read-only, a private ``/tmp``,
 its own ``/proc`` and ``/dev``, the runner script, and nothing else of the host: no data dir, no

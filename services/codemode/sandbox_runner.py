@@ -1,7 +1,8 @@
 """The program that runs inside the sandbox: standard library only, never imported by fleetd.
 
-Its source is handed to ``python -I -S -c`` inside the bubblewrap sandbox. The fd named by
-``CODEMODE_FD`` is a socket to the codemode service, carrying one JSON object per line:
+Its source is handed to ``python -I -S -c`` inside the sandbox. Its channel to the codemode
+service is a socket: the fd named by ``CODEMODE_FD`` (bubblewrap), or the Unix socket at the
+path ``CODEMODE_SOCKET`` names (gVisor), carrying one JSON object per line:
 
 - service -> runner, first: ``{"t": "start", "code": str, "providers": [name, ...]}``
 - runner -> service: ``{"t": "call", "id": n, "provider": p, "path": "a.b", "args": [...],
@@ -154,7 +155,12 @@ async def main() -> None:
 def _socket() -> Any:
     import socket
 
-    return socket.socket(fileno=int(os.environ["CODEMODE_FD"]))
+    path = os.environ.get("CODEMODE_SOCKET")
+    if path is None:
+        return socket.socket(fileno=int(os.environ["CODEMODE_FD"]))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(path)
+    return sock
 
 
 def _limit_processes() -> None:

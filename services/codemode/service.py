@@ -36,12 +36,14 @@ from contracts.codemode import (
 from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
 from core.reply_server import ReplyServer, respond
 from core.tasks import cancel_and_join
+from providers.gvisor import probe
 from services.codemode.bridges import bridge_providers
 from services.codemode.engine import Run, ToolProvider
 from services.codemode.providers import FleetProvider, GatewayCaller, MachineProvider
 from services.codemode.sandbox import Limits
+from services.codemode.sandbox_gvisor import Runsc
 from services.common.crypto import SecretBox
-from services.common.settings import Settings
+from services.common.settings import Settings, SettingsError
 from services.common.store import Store
 
 log = structlog.get_logger(__name__)
@@ -49,6 +51,19 @@ J = TypeVar("J")
 _ENC = msgspec.json.Encoder()
 #: A tool call through the gateway may take as long as a daemon's exec (its own timeout).
 TOOL_TIMEOUT_S = 3600.0
+
+
+def codemode_runsc(settings: Settings) -> Runsc | None:
+    """The runsc runs execute under (FLEET_CODEMODE_RUNTIME=gvisor), None for bubblewrap; a
+    host without runsc stops the service at start, named."""
+    if settings.codemode_runtime == "namespaces":
+        return None
+    if why := probe(settings.runsc):
+        raise SettingsError(
+            f"FLEET_CODEMODE_RUNTIME=gvisor needs runsc: {why} "
+            "(`apt-get install runsc`, or FLEET_CODEMODE_RUNTIME=namespaces)"
+        )
+    return Runsc(settings.runsc, settings.gvisor_platform, settings.data_path / "codemode-gvisor")
 
 
 class CodemodeService:
@@ -61,6 +76,7 @@ class CodemodeService:
             memory_mb=settings.codemode_memory_mb,
             processes=settings.codemode_processes,
         )
+        self._runsc = codemode_runsc(settings)
         self._slots = asyncio.Semaphore(settings.codemode_concurrency)
         # A stop cancels the runs at once: each run's sandbox is killed as its context unwinds.
         runs = (subjects.CODEMODE_RUN, self._answer_run)
@@ -92,7 +108,7 @@ class CodemodeService:
     async def run(self, job: RunJob) -> RunResult:
         async with self._slots:
             providers = await self.providers(job.run_id, job.instance_id, job.machine_id)
-            run = Run(job, providers, self._limits, self._publisher(job.run_id))
+            run = Run(job, providers, self._limits, self._publisher(job.run_id), runsc=self._runsc)
             record = RunRecord(run_id=job.run_id, status="running", instance_id=job.instance_id,
                                machine_id=job.machine_id, token_id=job.token_id,
                                started_at=now())  # fmt: skip

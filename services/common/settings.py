@@ -339,6 +339,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     codemode_cpu_s: int = 60
     codemode_memory_mb: int = 512
     codemode_processes: int = 64
+    #: Where each run's code executes: bubblewrap's namespaces, or a gVisor sandbox (runsc,
+    #: FLEET_RUNSC, on FLEET_GVISOR_PLATFORM; docs/codemode.md).
+    codemode_runtime: Literal["namespaces", "gvisor"] = "namespaces"
     # auth callout
     #: Account nkey seed ("SA...") with which the auth callout signs its answers and the
     #: machines' user JWTs; its public key is the server's ``auth_callout.issuer``.
