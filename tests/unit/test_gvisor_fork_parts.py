@@ -1,7 +1,7 @@
 """The pure parts of a fork with memory: the fork's OCI spec (its own directories at its
 source's paths), the image's count of forks still to restore, the source's renewed credential
-(the same signing key) and the supervisor's second reading of its identity. On real runsc
-sandboxes: tests/integration/test_gvisor_fork_memory.py."""
+(the same signing key), the supervisor's second reading of its identity and its telling it to
+the daemon at a resume. On real runsc sandboxes: tests/integration/test_gvisor_fork_memory.py."""
 
 from __future__ import annotations
 
@@ -79,3 +79,82 @@ def test_the_supervisor_reads_its_token_and_machine_id_again(
     (tmp_path / "token").write_text("other")
     assert nodump.reread_identity() is None
     assert nodump.token() == "fork-token"
+
+
+def _told(read: int) -> tuple[str, str] | None:
+    os.set_blocking(read, False)
+    return nodump.read_new_identity(read)
+
+
+def test_a_resume_tells_the_daemon_its_new_identity_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("fork-token")
+    (tmp_path / "machine-id").write_text("m-0123456789abcdef")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(nodump, "_token_file", str(tmp_path / "token"))
+    monkeypatch.setattr(nodump, "_token", "source-token")
+    monkeypatch.setenv("FLEET_MACHINE_ID", "m-aaaaaaaaaaaaaaaa")
+    read, write = nodump.identity_pipe()
+    try:
+        assert read not in (nodump.TOKEN_FD, nodump.IDENTITY_FD)
+        assert nodump.tell_new_identity(write)
+        assert _told(read) == ("m-0123456789abcdef", "fork-token")
+        assert os.environ["FLEET_MACHINE_ID"] == "m-0123456789abcdef"  # a next daemon's too
+        assert not nodump.tell_new_identity(write)  # nothing new: a plain resume
+        assert _told(read) is None
+        # The source's renewed credential: the same machine id, another password.
+        (tmp_path / "token").write_text("fork-token.renewed")
+        assert nodump.tell_new_identity(write)
+        assert _told(read) == ("m-0123456789abcdef", "fork-token.renewed")
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_a_supervisor_that_is_not_roots_tells_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("fork-token")
+    (tmp_path / "machine-id").write_text("m-0123456789abcdef")
+    monkeypatch.setattr(nodump, "_token_file", None)
+    read, write = nodump.identity_pipe()
+    try:
+        assert not nodump.tell_new_identity(write)
+        assert not nodump.tell_new_identity(None)
+        assert _told(read) is None
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+@pytest.mark.parametrize(
+    "told",
+    [
+        b"../../etc fork-token\n",
+        b"m-0123456789abcdef\n",
+        b"m-0123456789abcdef tok\x1ben\n",
+        b"M-0123456789ABCDEF token\n",
+        b"",
+    ],
+)
+def test_the_daemon_takes_no_identity_that_is_not_well_formed(told: bytes) -> None:
+    read, write = os.pipe()
+    try:
+        os.write(write, told)
+        assert _told(read) is None
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_the_daemon_takes_the_last_identity_told() -> None:
+    read, write = os.pipe()
+    try:
+        os.write(write, b"m-0123456789abcdef one\nm-fedcba9876543210 two\n")
+        assert _told(read) == ("m-fedcba9876543210", "two")
+        assert _told(read) is None  # read once
+        assert nodump.read_new_identity(None) is None
+    finally:
+        os.close(read)
+        os.close(write)
