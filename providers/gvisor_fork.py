@@ -43,6 +43,7 @@ from providers.gvisor import (
     BUNDLE,
     Runsc,
     _rootfs,
+    container_id,
     start_sandbox,
     write_bundle,
     write_token,
@@ -93,6 +94,10 @@ async def take_image(
     finally:  # the source runs on, whatever became of its copy
         home_copied = time.monotonic()
         await asyncio.to_thread(stop_pasta, machine_id)
+        # As before a resume: the checkpointed sandbox's state may outlive it, and a restore
+        # under the same name then fails ("container already exists"), the source lost.
+        await asyncio.to_thread(runsc.run, "delete", "--force", container_id(machine_id),
+                                timeout_s=60)  # fmt: skip
         pid = await start_sandbox(
             runsc, machine_id, machine_dir / BUNDLE, machine_dir / "daemon.log", machine_id,
             enter, verb=("restore", "--image-path", str(memory)),
