@@ -165,14 +165,25 @@ class Daemon:
         log.info("daemon.parked" if park else "daemon.unparked", changed=done)
 
     def _take_identity(self) -> bool:
-        """A resume that brings a new identity (a fork's own, a renewed credential): this
-        daemon stops serving, its connection never taken back, and the caller serves as the
-        new one in this process (its machine id, token and signing key, all from settings)."""
+        """A resume that brings a new identity: True when this daemon stops serving for it
+        (a fork's own machine id and token), its connection never taken back, and the caller
+        serves as the new one in this process (machine id, subjects, credential and signing
+        key, all from settings). A renewed credential of this machine (the same token, so the
+        same signing key: contracts/signing.py) is only the password of the reconnect that
+        follows: False, and the connection, its subscriptions and sessions go on."""
         told = nodump.read_new_identity(self._identity_fd)
         if told is None:
             return False
+        machine_id, credential = told
+        if machine_id == self.settings.machine_id and signing_key(credential) == self._key:
+            self.settings = msgspec.structs.replace(self.settings, machine_token=credential)
+            if self._nc is not None:
+                self._nc.options["password"] = credential
+            nodump.keep_token(credential)  # what a selfUpdate hands on
+            log.info("daemon.credential_renewed")
+            return False
         self.next_identity = told
-        self.request_stop(f"serving as {told[0]}, a new identity", "identity")
+        self.request_stop(f"serving as {machine_id}, a new identity", "identity")
         return True
 
     def request_stop(
