@@ -74,7 +74,7 @@ SLOW = {
     "24": "egress policy (100 machines, 100 MiB downloads)",
     "25": "creates while a NATS node is lost (--ha)",
     "26": "environments (two docker stacks, image builds)",
-    "27": "gvisor (runsc: 256 MiB pauses and resumes, stops and starts)",
+    "27": "gvisor (runsc: 256 MiB pauses and resumes, stops and starts, forks with memory)",
 }
 
 

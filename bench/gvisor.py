@@ -18,23 +18,26 @@ holds 256 MiB of random data, touched.
 - reported, not goals: cold create-to-ready (``machine.ready``) under each runtime,
   alternating, without a warm pool; ``python3 -c pass`` through ``machines.exec`` under each.
   The gVisor platform the machines ran on is named in the figures' note.
+- fork with memory (the first of 3 ready, and 10 forks) and create from a memory snapshot,
+  each against namespaces machines made without memory: bench/gvisor_fork.py, on two
+  machines of their own made after the pauses.
 
-Not measured yet: fork with memory (the first fork ready, and 10 forks) and create from a
-memory snapshot (docs/fork-snapshots.md gives the integration tests' figures). Not measured,
-because fleetd does not do it: a gvisor warm pool against a namespaces one (the warm pool
-keeps namespaces sandboxes only; a gvisor create never takes one). Of the
-reported rows, ``git status`` in a 10,000-file repository and a 100 MiB download are not
-measured either.
+Not measured, because fleetd does not do it: a gvisor warm pool against a namespaces one (the
+warm pool keeps namespaces sandboxes only; a gvisor create never takes one). Of the reported
+rows, ``git status`` in a 10,000-file repository and a 100 MiB download are not measured
+either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from pathlib import Path
 
 import aiodocker
 
+from bench import gvisor_fork
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.procstat import cmdline, rss_mb, uss_pss_mb
 from bench.stack import FleetUp, RpcError, servers
@@ -81,6 +84,10 @@ async def _create(side: _Side, runtime: Runtime) -> tuple[str, float]:
         raise RuntimeError(f"{runtime} machine {machine.id} failed: "
                            f"{side.watch.failed[machine.id]}")  # fmt: skip
     return machine.id, side.watch.seen["ready", machine.id] - t0
+
+
+async def _made(side: _Side) -> str:
+    return (await _create(side, "gvisor"))[0]
 
 
 async def _event(side: _Side, mid: str, kind: str, refused: str = "") -> float:
@@ -178,9 +185,11 @@ async def _python_pass(side: _Side, mid: str) -> float:
 
 async def run(report: Report, quick: bool) -> None:
     cycles, creates, execs = (2, 1, 3) if quick else (5, 3, 10)
+    rounds = 2 if quick else 5
     print(f"[27] gvisor: {cycles} pauses and resumes (256 MiB held) against as many stops and "
           f"starts of a namespaces machine; {creates} cold creates and {execs} python3 -c pass "
-          "under each runtime")  # fmt: skip
+          f"under each runtime; {rounds} forks and creates from a snapshot with memory against "
+          "as many without")  # fmt: skip
     async with aiodocker.Docker() as docker:
         gateway = await ensure_network(docker, Settings().docker_network)
     times: dict[str, list[float]] = {}
@@ -191,11 +200,14 @@ async def run(report: Report, quick: bool) -> None:
     ):
         side = _Side(up, ns.url)
         try:
-            await side.start(2 * creates + 1)
+            await side.start(2 * creates + 3 + gvisor_fork.MANY + gvisor_fork.SPARE)
             platform = await _measure(side, cycles, creates, execs, times)
+            nsf = (await _create(side, "namespaces"))[0]
+            lost = await gvisor_fork.measure(side, partial(_made, side), nsf, rounds, times)
         finally:
             await side.close()
     _report(report, times, platform)
+    gvisor_fork.report_forks(report, times, f"platform {platform}", lost)
 
 
 async def _measure(

@@ -8,18 +8,41 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.codestore import keep_import_path
 from core.poolwire import POOL_FD_VAR
 from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
 
+if TYPE_CHECKING:
+    from daemon.server import Daemon
+
 # asyncio, structlog, nats-py and everything importing them are imported in the functions
 # below, after lean_imports() (see there): it decides what they load.
 
 
-async def _run(settings: DaemonSettings) -> Path | None:
-    """Run until asked to stop; returns the code to re-execute into, if any (selfUpdate)."""
+async def _run(settings: DaemonSettings, identity_fd: int | None) -> Path | None:
+    """Run until asked to stop; returns the code to re-execute into, if any (selfUpdate). A
+    resume that brings a new identity (daemon/nodump.py) is served next, in this process."""
+    import msgspec
+    import structlog
+
+    from daemon import nodump
+
+    while True:
+        daemon = await _serve(settings, identity_fd)
+        if daemon is None or daemon.exit_mode != "identity" or daemon.next_identity is None:
+            return daemon.exit_target if daemon and daemon.exit_mode == "exec" else None
+        machine_id, token = daemon.next_identity
+        settings = msgspec.structs.replace(settings, machine_id=machine_id, machine_token=token)
+        os.environ["FLEET_MACHINE_ID"] = machine_id  # what the machine's commands are told
+        nodump.keep_token(token)  # what a selfUpdate hands on
+        structlog.contextvars.bind_contextvars(machine_id=machine_id)
+
+
+async def _serve(settings: DaemonSettings, identity_fd: int | None) -> Daemon | None:
+    """One daemon, until asked to stop; None if it stopped while starting."""
     import asyncio
 
     import structlog
@@ -29,7 +52,7 @@ async def _run(settings: DaemonSettings) -> Path | None:
 
     log = structlog.get_logger(__name__)
 
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, identity_fd=identity_fd)
     main = asyncio.current_task()
     assert main is not None
 
@@ -57,7 +80,7 @@ async def _run(settings: DaemonSettings) -> Path | None:
         log.info("daemon.stopped_while_starting", reason=daemon.stop_reason)
         return None
     log.info("daemon.stopped", reason=daemon.stop_reason, mode=daemon.exit_mode)
-    return daemon.exit_target if daemon.exit_mode == "exec" else None
+    return daemon
 
 
 def _home(arg: str | None) -> Path:
@@ -97,6 +120,7 @@ def run() -> None:
 
     nodump.forbid_dumps()  # the loader did it already where there is one (see there)
     nodump.take_token()  # from its pipe: never in our environment, nor our children's
+    identity_fd = nodump.take_identity_fd()
     nodump.drop_root_for_daemon()  # a gvisor machine's daemon: its user only once it has it
     if POOL_FD_VAR in os.environ:  # a pooled machine: imports first, then wait to be claimed
         lean_imports(os.environ.get("FLEET_NATS_URL", ""))
@@ -126,7 +150,7 @@ def run() -> None:
     from daemon.reaping import reap_without_threads
 
     reap_without_threads()
-    target = asyncio.run(_run(settings))
+    target = asyncio.run(_run(settings, identity_fd))
     if target is not None:
         from daemon import update
 

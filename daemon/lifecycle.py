@@ -33,7 +33,8 @@ log = structlog.get_logger(__name__)
 #: States a daemon writes while it is alive; found with a dead pid, they mean it crashed.
 LIVE_STATES = ("starting", "running", "stopping")
 
-ExitMode = Literal["stop", "exec", "handover"]
+#: ``identity``: this process serves next as another identity (daemon/server.py).
+ExitMode = Literal["stop", "exec", "handover", "identity"]
 
 
 class StopRequest(Protocol):
@@ -135,8 +136,8 @@ class Lifecycle:
         return out
 
     async def close(self, *, mode: str, reason: str, error: BaseException | None) -> None:
-        """``mode``: ``stop`` ends the background processes too; ``exec`` and ``handover``
-        leave them to the daemon that comes next."""
+        """``mode``: ``stop`` ends the background processes too; ``exec``, ``handover`` and
+        ``identity`` leave them to the daemon that comes next."""
         try:
             if mode == "stop":
                 await self.procs.stop_all()

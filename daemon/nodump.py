@@ -42,6 +42,12 @@ from core.tokenfd import (
 )
 
 TOKEN_VAR = "FLEET_MACHINE_TOKEN"  # noqa: S105 - a variable name
+#: A daemon's identity pipe (its read end): where a supervisor that stays root tells it, at a
+#: resume, the identity its provider wrote since (a fork's own, or a renewed credential).
+IDENTITY_FD = 4
+IDENTITY_FD_VAR = "FLEET_IDENTITY_FD"
+#: One identity told: ``<machine id> <token>\n``, at most this long (a pipe's atomic write).
+IDENTITY_MAX = 4096
 _PR_SET_DUMPABLE = 4
 #: How a daemon of installed code is run: -P, neither the working directory nor a script's
 #: may shadow fleetd's packages; -s, nor the home's user site-packages (a ``.pth`` file there
@@ -51,6 +57,8 @@ _token: str | None = None
 #: The token file a supervisor that stays root read (a gvisor machine's), read again at each
 #: daemon's start after the first.
 _token_file: str | None = None
+#: A daemon's identity pipe (``take_identity_fd``), passed on to the code it re-executes into.
+_identity_fd: int | None = None
 
 
 def forbid_dumps() -> bool:
@@ -158,6 +166,73 @@ def reread_identity() -> str | None:
     return machine_id if MACHINE_ID_RE.match(machine_id) else None
 
 
+def tell_new_identity(fd: int | None) -> bool:
+    """A resume's, in a supervisor that stays root: the token and machine id its provider wrote
+    last, told to the daemon on its identity pipe ``fd`` if either changed (a fork restored
+    from its source's image, a source whose credential was renewed); False if nothing was."""
+    old = (os.environ.get("FLEET_MACHINE_ID"), _token)
+    machine_id = reread_identity()
+    if fd is None or machine_id is None or _token is None or (machine_id, _token) == old:
+        return False
+    line = f"{machine_id} {_token}\n".encode()
+    if len(line) > IDENTITY_MAX:
+        return False
+    os.environ["FLEET_MACHINE_ID"] = machine_id  # the next daemon's too, if this one dies
+    try:
+        return os.write(fd, line) == len(line)
+    except OSError:  # the daemon is gone (its next one reads the files' identity at its start)
+        return False
+
+
+def identity_pipe() -> tuple[int, int]:
+    """A daemon's identity pipe: the read end (never ``TOKEN_FD`` or ``IDENTITY_FD``: the
+    file actions dup2 onto those), and the write end the supervisor keeps, non-blocking."""
+    read, write = os.pipe()
+    while read in (TOKEN_FD, IDENTITY_FD):
+        read, old = os.dup(read), read
+        os.close(old)
+    os.set_blocking(write, False)
+    return read, write
+
+
+def take_identity_fd() -> int | None:
+    """A daemon's: the identity pipe it was given, out of its environment and kept from the
+    programs it runs; None if it has none."""
+    global _identity_fd
+    raw = os.environ.pop(IDENTITY_FD_VAR, None)
+    if raw is None or not raw.isdigit():
+        return None
+    fd = int(raw)
+    try:
+        os.set_inheritable(fd, False)
+        os.set_blocking(fd, False)
+    except OSError:
+        return None
+    _identity_fd = fd
+    return fd
+
+
+def read_new_identity(fd: int | None) -> tuple[str, str] | None:
+    """A daemon's, at a resume: the last identity its supervisor told (machine id, token) since
+    the last read; None if none (or nothing well formed) came."""
+    if fd is None:
+        return None
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, IDENTITY_MAX)
+        except OSError:  # BlockingIOError: all read
+            break
+        if not chunk:
+            break
+        data = (data + chunk)[-2 * IDENTITY_MAX :]  # bounded: the last line is what counts
+    lines = data.decode("ascii", errors="replace").splitlines()
+    machine_id, _, token = (lines[-1] if lines else "").partition(" ")
+    if not MACHINE_ID_RE.fullmatch(machine_id) or not token or not token.isprintable():
+        return None
+    return machine_id, token
+
+
 def token_handed(env: dict[str, str]) -> tuple[dict[str, str], list[tuple[int, int, int]]]:
     """``env`` and the posix_spawn file actions that give a child our token on its pipe
     (``TOKEN_FD``); the pipe's read end stays open in this process until ``close_handed``."""
@@ -175,7 +250,10 @@ def close_handed(actions: list[tuple[int, int, int]]) -> None:
 
 def token_for_exec(env: dict[str, str]) -> dict[str, str]:
     """``env`` for an exec of this process: our token on an inherited pipe."""
-    env = {k: v for k, v in env.items() if k not in (TOKEN_VAR, TOKEN_FD_VAR)}
+    env = {k: v for k, v in env.items() if k not in (TOKEN_VAR, TOKEN_FD_VAR, IDENTITY_FD_VAR)}
+    if _identity_fd is not None:
+        os.set_inheritable(_identity_fd, True)
+        env[IDENTITY_FD_VAR] = str(_identity_fd)
     if _token is None:
         return env
     fd = token_pipe(_token)

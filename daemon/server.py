@@ -57,7 +57,7 @@ from core.lockfile import DaemonLock
 from core.reply_server import ReplyServer
 from core.ticker import Ticker
 from core.version import git_sha, package_version
-from daemon import gitclone, tools, update
+from daemon import gitclone, nodump, tools, update
 from daemon.byte_stream_hub import ByteStreamHub, Pipes
 from daemon.exec_streams import ExecStreams, daemon_log
 from daemon.files import FileTools
@@ -91,8 +91,12 @@ class Daemon:
     #: Swarm daemons, many to a process for load tests, run without it.
     lifecycle: ClassVar[bool] = True
 
-    def __init__(self, settings: DaemonSettings) -> None:
+    def __init__(self, settings: DaemonSettings, *, identity_fd: int | None = None) -> None:
         self.settings = settings
+        #: Where the supervisor tells a new identity at a resume (daemon/nodump.py), and the
+        #: one told: the caller serves as it next (``exit_mode`` "identity").
+        self._identity_fd = identity_fd
+        self.next_identity: tuple[str, str] | None = None
         self.boot_id = uuid.uuid4().hex
         self._started = time.monotonic()
         self._nc: NATS | None = None
@@ -146,6 +150,8 @@ class Daemon:
         nc = self._nc
         if nc is None:
             return
+        if not park and self._take_identity():
+            return
         control = self._life.control if self._life is not None else None
         try:
             if park and control is not None:
@@ -157,6 +163,28 @@ class Daemon:
             log.warning("daemon.park_failed", park=park, error=repr(exc))
             return
         log.info("daemon.parked" if park else "daemon.unparked", changed=done)
+
+    def _take_identity(self) -> bool:
+        """A resume that brings a new identity: True when this daemon stops serving for it
+        (a fork's own machine id and token), its connection never taken back, and the caller
+        serves as the new one in this process (machine id, subjects, credential and signing
+        key, all from settings). A renewed credential of this machine (the same token, so the
+        same signing key: contracts/signing.py) is only the password of the reconnect that
+        follows: False, and the connection, its subscriptions and sessions go on."""
+        told = nodump.read_new_identity(self._identity_fd)
+        if told is None:
+            return False
+        machine_id, credential = told
+        if machine_id == self.settings.machine_id and signing_key(credential) == self._key:
+            self.settings = msgspec.structs.replace(self.settings, machine_token=credential)
+            if self._nc is not None:
+                self._nc.options["password"] = credential
+            nodump.keep_token(credential)  # what a selfUpdate hands on
+            log.info("daemon.credential_renewed")
+            return False
+        self.next_identity = told
+        self.request_stop(f"serving as {machine_id}, a new identity", "identity")
+        return True
 
     def request_stop(
         self, reason: str, mode: ExitMode = "stop", target: Path | None = None
@@ -246,6 +274,10 @@ class Daemon:
     async def _disconnect(self) -> None:
         nc, self._nc = self._nc, None
         if nc is None or nc.is_closed:
+            return
+        if self.exit_mode == "identity":  # parked as the identity left: nothing more said as it
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await nc.close()
             return
         await self._say_stopping(nc, timeout_s=5.0)
         try:

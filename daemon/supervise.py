@@ -16,7 +16,9 @@
   machine (in the sandbox, the pid namespace ends with its init).
 - SIGTERM/SIGINT: forwarded to the daemon, then we stop when it has. SIGHUP: restart the
   daemon in place (forwarded as SIGHUP, which makes the daemon leave its processes running).
-  SIGUSR1/SIGUSR2: forwarded, for a pause and its resume (daemon/park.py).
+  SIGUSR1/SIGUSR2: forwarded, for a pause and its resume (daemon/park.py). At a resume, an
+  identity its provider wrote since (a fork's own, a renewed credential) is told to the
+  daemon first, on its identity pipe: the daemon takes it in place (daemon/server.py).
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ class Supervisor:
         self.started_at = 0.0
         self.failures = 0
         self.spawned = 0
+        #: The write end of the watched daemon's identity pipe (nodump.tell_new_identity).
+        self.identity: int | None = None
 
     def spawn(self) -> None:
         env = dict(os.environ)
@@ -122,12 +126,21 @@ class Supervisor:
         self.spawned += 1
         env, argv = self.code(env)
         env, give_token = nodump.token_handed(env)
+        read, write = nodump.identity_pipe()
+        env[nodump.IDENTITY_FD_VAR] = str(nodump.IDENTITY_FD)
+        give = [*give_token, (os.POSIX_SPAWN_DUP2, read, nodump.IDENTITY_FD)]
         try:
             # An empty mask: a daemon started after a stop was asked must still take signals.
-            self.current = os.posix_spawn(argv[0], argv, env, file_actions=give_token,
+            self.current = os.posix_spawn(argv[0], argv, env, file_actions=give,
                                           setsigmask=())  # fmt: skip
+        except BaseException:
+            os.close(write)
+            raise
         finally:
-            nodump.close_handed(give_token)
+            nodump.close_handed(give)
+        if self.identity is not None:  # the daemon before's
+            os.close(self.identity)
+        self.identity = write
         self.started_at = time.monotonic()
         _say("daemon_started", pid=self.current)
 
@@ -149,6 +162,8 @@ class Supervisor:
 
     def signal(self, signum: int, _: object) -> None:
         if signum in PARKS:  # a pause's or a resume's, for the daemon alone
+            if signum == RESUME:  # told first: the daemon reads it on the signal
+                nodump.tell_new_identity(self.identity)
             if self.current is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.current, signum)
@@ -269,6 +284,7 @@ TOKEN_SPENT_EXIT = 78
 _STOPS = (signal.SIGTERM, signal.SIGINT)
 #: A pause's and a resume's signals (daemon/park.py).
 PARKS = (signal.SIGUSR1, signal.SIGUSR2)
+RESUME = signal.SIGUSR2
 _HANDLED = (*_STOPS, signal.SIGHUP, *PARKS)
 
 

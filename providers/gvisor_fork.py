@@ -10,12 +10,13 @@ forks' homes are the source's as of the image's instant.
 
 A restored copy holds its source's credential in memory. So:
 - the source's NATS password is renewed between its checkpoint and its restore (its token,
-  the signing key's, is kept: contracts/signing.py), and its daemon restarted with it: the
+  the signing key's, is kept: contracts/signing.py), and its daemon resumed with it: the
   copy every fork holds is refused by the auth callout from then on;
 - a fork's sandbox is given its own token and machine id in its token directory before its
-  restore, and its daemon (parked, as the source's was at the checkpoint) is restarted at
-  once: the supervisor reads both again (daemon/nodump.py reread_identity), and the new daemon
-  speaks as the fork. The parked one never reconnects: it waits for a resume's signal.
+  restore, and its daemon (parked, as the source's was at the checkpoint) is resumed at once:
+  its supervisor reads both again and tells them to the daemon (daemon/nodump.py
+  tell_new_identity), which lets the source's connection go unused and connects as the fork,
+  in the same process (no new interpreter to start).
 
 A fork's sandbox sees its own home, code store and token directory at the source's paths (a
 restored process keeps its open files and working directory); its processes run as the
@@ -42,6 +43,7 @@ from providers.gvisor import (
     BUNDLE,
     Runsc,
     _rootfs,
+    container_id,
     start_sandbox,
     write_bundle,
     write_token,
@@ -92,6 +94,10 @@ async def take_image(
     finally:  # the source runs on, whatever became of its copy
         home_copied = time.monotonic()
         await asyncio.to_thread(stop_pasta, machine_id)
+        # As before a resume: the checkpointed sandbox's state may outlive it, and a restore
+        # under the same name then fails ("container already exists"), the source lost.
+        await asyncio.to_thread(runsc.run, "delete", "--force", container_id(machine_id),
+                                timeout_s=60)  # fmt: skip
         pid = await start_sandbox(
             runsc, machine_id, machine_dir / BUNDLE, machine_dir / "daemon.log", machine_id,
             enter, verb=("restore", "--image-path", str(memory)),
@@ -99,7 +105,7 @@ async def take_image(
     stood_ms = (time.monotonic() - began) * 1000
     credential = await renew()
     await asyncio.to_thread(write_token, machine_dir, credential, machine_id)
-    await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "HUP")
+    await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
     log.info("provider.gvisor_memory_image", machine_id=machine_id, pid=pid, forks=forks,
              ms=round(stood_ms), checkpoint_ms=round((checkpointed - began) * 1000),
              home_ms=round((home_copied - checkpointed) * 1000),
@@ -143,8 +149,8 @@ async def restore_fork(runsc: Runsc, machine_dir: Path, machine_id: str, token: 
         runsc, machine_id, bundle, machine_dir / "daemon.log", machine_id, enter,
         verb=("restore", "--image-path", str(memory)),
     )  # fmt: skip
-    # Its daemon, parked as its source's, restarted at once: the next is the fork's.
-    await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "HUP")
+    # Its daemon, parked as its source's, resumed at once as the fork.
+    await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
     log.info("provider.gvisor_fork_restored", machine_id=machine_id, pid=pid)
     return pid
 

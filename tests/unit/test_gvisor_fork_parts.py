@@ -1,7 +1,7 @@
 """The pure parts of a fork with memory: the fork's OCI spec (its own directories at its
 source's paths), the image's count of forks still to restore, the source's renewed credential
-(the same signing key) and the supervisor's second reading of its identity. On real runsc
-sandboxes: tests/integration/test_gvisor_fork_memory.py."""
+(the same signing key), the supervisor's second reading of its identity and its telling it to
+the daemon at a resume. On real runsc sandboxes: tests/integration/test_gvisor_fork_memory.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from contracts.signing import signing_key
+from core.tokenfd import TOKEN_FD
 from daemon import nodump
+from daemon.server import Daemon
+from daemon.settings import DaemonSettings
 from providers.gvisor_fork import LEFT_FILE, fork_spec, one_fork_less
 from services.common.crypto import mint_machine_token, renew_connect_secret
 
@@ -79,3 +82,134 @@ def test_the_supervisor_reads_its_token_and_machine_id_again(
     (tmp_path / "token").write_text("other")
     assert nodump.reread_identity() is None
     assert nodump.token() == "fork-token"
+
+
+def _told(read: int) -> tuple[str, str] | None:
+    os.set_blocking(read, False)
+    return nodump.read_new_identity(read)
+
+
+def test_a_resume_tells_the_daemon_its_new_identity_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("fork-token")
+    (tmp_path / "machine-id").write_text("m-0123456789abcdef")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(nodump, "_token_file", str(tmp_path / "token"))
+    monkeypatch.setattr(nodump, "_token", "source-token")
+    monkeypatch.setenv("FLEET_MACHINE_ID", "m-aaaaaaaaaaaaaaaa")
+    read, write = nodump.identity_pipe()
+    try:
+        assert read not in (TOKEN_FD, nodump.IDENTITY_FD)
+        assert nodump.tell_new_identity(write)
+        assert _told(read) == ("m-0123456789abcdef", "fork-token")
+        assert os.environ["FLEET_MACHINE_ID"] == "m-0123456789abcdef"  # a next daemon's too
+        assert not nodump.tell_new_identity(write)  # nothing new: a plain resume
+        assert _told(read) is None
+        # The source's renewed credential: the same machine id, another password.
+        (tmp_path / "token").write_text("fork-token.renewed")
+        assert nodump.tell_new_identity(write)
+        assert _told(read) == ("m-0123456789abcdef", "fork-token.renewed")
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_a_supervisor_that_is_not_roots_tells_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("fork-token")
+    (tmp_path / "machine-id").write_text("m-0123456789abcdef")
+    monkeypatch.setattr(nodump, "_token_file", None)
+    read, write = nodump.identity_pipe()
+    try:
+        assert not nodump.tell_new_identity(write)
+        assert not nodump.tell_new_identity(None)
+        assert _told(read) is None
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+@pytest.mark.parametrize(
+    "told",
+    [
+        b"../../etc fork-token\n",
+        b"m-0123456789abcdef\n",
+        b"m-0123456789abcdef tok\x1ben\n",
+        b"M-0123456789ABCDEF token\n",
+        b"",
+    ],
+)
+def test_the_daemon_takes_no_identity_that_is_not_well_formed(told: bytes) -> None:
+    read, write = os.pipe()
+    try:
+        os.write(write, told)
+        assert _told(read) is None
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_the_daemon_takes_the_last_identity_told() -> None:
+    read, write = os.pipe()
+    try:
+        os.write(write, b"m-0123456789abcdef one\nm-fedcba9876543210 two\n")
+        assert _told(read) == ("m-fedcba9876543210", "two")
+        assert _told(read) is None  # read once
+        assert nodump.read_new_identity(None) is None
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+class _Unserved(Daemon):
+    lifecycle = False
+
+
+def _daemon(tmp_path: Path, read: int) -> Daemon:
+    settings = DaemonSettings(nats_url="nats://127.0.0.1:1", machine_id="m-0123456789abcdef",
+                              machine_token="tok.secret-1", home=str(tmp_path))  # fmt: skip
+    return _Unserved(settings, identity_fd=read)
+
+
+def test_a_daemon_told_its_renewed_credential_keeps_serving_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nodump, "_token", None)
+    read, write = os.pipe()
+    try:
+        os.set_blocking(read, False)
+        daemon = _daemon(tmp_path, read)
+        key = daemon._key
+        os.write(write, b"m-0123456789abcdef tok.secret-2\n")
+        assert not daemon._take_identity()  # the same machine: its reconnect's password only
+        assert daemon.settings.machine_token == "tok.secret-2"
+        assert daemon._key == key
+        assert nodump.token() == "tok.secret-2"
+        assert not daemon.stopped.is_set()
+        assert not daemon._take_identity()  # nothing more told
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+@pytest.mark.parametrize(
+    "told",
+    [b"m-fedcba9876543210 fork-token\n", b"m-0123456789abcdef other-token.secret\n"],
+)
+def test_a_daemon_told_another_identity_stops_serving_for_it(tmp_path: Path, told: bytes) -> None:
+    read, write = os.pipe()
+    try:
+        os.set_blocking(read, False)
+        daemon = _daemon(tmp_path, read)
+        os.write(write, told)
+        assert daemon._take_identity()
+        assert daemon.stopped.is_set()
+        assert daemon.exit_mode == "identity"
+        machine_id, token = told.decode().split()
+        assert daemon.next_identity == (machine_id, token)
+        assert daemon.settings.machine_token == "tok.secret-1"  # the next daemon's, not this
+    finally:
+        os.close(read)
+        os.close(write)
