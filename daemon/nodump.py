@@ -159,11 +159,15 @@ def reread_identity() -> str | None:
             machine_id = f.read(64).strip()
     except OSError:
         return None
-    # Here, not at the top: contracts.ids imports secrets (hmac, and with it OpenSSL's
-    # _hashlib), and this module is imported before daemon.lean keeps OpenSSL out.
+    return machine_id if _is_machine_id(machine_id) else None
+
+
+def _is_machine_id(text: str) -> bool:
+    # contracts.ids is imported here, not at the top: it imports secrets (hmac, and with it
+    # OpenSSL's _hashlib), and this module is imported before daemon.lean keeps OpenSSL out.
     from contracts.ids import MACHINE_ID_RE
 
-    return machine_id if MACHINE_ID_RE.match(machine_id) else None
+    return MACHINE_ID_RE.fullmatch(text) is not None
 
 
 def tell_new_identity(fd: int | None) -> bool:
@@ -228,7 +232,7 @@ def read_new_identity(fd: int | None) -> tuple[str, str] | None:
         data = (data + chunk)[-2 * IDENTITY_MAX :]  # bounded: the last line is what counts
     lines = data.decode("ascii", errors="replace").splitlines()
     machine_id, _, token = (lines[-1] if lines else "").partition(" ")
-    if not MACHINE_ID_RE.fullmatch(machine_id) or not token or not token.isprintable():
+    if not _is_machine_id(machine_id) or not token or not token.isprintable():
         return None
     return machine_id, token
 
