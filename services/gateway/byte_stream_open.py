@@ -84,12 +84,12 @@ class ByteStreamOpener:
                                               chunk_size=chunk_size, traffic=traffic,
                                               wake=wake or WAKES.get(spec.name))  # fmt: skip
         except Exception as exc:
-            self._record(audit, caller, machine_id, params, exc)
+            self.record(audit, caller, machine_id, params, exc)
             raise
-        self._record(audit, caller, machine_id, params, None)
+        self.record(audit, caller, machine_id, params, None)
         return opened, stream
 
-    def _record(self, action: str | None, caller: Caller, machine_id: str, params: object,
+    def record(self, action: str | None, caller: Caller, machine_id: str, params: object,
                 error: Exception | None) -> None:  # fmt: skip
         if action is not None and self.audit is not None:
             self.audit.record(action, caller=caller, machine_id=machine_id, params=params,

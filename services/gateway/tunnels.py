@@ -24,7 +24,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from contracts.audit import Action
-from contracts.errors import InvalidParams, StreamAborted, Unauthorized
+from contracts.errors import FleetError, InvalidParams, StreamAborted, Unauthorized
 from contracts.events import WakeBy
 from contracts.ids import MACHINE_ID_RE
 from contracts.people import PORTS
@@ -75,10 +75,20 @@ class Tunnels:
         _, stream = await open_woken(opened, woken)
         return stream
 
-    async def wake(self, caller: Caller, machine_id: str, by: WakeBy,
-                   within_s: float | None) -> bool | None:  # fmt: skip
-        """``services.gateway.wake.wake_for``, with the scope a port's call needs."""
-        return await wake_for(self.opener.access, caller.doing(PORTS), machine_id, by, within_s)
+    async def wake(self, caller: Caller, machine_id: str, by: WakeBy, within_s: float | None,
+                   audit: tuple[str, int] | None = None) -> bool | None:  # fmt: skip
+        """``services.gateway.wake.wake_for``, with the scope a port's call needs. ``audit``:
+        the action and port whose opening this wake comes before; a refusal here (a caller
+        who may not reach the port) is recorded as that opening's would be."""
+        doing = caller.doing(PORTS)
+        try:
+            return await wake_for(self.opener.access, doing, machine_id, by, within_s)
+        except FleetError as exc:
+            if audit is not None:
+                action, port = audit
+                params = TunnelConnectParams(port=port, chunk_size=CHUNK, window=WINDOW)
+                self.opener.record(action, doing, machine_id, params, exc)
+            raise
 
     async def bearer_caller(self, request: web.Request, token: str) -> Caller:
         """The caller of a bearer token; a client that keeps sending bad ones is refused."""
@@ -110,7 +120,8 @@ async def serve_tunnel_ws(
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30.0, compress=False)
     if not ws.can_prepare(request).ok:  # checked before a tunnel is opened for nothing
         raise InvalidParams("a tunnel is a WebSocket: send Upgrade: websocket", field="Upgrade")
-    woken = await tunnels.wake(caller, machine_id, WakeBy.TUNNEL, None)
+    woken = await tunnels.wake(caller, machine_id, WakeBy.TUNNEL, None,
+                               audit=(Action.TUNNEL_OPEN, port))  # fmt: skip
     stream = await tunnels.open(
         caller, machine_id, port, audit=Action.TUNNEL_OPEN, woken=bool(woken)
     )

@@ -162,19 +162,26 @@ describe("a machine", () => {
     assert.deepEqual([snap.name, snap.machineId], ["ts-snap", machine.id]);
   });
 
-  test("stop: calls are a typed MachineStopped; start brings it back", async () => {
+  test("stop: a restart is a typed MachineStopped; an exec wakes it; start and stop again", async () => {
     await f.machines.stop(machine.id);
     await waitStatus(f, machine.id, ["stopped"]);
-    const err = await f.machines.exec(machine.id, ["true"]).catch((e) => e);
+    // A restart never wakes a machine (docs/stop-start.md, wake on access).
+    const err = await f.machines.restart(machine.id).catch((e) => e);
     assert.ok(err instanceof FleetError, String(err));
     assert.deepEqual(
       [err.code, err.name, err.httpStatus, err.retryable],
       [1040, "MachineStopped", 409, false],
     );
+    // An exec starts it within the call, and runs.
+    const woke = await f.machines.exec(machine.id, ["echo", "awake"], { timeoutS: 120 });
+    assert.deepEqual([woke.exitCode, woke.stdout], [0, "awake\n"]);
+    assert.equal((await f.machines.get(machine.id)).status, "ready");
+    assert.equal(text(await f.files.read(machine.id, "notes.txt")), "remember the milk\n");
+    await f.machines.stop(machine.id);
+    await waitStatus(f, machine.id, ["stopped"]);
     await f.machines.start(machine.id);
     const back = await f.machines.waitReady(machine.id, { timeoutMs: 300_000 });
     assert.equal(back.status, "ready");
-    assert.equal(text(await f.files.read(machine.id, "notes.txt")), "remember the milk\n");
   });
 
   test("archive; then waitReady rejects with the status and its reason", async () => {
