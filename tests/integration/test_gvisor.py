@@ -284,7 +284,12 @@ async def test_a_gvisor_machines_user_never_catches_its_daemons_token(
     log = loot.parent.parent / "daemon.log"
     for started in range(1, 3):  # the daemon killed by the machine's user, started again
         daemon = log.read_text().rsplit("daemon_started pid=", 1)[1].split()[0]
-        await stack.start_process(mid, ["kill", "-9", daemon])
+        # The kill waits for a file the test makes once process.start has been answered: a
+        # daemon killed before its answer went out would leave the call to time out.
+        go = f"go-{started}"
+        await stack.start_process(mid, ["sh", "-c", f"until [ -e {go} ]; do sleep 0.1; done; "
+                                        f"kill -9 {daemon}"])  # fmt: skip
+        (loot.parent / go).touch()
 
         def again(n: int = started + 1) -> bool:
             return log.read_text().count("daemon_started") >= n
