@@ -30,8 +30,10 @@ from urllib.parse import urlsplit
 import aiodocker
 import structlog
 
-from contracts.errors import ProviderError
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
+from contracts.models import GvisorPlatform
 from core.codestore import CODE_MOUNT, STORE_VAR
 from core.docker_engine import engine_is_local
 from core.loader import withheld
@@ -50,6 +52,15 @@ from providers.docker_code import (
 )
 from providers.docker_copy import HomeCopier, layer_ref
 from providers.docker_fork import DockerForks, with_layer
+from providers.docker_gvisor import (
+    ENGINE_RUNTIMES,
+    ROOT,
+    as_gvisor,
+    check_engine,
+    exec_as_root,
+    refuse_image,
+    with_engine_runtime,
+)
 from providers.docker_home import (
     home_ref_name,
     home_volumes,
@@ -100,11 +111,14 @@ class DockerProvider:
         stack: str = "",
         default_limits: Limits | None = None,
         engine_url: str | None = None,
+        gvisor_platform: GvisorPlatform = "ptrace",
     ) -> None:
         self._nats_url = nats_url
         #: The engine's address (``tcp://host:port``, ``unix:///path``); None: aiodocker's
         #: rule (DOCKER_HOST, else the docker context's, else the local socket).
         self._engine_url = engine_url
+        #: The platform the engine's runsc must run gvisor machines on (docker_gvisor.py).
+        self.gvisor_platform: GvisorPlatform = gvisor_platform
         self.network = network
         self._base_image = base_image
         self._work_dir = work_dir
@@ -206,6 +220,8 @@ class DockerProvider:
         self.check_nats_reachable(gateway)
         place = await self.placement_of(machine_id)
         config = self.container_config(machine_id, image, place, volume, hostname)
+        if place.runtime == "gvisor":
+            await self._gvisor(machine_id, config, place)
         # Made by a copy of a machine with a layer (a fork, or from a snapshot): it runs that
         # layer, its source's writes over the image its source ran.
         if (layer := await self.forks.layer(machine_id)) is not None:
@@ -226,13 +242,23 @@ class DockerProvider:
                     await give_volume(self.docker, image, volume, MACHINE_HOME, place.user)
             # The token: a file the supervisor empties as it reads it, never the container's env.
             await install_store(self.docker, image, secret_volume(volume),
-                                token_archive(token, run_as(place)))  # fmt: skip
+                                token_archive(token, token_owner(place)))  # fmt: skip
             c = await self.docker.containers.create(config, name=container_name(machine_id))
             await c.start()
         except aiodocker.DockerError as exc:
             raise ProviderError(f"docker: cannot start {machine_id}: {exc.message}") from None
         log.info("provider.docker_started", machine_id=machine_id, container=c.id[:12])
         return f"docker:{c.id[:12]}"
+
+    async def _gvisor(self, machine_id: str, config: dict[str, Any], place: Placement) -> None:
+        """``config`` made a gvisor machine's (docker_gvisor.py); NotSupported by name where
+        the engine or the machine cannot run one."""
+        if place.image is not None:
+            raise refuse_image(machine_id, "an environment's image")
+        if await self.forks.layer(machine_id) is not None:
+            raise refuse_image(machine_id, "a layer of its source's writes (a fork's)")
+        await check_engine(self.docker, self.gvisor_platform)
+        as_gvisor(config, run_as(place))
 
     async def _start_kept(self, c: aiodocker.containers.DockerContainer, token: str) -> str:
         """A stopped machine of an environment's image: its own container again, with what it
@@ -312,7 +338,7 @@ class DockerProvider:
             STORE_VAR: CODE_MOUNT,
         }
         lim = place.limits
-        return {
+        config: dict[str, Any] = {
             "Image": image,
             "Hostname": hostname,
             "Env": [f"{k}={v}" for k, v in env.items()],
@@ -351,6 +377,19 @@ class DockerProvider:
                 "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
             },
         }
+        return with_engine_runtime(config, place.runtime)
+
+    async def exec_as_root(self, machine_id: str, params: ExecCommandParams) -> ExecCommandResult:
+        """``params`` as root of a gvisor machine's own kernel (docker_gvisor.py);
+        NotSupported on any other: its container runs on the host's kernel."""
+        c = await self._container(machine_id)
+        if c is None or not c["State"]["Running"]:
+            raise ProviderError(f"machine {machine_id} has no running container")
+        if c["HostConfig"].get("Runtime") != ENGINE_RUNTIMES["gvisor"]:
+            raise NotSupported(f"machine {machine_id}'s container runs on the host's kernel: "
+                               "nothing runs as root in it",
+                               data={"runtime": "namespaces", "user": "root"})  # fmt: skip
+        return await exec_as_root(c, params)
 
     async def restart(self, machine_id: str) -> bool:
         """SIGHUP to the container's first process, the supervisor: the daemon restarts in
@@ -439,6 +478,11 @@ class DockerProvider:
 def run_as(place: Placement) -> tuple[int, int]:
     """The machine's user: uid 1000, or its devcontainer's remoteUser (never 0)."""
     return place.user if place.user else (MACHINE_UID, MACHINE_UID)
+
+
+def token_owner(place: Placement) -> tuple[int, int]:
+    """Who reads the machine's token file: its first process (a gvisor machine's is root)."""
+    return ROOT if place.runtime == "gvisor" else run_as(place)
 
 
 def user_of(user: str) -> tuple[int, int]:

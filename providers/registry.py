@@ -36,6 +36,7 @@ def docker_provider(
         code_repo=repo, placement=placement or platform_placement, environ=os.environ,
         keep_volumes=settings.docker_keep_volumes, say=say, stack=stack_id(settings),
         default_limits=platform_limits(settings), engine_url=engine_url,
+        gvisor_platform=settings.gvisor_platform,
     )  # fmt: skip
 
 

@@ -1,11 +1,31 @@
 """Which machine runtimes a provider can run here (docs/runtimes.md): checked before a machine
-is made, so that a runtime is refused by name (``NotSupported``), never run as another."""
+is made, so that a runtime is refused by name (``NotSupported``), never run as another.
+
+The ``local`` provider runs ``runsc`` itself (providers/gvisor.py); the ``docker`` provider has
+its engine run a container with the runtime registered as ``runsc`` (``engine_refusal`` checks
+how the engine registered it, docs/runtimes.md "Docker").
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Mapping
+from typing import Any
 
 from contracts.models import GvisorPlatform, Runtime, RuntimeChoice
+
+#: Providers that run gvisor machines.
+GVISOR_PROVIDERS = ("local", "docker")
+#: Providers whose gvisor machines keep their memory through a pause or a fork: those whose
+#: runsc fleetd drives itself. The engine's runsc runs a docker machine on the host kernel's
+#: network stack, which runsc cannot checkpoint.
+MEMORY_PROVIDERS = ("local",)
+#: The Docker engine's name of the runtime a gvisor machine's container runs with.
+DOCKER_RUNTIME = "runsc"
+#: Its arguments a docker gvisor machine needs: its own network namespace's stack, the host
+#: kernel's (so the machine's egress policy, written there, holds: providers/egress.py).
+DOCKER_RUNSC_NETWORK = "--network=host"
 
 
 def runsc_binary(runsc: str) -> str | None:
@@ -17,11 +37,14 @@ def refusal(provider: str, runtime: Runtime, runsc: str) -> str | None:
     """None if ``provider`` can run ``runtime`` machines on this host, else why not."""
     if runtime == "namespaces":
         return None
-    if provider != "local":
+    if provider not in GVISOR_PROVIDERS:
         return (
-            f"the {provider} provider does not run {runtime} machines (only the local provider "
-            "does); use runtime namespaces, or provider local"
+            f"the {provider} provider does not run {runtime} machines (only the "
+            f"{' and '.join(GVISOR_PROVIDERS)} providers do); use runtime namespaces, or "
+            "provider local or docker"
         )
+    if provider == "docker":  # the engine's runsc, checked against the engine at each start
+        return None
     if runsc_binary(runsc) is None:
         return (
             f"the {runtime} runtime needs runsc, and this host has none ({runsc!r} is not found): "
@@ -33,3 +56,37 @@ def refusal(provider: str, runtime: Runtime, runsc: str) -> str | None:
 def choice(runtime: Runtime, platform: GvisorPlatform) -> RuntimeChoice:
     """A new machine's runtime as recorded: ``gvisor`` with the platform it runs on."""
     return (runtime, platform if runtime == "gvisor" else None)
+
+
+def keeps_memory(runtime: str, provider: str) -> bool:
+    """Whether a machine of ``runtime`` on ``provider`` can be paused or forked with memory."""
+    return runtime == "gvisor" and provider in MEMORY_PROVIDERS
+
+
+def docker_runsc_args(platform: GvisorPlatform) -> list[str]:
+    """The ``runtimeArgs`` the engine's ``runsc`` is registered with (docs/runtimes.md)."""
+    return [f"--platform={platform}", DOCKER_RUNSC_NETWORK]
+
+
+def engine_refusal(runtimes: Mapping[str, Any] | None, platform: GvisorPlatform) -> str | None:
+    """None if a Docker engine whose ``docker info`` lists ``runtimes`` runs gvisor machines
+    on ``platform``, else why not and how to register it."""
+    snippet = {
+        "runtimes": {
+            DOCKER_RUNTIME: {"path": "/usr/bin/runsc", "runtimeArgs": docker_runsc_args(platform)}
+        }
+    }
+    how = (
+        f"register it in the engine's /etc/docker/daemon.json ({json.dumps(snippet)}), then "
+        "reload dockerd (systemctl reload docker, or SIGHUP): docs/runtimes.md"
+    )  # fmt: skip
+    got = (runtimes or {}).get(DOCKER_RUNTIME)
+    if not isinstance(got, Mapping):
+        return f"the Docker engine has no {DOCKER_RUNTIME} runtime for gvisor machines: {how}"
+    args = got.get("runtimeArgs") or []
+    if not isinstance(args, list) or any(a not in args for a in docker_runsc_args(platform)):
+        return (
+            f"the Docker engine's {DOCKER_RUNTIME} runtime runs with {args!r}, and gvisor "
+            f"machines need {docker_runsc_args(platform)!r}: {how}"
+        )
+    return None

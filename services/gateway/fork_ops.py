@@ -38,6 +38,7 @@ from contracts.jsonrpc import NoParams, handles
 from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
 from core.backoff import backoff_s
+from providers.runtimes import keeps_memory
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
 from services.common.store import Store
@@ -215,7 +216,7 @@ class ForkOps:
 def memory_forkable(source: Machine) -> None:
     """NotSupported unless the machine runs gvisor on the local provider; Conflict unless it
     runs now (a stopped machine has no memory to copy)."""
-    if source.runtime != "gvisor" or source.provider != "local":
+    if not keeps_memory(source.runtime, source.provider):
         raise NotSupported(
             f"machine {source.id} runs the {source.runtime} runtime on the {source.provider} "
             "provider: only a local gvisor machine can be forked with its memory",

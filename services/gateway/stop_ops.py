@@ -27,6 +27,7 @@ from contracts.status import (
     TERMINAL,
     MachineStatus as S,
 )
+from providers.runtimes import keeps_memory
 from services.common.bus import Bus
 from services.common.stop_start import pause_machine, resume_machine, start_machine, stop_machine
 from services.common.store import Store
@@ -139,6 +140,12 @@ class StopOps:
                 f"machine {machine.id} runs the {machine.runtime} runtime, which cannot keep a "
                 "machine's memory: only a gvisor machine can be paused (docs/runtimes.md)",
                 data={"runtime": machine.runtime},
+            )
+        if not keeps_memory(machine.runtime, machine.provider):
+            raise NotSupported(
+                f"machine {machine.id} runs on the {machine.provider} provider, whose gvisor "
+                "machines cannot be paused with their memory (docs/limitations.md): stop it",
+                data={"runtime": machine.runtime, "provider": machine.provider},
             )
         if machine.status not in {S.READY, S.PAUSING, S.PAUSED}:
             raise Conflict(

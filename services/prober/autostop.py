@@ -24,6 +24,7 @@ from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from core.clock import SYSTEM_CLOCK, Clock
 from core.ticker import Ticker
+from providers.runtimes import keeps_memory
 from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.stop_start import PAUSE_REFUSED, pause_machine, stop_machine
@@ -41,8 +42,8 @@ def idle_reason(idle_after_s: int) -> str:
 
 
 def idle_action(machine: Machine, action: AutoStopAction | None) -> AutoStopAction:
-    """What auto-stop does to this idle machine: only a gvisor one can keep its memory."""
-    if machine.runtime != "gvisor":
+    """What auto-stop does to this idle machine: only a local gvisor one keeps its memory."""
+    if not keeps_memory(machine.runtime, machine.provider):
         return "stop"
     return action or "pause"
 

@@ -1,0 +1,114 @@
+"""A docker machine on gVisor (the ``gvisor`` runtime on the ``docker`` provider,
+docs/runtimes.md "Docker"): the same container as a ``namespaces`` machine's, run by the
+engine's ``runsc`` runtime instead of ``runc``.
+
+Every container of a machine names its runtime (``HostConfig.Runtime``): ``runsc`` for a
+gvisor machine, ``runc`` for any other, so that an engine whose default runtime is another
+never runs a machine on a runtime it was not made for. Before a gvisor machine's container is
+made, the engine is asked how it registered ``runsc`` (``providers/runtimes.engine_refusal``):
+without it, or without the host kernel's network stack in the container's own namespace
+(``--network=host``, where the machine's egress rules are), the machine is refused by name.
+
+The machine's first process is root *of gVisor's kernel* (``as_gvisor``), as a local gvisor
+machine's is (providers/gvisor.py): this runsc does not run the execute-only loader a
+``namespaces`` container starts through (it reads a program to load it), so the supervisor
+and the daemon start from the image's interpreter, the token is root's alone (0400), and each
+daemon takes it as root, makes itself non-dumpable and becomes the machine's uid
+(``DAEMON_RUN_AS_VAR``). The supervisor keeps three capabilities of gVisor's kernel only
+(``CAP_SETUID``, ``CAP_SETGID``, ``CAP_KILL``); ``no-new-privileges`` stays.
+
+Root inside is ``docker exec -u 0``: uid 0 of gVisor's kernel, with no capability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiodocker
+
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.errors import NotSupported, ProviderError
+from contracts.models import GvisorPlatform
+from core.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
+from providers.docker_image import FLEET_LIB
+from providers.gvisor import OUTPUT_CAP
+from providers.runtimes import DOCKER_RUNTIME, engine_refusal
+
+#: The runtime of a container of a machine of each runtime.
+ENGINE_RUNTIMES = {"gvisor": DOCKER_RUNTIME, "namespaces": "runc"}
+
+
+def with_engine_runtime(config: dict[str, Any], runtime: str) -> dict[str, Any]:
+    """``config`` (a machine container's) run by the engine's runtime for ``runtime``."""
+    config["HostConfig"]["Runtime"] = ENGINE_RUNTIMES[runtime]
+    return config
+
+
+#: The supervisor's argv, then its daemon's, from the machine image's interpreter.
+_PYTHON = [f"{FLEET_LIB}/python3", "-s", "-P", "-m"]
+GVISOR_ARGV = [*_PYTHON, "daemon.supervise", *_PYTHON, "daemon"]
+#: Root's token file: the first process, root of gVisor's kernel, reads it.
+ROOT = (0, 0)
+
+
+def as_gvisor(config: dict[str, Any], user: tuple[int, int]) -> dict[str, Any]:
+    """A gvisor machine's container (``config``, a namespaces one's): its first process root
+    of gVisor's kernel with three capabilities, each daemon ``user`` (uid, gid)."""
+    env = [
+        e for e in config["Env"] if not e.startswith((f"{LOADER_VAR}=", f"{DAEMON_RUN_AS_VAR}="))
+    ]
+    # The image's own loader variable emptied: nothing starts through the execute-only loader.
+    env += [f"{LOADER_VAR}=", "{}={}:{}".format(DAEMON_RUN_AS_VAR, *user)]
+    config |= {"Env": env, "User": "0:0", "Entrypoint": [], "Cmd": GVISOR_ARGV}
+    config["HostConfig"]["CapAdd"] = ["SETUID", "SETGID", "KILL"]
+    return with_engine_runtime(config, "gvisor")
+
+
+def refuse_image(machine_id: str, what: str) -> NotSupported:
+    """A gvisor machine that would run another image than the platform's (an environment's,
+    or a fork's layer): its runtime starts through the execute-only loader."""
+    return NotSupported(
+        f"machine {machine_id} runs {what}, which the docker provider does not run on gvisor: "
+        "use the local provider, or runtime namespaces (docs/limitations.md)",
+        data={"runtime": "gvisor", "provider": "docker"},
+    )
+
+
+async def check_engine(docker: aiodocker.Docker, platform: GvisorPlatform) -> None:
+    """NotSupported, naming what to register, unless the engine runs gvisor machines."""
+    try:
+        info = await docker.system.info()
+    except aiodocker.DockerError as exc:
+        raise ProviderError(f"docker: cannot ask the engine's runtimes: {exc.message}") from None
+    why = engine_refusal(info.get("Runtimes"), platform)
+    if why is not None:
+        raise NotSupported(why, data={"runtime": "gvisor", "provider": "docker"})
+
+
+async def exec_as_root(
+    c: aiodocker.containers.DockerContainer, p: ExecCommandParams
+) -> ExecCommandResult:
+    """``p`` run as uid 0 in the container (``docker exec -u 0``); output capped per stream.
+    Past its timeout the answer says so (the engine has no way to end an exec's process)."""
+    try:
+        run = await c.exec(p.command, user="0:0", environment=p.env or None, workdir=p.cwd)
+    except aiodocker.DockerError as exc:
+        raise ProviderError(f"docker: cannot exec in {c.id[:12]}: {exc.message}") from None
+    out, err = bytearray(), bytearray()
+    timed_out = False
+    try:
+        async with asyncio.timeout(p.timeout_s), run.start(detach=False) as stream:
+            while (msg := await stream.read_out()) is not None:
+                into = out if msg.stream == 1 else err
+                into += msg.data[: OUTPUT_CAP + 1 - len(into)]
+    except TimeoutError:
+        timed_out = True
+    code = (await run.inspect()).get("ExitCode")
+    return ExecCommandResult(
+        exit_code=code if isinstance(code, int) and not timed_out else -1,
+        stdout=bytes(out[:OUTPUT_CAP]).decode(errors="replace"),
+        stderr=bytes(err[:OUTPUT_CAP]).decode(errors="replace"),
+        timed_out=timed_out,
+        truncated=len(out) > OUTPUT_CAP or len(err) > OUTPUT_CAP,
+    )

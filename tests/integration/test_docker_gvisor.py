@@ -1,0 +1,90 @@
+"""gvisor machines on the docker provider, with the real engine and its real ``runsc`` runtime
+(``./run test`` registers it: docs/runtimes.md "Docker"): the machine's container runs on
+gVisor's kernel, its processes are none of the host's, root inside is gVisor's, and a warm
+pool of runc containers never stands in for it; a namespaces machine beside it stays runc.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from contracts.errors import NotSupported
+from contracts.status import MachineStatus
+from fleet.client import FleetClient
+from providers.docker_names import LABEL_POOL
+from services.common.settings import Settings
+from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
+from tests.integration.test_gvisor import host_cmdlines, host_processes_of
+from tests.integration.test_warm_pool import docker_pooled
+
+__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
+pytestmark = pytest.mark.usefixtures("remove_containers")
+
+#: A daemon on ptrace traps every syscall: on a loaded host its answers take seconds.
+READY_S = 240
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    """A docker warm pool of one (runc containers): a gvisor create must never get one."""
+    return msgspec.structs.replace(settings, warm_pool="docker=1", warm_pool_min_available_mb=0,
+                                   rpc_timeout_s=60.0)  # fmt: skip
+
+
+async def made(stack: FleetClient, name: str, runtime: str) -> str:
+    inst = await stack.create_instance(name)
+    created = await stack.create_machine(inst.id, "docker", runtime=runtime)  # type: ignore[arg-type]
+    got = await stack.wait_for(created.id, ("ready", "failed"), timeout_s=READY_S)
+    assert got.status is MachineStatus.READY, got.status_reason
+    return created.id
+
+
+@pytest.mark.timeout(900)
+async def test_a_docker_gvisor_machine_runs_on_gvisors_kernel_never_in_a_pooled_runc_container(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    slot = await docker_pooled(stack_settings)  # a runc container waits, ready to be claimed
+    mid = await made(stack, "gv-docker", "gvisor")
+    got = await stack.get_machine(mid)
+    assert (got.runtime, got.runtime_platform) == ("gvisor", "ptrace")
+    info = await inspect(mid)
+    assert info["HostConfig"]["Runtime"] == "runsc", info["HostConfig"]
+    assert not (info["Config"]["Labels"] or {}).get(LABEL_POOL)  # its own, never the pool's
+    assert slot not in info["Config"]["Hostname"]
+
+    kernel = await stack.exec(mid, ["dmesg"], timeout_s=60)
+    assert "gVisor" in kernel.stdout, kernel
+    user = await stack.exec(mid, ["id", "-u"], timeout_s=60)
+    assert (user.exit_code, user.stdout) == (0, "1000\n"), user
+    root = await stack.exec(mid, ["id", "-u"], timeout_s=60, user="root")
+    assert (root.exit_code, root.stdout) == (0, "0\n"), root
+    # Root of gVisor's kernel, with the container's three capabilities of it (CAP_KILL,
+    # CAP_SETGID, CAP_SETUID), no more.
+    caps = await stack.exec(mid, ["grep", "CapEff", "/proc/self/status"], user="root")
+    assert caps.stdout.split() == ["CapEff:", "00000000000000e0"], caps
+
+    # A command that stays: neither it nor the daemon is a process of the host; runsc's own
+    # processes stand for the container.
+    marker = "sleep 617.41"
+    await stack.start_process(mid, marker.split())
+    inside = await stack.exec(mid, ["ps", "-eo", "args"], timeout_s=60)
+    assert marker in inside.stdout, inside
+    assert "daemon.supervise" in inside.stdout, inside
+    assert marker not in "\n".join(host_cmdlines())
+    assert not host_processes_of(mid)
+    assert [c for c in host_cmdlines() if "runsc" in c and info["Id"] in c]
+
+    # Beside it, a namespaces machine on the same engine stays runc, and never root.
+    other = await made(stack, "ns-docker", "namespaces")
+    assert (await inspect(other))["HostConfig"]["Runtime"] == "runc"
+    assert "gVisor" not in (await stack.exec(other, ["cat", "/proc/version"])).stdout
+    with pytest.raises(NotSupported) as refused:
+        await stack.exec(other, ["id", "-u"], user="root")
+    assert refused.value.data == {"runtime": "namespaces", "user": "root"}
+    # Its memory is not kept on this provider: a pause is refused by name.
+    with pytest.raises(NotSupported) as no_pause:
+        await stack.pause_machine(mid)
+    assert no_pause.value.data == {"runtime": "gvisor", "provider": "docker"}
+    assert (await stack.get_machine(mid)).status is MachineStatus.READY
+
