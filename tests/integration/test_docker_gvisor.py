@@ -87,4 +87,3 @@ async def test_a_docker_gvisor_machine_runs_on_gvisors_kernel_never_in_a_pooled_
         await stack.pause_machine(mid)
     assert no_pause.value.data == {"runtime": "gvisor", "provider": "docker"}
     assert (await stack.get_machine(mid)).status is MachineStatus.READY
-
