@@ -112,11 +112,12 @@ async def test_a_runtime_the_provider_cannot_run_is_refused_by_name_never_downgr
         await world.rpc("machines.create", {"instanceId": a})
     assert await world.store.list_machines(a) == []  # nothing made, nothing run as namespaces
     with_runsc(world, fake_runsc(tmp_path))
-    with pytest.raises(NotSupported) as docker:
+    with pytest.raises(NotSupported) as swarm:
         await world.rpc("machines.create",
-                        {"instanceId": a, "runtime": "gvisor", "provider": "docker"})  # fmt: skip
-    assert "docker" in str(docker.value)
-    assert "gvisor" in str(docker.value)
+                        {"instanceId": a, "runtime": "gvisor", "provider": "swarm"})  # fmt: skip
+    assert "swarm" in str(swarm.value)
+    assert "gvisor" in str(swarm.value)
+    assert swarm.value.data == {"runtime": "gvisor", "provider": "swarm"}
     assert await world.store.list_machines(a) == []
     assert not [e for e in world.bus.events if isinstance(e, MachineCreated)]
 
