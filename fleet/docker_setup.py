@@ -14,6 +14,7 @@ from providers.code import code_repo
 from providers.docker import ensure_network, stop_stack
 from providers.docker_image import Say
 from providers.registry import docker_provider, stack_id
+from providers.runtimes import engine_refusal
 from services.common.settings import Settings
 
 
@@ -50,6 +51,21 @@ def network_gateway_sync(settings: Settings) -> str:
             return await ensure_network(docker, settings.docker_network)
 
     return asyncio.run(gateway())
+
+
+def engine_runtime_refusal(settings: Settings) -> str | None:
+    """Why the Docker engine cannot run gvisor machines (its runsc runtime missing, or not
+    registered as they need: providers/runtimes.py ``engine_refusal``), else None."""
+
+    async def runtimes() -> object:
+        async with aiodocker.Docker() as docker:
+            return (await docker.system.info()).get("Runtimes")
+
+    try:
+        got = asyncio.run(runtimes())
+    except (OSError, ValueError, AssertionError, aiodocker.DockerError) as exc:
+        return f"the Docker engine does not answer ({exc}): it runs docker machines"
+    return engine_refusal(got if isinstance(got, dict) else None, settings.gvisor_platform)
 
 
 async def stop_docker_machines(settings: Settings, *, expected: bool) -> int:

@@ -30,7 +30,12 @@ import msgspec
 
 from core.lifeline import Children, end_recorded
 from core.lockfile import AlreadyRunning, PidLock
-from fleet.docker_setup import network_gateway_sync, prepare_sync, stop_docker_machines
+from fleet.docker_setup import (
+    engine_runtime_refusal,
+    network_gateway_sync,
+    prepare_sync,
+    stop_docker_machines,
+)
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, held_ports
 from fleet.embedded_ha import HaServers
 from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan
@@ -135,7 +140,7 @@ def check_sandbox(opts: UpOptions) -> str | None:
     elif (why := network_probe()) is not None:
         return f"{why}\nfleet up: local machines cannot have a network of their own; refusing"
     if (opts.runtime or Settings.from_env().runtime) == "gvisor" and (
-        why := runtime_refusal("local", "gvisor", Settings.from_env().runsc)
+        why := gvisor_refusal(opts.provider)
     ) is not None:
         return f"{why}\nfleet up: --runtime gvisor cannot run here; refusing to start"
     if (why := cgroup_unavailable()) is not None:
@@ -146,6 +151,15 @@ def check_sandbox(opts: UpOptions) -> str | None:
             flush=True,
         )
     return None
+
+
+def gvisor_refusal(provider: str) -> str | None:
+    """Why the default provider cannot run gvisor machines here: no runsc on this host for
+    ``local``; for ``docker``, none the engine registered as they need (docs/runtimes.md)."""
+    settings = Settings.from_env()
+    if provider == "docker":
+        return engine_runtime_refusal(settings)
+    return runtime_refusal(provider, "gvisor", settings.runsc)
 
 
 def up(opts: UpOptions) -> int:

@@ -12,8 +12,10 @@ import pytest
 from contracts.errors import NotSupported
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
+from fleet.up import UpOptions, check_sandbox
 from providers.docker_names import LABEL_POOL
 from services.common.settings import Settings
+from tests.conftest import running_stack
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
 from tests.integration.test_gvisor import host_cmdlines, host_processes_of
 from tests.integration.test_warm_pool import docker_pooled
@@ -87,3 +89,37 @@ async def test_a_docker_gvisor_machine_runs_on_gvisors_kernel_never_in_a_pooled_
         await stack.pause_machine(mid)
     assert no_pause.value.data == {"runtime": "gvisor", "provider": "docker"}
     assert (await stack.get_machine(mid)).status is MachineStatus.READY
+
+
+def test_fleet_up_refuses_docker_gvisor_unless_the_engine_runs_runsc_as_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``./run test`` registered the engine's runsc for ptrace; a platform it was not registered
+    for is refused by name, with how to register it."""
+    assert check_sandbox(UpOptions(provider="docker", runtime="gvisor")) is None
+    monkeypatch.setenv("FLEET_GVISOR_PLATFORM", "kvm")
+    why = check_sandbox(UpOptions(provider="docker", runtime="gvisor"))
+    assert why is not None
+    assert "--platform=kvm" in why
+    assert "daemon.json" in why
+    assert "refusing" in why
+
+
+@pytest.fixture
+def kvm_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, gvisor_platform="kvm")
+
+
+async def test_a_docker_gvisor_machine_the_engine_cannot_run_as_asked_fails_by_name(
+    kvm_settings: Settings,
+) -> None:
+    """The engine's runsc runs ptrace, the platform asks kvm: the machine fails at its start,
+    naming what to register; no container of it is made, on runc or otherwise."""
+    async with running_stack(kvm_settings) as stack:
+        inst = await stack.create_instance("gv-kvm")
+        created = await stack.create_machine(inst.id, "docker", runtime="gvisor")
+        got = await stack.wait_for(created.id, ("ready", "failed"), timeout_s=READY_S)
+        assert got.status is MachineStatus.FAILED
+        assert "--platform=kvm" in got.status_reason, got.status_reason
+        assert "runsc" in got.status_reason
+        assert await inspect(created.id) is None
