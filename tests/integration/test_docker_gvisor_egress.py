@@ -18,7 +18,8 @@ from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
-from tests.integration.egress_outside import REFUSED, outside, zone
+from tests.integration.egress_outside import REFUSED, Zone, outside, zone
+from tests.integration.test_egress import names_go_through_the_platforms_dns
 from tests.integration.test_network_isolation import CONNECT, connect_from
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "outside", "remove_containers",
@@ -61,9 +62,11 @@ print(json.dumps(out))
 
 
 @pytest.fixture
-def stack_settings(settings: Settings) -> Settings:
-    """A daemon on ptrace traps every syscall: on a loaded host its answers take seconds."""
-    return msgspec.structs.replace(settings, rpc_timeout_s=60.0)
+def stack_settings(settings: Settings, zone: tuple[Zone, int]) -> Settings:
+    """The platform's DNS proxy asks the test's DNS server. A daemon on ptrace traps every
+    syscall: on a loaded host its answers take seconds."""
+    return msgspec.structs.replace(settings, egress_dns_upstream=f"127.0.0.1:{zone[1]}",
+                                   rpc_timeout_s=60.0)  # fmt: skip
 
 
 @pytest.mark.timeout(600)
@@ -95,3 +98,12 @@ async def test_a_policy_holds_on_a_docker_gvisor_machine_against_its_own_root(
     assert (got.machines, got.failed) == (1, [])
     seen = await connect_from(stack, mid, [a, b])
     assert list(seen.values()) == [REFUSED, "connected"], seen
+
+
+@pytest.mark.timeout(600)
+async def test_names_go_through_the_platforms_dns_on_a_docker_gvisor_machine(
+    stack: FleetClient, outside: Outside, zone: tuple[Zone, int]
+) -> None:
+    """A name policy holds as on a namespaces docker machine: its resolver is the platform's
+    DNS proxy, through the container's namespace, which gVisor's sockets are in."""
+    await names_go_through_the_platforms_dns(stack, outside, zone, "docker", "gvisor")

@@ -180,11 +180,20 @@ async def test_a_deny_entry_aimed_at_nats_cannot_block_it(
 async def test_names_go_through_the_platforms_dns(
     stack: FleetClient, outside: Outside, zone: tuple[Zone, int], provider: str
 ) -> None:
+    await names_go_through_the_platforms_dns(stack, outside, zone, provider)
+
+
+async def names_go_through_the_platforms_dns(
+    stack: FleetClient, outside: Outside, zone: tuple[Zone, int], provider: str,
+    runtime: str = "namespaces",
+) -> None:  # fmt: skip
+    """The names test on a machine of ``provider`` and ``runtime`` (test_docker_gvisor_egress.py
+    runs it on a docker gvisor machine)."""
     inst = await stack.create_instance("egress-dns")
     allow = ["*.example.test:8000-8090", outside.address2]
     await stack.set_network_policy(inst.id, default="deny", allow=allow)
-    machine = await stack.create_machine(inst.id, provider)  # type: ignore[arg-type]
-    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=90)
+    machine = await stack.create_machine(inst.id, provider, runtime=runtime)  # type: ignore[arg-type]
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=240)
     assert done.status is MachineStatus.READY, done.status_reason
     # The first two refusals fit in one machine's burst of events (retries included).
     names = ["a.example.test", "example.test.evil", "rebind.example.test", "other.test",
