@@ -220,8 +220,6 @@ class DockerProvider:
         self.check_nats_reachable(gateway)
         place = await self.placement_of(machine_id)
         config = self.container_config(machine_id, image, place, volume, hostname)
-        if place.runtime == "gvisor":
-            await self._gvisor(machine_id, config, place)
         # Made by a copy of a machine with a layer (a fork, or from a snapshot): it runs that
         # layer, its source's writes over the image its source ran.
         if (layer := await self.forks.layer(machine_id)) is not None:
@@ -231,6 +229,8 @@ class DockerProvider:
         elif place.image is not None:
             env = await self.image_env(place.image)
             with_runtime(config, place.image, await self.runtime(), env)
+        if place.runtime == "gvisor":
+            await self._gvisor(machine_id, config, place)
         try:
             if volume == volume_name(machine_id):
                 await self.docker.volumes.create(  # type: ignore[no-untyped-call]
@@ -255,8 +255,6 @@ class DockerProvider:
         the engine or the machine cannot run one."""
         if place.image is not None:
             raise refuse_image(machine_id, "an environment's image")
-        if await self.forks.layer(machine_id) is not None:
-            raise refuse_image(machine_id, "a layer of its source's writes (a fork's)")
         await check_engine(self.docker, self.gvisor_platform)
         as_gvisor(config, run_as(place))
 

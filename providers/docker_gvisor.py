@@ -53,8 +53,9 @@ ROOT = (0, 0)
 
 
 def as_gvisor(config: dict[str, Any], user: tuple[int, int]) -> dict[str, Any]:
-    """A gvisor machine's container (``config``, a namespaces one's): its first process root
-    of gVisor's kernel with three capabilities, each daemon ``user`` (uid, gid)."""
+    """A gvisor machine's container (``config``, a namespaces one's, of the machine image or a
+    layer over it): its first process root of gVisor's kernel with three capabilities, each
+    daemon ``user`` (uid, gid), started from the image's interpreter."""
     env = [
         e for e in config["Env"] if not e.startswith((f"{LOADER_VAR}=", f"{DAEMON_RUN_AS_VAR}="))
     ]
@@ -66,8 +67,9 @@ def as_gvisor(config: dict[str, Any], user: tuple[int, int]) -> dict[str, Any]:
 
 
 def refuse_image(machine_id: str, what: str) -> NotSupported:
-    """A gvisor machine that would run another image than the platform's (an environment's,
-    or a fork's layer): its runtime starts through the execute-only loader."""
+    """A gvisor machine that would run an image other than the platform's machine image (a
+    fork's layer is one: its source ran that image): the runtime of another starts through
+    the execute-only loader."""
     return NotSupported(
         f"machine {machine_id} runs {what}, which the docker provider does not run on gvisor: "
         "use the local provider, or runtime namespaces (docs/limitations.md)",

@@ -123,3 +123,26 @@ async def test_a_docker_gvisor_machine_the_engine_cannot_run_as_asked_fails_by_n
         assert "--platform=kvm" in got.status_reason, got.status_reason
         assert "runsc" in got.status_reason
         assert await inspect(created.id) is None
+
+
+@pytest.mark.timeout(900)
+async def test_a_fork_of_a_docker_gvisor_machine_runs_on_gvisor_with_its_sources_home(
+    stack: FleetClient,
+) -> None:
+    """A fork (its home, without memory) keeps its source's runtime: its container names
+    runsc too, never runc; forking with memory is refused by the provider's name."""
+    mid = await made(stack, "gv-fork", "gvisor")
+    wrote = await stack.exec(mid, ["sh", "-c", "echo kept > notes.txt"], timeout_s=60)
+    assert wrote.exit_code == 0, wrote
+    with pytest.raises(NotSupported) as refused:
+        await stack.fork_machine(mid, memory=True)
+    assert refused.value.data == {"runtime": "gvisor", "provider": "docker"}
+    [fork] = await stack.fork_machine(mid)
+    assert fork.runtime == "gvisor"
+    got = await stack.wait_for(fork.id, ("ready", "failed"), timeout_s=READY_S)
+    assert got.status is MachineStatus.READY, got.status_reason
+    assert (await inspect(fork.id))["HostConfig"]["Runtime"] == "runsc"
+    assert "gVisor" in (await stack.exec(fork.id, ["dmesg"], timeout_s=60)).stdout
+    assert (await stack.exec(fork.id, ["cat", "notes.txt"], timeout_s=60)).stdout == "kept\n"
+    root = await stack.exec(fork.id, ["id", "-u"], timeout_s=60, user="root")
+    assert (root.exit_code, root.stdout) == (0, "0\n"), root
