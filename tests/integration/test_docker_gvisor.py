@@ -13,6 +13,7 @@ from contracts.errors import NotSupported
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.up import UpOptions, check_sandbox
+from providers.docker_code import TOKEN_FILE
 from providers.docker_names import LABEL_POOL
 from services.common.settings import Settings
 from tests.conftest import running_stack
@@ -61,6 +62,10 @@ async def test_a_docker_gvisor_machine_runs_on_gvisors_kernel_never_in_a_pooled_
     assert (user.exit_code, user.stdout) == (0, "1000\n"), user
     root = await stack.exec(mid, ["id", "-u"], timeout_s=60, user="root")
     assert (root.exit_code, root.stdout) == (0, "0\n"), root
+    # The daemon's token is root's (of gVisor's kernel): the machine's user cannot read it.
+    token = await stack.exec(mid, ["cat", TOKEN_FILE], timeout_s=60)
+    assert token.exit_code != 0, token
+    assert "Permission denied" in token.stderr, token
     # Root of gVisor's kernel, with the container's three capabilities of it (CAP_KILL,
     # CAP_SETGID, CAP_SETUID), no more.
     caps = await stack.exec(mid, ["grep", "CapEff", "/proc/self/status"], user="root")
