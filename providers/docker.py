@@ -31,7 +31,7 @@ import aiodocker
 import structlog
 
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
-from contracts.errors import NotSupported, ProviderError
+from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from contracts.models import GvisorPlatform
 from core.codestore import CODE_MOUNT, STORE_VAR
@@ -52,15 +52,7 @@ from providers.docker_code import (
 )
 from providers.docker_copy import HomeCopier, layer_ref
 from providers.docker_fork import DockerForks, with_layer
-from providers.docker_gvisor import (
-    ENGINE_RUNTIMES,
-    ROOT,
-    as_gvisor,
-    check_engine,
-    exec_as_root,
-    refuse_image,
-    with_engine_runtime,
-)
+from providers.docker_gvisor import ROOT, exec_as_root, make_gvisor, with_engine_runtime
 from providers.docker_home import (
     home_ref_name,
     home_volumes,
@@ -230,7 +222,8 @@ class DockerProvider:
             env = await self.image_env(place.image)
             with_runtime(config, place.image, await self.runtime(), env)
         if place.runtime == "gvisor":
-            await self._gvisor(machine_id, config, place)
+            await make_gvisor(self.docker, self.gvisor_platform, machine_id, config, place,
+                              run_as(place))  # fmt: skip
         try:
             if volume == volume_name(machine_id):
                 await self.docker.volumes.create(  # type: ignore[no-untyped-call]
@@ -249,14 +242,6 @@ class DockerProvider:
             raise ProviderError(f"docker: cannot start {machine_id}: {exc.message}") from None
         log.info("provider.docker_started", machine_id=machine_id, container=c.id[:12])
         return f"docker:{c.id[:12]}"
-
-    async def _gvisor(self, machine_id: str, config: dict[str, Any], place: Placement) -> None:
-        """``config`` made a gvisor machine's (docker_gvisor.py); NotSupported by name where
-        the engine or the machine cannot run one."""
-        if place.image is not None:
-            raise refuse_image(machine_id, "an environment's image")
-        await check_engine(self.docker, self.gvisor_platform)
-        as_gvisor(config, run_as(place))
 
     async def _start_kept(self, c: aiodocker.containers.DockerContainer, token: str) -> str:
         """A stopped machine of an environment's image: its own container again, with what it
@@ -378,16 +363,8 @@ class DockerProvider:
         return with_engine_runtime(config, place.runtime)
 
     async def exec_as_root(self, machine_id: str, params: ExecCommandParams) -> ExecCommandResult:
-        """``params`` as root of a gvisor machine's own kernel (docker_gvisor.py);
-        NotSupported on any other: its container runs on the host's kernel."""
-        c = await self._container(machine_id)
-        if c is None or not c["State"]["Running"]:
-            raise ProviderError(f"machine {machine_id} has no running container")
-        if c["HostConfig"].get("Runtime") != ENGINE_RUNTIMES["gvisor"]:
-            raise NotSupported(f"machine {machine_id}'s container runs on the host's kernel: "
-                               "nothing runs as root in it",
-                               data={"runtime": "namespaces", "user": "root"})  # fmt: skip
-        return await exec_as_root(c, params)
+        """``params`` as root of a gvisor machine's own kernel (docker_gvisor.py)."""
+        return await exec_as_root(machine_id, await self._container(machine_id), params)
 
     async def restart(self, machine_id: str) -> bool:
         """SIGHUP to the container's first process, the supervisor: the daemon restarts in

@@ -33,6 +33,7 @@ from contracts.models import GvisorPlatform
 from core.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
 from providers.docker_image import FLEET_LIB
 from providers.gvisor import OUTPUT_CAP
+from providers.limits import Placement
 from providers.runtimes import DOCKER_RUNTIME, engine_refusal
 
 #: The runtime of a container of a machine of each runtime.
@@ -77,6 +78,18 @@ def refuse_image(machine_id: str, what: str) -> NotSupported:
     )
 
 
+async def make_gvisor(
+    docker: aiodocker.Docker, platform: GvisorPlatform, machine_id: str,
+    config: dict[str, Any], place: Placement, user: tuple[int, int],
+) -> None:  # fmt: skip
+    """``config`` made a gvisor machine's, whose daemons are ``user``; NotSupported by name
+    where the engine or the machine cannot run one."""
+    if place.image is not None:
+        raise refuse_image(machine_id, "an environment's image")
+    await check_engine(docker, platform)
+    as_gvisor(config, user)
+
+
 async def check_engine(docker: aiodocker.Docker, platform: GvisorPlatform) -> None:
     """NotSupported, naming what to register, unless the engine runs gvisor machines."""
     try:
@@ -89,10 +102,17 @@ async def check_engine(docker: aiodocker.Docker, platform: GvisorPlatform) -> No
 
 
 async def exec_as_root(
-    c: aiodocker.containers.DockerContainer, p: ExecCommandParams
+    machine_id: str, c: aiodocker.containers.DockerContainer | None, p: ExecCommandParams
 ) -> ExecCommandResult:
-    """``p`` run as uid 0 in the container (``docker exec -u 0``); output capped per stream.
-    Past its timeout the answer says so (the engine has no way to end an exec's process)."""
+    """``p`` run as uid 0 in the machine's container ``c`` (``docker exec -u 0``), which must
+    run on gVisor (NotSupported on the host's kernel); output capped per stream. Past its
+    timeout the answer says so (the engine has no way to end an exec's process)."""
+    if c is None or not c["State"]["Running"]:
+        raise ProviderError(f"machine {machine_id} has no running container")
+    if c["HostConfig"].get("Runtime") != ENGINE_RUNTIMES["gvisor"]:
+        raise NotSupported(f"machine {machine_id}'s container runs on the host's kernel: "
+                           "nothing runs as root in it",
+                           data={"runtime": "namespaces", "user": "root"})  # fmt: skip
     try:
         run = await c.exec(p.command, user="0:0", environment=p.env or None, workdir=p.cwd)
     except aiodocker.DockerError as exc:
