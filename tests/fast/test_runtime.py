@@ -201,3 +201,21 @@ async def test_a_snapshot_with_memory_of_a_namespaces_machine_is_refused_by_its_
     assert "namespaces" in str(refused.value)
     assert refused.value.data == {"runtime": "namespaces", "provider": "local"}
     assert (await world.rpc("snapshots.list", {"instanceId": m.instance_id}))["snapshots"] == []
+
+
+@method("machines.pause")
+async def test_a_docker_gvisor_machine_cannot_be_paused_refused_by_its_provider(
+    world: World,
+) -> None:
+    """The docker provider runs gvisor machines (the engine's runsc) but keeps no memory of
+    them: a pause is 1601 naming the provider, whatever the machine's state (a fork with
+    memory of a ready one: integration/test_docker_gvisor.py)."""
+    a = (await world.instance()).id
+    params = {"instanceId": a, "runtime": "gvisor", "provider": "docker"}
+    created = await world.rpc("machines.create", params)
+    assert (created["runtime"], created["provider"]) == ("gvisor", "docker")
+    with pytest.raises(NotSupported) as refused:
+        await world.rpc("machines.pause", {"machineId": created["id"]})
+    assert refused.value.code == 1601
+    assert "docker" in str(refused.value)
+    assert refused.value.data == {"runtime": "gvisor", "provider": "docker"}
