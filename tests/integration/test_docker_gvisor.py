@@ -151,3 +151,20 @@ async def test_a_fork_of_a_docker_gvisor_machine_runs_on_gvisor_with_its_sources
     assert (await stack.exec(fork.id, ["cat", "notes.txt"], timeout_s=60)).stdout == "kept\n"
     root = await stack.exec(fork.id, ["id", "-u"], timeout_s=60, user="root")
     assert (root.exit_code, root.stdout) == (0, "0\n"), root
+
+
+@pytest.mark.timeout(900)
+async def test_a_docker_gvisor_machine_stopped_and_started_is_gvisor_again_with_its_home(
+    stack: FleetClient,
+) -> None:
+    mid = await made(stack, "gv-stop", "gvisor")
+    wrote = await stack.exec(mid, ["sh", "-c", "echo kept > notes.txt"], timeout_s=60)
+    assert wrote.exit_code == 0, wrote
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=120)
+    await stack.start_machine(mid)
+    got = await stack.wait_for(mid, ("ready", "failed"), timeout_s=READY_S)
+    assert got.status is MachineStatus.READY, got.status_reason
+    assert (await inspect(mid))["HostConfig"]["Runtime"] == "runsc"
+    assert (await stack.exec(mid, ["cat", "notes.txt"], timeout_s=60)).stdout == "kept\n"
+    assert "gVisor" in (await stack.exec(mid, ["dmesg"], timeout_s=60)).stdout
