@@ -23,6 +23,7 @@ Root inside is ``docker exec -u 0``: uid 0 of gVisor's kernel, with no capabilit
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiodocker
@@ -36,6 +37,10 @@ from providers.gvisor import OUTPUT_CAP
 from providers.limits import Placement
 from providers.runtimes import DOCKER_RUNTIME, engine_refusal
 
+#: How long past a root command's timeout its answer waits for ``timeout`` to end it.
+_KILL_GRACE_S = 10.0
+#: ``timeout -s KILL``'s status for a command it killed.
+_KILLED = 128 + 9
 #: The runtime of a container of a machine of each runtime.
 ENGINE_RUNTIMES = {"gvisor": DOCKER_RUNTIME, "namespaces": "runc"}
 
@@ -105,32 +110,36 @@ async def exec_as_root(
     machine_id: str, c: aiodocker.containers.DockerContainer | None, p: ExecCommandParams
 ) -> ExecCommandResult:
     """``p`` run as uid 0 in the machine's container ``c`` (``docker exec -u 0``), which must
-    run on gVisor (NotSupported on the host's kernel); output capped per stream. Past its
-    timeout the answer says so (the engine has no way to end an exec's process)."""
+    run on gVisor (NotSupported on the host's kernel); output capped per stream. The engine
+    cannot end an exec's process, so the machine image's ``timeout`` runs it and SIGKILLs it
+    (its process group) at its timeout."""
     if c is None or not c["State"]["Running"]:
         raise ProviderError(f"machine {machine_id} has no running container")
     if c["HostConfig"].get("Runtime") != ENGINE_RUNTIMES["gvisor"]:
         raise NotSupported(f"machine {machine_id}'s container runs on the host's kernel: "
                            "nothing runs as root in it",
                            data={"runtime": "namespaces", "user": "root"})  # fmt: skip
+    # Its options end at the duration: a command named "-x" is a command.
+    argv = ["timeout", "-s", "KILL", f"{p.timeout_s:g}s", *p.command]
     try:
-        run = await c.exec(p.command, user="0:0", environment=p.env or None, workdir=p.cwd)
+        run = await c.exec(argv, user="0:0", environment=p.env or None, workdir=p.cwd)
     except aiodocker.DockerError as exc:
         raise ProviderError(f"docker: cannot exec in {c.id[:12]}: {exc.message}") from None
     out, err = bytearray(), bytearray()
-    timed_out = False
+    began, waited = time.monotonic(), False
     try:
-        async with asyncio.timeout(p.timeout_s), run.start(detach=False) as stream:
-            while (msg := await stream.read_out()) is not None:
+        async with asyncio.timeout(p.timeout_s + _KILL_GRACE_S), run.start(detach=False) as io:
+            while (msg := await io.read_out()) is not None:
                 into = out if msg.stream == 1 else err
                 into += msg.data[: OUTPUT_CAP + 1 - len(into)]
     except TimeoutError:
-        timed_out = True
+        waited = True  # ``timeout`` did not end it: its answer says so, whatever runs on
     code = (await run.inspect()).get("ExitCode")
+    killed = code == _KILLED and time.monotonic() - began >= p.timeout_s
     return ExecCommandResult(
-        exit_code=code if isinstance(code, int) and not timed_out else -1,
+        exit_code=code if isinstance(code, int) and not waited else -1,
         stdout=bytes(out[:OUTPUT_CAP]).decode(errors="replace"),
         stderr=bytes(err[:OUTPUT_CAP]).decode(errors="replace"),
-        timed_out=timed_out,
+        timed_out=waited or killed,
         truncated=len(out) > OUTPUT_CAP or len(err) > OUTPUT_CAP,
     )

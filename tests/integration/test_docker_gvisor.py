@@ -71,6 +71,11 @@ async def test_a_docker_gvisor_machine_runs_on_gvisors_kernel_never_in_a_pooled_
     caps = await stack.exec(mid, ["grep", "CapEff", "/proc/self/status"], user="root")
     assert caps.stdout.split() == ["CapEff:", "00000000000000e0"], caps
 
+    # A root command past its timeout is ended, not left running.
+    late = await stack.exec(mid, ["sleep", "619.43"], timeout_s=3, user="root")
+    assert late.timed_out, late
+    left = await stack.exec(mid, ["ps", "-eo", "args"], timeout_s=60)
+    assert "619.43" not in left.stdout, left
     # A command that stays: neither it nor the daemon is a process of the host; runsc's own
     # processes stand for the container.
     marker = "sleep 617.41"
