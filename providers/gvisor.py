@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,13 @@ from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.models import GvisorPlatform
 from core.codestore import CODE_MOUNT
-from core.tokenfd import DAEMON_RUN_AS_VAR, MACHINE_ID_FILE, TOKEN_FILE_VAR
+from core.tokenfd import (
+    DAEMON_RUN_AS_VAR,
+    MACHINE_ID_FILE,
+    SUDO_SOCKET,
+    SUDO_SOCKET_VAR,
+    TOKEN_FILE_VAR,
+)
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
 from providers.netns import attach, nats_servers, stop_pasta
@@ -58,6 +65,10 @@ TOKEN_DIR = "gvisor-token"  # noqa: S105 - a directory name
 TOKEN_MOUNT = "/run/fleet-token"  # noqa: S105 - a path
 #: A paused machine's memory image (root's, beside its home).
 IMAGE_DIR = "gvisor-image"
+#: The platform's programs for the machine (``sudo``: daemon/sudo.py), beside its home, and
+#: where the sandbox sees them (read-only, first on its PATH).
+BIN_DIR = "gvisor-bin"
+BIN_MOUNT = "/run/fleet-bin"
 #: The bubblewrap sandbox's own descriptors and loader mean nothing here.
 _NOT_HERE = ("FLEET_MACHINE_TOKEN_FD", "FLEET_NODUMP_LOADER")
 _RUNSC_TIMEOUT_S = 120.0
@@ -88,8 +99,11 @@ class Runsc:
 
     def argv(self, *args: str, inside: int | None = None) -> list[str]:
         enter = [] if inside is None else ["nsenter", f"--net=/proc/{inside}/ns/net"]
+        # The root filesystem's changes are kept in gVisor's memory (root's ``apt``-style work
+        # inside: /etc, /var), never written to the host's directory behind it.
         return [*enter, self.binary, "--root", str(self.state), "--platform", self.platform,
-                "--network", "sandbox", "--ignore-cgroups", *args]  # fmt: skip
+                "--network", "sandbox", "--ignore-cgroups", "--overlay2", "root:memory",
+                *args]  # fmt: skip
 
     def run(self, *args: str, inside: int | None = None,
             timeout_s: float = _RUNSC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -189,6 +203,20 @@ def _rootfs(bundle: Path, targets: list[tuple[str, bool]]) -> Path:
     return root
 
 
+def write_bin(machine_dir: Path) -> Path:
+    """The machine's ``sudo``: a script of the platform's Python (mounted in the sandbox at
+    the same path), which asks the supervisor's broker (daemon/sudo.py)."""
+    d = machine_dir / BIN_DIR
+    d.mkdir(mode=0o755, exist_ok=True)
+    script = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(SOURCE_ROOT)!r})\n"
+              "from daemon.sudo import main\nsys.exit(main(sys.argv[1:]))\n")  # fmt: skip
+    tmp = d / "sudo.tmp"
+    tmp.write_text(script)
+    tmp.chmod(0o755)
+    tmp.replace(d / "sudo")
+    return d
+
+
 def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
                 argv: list[str], hostname: str) -> dict[str, Any]:  # fmt: skip
     """The OCI spec of the machine's sandbox (its rootfs made beside it)."""
@@ -197,6 +225,8 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
         {"destination": "/var/tmp", "type": "tmpfs", "source": "tmpfs",
          "options": ["mode=1777"]},
+        {"destination": os.path.dirname(SUDO_SOCKET), "type": "tmpfs", "source": "tmpfs",
+         "options": ["mode=0755"]},
     ]  # fmt: skip
     for d in ("/usr", "/opt"):
         if os.path.isdir(d) and not os.path.islink(d):
@@ -212,6 +242,7 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
         _bind(home, home, ro=False),
         _bind(machine_dir / "code", CODE_MOUNT),
         _bind(machine_dir / TOKEN_DIR, TOKEN_MOUNT),
+        _bind(write_bin(machine_dir), BIN_MOUNT),
     ]
     targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
                for m in mounts]  # fmt: skip
@@ -220,7 +251,8 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
     # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
     # the machine's uid itself (core/tokenfd.py DAEMON_RUN_AS_VAR).
     env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", DAEMON_RUN_AS_VAR: str(uid),
-            SANDBOXED_VAR: "1"}  # fmt: skip
+            SANDBOXED_VAR: "1", SUDO_SOCKET_VAR: SUDO_SOCKET,
+            "PATH": f"{BIN_MOUNT}:{env.get('PATH') or _clean_env()['PATH']}"}  # fmt: skip
     # The daemons' to become the machine's uid; the supervisor's to signal them and to end the
     # machine's processes at its end. All go with root at a daemon's setuid.
     caps = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
@@ -234,7 +266,8 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
             "noNewPrivileges": True,
         },
-        "root": {"path": str(root), "readonly": True},
+        # Writable to root inside, in gVisor's memory alone (``Runsc.argv``'s overlay).
+        "root": {"path": str(root), "readonly": False},
         "hostname": hostname,
         "mounts": mounts,
         "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
