@@ -141,7 +141,7 @@ def start_broker(path: str) -> int:
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
-    os.chmod(path, 0o666)  # every user of the machine may ask
+    os.chmod(path, 0o666)  # noqa: S103 - every user of the machine may ask
     listener.listen(16)
     pid = os.fork()
     if pid:
@@ -170,8 +170,9 @@ def _session(conn: socket.socket) -> None:
     with conn:
         try:
             req, fds = _receive(conn)
-            _, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET,
-                                                               socket.SO_PEERCRED, 12))
+            _, uid, gid = struct.unpack(
+                "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            )
             req["caller"] = [uid, gid]
             proc = _spawn(req, fds)
         except (Refused, OSError, ValueError, KeyError, TypeError) as exc:
@@ -232,8 +233,10 @@ def _spawn(req: dict[str, object], fds: list[int]) -> subprocess.Popen[bytes]:
 def _command(req: dict[str, object]) -> tuple[list[str], pwd.struct_passwd, dict[str, str], str]:
     """What to run: argv, as whom, with which environment, where."""
     argv, given, caller_cwd = req.get("argv"), req.get("env"), req.get("cwd")
-    if not isinstance(argv, list) or len(argv) > MAX_ARGS or not all(
-        isinstance(a, str) and "\0" not in a for a in argv
+    if (
+        not isinstance(argv, list)
+        or len(argv) > MAX_ARGS
+        or not all(isinstance(a, str) and "\0" not in a for a in argv)
     ):
         raise Refused("argv must be a list of strings")
     if not isinstance(given, dict) or not all(
@@ -242,10 +245,10 @@ def _command(req: dict[str, object]) -> tuple[list[str], pwd.struct_passwd, dict
         raise Refused("env must be an object of strings")
     user = _user(str(req.get("user") or "root"))
     shell = user.pw_shell or "/bin/sh"
-    caller = req.get("caller") or [-1, -1]
+    caller = req.get("caller")
+    uid, gid = caller if isinstance(caller, list) and len(caller) == 2 else (-1, -1)
     env = _environment(given, user, keep=req.get("keepEnv") is True)
-    env |= {"SUDO_USER": _name(int(caller[0])), "SUDO_UID": str(caller[0]),
-            "SUDO_GID": str(caller[1])}  # fmt: skip
+    env |= {"SUDO_USER": _name(int(uid)), "SUDO_UID": str(uid), "SUDO_GID": str(gid)}
     cwd = caller_cwd if isinstance(caller_cwd, str) else "/"
     if req.get("login") is True:
         env = {k: v for k, v in env.items() if k in (*KEPT, "PATH", "HOME", "USER",
@@ -289,7 +292,11 @@ def _group(req: dict[str, object], user: pwd.struct_passwd) -> int:
 
 def _environment(given: dict[str, str], user: pwd.struct_passwd, keep: bool) -> dict[str, str]:
     """sudo's reset (``env_reset``, ``secure_path``, HOME set), or the caller's all with -E."""
-    env = dict(given) if keep else {k: v for k, v in given.items() if k in KEPT or k.startswith("LC_")}
+    env = (
+        dict(given)
+        if keep
+        else {k: v for k, v in given.items() if k in KEPT or k.startswith("LC_")}
+    )
     env |= {"PATH": SECURE_PATH, "HOME": user.pw_dir, "USER": user.pw_name,
             "LOGNAME": user.pw_name, "SHELL": user.pw_shell or "/bin/sh"}  # fmt: skip
     return env

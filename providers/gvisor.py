@@ -32,7 +32,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,16 @@ from core.tokenfd import (
 )
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
+from providers.gvisor_root import (
+    BIN_MOUNT,
+    RUN_DIR,
+    STAGE_SCRIPT,
+    give_rootfs,
+    id_mappings,
+    root_uid,
+    staged_bundle,
+    write_bin,
+)
 from providers.netns import attach, nats_servers, stop_pasta
 from providers.sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.scratch import remove_tree
@@ -65,10 +74,6 @@ TOKEN_DIR = "gvisor-token"  # noqa: S105 - a directory name
 TOKEN_MOUNT = "/run/fleet-token"  # noqa: S105 - a path
 #: A paused machine's memory image (root's, beside its home).
 IMAGE_DIR = "gvisor-image"
-#: The platform's programs for the machine (``sudo``: daemon/sudo.py), beside its home, and
-#: where the sandbox sees them (read-only, first on its PATH).
-BIN_DIR = "gvisor-bin"
-BIN_MOUNT = "/run/fleet-bin"
 #: The bubblewrap sandbox's own descriptors and loader mean nothing here.
 _NOT_HERE = ("FLEET_MACHINE_TOKEN_FD", "FLEET_NODUMP_LOADER")
 _RUNSC_TIMEOUT_S = 120.0
@@ -133,17 +138,22 @@ def sandbox_pid(machine_dir: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if f"--bundle={bundle}".encode() in cmdline and b"boot" in cmdline else None
+    return pid if _is_sandbox_of(bundle, cmdline) else None
+
+
+def _is_sandbox_of(bundle: Path, cmdline: list[bytes]) -> bool:
+    """``cmdline`` is runsc's sandbox of ``bundle`` (given as is, or its staged spec)."""
+    wants = (f"--bundle={bundle}".encode(), f"--bundle={bundle / RUN_DIR}".encode())
+    return b"boot" in cmdline and any(want in cmdline for want in wants)
 
 
 def _find_sandbox(bundle: Path) -> int | None:
-    want = f"--bundle={bundle}".encode()
     with os.scandir("/proc") as entries:
         for entry in entries:
             if entry.name.isdigit():
                 with contextlib.suppress(OSError):
                     cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-                    if want in cmdline and b"boot" in cmdline:
+                    if _is_sandbox_of(bundle, cmdline):
                         return int(entry.name)
     return None
 
@@ -172,10 +182,15 @@ def write_token(machine_dir: Path, token: str, machine_id: str) -> Path:
     d = machine_dir / TOKEN_DIR
     d.mkdir(mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)
+    owner = root_uid(machine_dir)
     for name, text in (("token", token), (MACHINE_ID_FILE, machine_id)):
         fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as out:
+            if owner is not None:
+                os.fchown(out.fileno(), owner, owner)
             out.write(text)
+    if owner is not None:  # root's inside: the host uid that root stands for
+        os.chown(d, owner, owner, follow_symlinks=False)
     return d
 
 
@@ -203,23 +218,10 @@ def _rootfs(bundle: Path, targets: list[tuple[str, bool]]) -> Path:
     return root
 
 
-def write_bin(machine_dir: Path) -> Path:
-    """The machine's ``sudo``: a script of the platform's Python (mounted in the sandbox at
-    the same path), which asks the supervisor's broker (daemon/sudo.py)."""
-    d = machine_dir / BIN_DIR
-    d.mkdir(mode=0o755, exist_ok=True)
-    script = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(SOURCE_ROOT)!r})\n"
-              "from daemon.sudo import main\nsys.exit(main(sys.argv[1:]))\n")  # fmt: skip
-    tmp = d / "sudo.tmp"
-    tmp.write_text(script)
-    tmp.chmod(0o755)
-    tmp.replace(d / "sudo")
-    return d
-
-
-def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
-                argv: list[str], hostname: str) -> dict[str, Any]:  # fmt: skip
-    """The OCI spec of the machine's sandbox (its rootfs made beside it)."""
+def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, argv: list[str],
+                hostname: str, root_owner: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The OCI spec of the machine's sandbox (its rootfs made beside it); ``root_owner``: the
+    host uid of its root (``id_mappings``)."""
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
@@ -246,7 +248,15 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
     ]
     targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
                for m in mounts]  # fmt: skip
-    root = _rootfs(machine_dir / BUNDLE, targets)
+    rootfs = _rootfs(machine_dir / BUNDLE, targets)
+    linux: dict[str, Any] = {
+        "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+        + [{"type": "network", "path": "/proc/self/ns/net"}]
+    }
+    if root_owner is not None:
+        give_rootfs(rootfs, root_owner)
+        linux["namespaces"].append({"type": "user"})
+        linux |= id_mappings(root_owner, uid)
     env = {k: v for k, v in env.items() if k not in _NOT_HERE}
     # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
     # the machine's uid itself (core/tokenfd.py DAEMON_RUN_AS_VAR).
@@ -267,11 +277,10 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
             "noNewPrivileges": True,
         },
         # Writable to root inside, in gVisor's memory alone (``Runsc.argv``'s overlay).
-        "root": {"path": str(root), "readonly": False},
+        "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
         "mounts": mounts,
-        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-                  + [{"type": "network", "path": "/proc/self/ns/net"}]},
+        "linux": linux,
     }  # fmt: skip
 
 
@@ -297,10 +306,16 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
         await _await_own_netns(holder.pid)
         await attach(holder.pid, owner, [])
         netns = f"/proc/{holder.pid}/ns/net"
-        script = 'mount -t tmpfs tmpfs /proc/sys/net && exec "$@"'
+        # A proc of its own over /proc/sys/net (no rmem_default there), with nothing mounted
+        # over it: a user namespace's sandbox may mount its proc only while the namespace
+        # holds a proc that nothing hides part of (the kernel's "too revealing" rule).
+        script = 'mount -t proc proc /proc/sys/net && exec "$@"'
+        given, staging = await asyncio.to_thread(staged_bundle, bundle)
+        if staging:
+            script = f'mount -t proc proc /proc/sys/net || exit 1; {STAGE_SCRIPT}exec "$@"'
         argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
-                script, "fleet-gvisor",
-                *runsc.argv(*verb, "--detach", "--bundle", str(bundle), cid)]  # fmt: skip
+                script, "fleet-gvisor", *staging,
+                *runsc.argv(*verb, "--detach", "--bundle", str(given), cid)]  # fmt: skip
         with log_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
