@@ -8,7 +8,9 @@ fleetd's daemon packages read-only, the machine's home read-write at the same pa
 store read-only, a private ``/tmp``. Its first process is root *of gVisor's kernel*: it reads
 the token from a root-only file of the platform's (read-only, outside the home), then becomes
 the machine's uid (daemon/nodump.py ``take_token_file_and_drop_root``), as a docker machine's
-does. Root inside is for ``runsc exec --user 0`` (``exec_as_root``), never the host's.
+does. Root inside is for ``runsc exec --user 0`` (``exec_as_root``) and ``sudo`` (the
+supervisor's broker: daemon/sudo.py), and never the host's: the sandbox's user namespace makes
+it a host uid of the machine's own (providers/gvisor_root.py).
 
 Its network is gVisor's own stack (``--network=sandbox``: the one a checkpoint can keep) in a
 network namespace of its own with ``pasta`` as its way out (providers/netns.py). This runsc

@@ -4,11 +4,13 @@ on gVisor: tests/integration/test_gvisor_root.py."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from daemon.sudo import SECURE_PATH, Refused, _command, parse
+from providers.gvisor_fork import fork_spec
 from providers.gvisor_root import STAGE, id_mappings, staged_bundle
 
 
@@ -75,3 +77,23 @@ def test_a_sandbox_with_its_own_root_is_given_its_sources_staged(tmp_path: Path)
     del spec["linux"]
     (tmp_path / "config.json").write_text(json.dumps(spec))
     assert staged_bundle(tmp_path) == (tmp_path, [])
+
+
+def test_a_fork_keeps_its_sources_root_uid_and_gets_a_sudo_of_its_own(tmp_path: Path) -> None:
+    source, fork = tmp_path / "m-a", tmp_path / "m-b"
+    for d in (source / "home", fork):
+        d.mkdir(parents=True)
+    spec = {
+        "root": {"path": str(source / "gvisor" / "rootfs")},
+        "process": {"env": ["FLEET_MACHINE_ID=m-a"]},
+        "mounts": [
+            {"destination": "/run/fleet-bin", "type": "bind", "source": str(source / "gvisor-bin")}
+        ],
+        "linux": id_mappings(os.getuid() + 1, os.getuid()),
+    }
+    got = fork_spec(spec, source, fork, "m-b")
+    assert got["mounts"][0]["source"] == str(fork / "gvisor-bin")
+    assert (fork / "gvisor-bin" / "sudo").stat().st_mode & 0o111
+    rootfs = Path(got["root"]["path"])
+    assert rootfs.is_relative_to(fork)
+    assert rootfs.stat().st_uid == os.getuid() + 1
