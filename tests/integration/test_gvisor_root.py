@@ -15,7 +15,8 @@ import pytest
 from fleet.client import FleetClient
 from services.common.settings import Settings
 from tests.integration import test_gvisor as gv
-from tests.integration.test_gvisor import READY_S, ready_gvisor
+from tests.integration.test_gvisor import READY_S, answers, ready_gvisor
+from tests.waiters import wait_until
 
 #: NATS at an address of the host other than its loopback (test_gvisor.py says why).
 nats_server = gv.nats_server
@@ -99,3 +100,20 @@ async def test_sudo_gives_nothing_on_a_namespaces_machine(stack: FleetClient) ->
     code, out, _ = await sh(stack, created.id, "id -u")
     assert code == 0
     assert out.strip() != "0"
+
+
+@pytest.mark.timeout(900)
+async def test_sudo_works_after_a_pause_and_resume_and_roots_writes_are_kept(
+    stack: FleetClient,
+) -> None:
+    mid = await ready_gvisor(stack, "gv-sudo-pause")
+    assert await sh(stack, mid, "echo kept | sudo tee /etc/fleet-kept") == (0, "kept\n", "")
+    await stack.pause_machine(mid)
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    await stack.resume_machine(mid)
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)  # its daemon is back
+    # The broker's socket and root's writes in gVisor's memory come back with the machine.
+    assert await sh(stack, mid, "sudo id -u && cat /etc/fleet-kept") == (0, "0\nkept\n", "")
