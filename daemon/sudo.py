@@ -32,6 +32,9 @@ SECURE_PATH = "/run/fleet-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 KEPT = ("TERM", "DISPLAY", "COLORS", "COLORTERM", "LANG", "LANGUAGE", "TZ", "XAUTHORITY")
 MAX_REQUEST = 256 * 1024  # bytes of one request
 MAX_ARGS = 4096
+#: Commands run through the broker at once, and how long a request may take to arrive.
+MAX_SESSIONS = 64
+_REQUEST_S = 30.0
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _USAGE = "usage: sudo [-EHnisk] [-u user] [-g group] [--] command [arg ...]"
 
@@ -157,19 +160,33 @@ def start_broker(path: str) -> int:
 
 
 def serve(listener: socket.socket) -> None:
+    slots = threading.BoundedSemaphore(MAX_SESSIONS)
     while True:
         try:
             conn, _ = listener.accept()
         except InterruptedError:
             continue
-        threading.Thread(target=_session, args=(conn,), daemon=True).start()
+        if not slots.acquire(blocking=False):
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(f"refused sudo: {MAX_SESSIONS} commands run already\n".encode())
+            continue
+        threading.Thread(target=_session, args=(conn, slots), daemon=True).start()
 
 
-def _session(conn: socket.socket) -> None:
+def _session(conn: socket.socket, slots: threading.BoundedSemaphore) -> None:
+    try:
+        _run_session(conn)
+    finally:
+        slots.release()
+
+
+def _run_session(conn: socket.socket) -> None:
     fds: list[int] = []
     with conn:
         try:
+            conn.settimeout(_REQUEST_S)  # a caller that never sends holds no slot for long
             req, fds = _receive(conn)
+            conn.settimeout(None)
             _, uid, gid = struct.unpack(
                 "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
             )
