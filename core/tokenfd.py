@@ -22,6 +22,10 @@ RUN_AS_VAR = "FLEET_RUN_AS"
 #: never holds the token while it can be read (an exec of a readable program is dumpable
 #: until it says otherwise, and this runsc runs no execute-only loader for a user).
 DAEMON_RUN_AS_VAR = "FLEET_DAEMON_RUN_AS"
+#: gvisor machines: the supervisor (root of gVisor's kernel) runs ``sudo``'s broker on this
+#: Unix socket, on a tmpfs of the sandbox's own (daemon/sudo.py).
+SUDO_SOCKET = "/run/fleet-sudo/socket"
+SUDO_SOCKET_VAR = "FLEET_SUDO_SOCKET"
 #: The execute-only loader the supervisor and the daemon start through (daemon/nodump.py).
 LOADER_VAR = "FLEET_NODUMP_LOADER"
 #: That loader's ``--library-path`` where the platform brought its own runtime into a machine

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from core import procinfo
 from core.codestore import STORE_VAR, CodeUnverified, current_code, with_code
-from core.tokenfd import DAEMON_RUN_AS_VAR
+from core.tokenfd import DAEMON_RUN_AS_VAR, SUDO_SOCKET_VAR
 from daemon import nodump
 from daemon.pool import pool_channel, relay_claim
 from daemon.state import MACHINE_BOOT_VAR, CorruptState, DaemonState, read_state
@@ -255,6 +255,19 @@ def end_the_machine() -> None:
     _say("machine_ended")
 
 
+def start_sudo_broker() -> None:
+    """A gvisor machine's supervisor, root of gVisor's kernel: ``sudo``'s broker, before any
+    daemon or thread exists (daemon/sudo.py). Elsewhere (no variable, or not root): none."""
+    path = os.environ.pop(SUDO_SOCKET_VAR, None)
+    if path and os.geteuid() == 0 and os.environ.get(SANDBOXED_VAR) == "1":
+        from daemon import sudo  # imported where it runs: the supervisor's start stays lean
+
+        try:
+            _say("sudo_broker", pid=sudo.start_broker(path))
+        except OSError as exc:  # the machine runs on without root for its user
+            _say("sudo_broker_failed", reason=repr(str(exc)))
+
+
 def main() -> None:
     nodump.forbid_dumps()
     nodump.take_token()  # before any of the machine's processes exists
@@ -265,6 +278,7 @@ def main() -> None:
         raise SystemExit(TOKEN_SPENT_EXIT) from None
     argv = sys.argv[1:] or nodump.python_argv("-I", "-m", "daemon")
     _become_subreaper()
+    start_sudo_broker()
     sup = Supervisor(argv)
     for sig in _HANDLED:
         signal.signal(sig, sup.signal)

@@ -8,7 +8,9 @@ fleetd's daemon packages read-only, the machine's home read-write at the same pa
 store read-only, a private ``/tmp``. Its first process is root *of gVisor's kernel*: it reads
 the token from a root-only file of the platform's (read-only, outside the home), then becomes
 the machine's uid (daemon/nodump.py ``take_token_file_and_drop_root``), as a docker machine's
-does. Root inside is for ``runsc exec --user 0`` (``exec_as_root``), never the host's.
+does. Root inside is for ``runsc exec --user 0`` (``exec_as_root``) and ``sudo`` (the
+supervisor's broker: daemon/sudo.py), and never the host's: the sandbox's user namespace makes
+it a host uid of the machine's own (providers/gvisor_root.py).
 
 Its network is gVisor's own stack (``--network=sandbox``: the one a checkpoint can keep) in a
 network namespace of its own with ``pasta`` as its way out (providers/netns.py). This runsc
@@ -42,9 +44,25 @@ from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.models import GvisorPlatform
 from core.codestore import CODE_MOUNT
-from core.tokenfd import DAEMON_RUN_AS_VAR, MACHINE_ID_FILE, TOKEN_FILE_VAR
+from core.tokenfd import (
+    DAEMON_RUN_AS_VAR,
+    MACHINE_ID_FILE,
+    SUDO_SOCKET,
+    SUDO_SOCKET_VAR,
+    TOKEN_FILE_VAR,
+)
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
+from providers.gvisor_root import (
+    BIN_MOUNT,
+    RUN_DIR,
+    STAGE_SCRIPT,
+    give_rootfs,
+    id_mappings,
+    root_uid,
+    staged_bundle,
+    write_bin,
+)
 from providers.netns import attach, nats_servers, stop_pasta
 from providers.sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.scratch import remove_tree
@@ -88,8 +106,11 @@ class Runsc:
 
     def argv(self, *args: str, inside: int | None = None) -> list[str]:
         enter = [] if inside is None else ["nsenter", f"--net=/proc/{inside}/ns/net"]
+        # The root filesystem's changes are kept in gVisor's memory (root's ``apt``-style work
+        # inside: /etc, /var), never written to the host's directory behind it.
         return [*enter, self.binary, "--root", str(self.state), "--platform", self.platform,
-                "--network", "sandbox", "--ignore-cgroups", *args]  # fmt: skip
+                "--network", "sandbox", "--ignore-cgroups", "--overlay2", "root:memory",
+                *args]  # fmt: skip
 
     def run(self, *args: str, inside: int | None = None,
             timeout_s: float = _RUNSC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -119,17 +140,22 @@ def sandbox_pid(machine_dir: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if f"--bundle={bundle}".encode() in cmdline and b"boot" in cmdline else None
+    return pid if _is_sandbox_of(bundle, cmdline) else None
+
+
+def _is_sandbox_of(bundle: Path, cmdline: list[bytes]) -> bool:
+    """``cmdline`` is runsc's sandbox of ``bundle`` (given as is, or its staged spec)."""
+    wants = (f"--bundle={bundle}".encode(), f"--bundle={bundle / RUN_DIR}".encode())
+    return b"boot" in cmdline and any(want in cmdline for want in wants)
 
 
 def _find_sandbox(bundle: Path) -> int | None:
-    want = f"--bundle={bundle}".encode()
     with os.scandir("/proc") as entries:
         for entry in entries:
             if entry.name.isdigit():
                 with contextlib.suppress(OSError):
                     cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-                    if want in cmdline and b"boot" in cmdline:
+                    if _is_sandbox_of(bundle, cmdline):
                         return int(entry.name)
     return None
 
@@ -158,10 +184,15 @@ def write_token(machine_dir: Path, token: str, machine_id: str) -> Path:
     d = machine_dir / TOKEN_DIR
     d.mkdir(mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)
+    owner = root_uid(machine_dir)
     for name, text in (("token", token), (MACHINE_ID_FILE, machine_id)):
         fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as out:
+            if owner is not None:
+                os.fchown(out.fileno(), owner, owner)
             out.write(text)
+    if owner is not None:  # root's inside: the host uid that root stands for
+        os.chown(d, owner, owner, follow_symlinks=False)
     return d
 
 
@@ -189,14 +220,17 @@ def _rootfs(bundle: Path, targets: list[tuple[str, bool]]) -> Path:
     return root
 
 
-def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
-                argv: list[str], hostname: str) -> dict[str, Any]:  # fmt: skip
-    """The OCI spec of the machine's sandbox (its rootfs made beside it)."""
+def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, argv: list[str],
+                hostname: str, root_owner: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The OCI spec of the machine's sandbox (its rootfs made beside it); ``root_owner``: the
+    host uid of its root (``id_mappings``)."""
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
         {"destination": "/var/tmp", "type": "tmpfs", "source": "tmpfs",
          "options": ["mode=1777"]},
+        {"destination": os.path.dirname(SUDO_SOCKET), "type": "tmpfs", "source": "tmpfs",
+         "options": ["mode=0755"]},
     ]  # fmt: skip
     for d in ("/usr", "/opt"):
         if os.path.isdir(d) and not os.path.islink(d):
@@ -212,15 +246,25 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
         _bind(home, home, ro=False),
         _bind(machine_dir / "code", CODE_MOUNT),
         _bind(machine_dir / TOKEN_DIR, TOKEN_MOUNT),
+        _bind(write_bin(machine_dir), BIN_MOUNT),
     ]
     targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
                for m in mounts]  # fmt: skip
-    root = _rootfs(machine_dir / BUNDLE, targets)
+    rootfs = _rootfs(machine_dir / BUNDLE, targets)
+    linux: dict[str, Any] = {
+        "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+        + [{"type": "network", "path": "/proc/self/ns/net"}]
+    }
+    if root_owner is not None:
+        give_rootfs(rootfs, root_owner)
+        linux["namespaces"].append({"type": "user"})
+        linux |= id_mappings(root_owner, uid)
     env = {k: v for k, v in env.items() if k not in _NOT_HERE}
     # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
     # the machine's uid itself (core/tokenfd.py DAEMON_RUN_AS_VAR).
     env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", DAEMON_RUN_AS_VAR: str(uid),
-            SANDBOXED_VAR: "1"}  # fmt: skip
+            SANDBOXED_VAR: "1", SUDO_SOCKET_VAR: SUDO_SOCKET,
+            "PATH": f"{BIN_MOUNT}:{env.get('PATH') or _clean_env()['PATH']}"}  # fmt: skip
     # The daemons' to become the machine's uid; the supervisor's to signal them and to end the
     # machine's processes at its end. All go with root at a daemon's setuid.
     caps = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
@@ -234,11 +278,11 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int,
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
             "noNewPrivileges": True,
         },
-        "root": {"path": str(root), "readonly": True},
+        # Writable to root inside, in gVisor's memory alone (``Runsc.argv``'s overlay).
+        "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
         "mounts": mounts,
-        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-                  + [{"type": "network", "path": "/proc/self/ns/net"}]},
+        "linux": linux,
     }  # fmt: skip
 
 
@@ -264,10 +308,16 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
         await _await_own_netns(holder.pid)
         await attach(holder.pid, owner, [])
         netns = f"/proc/{holder.pid}/ns/net"
-        script = 'mount -t tmpfs tmpfs /proc/sys/net && exec "$@"'
+        # A proc of its own over /proc/sys/net (no rmem_default there), with nothing mounted
+        # over it: a user namespace's sandbox may mount its proc only while the namespace
+        # holds a proc that nothing hides part of (the kernel's "too revealing" rule).
+        script = 'mount -t proc proc /proc/sys/net && exec "$@"'
+        given, staging = await asyncio.to_thread(staged_bundle, bundle)
+        if staging:
+            script = f'mount -t proc proc /proc/sys/net || exit 1; {STAGE_SCRIPT}exec "$@"'
         argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
-                script, "fleet-gvisor",
-                *runsc.argv(*verb, "--detach", "--bundle", str(bundle), cid)]  # fmt: skip
+                script, "fleet-gvisor", *staging,
+                *runsc.argv(*verb, "--detach", "--bundle", str(given), cid)]  # fmt: skip
         with log_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,

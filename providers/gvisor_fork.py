@@ -49,6 +49,7 @@ from providers.gvisor import (
     write_token,
 )
 from providers.gvisor_pause import checkpoint_sandbox, image_size, signal_daemon
+from providers.gvisor_root import ROOT_UID_FILE, give_rootfs, write_bin
 from providers.netns import stop_pasta
 
 log = structlog.get_logger(__name__)
@@ -88,6 +89,8 @@ async def take_image(
         shutil.copyfile(machine_dir / BUNDLE / "config.json", memory / SPEC_FILE)
         (memory / SOURCE_FILE).write_text(str(machine_dir))
         shutil.copyfile(machine_dir / "uid", memory / UID_FILE)
+        if (machine_dir / ROOT_UID_FILE).is_file():
+            shutil.copyfile(machine_dir / ROOT_UID_FILE, memory / ROOT_UID_FILE)
         if forks is not None:
             (memory / LEFT_FILE).write_text(str(forks))
         copied = await copy_home()  # nothing of the machine runs: its home as of the image
@@ -119,22 +122,29 @@ def fork_spec(spec: dict[str, Any], source_dir: Path, machine_dir: Path,
     directory (home, code store, token) from the fork's, at the same place inside, and a
     root of the fork's own."""
     mounts: list[dict[str, Any]] = spec["mounts"]
+    write_bin(machine_dir)  # its own sudo, as its source's
     for m in mounts:
         if m["type"] == "bind" and Path(m["source"]).is_relative_to(source_dir):
             m["source"] = str(machine_dir / Path(m["source"]).relative_to(source_dir))
     targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
                for m in mounts]  # fmt: skip
-    spec["root"]["path"] = str(_rootfs(machine_dir / BUNDLE, targets))
+    spec["root"]["path"] = str(rootfs := _rootfs(machine_dir / BUNDLE, targets))
+    if (maps := spec.get("linux", {}).get("uidMappings")) and maps[0]["containerID"] == 0:
+        give_rootfs(rootfs, int(maps[0]["hostID"]))  # its source's root, as its uid is
     env = [e for e in spec["process"]["env"] if not e.startswith("FLEET_MACHINE_ID=")]
     spec["process"]["env"] = [*env, f"FLEET_MACHINE_ID={machine_id}"]
     return spec
 
 
 def prepare_fork(memory: Path, machine_dir: Path) -> None:
-    """Before a fork's start: its uid is its source's (its restored processes run as that)."""
+    """Before a fork's start: its uid and its root's are its source's (its restored processes
+    run as those)."""
     uid = machine_dir / "uid"
     if not uid.exists():
         shutil.copyfile(memory / UID_FILE, uid)
+    root = machine_dir / ROOT_UID_FILE
+    if (memory / ROOT_UID_FILE).is_file() and not root.exists():
+        shutil.copyfile(memory / ROOT_UID_FILE, root)
 
 
 async def restore_fork(runsc: Runsc, machine_dir: Path, machine_id: str, token: str,

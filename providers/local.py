@@ -41,6 +41,7 @@ from core.version import SOURCE_ROOT, git_sha
 from providers import gvisor, gvisor_fork, gvisor_pause
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
+from providers.gvisor_root import ROOT_UID_FILE
 from providers.homes_fs import clone_home, is_subvolume, make_home, remove_home
 from providers.image_rootfs import ImageRoots
 from providers.limits import Limits, PlacementOf
@@ -581,9 +582,12 @@ class LocalProvider:
                 "(FLEET_SANDBOX_UIDS)", data={"runtime": "gvisor"},
             )  # fmt: skip
         env = self.machine_env(home, FLEET_MACHINE_ID=machine_id)
+        assert self._uids is not None  # a uid was allocated from them
+        root = await asyncio.to_thread(allocate_uid, machine_dir / ROOT_UID_FILE,
+                                       self._root, self._uids)  # fmt: skip
         await asyncio.to_thread(gvisor.write_token, machine_dir, token, machine_id)
         spec = gvisor.bundle_spec(machine_dir, home, env, uid, supervised_argv(),
-                                  hostname(machine_id))  # fmt: skip
+                                  hostname(machine_id), root)  # fmt: skip
         bundle = await asyncio.to_thread(gvisor.write_bundle, machine_dir, spec)
         enter = await self._limited(machine_id, [])
         log_path = machine_dir / "daemon.log"

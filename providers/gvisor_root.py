@@ -1,0 +1,101 @@
+"""Root inside a gvisor machine, never the host's (docs/runtimes.md, "Root inside").
+
+- **Its own host uid.** The sandbox has a user namespace: its root is a host uid of the
+  machine's own (``root-uid`` in its directory, allocated as its uid is), its user is its uid on
+  both sides, and nothing else is mapped. runsc's gofer, which does the sandbox's file work on
+  the host, runs in it: a file root makes in the home is that uid's on the host, never the
+  host root's (a set-user-ID file of the host's root would be a way up), and the host root's
+  own files are nobody's inside.
+- **Reachable paths.** In that namespace runsc's processes are that uid on the host too, and may
+  not walk a directory of the host root's that others cannot search (``/root``, a 0700 data
+  dir). Each mount's source and the root are bound under ``STAGE`` first, in the private mount
+  namespace the sandbox starts in, and the spec runsc is given names them there
+  (``staged_bundle``); the spec on disk keeps the real paths (forks and resumes read it).
+- **sudo.** ``write_bin``: the machine's ``sudo`` (daemon/sudo.py), read-only, first on its PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.version import SOURCE_ROOT
+
+#: In a machine's directory: the host uid its root (of gVisor's kernel) is on the host.
+ROOT_UID_FILE = "root-uid"
+#: The platform's programs for the machine, beside its home, and where the sandbox sees them.
+BIN_DIR = "gvisor-bin"
+BIN_MOUNT = "/run/fleet-bin"
+#: Where a sandbox's sources are bound, in its own mount namespace (a tmpfs there; on the host
+#: an empty directory of root's that anyone may search).
+STAGE = "/run/fleet-gvisor"
+#: In a bundle: the spec runsc is given, its sources staged.
+RUN_DIR = "run"
+#: Binds each ``NAME SOURCE`` pair under the stage, up to ``--``, then runs the rest.
+STAGE_SCRIPT = (
+    'stage=$1; shift; mkdir -p -m 0755 "$stage" && '
+    'mount -t tmpfs -o mode=0755 tmpfs "$stage" || exit 1; '
+    'while [ "$1" != -- ]; do '
+    'if [ -d "$2" ]; then mkdir "$stage/$1"; else : > "$stage/$1"; fi && '
+    'mount --rbind "$2" "$stage/$1" || exit 1; shift 2; done; shift; '
+)
+
+
+def root_uid(machine_dir: Path) -> int | None:
+    """The host uid the machine's root stands for; None for a machine made before there was
+    one (its root files as the host's root, as it did)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int((machine_dir / ROOT_UID_FILE).read_text())
+    return None
+
+
+def id_mappings(root: int, uid: int) -> dict[str, Any]:
+    """The sandbox's user namespace: root inside is ``root`` on the host, the machine's user
+    ``uid`` on both sides."""
+    maps = [{"containerID": 0, "hostID": root, "size": 1},
+            {"containerID": uid, "hostID": uid, "size": 1}]  # fmt: skip
+    return {"uidMappings": maps, "gidMappings": maps}
+
+
+def give_rootfs(root: Path, owner: int) -> None:
+    """The sandbox's root (directories and mount points the platform made) to ``owner``: root
+    inside owns it; its writes there go to gVisor's memory (``Runsc.argv``)."""
+    for path in (root, *root.rglob("*")):
+        os.chown(path, owner, owner, follow_symlinks=False)
+
+
+def staged_bundle(bundle: Path) -> tuple[Path, list[str]]:
+    """The bundle runsc is given and the shell words that stage its sources: the bundle as is
+    for a sandbox without a user namespace, else ``RUN_DIR`` beside it with every bind's
+    source and the root under ``STAGE`` (``STAGE_SCRIPT``'s arguments)."""
+    spec = json.loads((bundle / "config.json").read_text())
+    if not spec.get("linux", {}).get("uidMappings"):
+        return bundle, []
+    pairs: list[str] = ["root", spec["root"]["path"]]
+    spec["root"]["path"] = f"{STAGE}/root"
+    for n, m in enumerate(spec["mounts"]):
+        if m["type"] == "bind":
+            pairs += [str(n), m["source"]]
+            m["source"] = f"{STAGE}/{n}"
+    run = bundle / RUN_DIR
+    run.mkdir(mode=0o755, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(spec, indent=1))
+    return run, [STAGE, *pairs, "--"]
+
+
+def write_bin(machine_dir: Path) -> Path:
+    """The machine's ``sudo``: a script of the platform's Python (mounted in the sandbox at
+    the same path), which asks the supervisor's broker (daemon/sudo.py)."""
+    d = machine_dir / BIN_DIR
+    d.mkdir(mode=0o755, exist_ok=True)
+    script = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(SOURCE_ROOT)!r})\n"
+              "from daemon.sudo import main\nsys.exit(main(sys.argv[1:]))\n")  # fmt: skip
+    tmp = d / "sudo.tmp"
+    tmp.write_text(script)
+    tmp.chmod(0o755)
+    tmp.replace(d / "sudo")
+    return d

@@ -1,0 +1,119 @@
+"""Root inside a gvisor machine, never on the host (docs/runtimes.md, "Root inside"), on real
+runsc sandboxes with real daemons: ``sudo`` (daemon/sudo.py, no set-user-ID bit: this runsc
+ignores them) gives root of gVisor's kernel, writes under /etc stay in the sandbox's view, and
+nothing root does inside is root's on the host; on a namespaces machine ``sudo`` gives nothing.
+The parser's rules: tests/unit/test_sudo.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fleet.client import FleetClient
+from services.common.settings import Settings
+from tests.integration import test_gvisor as gv
+from tests.integration.test_gvisor import READY_S, answers, ready_gvisor
+from tests.waiters import wait_until
+
+#: NATS at an address of the host other than its loopback (test_gvisor.py says why).
+nats_server = gv.nats_server
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, runtime="gvisor", rpc_timeout_s=60.0)
+
+
+async def sh(stack: FleetClient, mid: str, script: str) -> tuple[int, str, str]:
+    got = await stack.exec(mid, ["sh", "-c", script], timeout_s=120)
+    return got.exit_code, got.stdout, got.stderr
+
+
+@pytest.mark.timeout(900)
+async def test_sudo_in_a_gvisor_machine_is_root_of_its_own_kernel(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    mid = await ready_gvisor(stack, "gv-sudo")
+    assert await sh(stack, mid, "sudo id -u") == (0, "0\n", "")
+    assert await sh(stack, mid, "sudo -u nobody id -u") == (0, "65534\n", "")
+    assert await sh(stack, mid, "sudo -n -E true && sudo sh -c 'exit 7'; echo $?") == (
+        0, "7\n", "",
+    )  # fmt: skip
+    code, out, err = await sh(
+        stack, mid, "echo x | sudo tee /etc/fleet-test && cat /etc/fleet-test"
+    )
+    assert (code, out) == (0, "x\nx\n"), err
+    code, out, err = await sh(
+        stack, mid, "cd /tmp && sudo -s pwd && sudo -i pwd && sudo printenv HOME"
+    )
+    assert (code, out) == (0, "/tmp\n/root\n/root\n") or (code, out) == (0, "/tmp\n/\n/root\n"), err
+    # The write is gVisor's alone: the directory behind the sandbox's root has no such file.
+    rootfs = stack_settings.data_path.resolve() / "machines" / mid / "gvisor" / "rootfs"
+    assert rootfs.is_dir()
+    assert not (rootfs / "etc" / "fleet-test").exists()
+
+
+@pytest.mark.timeout(900)
+async def test_sudo_never_reaches_the_hosts_root(
+    stack: FleetClient, stack_settings: Settings, tmp_path: Path
+) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("the host's")
+    secret.chmod(0o600)
+    mid = await ready_gvisor(stack, "gv-sudo-host")
+    # A host file the machine has no mount of is not there for root inside either.
+    code, out, _ = await sh(stack, mid, f"sudo cat {secret}")
+    assert code != 0
+    assert "the host's" not in out
+    # Root inside writes into the home, through a directory anyone may write to: on the host
+    # nothing there is root's (a set-user-ID file of the host's root would be a way up).
+    code, out, err = await sh(
+        stack, mid,
+        'chmod 0755 ~ && mkdir -m 0777 ~/pub && sudo sh -c "cp /bin/true $HOME/pub/t; '
+        'chmod 4755 $HOME/pub/t; touch $HOME/pub/f $HOME/r; mkdir $HOME/pub/d"; echo done',
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.endswith("done\n"), err
+    machine_dir = stack_settings.data_path.resolve() / "machines" / mid
+    home = machine_dir / "home"
+    # Root did write there, as a host uid of the machine's own, neither 0 nor its user's.
+    root_uid = int((machine_dir / "root-uid").read_text())
+    assert root_uid not in (0, int((machine_dir / "uid").read_text()))
+    assert {p.lstat().st_uid for p in (home / "pub").iterdir()} == {root_uid}
+    owned_by_root = [str(p) for p in [home, *home.rglob("*")] if p.lstat().st_uid == 0]
+    assert owned_by_root == []
+    assert not any(os.lstat(p).st_mode & 0o4000 for p in home.rglob("*") if os.lstat(p).st_uid == 0)
+
+
+@pytest.mark.timeout(600)
+async def test_sudo_gives_nothing_on_a_namespaces_machine(stack: FleetClient) -> None:
+    inst = await stack.create_instance("ns-sudo")
+    created = await stack.create_machine(inst.id, runtime="namespaces")
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    code, out, _ = await sh(stack, created.id, "sudo id -u")
+    assert code != 0
+    assert out == ""
+    code, out, _ = await sh(stack, created.id, "id -u")
+    assert code == 0
+    assert out.strip() != "0"
+
+
+@pytest.mark.timeout(900)
+async def test_sudo_works_after_a_pause_and_resume_and_roots_writes_are_kept(
+    stack: FleetClient,
+) -> None:
+    mid = await ready_gvisor(stack, "gv-sudo-pause")
+    assert await sh(stack, mid, "echo kept | sudo tee /etc/fleet-kept") == (0, "kept\n", "")
+    await stack.pause_machine(mid)
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    await stack.resume_machine(mid)
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)  # its daemon is back
+    # The broker's socket and root's writes in gVisor's memory come back with the machine.
+    assert await sh(stack, mid, "sudo id -u && cat /etc/fleet-kept") == (0, "0\nkept\n", "")
