@@ -6,10 +6,10 @@ one field of it), its docstring the spec's summary. ``FleetClient`` inherits the
 one-to-one wrapper (waiting, streams, retries, transfers, the methods in ``HAND_WRITTEN``) is
 written by hand in ``fleet/client*.py``.
 
-A method's Python name and positional parameters follow one rule: ``machines.refreshCode`` is
-``machines_refresh_code(...)`` with the params' required fields positional (in field order) and
-the others keyword-only. ``NAMES`` keeps the names the client had before the rule: a new method
-needs no entry.
+A method's Python name and positional parameters follow one rule: ``machines.doThing`` is
+``machines_do_thing(...)`` with the params' required fields positional (in field order) and
+the others keyword-only. ``NAMES`` lists the public names that read otherwise
+(``create_instance(name)``, ``list_machines(instance_id)``); a new method needs no entry.
 
 ``python -m contracts.pyclient`` writes the file; ``--check`` only compares (exit 1 if it
 differs); ``--stdout`` prints it. ``tests/unit/test_pyclient.py`` fails when the committed file
@@ -75,7 +75,7 @@ HAND_WRITTEN = frozenset(
     }
 )
 
-#: The client's names from before the rule (``python_name``).
+#: The client's public names that do not follow the rule (``python_name``): kept as they are.
 NAMES: dict[str, Py] = {
     "instances.create": Py("create_instance", "name"),
     "instances.get": Py("get_instance", "instance_id"),
