@@ -19,7 +19,6 @@ is stale.
 from __future__ import annotations
 
 import ast
-import enum
 import importlib
 import inspect
 import json
@@ -28,7 +27,7 @@ import re
 import textwrap
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import msgspec
 import contracts
 from contracts import generated_file
 from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import AnySpec, NoParams
+from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
 
 MODULE_PATH = Path(__file__).resolve().parent.parent / "fleet" / "client_generated.py"
 REGENERATE = ".venv/bin/python -m contracts.pyclient"
@@ -238,27 +237,32 @@ def _key(t: object) -> object:
     return t
 
 
-def _aliases() -> dict[object, tuple[str, str]]:
-    """Type aliases assigned at the top level of a contracts module (not Annotated ones:
-    those say a constraint, and the client sends the plain type), by value."""
-    found: dict[object, tuple[str, str]] = {}
-    seen: set[object] = set()
+def _definitions() -> Iterator[tuple[str, str, object]]:
+    """(module, name, value) of each public name assigned at the top level of a contracts
+    module: where it is defined, not where it is imported (mypy wants an import from there)."""
     for info in sorted(pkgutil.iter_modules(contracts.__path__), key=lambda i: i.name):
         module = importlib.import_module(f"contracts.{info.name}")
         for node in ast.parse(inspect.getsource(module)).body:
             target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 target = node.targets[0]
-            if not isinstance(target, ast.Name) or target.id.startswith("_"):
-                continue
-            value = getattr(module, target.id, None)
-            if typing.get_origin(value) in (None, typing.Annotated) or _key(value) is None:
-                continue
-            if value in seen:  # two names of one type: neither is the one
-                found.pop(value, None)
-                continue
-            seen.add(value)
-            found[value] = (module.__name__, target.id)
+            if isinstance(target, ast.Name) and not target.id.startswith("_"):
+                yield module.__name__, target.id, getattr(module, target.id, None)
+
+
+def _aliases() -> dict[object, tuple[str, str]]:
+    """Type aliases of contracts/ (not Annotated ones: those say a constraint, and the client
+    sends the plain type), by value."""
+    found: dict[object, tuple[str, str]] = {}
+    seen: set[object] = set()
+    for module, name, value in _definitions():
+        if typing.get_origin(value) in (None, typing.Annotated) or _key(value) is None:
+            continue
+        if value in seen:  # two names of one type: neither is the one
+            found.pop(value, None)
+            continue
+        seen.add(value)
+        found[value] = (module, name)
     return found
 
 
@@ -270,8 +274,6 @@ def _repr(value: object) -> str:
 def _default(value: object) -> str:
     if value is None or isinstance(value, bool | int | float | str):
         return _repr(value)
-    if isinstance(value, enum.Enum):
-        raise TypeError(f"an enum default needs spelling: {value!r}")
     raise TypeError(f"cannot spell the default {value!r}")
 
 
@@ -329,27 +331,14 @@ def _method(spec: AnySpec, py: Py, imports: _Imports, constant: str) -> list[str
         build = "NoParams()"
     else:
         imports.need("contracts.jsonrpc", "new_params")
-        struct = imports.render(spec.params)
         kwargs = [f"{f}={by_field.get(f, f)}" for f in fields]
-        lines += _call("params = new_params(", [struct, *kwargs], ")", "        ")
-        build = "params"
+        build = f"new_params({', '.join([imports.render(spec.params), *kwargs])})"
     call = f"await self.call({constant}, {build})"
-    lines.append(f"        return ({call}).{py.unwrap}" if py.unwrap else f"        return {call}")
-    return lines
-
-
-def _constant(spec: AnySpec) -> tuple[str, str]:
-    """The module and name of the spec's constant (``MACHINES_GET`` in contracts.gateway_rpc)."""
-    for info in sorted(pkgutil.iter_modules(contracts.__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"contracts.{info.name}")
-        for name, value in vars(module).items():
-            if value is spec and name.isupper() and _defined_in(module, name):
-                return module.__name__, name
-    raise ValueError(f"{spec.name}: no constant names its spec")
-
-
-def _defined_in(module: types.ModuleType, name: str) -> bool:
-    return re.search(rf"^{name}\b.*=", inspect.getsource(module), re.MULTILINE) is not None
+    one = f"        return ({call}).{py.unwrap}" if py.unwrap else f"        return {call}"
+    if len(one) <= LINE_WIDTH or build == "NoParams()":
+        return [*lines, one]
+    lines += _call("params = new_params(", [imports.render(spec.params), *kwargs], ")", "        ")
+    return [*lines, one.replace(build, "params")]
 
 
 def render() -> str:
@@ -358,6 +347,7 @@ def render() -> str:
     imports.need("contracts.jsonrpc", "MethodSpec")
     imports.need("contracts.jsonrpc", "P")
     imports.need("contracts.jsonrpc", "R")
+    constants = {id(v): (m, n) for m, n, v in _definitions() if isinstance(v, MethodSpec)}
     methods: list[str] = []
     taken: set[str] = set()
     for spec in GATEWAY_METHODS:
@@ -367,7 +357,7 @@ def render() -> str:
         if py.name in taken:
             raise ValueError(f"two methods are called {py.name}")
         taken.add(py.name)
-        constant = imports.need(*_constant(spec))
+        constant = imports.need(*constants[id(spec)])
         methods += ["", *_method(spec, py, imports, constant)]
     head = [
         '"""The gateway\'s methods, one per MethodSpec: generated by `python -m '

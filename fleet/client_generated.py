@@ -199,13 +199,11 @@ class GatewayMethods:
 
     async def create_instance(self, name: str) -> Instance:
         """Create an instance."""
-        params = new_params(CreateInstanceParams, name=name)
-        return await self.call(INSTANCES_CREATE, params)
+        return await self.call(INSTANCES_CREATE, new_params(CreateInstanceParams, name=name))
 
     async def get_instance(self, instance_id: str) -> Instance:
         """One instance."""
-        params = new_params(InstanceRef, instance_id=instance_id)
-        return await self.call(INSTANCES_GET, params)
+        return await self.call(INSTANCES_GET, new_params(InstanceRef, instance_id=instance_id))
 
     async def list_instances(self) -> list[Instance]:
         """Every instance the caller may see."""
@@ -223,8 +221,7 @@ class GatewayMethods:
 
     async def list_env(self, instance_id: str | None = None) -> list[EnvVar]:
         """Env vars of one scope."""
-        params = new_params(ListEnvParams, instance_id=instance_id)
-        return (await self.call(ENV_LIST, params)).vars
+        return (await self.call(ENV_LIST, new_params(ListEnvParams, instance_id=instance_id))).vars
 
     async def remove_repo(self, instance_id: str, path: str) -> bool:
         """Remove a repo by path."""
@@ -233,13 +230,11 @@ class GatewayMethods:
 
     async def list_repos(self, instance_id: str) -> list[Repo]:
         """An instance's repos."""
-        params = new_params(InstanceRef, instance_id=instance_id)
-        return (await self.call(REPOS_LIST, params)).repos
+        return (await self.call(REPOS_LIST, new_params(InstanceRef, instance_id=instance_id))).repos
 
     async def get_machine(self, machine_id: str) -> Machine:
         """One machine."""
-        params = new_params(MachineRef, machine_id=machine_id)
-        return await self.call(MACHINES_GET, params)
+        return await self.call(MACHINES_GET, new_params(MachineRef, machine_id=machine_id))
 
     async def list_machines(self, instance_id: str | None = None) -> list[Machine]:
         """Machines, newest first."""
@@ -248,8 +243,7 @@ class GatewayMethods:
 
     async def archive_machine(self, machine_id: str) -> Machine:
         """Stop a machine for good."""
-        params = new_params(MachineRef, machine_id=machine_id)
-        return await self.call(MACHINES_ARCHIVE, params)
+        return await self.call(MACHINES_ARCHIVE, new_params(MachineRef, machine_id=machine_id))
 
     async def refresh_env(self, instance_id: str | None = None) -> RefreshEnvResult:
         """Rebuild the .env and push it to every running machine (of one instance). None: of
@@ -260,8 +254,7 @@ class GatewayMethods:
 
     async def refresh_code(self, machine_id: str) -> RefreshCodeResult:
         """Put the platform's code on the machine and restart its daemon with it."""
-        params = new_params(MachineRef, machine_id=machine_id)
-        return await self.call(MACHINES_REFRESH_CODE, params)
+        return await self.call(MACHINES_REFRESH_CODE, new_params(MachineRef, machine_id=machine_id))
 
     async def start_process(
         self,
@@ -308,8 +301,7 @@ class GatewayMethods:
 
     async def list_cron(self, instance_id: str) -> list[CronJob]:
         """An instance's cron table."""
-        params = new_params(InstanceRef, instance_id=instance_id)
-        return (await self.call(CRON_LIST, params)).jobs
+        return (await self.call(CRON_LIST, new_params(InstanceRef, instance_id=instance_id))).jobs
 
     async def create_token(
         self,
@@ -339,8 +331,7 @@ class GatewayMethods:
 
     async def revoke_token(self, token_id: str) -> bool:
         """Revoke an access token."""
-        params = new_params(TokenRef, id=token_id)
-        return (await self.call(TOKENS_REVOKE, params)).revoked
+        return (await self.call(TOKENS_REVOKE, new_params(TokenRef, id=token_id))).revoked
 
     async def discover(self) -> OpenRpcDocument:
         """This API as an OpenRPC document."""
@@ -359,8 +350,7 @@ class GatewayMethods:
 
     async def restart_machine(self, machine_id: str) -> Machine:
         """Restart a machine's daemon in place (its processes keep running)."""
-        params = new_params(RestartParams, machine_id=machine_id)
-        return await self.call(MACHINES_RESTART, params)
+        return await self.call(MACHINES_RESTART, new_params(RestartParams, machine_id=machine_id))
 
     async def machine_ports(self, machine_id: str) -> PortList:
         """The TCP ports that listen in the machine (each can be opened as a preview URL), with
@@ -433,31 +423,27 @@ class GatewayMethods:
 
     async def stop_machine(self, machine_id: str) -> Machine:
         """Stop a machine: its processes end, its home stays (a stopped one: no change)."""
-        params = new_params(MachineRef, machine_id=machine_id)
-        return await self.call(MACHINES_STOP, params)
+        return await self.call(MACHINES_STOP, new_params(MachineRef, machine_id=machine_id))
 
     async def start_machine(self, machine_id: str) -> Machine:
         """Start a stopped machine again: the same machine, its home and background processes (a
         running one: no change). Refused with HostFull while its host has no room; Unavailable
         (retry) while other starts on its host hold its place for over 5 s.
         """
-        params = new_params(MachineRef, machine_id=machine_id)
-        return await self.call(MACHINES_START, params)
+        return await self.call(MACHINES_START, new_params(MachineRef, machine_id=machine_id))
 
     async def pause_machine(self, machine_id: str) -> Machine:
         """Pause a ready gvisor machine: its memory, processes and filesystem changes go to disk,
         its sandbox ends and its host memory is freed (status pausing, then paused; a paused
         one: no change). NotSupported on a namespaces machine; Conflict unless it is ready.
         """
-        params = new_params(MachineRef, machine_id=machine_id)
-        return await self.call(MACHINES_PAUSE, params)
+        return await self.call(MACHINES_PAUSE, new_params(MachineRef, machine_id=machine_id))
 
     async def resume_machine(self, machine_id: str) -> Machine:
         """Resume a paused machine: its processes go on where they were, with the same PIDs
         (status resuming, then ready; a ready one: no change). Conflict unless it is paused.
         """
-        params = new_params(MachineRef, machine_id=machine_id)
-        return await self.call(MACHINES_RESUME, params)
+        return await self.call(MACHINES_RESUME, new_params(MachineRef, machine_id=machine_id))
 
     async def set_autostop(
         self, instance_id: str, idle_after_s: int, action: AutoStopAction | None = None
@@ -520,8 +506,7 @@ class GatewayMethods:
 
     async def code_cancel(self, run_id: str) -> bool:
         """Cancel a running run."""
-        params = new_params(RunRef, run_id=run_id)
-        return (await self.call(CODEMODE_CANCEL, params)).cancelled
+        return (await self.call(CODEMODE_CANCEL, new_params(RunRef, run_id=run_id))).cancelled
 
     async def code_list(self, instance_id: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Kept run records, newest first."""
@@ -681,20 +666,17 @@ class GatewayMethods:
 
     async def set_user_role(self, user: str, role: PlatformRole) -> User:
         """Set a user's platform role (admins)."""
-        params = new_params(SetRoleParams, user=user, role=role)
-        return await self.call(USERS_SET_ROLE, params)
+        return await self.call(USERS_SET_ROLE, new_params(SetRoleParams, user=user, role=role))
 
     async def disable_user(self, user: str) -> User:
         """Disable a user: their sessions and tokens stop working at once (admins)."""
-        params = new_params(UserParams, user=user)
-        return await self.call(USERS_DISABLE, params)
+        return await self.call(USERS_DISABLE, new_params(UserParams, user=user))
 
     async def enable_user(self, user: str) -> User:
         """Enable a disabled user again: they can sign in, and their unexpired tokens work again
         (their sessions ended with the disable) (admins).
         """
-        params = new_params(UserParams, user=user)
-        return await self.call(USERS_ENABLE, params)
+        return await self.call(USERS_ENABLE, new_params(UserParams, user=user))
 
     async def set_member(
         self, instance_id: str, user: str, role: InstanceRole | Literal["none"]
