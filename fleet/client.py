@@ -59,6 +59,8 @@ class FleetClient(GatewayMethods):
     #: tests and tools).
     unavailable_retries: int = 0
 
+    # The hand-written methods: functions of fleet/client_*.py whose ``self`` is the client,
+    # bound here, so that FleetClient is its generated methods and this one class.
     call = retry.call
     create_machine = calls.create_machine
     rebuild_machine = calls.rebuild_machine
