@@ -6,8 +6,11 @@ async with FleetClient("http://127.0.0.1:8080", token) as fleet:
     box = await fleet.machine(machine.id).wait_ready()      # or: await fleet.instance_machine(id)
     result = await fleet.exec(machine.id, ["git", "status"], cwd="src")
 
-Every gateway method has a method here or in a mixin (``fleet/client_<area>.py``; the test
-``tests/unit/test_client_methods.py`` keeps it so); ``call(spec, params)`` reaches any, typed.
+Every gateway method has a method: generated from its ``MethodSpec`` (``GatewayMethods``, in
+``fleet/client_generated.py``, written by ``python -m contracts.pyclient``), or hand-written
+where the client does more than send its params (``fleet/client_calls.py``, streams in
+``fleet/client_streams.py``, transfers in ``fleet/client_transfer.py``: functions bound here as
+methods). ``call(spec, params)`` reaches any method, typed.
 """
 
 from __future__ import annotations
@@ -16,22 +19,11 @@ import asyncio
 import contextlib
 import itertools
 import weakref
-from collections.abc import AsyncGenerator, Collection, Sequence
+from collections.abc import AsyncGenerator, Collection
 from types import TracebackType
-from typing import Literal
 
 import aiohttp
 
-from contracts import gateway_rpc as g
-from contracts.daemon_rpc import (
-    DEFAULT_EXEC_TIMEOUT_S,
-    DEFAULT_FILE_MODE,
-    ExecCommandResult,
-    ProcessInfo,
-    ProcessLogs,
-    RestartPolicy,
-    WriteFileResult,
-)
 from contracts.errors import (
     ERROR_HEADER,
     FleetError,
@@ -41,28 +33,17 @@ from contracts.errors import (
     error_from_http,
 )
 from contracts.events import Event, decode_machine_event, kind_of
-from contracts.gateway_rpc import CreatedToken, CronSetResult, RefreshCodeResult, RefreshEnvResult
-from contracts.jsonrpc import MethodSpec, NoParams, P, R, decode_result, encode_call, new_params
-from contracts.machine_files import CronJob
-from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo
-from contracts.openrpc import OpenRpcDocument
+from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
+from contracts.models import Machine
 from contracts.status import MachineStatus
-from fleet.client_audit import AuditClient
-from fleet.client_codemode import CodemodeMethods
-from fleet.client_env_builds import EnvBuildsClient
-from fleet.client_events import EventsClient
-from fleet.client_files import FilesClient
-from fleet.client_instance_env import InstanceEnvironmentClient
-from fleet.client_limits import LimitsClient
-from fleet.client_live import LiveClient
-from fleet.client_machines import MachinesClient
-from fleet.client_network import NetworkClient
-from fleet.client_people import PeopleClient
-from fleet.client_ports import PortsClient
-from fleet.client_retry import ConnectionFailed, RetryingCalls, StreamResumes
-from fleet.client_sessions import SessionsClient
-from fleet.client_stop import StopClient
-from fleet.client_transfer import TransferClient
+from fleet import (
+    client_calls as calls,
+    client_retry as retry,
+    client_streams as streams,
+    client_transfer as transfer,
+)
+from fleet.client_generated import GatewayMethods
+from fleet.client_retry import ConnectionFailed, StreamResumes
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse import check_stream, sse_messages
 
@@ -71,24 +52,36 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_IDLE_S = 5.0
 
 
-class FleetClient(
-    RetryingCalls,
-    EventsClient,
-    LiveClient,
-    CodemodeMethods,
-    MachinesClient,
-    LimitsClient,
-    NetworkClient,
-    SessionsClient,
-    PortsClient,
-    FilesClient,
-    TransferClient,
-    StopClient,
-    InstanceEnvironmentClient,
-    EnvBuildsClient,
-    AuditClient,
-    PeopleClient,
-):
+class FleetClient(GatewayMethods):
+    #: Tries per call while the gateway answers Unavailable (1: no retry).
+    unavailable_tries: int = retry.UNAVAILABLE_TRIES
+    #: How many times this client sent a call again after Unavailable or a cut answer (for
+    #: tests and tools).
+    unavailable_retries: int = 0
+
+    # The hand-written methods: functions of fleet/client_*.py whose ``self`` is the client,
+    # bound here, so that FleetClient is its generated methods and this one class.
+    call = retry.call
+    create_machine = calls.create_machine
+    rebuild_machine = calls.rebuild_machine
+    create_from_snapshot = calls.create_from_snapshot
+    exec = calls.exec
+    exec_via_stream_method = calls.exec_via_stream_method
+    write_file = calls.write_file
+    add_repo = calls.add_repo
+    set_cron = calls.set_cron
+    create_scoped_token = calls.create_scoped_token
+    set_network_policy = calls.set_network_policy
+    code_run = calls.code_run
+    code_set_bridge = calls.code_set_bridge
+    open_session = calls.open_session
+    attach_session = calls.attach_session
+    events_url = calls.events_url
+    exec_stream = streams.exec_stream
+    code_stream = streams.code_stream
+    upload = transfer.upload
+    download = transfer.download
+
     def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._token = token
@@ -166,7 +159,7 @@ class FleetClient(
     async def _call_once(
         self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
     ) -> R:
-        """One request (``call``, in ``fleet/client_retry.py``, retries Unavailable)."""
+        """One request (``call``, ``fleet/client_retry.py``'s, retries Unavailable)."""
         body = encode_call(spec, params, next(self._ids))
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else self._timeout
         try:
@@ -184,185 +177,6 @@ class FleetClient(
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from None
         return decode_result(spec, data)
-
-    # Params via new_params: a server-side __post_init__ check fails here too, as InvalidParams.
-
-    # --- instances, env, repos, tokens --------------------------------------------------------
-    async def create_instance(self, name: str) -> Instance:
-        return await self.call(g.INSTANCES_CREATE, new_params(g.CreateInstanceParams, name=name))
-
-    async def get_instance(self, instance_id: str) -> Instance:
-        return await self.call(g.INSTANCES_GET, new_params(g.InstanceRef, instance_id=instance_id))
-
-    async def list_instances(self) -> list[Instance]:
-        return (await self.call(g.INSTANCES_LIST, NoParams())).instances
-
-    async def set_env(self, name: str, value: str, instance_id: str | None = None) -> EnvVar:
-        params = new_params(g.SetEnvParams, instance_id=instance_id, name=name, value=value)
-        return await self.call(g.ENV_SET, params)
-
-    async def unset_env(self, name: str, instance_id: str | None = None) -> bool:
-        params = new_params(g.UnsetEnvParams, instance_id=instance_id, name=name)
-        return (await self.call(g.ENV_UNSET, params)).removed
-
-    async def list_env(self, instance_id: str | None = None) -> list[EnvVar]:
-        params = new_params(g.ListEnvParams, instance_id=instance_id)
-        return (await self.call(g.ENV_LIST, params)).vars
-
-    async def add_repo(
-        self,
-        instance_id: str,
-        url: str,
-        branch: str,
-        path: str,
-        *,
-        token: str | None = None,
-        username: str | None = None,
-    ) -> Repo:
-        """``token`` (and ``username``, default ``x-access-token``): for a private repo."""
-        params = new_params(
-            g.AddRepoParams,
-            instance_id=instance_id,
-            url=url,
-            branch=branch,
-            path=path,
-            token=token,
-            username=g.DEFAULT_GIT_USERNAME if username is None else username,
-        )
-        return await self.call(g.REPOS_ADD, params)
-
-    async def remove_repo(self, instance_id: str, path: str) -> bool:
-        params = new_params(g.RemoveRepoParams, instance_id=instance_id, path=path)
-        return (await self.call(g.REPOS_REMOVE, params)).removed
-
-    async def list_repos(self, instance_id: str) -> list[Repo]:
-        params = new_params(g.InstanceRef, instance_id=instance_id)
-        return (await self.call(g.REPOS_LIST, params)).repos
-
-    async def create_token(self, name: str, instance_id: str | None = None) -> CreatedToken:
-        """A new access token; ``.token`` is the secret, shown this once."""
-        params = new_params(g.CreateTokenParams, name=name, instance_id=instance_id)
-        return await self.call(g.TOKENS_CREATE, params)
-
-    async def list_tokens(self) -> list[AccessToken]:
-        return (await self.call(g.TOKENS_LIST, NoParams())).tokens
-
-    async def revoke_token(self, token_id: str) -> bool:
-        return (await self.call(g.TOKENS_REVOKE, new_params(g.TokenRef, id=token_id))).revoked
-
-    async def set_cron(self, instance_id: str, jobs: Sequence[CronJob]) -> CronSetResult:
-        """Replace the instance's whole cron table; it is pushed to its running machine at
-        once (``.machines``, ``.failed``) and to new machines at setup."""
-        params = new_params(g.SetCronParams, instance_id=instance_id, jobs=list(jobs))
-        return await self.call(g.CRON_SET, params)
-
-    async def list_cron(self, instance_id: str) -> list[CronJob]:
-        params = new_params(g.InstanceRef, instance_id=instance_id)
-        return (await self.call(g.CRON_LIST, params)).jobs
-
-    async def discover(self) -> OpenRpcDocument:
-        """This API as an OpenRPC document."""
-        return await self.call(g.RPC_DISCOVER, NoParams())
-
-    # --- machines -----------------------------------------------------------------------------
-    async def get_machine(self, machine_id: str) -> Machine:
-        return await self.call(g.MACHINES_GET, new_params(g.MachineRef, machine_id=machine_id))
-
-    async def list_machines(self, instance_id: str | None = None) -> list[Machine]:
-        params = new_params(g.ListMachinesParams, instance_id=instance_id)
-        return (await self.call(g.MACHINES_LIST, params)).machines
-
-    async def archive_machine(self, machine_id: str) -> Machine:
-        params = new_params(g.MachineRef, machine_id=machine_id)
-        return await self.call(g.MACHINES_ARCHIVE, params)
-
-    async def exec(
-        self,
-        machine_id: str,
-        command: list[str],
-        *,
-        timeout_s: float | None = None,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        user: Literal["root"] | None = None,
-    ) -> ExecCommandResult:
-        """Run ``command`` on the machine as its user, or as root (``user="root"``: gvisor
-        machines only)."""
-        timeout = DEFAULT_EXEC_TIMEOUT_S if timeout_s is None else timeout_s
-        params = new_params(
-            g.MachineExecParams,
-            machine_id=machine_id,
-            command=command,
-            timeout_s=timeout,
-            cwd=cwd,
-            env=env,
-            user=user,
-        )
-        # The command may legitimately run long: wait for its own timeout, plus a margin.
-        return await self.call(g.MACHINES_EXEC, params, timeout_s=timeout + 15.0)
-
-    async def write_file(
-        self, machine_id: str, path: str, content: str, mode: int | None = None
-    ) -> WriteFileResult:
-        params = new_params(
-            g.MachineWriteFileParams,
-            machine_id=machine_id,
-            path=path,
-            content=content,
-            mode=DEFAULT_FILE_MODE if mode is None else mode,
-        )
-        return await self.call(g.MACHINES_WRITE_FILE, params)
-
-    async def refresh_env(self, instance_id: str | None = None) -> RefreshEnvResult:
-        """Rebuild the .env and push it to running machines (None: of every instance the token
-        may touch)."""
-        params = new_params(g.RefreshEnvParams, instance_id=instance_id)
-        return await self.call(g.MACHINES_REFRESH_ENV, params)
-
-    async def refresh_code(self, machine_id: str) -> RefreshCodeResult:
-        """Install the platform's code on the machine; its daemon restarts with it."""
-        params = new_params(g.MachineRef, machine_id=machine_id)
-        return await self.call(g.MACHINES_REFRESH_CODE, params)
-
-    async def start_process(
-        self,
-        machine_id: str,
-        command: list[str],
-        *,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        tag: str | None = None,
-        restart: RestartPolicy = "never",
-    ) -> ProcessInfo:
-        params = new_params(
-            g.MachineProcessStartParams,
-            machine_id=machine_id,
-            command=command,
-            cwd=cwd,
-            env=env,
-            tag=tag,
-            restart=restart,
-        )
-        return await self.call(g.MACHINES_PROCESS_START, params)
-
-    async def list_processes(self, machine_id: str) -> list[ProcessInfo]:
-        params = new_params(g.MachineRef, machine_id=machine_id)
-        return (await self.call(g.MACHINES_PROCESS_LIST, params)).processes
-
-    async def kill_process(
-        self, machine_id: str, *, pid: int | None = None, tag: str | None = None
-    ) -> ProcessInfo:
-        """Exactly one of ``pid`` and ``tag``."""
-        params = new_params(g.MachineProcessRef, machine_id=machine_id, pid=pid, tag=tag)
-        return await self.call(g.MACHINES_PROCESS_KILL, params)
-
-    async def process_logs(
-        self, machine_id: str, *, pid: int | None = None, tag: str | None = None, tail: int = 100
-    ) -> ProcessLogs:
-        params = new_params(
-            g.MachineProcessLogsParams, machine_id=machine_id, pid=pid, tag=tag, tail=tail
-        )
-        return await self.call(g.MACHINES_PROCESS_LOGS, params)
 
     def machine(self, machine_id: str) -> MachineHandle:
         """This client, bound to one machine."""

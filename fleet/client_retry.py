@@ -1,19 +1,22 @@
 """``FleetClient.call``: one request, sent again while the gateway answers ``Unavailable``
 (its store or bus is failing over), with the one backoff rule, a bounded number of times.
 
-A mixin (``client.py`` is full): ``FleetClient`` provides ``_call_once``, the plain request.
+``FleetClient`` binds ``call`` as its method, and provides ``_call_once``, the plain request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
 
 from contracts.errors import FleetError, Unavailable
 from contracts.jsonrpc import MethodSpec, P, R
 from core.backoff import backoff_s
+
+if TYPE_CHECKING:  # the client binds ``call``
+    from fleet.client import FleetClient
 
 log = structlog.get_logger(__name__)
 
@@ -33,65 +36,39 @@ class ConnectionFailed(Exception):
         self.sent = sent
 
 
-class Calls(Protocol):
-    """What a client mixin's methods need of ``self``: ``FleetClient.call`` (below)."""
-
-    async def call(
-        self,
-        spec: MethodSpec[P, R],
-        params: P,
-        *,
-        timeout_s: float | None = None,
-        resend_cut: bool = False,
-    ) -> R: ...
-
-
-class RetryingCalls:
-    #: Tries per call while the gateway answers Unavailable (1: no retry).
-    unavailable_tries: int = UNAVAILABLE_TRIES
-    #: How many times this client sent a call again after Unavailable or a cut answer (for
-    #: tests and tools).
-    unavailable_retries: int = 0
-
-    if TYPE_CHECKING:  # provided by FleetClient
-
-        async def _call_once(
-            self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
-        ) -> R: ...
-
-    async def call(
-        self,
-        spec: MethodSpec[P, R],
-        params: P,
-        *,
-        timeout_s: float | None = None,
-        resend_cut: bool = False,
-    ) -> R:
-        """Any gateway method through its spec in ``contracts.gateway_rpc``: ``params`` its
-        params Struct (sent camelCase), the answer decoded as its result type. Answered
-        Unavailable, the call is sent again after a wait (up to ``unavailable_tries`` in all):
-        a call the gateway ran partly before its store or bus failed may then run twice.
-        ``resend_cut``, for params that make running twice harmless (``machines.create`` and
-        ``machines.rebuild`` with an ``idempotencyKey``): also sent again when the connection
-        broke after the request went out (the gateway may have run it, and only its answer
-        was lost)."""
-        tried = 0
-        while True:
-            tried += 1
-            try:
-                return await self._call_once(spec, params, timeout_s=timeout_s)
-            except Unavailable as exc:
-                if tried >= self.unavailable_tries:
-                    raise
-                wait = max(exc.retry_after_ms / 1000, backoff_s(tried, base=0.25, cap=5.0))
-                log.info("client.retry_unavailable", method=spec.name, attempt=tried, wait_s=wait)
-            except ConnectionFailed as exc:
-                if not (resend_cut and exc.sent) or tried >= self.unavailable_tries:
-                    raise
-                wait = backoff_s(tried, base=0.25, cap=5.0)
-                log.info("client.retry_cut", method=spec.name, attempt=tried, wait_s=wait)
-            self.unavailable_retries += 1
-            await asyncio.sleep(wait)
+async def call(
+    self: FleetClient,
+    spec: MethodSpec[P, R],
+    params: P,
+    *,
+    timeout_s: float | None = None,
+    resend_cut: bool = False,
+) -> R:
+    """Any gateway method through its spec in ``contracts.gateway_rpc``: ``params`` its
+    params Struct (sent camelCase), the answer decoded as its result type. Answered
+    Unavailable, the call is sent again after a wait (up to ``unavailable_tries`` in all):
+    a call the gateway ran partly before its store or bus failed may then run twice.
+    ``resend_cut``, for params that make running twice harmless (``machines.create`` and
+    ``machines.rebuild`` with an ``idempotencyKey``): also sent again when the connection
+    broke after the request went out (the gateway may have run it, and only its answer
+    was lost)."""
+    tried = 0
+    while True:
+        tried += 1
+        try:
+            return await self._call_once(spec, params, timeout_s=timeout_s)
+        except Unavailable as exc:
+            if tried >= self.unavailable_tries:
+                raise
+            wait = max(exc.retry_after_ms / 1000, backoff_s(tried, base=0.25, cap=5.0))
+            log.info("client.retry_unavailable", method=spec.name, attempt=tried, wait_s=wait)
+        except ConnectionFailed as exc:
+            if not (resend_cut and exc.sent) or tried >= self.unavailable_tries:
+                raise
+            wait = backoff_s(tried, base=0.25, cap=5.0)
+            log.info("client.retry_cut", method=spec.name, attempt=tried, wait_s=wait)
+        self.unavailable_retries += 1
+        await asyncio.sleep(wait)
 
 
 #: How many times in a row GET /events may be cut mid-stream before events() gives up.
@@ -104,7 +81,7 @@ class StreamResumes:
     gateway whose bus is failing over (``event: error``, or a 503 answer to the reopened
     stream), waited for as ``call`` waits for it."""
 
-    def __init__(self, client: RetryingCalls) -> None:
+    def __init__(self, client: FleetClient) -> None:
         self.client = client
         self.cuts = 0
         self.unavailables = 0

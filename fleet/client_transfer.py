@@ -1,5 +1,5 @@
-"""``FleetClient``'s streamed file transfers (a mixin): ``upload`` and ``download`` over
-``PUT``/``GET /machines/{machineId}/files/{path}``, any size, checked by SHA-256.
+"""``FleetClient``'s streamed file transfers (bound as its methods): ``upload`` and
+``download`` over ``PUT``/``GET /machines/{machineId}/files/{path}``, any size, checked by SHA-256.
 
 An upload sends the local file's size and mode, hashes the bytes as they go and compares with
 the SHA-256 the daemon computed of what it wrote. A download goes to a temporary file next to
@@ -22,8 +22,11 @@ import aiohttp
 import msgspec
 
 from contracts.daemon_files import FILE_CHUNK, Uploaded
-from contracts.errors import ERROR_HEADER, FleetError, TransferAborted
+from contracts.errors import ERROR_HEADER, TransferAborted
 from contracts.gateway_files import files_url
+
+if TYPE_CHECKING:  # the client binds these
+    from fleet.client import FleetClient
 
 _UPLOADED = msgspec.json.Decoder(Uploaded)
 #: A transfer may take long; only a stall this long fails it.
@@ -37,65 +40,59 @@ class Downloaded(msgspec.Struct, rename="camel", kw_only=True):
     mode: int
 
 
-class TransferClient:
-    if TYPE_CHECKING:  # provided by FleetClient
-        url: str
+async def upload(
+    self: FleetClient, machine_id: str, local: str | Path, remote: str, *, mode: int | None = None
+) -> Uploaded:
+    """Put the local file at ``remote`` on the machine (its mode too, unless ``mode``)."""
+    st = os.stat(local)
+    digest = hashlib.sha256()
+    query = {"mode": f"{mode if mode is not None else stat.S_IMODE(st.st_mode):o}"}
+    headers = {"Content-Length": str(st.st_size), "Content-Type": "application/octet-stream"}
+    url = self.url + files_url(machine_id, remote)
+    try:
+        async with self.session.put(url, data=_chunks(Path(local), digest), params=query,
+                                    headers=headers, timeout=_STALL) as resp:  # fmt: skip
+            body = await resp.read()
+            _check(self, resp, body)
+    except aiohttp.ClientConnectionError as exc:
+        raise self._unreachable(exc) from None
+    done = _UPLOADED.decode(body)
+    if done.sha256 != digest.hexdigest() or done.size != st.st_size:
+        raise TransferAborted(f"{remote}: the machine wrote {done.size} bytes, SHA-256 "
+                              f"{done.sha256}; {st.st_size} bytes, "
+                              f"{digest.hexdigest()} were sent")  # fmt: skip
+    return done
 
-        @property
-        def session(self) -> aiohttp.ClientSession: ...
-        def _unreachable(self, exc: Exception) -> Exception: ...
-        def http_error(self, status: int, body: bytes = b"",
-                       header: str | None = None) -> FleetError: ...  # fmt: skip
 
-    async def upload(
-        self, machine_id: str, local: str | Path, remote: str, *, mode: int | None = None
-    ) -> Uploaded:
-        """Put the local file at ``remote`` on the machine (its mode too, unless ``mode``)."""
-        st = os.stat(local)
-        digest = hashlib.sha256()
-        query = {"mode": f"{mode if mode is not None else stat.S_IMODE(st.st_mode):o}"}
-        headers = {"Content-Length": str(st.st_size), "Content-Type": "application/octet-stream"}
-        url = self.url + files_url(machine_id, remote)
-        try:
-            async with self.session.put(url, data=_chunks(Path(local), digest), params=query,
-                                        headers=headers, timeout=_STALL) as resp:  # fmt: skip
-                body = await resp.read()
-                self._check(resp, body)
-        except aiohttp.ClientConnectionError as exc:
-            raise self._unreachable(exc) from None
-        done = _UPLOADED.decode(body)
-        if done.sha256 != digest.hexdigest() or done.size != st.st_size:
-            raise TransferAborted(f"{remote}: the machine wrote {done.size} bytes, SHA-256 "
-                                  f"{done.sha256}; {st.st_size} bytes, "
-                                  f"{digest.hexdigest()} were sent")  # fmt: skip
-        return done
+async def download(
+    self: FleetClient, machine_id: str, remote: str, local: str | Path
+) -> Downloaded:
+    """The machine's file at ``remote`` into ``local`` (a file path), with its mode."""
+    target = Path(local)
+    tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.fleet-download")
+    url = self.url + files_url(machine_id, remote)
+    try:
+        async with self.session.get(url, timeout=_STALL) as resp:
+            if resp.status != 200:
+                _check(self, resp, await resp.read())
+            mode = int(resp.headers.get("X-Fleet-Mode", "644"), 8)
+            size, sha = await _save(resp, tmp, mode)
+        if resp.content_length is not None and size != resp.content_length:
+            raise TransferAborted(f"{remote}: {size} of {resp.content_length} bytes came")
+        os.replace(tmp, target)
+    except aiohttp.ClientConnectionError as exc:
+        raise self._unreachable(exc) from None
+    except aiohttp.ClientPayloadError as exc:  # the gateway cut the body short
+        raise TransferAborted(f"{remote}: the download broke off: {exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return Downloaded(path=str(target), size=size, sha256=sha, mode=mode)
 
-    async def download(self, machine_id: str, remote: str, local: str | Path) -> Downloaded:
-        """The machine's file at ``remote`` into ``local`` (a file path), with its mode."""
-        target = Path(local)
-        tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.fleet-download")
-        url = self.url + files_url(machine_id, remote)
-        try:
-            async with self.session.get(url, timeout=_STALL) as resp:
-                if resp.status != 200:
-                    self._check(resp, await resp.read())
-                mode = int(resp.headers.get("X-Fleet-Mode", "644"), 8)
-                size, sha = await _save(resp, tmp, mode)
-            if resp.content_length is not None and size != resp.content_length:
-                raise TransferAborted(f"{remote}: {size} of {resp.content_length} bytes came")
-            os.replace(tmp, target)
-        except aiohttp.ClientConnectionError as exc:
-            raise self._unreachable(exc) from None
-        except aiohttp.ClientPayloadError as exc:  # the gateway cut the body short
-            raise TransferAborted(f"{remote}: the download broke off: {exc}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        return Downloaded(path=str(target), size=size, sha256=sha, mode=mode)
 
-    def _check(self, resp: aiohttp.ClientResponse, body: bytes) -> None:
-        if resp.status not in (200, 201):
-            raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
+def _check(self: FleetClient, resp: aiohttp.ClientResponse, body: bytes) -> None:
+    if resp.status not in (200, 201):
+        raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
 
 
 #: Local reads and writes go to a thread this many bytes at a time.

@@ -1,6 +1,7 @@
 """The client cannot drift from the contract: every gateway method has a FleetClient method that
-calls it through its spec constant, building the spec's own params Struct with only its fields.
-(mypy checks the rest: ``call(spec, params) -> R`` ties the params and result types to the spec.)"""
+calls it through its spec constant, building the spec's own params Struct with only its fields,
+generated (``fleet/client_generated.py``) or hand-written (``fleet/client*.py``). (mypy checks
+the rest: ``call(spec, params) -> R`` ties the params and result types to the spec.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import msgspec
 import pytest
 
 from contracts import (
+    audit,
     codemode,
     gateway_env_builds,
     gateway_environments,
@@ -32,7 +34,7 @@ from contracts import (
 )
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec, NoParams
-from fleet import client
+from fleet import client, client_calls, client_generated, client_streams
 
 SPECS = {spec.name: spec for spec in GATEWAY_METHODS}
 #: Where the spec constants live (codemode's are in their own module, listed in the table).
@@ -55,7 +57,10 @@ SPEC_MODULES = (
     gateway_runtime,
     gateway_fork,
     gateway_people,
+    audit,
 )
+#: FleetClient's modules: the generated methods, and the hand-written ones bound to it.
+CLIENT_MODULES = (client, client_calls, client_streams, client_generated)
 
 
 @dataclass
@@ -95,18 +100,11 @@ def _built(fn: ast.AsyncFunctionDef) -> dict[str, set[str]]:
 
 
 def _client_sources() -> list[str]:
-    """FleetClient's own source and its mixins' (``fleet/client_*.py``)."""
-    classes = [c for c in client.FleetClient.__mro__ if c.__module__.startswith("fleet.")]
-    return [inspect.getsource(c) for c in classes]
+    return [inspect.getsource(m) for m in CLIENT_MODULES]
 
 
 def _client_calls() -> list[Call]:
-    # FleetClient and its mixins (fleet/client_<area>.py)
-    sources = [
-        inspect.getsource(c)
-        for c in client.FleetClient.__mro__
-        if c.__module__.startswith("fleet.")
-    ]
+    sources = _client_sources()
     calls = []
     for fn in (n for src in sources for n in ast.walk(ast.parse(src))):
         if not isinstance(fn, ast.AsyncFunctionDef):

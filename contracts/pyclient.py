@@ -1,0 +1,404 @@
+"""The Python client's methods, ``fleet/client_generated.py``, from the gateway's method table.
+
+One typed ``async`` method per ``MethodSpec`` of ``GATEWAY_METHODS``: its parameters are the
+fields of the spec's params Struct (their types and defaults), its answer the spec's result (or
+one field of it), its docstring the spec's summary. ``FleetClient`` inherits them; what is not a
+one-to-one wrapper (waiting, streams, retries, transfers, the methods in ``HAND_WRITTEN``) is
+written by hand in ``fleet/client*.py``.
+
+A method's Python name and positional parameters follow one rule: ``machines.doThing`` is
+``machines_do_thing(...)`` with the params' required fields positional (in field order) and
+the others keyword-only. ``NAMES`` lists the public names that read otherwise
+(``create_instance(name)``, ``list_machines(instance_id)``); a new method needs no entry.
+
+``python -m contracts.pyclient`` writes the file; ``--check`` only compares (exit 1 if it
+differs); ``--stdout`` prints it. ``tests/unit/test_pyclient.py`` fails when the committed file
+is stale.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import pkgutil
+import re
+import textwrap
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+import contracts
+from contracts import generated_file
+from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
+
+MODULE_PATH = Path(__file__).resolve().parent.parent / "fleet" / "client_generated.py"
+REGENERATE = ".venv/bin/python -m contracts.pyclient"
+LINE_WIDTH = 100
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+@dataclass(frozen=True)
+class Py:
+    """A method's Python name; ``args``: its positional parameters in order, each a field name
+    or ``python_name=field`` (the other fields are keyword-only); ``unwrap``: the result field
+    it answers instead of the whole result; ``doc``: said after the spec's summary."""
+
+    name: str
+    args: str = ""
+    unwrap: str | None = None
+    doc: str = ""
+
+
+#: Methods whose client method is hand-written (a convenience: a default made on the client,
+#: a longer wait, a resend, a stream), in ``fleet/client*.py``; none is generated for them.
+HAND_WRITTEN = frozenset(
+    {
+        "repos.add",
+        "machines.create",
+        "machines.rebuild",
+        "machines.exec",
+        "machines.execStream",
+        "machines.writeFile",
+        "cron.set",
+        "instances.setNetworkPolicy",
+        "codemode.run",
+        "codemode.bridges.set",
+        "sessions.open",
+    }
+)
+
+#: The client's public names that do not follow the rule (``python_name``): kept as they are.
+NAMES: dict[str, Py] = {
+    "instances.create": Py("create_instance", "name"),
+    "instances.get": Py("get_instance", "instance_id"),
+    "instances.list": Py("list_instances", unwrap="instances"),
+    "env.set": Py("set_env", "name value instance_id"),
+    "env.unset": Py("unset_env", "name instance_id", unwrap="removed"),
+    "env.list": Py("list_env", "instance_id", unwrap="vars"),
+    "repos.remove": Py("remove_repo", "instance_id path", unwrap="removed"),
+    "repos.list": Py("list_repos", "instance_id", unwrap="repos"),
+    "machines.get": Py("get_machine", "machine_id"),
+    "machines.list": Py("list_machines", "instance_id", unwrap="machines"),
+    "machines.archive": Py("archive_machine", "machine_id"),
+    "machines.refreshEnv": Py(
+        "refresh_env", "instance_id", doc="None: of every instance the token may touch."
+    ),
+    "machines.refreshCode": Py("refresh_code", "machine_id"),
+    "machines.process.start": Py("start_process", "machine_id command"),
+    "machines.process.list": Py("list_processes", "machine_id", unwrap="processes"),
+    "machines.process.kill": Py("kill_process", "machine_id", doc="Exactly one of pid and tag."),
+    "machines.process.logs": Py("process_logs", "machine_id"),
+    "cron.list": Py("list_cron", "instance_id", unwrap="jobs"),
+    "tokens.create": Py(
+        "create_token", "name instance_id", doc="Its secret, .token, is shown once."
+    ),
+    "tokens.list": Py("list_tokens", unwrap="tokens"),
+    "tokens.revoke": Py("revoke_token", "token_id=id", unwrap="revoked"),
+    "rpc.discover": Py("discover"),
+    "events.ticket": Py("events_ticket"),
+    "machines.daemonLog": Py("daemon_log", "machine_id lines", unwrap="lines"),
+    "machines.restart": Py("restart_machine", "machine_id"),
+    "machines.ports": Py("machine_ports", "machine_id"),
+    "machines.previewTicket": Py("preview_ticket", "machine_id port"),
+    "instances.setSshKeys": Py("set_ssh_keys", "instance_id keys"),
+    "instances.setLimits": Py("set_limits", "instance_id"),
+    "instances.getLimits": Py("get_limits", "instance_id"),
+    "instances.getNetworkPolicy": Py("get_network_policy", "instance_id"),
+    "hosts.list": Py("list_hosts", unwrap="hosts"),
+    "hosts.drain": Py("drain_host", "host_id"),
+    "machines.stop": Py("stop_machine", "machine_id"),
+    "machines.start": Py("start_machine", "machine_id"),
+    "machines.pause": Py("pause_machine", "machine_id"),
+    "machines.resume": Py("resume_machine", "machine_id"),
+    "instances.setAutoStop": Py("set_autostop", "instance_id idle_after_s action"),
+    "instances.getAutoStop": Py("get_autostop", "instance_id"),
+    "instances.setRuntime": Py("set_runtime", "instance_id runtime"),
+    "instances.getRuntime": Py("get_runtime", "instance_id"),
+    "machines.fork": Py("fork_machine", "machine_id count", unwrap="machines"),
+    "machines.snapshot": Py("snapshot_machine", "machine_id name"),
+    "snapshots.list": Py("list_snapshots", "instance_id", unwrap="snapshots"),
+    "snapshots.delete": Py("delete_snapshot", "snapshot_id", unwrap="deleted"),
+    "codemode.cancel": Py("code_cancel", "run_id", unwrap="cancelled"),
+    "codemode.list": Py("code_list", "instance_id limit", unwrap="runs"),
+    "codemode.describe": Py("code_describe", "providers", unwrap="stubs"),
+    "codemode.bridges.list": Py("code_bridges", "instance_id", unwrap="bridges"),
+    "codemode.bridges.remove": Py("code_remove_bridge", "instance_id name", unwrap="removed"),
+    "sessions.list": Py("list_sessions", "machine_id", unwrap="sessions"),
+    "sessions.resize": Py("resize_session", "machine_id session_id cols rows"),
+    "sessions.close": Py("close_session", "machine_id session_id", unwrap="closed"),
+    "machines.readFile": Py("read_file", "machine_id path"),
+    "machines.listDir": Py("list_dir", "machine_id path", doc="after: a page's next_after."),
+    "machines.stat": Py("stat", "machine_id path"),
+    "machines.removeFile": Py("remove_file", "machine_id path"),
+    "instances.setEnvironment": Py("set_environment", "instance_id environment"),
+    "instances.getEnvironment": Py("get_environment", "instance_id"),
+    "environments.list": Py("list_environments", "host_id"),
+    "environments.build": Py("build_environment", "instance_id host_id"),
+    "environments.delete": Py("delete_environment", "environment_id host_id"),
+    "audit.list": Py("audit", unwrap="entries"),
+    "users.create": Py("create_user", "email"),
+    "users.list": Py("list_users", unwrap="users"),
+    "users.setRole": Py("set_user_role", "user role"),
+    "users.disable": Py("disable_user", "user"),
+    "users.enable": Py("enable_user", "user"),
+    "instances.setMember": Py("set_member", "instance_id user role"),
+    "instances.members": Py("list_members", "instance_id"),
+}
+
+
+def python_name(method: str) -> str:
+    """The rule: ``machines.refreshCode`` is ``machines_refresh_code``."""
+    parts = re.split(r"[.\-]", method)
+    return "_".join(_CAMEL_BOUNDARY.sub("_", part).lower() for part in parts)
+
+
+def client_method(spec: AnySpec) -> Py:
+    """The spec's entry in ``NAMES``, else the rule's: required fields positional."""
+    if spec.name in NAMES:
+        return NAMES[spec.name]
+    required = [f.name for f in msgspec.structs.fields(spec.params) if f.required]
+    return Py(python_name(spec.name), " ".join(required))
+
+
+class _Imports:
+    """Type expressions of runtime types, and the imports they need (type aliases by the
+    name they have in contracts/, so ``ProviderName`` stays ``ProviderName``)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, set[str]] = {}
+        self.aliases = _aliases()
+
+    def need(self, module: str, name: str) -> str:
+        self.names.setdefault(module, set()).add(name)
+        return name
+
+    def render(self, t: object) -> str:
+        if t is None or t is type(None):
+            return "None"
+        alias = self.aliases.get(_key(t))
+        if alias is not None:
+            return self.need(*alias)
+        origin, args = typing.get_origin(t), typing.get_args(t)
+        if origin is typing.Union or origin is types.UnionType:
+            return " | ".join(self.render(a) for a in args)
+        if origin is typing.Literal:
+            self.need("typing", "Literal")
+            return f"Literal[{', '.join(_repr(a) for a in args)}]"
+        if origin is not None:
+            inner = ", ".join("Any" if a is typing.Any else self.render(a) for a in args)
+            if typing.Any in args:
+                self.need("typing", "Any")
+            return f"{self.render(origin)}[{inner}]"
+        if isinstance(t, type):
+            if t.__module__ == "builtins":
+                return t.__name__
+            return self.need(t.__module__, t.__qualname__)
+        raise TypeError(f"cannot spell the type {t!r}")
+
+    def lines(self) -> list[str]:
+        """The imports as ruff's isort orders them: the standard library's, then ours."""
+        out: list[str] = []
+        for stdlib in (True, False):
+            if out:
+                out.append("")
+            for module in sorted(m for m in self.names if _stdlib(m) is stdlib):
+                names = sorted(self.names[module], key=_isort_key)
+                line = f"from {module} import {', '.join(names)}"
+                if len(line) <= LINE_WIDTH:
+                    out.append(line)
+                else:
+                    out += _call(f"from {module} import (", names, ")", "", hug=False)
+        return out
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """Constants, then classes, then the rest, each case-insensitively (isort's
+    ``order-by-type``)."""
+    kind = 0 if len(name) > 1 and name.isupper() else 1 if name[0].isupper() else 2
+    return kind, name.lower()
+
+
+def _stdlib(module: str) -> bool:
+    return module.split(".")[0] in {"typing", "collections", "datetime"}
+
+
+def _key(t: object) -> object:
+    try:
+        hash(t)
+    except TypeError:
+        return None
+    return t
+
+
+def _definitions() -> Iterator[tuple[str, str, object]]:
+    """(module, name, value) of each public name assigned at the top level of a contracts
+    module: where it is defined, not where it is imported (mypy wants an import from there)."""
+    for info in sorted(pkgutil.iter_modules(contracts.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"contracts.{info.name}")
+        for node in ast.parse(inspect.getsource(module)).body:
+            target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+            if isinstance(target, ast.Name) and not target.id.startswith("_"):
+                yield module.__name__, target.id, getattr(module, target.id, None)
+
+
+def _aliases() -> dict[object, tuple[str, str]]:
+    """Type aliases of contracts/ (not Annotated ones: those say a constraint, and the client
+    sends the plain type), by value."""
+    found: dict[object, tuple[str, str]] = {}
+    seen: set[object] = set()
+    for module, name, value in _definitions():
+        if typing.get_origin(value) in (None, typing.Annotated) or _key(value) is None:
+            continue
+        if value in seen:  # two names of one type: neither is the one
+            found.pop(value, None)
+            continue
+        seen.add(value)
+        found[value] = (module, name)
+    return found
+
+
+def _repr(value: object) -> str:
+    """A literal as ruff formats it (strings in double quotes)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _default(value: object) -> str:
+    if value is None or isinstance(value, bool | int | float | str):
+        return _repr(value)
+    raise TypeError(f"cannot spell the default {value!r}")
+
+
+def _call(head: str, items: Sequence[str], tail: str, indent: str, hug: bool = True) -> list[str]:
+    """``head(items)tail`` as ruff formats it: on one line if it fits, else the items on one
+    line of their own (``hug``), else one item a line with a trailing comma."""
+    line = f"{indent}{head}{', '.join(items)}{tail}"
+    if len(line) <= LINE_WIDTH:
+        return [line]
+    inner = f"{indent}    {', '.join(items)}"
+    if hug and len(inner) <= LINE_WIDTH:
+        return [f"{indent}{head}", inner, f"{indent}{tail}"]
+    return [f"{indent}{head}", *(f"{indent}    {item}," for item in items), f"{indent}{tail}"]
+
+
+def _docstring(text: str, indent: str) -> list[str]:
+    text = " ".join(text.split()).replace("\\", "\\\\").replace('"""', "'''")
+    wrapped = textwrap.wrap(text, LINE_WIDTH - len(indent) - 6)
+    if len(wrapped) == 1:
+        return [f'{indent}"""{wrapped[0]}"""']
+    return [f'{indent}"""{wrapped[0]}', *(indent + w for w in wrapped[1:]), f'{indent}"""']
+
+
+def _method(spec: AnySpec, py: Py, imports: _Imports, constant: str) -> list[str]:
+    hints = typing.get_type_hints(spec.params)
+    fields = {f.name: f for f in msgspec.structs.fields(spec.params)}
+    renames = dict(a.partition("=")[::2] if "=" in a else (a, a) for a in py.args.split())
+    by_field = {field: name for name, field in renames.items()}
+    unknown = set(by_field) - set(fields)
+    if unknown:
+        raise ValueError(f"{spec.name}: {sorted(unknown)} are not fields of {spec.params}")
+
+    def param(field: str) -> str:
+        f, name = fields[field], by_field.get(field, field)
+        typed = f"{name}: {imports.render(hints[field])}"
+        if f.required:
+            return typed
+        if f.default is msgspec.NODEFAULT:
+            raise TypeError(f"{spec.name}: {field} has a default factory")
+        return f"{typed} = {_default(f.default)}"
+
+    params = ["self", *(param(f) for f in by_field)]
+    rest = [f for f in fields if f not in by_field]
+    if rest:
+        params += ["*", *(param(f) for f in rest)]
+    result: object = spec.result
+    if py.unwrap is not None:
+        result = typing.get_type_hints(spec.result)[py.unwrap]
+    returns = imports.render(result)
+    lines = _call(f"async def {py.name}(", params, f") -> {returns}:", "    ")
+    doc = spec.summary if not py.doc else f"{spec.summary.rstrip('.')}. {py.doc}"
+    lines += _docstring(doc, "        ")
+    if spec.params is NoParams:
+        imports.need("contracts.jsonrpc", "NoParams")
+        build = "NoParams()"
+    else:
+        imports.need("contracts.jsonrpc", "new_params")
+        kwargs = [f"{f}={by_field.get(f, f)}" for f in fields]
+        build = f"new_params({', '.join([imports.render(spec.params), *kwargs])})"
+    call = f"await self.call({constant}, {build})"
+    one = f"        return ({call}).{py.unwrap}" if py.unwrap else f"        return {call}"
+    if len(one) <= LINE_WIDTH or build == "NoParams()":
+        return [*lines, one]
+    lines += _call("params = new_params(", [imports.render(spec.params), *kwargs], ")", "        ")
+    return [*lines, one.replace(build, "params")]
+
+
+def render() -> str:
+    imports = _Imports()
+    imports.need("typing", "TYPE_CHECKING")
+    imports.need("contracts.jsonrpc", "MethodSpec")
+    imports.need("contracts.jsonrpc", "P")
+    imports.need("contracts.jsonrpc", "R")
+    constants = {id(v): (m, n) for m, n, v in _definitions() if isinstance(v, MethodSpec)}
+    methods: list[str] = []
+    taken: set[str] = set()
+    for spec in GATEWAY_METHODS:
+        if spec.name in HAND_WRITTEN:
+            continue
+        py = client_method(spec)
+        if py.name in taken:
+            raise ValueError(f"two methods are called {py.name}")
+        taken.add(py.name)
+        constant = imports.need(*constants[id(spec)])
+        methods += ["", *_method(spec, py, imports, constant)]
+    head = [
+        '"""The gateway\'s methods, one per MethodSpec: generated by `python -m '
+        "contracts.pyclient`.",
+        "",
+        "Do not edit by hand: tests/unit/test_pyclient.py fails when this file is stale.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        *imports.lines(),
+        "",
+        "",
+        "class GatewayMethods:",
+        '    """What FleetClient inherits: each gateway method not in contracts.pyclient\'s',
+        '    HAND_WRITTEN, through ``call`` (FleetClient\'s, which retries Unavailable)."""',
+        "",
+        "    if TYPE_CHECKING:",
+        "",
+        "        async def call(",
+        "            self,",
+        "            spec: MethodSpec[P, R],",
+        "            params: P,",
+        "            *,",
+        "            timeout_s: float | None = None,",
+        "            resend_cut: bool = False,",
+        "        ) -> R: ...",
+    ]
+    return "\n".join([*head, *methods]) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return generated_file.main(
+        argv,
+        prog="python -m contracts.pyclient",
+        description=f"Write the Python client's methods, {MODULE_PATH.name}, from contracts/.",
+        path=MODULE_PATH,
+        render=render,
+        regenerate=REGENERATE,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""``FleetClient``'s streamed answers (bound as its methods): ``exec_stream``, the output of a
+command as it runs (``machines.execStream`` over ``POST /rpc/stream``), and ``code_stream``, a
+codemode run's events (``POST /codemode/run``), each ending with its result.
+
+async with FleetClient(url, token) as fleet:
+    async for item in fleet.exec_stream(mid, ["make"]):   # OutputChunk..., then the result
+        print(item)
+    async for event in fleet.code_stream(code):            # RunEvent..., then the RunResult
+        print(event)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import msgspec
+
+from contracts import codemode as cm, gateway_live as live
+from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, OutputChunk
+from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
+from contracts.jsonrpc import decode_result, encode_call, new_params
+
+if TYPE_CHECKING:  # the client binds these
+    from fleet.client import FleetClient
+
+StreamItem = OutputChunk | ExecCommandResult
+_CHUNK = msgspec.json.Decoder(OutputChunk)
+_EVENT = msgspec.json.Decoder(cm.RunEvent)
+
+
+async def exec_stream(
+    self: FleetClient, machine_id: str, command: list[str], *, timeout_s: float | None = None,
+    cwd: str | None = None, env: dict[str, str] | None = None,
+) -> AsyncGenerator[StreamItem, None]:  # fmt: skip
+    """The command's output chunks as it produces them, then its result. Leaving the
+    iteration early (or a Ctrl-C) closes the stream, which kills the remote command."""
+    spec, wait = live.MACHINES_EXEC_STREAM, timeout_s or DEFAULT_EXEC_TIMEOUT_S
+    params = new_params(live.MachineExecStreamParams, machine_id=machine_id, command=command,
+                        timeout_s=wait, cwd=cwd, env=env)  # fmt: skip
+    body = encode_call(spec, params, next(self._ids))
+    timeout = aiohttp.ClientTimeout(total=wait + 30.0, sock_read=None)
+    try:
+        url, headers = f"{self.url}{live.RPC_STREAM_PATH}", {"Content-Type": "application/json"}
+        async with self.session.post(url, data=body, timeout=timeout, headers=headers) as resp:
+            if resp.content_type != "text/event-stream":  # an error before the stream
+                body = await resp.read()
+                if resp.status == 200:  # a JSON-RPC answer: its error
+                    decode_result(spec, body)
+                raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
+            async for event, data in sse_events(resp.content):
+                if event == live.SSE_OUTPUT:
+                    yield _CHUNK.decode(data)
+                elif event == live.SSE_RESULT:
+                    yield decode_result(spec, data)
+                    return
+    except aiohttp.ClientConnectionError as exc:
+        raise self._unreachable(exc) from None
+    raise FleetError("the stream ended without a result")
+
+
+async def code_stream(
+    self: FleetClient,
+    code: str,
+    *,
+    machine_id: str | None = None,
+    instance_id: str | None = None,
+    timeout_s: float = cm.DEFAULT_TIMEOUT_S,
+) -> AsyncGenerator[cm.RunEvent | cm.RunResult, None]:
+    """The run's events as they happen (``POST /codemode/run``), then its result."""
+    params = new_params(cm.RunParams, code=code, machine_id=machine_id,
+                        instance_id=instance_id, timeout_s=timeout_s)  # fmt: skip
+    timeout = aiohttp.ClientTimeout(total=timeout_s + 30)
+    async with self.session.post(
+        self.url + cm.RUN_STREAM_PATH, data=msgspec.json.encode(params), timeout=timeout
+    ) as resp:
+        if resp.content_type == "application/json":
+            raise error_from_http(resp.status, await resp.read())
+        async for kind, body in sse_events(resp.content):
+            if kind == cm.RUN_STREAM_END:
+                yield _end(body)
+                return
+            yield _EVENT.decode(body)
+
+
+async def sse_events(content: aiohttp.StreamReader) -> AsyncGenerator[tuple[str, bytes], None]:
+    """(event name, data) of each server-sent event; comments (keepalives) skipped."""
+    kind, data = "message", list[bytes]()
+    async for raw in content:
+        line = raw.rstrip(b"\r\n")
+        if line:
+            name, _, value = line.partition(b":")
+            value = value.removeprefix(b" ")
+            if name == b"event":
+                kind = value.decode()
+            elif name == b"data":
+                data.append(value)
+            continue
+        if data:
+            yield kind, b"\n".join(data)
+        kind, data = "message", []
+
+
+def _end(body: bytes) -> cm.RunResult:
+    decoded = msgspec.json.decode(body, type=dict[str, Any])
+    if "error" in decoded and "runId" not in decoded:
+        raise error_from_wire(decoded["error"])
+    return msgspec.convert(decoded, cm.RunResult)

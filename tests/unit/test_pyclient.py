@@ -1,0 +1,79 @@
+"""The Python client's generated methods (``fleet/client_generated.py``) follow the method table:
+the committed file is current, a new method needs no entry of its own, and FleetClient is the
+generated class and its conveniences, no tower of mixins."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from contracts import pyclient
+from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.jsonrpc import MethodSpec, Params, Result
+from contracts.pyclient import HAND_WRITTEN, MODULE_PATH, NAMES, REGENERATE, client_method, main
+from fleet.client import FleetClient
+from fleet.client_generated import GatewayMethods
+
+SPECS = {spec.name: spec for spec in GATEWAY_METHODS}
+
+
+def test_committed_module_is_up_to_date() -> None:
+    committed = MODULE_PATH.read_text() if MODULE_PATH.exists() else ""
+    assert committed == pyclient.render(), (
+        f"{MODULE_PATH.name} differs from contracts/: regenerate it with `{REGENERATE}` "
+        "and commit the result"
+    )
+
+
+def test_check_mode_agrees() -> None:
+    assert main(["--check"]) == 0
+
+
+def test_the_table_names_only_gateway_methods() -> None:
+    assert sorted((set(NAMES) | HAND_WRITTEN) - set(SPECS)) == []
+    assert sorted(set(NAMES) & HAND_WRITTEN) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "name"),
+    [
+        ("machines.refreshCode", "machines_refresh_code"),
+        ("codemode.bridges.list", "codemode_bridges_list"),
+        ("instances.setAutoStop", "instances_set_auto_stop"),
+    ],
+)
+def test_python_names_are_derived_mechanically(method: str, name: str) -> None:
+    assert pyclient.python_name(method) == name
+
+
+class _NewParams(Params, kw_only=True):
+    machine_id: str
+    depth: int = 1
+    label: str
+
+
+class _NewResult(Result, kw_only=True):
+    done: bool
+
+
+def test_a_new_method_needs_no_entry() -> None:
+    """Its name by the rule, its required fields positional, the rest keyword-only."""
+    spec = MethodSpec("machines.doThing", _NewParams, _NewResult, "Do a thing.")
+    py = client_method(spec)
+    assert (py.name, py.args, py.unwrap) == ("machines_do_thing", "machine_id label", None)
+
+
+def test_every_generated_method_is_the_client_s_with_its_summary() -> None:
+    for spec in GATEWAY_METHODS:
+        if spec.name in HAND_WRITTEN:
+            continue
+        name = client_method(spec).name
+        method = getattr(FleetClient, name)
+        assert method is getattr(GatewayMethods, name), f"{name} is overridden by hand"
+        assert inspect.iscoroutinefunction(method)
+        assert spec.summary.split()[0] in (method.__doc__ or ""), name
+
+
+def test_fleet_client_is_the_generated_methods_and_its_own() -> None:
+    assert len(FleetClient.__mro__) <= 3, FleetClient.__mro__
