@@ -1,0 +1,124 @@
+"""The warm pool of gvisor sandboxes (docs/warm-pool.md, providers/gvisor_pool.py), on real
+runsc sandboxes with real daemons: a gvisor create takes a pooled gvisor sandbox, which ends up
+as a cold one would (its own uid, its token root's, gVisor's kernel), and a namespaces create on
+the same host still takes a bwrap one. The settings' rules: tests/unit/test_settings.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fleet.client import FleetClient
+from providers.gvisor import BUNDLE, PID_FILE, is_gvisor, sandbox_pid
+from providers.local import POOL_SLOT_FILE
+from providers.local_pool import UP_MARKER
+from providers.netns import has_pasta
+from services.common.settings import Settings
+from tests.integration.test_gvisor import READY_S, answers, nats_server
+from tests.waiters import wait_until
+
+__all__ = ["nats_server"]  # the fixture: NATS on an address gVisor's network stack reaches
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    """gvisor by default, with ``local=1``: one namespaces machine and one gvisor sandbox warm.
+    A daemon on ptrace traps every syscall: its calls get a minute."""
+    return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="local=1",
+                                   warm_pool_min_available_mb=0, rpc_timeout_s=60.0)  # fmt: skip
+
+
+def waiting(settings: Settings, pool: str) -> dict[str, int]:
+    """The slots of ``pool`` (``local``, ``gvisor``) whose machine waits, and for gvisor ones
+    their sandbox's host pid (0 for a bwrap one)."""
+    found = {}
+    for up in (settings.data_path / "pool" / pool).glob(f"*/*/{UP_MARKER}"):
+        pid = (up.parent / BUNDLE / PID_FILE).read_text() if pool == "gvisor" else "0"
+        found[up.parent.name] = int(pid)
+    return found
+
+
+async def pooled_gvisor(stack: FleetClient, settings: Settings, name: str) -> tuple[str, str]:
+    """A gvisor machine created while a gvisor sandbox waits in the pool: (its id, its slot);
+    it is that sandbox, started before the create."""
+    await wait_until(lambda: bool(waiting(settings, "gvisor")), timeout=READY_S)
+    before = waiting(settings, "gvisor")
+    inst = await stack.create_instance(name)
+    created = await stack.create_machine(inst.id)
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    assert (got.runtime, got.runtime_platform) == ("gvisor", "ptrace")
+    machine_dir = settings.data_path / "machines" / created.id
+    slot = (machine_dir / POOL_SLOT_FILE).read_text()
+    assert slot in before  # it came from the pool...
+    assert sandbox_pid(machine_dir) == before[slot]  # ...as the sandbox started before it
+    return created.id, slot
+
+
+@pytest.mark.timeout(900)
+async def test_a_gvisor_create_takes_a_pooled_gvisor_sandbox_which_keeps_nothing_of_its_slot(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    a, slot_a = await pooled_gvisor(stack, stack_settings, "gvp-a")
+    b, slot_b = await pooled_gvisor(stack, stack_settings, "gvp-b")
+    machines = stack_settings.data_path.resolve() / "machines"
+    for mid in (a, b):
+        kernel = await stack.exec(mid, ["dmesg"], timeout_s=60, user="root")
+        assert "gVisor" in kernel.stdout, kernel
+    # Each runs as its own uid, the one its directory records (a pooled slot's uid went with
+    # its claim: no later slot or machine is given it).
+    uids = {}
+    for mid in (a, b):
+        got = await stack.exec(mid, ["id", "-u"], timeout_s=60)
+        assert got.exit_code == 0, got.stderr
+        uids[mid] = int(got.stdout)
+        assert uids[mid] == int((machines / mid / "uid").read_text())
+        assert uids[mid] >= 200000
+    assert uids[a] != uids[b]
+    # Its own token is root's; the other machine's, and the pool's directories, are not there.
+    for mid, other in ((a, b), (b, a)):
+        own = await stack.exec(mid, ["cat", "/run/fleet-token/token"], timeout_s=60)
+        assert own.exit_code != 0
+        assert "denied" in own.stderr.lower(), own
+        theirs = machines / other / "gvisor-token" / "token"
+        assert theirs.read_text()  # written, on the host
+        for path in (theirs, theirs.parent, stack_settings.data_path.resolve() / "pool"):
+            peek = await stack.exec(mid, ["ls", "-la", str(path)], timeout_s=60)
+            assert peek.exit_code != 0, peek
+    # Nothing of the pool's wire is left in the machine: its supervisor's stdin is /dev/null,
+    # and the slot's directory is gone.
+    for mid, slot in ((a, slot_a), (b, slot_b)):
+        stdin = await stack.exec(mid, ["readlink", "/proc/1/fd/0"], timeout_s=60, user="root")
+        assert stdin.stdout.strip() == "/dev/null", stdin
+        assert not list((stack_settings.data_path / "pool" / "gvisor").glob(f"*/{slot}"))
+    # Its daemon, restarted, comes back as the machine (the token is in its token directory).
+    log = machines / a / "daemon.log"
+    await stack.restart_machine(a)
+    await wait_until(lambda: log.read_text().count("daemon_started") >= 2, timeout=120)
+    await wait_until(lambda: answers(stack, a), timeout=120, every=0.5)
+    # A stop ends the sandbox, and the slot's pasta with it.
+    stopped = await stack.stop_machine(a)
+    assert (await stack.wait_for(stopped.id, ["stopped"], timeout_s=120)).status == "stopped"
+    assert sandbox_pid(machines / a) is None
+    assert not has_pasta(slot_a)
+
+
+@pytest.mark.timeout(900)
+async def test_a_namespaces_create_beside_a_gvisor_pool_takes_a_bwrap_machine(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    await wait_until(lambda: bool(waiting(stack_settings, "gvisor")), timeout=READY_S)
+    await wait_until(lambda: bool(waiting(stack_settings, "local")), timeout=READY_S)
+    bwrap = waiting(stack_settings, "local")
+    inst = await stack.create_instance("gvp-ns")
+    created = await stack.create_machine(inst.id, runtime="namespaces")
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    assert (got.runtime, got.runtime_platform) == ("namespaces", None)
+    machine_dir: Path = stack_settings.data_path / "machines" / created.id
+    assert (machine_dir / POOL_SLOT_FILE).read_text() in bwrap
+    assert not is_gvisor(machine_dir)
+    kernel = await stack.exec(created.id, ["uname", "-v"], timeout_s=60)
+    assert "gVisor" not in kernel.stdout, kernel
