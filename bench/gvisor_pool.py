@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from pathlib import Path
 
 import aiodocker
 
 from bench.common import Figure, Report, percentile, temp_dir
+from bench.create_ready import STAGES
 from bench.gvisor import STACK_ENV, WAIT_S, _create
 from bench.stack import FleetUp, servers
 from bench.warm_pool import _Side
@@ -61,6 +63,7 @@ async def run(report: Report, quick: bool) -> None:
     env = STACK_ENV | {"FLEET_WARM_POOL": "local=1,local:gvisor=1"}
     times: dict[Runtime, list[float]] = {"gvisor": [], "namespaces": []}
     missed, platform = 0, ""
+    stages: dict[Runtime, list[list[float]]] = {"gvisor": [], "namespaces": []}
     with (
         temp_dir() as root,
         servers(root, host=gateway) as (ns, vk),
@@ -76,9 +79,11 @@ async def run(report: Report, quick: bool) -> None:
             for _ in range(n):
                 for runtime in order:
                     await _pools_full(up.data_dir)
+                    t0 = time.perf_counter()
                     mid, took = await _create(side, runtime)
                     if _pooled(up.data_dir, mid, runtime):
                         times[runtime].append(took)
+                        stages[runtime].append(_stages(side, mid, t0))
                     else:
                         missed += 1
                     if runtime == "gvisor" and not platform:
@@ -87,6 +92,16 @@ async def run(report: Report, quick: bool) -> None:
         finally:
             await side.close()
     _report(report, times, missed, platform)
+    for runtime, marks in stages.items():
+        report.note(f"27: {runtime} warm-pool create, stage p50s: " + ", ".join(
+            f"{s} +{percentile([m[i] for m in marks], 50) * 1000:.0f} ms"
+            for i, s in enumerate(STAGES)))  # fmt: skip
+
+
+def _stages(side: _Side, mid: str, t0: float) -> list[float]:
+    """Each stage's time after the one before (the first: after the call)."""
+    at = [side.watch.seen[s, mid] - t0 for s in STAGES]
+    return [b - a for a, b in zip([0.0, *at], at, strict=False)]
 
 
 def _report(report: Report, times: dict[Runtime, list[float]], missed: int, platform: str) -> None:
