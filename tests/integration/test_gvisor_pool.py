@@ -17,9 +17,11 @@ from providers.local_pool import UP_MARKER
 from providers.netns import has_pasta
 from services.common.settings import Settings
 from tests.integration.test_gvisor import READY_S, answers, nats_server
+from tests.integration.test_gvisor_egress import Listener, listeners, reaches_only
 from tests.waiters import wait_until
 
-__all__ = ["nats_server"]  # the fixture: NATS on an address gVisor's network stack reaches
+# The fixtures: NATS on an address gVisor's network stack reaches; two listeners there.
+__all__ = ["listeners", "nats_server"]
 
 
 @pytest.fixture
@@ -40,13 +42,16 @@ def waiting(settings: Settings, pool: str) -> dict[str, int]:
     return found
 
 
-async def pooled_gvisor(stack: FleetClient, settings: Settings, name: str) -> tuple[str, str]:
-    """A gvisor machine created while a gvisor sandbox waits in the pool: (its id, its slot);
-    it is that sandbox, started before the create."""
+async def pooled_gvisor(
+    stack: FleetClient, settings: Settings, name: str, instance_id: str | None = None
+) -> tuple[str, str]:
+    """A gvisor machine created (of a new instance, or of ``instance_id``) while a gvisor
+    sandbox waits in the pool: (its id, its slot); it is that sandbox, started before the
+    create."""
     await wait_until(lambda: bool(waiting(settings, "gvisor")), timeout=READY_S)
     before = waiting(settings, "gvisor")
-    inst = await stack.create_instance(name)
-    created = await stack.create_machine(inst.id)
+    instance_id = instance_id or (await stack.create_instance(name)).id
+    created = await stack.create_machine(instance_id)
     got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
     assert got.status == "ready", got.status_reason
     assert (got.runtime, got.runtime_platform) == ("gvisor", "ptrace")
@@ -122,3 +127,28 @@ async def test_a_namespaces_create_beside_a_gvisor_pool_takes_a_bwrap_machine(
     assert not is_gvisor(machine_dir)
     kernel = await stack.exec(created.id, ["uname", "-v"], timeout_s=60)
     assert "gVisor" not in kernel.stdout, kernel
+
+
+@pytest.mark.timeout(900)
+async def test_a_pooled_gvisor_machine_holds_its_egress_policy_across_a_pause_and_resume(
+    stack: FleetClient, stack_settings: Settings, listeners: tuple[str, Listener, Listener]
+) -> None:
+    host, first, second = listeners
+    inst = await stack.create_instance("gvp-egress")
+    await stack.set_network_policy(inst.id, default="deny", allow=[f"{host}:{first.port}"])
+    mid, slot = await pooled_gvisor(stack, stack_settings, "", inst.id)
+    await reaches_only(stack, mid, host, first, second)
+    # Paused (under the name the pooled sandbox ran as), restored as the machine's own, in a
+    # new namespace under the same policy; the slot's pasta gone with the pause.
+    await stack.pause_machine(mid)
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    assert not has_pasta(slot)
+    await stack.resume_machine(mid)
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    await reaches_only(stack, mid, host, first, second)
+    got = await stack.exec(mid, ["id", "-u"], timeout_s=60)
+    machine_dir = stack_settings.data_path / "machines" / mid
+    assert int(got.stdout) == int((machine_dir / "uid").read_text())
