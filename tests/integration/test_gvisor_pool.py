@@ -5,14 +5,21 @@ the same host still takes a bwrap one. The settings' rules: tests/unit/test_sett
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from core.version import SOURCE_ROOT
 from fleet.client import FleetClient
-from providers.gvisor import BUNDLE, PID_FILE, is_gvisor, sandbox_pid
-from providers.local import POOL_SLOT_FILE
+from fleet.embedded import NatsServer
+from providers.gvisor import BUNDLE, PID_FILE, Runsc, is_gvisor, sandbox_pid
+from providers.gvisor_pool import GvisorPoolBackend
+from providers.local import POOL_SLOT_FILE, LocalProvider
 from providers.local_pool import UP_MARKER
 from providers.netns import has_pasta
 from services.common.settings import Settings
@@ -152,3 +159,65 @@ async def test_a_pooled_gvisor_machine_holds_its_egress_policy_across_a_pause_an
     got = await stack.exec(mid, ["id", "-u"], timeout_s=60)
     machine_dir = stack_settings.data_path / "machines" / mid
     assert int(got.stdout) == int((machine_dir / "uid").read_text())
+
+
+#: A provisioner's warm pool of one gvisor sandbox: prints the sandbox's host pid once it
+#: waits, then waits to be killed.
+POOL_HOLDER = """
+import asyncio, os, sys
+from pathlib import Path
+from providers.gvisor import Runsc
+from providers.gvisor_pool import GvisorPoolBackend
+from providers.local import LocalProvider
+
+async def main(data, nats, first, last):
+    runsc = Runsc("runsc", "ptrace", Path(data))
+    provider = LocalProvider(data_dir=Path(data), nats_url=nats, environ=os.environ,
+                             uids=(int(first), int(last)), runsc=runsc)
+    machine = await GvisorPoolBackend(provider).spawn(lambda: None)
+    await machine.wait_up()
+    print("sandbox", machine.pid, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def said_pid(out: asyncio.StreamReader) -> int:
+    """The pid on the ``sandbox <pid>`` line (its log's lines come first)."""
+    while line := await out.readline():
+        if line.startswith(b"sandbox "):
+            return int(line.split()[1])
+    pytest.fail("the pool's holder ended before its sandbox waited")
+
+
+def local_provider(settings: Settings, nats_url: str) -> LocalProvider:
+    return LocalProvider(data_dir=settings.data_path, nats_url=nats_url, environ=os.environ,
+                         uids=settings.sandbox_uid_range,
+                         runsc=Runsc(settings.runsc, settings.gvisor_platform,
+                                     settings.data_path))  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+async def test_a_pooled_gvisor_sandbox_ends_with_its_provisioner_and_the_next_removes_it(
+    settings: Settings, nats_server: NatsServer
+) -> None:
+    first, last = settings.sandbox_uid_range
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", POOL_HOLDER, str(settings.data_path), nats_server.url, str(first),
+        str(last), stdout=asyncio.subprocess.PIPE, cwd=SOURCE_ROOT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        sandbox = await asyncio.wait_for(said_pid(holder.stdout), READY_S)
+        [slot] = waiting(settings, "gvisor")
+    finally:
+        holder.send_signal(signal.SIGKILL)  # the provisioner, gone without a word
+        await holder.wait()
+    # Its lifeline cut, the pooled machine's supervisor ends it, and the sandbox with it. Its
+    # pasta holds a namespace, not a lifeline: the next provisioner removes it.
+    await wait_until(lambda: not Path(f"/proc/{sandbox}").exists(), timeout=120)
+    backend = GvisorPoolBackend(local_provider(settings, nats_server.url))
+    assert await backend.remove_orphans() == 1
+    assert not has_pasta(slot)
+    assert not list((settings.data_path / "pool" / "gvisor").glob(f"*/{slot}"))
