@@ -202,7 +202,9 @@ def local_provider(settings: Settings, nats_url: str) -> LocalProvider:
 async def test_a_pooled_gvisor_sandbox_ends_with_its_provisioner_and_the_next_removes_it(
     settings: Settings, nats_server: NatsServer
 ) -> None:
-    first, last = settings.sandbox_uid_range
+    uids = settings.sandbox_uid_range
+    assert uids is not None
+    first, last = uids
     holder = await asyncio.create_subprocess_exec(
         sys.executable, "-c", POOL_HOLDER, str(settings.data_path), nats_server.url, str(first),
         str(last), stdout=asyncio.subprocess.PIPE, cwd=SOURCE_ROOT,
