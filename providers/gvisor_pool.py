@@ -45,7 +45,7 @@ from providers import gvisor
 from providers.cgroup import MachineCgroup
 from providers.homes_fs import make_home
 from providers.local import POOL_SLOT_FILE, LocalProvider, supervised_argv
-from providers.local_pool import UP_MARKER, owner_alive, owner_name
+from providers.local_pool import UP_MARKER, PidWatch, owner_alive, owner_name
 from providers.netns import stop_pasta
 from providers.sandbox import hostname
 from providers.warm_pool import PoolMachine
@@ -94,29 +94,12 @@ class PooledGvisor:
         self.pid = pid
         self.cid = gvisor.container_id(slot)
         self._lifeline: int | None = lifeline
-        self._pidfd: int | None = os.pidfd_open(pid)
-        self._exited = False
-        self._ended = asyncio.Event()
-        self._on_death: Callable[[], None] = lambda: None
+        self._end = PidWatch(pid, reap=False)  # runsc's child, not ours
         self._machine_id = ""
         self.machine_dir: Path | None = None
 
     def watch(self, on_death: Callable[[], None]) -> None:
-        self._on_death = on_death
-        assert self._pidfd is not None
-        asyncio.get_running_loop().add_reader(self._pidfd, self._died)
-
-    def _died(self) -> None:
-        self._unwatch()
-        self._exited = True
-        self._ended.set()
-        self._on_death()
-
-    def _unwatch(self) -> None:
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        self._end.watch(on_death)
 
     def _cut(self) -> None:
         if self._lifeline is not None:
@@ -125,7 +108,7 @@ class PooledGvisor:
 
     @property
     def alive(self) -> bool:
-        return not self._exited and self._lifeline is not None
+        return not self._end.exited and self._lifeline is not None
 
     async def wait_up(self) -> None:
         log_path = self.root / "daemon.log"
@@ -163,17 +146,14 @@ class PooledGvisor:
             raise ProviderError(f"the claimed machine went away: {exc}") from None
         finally:
             self._cut()
-        self._unwatch()
+        self._end.unwatch()
 
     async def stop(self) -> None:
         """Cut its lifeline (its supervisor then ends it), then delete its container and
         whatever of the slot is left."""
         self._cut()
-        if self._pidfd is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_STOP_GRACE_S):
-                    await self._ended.wait()
-        self._unwatch()
+        await self._end.wait(_STOP_GRACE_S)
+        self._end.unwatch()
         await asyncio.to_thread(_remove_slot, self._backend.provider, self.slot, self.pid)
         await asyncio.to_thread(shutil.rmtree, self.root, True)
 
