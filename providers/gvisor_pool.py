@@ -178,7 +178,8 @@ class GvisorPoolBackend:
     adopts_homes = False
 
     def __init__(self, provider: LocalProvider) -> None:
-        provider.gvisor_runsc()  # NotSupported here, named, rather than at every start
+        provider.gvisor_runsc()  # NotSupported here, named (no runsc, NATS on the loopback),
+        # rather than at every start
         self.provider = provider
         self.base = provider.data_dir / "pool" / "gvisor"
         self.owned = self.base / owner_name(os.getpid())

@@ -560,8 +560,7 @@ class LocalProvider:
 
     async def _start_gvisor(self, machine_id: str, token: str) -> str:
         """The machine on gVisor (providers/gvisor.py); NotSupported where it cannot run."""
-        runsc = self._gvisor_runsc()
-        gvisor.nats_address(self._nats_url)
+        runsc = self.gvisor_runsc()
         machine_dir = self.machine_dir(machine_id)
         cid = gvisor.running_container(machine_dir, machine_id)
         pid = await asyncio.to_thread(gvisor.sandbox_pid, machine_dir)
@@ -591,8 +590,7 @@ class LocalProvider:
         """A pooled gvisor sandbox's runsc, uid (``<slot dir>/uid``) and cgroup entry (the
         slot's own, with the platform's default limits until a claim applies its instance's),
         as ``pooled_argv`` for a bwrap one; NotSupported where gvisor machines cannot run."""
-        runsc = self._gvisor_runsc()
-        gvisor.nats_address(self._nats_url)
+        runsc = self.gvisor_runsc()
         uid = await self._gvisor_uid(home.parent)
         code_store(home.parent).mkdir(mode=0o755, exist_ok=True)
         return runsc, uid, await self._limited(slot, [], self._default_limits)
@@ -607,8 +605,11 @@ class LocalProvider:
         return uid
 
     def gvisor_runsc(self) -> gvisor.Runsc:
-        """What runs gvisor machines here; NotSupported, named, where nothing does."""
-        return self._gvisor_runsc()
+        """What runs gvisor machines here; NotSupported, named, where nothing does or where
+        they could not reach NATS (on the host's loopback)."""
+        runsc = self._gvisor_runsc()
+        gvisor.nats_address(self._nats_url)
+        return runsc
 
     def _gvisor_runsc(self) -> gvisor.Runsc:
         why = None if self._runsc is None else gvisor.probe(self._runsc.binary)
