@@ -1,7 +1,8 @@
 """The warm pool of gvisor sandboxes (docs/warm-pool.md, providers/gvisor_pool.py), on real
 runsc sandboxes with real daemons: a gvisor create takes a pooled gvisor sandbox, which ends up
 as a cold one would (its own uid, its token root's, gVisor's kernel), and a namespaces create on
-the same host still takes a bwrap one. The settings' rules: tests/unit/test_settings.py."""
+the same host still takes a bwrap one. The setting's rules: tests/fast/test_warm_pool.py; a
+claim's file moves: tests/unit/test_gvisor_pool_parts.py."""
 
 from __future__ import annotations
 
