@@ -129,18 +129,45 @@ class Runsc:
 
 #: In a machine's bundle: the host pid of its sandbox (runsc's ``boot`` process).
 PID_FILE = "sandbox.pid"
+#: In a machine's bundle while its sandbox runs under another name than the machine's: one
+#: started for the warm pool (providers/gvisor_pool.py) keeps its slot's container id and the
+#: bundle path runsc was given, ``<container id>\n<bundle>``. Gone with that sandbox.
+STARTED_AS_FILE = "started-as"
+
+
+def started_as(machine_dir: Path, machine_id: str) -> tuple[str, Path]:
+    """The container id and bundle path the machine's running sandbox was started under: its
+    own, unless it came from the warm pool."""
+    bundle = machine_dir / BUNDLE
+    with contextlib.suppress(OSError, ValueError):
+        cid, started = (bundle / STARTED_AS_FILE).read_text().split("\n")
+        return cid, Path(started)
+    return container_id(machine_id), bundle
+
+
+def running_container(machine_dir: Path, machine_id: str) -> str:
+    """The container id of the machine's running sandbox (runsc's kill, exec, checkpoint)."""
+    return started_as(machine_dir, machine_id)[0]
+
+
+def forget_sandbox(bundle: Path) -> None:
+    """The ended sandbox's records: its pid, and the name it was started under."""
+    (bundle / PID_FILE).unlink(missing_ok=True)
+    (bundle / STARTED_AS_FILE).unlink(missing_ok=True)
 
 
 def sandbox_pid(machine_dir: Path) -> int | None:
-    """The machine's live sandbox process, checked to be its own (its bundle in its command
-    line: a pid reused by another process is not it); None if it runs none."""
+    """The machine's live sandbox process, checked to be its own (the bundle it was started
+    with in its command line: a pid reused by another process is not it); None if it runs
+    none."""
     bundle = machine_dir / BUNDLE
+    started = started_as(machine_dir, "")[1]
     try:
         pid = int((bundle / PID_FILE).read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if _is_sandbox_of(bundle, cmdline) else None
+    return pid if _is_sandbox_of(started, cmdline) else None
 
 
 def _is_sandbox_of(bundle: Path, cmdline: list[bytes]) -> bool:
@@ -294,11 +321,12 @@ def write_bundle(machine_dir: Path, spec: dict[str, Any]) -> Path:
 
 
 async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: Path,
-                        owner: str, enter: list[str],
-                        verb: tuple[str, ...] = ("run",)) -> int:  # fmt: skip
+                        owner: str, enter: list[str], verb: tuple[str, ...] = ("run",),
+                        stdin: int = subprocess.DEVNULL) -> int:  # fmt: skip
     """Start the machine's sandbox in a network namespace of its own with pasta as its way
     out, in the cgroup ``enter`` moves it into; the sandbox's host pid. On failure nothing of
-    it is left. ``verb``: runsc's command (``run``; ``restore`` and its image for a resume)."""
+    it is left. ``verb``: runsc's command (``run``; ``restore`` and its image for a resume).
+    ``stdin``: its first process's (a pooled sandbox's lifeline: providers/gvisor_pool.py)."""
     cid = container_id(machine_id)
     holder = await asyncio.create_subprocess_exec(
         "unshare", "--net", "sleep", "infinity", env=_clean_env(),
@@ -320,7 +348,7 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
                 *runsc.argv(*verb, "--detach", "--bundle", str(given), cid)]  # fmt: skip
         with log_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                *argv, stdin=stdin, stdout=out, stderr=out,
                 env=_clean_env(), start_new_session=True,
             )  # fmt: skip
             async with asyncio.timeout(_RUNSC_TIMEOUT_S):
@@ -359,7 +387,7 @@ def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     """SIGTERM the machine's first process (the supervisor, which stops the daemon), wait up
     to ``grace_s``, then delete the sandbox (every process of it ends, its memory is freed).
     True if it was running."""
-    cid = container_id(machine_id)
+    cid = running_container(machine_dir, machine_id)
     pid = sandbox_pid(machine_dir)
     if pid is not None:
         runsc.run("kill", cid, "TERM", inside=pid, timeout_s=30)
@@ -370,7 +398,7 @@ def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
         with contextlib.suppress(ProcessLookupError):  # whatever of it did not end
             os.kill(pid, signal.SIGKILL)
     runsc.run("delete", "--force", cid, timeout_s=60)  # its state, if any is left
-    (machine_dir / BUNDLE / PID_FILE).unlink(missing_ok=True)
+    forget_sandbox(machine_dir / BUNDLE)
     return pid is not None
 
 
@@ -380,17 +408,19 @@ def restart_daemon(runsc: Runsc, machine_dir: Path, machine_id: str) -> bool:
     pid = sandbox_pid(machine_dir)
     if pid is None:
         return False
-    return (
-        runsc.run("kill", container_id(machine_id), "HUP", inside=pid, timeout_s=30).returncode == 0
-    )
+    cid = running_container(machine_dir, machine_id)
+    return runsc.run("kill", cid, "HUP", inside=pid, timeout_s=30).returncode == 0
 
 
-def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float) -> bool:
+def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float,
+                 owners: tuple[str, ...] = ()) -> bool:  # fmt: skip
     """A gvisor machine's stop: its sandbox deleted (its memory freed), its pasta, cgroup and
-    token file gone; True if it was running."""
+    token file gone (``owners``: other names they were made under, a pool slot's); True if it
+    was running."""
     was_up = stop_sandbox(runsc, machine_dir, machine_id, grace_s)
-    stop_pasta(machine_id)
-    MachineCgroup(machine_id).remove()
+    stop_pasta(machine_id, *owners)
+    for owner in {machine_id, *owners}:
+        MachineCgroup(owner).remove()
     remove_tree(machine_dir / TOKEN_DIR)
     remove_tree(machine_dir / IMAGE_DIR)  # a paused machine's memory
     return was_up
@@ -410,7 +440,7 @@ async def exec_as_root(
 ) -> ExecCommandResult:
     """``p`` run as uid 0 in the machine's sandbox (``runsc exec --user 0``): root of gVisor's
     kernel. Its output is capped; past its timeout it is killed."""
-    cid = container_id(machine_id)
+    cid = running_container(machine_dir, machine_id)
     pid = await asyncio.to_thread(sandbox_pid, machine_dir)
     if pid is None:
         raise ProviderError(f"machine {machine_id}'s sandbox is not running")

@@ -30,9 +30,10 @@ from contracts.errors import Conflict, ProviderError
 from providers.gvisor import (
     BUNDLE,
     IMAGE_DIR,
-    PID_FILE,
     Runsc,
     container_id,
+    forget_sandbox,
+    running_container,
     sandbox_pid,
     start_sandbox,
     stop_sandbox,
@@ -53,12 +54,14 @@ _CHECKPOINT_TIMEOUT_S = 600.0
 _ERROR_CAP = 600
 
 
-def connections(runsc: Runsc, machine_id: str, pid: int) -> list[tuple[str, int, bool]]:
+def connections(runsc: Runsc, machine_id: str, pid: int,
+                cid: str | None = None) -> list[tuple[str, int, bool]]:  # fmt: skip
     """The sandbox's TCP endpoints a checkpoint cannot keep: (address, port, listening) each,
     the local address of a listener, else the remote, as gVisor's ``/proc/net/tcp`` and
-    ``tcp6`` show them (read as root inside)."""
-    got = runsc.run("exec", "--user", "0:0", container_id(machine_id), "cat", "/proc/net/tcp",
-                    "/proc/net/tcp6", inside=pid, timeout_s=60)  # fmt: skip
+    ``tcp6`` show them (read as root inside). ``cid``: its container's, if not the machine's
+    own (a sandbox from the warm pool)."""
+    got = runsc.run("exec", "--user", "0:0", cid or container_id(machine_id), "cat",
+                    "/proc/net/tcp", "/proc/net/tcp6", inside=pid, timeout_s=60)  # fmt: skip
     if not got.stdout.strip():
         raise ProviderError(f"cannot read machine {machine_id}'s TCP endpoints: "
                             f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip
@@ -80,18 +83,20 @@ def _endpoint(hex_addr: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(words)), int(port, 16)
 
 
-def signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str) -> None:
-    got = runsc.run("kill", container_id(machine_id), sig, inside=pid, timeout_s=30)
+def signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str,
+                  cid: str | None = None) -> None:  # fmt: skip
+    got = runsc.run("kill", cid or container_id(machine_id), sig, inside=pid, timeout_s=30)
     if got.returncode != 0:
         raise ProviderError(f"cannot signal machine {machine_id}'s supervisor: "
                             f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip
 
 
-def _refuse_unless_quiet(runsc: Runsc, machine_id: str, pid: int, nats_ports: set[int]) -> None:
+def _refuse_unless_quiet(runsc: Runsc, machine_id: str, pid: int, nats_ports: set[int],
+                         cid: str) -> None:  # fmt: skip
     """Conflict if a process of the machine holds a TCP connection (one not to NATS: the
     daemon's, which it lets go); the sandbox is not touched. A listener may be the daemon's
     own control port: those are waited for after the daemon let its own go."""
-    others = [c for c in connections(runsc, machine_id, pid)
+    others = [c for c in connections(runsc, machine_id, pid, cid)
               if not c[2] and c[1] not in nats_ports]  # fmt: skip
     if others:
         raise Conflict(_held_message(machine_id, others), data={"connections": len(others)})
@@ -106,14 +111,14 @@ def _held_message(machine_id: str, held: list[tuple[str, int, bool]]) -> str:
             "again")  # fmt: skip
 
 
-def _park_daemon(runsc: Runsc, machine_id: str, pid: int) -> None:
+def _park_daemon(runsc: Runsc, machine_id: str, pid: int, cid: str) -> None:
     """The daemon lets its NATS connection go; Conflict (the daemon reconnected) if some
     connection is still up after PARK_WAIT_S."""
-    signal_daemon(runsc, machine_id, pid, "USR1")
+    signal_daemon(runsc, machine_id, pid, "USR1", cid)
     deadline = time.monotonic() + PARK_WAIT_S
-    while held := connections(runsc, machine_id, pid):
+    while held := connections(runsc, machine_id, pid, cid):
         if time.monotonic() > deadline:
-            signal_daemon(runsc, machine_id, pid, "USR2")
+            signal_daemon(runsc, machine_id, pid, "USR2", cid)
             raise Conflict(_held_message(machine_id, held), data={"connections": len(held)})
         time.sleep(0.05)
 
@@ -138,11 +143,11 @@ def checkpoint_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, nats_po
     pid = sandbox_pid(machine_dir)
     if pid is None:
         raise ProviderError(f"machine {machine_id}'s sandbox is not running")
-    _refuse_unless_quiet(runsc, machine_id, pid, nats_ports)
-    _park_daemon(runsc, machine_id, pid)
+    cid = running_container(machine_dir, machine_id)
+    _refuse_unless_quiet(runsc, machine_id, pid, nats_ports, cid)
+    _park_daemon(runsc, machine_id, pid, cid)
     remove_tree(image)
     image.mkdir(mode=0o700)
-    cid = container_id(machine_id)
     got = runsc.run("checkpoint", "--image-path", str(image), cid, inside=pid,
                     timeout_s=_CHECKPOINT_TIMEOUT_S)  # fmt: skip
     if got.returncode != 0:
@@ -169,7 +174,7 @@ def _end_sandbox(runsc: Runsc, machine_dir: Path, cid: str, pid: int) -> None:
     runsc.run("delete", "--force", cid, inside=pid if alive else None, timeout_s=60)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    (machine_dir / BUNDLE / PID_FILE).unlink(missing_ok=True)
+    forget_sandbox(machine_dir / BUNDLE)
 
 
 async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,

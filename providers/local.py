@@ -561,10 +561,9 @@ class LocalProvider:
 
     async def _start_gvisor(self, machine_id: str, token: str) -> str:
         """The machine on gVisor (providers/gvisor.py); NotSupported where it cannot run."""
-        runsc = self._gvisor_runsc()
-        gvisor.nats_address(self._nats_url)
+        runsc = self.gvisor_runsc()
         machine_dir = self.machine_dir(machine_id)
-        cid = gvisor.container_id(machine_id)
+        cid = gvisor.running_container(machine_dir, machine_id)
         pid = await asyncio.to_thread(gvisor.sandbox_pid, machine_dir)
         if pid is not None and await asyncio.to_thread(runsc.status, cid, pid) == "running":
             return f"local:{pid}"  # a redelivered machine.created: it is up
@@ -575,12 +574,7 @@ class LocalProvider:
         home = self.home(machine_id)
         await asyncio.to_thread(make_home, home, self.cow)
         code_store(machine_dir).mkdir(mode=0o755, exist_ok=True)
-        uid = await asyncio.to_thread(self.own_uid, machine_id)
-        if uid is None:
-            raise NotSupported(
-                "a gvisor machine runs as a uid of its own, and this host has none "
-                "(FLEET_SANDBOX_UIDS)", data={"runtime": "gvisor"},
-            )  # fmt: skip
+        uid = await self._gvisor_uid(machine_dir)
         env = self.machine_env(home, FLEET_MACHINE_ID=machine_id)
         assert self._uids is not None  # a uid was allocated from them
         root = await asyncio.to_thread(allocate_uid, machine_dir / ROOT_UID_FILE,
@@ -595,6 +589,31 @@ class LocalProvider:
         log.info("provider.gvisor_started", machine_id=machine_id, pid=pid,
                  platform=runsc.platform)  # fmt: skip
         return f"local:{pid}"
+
+    async def pooled_gvisor(self, slot: str, home: Path) -> tuple[gvisor.Runsc, int, list[str]]:
+        """A pooled gvisor sandbox's runsc, uid (``<slot dir>/uid``) and cgroup entry (the
+        slot's own, with the platform's default limits until a claim applies its instance's),
+        as ``pooled_argv`` for a bwrap one; NotSupported where gvisor machines cannot run."""
+        runsc = self.gvisor_runsc()
+        uid = await self._gvisor_uid(home.parent)
+        code_store(home.parent).mkdir(mode=0o755, exist_ok=True)
+        return runsc, uid, await self._limited(slot, [], self._default_limits)
+
+    async def _gvisor_uid(self, machine_dir: Path) -> int:
+        """The uid of a gvisor machine (or pool slot) in ``machine_dir``, its home given to it;
+        NotSupported where there are no uids to give."""
+        uid = await asyncio.to_thread(self._own_uid_in, machine_dir)
+        if uid is None:
+            raise NotSupported("a gvisor machine runs as a uid of its own, and this host has "
+                               "none (FLEET_SANDBOX_UIDS)", data={"runtime": "gvisor"})  # fmt: skip
+        return uid
+
+    def gvisor_runsc(self) -> gvisor.Runsc:
+        """What runs gvisor machines here; NotSupported, named, where nothing does or where
+        they could not reach NATS (on the host's loopback)."""
+        runsc = self._gvisor_runsc()
+        gvisor.nats_address(self._nats_url)
+        return runsc
 
     def _gvisor_runsc(self) -> gvisor.Runsc:
         why = None if self._runsc is None else gvisor.probe(self._runsc.binary)
@@ -624,6 +643,7 @@ class LocalProvider:
         ports = {port for _, port in nats_servers(self._nats_url)}
         size = await asyncio.to_thread(gvisor_pause.pause_sandbox, runsc, machine_dir,
                                        machine_id, ports)  # fmt: skip
+        stop_pasta(*owners(machine_dir, machine_id))  # a pooled sandbox's was its slot's
         log.info("provider.gvisor_paused", machine_id=machine_id, bytes=size)
         return size
 
@@ -635,8 +655,10 @@ class LocalProvider:
 
     async def _stop_gvisor(self, machine_id: str) -> bool:
         runsc = self._runsc or gvisor.Runsc("runsc", "ptrace", self._data_dir)
-        return await asyncio.to_thread(gvisor.stop_machine, runsc, self.machine_dir(machine_id),
-                                       machine_id, STOP_GRACE_S)  # fmt: skip
+        machine_dir = self.machine_dir(machine_id)
+        named = tuple(owners(machine_dir, machine_id))
+        return await asyncio.to_thread(gvisor.stop_machine, runsc, machine_dir, machine_id,
+                                       STOP_GRACE_S, named)  # fmt: skip
 
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""

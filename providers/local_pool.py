@@ -76,6 +76,44 @@ def owner_alive(name: str) -> bool:
     return False
 
 
+class PidWatch:
+    """The end of a pooled machine's process (its root, its sandbox), seen at once: a pidfd the
+    event loop watches. ``reap``: the process is ours to collect (no zombie)."""
+
+    def __init__(self, pid: int, *, reap: bool) -> None:
+        self.pid = pid
+        self._reap = reap
+        self._pidfd: int | None = os.pidfd_open(pid)
+        self.exited = False
+        self.ended = asyncio.Event()
+
+    def watch(self, on_death: Callable[[], None]) -> None:
+        assert self._pidfd is not None
+        asyncio.get_running_loop().add_reader(self._pidfd, self._seen, on_death)
+
+    def _seen(self, on_death: Callable[[], None]) -> None:
+        if self._reap:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, os.WNOHANG)
+        self.unwatch()
+        self.exited = True
+        self.ended.set()
+        on_death()
+
+    def unwatch(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until it ended, or ``timeout_s`` passed (only while watched)."""
+        if self._pidfd is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self.ended.wait()
+
+
 class PooledLocal:
     """One pooled local machine, from its start to its claim (or its end)."""
 
@@ -89,38 +127,19 @@ class PooledLocal:
         self.root = root
         self.pid = pid
         self._sock = sock
-        self._pidfd: int | None = os.pidfd_open(pid)
-        self._exited = False
-        self._ended = asyncio.Event()
-        self._on_death: Callable[[], None] = lambda: None
+        self._end = PidWatch(pid, reap=True)
         #: The machine's home when it was adopted (the identity names it), else None.
         self.home: str | None = None
         #: The directory of the machine that claimed (or adopted) it.
         self.machine_dir: Path | None = None
 
     def watch(self, on_death: Callable[[], None]) -> None:
-        self._on_death = on_death
-        assert self._pidfd is not None
-        asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
-
-    def _reap(self) -> None:
-        """The root ended: collect it (no zombie), tell the pool."""
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, os.WNOHANG)
-        self._unwatch()
-        self._exited = True
-        self._ended.set()
-        self._on_death()
-
-    def _unwatch(self) -> None:
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        """The root's end collected (no zombie) and told to the pool (``on_death``)."""
+        self._end.watch(on_death)
 
     @property
     def alive(self) -> bool:
-        return not self._exited and self._sock.fileno() != -1
+        return not self._end.exited and self._sock.fileno() != -1
 
     async def wait_up(self) -> None:
         got = b""
@@ -154,7 +173,7 @@ class PooledLocal:
         (machine_dir / POOL_SLOT_FILE).write_text(self.slot)
         write_pid(machine_dir, self.pid)
         self.machine_dir = machine_dir
-        self._unwatch()
+        self._end.unwatch()
         provider.adopt(machine_id, self.pid)
         await provider.claim_slot(self.slot, self.root, machine_id)
         shutil.rmtree(self.root, ignore_errors=True)
@@ -182,7 +201,7 @@ class PooledLocal:
         (machine_dir / POOL_SLOT_FILE).write_text(self.slot)
         write_pid(machine_dir, self.pid)
         self.machine_dir = machine_dir
-        self._unwatch()
+        self._end.unwatch()
         provider.adopt(machine_id, self.pid)
         self.home = str(home)
         await asyncio.to_thread(shutil.rmtree, self.root, True)  # the pool's home with it
@@ -206,17 +225,14 @@ class PooledLocal:
     async def stop(self) -> None:
         """Close its lifeline (its supervisor then ends it), SIGKILL it if it lingers."""
         self._sock.close()
-        if self._pidfd is not None:  # still watched: its end is seen at once
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_STOP_GRACE_S):
-                    await self._ended.wait()
-        if not self._exited:
+        await self._end.wait(_STOP_GRACE_S)  # still watched: its end is seen at once
+        if not self._end.exited:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 await asyncio.to_thread(os.waitpid, self.pid, 0)
-            self._unwatch()
-            self._exited = True
+            self._end.unwatch()
+            self._end.exited = True
         shutil.rmtree(self.root, ignore_errors=True)
         stop_pasta(self.slot)
         await self._provider.forget_slot(self.slot)

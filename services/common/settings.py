@@ -262,8 +262,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Machines kept started ahead of demand, per provider: ``local=2`` (``provider=n`` pairs,
     #: comma-separated; ``local`` needs the bwrap sandbox; ``docker=1`` too, at most
     #: ``MAX_DOCKER_POOL`` in all). ``docker@IMAGE=n``: machines of the environment
-    #: ``{image: IMAGE}`` (docs/environments.md). Each provisioner process keeps its own. Empty
-    #: or 0: every machine starts cold.
+    #: ``{image: IMAGE}`` (docs/environments.md). ``local:gvisor=n``: gvisor sandboxes
+    #: (docs/runtimes.md); where ``runtime`` is gvisor, ``local=n`` keeps n of those too, unless
+    #: ``local:gvisor`` is given. Each provisioner process keeps its own. Empty or 0: every
+    #: machine starts cold.
     warm_pool: str = ""
     #: Below this much available memory (``/proc/meminfo`` MemAvailable, MiB) the pool shrinks,
     #: one machine a second, and is not refilled.
@@ -394,7 +396,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     @property
     def warm_pool_sizes(self) -> dict[str, int]:
-        return parse_warm_pool(self.warm_pool)
+        """By pool: ``local`` (namespaces), ``local:gvisor``, ``docker``, ``docker@IMAGE``."""
+        sizes = parse_warm_pool(self.warm_pool)
+        if self.runtime == "gvisor" and "local" in sizes:  # creates are gvisor by default
+            sizes.setdefault(GVISOR_POOL, sizes["local"])
+        return sizes
 
     def __post_init__(self) -> None:
         parse_warm_pool(self.warm_pool)  # a bad value stops the process at start, named
@@ -458,20 +464,26 @@ MAX_DOCKER_POOL = 32
 _IMAGE_REF = re.compile(IMAGE_REF_PATTERN)
 
 
+#: The warm pool of the local provider's gvisor machines (providers/gvisor_pool.py).
+GVISOR_POOL = "local:gvisor"
+
+
 def parse_warm_pool(raw: str) -> dict[str, int]:
     """``local=2,docker=1,docker@node:22=1`` -> {"local": 2, "docker": 1, "docker@node:22": 1};
-    ValueError naming FLEET_WARM_POOL."""
+    ``local:gvisor=1`` -> {"local:gvisor": 1}; ValueError naming FLEET_WARM_POOL."""
     sizes: dict[str, int] = {}
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
         name, eq, count = part.rpartition("=")
         provider, at, image = name.strip().partition("@")
+        if provider == GVISOR_POOL and not at:
+            provider = "local"
         if (not eq or provider not in ("local", "docker") or not count.strip().isdigit()
                 or (at and (provider != "docker" or not _IMAGE_REF.fullmatch(image)))):  # fmt: skip
             raise ValueError(
-                f"FLEET_WARM_POOL: {part!r} is not provider=count (local or docker, count >= 0) "
-                "or docker@IMAGE=count"
+                f"FLEET_WARM_POOL: {part!r} is not provider=count (local, local:gvisor or "
+                "docker, count >= 0) or docker@IMAGE=count"
             )
         sizes[name.strip()] = int(count)
     docker = sum(n for name, n in sizes.items() if name.partition("@")[0] == "docker")

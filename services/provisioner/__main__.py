@@ -14,6 +14,7 @@ from providers.code import code_repo
 from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
 from providers.gvisor import Runsc
+from providers.gvisor_pool import GvisorPoolBackend
 from providers.limits import Placement
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
@@ -24,7 +25,7 @@ from services.common.bus import Bus
 from services.common.crypto import SecretBox
 from services.common.metrics import service_metrics
 from services.common.runner import run_service
-from services.common.settings import Settings
+from services.common.settings import GVISOR_POOL, Settings
 from services.common.store import Store
 from services.common.subscriptions import enter_subscriptions
 from services.provisioner.egress import dns_proxy
@@ -123,6 +124,12 @@ async def warm_pools(
             backend = DockerPoolBackend(docker)
         elif name == "local" and local.sandbox:
             backend = LocalPoolBackend(local)
+        elif name == GVISOR_POOL:
+            try:
+                backend = GvisorPoolBackend(local)
+            except FleetError as exc:  # no runsc here, NATS on the loopback: said, not fatal
+                log.warning("provision.pool_unsupported", pool=name, error=exc.message)
+                continue
         else:
             log.warning("provision.pool_unsupported", provider=name, sandbox=local.sandbox)
             continue

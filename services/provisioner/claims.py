@@ -13,6 +13,7 @@ from contracts.errors import ProviderError
 from environments.lifecycle import MachineLifecycle
 from providers.base import Provider
 from providers.warm_pool import PoolMachine, WarmPool
+from services.common.settings import GVISOR_POOL
 from services.common.store import Store
 from services.provisioner.environment import pool_key
 
@@ -22,16 +23,17 @@ log = structlog.get_logger(__name__)
 async def machine_pool(
     store: Store, machine_id: str, provider: str, image: str | None
 ) -> str | None:
-    """The warm pool a machine may come from (its provider's, of its image); None for a
-    machine with a user of its own (a devcontainer's remoteUser): a pooled one runs as the
-    provider's default user; None for a gvisor machine: pooled ones run the namespaces
-    runtime, never to be handed out in its place."""
-    if (await store.get_machine(machine_id)).runtime != "namespaces":
-        return None
+    """The warm pool a machine may come from (its provider's, of its image, of its runtime:
+    a pooled machine is never handed out as another runtime's); None for a machine with a
+    user of its own (a devcontainer's remoteUser): a pooled one runs as the provider's default
+    user."""
+    runtime = (await store.get_machine(machine_id)).runtime
     life = await store.lifecycles.load(machine_id, MachineLifecycle)
     if life is not None and life.user is not None:
         return None
-    return pool_key(provider, image)
+    if runtime == "gvisor":  # the local provider's gvisor sandboxes (no image of their own)
+        return GVISOR_POOL if provider == "local" and image is None else None
+    return pool_key(provider, image) if runtime == "namespaces" else None
 
 
 class PoolClaims:

@@ -194,6 +194,11 @@ def test_mem_available_reads_meminfo(tmp_path: pytest.TempPathFactory) -> None:
         "local@node:22=1",
         "docker@-x=1",
         "docker@=1",
+        "local:gvisor",
+        "local:gvisor=x",
+        "docker:gvisor=1",
+        "local:kata=1",
+        "local:gvisor@node:22=1",
     ],
 )
 def test_warm_pool_setting_is_checked(raw: str) -> None:
@@ -215,10 +220,24 @@ def test_warm_pool_setting_parses() -> None:
     assert parse_warm_pool(" local=2, docker=0 ") == {"local": 2, "docker": 0}
     assert parse_warm_pool("docker@registry:5000/node:22=2") == {"docker@registry:5000/node:22": 2}
     assert parse_warm_pool("") == {}
+    assert parse_warm_pool("local=1,local:gvisor=2") == {"local": 1, "local:gvisor": 2}
     from services.common.settings import Settings
 
     with pytest.raises(SettingsError, match="FLEET_WARM_POOL"):  # the process stops at start
         Settings.from_env({"FLEET_WARM_POOL": "local=many"})
+
+
+def test_a_gvisor_platforms_local_pool_keeps_gvisor_sandboxes_too() -> None:
+    from services.common.settings import Settings
+
+    def sizes(**env: str) -> dict[str, int]:
+        return Settings.from_env({f"FLEET_{k.upper()}": v for k, v in env.items()}).warm_pool_sizes
+
+    assert sizes(warm_pool="local=2") == {"local": 2}
+    assert sizes(warm_pool="local=2", runtime="gvisor") == {"local": 2, "local:gvisor": 2}
+    assert sizes(warm_pool="local=2,local:gvisor=0", runtime="gvisor") == {
+        "local": 2, "local:gvisor": 0}  # fmt: skip
+    assert sizes(warm_pool="local:gvisor=1") == {"local:gvisor": 1}
 
 
 class RecordingBackend(FakeBackend):

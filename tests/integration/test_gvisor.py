@@ -61,10 +61,11 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture
 def stack_settings(settings: Settings) -> Settings:
-    """gvisor by default, on a host that keeps namespaces machines warm: a gvisor create must
+    """gvisor by default, on a host that keeps namespaces machines warm (and no gvisor ones:
+    these machines start cold, test_gvisor_pool.py takes pooled ones): a gvisor create must
     never be handed one of them. A daemon on ptrace traps every syscall: on a loaded host its
     answers take seconds, so its calls get a minute (CI saw process.start pass 10 s once)."""
-    return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="local=1",
+    return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="local=1,local:gvisor=0",
                                    warm_pool_min_available_mb=0, rpc_timeout_s=60.0)  # fmt: skip
 
 

@@ -1,0 +1,226 @@
+"""The warm pool of gvisor sandboxes (docs/warm-pool.md, providers/gvisor_pool.py), on real
+runsc sandboxes with real daemons: a gvisor create takes a pooled gvisor sandbox, which ends up
+as a cold one would (its own uid, its token root's, gVisor's kernel), and a namespaces create on
+the same host still takes a bwrap one. The setting's rules: tests/fast/test_warm_pool.py; a
+claim's file moves: tests/unit/test_gvisor_pool_parts.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from core.version import SOURCE_ROOT
+from fleet.client import FleetClient
+from fleet.embedded import NatsServer
+from providers.gvisor import BUNDLE, PID_FILE, Runsc, is_gvisor, sandbox_pid
+from providers.gvisor_pool import GvisorPoolBackend
+from providers.local import POOL_SLOT_FILE, LocalProvider
+from providers.local_pool import UP_MARKER
+from providers.netns import has_pasta
+from services.common.settings import Settings
+from tests.integration.test_gvisor import READY_S, answers, nats_server
+from tests.integration.test_gvisor_egress import Listener, listeners, reaches_only
+from tests.waiters import wait_until
+
+# The fixtures: NATS on an address gVisor's network stack reaches; two listeners there.
+__all__ = ["listeners", "nats_server"]
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    """gvisor by default, with ``local=1``: one namespaces machine and one gvisor sandbox warm.
+    A daemon on ptrace traps every syscall: its calls get a minute."""
+    return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="local=1",
+                                   warm_pool_min_available_mb=0, rpc_timeout_s=60.0)  # fmt: skip
+
+
+def waiting(settings: Settings, pool: str) -> dict[str, int]:
+    """The slots of ``pool`` (``local``, ``gvisor``) whose machine waits, and for gvisor ones
+    their sandbox's host pid (0 for a bwrap one)."""
+    found = {}
+    for up in (settings.data_path / "pool" / pool).glob(f"*/*/{UP_MARKER}"):
+        pid = (up.parent / BUNDLE / PID_FILE).read_text() if pool == "gvisor" else "0"
+        found[up.parent.name] = int(pid)
+    return found
+
+
+async def pooled_gvisor(
+    stack: FleetClient, settings: Settings, name: str, instance_id: str | None = None
+) -> tuple[str, str]:
+    """A gvisor machine created (of a new instance, or of ``instance_id``) while a gvisor
+    sandbox waits in the pool: (its id, its slot); it is that sandbox, started before the
+    create."""
+    await wait_until(lambda: bool(waiting(settings, "gvisor")), timeout=READY_S)
+    before = waiting(settings, "gvisor")
+    instance_id = instance_id or (await stack.create_instance(name)).id
+    created = await stack.create_machine(instance_id)
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    assert (got.runtime, got.runtime_platform) == ("gvisor", "ptrace")
+    machine_dir = settings.data_path / "machines" / created.id
+    slot = (machine_dir / POOL_SLOT_FILE).read_text()
+    assert slot in before  # it came from the pool...
+    assert sandbox_pid(machine_dir) == before[slot]  # ...as the sandbox started before it
+    return created.id, slot
+
+
+@pytest.mark.timeout(900)
+async def test_a_gvisor_create_takes_a_pooled_gvisor_sandbox_which_keeps_nothing_of_its_slot(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    a, slot_a = await pooled_gvisor(stack, stack_settings, "gvp-a")
+    b, slot_b = await pooled_gvisor(stack, stack_settings, "gvp-b")
+    machines = stack_settings.data_path.resolve() / "machines"
+    for mid in (a, b):
+        kernel = await stack.exec(mid, ["dmesg"], timeout_s=60, user="root")
+        assert "gVisor" in kernel.stdout, kernel
+    # Each runs as its own uid, the one its directory records (a pooled slot's uid went with
+    # its claim: no later slot or machine is given it).
+    uids = {}
+    for mid in (a, b):
+        got = await stack.exec(mid, ["id", "-u"], timeout_s=60)
+        assert got.exit_code == 0, got.stderr
+        uids[mid] = int(got.stdout)
+        assert uids[mid] == int((machines / mid / "uid").read_text())
+        assert uids[mid] >= 200000
+    assert uids[a] != uids[b]
+    # Its own token is root's; the other machine's, and the pool's directories, are not there.
+    for mid, other in ((a, b), (b, a)):
+        own = await stack.exec(mid, ["cat", "/run/fleet-token/token"], timeout_s=60)
+        assert own.exit_code != 0
+        assert "denied" in own.stderr.lower(), own
+        theirs = machines / other / "gvisor-token" / "token"
+        assert theirs.read_text()  # written, on the host
+        for path in (theirs, theirs.parent, stack_settings.data_path.resolve() / "pool"):
+            peek = await stack.exec(mid, ["ls", "-la", str(path)], timeout_s=60)
+            assert peek.exit_code != 0, peek
+    # Nothing of the pool's wire is left in the machine: its supervisor's stdin is /dev/null,
+    # and the slot's directory is gone.
+    for mid, slot in ((a, slot_a), (b, slot_b)):
+        stdin = await stack.exec(mid, ["readlink", "/proc/1/fd/0"], timeout_s=60, user="root")
+        assert stdin.stdout.strip() == "/dev/null", stdin
+        assert not list((stack_settings.data_path / "pool" / "gvisor").glob(f"*/{slot}"))
+    # Its daemon, restarted, comes back as the machine (the token is in its token directory).
+    log = machines / a / "daemon.log"
+    await stack.restart_machine(a)
+    await wait_until(lambda: log.read_text().count("daemon_started") >= 2, timeout=120)
+    await wait_until(lambda: answers(stack, a), timeout=120, every=0.5)
+    # A stop ends the sandbox, and the slot's pasta with it.
+    stopped = await stack.stop_machine(a)
+    assert (await stack.wait_for(stopped.id, ["stopped"], timeout_s=120)).status == "stopped"
+    assert sandbox_pid(machines / a) is None
+    assert not has_pasta(slot_a)
+
+
+@pytest.mark.timeout(900)
+async def test_a_namespaces_create_beside_a_gvisor_pool_takes_a_bwrap_machine(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    await wait_until(lambda: bool(waiting(stack_settings, "gvisor")), timeout=READY_S)
+    await wait_until(lambda: bool(waiting(stack_settings, "local")), timeout=READY_S)
+    bwrap = waiting(stack_settings, "local")
+    inst = await stack.create_instance("gvp-ns")
+    created = await stack.create_machine(inst.id, runtime="namespaces")
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    assert (got.runtime, got.runtime_platform) == ("namespaces", None)
+    machine_dir: Path = stack_settings.data_path / "machines" / created.id
+    assert (machine_dir / POOL_SLOT_FILE).read_text() in bwrap
+    assert not is_gvisor(machine_dir)
+    kernel = await stack.exec(created.id, ["uname", "-v"], timeout_s=60)
+    assert "gVisor" not in kernel.stdout, kernel
+
+
+@pytest.mark.timeout(900)
+async def test_a_pooled_gvisor_machine_holds_its_egress_policy_across_a_pause_and_resume(
+    stack: FleetClient, stack_settings: Settings, listeners: tuple[str, Listener, Listener]
+) -> None:
+    host, first, second = listeners
+    inst = await stack.create_instance("gvp-egress")
+    await stack.set_network_policy(inst.id, default="deny", allow=[f"{host}:{first.port}"])
+    mid, slot = await pooled_gvisor(stack, stack_settings, "", inst.id)
+    await reaches_only(stack, mid, host, first, second)
+    # Paused (under the name the pooled sandbox ran as), restored as the machine's own, in a
+    # new namespace under the same policy; the slot's pasta gone with the pause.
+    await stack.pause_machine(mid)
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    assert not has_pasta(slot)
+    await stack.resume_machine(mid)
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    await reaches_only(stack, mid, host, first, second)
+    got = await stack.exec(mid, ["id", "-u"], timeout_s=60)
+    machine_dir = stack_settings.data_path / "machines" / mid
+    assert int(got.stdout) == int((machine_dir / "uid").read_text())
+
+
+#: A provisioner's warm pool of one gvisor sandbox: prints the sandbox's host pid once it
+#: waits, then waits to be killed.
+POOL_HOLDER = """
+import asyncio, os, sys
+from pathlib import Path
+from providers.gvisor import Runsc
+from providers.gvisor_pool import GvisorPoolBackend
+from providers.local import LocalProvider
+
+async def main(data, nats, first, last):
+    runsc = Runsc("runsc", "ptrace", Path(data))
+    provider = LocalProvider(data_dir=Path(data), nats_url=nats, environ=os.environ,
+                             uids=(int(first), int(last)), runsc=runsc)
+    machine = await GvisorPoolBackend(provider).spawn(lambda: None)
+    await machine.wait_up()
+    print("sandbox", machine.pid, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def said_pid(out: asyncio.StreamReader) -> int:
+    """The pid on the ``sandbox <pid>`` line (its log's lines come first)."""
+    while line := await out.readline():
+        if line.startswith(b"sandbox "):
+            return int(line.split()[1])
+    pytest.fail("the pool's holder ended before its sandbox waited")
+
+
+def local_provider(settings: Settings, nats_url: str) -> LocalProvider:
+    return LocalProvider(data_dir=settings.data_path, nats_url=nats_url, environ=os.environ,
+                         uids=settings.sandbox_uid_range,
+                         runsc=Runsc(settings.runsc, settings.gvisor_platform,
+                                     settings.data_path))  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+async def test_a_pooled_gvisor_sandbox_ends_with_its_provisioner_and_the_next_removes_it(
+    settings: Settings, nats_server: NatsServer
+) -> None:
+    uids = settings.sandbox_uid_range
+    assert uids is not None
+    first, last = uids
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", POOL_HOLDER, str(settings.data_path), nats_server.url, str(first),
+        str(last), stdout=asyncio.subprocess.PIPE, cwd=SOURCE_ROOT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        sandbox = await asyncio.wait_for(said_pid(holder.stdout), READY_S)
+        [slot] = waiting(settings, "gvisor")
+    finally:
+        holder.send_signal(signal.SIGKILL)  # the provisioner, gone without a word
+        await holder.wait()
+    # Its lifeline cut, the pooled machine's supervisor ends it, and the sandbox with it. Its
+    # pasta holds a namespace, not a lifeline: the next provisioner removes it.
+    await wait_until(lambda: not Path(f"/proc/{sandbox}").exists(), timeout=120)
+    backend = GvisorPoolBackend(local_provider(settings, nats_server.url))
+    assert await backend.remove_orphans() == 1
+    assert not has_pasta(slot)
+    assert not list((settings.data_path / "pool" / "gvisor").glob(f"*/{slot}"))
