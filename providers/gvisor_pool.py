@@ -43,6 +43,7 @@ from contracts.errors import NotSupported, ProviderError
 from core.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from providers import gvisor
 from providers.cgroup import MachineCgroup
+from providers.gvisor_root import BIN_DIR, ROOT_UID_FILE
 from providers.homes_fs import make_home
 from providers.local import POOL_SLOT_FILE, LocalProvider, supervised_argv
 from providers.local_pool import UP_MARKER, PidWatch, owner_alive, owner_name
@@ -56,7 +57,7 @@ _STOP_GRACE_S = 3.0
 #: How often a starting pooled sandbox's log is read for its ``up``.
 _UP_POLL_S = 0.05
 #: What a claim moves from the slot's directory into the machine's.
-_MOVED = ("home", "code", gvisor.TOKEN_DIR, "daemon.log", gvisor.BUNDLE)
+_MOVED = ("home", "code", gvisor.TOKEN_DIR, "daemon.log", gvisor.BUNDLE, ROOT_UID_FILE, BIN_DIR)
 
 
 def move_in(slot_dir: Path, machine_dir: Path, cid: str) -> None:
@@ -190,10 +191,11 @@ class GvisorPoolBackend:
         root = self.owned / slot
         home = root / "home"
         await asyncio.to_thread(make_home, home, self.provider.cow)
-        runsc, uid, enter = await self.provider.pooled_gvisor(slot, home)
+        runsc, uid, root_owner, enter = await self.provider.pooled_gvisor(slot, home)
         await asyncio.to_thread(gvisor.write_token, root, "", "")  # its own later, at a claim
         env = self.provider.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_STDIN_VAR: "1"})
-        spec = gvisor.bundle_spec(root, home, env, uid, supervised_argv(), hostname(slot))
+        spec = gvisor.bundle_spec(root, home, env, uid, supervised_argv(), hostname(slot),
+                                  root_owner)  # fmt: skip
         bundle = await asyncio.to_thread(gvisor.write_bundle, root, spec)
         read, lifeline = os.pipe()
         try:

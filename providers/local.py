@@ -590,14 +590,20 @@ class LocalProvider:
                  platform=runsc.platform)  # fmt: skip
         return f"local:{pid}"
 
-    async def pooled_gvisor(self, slot: str, home: Path) -> tuple[gvisor.Runsc, int, list[str]]:
-        """A pooled gvisor sandbox's runsc, uid (``<slot dir>/uid``) and cgroup entry (the
+    async def pooled_gvisor(
+        self, slot: str, home: Path
+    ) -> tuple[gvisor.Runsc, int, int, list[str]]:
+        """A pooled gvisor sandbox's runsc, uid (``<slot dir>/uid``), root's host uid
+        (``<slot dir>/root-uid``: a claim moves both to the machine) and cgroup entry (the
         slot's own, with the platform's default limits until a claim applies its instance's),
         as ``pooled_argv`` for a bwrap one; NotSupported where gvisor machines cannot run."""
         runsc = self.gvisor_runsc()
         uid = await self._gvisor_uid(home.parent)
+        assert self._uids is not None  # a uid was allocated from them
+        root = await asyncio.to_thread(allocate_uid, home.parent / ROOT_UID_FILE,
+                                       self._root, self._uids)  # fmt: skip
         code_store(home.parent).mkdir(mode=0o755, exist_ok=True)
-        return runsc, uid, await self._limited(slot, [], self._default_limits)
+        return runsc, uid, root, await self._limited(slot, [], self._default_limits)
 
     async def _gvisor_uid(self, machine_dir: Path) -> int:
         """The uid of a gvisor machine (or pool slot) in ``machine_dir``, its home given to it;

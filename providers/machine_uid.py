@@ -36,7 +36,8 @@ def allocate_uid(mine: Path, root: Path, uids: tuple[int, int]) -> int:
         if (kept := read_uid(mine)) is not None:
             return kept
         held = [*root.glob("*/uid"), *root.glob("*/root-uid"),
-                *(root.parent / "pool").glob("*/*/*/uid")]  # fmt: skip
+                *(root.parent / "pool").glob("*/*/*/uid"),
+                *(root.parent / "pool").glob("*/*/*/root-uid")]  # fmt: skip
         taken = {uid for p in held if (uid := read_uid(p)) is not None}
         free = next((u for u in range(uids[0], uids[1] + 1) if u not in taken), None)
         if free is None:

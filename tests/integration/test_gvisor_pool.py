@@ -100,6 +100,19 @@ async def test_a_gvisor_create_takes_a_pooled_gvisor_sandbox_which_keeps_nothing
         for path in (theirs, theirs.parent, stack_settings.data_path.resolve() / "pool"):
             peek = await stack.exec(mid, ["ls", "-la", str(path)], timeout_s=60)
             assert peek.exit_code != 0, peek
+    # Root inside a pooled machine is a host uid of its own, as a cold one's (its slot's, moved
+    # with its claim): never the host's root, nor its user's, nor the other machine's.
+    roots = {}
+    for mid in (a, b):
+        made = await stack.exec(
+            mid, ["sh", "-c", "chmod 0755 ~ && mkdir -m 0777 ~/pub && sudo touch ~/pub/r"],
+            timeout_s=60,
+        )  # fmt: skip
+        assert made.exit_code == 0, made.stderr
+        roots[mid] = int((machines / mid / "root-uid").read_text())
+        assert (machines / mid / "home" / "pub" / "r").lstat().st_uid == roots[mid]
+        assert roots[mid] not in (0, uids[a], uids[b])
+    assert roots[a] != roots[b]
     # Nothing of the pool's wire is left in the machine: its supervisor's stdin is /dev/null,
     # and the slot's directory is gone.
     for mid, slot in ((a, slot_a), (b, slot_b)):

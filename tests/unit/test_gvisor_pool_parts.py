@@ -26,9 +26,10 @@ def test_a_claim_moves_the_slots_files_and_spec_and_records_the_name_it_runs_und
 ) -> None:
     slot = tmp_path / "pool" / "gvisor" / "owner" / "pslot"
     machine = tmp_path / "machines" / "m-a"
-    for d in ("home", "code", "gvisor-token", "gvisor/rootfs"):
+    for d in ("home", "code", "gvisor-token", "gvisor/rootfs", "gvisor-bin"):
         (slot / d).mkdir(parents=True)
     (slot / "daemon.log").write_text("supervisor: pool_up\n")
+    (slot / "root-uid").write_text("200007")  # root's host uid goes with the machine
     spec = {
         "root": {"path": str(slot / "gvisor" / "rootfs")},
         "mounts": [
@@ -37,6 +38,7 @@ def test_a_claim_moves_the_slots_files_and_spec_and_records_the_name_it_runs_und
             {"destination": "/code", "type": "bind", "source": str(slot / "code")},
             {"destination": "/run/fleet-token", "type": "bind",
              "source": str(slot / "gvisor-token")},
+            {"destination": "/run/fleet-bin", "type": "bind", "source": str(slot / "gvisor-bin")},
         ],
     }  # fmt: skip
     (slot / "gvisor" / "config.json").write_text(json.dumps(spec))
@@ -54,7 +56,9 @@ def test_a_claim_moves_the_slots_files_and_spec_and_records_the_name_it_runs_und
         (str(slot / "home"), str(machine / "home")),  # the place inside its processes know
         ("/code", str(machine / "code")),
         ("/run/fleet-token", str(machine / "gvisor-token")),
+        ("/run/fleet-bin", str(machine / "gvisor-bin")),  # its sudo
     ]
+    assert (machine / "root-uid").read_text() == "200007"
     assert started_as(machine, "m-a") == (container_id("pslot"), slot / BUNDLE)
     assert running_container(machine, "m-a") == container_id("pslot")
     # A pid whose command line names another bundle is not its sandbox.
