@@ -20,7 +20,11 @@ def configure_logging(env: str = "dev", level: str = "info", service: str = "") 
     if env == "prod":
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        # Plain tracebacks: structlog's default formats an exception with rich, every frame's
+        # locals printed (a token, a secret key), at tens of milliseconds a traceback.
+        processors.append(structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        ))  # fmt: skip
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(

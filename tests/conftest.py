@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import structlog
 
 from contracts.ids import new_machine_id
 from fleet.client import FleetClient
@@ -123,6 +124,22 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Iterator[None]
         timed_out(signum, frame)
 
     signal.signal(signal.SIGALRM, report_tasks)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    plain_tracebacks()
+
+
+def plain_tracebacks() -> None:
+    """structlog's configuration, in-process services' logs included, with plain tracebacks:
+    its default formats a logged exception with rich, every frame's locals included, at tens of
+    milliseconds each (a fast test of an internal error logs several)."""
+    processors = [
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if isinstance(p, structlog.dev.ConsoleRenderer) else p
+        for p in structlog.get_config()["processors"]
+    ]  # fmt: skip
+    structlog.configure(processors=processors)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import msgspec
 import structlog
 
@@ -177,7 +179,12 @@ class GatewayApi:
                              settings=self.settings)  # fmt: skip
         self.people = PeopleOps(store, self.tokens, self.settings)
         self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
-        self._openrpc = openrpc_document(
+
+    @cached_property
+    def _openrpc(self) -> OpenRpcDocument:
+        # Built on the first rpc.discover, not with the gateway: it costs tens of
+        # milliseconds of schema generation that most gateways never need.
+        return openrpc_document(
             g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
 

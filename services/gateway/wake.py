@@ -32,6 +32,7 @@ from contracts.models import Machine
 from contracts.ports import TUNNEL_CONNECT
 from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, MachineStatus as S
 from core.backoff import backoff_s
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
 from services.common.stop_start import resume_machine
@@ -121,15 +122,17 @@ def waking_page(machine_id: str, status: str) -> web.Response:
 
 
 class Waker:
-    """Wakes a caller's machine (see the module); ``enabled`` is ``FLEET_WAKE_ON_ACCESS``."""
+    """Wakes a caller's machine (see the module); ``enabled`` is ``FLEET_WAKE_ON_ACCESS``.
+    Its deadline and its polls are ``clock``'s time (a test's manual clock)."""
 
     def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient, enabled: bool,
-                 timeout_s: float) -> None:  # fmt: skip
+                 timeout_s: float, clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
         self.store = store
         self.bus = bus
         self.daemons = daemons
         self.enabled = enabled
         self.timeout_s = timeout_s
+        self.clock = clock
 
     async def needed(self, machine: Machine) -> bool:
         """Whether a call on ``machine`` must wake it (or wait for its wake) first."""
@@ -157,7 +160,7 @@ class Waker:
         ``within_s`` (by default ``FLEET_WAKE_TIMEOUT_S``). A machine no wake can help is
         returned as it is."""
         limit = self.timeout_s if within_s is None else within_s
-        began = time.monotonic()
+        began = self.clock.monotonic()
         deadline = began + limit
         attempt = 0
         while (step := next_step(machine.status)) is not Step.READY:
@@ -171,11 +174,11 @@ class Waker:
         while not await self._answers(machine.id):
             attempt = await self._pause(machine, deadline, limit, attempt)
         log.info("wake.ready", machine_id=machine.id, by=by.value,
-                 ms=round((time.monotonic() - began) * 1000))  # fmt: skip
+                 ms=round((self.clock.monotonic() - began) * 1000))  # fmt: skip
         return machine
 
     async def _pause(self, machine: Machine, deadline: float, limit: float, attempt: int) -> int:
-        left = deadline - time.monotonic()
+        left = deadline - self.clock.monotonic()
         if left <= 0:
             raise DaemonTimeout(
                 f"machine {machine.id} is still {machine.status.value} after {limit:g}s of "
@@ -183,7 +186,7 @@ class Waker:
                 data={"status": machine.status.value},
             )
         attempt += 1
-        await asyncio.sleep(min(left, backoff_s(attempt, base=POLL_S, cap=POLL_CAP_S)))
+        await self.clock.sleep(min(left, backoff_s(attempt, base=POLL_S, cap=POLL_CAP_S)))
         return attempt
 
     async def _answers(self, machine_id: str) -> bool:

@@ -43,23 +43,23 @@ async def test_an_idle_gvisor_machine_is_paused_at_its_time_and_a_namespaces_one
     gv, ns = await ready_gvisor(world, tmp_path, a), await world.ready_machine(b)
     # "pause" asked, but a namespaces machine cannot keep its memory: it is stopped.
     for iid in (a, b):
-        await world.rpc("instances.setAutoStop", {"instanceId": iid, "idleAfterS": 900,
+        await world.rpc("instances.setAutoStop", {"instanceId": iid, "idleAfterS": 120,
                                                   "action": "pause"})  # fmt: skip
     clock = ManualClock()
     async with stopper(world, clock):
         await settled(world, clock, 1.0)  # the first look starts both machines' clocks
-        await settled(world, clock, 899.0)  # idle for 899 s: not yet
+        await settled(world, clock, 119.0)  # idle for 119 s: not yet
         assert (await world.machine(gv.id)).status is S.READY
         assert (await world.machine(ns.id)).status is S.READY
-        await settled(world, clock, 1.0)  # idle for 900 s
+        await settled(world, clock, 1.0)  # idle for 120 s
         got = await world.machine(gv.id)
-        assert (got.status, got.status_reason) == (S.PAUSED, "idle for 900 s")
+        assert (got.status, got.status_reason) == (S.PAUSED, "idle for 120 s")
         [asked] = world.bus.of(MachinePauseRequested, gv.id)  # the path machines.pause takes
-        assert asked.reason == "idle for 900 s"
+        assert asked.reason == "idle for 120 s"
         assert len(world.bus.of(MachinePaused, gv.id)) == 1
         assert world.provider.pauses == [gv.id]
         got = await world.machine(ns.id)
-        assert (got.status, got.status_reason) == (S.STOPPED, "idle for 900 s")
+        assert (got.status, got.status_reason) == (S.STOPPED, "idle for 120 s")
         assert world.bus.of(MachinePauseRequested, ns.id) == []
 
 
@@ -94,22 +94,22 @@ async def test_a_machine_paused_past_the_setting_is_stopped_not_before(
     await world.rpc("machines.pause", {"machineId": by_hand.id})
     await world.bus.settle()
     clock = ManualClock()
-    async with stopper(world, clock, paused_stop_after_s=3600):
+    async with stopper(world, clock, paused_stop_after_s=300):
         await settled(world, clock, 1.0)  # by_hand seen paused: its count starts
         await settled(world, clock, 60.0)  # m idle for 60 s: paused
         assert (await world.machine(m.id)).status is S.PAUSED
         await settled(world, clock, 1.0)  # the next round sees it paused: its count starts
-        await settled(world, clock, 3599.0 - 61.0)  # by_hand paused for 3599 s
+        await settled(world, clock, 299.0 - 61.0)  # by_hand paused for 299 s
         assert (await world.machine(by_hand.id)).status is S.PAUSED
         await settled(world, clock, 1.0)
         got = await world.machine(by_hand.id)
-        assert (got.status, got.status_reason) == (S.STOPPED, "paused for 3600 s")
+        assert (got.status, got.status_reason) == (S.STOPPED, "paused for 300 s")
         assert world.provider.stops == [by_hand.id]  # its sandbox's image goes with the stop
-        await settled(world, clock, 60.0)  # m paused for 3599 s
+        await settled(world, clock, 60.0)  # m paused for 299 s
         assert (await world.machine(m.id)).status is S.PAUSED
         await settled(world, clock, 1.0)
         got = await world.machine(m.id)
-        assert (got.status, got.status_reason) == (S.STOPPED, "paused for 3600 s")
+        assert (got.status, got.status_reason) == (S.STOPPED, "paused for 300 s")
 
 
 async def test_a_resumed_machine_counts_its_pause_again_from_its_next_one(

@@ -31,26 +31,26 @@ async def test_auto_stop_stops_a_machine_idle_for_its_time_not_before_and_spares
     idle, busy = await world.ready_machine(a), await world.ready_machine(b)
     other = await world.ready_machine()  # auto-stop off for its instance
     for inst in (a, b):
-        await world.rpc("instances.setAutoStop", {"instanceId": inst, "idleAfterS": 900})
+        await world.rpc("instances.setAutoStop", {"instanceId": inst, "idleAfterS": 120})
     async with IdleStopper(store=world.store, bus=world.bus, settings=settings, clock=clock):
         await clock.advance(1.0)  # the first look starts both machines' clocks
-        await clock.advance(450.0)
+        await clock.advance(60.0)
         await world.rpc("machines.exec", {"machineId": busy.id, "command": ["true"]})
-        await clock.advance(449.0)  # idle for 899 s: not yet
+        await clock.advance(59.0)  # idle for 119 s: not yet
         await world.bus.settle()
         assert (await world.machine(idle.id)).status is S.READY
-        await clock.advance(1.0)  # idle for 900 s
+        await clock.advance(1.0)  # idle for 120 s
         await world.bus.settle()
         got = await world.machine(idle.id)
-        assert (got.status, got.status_reason) == (S.STOPPED, "idle for 900 s")
-        assert (await world.machine(busy.id)).status is S.READY  # active 450 s ago
-        await clock.advance(449.0)
+        assert (got.status, got.status_reason) == (S.STOPPED, "idle for 120 s")
+        assert (await world.machine(busy.id)).status is S.READY  # active 60 s ago
+        await clock.advance(59.0)
         await world.bus.settle()
         assert (await world.machine(busy.id)).status is S.READY
         await clock.advance(1.0)  # left alone, the busy one goes too
         await world.bus.settle()
         got = await world.machine(busy.id)
-        assert (got.status, got.status_reason) == (S.STOPPED, "idle for 900 s")
+        assert (got.status, got.status_reason) == (S.STOPPED, "idle for 120 s")
     assert (await world.machine(other.id)).status is S.READY
 
 

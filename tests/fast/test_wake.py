@@ -37,7 +37,8 @@ from services.gateway import preview
 from services.gateway.access import Caller
 from services.gateway.limits import BadSecrets
 from services.gateway.tunnels import Tunnels
-from services.gateway.wake import wake_for
+from services.gateway.wake import Waker, wake_for
+from tests.fakes.clock import ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances
 from tests.fast.test_pause import ready_gvisor
@@ -213,16 +214,22 @@ async def test_a_start_on_access_keeps_to_the_instances_running_limit(world: Wor
 
 
 class TestTimeout:
-    @pytest.fixture
-    def settings(self, settings: Settings) -> Settings:
-        return msgspec.structs.replace(settings, wake_timeout_s=0.1)
-
     async def test_a_wake_that_takes_too_long_is_a_timeout_naming_the_status(
         self, world: World, tmp_path: Path
     ) -> None:
         m = await paused(world, tmp_path)
-        with pytest.raises(DaemonTimeout) as late:  # nothing delivers the resume here
-            await world.rpc(EXEC[0], {"machineId": m.id, **EXEC[1]})
+        clock = ManualClock()
+        waker = world.api.access.waker
+        assert isinstance(waker, Waker)
+        waker.clock = clock
+        limit = world.settings.wake_timeout_s  # FLEET_WAKE_TIMEOUT_S, on the manual clock
+        # Nothing delivers the resume here: the wake polls until its deadline.
+        call = asyncio.ensure_future(world.rpc(EXEC[0], {"machineId": m.id, **EXEC[1]}))
+        await clock.advance(limit - 0.01)
+        assert not call.done()  # not before its time
+        await clock.advance(0.01)
+        with pytest.raises(DaemonTimeout) as late:
+            await asyncio.wait_for(call, 10)
         assert late.value.data == {"status": "resuming"}
         assert "send it again" in late.value.message
 

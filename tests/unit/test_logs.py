@@ -13,8 +13,9 @@ from core.logs import configure_logging
 
 @pytest.fixture(autouse=True)
 def restore_structlog() -> Iterator[None]:
+    before = structlog.get_config()  # the suite's (tests/conftest.py), not structlog's default
     yield
-    structlog.reset_defaults()
+    structlog.configure(**before)
     structlog.contextvars.clear_contextvars()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import jsonschema
@@ -44,8 +43,10 @@ def test_the_validator_catches_a_broken_document(
     validator: jsonschema.Draft7Validator, where: tuple[str | int, ...], value: Any
 ) -> None:
     # Guards the vendored meta-schema and its references: a validator that passes everything
-    # would make the test above worthless.
-    doc = copy.deepcopy(openrpc_document(GATEWAY_METHODS, title="t", version="1"))
+    # would make the test above worthless. One method's document, valid until broken: the whole
+    # table's takes a tenth of a second to validate, each case.
+    doc = openrpc_document(GATEWAY_METHODS[:1], title="t", version="1")
+    assert problems(validator, doc) == []
     node: Any = doc
     for key in where[:-1]:
         node = node[key]
