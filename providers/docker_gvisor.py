@@ -18,6 +18,9 @@ daemon takes it as root, makes itself non-dumpable and becomes the machine's uid
 (``CAP_SETUID``, ``CAP_SETGID``, ``CAP_KILL``); ``no-new-privileges`` stays.
 
 Root inside is ``docker exec -u 0``: uid 0 of gVisor's kernel, with no capability.
+The engine's runsc has no user namespace and its gofer is the host's root, so a file root
+writes in the machine's volumes is the host's uid 0 (set-user-ID bit and all): a docker gvisor
+machine has no ``sudo`` (daemon/sudo.py) for its every process to do so (docs/limitations.md).
 """
 
 from __future__ import annotations

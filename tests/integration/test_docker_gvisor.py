@@ -11,6 +11,7 @@ import pytest
 
 from contracts.errors import NotSupported
 from contracts.status import MachineStatus
+from core.tokenfd import SUDO_SOCKET
 from fleet.client import FleetClient
 from fleet.up import UpOptions, check_sandbox
 from providers.docker_code import TOKEN_FILE
@@ -173,3 +174,19 @@ async def test_a_docker_gvisor_machine_stopped_and_started_is_gvisor_again_with_
     assert (await inspect(mid))["HostConfig"]["Runtime"] == "runsc"
     assert (await stack.exec(mid, ["cat", "notes.txt"], timeout_s=60)).stdout == "kept\n"
     assert "gVisor" in (await stack.exec(mid, ["dmesg"], timeout_s=60)).stdout
+
+
+@pytest.mark.timeout(900)
+async def test_a_docker_gvisor_machine_has_no_sudo_for_its_roots_files_are_the_hosts(
+    stack: FleetClient,
+) -> None:
+    """Root inside writes its files in the machine's volumes as the host's uid 0 on this
+    provider (docs/limitations.md): neither the ``sudo`` program nor its broker's socket is
+    there for the machine's processes to reach root through."""
+    mid = await made(stack, "gv-docker-nosudo", "gvisor")
+    sudo = await stack.exec(mid, ["sh", "-c", "sudo id -u"], timeout_s=60)
+    assert sudo.exit_code != 0, sudo
+    assert sudo.stdout == "", sudo
+    broker = await stack.exec(mid, ["sh", "-c", f"test -e {SUDO_SOCKET}"], timeout_s=60)
+    assert broker.exit_code != 0, broker
+    assert (await stack.exec(mid, ["id", "-u"], timeout_s=60)).stdout == "1000\n"
