@@ -52,7 +52,7 @@ from providers.docker_code import (
 )
 from providers.docker_copy import HomeCopier, layer_ref
 from providers.docker_fork import DockerForks, with_layer
-from providers.docker_gvisor import ROOT, exec_as_root, make_gvisor, with_engine_runtime
+from providers.docker_gvisor import ROOT, make_gvisor, refuse_root, with_engine_runtime
 from providers.docker_home import (
     home_ref_name,
     home_volumes,
@@ -363,8 +363,8 @@ class DockerProvider:
         return with_engine_runtime(config, place.runtime)
 
     async def exec_as_root(self, machine_id: str, params: ExecCommandParams) -> ExecCommandResult:
-        """``params`` as root of a gvisor machine's own kernel (docker_gvisor.py)."""
-        return await exec_as_root(machine_id, await self._container(machine_id), params)
+        """Refused by name: no docker machine runs a command as root (docker_gvisor.py)."""
+        raise refuse_root(machine_id, await self._container(machine_id))
 
     async def restart(self, machine_id: str) -> bool:
         """SIGHUP to the container's first process, the supervisor: the daemon restarts in

@@ -17,33 +17,25 @@ daemon takes it as root, makes itself non-dumpable and becomes the machine's uid
 (``DAEMON_RUN_AS_VAR``). The supervisor keeps three capabilities of gVisor's kernel only
 (``CAP_SETUID``, ``CAP_SETGID``, ``CAP_KILL``); ``no-new-privileges`` stays.
 
-Root inside is ``docker exec -u 0``: uid 0 of gVisor's kernel, with no capability.
-The engine's runsc has no user namespace and its gofer is the host's root, so a file root
-writes in the machine's volumes is the host's uid 0 (set-user-ID bit and all): a docker gvisor
-machine has no ``sudo`` (daemon/sudo.py) for its every process to do so (docs/limitations.md).
+Nothing runs as root in it but the supervisor (``refuse_root``): the engine's runsc has no
+user namespace and its gofer is the host's root, so a file root wrote in the machine's volumes
+would be the host's uid 0 (set-user-ID bit and all). So ``machines.exec {user: root}`` is
+refused by name, and there is no ``sudo`` (daemon/sudo.py) (docs/limitations.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import aiodocker
 
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.models import GvisorPlatform
 from core.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
 from providers.docker_image import FLEET_LIB
-from providers.gvisor import OUTPUT_CAP
 from providers.limits import Placement
 from providers.runtimes import DOCKER_RUNTIME, engine_refusal
 
-#: How long past a root command's timeout its answer waits for ``timeout`` to end it.
-_KILL_GRACE_S = 10.0
-#: ``timeout -s KILL``'s status for a command it killed.
-_KILLED = 128 + 9
 #: The runtime of a container of a machine of each runtime.
 ENGINE_RUNTIMES = {"gvisor": DOCKER_RUNTIME, "namespaces": "runc"}
 
@@ -109,40 +101,18 @@ async def check_engine(docker: aiodocker.Docker, platform: GvisorPlatform) -> No
         raise NotSupported(why, data={"runtime": "gvisor", "provider": "docker"})
 
 
-async def exec_as_root(
-    machine_id: str, c: aiodocker.containers.DockerContainer | None, p: ExecCommandParams
-) -> ExecCommandResult:
-    """``p`` run as uid 0 in the machine's container ``c`` (``docker exec -u 0``), which must
-    run on gVisor (NotSupported on the host's kernel); output capped per stream. The engine
-    cannot end an exec's process, so the machine image's ``timeout`` runs it and SIGKILLs it
-    (its process group) at its timeout."""
-    if c is None or not c["State"]["Running"]:
-        raise ProviderError(f"machine {machine_id} has no running container")
-    if c["HostConfig"].get("Runtime") != ENGINE_RUNTIMES["gvisor"]:
-        raise NotSupported(f"machine {machine_id}'s container runs on the host's kernel: "
-                           "nothing runs as root in it",
-                           data={"runtime": "namespaces", "user": "root"})  # fmt: skip
-    # Its options end at the duration: a command named "-x" is a command.
-    argv = ["timeout", "-s", "KILL", f"{p.timeout_s:g}s", *p.command]
-    try:
-        run = await c.exec(argv, user="0:0", environment=p.env or None, workdir=p.cwd)
-    except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot exec in {c.id[:12]}: {exc.message}") from None
-    out, err = bytearray(), bytearray()
-    began, waited = time.monotonic(), False
-    try:
-        async with asyncio.timeout(p.timeout_s + _KILL_GRACE_S), run.start(detach=False) as io:
-            while (msg := await io.read_out()) is not None:
-                into = out if msg.stream == 1 else err
-                into += msg.data[: OUTPUT_CAP + 1 - len(into)]
-    except TimeoutError:
-        waited = True  # ``timeout`` did not end it: its answer says so, whatever runs on
-    code = (await run.inspect()).get("ExitCode")
-    killed = code == _KILLED and time.monotonic() - began >= p.timeout_s
-    return ExecCommandResult(
-        exit_code=code if isinstance(code, int) and not waited else -1,
-        stdout=bytes(out[:OUTPUT_CAP]).decode(errors="replace"),
-        stderr=bytes(err[:OUTPUT_CAP]).decode(errors="replace"),
-        timed_out=waited or killed,
-        truncated=len(out) > OUTPUT_CAP or len(err) > OUTPUT_CAP,
+def refuse_root(machine_id: str, c: aiodocker.containers.DockerContainer | None) -> NotSupported:
+    """Why nothing runs as root in the machine's container ``c``: on ``runc`` there is no root
+    for a machine; on this engine's ``runsc`` there is no user namespace and its gofer is the
+    host's root, so a file root wrote in the machine's volumes would be the host's uid 0 (a
+    set-user-ID file of the host's root among them)."""
+    if c is None or c["HostConfig"].get("Runtime") != ENGINE_RUNTIMES["gvisor"]:
+        return NotSupported(f"machine {machine_id}'s container runs on the host's kernel: "
+                            "nothing runs as root in it",
+                            data={"runtime": "namespaces", "user": "root"})  # fmt: skip
+    return NotSupported(
+        f"root in machine {machine_id} would write its home as the host's root (the engine's "
+        "runsc maps no user namespace): root inside runs on the local provider's gvisor "
+        "machines (docs/runtimes.md)",
+        data={"runtime": "gvisor", "provider": "docker", "user": "root"},
     )
