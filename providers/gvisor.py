@@ -53,6 +53,7 @@ from core.tokenfd import (
 )
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
+from providers.gvisor_image import ImageRoot, image_mounts, unmount_root
 from providers.gvisor_root import (
     BIN_MOUNT,
     RUN_DIR,
@@ -63,6 +64,7 @@ from providers.gvisor_root import (
     staged_bundle,
     write_bin,
 )
+from providers.local_image import MACHINE_HOME
 from providers.netns import attach, nats_servers, stop_pasta
 from providers.sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.scratch import remove_tree
@@ -221,9 +223,11 @@ def _rootfs(bundle: Path, targets: list[tuple[str, bool]]) -> Path:
 
 
 def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, argv: list[str],
-                hostname: str, root_owner: int | None = None) -> dict[str, Any]:  # fmt: skip
+                hostname: str, root_owner: int | None = None,
+                image: ImageRoot | None = None) -> dict[str, Any]:  # fmt: skip
     """The OCI spec of the machine's sandbox (its rootfs made beside it); ``root_owner``: the
-    host uid of its root (``id_mappings``)."""
+    host uid of its root (``id_mappings``); ``image``: an environment's unpacked root, run in
+    place of the host's system (providers/gvisor_image.py)."""
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
@@ -232,37 +236,35 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
         {"destination": os.path.dirname(SUDO_SOCKET), "type": "tmpfs", "source": "tmpfs",
          "options": ["mode=0755"]},
     ]  # fmt: skip
-    for d in ("/usr", "/opt"):
-        if os.path.isdir(d) and not os.path.islink(d):
-            mounts.append(_bind(d, d))
-    for name in ETC_ALLOWED:
-        if os.path.exists(f"/etc/{name}"):
-            mounts.append(_bind(f"/etc/{name}", f"/etc/{name}"))
-    for root in python_roots():
-        if not root.is_relative_to("/usr"):
-            mounts.append(_bind(root, root))
-    mounts += [_bind(SOURCE_ROOT / pkg, SOURCE_ROOT / pkg) for pkg in DAEMON_PACKAGES]
+    if image is None:
+        mounts += [*_host_system(), _bind(home, home, ro=False)]
+    else:
+        mounts += image_mounts(image, home)
     mounts += [
-        _bind(home, home, ro=False),
         _bind(machine_dir / "code", CODE_MOUNT),
         _bind(machine_dir / TOKEN_DIR, TOKEN_MOUNT),
         _bind(write_bin(machine_dir), BIN_MOUNT),
     ]
     targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
                for m in mounts]  # fmt: skip
-    rootfs = _rootfs(machine_dir / BUNDLE, targets)
+    # An image's root is shared and never written: runsc makes the mount points in its
+    # memory overlay.
+    rootfs = image.root if image is not None else _rootfs(machine_dir / BUNDLE, targets)
     linux: dict[str, Any] = {
         "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
         + [{"type": "network", "path": "/proc/self/ns/net"}]
     }
     if root_owner is not None:
-        give_rootfs(rootfs, root_owner)
+        if image is None:
+            give_rootfs(rootfs, root_owner)
         linux["namespaces"].append({"type": "user"})
-        linux |= id_mappings(root_owner, uid)
+        linux |= id_mappings(root_owner, uid, image and image.user)
     env = {k: v for k, v in env.items() if k not in _NOT_HERE}
     # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
     # the machine's uid itself (core/tokenfd.py DAEMON_RUN_AS_VAR).
-    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", DAEMON_RUN_AS_VAR: str(uid),
+    user = None if image is None else image.user
+    run_as = str(uid) if user is None else f"{user[0]}:{user[1]}"
+    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", DAEMON_RUN_AS_VAR: run_as,
             SANDBOXED_VAR: "1", SUDO_SOCKET_VAR: SUDO_SOCKET,
             "PATH": f"{BIN_MOUNT}:{env.get('PATH') or _clean_env()['PATH']}"}  # fmt: skip
     # The daemons' to become the machine's uid; the supervisor's to signal them and to end the
@@ -274,7 +276,7 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
             "user": {"uid": 0, "gid": 0},
             "args": argv,
             "env": [f"{k}={v}" for k, v in sorted(env.items())],
-            "cwd": str(home),
+            "cwd": MACHINE_HOME if image is not None else str(home),
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
             "noNewPrivileges": True,
         },
@@ -284,6 +286,22 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
         "mounts": mounts,
         "linux": linux,
     }  # fmt: skip
+
+
+def _host_system() -> list[dict[str, Any]]:
+    """The host's system directories, an allow-list of ``/etc``, the daemon's Python and
+    packages: all read-only."""
+    mounts: list[dict[str, Any]] = []
+    for d in ("/usr", "/opt"):
+        if os.path.isdir(d) and not os.path.islink(d):
+            mounts.append(_bind(d, d))
+    for name in ETC_ALLOWED:
+        if os.path.exists(f"/etc/{name}"):
+            mounts.append(_bind(f"/etc/{name}", f"/etc/{name}"))
+    for root in python_roots():
+        if not root.is_relative_to("/usr"):
+            mounts.append(_bind(root, root))
+    return mounts + [_bind(SOURCE_ROOT / pkg, SOURCE_ROOT / pkg) for pkg in DAEMON_PACKAGES]
 
 
 def write_bundle(machine_dir: Path, spec: dict[str, Any]) -> Path:
@@ -389,6 +407,7 @@ def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     """A gvisor machine's stop: its sandbox deleted (its memory freed), its pasta, cgroup and
     token file gone; True if it was running."""
     was_up = stop_sandbox(runsc, machine_dir, machine_id, grace_s)
+    unmount_root(machine_dir)  # an image's (gvisor_image.py): mounted again at its start
     stop_pasta(machine_id)
     MachineCgroup(machine_id).remove()
     remove_tree(machine_dir / TOKEN_DIR)

@@ -53,12 +53,16 @@ def root_uid(machine_dir: Path) -> int | None:
     return None
 
 
-def id_mappings(root: int, uid: int) -> dict[str, Any]:
+def id_mappings(root: int, uid: int, inside: tuple[int, int] | None = None) -> dict[str, Any]:
     """The sandbox's user namespace: root inside is ``root`` on the host, the machine's user
-    ``uid`` on both sides."""
-    maps = [{"containerID": 0, "hostID": root, "size": 1},
-            {"containerID": uid, "hostID": uid, "size": 1}]  # fmt: skip
-    return {"uidMappings": maps, "gidMappings": maps}
+    ``uid`` on both sides, or ``inside`` (an image's user and group) is ``uid`` on the host."""
+    user, group = inside or (uid, uid)
+
+    def maps(own: int) -> list[dict[str, int]]:
+        return [{"containerID": 0, "hostID": root, "size": 1},
+                {"containerID": own, "hostID": uid, "size": 1}]  # fmt: skip
+
+    return {"uidMappings": maps(user), "gidMappings": maps(group)}
 
 
 def give_rootfs(root: Path, owner: int) -> None:

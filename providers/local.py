@@ -38,9 +38,10 @@ from core.lockfile import holder_pid
 from core.poolwire import POOL_SLOT_VAR
 from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
-from providers import gvisor, gvisor_fork, gvisor_pause
+from providers import gvisor, gvisor_fork, gvisor_image, gvisor_pause
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
+from providers.gvisor_image import ImageRoot, mount_root, readable_loader, remove_root
 from providers.gvisor_root import ROOT_UID_FILE
 from providers.homes_fs import clone_home, is_subvolume, make_home, remove_home
 from providers.image_rootfs import ImageRoots
@@ -294,6 +295,10 @@ class LocalProvider:
             raise NotSupported(f"machine {machine_id} runs the namespaces runtime: only a gvisor "
                                "machine can be forked with memory",
                                data={"runtime": "namespaces"})  # fmt: skip
+        if (machine_dir / gvisor_image.MERGED).is_dir():  # a fork would lose the image's root
+            raise NotSupported(f"machine {machine_id} runs an environment's image on gvisor: "
+                               "it cannot be forked or snapshotted with memory yet "
+                               "(docs/limitations.md)", data={"runtime": "gvisor"})  # fmt: skip
         runsc = self._gvisor_runsc()
         target = self.snapshot_dir(image_id)
         await asyncio.to_thread(target.parent.mkdir, mode=0o700, exist_ok=True)
@@ -586,8 +591,12 @@ class LocalProvider:
         root = await asyncio.to_thread(allocate_uid, machine_dir / ROOT_UID_FILE,
                                        self._root, self._uids)  # fmt: skip
         await asyncio.to_thread(gvisor.write_token, machine_dir, token, machine_id)
-        spec = gvisor.bundle_spec(machine_dir, home, env, uid, supervised_argv(),
-                                  hostname(machine_id), root)  # fmt: skip
+        image = await self._gvisor_image(machine_id, uid, root)
+        argv = supervised_argv() if image is None else runtime_argv()
+        if image is not None:  # the supervisor stays root; the runtime's own Python
+            env |= runtime_env(None) | {"PATH": IMAGE_PATH}
+        spec = gvisor.bundle_spec(machine_dir, home, env, uid, argv, hostname(machine_id),
+                                  root, image)  # fmt: skip
         bundle = await asyncio.to_thread(gvisor.write_bundle, machine_dir, spec)
         enter = await self._limited(machine_id, [])
         log_path = machine_dir / "daemon.log"
@@ -595,6 +604,20 @@ class LocalProvider:
         log.info("provider.gvisor_started", machine_id=machine_id, pid=pid,
                  platform=runsc.platform)  # fmt: skip
         return f"local:{pid}"
+
+    async def _gvisor_image(self, machine_id: str, uid: int, root: int) -> ImageRoot | None:
+        """The environment's image a gvisor machine runs (unpacked once, mounted as its root:
+        providers/gvisor_image.py), or None: the host's system."""
+        if self._placement is None or self._engine is None:
+            return None
+        place = await self._placement(machine_id)
+        if place.image is None:
+            return None
+        lower = await self._image_roots.ensure(self._engine(), place.image)
+        merged = await asyncio.to_thread(mount_root, self.machine_dir(machine_id), lower, root,
+                                         uid, place.user)  # fmt: skip
+        loader = await asyncio.to_thread(readable_loader, self._data_dir)
+        return ImageRoot(merged, loader, place.user)
 
     def _gvisor_runsc(self) -> gvisor.Runsc:
         why = None if self._runsc is None else gvisor.probe(self._runsc.binary)
@@ -675,6 +698,7 @@ class LocalProvider:
         await asyncio.to_thread(stop_local, machine_dir, machine_id)
         self._reap()
         await asyncio.to_thread(remove_overlay, machine_dir)  # its writes outside the home
+        await asyncio.to_thread(remove_root, machine_dir)  # a gvisor machine's of an image
         await asyncio.to_thread(remove_files, machine_dir)
         log.info("provider.local_removed", machine_id=machine_id)
 

@@ -1,0 +1,94 @@
+"""A gvisor machine of an environment's image (docs/runtimes.md, "Environments"), on real runsc
+sandboxes with real daemons and a real engine: a devcontainer of the machine image runs on
+gVisor's kernel with the image's own system, its lifecycle commands run, and nothing of it is
+written into the image's unpacked root that every machine of the image shares."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from contracts.gateway_environments import DevcontainerSource, Environment
+from fleet.client import FleetClient
+from providers.image_rootfs import rootfs_dir
+from services.common.settings import Settings
+from tests.docker_env import docker_gateway, docker_image, nats_server
+from tests.environments import out
+from tests.gitserver import GitHttpServer
+from tests.integration.test_environment_machines import serve_repo
+
+__all__ = ["docker_gateway", "docker_image", "nats_server"]
+LOG = "/home/fleet/lifecycle.log"
+#: ptrace traps every syscall: a daemon's Python in an image starts slowly on a busy host.
+READY_S = 600
+
+
+@pytest.fixture
+def stack_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, runtime="gvisor", rpc_timeout_s=60.0)
+
+
+@pytest.fixture
+async def git_served(tmp_path: Path, docker_gateway: str) -> AsyncIterator[GitHttpServer]:
+    root = tmp_path / "served"
+    root.mkdir()
+    async with GitHttpServer(root, None, None, host=docker_gateway) as server:
+        yield server
+
+
+def devcontainer(image: str, **more: object) -> str:
+    return json.dumps({
+        "image": image,
+        "onCreateCommand": f"echo onCreate >> {LOG}",
+        "postCreateCommand": f"echo postCreate >> {LOG} && id -u > $HOME/post-create.uid",
+        "postStartCommand": f"echo postStart >> {LOG}",
+        **more,
+    })  # fmt: skip
+
+
+async def gvisor_devcontainer(stack: FleetClient, served: GitHttpServer, tmp_path: Path,
+                              name: str, spec: str) -> str:  # fmt: skip
+    """A ready gvisor machine of a devcontainer ``spec`` (its repo served)."""
+    url = serve_repo(served, tmp_path, {".devcontainer/devcontainer.json": spec})
+    inst = await stack.create_instance(name)
+    await stack.add_repo(inst.id, url=url, branch="main", path="src/app")
+    await stack.set_environment(inst.id, Environment(devcontainer=DevcontainerSource(repo=url)))
+    created = await stack.create_machine(inst.id, runtime="gvisor")
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    return created.id
+
+
+@pytest.mark.timeout(900)
+async def test_a_devcontainer_image_on_gvisor(
+    stack: FleetClient, stack_settings: Settings, docker_image: tuple[str, str],
+    git_served: GitHttpServer, tmp_path: Path,
+) -> None:  # fmt: skip
+    mid = await gvisor_devcontainer(stack, git_served, tmp_path, "gv-image",
+                                    devcontainer(docker_image[1]))  # fmt: skip
+    m = await stack.get_machine(mid)
+    assert m.runtime == "gvisor"
+    image_id = m.environment_image
+    assert image_id
+    # The image's system, on gVisor's kernel.
+    unpacked = rootfs_dir(stack_settings.data_path.resolve()) / image_id.removeprefix("sha256:")
+    assert (
+        await out(stack, mid, "cat", "/etc/os-release")
+        == (unpacked / "etc" / "os-release").read_text()
+    )
+    assert "gVisor" in await out(stack, mid, "dmesg")
+    assert (await out(stack, mid, "sh", "-c", "echo $HOME; pwd")).split() == ["/home/fleet"] * 2
+    # Its lifecycle commands ran, as the machine's user, in its home (the host's directory).
+    assert (await out(stack, mid, "cat", LOG)).split() == ["onCreate", "postCreate", "postStart"]
+    uid = (stack_settings.data_path / "machines" / mid / "uid").read_text().strip()
+    assert (await out(stack, mid, "cat", "post-create.uid")).strip() == uid
+    home = stack_settings.data_path / "machines" / mid / "home"
+    assert (home / "post-create.uid").stat().st_uid == int(uid)
+    # Its root is the image's, shared and never written: runsc's mount points are in an
+    # overlay of the machine's own.
+    assert not (unpacked / "run" / "fleet").exists()
+    assert (stack_settings.data_path / "machines" / mid / "gvisor-upper" / "run" / "fleet").is_dir()
