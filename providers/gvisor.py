@@ -263,8 +263,9 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
     # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
     # the machine's uid itself (core/tokenfd.py DAEMON_RUN_AS_VAR).
     user = None if image is None else image.user
-    run_as = str(uid) if user is None else f"{user[0]}:{user[1]}"
-    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", DAEMON_RUN_AS_VAR: run_as,
+    if image is None or not image.as_root:  # a root machine's daemon stays root
+        env[DAEMON_RUN_AS_VAR] = str(uid) if user is None else f"{user[0]}:{user[1]}"
+    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token",
             SANDBOXED_VAR: "1", SUDO_SOCKET_VAR: SUDO_SOCKET,
             "PATH": f"{BIN_MOUNT}:{env.get('PATH') or _clean_env()['PATH']}"}  # fmt: skip
     # The daemons' to become the machine's uid; the supervisor's to signal them and to end the

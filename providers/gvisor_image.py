@@ -30,12 +30,14 @@ LOWER, UPPER, WORK, MERGED = "gvisor-lower", "gvisor-upper", "gvisor-work", "gvi
 
 
 class ImageRoot(NamedTuple):
-    """What a gvisor machine of an image runs: the image's unpacked root, the loader, and
-    the (uid, gid) its user has in the image (None: the machine's own uid)."""
+    """What a gvisor machine of an image runs: the image's unpacked root, the loader, the
+    (uid, gid) its user has in the image (None: the machine's own uid), and whether its user
+    is root (of gVisor's kernel: its host uid is the machine's own, nothing else is mapped)."""
 
     root: Path
     loader: Path
     user: tuple[int, int] | None = None
+    as_root: bool = False
 
 
 def readable_loader(data_dir: Path) -> Path:

@@ -55,7 +55,11 @@ def root_uid(machine_dir: Path) -> int | None:
 
 def id_mappings(root: int, uid: int, inside: tuple[int, int] | None = None) -> dict[str, Any]:
     """The sandbox's user namespace: root inside is ``root`` on the host, the machine's user
-    ``uid`` on both sides, or ``inside`` (an image's user and group) is ``uid`` on the host."""
+    ``uid`` on both sides, or ``inside`` (an image's user and group) is ``uid`` on the host.
+    ``root == uid``: the machine's user is root, and nothing else is mapped."""
+    if root == uid:
+        alone = [{"containerID": 0, "hostID": uid, "size": 1}]
+        return {"uidMappings": alone, "gidMappings": alone}
     user, group = inside or (uid, uid)
 
     def maps(own: int) -> list[dict[str, int]]:

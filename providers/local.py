@@ -45,7 +45,7 @@ from providers.gvisor_image import ImageRoot, mount_root, readable_loader, remov
 from providers.gvisor_root import ROOT_UID_FILE
 from providers.homes_fs import clone_home, is_subvolume, make_home, remove_home
 from providers.image_rootfs import ImageRoots
-from providers.limits import Limits, PlacementOf
+from providers.limits import Limits, Placement, PlacementOf
 from providers.local_image import (
     mount_overlay,
     overlay_dirs,
@@ -54,7 +54,7 @@ from providers.local_image import (
     runtime_env,
     unmount_overlay,
 )
-from providers.machine_uid import allocate_uid, give_home, give_upper
+from providers.machine_uid import allocate_uid, give_home, give_upper, read_uid
 from providers.netns import has_pasta, loopback_ports, nats_servers, start_sandboxed, stop_pasta
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import (
@@ -587,11 +587,11 @@ class LocalProvider:
                 "(FLEET_SANDBOX_UIDS)", data={"runtime": "gvisor"},
             )  # fmt: skip
         env = self.machine_env(home, FLEET_MACHINE_ID=machine_id)
-        assert self._uids is not None  # a uid was allocated from them
-        root = await asyncio.to_thread(allocate_uid, machine_dir / ROOT_UID_FILE,
-                                       self._root, self._uids)  # fmt: skip
+        place = None if self._placement is None else await self._placement(machine_id)
+        as_root = place is not None and place.image is not None and place.root
+        root = await asyncio.to_thread(self._gvisor_root_uid, machine_dir, uid, as_root)
         await asyncio.to_thread(gvisor.write_token, machine_dir, token, machine_id)
-        image = await self._gvisor_image(machine_id, uid, root)
+        image = await self._gvisor_image(machine_id, place, uid, root)
         argv = supervised_argv() if image is None else runtime_argv()
         if image is not None:  # the supervisor stays root; the runtime's own Python
             env |= runtime_env(None) | {"PATH": IMAGE_PATH}
@@ -605,19 +605,30 @@ class LocalProvider:
                  platform=runsc.platform)  # fmt: skip
         return f"local:{pid}"
 
-    async def _gvisor_image(self, machine_id: str, uid: int, root: int) -> ImageRoot | None:
+    def _gvisor_root_uid(self, machine_dir: Path, uid: int, as_root: bool) -> int:
+        """The host uid of the machine's root: its own uid when its user is root (a
+        devcontainer's ``remoteUser: root``: root inside is then that uid alone), else one of
+        its own beside it (``ROOT_UID_FILE``)."""
+        assert self._uids is not None  # the machine's uid was allocated from them
+        path = machine_dir / ROOT_UID_FILE
+        if as_root:
+            replace_file(path, str(uid))
+            return uid
+        if read_uid(path) == uid:  # never two ids inside on one host uid
+            path.unlink()
+        return allocate_uid(path, self._root, self._uids)
+
+    async def _gvisor_image(self, machine_id: str, place: Placement | None, uid: int,
+                            root: int) -> ImageRoot | None:  # fmt: skip
         """The environment's image a gvisor machine runs (unpacked once, mounted as its root:
         providers/gvisor_image.py), or None: the host's system."""
-        if self._placement is None or self._engine is None:
-            return None
-        place = await self._placement(machine_id)
-        if place.image is None:
+        if place is None or place.image is None or self._engine is None:
             return None
         lower = await self._image_roots.ensure(self._engine(), place.image)
         merged = await asyncio.to_thread(mount_root, self.machine_dir(machine_id), lower, root,
                                          uid, place.user)  # fmt: skip
         loader = await asyncio.to_thread(readable_loader, self._data_dir)
-        return ImageRoot(merged, loader, place.user)
+        return ImageRoot(merged, loader, place.user, root == uid)
 
     def _gvisor_runsc(self) -> gvisor.Runsc:
         why = None if self._runsc is None else gvisor.probe(self._runsc.binary)

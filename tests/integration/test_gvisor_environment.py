@@ -92,3 +92,41 @@ async def test_a_devcontainer_image_on_gvisor(
     # overlay of the machine's own.
     assert not (unpacked / "run" / "fleet").exists()
     assert (stack_settings.data_path / "machines" / mid / "gvisor-upper" / "run" / "fleet").is_dir()
+
+
+#: As root: writes under /etc, /usr/local and /var/lib (apt's and dpkg's places), and the
+#: attacker's plants in the home: a set-user-ID copy of a program, a file of root's.
+AS_ROOT = (
+    "id -u > $HOME/post-create.uid && echo made > /etc/fleet-made"
+    " && mkdir -p /usr/local/lib/fleet-test /var/lib/fleet-test"
+    " && touch /usr/local/lib/fleet-test/x /var/lib/fleet-test/y"
+    " && cp /bin/true $HOME/t && chmod 4755 $HOME/t && touch $HOME/r && chown 0:0 $HOME/r"
+)
+
+
+@pytest.mark.timeout(900)
+async def test_remote_user_root_on_gvisor_is_root_of_its_own_kernel_never_the_hosts(
+    stack: FleetClient, stack_settings: Settings, docker_image: tuple[str, str],
+    git_served: GitHttpServer, tmp_path: Path,
+) -> None:  # fmt: skip
+    spec = devcontainer(docker_image[1], remoteUser="root", postCreateCommand=AS_ROOT)
+    mid = await gvisor_devcontainer(stack, git_served, tmp_path, "gv-image-root", spec)
+    # Its commands and its lifecycle commands run as uid 0 of its own kernel.
+    assert (await out(stack, mid, "cat", "post-create.uid")).strip() == "0"
+    assert (await out(stack, mid, "sh", "-c", "id -u; echo $HOME")).split() == ["0", "/home/fleet"]
+    assert await out(stack, mid, "cat", "/etc/fleet-made") == "made\n"
+    assert (await stack.exec(mid, ["test", "-f", "/var/lib/fleet-test/y"])).exit_code == 0
+    # Root inside is the machine's own host uid: nothing it made in the home is the host
+    # root's, and its set-user-ID file is set-user-ID to that uid, nobody's root.
+    machine_dir = stack_settings.data_path.resolve() / "machines" / mid
+    uid = int((machine_dir / "uid").read_text())
+    home = machine_dir / "home"
+    assert uid != 0
+    assert {(home / n).lstat().st_uid for n in ("t", "r", "post-create.uid")} == {uid}
+    assert [str(p) for p in [home, *home.rglob("*")] if p.lstat().st_uid == 0] == []
+    assert (home / "t").stat().st_mode & 0o4000  # planted, and harmless
+    # Its writes outside the home are in gVisor's memory: neither in the image's shared root
+    # nor in the machine's overlay on the host.
+    unpacked = rootfs_dir(stack_settings.data_path.resolve())
+    assert not list(unpacked.glob("*/etc/fleet-made"))
+    assert not (machine_dir / "gvisor-upper" / "etc" / "fleet-made").exists()
