@@ -53,7 +53,7 @@ from core.tokenfd import (
 )
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
-from providers.gvisor_image import ImageRoot, image_mounts, unmount_root
+from providers.gvisor_image import ImageRoot, image_mounts, sudo_runtime, unmount_root
 from providers.gvisor_root import (
     BIN_MOUNT,
     RUN_DIR,
@@ -243,7 +243,7 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
     mounts += [
         _bind(machine_dir / "code", CODE_MOUNT),
         _bind(machine_dir / TOKEN_DIR, TOKEN_MOUNT),
-        _bind(write_bin(machine_dir), BIN_MOUNT),
+        _bind(write_bin(machine_dir, None if image is None else sudo_runtime()), BIN_MOUNT),
     ]
     targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
                for m in mounts]  # fmt: skip

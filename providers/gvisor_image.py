@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from core.loader import blind
 from providers import scratch
 from providers.idmap import mount_idmapped
-from providers.local_image import MACHINE_HOME, overlay, runtime_binds
+from providers.local_image import MACHINE_HOME, RUNTIME_DIR, overlay, runtime_argv, runtime_binds
 from providers.nodump import SANDBOX_LOADER, host_loader
 
 #: In a machine's directory: the image's root ID-mapped, the overlay over it (its upper holds
@@ -65,6 +65,13 @@ def image_mounts(image: ImageRoot, home: Path) -> list[dict[str, Any]]:
     mounts.append({"destination": MACHINE_HOME, "type": "bind", "source": str(home),
                    "options": ["rbind", "rw"]})  # fmt: skip
     return mounts
+
+
+def sudo_runtime() -> tuple[list[str], str]:
+    """What the machine's ``sudo`` runs in an image (gvisor_root.py ``write_bin``): the
+    platform's interpreter through the loader, and the directory of fleetd's packages."""
+    argv = runtime_argv()
+    return argv[: argv.index("-s")], f"{RUNTIME_DIR}/src"
 
 
 def mount_root(machine_dir: Path, image: Path, root_owner: int, uid: int,
