@@ -53,7 +53,13 @@ from core.tokenfd import (
 )
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
-from providers.gvisor_image import ImageRoot, image_mounts, sudo_runtime, unmount_root
+from providers.gvisor_image import (
+    ImageRoot,
+    image_mounts,
+    runs_image,
+    sudo_runtime,
+    unmount_root,
+)
 from providers.gvisor_root import (
     BIN_MOUNT,
     RUN_DIR,
@@ -106,13 +112,15 @@ class Runsc:
         self.platform = platform
         self.state = data_dir / "gvisor"
 
-    def argv(self, *args: str, inside: int | None = None) -> list[str]:
+    def argv(self, *args: str, inside: int | None = None, memory: bool = True) -> list[str]:
         enter = [] if inside is None else ["nsenter", f"--net=/proc/{inside}/ns/net"]
         # The root filesystem's changes are kept in gVisor's memory (root's ``apt``-style work
-        # inside: /etc, /var), never written to the host's directory behind it.
+        # inside: /etc, /var), never written to the host's directory behind it; ``memory``
+        # False: an image's root, whose overlay on the host is the machine's own to keep
+        # (gvisor_image.py).
+        overlay = ["--overlay2", "root:memory"] if memory else []
         return [*enter, self.binary, "--root", str(self.state), "--platform", self.platform,
-                "--network", "sandbox", "--ignore-cgroups", "--overlay2", "root:memory",
-                *args]  # fmt: skip
+                "--network", "sandbox", "--ignore-cgroups", *overlay, *args]  # fmt: skip
 
     def run(self, *args: str, inside: int | None = None,
             timeout_s: float = _RUNSC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -336,7 +344,8 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
             script = f'mount -t proc proc /proc/sys/net || exit 1; {STAGE_SCRIPT}exec "$@"'
         argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
                 script, "fleet-gvisor", *staging,
-                *runsc.argv(*verb, "--detach", "--bundle", str(given), cid)]  # fmt: skip
+                *runsc.argv(*verb, "--detach", "--bundle", str(given), cid,
+                            memory=not runs_image(bundle.parent))]  # fmt: skip
         with log_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,

@@ -1,7 +1,13 @@
 """A gvisor machine of an environment's image (docs/runtimes.md, "Environments"): runsc's root is
 the image's unpacked root file system (providers/image_rootfs.py), shared by every machine of
-the image and never written: runsc keeps the root's changes in gVisor's memory
-(``--overlay2 root:memory``, ``Runsc.argv``), and makes its mount points there too.
+the image and never written, under an overlay of the machine's own on the host
+(``mount_root``), as a ``namespaces`` machine of an image has: what it writes outside its home
+(runsc's mount points, root's ``apt-get install``) is kept there across a stop.
+
+The unpacked root is ID-mapped (providers/idmap.py) so that the host root's files are the
+machine's root uid's, root's inside (and its image user's files its uid's): runsc's gofer,
+which does the sandbox's file work as that unprivileged uid, can write them, and what it
+writes in the overlay is that uid's on the host, never the host root's.
 
 In place of the host's system directories the sandbox gets the platform's runtime read-only
 under ``RUNTIME_DIR`` (providers/local_image.py ``runtime_binds``), the home at
@@ -94,6 +100,12 @@ def mount_root(machine_dir: Path, image: Path, root_owner: int, uid: int,
             gids.append((user[1], uid))
         mount_idmapped(image, lower, uids, gids)
     return overlay(lower, upper, work, merged)
+
+
+def runs_image(machine_dir: Path) -> bool:
+    """The machine's root is an image's (``mount_root``): what it writes there is kept in its
+    overlay on the host, across a stop, not in gVisor's memory."""
+    return (machine_dir / MERGED).is_dir()
 
 
 def unmount_root(machine_dir: Path) -> None:

@@ -295,7 +295,7 @@ class LocalProvider:
             raise NotSupported(f"machine {machine_id} runs the namespaces runtime: only a gvisor "
                                "machine can be forked with memory",
                                data={"runtime": "namespaces"})  # fmt: skip
-        if (machine_dir / gvisor_image.MERGED).is_dir():  # a fork would lose the image's root
+        if gvisor_image.runs_image(machine_dir):  # a fork would lose the image's root
             raise NotSupported(f"machine {machine_id} runs an environment's image on gvisor: "
                                "it cannot be forked or snapshotted with memory yet "
                                "(docs/limitations.md)", data={"runtime": "gvisor"})  # fmt: skip

@@ -130,8 +130,18 @@ async def test_remote_user_root_on_gvisor_is_root_of_its_own_kernel_never_the_ho
     assert {(home / n).lstat().st_uid for n in ("t", "r", "post-create.uid")} == {uid}
     assert [str(p) for p in [home, *home.rglob("*")] if p.lstat().st_uid == 0] == []
     assert (home / "t").stat().st_mode & 0o4000  # planted, and harmless
-    # Its writes outside the home are in gVisor's memory: neither in the image's shared root
-    # nor in the machine's overlay on the host.
+    # Its writes outside the home are in its overlay on the host, never in the image's
+    # shared root, and nothing there is the host root's either.
     unpacked = rootfs_dir(stack_settings.data_path.resolve())
     assert not list(unpacked.glob("*/etc/fleet-made"))
-    assert not (machine_dir / "gvisor-upper" / "etc" / "fleet-made").exists()
+    upper = machine_dir / "gvisor-upper"
+    assert (upper / "etc" / "fleet-made").lstat().st_uid == uid
+    assert [str(p) for p in [upper, *upper.rglob("*")] if p.lstat().st_uid == 0] == []
+    # They are kept across a stop (postCreateCommand runs once: what it installed stays).
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=120)
+    await stack.start_machine(mid)
+    again = await stack.wait_for(mid, ("ready", "failed"), timeout_s=READY_S)
+    assert again.status == "ready", again.status_reason
+    assert await out(stack, mid, "cat", "/etc/fleet-made") == "made\n"
+    assert (await out(stack, mid, "id", "-u")).strip() == "0"
