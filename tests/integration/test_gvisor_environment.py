@@ -145,3 +145,9 @@ async def test_remote_user_root_on_gvisor_is_root_of_its_own_kernel_never_the_ho
     assert again.status == "ready", again.status_reason
     assert await out(stack, mid, "cat", "/etc/fleet-made") == "made\n"
     assert (await out(stack, mid, "id", "-u")).strip() == "0"
+    # Archived: its overlay and its mounts of the image go with it, the shared image stays.
+    await stack.archive_machine(mid)
+    await stack.wait_for(mid, ("archived",), timeout_s=120)
+    assert not upper.exists()
+    assert not any(mid in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    assert list(unpacked.glob("*/etc/os-release"))
