@@ -140,6 +140,9 @@ class MachineLifecycle(msgspec.Struct, kw_only=True, frozen=True):
     #: ``remoteUser`` (else ``containerUser``) in the image (environments/users.py); None:
     #: the provider's default user.
     user: MachineUser | None = None
+    #: That user is root in the image: a gvisor machine runs as root of its own kernel
+    #: (docs/runtimes.md); any other, as its provider's default user (``user`` is None).
+    root: bool = False
 
 
 def project_env(platform: Mapping[str, str], dev: Devcontainer,

@@ -50,7 +50,9 @@ async def build_for_machine(docker: aiodocker.Docker, cache: BuildCache, repo: R
     listed = (await docker.images.inspect(built.image))["Config"].get("Env") or []
     image_env = {name: value for name, _, value in (str(v).partition("=") for v in listed)}
     dev = built.devcontainer
-    user = await image_user(docker, built.image, wanted(dev.remote_user, dev.container_user))
+    spec = wanted(dev.remote_user, dev.container_user)
+    user = await image_user(docker, built.image, spec)
     life = MachineLifecycle(devcontainer=dev, image_env=image_env, cwd=repo.path, user=user,
+                            root=spec is not None and user is None,
                             feature_lifecycle=built.feature_lifecycle)  # fmt: skip
     return MachineEnvironment(built, life)

@@ -53,6 +53,13 @@ from core.tokenfd import (
 )
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
+from providers.gvisor_image import (
+    ImageRoot,
+    image_mounts,
+    runs_image,
+    sudo_runtime,
+    unmount_root,
+)
 from providers.gvisor_root import (
     BIN_MOUNT,
     RUN_DIR,
@@ -63,6 +70,7 @@ from providers.gvisor_root import (
     staged_bundle,
     write_bin,
 )
+from providers.local_image import MACHINE_HOME
 from providers.netns import attach, nats_servers, stop_pasta
 from providers.sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.scratch import remove_tree
@@ -104,13 +112,15 @@ class Runsc:
         self.platform = platform
         self.state = data_dir / "gvisor"
 
-    def argv(self, *args: str, inside: int | None = None) -> list[str]:
+    def argv(self, *args: str, inside: int | None = None, memory: bool = True) -> list[str]:
         enter = [] if inside is None else ["nsenter", f"--net=/proc/{inside}/ns/net"]
         # The root filesystem's changes are kept in gVisor's memory (root's ``apt``-style work
-        # inside: /etc, /var), never written to the host's directory behind it.
+        # inside: /etc, /var), never written to the host's directory behind it; ``memory``
+        # False: an image's root, whose overlay on the host is the machine's own to keep
+        # (gvisor_image.py).
+        overlay = ["--overlay2", "root:memory"] if memory else []
         return [*enter, self.binary, "--root", str(self.state), "--platform", self.platform,
-                "--network", "sandbox", "--ignore-cgroups", "--overlay2", "root:memory",
-                *args]  # fmt: skip
+                "--network", "sandbox", "--ignore-cgroups", *overlay, *args]  # fmt: skip
 
     def run(self, *args: str, inside: int | None = None,
             timeout_s: float = _RUNSC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -248,9 +258,11 @@ def _rootfs(bundle: Path, targets: list[tuple[str, bool]]) -> Path:
 
 
 def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, argv: list[str],
-                hostname: str, root_owner: int | None = None) -> dict[str, Any]:  # fmt: skip
+                hostname: str, root_owner: int | None = None,
+                image: ImageRoot | None = None) -> dict[str, Any]:  # fmt: skip
     """The OCI spec of the machine's sandbox (its rootfs made beside it); ``root_owner``: the
-    host uid of its root (``id_mappings``)."""
+    host uid of its root (``id_mappings``); ``image``: an environment's unpacked root, run in
+    place of the host's system (providers/gvisor_image.py)."""
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
@@ -259,37 +271,36 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
         {"destination": os.path.dirname(SUDO_SOCKET), "type": "tmpfs", "source": "tmpfs",
          "options": ["mode=0755"]},
     ]  # fmt: skip
-    for d in ("/usr", "/opt"):
-        if os.path.isdir(d) and not os.path.islink(d):
-            mounts.append(_bind(d, d))
-    for name in ETC_ALLOWED:
-        if os.path.exists(f"/etc/{name}"):
-            mounts.append(_bind(f"/etc/{name}", f"/etc/{name}"))
-    for root in python_roots():
-        if not root.is_relative_to("/usr"):
-            mounts.append(_bind(root, root))
-    mounts += [_bind(SOURCE_ROOT / pkg, SOURCE_ROOT / pkg) for pkg in DAEMON_PACKAGES]
+    if image is None:
+        mounts += [*_host_system(), _bind(home, home, ro=False)]
+    else:
+        mounts += image_mounts(image, home)
     mounts += [
-        _bind(home, home, ro=False),
         _bind(machine_dir / "code", CODE_MOUNT),
         _bind(machine_dir / TOKEN_DIR, TOKEN_MOUNT),
-        _bind(write_bin(machine_dir), BIN_MOUNT),
+        _bind(write_bin(machine_dir, None if image is None else sudo_runtime()), BIN_MOUNT),
     ]
     targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
                for m in mounts]  # fmt: skip
-    rootfs = _rootfs(machine_dir / BUNDLE, targets)
+    # An image's root is shared and never written: runsc makes the mount points in its
+    # memory overlay.
+    rootfs = image.root if image is not None else _rootfs(machine_dir / BUNDLE, targets)
     linux: dict[str, Any] = {
         "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
         + [{"type": "network", "path": "/proc/self/ns/net"}]
     }
     if root_owner is not None:
-        give_rootfs(rootfs, root_owner)
+        if image is None:
+            give_rootfs(rootfs, root_owner)
         linux["namespaces"].append({"type": "user"})
-        linux |= id_mappings(root_owner, uid)
+        linux |= id_mappings(root_owner, uid, image and image.user)
     env = {k: v for k, v in env.items() if k not in _NOT_HERE}
     # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
     # the machine's uid itself (core/tokenfd.py DAEMON_RUN_AS_VAR).
-    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", DAEMON_RUN_AS_VAR: str(uid),
+    user = None if image is None else image.user
+    if image is None or not image.as_root:  # a root machine's daemon stays root
+        env[DAEMON_RUN_AS_VAR] = str(uid) if user is None else f"{user[0]}:{user[1]}"
+    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token",
             SANDBOXED_VAR: "1", SUDO_SOCKET_VAR: SUDO_SOCKET,
             "PATH": f"{BIN_MOUNT}:{env.get('PATH') or _clean_env()['PATH']}"}  # fmt: skip
     # The daemons' to become the machine's uid; the supervisor's to signal them and to end the
@@ -301,7 +312,7 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
             "user": {"uid": 0, "gid": 0},
             "args": argv,
             "env": [f"{k}={v}" for k, v in sorted(env.items())],
-            "cwd": str(home),
+            "cwd": MACHINE_HOME if image is not None else str(home),
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
             "noNewPrivileges": True,
         },
@@ -311,6 +322,22 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
         "mounts": mounts,
         "linux": linux,
     }  # fmt: skip
+
+
+def _host_system() -> list[dict[str, Any]]:
+    """The host's system directories, an allow-list of ``/etc``, the daemon's Python and
+    packages: all read-only."""
+    mounts: list[dict[str, Any]] = []
+    for d in ("/usr", "/opt"):
+        if os.path.isdir(d) and not os.path.islink(d):
+            mounts.append(_bind(d, d))
+    for name in ETC_ALLOWED:
+        if os.path.exists(f"/etc/{name}"):
+            mounts.append(_bind(f"/etc/{name}", f"/etc/{name}"))
+    for root in python_roots():
+        if not root.is_relative_to("/usr"):
+            mounts.append(_bind(root, root))
+    return mounts + [_bind(SOURCE_ROOT / pkg, SOURCE_ROOT / pkg) for pkg in DAEMON_PACKAGES]
 
 
 def write_bundle(machine_dir: Path, spec: dict[str, Any]) -> Path:
@@ -345,7 +372,8 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
             script = f'mount -t proc proc /proc/sys/net || exit 1; {STAGE_SCRIPT}exec "$@"'
         argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
                 script, "fleet-gvisor", *staging,
-                *runsc.argv(*verb, "--detach", "--bundle", str(given), cid)]  # fmt: skip
+                *runsc.argv(*verb, "--detach", "--bundle", str(given), cid,
+                            memory=not runs_image(bundle.parent))]  # fmt: skip
         with log_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=stdin, stdout=out, stderr=out,
@@ -418,6 +446,7 @@ def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     token file gone (``owners``: other names they were made under, a pool slot's); True if it
     was running."""
     was_up = stop_sandbox(runsc, machine_dir, machine_id, grace_s)
+    unmount_root(machine_dir)  # an image's (gvisor_image.py): mounted again at its start
     stop_pasta(machine_id, *owners)
     for owner in {machine_id, *owners}:
         MachineCgroup(owner).remove()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,20 @@ def root_uid(machine_dir: Path) -> int | None:
     return None
 
 
-def id_mappings(root: int, uid: int) -> dict[str, Any]:
+def id_mappings(root: int, uid: int, inside: tuple[int, int] | None = None) -> dict[str, Any]:
     """The sandbox's user namespace: root inside is ``root`` on the host, the machine's user
-    ``uid`` on both sides."""
-    maps = [{"containerID": 0, "hostID": root, "size": 1},
-            {"containerID": uid, "hostID": uid, "size": 1}]  # fmt: skip
-    return {"uidMappings": maps, "gidMappings": maps}
+    ``uid`` on both sides, or ``inside`` (an image's user and group) is ``uid`` on the host.
+    ``root == uid``: the machine's user is root, and nothing else is mapped."""
+    if root == uid:
+        alone = [{"containerID": 0, "hostID": uid, "size": 1}]
+        return {"uidMappings": alone, "gidMappings": alone}
+    user, group = inside or (uid, uid)
+
+    def maps(own: int) -> list[dict[str, int]]:
+        return [{"containerID": 0, "hostID": root, "size": 1},
+                {"containerID": own, "hostID": uid, "size": 1}]  # fmt: skip
+
+    return {"uidMappings": maps(user), "gidMappings": maps(group)}
 
 
 def give_rootfs(root: Path, owner: int) -> None:
@@ -87,13 +96,21 @@ def staged_bundle(bundle: Path) -> tuple[Path, list[str]]:
     return run, [STAGE, *pairs, "--"]
 
 
-def write_bin(machine_dir: Path) -> Path:
+def write_bin(machine_dir: Path, runtime: tuple[list[str], str] | None = None) -> Path:
     """The machine's ``sudo``: a script of the platform's Python (mounted in the sandbox at
-    the same path), which asks the supervisor's broker (daemon/sudo.py)."""
+    the same path), which asks the supervisor's broker (daemon/sudo.py). ``runtime``: in an
+    image, where the host's Python is not, a shell script that runs the platform's runtime
+    (its interpreter's argv, its source directory: providers/gvisor_image.py)."""
     d = machine_dir / BIN_DIR
     d.mkdir(mode=0o755, exist_ok=True)
-    script = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(SOURCE_ROOT)!r})\n"
-              "from daemon.sudo import main\nsys.exit(main(sys.argv[1:]))\n")  # fmt: skip
+    code = "from daemon.sudo import main\nsys.exit(main(sys.argv[1:]))\n"
+    if runtime is None:
+        script = f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(SOURCE_ROOT)!r})\n"
+        script += code
+    else:
+        python, src = runtime
+        inline = f"import sys; sys.path.insert(0, {src!r})\n{code}"
+        script = f'#!/bin/sh\nexec {shlex.join([*python, "-IS", "-c", inline])} "$@"\n'
     tmp = d / "sudo.tmp"
     tmp.write_text(script)
     tmp.chmod(0o755)

@@ -56,6 +56,9 @@ class Placement:
     user: tuple[int, int] | None = None
     #: Its runtime (docs/runtimes.md): ``namespaces`` or ``gvisor``.
     runtime: str = "namespaces"
+    #: Its devcontainer's user is root in the image (``user`` is None then): honoured on a
+    #: gvisor machine only (root of its own kernel); elsewhere the provider's default user.
+    root: bool = False
     #: The names in its instance's egress policy that take effect (a runtime that cannot
     #: enforce names refuses to start the machine under a policy with any).
     egress_names: tuple[str, ...] = ()

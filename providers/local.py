@@ -38,13 +38,14 @@ from core.lockfile import holder_pid
 from core.poolwire import POOL_SLOT_VAR
 from core.procinfo import env_roots
 from core.version import SOURCE_ROOT, git_sha
-from providers import gvisor, gvisor_fork, gvisor_pause
+from providers import gvisor, gvisor_fork, gvisor_image, gvisor_pause
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
+from providers.gvisor_image import ImageRoot, mount_root, readable_loader, remove_root
 from providers.gvisor_root import ROOT_UID_FILE
 from providers.homes_fs import clone_home, is_subvolume, make_home, remove_home
 from providers.image_rootfs import ImageRoots
-from providers.limits import Limits, PlacementOf
+from providers.limits import Limits, Placement, PlacementOf
 from providers.local_image import (
     mount_overlay,
     overlay_dirs,
@@ -53,7 +54,7 @@ from providers.local_image import (
     runtime_env,
     unmount_overlay,
 )
-from providers.machine_uid import allocate_uid, give_home, give_upper
+from providers.machine_uid import allocate_uid, give_home, give_upper, read_uid
 from providers.netns import has_pasta, loopback_ports, nats_servers, start_sandboxed, stop_pasta
 from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.sandbox import (
@@ -294,6 +295,10 @@ class LocalProvider:
             raise NotSupported(f"machine {machine_id} runs the namespaces runtime: only a gvisor "
                                "machine can be forked with memory",
                                data={"runtime": "namespaces"})  # fmt: skip
+        if gvisor_image.runs_image(machine_dir):  # a fork would lose the image's root
+            raise NotSupported(f"machine {machine_id} runs an environment's image on gvisor: "
+                               "it cannot be forked or snapshotted with memory yet "
+                               "(docs/limitations.md)", data={"runtime": "gvisor"})  # fmt: skip
         runsc = self._gvisor_runsc()
         target = self.snapshot_dir(image_id)
         await asyncio.to_thread(target.parent.mkdir, mode=0o700, exist_ok=True)
@@ -576,12 +581,16 @@ class LocalProvider:
         code_store(machine_dir).mkdir(mode=0o755, exist_ok=True)
         uid = await self._gvisor_uid(machine_dir)
         env = self.machine_env(home, FLEET_MACHINE_ID=machine_id)
-        assert self._uids is not None  # a uid was allocated from them
-        root = await asyncio.to_thread(allocate_uid, machine_dir / ROOT_UID_FILE,
-                                       self._root, self._uids)  # fmt: skip
+        place = None if self._placement is None else await self._placement(machine_id)
+        as_root = place is not None and place.image is not None and place.root
+        root = await asyncio.to_thread(self._gvisor_root_uid, machine_dir, uid, as_root)
         await asyncio.to_thread(gvisor.write_token, machine_dir, token, machine_id)
-        spec = gvisor.bundle_spec(machine_dir, home, env, uid, supervised_argv(),
-                                  hostname(machine_id), root)  # fmt: skip
+        image = await self._gvisor_image(machine_id, place, uid, root)
+        argv = supervised_argv() if image is None else runtime_argv()
+        if image is not None:  # the supervisor stays root; the runtime's own Python
+            env |= runtime_env(None) | {"PATH": IMAGE_PATH}
+        spec = gvisor.bundle_spec(machine_dir, home, env, uid, argv, hostname(machine_id),
+                                  root, image)  # fmt: skip
         bundle = await asyncio.to_thread(gvisor.write_bundle, machine_dir, spec)
         enter = await self._limited(machine_id, [])
         log_path = machine_dir / "daemon.log"
@@ -620,6 +629,31 @@ class LocalProvider:
         runsc = self._gvisor_runsc()
         gvisor.nats_address(self._nats_url)
         return runsc
+
+    def _gvisor_root_uid(self, machine_dir: Path, uid: int, as_root: bool) -> int:
+        """The host uid of the machine's root: its own uid when its user is root (a
+        devcontainer's ``remoteUser: root``: root inside is then that uid alone), else one of
+        its own beside it (``ROOT_UID_FILE``)."""
+        assert self._uids is not None  # the machine's uid was allocated from them
+        path = machine_dir / ROOT_UID_FILE
+        if as_root:
+            replace_file(path, str(uid))
+            return uid
+        if read_uid(path) == uid:  # never two ids inside on one host uid
+            path.unlink()
+        return allocate_uid(path, self._root, self._uids)
+
+    async def _gvisor_image(self, machine_id: str, place: Placement | None, uid: int,
+                            root: int) -> ImageRoot | None:  # fmt: skip
+        """The environment's image a gvisor machine runs (unpacked once, mounted as its root:
+        providers/gvisor_image.py), or None: the host's system."""
+        if place is None or place.image is None or self._engine is None:
+            return None
+        lower = await self._image_roots.ensure(self._engine(), place.image)
+        merged = await asyncio.to_thread(mount_root, self.machine_dir(machine_id), lower, root,
+                                         uid, place.user)  # fmt: skip
+        loader = await asyncio.to_thread(readable_loader, self._data_dir)
+        return ImageRoot(merged, loader, place.user, root == uid)
 
     def _gvisor_runsc(self) -> gvisor.Runsc:
         why = None if self._runsc is None else gvisor.probe(self._runsc.binary)
@@ -703,6 +737,7 @@ class LocalProvider:
         await asyncio.to_thread(stop_local, machine_dir, machine_id)
         self._reap()
         await asyncio.to_thread(remove_overlay, machine_dir)  # its writes outside the home
+        await asyncio.to_thread(remove_root, machine_dir)  # a gvisor machine's of an image
         await asyncio.to_thread(remove_files, machine_dir)
         log.info("provider.local_removed", machine_id=machine_id)
 

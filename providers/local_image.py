@@ -113,13 +113,18 @@ def mount_overlay(machine_dir: Path, lower: Path) -> Path:
         path.mkdir(mode=0o755, exist_ok=True)
     os.chown(upper, 0, 0)
     os.chmod(upper, 0o755)  # noqa: S103 - the merged top: root's, 0755
+    return overlay(lower, upper, work, merged)
+
+
+def overlay(lower: Path, upper: Path, work: Path, merged: Path) -> Path:
+    """``upper`` over ``lower`` mounted at ``merged``; ``merged``."""
     if any(c in str(p) for p in (lower, upper, work) for c in ",:"):
-        raise ProviderError(f"an overlay cannot have {machine_dir} (a ',' or ':' in the path)")
+        raise ProviderError(f"an overlay cannot have {merged} (a ',' or ':' in the path)")
     options = f"lowerdir={lower},upperdir={upper},workdir={work}"
     argv = ["mount", "-t", "overlay", "overlay", "-o", options, str(merged)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     if done.returncode != 0:
-        raise ProviderError(f"cannot mount the overlay of {machine_dir}: {done.stderr.strip()}")
+        raise ProviderError(f"cannot mount the overlay at {merged}: {done.stderr.strip()}")
     return merged
 
 

@@ -205,7 +205,8 @@ async def machine_placement(store: Store, settings: Settings, machine: Machine) 
     limits = await _limits(store, settings, machine, life)
     names = tuple(egress_netdev.names(await store.instance_settings.egress(machine.instance_id)))
     return Placement(machine.instance_id, limits, image=machine.environment_image, user=user,
-                     runtime=machine.runtime, egress_names=names)  # fmt: skip
+                     runtime=machine.runtime, egress_names=names,
+                     root=life is not None and life.root)  # fmt: skip
 
 
 async def machine_limits(store: Store, settings: Settings, machine: Machine) -> Limits:
