@@ -32,6 +32,8 @@ SECURE_PATH = "/run/fleet-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 KEPT = ("TERM", "DISPLAY", "COLORS", "COLORTERM", "LANG", "LANGUAGE", "TZ", "XAUTHORITY")
 MAX_REQUEST = 256 * 1024  # bytes of one request
 MAX_ARGS = 4096
+#: The largest uid or gid a ``#N`` may name (2**32 - 2: -1 means "unchanged" to the kernel).
+MAX_ID = 2**32 - 2
 #: Commands run through the broker at once, and how long a request may take to arrive.
 MAX_SESSIONS = 64
 _REQUEST_S = 30.0
@@ -192,9 +194,15 @@ def _run_session(conn: socket.socket) -> None:
             )
             req["caller"] = [uid, gid]
             proc = _spawn(req, fds)
-        except (Refused, OSError, ValueError, KeyError, TypeError) as exc:
+        except Refused as exc:
             with contextlib.suppress(OSError):
                 conn.sendall(f"refused sudo: {exc}\n".encode())
+            return
+        except Exception as exc:  # noqa: BLE001 - the session's boundary: a caller's malformed
+            # request ends its session with one short line, never a traceback on the
+            # supervisor's stderr (the machine's log on the host's disk, unbounded)
+            with contextlib.suppress(OSError):
+                conn.sendall(f"refused sudo: a malformed request ({type(exc).__name__})\n".encode())
             return
         finally:
             for fd in fds:
@@ -214,6 +222,8 @@ def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
         raise Refused("stdin, stdout and stderr are needed")
     data = head[4:]
     try:
+        if len(head) < 4:
+            raise Refused("the request was cut short")
         (size,) = struct.unpack("!I", head[:4])
         if size > MAX_REQUEST:
             raise Refused("the request is too long")
@@ -285,7 +295,7 @@ def _command(req: dict[str, object]) -> tuple[list[str], pwd.struct_passwd, dict
 def _user(name: str) -> pwd.struct_passwd:
     try:
         if name.startswith("#") and name[1:].isdigit():
-            uid = int(name[1:])
+            uid = _id(name[1:])
             try:
                 return pwd.getpwuid(uid)
             except KeyError:
@@ -300,11 +310,18 @@ def _group(req: dict[str, object], user: pwd.struct_passwd) -> int:
     if not isinstance(name, str):
         return user.pw_gid
     if name.startswith("#") and name[1:].isdigit():
-        return int(name[1:])
+        return _id(name[1:])
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         raise Refused(f"unknown group {name}") from None
+
+
+def _id(digits: str) -> int:
+    """A uid or gid given as ``#N``: one the kernel can hold (not -1's 2**32-1)."""
+    if len(digits) > 10 or int(digits) > MAX_ID:
+        raise Refused(f"#{digits[:12]} is not a user or group id")
+    return int(digits)
 
 
 def _environment(given: dict[str, str], user: pwd.struct_passwd, keep: bool) -> dict[str, str]:

@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -223,7 +224,12 @@ def write_token(machine_dir: Path, token: str, machine_id: str) -> Path:
     os.chmod(d, 0o700)
     owner = root_uid(machine_dir)
     for name, text in (("token", token), (MACHINE_ID_FILE, machine_id)):
-        fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        # Never blocks on a FIFO nor writes through another kind of file put in its place.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+        fd = os.open(d / name, flags, 0o600)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ProviderError(f"{d / name} is not a regular file")
         with os.fdopen(fd, "w") as out:
             if owner is not None:
                 os.fchown(out.fileno(), owner, owner)

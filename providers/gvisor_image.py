@@ -20,6 +20,8 @@ user itself (``DAEMON_RUN_AS_VAR``), as on a gvisor machine of the host's system
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -104,8 +106,14 @@ def mount_root(machine_dir: Path, image: Path, root_owner: int, uid: int,
 
 def runs_image(machine_dir: Path) -> bool:
     """The machine's root is an image's (``mount_root``): what it writes there is kept in its
-    overlay on the host, across a stop, not in gVisor's memory."""
-    return (machine_dir / MERGED).is_dir()
+    overlay on the host, across a stop, not in gVisor's memory. Read from its spec (the root
+    it is started with), not from a directory an earlier start may have left; or, for a machine
+    with no spec yet or a stopped one, from the layer of its writes, kept until its archive."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        # "gvisor": providers/gvisor.py BUNDLE (that module is above this one)
+        spec = json.loads((machine_dir / "gvisor" / "config.json").read_text())
+        return bool(spec["root"]["path"] == str(machine_dir / MERGED))
+    return (machine_dir / UPPER).is_dir()
 
 
 def unmount_root(machine_dir: Path) -> None:

@@ -395,6 +395,11 @@ class LocalProvider:
         """``target``, a copy of machine ``source_id``'s home as of one instant, and ``upper``
         of what it wrote outside its home (an environment's overlay), if it has any."""
         source_dir = self.machine_dir(source_id)
+        if (source_dir / gvisor_image.UPPER).is_dir():  # its root's writes: another layer
+            raise NotSupported(f"machine {source_id} runs an environment's image on gvisor: "
+                               "a copy of it would lose what it wrote outside its home, so it "
+                               "cannot be forked or snapshotted yet (docs/limitations.md)",
+                               data={"runtime": "gvisor"})  # fmt: skip
         from_upper = overlay_dirs(source_dir)[0]
         uid = (
             None if self._uids is None else allocate_uid(source_dir / "uid", self._root, self._uids)

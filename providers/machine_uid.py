@@ -35,9 +35,11 @@ def allocate_uid(mine: Path, root: Path, uids: tuple[int, int]) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (kept := read_uid(mine)) is not None:
             return kept
-        held = [*root.glob("*/uid"), *root.glob("*/root-uid"),
-                *(root.parent / "pool").glob("*/*/*/uid"),
-                *(root.parent / "pool").glob("*/*/*/root-uid")]  # fmt: skip
+        # The pool's first: a claim renames a slot's files into ``root`` without this lock,
+        # and a rename between the two listings must be seen in the second.
+        pool = root.parent / "pool"
+        held = [*pool.glob("*/*/*/uid"), *pool.glob("*/*/*/root-uid"),
+                *root.glob("*/uid"), *root.glob("*/root-uid")]  # fmt: skip
         taken = {uid for p in held if (uid := read_uid(p)) is not None}
         free = next((u for u in range(uids[0], uids[1] + 1) if u not in taken), None)
         if free is None:

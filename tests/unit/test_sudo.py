@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 from pathlib import Path
 
 import pytest
 
-from daemon.sudo import SECURE_PATH, Refused, _command, parse
+from daemon.sudo import SECURE_PATH, Refused, _command, _run_session, parse
 from providers.gvisor_fork import fork_spec
 from providers.gvisor_root import STAGE, id_mappings, staged_bundle
 
@@ -50,6 +52,8 @@ def test_the_environment_is_reset_and_the_caller_comes_from_the_socket() -> None
         {"argv": ["a\0b"]},
         {"argv": ["id"], "env": {"A": 1}},
         {"argv": ["id"], "user": "no-such-user"},
+        {"argv": ["id"], "user": "#99999999999999999999"},  # past what a uid can hold
+        {"argv": ["id"], "user": "#4294967295"},  # -1: "unchanged" to the kernel
     ],
 )
 def test_a_malformed_request_is_refused(bad: dict[str, object]) -> None:
@@ -97,3 +101,34 @@ def test_a_fork_keeps_its_sources_root_uid_and_gets_a_sudo_of_its_own(tmp_path: 
     rootfs = Path(got["root"]["path"])
     assert rootfs.is_relative_to(fork)
     assert rootfs.stat().st_uid == os.getuid() + 1
+
+
+def _framed(request: dict[str, object]) -> bytes:
+    data = json.dumps(request).encode()
+    return struct.pack("!I", len(data)) + data
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"\x00\x01",  # shorter than its length
+        struct.pack("!I", 2000) + b"[" * 2000,  # nested past the parser's recursion
+        struct.pack("!I", 3) + b"[1]",  # not an object
+        _framed({"argv": ["true"], "env": {}, "cwd": "/", "group": "#" + "9" * 30}),
+    ],
+)
+def test_a_malformed_session_is_answered_with_one_line_and_no_traceback(
+    wire: bytes, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever a caller sends, the broker answers one short refusal: nothing reaches the
+    supervisor's stderr (the machine's log on the host's disk) and the descriptors are closed."""
+    ours, theirs = socket.socketpair()
+    with ours, open(os.devnull) as null:
+        before = len(os.listdir("/proc/self/fd"))
+        socket.send_fds(ours, [wire], [null.fileno()] * 3)
+        _run_session(theirs)
+        answer = ours.recv(4096).decode()
+    assert answer.startswith("refused sudo: "), answer
+    assert answer.count("\n") == 1
+    assert capfd.readouterr().err == ""
+    assert len(os.listdir("/proc/self/fd")) <= before
