@@ -154,7 +154,7 @@ async def read_child_pid(info_fd: int) -> int:
 
 async def attach(child_pid: int, owner: str, forwarded: list[int]) -> None:
     """Give the network namespace of ``child_pid`` its way out (pasta, in the background once
-    the namespace is configured), marked as ``owner``'s."""
+    the namespace is configured, Nagle off on its sockets), marked as ``owner``'s."""
     netns = os.open(f"/proc/{child_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     # Its messages in a memfd, not a pipe: pasta's background half may keep the descriptors it
     # was given (under fleet up's uvloop, communicate() on a pipe never returned).
@@ -184,6 +184,7 @@ async def attach(child_pid: int, owner: str, forwarded: list[int]) -> None:
         raise NetworkUnavailable(
             f"pasta could not set up {owner}'s network: {(said or ['no message'])[-1][:200]}"
         )
+    await asyncio.to_thread(_no_delay, owner)
 
 
 async def _loopback_configured(child_pid: int, timeout_s: float = 5.0) -> None:
@@ -215,7 +216,6 @@ async def connect(child: int, block_fd: int, owner: str, forwarded: list[int]) -
     try:
         await _loopback_configured(child)
         await attach(child, owner, forwarded)
-        await asyncio.to_thread(_no_delay, owner)
         os.write(block_fd, b"1")
     finally:
         os.close(block_fd)

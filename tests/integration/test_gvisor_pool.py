@@ -11,10 +11,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 import pytest
 
+from core.procinfo import env_roots
 from core.version import SOURCE_ROOT
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
@@ -22,10 +24,11 @@ from providers.gvisor import BUNDLE, PID_FILE, Runsc, is_gvisor, sandbox_pid
 from providers.gvisor_pool import GvisorPoolBackend
 from providers.local import POOL_SLOT_FILE, LocalProvider
 from providers.local_pool import UP_MARKER
-from providers.netns import has_pasta
+from providers.netns import NETNS_OF, has_pasta
 from services.common.settings import Settings
 from tests.integration.test_gvisor import READY_S, answers, nats_server
 from tests.integration.test_gvisor_egress import Listener, listeners, reaches_only
+from tests.integration.test_pasta_nodelay import nats_side
 from tests.waiters import wait_until
 
 # The fixtures: NATS on an address gVisor's network stack reaches; two listeners there.
@@ -68,6 +71,21 @@ async def pooled_gvisor(
     assert slot in before  # it came from the pool...
     assert sandbox_pid(machine_dir) == before[slot]  # ...as the sandbox started before it
     return created.id, slot
+
+
+@pytest.mark.timeout(600)
+async def test_a_pooled_gvisor_machines_connection_to_nats_is_not_nagled(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    """Its pasta's sockets have Nagle off, as a bwrap machine's (test_pasta_nodelay.py): with it
+    on, its ready report waited ~40 ms for a delayed ACK (benchmark 27)."""
+    _, slot = await pooled_gvisor(stack, stack_settings, "gvp-nagle")
+    port = urlsplit(stack_settings.nats_url).port
+    assert port is not None
+    [pasta] = env_roots(NETNS_OF, slot)
+    flags = nats_side(pasta, port)
+    assert flags, "no connection of the machine's pasta to NATS"
+    assert all(flags), flags
 
 
 @pytest.mark.timeout(900)
