@@ -53,6 +53,11 @@ def waiting(settings: Settings, pool: str) -> dict[str, int]:
     return found
 
 
+#: Every path under ``argv[1]``, one a line (inside a machine).
+WALK = ("import os, sys\nfor top, dirs, files in os.walk(sys.argv[1]):\n"
+        "    print(*(os.path.join(top, n) for n in dirs + files), sep='\\n')")  # fmt: skip
+
+
 async def pooled_gvisor(
     stack: FleetClient, settings: Settings, name: str, instance_id: str | None = None
 ) -> tuple[str, str]:
@@ -108,16 +113,30 @@ async def test_a_gvisor_create_takes_a_pooled_gvisor_sandbox_which_keeps_nothing
         assert uids[mid] == int((machines / mid / "uid").read_text())
         assert uids[mid] >= 200000
     assert uids[a] != uids[b]
-    # Its own token is root's; the other machine's, and the pool's directories, are not there.
+    # Its own token is root's; the other machine's, and the pool's directories, are not there
+    # (the probe finds what is: its own home).
+    look = "import os, sys; os.stat(sys.argv[1])"
+    home = await stack.exec(a, ["sh", "-c", f"python3 -c '{look}' ~"], timeout_s=60)
+    assert home.exit_code == 0, home
+    pool = stack_settings.data_path.resolve() / "pool"
     for mid, other in ((a, b), (b, a)):
         own = await stack.exec(mid, ["cat", "/run/fleet-token/token"], timeout_s=60)
         assert own.exit_code != 0
         assert "denied" in own.stderr.lower(), own
         theirs = machines / other / "gvisor-token" / "token"
         assert theirs.read_text()  # written, on the host
-        for path in (theirs, theirs.parent, stack_settings.data_path.resolve() / "pool"):
-            peek = await stack.exec(mid, ["ls", "-la", str(path)], timeout_s=60)
+        for path in (theirs, theirs.parent):
+            # Python's stat, not coreutils': this runsc fails coreutils' statx for any path.
+            peek = await stack.exec(mid, ["python3", "-c", look, str(path)], timeout_s=60)
             assert peek.exit_code != 0, peek
+            assert "FileNotFoundError" in peek.stderr or "PermissionError" in peek.stderr, peek
+        # Of the pool's directory, only the way to its own home is there (the mount point's
+        # parents in its root): no other slot's, no file of the pool's.
+        own_home = (await stack.exec(mid, ["sh", "-c", "echo $HOME"])).stdout.strip()
+        walk = await stack.exec(mid, ["python3", "-c", WALK, str(pool)], timeout_s=60)
+        assert walk.exit_code == 0, walk
+        seen = [p for p in walk.stdout.splitlines() if not p.startswith(own_home + "/")]
+        assert all(own_home.startswith(p) for p in seen), (own_home, seen)
     # Root inside a pooled machine is a host uid of its own, as a cold one's (its slot's, moved
     # with its claim): never the host's root, nor its user's, nor the other machine's.
     roots = {}
