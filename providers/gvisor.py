@@ -55,6 +55,7 @@ from core.tokenfd import (
 from core.version import SOURCE_ROOT
 from providers.cgroup import MachineCgroup
 from providers.gvisor_image import (
+    BUNDLE as BUNDLE,  # the bundle's name: there, below this
     ImageRoot,
     image_mounts,
     runs_image,
@@ -78,8 +79,6 @@ from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
 
-#: In a machine's directory when it runs on gVisor: its bundle (config.json, rootfs/).
-BUNDLE = "gvisor"
 #: The token's directory (root's, 0700) beside the home, and where the sandbox sees it.
 TOKEN_DIR = "gvisor-token"  # noqa: S105 - a directory name
 TOKEN_MOUNT = "/run/fleet-token"  # noqa: S105 - a path

@@ -35,6 +35,8 @@ from providers.nodump import SANDBOX_LOADER, host_loader
 #: In a machine's directory: the image's root ID-mapped, the overlay over it (its upper holds
 #: only the mount points runsc's gofer makes), and where that overlay is mounted.
 LOWER, UPPER, WORK, MERGED = "gvisor-lower", "gvisor-upper", "gvisor-work", "gvisor-root"
+#: In a machine's directory: its OCI bundle (``config.json``, the rootfs made beside it).
+BUNDLE = "gvisor"
 
 
 class ImageRoot(NamedTuple):
@@ -110,8 +112,7 @@ def runs_image(machine_dir: Path) -> bool:
     it is started with), not from a directory an earlier start may have left; or, for a machine
     with no spec yet or a stopped one, from the layer of its writes, kept until its archive."""
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        # "gvisor": providers/gvisor.py BUNDLE (that module is above this one)
-        spec = json.loads((machine_dir / "gvisor" / "config.json").read_text())
+        spec = json.loads((machine_dir / BUNDLE / "config.json").read_text())
         return bool(spec["root"]["path"] == str(machine_dir / MERGED))
     return (machine_dir / UPPER).is_dir()
 

@@ -613,9 +613,7 @@ class LocalProvider:
         as ``pooled_argv`` for a bwrap one; NotSupported where gvisor machines cannot run."""
         runsc = self.gvisor_runsc()
         uid = await self._gvisor_uid(home.parent)
-        assert self._uids is not None  # a uid was allocated from them
-        root = await asyncio.to_thread(allocate_uid, home.parent / ROOT_UID_FILE,
-                                       self._root, self._uids)  # fmt: skip
+        root = await asyncio.to_thread(self._gvisor_root_uid, home.parent, uid, False)
         code_store(home.parent).mkdir(mode=0o755, exist_ok=True)
         return runsc, uid, root, await self._limited(slot, [], self._default_limits)
 
