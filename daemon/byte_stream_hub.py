@@ -23,8 +23,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from contracts import streams as s, subjects
-from contracts.daemon_rpc import ExecPipeParams
+from contracts.daemon_rpc import EXEC_PIPE, ExecPipeParams
 from contracts.errors import StreamAborted, ToolError, TooManyStreams
+from contracts.jsonrpc import handles
 from core.byte_stream import ByteStream
 from core.relay import relay
 from core.tasks import OwnedTasks
@@ -123,6 +124,7 @@ class Pipes:
         self._home = home
         self._environ = environ
 
+    @handles(EXEC_PIPE)
     async def exec_pipe(self, params: ExecPipeParams, _: None) -> s.StreamOpened:
         cwd = tools.resolve_path(self._home, params.cwd, "$.cwd") if params.cwd else self._home
         if not cwd.is_dir():

@@ -22,6 +22,8 @@ import structlog
 
 from contracts import subjects
 from contracts.daemon_rpc import (
+    EXEC_KILL,
+    EXEC_STREAM,
     DaemonLogParams,
     DaemonLogResult,
     ExecCommandResult,
@@ -32,6 +34,7 @@ from contracts.daemon_rpc import (
     OutputStream,
 )
 from contracts.errors import NotSupported
+from contracts.jsonrpc import handles
 from daemon import tools
 from daemon.children import tail_lines
 from daemon.procs import ProcessManager
@@ -63,6 +66,7 @@ class ExecStreams:
         #: stream id -> the pid (and process group) of its command while it runs.
         self._running: dict[str, int] = {}
 
+    @handles(EXEC_STREAM)
     async def exec_stream(self, params: ExecStreamParams, _: None) -> ExecCommandResult:
         subject = subjects.exec_output(self._machine_id, params.stream_id)
         seq = itertools.count()
@@ -93,6 +97,7 @@ class ExecStreams:
                                         on_spawn=spawned, on_exit=reaped,
                                         on_chunk=on_chunk)  # fmt: skip
 
+    @handles(EXEC_KILL)
     async def exec_kill(self, params: ExecKillParams, _: None) -> ExecKillResult:
         pid = self._running.get(params.stream_id)
         if pid is None:

@@ -32,7 +32,7 @@ from contracts.daemon_files import (
     StatResult,
 )
 from contracts.errors import FileNotFound, FileTooLarge, InvalidParams, NotText, WrongFileKind
-from contracts.jsonrpc import Router
+from contracts.jsonrpc import handles
 from contracts.machine_files import FLEET_DIR, LOCK_FILE, STATE_FILE
 from daemon import homefs
 from daemon.homefs import Found, Swapped, fs_error, retrying
@@ -262,20 +262,18 @@ class FileTools:
         self._home = str(home)
         self._room = room
 
-    def register(self, r: Router[None]) -> None:
-        r.register(READ_FILE, self.read_file)
-        r.register(LIST_DIR, self.list_dir)
-        r.register(STAT, self.stat)
-        r.register(REMOVE_FILE, self.remove_file)
-
+    @handles(READ_FILE)
     async def read_file(self, params: ReadFileParams, _: None) -> ReadFileResult:
         return await asyncio.to_thread(read_file, self._home, params, self._room() - 8 * 1024)
 
+    @handles(LIST_DIR)
     async def list_dir(self, params: ListDirParams, _: None) -> ListDirResult:
         return await asyncio.to_thread(list_dir, self._home, params, self._room() - 8 * 1024)
 
+    @handles(STAT)
     async def stat(self, params: StatParams, _: None) -> StatResult:
         return await asyncio.to_thread(stat_path, self._home, params)
 
+    @handles(REMOVE_FILE)
     async def remove_file(self, params: RemoveFileParams, _: None) -> RemoveFileResult:
         return await asyncio.to_thread(remove_file, self._home, params)

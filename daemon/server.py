@@ -48,8 +48,8 @@ from contracts.events import (
     subject_of,
 )
 from contracts.ids import new_event_id
-from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error, request_method
-from contracts.ports import LIST_PORTS, TUNNEL_CONNECT
+from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error, handles, request_method
+from contracts.ports import LIST_PORTS, PortList
 from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
 from core import natsconn
 from core.backoff import backoff_s
@@ -394,42 +394,34 @@ class Daemon:
 
     # --- methods ----------------------------------------------------------------------------
     def _routes(self) -> Router[None]:
-        """Every daemon method and its handler; mypy checks each pair's types."""
+        """Every daemon method's handler, marked ``@handles`` where it is written."""
         r = Router[None]()
-        r.register(d.WRITE_FILE, self._write_file)
-        r.register(d.EXEC_COMMAND, self._exec_command)
-        r.register(d.GIT_CLONE, self._git_clone)
-        r.register(d.GET_VERSION, self._get_version)
-        r.register(d.HEALTH, self._health)
-        r.register(d.PROCESS_START, self._process_start)
-        r.register(d.PROCESS_LIST, self._process_list)
-        r.register(d.PROCESS_KILL, self._process_kill)
-        r.register(d.PROCESS_LOGS, self._process_logs)
-        r.register(d.SELF_UPDATE, self._self_update)
-        r.register(d.STOP, self._stop)
-        r.register(d.EXEC_STREAM, self._exec_streams.exec_stream)
-        r.register(d.EXEC_KILL, self._exec_streams.exec_kill)
-        r.register(d.DAEMON_LOG, daemon_log)
-        r.register(LIST_PORTS, list_ports)
-        r.register(d.EXEC_PIPE, self._pipes.exec_pipe)
-        r.register(d.SESSION_OPEN, self._sessions.open)
-        r.register(d.SESSION_LIST, self._sessions.list)
-        r.register(d.SESSION_RESIZE, self._sessions.resize)
-        r.register(d.SESSION_CLOSE, self._sessions.close)
-        r.register(d.SESSION_ATTACH, self._sessions.attach)
-        r.register(TUNNEL_CONNECT, self._tunnels.tunnel_connect)
-        FileTools(self._home, lambda: self.nc.max_payload - _REPLY_HEADROOM).register(r)
-        self._transfers.register(r)
+        files = FileTools(self._home, self._reply_room)
+        owners = (self._exec_streams, self._pipes, self._sessions, self._tunnels, self._transfers)
+        r.collect(self, files, *owners)
         return r
+
+    def _reply_room(self) -> int:
+        return self.nc.max_payload - _REPLY_HEADROOM
+
+    @handles(d.DAEMON_LOG)
+    async def _daemon_log(self, params: d.DaemonLogParams, _: None) -> d.DaemonLogResult:
+        return await daemon_log(params, None)
+
+    @handles(LIST_PORTS)
+    async def _list_ports(self, params: NoParams, _: None) -> PortList:
+        return await list_ports(params, None)
 
     async def _publish_chunk(self, subject: str, data: bytes) -> None:
         await self.nc.publish(subject, data)  # buffered: flushed by the client, never awaited
 
+    @handles(d.WRITE_FILE)
     async def _write_file(self, params: WriteFileParams, _: None) -> WriteFileResult:
         if len(params.content) < 256 * 1024:
             return tools.write_file(self._home, params, self._umask)
         return await asyncio.to_thread(tools.write_file, self._home, params, self._umask)
 
+    @handles(d.EXEC_COMMAND)
     async def _exec_command(self, params: ExecCommandParams, _: None) -> ExecCommandResult:
         if self._life is None:
             return await tools.exec_command(
@@ -444,12 +436,15 @@ class Daemon:
             on_exit=procs.untrack_exec,
         )  # fmt: skip
 
+    @handles(d.GIT_CLONE)
     async def _git_clone(self, params: GitCloneParams, _: None) -> ExecCommandResult:
         return await self._exec_command(gitclone.clone_command(params), None)
 
+    @handles(d.GET_VERSION)
     async def _get_version(self, _: NoParams, __: None) -> GetVersionResult:
         return GetVersionResult(version=package_version(), git_sha=git_sha())
 
+    @handles(d.HEALTH)
     async def _health(self, params: d.HealthParams, _: None) -> HealthResult:
         missing = [
             f for i, f in enumerate(params.files)
@@ -464,18 +459,23 @@ class Daemon:
             raise NotSupported("this daemon runs without background processes (swarm daemon)")
         return self._life
 
+    @handles(d.PROCESS_START)
     async def _process_start(self, params: ProcessStartParams, _: None) -> ProcessInfo:
         return await self._lifecycle().procs.start(params)
 
+    @handles(d.PROCESS_LIST)
     async def _process_list(self, _: NoParams, __: None) -> ProcessList:
         return self._lifecycle().procs.list()
 
+    @handles(d.PROCESS_KILL)
     async def _process_kill(self, params: ProcessRef, _: None) -> ProcessInfo:
         return await self._lifecycle().procs.kill(params)
 
+    @handles(d.PROCESS_LOGS)
     async def _process_logs(self, params: ProcessLogsParams, _: None) -> ProcessLogs:
         return self._lifecycle().procs.logs(params)
 
+    @handles(d.SELF_UPDATE)
     async def _self_update(self, params: SelfUpdateParams, _: None) -> SelfUpdateResult:
         """Switch to the installed code at targetRef and re-execute in place after answering
         (same pid: background processes stay our children and keep running)."""
@@ -488,6 +488,7 @@ class Daemon:
         self.request_stop(f"self-update from {running} to {sha}", "exec", code_dir)
         return SelfUpdateResult(restarting=True, from_git_sha=running, to_git_sha=sha)
 
+    @handles(d.STOP)
     async def _stop(self, _: NoParams, __: None) -> d.StopResult:
         """Archive: the platform asks before it revokes our access, so that the ``stopping``
         report still gets out. Stopping waits for in-flight requests: this answer goes first."""

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import structlog
 
-from contracts import sessions as ss
+from contracts import daemon_rpc as d, sessions as ss
 from contracts.errors import NotFound, TooManyStreams
-from contracts.jsonrpc import NoParams
+from contracts.jsonrpc import NoParams, handles
 from contracts.streams import StreamOpened
 from daemon import tools
 from daemon.byte_stream_hub import ByteStreamHub
@@ -60,6 +60,7 @@ class Sessions:
             raise NotFound(f"no session {session_id} on this machine")
         return session
 
+    @handles(d.SESSION_OPEN)
     async def open(self, p: ss.SessionOpenParams, _: None) -> ss.SessionInfo:
         await self._make_room()
         argv = p.command or login_shell()
@@ -98,14 +99,17 @@ class Sessions:
         oldest = min(exited, key=lambda s: s.started_at)
         self._sessions.pop(oldest.id, None)
 
+    @handles(d.SESSION_LIST)
     async def list(self, _: NoParams, __: None) -> ss.SessionList:
         return ss.SessionList(sessions=[ss.listed(s.info()) for s in self._sessions.values()])
 
+    @handles(d.SESSION_RESIZE)
     async def resize(self, p: ss.SessionResizeParams, _: None) -> ss.SessionInfo:
         session = self._get(p.session_id)
         session.resize(p.cols, p.rows)
         return session.info()
 
+    @handles(d.SESSION_CLOSE)
     async def close(self, p: ss.SessionRef, _: None) -> ss.SessionClosed:
         session = self._sessions.pop(p.session_id, None)
         if session is None:
@@ -114,6 +118,7 @@ class Sessions:
         log.info("session.closed", session_id=p.session_id, exit_code=session.exit_code)
         return ss.SessionClosed(closed=True)
 
+    @handles(d.SESSION_ATTACH)
     async def attach(self, p: ss.SessionAttachParams, _: None) -> StreamOpened:
         session = self._get(p.session_id)
         stream = self._hub.open(window=p.window, chunk_size=p.chunk_size)

@@ -33,7 +33,7 @@ from contracts.daemon_files import (
     UploadOpened,
 )
 from contracts.errors import FleetError, StreamAborted, WrongFileKind
-from contracts.jsonrpc import Router
+from contracts.jsonrpc import handles
 from core.byte_stream import ByteStream
 from daemon import homefs
 from daemon.byte_stream_hub import ByteStreamHub
@@ -49,11 +49,8 @@ class FileTransfers:
         self._hub = hub
         self._home = home
 
-    def register(self, r: Router[None]) -> None:
-        r.register(DOWNLOAD_FILE, self.download_file)
-        r.register(UPLOAD_FILE, self.upload_file)
-
     # --- download -------------------------------------------------------------------------
+    @handles(DOWNLOAD_FILE)
     async def download_file(self, params: DownloadFileParams, _: None) -> DownloadOpened:
         fd, shown = await asyncio.to_thread(self._open_for_reading, params.path)
         try:
@@ -76,6 +73,7 @@ class FileTransfers:
         return retrying(attempt)
 
     # --- upload ---------------------------------------------------------------------------
+    @handles(UPLOAD_FILE)
     async def upload_file(self, params: UploadFileParams, _: None) -> UploadOpened:
         target = await asyncio.to_thread(_Target.make, self._home, params)
         try:

@@ -25,7 +25,8 @@ import contextlib
 import structlog
 
 from contracts.errors import PortUnreachable, StreamAborted
-from contracts.ports import TunnelConnectParams
+from contracts.jsonrpc import handles
+from contracts.ports import TUNNEL_CONNECT, TunnelConnectParams
 from contracts.streams import StreamOpened
 from core.byte_stream import ByteStream
 from core.relay import relay
@@ -58,6 +59,7 @@ class Tunnels:
     def __init__(self, hub: ByteStreamHub) -> None:
         self._hub = hub
 
+    @handles(TUNNEL_CONNECT)
     async def tunnel_connect(self, params: TunnelConnectParams, _: None) -> StreamOpened:
         stream = self._hub.open(chunk_size=params.chunk_size, window=params.window)
         try:
