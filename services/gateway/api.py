@@ -75,6 +75,7 @@ from contracts.models import (
 )
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
+from core.clock import SYSTEM_CLOCK, Clock
 from core.version import package_version
 from environments.hook import on_attach
 from providers.code_status import CodeVersions
@@ -127,6 +128,7 @@ class GatewayApi:
         keys: MachineKeys | None = None,
         code: CodeVersions | None = None,
         audit: AuditLog | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
         #: None: nothing is recorded (and audit.list answers Unavailable).
@@ -160,7 +162,8 @@ class GatewayApi:
         self.stops = StopOps(store=store, bus=bus, access=self.access)
         self.access.waker = Waker(store=store, bus=bus, daemons=daemons,
                                   enabled=self.settings.wake_on_access,
-                                  timeout_s=self.settings.wake_timeout_s)  # fmt: skip
+                                  timeout_s=self.settings.wake_timeout_s,
+                                  clock=clock)  # fmt: skip
         self.runtimes = RuntimeOps(store=store, settings=self.settings, access=self.access)
         self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
                              max_snapshots=self.settings.max_snapshots,

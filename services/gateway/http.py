@@ -32,6 +32,7 @@ from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.gateway_sessions import ATTACH_PATH
 from contracts.jsonrpc import Dispatcher, request_method
 from contracts.people import route_scope
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.bus import Bus
 from services.common.failover import TRANSIENT, as_unavailable
 from services.common.metrics import Metrics, metrics_handler
@@ -207,8 +208,10 @@ def make_app(
     byte_streams: ByteStreamOpener | None = None,
     oidc: OidcClient | None = None,
     audit: AuditLog | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> GatewayApps:
-    """The console's app, and the preview listener's when ``ports`` is given."""
+    """The console's app, and the preview listener's when ``ports`` is given; ``clock``: the
+    time of its rules (a woken port's wait, the events stream's keepalive)."""
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[always_answer, origin_middleware, auth_middleware],
                           client_max_size=max_body_bytes)  # fmt: skip
@@ -316,7 +319,7 @@ def make_app(
     previews = None
     if ports is not None and byte_streams is not None:
         tunnels = Tunnels(opener=byte_streams, resolve=resolve_caller,
-                          guesses=app[UNAUTHENTICATED])  # fmt: skip
+                          guesses=app[UNAUTHENTICATED], clock=clock)  # fmt: skip
         add_tunnel_route(app, tunnels, error_response, bearer)
         previews = make_preview_app(tunnels, ports.previews, error_response, bearer,
                                     settings.preview)  # fmt: skip

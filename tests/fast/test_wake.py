@@ -7,7 +7,7 @@ refusals: here, and tests/fast/test_pause.py, tests/fast/test_stop_start.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from contracts.errors import (
     DaemonTimeout,
     Forbidden,
     MachineStopped,
+    PortUnreachable,
     RunningMachinesLimit,
 )
 from contracts.events import (
@@ -37,7 +38,7 @@ from services.gateway import preview
 from services.gateway.access import Caller
 from services.gateway.limits import BadSecrets
 from services.gateway.tunnels import Tunnels
-from services.gateway.wake import Waker, wake_for
+from services.gateway.wake import WOKEN_PORT_WAIT_S, Waker, open_woken, wake_for
 from tests.fakes.clock import ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances
@@ -232,6 +233,47 @@ class TestTimeout:
             await asyncio.wait_for(call, 10)
         assert late.value.data == {"status": "resuming"}
         assert "send it again" in late.value.message
+
+
+class TestWokenPort:
+    """``open_woken``: after a wake, a port nothing listens on yet is tried again for
+    ``WOKEN_PORT_WAIT_S`` of the clock's time, and then refused; without a wake, at once."""
+
+    @staticmethod
+    def unreachable(tries: list[float], clock: ManualClock,
+                    listens_at: float | None = None) -> Callable[[], Awaitable[str]]:  # fmt: skip
+        async def open_() -> str:
+            tries.append(clock.monotonic())
+            if listens_at is not None and clock.monotonic() >= listens_at:
+                return "opened"
+            raise PortUnreachable("nothing listens on 3000", data={"port": 3000})
+
+        return open_
+
+    async def test_a_woken_port_is_tried_until_its_wait_is_over_then_refused(self) -> None:
+        clock, tries = ManualClock(), list[float]()
+        began = clock.monotonic()
+        call = asyncio.ensure_future(open_woken(self.unreachable(tries, clock), True, clock))
+        await clock.advance(WOKEN_PORT_WAIT_S - 0.01)
+        assert not call.done()  # still trying, not before its time
+        assert len(tries) > 2
+        await clock.advance(0.01)
+        with pytest.raises(PortUnreachable):
+            await asyncio.wait_for(call, 10)
+        assert tries[-1] == began + WOKEN_PORT_WAIT_S  # the last try is at the wait's end
+
+    async def test_a_woken_port_that_starts_listening_within_the_wait_is_opened(self) -> None:
+        clock, tries = ManualClock(), list[float]()
+        opens = self.unreachable(tries, clock, listens_at=clock.monotonic() + 3.0)
+        call = asyncio.ensure_future(open_woken(opens, True, clock))
+        await clock.advance(3.0 + 0.5)  # one backoff (capped at 0.5 s) past it
+        assert await asyncio.wait_for(call, 10) == "opened"
+
+    async def test_a_port_of_a_machine_that_was_awake_is_refused_at_once(self) -> None:
+        clock, tries = ManualClock(), list[float]()
+        with pytest.raises(PortUnreachable):
+            await open_woken(self.unreachable(tries, clock), False, clock)
+        assert len(tries) == 1
 
 
 class TestOff:
