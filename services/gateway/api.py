@@ -167,7 +167,7 @@ class GatewayApi:
         self.runtimes = RuntimeOps(store=store, settings=self.settings, access=self.access)
         self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
                              max_snapshots=self.settings.max_snapshots,
-                             daemons=daemons)  # fmt: skip
+                             daemons=daemons, clock=clock)  # fmt: skip
         self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
         self.byte_streams = ByteStreamOpener(
