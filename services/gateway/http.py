@@ -235,7 +235,8 @@ def make_app(
             yield
 
     app.cleanup_ctx.append(revocation)
-    events_ctx = EventsContext(bus, store, hub, asyncio.Semaphore(settings.events_max_replays))
+    events_ctx = EventsContext(bus, store, hub, asyncio.Semaphore(settings.events_max_replays),
+                               clock)  # fmt: skip
 
     async def end_streams(_: web.Application) -> None:
         hub.end_all()
