@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import structlog
 
 from contracts import daemon_rpc as d
@@ -13,9 +10,13 @@ from contracts.errors import NotFound
 from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed, now
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
+from core.clock import SYSTEM_CLOCK, Clock
+from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
+from services.common.daemon_client import DaemonClient
 from services.common.settings import Settings
 from services.common.stage import Stage
+from services.common.store import Store
 from services.common.subscriptions import subscriber
 from services.prober.checks import probe_once
 from services.prober.placement import PlacementWatchdog
@@ -29,8 +30,15 @@ def _boot_budget(settings: Settings) -> float:
 
 
 class Prober(PlacementWatchdog, Stage):
+    """The probe's delay, deadline and interval are ``clock``'s time (a test's manual one)."""
+
     stage = "probe"
     daemon_methods = (d.HEALTH, d.EXEC_COMMAND)
+
+    def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings,
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings)
+        self.clock = clock
 
     @subscriber(SetupPushed, durable=Durable.PROBER)
     async def on_setup_pushed(self, event: SetupPushed) -> None:
@@ -51,7 +59,7 @@ class Prober(PlacementWatchdog, Stage):
         if self.keys is not None:
             self.keys.prime(machine.id, step.sealed_token)
         if self.settings.probe_delay_s > 0:
-            await asyncio.sleep(self.settings.probe_delay_s)
+            await self.clock.sleep(self.settings.probe_delay_s)
         await self.probe_until_healthy(event)
         t = await self.store.transition(machine.id, S.READY, "all readiness checks passed")
         if t.accepted:  # moved now, or a repeat: announcing again is deduplicated
@@ -60,16 +68,16 @@ class Prober(PlacementWatchdog, Stage):
     async def probe_until_healthy(self, event: SetupPushed) -> None:
         s = self.settings
         mc = self.daemons.machine(event.machine_id)
-        deadline = time.monotonic() + s.probe_timeout_s
+        deadline = self.clock.monotonic() + s.probe_timeout_s
         while True:
             problem = await probe_once(mc, event)
             if problem is None:
                 log.debug("probe.healthy")  # machine.ready follows: no line per machine
                 return
-            if time.monotonic() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 raise Permanent(f"not healthy after {s.probe_timeout_s:g}s: {problem}")
             log.info("probe.not_yet", problem=problem)
-            await asyncio.sleep(s.probe_interval_s)
+            await self.clock.sleep(s.probe_interval_s)
 
     async def _announce(self, cause: SetupPushed) -> None:
         await self.bus.publish(
