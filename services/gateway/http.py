@@ -231,7 +231,7 @@ def make_app(
     slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
 
     async def revocation(_: web.Application) -> AsyncIterator[None]:
-        async with RevocationTicker(store, hub, slots, settings.revocation_round_s, audit):
+        async with RevocationTicker(store, hub, slots, settings.revocation_round_s, audit, clock):
             yield
 
     app.cleanup_ctx.append(revocation)

@@ -32,6 +32,7 @@ from services.prober.liveness import HeartbeatMonitor
 from services.provisioner.host import HostHeartbeat, memory_low, room_left
 from services.provisioner.host_rpc import HostMethods
 from services.provisioner.service import Provisioner
+from tests.fakes.clock import ManualClock
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method
@@ -78,6 +79,26 @@ async def test_a_host_without_a_heartbeat_for_lost_after_is_lost(world: World) -
     listed = await hosts(world)
     assert (listed["gone"]["state"], listed["here"]["state"]) == ("lost", "active")
     assert listed["here"]["capacity"] is None  # 0: no limit
+
+
+async def test_a_host_beats_at_entry_and_every_heartbeat_interval_of_its_clock(
+    world: World,
+) -> None:
+    clock = ManualClock()
+    every = world.settings.host_heartbeat_s  # FLEET_HOST_HEARTBEAT_S, on the manual clock
+
+    async def last_beat() -> float:
+        record = await world.store.hosts.record(HOST)
+        assert record is not None
+        return record.last_beat
+
+    async with HostHeartbeat(world.store, world.settings, clock):
+        began = clock.now()
+        assert await last_beat() == began
+        await clock.advance(every - 0.01)
+        assert await last_beat() == began
+        await clock.advance(0.01)
+        assert await last_beat() == began + every
 
 
 @method("hosts.list")
