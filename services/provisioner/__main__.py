@@ -91,6 +91,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         engine=lambda: docker.docker,
         dns=dns,
         refusals=refusals,
+        clock=clock,
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)
