@@ -104,7 +104,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         bus=bus,
         hub=hub,
         resolve_caller=caller_resolver(
-            settings.admin_token, TokenStore(store), store, settings.revocation_round_s
+            settings.admin_token, TokenStore(store), store, settings.revocation_round_s, clock
         ),
         settings=settings,
         metrics=metrics,

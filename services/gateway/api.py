@@ -142,7 +142,7 @@ class GatewayApi:
         self.access = Access(store, code or CodeVersions(None, platform_sha))
         self.settings = settings or Settings()
         self._stop_wait_s = self.settings.stop_wait_s
-        self.limits = CallLimits(self.settings)
+        self.limits = CallLimits(self.settings, clock)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
         self.environments = EnvironmentOps(store, self.access, hosts)

@@ -218,7 +218,8 @@ def make_app(
     app[CALLER] = resolve_caller
     public = dispatcher.only(PUBLIC_METHODS)
     app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
-    app[UNAUTHENTICATED] = BadSecrets(settings.rate_unauthenticated_per_min)
+    app[UNAUTHENTICATED] = BadSecrets(settings.rate_unauthenticated_per_min,
+                                      clock=clock.monotonic)  # fmt: skip
     app.on_response_prepare.append(_security_headers)
     app[SESSIONS] = WebSessions(store, settings)
     app[ORIGIN] = public_url(settings)

@@ -78,7 +78,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
     heartbeat = HostHeartbeat(store, settings, clock)
-    refusals = await stack.enter_async_context(EgressEvents(bus))
+    refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
     svc = Provisioner(
         store=store,

@@ -18,7 +18,7 @@ from services.common.settings import Settings
 from services.gateway.access import Caller
 from services.gateway.api import routes
 from services.gateway.audit_log import _DROP_LOG_S, AuditLog, audited
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 
 #: What docs/audit.md promises an entry takes at most, encoded.
@@ -87,10 +87,10 @@ async def test_drops_are_logged_at_most_once_a_period_of_the_clock_and_all_count
         log.record("env.set", actor="admin", params={"name": "KEPT"})  # fills the buffer
         with capture_logs() as logs:
             log.record("env.set", actor="admin")
-            await clock.advance(_DROP_LOG_S - 0.01)
+            await clock.advance(_DROP_LOG_S - TICK)
             log.record("env.set", actor="admin")  # within the period: counted only
             logged_within = len([e for e in logs if e["event"] == "audit.dropped"])
-            await clock.advance(0.01)
+            await clock.advance(TICK)
             log.record("env.set", actor="admin")
         dropped = [e for e in logs if e["event"] == "audit.dropped"]
     finally:

@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from services.gateway.access import EVERYWHERE, Caller
 from services.gateway.events_hub import Subscriber
 from services.gateway.sse import KEEPALIVE_S, _pump
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 
 KEEPALIVE = b": keepalive\n\n"
 
@@ -50,15 +50,15 @@ async def test_a_quiet_stream_gets_a_keepalive_at_its_interval_and_an_event_rest
     request = make_mocked_request("GET", "/events", transport=Connected())
     pump = asyncio.ensure_future(_pump(request, resp, sub, 0, clock))
     try:
-        await clock.advance(KEEPALIVE_S - 0.01)
+        await clock.advance(KEEPALIVE_S - TICK)
         assert resp.frames == []  # not before its time
-        await clock.advance(0.01)
+        await clock.advance(TICK)
         assert resp.frames == [KEEPALIVE]
         await clock.advance(KEEPALIVE_S / 2)
         sub.offer(event(7))  # something to send: the quiet time starts again
-        await clock.advance(KEEPALIVE_S - 0.01)
+        await clock.advance(KEEPALIVE_S - TICK)
         assert resp.frames == [KEEPALIVE, b"id: 7\ndata: {}\n\n"]
-        await clock.advance(0.01)
+        await clock.advance(TICK)
         assert resp.frames[2:] == [KEEPALIVE]
     finally:
         sub.ended.set()

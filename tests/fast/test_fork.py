@@ -24,7 +24,7 @@ from contracts.status import MachineStatus as S
 from services.common.consumer import Retry
 from services.gateway.fork_ops import SOURCE_BACK_S
 from services.provisioner.service import Provisioner
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
 
@@ -230,10 +230,10 @@ class TestSourceBack:
         world.daemons[m.id].mode = "unavailable"
         with capture_logs() as logs:
             wait = asyncio.ensure_future(world.api.forks._source_back(m.id))
-            await clock.advance(SOURCE_BACK_S - 0.01)
+            await clock.advance(SOURCE_BACK_S - TICK)
             assert not wait.done()
             assert len(world.daemons.calls_of(GET_VERSION.name, m.id)) > 2  # asked again
-            await clock.advance(0.01)
+            await clock.advance(TICK)
             await asyncio.wait_for(wait, 10)
         given_up = [e for e in logs if e["event"] == "machine.memory_source_not_back"]
         assert [e["after_s"] for e in given_up] == [SOURCE_BACK_S]

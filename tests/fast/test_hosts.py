@@ -32,7 +32,7 @@ from services.prober.liveness import HeartbeatMonitor
 from services.provisioner.host import HostHeartbeat, memory_low, room_left
 from services.provisioner.host_rpc import HostMethods
 from services.provisioner.service import Provisioner
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method
@@ -95,9 +95,9 @@ async def test_a_host_beats_at_entry_and_every_heartbeat_interval_of_its_clock(
     async with HostHeartbeat(world.store, world.settings, clock):
         began = clock.now()
         assert await last_beat() == began
-        await clock.advance(every - 0.01)
+        await clock.advance(every - TICK)
         assert await last_beat() == began
-        await clock.advance(0.01)
+        await clock.advance(TICK)
         assert await last_beat() == began + every
 
 

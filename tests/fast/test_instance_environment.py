@@ -20,7 +20,7 @@ from contracts.errors import (
 )
 from contracts.models import Repo
 from services.provisioner.environment import DevcontainerDetector
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances
 from tests.gitcmd import git
@@ -215,8 +215,8 @@ async def test_a_repos_devcontainer_answer_is_kept_for_its_ttl_of_the_clock_then
     (work / ".devcontainer" / "devcontainer.json").write_text('{"image": "debian"}')
     git("add", "-A", cwd=work)
     git("commit", "-q", "-m", "devcontainer", cwd=work)
-    await clock.advance(60.0 - 0.01)
+    await clock.advance(60.0 - TICK)
     assert await detector._in(repo, settings, "m-0000000000000001") is None  # kept
-    await clock.advance(0.01)
+    await clock.advance(TICK)
     found = await detector._in(repo, settings, "m-0000000000000001")
     assert found == ".devcontainer/devcontainer.json"

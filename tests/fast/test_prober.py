@@ -28,7 +28,7 @@ from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
 from services.common.consumer import Permanent
 from services.prober.liveness import HeartbeatMonitor
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 from tests.fakes.daemons import Checkout
 from tests.fast.conftest import World
 
@@ -129,11 +129,11 @@ class TestOnItsClock:
         machine, pushed = await setting_up(world)
         world.daemons[machine.id].unhealthy_for = 1000
         probing = asyncio.ensure_future(world.prober.on_setup_pushed(pushed))
-        await clock.advance(10.0 - 0.01)
+        await clock.advance(10.0 - TICK)
         assert not probing.done()
         health = world.daemons.calls_of("daemon.health", machine.id)
         assert len(health) == 10  # at 0, 1, ... 9 s: one a probe interval
-        await clock.advance(0.01)
+        await clock.advance(TICK)
         with pytest.raises(Permanent, match="not healthy after 10s"):
             await asyncio.wait_for(probing, 10)
 
@@ -142,9 +142,9 @@ class TestOnItsClock:
         self.timed(world, clock, probe_delay_s=5.0)
         machine, pushed = await setting_up(world)
         probing = asyncio.ensure_future(world.prober.on_setup_pushed(pushed))
-        await clock.advance(5.0 - 0.01)
+        await clock.advance(5.0 - TICK)
         assert world.daemons.calls_of("daemon.health", machine.id) == []
-        await clock.advance(0.01)
+        await clock.advance(TICK)
         await asyncio.wait_for(probing, 10)
         assert (await world.machine(machine.id)).status is S.READY
 

@@ -39,7 +39,7 @@ from services.gateway.access import Caller
 from services.gateway.limits import BadSecrets
 from services.gateway.tunnels import Tunnels
 from services.gateway.wake import WOKEN_PORT_WAIT_S, Waker, open_woken, wake_for
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances
 from tests.fast.test_pause import ready_gvisor
@@ -254,10 +254,10 @@ class TestWokenPort:
         clock, tries = ManualClock(), list[float]()
         began = clock.monotonic()
         call = asyncio.ensure_future(open_woken(self.unreachable(tries, clock), True, clock))
-        await clock.advance(WOKEN_PORT_WAIT_S - 0.01)
+        await clock.advance(WOKEN_PORT_WAIT_S - TICK)
         assert not call.done()  # still trying, not before its time
         assert len(tries) > 2
-        await clock.advance(0.01)
+        await clock.advance(TICK)
         with pytest.raises(PortUnreachable):
             await asyncio.wait_for(call, 10)
         assert tries[-1] == began + WOKEN_PORT_WAIT_S  # the last try is at the wait's end

@@ -20,7 +20,7 @@ from environments.lifecycle import MachineLifecycle
 from environments.users import MachineUser
 from providers.warm_pool import UP_TIMEOUT_S, PoolMachine, WarmPool, mem_available_mb
 from services.common.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_pool
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_provisioner import created
 from tests.waiters import wait_until
@@ -191,9 +191,9 @@ class TestOnItsClock:
             await clock.advance(0)
             assert (backend.fail, backend.started) == (0, [])  # the first start failed
             # The first backoff is 0.5 s, drawn from its upper half (jitter): 0.25-0.5 s.
-            await clock.advance(0.25 - 0.01)
+            await clock.advance(0.25 - TICK)
             assert backend.started == []
-            await clock.advance(0.5 - 0.24)
+            await clock.advance(0.25 + TICK)  # 0.5 s in all
             await asyncio.wait_for(p.wait_filled(), 10)
             assert len(backend.started) == 1
 
@@ -203,9 +203,9 @@ class TestOnItsClock:
             await clock.advance(0)
             await asyncio.wait_for(p.wait_filled(), 10)
             assert p.take() is not None
-            await clock.advance(0.5 - 0.01)
+            await clock.advance(0.5 - TICK)
             assert len(backend.started) == 1  # held: the claimed machine starts first
-            await clock.advance(0.01)
+            await clock.advance(TICK)
             assert len(backend.started) == 2
             await asyncio.wait_for(p.wait_filled(), 10)
 
@@ -214,9 +214,9 @@ class TestOnItsClock:
         async with self.on(clock, backend) as p:
             await clock.advance(0)
             [hung] = backend.started
-            await clock.advance(UP_TIMEOUT_S - 0.01)
+            await clock.advance(UP_TIMEOUT_S - TICK)
             assert not hung.stopped
-            await clock.advance(0.01)
+            await clock.advance(TICK)
             assert hung.stopped
             await clock.advance(0.5)  # its backoff
             await asyncio.wait_for(p.wait_filled(), 10)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from contracts.errors import IdTokenRejected
 from services.gateway.oidc import REFETCH_EVERY_S, Keys, validate_id_token, with_userinfo
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 
 ISSUER, CLIENT, NONCE = "https://idp.example.com", "fleet", "n-0123456789"
 
@@ -110,10 +110,10 @@ async def test_a_key_rotated_in_the_window_is_fetched_at_its_end_not_before() ->
     keys = Keys(provider.fetch, clock=clock)
     await check(signed(old, "old"), keys)
     provider.jwks = {"keys": [jwk_of(new, "new")]}  # the provider rotated
-    await clock.advance(REFETCH_EVERY_S - 0.01)
+    await clock.advance(REFETCH_EVERY_S - TICK)
     assert await refused(signed(new, "new"), keys) == "signature"
     assert provider.fetches == 1
-    await clock.advance(0.01)
+    await clock.advance(TICK)
     assert (await check(signed(new, "new"), keys))["sub"] == "ann"
     assert provider.fetches == 2
     assert await refused(signed(new, "made-up"), keys) == "signature"  # a new window began

@@ -21,7 +21,7 @@ from services.gateway.access import EVERYWHERE, Caller, Reach
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.events_hub import EventHub
 from services.gateway.revocation import RevocationTicker
-from tests.fakes.clock import ManualClock
+from tests.fakes.clock import TICK, ManualClock
 
 
 class Users:
@@ -121,9 +121,9 @@ async def test_a_revocation_whose_notice_was_lost_cuts_at_the_next_round_of_the_
         await clock.advance(30.0)  # a round: the token stands
         assert tokens.lookups == ["gone"]
         tokens.revoked.add("gone")  # and nothing told of it
-        await clock.advance(30.0 - 0.01)
+        await clock.advance(30.0 - TICK)
         assert not stream.ended.is_set()
-        await clock.advance(0.01)
+        await clock.advance(TICK)
         assert stream.ended.is_set()
         assert tokens.lookups == ["gone", "gone"]
 
