@@ -4,7 +4,6 @@ as of one instant (the provisioner copies it: providers/homes_fs.py); ``machines
 
 from __future__ import annotations
 
-
 import structlog
 
 from contracts.daemon_rpc import GET_VERSION

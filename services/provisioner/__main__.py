@@ -109,7 +109,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
 
 async def warm_pools(
-    settings: Settings, stack: AsyncExitStack, local: LocalProvider, docker: DockerProvider,
+    settings: Settings,
+    stack: AsyncExitStack,
+    local: LocalProvider,
+    docker: DockerProvider,
     clock: Clock,
 ) -> dict[str, WarmPool]:
     """This process's warm pools (FLEET_WARM_POOL), stopped with it; their rules on ``clock``."""

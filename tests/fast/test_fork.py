@@ -10,7 +10,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from contracts.daemon_rpc import GET_VERSION
-
 from contracts.errors import (
     Conflict,
     Forbidden,
