@@ -167,13 +167,19 @@ async def test_start_failures_back_off_and_recover() -> None:
     assert backend.fail == 0
 
 
+class HangingMachine(FakeMachine):
+    async def wait_up(self) -> None:
+        await asyncio.Event().wait()
+
+
 class HangingBackend(FakeBackend):
     """Its first machine never says it is up."""
 
     async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
-        machine = await super().spawn(on_death)
-        if len(self.started) == 1:
-            machine.wait_up = asyncio.Event().wait  # type: ignore[method-assign]
+        if self.started:
+            return await super().spawn(on_death)
+        machine = HangingMachine("hung", on_death)
+        self.started.append(machine)
         return machine
 
 
