@@ -38,7 +38,13 @@ from services.gateway import preview
 from services.gateway.access import Caller
 from services.gateway.limits import BadSecrets
 from services.gateway.tunnels import Tunnels
-from services.gateway.wake import WOKEN_PORT_WAIT_S, Waker, open_woken, wake_for
+from services.gateway.wake import (
+    WAKING_PAGE_AFTER_S,
+    WOKEN_PORT_WAIT_S,
+    Waker,
+    open_woken,
+    wake_for,
+)
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances
@@ -319,18 +325,32 @@ def page_load(machine_id: str, accept: str) -> web.Request:
                                match_info={"machine_id": machine_id, "port": "3000"})  # fmt: skip
 
 
+def on_manual_clock(world: World) -> ManualClock:
+    """The world's waker on a manual clock: a wake's waits are moved by the test."""
+    clock = ManualClock()
+    waker = world.api.access.waker
+    assert isinstance(waker, Waker)
+    waker.clock = clock
+    return clock
+
+
 async def test_a_browsers_page_load_gets_the_waking_page_past_its_wait(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world: World, tmp_path: Path
 ) -> None:
     """The preview listener's own path (``serve_preview``): a page load whose machine is not
-    awake within the wait (here 0.05 s: nothing delivers the resume) gets the page that loads
-    itself again, and the resume goes on."""
-    monkeypatch.setattr(preview, "WAKING_PAGE_AFTER_S", 0.05)
+    awake within ``WAKING_PAGE_AFTER_S`` (nothing delivers the resume) gets the page that loads
+    itself again, then and not before, and the resume goes on."""
+    clock = on_manual_clock(world)
     m = await paused(world, tmp_path)
     target = preview.Target(m.id, 3000, f"/machines/{m.id}/ports/3000/")
     html = "text/html,application/xhtml+xml,*/*;q=0.8"
-    resp = await preview.serve_preview(page_load(m.id, html), preview_of(world),
-                                       world.api.ports.previews, "good", target)  # fmt: skip
+    opened = preview.serve_preview(page_load(m.id, html), preview_of(world),
+                                   world.api.ports.previews, "good", target)  # fmt: skip
+    call = asyncio.ensure_future(opened)
+    await clock.advance(WAKING_PAGE_AFTER_S - TICK)
+    assert not call.done()
+    await clock.advance(TICK)
+    resp = await asyncio.wait_for(call, 10)
     assert isinstance(resp, web.Response)
     assert (resp.status, resp.headers["Cache-Control"]) == (200, "no-store")
     assert resp.text is not None
@@ -343,13 +363,19 @@ async def test_a_browsers_page_load_gets_the_waking_page_past_its_wait(
 class TestHeld:
     @pytest.fixture
     def settings(self, settings: Settings) -> Settings:
-        return msgspec.structs.replace(settings, wake_timeout_s=0.1)
+        return msgspec.structs.replace(settings, wake_timeout_s=2 * WAKING_PAGE_AFTER_S)
 
     async def test_a_request_that_is_no_page_load_is_held_never_answered_the_page(
         self, world: World, tmp_path: Path
     ) -> None:
+        clock = on_manual_clock(world)
         m = await paused(world, tmp_path)
         target = preview.Target(m.id, 3000, f"/machines/{m.id}/ports/3000/")
+        opened = preview.serve_preview(page_load(m.id, "*/*"), preview_of(world),
+                                       world.api.ports.previews, "good", target)  # fmt: skip
+        call = asyncio.ensure_future(opened)
+        await clock.advance(WAKING_PAGE_AFTER_S + TICK)
+        assert not call.done()  # past a page load's wait: still held
+        await clock.advance(WAKING_PAGE_AFTER_S)
         with pytest.raises(DaemonTimeout):  # held for the whole wake, which nothing delivers
-            await preview.serve_preview(page_load(m.id, "*/*"), preview_of(world),
-                                        world.api.ports.previews, "good", target)  # fmt: skip
+            await asyncio.wait_for(call, 10)
