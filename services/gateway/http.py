@@ -296,7 +296,7 @@ def make_app(
     async def rpc_stream(request: web.Request) -> web.StreamResponse:
         try:
             body = await read_body(request)
-            return await stream_rpc(request, dispatcher, request[CALLER_OF_REQUEST], body)
+            return await stream_rpc(request, dispatcher, request[CALLER_OF_REQUEST], body, clock)
         except FleetError as exc:  # before the stream started: a plain JSON-RPC error
             return error_response(exc)
 

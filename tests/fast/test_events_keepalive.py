@@ -1,7 +1,8 @@
-"""The events stream's keepalive (``GET /events``, services/gateway/sse.py) on a manual clock:
-a stream with nothing to send writes a keepalive comment once ``KEEPALIVE_S`` has passed
-since it last wrote, and an event sent meanwhile starts that time again. The stream over a
-real gateway and NATS: tests/integration/test_gateway_events.py."""
+"""The gateway's streams' keepalives on a manual clock: the events stream (``GET /events``,
+services/gateway/sse.py) and a streamed exec (``POST /rpc/stream``, exec_stream.py). A stream
+with nothing to send writes a keepalive comment once its ``KEEPALIVE_S`` has passed since it
+last wrote, and what it sends meanwhile starts that time again. The streams over a real
+gateway and NATS: tests/integration/test_gateway_events.py, test_exec_stream.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from nats.aio.msg import Msg
 
+from contracts.gateway_live import SSE_OUTPUT, SSE_RESULT
+from services.gateway import exec_stream
 from services.gateway.access import EVERYWHERE, Caller
 from services.gateway.events_hub import Subscriber
 from services.gateway.sse import KEEPALIVE_S, _pump
@@ -35,6 +38,9 @@ class Written(web.StreamResponse):
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         self.frames.append(bytes(data))
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        self.frames.append(b"<eof>")
 
 
 def event(seq: int) -> Msg:
@@ -63,3 +69,29 @@ async def test_a_quiet_stream_gets_a_keepalive_at_its_interval_and_an_event_rest
     finally:
         sub.ended.set()
         await asyncio.wait_for(pump, 10)
+
+
+async def test_a_quiet_exec_stream_gets_a_keepalive_at_its_interval_output_restarts_it() -> None:
+    clock, every = ManualClock(), exec_stream.KEEPALIVE_S
+    resp, output = Written(), asyncio.Queue[bytes]()
+    finish = asyncio.Event()
+
+    async def command() -> bytes | None:
+        await finish.wait()
+        return b'{"exitCode": 0}'
+
+    call = asyncio.create_task(command())
+    pump = asyncio.ensure_future(exec_stream._pump(resp, output, call, clock))
+    await clock.advance(every - TICK)
+    assert resp.frames == []  # not before its time
+    await clock.advance(TICK)
+    assert resp.frames == [KEEPALIVE]
+    await clock.advance(every / 2)
+    output.put_nowait(b"hello")  # output: the quiet time starts again
+    await clock.advance(every - TICK)
+    assert resp.frames == [KEEPALIVE, exec_stream.sse(SSE_OUTPUT, b"hello")]
+    await clock.advance(TICK)
+    assert resp.frames[2:] == [KEEPALIVE]
+    finish.set()
+    await asyncio.wait_for(pump, 10)
+    assert resp.frames[3:] == [exec_stream.sse(SSE_RESULT, b'{"exitCode": 0}'), b"<eof>"]
