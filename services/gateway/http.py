@@ -313,7 +313,7 @@ def make_app(
     app.router.add_get("/", index)
     app.router.add_static("/static", STATIC)
     if codemode is not None:
-        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST)
+        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST, clock)
     if mcp is not None:
         add_mcp_route(app, mcp, CALLER_OF_REQUEST)
     if sessions is not None:

@@ -2,7 +2,8 @@
 services/gateway/sse.py) and a streamed exec (``POST /rpc/stream``, exec_stream.py). A stream
 with nothing to send writes a keepalive comment once its ``KEEPALIVE_S`` has passed since it
 last wrote, and what it sends meanwhile starts that time again. The streams over a real
-gateway and NATS: tests/integration/test_gateway_events.py, test_exec_stream.py."""
+gateway and NATS: tests/integration/test_gateway_events.py, test_exec_stream.py. And a code
+run's stream: the events that trail its answer are waited for ``TAIL_WAIT_S``, no longer."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aiohttp.test_utils import make_mocked_request
 from nats.aio.msg import Msg
 
 from contracts.gateway_live import SSE_OUTPUT, SSE_RESULT
-from services.gateway import exec_stream
+from services.gateway import codemode_stream, exec_stream
 from services.gateway.access import EVERYWHERE, Caller
 from services.gateway.events_hub import Subscriber
 from services.gateway.sse import KEEPALIVE_S, _pump
@@ -95,3 +96,16 @@ async def test_a_quiet_exec_stream_gets_a_keepalive_at_its_interval_output_resta
     finish.set()
     await asyncio.wait_for(pump, 10)
     assert resp.frames[3:] == [exec_stream.sse(SSE_RESULT, b'{"exitCode": 0}'), b"<eof>"]
+
+
+async def test_a_runs_trailing_events_are_waited_for_until_its_tail_wait_not_longer() -> None:
+    clock, tail = ManualClock(), codemode_stream.TAIL_WAIT_S
+    resp, events = Written(), asyncio.Queue[bytes]()
+    drain = asyncio.ensure_future(codemode_stream._drain(resp, events, clock))
+    events.put_nowait(b'{"type": "stdout", "seq": 4}')  # trailing, not the run's last
+    await clock.advance(tail - TICK)
+    assert not drain.done()
+    assert resp.frames == [b'event: stdout\nid: 4\ndata: {"type": "stdout", "seq": 4}\n\n']
+    await clock.advance(TICK)
+    await asyncio.wait_for(drain, 10)
+    assert len(resp.frames) == 1
