@@ -33,7 +33,7 @@ def caller_resolver(admin_token: str, tokens: TokenStore, store: Store, keep_s: 
     """Who a bearer token belongs to: the operator's admin token, or a live access token of a
     user who is not disabled (or of no user); kept for at most ``keep_s`` of ``clock``'s time
     (``CallerCache``)."""
-    cache = CallerCache[Caller](store, keep_s, clock=clock.monotonic)
+    cache = CallerCache[Caller](store, keep_s, clock=clock)
 
     async def resolve(token: str) -> Caller | None:
         if not token:

@@ -221,7 +221,7 @@ def make_app(
     app[UNAUTHENTICATED] = BadSecrets(settings.rate_unauthenticated_per_min,
                                       clock=clock.monotonic)  # fmt: skip
     app.on_response_prepare.append(_security_headers)
-    app[SESSIONS] = WebSessions(store, settings)
+    app[SESSIONS] = WebSessions(store, settings, clock)
     app[ORIGIN] = public_url(settings)
     app[AUDIT], app[TOKENS] = audit, TokenStore(store)
 
