@@ -220,18 +220,24 @@ class TestSourceBack:
     answer, asking again after a backoff, for up to ``SOURCE_BACK_S`` of the clock's time;
     then it is left to the prober, logged."""
 
-    async def test_a_source_that_never_answers_is_waited_for_until_the_limit_not_before(
-        self, world: World
-    ) -> None:
+    @staticmethod
+    async def unanswered(world: World) -> tuple[ManualClock, str]:
+        """The fork ops on a manual clock, and a machine whose daemon does not answer."""
         clock = ManualClock()
         world.api.forks.clock = clock
         m = await world.ready_machine()
         world.daemons[m.id].mode = "unavailable"
+        return clock, m.id
+
+    async def test_a_source_that_never_answers_is_waited_for_until_the_limit_not_before(
+        self, world: World
+    ) -> None:
+        clock, machine_id = await self.unanswered(world)
         with capture_logs() as logs:
-            wait = asyncio.ensure_future(world.api.forks._source_back(m.id))
+            wait = asyncio.ensure_future(world.api.forks._source_back(machine_id))
             await clock.advance(SOURCE_BACK_S - TICK)
             assert not wait.done()
-            assert len(world.daemons.calls_of(GET_VERSION.name, m.id)) > 2  # asked again
+            assert len(world.daemons.calls_of(GET_VERSION.name, machine_id)) > 2  # asked again
             await clock.advance(TICK)
             await asyncio.wait_for(wait, 10)
         given_up = [e for e in logs if e["event"] == "machine.memory_source_not_back"]
@@ -240,15 +246,12 @@ class TestSourceBack:
     async def test_a_source_that_answers_again_ends_the_wait_within_one_backoff(
         self, world: World
     ) -> None:
-        clock = ManualClock()
-        world.api.forks.clock = clock
-        m = await world.ready_machine()
-        world.daemons[m.id].mode = "unavailable"
+        clock, machine_id = await self.unanswered(world)
         with capture_logs() as logs:
-            wait = asyncio.ensure_future(world.api.forks._source_back(m.id))
+            wait = asyncio.ensure_future(world.api.forks._source_back(machine_id))
             await clock.advance(10.0)
             assert not wait.done()
-            world.daemons[m.id].mode = "up"
+            world.daemons[machine_id].mode = "up"
             await clock.advance(1.0)  # the backoff's cap
             await asyncio.wait_for(wait, 10)
         assert not [e for e in logs if e["event"] == "machine.memory_source_not_back"]
