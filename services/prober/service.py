@@ -7,7 +7,7 @@ import structlog
 from contracts import daemon_rpc as d
 from contracts.consumers import Durable
 from contracts.errors import NotFound
-from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed, now
+from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from core.clock import SYSTEM_CLOCK, Clock
@@ -30,7 +30,8 @@ def _boot_budget(settings: Settings) -> float:
 
 
 class Prober(PlacementWatchdog, Stage):
-    """The probe's delay, deadline and interval are ``clock``'s time (a test's manual one)."""
+    """The probe's delay, deadline and interval, and the boot and placement watchdogs' waits
+    (since their event's time), are ``clock``'s time (a test's manual one)."""
 
     stage = "probe"
     daemon_methods = (d.HEALTH, d.EXEC_COMMAND)
@@ -96,7 +97,7 @@ class Prober(PlacementWatchdog, Stage):
     async def on_provisioned(self, event: MachineProvisioned) -> None:
         """Boot watchdog: a machine whose daemon never reports ready fails, it does not hang."""
         timeout = self.settings.boot_timeout_s
-        waited = (now() - event.occurred_at).total_seconds()
+        waited = self.clock.now() - event.occurred_at.timestamp()
         machine = await self.store.get_machine(event.machine_id)
         if machine.status is not S.BOOTING:
             return  # it reported (or was archived): nothing to watch

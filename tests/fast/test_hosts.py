@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
@@ -148,6 +148,25 @@ async def test_an_untaken_create_fails_once_no_host_has_room(world: World) -> No
     assert machine.status_reason.startswith("placement failed: no host with capacity took it")
     [failed] = world.bus.of(MachineFailed, event.machine_id)
     assert failed.stage == "placement"
+
+
+async def test_an_untaken_create_fails_at_its_placement_timeout_of_the_clock(
+    world: World,
+) -> None:
+    clock = ManualClock()
+    world.prober.clock = clock
+    await world.store.hosts.beat(HOST, 1, time.time())  # announced with room for one...
+    await world.ready_machine()  # ...which it took
+    event = await untaken(world, age_s=0.0)
+    event.occurred_at = datetime.fromtimestamp(clock.now(), UTC)
+    timeout = world.settings.placement_timeout_s
+    await clock.advance(timeout - TICK)
+    with pytest.raises(Retry) as later:
+        await world.prober.on_created(event)
+    assert later.value.delay_s == TICK  # looked at again at the timeout
+    await clock.advance(TICK)
+    await world.prober.on_created(event)
+    assert (await world.machine(event.machine_id)).status is S.FAILED
 
 
 async def test_an_untaken_create_waits_while_a_host_has_room(world: World) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import msgspec
@@ -26,7 +26,7 @@ from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
-from services.common.consumer import Permanent
+from services.common.consumer import Permanent, Retry
 from services.prober.liveness import HeartbeatMonitor
 from tests.fakes.clock import TICK, ManualClock
 from tests.fakes.daemons import Checkout
@@ -147,6 +147,25 @@ class TestOnItsClock:
         await clock.advance(TICK)
         await asyncio.wait_for(probing, 10)
         assert (await world.machine(machine.id)).status is S.READY
+
+    async def test_the_boot_watchdog_fails_a_silent_daemon_at_its_timeout_not_before(
+        self, world: World
+    ) -> None:
+        clock = ManualClock()
+        self.timed(world, clock)
+        machine = await booting(world)
+        at = datetime.fromtimestamp(clock.now(), UTC)
+        event = MachineProvisioned(event_id=new_event_id(), machine_id=machine.id,
+                                   provider="local", external_id="local:1",
+                                   occurred_at=at)  # fmt: skip
+        timeout = world.settings.boot_timeout_s
+        await clock.advance(timeout - TICK)
+        with pytest.raises(Retry) as later:
+            await world.prober.on_provisioned(event)
+        assert later.value.delay_s == TICK  # looked at again at the timeout
+        await clock.advance(TICK)
+        with pytest.raises(Permanent, match=f"did not report ready within {timeout:g}s"):
+            await world.prober.on_provisioned(event)
 
 
 async def test_an_unreachable_daemon_is_a_probe_problem_not_a_crash(world: World) -> None:
