@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -46,3 +49,20 @@ async def sleep_or_event(clock: Clock, seconds: float, event: asyncio.Event) -> 
         for task in (sleeper, woken):
             task.cancel()
         await asyncio.gather(sleeper, woken, return_exceptions=True)
+
+
+async def within(clock: Clock, seconds: float, aw: Awaitable[T]) -> T:
+    """``aw``'s result; TimeoutError (``aw`` cancelled) once ``seconds`` of ``clock``'s time
+    pass first: ``asyncio.timeout`` on a clock a test can move."""
+    work = asyncio.ensure_future(aw)
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({work, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        if not work.done():
+            work.cancel()
+        await asyncio.gather(sleeper, work, return_exceptions=True)
+    if work.cancelled() and sleeper.done() and not sleeper.cancelled():
+        raise TimeoutError(f"not done within {seconds:g}s")
+    return work.result()

@@ -21,6 +21,7 @@ from typing import Protocol
 import structlog
 
 from core.backoff import backoff_s
+from core.clock import SYSTEM_CLOCK, Clock, within
 from core.tasks import OwnedTasks
 from core.ticker import Ticker
 
@@ -85,7 +86,9 @@ def mem_available_mb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
 
 class WarmPool:
     """Async context manager: the keeper runs inside the block; on exit every pooled machine
-    is stopped (none leaks); on entry the orphans of an earlier run are removed."""
+    is stopped (none leaks); on entry the orphans of an earlier run are removed. Its rules
+    (the keeper's rounds, the refill delay, the sweeps, a start's time limit and backoff) are
+    ``clock``'s time."""
 
     def __init__(
         self,
@@ -97,8 +100,10 @@ class WarmPool:
         check_s: float = 1.0,
         refill_delay_s: float = REFILL_DELAY_S,
         sweep_s: float = ORPHAN_SWEEP_S,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.backend = backend
+        self.clock = clock
         self.size = size
         self.min_available_mb = min_available_mb
         self._memory = memory
@@ -112,7 +117,7 @@ class WarmPool:
         self._changed = asyncio.Condition()
         # The keeper: at once, then every check_s, at once when woken; after a take, not
         # before the refill delay is over.
-        self._keeper = Ticker(lambda: self._held_s() or check_s, tick=self._tend,
+        self._keeper = Ticker(lambda: self._held_s() or check_s, clock, tick=self._tend,
                               name=f"pool:{backend.name}", failed_event="pool.tend_failed",
                               at_once=True)  # fmt: skip
         self._wake = self._keeper.wake
@@ -142,7 +147,7 @@ class WarmPool:
         while self.ready:
             machine = self.ready.pop(0)
             if machine.alive:
-                self._hold_until = asyncio.get_running_loop().time() + self._refill_delay_s
+                self._hold_until = self.clock.monotonic() + self._refill_delay_s
                 self._wake()
                 log.info("pool.taken", provider=self.backend.name, slot=machine.slot)
                 return machine
@@ -163,16 +168,16 @@ class WarmPool:
         return available is not None and available < self.min_available_mb
 
     def _held_s(self) -> float:
-        return max(0.0, self._hold_until - asyncio.get_running_loop().time())
+        return max(0.0, self._hold_until - self.clock.monotonic())
 
     async def _sweep(self) -> None:
-        self._next_sweep = asyncio.get_running_loop().time() + self._sweep_s
+        self._next_sweep = self.clock.monotonic() + self._sweep_s
         removed = await self.backend.remove_orphans()
         if removed:
             log.info("pool.orphans_removed", provider=self.backend.name, count=removed)
 
     async def _tend(self) -> None:
-        if asyncio.get_running_loop().time() >= self._next_sweep:
+        if self.clock.monotonic() >= self._next_sweep:
             await self._sweep()
         for m in [m for m in self.ready if not m.alive]:
             self.ready.remove(m)
@@ -187,7 +192,7 @@ class WarmPool:
                             ready=len(self.ready))  # fmt: skip
                 await victim.stop()
             return
-        if asyncio.get_running_loop().time() < self._hold_until:
+        if self.clock.monotonic() < self._hold_until:
             return  # a machine was just claimed: let it start first
         while self._live() + self._starting < self.size and self._failures_allow():
             self._starting += 1
@@ -202,15 +207,14 @@ class WarmPool:
         machine: PoolMachine | None = None
         try:
             machine = await self.backend.spawn(self._wake)
-            async with asyncio.timeout(UP_TIMEOUT_S):
-                await machine.wait_up()
+            await within(self.clock, UP_TIMEOUT_S, machine.wait_up())
         except Exception as exc:  # noqa: BLE001 - task boundary: logged, the keeper retries
             self._failures += 1
             log.warning("pool.start_failed", provider=self.backend.name, error=str(exc),
                         failures=self._failures)  # fmt: skip
             if machine is not None:
                 await machine.stop()
-            await asyncio.sleep(backoff_s(self._failures, base=0.5, cap=30.0))
+            await self.clock.sleep(backoff_s(self._failures, base=0.5, cap=30.0))
         else:
             self._failures = 0
             self.ready.append(machine)

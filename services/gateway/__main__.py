@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 import aiohttp
 import msgspec
 
+from core.clock import SYSTEM_CLOCK
 from providers.code import code_repo, platform_sha
 from providers.code_status import CodeVersions
 from services.common.crypto import SecretBox
@@ -36,6 +37,8 @@ INSTALL_TIMEOUT_S = 600.0
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
     if not settings.admin_token:
         raise SettingsError("FLEET_ADMIN_TOKEN: required by the gateway (a secret token)")
+    # The one clock of this process's time-dependent rules (tests pass a manual one).
+    clock = SYSTEM_CLOCK
     # Bound first (0: a port the kernel gives): the URLs the gateway hands out (previews, its
     # sign-in callback) name the ports it listens on, and it logs them (gateway.listening).
     console = stack.enter_context(contextlib.closing(bind_listener(settings.host, settings.port)))
@@ -58,7 +61,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics, fail_when_offline=True
     )
     # Entered before the HTTP servers, so it is left after them: its buffer drains last.
-    audit = await stack.enter_async_context(AuditLog(settings, store, metrics))
+    audit = await stack.enter_async_context(AuditLog(settings, store, metrics, clock))
     # On the audit account's connection: no machine and no other service reaches it.
     await stack.enter_async_context(CallerNotices(audit.nc, store.caller_changes))
     repo = code_repo(settings.code_repo)
@@ -81,6 +84,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         keys=keys,
         code=CodeVersions(repo, sha),
         audit=audit,
+        clock=clock,
     )
     hub = await stack.enter_async_context(
         EventHub(bus, store, max_per_token=settings.events_max_per_token,
@@ -93,14 +97,14 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OIDC_TIMEOUT_S))
         )
         oidc = OidcClient(http, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id,
-                          client_secret=settings.oidc_client_secret)  # fmt: skip
+                          client_secret=settings.oidc_client_secret, clock=clock)  # fmt: skip
     apps = make_app(
         dispatcher=api.dispatcher(),
         store=store,
         bus=bus,
         hub=hub,
         resolve_caller=caller_resolver(
-            settings.admin_token, TokenStore(store), store, settings.revocation_round_s
+            settings.admin_token, TokenStore(store), store, settings.revocation_round_s, clock
         ),
         settings=settings,
         metrics=metrics,
@@ -111,6 +115,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         byte_streams=api.byte_streams,
         oidc=oidc,
         audit=audit,
+        clock=clock,
     )
     await stack.enter_async_context(
         HttpServer(apps.console, settings.host, settings.port, sock=console)

@@ -75,6 +75,7 @@ from contracts.models import (
 )
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
+from core.clock import SYSTEM_CLOCK, Clock
 from core.version import package_version
 from environments.hook import on_attach
 from providers.code_status import CodeVersions
@@ -127,6 +128,7 @@ class GatewayApi:
         keys: MachineKeys | None = None,
         code: CodeVersions | None = None,
         audit: AuditLog | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
         #: None: nothing is recorded (and audit.list answers Unavailable).
@@ -140,7 +142,7 @@ class GatewayApi:
         self.access = Access(store, code or CodeVersions(None, platform_sha))
         self.settings = settings or Settings()
         self._stop_wait_s = self.settings.stop_wait_s
-        self.limits = CallLimits(self.settings)
+        self.limits = CallLimits(self.settings, clock)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
         self.machine_limits = LimitsOps(store, self.settings)
         self.environments = EnvironmentOps(store, self.access, hosts)
@@ -160,11 +162,12 @@ class GatewayApi:
         self.stops = StopOps(store=store, bus=bus, access=self.access)
         self.access.waker = Waker(store=store, bus=bus, daemons=daemons,
                                   enabled=self.settings.wake_on_access,
-                                  timeout_s=self.settings.wake_timeout_s)  # fmt: skip
+                                  timeout_s=self.settings.wake_timeout_s,
+                                  clock=clock)  # fmt: skip
         self.runtimes = RuntimeOps(store=store, settings=self.settings, access=self.access)
         self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
                              max_snapshots=self.settings.max_snapshots,
-                             daemons=daemons)  # fmt: skip
+                             daemons=daemons, clock=clock)  # fmt: skip
         self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
         #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
         self.byte_streams = ByteStreamOpener(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -44,6 +43,7 @@ from contracts.errors import FleetError, Forbidden, InternalError, Unauthorized
 from contracts.gateway_rpc import READ_ONLY_METHODS
 from contracts.jsonrpc import Handler, Router
 from core import natsconn
+from core.clock import SYSTEM_CLOCK, Clock
 from core.tasks import cancel_and_join
 from services.common.bus import DUPLICATE_WINDOW_S, put_stream
 from services.common.failover import TRANSIENT
@@ -110,10 +110,14 @@ def audit_stream_config(settings: Settings) -> StreamConfig:
 
 
 class AuditLog:
-    """Async context manager: the audit account's connection, the stream and the writer."""
+    """Async context manager: the audit account's connection, the stream and the writer.
+    Its rules (refusal budgets, the suppressed entries' period, how often a drop is logged)
+    are ``clock``'s time."""
 
-    def __init__(self, settings: Settings, store: Store, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
         self.settings = settings
+        self._clock = clock
         self._counted = Counter("fleet_audit_entries", "Audit entries by outcome: stored, or "
                                 "dropped (lost, and logged).", ["outcome"],
                                 registry=metrics.registry if metrics else None)  # fmt: skip
@@ -129,12 +133,13 @@ class AuditLog:
         self._instances: OrderedDict[str, str | None] = OrderedDict()
         #: Entries lost: the buffer was full, or the stream refused them after retries.
         self.dropped = 0
-        self.refusals = RefusalGate(settings.audit_unauthenticated_per_min)
-        self.callers = CallerRefusals(settings.audit_refusals_per_min)
+        self.refusals = RefusalGate(settings.audit_unauthenticated_per_min,
+                                    clock=clock.monotonic)  # fmt: skip
+        self.callers = CallerRefusals(settings.audit_refusals_per_min, clock=clock.monotonic)
         self._suppressed = SuppressedWriter(self.flush_suppressed,
-                                            settings.audit_suppressed_every_s)  # fmt: skip
+                                            settings.audit_suppressed_every_s, clock)  # fmt: skip
         self.stored = 0
-        self._dropped_logged_at = 0.0
+        self._dropped_logged_at: float | None = None
 
     @property
     def nc(self) -> NATS:
@@ -271,8 +276,8 @@ class AuditLog:
     def _drop(self, count: int, why: str) -> None:
         self.dropped += count
         self._counted.labels("dropped").inc(count)
-        now = time.monotonic()
-        if now - self._dropped_logged_at >= _DROP_LOG_S or self._task is None:
+        now, last = self._clock.monotonic(), self._dropped_logged_at
+        if last is None or now - last >= _DROP_LOG_S or self._task is None:
             self._dropped_logged_at = now
             log.error("audit.dropped", count=count, dropped_total=self.dropped, reason=why)
 

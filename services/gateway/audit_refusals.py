@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.ticker import Ticker
 from services.gateway.limits import RateLimiter
 
@@ -153,8 +154,9 @@ class SuppressedWriter(Ticker):
     name = "audit.suppressed"
     failed_event = "audit.suppressed_failed"
 
-    def __init__(self, flush: Callable[[], None], interval_s: float) -> None:
-        super().__init__(interval_s)
+    def __init__(self, flush: Callable[[], None], interval_s: float,
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+        super().__init__(interval_s, clock)
         self.flush = flush
 
     async def tick(self) -> None:

@@ -13,17 +13,18 @@ in one round trip; sequential calls wait for it each time (benchmark 23). An ent
   open;
 - not past its token's expiry, checked at each use.
 
+Both are ``clock``'s time (a test's manual one).
+
 A refused secret is never kept: each one asks the store (within the bad-secret rate limit).
 Keys are the secret's SHA-256 (a token's digest, a session's id), never the secret.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Generic, NamedTuple, TypeVar
 
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.store import Store
 
 T = TypeVar("T")
@@ -39,8 +40,7 @@ class _Entry(NamedTuple, Generic[T]):
 
 
 class CallerCache(Generic[T]):
-    def __init__(self, store: Store, ttl_s: float, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(self, store: Store, ttl_s: float, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
         self._ttl_s = ttl_s
         self._clock = clock
@@ -55,7 +55,7 @@ class CallerCache(Generic[T]):
         if entry is None:
             return None
         stale = entry.version != self._store.caller_changes.version
-        if stale or self._clock() - entry.at >= self._ttl_s or _expired(entry.expires_at):
+        if stale or self._clock.monotonic() - entry.at >= self._ttl_s or self._expired(entry):
             del self._entries[key]
             return None
         return entry.value
@@ -63,8 +63,8 @@ class CallerCache(Generic[T]):
     def put(self, key: str, value: T, version: int, expires_at: datetime | None = None) -> None:
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
-        self._entries[key] = _Entry(value, version, self._clock(), expires_at)
+        self._entries[key] = _Entry(value, version, self._clock.monotonic(), expires_at)
 
-
-def _expired(expires_at: datetime | None) -> bool:
-    return expires_at is not None and expires_at <= datetime.now(UTC)
+    def _expired(self, entry: _Entry[T]) -> bool:
+        expires_at = entry.expires_at
+        return expires_at is not None and expires_at.timestamp() <= self._clock.now()

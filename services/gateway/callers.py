@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from contracts.gateway_people import User
 from contracts.people import ADMIN
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.store import Store
 from services.common.store_tokens import token_record
 from services.common.tokens import Resolved, TokenStore, hash_token, is_live
@@ -27,11 +28,12 @@ OPERATOR = "admin"
 SESSION_PREFIX = "ws-"
 
 
-def caller_resolver(admin_token: str, tokens: TokenStore, store: Store,
-                    keep_s: float) -> CallerResolver:  # fmt: skip
+def caller_resolver(admin_token: str, tokens: TokenStore, store: Store, keep_s: float,
+                    clock: Clock = SYSTEM_CLOCK) -> CallerResolver:  # fmt: skip
     """Who a bearer token belongs to: the operator's admin token, or a live access token of a
-    user who is not disabled (or of no user); kept for at most ``keep_s`` (``CallerCache``)."""
-    cache = CallerCache[Caller](store, keep_s)
+    user who is not disabled (or of no user); kept for at most ``keep_s`` of ``clock``'s time
+    (``CallerCache``)."""
+    cache = CallerCache[Caller](store, keep_s, clock=clock)
 
     async def resolve(token: str) -> Caller | None:
         if not token:

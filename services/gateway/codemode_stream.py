@@ -20,6 +20,7 @@ from contracts import subjects
 from contracts.codemode import RUN_STREAM_END, RUN_STREAM_PATH, RunParams, RunResult
 from contracts.errors import FleetError, InternalError, ParseError
 from contracts.jsonrpc import invalid_params
+from core.clock import SYSTEM_CLOCK, Clock, within
 from services.common.bus import Bus
 from services.gateway.access import Caller
 from services.gateway.codemode import CodemodeOps
@@ -43,10 +44,11 @@ _ENC = msgspec.json.Encoder()
 
 
 def add_codemode_routes(
-    app: web.Application, bus: Bus, ops: CodemodeOps, caller_key: web.RequestKey[Caller]
-) -> None:
+    app: web.Application, bus: Bus, ops: CodemodeOps, caller_key: web.RequestKey[Caller],
+    clock: Clock = SYSTEM_CLOCK,
+) -> None:  # fmt: skip
     async def run(request: web.Request) -> web.StreamResponse:
-        return await stream_run(request, bus, ops, request[caller_key])
+        return await stream_run(request, bus, ops, request[caller_key], clock)
 
     app.router.add_post(RUN_STREAM_PATH, run)
 
@@ -57,7 +59,7 @@ def _frame(kind: str, data: bytes, seq: int | None = None) -> bytes:
 
 
 async def stream_run(
-    request: web.Request, bus: Bus, ops: CodemodeOps, caller: Caller
+    request: web.Request, bus: Bus, ops: CodemodeOps, caller: Caller, clock: Clock = SYSTEM_CLOCK
 ) -> web.StreamResponse:
     try:
         params = _PARAMS.decode(await request.read())
@@ -82,7 +84,7 @@ async def stream_run(
     try:
         ended = await _forward(resp, queue, run)
         if not ended:
-            await _drain(resp, queue)
+            await _drain(resp, queue, clock)
         await asyncio.wait({run})  # the terminal event can come before the answer
         await resp.write(_frame(RUN_STREAM_END, _end(run)))
     except (ConnectionResetError, asyncio.CancelledError):
@@ -108,13 +110,17 @@ async def _forward(
     return False
 
 
-async def _drain(resp: web.StreamResponse, queue: asyncio.Queue[bytes]) -> None:
+async def _drain(resp: web.StreamResponse, queue: asyncio.Queue[bytes], clock: Clock) -> None:
     """The events published before the answer but not yet delivered: up to the terminal one
-    (the service publishes it before it answers), or a short wait if it never comes."""
+    (the service publishes it before it answers), or ``TAIL_WAIT_S`` of ``clock``'s time if it
+    never comes."""
+
+    async def until_terminal() -> None:
+        while not await _write_event(resp, await queue.get()):
+            pass
+
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(TAIL_WAIT_S):
-            while not await _write_event(resp, await queue.get()):
-                pass
+        await within(clock, TAIL_WAIT_S, until_terminal())
 
 
 async def _write_event(resp: web.StreamResponse, data: bytes) -> bool:

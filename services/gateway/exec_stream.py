@@ -29,6 +29,7 @@ from contracts.gateway_live import (
     MachineExecStreamParams,
 )
 from contracts.jsonrpc import Dispatcher, handles
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient, OnOutput
 from services.gateway.access import Access, Caller
@@ -67,8 +68,9 @@ def sse(event: str, data: bytes) -> bytes:
 
 
 async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], caller: Caller,
-                     body: bytes) -> web.StreamResponse:  # fmt: skip
-    """POST /rpc/stream: one streaming JSON-RPC request, answered as server-sent events."""
+                     body: bytes, clock: Clock = SYSTEM_CLOCK) -> web.StreamResponse:  # fmt: skip
+    """POST /rpc/stream: one streaming JSON-RPC request, answered as server-sent events (a
+    keepalive after ``KEEPALIVE_S`` of ``clock``'s time without output)."""
     try:
         method = msgspec.json.decode(body, type=_Method).method
     except msgspec.DecodeError:
@@ -86,7 +88,7 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
     finally:
         OUTPUT_SINK.reset(token)
     try:
-        await _pump(resp, queue, call)
+        await _pump(resp, queue, call, clock)
     except ConnectionError:  # the client left (a Ctrl-C): the finally below ends the command
         log.info("exec.stream_client_gone", method=method)
     finally:
@@ -98,11 +100,15 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
 
 
 async def _pump(resp: web.StreamResponse, queue: asyncio.Queue[bytes],
-                call: asyncio.Task[bytes | None]) -> None:  # fmt: skip
+                call: asyncio.Task[bytes | None], clock: Clock) -> None:  # fmt: skip
     while True:
         getter = asyncio.ensure_future(queue.get())
-        done, _ = await asyncio.wait({getter, call}, timeout=KEEPALIVE_S,
-                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        quiet = asyncio.ensure_future(clock.sleep(KEEPALIVE_S))
+        try:
+            done, _ = await asyncio.wait({getter, call, quiet},
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            quiet.cancel()
         if getter in done:
             await resp.write(sse(SSE_OUTPUT, getter.result()))
             continue

@@ -4,8 +4,6 @@ as of one instant (the provisioner copies it: providers/homes_fs.py); ``machines
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
 from contracts.daemon_rpc import GET_VERSION
@@ -38,6 +36,7 @@ from contracts.jsonrpc import NoParams, handles
 from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
 from core.backoff import backoff_s
+from core.clock import SYSTEM_CLOCK, Clock, within
 from providers.runtimes import keeps_memory
 from services.common.bus import Bus
 from services.common.daemon_client import DaemonClient
@@ -61,8 +60,10 @@ SOURCE_BACK_S = 120.0
 class ForkOps:
     def __init__(
         self, *, store: Store, bus: Bus, access: Access, hosts: HostControl, max_snapshots: int,
-        daemons: DaemonClient | None = None,
+        daemons: DaemonClient | None = None, clock: Clock = SYSTEM_CLOCK,
     ) -> None:  # fmt: skip
+        #: The time of the wait for a memory snapshot's source (its backoff and its limit).
+        self.clock = clock
         #: Asks the source's daemon, started again after a checkpoint, whether it is back.
         self.daemons = daemons
         self.store = store
@@ -157,19 +158,22 @@ class ForkOps:
         SOURCE_BACK_S is left to the prober (logged)."""
         if self.daemons is None:
             return
-        attempt = 0
         try:
-            async with asyncio.timeout(SOURCE_BACK_S):
-                while True:
-                    try:
-                        await self.daemons.call(machine_id, GET_VERSION, NoParams(), timeout_s=10)
-                        return
-                    except (DaemonUnavailable, DaemonTimeout):
-                        attempt += 1
-                        await asyncio.sleep(backoff_s(attempt, base=0.05, cap=1.0))
+            await within(self.clock, SOURCE_BACK_S, self._answers(self.daemons, machine_id))
         except TimeoutError:
             log.warning("machine.memory_source_not_back", machine_id=machine_id,
                         after_s=SOURCE_BACK_S)  # fmt: skip
+
+    async def _answers(self, daemons: DaemonClient, machine_id: str) -> None:
+        """Once the machine's daemon answers, asked again after a backoff of ``clock``'s."""
+        attempt = 0
+        while True:
+            try:
+                await daemons.call(machine_id, GET_VERSION, NoParams(), timeout_s=10)
+                return
+            except (DaemonUnavailable, DaemonTimeout):
+                attempt += 1
+                await self.clock.sleep(backoff_s(attempt, base=0.05, cap=1.0))
 
     async def made_from(self, snapshot: Snapshot, provider: str | None) -> Machine:
         """One more machine of the snapshot's instance, with a copy of it: a machine of its

@@ -32,6 +32,7 @@ from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.gateway_sessions import ATTACH_PATH
 from contracts.jsonrpc import Dispatcher, request_method
 from contracts.people import route_scope
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.bus import Bus
 from services.common.failover import TRANSIENT, as_unavailable
 from services.common.metrics import Metrics, metrics_handler
@@ -207,17 +208,20 @@ def make_app(
     byte_streams: ByteStreamOpener | None = None,
     oidc: OidcClient | None = None,
     audit: AuditLog | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> GatewayApps:
-    """The console's app, and the preview listener's when ``ports`` is given."""
+    """The console's app, and the preview listener's when ``ports`` is given; ``clock``: the
+    time of its rules (a woken port's wait, the events stream's keepalive)."""
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[always_answer, origin_middleware, auth_middleware],
                           client_max_size=max_body_bytes)  # fmt: skip
     app[CALLER] = resolve_caller
     public = dispatcher.only(PUBLIC_METHODS)
     app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
-    app[UNAUTHENTICATED] = BadSecrets(settings.rate_unauthenticated_per_min)
+    app[UNAUTHENTICATED] = BadSecrets(settings.rate_unauthenticated_per_min,
+                                      clock=clock.monotonic)  # fmt: skip
     app.on_response_prepare.append(_security_headers)
-    app[SESSIONS] = WebSessions(store, settings)
+    app[SESSIONS] = WebSessions(store, settings, clock)
     app[ORIGIN] = public_url(settings)
     app[AUDIT], app[TOKENS] = audit, TokenStore(store)
 
@@ -228,11 +232,12 @@ def make_app(
     slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
 
     async def revocation(_: web.Application) -> AsyncIterator[None]:
-        async with RevocationTicker(store, hub, slots, settings.revocation_round_s, audit):
+        async with RevocationTicker(store, hub, slots, settings.revocation_round_s, audit, clock):
             yield
 
     app.cleanup_ctx.append(revocation)
-    events_ctx = EventsContext(bus, store, hub, asyncio.Semaphore(settings.events_max_replays))
+    events_ctx = EventsContext(bus, store, hub, asyncio.Semaphore(settings.events_max_replays),
+                               clock)  # fmt: skip
 
     async def end_streams(_: web.Application) -> None:
         hub.end_all()
@@ -291,7 +296,7 @@ def make_app(
     async def rpc_stream(request: web.Request) -> web.StreamResponse:
         try:
             body = await read_body(request)
-            return await stream_rpc(request, dispatcher, request[CALLER_OF_REQUEST], body)
+            return await stream_rpc(request, dispatcher, request[CALLER_OF_REQUEST], body, clock)
         except FleetError as exc:  # before the stream started: a plain JSON-RPC error
             return error_response(exc)
 
@@ -308,7 +313,7 @@ def make_app(
     app.router.add_get("/", index)
     app.router.add_static("/static", STATIC)
     if codemode is not None:
-        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST)
+        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST, clock)
     if mcp is not None:
         add_mcp_route(app, mcp, CALLER_OF_REQUEST)
     if sessions is not None:
@@ -316,7 +321,7 @@ def make_app(
     previews = None
     if ports is not None and byte_streams is not None:
         tunnels = Tunnels(opener=byte_streams, resolve=resolve_caller,
-                          guesses=app[UNAUTHENTICATED])  # fmt: skip
+                          guesses=app[UNAUTHENTICATED], clock=clock)  # fmt: skip
         add_tunnel_route(app, tunnels, error_response, bearer)
         previews = make_preview_app(tunnels, ports.previews, error_response, bearer,
                                     settings.preview)  # fmt: skip

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from contracts.errors import FleetError, RateLimited, Unauthorized
 from contracts.jsonrpc import Params
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.settings import Settings
 from services.gateway.access import Caller
 
@@ -99,10 +100,10 @@ class CallLimits:
     (``environments.build``: a build, or an image ID it answers). The operator's admin
     callers are not limited: they are trusted with the whole platform anyway."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.create = RateLimiter(settings.rate_create_per_min)
-        self.exec = RateLimiter(settings.rate_exec_per_min)
-        self.build = RateLimiter(settings.rate_build_per_min)
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.create = RateLimiter(settings.rate_create_per_min, clock=clock.monotonic)
+        self.exec = RateLimiter(settings.rate_exec_per_min, clock=clock.monotonic)
+        self.build = RateLimiter(settings.rate_build_per_min, clock=clock.monotonic)
 
     @staticmethod
     def wrap(

@@ -34,6 +34,7 @@ import msgspec
 import structlog
 
 from contracts.errors import IdTokenRejected, Unavailable
+from core.clock import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger(__name__)
 
@@ -69,12 +70,15 @@ class Tokens(NamedTuple):
 
 
 class Keys:
-    """The provider's signing keys by id, fetched again (bounded) for an id it lacks."""
+    """The provider's signing keys by id, fetched again (bounded, in ``clock``'s time) for an
+    id it lacks."""
 
     def __init__(self, fetch: Callable[[], Awaitable[dict[str, Any]]],
-                 refetch_every_s: float = REFETCH_EVERY_S) -> None:  # fmt: skip
+                 refetch_every_s: float = REFETCH_EVERY_S,
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
         self._fetch = fetch
         self._every = refetch_every_s
+        self._clock = clock
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
 
@@ -86,10 +90,12 @@ class Keys:
         return self._keys.get(kid)
 
     def _may_fetch(self) -> bool:
-        return self._fetched_at is None or time.monotonic() - self._fetched_at >= self._every
+        if self._fetched_at is None:
+            return True
+        return self._clock.monotonic() - self._fetched_at >= self._every
 
     async def _refresh(self) -> None:
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock.monotonic()
         keys: dict[str | None, jwt.PyJWK] = {}
         for jwk in (await self._fetch()).get("keys", []):
             if jwk.get("use", "sig") != "sig":
@@ -181,16 +187,18 @@ def pkce_pair() -> tuple[str, str]:
 
 class OidcClient:
     """One provider, as this gateway's client: discovery and keys fetched when first needed,
-    so the gateway starts (and serves tokens) while the provider is away."""
+    so the gateway starts (and serves tokens) while the provider is away. The keys' refetch
+    interval and an ID token's age are ``clock``'s time."""
 
     def __init__(self, session: aiohttp.ClientSession, *, issuer: str, client_id: str,
-                 client_secret: str) -> None:  # fmt: skip
+                 client_secret: str, clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
         self._http = session
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
         self._discovery: Discovery | None = None
-        self.keys = Keys(self._fetch_keys)
+        self._clock = clock
+        self.keys = Keys(self._fetch_keys, clock=clock)
 
     async def discovery(self) -> Discovery:
         if self._discovery is None:
@@ -271,8 +279,9 @@ class OidcClient:
         return await self._token(form, pending_ok=True)
 
     async def validate(self, raw: str, nonce: str | None) -> dict[str, Any]:
-        return await validate_id_token(raw, self.keys, issuer=self.issuer,
-                                       client_id=self.client_id, nonce=nonce)  # fmt: skip
+        return await validate_id_token(raw, self.keys, issuer=self.issuer, nonce=nonce,
+                                       client_id=self.client_id,
+                                       now=self._clock.now())  # fmt: skip
 
     async def claims(self, tokens: Tokens, nonce: str | None) -> dict[str, Any]:
         """The ID token's validated claims, and those it lacks from UserInfo."""

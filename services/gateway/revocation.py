@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Self
 
 from contracts.audit import Action
+from core.clock import SYSTEM_CLOCK, Clock
 from core.ticker import Ticker
 from services.common.store import Store
 from services.gateway.audit_log import AuditLog
@@ -33,8 +34,9 @@ class RevocationTicker(Ticker):
     failed_event = "gateway.revocation_check_failed"
 
     def __init__(self, store: Store, events: EventHub, slots: ByteStreamSlots,
-                 interval_s: float, audit: AuditLog | None = None) -> None:  # fmt: skip
-        super().__init__(interval_s)
+                 interval_s: float, audit: AuditLog | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+        super().__init__(interval_s, clock)
         self._audit = audit
         self._store = store
         self._events = events

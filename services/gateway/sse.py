@@ -30,6 +30,7 @@ from contracts import sse, subjects
 from contracts.errors import Forbidden, InvalidParams, NotFound, RateLimited, Unavailable
 from contracts.ids import MACHINE_ID_RE
 from contracts.people import MACHINES_READ
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.bus import Bus
 from services.common.failover import TRANSIENT, as_unavailable
 from services.common.store import Store
@@ -72,6 +73,8 @@ class EventsContext:
     hub: EventHub
     #: Stored-event replays running at once in this gateway.
     replays: asyncio.Semaphore
+    #: The time of a stream's keepalives, polls and replay stall.
+    clock: Clock = SYSTEM_CLOCK
 
 
 def parse_start(request: web.Request) -> Start:
@@ -126,7 +129,7 @@ async def stream_events(request: web.Request, ctx: EventsContext, caller: Caller
             floor = await _replay(resp, ctx, start, sub) if start.replays else 0
             if floor is not None:
                 await resp.write(_CAUGHT_UP)
-                await _pump(request, resp, sub, floor)
+                await _pump(request, resp, sub, floor, ctx.clock)
         except TRANSIENT as exc:  # the bus went while replaying: the same as below
             sub.error = as_unavailable(exc)
         if sub.error is not None:  # the stream cannot go on: tell the client why, and end
@@ -161,7 +164,7 @@ async def _replay(resp: web.StreamResponse, ctx: EventsContext, start: Start, su
         try:
             if await _nothing_matches(consumer):
                 return last
-            return await _send_stored(resp, stored, sub, last)
+            return await _send_stored(resp, stored, sub, last, ctx.clock)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await consumer.unsubscribe()
@@ -207,13 +210,13 @@ async def _nothing_matches(consumer: JetStreamContext.PushSubscription) -> bool:
 
 
 async def _send_stored(resp: web.StreamResponse, stored: asyncio.Queue[Msg], sub: Subscriber,
-                       last: int) -> int | None:  # fmt: skip
+                       last: int, clock: Clock) -> int | None:  # fmt: skip
     sent = 0
     while not sub.ended.is_set():
         if sub.overflow.is_set() and stored.empty():
             await resp.write(_OVERFLOW)
             return None
-        msg = await _next(stored, sub.ended, REPLAY_STALL_S)
+        msg = await _next(stored, sub.ended, REPLAY_STALL_S, clock)
         if msg is None:
             if not sub.ended.is_set():
                 log.warning("events.replay_stalled", after=sent, up_to=last)
@@ -231,39 +234,42 @@ async def _send_stored(resp: web.StreamResponse, stored: asyncio.Queue[Msg], sub
 
 
 async def _pump(
-    request: web.Request, resp: web.StreamResponse, sub: Subscriber, floor: int
+    request: web.Request, resp: web.StreamResponse, sub: Subscriber, floor: int, clock: Clock
 ) -> None:
     """Live events after ``floor`` until the stream ends, its client goes or falls too far
-    behind."""
-    loop = asyncio.get_running_loop()
-    quiet_since = loop.time()
+    behind; a keepalive after ``KEEPALIVE_S`` of ``clock``'s time without one."""
+    quiet_since = clock.monotonic()
     while not sub.ended.is_set() and not (sub.overflow.is_set() and sub.queue.empty()):
         if request.transport is None or request.transport.is_closing():
             return
-        msg = await _next(sub.queue, sub.ended, POLL_S)
+        msg = await _next(sub.queue, sub.ended, POLL_S, clock)
         if msg is None:
-            if not sub.ended.is_set() and loop.time() - quiet_since >= KEEPALIVE_S:
+            if not sub.ended.is_set() and clock.monotonic() - quiet_since >= KEEPALIVE_S:
                 await resp.write(b": keepalive\n\n")
-                quiet_since = loop.time()
+                quiet_since = clock.monotonic()
             continue
         seq = msg.metadata.sequence.stream
         if seq > floor:
             await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
-            quiet_since = loop.time()
+            quiet_since = clock.monotonic()
     if sub.overflow.is_set() and not sub.ended.is_set():
         await resp.write(_OVERFLOW)
 
 
-async def _next(queue: asyncio.Queue[Msg], stop: asyncio.Event, timeout_s: float) -> Msg | None:
-    """The next message; None after ``timeout_s`` without one, or when ``stop`` is set."""
+async def _next(queue: asyncio.Queue[Msg], stop: asyncio.Event, timeout_s: float,
+                clock: Clock) -> Msg | None:  # fmt: skip
+    """The next message; None after ``timeout_s`` of ``clock``'s time without one, or when
+    ``stop`` is set."""
     if not queue.empty():
         return queue.get_nowait()
     get = asyncio.ensure_future(queue.get())
     halt = asyncio.ensure_future(stop.wait())
+    timer = asyncio.ensure_future(clock.sleep(timeout_s))
     try:
-        await asyncio.wait({get, halt}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({get, halt, timer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         halt.cancel()
+        timer.cancel()
         if not get.done():
             get.cancel()
     return get.result() if get.done() and not get.cancelled() else None

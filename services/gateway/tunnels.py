@@ -30,6 +30,7 @@ from contracts.ids import MACHINE_ID_RE
 from contracts.people import PORTS
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
 from core.byte_stream import ByteStream
+from core.clock import SYSTEM_CLOCK, Clock
 from core.relay import relay
 from services.common.byte_stream_join import PlatformStream
 from services.gateway.access import Caller
@@ -52,13 +53,15 @@ CLOSE_BROKEN = 1011
 
 
 class Tunnels:
-    """Opens tunnels for callers; the port routes' shared context."""
+    """Opens tunnels for callers; the port routes' shared context. A woken port's wait is
+    ``clock``'s time."""
 
     def __init__(self, *, opener: ByteStreamOpener, resolve: CallerResolver,
-                 guesses: BadSecrets) -> None:  # fmt: skip
+                 guesses: BadSecrets, clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
         self.opener = opener
         self.resolve = resolve
         self.guesses = guesses
+        self.clock = clock
 
     async def open(self, caller: Caller, machine_id: str, port: int, audit: str | None = None,
                    wake: WakeBy = WakeBy.TUNNEL,
@@ -72,7 +75,7 @@ class Tunnels:
         opened = partial(self.opener.open, caller.doing(PORTS), machine_id, TUNNEL_CONNECT,
                          params, window=WINDOW, chunk_size=CHUNK, audit=audit,
                          wake=wake)  # fmt: skip
-        _, stream = await open_woken(opened, woken)
+        _, stream = await open_woken(opened, woken, self.clock)
         return stream
 
     async def wake(self, caller: Caller, machine_id: str, by: WakeBy, within_s: float | None,

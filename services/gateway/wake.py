@@ -14,9 +14,7 @@ restored, a moment before its daemon has reconnected.
 
 from __future__ import annotations
 
-import asyncio
 import html
-import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TypeVar
@@ -218,16 +216,19 @@ async def wake_for(access: Access, caller: Caller, machine_id: str, by: WakeBy,
     return True
 
 
-async def open_woken(open_: Callable[[], Awaitable[T]], woken: bool) -> T:
+async def open_woken(open_: Callable[[], Awaitable[T]], woken: bool,
+                     clock: Clock = SYSTEM_CLOCK) -> T:  # fmt: skip
     """``open_()``; once its machine was just woken, tried again while its port is unreachable,
-    for up to ``WOKEN_PORT_WAIT_S``: the program behind it may not listen yet."""
-    deadline = time.monotonic() + WOKEN_PORT_WAIT_S
+    for up to ``WOKEN_PORT_WAIT_S`` of ``clock``'s time: the program behind it may not listen
+    yet."""
+    deadline = clock.monotonic() + WOKEN_PORT_WAIT_S
     attempt = 0
     while True:
         try:
             return await open_()
         except PortUnreachable:
-            if not woken or time.monotonic() >= deadline:
+            left = deadline - clock.monotonic()
+            if not woken or left <= 0:
                 raise
         attempt += 1
-        await asyncio.sleep(backoff_s(attempt, base=0.05, cap=0.5))
+        await clock.sleep(min(left, backoff_s(attempt, base=0.05, cap=0.5)))

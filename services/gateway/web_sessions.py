@@ -14,6 +14,7 @@ import secrets
 from aiohttp import web
 
 from contracts.errors import CsrfRejected
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.settings import Settings
 from services.common.store import Store
 from services.common.store_users import SessionRecord, session_record
@@ -31,11 +32,13 @@ def session_id(secret: str) -> str:
 
 
 class WebSessions:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self._users = store.users
         self._store = store
         self._ttl_s = settings.session_ttl_s
-        self._cache = CallerCache[tuple[Caller, SessionRecord]](store, settings.revocation_round_s)
+        self._cache = CallerCache[tuple[Caller, SessionRecord]](
+            store, settings.revocation_round_s, clock=clock
+        )
 
     async def start(self, user_id: str) -> str:
         """A new session for the user; its secret, for the cookie."""

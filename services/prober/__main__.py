@@ -28,6 +28,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     ):
         await stack.enter_async_context(part)
     svc = Prober.wired(settings, store, bus, metrics)
+    svc.clock = clock
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import structlog
 
 from contracts.consumers import Durable
-from contracts.events import Event, MachineCreated, MachineFailed, now
+from contracts.events import Event, MachineCreated, MachineFailed
 from contracts.gateway_hosts import NO_HOST_WITH_CAPACITY, PLACEMENT_STAGE, HostInfo
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
+from core.clock import Clock
 from services.common.bus import Bus
 from services.common.consumer import Retry
 from services.common.hosts import has_room, host_infos
@@ -43,6 +44,8 @@ class PlacementWatchdog:
     store: Store
     bus: Bus
     settings: Settings
+    #: How long a create waited is this clock's now less the event's time.
+    clock: Clock
 
     async def give_up_placement(self, event: Event, reason: str) -> None:
         await self.fail_unplaced(event, f"{NO_HOST_WITH_CAPACITY}: {reason}")
@@ -53,7 +56,7 @@ class PlacementWatchdog:
     )  # fmt: skip
     async def on_created(self, event: MachineCreated) -> None:
         timeout = self.settings.placement_timeout_s
-        waited = (now() - event.occurred_at).total_seconds()
+        waited = self.clock.now() - event.occurred_at.timestamp()
         machine = await self.store.get_machine(event.machine_id)
         if machine.status is not S.CREATED:
             return  # a host took it (or it was archived)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import structlog
 
 from contracts import daemon_rpc as d
 from contracts.consumers import Durable
 from contracts.errors import NotFound
-from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed, now
+from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
+from core.clock import SYSTEM_CLOCK, Clock
+from services.common.bus import Bus
 from services.common.consumer import Permanent, Retry
+from services.common.daemon_client import DaemonClient
 from services.common.settings import Settings
 from services.common.stage import Stage
+from services.common.store import Store
 from services.common.subscriptions import subscriber
 from services.prober.checks import probe_once
 from services.prober.placement import PlacementWatchdog
@@ -29,8 +30,16 @@ def _boot_budget(settings: Settings) -> float:
 
 
 class Prober(PlacementWatchdog, Stage):
+    """The probe's delay, deadline and interval, and the boot and placement watchdogs' waits
+    (since their event's time), are ``clock``'s time (a test's manual one)."""
+
     stage = "probe"
     daemon_methods = (d.HEALTH, d.EXEC_COMMAND)
+
+    def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings,
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings)
+        self.clock = clock
 
     @subscriber(SetupPushed, durable=Durable.PROBER)
     async def on_setup_pushed(self, event: SetupPushed) -> None:
@@ -51,7 +60,7 @@ class Prober(PlacementWatchdog, Stage):
         if self.keys is not None:
             self.keys.prime(machine.id, step.sealed_token)
         if self.settings.probe_delay_s > 0:
-            await asyncio.sleep(self.settings.probe_delay_s)
+            await self.clock.sleep(self.settings.probe_delay_s)
         await self.probe_until_healthy(event)
         t = await self.store.transition(machine.id, S.READY, "all readiness checks passed")
         if t.accepted:  # moved now, or a repeat: announcing again is deduplicated
@@ -60,16 +69,16 @@ class Prober(PlacementWatchdog, Stage):
     async def probe_until_healthy(self, event: SetupPushed) -> None:
         s = self.settings
         mc = self.daemons.machine(event.machine_id)
-        deadline = time.monotonic() + s.probe_timeout_s
+        deadline = self.clock.monotonic() + s.probe_timeout_s
         while True:
             problem = await probe_once(mc, event)
             if problem is None:
                 log.debug("probe.healthy")  # machine.ready follows: no line per machine
                 return
-            if time.monotonic() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 raise Permanent(f"not healthy after {s.probe_timeout_s:g}s: {problem}")
             log.info("probe.not_yet", problem=problem)
-            await asyncio.sleep(s.probe_interval_s)
+            await self.clock.sleep(s.probe_interval_s)
 
     async def _announce(self, cause: SetupPushed) -> None:
         await self.bus.publish(
@@ -88,7 +97,7 @@ class Prober(PlacementWatchdog, Stage):
     async def on_provisioned(self, event: MachineProvisioned) -> None:
         """Boot watchdog: a machine whose daemon never reports ready fails, it does not hang."""
         timeout = self.settings.boot_timeout_s
-        waited = (now() - event.occurred_at).total_seconds()
+        waited = self.clock.now() - event.occurred_at.timestamp()
         machine = await self.store.get_machine(event.machine_id)
         if machine.status is not S.BOOTING:
             return  # it reported (or was archived): nothing to watch

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 import structlog
 
 from contracts.errors import FleetError
+from core.clock import SYSTEM_CLOCK, Clock
 from providers import homes_fs
 from providers.code import code_repo
 from providers.docker import DockerProvider
@@ -40,6 +41,8 @@ log = structlog.get_logger(__name__)
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
+    # The one clock of this process's time-dependent rules (tests pass a manual one).
+    clock = SYSTEM_CLOCK
     store = await stack.enter_async_context(Store.of(settings))
     bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
     metrics = await service_metrics(settings, stack)
@@ -74,20 +77,21 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     )
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
-    heartbeat = HostHeartbeat(store, settings)
-    refusals = await stack.enter_async_context(EgressEvents(bus))
+    heartbeat = HostHeartbeat(store, settings, clock)
+    refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
     svc = Provisioner(
         store=store,
         bus=bus,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
         box=SecretBox(settings.secret_key),
-        pools=await warm_pools(settings, stack, local, docker),
+        pools=await warm_pools(settings, stack, local, docker, clock),
         settings=settings,
         heartbeat=heartbeat,
         engine=lambda: docker.docker,
         dns=dns,
         refusals=refusals,
+        clock=clock,
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)
@@ -105,9 +109,13 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
 
 async def warm_pools(
-    settings: Settings, stack: AsyncExitStack, local: LocalProvider, docker: DockerProvider
+    settings: Settings,
+    stack: AsyncExitStack,
+    local: LocalProvider,
+    docker: DockerProvider,
+    clock: Clock,
 ) -> dict[str, WarmPool]:
-    """This process's warm pools (FLEET_WARM_POOL), stopped with it."""
+    """This process's warm pools (FLEET_WARM_POOL), stopped with it; their rules on ``clock``."""
     pools: dict[str, WarmPool] = {}
     for name, size in settings.warm_pool_sizes.items():
         if size <= 0:
@@ -133,7 +141,8 @@ async def warm_pools(
         else:
             log.warning("provision.pool_unsupported", provider=name, sandbox=local.sandbox)
             continue
-        pool = WarmPool(backend, size, min_available_mb=settings.warm_pool_min_available_mb)
+        pool = WarmPool(backend, size, min_available_mb=settings.warm_pool_min_available_mb,
+                        clock=clock)  # fmt: skip
         pools[name] = await stack.enter_async_context(pool)
     return pools
 

@@ -10,7 +10,6 @@ the platform's default environment. A machine that cannot have its environment f
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import aiodocker
@@ -27,6 +26,7 @@ from contracts.events import EnvironmentBuildOutput
 from contracts.gateway_environments import DEFAULT_ENVIRONMENT, DevcontainerSource, Environment
 from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
+from core.clock import SYSTEM_CLOCK, Clock
 from environments import build as eb, cache as build_cache, sources
 from environments.lifecycle import MachineLifecycle
 from environments.machine import build_for_machine
@@ -157,12 +157,14 @@ async def build_source(
 class DevcontainerDetector:
     """With no environment set: the devcontainer environment of the first of the instance's
     repos (by path) that has a devcontainer file, in the spec's places (None: the platform's
-    default). Each repo's answer is kept for ``ttl_s``, so creates in a row check a repo out
-    once. A repo with credentials is not looked at (the host's checkout has no token), nor
-    one the host cannot fetch: both leave the default, with a warning in the log."""
+    default). Each repo's answer is kept for ``ttl_s`` of ``clock``'s time, so creates in a
+    row check a repo out once. A repo with credentials is not looked at (the host's checkout
+    has no token), nor one the host cannot fetch: both leave the default, with a warning in
+    the log."""
 
-    def __init__(self, ttl_s: float = 60.0) -> None:
+    def __init__(self, ttl_s: float = 60.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.ttl_s = ttl_s
+        self.clock = clock
         self._found: dict[tuple[str, str], tuple[float, str | None]] = {}
 
     async def find(self, ctx: EnvironmentContext) -> Environment | None:
@@ -180,7 +182,7 @@ class DevcontainerDetector:
             log.warning("environment.detect_skipped", machine_id=machine_id, repo=repo.path,
                         reason="its credentials are not used on the host")  # fmt: skip
             return None
-        key, now = (repo.url, repo.branch), time.monotonic()
+        key, now = (repo.url, repo.branch), self.clock.monotonic()
         kept = self._found.get(key)
         if kept is not None and now - kept[0] < self.ttl_s:
             return kept[1]

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Self
 
 import structlog
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.ticker import Ticker
 from providers.warm_pool import mem_available_mb
 from services.common.settings import Settings
@@ -18,13 +18,14 @@ log = structlog.get_logger(__name__)
 
 
 class HostHeartbeat(Ticker):
-    """Announces the host at entry, then every ``FLEET_HOST_HEARTBEAT_S`` until exit."""
+    """Announces the host at entry, then every ``FLEET_HOST_HEARTBEAT_S`` of ``clock``'s time
+    until exit; each beat is dated by ``clock``."""
 
     name = "host-heartbeat"
     failed_event = "host.heartbeat_failed"
 
-    def __init__(self, store: Store, settings: Settings) -> None:
-        super().__init__(settings.host_heartbeat_s)
+    def __init__(self, store: Store, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(settings.host_heartbeat_s, clock)
         self._store = store
         self._host_id = settings.host_id
         self._capacity = settings.host_capacity
@@ -45,7 +46,7 @@ class HostHeartbeat(Ticker):
         """One heartbeat now (its flag: whether the host is drained)."""
         low = memory_low(self._min_available_mb)
         draining = await self._store.hosts.beat(
-            self._host_id, self._capacity, time.time(), memory_low=low
+            self._host_id, self._capacity, self.clock.now(), memory_low=low
         )
         if draining != self.draining:
             log.info("host.draining" if draining else "host.takes_machines", host_id=self._host_id)

@@ -22,6 +22,7 @@ from contracts.events import (
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
+from core.clock import SYSTEM_CLOCK, Clock
 from providers.base import HomeCloner, Provider
 from providers.cgroup import NotFrozen
 from providers.egress_dns import DnsProxy
@@ -70,6 +71,7 @@ class Provisioner(PauseHandlers):
         engine: Callable[[], aiodocker.Docker] | None = None,
         dns: DnsProxy | None = None,
         refusals: EgressEvents | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
         self.settings = settings or Settings()
@@ -86,7 +88,7 @@ class Provisioner(PauseHandlers):
         self.engine = engine
         self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns, refusals)
         #: What the instance's repos say of their devcontainer.json, for a short while.
-        self.detector = DevcontainerDetector()
+        self.detector = DevcontainerDetector(clock=clock)
 
     async def room(self, held: frozenset[str]) -> int | None:
         """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""

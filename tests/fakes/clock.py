@@ -8,6 +8,10 @@ import heapq
 import itertools
 import time
 
+#: A step the clock moves exactly (a binary fraction, so a time just before a rule's and the
+#: rule's own add up without rounding): a test advances to ``limit - TICK``, then ``TICK``.
+TICK = 1 / 64
+
 
 class ManualClock:
     """``now`` and ``monotonic`` move together, by ``advance`` only. ``sleep`` waits until the

@@ -3,9 +3,12 @@ fast world; storing and reading entries on the real stream: tests/integration/te
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 import redis.exceptions
+from structlog.testing import capture_logs
 
 from contracts.audit import Action, encode_entry
 from contracts.errors import Forbidden, InvalidParams, NotFound, Unavailable
@@ -14,7 +17,8 @@ from contracts.jsonrpc import Dispatcher
 from services.common.settings import Settings
 from services.gateway.access import Caller
 from services.gateway.api import routes
-from services.gateway.audit_log import AuditLog, audited
+from services.gateway.audit_log import _DROP_LOG_S, AuditLog, audited
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 
 #: What docs/audit.md promises an entry takes at most, encoded.
@@ -69,6 +73,35 @@ async def test_a_full_buffer_drops_counted_and_logged(
     assert [e.params["name"] for e in log.buffered()] == ["V0", "V1"]
     assert log.dropped == 3
     assert "audit.dropped" in capsys.readouterr().out
+
+
+async def stores_nothing() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_drops_are_logged_at_most_once_a_period_of_the_clock_and_all_counted(
+    world: World, settings: Settings
+) -> None:
+    """While the writer runs, a drop is logged, and the drops after it within ``_DROP_LOG_S``
+    of the log's clock only counted; the first drop at the period's end is logged again."""
+    clock = ManualClock()
+    log = AuditLog(msgspec.structs.replace(settings, audit_buffer=1), world.store, clock=clock)
+    log._task = asyncio.ensure_future(stores_nothing())  # the writer, running
+    try:
+        log.record("env.set", actor="admin", params={"name": "KEPT"})  # fills the buffer
+        with capture_logs() as logs:
+            log.record("env.set", actor="admin")
+            await clock.advance(_DROP_LOG_S - TICK)
+            log.record("env.set", actor="admin")  # within the period: counted only
+            logged_within = len([e for e in logs if e["event"] == "audit.dropped"])
+            await clock.advance(TICK)
+            log.record("env.set", actor="admin")
+        dropped = [e for e in logs if e["event"] == "audit.dropped"]
+    finally:
+        log._task.cancel()
+    assert logged_within == 1
+    assert [e["dropped_total"] for e in dropped] == [1, 3]
+    assert log.dropped == 3
 
 
 async def test_refusals_never_push_a_real_entry_out_of_a_full_buffer(

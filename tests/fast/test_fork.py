@@ -3,9 +3,13 @@ and provider). Real daemons, both home filesystems: tests/integration/test_fork.
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
+from contracts.daemon_rpc import GET_VERSION
 from contracts.errors import (
     Conflict,
     Forbidden,
@@ -17,7 +21,9 @@ from contracts.errors import (
 from contracts.events import MachineCreated, MachineProvisioned
 from contracts.status import MachineStatus as S
 from services.common.consumer import Retry
+from services.gateway.fork_ops import SOURCE_BACK_S
 from services.provisioner.service import Provisioner
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
 
@@ -207,3 +213,45 @@ async def test_a_fork_is_made_only_by_the_host_of_the_home_it_copies(world: Worl
     for mid in (fork["id"], made["id"]):
         got = await world.machine(mid)
         assert (got.status, got.host_id) == (S.READY, world.settings.host_id)
+
+
+class TestSourceBack:
+    """After a memory snapshot, the call waits for its source's daemon (started again) to
+    answer, asking again after a backoff, for up to ``SOURCE_BACK_S`` of the clock's time;
+    then it is left to the prober, logged."""
+
+    @staticmethod
+    async def unanswered(world: World) -> tuple[ManualClock, str]:
+        """The fork ops on a manual clock, and a machine whose daemon does not answer."""
+        clock = ManualClock()
+        world.api.forks.clock = clock
+        m = await world.ready_machine()
+        world.daemons[m.id].mode = "unavailable"
+        return clock, m.id
+
+    async def test_a_source_that_never_answers_is_waited_for_until_the_limit_not_before(
+        self, world: World
+    ) -> None:
+        clock, machine_id = await self.unanswered(world)
+        with capture_logs() as logs:
+            wait = asyncio.ensure_future(world.api.forks._source_back(machine_id))
+            await clock.advance(SOURCE_BACK_S - TICK)
+            assert not wait.done()
+            assert len(world.daemons.calls_of(GET_VERSION.name, machine_id)) > 2  # asked again
+            await clock.advance(TICK)
+            await asyncio.wait_for(wait, 10)
+        given_up = [e for e in logs if e["event"] == "machine.memory_source_not_back"]
+        assert [e["after_s"] for e in given_up] == [SOURCE_BACK_S]
+
+    async def test_a_source_that_answers_again_ends_the_wait_within_one_backoff(
+        self, world: World
+    ) -> None:
+        clock, machine_id = await self.unanswered(world)
+        with capture_logs() as logs:
+            wait = asyncio.ensure_future(world.api.forks._source_back(machine_id))
+            await clock.advance(10.0)
+            assert not wait.done()
+            world.daemons[machine_id].mode = "up"
+            await clock.advance(1.0)  # the backoff's cap
+            await asyncio.wait_for(wait, 10)
+        assert not [e for e in logs if e["event"] == "machine.memory_source_not_back"]

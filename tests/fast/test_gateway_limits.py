@@ -7,7 +7,8 @@ import pytest
 
 from contracts.errors import FleetError, RateLimited
 from services.gateway.access import Caller
-from services.gateway.limits import RateLimiter
+from services.gateway.limits import CallLimits, RateLimiter
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of
 
@@ -46,6 +47,28 @@ async def test_a_token_past_its_exec_budget_gets_rate_limited(world: World) -> N
         await world.rpc("machines.exec", {"machineId": machine.id, "command": ["true"]}, mine)
     with pytest.raises(RateLimited):
         await world.rpc("machines.exec", {"machineId": machine.id, "command": ["true"]}, mine)
+
+
+@method("machines.exec")
+async def test_a_spent_exec_budget_gives_one_more_call_per_its_share_of_a_minute(
+    world: World,
+) -> None:
+    """3 a minute: once spent, the next call is allowed 20 s of the gateway's clock later."""
+    clock = ManualClock()
+    world.api.limits = CallLimits(world.settings, clock)
+    world.dispatcher = world.api.dispatcher()  # its routes take the limits they are built with
+    machine = await world.ready_machine()
+    mine = token_of(machine.instance_id)
+    run = {"machineId": machine.id, "command": ["true"]}
+    for _ in range(3):
+        await world.rpc("machines.exec", run, mine)
+    await clock.advance(20.0 - TICK)
+    with pytest.raises(RateLimited):
+        await world.rpc("machines.exec", run, mine)
+    await clock.advance(TICK)
+    await world.rpc("machines.exec", run, mine)
+    with pytest.raises(RateLimited):
+        await world.rpc("machines.exec", run, mine)
 
 
 @method("environments.build")

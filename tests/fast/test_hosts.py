@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
@@ -32,6 +32,7 @@ from services.prober.liveness import HeartbeatMonitor
 from services.provisioner.host import HostHeartbeat, memory_low, room_left
 from services.provisioner.host_rpc import HostMethods
 from services.provisioner.service import Provisioner
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method
@@ -78,6 +79,26 @@ async def test_a_host_without_a_heartbeat_for_lost_after_is_lost(world: World) -
     listed = await hosts(world)
     assert (listed["gone"]["state"], listed["here"]["state"]) == ("lost", "active")
     assert listed["here"]["capacity"] is None  # 0: no limit
+
+
+async def test_a_host_beats_at_entry_and_every_heartbeat_interval_of_its_clock(
+    world: World,
+) -> None:
+    clock = ManualClock()
+    every = world.settings.host_heartbeat_s  # FLEET_HOST_HEARTBEAT_S, on the manual clock
+
+    async def last_beat() -> float:
+        record = await world.store.hosts.record(HOST)
+        assert record is not None
+        return record.last_beat
+
+    async with HostHeartbeat(world.store, world.settings, clock):
+        began = clock.now()
+        assert await last_beat() == began
+        await clock.advance(every - TICK)
+        assert await last_beat() == began
+        await clock.advance(TICK)
+        assert await last_beat() == began + every
 
 
 @method("hosts.list")
@@ -127,6 +148,25 @@ async def test_an_untaken_create_fails_once_no_host_has_room(world: World) -> No
     assert machine.status_reason.startswith("placement failed: no host with capacity took it")
     [failed] = world.bus.of(MachineFailed, event.machine_id)
     assert failed.stage == "placement"
+
+
+async def test_an_untaken_create_fails_at_its_placement_timeout_of_the_clock(
+    world: World,
+) -> None:
+    clock = ManualClock()
+    world.prober.clock = clock
+    await world.store.hosts.beat(HOST, 1, time.time())  # announced with room for one...
+    await world.ready_machine()  # ...which it took
+    event = await untaken(world, age_s=0.0)
+    event.occurred_at = datetime.fromtimestamp(clock.now(), UTC)
+    timeout = world.settings.placement_timeout_s
+    await clock.advance(timeout - TICK)
+    with pytest.raises(Retry) as later:
+        await world.prober.on_created(event)
+    assert later.value.delay_s == TICK  # looked at again at the timeout
+    await clock.advance(TICK)
+    await world.prober.on_created(event)
+    assert (await world.machine(event.machine_id)).status is S.FAILED
 
 
 async def test_an_untaken_create_waits_while_a_host_has_room(world: World) -> None:

@@ -18,6 +18,9 @@ from contracts.errors import (
     InvalidParams,
     NotFound,
 )
+from contracts.models import Repo
+from services.provisioner.environment import DevcontainerDetector
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances
 from tests.gitcmd import git
@@ -194,3 +197,26 @@ async def test_what_cannot_be_looked_at_now_is_set_and_checked_at_resolution(
     env = {"devcontainer": {"repo": "src/app", "path": None}}
     got = await world.rpc("instances.setEnvironment", {"instanceId": a, "environment": env})
     assert got["environment"] == env
+
+
+async def test_a_repos_devcontainer_answer_is_kept_for_its_ttl_of_the_clock_then_looked_again(
+    world: World, tmp_path: Path
+) -> None:
+    """The detector's cache: a devcontainer.json committed after a repo was looked at is seen
+    once ``ttl_s`` has passed since, not before."""
+    clock = ManualClock()
+    detector = DevcontainerDetector(ttl_s=60.0, clock=clock)
+    url = origin(tmp_path, {"README": "no devcontainer yet"})
+    repo = Repo(url=url, branch="main", path="app")
+    settings = world.settings
+    assert await detector._in(repo, settings, "m-0000000000000001") is None
+    work = Path(url)
+    (work / ".devcontainer").mkdir()
+    (work / ".devcontainer" / "devcontainer.json").write_text('{"image": "debian"}')
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "devcontainer", cwd=work)
+    await clock.advance(60.0 - TICK)
+    assert await detector._in(repo, settings, "m-0000000000000001") is None  # kept
+    await clock.advance(TICK)
+    found = await detector._in(repo, settings, "m-0000000000000001")
+    assert found == ".devcontainer/devcontainer.json"

@@ -3,11 +3,13 @@ liveness after ready. And the status table as the stages see it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import msgspec
+import pytest
 
 from contracts.consumers import Durable
 from contracts.daemon_rpc import HealthParams, WriteFileParams
@@ -24,7 +26,9 @@ from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
+from services.common.consumer import Permanent, Retry
 from services.prober.liveness import HeartbeatMonitor
+from tests.fakes.clock import TICK, ManualClock
 from tests.fakes.daemons import Checkout
 from tests.fast.conftest import World
 
@@ -106,6 +110,62 @@ async def test_a_missing_checkout_times_out_and_fails_at_stage_probe(world: Worl
                                              "missing on the machine")  # fmt: skip
     assert world.bus.outcomes(Durable.PROBER) == ["gave_up"]
     assert (await world.machine(machine.id)).status_reason.startswith("probe failed: ")
+
+
+class TestOnItsClock:
+    """The probe's delay, deadline and interval on a manual clock, each just before and at its
+    time (the handler run directly: the bus would retry a failure)."""
+
+    @staticmethod
+    def timed(world: World, clock: ManualClock, **times: float) -> None:
+        world.prober.clock = clock
+        world.prober.settings = msgspec.structs.replace(world.settings, **times)
+
+    async def test_a_machine_never_healthy_fails_at_its_deadline_not_before(
+        self, world: World
+    ) -> None:
+        clock = ManualClock()
+        self.timed(world, clock, probe_timeout_s=10.0, probe_interval_s=1.0)
+        machine, pushed = await setting_up(world)
+        world.daemons[machine.id].unhealthy_for = 1000
+        probing = asyncio.ensure_future(world.prober.on_setup_pushed(pushed))
+        await clock.advance(10.0 - TICK)
+        assert not probing.done()
+        health = world.daemons.calls_of("daemon.health", machine.id)
+        assert len(health) == 10  # at 0, 1, ... 9 s: one a probe interval
+        await clock.advance(TICK)
+        with pytest.raises(Permanent, match="not healthy after 10s"):
+            await asyncio.wait_for(probing, 10)
+
+    async def test_the_first_probe_waits_the_probe_delay(self, world: World) -> None:
+        clock = ManualClock()
+        self.timed(world, clock, probe_delay_s=5.0)
+        machine, pushed = await setting_up(world)
+        probing = asyncio.ensure_future(world.prober.on_setup_pushed(pushed))
+        await clock.advance(5.0 - TICK)
+        assert world.daemons.calls_of("daemon.health", machine.id) == []
+        await clock.advance(TICK)
+        await asyncio.wait_for(probing, 10)
+        assert (await world.machine(machine.id)).status is S.READY
+
+    async def test_the_boot_watchdog_fails_a_silent_daemon_at_its_timeout_not_before(
+        self, world: World
+    ) -> None:
+        clock = ManualClock()
+        self.timed(world, clock)
+        machine = await booting(world)
+        at = datetime.fromtimestamp(clock.now(), UTC)
+        event = MachineProvisioned(event_id=new_event_id(), machine_id=machine.id,
+                                   provider="local", external_id="local:1",
+                                   occurred_at=at)  # fmt: skip
+        timeout = world.settings.boot_timeout_s
+        await clock.advance(timeout - TICK)
+        with pytest.raises(Retry) as later:
+            await world.prober.on_provisioned(event)
+        assert later.value.delay_s == TICK  # looked at again at the timeout
+        await clock.advance(TICK)
+        with pytest.raises(Permanent, match=f"did not report ready within {timeout:g}s"):
+            await world.prober.on_provisioned(event)
 
 
 async def test_an_unreachable_daemon_is_a_probe_problem_not_a_crash(world: World) -> None:

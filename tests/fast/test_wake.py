@@ -7,7 +7,7 @@ refusals: here, and tests/fast/test_pause.py, tests/fast/test_stop_start.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from contracts.errors import (
     DaemonTimeout,
     Forbidden,
     MachineStopped,
+    PortUnreachable,
     RunningMachinesLimit,
 )
 from contracts.events import (
@@ -37,8 +38,14 @@ from services.gateway import preview
 from services.gateway.access import Caller
 from services.gateway.limits import BadSecrets
 from services.gateway.tunnels import Tunnels
-from services.gateway.wake import Waker, wake_for
-from tests.fakes.clock import ManualClock
+from services.gateway.wake import (
+    WAKING_PAGE_AFTER_S,
+    WOKEN_PORT_WAIT_S,
+    Waker,
+    open_woken,
+    wake_for,
+)
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances
 from tests.fast.test_pause import ready_gvisor
@@ -234,6 +241,47 @@ class TestTimeout:
         assert "send it again" in late.value.message
 
 
+class TestWokenPort:
+    """``open_woken``: after a wake, a port nothing listens on yet is tried again for
+    ``WOKEN_PORT_WAIT_S`` of the clock's time, and then refused; without a wake, at once."""
+
+    @staticmethod
+    def unreachable(tries: list[float], clock: ManualClock,
+                    listens_at: float | None = None) -> Callable[[], Awaitable[str]]:  # fmt: skip
+        async def open_() -> str:
+            tries.append(clock.monotonic())
+            if listens_at is not None and clock.monotonic() >= listens_at:
+                return "opened"
+            raise PortUnreachable("nothing listens on 3000", data={"port": 3000})
+
+        return open_
+
+    async def test_a_woken_port_is_tried_until_its_wait_is_over_then_refused(self) -> None:
+        clock, tries = ManualClock(), list[float]()
+        began = clock.monotonic()
+        call = asyncio.ensure_future(open_woken(self.unreachable(tries, clock), True, clock))
+        await clock.advance(WOKEN_PORT_WAIT_S - TICK)
+        assert not call.done()  # still trying, not before its time
+        assert len(tries) > 2
+        await clock.advance(TICK)
+        with pytest.raises(PortUnreachable):
+            await asyncio.wait_for(call, 10)
+        assert tries[-1] == began + WOKEN_PORT_WAIT_S  # the last try is at the wait's end
+
+    async def test_a_woken_port_that_starts_listening_within_the_wait_is_opened(self) -> None:
+        clock, tries = ManualClock(), list[float]()
+        opens = self.unreachable(tries, clock, listens_at=clock.monotonic() + 3.0)
+        call = asyncio.ensure_future(open_woken(opens, True, clock))
+        await clock.advance(3.0 + 0.5)  # one backoff (capped at 0.5 s) past it
+        assert await asyncio.wait_for(call, 10) == "opened"
+
+    async def test_a_port_of_a_machine_that_was_awake_is_refused_at_once(self) -> None:
+        clock, tries = ManualClock(), list[float]()
+        with pytest.raises(PortUnreachable):
+            await open_woken(self.unreachable(tries, clock), False, clock)
+        assert len(tries) == 1
+
+
 class TestOff:
     """``FLEET_WAKE_ON_ACCESS=false``: the refusals, at once, and nothing woken."""
 
@@ -277,18 +325,32 @@ def page_load(machine_id: str, accept: str) -> web.Request:
                                match_info={"machine_id": machine_id, "port": "3000"})  # fmt: skip
 
 
+def on_manual_clock(world: World) -> ManualClock:
+    """The world's waker on a manual clock: a wake's waits are moved by the test."""
+    clock = ManualClock()
+    waker = world.api.access.waker
+    assert isinstance(waker, Waker)
+    waker.clock = clock
+    return clock
+
+
 async def test_a_browsers_page_load_gets_the_waking_page_past_its_wait(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world: World, tmp_path: Path
 ) -> None:
     """The preview listener's own path (``serve_preview``): a page load whose machine is not
-    awake within the wait (here 0.05 s: nothing delivers the resume) gets the page that loads
-    itself again, and the resume goes on."""
-    monkeypatch.setattr(preview, "WAKING_PAGE_AFTER_S", 0.05)
+    awake within ``WAKING_PAGE_AFTER_S`` (nothing delivers the resume) gets the page that loads
+    itself again, then and not before, and the resume goes on."""
+    clock = on_manual_clock(world)
     m = await paused(world, tmp_path)
     target = preview.Target(m.id, 3000, f"/machines/{m.id}/ports/3000/")
     html = "text/html,application/xhtml+xml,*/*;q=0.8"
-    resp = await preview.serve_preview(page_load(m.id, html), preview_of(world),
-                                       world.api.ports.previews, "good", target)  # fmt: skip
+    opened = preview.serve_preview(page_load(m.id, html), preview_of(world),
+                                   world.api.ports.previews, "good", target)  # fmt: skip
+    call = asyncio.ensure_future(opened)
+    await clock.advance(WAKING_PAGE_AFTER_S - TICK)
+    assert not call.done()
+    await clock.advance(TICK)
+    resp = await asyncio.wait_for(call, 10)
     assert isinstance(resp, web.Response)
     assert (resp.status, resp.headers["Cache-Control"]) == (200, "no-store")
     assert resp.text is not None
@@ -301,13 +363,19 @@ async def test_a_browsers_page_load_gets_the_waking_page_past_its_wait(
 class TestHeld:
     @pytest.fixture
     def settings(self, settings: Settings) -> Settings:
-        return msgspec.structs.replace(settings, wake_timeout_s=0.1)
+        return msgspec.structs.replace(settings, wake_timeout_s=2 * WAKING_PAGE_AFTER_S)
 
     async def test_a_request_that_is_no_page_load_is_held_never_answered_the_page(
         self, world: World, tmp_path: Path
     ) -> None:
+        clock = on_manual_clock(world)
         m = await paused(world, tmp_path)
         target = preview.Target(m.id, 3000, f"/machines/{m.id}/ports/3000/")
+        opened = preview.serve_preview(page_load(m.id, "*/*"), preview_of(world),
+                                       world.api.ports.previews, "good", target)  # fmt: skip
+        call = asyncio.ensure_future(opened)
+        await clock.advance(WAKING_PAGE_AFTER_S + TICK)
+        assert not call.done()  # past a page load's wait: still held
+        await clock.advance(WAKING_PAGE_AFTER_S)
         with pytest.raises(DaemonTimeout):  # held for the whole wake, which nothing delivers
-            await preview.serve_preview(page_load(m.id, "*/*"), preview_of(world),
-                                        world.api.ports.previews, "good", target)  # fmt: skip
+            await asyncio.wait_for(call, 10)

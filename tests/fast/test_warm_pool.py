@@ -18,8 +18,9 @@ from contracts.subjects import EventKind as K
 from environments import devcontainer as dc
 from environments.lifecycle import MachineLifecycle
 from environments.users import MachineUser
-from providers.warm_pool import PoolMachine, WarmPool, mem_available_mb
+from providers.warm_pool import UP_TIMEOUT_S, PoolMachine, WarmPool, mem_available_mb
 from services.common.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_pool
+from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_provisioner import created
 from tests.waiters import wait_until
@@ -164,6 +165,68 @@ async def test_start_failures_back_off_and_recover() -> None:
     async with pool(backend, 1, [1000.0]) as p:
         await asyncio.wait_for(p.wait_filled(), 10)
     assert backend.fail == 0
+
+
+class HangingMachine(FakeMachine):
+    async def wait_up(self) -> None:
+        await asyncio.Event().wait()
+
+
+class HangingBackend(FakeBackend):
+    """Its first machine never says it is up."""
+
+    async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
+        if self.started:
+            return await super().spawn(on_death)
+        machine = HangingMachine("hung", on_death)
+        self.started.append(machine)
+        return machine
+
+
+class TestOnItsClock:
+    """The pool's rules on a manual clock, each just before and at its time."""
+
+    @staticmethod
+    def on(clock: ManualClock, backend: FakeBackend, size: int = 1) -> WarmPool:
+        return WarmPool(backend, size, min_available_mb=100, memory=lambda: 1000.0,
+                        check_s=1.0, refill_delay_s=0.5, clock=clock)  # fmt: skip
+
+    async def test_a_failed_start_is_tried_again_after_its_backoff_not_before(self) -> None:
+        clock, backend = ManualClock(), FakeBackend(fail=1)
+        async with self.on(clock, backend) as p:
+            await clock.advance(0)
+            assert (backend.fail, backend.started) == (0, [])  # the first start failed
+            # The first backoff is 0.5 s, drawn from its upper half (jitter): 0.25-0.5 s.
+            await clock.advance(0.25 - TICK)
+            assert backend.started == []
+            await clock.advance(0.25 + TICK)  # 0.5 s in all
+            await asyncio.wait_for(p.wait_filled(), 10)
+            assert len(backend.started) == 1
+
+    async def test_the_refill_after_a_take_waits_its_delay_not_longer(self) -> None:
+        clock, backend = ManualClock(), FakeBackend()
+        async with self.on(clock, backend) as p:
+            await clock.advance(0)
+            await asyncio.wait_for(p.wait_filled(), 10)
+            assert p.take() is not None
+            await clock.advance(0.5 - TICK)
+            assert len(backend.started) == 1  # held: the claimed machine starts first
+            await clock.advance(TICK)
+            assert len(backend.started) == 2
+            await asyncio.wait_for(p.wait_filled(), 10)
+
+    async def test_a_machine_not_up_within_its_limit_is_stopped_and_replaced(self) -> None:
+        clock, backend = ManualClock(), HangingBackend()
+        async with self.on(clock, backend) as p:
+            await clock.advance(0)
+            [hung] = backend.started
+            await clock.advance(UP_TIMEOUT_S - TICK)
+            assert not hung.stopped
+            await clock.advance(TICK)
+            assert hung.stopped
+            await clock.advance(0.5)  # its backoff
+            await asyncio.wait_for(p.wait_filled(), 10)
+            assert p.ready[0] is not hung
 
 
 async def test_exit_stops_every_pooled_machine() -> None:

@@ -7,27 +7,20 @@ from datetime import UTC, datetime, timedelta
 
 from services.common.store import Store
 from services.gateway.caller_cache import CallerCache
+from tests.fakes.clock import TICK, ManualClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def cache() -> tuple[CallerCache[str], Store, Clock]:
-    store, clock = Store("redis://unused"), Clock()  # no connection: only its counter is read
+def cache() -> tuple[CallerCache[str], Store, ManualClock]:
+    store, clock = Store("redis://unused"), ManualClock()  # no connection: its counter is read
     return CallerCache[str](store, 0.5, clock=clock), store, clock
 
 
-def test_an_entry_stands_for_its_ttl() -> None:
+async def test_an_entry_stands_for_its_ttl() -> None:
     c, _, clock = cache()
     c.put("k", "ann", c.version())
-    clock.now = 0.49
+    await clock.advance(0.5 - TICK)
     assert c.get("k") == "ann"
-    clock.now = 0.5
+    await clock.advance(TICK)
     assert c.get("k") is None
 
 
@@ -43,9 +36,20 @@ def test_a_write_that_changes_callers_drops_what_was_read_before_it() -> None:
     assert c.get("k") is None
 
 
-def test_an_expired_token_is_not_served() -> None:
-    c, _, _ = cache()
-    c.put("k", "ci", c.version(), datetime.now(UTC) - timedelta(seconds=1))
+async def test_an_expired_token_is_not_served() -> None:
+    c, _, clock = cache()
+    now = datetime.fromtimestamp(clock.now(), UTC)
+    c.put("k", "ci", c.version(), now - timedelta(seconds=1))
     assert c.get("k") is None
-    c.put("k", "ci", c.version(), datetime.now(UTC) + timedelta(hours=1))
+    c.put("k", "ci", c.version(), now + timedelta(hours=1))
     assert c.get("k") == "ci"
+
+
+async def test_a_token_is_served_until_its_expiry_of_the_clock_and_not_at_it() -> None:
+    c, _, clock = cache()
+    expires = datetime.fromtimestamp(clock.now(), UTC) + timedelta(seconds=0.25)
+    c.put("k", "ci", c.version(), expires)
+    await clock.advance(0.25 - TICK)
+    assert c.get("k") == "ci"
+    await clock.advance(TICK)
+    assert c.get("k") is None

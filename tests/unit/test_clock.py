@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from core.clock import SYSTEM_CLOCK, sleep_or_event
+from core.clock import SYSTEM_CLOCK, sleep_or_event, within
 from core.ticker import Ticker
-from tests.fakes.clock import ManualClock, settle
+from tests.fakes.clock import TICK, ManualClock, settle
 
 
 class Rounds(Ticker):
@@ -105,3 +105,43 @@ async def test_a_plain_ticker_runs_its_round_at_entry_and_asks_its_interval_each
         assert at == [0.0, 5.0, 7.0]
     assert ticker.name == "beat"
     assert clock.sleepers == 0
+
+
+async def test_within_times_out_at_its_limit_of_the_clock_and_cancels_the_work() -> None:
+    clock, cancelled = ManualClock(start=0.0), asyncio.Event()
+
+    async def forever() -> str:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+        return "never"
+
+    waiting = asyncio.create_task(within(clock, 10.0, forever()))
+    await clock.advance(10.0 - TICK)
+    assert not waiting.done()
+    await clock.advance(TICK)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(waiting, timeout=5)
+    assert cancelled.is_set()
+    assert clock.sleepers == 0
+
+
+async def test_within_answers_what_ends_in_time_or_its_error_and_leaves_no_sleeper() -> None:
+    clock, done = ManualClock(start=0.0), asyncio.Event()
+
+    async def answer() -> str:
+        await done.wait()
+        return "answer"
+
+    waiting = asyncio.create_task(within(clock, 10.0, answer()))
+    await clock.advance(5.0)
+    done.set()
+    assert await asyncio.wait_for(waiting, timeout=5) == "answer"
+    assert clock.sleepers == 0
+
+    async def fails() -> None:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await within(clock, 10.0, fails())

@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from contracts.errors import IdTokenRejected
-from services.gateway.oidc import Keys, validate_id_token, with_userinfo
+from services.gateway.oidc import REFETCH_EVERY_S, Keys, validate_id_token, with_userinfo
+from tests.fakes.clock import TICK, ManualClock
 
 ISSUER, CLIENT, NONCE = "https://idp.example.com", "fleet", "n-0123456789"
 
@@ -97,6 +98,26 @@ async def test_rotated_keys_are_fetched_again_but_not_for_every_unknown_kid() ->
     for i in range(20):  # made-up key ids: at most one fetch per window
         assert await refused(signed(new, f"made-up-{i}"), bounded) == "signature"
     assert provider.fetches == before
+
+
+async def test_a_key_rotated_in_the_window_is_fetched_at_its_end_not_before() -> None:
+    """The refetch interval on a manual clock: a key id the provider got within
+    ``REFETCH_EVERY_S`` of the last fetch is refused (nothing fetched) until the interval is
+    over, and then fetched once."""
+    clock = ManualClock()
+    old, new = rsa_key(), rsa_key()
+    provider = Provider((old, "old"))
+    keys = Keys(provider.fetch, clock=clock)
+    await check(signed(old, "old"), keys)
+    provider.jwks = {"keys": [jwk_of(new, "new")]}  # the provider rotated
+    await clock.advance(REFETCH_EVERY_S - TICK)
+    assert await refused(signed(new, "new"), keys) == "signature"
+    assert provider.fetches == 1
+    await clock.advance(TICK)
+    assert (await check(signed(new, "new"), keys))["sub"] == "ann"
+    assert provider.fetches == 2
+    assert await refused(signed(new, "made-up"), keys) == "signature"  # a new window began
+    assert provider.fetches == 2
 
 
 def test_userinfo_gives_what_the_id_token_lacks_and_only_about_its_subject() -> None:

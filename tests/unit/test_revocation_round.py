@@ -14,12 +14,14 @@ from contracts.events import now
 from contracts.gateway_people import User
 from contracts.people import MACHINES_EXEC, MACHINES_READ, PlatformRole
 from core.byte_stream import ByteStream
+from core.clock import SYSTEM_CLOCK, Clock
 from services.common.caller_changes import CallerChanges
 from services.common.store_users import Found
 from services.gateway.access import EVERYWHERE, Caller, Reach
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.events_hub import EventHub
 from services.gateway.revocation import RevocationTicker
+from tests.fakes.clock import TICK, ManualClock
 
 
 class Users:
@@ -57,13 +59,14 @@ READ, EXEC = Reach("i", MACHINES_READ), Reach("i", MACHINES_EXEC)
 
 
 def _round(revoked: set[str], *, connected: bool = True, interval_s: float = 0.5,
-           changes: CallerChanges | None = None, audit: Any = None) -> Round:  # fmt: skip
+           changes: CallerChanges | None = None, audit: Any = None,
+           clock: Clock = SYSTEM_CLOCK) -> Round:  # fmt: skip
     tokens = Users(revoked)
     store: Any = SimpleNamespace(users=tokens, caller_changes=changes or CallerChanges())
     bus: Any = SimpleNamespace(nc=SimpleNamespace(is_connected=connected))
     hub = EventHub(bus, store, max_per_token=10, max_streams=10)
     slots = ByteStreamSlots(per_token=10)
-    return RevocationTicker(store, hub, slots, interval_s, audit), hub, slots, tokens
+    return RevocationTicker(store, hub, slots, interval_s, audit, clock), hub, slots, tokens
 
 
 async def test_a_revoked_token_loses_its_event_and_byte_streams_in_one_round() -> None:
@@ -106,6 +109,23 @@ async def test_a_change_to_callers_runs_a_round_at_once_not_at_the_next_tick() -
             await stream.ended.wait()
         assert tokens.lookups == ["gone"]
     changes.heard()  # after the ticker stopped: nothing is watching
+
+
+async def test_a_revocation_whose_notice_was_lost_cuts_at_the_next_round_of_the_clock() -> None:
+    """No change heard (a notice lost): the token's stream ends at the round
+    ``FLEET_REVOCATION_ROUND_S`` after the last, not before."""
+    clock = ManualClock()
+    ticker, hub, _, tokens = _round(set(), interval_s=30.0, clock=clock)
+    stream = hub.open(Caller("gone", admin=False), None, READ)
+    async with ticker:
+        await clock.advance(30.0)  # a round: the token stands
+        assert tokens.lookups == ["gone"]
+        tokens.revoked.add("gone")  # and nothing told of it
+        await clock.advance(30.0 - TICK)
+        assert not stream.ended.is_set()
+        await clock.advance(TICK)
+        assert stream.ended.is_set()
+        assert tokens.lookups == ["gone", "gone"]
 
 
 async def test_streams_still_letting_go_are_not_cut_again_by_the_next_round() -> None:
