@@ -24,6 +24,8 @@ __all__ = ["oidc_issuer", "page"]
 
 @pytest.fixture
 def fleet_up_oidc(tmp_path: Path, oidc_issuer: str) -> Iterator[FleetUp]:
+    """A `fleet up` of the test's own: configured with the OpenID provider, and the auditor's
+    test counts the sign-ins of the whole audit log."""
     env = {
         "FLEET_OIDC_ISSUER": oidc_issuer,
         "FLEET_OIDC_CLIENT_ID": CLIENT_ID,
