@@ -126,8 +126,8 @@ def start_fleet_up(
 @pytest.fixture
 def fleet_up(tmp_path: Path) -> Iterator[FleetUp]:
     """A `fleet up` of the test's own, for a test that kills, restarts or reconfigures it, or
-    that reads what only one tenant's stack shows (the host's running count, every instance):
-    a test that only needs one running takes ``shared_fleet_up``."""
+    that counts what every tenant has (every instance, the host's running machines): a test
+    that only needs one running takes ``shared_fleet_up``."""
     # The sandboxed machines may read the test's repository (bare_repo) and nothing else of it.
     share = {"FLEET_SANDBOX_SHARE": str(tmp_path / "repo.git")}
     up = start_fleet_up(tmp_path / "data", env=share)

@@ -78,10 +78,10 @@ def wait_gone(machine_dir: Path, mid: str) -> None:
 
 @pytest.mark.timeout(400)
 def test_a_stopped_machine_stays_stopped_across_a_fleet_up_restart(tmp_path: Path) -> None:
-    """`fleet up` ended (Ctrl-C) and run again on the same data dir (of its own: it restarts
-    it): the stopped machine is
+    """`fleet up` ended (Ctrl-C) and run again on the same data dir: the stopped machine is
     still stopped and nothing of it runs; the running one is back, with its background
-    process; the stopped one's process comes back with its start."""
+    process; the stopped one's process comes back with its start. A `fleet up` of its own,
+    never the shared one: it stops and restarts it."""
     data = tmp_path / "data"
     up = start_fleet_up(data)
     try:
