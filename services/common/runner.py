@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,10 @@ def run_service(name: str, build: Build) -> None:
     except SettingsError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Stopped, its resources closed: frozen, the heap is no work for the interpreter's last
+    # collection (a CPU-bound 0.3-0.7 s for the gateway), which `fleet up`'s stop waits out
+    # service by service, and a stack of the tests on each of its services.
+    gc.freeze()
 
 
 async def _serve(name: str, settings: Settings, build: Build) -> None:

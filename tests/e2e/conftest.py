@@ -125,8 +125,23 @@ def start_fleet_up(
 
 @pytest.fixture
 def fleet_up(tmp_path: Path) -> Iterator[FleetUp]:
+    """A `fleet up` of the test's own, for a test that kills, restarts or reconfigures it, or
+    that counts what every tenant has (every instance, the host's running machines): a test
+    that only needs one running takes ``shared_fleet_up``."""
     # The sandboxed machines may read the test's repository (bare_repo) and nothing else of it.
     share = {"FLEET_SANDBOX_SHARE": str(tmp_path / "repo.git")}
     up = start_fleet_up(tmp_path / "data", env=share)
     yield up
     up.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_fleet_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetUp]:
+    """One `fleet up` for this worker's tests that only need one running, each in tenants of
+    its own: every such test makes its own instances and finds its machines by their ids, so
+    it neither sees nor touches another's, whatever ran before it. None of them stops, kills,
+    restarts or reconfigures it, drains its host or counts what every tenant has (those take
+    ``fleet_up``). Session-scoped, not grouped: each worker that runs one of them makes one."""
+    up = start_fleet_up(tmp_path_factory.mktemp("shared-up") / "data")
+    yield up
+    assert up.stop() == 0

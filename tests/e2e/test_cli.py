@@ -1,5 +1,5 @@
-"""The `fleet` CLI as scripts and people use it, against one real `fleet up` stack shared by the
-module (each test makes its own instance, or uses the module's ready machine read-only)."""
+"""The `fleet` CLI as scripts and people use it, against the worker's shared `fleet up` (each
+test makes its own instance, or uses the module's ready machine read-only)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,23 @@ import selectors
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
 from fleet.cli import EXIT_API, EXIT_UNREACHABLE
 from fleet.embedded import PortHold
-from tests.e2e.conftest import FLEET, FleetUp, ok, start_fleet_up
+from tests.e2e.conftest import FLEET, FleetUp, ok
 
 STAGES = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetUp]:
-    up = start_fleet_up(tmp_path_factory.mktemp("cli") / "data")
-    yield up
-    assert up.stop() == 0
+@pytest.fixture
+def stack(shared_fleet_up: FleetUp) -> FleetUp:
+    """The worker's shared `fleet up` (tests/e2e/conftest.py): no test here stops or
+    reconfigures it, and each makes instances of its own or reads the module's ready machine."""
+    return shared_fleet_up
 
 
 @dataclass
@@ -37,12 +37,13 @@ class Ready:
 
 
 @pytest.fixture(scope="module")
-def ready(stack: FleetUp) -> Ready:
+def ready(shared_fleet_up: FleetUp) -> Ready:
     """An instance with an env var and a machine made with `machines create --wait`."""
-    iid = json.loads(stack.cli("--json", "instances", "create", "cli-demo").stdout)["id"]
-    assert stack.cli("env", "set", "GREETING", "hello", "--instance", iid).returncode == 0
-    created = stack.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
-    machine = json.loads(stack.cli("machines", "list", "--instance", iid, "--json").stdout)[0]
+    up = shared_fleet_up
+    iid = json.loads(up.cli("--json", "instances", "create", "cli-demo").stdout)["id"]
+    assert up.cli("env", "set", "GREETING", "hello", "--instance", iid).returncode == 0
+    created = up.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
+    machine = json.loads(up.cli("machines", "list", "--instance", iid, "--json").stdout)[0]
     return Ready(iid, machine["id"], created)
 
 

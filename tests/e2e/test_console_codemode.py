@@ -31,11 +31,11 @@ def sign_in(page: Page, up: FleetUp) -> None:  # noqa: F811
 
 @pytest.mark.timeout(300)
 def test_codemode_page_runs_streams_cancels_and_shows_stubs(
-    fleet_up: FleetUp,
+    shared_fleet_up: FleetUp,
     page: Page,  # noqa: F811
 ) -> None:
     expect.set_options(timeout=WAIT_MS)
-    sign_in(page, fleet_up)
+    sign_in(page, shared_fleet_up)
     page.get_by_test_id("nav-codemode").click()
     expect(page.get_by_role("heading", name="Codemode")).to_be_visible()
 

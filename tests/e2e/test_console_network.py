@@ -22,9 +22,9 @@ RESOLVE = f"import socket; socket.gethostbyname({REFUSED_NAME!r})"
 
 @pytest.mark.timeout(300)
 def test_set_a_network_policy_and_see_a_refusal_on_the_timeline(
-    fleet_up: FleetUp, page: Page
+    shared_fleet_up: FleetUp, page: Page
 ) -> None:
-    up = fleet_up
+    up = shared_fleet_up
     expect.set_options(timeout=WAIT_MS)
     iid = json.loads(ok(up.cli("--json", "instances", "create", "walled")))["id"]
     ok(up.cli("machines", "create", "--instance", iid, "--wait", timeout=180))

@@ -20,6 +20,8 @@ __all__ = ["page"]
 
 @pytest.fixture
 def gvisor_up(tmp_path: Path) -> Iterator[FleetUp]:
+    """A `fleet up` of its own: ``--runtime gvisor`` configures the whole stack (NATS where
+    gVisor's stack reaches it), not one tenant."""
     up = start_fleet_up(tmp_path / "data", "--runtime", "gvisor")
     yield up
     up.stop()

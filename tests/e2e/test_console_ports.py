@@ -7,26 +7,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.e2e.conftest import FleetUp
 from tests.e2e.test_console import WAIT_MS, page  # noqa: F401 - the browser fixture
 from tests.integration.test_ports import SERVERS
 
 HELLO = "hello from the machine"
-
-
-@pytest.fixture(scope="module")
-def fleet_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetUp]:
-    """One `fleet up` for the module: each test makes tenants (instances) of its own and a
-    browser of its own (``page``: no cookie of one test reaches another); none stops it."""
-    up = start_fleet_up(tmp_path_factory.mktemp("ports") / "data")
-    yield up
-    assert up.stop() == 0
 
 
 def ok(up: FleetUp, *args: str, stdin: str | None = None) -> str:
@@ -56,10 +46,10 @@ def origin(url: str) -> str:
 
 @pytest.mark.timeout(240)
 def test_ports_panel_lists_a_server_and_opens_its_preview(
-    fleet_up: FleetUp,
+    shared_fleet_up: FleetUp,
     page: Page,  # noqa: F811 - the fixture imported above
 ) -> None:
-    up = fleet_up
+    up = shared_fleet_up
     expect.set_options(timeout=WAIT_MS)
     mid, port = serving(up, "ports-demo")
     page.goto(up.url)
@@ -89,14 +79,14 @@ def visit(context: BrowserContext, url: str) -> Page:
 
 @pytest.mark.timeout(300)
 def test_a_hostile_page_breaks_no_other_preview_and_sets_no_cookie_for_the_console(
-    fleet_up: FleetUp,
+    shared_fleet_up: FleetUp,
     page: Page,  # noqa: F811 - the fixture imported above
 ) -> None:
     """Machine B's page sets the platform's preview cookie for every machine's previews and
     for the whole origin, by its headers and by script (for every host under ``localhost``
     too), and cookies of its own. Machine A's preview, of another tenant, still opens with the
     cookie it had and with a fresh ticket; the console's origin has no cookie at all."""
-    up = fleet_up
+    up = shared_fleet_up
     expect.set_options(timeout=WAIT_MS)
     a, a_port = serving(up, "tenant-a")
     b, b_port = serving(up, "tenant-b")

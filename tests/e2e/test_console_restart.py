@@ -27,8 +27,8 @@ def daemon_pid(up: FleetUp, mid: str) -> int | None:
 
 
 @pytest.mark.timeout(300)
-def test_the_restart_button_restarts_the_daemon(fleet_up: FleetUp, page: Page) -> None:
-    up = fleet_up
+def test_the_restart_button_restarts_the_daemon(shared_fleet_up: FleetUp, page: Page) -> None:
+    up = shared_fleet_up
     expect.set_options(timeout=WAIT_MS)
     iid = json.loads(ok(up.cli("--json", "instances", "create", "restartable")))["id"]
     ok(up.cli("machines", "create", "--instance", iid, "--wait"))

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.e2e.conftest import FleetUp, ok, start_fleet_up
 from tests.e2e.test_console import WAIT_MS, page
 from tests.oidc_provider import ADMIN_GROUP, CLIENT_ID, CLIENT_SECRET, oidc_issuer
 
@@ -22,8 +21,11 @@ AUDITOR_GROUP = "fleet-auditors"
 __all__ = ["oidc_issuer", "page"]
 
 
-@pytest.fixture
-def fleet_up_oidc(tmp_path: Path, oidc_issuer: str) -> Iterator[FleetUp]:
+@pytest.fixture(scope="module")
+def fleet_up_oidc(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: str) -> Iterator[FleetUp]:
+    """A `fleet up` of this module's (configured with the OpenID provider), shared by its tests:
+    each signs in as a user of its own and counts only what that user did or may see, so that
+    either passes whether the other ran before it or not."""
     env = {
         "FLEET_OIDC_ISSUER": oidc_issuer,
         "FLEET_OIDC_CLIENT_ID": CLIENT_ID,
@@ -31,9 +33,9 @@ def fleet_up_oidc(tmp_path: Path, oidc_issuer: str) -> Iterator[FleetUp]:
         "FLEET_OIDC_ADMIN_GROUPS": ADMIN_GROUP,
         "FLEET_OIDC_AUDITOR_GROUPS": AUDITOR_GROUP,
     }
-    up = start_fleet_up(tmp_path / "data", env=env)
+    up = start_fleet_up(tmp_path_factory.mktemp("oidc") / "data", env=env)
     yield up
-    up.stop()
+    assert up.stop() == 0
 
 
 @pytest.mark.timeout(300)
@@ -87,5 +89,10 @@ def test_an_auditor_reads_the_audit_log_in_the_console(fleet_up_oidc: FleetUp, p
     page.get_by_test_id("nav-audit").click()
     row = page.locator('[data-testid=audit-row][data-method="env.set"]')
     expect(row).to_have_count(1)
+    # Her own sign-in, once (another test's user may have signed in on this stack before).
+    users = json.loads(ok(up.cli("--json", "users", "list")))
+    audrey = next(u["id"] for u in users if u["email"] == "audrey@example.com")
+    page.get_by_test_id("audit-filter-actor").fill(audrey)
+    page.get_by_test_id("audit-apply").click()
     expect(page.locator('[data-testid=audit-row][data-method="auth.signIn"]')).to_have_count(1)
     expect(page.get_by_test_id("nav-hosts")).to_have_count(0)  # still no admin

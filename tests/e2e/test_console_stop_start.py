@@ -20,8 +20,8 @@ __all__ = ["page"]
 
 
 @pytest.mark.timeout(300)
-def test_stop_and_start_from_the_console_and_the_cli(fleet_up: FleetUp, page: Page) -> None:
-    up = fleet_up
+def test_stop_and_start_from_the_console_and_the_cli(shared_fleet_up: FleetUp, page: Page) -> None:
+    up = shared_fleet_up
     expect.set_options(timeout=WAIT_MS)
     iid = json.loads(ok(up.cli("--json", "instances", "create", "sleepy")))["id"]
     ok(up.cli("machines", "create", "--instance", iid, "--wait"))
@@ -80,7 +80,8 @@ def wait_gone(machine_dir: Path, mid: str) -> None:
 def test_a_stopped_machine_stays_stopped_across_a_fleet_up_restart(tmp_path: Path) -> None:
     """`fleet up` ended (Ctrl-C) and run again on the same data dir: the stopped machine is
     still stopped and nothing of it runs; the running one is back, with its background
-    process; the stopped one's process comes back with its start."""
+    process; the stopped one's process comes back with its start. A `fleet up` of its own,
+    never the shared one: it stops and restarts it."""
     data = tmp_path / "data"
     up = start_fleet_up(data)
     try:

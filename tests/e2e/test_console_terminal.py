@@ -18,10 +18,10 @@ __all__ = ["page"]
 
 @pytest.mark.timeout(300)
 def test_terminal_tab_types_echoes_and_survives_a_reload(
-    fleet_up: FleetUp,
+    shared_fleet_up: FleetUp,
     page: Page,
 ) -> None:
-    up = fleet_up
+    up = shared_fleet_up
     expect.set_options(timeout=WAIT_MS)
     instance = json.loads(up.cli("instances", "create", "term", "--json").stdout)["id"]
     made = up.cli("machines", "create", "--instance", instance, "--wait", "--json", timeout=180)

@@ -113,13 +113,13 @@ def _serve(dist: Path) -> Callable[[Route], None]:
 @pytest.mark.timeout(600)
 def test_the_sdk_in_a_browser_against_a_live_stack(
     built: Path,  # noqa: F811 - the fixture
-    fleet_up: FleetUp,
+    shared_fleet_up: FleetUp,
     page: Page,
 ) -> None:
     """In chromium, from the gateway's origin: create an instance and a machine, wait for it,
     exec, read a typed event, a terminal's echo over the page's WebSocket (a ticket, never
     the token, in its URL), and a typed FleetError for a missing machine."""
-    up = fleet_up
+    up = shared_fleet_up
     page.route(f"{up.url}{PREFIX}**", _serve(built))
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))

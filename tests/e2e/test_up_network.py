@@ -19,22 +19,25 @@ def banner_port(banner: str, scheme: str) -> int:
     return int(found.group(1))
 
 
-def test_a_machine_reaches_nats_and_nothing_else_of_the_hosts_loopback(fleet_up: FleetUp) -> None:
-    iid = fleet_up.cli("instances", "create", "walled").stdout.strip()
-    created = fleet_up.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
+def test_a_machine_reaches_nats_and_nothing_else_of_the_hosts_loopback(
+    shared_fleet_up: FleetUp,
+) -> None:
+    up = shared_fleet_up
+    iid = up.cli("instances", "create", "walled").stdout.strip()
+    created = up.cli("machines", "create", "--instance", iid, "--wait", "--timeout", "60")
     assert created.returncode == 0, created.stdout + created.stderr
-    mid = json.loads(fleet_up.cli("--json", "machines", "list", "--instance", iid).stdout)[0]["id"]
+    mid = json.loads(up.cli("--json", "machines", "list", "--instance", iid).stdout)[0]["id"]
     with socket.socket() as listener:  # a server of the host's, on its loopback only
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         ports = {
-            "nats": banner_port(fleet_up.banner, "nats"),
-            "valkey": banner_port(fleet_up.banner, "redis"),
-            "gateway": int(fleet_up.url.rsplit(":", 1)[1]),
+            "nats": banner_port(up.banner, "nats"),
+            "valkey": banner_port(up.banner, "redis"),
+            "gateway": int(up.url.rsplit(":", 1)[1]),
             "a host server": listener.getsockname()[1],
         }
         targets = json.dumps([["127.0.0.1", p] for p in ports.values()])
-        ran = fleet_up.cli("machines", "exec", mid, "--", "python3", "-c", CONNECT, targets)
+        ran = up.cli("machines", "exec", mid, "--", "python3", "-c", CONNECT, targets)
         assert ran.returncode == 0, ran.stderr
         seen = json.loads(ran.stdout)
         got = {name: seen[f"127.0.0.1:{port}"] for name, port in ports.items()}

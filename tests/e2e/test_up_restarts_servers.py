@@ -1,6 +1,7 @@
 """The single-node `fleet up` restarts its embedded nats-server and valkey when they die
 (SIGKILL), on the same ports and data dirs: what was stored is still there, and the pipeline
-goes on (a machine created afterwards goes ready)."""
+goes on (a machine created afterwards goes ready). Each test kills part of its stack, so each
+takes a `fleet up` of its own (``fleet_up``), never the shared one."""
 
 from __future__ import annotations
 
