@@ -143,6 +143,9 @@ class Supervisor:
         self.identity = write
         self.started_at = time.monotonic()
         _say("daemon_started", pid=self.current)
+        if self.stopping:  # a stop that came while there was no daemon to forward it to
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.current, signal.SIGTERM)
 
     def code(self, env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
         """The environment and argv of a daemon of the platform's current code, if the store

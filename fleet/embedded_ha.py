@@ -85,6 +85,10 @@ class ValkeyNode(ValkeyServer):
         # Every node may become the primary, or a replica of another after a failover.
         with open(self.config_path, "a") as f:
             f.write(f'masterauth "{self.password}"\n')
+            # A replica that asks for a full sync gets it at once, not after valkey's default
+            # 5 s wait for more replicas to share it: the layout's start, and a failed-over
+            # primary coming back as a replica, each wait for that sync.
+            f.write("repl-diskless-sync-delay 0\n")
             if self.primary is not None:
                 f.write(f"replicaof 127.0.0.1 {self.primary.port}\n")
         return files
@@ -185,12 +189,13 @@ class HaServers:
             for node in self.nats:
                 self._stack.callback(node.stop)
                 node.spawn()
+            # valkey's replicas link while JetStream elects its leader: neither waits on the other.
+            self._start(self.primary, *self.replicas)
             for node in self.nats:
                 node.wait_ready()
             # Sentinels learn the replicas from the primary's INFO, then every 10 s: started
             # once the replicas are linked, they know them at once. Until every sentinel knows
             # both replicas and the other sentinels, a failover would find "no good replica".
-            self._start(self.primary, *self.replicas)
             _until(self._replicas_linked, "valkey replicas linked to the primary")
             self._start(*self.sentinels)
             _until(self._sentinels_complete, "sentinels know every replica and each other")

@@ -14,6 +14,9 @@ from services.common.settings import Settings
 
 @pytest.fixture
 def ha(tmp_path: Path) -> Iterator[HaServers]:
+    """A layout of the test's own: every test of the HA modules kills a node, a primary or
+    both (but the sentinel pool's burst in test_ha.py, which alone would gain nothing from a
+    module's layout), and a layout whose nodes were killed is not the one it started as."""
     with HaServers(tmp_path / "ha", auth=None, redis_password=secrets.token_urlsafe(16)) as s:
         yield s
 

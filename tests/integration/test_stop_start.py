@@ -428,17 +428,18 @@ async def handle_again(provisioner: Provisioner, bus: Bus, mid: str) -> None:
 async def machine_events(
     bus: Bus, mid: str, kinds: tuple[type[MachineStopped], type[MachineStarted]]
 ) -> list[MachineStopped | MachineStarted]:
-    """The machine's stored stop and start events, in stream order."""
+    """The machine's stored stop and start events, in stream order: as many of its events
+    are read as the stream holds (not until a read times out)."""
+    subject = subjects.machine_events(mid)
+    info = await bus.js.stream_info(subjects.STREAM_NAME, subjects_filter=subject)
+    stored = sum((info.state.subjects or {}).values())
     found: list[MachineStopped | MachineStarted] = []
-    sub = await bus.js.subscribe(subjects.machine_events(mid), ordered_consumer=True)
+    sub = await bus.js.subscribe(subject, ordered_consumer=True)
     try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except TimeoutError:
-                return found
-            event = decode_event(msg.data)
+        for _ in range(stored):
+            event = decode_event((await sub.next_msg(timeout=10.0)).data)
             if isinstance(event, kinds):
                 found.append(event)
     finally:
         await sub.unsubscribe()
+    return found

@@ -2,16 +2,20 @@
 an archive asks the daemon to stop, then the provider's stop sends the supervisor SIGTERM, which
 under load can arrive while the interpreter is finalizing (when Python would have put SIGTERM's
 default action back, and the machine would end by signal: exit 143 from bwrap). A real
-supervisor process, flooded with SIGTERM from the moment its handlers are in place."""
+supervisor process, flooded with SIGTERM from the moment its handlers are in place. And one that
+reaches it before its first daemon exists is carried out on that daemon."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from core.codestore import CURRENT_FILE, STORE_VAR
 
 
 def _catches(pid: int, signum: int) -> bool:
@@ -43,3 +47,29 @@ def test_a_sigterm_while_the_supervisor_exits_does_not_kill_it(tmp_path: Path) -
                 break
             sent += 1
         assert sup.wait() == 0, f"supervisor ended by signal after {sent} SIGTERMs"
+
+
+def test_a_sigterm_before_the_first_daemon_is_spawned_stops_it_at_once(tmp_path: Path) -> None:
+    """A stop that reaches the supervisor after its handlers are in place but before its first
+    daemon exists (the provider's stop of a machine that has just started: a ``fleet down``, a
+    stack's end) is carried out on the daemon once it is spawned. Before, the daemon ran on and
+    the provider waited out its whole grace time (20 s) to SIGKILL the machine. The window is
+    held open by the code store's record, a FIFO the supervisor reads before it spawns."""
+    store = tmp_path / "code"
+    store.mkdir()
+    os.mkfifo(store / CURRENT_FILE)
+    daemon = [sys.executable, "-c", "import time; time.sleep(600)"]
+    env = {**os.environ, "FLEET_HOME": str(tmp_path), STORE_VAR: str(store)}
+    sup = subprocess.Popen([sys.executable, "-m", "daemon.supervise", *daemon], env=env,
+                           start_new_session=True)  # fmt: skip
+    try:
+        _await_handlers(sup.pid)
+        os.kill(sup.pid, signal.SIGTERM)  # no daemon yet: it is reading the record
+        fd = os.open(store / CURRENT_FILE, os.O_WRONLY)  # until it reads: it has the SIGTERM
+        os.write(fd, b"{}\n")  # no record: the daemon runs the supervisor's own code
+        os.close(fd)
+        assert sup.wait(timeout=30) == 0  # before: still waiting on a daemon told nothing
+    finally:  # the daemon too, were it left running (its group is the supervisor's)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sup.pid, signal.SIGKILL)
+        sup.wait()
