@@ -6,7 +6,7 @@ fsync, rename) and ``FleetClient.download`` (``GET``: the daemon reading, the cl
 temp file, fsync, rename) of one file, each checked by SHA-256, against ``cp --sparse=never``
 of the same file on the host followed by ``sync`` of the copy (both ends of a transfer make
 their file durable). Interleaved, best of N, in the same run. Also the 1 GiB round trip's wall
-time, checked by SHA-256 (the test suite round-trips 100 MiB, untimed). No target: the
+time (the test suite checks the same 1 GiB round trip by SHA-256, untimed). No target: the
 figures say how far the stack is from the host's own copy; benchmark 14 holds the byte stream
 under them to >= 0.6x of the raw nats-py hop.
 """
