@@ -176,6 +176,7 @@ async def test_the_hosts_loopback_services_are_out_of_reach(
     docker_image: tuple[str, str],
 ) -> None:
     valkey = urlsplit(settings.redis_url).port
+    assert valkey is not None  # on TCP (tests/attack_stack.py)
     ports = {"valkey": valkey, "gateway": settings.port, "metrics": metrics_port,
              "previews": settings.preview_port}  # fmt: skip
     # The host's loopback, and this host's address on the machines' bridge.
