@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import secrets
 import sys
@@ -123,11 +124,24 @@ async def pair(
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def own_pair(
-    provider: str, stack: FleetClient, settings: Settings, git_http: GitHttpServer
+    pair: Pair, stack: FleetClient, settings: Settings, git_http: GitHttpServer
 ) -> Pair:
-    """Machines of the test's own, on the module's stack, for a test that kills A's daemon or
-    archives A: the shared `pair`'s tests must find it as it was made."""
-    return await make_pair(provider, stack, settings, git_http)
+    """`pair` with an A of the test's own, on the module's stack, for a test that kills A's
+    daemon or archives A: the shared pair's tests must find A as it was made. B, which such a
+    test does not touch, is the shared pair's."""
+    return await with_own_a(pair, stack, settings, git_http)
+
+
+async def with_own_a(
+    pair: Pair, stack: FleetClient, settings: Settings, git_http: GitHttpServer
+) -> Pair:
+    """``pair`` with a new machine A, made as `make_pair` makes it."""
+    a = await ready(stack, "alice", pair.provider, git_http.url("repo.git"))
+    if pair.provider == "docker":
+        home = await home_of(a)
+    else:
+        home = settings.data_path / "machines" / a / "home"
+    return dataclasses.replace(pair, a=a, homes={**pair.homes, a: home})
 
 
 async def make_pair(

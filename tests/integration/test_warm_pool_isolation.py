@@ -34,8 +34,9 @@ from tests.integration.test_isolation import (  # the same attacks
     test_own_work_still_works,
     test_setsid_does_not_outlive_an_exec_timeout_nor_archive,
     test_write_file_cannot_leave_the_machine,
+    with_own_a,
 )
-from tests.integration.test_warm_pool import docker_up_slots, slot_of, up_slots
+from tests.integration.test_warm_pool import slot_of, slots_up
 from tests.waiters import wait_until
 
 __all__ = [  # re-exported: pytest collects the attacks and the fixtures here too
@@ -90,19 +91,24 @@ async def pooled_pair(
 ) -> Pair:
     """A pair made once the pool is full, each machine claimed from it."""
 
-    async def full() -> bool:
-        if provider == "docker":
-            return len(await docker_up_slots(settings)) == POOL
-        return len(up_slots(settings)) == POOL
-
-    await wait_until(full, timeout=60, every=0.1)
+    await wait_until(lambda: pool_up(provider, settings, POOL), timeout=60, every=0.1)
     made = await make_pair(provider, stack, settings, git_http)
     for mid in (made.a, made.b):  # both came from the pool
-        if provider == "docker":
-            assert (await inspect(mid))["Config"]["Labels"].get(LABEL_POOL), mid
-        else:
-            assert slot_of(settings, mid), mid
+        await assert_pooled(provider, settings, mid)
     return made
+
+
+async def pool_up(provider: str, settings: Settings, machines: int) -> bool:
+    """The provider's pool has ``machines`` waiting to be claimed."""
+    return len(await slots_up(settings, provider)) >= machines
+
+
+async def assert_pooled(provider: str, settings: Settings, mid: str) -> None:
+    """The machine was claimed from the pool."""
+    if provider == "docker":
+        assert (await inspect(mid))["Config"]["Labels"].get(LABEL_POOL), mid
+    else:
+        assert slot_of(settings, mid), mid
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -115,10 +121,14 @@ async def pair(
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def own_pair(
-    provider: str, stack: FleetClient, settings: Settings, git_http: GitHttpServer
+    pair: Pair, stack: FleetClient, settings: Settings, git_http: GitHttpServer
 ) -> Pair:
-    """Pooled machines of the test's own, for a test that kills A's daemon or archives A."""
-    return await pooled_pair(provider, stack, settings, git_http)
+    """`pair` with a pooled A of the test's own, for a test that kills A's daemon or archives
+    A (B, which it does not touch, is the shared pair's)."""
+    await wait_until(lambda: pool_up(pair.provider, settings, 1), timeout=60, every=0.1)
+    made = await with_own_a(pair, stack, settings, git_http)
+    await assert_pooled(pair.provider, settings, made.a)
+    return made
 
 
 # A pooled container's reach: test_isolation's.
