@@ -3,36 +3,47 @@ get at the platform and at machine B. Every attempt must fail, and A's own work 
 
 Parametrized over providers: each one that isolates machines joins the list. NATS listens on
 the docker machines' network gateway (tests/docker_env.py), which local machines reach too.
+
+One stack for the module (tests/attack_stack.py), and one pair of machines per provider for the
+tests that leave it as they found it (`pair`); a test that kills A's daemon or archives A makes
+a pair of its own (`own_pair`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import pytest_asyncio
 
 from contracts.errors import DaemonTimeout, DaemonUnavailable, InvalidParams
 from contracts.status import MachineStatus
 from core import procinfo
 from fleet.client import FleetClient
-from fleet.embedded import ValkeyServer
 from services.common.crypto import SecretBox
 from services.common.settings import Settings
 from services.common.store import Store
-from tests.docker_env import docker_gateway, docker_image, home_of, nats_server, remove_containers
+from tests.attack_stack import GIT_PASSWORD, GIT_USER, attack_settings, attack_stack, git_server
+from tests.docker_env import docker_image, home_of, remove_containers
 from tests.gitserver import GitHttpServer
 from tests.waiters import wait_until
 
-__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
-pytestmark = pytest.mark.usefixtures("remove_containers")
+__all__ = ["docker_image", "remove_containers"]
+# remove_containers: the tests run in the Docker engine's lanes (tests/conftest.py); the module's
+# stack removes its containers itself (tests/attack_stack.py).
+pytestmark = [
+    pytest.mark.usefixtures("remove_containers"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 PROVIDERS = ["local", "docker"]
 #: What `fleet up` keeps in the data dir; the test plants them with recognisable values.
 DATA_DIR_SECRETS = ("admin-token", "secret-key", "nats-auth.json", "redis-password")
@@ -44,7 +55,6 @@ class Pair:
     a: str
     b: str
     b_secret: str
-    planted: str
     #: The host paths of the machines' homes (a docker machine's: its volume).
     homes: dict[str, Path]
     #: What holds every machine's home on the host (what machine A must not list).
@@ -60,42 +70,83 @@ async def ready(stack: FleetClient, instance: str, provider: str, repo: str | No
     inst = await stack.create_instance(instance)
     await stack.set_env("OWN_SECRET", f"{instance}-{secrets.token_hex(8)}", inst.id)
     if repo is not None:
-        await stack.add_repo(inst.id, repo, "main", "app", token="s3cret", username="git")
+        await stack.add_repo(inst.id, repo, "main", "app", token=GIT_PASSWORD, username=GIT_USER)
     machine = await stack.create_machine(inst.id, provider)  # type: ignore[arg-type]
     done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=60)
     assert done.status is MachineStatus.READY, done.status_reason
     return machine.id
 
 
-@pytest.fixture
-def redis_server(tcp_redis_server: ValkeyServer) -> ValkeyServer:
-    """On a TCP port (the worker's listens on a unix socket only): that machines cannot reach
-    the port `fleet up`'s valkey listens on is what
+@pytest.fixture(scope="module")
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, docker_image: tuple[str, str]
+) -> Iterator[Settings]:
+    """The module's stack's (tests/attack_stack.py): made once, for every test here. Valkey on a
+    TCP port: that machines cannot reach the port `fleet up`'s valkey listens on is what
     `test_valkey_answers_nothing_without_credentials` proves."""
-    return tcp_redis_server
+    with attack_settings(tmp_path_factory.mktemp("isolation"), docker_image[0]) as made:
+        yield made
 
 
-@pytest.fixture
-async def git_http(bare_repo: Path, docker_gateway: str) -> AsyncIterator[GitHttpServer]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(settings: Settings) -> AsyncIterator[FleetClient]:
+    """One stack for the module: no test here stops it, restarts a service or changes its
+    settings; each provider's machines are on it."""
+    async with attack_stack(settings) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def git_http(
+    settings: Settings, docker_image: tuple[str, str]
+) -> AsyncIterator[GitHttpServer]:
     """The test repository over HTTP where both kinds of machine reach it."""
-    async with GitHttpServer(bare_repo.parent, "git", "s3cret", host=docker_gateway) as server:
+    async with git_server(settings, docker_image[0]) as server:
         yield server
 
 
-@pytest.fixture(params=PROVIDERS)
+@pytest.fixture(scope="module", params=PROVIDERS)
+def provider(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pair(
-    request: pytest.FixtureRequest, stack: FleetClient, settings: Settings, git_http: GitHttpServer
+    provider: str, stack: FleetClient, settings: Settings, git_http: GitHttpServer
 ) -> Pair:
-    return await make_pair(request.param, stack, settings, git_http)
+    """The provider's machines A and B, shared by the tests that leave both as they found them
+    for what another test checks: they read, or act inside A where no other test looks (a
+    write under a name of their own, a process of their own). Each test plants what it must
+    not find, or reads what only the pair's making put there: none is satisfied by what
+    another removed."""
+    return await make_pair(provider, stack, settings, git_http)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_pair(
+    pair: Pair, stack: FleetClient, settings: Settings, git_http: GitHttpServer
+) -> Pair:
+    """`pair` with an A of the test's own, on the module's stack, for a test that kills A's
+    daemon or archives A: the shared pair's tests must find A as it was made. B, which such a
+    test does not touch, is the shared pair's."""
+    return await with_own_a(pair, stack, settings, git_http)
+
+
+async def with_own_a(
+    pair: Pair, stack: FleetClient, settings: Settings, git_http: GitHttpServer
+) -> Pair:
+    """``pair`` with a new machine A, made as `make_pair` makes it."""
+    a = await ready(stack, "alice", pair.provider, git_http.url("repo.git"))
+    if pair.provider == "docker":
+        home = await home_of(a)
+    else:
+        home = settings.data_path / "machines" / a / "home"
+    return dataclasses.replace(pair, a=a, homes={**pair.homes, a: home})
 
 
 async def make_pair(
     provider: str, stack: FleetClient, settings: Settings, git_http: GitHttpServer
 ) -> Pair:
-    planted = f"platform-secret-{secrets.token_hex(8)}"
-    settings.data_path.mkdir(parents=True, exist_ok=True)
-    for name in DATA_DIR_SECRETS:
-        (settings.data_path / name).write_text(planted + "\n")
     a, b = await asyncio.gather(
         ready(stack, "alice", provider, git_http.url("repo.git")), ready(stack, "bob", provider)
     )
@@ -109,7 +160,7 @@ async def make_pair(
     else:
         homes = {m: settings.data_path / "machines" / m / "home" for m in (a, b)}
         root, python = settings.data_path / "machines", sys.executable
-    return Pair(provider, a, b, b_secret, planted, homes, root, python)
+    return Pair(provider, a, b, b_secret, homes, root, python)
 
 
 async def sh(stack: FleetClient, mid: str, script: str, timeout_s: float = 20) -> str:
@@ -120,12 +171,19 @@ async def sh(stack: FleetClient, mid: str, script: str, timeout_s: float = 20) -
 async def test_data_dir_secrets_are_out_of_reach(
     stack: FleetClient, settings: Settings, pair: Pair
 ) -> None:
+    """Planted by the test itself, a value of its own, and found on the host just before the
+    attempt: what machine A fails to read is there."""
     data = settings.data_path
+    planted = f"platform-secret-{secrets.token_hex(8)}"
+    data.mkdir(parents=True, exist_ok=True)
+    for name in DATA_DIR_SECRETS:
+        (data / name).write_text(planted + "\n")
     files = " ".join(str(data / n) for n in DATA_DIR_SECRETS)
     script = f"cat {files}; for f in {files}; do test -e $f && echo FOUND $f; done; echo done"
+    assert all((data / n).read_text() == planted + "\n" for n in DATA_DIR_SECRETS)
     out = await sh(stack, pair.a, script)
     assert out.rstrip().endswith("done")  # the attempt ran
-    assert pair.planted not in out
+    assert planted not in out
     assert "FOUND" not in out
 
 
@@ -222,12 +280,14 @@ print('done')
 
 
 async def test_own_daemons_token_is_out_of_reach(
-    stack: FleetClient, settings: Settings, store: Store, pair: Pair
+    stack: FleetClient, settings: Settings, own_pair: Pair
 ) -> None:
     """A's own commands run as A's daemon's user: they must still not get its token, neither
     from /proc/<pid>/environ, cmdline, mem nor an inherited file descriptor of the supervisor,
-    the daemon, or whatever started them."""
-    sealed = await store.machine_secret(pair.a)
+    the daemon, or whatever started them. A pair of its own: it kills A's daemon."""
+    pair = own_pair
+    async with Store.of(settings) as store:
+        sealed = await store.machine_secret(pair.a)
     assert sealed is not None
     token = SecretBox(settings.secret_key).decrypt(sealed)
     digest = hashlib.sha256(token.encode()).hexdigest()
@@ -324,6 +384,7 @@ async def test_write_file_cannot_leave_the_machine(
         assert not (machines / "pwned").exists(), path
         assert not (machines / pair.a / "pwned").exists(), path
     await sh(stack, pair.a, f"ln -s {pair.home(settings, pair.b)} ~/to-bob")
+    assert (pair.home(settings, pair.a) / "to-bob").is_symlink()  # the way out is there
     with pytest.raises(InvalidParams):
         await stack.write_file(pair.a, "~/to-bob/planted", "owned")
     assert not (pair.home(settings, pair.b) / "planted").exists()
@@ -339,10 +400,11 @@ def marked(marker: str) -> list[int]:
 
 
 async def test_setsid_does_not_outlive_an_exec_timeout_nor_archive(
-    stack: FleetClient, pair: Pair
+    stack: FleetClient, own_pair: Pair
 ) -> None:
     """A process that leaves its session (setsid) ends with the command that timed out, and
-    with its machine archived: one pair, the archive last."""
+    with its machine archived: one pair of its own (it archives A), the archive last."""
+    pair = own_pair
     marker = str(1000 + secrets.randbelow(100000))
     script = f"setsid sleep {marker} & sleep 0.3; ls /proc >/dev/null; sleep 60"
     result = await stack.exec(pair.a, ["sh", "-c", script], timeout_s=2)

@@ -8,6 +8,11 @@ NATS listens on the docker machines' network gateway (tests/docker_env.py): loca
 reach it through pasta as the host would, containers through their bridge. The forwarded
 loopback port (NATS on the host's loopback, as `fleet up` runs it) is what every other local
 test uses.
+
+One stack for the module (tests/attack_stack.py) and one pair of machines per provider, shared by
+its tests: each adds to A or B only what no other test here looks for (its own server on port
+3000, a clone in a directory of its own), and each attempt that must fail is against a port the
+test itself shows open, or a syscall, never against something another test took away.
 """
 
 from __future__ import annotations
@@ -19,20 +24,27 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import pytest_asyncio
 
 from bench.outside import Outside, outside_host
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded import ValkeyServer
 from services.common.metrics import Metrics, MetricsServer
 from services.common.settings import Settings
-from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
+from tests.attack_stack import attack_settings, attack_stack
+from tests.docker_env import docker_image, remove_containers
 from tests.syscall_probe import DENIED, PROBE
 
-__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
-pytestmark = pytest.mark.usefixtures("remove_containers")
+__all__ = ["docker_image", "remove_containers"]
+# remove_containers: the tests run in the Docker engine's lanes (tests/conftest.py); the module's
+# stack removes its containers itself (tests/attack_stack.py).
+pytestmark = [
+    pytest.mark.usefixtures("remove_containers"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 PROVIDERS = ["local", "docker"]
 PORT = 3000
 
@@ -52,8 +64,29 @@ async def ready(stack: FleetClient, name: str, provider: str) -> str:
     return machine.id
 
 
-@pytest.fixture(params=PROVIDERS)
+@pytest.fixture(scope="module")
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, docker_image: tuple[str, str]
+) -> Iterator[Settings]:
+    """The module's stack's (tests/attack_stack.py). Valkey on a TCP port of the host's
+    loopback, as `fleet up`'s (the worker's listens on a unix socket only): that machines
+    cannot reach it is what this module proves."""
+    with attack_settings(tmp_path_factory.mktemp("network-isolation"), docker_image[0]) as made:
+        yield made
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(settings: Settings) -> AsyncIterator[FleetClient]:
+    """One stack for the module: no test here stops it, restarts a service or changes its
+    settings; each provider's machines are on it."""
+    async with attack_stack(settings) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=PROVIDERS)
 async def pair(request: pytest.FixtureRequest, stack: FleetClient) -> Pair:
+    """The provider's machines A and B, shared by the module's tests (the module's docstring
+    says why that is safe)."""
     a, b = await asyncio.gather(
         ready(stack, "alice", request.param), ready(stack, "bob", request.param)
     )
@@ -116,14 +149,7 @@ async def connect_from(
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def redis_server(tcp_redis_server: ValkeyServer) -> ValkeyServer:
-    """On a TCP port of the host's loopback, as `fleet up`'s (the worker's listens on a unix
-    socket only): that machines cannot reach it is what this module proves."""
-    return tcp_redis_server
-
-
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def metrics_port() -> AsyncIterator[int]:
     """A metrics endpoint on the host's loopback, as each service serves one."""
     async with MetricsServer(Metrics(process=False), "127.0.0.1", 0) as server:
@@ -146,14 +172,16 @@ async def test_the_hosts_loopback_services_are_out_of_reach(
     stack: FleetClient,
     settings: Settings,
     pair: Pair,
-    redis_server: ValkeyServer,
     metrics_port: int,
-    docker_gateway: str,
+    docker_image: tuple[str, str],
 ) -> None:
-    ports = {"valkey": redis_server.port, "gateway": settings.port, "metrics": metrics_port,
+    valkey = urlsplit(settings.redis_url).port
+    assert valkey is not None  # on TCP (tests/attack_stack.py)
+    ports = {"valkey": valkey, "gateway": settings.port, "metrics": metrics_port,
              "previews": settings.preview_port}  # fmt: skip
     # The host's loopback, and this host's address on the machines' bridge.
-    targets = [(host, port) for host in ("127.0.0.1", docker_gateway) for port in ports.values()]
+    gateway = docker_image[0]
+    targets = [(host, port) for host in ("127.0.0.1", gateway) for port in ports.values()]
     seen = await connect_from(stack, pair.a, targets)
     assert len(seen) == len(targets)
     assert "connected" not in seen.values(), seen
@@ -177,13 +205,14 @@ async def test_the_outside_network_answers_http_and_git(
     fetch = f"import urllib.request as u; print(u.urlopen({outside.url('page.txt')!r}).read())"
     got = await py(stack, pair.a, fetch)
     assert got.strip() == repr(page.encode())
+    where = secrets.token_hex(4)  # a directory of its own in the shared machine
     clone = await stack.exec(
         pair.a,
         [
             "sh",
             "-c",
-            f"git clone -q {outside.url('repo.git')} /tmp/outside-clone && "
-            "git -C /tmp/outside-clone log --oneline | wc -l",
+            f"git clone -q {outside.url('repo.git')} /tmp/outside-clone-{where} && "
+            f"git -C /tmp/outside-clone-{where} log --oneline | wc -l",
         ],
         timeout_s=60,
     )
