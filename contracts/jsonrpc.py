@@ -141,11 +141,13 @@ class Router(Generic[Ctx]):
         self._routes[spec.name] = _Route(spec, handler, msgspec.json.Decoder(spec.params))
 
     def collect(self, *owners: object) -> None:
-        """Register every method of ``owners`` marked with ``@handles``, bound to its owner."""
+        """Register every method of ``owners`` marked with ``@handles``, bound to its owner. A
+        subclass's override of a marked method handles the same method, marked or not."""
         for owner in owners:
             for name in dir(type(owner)):
-                spec = getattr(getattr(type(owner), name, None), _HANDLES, None)
-                if isinstance(spec, MethodSpec):
+                marks = (getattr(vars(c).get(name), _HANDLES, None) for c in type(owner).__mro__)
+                spec = next((m for m in marks if isinstance(m, MethodSpec)), None)
+                if spec is not None:
                     self.register(spec, getattr(owner, name))
 
     @property

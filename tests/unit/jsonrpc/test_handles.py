@@ -53,3 +53,15 @@ def test_a_spec_collected_from_two_owners_is_refused() -> None:
     r.collect(Ops("first"))
     with pytest.raises(ValueError, match=r"t\.echo is registered twice"):
         r.collect(Ops("second"))
+
+
+class Louder(Ops):
+    async def echo(self, p: Echo, c: None) -> Said:  # an override, not marked again
+        return Said(text=p.text.upper(), by=self.name)
+
+
+async def test_an_unmarked_override_of_a_marked_method_handles_that_method() -> None:
+    r = Router[None]()
+    r.collect(Louder("loud"))
+    assert sorted(r.routes) == ["t.echo", "t.who"]
+    assert await r.routes["t.echo"].handler(Echo(text="hi"), None) == Said(text="HI", by="loud")
