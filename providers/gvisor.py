@@ -107,10 +107,13 @@ class Runsc:
     A sandbox's control socket is an abstract one, in the machine's network namespace: every
     command to a running sandbox runs there (``nsenter`` to the sandbox's pid)."""
 
-    def __init__(self, binary: str, platform: GvisorPlatform, data_dir: Path) -> None:
+    def __init__(self, binary: str, platform: GvisorPlatform, data_dir: Path,
+                 park_wait_s: float = 15.0) -> None:  # fmt: skip
         self.binary = binary
         self.platform = platform
         self.state = data_dir / "gvisor"
+        #: How long a pause waits for the daemon to let its connection go (gvisor_pause.py).
+        self.park_wait_s = park_wait_s
 
     def argv(self, *args: str, inside: int | None = None, memory: bool = True) -> list[str]:
         enter = [] if inside is None else ["nsenter", f"--net=/proc/{inside}/ns/net"]

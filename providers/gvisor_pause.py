@@ -43,8 +43,6 @@ from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
 
-#: How long the daemon has to let its connection go.
-PARK_WAIT_S = 15.0
 #: TCP states a checkpoint keeps: CLOSE (07). Not LISTEN (0A): this runsc cannot save a
 #: listener an event loop watches ("endpoint still has waiters upon save").
 _KEPT_STATES = {"07"}
@@ -113,9 +111,9 @@ def _held_message(machine_id: str, held: list[tuple[str, int, bool]]) -> str:
 
 def _park_daemon(runsc: Runsc, machine_id: str, pid: int, cid: str) -> None:
     """The daemon lets its NATS connection go; Conflict (the daemon reconnected) if some
-    connection is still up after PARK_WAIT_S."""
+    connection is still up after ``runsc.park_wait_s`` (FLEET_GVISOR_PARK_WAIT_S)."""
     signal_daemon(runsc, machine_id, pid, "USR1", cid)
-    deadline = time.monotonic() + PARK_WAIT_S
+    deadline = time.monotonic() + runsc.park_wait_s
     while held := connections(runsc, machine_id, pid, cid):
         if time.monotonic() > deadline:
             signal_daemon(runsc, machine_id, pid, "USR2", cid)

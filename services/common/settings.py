@@ -288,6 +288,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     runsc: str = "runsc"
     #: The gVisor platform gvisor machines run on (ptrace works on every host; docs/runtimes.md).
     gvisor_platform: Literal["ptrace", "systrap", "kvm"] = "ptrace"
+    #: Seconds a gvisor machine's daemon has to let its NATS connection go for a pause; past
+    #: that (a process of the machine holds a connection to NATS's port too), it is refused.
+    gvisor_park_wait_s: float = 15.0
     #: Every machine's limits, both providers (docker: the container's; local: its cgroup).
     machine_memory_mb: int = 1024
     machine_cpus: float = 1.0

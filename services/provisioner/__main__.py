@@ -70,7 +70,12 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         placement=placement,
         default_limits=limits,
         engine=lambda: docker.docker,
-        runsc=Runsc(settings.runsc, settings.gvisor_platform, settings.data_path),
+        runsc=Runsc(
+            settings.runsc,
+            settings.gvisor_platform,
+            settings.data_path,
+            settings.gvisor_park_wait_s,
+        ),
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ

@@ -23,20 +23,46 @@ from tests.waiters import wait_until
 #: NATS at an address of the host other than its loopback (test_gvisor.py says why).
 nats_server = gv.nats_server
 
-#: Connect to argv[1]:argv[2], read the listener's greeting to its end; prints it, or why not.
+#: One attempt at each of two ports of argv[1] in one exec: first the one that must be refused
+#: (argv[3]), without waiting on it, then the allowed one (argv[2]), whose greeting it reads to
+#: its end; then it gives the refused one argv[4] seconds more. Prints a line for each, allowed
+#: first: the greeting, or why not. A refused packet is dropped (providers/egress_netdev.py),
+#: so nothing answers it: its SYN left before the allowed one's, which was answered, and a
+#: grace after that proves the drop without waiting out the kernel's connect timeout.
 #: The listener closes first: a connection the machine closed first would wait in TIME_WAIT,
-#: which this runsc cannot checkpoint.
+#: which this runsc cannot checkpoint (a refused one is closed before it was ever open).
 PROBE = r"""
-import socket, sys
-try:
-    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=8) as s:
-        got = b''
-        while chunk := s.recv(64):
-            got += chunk
-        print(got.decode())
-except OSError as exc:
-    print('failed', type(exc).__name__)
+import os, select, socket, sys
+
+def read(s):
+    got = b''
+    while chunk := s.recv(64):
+        got += chunk
+    return got.decode()
+
+host, allowed, other, grace = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+family, kind, proto, _, addr = socket.getaddrinfo(host, other, type=socket.SOCK_STREAM)[0]
+with socket.socket(family, kind, proto) as refused:
+    refused.setblocking(False)
+    refused.connect_ex(addr)
+    try:
+        with socket.create_connection((host, allowed), timeout=30) as s:
+            print(read(s))
+    except OSError as exc:
+        print('failed', type(exc).__name__)
+    _, writable, _ = select.select([], [refused], [], grace)
+    err = refused.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if writable else None
+    if writable and not err:
+        refused.setblocking(True)
+        refused.settimeout(30)
+        print(read(refused))
+    else:
+        print('failed', 'timeout' if err is None else os.strerror(err))
 """
+
+#: Seconds the refused attempt is given after the allowed one's whole exchange (which went
+#: out after it) is done.
+GRACE_S = 2.0
 
 
 @pytest.fixture
@@ -78,9 +104,11 @@ async def listeners() -> AsyncIterator[tuple[str, Listener, Listener]]:
             await server.wait_closed()
 
 
-async def probe(stack: FleetClient, mid: str, host: str, port: int) -> str:
-    got = await stack.exec(mid, ["python3", "-c", PROBE, host, str(port)], timeout_s=90)
-    return got.stdout.strip()
+async def probe(stack: FleetClient, mid: str, host: str, allowed: int, other: int) -> list[str]:
+    """What the machine got from ``allowed`` and from ``other``, in that order (PROBE)."""
+    argv = ["python3", "-c", PROBE, host, str(allowed), str(other), str(GRACE_S)]
+    got = await stack.exec(mid, argv, timeout_s=90)
+    return got.stdout.strip().splitlines()
 
 
 async def reaches_only(
@@ -88,8 +116,8 @@ async def reaches_only(
 ) -> None:
     """The machine reaches ``allowed`` and never ``other`` (which accepts nothing)."""
     before = other.accepted
-    assert await probe(stack, mid, host, allowed.port) == f"hello {allowed.port}"
-    said = await probe(stack, mid, host, other.port)
+    reached, said = await probe(stack, mid, host, allowed.port, other.port)
+    assert reached == f"hello {allowed.port}", reached
     assert said.startswith("failed"), said
     assert other.accepted == before
 
