@@ -8,16 +8,15 @@ the operator's and the instance owner's trust (see the README's security section
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
 import httpx2
 import msgspec
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from contracts.codemode import McpBridge, OpenApiBridge
 from contracts.errors import InvalidParams, MethodNotFound, ProviderError, ToolError
@@ -25,6 +24,9 @@ from services.codemode import stubs
 from services.codemode.engine import ToolProvider
 from services.common.crypto import SecretBox
 from services.common.store_codemode import CodemodeRecords
+
+if TYPE_CHECKING:
+    from mcp import Client
 
 HTTP_TIMEOUT_S = 30.0
 _METHODS = ("get", "put", "post", "delete", "patch")
@@ -135,6 +137,15 @@ class OpenApiProvider:
         return f"{stubs.HEADER}\n\n{body}\n\n{stubs.ident(self.name)}: _{stubs.ident(self.name)}\n"
 
 
+def _mcp_sdk() -> tuple[type[Client], Callable[..., Any]]:
+    """The SDK's client, imported by the first run with an MCP bridge (in a thread, off the
+    event loop), not by every codemode start: it is most of a second of imports."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    return Client, streamable_http_client
+
+
 class McpProvider:
     """``await tools.add(a=1, b=2)``: a remote MCP server's tools (streamable HTTP)."""
 
@@ -145,10 +156,11 @@ class McpProvider:
 
     @asynccontextmanager
     async def _client(self) -> AsyncIterator[Client]:
+        client_of, transport = await asyncio.to_thread(_mcp_sdk)
         # The SDK leaves a client it was given open: closed here, or its sockets leak.
         async with (
             httpx2.AsyncClient(headers=_headers(self._auth), timeout=HTTP_TIMEOUT_S) as http,
-            Client(streamable_http_client(self._bridge.url, http_client=http)) as client,
+            client_of(transport(self._bridge.url, http_client=http)) as client,
         ):
             yield client
 

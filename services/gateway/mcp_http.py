@@ -6,18 +6,19 @@ limit and security headers as ``/rpc``, and users reach one port. The transport 
 every HTTP request is authenticated on its own and its tool calls run with that request's
 caller, so there is no MCP session another token could take over, and any gateway replica can
 answer any request.
+
+The SDK is imported and its session manager started on the first ``/mcp`` request, not at the
+gateway's start: its imports are about half of the gateway's (most of a second of CPU), which
+every `fleet up` would pay before its banner, whether or not anyone speaks MCP to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from mcp.server.mcpserver import Context
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 
 from contracts.codemode import (
     CODEMODE_DESCRIBE,
@@ -30,10 +31,13 @@ from contracts.codemode import (
 )
 from contracts.errors import Unauthorized
 from contracts.people import METHOD_SCOPES
-from services.gateway import mcp_tools
 from services.gateway.access import Caller
 from services.gateway.asgi import serve_asgi
 from services.gateway.codemode import CodemodeOps
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import Context
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 #: Where the caller travels from the HTTP request to the tool call (``request.state``).
 CALLER_STATE = "fleet_caller"
@@ -59,50 +63,82 @@ def _caller(ctx: Context, method: str) -> Caller:
     return caller.doing(METHOD_SCOPES[method])
 
 
-class McpEndpoint:
-    """The SDK's session manager, running for as long as the gateway (an async context manager).
+def _session_manager(ops: CodemodeOps, max_body_bytes: int) -> StreamableHTTPSessionManager:
+    """The SDK's session manager for codemode's tools (the SDK imported here)."""
+    from mcp.server.transport_security import TransportSecuritySettings
 
-    It runs in a task of its own: its anyio task group must be entered and left by one task,
-    and the gateway's startup and shutdown need not be the same task.
+    from services.gateway import mcp_tools
+
+    server = mcp_tools.build_server(_OpsBackend(ops))
+    # The Host/Origin checks guard a token-less local server against DNS rebinding; every
+    # /mcp request carries a bearer token (never a cookie), and the gateway's host is the
+    # operator's to choose, so they are off.
+    server.streamable_http_app(
+        stateless_http=True,
+        max_request_body_size=max_body_bytes,
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+    manager: StreamableHTTPSessionManager = server.session_manager
+    return manager
+
+
+class McpEndpoint:
+    """The SDK's session manager, started by the first ``/mcp`` request and running until the
+    gateway stops (an async context manager).
+
+    The SDK is imported in a thread, so that the event loop goes on serving other requests
+    meanwhile; requests that arrive during the start wait for it. A start that failed is tried
+    again by the next request. The manager runs in a task of its own: its anyio task group
+    must be entered and left by one task, and the gateway's shutdown is another.
     """
 
     def __init__(self, ops: CodemodeOps, max_body_bytes: int) -> None:
-        server = mcp_tools.build_server(_OpsBackend(ops))
-        # The Host/Origin checks guard a token-less local server against DNS rebinding; every
-        # /mcp request carries a bearer token (never a cookie), and the gateway's host is the
-        # operator's to choose, so they are off.
-        server.streamable_http_app(
-            stateless_http=True,
-            max_request_body_size=max_body_bytes,
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-        )
-        self._manager: StreamableHTTPSessionManager = server.session_manager
+        self._ops = ops
+        self._max_body_bytes = max_body_bytes
+        self._starting: asyncio.Task[StreamableHTTPSessionManager] | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def _run(self, started: asyncio.Future[None]) -> None:
-        async with self._manager.run():
-            started.set_result(None)
-            await self._stop.wait()
-
-    async def __aenter__(self) -> McpEndpoint:
+    async def _start(self) -> StreamableHTTPSessionManager:
+        manager = await asyncio.to_thread(_session_manager, self._ops, self._max_body_bytes)
         started = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._run(started))
+        self._task = asyncio.create_task(self._run(manager, started))
         await asyncio.wait({started, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if not started.done():
             self._task.result()  # raises why it could not start
+        return manager
+
+    async def _run(
+        self, manager: StreamableHTTPSessionManager, started: asyncio.Future[None]
+    ) -> None:
+        async with manager.run():
+            started.set_result(None)
+            await self._stop.wait()
+
+    async def _manager(self) -> StreamableHTTPSessionManager:
+        if self._stop.is_set():
+            raise web.HTTPServiceUnavailable(text="the gateway is stopping")
+        if self._starting is None or (self._starting.done() and self._starting.exception()):
+            self._starting = asyncio.create_task(self._start())
+        # Shielded: a request that goes away does not cancel the start the others wait for.
+        return await asyncio.shield(self._starting)
+
+    async def __aenter__(self) -> McpEndpoint:
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stop.set()
+        if self._starting is not None:
+            await asyncio.wait({self._starting})  # a start under way ends: its manager stops
         if self._task is not None:
             await self._task
 
     async def handle(self, request: web.Request, caller: Caller) -> web.StreamResponse:
+        manager = await self._manager()
         extra: dict[str, Any] = {CALLER_STATE: caller}
-        return await serve_asgi(self._manager.handle_request, request, extra)
+        return await serve_asgi(manager.handle_request, request, extra)
 
 
 def add_mcp_route(

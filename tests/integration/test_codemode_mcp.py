@@ -65,6 +65,21 @@ async def test_gateway_mcp_over_http_runs_code(
     assert out["runId"] in {r.run_id for r in await codemode.code_list()}
 
 
+async def test_gateway_mcp_first_requests_together_share_one_start(
+    codemode: FleetClient,  # noqa: F811
+    settings: Settings,
+) -> None:
+    """The gateway starts its MCP server on the first /mcp request: requests that arrive
+    together while it starts each get their answer, from the one server it started."""
+
+    async def tools() -> set[str]:
+        async with mcp_client(_mcp_url(settings), ADMIN_TOKEN) as client:
+            return {t.name for t in (await client.list_tools()).tools}
+
+    answers = await asyncio.gather(*(tools() for _ in range(4)))
+    assert all({"run_code", "describe"} <= names for names in answers), answers
+
+
 async def test_gateway_mcp_refuses_a_missing_or_bad_token(
     codemode: FleetClient,  # noqa: F811
     settings: Settings,
