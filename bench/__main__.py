@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from base.logs import configure_logging
 from bench import (
     audit,
     bytestreams,
@@ -51,7 +52,6 @@ from bench import (
     warm_pool,
 )
 from bench.common import REPO, Report, fmt, machine_description, verdict
-from core.logs import configure_logging
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"

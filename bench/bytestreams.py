@@ -19,16 +19,16 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from base.byte_stream import ByteStream
 from bench.common import Figure, Report, temp_dir
 from bench.daemons import bench_token, daemon_env, kill_group, spawn, token_keys
 from bench.stack import servers
 from contracts import daemon_rpc as d
 from contracts.errors import DaemonUnavailable
 from contracts.ids import new_machine_id
-from core.byte_stream import ByteStream
+from controlplane.byte_stream_join import join
+from controlplane.daemon_client import DaemonClient
 from providers.local import daemon_argv
-from services.common.byte_stream_join import join
-from services.common.daemon_client import DaemonClient
 
 MiB = 1024 * 1024
 IN_FLIGHT = 8

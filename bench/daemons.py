@@ -11,9 +11,9 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from contracts.signing import sign
-from services.common.crypto import SecretBox
-from services.common.daemon_client import DaemonClient
-from services.common.store import Store
+from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient
+from controlplane.store import Store
 
 # --- daemon clients ---------------------------------------------------------------------------
 #: Where a DaemonClient gets a machine's request-signing key.

@@ -1,5 +1,5 @@
-"""Benchmark 24: what an egress policy costs (providers/egress.py), on local machines of one
-`fleet up` stack, against the outside host (bench/outside.py):
+"""Benchmark 24: what an egress policy costs (providers/egress_nftables.py), on local machines of
+one `fleet up` stack, against the outside host (bench/outside.py):
 
 - TCP connect p50 (200 connections in a row, timed inside the machine) and a 100 MiB HTTP
   download, with a 1,000-entry policy (default deny; 999 CIDR and port-range entries that do

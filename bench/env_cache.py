@@ -38,8 +38,8 @@ from contracts.gateway_environments import (
     SetEnvironmentParams,
 )
 from contracts.gateway_rpc import REPOS_ADD, REPOS_REMOVE, AddRepoParams, RemoveRepoParams
+from controlplane.settings import Settings
 from fleet.docker_setup import prepare
-from services.common.settings import Settings
 
 GIT = ("-c", "user.name=bench", "-c", "user.email=bench@fleetd")
 

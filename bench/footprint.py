@@ -24,9 +24,9 @@ from bench.daemons import daemon_env, kill_group, spawn
 from bench.procstat import rss_mb, uss_pss_mb
 from bench.stack import EventWatch, nats_server
 from contracts.ids import new_machine_id
+from controlplane.bus import ensure_stream
 from fleet.embedded import NatsServer
 from providers.local import daemon_argv
-from services.common.bus import ensure_stream
 
 #: The minimal Python daemon on NATS: connect, publish the same ready report, then idle.
 MINIMAL = """

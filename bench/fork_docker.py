@@ -16,11 +16,11 @@ import msgspec
 from bench.stack import FleetUp, servers
 from bench.warm_pool import _Side
 from contracts.events import HomeCopy
+from controlplane.settings import Settings
 from fleet.docker_setup import prepare
 from providers.docker_copy import LABEL_HOME_COPY, copy_record
 from providers.docker_home import home_volumes, remove_home
 from providers.docker_names import LABEL_STACK, container_name
-from services.common.settings import Settings
 
 HomeOf = Callable[[str], Awaitable[Path]]
 

@@ -56,9 +56,9 @@ from contracts.gateway_rpc import (
 from contracts.gateway_stop import MACHINES_PAUSE, MACHINES_RESUME, MACHINES_START, MACHINES_STOP
 from contracts.gateway_types import MachineExecParams, MachineProcessStartParams, MachineRef
 from contracts.models import Runtime
+from controlplane.settings import Settings
 from providers.docker import ensure_network
 from providers.gvisor import IMAGE_DIR, container_id
-from services.common.settings import Settings
 
 #: The holder's mark in the machine's home, once its 256 MiB are allocated and touched.
 HELD = "held-256"

@@ -27,11 +27,11 @@ from bench.warm_pool import _Side
 from contracts.gateway_rpc import MACHINES_GET
 from contracts.gateway_types import MachineRef
 from contracts.models import Runtime
+from controlplane.settings import Settings
 from providers.docker import ensure_network
 from providers.gvisor import is_gvisor
 from providers.local import POOL_SLOT_FILE
 from providers.local_pool import UP_MARKER
-from services.common.settings import Settings
 
 #: Each runtime's pool directory under ``<data>/pool``.
 _POOLS: dict[Runtime, str] = {"namespaces": "local", "gvisor": "gvisor"}

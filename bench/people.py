@@ -28,8 +28,8 @@ import aiohttp
 
 from bench.common import Figure, Report, median, temp_dir
 from bench.stack import ADMIN_TOKEN, FleetUp, servers
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.settings import Settings
+from controlplane.store import Store
 from services.gateway.web_sessions import COOKIE, WebSessions, session_id
 
 TARGET = 1.1

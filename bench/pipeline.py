@@ -39,6 +39,7 @@ from contracts.gateway_rpc import (
 from contracts.ids import new_machine_id
 from contracts.models import Instance
 from contracts.subjects import EventKind
+from controlplane.bus import ensure_stream
 from fleet.embedded import NatsServer
 from providers.swarm import (
     SwarmProvider,
@@ -46,7 +47,6 @@ from providers.swarm import (
     stop_all_swarm,
     swarm_root,
 )
-from services.common.bus import ensure_stream
 
 STAGES = ("provisioned", "daemon-status-reported", "setup-pushed", "ready")
 HOST_SIZE = 250

@@ -1,5 +1,5 @@
 """Benchmark 13: what a stage's Redis step costs the calling process, one command at a time
-against auto-pipelined (``services/common/redis_autopipe.py``).
+against auto-pipelined (``controlplane/redis_autopipe.py``).
 
 64 callers at once (a stage's handler slots) each run the stages' real step,
 ``store.stages.advance`` (the compare-and-set Lua script returning the machine's hash), on
@@ -21,10 +21,10 @@ import redis.asyncio as aioredis
 from bench.common import Figure, Report, temp_dir
 from bench.procstat import cpu_seconds
 from contracts.status import MachineStatus as S
+from controlplane.redis_autopipe import AutoPipelineRedis
+from controlplane.redis_client import MAX_CONNECTIONS
+from controlplane.store import Store
 from fleet.embedded import ValkeyServer
-from services.common.redis_autopipe import AutoPipelineRedis
-from services.common.redis_client import MAX_CONNECTIONS
-from services.common.store import Store
 
 CALLERS = 64
 

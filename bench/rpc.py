@@ -44,7 +44,7 @@ from contracts import subjects
 from contracts.daemon_rpc import HEALTH, WRITE_FILE, HealthResult, WriteFileParams
 from contracts.ids import new_machine_id
 from contracts.jsonrpc import NoParams, decode_response, encode_request
-from services.common.bus import ensure_stream
+from controlplane.bus import ensure_stream
 
 Call = Callable[[], Awaitable[object]]
 CONTENT = "x" * 1024

@@ -79,7 +79,7 @@ def main() -> None:
     lean_imports(settings.nats_url)
     import asyncio
 
-    from core.logs import configure_logging
+    from base.logs import configure_logging
 
     configure_logging(settings.env, settings.log_level, service="daemon")
     os.chdir(settings.home_path)

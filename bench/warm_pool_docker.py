@@ -14,14 +14,14 @@ from typing import Any, Protocol
 
 import aiodocker
 
+from base.poolwire import POOL_UP_LOG
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.stack import FleetUp, servers
 from contracts.models import ProviderName
-from core.poolwire import POOL_UP_LOG
+from controlplane.settings import Settings
 from fleet.docker_setup import prepare
 from providers.docker_home import home_volumes, remove_volume
 from providers.docker_names import LABEL_POOL, LABEL_STACK, POOL_PREFIX, container_name
-from services.common.settings import Settings
 
 
 class Side(Protocol):

@@ -262,7 +262,7 @@ class EnvChanged(_ConfigEvent, tag=ConfigKind.ENV_CHANGED.value, kw_only=True):
 
 
 class LifecycleRan(_Event, tag=EventKind.LIFECYCLE_RAN.value, kw_only=True):
-    """One devcontainer lifecycle command ended in the machine (environments/lifecycle.py):
+    """One devcontainer lifecycle command ended in the machine (environments/lifecycle_commands.py):
     a non-zero exit code fails the machine at a stage named ``stage``."""
 
     #: onCreateCommand, updateContentCommand, postCreateCommand, postStartCommand, ...

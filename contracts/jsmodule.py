@@ -6,8 +6,8 @@ mechanically: ``machines.refreshEnv`` is ``METHODS.MACHINES_REFRESH_ENV``, ``Not
 ``ERRORS.NOT_FOUND``, ``MACHINE_ID_RE`` is ``ID_PATTERNS.MACHINE_ID``.
 
 The .env precedence (which scope's value a machine gets) is applied in one Python function,
-``core.dotenv.merge_env``. The console needs it to show which value wins; contracts/ may not
-import core/ (import-linter's layers), so ``ENV_SCOPES_BY_PRECEDENCE`` is the order of
+``base.dotenv.merge_env``. The console needs it to show which value wins; contracts/ may not
+import base/ (import-linter's layers), so ``ENV_SCOPES_BY_PRECEDENCE`` is the order of
 ``contracts.models.EnvScope``, lowest precedence first, and the drift test calls ``merge_env``
 to prove the two agree.
 
@@ -129,7 +129,7 @@ def event_types() -> dict[str, object]:
 def env_scopes_by_precedence() -> list[str]:
     """The env scopes, lowest precedence first: ``contracts.models.EnvScope`` in its order.
 
-    ``core.dotenv.merge_env`` applies them in this order (a later scope's value wins);
+    ``base.dotenv.merge_env`` applies them in this order (a later scope's value wins);
     tests/unit/test_console_contract.py checks that it does.
     """
     return list(get_args(EnvScope))
@@ -259,7 +259,7 @@ def render() -> str:
         ),
         _frozen_array(
             "Env var scopes, lowest precedence first: a machine's .env gets the value of the\n"
-            " * last scope that sets a name, as core.dotenv.merge_env merges them (a test\n"
+            " * last scope that sets a name, as base.dotenv.merge_env merges them (a test\n"
             " * checks).\n",
             "ENV_SCOPES_BY_PRECEDENCE",
             env_scopes_by_precedence(),

@@ -23,7 +23,7 @@ STATE_FILE = ".fleet/daemon.state.json"
 LOCK_FILE = ".fleet/daemon.lock"
 CONTROL_SECRET_FILE = ".fleet/daemon.secret"  # noqa: S105 - a path, not a secret
 LOG_DIR = ".fleet/logs"
-#: Written into an installed code directory (core/codestore.py): the SHA the directory holds.
+#: Written into an installed code directory (base/codestore.py): the SHA the directory holds.
 CODE_SHA_FILE = ".fleet-git-sha"
 
 CronName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]

@@ -13,7 +13,7 @@ direction: ``subjects.stream_from_machine`` (only that machine may publish there
 - ``ABORT reason``: the whole stream is torn down, both directions.
 
 Binary, not JSON: a chunk is sent as it was read, and one header parse per chunk is all the
-receiver pays. ``core.byte_stream.ByteStream`` is the endpoint both sides use.
+receiver pays. ``base.byte_stream.ByteStream`` is the endpoint both sides use.
 """
 
 from __future__ import annotations

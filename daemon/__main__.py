@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.codestore import keep_import_path
-from core.poolwire import POOL_FD_VAR
+from base.codestore import keep_import_path
+from base.poolwire import POOL_FD_VAR
 from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
 
@@ -47,7 +47,7 @@ async def _serve(settings: DaemonSettings, identity_fd: int | None) -> Daemon | 
 
     import structlog
 
-    from core.lockfile import AlreadyRunning
+    from base.lockfile import AlreadyRunning
     from daemon.server import Daemon
 
     log = structlog.get_logger(__name__)
@@ -142,7 +142,7 @@ def run() -> None:
 
     import structlog
 
-    from core.logs import configure_logging
+    from base.logs import configure_logging
 
     configure_logging(settings.env, settings.log_level, service="daemon")
     os.chdir(settings.home_path)  # never keep a platform directory busy, never depend on it

@@ -22,13 +22,13 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from base.byte_stream import ByteStream
+from base.relay import relay
+from base.tasks import OwnedTasks
 from contracts import streams as s, subjects
 from contracts.daemon_rpc import EXEC_PIPE, ExecPipeParams
 from contracts.errors import StreamAborted, ToolError, TooManyStreams
 from contracts.jsonrpc import handles
-from core.byte_stream import ByteStream
-from core.relay import relay
-from core.tasks import OwnedTasks
 from daemon import tools
 
 log = structlog.get_logger(__name__)

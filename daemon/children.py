@@ -18,8 +18,8 @@ from pathlib import Path
 
 import structlog
 
-from core import procinfo
-from core.fd_readable import Readable
+from base import procinfo
+from base.fd_readable import Readable
 from daemon.envload import EnvFile
 from daemon.tools import command_env
 

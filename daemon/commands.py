@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from core import procinfo
+from base import procinfo
 from daemon.children import signal_group
 from daemon.control import ControlUnavailable, control_request
 from daemon.lifecycle import effective_state

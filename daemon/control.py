@@ -25,8 +25,8 @@ from urllib.parse import parse_qs
 
 import structlog
 
+from base import procinfo
 from contracts.machine_files import CONTROL_SECRET_FILE
-from core import procinfo
 
 log = structlog.get_logger(__name__)
 

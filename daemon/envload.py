@@ -1,6 +1,6 @@
 """``~/.fleet/.env`` as the daemon reads it: re-read only when it changed.
 
-The format itself (and its parser) is ``core.dotenv``.
+The format itself (and its parser) is ``base.dotenv``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from core.dotenv import parse_env_file
+from base.dotenv import parse_env_file
 
 log = structlog.get_logger(__name__)
 

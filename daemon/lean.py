@@ -38,10 +38,10 @@ def lean_imports(nats_url: str) -> None:
 
 def _import_nats() -> None:
     """nats-py reads its own version with importlib.metadata at import (2.4 MB: email, zipfile,
-    csv...); read it from its .dist-info directory's name instead (core.version.dist_version)."""
+    csv...); read it from its .dist-info directory's name instead (base.version.dist_version)."""
     if "nats" in sys.modules or "importlib.metadata" in sys.modules:
         return
-    from core.version import dist_version
+    from base.version import dist_version
 
     sys.modules["importlib.metadata"] = None  # type: ignore[assignment]
     try:

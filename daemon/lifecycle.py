@@ -11,9 +11,9 @@ from typing import Any, Literal, Protocol
 import msgspec
 import structlog
 
-from core import procinfo
-from core.lockfile import DaemonLock
-from core.version import git_sha, package_version
+from base import procinfo
+from base.lockfile import DaemonLock
+from base.version import git_sha, package_version
 from daemon import takeover
 from daemon.control import ControlServer
 from daemon.procs import ProcessManager

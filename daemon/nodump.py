@@ -10,7 +10,7 @@ loader (``FLEET_NODUMP_LOADER``): an exec of a file its caller cannot read makes
 non-dumpable from its first instruction.
 
 The token is never in an environment or a file: it reaches the supervisor on a pipe
-(``FLEET_MACHINE_TOKEN_FD``, core/tokenfd.py) that it reads before any of the machine's
+(``FLEET_MACHINE_TOKEN_FD``, base/tokenfd.py) that it reads before any of the machine's
 processes exists, and the supervisor hands it to each daemon it starts, and a daemon to the
 code it re-executes into (daemon.selfUpdate), on a pipe of its own. Every process keeps it in
 memory only (``token()``).
@@ -25,8 +25,8 @@ import ctypes
 import os
 import sys
 
-from core.loader import LIBRARY_FLAGS
-from core.tokenfd import (
+from base.loader import LIBRARY_FLAGS
+from base.tokenfd import (
     DAEMON_RUN_AS_VAR,
     LOADER_VAR as LOADER_VAR,
     MACHINE_ID_FILE,

@@ -31,7 +31,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-from core.poolwire import (
+from base.poolwire import (
     HOME_VAR,
     POOL_CLAIMED_LOG,
     POOL_FD_VAR,
@@ -94,7 +94,7 @@ def _prewarm(environ: os._Environ[str]) -> None:
     daemon built and dropped as a claimed one will be built, so that first-use costs are paid
     too (the package version from its metadata, the RPC router's types): about 8 ms less
     between the claim and the ready report. Nothing of it is kept (no lock, no file)."""
-    import core.logs  # noqa: F401
+    import base.logs  # noqa: F401
     from daemon.server import Daemon
     from daemon.settings import DaemonSettings
 

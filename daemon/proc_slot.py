@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from base import procinfo
+from base.backoff import backoff_s
 from contracts.daemon_rpc import ProcessInfo
 from contracts.errors import ToolError
 from contracts.machine_files import LOG_DIR
-from core import procinfo
-from core.backoff import backoff_s
 from daemon.children import child_env, child_exit, open_log, reap, signal_group, wait_gone
 from daemon.envload import EnvFile
 from daemon.state import TrackedProcess

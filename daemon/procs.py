@@ -22,6 +22,9 @@ from types import TracebackType
 import msgspec
 import structlog
 
+from base import procinfo
+from base.tasks import cancel_and_join
+from base.ticker import Ticker
 from contracts.daemon_rpc import (
     ProcessInfo,
     ProcessList,
@@ -32,9 +35,6 @@ from contracts.daemon_rpc import (
 )
 from contracts.errors import Conflict, FleetError, NotFound, ToolError
 from contracts.machine_files import ENV_FILE
-from core import procinfo
-from core.tasks import cancel_and_join
-from core.ticker import Ticker
 from daemon.children import let_go, reap, tail_lines
 from daemon.envload import EnvFile, Signature, signature
 from daemon.proc_slot import ProcessSlot, end_foreign

@@ -22,10 +22,10 @@ import time
 
 import structlog
 
+from base.byte_stream import ByteStream
+from base.relay import relay
 from contracts import sessions as ss
 from contracts.errors import StreamAborted
-from core.byte_stream import ByteStream
-from core.relay import relay
 
 log = structlog.get_logger(__name__)
 _READ = 64 * 1024

@@ -23,12 +23,12 @@ from types import TracebackType
 import msgspec
 import structlog
 
+from base import procinfo
+from base.tasks import OwnedTasks
+from base.ticker import Ticker
 from contracts.cron import Schedule, next_run, parse_schedule
 from contracts.errors import FleetError
 from contracts.machine_files import CRON_FILE, ENV_FILE, LOG_DIR, CronJob, CronTable
-from core import procinfo
-from core.tasks import OwnedTasks
-from core.ticker import Ticker
 from daemon.children import child_env, open_log, signal_group
 from daemon.envload import EnvFile, Signature, signature
 from daemon.procs import ProcessManager

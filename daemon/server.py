@@ -20,6 +20,12 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from base import natsconn
+from base.backoff import backoff_s
+from base.lockfile import DaemonLock
+from base.reply_server import ReplyServer
+from base.ticker import Ticker
+from base.version import git_sha, package_version
 from contracts import daemon_rpc as d, subjects
 from contracts.daemon_rpc import (
     DAEMON_METHODS,
@@ -51,23 +57,17 @@ from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, NoParams, Router, encode_error, handles, request_method
 from contracts.ports import LIST_PORTS, PortList
 from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
-from core import natsconn
-from core.backoff import backoff_s
-from core.lockfile import DaemonLock
-from core.reply_server import ReplyServer
-from core.ticker import Ticker
-from core.version import git_sha, package_version
 from daemon import gitclone, nodump, tools, update
 from daemon.byte_stream_hub import ByteStreamHub, Pipes
 from daemon.exec_streams import ExecStreams, daemon_log
 from daemon.files import FileTools
 from daemon.lifecycle import ExitMode, Lifecycle
+from daemon.listening_ports import list_ports
 from daemon.park import Parking
-from daemon.ports import list_ports
-from daemon.sessions import Sessions
+from daemon.session_methods import Sessions
 from daemon.settings import DaemonSettings
 from daemon.transfers import FileTransfers
-from daemon.tunnels import Tunnels
+from daemon.tunnel_connect import Tunnels
 
 log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from core.env_settings import name_env_var
+from base.env_settings import name_env_var
 
 
 class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 
-from core.tokenfd import SUDO_SOCKET as SOCKET, SUDO_SOCKET_VAR as SOCKET_VAR
+from base.tokenfd import SUDO_SOCKET as SOCKET, SUDO_SOCKET_VAR as SOCKET_VAR
 
 #: sudo's ``secure_path``, with the platform's own directory first (``sudo sudo`` works).
 SECURE_PATH = "/run/fleet-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -4,7 +4,7 @@
   backoff when it keeps dying; the new daemon re-adopts the background processes from its
   state file.
 - Each daemon runs the code the platform recorded as current in the machine's code store
-  (read-only to the machine, checked against its digest: core/codestore.py), else the code
+  (read-only to the machine, checked against its digest: base/codestore.py), else the code
   this supervisor was started with; it gets the token on a pipe (daemon/nodump.py).
 - A daemon that hands over to a successor exits 0 with the successor running: the successor
   becomes the one watched. One that took over (a newer daemon started by anyone on the
@@ -31,9 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from core import procinfo
-from core.codestore import STORE_VAR, CodeUnverified, current_code, with_code
-from core.tokenfd import DAEMON_RUN_AS_VAR, SUDO_SOCKET_VAR
+from base import procinfo
+from base.codestore import STORE_VAR, CodeUnverified, current_code, with_code
+from base.tokenfd import DAEMON_RUN_AS_VAR, SUDO_SOCKET_VAR
 from daemon import nodump
 from daemon.pool import pool_channel, relay_claim
 from daemon.state import MACHINE_BOOT_VAR, CorruptState, DaemonState, read_state
@@ -42,7 +42,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 _MAX_BACKOFF_S = 2.0
 _HEALTHY_AFTER_S = 30.0  # a daemon up this long has its restart backoff reset
 _POLL_S = 0.2  # how often a watched daemon that is not our child is looked at
-#: Set by the provider inside a sandbox (``providers.sandbox.SANDBOXED_VAR``: the daemon may
+#: Set by the provider inside a sandbox (``providers.local_sandbox.SANDBOXED_VAR``: the daemon may
 #: not import providers).
 SANDBOXED_VAR = "FLEET_SANDBOXED"
 #: In its own pid namespace the supervisor is bwrap's command: pid 2 (pid 1 is bwrap's init).

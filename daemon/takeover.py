@@ -7,7 +7,7 @@ this one is newer, else refuse (exit 3, naming the holder) as before.
    of different installs can always compare. A higher version takes over, a lower one refuses.
 2. with equal versions, git ancestry: the holder's commit is an ancestor of ours, asked of the
    git checkout this daemon's code comes from. Only where that exists (a daemon run from a
-   checkout); code installed by ``git archive`` (the code store, core/codestore.py) has no history.
+   checkout); code installed by ``git archive`` (the code store, base/codestore.py) has no history.
 
 Anything else (the same commit, diverged commits, a commit or a history we cannot see, a
 version we cannot parse) refuses: a daemon never displaces another on a guess.
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import structlog
 
-from core.lockfile import AlreadyRunning, holder_pid, lock_path
-from core.version import SOURCE_ROOT
+from base.lockfile import AlreadyRunning, holder_pid, lock_path
+from base.version import SOURCE_ROOT
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import CorruptState, read_state
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import structlog
 
+from base.dotenv import parse_env_file
+from base.loader import restored
+from base.tokenfd import RUNTIME_LIBS_VAR
 from contracts.daemon_rpc import (
     EXIT_NOT_FOUND,
     ExecCommandParams,
@@ -23,9 +26,6 @@ from contracts.daemon_rpc import (
 )
 from contracts.errors import FileNotFound, FleetError, InvalidParams, ToolError, WrongFileKind
 from contracts.machine_files import CONTAINER_ENV_FILE
-from core.dotenv import parse_env_file
-from core.loader import restored
-from core.tokenfd import RUNTIME_LIBS_VAR
 from daemon import homefs
 
 log = structlog.get_logger(__name__)

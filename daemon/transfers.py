@@ -22,6 +22,7 @@ import stat
 import msgspec
 import structlog
 
+from base.byte_stream import ByteStream
 from contracts.daemon_files import (
     DEFAULT_MODE,
     DOWNLOAD_FILE,
@@ -34,7 +35,6 @@ from contracts.daemon_files import (
 )
 from contracts.errors import FleetError, StreamAborted, WrongFileKind
 from contracts.jsonrpc import handles
-from core.byte_stream import ByteStream
 from daemon import homefs
 from daemon.byte_stream_hub import ByteStreamHub
 from daemon.files import open_file

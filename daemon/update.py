@@ -1,6 +1,6 @@
 """Daemon code on the machine: which code the platform installed, and switching to it.
 
-The platform installs each commit's code in the machine's code store (core/codestore.py),
+The platform installs each commit's code in the machine's code store (base/codestore.py),
 which the machine sees read-only at ``FLEET_CODE_STORE``, and records there which commit is
 current. ``daemon.selfUpdate`` (a signed request of the platform) re-executes the daemon in
 place (same pid, so its background processes stay its children) into that code, once checked
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import structlog
 
+from base.codestore import STORE_VAR, CodeUnverified, current_code, with_code
 from contracts.errors import NotFound
-from core.codestore import STORE_VAR, CodeUnverified, current_code, with_code
 from daemon import nodump
 from daemon.nodump import DAEMON_FLAGS
 

@@ -25,9 +25,9 @@ from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec
 from contracts.openrpc import openrpc_document
+from controlplane.settings import PREFIX, Settings
 from daemon.settings import DaemonSettings
 from docsite.schema_text import cell, default_text, describe, record_table, ref_name
-from services.common.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTES_PATH = Path(__file__).resolve().parent / "notes.yml"
@@ -214,7 +214,7 @@ def settings_page() -> str:
     out = ["# Settings", "", GENERATED, ""]
     out += [
         "Services read `FLEET_*` environment variables into one `Settings` object "
-        "(`services/common/settings.py`); a malformed value stops the service with exit code 2, "
+        "(`controlplane/settings.py`); a malformed value stops the service with exit code 2, "
         "naming the variable. `fleet up` passes every `FLEET_*` variable of its environment on "
         "to the services; its flags win. A production example with comments: "
         "`deploy/fleetd.env.example`.",

@@ -22,8 +22,8 @@ import aiodocker
 import aiohttp
 import structlog
 
+from base import hostile_fs
 from contracts.errors import BuildFailed, EnvironmentInvalid
-from core import hostile_fs
 from environments import (
     build_limits,
     build_network,

@@ -16,8 +16,8 @@ from typing import Any
 import aiodocker
 import structlog
 
+from base.tasks import cancel_and_join
 from contracts.errors import BuildLimitExceeded
-from core.tasks import cancel_and_join
 from environments.cache import BuildCache
 
 log = structlog.get_logger(__name__)

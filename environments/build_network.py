@@ -20,7 +20,7 @@ import os
 import aiodocker
 import structlog
 
-from core.docker_engine import engine_is_local
+from base.docker_engine import engine_is_local
 
 log = structlog.get_logger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 import aiodocker
 import structlog
 
+from controlplane.settings import Settings
 from environments.host_git import CloneLimits
 from environments.sources import clone_limits
-from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
 

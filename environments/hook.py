@@ -1,6 +1,6 @@
 """A devcontainer machine's lifecycle commands as the platform's services run them
-(environments/lifecycle.py): the setup pusher after setup (the once-per-machine ones not yet
-done, and ``postStartCommand``: a setup follows every start) and after a reconcile brought new
+(environments/lifecycle_commands.py): the setup pusher after setup (the once-per-machine ones not
+yet done, and ``postStartCommand``: a setup follows every start) and after a reconcile brought new
 content (``updateContentCommand``); whoever opens a terminal session, ``ON_ATTACH``. Inert for
 a machine with no lifecycle record: nothing runs, nothing is read beyond one key.
 Each command's output is ``machine.lifecycle-output`` events while it runs (batched: at most
@@ -17,14 +17,14 @@ from contracts.errors import ToolError
 from contracts.events import LIFECYCLE_OUTPUT_MAX, LifecycleOutput, LifecycleRan
 from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
-from environments import lifecycle as lc
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient, MachineClient
-from services.common.failures import fail_machine
-from services.common.machine_config import InstanceConfig, load_instance_config
-from services.common.output_lines import OutputTrickle
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.bus import Bus
+from controlplane.daemon_client import DaemonClient, MachineClient
+from controlplane.failures import fail_machine
+from controlplane.machine_config import InstanceConfig, load_instance_config
+from controlplane.output_lines import OutputTrickle
+from controlplane.settings import Settings
+from controlplane.store import Store
+from environments import lifecycle_commands as lc
 
 log = structlog.get_logger(__name__)
 _CHUNK = msgspec.json.Decoder(OutputChunk)
@@ -32,7 +32,7 @@ _CHUNK = msgspec.json.Decoder(OutputChunk)
 
 def with_project_env(cfg: InstanceConfig, life: lc.MachineLifecycle | None) -> InstanceConfig:
     """``cfg`` with the file's containerEnv and remoteEnv over the platform's variables (the
-    instance's still over them: environments/lifecycle.py's precedence), and as the
+    instance's still over them: environments/lifecycle_commands.py's precedence), and as the
     container's variables of every process of the machine."""
     if life is None:
         return cfg

@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from base.tasks import cancel_and_join
 from contracts.errors import BuildLimitExceeded, EnvironmentInvalid
-from core.tasks import cancel_and_join
 
 #: How often the checkout's size is measured while git writes it.
 DISK_POLL_S = 0.5

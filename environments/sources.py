@@ -1,5 +1,5 @@
 """A repo's files on the platform's host: a shallow checkout in a cache directory, read without
-ever following a link the repo put there (core/hostile_fs.py), and hashed for the build cache.
+ever following a link the repo put there (base/hostile_fs.py), and hashed for the build cache.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from base import hostile_fs
 from contracts import validation
 from contracts.errors import BuildLimitExceeded, EnvironmentInvalid
 from contracts.models import Repo
-from core import hostile_fs
+from controlplane.settings import Settings
 from environments import host_git
 from environments.host_git import CloneLimits
-from services.common.settings import Settings
 
 #: The places a devcontainer.json is looked for, in the spec's order (NAME: any folder).
 DEVCONTAINER_PLACES = (".devcontainer/devcontainer.json", ".devcontainer.json")

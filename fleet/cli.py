@@ -148,8 +148,8 @@ def _host_count(text: str) -> int:
 
 def _run_image_build() -> int:
     from contracts.errors import ProviderError
+    from controlplane.settings import Settings
     from fleet.docker_setup import prepare_sync
-    from services.common.settings import Settings
 
     try:
         prepare_sync(Settings.from_env(), "fleet image")
@@ -172,8 +172,8 @@ def _run_here(args: argparse.Namespace) -> int:
     """`fleet up` and `fleet image`, which run on this host: what stops them is one line on
     stderr, never a traceback (a bad setting names its variable and exits 2, a usage error)."""
     from contracts.errors import ProviderError
+    from controlplane.settings import SettingsError
     from fleet.embedded import ServerStartError
-    from services.common.settings import SettingsError
 
     try:
         return _run_up(args) if args.cmd == "up" else _run_image_build()

@@ -45,7 +45,7 @@ from fleet import (
 from fleet.client_generated import GatewayMethods
 from fleet.client_retry import ConnectionFailed, StreamResumes
 from fleet.machine import MachineHandle, MachineNotReady
-from fleet.sse import check_stream, sse_messages
+from fleet.sse_reader import check_stream, sse_messages
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: ``events(follow=False)``: the stored events are over once the stream is this quiet.

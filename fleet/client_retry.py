@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from base.backoff import backoff_s
 from contracts.errors import FleetError, Unavailable
 from contracts.jsonrpc import MethodSpec, P, R
-from core.backoff import backoff_s
 
 if TYPE_CHECKING:  # the client binds ``call``
     from fleet.client import FleetClient

@@ -10,12 +10,12 @@ import time
 
 import aiodocker
 
+from controlplane.settings import Settings
 from providers.code import code_repo
 from providers.docker import ensure_network, stop_stack
 from providers.docker_image import Say
 from providers.registry import docker_provider, stack_id
 from providers.runtimes import engine_refusal
-from services.common.settings import Settings
 
 
 def say_to_stdout(prefix: str) -> Say:

@@ -26,10 +26,10 @@ from typing import Self
 import nats
 import nats.errors
 
+from base.lifeline import Children
+from base.unix_socket import short_socket_path
 from contracts import subjects
 from contracts.audit import ALL_AUDIT
-from core.lifeline import Children
-from core.unix_socket import short_socket_path
 
 _START_TIMEOUT_S = 20.0
 

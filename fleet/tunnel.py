@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import WSMsgType
 
+from base.relay import relay
 from contracts.ports import EOF_FRAME, tunnel_path
-from core.relay import relay
 from fleet.client import FleetClient
 
 #: Bytes read from the local side per WebSocket message.

@@ -5,7 +5,7 @@ then each service as its own OS process, restarting any that dies (with backoff)
 embedded server that dies (fleet.up_servers). Ctrl-C or
 SIGTERM stops, in order: the gateway, the stage services (each drains its in-flight work), the
 local machines' daemons, then the servers. However `fleet up` ends (SIGKILL included), the
-servers and services end with it (core.lifeline); the next one on the data dir ends whatever
+servers and services end with it (base.lifeline); the next one on the data dir ends whatever
 of them still runs and restarts the machines the dead one left.
 """
 
@@ -29,8 +29,11 @@ from typing import Literal
 
 import msgspec
 
-from core.lifeline import Children, end_recorded
-from core.lockfile import AlreadyRunning, PidLock
+from base.lifeline import Children, end_recorded
+from base.lockfile import AlreadyRunning, PidLock
+from controlplane.crypto import generate_secret_key
+from controlplane.settings import Settings
+from controlplane.unresponsive import daemons_ended
 from fleet.docker_setup import (
     engine_runtime_refusal,
     network_gateway_sync,
@@ -45,19 +48,16 @@ from fleet.up_services import ServiceProcess, stop_services
 from providers import homes_fs
 from providers.cgroup import unavailable as cgroup_unavailable
 from providers.local import stop_all_local
+from providers.local_sandbox import probe as sandbox_probe
 from providers.netns import probe as network_probe
 from providers.runtimes import refusal as runtime_refusal
-from providers.sandbox import probe as sandbox_probe
 from providers.swarm import stop_all_swarm
-from services.common.crypto import generate_secret_key
-from services.common.settings import Settings
-from services.common.unresponsive import daemons_ended
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The
 #: auth callout comes first: machines cannot connect without it.
 #: In the data dir, held by the running `fleet up` (its pid and start time).
 LOCK_NAME = "fleet-up.lock"
-#: In the data dir: the servers and services the running `fleet up` started (core.lifeline);
+#: In the data dir: the servers and services the running `fleet up` started (base.lifeline);
 #: still there when it starts, the `fleet up` before it ended without stopping them.
 CHILDREN_NAME = "fleet-up.children"
 SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode", "gateway")
@@ -244,7 +244,7 @@ def up(opts: UpOptions) -> int:
             time.sleep(0.2)
         print("fleet up: stopping ...", flush=True)
     print("fleet up: stopped", flush=True)
-    gc.freeze()  # all stopped: nothing for the exit's last collection (as services.common.runner)
+    gc.freeze()  # all stopped: nothing for the exit's last collection (as controlplane.runner)
     return 0
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 
-from core.backoff import backoff_s
-from core.lifeline import Children
+from base.backoff import backoff_s
+from base.lifeline import Children
 from fleet.embedded import PortHold, _Server
 
 #: A server up this long has its restart backoff reset.

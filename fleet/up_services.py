@@ -1,5 +1,5 @@
 """`fleet up`'s service processes: each started as a child that ends with `fleet up`
-(core.lifeline), restarted with backoff when it dies, stopped with SIGTERM (then SIGKILL)."""
+(base.lifeline), restarted with backoff when it dies, stopped with SIGTERM (then SIGKILL)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.backoff import backoff_s
-from core.lifeline import Children
+from base.backoff import backoff_s
+from base.lifeline import Children
 
 _HEALTHY_AFTER_S = 30.0  # a service up this long has its restart backoff reset
 _MAX_BACKOFF_S = 30.0

@@ -20,7 +20,7 @@ class CodeInstaller(Protocol):
 class NetnsHolder(Protocol):
     async def netns_pid(self, machine_id: str) -> int | None:
         """A host pid in the machine's own network namespace (where its egress policy is
-        written: providers/egress.py); None if the machine is not running. Raises
+        written: providers/egress_nftables.py); None if the machine is not running. Raises
         NotSupported (with the reason) if the machine has no network namespace of its own
         on this host."""
 

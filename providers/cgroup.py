@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from contracts.errors import ProviderError
-from providers.limits import Limits
+from providers.machine_limits import Limits
 
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "fleet"

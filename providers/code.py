@@ -1,5 +1,5 @@
 """Putting the platform's code where a machine's daemon runs it: ``git archive`` of one commit
-into the machine's code store (core/codestore.py), a directory of the platform's, outside the
+into the machine's code store (base/codestore.py), a directory of the platform's, outside the
 machine's home, that the machine sees read-only; then the record of it as current."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from base.atomic import replace_file
+from base.codestore import CURRENT_FILE, CodeUnverified, record, tree_digest
+from base.version import SOURCE_ROOT
 from contracts.errors import NotFound, ProviderError
 from contracts.machine_files import CODE_SHA_FILE
-from core.atomic import replace_file
-from core.codestore import CURRENT_FILE, CodeUnverified, record, tree_digest
-from core.version import SOURCE_ROOT
 
-#: What a daemon imports: its own package, the contracts and the core.
-DAEMON_TREES = ("contracts", "core", "daemon")
+#: What a daemon imports: its own package, the contracts and base.
+DAEMON_TREES = ("contracts", "base", "daemon")
 
 
 def code_repo(configured: str) -> Path:

@@ -30,16 +30,16 @@ from urllib.parse import urlsplit
 import aiodocker
 import structlog
 
+from base.codestore import CODE_MOUNT, STORE_VAR
+from base.docker_engine import engine_is_local
+from base.loader import withheld
+from base.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
+from base.tokenfd import TOKEN_FILE_VAR
+from base.version import git_sha
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from contracts.models import GvisorPlatform
-from core.codestore import CODE_MOUNT, STORE_VAR
-from core.docker_engine import engine_is_local
-from core.loader import withheld
-from core.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
-from core.tokenfd import TOKEN_FILE_VAR
-from core.version import git_sha
 from providers.code import resolve_sha
 from providers.docker_code import (
     TOKEN_FILE,
@@ -74,7 +74,7 @@ from providers.docker_names import (
 )
 from providers.docker_netns import container_pid
 from providers.docker_runtime import Runtime, RuntimeVolumes, copy_up, give_volume
-from providers.limits import Limits, Placement, PlacementOf
+from providers.machine_limits import Limits, Placement, PlacementOf
 from providers.netns import RESOLVER
 
 log = structlog.get_logger(__name__)
@@ -472,7 +472,7 @@ def with_runtime(
 ) -> None:
     """``config`` (the machine image's) for a machine of ``image`` (whose config's environment
     is ``image_env``): the platform's runtime mounted read-only and its daemon started through
-    it, none of the image's loader variables in its environment (core/loader.py); the system
+    it, none of the image's loader variables in its environment (base/loader.py); the system
     writable (its writes live in the container's own layer, kept across stop and start)."""
     env = dict(e.split("=", 1) for e in config["Env"]) | runtime.env()
     env |= withheld(image_env, env)

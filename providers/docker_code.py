@@ -1,5 +1,5 @@
 """A docker machine's volumes of the platform's, beside its home volume, owned by root: its
-code store (core/codestore.py, ``<home volume>-code`` at ``CODE_MOUNT``, read-only) and its
+code store (base/codestore.py, ``<home volume>-code`` at ``CODE_MOUNT``, read-only) and its
 token (``<home volume>-secret``: one file, the machine user's, 0600, in root's directory,
 which the supervisor, the container's first process, empties as it reads it, before any
 other process of the machine exists; daemon/nodump.py). The platform writes them through a
@@ -17,8 +17,8 @@ from typing import Any
 
 import aiodocker
 
+from base.codestore import CODE_MOUNT, CURRENT_FILE, record, tree_digest
 from contracts.errors import ProviderError
-from core.codestore import CODE_MOUNT, CURRENT_FILE, record, tree_digest
 from providers.code import unpack
 
 #: Where the installing container has the store (read-write).

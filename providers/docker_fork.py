@@ -18,10 +18,10 @@ from typing import Any
 import aiodocker
 import structlog
 
+from base.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR
 from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from contracts.ids import SNAPSHOT_ID_RE
-from core.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR
 from providers.docker_copy import (
     LABEL_SNAPSHOT,
     CopySource,

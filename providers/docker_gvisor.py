@@ -29,11 +29,11 @@ from typing import Any
 
 import aiodocker
 
+from base.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
 from contracts.errors import NotSupported, ProviderError
 from contracts.models import GvisorPlatform
-from core.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
 from providers.docker_image import FLEET_LIB
-from providers.limits import Placement
+from providers.machine_limits import Placement
 from providers.runtimes import DOCKER_RUNTIME, engine_refusal
 
 #: The runtime of a container of a machine of each runtime.

@@ -8,7 +8,7 @@ unless its inputs changed:
   from the mirror this host's apt already uses, ``docker import``-ed;
 - the machine image, ``fleetd-machine:<key>``: the base, a ``fleet`` user (uid 1000), the
   daemon's dependencies as wheels built on this host (``pip wheel``, the versions the platform
-  runs) unpacked into ``/opt/fleet/lib``, and the daemon's code (``contracts``, ``core``,
+  runs) unpacked into ``/opt/fleet/lib``, and the daemon's code (``contracts``, ``base``,
   ``daemon``). Its key covers the base, the recipe and every daemon source file.
 """
 
@@ -35,8 +35,8 @@ from typing import Any
 import aiodocker
 import structlog
 
+from base.version import SOURCE_ROOT, package_version
 from contracts.errors import ProviderError
-from core.version import SOURCE_ROOT, package_version
 from providers import scratch
 from providers.code import DAEMON_TREES
 
@@ -98,9 +98,9 @@ COPY lib /opt/fleet/lib
 # An execute-only copy of the dynamic loader (root's, mode 0111): the supervisor and the daemon
 # run through it, so the kernel makes them non-dumpable and the machine's own commands cannot
 # read their environment or memory (the token). See daemon/nodump.py. It reads no
-# /etc/ld.so.preload (core/loader.py): an environment's image has its own /etc.
+# /etc/ld.so.preload (base/loader.py): an environment's image has its own /etc.
 RUN mkdir -p {FLEET_LIB} && ln -s "$(readlink -f "$(command -v python3)")" {FLEET_LIB}/python3 \
-    && PYTHONPATH=/opt/fleet/lib python3 -m core.loader "$(python3 -c "print(next( \
+    && PYTHONPATH=/opt/fleet/lib python3 -m base.loader "$(python3 -c "print(next( \
 l.split()[-1] for l in open('/proc/self/maps') if '/ld-' in l))")" {LOADER}
 ENV PYTHONPATH=/opt/fleet/lib PYTHONDONTWRITEBYTECODE=1 HOME={MACHINE_HOME} \
     FLEET_HOME={MACHINE_HOME} FLEET_SANDBOXED=1 FLEET_NODUMP_LOADER={LOADER}

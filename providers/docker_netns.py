@@ -1,6 +1,6 @@
 """A container's network namespace, as the host sees it: for the machine's egress policy
-(providers/egress.py) and its resolver (providers/egress_dns.py), which root on the engine's
-own host writes and serves there."""
+(providers/egress_nftables.py) and its resolver (providers/egress_dns.py), which root on the
+engine's own host writes and serves there."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ No restart policy: a pooled container that dies is replaced, not restarted. A cl
    name finds it) and writes its instance's limits and the machines' restart policy
    (``docker update``: live, the processes stay);
 2. then, once the provisioner has announced the machine, writes the identity (one JSON line,
-   ``core/poolwire.py``) on the stdin attach it holds and closes it, which closes that pipe
+   ``base/poolwire.py``) on the stdin attach it holds and closes it, which closes that pipe
    for good. The supervisor reads it, prints ``supervisor: pool_claimed``, puts ``/dev/null`` on
    its fd 0 and hands the identity to the daemon, which connects as any machine's does. (No
    ``docker exec``: a new process in the container costs tens of milliseconds.)
@@ -55,9 +55,9 @@ import aiohttp
 import structlog
 from aiodocker.multiplexed import multiplexed_result_stream
 
+from base.backoff import backoff_s
+from base.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from contracts.errors import NotSupported, ProviderError
-from core.backoff import backoff_s
-from core.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from providers.docker import DockerProvider, ensure_network, with_runtime
 from providers.docker_home import remove_home
 from providers.docker_image import MACHINE_HOME
@@ -69,8 +69,8 @@ from providers.docker_names import (
     container_name,
 )
 from providers.docker_runtime import copy_up
-from providers.limits import Placement
 from providers.local_pool import owner_alive
+from providers.machine_limits import Placement
 from providers.warm_pool import UP_TIMEOUT_S, PoolMachine
 
 log = structlog.get_logger(__name__)

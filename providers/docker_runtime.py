@@ -26,9 +26,9 @@ from typing import Any
 
 import aiodocker
 
+from base.loader import LIBRARY_FLAGS
+from base.tokenfd import LOADER_VAR, RUNTIME_LIBS_VAR
 from contracts.errors import ProviderError
-from core.loader import LIBRARY_FLAGS
-from core.tokenfd import LOADER_VAR, RUNTIME_LIBS_VAR
 from providers.docker_image import LOADER, MACHINE_HOME
 
 RUNTIME_DIR = "/run/fleet/runtime"

@@ -38,9 +38,9 @@ from types import TracebackType
 import structlog
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
+from base.tasks import OwnedTasks
 from contracts.gateway_network import EgressEntry, EgressPolicy
-from core.tasks import OwnedTasks
-from providers import egress
+from providers import egress_nftables as egress
 from providers.egress_dns_load import DnsCaps, Gate, ask
 from providers.egress_log import open_log, read_refused
 from providers.namespaces import CLONE_NEWNET, in_namespaces

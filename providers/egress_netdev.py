@@ -1,12 +1,12 @@
 """A gvisor machine's egress policy in the kernel (docs/runtimes.md): the same policy as a
-namespaces machine's (providers/egress.py ``compile_ruleset``: its sets), in a ``netdev``
+namespaces machine's (providers/egress_nftables.py ``compile_ruleset``: its sets), in a ``netdev``
 table with an ``egress`` hook on each interface of the machine's network namespace.
 
 gVisor's network stack (``--network=sandbox``) writes whole frames on a packet socket, which
 the ``inet`` output hook never sees; a ``netdev`` egress hook sees every frame leaving the
 interface, whoever wrote it. The table is written by root on the host in the namespace of the
-sandbox's process (as providers/egress.py ``apply``); nothing of the machine's can reach the
-host's kernel to change it (gVisor's own kernel answers its netlink).
+sandbox's process (as providers/egress_nftables.py ``apply``); nothing of the machine's can reach
+the host's kernel to change it (gVisor's own kernel answers its netlink).
 
 What differs from the ``inet`` table: a ``netdev`` hook has no connection tracking, so there
 is no "established" rule (nothing answers a connection from outside: a gvisor machine has no
@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 
 from contracts.gateway_network import EgressPolicy, parse_entry
-from providers.egress import TABLE, EgressUnavailable, Ruleset, nft, run_nft
+from providers.egress_nftables import TABLE, EgressUnavailable, Ruleset, nft, run_nft
 
 _T = f"netdev {TABLE}"
 _RULES = (
@@ -56,7 +56,7 @@ def script(ruleset: Ruleset, deny_by_default: bool, devices: Sequence[str]) -> s
     declare = "".join(
         f"  set {n} {{ type {'ipv4' if n.endswith('4') else 'ipv6'}_addr . inet_service; "
         "flags interval; }\n"
-        for n in ruleset.fill  # the static sets of providers/egress.py, each family
+        for n in ruleset.fill  # the static sets of providers/egress_nftables.py, each family
     )
     hooks = "".join(
         f'  chain out_{i} {{ type filter hook egress device "{d}" priority 0; policy accept; }}\n'
@@ -90,5 +90,5 @@ def _load(ruleset: Ruleset, deny_by_default: bool) -> subprocess.CompletedProces
 
 async def apply(netns_pid: int, ruleset: Ruleset, deny_by_default: bool, owner: str) -> None:
     """Write the table in the network namespace of ``netns_pid`` (a process the provider
-    started), on the interfaces it has then; as providers/egress.py ``apply``."""
+    started), on the interfaces it has then; as providers/egress_nftables.py ``apply``."""
     await run_nft(netns_pid, partial(_load, ruleset, deny_by_default), owner)

@@ -2,7 +2,7 @@
 machine's supervisor on gVisor's user-space kernel, so that none of the machine's processes is
 a process of the host; only runsc's own (its sandbox and gofer) stand for it.
 
-What the sandbox is given, as the bubblewrap sandbox is (providers/sandbox.py): the host's
+What the sandbox is given, as the bubblewrap sandbox is (providers/local_sandbox.py): the host's
 system directories and an allow-list of ``/etc`` read-only, the Python that runs the daemon and
 fleetd's daemon packages read-only, the machine's home read-write at the same path, its code
 store read-only, a private ``/tmp``. Its first process is root *of gVisor's kernel*: it reads
@@ -41,18 +41,18 @@ from typing import Any
 
 import structlog
 
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
-from contracts.errors import NotSupported, ProviderError
-from contracts.models import GvisorPlatform
-from core.codestore import CODE_MOUNT
-from core.tokenfd import (
+from base.codestore import CODE_MOUNT
+from base.tokenfd import (
     DAEMON_RUN_AS_VAR,
     MACHINE_ID_FILE,
     SUDO_SOCKET,
     SUDO_SOCKET_VAR,
     TOKEN_FILE_VAR,
 )
-from core.version import SOURCE_ROOT
+from base.version import SOURCE_ROOT
+from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.errors import NotSupported, ProviderError
+from contracts.models import GvisorPlatform
 from providers.cgroup import MachineCgroup
 from providers.gvisor_image import (
     BUNDLE as BUNDLE,  # the bundle's name: there, below this
@@ -73,8 +73,8 @@ from providers.gvisor_root import (
     write_bin,
 )
 from providers.local_image import MACHINE_HOME
+from providers.local_sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.netns import attach, nats_servers, stop_pasta
-from providers.sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
@@ -304,7 +304,7 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
         linux |= id_mappings(root_owner, uid, image and image.user)
     env = {k: v for k, v in env.items() if k not in _NOT_HERE}
     # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
-    # the machine's uid itself (core/tokenfd.py DAEMON_RUN_AS_VAR).
+    # the machine's uid itself (base/tokenfd.py DAEMON_RUN_AS_VAR).
     user = None if image is None else image.user
     if image is None or not image.as_root:  # a root machine's daemon stays root
         env[DAEMON_RUN_AS_VAR] = str(uid) if user is None else f"{user[0]}:{user[1]}"

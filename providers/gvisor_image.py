@@ -12,7 +12,7 @@ writes in the overlay is that uid's on the host, never the host root's.
 In place of the host's system directories the sandbox gets the platform's runtime read-only
 under ``RUNTIME_DIR`` (providers/local_image.py ``runtime_binds``), the home at
 ``/home/fleet`` as any machine of an image has it, and the loader at ``SANDBOX_LOADER``: a
-copy of the host's blind to the image's ``/etc/ld.so.preload`` (core/loader.py), *readable*
+copy of the host's blind to the image's ``/etc/ld.so.preload`` (base/loader.py), *readable*
 (gVisor's kernel reads a program to run it: an execute-only file is "permission denied"
 there). The supervisor stays root of gVisor's kernel and each daemon becomes the machine's
 user itself (``DAEMON_RUN_AS_VAR``), as on a gvisor machine of the host's system.
@@ -26,11 +26,11 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from core.loader import blind
+from base.loader import blind
 from providers import scratch
 from providers.idmap import mount_idmapped
 from providers.local_image import MACHINE_HOME, RUNTIME_DIR, overlay, runtime_argv, runtime_binds
-from providers.nodump import SANDBOX_LOADER, host_loader
+from providers.nodump_loader import SANDBOX_LOADER, host_loader
 
 #: In a machine's directory: the image's root ID-mapped, the overlay over it (its upper holds
 #: only the mount points runsc's gofer makes), and where that overlay is mounted.

@@ -39,16 +39,16 @@ from typing import Any
 
 import structlog
 
+from base.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from contracts.errors import NotSupported, ProviderError
-from core.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from providers import gvisor
 from providers.cgroup import MachineCgroup
 from providers.gvisor_root import BIN_DIR, ROOT_UID_FILE
 from providers.homes_fs import make_home
 from providers.local import POOL_SLOT_FILE, LocalProvider, supervised_argv
 from providers.local_pool import UP_MARKER, PidWatch, owner_alive, owner_name
+from providers.local_sandbox import hostname
 from providers.netns import stop_pasta
-from providers.sandbox import hostname
 from providers.warm_pool import PoolMachine
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.version import SOURCE_ROOT
+from base.version import SOURCE_ROOT
 
 #: In a machine's directory: the host uid its root (of gVisor's kernel) is on the host.
 ROOT_UID_FILE = "root-uid"

@@ -5,7 +5,7 @@ overlay of its own: local_image.py).
 
 An image is untrusted input, unpacked by root, so the archive is never extracted by path:
 every entry is made relative to a descriptor of the directory above it, which was itself
-opened one component at a time with ``O_NOFOLLOW`` (core/hostile_fs.py). A link in the
+opened one component at a time with ``O_NOFOLLOW`` (base/hostile_fs.py). A link in the
 image, absolute or not, is made as a link and never followed on the host, so an entry under
 a linked directory (``etc -> /host/etc``, then ``etc/passwd``) is dropped, not written through
 it. Device nodes and FIFOs are dropped; setuid and setgid bits are cleared; names with ``..``
@@ -28,8 +28,8 @@ from typing import IO
 import aiodocker
 import structlog
 
+from base.hostile_fs import Refused, open_dir_at, open_top
 from contracts.errors import ProviderError
-from core.hostile_fs import Refused, open_dir_at, open_top
 from providers import scratch
 
 log = structlog.get_logger(__name__)

@@ -1,7 +1,7 @@
 """Machine providers: how a machine is started and stopped.
 
 ``local`` runs ``fleet-daemon`` on this host under its supervisor (``daemon.supervise``: a
-daemon that dies is started again), in a bubblewrap sandbox (``providers/sandbox.py``) unless
+daemon that dies is started again), in a bubblewrap sandbox (``providers/local_sandbox.py``) unless
 the operator turned that off, with its own home ``<data-dir>/machines/<machineId>/home``. The
 machine's root process (bwrap, or the supervisor without a sandbox) is recorded in
 ``daemon.pid``; it outlives a provisioner restart (as a cloud machine would). Its host pid is
@@ -28,17 +28,17 @@ import aiodocker
 import msgspec
 import structlog
 
+from base import procinfo
+from base.atomic import replace_file
+from base.codestore import CODE_MOUNT, STORE_VAR
+from base.lockfile import holder_pid
+from base.poolwire import POOL_SLOT_VAR
+from base.procinfo import env_roots
+from base.version import SOURCE_ROOT, git_sha
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
 from contracts.ids import SNAPSHOT_ID_RE
-from core import procinfo
-from core.atomic import replace_file
-from core.codestore import CODE_MOUNT, STORE_VAR
-from core.lockfile import holder_pid
-from core.poolwire import POOL_SLOT_VAR
-from core.procinfo import env_roots
-from core.version import SOURCE_ROOT, git_sha
 from providers import gvisor, gvisor_fork, gvisor_image, gvisor_pause
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
@@ -46,7 +46,6 @@ from providers.gvisor_image import ImageRoot, mount_root, readable_loader, remov
 from providers.gvisor_root import ROOT_UID_FILE
 from providers.homes_fs import clone_home, is_subvolume, make_home, remove_home
 from providers.image_rootfs import ImageRoots
-from providers.limits import Limits, Placement, PlacementOf
 from providers.local_image import (
     mount_overlay,
     overlay_dirs,
@@ -55,16 +54,17 @@ from providers.local_image import (
     runtime_env,
     unmount_overlay,
 )
-from providers.machine_uid import allocate_uid, give_home, give_upper, read_uid
-from providers.netns import has_pasta, loopback_ports, nats_servers, start_sandboxed, stop_pasta
-from providers.nodump import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
-from providers.sandbox import (
+from providers.local_sandbox import (
     SECCOMP_FD,
     bwrap_argv,
     hostname,
     sandbox_root_children,
     supervisor_pid,
 )
+from providers.machine_limits import Limits, Placement, PlacementOf
+from providers.machine_uid import allocate_uid, give_home, give_upper, read_uid
+from providers.netns import has_pasta, loopback_ports, nats_servers, start_sandboxed, stop_pasta
+from providers.nodump_loader import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.scratch import remove_tree
 from providers.seccomp import docker_default_bpf
 from providers.userns import UserMap
@@ -816,7 +816,7 @@ def remove_files(machine_dir: Path) -> None:
 
 
 def code_store(machine_dir: Path) -> Path:
-    """A machine's code store (core/codestore.py): beside its home, the platform's alone."""
+    """A machine's code store (base/codestore.py): beside its home, the platform's alone."""
     return machine_dir / "code"
 
 

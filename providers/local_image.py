@@ -26,18 +26,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from base.loader import LIBRARY_FLAGS
+from base.tokenfd import LOADER_VAR, RUN_AS_VAR, RUNTIME_LIBS_VAR
+from base.version import SOURCE_ROOT
 from contracts.errors import ProviderError
-from core.loader import LIBRARY_FLAGS
-from core.tokenfd import LOADER_VAR, RUN_AS_VAR, RUNTIME_LIBS_VAR
-from core.version import SOURCE_ROOT
 from providers import scratch
-from providers.nodump import SANDBOX_LOADER
+from providers.nodump_loader import SANDBOX_LOADER
 
 RUNTIME_DIR = "/run/fleet/runtime"
 MACHINE_HOME = "/home/fleet"
 #: Top-level names the sandbox makes itself: the image's are not bound.
 OWN_TOP = frozenset({"proc", "dev", "sys", "tmp", "run", "home"})
-DAEMON_PACKAGES = ("contracts", "core", "daemon")
+DAEMON_PACKAGES = ("contracts", "base", "daemon")
 
 
 def _libc_dir() -> Path:

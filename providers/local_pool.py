@@ -38,10 +38,10 @@ from pathlib import Path
 
 import structlog
 
+from base import procinfo
+from base.codestore import CURRENT_FILE
+from base.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
 from contracts.errors import ProviderError
-from core import procinfo
-from core.codestore import CURRENT_FILE
-from core.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
 from providers.homes_fs import make_home
 from providers.local import (
     IDENTIFIED_FILE,
@@ -50,9 +50,9 @@ from providers.local import (
     code_store,
     write_pid,
 )
+from providers.local_sandbox import hostname, sandbox_root_children
 from providers.netns import stop_pasta
-from providers.nodump import TOKEN_FD
-from providers.sandbox import hostname, sandbox_root_children
+from providers.nodump_loader import TOKEN_FD
 from providers.sandbox_mount import mount_in_sandbox
 from providers.warm_pool import PoolMachine
 

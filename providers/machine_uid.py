@@ -15,8 +15,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from core import hostile_fs
-from core.atomic import replace_file
+from base import hostile_fs
+from base.atomic import replace_file
 
 SETPRIV = "/usr/bin/setpriv"
 
@@ -62,7 +62,7 @@ def read_uid(path: Path) -> int | None:
 
 def give_home(home: Path, uid: int) -> None:
     """Everything under ``home`` (the platform may have written there as root) to ``uid``: by
-    descriptor, since the machine may be swapping links into it meanwhile (core/hostile_fs.py)."""
+    descriptor, since the machine may be swapping links into it meanwhile (base/hostile_fs.py)."""
     hostile_fs.chown_tree(home, uid, uid)
 
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from core import procinfo
+from base import procinfo
 
 T = TypeVar("T")
 

@@ -39,10 +39,10 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from base import procinfo
+from base.atomic import replace_file
+from base.fd_readable import Readable
 from contracts.errors import ProviderError
-from core import procinfo
-from core.atomic import replace_file
-from core.fd_readable import Readable
 from providers.pasta_nodelay import no_delay
 from providers.seccomp import filter_fd
 from providers.userns import USERNS_FD, UserMap, write_maps

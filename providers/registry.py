@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from controlplane.settings import Settings
 from providers.docker import DockerProvider
 from providers.docker_image import Say
-from providers.limits import Limits, Placement, PlacementOf
-from services.common.settings import Settings
+from providers.machine_limits import Limits, Placement, PlacementOf
 
 
 def platform_limits(settings: Settings) -> Limits:

@@ -24,7 +24,7 @@ MEMORY_PROVIDERS = ("local",)
 #: The Docker engine's name of the runtime a gvisor machine's container runs with.
 DOCKER_RUNTIME = "runsc"
 #: Its arguments a docker gvisor machine needs: its own network namespace's stack, the host
-#: kernel's (so the machine's egress policy, written there, holds: providers/egress.py).
+#: kernel's (so the machine's egress policy, written there, holds: providers/egress_nftables.py).
 DOCKER_RUNSC_NETWORK = "--network=host"
 
 

@@ -1,11 +1,12 @@
 """The ``swarm`` provider: many real daemons per OS process, for load testing.
 
-A machine is a ``daemon.server.Daemon`` instance inside a swarm host (``python -m daemon.swarm``,
-see there), with its own NATS connection, identity and home ``<data-dir>/swarm/machines/<id>/
-home``. Hosts live in ``<data-dir>/swarm/hosts/host-<n>/`` (``host.pid``, ``host.log``, the
-control socket) and take up to ``FLEET_SWARM_HOST_SIZE`` machines each (default 250); the
-provider starts one when the others are full. Like local daemons, hosts outlive the provisioner;
-``stop_all_swarm`` is what ``fleet up`` calls on shutdown (after the stage services, before NATS).
+A machine is a ``daemon.server.Daemon`` instance inside a swarm host (``python -m
+daemon.swarm_host``, see there), with its own NATS connection, identity and home
+``<data-dir>/swarm/machines/<id>/home``. Hosts live in ``<data-dir>/swarm/hosts/host-<n>/``
+(``host.pid``, ``host.log``, the control socket) and take up to ``FLEET_SWARM_HOST_SIZE`` machines
+each (default 250); the provider starts one when the others are full. Like local daemons, hosts
+outlive the provisioner; ``stop_all_swarm`` is what ``fleet up`` calls on shutdown (after the stage
+services, before NATS).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from typing import Any
 import msgspec
 import structlog
 
+from base.atomic import replace_file
+from base.unix_socket import short_socket_path
 from contracts.errors import NotSupported, ProviderError
-from core.atomic import replace_file
-from core.unix_socket import short_socket_path
 from providers.local import INHERITED_ENV, pid_alive, spawn_detached
 
 log = structlog.get_logger(__name__)
@@ -309,15 +310,15 @@ class SwarmProvider:
                 self._children.remove(pid)
 
 
-#: ``python -m daemon.swarm``, minus aiohttp: nats-py imports it for its WebSocket transport
+#: ``python -m daemon.swarm_host``, minus aiohttp: nats-py imports it for its WebSocket transport
 #: when it can, which costs a host ~150 ms of start-up and ~10 MB, and a host never needs it
 #: unless NATS is reached over ws://.
-_HOST_MAIN = "import sys; sys.modules['aiohttp'] = None; from daemon.swarm import main; main()"
+_HOST_MAIN = "import sys; sys.modules['aiohttp'] = None; from daemon.swarm_host import main; main()"
 
 
 def host_argv(nats_url: str) -> list[str]:
     if "ws://" in nats_url or "wss://" in nats_url:
-        return [sys.executable, "-I", "-m", "daemon.swarm"]
+        return [sys.executable, "-I", "-m", "daemon.swarm_host"]
     return [sys.executable, "-I", "-c", _HOST_MAIN]
 
 

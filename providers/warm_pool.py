@@ -20,10 +20,10 @@ from typing import Protocol
 
 import structlog
 
-from core.backoff import backoff_s
-from core.clock import SYSTEM_CLOCK, Clock, within
-from core.tasks import OwnedTasks
-from core.ticker import Ticker
+from base.backoff import backoff_s
+from base.clock import SYSTEM_CLOCK, Clock, within
+from base.tasks import OwnedTasks
+from base.ticker import Ticker
 
 log = structlog.get_logger(__name__)
 

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer, ValkeyServer
-from services.common.settings import Settings
 from tests.conftest import held_settings, make_bare_repo, running_stack
 from tests.docker_env import remove_stacks_under
 from tests.gitserver import GitHttpServer

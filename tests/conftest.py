@@ -28,16 +28,16 @@ import pytest_asyncio
 import structlog
 
 from contracts.ids import new_machine_id
+from controlplane.bus import Bus
+from controlplane.crypto import generate_secret_key
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.store_keys import DEFAULT_PREFIX
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer, PortHold, ValkeyServer
 from providers import homes_fs
 from providers.local import daemon_argv, stop_all_local
 from providers.swarm import stop_all_swarm
-from services.common.bus import Bus
-from services.common.crypto import generate_secret_key
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.store_keys import DEFAULT_PREFIX
 from tests import leftovers, provider_param
 from tests.gitcmd import git
 from tests.shared_servers import WorkerServers
@@ -357,8 +357,8 @@ def spawn_daemon(tmp_path: Path, nats_server: NatsServer) -> Iterator[SpawnDaemo
 def kill_leftovers(home: Path) -> None:
     """A daemon that handed over left a successor (another session), and background processes
     outlive their daemon by design: end whatever the state file and the lock still name."""
-    from core import procinfo
-    from core.lockfile import holder_pid
+    from base import procinfo
+    from base.lockfile import holder_pid
     from daemon import commands
     from daemon.state import load_state
 

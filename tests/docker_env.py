@@ -18,13 +18,13 @@ import aiodocker
 import pytest
 
 from contracts.errors import ProviderError
+from controlplane.settings import Settings
 from fleet.docker_setup import prepare
 from fleet.embedded import NatsServer
 from providers.docker_code import code_volume, secret_volume
 from providers.docker_copy import LABEL_LAYER
 from providers.docker_image import MACHINE_HOME
 from providers.docker_names import LABEL_MACHINE, LABEL_STACK, container_name, volume_name
-from services.common.settings import Settings
 
 #: Where the machine image is built (its debootstrap's scratch directories, the root file
 #: system's tar until imported), shared by every run on this host under BUILD_LOCK: a build

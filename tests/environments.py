@@ -20,10 +20,10 @@ from aiohttp import ClientWebSocketResponse
 from contracts.gateway_environments import Environment
 from contracts.gateway_types import RefreshCodeResult
 from contracts.status import MachineStatus
+from controlplane.settings import Settings
 from environments import cache
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
-from services.common.settings import Settings
 from tests.waiters import wait_until
 
 BUSYBOX = Path("/bin/busybox")

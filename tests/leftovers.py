@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from core import procinfo
+from base import procinfo
 from providers.docker_names import LABEL_STACK
 
 #: Teardowns signal; their processes may still be ending as the session finishes.

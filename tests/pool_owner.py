@@ -12,9 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from controlplane.settings import Settings
 from providers.docker_pool import DockerPoolBackend
 from providers.registry import docker_provider
-from services.common.settings import Settings
 
 READY = "pool-owner-ready "
 

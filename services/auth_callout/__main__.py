@@ -12,14 +12,14 @@ from contextlib import AsyncExitStack
 import nats.errors
 import structlog
 
+from controlplane.bus import connect_nats
+from controlplane.crypto import SecretBox
+from controlplane.metrics import service_metrics
+from controlplane.runner import run_service
+from controlplane.settings import Settings, SettingsError
+from controlplane.store import Store
 from services.auth_callout.jwt import Issuer
 from services.auth_callout.service import AuthCallout
-from services.common.bus import connect_nats
-from services.common.crypto import SecretBox
-from services.common.metrics import service_metrics
-from services.common.runner import run_service
-from services.common.settings import Settings, SettingsError
-from services.common.store import Store
 
 log = structlog.get_logger(__name__)
 

@@ -21,15 +21,15 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from base.reply_server import ReplyServer
 from contracts import subjects
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.status import ARCHIVED_OR_ARCHIVING
-from core.reply_server import ReplyServer
+from controlplane.crypto import SecretBox
+from controlplane.metrics import Metrics
+from controlplane.store import Store
 from services.auth_callout import jwt
-from services.auth_callout.metrics import CalloutMetrics, Refusal
-from services.common.crypto import SecretBox
-from services.common.metrics import Metrics
-from services.common.store import Store
+from services.auth_callout.callout_metrics import CalloutMetrics, Refusal
 
 log = structlog.get_logger(__name__)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
+from controlplane.crypto import SecretBox
+from controlplane.metrics import service_metrics
+from controlplane.runner import run_service
+from controlplane.settings import Settings
+from controlplane.stage import connect
 from services.codemode.service import CodemodeService
-from services.common.crypto import SecretBox
-from services.common.metrics import service_metrics
-from services.common.runner import run_service
-from services.common.settings import Settings
-from services.common.stage import connect
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:

@@ -20,10 +20,10 @@ import msgspec
 
 from contracts.codemode import McpBridge, OpenApiBridge
 from contracts.errors import InvalidParams, MethodNotFound, ProviderError, ToolError
+from controlplane.crypto import SecretBox
+from controlplane.store_codemode import CodemodeRecords
 from services.codemode import stubs
 from services.codemode.engine import ToolProvider
-from services.common.crypto import SecretBox
-from services.common.store_codemode import CodemodeRecords
 
 if TYPE_CHECKING:
     from mcp import Client

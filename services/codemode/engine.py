@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 import structlog
 
+from base.tasks import OwnedTasks, cancel_and_join
 from contracts.codemode import (
     RunCancelled,
     RunError,
@@ -28,7 +29,6 @@ from contracts.codemode import (
     RunToolResult,
 )
 from contracts.errors import FleetError, InternalError, InvalidRequest, MethodNotFound
-from core.tasks import OwnedTasks, cancel_and_join
 from services.codemode.sandbox import Limits, Sandbox
 from services.codemode.sandbox_gvisor import Runsc, open_sandbox
 

@@ -21,6 +21,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from base.reply_server import ReplyServer, respond
+from base.tasks import cancel_and_join
 from contracts import subjects
 from contracts.codemode import (
     DescribeJob,
@@ -34,17 +36,15 @@ from contracts.codemode import (
     now,
 )
 from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
-from core.reply_server import ReplyServer, respond
-from core.tasks import cancel_and_join
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings, SettingsError
+from controlplane.store import Store
 from providers.gvisor import probe
 from services.codemode.bridges import bridge_providers
 from services.codemode.engine import Run, ToolProvider
 from services.codemode.providers import FleetProvider, GatewayCaller, MachineProvider
 from services.codemode.sandbox import Limits
 from services.codemode.sandbox_gvisor import Runsc
-from services.common.crypto import SecretBox
-from services.common.settings import Settings, SettingsError
-from services.common.store import Store
 
 log = structlog.get_logger(__name__)
 J = TypeVar("J")

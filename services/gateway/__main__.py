@@ -8,16 +8,16 @@ from contextlib import AsyncExitStack
 import aiohttp
 import msgspec
 
-from core.clock import SYSTEM_CLOCK
+from base.clock import SYSTEM_CLOCK
+from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient, MachineKeys
+from controlplane.metrics import Metrics
+from controlplane.runner import run_service
+from controlplane.settings import Settings, SettingsError
+from controlplane.stage import connect
+from controlplane.tokens import TokenStore
 from providers.code import code_repo, platform_sha
 from providers.code_status import CodeVersions
-from services.common.crypto import SecretBox
-from services.common.daemon_client import DaemonClient, MachineKeys
-from services.common.metrics import Metrics
-from services.common.runner import run_service
-from services.common.settings import Settings, SettingsError
-from services.common.stage import connect
-from services.common.tokens import TokenStore
 from services.gateway.api import GatewayApi
 from services.gateway.audit_log import AuditLog
 from services.gateway.caller_notices import CallerNotices

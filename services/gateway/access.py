@@ -32,9 +32,9 @@ from contracts.status import (
     TERMINAL,
 )
 from contracts.validation import local_repo_path
+from controlplane.status_transitions import RESUME_HINT, START_HINT
+from controlplane.store import Store
 from providers.code_status import CodeVersions
-from services.common.stop_start import RESUME_HINT, START_HINT
-from services.common.store import Store
 from services.gateway.activity import ActivityClock
 
 

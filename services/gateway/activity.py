@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import structlog
 
-from core.clock import SYSTEM_CLOCK, Clock
-from services.common.store import Store
+from base.clock import SYSTEM_CLOCK, Clock
+from controlplane.store import Store
 
 log = structlog.get_logger(__name__)
 

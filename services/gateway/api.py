@@ -7,6 +7,8 @@ from functools import cached_property
 import msgspec
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
+from base.version import package_version
 from contracts import (
     gateway_env_builds as geb,
     gateway_fork as gfk,
@@ -75,38 +77,36 @@ from contracts.models import (
 )
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
-from core.clock import SYSTEM_CLOCK, Clock
-from core.version import package_version
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient, MachineKeys
+from controlplane.failover import unavailable
+from controlplane.graceful_stop import ask_to_stop
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.tokens import TokenStore
 from environments.hook import on_attach
 from providers.code_status import CodeVersions
-from services.common.bus import Bus
-from services.common.crypto import SecretBox
-from services.common.daemon_client import DaemonClient, MachineKeys
-from services.common.failover import unavailable
-from services.common.graceful_stop import ask_to_stop
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.tokens import TokenStore
 from services.gateway import create_once
 from services.gateway.access import Access, Caller, check_local_repo, scoped
 from services.gateway.audit_log import AuditLog, audited, may_read
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
-from services.gateway.codemode import CodemodeOps
+from services.gateway.codemode_ops import CodemodeOps
 from services.gateway.env_build_ops import EnvBuildOps
 from services.gateway.environment_ops import EnvironmentOps
 from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.fork_ops import ForkOps, new_machine
 from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
-from services.gateway.limits import CallLimits
 from services.gateway.limits_ops import LimitsOps
 from services.gateway.network_ops import NetworkOps
 from services.gateway.ops import MachineOps
 from services.gateway.people_ops import PeopleOps, may_see
-from services.gateway.ports import PortOps
+from services.gateway.ports_ops import PortOps
+from services.gateway.rate_limits import CallLimits
 from services.gateway.runtime_ops import RuntimeOps, check_root, root_exec
-from services.gateway.sessions import SessionOps
+from services.gateway.sessions_ops import SessionOps
 from services.gateway.stop_ops import StopOps, check_running_limit
 from services.gateway.tickets import EventTickets
 from services.gateway.wake import Waker

@@ -38,18 +38,18 @@ from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from prometheus_client import Counter
 
+from base import natsconn
+from base.clock import SYSTEM_CLOCK, Clock
+from base.tasks import cancel_and_join
 from contracts import audit as a
 from contracts.errors import FleetError, Forbidden, InternalError, Unauthorized
 from contracts.gateway_rpc import READ_ONLY_METHODS
 from contracts.jsonrpc import Handler, Router
-from core import natsconn
-from core.clock import SYSTEM_CLOCK, Clock
-from core.tasks import cancel_and_join
-from services.common.bus import DUPLICATE_WINDOW_S, put_stream
-from services.common.failover import TRANSIENT
-from services.common.metrics import Metrics
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.bus import DUPLICATE_WINDOW_S, put_stream
+from controlplane.failover import TRANSIENT
+from controlplane.metrics import Metrics
+from controlplane.settings import Settings
+from controlplane.store import Store
 from services.gateway.access import Caller
 from services.gateway.audit_read import read_entries
 from services.gateway.audit_refusals import CallerRefusals, RefusalGate, SuppressedWriter

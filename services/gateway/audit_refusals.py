@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.clock import SYSTEM_CLOCK, Clock
-from core.ticker import Ticker
-from services.gateway.limits import RateLimiter
+from base.clock import SYSTEM_CLOCK, Clock
+from base.ticker import Ticker
+from services.gateway.rate_limits import RateLimiter
 
 #: The limit over every address together, as a multiple of the per-address one.
 OVERALL_FACTOR = 10

@@ -28,9 +28,9 @@ from contracts.audit import Action
 from contracts.errors import FleetError, Forbidden, NotFound, SignInStateRejected, Unauthorized
 from contracts.gateway_people import User
 from contracts.people import ALL_SCOPES
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.tokens import TokenStore
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.audit_log import AuditLog
 from services.gateway.errors_http import error_response

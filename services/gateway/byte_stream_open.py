@@ -26,8 +26,8 @@ from nats.aio.client import Client as NATS
 
 from contracts.events import WakeBy
 from contracts.jsonrpc import MethodSpec, P
-from services.common.byte_stream_join import OnTraffic, PlatformStream, join
-from services.common.daemon_client import DaemonClient
+from controlplane.byte_stream_join import OnTraffic, PlatformStream, join
+from controlplane.daemon_client import DaemonClient
 from services.gateway.access import Access, Caller, Reach
 from services.gateway.audit_log import AuditLog
 from services.gateway.byte_stream_slots import ByteStreamSlots

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+from base.byte_stream import ByteStream
 from contracts.errors import TooManyStreams
-from core.byte_stream import ByteStream
 from services.gateway.access import Caller, Reach
 
 log = structlog.get_logger(__name__)

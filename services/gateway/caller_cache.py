@@ -24,8 +24,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Generic, NamedTuple, TypeVar
 
-from core.clock import SYSTEM_CLOCK, Clock
-from services.common.store import Store
+from base.clock import SYSTEM_CLOCK, Clock
+from controlplane.store import Store
 
 T = TypeVar("T")
 #: Entries kept at most; a full cache starts again empty (entries live half a second anyway).

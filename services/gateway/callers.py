@@ -12,12 +12,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.gateway_people import User
 from contracts.people import ADMIN
-from core.clock import SYSTEM_CLOCK, Clock
-from services.common.store import Store
-from services.common.store_tokens import token_record
-from services.common.tokens import Resolved, TokenStore, hash_token, is_live
+from controlplane.store import Store
+from controlplane.store_tokens import token_record
+from controlplane.tokens import Resolved, TokenStore, hash_token, is_live
 from services.gateway.access import Caller
 from services.gateway.caller_cache import CallerCache
 

@@ -16,14 +16,14 @@ import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
 
+from base.clock import SYSTEM_CLOCK, Clock, within
 from contracts import subjects
 from contracts.codemode import RUN_STREAM_END, RUN_STREAM_PATH, RunParams, RunResult
 from contracts.errors import FleetError, InternalError, ParseError
 from contracts.jsonrpc import invalid_params
-from core.clock import SYSTEM_CLOCK, Clock, within
-from services.common.bus import Bus
+from controlplane.bus import Bus
 from services.gateway.access import Caller
-from services.gateway.codemode import CodemodeOps
+from services.gateway.codemode_ops import CodemodeOps
 from services.gateway.errors_http import error_response
 
 log = structlog.get_logger(__name__)

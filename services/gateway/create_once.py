@@ -15,9 +15,9 @@ compare-and-set skips a machine already past ``created``, and archiving is idemp
 
 from __future__ import annotations
 
-from services.common.create_once import fingerprint, make, repeat
-from services.common.settings import Settings
-from services.common.store_creates import CreateOnce
+from controlplane.create_once import fingerprint, make, repeat
+from controlplane.settings import Settings
+from controlplane.store_creates import CreateOnce
 from services.gateway.access import Caller
 
 __all__ = ["make", "once_of", "repeat"]

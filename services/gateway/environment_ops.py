@@ -25,7 +25,7 @@ from contracts.gateway_environments import (
 )
 from contracts.gateway_types import InstanceRef
 from contracts.jsonrpc import handles
-from services.common.store import Store
+from controlplane.store import Store
 from services.gateway.access import Access, Caller
 from services.gateway.host_control import HostControl
 

@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from contracts.errors import ERROR_HEADER, FleetError, Unauthorized, Unavailable
-from services.common.failover import RETRY_AFTER_MS, retry_after_s
+from controlplane.failover import RETRY_AFTER_MS, retry_after_s
 
 log = structlog.get_logger(__name__)
 

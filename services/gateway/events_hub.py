@@ -3,7 +3,7 @@
 Not one JetStream consumer per ``GET /events``: 1,000 streams from one token would use up the
 server's consumer limit, and every ``/events`` would answer 500. Live events come from one
 ordered consumer; a stream that needs stored events first replays them with a consumer of
-its own, and only ``max_replays`` of those run at once (``sse.py``).
+its own, and only ``max_replays`` of those run at once (``events_http.py``).
 
 Limits, kept in this process (a stream lives and dies with this process's connection, so a
 shared counter would only leak when a replica dies): ``max_per_token`` open streams per
@@ -31,9 +31,9 @@ from nats.js.api import DeliverPolicy
 from contracts import subjects
 from contracts.errors import FleetError, Forbidden, RateLimited, Unavailable
 from contracts.events import decode_event, matches_subject, subject_of
-from services.common.bus import Bus
-from services.common.failover import RETRY_AFTER_MS
-from services.common.store import Store
+from controlplane.bus import Bus
+from controlplane.failover import RETRY_AFTER_MS
+from controlplane.store import Store
 from services.gateway.access import Caller, Reach
 from services.gateway.callers import OPERATOR
 
@@ -199,7 +199,7 @@ def honest(msg: Msg) -> bool:
     """A stored event that says only what its subject allows: its kind and its machine. A
     machine writes its own reports' payloads, and one naming another machine (or of another
     kind) is stored all the same (NATS checks the subject, not the payload): it is never shown
-    to anyone, as the stages never believe it (``services.common.consumer``)."""
+    to anyone, as the stages never believe it (``controlplane.consumer``)."""
     try:
         event = decode_event(msg.data)
     except msgspec.DecodeError:  # ValidationError included

@@ -18,6 +18,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts import daemon_rpc as d
 from contracts.errors import InvalidRequest, MethodNotFound
 from contracts.events import WakeBy
@@ -29,9 +30,8 @@ from contracts.gateway_live import (
     MachineExecStreamParams,
 )
 from contracts.jsonrpc import Dispatcher, handles
-from core.clock import SYSTEM_CLOCK, Clock
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient, OnOutput
+from controlplane.bus import Bus
+from controlplane.daemon_client import DaemonClient, OnOutput
 from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)

@@ -28,12 +28,12 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from base.byte_stream import ByteStream
 from contracts import daemon_files as df, errors as e
 from contracts.audit import Action
 from contracts.gateway_files import FILES_ROUTE
 from contracts.ids import MACHINE_ID_RE
 from contracts.jsonrpc import P, invalid_params
-from core.byte_stream import ByteStream
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.errors_http import error_response

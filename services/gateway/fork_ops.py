@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import structlog
 
+from base.backoff import backoff_s
+from base.clock import SYSTEM_CLOCK, Clock, within
 from contracts.daemon_rpc import GET_VERSION
 from contracts.errors import (
     Conflict,
@@ -35,12 +37,10 @@ from contracts.ids import new_event_id, new_snapshot_id
 from contracts.jsonrpc import NoParams, handles
 from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
-from core.backoff import backoff_s
-from core.clock import SYSTEM_CLOCK, Clock, within
+from controlplane.bus import Bus
+from controlplane.daemon_client import DaemonClient
+from controlplane.store import Store
 from providers.runtimes import keeps_memory
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient
-from services.common.store import Store
 from services.gateway.access import Access, Caller
 from services.gateway.host_control import HostControl
 from services.gateway.stop_ops import check_running_limit

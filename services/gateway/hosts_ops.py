@@ -20,9 +20,9 @@ from contracts.gateway_hosts import (
 from contracts.gateway_types import RefreshFailure
 from contracts.jsonrpc import NoParams, handles
 from contracts.models import Machine
-from services.common.hosts import host_infos
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.hosts import host_infos
+from controlplane.settings import Settings
+from controlplane.store import Store
 from services.gateway.access import Caller
 
 log = structlog.get_logger(__name__)

@@ -26,40 +26,40 @@ from typing import NamedTuple
 import structlog
 from aiohttp import web
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import CsrfRejected, FleetError, PayloadTooLarge, Unauthorized
 from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.gateway_sessions import ATTACH_PATH
 from contracts.jsonrpc import Dispatcher, request_method
 from contracts.people import route_scope
-from core.clock import SYSTEM_CLOCK, Clock
-from services.common.bus import Bus
-from services.common.failover import TRANSIENT, as_unavailable
-from services.common.metrics import Metrics, metrics_handler
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.tokens import TokenStore
+from controlplane.bus import Bus
+from controlplane.failover import TRANSIENT, as_unavailable
+from controlplane.metrics import Metrics, metrics_handler
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.audit_log import AuditLog, origin_middleware
 from services.gateway.auth_http import SignIn, add_auth_routes, public_url
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.callers import CallerResolver
-from services.gateway.codemode import CodemodeOps
+from services.gateway.codemode_ops import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.errors_http import always_answer, error_answer, error_response
+from services.gateway.events_http import EventsContext, stream_events
 from services.gateway.events_hub import EventHub
 from services.gateway.exec_stream import stream_rpc
 from services.gateway.files_http import add_files_routes
-from services.gateway.limits import BadSecrets
 from services.gateway.mcp_http import McpEndpoint, add_mcp_route
 from services.gateway.oidc import OidcClient
-from services.gateway.ports import PortOps
+from services.gateway.ports_ops import PortOps
 from services.gateway.preview import add_tunnel_route, make_preview_app
+from services.gateway.rate_limits import BadSecrets
 from services.gateway.refusals_http import record_csrf, record_unauthenticated
 from services.gateway.revocation import RevocationTicker
-from services.gateway.sessions import SessionOps
-from services.gateway.sse import EventsContext, stream_events
+from services.gateway.sessions_ops import SessionOps
 from services.gateway.tickets import EventTickets
 from services.gateway.tunnels import Tunnels
 from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf

@@ -33,7 +33,7 @@ from contracts.errors import Unauthorized
 from contracts.people import METHOD_SCOPES
 from services.gateway.access import Caller
 from services.gateway.asgi import serve_asgi
-from services.gateway.codemode import CodemodeOps
+from services.gateway.codemode_ops import CodemodeOps
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context

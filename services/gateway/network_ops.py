@@ -16,8 +16,8 @@ from contracts.gateway_types import InstanceRef
 from contracts.jsonrpc import handles
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from services.common.machine_config import fan_out
-from services.common.store import Store
+from controlplane.machine_config import fan_out
+from controlplane.store import Store
 from services.gateway.access import Caller
 from services.gateway.host_control import HostControl
 

@@ -33,8 +33,8 @@ import jwt
 import msgspec
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import IdTokenRejected, Unavailable
-from core.clock import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger(__name__)
 

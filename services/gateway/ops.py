@@ -50,19 +50,19 @@ from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
 from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MACHINES_PORTS, MachinePortsParams, PortList
-from environments.hook import with_project_env
-from environments.lifecycle import MachineLifecycle
-from environments.ports import with_declared
-from services.common.daemon_client import DaemonClient, MachineKeys
-from services.common.machine_config import (
+from controlplane.daemon_client import DaemonClient, MachineKeys
+from controlplane.machine_config import (
     REFRESHABLE,
     fan_out,
     load_instance_configs,
     push_config,
     push_cron,
 )
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.settings import Settings
+from controlplane.store import Store
+from environments.forward_ports import with_declared
+from environments.hook import with_project_env
+from environments.lifecycle_commands import MachineLifecycle
 from services.gateway.access import Access, Caller, default_instance
 from services.gateway.host_control import HostControl
 from services.gateway.wake import WAKES

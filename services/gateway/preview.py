@@ -1,12 +1,12 @@
 """Previews: the gateway's preview listener, a port of its own and never the console's origin,
 reverse-proxies HTTP and WebSocket to a port of a machine, through a tunnel
 (``services.gateway.tunnels``). A request whose ``Host`` names a machine's port
-(``FLEET_PREVIEW_ORIGIN``, ``services.common.preview_origin``) is that port's, whatever its
+(``FLEET_PREVIEW_ORIGIN``, ``controlplane.preview_origin``) is that port's, whatever its
 path; any other takes the path ``/machines/<machineId>/ports/<port>/<path>``.
 
 Who: the bearer token of the API, or (for a browser) the preview cookie a single-use ticket
 from ``machines.previewTicket`` becomes (``?fleet_ticket=`` is spent, the cookie is set,
-and the browser is sent on to the same URL without it: see ``services.gateway.ports``).
+and the browser is sent on to the same URL without it: see ``services.gateway.ports_ops``).
 Neither secret reaches the machine: the ``Authorization`` header that authenticated the request
 and the platform's cookies are taken out of what is forwarded. What the program answers is
 judged header by header in ``services.gateway.preview_policy``.
@@ -32,6 +32,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
+from base.relay import relay
 from contracts.errors import BadUpstream, FleetError, InvalidParams, StreamAborted, Unauthorized
 from contracts.events import WakeBy
 from contracts.ports import (
@@ -41,12 +42,11 @@ from contracts.ports import (
     TUNNEL_PATH,
     preview_prefix,
 )
-from core.relay import relay
-from services.common.byte_stream_join import PlatformStream
-from services.common.failover import TRANSIENT, as_unavailable
-from services.common.preview_origin import PreviewOrigin
+from controlplane.byte_stream_join import PlatformStream
+from controlplane.failover import TRANSIENT, as_unavailable
+from controlplane.preview_origin import PreviewOrigin
 from services.gateway.access import Caller
-from services.gateway.ports import PreviewSessions
+from services.gateway.ports_ops import PreviewSessions
 from services.gateway.preview_policy import (
     PREVIEW_CSP,
     View,

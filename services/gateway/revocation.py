@@ -19,10 +19,10 @@ import contextlib
 from types import TracebackType
 from typing import Self
 
+from base.clock import SYSTEM_CLOCK, Clock
+from base.ticker import Ticker
 from contracts.audit import Action
-from core.clock import SYSTEM_CLOCK, Clock
-from core.ticker import Ticker
-from services.common.store import Store
+from controlplane.store import Store
 from services.gateway.audit_log import AuditLog
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.callers import current_caller

@@ -17,9 +17,9 @@ from contracts.gateway_types import InstanceRef, MachineExecParams
 from contracts.host_rpc import RootExecParams
 from contracts.jsonrpc import handles
 from contracts.models import Machine, Runtime, RuntimeChoice
+from controlplane.settings import Settings
+from controlplane.store import Store
 from providers.runtimes import choice, refusal
-from services.common.settings import Settings
-from services.common.store import Store
 from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)

@@ -27,12 +27,17 @@ from contracts.status import (
     TERMINAL,
     MachineStatus as S,
 )
+from controlplane.bus import Bus
+from controlplane.status_transitions import (
+    pause_machine,
+    resume_machine,
+    start_machine,
+    stop_machine,
+)
+from controlplane.store import Store
+from controlplane.store_stages import Transition
+from controlplane.store_stop import AutoStopRule
 from providers.runtimes import keeps_memory
-from services.common.bus import Bus
-from services.common.stop_start import pause_machine, resume_machine, start_machine, stop_machine
-from services.common.store import Store
-from services.common.store_stages import Transition
-from services.common.store_stop import AutoStopRule
 from services.gateway.access import Access, Caller
 
 log = structlog.get_logger(__name__)

@@ -11,7 +11,7 @@ import secrets
 
 import msgspec
 
-from services.common.store import Store
+from controlplane.store import Store
 from services.gateway.access import Caller
 from services.gateway.callers import current_caller
 

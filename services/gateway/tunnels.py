@@ -23,20 +23,20 @@ from functools import partial
 import structlog
 from aiohttp import WSMsgType, web
 
+from base.byte_stream import ByteStream
+from base.clock import SYSTEM_CLOCK, Clock
+from base.relay import relay
 from contracts.audit import Action
 from contracts.errors import FleetError, InvalidParams, StreamAborted, Unauthorized
 from contracts.events import WakeBy
 from contracts.ids import MACHINE_ID_RE
 from contracts.people import PORTS
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
-from core.byte_stream import ByteStream
-from core.clock import SYSTEM_CLOCK, Clock
-from core.relay import relay
-from services.common.byte_stream_join import PlatformStream
+from controlplane.byte_stream_join import PlatformStream
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener, Socket
 from services.gateway.errors_http import close_reason
-from services.gateway.limits import BadSecrets
+from services.gateway.rate_limits import BadSecrets
 from services.gateway.wake import open_woken, wake_for
 
 log = structlog.get_logger(__name__)

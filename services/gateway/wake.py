@@ -22,6 +22,8 @@ from typing import TypeVar
 import structlog
 from aiohttp import web
 
+from base.backoff import backoff_s
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts import daemon_files as df, daemon_rpc as d
 from contracts.errors import DaemonTimeout, DaemonUnavailable, PortUnreachable
 from contracts.events import WakeBy
@@ -29,12 +31,10 @@ from contracts.jsonrpc import NoParams
 from contracts.models import Machine
 from contracts.ports import TUNNEL_CONNECT
 from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, MachineStatus as S
-from core.backoff import backoff_s
-from core.clock import SYSTEM_CLOCK, Clock
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient
-from services.common.stop_start import resume_machine
-from services.common.store import Store
+from controlplane.bus import Bus
+from controlplane.daemon_client import DaemonClient
+from controlplane.status_transitions import resume_machine
+from controlplane.store import Store
 from services.gateway.access import Access, Caller
 from services.gateway.stop_ops import start_checked
 

@@ -13,11 +13,11 @@ import secrets
 
 from aiohttp import web
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import CsrfRejected
-from core.clock import SYSTEM_CLOCK, Clock
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.store_users import SessionRecord, session_record
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.store_users import SessionRecord, session_record
 from services.gateway.access import Caller
 from services.gateway.caller_cache import CallerCache
 from services.gateway.callers import SESSION_PREFIX, user_caller

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from core.clock import SYSTEM_CLOCK
-from services.common.metrics import service_metrics
-from services.common.runner import run_service
-from services.common.settings import Settings
-from services.common.stage import connect
-from services.common.subscriptions import enter_subscriptions
+from base.clock import SYSTEM_CLOCK
+from controlplane.metrics import service_metrics
+from controlplane.runner import run_service
+from controlplane.settings import Settings
+from controlplane.stage import connect
+from controlplane.subscriptions import enter_subscriptions
 from services.prober.autostop import IdleStopper
 from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
+from base.ticker import Ticker
 from contracts.gateway_stop import AutoStopAction
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from core.clock import SYSTEM_CLOCK, Clock
-from core.ticker import Ticker
+from controlplane.bus import Bus
+from controlplane.settings import Settings
+from controlplane.status_transitions import PAUSE_REFUSED, pause_machine, stop_machine
+from controlplane.store import Store
+from controlplane.store_stop import AutoStopRule
 from providers.runtimes import keeps_memory
-from services.common.bus import Bus
-from services.common.settings import Settings
-from services.common.stop_start import PAUSE_REFUSED, pause_machine, stop_machine
-from services.common.store import Store
-from services.common.store_stop import AutoStopRule
 
 log = structlog.get_logger(__name__)
 

@@ -13,16 +13,16 @@ from datetime import UTC, datetime
 
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
+from base.ticker import Ticker
 from contracts.events import MachineLost
 from contracts.gateway_hosts import HostInfo
 from contracts.ids import new_event_id
 from contracts.status import HostState, MachineStatus as S
-from core.clock import SYSTEM_CLOCK, Clock
-from core.ticker import Ticker
-from services.common.bus import Bus
-from services.common.hosts import host_info, lost_reason
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.bus import Bus
+from controlplane.hosts import host_info, lost_reason
+from controlplane.settings import Settings
+from controlplane.store import Store
 from services.prober.lost_rebuild import LostRebuilder
 
 log = structlog.get_logger(__name__)

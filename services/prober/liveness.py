@@ -6,7 +6,7 @@ in batches (``store.heartbeats``: machine -> last beat). A sweep marks a ``ready
 makes it ``ready`` again. Both are compare-and-set transitions and
 both publish an event, so the console and `fleet events` see them.
 
-Whoever ends or starts again a machine's daemon marks it at once (services/common/
+Whoever ends or starts again a machine's daemon marks it at once (controlplane/
 unresponsive.py): a daemon beats only once it serves, so its first beat is the recovery.
 """
 
@@ -18,18 +18,18 @@ import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from base.clock import SYSTEM_CLOCK, Clock
+from base.ticker import Ticker
 from contracts import subjects
 from contracts.errors import NotFound
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
 from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
-from core.clock import SYSTEM_CLOCK, Clock
-from core.ticker import Ticker
-from services.common.bus import Bus
-from services.common.hosts import lost_hosts
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.unresponsive import mark_unresponsive
+from controlplane.bus import Bus
+from controlplane.hosts import lost_hosts
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.unresponsive import mark_unresponsive
 
 log = structlog.get_logger(__name__)
 

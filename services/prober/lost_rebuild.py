@@ -6,7 +6,7 @@ with room, and the lost one archived with a reason naming its host (``archiving`
 host, which has its files, is back to remove them).
 
 Each replacement is made under a key derived from the machine it replaces (one Lua step,
-``services/common/create_once.py``), so prober replicas and later sweeps make one machine, and
+``controlplane/create_once.py``), so prober replicas and later sweeps make one machine, and
 the events of a repeat have the same derived ids. The lost machine is archived, so a host that
 comes back stops it if it still runs and never resumes it (its archive durable).
 """
@@ -19,12 +19,12 @@ from contracts.events import MachineArchived
 from contracts.gateway_hosts import HostInfo
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
-from services.common import create_once
-from services.common.bus import Bus
-from services.common.hosts import has_room
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.store_creates import CreateOnce
+from controlplane import create_once
+from controlplane.bus import Bus
+from controlplane.hosts import has_room
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.store_creates import CreateOnce
 
 log = structlog.get_logger(__name__)
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import structlog
 
+from base.clock import Clock
 from contracts.consumers import Durable
 from contracts.events import Event, MachineCreated, MachineFailed
 from contracts.gateway_hosts import NO_HOST_WITH_CAPACITY, PLACEMENT_STAGE, HostInfo
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
-from core.clock import Clock
-from services.common.bus import Bus
-from services.common.consumer import Retry
-from services.common.hosts import has_room, host_infos
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.subscriptions import subscriber
+from controlplane.bus import Bus
+from controlplane.consumer import Retry
+from controlplane.hosts import has_room, host_infos
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.subscriptions import subscriber
 
 log = structlog.get_logger(__name__)
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts import daemon_rpc as d
 from contracts.consumers import Durable
 from contracts.errors import NotFound
 from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
-from core.clock import SYSTEM_CLOCK, Clock
-from services.common.bus import Bus
-from services.common.consumer import Permanent, Retry
-from services.common.daemon_client import DaemonClient
-from services.common.settings import Settings
-from services.common.stage import Stage
-from services.common.store import Store
-from services.common.subscriptions import subscriber
+from controlplane.bus import Bus
+from controlplane.consumer import Permanent, Retry
+from controlplane.daemon_client import DaemonClient
+from controlplane.settings import Settings
+from controlplane.stage import Stage
+from controlplane.store import Store
+from controlplane.subscriptions import subscriber
 from services.prober.checks import probe_once
 from services.prober.placement import PlacementWatchdog
 

@@ -8,33 +8,33 @@ from contextlib import AsyncExitStack
 
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import FleetError
-from core.clock import SYSTEM_CLOCK, Clock
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox
+from controlplane.metrics import service_metrics
+from controlplane.runner import run_service
+from controlplane.settings import GVISOR_POOL, Settings
+from controlplane.store import Store
+from controlplane.subscriptions import enter_subscriptions
 from providers import homes_fs
 from providers.code import code_repo
 from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
 from providers.gvisor import Runsc
 from providers.gvisor_pool import GvisorPoolBackend
-from providers.limits import Placement
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
+from providers.machine_limits import Placement
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
-from services.common.bus import Bus
-from services.common.crypto import SecretBox
-from services.common.metrics import service_metrics
-from services.common.runner import run_service
-from services.common.settings import GVISOR_POOL, Settings
-from services.common.store import Store
-from services.common.subscriptions import enter_subscriptions
 from services.provisioner.egress import dns_proxy
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, machine_placement, pool_key
 from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
-from services.provisioner.host_rpc import HostMethods, host_rpc_server
+from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
 from services.provisioner.service import Provisioner
 
 log = structlog.get_logger(__name__)

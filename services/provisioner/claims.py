@@ -10,11 +10,11 @@ from __future__ import annotations
 import structlog
 
 from contracts.errors import ProviderError
-from environments.lifecycle import MachineLifecycle
+from controlplane.settings import GVISOR_POOL
+from controlplane.store import Store
+from environments.lifecycle_commands import MachineLifecycle
 from providers.base import Provider
 from providers.warm_pool import PoolMachine, WarmPool
-from services.common.settings import GVISOR_POOL
-from services.common.store import Store
 from services.provisioner.environment import pool_key
 
 log = structlog.get_logger(__name__)

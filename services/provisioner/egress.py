@@ -1,5 +1,5 @@
-"""Enforcing an instance's egress policy on this host's machines (providers/egress.py): at a
-machine's start, before the platform announces it (so nothing of the instance's runs in it
+"""Enforcing an instance's egress policy on this host's machines (providers/egress_nftables.py): at
+a machine's start, before the platform announces it (so nothing of the instance's runs in it
 before), again whenever the policy changes (``host.applyEgress``, from the gateway), and at the
 provisioner's own start for the machines it resumes. Each machine's resolver is this host's DNS
 proxy (providers/egress_dns.py), attached at the same points."""
@@ -20,13 +20,13 @@ import structlog
 from contracts.errors import NotSupported
 from contracts.gateway_network import EgressPolicy
 from contracts.models import Machine
-from providers import egress, egress_netdev
+from controlplane.settings import Settings
+from controlplane.store import Store
+from providers import egress_netdev, egress_nftables as egress
 from providers.base import InterfaceEgress, NetnsHolder
 from providers.egress_dns import DnsProxy, OnRefused, host_upstream
 from providers.egress_dns_load import DnsCaps
 from providers.netns import nats_servers
-from services.common.settings import Settings
-from services.common.store import Store
 from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)

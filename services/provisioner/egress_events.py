@@ -12,10 +12,10 @@ from types import TracebackType
 
 import structlog
 
+from base.tasks import OwnedTasks
 from contracts.events import MachineEgressDenied
 from contracts.ids import new_event_id
-from core.tasks import OwnedTasks
-from services.common.bus import Bus
+from controlplane.bus import Bus
 
 log = structlog.get_logger(__name__)
 BURST = 5

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import aiodocker
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import (
     BuildLimitExceeded,
     EnvironmentInvalid,
@@ -26,18 +27,17 @@ from contracts.events import EnvironmentBuildOutput
 from contracts.gateway_environments import DEFAULT_ENVIRONMENT, DevcontainerSource, Environment
 from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
-from core.clock import SYSTEM_CLOCK, Clock
+from controlplane.bus import Bus
+from controlplane.output_lines import OutputTrickle
+from controlplane.settings import Settings
+from controlplane.store import Store
 from environments import build as eb, cache as build_cache, sources
-from environments.lifecycle import MachineLifecycle
-from environments.machine import build_for_machine
+from environments.lifecycle_commands import MachineLifecycle
+from environments.machine_environment import build_for_machine
 from providers import egress_netdev
 from providers.docker_image import MACHINE_HOME
-from providers.limits import Limits, Placement, with_own, within
+from providers.machine_limits import Limits, Placement, with_own, within
 from providers.registry import platform_limits
-from services.common.bus import Bus
-from services.common.output_lines import OutputTrickle
-from services.common.settings import Settings
-from services.common.store import Store
 from services.provisioner import image_policy
 
 log = structlog.get_logger(__name__)

@@ -20,13 +20,13 @@ from contracts.errors import (
 )
 from contracts.models import Machine
 from contracts.status import TERMINAL
+from controlplane.settings import Settings
+from controlplane.store import Store
 from environments import cache
 from environments.build import check_devcontainer
-from environments.machine import build_for_machine
+from environments.machine_environment import build_for_machine
 from environments.sources import checkout
 from providers.docker_image import MACHINE_HOME
-from services.common.settings import Settings
-from services.common.store import Store
 from services.provisioner import image_policy
 from services.provisioner.environment import build_source
 

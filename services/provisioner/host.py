@@ -8,11 +8,11 @@ from typing import Self
 
 import structlog
 
-from core.clock import SYSTEM_CLOCK, Clock
-from core.ticker import Ticker
+from base.clock import SYSTEM_CLOCK, Clock
+from base.ticker import Ticker
+from controlplane.settings import Settings
+from controlplane.store import Store
 from providers.warm_pool import mem_available_mb
-from services.common.settings import Settings
-from services.common.store import Store
 
 log = structlog.get_logger(__name__)
 

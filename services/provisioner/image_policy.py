@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import aiodocker
 
 from contracts.errors import ImageNotFound, ImageRefused, ProviderError
+from controlplane.store import Store
 from environments.dockerfile import image_refs, pulled
 from providers.docker_copy import LAYER_REPO
 from providers.docker_image import BASE_REPO, IMAGE_REPO
-from services.common.store import Store
 
 #: The platform's images every instance may run.
 PLATFORM_REPOS = frozenset({IMAGE_REPO, BASE_REPO})

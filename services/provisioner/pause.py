@@ -25,10 +25,10 @@ from contracts.events import (
 )
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
+from controlplane.failures import fail_machine
+from controlplane.status_transitions import PAUSE_REFUSED
+from controlplane.subscriptions import subscriber
 from providers.base import Pauser
-from services.common.failures import fail_machine
-from services.common.stop_start import PAUSE_REFUSED
-from services.common.subscriptions import subscriber
 from services.provisioner.stop_start import StopStartHandlers
 
 log = structlog.get_logger(__name__)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 import aiodocker
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.consumers import Durable
 from contracts.errors import FleetError, NotFound, NotSupported
 from contracts.events import (
@@ -22,21 +23,20 @@ from contracts.events import (
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from core.clock import SYSTEM_CLOCK, Clock
+from controlplane.bus import Bus
+from controlplane.consumer import Permanent, Retry
+from controlplane.crypto import SecretBox, mint_machine_token
+from controlplane.failures import fail_machine
+from controlplane.revoke import revoke_machine
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
+from controlplane.subscriptions import subscriber
+from controlplane.unresponsive import mark_unresponsive
 from providers.base import HomeCloner, Provider
 from providers.cgroup import NotFrozen
 from providers.egress_dns import DnsProxy
 from providers.warm_pool import WarmPool
-from services.common.bus import Bus
-from services.common.consumer import Permanent, Retry
-from services.common.crypto import SecretBox, mint_machine_token
-from services.common.failures import fail_machine
-from services.common.revoke import revoke_machine
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
-from services.common.subscriptions import subscriber
-from services.common.unresponsive import mark_unresponsive
 from services.provisioner.claims import machine_pool
 from services.provisioner.egress import EgressEnforcer
 from services.provisioner.egress_events import EgressEvents
@@ -289,7 +289,7 @@ class Provisioner(PauseHandlers):
         return resumed
 
     async def _not_serving_yet(self, machine_id: str) -> None:
-        """Unresponsive until its new daemon's first heartbeat (services/common/unresponsive.py)."""
+        """Unresponsive until its new daemon's first heartbeat (controlplane/unresponsive.py)."""
         event = await mark_unresponsive(self.store, machine_id, "its daemon was started again")
         if event is not None:
             await self.bus.publish(event)

@@ -26,14 +26,14 @@ from contracts.events import (
 from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
+from controlplane.bus import Bus
+from controlplane.consumer import Permanent, Retry
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.subscriptions import subscriber
 from providers.base import Provider
 from providers.warm_pool import PoolMachine
-from services.common.bus import Bus
-from services.common.consumer import Permanent, Retry
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.subscriptions import subscriber
 from services.provisioner.claims import PoolClaims, machine_pool
 from services.provisioner.egress import EgressEnforcer
 

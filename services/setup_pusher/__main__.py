@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from services.common.metrics import service_metrics
-from services.common.runner import run_service
-from services.common.settings import Settings
-from services.common.stage import connect
-from services.common.subscriptions import enter_subscriptions
+from controlplane.metrics import service_metrics
+from controlplane.runner import run_service
+from controlplane.settings import Settings
+from controlplane.stage import connect
+from controlplane.subscriptions import enter_subscriptions
 from services.setup_pusher.service import SetupPusher
 
 

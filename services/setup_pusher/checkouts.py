@@ -24,14 +24,14 @@ from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
+from controlplane.consumer import Permanent
+from controlplane.crypto import SecretBox
+from controlplane.daemon_client import MachineClient
+from controlplane.failures import fail_machine
+from controlplane.machine_config import REFRESHABLE, fan_out, load_instance_config
+from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
-from environments.lifecycle import ON_UPDATE, LifecycleFailed, MachineLifecycle
-from services.common.consumer import Permanent
-from services.common.crypto import SecretBox
-from services.common.daemon_client import MachineClient
-from services.common.failures import fail_machine
-from services.common.machine_config import REFRESHABLE, fan_out, load_instance_config
-from services.common.subscriptions import subscriber
+from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed, MachineLifecycle
 from services.setup_pusher.live_env import LiveEnv
 
 log = structlog.get_logger(__name__)

@@ -1,5 +1,5 @@
 """Live env: ``config.env-changed.<scope>`` -> the new .env pushed to every affected running
-machine, through the same path as ``machines.refreshEnv`` (``services.common.machine_config``).
+machine, through the same path as ``machines.refreshEnv`` (``controlplane.machine_config``).
 
 Debounced per scope (a burst of sets is one push per machine) and idempotent: a push writes the
 whole .env as the store says now, so a redelivered event writes the same bytes, which the
@@ -19,18 +19,18 @@ from contracts.events import AnyEvent, EnvChanged, EnvPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.subjects import PLATFORM_SCOPE
-from environments.hook import with_project_env
-from environments.lifecycle import MachineLifecycle
-from services.common.coalesce import Coalescer
-from services.common.machine_config import (
+from controlplane.coalesce import Coalescer
+from controlplane.machine_config import (
     REFRESHABLE,
     InstanceConfig,
     env_content,
     fan_out,
     load_instance_config,
 )
-from services.common.stage import Stage
-from services.common.subscriptions import subscriber
+from controlplane.stage import Stage
+from controlplane.subscriptions import subscriber
+from environments.hook import with_project_env
+from environments.lifecycle_commands import MachineLifecycle
 
 log = structlog.get_logger(__name__)
 

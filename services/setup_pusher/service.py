@@ -15,14 +15,14 @@ from contracts.events import DaemonStatusReported, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
+from controlplane.consumer import Permanent, Retry
+from controlplane.daemon_client import MachineClient
+from controlplane.machine_config import InstanceConfig, instance_config, push_config
+from controlplane.settings import Settings
+from controlplane.store_keys import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
+from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
-from environments.lifecycle import ON_CREATE, ON_START, LifecycleFailed, MachineLifecycle
-from services.common.consumer import Permanent, Retry
-from services.common.daemon_client import MachineClient
-from services.common.machine_config import InstanceConfig, instance_config, push_config
-from services.common.settings import Settings
-from services.common.store_keys import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
-from services.common.subscriptions import subscriber
+from environments.lifecycle_commands import ON_CREATE, ON_START, LifecycleFailed, MachineLifecycle
 from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts
 from services.setup_pusher.sshd import start_sshd
 

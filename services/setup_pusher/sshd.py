@@ -16,8 +16,8 @@ import structlog
 from contracts import daemon_rpc as d
 from contracts.errors import Conflict, FleetError
 from contracts.models import Machine
+from controlplane.daemon_client import MachineClient
 from providers.docker_image import SSHD_CONFIG, SSHD_HOST_KEY
-from services.common.daemon_client import MachineClient
 
 log = structlog.get_logger(__name__)
 

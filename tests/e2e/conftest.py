@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.lifeline import die_with_parent
+from base.lifeline import die_with_parent
 from fleet.up import banner_ports
 from providers.local import exit_records
 

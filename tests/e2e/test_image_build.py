@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from core.version import SOURCE_ROOT
+from base.version import SOURCE_ROOT
 from tests.docker_env import docker_image
 
 __all__ = ["docker_image"]
 pytestmark = pytest.mark.usefixtures("docker_image")
 #: What `fleet image build` imports: fleetd's packages (the copy must be whole to be used).
-PACKAGES = ("contracts", "core", "daemon", "fleet", "providers", "services")
+PACKAGES = ("contracts", "base", "daemon", "fleet", "providers", "controlplane", "services")
 TAG = re.compile(r"fleetd-machine:[0-9a-f]{16}")
 
 

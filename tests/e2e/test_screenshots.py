@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.lifeline import die_with_parent
+from base.lifeline import die_with_parent
 from tests.screenshots import SHOTS, VIEWPORT
 
 ROOT = Path(__file__).parents[2]

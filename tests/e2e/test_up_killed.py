@@ -1,4 +1,4 @@
-"""`fleet up` killed with SIGKILL: its servers and services end with it (core.lifeline), its
+"""`fleet up` killed with SIGKILL: its servers and services end with it (base.lifeline), its
 machines run on (machines outlive what started them, by design), and the next `fleet up` on
 the same data dir says what the dead one left, ends it, and has its machines ready again."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.lifeline import recorded
+from base.lifeline import recorded
 from fleet.up import CHILDREN_NAME, SERVICES
 from providers.local import STOP_GRACE_S, machine_roots
 from tests.docker_env import docker_image, inspect, remove_containers

@@ -12,10 +12,10 @@ headers, the bad-secret budget) is the integration tests' part.
 from __future__ import annotations
 
 from contracts.jsonrpc import Dispatcher, MethodSpec, P, R, decode_result, encode_call
+from controlplane.settings import Settings
+from controlplane.store import Store
+from controlplane.tokens import TokenStore
 from fleet.client import FleetClient
-from services.common.settings import Settings
-from services.common.store import Store
-from services.common.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.callers import CallerResolver, caller_resolver
 

@@ -1,4 +1,4 @@
-"""A clock that moves only when a test moves it (``core.clock.Clock``): a time-dependent rule
+"""A clock that moves only when a test moves it (``base.clock.Clock``): a time-dependent rule
 is tested by ``advance``, never by sleeping."""
 
 from __future__ import annotations

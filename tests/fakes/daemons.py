@@ -48,7 +48,7 @@ from contracts.jsonrpc import (
     encode_call,
 )
 from contracts.ports import LIST_PORTS, TUNNEL_CONNECT, ListeningPort, PortList
-from services.common.daemon_client import EXEC_MARGIN_S, DaemonClient
+from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
 
 Mode = Literal["up", "unavailable", "timeout"]
 ExecAnswer = Callable[[d.ExecCommandParams], d.ExecCommandResult]

@@ -11,7 +11,7 @@ from contracts.daemon_rpc import ExecCommandResult
 from contracts.events import HomeCopy
 from contracts.jsonrpc import MethodSpec, P, R
 from contracts.models import Machine
-from services.provisioner.host_rpc import HostMethods
+from services.provisioner.host_rpc_server import HostMethods
 
 
 class InProcessHosts:

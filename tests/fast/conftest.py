@@ -20,15 +20,15 @@ import pytest
 from contracts.errors import error_from_wire
 from contracts.jsonrpc import Dispatcher
 from contracts.models import Instance, Machine
+from controlplane.crypto import SecretBox, generate_secret_key
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
-from services.common.crypto import SecretBox, generate_secret_key
-from services.common.settings import Settings
-from services.common.store import Store
 from services.gateway.access import Caller
 from services.gateway.api import GatewayApi
 from services.prober.service import Prober
 from services.provisioner.environment_builds import EnvironmentBuilds
-from services.provisioner.host_rpc import HostMethods, no_engine
+from services.provisioner.host_rpc_server import HostMethods, no_engine
 from services.provisioner.service import Provisioner
 from services.setup_pusher.service import SetupPusher
 from tests.fakes import FakeBus, FakeDaemons, FakeProvider

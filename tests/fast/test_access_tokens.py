@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from contracts.errors import Forbidden, NotFound, Unauthorized
+from controlplane.store import Store
 from fleet.client import FleetClient
-from services.common.store import Store
 from tests.fakes.client import InMemoryClient, InMemoryGateway
 from tests.fast.conftest import World
 

@@ -14,7 +14,7 @@ from contracts.audit import Action, encode_entry
 from contracts.errors import Forbidden, InvalidParams, NotFound, Unavailable
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import Dispatcher
-from services.common.settings import Settings
+from controlplane.settings import Settings
 from services.gateway.access import Caller
 from services.gateway.api import routes
 from services.gateway.audit_log import _DROP_LOG_S, AuditLog, audited

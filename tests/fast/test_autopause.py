@@ -13,7 +13,7 @@ import pytest
 from contracts.errors import Conflict, InvalidParams
 from contracts.events import MachinePaused, MachinePauseRequested
 from contracts.status import MachineStatus as S
-from services.common.settings import Settings
+from controlplane.settings import Settings
 from services.gateway.activity import ActivityClock
 from services.prober.autostop import IdleStopper
 from tests.fakes.clock import ManualClock

@@ -1,6 +1,6 @@
 """The gateway's streams' keepalives on a manual clock: the events stream (``GET /events``,
-services/gateway/sse.py) and a streamed exec (``POST /rpc/stream``, exec_stream.py). A stream
-with nothing to send writes a keepalive comment once its ``KEEPALIVE_S`` has passed since it
+services/gateway/events_http.py) and a streamed exec (``POST /rpc/stream``, exec_stream.py). A
+stream with nothing to send writes a keepalive comment once its ``KEEPALIVE_S`` has passed since it
 last wrote, and what it sends meanwhile starts that time again. The streams over a real
 gateway and NATS: tests/integration/test_gateway_events.py, test_exec_stream.py. And a code
 run's stream: the events that trail its answer are waited for ``TAIL_WAIT_S``, no longer."""
@@ -16,8 +16,8 @@ from nats.aio.msg import Msg
 from contracts.gateway_live import SSE_OUTPUT, SSE_RESULT
 from services.gateway import codemode_stream, exec_stream
 from services.gateway.access import EVERYWHERE, Caller
+from services.gateway.events_http import KEEPALIVE_S, _pump
 from services.gateway.events_hub import Subscriber
-from services.gateway.sse import KEEPALIVE_S, _pump
 from tests.fakes.clock import TICK, ManualClock
 
 KEEPALIVE = b": keepalive\n\n"

@@ -7,7 +7,7 @@ import pytest
 
 from contracts.errors import FleetError, RateLimited
 from services.gateway.access import Caller
-from services.gateway.limits import CallLimits, RateLimiter
+from services.gateway.rate_limits import CallLimits, RateLimiter
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of

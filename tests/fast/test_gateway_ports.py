@@ -10,7 +10,7 @@ from contracts.errors import Conflict, DaemonUnavailable, Forbidden, InvalidPara
 from contracts.people import PORTS
 from contracts.ports import ListeningPort
 from environments import devcontainer as dc
-from environments.lifecycle import MachineLifecycle
+from environments.lifecycle_commands import MachineLifecycle
 from services.gateway.access import Caller
 from services.gateway.callers import current_caller
 from tests.fast.conftest import World

@@ -23,14 +23,14 @@ from contracts.events import (
 from contracts.host_rpc import HostMachineParams, InstallCodeParams
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
-from services.common.consumer import Retry
-from services.common.settings import Settings
-from services.common.store_keys import F_HOST_ID
+from controlplane.consumer import Retry
+from controlplane.settings import Settings
+from controlplane.store_keys import F_HOST_ID
 from services.gateway.access import Caller
 from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor
 from services.provisioner.host import HostHeartbeat, memory_low, room_left
-from services.provisioner.host_rpc import HostMethods
+from services.provisioner.host_rpc_server import HostMethods
 from services.provisioner.service import Provisioner
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World

@@ -15,8 +15,8 @@ from contracts.errors import (
     NotFound,
 )
 from environments import devcontainer as dc
-from environments.lifecycle import MachineLifecycle
-from providers.limits import Limits
+from environments.lifecycle_commands import MachineLifecycle
+from providers.machine_limits import Limits
 from services.provisioner.environment import machine_limits
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances

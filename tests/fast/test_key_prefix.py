@@ -10,8 +10,8 @@ from typing import cast
 import pytest
 
 from contracts.errors import NotFound
+from controlplane.store import Store
 from fleet.client import FleetClient
-from services.common.store import Store
 from tests.fast.conftest import World
 
 

@@ -13,7 +13,7 @@ from contracts.errors import Conflict, Forbidden, NotFound, NotSupported, Runnin
 from contracts.events import MachinePaused, MachinePauseRefused, MachineResumed
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from services.common.settings import Settings
+from controlplane.settings import Settings
 from services.gateway.stop_ops import check_running_limit
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances

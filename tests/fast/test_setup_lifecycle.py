@@ -12,9 +12,9 @@ from contracts.errors import ToolError
 from contracts.events import LifecycleRan, MachineFailed, SetupPushed
 from contracts.models import Repo
 from contracts.status import MachineStatus as S
-from environments import devcontainer as dc, lifecycle as lc
+from controlplane.machine_config import instance_config
+from environments import devcontainer as dc, lifecycle_commands as lc
 from environments.hook import run_lifecycle
-from services.common.machine_config import instance_config
 from tests.fast.conftest import World
 from tests.fast.test_gateway import method
 from tests.fast.test_setup_pusher import URL, booting, report

@@ -6,8 +6,8 @@ from __future__ import annotations
 import itertools
 
 from contracts.status import MachineStatus, can_advance
-from services.common.store import Store
-from services.common.store_keys import F_EXTERNAL_ID, F_STATUS, F_STATUS_REASON
+from controlplane.store import Store
+from controlplane.store_keys import F_EXTERNAL_ID, F_STATUS, F_STATUS_REASON
 
 ALL = list(MachineStatus)
 

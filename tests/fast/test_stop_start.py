@@ -24,7 +24,7 @@ from contracts.events import (
     MachineStopped as Stopped,
 )
 from contracts.status import MachineStatus as S
-from services.common.settings import Settings
+from controlplane.settings import Settings
 from services.prober.autostop import IdleStopper
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances

@@ -33,10 +33,10 @@ from contracts.events import (
 from contracts.models import Machine
 from contracts.people import PORTS
 from contracts.status import MachineStatus as S
-from services.common.settings import Settings
+from controlplane.settings import Settings
 from services.gateway import preview
 from services.gateway.access import Caller
-from services.gateway.limits import BadSecrets
+from services.gateway.rate_limits import BadSecrets
 from services.gateway.tunnels import Tunnels
 from services.gateway.wake import (
     WAKING_PAGE_AFTER_S,

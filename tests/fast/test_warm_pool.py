@@ -15,11 +15,11 @@ from contracts.events import MachineCreated
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
+from controlplane.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_pool
 from environments import devcontainer as dc
-from environments.lifecycle import MachineLifecycle
+from environments.lifecycle_commands import MachineLifecycle
 from environments.users import MachineUser
 from providers.warm_pool import UP_TIMEOUT_S, PoolMachine, WarmPool, mem_available_mb
-from services.common.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_pool
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_provisioner import created
@@ -284,14 +284,14 @@ def test_warm_pool_setting_parses() -> None:
     assert parse_warm_pool("docker@registry:5000/node:22=2") == {"docker@registry:5000/node:22": 2}
     assert parse_warm_pool("") == {}
     assert parse_warm_pool("local=1,local:gvisor=2") == {"local": 1, "local:gvisor": 2}
-    from services.common.settings import Settings
+    from controlplane.settings import Settings
 
     with pytest.raises(SettingsError, match="FLEET_WARM_POOL"):  # the process stops at start
         Settings.from_env({"FLEET_WARM_POOL": "local=many"})
 
 
 def test_a_gvisor_platforms_local_pool_keeps_gvisor_sandboxes_too() -> None:
-    from services.common.settings import Settings
+    from controlplane.settings import Settings
 
     def sizes(**env: str) -> dict[str, int]:
         return Settings.from_env({f"FLEET_{k.upper()}": v for k, v in env.items()}).warm_pool_sizes

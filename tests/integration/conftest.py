@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.settings import Settings
 from fleet.embedded_ha import SENTINEL_MASTER, HaServers
-from services.common.settings import Settings
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from bench.outside import Outside, outside_host
 from contracts.events import MachineEgressDenied
 from contracts.subjects import EventKind
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.netns import RESOLVER
-from services.common.settings import Settings
 
 __all__ = ["outside", "stack_settings", "zone"]
 REFUSED = "ConnectionRefusedError"

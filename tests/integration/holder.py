@@ -13,9 +13,9 @@ import sys
 import msgspec
 
 from contracts.events import MachineCreated
-from services.common.bus import Bus
-from services.common.consumer import stage_consumer
-from services.common.settings import Settings
+from controlplane.bus import Bus
+from controlplane.consumer import stage_consumer
+from controlplane.settings import Settings
 
 
 async def main(nats_url: str) -> None:

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 
 from contracts.errors import Forbidden, NotFound, Unauthorized
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.fast.test_access_tokens import snapshot
 from tests.integration.test_people import fleet_cli
 

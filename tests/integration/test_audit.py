@@ -16,10 +16,10 @@ import pytest
 
 from contracts import audit as a
 from contracts.errors import Forbidden, NotFound, PortUnreachable
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
-from services.common.settings import Settings
-from services.common.store import Store
 from services.gateway.audit_log import AuditLog
 from tests.conftest import ADMIN_TOKEN, new_ready_machine as ready_machine
 from tests.integration.test_metrics import scrape, value

@@ -13,8 +13,8 @@ import pytest
 
 from contracts import audit as a
 from contracts.errors import CsrfRejected, IdTokenRejected, SignInStateRejected
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.integration.test_audit import fleet_audit
 from tests.integration.test_people_oidc import browser, rpc
 from tests.oidc_front import Front, fronted_provider

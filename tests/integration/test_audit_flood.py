@@ -15,8 +15,8 @@ import pytest
 from contracts import audit as a
 from contracts.errors import Forbidden
 from contracts.machine_files import CronJob
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.integration.test_audit import entry
 from tests.integration.test_people import member_client
 from tests.waiters import wait_until

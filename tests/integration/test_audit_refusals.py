@@ -13,8 +13,8 @@ import pytest
 
 from contracts import audit as a
 from contracts.errors import Forbidden, Unauthorized
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.integration.test_audit import fleet_audit
 from tests.integration.test_audit_attacks import entries
 from tests.waiters import wait_until

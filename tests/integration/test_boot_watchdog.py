@@ -12,9 +12,9 @@ from contracts.consumers import Durable
 from contracts.events import MachineFailed, MachineProvisioned
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
-from services.common.bus import Bus
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.bus import Bus
+from controlplane.settings import Settings
+from controlplane.store import Store
 from services.prober.__main__ import build as prober
 from tests.waiters import Inbox, subscribed, wait_until
 

@@ -26,11 +26,11 @@ import aiohttp
 import pytest
 import redis
 
+from controlplane.redis_client import redis_client
+from controlplane.settings import Settings
 from fleet import embedded
 from fleet.embedded import NatsServer, PortHold, ValkeyServer
 from fleet.up_servers import ServerSupervisor
-from services.common.redis_client import redis_client
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, oidc_issuer
 

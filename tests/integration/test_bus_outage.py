@@ -17,10 +17,10 @@ import pytest
 
 from contracts.errors import Unavailable
 from contracts.status import MachineStatus
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 

@@ -8,8 +8,8 @@ import aiohttp
 import msgspec
 import pytest
 
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_ports import bearer, previews, serve_in_machine
 from tests.waiters import wait_until

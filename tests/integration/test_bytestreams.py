@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from base import procinfo
 from contracts import daemon_rpc as d, streams as s, subjects
 from contracts.errors import StreamAborted
-from core import procinfo
-from services.common.bus import Bus
-from services.common.byte_stream_join import PlatformStream, join
-from services.common.daemon_client import DaemonClient
+from controlplane.bus import Bus
+from controlplane.byte_stream_join import PlatformStream, join
+from controlplane.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.waiters import wait_until

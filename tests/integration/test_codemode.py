@@ -17,9 +17,9 @@ from contracts.codemode import RunLog, RunParams
 from contracts.errors import Forbidden, NotFound
 from contracts.events import MachineFailed, MachineReady
 from contracts.jsonrpc import new_params
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.integration.test_codemode_sandbox import processes_with
 from tests.waiters import subscribed, wait_until
 

@@ -14,11 +14,11 @@ import msgspec
 import pytest
 
 from contracts.codemode import RunJob, RunResult, new_run_id
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from services.codemode.engine import Run
 from services.codemode.sandbox import Limits
 from services.codemode.sandbox_gvisor import Runsc
-from services.common.settings import Settings
 from tests.integration.test_codemode import codemode, run
 from tests.integration.test_codemode_sandbox import Echo, processes_with
 from tests.waiters import wait_until

@@ -22,8 +22,8 @@ from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 
 from contracts import codemode as cm
 from contracts.errors import Forbidden, ToolError
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_codemode import codemode  # noqa: F401 - the fixture
 from tests.waiters import wait_until

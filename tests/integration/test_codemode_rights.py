@@ -16,8 +16,8 @@ from aiohttp import web
 from contracts import codemode as cm
 from contracts.errors import Forbidden, InvalidParams
 from contracts.people import MACHINES_EXEC, MACHINES_READ, Scope
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.httpserve import serving
 from tests.integration.test_codemode import codemode  # noqa: F401 - the fixture
 from tests.integration.test_codemode_mcp import _mcp_url, mcp_client

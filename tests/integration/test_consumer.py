@@ -12,9 +12,9 @@ from contracts import subjects
 from contracts.events import Event, MachineArchived, MachineCreated, encode_event, now
 from contracts.ids import new_event_id, new_machine_id
 from contracts.subjects import EventKind
-from services.common.bus import Bus
-from services.common.consumer import Consumer, Permanent, Retry
-from services.common.metrics import Metrics
+from controlplane.bus import Bus
+from controlplane.consumer import Consumer, Permanent, Retry
+from controlplane.metrics import Metrics
 from tests.waiters import wait_until
 
 

@@ -16,10 +16,10 @@ from aiohttp import web
 from contracts import subjects
 from contracts.errors import Conflict, Forbidden, IdempotencyKeyReused, InvalidParams
 from contracts.subjects import EventKind
+from controlplane.bus import Bus
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
-from services.common.bus import Bus
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.conftest import ADMIN_TOKEN
 from tests.httpserve import serving
 

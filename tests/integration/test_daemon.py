@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from base.lockfile import holder_pid
 from contracts import subjects
 from contracts.daemon_rpc import ExecCommandParams
 from contracts.errors import DaemonUnavailable, InvalidParams, PayloadTooLarge, ToolError
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from contracts.signing import sign, signing_key
-from core.lockfile import holder_pid
+from controlplane.bus import Bus
+from controlplane.daemon_client import DaemonClient, MachineClient, static_key
+from controlplane.settings import Settings
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from daemon.state import load_state
 from fleet.embedded import NatsServer, PortHold
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient, MachineClient, static_key
-from services.common.settings import Settings
 from tests.conftest import MACHINE_TOKEN, DaemonProc, SpawnDaemon
 from tests.waiters import subscribed, wait_until
 

@@ -9,9 +9,9 @@ import pytest
 
 from contracts.daemon_rpc import WRITE_FILE, WriteFileParams
 from contracts.errors import InvalidParams
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient
-from services.common.metrics import Metrics
+from controlplane.bus import Bus
+from controlplane.daemon_client import DaemonClient
+from controlplane.metrics import Metrics
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 

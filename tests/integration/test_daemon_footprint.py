@@ -18,9 +18,9 @@ from cryptography.x509.oid import NameOID
 from contracts import subjects
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
+from controlplane.bus import Bus, ensure_stream
+from controlplane.daemon_client import DaemonClient, static_key
 from fleet.embedded import NatsServer
-from services.common.bus import Bus, ensure_stream
-from services.common.daemon_client import DaemonClient, static_key
 from tests.conftest import MACHINE_TOKEN, DaemonProc, SpawnDaemon
 from tests.waiters import subscribed
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from base import procinfo
+from base.lockfile import DaemonLock, holder_pid, read_lock
 from contracts import subjects
 from contracts.daemon_rpc import (
     PROCESS_LIST,
@@ -26,14 +28,12 @@ from contracts.daemon_rpc import (
 from contracts.errors import NotFound
 from contracts.events import DaemonStatusReported
 from contracts.jsonrpc import NoParams
-from core import procinfo
-from core.lockfile import DaemonLock, holder_pid, read_lock
+from controlplane.bus import Bus
+from controlplane.daemon_client import DaemonClient
 from daemon.__main__ import main as daemon_main
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state, state_path
 from providers.code import install_code
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.integration.test_refresh import code_repo

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from base import procinfo
 from contracts import daemon_rpc as d
 from contracts.errors import Conflict, NotFound
 from contracts.jsonrpc import NoParams
-from core import procinfo
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient
+from controlplane.bus import Bus
+from controlplane.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.waiters import wait_until

@@ -13,24 +13,24 @@ from pathlib import Path
 
 import pytest
 
+from base.lockfile import holder_pid
 from contracts import subjects
 from contracts.daemon_rpc import PROCESS_LIST, PROCESS_START, ProcessList, ProcessStartParams
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from contracts.jsonrpc import NoParams
 from contracts.status import MachineStatus
-from core.lockfile import holder_pid
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient
+from controlplane.settings import Settings
+from controlplane.store import Store
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from providers.code import resolve_sha, unpack
 from providers.local import daemon_argv
-from services.common.bus import Bus
-from services.common.crypto import SecretBox
-from services.common.daemon_client import DaemonClient
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon, git, kill_leftovers
 from tests.integration.test_daemon import KEY, boot
 from tests.integration.test_pipeline import home_of

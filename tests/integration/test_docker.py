@@ -13,14 +13,14 @@ from subprocess import PIPE, STDOUT
 
 import pytest
 
+from base.codestore import CODE_MOUNT
 from contracts.errors import DaemonTimeout, DaemonUnavailable
 from contracts.machine_files import CODE_SHA_FILE
 from contracts.status import MachineStatus
-from core.codestore import CODE_MOUNT
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.docker import DockerProvider
 from providers.docker_names import LABEL_INSTANCE, LABEL_MACHINE
-from services.common.settings import Settings
 from tests.docker_env import (
     docker_gateway,
     docker_image,

@@ -17,15 +17,15 @@ from typing import Any
 import aiodocker
 import pytest
 
+from base.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
 from contracts.errors import ProviderError
 from contracts.ids import new_machine_id
-from core.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
+from controlplane.settings import Settings
 from providers import docker_pool, warm_pool
 from providers.docker_names import POOL_PREFIX, container_name
 from providers.docker_pool import DockerPoolBackend, pool_volume
 from providers.registry import docker_provider
 from providers.warm_pool import WarmPool
-from services.common.settings import Settings
 from tests.docker_env import (
     docker_gateway,
     docker_image,

@@ -9,15 +9,15 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from base.tokenfd import SUDO_SOCKET
 from contracts.errors import NotSupported
 from contracts.status import MachineStatus
-from core.tokenfd import SUDO_SOCKET
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from fleet.up import UpOptions, check_sandbox
 from providers.docker_code import TOKEN_FILE
 from providers.docker_image import MACHINE_HOME
 from providers.docker_names import LABEL_POOL
-from services.common.settings import Settings
 from tests.conftest import running_stack
 from tests.docker_env import (
     docker_gateway,

@@ -1,6 +1,6 @@
 """An instance's egress policy on a docker gvisor machine (providers/docker_gvisor.py), with
 the real engine's runsc: the machine's stack is the host kernel's in the container's own
-namespace (``--network=host``), so the namespaces machine's rules (providers/egress.py) see
+namespace (``--network=host``), so the namespaces machine's rules (providers/egress_nftables.py) see
 its every packet. Under ``default: deny`` with one address allowed, the machine reaches that
 one and never the other, from its start and after a live change; the machine's processes,
 trying a route change, ``nft flush ruleset`` as netlink and a raw socket, change nothing (root
@@ -17,8 +17,8 @@ import pytest
 from bench.outside import PORT, Outside
 from contracts.errors import NotSupported
 from contracts.status import MachineStatus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.integration.egress_outside import REFUSED, Zone, outside, zone
 from tests.integration.test_egress import names_go_through_the_platforms_dns

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from base import procinfo
 from contracts.errors import ProviderError
-from core import procinfo
 from providers import scratch
 from providers.docker_image import ImageBuilder, _run
 from tests.waiters import wait_until

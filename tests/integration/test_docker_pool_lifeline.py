@@ -22,9 +22,10 @@ import aiodocker
 import msgspec
 import pytest
 
+from base.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
 from contracts.errors import ProviderError
 from contracts.ids import new_machine_id
-from core.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.docker_names import (
     LABEL_MACHINE,
@@ -37,7 +38,6 @@ from providers.docker_names import (
 from providers.docker_pool import DockerPoolBackend, pool_volume
 from providers.local_pool import owner_name
 from providers.registry import docker_provider
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.docker_env import (
     docker_gateway,

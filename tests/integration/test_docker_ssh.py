@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from contracts.status import MachineStatus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.waiters import wait_until

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 
 from contracts.gateway_rpc import GATEWAY_METHODS
-from services.common.settings import PREFIX, Settings
+from controlplane.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from contracts.gateway_network import EgressPolicy
-from providers import egress, egress_dns
+from providers import egress_dns, egress_nftables as egress
 from providers.egress_dns import DnsProxy
 from tests.waiters import wait_until
 

@@ -15,8 +15,8 @@ import dotenv
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
+from base.dotenv import parse_env_file, render
 from contracts.validation import env_value_quoting
-from core.dotenv import parse_env_file, render
 
 SHELLS = [s for s in ("sh", "dash", "bash") if shutil.which(s)]
 #: Characters that matter to sh, dotenv or both, and a few that should not.

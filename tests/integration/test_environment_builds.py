@@ -16,7 +16,7 @@ import pytest
 from contracts.errors import BuildFailed, FeatureUnavailable
 from contracts.models import Repo
 from environments import build as b, build_network, cache
-from environments.machine import build_for_machine
+from environments.machine_environment import build_for_machine
 from environments.sources import checkout
 from tests.docker_env import docker_image
 from tests.environments import busybox_image, docker, store

@@ -18,8 +18,8 @@ import pytest
 from contracts.errors import EnvironmentInUse, InvalidParams, NotFound
 from contracts.gateway_env_builds import EnvironmentBuild
 from contracts.gateway_environments import DockerfileSource, Environment
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.environments import busybox_image, out, ready

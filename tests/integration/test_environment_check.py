@@ -16,8 +16,8 @@ import pytest
 
 from contracts.errors import EnvironmentRefused
 from contracts.gateway_environments import DevcontainerSource, Environment
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN, git
 
 REFUSED = """{

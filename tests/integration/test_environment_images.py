@@ -21,10 +21,10 @@ from contracts.errors import ImageNotFound, ImageRefused
 from contracts.gateway_environments import DockerfileSource, Environment
 from contracts.models import Repo
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
-from services.common.bus import Bus
-from services.common.settings import Settings
-from services.common.store import Store
 from services.provisioner.environment import EnvironmentContext, resolve_image
 from services.provisioner.environment_builds import EnvironmentBuilds
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers

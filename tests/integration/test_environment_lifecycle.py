@@ -1,5 +1,5 @@
-"""Lifecycle commands on a real daemon (environments/lifecycle.py over tool.execCommand): the
-order and the parallel form as the machine sees them, the variables they get, and a failing
+"""Lifecycle commands on a real daemon (environments/lifecycle_commands.py over tool.execCommand):
+the order and the parallel form as the machine sees them, the variables they get, and a failing
 command's reason; a command's output as lifecycle-output events while it runs
 (environments/hook.py over tool.execStream)."""
 
@@ -12,9 +12,9 @@ import pytest
 from contracts import subjects
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.events import LifecycleOutput
-from environments import devcontainer as dc, lifecycle as lc
+from controlplane.bus import Bus
+from environments import devcontainer as dc, lifecycle_commands as lc
 from environments.hook import streamed
-from services.common.bus import Bus
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import boot
 from tests.waiters import subscribed

@@ -34,9 +34,9 @@ from contracts.events import (
 from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
+from controlplane.settings import Settings
 from environments import build as env_build, cache
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import git
 from tests.docker_env import (
     docker_gateway,

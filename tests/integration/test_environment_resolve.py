@@ -15,10 +15,10 @@ import pytest
 from contracts.errors import EnvironmentInvalid
 from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
 from contracts.models import Repo
-from environments.lifecycle import MachineLifecycle
-from services.common.bus import Bus
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.bus import Bus
+from controlplane.settings import Settings
+from controlplane.store import Store
+from environments.lifecycle_commands import MachineLifecycle
 from services.provisioner.environment import (
     DevcontainerDetector,
     EnvironmentContext,

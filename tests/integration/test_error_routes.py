@@ -22,9 +22,9 @@ import pytest
 
 from contracts.errors import ERROR_HEADER, DaemonUnavailable, FleetError, MachineStopped
 from contracts.status import MachineStatus as S
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from tests.conftest import ADMIN_TOKEN, MACHINE_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -18,10 +18,10 @@ from contracts import sse
 from contracts.errors import Unavailable
 from contracts.events import Event, MachineReady
 from contracts.ids import new_event_id, new_machine_id
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 

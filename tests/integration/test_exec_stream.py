@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from base import procinfo
 from contracts.daemon_rpc import ExecCommandResult, OutputChunk
-from core import procinfo
+from controlplane.settings import Settings
 from fleet.cli_common import EXIT_INTERRUPTED
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN, ReadyMachine
 from tests.waiters import wait_until
 

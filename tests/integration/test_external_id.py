@@ -10,14 +10,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from base import procinfo
 from contracts import subjects
 from contracts.events import DaemonStatusReported
-from core import procinfo
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.code import install_code
 from providers.local import code_store
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.integration.test_refresh import code_repo, ready_machine
 from tests.waiters import subscribed
 

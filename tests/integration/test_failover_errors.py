@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 
 from contracts.errors import Unavailable
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from fleet.embedded import ValkeyServer
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 

@@ -25,8 +25,8 @@ from contracts.errors import (
     TransferAborted,
 )
 from contracts.gateway_files import files_url
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN, ReadyMachine
 from tests.waiters import wait_until
 

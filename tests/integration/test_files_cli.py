@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN, new_ready_machine as ready_machine
 from tests.integration.test_files import MIB, home_of, random_file, sha256_of
 from tests.waiters import wait_until

@@ -13,9 +13,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers import homes_fs
-from services.common.settings import Settings
 from tests.fork_checks import (
     HomeOf,
     fork_is_one_instant,

@@ -14,10 +14,14 @@ import aiodocker
 import msgspec
 import pytest
 
+from base.version import SOURCE_ROOT
 from contracts.events import HomeCopy
 from contracts.gateway_environments import Environment
 from contracts.status import MachineStatus
-from core.version import SOURCE_ROOT
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.docker_copy import (
     LABEL_HOME_COPY,
@@ -28,10 +32,6 @@ from providers.docker_copy import (
 )
 from providers.docker_names import LABEL_POOL, LABEL_STACK, container_name
 from providers.registry import docker_provider, stack_id
-from services.common.bus import Bus
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
 from services.provisioner.service import Provisioner
 from tests.docker_env import (
     docker_gateway,

@@ -13,9 +13,9 @@ import pytest
 from contracts import subjects
 from contracts.events import DaemonStatusReported, encode_event
 from contracts.ids import new_event_id
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -18,8 +18,8 @@ import msgspec
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from contracts.gateway_rpc import GATEWAY_METHODS
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 
 FUZZ = settings(

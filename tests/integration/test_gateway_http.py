@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from contracts.errors import ERRORS
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.schemas import openrpc_validator, problems
 

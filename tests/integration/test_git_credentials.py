@@ -14,9 +14,9 @@ import pytest
 
 from contracts.errors import InvalidParams
 from contracts.status import MachineStatus
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.conftest import ADMIN_TOKEN, CloneLog
 from tests.gitserver import GitHttpServer
 

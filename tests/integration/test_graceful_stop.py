@@ -15,10 +15,10 @@ import pytest
 
 from contracts import subjects
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.local import stop_all_local
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 

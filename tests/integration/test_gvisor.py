@@ -17,14 +17,14 @@ import msgspec
 import pytest
 
 from contracts.errors import DaemonTimeout, DaemonUnavailable
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from fleet.up import UpOptions, check_sandbox
 from providers.gvisor import container_id
 from providers.local_pool import UP_MARKER
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.integration.test_files_cli import _fleet
 from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import msgspec
 import pytest
 
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.integration import test_gvisor as gv
 from tests.integration.test_gvisor import READY_S, answers
 from tests.waiters import wait_until

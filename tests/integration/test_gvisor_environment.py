@@ -13,9 +13,9 @@ import msgspec
 import pytest
 
 from contracts.gateway_environments import DevcontainerSource, Environment
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.image_rootfs import rootfs_dir
-from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, nats_server
 from tests.environments import out
 from tests.gitserver import GitHttpServer

@@ -18,10 +18,10 @@ import msgspec
 import pytest
 
 from contracts.daemon_rpc import ProcessInfo
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.integration import test_gvisor as gv
 from tests.integration.test_gvisor import answers, ready_gvisor
 from tests.waiters import wait_until

@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from contracts.events import Event, MachinePaused, MachineResumed
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration import test_gvisor as gv
 from tests.integration.test_files_cli import _fleet

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 import msgspec
 import pytest
 
-from core.procinfo import env_roots
-from core.version import SOURCE_ROOT
+from base.procinfo import env_roots
+from base.version import SOURCE_ROOT
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from providers.gvisor import BUNDLE, PID_FILE, Runsc, is_gvisor, sandbox_pid
@@ -25,7 +26,6 @@ from providers.gvisor_pool import GvisorPoolBackend
 from providers.local import POOL_SLOT_FILE, LocalProvider
 from providers.local_pool import UP_MARKER
 from providers.netns import NETNS_OF, has_pasta
-from services.common.settings import Settings
 from tests.integration.test_gvisor import READY_S, answers, nats_server
 from tests.integration.test_gvisor_egress import Listener, listeners, reaches_only
 from tests.integration.test_pasta_nodelay import nats_side

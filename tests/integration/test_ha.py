@@ -12,17 +12,17 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import MaxConnectionsError
 
 from contracts.events import MachineCreated
-from fleet.embedded_ha import SENTINEL_MASTER, HaServers
-from services.common.bus import Bus
-from services.common.consumer import stage_consumer
-from services.common.redis_client import (
+from controlplane.bus import Bus
+from controlplane.consumer import stage_consumer
+from controlplane.redis_client import (
     BlockingSentinelPool,
     close_client,
     redis_client,
     sentinel_addrs,
 )
-from services.common.settings import Settings
-from services.common.store import Store
+from controlplane.settings import Settings
+from controlplane.store import Store
+from fleet.embedded_ha import SENTINEL_MASTER, HaServers
 from tests.integration.test_consumer import created
 from tests.waiters import wait_until
 

@@ -17,14 +17,14 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from base import natsconn
 from contracts import subjects
-from core import natsconn
+from controlplane.crypto import generate_secret_key
+from controlplane.settings import Settings
+from controlplane.store_keys import Keys
 from fleet.client import FleetClient
 from fleet.embedded import PortHold
 from fleet.embedded_ha import HaServers, NatsNode
-from services.common.crypto import generate_secret_key
-from services.common.settings import Settings
-from services.common.store_keys import Keys
 from services.gateway.__main__ import build as gateway
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until

@@ -17,11 +17,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from contracts import subjects
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.embedded import NatsServer, ValkeyServer
 from fleet.embedded_ha import SENTINEL_MASTER, HaServers
 from fleet.up_servers import ServerSupervisor
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.integration.test_consumer import created
 from tests.integration.test_ha import _primary_port
 from tests.waiters import wait_until

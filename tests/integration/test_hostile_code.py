@@ -14,14 +14,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from base.codestore import CODE_MOUNT
 from contracts import subjects
 from contracts.status import MachineStatus
-from core.codestore import CODE_MOUNT
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
-from services.common.bus import Bus
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.integration.test_isolation import TOKEN_PROBE, sh
 from tests.integration.test_refresh import code_repo

@@ -1,4 +1,4 @@
-"""Hostile machines against root's operations on their homes (core/hostile_fs.py), through the
+"""Hostile machines against root's operations on their homes (base/hostile_fs.py), through the
 platform's own methods: each machine plants what its own processes can (a link, a FIFO, a huge
 file, a directory it swaps with a link in a tight loop; a device node the test places as root,
 since a machine cannot make one), then calls the methods that make root act on its home. A
@@ -25,9 +25,9 @@ import msgspec
 import pytest
 
 from contracts.status import MachineStatus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.local import STOP_GRACE_S, machine_roots
-from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, home_of, inspect, remove_containers
 from tests.environments import refresh_code
 from tests.hostile import SWAP, Canary

@@ -19,11 +19,11 @@ from contracts import subjects
 from contracts.consumers import Durable, durable_name
 from contracts.errors import DaemonUnavailable, HostUnavailable
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.local import stop_all_local
 from providers.swarm import request, running_host_pid, socket_path, stop_all_swarm, swarm_root
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_supervision import daemon_pid
 from tests.waiters import wait_until

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import msgspec
 
+from base import procinfo
 from contracts.events import (
     DaemonStatusReported,
     Event,
@@ -16,12 +17,11 @@ from contracts.events import (
     SetupPushed,
 )
 from contracts.status import MachineStatus
-from core import procinfo
+from controlplane.bus import Bus
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.local import running_pid, stop_local
-from services.common.bus import Bus
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.conftest import CloneLog
 from tests.waiters import wait_until
 

@@ -25,13 +25,13 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_asyncio
 
+from base import procinfo
 from contracts.errors import DaemonTimeout, DaemonUnavailable, InvalidParams
 from contracts.status import MachineStatus
-from core import procinfo
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.attack_stack import GIT_PASSWORD, GIT_USER, attack_settings, attack_stack, git_server
 from tests.docker_env import docker_image, home_of, remove_containers
 from tests.gitserver import GitHttpServer

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core import procinfo
+from base import procinfo
 from providers.docker_names import LABEL_STACK
 from tests import leftovers
 from tests.docker_env import docker_image, remove_containers

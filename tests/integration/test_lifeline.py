@@ -1,4 +1,4 @@
-"""core.lifeline with real processes: a child ends with its parent however the parent ends,
+"""base.lifeline with real processes: a child ends with its parent however the parent ends,
 never starts after it, and what a record names is ended (SIGKILL for one that ignores SIGTERM)
 while a pid reused by another process is left alone."""
 
@@ -10,15 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core import procinfo
-from core.lifeline import Children, die_with_parent, end_recorded, recorded
+from base import procinfo
+from base.lifeline import Children, die_with_parent, end_recorded, recorded
 from tests.waiters import still_running_after
 
 #: A parent that starts one child through Children, prints its pid, then waits to be killed.
 PARENT = """
 import sys, time
 from pathlib import Path
-from core.lifeline import Children
+from base.lifeline import Children
 child = Children(Path(sys.argv[1])).popen(["sleep", "600"], sys.stdout.buffer, "sleeper")
 print(child.pid, flush=True)
 time.sleep(600)

@@ -10,9 +10,9 @@ from pathlib import Path
 from contracts import subjects
 from contracts.events import EnvPushed, ReposReconciled, decode_event
 from contracts.subjects import EventKind
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.conftest import git
 from tests.integration.test_pipeline import home_of
 from tests.integration.test_refresh import env_of, ready_machine

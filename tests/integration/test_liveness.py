@@ -14,11 +14,11 @@ from contracts import subjects
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.local import running_pid
-from services.common.bus import Bus
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.waiters import wait_until
 
 

@@ -16,8 +16,8 @@ import aiohttp
 
 from contracts.audit import Action
 from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_audit_attacks import entries
 from tests.integration.test_gateway_events import until_caught_up

@@ -19,13 +19,13 @@ from contracts.ids import new_event_id, new_machine_id
 from contracts.jsonrpc import NoParams
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
+from controlplane.bus import Bus
+from controlplane.consumer import Consumer, Permanent
+from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.metrics import Metrics, MetricsServer
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.embedded import PortHold
-from services.common.bus import Bus
-from services.common.consumer import Consumer, Permanent
-from services.common.daemon_client import DaemonClient, static_key
-from services.common.metrics import Metrics, MetricsServer
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon
 from tests.waiters import subscribed, wait_until
 

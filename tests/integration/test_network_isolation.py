@@ -31,9 +31,9 @@ import pytest_asyncio
 
 from bench.outside import Outside, outside_host
 from contracts.status import MachineStatus
+from controlplane.metrics import Metrics, MetricsServer
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.metrics import Metrics, MetricsServer
-from services.common.settings import Settings
 from tests.attack_stack import attack_settings, attack_stack
 from tests.docker_env import docker_image, remove_containers
 from tests.syscall_probe import DENIED, PROBE

@@ -7,12 +7,12 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
+from base.procinfo import env_roots
 from contracts.status import MachineStatus
-from core.procinfo import env_roots
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.netns import NETNS_OF
 from providers.pasta_nodelay import tcp_sockets
-from services.common.settings import Settings
 
 
 def nats_side(pid: int, port: int) -> list[int]:

@@ -18,10 +18,10 @@ import pytest
 
 from contracts.audit import Action
 from contracts.errors import Forbidden, Unauthorized
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import PortHold
-from services.common.settings import Settings
-from services.common.store import Store
 from services.gateway.__main__ import build as gateway
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_audit import fleet_audit

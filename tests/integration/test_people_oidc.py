@@ -17,8 +17,8 @@ import aiohttp
 import msgspec
 import pytest
 
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.oidc_provider import (
     ADMIN_GROUP,
     CLIENT_ID,

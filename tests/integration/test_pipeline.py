@@ -15,10 +15,10 @@ import pytest
 from contracts.errors import Conflict, NotFound
 from contracts.events import DaemonStatusReported, MachineFailed, MachineReady, kind_of
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.local import running_pid
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.waiters import wait_until
 
 PIPELINE = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]

@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 
 from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_pipeline import home_of
 from tests.integration.test_refresh import ready_machine

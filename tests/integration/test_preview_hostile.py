@@ -10,8 +10,8 @@ from urllib.parse import quote
 import aiohttp
 
 from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_ports import Machine, bearer, previews, serve_in_machine
 

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_ports import bearer, fleet_cli, serve_in_machine, ws_echo
 

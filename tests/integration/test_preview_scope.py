@@ -7,8 +7,8 @@ import asyncio
 
 import aiohttp
 
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_ports import bearer, previews, serve_in_machine
 

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.integration.test_ports import previews, serve_in_machine, ws_echo
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from base import procinfo
+from base.dotenv import render
 from contracts.daemon_rpc import (
     ExecCommandParams,
     ProcessInfo,
@@ -21,8 +23,6 @@ from contracts.daemon_rpc import (
     WriteFileParams,
 )
 from contracts.errors import Conflict, NotFound, ToolError
-from core import procinfo
-from core.dotenv import render
 from daemon import tools
 from daemon.procs import KEEP_EXITED, ProcessManager
 from daemon.state import TrackedProcess

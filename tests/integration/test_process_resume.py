@@ -10,8 +10,8 @@ from pathlib import Path
 
 import msgspec
 
+from base import procinfo
 from contracts.daemon_rpc import ProcessRef, ProcessStartParams, RestartPolicy
-from core import procinfo
 from daemon.procs import ProcessManager
 from daemon.state import TrackedProcess
 from tests.waiters import wait_until

@@ -14,11 +14,11 @@ from contracts.errors import Forbidden, IdempotencyKeyReused, InvalidParams, Una
 from contracts.models import Machine
 from contracts.status import ARCHIVED_OR_ARCHIVING, MachineStatus as S
 from contracts.subjects import EventKind
+from controlplane.bus import Bus
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
-from services.common.bus import Bus
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.conftest import ADMIN_TOKEN
 from tests.httpserve import serving
 from tests.integration.test_create_once import LosesFirstAnswer, created_events, post

@@ -16,10 +16,10 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from contracts import subjects
 from contracts.events import MachineCreated
+from controlplane.bus import Bus
+from controlplane.consumer import stage_consumer
+from controlplane.settings import Settings
 from fleet.embedded import NatsServer
-from services.common.bus import Bus
-from services.common.consumer import stage_consumer
-from services.common.settings import Settings
 from tests.integration.test_consumer import created
 
 REPO = Path(__file__).resolve().parents[2]

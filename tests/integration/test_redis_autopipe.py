@@ -11,11 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, ResponseError
 
+from controlplane import redis_autopipe
+from controlplane.redis_autopipe import AutoPipelineRedis
+from controlplane.redis_client import close_client, redis_client
+from controlplane.store_scripts import BoundScript
 from fleet.embedded import ValkeyServer
-from services.common import redis_autopipe
-from services.common.redis_autopipe import AutoPipelineRedis
-from services.common.redis_client import close_client, redis_client
-from services.common.store_scripts import BoundScript
 from tests.waiters import wait_until
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from base import procinfo
+from base.version import SOURCE_ROOT, git_sha
 from contracts import subjects
 from contracts.errors import NotSupported
 from contracts.events import DaemonStatusReported
@@ -19,12 +21,10 @@ from contracts.gateway_rpc import (
 )
 from contracts.machine_files import CODE_SHA_FILE, CronJob
 from contracts.status import MachineStatus
-from core import procinfo
-from core.version import SOURCE_ROOT, git_sha
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.code import DAEMON_TREES
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.conftest import git
 from tests.integration.test_pipeline import home_of
 from tests.waiters import subscribed, wait_until

@@ -1,4 +1,4 @@
-"""core.reply_server.ReplyServer against a real nats-server: each request in a task of its own,
+"""base.reply_server.ReplyServer against a real nats-server: each request in a task of its own,
 bounded when asked, a failing handler logged without ending the others, a stop that answers
 what is under way (within its drain), cancels what outlasts it, and is safe twice."""
 
@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from structlog.testing import capture_logs
 
-from core.reply_server import ReplyServer
+from base.reply_server import ReplyServer
 from fleet.embedded import NatsServer
 
 SUBJECT = "test.rpc"

@@ -12,9 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from base.dotenv import render
 from contracts.daemon_rpc import WriteFileParams
 from contracts.machine_files import CronJob, CronTable
-from core.dotenv import render
 from daemon import tools
 from daemon.procs import ProcessManager
 from daemon.scheduler import Scheduler

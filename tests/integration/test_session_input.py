@@ -6,8 +6,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_refresh import ready_machine
 

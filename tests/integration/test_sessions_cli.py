@@ -13,8 +13,8 @@ import subprocess
 import sys
 import termios
 
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_refresh import ready_machine
 from tests.waiters import wait_until

@@ -7,9 +7,9 @@ import asyncio
 
 from contracts import daemon_rpc as d, sessions as ss
 from contracts.jsonrpc import NoParams
-from services.common.bus import Bus
-from services.common.byte_stream_join import PlatformStream, join
-from services.common.daemon_client import DaemonClient
+from controlplane.bus import Bus
+from controlplane.byte_stream_join import PlatformStream, join
+from controlplane.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.integration.test_exec_stream import pids_running, unique_sleep

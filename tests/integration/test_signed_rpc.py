@@ -25,8 +25,8 @@ from contracts.signing import (
     signing_key,
     verify_reply,
 )
-from services.common.bus import Bus
-from services.common.daemon_client import DaemonClient, static_key
+from controlplane.bus import Bus
+from controlplane.daemon_client import DaemonClient, static_key
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon
 from tests.integration.test_daemon import boot
 

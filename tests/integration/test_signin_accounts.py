@@ -19,8 +19,8 @@ import pytest
 
 from contracts.errors import IdTokenRejected
 from contracts.gateway_people import User
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.integration.test_audit_attacks import fronted
 from tests.integration.test_people_oidc import browser
 from tests.oidc_front import Front

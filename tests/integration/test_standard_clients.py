@@ -15,8 +15,8 @@ import jsonrpcclient
 
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.openrpc import openrpc_document
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]

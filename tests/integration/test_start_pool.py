@@ -17,8 +17,8 @@ import pytest
 from bench.outside import PORT, Outside
 from contracts.errors import DaemonUnavailable
 from contracts.status import MachineStatus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.common.settings import Settings
 from tests.fork_checks import ready_forks
 from tests.integration.test_egress import REFUSED, outside
 from tests.integration.test_network_isolation import connect_from

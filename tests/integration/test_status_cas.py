@@ -4,7 +4,7 @@ fakeredis's Lua and valkey's cannot drift apart unseen."""
 
 from __future__ import annotations
 
-from services.common.store import Store
+from controlplane.store import Store
 from tests.fast import test_status_cas as rules
 
 

@@ -22,23 +22,23 @@ import aiohttp
 import msgspec
 import pytest
 
+from base.version import SOURCE_ROOT
 from contracts import subjects
 from contracts.consumers import Durable, host_durable
 from contracts.errors import Conflict, MachineStopped as Stopped, RunningMachinesLimit
 from contracts.events import MachineStarted, MachineStopped, decode_event
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus
-from core.version import SOURCE_ROOT
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.base import Provider
 from providers.docker_home import home_ref_name
 from providers.docker_names import LABEL_POOL
 from providers.local import POOL_SLOT_FILE, LocalProvider, machine_processes, machine_roots
 from providers.registry import docker_provider
-from services.common.bus import Bus
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
 from services.prober.autostop import idle_reason
 from services.provisioner.service import Provisioner
 from tests.conftest import ADMIN_TOKEN

@@ -4,7 +4,7 @@ on the real server, so that fakeredis's Lua and valkey's cannot drift apart unse
 
 from __future__ import annotations
 
-from services.common.store import Store
+from controlplane.store import Store
 from tests.fast import test_store_stages as rules
 
 

@@ -1,4 +1,4 @@
-"""core.natsconn's stored publisher against a real JetStream: one message at a time
+"""base.natsconn's stored publisher against a real JetStream: one message at a time
 (``publish_stored``) and the batch mode (``StoredBatches``) store alike, drop a retried copy
 by its Nats-Msg-Id, say what the stream refused, and retry what got no answer."""
 
@@ -11,8 +11,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
-from core import natsconn
-from core.natsconn import Message, StoredBatches
+from base import natsconn
+from base.natsconn import Message, StoredBatches
 from fleet.embedded import NatsServer
 
 STREAM = StreamConfig(name="T", subjects=["t.>"], max_msg_size=1024)

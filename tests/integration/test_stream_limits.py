@@ -8,8 +8,8 @@ import nats.js.errors
 import pytest
 
 from contracts import subjects
-from services.common.bus import Bus, stream_config
-from services.common.settings import Settings
+from controlplane.bus import Bus, stream_config
+from controlplane.settings import Settings
 
 SUBJECT = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, "m-00000000000000f1")
 

@@ -7,10 +7,10 @@ import signal
 
 from contracts.errors import DaemonUnavailable
 from contracts.status import MachineStatus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.local import running_pid
-from providers.sandbox import sandbox_root_children, supervisor_pid
-from services.common.settings import Settings
+from providers.local_sandbox import sandbox_root_children, supervisor_pid
 from tests.waiters import wait_until
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.codestore import CURRENT_FILE, STORE_VAR
+from base.codestore import CURRENT_FILE, STORE_VAR
 
 
 def _catches(pid: int, signum: int) -> bool:

@@ -18,6 +18,8 @@ import pytest
 from contracts import subjects
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from providers.swarm import (
@@ -27,8 +29,6 @@ from providers.swarm import (
     stop_all_swarm,
     swarm_root,
 )
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.waiters import wait_until
 
 HOST_SIZE = 8

@@ -14,9 +14,9 @@ import pytest
 
 from contracts.errors import PortUnreachable
 from contracts.ports import TUNNEL_CONNECT, TunnelConnectParams
-from services.common.bus import Bus
-from services.common.byte_stream_join import PlatformStream, join
-from services.common.daemon_client import DaemonClient
+from controlplane.bus import Bus
+from controlplane.byte_stream_join import PlatformStream, join
+from controlplane.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.waiters import wait_until

@@ -21,9 +21,12 @@ import aiodocker
 import msgspec
 import pytest
 
+from base import procinfo
+from base.poolwire import POOL_SLOT_VAR, POOL_UP_LOG
 from contracts.status import MachineStatus
-from core import procinfo
-from core.poolwire import POOL_SLOT_VAR, POOL_UP_LOG
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from providers import cgroup
 from providers.cgroup import MachineCgroup
@@ -31,13 +34,10 @@ from providers.docker_names import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_
 from providers.docker_pool import DockerPoolBackend
 from providers.local import POOL_SLOT_FILE
 from providers.local_pool import UP_MARKER
+from providers.local_sandbox import sandbox_root_children, supervisor_pid
 from providers.netns import NETNS_OF
 from providers.registry import docker_provider, stack_id
-from providers.sandbox import sandbox_root_children, supervisor_pid
 from providers.warm_pool import WarmPool
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.docker_env import (
     docker_gateway,
     docker_image,

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
+from base.byte_stream import ByteStream, StreamClosed
 from contracts import streams as s
 from contracts.errors import StreamAborted
-from core.byte_stream import ByteStream, StreamClosed
 
 
 class Wire:

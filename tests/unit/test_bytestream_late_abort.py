@@ -12,9 +12,9 @@ import asyncio
 
 import pytest
 
+from base.byte_stream import ByteStream
 from contracts import streams as s
 from contracts.errors import StreamAborted
-from core.byte_stream import ByteStream
 
 
 async def _receiver() -> tuple[ByteStream, list[bytes]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.common.store import Store
+from controlplane.store import Store
 from services.gateway.caller_cache import CallerCache
 from tests.fakes.clock import TICK, ManualClock
 

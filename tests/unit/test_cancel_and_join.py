@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from core.tasks import cancel_and_join
-from core.ticker import Ticker
+from base.tasks import cancel_and_join
+from base.ticker import Ticker
 
 
 async def test_a_task_that_swallows_its_cancellation_is_cancelled_again() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from providers import cgroup
 from providers.cgroup import MachineCgroup, NotFrozen, frozen
-from providers.limits import Limits
+from providers.machine_limits import Limits
 
 
 def v1_tree(root: Path) -> Path:

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from core.clock import SYSTEM_CLOCK, sleep_or_event, within
-from core.ticker import Ticker
+from base.clock import SYSTEM_CLOCK, sleep_or_event, within
+from base.ticker import Ticker
 from tests.fakes.clock import TICK, ManualClock, settle
 
 

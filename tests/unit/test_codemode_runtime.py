@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.settings import Settings, SettingsError
 from services.codemode.sandbox import SANDBOX_UID, Limits
 from services.codemode.sandbox_gvisor import CHANNEL_DIR, Runsc, bundle_spec
 from services.codemode.service import codemode_runsc
-from services.common.settings import Settings, SettingsError
 
 
 @pytest.mark.parametrize("value", ["runsc", "bwrap", "GVISOR", ""])

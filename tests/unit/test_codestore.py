@@ -1,4 +1,4 @@
-"""The code store's checks (core/codestore.py): what the platform recorded is what runs."""
+"""The code store's checks (base/codestore.py): what the platform recorded is what runs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from base.codestore import CURRENT_FILE, CodeUnverified, current_code, record, tree_digest
 from contracts.machine_files import CODE_SHA_FILE
-from core.codestore import CURRENT_FILE, CodeUnverified, current_code, record, tree_digest
 
 SHA = "a" * 40
 

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from base.dotenv import merge_env
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsmodule import (
@@ -19,7 +20,6 @@ from contracts.jsmodule import (
     render,
 )
 from contracts.status import MachineStatus
-from core.dotenv import merge_env
 
 STATIC = MODULE_PATH.parent
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from base.dotenv import render
 from contracts.machine_files import CONTAINER_ENV_FILE
-from core.dotenv import render
 from daemon.tools import command_env, container_env
 
 

@@ -12,7 +12,7 @@ PROBE = """
 import json, sys
 from daemon.lean import lean_imports
 lean_imports(sys.argv[1])
-import daemon.server, core.logs  # what fleet-daemon imports before it connects
+import daemon.server, base.logs  # what fleet-daemon imports before it connects
 import asyncio.base_events, asyncio.sslproto, nats.aio.client
 if sys.argv[2] == "use":  # what nats-py does when the server requires TLS
     nats.aio.client.ssl.create_default_context()

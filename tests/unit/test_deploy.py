@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.common.settings import PREFIX, Settings
+from controlplane.settings import PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"

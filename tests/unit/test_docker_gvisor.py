@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
+from base.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
 from providers.docker import DockerProvider, token_owner
 from providers.docker_gvisor import GVISOR_ARGV, as_gvisor
 from providers.docker_image import LOADER
-from providers.limits import Limits, Placement
+from providers.machine_limits import Limits, Placement
 from providers.runtimes import engine_refusal, keeps_memory, refusal
 
 GOOD = {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=host"]}}

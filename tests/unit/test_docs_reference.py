@@ -15,10 +15,10 @@ from contracts.asyncapi import asyncapi_document
 from contracts.daemon_rpc import DAEMON_METHODS
 from contracts.errors import ERRORS, NotSupported
 from contracts.gateway_rpc import GATEWAY_METHODS
+from controlplane.settings import PREFIX, Settings
 from daemon.settings import DaemonSettings
 from docsite import benchmarks, reference
 from docsite.hooks import on_files  # noqa: F401  (the hook imports: it must load)
-from services.common.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ against a real runsc sandbox: tests/integration/test_gvisor_egress.py."""
 from __future__ import annotations
 
 from contracts.gateway_network import EgressPolicy
-from providers.egress import compile_ruleset
 from providers.egress_netdev import names, script
+from providers.egress_nftables import compile_ruleset
 
 PLATFORM = [("172.17.0.1", 4222)]
 

@@ -1,5 +1,6 @@
 """The egress policy's grammar (contracts/gateway_network.py) and its nft ruleset
-(providers/egress.py), pure. That the kernel enforces it: tests/integration/test_egress.py."""
+(providers/egress_nftables.py), pure. That the kernel enforces it:
+tests/integration/test_egress.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from contracts.gateway_network import (
     parse_entry,
 )
 from contracts.rpc_params import invalid_params
-from providers.egress import disjoint, ruleset
+from providers.egress_nftables import disjoint, ruleset
 
 INSTANCE = "i-" + "0" * 16
 

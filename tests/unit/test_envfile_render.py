@@ -10,8 +10,7 @@ import random
 import dotenv
 import pytest
 
-from contracts.validation import env_value_quoting
-from core.dotenv import (
+from base.dotenv import (
     CA_VARS,
     HEADER,
     NO_PROXY_VARS,
@@ -21,6 +20,7 @@ from core.dotenv import (
     quote,
     render,
 )
+from contracts.validation import env_value_quoting
 
 
 def parse(content: str, *, interpolate: bool = False) -> dict[str, str | None]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import dotenv
 import pytest
 
+from base.dotenv import HEADER, parse_env_file, render
 from contracts.validation import env_value_quoting
-from core.dotenv import HEADER, parse_env_file, render
 from daemon.envload import EnvFile
 
 TRICKY = [

@@ -1,4 +1,4 @@
-"""FLEET_EVENT_LOOP: which loop a service process runs on (services/common/event_loop.py)."""
+"""FLEET_EVENT_LOOP: which loop a service process runs on (controlplane/event_loop.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from services.common import event_loop
-from services.common.settings import Settings, SettingsError
+from controlplane import event_loop
+from controlplane.settings import Settings, SettingsError
 
 
 async def _loop_module() -> str:

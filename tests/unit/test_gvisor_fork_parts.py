@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from base.tokenfd import TOKEN_FD
 from contracts.signing import signing_key
-from core.tokenfd import TOKEN_FD
+from controlplane.crypto import mint_machine_token, renew_connect_secret
 from daemon import nodump
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from providers.gvisor_fork import LEFT_FILE, fork_spec, one_fork_less
-from services.common.crypto import mint_machine_token, renew_connect_secret
 
 
 def test_a_forks_spec_mounts_its_own_directories_where_its_source_had_its_own(

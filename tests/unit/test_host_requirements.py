@@ -7,7 +7,7 @@ import pytest
 
 from contracts.errors import EnvironmentInvalid
 from environments import devcontainer as dc
-from providers.limits import Limits, within
+from providers.machine_limits import Limits, within
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Root's operations on a machine's home (core/hostile_fs.py) against what a hostile machine
+"""Root's operations on a machine's home (base/hostile_fs.py) against what a hostile machine
 puts there: a link, a FIFO, a device node, a huge file, a directory swapped with a link in a
 tight loop. A canary directory of root-owned files on the host must stay as it was, and each
 operation must end promptly in bounded memory (each risky one runs in a bounded child)."""
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from core import hostile_fs
-from core.hostile_fs import Refused
+from base import hostile_fs
+from base.hostile_fs import Refused
 from providers.machine_uid import give_home
 from tests.hostile import KINDS, Canary, bounded, plant, swapping
 
 UID = 54_321
 #: The provider's read of a machine's lock, as root (local.running_pid's), in a child.
-HOLDER = "import sys; from pathlib import Path; from core.lockfile import holder_pid\n" \
+HOLDER = "import sys; from pathlib import Path; from base.lockfile import holder_pid\n" \
          "n = int(sys.argv[2]); found = {holder_pid(Path(sys.argv[1])) for _ in range(n)}\n" \
          "print(sorted(found, key=str))"  # fmt: skip
 

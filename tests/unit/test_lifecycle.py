@@ -1,5 +1,5 @@
 """Lifecycle commands (order, forms, parallel groups, failures) and the machine's variables'
-precedence (environments/lifecycle.py), run through a recording stand-in for the daemon's
+precedence (environments/lifecycle_commands.py), run through a recording stand-in for the daemon's
 tool.execCommand; tests/integration/test_environment_lifecycle.py runs them on a real daemon."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
-from environments import devcontainer as dc, lifecycle as lc
+from environments import devcontainer as dc, lifecycle_commands as lc
 
 DEV = dc.parse(
     b"""{"image": "b",

@@ -12,7 +12,7 @@ import pytest
 
 from contracts.errors import NotSupported
 from contracts.ports import ListeningPort
-from daemon.ports import Holders, decode_address, listening_ports, parse_table
+from daemon.listening_ports import Holders, decode_address, listening_ports, parse_table
 
 HEAD = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
 

@@ -1,5 +1,5 @@
 """The platform's loader copy reads no preload file, and an image's loader variables reach the
-machine's commands but never the platform's processes (core/loader.py)."""
+machine's commands but never the platform's processes (base/loader.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.loader import (
+from base.loader import (
     NO_PRELOAD_FILE,
     PRELOAD_FILE,
     LoaderUnknown,
@@ -18,7 +18,7 @@ from core.loader import (
     withheld,
     write_blind,
 )
-from providers.nodump import host_loader
+from providers.nodump_loader import host_loader
 
 
 def test_the_copy_names_no_preload_file_and_keeps_every_offset(tmp_path: Path) -> None:

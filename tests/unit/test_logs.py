@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from core.logs import configure_logging
+from base.logs import configure_logging
 
 
 @pytest.fixture(autouse=True)

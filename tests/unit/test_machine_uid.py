@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.atomic import replace_file
+from base.atomic import replace_file
 from providers.machine_uid import allocate_uid, give_upper, machine_uid
 
 UIDS = (70000, 70009)

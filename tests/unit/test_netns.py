@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.settings import Settings
+from providers.local_sandbox import bwrap_argv
 from providers.netns import loopback_ports, pasta_argv
-from providers.sandbox import bwrap_argv
-from services.common.settings import Settings
 
 
 @pytest.mark.parametrize(

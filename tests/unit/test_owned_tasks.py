@@ -9,7 +9,7 @@ import inspect
 import pytest
 from structlog.testing import capture_logs
 
-from core.tasks import OwnedTasks
+from base.tasks import OwnedTasks
 
 
 async def test_close_lets_running_tasks_finish_within_the_drain() -> None:

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import procinfo
-from core.poolwire import (
+from base import procinfo
+from base.poolwire import (
     POOL_FD_VAR,
     POOL_ORPHANED_LOG,
     POOL_SLOT_VAR,

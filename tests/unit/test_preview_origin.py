@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.preview_origin import parse_preview_origin
-from services.common.settings import Settings
+from controlplane.preview_origin import parse_preview_origin
+from controlplane.settings import Settings
 
 MID = "m-0123456789abcdef"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from services.common.redis_client import redis_client
+from controlplane.redis_client import redis_client
 
 
 async def test_a_unix_socket_url_makes_connections_to_that_socket() -> None:

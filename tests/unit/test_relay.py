@@ -1,4 +1,4 @@
-"""core.relay: two pumps run as one (the gateway's relays over the in-memory wire:
+"""base.relay: two pumps run as one (the gateway's relays over the in-memory wire:
 tests/unit/test_gateway_relays.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from core.relay import relay
+from base.relay import relay
 
 
 class Pump:

@@ -9,14 +9,14 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from base.byte_stream import ByteStream
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import Forbidden, StreamAborted
 from contracts.events import now
 from contracts.gateway_people import User
 from contracts.people import MACHINES_EXEC, MACHINES_READ, PlatformRole
-from core.byte_stream import ByteStream
-from core.clock import SYSTEM_CLOCK, Clock
-from services.common.caller_changes import CallerChanges
-from services.common.store_users import Found
+from controlplane.caller_changes import CallerChanges
+from controlplane.store_users import Found
 from services.gateway.access import EVERYWHERE, Caller, Reach
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.events_hub import EventHub

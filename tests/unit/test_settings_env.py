@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.settings import PREFIX, Settings, SettingsError
+from controlplane.settings import PREFIX, Settings, SettingsError
 
 
 def test_empty_environment_gives_defaults() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.settings import Settings, SettingsError
-from services.common.store import Store
-from services.common.store_keys import DEFAULT_PREFIX, Keys
+from controlplane.settings import Settings, SettingsError
+from controlplane.store import Store
+from controlplane.store_keys import DEFAULT_PREFIX, Keys
 
 BAD_PREFIXES = [
     "",

@@ -20,8 +20,8 @@ from contracts.events import (
     ReposChanged,
     SetupPushed,
 )
-from services.common.settings import Settings
-from services.common.subscriptions import declared_subscriptions, subscriber
+from controlplane.settings import Settings
+from controlplane.subscriptions import declared_subscriptions, subscriber
 from services.prober.service import Prober
 from services.provisioner.service import Provisioner
 from services.setup_pusher.service import SetupPusher

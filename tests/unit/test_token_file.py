@@ -1,5 +1,5 @@
 """A docker machine's token file: read once by its first process, which empties it; never
-through a link (core/tokenfd.py)."""
+through a link (base/tokenfd.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.tokenfd import take_token_file
+from base.tokenfd import take_token_file
 
 
 def test_the_token_is_taken_once_and_the_file_left_empty(tmp_path: Path) -> None:

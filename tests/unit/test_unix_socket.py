@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.unix_socket import MAX_SOCKET_PATH, short_socket_path
+from base.unix_socket import MAX_SOCKET_PATH, short_socket_path
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from providers.local_sandbox import bwrap_argv
 from providers.netns import INFO_FD
-from providers.sandbox import bwrap_argv
 from providers.userns import USERNS_FD, UserMap
 
 

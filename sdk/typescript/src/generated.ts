@@ -1687,7 +1687,7 @@ export interface LifecycleOutput {
 }
 
 /**
- * One devcontainer lifecycle command ended in the machine (environments/lifecycle.py):
+ * One devcontainer lifecycle command ended in the machine (environments/lifecycle_commands.py):
  * a non-zero exit code fails the machine at a stage named ``stage``.
  */
 export interface LifecycleRan {

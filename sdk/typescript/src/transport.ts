@@ -46,7 +46,7 @@ function env(name: string): string | undefined {
   return p?.env?.[name] || undefined;
 }
 
-/** The one backoff rule (core/backoff.py): `base` doubling up to `cap`, equal jitter (ms). */
+/** The one backoff rule (base/backoff.py): `base` doubling up to `cap`, equal jitter (ms). */
 export function backoffMs(attempt: number, base = 250, cap = 5000): number {
   const delay = Math.min(cap, base * 2 ** (Math.max(attempt, 1) - 1));
   return (0.5 + Math.random() / 2) * delay;

@@ -318,7 +318,7 @@ export const CODEMODE_EVENTS = Object.freeze({
 
 /**
  * Env var scopes, lowest precedence first: a machine's .env gets the value of the
- * last scope that sets a name, as core.dotenv.merge_env merges them (a test
+ * last scope that sets a name, as base.dotenv.merge_env merges them (a test
  * checks).
  */
 export const ENV_SCOPES_BY_PRECEDENCE = Object.freeze(["platform", "instance"]);

@@ -9,7 +9,7 @@ const WINS_TONE = { instance: "ready", platform: "busy" };
 
 /**
  * The scope whose value of `name` a machine's .env gets: the last one in
- * ENV_SCOPES_BY_PRECEDENCE that sets it (contract.js; a unit test checks that core.dotenv's
+ * ENV_SCOPES_BY_PRECEDENCE that sets it (contract.js; a unit test checks that base.dotenv's
  * merge_env, which writes the .env, agrees). `byScope` maps a scope to its Map name -> value.
  */
 export function winningScope(name, byScope) {

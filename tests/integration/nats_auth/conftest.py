@@ -15,10 +15,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from controlplane.crypto import SecretBox, generate_secret_key
+from controlplane.settings import Settings
 from fleet.embedded import NatsAuth, NatsServer, PortHold, ValkeyServer
 from services.auth_callout.__main__ import build as build_callout
-from services.common.crypto import SecretBox, generate_secret_key
-from services.common.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 
 

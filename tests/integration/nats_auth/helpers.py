@@ -14,10 +14,10 @@ from nats.aio.client import Client as NATS
 
 from contracts import subjects
 from contracts.events import DaemonStatusReported, encode_event
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox, mint_machine_token
+from controlplane.store import Store
 from fleet.embedded import NatsServer
-from services.common.bus import Bus
-from services.common.crypto import SecretBox, mint_machine_token
-from services.common.store import Store
 from tests.conftest import DaemonProc, SpawnDaemon
 from tests.waiters import subscribed, wait_until
 

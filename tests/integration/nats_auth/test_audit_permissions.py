@@ -7,10 +7,10 @@ import nats.js.errors
 import pytest
 
 from contracts import audit as a
+from controlplane.crypto import SecretBox
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import NatsAuth, NatsServer
-from services.common.crypto import SecretBox
-from services.common.store import Store
 from tests.integration.nats_auth.helpers import Attacker, connect_as, enroll
 from tests.integration.test_audit import entry
 

@@ -9,10 +9,10 @@ import msgspec
 
 from contracts import subjects
 from contracts.people import CallersChanged
+from controlplane.crypto import SecretBox
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import NatsAuth, NatsServer
-from services.common.crypto import SecretBox
-from services.common.store import Store
 from tests.integration.nats_auth.helpers import Attacker, connect_as, enroll
 from tests.waiters import before_marker, subscribed
 

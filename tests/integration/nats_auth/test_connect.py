@@ -11,11 +11,11 @@ import pytest
 from contracts import subjects
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox, mint_machine_token
+from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.store import Store
 from fleet.embedded import NatsAuth, NatsServer
-from services.common.bus import Bus
-from services.common.crypto import SecretBox, mint_machine_token
-from services.common.daemon_client import DaemonClient, static_key
-from services.common.store import Store
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
     REFUSED,

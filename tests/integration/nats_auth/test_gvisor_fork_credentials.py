@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 import msgspec
 import pytest
 
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import NatsAuth, NatsServer
-from services.common.bus import Bus
-from services.common.crypto import SecretBox
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.integration.nats_auth.helpers import connz
 from tests.integration.nats_auth.test_machine_network import HANDSHAKE
 from tests.integration.test_gvisor import host_address, ready_gvisor

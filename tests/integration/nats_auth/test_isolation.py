@@ -13,14 +13,14 @@ from contracts.consumers import Durable
 from contracts.events import MachineFailed, encode_event
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.byte_stream_join import join
+from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
-from services.common.bus import Bus
-from services.common.byte_stream_join import join
-from services.common.crypto import SecretBox
-from services.common.daemon_client import DaemonClient, static_key
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
     STATUS,

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.settings import Settings
 from fleet.client import FleetClient
 from fleet.embedded import NatsAuth, NatsServer
-from services.common.bus import Bus
-from services.common.settings import Settings
 from tests.docker_env import docker_gateway, docker_image, remove_containers
 from tests.integration.nats_auth.helpers import connz
 

@@ -17,14 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts.consumers import Durable
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
+from controlplane.crypto import SecretBox
+from controlplane.metrics import EVENT_OUTCOMES
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.embedded import NatsAuth, NatsServer, PortHold
 from fleet.up import SERVICES
 from services.auth_callout.__main__ import build as build_callout
-from services.auth_callout.metrics import CALLOUT_OUTCOMES, Refusal
-from services.common.crypto import SecretBox
-from services.common.metrics import EVENT_OUTCOMES
-from services.common.settings import Settings
-from services.common.store import Store
+from services.auth_callout.callout_metrics import CALLOUT_OUTCOMES, Refusal
 from tests.integration.nats_auth.helpers import connect_as, enroll, refused
 from tests.integration.test_metrics import scrape, value
 from tests.waiters import wait_until

@@ -18,14 +18,14 @@ from nats.js.api import ConsumerConfig
 from contracts import subjects
 from contracts.events import kind_of
 from contracts.status import MachineStatus
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox
+from controlplane.revoke import machine_connections, revoke_machine
+from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import NatsAuth, NatsServer
 from providers.local import exit_records, running_pid
-from services.common.bus import Bus
-from services.common.crypto import SecretBox
-from services.common.revoke import machine_connections, revoke_machine
-from services.common.settings import Settings
-from services.common.store import Store
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
     REFUSED,

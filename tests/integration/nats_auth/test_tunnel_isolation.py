@@ -9,12 +9,12 @@ import hashlib
 
 from contracts import streams, subjects
 from contracts.ports import TUNNEL_CONNECT, TunnelConnectParams
+from controlplane.bus import Bus
+from controlplane.byte_stream_join import join
+from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.store import Store
 from fleet.embedded import NatsServer
-from services.common.bus import Bus
-from services.common.byte_stream_join import join
-from services.common.crypto import SecretBox
-from services.common.daemon_client import DaemonClient, static_key
-from services.common.store import Store
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import Attacker, boot, connect_as, enroll
 from tests.integration.test_tunnels import digest

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from contracts.jsonrpc import Dispatcher, Limits, MethodSpec, NoParams, Router
-from services.common.settings import Settings, SettingsError
+from controlplane.settings import Settings, SettingsError
 from tests.unit.jsonrpc.table import (
     CRASH,
     FIND,

@@ -1,6 +1,6 @@
 """A handler whose store or bus is failing over answers the retryable Unavailable (1501, with
 ``data.retryAfterMs``), not -32603: the gateway's dispatcher translates the exceptions of the
-one failover table (``services.common.failover``); anything else is still a bug, -32603."""
+one failover table (``controlplane.failover``); anything else is still a bug, -32603."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import redis.exceptions
 from redis.asyncio.sentinel import MasterNotFoundError
 
+from base.natsconn import StreamUnavailable
 from contracts.errors import ERRORS, FleetError, InternalError, Unavailable, error_from_wire
 from contracts.jsonrpc import Dispatcher, MethodSpec, NoParams, Router
-from core.natsconn import StreamUnavailable
-from services.common.failover import RETRY_AFTER_MS, unavailable
+from controlplane.failover import RETRY_AFTER_MS, unavailable
 from tests.unit.jsonrpc.table import NameResult, call, request
 
 FAILING_OVER: list[Exception] = [

@@ -1,0 +1,112 @@
+"""Children that end with the process that started them, however it ends (SIGKILL included),
+and a record of them, so that what a dead parent left can still be found and ended.
+
+A child is started through a tiny exec wrapper: ``prctl(PR_SET_PDEATHSIG)`` then ``execvp``
+of the real program (a signal set so survives the exec). The kernel sends the signal when the
+*thread* that forked the child ends: only the main thread of a process may start children
+this way (``fleet up`` supervises from its main thread). A parent that died before the prctl
+took effect is seen by the wrapper (its parent pid changed), which then exits at once.
+
+The record (``pid start-ticks label`` lines) is a backstop: a child that ignored its signal,
+or one started by a parent from before this mechanism, is still found and ended by the next
+holder of the same record (``end_recorded``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from base import procinfo
+
+#: Run by ``python -I -S -c``: argv is (-c, parent pid, signal, program, args...).
+_WRAPPER = (
+    "import ctypes, os, sys\n"
+    "if ctypes.CDLL(None, use_errno=True).prctl(1, int(sys.argv[2]), 0, 0, 0) != 0:\n"
+    "    sys.exit('lifeline: prctl(PR_SET_PDEATHSIG) failed')\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('lifeline: the parent ended before the child started')\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+def die_with_parent(argv: list[str], sig: int = signal.SIGTERM) -> list[str]:
+    """``argv`` run so that it gets ``sig`` when this process (its main thread) ends."""
+    return [sys.executable, "-I", "-S", "-c", _WRAPPER, str(os.getpid()), str(int(sig)), *argv]
+
+
+class Children:
+    """Starts children bound to this process, and records each one in ``record``."""
+
+    def __init__(self, record: Path) -> None:
+        self.record = record
+
+    def popen(
+        self,
+        argv: list[str],
+        log: IO[bytes],
+        label: str,
+        env: dict[str, str] | None = None,
+        sig: int = signal.SIGTERM,
+    ) -> subprocess.Popen[bytes]:
+        """``argv`` started, its output to ``log``; ``sig`` when this process ends."""
+        proc = subprocess.Popen(
+            die_with_parent(argv, sig),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # Ctrl-C reaches the parent, which stops them in order
+        )
+        with open(self.record, "a") as f:
+            f.write(f"{proc.pid} {procinfo.start_ticks(proc.pid)} {label}\n")
+        return proc
+
+    def forget(self) -> None:
+        """Once every child has ended: nothing is left for the next holder to end."""
+        if not recorded(self.record):
+            self.record.unlink(missing_ok=True)
+
+
+def recorded(record: Path) -> list[tuple[int, int | None, str]]:
+    """(pid, start ticks, label) of each child in ``record`` still running as that process."""
+    try:
+        lines = record.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in lines:
+        pid, ticks, label = [*line.split(" ", 2), "", ""][:3]
+        if not pid.isdigit():
+            continue
+        start = int(ticks) if ticks.isdigit() else None
+        if procinfo.is_alive(int(pid), start):
+            found.append((int(pid), start, label))
+    return found
+
+
+def end_recorded(record: Path, grace_s: float = 5.0) -> list[str]:
+    """End (SIGTERM, then SIGKILL after ``grace_s``) each child ``record`` names that still
+    runs; the record is removed. Returns "label (pid N)" of each one ended."""
+    left = recorded(record)
+    for pid, _, _ in left:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(procinfo.is_alive(p, t) for p, t, _ in left) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid, ticks, _ in left:
+        if procinfo.is_alive(pid, ticks):
+            _signal(pid, signal.SIGKILL)
+    record.unlink(missing_ok=True)
+    return [f"{label} (pid {pid})" for pid, _, label in left]
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)

@@ -1,0 +1,246 @@
+"""The one way fleetd connects to NATS, and the one way it stores a message with retries: one at
+a time (``publish_stored``), or a batch pipelined (``StoredBatches``, the audit log's).
+
+Both the platform's services and the daemon on a machine use these, so a connection
+reconnects the same way everywhere and a stored publish retries the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+import msgspec
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from base.backoff import backoff_s
+
+log = structlog.get_logger(__name__)
+
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+class PublishRejected(Exception):
+    """The stream answered a stored publish with an error (not a transient one)."""
+
+
+class StreamUnavailable(Exception):
+    """JetStream kept answering "unavailable" (503: no leader, an election) to every try."""
+
+
+#: What a stored publish tries again: no answer, nobody listening yet (an election), and the
+#: connection itself between two nodes (reconnecting, stale, its buffer full meanwhile).
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+)
+
+
+class _PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+def server_urls(csv: str) -> list[str]:
+    """``nats://a:4222, nats://b:4222`` -> the list nats-py wants (a cluster's nodes)."""
+    return [url.strip() for url in csv.split(",") if url.strip()]
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("nats.error", error=str(exc))
+
+
+async def _log_disconnect() -> None:
+    log.warning("nats.disconnected")
+
+
+async def _log_reconnect() -> None:
+    log.info("nats.reconnected")
+
+
+async def connect(
+    urls: str,
+    *,
+    name: str,
+    user: str = "",
+    password: str = "",
+    wait_s: tuple[float, float] = (0.25, 1.0),
+    error_cb: ErrorCallback | None = None,
+    **extra: Any,
+) -> NATS:
+    """A NATS connection that, once up, reconnects forever. ``wait_s`` bounds the random wait
+    between reconnect attempts: nats-py has no jitter knob, and a wait drawn per process keeps
+    a fleet of clients from reconnecting in lockstep after a server restart."""
+    creds: dict[str, Any] = {"user": user, "password": password} if user else {}
+    return await nats.connect(
+        servers=server_urls(urls),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=random.uniform(*wait_s),
+        error_cb=error_cb or _log_error,
+        disconnected_cb=_log_disconnect,
+        reconnected_cb=_log_reconnect,
+        **creds,
+        **extra,
+    )
+
+
+async def publish_stored(
+    nc: NATS,
+    subject: str,
+    payload: bytes,
+    *,
+    msg_id: str,
+    attempts: int = 8,
+    timeout_s: float = 5.0,
+    budget_s: float | None = None,
+) -> None:
+    """Publish to a JetStream stream's subject and wait for the stream's ack, retrying what is
+    transient (no answer, no responders, JetStream unavailable) with backoff; ``attempts=0``
+    retries until it is stored. ``msg_id`` (``Nats-Msg-Id``) lets the stream drop a retry
+    whose first try was stored after all.
+
+    A plain request rather than nats-py's JetStream context: a machine's daemon may publish
+    its own events but holds no JetStream API permission, and both sides must retry alike.
+    ``budget_s`` bounds the whole (tries and waits) instead of ``attempts``, for a caller
+    someone waits on: it rides out a node's loss (the reconnect to another node, a stream
+    leader's election) up to that deadline, where 8 tries of 5 s and their backoff would take
+    about a minute with the server gone.
+    """
+    headers = {"Nats-Msg-Id": msg_id}
+    give_up_at = None if budget_s is None else time.monotonic() + budget_s
+    tried = 0
+    while True:
+        tried += 1
+        wait_s = timeout_s if give_up_at is None else _left(give_up_at, timeout_s)
+        try:
+            reply = await nc.request(subject, payload, timeout=wait_s, headers=headers)
+            ack = msgspec.json.decode(reply.data, type=_PubAck)
+            if ack.error is None:
+                return
+            if not _not_yet(ack.error):
+                raise PublishRejected(f"{subject}: {ack.error.get('description', ack.error)}")
+            failure: Exception = StreamUnavailable("JetStream temporarily unavailable")
+        except _TRANSIENT as exc:
+            failure = exc
+        except msgspec.DecodeError as exc:
+            raise PublishRejected(f"{subject}: the stream's ack is not JSON: {exc}") from None
+        if give_up_at is None:
+            delay = _retry_in_s(tried)
+            if attempts and tried >= attempts:
+                raise failure
+        else:  # a deadline, not a count: short waits, so the retry after an election is prompt
+            delay = backoff_s(tried, base=0.25, cap=1.0)
+            if time.monotonic() + delay >= give_up_at:
+                raise failure
+        log.warning("nats.publish_retry", subject=subject, attempt=tried, error=repr(failure))
+        await asyncio.sleep(delay)
+
+
+def _not_yet(error: dict[str, Any]) -> bool:
+    """Not a refusal, a reason to try again: JetStream unavailable (503), or the stream still
+    storing an earlier try with this Nats-Msg-Id (a leader without its quorum yet; once it is
+    stored, the next try is answered a duplicate)."""
+    return error.get("code") == 503 or "duplicate message id is in process" in str(
+        error.get("description", "")
+    )
+
+
+def _retry_in_s(tried: int) -> float:
+    return backoff_s(tried, base=0.25, cap=5.0)
+
+
+def _left(give_up_at: float, cap_s: float) -> float:
+    """A try's timeout within a budget: what is left of it, at most ``cap_s``."""
+    return max(0.1, min(cap_s, give_up_at - time.monotonic()))
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    subject: str
+    data: bytes
+
+
+class StoredBatches:
+    """The batch mode (an async context manager): ``store`` publishes each message of a batch
+    with its own reply subject under one inbox subscribed to once, and the stream's acks come
+    back there; what is not acknowledged within ``timeout_s`` (no answer, JetStream not yet
+    able to) is published again with the same ``Nats-Msg-Id``, up to ``attempts`` tries.
+
+    A request per message costs several times the CPU (a future, a timer and a reply mux per
+    call): measured 236 µs against 32 µs per message on the reference host."""
+
+    def __init__(self, nc: NATS, *, attempts: int = 6, timeout_s: float = 5.0) -> None:
+        self._nc = nc
+        self._attempts, self._timeout_s = attempts, timeout_s
+        self._prefix = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._waiting: set[str] = set()
+        self._refused: dict[str, str] = {}
+        self._all_acked = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def _on_ack(self, msg: Msg) -> None:
+        msg_id = msg.subject.rsplit(".", 1)[-1]
+        if msg_id not in self._waiting or not msg.data:
+            return  # a late ack of a settled try, or a status (no responders): tried again
+        try:
+            ack = msgspec.json.decode(msg.data, type=_PubAck)
+        except msgspec.DecodeError:
+            return
+        if ack.error is not None and _not_yet(ack.error):
+            return
+        if ack.error is not None:
+            self._refused[msg_id] = str(ack.error.get("description", ack.error))
+        self._waiting.discard(msg_id)
+        if not self._waiting:
+            self._all_acked.set()
+
+    async def store(self, batch: list[Message]) -> Mapping[str, str]:
+        """Store every message of ``batch``; the ones that were not stored, and why."""
+        pending = {m.id: m for m in batch}
+        failed: dict[str, str] = {}
+        for attempt in range(1, self._attempts + 1):
+            self._waiting, self._refused = set(pending), {}
+            self._all_acked.clear()
+            for m in pending.values():
+                await self._nc.publish(m.subject, m.data, reply=f"{self._prefix}.{m.id}",
+                                       headers={"Nats-Msg-Id": m.id})  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._timeout_s):
+                    await self._all_acked.wait()
+            for msg_id in set(pending) - self._waiting:
+                del pending[msg_id]
+            failed |= self._refused
+            if not pending or attempt == self._attempts:
+                break
+            log.warning("nats.batch_retry", unacknowledged=len(pending), attempt=attempt)
+            await asyncio.sleep(_retry_in_s(attempt))
+        failed |= {msg_id: "no acknowledgement from the stream" for msg_id in pending}
+        self._waiting = set()
+        return failed

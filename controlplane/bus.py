@@ -1,0 +1,127 @@
+"""The event bus: a NATS connection, JetStream, and the machine-event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+
+from base import natsconn
+from contracts import subjects
+from contracts.events import AnyEvent, encode_event, subject_of
+from controlplane.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+#: How long JetStream remembers a Nats-Msg-Id to drop a duplicate publish.
+DUPLICATE_WINDOW_S = 120.0
+_PUBLISH_ATTEMPTS = 8
+
+
+def stream_config(settings: Settings | None = None) -> StreamConfig:
+    s = settings or Settings()
+    return StreamConfig(
+        name=subjects.STREAM_NAME,
+        subjects=list(subjects.STREAM_SUBJECTS),
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=s.stream_replicas,
+        # Limits: a machine may publish on its own status subject, so it could
+        # otherwise store any number of events of any size for a month.
+        max_age=s.stream_max_age_s,
+        max_bytes=s.stream_max_bytes,
+        max_msg_size=s.stream_max_msg_size,
+        max_msgs_per_subject=s.stream_max_msgs_per_subject,
+        discard=DiscardPolicy.OLD,
+    )
+
+
+async def connect_nats(settings: Settings, *, name: str, **extra: Any) -> NATS:
+    """A service's NATS connection: its static user, reconnecting forever."""
+    return await natsconn.connect(
+        settings.nats_url,
+        name=name,
+        user=settings.nats_user,
+        password=settings.nats_password,
+        **extra,
+    )
+
+
+class Bus:
+    """Async context manager owning one NATS connection; publishes events durably."""
+
+    def __init__(
+        self, settings: Settings, *, name: str, publish_budget_s: float | None = None
+    ) -> None:
+        self._settings = settings
+        self._name = name
+        #: The most a publish may take, retries included (None: its 8 tries): the gateway's,
+        #: whose caller waits for it, answers Unavailable after this rather than a minute.
+        self._budget_s = publish_budget_s
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+
+    @property
+    def nc(self) -> NATS:
+        assert self._nc is not None, "Bus used outside its context"
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        assert self._js is not None, "Bus used outside its context"
+        return self._js
+
+    async def __aenter__(self) -> Bus:
+        self._nc = await connect_nats(self._settings, name=self._name)
+        self._js = self._nc.jetstream()
+        await ensure_stream(self._js, self._settings)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await nc.drain()
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.warning("bus.drain_failed", error=str(exc))
+                # The server is gone (drain refused while reconnecting): closing cannot flush
+                # to it either, and a stopping service must not crash on that.
+                with contextlib.suppress(OSError):
+                    await nc.close()
+
+    async def publish(self, event: AnyEvent) -> None:
+        """Store one event in the stream; retried, deduplicated by its event id."""
+        subject = subject_of(event)
+        await natsconn.publish_stored(
+            self.nc, subject, encode_event(event), msg_id=event.event_id,
+            attempts=_PUBLISH_ATTEMPTS, budget_s=self._budget_s,
+        )  # fmt: skip
+        log.debug("bus.published", subject=subject, event_id=event.event_id)
+
+    async def publish_many(self, events: Iterable[AnyEvent]) -> None:
+        """Independent events, pipelined rather than awaited one by one."""
+        await asyncio.gather(*(self.publish(e) for e in events))
+
+
+async def ensure_stream(js: JetStreamContext, settings: Settings | None = None) -> None:
+    await put_stream(js, stream_config(settings))
+
+
+async def put_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream ``config`` names, or bring it to ``config`` where it exists."""
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        # The stream exists with another configuration (an older fleetd, other settings).
+        await js.update_stream(config)

@@ -1,0 +1,306 @@
+"""The platform's client to machines' daemons: JSON-RPC 2.0 over NATS request/reply.
+
+``DaemonClient.machine(id)`` is the "give me an authenticated client for this machine" helper:
+every service and the gateway talk to daemons through it, and get typed results or a
+``FleetError`` (``DaemonUnavailable`` when nothing serves the machine, ``DaemonTimeout`` when it
+does not answer in time, ``ReplyForged`` when the answer is not MACed with the machine's key,
+or whatever error the daemon itself answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from contracts import subjects
+from contracts.daemon_rpc import (
+    EXEC_COMMAND,
+    EXEC_KILL,
+    EXEC_STREAM,
+    GET_VERSION,
+    GIT_CLONE,
+    HEALTH,
+    PROCESS_START,
+    WRITE_FILE,
+    ExecCommandParams,
+    ExecCommandResult,
+    ExecKillParams,
+    ExecStreamParams,
+    GetVersionResult,
+    GitCloneParams,
+    HealthParams,
+    HealthResult,
+    ProcessInfo,
+    ProcessStartParams,
+    WriteFileParams,
+    WriteFileResult,
+)
+from contracts.errors import DaemonTimeout, DaemonUnavailable, FleetError, PayloadTooLarge
+from contracts.jsonrpc import (
+    AnySpec,
+    MethodSpec,
+    NoParams,
+    P,
+    R,
+    decode_result,
+    encode_call,
+)
+from contracts.jsonrpc_batch import decode_batch
+from contracts.signing import H_ID, request_ttl, sign, signing_key, verify_reply
+from controlplane.crypto import SecretBox
+from controlplane.metrics import Metrics, rpc_outcome
+from controlplane.store import Store
+
+log = structlog.get_logger(__name__)
+#: Time allowed on top of a command's own timeout for the answer to come back.
+EXEC_MARGIN_S = 5.0
+#: Room left in a NATS message for the request's headers (signature, ids).
+_HEADROOM = 1024
+
+
+#: Where the client gets the signing key of a machine (see contracts.signing).
+KeySource = Callable[[str], Awaitable[bytes]]
+#: Takes each output chunk of a streamed command, as published (an encoded ``OutputChunk``).
+OnOutput = Callable[[bytes], None]
+
+
+def static_key(machine_token: str) -> KeySource:
+    """For a caller that holds the machine's token itself (tests, benchmarks)."""
+    key = signing_key(machine_token)
+
+    async def get(_: str) -> bytes:
+        return key
+
+    return get
+
+
+class MachineKeys:
+    """Signing keys from the machines' encrypted tokens in Redis, cached (a machine's token
+    never changes: a rebuild makes a new machine)."""
+
+    def __init__(self, store: Store, box: SecretBox) -> None:
+        self._store = store
+        self._box = box
+        self._cache: dict[str, bytes] = {}
+
+    async def warm(self, machine_ids: list[str]) -> None:
+        """Load the keys of many machines at once (before a fan-out), in one round trip."""
+        missing = [m for m in machine_ids if m not in self._cache]
+        for mid, sealed in (await self._store.machine_secrets(missing)).items():
+            if sealed is not None:
+                self._cache[mid] = signing_key(self._box.decrypt(sealed))
+
+    def prime(self, machine_id: str, sealed: str | None) -> None:
+        """Cache a key from a sealed token the caller read anyway (a stage reads the machine's
+        hash with its status change), saving the round trip of a lookup."""
+        if sealed is not None and machine_id not in self._cache:
+            self._cache[machine_id] = signing_key(self._box.decrypt(sealed))
+
+    async def __call__(self, machine_id: str) -> bytes:
+        key = self._cache.get(machine_id)
+        if key is None:
+            await self.warm([machine_id])
+            key = self._cache.get(machine_id)
+            if key is None:
+                raise DaemonUnavailable(f"machine {machine_id} has no credentials (yet)")
+        return key
+
+
+class DaemonClient:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        keys: KeySource,
+        timeout_s: float = 10.0,
+        metrics: Metrics | None = None,
+        methods: tuple[AnySpec, ...] = (),
+        fail_when_offline: bool = False,
+    ) -> None:
+        """``methods``: the daemon methods this process calls, whose latency series start at 0
+        (any other method's start at its first call). ``fail_when_offline``: with our own bus
+        gone, fail at once (the gateway answers 1501 and the caller retries) rather than wait
+        out the timeout for a reconnect (a stage's live push would rather wait and land)."""
+        self._fail_when_offline = fail_when_offline
+        self._nc = nc
+        self._keys = keys
+        self._timeout_s = timeout_s
+        self._ids = itertools.count(1)
+        # Without one (tests, tools) the latencies go to a registry nobody scrapes.
+        self._metrics = metrics or Metrics()
+        for spec in methods:
+            self._metrics.declare_rpc(spec.name, spec.errors)
+
+    def machine(self, machine_id: str) -> MachineClient:
+        return MachineClient(self, machine_id)
+
+    async def call(
+        self,
+        machine_id: str,
+        spec: MethodSpec[P, R],
+        params: P,
+        *,
+        timeout_s: float | None = None,
+    ) -> R:
+        start = time.perf_counter()
+        outcome = "cancelled"  # unless it ends otherwise
+        try:
+            result = await self._call(machine_id, spec, params, timeout_s)
+            outcome = "ok"
+            return result
+        except Exception as exc:
+            outcome = rpc_outcome(exc)
+            raise
+        finally:
+            self._metrics.observe_rpc(spec.name, outcome, time.perf_counter() - start, spec.errors)
+
+    async def call_batch(self, machine_id: str, spec: MethodSpec[P, R], calls: list[P]) -> list[R]:
+        """Several calls of one method in one JSON-RPC batch: one signed request, one answer.
+        The results in order; the first call that failed raises its error."""
+        start = time.perf_counter()
+        outcome = "cancelled"
+        try:
+            ids = [next(self._ids) for _ in calls]
+            parts = [encode_call(spec, params, i) for params, i in zip(calls, ids, strict=True)]
+            raw = await self._request(machine_id, spec, b"[" + b",".join(parts) + b"]", None)
+            results = decode_batch(spec, raw, ids)
+            outcome = "ok"
+            return results
+        except Exception as exc:
+            outcome = rpc_outcome(exc)
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            for _ in calls:
+                self._metrics.observe_rpc(spec.name, outcome, elapsed, spec.errors)
+
+    async def _call(
+        self, machine_id: str, spec: MethodSpec[P, R], params: P, timeout_s: float | None
+    ) -> R:
+        body = encode_call(spec, params, next(self._ids))
+        return decode_result(spec, await self._request(machine_id, spec, body, timeout_s))
+
+    async def _request(
+        self, machine_id: str, spec: AnySpec, body: bytes, timeout_s: float | None
+    ) -> bytes:
+        """The signed request/reply; the answer's bytes, MAC checked."""
+        if len(body) > self._nc.max_payload - _HEADROOM:
+            raise PayloadTooLarge(
+                f"{spec.name} request is {len(body)} bytes; the limit is "
+                f"{self._nc.max_payload - _HEADROOM} (the NATS max_payload less headers)",
+                data={"limit": self._nc.max_payload - _HEADROOM, "size": len(body)},
+            )
+        timeout = timeout_s or self._timeout_s
+        # Valid while we wait (capped: only the request's delivery needs the window), plus
+        # slack for the clocks; see contracts.signing.
+        key = await self._keys(machine_id)
+        headers = sign(key, machine_id, body, ttl_s=request_ttl(timeout))
+        if self._fail_when_offline and not self._nc.is_connected:  # our bus is gone: 1501
+            raise nats.errors.ConnectionReconnectingError
+        try:
+            msg = await self._nc.request(
+                subjects.daemon_rpc(machine_id), body, timeout=timeout, headers=headers
+            )
+        except nats.errors.NoRespondersError:
+            raise DaemonUnavailable(
+                f"no daemon is serving machine {machine_id} (not running or not connected)"
+            ) from None
+        except nats.errors.TimeoutError:
+            if self._fail_when_offline and not self._nc.is_connected:  # a failover, not the daemon
+                raise
+            raise DaemonTimeout(
+                f"machine {machine_id} did not answer {spec.name} within {timeout:g}s"
+            ) from None
+        # Whoever answers on the machine's subject must hold its key (ReplyForged otherwise).
+        verify_reply(key, machine_id, headers[H_ID], msg.data, msg.headers)
+        return msg.data
+
+
+class MachineClient:
+    """A typed client bound to one machine."""
+
+    def __init__(self, client: DaemonClient, machine_id: str) -> None:
+        self._c = client
+        self.machine_id = machine_id
+
+    async def write_file(self, path: str, content: str, mode: int = 0o644) -> WriteFileResult:
+        params = WriteFileParams(path=path, content=content, mode=mode)
+        return await self._c.call(self.machine_id, WRITE_FILE, params)
+
+    async def write_files(self, files: list[WriteFileParams]) -> list[WriteFileResult]:
+        """Several files in one request (a JSON-RPC batch), written in order."""
+        return await self._c.call_batch(self.machine_id, WRITE_FILE, files)
+
+    async def exec(self, params: ExecCommandParams) -> ExecCommandResult:
+        return await self._c.call(
+            self.machine_id, EXEC_COMMAND, params, timeout_s=params.timeout_s + EXEC_MARGIN_S
+        )
+
+    async def git_clone(self, params: GitCloneParams) -> ExecCommandResult:
+        """``tool.gitClone``: a clone by the daemon's own runtime (an image with no git)."""
+        return await self._c.call(
+            self.machine_id, GIT_CLONE, params, timeout_s=params.timeout_s + EXEC_MARGIN_S
+        )
+
+    async def exec_stream(self, nc: NATS, params: ExecCommandParams,
+                          on_output: OnOutput | None = None) -> ExecCommandResult:  # fmt: skip
+        """``params`` run as ``tool.execStream``: each chunk of its output goes to ``on_output``
+        (read on ``nc``) as the daemon reads it, every one before this returns the result.
+        Cancelled, it kills the command's process group: nothing keeps running on the machine
+        for a caller that left."""
+        stream = ExecStreamParams(**msgspec.structs.asdict(params), stream_id=secrets.token_hex(16))
+        if on_output is None:
+            return await self._stream(stream)
+
+        async def forward(msg: Msg) -> None:
+            on_output(msg.data)
+
+        sub = await nc.subscribe(subjects.exec_output(self.machine_id, stream.stream_id),
+                                 cb=forward)  # fmt: skip
+        try:
+            await nc.flush()  # the interest is known to the server before any output
+            result = await self._stream(stream)
+            # The daemon sent every chunk before its answer, on one connection: drain's round
+            # trip brings them all in, and it returns once each was handed on.
+            await sub.drain()  # type: ignore[no-untyped-call]
+            return result
+        finally:
+            with contextlib.suppress(nats.errors.Error):  # drained already, or the link is gone
+                await sub.unsubscribe()
+
+    async def _stream(self, params: ExecStreamParams) -> ExecCommandResult:
+        try:
+            return await self._c.call(self.machine_id, EXEC_STREAM, params,
+                                      timeout_s=params.timeout_s + EXEC_MARGIN_S)  # fmt: skip
+        except asyncio.CancelledError:
+            kill = self._c.call(self.machine_id, EXEC_KILL,
+                                ExecKillParams(stream_id=params.stream_id))  # fmt: skip
+            with contextlib.suppress(FleetError):
+                await asyncio.shield(kill)
+            log.info("exec.stream_cancelled", machine_id=self.machine_id)
+            raise
+
+    async def run(self, *argv: str, timeout_s: float = 120.0) -> ExecCommandResult:
+        return await self.exec(ExecCommandParams(command=list(argv), timeout_s=timeout_s))
+
+    async def health(
+        self, *, files: list[str] | None = None, timeout_s: float | None = None
+    ) -> HealthResult:
+        params = HealthParams(files=files or [])
+        return await self._c.call(self.machine_id, HEALTH, params, timeout_s=timeout_s)
+
+    async def get_version(self) -> GetVersionResult:
+        return await self._c.call(self.machine_id, GET_VERSION, NoParams())
+
+    async def start_process(self, params: ProcessStartParams) -> ProcessInfo:
+        return await self._c.call(self.machine_id, PROCESS_START, params)

@@ -1,0 +1,498 @@
+"""One settings object per process, read from ``FLEET_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from base.env_settings import name_env_var
+from contracts.gateway_environments import IMAGE_REF_PATTERN
+from controlplane.preview_origin import (
+    PreviewOrigin,
+    default_preview_origin,
+    parse_preview_origin,
+)
+from controlplane.store_keys import DEFAULT_PREFIX, check_prefix
+
+PREFIX = "FLEET_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message, one line, names the environment variable
+    and what it takes. A ValueError, so that msgspec reports one raised in ``__post_init__``."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    #: One URL, or several separated by commas (the servers of a cluster).
+    nats_url: str = "nats://127.0.0.1:4222"
+    #: NATS credentials of this service process (empty: connect without them).
+    nats_user: str = ""
+    nats_password: str = ""
+    #: ``redis://[:password@]host:port/db``, or ``unix://[:password@]/path/to/socket?db=0``.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: ``host:port,...`` of Redis Sentinels (empty: none). With them, the services follow the
+    #: primary the sentinels name across failovers, and ``redis_url`` gives only the password
+    #: and the database.
+    redis_sentinels: str = ""
+    #: The name the sentinels monitor the primary under.
+    redis_sentinel_master: str = "fleetd"
+    #: What every Redis key of this fleet starts with (letters, digits, ``:._-``, up to 64):
+    #: fleets with different prefixes share one server and see nothing of each other.
+    key_prefix: str = DEFAULT_PREFIX
+    #: JetStream replicas of the event stream (3 on a 3-node cluster; 1 for one server).
+    stream_replicas: int = 1
+    #: Limits of the event stream, so that no publisher (a machine flooding its status
+    #: subject) can fill it: how long events are kept, the stream's total size (the oldest go
+    #: first), one event's size, and events kept per subject (per machine and kind).
+    stream_max_age_s: float = 30 * 24 * 3600.0
+    stream_max_bytes: int = 1024**3
+    stream_max_msg_size: int = 64 * 1024
+    stream_max_msgs_per_subject: int = 100
+    data_dir: str = ".fleet-data"
+    #: Fernet key that encrypts machine tokens at rest.
+    secret_key: str = ""
+    admin_token: str = ""
+    env: Literal["dev", "prod"] = "dev"
+    log_level: str = "info"
+    #: The services' event loop (controlplane/event_loop.py): uvloop where importable,
+    #: else (or when set to ``asyncio``) the standard library's.
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
+    # gateway
+    host: str = "127.0.0.1"
+    #: The console's and API's port. 0: a free one, chosen as the gateway starts and logged
+    #: (``gateway.listening``).
+    port: int = 8080
+    max_body_bytes: int = 1024 * 1024
+    #: JSON-RPC: requests in one batch, and bytes in the answer to one request body.
+    rpc_max_batch: int = 100
+    rpc_max_response_bytes: int = 8 * 1024 * 1024
+    #: Requests of one batch run at once (1: one after the other).
+    rpc_batch_concurrency: int = 16
+    #: Calls per token and minute (a burst of that many, then refilled evenly): machines.create
+    #: and machines.rebuild together, and machines.exec. 0: no limit.
+    rate_create_per_min: int = 30
+    rate_exec_per_min: int = 600
+    #: environments.build calls per token and minute (each may build an image). 0: no limit.
+    rate_build_per_min: int = 10
+    #: Bad secrets per client address, kind (token, ticket, preview cookie) and minute
+    #: answered 401; past it, the next bad one of that kind gets 429 (a valid one is always
+    #: served). 0: no limit.
+    rate_unauthenticated_per_min: int = 120
+    #: GET /events: open streams per token and per gateway process, and stored-event replays
+    #: running at once per gateway process (more wait for a turn).
+    events_max_per_token: int = 20
+    events_max_streams: int = 1000
+    events_max_replays: int = 32
+    #: Byte streams (tunnels, preview requests, terminal attaches, file transfers) one token
+    #: may hold open at once through one gateway process; past it, 1046 TooManyStreams (429).
+    #: 0: no limit.
+    streams_per_token: int = 64
+    #: The revocation round: how often the gateway checks that what each token or session
+    #: holds open (event streams, byte streams) still stands, and how long it keeps a caller it
+    #: resolved. A change written on another replica is announced and takes effect at once;
+    #: this bounds it when the announcement is lost.
+    revocation_round_s: float = 0.5
+    #: How long a ticket from events.ticket stays valid (it is used once).
+    events_ticket_ttl_s: float = 30.0
+    #: A personal access token's expiry when tokens.create names none.
+    token_default_ttl_s: int = 30 * 24 * 3600
+    #: The longest expiry tokens.create may ask for.
+    token_max_ttl_s: int = 365 * 24 * 3600
+    #: OpenID Connect sign-in: the provider's issuer URL (empty: no sign-in, tokens only).
+    oidc_issuer: str = ""
+    #: This gateway's client id at the OpenID provider.
+    oidc_client_id: str = ""
+    #: This gateway's client secret at the OpenID provider.
+    oidc_client_secret: str = ""
+    #: Group names (the ID token's ``groups`` claim), comma-separated, whose members are
+    #: platform admins.
+    oidc_admin_groups: str = ""
+    #: Group names, comma-separated, whose members are auditors.
+    oidc_auditor_groups: str = ""
+    #: Where browsers reach this gateway: the OpenID redirect URI is ``<it>/auth/callback``
+    #: (empty: ``http://<host>:<port>``).
+    public_url: str = ""
+    #: How long a signed-in browser's session lasts.
+    session_ttl_s: float = 12 * 3600.0
+    #: How long a browser's preview cookie (from machines.previewTicket) stays valid.
+    preview_session_ttl_s: float = 8 * 3600.0
+    #: The address of the preview listener, where machines' pages are served, on an origin of
+    #: their own, never the console's.
+    preview_host: str = "127.0.0.1"
+    #: The preview listener's port (never ``port``). 0: a free one, chosen as the gateway starts.
+    preview_port: int = 0
+    #: Where browsers reach the preview listener, a URL template (controlplane.preview_origin):
+    #: with {machine} and {port} in its host, an origin per machine and port (e.g.
+    #: https://{machine}-{port}.preview.example.com, a wildcard DNS name); with neither, one origin
+    #: that every preview shares by path. Empty: http://{machine}-{port}.localhost:PREVIEW_PORT.
+    preview_origin: str = ""
+    #: The deadline of a gateway call's publish: how long it retries storing its event (across
+    #: a reconnect to another NATS node and a stream leader's election, each try deduplicated
+    #: by its Nats-Msg-Id) before answering 1501 Unavailable: well under a client's timeout.
+    gateway_publish_wait_s: float = 20.0
+    #: How long a machines.create idempotencyKey is remembered (a retry after it makes anew).
+    idempotency_ttl_s: float = 24 * 3600.0
+    #: How many snapshots (machines.snapshot) one instance may hold; kept until deleted.
+    max_snapshots: int = 20
+    #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).
+    #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    # audit log (docs/audit.md)
+    #: Record every state-changing call in the audit stream (off: nothing is recorded).
+    audit_enabled: bool = True
+    #: How long audit entries are kept (seconds): the stream drops older ones.
+    audit_max_age_s: float = 365 * 24 * 3600.0
+    #: The audit stream's total size (bytes): past it, the oldest entries go first.
+    audit_max_bytes: int = 10 * 1024**3
+    #: Entries waiting to be stored, at most; past it a new one is dropped, counted and logged.
+    audit_buffer: int = 10000
+    #: Entries of refusals that authenticate as no one (a bad, expired or revoked token, a
+    #: failed sign-in, a call with no token), per client address per minute; ten times this in
+    #: all. Past either, they are counted into one ``audit.suppressed`` entry per
+    #: ``audit_suppressed_every_s``, so unauthenticated garbage cannot fill the stream. 0: no limit.
+    audit_unauthenticated_per_min: int = 30
+    #: Entries of one known caller's refused or failed calls (by user, else token) per minute;
+    #: ten times this for all callers together. Past either, counted into one
+    #: ``audit.suppressed`` entry per caller per ``audit_suppressed_every_s``. 0: no limit.
+    audit_refusals_per_min: int = 60
+    #: How often the refusals counted past that limit are written, as one entry.
+    audit_suppressed_every_s: float = 60.0
+    #: The gateway's NATS user in the audit account (empty: ``nats_user`` and its password).
+    audit_nats_user: str = ""
+    #: Its password.
+    audit_nats_password: str = ""
+    # consumers
+    #: How long JetStream waits for an ack before it redelivers an event to another replica
+    #: (or to the restarted one). Short, so that a killed stage's machines resume within
+    #: seconds; a long handler keeps its event with a progress ack every quarter of this.
+    ack_wait_s: float = 4.0
+    max_deliver: int = 5
+    concurrency: int = 64
+    # daemon RPC
+    rpc_timeout_s: float = 10.0
+    # setup
+    clone_timeout_s: float = 300.0
+    egress_proxy: str = ""
+    #: The machines' DNS proxy asks this server (``host[:port]``, ``[v6]:port``); empty: the
+    #: host's first nameserver (/etc/resolv.conf).
+    egress_dns_upstream: str = ""
+    #: Each machine's DNS queries a second (on average, with a burst of twice as many)...
+    egress_dns_rate: float = 50.0
+    #: ...and at once (its TCP connections to the resolver too); past either: REFUSED.
+    egress_dns_concurrency: int = 16
+    no_proxy: str = "localhost,127.0.0.1,::1"
+    #: Path (on the platform) of a PEM bundle to install on machines; empty: none.
+    ca_bundle: str = ""
+    #: A live env or repos change is pushed once no other change of the same scope came for
+    #: this long (a burst of sets is one push per machine)...
+    config_debounce_s: float = 0.2
+    #: ...but never later than this after the first change of the burst.
+    config_debounce_max_s: float = 2.0
+    # probe
+    probe_delay_s: float = 0.0
+    probe_timeout_s: float = 60.0
+    probe_interval_s: float = 0.5
+    # liveness
+    #: Seconds between daemon heartbeats (local daemons get the same value).
+    heartbeat_s: float = 5.0
+    #: Missed heartbeats after which a ready machine is marked unresponsive.
+    missed_heartbeats: int = 3
+    #: How often the prober looks for idle machines to stop (instances.setAutoStop).
+    autostop_tick_s: float = 2.0
+    #: A machine paused this long (seconds) is stopped, its memory image deleted; 0: never.
+    paused_stop_after_s: int = 86400
+    #: A call that needs a paused or stopped machine resumes or starts it and waits for it
+    #: (docs/stop-start.md#wake-on-access); false: it is refused at once.
+    wake_on_access: bool = True
+    #: How long such a call waits for its machine to answer before it gives up (504).
+    wake_timeout_s: float = 45.0
+    # archive
+    #: How long an archive waits for the daemon it asked to stop to report ``stopping`` before
+    #: revoking its access anyway (a daemon that does not answer is revoked at once).
+    stop_wait_s: float = 3.0
+    # hosts (docs/hosts.md)
+    #: This provisioner's host: the machines it starts record it (``hostId``), and it
+    #: heartbeats under it. Every provisioner replica on one host shares it; default: the
+    #: host's name.
+    host_id: str = msgspec.field(default_factory=socket.gethostname)
+    #: How many running machines this host takes (stopped ones do not count); past it, its
+    #: provisioner stops taking ``machine.created``. 0: no limit.
+    host_capacity: int = 0
+    #: Memory this host keeps free (MiB of ``/proc/meminfo`` MemAvailable): below it, its
+    #: provisioner takes no new machine, whatever its capacity. 0: off.
+    host_min_available_mb: int = 0
+    #: Seconds between a provisioner's heartbeats for its host.
+    host_heartbeat_s: float = 5.0
+    #: A host with no heartbeat for this long is ``lost`` in hosts.list.
+    host_lost_after_s: float = 30.0
+    #: Once a host has been lost this long, the prober rebuilds each of its lost machines (its
+    #: instance's current one) on a live host with room. 0: off (a user rebuilds them).
+    host_lost_rebuild_s: float = 0.0
+    #: A create that no host with room takes for this long fails ("no host with capacity").
+    placement_timeout_s: float = 120.0
+    # boot
+    #: How long a provisioned machine's daemon has to report ready before the machine fails.
+    boot_timeout_s: float = 120.0
+    # versions
+    #: The git SHA the platform runs (deployments set it); empty: the code repo's HEAD.
+    git_sha: str = ""
+    #: The git repository machines get their daemon code from on machines.refreshCode;
+    #: empty: the checkout fleetd runs from.
+    code_repo: str = ""
+    # local machines
+    #: ``bwrap``: each local machine in its own bubblewrap sandbox; ``none``: not isolated at
+    #: all (``fleet up --no-sandbox``; only where bwrap cannot run).
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    #: ``own``: each sandboxed machine has a network namespace of its own, reaching out through
+    #: ``pasta`` (providers/netns.py); ``host``: the host's network, every loopback port of the
+    #: host and of the other machines reachable (a baseline for benchmarks; not isolated).
+    sandbox_network: Literal["own", "host"] = "own"
+    #: Ports of the host's loopback every sandboxed machine reaches on its own loopback, beside
+    #: NATS's (comma-separated; e.g. a git mirror on the host's loopback). Empty: none.
+    sandbox_loopback_ports: str = ""
+    #: Host paths every sandboxed machine may read (``:``-separated; e.g. a repository mirror).
+    sandbox_share: str = ""
+    #: Machines kept started ahead of demand, per provider: ``local=2`` (``provider=n`` pairs,
+    #: comma-separated; ``local`` needs the bwrap sandbox; ``docker=1`` too, at most
+    #: ``MAX_DOCKER_POOL`` in all). ``docker@IMAGE=n``: machines of the environment
+    #: ``{image: IMAGE}`` (docs/environments.md). ``local:gvisor=n``: gvisor sandboxes
+    #: (docs/runtimes.md); where ``runtime`` is gvisor, ``local=n`` keeps n of those too, unless
+    #: ``local:gvisor`` is given. Each provisioner process keeps its own. Empty or 0: every
+    #: machine starts cold.
+    warm_pool: str = ""
+    #: Below this much available memory (``/proc/meminfo`` MemAvailable, MiB) the pool shrinks,
+    #: one machine a second, and is not refilled.
+    warm_pool_min_available_mb: int = 512
+    #: ``first-last``: each sandboxed local machine runs as a uid of its own from this range
+    #: (providers/machine_uid.py); empty: as the platform's user, without capabilities.
+    sandbox_uids: str = "200000-265535"
+    #: Local homes' filesystem (providers/homes_fs.py): ``btrfs``, copy-on-write homes on the
+    #: data dir's btrfs or on an image fleetd makes and mounts; ``auto``, so where the data dir
+    #: is btrfs or that image was made; ``plain``, directories (a fork is a plain copy).
+    homes_fs: Literal["auto", "btrfs", "plain"] = "auto"
+    #: The size of that image (sparse: disk is used as homes grow), GiB.
+    homes_image_gb: int = 64
+    #: The provider of machines.create without one (fleet up --provider local|docker).
+    default_provider: Literal["local", "docker"] = "local"
+    #: The runtime of machines.create without one, for instances without their own
+    #: (fleet up --runtime namespaces|gvisor; docs/runtimes.md).
+    runtime: Literal["namespaces", "gvisor"] = "namespaces"
+    #: The runsc that runs gvisor machines (a name on PATH, or a path).
+    runsc: str = "runsc"
+    #: The gVisor platform gvisor machines run on (ptrace works on every host; docs/runtimes.md).
+    gvisor_platform: Literal["ptrace", "systrap", "kvm"] = "ptrace"
+    #: Seconds a gvisor machine's daemon has to let its NATS connection go for a pause; past
+    #: that (a process of the machine holds a connection to NATS's port too), it is refused.
+    gvisor_park_wait_s: float = 15.0
+    #: Every machine's limits, both providers (docker: the container's; local: its cgroup).
+    machine_memory_mb: int = 1024
+    machine_cpus: float = 1.0
+    machine_pids: int = 512
+    #: What no instance's own limits may exceed (instances.setLimits; admin only above the
+    #: defaults above).
+    machine_max_memory_mb: int = 16384
+    machine_max_cpus: float = 8.0
+    machine_max_pids: int = 8192
+    # docker machines (providers/docker.py); the engine is DOCKER_HOST's, else the local one
+    #: The machine image's base when a registry is reachable; empty: built offline from
+    #: Debian packages (debootstrap with this host's apt sources).
+    docker_base_image: str = "python:3.11-slim"
+    #: The user-defined bridge network of the machines (no traffic between containers).
+    docker_network: str = "fleet-machines"
+    #: Keep an archived machine's home volume (default: removed with its container).
+    docker_keep_volumes: bool = False
+    # environments (environments/): builds of Dockerfiles and devcontainer.json on the engine
+    #: The builds kept on the engine, in bytes; the least recently used go first (0: no cap).
+    env_cache_bytes: int = 20 * 1024**3
+    #: How long an OCI devcontainer feature's registry has to answer before the build fails.
+    env_feature_timeout_s: float = 20.0
+    #: Hosts (comma-separated) an OCI feature's registry may redirect its layer's download to,
+    #: over https and without the registry's token (ghcr.io keeps its layers on these); any
+    #: other redirect off the registry is refused.
+    env_feature_blob_hosts: str = (
+        "pkg-containers.githubusercontent.com,github-production-container-registry.s3.amazonaws.com"
+    )
+    #: How long one environment build may take.
+    env_build_timeout_s: float = 3600.0
+    #: The memory (no swap) each step of an environment build may use; a step over it is
+    #: killed and the build fails with 1628 BuildLimitExceeded.
+    env_build_memory_mb: int = 4096
+    #: The CPUs each step of an environment build may use.
+    env_build_cpus: float = 2.0
+    #: What one build may write: its steps' writes together, and the image it makes (its base
+    #: included); over it, 1628 BuildLimitExceeded and nothing of the build is kept.
+    env_build_disk_mb: int = 20480
+    #: How long each git command of the host-side clone of a repo (to read its
+    #: devcontainer.json or Dockerfile) may take.
+    env_clone_timeout_s: float = 300.0
+    #: The CPU seconds each git command of the host-side clone may use.
+    env_clone_cpu_s: int = 300
+    #: The address space each git command of the host-side clone may use.
+    env_clone_memory_mb: int = 4096
+    #: What the host-side checkout of a repo may hold (its .git included) and the largest file
+    #: it may write; over it, 1628 BuildLimitExceeded and the checkout is removed.
+    env_clone_disk_mb: int = 2048
+    # codemode (services/codemode): runs at once per replica, and each run's sandbox limits
+    codemode_concurrency: int = 20
+    codemode_cpu_s: int = 60
+    codemode_memory_mb: int = 512
+    codemode_processes: int = 64
+    #: Where each run's code executes: bubblewrap's namespaces, or a gVisor sandbox (runsc,
+    #: FLEET_RUNSC, on FLEET_GVISOR_PLATFORM; docs/codemode.md).
+    codemode_runtime: Literal["namespaces", "gvisor"] = "namespaces"
+    # auth callout
+    #: Account nkey seed ("SA...") with which the auth callout signs its answers and the
+    #: machines' user JWTs; its public key is the server's ``auth_callout.issuer``.
+    callout_issuer_seed: str = ""
+    #: The NATS account the callout binds machines to (where the services and the stream are).
+    callout_account: str = "APP"
+    #: The largest message a machine may publish (its JWT's payload limit): its answers
+    #: (command output) included, so at least FLEET_EXEC_OUTPUT_CAP twice, plus room.
+    machine_max_payload: int = 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        names = set(cls.__struct_fields__)
+        raw = {
+            key[len(PREFIX) :].lower(): value
+            for key, value in environ.items()
+            if key.startswith(PREFIX) and key[len(PREFIX) :].lower() in names
+        }
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(name_env_var(str(exc), raw, Settings)) from None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def sandbox_uid_range(self) -> tuple[int, int] | None:
+        """``sandbox_uids`` as (first, last); None when empty."""
+        if not self.sandbox_uids.strip():
+            return None
+        first, _, last = self.sandbox_uids.partition("-")
+        try:
+            lo, hi = int(first), int(last or first)
+        except ValueError:
+            lo = hi = 0
+        if not 0 < lo <= hi:
+            raise SettingsError(f"FLEET_SANDBOX_UIDS: {self.sandbox_uids!r} is not FIRST-LAST")
+        return lo, hi
+
+    @property
+    def sandbox_shared(self) -> tuple[Path, ...]:
+        return tuple(Path(p) for p in self.sandbox_share.split(":") if p)
+
+    @property
+    def sandbox_forwarded(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.sandbox_loopback_ports.split(",") if p.strip())
+
+    @property
+    def warm_pool_sizes(self) -> dict[str, int]:
+        """By pool: ``local`` (namespaces), ``local:gvisor``, ``docker``, ``docker@IMAGE``."""
+        sizes = parse_warm_pool(self.warm_pool)
+        if self.runtime == "gvisor" and "local" in sizes:  # creates are gvisor by default
+            sizes.setdefault(GVISOR_POOL, sizes["local"])
+        return sizes
+
+    def __post_init__(self) -> None:
+        parse_warm_pool(self.warm_pool)  # a bad value stops the process at start, named
+        _ = self.preview  # a bad template stops the process at start, named
+        if not 0 <= self.preview_port <= 65535 or (
+            self.preview_port and self.preview_port == self.port
+        ):
+            raise ValueError(f"FLEET_PREVIEW_PORT: {self.preview_port} is not a port of its own "
+                             f"(0-65535, not FLEET_PORT's {self.port})")  # fmt: skip
+        try:
+            ports = self.sandbox_forwarded
+        except ValueError:
+            ports = (0,)
+        if not all(0 < p < 65536 for p in ports):
+            raise ValueError(f"FLEET_SANDBOX_LOOPBACK_PORTS: {self.sandbox_loopback_ports!r} "
+                             "is not a comma-separated list of ports")  # fmt: skip
+        _ = self.sandbox_uid_range  # likewise (read only by the provisioner, after it started)
+        check_prefix(self.key_prefix)
+        if self.paused_stop_after_s < 0:
+            raise ValueError(f"FLEET_PAUSED_STOP_AFTER_S: {self.paused_stop_after_s} is not "
+                             ">= 0 (0: never)")  # fmt: skip
+        if not self.wake_timeout_s > 0:
+            raise ValueError(f"FLEET_WAKE_TIMEOUT_S: {self.wake_timeout_s} is not > 0")
+        if self.host_capacity < 0:
+            raise ValueError(f"FLEET_HOST_CAPACITY: {self.host_capacity} is not >= 0")
+        if not self.host_id or any(c.isspace() for c in self.host_id):
+            raise ValueError(f"FLEET_HOST_ID: {self.host_id!r} is empty or has a space")
+        if self.rpc_batch_concurrency < 1:
+            raise ValueError(
+                f"FLEET_RPC_BATCH_CONCURRENCY: {self.rpc_batch_concurrency} is not >= 1"
+            )
+        if not self.egress_dns_rate > 0 or self.egress_dns_concurrency < 1:
+            raise ValueError(f"FLEET_EGRESS_DNS_RATE ({self.egress_dns_rate}) and "
+                             f"FLEET_EGRESS_DNS_CONCURRENCY ({self.egress_dns_concurrency}) "
+                             "are not positive")  # fmt: skip
+
+    @property
+    def preview(self) -> PreviewOrigin:
+        """Where previews are served (the default names ``preview_port``)."""
+        return parse_preview_origin(
+            self.preview_origin or default_preview_origin(self.preview_port)
+        )
+
+    @property
+    def ca_bundle_path(self) -> Path | None:
+        return Path(self.ca_bundle) if self.ca_bundle else None
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        out: dict[str, str] = {}
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            out[PREFIX + name.upper()] = str(value)
+        return out
+
+
+#: The most docker machines one provisioner keeps warm: each pooled container holds two of the
+#: engine client's 100 connections (its stdin attach and its ``wait``) until it is claimed, and
+#: the starts, stops and inspections of every other machine need the rest.
+MAX_DOCKER_POOL = 32
+_IMAGE_REF = re.compile(IMAGE_REF_PATTERN)
+
+
+#: The warm pool of the local provider's gvisor machines (providers/gvisor_pool.py).
+GVISOR_POOL = "local:gvisor"
+
+
+def parse_warm_pool(raw: str) -> dict[str, int]:
+    """``local=2,docker=1,docker@node:22=1`` -> {"local": 2, "docker": 1, "docker@node:22": 1};
+    ``local:gvisor=1`` -> {"local:gvisor": 1}; ValueError naming FLEET_WARM_POOL."""
+    sizes: dict[str, int] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, eq, count = part.rpartition("=")
+        provider, at, image = name.strip().partition("@")
+        if provider == GVISOR_POOL and not at:
+            provider = "local"
+        if (not eq or provider not in ("local", "docker") or not count.strip().isdigit()
+                or (at and (provider != "docker" or not _IMAGE_REF.fullmatch(image)))):  # fmt: skip
+            raise ValueError(
+                f"FLEET_WARM_POOL: {part!r} is not provider=count (local, local:gvisor or "
+                "docker, count >= 0) or docker@IMAGE=count"
+            )
+        sizes[name.strip()] = int(count)
+    docker = sum(n for name, n in sizes.items() if name.partition("@")[0] == "docker")
+    if docker > MAX_DOCKER_POOL:
+        raise ValueError(
+            f"FLEET_WARM_POOL: {docker} docker machines is more than {MAX_DOCKER_POOL} (each "
+            "pooled container holds two of the docker engine client's 100 connections)"
+        )
+    return sizes

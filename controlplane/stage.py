@@ -1,0 +1,65 @@
+"""What a pipeline stage that talks to daemons depends on, declared once and injected."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import ClassVar, Self
+
+from contracts.events import Event
+from contracts.jsonrpc import AnySpec
+from controlplane.bus import Bus
+from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient, MachineKeys
+from controlplane.failures import fail_machine
+from controlplane.metrics import Metrics
+from controlplane.settings import Settings
+from controlplane.store import Store
+
+
+class Stage:
+    #: The stage named in `machine.failed` when this stage gives up.
+    stage = "stage"
+    #: The daemon methods this stage calls: their metrics series start at 0.
+    daemon_methods: ClassVar[tuple[AnySpec, ...]] = ()
+
+    def __init__(
+        self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.daemons = daemons
+        self.settings = settings
+        #: The daemon client's key cache when wired (warmed before a fan-out to many machines).
+        self.keys: MachineKeys | None = None
+
+    @classmethod
+    def wired(
+        cls, settings: Settings, store: Store, bus: Bus, metrics: Metrics | None = None
+    ) -> Self:
+        """The stage with its dependencies, as a service's __main__ builds it."""
+        keys = MachineKeys(store, SecretBox(settings.secret_key))
+        daemons = DaemonClient(
+            bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics,
+            methods=cls.daemon_methods,
+        )  # fmt: skip
+        stage = cls(store=store, bus=bus, daemons=daemons, settings=settings)
+        stage.keys = keys
+        return stage
+
+    async def give_up(self, event: Event, reason: str) -> None:
+        await self.fail(event, reason, self.stage)
+
+    async def fail(self, event: Event, reason: str, stage: str) -> None:
+        await fail_machine(self.store, self.bus, event.machine_id, stage=stage, reason=reason,
+                           cause_event_id=event.event_id)  # fmt: skip
+
+
+async def connect(
+    settings: Settings, stack: AsyncExitStack, name: str, *, publish_budget_s: float | None = None
+) -> tuple[Store, Bus]:
+    """The Redis store and the NATS bus every service needs, entered into its exit stack."""
+    store = await stack.enter_async_context(Store.of(settings))
+    bus = await stack.enter_async_context(
+        Bus(settings, name=name, publish_budget_s=publish_budget_s)
+    )
+    return store, bus

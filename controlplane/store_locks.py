@@ -1,0 +1,65 @@
+"""Best-effort exclusive locks across processes in Redis (``store.locks``): SET NX PX with a
+token of our own, so that the TTL frees a lock whose holder died and a release only ever deletes
+our own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from base.backoff import backoff_s
+from controlplane import store_scripts
+
+if TYPE_CHECKING:
+    from controlplane.store import Store
+
+
+class LockRecords:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._release = store_scripts.BoundScript(store_scripts.UNLOCK)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str, ttl_s: float = 60.0) -> AsyncIterator[bool]:
+        """The lock for the block, if free; yields whether we hold it."""
+        token = secrets.token_hex(8)
+        held = await self.take(name, token, ttl_s)
+        try:
+            yield held
+        finally:
+            if held:
+                await self.release(name, token)
+
+    @contextlib.asynccontextmanager
+    async def hold_waiting(self, name: str, ttl_s: float, wait_s: float) -> AsyncIterator[bool]:
+        """``hold``, tried again (the one backoff rule, from 10 ms) for up to ``wait_s`` while
+        another holds it; yields whether we hold it in the end."""
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + wait_s
+        attempt = 0
+        while not (held := await self.take(name, token, ttl_s)):
+            attempt += 1
+            pause = backoff_s(attempt, base=0.01, cap=0.2)
+            if time.monotonic() + pause > deadline:
+                break
+            await asyncio.sleep(pause)
+        try:
+            yield held
+        finally:
+            if held:
+                await self.release(name, token)
+
+    async def take(self, name: str, token: str, ttl_s: float) -> bool:
+        """``hold`` in two halves, for a holder that releases it in another step (the
+        provisioner frees it with its status change, ``stages.advance(release=...)``)."""
+        key = self._store.keys.k_lock(name)
+        return bool(await self._store.redis.set(key, token, nx=True, px=int(ttl_s * 1000)))
+
+    async def release(self, name: str, token: str) -> None:
+        """Only if ``token`` still holds it."""
+        script = self._release.on(self._store.redis)
+        await script(keys=[self._store.keys.k_lock(name)], args=[token])

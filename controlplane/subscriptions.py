@@ -1,0 +1,133 @@
+"""Declared subscriptions: a stage handler names, next to its code, what it consumes.
+
+    @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER, retry_budget=boot_budget)
+    async def on_status(self, event: DaemonStatusReported) -> None: ...
+
+The event class gives the kind (``machine.<kind>.*``, from ``contracts.events``), the durable
+name comes from ``contracts.consumers``. A service's ``__main__`` then enters one consumer per
+declaration with ``enter_subscriptions``; the handler receives only events of its class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import MethodType
+from typing import Any, Generic, Protocol
+
+from contracts.consumers import Durable, durable_name
+from contracts.events import Event
+from controlplane.bus import Bus
+from controlplane.consumer import Consumer, E, stage_consumer
+from controlplane.metrics import Metrics
+from controlplane.settings import Settings
+
+#: A handler as written in its class: an async method taking one event of its class.
+HandlerMethod = Callable[[Any, E], Awaitable[None]]
+#: A method that records a failure once the consumer gives up on an event.
+GiveUpMethod = Callable[[Any, E, str], Awaitable[None]]
+#: A method saying how many more events the service may take (``consumer_room.Room``).
+RoomMethod = Callable[[Any, frozenset[str]], Awaitable[int | None]]
+#: How long a handler may defer an event that came too early (``Retry``), from the settings.
+RetryBudget = Callable[[Settings], float]
+
+_ATTR = "__fleet_subscription__"
+
+
+class Service(Protocol):
+    """What a service with declared subscriptions offers: the default give-up."""
+
+    async def give_up(self, event: Event, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Subscription(Generic[E]):
+    """One declaration: a consumer ``durable`` feeding events of ``event_type`` to a handler."""
+
+    event_type: type[E]
+    durable: Durable
+    #: None: the consumer's default (a few ack waits).
+    retry_budget: RetryBudget | None = None
+    #: None: the service's ``give_up``.
+    give_up: GiveUpMethod[E] | None = None
+    #: None: no capacity gate; else the consumer fetches only while this says there is room.
+    room: RoomMethod | None = None
+
+
+def subscriber(
+    event_type: type[E],
+    *,
+    durable: Durable,
+    retry_budget: RetryBudget | None = None,
+    give_up: GiveUpMethod[E] | None = None,
+    room: RoomMethod | None = None,
+) -> Callable[[HandlerMethod[E]], HandlerMethod[E]]:
+    """Declare the decorated method the handler of ``event_type`` events on ``durable`` (a
+    durable of ``contracts.consumers.PER_HOST``: this host's of that name)."""
+    declared = Subscription(event_type, durable, retry_budget, give_up, room)
+
+    def declare(handler: HandlerMethod[E]) -> HandlerMethod[E]:
+        setattr(handler, _ATTR, declared)
+        return handler
+
+    return declare
+
+
+def declared_subscriptions(service_class: type) -> list[tuple[str, Subscription[Any]]]:
+    """(method name, declaration) of every declared handler of ``service_class``, in the order
+    they are defined (base classes first)."""
+    found: dict[str, Subscription[Any]] = {}
+    for cls in reversed(service_class.__mro__):
+        for name, member in vars(cls).items():
+            declared = getattr(member, _ATTR, None)
+            if isinstance(declared, Subscription):
+                found[name] = declared
+            else:
+                found.pop(name, None)  # overridden without a declaration
+    return list(found.items())
+
+
+def consumers(
+    service: Service, bus: Bus, settings: Settings, metrics: Metrics | None = None
+) -> list[Consumer[Any]]:
+    """One stage consumer per declared subscription of ``service``, not yet started."""
+    declarations = declared_subscriptions(type(service))
+    if len({d.durable for _, d in declarations}) != len(declarations):
+        # Two handlers on one durable consumer would each see only some of the events.
+        raise ValueError(f"{type(service).__name__} declares one durable name twice")
+    out: list[Consumer[Any]] = []
+    for name, declared in declarations:
+        handler = getattr(service, name)
+        give_up = service.give_up
+        if declared.give_up is not None:
+            give_up = MethodType(declared.give_up, service)
+        budget = declared.retry_budget
+        room = MethodType(declared.room, service) if declared.room is not None else None
+        out.append(
+            stage_consumer(
+                bus,
+                settings,
+                durable=durable_name(declared.durable, settings.host_id),
+                stage=declared.durable,
+                event_type=declared.event_type,
+                handler=handler,
+                give_up=give_up,
+                retry_budget_s=budget(settings) if budget is not None else None,
+                metrics=metrics,
+                room=room,
+            )
+        )
+    return out
+
+
+async def enter_subscriptions(
+    stack: AsyncExitStack,
+    service: Service,
+    bus: Bus,
+    settings: Settings,
+    metrics: Metrics | None = None,
+) -> None:
+    """Start a consumer per declared subscription of ``service``; ``stack`` stops them."""
+    for consumer in consumers(service, bus, settings, metrics):
+        await stack.enter_async_context(consumer)

@@ -1,1 +1,0 @@
-"""What every fleetd service shares: settings, logging, the bus, the store, the daemon client."""

@@ -1,0 +1,166 @@
+"""This host's methods (contracts/host_rpc.py) on ``host.<hostId>.rpc``: restart a machine's
+daemon, install code for it, enforce its egress policy. Every provisioner replica of the host
+subscribes in one queue group, so one answers; a machine of another host is refused (its
+host serves it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from base.reply_server import ReplyServer
+from contracts import gateway_env_builds as geb, host_rpc as h, subjects
+from contracts.daemon_rpc import ExecCommandResult
+from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
+from contracts.jsonrpc import Dispatcher, Router
+from contracts.models import Machine
+from controlplane.crypto import SecretBox, renew_connect_secret
+from controlplane.settings import Settings
+from controlplane.store import Store
+from providers.base import MachineControl, MemoryForker, RootExecutor, SnapshotTaker
+from services.provisioner.egress import EgressEnforcer
+from services.provisioner.environment_builds import EnvironmentBuilds
+
+log = structlog.get_logger(__name__)
+
+#: The source's lock, held through its checkpoint, its home's copy and its restore.
+_IMAGE_HELD_S = 600.0
+
+
+class HostMethods:
+    """The handlers: plain calls into this host's providers."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        host_id: str,
+        providers: Mapping[str, MachineControl],
+        egress: EgressEnforcer | None = None,
+        builds: EnvironmentBuilds | None = None,
+        box: SecretBox | None = None,
+    ) -> None:
+        self.store = store
+        self.host_id = host_id
+        self.providers = providers
+        self.egress = egress or EgressEnforcer(store, providers, Settings().nats_url)
+        self.builds = builds or EnvironmentBuilds(store, Settings(), no_engine)
+        #: Seals the credential a fork with memory's source is given (None: no such forks).
+        self.box = box
+
+    async def _own(self, machine_id: str) -> tuple[Machine, MachineControl]:
+        machine = await self.store.get_machine(machine_id)
+        if machine.host_id not in (None, self.host_id):
+            # Routed here by mistake (a stale host id): acting would touch nothing of it.
+            raise NotFound(f"machine {machine_id} runs on host {machine.host_id}, not here")
+        provider = self.providers.get(machine.provider)
+        if provider is None:
+            raise NotSupported(f"provider {machine.provider!r} cannot act on a running machine")
+        return machine, provider
+
+    async def restart_daemon(self, p: h.HostMachineParams, _: None) -> h.RestartResult:
+        machine, provider = await self._own(p.machine_id)
+        restarted = await provider.restart(machine.id)
+        log.info("host.daemon_restart", machine_id=machine.id, restarted=restarted)
+        return h.RestartResult(restarted=restarted)
+
+    async def install_code(self, p: h.InstallCodeParams, _: None) -> h.InstallCodeResult:
+        machine, provider = await self._own(p.machine_id)
+        message = await provider.install_code(machine.id, p.target_ref)
+        log.info("host.code_installed", machine_id=machine.id, target_ref=p.target_ref)
+        return h.InstallCodeResult(message=message)
+
+    async def take_snapshot(self, p: h.SnapshotParams, _: None) -> h.SnapshotTaken:
+        machine, provider = await self._own(p.machine_id)
+        if not isinstance(provider, SnapshotTaker):
+            raise NotSupported(f"the {machine.provider} provider keeps no snapshots")
+        copied = await provider.take_snapshot(machine.id, p.snapshot_id)
+        log.info("host.snapshot_taken", machine_id=machine.id, snapshot_id=p.snapshot_id,
+                 how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
+        return h.SnapshotTaken(copied=copied)
+
+    async def drop_snapshot(self, p: h.SnapshotParams, _: None) -> h.SnapshotDropped:
+        machine, provider = await self._own(p.machine_id)
+        if not isinstance(provider, SnapshotTaker):
+            raise NotSupported(f"the {machine.provider} provider keeps no snapshots")
+        dropped = await provider.drop_snapshot(p.snapshot_id)
+        log.info("host.snapshot_dropped", snapshot_id=p.snapshot_id, dropped=dropped)
+        return h.SnapshotDropped(dropped=dropped)
+
+    async def take_memory_image(self, p: h.MemoryImageParams, _: None) -> h.MemoryImageTaken:
+        machine, provider = await self._own(p.machine_id)
+        if not isinstance(provider, MemoryForker) or self.box is None:
+            raise NotSupported(f"the {machine.provider} provider cannot fork with memory here",
+                               data={"runtime": machine.runtime})  # fmt: skip
+        box = self.box
+
+        async def renew() -> str:
+            """Its NATS password renewed: the copy of the old one in the image is refused."""
+            sealed = await self.store.machine_secret(machine.id)
+            if sealed is None:
+                raise ProviderError(f"machine {machine.id} has no credential")
+            credential = renew_connect_secret(box.decrypt(sealed))
+            await self.store.replace_machine_secret(machine.id, box.encrypt(credential))
+            return credential
+
+        async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=_IMAGE_HELD_S) as held:
+            if not held:
+                raise Conflict(f"machine {machine.id} is being started, stopped or paused")
+            size, stood_ms, copied = await provider.take_memory_image(
+                machine.id, p.snapshot_id, p.forks, renew
+            )
+            await self.egress.enforce(machine, at_start=True)  # its namespace is a new one
+        log.info("host.memory_image_taken", machine_id=machine.id, image_id=p.snapshot_id,
+                 bytes=size, stood_ms=round(stood_ms))  # fmt: skip
+        return h.MemoryImageTaken(bytes=size, pause_ms=round(stood_ms, 1), copied=copied)
+
+    async def apply_egress(self, p: h.HostMachineParams, _: None) -> h.ApplyEgressResult:
+        machine, _provider = await self._own(p.machine_id)
+        return h.ApplyEgressResult(applied=await self.egress.enforce(machine))
+
+    async def exec_as_root(self, p: h.RootExecParams, _: None) -> ExecCommandResult:
+        machine, provider = await self._own(p.machine_id)
+        if machine.runtime != "gvisor" or not isinstance(provider, RootExecutor):
+            raise NotSupported(
+                f"machine {machine.id} runs the {machine.runtime} runtime on the "
+                f"{machine.provider} provider: nothing runs as root in it",
+                data={"runtime": machine.runtime, "user": "root"},
+            )
+        log.info("host.exec_as_root", machine_id=machine.id, program=p.command[0])
+        return await provider.exec_as_root(machine.id, p)
+
+    def dispatcher(self) -> Dispatcher[None]:
+        router: Router[None] = Router()
+        router.register(h.TAKE_SNAPSHOT, self.take_snapshot)
+        router.register(h.DROP_SNAPSHOT, self.drop_snapshot)
+        router.register(h.RESTART_DAEMON, self.restart_daemon)
+        router.register(h.INSTALL_CODE, self.install_code)
+        router.register(h.APPLY_EGRESS, self.apply_egress)
+        router.register(h.EXEC_AS_ROOT, self.exec_as_root)
+        router.register(h.TAKE_MEMORY_IMAGE, self.take_memory_image)
+        router.register(geb.HOST_LIST_ENVIRONMENTS, self.builds.list)
+        router.register(geb.HOST_BUILD_ENVIRONMENT, self.builds.build)
+        router.register(geb.HOST_DELETE_ENVIRONMENT, self.builds.delete)
+        router.register(geb.HOST_CHECK_ENVIRONMENT, self.builds.check)
+        return Dispatcher(h.HOST_METHODS, router)
+
+
+def no_engine() -> Any:
+    raise NotSupported("this host has no Docker engine configured")
+
+
+def host_rpc_server(nc: NATS, methods: HostMethods) -> ReplyServer:
+    """Serves ``methods`` on this host's subject while entered; each request in a task of its
+    own (an image build behind installCode must not hold up a restart). A stop answers what
+    was asked before it, however long that takes."""
+    dispatcher = methods.dispatcher()
+
+    async def handle(msg: Msg) -> bytes | None:
+        return await dispatcher.handle(msg.data, None)
+
+    return ReplyServer(nc, subjects.host_rpc(methods.host_id), handle,
+                       queue=subjects.HOST_RPC_QUEUE, failed_event="host.rpc_failed")  # fmt: skip
