@@ -42,7 +42,7 @@ from fleet.docker_setup import (
 )
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, held_ports
 from fleet.embedded_ha import HaServers
-from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan
+from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan, wait_hosts_announced
 from fleet.up_servers import ServerSupervisor
 from fleet.up_services import ServiceProcess, stop_services
 from providers import homes_fs
@@ -105,13 +105,18 @@ def read_or_create_secret(path: Path, env_var: str) -> str:
     return value
 
 
+def _alive(procs: list[ServiceProcess]) -> None:
+    """Raises, with its log's tail, if one of ``procs`` has exited while `fleet up` starts."""
+    for p in procs:
+        if p.proc is not None and p.proc.poll() is not None:
+            tail = p.log_path.read_text(errors="replace")[-3000:]
+            raise ServerStartError(f"{p.name} exited with {p.proc.returncode}:\n{tail}")
+
+
 def _wait_healthy(url: str, procs: list[ServiceProcess], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for p in procs:
-            if p.proc is not None and p.proc.poll() is not None:
-                tail = p.log_path.read_text(errors="replace")[-3000:]
-                raise ServerStartError(f"{p.name} exited with {p.proc.returncode}:\n{tail}")
+        _alive(procs)
         with suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=1) as r:  # noqa: S310
             if r.status == 200:
                 return
@@ -235,6 +240,9 @@ def up(opts: UpOptions) -> int:
         urls = [f"http://{opts.host}:{x['FLEET_PORT']}" for _, m, x in plan if m == "gateway"]
         for url in urls:
             _wait_healthy(url, procs)
+        if host_ids(opts):
+            wait_hosts_announced(urls[0], settings.admin_token, host_ids(opts),
+                                 lambda: _alive(procs))  # fmt: skip
         _banner(urls, settings, data_dir, opts, auth, metrics)
         while not stopping:
             now = time.monotonic()

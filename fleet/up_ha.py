@@ -11,10 +11,18 @@ FLEET_SANDBOX_UIDS; FLEET_HOST_CAPACITY and FLEET_WARM_POOL apply to each (docs/
 
 from __future__ import annotations
 
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
+from contracts.errors import FleetError
+from contracts.gateway_hosts import HOSTS_LIST, HostList
+from contracts.jsonrpc import decode_response
+from fleet.embedded import ServerStartError
 from fleet.embedded_ha import NATS_NODES, SENTINEL_MASTER
 
 if TYPE_CHECKING:
@@ -100,3 +108,30 @@ def _host_provisioners(opts: UpOptions, uids: tuple[int, int] | None) -> Plan:
             name = f"provisioner-{host}" + (f"-{i + 1}" if replicas > 1 else "")
             plan.append((name, "provisioner", extra))
     return plan
+
+
+def hosts_announced(url: str, token: str) -> set[str]:
+    """The hosts the gateway at ``url`` lists (``hosts.list``); none while it cannot answer."""
+    body = msgspec.json.encode({"jsonrpc": "2.0", "id": 1, "method": HOSTS_LIST.name})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(url + "/rpc", data=body, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310
+            listed = decode_response(r.read(), HostList)
+    except (OSError, FleetError):
+        return set()
+    return {h.host_id for h in listed.hosts}
+
+
+def wait_hosts_announced(
+    url: str, token: str, hosts: list[str], alive: Callable[[], None], timeout_s: float = 60.0
+) -> None:
+    """Until every one of ``hosts`` has announced itself: a ``hosts.drain`` or a placement right
+    after the banner must find them all. ``alive`` raises when a service died meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while not set(hosts) <= hosts_announced(url, token):
+        alive()
+        if time.monotonic() > deadline:
+            raise ServerStartError(f"hosts {', '.join(hosts)} did not all announce themselves "
+                                   f"in {timeout_s:g}s")  # fmt: skip
+        time.sleep(0.05)

@@ -36,6 +36,9 @@ async def test_fleet_up_hosts_places_by_capacity(tmp_path: Path) -> None:
     try:
         assert "hosts        host-1 host-2 host-3" in up.banner
         async with FleetClient(up.url, up.token, timeout_s=60) as fleet:
+            # The banner comes once every host has announced itself: a drain or a placement
+            # right after it finds them all.
+            assert sorted(h.host_id for h in await fleet.list_hosts()) == list(HOSTS)
             n = len(HOSTS) * CAPACITY
             insts = await asyncio.gather(*(fleet.create_instance(f"h{i}") for i in range(n + 1)))
             made = await asyncio.gather(*(fleet.create_machine(i.id, "swarm") for i in insts[:n]))
