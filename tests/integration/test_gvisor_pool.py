@@ -201,7 +201,8 @@ async def test_a_pooled_gvisor_machine_holds_its_egress_policy_across_a_pause_an
     await stack.pause_machine(mid)
     paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
     assert paused.status == "paused", paused.status_reason
-    assert not has_pasta(slot)
+    # pasta ends when the paused sandbox's namespace goes: a moment after the status, if busy.
+    await wait_until(lambda: not has_pasta(slot), timeout=30)
     await stack.resume_machine(mid)
     ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
     assert ready.status == "ready", ready.status_reason
