@@ -307,7 +307,9 @@ async def test_an_unreachable_engine_fails_spawns_with_backoff_and_the_pool_come
         await proxy.listen()
         await filled_with(pool, 1, besides={slot})
         await wait_until(lambda: gone_with_volumes({slot}), timeout=20, every=0.1)
-        assert events(pool_log, "pool.orphans_removed")  # by the sweep
+        # By the sweep, which says so once its removals returned: a moment after the engine
+        # shows the volume gone.
+        await wait_until(lambda: bool(events(pool_log, "pool.orphans_removed")), timeout=10)
         await untouched(mid)
     assert not failures(pool_log)
     assert not loop_errors
