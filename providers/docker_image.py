@@ -95,6 +95,8 @@ assert sys.version_info >= (3, 11), sys.version'
 RUN mkdir -p /run/sshd && chmod 0755 /run/sshd && rm -f /etc/ssh/ssh_host_*
 COPY sshd_config {SSHD_CONFIG}
 COPY lib /opt/fleet/lib
+# Compiled once here: the machine cannot write there, and every daemon would compile it again.
+RUN python3 -m compileall -q /opt/fleet/lib
 # An execute-only copy of the dynamic loader (root's, mode 0111): the supervisor and the daemon
 # run through it, so the kernel makes them non-dumpable and the machine's own commands cannot
 # read their environment or memory (the token). See daemon/nodump.py. It reads no
