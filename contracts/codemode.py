@@ -270,7 +270,6 @@ class RunCancelled(_RunEvent, tag="cancelled", kw_only=True):
 RunEvent = (
     RunStarted | RunLog | RunToolCall | RunToolResult | RunResultEvent | RunError | RunCancelled
 )
-TERMINAL_EVENTS = (RunResultEvent, RunError, RunCancelled)
 
 
 # --- gateway <-> codemode service -------------------------------------------------------------
