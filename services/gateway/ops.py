@@ -131,13 +131,7 @@ class MachineOps:
     # --- code --------------------------------------------------------------------------------
     @handles(MACHINES_REFRESH_CODE)
     async def machines_refresh_code(self, p: MachineRef, c: Caller) -> RefreshCodeResult:
-        machine = await self.access.live_machine(c, p.machine_id)
-        if machine.status not in REFRESHABLE:
-            raise Conflict(
-                f"machine {machine.id} is {machine.status.value}; only a running machine's "
-                "code can be refreshed",
-                data={"status": machine.status.value},
-            )
+        machine = await self._running_one(c, p.machine_id, "code can be refreshed")
         if not self.platform_sha:
             raise NotSupported("the platform does not know its own git SHA: set FLEET_GIT_SHA "
                                "or run it from a git checkout")  # fmt: skip
@@ -157,13 +151,7 @@ class MachineOps:
 
     @handles(MACHINES_RESTART)
     async def machines_restart(self, p: RestartParams, c: Caller) -> Machine:
-        machine = await self.access.live_machine(c, p.machine_id)
-        if machine.status not in REFRESHABLE:
-            raise Conflict(
-                f"machine {machine.id} is {machine.status.value}; only a running machine's "
-                "daemon can be restarted",
-                data={"status": machine.status.value},
-            )
+        machine = await self._running_one(c, p.machine_id, "daemon can be restarted")
         if not await self.hosts.restart(machine):
             raise DaemonUnavailable(f"machine {machine.id} is not running on its provider "
                                     f"({machine.provider})")  # fmt: skip
@@ -226,6 +214,17 @@ class MachineOps:
     ) -> df.RemoveFileResult:
         params = df.RemoveFileParams(path=p.path, recursive=p.recursive)
         return await self._call(c, p.machine_id, df.REMOVE_FILE, params)
+
+    async def _running_one(self, c: Caller, machine_id: str, what: str) -> Machine:
+        """The caller's machine, if it is running: else ``Conflict`` (only a running
+        machine's ``what``)."""
+        machine = await self.access.live_machine(c, machine_id)
+        if machine.status not in REFRESHABLE:
+            raise Conflict(
+                f"machine {machine.id} is {machine.status.value}; only a running machine's {what}",
+                data={"status": machine.status.value},
+            )
+        return machine
 
     async def _call(
         self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P, *, active: bool = True
