@@ -198,53 +198,42 @@ _JSONRPC_ERROR = {
 
 def _event_channels(channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any]) -> None:
     for kind in EventKind:
-        struct = _EVENT_TYPES[kind]
-        name = struct.__name__
-        msgs[name] = {
-            "name": name,
-            "title": f"machine.{kind.value}",
-            "summary": f"Published by {PUBLISHERS[kind]}.",
-            "headers": _EVENT_HEADERS,
-            "payload": {"$ref": _REF.format(name=name)},
-        }
-        channel_id = f"machine.{kind.value}"
-        channels[channel_id] = {
-            "address": subjects.event(kind, _MID),
-            "description": f"Stored in the JetStream stream `{subjects.STREAM_NAME}`.",
-            "parameters": _MACHINE_PARAM,
-            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
-        }
-        ops[f"receive.{channel_id}"] = {
-            "action": "receive",
-            "summary": f"A stage or a monitor reads `{channel_id}` events.",
-            "channel": {"$ref": f"#/channels/{channel_id}"},
-            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{name}"}],
-        }
+        _stored_channel(channels, ops, msgs, _EVENT_TYPES[kind].__name__, f"machine.{kind.value}",
+                        subjects.event(kind, _MID), _MACHINE_PARAM,
+                        f"Published by {PUBLISHERS[kind]}.", "A stage or a monitor")  # fmt: skip
 
 
 def _config_channels(channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any]) -> None:
     for kind in ConfigKind:
-        name = _CONFIG_TYPES[kind].__name__
-        msgs[name] = {
-            "name": name,
-            "title": f"config.{kind.value}",
-            "summary": f"Published by {CONFIG_PUBLISHERS[kind]}.",
-            "headers": _EVENT_HEADERS,
-            "payload": {"$ref": _REF.format(name=name)},
-        }
-        channel_id = f"config.{kind.value}"
-        channels[channel_id] = {
-            "address": f"config.{kind.value}.{_SCOPE}",
-            "description": f"Stored in the JetStream stream `{subjects.STREAM_NAME}`.",
-            "parameters": _SCOPE_PARAM,
-            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
-        }
-        ops[f"receive.{channel_id}"] = {
-            "action": "receive",
-            "summary": f"The setup_pusher reads `{channel_id}` events.",
-            "channel": {"$ref": f"#/channels/{channel_id}"},
-            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{name}"}],
-        }
+        _stored_channel(channels, ops, msgs, _CONFIG_TYPES[kind].__name__, f"config.{kind.value}",
+                        f"config.{kind.value}.{_SCOPE}", _SCOPE_PARAM,
+                        f"Published by {CONFIG_PUBLISHERS[kind]}.", "The setup_pusher")  # fmt: skip
+
+
+def _stored_channel(
+    channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any], name: str,
+    channel_id: str, address: str, parameters: dict[str, Any], summary: str, reader: str,
+) -> None:  # fmt: skip
+    """One event kind of the JetStream stream: its message, channel and receive operation."""
+    msgs[name] = {
+        "name": name,
+        "title": channel_id,
+        "summary": summary,
+        "headers": _EVENT_HEADERS,
+        "payload": {"$ref": _REF.format(name=name)},
+    }
+    channels[channel_id] = {
+        "address": address,
+        "description": f"Stored in the JetStream stream `{subjects.STREAM_NAME}`.",
+        "parameters": parameters,
+        "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+    }
+    ops[f"receive.{channel_id}"] = {
+        "action": "receive",
+        "summary": f"{reader} reads `{channel_id}` events.",
+        "channel": {"$ref": f"#/channels/{channel_id}"},
+        "messages": [{"$ref": f"#/channels/{channel_id}/messages/{name}"}],
+    }
 
 
 def _heartbeat_channel(channels: dict[str, Any], ops: dict[str, Any], msgs: dict[str, Any]) -> None:

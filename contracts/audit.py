@@ -266,7 +266,7 @@ class AuditEntries(Result, kw_only=True):
     entries: list[AuditEntry]
 
 
-AUDIT_LIST: MethodSpec[AuditListParams, AuditEntries] = MethodSpec(
+AUDIT_LIST = MethodSpec(
     "audit.list",
     AuditListParams,
     AuditEntries,

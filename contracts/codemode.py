@@ -185,25 +185,23 @@ class BridgeRemoved(Result, kw_only=True):
 _NF: tuple[type[FleetError], ...] = (NotFound, Forbidden)
 _RUN: tuple[type[FleetError], ...] = (NotFound, Forbidden, InvalidParams, CodemodeUnavailable)
 
-CODEMODE_RUN: MethodSpec[RunParams, RunResult] = MethodSpec(
+CODEMODE_RUN = MethodSpec(
     "codemode.run", RunParams, RunResult, "Run Python in a sandbox against the tools.", _RUN
 )
-CODEMODE_CANCEL: MethodSpec[RunRef, Cancelled] = MethodSpec(
-    "codemode.cancel", RunRef, Cancelled, "Cancel a running run.", _NF
-)
-CODEMODE_LIST: MethodSpec[ListRunsParams, RunList] = MethodSpec(
+CODEMODE_CANCEL = MethodSpec("codemode.cancel", RunRef, Cancelled, "Cancel a running run.", _NF)
+CODEMODE_LIST = MethodSpec(
     "codemode.list", ListRunsParams, RunList, "Kept run records, newest first.", _NF
 )
-CODEMODE_DESCRIBE: MethodSpec[DescribeParams, Stubs] = MethodSpec(
+CODEMODE_DESCRIBE = MethodSpec(
     "codemode.describe", DescribeParams, Stubs, "Python stubs of the run's providers.", _RUN
 )
-CODEMODE_BRIDGES_SET: MethodSpec[SetBridgeParams, BridgeInfo] = MethodSpec(
+CODEMODE_BRIDGES_SET = MethodSpec(
     "codemode.bridges.set", SetBridgeParams, BridgeInfo, "Add or replace a bridge.", _NF
 )
-CODEMODE_BRIDGES_LIST: MethodSpec[BridgeListParams, BridgeList] = MethodSpec(
+CODEMODE_BRIDGES_LIST = MethodSpec(
     "codemode.bridges.list", BridgeListParams, BridgeList, "An instance's bridges.", _NF
 )
-CODEMODE_BRIDGES_REMOVE: MethodSpec[BridgeRef, BridgeRemoved] = MethodSpec(
+CODEMODE_BRIDGES_REMOVE = MethodSpec(
     "codemode.bridges.remove", BridgeRef, BridgeRemoved, "Remove a bridge.", _NF
 )
 
@@ -270,7 +268,6 @@ class RunCancelled(_RunEvent, tag="cancelled", kw_only=True):
 RunEvent = (
     RunStarted | RunLog | RunToolCall | RunToolResult | RunResultEvent | RunError | RunCancelled
 )
-TERMINAL_EVENTS = (RunResultEvent, RunError, RunCancelled)
 
 
 # --- gateway <-> codemode service -------------------------------------------------------------

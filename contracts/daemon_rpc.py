@@ -196,21 +196,21 @@ class GitCloneParams(Params, kw_only=True):
 _UNREACHABLE = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError, BadPath)
 _PROCESS = (*_UNREACHABLE, NotFound, Conflict)
 
-WRITE_FILE: MethodSpec[WriteFileParams, WriteFileResult] = MethodSpec(
+WRITE_FILE = MethodSpec(
     "tool.writeFile",
     WriteFileParams,
     WriteFileResult,
     "Write a file on the machine (parents created, atomic, mode applied).",
     _UNREACHABLE,
 )
-EXEC_COMMAND: MethodSpec[ExecCommandParams, ExecCommandResult] = MethodSpec(
+EXEC_COMMAND = MethodSpec(
     "tool.execCommand",
     ExecCommandParams,
     ExecCommandResult,
     "Run an argv on the machine; killed on timeout.",
     _UNREACHABLE,
 )
-GIT_CLONE: MethodSpec[GitCloneParams, ExecCommandResult] = MethodSpec(
+GIT_CLONE = MethodSpec(
     "tool.gitClone",
     GitCloneParams,
     ExecCommandResult,
@@ -218,39 +218,39 @@ GIT_CLONE: MethodSpec[GitCloneParams, ExecCommandResult] = MethodSpec(
     "checkout of the same URL there already is left as it is. Killed on timeout.",
     _UNREACHABLE,
 )
-GET_VERSION: MethodSpec[NoParams, GetVersionResult] = MethodSpec(
+GET_VERSION = MethodSpec(
     "daemon.getVersion",
     NoParams,
     GetVersionResult,
     "The daemon's package version and the git SHA of its code.",
     _UNREACHABLE,
 )
-HEALTH: MethodSpec[HealthParams, HealthResult] = MethodSpec(
+HEALTH = MethodSpec(
     "daemon.health", HealthParams, HealthResult,
     "Liveness and uptime; with files, which of them are missing.", _UNREACHABLE,
 )  # fmt: skip
 
-PROCESS_START: MethodSpec[ProcessStartParams, ProcessInfo] = MethodSpec(
+PROCESS_START = MethodSpec(
     "process.start",
     ProcessStartParams,
     ProcessInfo,
     "Start a background process; its pid is kept in the daemon's state file.",
     _PROCESS,
 )
-PROCESS_LIST: MethodSpec[NoParams, ProcessList] = MethodSpec(
+PROCESS_LIST = MethodSpec(
     "process.list", NoParams, ProcessList, "The background processes.", _UNREACHABLE
 )
-PROCESS_KILL: MethodSpec[ProcessRef, ProcessInfo] = MethodSpec(
+PROCESS_KILL = MethodSpec(
     "process.kill",
     ProcessRef,
     ProcessInfo,
     "Stop a background process (its whole process group): SIGTERM, then SIGKILL.",
     _PROCESS,
 )
-PROCESS_LOGS: MethodSpec[ProcessLogsParams, ProcessLogs] = MethodSpec(
+PROCESS_LOGS = MethodSpec(
     "process.logs", ProcessLogsParams, ProcessLogs, "The last lines of its output.", _PROCESS
 )
-SELF_UPDATE: MethodSpec[SelfUpdateParams, SelfUpdateResult] = MethodSpec(
+SELF_UPDATE = MethodSpec(
     "daemon.selfUpdate",
     SelfUpdateParams,
     SelfUpdateResult,
@@ -264,7 +264,7 @@ class StopResult(Result, kw_only=True):
     stopping: bool
 
 
-STOP: MethodSpec[NoParams, StopResult] = MethodSpec(
+STOP = MethodSpec(
     "daemon.stop",
     NoParams,
     StopResult,
@@ -330,21 +330,21 @@ class DaemonLogResult(Result, kw_only=True):
     lines: list[str]
 
 
-EXEC_STREAM: MethodSpec[ExecStreamParams, ExecCommandResult] = MethodSpec(
+EXEC_STREAM = MethodSpec(
     "tool.execStream",
     ExecStreamParams,
     ExecCommandResult,
     "tool.execCommand, with its output also published in chunks as it is read.",
     _UNREACHABLE,
 )
-EXEC_KILL: MethodSpec[ExecKillParams, ExecKillResult] = MethodSpec(
+EXEC_KILL = MethodSpec(
     "tool.execKill",
     ExecKillParams,
     ExecKillResult,
     "SIGKILL the process group of a running tool.execStream.",
     _UNREACHABLE,
 )
-DAEMON_LOG: MethodSpec[DaemonLogParams, DaemonLogResult] = MethodSpec(
+DAEMON_LOG = MethodSpec(
     "daemon.log",
     DaemonLogParams,
     DaemonLogResult,
@@ -352,7 +352,7 @@ DAEMON_LOG: MethodSpec[DaemonLogParams, DaemonLogResult] = MethodSpec(
     (*_UNREACHABLE, NotSupported),
 )
 
-EXEC_PIPE: MethodSpec[ExecPipeParams, StreamOpened] = MethodSpec(
+EXEC_PIPE = MethodSpec(
     "tool.execPipe",
     ExecPipeParams,
     StreamOpened,
@@ -362,31 +362,31 @@ EXEC_PIPE: MethodSpec[ExecPipeParams, StreamOpened] = MethodSpec(
 )
 
 # --- interactive sessions (contracts.sessions) -------------------------------------------------
-SESSION_OPEN: MethodSpec[ss.SessionOpenParams, ss.SessionInfo] = MethodSpec(
+SESSION_OPEN = MethodSpec(
     "session.open",
     ss.SessionOpenParams,
     ss.SessionInfo,
     "Start a command (default: the login shell) on a pseudo-terminal, kept with no client.",
     (*_UNREACHABLE, TooManyStreams),
 )
-SESSION_LIST: MethodSpec[NoParams, ss.SessionList] = MethodSpec(
+SESSION_LIST = MethodSpec(
     "session.list", NoParams, ss.SessionList, "The machine's sessions.", _UNREACHABLE
 )
-SESSION_RESIZE: MethodSpec[ss.SessionResizeParams, ss.SessionInfo] = MethodSpec(
+SESSION_RESIZE = MethodSpec(
     "session.resize",
     ss.SessionResizeParams,
     ss.SessionInfo,
     "Set a session's terminal size (its foreground process gets SIGWINCH).",
     (*_UNREACHABLE, NotFound),
 )
-SESSION_CLOSE: MethodSpec[ss.SessionRef, ss.SessionClosed] = MethodSpec(
+SESSION_CLOSE = MethodSpec(
     "session.close",
     ss.SessionRef,
     ss.SessionClosed,
     "Hang up a session (SIGHUP, then SIGKILL) and forget it.",
     _UNREACHABLE,
 )
-SESSION_ATTACH: MethodSpec[ss.SessionAttachParams, StreamOpened] = MethodSpec(
+SESSION_ATTACH = MethodSpec(
     "session.attach",
     ss.SessionAttachParams,
     StreamOpened,

@@ -32,6 +32,15 @@ class FleetError(Exception):
     #: The HTTP status of a route that answers one call with this error (see the module).
     http_status: ClassVar[int] = 500
 
+    def __init_subclass__(cls, *, code: int | None = None, http_status: int | None = None) -> None:
+        """A kind says its code and status in its class line: ``class X(FleetError, code=1,
+        http_status=400)``."""
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+        if http_status is not None:
+            cls.http_status = http_status
+
     def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -45,292 +54,189 @@ class FleetError(Exception):
 
 
 # --- JSON-RPC 2.0 protocol errors -------------------------------------------------------------
-class ParseError(FleetError):
-    code = -32700
-    http_status = 400
+class ParseError(FleetError, code=-32700, http_status=400): ...
 
 
-class InvalidRequest(FleetError):
-    code = -32600
-    http_status = 400
+class InvalidRequest(FleetError, code=-32600, http_status=400): ...
 
 
-class MethodNotFound(FleetError):
-    code = -32601
-    http_status = 404
+class MethodNotFound(FleetError, code=-32601, http_status=404): ...
 
 
-class InvalidParams(FleetError):
+class InvalidParams(FleetError, code=-32602, http_status=400):
     """Bad params; ``data.field`` names the offending field (a JSON path like ``$.mode``)."""
-
-    code = -32602
-    http_status = 400
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message, data={"field": field} if field else None)
         self.field = field
 
 
-class InternalError(FleetError):
-    code = -32603
-    http_status = 500
+class InternalError(FleetError, code=-32603, http_status=500): ...
 
 
 # --- application errors -----------------------------------------------------------------------
-class Unauthorized(FleetError):
-    code = 1001
-    http_status = 401
+class Unauthorized(FleetError, code=1001, http_status=401): ...
 
 
-class Forbidden(FleetError):
-    code = 1003
-    http_status = 403
+class Forbidden(FleetError, code=1003, http_status=403): ...
 
 
-class NotFound(FleetError):
-    code = 1004
-    http_status = 404
+class NotFound(FleetError, code=1004, http_status=404): ...
 
 
-class Conflict(FleetError):
-    code = 1009
-    http_status = 409
+class Conflict(FleetError, code=1009, http_status=409): ...
 
 
-class IdempotencyKeyReused(FleetError):
+class IdempotencyKeyReused(FleetError, code=1022, http_status=409):
     """An ``idempotencyKey`` this token already used for a call with other params (another
     instance or provider): the key names one logical call, so it is refused, not rerun.
     ``data.machineId`` is the machine the key was first used for."""
 
-    code = 1022
-    http_status = 409
 
-
-class MachineStopped(FleetError):
+class MachineStopped(FleetError, code=1040, http_status=409):
     """The machine is stopped: nothing on it answers until ``machines.start`` brings it back.
     Answered at once (never a timeout); ``data.hint`` says how to start it."""
 
-    code = 1040
-    http_status = 409
 
-
-class RunningMachinesLimit(FleetError):
+class RunningMachinesLimit(FleetError, code=1041, http_status=409):
     """Starting (or creating) this machine would pass the instance's ``maxRunningMachines``;
     ``data.limit`` and ``data.running`` say by how much."""
 
-    code = 1041
-    http_status = 409
 
-
-class SnapshotLimit(FleetError):
+class SnapshotLimit(FleetError, code=1060, http_status=409):
     """The instance holds as many snapshots as it may (``FLEET_MAX_SNAPSHOTS``): delete one
     first; ``data.limit`` says how many."""
 
-    code = 1060
-    http_status = 409
 
-
-class HostFull(FleetError):
+class HostFull(FleetError, code=1048, http_status=409):
     """Starting this stopped machine would take its host past its ``FLEET_HOST_CAPACITY``, or
     the host is below its ``FLEET_HOST_MIN_AVAILABLE_MB``. A machine's home stays on its host
     (no provider moves one), so the start waits for room there: stop or archive another of the
     host's machines, or rebuild this one (a new machine, placed on a host with room).
     ``data``: ``hostId``, ``capacity``, ``running``, ``memoryLow``."""
 
-    code = 1048
-    http_status = 409
+
+class PayloadTooLarge(FleetError, code=1013, http_status=413): ...
 
 
-class PayloadTooLarge(FleetError):
-    code = 1013
-    http_status = 413
-
-
-class RateLimited(FleetError):
+class RateLimited(FleetError, code=1029, http_status=429):
     """Too many calls of one kind from one token (or bad-token requests from one address);
     ``data.retryAfterS`` says when the next one will be accepted."""
 
-    code = 1029
-    http_status = 429
 
-
-class StreamAborted(FleetError):
+class StreamAborted(FleetError, code=1045, http_status=502):
     """A byte stream ended without its end frame: its peer aborted it (the reason says why),
     broke the protocol (a lost chunk, more bytes than its credit) or fell silent."""
 
-    code = 1045
-    http_status = 502
 
-
-class TooManyStreams(FleetError):
+class TooManyStreams(FleetError, code=1046, http_status=429):
     """The machine already has as many open byte streams (or sessions) as it allows."""
-
-    code = 1046
-    http_status = 429
 
 
 # --- files in a machine's home (1049-1054) ----------------------------------------------------
-class BadPath(FleetError):
+class BadPath(FleetError, code=1049, http_status=400):
     """A path the machine's file system cannot use as it is: a name in it longer than 255
     bytes, or too many levels of links. ``data.reason`` names which (``nameTooLong``,
     ``linkLoop``). A component that is not a directory is ``WrongFileKind``."""
 
-    code = 1049
-    http_status = 400
 
-
-class FileTooLarge(FleetError):
+class FileTooLarge(FleetError, code=1050, http_status=413):
     """A file too big to travel in one message: ``data.size`` and ``data.limit`` say by how
     much; download it as a stream instead (``fleet machines cp``, or
     ``GET /machines/{machineId}/files/{path}``)."""
 
-    code = 1050
-    http_status = 413
 
-
-class FileNotFound(FleetError):
+class FileNotFound(FleetError, code=1051, http_status=404):
     """Nothing at that path in the machine's home."""
 
-    code = 1051
-    http_status = 404
 
-
-class WrongFileKind(FleetError):
+class WrongFileKind(FleetError, code=1052, http_status=409):
     """The path holds another kind of thing than the method works on: a directory where a
     file was wanted, a file where a directory was, a FIFO or a device, a directory that is
     not empty (``recursive`` not given). ``data.kind`` names what is there."""
 
-    code = 1052
-    http_status = 409
 
-
-class NotText(FleetError):
+class NotText(FleetError, code=1053, http_status=422):
     """The file is not UTF-8 text: ask for it with ``encoding: "base64"``."""
 
-    code = 1053
-    http_status = 422
 
-
-class TransferAborted(FleetError):
+class TransferAborted(FleetError, code=1054, http_status=502):
     """A streamed upload or download did not complete (the other side went away, stopped
     granting credit, sent a different number of bytes than announced, or aborted); an upload
     that ends so leaves nothing at its path."""
 
-    code = 1054
-    http_status = 502
+
+class RequestExpired(FleetError, code=1101, http_status=502): ...
 
 
-class RequestExpired(FleetError):
-    code = 1101
-    http_status = 502
+class RequestReplayed(FleetError, code=1102, http_status=502): ...
 
 
-class RequestReplayed(FleetError):
-    code = 1102
-    http_status = 502
-
-
-class ReplyForged(FleetError):
+class ReplyForged(FleetError, code=1103, http_status=502):
     """A daemon's answer whose MAC does not verify: whoever answered does not hold the
     machine's key, so the answer is not believed."""
 
-    code = 1103
-    http_status = 502
 
-
-class Unavailable(FleetError):
+class Unavailable(FleetError, code=1501, http_status=503):
     """The gateway's store or bus is failing over (the valkey primary or a NATS node is gone,
     JetStream is electing a leader): nothing is wrong with the request, so send it again after
     ``data.retryAfterMs``. Answered with HTTP 503 and ``Retry-After`` for a single request."""
-
-    code = 1501
-    http_status = 503
 
     def __init__(self, message: str, *, retry_after_ms: int = 1000) -> None:
         super().__init__(message, data={"retryAfterMs": retry_after_ms})
         self.retry_after_ms = retry_after_ms
 
 
-class DaemonUnavailable(FleetError):
+class DaemonUnavailable(FleetError, code=1502, http_status=502):
     """No daemon answers on the machine's RPC subject (not running, or not connected)."""
 
-    code = 1502
-    http_status = 502
 
-
-class HostUnavailable(FleetError):
+class HostUnavailable(FleetError, code=1505, http_status=502):
     """No provisioner of the machine's host answers (the host is lost, or its provisioner is
     down): what only that host can do (restart a daemon, install code) waits for it."""
 
-    code = 1505
-    http_status = 502
+
+class DaemonTimeout(FleetError, code=1504, http_status=504): ...
 
 
-class DaemonTimeout(FleetError):
-    code = 1504
-    http_status = 504
-
-
-class CodemodeUnavailable(FleetError):
+class CodemodeUnavailable(FleetError, code=1503, http_status=503):
     """No codemode service answers (not running, or every replica is at its limit)."""
 
-    code = 1503
-    http_status = 503
+
+class ProviderError(FleetError, code=1600, http_status=500): ...
 
 
-class ProviderError(FleetError):
-    code = 1600
-    http_status = 500
+class NotSupported(FleetError, code=1601, http_status=501): ...
 
 
-class NotSupported(FleetError):
-    code = 1601
-    http_status = 501
-
-
-class ImageNotFound(FleetError):
+class ImageNotFound(FleetError, code=1610, http_status=404):
     """An environment's image is not on the machine's Docker engine (its reference is in the
     message); the machine fails at stage ``environment``."""
 
-    code = 1610
-    http_status = 404
 
-
-class ImageRefused(FleetError):
+class ImageRefused(FleetError, code=1611, http_status=403):
     """An environment names an image its instance may not use: another instance's build or
     fork layer (``fleetd-env:*``, ``fleetd-layer:*``), or an image by its ID or an ID's prefix
     rather than by a registry name. Said the same whether or not the engine has that image.
     Allowed: registry-named images, the platform's own (``fleetd-machine:*``), the instance's
     own builds and layers."""
 
-    code = 1611
-    http_status = 403
 
-
-class ToolError(FleetError):
+class ToolError(FleetError, code=1700, http_status=500):
     """A tool could not do its work on the machine (a file system error, a missing cwd)."""
-
-    code = 1700
-    http_status = 500
 
 
 # --- ports: tunnels and preview URLs (1055-1059) ---------------------------------------------
-class PortUnreachable(FleetError):
+class PortUnreachable(FleetError, code=1055, http_status=502):
     """Nothing in the machine accepts connections on that port of its loopback (refused, or
     the connection did not complete in time). ``data.port`` is the port."""
 
-    code = 1055
-    http_status = 502
 
-
-class BadUpstream(FleetError):
+class BadUpstream(FleetError, code=1056, http_status=502):
     """The program behind a preview URL answered something that is not HTTP/1.x."""
 
-    code = 1056
-    http_status = 502
 
-
-class IdTokenRejected(FleetError):
+class IdTokenRejected(FleetError, code=1080, http_status=401):
     """An OpenID sign-in's ID token was refused; ``data.reason`` names the check it failed:
     ``signature`` (not signed by a key of the provider's), ``algorithm`` (not an allowed one;
     ``none`` never is), ``issuer``, ``audience``, ``expired``, ``issued-at`` (from the future,
@@ -339,141 +245,72 @@ class IdTokenRejected(FleetError):
     ``email-unverified`` (an unknown subject whose email the provider does not vouch for),
     ``account-bound`` (the email is a user's who signs in with another subject)."""
 
-    code = 1080
-    http_status = 401
 
-
-class SignInStateRejected(FleetError):
+class SignInStateRejected(FleetError, code=1081, http_status=400):
     """An OpenID callback's ``state`` is unknown, already used, expired, or not this browser's."""
 
-    code = 1081
-    http_status = 400
 
-
-class CsrfRejected(FleetError):
+class CsrfRejected(FleetError, code=1082, http_status=403):
     """A cookie-authenticated state change without its CSRF token (``X-CSRF-Token``), or a
     cookie-authenticated WebSocket from another origin."""
 
-    code = 1082
-    http_status = 403
-
 
 # --- environments: devcontainer.json, Dockerfile builds and features (1620-1629) -------------
-class EnvironmentRefused(FleetError):
+class EnvironmentRefused(FleetError, code=1620, http_status=422):
     """A repo's environment asks for something of the host (host mounts, runArgs, privileges,
     capabilities, security options, host networking, devices, compose, a command on the host).
     The message names each refused property; ``data.properties`` lists them."""
 
-    code = 1620
-    http_status = 422
 
-
-class EnvironmentInvalid(FleetError):
+class EnvironmentInvalid(FleetError, code=1621, http_status=422):
     """A repo's devcontainer.json or Dockerfile cannot be used: malformed JSON (with its line
     and column), a missing or oversized file, a link, a property of the wrong type."""
 
-    code = 1621
-    http_status = 422
 
-
-class BuildFailed(FleetError):
+class BuildFailed(FleetError, code=1622, http_status=422):
     """An environment's image build failed; the message ends with the build log's last lines
     (``data.logTail``)."""
 
-    code = 1622
-    http_status = 422
 
-
-class FeatureUnavailable(FleetError):
+class FeatureUnavailable(FleetError, code=1623, http_status=502):
     """A devcontainer feature could not be fetched: its registry did not answer in time or
     refused it. The message names the feature and the registry."""
 
-    code = 1623
-    http_status = 502
 
-
-class HostRequirementsExceeded(FleetError):
+class HostRequirementsExceeded(FleetError, code=1624, http_status=422):
     """A devcontainer's ``hostRequirements`` ask for more CPUs or memory than the machine's
     instance may have (its limits: instances.setLimits, else the platform's). ``data`` has what
     was asked and what is allowed."""
 
-    code = 1624
-    http_status = 422
 
-
-class BuildLimitExceeded(FleetError):
+class BuildLimitExceeded(FleetError, code=1628, http_status=422):
     """An environment's build, or the host-side clone of its repo, went over one of its limits
     (``FLEET_ENV_BUILD_*``, ``FLEET_ENV_CLONE_*``) and was stopped; nothing of it is kept.
     ``data.limit`` says which: ``memory``, ``time`` or ``disk``; ``data.of``: ``build`` or
     ``clone``."""
 
-    code = 1628
-    http_status = 422
 
-
-class EnvironmentInUse(FleetError):
+class EnvironmentInUse(FleetError, code=1629, http_status=409):
     """A cached environment build is not removed while a machine (neither archived nor failed)
     runs it; ``data.machines`` lists them."""
 
-    code = 1629
-    http_status = 409
+
+def _kinds() -> dict[int, type[FleetError]]:
+    """Every kind of this module (each declares its own code), by code."""
+    found: dict[int, type[FleetError]] = {}
+    todo: list[type[FleetError]] = [FleetError]
+    while todo:
+        for kind in todo.pop(0).__subclasses__():
+            if "code" in vars(kind):
+                if kind.code in found:
+                    raise TypeError(f"{kind.__name__} has {found[kind.code].__name__}'s code")
+                found[kind.code] = kind
+            todo.append(kind)
+    return found
 
 
 #: Every error kind, by code: the one table that maps exceptions to JSON-RPC errors and back.
-ERRORS: dict[int, type[FleetError]] = {
-    cls.code: cls
-    for cls in (
-        ParseError,
-        InvalidRequest,
-        MethodNotFound,
-        InvalidParams,
-        InternalError,
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        Conflict,
-        IdempotencyKeyReused,
-        MachineStopped,
-        RunningMachinesLimit,
-        SnapshotLimit,
-        HostFull,
-        PayloadTooLarge,
-        RateLimited,
-        StreamAborted,
-        TooManyStreams,
-        BadPath,
-        FileTooLarge,
-        FileNotFound,
-        WrongFileKind,
-        NotText,
-        TransferAborted,
-        RequestExpired,
-        RequestReplayed,
-        ReplyForged,
-        Unavailable,
-        DaemonUnavailable,
-        HostUnavailable,
-        DaemonTimeout,
-        CodemodeUnavailable,
-        ProviderError,
-        NotSupported,
-        ImageNotFound,
-        ImageRefused,
-        ToolError,
-        PortUnreachable,
-        BadUpstream,
-        IdTokenRejected,
-        SignInStateRejected,
-        CsrfRejected,
-        EnvironmentRefused,
-        EnvironmentInvalid,
-        BuildFailed,
-        FeatureUnavailable,
-        HostRequirementsExceeded,
-        BuildLimitExceeded,
-        EnvironmentInUse,
-    )
-}
+ERRORS = _kinds()
 
 
 #: The codes a client may send the same call again for, after a wait: nothing ran. 1501: the

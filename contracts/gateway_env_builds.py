@@ -89,14 +89,14 @@ class EnvironmentDeleted(Result, kw_only=True):
 
 
 _HOST_ERRORS = (HostUnavailable, ProviderError)
-ENVIRONMENTS_LIST: MethodSpec[ListEnvironmentsParams, EnvironmentList] = MethodSpec(
+ENVIRONMENTS_LIST = MethodSpec(
     "environments.list",
     ListEnvironmentsParams,
     EnvironmentList,
     "The cached environment builds of a host's Docker engine, least recently used first.",
     (InvalidParams, *_HOST_ERRORS),
 )
-ENVIRONMENTS_BUILD: MethodSpec[BuildEnvironmentParams, EnvironmentBuilt] = MethodSpec(
+ENVIRONMENTS_BUILD = MethodSpec(
     "environments.build",
     BuildEnvironmentParams,
     EnvironmentBuilt,
@@ -104,7 +104,7 @@ ENVIRONMENTS_BUILD: MethodSpec[BuildEnvironmentParams, EnvironmentBuilt] = Metho
     (NotFound, InvalidParams, EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable,
      BuildFailed, ImageNotFound, ImageRefused, RateLimited, *_HOST_ERRORS),
 )  # fmt: skip
-ENVIRONMENTS_DELETE: MethodSpec[DeleteEnvironmentParams, EnvironmentDeleted] = MethodSpec(
+ENVIRONMENTS_DELETE = MethodSpec(
     "environments.delete",
     DeleteEnvironmentParams,
     EnvironmentDeleted,

@@ -132,7 +132,7 @@ def repo_not_found(env: Environment, known: list[str]) -> InvalidParams:
     )
 
 
-INSTANCES_SET_ENVIRONMENT: MethodSpec[SetEnvironmentParams, InstanceEnvironment] = MethodSpec(
+INSTANCES_SET_ENVIRONMENT = MethodSpec(
     "instances.setEnvironment",
     SetEnvironmentParams,
     InstanceEnvironment,
@@ -141,7 +141,7 @@ INSTANCES_SET_ENVIRONMENT: MethodSpec[SetEnvironmentParams, InstanceEnvironment]
     "can fetch is checked now: refused properties are EnvironmentRefused.",
     (NotFound, Forbidden, InvalidParams, EnvironmentRefused, EnvironmentInvalid),
 )
-INSTANCES_GET_ENVIRONMENT: MethodSpec[InstanceRef, InstanceEnvironment] = MethodSpec(
+INSTANCES_GET_ENVIRONMENT = MethodSpec(
     "instances.getEnvironment",
     InstanceRef,
     InstanceEnvironment,

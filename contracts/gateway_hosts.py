@@ -72,7 +72,7 @@ class HostList(Result, kw_only=True):
     hosts: list[HostInfo]
 
 
-HOSTS_LIST: MethodSpec[NoParams, HostList] = MethodSpec(
+HOSTS_LIST = MethodSpec(
     "hosts.list",
     NoParams,
     HostList,
@@ -81,7 +81,7 @@ HOSTS_LIST: MethodSpec[NoParams, HostList] = MethodSpec(
     (Forbidden,),
 )
 
-HOSTS_DRAIN: MethodSpec[DrainParams, DrainResult] = MethodSpec(
+HOSTS_DRAIN = MethodSpec(
     "hosts.drain",
     DrainParams,
     DrainResult,

@@ -58,7 +58,7 @@ class InstanceLimits(Result, kw_only=True):
     own: list[str]
 
 
-INSTANCES_SET_LIMITS: MethodSpec[SetLimitsParams, InstanceLimits] = MethodSpec(
+INSTANCES_SET_LIMITS = MethodSpec(
     "instances.setLimits",
     SetLimitsParams,
     InstanceLimits,
@@ -66,7 +66,7 @@ INSTANCES_SET_LIMITS: MethodSpec[SetLimitsParams, InstanceLimits] = MethodSpec(
     "default); raising one above the default needs the admin token.",
     (NotFound, Forbidden, InvalidParams),
 )
-INSTANCES_GET_LIMITS: MethodSpec[InstanceRef, InstanceLimits] = MethodSpec(
+INSTANCES_GET_LIMITS = MethodSpec(
     "instances.getLimits",
     InstanceRef,
     InstanceLimits,

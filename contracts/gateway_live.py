@@ -56,14 +56,14 @@ class DaemonLogRequest(Params, kw_only=True):
     lines: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
 
 
-MACHINES_EXEC_STREAM: MethodSpec[MachineExecStreamParams, ExecCommandResult] = MethodSpec(
+MACHINES_EXEC_STREAM = MethodSpec(
     "machines.execStream",
     MachineExecStreamParams,
     ExecCommandResult,
     f"Run argv on a machine; POSTed to {RPC_STREAM_PATH}, its output streams as it is produced.",
     _DAEMON,
 )
-MACHINES_DAEMON_LOG: MethodSpec[DaemonLogRequest, DaemonLogResult] = MethodSpec(
+MACHINES_DAEMON_LOG = MethodSpec(
     "machines.daemonLog",
     DaemonLogRequest,
     DaemonLogResult,

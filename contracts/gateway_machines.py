@@ -33,7 +33,7 @@ class RestartParams(Params, kw_only=True):
     machine_id: _MachineId
 
 
-MACHINES_RESTART: MethodSpec[RestartParams, Machine] = MethodSpec(
+MACHINES_RESTART = MethodSpec(
     "machines.restart",
     RestartParams,
     Machine,

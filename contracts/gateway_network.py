@@ -150,7 +150,7 @@ class NetworkPolicyResult(Result, kw_only=True):
     failed: list[RefreshFailure] = msgspec.field(default_factory=list)
 
 
-INSTANCES_SET_NETWORK_POLICY: MethodSpec[SetNetworkPolicyParams, NetworkPolicyResult] = MethodSpec(
+INSTANCES_SET_NETWORK_POLICY = MethodSpec(
     "instances.setNetworkPolicy",
     SetNetworkPolicyParams,
     NetworkPolicyResult,
@@ -159,7 +159,7 @@ INSTANCES_SET_NETWORK_POLICY: MethodSpec[SetNetworkPolicyParams, NetworkPolicyRe
     ":LOW-HIGH; deny wins). Applied to its running machines before the answer.",
     (NotFound, Forbidden, InvalidParams),
 )
-INSTANCES_GET_NETWORK_POLICY: MethodSpec[InstanceRef, NetworkPolicyResult] = MethodSpec(
+INSTANCES_GET_NETWORK_POLICY = MethodSpec(
     "instances.getNetworkPolicy",
     InstanceRef,
     NetworkPolicyResult,

@@ -76,29 +76,27 @@ class MembersParams(Params, kw_only=True):
 
 
 _E = (NotFound, Forbidden)
-USERS_CREATE: MethodSpec[CreateUserParams, User] = MethodSpec(
+USERS_CREATE = MethodSpec(
     "users.create", CreateUserParams, User, "Create a user (admins).", (Conflict, Forbidden)
 )
-USERS_LIST: MethodSpec[NoParams, UserList] = MethodSpec(
-    "users.list", NoParams, UserList, "Every user (admins).", (Forbidden,)
-)
-USERS_SET_ROLE: MethodSpec[SetRoleParams, User] = MethodSpec(
+USERS_LIST = MethodSpec("users.list", NoParams, UserList, "Every user (admins).", (Forbidden,))
+USERS_SET_ROLE = MethodSpec(
     "users.setRole", SetRoleParams, User, "Set a user's platform role (admins).", _E
 )
-USERS_DISABLE: MethodSpec[UserParams, User] = MethodSpec(
+USERS_DISABLE = MethodSpec(
     "users.disable", UserParams, User,
     "Disable a user: their sessions and tokens stop working at once (admins).", _E,
 )  # fmt: skip
-USERS_ENABLE: MethodSpec[UserParams, User] = MethodSpec(
+USERS_ENABLE = MethodSpec(
     "users.enable", UserParams, User,
     "Enable a disabled user again: they can sign in, and their unexpired tokens work again "
     "(their sessions ended with the disable) (admins).", _E,
 )  # fmt: skip
-INSTANCES_SET_MEMBER: MethodSpec[SetMemberParams, MemberList] = MethodSpec(
+INSTANCES_SET_MEMBER = MethodSpec(
     "instances.setMember", SetMemberParams, MemberList,
     "Give a user a role on an instance (owner, developer, viewer; none removes them).", _E,
 )  # fmt: skip
-INSTANCES_MEMBERS: MethodSpec[MembersParams, MemberList] = MethodSpec(
+INSTANCES_MEMBERS = MethodSpec(
     "instances.members", MembersParams, MemberList, "An instance's members and roles.", _E
 )
 PEOPLE_METHODS: tuple[AnySpec, ...] = (

@@ -110,124 +110,104 @@ _CREATE: tuple[type[FleetError], ...] = (NotFound, Forbidden, Conflict, RunningM
 
 
 # One constant per method: handlers register against them, clients call through them.
-INSTANCES_CREATE: MethodSpec[CreateInstanceParams, Instance] = MethodSpec(
+INSTANCES_CREATE = MethodSpec(
     "instances.create", CreateInstanceParams, Instance, "Create an instance."
 )
-INSTANCES_GET: MethodSpec[InstanceRef, Instance] = MethodSpec(
-    "instances.get", InstanceRef, Instance, "One instance.", _NF
-)
-INSTANCES_LIST: MethodSpec[NoParams, InstanceList] = MethodSpec(
+INSTANCES_GET = MethodSpec("instances.get", InstanceRef, Instance, "One instance.", _NF)
+INSTANCES_LIST = MethodSpec(
     "instances.list", NoParams, InstanceList, "Every instance the caller may see."
 )
-ENV_SET: MethodSpec[SetEnvParams, EnvVar] = MethodSpec(
-    "env.set", SetEnvParams, EnvVar, "Set a platform or instance env var.", _NF
-)
-ENV_UNSET: MethodSpec[UnsetEnvParams, Removed] = MethodSpec(
-    "env.unset", UnsetEnvParams, Removed, "Remove an env var.", _NF
-)
-ENV_LIST: MethodSpec[ListEnvParams, EnvList] = MethodSpec(
-    "env.list", ListEnvParams, EnvList, "Env vars of one scope.", _NF
-)
-REPOS_ADD: MethodSpec[AddRepoParams, Repo] = MethodSpec(
-    "repos.add", AddRepoParams, Repo, "Add (or replace) a repo checkout.", _NF
-)
-REPOS_REMOVE: MethodSpec[RemoveRepoParams, Removed] = MethodSpec(
-    "repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", _NF
-)
-REPOS_LIST: MethodSpec[InstanceRef, RepoList] = MethodSpec(
-    "repos.list", InstanceRef, RepoList, "An instance's repos.", _NF
-)
-MACHINES_CREATE: MethodSpec[CreateMachineParams, Machine] = MethodSpec(
+ENV_SET = MethodSpec("env.set", SetEnvParams, EnvVar, "Set a platform or instance env var.", _NF)
+ENV_UNSET = MethodSpec("env.unset", UnsetEnvParams, Removed, "Remove an env var.", _NF)
+ENV_LIST = MethodSpec("env.list", ListEnvParams, EnvList, "Env vars of one scope.", _NF)
+REPOS_ADD = MethodSpec("repos.add", AddRepoParams, Repo, "Add (or replace) a repo checkout.", _NF)
+REPOS_REMOVE = MethodSpec("repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", _NF)
+REPOS_LIST = MethodSpec("repos.list", InstanceRef, RepoList, "An instance's repos.", _NF)
+MACHINES_CREATE = MethodSpec(
     "machines.create",
     CreateMachineParams,
     Machine,
     "Create the instance's machine.",
     (*_CREATE, IdempotencyKeyReused, NotSupported),
 )
-MACHINES_GET: MethodSpec[MachineRef, Machine] = MethodSpec(
-    "machines.get", MachineRef, Machine, "One machine.", _NF
-)
-MACHINES_LIST: MethodSpec[ListMachinesParams, MachineList] = MethodSpec(
+MACHINES_GET = MethodSpec("machines.get", MachineRef, Machine, "One machine.", _NF)
+MACHINES_LIST = MethodSpec(
     "machines.list", ListMachinesParams, MachineList, "Machines, newest first.", _NF
 )
-MACHINES_ARCHIVE: MethodSpec[MachineRef, Machine] = MethodSpec(
+MACHINES_ARCHIVE = MethodSpec(
     "machines.archive", MachineRef, Machine, "Stop a machine for good.", _NF
 )
-MACHINES_REBUILD: MethodSpec[RebuildMachineParams, Machine] = MethodSpec(
+MACHINES_REBUILD = MethodSpec(
     "machines.rebuild",
     RebuildMachineParams,
     Machine,
     "Archive current machine, make a new one.",
     (*_CREATE, IdempotencyKeyReused, NotSupported),
 )
-MACHINES_EXEC: MethodSpec[MachineExecParams, ExecCommandResult] = MethodSpec(
+MACHINES_EXEC = MethodSpec(
     "machines.exec",
     MachineExecParams,
     ExecCommandResult,
     "Run argv on a machine, as its user (or as root: gvisor machines only).",
     (*_DAEMON, NotSupported, HostUnavailable),
 )
-MACHINES_WRITE_FILE: MethodSpec[MachineWriteFileParams, WriteFileResult] = MethodSpec(
+MACHINES_WRITE_FILE = MethodSpec(
     "machines.writeFile", MachineWriteFileParams, WriteFileResult, "Write a file.", _DAEMON
 )
-MACHINES_REFRESH_ENV: MethodSpec[RefreshEnvParams, RefreshEnvResult] = MethodSpec(
+MACHINES_REFRESH_ENV = MethodSpec(
     "machines.refreshEnv",
     RefreshEnvParams,
     RefreshEnvResult,
     "Rebuild the .env and push it to every running machine (of one instance).",
     _NF,
 )
-MACHINES_REFRESH_CODE: MethodSpec[MachineRef, RefreshCodeResult] = MethodSpec(
+MACHINES_REFRESH_CODE = MethodSpec(
     "machines.refreshCode",
     MachineRef,
     RefreshCodeResult,
     "Put the platform's code on the machine and restart its daemon with it.",
     (*_DAEMON, NotSupported, ProviderError),
 )
-MACHINES_PROCESS_START: MethodSpec[MachineProcessStartParams, ProcessInfo] = MethodSpec(
+MACHINES_PROCESS_START = MethodSpec(
     "machines.process.start",
     MachineProcessStartParams,
     ProcessInfo,
     "Start a background process on a machine.",
     _DAEMON,
 )
-MACHINES_PROCESS_LIST: MethodSpec[MachineRef, ProcessList] = MethodSpec(
+MACHINES_PROCESS_LIST = MethodSpec(
     "machines.process.list", MachineRef, ProcessList, "A machine's background processes.", _DAEMON
 )
-MACHINES_PROCESS_KILL: MethodSpec[MachineProcessRef, ProcessInfo] = MethodSpec(
+MACHINES_PROCESS_KILL = MethodSpec(
     "machines.process.kill", MachineProcessRef, ProcessInfo, "Stop a background process.", _DAEMON
 )
-MACHINES_PROCESS_LOGS: MethodSpec[MachineProcessLogsParams, ProcessLogs] = MethodSpec(
+MACHINES_PROCESS_LOGS = MethodSpec(
     "machines.process.logs",
     MachineProcessLogsParams,
     ProcessLogs,
     "The last lines of a background process's output.",
     _DAEMON,
 )
-CRON_SET: MethodSpec[SetCronParams, CronSetResult] = MethodSpec(
+CRON_SET = MethodSpec(
     "cron.set",
     SetCronParams,
     CronSetResult,
     "Replace an instance's cron table and push it to its running machines.",
     _NF,
 )
-CRON_LIST: MethodSpec[InstanceRef, CronList] = MethodSpec(
-    "cron.list", InstanceRef, CronList, "An instance's cron table.", _NF
-)
-TOKENS_CREATE: MethodSpec[CreateTokenParams, CreatedToken] = MethodSpec(
+CRON_LIST = MethodSpec("cron.list", InstanceRef, CronList, "An instance's cron table.", _NF)
+TOKENS_CREATE = MethodSpec(
     "tokens.create", CreateTokenParams, CreatedToken, "Create an access token.", _NF
 )
-TOKENS_LIST: MethodSpec[NoParams, TokenList] = MethodSpec(
+TOKENS_LIST = MethodSpec(
     "tokens.list", NoParams, TokenList, "Access tokens the caller may see.", _NF
 )
-TOKENS_REVOKE: MethodSpec[TokenRef, Revoked] = MethodSpec(
-    "tokens.revoke", TokenRef, Revoked, "Revoke an access token.", _NF
-)
-RPC_DISCOVER: MethodSpec[NoParams, OpenRpcDocument] = MethodSpec(
+TOKENS_REVOKE = MethodSpec("tokens.revoke", TokenRef, Revoked, "Revoke an access token.", _NF)
+RPC_DISCOVER = MethodSpec(
     "rpc.discover", NoParams, OpenRpcDocument, "This API as an OpenRPC document."
 )
 
-EVENTS_TICKET: MethodSpec[NoParams, EventsTicket] = MethodSpec(
+EVENTS_TICKET = MethodSpec(
     "events.ticket", NoParams, EventsTicket,
     "A short-lived, single-use ticket for GET /events?ticket=..., acting as this token "
     "(for clients such as EventSource that cannot send an Authorization header).",

@@ -30,7 +30,7 @@ class InstanceRuntime(Result, kw_only=True):
     effective: Runtime
 
 
-INSTANCES_SET_RUNTIME: MethodSpec[SetRuntimeParams, InstanceRuntime] = MethodSpec(
+INSTANCES_SET_RUNTIME = MethodSpec(
     "instances.setRuntime",
     SetRuntimeParams,
     InstanceRuntime,
@@ -39,7 +39,7 @@ INSTANCES_SET_RUNTIME: MethodSpec[SetRuntimeParams, InstanceRuntime] = MethodSpe
     "run it.",
     (NotFound, Forbidden, NotSupported),
 )
-INSTANCES_GET_RUNTIME: MethodSpec[InstanceRef, InstanceRuntime] = MethodSpec(
+INSTANCES_GET_RUNTIME = MethodSpec(
     "instances.getRuntime",
     InstanceRef,
     InstanceRuntime,

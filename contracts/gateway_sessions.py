@@ -101,7 +101,7 @@ ServerControl = Dropped | Exited | BadControl
 
 _ERRORS = (NotFound, Forbidden, InvalidParams, DaemonUnavailable, DaemonTimeout)
 
-SESSIONS_OPEN: MethodSpec[SessionsOpenParams, OpenedSession] = MethodSpec(
+SESSIONS_OPEN = MethodSpec(
     "sessions.open",
     SessionsOpenParams,
     OpenedSession,
@@ -109,17 +109,17 @@ SESSIONS_OPEN: MethodSpec[SessionsOpenParams, OpenedSession] = MethodSpec(
     f"attach to it with a WebSocket at {ATTACH_PATH}.",
     (*_ERRORS, ToolError, BadPath, TooManyStreams),
 )
-SESSIONS_LIST: MethodSpec[MachineSessions, SessionList] = MethodSpec(
+SESSIONS_LIST = MethodSpec(
     "sessions.list", MachineSessions, SessionList, "A machine's sessions.", _ERRORS
 )
-SESSIONS_RESIZE: MethodSpec[SessionsResizeParams, SessionInfo] = MethodSpec(
+SESSIONS_RESIZE = MethodSpec(
     "sessions.resize",
     SessionsResizeParams,
     SessionInfo,
     "Set a session's terminal size.",
     _ERRORS,
 )
-SESSIONS_CLOSE: MethodSpec[MachineSessionRef, SessionClosed] = MethodSpec(
+SESSIONS_CLOSE = MethodSpec(
     "sessions.close",
     MachineSessionRef,
     SessionClosed,

@@ -52,7 +52,7 @@ class SshKeysResult(Result, kw_only=True):
     failed: list[RefreshFailure]
 
 
-INSTANCES_SET_SSH_KEYS: MethodSpec[SetSshKeysParams, SshKeysResult] = MethodSpec(
+INSTANCES_SET_SSH_KEYS = MethodSpec(
     "instances.setSshKeys",
     SetSshKeysParams,
     SshKeysResult,

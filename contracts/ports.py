@@ -110,7 +110,7 @@ class PreviewTicket(Result, kw_only=True):
 
 _DAEMON = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError)
 
-LIST_PORTS: MethodSpec[NoParams, PortList] = MethodSpec(
+LIST_PORTS = MethodSpec(
     "tool.listPorts",
     NoParams,
     PortList,
@@ -118,7 +118,7 @@ LIST_PORTS: MethodSpec[NoParams, PortList] = MethodSpec(
     (*_DAEMON, NotSupported),
 )
 
-MACHINES_PORTS: MethodSpec[MachinePortsParams, PortList] = MethodSpec(
+MACHINES_PORTS = MethodSpec(
     "machines.ports",
     MachinePortsParams,
     PortList,
@@ -126,7 +126,7 @@ MACHINES_PORTS: MethodSpec[MachinePortsParams, PortList] = MethodSpec(
     "the labels its environment gives them, and the ports its environment forwards.",
     (NotFound, Forbidden, *_DAEMON, NotSupported),
 )
-MACHINES_PREVIEW_TICKET: MethodSpec[PreviewTicketParams, PreviewTicket] = MethodSpec(
+MACHINES_PREVIEW_TICKET = MethodSpec(
     "machines.previewTicket",
     PreviewTicketParams,
     PreviewTicket,
@@ -151,7 +151,7 @@ class TunnelConnectParams(Params, kw_only=True):
             raise ValueError("field `window` must be at least `chunkSize`")
 
 
-TUNNEL_CONNECT: MethodSpec[TunnelConnectParams, StreamOpened] = MethodSpec(
+TUNNEL_CONNECT = MethodSpec(
     "tool.tunnelConnect",
     TunnelConnectParams,
     StreamOpened,

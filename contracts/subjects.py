@@ -70,9 +70,6 @@ STREAM_SUBJECTS: tuple[str, ...] = tuple(f"machine.{k.value}.*" for k in EventKi
     f"config.{k.value}.*" for k in ConfigKind
 )
 
-#: Every configuration event (`nats sub 'config.>'`).
-ALL_CONFIG_EVENTS = "config.>"
-
 #: What a monitor subscribes to in order to see every event (`nats sub 'machine.>'`).
 ALL_MACHINE_EVENTS = "machine.>"
 

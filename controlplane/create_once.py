@@ -1,13 +1,18 @@
 """A machine made once under a key (``store.creates``), then its remaining work: archive the
-machine it replaces (a rebuild) and publish ``machine.created``. Used by the gateway's keyed
-``machines.create`` and ``machines.rebuild`` (``services/gateway/create_once.py``: the key
-policy) and by the prober's rebuild of a lost host's machines, whose key is derived from the
-machine it replaces.
+machine it replaces (a rebuild) and publish ``machine.created``. Used by the gateway's
+``machines.create`` and ``machines.rebuild`` with an ``idempotencyKey`` (``once_of``: the key is
+scoped to the calling token, so the client's retries of one logical call, its first answer lost
+to a failover or a cut connection, make one machine, and a retried rebuild archives the machine
+it replaced, never the one it made) and by the prober's rebuild of a lost host's machines, whose
+key is derived from the machine it replaces.
 
-A repeat that finds the machine still ``created`` (no stage has touched it: the first call may
-have stopped before its events went out, on a bus outage or a crash) does the remaining work
-again. Both events carry ids derived from the machine's, so the stream's duplicate window drops
-a repeat inside it; after it, the provisioner's compare-and-set skips a machine already past
+The key is stored with the machine record in one step (``store.creates``), which also reads the
+instance's current machine: the one a rebuild replaces. A repeat with the same method and params
+answers the machine the key names; with others it is ``IdempotencyKeyReused``. A repeat that
+finds the machine still ``created`` (no stage has touched it: the first call may have stopped
+before its events went out, on a bus outage or a crash) does the remaining work again. Both
+events carry ids derived from the machine's, so the stream's duplicate window drops a repeat
+inside it; after it, the provisioner's compare-and-set skips a machine already past
 ``created``, and archiving is idempotent.
 """
 
@@ -37,6 +42,17 @@ Archive = Callable[[str], Awaitable[object]]
 def fingerprint(method: str, *asks: str) -> str:
     """What a key's call asked for: its method and params (not the key itself)."""
     return hashlib.sha256("\0".join((method, *asks)).encode()).hexdigest()
+
+
+def once_of(
+    method: str, key: str | None, scope: str, ttl_s: float, *asks: str
+) -> CreateOnce | None:
+    """The key of a call, if it has one, scoped to ``scope`` (the calling token). The
+    fingerprint covers the method and what the call asks for (``asks``: the instance, a
+    create's provider), not the key itself."""
+    if key is None:
+        return None
+    return CreateOnce(scope=scope, key=key, fingerprint=fingerprint(method, *asks), ttl_s=ttl_s)
 
 
 async def make(

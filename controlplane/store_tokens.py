@@ -61,10 +61,6 @@ class TokenRecords:
     async def touch(self, token_id: str, when: datetime) -> None:
         await self._store.redis.hset(self._k.k_token(token_id), F_LAST_USED_AT, when.isoformat())
 
-    async def id_by_digest(self, digest: str) -> str | None:
-        """The id of the live token whose secret hashes to ``digest`` (revoking unindexes it)."""
-        return cast(str | None, await self._store.redis.hget(self._k.K_TOKEN_HASHES, digest))
-
     async def get(self, token_id: str) -> TokenRecord | None:
         raw = cast(dict[str, Any], await self._store.redis.hgetall(self._k.k_token(token_id)))
         return token_record(raw) if raw else None

@@ -73,13 +73,7 @@ async def _start(c: FleetClient, a: Args) -> int:
     m = await c.start_machine(a.machine_id)
     if not a.wait:
         return emit(a, m, lambda: machine_line(m))
-    try:
-        m = await c.wait_for(m.id, START_DONE, a.timeout)
-    except TimeoutError:
-        print(f"fleet: machine {m.id} not ready after {a.timeout:g}s", file=sys.stderr)
-        return EXIT_TIMEOUT
-    print(to_json(m) if a.json else machine_line(m))
-    return EXIT_OK if m.status is MachineStatus.READY else EXIT_FAILED
+    return await _until(c, a, m, START_DONE, "ready")
 
 
 #: What a pause ends in: paused, ready again (refused: its reason says why), or failed.

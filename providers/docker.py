@@ -68,7 +68,6 @@ from providers.docker_names import (
     LABEL_MACHINE,
     LABEL_POOL,
     LABEL_STACK,
-    POOL_PREFIX,
     container_name,
     volume_name,
 )
@@ -524,13 +523,3 @@ async def stop_stack(docker: aiodocker.Docker, stack: str, grace_s: int = 5) -> 
     found = await docker.containers.list(filters={"label": [f"{LABEL_STACK}={stack}"]})
     await asyncio.gather(*(c.stop(t=grace_s) for c in found))
     return len(found)
-
-
-async def machine_containers(docker: aiodocker.Docker) -> list[str]:
-    """The machine ids of every fleet container on the engine (claimed pool ones included:
-    their name is the machine's, their labels the pool's)."""
-    found = await docker.containers.list(all=True, filters={"label": [LABEL_MACHINE]})
-    pooled = await docker.containers.list(all=True, filters={"label": [LABEL_POOL]})
-    names = [str(c["Names"][0]).lstrip("/") for c in pooled]
-    claimed = [n.removeprefix("fleet-") for n in names if not n.startswith(POOL_PREFIX)]
-    return [c["Labels"][LABEL_MACHINE] for c in found] + claimed

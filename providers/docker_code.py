@@ -18,8 +18,8 @@ from typing import Any
 import aiodocker
 
 from base.codestore import CODE_MOUNT, CURRENT_FILE, record, tree_digest
-from contracts.errors import ProviderError
 from providers.code import unpack
+from providers.docker_runtime import helper_container
 
 #: Where the installing container has the store (read-write).
 _INSTALL_AT = "/code"
@@ -92,13 +92,5 @@ async def install(docker: aiodocker.Docker, image: str, volume: str, body: bytes
         "NetworkDisabled": True,
         "HostConfig": {"Mounts": [mount]},
     }
-    try:
-        helper = await docker.containers.create(config)
-    except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot write {volume}: {exc.message}") from None
-    try:
+    async with helper_container(docker, config, f"write {volume}") as helper:
         await helper.put_archive(_INSTALL_AT, body)  # type: ignore[no-untyped-call]
-    except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot write {volume}: {exc.message}") from None
-    finally:
-        await helper.delete(force=True)

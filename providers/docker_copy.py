@@ -307,17 +307,6 @@ async def _all(steps: list[Awaitable[object]]) -> None:
             raise outcome
 
 
-async def layer_image(docker: aiodocker.Docker, owner: str) -> str | None:
-    """``layer_ref(owner)``, if the engine has it."""
-    try:
-        await docker.images.inspect(layer_ref(owner))
-    except aiodocker.DockerError as exc:
-        if exc.status == 404:
-            return None
-        raise ProviderError(f"docker: {exc.message}") from None
-    return layer_ref(owner)
-
-
 async def drop_layer(docker: aiodocker.Docker, owner: str) -> None:
     """Remove ``owner``'s tag of its layer image: the image goes with its last tag (the engine
     keeps one that another layer was committed over until that one is gone)."""

@@ -19,8 +19,10 @@ devcontainer's ``remoteUser``) has that new home given to its uid and gid (``giv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import posixpath
 import tarfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,12 +107,24 @@ async def copy_up(
         "HostConfig": {"Mounts": [{"Type": "volume", "Source": vol, "Target": target}
                                   for vol, target in mounts]},
     }  # fmt: skip
+    async with helper_container(docker, config, f"fill {mounts}") as helper:
+        return await _link_target(helper, read_link) if read_link else ""
+
+
+@contextlib.asynccontextmanager
+async def helper_container(
+    docker: aiodocker.Docker, config: dict[str, Any], what: str
+) -> AsyncIterator[aiodocker.containers.DockerContainer]:
+    """A container of ``config`` for one job of the platform's, removed after it; the engine's
+    refusal, at its creation or during the job, is ``ProviderError`` ("cannot ``what``")."""
     try:
         helper = await docker.containers.create(config)
     except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot fill {mounts}: {exc.message}") from None
+        raise ProviderError(f"docker: cannot {what}: {exc.message}") from None
     try:
-        return await _link_target(helper, read_link) if read_link else ""
+        yield helper
+    except aiodocker.DockerError as exc:
+        raise ProviderError(f"docker: cannot {what}: {exc.message}") from None
     finally:
         await helper.delete(force=True)
 
@@ -145,17 +159,9 @@ async def give_volume(
             "CapDrop": ["ALL"], "CapAdd": ["CHOWN", "DAC_READ_SEARCH"],
         },
     }  # fmt: skip
-    try:
-        helper = await docker.containers.create(config)
-    except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot give {volume} to {uid}:{gid}: {exc.message}") from None
-    try:
+    async with helper_container(docker, config, f"give {volume} to {uid}:{gid}") as helper:
         await helper.start()
         done = await helper.wait(timeout=120)
         if done.get("StatusCode") != 0:
             said = "".join(await helper.log(stdout=True, stderr=True)).strip()[-300:]
             raise ProviderError(f"docker: chown of {volume} to {uid}:{gid} failed: {said}")
-    except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot give {volume} to {uid}:{gid}: {exc.message}") from None
-    finally:
-        await helper.delete(force=True)

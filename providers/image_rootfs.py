@@ -23,7 +23,7 @@ import stat
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiodocker
 import structlog
@@ -31,6 +31,7 @@ import structlog
 from base.hostile_fs import Refused, open_dir_at, open_top
 from contracts.errors import ProviderError
 from providers import scratch
+from providers.docker_runtime import helper_container
 
 log = structlog.get_logger(__name__)
 
@@ -70,18 +71,14 @@ class ImageRoots:
 
 async def export(docker: aiodocker.Docker, image_id: str, to: Path) -> None:
     """The image's file system as one tar (a container of it, created, never started)."""
-    try:
-        c = await docker.containers.create({"Image": image_id, "Cmd": ["true"],
-                                            "NetworkDisabled": True})  # fmt: skip
-    except aiodocker.DockerError as exc:
-        raise ProviderError(f"docker: cannot export {image_id}: {exc.message}") from None
-    try:
-        async with docker._query(f"containers/{c.id}/export", timeout=None) as resp:
-            with to.open("wb") as out:
-                async for chunk in resp.content.iter_chunked(_CHUNK):
-                    await asyncio.to_thread(out.write, chunk)
-    finally:
-        await c.delete(force=True)
+    config: dict[str, Any] = {"Image": image_id, "Cmd": ["true"], "NetworkDisabled": True}
+    async with (
+        helper_container(docker, config, f"export {image_id}") as c,
+        docker._query(f"containers/{c.id}/export", timeout=None) as resp,
+    ):
+        with to.open("wb") as out:
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                await asyncio.to_thread(out.write, chunk)
 
 
 def unpack(archive: Path, dest: Path) -> int:

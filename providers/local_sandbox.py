@@ -23,7 +23,6 @@ platform's files mounted, but a kernel bug is still a host bug.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -34,7 +33,7 @@ from base.version import SOURCE_ROOT
 from contracts.errors import ProviderError
 from providers.local_image import MACHINE_HOME, image_mounts
 from providers.machine_uid import as_uid, trusting_gitconfig
-from providers.netns import BLOCK_FD, INFO_FD, resolv_conf
+from providers.netns import BLOCK_FD, INFO_FD, installed, resolv_conf
 from providers.userns import bwrap_args as userns_args
 
 #: What the sandbox's root holds from the host, read-only (merged-/usr links stay links).
@@ -56,13 +55,9 @@ class SandboxUnavailable(ProviderError):
 
 
 def bwrap_binary() -> str:
-    found = shutil.which("bwrap")
-    if not found:
-        raise SandboxUnavailable(
-            "bubblewrap (bwrap) is not installed: `apt-get install bubblewrap`, or run local "
-            "machines without isolation (fleet up --no-sandbox)"
-        )
-    return found
+    return installed("bwrap", SandboxUnavailable(
+        "bubblewrap (bwrap) is not installed: `apt-get install bubblewrap`, or run local "
+        "machines without isolation (fleet up --no-sandbox)"))  # fmt: skip
 
 
 def python_roots() -> list[Path]:

@@ -79,14 +79,18 @@ class NetworkUnavailable(ProviderError):
     """pasta is missing, or could not give a machine its network."""
 
 
-def pasta_binary() -> str:
-    found = shutil.which("pasta")
+def installed(name: str, missing: ProviderError) -> str:
+    """The path of the program ``name``; ``missing`` when it is not installed."""
+    found = shutil.which(name)
     if not found:
-        raise NetworkUnavailable(
-            "pasta is not installed (a local machine's own network): `apt-get install passt`, "
-            "or run local machines without isolation (fleet up --no-sandbox)"
-        )
+        raise missing
     return found
+
+
+def pasta_binary() -> str:
+    return installed("pasta", NetworkUnavailable(
+        "pasta is not installed (a local machine's own network): `apt-get install passt`, "
+        "or run local machines without isolation (fleet up --no-sandbox)"))  # fmt: skip
 
 
 def nats_servers(nats_url: str) -> list[tuple[str, int]]:

@@ -77,6 +77,7 @@ from contracts.models import (
 )
 from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
+from controlplane import create_once
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
@@ -87,7 +88,6 @@ from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from environments.hook import on_attach
 from providers.code_status import CodeVersions
-from services.gateway import create_once
 from services.gateway.access import Access, Caller, check_local_repo, scoped
 from services.gateway.audit_log import AuditLog, audited, may_read
 from services.gateway.byte_stream_open import ByteStreamOpener
@@ -293,7 +293,8 @@ class GatewayApi:
         provider = p.provider or self.settings.default_provider
         runtime = await self.runtimes.for_new(p.instance_id, provider, p.runtime)
         once = create_once.once_of(
-            g.MACHINES_CREATE.name, p.idempotency_key, c, self.settings, p.instance_id, provider,
+            g.MACHINES_CREATE.name, p.idempotency_key, c.token_id, self.settings.idempotency_ttl_s,
+            p.instance_id, provider,
             *([] if p.runtime is None else [p.runtime]),
         )  # fmt: skip
         if once is not None and (got := await self.store.creates.lookup(once)) is not None:
@@ -377,8 +378,9 @@ class GatewayApi:
         # The machine it replaces is archived, so it does not count; the new one does.
         await check_running_limit(self.store, inst.id, inst.current_machine_id)
         once = create_once.once_of(
-            g.MACHINES_REBUILD.name, p.idempotency_key, c, self.settings, inst.id
-        )
+            g.MACHINES_REBUILD.name, p.idempotency_key, c.token_id,
+            self.settings.idempotency_ttl_s, inst.id,
+        )  # fmt: skip
         if once is not None:
             return await create_once.make(
                 self.store, self.bus, inst.id, provider, once, self._replaced, runtime

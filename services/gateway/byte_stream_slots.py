@@ -38,9 +38,6 @@ class ByteStreamSlots:
         #: The user behind each token that holds streams (what the audit log names).
         self._users: dict[str, str | None] = {}
 
-    def open_count(self, caller: Caller) -> int:
-        return self._open[caller.token_id]
-
     def take(self, caller: Caller) -> Release:
         """One more stream for ``caller``, or ``TooManyStreams``. The answer gives it back
         (safe to call twice; it takes the closed stream, so it can be a stream's on_close)."""

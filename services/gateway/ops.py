@@ -3,6 +3,7 @@ processes, cron tables. Split from api.py, which keeps the records (instances, m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -131,13 +132,7 @@ class MachineOps:
     # --- code --------------------------------------------------------------------------------
     @handles(MACHINES_REFRESH_CODE)
     async def machines_refresh_code(self, p: MachineRef, c: Caller) -> RefreshCodeResult:
-        machine = await self.access.live_machine(c, p.machine_id)
-        if machine.status not in REFRESHABLE:
-            raise Conflict(
-                f"machine {machine.id} is {machine.status.value}; only a running machine's "
-                "code can be refreshed",
-                data={"status": machine.status.value},
-            )
+        machine = await self._running_one(c, p.machine_id, "code can be refreshed")
         if not self.platform_sha:
             raise NotSupported("the platform does not know its own git SHA: set FLEET_GIT_SHA "
                                "or run it from a git checkout")  # fmt: skip
@@ -157,13 +152,7 @@ class MachineOps:
 
     @handles(MACHINES_RESTART)
     async def machines_restart(self, p: RestartParams, c: Caller) -> Machine:
-        machine = await self.access.live_machine(c, p.machine_id)
-        if machine.status not in REFRESHABLE:
-            raise Conflict(
-                f"machine {machine.id} is {machine.status.value}; only a running machine's "
-                "daemon can be restarted",
-                data={"status": machine.status.value},
-            )
+        machine = await self._running_one(c, p.machine_id, "daemon can be restarted")
         if not await self.hosts.restart(machine):
             raise DaemonUnavailable(f"machine {machine.id} is not running on its provider "
                                     f"({machine.provider})")  # fmt: skip
@@ -227,6 +216,17 @@ class MachineOps:
         params = df.RemoveFileParams(path=p.path, recursive=p.recursive)
         return await self._call(c, p.machine_id, df.REMOVE_FILE, params)
 
+    async def _running_one(self, c: Caller, machine_id: str, what: str) -> Machine:
+        """The caller's machine, if it is running: else ``Conflict`` (only a running
+        machine's ``what``)."""
+        machine = await self.access.live_machine(c, machine_id)
+        if machine.status not in REFRESHABLE:
+            raise Conflict(
+                f"machine {machine.id} is {machine.status.value}; only a running machine's {what}",
+                data={"status": machine.status.value},
+            )
+        return machine
+
     async def _call(
         self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P, *, active: bool = True
     ) -> R:
@@ -241,36 +241,42 @@ class MachineOps:
     async def cron_set(self, p: SetCronParams, c: Caller) -> CronSetResult:
         """Store the table and push it to the instance's running machines right away (new
         machines get it at setup)."""
-        c.require(p.instance_id)
-        await self.store.get_instance(p.instance_id)
-        await self.store.set_cron(p.instance_id, p.jobs)
         table = CronTable(jobs=p.jobs)
-        machines = await self._running(p.instance_id)
 
         async def push(m: Machine) -> None:
             await push_cron(self.daemons.machine(m.id), table)
 
-        failed = await self._fan_out(machines, push)
-        return CronSetResult(jobs=p.jobs, machines=len(machines), failed=failed)
+        store = functools.partial(self.store.set_cron, p.instance_id, p.jobs)
+        machines, failed = await self._store_and_push(c, p.instance_id, store, push)
+        return CronSetResult(jobs=p.jobs, machines=machines, failed=failed)
 
     # --- SSH keys ----------------------------------------------------------------------------
     @handles(INSTANCES_SET_SSH_KEYS)
     async def instances_set_ssh_keys(self, p: SetSshKeysParams, c: Caller) -> SshKeysResult:
         """Store the keys and write them to the instance's running machines right away (new
         machines get them at setup)."""
-        c.require(p.instance_id)
-        await self.store.get_instance(p.instance_id)
-        await self.store.set_ssh_keys(p.instance_id, p.keys)
         content = authorized_keys(p.keys)
-        machines = await self._running(p.instance_id)
 
         async def push(m: Machine) -> None:
             await self.daemons.machine(m.id).write_file(AUTHORIZED_KEYS, content, 0o600)
 
-        failed = await self._fan_out(machines, push)
-        log.info("ssh_keys.set", instance_id=p.instance_id, keys=len(p.keys),
-                 machines=len(machines), failed=len(failed))  # fmt: skip
-        return SshKeysResult(keys=p.keys, machines=len(machines), failed=failed)
+        store = functools.partial(self.store.set_ssh_keys, p.instance_id, p.keys)
+        machines, failed = await self._store_and_push(c, p.instance_id, store, push)
+        log.info("ssh_keys.set", instance_id=p.instance_id, keys=len(p.keys), machines=machines,
+                 failed=len(failed))  # fmt: skip
+        return SshKeysResult(keys=p.keys, machines=machines, failed=failed)
+
+    async def _store_and_push(
+        self, c: Caller, instance_id: str, store: Callable[[], Awaitable[None]],
+        push: Callable[[Machine], Awaitable[None]],
+    ) -> tuple[int, list[RefreshFailure]]:  # fmt: skip
+        """An instance's setting stored (``store``, once the instance is found), then ``push``ed
+        to its running machines at once (new machines get it at setup): how many, which failed."""
+        c.require(instance_id)
+        await self.store.get_instance(instance_id)
+        await store()
+        machines = await self._running(instance_id)
+        return len(machines), await self._fan_out(machines, push)
 
     @handles(CRON_LIST)
     async def cron_list(self, p: InstanceRef, c: Caller) -> CronList:
