@@ -83,6 +83,16 @@ def stack_settings(settings: Settings, warm_pool: str) -> Settings:
                                    wake_on_access=False)  # fmt: skip
 
 
+#: The auto-stop tests' idle time: the shortest that a terminal typed into (its activity written
+#: at most once a second, services/gateway/activity.py) keeps clear of by two seconds, so that a
+#: stall of this busy host does not stop the busy machine. The rule to the second (119 s: not
+#: yet, 120 s: stopped) is tests/fast/test_clock_rules.py's.
+IDLE_S = 3
+#: A key on a terminal this often: its activity is written within a quarter of a second of the
+#: coalescing second (services/gateway/activity.py).
+KEY_EVERY_S = 0.25
+
+
 async def runs(settings: Settings, provider: str, mid: str) -> bool:
     """Something of the machine runs on its provider: a root process of it (bwrap), or its
     container."""
@@ -220,32 +230,31 @@ async def test_what_a_stopped_machine_refuses_and_what_it_allows(
 async def test_auto_stop_stops_the_idle_and_spares_the_busy(
     stack: FleetClient, settings: Settings, store: Store
 ) -> None:
-    idle = await ready_machine(stack, "idle")
-    busy = await ready_machine(stack, "busy")
+    idle, busy = await asyncio.gather(ready_machine(stack, "idle"), ready_machine(stack, "busy"))
     for mid in (idle, busy):
         inst = (await stack.get_machine(mid)).instance_id
-        assert (await stack.set_autostop(inst, 5)).idle_after_s == 5
-    # The busy one is only typed into, once a second, on a terminal: no RPC call after the attach.
+        assert (await stack.set_autostop(inst, IDLE_S)).idle_after_s == IDLE_S
+    # The busy one is only typed into, on a terminal: no RPC call after the attach.
     opened = await stack.open_session(busy, ["/bin/cat"])
     ws = await stack.attach_session(busy, opened.session_id)
     attached = time.monotonic()  # the busy one's last activity but its keys
     try:
-        stopped = asyncio.create_task(stack.wait_for(idle, ("stopped",), timeout_s=5 + 10))
+        stopped = asyncio.create_task(stack.wait_for(idle, ("stopped",), timeout_s=IDLE_S + 10))
         while not stopped.done():
             await ws.send_bytes(b"k")
-            await asyncio.wait({stopped}, timeout=1.0)
+            await asyncio.wait({stopped}, timeout=KEY_EVERY_S)
         machine = await stopped
-        assert machine.status_reason == idle_reason(5) == "idle for 5 s"
-        assert await idle_when_stopped(store, machine) >= 5  # not before it was idle
-        # The busy one goes on past its idle time, typed into every second: up to four
-        # auto-stop ticks (0.5 s) after its keys alone kept it up.
-        await type_for(ws, attached + 5 + 2 - time.monotonic())
+        assert machine.status_reason == idle_reason(IDLE_S) == "idle for 3 s"
+        assert await idle_when_stopped(store, machine) >= IDLE_S  # not before it was idle
+        # The busy one goes on past its idle time, typed into: up to four auto-stop ticks
+        # (0.5 s) after its keys alone kept it up.
+        await type_for(ws, attached + IDLE_S + 2 - time.monotonic())
         assert (await stack.get_machine(busy)).status is MachineStatus.READY
     finally:
         await ws.close()
     # Left alone, the busy one goes too: attaching was not a lasting exemption.
-    machine = await stack.wait_for(busy, ("stopped",), timeout_s=5 + 10)
-    assert machine.status_reason == "idle for 5 s"
+    machine = await stack.wait_for(busy, ("stopped",), timeout_s=IDLE_S + 10)
+    assert machine.status_reason == "idle for 3 s"
 
 
 async def idle_when_stopped(store: Store, machine: Machine) -> float:
@@ -258,32 +267,33 @@ async def idle_when_stopped(store: Store, machine: Machine) -> float:
 
 
 async def type_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> None:
-    """A key on the terminal once a second for ``seconds``: activity with no RPC call."""
+    """A key on the terminal every ``KEY_EVERY_S`` for ``seconds``: activity with no RPC
+    call."""
     until = time.monotonic() + seconds
     while time.monotonic() < until:
         await ws.send_bytes(b"k")
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(KEY_EVERY_S)
 
 
 @DOCKER
 async def test_auto_stop_spares_a_docker_machine_typed_into_then_stops_it_and_it_refuses(
     stack: FleetClient, stack_settings: Settings, store: Store
 ) -> None:
-    """Typing on a terminal once a second (no RPC after the attach) keeps the machine up past
+    """Typing on a terminal (no RPC after the attach) keeps the machine up past
     its idle time; left alone, it is stopped like any idle one: its container ends, and daemon
     calls are refused at once."""
     mid = await ready_machine(stack, "typed-box", "docker")
-    await stack.set_autostop((await stack.get_machine(mid)).instance_id, 5)
+    await stack.set_autostop((await stack.get_machine(mid)).instance_id, IDLE_S)
     opened = await stack.open_session(mid, ["/bin/cat"])
     ws = await stack.attach_session(mid, opened.session_id)
     try:
-        await type_for(ws, 5 + 2)  # past its idle time and four auto-stop ticks (0.5 s)
+        await type_for(ws, IDLE_S + 2)  # past its idle time and four auto-stop ticks (0.5 s)
         assert (await stack.get_machine(mid)).status is MachineStatus.READY
     finally:
         await ws.close()
-    machine = await stack.wait_for(mid, ("stopped",), timeout_s=5 + 10)
-    assert machine.status_reason == idle_reason(5)
-    assert await idle_when_stopped(store, machine) >= 5
+    machine = await stack.wait_for(mid, ("stopped",), timeout_s=IDLE_S + 10)
+    assert machine.status_reason == idle_reason(IDLE_S)
+    assert await idle_when_stopped(store, machine) >= IDLE_S
     await wait_until(lambda: _no(runs(stack_settings, "docker", mid)), timeout=30, every=0.2)
     await refused_as_stopped(stack, mid)
 
