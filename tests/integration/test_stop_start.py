@@ -74,23 +74,24 @@ DOCKER = pytest.mark.parametrize(
 )
 
 
+#: How often the prober looks for idle machines here (FLEET_AUTOSTOP_TICK_S).
+AUTOSTOP_TICK_S = 0.25
+#: The auto-stop tests' idle time. A terminal typed into every KEY_EVERY_S has its activity
+#: written every 1 to 1.25 s (at most once a second: services/gateway/activity.py), so a stall of
+#: this busy host under 1.75 s does not stop the busy machine. The rule to the second (119 s:
+#: not yet, 120 s: stopped) is tests/fast/test_clock_rules.py's.
+IDLE_S = 3
+#: How often the tests type a key on a terminal.
+KEY_EVERY_S = 0.25
+
+
 @pytest.fixture
 def stack_settings(settings: Settings, warm_pool: str) -> Settings:
     """Wake on access off: these tests are of what a stopped machine refuses (a call that
     wakes it: tests/integration/test_wake.py)."""
-    return msgspec.structs.replace(settings, autostop_tick_s=0.5, warm_pool=warm_pool,
-                                   warm_pool_min_available_mb=0,
+    return msgspec.structs.replace(settings, autostop_tick_s=AUTOSTOP_TICK_S,
+                                   warm_pool=warm_pool, warm_pool_min_available_mb=0,
                                    wake_on_access=False)  # fmt: skip
-
-
-#: The auto-stop tests' idle time: the shortest that a terminal typed into (its activity written
-#: at most once a second, services/gateway/activity.py) keeps clear of by two seconds, so that a
-#: stall of this busy host does not stop the busy machine. The rule to the second (119 s: not
-#: yet, 120 s: stopped) is tests/fast/test_clock_rules.py's.
-IDLE_S = 3
-#: A key on a terminal this often: its activity is written within a quarter of a second of the
-#: coalescing second (services/gateway/activity.py).
-KEY_EVERY_S = 0.25
 
 
 async def runs(settings: Settings, provider: str, mid: str) -> bool:
@@ -247,8 +248,8 @@ async def test_auto_stop_stops_the_idle_and_spares_the_busy(
         assert machine.status_reason == idle_reason(IDLE_S) == "idle for 3 s"
         assert await idle_when_stopped(store, machine) >= IDLE_S  # not before it was idle
         # The busy one goes on past its idle time, typed into: up to four auto-stop ticks
-        # (0.5 s) after its keys alone kept it up.
-        await type_for(ws, attached + IDLE_S + 2 - time.monotonic())
+        # (AUTOSTOP_TICK_S) after its keys alone kept it up.
+        await type_for(ws, attached + IDLE_S + 4 * AUTOSTOP_TICK_S - time.monotonic())
         assert (await stack.get_machine(busy)).status is MachineStatus.READY
     finally:
         await ws.close()
@@ -287,7 +288,7 @@ async def test_auto_stop_spares_a_docker_machine_typed_into_then_stops_it_and_it
     opened = await stack.open_session(mid, ["/bin/cat"])
     ws = await stack.attach_session(mid, opened.session_id)
     try:
-        await type_for(ws, IDLE_S + 2)  # past its idle time and four auto-stop ticks (0.5 s)
+        await type_for(ws, IDLE_S + 4 * AUTOSTOP_TICK_S)  # past its idle time and four ticks
         assert (await stack.get_machine(mid)).status is MachineStatus.READY
     finally:
         await ws.close()
