@@ -10,6 +10,7 @@ its home volume) is checked in that provider's cases."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import nats.errors
 import pytest
 
 from base.version import SOURCE_ROOT
@@ -352,11 +354,27 @@ async def test_a_provisioner_sigkilled_and_restarted_leaves_stopped_machines_sto
             assert not await runs(settings, provider, mid)
         # SIGKILLed again while it is stopped: the next one leaves it stopped too.
         async with provisioner_process(settings, log):
+            await provisioner_up(bus, settings)
             await consumers_caught_up(bus)
             assert (await client.get_machine(mid)).status is MachineStatus.STOPPED
             assert not await runs(settings, provider, mid)
             if provider == "docker":
                 assert await volume_exists(mid)  # its home is kept
+
+
+async def provisioner_up(bus: Bus, settings: Settings) -> None:
+    """The host's provisioner answers on its RPC subject (here, that it has no such method):
+    it serves that once it has resumed, ending what runs of stopped machines."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "host.none", "params": {}}).encode()
+
+    async def answers() -> bool:
+        try:
+            await bus.nc.request(subjects.host_rpc(settings.host_id), body, timeout=5.0)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return False
+        return True
+
+    await wait_until(answers, timeout=60, every=0.1)
 
 
 async def consumers_caught_up(bus: Bus) -> None:
