@@ -206,6 +206,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     missed_heartbeats: int = 3
     #: How often the prober looks for idle machines to stop (instances.setAutoStop).
     autostop_tick_s: float = 2.0
+    #: A machine's gateway activity (what auto-stop counts) is written at most once per this
+    #: many seconds by each gateway process: auto-stop may see it this much late; 0: every call.
+    activity_write_s: float = 1.0
     #: A machine paused this long (seconds) is stopped, its memory image deleted; 0: never.
     paused_stop_after_s: int = 86400
     #: A call that needs a paused or stopped machine resumes or starts it and waits for it
@@ -425,6 +428,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         if self.paused_stop_after_s < 0:
             raise ValueError(f"FLEET_PAUSED_STOP_AFTER_S: {self.paused_stop_after_s} is not "
                              ">= 0 (0: never)")  # fmt: skip
+        if self.activity_write_s < 0:
+            raise ValueError(f"FLEET_ACTIVITY_WRITE_S: {self.activity_write_s} is not >= 0")
         if not self.wake_timeout_s > 0:
             raise ValueError(f"FLEET_WAKE_TIMEOUT_S: {self.wake_timeout_s} is not > 0")
         if self.host_capacity < 0:

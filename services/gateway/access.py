@@ -158,10 +158,10 @@ class Wake(Protocol):
 class Access:
     """Records looked up on behalf of a caller: Forbidden when they are not theirs."""
 
-    def __init__(self, store: Store, code: CodeVersions) -> None:
+    def __init__(self, store: Store, code: CodeVersions, activity_write_s: float = 1.0) -> None:
         self.store = store
         self.code = code
-        self.activity = ActivityClock(store)
+        self.activity = ActivityClock(store, activity_write_s)
         #: Wakes a paused or stopped machine for a call that needs it (set by the gateway).
         self.waker: Wake | None = None
 

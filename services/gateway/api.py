@@ -138,9 +138,10 @@ class GatewayApi:
         self.daemons = daemons
         self.tokens = TokenStore(store)
         self.platform_sha = platform_sha
-        # Without the platform's code repo, only "current" (the same SHA) can be told.
-        self.access = Access(store, code or CodeVersions(None, platform_sha))
         self.settings = settings or Settings()
+        # Without the platform's code repo, only "current" (the same SHA) can be told.
+        self.access = Access(store, code or CodeVersions(None, platform_sha),
+                             self.settings.activity_write_s)  # fmt: skip
         self._stop_wait_s = self.settings.stop_wait_s
         self.limits = CallLimits(self.settings, clock)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)

@@ -10,6 +10,7 @@ its home volume) is checked in that provider's cases."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import nats.errors
 import pytest
 
 from base.version import SOURCE_ROOT
@@ -74,11 +76,24 @@ DOCKER = pytest.mark.parametrize(
 )
 
 
+#: How often the prober looks for idle machines here (FLEET_AUTOSTOP_TICK_S).
+AUTOSTOP_TICK_S = 0.25
+#: The auto-stop tests' idle time. A terminal typed into every KEY_EVERY_S has its activity
+#: written as often (FLEET_ACTIVITY_WRITE_S=0), so a stall of this busy host under 1.9 s does
+#: not stop the busy machine. The rule to the second (119 s: not yet, 120 s: stopped) is
+#: tests/fast/test_clock_rules.py's.
+IDLE_S = 2
+#: How often the tests type a key on a terminal.
+KEY_EVERY_S = 0.1
+
+
 @pytest.fixture
 def stack_settings(settings: Settings, warm_pool: str) -> Settings:
     """Wake on access off: these tests are of what a stopped machine refuses (a call that
-    wakes it: tests/integration/test_wake.py)."""
-    return msgspec.structs.replace(settings, autostop_tick_s=0.5, warm_pool=warm_pool,
+    wakes it: tests/integration/test_wake.py). Every call's activity is written (auto-stop's
+    tests type on a terminal for little more than their idle time)."""
+    return msgspec.structs.replace(settings, autostop_tick_s=AUTOSTOP_TICK_S,
+                                   activity_write_s=0.0, warm_pool=warm_pool,
                                    warm_pool_min_available_mb=0,
                                    wake_on_access=False)  # fmt: skip
 
@@ -220,32 +235,31 @@ async def test_what_a_stopped_machine_refuses_and_what_it_allows(
 async def test_auto_stop_stops_the_idle_and_spares_the_busy(
     stack: FleetClient, settings: Settings, store: Store
 ) -> None:
-    idle = await ready_machine(stack, "idle")
-    busy = await ready_machine(stack, "busy")
+    idle, busy = await asyncio.gather(ready_machine(stack, "idle"), ready_machine(stack, "busy"))
     for mid in (idle, busy):
         inst = (await stack.get_machine(mid)).instance_id
-        assert (await stack.set_autostop(inst, 5)).idle_after_s == 5
-    # The busy one is only typed into, once a second, on a terminal: no RPC call after the attach.
+        assert (await stack.set_autostop(inst, IDLE_S)).idle_after_s == IDLE_S
+    # The busy one is only typed into, on a terminal: no RPC call after the attach.
     opened = await stack.open_session(busy, ["/bin/cat"])
     ws = await stack.attach_session(busy, opened.session_id)
     attached = time.monotonic()  # the busy one's last activity but its keys
     try:
-        stopped = asyncio.create_task(stack.wait_for(idle, ("stopped",), timeout_s=5 + 10))
+        stopped = asyncio.create_task(stack.wait_for(idle, ("stopped",), timeout_s=IDLE_S + 10))
         while not stopped.done():
             await ws.send_bytes(b"k")
-            await asyncio.wait({stopped}, timeout=1.0)
+            await asyncio.wait({stopped}, timeout=KEY_EVERY_S)
         machine = await stopped
-        assert machine.status_reason == idle_reason(5) == "idle for 5 s"
-        assert await idle_when_stopped(store, machine) >= 5  # not before it was idle
-        # The busy one goes on past its idle time, typed into every second: up to four
-        # auto-stop ticks (0.5 s) after its keys alone kept it up.
-        await type_for(ws, attached + 5 + 2 - time.monotonic())
+        assert machine.status_reason == idle_reason(IDLE_S) == "idle for 2 s"
+        assert await idle_when_stopped(store, machine) >= IDLE_S  # not before it was idle
+        # The busy one goes on past its idle time, typed into: up to four auto-stop ticks
+        # (AUTOSTOP_TICK_S) after its keys alone kept it up.
+        await type_for(ws, attached + IDLE_S + 4 * AUTOSTOP_TICK_S - time.monotonic())
         assert (await stack.get_machine(busy)).status is MachineStatus.READY
     finally:
         await ws.close()
     # Left alone, the busy one goes too: attaching was not a lasting exemption.
-    machine = await stack.wait_for(busy, ("stopped",), timeout_s=5 + 10)
-    assert machine.status_reason == "idle for 5 s"
+    machine = await stack.wait_for(busy, ("stopped",), timeout_s=IDLE_S + 10)
+    assert machine.status_reason == "idle for 2 s"
 
 
 async def idle_when_stopped(store: Store, machine: Machine) -> float:
@@ -258,32 +272,33 @@ async def idle_when_stopped(store: Store, machine: Machine) -> float:
 
 
 async def type_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> None:
-    """A key on the terminal once a second for ``seconds``: activity with no RPC call."""
+    """A key on the terminal every ``KEY_EVERY_S`` for ``seconds``: activity with no RPC
+    call."""
     until = time.monotonic() + seconds
     while time.monotonic() < until:
         await ws.send_bytes(b"k")
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(KEY_EVERY_S)
 
 
 @DOCKER
 async def test_auto_stop_spares_a_docker_machine_typed_into_then_stops_it_and_it_refuses(
     stack: FleetClient, stack_settings: Settings, store: Store
 ) -> None:
-    """Typing on a terminal once a second (no RPC after the attach) keeps the machine up past
+    """Typing on a terminal (no RPC after the attach) keeps the machine up past
     its idle time; left alone, it is stopped like any idle one: its container ends, and daemon
     calls are refused at once."""
     mid = await ready_machine(stack, "typed-box", "docker")
-    await stack.set_autostop((await stack.get_machine(mid)).instance_id, 5)
+    await stack.set_autostop((await stack.get_machine(mid)).instance_id, IDLE_S)
     opened = await stack.open_session(mid, ["/bin/cat"])
     ws = await stack.attach_session(mid, opened.session_id)
     try:
-        await type_for(ws, 5 + 2)  # past its idle time and four auto-stop ticks (0.5 s)
+        await type_for(ws, IDLE_S + 4 * AUTOSTOP_TICK_S)  # past its idle time and four ticks
         assert (await stack.get_machine(mid)).status is MachineStatus.READY
     finally:
         await ws.close()
-    machine = await stack.wait_for(mid, ("stopped",), timeout_s=5 + 10)
-    assert machine.status_reason == idle_reason(5)
-    assert await idle_when_stopped(store, machine) >= 5
+    machine = await stack.wait_for(mid, ("stopped",), timeout_s=IDLE_S + 10)
+    assert machine.status_reason == idle_reason(IDLE_S)
+    assert await idle_when_stopped(store, machine) >= IDLE_S
     await wait_until(lambda: _no(runs(stack_settings, "docker", mid)), timeout=30, every=0.2)
     await refused_as_stopped(stack, mid)
 
@@ -339,11 +354,27 @@ async def test_a_provisioner_sigkilled_and_restarted_leaves_stopped_machines_sto
             assert not await runs(settings, provider, mid)
         # SIGKILLed again while it is stopped: the next one leaves it stopped too.
         async with provisioner_process(settings, log):
+            await provisioner_up(bus, settings)
             await consumers_caught_up(bus)
             assert (await client.get_machine(mid)).status is MachineStatus.STOPPED
             assert not await runs(settings, provider, mid)
             if provider == "docker":
                 assert await volume_exists(mid)  # its home is kept
+
+
+async def provisioner_up(bus: Bus, settings: Settings) -> None:
+    """The host's provisioner answers on its RPC subject (here, that it has no such method):
+    it serves that once it has resumed, ending what runs of stopped machines."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "host.none", "params": {}}).encode()
+
+    async def answers() -> bool:
+        try:
+            await bus.nc.request(subjects.host_rpc(settings.host_id), body, timeout=5.0)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return False
+        return True
+
+    await wait_until(answers, timeout=60, every=0.1)
 
 
 async def consumers_caught_up(bus: Bus) -> None:

@@ -70,6 +70,7 @@ def test_empty_string_values_are_kept_for_strings() -> None:
         ("FLEET_PAUSED_STOP_AFTER_S", "a day"),
         ("FLEET_WAKE_ON_ACCESS", "maybe"),
         ("FLEET_WAKE_TIMEOUT_S", "0"),
+        ("FLEET_ACTIVITY_WRITE_S", "-1"),
     ],
 )
 def test_bad_value_names_the_environment_variable(var: str, value: str) -> None:
