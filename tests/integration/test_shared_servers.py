@@ -66,11 +66,13 @@ async def test_a_client_left_connected_fails_the_test_and_the_next_gets_a_new_se
             urls.append(server.url)
             left.append(await nats.connect(server.url, name="left-behind"))
 
-    with pytest.raises(AssertionError, match="a client connected: left-behind"):
-        await leave_a_client()
-    with servers.lend_nats() as fresh:
-        assert fresh.url != urls[0]
-    await left[0].close()
+    try:
+        with pytest.raises(AssertionError, match="a client connected: left-behind"):
+            await leave_a_client()
+        with servers.lend_nats() as fresh:
+            assert fresh.url != urls[0]
+    finally:
+        await left[0].close()
 
 
 async def test_a_tests_keys_are_gone_after_it(servers: WorkerServers) -> None:
@@ -110,6 +112,8 @@ async def test_a_valkey_client_left_connected_fails_the_test(servers: WorkerServ
             left.append(aioredis.Redis.from_url(server.url, client_name="left-behind"))
             await left[0].ping()
 
-    with pytest.raises(AssertionError, match="a client connected: left-behind"):
-        await leave_a_client()
-    await left[0].aclose()
+    try:
+        with pytest.raises(AssertionError, match="a client connected: left-behind"):
+            await leave_a_client()
+    finally:
+        await left[0].aclose()
