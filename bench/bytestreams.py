@@ -2,10 +2,11 @@
 
 The floor: one raw nats-py hop between two connections of this process, the sender keeping at
 most 8 chunks in flight and the receiver acknowledging each chunk on a second subject (the
-credit window, with no framing, no sequence check, no buffer). Against it, at 64 KiB and
-256 KiB chunks: two ``ByteStream`` endpoints over the same two connections (window 8 chunks),
-and a real daemon process streaming ``head -c N /dev/zero`` through ``tool.execPipe`` to the
-platform's endpoint. Target: the endpoints keep at least 0.6x of the floor.
+credit window, with no framing, no sequence check, no buffer). Against it, at 64 KiB, 256 KiB
+(terminals, tunnels) and 512 KiB chunks (file transfers): two ``ByteStream`` endpoints over
+the same two connections (window 8 chunks), and a real daemon process streaming ``head -c N
+/dev/zero`` through ``tool.execPipe`` to the platform's endpoint. Target: the endpoints keep at
+least 0.6x of the floor.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.common import Figure, Report, temp_dir
 from bench.daemons import bench_token, daemon_env, kill_group, spawn, token_keys
 from bench.stack import servers
 from contracts import daemon_rpc as d
+from contracts.daemon_files import FILE_CHUNK
 from contracts.errors import DaemonUnavailable
 from contracts.ids import new_machine_id
 from controlplane.byte_stream_join import join
@@ -32,7 +34,7 @@ from providers.local import daemon_argv
 
 MiB = 1024 * 1024
 IN_FLIGHT = 8
-CHUNKS = (64 * 1024, 256 * 1024)
+CHUNKS = (64 * 1024, 256 * 1024, FILE_CHUNK)
 
 
 async def raw_hop(tx: NATS, rx: NATS, chunk: int, total: int) -> float:

@@ -135,9 +135,12 @@ _ONE_MESSAGE: tuple[AnySpec, ...] = (READ_FILE, LIST_DIR, STAT, REMOVE_FILE)
 
 
 # --- streamed transfers (contracts.streams) --------------------------------------------------
-#: A transfer's chunk size and receive window unless told otherwise: 256 KiB chunks moved the
-#: raw hop at 1.3x the 64 KiB ones (DESIGN.md), and 8 of them in flight keep the pipe full.
-FILE_CHUNK = 256 * 1024
+#: A transfer's chunk size and receive window unless told otherwise: the largest chunk a
+#: receiver takes (half the frames of 256 KiB ones, for each process on the way and the NATS
+#: server; the raw hop moves more per chunk the bigger it is, DESIGN.md), and 8 of them (4 MiB)
+#: in flight, so that the pipe stays full on a busy host, where each credit frame's round trip
+#: waits for a CPU (the 1 GiB round trip: 2 MiB windows of 256 KiB chunks stalled on them).
+FILE_CHUNK = MAX_CHUNK
 FILE_WINDOW = 8 * FILE_CHUNK
 ChunkSize = Annotated[int, msgspec.Meta(ge=1024, le=MAX_CHUNK)]
 Window = Annotated[int, msgspec.Meta(ge=1024, le=64 * MAX_CHUNK)]

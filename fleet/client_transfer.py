@@ -72,7 +72,7 @@ async def download(
     tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.fleet-download")
     url = self.url + files_url(machine_id, remote)
     try:
-        async with self.session.get(url, timeout=_STALL) as resp:
+        async with self.session.get(url, timeout=_STALL, read_bufsize=_IO_BYTES) as resp:
             if resp.status != 200:
                 _check(self, resp, await resp.read())
             mode = int(resp.headers.get("X-Fleet-Mode", "644"), 8)
@@ -95,7 +95,8 @@ def _check(self: FleetClient, resp: aiohttp.ClientResponse, body: bytes) -> None
         raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
 
 
-#: Local reads and writes go to a thread this many bytes at a time.
+#: Local reads and writes go to a thread this many bytes at a time; a download's socket is read
+#: ahead by as much meanwhile (aiohttp's default, 64 KiB, stops reading at every 128 KiB).
 _IO_BYTES = 1024 * 1024
 
 
@@ -119,16 +120,16 @@ async def _save(resp: aiohttp.ClientResponse, tmp: Path, mode: int) -> tuple[int
         async for data in resp.content.iter_chunked(FILE_CHUNK):
             pending += data
             size += len(data)
-            if len(pending) >= _IO_BYTES:
-                await asyncio.to_thread(_write_hashed, f, bytes(pending), digest)
+            if len(pending) >= _IO_BYTES:  # handed over whole: a new one gathers the next
+                await asyncio.to_thread(_write_hashed, f, pending, digest)
                 pending = bytearray()
-        await asyncio.to_thread(_write_hashed, f, bytes(pending), digest)
+        await asyncio.to_thread(_write_hashed, f, pending, digest)
         f.flush()
         os.fchmod(f.fileno(), mode)
         await asyncio.to_thread(os.fsync, f.fileno())
     return size, digest.hexdigest()
 
 
-def _write_hashed(f: BinaryIO, data: bytes, digest: hashlib._Hash) -> None:
+def _write_hashed(f: BinaryIO, data: bytearray, digest: hashlib._Hash) -> None:
     digest.update(data)
     f.write(data)

@@ -59,3 +59,23 @@ def test_tls_url_imports_the_real_ssl_up_front() -> None:
         assert got["ssl"] == "module", url
         assert got["asyncio_ssl"] == ["module", "module"], url
         assert "_ssl" in got["loaded"], url  # type: ignore[operator]
+
+
+#: A transfer's bytes are hashed by OpenSSL's SHA-256 (5x the builtin's speed, and it lets go
+#: of the GIL), loaded on the first transfer: not by the daemon's start.
+BULK = """
+import sys, _sha256
+from daemon.lean import bulk_sha256, lean_imports
+lean_imports("nats://127.0.0.1:4222")
+import daemon.server
+started = sys.modules.get("_hashlib") is not None
+h = bulk_sha256()
+h.update(b"x" * 3000)
+print(started, type(h).__module__, h.hexdigest() == _sha256.sha256(b"x" * 3000).hexdigest())
+"""
+
+
+def test_a_transfer_hashes_with_openssl_loaded_only_then() -> None:
+    out = subprocess.run([sys.executable, "-c", BULK], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()  # fmt: skip
+    assert out == ["False", "_hashlib", "True"]
