@@ -2,12 +2,21 @@
 (``./run test`` registers it: docs/runtimes.md "Docker"): the machine's container runs on
 gVisor's kernel, its processes are none of the host's, root inside is refused by name, and a warm
 pool of runc containers never stands in for it; a namespaces machine beside it stays runc.
+
+One stack for the module (tests/gvisor_stack.py, NATS on the Docker machines' gateway), its
+containers removed when it ends (tests/attack_stack.py); each test makes machines of its own on
+it (one is stopped, one forked), but the two that only act inside one under names of their own
+share it (`machine`). The test of an engine that cannot run the platform's runsc takes a stack
+of its own: its platform is a setting.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+
 import msgspec
 import pytest
+import pytest_asyncio
 
 from base.tokenfd import SUDO_SOCKET
 from contracts.errors import NotSupported
@@ -18,6 +27,7 @@ from fleet.up import UpOptions, check_sandbox
 from providers.docker_code import TOKEN_FILE
 from providers.docker_image import MACHINE_HOME
 from providers.docker_names import LABEL_POOL
+from tests.attack_stack import attack_stack
 from tests.conftest import running_stack
 from tests.docker_env import (
     docker_gateway,
@@ -27,21 +37,44 @@ from tests.docker_env import (
     nats_server,
     remove_containers,
 )
+from tests.gvisor_stack import gvisor_settings
 from tests.integration.test_gvisor import host_cmdlines, host_processes_of
 from tests.integration.test_warm_pool import docker_pooled
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
+# remove_containers: the tests run in the Docker engine's lanes (tests/conftest.py); the module's
+# stack removes its containers itself.
 pytestmark = pytest.mark.usefixtures("remove_containers")
+#: The module's event loop, for the tests on its stack.
+on_the_modules_stack = pytest.mark.asyncio(loop_scope="module")
 
 #: A daemon on ptrace traps every syscall: on a loaded host its answers take seconds.
 READY_S = 240
 
 
-@pytest.fixture
-def stack_settings(settings: Settings) -> Settings:
+@pytest.fixture(scope="module")
+def stack_settings(
+    tmp_path_factory: pytest.TempPathFactory, docker_image: tuple[str, str]
+) -> Iterator[Settings]:
     """A docker warm pool of one (runc containers): a gvisor create must never get one."""
-    return msgspec.structs.replace(settings, warm_pool="docker=1", warm_pool_min_available_mb=0,
-                                   rpc_timeout_s=60.0)  # fmt: skip
+    with gvisor_settings(tmp_path_factory.mktemp("docker-gvisor"), docker_image[0],
+                         warm_pool="docker=1", warm_pool_min_available_mb=0,
+                         rpc_timeout_s=60.0) as made:  # fmt: skip
+        yield made
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(stack_settings: Settings) -> AsyncIterator[FleetClient]:
+    """The module's stack: no test stops it, restarts a service or changes its settings."""
+    async with attack_stack(stack_settings) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def machine(stack: FleetClient) -> str:
+    """A docker gvisor machine for the tests that only act inside it as its user, under names
+    of their own: none finds what another made."""
+    return await made(stack, "gv-docker-shared", "gvisor")
 
 
 async def made(stack: FleetClient, name: str, runtime: str) -> str:
@@ -53,6 +86,7 @@ async def made(stack: FleetClient, name: str, runtime: str) -> str:
 
 
 @pytest.mark.timeout(900)
+@on_the_modules_stack
 async def test_a_docker_gvisor_machine_runs_on_gvisors_kernel_never_in_a_pooled_runc_container(
     stack: FleetClient, stack_settings: Settings
 ) -> None:
@@ -137,6 +171,7 @@ async def test_a_docker_gvisor_machine_the_engine_cannot_run_as_asked_fails_by_n
 
 
 @pytest.mark.timeout(900)
+@on_the_modules_stack
 async def test_a_fork_of_a_docker_gvisor_machine_runs_on_gvisor_with_its_sources_home(
     stack: FleetClient,
 ) -> None:
@@ -160,6 +195,7 @@ async def test_a_fork_of_a_docker_gvisor_machine_runs_on_gvisor_with_its_sources
 
 
 @pytest.mark.timeout(900)
+@on_the_modules_stack
 async def test_a_docker_gvisor_machine_stopped_and_started_is_gvisor_again_with_its_home(
     stack: FleetClient,
 ) -> None:
@@ -177,13 +213,14 @@ async def test_a_docker_gvisor_machine_stopped_and_started_is_gvisor_again_with_
 
 
 @pytest.mark.timeout(900)
+@on_the_modules_stack
 async def test_a_docker_gvisor_machine_has_no_sudo_for_its_roots_files_are_the_hosts(
-    stack: FleetClient,
+    stack: FleetClient, machine: str
 ) -> None:
     """Root inside writes its files in the machine's volumes as the host's uid 0 on this
     provider (docs/limitations.md): neither the ``sudo`` program nor its broker's socket is
     there for the machine's processes to reach root through."""
-    mid = await made(stack, "gv-docker-nosudo", "gvisor")
+    mid = machine
     sudo = await stack.exec(mid, ["sh", "-c", "sudo id -u"], timeout_s=60)
     assert sudo.exit_code != 0, sudo
     assert sudo.stdout == "", sudo
@@ -193,13 +230,14 @@ async def test_a_docker_gvisor_machine_has_no_sudo_for_its_roots_files_are_the_h
 
 
 @pytest.mark.timeout(900)
+@on_the_modules_stack
 async def test_root_in_a_docker_gvisor_machine_is_refused_its_home_never_the_hosts_roots(
-    stack: FleetClient,
+    stack: FleetClient, machine: str
 ) -> None:
     """The engine's runsc maps no user namespace and its gofer is the host's root: a file root
     inside wrote in the home volume would be the host's uid 0, a set-user-ID one of the host's
     root among them. So root is refused by name, and nothing in the volume is root's."""
-    mid = await made(stack, "gv-docker-root", "gvisor")
+    mid = machine
     made_pub = await stack.exec(mid, ["sh", "-c", "chmod 0755 ~ && mkdir -m 0777 ~/pub"])
     assert made_pub.exit_code == 0, made_pub
     pub = f"{MACHINE_HOME}/pub"

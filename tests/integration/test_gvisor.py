@@ -1,19 +1,19 @@
 """gvisor machines on the local provider (docs/runtimes.md), on real runsc sandboxes with real
 daemons: create to ready through the pipeline, the user's and root's uid inside, the machine's
 processes not in the host's process table, gVisor's kernel. The rules in memory:
-tests/fast/test_runtime.py."""
+tests/fast/test_runtime.py.
+
+One stack for the module (tests/gvisor_stack.py); each test makes machines of its own on it
+(they restart, stop, or kill the daemon of theirs)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from contracts.errors import DaemonTimeout, DaemonUnavailable
@@ -25,48 +25,35 @@ from fleet.embedded import NatsServer
 from fleet.up import UpOptions, check_sandbox
 from providers.gvisor import container_id
 from providers.local_pool import UP_MARKER
+from tests.gvisor_stack import gvisor_settings, host_address, module_stack, module_store
 from tests.integration.test_files_cli import _fleet
 from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until
 
+__all__ = ["host_address", "module_stack", "module_store"]  # the fixtures: ``stack``, ``store``
 #: gVisor's ptrace platform makes every syscall dear: a daemon's start takes seconds.
 READY_S = 240.0
 
 
-def host_address() -> str:
-    """An address of this host on an interface other than its loopback and the one its
-    default route leaves from (a Docker bridge's gateway, say): gVisor's network stack has a
-    loopback of its own, and pasta gives the machine's namespace the default interface's
-    address, so NATS must be on another."""
-    route = json.loads(_ip("-4", "-j", "route", "get", "192.0.2.200"))[0]
-    for link in json.loads(_ip("-4", "-j", "addr", "show")):
-        if link["ifname"] in ("lo", route["dev"]):
-            continue
-        for addr in link.get("addr_info", []):
-            return str(addr["local"])
-    pytest.fail("this host has no IPv4 address apart from loopback and its default route's")
-
-
-def _ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
-
-
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """Of the module's own, on a host address gVisor's network stack reaches (never the
-    host's loopback, which the worker's shared server listens on)."""
+    """Of the test's own, on a host address gVisor's network stack reaches (never the host's
+    loopback, which the worker's shared server listens on): for the modules whose tests take a
+    stack each (this one's is the module's, on `gvisor_settings`)."""
     with NatsServer(tmp_path / "nats", host=host_address()) as server:
         yield server
 
 
-@pytest.fixture
-def stack_settings(settings: Settings) -> Settings:
+@pytest.fixture(scope="module")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """gvisor by default, on a host that keeps namespaces machines warm (and no gvisor ones:
     these machines start cold, test_gvisor_pool.py takes pooled ones): a gvisor create must
     never be handed one of them. A daemon on ptrace traps every syscall: on a loaded host its
     answers take seconds, so its calls get a minute (CI saw process.start pass 10 s once)."""
-    return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="local=1,local:gvisor=0",
-                                   warm_pool_min_available_mb=0, rpc_timeout_s=60.0)  # fmt: skip
+    with gvisor_settings(tmp_path_factory.mktemp("gvisor"), runtime="gvisor",
+                         warm_pool="local=1,local:gvisor=0", warm_pool_min_available_mb=0,
+                         rpc_timeout_s=60.0) as made:  # fmt: skip
+        yield made
 
 
 async def pooled(settings: Settings) -> None:
@@ -101,6 +88,7 @@ def _cgroup(pid: int) -> str | None:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.asyncio(loop_scope="module")
 async def test_a_gvisor_machine_runs_its_daemon_on_gvisors_kernel(
     stack: FleetClient, stack_settings: Settings
 ) -> None:
@@ -170,6 +158,7 @@ def sandbox_processes(machine_id: str) -> list[str]:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.asyncio(loop_scope="module")
 async def test_a_gvisor_machine_serves_files_and_terminals_and_keeps_its_home_across_a_stop(
     stack: FleetClient, stack_settings: Settings
 ) -> None:
@@ -227,6 +216,7 @@ def test_fleet_up_refuses_gvisor_on_a_host_without_runsc(
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.asyncio(loop_scope="module")
 async def test_a_gvisor_machine_under_an_egress_policy_fails_by_name_never_unfiltered(
     stack: FleetClient,
 ) -> None:
@@ -244,13 +234,14 @@ async def test_a_gvisor_machine_under_an_egress_policy_fails_by_name_never_unfil
 
 #: Run inside the machine as its user: read every other process's inherited descriptors and
 #: environment, over and over, into a loot file, while the daemon is killed and started again
-#: (a new daemon, before it makes itself non-dumpable, is the moment to catch).
+#: (a new daemon, before it makes itself non-dumpable, is the moment to catch); until a file
+#: ``done`` is there (the machine stays on the module's stack after the test).
 SNATCHER = r"""
 import os, sys, time
 out = open(sys.argv[1], 'ab')
 end = time.monotonic() + float(sys.argv[2])
 me = os.getpid()
-while time.monotonic() < end:
+while time.monotonic() < end and not os.path.exists('done'):
     for pid in os.listdir('/proc'):
         if not pid.isdigit() or int(pid) == me:
             continue
@@ -270,6 +261,7 @@ while time.monotonic() < end:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.asyncio(loop_scope="module")
 async def test_a_gvisor_machines_user_never_catches_its_daemons_token(
     stack: FleetClient, stack_settings: Settings, store: Store
 ) -> None:
@@ -297,6 +289,7 @@ async def test_a_gvisor_machines_user_never_catches_its_daemons_token(
 
         await wait_until(again, timeout=120)
         await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    (loot.parent / "done").touch()
     got = loot.read_bytes()
     assert b"FLEET_MACHINE_ID=" in got  # the probe reads what the user's processes may
     assert token not in got

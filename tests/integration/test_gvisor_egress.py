@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import msgspec
@@ -78,6 +79,12 @@ class Listener:
 
 @pytest.fixture
 async def listeners() -> AsyncIterator[tuple[str, Listener, Listener]]:
+    async with greeting_listeners() as made:
+        yield made
+
+
+@asynccontextmanager
+async def greeting_listeners() -> AsyncIterator[tuple[str, Listener, Listener]]:
     """Two listeners on an address of the host gVisor's stack reaches; each greets with its
     port and counts what it accepted."""
     host = gv.host_address()

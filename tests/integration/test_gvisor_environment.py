@@ -1,42 +1,53 @@
 """A gvisor machine of an environment's image (docs/runtimes.md, "Environments"), on real runsc
 sandboxes with real daemons and a real engine: a devcontainer of the machine image runs on
 gVisor's kernel with the image's own system, its lifecycle commands run, and nothing of it is
-written into the image's unpacked root that every machine of the image shares."""
+written into the image's unpacked root that every machine of the image shares.
+
+One stack for the module (tests/gvisor_stack.py), NATS on the Docker machines' gateway: each
+test makes a machine of its own (one is stopped, started and archived), and the second finds the
+image unpacked by the first."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
+import pytest_asyncio
 
 from contracts.gateway_environments import DevcontainerSource, Environment
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.image_rootfs import rootfs_dir
-from tests.docker_env import docker_gateway, docker_image, nats_server
+from tests.docker_env import docker_image
 from tests.environments import out
 from tests.gitserver import GitHttpServer
+from tests.gvisor_stack import gvisor_settings, module_stack
 from tests.integration.test_environment_machines import serve_repo
 
-__all__ = ["docker_gateway", "docker_image", "nats_server"]
+__all__ = ["docker_image", "module_stack"]  # the fixtures; ``stack`` on this module's settings
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 LOG = "/home/fleet/lifecycle.log"
 #: ptrace traps every syscall: a daemon's Python in an image starts slowly on a busy host.
 READY_S = 600
 
 
-@pytest.fixture
-def stack_settings(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, runtime="gvisor", rpc_timeout_s=60.0)
+@pytest.fixture(scope="module")
+def stack_settings(
+    tmp_path_factory: pytest.TempPathFactory, docker_image: tuple[str, str]
+) -> Iterator[Settings]:
+    """NATS on the Docker machines' gateway: an address of the host gVisor's stack reaches."""
+    with gvisor_settings(tmp_path_factory.mktemp("gvisor-env"), docker_image[0],
+                         runtime="gvisor", rpc_timeout_s=60.0) as made:  # fmt: skip
+        yield made
 
 
-@pytest.fixture
-async def git_served(tmp_path: Path, docker_gateway: str) -> AsyncIterator[GitHttpServer]:
+@pytest_asyncio.fixture(loop_scope="module")
+async def git_served(tmp_path: Path, docker_image: tuple[str, str]) -> AsyncIterator[GitHttpServer]:
     root = tmp_path / "served"
     root.mkdir()
-    async with GitHttpServer(root, None, None, host=docker_gateway) as server:
+    async with GitHttpServer(root, None, None, host=docker_image[0]) as server:
         yield server
 
 
@@ -137,7 +148,8 @@ async def test_remote_user_root_on_gvisor_is_root_of_its_own_kernel_never_the_ho
     upper = machine_dir / "gvisor-upper"
     assert (upper / "etc" / "fleet-made").lstat().st_uid == uid
     assert [str(p) for p in [upper, *upper.rglob("*")] if p.lstat().st_uid == 0] == []
-    # They are kept across a stop (postCreateCommand runs once: what it installed stays).
+    # They are kept across a stop (postCreateCommand runs once: what it installed stays): a
+    # machine of the test's own.
     await stack.stop_machine(mid)
     await stack.wait_for(mid, ("stopped",), timeout_s=120)
     await stack.start_machine(mid)

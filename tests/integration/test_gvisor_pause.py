@@ -2,39 +2,58 @@
 daemons: a process's memory goes on with the same PID, the statuses and events, the host's
 memory freed while paused, a terminal's shell and scrollback kept, a pause refused by name
 while a process of the machine holds a TCP connection, and a preview request that wakes a
-paused machine. The rules in memory: tests/fast/test_pause.py, tests/fast/test_wake.py."""
+paused machine. The rules in memory: tests/fast/test_pause.py, tests/fast/test_wake.py.
+
+One stack for the module (tests/gvisor_stack.py): each test pauses a machine of its own on it;
+the test of a refused pause, which needs a shorter wait than the platform's, takes a stack of
+its own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
-import msgspec
 import pytest
+import pytest_asyncio
 
 from contracts.events import Event, MachinePaused, MachineResumed
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from tests.conftest import ADMIN_TOKEN
-from tests.integration import test_gvisor as gv
+from tests.conftest import ADMIN_TOKEN, running_stack
+from tests.gvisor_stack import gvisor_settings, module_stack
 from tests.integration.test_files_cli import _fleet
 from tests.integration.test_gvisor import answers, ready_gvisor, sandbox_processes
 from tests.integration.test_ports import bearer, previews
 from tests.integration.test_sessions import SHELL, Term
 from tests.waiters import wait_until
 
-#: NATS at an address of the host other than its loopback (test_gvisor.py says why).
-nats_server = gv.nats_server
+__all__ = ["module_stack"]  # the fixture ``stack``, on this module's settings
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with gvisor_settings(tmp_path_factory.mktemp("gvisor-pause"), runtime="gvisor") as made:
+        yield made
 
 
 @pytest.fixture
-def stack_settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    """A test that expects a pause to be refused for want of the daemon letting its connection
-    go gives a shorter wait for that (``indirect``: its ``gvisor_park_wait_s``)."""
-    park = getattr(request, "param", settings.gvisor_park_wait_s)
-    return msgspec.structs.replace(settings, runtime="gvisor", gvisor_park_wait_s=park)
+def park_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Servers of the test's own, for a test that expects a pause to be refused for want of the
+    daemon letting its connection go: it gives a shorter wait for that (``indirect``: its
+    ``gvisor_park_wait_s``), a setting of the whole platform."""
+    with gvisor_settings(tmp_path, runtime="gvisor", gvisor_park_wait_s=request.param) as made:
+        yield made
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def park_stack(park_settings: Settings) -> AsyncIterator[FleetClient]:
+    async with running_stack(park_settings) as client:
+        yield client
 
 
 #: Holds 64 MiB, counts in memory, and writes "<pid> <count>" to its file each tick.
@@ -152,10 +171,11 @@ async def test_a_paused_gvisor_machine_resumes_with_its_processes_memory_and_pid
 @pytest.mark.timeout(900)
 # Its process's connection is to NATS's port, which the pause takes for the daemon's: refused
 # once the daemon has let its own go and the wait for the rest is over.
-@pytest.mark.parametrize("stack_settings", [2.0], indirect=True)
+@pytest.mark.parametrize("park_settings", [2.0], indirect=True)
 async def test_a_pause_is_refused_by_name_while_a_process_holds_a_tcp_connection(
-    stack: FleetClient, stack_settings: Settings
+    park_stack: FleetClient, park_settings: Settings
 ) -> None:
+    stack, stack_settings = park_stack, park_settings
     mid = await ready_gvisor(stack, "gv-pause-tcp")
     home = stack_settings.data_path.resolve() / "machines" / mid / "home"
     await stack.write_file(mid, "holder.py", HOLDER)

@@ -2,7 +2,10 @@
 runsc sandboxes with real daemons: a gvisor create takes a pooled gvisor sandbox, which ends up
 as a cold one would (its own uid, its token root's, gVisor's kernel), and a namespaces create on
 the same host still takes a bwrap one. The setting's rules: tests/fast/test_warm_pool.py; a
-claim's file moves: tests/unit/test_gvisor_pool_parts.py."""
+claim's file moves: tests/unit/test_gvisor_pool_parts.py.
+
+One stack for the module (tests/gvisor_stack.py), whose pool refills while a test runs: each
+test claims machines of its own from it (one is restarted and stopped, one paused)."""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import msgspec
 import pytest
+import pytest_asyncio
 
 from base.procinfo import env_roots
 from base.version import SOURCE_ROOT
@@ -26,21 +30,34 @@ from providers.gvisor_pool import GvisorPoolBackend
 from providers.local import POOL_SLOT_FILE, LocalProvider
 from providers.local_pool import UP_MARKER
 from providers.netns import NETNS_OF, has_pasta
+from tests.gvisor_stack import gvisor_settings, module_stack
 from tests.integration.test_gvisor import READY_S, answers, nats_server
-from tests.integration.test_gvisor_egress import Listener, listeners, reaches_only
+from tests.integration.test_gvisor_egress import Listener, greeting_listeners, reaches_only
 from tests.integration.test_pasta_nodelay import nats_side
 from tests.waiters import wait_until
 
-# The fixtures: NATS on an address gVisor's network stack reaches; two listeners there.
-__all__ = ["listeners", "nats_server"]
+# The fixtures: ``stack`` on this module's settings; NATS on an address gVisor's network stack
+# reaches, for the test without a stack.
+__all__ = ["module_stack", "nats_server"]
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest.fixture
-def stack_settings(settings: Settings) -> Settings:
+@pytest.fixture(scope="module")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """gvisor by default, with ``local=1``: one namespaces machine and one gvisor sandbox warm.
     A daemon on ptrace traps every syscall: its calls get a minute."""
-    return msgspec.structs.replace(settings, runtime="gvisor", warm_pool="local=1",
-                                   warm_pool_min_available_mb=0, rpc_timeout_s=60.0)  # fmt: skip
+    with gvisor_settings(tmp_path_factory.mktemp("gvisor-pool"), runtime="gvisor",
+                         warm_pool="local=1", warm_pool_min_available_mb=0,
+                         rpc_timeout_s=60.0) as made:  # fmt: skip
+        yield made
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def listeners() -> AsyncIterator[tuple[str, Listener, Listener]]:
+    """Two listeners on an address gVisor's network stack reaches (test_gvisor_egress.py), in
+    the module's event loop."""
+    async with greeting_listeners() as made:
+        yield made
 
 
 def waiting(settings: Settings, pool: str) -> dict[str, int]:

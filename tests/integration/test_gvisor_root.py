@@ -2,29 +2,43 @@
 runsc sandboxes with real daemons: ``sudo`` (daemon/sudo.py, no set-user-ID bit: this runsc
 ignores them) gives root of gVisor's kernel, writes under /etc stay in the sandbox's view, and
 nothing root does inside is root's on the host; on a namespaces machine ``sudo`` gives nothing.
-The parser's rules: tests/unit/test_sudo.py."""
+The parser's rules: tests/unit/test_sudo.py.
+
+One stack for the module (tests/gvisor_stack.py), and one gvisor machine for the tests that
+only act inside it, each under names of its own (`machine`); the test that pauses a machine
+makes its own."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
+import pytest_asyncio
 
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from tests.integration import test_gvisor as gv
+from tests.gvisor_stack import gvisor_settings, module_stack
 from tests.integration.test_gvisor import READY_S, answers, ready_gvisor
 from tests.waiters import wait_until
 
-#: NATS at an address of the host other than its loopback (test_gvisor.py says why).
-nats_server = gv.nats_server
+__all__ = ["module_stack"]  # the fixture ``stack``, on this module's settings
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest.fixture
-def stack_settings(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, runtime="gvisor", rpc_timeout_s=60.0)
+@pytest.fixture(scope="module")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with gvisor_settings(tmp_path_factory.mktemp("gvisor-root"), runtime="gvisor",
+                         rpc_timeout_s=60.0) as made:  # fmt: skip
+        yield made
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def machine(stack: FleetClient) -> str:
+    """A ready gvisor machine for the tests that only act inside it, each under names of its
+    own (a file under /etc, a directory in the home): none finds what another made."""
+    return await ready_gvisor(stack, "gv-sudo")
 
 
 async def sh(stack: FleetClient, mid: str, script: str) -> tuple[int, str, str]:
@@ -34,9 +48,9 @@ async def sh(stack: FleetClient, mid: str, script: str) -> tuple[int, str, str]:
 
 @pytest.mark.timeout(900)
 async def test_sudo_in_a_gvisor_machine_is_root_of_its_own_kernel(
-    stack: FleetClient, stack_settings: Settings
+    stack: FleetClient, stack_settings: Settings, machine: str
 ) -> None:
-    mid = await ready_gvisor(stack, "gv-sudo")
+    mid = machine
     assert await sh(stack, mid, "sudo id -u") == (0, "0\n", "")
     assert await sh(stack, mid, "sudo -u nobody id -u") == (0, "65534\n", "")
     assert await sh(stack, mid, "sudo -n -E true && sudo sh -c 'exit 7'; echo $?") == (
@@ -58,12 +72,12 @@ async def test_sudo_in_a_gvisor_machine_is_root_of_its_own_kernel(
 
 @pytest.mark.timeout(900)
 async def test_sudo_never_reaches_the_hosts_root(
-    stack: FleetClient, stack_settings: Settings, tmp_path: Path
+    stack: FleetClient, stack_settings: Settings, tmp_path: Path, machine: str
 ) -> None:
     secret = tmp_path / "host-secret"
     secret.write_text("the host's")
     secret.chmod(0o600)
-    mid = await ready_gvisor(stack, "gv-sudo-host")
+    mid = machine
     # A host file the machine has no mount of is not there for root inside either.
     code, out, _ = await sh(stack, mid, f"sudo cat {secret}")
     assert code != 0
@@ -106,6 +120,7 @@ async def test_sudo_gives_nothing_on_a_namespaces_machine(stack: FleetClient) ->
 async def test_sudo_works_after_a_pause_and_resume_and_roots_writes_are_kept(
     stack: FleetClient,
 ) -> None:
+    """Pauses its machine: one of its own."""
     mid = await ready_gvisor(stack, "gv-sudo-pause")
     assert await sh(stack, mid, "echo kept | sudo tee /etc/fleet-kept") == (0, "kept\n", "")
     await stack.pause_machine(mid)
