@@ -33,9 +33,17 @@ def attack_settings(tmp: Path, gateway: str) -> Iterator[Settings]:
     the test repository (``tmp/repo.git``, a FLEET_SANDBOX_SHARE path) made first: a pooled
     local machine started before a shared path exists is (rightly) not claimed."""
     make_bare_repo(tmp)
+    with servers_on(tmp, gateway, unix=False) as made:
+        yield made
+
+
+@contextmanager
+def servers_on(tmp: Path, host: str, *, unix: bool) -> Iterator[Settings]:
+    """Settings under ``tmp`` on a NATS of their own on ``host`` and a valkey of their own with
+    a password, on a unix socket (``unix``) or a TCP port."""
     with (
-        NatsServer(tmp / "nats", host=gateway) as nats,
-        ValkeyServer(tmp / "redis", password=secrets.token_urlsafe(16)) as redis,
+        NatsServer(tmp / "nats", host=host) as nats,
+        ValkeyServer(tmp / "redis", password=secrets.token_urlsafe(16), unix=unix) as redis,
         held_settings(tmp, nats, redis) as made,
     ):
         yield made

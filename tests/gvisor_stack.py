@@ -16,7 +16,6 @@ settings takes a stack of its own. Settings the whole module runs with are the m
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -30,8 +29,8 @@ import pytest_asyncio
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer, ValkeyServer
-from tests.conftest import held_settings, running_stack
+from tests.attack_stack import servers_on
+from tests.conftest import running_stack
 
 
 def host_address() -> str:
@@ -57,11 +56,7 @@ def gvisor_settings(tmp: Path, host: str | None = None, **changes: Any) -> Itera
     """Settings under ``tmp`` on a NATS and a valkey of their own, with ``changes``: NATS on
     ``host``, by default an address gVisor's network stack reaches (`host_address`; never the
     host's loopback, which the worker's shared server listens on), valkey on a unix socket."""
-    with (
-        NatsServer(tmp / "nats", host=host or host_address()) as nats,
-        ValkeyServer(tmp / "redis", password=secrets.token_urlsafe(16), unix=True) as redis,
-        held_settings(tmp, nats, redis) as made,
-    ):
+    with servers_on(tmp, host or host_address(), unix=True) as made:
         yield msgspec.structs.replace(made, **changes)
 
 
