@@ -102,17 +102,23 @@ async def py(stack: FleetClient, mid: str, code: str, timeout_s: float = 30) -> 
 
 #: What connecting to each (host, port) gives, from inside a machine: the page read, or the
 #: error's class name. Retried until READY_S for the machine's own server to come up.
+#: One attempt at each (host, port) of argv[1], all at once: a dropped one waits out its
+#: timeout, and the attempts need not wait them out one after another.
 CONNECT = """
-import json, socket, sys, time, urllib.request
-out = {}
-for host, port in json.loads(sys.argv[1]):
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+
+def attempt(target):
     try:
-        s = socket.create_connection((host, port), timeout=3)
-        s.close()
-        out[f"{host}:{port}"] = "connected"
+        socket.create_connection(tuple(target), timeout=3).close()
+        return "connected"
     except OSError as exc:
-        out[f"{host}:{port}"] = type(exc).__name__
-print(json.dumps(out))
+        return type(exc).__name__
+
+targets = json.loads(sys.argv[1])
+with ThreadPoolExecutor(len(targets)) as pool:
+    seen = list(pool.map(attempt, targets))
+print(json.dumps({f"{host}:{port}": got for (host, port), got in zip(targets, seen)}))
 """
 
 OWN_PAGE = f"""

@@ -78,7 +78,7 @@ async def test_what_outlasts_the_drain_is_cancelled_and_joined(nc: NATS) -> None
     gate = Gate()
     server = ReplyServer(nc, SUBJECT, gate.handle, drain_s=0.05)
     async with server:
-        waiting = asyncio.create_task(nc.request(SUBJECT, b"wait", timeout=5))
+        waiting = asyncio.create_task(nc.request(SUBJECT, b"wait", timeout=1))
         await asyncio.wait_for(gate.started.wait(), 10)
     assert gate.cancelled == 1
     assert gate.running == 0
