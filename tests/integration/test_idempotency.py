@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+import pytest
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy
 
 from base import procinfo
 from contracts.events import (
@@ -15,8 +20,10 @@ from contracts.events import (
     MachineProvisioned,
     MachineReady,
     SetupPushed,
+    subject_of,
 )
 from contracts.status import MachineStatus
+from contracts.subjects import STREAM_NAME
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store
@@ -24,8 +31,6 @@ from fleet.client import FleetClient
 from providers.local import running_pid, stop_local
 from tests.conftest import CloneLog
 from tests.waiters import wait_until
-
-DURABLES = ("provisioner", "setup_pusher", "prober", "prober-boot")
 
 
 async def events_of(stack: FleetClient, machine_id: str) -> list[Event]:
@@ -38,18 +43,59 @@ async def events_of(stack: FleetClient, machine_id: str) -> list[Event]:
     return out
 
 
-async def replay(bus: Bus, event: Event) -> None:
-    """Publish a stored event again under a new id (a duplicate the window would not catch)."""
-    await bus.publish(msgspec.structs.replace(event, event_id="replay-" + event.event_id))
+@dataclass
+class Acks:
+    """(consumer, message data) of every JetStream message this process settled (acked, or
+    ended for good): the stack's services run in it (tests/conftest.py ``running_stack``)."""
 
-    async def all_consumed() -> bool:
-        for durable in DURABLES:
-            info = await bus.js.consumer_info("FLEET_MACHINE_EVENTS", durable)
-            if info.num_pending or info.num_ack_pending:
-                return False
-        return True
+    seen: list[tuple[str, bytes]] = field(default_factory=list)
 
-    await wait_until(all_consumed, timeout=20)
+    def by(self, marker: str) -> set[str]:
+        """The consumers that settled a message holding ``marker``."""
+        return {consumer for consumer, data in self.seen if marker.encode() in data}
+
+
+@pytest.fixture
+def acks(monkeypatch: pytest.MonkeyPatch) -> Acks:
+    made = Acks()
+    for name in ("ack", "term"):
+        settle = getattr(Msg, name)
+
+        async def recorded(msg: Msg, settle: Callable[[Msg], Awaitable[None]] = settle) -> None:
+            await settle(msg)
+            made.seen.append((msg.metadata.consumer or "", msg.data))
+
+        monkeypatch.setattr(Msg, name, recorded)
+    return made
+
+
+def takes(filters: list[str], subject: str) -> bool:
+    """Whether a consumer with these filter subjects receives ``subject`` (NATS wildcards)."""
+    for pattern in filters:
+        want, got = pattern.split("."), subject.split(".")
+        tail = want[-1] == ">"
+        if tail:
+            want, got = want[:-1], got[: len(want) - 1]
+        if len(want) == len(got) and all(w in ("*", g) for w, g in zip(want, got, strict=True)):
+            return True
+    return False
+
+
+async def replay(bus: Bus, acks: Acks, event: Event) -> None:
+    """Publish a stored event again under a new id (a duplicate the window would not catch), and
+    wait until every consumer it reaches has handled and settled it: that one message, whatever
+    else a consumer holds (the boot watchdog keeps each machine's report for 5 s)."""
+    again = msgspec.structs.replace(event, event_id="replay-" + event.event_id)
+    subject = subject_of(event)
+    takers = set()
+    for info in await bus.js.consumers_info(STREAM_NAME):
+        filters = [info.config.filter_subject or "", *(info.config.filter_subjects or [])]
+        acked = info.config.ack_policy == AckPolicy.EXPLICIT  # not a watcher's
+        if acked and takes([f for f in filters if f], subject):
+            takers.add(info.name)
+    assert takers, f"no consumer takes {subject}"
+    await bus.publish(again)
+    await wait_until(lambda: acks.by(again.event_id) >= takers, timeout=20)
 
 
 def daemons_of(machine_id: str) -> list[int]:
@@ -77,13 +123,13 @@ async def ready_machine(stack: FleetClient, repo: Path | None = None) -> tuple[s
 
 
 async def test_replayed_created_does_not_start_a_second_daemon(
-    stack: FleetClient, settings: Settings, bus: Bus
+    stack: FleetClient, settings: Settings, bus: Bus, acks: Acks
 ) -> None:
     mid, events = await ready_machine(stack)
     pid = running_pid(settings.data_path / "machines" / mid, mid)
     created = next(e for e in events if isinstance(e, MachineCreated))
     daemons = daemons_of(mid)
-    await replay(bus, created)
+    await replay(bus, acks, created)
     assert len(daemons) == 1
     assert daemons_of(mid) == daemons
     assert running_pid(settings.data_path / "machines" / mid, mid) == pid
@@ -91,7 +137,7 @@ async def test_replayed_created_does_not_start_a_second_daemon(
 
 
 async def test_a_machine_whose_pid_was_never_recorded_is_adopted_not_started_twice(
-    stack: FleetClient, settings: Settings, bus: Bus
+    stack: FleetClient, settings: Settings, bus: Bus, acks: Acks
 ) -> None:
     # What a provisioner SIGKILLed between starting a machine and writing daemon.pid leaves
     # (seen in the chaos test under CPU load): the machine runs, nothing records it.
@@ -100,7 +146,7 @@ async def test_a_machine_whose_pid_was_never_recorded_is_adopted_not_started_twi
     pid = running_pid(machine_dir, mid)
     (machine_dir / "daemon.pid").unlink()
     daemons = daemons_of(mid)
-    await replay(bus, next(e for e in events if isinstance(e, MachineCreated)))
+    await replay(bus, acks, next(e for e in events if isinstance(e, MachineCreated)))
     assert daemons_of(mid) == daemons  # adopted: no second machine
     assert running_pid(machine_dir, mid) == pid
     (machine_dir / "daemon.pid").unlink()
@@ -109,7 +155,12 @@ async def test_a_machine_whose_pid_was_never_recorded_is_adopted_not_started_twi
 
 
 async def test_replayed_report_mid_setup_does_not_clone_twice(
-    stack: FleetClient, store: Store, bus: Bus, bare_repo: Path, clone_log: CloneLog
+    stack: FleetClient,
+    store: Store,
+    bus: Bus,
+    acks: Acks,
+    bare_repo: Path,
+    clone_log: CloneLog,
 ) -> None:
     mid, events = await ready_machine(stack, bare_repo)
     assert len(clone_log.homes()) == 1
@@ -118,19 +169,19 @@ async def test_replayed_report_mid_setup_does_not_clone_twice(
     await store.redis.hset(store.keys.k_machine(mid), "status", "setting-up")
     await store.redis.delete(store.keys.k_cloned(mid))
     report = next(e for e in events if isinstance(e, DaemonStatusReported))
-    await replay(bus, report)
+    await replay(bus, acks, report)
     assert len(clone_log.homes()) == 1
     machine = await stack.get_machine(mid)
     assert machine.status is MachineStatus.READY, machine.status_reason
 
 
 async def test_late_events_never_move_a_machine_backwards(
-    stack: FleetClient, bus: Bus, bare_repo: Path, clone_log: CloneLog
+    stack: FleetClient, bus: Bus, acks: Acks, bare_repo: Path, clone_log: CloneLog
 ) -> None:
     mid, events = await ready_machine(stack, bare_repo)
     before = await stack.get_machine(mid)
     for kind in (MachineCreated, MachineProvisioned, DaemonStatusReported, SetupPushed):
-        await replay(bus, next(e for e in events if isinstance(e, kind)))
+        await replay(bus, acks, next(e for e in events if isinstance(e, kind)))
     after = await stack.get_machine(mid)
     assert after.status is MachineStatus.READY
     assert after.updated_at == before.updated_at  # not even a repeated write
