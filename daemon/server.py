@@ -189,8 +189,11 @@ class Daemon:
     def request_stop(
         self, reason: str, mode: ExitMode = "stop", target: Path | None = None
     ) -> None:
-        """Ask the daemon to go; the first request wins."""
-        if self.stopped.is_set():
+        """Ask the daemon to go; the first request wins, but a stop beats a restart asked
+        before it (a selfUpdate's re-exec, a handover, a new identity): a SIGTERM that came
+        during that restart's drain would be lost to it, and the machine would run on until
+        its provider's grace ran out and it was SIGKILLed."""
+        if self.stopped.is_set() and not (mode == "stop" and self.exit_mode != "stop"):
             return
         self.stop_reason, self.exit_mode, self.exit_target = reason, mode, target
         log.info("daemon.stop_requested", reason=reason, mode=mode)

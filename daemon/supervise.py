@@ -191,6 +191,9 @@ class Supervisor:
         if successor is not None:
             _say("daemon_handed_over", old=pid, new=successor)
             self.current = successor
+            if self.stopping:  # the stop went to the daemon that handed over: it is this one's
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(successor, signal.SIGTERM)
             return True
         if self.stopping or (code == 0 and not self.restart_requested):
             _say("daemon_stopped", pid=pid, code=code)

@@ -17,9 +17,11 @@ from base import procinfo
 from base.lockfile import DaemonLock, holder_pid, read_lock
 from contracts import subjects
 from contracts.daemon_rpc import (
+    EXEC_COMMAND,
     PROCESS_LIST,
     PROCESS_START,
     SELF_UPDATE,
+    ExecCommandParams,
     ProcessInfo,
     ProcessList,
     ProcessStartParams,
@@ -303,3 +305,28 @@ async def test_self_update_runs_only_the_code_the_platform_recorded(
     assert holder_pid(d.home) == d.proc.pid
     listed: ProcessList = await client.call(d.machine_id, PROCESS_LIST, NoParams())
     assert [(p.pid, p.state) for p in listed.processes] == [(info.pid, "running")]
+
+
+async def test_a_stop_during_a_self_updates_drain_is_a_stop_not_a_restart(
+    bus: Bus, spawn_daemon: SpawnDaemon, tmp_path: Path
+) -> None:
+    """A selfUpdate answered, the daemon drains what was asked before it (here an exec that
+    takes 3 s), then re-executes into the new code. A SIGTERM in that drain (a machine stopped
+    right after a refreshCode) ends the daemon: it is not lost to the re-exec, which would run
+    on until the provider's grace ran out and SIGKILLed the machine."""
+    repo, sha = code_repo(tmp_path)
+    store = tmp_path / "store"
+    d, _ = await boot(bus, spawn_daemon, FLEET_CODE_STORE=str(store))
+    install_code(repo, sha, store)
+    client = DaemonClient(bus.nc, keys=KEY)
+    slow = ExecCommandParams(command=["sh", "-c", "touch started; sleep 3"], timeout_s=30)
+    held = asyncio.create_task(client.call(d.machine_id, EXEC_COMMAND, slow))
+    await wait_until(lambda: (d.home / "started").exists(), timeout=15)
+    update = SelfUpdateParams(target_ref=sha)
+    assert (await client.call(d.machine_id, SELF_UPDATE, update)).restarting
+    os.kill(d.proc.pid, signal.SIGTERM)
+    assert await asyncio.to_thread(d.proc.wait, 30) == 0  # ended, not re-executed in place
+    state = load_state(d.home)
+    assert state is not None
+    assert (state.state, state.state_reason) == ("stopped", "SIGTERM"), state
+    assert (await held).exit_code == 0  # asked before the stop: answered
