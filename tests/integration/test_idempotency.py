@@ -81,10 +81,17 @@ def takes(filters: list[str], subject: str) -> bool:
     return False
 
 
+#: The pipeline's stages: what a replay sets off downstream (a stage publishes its next event
+#: before it settles the one it handled) is done once these hold nothing. Not the boot
+#: watchdog (``prober-boot``), which keeps each machine's ``provisioned`` event for 5 s: a
+#: replay of that event is waited for as the replay's own.
+STAGES = ("provisioner", "setup_pusher", "prober")
+
+
 async def replay(bus: Bus, acks: Acks, event: Event) -> None:
     """Publish a stored event again under a new id (a duplicate the window would not catch), and
-    wait until every consumer it reaches has handled and settled it: that one message, whatever
-    else a consumer holds (the boot watchdog keeps each machine's report for 5 s)."""
+    wait until every consumer it reaches has handled and settled that one message, then until
+    the stages hold nothing (whatever the replay set off has run its course)."""
     again = msgspec.structs.replace(event, event_id="replay-" + event.event_id)
     subject = subject_of(event)
     takers = set()
@@ -96,6 +103,15 @@ async def replay(bus: Bus, acks: Acks, event: Event) -> None:
     assert takers, f"no consumer takes {subject}"
     await bus.publish(again)
     await wait_until(lambda: acks.by(again.event_id) >= takers, timeout=20)
+
+    async def stages_idle() -> bool:
+        for durable in STAGES:
+            info = await bus.js.consumer_info(STREAM_NAME, durable)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+
+    await wait_until(stages_idle, timeout=20)
 
 
 def daemons_of(machine_id: str) -> list[int]:
