@@ -342,7 +342,7 @@ class FakeNats:
             await self._answer_connz(msg)
             return
         for sub in list(self.subscriptions):
-            if _matches(sub.subject, subject):
+            if subject_matches(sub.subject, subject):
                 await sub.cb(msg)
 
     async def request(self, subject: str, payload: bytes = b"", timeout: float = 1.0,
@@ -373,7 +373,8 @@ class FakeNats:
         await self.publish(query.reply, b"", headers={"Status": "503"})
 
 
-def _matches(pattern: str, subject: str) -> bool:
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether NATS delivers ``subject`` to a subscription or filter ``pattern`` (``*``, ``>``)."""
     p, s = pattern.split("."), subject.split(".")
     for i, token in enumerate(p):
         if token == ">":

@@ -30,6 +30,7 @@ from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.local import running_pid, stop_local
 from tests.conftest import CloneLog
+from tests.fakes.bus import subject_matches
 from tests.waiters import wait_until
 
 
@@ -69,18 +70,6 @@ def acks(monkeypatch: pytest.MonkeyPatch) -> Acks:
     return made
 
 
-def takes(filters: list[str], subject: str) -> bool:
-    """Whether a consumer with these filter subjects receives ``subject`` (NATS wildcards)."""
-    for pattern in filters:
-        want, got = pattern.split("."), subject.split(".")
-        tail = want[-1] == ">"
-        if tail:
-            want, got = want[:-1], got[: len(want) - 1]
-        if len(want) == len(got) and all(w in ("*", g) for w, g in zip(want, got, strict=True)):
-            return True
-    return False
-
-
 #: The pipeline's stages: what a replay sets off downstream (a stage publishes its next event
 #: before it settles the one it handled) is done once these hold nothing. Not the boot
 #: watchdog (``prober-boot``), which keeps each machine's ``provisioned`` event for 5 s: a
@@ -98,7 +87,7 @@ async def replay(bus: Bus, acks: Acks, event: Event) -> None:
     for info in await bus.js.consumers_info(STREAM_NAME):
         filters = [info.config.filter_subject or "", *(info.config.filter_subjects or [])]
         acked = info.config.ack_policy == AckPolicy.EXPLICIT  # not a watcher's
-        if acked and takes([f for f in filters if f], subject):
+        if acked and any(subject_matches(f, subject) for f in filters if f):
             takers.add(info.name)
     assert takers, f"no consumer takes {subject}"
     await bus.publish(again)
