@@ -282,19 +282,27 @@ class Daemon:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await nc.close()
             return
-        await self._say_stopping(nc, timeout_s=5.0)
+        if not await self._say_stopping(nc, timeout_s=5.0):
+            # Unanswered: a drain would wait on the same server again, for NATS's drain and
+            # flush timeouts (up to 40 s), past the provider's grace and its SIGKILL.
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await nc.close()
+            return
         try:
             await nc.drain()
         except (nats.errors.Error, TimeoutError) as exc:
             log.warning("daemon.shutdown_unclean", error=str(exc))
             await nc.close()
 
-    async def _say_stopping(self, nc: NATS, *, timeout_s: float) -> None:
-        """The ``stopping`` report, one try: a stop does not wait for NATS to come back."""
+    async def _say_stopping(self, nc: NATS, *, timeout_s: float) -> bool:
+        """The ``stopping`` report, one try: a stop does not wait for NATS to come back.
+        Whether the stream took it."""
         try:
             await self._publish_status(nc, "stopping", attempts=1, timeout_s=timeout_s)
         except (nats.errors.Error, TimeoutError, OSError, *_UNSTORED) as exc:
             log.warning("daemon.stopping_unreported", error=repr(exc))
+            return False
+        return True
 
     async def _connect(self) -> NATS:
         """Connect, retrying forever with jittered backoff: a machine outlives NATS outages."""

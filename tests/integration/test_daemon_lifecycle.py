@@ -35,7 +35,9 @@ from controlplane.daemon_client import DaemonClient
 from daemon.__main__ import main as daemon_main
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state, state_path
+from fleet.embedded import NatsServer
 from providers.code import install_code
+from providers.local import STOP_GRACE_S
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.integration.test_refresh import code_repo
@@ -330,3 +332,33 @@ async def test_a_stop_during_a_self_updates_drain_is_a_stop_not_a_restart(
     assert state is not None
     assert (state.state, state.state_reason) == ("stopped", "SIGTERM"), state
     assert (await held).exit_code == 0  # asked before the stop: answered
+
+
+class TestAFrozenBus:
+    """The daemon's stop when its NATS server holds the connection open but answers nothing
+    (a server stalled, a partition the TCP connection has not noticed yet)."""
+
+    @pytest.fixture
+    def nats_server(self, own_nats_server: NatsServer) -> NatsServer:
+        """Of the test's own: the test freezes it (SIGSTOP) under the daemon."""
+        return own_nats_server
+
+    async def test_a_stop_ends_the_daemon_within_the_providers_grace(
+        self, bus: Bus, spawn_daemon: SpawnDaemon, nats_server: NatsServer
+    ) -> None:
+        """The ``stopping`` report goes unanswered, and the daemon does not then wait out
+        NATS's own drain and flush timeouts (30 s and 10 s): it ends, as stopped, before the
+        provider's grace (`STOP_GRACE_S`) runs out and SIGKILLs the machine's processes."""
+        d, _ = await boot(bus, spawn_daemon)
+        assert nats_server.proc is not None
+        frozen = nats_server.proc.pid
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            d.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(d.proc.wait, STOP_GRACE_S)
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        assert code == 0
+        state = load_state(d.home)
+        assert state is not None
+        assert (state.state, state.state_reason) == ("stopped", "SIGTERM"), state
