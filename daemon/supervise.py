@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -38,7 +37,6 @@ from daemon import nodump
 from daemon.pool import pool_channel, relay_claim
 from daemon.state import MACHINE_BOOT_VAR, CorruptState, DaemonState, read_state
 
-_PR_SET_CHILD_SUBREAPER = 36
 _MAX_BACKOFF_S = 2.0
 _HEALTHY_AFTER_S = 30.0  # a daemon up this long has its restart backoff reset
 _POLL_S = 0.2  # how often a watched daemon that is not our child is looked at
@@ -52,12 +50,6 @@ _NAMESPACE_FIRST_PIDS = 2
 def _say(event: str, **kw: object) -> None:
     fields = " ".join(f"{k}={v}" for k, v in kw.items())
     print(f"supervisor: {event} {fields}".rstrip(), file=sys.stderr, flush=True)
-
-
-def _become_subreaper() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _home() -> Path:
@@ -283,7 +275,7 @@ def main() -> None:
         _say("token_spent", reason=repr(str(exc)))
         raise SystemExit(TOKEN_SPENT_EXIT) from None
     argv = sys.argv[1:] or nodump.python_argv("-I", "-m", "daemon")
-    _become_subreaper()
+    procinfo.become_subreaper()
     start_sudo_broker()
     sup = Supervisor(argv)
     for sig in _HANDLED:

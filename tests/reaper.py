@@ -12,24 +12,15 @@ only ever receives orphans, never another process's children.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import sys
 
-_PR_SET_CHILD_SUBREAPER = 36
+from base.procinfo import become_subreaper
+
 #: Sent on to the command. SIGINT is not: a terminal's Ctrl-C reaches the command's process
 #: group, the command included, and pytest takes a second SIGINT as "stop at once".
 _FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def become_subreaper() -> bool:
-    """Whether this process is now its descendants' subreaper (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        return bool(
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-        )
-    return False
 
 
 def exit_code(status: int) -> int:
