@@ -26,8 +26,6 @@ from contracts.errors import (
     error_from_wire,
 )
 from contracts.rpc_params import (
-    Decoded,
-    OnePass,
     by_name,
     invalid_params as invalid_params,  # the gateway imports it here
 )
@@ -78,7 +76,9 @@ class MethodSpec(Generic[P, R]):
 AnySpec = MethodSpec[Any, Any]
 
 
-class _Envelope(msgspec.Struct):
+class Request(msgspec.Struct):
+    """A single request's envelope; its params stay raw until its method's type is known."""
+
     jsonrpc: str
     method: str
     params: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
@@ -197,7 +197,6 @@ class Dispatcher(Generic[Ctx]):
         if stale:  # same name, another spec: its params would be decoded with the wrong type
             raise ValueError(f"handlers registered against another spec: {sorted(stale)}")
         self._routes = routes
-        self._one_pass = OnePass.of(tuple((name, r.spec.params) for name, r in routes.items()))
 
     @property
     def methods(self) -> list[str]:
@@ -215,12 +214,16 @@ class Dispatcher(Generic[Ctx]):
             return await self._handle_batch(stripped, ctx, errors)
         return await self._handle_one(stripped, ctx, errors=errors)
 
-    def prepare(self, body: bytes) -> Decoded | None:
-        """A plainly valid single request, decoded in one pass, to ``run`` (the daemon looks
-        at its method first); None for anything else, which ``handle`` answers."""
-        return self._one_pass.decode(body)
+    def prepare(self, body: bytes) -> Request | None:
+        """A plainly valid single request's envelope, its params not yet decoded, to ``run``
+        (the daemon looks at its method first); None for anything else, which ``handle``
+        answers."""
+        try:
+            return msgspec.json.decode(body, type=Request)
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+            return None
 
-    async def run(self, call: Decoded, ctx: Ctx) -> bytes | None:
+    async def run(self, call: Request, ctx: Ctx) -> bytes | None:
         """``handle`` for a request ``prepare`` decoded."""
         answer = await self._answer(call, ctx)
         if answer is not None and len(answer) > self._limits.max_response_bytes:
@@ -276,7 +279,7 @@ class Dispatcher(Generic[Ctx]):
     def _over_budget(self, body: bytes) -> bytes | None:
         """The answer to a request not run because the batch's answer is already full."""
         try:
-            env = msgspec.json.decode(body, type=_Envelope)
+            env = msgspec.json.decode(body, type=Request)
         except (msgspec.DecodeError, RecursionError):
             return None  # its own parse error would not fit either
         if env.id is msgspec.UNSET:
@@ -297,10 +300,8 @@ class Dispatcher(Generic[Ctx]):
         budget: int | None = None,
         errors: list[FleetError] | None = None,
     ) -> bytes | None:
-        env: _Envelope | Decoded | None = self._one_pass.decode(body)  # the usual case
         try:
-            if env is None:
-                env = msgspec.json.decode(body, type=_Envelope)
+            env = msgspec.json.decode(body, type=Request)
         except msgspec.ValidationError as exc:
             return _refuse(None, InvalidRequest(f"invalid request: {exc}"), errors)
         except msgspec.DecodeError as exc:
@@ -314,7 +315,7 @@ class Dispatcher(Generic[Ctx]):
         return answer
 
     async def _answer(
-        self, env: _Envelope | Decoded, ctx: Ctx, errors: list[FleetError] | None = None
+        self, env: Request, ctx: Ctx, errors: list[FleetError] | None = None
     ) -> bytes | None:
         req_id = _id_of(env)
         try:
@@ -336,14 +337,12 @@ class Dispatcher(Generic[Ctx]):
             return None
         return _refuse(req_id, error, errors)
 
-    async def _call(self, env: _Envelope | Decoded, ctx: Ctx) -> Any:
+    async def _call(self, env: Request, ctx: Ctx) -> Any:
         if env.jsonrpc != "2.0":
             raise InvalidRequest('invalid request: "jsonrpc" must be "2.0"')
         route = self._routes.get(env.method)
         if route is None:
             raise MethodNotFound(f"method not found: {env.method}")
-        if isinstance(env, Decoded):  # its params are already of the method's type
-            return await route.handler(env.params, ctx)
         try:
             params = route.decoder.decode(by_name(env.params))
         except msgspec.ValidationError as exc:
@@ -360,7 +359,7 @@ class Dispatcher(Generic[Ctx]):
         return Dispatcher([r.spec for r in kept], router)
 
 
-def _id_of(env: _Envelope | Decoded) -> RequestId:
+def _id_of(env: Request) -> RequestId:
     return None if env.id is msgspec.UNSET else env.id
 
 
@@ -368,7 +367,7 @@ def request_method(body: bytes) -> str | None:
     """The method of a single request (None for a batch or anything not a request, nested
     too deeply included)."""
     try:
-        return msgspec.json.decode(body, type=_Envelope).method
+        return msgspec.json.decode(body, type=Request).method
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
 

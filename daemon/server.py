@@ -374,7 +374,7 @@ class Daemon:
             log.warning("daemon.request_refused", code=exc.code, reason=exc.message)
             await self._reply(msg, encode_error(exc))
             return None
-        # Decoded once, params and all (None: a batch or anything odd, for handle()).
+        # The envelope, its params not yet decoded (None: a batch or anything odd: handle()).
         call = self._dispatcher.prepare(msg.data) if len(msg.data) <= _AT_ONCE_MAX_BYTES else None
         if call is None:
             return self._serve(msg)
