@@ -1,5 +1,5 @@
-"""The one way fleetd connects to NATS, and the one way it stores a message with retries: one at
-a time (``publish_stored``), or a batch pipelined (``StoredBatches``, the audit log's).
+"""The one way fleetd connects to NATS, and the one way it stores a message with retries
+(``publish_stored``).
 
 Both the platform's services and the daemon on a machine use these, so a connection
 reconnects the same way everywhere and a stored publish retries the same way everywhere.
@@ -8,20 +8,16 @@ reconnects the same way everywhere and a stored publish retries the same way eve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Self
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import nats
 import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from base.backoff import backoff_s
 
@@ -40,7 +36,7 @@ class StreamUnavailable(Exception):
 
 #: What a stored publish tries again: no answer, nobody listening yet (an election), and the
 #: connection itself between two nodes (reconnecting, stale, its buffer full meanwhile).
-_TRANSIENT = (
+TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
     nats.errors.ConnectionReconnectingError,
@@ -136,7 +132,7 @@ async def publish_stored(
             if not _not_yet(ack.error):
                 raise PublishRejected(f"{subject}: {ack.error.get('description', ack.error)}")
             failure: Exception = StreamUnavailable("JetStream temporarily unavailable")
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             failure = exc
         except msgspec.DecodeError as exc:
             raise PublishRejected(f"{subject}: the stream's ack is not JSON: {exc}") from None
@@ -168,79 +164,3 @@ def _retry_in_s(tried: int) -> float:
 def _left(give_up_at: float, cap_s: float) -> float:
     """A try's timeout within a budget: what is left of it, at most ``cap_s``."""
     return max(0.1, min(cap_s, give_up_at - time.monotonic()))
-
-
-@dataclass(frozen=True)
-class Message:
-    id: str
-    subject: str
-    data: bytes
-
-
-class StoredBatches:
-    """The batch mode (an async context manager): ``store`` publishes each message of a batch
-    with its own reply subject under one inbox subscribed to once, and the stream's acks come
-    back there; what is not acknowledged within ``timeout_s`` (no answer, JetStream not yet
-    able to) is published again with the same ``Nats-Msg-Id``, up to ``attempts`` tries.
-
-    A request per message costs several times the CPU (a future, a timer and a reply mux per
-    call): measured 236 µs against 32 µs per message on the reference host."""
-
-    def __init__(self, nc: NATS, *, attempts: int = 6, timeout_s: float = 5.0) -> None:
-        self._nc = nc
-        self._attempts, self._timeout_s = attempts, timeout_s
-        self._prefix = nc.new_inbox()
-        self._sub: Subscription | None = None
-        self._waiting: set[str] = set()
-        self._refused: dict[str, str] = {}
-        self._all_acked = asyncio.Event()
-
-    async def __aenter__(self) -> Self:
-        self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
-
-    async def _on_ack(self, msg: Msg) -> None:
-        msg_id = msg.subject.rsplit(".", 1)[-1]
-        if msg_id not in self._waiting or not msg.data:
-            return  # a late ack of a settled try, or a status (no responders): tried again
-        try:
-            ack = msgspec.json.decode(msg.data, type=_PubAck)
-        except msgspec.DecodeError:
-            return
-        if ack.error is not None and _not_yet(ack.error):
-            return
-        if ack.error is not None:
-            self._refused[msg_id] = str(ack.error.get("description", ack.error))
-        self._waiting.discard(msg_id)
-        if not self._waiting:
-            self._all_acked.set()
-
-    async def store(self, batch: list[Message]) -> Mapping[str, str]:
-        """Store every message of ``batch``; the ones that were not stored, and why."""
-        pending = {m.id: m for m in batch}
-        failed: dict[str, str] = {}
-        for attempt in range(1, self._attempts + 1):
-            self._waiting, self._refused = set(pending), {}
-            self._all_acked.clear()
-            for m in pending.values():
-                await self._nc.publish(m.subject, m.data, reply=f"{self._prefix}.{m.id}",
-                                       headers={"Nats-Msg-Id": m.id})  # fmt: skip
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._timeout_s):
-                    await self._all_acked.wait()
-            for msg_id in set(pending) - self._waiting:
-                del pending[msg_id]
-            failed |= self._refused
-            if not pending or attempt == self._attempts:
-                break
-            log.warning("nats.batch_retry", unacknowledged=len(pending), attempt=attempt)
-            await asyncio.sleep(_retry_in_s(attempt))
-        failed |= {msg_id: "no acknowledgement from the stream" for msg_id in pending}
-        self._waiting = set()
-        return failed

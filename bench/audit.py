@@ -1,21 +1,38 @@
 """Benchmark 21: what the audit log costs. Two `fleet up` stacks, each on servers of its own,
 one with ``FLEET_AUDIT_ENABLED=false`` (the baseline) and one recording (the default), driven
 alternately so that both see the same load: create-to-ready (benchmark 2's measure) and the
-p50 of a state-changing gateway call (``instances.create``, one at a time; each recorded)."""
+p50 of a state-changing gateway call (``instances.create``, one at a time; each recorded), and
+the rate of such calls with 64 in flight (each recorded: the audit writer's cost under load)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import Figure, Report, percentile, temp_dir
+from bench.common import Figure, Report, median, percentile, temp_dir
 from bench.create_ready import _one
 from bench.stack import EventWatch, FleetUp, Gateway, servers
 from contracts.gateway_rpc import INSTANCES_CREATE, CreateInstanceParams
 
 MODES = ("off", "on")
+#: Calls in flight for the throughput figure.
+IN_FLIGHT = 64
+
+
+async def _rate(gw: Gateway, calls: int, tag: str) -> float:
+    """``instances.create`` calls per second with IN_FLIGHT of them under way at a time."""
+    names = iter(range(calls))
+
+    async def caller() -> None:
+        for i in names:
+            await gw.call(INSTANCES_CREATE, CreateInstanceParams(name=f"{tag}{i}"))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
+    return calls / (time.perf_counter() - t0)
 
 
 @contextlib.contextmanager
@@ -32,6 +49,7 @@ async def run(report: Report, quick: bool) -> None:
     print(f"[21] audit log: {machines} machines and {calls} calls per stack, off and on")
     ready: dict[str, list[float]] = {m: [] for m in MODES}
     latency: dict[str, list[float]] = {m: [] for m in MODES}
+    rates: dict[str, list[float]] = {m: [] for m in MODES}
     with temp_dir() as root, _stack(root / "off", False) as off, _stack(root / "on", True) as on:
         ups = {"off": off, "on": on}
         gws = {m: Gateway(ups[m][0].url) for m in MODES}
@@ -49,6 +67,9 @@ async def run(report: Report, quick: bool) -> None:
                     t0 = time.perf_counter()
                     await gws[m].call(INSTANCES_CREATE, CreateInstanceParams(name=f"c{i}"))
                     latency[m].append(time.perf_counter() - t0)
+            for i in range(3):
+                for m in MODES if i % 2 == 0 else MODES[::-1]:
+                    rates[m].append(await _rate(gws[m], 4 * calls, f"r{i}-"))
         finally:
             for m in MODES:
                 await watches[m].close()
@@ -62,3 +83,6 @@ async def run(report: Report, quick: bool) -> None:
     c99_on, c99_off = percentile(latency["on"], 99), percentile(latency["off"], 99)
     report.add(Figure("21", "gateway call p99 (instances.create), auditing on", c99_on, "s",
                       c99_off, "auditing off"))  # fmt: skip
+    t_on, t_off = median(rates["on"]), median(rates["off"])
+    report.add(Figure("21", f"gateway calls/s (instances.create), {IN_FLIGHT} in flight, "
+                      "auditing on", t_on, "calls/s", t_off, "auditing off"))  # fmt: skip

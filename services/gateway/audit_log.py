@@ -1,9 +1,10 @@
 """The gateway's audit log: entries recorded off the call path, stored on the audit stream.
 
 ``record`` never waits: it puts the entry in a bounded buffer, and one owned task stores what
-the buffer holds (a batch at a time, pipelined) on ``contracts.audit.AUDIT_STREAM``, resolving
-a machine's instance on the way. A full buffer, or an entry the stream refused after its
-retries, is counted and logged, never lost silently; leaving the context drains the buffer.
+the buffer holds (a batch at a time, its entries stored concurrently) on
+``contracts.audit.AUDIT_STREAM``, resolving a machine's instance on the way. A full buffer, or
+an entry the stream refused after its retries, is counted and logged, never lost silently;
+leaving the context drains the buffer.
 
 An entry is bounded in size (``contracts.audit.bounded``, ``MAX_ENTRY_BYTES``), and refusals
 are bounded in number (``audit_refusals``): each caller's past its budget a minute, and any
@@ -128,7 +129,6 @@ class AuditLog:
         self._queue: asyncio.Queue[a.AuditEntry] = asyncio.Queue(max(1, settings.audit_buffer))
         self._nc: NATS | None = None
         self._task: asyncio.Task[None] | None = None
-        self._batches: natsconn.StoredBatches | None = None
         self._resources = contextlib.AsyncExitStack()
         self._instances: OrderedDict[str, str | None] = OrderedDict()
         #: Entries lost: the buffer was full, or the stream refused them after retries.
@@ -155,7 +155,6 @@ class AuditLog:
                                         password=password)  # fmt: skip
             stack.push_async_callback(_close, nc)
             await put_stream(nc.jetstream(), audit_stream_config(s))  # the settings win
-            self._batches = await stack.enter_async_context(natsconn.StoredBatches(nc))
             await stack.enter_async_context(self._suppressed)
             self._nc, self._resources = nc, stack.pop_all()
         self._task = asyncio.create_task(self._write(), name="audit-writer")
@@ -302,15 +301,25 @@ class AuditLog:
         for entry in batch:
             if entry.machine_id is not None and entry.instance_id is None:
                 entry.instance_id = await self._instance_of(entry.machine_id)
-        messages = [natsconn.Message(e.id, a.audit_subject(e.instance_id, e.machine_id),
-                                     a.encode_entry(e)) for e in batch]  # fmt: skip
-        assert self._batches is not None
-        failed = await self._batches.store(messages)
+        outcomes = await asyncio.gather(*(self._store_one(e) for e in batch))
+        failed = {e.id: why for e, why in zip(batch, outcomes, strict=True) if why is not None}
         self.stored += len(batch) - len(failed)
         self._counted.labels("stored").inc(len(batch) - len(failed))
         if failed:
             reasons = sorted(set(failed.values()))
             self._drop(len(failed), f"the stream did not store them: {'; '.join(reasons)}")
+
+    async def _store_one(self, entry: a.AuditEntry) -> str | None:
+        """Stored (None), or why not."""
+        subject = a.audit_subject(entry.instance_id, entry.machine_id)
+        try:
+            await natsconn.publish_stored(self.nc, subject, a.encode_entry(entry),
+                                          msg_id=entry.id, attempts=6)  # fmt: skip
+        except natsconn.PublishRejected as exc:
+            return str(exc)
+        except (*natsconn.TRANSIENT, natsconn.StreamUnavailable):
+            return "no acknowledgement from the stream"
+        return None
 
     async def _instance_of(self, machine_id: str) -> str | None:
         """The machine's instance (a machine never changes instance: cached)."""

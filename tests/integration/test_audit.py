@@ -4,6 +4,7 @@ and through ``fleet audit``, secrets absent from the raw stream, admins and audi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 import msgspec
 import nats
 import pytest
+from structlog.testing import capture_logs
 
 from contracts import audit as a
 from contracts.errors import Forbidden, NotFound, PortUnreachable
@@ -20,7 +22,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
-from services.gateway.audit_log import AuditLog
+from services.gateway.audit_log import AuditLog, audit_stream_config
 from tests.conftest import ADMIN_TOKEN, new_ready_machine as ready_machine
 from tests.integration.test_metrics import scrape, value
 from tests.waiters import wait_until
@@ -196,3 +198,25 @@ async def test_leaving_stores_what_was_recorded(settings: Settings, store: Store
     async with AuditLog(settings, store) as reader:
         got = await reader.entries(a.AuditListParams(machine_id=NO_MACHINE, limit=1000))
     assert [e.params["name"] for e in got.entries] == [f"V{i}" for i in reversed(range(300))]
+
+
+async def test_an_entry_the_stream_refuses_is_dropped_with_its_reason_the_rest_stored(
+    settings: Settings, store: Store
+) -> None:
+    """Each entry of a batch is stored on its own: one the stream refuses (here, larger than
+    the stream takes) is counted dropped, logged with the stream's reason, and the entries
+    around it are stored."""
+    with capture_logs() as logs:
+        async with AuditLog(settings, store) as log:
+            small = dataclasses.replace(audit_stream_config(settings), max_msg_size=1024)
+            await log.nc.jetstream().update_stream(small)
+            large = {"name": "large"} | {f"k{i}": "x" * 200 for i in range(8)}  # > 1 KiB
+            for params in ({"name": "before"}, large, {"name": "after"}):
+                log.record("env.set", actor="admin", machine_id=NO_MACHINE, params=params)
+    assert (log.stored, log.dropped) == (2, 1)
+    dropped = [e for e in logs if e["event"] == "audit.dropped"]
+    assert len(dropped) == 1
+    assert "size" in dropped[0]["reason"]  # the stream's own words
+    async with AuditLog(settings, store) as reader:
+        got = await reader.entries(a.AuditListParams(machine_id=NO_MACHINE, limit=10))
+    assert [e.params["name"] for e in got.entries] == ["after", "before"]

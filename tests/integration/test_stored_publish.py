@@ -1,6 +1,5 @@
-"""base.natsconn's stored publisher against a real JetStream: one message at a time
-(``publish_stored``) and the batch mode (``StoredBatches``) store alike, drop a retried copy
-by its Nats-Msg-Id, say what the stream refused, and retry what got no answer."""
+"""base.natsconn's stored publisher (``publish_stored``) against a real JetStream: it drops a
+retried copy by its Nats-Msg-Id, says what the stream refused, and retries what got no answer."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
 from base import natsconn
-from base.natsconn import Message, StoredBatches
 from fleet.embedded import NatsServer
 
 STREAM = StreamConfig(name="T", subjects=["t.>"], max_msg_size=1024)
@@ -38,20 +36,3 @@ async def test_one_at_a_time_stores_once_and_names_a_refusal(nc: NATS) -> None:
         await natsconn.publish_stored(nc, "t.a", b"x" * 2048, msg_id="m-2")
     with pytest.raises(nats.errors.NoRespondersError):  # no stream: retried, then raised
         await natsconn.publish_stored(nc, "u.a", b"1", msg_id="m-3", attempts=2, timeout_s=1)
-
-
-async def test_a_batch_is_stored_once_and_what_failed_is_said(nc: NATS) -> None:
-    async with StoredBatches(nc, attempts=2, timeout_s=1.0) as batches:
-        ok = [Message(f"b-{i}", "t.b", b"%d" % i) for i in range(5)]
-        assert await batches.store(ok) == {}
-        assert await batches.store(ok[:2]) == {}  # a retried copy: dropped by its id
-        assert await stored(nc) == 5
-        failed = await batches.store([
-            Message("big", "t.b", b"x" * 2048),  # refused by the stream
-            Message("lost", "u.b", b"1"),  # no stream: no acknowledgement, tried again
-            Message("fine", "t.b", b"1"),
-        ])  # fmt: skip
-    assert set(failed) == {"big", "lost"}
-    assert "no acknowledgement" in failed["lost"]
-    assert "size" in failed["big"]  # the stream's own reason
-    assert await stored(nc) == 6
