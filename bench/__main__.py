@@ -43,6 +43,7 @@ from bench import (
     ports,
     providers,
     recovery,
+    redis_calls,
     rpc,
     scale,
     stop_start,
@@ -54,9 +55,7 @@ from bench.common import REPO, Report, fmt, machine_description, verdict
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-#: 13 measured the auto-pipelined Redis client, which is gone; the others keep their numbers,
-#: which the docs and docs/benchmarks.json's history use.
-BENCHES = tuple(str(n) for n in range(1, 29) if n != 13)
+BENCHES = tuple(str(n) for n in range(1, 29))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together; 27 also needs runsc, which not every host has.
@@ -147,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(scale.run(report, args.quick, args.machines))
     if "12" in only:
         asyncio.run(warm_pool.run(report, args.quick))
+    if "13" in only:
+        asyncio.run(redis_calls.run(report, args.quick))
     if "14" in only:
         asyncio.run(bytestreams.run(report, args.quick))
     if "15" in only:

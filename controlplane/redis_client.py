@@ -18,6 +18,8 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
 
+from controlplane.redis_autopipe import AutoPipelineRedis
+
 #: Redis connections per process; more concurrent commands queue for one.
 MAX_CONNECTIONS = 64
 #: A failover takes the sentinels' down-after time plus an election: a few seconds. Commands
@@ -63,7 +65,7 @@ def redis_client(
             url, max_connections=max_connections, timeout=POOL_WAIT_S, retry_on_timeout=True,
             **common,
         )  # fmt: skip
-        return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+        return AutoPipelineRedis.from_pool(pool)  # owns the pool: aclose() closes it
     parts = urllib.parse.urlsplit(url)
     password = urllib.parse.unquote(parts.password) if parts.password else None
     db = int(parts.path.lstrip("/") or 0)
@@ -79,6 +81,7 @@ def redis_client(
     )
     client: aioredis.Redis = sentinel.master_for(
         master,
+        redis_class=AutoPipelineRedis,
         connection_pool_class=BlockingSentinelPool,
         max_connections=max_connections,
         timeout=POOL_WAIT_S,

@@ -11,6 +11,7 @@ pipelined round trip.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
@@ -113,15 +114,15 @@ class StageRecords:
         return Advanced(transition=t, machine=machine, sealed_token=h.get(F_SEALED_CREDENTIAL))
 
     async def setup_inputs(self, instance_id: str, machine_id: str) -> SetupInputs:
-        # One round trip: one pipeline (not a transaction), not six commands on six connections.
-        async with self._store.redis.pipeline(transaction=False) as p:
-            p.hgetall(self._k.K_PLATFORM_ENV)
-            p.hgetall(self._k.k_instance_env(instance_id))
-            p.get(self._k.k_cron(instance_id))
-            p.hgetall(self._k.k_repos(instance_id))
-            p.smembers(self._k.k_cloned(machine_id))
-            p.get(self._k.k_ssh_keys(instance_id))
-            platform, instance, cron, repos, cloned, keys = await p.execute()
+        # Issued together: the auto-pipelining client sends them in one pipeline with the other
+        # handlers' commands of this loop turn (an explicit pipeline would be a round trip of
+        # its own per machine).
+        r = self._store.redis
+        platform, instance, cron, repos, cloned, keys = await asyncio.gather(
+            r.hgetall(self._k.K_PLATFORM_ENV), r.hgetall(self._k.k_instance_env(instance_id)),
+            r.get(self._k.k_cron(instance_id)), r.hgetall(self._k.k_repos(instance_id)),
+            r.smembers(self._k.k_cloned(machine_id)), r.get(self._k.k_ssh_keys(instance_id)),
+        )  # fmt: skip
         return SetupInputs(
             platform_env=cast(dict[str, str], platform),  # a decoding client: str, not bytes
             instance_env=cast(dict[str, str], instance),

@@ -111,10 +111,14 @@ async def test_a_burst_larger_than_the_sentinel_pool_waits_for_connections(
 ) -> None:
     """40 commands at once that each hold a connection 0.2 s, on a pool of 4: they queue for
     a connection (about 2 s) instead of failing with "Too many connections" (what redis-py's
-    own Sentinel pool does: shown first, on the same burst)."""
+    own Sentinel pool does: shown first, on the same burst). Each is sent in a loop turn of
+    its own: the client's auto-pipelining (redis_autopipe.py) sends one turn's commands down
+    one connection, one after another, and the pool's bound would never be reached."""
     burst, size = 40, 4
 
     async def blpop(client: aioredis.Redis, i: int) -> object:
+        for _ in range(i):  # command i in turn i: alone in its turn, on a connection of its own
+            await asyncio.sleep(0)
         return await client.blpop([f"nothing:{i}"], 0.2)
 
     async def run_burst(client: aioredis.Redis) -> list[object]:
