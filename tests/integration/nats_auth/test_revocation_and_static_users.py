@@ -37,6 +37,7 @@ from tests.integration.nats_auth.helpers import (
     enroll,
     forged_report,
     refused,
+    stream_seq,
 )
 from tests.waiters import wait_until
 
@@ -137,58 +138,67 @@ async def test_monitor_user_reads_events_and_nothing_else(
 ) -> None:
     auth, _ = nats_auth
     watcher = Attacker()
-    mon = await nats.connect(
+    async with await nats.connect(
         nats_server.url,
         user=auth.MONITOR_USER,
         password=auth.monitor_password,
         inbox_prefix=auth.MONITOR_INBOX_PREFIX,
         allow_reconnect=False,
         error_cb=watcher.on_error,
-    )
-    live: asyncio.Queue[Msg] = asyncio.Queue()
+    ) as mon:  # closed however the test ends: a leaked socket fails a later test
+        live: asyncio.Queue[Msg] = asyncio.Queue()
 
-    async def on_live(msg: Msg) -> None:
-        live.put_nowait(msg)
+        async def on_live(msg: Msg) -> None:
+            live.put_nowait(msg)
 
-    await mon.subscribe(subjects.ALL_MACHINE_EVENTS, cb=on_live)
-    await mon.flush()
-    mid, token = await enroll(store, box)
-    await boot(bus, spawn_daemon, mid, token)
-    status = subjects.event(STATUS, mid)
-    assert (await asyncio.wait_for(live.get(), 10)).subject == status
-    # Stored events, read back from the stream.
-    js = mon.jetstream(timeout=2)
-    assert (await js.get_last_msg(subjects.STREAM_NAME, status)).subject == status
-    assert (await js.stream_info(subjects.STREAM_NAME)).state.messages >= 1
+        await mon.subscribe(subjects.ALL_MACHINE_EVENTS, cb=on_live)
+        await mon.flush()
+        mid, token = await enroll(store, box)
+        await boot(bus, spawn_daemon, mid, token)
+        status = subjects.event(STATUS, mid)
+        assert (await asyncio.wait_for(live.get(), 10)).subject == status
+        # Stored events, read back from the stream. The server hands a message to its subscribers
+        # and to the stream's store side by side: seen live is not yet stored.
+        js = mon.jetstream(timeout=2)
 
-    # Read-only: no publishing, no RPC traffic, no replies of others.
-    for subject in (status, subjects.daemon_rpc(mid)):
-        await mon.publish(subject, forged_report(mid))
-        await watcher.violated("publish", subject)
-    others_inbox = subjects.machine_inbox_prefix(mid) + ".>"
-    for subject in (subjects.daemon_rpc(mid), "_INBOX.>", others_inbox):
-        await mon.subscribe(subject)
-        await watcher.violated("subscription", subject)
-    # No consumers: creating an "ephemeral" one named like a stage's durable consumer would
-    # rewrite that consumer's filter (the server treats it as an update).
-    durable = "stage-x"
-    await bus.js.add_consumer(
-        subjects.STREAM_NAME,
-        ConsumerConfig(durable_name=durable, filter_subject="machine.created.*"),
-    )
-    create = f"$JS.API.CONSUMER.CREATE.{subjects.STREAM_NAME}"
-    body = {
-        "stream_name": subjects.STREAM_NAME,
-        "config": {"name": durable, "filter_subject": "machine.ready.*", "ack_policy": "explicit"},
-    }
-    with pytest.raises(nats.errors.TimeoutError):
-        await mon.request(create, json.dumps(body).encode(), timeout=0.5)
-    await watcher.violated("publish", create)
-    info = await bus.js.consumer_info(subjects.STREAM_NAME, durable)
-    assert info.config.filter_subject == "machine.created.*"
-    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
-        await js.subscribe(subjects.ALL_MACHINE_EVENTS, ordered_consumer=True)
-    await mon.close()
+        async def stored() -> bool:
+            return await stream_seq(bus, status) > 0
+
+        await wait_until(stored, timeout=10)
+        assert (await js.get_last_msg(subjects.STREAM_NAME, status)).subject == status
+        assert (await js.stream_info(subjects.STREAM_NAME)).state.messages >= 1
+
+        # Read-only: no publishing, no RPC traffic, no replies of others.
+        for subject in (status, subjects.daemon_rpc(mid)):
+            await mon.publish(subject, forged_report(mid))
+            await watcher.violated("publish", subject)
+        others_inbox = subjects.machine_inbox_prefix(mid) + ".>"
+        for subject in (subjects.daemon_rpc(mid), "_INBOX.>", others_inbox):
+            await mon.subscribe(subject)
+            await watcher.violated("subscription", subject)
+        # No consumers: creating an "ephemeral" one named like a stage's durable consumer would
+        # rewrite that consumer's filter (the server treats it as an update).
+        durable = "stage-x"
+        await bus.js.add_consumer(
+            subjects.STREAM_NAME,
+            ConsumerConfig(durable_name=durable, filter_subject="machine.created.*"),
+        )
+        create = f"$JS.API.CONSUMER.CREATE.{subjects.STREAM_NAME}"
+        body = {
+            "stream_name": subjects.STREAM_NAME,
+            "config": {
+                "name": durable,
+                "filter_subject": "machine.ready.*",
+                "ack_policy": "explicit",
+            },
+        }
+        with pytest.raises(nats.errors.TimeoutError):
+            await mon.request(create, json.dumps(body).encode(), timeout=0.5)
+        await watcher.violated("publish", create)
+        info = await bus.js.consumer_info(subjects.STREAM_NAME, durable)
+        assert info.config.filter_subject == "machine.created.*"
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            await js.subscribe(subjects.ALL_MACHINE_EVENTS, ordered_consumer=True)
 
 
 async def test_generated_config_holds_no_machine_secret(
