@@ -19,6 +19,13 @@ HomeOf = Callable[[str], Awaitable[Path]]
 Running = Callable[[str], Awaitable[bool]]
 
 
+def unique_sleep() -> list[str]:
+    """A ``sleep`` no other process's command line ends with: a whole number of seconds would
+    be a port or a mode another process was given (this host's PID 1 takes 2024 and 32768, a
+    sandbox's bwrap 1777), so the test would see that process as the machine's."""
+    return ["sleep", f"{100000 + secrets.randbelow(800000)}.{secrets.randbelow(10**6):06d}"]
+
+
 def host_pids_running(argv_tail: list[str]) -> list[int]:
     """Host pids whose command line ends with ``argv_tail`` (a unique sleep's): the host's
     view, whatever namespace the machine's processes live in."""
@@ -65,9 +72,7 @@ async def stop_and_start_keep_the_machine(
     set while stopped is in the .env after the start."""
     instance_id = (await stack.get_machine(mid)).instance_id
     await stack.write_file(mid, "~/notes/kept.txt", "written before the stop\n")
-    unique = str(100000 + secrets.randbelow(800000))
-    kept = ["sleep", unique]
-    killed = ["sleep", str(int(unique) + 1)]
+    kept, killed = unique_sleep(), unique_sleep()
     await stack.start_process(mid, kept, tag="kept")
     await stack.start_process(mid, killed, tag="killed")
     await stack.kill_process(mid, tag="killed")

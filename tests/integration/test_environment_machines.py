@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,7 +47,7 @@ from tests.docker_env import (
 from tests.environments import out, read_until
 from tests.gitcmd import repo_with
 from tests.gitserver import GitHttpServer
-from tests.stop_checks import host_pids_running
+from tests.stop_checks import host_pids_running, unique_sleep
 from tests.waiters import wait_until
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
@@ -259,7 +258,7 @@ async def lifecycle_output_streamed(stack: FleetClient, mid: str) -> None:
 
 async def sleeping(stack: FleetClient, mid: str) -> int:
     """The host pid of a background process started in the machine."""
-    unique = ["sleep", str(100000 + secrets.randbelow(800000))]
+    unique = unique_sleep()
     await stack.start_process(mid, unique, tag="sleeper")
     await wait_until(lambda: bool(host_pids_running(unique)), timeout=30)
     return host_pids_running(unique)[0]

@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_asyncio
 
-from base import procinfo
 from contracts.errors import DaemonTimeout, DaemonUnavailable, InvalidParams
 from contracts.status import MachineStatus
 from controlplane.crypto import SecretBox
@@ -35,6 +34,7 @@ from fleet.client import FleetClient
 from tests.attack_stack import GIT_PASSWORD, GIT_USER, attack_settings, attack_stack, git_server
 from tests.docker_env import docker_image, home_of, remove_containers
 from tests.gitserver import GitHttpServer
+from tests.stop_checks import host_pids_running, unique_sleep
 from tests.waiters import wait_until
 
 __all__ = ["docker_image", "remove_containers"]
@@ -392,33 +392,24 @@ async def test_write_file_cannot_leave_the_machine(
     assert not (pair.home(settings, pair.b) / "planted").exists()
 
 
-def marked(marker: str) -> list[int]:
-    """Host pids of processes whose command line carries ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and marker in procinfo.cmdline(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
 async def test_setsid_does_not_outlive_an_exec_timeout_nor_archive(
     stack: FleetClient, own_pair: Pair
 ) -> None:
     """A process that leaves its session (setsid) ends with the command that timed out, and
     with its machine archived: one pair of its own (it archives A), the archive last."""
     pair = own_pair
-    marker = str(1000 + secrets.randbelow(100000))
-    script = f"setsid sleep {marker} & sleep 0.3; ls /proc >/dev/null; sleep 60"
+    escapee = unique_sleep()
+    script = f"setsid {' '.join(escapee)} & sleep 0.3; ls /proc >/dev/null; sleep 60"
     result = await stack.exec(pair.a, ["sh", "-c", script], timeout_s=2)
     assert result.timed_out
-    await wait_until(lambda: not marked(marker), timeout=5)
+    await wait_until(lambda: not host_pids_running(escapee), timeout=5)
 
-    marker = str(1000 + secrets.randbelow(100000))
-    proc = await stack.start_process(pair.a, ["setsid", "sleep", marker], tag="escapee")
+    escapee = unique_sleep()
+    proc = await stack.start_process(pair.a, ["setsid", *escapee], tag="escapee")
     assert proc.pid
-    await wait_until(lambda: bool(marked(marker)), timeout=5)
+    await wait_until(lambda: bool(host_pids_running(escapee)), timeout=5)
     await stack.archive_machine(pair.a)
-    await wait_until(lambda: not marked(marker), timeout=10)
+    await wait_until(lambda: not host_pids_running(escapee), timeout=10)
 
 
 async def test_own_work_still_works(stack: FleetClient, settings: Settings, pair: Pair) -> None:

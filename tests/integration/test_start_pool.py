@@ -8,7 +8,6 @@ it is mounted on the host. (Without a pool a start is cold: test_stop_start.py.)
 from __future__ import annotations
 
 import contextlib
-import secrets
 from pathlib import Path
 
 import msgspec
@@ -24,7 +23,7 @@ from tests.integration.test_egress import REFUSED, outside
 from tests.integration.test_network_isolation import connect_from
 from tests.integration.test_pipeline import home_of
 from tests.integration.test_warm_pool import pooled, slot_of, up_slots
-from tests.stop_checks import host_pids_running, ready_machine
+from tests.stop_checks import host_pids_running, ready_machine, unique_sleep
 from tests.waiters import wait_until
 
 __all__ = ["outside"]  # a fixture, re-exported for pytest
@@ -72,7 +71,7 @@ async def test_stop_start_chain_adopts_pooled_sandboxes_and_keeps_every_file(
     mid = await ready_machine(stack, "adopter")
     used.add(slot_of(settings, mid) or "")
     inst = (await stack.get_machine(mid)).instance_id
-    kept = ["sleep", str(100000 + secrets.randbelow(800000))]
+    kept = unique_sleep()
     await stack.start_process(mid, kept, tag="kept")
     written = {"life-1.txt": "first life\n"}
     await stack.write_file(mid, "~/notes/life-1.txt", written["life-1.txt"])
