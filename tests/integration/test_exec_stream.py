@@ -5,44 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from base import procinfo
 from contracts.daemon_rpc import ExecCommandResult, OutputChunk
 from controlplane.settings import Settings
 from fleet.cli_common import EXIT_INTERRUPTED
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN, ReadyMachine
+from tests.stop_checks import host_pids_running, unique_sleep
 from tests.waiters import wait_until
 
 # Each test takes a ready machine of its own on the module's stack, and acts only inside it.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-def pids_running(*argv: str) -> list[int]:
-    """Pids of live processes whose argv is exactly ``argv``."""
-    want = "\0".join(argv).encode() + b"\0"
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline == want and procinfo.state(int(entry)) not in (None, "Z"):
-                found.append(int(entry))
-    return found
-
-
-def unique_sleep() -> tuple[str, str]:
-    """A sleep whose argv no other process has: how a test finds the remote command."""
-    return "sleep", str(random.randint(100_000, 999_999))
 
 
 async def test_first_line_arrives_while_the_command_runs_and_leaving_kills_it(
@@ -62,9 +40,9 @@ async def test_first_line_arrives_while_the_command_runs_and_leaving_kills_it(
             break
     assert "".join(c.data for c in seen if c.stream == "stdout") == "first\n"
     assert "".join(c.data for c in seen if c.stream == "stderr") == "oops\n"
-    await wait_until(lambda: bool(pids_running(*sleep)))  # still running: output came first
+    await wait_until(lambda: bool(host_pids_running(sleep)))  # still running: output came first
     await stream.aclose()  # the user leaves
-    await wait_until(lambda: not pids_running(*sleep), timeout=15)
+    await wait_until(lambda: not host_pids_running(sleep), timeout=15)
 
 
 async def test_a_streamed_result_matches_exec_and_keeps_the_cap(
@@ -110,7 +88,7 @@ async def test_ctrl_c_in_fleet_machines_exec_ends_the_remote_group(
         assert cli.stdout is not None
         line = await asyncio.wait_for(cli.stdout.readline(), 30)
         assert line == b"started\n"  # printed live, while the command runs
-        await wait_until(lambda: bool(pids_running(*inner)) and bool(pids_running(*outer)))
+        await wait_until(lambda: bool(host_pids_running(inner)) and bool(host_pids_running(outer)))
         cli.send_signal(signal.SIGINT)
         try:
             code = await asyncio.wait_for(cli.wait(), 20)
@@ -119,7 +97,7 @@ async def test_ctrl_c_in_fleet_machines_exec_ends_the_remote_group(
             _, err = await cli.communicate()
             raise AssertionError(f"fleet did not exit on SIGINT; stderr: {err[-2000:]!r}") from None
         assert code == EXIT_INTERRUPTED
-        await wait_until(lambda: not pids_running(*inner) and not pids_running(*outer), 15)
+        await wait_until(lambda: not host_pids_running(inner) and not host_pids_running(outer), 15)
     finally:
         if cli.returncode is None:
             cli.kill()
