@@ -68,6 +68,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if uses_docker(item):
             lane = zlib.crc32(item.nodeid.split("::", 1)[0].encode()) % DOCKER_LANES
             item.add_marker(pytest.mark.xdist_group(f"docker-{lane}"))
+        elif item.get_closest_marker("xdist_group") is not None:
+            continue  # a group of its own choosing (modules sharing a build): the item's mark
+            # would be the closest, overriding it
         elif (module := shared_fixture_module(item)) is not None:
             item.add_marker(pytest.mark.xdist_group(module))
     if xdist_groups is not None:

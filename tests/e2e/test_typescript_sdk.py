@@ -42,9 +42,11 @@ def _ok(proc: subprocess.CompletedProcess[str], what: str) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def built() -> Path:
-    """The SDK, built (dist/: ESM, CommonJS, .d.ts) from its sources."""
+    """The SDK, built (dist/: ESM, CommonJS, .d.ts) from its sources: once per worker, for
+    this module and the browser's, which are one xdist group (one worker, one at a time) so
+    that no build removes dist/ under the other's tests."""
     assert TSC.exists(), "sdk/typescript/node_modules is missing: `./run test` installs it"
     _ok(_run(["node", "scripts/build.mjs"], cwd=SDK), "the SDK's build")
     return SDK / "dist"
