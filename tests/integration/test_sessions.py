@@ -17,7 +17,7 @@ from contracts import gateway_sessions as gs, sessions as ss
 from contracts.errors import Forbidden, NotFound, Unauthorized
 from fleet.client import FleetClient
 from tests.conftest import ReadyMachine
-from tests.integration.test_exec_stream import pids_running, unique_sleep
+from tests.stop_checks import host_pids_running, unique_sleep
 from tests.waiters import wait_until
 
 SHELL = ["bash", "--norc", "--noprofile", "-i"]
@@ -82,9 +82,9 @@ async def test_a_shell_echoes_resizes_stops_sleep_on_ctrl_c_and_exits_with_its_c
     await t.until(b"40 120")
     sleep = unique_sleep()
     await t.type(" ".join(sleep) + "\n")
-    await wait_until(lambda: bool(pids_running(*sleep)), timeout=10)
+    await wait_until(lambda: bool(host_pids_running(sleep)), timeout=10)
     await t.type("\x03")  # the byte a terminal sends for Ctrl-C
-    await wait_until(lambda: not pids_running(*sleep), timeout=10)
+    await wait_until(lambda: not host_pids_running(sleep), timeout=10)
     await t.type("echo after-$?\n")
     await t.until(b"after-130")
     await t.ws.send_str('{"type":"resize","cols":0}')  # refused, and the socket lives on

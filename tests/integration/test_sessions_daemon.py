@@ -12,7 +12,7 @@ from controlplane.byte_stream_join import PlatformStream, join
 from controlplane.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
-from tests.integration.test_exec_stream import pids_running, unique_sleep
+from tests.stop_checks import host_pids_running, unique_sleep
 from tests.waiters import wait_until
 
 
@@ -63,9 +63,9 @@ async def test_a_shell_echoes_stops_sleep_on_ctrl_c_and_replays_its_scrollback(
     await v.until(b"hello")
     sleep = unique_sleep()
     await v.stream.send(f"{' '.join(sleep)}\n".encode())
-    await wait_until(lambda: bool(pids_running(*sleep)))
+    await wait_until(lambda: bool(host_pids_running(sleep)))
     await v.stream.send(b"\x03")  # Ctrl-C: SIGINT to the foreground group, sleep dies
-    await wait_until(lambda: not pids_running(*sleep))
+    await wait_until(lambda: not host_pids_running(sleep))
     await v.stream.send(b"echo after-$?\n")
     await v.until(b"after-130")
     await v.stream.end()  # detach; the session goes on
