@@ -25,6 +25,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     if not getattr(item, "_fleet_call_failed", False):
         return
     sys.last_type = sys.last_value = sys.last_traceback = None  # type: ignore[assignment]
+    if hasattr(sys, "last_exc"):  # Python 3.12 and later keep it there too
+        sys.last_exc = None  # type: ignore[assignment]
     gc.collect()
 
 
