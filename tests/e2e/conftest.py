@@ -123,6 +123,26 @@ def start_fleet_up(
     return FleetUp(proc, url, token, data_dir, banner, preview)
 
 
+#: The TypeScript SDK's sources and its own node_modules (``./run test`` installs them).
+SDK = Path(__file__).resolve().parents[2] / "sdk" / "typescript"
+
+
+@pytest.fixture(scope="session")
+def built() -> Path:
+    """The TypeScript SDK, built (dist/: ESM, CommonJS, .d.ts) from its sources, once per
+    worker: here, so that its two modules (test_typescript_sdk.py and its browser's, one xdist
+    group: one worker, one at a time) share one build, and no build removes dist/ under the
+    other's tests."""
+    assert (SDK / "node_modules" / "typescript").is_dir(), (
+        "sdk/typescript/node_modules is missing: `./run test` installs it"
+    )
+    done = subprocess.run(["node", "scripts/build.mjs"], cwd=SDK, capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+    said = f"{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"the SDK's build exited {done.returncode}:\n{said}"
+    return SDK / "dist"
+
+
 @pytest.fixture
 def fleet_up(tmp_path: Path) -> Iterator[FleetUp]:
     """A `fleet up` of the test's own, for a test that kills, restarts or reconfigures it, or

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import FleetUp, start_fleet_up
+from tests.e2e.conftest import SDK, FleetUp, start_fleet_up
 from tests.e2e.test_chaos_ha import _children
 
 ROOT = Path(__file__).resolve().parents[2]
-SDK = ROOT / "sdk" / "typescript"
 TSC = SDK / "node_modules" / "typescript" / "bin" / "tsc"
 #: Where the examples are, each ```ts block one module.
 DOCS = (SDK / "README.md", ROOT / "docs" / "typescript.md")
@@ -40,16 +39,6 @@ def _run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
 def _ok(proc: subprocess.CompletedProcess[str], what: str) -> str:
     assert proc.returncode == 0, f"{what} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
-
-
-@pytest.fixture(scope="session")
-def built() -> Path:
-    """The SDK, built (dist/: ESM, CommonJS, .d.ts) from its sources: once per worker, for
-    this module and the browser's, which are one xdist group (one worker, one at a time) so
-    that no build removes dist/ under the other's tests."""
-    assert TSC.exists(), "sdk/typescript/node_modules is missing: `./run test` installs it"
-    _ok(_run(["node", "scripts/build.mjs"], cwd=SDK), "the SDK's build")
-    return SDK / "dist"
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from playwright.sync_api import Page, Request, Route
 from contracts.subjects import EventKind
 from tests.browser import CHROMIUM, browser_page
 from tests.e2e.conftest import FleetUp
-from tests.e2e.test_typescript_sdk import built  # noqa: F401 - the fixture
 
 #: The SDK's build (dist/) is shared with test_typescript_sdk.py's: one worker builds it.
 pytestmark = pytest.mark.xdist_group("typescript_sdk")
@@ -112,7 +111,7 @@ def _serve(dist: Path) -> Callable[[Route], None]:
 
 @pytest.mark.timeout(600)
 def test_the_sdk_in_a_browser_against_a_live_stack(
-    built: Path,  # noqa: F811 - the fixture
+    built: Path,
     shared_fleet_up: FleetUp,
     page: Page,
 ) -> None:
