@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import sys
 import tempfile
@@ -48,13 +49,21 @@ def build_image(prefix: str) -> tuple[str, str]:
         return built
 
 
+@functools.cache
+def _image_of_this_process() -> tuple[str, str]:
+    """``build_image`` once per pytest process: each module that imports ``docker_image`` has
+    a session fixture of its own (pytest keys a fixture by where it is defined), and finding
+    the image built takes the engine half a second."""
+    return build_image("tests")
+
+
 @pytest.fixture(scope="session")
 def docker_image() -> tuple[str, str]:
     """(the machines' network gateway, the machine image). ``./run test`` builds it before the
     tests start (``python -m tests.docker_env``), so that its first build, minutes long on a new
     host, never runs under a test's timeout; here it is found built."""
     try:
-        return build_image("tests")
+        return _image_of_this_process()
     except aiodocker.DockerError as exc:  # not a skip: the suite needs an engine
         raise RuntimeError(f"no Docker engine answers ({exc}): run the suite with ./run test, "
                            "which starts dockerd, or set DOCKER_HOST") from exc  # fmt: skip
