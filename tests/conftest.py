@@ -41,6 +41,7 @@ from providers.swarm import stop_all_swarm
 from tests import leftovers, provider_param
 from tests.gitcmd import git
 from tests.leak_hooks import pytest_runtest_makereport, pytest_runtest_teardown  # noqa: F401 - hooks
+from tests.oidc_provider import oidc_issuer  # noqa: F401 - one for all modules, once per worker
 from tests.shared_servers import WorkerServers
 
 try:  # pytest-xdist (a dev dependency); without it the suite runs in one process

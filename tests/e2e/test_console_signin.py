@@ -13,12 +13,12 @@ from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import FleetUp, ok, start_fleet_up
 from tests.e2e.test_console import WAIT_MS, page
-from tests.oidc_provider import ADMIN_GROUP, CLIENT_ID, CLIENT_SECRET, oidc_issuer
+from tests.oidc_provider import ADMIN_GROUP, CLIENT_ID, CLIENT_SECRET
 
 #: The provider's group of auditors (tests/oidc/provider.mjs: audrey is in it).
 AUDITOR_GROUP = "fleet-auditors"
 
-__all__ = ["oidc_issuer", "page"]
+__all__ = ["page"]
 
 
 @pytest.fixture(scope="module")

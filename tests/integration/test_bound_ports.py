@@ -32,9 +32,7 @@ from fleet import embedded
 from fleet.embedded import NatsServer, PortHold, ValkeyServer
 from fleet.up_servers import ServerSupervisor
 from tests.conftest import ADMIN_TOKEN
-from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, oidc_issuer
-
-__all__ = ["oidc_issuer"]
+from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET
 from tests.waiters import wait_until
 
 

@@ -24,12 +24,9 @@ from tests.oidc_provider import (
     CLIENT_ID,
     CLIENT_SECRET,
     approve_device,
-    oidc_issuer,
     sign_in,
 )
 from tests.waiters import wait_until
-
-__all__ = ["oidc_issuer"]
 
 
 @pytest.fixture
