@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -88,11 +88,40 @@ def env_roots(name: str, value: str) -> list[int]:
 
 
 def pid_namespace(pid: int) -> int | None:
-    """The pid namespace ``pid`` lives in (its inode), or None when that cannot be read."""
+    """The pid namespace ``pid`` lives in (its inode), or None when that cannot be read. The
+    number names that namespace only while it exists: the kernel gives a freed namespace's
+    number to the next one made (``held_pid_namespaces``)."""
     try:
         return os.stat(f"/proc/{pid}/ns/pid").st_ino
     except OSError:
         return None
+
+
+@contextlib.contextmanager
+def held_pid_namespaces(children: Iterable[tuple[int, int]]) -> Iterator[set[int]]:
+    """The pid namespaces of each ``(parent, child)``'s child (their inodes, this process's
+    own left out), each held open until the block ends. Held, a namespace keeps its number
+    after its last process ended; freed, its number goes to the next namespace made (a
+    container's, another sandbox's), whose processes a kill "of that namespace" would hit. A
+    child whose parent is no longer ``parent`` once its namespace is open (ended, its pid
+    reused) is left out."""
+    own = pid_namespace(os.getpid())
+    held: dict[int, int] = {}
+    try:
+        for ppid, child in children:
+            try:
+                fd = os.open(f"/proc/{child}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            inode = os.fstat(fd).st_ino
+            if parent(child) != ppid or inode == own or inode in held:
+                os.close(fd)
+                continue
+            held[inode] = fd
+        yield set(held)
+    finally:
+        for fd in held.values():
+            os.close(fd)
 
 
 def members(markers: list[tuple[str, str]], namespaces: Collection[int] = ()) -> list[int]:

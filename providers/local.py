@@ -932,10 +932,10 @@ def stop_local(
         # The others before the kill: a dying sandbox's init, its bwrap gone, would look like
         # a root of its own.
         others = [root for root in machine_roots(machine_dir, machine_id) if root != pid]
-        namespaces = _sandbox_namespaces((pid, *others))
-        for root in (pid, *others):
-            _stop_root(machine_dir, machine_id, root, grace_s, killed_as)
-        _await_every_process(machine_id, _markers(machine_dir, machine_id), namespaces)
+        with _sandbox_namespaces((pid, *others)) as namespaces:
+            for root in (pid, *others):
+                _stop_root(machine_dir, machine_id, root, grace_s, killed_as)
+            _await_every_process(machine_id, _markers(machine_dir, machine_id), namespaces)
     # Its cgroup too, if it had one (also when it had ended on its own: an archive's stop);
     # a machine from the warm pool kept its slot's.
     named = owners(machine_dir, machine_id)
@@ -945,14 +945,13 @@ def stop_local(
     return pid is not None
 
 
-def _sandbox_namespaces(roots: tuple[int, ...]) -> set[int]:
-    """The pid namespaces of these roots' sandboxes (bwrap's child is the namespace's init);
-    none for a root without a sandbox, whose children share the host's."""
-    own = procinfo.pid_namespace(os.getpid())
-    found = {
-        procinfo.pid_namespace(child) for root in roots for child in sandbox_root_children(root)
-    }
-    return {ns for ns in found if ns is not None and ns != own}
+def _sandbox_namespaces(roots: tuple[int, ...]) -> contextlib.AbstractContextManager[set[int]]:
+    """The pid namespaces of these roots' sandboxes (bwrap's child is the namespace's init),
+    held while the stop waits for their processes: none for a root without a sandbox, whose
+    children share the host's."""
+    return procinfo.held_pid_namespaces(
+        (root, child) for root in roots for child in sandbox_root_children(root)
+    )
 
 
 #: How long a stop waits, after the roots ended, for the rest of the machine's processes: the
