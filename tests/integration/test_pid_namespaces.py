@@ -16,18 +16,17 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from base import procinfo
 from providers.local import pid_alive
+from providers.local_sandbox import sandbox_root_children
 
 
 def _first_child(pid: int) -> int | None:
     """``pid``'s child once it is in a pid namespace of its own, else None."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    found = children.read_text().split() if children.exists() else []
-    if found and procinfo.pid_namespace(int(found[0])) != procinfo.pid_namespace(pid):
-        return int(found[0])
+    found = sandbox_root_children(pid)
+    if found and procinfo.pid_namespace(found[0]) != procinfo.pid_namespace(pid):
+        return found[0]
     return None
 
 
