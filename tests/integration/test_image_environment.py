@@ -220,13 +220,14 @@ async def test_a_forks_copy_of_an_overlay_follows_nothing_the_machine_planted(
 
 def contents(machine_dir: Path) -> dict[str, bytes]:
     """Each regular file of the machine's overlay layer (never through a link) and its bytes;
-    whatever moves meanwhile is passed over."""
+    whatever moves meanwhile is passed over. By descriptor (``os.fwalk``): a path would follow
+    a directory the machine's swap loop has just turned into a link to the host's files."""
     found = {}
-    for top, _, files in os.walk(machine_dir / "upper"):
+    for top, _, files, top_fd in os.fwalk(machine_dir / "upper", follow_symlinks=False):
         for name in files:
             path = os.path.join(top, name)
             with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=top_fd)
                 with os.fdopen(fd, "rb") as f:
                     found[path] = f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else b""
     return found
