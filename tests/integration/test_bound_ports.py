@@ -105,9 +105,9 @@ async def test_a_unix_socket_valkey_listens_there_alone_even_from_a_long_directo
 def _tcp_listening(pid: int) -> list[str]:
     """The TCP sockets ``pid`` listens on (state 0A in /proc/net/tcp{,6}), by inode."""
     inodes = {
-        os.readlink(f"/proc/{pid}/fd/{fd}").removeprefix("socket:[").rstrip("]")
-        for fd in os.listdir(f"/proc/{pid}/fd")
-        if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        link.removeprefix("socket:[").rstrip("]")
+        for link in _fd_links(pid)
+        if link.startswith("socket:")
     }
     found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -116,6 +116,16 @@ def _tcp_listening(pid: int) -> list[str]:
             if fields[3] == "0A" and fields[9] in inodes:
                 found.append(fields[1])
     return found
+
+
+def _fd_links(pid: int) -> list[str]:
+    """What each descriptor of ``pid`` names, but those it closes while they are read (the
+    server goes on opening and closing its own: a listing is never one moment)."""
+    links = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return links
 
 
 def test_a_valkey_told_a_taken_port_says_so(tmp_path: Path) -> None:
