@@ -66,6 +66,17 @@ def pgid(pid: int) -> int | None:
         return None
 
 
+def fd_links(pid: int) -> dict[int, str]:
+    """What each open descriptor of ``pid`` names (``socket:[inode]``, a path, ...), but
+    those it closes while they are read: a listing of a live process is never one moment.
+    Raises OSError when the process cannot be read (gone, another user's)."""
+    links = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            links[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+    return links
+
+
 def env_roots(name: str, value: str) -> list[int]:
     """Pids of the topmost processes whose environment has ``name=value`` (a process whose
     parent has it too is left out): the roots of the trees started with it. Processes whose

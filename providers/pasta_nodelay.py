@@ -27,6 +27,8 @@ from socket import AF_INET, AF_INET6
 
 import structlog
 
+from base import procinfo
+
 log = structlog.get_logger(__name__)
 
 _SYS_PIDFD_GETFD = 438  # the same number on every architecture (it is after the unification)
@@ -66,11 +68,4 @@ def tcp_sockets(pid: int) -> Iterator[socket.socket]:
 
 
 def _socket_fds(pid: int) -> list[int]:
-    found = []
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
-                found.append(int(name))
-        except OSError:  # closed since it was listed
-            continue
-    return found
+    return [fd for fd, link in procinfo.fd_links(pid).items() if link.startswith("socket:")]

@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 import redis
 
+from base import procinfo
 from controlplane.redis_client import redis_client
 from controlplane.settings import Settings
 from fleet import embedded
@@ -106,7 +107,7 @@ def _tcp_listening(pid: int) -> list[str]:
     """The TCP sockets ``pid`` listens on (state 0A in /proc/net/tcp{,6}), by inode."""
     inodes = {
         link.removeprefix("socket:[").rstrip("]")
-        for link in _fd_links(pid)
+        for link in procinfo.fd_links(pid).values()
         if link.startswith("socket:")
     }
     found = []
@@ -116,16 +117,6 @@ def _tcp_listening(pid: int) -> list[str]:
             if fields[3] == "0A" and fields[9] in inodes:
                 found.append(fields[1])
     return found
-
-
-def _fd_links(pid: int) -> list[str]:
-    """What each descriptor of ``pid`` names, but those it closes while they are read (the
-    server goes on opening and closing its own: a listing is never one moment)."""
-    links = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(FileNotFoundError):
-            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-    return links
 
 
 def test_a_valkey_told_a_taken_port_says_so(tmp_path: Path) -> None:
