@@ -35,6 +35,9 @@ DEFAULT_FILE_MODE = 0o644
 MAX_EXEC_TIMEOUT_S = 3600.0
 #: The exit code of a command whose program the machine does not have (as a shell's).
 EXIT_NOT_FOUND = 127
+#: ``tool.gitClone``'s ``check_only`` exit code when ``path`` holds an unfinished clone of
+#: ``url`` (its own repository, that origin, no HEAD yet): one still running, or one cut off.
+EXIT_CLONE_UNFINISHED = 2
 #: Files one ``daemon.health`` call checks at most.
 HEALTH_MAX_FILES = 64
 
@@ -184,7 +187,7 @@ class GitCloneParams(Params, kw_only=True):
     username: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
     password: Annotated[str, msgspec.Meta(max_length=8192)] | None = None
     #: Clone nothing: exit 0, the checked-out branch on stdout, if ``path`` is a finished
-    #: checkout of ``url``; else exit 1.
+    #: checkout of ``url``; ``EXIT_CLONE_UNFINISHED`` if it is an unfinished one; else exit 1.
     check_only: bool = False
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from contracts.daemon_rpc import ExecCommandParams, GitCloneParams
+from contracts.daemon_rpc import EXIT_CLONE_UNFINISHED, ExecCommandParams, GitCloneParams
 from daemon.nodump import DAEMON_FLAGS, python_argv
 
 USER_VAR = "FLEET_GIT_USERNAME"
@@ -38,32 +38,37 @@ def clone_command(p: GitCloneParams) -> ExecCommandParams:
     return ExecCommandParams(command=argv, timeout_s=p.timeout_s, env=env)
 
 
-def checkout_of(path: Path, url: str) -> str | None:
-    """The branch checked out at ``path`` if it is a finished checkout of ``url`` (its own
-    repository, a HEAD that resolves, the same origin); else None."""
+def checkout_state(path: Path, url: str) -> tuple[int, str]:
+    """``(0, branch)`` if ``path`` is a finished checkout of ``url`` (its own repository, a
+    HEAD that resolves, the same origin); ``(EXIT_CLONE_UNFINISHED, "")`` if it is the same but
+    with no HEAD yet (a clone still running, or one cut off); else ``(1, "")``."""
     from dulwich.errors import NotGitRepository
     from dulwich.repo import Repo
 
     try:
+        if not (path / ".git").is_dir():
+            return 1, ""
         with Repo(str(path)) as repo:
-            repo.head()
-            origin = repo.get_config().get((b"remote", b"origin"), b"url")
+            if repo.get_config().get((b"remote", b"origin"), b"url") != url.encode():
+                return 1, ""
+            try:
+                repo.head()
+            except KeyError:
+                return EXIT_CLONE_UNFINISHED, ""
         head = (path / ".git" / "HEAD").read_text(errors="replace").strip()
     except (NotGitRepository, KeyError, OSError):
-        return None
-    if origin != url.encode():
-        return None
-    return head.removeprefix("ref: refs/heads/")
+        return 1, ""
+    return 0, head.removeprefix("ref: refs/heads/")
 
 
 def main(argv: list[str]) -> int:
     url, branch, path, *flags = argv
     target = Path(path)
-    current = checkout_of(target, url)
+    state, current = checkout_state(target, url)
     if flags == ["--check"]:
-        print(current or "")
-        return 0 if current is not None else 1
-    if current is not None:
+        print(current)
+        return state
+    if state == 0:
         print(f"{path} is already a checkout of {url}")
         return 0
     if target.exists() and (not target.is_dir() or any(target.iterdir())):

@@ -9,12 +9,15 @@ done. Idempotent: a repeat finds the checkouts as the last run left them and doe
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 import structlog
 
 from contracts import validation
 from contracts.consumers import Durable
 from contracts.daemon_rpc import (
+    EXIT_CLONE_UNFINISHED,
     EXIT_NOT_FOUND,
     ExecCommandParams,
     ExecCommandResult,
@@ -24,7 +27,7 @@ from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
-from controlplane.consumer import Permanent
+from controlplane.consumer import Permanent, Retry
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import MachineClient
 from controlplane.failures import fail_machine
@@ -46,6 +49,14 @@ case "$1" in
   *) printf '%s\\n' "$FLEET_GIT_PASSWORD" ;;
 esac
 """
+
+#: What a repo's path on a machine holds: a finished checkout of the repo, an unfinished one
+#: (a clone still running, or one cut off), or neither.
+CheckoutState = Literal["finished", "unfinished", "none"]
+#: ``tool.gitClone``'s check_only exit codes, as states.
+_RUNTIME_STATES: dict[int, CheckoutState] = {0: "finished", EXIT_CLONE_UNFINISHED: "unfinished"}
+#: How soon a setup that found an unfinished clone looks again.
+UNFINISHED_CLONE_RETRY_S = 2.0
 
 
 class Checkouts(LiveEnv):
@@ -78,7 +89,7 @@ class Checkouts(LiveEnv):
         for repo in repos:
             env = await self._git_env(mc, machine.instance_id, repo)
             try:
-                if not await self._is_checkout_of(mc, repo):
+                if await self._checkout_state(mc, repo) != "finished":
                     await self.clone(mc, repo, env)
                     await self.store.mark_cloned(machine.id, repo.path)
                     out.cloned.append(repo.path)
@@ -86,7 +97,7 @@ class Checkouts(LiveEnv):
                     out.switched.append(repo.path)
                 else:
                     out.unchanged.append(repo.path)
-            except Permanent as exc:  # reported, and the other repos still reconciled
+            except (Permanent, Retry) as exc:  # reported; the other repos still reconciled
                 out.conflicts.append(RepoConflict(path=repo.path, reason=str(exc)))
         wanted = {r.path for r in repos}
         out.left_in_place.extend(sorted(done - wanted))
@@ -173,9 +184,16 @@ class Checkouts(LiveEnv):
             reason = f"repo {repo.path} is refused: {exc}; remove it, then add it again"
             raise Permanent(reason) from None
         # A crash between a clone and its record in Redis must not clone again: look first.
-        if await self._is_checkout_of(mc, repo):
+        # A crash during one leaves it running on the machine (the daemon's command outlives
+        # its caller): wait for it rather than clone over it.
+        state = await self._checkout_state(mc, repo)
+        if state == "finished":
             log.info("setup.repo_already_cloned", path=repo.path)
             return
+        if state == "unfinished":
+            raise Retry(f"{repo.path} holds an unfinished clone of {repo.url}: one still "
+                        "running, or one cut off (remove the directory to clone it again)",
+                        delay_s=UNFINISHED_CLONE_RETRY_S)  # fmt: skip
         # `credential.helper=` empties the helper list: nothing may store the token on disk.
         argv = ["git", "-c", "credential.helper=", "clone", "--branch", repo.branch,
                 "--single-branch", "--", repo.url, repo.path]  # fmt: skip
@@ -212,16 +230,18 @@ class Checkouts(LiveEnv):
             password=env.get("FLEET_GIT_PASSWORD"),
         ))  # fmt: skip
 
-    async def _is_checkout_of(self, mc: MachineClient, repo: Repo) -> bool:
-        """True if ``repo.path`` is the root of a finished checkout of ``repo.url``: its own
-        .git (not a parent's), a HEAD that resolves (a clone in flight has none yet), and the
-        same origin."""
+    async def _checkout_state(self, mc: MachineClient, repo: Repo) -> CheckoutState:
+        """What ``repo.path`` holds: a finished checkout of ``repo.url`` (its own .git, not a
+        parent's; a HEAD that resolves; the same origin), an unfinished one (the same but no
+        HEAD yet: git has made the repository and is still fetching), or neither."""
         head = await mc.run(
             "git", "-C", repo.path, "rev-parse", "--git-dir", "--verify", "-q", "HEAD"
         )
         if head.exit_code == EXIT_NOT_FOUND and not head.stdout:  # the image has no git
-            return (await self._runtime_check(mc, repo)).exit_code == 0
-        if head.exit_code != 0 or head.stdout.split("\n", 1)[0] != ".git":
-            return False
+            return _RUNTIME_STATES.get((await self._runtime_check(mc, repo)).exit_code, "none")
+        if head.stdout.split("\n", 1)[0] != ".git":
+            return "none"
         origin = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")
-        return origin.exit_code == 0 and origin.stdout.strip() == repo.url
+        if origin.exit_code != 0 or origin.stdout.strip() != repo.url:
+            return "none"
+        return "finished" if head.exit_code == 0 else "unfinished"

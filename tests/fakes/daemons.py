@@ -66,6 +66,8 @@ class Checkout:
     branch: str
     #: Uncommitted changes in the work tree (``git status --porcelain`` lists something).
     dirty: bool = False
+    #: False while a clone is still fetching (or was cut off): a repository, no HEAD yet.
+    finished: bool = True
 
 
 @dataclass
@@ -302,6 +304,8 @@ class FakeMachine:
             there = self.checkouts.get(dest)
             if there is None or there.url != p.url:
                 return result(1, "\n")
+            if not there.finished:
+                return result(d.EXIT_CLONE_UNFINISHED, "\n")
             return result(0, there.branch + "\n")
         if dest not in self.checkouts:
             self.checkouts[dest] = Checkout(url=p.url, branch=p.branch)
@@ -387,6 +391,8 @@ class FakeMachine:
             return result(0, checkout.branch + "\n")
         if sub == "rev-parse" and rest[:2] == ["--verify", "-q"]:
             return result(1)  # no local branch but the one checked out
+        if sub == "rev-parse" and "HEAD" in rest and not checkout.finished:
+            return result(1, ".git\n")  # git's answer while a clone has not written HEAD
         if sub == "rev-parse":
             return result(0, ".git\n" + ("f" * 40 + "\n" if "HEAD" in rest else ""))
         if sub == "status":

@@ -10,6 +10,7 @@ from contracts.errors import Forbidden, InvalidParams
 from contracts.events import EnvChanged, EnvPushed, ReposChanged, ReposReconciled
 from contracts.status import MachineStatus as S
 from services.gateway.access import Caller
+from tests.fakes.daemons import Checkout
 from tests.fast.conftest import World
 
 
@@ -100,6 +101,20 @@ async def test_an_added_repo_is_cloned_on_the_running_machine(world: World) -> N
     await world.bus.redeliver(world.bus.one(ReposChanged), Durable.SETUP_PUSHER_REPOS)
     await world.bus.settle()
     assert len(world.daemons[machine.id].ran("clone")) == 1
+
+
+async def test_an_unfinished_clone_at_an_added_repos_path_is_a_conflict_not_cloned_over(
+    world: World,
+) -> None:
+    machine = await world.ready_machine()
+    fake = world.daemons[machine.id]
+    fake.checkouts[fake.path("app")] = Checkout(url=URL, branch="main", finished=False)
+    await add_repo(world, machine.instance_id)
+    (conflict,) = world.bus.one(ReposReconciled, machine.id).conflicts
+    assert conflict.path == "app"
+    assert conflict.reason.startswith(f"app holds an unfinished clone of {URL}")
+    assert fake.ran("clone") == []
+    assert (await world.machine(machine.id)).status is S.READY
 
 
 async def test_a_branch_change_switches_a_clean_tree_and_reports_a_dirty_one(

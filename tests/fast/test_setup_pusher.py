@@ -14,6 +14,7 @@ from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
 from services.setup_pusher.service import ASKPASS_SCRIPT
+from tests.fakes.daemons import Checkout, FakeFile
 from tests.fast.conftest import World
 
 URL = "https://git.example.com/org/app.git"
@@ -172,6 +173,61 @@ async def test_an_existing_checkout_of_the_same_remote_is_not_cloned_again(world
     m = world.daemons[machine.id]
     assert len(m.ran("clone")) == 1  # only the one above
     assert m.ran("rev-parse", "--git-dir", "--verify", "-q", "HEAD")
+    assert await world.store.cloned_paths(machine.id) == {"src/app"}
+    assert (await world.machine(machine.id)).status is S.READY
+
+
+async def test_a_clone_still_running_after_a_crash_is_waited_for_not_cloned_over(
+    world: World,
+) -> None:
+    """A setup pusher killed mid-clone leaves the clone running on the machine; its redelivered
+    push finds a repository of the repo with no HEAD yet, waits, and takes the finished
+    checkout as its own."""
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    m = world.daemons[machine.id]
+    m.checkouts[m.path("src/app")] = Checkout(url=URL, branch="main", finished=False)
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["deferred"]
+    assert m.ran("clone") == []
+    assert (await world.machine(machine.id)).status is S.SETTING_UP
+
+    m.checkouts[m.path("src/app")].finished = True
+    await world.bus.settle()
+    assert world.bus.outcomes(Durable.SETUP_PUSHER)[-1] == "ok"
+    assert m.ran("clone") == []
+    assert await world.store.cloned_paths(machine.id) == {"src/app"}
+    assert (await world.machine(machine.id)).status is S.READY
+
+
+async def test_an_unfinished_clone_that_never_finishes_fails_setup_by_name(world: World) -> None:
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    m = world.daemons[machine.id]
+    m.checkouts[m.path("src/app")] = Checkout(url=URL, branch="main", finished=False)
+    await world.bus.publish(report(machine.id, age_s=world.settings.boot_timeout_s + 1))
+    await world.bus.settle()
+    failed = world.bus.one(MachineFailed, machine.id)
+    assert failed.stage == "setup"
+    assert failed.reason == (
+        f"gave up waiting after 121s: src/app holds an unfinished clone of {URL}: one still "
+        "running, or one cut off (remove the directory to clone it again)"
+    )
+    assert m.ran("clone") == []
+
+
+async def test_an_image_with_no_git_waits_for_an_unfinished_clone_too(world: World) -> None:
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    m = world.daemons[machine.id]
+    m.on_exec(["git"], exit_code=127, stderr="git: not found")
+    m.checkouts[m.path("src/app")] = Checkout(url=URL, branch="main", finished=False)
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["deferred"]
+
+    m.checkouts[m.path("src/app")].finished = True
+    m.files[m.path("src/app/.git/HEAD")] = FakeFile("ref: refs/heads/main\n", 0o644)
+    await world.bus.settle()
+    assert [c for c in m.git_clones if not c.check_only] == []
     assert await world.store.cloned_paths(machine.id) == {"src/app"}
     assert (await world.machine(machine.id)).status is S.READY
 
