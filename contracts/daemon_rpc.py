@@ -36,8 +36,9 @@ MAX_EXEC_TIMEOUT_S = 3600.0
 #: The exit code of a command whose program the machine does not have (as a shell's).
 EXIT_NOT_FOUND = 127
 #: ``tool.gitClone``'s ``check_only`` exit code when ``path`` holds an unfinished clone of
-#: ``url`` (its own repository, that origin, no HEAD yet): one still running, or one cut off.
-EXIT_CLONE_UNFINISHED = 2
+#: ``url`` (its own repository, that origin, no index yet): one still running, or one cut
+#: off. sysexits' EX_TEMPFAIL: no interpreter or argument error exits so.
+EXIT_CLONE_UNFINISHED = 75
 #: Files one ``daemon.health`` call checks at most.
 HEALTH_MAX_FILES = 64
 

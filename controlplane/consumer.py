@@ -70,11 +70,13 @@ class Permanent(Exception):
 class Retry(Exception):
     """Raised by a handler when the event came too early (another stage has not caught up):
     redelivered after ``delay_s`` without counting as a failed attempt, for as long as the
-    event is younger than the consumer's ``retry_budget_s``."""
+    event is younger than ``budget_s`` (default: the consumer's ``retry_budget_s``). A wait
+    that bounds itself (it checks its own deadline) passes ``math.inf``."""
 
-    def __init__(self, reason: str, delay_s: float = 0.5) -> None:
+    def __init__(self, reason: str, delay_s: float = 0.5, budget_s: float | None = None) -> None:
         super().__init__(reason)
         self.delay_s = delay_s
+        self.budget_s = budget_s
 
 
 class Consumer(Generic[E]):
@@ -286,7 +288,7 @@ class Consumer(Generic[E]):
             outcome = await self._settle_failure(msg, event, str(exc), attempt, final=True)
         except Retry as exc:
             age_s = (now() - event.occurred_at).total_seconds()
-            if age_s < self._retry_budget_s:
+            if age_s < (self._retry_budget_s if exc.budget_s is None else exc.budget_s):
                 log.debug("consumer.retry_later", reason=str(exc), age_s=round(age_s, 1))
                 await msg.nak(delay=exc.delay_s)
                 self._deferrals[msg.metadata.sequence.stream] = (

@@ -23,6 +23,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from contracts import subjects
+from contracts.daemon_files import STAT, StatParams, StatResult
 from contracts.daemon_rpc import (
     EXEC_COMMAND,
     EXEC_KILL,
@@ -298,6 +299,10 @@ class MachineClient:
     ) -> HealthResult:
         params = HealthParams(files=files or [])
         return await self._c.call(self.machine_id, HEALTH, params, timeout_s=timeout_s)
+
+    async def stat(self, path: str) -> StatResult:
+        """What is at ``path`` (under the home), a link described, not followed."""
+        return await self._c.call(self.machine_id, STAT, StatParams(path=path))
 
     async def get_version(self) -> GetVersionResult:
         return await self._c.call(self.machine_id, GET_VERSION, NoParams())

@@ -39,26 +39,27 @@ def clone_command(p: GitCloneParams) -> ExecCommandParams:
 
 
 def checkout_state(path: Path, url: str) -> tuple[int, str]:
-    """``(0, branch)`` if ``path`` is a finished checkout of ``url`` (its own repository, a
-    HEAD that resolves, the same origin); ``(EXIT_CLONE_UNFINISHED, "")`` if it is the same but
-    with no HEAD yet (a clone still running, or one cut off); else ``(1, "")``."""
-    from dulwich.errors import NotGitRepository
+    """``(0, branch)`` if ``path`` is a finished checkout of ``url``: its own repository, the
+    same origin, a HEAD that resolves and an index (a clone writes the index last, after the
+    work tree). ``(EXIT_CLONE_UNFINISHED, "")`` if it is a repository of ``url`` with no index
+    yet: a clone fetching or checking out, or one cut off. Else ``(1, "")``."""
     from dulwich.repo import Repo
 
+    git = path / ".git"
     try:
-        if not (path / ".git").is_dir():
+        if not git.is_dir():
             return 1, ""
         with Repo(str(path)) as repo:
             if repo.get_config().get((b"remote", b"origin"), b"url") != url.encode():
                 return 1, ""
-            try:
-                repo.head()
-            except KeyError:
+            if not (git / "index").is_file():
                 return EXIT_CLONE_UNFINISHED, ""
-        head = (path / ".git" / "HEAD").read_text(errors="replace").strip()
-    except (NotGitRepository, KeyError, OSError):
+            repo.head()
+        head = (git / "HEAD").read_text(errors="replace").strip()
+        return 0, head.removeprefix("ref: refs/heads/")
+    except Exception as exc:  # noqa: BLE001 - the child's boundary: whatever it could not read
+        print(f"{path}: not read as a checkout of {url}: {exc!r}"[:300], file=sys.stderr)
         return 1, ""
-    return 0, head.removeprefix("ref: refs/heads/")
 
 
 def main(argv: list[str]) -> int:

@@ -9,6 +9,8 @@ done. Idempotent: a repeat finds the checkouts as the last run left them and doe
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Literal
 
 import msgspec
@@ -56,7 +58,9 @@ CheckoutState = Literal["finished", "unfinished", "none"]
 #: ``tool.gitClone``'s check_only exit codes, as states.
 _RUNTIME_STATES: dict[int, CheckoutState] = {0: "finished", EXIT_CLONE_UNFINISHED: "unfinished"}
 #: How soon a setup that found an unfinished clone looks again.
-UNFINISHED_CLONE_RETRY_S = 2.0
+UNFINISHED_CLONE_RETRY_S = 5.0
+#: How far a machine's clock may be from the platform's when a clone's age is read.
+CLOCK_SKEW_S = 60.0
 
 
 class Checkouts(LiveEnv):
@@ -89,7 +93,7 @@ class Checkouts(LiveEnv):
         for repo in repos:
             env = await self._git_env(mc, machine.instance_id, repo)
             try:
-                if await self._checkout_state(mc, repo) != "finished":
+                if await checkout_state(mc, repo, self.settings.clone_timeout_s) != "finished":
                     await self.clone(mc, repo, env)
                     await self.store.mark_cloned(machine.id, repo.path)
                     out.cloned.append(repo.path)
@@ -127,7 +131,7 @@ class Checkouts(LiveEnv):
         conflict to report) over a dirty work tree or when the fetch fails."""
         head = await mc.run("git", "-C", repo.path, "rev-parse", "--abbrev-ref", "HEAD")
         if head.exit_code == EXIT_NOT_FOUND and not head.stdout:  # the image has no git
-            head = await self._runtime_check(mc, repo)
+            head = await runtime_check(mc, repo, self.settings.clone_timeout_s)
             if head.stdout.strip() != repo.branch:
                 raise Permanent(f"the machine's image has no git: {repo.branch} not checked "
                                 "out (a branch switch needs git)")  # fmt: skip
@@ -186,14 +190,12 @@ class Checkouts(LiveEnv):
         # A crash between a clone and its record in Redis must not clone again: look first.
         # A crash during one leaves it running on the machine (the daemon's command outlives
         # its caller): wait for it rather than clone over it.
-        state = await self._checkout_state(mc, repo)
+        state = await checkout_state(mc, repo, self.settings.clone_timeout_s)
         if state == "finished":
             log.info("setup.repo_already_cloned", path=repo.path)
             return
         if state == "unfinished":
-            raise Retry(f"{repo.path} holds an unfinished clone of {repo.url}: one still "
-                        "running, or one cut off (remove the directory to clone it again)",
-                        delay_s=UNFINISHED_CLONE_RETRY_S)  # fmt: skip
+            raise await self._unfinished(mc, repo)
         # `credential.helper=` empties the helper list: nothing may store the token on disk.
         argv = ["git", "-c", "credential.helper=", "clone", "--branch", repo.branch,
                 "--single-branch", "--", repo.url, repo.path]  # fmt: skip
@@ -211,14 +213,6 @@ class Checkouts(LiveEnv):
             )
         raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
 
-    async def _runtime_check(self, mc: MachineClient, repo: Repo) -> ExecCommandResult:
-        """Whether ``repo.path`` is a checkout of the repo, asked of the daemon's runtime (an
-        image with no git): exit 0 and its branch on stdout if it is."""
-        return await mc.git_clone(GitCloneParams(
-            url=repo.url, branch=repo.branch, path=repo.path, check_only=True,
-            timeout_s=self.settings.clone_timeout_s,
-        ))  # fmt: skip
-
     async def _clone_with_runtime(self, mc: MachineClient, repo: Repo,
                                   env: dict[str, str]) -> ExecCommandResult:  # fmt: skip
         """The clone done by the daemon's own runtime (daemon/gitclone.py), with the same
@@ -230,18 +224,40 @@ class Checkouts(LiveEnv):
             password=env.get("FLEET_GIT_PASSWORD"),
         ))  # fmt: skip
 
-    async def _checkout_state(self, mc: MachineClient, repo: Repo) -> CheckoutState:
-        """What ``repo.path`` holds: a finished checkout of ``repo.url`` (its own .git, not a
-        parent's; a HEAD that resolves; the same origin), an unfinished one (the same but no
-        HEAD yet: git has made the repository and is still fetching), or neither."""
-        head = await mc.run(
-            "git", "-C", repo.path, "rev-parse", "--git-dir", "--verify", "-q", "HEAD"
-        )
-        if head.exit_code == EXIT_NOT_FOUND and not head.stdout:  # the image has no git
-            return _RUNTIME_STATES.get((await self._runtime_check(mc, repo)).exit_code, "none")
-        if head.stdout.split("\n", 1)[0] != ".git":
-            return "none"
-        origin = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")
-        if origin.exit_code != 0 or origin.stdout.strip() != repo.url:
-            return "none"
-        return "finished" if head.exit_code == 0 else "unfinished"
+    async def _unfinished(self, mc: MachineClient, repo: Repo) -> Retry | Permanent:
+        """An unfinished clone at ``repo.path``: waited for while it may still be running,
+        else one cut off. git writes .git/config as it begins, and the daemon ends a command
+        at its timeout: a clone whose config is older than that is no longer running."""
+        began = (await mc.stat(f"{repo.path}/.git/config")).mtime
+        if time.time() - began < self.settings.clone_timeout_s + CLOCK_SKEW_S:
+            return Retry(f"a clone of {repo.url} into {repo.path} is still running",
+                         delay_s=UNFINISHED_CLONE_RETRY_S, budget_s=math.inf)  # fmt: skip
+        return Permanent(f"{repo.path} holds a clone of {repo.url} that was cut off before it "
+                         "finished: remove the directory to clone it again")  # fmt: skip
+
+
+async def checkout_state(mc: MachineClient, repo: Repo, timeout_s: float) -> CheckoutState:
+    """What ``repo.path`` holds: a finished checkout of ``repo.url`` (its own .git, not a
+    parent's; the same origin; a HEAD that resolves and an index, which a clone writes last,
+    after the work tree), an unfinished one (the same origin, no index yet), or neither (a
+    user's orphan branch has an index and no HEAD: never taken for a clone)."""
+    head = await mc.run("git", "-C", repo.path, "rev-parse", "--git-dir", "--verify", "-q", "HEAD")
+    if head.exit_code == EXIT_NOT_FOUND and not head.stdout:  # the image has no git
+        return _RUNTIME_STATES.get((await runtime_check(mc, repo, timeout_s)).exit_code, "none")
+    if head.exit_code not in (0, 1) or head.stdout.split("\n", 1)[0] != ".git":
+        return "none"  # 1: HEAD does not resolve; anything else: not git's answer
+    origin = await mc.run("git", "-C", repo.path, "config", "--get", "remote.origin.url")
+    if origin.exit_code != 0 or origin.stdout.strip() != repo.url:
+        return "none"
+    index = f"{repo.path}/.git/index"
+    if index in (await mc.health(files=[index])).missing:
+        return "unfinished"
+    return "finished" if head.exit_code == 0 else "none"
+
+
+async def runtime_check(mc: MachineClient, repo: Repo, timeout_s: float) -> ExecCommandResult:
+    """Whether ``repo.path`` is a checkout of the repo, asked of the daemon's runtime (an image
+    with no git): exit 0 and its branch on stdout if it is; EXIT_CLONE_UNFINISHED if it is an
+    unfinished one."""
+    return await mc.git_clone(GitCloneParams(url=repo.url, branch=repo.branch, path=repo.path,
+                                             check_only=True, timeout_s=timeout_s))  # fmt: skip

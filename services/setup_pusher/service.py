@@ -10,6 +10,7 @@ import structlog
 
 from contracts import daemon_rpc as d
 from contracts.consumers import Durable
+from contracts.daemon_files import STAT
 from contracts.errors import NotFound
 from contracts.events import DaemonStatusReported, SetupPushed
 from contracts.ids import derived_event_id
@@ -39,7 +40,7 @@ def _boot_budget(settings: Settings) -> float:
 
 class SetupPusher(Checkouts):
     stage = "setup"
-    daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND, d.GIT_CLONE)
+    daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND, d.GIT_CLONE, d.HEALTH, STAT)
 
     @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER, retry_budget=_boot_budget)
     async def on_status(self, event: DaemonStatusReported) -> None:

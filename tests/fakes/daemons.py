@@ -58,6 +58,7 @@ ExecAnswer = Callable[[d.ExecCommandParams], d.ExecCommandResult]
 class FakeFile:
     content: str
     mode: int
+    mtime: float = 0.0
 
 
 @dataclass
@@ -66,8 +67,11 @@ class Checkout:
     branch: str
     #: Uncommitted changes in the work tree (``git status --porcelain`` lists something).
     dirty: bool = False
-    #: False while a clone is still fetching (or was cut off): a repository, no HEAD yet.
+    #: False while a clone is still fetching or checking out (or was cut off): a repository
+    #: of the url with no index yet (and no HEAD, as the fake's git answers).
     finished: bool = True
+    #: When the clone began: its .git/config's mtime.
+    began: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -248,13 +252,23 @@ class FakeMachine:
 
     def _entry(self, path: str) -> df.DirEntry:
         name = path.rsplit("/", 1)[1]
-        f = self.files.get(path)
+        f = self._file(path)
         if f is not None:
             return df.DirEntry(name=name, kind="file", size=len(f.content.encode()), mode=f.mode,
-                               mtime=0.0)  # fmt: skip
+                               mtime=f.mtime)  # fmt: skip
         if any(k.startswith(path + "/") for k in self.files):
             return df.DirEntry(name=name, kind="dir", size=0, mode=0o755, mtime=0.0)
         raise FileNotFound(f"{path}: no such file or directory")
+
+    def _file(self, path: str) -> FakeFile | None:
+        """A written file, or one of a checkout's that the setup pusher looks at: its
+        .git/config, and its .git/index once it is finished."""
+        if (f := self.files.get(path)) is not None:
+            return f
+        for dest, c in self.checkouts.items():
+            if path == f"{dest}/.git/config" or (c.finished and path == f"{dest}/.git/index"):
+                return FakeFile("", 0o644, c.began)
+        return None
 
     async def stat(self, p: df.StatParams, _: None) -> df.StatResult:
         target = self.path(p.path)
@@ -321,7 +335,7 @@ class FakeMachine:
         if self.unhealthy_for > 0:
             self.unhealthy_for -= 1
             return d.HealthResult(ok=False, uptime_s=1.0)
-        missing = [f for f in p.files if self.path(f) not in self.files]
+        missing = [f for f in p.files if self._file(self.path(f)) is None]
         return d.HealthResult(ok=True, uptime_s=1.0, missing=missing)
 
     async def process_start(self, p: d.ProcessStartParams, _: None) -> d.ProcessInfo:

@@ -112,7 +112,7 @@ async def test_an_unfinished_clone_at_an_added_repos_path_is_a_conflict_not_clon
     await add_repo(world, machine.instance_id)
     (conflict,) = world.bus.one(ReposReconciled, machine.id).conflicts
     assert conflict.path == "app"
-    assert conflict.reason.startswith(f"app holds an unfinished clone of {URL}")
+    assert conflict.reason == f"a clone of {URL} into app is still running"
     assert fake.ran("clone") == []
     assert (await world.machine(machine.id)).status is S.READY
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import msgspec
@@ -13,6 +14,7 @@ from contracts.ids import new_event_id
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
+from services.setup_pusher.checkouts import CLOCK_SKEW_S
 from services.setup_pusher.service import ASKPASS_SCRIPT
 from tests.fakes.daemons import Checkout, FakeFile
 from tests.fast.conftest import World
@@ -181,12 +183,12 @@ async def test_a_clone_still_running_after_a_crash_is_waited_for_not_cloned_over
     world: World,
 ) -> None:
     """A setup pusher killed mid-clone leaves the clone running on the machine; its redelivered
-    push finds a repository of the repo with no HEAD yet, waits, and takes the finished
-    checkout as its own."""
+    push finds a repository of the repo with no index yet, waits (past the stage's own budget:
+    the clone's age bounds the wait), and takes the finished checkout as its own."""
     machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
     m = world.daemons[machine.id]
     m.checkouts[m.path("src/app")] = Checkout(url=URL, branch="main", finished=False)
-    await world.bus.publish(report(machine.id))
+    await world.bus.publish(report(machine.id, age_s=world.settings.boot_timeout_s + 1))
     await world.bus.settle()
     assert world.bus.outcomes(Durable.SETUP_PUSHER) == ["deferred"]
     assert m.ran("clone") == []
@@ -200,19 +202,34 @@ async def test_a_clone_still_running_after_a_crash_is_waited_for_not_cloned_over
     assert (await world.machine(machine.id)).status is S.READY
 
 
-async def test_an_unfinished_clone_that_never_finishes_fails_setup_by_name(world: World) -> None:
+async def test_a_clone_cut_off_before_it_finished_fails_setup_by_name(world: World) -> None:
+    """Older than a clone may run (the daemon ends it at clone_timeout_s): no longer running."""
     machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
     m = world.daemons[machine.id]
-    m.checkouts[m.path("src/app")] = Checkout(url=URL, branch="main", finished=False)
-    await world.bus.publish(report(machine.id, age_s=world.settings.boot_timeout_s + 1))
+    began = time.time() - world.settings.clone_timeout_s - CLOCK_SKEW_S - 1
+    m.checkouts[m.path("src/app")] = Checkout(url=URL, branch="main", finished=False,
+                                              began=began)  # fmt: skip
+    await world.bus.publish(report(machine.id))
     await world.bus.settle()
-    failed = world.bus.one(MachineFailed, machine.id)
-    assert failed.stage == "setup"
-    assert failed.reason == (
-        f"gave up waiting after 121s: src/app holds an unfinished clone of {URL}: one still "
-        "running, or one cut off (remove the directory to clone it again)"
+    assert world.bus.one(MachineFailed, machine.id).reason == (
+        f"src/app holds a clone of {URL} that was cut off before it finished: remove the "
+        "directory to clone it again"
     )
     assert m.ran("clone") == []
+
+
+async def test_a_users_orphan_branch_is_not_taken_for_an_unfinished_clone(world: World) -> None:
+    """An index and no HEAD (``git checkout --orphan``): neither a checkout nor a clone to
+    wait for; git's own refusal to clone over it fails the machine, as for any other tree."""
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    m = world.daemons[machine.id]
+    m.checkouts[m.path("src/app")] = Checkout(url=URL, branch="main")
+    m.on_exec(["rev-parse", "--git-dir", "--verify", "-q", "HEAD"], exit_code=1, stdout=".git\n")
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert world.bus.one(MachineFailed, machine.id).reason == (
+        f"git clone {URL} failed: fatal: destination path 'src/app' already exists"
+    )
 
 
 async def test_an_image_with_no_git_waits_for_an_unfinished_clone_too(world: World) -> None:

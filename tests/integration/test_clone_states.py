@@ -1,89 +1,164 @@
-"""What a repo's path holds while a real ``git clone`` is still fetching, as the setup pusher
-(git's ``rev-parse``) and the daemon's runtime (``daemon.gitclone --check``, dulwich) read it.
+"""What a repo's path holds while a real ``git clone`` is still running, as the setup pusher
+(``checkout_state``: git's ``rev-parse`` and the index) and the daemon's runtime
+(``daemon.gitclone --check``, dulwich) read it.
 
-The clone is held mid-fetch by its upload-pack, which waits on a FIFO the test opens: the
-same state a setup pusher killed mid-clone leaves behind while the machine's clone goes on.
+The clone is held by a FIFO the test opens when it is done looking: in its fetch (its
+upload-pack waits on it) or in its checkout (a smudge filter waits on it). That is the state a
+setup pusher killed mid-clone leaves behind while the machine's clone goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import cast
 
-import pytest
-
-from contracts.daemon_rpc import EXIT_CLONE_UNFINISHED
-from daemon.gitclone import checkout_state
+from contracts.daemon_rpc import EXIT_CLONE_UNFINISHED, ExecCommandResult, HealthResult
+from contracts.models import Repo
+from controlplane.daemon_client import MachineClient
+from daemon.gitclone import checkout_state as runtime_state
+from services.setup_pusher.checkouts import CheckoutState, checkout_state
 from tests.conftest import make_bare_repo
-from tests.gitcmd import git
+from tests.gitcmd import git, repo_with
 from tests.waiters import wait_until
 
-
-def head_of(path: Path) -> subprocess.CompletedProcess[str]:
-    """The setup pusher's question, asked of the real git."""
-    return subprocess.run(["git", "-C", str(path), "rev-parse", "--git-dir", "--verify", "-q",
-                           "HEAD"], capture_output=True, text=True, check=False)  # fmt: skip
+PATH = "dst"
 
 
-def runtime_check(path: Path, url: str) -> subprocess.CompletedProcess[str]:
+class HostMachine:
+    """What ``checkout_state`` asks of a machine, answered on this host in ``home``: git run
+    there, files looked at there."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    async def run(self, *argv: str, timeout_s: float = 120.0) -> ExecCommandResult:
+        done = await asyncio.to_thread(subprocess.run, argv, cwd=self.home, capture_output=True,
+                                       text=True, timeout=timeout_s, check=False)  # fmt: skip
+        return ExecCommandResult(exit_code=done.returncode, stdout=done.stdout,
+                                 stderr=done.stderr)  # fmt: skip
+
+    async def health(self, *, files: list[str], timeout_s: float | None = None) -> HealthResult:
+        missing = [f for f in files if not (self.home / f).is_file()]
+        return HealthResult(ok=True, uptime_s=0.0, missing=missing)
+
+
+async def pusher_state(home: Path, url: str) -> CheckoutState:
+    machine = cast(MachineClient, HostMachine(home))
+    return await checkout_state(machine, Repo(url=url, branch="main", path=PATH), 30.0)
+
+
+def check_command(path: Path, url: str) -> subprocess.CompletedProcess[str]:
+    """``tool.gitClone``'s check, as the daemon runs it."""
     return subprocess.run([sys.executable, "-m", "daemon.gitclone", url, "main", str(path),
                            "--check"], capture_output=True, text=True, check=False)  # fmt: skip
 
 
-@pytest.fixture
-async def held_clone(tmp_path: Path) -> AsyncIterator[tuple[Path, str, Path]]:
-    """A ``git clone`` of the suite's bare repo into ``tmp_path/dst``, blocked before its fetch
-    until the yielded FIFO is opened for writing; (destination, url, fifo)."""
-    url = f"file://{make_bare_repo(tmp_path)}"
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
-    dst = tmp_path / "dst"
+def head_resolves(path: Path) -> bool:
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "--verify", "-q", "HEAD"],
+                          capture_output=True, check=False).returncode == 0  # fmt: skip
+
+
+def release(fifo: Path) -> bool:
+    """Let the clone go on, once its waiter has the FIFO open (False until then)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader yet
+            return False
+        raise
+    os.write(fd, b"go\n")
+    os.close(fd)
+    return True
+
+
+@asynccontextmanager
+async def held_clone(
+    home: Path, url: str, *options: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``git clone`` of ``url`` into ``home/dst`` with clone's ``options``, in a session of its
+    own: killed whole if the test ends before the clone does."""
     proc = await asyncio.create_subprocess_exec(
-        "git", "clone", "-q", "--upload-pack", f"cat {fifo} >/dev/null; git-upload-pack",
-        "--branch", "main", "--single-branch", "--", url, str(dst), start_new_session=True,
+        "git", "clone", *options, "-q", "--branch", "main", "--single-branch", "--", url,
+        str(home / PATH), start_new_session=True,
     )  # fmt: skip
     try:
-        yield dst, url, fifo
+        yield proc
     finally:
-        with suppress(ProcessLookupError):  # git, and the upload-pack's shell still waiting
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        if proc.returncode is None:
+            with suppress(ProcessLookupError):  # git, and the shell still waiting on the FIFO
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
 
 
-def origin_written(dst: Path) -> bool:
-    return (dst / ".git" / "config").is_file() and "[remote" in (dst / ".git/config").read_text()
+async def test_a_clone_held_in_its_fetch_is_unfinished_until_it_ends(tmp_path: Path) -> None:
+    url, fifo = f"file://{make_bare_repo(tmp_path)}", tmp_path / "go"
+    os.mkfifo(fifo)
+    upload_pack = f"cat {fifo} >/dev/null; git-upload-pack"
+    async with held_clone(tmp_path, url, "--upload-pack", upload_pack) as proc:
+        config = tmp_path / PATH / ".git" / "config"
+        await wait_until(lambda: config.is_file() and url in config.read_text(), timeout=30)
+        assert not head_resolves(tmp_path / PATH)
+        assert await pusher_state(tmp_path, url) == "unfinished"
+        assert runtime_state(tmp_path / PATH, url) == (EXIT_CLONE_UNFINISHED, "")
+        assert check_command(tmp_path / PATH, url).returncode == EXIT_CLONE_UNFINISHED
+        assert await pusher_state(tmp_path, "file:///elsewhere.git") == "none"
 
-
-async def test_a_clone_in_flight_is_unfinished_to_both_readers_then_finished(
-    held_clone: tuple[Path, str, Path],
-) -> None:
-    dst, url, fifo = held_clone
-    await wait_until(lambda: origin_written(dst), timeout=30)
-
-    head = head_of(dst)
-    assert (head.returncode, head.stdout) == (1, ".git\n")
-    assert git("-C", str(dst), "config", "--get", "remote.origin.url") == url
-    assert checkout_state(dst, url) == (EXIT_CLONE_UNFINISHED, "")
-    assert runtime_check(dst, url).returncode == EXIT_CLONE_UNFINISHED
-    assert checkout_state(dst, "file:///elsewhere.git") == (1, "")  # another repo's clone
-
-    fifo.write_bytes(b"go\n")  # the upload-pack goes on: the clone finishes
-    await wait_until(lambda: head_of(dst).returncode == 0, timeout=30)
-    assert checkout_state(dst, url) == (0, "main")
-    check = runtime_check(dst, url)
+        await wait_until(lambda: release(fifo), timeout=30)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert await pusher_state(tmp_path, url) == "finished"
+    check = check_command(tmp_path / PATH, url)
     assert (check.returncode, check.stdout) == (0, "main\n")
 
 
-def test_no_repository_or_a_parents_is_no_checkout(tmp_path: Path) -> None:
+async def test_a_clone_held_in_its_checkout_is_unfinished_though_head_resolves(
+    tmp_path: Path,
+) -> None:
+    """git points HEAD at the fetched commit before it writes the work tree and, last, the
+    index: a clone in its checkout is unfinished too."""
+    work = repo_with(tmp_path, {"README": "main\n", ".gitattributes": "README filter=hold\n"})
+    bare = tmp_path / "held.git"
+    git("clone", "-q", "--bare", str(work), str(bare))
+    url, fifo = f"file://{bare}", tmp_path / "go"
+    os.mkfifo(fifo)
+    smudge = (
+        "-c",
+        f"filter.hold.smudge=cat {fifo} >/dev/null; cat",
+        "-c",
+        "filter.hold.required=true",
+    )
+    async with held_clone(tmp_path, url, *smudge) as proc:
+        await wait_until(lambda: head_resolves(tmp_path / PATH), timeout=30)
+        assert not (tmp_path / PATH / ".git" / "index").exists()
+        assert await pusher_state(tmp_path, url) == "unfinished"
+        assert runtime_state(tmp_path / PATH, url) == (EXIT_CLONE_UNFINISHED, "")
+
+        await wait_until(lambda: release(fifo), timeout=30)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert await pusher_state(tmp_path, url) == "finished"
+    assert runtime_state(tmp_path / PATH, url) == (0, "main")
+
+
+async def test_an_orphan_branch_a_parents_repository_or_nothing_is_no_checkout(
+    tmp_path: Path,
+) -> None:
     url = f"file://{make_bare_repo(tmp_path)}"
-    assert checkout_state(tmp_path / "absent", url) == (1, "")
+    assert await pusher_state(tmp_path, url) == "none"  # nothing there
+    assert runtime_state(tmp_path / PATH, url) == (1, "")
     git("clone", "-q", url, str(tmp_path / "outer"))
-    (tmp_path / "outer" / "inner").mkdir()
-    assert checkout_state(tmp_path / "outer" / "inner", url) == (1, "")  # the parent's .git
-    assert checkout_state(tmp_path / "outer", url) == (0, "main")
+    (tmp_path / "outer" / PATH).mkdir()
+    assert await pusher_state(tmp_path / "outer", url) == "none"  # the parent's .git
+    assert runtime_state(tmp_path / "outer" / PATH, url) == (1, "")
+
+    git("clone", "-q", url, str(tmp_path / PATH))
+    assert await pusher_state(tmp_path, url) == "finished"
+    git("checkout", "-q", "--orphan", "scratch", cwd=tmp_path / PATH)  # a user's new history
+    assert await pusher_state(tmp_path, url) == "none"  # an index, no HEAD: not a clone
+    assert runtime_state(tmp_path / PATH, url) == (1, "")
