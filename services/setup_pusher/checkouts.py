@@ -25,6 +25,7 @@ from contracts.daemon_rpc import (
     ExecCommandResult,
     GitCloneParams,
 )
+from contracts.errors import InvalidParams
 from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
@@ -250,7 +251,11 @@ async def checkout_state(mc: MachineClient, repo: Repo, timeout_s: float) -> Che
     if origin.exit_code != 0 or origin.stdout.strip() != repo.url:
         return "none"
     index = f"{repo.path}/.git/index"
-    if index in (await mc.health(files=[index])).missing:
+    try:
+        indexed = index not in (await mc.health(files=[index])).missing
+    except InvalidParams:  # a daemon from before health's files: HEAD alone tells
+        indexed = head.exit_code == 0
+    if not indexed:
         return "unfinished"
     return "finished" if head.exit_code == 0 else "none"
 

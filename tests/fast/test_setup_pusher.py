@@ -202,6 +202,20 @@ async def test_a_clone_still_running_after_a_crash_is_waited_for_not_cloned_over
     assert (await world.machine(machine.id)).status is S.READY
 
 
+async def test_a_daemon_from_before_healths_files_has_its_checkout_found_by_head_alone(
+    world: World,
+) -> None:
+    """It answers -32602 to health's files: a checkout whose HEAD resolves is finished."""
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    m = world.daemons[machine.id]
+    m.health_without_files = True
+    m.checkouts[m.path("src/app")] = Checkout(url=URL, branch="main")
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert m.ran("clone") == []
+    assert await world.store.cloned_paths(machine.id) == {"src/app"}
+
+
 async def test_a_clone_cut_off_before_it_finished_fails_setup_by_name(world: World) -> None:
     """Older than a clone may run (the daemon ends it at clone_timeout_s): no longer running."""
     machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
