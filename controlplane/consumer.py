@@ -70,8 +70,8 @@ class Permanent(Exception):
 class Retry(Exception):
     """Raised by a handler when the event came too early (another stage has not caught up):
     redelivered after ``delay_s`` without counting as a failed attempt, for as long as the
-    event is younger than ``budget_s`` (default: the consumer's ``retry_budget_s``). A wait
-    that bounds itself (it checks its own deadline) passes ``math.inf``."""
+    event is younger than ``budget_s`` (default: the consumer's ``retry_budget_s``: a wait
+    that bounds itself by what it waits for passes a larger one)."""
 
     def __init__(self, reason: str, delay_s: float = 0.5, budget_s: float | None = None) -> None:
         super().__init__(reason)

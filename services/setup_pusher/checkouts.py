@@ -9,7 +9,6 @@ done. Idempotent: a repeat finds the checkouts as the last run left them and doe
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Literal
 
@@ -21,6 +20,7 @@ from contracts.consumers import Durable
 from contracts.daemon_rpc import (
     EXIT_CLONE_UNFINISHED,
     EXIT_NOT_FOUND,
+    MAX_EXEC_TIMEOUT_S,
     ExecCommandParams,
     ExecCommandResult,
     GitCloneParams,
@@ -62,6 +62,10 @@ _RUNTIME_STATES: dict[int, CheckoutState] = {0: "finished", EXIT_CLONE_UNFINISHE
 UNFINISHED_CLONE_RETRY_S = 5.0
 #: How far a machine's clock may be from the platform's when a clone's age is read.
 CLOCK_SKEW_S = 60.0
+#: The age of a ready report past which no unfinished clone is waited for, whatever its files
+#: say (a machine that keeps touching its .git/config would be waited for without end): the
+#: daemon's longest command. A wait bounded by the clone's own age, not by the stage's budget.
+UNFINISHED_CLONE_WAIT_CAP_S = MAX_EXEC_TIMEOUT_S
 
 
 class Checkouts(LiveEnv):
@@ -229,10 +233,11 @@ class Checkouts(LiveEnv):
         """An unfinished clone at ``repo.path``: waited for while it may still be running,
         else one cut off. git writes .git/config as it begins, and the daemon ends a command
         at its timeout: a clone whose config is older than that is no longer running."""
-        began = (await mc.stat(f"{repo.path}/.git/config")).mtime
-        if time.time() - began < self.settings.clone_timeout_s + CLOCK_SKEW_S:
+        age_s = time.time() - (await mc.stat(f"{repo.path}/.git/config")).mtime
+        if -CLOCK_SKEW_S < age_s < self.settings.clone_timeout_s + CLOCK_SKEW_S:
             return Retry(f"a clone of {repo.url} into {repo.path} is still running",
-                         delay_s=UNFINISHED_CLONE_RETRY_S, budget_s=math.inf)  # fmt: skip
+                         delay_s=UNFINISHED_CLONE_RETRY_S,
+                         budget_s=UNFINISHED_CLONE_WAIT_CAP_S)  # fmt: skip
         return Permanent(f"{repo.path} holds a clone of {repo.url} that was cut off before it "
                          "finished: remove the directory to clone it again")  # fmt: skip
 

@@ -14,7 +14,7 @@ from contracts.ids import new_event_id
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
-from services.setup_pusher.checkouts import CLOCK_SKEW_S
+from services.setup_pusher.checkouts import CLOCK_SKEW_S, UNFINISHED_CLONE_WAIT_CAP_S
 from services.setup_pusher.service import ASKPASS_SCRIPT
 from tests.fakes.daemons import Checkout, FakeFile
 from tests.fast.conftest import World
@@ -230,6 +230,32 @@ async def test_a_clone_cut_off_before_it_finished_fails_setup_by_name(world: Wor
         "directory to clone it again"
     )
     assert m.ran("clone") == []
+
+
+async def test_a_machine_cannot_keep_its_setup_waiting_on_a_clone_without_end(
+    world: World,
+) -> None:
+    """The machine owns its files: a .git/config dated ahead of the platform's clock is no
+    clone that is running; one it keeps fresh is waited for up to the cap, then the machine
+    fails naming the wait."""
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    m = world.daemons[machine.id]
+    ahead = time.time() + CLOCK_SKEW_S + 60
+    m.checkouts[m.path("src/app")] = Checkout(url=URL, branch="main", finished=False,
+                                              began=ahead)  # fmt: skip
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert "that was cut off before it finished" in world.bus.one(MachineFailed, machine.id).reason
+
+    other = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    o = world.daemons[other.id]
+    o.checkouts[o.path("src/app")] = Checkout(url=URL, branch="main", finished=False)
+    await world.bus.publish(report(other.id, age_s=UNFINISHED_CLONE_WAIT_CAP_S + 1))
+    await world.bus.settle()
+    assert world.bus.one(MachineFailed, other.id).reason == (
+        f"gave up waiting after 3601s: a clone of {URL} into src/app is still running"
+    )
+    assert o.ran("clone") == []
 
 
 async def test_a_users_orphan_branch_is_not_taken_for_an_unfinished_clone(world: World) -> None:
