@@ -98,8 +98,9 @@ class Checkouts(LiveEnv):
         for repo in repos:
             env = await self._git_env(mc, machine.instance_id, repo)
             try:
-                if await checkout_state(mc, repo, self.settings.clone_timeout_s) != "finished":
-                    await self.clone(mc, repo, env)
+                state = await checkout_state(mc, repo, self.settings.clone_timeout_s)
+                if state != "finished":
+                    await self.clone(mc, repo, env, state)
                     await self.store.mark_cloned(machine.id, repo.path)
                     out.cloned.append(repo.path)
                 elif await self._switch_branch(mc, repo, env):
@@ -184,7 +185,10 @@ class Checkouts(LiveEnv):
         return {**_GIT_ENV, "GIT_ASKPASS": askpass.path, "FLEET_GIT_USERNAME": creds.username,
                 "FLEET_GIT_PASSWORD": creds.token}  # fmt: skip
 
-    async def clone(self, mc: MachineClient, repo: Repo, env: dict[str, str]) -> None:
+    async def clone(self, mc: MachineClient, repo: Repo, env: dict[str, str],
+                    state: CheckoutState | None = None) -> None:  # fmt: skip
+        """Clone ``repo`` unless its path holds it already (``state``, if the caller has just
+        looked)."""
         try:  # again: the repo may have been added before today's rules
             validation.check_repo_url(repo.url)
             validation.check_branch(repo.branch)
@@ -195,7 +199,8 @@ class Checkouts(LiveEnv):
         # A crash between a clone and its record in Redis must not clone again: look first.
         # A crash during one leaves it running on the machine (the daemon's command outlives
         # its caller): wait for it rather than clone over it.
-        state = await checkout_state(mc, repo, self.settings.clone_timeout_s)
+        if state is None:
+            state = await checkout_state(mc, repo, self.settings.clone_timeout_s)
         if state == "finished":
             log.info("setup.repo_already_cloned", path=repo.path)
             return

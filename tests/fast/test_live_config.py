@@ -97,6 +97,8 @@ async def test_an_added_repo_is_cloned_on_the_running_machine(world: World) -> N
     assert (checkout.url, checkout.branch) == (URL, "main")
     done = world.bus.one(ReposReconciled, machine.id)
     assert (done.cloned, done.switched, done.conflicts) == (["app"], [], [])
+    # The path is looked at once before its clone, not again inside it.
+    assert len(world.daemons[machine.id].ran("rev-parse", "--git-dir")) == 1
     # Idempotent: the same event again clones nothing and reports the repo unchanged.
     await world.bus.redeliver(world.bus.one(ReposChanged), Durable.SETUP_PUSHER_REPOS)
     await world.bus.settle()
