@@ -302,3 +302,8 @@ class Keys:
     def k_instance_snapshots(self, instance_id: str) -> str:
         """Set: the instance's snapshot ids."""
         return f"{self.prefix}instance:{instance_id}:snapshots"
+
+    def k_instance_snapshot_reservations(self, instance_id: str) -> str:
+        """Sorted set: ids of the instance's snapshots being taken, scored by when their
+        reservation lapses (ms since the epoch): they count against its cap until saved."""
+        return f"{self.prefix}instance:{instance_id}:snapshot-reservations"

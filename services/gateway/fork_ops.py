@@ -127,30 +127,40 @@ class ForkOps:
         source = await self._source(c, p.machine_id, "snapshotted")
         if p.memory:
             memory_forkable(source)
-        held = await self.store.snapshots.count(source.instance_id)
-        if held >= self.max_snapshots:
+        snapshot_id = new_snapshot_id()
+        # Its place is taken before the copy (slow) starts: calls at once never pass the cap.
+        held = await self.store.snapshots.reserve(source.instance_id, snapshot_id,
+                                                  self.max_snapshots)  # fmt: skip
+        if held is not None:
             raise SnapshotLimit(
-                f"instance {source.instance_id} holds {held} snapshot(s), as many as it may: "
-                "delete one first (snapshots.delete)",
+                f"instance {source.instance_id} holds {held} snapshot(s) (or is taking them), "
+                "as many as it may: delete one first (snapshots.delete)",
                 data={"limit": self.max_snapshots},
             )
-        snapshot_id = new_snapshot_id()
+        try:
+            snapshot = await self._take(source, snapshot_id, p)
+        except BaseException:
+            await self.store.snapshots.release(source.instance_id, snapshot_id)
+            raise
+        await self.store.snapshots.save(snapshot)
+        if p.memory:
+            await self._source_back(source.id)
+        log.info("machine.snapshot_taken", machine_id=source.id, snapshot_id=snapshot_id,
+                 how=snapshot.how, pause_ms=snapshot.pause_ms)  # fmt: skip
+        return snapshot
+
+    async def _take(self, source: Machine, snapshot_id: str, p: SnapshotParams) -> Snapshot:
+        """The snapshot's copy made on its source's host; its record (not saved yet)."""
         if p.memory:  # the machine checkpointed and running on; kept until deleted
             taken = await self.hosts.take_memory_image(source, snapshot_id, None)
             copied, pause_ms = taken.copied, taken.pause_ms
         else:
             copied = await self.hosts.take_snapshot(source, snapshot_id)
             pause_ms = copied.pause_ms
-        snapshot = Snapshot(
+        return Snapshot(
             id=snapshot_id, name=p.name, instance_id=source.instance_id, machine_id=source.id,
             created_at=now(), how=copied.how, pause_ms=pause_ms, memory=p.memory,
         )  # fmt: skip
-        await self.store.snapshots.save(snapshot)
-        if p.memory:
-            await self._source_back(source.id)
-        log.info("machine.snapshot_taken", machine_id=source.id, snapshot_id=snapshot_id,
-                 how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
-        return snapshot
 
     async def _source_back(self, machine_id: str) -> None:
         """Until the source's daemon, started again with its renewed credential, answers: the
