@@ -36,6 +36,7 @@ import signal
 import stat
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -355,13 +356,21 @@ def write_bundle(machine_dir: Path, spec: dict[str, Any]) -> Path:
     return bundle
 
 
+#: Readies a machine's new network namespace (given a host pid in it) before its sandbox
+#: starts there: its instance's egress policy is written in before a restore brings back
+#: processes that would otherwise meet a namespace with none.
+NetnsReady = Callable[[str, int], Awaitable[None]]
+
+
 async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: Path,
                         owner: str, enter: list[str], verb: tuple[str, ...] = ("run",),
-                        stdin: int = subprocess.DEVNULL) -> int:  # fmt: skip
+                        stdin: int = subprocess.DEVNULL,
+                        ready: NetnsReady | None = None) -> int:  # fmt: skip
     """Start the machine's sandbox in a network namespace of its own with pasta as its way
     out, in the cgroup ``enter`` moves it into; the sandbox's host pid. On failure nothing of
     it is left. ``verb``: runsc's command (``run``; ``restore`` and its image for a resume).
-    ``stdin``: its first process's (a pooled sandbox's lifeline: providers/gvisor_pool.py)."""
+    ``stdin``: its first process's (a pooled sandbox's lifeline: providers/gvisor_pool.py).
+    ``ready``: run on the namespace, with pasta attached, before runsc starts in it."""
     cid = container_id(machine_id)
     holder = await asyncio.create_subprocess_exec(
         "unshare", "--net", "sleep", "infinity", env=_clean_env(),
@@ -370,6 +379,8 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
     try:
         await _await_own_netns(holder.pid)
         await attach(holder.pid, owner, [])
+        if ready is not None:
+            await ready(machine_id, holder.pid)
         netns = f"/proc/{holder.pid}/ns/net"
         # A proc of its own over /proc/sys/net (no rmem_default there), with nothing mounted
         # over it: a user namespace's sandbox may mount its proc only while the namespace

@@ -41,6 +41,7 @@ import structlog
 from contracts.events import HomeCopy
 from providers.gvisor import (
     BUNDLE,
+    NetnsReady,
     Runsc,
     _rootfs,
     container_id,
@@ -51,6 +52,7 @@ from providers.gvisor import (
 from providers.gvisor_pause import checkpoint_sandbox, image_size, signal_daemon
 from providers.gvisor_root import ROOT_UID_FILE, give_rootfs, write_bin
 from providers.netns import stop_pasta
+from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
 
@@ -75,45 +77,75 @@ async def take_image(
     copy_home: Callable[[], Awaitable[HomeCopy]],
     renew: Callable[[], Awaitable[str]],
     enter: list[str],
+    ready: NetnsReady | None = None,
 ) -> tuple[int, float, HomeCopy]:
     """Checkpoint the machine into ``memory``, copy its home (``copy_home``), and restore it
-    with the credential ``renew`` gives (stored by it before the machine's daemon restarts);
-    the image's size, how long the machine stood still (ms) and how its home was copied.
-    ``forks``: how many restores delete it; None: kept until deleted (a snapshot's).
-    Conflict, the machine untouched, if a process of it holds a connection this runsc cannot
-    keep."""
+    (its namespace readied by ``ready``: its egress policy) with the credential ``renew``
+    gives (stored by it before the machine's daemon restarts); the image's size, how long the
+    machine stood still (ms) and how its home was copied. ``forks``: how many restores
+    delete it; None: kept until deleted (a snapshot's). Conflict, the machine untouched, if
+    a process of it holds a connection this runsc cannot keep.
+
+    All or nothing: if the copy or the renewal fails (or the call is cancelled), the machine
+    is restored as it was (its policy, its credential, its daemon woken), the image removed,
+    and the error raised; the caller removes its home copy."""
     began = time.monotonic()
     await asyncio.to_thread(checkpoint_sandbox, runsc, machine_dir, machine_id, nats_ports, memory)
     checkpointed = time.monotonic()
+    copied: HomeCopy | BaseException
     try:
-        shutil.copyfile(machine_dir / BUNDLE / "config.json", memory / SPEC_FILE)
-        (memory / SOURCE_FILE).write_text(str(machine_dir))
-        shutil.copyfile(machine_dir / "uid", memory / UID_FILE)
-        if (machine_dir / ROOT_UID_FILE).is_file():
-            shutil.copyfile(machine_dir / ROOT_UID_FILE, memory / ROOT_UID_FILE)
-        if forks is not None:
-            (memory / LEFT_FILE).write_text(str(forks))
+        await asyncio.to_thread(_describe_image, machine_dir, memory, forks)
         copied = await copy_home()  # nothing of the machine runs: its home as of the image
-    finally:  # the source runs on, whatever became of its copy
-        home_copied = time.monotonic()
-        await asyncio.to_thread(stop_pasta, machine_id)
-        # As before a resume: the checkpointed sandbox's state may outlive it, and a restore
-        # under the same name then fails ("container already exists"), the source lost.
-        await asyncio.to_thread(runsc.run, "delete", "--force", container_id(machine_id),
-                                timeout_s=60)  # fmt: skip
-        pid = await start_sandbox(
-            runsc, machine_id, machine_dir / BUNDLE, machine_dir / "daemon.log", machine_id,
-            enter, verb=("restore", "--image-path", str(memory)),
-        )  # fmt: skip
+    except BaseException as exc:  # noqa: BLE001 - raised once the source runs again
+        copied = exc
+    home_copied = time.monotonic()
+    try:
+        pid = await _restore_source(runsc, machine_dir, machine_id, memory, enter, ready)
+    except BaseException:
+        await asyncio.to_thread(remove_tree, memory)
+        raise
     stood_ms = (time.monotonic() - began) * 1000
-    credential = await renew()
-    await asyncio.to_thread(write_token, machine_dir, credential, machine_id)
-    await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
+    try:
+        if isinstance(copied, BaseException):
+            raise copied
+        # The copy every fork holds of the old credential is refused from now on.
+        credential = await renew()
+        await asyncio.to_thread(write_token, machine_dir, credential, machine_id)
+    except BaseException:
+        await asyncio.to_thread(remove_tree, memory)  # no fork is made of it
+        raise
+    finally:
+        await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
     log.info("provider.gvisor_memory_image", machine_id=machine_id, pid=pid, forks=forks,
              ms=round(stood_ms), checkpoint_ms=round((checkpointed - began) * 1000),
              home_ms=round((home_copied - checkpointed) * 1000),
              restore_ms=round((time.monotonic() - home_copied) * 1000))  # fmt: skip
     return await asyncio.to_thread(image_size, memory), stood_ms, copied
+
+
+def _describe_image(machine_dir: Path, memory: Path, forks: int | None) -> None:
+    """Beside runsc's image: its source's spec, directory and uids, and the forks to come."""
+    shutil.copyfile(machine_dir / BUNDLE / "config.json", memory / SPEC_FILE)
+    (memory / SOURCE_FILE).write_text(str(machine_dir))
+    shutil.copyfile(machine_dir / "uid", memory / UID_FILE)
+    if (machine_dir / ROOT_UID_FILE).is_file():
+        shutil.copyfile(machine_dir / ROOT_UID_FILE, memory / ROOT_UID_FILE)
+    if forks is not None:
+        (memory / LEFT_FILE).write_text(str(forks))
+
+
+async def _restore_source(runsc: Runsc, machine_dir: Path, machine_id: str, memory: Path,
+                          enter: list[str], ready: NetnsReady | None) -> int:  # fmt: skip
+    """The checkpointed machine restored from ``memory`` in a new namespace; its pid."""
+    await asyncio.to_thread(stop_pasta, machine_id)
+    # As before a resume: the checkpointed sandbox's state may outlive it, and a restore
+    # under the same name then fails ("container already exists"), the source lost.
+    await asyncio.to_thread(runsc.run, "delete", "--force", container_id(machine_id),
+                            timeout_s=60)  # fmt: skip
+    return await start_sandbox(
+        runsc, machine_id, machine_dir / BUNDLE, machine_dir / "daemon.log", machine_id,
+        enter, verb=("restore", "--image-path", str(memory)), ready=ready,
+    )  # fmt: skip
 
 
 def fork_spec(spec: dict[str, Any], source_dir: Path, machine_dir: Path,
@@ -148,8 +180,10 @@ def prepare_fork(memory: Path, machine_dir: Path) -> None:
 
 
 async def restore_fork(runsc: Runsc, machine_dir: Path, machine_id: str, token: str,
-                       memory: Path, enter: list[str]) -> int:  # fmt: skip
-    """The fork restored from its source's image, with its own identity; its sandbox's pid."""
+                       memory: Path, enter: list[str],
+                       ready: NetnsReady | None = None) -> int:  # fmt: skip
+    """The fork restored from its source's image, with its own identity, in a namespace
+    readied by ``ready`` (its egress policy); its sandbox's pid."""
     spec = json.loads((memory / SPEC_FILE).read_text())
     source_dir = Path((memory / SOURCE_FILE).read_text())
     await asyncio.to_thread(write_token, machine_dir, token, machine_id)
@@ -157,7 +191,7 @@ async def restore_fork(runsc: Runsc, machine_dir: Path, machine_id: str, token: 
     bundle = await asyncio.to_thread(write_bundle, machine_dir, spec)
     pid = await start_sandbox(
         runsc, machine_id, bundle, machine_dir / "daemon.log", machine_id, enter,
-        verb=("restore", "--image-path", str(memory)),
+        verb=("restore", "--image-path", str(memory)), ready=ready,
     )  # fmt: skip
     # Its daemon, parked as its source's, resumed at once as the fork.
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")

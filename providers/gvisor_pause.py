@@ -30,6 +30,7 @@ from contracts.errors import Conflict, ProviderError
 from providers.gvisor import (
     BUNDLE,
     IMAGE_DIR,
+    NetnsReady,
     Runsc,
     container_id,
     forget_sandbox,
@@ -176,9 +177,10 @@ def _end_sandbox(runsc: Runsc, machine_dir: Path, cid: str, pid: int) -> None:
 
 
 async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
-                         enter: list[str]) -> int:  # fmt: skip
-    """Restore the machine from its image, in a network namespace made as at its start, and
-    tell its daemon to reconnect; the sandbox's host pid. The image is deleted once restored."""
+                         enter: list[str], ready: NetnsReady | None = None) -> int:  # fmt: skip
+    """Restore the machine from its image, in a network namespace made as at its start (and
+    readied by ``ready``: its egress policy), and tell its daemon to reconnect; the sandbox's
+    host pid. The image is deleted once restored."""
     image = machine_dir / IMAGE_DIR
     if not image.is_dir() or not any(image.iterdir()):
         raise ProviderError(f"machine {machine_id} has no pause image to resume from")
@@ -193,6 +195,7 @@ async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
         machine_id,
         enter,
         verb=("restore", "--image-path", str(image)),
+        ready=ready,
     )
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
     await asyncio.to_thread(remove_tree, image)

@@ -126,6 +126,7 @@ class LocalProvider:
         cow: bool = False,
         engine: Callable[[], aiodocker.Docker] | None = None,
         runsc: gvisor.Runsc | None = None,
+        netns_ready: gvisor.NetnsReady | None = None,
     ) -> None:
         self._data_dir = data_dir.resolve()
         #: What runs gvisor machines (providers/gvisor.py); None: none here.
@@ -144,6 +145,9 @@ class LocalProvider:
         self._children: dict[str, int] = {}
         #: A sandboxed machine's limits (its cgroup, providers/cgroup.py); None: no limits.
         self._placement = placement
+        #: Writes a machine's egress policy into the namespace a gvisor restore is about to
+        #: run in (services/provisioner/egress.py ``netns_policy``): never after it.
+        self._netns_ready = netns_ready
         #: A pooled machine's limits before its claim (then its instance's).
         self._default_limits = default_limits or Limits()
         #: Sandboxed machines' own uids (providers/machine_uid.py); None: the platform's.
@@ -313,12 +317,16 @@ class LocalProvider:
                 upper=(from_upper, upper) if from_upper.is_dir() else None,
             )  # fmt: skip
 
-        return await gvisor_fork.take_image(
-            runsc, machine_dir, machine_id,
-            nats_ports={port for _, port in nats_servers(self._nats_url)},
-            memory=self.memory_dir(image_id), forks=forks, copy_home=copy_home, renew=renew,
-            enter=await self._limited(machine_id, []),
-        )  # fmt: skip
+        try:
+            return await gvisor_fork.take_image(
+                runsc, machine_dir, machine_id,
+                nats_ports={port for _, port in nats_servers(self._nats_url)},
+                memory=self.memory_dir(image_id), forks=forks, copy_home=copy_home,
+                renew=renew, enter=await self._limited(machine_id, []), ready=self._netns_ready,
+            )  # fmt: skip
+        except BaseException:  # nothing of a failed image is kept: its copy of the home too
+            await self.drop_snapshot(image_id)
+            raise
 
     async def _restore_fork(self, machine_id: str, token: str, image_id: str) -> str:
         """A fork with memory restored from its source's image (its home copied already); the
@@ -329,7 +337,8 @@ class LocalProvider:
         code_store(machine_dir).mkdir(mode=0o755, exist_ok=True)
         await asyncio.to_thread(self.own_uid, machine_id)
         enter = await self._limited(machine_id, [])
-        pid = await gvisor_fork.restore_fork(runsc, machine_dir, machine_id, token, memory, enter)
+        pid = await gvisor_fork.restore_fork(runsc, machine_dir, machine_id, token, memory, enter,
+                                             self._netns_ready)  # fmt: skip
         (machine_dir / gvisor_fork.MARKER).unlink(missing_ok=True)
         if await asyncio.to_thread(gvisor_fork.one_fork_less, memory):
             await self.drop_snapshot(image_id)
@@ -344,13 +353,15 @@ class LocalProvider:
         )
 
     async def drop_snapshot(self, snapshot_id: str) -> bool:
+        """The snapshot's home copy, layer and memory image removed (whichever were made: a
+        failed take leaves some); False if it had no home copy."""
         target = self.snapshot_dir(snapshot_id)
-        if not target.exists():
-            return False
         upper = self.snapshot_upper(snapshot_id)
         if upper.exists():
             await asyncio.to_thread(remove_tree, upper)
         await asyncio.to_thread(remove_tree, self.memory_dir(snapshot_id))
+        if not target.exists():
+            return False
         await asyncio.to_thread(remove_home, target)
         return True
 
@@ -695,7 +706,8 @@ class LocalProvider:
         """A paused gvisor machine restored from its image."""
         runsc = self._gvisor_runsc()
         enter = await self._limited(machine_id, [])
-        await gvisor_pause.resume_sandbox(runsc, self.machine_dir(machine_id), machine_id, enter)
+        await gvisor_pause.resume_sandbox(runsc, self.machine_dir(machine_id), machine_id, enter,
+                                          self._netns_ready)  # fmt: skip
 
     async def _stop_gvisor(self, machine_id: str) -> bool:
         runsc = self._runsc or gvisor.Runsc("runsc", "ptrace", self._data_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from contextlib import AsyncExitStack
+from functools import partial
 
 import structlog
 
@@ -29,7 +30,7 @@ from providers.machine_limits import Placement
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
-from services.provisioner.egress import dns_proxy
+from services.provisioner.egress import dns_proxy, netns_policy
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, machine_placement, pool_key
 from services.provisioner.environment_builds import EnvironmentBuilds
@@ -76,6 +77,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
             settings.data_path,
             settings.gvisor_park_wait_s,
         ),
+        netns_ready=partial(netns_policy, store, settings.nats_url),
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ

@@ -60,6 +60,33 @@ async def dns_proxy(settings: Settings, on_refused: OnRefused | None = None) -> 
     return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused, caps)
 
 
+def no_names(machine_id: str, policy: EgressPolicy) -> None:
+    """NotSupported if ``policy`` names hosts: gVisor's stack never asks the platform's DNS."""
+    names = egress_netdev.names(policy)
+    if names:
+        raise NotSupported(
+            f"{machine_id} runs the gvisor runtime, on which egress policy by name is not "
+            f"enforced, and its instance's names {names[:3]} (docs/limitations.md)",
+            data={"runtime": "gvisor"},
+        )
+
+
+async def netns_policy(store: Store, nats_url: str, machine_id: str, pid: int) -> None:
+    """The machine's instance's policy written into the network namespace of ``pid`` (a new
+    one, before a gvisor restore runs in it: providers/gvisor.py ``NetnsReady``), so that no
+    restored process meets a namespace without it; nothing for an open policy (a new
+    namespace has no table). The enforcer writes it again once the machine runs."""
+    machine = await store.get_machine(machine_id)
+    policy = await store.instance_settings.egress(machine.instance_id)
+    if policy.is_open():
+        return
+    no_names(machine_id, policy)
+    platform = await resolve(nats_servers(nats_url))
+    ruleset = await asyncio.to_thread(egress.compile_ruleset, policy, platform)
+    await egress_netdev.apply(pid, ruleset, policy.default == "deny", machine_id)
+    log.info("egress.applied_before_restore", machine_id=machine_id, default=policy.default)
+
+
 class EgressEnforcer:
     def __init__(
         self,
@@ -142,13 +169,7 @@ class EgressEnforcer:
     async def _write_on_interfaces(self, machine_id: str, pid: int, policy: EgressPolicy) -> str:
         """The policy on the interfaces of the machine's namespace (a gvisor machine's:
         providers/egress_netdev.py), a whole new table each time; names refused by name."""
-        names = egress_netdev.names(policy)
-        if names:
-            raise NotSupported(
-                f"{machine_id} runs the gvisor runtime, on which egress policy by name is not "
-                f"enforced, and its instance's names {names[:3]} (docs/limitations.md)",
-                data={"runtime": "gvisor"},
-            )
+        no_names(machine_id, policy)
         new = await self.compiled(policy)
         async with self._nft:
             await egress_netdev.apply(pid, new, policy.default == "deny", machine_id)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import msgspec
 import pytest
 
+from contracts.errors import FleetError
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.integration import test_gvisor as gv
@@ -165,3 +166,40 @@ async def test_a_gvisor_machine_reaches_the_one_allowed_address_and_port_and_not
     assert ready.status == "ready", ready.status_reason
     await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
     await reaches_only(stack, mid, host, second, first)
+
+
+#: A home its copy cannot take: 30 directories of 200-character names, past PATH_MAX.
+TOO_DEEP = r"""
+import os
+os.makedirs('deep', exist_ok=True)
+os.chdir('deep')
+for _ in range(30):
+    os.mkdir('d' * 200)
+    os.chdir('d' * 200)
+open('f', 'w').write('x')
+"""
+
+
+@pytest.mark.timeout(900)
+async def test_a_failed_memory_fork_leaves_its_source_running_under_its_policy(
+    stack: FleetClient, listeners: tuple[str, Listener, Listener]
+) -> None:
+    """The tenant makes its own fork's home copy fail (a home past PATH_MAX): the fork is
+    refused, and the source, restored from its checkpoint into a new namespace, runs on with
+    its daemon answering and its policy holding, tested from inside it."""
+    host, first, second = listeners
+    inst = await stack.create_instance("gv-egress-fork")
+    await stack.set_network_policy(inst.id, default="deny", allow=[f"{host}:{first.port}"])
+    created = await stack.create_machine(inst.id)
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    mid = created.id
+    made = await stack.exec(mid, ["python3", "-c", TOO_DEEP], timeout_s=60)
+    assert made.exit_code == 0, made.stderr
+    with pytest.raises(FleetError):
+        await stack.fork_machine(mid, memory=True)
+    assert (await stack.get_machine(mid)).status == "ready"
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    await reaches_only(stack, mid, host, first, second)
+    forks = [m for m in await stack.list_machines(inst.id) if m.id != mid]
+    assert forks == [], forks
