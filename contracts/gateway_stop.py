@@ -78,8 +78,9 @@ MACHINES_RESUME: MethodSpec[MachineRef, Machine] = MethodSpec(
     MachineRef,
     Machine,
     "Resume a paused machine: its processes go on where they were, with the same PIDs "
-    "(status resuming, then ready; a ready one: no change). Conflict unless it is paused.",
-    (NotFound, Forbidden, Conflict),
+    "(status resuming, then ready; a ready one: no change). Conflict unless it is paused; "
+    "refused as machines.start is (RunningMachinesLimit, HostFull), and it stays paused.",
+    (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull, Unavailable),
 )
 INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
     "instances.setAutoStop",

@@ -80,6 +80,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     rate_exec_per_min: int = 600
     #: environments.build calls per token and minute (each may build an image). 0: no limit.
     rate_build_per_min: int = 10
+    #: machines.pause, machines.resume and machines.snapshot together per token and minute
+    #: (each checkpoints, restores or copies a machine). 0: no limit.
+    rate_pause_per_min: int = 60
     #: Bad secrets per client address, kind (token, ticket, preview cookie) and minute
     #: answered 401; past it, the next bad one of that kind gets 429 (a valid one is always
     #: served). 0: no limit.
@@ -140,6 +143,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     idempotency_ttl_s: float = 24 * 3600.0
     #: How many snapshots (machines.snapshot) one instance may hold; kept until deleted.
     max_snapshots: int = 20
+    #: The disk one instance's copies may take on its hosts, in MB: its homes as last measured,
+    #: its paused machines' images and its snapshots together (0: no limit).
+    instance_disk_mb: int = 51200
     #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).
     #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
     metrics_port: int = 0

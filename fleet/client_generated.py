@@ -441,7 +441,8 @@ class GatewayMethods:
 
     async def resume_machine(self, machine_id: str) -> Machine:
         """Resume a paused machine: its processes go on where they were, with the same PIDs
-        (status resuming, then ready; a ready one: no change). Conflict unless it is paused.
+        (status resuming, then ready; a ready one: no change). Conflict unless it is paused;
+        refused as machines.start is (RunningMachinesLimit, HostFull), and it stays paused.
         """
         return await self.call(MACHINES_RESUME, new_params(MachineRef, machine_id=machine_id))
 

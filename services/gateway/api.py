@@ -13,6 +13,7 @@ from contracts import (
     gateway_env_builds as geb,
     gateway_fork as gfk,
     gateway_rpc as g,
+    gateway_stop as gst,
 )
 from contracts.audit import AUDIT_LIST, AuditEntries, AuditListParams
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
@@ -89,6 +90,7 @@ from controlplane.tokens import TokenStore
 from environments.hook import on_attach
 from providers.code_status import CodeVersions
 from services.gateway.access import Access, Caller, check_local_repo, scoped
+from services.gateway.admission import admitted
 from services.gateway.audit_log import AuditLog, audited, may_read
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
@@ -107,7 +109,7 @@ from services.gateway.ports_ops import PortOps
 from services.gateway.rate_limits import CallLimits
 from services.gateway.runtime_ops import RuntimeOps, check_root, root_exec
 from services.gateway.sessions_ops import SessionOps
-from services.gateway.stop_ops import StopOps, check_running_limit
+from services.gateway.stop_ops import StopOps
 from services.gateway.tickets import EventTickets
 from services.gateway.wake import Waker
 
@@ -312,12 +314,12 @@ class GatewayApi:
                     f"({current.status.value}); use {g.MACHINES_REBUILD.name} to replace it",
                     data={"machineId": current.id},
                 )
-        await check_running_limit(self.store, inst.id, None)
-        if once is not None:
-            return await create_once.make(
-                self.store, self.bus, inst.id, provider, once, runtime=runtime
-            )
-        return await self._create_machine(inst.id, provider, runtime)
+        async with admitted(self.store, inst.id):
+            if once is not None:
+                return await create_once.make(
+                    self.store, self.bus, inst.id, provider, once, runtime=runtime
+                )
+            return await self._create_machine(inst.id, provider, runtime)
 
     async def _from_snapshot(self, p: CreateMachineParams, c: Caller) -> Machine:
         """One more machine of the instance, with a copy of the snapshot's home (as forks are:
@@ -325,8 +327,8 @@ class GatewayApi:
         if p.idempotency_key is not None:
             raise InvalidParams("fromSnapshot takes no idempotencyKey", field="$.fromSnapshot")
         snapshot = await self.forks.snapshot_of(c, p.from_snapshot or "", p.instance_id)
-        await check_running_limit(self.store, p.instance_id, None)
-        return await self.forks.made_from(snapshot, p.provider)
+        async with admitted(self.store, p.instance_id):
+            return await self.forks.made_from(snapshot, p.provider)
 
     async def _create_machine(
         self, instance_id: str, provider: str, runtime: RuntimeChoice
@@ -376,19 +378,20 @@ class GatewayApi:
         if inst.current_machine_id:
             provider = (await self.store.get_machine(inst.current_machine_id)).provider
         runtime = await self.runtimes.for_new(inst.id, provider, None)
-        # The machine it replaces is archived, so it does not count; the new one does.
-        await check_running_limit(self.store, inst.id, inst.current_machine_id)
         once = create_once.once_of(
             g.MACHINES_REBUILD.name, p.idempotency_key, c.token_id,
             self.settings.idempotency_ttl_s, inst.id,
         )  # fmt: skip
-        if once is not None:
-            return await create_once.make(
-                self.store, self.bus, inst.id, provider, once, self._replaced, runtime
-            )
-        if inst.current_machine_id:
-            await self._archive(inst.current_machine_id, "replaced by a rebuild")
-        return await self._create_machine(inst.id, provider, runtime)
+        # The machine it replaces is archived, so it does not count; the new one does. Its
+        # archive is inside: between it and the new record, the place must stay taken.
+        async with admitted(self.store, inst.id, replacing=inst.current_machine_id):
+            if once is not None:
+                return await create_once.make(
+                    self.store, self.bus, inst.id, provider, once, self._replaced, runtime
+                )
+            if inst.current_machine_id:
+                await self._archive(inst.current_machine_id, "replaced by a rebuild")
+            return await self._create_machine(inst.id, provider, runtime)
 
     async def _rebuild_instance(self, instance_id: str, c: Caller) -> Machine:
         """``machines.rebuild`` of ``instance_id`` (hosts.drain with rebuild)."""
@@ -468,6 +471,9 @@ def rated(router: Router[Caller], lim: CallLimits) -> Router[Caller]:
         gfk.MACHINES_FORK.name: (lim.create, "machine creations"),
         g.MACHINES_EXEC.name: (lim.exec, "commands"),
         geb.ENVIRONMENTS_BUILD.name: (lim.build, "environment builds"),
+        gst.MACHINES_PAUSE.name: (lim.pause, "pauses, resumes and snapshots"),
+        gst.MACHINES_RESUME.name: (lim.pause, "pauses, resumes and snapshots"),
+        gfk.MACHINES_SNAPSHOT.name: (lim.pause, "pauses, resumes and snapshots"),
     }
     out = Router[Caller]()
     for name, route in router.routes.items():

@@ -42,8 +42,8 @@ from controlplane.daemon_client import DaemonClient
 from controlplane.store import Store
 from providers.runtimes import keeps_memory
 from services.gateway.access import Access, Caller
+from services.gateway.admission import admitted, check_running_limit
 from services.gateway.host_control import HostControl
-from services.gateway.stop_ops import check_running_limit
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +93,8 @@ class ForkOps:
         source = await self._source(c, p.machine_id, "forked")
         if p.memory:
             memory_forkable(source)
+        # A look first, so that a fork refused does not take its memory image for nothing;
+        # the count that holds is the one its records are made under (admitted).
         await check_running_limit(self.store, source.instance_id, None, p.count)
         image = None
         if p.memory:  # one checkpoint for every fork; the source runs on
@@ -103,19 +105,20 @@ class ForkOps:
         # A fork runs what its source runs, whatever the instance's environment is now: the
         # home (and the layer over the image) it copies was made for that image.
         same = environment_of(source)
-        forks = [
-            await new_machine(
-                self.store,
-                self.bus,
-                source.instance_id,
-                source.provider,
-                source.id,
-                environment=same,
-                runtime=runtime_of(source),
-                memory_image=image,
-            )
-            for _ in range(p.count)
-        ]
+        async with admitted(self.store, source.instance_id, adding=p.count):
+            forks = [
+                await new_machine(
+                    self.store,
+                    self.bus,
+                    source.instance_id,
+                    source.provider,
+                    source.id,
+                    environment=same,
+                    runtime=runtime_of(source),
+                    memory_image=image,
+                )
+                for _ in range(p.count)
+            ]
         log.info("machine.forked", machine_id=source.id, forks=[m.id for m in forks],
                  memory=p.memory)  # fmt: skip
         if p.memory:

@@ -96,14 +96,17 @@ class BadSecrets:
 
 class CallLimits:
     """The per-token limits of the methods that cost the platform most: creating machines
-    (create and rebuild share one bucket), running commands on them and building environments
-    (``environments.build``: a build, or an image ID it answers). The operator's admin
-    callers are not limited: they are trusted with the whole platform anyway."""
+    (create, rebuild and fork share one bucket), running commands on them, building
+    environments (``environments.build``: a build, or an image ID it answers) and pausing,
+    resuming or snapshotting machines (one bucket: each writes or reads a machine's memory or
+    home). The operator's admin callers are not limited: they are trusted with the whole
+    platform anyway."""
 
     def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.create = RateLimiter(settings.rate_create_per_min, clock=clock.monotonic)
         self.exec = RateLimiter(settings.rate_exec_per_min, clock=clock.monotonic)
         self.build = RateLimiter(settings.rate_build_per_min, clock=clock.monotonic)
+        self.pause = RateLimiter(settings.rate_pause_per_min, clock=clock.monotonic)
 
     @staticmethod
     def wrap(

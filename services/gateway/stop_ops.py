@@ -1,11 +1,12 @@
-"""``machines.stop``, ``machines.start``, ``instances.setAutoStop``/``getAutoStop``
-(contracts/gateway_stop.py), and the running-machines limit a start or a create must pass."""
+"""``machines.stop``, ``machines.start``, ``machines.pause``, ``machines.resume``,
+``instances.setAutoStop``/``getAutoStop`` (contracts/gateway_stop.py). A start and a resume
+pass the instance's running limit and the host's room (services/gateway/admission.py)."""
 
 from __future__ import annotations
 
 import structlog
 
-from contracts.errors import Conflict, HostFull, NotSupported, RunningMachinesLimit, Unavailable
+from contracts.errors import Conflict, NotSupported
 from contracts.events import WakeBy
 from contracts.gateway_stop import (
     INSTANCES_GET_AUTOSTOP,
@@ -28,81 +29,14 @@ from contracts.status import (
     MachineStatus as S,
 )
 from controlplane.bus import Bus
-from controlplane.status_transitions import (
-    pause_machine,
-    resume_machine,
-    start_machine,
-    stop_machine,
-)
+from controlplane.status_transitions import pause_machine, stop_machine
 from controlplane.store import Store
-from controlplane.store_stages import Transition
 from controlplane.store_stop import AutoStopRule
 from providers.runtimes import keeps_memory
 from services.gateway.access import Access, Caller
+from services.gateway.admission import wake_up
 
 log = structlog.get_logger(__name__)
-
-
-async def check_running_limit(
-    store: Store, instance_id: str, starting: str | None, adding: int = 1
-) -> None:
-    """Refuse a start (of ``starting``) or a create (None) of ``adding`` machines that would
-    pass the instance's ``maxRunningMachines``. Stopped, paused, failed and archived machines
-    do not count."""
-    limit = (await store.instance_settings.limits(instance_id)).max_running_machines
-    if limit is None:
-        return
-    machines = await store.list_machines(instance_id)
-    not_running = TERMINAL | STOPPED_OR_STOPPING | {S.PAUSED}
-    running = [m for m in machines if m.status not in not_running and m.id != starting]
-    if len(running) + adding > limit:
-        raise RunningMachinesLimit(
-            f"instance {instance_id} may run {limit} machine(s) at once and runs "
-            f"{len(running)}: stop one first, or ask the admin to raise maxRunningMachines",
-            data={"limit": limit, "running": len(running)},
-        )
-
-
-async def check_host_room(store: Store, machine: Machine) -> None:
-    """Refuse a start that would take the machine's host past its capacity, or that comes while
-    the host is below its memory floor (as of its last heartbeat): a create is placed by a
-    host's pull only while it has room (docs/hosts.md), and a start must not go around that.
-    The machine's home is on that host: no provider can start it elsewhere."""
-    host = None if machine.host_id is None else await store.hosts.record(machine.host_id)
-    if host is None:
-        return
-    running = len(host.occupancy.running - {machine.id})
-    full = bool(host.capacity) and running >= host.capacity
-    if full or host.memory_low:
-        why = (f"runs {running} of its capacity of {host.capacity}" if full
-               else "is below its memory floor (FLEET_HOST_MIN_AVAILABLE_MB)")  # fmt: skip
-        raise HostFull(
-            f"machine {machine.id}'s host {host.host_id} {why}; its home stays there: stop "
-            "another of its machines, or rebuild this one (a new machine on a host with room)",
-            data={"hostId": host.host_id, "capacity": host.capacity or None, "running": running,
-                  "memoryLow": host.memory_low},
-        )  # fmt: skip
-
-
-async def start_checked(store: Store, bus: Bus, machine: Machine, reason: str,
-                        by: WakeBy) -> Transition:  # fmt: skip
-    """Start a stopped (or stopping) machine once it passes its instance's running limit and
-    its host's room (``machines.start`` and a wake on access); a booting one's start is only
-    published again."""
-    if machine.status not in STOPPED_OR_STOPPING:
-        return await start_machine(store, bus, machine.id, reason, by)
-    # One start per host at a time, from any gateway: each counts the others' machines
-    # once they are booting, so two cannot both take the host's last place.
-    host = machine.host_id or "-"
-    async with store.locks.hold_waiting(f"host-start:{host}", ttl_s=10, wait_s=5) as held:
-        if not held:
-            raise Unavailable(f"another start on host {host} holds its place; retry")
-        status = (await store.get_machine(machine.id)).status
-        if status not in STOPPED_OR_STOPPING:  # another call started it while this one waited
-            return Transition(accepted=False, previous=status, target=S.BOOTING)
-        await check_running_limit(store, machine.instance_id, machine.id)
-        await check_host_room(store, machine)
-        return await start_machine(store, bus, machine.id, reason, by)
 
 
 class StopOps:
@@ -134,7 +68,7 @@ class StopOps:
             )
         if machine.status not in STOPPED_OR_STOPPING | {S.BOOTING}:
             return machine  # running, or on its way up after a create: nothing to do
-        await start_checked(self.store, self.bus, machine, "started by request", WakeBy.REQUEST)
+        await wake_up(self.store, self.bus, machine, "started by request", WakeBy.REQUEST)
         return await self.access.machine(c, p.machine_id)
 
     @handles(MACHINES_PAUSE)
@@ -173,7 +107,7 @@ class StopOps:
                              else ""),
                 data={"status": machine.status.value},
             )  # fmt: skip
-        await resume_machine(self.store, self.bus, machine.id, WakeBy.REQUEST)
+        await wake_up(self.store, self.bus, machine, "resumed by request", WakeBy.REQUEST)
         return await self.access.machine(c, p.machine_id)
 
     @handles(INSTANCES_SET_AUTOSTOP)

@@ -5,8 +5,10 @@ off: such a call is refused at once, as before.
 
 No wake is run twice: the resume and the start are the same compare-and-set status changes
 ``machines.resume`` and ``machines.start`` make, so of many calls at once (on any gateway
-replica) one moves the machine and publishes, and every one waits for it to be ready. A start
-passes the checks ``machines.start`` makes (the instance's running limit, its host's room).
+replica) one moves the machine and publishes, and every one waits for it to be ready. A resume
+and a start pass the checks ``machines.resume`` and ``machines.start`` make (the instance's
+running limit, its host's room: services/gateway/admission.py); a call refused there is
+answered with their refusal, and nothing wakes.
 
 Ready means the daemon answers: a resumed machine is ``ready`` as soon as its sandbox is
 restored, a moment before its daemon has reconnected.
@@ -33,10 +35,9 @@ from contracts.ports import TUNNEL_CONNECT
 from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient
-from controlplane.status_transitions import resume_machine
 from controlplane.store import Store
 from services.gateway.access import Access, Caller
-from services.gateway.stop_ops import start_checked
+from services.gateway.admission import wake_up
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -141,16 +142,12 @@ class Waker:
     async def kick(self, machine: Machine, by: WakeBy) -> Machine:
         """Ask for the machine's resume or start, once; the machine as it is now."""
         step = next_step(machine.status)
-        if step is Step.RESUME:
-            t = await resume_machine(self.store, self.bus, machine.id, by)
-            if t.moved:
-                log.info("wake.resume", machine_id=machine.id, by=by.value)
-        elif step is Step.START:
-            t = await start_checked(self.store, self.bus, machine, f"woken by {by.value}", by)
-            if t.moved:
-                log.info("wake.start", machine_id=machine.id, by=by.value)
-        else:
+        if step not in (Step.RESUME, Step.START):
             return machine
+        t = await wake_up(self.store, self.bus, machine, f"woken by {by.value}", by)
+        if t is not None and t.moved:
+            event = "wake.resume" if step is Step.RESUME else "wake.start"
+            log.info(event, machine_id=machine.id, by=by.value)
         return await self.store.get_machine(machine.id)
 
     async def wake(self, machine: Machine, by: WakeBy, within_s: float | None = None) -> Machine:

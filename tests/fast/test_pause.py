@@ -14,7 +14,7 @@ from contracts.events import MachinePaused, MachinePauseRefused, MachineResumed
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.settings import Settings
-from services.gateway.stop_ops import check_running_limit
+from services.gateway.admission import check_running_limit
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
 from tests.fast.test_runtime import fake_runsc, with_runsc

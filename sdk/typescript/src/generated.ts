@@ -1315,9 +1315,9 @@ export interface Methods {
    */
   "machines.pause": { params: MachinesPauseParams; result: Machine };
   /**
-   * Resume a paused machine: its processes go on where they were, with the same PIDs (status resuming, then ready; a ready one: no change). Conflict unless it is paused.
+   * Resume a paused machine: its processes go on where they were, with the same PIDs (status resuming, then ready; a ready one: no change). Conflict unless it is paused; refused as machines.start is (RunningMachinesLimit, HostFull), and it stays paused.
    *
-   * Errors: 1004, 1003, 1009.
+   * Errors: 1004, 1003, 1009, 1041, 1048, 1501.
    */
   "machines.resume": { params: MachinesResumeParams; result: Machine };
   /**
