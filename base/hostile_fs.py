@@ -108,7 +108,19 @@ def chown_tree(top: Path, uid: int, gid: int) -> int:
     with _closing(open_top(top)) as fd:
         st = os.fstat(fd)
         changed = _give(fd, None, st, uid, gid)
-        return changed + _chown_below(fd, st.st_dev, uid, gid, 1)
+        for at, name, found in _entries_below(fd, st.st_dev, 1):
+            changed += _give(at, name, found, uid, gid)
+        return changed
+
+
+def disk_bytes(top: Path) -> int:
+    """What ``top`` and everything below it take on disk (allocated blocks), by descriptor,
+    never following a link, on ``top``'s filesystem alone."""
+    with _closing(open_top(top)) as fd:
+        st = os.fstat(fd)
+        return st.st_blocks * 512 + sum(
+            found.st_blocks * 512 for _, _, found in _entries_below(fd, st.st_dev, 1)
+        )
 
 
 def _give(dir_fd: int, name: str | None, st: os.stat_result, uid: int, gid: int) -> int:
@@ -123,8 +135,12 @@ def _give(dir_fd: int, name: str | None, st: os.stat_result, uid: int, gid: int)
     return 1
 
 
-def _chown_below(dir_fd: int, dev: int, uid: int, gid: int, depth: int) -> int:
-    changed = 0
+def _entries_below(
+    dir_fd: int, dev: int, depth: int
+) -> Iterator[tuple[int, str | None, os.stat_result]]:
+    """Each entry below ``dir_fd``, never followed: a non-directory as (the descriptor of its
+    directory, its name, its stat); a directory still the one listed as (its own descriptor,
+    None, its stat), then what is below it. A descriptor is open only while it is yielded."""
     with os.scandir(dir_fd) as entries:
         for entry in entries:
             try:
@@ -132,15 +148,14 @@ def _chown_below(dir_fd: int, dev: int, uid: int, gid: int, depth: int) -> int:
             except FileNotFoundError:
                 continue
             if not stat.S_ISDIR(st.st_mode):
-                changed += _give(dir_fd, entry.name, st, uid, gid)
+                yield dir_fd, entry.name, st
                 continue
             child = _enter(dir_fd, entry.name, st, dev, depth)
             if child is None:
                 continue
             with _closing(child):
-                changed += _give(child, None, st, uid, gid)
-                changed += _chown_below(child, dev, uid, gid, depth + 1)
-    return changed
+                yield child, None, st
+                yield from _entries_below(child, dev, depth + 1)
 
 
 def _enter(dir_fd: int, name: str, listed: os.stat_result, dev: int, depth: int) -> int | None:

@@ -108,6 +108,12 @@ class SnapshotLimit(FleetError, code=1060, http_status=409):
     first; ``data.limit`` says how many."""
 
 
+class DiskLimit(FleetError, code=1061, http_status=409):
+    """The copy (a snapshot, a fork's home, a memory image, a paused machine's image) would
+    take the instance past ``FLEET_INSTANCE_DISK_MB``, which its homes, paused images and
+    snapshots share; ``data`` gives the limit, what it uses and what the copy needs, in MB."""
+
+
 class HostFull(FleetError, code=1048, http_status=409):
     """Starting this stopped machine would take its host past its ``FLEET_HOST_CAPACITY``, or
     the host is below its ``FLEET_HOST_MIN_AVAILABLE_MB``. A machine's home stays on its host

@@ -143,6 +143,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     idempotency_ttl_s: float = 24 * 3600.0
     #: How many snapshots (machines.snapshot) one instance may hold; kept until deleted.
     max_snapshots: int = 20
+    #: The disk one instance's copies may take on its hosts, in MB: its homes as last measured,
+    #: its paused machines' images and its snapshots together (0: no limit).
+    instance_disk_mb: int = 51200
     #: Prometheus ``GET /metrics`` of a service without an HTTP server of its own (0: none).
     #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
     metrics_port: int = 0

@@ -49,6 +49,7 @@ from controlplane.store_keys import (
 from controlplane.store_lifecycles import LifecycleRecords
 from controlplane.store_liveness import HeartbeatRecords
 from controlplane.store_locks import LockRecords
+from controlplane.store_disk import DiskLedger
 from controlplane.store_snapshots import SnapshotRecords
 from controlplane.store_stages import StageRecords, Transition
 from controlplane.store_stop import StopRecords
@@ -102,6 +103,7 @@ class Store:
         self.instance_settings = InstanceSettingsRecords(self)
         self.stops = StopRecords(self)
         self.snapshots = SnapshotRecords(self)
+        self.disk = DiskLedger(self)
         self.environments = EnvironmentRecords(self)
         self.lifecycles = LifecycleRecords(self)
         self.codemode = CodemodeRecords(self)

@@ -303,6 +303,16 @@ class Keys:
         """Set: the instance's snapshot ids."""
         return f"{self.prefix}instance:{instance_id}:snapshots"
 
+    def k_instance_disk(self, instance_id: str) -> str:
+        """Hash: what of the instance's takes disk (``home:<machine>``, ``paused:<machine>``,
+        ``image:<snapshot or memory image>``) -> its bytes (controlplane/store_disk.py)."""
+        return f"{self.prefix}instance:{instance_id}:disk"
+
+    def k_instance_disk_reservations(self, instance_id: str) -> str:
+        """Sorted set: fields of ``k_instance_disk`` held for a copy under way, scored by when
+        they lapse (ms since the epoch)."""
+        return f"{self.prefix}instance:{instance_id}:disk-reservations"
+
     def k_instance_snapshot_reservations(self, instance_id: str) -> str:
         """Sorted set: ids of the instance's snapshots being taken, scored by when their
         reservation lapses (ms since the epoch): they count against its cap until saved."""

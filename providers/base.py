@@ -110,3 +110,12 @@ class MemoryForker(Protocol):
         snapshot's); the image's size, how long the machine stood still (ms) and how its home
         was copied. ``renew`` stores a new credential and gives it, before
         the machine's daemon reconnects with it."""
+
+
+@runtime_checkable
+class DiskMeter(Protocol):
+    """A provider that can say what a machine's (or a snapshot's) copy on its host takes."""
+
+    async def disk_bytes(self, source_id: str) -> int:
+        """What the home of machine or snapshot ``source_id`` takes on disk with what it
+        wrote outside it (its layer), measured by descriptor; 0 if none is here."""

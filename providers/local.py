@@ -31,6 +31,7 @@ import structlog
 from base import procinfo
 from base.atomic import replace_file
 from base.codestore import CODE_MOUNT, STORE_VAR
+from base.hostile_fs import disk_bytes
 from base.lockfile import holder_pid
 from base.poolwire import POOL_SLOT_VAR
 from base.procinfo import env_roots
@@ -364,6 +365,16 @@ class LocalProvider:
             return False
         await asyncio.to_thread(remove_home, target)
         return True
+
+    async def disk_bytes(self, source_id: str) -> int:
+        """What a machine's home and layer, or a snapshot's copies and memory image, take on
+        this host's disk (base/hostile_fs.py: never following a path the machine controls)."""
+        if SNAPSHOT_ID_RE.match(source_id):
+            parts = [self.snapshot_dir(source_id), self.snapshot_upper(source_id),
+                     self.memory_dir(source_id)]  # fmt: skip
+        else:
+            parts = [self.home(source_id), overlay_dirs(self.machine_dir(source_id))[0]]
+        return sum([await asyncio.to_thread(_bytes_of, p) for p in parts])
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         """``machine_id``'s home, ``source_id``'s as of one instant (a machine, running or
@@ -1093,3 +1104,10 @@ def stop_all_local(data_dir: Path, grace_s: float = STOP_GRACE_S) -> int:
     for d in dirs:  # an image machine's overlay: mounted again at its next start
         unmount_overlay(d)
     return ended + gvisor_up
+
+
+def _bytes_of(top: Path) -> int:
+    try:
+        return disk_bytes(top)
+    except FileNotFoundError:
+        return 0

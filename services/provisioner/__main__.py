@@ -110,6 +110,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         egress=svc.egress,
         builds=EnvironmentBuilds(store, settings, lambda: docker.docker),
         box=SecretBox(settings.secret_key),
+        disk=svc.disk,
     )
     await stack.enter_async_context(host_rpc_server(bus.nc, methods))  # fmt: skip
     await enter_subscriptions(stack, svc, bus, settings, metrics)

@@ -18,10 +18,12 @@ from contracts.daemon_rpc import ExecCommandResult
 from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
 from contracts.jsonrpc import Dispatcher, Router
 from contracts.models import Machine
+from controlplane import store_disk
 from controlplane.crypto import SecretBox, renew_connect_secret
 from controlplane.settings import Settings
 from controlplane.store import Store
 from providers.base import MachineControl, MemoryForker, RootExecutor, SnapshotTaker
+from services.provisioner.disk import DiskBudget
 from services.provisioner.egress import EgressEnforcer
 from services.provisioner.environment_builds import EnvironmentBuilds
 
@@ -43,8 +45,11 @@ class HostMethods:
         egress: EgressEnforcer | None = None,
         builds: EnvironmentBuilds | None = None,
         box: SecretBox | None = None,
+        disk: DiskBudget | None = None,
     ) -> None:
         self.store = store
+        #: The instance's disk budget each copy takes its place in (FLEET_INSTANCE_DISK_MB).
+        self.disk = disk or DiskBudget(store, 0, _no_memory)
         self.host_id = host_id
         self.providers = providers
         self.egress = egress or EgressEnforcer(store, providers, Settings().nats_url)
@@ -78,7 +83,11 @@ class HostMethods:
         machine, provider = await self._own(p.machine_id)
         if not isinstance(provider, SnapshotTaker):
             raise NotSupported(f"the {machine.provider} provider keeps no snapshots")
-        copied = await provider.take_snapshot(machine.id, p.snapshot_id)
+        need = await self.disk.measured(provider, machine.instance_id, machine.id, machine=True)
+        field = store_disk.image(p.snapshot_id)
+        async with self.disk.held(machine.instance_id, field, need, f"snapshot {p.snapshot_id}"):
+            copied = await provider.take_snapshot(machine.id, p.snapshot_id)
+        await self.disk.took(provider, machine.instance_id, field, p.snapshot_id)
         log.info("host.snapshot_taken", machine_id=machine.id, snapshot_id=p.snapshot_id,
                  how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
         return h.SnapshotTaken(copied=copied)
@@ -88,6 +97,7 @@ class HostMethods:
         if not isinstance(provider, SnapshotTaker):
             raise NotSupported(f"the {machine.provider} provider keeps no snapshots")
         dropped = await provider.drop_snapshot(p.snapshot_id)
+        await self.store.disk.forget(machine.instance_id, store_disk.image(p.snapshot_id))
         log.info("host.snapshot_dropped", snapshot_id=p.snapshot_id, dropped=dropped)
         return h.SnapshotDropped(dropped=dropped)
 
@@ -107,13 +117,19 @@ class HostMethods:
             await self.store.replace_machine_secret(machine.id, box.encrypt(credential))
             return credential
 
+        field = store_disk.image(p.snapshot_id)
         async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=_IMAGE_HELD_S) as held:
             if not held:
                 raise Conflict(f"machine {machine.id} is being started, stopped or paused")
-            size, stood_ms, copied = await provider.take_memory_image(
-                machine.id, p.snapshot_id, p.forks, renew
-            )
+            need = await self.disk.measured(provider, machine.instance_id, machine.id, True)
+            need += await self.disk.memory_bytes(machine)
+            async with self.disk.held(machine.instance_id, field, need,
+                                      f"the memory image {p.snapshot_id}"):  # fmt: skip
+                size, stood_ms, copied = await provider.take_memory_image(
+                    machine.id, p.snapshot_id, p.forks, renew
+                )
             await self.egress.enforce(machine, at_start=True)  # its namespace is a new one
+        await self.disk.took(provider, machine.instance_id, field, p.snapshot_id)
         log.info("host.memory_image_taken", machine_id=machine.id, image_id=p.snapshot_id,
                  bytes=size, stood_ms=round(stood_ms))  # fmt: skip
         return h.MemoryImageTaken(bytes=size, pause_ms=round(stood_ms, 1), copied=copied)
@@ -164,3 +180,8 @@ def host_rpc_server(nc: NATS, methods: HostMethods) -> ReplyServer:
 
     return ReplyServer(nc, subjects.host_rpc(methods.host_id), handle,
                        queue=subjects.HOST_RPC_QUEUE, failed_event="host.rpc_failed")  # fmt: skip
+
+
+async def _no_memory(_: Machine) -> int:
+    """No limit is counted for a memory image's memory where none is known."""
+    return 0

@@ -15,7 +15,7 @@ import time
 import structlog
 
 from contracts.consumers import Durable
-from contracts.errors import Conflict, NotSupported, ProviderError
+from contracts.errors import Conflict, DiskLimit, NotSupported, ProviderError
 from contracts.events import (
     MachinePaused,
     MachinePauseRefused,
@@ -25,6 +25,7 @@ from contracts.events import (
 )
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
+from controlplane import store_disk
 from controlplane.failures import fail_machine
 from controlplane.status_transitions import PAUSE_REFUSED
 from controlplane.subscriptions import subscriber
@@ -66,15 +67,21 @@ class PauseHandlers(StopStartHandlers):
                 log.info("pause.skipped", machine_id=machine.id, status=machine.status.value)
                 return
             began = time.monotonic()
+            field = store_disk.paused(machine.id)
             try:
-                size = await self._pauser(machine.provider, machine.id).pause(machine.id)
-            except (Conflict, NotSupported) as exc:  # refused; the sandbox runs on
+                # Its image takes at most its memory: that place is held before the checkpoint.
+                async with self.disk.held(machine.instance_id, field,
+                                          await self.disk.memory_bytes(machine),
+                                          f"machine {machine.id}'s pause"):  # fmt: skip
+                    size = await self._pauser(machine.provider, machine.id).pause(machine.id)
+            except (Conflict, NotSupported, DiskLimit) as exc:  # refused; the sandbox runs on
                 await self._refused(machine.id, exc.message, event.event_id)
                 return
             except (ProviderError, OSError) as exc:
                 await fail_machine(self.store, self.bus, machine.id, stage="pause",
                                    reason=str(exc), cause_event_id=event.event_id)  # fmt: skip
                 return
+            await self.store.disk.settle(machine.instance_id, field, size)
             took_ms = (time.monotonic() - began) * 1000
             await self.store.heartbeats.forget(machine.id)  # none are expected while paused
             t = await self.store.transition(machine.id, S.PAUSED, event.reason,
@@ -119,6 +126,7 @@ class PauseHandlers(StopStartHandlers):
                                    reason=str(exc), cause_event_id=event.event_id)  # fmt: skip
                 return
             took_ms = (time.monotonic() - began) * 1000
+            await self.store.disk.forget(machine.instance_id, store_disk.paused(machine.id))
             await self.store.heartbeats.forget(machine.id)  # its first beat after is the new one
             t = await self.store.transition(machine.id, S.READY, f"resumed ({event.by})")
         finally:

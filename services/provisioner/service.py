@@ -11,7 +11,7 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts.consumers import Durable
-from contracts.errors import FleetError, NotFound, NotSupported
+from contracts.errors import DiskLimit, FleetError, NotFound, NotSupported
 from contracts.events import (
     Event,
     HomeCopy,
@@ -23,6 +23,7 @@ from contracts.events import (
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
+from controlplane import store_disk
 from controlplane.bus import Bus
 from controlplane.consumer import Permanent, Retry
 from controlplane.crypto import SecretBox, mint_machine_token
@@ -38,6 +39,7 @@ from providers.cgroup import NotFrozen
 from providers.egress_dns import DnsProxy
 from providers.warm_pool import WarmPool
 from services.provisioner.claims import machine_pool
+from services.provisioner.disk import disk_budget
 from services.provisioner.egress import EgressEnforcer
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import (
@@ -87,6 +89,8 @@ class Provisioner(PauseHandlers):
         #: The Docker engine environments' images are on (None: none configured).
         self.engine = engine
         self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns, refusals)
+        #: The instance's disk budget a fork's home and a pause's image take their place in.
+        self.disk = disk_budget(store, self.settings)
         #: What the instance's repos say of their devcontainer.json, for a short while.
         self.detector = DevcontainerDetector(clock=clock)
 
@@ -192,6 +196,8 @@ class Provisioner(PauseHandlers):
                 pool, provider, mid, token, home_kept=copied is not None
             )
             await self.egress.enforce_on(mid, event.instance_id, event.provider, at_start=True)
+            if (image := event.memory_image) is not None:  # its last fork's restore drops it
+                await self.disk.took(provider, event.instance_id, store_disk.image(image), image)
             # The booting transition and the lock's release in one step; a pooled machine's
             # start keeps the lock until the machine is told who it is (a start that saw it
             # untold meanwhile would take it for an orphan: LocalProvider._orphan).
@@ -234,10 +240,17 @@ class Provisioner(PauseHandlers):
             return None
         if not isinstance(provider, HomeCloner):
             raise Permanent(f"the {event.provider} provider cannot fork machines")
+        iid, field = event.instance_id, store_disk.home(event.machine_id)
+        need = await self.disk.measured(provider, iid, source, machine=source == event.fork_of)
         try:
-            return await provider.clone_home(source, event.machine_id)
+            async with self.disk.held(iid, field, need, f"machine {event.machine_id}'s home"):
+                copied = await provider.clone_home(source, event.machine_id)
+        except DiskLimit as exc:
+            raise Permanent(exc.message) from None
         except (OSError, NotFrozen) as exc:  # a copy retried would meet the same
             raise Permanent(f"could not copy {source}'s home: {exc}") from None
+        await self.disk.took(provider, iid, field, event.machine_id)
+        return copied
 
     async def _announce(
         self, cause: MachineCreated, external_id: str, copied: HomeCopy | None = None
@@ -311,6 +324,8 @@ class Provisioner(PauseHandlers):
             self.egress.forget(machine.id)
             await provider.remove(machine.id)
         await self.store.stops.forget_activity(machine.id)  # auto-stop has nothing left to watch
+        await self.store.disk.forget(machine.instance_id, store_disk.home(machine.id),
+                                     store_disk.paused(machine.id))  # fmt: skip
         log.info("provision.machine_removed", provider=machine.provider)
         # Only now: what waits for ``archived`` may count on nothing of the machine being left.
         t = await self.store.transition(machine.id, S.ARCHIVED, event.reason)

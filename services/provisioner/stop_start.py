@@ -26,6 +26,7 @@ from contracts.events import (
 from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
+from controlplane import store_disk
 from controlplane.bus import Bus
 from controlplane.consumer import Permanent, Retry
 from controlplane.crypto import SecretBox
@@ -35,6 +36,7 @@ from controlplane.subscriptions import subscriber
 from providers.base import Provider
 from providers.warm_pool import PoolMachine
 from services.provisioner.claims import PoolClaims, machine_pool
+from services.provisioner.disk import DiskBudget
 from services.provisioner.egress import EgressEnforcer
 
 log = structlog.get_logger(__name__)
@@ -53,6 +55,7 @@ class StopStartHandlers(PoolClaims):
     #: This provisioner's host (FLEET_HOST_ID).
     host_id: str
     egress: EgressEnforcer
+    disk: DiskBudget
 
     def owns(self, machine: Machine) -> bool:
         """The machine is this host's to stop, start or archive: started here, or by no host
@@ -97,6 +100,9 @@ class StopStartHandlers(PoolClaims):
         was_up = await provider.stop(machine.id)
         await self._stopped(machine, cause_event_id)
         log.info("stop.machine_stopped", machine_id=machine.id, was_up=was_up)
+        # A stopped machine's memory image is gone, and its home counts as it is now.
+        await self.store.disk.forget(machine.instance_id, store_disk.paused(machine.id))
+        await self.disk.measured(provider, machine.instance_id, machine.id, machine=True)
 
     async def _stopped(self, machine: Machine, cause_event_id: str) -> None:
         """Its stop is carried out: recorded (a start waits for that), and a stopping machine

@@ -44,6 +44,12 @@ class FakeProvider:
     resumes: list[str] = field(default_factory=list)
     #: Raised by ``pause`` while set (a Conflict: refused, the machine runs on).
     fail_pause: Exception | None = None
+    #: What each machine's home (or snapshot) takes on disk, by id (``disk_bytes``): a
+    #: snapshot or a fork's home takes what its source took.
+    disk: dict[str, int] = field(default_factory=dict)
+
+    async def disk_bytes(self, source_id: str) -> int:
+        return self.disk.get(source_id, 0)
 
     async def pause(self, machine_id: str) -> int:
         """The daemon goes away with its memory kept; the image's size."""
@@ -60,16 +66,21 @@ class FakeProvider:
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         self.clones.append((source_id, machine_id))
+        if source_id in self.disk:
+            self.disk[machine_id] = self.disk[source_id]
         return HomeCopy(source=source_id, how="cow", pause_ms=0.0, took_ms=1.0)
 
     async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
         self.snapshots.add(snapshot_id)
+        if machine_id in self.disk:
+            self.disk[snapshot_id] = self.disk[machine_id]
         return HomeCopy(source=machine_id, how="cow", pause_ms=0.0, took_ms=1.0)
 
     async def drop_snapshot(self, snapshot_id: str) -> bool:
         if snapshot_id not in self.snapshots:
             return False
         self.snapshots.discard(snapshot_id)
+        self.disk.pop(snapshot_id, None)
         return True
 
     def external_id(self, machine_id: str) -> str:

@@ -134,7 +134,8 @@ def world(settings: Settings, store: Store, bus: FakeBus) -> World:
                      hosts=InProcessHosts(HostMethods(
                          store=store, host_id=settings.host_id,
                          providers={provider.name: provider},
-                         builds=EnvironmentBuilds(store, settings, no_engine))),
+                         builds=EnvironmentBuilds(store, settings, no_engine),
+                         disk=provisioner.disk)),
                      platform_sha=PLATFORM_SHA,
                      code=FakeHistory(PLATFORM_SHA, HISTORY))  # fmt: skip
     return World(settings, store, bus, daemons, provider, box, provisioner, setup, prober, api,

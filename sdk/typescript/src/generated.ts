@@ -2041,6 +2041,7 @@ export const ERRORS = {
   "1040": { name: "MachineStopped", httpStatus: 409, retryable: false },
   "1041": { name: "RunningMachinesLimit", httpStatus: 409, retryable: false },
   "1060": { name: "SnapshotLimit", httpStatus: 409, retryable: false },
+  "1061": { name: "DiskLimit", httpStatus: 409, retryable: false },
   "1048": { name: "HostFull", httpStatus: 409, retryable: false },
   "1013": { name: "PayloadTooLarge", httpStatus: 413, retryable: false },
   "1029": { name: "RateLimited", httpStatus: 429, retryable: true },

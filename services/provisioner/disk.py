@@ -1,0 +1,80 @@
+"""The instance's disk budget at this host's copies (controlplane/store_disk.py,
+``FLEET_INSTANCE_DISK_MB``): a snapshot, a memory image, a fork's home and a paused machine's
+image each take their place, estimated, before the copy starts, and hold what the copy took
+once it is made; a failed copy gives its place back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+
+from contracts.models import Machine
+from controlplane import store_disk
+from controlplane.settings import Settings
+from controlplane.store import Store
+from providers.base import DiskMeter
+from services.provisioner.environment import machine_limits
+
+log = structlog.get_logger(__name__)
+
+MB = store_disk.MB
+
+
+class DiskBudget:
+    """``limit_mb``: FLEET_INSTANCE_DISK_MB; ``memory_mb``: a machine's memory limit (what
+    its memory image may take at most)."""
+
+    def __init__(self, store: Store, limit_mb: int,
+                 memory_mb: Callable[[Machine], Awaitable[int]]) -> None:  # fmt: skip
+        self.store = store
+        self.limit_mb = limit_mb
+        self.memory_mb = memory_mb
+
+    async def measured(self, provider: object, instance_id: str, source_id: str,
+                       machine: bool) -> int:  # fmt: skip
+        """What ``source_id`` (a machine, or a snapshot) takes now; a machine's home is
+        counted as measured."""
+        if not isinstance(provider, DiskMeter):
+            return 0
+        took = await provider.disk_bytes(source_id)
+        if machine:
+            await self.store.disk.settle(instance_id, store_disk.home(source_id), took)
+        return took
+
+    async def memory_bytes(self, machine: Machine) -> int:
+        return await self.memory_mb(machine) * MB
+
+    @asynccontextmanager
+    async def held(self, instance_id: str, field: str, need: int, what: str,
+                   keep: bool = True) -> AsyncIterator[None]:  # fmt: skip
+        """``need`` bytes held as ``field`` while the body makes the copy: given back if it
+        fails (DiskLimit, and the body never runs, past the limit); ``keep`` False: given
+        back after it too (the caller settles what it took)."""
+        await self.store.disk.reserve(instance_id, field, need, self.limit_mb, what)
+        try:
+            yield
+        except BaseException:
+            await self.store.disk.forget(instance_id, field)
+            raise
+        if not keep:
+            await self.store.disk.forget(instance_id, field)
+
+    async def took(self, provider: object, instance_id: str, field: str, source_id: str) -> None:
+        """``field`` holds what ``source_id``'s copy took, measured (nothing: it is gone)."""
+        took = await provider.disk_bytes(source_id) if isinstance(provider, DiskMeter) else 0
+        if took == 0:
+            await self.store.disk.forget(instance_id, field)
+            return
+        await self.store.disk.settle(instance_id, field, took)
+        log.info("disk.settled", instance_id=instance_id, field=field, mb=took // MB)
+
+
+def disk_budget(store: Store, settings: Settings) -> DiskBudget:
+    """The process's budget: FLEET_INSTANCE_DISK_MB, and each machine's memory limit."""
+
+    async def memory_mb(machine: Machine) -> int:
+        return (await machine_limits(store, settings, machine)).memory_mb
+
+    return DiskBudget(store, settings.instance_disk_mb, memory_mb)

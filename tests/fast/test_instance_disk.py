@@ -1,0 +1,97 @@
+"""FLEET_INSTANCE_DISK_MB (controlplane/store_disk.py, services/provisioner/disk.py): an
+instance's homes, paused images and snapshots share one budget; each copy takes its place
+before it starts, at once with the sum, and gives it back when it fails or goes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from contracts.errors import DiskLimit
+from contracts.status import MachineStatus as S
+from controlplane import store_disk
+from controlplane.store import Store
+from tests.fast.conftest import World
+from tests.fast.test_pause import ready_gvisor
+
+method = pytest.mark.gateway_method
+MB = store_disk.MB
+
+
+async def test_reservations_at_once_never_pass_the_limit_and_lapse(store: Store) -> None:
+    ledger = store.disk
+    tries = [ledger.reserve("i-1", f"image:s-{n}", 30 * MB, 100, "a copy") for n in range(10)]
+    results = await asyncio.gather(*tries, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, DiskLimit)]
+    assert len(refused) == 7
+    assert refused[0].code == 1061
+    assert refused[0].http_status == 409
+    assert refused[0].data == {"limitMb": 100, "usedMb": 90, "neededMb": 30}
+    assert "90 MB of disk of its 100 MB" in refused[0].message
+    # Settled smaller, given back, or lapsed: the room comes back.
+    await ledger.settle("i-1", "image:s-0", 5 * MB)
+    await ledger.forget("i-1", "image:s-1")
+    await ledger.reserve("i-1", "image:s-10", 60 * MB, 100, "a copy", hold_s=0.0)
+    await ledger.reserve("i-1", "image:s-11", 60 * MB, 100, "a copy")  # s-10's lapsed
+    assert await ledger.used("i-1") == {"image:s-0": 5 * MB, "image:s-2": 30 * MB,
+                                        "image:s-11": 60 * MB}  # fmt: skip
+    await ledger.reserve("i-2", "image:s-12", 100 * MB, 100, "a copy")  # another instance's
+
+
+@method("machines.snapshot", "machines.fork", "snapshots.delete", "machines.pause")
+async def test_snapshots_forks_and_pauses_take_their_place_in_the_instance_disk(
+    world: World,
+) -> None:
+    world.provisioner.disk.limit_mb = 150
+    m = await world.ready_machine()
+    world.provider.disk[m.id] = 60 * MB
+    snap = await world.rpc("machines.snapshot", {"machineId": m.id, "name": "one"})
+    used = await world.store.disk.used(m.instance_id)
+    assert used == {f"home:{m.id}": 60 * MB, f"image:{snap['id']}": 60 * MB}
+    with pytest.raises(DiskLimit) as refused:  # 120 of 150 MB used: 60 more do not fit
+        await world.rpc("machines.snapshot", {"machineId": m.id, "name": "two"})
+    assert refused.value.data == {"limitMb": 150, "usedMb": 120, "neededMb": 60}
+    assert len(world.provider.snapshots) == 1
+    # A fork's home: its provisioner refuses the copy by name, and the fork fails.
+    forks = await world.rpc("machines.fork", {"machineId": m.id})
+    await world.bus.settle()
+    fork = await world.machine(forks["machines"][0]["id"])
+    assert fork.status is S.FAILED
+    assert "FLEET_INSTANCE_DISK_MB" in fork.status_reason
+    # Deleted, the snapshot gives its place back; a fork fits then.
+    await world.rpc("snapshots.delete", {"snapshotId": snap["id"]})
+    forks = await world.rpc("machines.fork", {"machineId": m.id})
+    await world.bus.settle()
+    fork = await world.machine(forks["machines"][0]["id"])
+    assert fork.status is S.READY, fork.status_reason
+    assert (await world.store.disk.used(m.instance_id))[f"home:{fork.id}"] == 60 * MB
+
+
+@method("machines.pause")
+async def test_a_pause_past_the_instance_disk_is_refused_and_the_machine_runs_on(
+    world: World, tmp_path: Path
+) -> None:
+    """A paused image takes at most the machine's memory (1024 MB by default): held before
+    the checkpoint."""
+    world.provisioner.disk.limit_mb = 1100
+    m = await ready_gvisor(world, tmp_path)
+    world.provider.disk[m.id] = 90 * MB
+    await world.store.disk.settle(m.instance_id, f"home:{m.id}", 90 * MB)
+    await world.rpc("machines.pause", {"machineId": m.id})
+    await world.bus.settle()
+    got = await world.machine(m.id)
+    assert got.status is S.READY, got.status_reason
+    assert "FLEET_INSTANCE_DISK_MB" in got.status_reason
+    assert world.provider.pauses == []
+    # With room, the pause holds what its image took, and the resume gives it back.
+    world.provisioner.disk.limit_mb = 2000
+    await world.rpc("machines.pause", {"machineId": m.id})
+    await world.bus.settle()
+    assert (await world.machine(m.id)).status is S.PAUSED
+    assert (await world.store.disk.used(m.instance_id))[f"paused:{m.id}"] == 4096
+    await world.rpc("machines.resume", {"machineId": m.id})
+    await world.bus.settle()
+    assert (await world.machine(m.id)).status is S.READY
+    assert f"paused:{m.id}" not in await world.store.disk.used(m.instance_id)
