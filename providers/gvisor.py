@@ -52,9 +52,10 @@ from base.tokenfd import (
 )
 from base.version import SOURCE_ROOT
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
-from contracts.errors import NotSupported, ProviderError
+from contracts.errors import ProviderError
 from contracts.models import GvisorPlatform
 from providers.cgroup import MachineCgroup
+from providers.gvisor_gateway import guard, machine_nats_url, maps_gateway
 from providers.gvisor_image import (
     BUNDLE as BUNDLE,  # the bundle's name: there, below this
     ImageRoot,
@@ -75,7 +76,7 @@ from providers.gvisor_root import (
 )
 from providers.local_image import MACHINE_HOME
 from providers.local_sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
-from providers.netns import attach, nats_servers, stop_pasta
+from providers.netns import attach, stop_pasta
 from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
@@ -109,8 +110,11 @@ class Runsc:
     command to a running sandbox runs there (``nsenter`` to the sandbox's pid)."""
 
     def __init__(self, binary: str, platform: GvisorPlatform, data_dir: Path,
-                 park_wait_s: float = 15.0) -> None:  # fmt: skip
+                 park_wait_s: float = 15.0, nats_url: str = "") -> None:  # fmt: skip
         self.binary = binary
+        #: Where the platform's NATS is: on the host's loopback, a sandbox's namespace maps
+        #: its gateway there, narrowed to NATS's ports (providers/gvisor_gateway.py).
+        self.nats_url = nats_url
         self.platform = platform
         self.state = data_dir / "gvisor"
         #: How long a pause waits for the daemon to let its connection go (gvisor_pause.py).
@@ -205,19 +209,6 @@ def _clean_env() -> dict[str, str]:
     return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
-def nats_address(nats_url: str) -> None:
-    """NotSupported unless every NATS server is at an address of the host other than its
-    loopback: gVisor's network stack has a loopback of its own."""
-    for host, _ in nats_servers(nats_url):
-        if host in ("localhost", "::1") or host.startswith("127."):
-            raise NotSupported(
-                f"a gvisor machine reaches NATS at an address of the host, and NATS is at {host} "
-                "(its own loopback under gVisor): run NATS on another address of this host "
-                "(docs/runtimes.md)",
-                data={"runtime": "gvisor"},
-            )
-
-
 def write_token(machine_dir: Path, token: str, machine_id: str) -> Path:
     """The token's directory (root's alone; read-only in the sandbox, where only root may
     read the file), and beside the token the machine's id: the supervisor reads both again
@@ -304,6 +295,8 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
         linux["namespaces"].append({"type": "user"})
         linux |= id_mappings(root_owner, uid, image and image.user)
     env = {k: v for k, v in env.items() if k not in _NOT_HERE}
+    if "FLEET_NATS_URL" in env:  # gVisor's loopback is its own: the host's is at the gateway
+        env["FLEET_NATS_URL"] = machine_nats_url(env["FLEET_NATS_URL"])
     # The supervisor stays root (gVisor's): each daemon takes its token as root, then becomes
     # the machine's uid itself (base/tokenfd.py DAEMON_RUN_AS_VAR).
     user = None if image is None else image.user
@@ -378,7 +371,10 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
     )  # fmt: skip
     try:
         await _await_own_netns(holder.pid)
-        await attach(holder.pid, owner, [])
+        via_gateway = maps_gateway(runsc.nats_url)
+        await attach(holder.pid, owner, [], map_gateway=via_gateway)
+        if via_gateway:  # before anything runs there: only NATS's ports of the host's loopback
+            await guard(holder.pid, owner, runsc.nats_url)
         if ready is not None:
             await ready(machine_id, holder.pid)
         netns = f"/proc/{holder.pid}/ns/net"

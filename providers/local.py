@@ -40,7 +40,7 @@ from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
 from contracts.ids import SNAPSHOT_ID_RE
-from providers import gvisor, gvisor_fork, gvisor_image, gvisor_pause
+from providers import gvisor, gvisor_fork, gvisor_gateway, gvisor_image, gvisor_pause
 from providers.cgroup import MachineCgroup
 from providers.code import install_code
 from providers.gvisor_image import ImageRoot, mount_root, readable_loader, remove_root
@@ -651,9 +651,9 @@ class LocalProvider:
 
     def gvisor_runsc(self) -> gvisor.Runsc:
         """What runs gvisor machines here; NotSupported, named, where nothing does or where
-        they could not reach NATS (on the host's loopback)."""
+        they could not reach NATS (on the host's loopback, with no gateway to map it to)."""
         runsc = self._gvisor_runsc()
-        gvisor.nats_address(self._nats_url)
+        gvisor_gateway.machine_nats_url(self._nats_url)
         return runsc
 
     def _gvisor_root_uid(self, machine_dir: Path, uid: int, as_root: bool) -> int:

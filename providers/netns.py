@@ -116,10 +116,14 @@ def _is_loopback(host: str) -> bool:
     return False
 
 
-def pasta_argv(netns_fd: int, forwarded: list[int]) -> list[str]:
+def pasta_argv(netns_fd: int, forwarded: list[int], map_gateway: bool = False) -> list[str]:
+    """``map_gateway``: the gateway's address is the host's loopback (a gvisor machine's way
+    to NATS there: providers/gvisor_gateway.py, whose table narrows it to NATS's ports)."""
     tcp_ns = ",".join(str(p) for p in forwarded) or "none"
     argv = [pasta_binary(), "--quiet", "--config-net", "-t", "none", "-u", "none",
-            "-T", tcp_ns, "-U", "none", "--no-map-gw"]  # fmt: skip
+            "-T", tcp_ns, "-U", "none"]  # fmt: skip
+    if not map_gateway:
+        argv.append("--no-map-gw")
     if os.geteuid() == 0:
         argv += ["--runas", "0"]
         # Every packet of the machine waits for pasta to be scheduled: on a loaded host, at
@@ -156,9 +160,11 @@ async def read_child_pid(info_fd: int) -> int:
         raise NetworkUnavailable(f"bwrap said {got[:80]!r}, not its child's pid") from None
 
 
-async def attach(child_pid: int, owner: str, forwarded: list[int]) -> None:
+async def attach(child_pid: int, owner: str, forwarded: list[int],
+                 map_gateway: bool = False) -> None:  # fmt: skip
     """Give the network namespace of ``child_pid`` its way out (pasta, in the background once
-    the namespace is configured, Nagle off on its sockets), marked as ``owner``'s."""
+    the namespace is configured, Nagle off on its sockets), marked as ``owner``'s;
+    ``map_gateway``: as ``pasta_argv``."""
     netns = os.open(f"/proc/{child_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     # Its messages in a memfd, not a pipe: pasta's background half may keep the descriptors it
     # was given (under fleet up's uvloop, communicate() on a pipe never returned).
@@ -166,7 +172,7 @@ async def attach(child_pid: int, owner: str, forwarded: list[int]) -> None:
     proc: asyncio.subprocess.Process | None = None
     try:
         proc = await asyncio.create_subprocess_exec(
-            *pasta_argv(netns, forwarded),
+            *pasta_argv(netns, forwarded, map_gateway),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=err,

@@ -76,6 +76,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
             settings.gvisor_platform,
             settings.data_path,
             settings.gvisor_park_wait_s,
+            settings.nats_url,
         ),
         netns_ready=partial(netns_policy, store, settings.nats_url),
     )

@@ -26,6 +26,7 @@ from providers import egress_netdev, egress_nftables as egress
 from providers.base import InterfaceEgress, NetnsHolder
 from providers.egress_dns import DnsProxy, OnRefused, host_upstream
 from providers.egress_dns_load import DnsCaps
+from providers.gvisor_gateway import gateway_endpoints
 from providers.netns import nats_servers
 from services.provisioner.egress_events import EgressEvents
 
@@ -81,7 +82,7 @@ async def netns_policy(store: Store, nats_url: str, machine_id: str, pid: int) -
     if policy.is_open():
         return
     no_names(machine_id, policy)
-    platform = await resolve(nats_servers(nats_url))
+    platform = [*await resolve(nats_servers(nats_url)), *gateway_endpoints(nats_url)]
     ruleset = await asyncio.to_thread(egress.compile_ruleset, policy, platform)
     await egress_netdev.apply(pid, ruleset, policy.default == "deny", machine_id)
     log.info("egress.applied_before_restore", machine_id=machine_id, default=policy.default)
@@ -170,7 +171,7 @@ class EgressEnforcer:
         """The policy on the interfaces of the machine's namespace (a gvisor machine's:
         providers/egress_netdev.py), a whole new table each time; names refused by name."""
         no_names(machine_id, policy)
-        new = await self.compiled(policy)
+        new = await self.compiled(policy, gvisor=True)
         async with self._nft:
             await egress_netdev.apply(pid, new, policy.default == "deny", machine_id)
         return "replaced"
@@ -194,19 +195,24 @@ class EgressEnforcer:
         self._tables[machine_id] = (pid, new)
         return "replaced"
 
-    async def compiled(self, policy: EgressPolicy) -> egress.Ruleset:
-        key = msgspec.json.encode(policy)
+    async def compiled(self, policy: EgressPolicy, gvisor: bool = False) -> egress.Ruleset:
+        """``policy``'s ruleset; ``gvisor``: with NATS at the gateway among the platform's
+        endpoints (providers/gvisor_gateway.py)."""
+        key = msgspec.json.encode(policy) + (b"+gvisor" if gvisor else b"")
         made = self._scripts.get(key)
         if made is None:
-            made = asyncio.ensure_future(self._compile(policy))
+            made = asyncio.ensure_future(self._compile(policy, gvisor))
             if len(self._scripts) >= _SCRIPTS_KEPT:
                 self._scripts.pop(next(iter(self._scripts)))
             self._scripts[key] = made
             made.add_done_callback(partial(self._drop_failed, key))
         return await asyncio.shield(made)
 
-    async def _compile(self, policy: EgressPolicy) -> egress.Ruleset:
-        ruleset = await asyncio.to_thread(egress.compile_ruleset, policy, await self.platform())
+    async def _compile(self, policy: EgressPolicy, gvisor: bool) -> egress.Ruleset:
+        platform = await self.platform()
+        if gvisor:
+            platform = [*platform, *gateway_endpoints(self.nats_url)]
+        ruleset = await asyncio.to_thread(egress.compile_ruleset, policy, platform)
         _ = ruleset.script, ruleset.marker  # built off the event loop, once
         return ruleset
 
