@@ -50,7 +50,7 @@ from providers.cgroup import unavailable as cgroup_unavailable
 from providers.local import stop_all_local
 from providers.local_sandbox import probe as sandbox_probe
 from providers.netns import probe as network_probe
-from providers.runtimes import refusal as runtime_refusal
+from providers.runtimes import refusal as runtime_refusal, runsc_binary, too_old
 from providers.swarm import stop_all_swarm
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The
@@ -165,7 +165,10 @@ def gvisor_refusal(provider: str) -> str | None:
     settings = Settings.from_env()
     if provider == "docker":
         return engine_runtime_refusal(settings)
-    return runtime_refusal(provider, "gvisor", settings.runsc)
+    why = runtime_refusal(provider, "gvisor", settings.runsc)
+    if why is None and (path := runsc_binary(settings.runsc)) is not None:
+        why = too_old(path)
+    return why
 
 
 def up(opts: UpOptions) -> int:

@@ -9,7 +9,9 @@ how the engine registered it, docs/runtimes.md "Docker").
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +33,38 @@ DOCKER_RUNSC_NETWORK = "--network=host"
 def runsc_binary(runsc: str) -> str | None:
     """The runsc to run (``runsc``: a name on PATH, or a path), None if there is none."""
     return shutil.which(runsc)
+
+
+#: The oldest runsc whose checkpoint keeps a machine's listeners and loopback connections
+#: (docs/runtimes.md, Versions): an older one's panics on them, so such a machine never pauses.
+RUNSC_MIN = 20240729
+_RUNSC_VERSION = re.compile(r"runsc version (?:0\.0~|release-)(\d{8})")
+
+
+def runsc_version(runsc: str) -> int | None:
+    """The date runsc's version names (``0.0~20240729.0``: 20240729), None if it says none."""
+    try:
+        said = subprocess.run([runsc, "--version"], capture_output=True, text=True, timeout=30,
+                              check=False).stdout[:4096]  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = _RUNSC_VERSION.search(said)
+    return int(found.group(1)) if found else None
+
+
+def too_old(runsc: str) -> str | None:
+    """Why ``runsc`` is too old for gvisor machines (none: it is new enough)."""
+    version = runsc_version(runsc)
+    if version is not None and version >= RUNSC_MIN:
+        return None
+    have = "an unknown version" if version is None else f"0.0~{version}"
+    return (
+        f"runsc ({runsc}) is {have}, older than 0.0~{RUNSC_MIN}, the first whose checkpoint "
+        "keeps a machine's listeners and connections: a gvisor machine that serves anything "
+        "could not be paused, forked or snapshotted with its memory. Install a newer one: "
+        "Debian 13's runsc, or on Debian 12 `apt-get install -t bookworm-backports runsc` "
+        "(./run up does it; docs/runtimes.md, Versions)"
+    )
 
 
 def refusal(provider: str, runtime: Runtime, runsc: str) -> str | None:

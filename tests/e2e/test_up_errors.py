@@ -189,3 +189,25 @@ def test_stop_on_a_host_with_no_docker_engine_at_all_says_nothing_of_docker(
     env.pop("DOCKER_CONTEXT", None)
     prefix = [unshare, "--mount", *user_ns, "sh", "-c", f'{hide or "true"} && exec "$@"', "-"]
     assert_quiet_stop(up_and_interrupt(tmp_path, prefix, env))
+
+
+def test_fleet_up_refuses_the_gvisor_runtime_on_a_runsc_too_old_naming_it(tmp_path: Path) -> None:
+    """A runsc from before 0.0~20240729 cannot keep a listener across a pause: `fleet up
+    --runtime gvisor` says which runsc it found and how to get a newer one, and starts nothing."""
+    old = tmp_path / "runsc"
+    old.write_text("#!/bin/sh\necho 'runsc version 0.0~20221219.0'\necho 'spec: 1.0.2-dev'\n")
+    old.chmod(0o755)
+    data = tmp_path / "data"
+    result = subprocess.run(
+        [FLEET, "up", "--port", "0", "--data-dir", str(data), "--runtime", "gvisor"],
+        env=clean_env(FLEET_RUNSC=str(old)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0, result
+    assert "0.0~20221219" in result.stderr, result.stderr
+    assert "bookworm-backports" in result.stderr, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (data / "nats").exists(), "a server started before the runsc was checked"
