@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
+from base.tokenfd import DAEMON_LOG_VAR
 from contracts import subjects
 from contracts.daemon_rpc import (
     EXEC_KILL,
@@ -112,6 +113,9 @@ class ExecStreams:
 async def daemon_log(params: DaemonLogParams, _: None) -> DaemonLogResult:
     """The last lines of wherever our stdout goes, when that is a file (the local provider's
     ``daemon.log``); a pipe or a terminal (a container's log driver) cannot be read back."""
-    if not os.path.isfile(_STDOUT):  # stat follows the fd, even to a path we cannot see
+    # A gvisor machine's stdout is a host descriptor gVisor cannot open again: its provider
+    # gives the same file, read-only, at a path of its own.
+    where = Path(os.environ.get(DAEMON_LOG_VAR) or _STDOUT)
+    if not os.path.isfile(where):  # stat follows the fd, even to a path we cannot see
         raise NotSupported("this daemon's output does not go to a file it can read")
-    return DaemonLogResult(lines=tail_lines(_STDOUT, params.lines))
+    return DaemonLogResult(lines=tail_lines(where, params.lines))

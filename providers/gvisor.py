@@ -44,6 +44,8 @@ import structlog
 
 from base.codestore import CODE_MOUNT
 from base.tokenfd import (
+    DAEMON_LOG,
+    DAEMON_LOG_VAR,
     DAEMON_RUN_AS_VAR,
     MACHINE_ID_FILE,
     SUDO_SOCKET,
@@ -259,10 +261,12 @@ def _rootfs(bundle: Path, targets: list[tuple[str, bool]]) -> Path:
 
 def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, argv: list[str],
                 hostname: str, root_owner: int | None = None,
-                image: ImageRoot | None = None) -> dict[str, Any]:  # fmt: skip
+                image: ImageRoot | None = None, shared: Shares = ((), None),
+                ) -> dict[str, Any]:  # fmt: skip
     """The OCI spec of the machine's sandbox (its rootfs made beside it); ``root_owner``: the
     host uid of its root (``id_mappings``); ``image``: an environment's unpacked root, run in
-    place of the host's system (providers/gvisor_image.py)."""
+    place of the host's system (providers/gvisor_image.py); ``shared``: the host paths every
+    sandboxed machine reads (FLEET_SANDBOX_SHARE), and the data directory hidden below them."""
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
@@ -272,10 +276,13 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
          "options": ["mode=0755"]},
     ]  # fmt: skip
     if image is None:
-        mounts += [*_host_system(), _bind(home, home, ro=False)]
+        mounts += [*_host_system(), *_shares(*shared), _bind(home, home, ro=False)]
     else:
         mounts += image_mounts(image, home)
+    (log := machine_dir / "daemon.log").touch()
+    os.chmod(log, 0o644)  # the machine's user reads it inside: host root's uid is not mapped
     mounts += [
+        _bind(log, DAEMON_LOG),
         _bind(machine_dir / "code", CODE_MOUNT),
         _bind(machine_dir / TOKEN_DIR, TOKEN_MOUNT),
         _bind(write_bin(machine_dir, None if image is None else sudo_runtime()), BIN_MOUNT),
@@ -302,7 +309,7 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
     user = None if image is None else image.user
     if image is None or not image.as_root:  # a root machine's daemon stays root
         env[DAEMON_RUN_AS_VAR] = str(uid) if user is None else f"{user[0]}:{user[1]}"
-    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token",
+    env |= {TOKEN_FILE_VAR: f"{TOKEN_MOUNT}/token", DAEMON_LOG_VAR: DAEMON_LOG,
             SANDBOXED_VAR: "1", SUDO_SOCKET_VAR: SUDO_SOCKET,
             "PATH": f"{BIN_MOUNT}:{env.get('PATH') or _clean_env()['PATH']}"}  # fmt: skip
     # The daemons' to become the machine's uid; the supervisor's to signal them and to end the
@@ -324,6 +331,20 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
         "mounts": mounts,
         "linux": linux,
     }  # fmt: skip
+
+
+#: FLEET_SANDBOX_SHARE's paths, and the data directory (hidden if one of them holds it).
+Shares = tuple[tuple[Path, ...], Path | None]
+
+
+def _shares(paths: tuple[Path, ...], data_dir: Path | None) -> list[dict[str, Any]]:
+    """The shared paths read-only (those that exist now), as a bwrap machine has them; a
+    tmpfs over the data directory if one of them holds it (the home is bound again after)."""
+    mounts = [_bind(p, p) for p in paths if p.exists()]
+    if data_dir is not None and any(data_dir.is_relative_to(p) for p in paths):
+        mounts.append({"destination": str(data_dir), "type": "tmpfs", "source": "tmpfs",
+                       "options": ["mode=0755"]})  # fmt: skip
+    return mounts
 
 
 def _host_system() -> list[dict[str, Any]]:

@@ -195,7 +195,7 @@ class GvisorPoolBackend:
         await asyncio.to_thread(gvisor.write_token, root, "", "")  # its own later, at a claim
         env = self.provider.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_STDIN_VAR: "1"})
         spec = gvisor.bundle_spec(root, home, env, uid, supervised_argv(), hostname(slot),
-                                  root_owner)  # fmt: skip
+                                  root_owner, shared=self.provider.shares())  # fmt: skip
         bundle = await asyncio.to_thread(gvisor.write_bundle, root, spec)
         read, lifeline = os.pipe()
         try:

@@ -473,6 +473,10 @@ class LocalProvider:
     def shared(self) -> tuple[Path, ...]:
         return self._shared
 
+    def shares(self) -> gvisor.Shares:
+        """What a gvisor machine's sandbox shares of the host (``gvisor.bundle_spec``)."""
+        return self._shared, self._data_dir
+
     def adopt(self, machine_id: str, pid: int) -> None:
         """A root this process started for the pool is now ``machine_id``'s: reap it."""
         self._children[machine_id] = pid
@@ -618,7 +622,7 @@ class LocalProvider:
         if image is not None:  # the supervisor stays root; the runtime's own Python
             env |= runtime_env(None) | {"PATH": IMAGE_PATH}
         spec = gvisor.bundle_spec(machine_dir, home, env, uid, argv, hostname(machine_id),
-                                  root, image)  # fmt: skip
+                                  root, image, self.shares())  # fmt: skip
         bundle = await asyncio.to_thread(gvisor.write_bundle, machine_dir, spec)
         enter = await self._limited(machine_id, [])
         log_path = machine_dir / "daemon.log"

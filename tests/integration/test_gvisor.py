@@ -50,9 +50,12 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     these machines start cold, test_gvisor_pool.py takes pooled ones): a gvisor create must
     never be handed one of them. A daemon on ptrace traps every syscall: on a loaded host its
     answers take seconds, so its calls get a minute (CI saw process.start pass 10 s once)."""
+    share = tmp_path_factory.mktemp("gvisor-share")
+    (share / "README").write_text("shared with every machine\n")
+    share.chmod(0o755)  # as a checkout's directory is: the machine's user reads it
     with gvisor_settings(tmp_path_factory.mktemp("gvisor"), runtime="gvisor",
                          warm_pool="local=1,local:gvisor=0", warm_pool_min_available_mb=0,
-                         rpc_timeout_s=60.0) as made:  # fmt: skip
+                         rpc_timeout_s=60.0, sandbox_share=str(share)) as made:  # fmt: skip
         yield made
 
 
@@ -187,6 +190,17 @@ async def test_a_gvisor_machine_serves_files_and_terminals_and_keeps_its_home_ac
     await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
     kept = [(p.tag, p.state) for p in await stack.list_processes(mid) if p.pid == survivor.pid]
     assert kept == [("survivor", "running")]
+    # Its log, read back through the daemon (its stdout is a host descriptor gVisor cannot
+    # open again: the provider gives the file read-only at a path of its own).
+    said = await stack.daemon_log(mid)
+    assert sum("daemon_started" in line for line in said) >= 2, said[-5:]
+    # What FLEET_SANDBOX_SHARE lists, read-only, as a namespaces machine has it.
+    [share] = stack_settings.sandbox_shared
+    shared = await stack.exec(mid, ["cat", str(share / "README")], timeout_s=60)
+    assert shared.stdout == "shared with every machine\n", shared
+    wrote = await stack.exec(mid, ["touch", str(share / "mine")], timeout_s=60)
+    assert wrote.exit_code != 0
+    assert not (share / "mine").exists()
     # The sandbox is in the machine's cgroup: its limits hold.
     groups = [cgroup for pid, cmdline in host_processes() if container_id(mid) in cmdline
               for cgroup in [_cgroup(pid)] if cgroup is not None]  # fmt: skip
