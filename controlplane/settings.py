@@ -118,6 +118,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     oidc_admin_groups: str = ""
     #: Group names, comma-separated, whose members are auditors.
     oidc_auditor_groups: str = ""
+    #: Take an email the provider sends with no ``email_verified`` claim (Microsoft Entra ID
+    #: never sends one) as verified: only for a provider where users cannot set their own
+    #: email. An ``email_verified`` it sends other than true is refused all the same.
+    oidc_trust_email: bool = False
     #: Where browsers reach this gateway: the OpenID redirect URI is ``<it>/auth/callback``
     #: (empty: ``http://<host>:<port>``).
     public_url: str = ""

@@ -14,7 +14,8 @@ real nonce) is replaced by a forgery of it:
 - ``userinfo-sub``: the ID token untouched, but the provider's UserInfo answer names another
   subject (its ``email`` that subject's).
 
-The front keeps each ID token the provider gave (``id_tokens``), as it gave it.
+The front keeps each ID token the provider gave (``id_tokens``) and each UserInfo answer
+(``userinfos``), as it gave them.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Front:
         self.upstream = upstream
         self.forge: str | None = None
         self.id_tokens: list[str] = []
+        self.userinfos: list[dict[str, Any]] = []
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -76,6 +78,8 @@ class Front:
                 if self.forge is not None and self.forge != "userinfo-sub":
                     answer["id_token"] = self._forged(answer["id_token"])
             return json.dumps(answer).encode()
+        if path == USERINFO_PATH:
+            self.userinfos.append(json.loads(body))
         if path == USERINFO_PATH and self.forge == "userinfo-sub":
             return json.dumps(
                 json.loads(body) | {"sub": "mallory", "email": "mallory@example.com"}

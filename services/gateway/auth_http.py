@@ -6,7 +6,8 @@ for ``fleet login``: ``POST /auth/device`` (the codes to show), ``POST /auth/dev
 
 A sign-in's ``state`` is bound to the browser that started it (a short-lived cookie) and kept
 server-side with its nonce and PKCE verifier until the callback takes it, once. A user is
-found by the provider's subject; else, by an email the provider vouches for (``email_verified``),
+found by the provider's subject; else, by an email the provider vouches for (``email_verified``,
+or, with ``FLEET_OIDC_TRUST_EMAIL``, a provider that never sends that claim),
 a user an admin made with that email and who never signed in is bound to the subject, once
 (a user's subject never changes: another account with their email is refused); else one is
 made. The groups claim maps to platform roles (``FLEET_OIDC_ADMIN_GROUPS``, ``_AUDITOR_GROUPS``).
@@ -62,14 +63,20 @@ def _groups(value: str) -> set[str]:
     return {g.strip() for g in value.split(",") if g.strip()}
 
 
-def verified_email(claims: dict[str, Any]) -> str:
+def verified_email(claims: dict[str, Any], *, trust_unsaid: bool = False) -> str:
     """The claims' email, which the provider must vouch for: ``email_verified`` true (a
     string "true" too, as some providers send it). Anyone may set an unverified one to
-    another's, so it finds, binds and names no user."""
+    another's, so it finds, binds and names no user. ``trust_unsaid``
+    (``FLEET_OIDC_TRUST_EMAIL``): a claim the provider leaves out (or null) counts as true,
+    for a provider that never sends it (Microsoft Entra ID); one it sends is never
+    overruled, so a provider that says false is still refused."""
     email = claims.get("email")
     if not isinstance(email, str) or "@" not in email:
         raise rejected("claims", "no email claim")
     verified = claims.get("email_verified")
+    if verified is None and trust_unsaid:
+        log.info("auth.email_trusted", reason="email_verified not sent")
+        return email
     if verified is not True and verified != "true":
         raise rejected("email-unverified", f"the provider does not vouch for {email} "
                                            "(email_verified is not true)")  # fmt: skip
@@ -119,7 +126,7 @@ class SignIn:
         user_id = await users.id_by_subject(subject)
         user = await users.get(user_id) if user_id is not None else None
         if user is None:
-            email = verified_email(claims)
+            email = verified_email(claims, trust_unsaid=self.settings.oidc_trust_email)
             user = await self._bind(email, subject)
             if user is None:
                 return await self._make(claims, email, subject)

@@ -3,7 +3,9 @@
 UserInfo), behind a front that keeps its ID tokens and may forge its UserInfo answer
 (tests/oidc_front.py).
 
-The attacks: an email the provider does not vouch for, set to an admin's; a second account of
+The attacks: an email the provider does not vouch for, set to an admin's (``email_verified``
+false, or not sent, as Microsoft Entra ID never does, without ``FLEET_OIDC_TRUST_EMAIL``:
+tests/integration/test_signin_trust_email.py has it on); a second account of
 the provider whose verified email is a bound user's (through the browser and ``fleet login``'s
 device flow); a UserInfo answer about another subject. Each is refused with 1080 and its
 ``data.reason``, and no user's subject changes."""
@@ -60,10 +62,13 @@ async def test_an_unverified_email_is_linked_to_no_user(
 ) -> None:
     base, issuer = f"http://127.0.0.1:{settings.port}", fronted[0]
     carol = await stack.create_user("carol@example.com", role="admin")
-    async with browser() as s:
-        answer, _ = await sign_in(s, f"{base}/auth/login", "eve-as-carol")
-        assert await refusal(answer) == (401, IdTokenRejected.code, "email-unverified")
-        assert (await me(s, base))[0] == 401
+    for login in ("eve-as-carol", "carol-entra"):  # email_verified false; not sent
+        async with browser() as s:
+            answer, _ = await sign_in(s, f"{base}/auth/login", login)
+            assert await refusal(answer) == (401, IdTokenRejected.code, "email-unverified")
+            assert (await me(s, base))[0] == 401
+    said = [info.get("email_verified", "not sent") for info in fronted[1].userinfos]
+    assert said == [False, "not sent"]
     assert (await user(stack, "carol@example.com")).subject is None
     assert len(await stack.list_users()) == 1  # and none made for eve
     async with browser() as s:  # carol herself is linked, once

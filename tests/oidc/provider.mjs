@@ -18,13 +18,15 @@ await once(server, "listening");
 const own = `http://127.0.0.1:${server.address().port}`;
 const issuer = process.argv[2] ?? own;
 // What a login's claims have besides the defaults (<name>@example.com, verified, no groups).
-// The last two are an attacker's accounts: a provider that lets them set carol's email, not
-// verified; and a second account (another `sub`) whose verified email is carol's.
+// Two are an attacker's accounts: a provider that lets them set carol's email, not verified;
+// and a second account (another `sub`) whose verified email is carol's. The last is carol at a
+// provider that never sends `email_verified` (as Microsoft Entra ID): undefined is left out.
 const USERS = {
   ann: { groups: ["fleet-admins"] },
   audrey: { groups: ["fleet-auditors"] },
   "eve-as-carol": { email: "carol@example.com", email_verified: false },
   "carol-second": { email: "carol@example.com" },
+  "carol-entra": { email: "carol@example.com", email_verified: undefined },
 };
 
 const provider = new Provider(issuer, {
@@ -50,7 +52,7 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return {
+        const all = {
           sub: id,
           email: `${id}@example.com`,
           email_verified: true,
@@ -58,6 +60,7 @@ const provider = new Provider(issuer, {
           groups: [],
           ...USERS[id],
         };
+        return Object.fromEntries(Object.entries(all).filter(([, v]) => v !== undefined));
       },
     };
   },
