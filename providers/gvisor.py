@@ -129,8 +129,12 @@ class Runsc:
         # False: an image's root, whose overlay on the host is the machine's own to keep
         # (gvisor_image.py).
         overlay = ["--overlay2", "root:memory"] if memory else []
+        # A checkpoint resets the machine's connections that cross its edge (a laptop's sleep:
+        # each side sees a reset after the resume), where it would refuse the checkpoint; its
+        # listeners and its loopback connections are saved with it.
         return [*enter, self.binary, "--root", str(self.state), "--platform", self.platform,
-                "--network", "sandbox", "--ignore-cgroups", *overlay, *args]  # fmt: skip
+                "--network", "sandbox", "--net-disconnect-ok", "--ignore-cgroups", *overlay,
+                *args]  # fmt: skip
 
     def run(self, *args: str, inside: int | None = None,
             timeout_s: float = _RUNSC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:  # fmt: skip

@@ -1,17 +1,18 @@
 """Pause and resume of a gvisor machine (docs/stop-start.md): runsc's checkpoint and restore.
 
 A pause asks the machine's daemon to let its NATS connection go (SIGUSR1 through its
-supervisor: daemon/park.py), waits until no TCP endpoint of the sandbox is connected, then
-checkpoints it (memory, processes, filesystem changes outside the home) to an image beside
-the home, deletes the sandbox (its host memory is freed then) and ends its pasta. The resume
-restores the image in a new network namespace, as a start does, and tells the daemon to
-reconnect at once (SIGUSR2).
+supervisor: daemon/park.py), waits until that connection is gone, then checkpoints the sandbox
+(memory, processes, filesystem changes outside the home) to an image beside the home, deletes
+the sandbox (its host memory is freed then) and ends its pasta. The resume restores the image
+in a new network namespace, as a start does, and tells the daemon to reconnect at once
+(SIGUSR2).
 
-This runsc refuses to checkpoint a connected TCP endpoint, or one closed actively within the
-last minute (TIME_WAIT), and a refused checkpoint ends the sandbox. A connection the machine's
-own processes hold is seen in its ``/proc/net/tcp`` and the pause refused before the sandbox
-is touched; a TIME_WAIT is not shown there, and such a pause fails the machine
-(docs/limitations.md).
+What the machine's own processes hold is kept: listeners, and connections between them
+(loopback). What crosses its edge (an outbound client, a connection to the outside) is reset
+by the checkpoint (runsc's ``--net-disconnect-ok``), as a laptop's sleep does: each side sees a
+reset after the resume, and a program that reconnects goes on. A checkpoint that fails leaves
+the sandbox running: the machine runs on as it was, its daemon woken, and the pause is refused
+with runsc's reason.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import structlog
 
@@ -44,8 +46,7 @@ from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
 
-#: TCP states a checkpoint keeps: CLOSE (07). Not LISTEN (0A): this runsc cannot save a
-#: listener an event loop watches ("endpoint still has waiters upon save").
+#: TCP states that are no endpoint to speak of: CLOSE (07).
 _KEPT_STATES = {"07"}
 _LISTEN = "0A"
 _CHECKPOINT_TIMEOUT_S = 600.0
@@ -90,35 +91,21 @@ def signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str,
                             f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip
 
 
-def _refuse_unless_quiet(runsc: Runsc, machine_id: str, pid: int, nats_ports: set[int],
-                         cid: str) -> None:  # fmt: skip
-    """Conflict if a process of the machine holds a TCP connection (one not to NATS: the
-    daemon's, which it lets go); the sandbox is not touched. A listener may be the daemon's
-    own control port: those are waited for after the daemon let its own go."""
-    others = [c for c in connections(runsc, machine_id, pid, cid)
-              if not c[2] and c[1] not in nats_ports]  # fmt: skip
-    if others:
-        raise Conflict(_held_message(machine_id, others), data={"connections": len(others)})
-
-
-def _held_message(machine_id: str, held: list[tuple[str, int, bool]]) -> str:
-    shown = ", ".join(f"{'listening on ' if listening else ''}{a}:{p}"
-                      for a, p, listening in held[:5])  # fmt: skip
-    return (f"machine {machine_id} holds {len(held)} TCP connection(s) or listener(s) "
-            f"({shown}), which this runsc cannot keep across a pause: close them (a connection "
-            "closed by the machine also blocks a pause for a minute), then pause "
-            "again")  # fmt: skip
-
-
-def _park_daemon(runsc: Runsc, machine_id: str, pid: int, cid: str) -> None:
-    """The daemon lets its NATS connection go; Conflict (the daemon reconnected) if some
-    connection is still up after ``runsc.park_wait_s`` (FLEET_GVISOR_PARK_WAIT_S)."""
+def _park_daemon(runsc: Runsc, machine_id: str, pid: int, cid: str, nats_ports: set[int]) -> None:
+    """The daemon lets its NATS connection go (the only one the platform lets go itself: the
+    machine's own are kept by the checkpoint); Conflict (the daemon woken again) if it is still
+    up after ``runsc.park_wait_s`` (FLEET_GVISOR_PARK_WAIT_S)."""
     signal_daemon(runsc, machine_id, pid, "USR1", cid)
     deadline = time.monotonic() + runsc.park_wait_s
-    while held := connections(runsc, machine_id, pid, cid):
+    while held := [c for c in connections(runsc, machine_id, pid, cid)
+                   if not c[2] and c[1] in nats_ports]:  # fmt: skip
         if time.monotonic() > deadline:
             signal_daemon(runsc, machine_id, pid, "USR2", cid)
-            raise Conflict(_held_message(machine_id, held), data={"connections": len(held)})
+            raise Conflict(
+                f"machine {machine_id}'s daemon did not let its NATS connection go within "
+                f"{runsc.park_wait_s:g}s ({len(held)} still open): it runs on; pause again",
+                data={"connections": len(held)},
+            )
         time.sleep(0.05)
 
 
@@ -137,27 +124,41 @@ def image_size(image: Path) -> int:
 def checkpoint_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, nats_ports: set[int],
                        image: Path) -> None:  # fmt: skip
     """The machine's daemon lets NATS go, its sandbox is checkpointed to ``image`` (made
-    anew), and the sandbox ended; its pasta is left to the caller. Conflict (the sandbox
-    untouched) while a process of the machine holds a connection."""
+    anew), and the sandbox ended; its pasta is left to the caller. Whatever the machine's own
+    processes hold (listeners, connections between them, to the outside) goes into the image.
+    A checkpoint that fails leaves the machine running as it was (its daemon woken): Conflict,
+    saying why; ProviderError only if the sandbox did not survive it."""
     pid = sandbox_pid(machine_dir)
     if pid is None:
         raise ProviderError(f"machine {machine_id}'s sandbox is not running")
     cid = running_container(machine_dir, machine_id)
-    _refuse_unless_quiet(runsc, machine_id, pid, nats_ports, cid)
-    _park_daemon(runsc, machine_id, pid, cid)
+    _park_daemon(runsc, machine_id, pid, cid, nats_ports)
     remove_tree(image)
     image.mkdir(mode=0o700)
-    got = runsc.run("checkpoint", "--image-path", str(image), cid, inside=pid,
-                    timeout_s=_CHECKPOINT_TIMEOUT_S)  # fmt: skip
+    # Uncompressed: flate costs seconds of CPU per 256 MiB each way, and the image is the
+    # machine's own file on its host, counted in its instance's disk budget.
+    got = runsc.run("checkpoint", "--image-path", str(image), "--compression", "none", cid,
+                    inside=pid, timeout_s=_CHECKPOINT_TIMEOUT_S)  # fmt: skip
     if got.returncode != 0:
         log.warning("provider.gvisor_checkpoint_failed", machine_id=machine_id,
                     stderr=got.stderr[:20000])  # fmt: skip
-        stop_sandbox(runsc, machine_dir, machine_id, 0.0)  # a refused checkpoint ends it
-        stop_pasta(machine_id)
         remove_tree(image)
-        raise ProviderError(f"runsc could not checkpoint machine {machine_id}, whose processes "
-                            f"are gone: {_runsc_error(got.stderr)}")  # fmt: skip
+        _checkpoint_failed(runsc, machine_dir, machine_id, pid, cid, _runsc_error(got.stderr))
     _end_sandbox(runsc, machine_dir, cid, pid)
+
+
+def _checkpoint_failed(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int, cid: str,
+                       why: str) -> NoReturn:  # fmt: skip
+    """After a failed checkpoint: Conflict if the sandbox runs on (its daemon woken: the
+    machine is as it was), else ProviderError (it is gone; its state cleaned up)."""
+    if runsc.status(cid, pid) == "running":
+        signal_daemon(runsc, machine_id, pid, "USR2", cid)
+        raise Conflict(f"runsc could not checkpoint machine {machine_id}, which runs on as it "
+                       f"was: {why}", data={"checkpoint": "failed"})  # fmt: skip
+    stop_sandbox(runsc, machine_dir, machine_id, 0.0)
+    stop_pasta(machine_id)
+    raise ProviderError(f"runsc could not checkpoint machine {machine_id}, whose processes "
+                        f"are gone: {why}")  # fmt: skip
 
 
 def _runsc_error(stderr: str) -> str:

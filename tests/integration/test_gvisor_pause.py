@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -23,8 +26,9 @@ import pytest_asyncio
 from contracts.events import Event, MachinePaused, MachineResumed
 from controlplane.settings import Settings
 from fleet.client import FleetClient
+from providers.gvisor import Runsc
 from tests.conftest import ADMIN_TOKEN, running_stack
-from tests.gvisor_stack import gvisor_settings, module_stack
+from tests.gvisor_stack import gvisor_settings, host_address, module_stack
 from tests.integration.test_files_cli import _fleet
 from tests.integration.test_gvisor import answers, ready_gvisor, sandbox_processes
 from tests.integration.test_ports import bearer, previews
@@ -69,43 +73,40 @@ while True:
     time.sleep(0.2)
 """
 
-#: Holds a TCP connection to the given address until killed.
-HOLDER = r"""
-import socket, sys, time
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-open(sys.argv[3], 'w').write('connected')
-time.sleep(3600)
-"""
-
-
-#: Serves HTTP on the given port only once the machine was paused and resumed: a listener
-#: would block the pause. It takes the resume for the daemon's NATS connection coming back on
-#: another local port (the connection is let go for the pause, and made anew after it).
-SERVE_AFTER_RESUME = r"""
-import http.server, sys, time
-def connected():
-    ports = set()
-    for name in ('/proc/net/tcp', '/proc/net/tcp6'):
-        for line in open(name).read().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == '01':
-                ports.add(fields[1])
-    return ports
-first = set()
-while not first:
-    first = connected()
-    time.sleep(0.05)
-open(sys.argv[2], 'w').write('waiting')
-while not connected() - first:
-    time.sleep(0.05)
-class Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b'awake after the pause'
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), Page).serve_forever()
+#: Real work a pause keeps: asks the machine's own web server (argv[1], a port of its
+#: loopback) for a page on one kept-alive connection every 0.1 s, and holds a connection to a
+#: server outside (argv[2]:argv[3]), which it makes again whenever it is reset or ends. Writes
+#: "<pid> <pages> <outside connections>" to argv[4] each tick.
+KEEPER = r"""
+import http.client, os, socket, sys, time
+port, host, out_port, path = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+while True:  # until the server listens: then one connection, kept alive
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=5).close()
+        break
+    except OSError:
+        time.sleep(0.1)
+web = http.client.HTTPConnection('127.0.0.1', port, timeout=30)
+outside, made, pages = None, 0, 0
+while True:
+    web.request('GET', '/')
+    web.getresponse().read()
+    pages += 1
+    try:
+        if outside is None:
+            outside = socket.create_connection((host, out_port), timeout=5)
+            made += 1
+        outside.sendall(b'ping')
+        if not outside.recv(4):
+            raise ConnectionResetError('ended')
+    except OSError:
+        if outside is not None:
+            outside.close()
+        outside = None
+    with open(path + '.tmp', 'w') as f:
+        f.write(f'{os.getpid()} {pages} {made}')
+    os.replace(path + '.tmp', path)
+    time.sleep(0.1)
 """
 
 
@@ -169,34 +170,6 @@ async def test_a_paused_gvisor_machine_resumes_with_its_processes_memory_and_pid
 
 
 @pytest.mark.timeout(900)
-# Its process's connection is to NATS's port, which the pause takes for the daemon's: refused
-# once the daemon has let its own go and the wait for the rest is over.
-@pytest.mark.parametrize("park_settings", [2.0], indirect=True)
-async def test_a_pause_is_refused_by_name_while_a_process_holds_a_tcp_connection(
-    park_stack: FleetClient, park_settings: Settings
-) -> None:
-    stack, stack_settings = park_stack, park_settings
-    mid = await ready_gvisor(stack, "gv-pause-tcp")
-    home = stack_settings.data_path.resolve() / "machines" / mid / "home"
-    await stack.write_file(mid, "holder.py", HOLDER)
-    host, port = stack_settings.nats_url.removeprefix("nats://").rsplit(":", 1)
-    holder = await stack.start_process(
-        mid, [sys.executable, "-I", "holder.py", host, port, "held"], tag="holder"
-    )
-    await wait_until((home / "held").exists, timeout=180)
-    await stack.pause_machine(mid)
-    got = await stack.wait_for(mid, ["ready", "paused", "failed"], timeout_s=300)
-    # Refused before the sandbox was touched: it runs on, its process and daemon with it.
-    assert got.status == "ready", got.status_reason
-    assert "TCP connection" in got.status_reason, got.status_reason
-    assert sandbox_processes(mid)
-    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
-    listed = [(p.pid, p.state) for p in await stack.list_processes(mid) if p.tag == "holder"]
-    assert listed == [(holder.pid, "running")]
-    assert not await events_of(stack, mid, MachinePaused)
-
-
-@pytest.mark.timeout(900)
 async def test_a_terminal_reattaches_to_the_same_shell_with_its_scrollback_after_a_resume(
     stack: FleetClient, stack_settings: Settings
 ) -> None:
@@ -242,29 +215,141 @@ async def test_an_idle_gvisor_machine_is_paused_by_auto_stop(stack: FleetClient)
 
 
 @pytest.mark.timeout(900)
-async def test_a_preview_request_to_a_paused_machine_wakes_it_and_answers_200(
+async def test_a_machine_serving_pages_and_holding_connections_pauses_resumes_and_wakes(
     stack: FleetClient, stack_settings: Settings
 ) -> None:
-    """Wake on access (docs/stop-start.md#wake-on-access): the request is held while the
-    machine resumes (it is no browser's page load), then answered by the machine's program;
-    ``machine.resumed`` says ``by: preview``."""
-    mid = await ready_gvisor(stack, "gv-wake-preview")
+    """A web server, a client of it on a kept-alive loopback connection, and a connection to a
+    server outside: the pause keeps the first two (their PIDs and their state go on), closes the
+    third as a laptop's sleep does (its process sees it end after the resume, and makes it
+    again), and a browser's preview of the paused machine wakes it (``by: preview``) and gets
+    the server's page."""
+    mid = await ready_gvisor(stack, "gv-serving")
     home = stack_settings.data_path.resolve() / "machines" / mid / "home"
-    await stack.write_file(mid, "serve.py", SERVE_AFTER_RESUME)
+    outside = await echo_server(host_address())
     port = 8000  # of the machine's own network stack: nothing else listens there
-    await stack.start_process(mid, [sys.executable, "-I", "serve.py", str(port), "waiting"],
-                              tag="serve")  # fmt: skip
-    await wait_until((home / "waiting").exists, timeout=180)  # it saw the daemon's connection
+    web = await stack.start_process(
+        mid, ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"], tag="web"
+    )
+    await stack.write_file(mid, "keeper.py", KEEPER)
+    keeper = await stack.start_process(
+        mid, [sys.executable, "-I", "keeper.py", str(port), host_address(),
+              str(outside.port), "kept"], tag="keeper",
+    )  # fmt: skip
+
+    def kept() -> tuple[int, int, int]:
+        try:
+            pid, pages, made = (home / "kept").read_text().split()
+        except (OSError, ValueError):
+            return 0, 0, 0
+        return int(pid), int(pages), int(made)
+
+    try:
+        await wait_until(lambda: kept()[1] >= 3 and outside.accepted == 1, timeout=180)
+        pid_inside = kept()[0]
+        await stack.pause_machine(mid)
+        paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+        assert paused.status == "paused", paused.status_reason
+        at_pause = kept()[1]
+        await stack.resume_machine(mid)
+        ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+        assert ready.status == "ready", ready.status_reason
+        # The same client goes on with the same server, on its kept connection; the one to the
+        # outside was closed at the pause, and is made again.
+        await wait_until(lambda: kept()[1] > at_pause + 3 and outside.accepted == 2, timeout=120)
+        assert kept()[0] == pid_inside
+        assert kept()[2] == 2
+        await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+        running = {p.tag: (p.pid, p.state) for p in await stack.list_processes(mid)}
+        assert running["web"] == (web.pid, "running")
+        assert running["keeper"] == (keeper.pid, "running")
+        # Paused again: a browser's preview wakes it and gets the server's own page.
+        await stack.pause_machine(mid)
+        paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+        assert paused.status == "paused", paused.status_reason
+        page = f"{previews(stack_settings)}/machines/{mid}/ports/{port}/"
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session,
+            session.get(page, headers=bearer(ADMIN_TOKEN)) as r,
+        ):
+            assert r.status == 200
+            assert "Directory listing" in await r.text()
+        assert (await stack.get_machine(mid)).status == "ready"
+        resumed = await events_of(stack, mid, MachineResumed)
+        assert [e.by for e in resumed if isinstance(e, MachineResumed)] == ["request", "preview"]
+    finally:
+        await outside.close()
+
+
+@dataclass
+class Outside:
+    server: asyncio.Server
+    port: int = 0
+    accepted: int = 0
+    open: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def close(self) -> None:
+        """The server and every connection it still holds (a machine's, cut by its pause,
+        is never closed by its other end)."""
+        self.server.close()
+        for w in list(self.open):
+            w.close()
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
+        await self.server.wait_closed()
+
+
+async def echo_server(host: str) -> Outside:
+    """A server outside the machine: echoes what it is sent, counting its connections."""
+
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        made.accepted += 1
+        made.open.add(w)
+        try:
+            with contextlib.suppress(OSError):
+                while data := await r.read(64):
+                    w.write(data)
+                    await w.drain()
+        finally:
+            made.open.discard(w)
+            w.close()
+
+    server = await asyncio.start_server(echo, host, 0)
+    made = Outside(server, server.sockets[0].getsockname()[1])
+    return made
+
+
+@pytest.mark.timeout(900)
+async def test_a_failed_checkpoint_leaves_the_machine_running_as_it_was(
+    stack: FleetClient, stack_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runsc's checkpoint fails (its image path made a file, so it cannot write there): the
+    pause is refused with runsc's reason, and the machine runs on with its process and PID and
+    its daemon answering."""
+    mid = await ready_gvisor(stack, "gv-pause-fails")
+    home = stack_settings.data_path.resolve() / "machines" / mid / "home"
+    await stack.write_file(mid, "counter.py", COUNTER)
+    proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
+                                     tag="counter")  # fmt: skip
+    await wait_until(lambda: (home / "count").exists(), timeout=180)
+    real = Runsc.run
+
+    def broken(self: Runsc, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        if args and args[0] == "checkpoint":
+            where = Path(args[args.index("--image-path") + 1])
+            bad = where.with_name("not-a-directory")
+            bad.write_text("")
+            args = tuple(str(bad) if a == str(where) else a for a in args)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Runsc, "run", broken)
     await stack.pause_machine(mid)
-    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
-    assert paused.status == "paused", paused.status_reason
-    page = f"{previews(stack_settings)}/machines/{mid}/ports/{port}/"
-    held = aiohttp.ClientTimeout(total=300)
-    async with (
-        aiohttp.ClientSession(timeout=held) as session,
-        session.get(page, headers=bearer(ADMIN_TOKEN)) as r,
-    ):
-        assert (r.status, await r.text()) == (200, "awake after the pause")
-    assert (await stack.get_machine(mid)).status == "ready"
-    resumed = await events_of(stack, mid, MachineResumed)
-    assert [e.by for e in resumed if isinstance(e, MachineResumed)] == ["preview"]
+    got = await stack.wait_for(mid, ["ready", "paused", "failed"], timeout_s=300)
+    assert got.status == "ready", got.status_reason
+    assert "runs on as it was" in got.status_reason, got.status_reason
+    monkeypatch.undo()
+    before = (home / "count").read_text().split()[1]
+    await wait_until(lambda: (home / "count").read_text().split()[1] != before, timeout=60)
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    listed = [(p.pid, p.state) for p in await stack.list_processes(mid) if p.tag == "counter"]
+    assert listed == [(proc.pid, "running")]
+    assert not await events_of(stack, mid, MachinePaused)
