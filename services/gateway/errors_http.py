@@ -4,11 +4,14 @@ into an HTTP status, headers and a JSON-RPC error body, and into a WebSocket clo
 The status is the error kind's own (``contracts.errors``, ``http_status``): files GET/PUT, a
 session's attach, a tunnel, a preview, GET /events, codemode's stream, and ``/rpc`` refusing a
 request before dispatch all answer the same error with the same status, body and words.
+A browser's page load of a preview gets the same error as an HTML page (``error_page``): the
+same status and headers, the words escaped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 from collections.abc import Awaitable, Callable
 
@@ -16,7 +19,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from contracts.errors import ERROR_HEADER, FleetError, Unauthorized, Unavailable
+from contracts.errors import ERROR_HEADER, FleetError, PortUnreachable, Unauthorized, Unavailable
 from controlplane.failover import RETRY_AFTER_MS, retry_after_s
 
 log = structlog.get_logger(__name__)
@@ -25,6 +28,17 @@ log = structlog.get_logger(__name__)
 _MAX_HEADER = 2048
 #: What a WebSocket close frame's reason may hold (RFC 6455: 125 bytes less the code's 2).
 _MAX_CLOSE_REASON = 123
+#: What the reader of an error page can do about it, by kind; the heading says what happened.
+_PAGE_HEADINGS: dict[type[FleetError], tuple[str, str]] = {
+    PortUnreachable: ("Nothing is listening on this port",
+                      "Start the program that serves it in the machine, then reload this page."),
+    Unauthorized: ("This preview needs you to sign in",
+                   "Open it again from the console (its Open button) or with fleet machines "
+                   "preview: the link it gives signs this browser in."),
+}  # fmt: skip
+_PAGE_DEFAULT = ("This page cannot be shown", "")
+#: A page of the platform's own, on the preview's origin: it loads nothing and runs nothing.
+PAGE_CSP = "default-src 'none'"
 
 
 def error_response(exc: FleetError) -> web.Response:
@@ -33,10 +47,27 @@ def error_response(exc: FleetError) -> web.Response:
     return error_answer(exc, body)
 
 
-def error_answer(exc: FleetError, body: bytes) -> web.Response:
+def error_page(exc: FleetError) -> web.Response:
+    """The answer a browser's page load gets instead of ``error_response``'s JSON: the same
+    status and headers around an HTML page that says what went wrong (no script, no style)."""
+    heading, hint = next((h for kind, h in _PAGE_HEADINGS.items() if isinstance(exc, kind)),
+                         _PAGE_DEFAULT)  # fmt: skip
+    said = f"<p>{html.escape(hint)}</p>" if hint else ""
+    body = (f'<!doctype html><meta charset="utf-8"><title>{html.escape(heading)}</title>'
+            f"<h1>{html.escape(heading)}</h1><p>{html.escape(exc.message)}</p>{said}"
+            f"<p>Error {exc.code} (HTTP {exc.http_status})</p>\n")  # fmt: skip
+    resp = error_answer(exc, body.encode(), content_type="text/html")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Content-Security-Policy"] = PAGE_CSP
+    return resp
+
+
+def error_answer(exc: FleetError, body: bytes,
+                 content_type: str = "application/json") -> web.Response:  # fmt: skip
     """``exc``'s status and headers around ``body``, the JSON-RPC error answer to send (``/rpc``
-    gives the request's own id, the other routes None)."""
-    resp = web.Response(body=body, status=exc.http_status, content_type="application/json")
+    gives the request's own id, the other routes None), or ``error_page``'s page."""
+    resp = web.Response(body=body, status=exc.http_status, content_type=content_type,
+                        charset="utf-8" if content_type.startswith("text/") else None)  # fmt: skip
     resp.headers[ERROR_HEADER] = error_header(exc)
     if isinstance(exc, Unauthorized):
         resp.headers["WWW-Authenticate"] = 'Bearer realm="fleetd"'

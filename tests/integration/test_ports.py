@@ -159,6 +159,34 @@ async def test_by_path_no_browser_gets_a_preview_where_each_has_an_origin(
             assert r.status == 401
 
 
+async def test_a_browser_opening_a_port_nothing_listens_on_gets_a_page_saying_so(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """A browser's page load, as the console's Open makes it (a ticket, its cookie), of a real
+    machine's port nothing listens on: an HTML page with PortUnreachable's status, not the
+    JSON-RPC body an API client gets."""
+    mid = await ready_machine(stack, "nothing-listens")
+    port = await closed_port(stack, mid)
+    ticket = await stack.preview_ticket(mid, port)
+    host = {"Host": urlsplit(ticket.url).netloc}
+    async with aiohttp.ClientSession() as browser:
+        async with browser.get(f"{previews(settings)}/?{PREVIEW_TICKET_PARAM}={ticket.ticket}",
+                               headers=host, allow_redirects=False) as r:  # fmt: skip
+            assert r.status == 200
+            cookie = r.cookies[PREVIEW_COOKIE].value
+        page_load = {**host, "Cookie": f"{PREVIEW_COOKIE}={cookie}",
+                     "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # fmt: skip
+        async with browser.get(f"{previews(settings)}/", headers=page_load) as r:
+            page = await r.text()
+            assert (r.status, r.content_type) == (502, "text/html")
+        async with browser.get(
+            f"{previews(settings)}/", headers={**page_load, "Accept": "*/*"}
+        ) as r:
+            assert (await r.json())["error"]["code"] == 1055
+    assert "Nothing is listening on this port" in page
+    assert f"nothing accepts connections on port {port} in the machine" in page
+
+
 @asynccontextmanager
 async def fleet_cli(settings: Settings, *argv: str) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
