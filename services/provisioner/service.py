@@ -132,7 +132,10 @@ class Provisioner(PauseHandlers):
         resolved = await self._environment(event, provider)
         if resolved is not None:
             pool = await machine_pool(self.store, event.machine_id, event.provider, resolved.image)
-            await self._start(event, provider, token, pool)
+            try:
+                await self._start(event, provider, token, pool)
+            except NotSupported as exc:  # refused by name: every retry would meet the same
+                raise Permanent(f"{type(exc).__name__}: {exc.message}") from None
 
     async def _restart_if_gone(
         self, machine: Machine, provider: Provider | None, sealed: str | None

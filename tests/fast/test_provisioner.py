@@ -4,7 +4,7 @@ machine.archived -> revoke, stop."""
 from __future__ import annotations
 
 from contracts.consumers import Durable
-from contracts.errors import ProviderError
+from contracts.errors import NotSupported, ProviderError
 from contracts.events import (
     DaemonStatusReported,
     MachineArchived,
@@ -124,6 +124,20 @@ async def test_provider_failure_fails_the_machine_at_stage_provision(world: Worl
     # Retried up to max_deliver, then given up once.
     assert world.bus.outcomes(Durable.PROVISIONER) == ["error", "error", "gave_up"]
     assert len(world.provider.starts) == world.settings.max_deliver
+
+
+async def test_a_provider_refusing_the_machine_by_name_fails_it_at_once(world: World) -> None:
+    """NotSupported from the provider's start: no retry can help (docs/runtimes.md: "refused
+    at once"), so the machine fails on the first attempt, never started again."""
+    world.provider.fail_start = NotSupported("this host cannot run a gvisor machine")
+    event = await created(world)
+    await world.bus.settle()
+
+    failed = world.bus.one(MachineFailed, event.machine_id)
+    assert (failed.stage, failed.reason) == (
+        "provision", "NotSupported: this host cannot run a gvisor machine")  # fmt: skip
+    assert world.bus.outcomes(Durable.PROVISIONER) == ["gave_up"]
+    assert len(world.provider.starts) == 1
 
 
 async def test_an_unknown_provider_fails_at_once(world: World) -> None:
