@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from contracts import sessions as ss
+from contracts.daemon_code import CODE_METHODS
 from contracts.daemon_files import FILE_METHODS
 from contracts.errors import (
     BadPath,
@@ -422,4 +423,5 @@ DAEMON_METHODS: tuple[AnySpec, ...] = (
     SESSION_ATTACH,
     TUNNEL_CONNECT,
     *FILE_METHODS,
+    *CODE_METHODS,
 )

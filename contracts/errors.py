@@ -232,6 +232,21 @@ class ToolError(FleetError, code=1700, http_status=500):
     """A tool could not do its work on the machine (a file system error, a missing cwd)."""
 
 
+# --- the code interpreter: machines.code.* (1701-1709) ---------------------------------------
+class LanguageUnavailable(FleetError, code=1701, http_status=422):
+    """The machine has no kernel for that language; ``data.languages`` lists the ones it has."""
+
+
+class KernelDied(FleetError, code=1702, http_status=502):
+    """The context's kernel is dead (killed, out of memory, exited): its state is gone. The
+    next call in the context starts a new kernel. ``data.contextId`` names the context."""
+
+
+class CodeContextsLimit(FleetError, code=1703, http_status=409):
+    """The machine has as many code contexts as it may (``FLEET_CODE_CONTEXTS_MAX``): delete
+    one first; ``data.limit`` says how many."""
+
+
 # --- ports: tunnels and preview URLs (1055-1059) ---------------------------------------------
 class PortUnreachable(FleetError, code=1055, http_status=502):
     """Nothing in the machine accepts connections on that port of its loopback (refused, or

@@ -33,6 +33,7 @@ from contracts.errors import (
     RunningMachinesLimit,
     ToolError,
 )
+from contracts.gateway_code import CODE_METHODS, MACHINES_CODE_LIST_CONTEXTS
 from contracts.gateway_env_builds import ENV_BUILD_METHODS, ENVIRONMENTS_LIST
 from contracts.gateway_environments import ENVIRONMENT_METHODS, INSTANCES_GET_ENVIRONMENT
 from contracts.gateway_files import FILE_METHODS, MACHINES_LIST_DIR, MACHINES_STAT
@@ -260,6 +261,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *ENV_BUILD_METHODS,
     *AUDIT_METHODS,
     *PEOPLE_METHODS,
+    *CODE_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).
@@ -302,5 +304,6 @@ READ_ONLY_METHODS: frozenset[str] = frozenset(
         # machines.readFile is not here: a file read is a transfer, and recorded as one.
         MACHINES_LIST_DIR,
         MACHINES_STAT,
+        MACHINES_CODE_LIST_CONTEXTS,
     )
 )

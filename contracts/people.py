@@ -85,6 +85,10 @@ METHOD_SCOPES: Final[dict[str, str]] = {
     "machines.fork": _X, "machines.snapshot": _X, "snapshots.list": _R, "snapshots.delete": _X,
     # Who may read the audit log (admins and auditors) is audit_log.may_read's to say.
     "audit.list": _R,
+    # Running code in a kernel is running a command; what a context holds is what it ran.
+    "machines.code.run": _X, "machines.code.createContext": _X,
+    "machines.code.listContexts": _X, "machines.code.restartContext": _X,
+    "machines.code.deleteContext": _X, "machines.code.interrupt": _X,
 }  # fmt: skip
 
 

@@ -59,6 +59,7 @@ from contracts.ports import LIST_PORTS, PortList
 from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
 from daemon import gitclone, nodump, tools, update
 from daemon.byte_stream_hub import ByteStreamHub, Pipes
+from daemon.code_kernels import CodeKernels
 from daemon.exec_streams import ExecStreams, daemon_log
 from daemon.files import FileTools
 from daemon.lifecycle import ExitMode, Lifecycle
@@ -123,6 +124,9 @@ class Daemon:
         )
         self._tunnels = Tunnels(self.byte_streams)
         self._transfers = FileTransfers(hub=self.byte_streams, home=str(self._home))
+        self._kernels = CodeKernels(home=settings.home_path, environ=os.environ,
+                                    contexts_max=settings.code_contexts_max,
+                                    room=self._reply_room)  # fmt: skip
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False
@@ -245,6 +249,7 @@ class Daemon:
         if self._rpc is not None:  # first: a request under way may still open a stream
             await self._rpc.stop()  # what was asked before is answered (10 s at most)
         await self._sessions.close_all()
+        await self._kernels.close_all()
         await self.byte_streams.close()
         try:
             await self._disconnect()
@@ -408,7 +413,8 @@ class Daemon:
         """Every daemon method's handler, marked ``@handles`` where it is written."""
         r = Router[None]()
         files = FileTools(self._home, self._reply_room)
-        owners = (self._exec_streams, self._pipes, self._sessions, self._tunnels, self._transfers)
+        owners = (self._exec_streams, self._pipes, self._sessions, self._tunnels, self._transfers,
+                  self._kernels)  # fmt: skip
         r.collect(self, files, *owners)
         return r
 

@@ -24,6 +24,8 @@ class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):
     #: A signed request issued more than this before the daemon started is refused (its id
     #: may have been seen by the previous daemon); room for the clocks' difference.
     boot_skew_s: float = 2.0
+    #: Code interpreter contexts (kernels) a machine may have at once (machines.code.*).
+    code_contexts_max: int = 8
     env: str = "dev"
     log_level: str = "info"
 

@@ -6,7 +6,7 @@ Do not edit by hand: tests/unit/test_pyclient.py fails when this file is stale.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from contracts.audit import AUDIT_LIST, AuditEntry, AuditListParams
 from contracts.codemode import (
@@ -23,6 +23,13 @@ from contracts.codemode import (
     RunRecord,
     RunRef,
 )
+from contracts.daemon_code import (
+    CodeContext,
+    CodeContextList,
+    CodeRunResult,
+    ContextDeleted,
+    ContextInterrupted,
+)
 from contracts.daemon_files import (
     Encoding,
     ListDirResult,
@@ -31,6 +38,18 @@ from contracts.daemon_files import (
     StatResult,
 )
 from contracts.daemon_rpc import ProcessInfo, ProcessLogs, RestartPolicy
+from contracts.gateway_code import (
+    MACHINES_CODE_CREATE_CONTEXT,
+    MACHINES_CODE_DELETE_CONTEXT,
+    MACHINES_CODE_INTERRUPT,
+    MACHINES_CODE_LIST_CONTEXTS,
+    MACHINES_CODE_RESTART_CONTEXT,
+    MACHINES_CODE_RUN,
+    MachineCodeRef,
+    MachineCodeRunParams,
+    MachineContextRef,
+    MachineCreateContextParams,
+)
 from contracts.gateway_env_builds import (
     ENVIRONMENTS_BUILD,
     ENVIRONMENTS_DELETE,
@@ -169,7 +188,6 @@ from contracts.gateway_types import (
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, new_params
 from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo, Runtime
-from contracts.openrpc import OpenRpcDocument
 from contracts.people import InstanceRole, PlatformRole, Scope
 from contracts.ports import (
     MACHINES_PORTS,
@@ -333,7 +351,7 @@ class GatewayMethods:
         """Revoke an access token."""
         return (await self.call(TOKENS_REVOKE, new_params(TokenRef, id=token_id))).revoked
 
-    async def discover(self) -> OpenRpcDocument:
+    async def discover(self) -> dict[str, Any]:
         """This API as an OpenRPC document."""
         return await self.call(RPC_DISCOVER, NoParams())
 
@@ -690,3 +708,59 @@ class GatewayMethods:
         """An instance's members and roles."""
         params = new_params(MembersParams, instance_id=instance_id)
         return await self.call(INSTANCES_MEMBERS, params)
+
+    async def machines_code_run(
+        self,
+        code: str,
+        machine_id: str,
+        *,
+        language: str | None = None,
+        context_id: str | None = None,
+        timeout_s: float = 300.0,
+        env: dict[str, str] | None = None,
+    ) -> CodeRunResult:
+        """Run code in a stateful kernel of the machine (its default context for the language, or
+        contextId): the results as MIME bundles, stdout, stderr and the error, once it is
+        done.
+        """
+        params = new_params(
+            MachineCodeRunParams,
+            code=code,
+            language=language,
+            context_id=context_id,
+            timeout_s=timeout_s,
+            env=env,
+            machine_id=machine_id,
+        )
+        return await self.call(MACHINES_CODE_RUN, params)
+
+    async def machines_code_create_context(
+        self, machine_id: str, *, language: str = "python", cwd: str | None = None
+    ) -> CodeContext:
+        """Start a kernel of a language (default python) in a working directory: a new context."""
+        params = new_params(
+            MachineCreateContextParams, language=language, cwd=cwd, machine_id=machine_id
+        )
+        return await self.call(MACHINES_CODE_CREATE_CONTEXT, params)
+
+    async def machines_code_list_contexts(self, machine_id: str) -> CodeContextList:
+        """The machine's code contexts, and the languages it has a kernel for."""
+        params = new_params(MachineCodeRef, machine_id=machine_id)
+        return await self.call(MACHINES_CODE_LIST_CONTEXTS, params)
+
+    async def machines_code_restart_context(self, context_id: str, machine_id: str) -> CodeContext:
+        """Restart a context's kernel: its state is cleared."""
+        params = new_params(MachineContextRef, context_id=context_id, machine_id=machine_id)
+        return await self.call(MACHINES_CODE_RESTART_CONTEXT, params)
+
+    async def machines_code_delete_context(
+        self, context_id: str, machine_id: str
+    ) -> ContextDeleted:
+        """Shut a context's kernel down and forget the context."""
+        params = new_params(MachineContextRef, context_id=context_id, machine_id=machine_id)
+        return await self.call(MACHINES_CODE_DELETE_CONTEXT, params)
+
+    async def machines_code_interrupt(self, context_id: str, machine_id: str) -> ContextInterrupted:
+        """Interrupt what runs in a context (SIGINT, as Jupyter does); its state is kept."""
+        params = new_params(MachineContextRef, context_id=context_id, machine_id=machine_id)
+        return await self.call(MACHINES_CODE_INTERRUPT, params)

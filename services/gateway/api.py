@@ -10,6 +10,7 @@ import structlog
 from base.clock import SYSTEM_CLOCK, Clock
 from base.version import package_version
 from contracts import (
+    gateway_code as gcd,
     gateway_env_builds as geb,
     gateway_fork as gfk,
     gateway_rpc as g,
@@ -94,6 +95,7 @@ from services.gateway.admission import admitted
 from services.gateway.audit_log import AuditLog, audited, may_read
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
+from services.gateway.code_ops import CodeOps
 from services.gateway.codemode_ops import CodemodeOps
 from services.gateway.env_build_ops import EnvBuildOps
 from services.gateway.environment_ops import EnvironmentOps
@@ -185,6 +187,7 @@ class GatewayApi:
                              settings=self.settings)  # fmt: skip
         self.people = PeopleOps(store, self.tokens, self.settings)
         self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
+        self.code = CodeOps(access=self.access, daemons=daemons)
 
     @cached_property
     def _openrpc(self) -> OpenRpcDocument:
@@ -459,7 +462,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r = Router[Caller]()
     r.collect(api, ops, api.exec_streams, api.ports, api.machine_limits, api.environments,
               api.env_builds, api.network, api.hosts, api.stops, api.runtimes, api.forks,
-              api.people, api.codemode, api.sessions)  # fmt: skip
+              api.people, api.codemode, api.sessions, api.code)  # fmt: skip
     return scoped(rated(r, api.limits))
 
 
@@ -470,6 +473,7 @@ def rated(router: Router[Caller], lim: CallLimits) -> Router[Caller]:
         g.MACHINES_REBUILD.name: (lim.create, "machine creations"),
         gfk.MACHINES_FORK.name: (lim.create, "machine creations"),
         g.MACHINES_EXEC.name: (lim.exec, "commands"),
+        gcd.MACHINES_CODE_RUN.name: (lim.exec, "commands"),
         geb.ENVIRONMENTS_BUILD.name: (lim.build, "environment builds"),
         gst.MACHINES_PAUSE.name: (lim.pause, "pauses, resumes and snapshots"),
         gst.MACHINES_RESUME.name: (lim.pause, "pauses, resumes and snapshots"),

@@ -49,6 +49,7 @@ from contracts.jsonrpc import (
 )
 from contracts.ports import LIST_PORTS, TUNNEL_CONNECT, ListeningPort, PortList
 from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
+from tests.fakes.code_kernels import FakeKernels
 
 Mode = Literal["up", "unavailable", "timeout"]
 ExecAnswer = Callable[[d.ExecCommandParams], d.ExecCommandResult]
@@ -136,6 +137,11 @@ class FakeMachine:
     #: What tool.listPorts answers.
     ports: list[ListeningPort] = field(default_factory=list)
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    #: The code interpreter (machines.code.*): calls recorded, no kernel.
+    code: FakeKernels = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.code = FakeKernels(str(self.home))
 
     @property
     def home(self) -> PurePosixPath:
@@ -197,6 +203,7 @@ class FakeMachine:
         r.register(df.REMOVE_FILE, self.remove_file)
         r.register(df.DOWNLOAD_FILE, self.no_stream)
         r.register(df.UPLOAD_FILE, self.no_stream)
+        self.code.register(r)
         return r
 
     async def no_stream(self, _: object, __: None) -> Any:  # any stream-opening answer

@@ -152,6 +152,11 @@ def samples(i: str, m: str, snapshot: str, token: str) -> dict[str, Sample]:
         "users.disable": Sample({"user": EMAIL}, p), "users.enable": Sample({"user": EMAIL}, p),
         "instances.setMember": Sample({**im, "user": EMAIL, "role": "viewer"}),
         "instances.members": Sample(im),
+        "machines.code.run": Sample({**mm, "code": "1"}),
+        "machines.code.createContext": Sample(mm), "machines.code.listContexts": Sample(mm),
+        "machines.code.restartContext": Sample({**mm, "contextId": "c1"}),
+        "machines.code.deleteContext": Sample({**mm, "contextId": "c1"}),
+        "machines.code.interrupt": Sample({**mm, "contextId": "c1"}),
     }  # fmt: skip
 
 

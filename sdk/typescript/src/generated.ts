@@ -67,6 +67,47 @@ export interface Cancelled {
   cancelled: boolean;
 }
 
+export interface CodeContext {
+  id: string;
+  language: string;
+  cwd: string;
+}
+
+export interface CodeContextList {
+  contexts: Array<CodeContext>;
+  languages: Array<string>;
+}
+
+/**
+ * An exception the code raised (or its timeout): Jupyter's ``ename``, ``evalue`` and
+ * ``traceback``.
+ */
+export interface CodeError {
+  name: string;
+  value: string;
+  traceback: Array<string>;
+}
+
+export interface CodeRunResult {
+  executionCount: number | null;
+  results: Array<Record<string, unknown>>;
+  stdout: Array<string>;
+  stderr: Array<string>;
+  error: CodeError | null;
+  contextId: string;
+  truncated?: boolean;
+}
+
+export interface ContextDeleted {
+  id: string;
+  deleted: boolean;
+}
+
+export interface ContextInterrupted {
+  id: string;
+  interrupted: boolean;
+}
+
 export interface CreatedToken {
   id: string;
   token: string;
@@ -1048,6 +1089,46 @@ export interface InstancesMembersParams {
   instanceId: string;
 }
 
+/** `machines.code.run`'s params. */
+export interface MachinesCodeRunParams {
+  code: string;
+  machineId: string;
+  language?: string | null;
+  contextId?: string | null;
+  timeoutS?: number;
+  env?: Record<string, string> | null;
+}
+
+/** `machines.code.createContext`'s params. */
+export interface MachinesCodeCreateContextParams {
+  machineId: string;
+  language?: string;
+  cwd?: string | null;
+}
+
+/** `machines.code.listContexts`'s params. */
+export interface MachinesCodeListContextsParams {
+  machineId: string;
+}
+
+/** `machines.code.restartContext`'s params. */
+export interface MachinesCodeRestartContextParams {
+  contextId: string;
+  machineId: string;
+}
+
+/** `machines.code.deleteContext`'s params. */
+export interface MachinesCodeDeleteContextParams {
+  contextId: string;
+  machineId: string;
+}
+
+/** `machines.code.interrupt`'s params. */
+export interface MachinesCodeInterruptParams {
+  contextId: string;
+  machineId: string;
+}
+
 /** Every method of the gateway: its params and its result. */
 export interface Methods {
   /**
@@ -1536,6 +1617,42 @@ export interface Methods {
    * Errors: 1004, 1003.
    */
   "instances.members": { params: InstancesMembersParams; result: MemberList };
+  /**
+   * Run code in a stateful kernel of the machine (its default context for the language, or contextId): the results as MIME bundles, stdout, stderr and the error, once it is done.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1701, 1702, 1703, 1049.
+   */
+  "machines.code.run": { params: MachinesCodeRunParams; result: CodeRunResult };
+  /**
+   * Start a kernel of a language (default python) in a working directory: a new context.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1701, 1703, 1049.
+   */
+  "machines.code.createContext": { params: MachinesCodeCreateContextParams; result: CodeContext };
+  /**
+   * The machine's code contexts, and the languages it has a kernel for.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700.
+   */
+  "machines.code.listContexts": { params: MachinesCodeListContextsParams; result: CodeContextList };
+  /**
+   * Restart a context's kernel: its state is cleared.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700.
+   */
+  "machines.code.restartContext": { params: MachinesCodeRestartContextParams; result: CodeContext };
+  /**
+   * Shut a context's kernel down and forget the context.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700.
+   */
+  "machines.code.deleteContext": { params: MachinesCodeDeleteContextParams; result: ContextDeleted };
+  /**
+   * Interrupt what runs in a context (SIGINT, as Jupyter does); its state is kept.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700.
+   */
+  "machines.code.interrupt": { params: MachinesCodeInterruptParams; result: ContextInterrupted };
 }
 
 /** A method's name. */
@@ -1624,6 +1741,12 @@ export const METHOD_NAMES = [
   "users.enable",
   "instances.setMember",
   "instances.members",
+  "machines.code.run",
+  "machines.code.createContext",
+  "machines.code.listContexts",
+  "machines.code.restartContext",
+  "machines.code.deleteContext",
+  "machines.code.interrupt",
 ] as const satisfies readonly MethodName[];
 
 // --- events: what GET /events streams, discriminated by `type` ---
@@ -2066,6 +2189,9 @@ export const ERRORS = {
   "1610": { name: "ImageNotFound", httpStatus: 404, retryable: false },
   "1611": { name: "ImageRefused", httpStatus: 403, retryable: false },
   "1700": { name: "ToolError", httpStatus: 500, retryable: false },
+  "1701": { name: "LanguageUnavailable", httpStatus: 422, retryable: false },
+  "1702": { name: "KernelDied", httpStatus: 502, retryable: false },
+  "1703": { name: "CodeContextsLimit", httpStatus: 409, retryable: false },
   "1055": { name: "PortUnreachable", httpStatus: 502, retryable: false },
   "1056": { name: "BadUpstream", httpStatus: 502, retryable: false },
   "1080": { name: "IdTokenRejected", httpStatus: 401, retryable: false },

@@ -84,6 +84,12 @@ export const METHODS = Object.freeze({
   USERS_ENABLE: "users.enable",
   INSTANCES_SET_MEMBER: "instances.setMember",
   INSTANCES_MEMBERS: "instances.members",
+  MACHINES_CODE_RUN: "machines.code.run",
+  MACHINES_CODE_CREATE_CONTEXT: "machines.code.createContext",
+  MACHINES_CODE_LIST_CONTEXTS: "machines.code.listContexts",
+  MACHINES_CODE_RESTART_CONTEXT: "machines.code.restartContext",
+  MACHINES_CODE_DELETE_CONTEXT: "machines.code.deleteContext",
+  MACHINES_CODE_INTERRUPT: "machines.code.interrupt",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -126,6 +132,9 @@ export const ERRORS = Object.freeze({
   IMAGE_NOT_FOUND: 1610,
   IMAGE_REFUSED: 1611,
   TOOL_ERROR: 1700,
+  LANGUAGE_UNAVAILABLE: 1701,
+  KERNEL_DIED: 1702,
+  CODE_CONTEXTS_LIMIT: 1703,
   PORT_UNREACHABLE: 1055,
   BAD_UPSTREAM: 1056,
   ID_TOKEN_REJECTED: 1080,
@@ -180,6 +189,9 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   IMAGE_NOT_FOUND: 404,
   IMAGE_REFUSED: 403,
   TOOL_ERROR: 500,
+  LANGUAGE_UNAVAILABLE: 422,
+  KERNEL_DIED: 502,
+  CODE_CONTEXTS_LIMIT: 409,
   PORT_UNREACHABLE: 502,
   BAD_UPSTREAM: 502,
   ID_TOKEN_REJECTED: 401,
