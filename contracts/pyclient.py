@@ -71,6 +71,8 @@ HAND_WRITTEN = frozenset(
         "codemode.run",
         "codemode.bridges.set",
         "sessions.open",
+        # Waits for the code's own timeout and a kernel's start, past the client's default.
+        "machines.code.run",
     }
 )
 
@@ -133,6 +135,9 @@ NAMES: dict[str, Py] = {
     "sessions.list": Py("list_sessions", "machine_id", unwrap="sessions"),
     "sessions.resize": Py("resize_session", "machine_id session_id cols rows"),
     "sessions.close": Py("close_session", "machine_id session_id", unwrap="closed"),
+    "machines.code.restartContext": Py("machines_code_restart_context", "machine_id context_id"),
+    "machines.code.deleteContext": Py("machines_code_delete_context", "machine_id context_id"),
+    "machines.code.interrupt": Py("machines_code_interrupt", "machine_id context_id"),
     "machines.readFile": Py("read_file", "machine_id path"),
     "machines.listDir": Py("list_dir", "machine_id path", doc="after: a page's next_after."),
     "machines.stat": Py("stat", "machine_id path"),

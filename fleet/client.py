@@ -67,6 +67,7 @@ class FleetClient(GatewayMethods):
     create_from_snapshot = calls.create_from_snapshot
     exec = calls.exec
     exec_via_stream_method = calls.exec_via_stream_method
+    machines_code_run = calls.machines_code_run
     write_file = calls.write_file
     add_repo = calls.add_repo
     set_cron = calls.set_cron

@@ -18,6 +18,8 @@ import msgspec
 
 from contracts import (
     codemode as cm,
+    daemon_code as dc,
+    gateway_code as gc,
     gateway_live as live,
     gateway_network as gn,
     gateway_rpc as g,
@@ -93,6 +95,27 @@ async def exec(
                         timeout_s=timeout, cwd=cwd, env=env, user=user)  # fmt: skip
     # The command may legitimately run long: wait for its own timeout, plus a margin.
     return await self.call(g.MACHINES_EXEC, params, timeout_s=timeout + 15.0)
+
+
+async def machines_code_run(
+    self: FleetClient,
+    machine_id: str,
+    code: str,
+    *,
+    language: str | None = None,
+    context_id: str | None = None,
+    timeout_s: float = dc.DEFAULT_CODE_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+) -> dc.CodeRunResult:
+    """Run ``code`` in a stateful kernel of the machine (its default context for
+    ``language``, default python, or ``context_id``): results as MIME bundles, stdout, stderr,
+    the error."""
+    params = new_params(gc.MachineCodeRunParams, machine_id=machine_id, code=code,
+                        language=language, context_id=context_id, timeout_s=timeout_s,
+                        env=env)  # fmt: skip
+    # The code may run until its timeout, after a kernel's start and an interrupt's grace.
+    wait = timeout_s + dc.KERNEL_START_S + dc.INTERRUPT_GRACE_S + 15.0
+    return await self.call(gc.MACHINES_CODE_RUN, params, timeout_s=wait)
 
 
 async def exec_via_stream_method(

@@ -23,13 +23,7 @@ from contracts.codemode import (
     RunRecord,
     RunRef,
 )
-from contracts.daemon_code import (
-    CodeContext,
-    CodeContextList,
-    CodeRunResult,
-    ContextDeleted,
-    ContextInterrupted,
-)
+from contracts.daemon_code import CodeContext, CodeContextList, ContextDeleted, ContextInterrupted
 from contracts.daemon_files import (
     Encoding,
     ListDirResult,
@@ -44,9 +38,7 @@ from contracts.gateway_code import (
     MACHINES_CODE_INTERRUPT,
     MACHINES_CODE_LIST_CONTEXTS,
     MACHINES_CODE_RESTART_CONTEXT,
-    MACHINES_CODE_RUN,
     MachineCodeRef,
-    MachineCodeRunParams,
     MachineContextRef,
     MachineCreateContextParams,
 )
@@ -709,31 +701,6 @@ class GatewayMethods:
         params = new_params(MembersParams, instance_id=instance_id)
         return await self.call(INSTANCES_MEMBERS, params)
 
-    async def machines_code_run(
-        self,
-        code: str,
-        machine_id: str,
-        *,
-        language: str | None = None,
-        context_id: str | None = None,
-        timeout_s: float = 300.0,
-        env: dict[str, str] | None = None,
-    ) -> CodeRunResult:
-        """Run code in a stateful kernel of the machine (its default context for the language, or
-        contextId): the results as MIME bundles, stdout, stderr and the error, once it is
-        done.
-        """
-        params = new_params(
-            MachineCodeRunParams,
-            code=code,
-            language=language,
-            context_id=context_id,
-            timeout_s=timeout_s,
-            env=env,
-            machine_id=machine_id,
-        )
-        return await self.call(MACHINES_CODE_RUN, params)
-
     async def machines_code_create_context(
         self, machine_id: str, *, language: str = "python", cwd: str | None = None
     ) -> CodeContext:
@@ -748,19 +715,19 @@ class GatewayMethods:
         params = new_params(MachineCodeRef, machine_id=machine_id)
         return await self.call(MACHINES_CODE_LIST_CONTEXTS, params)
 
-    async def machines_code_restart_context(self, context_id: str, machine_id: str) -> CodeContext:
+    async def machines_code_restart_context(self, machine_id: str, context_id: str) -> CodeContext:
         """Restart a context's kernel: its state is cleared."""
         params = new_params(MachineContextRef, context_id=context_id, machine_id=machine_id)
         return await self.call(MACHINES_CODE_RESTART_CONTEXT, params)
 
     async def machines_code_delete_context(
-        self, context_id: str, machine_id: str
+        self, machine_id: str, context_id: str
     ) -> ContextDeleted:
         """Shut a context's kernel down and forget the context."""
         params = new_params(MachineContextRef, context_id=context_id, machine_id=machine_id)
         return await self.call(MACHINES_CODE_DELETE_CONTEXT, params)
 
-    async def machines_code_interrupt(self, context_id: str, machine_id: str) -> ContextInterrupted:
+    async def machines_code_interrupt(self, machine_id: str, context_id: str) -> ContextInterrupted:
         """Interrupt what runs in a context (SIGINT, as Jupyter does); its state is kept."""
         params = new_params(MachineContextRef, context_id=context_id, machine_id=machine_id)
         return await self.call(MACHINES_CODE_INTERRUPT, params)

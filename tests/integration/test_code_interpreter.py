@@ -1,0 +1,138 @@
+"""The code interpreter on a real machine with real kernels (ipykernel, bash_kernel), through
+the whole stack: state across calls, output in order, rich results, errors, a timeout that
+keeps the state, contexts that do not see each other, bash. One machine for the module: each
+test works in contexts of its own (or the default one, on names of its own)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from contracts.daemon_code import CodeRunResult
+from contracts.errors import LanguageUnavailable, NotFound
+from fleet.client import FleetClient
+from tests.conftest import ReadyMachine
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: A 1x1 PNG.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def mid(ready_machine: ReadyMachine) -> AsyncIterator[str]:
+    yield await ready_machine("code")
+
+
+def main_text(result: CodeRunResult) -> list[str]:
+    return [r["text/plain"] for r in result.results if r.get("isMain")]
+
+
+async def test_state_carries_across_calls(shared_stack: FleetClient, mid: str) -> None:
+    first = await shared_stack.machines_code_run(machine_id=mid, code="x = 41")
+    assert (first.results, first.error) == ([], None)
+    second = await shared_stack.machines_code_run(machine_id=mid, code="x + 1")
+    assert main_text(second) == ["42"]
+    assert second.execution_count == (first.execution_count or 0) + 1
+
+
+async def test_output_comes_in_order_with_the_result(shared_stack: FleetClient, mid: str) -> None:
+    code = ("import sys\nfor i in range(3):\n    print('out', i, flush=True)\n"
+            "    print('err', i, file=sys.stderr, flush=True)\n'done'")  # fmt: skip
+    got = await shared_stack.machines_code_run(machine_id=mid, code=code)
+    assert "".join(got.stdout) == "out 0\nout 1\nout 2\n"
+    assert "".join(got.stderr) == "err 0\nerr 1\nerr 2\n"
+    assert main_text(got) == ["'done'"]
+
+
+async def test_a_displayed_png_is_an_image_result(shared_stack: FleetClient, mid: str) -> None:
+    code = f"from IPython.display import Image, display\ndisplay(Image(data={PNG!r}))"
+    got = await shared_stack.machines_code_run(machine_id=mid, code=code)
+    (image,) = got.results
+    assert base64.b64decode(image["image/png"]) == PNG
+    assert image["isMain"] is False
+
+
+async def test_an_exception_is_named_with_its_traceback(
+    shared_stack: FleetClient, mid: str
+) -> None:
+    got = await shared_stack.machines_code_run(machine_id=mid, code="def f():\n    1 / 0\nf()")
+    assert got.error is not None
+    assert (got.error.name, got.error.value) == ("ZeroDivisionError", "division by zero")
+    # Jupyter's traceback, colours (ANSI escapes) included, as IPython shows it.
+    plain = ANSI.sub("", "\n".join(got.error.traceback))
+    assert "1 / 0" in plain
+    assert "f()" in plain
+
+
+async def test_a_timeout_interrupts_and_keeps_the_state(
+    shared_stack: FleetClient, mid: str
+) -> None:
+    await shared_stack.machines_code_run(machine_id=mid, code="kept = 'still here'")
+    spun = await shared_stack.machines_code_run(machine_id=mid, code="while True: pass",
+                                                timeout_s=2)  # fmt: skip
+    assert spun.error is not None
+    assert spun.error.name == "TimeoutError"
+    after = await shared_stack.machines_code_run(machine_id=mid, code="kept")
+    assert main_text(after) == ["'still here'"]
+
+
+async def test_contexts_do_not_see_each_other(shared_stack: FleetClient, mid: str) -> None:
+    one = await shared_stack.machines_code_create_context(mid)
+    two = await shared_stack.machines_code_create_context(mid, cwd="/tmp")
+    assert (one.language, two.cwd) == ("python", "/tmp")
+    await shared_stack.machines_code_run(machine_id=mid, code="secret = 1", context_id=one.id)
+    seen = await shared_stack.machines_code_run(machine_id=mid, code="secret",
+                                                context_id=two.id)  # fmt: skip
+    assert seen.error is not None
+    assert seen.error.name == "NameError"
+    cwd = await shared_stack.machines_code_run(machine_id=mid, code="import os; os.getcwd()",
+                                               context_id=two.id)  # fmt: skip
+    assert main_text(cwd) == ["'/tmp'"]
+    listed = await shared_stack.machines_code_list_contexts(mid)
+    assert {one.id, two.id} <= {c.id for c in listed.contexts}
+    await shared_stack.machines_code_restart_context(mid, one.id)
+    cleared = await shared_stack.machines_code_run(machine_id=mid, code="secret",
+                                                   context_id=one.id)  # fmt: skip
+    assert cleared.error is not None
+    assert cleared.error.name == "NameError"
+    for ctx in (one, two):
+        assert (await shared_stack.machines_code_delete_context(mid, ctx.id)).deleted
+    with pytest.raises(NotFound):
+        await shared_stack.machines_code_run(machine_id=mid, code="1", context_id=one.id)
+
+
+async def test_bash(shared_stack: FleetClient, mid: str) -> None:
+    got = await shared_stack.machines_code_run(machine_id=mid, code="echo hi", language="bash")
+    assert ("".join(got.stdout), got.error, got.context_id) == ("hi\n", None, "default-bash")
+    await shared_stack.machines_code_run(machine_id=mid, code="N=7", language="bash")
+    again = await shared_stack.machines_code_run(machine_id=mid, code="echo $((N * 6))",
+                                                 language="bash")  # fmt: skip
+    assert "".join(again.stdout) == "42\n"
+
+
+async def test_the_kernel_is_the_machines(shared_stack: FleetClient, mid: str) -> None:
+    """The kernel runs as the machine's daemon's children run: in its home, with the .env's
+    variables and the call's own, and none of the daemon's secrets."""
+    code = ("import os\nsorted(k for k in os.environ if k.startswith('FLEET_MACHINE_TOKEN')), "
+            "os.getcwd() == os.environ['HOME'], os.environ.get('ONE_CALL')")  # fmt: skip
+    got = await shared_stack.machines_code_run(machine_id=mid, code=code, env={"ONE_CALL": "y"})
+    assert main_text(got) == ["([], True, 'y')"]
+    later = await shared_stack.machines_code_run(machine_id=mid, code="import os\n"
+                                                 "os.environ.get('ONE_CALL')")  # fmt: skip
+    assert main_text(later) == []  # None: no result, the variable was for that call only
+
+
+async def test_a_language_with_no_kernel_names_those_there_are(
+    shared_stack: FleetClient, mid: str
+) -> None:
+    with pytest.raises(LanguageUnavailable) as refused:
+        await shared_stack.machines_code_run(machine_id=mid, code="1", language="cobol")
+    assert (refused.value.data or {}).get("languages") == ["bash", "python"]
