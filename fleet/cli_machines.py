@@ -13,7 +13,7 @@ from contracts.ids import MACHINE_ID_RE
 from contracts.models import Machine
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
-from fleet import cli_fork, cli_live, cli_network, cli_ports, cli_sessions, cli_stop
+from fleet import cli_fork, cli_kernels, cli_live, cli_network, cli_ports, cli_sessions, cli_stop
 from fleet.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -59,6 +59,7 @@ def register(sub: SubAction) -> None:
 
 def _machines(g: SubAction) -> None:
     cli_network.register_machine(g)
+    cli_kernels.register_machine(g)
     create = command(g, "create", _machines_create, "create the instance's machine")
     create.add_argument("--instance", required=True)
     create.add_argument("--provider", choices=["local", "docker", "swarm"],

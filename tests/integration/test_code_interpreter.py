@@ -5,17 +5,23 @@ test works in contexts of its own (or the default one, on names of its own)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from contracts.daemon_code import CodeRunResult
 from contracts.errors import LanguageUnavailable, NotFound
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from tests.conftest import ReadyMachine
+from tests.conftest import ADMIN_TOKEN, ReadyMachine
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -136,3 +142,22 @@ async def test_a_language_with_no_kernel_names_those_there_are(
     with pytest.raises(LanguageUnavailable) as refused:
         await shared_stack.machines_code_run(machine_id=mid, code="1", language="cobol")
     assert (refused.value.data or {}).get("languages") == ["bash", "python"]
+
+
+async def test_the_cli_prints_text_and_saves_images(
+    mid: str, shared_settings: Settings, tmp_path: Path
+) -> None:
+    env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{shared_settings.port}",
+           "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
+    code = (f"from IPython.display import Image, display\nprint('hello')\n"
+            f"display(Image(data={PNG!r}))\n6 * 7")  # fmt: skip
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from fleet.cli import main; main()", "machines", "code", "run", mid,
+        "--save-dir", str(tmp_path), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(cli.communicate(code.encode()), 60)
+    assert cli.returncode == 0, err
+    (saved,) = tmp_path.glob("*.png")
+    assert saved.read_bytes() == PNG
+    assert out.decode().splitlines() == ["hello", f"[image/png saved to {saved}]", "42"]
