@@ -1,17 +1,18 @@
 """Forks with memory of a gvisor machine (docs/fork-snapshots.md): one checkpoint of the
-source, restored at once as the source and then once per fork, each in a sandbox and a network
-namespace of its own.
+source, taken in place, then restored once per fork, each in a sandbox and a network namespace
+of its own.
 
-This runsc's ``checkpoint --leave-running`` is a checkpoint, then a restore into a new sandbox
-that the checkpoint's own command waits on; so the source is checkpointed as for a pause
-(providers/gvisor_pause.py: its daemon lets NATS go first) and restored by us, which is the
-same work, detached. Between the two nothing of it runs, and its home is copied then: the
-forks' homes are the source's as of the image's instant.
+The source is frozen (``runsc pause``) once its daemon has let NATS go (as for a pause:
+providers/gvisor_pause.py), checkpointed with ``--leave-running`` (it stays in its sandbox and
+its namespace: its listeners, its egress policy and its pasta are never touched), its home
+copied while it is still frozen (the forks' homes are the source's as of the image's instant),
+then thawed (``runsc resume``). runsc's ``--net-disconnect-ok`` resets the connections that
+cross the source's edge as the checkpoint saves them, in the source as in the image.
 
 A restored copy holds its source's credential in memory. So:
-- the source's NATS password is renewed between its checkpoint and its restore (its token,
-  the signing key's, is kept: contracts/signing.py), and its daemon resumed with it: the
-  copy every fork holds is refused by the auth callout from then on;
+- the source's NATS password is renewed before the source is thawed (its token, the signing
+  key's, is kept: contracts/signing.py), and its daemon told to reconnect with it: the copy
+  every fork holds is refused by the auth callout from then on;
 - a fork's sandbox is given its own token and machine id in its token directory before its
   restore, and its daemon (parked, as the source's was at the checkpoint) is resumed at once:
   its supervisor reads both again and tells them to the daemon (daemon/nodump.py
@@ -38,20 +39,21 @@ from typing import Any
 
 import structlog
 
+from contracts.errors import Conflict, ProviderError
 from contracts.events import HomeCopy
 from providers.gvisor import (
     BUNDLE,
     NetnsReady,
     Runsc,
     _rootfs,
-    container_id,
+    running_container,
+    sandbox_pid,
     start_sandbox,
     write_bundle,
     write_token,
 )
-from providers.gvisor_pause import checkpoint_sandbox, image_size, signal_daemon
+from providers.gvisor_pause import _park_daemon, _runsc_error, image_size, signal_daemon
 from providers.gvisor_root import ROOT_UID_FILE, give_rootfs, write_bin
-from providers.netns import stop_pasta
 from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
@@ -64,6 +66,8 @@ UID_FILE = "uid"
 LEFT_FILE = "forks-left"
 #: In a fork's machine directory until its restore: the memory image it is restored from.
 MARKER = "memory-image"
+#: A checkpoint's wait: seconds for each 256 MiB on ptrace.
+_IMAGE_TIMEOUT_S = 600.0
 
 
 async def take_image(
@@ -76,38 +80,25 @@ async def take_image(
     forks: int | None,
     copy_home: Callable[[], Awaitable[HomeCopy]],
     renew: Callable[[], Awaitable[str]],
-    enter: list[str],
-    ready: NetnsReady | None = None,
 ) -> tuple[int, float, HomeCopy]:
-    """Checkpoint the machine into ``memory``, copy its home (``copy_home``), and restore it
-    (its namespace readied by ``ready``: its egress policy) with the credential ``renew``
-    gives (stored by it before the machine's daemon restarts); the image's size, how long the
-    machine stood still (ms) and how its home was copied. ``forks``: how many restores
-    delete it; None: kept until deleted (a snapshot's). Conflict, the machine untouched, if
-    a process of it holds a connection this runsc cannot keep.
+    """Freeze the machine, checkpoint it into ``memory`` leaving it in place, copy its home
+    (``copy_home``) while it is still frozen, and let it go on with the credential ``renew``
+    gives (stored by it before the machine's daemon reconnects); the image's size, how long
+    the machine stood still (ms) and how its home was copied. ``forks``: how many restores
+    delete it; None: kept until deleted (a snapshot's).
 
-    All or nothing: if the copy or the renewal fails (or the call is cancelled), the machine
-    is restored as it was (its policy, its credential, its daemon woken), the image removed,
-    and the error raised; the caller removes its home copy."""
+    The machine never leaves its sandbox nor its network namespace (its egress policy and
+    its listeners stay as they are). All or nothing: if the checkpoint, the copy or the
+    renewal fails (or the call is cancelled), the machine goes on as it was (its daemon
+    woken), the image is removed, and the error raised; the caller removes its home copy."""
     began = time.monotonic()
-    await asyncio.to_thread(checkpoint_sandbox, runsc, machine_dir, machine_id, nats_ports, memory)
+    pid, cid = await asyncio.to_thread(_frozen_image, runsc, machine_dir, machine_id, nats_ports,
+                                       memory)  # fmt: skip
     checkpointed = time.monotonic()
-    copied: HomeCopy | BaseException
     try:
         await asyncio.to_thread(_describe_image, machine_dir, memory, forks)
         copied = await copy_home()  # nothing of the machine runs: its home as of the image
-    except BaseException as exc:  # noqa: BLE001 - raised once the source runs again
-        copied = exc
-    home_copied = time.monotonic()
-    try:
-        pid = await _restore_source(runsc, machine_dir, machine_id, memory, enter, ready)
-    except BaseException:
-        await asyncio.to_thread(remove_tree, memory)
-        raise
-    stood_ms = (time.monotonic() - began) * 1000
-    try:
-        if isinstance(copied, BaseException):
-            raise copied
+        home_copied = time.monotonic()
         # The copy every fork holds of the old credential is refused from now on.
         credential = await renew()
         await asyncio.to_thread(write_token, machine_dir, credential, machine_id)
@@ -115,12 +106,46 @@ async def take_image(
         await asyncio.to_thread(remove_tree, memory)  # no fork is made of it
         raise
     finally:
-        await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
+        await asyncio.to_thread(_go_on, runsc, machine_id, pid, cid)
+    stood_ms = (time.monotonic() - began) * 1000
     log.info("provider.gvisor_memory_image", machine_id=machine_id, pid=pid, forks=forks,
              ms=round(stood_ms), checkpoint_ms=round((checkpointed - began) * 1000),
-             home_ms=round((home_copied - checkpointed) * 1000),
-             restore_ms=round((time.monotonic() - home_copied) * 1000))  # fmt: skip
+             home_ms=round((home_copied - checkpointed) * 1000))  # fmt: skip
     return await asyncio.to_thread(image_size, memory), stood_ms, copied
+
+
+def _frozen_image(runsc: Runsc, machine_dir: Path, machine_id: str, nats_ports: set[int],
+                  memory: Path) -> tuple[int, str]:  # fmt: skip
+    """The machine's daemon lets NATS go, its sandbox is frozen (``runsc pause``) and
+    checkpointed into ``memory`` (made anew), left frozen in place; its pid and container id.
+    Conflict, the machine going on as it was, if the checkpoint fails."""
+    pid = sandbox_pid(machine_dir)
+    if pid is None:
+        raise ProviderError(f"machine {machine_id}'s sandbox is not running")
+    cid = running_container(machine_dir, machine_id)
+    _park_daemon(runsc, machine_id, pid, cid, nats_ports)
+    remove_tree(memory)
+    memory.mkdir(mode=0o700)
+    got = runsc.run("pause", cid, inside=pid, timeout_s=60)
+    if got.returncode == 0:
+        got = runsc.run("checkpoint", "--image-path", str(memory), "--compression", "none",
+                        "--leave-running", cid, inside=pid, timeout_s=_IMAGE_TIMEOUT_S)  # fmt: skip
+    if got.returncode != 0:
+        log.warning("provider.gvisor_checkpoint_failed", machine_id=machine_id,
+                    stderr=got.stderr[:20000])  # fmt: skip
+        _go_on(runsc, machine_id, pid, cid)
+        remove_tree(memory)
+        why = _runsc_error(got.stderr)
+        raise Conflict(f"runsc could not checkpoint machine {machine_id}, which runs on as it "
+                       f"was: {why}", data={"checkpoint": "failed"})  # fmt: skip
+    return pid, cid
+
+
+def _go_on(runsc: Runsc, machine_id: str, pid: int, cid: str) -> None:
+    """The frozen machine thawed (``runsc resume``; nothing if it is not frozen), and its
+    daemon told to reconnect."""
+    runsc.run("resume", cid, inside=pid, timeout_s=60)
+    signal_daemon(runsc, machine_id, pid, "USR2", cid)
 
 
 def _describe_image(machine_dir: Path, memory: Path, forks: int | None) -> None:
@@ -132,20 +157,6 @@ def _describe_image(machine_dir: Path, memory: Path, forks: int | None) -> None:
         shutil.copyfile(machine_dir / ROOT_UID_FILE, memory / ROOT_UID_FILE)
     if forks is not None:
         (memory / LEFT_FILE).write_text(str(forks))
-
-
-async def _restore_source(runsc: Runsc, machine_dir: Path, machine_id: str, memory: Path,
-                          enter: list[str], ready: NetnsReady | None) -> int:  # fmt: skip
-    """The checkpointed machine restored from ``memory`` in a new namespace; its pid."""
-    await asyncio.to_thread(stop_pasta, machine_id)
-    # As before a resume: the checkpointed sandbox's state may outlive it, and a restore
-    # under the same name then fails ("container already exists"), the source lost.
-    await asyncio.to_thread(runsc.run, "delete", "--force", container_id(machine_id),
-                            timeout_s=60)  # fmt: skip
-    return await start_sandbox(
-        runsc, machine_id, machine_dir / BUNDLE, machine_dir / "daemon.log", machine_id,
-        enter, verb=("restore", "--image-path", str(memory)), ready=ready,
-    )  # fmt: skip
 
 
 def fork_spec(spec: dict[str, Any], source_dir: Path, machine_dir: Path,

@@ -323,7 +323,7 @@ class LocalProvider:
                 runsc, machine_dir, machine_id,
                 nats_ports={port for _, port in nats_servers(self._nats_url)},
                 memory=self.memory_dir(image_id), forks=forks, copy_home=copy_home,
-                renew=renew, enter=await self._limited(machine_id, []), ready=self._netns_ready,
+                renew=renew,
             )  # fmt: skip
         except BaseException:  # nothing of a failed image is kept: its copy of the home too
             await self.drop_snapshot(image_id)
