@@ -7,6 +7,7 @@ from typing import Literal
 
 import msgspec
 
+from contracts.events import WakeBy
 from contracts.status import MachineStatus
 
 #: Machine providers. ``local`` runs the daemon as a process on the platform's host; ``swarm``
@@ -68,6 +69,9 @@ class Machine(Model, kw_only=True):
     #: The size of its memory image (processes, memory, changes outside the home) when it was
     #: last paused (machines.pause); None if it never was.
     paused_bytes: int | None = None
+    #: What asked for its last resume or start (``by`` of that ``machine.resume-requested`` or
+    #: ``machine.started``); None if it never was woken since its creation.
+    woken_by: WakeBy | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -64,7 +64,8 @@ async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str,
         return Transition(accepted=True, previous=status, target=S.BOOTING)
     if status not in STOPPED_OR_STOPPING:  # nothing moves: a stopped one never goes back there
         return Transition(accepted=False, previous=status, target=S.BOOTING)
-    t = await store.transition(machine_id, S.BOOTING, f"{reason}: waiting for the daemon")
+    t = await store.transition(machine_id, S.BOOTING, f"{reason}: waiting for the daemon",
+                               woken_by=by)  # fmt: skip
     if t.moved:
         await store.stops.reset_activity(machine_id)  # its idle time counts from its start
         await bus.publish(MachineStarted(event_id=new_event_id(), machine_id=machine_id,
@@ -86,7 +87,7 @@ async def pause_machine(store: Store, bus: Bus, machine_id: str, reason: str) ->
 
 async def resume_machine(store: Store, bus: Bus, machine_id: str, by: WakeBy) -> Transition:
     """Mark a paused machine resuming and tell the provisioner to restore it."""
-    t = await store.transition(machine_id, S.RESUMING, f"resuming ({by})")
+    t = await store.transition(machine_id, S.RESUMING, f"resuming ({by})", woken_by=by)
     if t.moved:
         await bus.publish(MachineResumeRequested(event_id=new_event_id(), machine_id=machine_id,
                                                  by=by))  # fmt: skip

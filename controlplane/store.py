@@ -44,6 +44,7 @@ from controlplane.store_keys import (
     F_SEALED_CREDENTIAL,
     F_STATUS,
     F_UPDATED_AT,
+    F_WOKEN_BY,
     Keys,
 )
 from controlplane.store_lifecycles import LifecycleRecords
@@ -301,12 +302,16 @@ class Store:
         *,
         external_id: str | None = None,
         paused_bytes: int | None = None,
+        woken_by: str | None = None,
     ) -> Transition:
         """Move to ``target`` if ``contracts.status`` allows it from the current status;
-        ``external_id`` and ``paused_bytes`` are recorded in the same step (not on a repeat)."""
+        ``external_id``, ``paused_bytes`` and ``woken_by`` are recorded in the same step (not
+        on a repeat)."""
         extra = [F_EXTERNAL_ID, external_id] if external_id is not None else []
         if paused_bytes is not None:
             extra += [F_PAUSED_BYTES, str(paused_bytes)]
+        if woken_by is not None:
+            extra += [F_WOKEN_BY, woken_by]
         accepted, prev = await self._transition(
             keys=[self.keys.k_machine(machine_id)], args=[target.value, reason, _now(), *extra]
         )

@@ -44,6 +44,7 @@ F_STATUS_REASON = "statusReason"
 F_UPDATED_AT = "updatedAt"
 F_EXTERNAL_ID = "externalId"
 F_PAUSED_BYTES = "pausedBytes"
+F_WOKEN_BY = "wokenBy"
 F_DAEMON_VERSION = "daemonVersion"
 F_DAEMON_GIT_SHA = "daemonGitSha"
 #: Set when the provisioner has ended a stopped machine's processes (removed by each stop):

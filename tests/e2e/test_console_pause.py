@@ -1,7 +1,8 @@
 """Pause and Resume in the console (a real browser, test_console.py's harness) on a gvisor
 machine of `fleet up`: the status follows live, a paused machine shows the size of its memory
-image, and Resume brings back the process it ran (the same pid, still running). A namespaces
-machine offers no pause. `fleet up --runtime gvisor`: NATS where gVisor's stack reaches it."""
+image and what woke it last, and Resume brings back the process it ran (the same pid, still
+running). A namespaces machine offers no pause. `fleet up --runtime gvisor`: NATS where
+gVisor's stack reaches it."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def test_pause_and_resume_from_the_console_keep_a_running_process(
     paused = json.loads(ok(up.cli("--json", "machines", "get", gv["id"])))
     assert paused["pausedBytes"] > 0
     expect(page.get_by_test_id("paused-size")).to_contain_text("MiB")
+    expect(page.get_by_test_id("woken-by")).to_have_text("nothing since it was created")
     expect(page.get_by_test_id("action-resume")).to_be_enabled()
 
     page.get_by_test_id("action-resume").click()
@@ -63,3 +65,13 @@ def test_pause_and_resume_from_the_console_keep_a_running_process(
     assert ok(up.cli("machines", "exec", gv["id"], "--", "kill", "-0", pid)) == ""  # runs on
     [nap] = json.loads(ok(up.cli("--json", "processes", "list", gv["id"])))
     assert (nap["tag"], str(nap["pid"]), nap["state"]) == ("nap", pid, "running")
+    expect(page.get_by_test_id("woken-by")).to_have_attribute("data-by", "request")
+
+    # Paused again after a command woke it: the page says that command woke it last.
+    ok(up.cli("machines", "pause", gv["id"], timeout=300))
+    assert ok(up.cli("machines", "exec", gv["id"], "--", "true", timeout=300)) == ""  # wakes it
+    ok(up.cli("machines", "pause", gv["id"], timeout=300))
+    expect(page.get_by_test_id("machine-status").first).to_have_text("paused", timeout=300_000)
+    expect(page.get_by_test_id("paused-size")).to_contain_text("MiB")
+    expect(page.get_by_test_id("woken-by")).to_have_text("a command")
+    assert json.loads(ok(up.cli("--json", "machines", "get", gv["id"])))["wokenBy"] == "exec"

@@ -328,6 +328,7 @@ export interface Machine {
   runtime?: "gvisor" | "namespaces";
   runtimePlatform?: "kvm" | "ptrace" | "systrap" | null;
   pausedBytes?: number | null;
+  wokenBy?: WakeBy | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -587,6 +588,13 @@ export interface User {
 export interface UserList {
   users: Array<User>;
 }
+
+/**
+ * What brought a machine back (``by`` of ``machine.started``, ``machine.resume-requested``
+ * and ``machine.resumed``): a request to, or a call that needed the machine while it was
+ * paused or stopped (wake on access, ``FLEET_WAKE_ON_ACCESS``: docs/stop-start.md).
+ */
+export type WakeBy = "codemode" | "exec" | "files" | "preview" | "process" | "request" | "terminal" | "tunnel";
 
 export interface WriteFileResult {
   path: string;
@@ -1971,7 +1979,7 @@ export interface MachineResumeRequested {
   eventId: string;
   occurredAt?: string;
   machineId: string;
-  by: WakeBy;
+  by: WakeByEvent;
 }
 
 /**
@@ -1984,7 +1992,7 @@ export interface MachineResumed {
   occurredAt?: string;
   machineId: string;
   durationMs: number;
-  by: WakeBy;
+  by: WakeByEvent;
 }
 
 /**
@@ -1997,7 +2005,7 @@ export interface MachineStarted {
   occurredAt?: string;
   machineId: string;
   reason: string;
-  by?: WakeBy;
+  by?: WakeByEvent;
 }
 
 /**
@@ -2057,7 +2065,7 @@ export interface SetupPushed {
  * and ``machine.resumed``): a request to, or a call that needed the machine while it was
  * paused or stopped (wake on access, ``FLEET_WAKE_ON_ACCESS``: docs/stop-start.md).
  */
-export type WakeBy = "codemode" | "exec" | "files" | "preview" | "process" | "request" | "terminal" | "tunnel";
+export type WakeByEvent = "codemode" | "exec" | "files" | "preview" | "process" | "request" | "terminal" | "tunnel";
 
 // --- the HTTP routes beside /rpc ---
 

@@ -86,6 +86,25 @@ export function pausedSize(m) {
   );
 }
 
+/** What each `by` of a wake (contracts.events.WakeBy) was, in words. */
+const WOKEN_BY = {
+  request: "a request (Start or Resume)",
+  exec: "a command",
+  files: "a file call",
+  terminal: "a terminal",
+  tunnel: "a port's tunnel",
+  preview: "a preview",
+  process: "a process call",
+  codemode: "a codemode run",
+};
+
+/** What asked for the machine's last resume or start (`wokenBy`), in words. */
+export function wokenBy(m) {
+  const said =
+    m.wokenBy == null ? "nothing since it was created" : (WOKEN_BY[m.wokenBy] ?? m.wokenBy);
+  return h("span", { testid: "woken-by", dataset: { by: m.wokenBy ?? "" } }, said);
+}
+
 /** Stop/Start, Pause/Resume, Fork, Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
 export function machineActions(m, notices) {
   // Archiving is archived already for every action: only its files are still going.

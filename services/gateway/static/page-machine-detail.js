@@ -5,12 +5,19 @@ import { commandRunner } from "./command-runner.js";
 import { EVENT_TYPES, METHODS } from "./contract.js";
 import { effectiveEnvTable } from "./env-table.js";
 import { frame } from "./frame.js";
-import { codeBadge, daemonCell, machineActions, pausedSize, shortSha } from "./machine-actions.js";
+import {
+  codeBadge,
+  daemonCell,
+  machineActions,
+  pausedSize,
+  shortSha,
+  wokenBy,
+} from "./machine-actions.js";
 import { portsPanel } from "./ports-panel.js";
 import { instanceName, state } from "./state.js";
 import { refreshMachine, updateMachine } from "./sync.js";
 import { terminals } from "./terminal.js";
-import { chip, fill, fmtClock, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
+import { chip, fill, fmtBytes, fmtClock, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
 
 const T = EVENT_TYPES;
 /** What each kind of event says, from its fields: a line (and an output event's lines). */
@@ -23,6 +30,10 @@ const EVENT_DETAILS = {
   },
   [T.SETUP_PUSHED]: (e) => `.env ${e.envBytes} B, ${e.repoPaths.length} repo(s)`,
   [T.READY]: () => "",
+  [T.STARTED]: (e) => `by ${e.by}: ${e.reason}`,
+  [T.PAUSED]: (e) => `${fmtBytes(e.bytes)} image, in ${Math.round(e.durationMs)} ms`,
+  [T.RESUME_REQUESTED]: (e) => `by ${e.by}`,
+  [T.RESUMED]: (e) => `by ${e.by}, in ${Math.round(e.durationMs)} ms`,
   [T.FAILED]: (e) => `at ${e.stage}: ${e.reason}`,
   [T.ARCHIVED]: (e) => e.reason,
   [T.FILES_REMOVED]: () => "its processes have exited and its files are gone",
@@ -122,6 +133,7 @@ export function machineDetailPage({ root, signal }, machineId) {
       ...prop("Provider", [m.provider, m.externalId ? [" ", mono(m.externalId)] : null]),
       ...prop("Host", h("span", { testid: "machine-host" }, m.hostId ?? "no host took it yet")),
       ...prop("Daemon", daemonCell(m)),
+      ...prop("Last woken by", wokenBy(m)),
       ...prop("Created", fmtTime(m.createdAt)),
       ...prop("Updated", fmtTime(m.updatedAt)),
     );
