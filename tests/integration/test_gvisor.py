@@ -148,6 +148,17 @@ async def ready_gvisor(stack: FleetClient, name: str) -> str:
     return created.id
 
 
+async def paused_and_resumed(stack: FleetClient, mid: str) -> None:
+    """Pause the machine, resume it, and wait until its daemon answers again."""
+    await stack.pause_machine(mid)
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    await stack.resume_machine(mid)
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+
+
 async def answers(stack: FleetClient, mid: str) -> bool:
     try:
         return (await stack.exec(mid, ["echo", "back"], timeout_s=30)).stdout == "back\n"

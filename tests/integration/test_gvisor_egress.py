@@ -19,7 +19,7 @@ from contracts.errors import FleetError
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.integration import test_gvisor as gv
-from tests.integration.test_gvisor import READY_S, answers
+from tests.integration.test_gvisor import READY_S, answers, paused_and_resumed
 from tests.waiters import wait_until
 
 #: NATS at an address of the host other than its loopback (test_gvisor.py says why).
@@ -158,13 +158,7 @@ async def test_a_gvisor_machine_reaches_the_one_allowed_address_and_port_and_not
     await stack.set_network_policy(inst.id, default="deny", allow=[f"{host}:{second.port}"])
 
     # A pause and resume: the restored sandbox is in a new namespace, under the same policy.
-    await stack.pause_machine(mid)
-    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
-    assert paused.status == "paused", paused.status_reason
-    await stack.resume_machine(mid)
-    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
-    assert ready.status == "ready", ready.status_reason
-    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    await paused_and_resumed(stack, mid)
     await reaches_only(stack, mid, host, second, first)
 
 

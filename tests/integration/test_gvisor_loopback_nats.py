@@ -18,8 +18,7 @@ from fleet.client import FleetClient
 from providers.gvisor_gateway import gateway
 from providers.netns import loopback_ports
 from tests.gvisor_stack import gvisor_settings
-from tests.integration.test_gvisor import READY_S, answers
-from tests.waiters import wait_until
+from tests.integration.test_gvisor import READY_S, paused_and_resumed
 
 #: Connects to argv[1]:argv[2] and prints the first bytes it is sent, or why not.
 TRY = r"""
@@ -64,13 +63,7 @@ async def test_a_gvisor_machine_reaches_nats_on_the_hosts_loopback_and_nothing_e
         tried = await stack.exec(mid, ["python3", "-c", TRY, gw, str(port), "3"])
         assert tried.stdout.startswith("failed"), tried.stdout
         # A pause and a resume: the new namespace has the same way to NATS, and no other.
-        await stack.pause_machine(mid)
-        paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
-        assert paused.status == "paused", paused.status_reason
-        await stack.resume_machine(mid)
-        ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
-        assert ready.status == "ready", ready.status_reason
-        await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+        await paused_and_resumed(stack, mid)
         tried = await stack.exec(mid, ["python3", "-c", TRY, gw, str(port), "3"])
         assert tried.stdout.startswith("failed"), tried.stdout
     finally:

@@ -20,8 +20,7 @@ import pytest_asyncio
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.gvisor_stack import gvisor_settings, module_stack
-from tests.integration.test_gvisor import READY_S, answers, ready_gvisor
-from tests.waiters import wait_until
+from tests.integration.test_gvisor import READY_S, paused_and_resumed, ready_gvisor
 
 __all__ = ["module_stack"]  # the fixture ``stack``, on this module's settings
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -123,12 +122,6 @@ async def test_sudo_works_after_a_pause_and_resume_and_roots_writes_are_kept(
     """Pauses its machine: one of its own."""
     mid = await ready_gvisor(stack, "gv-sudo-pause")
     assert await sh(stack, mid, "echo kept | sudo tee /etc/fleet-kept") == (0, "kept\n", "")
-    await stack.pause_machine(mid)
-    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
-    assert paused.status == "paused", paused.status_reason
-    await stack.resume_machine(mid)
-    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
-    assert ready.status == "ready", ready.status_reason
-    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)  # its daemon is back
+    await paused_and_resumed(stack, mid)
     # The broker's socket and root's writes in gVisor's memory come back with the machine.
     assert await sh(stack, mid, "sudo id -u && cat /etc/fleet-kept") == (0, "0\nkept\n", "")
