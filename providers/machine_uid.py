@@ -27,8 +27,9 @@ def machine_uid(root: Path, machine_id: str, uids: tuple[int, int]) -> int:
 
 
 def allocate_uid(mine: Path, root: Path, uids: tuple[int, int]) -> int:
-    """The uid recorded in ``mine``, allocated if new: one no machine under ``root`` and no
-    pooled machine (``<data>/pool/<provider>/<owner>/<slot>/uid``) holds."""
+    """The uid recorded in ``mine``, allocated if new: one no machine under ``root``, no
+    pooled machine (``<data>/pool/<provider>/<owner>/<slot>/uid``) and no memory image
+    (``<data>/snapshots/<id>.memory/uid``) holds."""
     lock_path = root.parent / "sandbox" / "uids.lock"  # not in root: one dir per machine there
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as lock:
@@ -39,7 +40,8 @@ def allocate_uid(mine: Path, root: Path, uids: tuple[int, int]) -> int:
         # and a rename between the two listings must be seen in the second.
         pool = root.parent / "pool"
         held = [*pool.glob("*/*/*/uid"), *pool.glob("*/*/*/root-uid"),
-                *root.glob("*/uid"), *root.glob("*/root-uid")]  # fmt: skip
+                *root.glob("*/uid"), *root.glob("*/root-uid"),
+                *images_uids(root.parent)]  # fmt: skip
         taken = {uid for p in held if (uid := read_uid(p)) is not None}
         free = next((u for u in range(uids[0], uids[1] + 1) if u not in taken), None)
         if free is None:
@@ -47,6 +49,14 @@ def allocate_uid(mine: Path, root: Path, uids: tuple[int, int]) -> int:
         mine.parent.mkdir(parents=True, exist_ok=True)
         replace_file(mine, str(free))
         return free
+
+
+def images_uids(data_dir: Path) -> list[Path]:
+    """The uid files of every memory image on this host (LocalProvider.memory_dir): each
+    machine restored from one runs as its source's uids, whether or not its source's directory
+    is still there."""
+    snapshots = data_dir / "snapshots"
+    return [*snapshots.glob("*.memory/uid"), *snapshots.glob("*.memory/root-uid")]
 
 
 def read_uid(path: Path) -> int | None:

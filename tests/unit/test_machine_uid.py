@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from base.atomic import replace_file
+from providers.gvisor_fork import UID_FILE
+from providers.gvisor_root import ROOT_UID_FILE
+from providers.local import LocalProvider
 from providers.machine_uid import allocate_uid, give_upper, machine_uid
 
 UIDS = (70000, 70009)
@@ -68,3 +71,17 @@ def test_give_upper_gives_machine_files_and_follows_no_link(tmp_path: Path) -> N
         assert (st.st_uid, st.st_gid) == (UIDS[0], UIDS[0]), path
     assert os.lstat(root_owned).st_uid == 0
     assert (os.stat(canary).st_uid, canary.read_text()) == (0, "root's")
+
+
+def test_a_uid_kept_by_a_memory_image_is_never_given(tmp_path: Path) -> None:
+    # A machine made from a memory image runs as its source's uid (and its root's), which the
+    # image keeps beside it (providers/gvisor_fork.py): its source may be long archived.
+    local = LocalProvider(data_dir=tmp_path, nats_url="nats://127.0.0.1:4222", environ={},
+                          sandbox=False)  # fmt: skip
+    memory = local.memory_dir("s-0123456789abcdef")
+    memory.mkdir(parents=True)
+    (memory / UID_FILE).write_text(str(UIDS[0]))
+    (memory / ROOT_UID_FILE).write_text(str(UIDS[0] + 1))
+    root = local.machine_dir("m-new").parent
+    assert machine_uid(root, "m-new", UIDS) == UIDS[0] + 2
+    assert machine_uid(root, "m-next", UIDS) == UIDS[0] + 3
