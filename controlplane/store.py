@@ -30,6 +30,7 @@ from controlplane.redis_client import close_client, redis_client
 from controlplane.settings import Settings
 from controlplane.store_codemode import CodemodeRecords
 from controlplane.store_creates import CreateOnce, CreateRecords, Once
+from controlplane.store_disk import DiskLedger
 from controlplane.store_environments import EnvironmentRecords
 from controlplane.store_hosts import HostRecords
 from controlplane.store_instance_settings import InstanceSettingsRecords
@@ -50,7 +51,6 @@ from controlplane.store_keys import (
 from controlplane.store_lifecycles import LifecycleRecords
 from controlplane.store_liveness import HeartbeatRecords
 from controlplane.store_locks import LockRecords
-from controlplane.store_disk import DiskLedger
 from controlplane.store_snapshots import SnapshotRecords
 from controlplane.store_stages import StageRecords, Transition
 from controlplane.store_stop import StopRecords
