@@ -221,6 +221,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     activity_write_s: float = 1.0
     #: A machine paused this long (seconds) is stopped, its memory image deleted; 0: never.
     paused_stop_after_s: int = 86400
+    #: A gvisor machine that keeps its memory, of an instance that never set auto-stop, is
+    #: paused after this many seconds without gateway activity; 0: never.
+    autopause_idle_s: int = 900
     #: A call that needs a paused or stopped machine resumes or starts it and waits for it
     #: (docs/stop-start.md#wake-on-access); false: it is refused at once.
     wake_on_access: bool = True
@@ -437,6 +440,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         check_prefix(self.key_prefix)
         if self.paused_stop_after_s < 0:
             raise ValueError(f"FLEET_PAUSED_STOP_AFTER_S: {self.paused_stop_after_s} is not "
+                             ">= 0 (0: never)")  # fmt: skip
+        if self.autopause_idle_s < 0:
+            raise ValueError(f"FLEET_AUTOPAUSE_IDLE_S: {self.autopause_idle_s} is not "
                              ">= 0 (0: never)")  # fmt: skip
         if self.activity_write_s < 0:
             raise ValueError(f"FLEET_ACTIVITY_WRITE_S: {self.activity_write_s} is not >= 0")

@@ -89,6 +89,7 @@ async def resume_machine(store: Store, bus: Bus, machine_id: str, by: WakeBy) ->
     """Mark a paused machine resuming and tell the provisioner to restore it."""
     t = await store.transition(machine_id, S.RESUMING, f"resuming ({by})", woken_by=by)
     if t.moved:
+        await store.stops.reset_activity(machine_id)  # its idle time counts from its resume
         await bus.publish(MachineResumeRequested(event_id=new_event_id(), machine_id=machine_id,
                                                  by=by))  # fmt: skip
         log.info("machine.resume_requested", machine_id=machine_id, by=by.value)

@@ -43,12 +43,11 @@ class StopRecords:
         return bool(await self._store.redis.hexists(key, F_STOP_DONE_AT))
 
     async def set_autostop(self, instance_id: str, rule: AutoStopRule) -> None:
-        r, key = self._store.redis, self._store.keys.K_AUTOSTOP
-        if rule.idle_after_s <= 0:
-            await r.hdel(key, instance_id)
-        else:
-            raw = f"{rule.idle_after_s}:{rule.action}" if rule.action else str(rule.idle_after_s)
-            await r.hset(key, instance_id, raw)
+        """``idle_after_s`` 0 is kept, action forgotten: off, which the platform's default
+        (``FLEET_AUTOPAUSE_IDLE_S``) does not override."""
+        idle = max(rule.idle_after_s, 0)
+        raw = f"{idle}:{rule.action}" if rule.action and idle else str(idle)
+        await self._store.redis.hset(self._store.keys.K_AUTOSTOP, instance_id, raw)
 
     async def autostop(self, instance_id: str) -> AutoStopRule:
         key = self._store.keys.K_AUTOSTOP
@@ -56,10 +55,9 @@ class StopRecords:
         return _rule(raw) if raw else AutoStopRule(0)
 
     async def autostops(self) -> dict[str, AutoStopRule]:
-        """Every instance with auto-stop on, and its rule."""
+        """Every instance that set auto-stop, and its rule (``idle_after_s`` 0: turned off)."""
         raw = cast(dict[str, str], await self._store.redis.hgetall(self._store.keys.K_AUTOSTOP))
-        rules = {iid: _rule(v) for iid, v in raw.items()}
-        return {iid: r for iid, r in rules.items() if r.idle_after_s > 0}
+        return {iid: _rule(v) for iid, v in raw.items()}
 
     async def paused_since(self, machine_ids: list[str], now: float) -> dict[str, float]:
         """When each of these paused machines was first seen paused (``now`` for one not seen

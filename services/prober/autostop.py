@@ -13,6 +13,13 @@ refused leaves the machine ready, its reason saying so: the next round stops it 
 retry each round would refuse again while the connection is open). A machine paused for
 ``FLEET_PAUSED_STOP_AFTER_S`` (counted from the first round that saw it paused) is stopped,
 which deletes its memory image.
+
+An instance that never set auto-stop gets the platform's default, ``FLEET_AUTOPAUSE_IDLE_S``
+(900 s; 0: off): each of its ``ready`` machines that keeps its memory (a gvisor machine on
+``local``) is paused when idle that long. The default only ever pauses: a refused pause is
+neither followed by a stop nor tried again until the machine's status moves, and a namespaces
+machine is left running. ``instances.setAutoStop {idleAfterS: 0}`` turns auto-stop off for an
+instance, the default included.
 """
 
 from __future__ import annotations
@@ -75,19 +82,48 @@ class IdleStopper(Ticker):
         return await self.sweep()
 
     async def sweep(self) -> int:
-        """Pause or stop every idle machine of the instances with auto-stop on, then stop the
-        machines paused too long; how many moved."""
+        """Pause or stop every idle machine of the instances with auto-stop on, pause those of
+        the platform's default, then stop the machines paused too long; how many moved."""
+        rules = await self.store.stops.autostops()
+        machines = await self.store.list_machines()
+        up: dict[str, list[Machine]] = {}
+        for m in machines:
+            if m.status in _IDLE_CANDIDATES:
+                up.setdefault(m.instance_id, []).append(m)
         moved = 0
-        for instance_id, rule in (await self.store.stops.autostops()).items():
-            machines = [m for m in await self.store.list_machines(instance_id)
-                        if m.status in _IDLE_CANDIDATES]  # fmt: skip
-            last = await self.store.stops.last_activity([m.id for m in machines])
-            now = self.clock.now()
-            unseen = {m.id: now for m in machines if last.get(m.id) is None}
-            await self.store.stops.record_activity(unseen)  # the clock starts now
-            for m in idle_machines(machines, last, rule.idle_after_s, now):
-                moved += await self._idle(m, rule)
-        return moved + await self._paused_too_long()
+        for instance_id, rule in rules.items():
+            if rule.idle_after_s > 0:
+                for m in await self._idle_now(up.get(instance_id, []), rule.idle_after_s):
+                    moved += await self._idle(m, rule)
+        moved += await self._default_pause(machines, set(rules))
+        return moved + await self._paused_too_long(machines)
+
+    async def _idle_now(self, machines: list[Machine], idle_after_s: int) -> list[Machine]:
+        """Those of ``machines`` idle for ``idle_after_s``; the clock of one with no activity
+        yet starts now."""
+        last = await self.store.stops.last_activity([m.id for m in machines])
+        now = self.clock.now()
+        unseen = {m.id: now for m in machines if last.get(m.id) is None}
+        await self.store.stops.record_activity(unseen)
+        return idle_machines(machines, last, idle_after_s, now)
+
+    async def _default_pause(self, machines: list[Machine], ruled: set[str]) -> int:
+        """``FLEET_AUTOPAUSE_IDLE_S``: the idle ready machines that keep their memory, of the
+        instances with no rule of their own, are paused (see the module)."""
+        after = self.settings.autopause_idle_s
+        if after <= 0:
+            return 0
+        candidates = [m for m in machines
+                      if m.instance_id not in ruled and m.status is S.READY
+                      and keeps_memory(m.runtime, m.provider)
+                      and not m.status_reason.startswith(PAUSE_REFUSED)]  # fmt: skip
+        moved = 0
+        for m in await self._idle_now(candidates, after):
+            t = await pause_machine(self.store, self.bus, m.id, idle_reason(after))
+            if t.moved:
+                log.info("autostop.default_paused", machine_id=m.id, idle_after_s=after)
+                moved += 1
+        return moved
 
     async def _idle(self, m: Machine, rule: AutoStopRule) -> int:
         reason = idle_reason(rule.idle_after_s)
@@ -107,11 +143,11 @@ class IdleStopper(Ticker):
             log.info("autostop.stopped", machine_id=m.id, idle_after_s=rule.idle_after_s)
         return int(t.moved)
 
-    async def _paused_too_long(self) -> int:
+    async def _paused_too_long(self, machines: list[Machine]) -> int:
         after = self.settings.paused_stop_after_s
         if after <= 0:
             return 0
-        paused = [m.id for m in await self.store.list_machines() if m.status is S.PAUSED]
+        paused = [m.id for m in machines if m.status is S.PAUSED]
         now = self.clock.now()
         moved = 0
         for machine_id, since in (await self.store.stops.paused_since(paused, now)).items():

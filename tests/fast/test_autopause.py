@@ -187,3 +187,95 @@ async def test_the_action_is_validated_kept_and_forgotten_when_off(world: World)
                                                     "action": "stop"})  # fmt: skip
     assert off == {"instanceId": iid, "idleAfterS": 0, "action": None}
     assert await world.rpc("instances.getAutoStop", {"instanceId": iid}) == off
+
+
+class TestPlatformDefault:
+    """``FLEET_AUTOPAUSE_IDLE_S`` (900 s by default): the idle gvisor machines of an instance
+    that never set auto-stop are paused; nothing else is ever done by the default."""
+
+    DEFAULT_S = Settings().autopause_idle_s
+
+    def test_the_default_is_fifteen_minutes(self) -> None:
+        assert self.DEFAULT_S == 900
+
+    async def test_an_idle_gvisor_machine_with_no_rule_is_paused_a_namespaces_one_left(
+        self, world: World, tmp_path: Path
+    ) -> None:
+        a, b = (await world.instance("a")).id, (await world.instance("b")).id
+        gv, ns = await ready_gvisor(world, tmp_path, a), await world.ready_machine(b)
+        clock = ManualClock()
+        async with stopper(world, clock, autostop_tick_s=30.0):
+            await settled(world, clock, 30.0)  # the first look starts the clocks
+            await settled(world, clock, self.DEFAULT_S - 30.0)  # idle for 870 s: not yet
+            assert (await world.machine(gv.id)).status is S.READY
+            await settled(world, clock, 30.0)
+            got = await world.machine(gv.id)
+            assert (got.status, got.status_reason) == (S.PAUSED, f"idle for {self.DEFAULT_S} s")
+            [asked] = world.bus.of(MachinePauseRequested, gv.id)  # machines.pause's path
+            assert asked.reason == f"idle for {self.DEFAULT_S} s"
+            await settled(world, clock, 10.0 * self.DEFAULT_S)
+            assert (await world.machine(ns.id)).status is S.READY  # never stopped by default
+        assert world.provider.pauses == [gv.id]
+        assert world.provider.stops == []
+
+    async def test_an_instances_own_rule_or_its_off_overrides_the_default(
+        self, world: World, tmp_path: Path
+    ) -> None:
+        off, longer = (await world.instance("off")).id, (await world.instance("long")).id
+        a, b = await ready_gvisor(world, tmp_path, off), await ready_gvisor(world, tmp_path, longer)
+        await world.rpc("instances.setAutoStop", {"instanceId": off, "idleAfterS": 60})
+        await world.rpc("instances.setAutoStop", {"instanceId": off, "idleAfterS": 0})
+        await world.rpc("instances.setAutoStop", {"instanceId": longer, "idleAfterS": 3000})
+        clock = ManualClock()
+        async with stopper(world, clock, autostop_tick_s=60.0):
+            await settled(world, clock, 60.0)
+            await settled(world, clock, 2940.0)  # idle for 2940 s: past the default
+            assert {(await world.machine(m.id)).status for m in (a, b)} == {S.READY}
+            await settled(world, clock, 60.0)
+            assert (await world.machine(b.id)).status is S.PAUSED  # its own 3000 s
+            await settled(world, clock, 10.0 * self.DEFAULT_S)
+            assert (await world.machine(a.id)).status is S.READY  # off: never
+
+    async def test_a_refused_pause_is_not_followed_by_a_stop_nor_asked_again(
+        self, world: World, tmp_path: Path
+    ) -> None:
+        m = await ready_gvisor(world, tmp_path)
+        world.provider.fail_pause = Conflict("the checkpoint failed")
+        clock = ManualClock()
+        async with stopper(world, clock, autostop_tick_s=60.0):
+            await settled(world, clock, 60.0)
+            await settled(world, clock, float(self.DEFAULT_S))  # paused, refused
+            await settled(world, clock, 10.0 * self.DEFAULT_S)
+        got = await world.machine(m.id)
+        assert got.status is S.READY
+        assert got.status_reason.startswith("pause refused: ")
+        assert world.provider.pauses == [m.id]
+
+    async def test_zero_turns_the_default_off(self, world: World, tmp_path: Path) -> None:
+        m = await ready_gvisor(world, tmp_path)
+        clock = ManualClock()
+        async with stopper(world, clock, autopause_idle_s=0, autostop_tick_s=3600.0):
+            await settled(world, clock, 7 * 24 * 3600.0)
+        assert (await world.machine(m.id)).status is S.READY
+
+    async def test_a_resumed_machine_counts_its_idle_time_from_its_resume(
+        self, world: World, tmp_path: Path
+    ) -> None:
+        m = await ready_gvisor(world, tmp_path)
+        clock = ManualClock()
+        # Its last activity long before its pause by hand.
+        await world.store.stops.record_activity({m.id: clock.now() - 10.0 * self.DEFAULT_S})
+        await world.rpc("machines.pause", {"machineId": m.id})
+        await world.bus.settle()
+        await world.rpc("machines.resume", {"machineId": m.id})
+        await world.bus.settle()
+        async with stopper(world, clock):
+            await settled(world, clock, 1.0)
+            assert (await world.machine(m.id)).status is S.READY  # not paused again at once
+            await settled(world, clock, float(self.DEFAULT_S))
+            assert (await world.machine(m.id)).status is S.PAUSED
+
+
+def test_a_negative_default_stops_the_process_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="FLEET_AUTOPAUSE_IDLE_S"):
+        Settings.from_env({"FLEET_AUTOPAUSE_IDLE_S": "-1"})
