@@ -1,14 +1,17 @@
-"""FLEET_INSTANCE_DISK_MB on real local machines, every service and a real daemon: a snapshot
-takes the disk its home's copy takes (measured on the host by descriptor), and one past the
-instance's budget is refused by name with the figures, nothing copied. The rules (forks,
-pauses, copies at once): tests/fast/test_instance_disk.py."""
+"""FLEET_INSTANCE_DISK_MB and FLEET_MAX_SNAPSHOTS on real local machines, every service and a
+real daemon: a snapshot takes the disk its home's copy takes (measured on the host by
+descriptor), one past the instance's budget is refused by name with the figures, nothing
+copied; and snapshots asked for at once never pass the cap. The rules (forks, pauses, copies
+at once): tests/fast/test_instance_disk.py, tests/fast/test_snapshot_cap_race.py."""
 
 from __future__ import annotations
+
+import asyncio
 
 import msgspec
 import pytest
 
-from contracts.errors import DiskLimit
+from contracts.errors import DiskLimit, SnapshotLimit
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
@@ -17,7 +20,7 @@ from tests.stop_checks import ready_machine
 
 @pytest.fixture
 def stack_settings(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, instance_disk_mb=30)
+    return msgspec.structs.replace(settings, instance_disk_mb=30, max_snapshots=4)
 
 
 async def test_a_snapshot_past_the_instance_disk_is_refused_by_name(
@@ -43,3 +46,17 @@ async def test_a_snapshot_past_the_instance_disk_is_refused_by_name(
     # Deleted, the first gives its place back.
     await stack.delete_snapshot(first.id)
     await stack.snapshot_machine(mid, "three")
+
+
+async def test_snapshots_asked_at_once_never_pass_the_cap(stack: FleetClient) -> None:
+    """30 machines.snapshot calls at once under FLEET_MAX_SNAPSHOTS=4: 4 snapshots, 26 refused
+    with 1060, and no more than 4 kept on the host."""
+    mid = await ready_machine(stack, "cap")
+    results = await asyncio.gather(
+        *(stack.snapshot_machine(mid, f"s{n}") for n in range(30)), return_exceptions=True
+    )
+    made = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, SnapshotLimit)]
+    assert (len(made), len(refused)) == (4, 26), [r for r in results if r not in made]
+    machine = await stack.get_machine(mid)
+    assert len(await stack.list_snapshots(machine.instance_id)) == 4
