@@ -13,6 +13,29 @@ USER_ID_RE = re.compile(r"^u-[0-9a-f]{16}$")
 #: Exact length, so a pattern's `$` cannot let a trailing newline through.
 ID_LENGTH = 18
 
+#: What each id's prefix names, for the messages that say what an id looks like.
+ID_KINDS = {"m": "machine", "i": "instance", "s": "snapshot", "u": "user", "t": "token"}
+#: Each kind's id pattern by the API's field names for it (in a JSON path, a list's items too).
+ID_FIELDS = {
+    "machineId": "m", "instanceId": "i", "instanceIds": "i", "snapshotId": "s",
+    "fromSnapshot": "s",
+}  # fmt: skip
+
+
+def id_shape(prefix: str) -> str:
+    """What an id of this kind looks like: ``m-0123456789abcdef``."""
+    return f"{prefix}-0123456789abcdef"
+
+
+def not_an_id(what: str, prefix: str) -> str:
+    """The one message for a string that is not an id of this kind (the CLI's, the API's)."""
+    return f"{what} is not {_a(ID_KINDS[prefix])} id (they look like {id_shape(prefix)})"
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
 # A fixed namespace so derived event ids are the same in every process.
 _EVENT_NS = uuid.UUID("6f1c1a52-3f63-4b3e-9d0a-0c7f8f5b7a11")
 

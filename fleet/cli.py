@@ -40,6 +40,7 @@ from fleet.cli_common import (
     UsageError,
     error_line,
 )
+from fleet.cli_refs import resolve_refs
 from fleet.client import DEFAULT_URL, ConnectionFailed, FleetClient
 
 __all__ = [
@@ -206,6 +207,7 @@ async def _run_client(args: argparse.Namespace) -> int:
     token = args.token or _default_token()
     async with FleetClient(args.url, token) as client:
         try:
+            await resolve_refs(client, args)
             code: int = await args.func(client, args)
             return code
         except UsageError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import msgspec
@@ -22,6 +23,7 @@ from fleet.cli_common import (
     emit,
     group,
 )
+from fleet.cli_refs import same_name
 from fleet.client import FleetClient
 from fleet.render import cron_table, table
 
@@ -42,7 +44,9 @@ def _instances(g: SubAction) -> None:
         "name"
     )
     command(g, "list", _instances_list, "every instance you may see")
-    command(g, "get", _instances_get, "one instance").add_argument("instance_id")
+    command(g, "get", _instances_get, "one instance").add_argument(
+        "instance_id", help="its id, or its name when no other instance has it"
+    )
     lim = command(g, "limits", _instances_limits, "show or set its machines' limits")
     lim.add_argument("instance_id")
     lim.add_argument("--memory-mb", type=int, help="each machine's memory (MiB)")
@@ -63,6 +67,10 @@ def _instances(g: SubAction) -> None:
 
 async def _instances_create(c: FleetClient, a: Args) -> int:
     i = await c.create_instance(a.name)
+    others = same_name(i, await c.list_instances())
+    if others:  # allowed: a name is a label; ids are what the API takes
+        print(f"fleet: note: instance {i.id} shares its name {i.name!r} with {', '.join(others)}:"
+              " give its id where a name would be ambiguous", file=sys.stderr)  # fmt: skip
     return emit(a, i, lambda: i.id)
 
 

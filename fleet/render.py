@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import posixpath
+import re
 import shutil
 import signal
 import time
@@ -54,10 +55,25 @@ CODE_MARKS = {
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
+#: The most characters a table's cell shows; the rest is one "…" (`--json` has the whole).
+CELL_WIDTH = 80
+_NEWLINES = re.compile(r"\s*(?:\r\n|\r|\n)\s*")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def cell(text: str, width: int = CELL_WIDTH) -> str:
+    """Text on one line of a table: each line break a ⏎, other control characters a space, and
+    at most ``width`` characters, the last one … when it was longer."""
+    one = _CONTROLS.sub(" ", _NEWLINES.sub(" ⏎ ", text.strip()))
+    return one if len(one) <= width else one[: width - 1] + "…"
+
+
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    """Columns padded to their widest cell, two spaces apart; no trailing blanks."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    """Columns padded to their widest cell, two spaces apart; no trailing blanks. One line per
+    row, whatever the text (see ``cell``)."""
+    cells = [[cell(c) for c in r] for r in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -90,6 +106,7 @@ def machines_table(machines: Sequence[Machine]) -> str:
             m.id,
             m.instance_id,
             m.provider,
+            _runtime(m),
             m.host_id or "-",
             m.status.value,
             _daemon(m),
@@ -98,11 +115,17 @@ def machines_table(machines: Sequence[Machine]) -> str:
         ]
         for m in machines
     ]
-    text = table(rows, ["ID", "INSTANCE", "PROVIDER", "HOST", "STATUS", "DAEMON", "AGE", "REASON"])
+    heads = ["ID", "INSTANCE", "PROVIDER", "RUNTIME", "HOST", "STATUS", "DAEMON", "AGE", "REASON"]
+    text = table(rows, heads)
     for mark, meaning in CODE_MARKS.values():
         if any(_mark(m) == mark for m in machines):
             text += f"\n{mark} {meaning}"
     return text
+
+
+def _runtime(m: Machine) -> str:
+    """``namespaces``, or ``gvisor (ptrace)`` with its platform."""
+    return f"{m.runtime} ({m.runtime_platform})" if m.runtime_platform else m.runtime
 
 
 def machine_line(m: Machine) -> str:
@@ -119,13 +142,15 @@ def machine_detail(m: Machine) -> str:
         ("id", m.id),
         ("instance", m.instance_id),
         ("provider", f"{m.provider} ({m.external_id or 'not started'})"),
+        ("runtime", _runtime(m)),
         ("host", m.host_id or "- (no host took it yet)"),
         ("status", f"{m.status.value}: {m.status_reason}"),
         ("daemon", daemon),
         ("created", f"{m.created_at.isoformat()} ({age(m.created_at)} ago)"),
         ("updated", f"{m.updated_at.isoformat()} ({age(m.updated_at)} ago)"),
     ]
-    return "\n".join(f"{k:<9} {v}" for k, v in fields)
+    # A reason of several lines keeps them, each under the first, not at the left margin.
+    return "\n".join(f"{k:<9} {v}".replace("\n", "\n" + " " * 10) for k, v in fields)
 
 
 def exit_text(code: int | None) -> str:

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import os
 import pty
+import secrets
 import selectors
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
-from fleet.cli import EXIT_API, EXIT_UNREACHABLE
+from fleet.cli import EXIT_API, EXIT_UNREACHABLE, EXIT_USAGE
 from fleet.embedded import PortHold
 from tests.e2e.conftest import FLEET, FleetUp, ok
 
@@ -138,15 +140,53 @@ def test_create_wait_prints_each_stage_in_order(ready: Ready) -> None:
 def test_machines_list_table_shows_the_machine_ready(stack: FleetUp, ready: Ready) -> None:
     lines = ok(stack.cli("machines", "list", "--instance", ready.instance_id)).splitlines()
     header = lines[0].split()
-    assert header == ["ID", "INSTANCE", "PROVIDER", "HOST", "STATUS", "DAEMON", "AGE", "REASON"]
+    assert header == ["ID", "INSTANCE", "PROVIDER", "RUNTIME", "HOST", "STATUS", "DAEMON", "AGE",
+                      "REASON"]  # fmt: skip
     row = lines[1]
     host = socket.gethostname()  # `fleet up`'s one host: FLEET_HOST_ID's default
-    assert row.split()[:5] == [ready.machine_id, ready.instance_id, "local", host, "ready"]
+    assert row.split()[:6] == [ready.machine_id, ready.instance_id, "local", "namespaces", host,
+                               "ready"]  # fmt: skip
     assert row.index("ready") == lines[0].index("STATUS")  # aligned columns
     assert row.endswith("all readiness checks passed")
     detail = ok(stack.cli("machines", "get", ready.machine_id))
     assert "status    ready: all readiness checks passed" in detail
     assert f"host      {host}" in detail
+    assert "runtime   namespaces" in detail
+
+
+def test_a_bad_id_says_what_an_id_looks_like_before_and_at_the_api(stack: FleetUp) -> None:
+    got = stack.cli("machines", "get", "m-nope")
+    assert got.returncode == EXIT_USAGE
+    assert got.stderr.strip() == (
+        "fleet: m-nope is not a machine id (they look like m-0123456789abcdef)"
+    )
+    env = {**os.environ, "FLEET_URL": stack.url, "FLEET_TOKEN": stack.token}
+    api = subprocess.run(
+        [sys.executable, "-c", "import asyncio, sys; from fleet.client import FleetClient\n"
+         "async def main():\n"
+         "    async with FleetClient(sys.argv[1], sys.argv[2]) as c:\n"
+         "        await c.get_machine('m-nope')\n"
+         "asyncio.run(main())", stack.url, stack.token],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert "`$.machineId` is not a machine id (they look like m-0123456789abcdef)" in api.stderr
+
+
+def test_a_second_instance_of_a_name_is_noted_and_names_work_when_unique(stack: FleetUp) -> None:
+    name = f"twice-{secrets.token_hex(4)}"
+    first = ok(stack.cli("instances", "create", name)).strip()
+    assert json.loads(ok(stack.cli("--json", "instances", "get", name)))["id"] == first
+    made = stack.cli("instances", "create", name)
+    second = ok(made).strip()
+    assert made.stderr.strip() == (
+        f"fleet: note: instance {second} shares its name {name!r} with {first}: give its id "
+        "where a name would be ambiguous"
+    )
+    both = stack.cli("instances", "get", name)
+    assert both.returncode == EXIT_USAGE
+    assert both.stderr.startswith(f"fleet: 2 instances are named {name!r} (")
+    assert {first, second} == set(both.stderr.split("(")[1].split(")")[0].split(", "))
+    assert ok(stack.cli("instances", "get", second)).startswith(f"{second}  {name}")
 
 
 def test_exec_prints_output_and_passes_the_exit_code_on(stack: FleetUp, ready: Ready) -> None:

@@ -21,7 +21,7 @@ def machine(n: int, code: CodeStatus, *, status: MachineStatus = MachineStatus.R
 
 
 def daemon_cells(text: str) -> list[str]:
-    return [line.split()[5] for line in text.splitlines()[1:] if line.startswith("m-")]
+    return [line.split()[6] for line in text.splitlines()[1:] if line.startswith("m-")]
 
 
 def test_each_code_status_has_its_mark_and_legend() -> None:
