@@ -31,6 +31,7 @@ import aiodocker
 import msgspec
 import structlog
 
+from base.bounded_output import CappedSink
 from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from providers import docker_sync
@@ -57,6 +58,8 @@ _FIRST_PASS = ["sh", "-c", f"sync -f {_FROM} && date +%s%N && exec {' '.join(_CO
 _SECOND_PASS = ["python3", "-I", "-c", inspect.getsource(docker_sync), _FROM, _TO]
 #: How cp says that an entry it was to copy was removed before it could.
 _VANISHED = "No such file or directory"
+#: What a copy's tool may say, each stream.
+_SAID_CAP = 64 * 1024
 #: A helper whose copy is never done with it (its provisioner ended) ends after this long.
 _HELPER_LIFE_S = 3600
 
@@ -267,17 +270,20 @@ class HomeCopier:
 
 
 async def _exec(c: aiodocker.containers.DockerContainer, argv: list[str]) -> tuple[int, str, str]:
-    """``argv`` run in the helper ``c`` to its end: its exit code, stdout and stderr."""
-    said = {1: b"", 2: b""}
+    """``argv`` run in the helper ``c`` to its end: its exit code, stdout and stderr, each kept
+    to ``_SAID_CAP`` as it is read (a tool over a machine's files may name each of them)."""
+    said = {1: CappedSink(_SAID_CAP), 2: CappedSink(_SAID_CAP)}
     try:
         ex = await c.exec(argv)
         async with ex.start(detach=False) as stream:
             while (msg := await stream.read_out()) is not None:
-                said[msg.stream] += msg.data
+                said[msg.stream].take(msg.data)
         code = int((await ex.inspect())["ExitCode"])
     except aiodocker.DockerError as exc:
         raise ProviderError(f"docker: the copy failed: {exc.message}") from None
-    return code, said[1].decode(errors="replace"), said[2].decode(errors="replace")
+    out, err = (said[n].data().decode(errors="replace") for n in (1, 2))
+    # What was dropped is a failure to whoever reads the lines kept.
+    return code, out, err + ("\n(more, not kept)" if said[2].truncated else "")
 
 
 async def _run(c: aiodocker.containers.DockerContainer, argv: list[str]) -> None:

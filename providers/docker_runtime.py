@@ -163,5 +163,7 @@ async def give_volume(
         await helper.start()
         done = await helper.wait(timeout=120)
         if done.get("StatusCode") != 0:
-            said = "".join(await helper.log(stdout=True, stderr=True)).strip()[-300:]
+            # Its last lines alone (the engine cuts a line at 16 KiB): read whole, a log is
+            # as long as the tool made it.
+            said = "".join(await helper.log(stdout=True, stderr=True, tail="20")).strip()[-300:]
             raise ProviderError(f"docker: chown of {volume} to {uid}:{gid} failed: {said}")

@@ -42,6 +42,7 @@ from typing import Any
 
 import structlog
 
+from base.bounded_output import Completed, json_text, run_capped, run_capped_sync
 from base.codestore import CODE_MOUNT
 from base.tokenfd import (
     DAEMON_LOG,
@@ -91,8 +92,14 @@ IMAGE_DIR = "gvisor-image"
 #: The bubblewrap sandbox's own descriptors and loader mean nothing here.
 _NOT_HERE = ("FLEET_MACHINE_TOKEN_FD", "FLEET_NODUMP_LOADER")
 _RUNSC_TIMEOUT_S = 120.0
-#: Output kept of a root command, each stream (as the daemon caps its own).
-OUTPUT_CAP = 1 << 20
+#: What ``Runsc.run`` keeps of each stream: runsc's messages (a Go trace), an endpoint listing.
+_RUNSC_OUTPUT_CAP = 1 << 20
+#: Output kept of a root command, each stream: as much as the daemon keeps of its own commands'
+#: (FLEET_EXEC_OUTPUT_CAP's default), the rest read and dropped (base/bounded_output.py).
+OUTPUT_CAP = 256 * 1024
+#: Each stream's text in the answer, as JSON (a control byte takes six bytes there): both fit
+#: one message of NATS's default 1 MiB.
+_ANSWER_TEXT_MAX = 384 * 1024
 
 
 def container_id(machine_id: str) -> str:
@@ -137,9 +144,12 @@ class Runsc:
                 *args]  # fmt: skip
 
     def run(self, *args: str, inside: int | None = None,
-            timeout_s: float = _RUNSC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        return subprocess.run(self.argv(*args, inside=inside), capture_output=True, text=True,
-                              timeout=timeout_s, check=False, env=_clean_env())  # fmt: skip
+            timeout_s: float = _RUNSC_TIMEOUT_S) -> Completed:  # fmt: skip
+        """runsc's command to its end; each stream kept to ``_RUNSC_OUTPUT_CAP`` as it is read
+        (``exec``'s is what a process of the machine writes)."""
+        argv = self.argv(*args, inside=inside)
+        return run_capped_sync(argv, cap=_RUNSC_OUTPUT_CAP, timeout_s=timeout_s,
+                               env=_clean_env()).completed(argv)  # fmt: skip
 
     def status(self, cid: str, inside: int) -> str | None:
         """The container's status (``runsc state``) in the sandbox ``inside``; None if none."""
@@ -508,7 +518,8 @@ async def exec_as_root(
     runsc: Runsc, machine_dir: Path, machine_id: str, p: ExecCommandParams
 ) -> ExecCommandResult:
     """``p`` run as uid 0 in the machine's sandbox (``runsc exec --user 0``): root of gVisor's
-    kernel. Its output is capped; past its timeout it is killed."""
+    kernel. Its output is capped as it is read (the provisioner is outside the machine's memory
+    limit); past its timeout it is killed."""
     cid = running_container(machine_dir, machine_id)
     pid = await asyncio.to_thread(sandbox_pid, machine_dir)
     if pid is None:
@@ -516,27 +527,12 @@ async def exec_as_root(
     env = [a for k, v in (p.env or {}).items() for a in ("--env", f"{k}={v}")]
     cwd = ["--cwd", p.cwd] if p.cwd else []
     argv = runsc.argv("exec", "--user", "0:0", *env, *cwd, cid, *p.command, inside=pid)
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=_clean_env(), start_new_session=True,
-    )  # fmt: skip
-    timed_out = False
-    try:
-        async with asyncio.timeout(p.timeout_s):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        timed_out = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, err = await proc.communicate()
-    truncated = len(out) > OUTPUT_CAP or len(err) > OUTPUT_CAP
-    return ExecCommandResult(
-        exit_code=proc.returncode if proc.returncode is not None else -1,
-        stdout=out[:OUTPUT_CAP].decode(errors="replace"),
-        stderr=err[:OUTPUT_CAP].decode(errors="replace"),
-        timed_out=timed_out,
-        truncated=truncated,
-    )
+    got = await run_capped(argv, cap=OUTPUT_CAP, timeout_s=p.timeout_s, env=_clean_env())
+    out, out_cut = json_text(got.stdout, _ANSWER_TEXT_MAX)
+    err, err_cut = json_text(got.stderr, _ANSWER_TEXT_MAX)
+    return ExecCommandResult(exit_code=got.returncode, stdout=out, stderr=err,
+                             timed_out=got.timed_out,
+                             truncated=got.truncated or out_cut or err_cut)  # fmt: skip
 
 
 def probe(runsc: str) -> str | None:

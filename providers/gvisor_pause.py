@@ -41,6 +41,7 @@ from providers.gvisor import (
     start_sandbox,
     stop_sandbox,
 )
+from providers.gvisor_inside import print_files
 from providers.netns import stop_pasta
 from providers.scratch import remove_tree
 
@@ -59,9 +60,15 @@ def connections(runsc: Runsc, machine_id: str, pid: int,
     """The sandbox's TCP endpoints a checkpoint cannot keep: (address, port, listening) each,
     the local address of a listener, else the remote, as gVisor's ``/proc/net/tcp`` and
     ``tcp6`` show them (read as root inside). ``cid``: its container's, if not the machine's
-    own (a sandbox from the warm pool)."""
-    got = runsc.run("exec", "--user", "0:0", cid or container_id(machine_id), "cat",
-                    "/proc/net/tcp", "/proc/net/tcp6", inside=pid, timeout_s=60)  # fmt: skip
+    own (a sandbox from the warm pool). Read by a program of the platform's, never one root
+    inside may have put on the machine's PATH (providers/gvisor_inside.py), and bounded as it
+    is read (``Runsc.run``): a listing cut there is no listing."""
+    lister = print_files(pid, "/proc/net/tcp", "/proc/net/tcp6")
+    got = runsc.run("exec", "--user", "0:0", cid or container_id(machine_id), *lister,
+                    inside=pid, timeout_s=60)  # fmt: skip
+    if got.truncated:
+        raise ProviderError(f"machine {machine_id}'s TCP endpoints take over "
+                            f"{len(got.stdout)} bytes to list: too many to pause")  # fmt: skip
     if not got.stdout.strip():
         raise ProviderError(f"cannot read machine {machine_id}'s TCP endpoints: "
                             f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip

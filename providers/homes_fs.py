@@ -26,6 +26,7 @@ from pathlib import Path
 
 import structlog
 
+from base.bounded_output import run_capped_sync
 from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from providers.cgroup import MachineCgroup, frozen
@@ -38,6 +39,8 @@ MOUNT = "homes-fs"
 #: The data dir's directories that live on the copy-on-write filesystem.
 MANAGED = ("machines", "pool", "snapshots")
 BTRFS_MAGIC = 0x9123683E
+#: What a plain copy's errors keep (cp names each file it could not copy).
+_COPY_SAID_CAP = 64 * 1024
 #: A btrfs subvolume's root directory always has this inode number.
 SUBVOLUME_INO = 256
 
@@ -165,12 +168,14 @@ def plain_copy(source: Path, target: Path, uid: int | None) -> None:
                 f"/proc/self/fd/{dst}"]  # fmt: skip
         if uid is not None:
             argv = as_uid(uid, argv)
-        done = subprocess.run(argv, capture_output=True, text=True, pass_fds=(src, dst))
+        # cp's complaints name the machine's files, one line each: read bounded.
+        done = run_capped_sync(argv, cap=_COPY_SAID_CAP, timeout_s=None, pass_fds=(src, dst))
     finally:
         os.close(src)
         os.close(dst)
     if done.returncode != 0:
-        raise ProviderError(f"copying the home failed: {done.stderr.strip()[:300]}")
+        said = done.stderr.decode(errors="replace").strip()[:300]
+        raise ProviderError(f"copying the home failed: {said}")
 
 
 def clone_home(

@@ -1,0 +1,77 @@
+"""What the platform runs inside a gvisor machine of an image, as root there, is its own
+program by an absolute path (providers/gvisor_inside.py), never what root inside put first on
+the image's PATH: on a real runsc sandbox with a real daemon and a real engine, a ``cat`` that
+floods, planted where the image's PATH finds it first, is not what a pause reads the machine's
+TCP endpoints with, and the provisioner's memory stays where it was. The argv itself:
+tests/unit/test_gvisor_pause_parts.py.
+
+One stack for the module (tests/gvisor_stack.py), NATS on the Docker machines' gateway, its
+services in this process: the provisioner's memory is this process's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from base.tasks import cancel_and_join
+from controlplane.settings import Settings
+from fleet.client import FleetClient
+from tests.docker_env import docker_image
+from tests.gitserver import GitHttpServer
+from tests.gvisor_stack import gvisor_settings, module_stack
+from tests.integration.test_gvisor_environment import devcontainer, gvisor_devcontainer
+from tests.integration.test_gvisor_root_output import ALLOWED_GROWTH, rss, sample_peak
+
+__all__ = ["docker_image", "module_stack"]  # the fixtures; ``stack`` on this module's settings
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+#: A ``cat`` of root's that floods, wherever the image's PATH looks first.
+PLANT = "#!/bin/sh\nexec yes 0123456789abcdef\n"
+
+
+@pytest.fixture(scope="module")
+def stack_settings(
+    tmp_path_factory: pytest.TempPathFactory, docker_image: tuple[str, str]
+) -> Iterator[Settings]:
+    with gvisor_settings(tmp_path_factory.mktemp("gvisor-lister"), docker_image[0],
+                         runtime="gvisor", rpc_timeout_s=60.0) as made:  # fmt: skip
+        yield made
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def git_served(tmp_path: Path, docker_image: tuple[str, str]) -> AsyncIterator[GitHttpServer]:
+    root = tmp_path / "served"
+    root.mkdir()
+    async with GitHttpServer(root, None, None, host=docker_image[0]) as server:
+        yield server
+
+
+@pytest.mark.timeout(900)
+async def test_a_cat_root_puts_first_on_an_images_path_is_not_what_a_pause_runs(
+    stack: FleetClient, docker_image: tuple[str, str], git_served: GitHttpServer,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    mid = await gvisor_devcontainer(stack, git_served, tmp_path, "gv-lister",
+                                    devcontainer(docker_image[1]))  # fmt: skip
+    path = (await stack.exec(mid, ["sh", "-c", "echo $PATH"], user="root")).stdout.strip()
+    planted = [d for d in path.split(":") if d.startswith("/usr/local/")]
+    assert planted, path
+    script = "; ".join(f"mkdir -p {d} && printf '%s' \"$1\" > {d}/cat && chmod 755 {d}/cat"
+                       for d in planted)  # fmt: skip
+    made = await stack.exec(mid, ["sh", "-c", script, "plant", PLANT], user="root")
+    assert made.exit_code == 0, made.stderr
+    found = await stack.exec(mid, ["sh", "-c", "command -v cat"], user="root")
+    assert found.stdout.strip() == f"{planted[0]}/cat"  # what root's PATH finds first
+    before = rss()
+    peak = [before]
+    sampler = asyncio.create_task(sample_peak(peak))
+    try:
+        assert (await stack.pause_machine(mid)).status == "pausing"
+        got = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    finally:
+        await cancel_and_join(sampler)
+    assert peak[0] - before < ALLOWED_GROWTH, f"grew {(peak[0] - before) >> 20} MiB"
+    assert got.status == "paused", got.status_reason
