@@ -164,3 +164,33 @@ def test_the_packed_tarball_installs_offline_and_runs_the_quick_start(
     assert "HTTP_TIMEOUT='30'" in out
     assert re.search(r"^0 [0-9a-f]{7,} init$", out, re.M), out
     assert "remember the milk" in out
+
+
+def _page_block(name: str, lang: str) -> str:
+    """docs/typescript.md's block marked ``<!-- example:NAME -->``, as written."""
+    marked = re.compile(rf"<!-- example:{name} -->\n```{lang}\n(.*?)```", re.S)
+    (block,) = marked.findall((ROOT / "docs" / "typescript.md").read_text())
+    return str(block)
+
+
+@pytest.mark.timeout(900)
+def test_the_pages_install_and_run_commands_work_as_written(
+    stack: FleetUp, share: Path, tmp_path: Path
+) -> None:
+    """docs/typescript.md's commands, each block run by sh as written: the pack command at the
+    root of a copy of the repository's SDK (its sources, no node_modules or dist: as a fresh
+    clone has it), the install in an empty project, then its quick start saved as quick.ts
+    and run with the page's tsx command against the stack."""
+    fleetd = tmp_path / "fleetd"
+    ignore = shutil.ignore_patterns("node_modules", "dist", "*.tgz", "test")
+    shutil.copytree(SDK, fleetd / "sdk" / "typescript", ignore=ignore)
+    sh = ["sh", "-ec"]
+    env = _node_env(stack, FLEETD=str(fleetd), REPO_URL=str(share / "hello"))
+    _ok(_run([*sh, _page_block("pack", "sh")], cwd=fleetd, env=env, timeout=600), "the pack")
+    app = tmp_path / "app"
+    app.mkdir()
+    _ok(_run([*sh, _page_block("install", "sh")], cwd=app, env=env), "the install")
+    (app / "quick.ts").write_text(_page_block("quick", "ts"))
+    out = _ok(_run([*sh, _page_block("run", "sh")], cwd=app, env=env, timeout=600), "the run")
+    assert re.search(r"^m-[0-9a-f]{16} ready$", out, re.M), out
+    assert not (app / "node_modules" / "typescript").exists()
