@@ -253,6 +253,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host_lost_rebuild_s: float = 0.0
     #: A create that no host with room takes for this long fails ("no host with capacity").
     placement_timeout_s: float = 120.0
+    #: Seconds between a provisioner's sweeps of its host's snapshot copies and memory images
+    #: that no record holds (services/provisioner/sweep.py); one runs at its start too.
+    sweep_interval_s: float = 600.0
     # boot
     #: How long a provisioned machine's daemon has to report ready before the machine fails.
     boot_timeout_s: float = 120.0

@@ -10,6 +10,7 @@ from functools import partial
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
+from base.ticker import Ticker
 from contracts.errors import FleetError
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
@@ -37,6 +38,7 @@ from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
 from services.provisioner.service import Provisioner
+from services.provisioner.sweep import DockerShelf, LocalShelf, Sweeper
 
 log = structlog.get_logger(__name__)
 
@@ -114,6 +116,12 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         disk=svc.disk,
     )
     await stack.enter_async_context(host_rpc_server(bus.nc, methods))  # fmt: skip
+    # What this host keeps of snapshots and memory images that no record holds: at its start,
+    # then every FLEET_SWEEP_INTERVAL_S.
+    sweeper = Sweeper(store, [LocalShelf(local), DockerShelf(docker)], settings.host_id, clock)
+    await stack.enter_async_context(Ticker(settings.sweep_interval_s, clock, tick=sweeper.sweep,
+                                           name="sweep", failed_event="sweep.failed",
+                                           at_once=True))  # fmt: skip
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 
 
