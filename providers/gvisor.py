@@ -400,6 +400,7 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
     ``stdin``: its first process's (a pooled sandbox's lifeline: providers/gvisor_pool.py).
     ``ready``: run on the namespace, with pasta attached, before runsc starts in it."""
     cid = container_id(machine_id)
+    began = time.monotonic()
     holder = await asyncio.create_subprocess_exec(
         "unshare", "--net", "sleep", "infinity", env=_clean_env(),
         stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
@@ -413,6 +414,7 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
         if ready is not None:
             await ready(machine_id, holder.pid)
         netns = f"/proc/{holder.pid}/ns/net"
+        netns_at = time.monotonic()
         # A proc of its own over /proc/sys/net (no rmem_default there), with nothing mounted
         # over it: a user namespace's sandbox may mount its proc only while the namespace
         # holds a proc that nothing hides part of (the kernel's "too revealing" rule).
@@ -431,12 +433,18 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
             )  # fmt: skip
             async with asyncio.timeout(_RUNSC_TIMEOUT_S):
                 code = await proc.wait()
+        ran_at = time.monotonic()
         if code != 0:
             raise ProviderError(
                 f"runsc could not {verb[0]} {machine_id} (exit {code}): see its log"
             )
+        started = time.monotonic()
         pid = await asyncio.to_thread(_find_sandbox, bundle)
         state = None if pid is None else await asyncio.to_thread(runsc.status, cid, pid)
+        log.info("provider.gvisor_sandbox_started", machine_id=machine_id, verb=verb[0],
+                 netns_ms=round((netns_at - began) * 1000),
+                 runsc_ms=round((ran_at - netns_at) * 1000),
+                 state_ms=round((time.monotonic() - started) * 1000))  # fmt: skip
         if pid is None or state != "running":
             raise ProviderError(f"runsc started {machine_id}, and it is {state}: see its log")
         (bundle / PID_FILE).write_text(str(pid))

@@ -123,7 +123,7 @@ def _frozen_image(runsc: Runsc, machine_dir: Path, machine_id: str, nats_ports: 
     if pid is None:
         raise ProviderError(f"machine {machine_id}'s sandbox is not running")
     cid = running_container(machine_dir, machine_id)
-    _park_daemon(runsc, machine_id, pid, cid, nats_ports)
+    _park_daemon(runsc, machine_dir, machine_id, pid, cid, nats_ports)
     remove_tree(memory)
     memory.mkdir(mode=0o700)
     got = runsc.run("pause", cid, inside=pid, timeout_s=60)

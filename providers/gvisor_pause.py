@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
 import structlog
 
+from base import procinfo
 from contracts.errors import Conflict, ProviderError
 from providers.gvisor import (
     BUNDLE,
@@ -39,55 +40,33 @@ from providers.gvisor import (
     running_container,
     sandbox_pid,
     start_sandbox,
+    started_as,
     stop_sandbox,
 )
-from providers.gvisor_inside import print_files
-from providers.netns import stop_pasta
+from providers.netns import NETNS_OF, stop_pasta
+from providers.pasta_nodelay import tcp_sockets
 from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
 
-#: TCP states that are no endpoint to speak of: CLOSE (07).
-_KEPT_STATES = {"07"}
-_LISTEN = "0A"
 _CHECKPOINT_TIMEOUT_S = 600.0
 #: Of runsc's error, what goes into the machine's status reason.
 _ERROR_CAP = 600
 
 
-def connections(runsc: Runsc, machine_id: str, pid: int,
-                cid: str | None = None) -> list[tuple[str, int, bool]]:  # fmt: skip
-    """The sandbox's TCP endpoints a checkpoint cannot keep: (address, port, listening) each,
-    the local address of a listener, else the remote, as gVisor's ``/proc/net/tcp`` and
-    ``tcp6`` show them (read as root inside). ``cid``: its container's, if not the machine's
-    own (a sandbox from the warm pool). Read by a program of the platform's, never one root
-    inside may have put on the machine's PATH (providers/gvisor_inside.py), and bounded as it
-    is read (``Runsc.run``): a listing cut there is no listing."""
-    lister = print_files(pid, "/proc/net/tcp", "/proc/net/tcp6")
-    got = runsc.run("exec", "--user", "0:0", cid or container_id(machine_id), *lister,
-                    inside=pid, timeout_s=60)  # fmt: skip
-    if got.truncated:
-        raise ProviderError(f"machine {machine_id}'s TCP endpoints take over "
-                            f"{len(got.stdout)} bytes to list: too many to pause")  # fmt: skip
-    if not got.stdout.strip():
-        raise ProviderError(f"cannot read machine {machine_id}'s TCP endpoints: "
-                            f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip
-    found = []
-    for line in got.stdout.splitlines():
-        fields = line.split()
-        if len(fields) < 4 or not fields[0].endswith(":") or fields[3] in _KEPT_STATES:
-            continue
-        listening = fields[3] == _LISTEN
-        found.append((*_endpoint(fields[1] if listening else fields[2]), listening))
-    return found
-
-
-def _endpoint(hex_addr: str) -> tuple[str, int]:
-    """``0100007F:1F90`` (the kernel's byte order per 32-bit word) as ("127.0.0.1", 8080)."""
-    addr, _, port = hex_addr.partition(":")
-    raw = bytes.fromhex(addr)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return str(ipaddress.ip_address(words)), int(port, 16)
+def nats_held(owners: Iterable[str], nats_ports: set[int]) -> int:
+    """How many TCP connections to NATS's ports the machine's pasta holds on the host (the
+    daemon's, until it lets go): read on the host, of pasta's own sockets (pasta relays each
+    of the machine's connections on one of its own), so nothing runs in the machine and
+    nothing of the machine's is read (a pooled machine's pasta runs under its slot's name)."""
+    held = 0
+    for owner in owners:
+        for pid in procinfo.env_roots(NETNS_OF, owner):
+            with contextlib.suppress(OSError):  # gone meanwhile: it holds nothing
+                for sock in tcp_sockets(pid):
+                    with sock, contextlib.suppress(OSError):  # not connected: not one
+                        held += sock.getpeername()[1] in nats_ports
+    return held
 
 
 def signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str,
@@ -98,22 +77,23 @@ def signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str,
                             f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip
 
 
-def _park_daemon(runsc: Runsc, machine_id: str, pid: int, cid: str, nats_ports: set[int]) -> None:
+def _park_daemon(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int, cid: str,
+                 nats_ports: set[int]) -> None:  # fmt: skip
     """The daemon lets its NATS connection go (the only one the platform lets go itself: the
-    machine's own are kept by the checkpoint); Conflict (the daemon woken again) if it is still
-    up after ``runsc.park_wait_s`` (FLEET_GVISOR_PARK_WAIT_S)."""
+    machine's own are kept, or reset, by the checkpoint); Conflict (the daemon woken again) if
+    it is still up after ``runsc.park_wait_s`` (FLEET_GVISOR_PARK_WAIT_S)."""
+    owners = {machine_id, started_as(machine_dir, machine_id)[1].parent.name}
     signal_daemon(runsc, machine_id, pid, "USR1", cid)
     deadline = time.monotonic() + runsc.park_wait_s
-    while held := [c for c in connections(runsc, machine_id, pid, cid)
-                   if not c[2] and c[1] in nats_ports]:  # fmt: skip
+    while held := nats_held(owners, nats_ports):
         if time.monotonic() > deadline:
             signal_daemon(runsc, machine_id, pid, "USR2", cid)
             raise Conflict(
                 f"machine {machine_id}'s daemon did not let its NATS connection go within "
-                f"{runsc.park_wait_s:g}s ({len(held)} still open): it runs on; pause again",
-                data={"connections": len(held)},
+                f"{runsc.park_wait_s:g}s ({held} still open): it runs on; pause again",
+                data={"connections": held},
             )
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 def pause_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, nats_ports: set[int]) -> int:
@@ -139,13 +119,18 @@ def checkpoint_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, nats_po
     if pid is None:
         raise ProviderError(f"machine {machine_id}'s sandbox is not running")
     cid = running_container(machine_dir, machine_id)
-    _park_daemon(runsc, machine_id, pid, cid, nats_ports)
+    began = time.monotonic()
+    _park_daemon(runsc, machine_dir, machine_id, pid, cid, nats_ports)
+    parked = time.monotonic()
     remove_tree(image)
     image.mkdir(mode=0o700)
     # Uncompressed: flate costs seconds of CPU per 256 MiB each way, and the image is the
     # machine's own file on its host, counted in its instance's disk budget.
     got = runsc.run("checkpoint", "--image-path", str(image), "--compression", "none", cid,
                     inside=pid, timeout_s=_CHECKPOINT_TIMEOUT_S)  # fmt: skip
+    log.info("provider.gvisor_checkpointed", machine_id=machine_id, ok=got.returncode == 0,
+             park_ms=round((parked - began) * 1000),
+             checkpoint_ms=round((time.monotonic() - parked) * 1000))  # fmt: skip
     if got.returncode != 0:
         log.warning("provider.gvisor_checkpoint_failed", machine_id=machine_id,
                     stderr=got.stderr[:20000])  # fmt: skip

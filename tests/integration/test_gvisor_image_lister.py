@@ -1,8 +1,9 @@
-"""What the platform runs inside a gvisor machine of an image, as root there, is its own
-program by an absolute path (providers/gvisor_inside.py), never what root inside put first on
-the image's PATH: on a real runsc sandbox with a real daemon and a real engine, a ``cat`` that
-floods, planted where the image's PATH finds it first, is not what a pause reads the machine's
-TCP endpoints with, and the provisioner's memory stays where it was. The argv itself:
+"""A pause runs nothing inside a gvisor machine of an image, where root inside owns the
+image's PATH: it sees the daemon let its NATS connection go from the host's side (pasta's own
+sockets: providers/gvisor_pause.py ``nats_held``). On a real runsc sandbox with a real daemon
+and a real engine, a ``cat`` that floods, planted where the image's PATH finds it first (a
+pause once listed the machine's TCP endpoints with ``cat``), is never run, the pause is made,
+and the provisioner's memory stays where it was. The host-side check itself:
 tests/unit/test_gvisor_pause_parts.py.
 
 One stack for the module (tests/gvisor_stack.py), NATS on the Docker machines' gateway, its
