@@ -6,6 +6,7 @@ tests/integration/test_sweep.py."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from tests.snapshot_shelf import (
     counted,
     failed_take,
     fork_dir,
+    home_copy,
     local_shelf,
     machine_in,
     memory_image,
@@ -93,6 +95,8 @@ async def test_what_a_take_cut_short_left_is_swept_once_its_place_lapses(
     instance = await store.create_instance("swept")
     await machine_in(store, instance.id, S.READY)  # the take's source
     left = failed_take(local, A)  # its provisioner killed mid-take: no cleanup ran
+    for path in left[:2]:  # its machine had set its home's times far ahead: no matter
+        os.utime(path, (4102444800, 4102444800), follow_symlinks=False)
     await store.disk.reserve(instance.id, store_disk.image(A), 1 << 20, 0, "the take")
     sweeper = Sweeper(store, [LocalShelf(local)], HOST, clock)
     assert await sweeper.sweep() == []  # just made
@@ -119,11 +123,16 @@ async def test_a_fork_image_whose_forks_were_archived_unrestored_is_swept(
     restored_never = await machine_in(store, instance.id, S.ARCHIVED)
     fork_dir(local, restored_never.id, A)
     await machine_in(store, instance.id, S.ARCHIVED)
+    # A plain copy cut short just now, whose machine had set its home's times to 1970 (a copy
+    # keeps them): not old for that.
+    copy = home_copy(local, B)
+    for path in copy:
+        os.utime(path, (1, 1), follow_symlinks=False)
     sweeper = Sweeper(store, [LocalShelf(local)], HOST, clock)
     assert await sweeper.sweep() == []  # made just now: its forks' records may be on their way
     await clock.advance(GRACE_S + 60)
-    assert [r.id for r in await sweeper.sweep()] == [A]
-    assert [p for p in image if p.exists()] == []
+    assert [r.id for r in await sweeper.sweep()] == [A, B]
+    assert [p for p in [*image, *copy] if p.exists()] == []
     assert await counted(store, instance.id, A) is None
 
 
