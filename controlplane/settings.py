@@ -459,6 +459,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError(
                 f"FLEET_RPC_BATCH_CONCURRENCY: {self.rpc_batch_concurrency} is not >= 1"
             )
+        if not self.sweep_interval_s > 0:
+            raise SettingsError(f"FLEET_SWEEP_INTERVAL_S: {self.sweep_interval_s} is not > 0")
+        if self.instance_disk_mb < 0:
+            raise SettingsError(f"FLEET_INSTANCE_DISK_MB: {self.instance_disk_mb} is not >= 0")
         if not self.egress_dns_rate > 0 or self.egress_dns_concurrency < 1:
             raise ValueError(f"FLEET_EGRESS_DNS_RATE ({self.egress_dns_rate}) and "
                              f"FLEET_EGRESS_DNS_CONCURRENCY ({self.egress_dns_concurrency}) "

@@ -71,6 +71,8 @@ def test_empty_string_values_are_kept_for_strings() -> None:
         ("FLEET_WAKE_ON_ACCESS", "maybe"),
         ("FLEET_WAKE_TIMEOUT_S", "0"),
         ("FLEET_ACTIVITY_WRITE_S", "-1"),
+        ("FLEET_SWEEP_INTERVAL_S", "0"),
+        ("FLEET_INSTANCE_DISK_MB", "-1"),
     ],
 )
 def test_bad_value_names_the_environment_variable(var: str, value: str) -> None:
