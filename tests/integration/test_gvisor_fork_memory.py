@@ -1,8 +1,9 @@
 """Forks with memory of a gvisor machine (docs/fork-snapshots.md), on real runsc sandboxes with
 real daemons: a process holding a count in memory goes on in the source and in each of 3 forks,
-each on its own, and each fork speaks as itself. The source's credential a fork holds, refused:
-tests/integration/nats_auth/test_gvisor_fork_credentials.py. The rules in memory:
-tests/fast/test_runtime.py.
+each on its own, each fork speaks as itself, and each serves its own copy of the source's web
+server on its own preview (the same for machines made from a memory snapshot). The source's
+credential a fork holds, refused: tests/integration/nats_auth/test_gvisor_fork_credentials.py.
+The rules in memory: tests/fast/test_runtime.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -22,8 +24,10 @@ from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
+from tests.conftest import ADMIN_TOKEN
 from tests.integration import test_gvisor as gv
 from tests.integration.test_gvisor import answers, ready_gvisor
+from tests.integration.test_ports import bearer, previews
 from tests.waiters import wait_until
 
 #: NATS at an address of the host other than its loopback (test_gvisor.py says why).
@@ -69,13 +73,41 @@ def counted_past(home: Path, n: int) -> Callable[[], bool]:
 
 
 async def counting(stack: FleetClient, machines: Path, name: str) -> tuple[str, ProcessInfo]:
-    """A ready gvisor machine whose counter has counted a few times; its id and process."""
+    """A ready gvisor machine whose counter has counted a few times, and that serves its home
+    on ``WEB`` (python3 -m http.server, which a memory image keeps); its id and counter."""
     mid = await ready_gvisor(stack, name)
     await stack.write_file(mid, "counter.py", COUNTER)
     proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
                                      tag="counter")  # fmt: skip
+    await stack.start_process(mid, ["python3", "-m", "http.server", str(WEB), "--bind",
+                                    "127.0.0.1"], tag="web")  # fmt: skip
     await wait_until(lambda: count_in(machines / mid / "home")[1] >= 3, timeout=180)
+    await wait_until(partial(serves, stack, mid), timeout=180, every=0.5)
     return mid, proc
+
+
+#: The port each machine serves its home on.
+WEB = 8000
+
+
+async def serves(stack: FleetClient, mid: str) -> bool:
+    """The machine's web server answers inside it."""
+    probe = ["python3", "-c", f"import urllib.request as u; u.urlopen('http://127.0.0.1:{WEB}/')"]
+    return (await stack.exec(mid, probe, timeout_s=60)).exit_code == 0
+
+
+async def own_pages(stack: FleetClient, settings: Settings, mids: list[str]) -> None:
+    """Each machine's preview of ``WEB`` is its own copy of the server: it lists a file
+    written in that machine's home alone."""
+    for m in mids:
+        await stack.write_file(m, f"only-{m}", "")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        for m in mids:
+            page = f"{previews(settings)}/machines/{m}/ports/{WEB}/"
+            async with session.get(page, headers=bearer(ADMIN_TOKEN)) as r:
+                listing = await r.text()
+            assert r.status == 200, listing
+            assert [o for o in mids if f"only-{o}" in listing] == [m], listing
 
 
 @pytest.mark.timeout(1200)
@@ -124,6 +156,9 @@ async def test_three_forks_with_memory_go_on_each_on_its_own_as_machines_of_thei
         assert listed == [(proc.pid, "running")]
     await wait_until(lambda: answers(stack, mid), timeout=180, every=0.5)
 
+    # Each serves its own copy of the source's web server, on its own preview.
+    await own_pages(stack, stack_settings, [mid, *forks])
+
     # The source's credential was renewed (the copy in every fork's memory is refused by the
     # auth callout: tests/integration/nats_auth/test_gvisor_fork_credentials.py).
     renewed = await store.machine_secret(mid)
@@ -161,6 +196,7 @@ async def test_a_machine_made_from_a_memory_snapshot_starts_with_its_processes_r
         await wait_until(partial(answers, stack, m), timeout=180, every=0.5)
         listed = [(p.pid, p.state) for p in await stack.list_processes(m) if p.tag == "counter"]
         assert listed == [(proc.pid, "running")]
+    await own_pages(stack, stack_settings, [mid, *made])
     # Deleting the snapshot deletes its memory image; the machines made from it run on.
     memory = stack_settings.data_path.resolve() / "snapshots" / f"{snapshot.id}.memory"
     assert memory.is_dir()
