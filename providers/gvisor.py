@@ -79,6 +79,7 @@ from providers.gvisor_root import (
 )
 from providers.local_image import MACHINE_HOME
 from providers.local_sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
+from providers.machine_uid import trusting_gitconfig
 from providers.netns import attach, stop_pasta
 from providers.scratch import remove_tree
 
@@ -291,6 +292,9 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
     ]  # fmt: skip
     if image is None:
         mounts += [*_host_system(), *_shares(*shared), _bind(home, home, ro=False)]
+        if shared[1] is not None:  # over the host's: the machine's uid trusts the shared repos
+            mounts = [m for m in mounts if m["destination"] != "/etc/gitconfig"]
+            mounts.append(_bind(trusting_gitconfig(shared[1]), "/etc/gitconfig"))
     else:
         mounts += image_mounts(image, home)
     (log := machine_dir / "daemon.log").touch()

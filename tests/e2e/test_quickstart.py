@@ -265,12 +265,14 @@ def test_the_embedded_nats_has_no_monitoring_port(fleet_up: FleetUp) -> None:
     assert "monitor" not in log.lower()
 
 
-def test_the_readme_quick_start_works_verbatim(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", ["namespaces", "gvisor"])
+def test_the_readme_quick_start_works_verbatim(tmp_path: Path, runtime: str) -> None:
     """README.md's quick start, run as written in a scratch directory (the README's lines, not a
     copy of them): its repository made, `./run up` started with the README's environment, then
     every CLI line; what each prints must be what the README shows, ids and timings aside.
     Only the port differs (8080 may be taken): `./run` here is `fleet up --port 0`, FLEET_URL
-    the one its banner prints."""
+    the one its banner prints. ``gvisor``: the same, word for word, with `--runtime gvisor`
+    added to its machine's create, on the same default stack (NATS on 127.0.0.1)."""
     work = tmp_path
     (work / ".venv").symlink_to(Path(FLEET).parent.parent)  # `alias fleet=.venv/bin/fleet`
     run = work / "run"
@@ -287,6 +289,11 @@ def test_the_readme_quick_start_works_verbatim(tmp_path: Path) -> None:
     try:
         url, _ = banner_ports(read_until(up, "Ctrl-C stops everything"))
         all_steps = readme_quickstart.steps("cli") + readme_quickstart.steps("work")
+        if runtime != "namespaces":
+            create = "fleet machines create --instance $INST --wait"
+            assert [s.command for s in all_steps].count(create) == 1
+            for step in all_steps:
+                step.command = step.command.replace(create, f"{create} --runtime {runtime}")
         marker = "@@quickstart"
         printed = subprocess.run(
             ["bash", "-c", readme_quickstart.script(all_steps, marker)],
