@@ -170,15 +170,22 @@ def test_console_drives_a_machine_from_sign_in_to_rebuild(fleet_up: FleetUp, pag
     page.get_by_test_id("action-refresh-env").click()
     expect(page.get_by_test_id("notice")).to_contain_text(".env pushed to 1 of 1")
 
-    # Rebuild from the Machines page: the old machine is archived, a new one turns ready.
+    # Rebuild from the Machines page (in the row's menu): the old machine is archived, and
+    # hidden until "Show archived" is ticked; a new one turns ready.
     page.get_by_test_id("nav-machines").click()
+    expect(machine_row(page, first_id).get_by_test_id("machine-runtime")).to_have_text("namespaces")
+    expect(machine_row(page, first_id).get_by_test_id("action-rebuild")).to_be_hidden()
+    machine_row(page, first_id).get_by_test_id("action-menu").locator("summary").click()
     machine_row(page, first_id).get_by_test_id("action-rebuild").click()
     confirm(page)
     expect(page.get_by_test_id("notice")).to_contain_text("Rebuilding")
-    expect(machine_row(page, first_id).get_by_test_id("machine-status")).to_have_text("archived")
-    expect(page.get_by_test_id("machine-row")).to_have_count(2)
+    expect(machine_row(page, first_id)).to_have_count(0)
+    expect(page.get_by_test_id("machine-row")).to_have_count(1)
     second = page.locator(f"[data-testid=machine-row]:not([data-machine-id='{first_id}'])")
     expect(second.get_by_test_id("machine-status")).to_have_text("ready")
+    page.get_by_test_id("show-archived").check()
+    expect(machine_row(page, first_id).get_by_test_id("machine-status")).to_have_text("archived")
+    expect(page.get_by_test_id("machine-row")).to_have_count(2)
     expect(machine_row(page, first_id).get_by_test_id("action-rebuild")).to_be_disabled()
     assert page.evaluate("window.__sameDocument") is True
 

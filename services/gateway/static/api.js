@@ -62,6 +62,9 @@ export const session = {
 /** A session cookie of the identity provider's sign-in, if this browser has one: the console
  * then keeps its CSRF token. False when there is none (or sign-in is not configured). */
 export async function resumeCookieSession() {
+  // Only the identity provider's sign-in makes a session cookie: without one configured there is
+  // no session to ask /auth/me about (it would answer 401, an error the browser logs).
+  if (!(await signInConfigured())) return false;
   let resp;
   try {
     resp = await fetch("/auth/me");
@@ -91,14 +94,17 @@ export async function whoIs(token) {
   }
 }
 
-/** Whether the gateway signs in with an identity provider (FLEET_OIDC_ISSUER). */
-export async function signInConfigured() {
-  try {
-    const resp = await fetch("/auth/config");
-    return resp.ok && (await resp.json()).oidc === true;
-  } catch {
-    return false;
-  }
+/** Whether the gateway signs in with an identity provider (FLEET_OIDC_ISSUER): asked once per
+ *  load of the page (the gateway's settings do not change under it); a failure is asked again. */
+let oidcConfigured = null;
+export function signInConfigured() {
+  oidcConfigured ??= fetch("/auth/config")
+    .then(async (resp) => resp.ok && (await resp.json()).oidc === true)
+    .catch(() => {
+      oidcConfigured = null;
+      return false;
+    });
+  return oidcConfigured;
 }
 
 /** Ends a cookie session server-side (a token has nothing to end there). */

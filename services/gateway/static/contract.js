@@ -147,6 +147,8 @@ export const ERRORS = Object.freeze({
   HOST_REQUIREMENTS_EXCEEDED: 1624,
   BUILD_LIMIT_EXCEEDED: 1628,
   ENVIRONMENT_IN_USE: 1629,
+  REPO_NOT_FOUND: 1630,
+  BRANCH_NOT_FOUND: 1631,
 });
 
 /** The HTTP status of each error kind (FleetError.http_status). */
@@ -204,6 +206,8 @@ export const ERROR_HTTP_STATUS = Object.freeze({
   HOST_REQUIREMENTS_EXCEEDED: 422,
   BUILD_LIMIT_EXCEEDED: 422,
   ENVIRONMENT_IN_USE: 409,
+  REPO_NOT_FOUND: 422,
+  BRANCH_NOT_FOUND: 422,
 });
 
 /** Id formats (contracts.ids), anchored: new RegExp(ID_PATTERNS.MACHINE_ID). */

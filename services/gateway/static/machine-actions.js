@@ -105,8 +105,36 @@ export function wokenBy(m) {
   return h("span", { testid: "woken-by", dataset: { by: m.wokenBy ?? "" } }, said);
 }
 
-/** Stop/Start, Pause/Resume, Fork, Rebuild, Refresh env, Refresh code, Restart daemon and Archive for machine `m`; outcomes go to `notices`. */
-export function machineActions(m, notices) {
+/** A machine's runtime as said: `namespaces`, or `gvisor (systrap)` with its platform. */
+export function runtimeLabel(m) {
+  return m.runtimePlatform ? `${m.runtime} (${m.runtimePlatform})` : m.runtime;
+}
+
+/** The machine whose row's menu of actions is open: a row made again (a live update) keeps it. */
+let openMenu = null;
+
+/** Stop or Start as a button, the other actions in a menu: a row of the Machines page. */
+function actionMenu(m, buttons) {
+  const [common, ...rest] = buttons;
+  const menu = h(
+    "details.menu",
+    { testid: "action-menu", open: openMenu === m.id },
+    h("summary.btn.btn-small", { "aria-label": `More actions for ${m.id}` }, "More"),
+    h("div.menu-items", {}, rest),
+  );
+  menu.addEventListener("toggle", () => {
+    if (menu.open) openMenu = m.id;
+    else if (openMenu === m.id) openMenu = null;
+  });
+  // The action's outcome shows in the page's notices; the menu closes behind it.
+  for (const btn of rest) btn.addEventListener("click", () => menu.removeAttribute("open"));
+  return h("div.actions.row-actions", {}, common, menu);
+}
+
+/** Stop/Start, Pause/Resume, Fork, Rebuild, Refresh env, Refresh code, Restart daemon and
+ *  Archive for machine `m`, as buttons or (`compact`) Stop/Start and a menu of the rest;
+ *  outcomes go to `notices`. */
+export function machineActions(m, notices, { compact = false } = {}) {
   // Archiving is archived already for every action: only its files are still going.
   const archived = m.status === STATUS.ARCHIVED || m.status === STATUS.ARCHIVING;
   const stopped = m.status === STATUS.STOPPED || m.status === STATUS.STOPPING;
@@ -120,9 +148,7 @@ export function machineActions(m, notices) {
     btn.addEventListener("click", () => busy(btn, () => notices.report(run)));
     return btn;
   };
-  return h(
-    "div.actions",
-    {},
+  const buttons = [
     stopStartAction(m, act),
     pauseResumeAction(m, act),
     act(
@@ -201,7 +227,8 @@ export function machineActions(m, notices) {
       },
       { danger: true },
     ),
-  );
+  ];
+  return compact ? actionMenu(m, buttons) : h("div.actions", {}, buttons);
 }
 
 /** The badge for each code status worth a word (current and unknown say nothing). */

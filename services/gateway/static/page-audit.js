@@ -57,7 +57,16 @@ export function auditPage({ root }) {
         e.ok ? chip("ok", "ready") : chip(`error ${e.errorCode}`, "failed"),
       ),
       h("td", {}, e.clientAddress ?? "—"),
-      h("td", {}, h("code.audit-params", {}, JSON.stringify(e.params))),
+      // One line, cut at the cell's edge (never mid-word across lines); the whole JSON on hover.
+      h(
+        "td",
+        {},
+        h(
+          "code.audit-params",
+          { title: JSON.stringify(e.params, null, 2) },
+          JSON.stringify(e.params),
+        ),
+      ),
     );
 
   const params = () => {

@@ -15,7 +15,7 @@ export function hostsPage({ root }) {
   const drainButton = (host) => {
     const draining = host.state === "draining";
     const button = h(
-      "button.btn.btn-small.btn-ghost",
+      "button.btn.btn-small",
       { type: "button", testid: "host-drain", "aria-label": `Drain ${host.hostId}` },
       draining ? "Undrain" : "Drain",
     );

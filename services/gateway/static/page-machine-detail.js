@@ -10,6 +10,7 @@ import {
   daemonCell,
   machineActions,
   pausedSize,
+  runtimeLabel,
   shortSha,
   wokenBy,
 } from "./machine-actions.js";
@@ -131,6 +132,7 @@ export function machineDetailPage({ root, signal }, machineId) {
       props,
       ...prop("Instance", [instanceName(m.instanceId), " ", mono(m.instanceId)]),
       ...prop("Provider", [m.provider, m.externalId ? [" ", mono(m.externalId)] : null]),
+      ...prop("Runtime", h("span", { testid: "machine-runtime" }, runtimeLabel(m))),
       ...prop("Host", h("span", { testid: "machine-host" }, m.hostId ?? "no host took it yet")),
       ...prop("Daemon", daemonCell(m)),
       ...prop("Last woken by", wokenBy(m)),

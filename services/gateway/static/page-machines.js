@@ -2,18 +2,19 @@
 import { newIdempotencyKey, rpc } from "./api.js";
 import { METHODS, PROVIDERS, STATUS } from "./contract.js";
 import { emptyRow, frame, table } from "./frame.js";
-import { daemonCell, machineActions, pausedSize } from "./machine-actions.js";
+import { daemonCell, machineActions, pausedSize, runtimeLabel } from "./machine-actions.js";
 import { instanceList, instanceName, machineList, state } from "./state.js";
 import { remember } from "./sync.js";
 import { busy, field, fill, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
 
-const HIDE_ARCHIVED_KEY = "fleetd.hideArchived";
+const SHOW_ARCHIVED_KEY = "fleetd.showArchived";
 const HEADS = [
   "Machine",
   "Instance",
   "Status",
   "Reason",
   "Provider",
+  "Runtime",
   "Daemon",
   "Updated",
   "Actions",
@@ -25,7 +26,8 @@ export function machinesPage({ root }) {
   const showArchived = h("input", {
     type: "checkbox",
     testid: "show-archived",
-    checked: sessionStorage.getItem(HIDE_ARCHIVED_KEY) !== "1",
+    // Archived machines are history: shown when asked for.
+    checked: sessionStorage.getItem(SHOW_ARCHIVED_KEY) === "1",
   });
   const instanceSelect = h("select", { testid: "create-machine-instance", required: true });
   const provider = h(
@@ -68,28 +70,32 @@ export function machinesPage({ root }) {
       h("td", {}, h("a", { href: `#/machines/${m.id}`, testid: "machine-link" }, mono(m.id))),
       h("td", {}, h("div", {}, instanceName(m.instanceId)), mono(m.instanceId)),
       h("td", {}, statusChip(m.status, "machine-status"), pausedSize(m)),
-      h("td.reason", { testid: "machine-reason" }, m.statusReason),
+      h(
+        "td.reason",
+        { testid: "machine-reason" },
+        m.statusReason ? h("div.clamp", { title: m.statusReason }, m.statusReason) : null,
+      ),
       h("td", {}, m.provider),
+      h("td.nowrap", { testid: "machine-runtime" }, runtimeLabel(m)),
       h("td", {}, daemonCell(m)),
       h("td.nowrap", {}, h("time", { datetime: m.updatedAt }, fmtTime(m.updatedAt))),
-      h("td", {}, machineActions(m, notices)),
+      h("td", {}, machineActions(m, notices, { compact: true })),
     );
 
   const render = () => {
     fillInstances();
-    const rows = machineList().filter(
+    const all = machineList();
+    const rows = all.filter(
       (m) =>
         showArchived.checked || (m.status !== STATUS.ARCHIVED && m.status !== STATUS.ARCHIVING),
     );
-    fill(
-      tbody,
-      ...(rows.length
-        ? rows.map(row)
-        : [emptyRow(HEADS.length, "No machines yet. Create an instance, then a machine for it.")]),
-    );
+    const empty = all.length
+      ? `No machines but ${all.length} archived: Show archived lists them.`
+      : "No machines yet. Create an instance, then a machine for it.";
+    fill(tbody, ...(rows.length ? rows.map(row) : [emptyRow(HEADS.length, empty)]));
   };
   showArchived.addEventListener("change", () => {
-    sessionStorage.setItem(HIDE_ARCHIVED_KEY, showArchived.checked ? "0" : "1");
+    sessionStorage.setItem(SHOW_ARCHIVED_KEY, showArchived.checked ? "1" : "0");
     render();
   });
   form.addEventListener("submit", (e) => {
@@ -115,7 +121,7 @@ export function machinesPage({ root }) {
       h("p.lede", {}, "Every machine, newest first. Status changes arrive from the event stream."),
       form,
       notices.el,
-      h("div.table-tools", {}, h("label.check", {}, showArchived, " Show archived machines")),
+      h("div.table-tools", {}, h("label.check", {}, showArchived, " Show archived")),
       table("machines-table", HEADS, tbody),
     ),
   );

@@ -33,7 +33,7 @@ export function signInPage({ root }) {
       "p.muted",
       {},
       "Paste an access token: the admin token that ",
-      h("code", {}, "fleet up"),
+      h("code", {}, "./run up"),
       " printed (also in ",
       h("code", {}, ".fleet-data/admin-token"),
       "), or one made under ",

@@ -19,13 +19,31 @@ const EARLY_MAX = 64 * 1024;
 
 /**
  * xterm.js writes its dynamic rules (cell size, colours) into <style> elements, which the
- * console's CSP (style-src 'self') refuses (the browser logs each refusal). Constructed style
- * sheets are CSSOM, which the CSP allows: mirror each such element's text into one.
+ * console's CSP (style-src 'self') refuses: the browser logs each refusal as an error. So a
+ * <style> that xterm.js asks the document for is an inert element (hidden by app.css), whose text
+ * is applied as a constructed style sheet (CSSOM, which the CSP allows). xterm.js reads nothing
+ * back from it (it sets textContent, it removes it), and the console makes no <style> of its own
+ * (the CSP would refuse it), so nothing else changes.
  */
+const INERT_STYLE = "xterm-style";
+const createElement = document.createElement.bind(document);
+document.createElement = (tag, options) =>
+  createElement(String(tag).toLowerCase() === "style" ? INERT_STYLE : tag, options);
+/**
+ * A cell in a 24-bit colour gets it through setAttribute("style", ...) on its <span>, which the
+ * CSP refuses too; the same declarations set through CSSOM are allowed. The console's own spans
+ * get no style attribute (ui.js h() is given none).
+ */
+const setAttribute = Element.prototype.setAttribute;
+HTMLSpanElement.prototype.setAttribute = function setSpanAttribute(name, value) {
+  if (String(name).toLowerCase() === "style") this.style.cssText = String(value);
+  else setAttribute.call(this, name, value);
+};
+
 function mirrorStyles(root) {
   const sheets = new Map();
   const sync = () => {
-    for (const el of root.querySelectorAll("style")) {
+    for (const el of root.querySelectorAll(INERT_STYLE)) {
       let sheet = sheets.get(el);
       if (!sheet) {
         sheet = new CSSStyleSheet();
@@ -150,7 +168,7 @@ export function terminals(machineId, signal) {
 
   const tab = (info) =>
     h(
-      "button.term-tab",
+      "button.btn.btn-small.term-tab",
       {
         type: "button",
         role: "tab",
@@ -171,7 +189,7 @@ export function terminals(machineId, signal) {
   };
 
   const newButton = h(
-    "button.term-new",
+    "button.btn.btn-small.term-new",
     {
       type: "button",
       testid: "terminal-new",
