@@ -316,6 +316,18 @@ class EnvironmentInUse(FleetError, code=1629, http_status=409):
     runs it; ``data.machines`` lists them."""
 
 
+# --- repos: what repos.add checks before it stores one (1630-1639) ------------------------------
+class RepoNotFound(FleetError, code=1630, http_status=422):
+    """repos.add: git on the platform found no repository at the URL (or local path), or one
+    it may not read with the credentials given (none: a private repo needs a token). Nothing
+    is stored. The message ends with git's own words (``data.url``)."""
+
+
+class BranchNotFound(FleetError, code=1631, http_status=422):
+    """repos.add: the repository has no such branch. Nothing is stored (``data.url``,
+    ``data.branch``)."""
+
+
 def _kinds() -> dict[int, type[FleetError]]:
     """Every kind of this module (each declares its own code), by code."""
     found: dict[int, type[FleetError]] = {}

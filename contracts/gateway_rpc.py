@@ -18,6 +18,7 @@ from contracts.daemon_rpc import (
 )
 from contracts.errors import (
     BadPath,
+    BranchNotFound,
     Conflict,
     DaemonTimeout,
     DaemonUnavailable,
@@ -30,6 +31,7 @@ from contracts.errors import (
     NotFound,
     NotSupported,
     ProviderError,
+    RepoNotFound,
     RunningMachinesLimit,
     ToolError,
 )
@@ -50,6 +52,7 @@ from contracts.gateway_ssh import SSH_METHODS
 from contracts.gateway_stop import INSTANCES_GET_AUTOSTOP, STOP_METHODS
 from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     DEFAULT_GIT_USERNAME as DEFAULT_GIT_USERNAME,
+    AddedRepo as AddedRepo,
     AddRepoParams as AddRepoParams,
     CreatedToken as CreatedToken,
     CreateInstanceParams as CreateInstanceParams,
@@ -91,7 +94,7 @@ from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     UnsetEnvParams as UnsetEnvParams,
 )
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
-from contracts.models import EnvVar, Instance, Machine, Repo
+from contracts.models import EnvVar, Instance, Machine
 from contracts.openrpc import OpenRpcDocument
 from contracts.ports import MACHINES_PORTS, PORT_METHODS
 
@@ -121,7 +124,11 @@ INSTANCES_LIST = MethodSpec(
 ENV_SET = MethodSpec("env.set", SetEnvParams, EnvVar, "Set a platform or instance env var.", _NF)
 ENV_UNSET = MethodSpec("env.unset", UnsetEnvParams, Removed, "Remove an env var.", _NF)
 ENV_LIST = MethodSpec("env.list", ListEnvParams, EnvList, "Env vars of one scope.", _NF)
-REPOS_ADD = MethodSpec("repos.add", AddRepoParams, Repo, "Add (or replace) a repo checkout.", _NF)
+REPOS_ADD = MethodSpec(
+    "repos.add", AddRepoParams, AddedRepo,
+    "Add (or replace) a repo checkout, once git on the platform has seen the repo and branch.",
+    (*_NF, RepoNotFound, BranchNotFound),
+)  # fmt: skip
 REPOS_REMOVE = MethodSpec("repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", _NF)
 REPOS_LIST = MethodSpec("repos.list", InstanceRef, RepoList, "An instance's repos.", _NF)
 MACHINES_CREATE = MethodSpec(

@@ -157,6 +157,15 @@ class EventsTicket(Result, kw_only=True):
     expires_in_s: float
 
 
+class AddedRepo(Repo, kw_only=True):
+    """repos.add's answer: the repo as stored, and whether the platform could check it."""
+
+    #: Set when the platform could not check the repo (its host unresolved or unanswering
+    #: from here, a check over its time, an ssh remote this host has no key for): it is
+    #: added, and the machine's own clone is the test. None: the repo and branch were seen.
+    warning: str | None = None
+
+
 class RemoveRepoParams(Params, kw_only=True):
     instance_id: InstanceId
     path: str

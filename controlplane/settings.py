@@ -189,6 +189,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     rpc_timeout_s: float = 10.0
     # setup
     clone_timeout_s: float = 300.0
+    #: repos.add's check of a repo (git ls-remote on the platform): past this, it is added
+    #: with a warning, unchecked.
+    repo_check_timeout_s: float = 8.0
     egress_proxy: str = ""
     #: The machines' DNS proxy asks this server (``host[:port]``, ``[v6]:port``); empty: the
     #: host's first nameserver (/etc/resolv.conf).

@@ -12,7 +12,10 @@ brings (its own credentials, in ``env``) is all it has.
 Limits (CloneLimits): the time of each command, its CPU seconds, its address space and the
 largest file it may write (rlimits, which its children inherit), and what the checkout holds,
 measured while it runs; over one, the command's whole process group is killed and the call
-fails with BuildLimitExceeded.
+fails with BuildLimitExceeded. Of its output, which a remote chooses, the last
+MAX_OUTPUT_BYTES are kept.
+
+Its users: sources.checkout (an environment's build) and repo_check (repos.add).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from contracts.errors import BuildLimitExceeded, EnvironmentInvalid
 #: How often the checkout's size is measured while git writes it.
 DISK_POLL_S = 0.5
 _MB = 1024 * 1024
+#: The most of a command's output kept: git says what failed at its end.
+MAX_OUTPUT_BYTES = 64 * 1024
 SSH_COMMAND = " ".join([
     "ssh", "-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=none",
     "-o", "IdentityAgent=none", "-o", "CertificateFile=none", "-o", "BatchMode=yes",
@@ -93,9 +98,10 @@ def limited(limits: CloneLimits, argv: list[str]) -> list[str]:
 
 
 async def run(args: list[str], env: Mapping[str, str] | None, limits: CloneLimits,
-              tree: Path) -> None:  # fmt: skip
-    """``git args`` (writing the checkout ``tree``) held to ``limits``; EnvironmentInvalid if
-    git fails, BuildLimitExceeded over a limit."""
+              tree: Path) -> str:  # fmt: skip
+    """``git args`` (writing the checkout ``tree``) held to ``limits``: its output (stdout and
+    stderr, the last MAX_OUTPUT_BYTES of it); EnvironmentInvalid if git fails,
+    BuildLimitExceeded over a limit."""
     with tempfile.TemporaryDirectory(prefix="fleetd-git-home-") as home:
         argv = ["git", "-c", "credential.helper=", "-c", "core.hooksPath=/dev/null", *args]
         proc = await asyncio.create_subprocess_exec(
@@ -103,7 +109,7 @@ async def run(args: list[str], env: Mapping[str, str] | None, limits: CloneLimit
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        talk = asyncio.create_task(proc.communicate())
+        talk = asyncio.create_task(_output(proc))
         watch = asyncio.create_task(_watch_disk(tree, limits.disk_mb * _MB))
         over = None
         try:
@@ -116,7 +122,7 @@ async def run(args: list[str], env: Mapping[str, str] | None, limits: CloneLimit
             if not talk.done():
                 await _end(proc)
             await cancel_and_join(watch)
-            out = (await talk)[0]
+            out = await talk
     if over is not None:
         raise exceeded(limits, over)
     text = out.decode(errors="replace")
@@ -126,6 +132,19 @@ async def run(args: list[str], env: Mapping[str, str] | None, limits: CloneLimit
         raise exceeded(limits, "memory")
     if proc.returncode != 0:
         raise EnvironmentInvalid(f"git {args[0]} failed: {text.strip()[-2000:]}")
+    return text
+
+
+async def _output(proc: asyncio.subprocess.Process) -> bytes:
+    """The process's output to its end, of which only the last MAX_OUTPUT_BYTES are kept (a
+    remote chooses what git prints: it never fills this process's memory)."""
+    assert proc.stdout is not None
+    kept = bytearray()
+    while chunk := await proc.stdout.read(1 << 16):
+        kept += chunk
+        del kept[:-MAX_OUTPUT_BYTES]
+    await proc.wait()
+    return bytes(kept)
 
 
 async def _end(proc: asyncio.subprocess.Process) -> None:

@@ -158,6 +158,8 @@ async def _repos_add(c: FleetClient, a: Args) -> int:
     r = await c.add_repo(
         a.instance, a.repo_url, a.branch, a.path, token=a.git_token, username=a.git_username
     )
+    if r.warning is not None and not a.json:
+        print(f"warning: {r.warning}", file=sys.stderr)
     return emit(a, r, lambda: f"added {r.url}@{r.branch} -> ~/{r.path}")
 
 

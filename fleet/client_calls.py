@@ -33,7 +33,7 @@ from contracts.daemon_rpc import (
 )
 from contracts.jsonrpc import new_params
 from contracts.machine_files import CronJob
-from contracts.models import Machine, ProviderName, Repo, Runtime
+from contracts.models import Machine, ProviderName, Runtime
 from contracts.people import Scope
 from contracts.rpc_params import invalid_params
 
@@ -141,8 +141,10 @@ async def write_file(
 async def add_repo(
     self: FleetClient, instance_id: str, url: str, branch: str, path: str, *,
     token: str | None = None, username: str | None = None,
-) -> Repo:  # fmt: skip
-    """``token`` (and ``username``, default ``x-access-token``): for a private repo."""
+) -> g.AddedRepo:  # fmt: skip
+    """``token`` (and ``username``, default ``x-access-token``): for a private repo. Refused
+    (RepoNotFound, BranchNotFound) if git on the platform finds no such repo or branch;
+    ``.warning`` says when it could not ask."""
     username = g.DEFAULT_GIT_USERNAME if username is None else username
     params = new_params(g.AddRepoParams, instance_id=instance_id, url=url, branch=branch,
                         path=path, token=token, username=username)  # fmt: skip

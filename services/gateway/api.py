@@ -42,6 +42,7 @@ from contracts.gateway_rpc import (
     TOKENS_CREATE,
     TOKENS_LIST,
     TOKENS_REVOKE,
+    AddedRepo,
     AddRepoParams,
     CreatedToken,
     CreateInstanceParams,
@@ -89,6 +90,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from environments.hook import on_attach
+from environments.repo_check import GitRepoCheck, RepoCheck
 from providers.code_status import CodeVersions
 from services.gateway.access import Access, Caller, check_local_repo, scoped
 from services.gateway.admission import admitted
@@ -133,6 +135,7 @@ class GatewayApi:
         code: CodeVersions | None = None,
         audit: AuditLog | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        repo_check: RepoCheck | None = None,
     ) -> None:
         self.store = store
         #: None: nothing is recorded (and audit.list answers Unavailable).
@@ -143,6 +146,7 @@ class GatewayApi:
         self.tokens = TokenStore(store)
         self.platform_sha = platform_sha
         self.settings = settings or Settings()
+        self.repo_check = repo_check or GitRepoCheck(self.settings.repo_check_timeout_s)
         # Without the platform's code repo, only "current" (the same SHA) can be told.
         self.access = Access(store, code or CodeVersions(None, platform_sha),
                              self.settings.activity_write_s)  # fmt: skip
@@ -257,18 +261,19 @@ class GatewayApi:
 
     # --- repos ------------------------------------------------------------------------------
     @handles(REPOS_ADD)
-    async def repos_add(self, p: AddRepoParams, c: Caller) -> Repo:
+    async def repos_add(self, p: AddRepoParams, c: Caller) -> AddedRepo:
+        """Stored only once git on the platform has seen the repo and branch, or could not
+        ask (a warning): environments/repo_check.py."""
         await self.access.instance_exists(c, p.instance_id)
         check_local_repo(p.url, c, self.settings.data_path)
-        repo = Repo(url=p.url, branch=p.branch, path=p.path, has_credentials=p.token is not None)
-        sealed = None
-        if p.token is not None:
-            creds = GitCredentials(username=p.username, token=p.token)
-            sealed = self.box.encrypt(msgspec.json.encode(creds).decode())
+        creds = None if p.token is None else GitCredentials(username=p.username, token=p.token)
+        warning = await self.repo_check(p.url, p.branch, creds)
+        repo = Repo(url=p.url, branch=p.branch, path=p.path, has_credentials=creds is not None)
+        sealed = None if creds is None else self.box.encrypt(msgspec.json.encode(creds).decode())
         await self.store.set_repo_secret(p.instance_id, p.path, sealed)
         await self.store.add_repo(p.instance_id, repo)
         await self._repos_changed(p.instance_id, p.path)
-        return repo
+        return AddedRepo(**msgspec.structs.asdict(repo), warning=warning)
 
     @handles(REPOS_REMOVE)
     async def repos_remove(self, p: RemoveRepoParams, c: Caller) -> Removed:

@@ -35,6 +35,7 @@ from tests.fakes import FakeBus, FakeDaemons, FakeProvider
 from tests.fakes.client import InMemoryGateway
 from tests.fakes.hosts import InProcessHosts
 from tests.fakes.providers import FakeHistory
+from tests.fakes.repo_check import FakeRepoCheck
 
 ADMIN = Caller(token_id="admin")
 PLATFORM_SHA = "a" * 40
@@ -137,7 +138,8 @@ def world(settings: Settings, store: Store, bus: FakeBus) -> World:
                          builds=EnvironmentBuilds(store, settings, no_engine),
                          disk=provisioner.disk)),
                      platform_sha=PLATFORM_SHA,
-                     code=FakeHistory(PLATFORM_SHA, HISTORY))  # fmt: skip
+                     code=FakeHistory(PLATFORM_SHA, HISTORY),
+                     repo_check=FakeRepoCheck())  # fmt: skip
     return World(settings, store, bus, daemons, provider, box, provisioner, setup, prober, api,
                  api.dispatcher())  # fmt: skip
 

@@ -110,6 +110,7 @@ async def test_repos_add_list_remove(world: World) -> None:
     params = {"instanceId": a, "url": "https://git.example/x.git", "branch": "main",
               "path": "src/x", "token": "s3cret"}  # fmt: skip
     repo = await world.rpc("repos.add", params)
+    assert repo.pop("warning") is None  # repos.add's answer alone: the check's word
     assert repo == {"url": "https://git.example/x.git", "branch": "main", "path": "src/x",
                     "hasCredentials": True}  # fmt: skip
     assert await world.store.repo_secret(a, "src/x") is not None  # sealed, never answered

@@ -12,7 +12,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from contracts.errors import InvalidParams
+from contracts.errors import InvalidParams, RepoNotFound
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from controlplane.store import Store
@@ -65,11 +65,10 @@ async def test_private_repo_clones_and_the_token_stays_secret(
 ) -> None:  # fmt: skip
     inst = await stack.create_instance("private")
     url = git_server.url("private.git")
-    repo = await stack.add_repo(inst.id, url, "feature", "app")
-    assert repo.has_credentials is False
     repo = await wire_call(settings, "repos.add", {"instanceId": inst.id, "url": url,
                            "branch": "feature", "path": "app", "token": TOKEN})  # fmt: skip
-    assert repo == {"url": url, "branch": "feature", "path": "app", "hasCredentials": True}
+    assert repo == {"url": url, "branch": "feature", "path": "app", "hasCredentials": True,
+                    "warning": None}  # fmt: skip
     assert TOKEN not in str(await wire_call(settings, "repos.list", {"instanceId": inst.id}))
 
     machine = await stack.create_machine(inst.id)
@@ -86,15 +85,13 @@ async def test_private_repo_clones_and_the_token_stays_secret(
         assert TOKEN.encode() not in (await store.redis.dump(key) or b""), key
 
 
-async def test_without_the_token_the_clone_fails_with_gits_reason(
+async def test_without_the_token_repos_add_refuses_it(
     stack: FleetClient, git_server: GitHttpServer
 ) -> None:
     inst = await stack.create_instance("no-token")
-    await stack.add_repo(inst.id, git_server.url("private.git"), "main", "app")
-    machine = await stack.create_machine(inst.id)
-    machine = await stack.wait_for(machine.id, {"ready", "failed"}, timeout_s=60)
-    assert machine.status is MachineStatus.FAILED
-    assert "Username" in machine.status_reason or "Authentication" in machine.status_reason
+    with pytest.raises(RepoNotFound, match="needs a token"):  # the clone would fail as well
+        await stack.add_repo(inst.id, git_server.url("private.git"), "main", "app")
+    assert await stack.list_repos(inst.id) == []
 
 
 async def test_credentials_in_the_url_are_refused(stack: FleetClient) -> None:

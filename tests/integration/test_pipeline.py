@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import shutil
 import stat
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from controlplane.bus import Bus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.local import running_pid
+from tests.gitcmd import git
 from tests.waiters import wait_until
 
 PIPELINE = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
@@ -83,10 +85,12 @@ async def test_machine_becomes_ready_with_env_and_repo(
 
 
 async def test_bad_repo_fails_the_machine_with_gits_message(
-    stack: FleetClient, tmp_path: Path
+    stack: FleetClient, bare_repo: Path
 ) -> None:
     inst = await stack.create_instance("bad")
-    await stack.add_repo(inst.id, str(tmp_path / "missing.git"), "main", "app")
+    # repos.add refuses a missing repo (test_repo_check.py): this one goes after it is added.
+    await stack.add_repo(inst.id, str(bare_repo), "main", "app")
+    shutil.rmtree(bare_repo)
     machine = await stack.create_machine(inst.id)
     kinds = await follow(stack, machine.id)
     assert kinds == ["created", "provisioned", "daemon-status-reported", "failed"]
@@ -98,12 +102,14 @@ async def test_bad_repo_fails_the_machine_with_gits_message(
 
 async def test_wrong_branch_fails_with_gits_message(stack: FleetClient, bare_repo: Path) -> None:
     inst = await stack.create_instance("branchless")
-    await stack.add_repo(inst.id, str(bare_repo), "no-such-branch", "app")
+    # repos.add refuses a missing branch (test_repo_check.py): this one goes after it is added.
+    await stack.add_repo(inst.id, str(bare_repo), "feature", "app")
+    git("-C", str(bare_repo), "branch", "-D", "feature")
     machine = await stack.create_machine(inst.id)
     await follow(stack, machine.id)
     machine = await stack.get_machine(machine.id)
     assert machine.status is MachineStatus.FAILED
-    assert "no-such-branch" in machine.status_reason
+    assert "feature" in machine.status_reason
 
 
 async def test_archive_stops_the_daemon_and_rebuild_replaces_it(

@@ -20,6 +20,15 @@ export interface AccessToken {
   lastUsedAt?: string | null;
 }
 
+/** repos.add's answer: the repo as stored, and whether the platform could check it. */
+export interface AddedRepo {
+  url: string;
+  branch: string;
+  path: string;
+  hasCredentials?: boolean;
+  warning?: string | null;
+}
+
 export interface AuditEntries {
   entries: Array<AuditEntry>;
 }
@@ -1176,11 +1185,11 @@ export interface Methods {
    */
   "env.list": { params: EnvListParams; result: EnvListResult };
   /**
-   * Add (or replace) a repo checkout.
+   * Add (or replace) a repo checkout, once git on the platform has seen the repo and branch.
    *
-   * Errors: 1004, 1003.
+   * Errors: 1004, 1003, 1630, 1631.
    */
-  "repos.add": { params: ReposAddParams; result: Repo };
+  "repos.add": { params: ReposAddParams; result: AddedRepo };
   /**
    * Remove a repo by path.
    *
@@ -2212,6 +2221,8 @@ export const ERRORS = {
   "1624": { name: "HostRequirementsExceeded", httpStatus: 422, retryable: false },
   "1628": { name: "BuildLimitExceeded", httpStatus: 422, retryable: false },
   "1629": { name: "EnvironmentInUse", httpStatus: 409, retryable: false },
+  "1630": { name: "RepoNotFound", httpStatus: 422, retryable: false },
+  "1631": { name: "BranchNotFound", httpStatus: 422, retryable: false },
 } as const;
 
 /** The code an HTTP status stands for when an answer carries no error object. */
