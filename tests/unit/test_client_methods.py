@@ -15,6 +15,7 @@ import pytest
 from contracts import (
     audit,
     codemode,
+    gateway_code,
     gateway_env_builds,
     gateway_environments,
     gateway_files,
@@ -58,6 +59,7 @@ SPEC_MODULES = (
     gateway_fork,
     gateway_people,
     audit,
+    gateway_code,
 )
 #: FleetClient's modules: the generated methods, and the hand-written ones bound to it.
 CLIENT_MODULES = (client, client_calls, client_streams, client_generated)
