@@ -136,7 +136,9 @@ class Runsc:
         # inside: /etc, /var), never written to the host's directory behind it; ``memory``
         # False: an image's root, whose overlay on the host is the machine's own to keep
         # (gvisor_image.py).
-        overlay = ["--overlay2", "root:memory"] if memory else []
+        # Said either way: this runsc's own default is an overlay in a file of its own
+        # ("root:self"), where an image's machine's writes would never reach its overlay.
+        overlay = ["--overlay2", "root:memory" if memory else "none"]
         # A checkpoint resets the machine's connections that cross its edge (a laptop's sleep:
         # each side sees a reset after the resume), where it would refuse the checkpoint; its
         # listeners and its loopback connections are saved with it.
