@@ -12,42 +12,28 @@ services in this process: the provisioner's memory is this process's."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from base.tasks import cancel_and_join
-from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.docker_env import docker_image
 from tests.gitserver import GitHttpServer
-from tests.gvisor_stack import gvisor_settings, module_stack
-from tests.integration.test_gvisor_environment import devcontainer, gvisor_devcontainer
+from tests.gvisor_stack import module_stack
+from tests.integration.test_gvisor_environment import (
+    devcontainer,
+    git_served,
+    gvisor_devcontainer,
+    stack_settings,
+)
 from tests.integration.test_gvisor_root_output import ALLOWED_GROWTH, rss, sample_peak
 
-__all__ = ["docker_image", "module_stack"]  # the fixtures; ``stack`` on this module's settings
+#: The fixtures; ``stack`` on test_gvisor_environment.py's settings (a module's own, here too).
+__all__ = ["docker_image", "git_served", "module_stack", "stack_settings"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 #: A ``cat`` of root's that floods, wherever the image's PATH looks first.
 PLANT = "#!/bin/sh\nexec yes 0123456789abcdef\n"
-
-
-@pytest.fixture(scope="module")
-def stack_settings(
-    tmp_path_factory: pytest.TempPathFactory, docker_image: tuple[str, str]
-) -> Iterator[Settings]:
-    with gvisor_settings(tmp_path_factory.mktemp("gvisor-lister"), docker_image[0],
-                         runtime="gvisor", rpc_timeout_s=60.0) as made:  # fmt: skip
-        yield made
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def git_served(tmp_path: Path, docker_image: tuple[str, str]) -> AsyncIterator[GitHttpServer]:
-    root = tmp_path / "served"
-    root.mkdir()
-    async with GitHttpServer(root, None, None, host=docker_image[0]) as server:
-        yield server
 
 
 @pytest.mark.timeout(900)
