@@ -32,6 +32,7 @@ from base import procinfo
 from base.atomic import replace_file
 from base.codestore import CODE_MOUNT, STORE_VAR
 from base.hostile_fs import disk_bytes
+from base.keyed_locks import KeyedLocks
 from base.lockfile import holder_pid
 from base.poolwire import POOL_SLOT_VAR
 from base.procinfo import env_roots
@@ -144,6 +145,10 @@ class LocalProvider:
         self._nats_url = nats_url
         self._environ = environ
         self._children: dict[str, int] = {}
+        #: One copy of a machine's home at a time: two would share one freeze, and the first
+        #: to thaw would leave the second copying a machine that runs (or waiting for a
+        #: freeze that never comes).
+        self._copying = KeyedLocks()
         #: A sandboxed machine's limits (its cgroup, providers/cgroup.py); None: no limits.
         self._placement = placement
         #: Writes a machine's egress policy into the namespace a gvisor restore is about to
@@ -428,12 +433,13 @@ class LocalProvider:
             None if self._uids is None else allocate_uid(source_dir / "uid", self._root, self._uids)
         )
         cgroups = [MachineCgroup(o) for o in owners(source_dir, source_id)]
-        running = await asyncio.to_thread(running_pid, source_dir, source_id) is not None
-        return await asyncio.to_thread(
-            clone_home, self.home(source_id), target, label=source_id, uid=uid, cgroups=cgroups,
-            running=running, readonly=readonly,
-            upper=(from_upper, upper) if from_upper.is_dir() else None,
-        )  # fmt: skip
+        async with self._copying.held(source_id):
+            running = await asyncio.to_thread(running_pid, source_dir, source_id) is not None
+            return await asyncio.to_thread(
+                clone_home, self.home(source_id), target, label=source_id, uid=uid,
+                cgroups=cgroups, running=running, readonly=readonly,
+                upper=(from_upper, upper) if from_upper.is_dir() else None,
+            )  # fmt: skip
 
     def machine_env(self, home: Path, **fleet: str) -> dict[str, str]:
         """A machine root's environment: what it inherits, its home, NATS, and ``fleet``."""
