@@ -52,6 +52,11 @@ KERNELS: dict[str, tuple[str, str | None]] = {
 _RUNTIME_DIR = ".fleet/kernels"
 #: How often a run waiting on its kernel looks whether the kernel is still alive.
 _POLL_S = 1.0
+#: Kernels a daemon left to the next in its process, by home: a fork or a machine made from a
+#: memory snapshot is restored with its source's daemon and kernels, and that daemon goes on in
+#: the same process as the new machine (exit mode ``identity``): the kernels, its children,
+#: go on with it.
+_KEPT: dict[Path, dict[str, _Context]] = {}
 
 
 @dataclass
@@ -89,7 +94,7 @@ class CodeKernels:
         self._max = contexts_max
         #: The most an answer may hold, in bytes (one NATS message, less its envelope).
         self._room = room
-        self._contexts: dict[str, _Context] = {}
+        self._contexts: dict[str, _Context] = _KEPT.pop(home, {})
 
     def languages(self) -> list[str]:
         path = child_env(self._home, self._environ, self._env, None).get("PATH")
@@ -150,8 +155,13 @@ class CodeKernels:
         ctx = self._get(p.context_id)
         return dc.ContextInterrupted(id=ctx.info.id, interrupted=await self._interrupt(ctx))
 
-    async def close_all(self) -> None:
-        """Every kernel shut down (the daemon is going)."""
+    async def close_all(self, *, keep: bool = False) -> None:
+        """Every kernel shut down (the daemon is going), or ``keep``: left running for the next
+        daemon of this process and home."""
+        if keep:
+            _KEPT[self._home], self._contexts = self._contexts, {}
+            log.info("code.kernels_kept", contexts=len(_KEPT[self._home]))
+            return
         contexts, self._contexts = list(self._contexts.values()), {}
         for ctx in contexts:
             await _shutdown(ctx)

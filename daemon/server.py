@@ -249,7 +249,8 @@ class Daemon:
         if self._rpc is not None:  # first: a request under way may still open a stream
             await self._rpc.stop()  # what was asked before is answered (10 s at most)
         await self._sessions.close_all()
-        await self._kernels.close_all()
+        # A new identity is served next in this process: its kernels go on with it.
+        await self._kernels.close_all(keep=self.exit_mode == "identity")
         await self.byte_streams.close()
         try:
             await self._disconnect()
