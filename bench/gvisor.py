@@ -22,6 +22,11 @@ holds 256 MiB of random data, touched.
   each against namespaces machines made without memory: bench/gvisor_fork.py, on two
   machines of their own made after the pauses.
 
+- a machine running a dev server and a Jupyter-style kernel (a loopback server and a client
+  holding a connection to it) paused, resumed and forked with memory, each against the same of
+  an idle gvisor machine, the server's answers, the PIDs and the kernel's counter checked after
+  each: bench/gvisor_serving.py, on two machines of their own made after the forks.
+
 - a gvisor create from the warm pool against a namespaces create from the warm pool:
   bench/gvisor_pool.py, on a stack of its own (its pools would make the creates above warm).
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -109,10 +115,12 @@ def _clear(side: _Side, mid: str, *kinds: str) -> None:
 
 
 async def _first_exec(side: _Side, mid: str) -> float:
-    """Until an exec on the machine is answered: when."""
+    """Until an exec on the machine is answered: when (a machine that failed is an error)."""
     params = MachineExecParams(machine_id=mid, command=["echo", "ok"], timeout_s=30)
     async with asyncio.timeout(WAIT_S):
         while True:
+            if mid in side.watch.failed:
+                raise RuntimeError(f"machine {mid} failed: {side.watch.failed[mid]}")
             try:
                 if (await side.gw.call(MACHINES_EXEC, params)).stdout == "ok\n":
                     return time.perf_counter()
@@ -148,19 +156,24 @@ def runsc_memory_mb(mid: str) -> float:
     return total
 
 
-async def _pause_resume(side: _Side, mid: str, times: dict[str, list[float]]) -> None:
-    """One pause and one resume of the gvisor machine, timed; its host memory while paused."""
+async def _pause_resume(side: _Side, mid: str, times: dict[str, list[float]], kind: str = "",
+                        paused: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+    """One pause and one resume of the gvisor machine, timed; its host memory while paused.
+    ``kind`` prefixes the keys of ``times``; ``paused`` runs, off the clock, while paused."""
     _clear(side, mid, "paused", "pause-refused", "resumed", "ready")
     t0 = time.perf_counter()
     await side.gw.call(MACHINES_PAUSE, MachineRef(machine_id=mid))
-    times["pause"].append(await _event(side, mid, "paused", refused="pause-refused") - t0)
-    times["paused MB"].append(runsc_memory_mb(mid))
+    took = await _event(side, mid, "paused", refused="pause-refused") - t0
+    times.setdefault(f"{kind}pause", []).append(took)
+    times.setdefault(f"{kind}paused MB", []).append(runsc_memory_mb(mid))
     image = side.up.data_dir / "machines" / mid / IMAGE_DIR
-    times["image MB"].append(sum(f.stat().st_size for f in image.rglob("*") if f.is_file()) / 1e6)
+    size = sum(f.stat().st_size for f in image.rglob("*") if f.is_file()) / 1e6
+    times.setdefault(f"{kind}image MB", []).append(size)
+    paused()
     t0 = time.perf_counter()
     await side.gw.call(MACHINES_RESUME, MachineRef(machine_id=mid))
-    times["resume"].append(await _first_exec(side, mid) - t0)
-    times["restored"].append(await _event(side, mid, "resumed") - t0)
+    times.setdefault(f"{kind}resume", []).append(await _first_exec(side, mid) - t0)
+    times.setdefault(f"{kind}restored", []).append(await _event(side, mid, "resumed") - t0)
 
 
 async def _stop_start(side: _Side, mid: str, times: dict[str, list[float]]) -> None:
@@ -192,7 +205,10 @@ async def run(report: Report, quick: bool) -> None:
     print(f"[27] gvisor: {cycles} pauses and resumes (256 MiB held) against as many stops and "
           f"starts of a namespaces machine; {creates} cold creates and {execs} python3 -c pass "
           f"under each runtime; {rounds} forks and creates from a snapshot with memory against "
-          "as many without")  # fmt: skip
+          f"as many without; {rounds} pauses, resumes and forks of a serving gvisor machine "
+          "against as many of an idle one")  # fmt: skip
+    from bench import gvisor_serving  # it imports this module's helpers
+
     async with aiodocker.Docker() as docker:
         gateway = await ensure_network(docker, Settings().docker_network)
     times: dict[str, list[float]] = {}
@@ -204,16 +220,19 @@ async def run(report: Report, quick: bool) -> None:
     ):
         side = _Side(up, ns.url)
         try:
-            await side.start(2 * creates + 3 + gvisor_fork.MANY + gvisor_fork.SPARE)
+            await side.start(2 * creates + 3 + gvisor_fork.MANY + gvisor_fork.SPARE
+                             + gvisor_serving.INSTANCES)  # fmt: skip
             url = outside.url("big.bin")
             platform = await _measure(side, cycles, creates, execs, url, times)
             nsf = (await _create(side, "namespaces"))[0]
             lost = await gvisor_fork.measure(side, partial(_made, side), nsf, rounds, times)
+            kept = await gvisor_serving.measure(side, partial(_made, side), rounds, times)
         finally:
             await side.close()
     _report(report, times, platform)
     gvisor_costs.report_costs(report, times, f"platform {platform}")
     gvisor_fork.report_forks(report, times, f"platform {platform}", lost)
+    gvisor_serving.report_serving(report, times, f"platform {platform}", kept)
     from bench import gvisor_pool  # it imports this module's helpers
 
     await gvisor_pool.run(report, quick)

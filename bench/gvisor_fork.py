@@ -71,10 +71,14 @@ async def _archive(side: _Side, ids: list[str]) -> None:
     await side.watch.wait_all("files-removed", ids, timeout_s=WAIT_S)
 
 
-async def _fork(side: _Side, mid: str, count: int, memory: bool,
-                after: list[float] | None = None) -> list[float]:  # fmt: skip
+Check = Callable[[list[str]], Awaitable[None]]
+
+
+async def _fork(side: _Side, mid: str, count: int, memory: bool, after: list[float] | None = None,
+                check: Check | None = None) -> list[float]:  # fmt: skip
     """One fork call of ``count``, to every fork's ready; each fork's time, sorted. ``after``:
-    where each fork's ``machine.provisioned`` (restored) to its ready goes."""
+    where each fork's ``machine.provisioned`` (restored) to its ready goes; ``check``: run on
+    the forks, off the clock, before they are archived."""
     t0 = time.perf_counter()
     got = await side.gw.call(
         MACHINES_FORK, ForkMachineParams(machine_id=mid, count=count, memory=memory)
@@ -83,6 +87,8 @@ async def _fork(side: _Side, mid: str, count: int, memory: bool,
     took = await _ready(side, ids, t0)
     if after is not None:
         after += [side.watch.seen["ready", m] - side.watch.seen["provisioned", m] for m in ids]
+    if check is not None:
+        await check(ids)
     await _archive(side, ids)
     return took
 
