@@ -35,8 +35,9 @@ from contracts import daemon_code as dc
 from contracts.errors import CodeContextsLimit, KernelDied, LanguageUnavailable, NotFound, ToolError
 from contracts.jsonrpc import NoParams, handles
 from contracts.machine_files import ENV_FILE
-from daemon import nodump, tools
+from daemon import tools
 from daemon.children import child_env
+from daemon.code_launch import kernel_argv
 from daemon.code_output import RunOutput
 from daemon.envload import EnvFile
 
@@ -210,14 +211,14 @@ class CodeKernels:
         module, _ = KERNELS[ctx.info.language]
         runtime = self._home / _RUNTIME_DIR
         runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-        spec = {"argv": nodump.python_argv("-m", module, "-f", "{connection_file}"),
+        env = child_env(self._home, self._environ, self._env, None)
+        spec = {"argv": await kernel_argv(ctx.info.language, module, env),
                 "display_name": ctx.info.language, "language": ctx.info.language,
                 "interrupt_mode": "signal"}  # fmt: skip
         connection = runtime / f"{ctx.info.id}-{uuid.uuid4().hex}.json"
         km = manager(kernel_name=ctx.info.language, kernel_spec_manager=specs(),
                      connection_file=str(connection))  # fmt: skip
         km.kernel_spec_manager.spec = spec
-        env = child_env(self._home, self._environ, self._env, None)
         await km.start_kernel(cwd=ctx.info.cwd, env=env)
         kc = km.client()
         kc.start_channels()

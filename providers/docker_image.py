@@ -34,6 +34,8 @@ from typing import Any
 
 import aiodocker
 import structlog
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from base.version import SOURCE_ROOT, package_version
 from contracts.errors import ProviderError
@@ -52,6 +54,10 @@ _ROOTFS_PREFIX = "rootfs-"
 #: typing_extensions) clones a repo in an image that has no git (daemon/gitclone.py).
 DAEMON_DEPS = ("nats-py", "msgspec", "structlog", "packaging", "dulwich", "urllib3",
                "typing_extensions")  # fmt: skip
+#: The code interpreter's kernels (daemon/code_kernels.py): a machine brings them, and all they
+#: import, with the daemon's libraries (read-only, nothing installed in the machine), at the
+#: versions the platform runs.
+KERNEL_DEPS = ("jupyter_client", "ipykernel", "bash_kernel")
 #: What the offline base holds beyond Debian's minimal variant (openssh-server: an SSH server
 #: the machine's user runs on its loopback, reached through a tunnel; see SSHD_CONFIG).
 BASE_PACKAGES = ("python3", "git", "ca-certificates", "openssh-server")
@@ -120,7 +126,26 @@ def _daemon_sources() -> list[Path]:
 
 
 def _dep_pins() -> list[str]:
-    return [f"{name}=={md.version(name)}" for name in DAEMON_DEPS]
+    pins = {canonicalize_name(name): md.version(name) for name in DAEMON_DEPS}
+    return [f"{name}=={version}" for name, version in (pins | _installed(KERNEL_DEPS)).items()]
+
+
+def _installed(roots: tuple[str, ...]) -> dict[str, str]:
+    """``roots`` and what they require, as this Python has them (their markers for it): each
+    distribution's version, by its normalized name."""
+    found: dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        dist = md.distribution(todo.pop())
+        name = canonicalize_name(dist.metadata["Name"])
+        if name in found:
+            continue
+        found[name] = dist.version
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return found
 
 
 def machine_key(base: str) -> str:

@@ -1,0 +1,71 @@
+"""Which Python runs a code context's kernel (daemon/code_kernels.py), and how.
+
+- **The machine's own**, for Python, where the ``python3`` on the kernel's ``PATH`` has
+  ``ipykernel``: an environment that brings its own (docs/code-interpreter.md, the
+  ``code-interpreter`` environment) gets a kernel that imports what it installed (numpy,
+  matplotlib, ...), whichever Python version it has.
+- Else **the platform's runtime**, read-only, as the daemon has it: the kernel finds its
+  module where the daemon found it, put at the end of its ``sys.path`` by its first line rather
+  than by ``PYTHONPATH``, which a machine of an environment's image does not give its commands
+  (daemon/tools.py ``command_env``) and which would reach every process the kernel's code
+  starts. The machine's own packages (``pip install --user``, the image's) come first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from daemon import nodump
+
+#: The platform's kernel: its library directory appended to ``sys.path``, then its module run
+#: as ``python -m`` would (argv: the directory, the module, the kernel's own arguments).
+_BOOT = ("import runpy, sys; sys.path.append(sys.argv.pop(1)); "
+         "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")  # fmt: skip
+#: Whether the machine's Python has ipykernel: found, not imported (tens of ms, not hundreds).
+_PROBE = "import importlib.util, sys; sys.exit(importlib.util.find_spec('ipykernel') is None)"
+_PROBE_S = 10.0
+
+
+async def kernel_argv(language: str, module: str, env: Mapping[str, str]) -> list[str]:
+    """The argv of a kernel of ``language`` (served by ``module`` of the platform's runtime)
+    in a machine whose commands get ``env``; ``{connection_file}`` where its file goes."""
+    own = await _own_python(env) if language == "python" else None
+    if own is not None:
+        return [own, "-m", module, "-f", "{connection_file}"]
+    return nodump.python_argv("-c", _BOOT, library_of(module), module, "-f", "{connection_file}")
+
+
+def library_of(module: str) -> str:
+    """The directory ``module`` is imported from in this process (the platform's runtime)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(module)
+    origin = Path(spec.origin)
+    return str(origin.parents[1] if spec.submodule_search_locations else origin.parent)
+
+
+async def _own_python(env: Mapping[str, str]) -> str | None:
+    """The machine's ``python3`` if it has ipykernel, else None (none, or it does not)."""
+    python = shutil.which("python3", path=env.get("PATH"))
+    if python is None:
+        return None
+    try:
+        probe = await asyncio.create_subprocess_exec(
+            python, "-I", "-c", _PROBE, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+    except OSError:
+        return None
+    try:
+        code = await asyncio.wait_for(probe.wait(), _PROBE_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            probe.kill()
+        await probe.wait()
+        return None
+    return python if code == 0 else None
