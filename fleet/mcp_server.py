@@ -18,6 +18,8 @@ from contracts.codemode import (
     RunResult,
     Stubs,
 )
+from contracts.daemon_code import CodeRunResult
+from contracts.gateway_code import MachineCodeRunParams
 from fleet.client import FleetClient
 from services.gateway import mcp_tools
 
@@ -31,6 +33,12 @@ class _ClientBackend:
 
     async def describe(self, params: DescribeParams, ctx: Context) -> Stubs:
         return await self._client.call(CODEMODE_DESCRIBE, params)
+
+    async def code_run(self, params: MachineCodeRunParams, ctx: Context) -> CodeRunResult:
+        return await self._client.machines_code_run(
+            params.machine_id, params.code, language=params.language,
+            context_id=params.context_id, timeout_s=params.timeout_s, env=params.env,
+        )  # fmt: skip
 
 
 def build_server(client: FleetClient) -> MCPServer[Any]:

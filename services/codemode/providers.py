@@ -14,7 +14,12 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
-from contracts import gateway_files as gf, gateway_fork as gfk, gateway_rpc as g
+from contracts import (
+    gateway_code as gc,
+    gateway_files as gf,
+    gateway_fork as gfk,
+    gateway_rpc as g,
+)
 from contracts.codemode import CODEMODE_METHODS
 from contracts.errors import CodemodeUnavailable, InvalidParams, MethodNotFound
 from contracts.jsonrpc import AnySpec, decode_response, encode_request
@@ -36,6 +41,8 @@ MACHINE_TOOLS: dict[str, AnySpec] = {
     "process_kill": g.MACHINES_PROCESS_KILL,
     "process_logs": g.MACHINES_PROCESS_LOGS,
     "fork": gfk.MACHINES_FORK,
+    #: Code in the machine's stateful kernel (``machines.code.run``), not in codemode's sandbox.
+    "code_run": gc.MACHINES_CODE_RUN,
 }
 _SNAKE = re.compile(r"_([a-z0-9])")
 

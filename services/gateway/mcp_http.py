@@ -29,7 +29,10 @@ from contracts.codemode import (
     RunResult,
     Stubs,
 )
-from contracts.errors import Unauthorized
+from contracts.daemon_code import CodeRunResult
+from contracts.errors import InternalError, Unauthorized
+from contracts.gateway_code import MACHINES_CODE_RUN, MachineCodeRunParams
+from contracts.jsonrpc import decode_result, encode_call
 from contracts.people import METHOD_SCOPES
 from services.gateway.access import Caller
 from services.gateway.asgi import serve_asgi
@@ -53,14 +56,25 @@ class _OpsBackend:
     async def describe(self, params: DescribeParams, ctx: Context) -> Stubs:
         return await self._ops.codemode_describe(params, _caller(ctx, CODEMODE_DESCRIBE.name))
 
+    async def code_run(self, params: MachineCodeRunParams, ctx: Context) -> CodeRunResult:
+        """Through the gateway's dispatcher, as ``POST /rpc`` would run it: its scope, its
+        rate limit (the exec budget), its audit and its answer's size cap are that path's."""
+        dispatch = self._ops.dispatch
+        if dispatch is None:  # GatewayApi.dispatcher() sets it before the gateway serves
+            raise InternalError("the gateway's dispatcher is not set")
+        answer = await dispatch(encode_call(MACHINES_CODE_RUN, params, 1), _caller(ctx, None))
+        assert answer is not None, "a request with an id is answered"
+        return decode_result(MACHINES_CODE_RUN, answer)
 
-def _caller(ctx: Context, method: str) -> Caller:
-    """The request's caller, doing what ``method`` needs (a tool is that method over MCP)."""
+
+def _caller(ctx: Context, method: str | None) -> Caller:
+    """The request's caller, doing what ``method`` needs (a tool is that method over MCP); as
+    it came (None) for the dispatcher, which narrows it to its method's scope itself."""
     request = ctx.request_context.request
     caller = getattr(getattr(request, "state", None), CALLER_STATE, None)
     if not isinstance(caller, Caller):  # only reachable through /mcp, which authenticates
         raise Unauthorized("no caller on this MCP request")
-    return caller.doing(METHOD_SCOPES[method])
+    return caller if method is None else caller.doing(METHOD_SCOPES[method])
 
 
 def _session_manager(ops: CodemodeOps, max_body_bytes: int) -> StreamableHTTPSessionManager:
