@@ -12,7 +12,7 @@ A result is Jupyter's MIME bundle (``display_data`` and ``execute_result`` ``dat
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -28,6 +28,7 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
+from contracts.streams import StreamId
 from contracts.validation import check_env_name
 
 #: As ``tool.execCommand``'s (contracts.daemon_rpc imports this module: not taken from it).
@@ -97,6 +98,29 @@ class CodeRunResult(Result, kw_only=True):
     truncated: bool = False
 
 
+class CodeRunStreamParams(CodeRunParams, kw_only=True):
+    #: Each part goes to ``subjects.exec_output(machineId, streamId)`` as it happens (the
+    #: subject a streamed command's output takes).
+    stream_id: StreamId
+
+
+#: What a streamed run's part is.
+CodePartKind = Literal["stdout", "stderr", "result", "error"]
+
+
+class CodeRunPart(Result, kw_only=True, omit_defaults=True):
+    """One part of a streamed run, as the kernel sends it: a ``stdout`` or ``stderr`` chunk
+    (``text``), a ``result`` (a MIME bundle) or the ``error``. The parts are what the answer
+    holds, in the order they came (``seq`` from 0), within the same cap: a part the answer
+    leaves out is not sent either. A timeout's ``TimeoutError`` comes as a last error part."""
+
+    seq: int
+    kind: CodePartKind
+    text: str | None = None
+    result: MimeBundle | None = None
+    error: CodeError | None = None
+
+
 class CreateContextParams(Params, kw_only=True):
     language: Language = DEFAULT_LANGUAGE
     #: The kernel's working directory (``~`` and relative paths: under the home); omitted: the
@@ -142,6 +166,13 @@ CODE_RUN = MethodSpec(
     "Run code in a context's kernel; its results, output and error once it is done.",
     (*_CODE, NotFound, LanguageUnavailable, KernelDied, CodeContextsLimit, BadPath),
 )
+CODE_RUN_STREAM = MethodSpec(
+    "tool.code.runStream",
+    CodeRunStreamParams,
+    CodeRunResult,
+    "tool.code.run, with each part of its output published as it happens (CodeRunPart).",
+    CODE_RUN.errors,
+)
 CODE_CREATE_CONTEXT = MethodSpec(
     "tool.code.createContext",
     CreateContextParams,
@@ -176,6 +207,7 @@ CODE_INTERRUPT = MethodSpec(
 
 CODE_METHODS: tuple[AnySpec, ...] = (
     CODE_RUN,
+    CODE_RUN_STREAM,
     CODE_CREATE_CONTEXT,
     CODE_LIST_CONTEXTS,
     CODE_RESTART_CONTEXT,

@@ -5,6 +5,10 @@
 events: one ``output`` event per chunk (an ``OutputChunk``) as the command produces it, then one
 ``result`` event whose data is the JSON-RPC response. Closing that response (Ctrl-C) kills the
 command's process group on the machine.
+
+``machines.code.run`` (contracts.gateway_code) streams the same way: one ``output`` event per
+part of its answer (a ``CodeRunPart``: a chunk of stdout or stderr, a result, the error) as the
+kernel sends it, then the ``result`` event with the answer the plain call gives.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from contracts.errors import (
     NotSupported,
     ToolError,
 )
+from contracts.gateway_code import MACHINES_CODE_RUN
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.jsonrpc import AnySpec, MethodSpec, Params
 
@@ -73,4 +78,4 @@ MACHINES_DAEMON_LOG = MethodSpec(
 
 LIVE_METHODS: tuple[AnySpec, ...] = (MACHINES_EXEC_STREAM, MACHINES_DAEMON_LOG)
 #: Methods whose answer RPC_STREAM_PATH can stream.
-STREAMING_METHODS: frozenset[str] = frozenset({MACHINES_EXEC_STREAM.name})
+STREAMING_METHODS: frozenset[str] = frozenset({MACHINES_EXEC_STREAM.name, MACHINES_CODE_RUN.name})

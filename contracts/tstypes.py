@@ -24,6 +24,7 @@ import msgspec
 
 from contracts import gateway_live as live, gateway_sessions as gs, generated_file, sse
 from contracts.asyncapi import asyncapi_document
+from contracts.daemon_code import CodeRunPart
 from contracts.daemon_files import Uploaded
 from contracts.daemon_rpc import OutputChunk
 from contracts.errors import BY_STATUS, ERRORS, RETRYABLE
@@ -202,20 +203,22 @@ def _error_section() -> list[str]:
 
 
 #: What the HTTP routes beside ``/rpc`` carry: an upload's answer, a streamed exec's output,
-#: a terminal's control messages (text frames of its WebSocket).
+#: a streamed code run's parts, a terminal's control messages (text frames of its WebSocket).
 _ROUTE_TYPES: tuple[type[msgspec.Struct], ...] = (
-    Uploaded, OutputChunk, gs.Resize, gs.Dropped, gs.Exited, gs.BadControl,
+    Uploaded, OutputChunk, CodeRunPart, gs.Resize, gs.Dropped, gs.Exited, gs.BadControl,
 )  # fmt: skip
 
 
-def _route_section(taken: set[str]) -> list[str]:
+def _route_section(taken: set[str], components: dict[str, Any]) -> list[str]:
+    """The route types; one that is an OpenRPC schema as well (a code run part's error) is
+    that one, declared once."""
     _, schemas = msgspec.json.schema_components(_ROUTE_TYPES, ref_template=_REF + "{name}")
-    clash = sorted(set(schemas) & taken)
+    clash = sorted(n for n in set(schemas) & taken if schemas[n] != components.get(n))
     if clash:
         raise ValueError(f"route types named as OpenRPC schemas: {clash}")
     types = _Types()
     out = ["// --- the HTTP routes beside /rpc ---", ""]
-    for name in sorted(schemas):
+    for name in sorted(set(schemas) - taken):
         out += types.declare(name, schemas[name])
     out += ["/** A terminal's control message from the gateway (a text frame). */",
             "export type ServerControl = Dropped | Exited | BadControl;", "",
@@ -251,7 +254,7 @@ def render() -> str:
                                for s in ("Params", "Result")}  # fmt: skip
     events, members, _ = _event_section(asyncapi_document(version="0"), taken)
     out += events
-    out += _route_section(taken)
+    out += _route_section(taken, components)
     out += ["/** A machine event as GET /events streams it: switch on `type`. */",
             "export type FleetEvent =", *(f"  | {m}" for m in members[:-1]),
             f"  | {members[-1]};", "", "/** Every event `type`. */",

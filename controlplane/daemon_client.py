@@ -262,15 +262,22 @@ class MachineClient:
         stream = ExecStreamParams(**msgspec.structs.asdict(params), stream_id=secrets.token_hex(16))
         if on_output is None:
             return await self._stream(stream)
+        return await self.with_output(nc, stream.stream_id, on_output,
+                                      lambda: self._stream(stream))  # fmt: skip
+
+    async def with_output(self, nc: NATS, stream_id: str, on_output: OnOutput,
+                          call: Callable[[], Awaitable[R]]) -> R:  # fmt: skip
+        """``call()`` (a daemon method that publishes on ``exec_output(machine, stream_id)``)
+        awaited while what it publishes goes to ``on_output`` (read on ``nc``), every message
+        before this returns its answer."""
 
         async def forward(msg: Msg) -> None:
             on_output(msg.data)
 
-        sub = await nc.subscribe(subjects.exec_output(self.machine_id, stream.stream_id),
-                                 cb=forward)  # fmt: skip
+        sub = await nc.subscribe(subjects.exec_output(self.machine_id, stream_id), cb=forward)
         try:
             await nc.flush()  # the interest is known to the server before any output
-            result = await self._stream(stream)
+            result = await call()
             # The daemon sent every chunk before its answer, on one connection: drain's round
             # trip brings them all in, and it returns once each was handed on.
             await sub.drain()  # type: ignore[no-untyped-call]

@@ -12,6 +12,10 @@ anyway, and the answer is read off the IOPub messages of that one request. Past 
 timeout the kernel is interrupted (SIGINT to its process group, as Jupyter does) and the state
 stays; a kernel that does not stop then is killed. A kernel found dead answers ``KernelDied``
 and is forgotten: the next call in the context starts a new one.
+
+``tool.code.runStream`` is ``tool.code.run`` that also publishes each part of the answer as it
+is taken (``CodeRunPart``: a chunk of stdout or stderr, a result, the error) on the subject a
+streamed command's output takes, ``daemon.<machineId>.output.<streamId>``.
 """
 
 from __future__ import annotations
@@ -24,14 +28,15 @@ import queue
 import shlex
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 
-from contracts import daemon_code as dc
+from contracts import daemon_code as dc, subjects
 from contracts.errors import CodeContextsLimit, KernelDied, LanguageUnavailable, NotFound, ToolError
 from contracts.jsonrpc import NoParams, handles
 from contracts.machine_files import ENV_FILE
@@ -40,6 +45,7 @@ from daemon.children import child_env
 from daemon.code_launch import kernel_argv
 from daemon.code_output import RunOutput
 from daemon.envload import EnvFile
+from daemon.exec_streams import Publish
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +64,11 @@ _POLL_S = 1.0
 #: the same process as the new machine (exit mode ``identity``): the kernels, its children,
 #: go on with it.
 _KEPT: dict[Path, dict[str, _Context]] = {}
+_ENCODE = msgspec.json.Encoder()
+#: Takes each part of a streamed run, in order.
+SendPart = Callable[[dc.CodeRunPart], Awaitable[None]]
+#: Takes each IOPub message of a request (its type, its content).
+Take = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
@@ -88,8 +99,12 @@ def _jupyter() -> tuple[Any, Any]:
 
 class CodeKernels:
     def __init__(self, *, home: Path, environ: Mapping[str, str], contexts_max: int,
-                 room: Callable[[], int]) -> None:  # fmt: skip
+                 room: Callable[[], int], machine_id: str = "",
+                 publish: Publish | None = None) -> None:  # fmt: skip
         self._home = home
+        self._machine_id = machine_id
+        #: Where a streamed run's parts go (none: tool.code.runStream answers as run does).
+        self._publish = publish
         self._environ = environ
         self._env = EnvFile(home / ENV_FILE)
         self._max = contexts_max
@@ -106,13 +121,26 @@ class CodeKernels:
     # --- the methods --------------------------------------------------------------------------
     @handles(dc.CODE_RUN)
     async def run(self, p: dc.CodeRunParams, _: None) -> dc.CodeRunResult:
+        return await self._run(p, None)
+
+    @handles(dc.CODE_RUN_STREAM)
+    async def run_stream(self, p: dc.CodeRunStreamParams, _: None) -> dc.CodeRunResult:
+        publish, subject = self._publish, subjects.exec_output(self._machine_id, p.stream_id)
+
+        async def send(part: dc.CodeRunPart) -> None:
+            if publish is not None:
+                await publish(subject, _ENCODE.encode(part))
+
+        return await self._run(p, send)
+
+    async def _run(self, p: dc.CodeRunParams, send: SendPart | None) -> dc.CodeRunResult:
         ctx = self._for_run(p)
         async with ctx.lock:
             await self._ensure_kernel(ctx)
             if p.env:
                 await self._quiet(ctx, _env_code(ctx.info.language, p.env, set_=True))
             try:
-                return await self._execute(ctx, p.code, p.timeout_s)
+                return await self._execute(ctx, p.code, p.timeout_s, send)
             finally:
                 if p.env and ctx.km is not None:
                     await self._quiet(ctx, _env_code(ctx.info.language, p.env, set_=False))
@@ -224,7 +252,7 @@ class CodeKernels:
         kc.start_channels()
         ctx.km, ctx.kc = km, kc
         try:
-            await kc.wait_for_ready(timeout=dc.KERNEL_START_S)
+            await _wait_ready(kc, dc.KERNEL_START_S)
         except (RuntimeError, TimeoutError) as exc:
             await _shutdown(ctx)
             raise ToolError(f"the {ctx.info.language} kernel did not start: {exc}") from None
@@ -244,25 +272,30 @@ class CodeKernels:
         await ctx.km.interrupt_kernel()
         return True
 
-    async def _execute(self, ctx: _Context, code: str, timeout_s: float) -> dc.CodeRunResult:
+    async def _execute(self, ctx: _Context, code: str, timeout_s: float,
+                       send: SendPart | None) -> dc.CodeRunResult:  # fmt: skip
         out = RunOutput(self._room())
+
+        async def take(kind: str, content: dict[str, Any]) -> None:
+            part = out.take(kind, content)
+            if part is not None and send is not None:
+                await send(part)
+
         msg_id = ctx.kc.execute(code, store_history=True, allow_stdin=False)
         ctx.running = True
         try:
-            timed_out = await self._collect(ctx, msg_id, timeout_s, out.take)
+            timed_out = await self._collect(ctx, msg_id, timeout_s, take)
         finally:
             ctx.running = False
         await _drain_reply(ctx, msg_id)
         if timed_out:
-            out.error = dc.CodeError(
-                name="TimeoutError",
-                value=f"the code ran past its timeout of {timeout_s:g}s and was interrupted",
-                traceback=out.error.traceback if out.error is not None else [],
-            )
+            part = out.timed_out(timeout_s)
+            if send is not None:
+                await send(part)
         return out.answer(ctx.info.id)
 
     async def _collect(self, ctx: _Context, msg_id: str, timeout_s: float,
-                       take: Callable[[str, dict[str, Any]], None]) -> bool:  # fmt: skip
+                       take: Take) -> bool:  # fmt: skip
         """Hand each IOPub message of the request to ``take`` until its kernel is idle again;
         whether it was interrupted at its timeout."""
         loop = asyncio.get_running_loop()
@@ -287,14 +320,39 @@ class CodeKernels:
             kind, content = msg["msg_type"], msg["content"]
             if kind == "status" and content.get("execution_state") == "idle":
                 return timed_out
-            take(kind, content)
+            await take(kind, content)
 
     async def _quiet(self, ctx: _Context, code: str) -> None:
         """Run ``code`` silently (no history, no output kept): a call's ``env`` set, then
         restored."""
         msg_id = ctx.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
-        await self._collect(ctx, msg_id, dc.INTERRUPT_GRACE_S, lambda _, __: None)
+        await self._collect(ctx, msg_id, dc.INTERRUPT_GRACE_S, _ignore)
         await _drain_reply(ctx, msg_id)
+
+
+async def _ignore(_: str, __: dict[str, Any]) -> None:
+    """What a silent request says is not kept."""
+
+
+async def _wait_ready(kc: Any, timeout_s: float) -> None:
+    """jupyter_client's ``wait_for_ready`` without its last step, a wait for IOPub to be quiet
+    for 0.2 s, which every kernel start paid: a kernel is ready once it answered
+    ``kernel_info`` and IOPub brought a message (subscribed: a run's output is not lost). What
+    IOPub or the shell channel still hold then is other requests' (a run reads its own)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        kc.kernel_info()
+        with contextlib.suppress(queue.Empty):
+            reply = await kc.get_shell_msg(timeout=_POLL_S)
+            if reply["msg_type"] == "kernel_info_reply":
+                await kc.get_iopub_msg(timeout=0.2)
+                kc._handle_kernel_info_reply(reply)  # the protocol version it speaks
+                return
+        if not await kc.is_alive():
+            raise RuntimeError("the kernel died before it answered kernel_info")
+        if loop.time() > deadline:
+            raise TimeoutError(f"the kernel did not answer kernel_info in {timeout_s:g}s")
 
 
 async def _drain_reply(ctx: _Context, msg_id: str) -> None:

@@ -3,7 +3,9 @@
 The answer travels in one NATS message, so what the code printed and displayed is counted as
 it comes, in its encoded (JSON) size: past the cap a stream is cut, a result (an image, say)
 that does not fit is left out, and the answer says ``truncated``. The error is always kept (its
-traceback cut to fit): it is what a caller most needs.
+traceback cut to fit): it is what a caller most needs. Each thing kept is also a part
+(``CodeRunPart``) a streamed run publishes as it comes: the stream carries what the answer
+holds, within the same cap.
 """
 
 from __future__ import annotations
@@ -32,21 +34,43 @@ class RunOutput:
         self.error: dc.CodeError | None = None
         self.execution_count: int | None = None
         self.truncated = False
+        self._seq = 0
 
-    def take(self, kind: str, content: dict[str, Any]) -> None:
-        """One IOPub message of the execution (its type, its content)."""
+    def take(self, kind: str, content: dict[str, Any]) -> dc.CodeRunPart | None:
+        """One IOPub message of the execution (its type, its content); the part it added to
+        the answer, if any."""
         if kind == "stream":
-            self._stream(content.get("name") == "stderr", str(content.get("text", "")))
-        elif kind in ("display_data", "execute_result", "update_display_data"):
+            stderr = content.get("name") == "stderr"
+            text = self._stream(stderr, str(content.get("text", "")))
+            return None if text is None else self._part("stderr" if stderr else "stdout", text=text)
+        if kind in ("display_data", "execute_result", "update_display_data"):
             bundle: dc.MimeBundle = dict(content.get("data") or {})
             bundle[dc.IS_MAIN] = kind == "execute_result"
-            if self._fits(bundle):
-                self.results.append(bundle)
-        elif kind == "execute_input":
+            if not self._fits(bundle):
+                return None
+            self.results.append(bundle)
+            return self._part("result", result=bundle)
+        if kind == "execute_input":
             count = content.get("execution_count")
             self.execution_count = count if isinstance(count, int) else None
         elif kind == "error":
             self.error = error_of(content)
+            return self._part("error", error=_fitted(self.error))
+        return None
+
+    def timed_out(self, timeout_s: float) -> dc.CodeRunPart:
+        """The code ran past ``timeout_s`` and was interrupted: the answer's error says so
+        (with the interrupt's traceback, where it was)."""
+        self.error = dc.CodeError(
+            name="TimeoutError",
+            value=f"the code ran past its timeout of {timeout_s:g}s and was interrupted",
+            traceback=self.error.traceback if self.error is not None else [],
+        )
+        return self._part("error", error=_fitted(self.error))
+
+    def _part(self, kind: dc.CodePartKind, **what: Any) -> dc.CodeRunPart:
+        self._seq += 1
+        return dc.CodeRunPart(seq=self._seq - 1, kind=kind, **what)
 
     def _fits(self, item: object) -> bool:
         size = len(_ENCODE.encode(item)) + 1
@@ -56,13 +80,16 @@ class RunOutput:
         self.room -= size
         return True
 
-    def _stream(self, stderr: bool, text: str) -> None:
+    def _stream(self, stderr: bool, text: str) -> str | None:
+        """What of ``text`` the answer keeps (None: nothing)."""
         to = self.stderr if stderr else self.stdout
-        if self._fits(text):
-            to.append(text)
-        elif self.room > 0:  # what fits of it, counting each character at its worst
-            to.append(text[: self.room // _WORST_CHAR])
+        if not self._fits(text):
+            if self.room <= 0:
+                return None
+            text = text[: self.room // _WORST_CHAR]  # what fits, each character at its worst
             self.room = 0
+        to.append(text)
+        return text
 
     def answer(self, context_id: str) -> dc.CodeRunResult:
         return dc.CodeRunResult(

@@ -126,7 +126,8 @@ class Daemon:
         self._transfers = FileTransfers(hub=self.byte_streams, home=str(self._home))
         self._kernels = CodeKernels(home=settings.home_path, environ=os.environ,
                                     contexts_max=settings.code_contexts_max,
-                                    room=self._reply_room)  # fmt: skip
+                                    room=self._reply_room, machine_id=settings.machine_id,
+                                    publish=self._publish_chunk)  # fmt: skip
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False

@@ -79,6 +79,7 @@ class FleetClient(GatewayMethods):
     attach_session = calls.attach_session
     events_url = calls.events_url
     exec_stream = streams.exec_stream
+    machines_code_run_stream = streams.machines_code_run_stream
     code_stream = streams.code_stream
     upload = transfer.upload
     download = transfer.download

@@ -1,32 +1,44 @@
 """``FleetClient``'s streamed answers (bound as its methods): ``exec_stream``, the output of a
-command as it runs (``machines.execStream`` over ``POST /rpc/stream``), and ``code_stream``, a
-codemode run's events (``POST /codemode/run``), each ending with its result.
+command as it runs (``machines.execStream`` over ``POST /rpc/stream``),
+``machines_code_run_stream``, a kernel's output, results and error as they come
+(``machines.code.run`` over ``POST /rpc/stream``), and ``code_stream``, a codemode run's events
+(``POST /codemode/run``), each ending with its result.
 
 async with FleetClient(url, token) as fleet:
     async for item in fleet.exec_stream(mid, ["make"]):   # OutputChunk..., then the result
         print(item)
+    async for part in fleet.machines_code_run_stream(mid, "print(1)"):  # CodeRunPart..., then
+        print(part)                                                      # the CodeRunResult
     async for event in fleet.code_stream(code):            # RunEvent..., then the RunResult
         print(event)
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import msgspec
 
-from contracts import codemode as cm, gateway_live as live
+from contracts import codemode as cm, daemon_code as dc, gateway_code as gc, gateway_live as live
 from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, OutputChunk
 from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
-from contracts.jsonrpc import decode_result, encode_call, new_params
+from contracts.jsonrpc import MethodSpec, Params, decode_result, encode_call, new_params
 
 if TYPE_CHECKING:  # the client binds these
     from fleet.client import FleetClient
 
 StreamItem = OutputChunk | ExecCommandResult
+#: A streamed code run's items: its parts, then its answer.
+CodeRunItem = dc.CodeRunPart | dc.CodeRunResult
 _CHUNK = msgspec.json.Decoder(OutputChunk)
+_PART = msgspec.json.Decoder(dc.CodeRunPart)
+#: On top of a streamed call's own time: the gateway's and the network's.
+_MARGIN_S = 30.0
+Part = TypeVar("Part")
+Answer = TypeVar("Answer")
 _EVENT = msgspec.json.Decoder(cm.RunEvent)
 
 
@@ -36,11 +48,43 @@ async def exec_stream(
 ) -> AsyncGenerator[StreamItem, None]:  # fmt: skip
     """The command's output chunks as it produces them, then its result. Leaving the
     iteration early (or a Ctrl-C) closes the stream, which kills the remote command."""
-    spec, wait = live.MACHINES_EXEC_STREAM, timeout_s or DEFAULT_EXEC_TIMEOUT_S
+    wait = timeout_s or DEFAULT_EXEC_TIMEOUT_S
     params = new_params(live.MachineExecStreamParams, machine_id=machine_id, command=command,
                         timeout_s=wait, cwd=cwd, env=env)  # fmt: skip
+    stream = rpc_stream(self, live.MACHINES_EXEC_STREAM, params, _CHUNK, wait)
+    async with contextlib.aclosing(stream) as items:  # left early: the response closes now
+        async for item in items:
+            yield item
+
+
+async def machines_code_run_stream(
+    self: FleetClient, machine_id: str, code: str, *, language: str | None = None,
+    context_id: str | None = None, timeout_s: float = dc.DEFAULT_CODE_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+) -> AsyncGenerator[CodeRunItem, None]:  # fmt: skip
+    """``machines.code.run``'s parts as the kernel sends them (``CodeRunPart``: a stdout or
+    stderr chunk, a result, the error), then its answer (``CodeRunResult``, as
+    ``machines_code_run`` answers). Leaving early stops the reading, not the code (the run
+    goes on to its end or timeout: ``machines_code_interrupt`` stops it)."""
+    params = new_params(gc.MachineCodeRunParams, machine_id=machine_id, code=code,
+                        language=language, context_id=context_id, timeout_s=timeout_s,
+                        env=env)  # fmt: skip
+    # The code may run until its timeout, after a kernel's start and an interrupt's grace.
+    wait = timeout_s + dc.KERNEL_START_S + dc.INTERRUPT_GRACE_S
+    stream = rpc_stream(self, gc.MACHINES_CODE_RUN, params, _PART, wait)
+    async with contextlib.aclosing(stream) as items:
+        async for item in items:
+            yield item
+
+
+async def rpc_stream(
+    self: FleetClient, spec: MethodSpec[Any, Answer], params: Params,
+    part: msgspec.json.Decoder[Part], wait: float,
+) -> AsyncGenerator[Part | Answer, None]:  # fmt: skip
+    """``spec`` POSTed to ``RPC_STREAM_PATH``: each ``output`` event decoded by ``part`` as it
+    comes, then the answer (``wait`` seconds, and a margin, for it all)."""
     body = encode_call(spec, params, next(self._ids))
-    timeout = aiohttp.ClientTimeout(total=wait + 30.0, sock_read=None)
+    timeout = aiohttp.ClientTimeout(total=wait + _MARGIN_S, sock_read=None)
     try:
         url, headers = f"{self.url}{live.RPC_STREAM_PATH}", {"Content-Type": "application/json"}
         async with self.session.post(url, data=body, timeout=timeout, headers=headers) as resp:
@@ -51,7 +95,7 @@ async def exec_stream(
                 raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
             async for event, data in sse_events(resp.content):
                 if event == live.SSE_OUTPUT:
-                    yield _CHUNK.decode(data)
+                    yield part.decode(data)
                 elif event == live.SSE_RESULT:
                     yield decode_result(spec, data)
                     return

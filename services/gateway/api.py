@@ -191,7 +191,7 @@ class GatewayApi:
                              settings=self.settings)  # fmt: skip
         self.people = PeopleOps(store, self.tokens, self.settings)
         self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
-        self.code = CodeOps(access=self.access, daemons=daemons)
+        self.code = CodeOps(access=self.access, daemons=daemons, bus=bus)
 
     @cached_property
     def _openrpc(self) -> OpenRpcDocument:

@@ -3,32 +3,56 @@
 Thin, as the file methods are: the caller's machine is checked (and woken, as an exec wakes it)
 through ``Access.live_machine``, then its daemon runs the kernels (daemon/code_kernels.py). A
 call that may start a kernel waits for it on top of its own timeout.
+
+``machines.code.run`` POSTed to ``/rpc/stream`` streams as ``machines.execStream`` does
+(exec_stream.py): its daemon runs ``tool.code.runStream``, whose parts (``CodeRunPart``) go to
+the request's ``OUTPUT_SINK`` as they are published, every one before the answer.
 """
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Awaitable
+
+import msgspec
+
 from contracts import daemon_code as dc, gateway_code as gc
 from contracts.events import WakeBy
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
+from controlplane.bus import Bus
 from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.access import Access, Caller
+from services.gateway.exec_stream import OUTPUT_SINK
 
 #: A call that may start a kernel (a new context, a restart, a first run) may take this long.
 _STARTING_S = dc.KERNEL_START_S + EXEC_MARGIN_S
 
 
 class CodeOps:
-    def __init__(self, *, access: Access, daemons: DaemonClient) -> None:
+    def __init__(self, *, access: Access, daemons: DaemonClient, bus: Bus) -> None:
         self.access = access
         self.daemons = daemons
+        self.bus = bus
 
     @handles(gc.MACHINES_CODE_RUN)
     async def machines_code_run(self, p: gc.MachineCodeRunParams, c: Caller) -> dc.CodeRunResult:
-        params = dc.CodeRunParams(code=p.code, language=p.language, context_id=p.context_id,
-                                  timeout_s=p.timeout_s, env=p.env)  # fmt: skip
+        run = dc.CodeRunParams(code=p.code, language=p.language, context_id=p.context_id,
+                               timeout_s=p.timeout_s, env=p.env)  # fmt: skip
         # Past its timeout the daemon interrupts the kernel, and waits a moment for it to stop.
-        return await self._call(c, p.machine_id, dc.CODE_RUN, params,
-                                p.timeout_s + _STARTING_S + dc.INTERRUPT_GRACE_S)  # fmt: skip
+        wait = p.timeout_s + _STARTING_S + dc.INTERRUPT_GRACE_S
+        sink = OUTPUT_SINK.get()
+        if sink is None:  # a plain POST /rpc: one answer
+            return await self._call(c, p.machine_id, dc.CODE_RUN, run, wait)
+        await self.access.live_machine(c, p.machine_id, wake=WakeBy.EXEC)
+        params = dc.CodeRunStreamParams(
+            **msgspec.structs.asdict(run), stream_id=secrets.token_hex(16)
+        )
+
+        def call() -> Awaitable[dc.CodeRunResult]:
+            return self.daemons.call(p.machine_id, dc.CODE_RUN_STREAM, params, timeout_s=wait)
+
+        machine = self.daemons.machine(p.machine_id)
+        return await machine.with_output(self.bus.nc, params.stream_id, sink, call)
 
     @handles(gc.MACHINES_CODE_CREATE_CONTEXT)
     async def machines_code_create_context(

@@ -1,11 +1,15 @@
 """The fake daemon's code interpreter: no kernel runs; each call is recorded, and a run answers
-its code back as the cell's ``text/plain`` result (the gateway's rules are what is tested)."""
+its code back as the cell's ``text/plain`` result (the gateway's rules are what is tested). A
+streamed run first publishes ``parts`` (with ``publish``, a test's NATS), as a daemon would."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from contracts import daemon_code as dc
+import msgspec
+
+from contracts import daemon_code as dc, subjects
 from contracts.errors import LanguageUnavailable, NotFound
 from contracts.jsonrpc import NoParams, Router
 
@@ -18,9 +22,14 @@ class FakeKernels:
     #: Every run, oldest first.
     runs: list[dc.CodeRunParams] = field(default_factory=list)
     contexts: dict[str, dc.CodeContext] = field(default_factory=dict)
+    #: What a streamed run publishes before it answers, and where (subject, data).
+    parts: list[dc.CodeRunPart] = field(default_factory=list)
+    publish: Callable[[str, bytes], Awaitable[None]] | None = None
+    machine_id: str = ""
 
     def register(self, r: Router[None]) -> None:
         r.register(dc.CODE_RUN, self.run)
+        r.register(dc.CODE_RUN_STREAM, self.run_stream)
         r.register(dc.CODE_CREATE_CONTEXT, self.create)
         r.register(dc.CODE_LIST_CONTEXTS, self.list)
         r.register(dc.CODE_RESTART_CONTEXT, self.restart)
@@ -36,6 +45,13 @@ class FakeKernels:
         main = {"text/plain": p.code, dc.IS_MAIN: True}
         return dc.CodeRunResult(execution_count=len(self.runs), results=[main], stdout=[],
                                 stderr=[], error=None, context_id=ctx.id)  # fmt: skip
+
+    async def run_stream(self, p: dc.CodeRunStreamParams, _: None) -> dc.CodeRunResult:
+        for part in self.parts:
+            if self.publish is not None:
+                subject = subjects.exec_output(self.machine_id, p.stream_id)
+                await self.publish(subject, msgspec.json.encode(part))
+        return await self.run(p, None)
 
     async def create(self, p: dc.CreateContextParams, _: None) -> dc.CodeContext:
         return self._new(f"c{len(self.contexts) + 1}", p.language, p.cwd)

@@ -1,12 +1,14 @@
 """The code interpreter on a real machine with real kernels (ipykernel, bash_kernel), through
 the whole stack: state across calls, output in order, rich results, errors, a timeout that
-keeps the state, contexts that do not see each other, bash. One machine for the module: each
+keeps the state, contexts that do not see each other, bash, a run's output streamed as it
+comes. One machine for the module: each
 test works in contexts of its own (or the default one, on names of its own)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import subprocess
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from contracts.daemon_code import CodeRunResult
+from contracts.daemon_code import CodeRunPart, CodeRunResult
 from contracts.errors import LanguageUnavailable, NotFound
 from controlplane.settings import Settings
 from fleet.client import FleetClient
@@ -161,3 +163,30 @@ async def test_the_cli_prints_text_and_saves_images(
     (saved,) = tmp_path.glob("*.png")
     assert saved.read_bytes() == PNG
     assert out.decode().splitlines() == ["hello", f"[image/png saved to {saved}]", "42"]
+
+
+async def test_a_streamed_run_sends_its_stdout_as_it_comes_then_the_answer(
+    shared_stack: FleetClient, mid: str
+) -> None:
+    """The code prints, then waits for a file the test writes only once it holds that first
+    part: the part came while the code still ran, before the rest and the answer."""
+    go = f"go-{os.urandom(6).hex()}"
+    code = (f"import os, time\nprint('waiting', flush=True)\nfor _ in range(600):\n"
+            f"    if os.path.exists({go!r}): break\n    time.sleep(0.05)\n"
+            f"print('seen' if os.path.exists({go!r}) else 'never', flush=True)\n"
+            "'done'")  # fmt: skip
+    items: list[CodeRunPart | CodeRunResult] = []
+    stream = shared_stack.machines_code_run_stream(mid, code, timeout_s=60)
+    async with contextlib.aclosing(stream) as parts:
+        async for item in parts:
+            items.append(item)
+            if len(items) == 1:
+                assert item == CodeRunPart(seq=0, kind="stdout", text="waiting\n")
+                await shared_stack.write_file(mid, go, "")
+    *streamed, answer = items
+    assert isinstance(answer, CodeRunResult)
+    assert [(p.kind, p.text) for p in streamed if isinstance(p, CodeRunPart)] == [
+        ("stdout", "waiting\n"), ("stdout", "seen\n"), ("result", None)
+    ]  # fmt: skip
+    assert [p.seq for p in streamed if isinstance(p, CodeRunPart)] == [0, 1, 2]
+    assert (answer.stdout, main_text(answer)) == (["waiting\n", "seen\n"], ["'done'"])

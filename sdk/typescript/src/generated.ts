@@ -2084,6 +2084,20 @@ export interface BadControl {
   message: string;
 }
 
+/**
+ * One part of a streamed run, as the kernel sends it: a ``stdout`` or ``stderr`` chunk
+ * (``text``), a ``result`` (a MIME bundle) or the ``error``. The parts are what the answer
+ * holds, in the order they came (``seq`` from 0), within the same cap: a part the answer
+ * leaves out is not sent either. A timeout's ``TimeoutError`` comes as a last error part.
+ */
+export interface CodeRunPart {
+  seq: number;
+  kind: "error" | "result" | "stderr" | "stdout";
+  text?: string | null;
+  result?: Record<string, unknown> | null;
+  error?: CodeError | null;
+}
+
 /** Bytes of output this client missed (it was too slow; the others were not held up). */
 export interface Dropped {
   type: "dropped";
