@@ -72,6 +72,9 @@ class Machine(Model, kw_only=True):
     #: What asked for its last resume or start (``by`` of that ``machine.resume-requested`` or
     #: ``machine.started``); None if it never was woken since its creation.
     woken_by: WakeBy | None = None
+    #: The repos that did not reach it (``repo PATH: reason; ...``): it runs without them, and
+    #: its next start tries them again; None when every repo is in place.
+    setup_warning: str | None = None
     created_at: datetime
     updated_at: datetime
 

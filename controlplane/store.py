@@ -51,6 +51,7 @@ from controlplane.store_keys import (
 from controlplane.store_lifecycles import LifecycleRecords
 from controlplane.store_liveness import HeartbeatRecords
 from controlplane.store_locks import LockRecords
+from controlplane.store_repo_warnings import RepoWarnings
 from controlplane.store_snapshots import SnapshotRecords
 from controlplane.store_stages import StageRecords, Transition
 from controlplane.store_stop import StopRecords
@@ -105,6 +106,7 @@ class Store:
         self.stops = StopRecords(self)
         self.snapshots = SnapshotRecords(self)
         self.disk = DiskLedger(self)
+        self.repo_warnings = RepoWarnings(self)
         self.environments = EnvironmentRecords(self)
         self.lifecycles = LifecycleRecords(self)
         self.codemode = CodemodeRecords(self)

@@ -153,6 +153,10 @@ class Keys:
     def k_cloned(self, machine_id: str) -> str:
         return f"{self.prefix}machine:{machine_id}:cloned"
 
+    def k_repo_warnings(self, machine_id: str) -> str:
+        """The machine's repos that did not reach it: path -> reason (store_repo_warnings.py)."""
+        return f"{self.prefix}machine:{machine_id}:repo-warnings"
+
     def k_lifecycle(self, machine_id: str) -> str:
         """The machine's devcontainer settings its lifecycle commands come from (JSON; absent: a
         machine of no devcontainer, which runs none)."""

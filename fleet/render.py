@@ -111,7 +111,9 @@ def machines_table(machines: Sequence[Machine]) -> str:
             m.status.value,
             _daemon(m),
             age(m.created_at),
-            m.status_reason,
+            f"{m.status_reason} (warning: {m.setup_warning})"
+            if m.setup_warning
+            else m.status_reason,
         ]
         for m in machines
     ]
@@ -145,6 +147,7 @@ def machine_detail(m: Machine) -> str:
         ("runtime", _runtime(m)),
         ("host", m.host_id or "- (no host took it yet)"),
         ("status", f"{m.status.value}: {m.status_reason}"),
+        *([("warning", m.setup_warning)] if m.setup_warning else []),
         ("daemon", daemon),
         ("created", f"{m.created_at.isoformat()} ({age(m.created_at)} ago)"),
         ("updated", f"{m.updated_at.isoformat()} ({age(m.updated_at)} ago)"),

@@ -111,12 +111,22 @@ class Checkouts(LiveEnv):
                 out.conflicts.append(RepoConflict(path=repo.path, reason=str(exc)))
         wanted = {r.path for r in repos}
         out.left_in_place.extend(sorted(done - wanted))
+        await self._warn(machine.id, wanted, out)
         if out.cloned or out.switched:
             await self._content_updated(machine, mc, cause)
         log.info("setup.repos_reconciled", machine_id=machine.id, cloned=out.cloned,
                  switched=out.switched, conflicts=len(out.conflicts),
                  left_in_place=out.left_in_place)  # fmt: skip
         return out
+
+    async def _warn(self, machine_id: str, wanted: set[str], out: ReposReconciled) -> None:
+        """The machine's repo warnings as this reconcile found them: each conflict's, and none
+        for a repo now in place or no longer wanted."""
+        known = await self.store.repo_warnings.of(machine_id)
+        reasons: dict[str, str | None] = {p: None for p in known if p not in wanted}
+        reasons |= {p: None for p in (*out.cloned, *out.switched, *out.unchanged) if p in known}
+        reasons |= {c.path: c.reason for c in out.conflicts}
+        await self.store.repo_warnings.note(machine_id, reasons)
 
     async def _content_updated(self, machine: Machine, mc: MachineClient, cause: str) -> None:
         """New content in the repos: a devcontainer's updateContentCommand runs again."""

@@ -14,7 +14,7 @@ from contracts.daemon_files import STAT
 from contracts.errors import NotFound
 from contracts.events import DaemonStatusReported, SetupPushed
 from contracts.ids import derived_event_id
-from contracts.models import Machine
+from contracts.models import Machine, Repo
 from contracts.status import MachineStatus as S
 from controlplane.consumer import Permanent, Retry
 from controlplane.daemon_client import MachineClient
@@ -81,10 +81,8 @@ class SetupPusher(Checkouts):
         # Debug: machine.setup-pushed says the same, and a line per machine costs at scale.
         log.debug("setup.env_written", path=env_path, bytes=env_bytes)
         await start_sshd(mc, machine)
-        for repo in inputs.repos:
-            if repo.path not in inputs.cloned:
-                await self.clone(mc, repo, await self._git_env(mc, machine.instance_id, repo))
-                await self.store.mark_cloned(machine.id, repo.path)
+        missing = [r for r in inputs.repos if r.path not in inputs.cloned]
+        skipped = await self.clone_missing(machine, mc, missing)
         # A setup follows every start: postStartCommand each time, the rest once per machine.
         await run_lifecycle(self.store, self.bus, machine, mc, cfg, ON_CREATE + ON_START,
                             cause_event_id=cause_event_id)  # fmt: skip
@@ -93,8 +91,36 @@ class SetupPusher(Checkouts):
             machine_id=machine.id,
             env_path=env_path,
             env_bytes=env_bytes,
-            repo_paths=[r.path for r in inputs.repos],
+            repo_paths=[r.path for r in inputs.repos if r.path not in skipped],
         )
+
+    async def clone_missing(
+        self, machine: Machine, mc: MachineClient, repos: list[Repo]
+    ) -> set[str]:
+        """Each repo cloned; the first whose clone fails fails the setup, unless it had already
+        failed to reach this machine (a warning on it): then the machine starts without it,
+        the warning kept, rather than fail again for what its user was told of. Either way
+        the failure is recorded as the repo's warning. The paths of the repos skipped."""
+        known = await self.store.repo_warnings.of(machine.id)
+        outcome: dict[str, str | None] = {}
+        try:
+            for repo in repos:
+                try:
+                    await self.clone(mc, repo, await self._git_env(mc, machine.instance_id, repo))
+                except Permanent as exc:
+                    outcome[repo.path] = str(exc)  # known from now on: the next start goes on
+                    if repo.path not in known:
+                        raise
+                    log.warning("setup.repo_skipped", machine_id=machine.id, path=repo.path,
+                                reason=str(exc))  # fmt: skip
+                    continue
+                await self.store.mark_cloned(machine.id, repo.path)
+                outcome[repo.path] = None
+        finally:
+            await self.store.repo_warnings.note(
+                machine.id, {p: why for p, why in outcome.items() if why or p in known}
+            )
+        return {p for p, why in outcome.items() if why}
 
     async def push_env(self, mc: MachineClient, cfg: InstanceConfig) -> tuple[str, int]:
         """Write the CA bundle (if configured), the .env, the cron table and the SSH keys;

@@ -137,6 +137,14 @@ async def test_a_branch_change_switches_a_clean_tree_and_reports_a_dirty_one(
     assert conflict.path == "app"
     assert "uncommitted changes" in conflict.reason
     assert fake.ran("checkout") == []
+    # The dirty one is marked with the warning (machines.get), still ready; the clean one not.
+    marked = await world.machine(dirty.id)
+    assert (marked.status, marked.setup_warning) == (S.READY, f"repo app: {conflict.reason}")
+    assert (await world.machine(clean.id)).setup_warning is None
+    # Cleaned, the next change switches it, and the warning is gone.
+    fake.checkouts[fake.path("app")].dirty = False
+    await add_repo(world, dirty.instance_id, branch="next")
+    assert (await world.machine(dirty.id)).setup_warning is None
 
 
 async def test_in_an_image_with_no_git_repos_are_reconciled_by_the_daemons_runtime(
@@ -170,6 +178,25 @@ async def test_a_removed_repo_is_left_in_place_and_reported(world: World) -> Non
     assert fake.path("app") in fake.checkouts
     assert world.bus.of(ReposReconciled, machine.id)[-1].left_in_place == ["app"]
     assert (await world.machine(machine.id)).status is S.READY
+
+
+async def test_a_repo_that_cannot_reach_a_running_machine_is_a_warning_on_it(
+    world: World,
+) -> None:
+    """A clone that fails on a running machine marks it (``setupWarning``), never fails it;
+    removing the repo clears the mark."""
+    machine = await world.ready_machine()
+    world.daemons[machine.id].on_exec(["clone"], exit_code=128,
+                                      stderr="fatal: Remote branch nope not found\n")  # fmt: skip
+    await add_repo(world, machine.instance_id, branch="nope")
+    marked = await world.machine(machine.id)
+    assert marked.status is S.READY
+    assert marked.setup_warning == (
+        f"repo app: git clone {URL} failed: fatal: Remote branch nope not found"
+    )
+    await world.rpc("repos.remove", {"instanceId": machine.instance_id, "path": "app"})
+    await world.bus.settle()
+    assert (await world.machine(machine.id)).setup_warning is None
 
 
 @pytest.mark.gateway_method("machines.execStream")

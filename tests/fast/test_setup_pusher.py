@@ -6,9 +6,11 @@ import time
 from datetime import timedelta
 
 import msgspec
+import pytest
 
 from contracts.consumers import Durable
 from contracts.daemon_rpc import ExecCommandParams
+from contracts.errors import NotFound
 from contracts.events import DaemonStatusReported, MachineFailed, SetupPushed, now
 from contracts.ids import new_event_id
 from contracts.models import GitCredentials, Machine, Repo
@@ -334,6 +336,43 @@ async def test_a_failed_clone_is_permanent_and_fails_the_machine_at_setup(world:
     assert machine.status_reason == f"setup failed: {reason}"
     assert world.bus.kinds(machine.id)[-1] == K.FAILED
     assert world.bus.of(SetupPushed) == []
+    assert machine.setup_warning == f"repo src/app: {reason}"  # known: the next start goes on
+
+
+async def test_a_repo_known_broken_does_not_fail_the_next_start(world: World) -> None:
+    """A repo that failed to reach the machine before (its warning) is tried again at the next
+    setup; failing again, the machine starts without it, warned; the other repos are cloned."""
+    broken = Repo(url=URL, branch="nope", path="src/app")
+    good = Repo(url=URL.replace("app", "lib"), branch="main", path="src/lib")
+    machine = await booting(world, repos=[broken, good])
+    assert await world.store.repo_warnings.note(machine.id, {"src/app": "git clone failed"})
+    world.daemons[machine.id].on_exec(["clone", "--branch", "nope"], exit_code=128,
+                                      stderr="fatal: Remote branch nope not found\n")  # fmt: skip
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    # The probe looks for the repos in place, not for the one skipped.
+    assert world.bus.one(SetupPushed, machine.id).repo_paths == ["src/lib"]
+    after = await world.machine(machine.id)
+    assert after.status is S.READY
+    assert after.setup_warning == (
+        f"repo src/app: git clone {URL} failed: fatal: Remote branch nope not found"
+    )
+    assert await world.store.cloned_paths(machine.id) == {"src/lib"}
+
+
+async def test_a_known_broken_repo_that_clones_at_last_loses_its_warning(world: World) -> None:
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app")])
+    await world.store.repo_warnings.note(machine.id, {"src/app": "git clone failed"})
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+    assert world.bus.one(SetupPushed, machine.id)
+    assert (await world.machine(machine.id)).setup_warning is None
+
+
+async def test_a_warning_never_makes_a_record_of_a_machine_that_is_gone(world: World) -> None:
+    assert not await world.store.repo_warnings.note("m-" + "0" * 16, {"src/app": "why"})
+    with pytest.raises(NotFound):
+        await world.store.get_machine("m-" + "0" * 16)
 
 
 async def test_a_clone_that_times_out_says_so(world: World) -> None:

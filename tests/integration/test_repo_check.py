@@ -2,7 +2,8 @@
 over HTTP from a real smart-HTTP server (tests/gitserver.py) and from a local path; a missing
 repo and a missing branch refused by name, a good repo added, a private repo checked with its
 own token and never with anything of the host's, a remote nobody answers added with a
-warning."""
+warning; one that then fails to reach a running machine marks it, and its next start goes on
+without it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 from contracts.errors import BranchNotFound, RepoNotFound
 from fleet.client import FleetClient
 from tests.gitserver import GitHttpServer
+from tests.stop_checks import ready_machine
+from tests.waiters import wait_until
 
 TOKEN = "repo-check-t0ken"
 
@@ -91,10 +94,14 @@ async def test_a_private_repo_is_checked_with_its_own_token_never_the_hosts(
     assert (repo.has_credentials, repo.warning) == (True, None)
 
 
-async def test_a_remote_nobody_answers_is_added_with_a_warning(stack: FleetClient) -> None:
+def closed_port() -> int:
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+async def test_a_remote_nobody_answers_is_added_with_a_warning(stack: FleetClient) -> None:
+    port = closed_port()
     inst = await stack.create_instance("unreachable")
     url = f"http://127.0.0.1:{port}/app.git"
     repo = await stack.add_repo(inst.id, url, "main", "app")
@@ -102,3 +109,29 @@ async def test_a_remote_nobody_answers_is_added_with_a_warning(stack: FleetClien
     assert repo.warning.startswith(f"not checked: the platform could not ask {url}")
     assert "connect" in repo.warning.lower()  # git's own words: why it could not
     assert [r.url for r in await stack.list_repos(inst.id)] == [url]
+
+
+async def test_a_repo_that_cannot_reach_a_running_machine_marks_it_and_its_start_goes_on(
+    stack: FleetClient, bare_repo: Path
+) -> None:  # fmt: skip
+    mid = await ready_machine(stack, "warned")
+    inst = (await stack.get_machine(mid)).instance_id
+    url = f"http://127.0.0.1:{closed_port()}/app.git"
+    await stack.add_repo(inst, url, "main", "broken")
+    await stack.add_repo(inst, str(bare_repo), "main", "good")
+
+    async def warned() -> bool:
+        return (await stack.get_machine(mid)).setup_warning is not None
+
+    await wait_until(warned, timeout=60)
+    machine = await stack.get_machine(mid)
+    assert machine.status.value == "ready"
+    assert (machine.setup_warning or "").startswith(f"repo broken: git clone {url} failed")
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=60)
+    await stack.start_machine(mid)
+    again = await stack.wait_for(mid, ("ready", "failed"), timeout_s=120)
+    assert again.status.value == "ready", again.status_reason
+    assert (again.setup_warning or "").startswith("repo broken: ")
+    listed = await stack.exec(mid, ["ls", "good"])
+    assert listed.exit_code == 0, listed.stderr

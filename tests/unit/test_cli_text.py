@@ -57,6 +57,14 @@ def test_the_runtime_is_in_the_list_and_the_detail() -> None:
     assert detail[detail.index("status    failed: setup failed:") + 1].startswith(" " * 10)
 
 
+def test_a_repo_that_did_not_reach_the_machine_is_shown_as_its_warning() -> None:
+    warned = machine(1, "all readiness checks passed", setup_warning="repo src/app: not found")
+    assert "warning   repo src/app: not found" in machine_detail(warned).splitlines()
+    assert "warning" not in machine_detail(machine(2, "all readiness checks passed"))
+    row = machines_table([warned]).splitlines()[1]
+    assert row.endswith("all readiness checks passed (warning: repo src/app: not found)")
+
+
 def test_a_bad_id_is_named_by_what_one_looks_like_in_the_api_too() -> None:
     for ref, body, said in [
         (MachineRef, b'{"machineId": "m-nope"}', "machine id (they look like m-0123456789abcdef)"),

@@ -136,6 +136,9 @@ export function machineDetailPage({ root, signal }, machineId) {
       ...prop("Host", h("span", { testid: "machine-host" }, m.hostId ?? "no host took it yet")),
       ...prop("Daemon", daemonCell(m)),
       ...prop("Last woken by", wokenBy(m)),
+      ...(m.setupWarning
+        ? prop("Setup warning", h("span.warning", { testid: "setup-warning" }, m.setupWarning))
+        : []),
       ...prop("Created", fmtTime(m.createdAt)),
       ...prop("Updated", fmtTime(m.updatedAt)),
     );
