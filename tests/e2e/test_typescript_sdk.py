@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import SDK, FleetUp, start_fleet_up
 from tests.e2e.test_chaos_ha import _children
+from tests.e2e.test_up_killed import ready_machine
 
 ROOT = Path(__file__).resolve().parents[2]
 TSC = SDK / "node_modules" / "typescript" / "bin" / "tsc"
@@ -26,6 +27,8 @@ TSC = SDK / "node_modules" / "typescript" / "bin" / "tsc"
 DOCS = (SDK / "README.md", ROOT / "docs" / "typescript.md")
 #: One stack for the module's tests, on one worker (one of them restarts its gateway).
 pytestmark = pytest.mark.xdist_group("typescript_sdk")
+#: docs/code-interpreter.md's TypeScript example, run against the stack.
+CODE_EXAMPLE = re.compile(r"<!-- example:ts -->\n```ts\n(.*?)```", re.S)
 QUICK = re.compile(r"<!-- example:quick -->\n```ts\n(.*?)```\n<!-- /example:quick -->", re.S)
 
 
@@ -194,3 +197,28 @@ def test_the_pages_install_and_run_commands_work_as_written(
     out = _ok(_run([*sh, _page_block("run", "sh")], cwd=app, env=env, timeout=600), "the run")
     assert re.search(r"^m-[0-9a-f]{16} ready$", out, re.M), out
     assert not (app / "node_modules" / "typescript").exists()
+
+
+@pytest.mark.timeout(600)
+def test_the_code_interpreter_pages_example_runs_as_written(
+    built: Path, stack: FleetUp, tmp_path: Path
+) -> None:
+    """docs/code-interpreter.md's TypeScript example, compiled under ``tsc --strict`` against
+    the built SDK and run by node on a machine of the stack: its callbacks print the streamed
+    parts as they came, its iterator each part, then the answers."""
+    (block,) = CODE_EXAMPLE.findall((ROOT / "docs" / "code-interpreter.md").read_text())
+    (tmp_path / "example.mts").write_text(block)
+    scope = tmp_path / "node_modules" / "@fleetd"
+    scope.mkdir(parents=True)
+    (scope / "sdk").symlink_to(SDK)  # as installed: its package.json's exports, its dist
+    types = str(SDK / "node_modules" / "@types")
+    tsc = [str(TSC), "--strict", "--module", "NodeNext", "--target", "ES2022", "--skipLibCheck",
+           "--typeRoots", types, "--types", "node", "example.mts"]  # fmt: skip
+    _ok(_run(["node", *tsc], cwd=tmp_path), "tsc of the example")
+    env = _node_env(stack, MACHINE_ID=ready_machine(stack))
+    out = _ok(_run(["node", "example.mjs"], cwd=tmp_path, env=env, timeout=300), "the example")
+    lines = out.splitlines()
+    assert lines[:2] == ["stdout: thinking", "result: 42"], out
+    assert re.fullmatch(r"answer: \d+ 1", lines[2]), out
+    assert lines[3:] == ['0 stdout "out\\n"', '1 error "ZeroDivisionError"',
+                         "error: ZeroDivisionError"], out  # fmt: skip

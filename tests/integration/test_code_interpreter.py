@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import os
 import re
 import subprocess
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from tests.conftest import ADMIN_TOKEN, ReadyMachine
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "code-interpreter.md"
 #: A 1x1 PNG.
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -190,3 +193,32 @@ async def test_a_streamed_run_sends_its_stdout_as_it_comes_then_the_answer(
     ]  # fmt: skip
     assert [p.seq for p in streamed if isinstance(p, CodeRunPart)] == [0, 1, 2]
     assert (answer.stdout, main_text(answer)) == (["waiting\n", "seen\n"], ["'done'"])
+
+
+def _page_example(name: str) -> str:
+    """docs/code-interpreter.md's ```python block marked ``<!-- example:NAME -->``."""
+    (block,) = re.findall(rf"<!-- example:{name} -->\n```python\n(.*?)```", PAGE.read_text(), re.S)
+    return str(block)
+
+
+async def test_the_pages_python_examples_run_as_written(
+    mid: str, shared_settings: Settings
+) -> None:
+    """Each marked block of docs/code-interpreter.md, as written, in a function given the
+    ``url``, ``token`` and ``machine_id`` it names; what the streaming one prints is what its
+    comments say."""
+    url = f"http://127.0.0.1:{shared_settings.port}"
+    printed = io.StringIO()
+    for name in ("python", "python-stream"):
+        source = "async def example(url, token, machine_id):\n" + textwrap.indent(
+            _page_example(name), "    "
+        )
+        scope: dict[str, object] = {}
+        exec(compile(source, f"{PAGE}:{name}", "exec"), scope)  # noqa: S102 - the page's own code
+        with contextlib.redirect_stdout(printed):
+            await scope["example"](url, ADMIN_TOKEN, mid)  # type: ignore[operator]
+    assert printed.getvalue().splitlines() == [
+        "stdout '0\\n'", "stdout '1\\n'", "stdout '2\\n'",
+        "result {'text/plain': \"'done'\", 'isMain': True}",
+        "['0\\n', '1\\n', '2\\n'] None",
+    ]  # fmt: skip

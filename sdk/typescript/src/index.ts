@@ -1,3 +1,9 @@
+export {
+  type CodeRunOptions,
+  CodeRunStream,
+  DEFAULT_CODE_TIMEOUT_S,
+  type MimeBundle,
+} from "./code.js";
 export { FleetError, type WireError } from "./errors.js";
 export { DEFAULT_RESUME_DEADLINE_MS, EventStream, type EventsOptions } from "./events.js";
 export { type FileData, type FileDownload, Files, type WriteOptions } from "./files.js";
@@ -11,5 +17,6 @@ export {
   ExecStream,
   Machines,
 } from "./machines.js";
+export { RpcStream } from "./rpc_stream.js";
 export { type OpenTerminal, Terminal, Terminals } from "./terminals.js";
 export { type CallOptions, DEFAULT_URL, type FleetOptions } from "./transport.js";

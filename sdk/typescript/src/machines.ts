@@ -1,15 +1,16 @@
+import { type CodeRunOptions, type CodeRunStream, codeRun, codeRunStream } from "./code.js";
 import { FleetError } from "./errors.js";
 import { EventStream } from "./events.js";
-import {
-  type ExecCommandResult,
-  type ForkedMachines,
-  type Machine,
-  type MachinesCreateParams,
-  type OutputChunk,
-  ROUTES,
-  type Snapshot,
+import type {
+  CodeRunResult,
+  ExecCommandResult,
+  ForkedMachines,
+  Machine,
+  MachinesCreateParams,
+  OutputChunk,
+  Snapshot,
 } from "./generated.js";
-import { sseEvents } from "./sse.js";
+import { RpcStream } from "./rpc_stream.js";
 import { anySignal, type Transport } from "./transport.js";
 import { webcrypto } from "./webcrypto.js";
 
@@ -134,6 +135,23 @@ export class Machines {
     return new ExecStream(this.transport, body, signal);
   }
 
+  /**
+   * Run code in a stateful kernel of the machine (`machines.code.run`): its answer (results
+   * as MIME bundles, stdout, stderr, the error). Given `onStdout`, `onStderr`, `onResult` or
+   * `onError`, the run streams and each is called as its part comes, before this resolves.
+   */
+  codeRun(machineId: string, code: string, options: CodeRunOptions = {}): Promise<CodeRunResult> {
+    return codeRun(this.transport, machineId, code, options);
+  }
+
+  /**
+   * Run code in a stateful kernel of the machine, its parts as they come: iterate the stream
+   * for them (`stdout`, `stderr`, `result`, `error`), then await `result`.
+   */
+  codeRunStream(machineId: string, code: string, options: CodeRunOptions = {}): CodeRunStream {
+    return codeRunStream(this.transport, machineId, code, options);
+  }
+
   stop(machineId: string): Promise<Machine> {
     return this.transport.call("machines.stop", { machineId });
   }
@@ -179,97 +197,14 @@ function ready(m: Machine): Machine {
 /**
  * A command's output as it is produced (POST /rpc/stream): an async iterable of chunks, then
  * `result`. Iterate it once; `result` alone (without iterating) reads the output and drops it.
+ * Aborting it (or leaving the loop early) kills the command.
  */
-export class ExecStream implements AsyncIterable<ExecChunk> {
-  private readonly controller = new AbortController();
-  private readonly settled: Promise<ExecCommandResult>;
-  private resolve!: (r: ExecCommandResult) => void;
-  private reject!: (e: unknown) => void;
-  private iterating = false;
-
-  constructor(
-    private readonly transport: Transport,
-    private readonly body: string,
-    signal: AbortSignal | undefined,
-  ) {
-    this.settled = new Promise((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-    this.settled.catch(() => undefined); // awaited or not, never an unhandled rejection
-    if (signal?.aborted) this.controller.abort(signal.reason);
-    signal?.addEventListener("abort", () => this.controller.abort(signal.reason), { once: true });
-  }
-
-  /** The command's result (exit code, capped output) once it ended. */
-  get result(): Promise<ExecCommandResult> {
-    if (!this.iterating) {
-      void (async () => {
-        for await (const _ of this) {
-          // drained: the output is in the result too
-        }
-      })().catch(() => undefined);
-    }
-    return this.settled;
-  }
-
-  /** Kill the command (as aborting the signal does). */
-  abort(): void {
-    this.controller.abort(
-      new FleetError(0, "execStream aborted", { name: "Aborted", httpStatus: 0 }),
-    );
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<ExecChunk> {
-    if (this.iterating) throw new Error("an ExecStream is iterated once");
-    this.iterating = true;
-    return this.run();
-  }
-
-  private async *run(): AsyncGenerator<ExecChunk> {
+export class ExecStream extends RpcStream<ExecChunk, ExecCommandResult> {
+  constructor(transport: Transport, body: string, signal: AbortSignal | undefined) {
     const encoder = new TextEncoder();
-    let done = false;
-    try {
-      const resp = await this.transport.fetch(ROUTES.rpcStream, {
-        method: "POST",
-        headers: this.transport.headers({ "content-type": "application/json" }),
-        body: this.body,
-        signal: this.controller.signal,
-      });
-      const type = resp.headers.get("content-type") ?? "";
-      if (!type.startsWith("text/event-stream") || resp.body === null) {
-        if (!resp.ok) throw await this.transport.httpError(resp);
-        const doc = (await resp.json()) as { error?: unknown };
-        throw FleetError.fromWire(doc.error);
-      }
-      for await (const message of sseEvents(resp.body)) {
-        if (message.event === ROUTES.sseOutput) {
-          const chunk = JSON.parse(message.data) as OutputChunk;
-          yield { stream: chunk.stream, data: encoder.encode(chunk.data) };
-        } else if (message.event === ROUTES.sseResult) {
-          const doc = JSON.parse(message.data) as { result?: ExecCommandResult; error?: unknown };
-          if (doc.error !== undefined) throw FleetError.fromWire(doc.error);
-          done = true;
-          this.resolve(doc.result as ExecCommandResult);
-          return;
-        }
-      }
-      throw new FleetError(1045, "the stream ended without a result", { name: "StreamAborted" });
-    } catch (err) {
-      const reason = this.controller.signal.aborted ? this.controller.signal.reason : err;
-      this.reject(reason);
-      throw reason;
-    } finally {
-      if (!done) {
-        // Left early (break, abort): closing the response kills the command on the machine.
-        this.controller.abort();
-        this.reject(
-          new FleetError(0, "execStream closed before its result", {
-            name: "Aborted",
-            httpStatus: 0,
-          }),
-        );
-      }
-    }
+    super(transport, body, signal, "execStream", (data) => {
+      const chunk = JSON.parse(data) as OutputChunk;
+      return { stream: chunk.stream, data: encoder.encode(chunk.data) };
+    });
   }
 }

@@ -85,6 +85,60 @@ describe("a machine", () => {
     );
   });
 
+  test("codeRun keeps state and calls its callbacks as the parts come, then resolves the answer", async () => {
+    await f.machines.codeRun(machine.id, "n = 6");
+    const seen = [];
+    const stderr = [];
+    const code =
+      "import sys\nprint('one', flush=True)\nprint('two', file=sys.stderr, flush=True)\nn * 7";
+    const answer = await f.machines.codeRun(machine.id, code, {
+      timeoutS: 60,
+      onStdout: (t) => seen.push(["stdout", t]),
+      onStderr: (t) => stderr.push(t),
+      onResult: (bundle) => seen.push(["result", bundle["text/plain"]]),
+      onError: (error) => seen.push(["error", error.name]),
+    });
+    assert.deepEqual(seen, [
+      ["stdout", "one\n"],
+      ["result", "42"],
+    ]);
+    assert.deepEqual(stderr, ["two\n"]);
+    assert.deepEqual(
+      [answer.stdout, answer.error, answer.contextId],
+      [["one\n"], null, "default-python"],
+    );
+    const plain = await f.machines.codeRun(machine.id, "1 / 0");
+    assert.equal(plain.error?.name, "ZeroDivisionError");
+  });
+
+  test("codeRunStream yields stdout while the code runs, then the error, then the answer", async () => {
+    // The code waits for a file this test writes only once it holds the first part.
+    const go = `go-${randomBytes(6).toString("hex")}`;
+    const code = [
+      "import os, time",
+      "print('waiting', flush=True)",
+      "for _ in range(600):",
+      `    if os.path.exists('${go}'): break`,
+      "    time.sleep(0.05)",
+      `raise ValueError('seen' if os.path.exists('${go}') else 'never')`,
+    ].join("\n");
+    const stream = f.machines.codeRunStream(machine.id, code, { timeoutS: 60 });
+    const parts = [];
+    for await (const part of stream) {
+      parts.push(part);
+      if (parts.length === 1) await f.files.write(machine.id, go, "");
+    }
+    assert.deepEqual(
+      parts.map((p) => [p.seq, p.kind, p.text ?? p.error?.value]),
+      [
+        [0, "stdout", "waiting\n"],
+        [1, "error", "seen"],
+      ],
+    );
+    const answer = await stream.result;
+    assert.deepEqual([answer.stdout, answer.error?.name], [["waiting\n"], "ValueError"]);
+  });
+
   test("files: text, bytes and a stream, 1 MiB checksummed both ways", async () => {
     const written = await f.files.write(machine.id, "notes.txt", "remember the milk\n");
     assert.equal(written.size, 18);
