@@ -20,6 +20,7 @@ from pathlib import Path
 from contracts.errors import FleetError
 from fleet import (
     cli_audit,
+    cli_call,
     cli_code,
     cli_env_builds,
     cli_hosts,
@@ -67,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fleet",
         description="fleetd: remote development machines",
-        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 unreachable, 4 API error, 5 timed out.",
+        epilog="Any API method: fleet call METHOD (fleet call --help lists them); its groups: "
+        + ", ".join(cli_call.group_names())
+        + ".\nExit codes: 0 ok, 1 failed, 2 usage, 3 unreachable, 4 API error, 5 timed out.",
     )
     p.add_argument(
         "--url",
@@ -85,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_env_builds.register(sub)
     cli_audit.register(sub)
     cli_people.register(sub)
+    cli_call.register(sub)
     return p
 
 

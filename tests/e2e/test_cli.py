@@ -388,3 +388,23 @@ def test_rebuild_with_an_idempotency_key_twice_is_one_rebuild(stack: FleetUp) ->
     assert {m["id"]: m["status"] for m in listed}[old["id"]] in ("archiving", "archived")
     assert sorted(m["id"] for m in listed) == sorted([old["id"], first["id"]])
     assert {m["id"]: m["status"] for m in listed}[first["id"]] not in ("archiving", "archived")
+
+
+def test_fleet_call_calls_any_method_checked_against_its_spec(stack: FleetUp, ready: Ready) -> None:
+    """`fleet call` reaches a method no hand-written command has, with params from JSON and
+    -p pairs; bad params are named before anything is sent, an API error as every command's."""
+    got = stack.cli("call", "machines.get", "-p", f"machineId={ready.machine_id}")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["id"] == ready.machine_id
+    ran = stack.cli("call", "machines.exec", json.dumps({"machineId": ready.machine_id}),
+                    "-p", 'command=["echo", "hi"]', "-p", "timeoutS=30")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["stdout"] == "hi\n"
+    bad = stack.cli("call", "machines.get", "-p", "machineId=m-nope")
+    assert bad.returncode == EXIT_USAGE
+    assert "machine id (they look like m-0123456789abcdef)" in bad.stderr
+    typo = stack.cli("call", "machines.gte")
+    assert (typo.returncode, "did you mean machines.get" in typo.stderr) == (EXIT_USAGE, True)
+    gone = stack.cli("call", "machines.get", "-p", "machineId=m-00000000000000ff")
+    assert gone.returncode == EXIT_API
+    assert gone.stderr.startswith("fleet: error 1004: "), gone.stderr
