@@ -1,9 +1,11 @@
 """Which Python runs a code context's kernel (daemon/code_kernels.py), and how.
 
-- **The machine's own**, for Python, where the ``python3`` on the kernel's ``PATH`` has
+- **The machine's own**, for Python, in a machine of an environment's image (the platform's
+  runtime brought in: ``RUNTIME_LIBS_VAR``) where the ``python3`` on the kernel's ``PATH`` has
   ``ipykernel``: an environment that brings its own (docs/code-interpreter.md, the
   ``code-interpreter`` environment) gets a kernel that imports what it installed (numpy,
-  matplotlib, ...), whichever Python version it has.
+  matplotlib, ...), whichever Python version it has. Elsewhere the machine's ``python3`` is the
+  host's or the platform's own, and is not asked (a pyenv shim costs 0.6 s a start).
 - Else **the platform's runtime**, read-only, as the daemon has it: the kernel finds its
   module where the daemon found it, put at the end of its ``sys.path`` by its first line rather
   than by ``PYTHONPATH``, which a machine of an environment's image does not give its commands
@@ -16,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from base.tokenfd import RUNTIME_LIBS_VAR
 from daemon import nodump
 
 #: The platform's kernel: its library directory appended to ``sys.path``, then its module run
@@ -34,7 +38,8 @@ _PROBE_S = 10.0
 async def kernel_argv(language: str, module: str, env: Mapping[str, str]) -> list[str]:
     """The argv of a kernel of ``language`` (served by ``module`` of the platform's runtime)
     in a machine whose commands get ``env``; ``{connection_file}`` where its file goes."""
-    own = await _own_python(env) if language == "python" else None
+    image = bool(os.environ.get(RUNTIME_LIBS_VAR))
+    own = await _own_python(env) if language == "python" and image else None
     if own is not None:
         return [own, "-m", module, "-f", "{connection_file}"]
     return nodump.python_argv("-c", _BOOT, library_of(module), module, "-f", "{connection_file}")
