@@ -16,7 +16,7 @@ def pip_wheel(context: Path, wheels: Path) -> Path:
         return found
     with urllib.request.urlopen("https://pypi.org/pypi/pip/json", timeout=60) as answer:
         files = json.load(answer)["urls"]
-    url = next(f["url"] for f in files if f["filename"].endswith(".whl"))
+    url: str = next(f["url"] for f in files if f["filename"].endswith(".whl"))
     target = Path(tempfile.mkdtemp()) / url.rsplit("/", 1)[-1]
     urllib.request.urlretrieve(url, target)  # noqa: S310 - https, PyPI's own URL
     return target
