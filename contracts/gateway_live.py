@@ -40,6 +40,9 @@ RPC_STREAM_PATH = "/rpc/stream"
 #: The SSE event names of a streamed answer.
 SSE_OUTPUT = "output"
 SSE_RESULT = "result"
+#: How many parts a client that read slower than its machine wrote missed (past what the
+#: gateway holds for a stream): ``{"parts": n}``, before the result.
+SSE_DROPPED = "dropped"
 
 _DAEMON = (
     NotFound,

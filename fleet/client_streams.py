@@ -35,6 +35,9 @@ StreamItem = OutputChunk | ExecCommandResult
 CodeRunItem = dc.CodeRunPart | dc.CodeRunResult
 _CHUNK = msgspec.json.Decoder(OutputChunk)
 _PART = msgspec.json.Decoder(dc.CodeRunPart)
+#: The longest line of a server-sent event read (a machine's answer is at most a NATS message,
+#: whose servers allow 64 MiB at most).
+MAX_EVENT_LINE = 64 * 1024 * 1024 + 4096
 #: On top of a streamed call's own time: the gateway's and the network's.
 _MARGIN_S = 30.0
 Part = TypeVar("Part")
@@ -131,7 +134,8 @@ async def code_stream(
 async def sse_events(content: aiohttp.StreamReader) -> AsyncGenerator[tuple[str, bytes], None]:
     """(event name, data) of each server-sent event; comments (keepalives) skipped."""
     kind, data = "message", list[bytes]()
-    async for raw in content:
+    # An event's data is one line: a code run's answer holds a whole NATS message (its images).
+    while raw := await content.readuntil(b"\n", max_size=MAX_EVENT_LINE):
         line = raw.rstrip(b"\r\n")
         if line:
             name, _, value = line.partition(b":")

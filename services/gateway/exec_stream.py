@@ -6,6 +6,12 @@ the lifecycle commands' output uses too). When the request came through ``POST /
 the HTTP handler has put a sink in ``OUTPUT_SINK``, and each chunk goes there, every one before
 the result. When the client goes away (a Ctrl-C), the HTTP handler cancels the method, which
 kills the command's process group on the machine (``tool.execKill``) before it lets go.
+``machines.code.run`` (code_ops.py) streams its parts through the same sink and pump.
+
+What a stream holds for a client that reads slower than its machine writes is bounded
+(``MAX_HELD_BYTES``): a machine is not trusted, and its daemon may publish on its stream
+without end. Past the bound a part is left out, and the client is told how many were
+(``dropped``, before the result, which still holds what its answer may).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from contracts.errors import InvalidRequest, MethodNotFound
 from contracts.events import WakeBy
 from contracts.gateway_live import (
     MACHINES_EXEC_STREAM,
+    SSE_DROPPED,
     SSE_OUTPUT,
     SSE_RESULT,
     STREAMING_METHODS,
@@ -40,6 +47,35 @@ log = structlog.get_logger(__name__)
 OUTPUT_SINK: ContextVar[OnOutput | None] = ContextVar("output_sink", default=None)
 #: A comment line this often while a command is silent: a client that left is noticed.
 KEEPALIVE_S = 1.0
+#: The most a stream holds, unwritten, for its client: many times an honest stream's whole
+#: output (a code run's parts are within its answer's cap, a command's within its own).
+MAX_HELD_BYTES = 8 * 1024 * 1024
+
+
+class HeldParts(asyncio.Queue[bytes]):
+    """A stream's parts not yet written to its client, within ``limit`` bytes: past it, a part
+    is left out and counted."""
+
+    def __init__(self, limit: int = MAX_HELD_BYTES) -> None:
+        super().__init__()
+        self.limit = limit
+        self.held = 0
+        self.dropped = 0
+
+    def offer(self, data: bytes) -> None:
+        if self.held + len(data) > self.limit:
+            self.dropped += 1
+            return
+        self.put_nowait(data)
+
+    def _put(self, item: bytes) -> None:
+        self.held += len(item)
+        super()._put(item)  # type: ignore[misc]
+
+    def _get(self) -> bytes:
+        item: bytes = super()._get()  # type: ignore[misc]
+        self.held -= len(item)
+        return item
 
 
 class _Method(msgspec.Struct):
@@ -81,8 +117,8 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache"})  # fmt: skip
     await resp.prepare(request)
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    token = OUTPUT_SINK.set(queue.put_nowait)
+    queue = HeldParts()
+    token = OUTPUT_SINK.set(queue.offer)
     try:  # the task copies the context now: its handler sees the sink
         call = asyncio.create_task(dispatcher.handle(body, caller))
     finally:
@@ -116,6 +152,9 @@ async def _pump(resp: web.StreamResponse, queue: asyncio.Queue[bytes],
         if call in done:
             while not queue.empty():  # the method drained its subscription: nothing comes later
                 await resp.write(sse(SSE_OUTPUT, queue.get_nowait()))
+            if isinstance(queue, HeldParts) and queue.dropped:
+                log.warning("exec.stream_parts_dropped", parts=queue.dropped)
+                await resp.write(sse(SSE_DROPPED, b'{"parts": %d}' % queue.dropped))
             await resp.write(sse(SSE_RESULT, call.result() or b"null"))
             await resp.write_eof()
             return

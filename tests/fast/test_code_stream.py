@@ -14,9 +14,10 @@ import pytest
 
 from contracts import daemon_code as dc
 from contracts.errors import Forbidden, InvalidParams
-from contracts.gateway_live import RPC_STREAM_PATH, SSE_OUTPUT, SSE_RESULT
+from contracts.gateway_live import RPC_STREAM_PATH, SSE_DROPPED, SSE_OUTPUT, SSE_RESULT
 from fleet.client import FleetClient
 from fleet.client_streams import sse_events
+from services.gateway.exec_stream import MAX_HELD_BYTES
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances
 from tests.fast.test_rights_routes import served
@@ -91,3 +92,41 @@ async def test_a_streamed_run_is_validated_and_checked_before_any_daemon_is_aske
             with pytest.raises(Forbidden):  # another instance's machine
                 await anext(other.machines_code_run_stream(mid, "1"))
     assert world.daemons.calls_of(dc.CODE_RUN_STREAM.name, mid) == []
+
+
+@method(RUN)
+async def test_a_machine_flooding_a_stream_faster_than_its_client_reads_is_held_within_a_bound(
+    world: World,
+) -> None:
+    """A machine's daemon is not trusted: one that publishes without end on an open stream
+    (its own stream's subject) while the client has not read, is held for that client up to
+    the stream's bound, not in the gateway's memory without one; what was left out is said,
+    and the answer still comes."""
+    mid, a, _ = await _streaming_machine(world)
+    chunk = "x" * (512 * 1024)
+    flood = [dc.CodeRunPart(seq=n, kind="stdout", text=chunk) for n in range(48)]  # 24 MiB
+    world.daemons[mid].code.parts = flood
+    body = {"jsonrpc": "2.0", "id": 1, "method": RUN, "params": {"machineId": mid, "code": "1"}}
+    async with served(world, {"tok-a": token_of(a)}) as (base, _), aiohttp.ClientSession() as s:
+        headers = {"Authorization": "Bearer tok-a"}
+        async with s.post(base + RPC_STREAM_PATH, json=body, headers=headers) as resp:
+            events = [(kind, data) async for kind, data in sse_events(resp.content)]
+    output = [data for kind, data in events if kind == SSE_OUTPUT]
+    assert sum(map(len, output)) <= MAX_HELD_BYTES
+    kinds = [kind for kind, _ in events]
+    assert kinds[-2:] == [SSE_DROPPED, SSE_RESULT]
+    assert json.loads(events[-2][1]) == {"parts": len(flood) - len(output)}
+    assert json.loads(events[-1][1])["result"]["results"] == [{"text/plain": "1", "isMain": True}]
+
+
+@method(RUN)
+async def test_an_answer_past_a_default_line_limit_reaches_the_client(world: World) -> None:
+    """A result event is one line holding a whole answer (its images): the client reads
+    lines as long as a NATS message may be, not aiohttp's default of 512 KiB."""
+    mid, a, _ = await _streaming_machine(world)
+    world.daemons[mid].code.parts = []
+    code = "7" * 900_000  # the fake answers its code back as the result
+    async with served(world, {"tok-a": token_of(a)}) as (base, _), FleetClient(base, "tok-a") as f:
+        (answer,) = [i async for i in f.machines_code_run_stream(mid, code)]
+    assert isinstance(answer, dc.CodeRunResult)
+    assert answer.results == [{"text/plain": code, "isMain": True}]
