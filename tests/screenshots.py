@@ -5,9 +5,10 @@
 starts ``fleet up`` on free ports with a data dir of its own, makes demo data through the API
 (two instances, platform and instance env vars, access tokens, a ready machine with a web
 server listening), then drives the console in Debian's chromium (``tests/browser.py``) at a
-fixed viewport: it sets a network policy, opens a terminal, forks the machine, runs code, and
-saves one PNG per entry of ``SHOTS``. Every page is checked to show what it should before it is
-shot, so a page that no longer draws fails the script (exit code 1), as does a JavaScript error.
+fixed viewport: it sets a network policy, opens a terminal, runs notebook cells, forks the
+machine, runs code, and saves one PNG per entry of ``SHOTS``. Every page is checked to show what
+it should before it is shot, so a page that no longer draws fails the script (exit code 1), as
+does a JavaScript error.
 ``tests/e2e/test_screenshots.py`` runs it into a tmp dir and checks ``SHOTS`` against the
 console's pages and the screenshots the docs show.
 """
@@ -39,6 +40,7 @@ SHOTS = {
     "machine-detail": "page-machine-detail.js",
     "terminal": "terminal.js",
     "ports": "ports-panel.js",
+    "notebook": "notebook.js",
     "fork": "machine-actions.js",
     "instances": "page-instances.js",
     "env-vars": "page-env.js",
@@ -61,6 +63,20 @@ machines = (await fleet.machines.list())["machines"]
 {m["id"]: m["status"] for m in machines}
 """
 TERMINAL_INPUT = ["echo hello from $(hostname)", "python3 --version", "ls -a ~"]
+#: The Notebook's cells: state, output, an image made from bytes (no matplotlib), HTML.
+NOTEBOOK = [
+    "import math\nrows = [(n, math.factorial(n)) for n in range(1, 7)]\n"
+    "print('computed', len(rows), 'rows')\nrows[-1]",
+    "import struct, zlib\nfrom IPython.display import Image, display\n"
+    "w, h = 240, 60\nraw = b''.join(b'\\0' + bytes(v for x in range(w) for v in "
+    "(40 + x * 200 // w, 90 + y * 2, 220 - x * 120 // w)) for y in range(h))\n"
+    "chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', "
+    "zlib.crc32(t + d))\n"
+    "display(Image(data=b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, "
+    "8, 2, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b'')))",
+    "from IPython.display import HTML\nHTML('<table border=1><tr><th>n</th><th>n!</th></tr>' + "
+    "''.join(f'<tr><td>{n}</td><td>{f}</td></tr>' for n, f in rows[-3:]) + '</table>')",
+]
 
 
 @dataclass(frozen=True)
@@ -181,6 +197,20 @@ def ports(s: Shooter, demo: Demo) -> None:
     s.shot("ports")
 
 
+def notebook(s: Shooter) -> None:
+    cells = s.page.get_by_test_id("notebook-cell")
+    for n, code in enumerate(NOTEBOOK):
+        cells.nth(n).get_by_test_id("notebook-code").fill(code)
+        cells.nth(n).get_by_test_id("notebook-run").click()
+        expect(cells.nth(n)).to_have_attribute("data-state", "done")
+    expect(cells.nth(0).get_by_test_id("notebook-text")).to_have_text("(6, 720)")
+    expect(cells.nth(1).get_by_test_id("notebook-image")).to_be_visible()
+    frame = cells.nth(2).frame_locator("iframe")
+    expect(frame.locator("td").first).to_have_text("4")
+    s.top_of(s.page.get_by_test_id("machine-notebook"))
+    s.shot("notebook")
+
+
 def fork(s: Shooter, demo: Demo) -> str:
     """Fork the machine from its page; the fork's id."""
     s.page.evaluate("window.scrollTo(0, 0)")
@@ -273,6 +303,7 @@ def drive(s: Shooter, demo: Demo) -> None:
     machine_detail(s, demo)
     terminal(s)
     ports(s, demo)
+    notebook(s)
     network(s, demo)
     env_vars(s, demo)
     instances(s)

@@ -1,7 +1,7 @@
 """The docs' screenshots follow the console: tests/screenshots.py, run as a person regenerating
 them runs it (its own `fleet up`, Debian's chromium), makes one screenshot of each of the
-console's pages and of a machine's terminal, ports and fork, and the docs show those and no
-other."""
+console's pages and of a machine's terminal, ports, notebook and fork, and the docs show those
+and no other."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).parents[2]
 STATIC = ROOT / "services" / "gateway" / "static"
 DOCS = ROOT / "docs"
 #: Parts of the machine page that have screenshots of their own, beside the pages.
-MACHINE_PARTS = {"terminal.js", "ports-panel.js", "machine-actions.js"}
+MACHINE_PARTS = {"terminal.js", "ports-panel.js", "notebook.js", "machine-actions.js"}
 REFERENCE = re.compile(r"screenshots/([^)\s/]+)\.png")
 
 

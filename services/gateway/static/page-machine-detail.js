@@ -14,6 +14,7 @@ import {
   shortSha,
   wokenBy,
 } from "./machine-actions.js";
+import { notebook } from "./notebook.js";
 import { portsPanel } from "./ports-panel.js";
 import { instanceName, state } from "./state.js";
 import { refreshMachine, updateMachine } from "./sync.js";
@@ -110,6 +111,13 @@ const portsNote = () => [
   " reaches any TCP port from your computer.",
 ];
 
+const notebookNote = () => [
+  "Code in the machine's own stateful kernels (",
+  h("code", {}, METHODS.MACHINES_CODE_RUN),
+  "): what one cell defines the next sees, until its context restarts. Output shows as it comes; ",
+  "HTML results are shown in a sandboxed frame, where none of their scripts run.",
+];
+
 export function machineDetailPage({ root, signal }, machineId) {
   const notices = noticeArea();
   const header = h("div.detail-head");
@@ -178,6 +186,13 @@ export function machineDetailPage({ root, signal }, machineId) {
           "and a tab shows what happened meanwhile.",
         ),
         ...terminals(machineId, signal),
+      ),
+      h(
+        "section.card",
+        { "aria-labelledby": "nb-title", testid: "machine-notebook" },
+        h("h2#nb-title", {}, "Notebook"),
+        h("p.muted", {}, notebookNote()),
+        notebook(machineId),
       ),
       section("run-title", "Run a command", commandRunner(machineId)),
       section("ports-title", "Ports", h("p.muted", {}, portsNote()), portsPanel(machineId)),
