@@ -1,13 +1,17 @@
-"""`fleet machines code run`: code in a machine's stateful kernel (machines.code.run)."""
+"""`fleet machines code run`: code in a machine's stateful kernel (machines.code.run). Its
+stdout and stderr are printed as the kernel sends them (the run streamed over
+``/rpc/stream``), its results and error once it is done (``--json``: the answer, once)."""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import sys
 from pathlib import Path
 
 from contracts import daemon_code as dc
+from contracts.errors import FleetError
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, command, group, to_json
 from fleet.client import FleetClient
 
@@ -33,13 +37,12 @@ def register_machine(g: SubAction) -> None:
 
 async def _run(c: FleetClient, a: Args) -> int:
     code = " ".join(a.argv) if a.argv else sys.stdin.read()
-    r = await c.machines_code_run(a.machine_id, code, language=a.language, context_id=a.context,
-                                  timeout_s=a.timeout)  # fmt: skip
     if a.json:
-        print(to_json(r))
-        return EXIT_OK if r.error is None else EXIT_FAILED
-    sys.stdout.write("".join(r.stdout))
-    sys.stderr.write("".join(r.stderr))
+        answer = await c.machines_code_run(a.machine_id, code, language=a.language,
+                                           context_id=a.context, timeout_s=a.timeout)  # fmt: skip
+        print(to_json(answer))
+        return EXIT_OK if answer.error is None else EXIT_FAILED
+    r = await _streamed(c, a, code)
     for n, bundle in enumerate(r.results, 1):
         print(_shown(bundle, r.execution_count, n, a.save_dir))
     if r.truncated:
@@ -49,6 +52,21 @@ async def _run(c: FleetClient, a: Args) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     return EXIT_OK
+
+
+async def _streamed(c: FleetClient, a: Args, code: str) -> dc.CodeRunResult:
+    """The run's answer, its stdout and stderr printed as they came."""
+    stream = c.machines_code_run_stream(a.machine_id, code, language=a.language,
+                                        context_id=a.context, timeout_s=a.timeout)  # fmt: skip
+    async with contextlib.aclosing(stream) as items:
+        async for item in items:
+            if isinstance(item, dc.CodeRunResult):
+                return item
+            if item.kind in ("stdout", "stderr") and item.text:
+                out = sys.stdout if item.kind == "stdout" else sys.stderr
+                out.write(item.text)
+                out.flush()
+    raise FleetError("the stream ended without its answer")  # the client raises first
 
 
 def _shown(bundle: dc.MimeBundle, count: int | None, n: int, save_dir: Path) -> str:
