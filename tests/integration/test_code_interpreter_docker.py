@@ -24,7 +24,7 @@ from contracts.daemon_code import CodeRunResult
 from contracts.gateway_environments import Environment
 from fleet.client import FleetClient
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
-from tests.environments import ready
+from tests.environments import out, ready
 from tests.integration.test_docker import ready_machine
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
@@ -32,6 +32,23 @@ pytestmark = pytest.mark.usefixtures("remove_containers")
 
 ENVIRONMENT = SOURCE_ROOT / "environments" / "code-interpreter"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Makes a one-module wheel in the working directory (no build backend, no network).
+MAKE_WHEEL = """
+import base64, hashlib, zipfile
+info = "fleet_probe-1.0.dist-info/"
+files = {"fleet_probe.py": b"N = 42\\n",
+         info + "METADATA": b"Metadata-Version: 2.1\\nName: fleet-probe\\nVersion: 1.0\\n",
+         info + "WHEEL": b"Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\n"
+                         b"Tag: py3-none-any\\n"}
+def digest(b):
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b"=").decode()
+record = "".join(f"{n},{digest(b)},{len(b)}\\n" for n, b in files.items())
+record += info + "RECORD,,\\n"
+with zipfile.ZipFile("fleet_probe-1.0-py3-none-any.whl", "w") as whl:
+    for n, b in files.items():
+        whl.writestr(n, b)
+    whl.writestr(info + "RECORD", record)
+"""
 
 
 def main_text(result: CodeRunResult) -> list[str]:
@@ -100,6 +117,13 @@ async def test_a_matplotlib_figure_in_the_code_interpreter_environment_is_a_png(
     (figure,) = [r for r in got.results if "image/png" in r]
     assert base64.b64decode(figure["image/png"]).startswith(PNG_MAGIC)
     assert figure["isMain"] is False
+    # A package pip-installed in the machine is importable in the kernel's next call.
+    await stack.write_file(mid, "make_wheel.py", MAKE_WHEEL)
+    await out(stack, mid, "python3", "make_wheel.py")
+    await out(stack, mid, "python3", "-m", "pip", "install", "-q", "--no-index",
+              "fleet_probe-1.0-py3-none-any.whl")  # fmt: skip
+    probe = await stack.machines_code_run(machine_id=mid, code="import fleet_probe\nfleet_probe.N")
+    assert main_text(probe) == ["42"]
     # bash's kernel is the platform's, from its read-only runtime (no PYTHONPATH in an
     # environment's machine: the kernel's first line finds it).
     bash = await stack.machines_code_run(machine_id=mid, code="echo hi", language="bash")
