@@ -2,13 +2,17 @@
 codemode's ``machine.code_run`` (a variable kept from one call to the next; another instance's
 machine refused through ``fleet``, as the gateway refuses the run's caller) and the MCP tool
 ``machines_code_run`` over the gateway's ``/mcp`` (text and image results; a token that may only
-look is refused)."""
+look is refused) and over ``fleet mcp``'s stdio."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import sys
+from pathlib import Path
 
+from mcp import Client, StdioServerParameters
 from mcp_types import ImageContent, TextContent
 
 from contracts.errors import Forbidden
@@ -16,6 +20,7 @@ from contracts.people import MACHINES_READ
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from services.gateway.mcp_tools import CODE_RUN_TOOL
+from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_codemode import codemode, ready_machine, run  # noqa: F401
 from tests.integration.test_codemode_mcp import _mcp_url, mcp_client
 from tests.integration.test_codemode_rights import token
@@ -76,3 +81,21 @@ async def test_the_mcp_tool_runs_code_with_images_for_a_token_that_may_exec(
     assert f"error {Forbidden.code}" in json.dumps(refused.model_dump()), refused
     after = await codemode.machines_code_run(mid, "x")
     assert [r["text/plain"] for r in after.results] == ["41"]  # the reader's code never ran
+
+
+async def test_fleet_mcp_over_stdio_runs_code_in_a_machine(
+    codemode: FleetClient,  # noqa: F811
+    settings: Settings,
+) -> None:
+    _, mid = await ready_machine(codemode, "mcp-stdio")
+    fleet_bin = str(Path(sys.executable).with_name("fleet"))
+    env = {"PATH": os.environ["PATH"], "FLEET_URL": f"http://127.0.0.1:{settings.port}",
+           "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
+    async with Client(StdioServerParameters(command=fleet_bin, args=["mcp"], env=env)) as client:
+        await client.call_tool(CODE_RUN_TOOL, {"machine_id": mid, "code": "x = 41"})
+        answer = await client.call_tool(
+            CODE_RUN_TOOL, {"machine_id": mid, "code": "print(x)\nx + 1"}
+        )
+    assert not answer.is_error, answer
+    texts = [c.text for c in answer.content if isinstance(c, TextContent)]
+    assert texts == ["[stdout]\n41\n", "42"]
