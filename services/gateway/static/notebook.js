@@ -107,10 +107,11 @@ function answerView(r) {
   ];
 }
 
-/** machines.code.run, streamed; plainly where the gateway cannot stream it. */
-async function runCode(params, onPart) {
+/** machines.code.run, streamed; plainly where the gateway cannot stream it. Leaving the page
+ *  (`signal`) closes the stream; the kernel's run goes on to its end or its timeout. */
+async function runCode(params, onPart, signal) {
   try {
-    return await rpcStream(METHODS.MACHINES_CODE_RUN, params, onPart);
+    return await rpcStream(METHODS.MACHINES_CODE_RUN, params, onPart, signal);
   } catch (err) {
     if (!(err instanceof RpcError) || err.code !== ERRORS.METHOD_NOT_FOUND) throw err;
     return rpc(METHODS.MACHINES_CODE_RUN, params);
@@ -188,8 +189,8 @@ function contextPicker(machineId, notices) {
   return picker;
 }
 
-/** The Notebook panel of machine `machineId`: its context picker and cells. */
-export function notebook(machineId) {
+/** The Notebook panel of machine `machineId`, for as long as the page's `signal` lasts. */
+export function notebook(machineId, signal) {
   const notices = { el: h("div", { "aria-live": "polite" }) };
   notices.report = async (fn) => {
     fill(notices.el);
@@ -234,7 +235,7 @@ export function notebook(machineId) {
         cell.dataset.state = "running";
         fill(output);
         try {
-          const r = await runCode(params, liveOutput(output));
+          const r = await runCode(params, liveOutput(output), signal);
           fill(output, ...answerView(r));
           count.textContent = `[${r.executionCount ?? " "}]`;
           cell.dataset.state = r.error ? "error" : "done";

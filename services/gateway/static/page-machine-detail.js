@@ -192,7 +192,7 @@ export function machineDetailPage({ root, signal }, machineId) {
         { "aria-labelledby": "nb-title", testid: "machine-notebook" },
         h("h2#nb-title", {}, "Notebook"),
         h("p.muted", {}, notebookNote()),
-        notebook(machineId),
+        notebook(machineId, signal),
       ),
       section("run-title", "Run a command", commandRunner(machineId)),
       section("ports-title", "Ports", h("p.muted", {}, portsNote()), portsPanel(machineId)),
