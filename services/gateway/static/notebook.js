@@ -122,7 +122,7 @@ async function runCode(params, onPart, signal) {
 function contextPicker(machineId, notices) {
   const select = h("select", { testid: "notebook-context", "aria-label": "Context" });
   const language = h("select", { testid: "notebook-language", "aria-label": "Language" });
-  const picker = { select, chosen: () => select.value || null, refresh: null };
+  const picker = { select, language, chosen: () => select.value || null };
   picker.refresh = async (keep = select.value) => {
     const list = await rpc(METHODS.MACHINES_CODE_LIST_CONTEXTS, { machineId });
     const named = list.contexts.map((c) =>
@@ -137,138 +137,149 @@ function contextPicker(machineId, notices) {
   const act = (label, testid, fn, tone = "") =>
     h(
       `button.btn.btn-small${tone}`,
-      {
-        type: "button",
-        testid,
-        onclick: (e) => busy(e.currentTarget, () => notices.report(fn)),
-      },
+      { type: "button", testid, onclick: (e) => busy(e.currentTarget, () => notices.report(fn)) },
       label,
     );
-  const contextId = () => {
-    if (!select.value)
-      throw new Error("choose a context (the default one is made by its first run)");
-    return select.value;
-  };
   picker.el = h(
     "div.nb-contexts",
     { testid: "notebook-contexts" },
     select,
     act("Refresh", "notebook-context-refresh", () => picker.refresh()),
     language,
+    ...contextActions(machineId, picker, act),
+  );
+  return picker;
+}
+
+/** The picker's buttons on the machine's contexts: new, interrupt, restart, delete. */
+function contextActions(machineId, picker, act) {
+  const ref = () => {
+    if (!picker.select.value) {
+      throw new Error("choose a context (the default one is made by its first run)");
+    }
+    return { machineId, contextId: picker.select.value };
+  };
+  return [
     act("New context", "notebook-context-new", async () => {
-      const made = await rpc(METHODS.MACHINES_CODE_CREATE_CONTEXT, {
-        machineId,
-        language: language.value,
-      });
+      const language = picker.language.value;
+      const made = await rpc(METHODS.MACHINES_CODE_CREATE_CONTEXT, { machineId, language });
       await picker.refresh(made.id);
       return `context ${made.id} (${made.language}) started`;
     }),
     act("Interrupt", "notebook-context-interrupt", async () => {
-      const r = await rpc(METHODS.MACHINES_CODE_INTERRUPT, { machineId, contextId: contextId() });
+      const r = await rpc(METHODS.MACHINES_CODE_INTERRUPT, ref());
       return r.interrupted ? `interrupted ${r.id}` : `nothing was running in ${r.id}`;
     }),
     act("Restart", "notebook-context-restart", async () => {
-      const r = await rpc(METHODS.MACHINES_CODE_RESTART_CONTEXT, {
-        machineId,
-        contextId: contextId(),
-      });
+      const r = await rpc(METHODS.MACHINES_CODE_RESTART_CONTEXT, ref());
       return `context ${r.id} restarted: its state is cleared`;
     }),
     act(
       "Delete",
       "notebook-context-delete",
       async () => {
-        const id = contextId();
-        await rpc(METHODS.MACHINES_CODE_DELETE_CONTEXT, { machineId, contextId: id });
+        const r = await rpc(METHODS.MACHINES_CODE_DELETE_CONTEXT, ref());
         await picker.refresh(DEFAULT_CONTEXT);
-        return `context ${id} deleted`;
+        return `context ${r.id} deleted`;
       },
       ".btn-danger-outline",
     ),
+  ];
+}
+
+/** One cell's elements: its prompt count, code, Run button and output. */
+function cellView() {
+  const ui = {
+    code: h("textarea.nb-code.mono", {
+      testid: "notebook-code",
+      rows: String(MIN_ROWS),
+      spellcheck: "false",
+      placeholder: "Python (Shift+Enter runs the cell)",
+      "aria-label": "Code",
+    }),
+    count: h("span.nb-count.mono", { testid: "notebook-count" }, "[ ]"),
+    output: h("div.nb-output", { testid: "notebook-output", "aria-live": "polite" }),
+    run: h("button.btn.btn-primary.btn-small", { type: "button", testid: "notebook-run" }, "Run"),
+  };
+  ui.cell = h(
+    "li.nb-cell",
+    { testid: "notebook-cell" },
+    h("div.nb-in", {}, ui.count, ui.code, ui.run),
+    ui.output,
   );
-  return picker;
+  // As tall as its code (an attribute: the CSP allows no inline style).
+  ui.code.addEventListener("input", () => {
+    ui.code.rows = Math.min(MAX_ROWS, Math.max(MIN_ROWS, ui.code.value.split("\n").length));
+  });
+  return ui;
+}
+
+/** Runs a cell's code in the picker's context, its output shown as it comes, then the answer. */
+async function runCell(ui, { machineId, picker, signal }) {
+  const params = { machineId, code: ui.code.value, timeoutS: TIMEOUT_S };
+  const chosen = picker.chosen();
+  if (chosen) params.contextId = chosen;
+  ui.count.textContent = "[*]";
+  ui.cell.dataset.state = "running";
+  fill(ui.output);
+  try {
+    const r = await runCode(params, liveOutput(ui.output), signal);
+    fill(ui.output, ...answerView(r));
+    ui.count.textContent = `[${r.executionCount ?? " "}]`;
+    ui.cell.dataset.state = r.error ? "error" : "done";
+  } catch (err) {
+    fill(ui.output, errorBox(err, "notebook-run-error"));
+    ui.count.textContent = "[!]";
+    ui.cell.dataset.state = "failed";
+  }
+}
+
+/** The notebook's notices: an action's outcome or error, with test ids of their own. */
+function notebookNotices() {
+  const el = h("div", { "aria-live": "polite" });
+  const fail = (err) => fill(el, errorBox(err, "notebook-notice-error"));
+  const report = async (fn) => {
+    fill(el);
+    try {
+      const said = await fn();
+      if (said) fill(el, h("div.alert.alert-ok", { role: "status" }, said));
+    } catch (err) {
+      fail(err);
+    }
+  };
+  return { el, fail, report };
 }
 
 /** The Notebook panel of machine `machineId`, for as long as the page's `signal` lasts. */
 export function notebook(machineId, signal) {
-  const notices = { el: h("div", { "aria-live": "polite" }) };
-  notices.report = async (fn) => {
-    fill(notices.el);
-    try {
-      const said = await fn();
-      if (said) fill(notices.el, h("div.alert.alert-ok", { role: "status" }, said));
-    } catch (err) {
-      fill(notices.el, errorBox(err, "notebook-notice-error"));
-    }
-  };
+  const notices = notebookNotices();
   const picker = contextPicker(machineId, notices);
   const cells = h("ol.nb-cells", { testid: "notebook-cells" });
-
   const addCell = (focus = true) => {
-    const code = h("textarea.nb-code.mono", {
-      testid: "notebook-code",
-      rows: "3",
-      spellcheck: "false",
-      placeholder: "Python (Shift+Enter runs the cell)",
-      "aria-label": "Code",
-    });
-    const count = h("span.nb-count.mono", { testid: "notebook-count" }, "[ ]");
-    const output = h("div.nb-output", { testid: "notebook-output", "aria-live": "polite" });
-    const run = h(
-      "button.btn.btn-primary.btn-small",
-      { type: "button", testid: "notebook-run" },
-      "Run",
-    );
-    const cell = h(
-      "li.nb-cell",
-      { testid: "notebook-cell" },
-      h("div.nb-in", {}, count, code, run),
-      output,
-    );
+    const ui = cellView();
+    // The last cell, run, opens the next (as Jupyter's Shift+Enter does).
     const go = () =>
-      busy(run, async () => {
-        if (!code.value.trim()) return;
-        const params = { machineId, code: code.value, timeoutS: TIMEOUT_S };
-        const chosen = picker.chosen();
-        if (chosen) params.contextId = chosen;
-        count.textContent = "[*]";
-        cell.dataset.state = "running";
-        fill(output);
-        try {
-          const r = await runCode(params, liveOutput(output), signal);
-          fill(output, ...answerView(r));
-          count.textContent = `[${r.executionCount ?? " "}]`;
-          cell.dataset.state = r.error ? "error" : "done";
-        } catch (err) {
-          fill(output, errorBox(err, "notebook-run-error"));
-          count.textContent = "[!]";
-          cell.dataset.state = "failed";
-        }
-        if (cell === cells.lastElementChild) addCell();
+      busy(ui.run, async () => {
+        if (!ui.code.value.trim()) return;
+        await runCell(ui, { machineId, picker, signal });
+        if (ui.cell === cells.lastElementChild) addCell();
       });
-    // As tall as its code (an attribute: the CSP allows no inline style).
-    const fit = () => {
-      code.rows = Math.min(MAX_ROWS, Math.max(MIN_ROWS, code.value.split("\n").length));
-    };
-    code.addEventListener("input", fit);
-    run.addEventListener("click", go);
-    code.addEventListener("keydown", (e) => {
+    ui.run.addEventListener("click", go);
+    ui.code.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && e.shiftKey) {
         e.preventDefault();
         go();
       }
     });
-    cells.append(cell);
-    if (focus) code.focus();
-    return cell;
+    cells.append(ui.cell);
+    if (focus) ui.code.focus();
   };
-
   const add = h(
     "button.btn.btn-small",
     { type: "button", testid: "notebook-add", onclick: () => addCell() },
     "+ Cell",
   );
   addCell(false);
-  picker.refresh().catch((err) => fill(notices.el, errorBox(err, "notebook-notice-error")));
+  picker.refresh().catch(notices.fail);
   return h("div.nb", { testid: "notebook" }, picker.el, notices.el, cells, add);
 }
