@@ -133,6 +133,11 @@ def build_server(backend: CodemodeBackend) -> MCPServer[Any]:
         except FleetError as exc:
             raise tool_error(exc) from exc
 
+    _add_code_run(server, backend)
+    return server
+
+
+def _add_code_run(server: MCPServer[Any], backend: CodemodeBackend) -> None:
     @server.tool(
         name=CODE_RUN_TOOL,
         description="Run code in a machine's stateful Jupyter kernel (machines.code.run): what "
@@ -156,5 +161,3 @@ def build_server(backend: CodemodeBackend) -> MCPServer[Any]:
         except FleetError as exc:
             raise tool_error(exc) from exc
         return code_content(result)
-
-    return server
