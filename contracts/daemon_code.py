@@ -121,6 +121,15 @@ class CodeRunPart(Result, kw_only=True, omit_defaults=True):
     error: CodeError | None = None
 
 
+class StreamRef(Params, kw_only=True):
+    stream_id: StreamId
+
+
+class RunCancelled(Result, kw_only=True):
+    #: False: no run of that stream was under way (it had ended, or never came).
+    cancelled: bool
+
+
 class CreateContextParams(Params, kw_only=True):
     language: Language = DEFAULT_LANGUAGE
     #: The kernel's working directory (``~`` and relative paths: under the home); omitted: the
@@ -173,6 +182,14 @@ CODE_RUN_STREAM = MethodSpec(
     "tool.code.run, with each part of its output published as it happens (CodeRunPart).",
     CODE_RUN.errors,
 )
+CODE_CANCEL_RUN = MethodSpec(
+    "tool.code.cancelRun",
+    StreamRef,
+    RunCancelled,
+    "End a streamed run whose caller left: interrupted (SIGINT) if it runs, never started if "
+    "it waits for its context; the context keeps its state.",
+    _CODE,
+)
 CODE_CREATE_CONTEXT = MethodSpec(
     "tool.code.createContext",
     CreateContextParams,
@@ -208,6 +225,7 @@ CODE_INTERRUPT = MethodSpec(
 CODE_METHODS: tuple[AnySpec, ...] = (
     CODE_RUN,
     CODE_RUN_STREAM,
+    CODE_CANCEL_RUN,
     CODE_CREATE_CONTEXT,
     CODE_LIST_CONTEXTS,
     CODE_RESTART_CONTEXT,

@@ -52,6 +52,7 @@ from contracts.jsonrpc import (
     MethodSpec,
     NoParams,
     P,
+    Params,
     R,
     decode_result,
     encode_call,
@@ -287,15 +288,21 @@ class MachineClient:
                 await sub.unsubscribe()
 
     async def _stream(self, params: ExecStreamParams) -> ExecCommandResult:
+        kill = ExecKillParams(stream_id=params.stream_id)
+        return await self.call_or_undo(EXEC_STREAM, params, params.timeout_s + EXEC_MARGIN_S,
+                                       (EXEC_KILL, kill))  # fmt: skip
+
+    async def call_or_undo(self, spec: MethodSpec[P, R], params: P, timeout_s: float,
+                           undo: tuple[AnySpec, Params]) -> R:  # fmt: skip
+        """``spec`` called; cancelled (its caller left), ``undo``'s method is called before the
+        cancellation goes on (shielded: it reaches the daemon even so), which ends what the
+        first call started (a stream's command or code run)."""
         try:
-            return await self._c.call(self.machine_id, EXEC_STREAM, params,
-                                      timeout_s=params.timeout_s + EXEC_MARGIN_S)  # fmt: skip
+            return await self._c.call(self.machine_id, spec, params, timeout_s=timeout_s)
         except asyncio.CancelledError:
-            kill = self._c.call(self.machine_id, EXEC_KILL,
-                                ExecKillParams(stream_id=params.stream_id))  # fmt: skip
             with contextlib.suppress(FleetError):
-                await asyncio.shield(kill)
-            log.info("exec.stream_cancelled", machine_id=self.machine_id)
+                await asyncio.shield(self._c.call(self.machine_id, undo[0], undo[1]))
+            log.info("daemon.call_undone", machine_id=self.machine_id, method=spec.name)
             raise
 
     async def run(self, *argv: str, timeout_s: float = 120.0) -> ExecCommandResult:

@@ -15,7 +15,9 @@ and is forgotten: the next call in the context starts a new one.
 
 ``tool.code.runStream`` is ``tool.code.run`` that also publishes each part of the answer as it
 is taken (``CodeRunPart``: a chunk of stdout or stderr, a result, the error) on the subject a
-streamed command's output takes, ``daemon.<machineId>.output.<streamId>``.
+streamed command's output takes, ``daemon.<machineId>.output.<streamId>``. Its caller gone,
+``tool.code.cancelRun`` ends it: interrupted if it runs, never started if it still waits for its
+context.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class _Context:
     kc: Any = None  # its AsyncKernelClient
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     running: bool = False
+    #: The stream of the run that executes (None: none, or an unstreamed one).
+    stream: str | None = None
 
 
 @functools.cache
@@ -111,6 +115,10 @@ class CodeKernels:
         #: The most an answer may hold, in bytes (one NATS message, less its envelope).
         self._room = room
         self._contexts: dict[str, _Context] = _KEPT.pop(home, {})
+        #: Streamed runs under way (waiting for their context or running), and those of them
+        #: cancelled.
+        self._streams: dict[str, _Context] = {}
+        self._cancelled: set[str] = set()
 
     def languages(self) -> list[str]:
         path = child_env(self._home, self._environ, self._env, None).get("PATH")
@@ -121,7 +129,7 @@ class CodeKernels:
     # --- the methods --------------------------------------------------------------------------
     @handles(dc.CODE_RUN)
     async def run(self, p: dc.CodeRunParams, _: None) -> dc.CodeRunResult:
-        return await self._run(p, None)
+        return await self._run(self._for_run(p), p, None)
 
     @handles(dc.CODE_RUN_STREAM)
     async def run_stream(self, p: dc.CodeRunStreamParams, _: None) -> dc.CodeRunResult:
@@ -131,17 +139,40 @@ class CodeKernels:
             if publish is not None:
                 await publish(subject, _ENCODE.encode(part))
 
-        return await self._run(p, send)
-
-    async def _run(self, p: dc.CodeRunParams, send: SendPart | None) -> dc.CodeRunResult:
         ctx = self._for_run(p)
+        self._streams[p.stream_id] = ctx
+        try:
+            return await self._run(ctx, p, send, p.stream_id)
+        finally:
+            self._streams.pop(p.stream_id, None)
+            self._cancelled.discard(p.stream_id)
+
+    @handles(dc.CODE_CANCEL_RUN)
+    async def cancel_run(self, p: dc.StreamRef, _: None) -> dc.RunCancelled:
+        ctx = self._streams.get(p.stream_id)
+        if ctx is None:
+            return dc.RunCancelled(cancelled=False)
+        self._cancelled.add(p.stream_id)
+        if ctx.stream == p.stream_id:
+            await self._interrupt(ctx)
+        log.info("code.run_cancelled", context_id=ctx.info.id)
+        return dc.RunCancelled(cancelled=True)
+
+    async def _run(self, ctx: _Context, p: dc.CodeRunParams, send: SendPart | None,
+                   stream: str | None = None) -> dc.CodeRunResult:  # fmt: skip
         async with ctx.lock:
             await self._ensure_kernel(ctx)
             if p.env:
                 await self._quiet(ctx, _env_code(ctx.info.language, p.env, set_=True))
             try:
+                if stream in self._cancelled:
+                    raise ToolError("the run was cancelled before it started (its caller left)")
+                # From here to its execution's start nothing awaits: a cancel sees either
+                # this stream not yet running (and the check above ends it) or running.
+                ctx.stream = stream
                 return await self._execute(ctx, p.code, p.timeout_s, send)
             finally:
+                ctx.stream = None
                 if p.env and ctx.km is not None:
                     await self._quiet(ctx, _env_code(ctx.info.language, p.env, set_=False))
 

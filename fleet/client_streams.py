@@ -67,8 +67,8 @@ async def machines_code_run_stream(
 ) -> AsyncGenerator[CodeRunItem, None]:  # fmt: skip
     """``machines.code.run``'s parts as the kernel sends them (``CodeRunPart``: a stdout or
     stderr chunk, a result, the error), then its answer (``CodeRunResult``, as
-    ``machines_code_run`` answers). Leaving early stops the reading, not the code (the run
-    goes on to its end or timeout: ``machines_code_interrupt`` stops it)."""
+    ``machines_code_run`` answers). Leaving the iteration early (or a Ctrl-C) closes the
+    stream, which interrupts the run (its context keeps its state)."""
     params = new_params(gc.MachineCodeRunParams, machine_id=machine_id, code=code,
                         language=language, context_id=context_id, timeout_s=timeout_s,
                         env=env)  # fmt: skip

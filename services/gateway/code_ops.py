@@ -6,7 +6,8 @@ call that may start a kernel waits for it on top of its own timeout.
 
 ``machines.code.run`` POSTed to ``/rpc/stream`` streams as ``machines.execStream`` does
 (exec_stream.py): its daemon runs ``tool.code.runStream``, whose parts (``CodeRunPart``) go to
-the request's ``OUTPUT_SINK`` as they are published, every one before the answer.
+the request's ``OUTPUT_SINK`` as they are published, every one before the answer. The stream
+closed before its answer (the client left), ``tool.code.cancelRun`` ends the run.
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ class CodeOps:
             **msgspec.structs.asdict(run), stream_id=secrets.token_hex(16)
         )
 
-        def call() -> Awaitable[dc.CodeRunResult]:
-            return self.daemons.call(p.machine_id, dc.CODE_RUN_STREAM, params, timeout_s=wait)
-
         machine = self.daemons.machine(p.machine_id)
+        # The client gone (the stream closed), the run is ended: interrupted if it runs.
+        cancel = (dc.CODE_CANCEL_RUN, dc.StreamRef(stream_id=params.stream_id))
+
+        def call() -> Awaitable[dc.CodeRunResult]:
+            return machine.call_or_undo(dc.CODE_RUN_STREAM, params, wait, cancel)
+
         return await machine.with_output(self.bus.nc, params.stream_id, sink, call)
 
     @handles(gc.MACHINES_CODE_CREATE_CONTEXT)

@@ -1,9 +1,11 @@
 """The fake daemon's code interpreter: no kernel runs; each call is recorded, and a run answers
 its code back as the cell's ``text/plain`` result (the gateway's rules are what is tested). A
-streamed run first publishes ``parts`` (with ``publish``, a test's NATS), as a daemon would."""
+streamed run first publishes ``parts`` (with ``publish``, a test's NATS), as a daemon would,
+then waits for ``hold`` (when set): a run still going; ``tool.code.cancelRun`` is recorded."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -26,10 +28,15 @@ class FakeKernels:
     parts: list[dc.CodeRunPart] = field(default_factory=list)
     publish: Callable[[str, bytes], Awaitable[None]] | None = None
     machine_id: str = ""
+    hold: asyncio.Event | None = None
+    #: The streams whose runs were cancelled, oldest first.
+    cancelled: list[str] = field(default_factory=list)
+    cancel_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     def register(self, r: Router[None]) -> None:
         r.register(dc.CODE_RUN, self.run)
         r.register(dc.CODE_RUN_STREAM, self.run_stream)
+        r.register(dc.CODE_CANCEL_RUN, self.cancel_run)
         r.register(dc.CODE_CREATE_CONTEXT, self.create)
         r.register(dc.CODE_LIST_CONTEXTS, self.list)
         r.register(dc.CODE_RESTART_CONTEXT, self.restart)
@@ -51,7 +58,14 @@ class FakeKernels:
             if self.publish is not None:
                 subject = subjects.exec_output(self.machine_id, p.stream_id)
                 await self.publish(subject, msgspec.json.encode(part))
+        if self.hold is not None:
+            await self.hold.wait()
         return await self.run(p, None)
+
+    async def cancel_run(self, p: dc.StreamRef, _: None) -> dc.RunCancelled:
+        self.cancelled.append(p.stream_id)
+        self.cancel_seen.set()
+        return dc.RunCancelled(cancelled=True)
 
     async def create(self, p: dc.CreateContextParams, _: None) -> dc.CodeContext:
         return self._new(f"c{len(self.contexts) + 1}", p.language, p.cwd)

@@ -6,6 +6,7 @@ a real machine: tests/integration/test_code_interpreter.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -130,3 +131,20 @@ async def test_an_answer_past_a_default_line_limit_reaches_the_client(world: Wor
         (answer,) = [i async for i in f.machines_code_run_stream(mid, code)]
     assert isinstance(answer, dc.CodeRunResult)
     assert answer.results == [{"text/plain": code, "isMain": True}]
+
+
+@method(RUN)
+async def test_a_client_that_leaves_its_stream_ends_the_run_on_the_machine(world: World) -> None:
+    """As a streamed command is killed when its client goes, a streamed run is cancelled
+    (``tool.code.cancelRun``: the daemon interrupts it): no kernel spins on for nobody."""
+    mid, a, _ = await _streaming_machine(world)
+    fake = world.daemons[mid].code
+    fake.parts, fake.hold = PARTS[:1], asyncio.Event()
+    async with served(world, {"tok-a": token_of(a)}) as (base, _), FleetClient(base, "tok-a") as f:
+        stream = f.machines_code_run_stream(mid, "while True: pass")
+        assert await anext(stream) == PARTS[0]
+        await stream.aclose()  # the client leaves while the code runs
+        await asyncio.wait_for(fake.cancel_seen.wait(), 30)
+    (run,) = world.daemons.calls_of(dc.CODE_RUN_STREAM.name, mid)
+    assert isinstance(run.params, dc.CodeRunStreamParams)
+    assert fake.cancelled == [run.params.stream_id]

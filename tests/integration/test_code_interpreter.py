@@ -222,3 +222,24 @@ async def test_the_pages_python_examples_run_as_written(
         "result {'text/plain': \"'done'\", 'isMain': True}",
         "['0\\n', '1\\n', '2\\n'] None",
     ]  # fmt: skip
+
+
+async def test_a_streamed_run_whose_client_leaves_is_interrupted_and_the_state_kept(
+    shared_stack: FleetClient, mid: str
+) -> None:
+    """The client closes the stream while the code spins: the run is interrupted (as a
+    streamed command is killed), so the context's next call runs at once, with its state."""
+    ctx = await shared_stack.machines_code_create_context(mid)
+    await shared_stack.machines_code_run(mid, "kept = 'here'", context_id=ctx.id)
+    code = "print('spinning', flush=True)\nwhile True: pass"
+    stream = shared_stack.machines_code_run_stream(mid, code, context_id=ctx.id, timeout_s=3600)
+    first = await anext(stream)
+    assert isinstance(first, CodeRunPart)
+    assert first.text == "spinning\n"
+    await stream.aclose()
+    # Not interrupted, this call would wait for the spinning run's hour.
+    after = await asyncio.wait_for(
+        shared_stack.machines_code_run(mid, "kept", context_id=ctx.id), 60
+    )
+    assert main_text(after) == ["'here'"]
+    await shared_stack.machines_code_delete_context(mid, ctx.id)

@@ -26,15 +26,15 @@ export interface CodeRunOptions {
   onResult?: (result: MimeBundle) => void;
   /** The code's exception (or its timeout), as it is raised. */
   onError?: (error: CodeError) => void;
-  /** Aborting it stops waiting (and reading); the code runs on to its end or its timeout. */
+  /** Aborting it interrupts the run (the run streams when it is given); the state is kept. */
   signal?: AbortSignal;
 }
 
 /**
  * A code run's parts as the kernel sends them (POST /rpc/stream): an async iterable of
  * `CodeRunPart`s (`kind` `stdout`, `stderr`, `result` or `error`), then `result`, the answer
- * `machines.code.run` gives. Leaving early stops the reading, not the code
- * (`machines.code.interrupt` does).
+ * `machines.code.run` gives. Aborting it (or leaving the loop early) interrupts the run; its
+ * context keeps its state.
  */
 export class CodeRunStream extends RpcStream<CodeRunPart, CodeRunResult> {
   constructor(transport: Transport, body: string, signal: AbortSignal | undefined) {
@@ -71,7 +71,7 @@ export async function codeRun(
   options: CodeRunOptions = {},
 ): Promise<CodeRunResult> {
   const { onStdout, onStderr, onResult, onError, signal } = options;
-  if (!(onStdout || onStderr || onResult || onError)) {
+  if (!(onStdout || onStderr || onResult || onError || signal)) {
     const p = params(machineId, code, options);
     return transport.call("machines.code.run", p, {
       timeoutMs: (p.timeoutS ?? DEFAULT_CODE_TIMEOUT_S) * 1000 + CODE_MARGIN_MS,

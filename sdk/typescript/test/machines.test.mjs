@@ -139,6 +139,34 @@ describe("a machine", () => {
     assert.deepEqual([answer.stdout, answer.error?.name], [["waiting\n"], "ValueError"]);
   });
 
+  test("aborting a codeRunStream interrupts the run; its context keeps its state", async () => {
+    const ctx = await f.call("machines.code.createContext", { machineId: machine.id });
+    await f.machines.codeRun(machine.id, "kept = 'here'", { contextId: ctx.id });
+    const controller = new AbortController();
+    const spin = "print('spinning', flush=True)\nwhile True: pass";
+    const stream = f.machines.codeRunStream(machine.id, spin, {
+      contextId: ctx.id,
+      timeoutS: 3600,
+      signal: controller.signal,
+    });
+    await assert.rejects(
+      (async () => {
+        for await (const part of stream) {
+          assert.equal(part.text, "spinning\n");
+          controller.abort(new Error("enough"));
+        }
+      })(),
+      /enough/,
+    );
+    // Not interrupted, this run would wait for the spinning one's hour.
+    const after = await f.machines.codeRun(machine.id, "kept", {
+      contextId: ctx.id,
+      signal: AbortSignal.timeout(60_000),
+    });
+    assert.deepEqual(after.results, [{ "text/plain": "'here'", isMain: true }]);
+    await f.call("machines.code.deleteContext", { machineId: machine.id, contextId: ctx.id });
+  });
+
   test("files: text, bytes and a stream, 1 MiB checksummed both ways", async () => {
     const written = await f.files.write(machine.id, "notes.txt", "remember the milk\n");
     assert.equal(written.size, 18);
