@@ -47,8 +47,9 @@ log = structlog.get_logger(__name__)
 OUTPUT_SINK: ContextVar[OnOutput | None] = ContextVar("output_sink", default=None)
 #: A comment line this often while a command is silent: a client that left is noticed.
 KEEPALIVE_S = 1.0
-#: The most a stream holds, unwritten, for its client: many times an honest stream's whole
-#: output (a code run's parts are within its answer's cap, a command's within its own).
+#: The most a stream holds, unwritten, for its client: more than an honest stream sends in
+#: all, as a rule (a code run's parts are within its answer's cap, one NATS message, 1 MiB by
+#: default; a command's output within 256 KiB a stream), unless it is sent in tiny pieces.
 MAX_HELD_BYTES = 8 * 1024 * 1024
 
 
