@@ -338,6 +338,7 @@ export interface Machine {
   runtimePlatform?: "kvm" | "ptrace" | "systrap" | null;
   pausedBytes?: number | null;
   wokenBy?: WakeBy | null;
+  setupWarning?: string | null;
   createdAt: string;
   updatedAt: string;
 }
