@@ -95,16 +95,33 @@ def end_recorded(record: Path, grace_s: float = 5.0) -> list[str]:
     """End (SIGTERM, then SIGKILL after ``grace_s``) each child ``record`` names that still
     runs; the record is removed. Returns "label (pid N)" of each one ended."""
     left = recorded(record)
-    for pid, _, _ in left:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while any(procinfo.is_alive(p, t) for p, t, _ in left) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid, ticks, _ in left:
-        if procinfo.is_alive(pid, ticks):
-            _signal(pid, signal.SIGKILL)
+    end([(pid, ticks) for pid, ticks, _ in left], grace_s, killed_s=0)
     record.unlink(missing_ok=True)
     return [f"{label} (pid {pid})" for pid, _, label in left]
+
+
+def end(
+    processes: list[tuple[int, int | None]], grace_s: float = 5.0, killed_s: float = 5.0
+) -> list[int]:
+    """End each (pid, start ticks) that is still that process: SIGTERM, then SIGKILL to those
+    still running after ``grace_s`` (a pid reused meanwhile is another process: not signalled).
+    Returns the pids still running ``killed_s`` after the SIGKILL (a process in the kernel's
+    uninterruptible sleep, say)."""
+    for pid, ticks in processes:
+        if procinfo.is_alive(pid, ticks):
+            _signal(pid, signal.SIGTERM)
+    _until_ended(processes, grace_s)
+    for pid, ticks in processes:
+        if procinfo.is_alive(pid, ticks):
+            _signal(pid, signal.SIGKILL)
+    _until_ended(processes, killed_s)
+    return [pid for pid, ticks in processes if procinfo.is_alive(pid, ticks)]
+
+
+def _until_ended(processes: list[tuple[int, int | None]], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(procinfo.is_alive(p, t) for p, t in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _signal(pid: int, sig: int) -> None:

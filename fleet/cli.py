@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the API's JSON result")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _up(sub)
+    gc = sub.add_parser("gc", help="end and remove what stacks that no longer run left here")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument("--data-dir", type=Path, default=None,
+                    help="only this data dir's stack (default: every gone stack)")  # fmt: skip
     cli_records.register(sub)
     cli_machines.register(sub)
     cli_code.register(sub)
@@ -174,13 +178,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _run_here(args: argparse.Namespace) -> int:
-    """`fleet up` and `fleet image`, which run on this host: what stops them is one line on
-    stderr, never a traceback (a bad setting names its variable and exits 2, a usage error)."""
+    """`fleet up`, `fleet image` and `fleet gc`, which run on this host: what stops them is one
+    line on stderr, never a traceback (a bad setting names its variable and exits 2, a usage
+    error)."""
     from contracts.errors import ProviderError
     from controlplane.settings import SettingsError
     from fleet.embedded import ServerStartError
 
     try:
+        if args.cmd == "gc":
+            from fleet import gc
+
+            return gc.main(dry_run=args.dry_run, only=args.data_dir)
         return _run_up(args) if args.cmd == "up" else _run_image_build()
     except SettingsError as exc:
         print(f"fleet {args.cmd}: {exc}", file=sys.stderr)
@@ -192,7 +201,7 @@ def _run_here(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
-    if args.cmd in ("up", "image"):
+    if args.cmd in ("up", "image", "gc"):
         raise SystemExit(_run_here(args))
     if not args.url.startswith(("http://", "https://")):
         print(f"fleet: --url {args.url!r} is not an http(s):// URL", file=sys.stderr)

@@ -5,8 +5,12 @@ then each service as its own OS process, restarting any that dies (with backoff)
 embedded server that dies (fleet.up_servers). Ctrl-C or
 SIGTERM stops, in order: the gateway, the stage services (each drains its in-flight work), the
 local machines' daemons, then the servers. However `fleet up` ends (SIGKILL included), the
-servers and services end with it (base.lifeline); the next one on the data dir ends whatever
-of them still runs and restarts the machines the dead one left.
+servers and services end with it (base.lifeline), and so do the machines: its keeper
+(fleet.keeper), a child the kernel signals when `fleet up` ends, stops them as a normal stop
+does and ends what else names the stack (fleet.gc); a normal stop stands it down. Machines
+still outlive a provisioner's restart, which never reaches the keeper. The next `fleet up` on
+the data dir lets a dead one's keeper finish, ends whatever of its children still runs and
+restarts the machines the dead one left.
 """
 
 from __future__ import annotations
@@ -34,29 +38,21 @@ from base.lockfile import AlreadyRunning, PidLock
 from controlplane.crypto import generate_secret_key
 from controlplane.settings import Settings
 from controlplane.unresponsive import daemons_ended
-from fleet.docker_setup import (
-    engine_runtime_refusal,
-    network_gateway_sync,
-    prepare_sync,
-    stop_docker_machines,
-)
+from fleet.docker_setup import engine_runtime_refusal, network_gateway_sync, prepare_sync
 from fleet.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, held_ports
 from fleet.embedded_ha import HaServers
+from fleet.gc import LOCK_NAME
+from fleet.keeper import Keeper, finish_left, stop_machines
 from fleet.up_ha import ha_settings, host_data_dir, host_ids, service_plan, wait_hosts_announced
 from fleet.up_servers import ServerSupervisor
 from fleet.up_services import ServiceProcess, stop_services
-from providers import homes_fs
 from providers.cgroup import unavailable as cgroup_unavailable
-from providers.local import stop_all_local
 from providers.local_sandbox import probe as sandbox_probe
 from providers.netns import probe as network_probe
 from providers.runtimes import refusal as runtime_refusal, runsc_binary, too_old
-from providers.swarm import stop_all_swarm
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The
 #: auth callout comes first: machines cannot connect without it.
-#: In the data dir, held by the running `fleet up` (its pid and start time).
-LOCK_NAME = "fleet-up.lock"
 #: In the data dir: the servers and services the running `fleet up` started (base.lifeline);
 #: still there when it starts, the `fleet up` before it ended without stopping them.
 CHILDREN_NAME = "fleet-up.children"
@@ -206,6 +202,7 @@ def up(opts: UpOptions) -> int:
         stack.callback(lock.release)
         children = Children(data_dir / CHILDREN_NAME)
         stack.callback(children.forget)
+        finish_left(data_dir)  # a dead stack's keeper, still stopping its machines
         left_by_dead_up = _end_dead_stack(children)
         # After the data dir's lock and a dead stack's end: its gateway may have held them.
         if (refusal := listeners_refusal(opts)) is not None:
@@ -219,10 +216,12 @@ def up(opts: UpOptions) -> int:
         # Restarts a server that dies, like a service; left after the servers stopped.
         servers = stack.enter_context(ServerSupervisor(children))
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
+        env = {**os.environ, **settings.to_env()}
+        # Ends the machines if `fleet up` dies; stood down once they are stopped (unwinding).
+        stack.callback(Keeper(_machine_dirs(settings, opts), env).stand_down)
         if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
             _end_machines(settings, opts, auth)
         stack.callback(_end_machines, settings, opts, auth)
-        env = {**os.environ, **settings.to_env()}
         names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
         plan = service_plan(names, opts, settings.sandbox_uid_range, hold=hold)
         # Each service serves /metrics on a port of its own (the gateway on its HTTP port).
@@ -389,24 +388,13 @@ def _end_machines(settings: Settings, opts: UpOptions, auth: NatsAuth | None) ->
         print(f"fleet up: {n} machine(s) unresponsive until their daemons are back", flush=True)
 
 
+def _machine_dirs(settings: Settings, opts: UpOptions) -> list[Path]:
+    """The data dirs machines live in: the stack's, then each host's (--hosts)."""
+    return [settings.data_path, *(host_data_dir(settings.data_path, h) for h in host_ids(opts))]
+
+
 def _stop_machines(settings: Settings, opts: UpOptions) -> None:
-    data_dirs = [settings.data_path]
-    data_dirs += [host_data_dir(settings.data_path, h) for h in host_ids(opts)]
-    n = sum(stop_all_local(d) for d in data_dirs)
-    if n:
-        print(f"fleet up: stopped {n} local machine(s)", flush=True)
-    # A host without a Docker engine is the common case: its absence only matters (and is only
-    # reported) when this stack makes docker machines.
-    docker_used = settings.default_provider == "docker" or any(
-        n for name, n in settings.warm_pool_sizes.items() if name.partition("@")[0] == "docker"
-    )
-    if containers := asyncio.run(stop_docker_machines(settings, expected=docker_used)):
-        print(f"fleet up: stopped {containers} docker machine(s)", flush=True)
-    hosts = sum(stop_all_swarm(d) for d in data_dirs)
-    if hosts:
-        print(f"fleet up: stopped {hosts} swarm host(s)", flush=True)
-    for d in data_dirs:  # the homes' image, if fleetd mounted one (providers/homes_fs.py)
-        homes_fs.unmount(d)
+    stop_machines(settings, _machine_dirs(settings, opts))
 
 
 def _banner(

@@ -51,6 +51,10 @@ log = structlog.get_logger(__name__)
 
 #: In the environment of a machine's pasta: which machine (or pool slot) it serves.
 NETNS_OF = "FLEET_NETNS_OF"
+#: In the environment of a stack's processes, pasta's too: the stack's data dir (the setting's
+#: variable, passed on from the provisioner's environment), by which `fleet gc` and the test
+#: suite find a pasta its stack left (fleet/gc.py).
+STACK_VAR = "FLEET_DATA_DIR"
 #: bwrap's descriptors in a sandboxed machine's start: the info it writes (the namespace's
 #: init pid), and the one it waits on before it runs the machine.
 INFO_FD = 5
@@ -177,7 +181,7 @@ async def attach(child_pid: int, owner: str, forwarded: list[int],
             stdout=asyncio.subprocess.DEVNULL,
             stderr=err,
             pass_fds=(netns,),
-            env={"PATH": "/usr/bin:/bin", NETNS_OF: owner},
+            env={"PATH": "/usr/bin:/bin", NETNS_OF: owner, **_stack_mark()},
             start_new_session=True,
         )
         async with asyncio.timeout(_SETUP_TIMEOUT_S):
@@ -195,6 +199,12 @@ async def attach(child_pid: int, owner: str, forwarded: list[int],
             f"pasta could not set up {owner}'s network: {(said or ['no message'])[-1][:200]}"
         )
     await asyncio.to_thread(_no_delay, owner)
+
+
+def _stack_mark() -> dict[str, str]:
+    """The stack's data dir as this process was given it (none in a provider run alone)."""
+    stack = os.environ.get(STACK_VAR, "")
+    return {STACK_VAR: str(Path(stack).resolve())} if stack else {}
 
 
 async def _loopback_configured(child_pid: int, timeout_s: float = 5.0) -> None:

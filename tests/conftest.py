@@ -155,13 +155,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )  # fmt: skip
 
 
+#: When each test ran, from the reports the controller sees: who started a leftover process.
+_WINDOWS = leftovers.Windows()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _WINDOWS.add(report)
+
+
 @pytest.hookimpl(trylast=True)  # on the controller, after xdist's (its workers have ended)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the session if anything it made outlives it (tests/leftovers.py), naming each."""
     if hasattr(session.config, "workerinput"):  # an xdist worker: the controller looks
         return
     factory: pytest.TempPathFactory = session.config._tmp_path_factory  # type: ignore[attr-defined]
-    found = leftovers.find(factory.getbasetemp(), session.config.getoption("leftovers_settle_s"))
+    found = leftovers.find(
+        factory.getbasetemp(), session.config.getoption("leftovers_settle_s"), _WINDOWS
+    )
     if found:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         lines = "\n  ".join(found)

@@ -78,6 +78,7 @@ def test_a_leaked_process_fails_the_session_and_is_named(tmp_path: Path, workers
         assert "1 passed" in out, out
         assert "this session left behind (1)" in out, out
         assert f"process {pid}: sleep 600" in out, out
+        assert "(started during test_session.py::test_uses_a_worker)" in out, out
     finally:
         if procinfo.is_alive(pid, None):
             os.kill(pid, signal.SIGKILL)
