@@ -21,29 +21,21 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from contracts.daemon_code import CodeRunPart, CodeRunResult
+from contracts.daemon_code import CodeRunPart
 from contracts.errors import LanguageUnavailable, NotFound
 from controlplane.settings import Settings
 from fleet.client import FleetClient
+from tests.code_checks import ANSI, PNG, main_text, streamed_in_order
 from tests.conftest import ADMIN_TOKEN, ReadyMachine
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "code-interpreter.md"
-#: A 1x1 PNG.
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def mid(ready_machine: ReadyMachine) -> AsyncIterator[str]:
     yield await ready_machine("code")
-
-
-def main_text(result: CodeRunResult) -> list[str]:
-    return [r["text/plain"] for r in result.results if r.get("isMain")]
 
 
 async def test_state_carries_across_calls(shared_stack: FleetClient, mid: str) -> None:
@@ -171,28 +163,7 @@ async def test_the_cli_prints_text_and_saves_images(
 async def test_a_streamed_run_sends_its_stdout_as_it_comes_then_the_answer(
     shared_stack: FleetClient, mid: str
 ) -> None:
-    """The code prints, then waits for a file the test writes only once it holds that first
-    part: the part came while the code still ran, before the rest and the answer."""
-    go = f"go-{os.urandom(6).hex()}"
-    code = (f"import os, time\nprint('waiting', flush=True)\nfor _ in range(600):\n"
-            f"    if os.path.exists({go!r}): break\n    time.sleep(0.05)\n"
-            f"print('seen' if os.path.exists({go!r}) else 'never', flush=True)\n"
-            "'done'")  # fmt: skip
-    items: list[CodeRunPart | CodeRunResult] = []
-    stream = shared_stack.machines_code_run_stream(mid, code, timeout_s=60)
-    async with contextlib.aclosing(stream) as parts:
-        async for item in parts:
-            items.append(item)
-            if len(items) == 1:
-                assert item == CodeRunPart(seq=0, kind="stdout", text="waiting\n")
-                await shared_stack.write_file(mid, go, "")
-    *streamed, answer = items
-    assert isinstance(answer, CodeRunResult)
-    assert [(p.kind, p.text) for p in streamed if isinstance(p, CodeRunPart)] == [
-        ("stdout", "waiting\n"), ("stdout", "seen\n"), ("result", None)
-    ]  # fmt: skip
-    assert [p.seq for p in streamed if isinstance(p, CodeRunPart)] == [0, 1, 2]
-    assert (answer.stdout, main_text(answer)) == (["waiting\n", "seen\n"], ["'done'"])
+    await streamed_in_order(shared_stack, mid)
 
 
 def _page_example(name: str) -> str:

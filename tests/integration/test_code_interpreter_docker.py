@@ -1,6 +1,7 @@
 """The code interpreter on docker machines (docs/code-interpreter.md), with real kernels in real
 containers: in the platform's machine image the kernels' runtime comes with the daemon's
-(nothing installed by the machine's user), state carries across calls, bash; in a machine of the
+(nothing installed by the machine's user), state carries across calls, bash and the
+interpreter's rules (tests/code_checks.py); in a machine of the
 ``code-interpreter`` environment (environments/code-interpreter/, built from PyPI's wheels) the
 Python kernel runs on the environment's Python, and a matplotlib figure is an ``image/png``.
 The interpreter's own behaviours: tests/integration/test_code_interpreter.py."""
@@ -23,6 +24,7 @@ from base.version import SOURCE_ROOT
 from contracts.daemon_code import CodeRunResult
 from contracts.gateway_environments import Environment
 from fleet.client import FleetClient
+from tests.code_checks import every_rule
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.environments import out, ready
 from tests.integration.test_docker import ready_machine
@@ -66,6 +68,7 @@ async def test_state_carries_across_calls_in_a_docker_machine(stack: FleetClient
     assert main_text(await stack.machines_code_run(machine_id=mid, code="x + 1")) == ["42"]
     bash = await stack.machines_code_run(machine_id=mid, code="echo hi", language="bash")
     assert ("".join(bash.stdout), bash.error) == ("hi\n", None)
+    await every_rule(stack, mid)
 
 
 async def _run(*argv: str, cwd: Path | None = None) -> None:

@@ -1,7 +1,8 @@
 """The code interpreter on gvisor machines (docs/code-interpreter.md), with real kernels on real
-runsc sandboxes: state across calls, a kernel that goes on across a pause and resume with its
-state and its execution count, three forks with memory that each go on alone from the source's
-variables, and a machine made from a memory snapshot that has them.
+runsc sandboxes: state across calls and the interpreter's rules (tests/code_checks.py), a
+kernel that goes on across a pause and resume with its state and its execution count, three
+forks with memory that each go on alone from the source's variables, and a machine made from a
+memory snapshot that has them.
 
 One stack for the module (tests/gvisor_stack.py); each test makes the machines it pauses or
 forks. The interpreter's own behaviours on one machine: tests/integration/test_code_interpreter.py.
@@ -16,6 +17,7 @@ import pytest
 from contracts.daemon_code import CodeRunResult
 from controlplane.settings import Settings
 from fleet.client import FleetClient
+from tests.code_checks import every_rule
 from tests.gvisor_stack import gvisor_settings, module_stack
 from tests.integration.test_gvisor import answers, paused_and_resumed, ready_gvisor
 from tests.waiters import wait_until
@@ -49,6 +51,7 @@ async def test_state_carries_across_calls_in_a_gvisor_machine(stack: FleetClient
     assert main_text(second) == ["42"]
     bash = await stack.machines_code_run(machine_id=mid, code="echo hi", language="bash")
     assert ("".join(bash.stdout), bash.error) == ("hi\n", None)
+    await every_rule(stack, mid)
 
 
 @pytest.mark.timeout(900)
