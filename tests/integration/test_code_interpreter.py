@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from contracts.daemon_code import CodeRunPart
-from contracts.errors import LanguageUnavailable, NotFound
+from contracts.errors import CodeContextsLimit, KernelDied, LanguageUnavailable, NotFound
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.code_checks import ANSI, PNG, main_text, streamed_in_order
@@ -214,3 +214,56 @@ async def test_a_streamed_run_whose_client_leaves_is_interrupted_and_the_state_k
     )
     assert main_text(after) == ["'here'"]
     await shared_stack.machines_code_delete_context(mid, ctx.id)
+
+
+async def test_a_dead_kernel_is_named_and_the_next_call_starts_a_new_one(
+    shared_stack: FleetClient, mid: str
+) -> None:
+    ctx = await shared_stack.machines_code_create_context(mid)
+    try:
+        await shared_stack.machines_code_run(machine_id=mid, code="x = 1", context_id=ctx.id)
+        with pytest.raises(KernelDied) as died:
+            await shared_stack.machines_code_run(
+                machine_id=mid, code="import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+                context_id=ctx.id,
+            )  # fmt: skip
+        assert died.value.code == 1702
+        assert died.value.data == {"contextId": ctx.id}
+        fresh = await shared_stack.machines_code_run(machine_id=mid, code="'x' in dir()",
+                                                     context_id=ctx.id)  # fmt: skip
+        assert main_text(fresh) == ["False"]  # a new kernel: the old state is gone
+    finally:
+        await shared_stack.machines_code_delete_context(mid, ctx.id)
+
+
+async def test_contexts_past_the_limit_are_refused_by_name(
+    shared_stack: FleetClient, mid: str
+) -> None:
+    made: list[str] = []
+
+    async def fill() -> None:
+        for _ in range(20):
+            made.append((await shared_stack.machines_code_create_context(mid)).id)
+
+    try:
+        with pytest.raises(CodeContextsLimit) as refused:
+            await fill()
+        assert refused.value.code == 1703
+        assert refused.value.data == {"limit": 8}
+        assert "FLEET_CODE_CONTEXTS_MAX" in refused.value.message
+        assert len((await shared_stack.machines_code_list_contexts(mid)).contexts) == 8
+    finally:
+        for cid in made:
+            await shared_stack.machines_code_delete_context(mid, cid)
+
+
+async def test_output_past_the_answers_cap_is_cut_and_said(
+    shared_stack: FleetClient, mid: str
+) -> None:
+    got = await shared_stack.machines_code_run(
+        machine_id=mid, code="print('x' * 3_000_000, flush=True)\n1 / 0"
+    )  # fmt: skip
+    assert got.truncated
+    assert 0 < len("".join(got.stdout)) < 1_000_000
+    assert got.error is not None  # the error is always kept
+    assert got.error.name == "ZeroDivisionError"
