@@ -25,20 +25,30 @@ from typing import IO
 
 from base import procinfo
 
-#: Run by ``python -I -S -c``: argv is (-c, parent pid, signal, program, args...).
+#: Run by ``python -I -S -c``: argv is (-c, parent pid, signal, held, program, args...).
 _WRAPPER = (
-    "import ctypes, os, sys\n"
-    "if ctypes.CDLL(None, use_errno=True).prctl(1, int(sys.argv[2]), 0, 0, 0) != 0:\n"
+    "import ctypes, os, signal, sys\n"
+    "sig, held = int(sys.argv[2]), sys.argv[3] == 'held'\n"
+    "if held:\n"
+    "    signal.pthread_sigmask(signal.SIG_BLOCK, {sig})\n"
+    "if ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0) != 0:\n"
     "    sys.exit('lifeline: prctl(PR_SET_PDEATHSIG) failed')\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
+    "if os.getppid() != int(sys.argv[1]) and not held:\n"
     "    sys.exit('lifeline: the parent ended before the child started')\n"
-    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+    "os.execvp(sys.argv[4], sys.argv[4:])\n"
 )
 
 
-def die_with_parent(argv: list[str], sig: int = signal.SIGTERM) -> list[str]:
-    """``argv`` run so that it gets ``sig`` when this process (its main thread) ends."""
-    return [sys.executable, "-I", "-S", "-c", _WRAPPER, str(os.getpid()), str(int(sig)), *argv]
+def die_with_parent(argv: list[str], sig: int = signal.SIGTERM, *, held: bool = False) -> list[str]:
+    """``argv`` run so that it gets ``sig`` when this process (its main thread) ends.
+
+    ``held``: for a program whose job is that signal (fleet/keeper.py): ``sig`` is blocked
+    before the prctl, and stays blocked across the exec, so that one sent while the program
+    starts waits for it (``sigwait``) instead of ending it; a parent already gone does not stop
+    it either (it checks its parent itself)."""
+    mode = "held" if held else "-"
+    return [sys.executable, "-I", "-S", "-c", _WRAPPER, str(os.getpid()), str(int(sig)), mode,
+            *argv]  # fmt: skip
 
 
 class Children:
@@ -54,10 +64,13 @@ class Children:
         label: str,
         env: dict[str, str] | None = None,
         sig: int = signal.SIGTERM,
+        *,
+        held: bool = False,
     ) -> subprocess.Popen[bytes]:
-        """``argv`` started, its output to ``log``; ``sig`` when this process ends."""
+        """``argv`` started, its output to ``log``; ``sig`` when this process ends (``held``:
+        as ``die_with_parent``'s)."""
         proc = subprocess.Popen(
-            die_with_parent(argv, sig),
+            die_with_parent(argv, sig, held=held),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -44,9 +44,22 @@ class Keeper:
 
     def __init__(self, data_dirs: list[Path], env: dict[str, str]) -> None:
         self._children = Children(data_dirs[0] / RECORD)
-        argv = [sys.executable, "-m", "fleet.keeper", str(os.getpid()), *map(str, data_dirs)]
-        with open(data_dirs[0] / "logs" / "keeper.log", "ab") as log:
-            self.proc = self._children.popen(argv, log, "keeper", env, signal.SIGTERM)
+        self._argv = [sys.executable, "-m", "fleet.keeper", str(os.getpid()),
+                      *map(str, data_dirs)]  # fmt: skip
+        self._env, self._log = env, data_dirs[0] / "logs" / "keeper.log"
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        with open(self._log, "ab") as log:
+            return self._children.popen(self._argv, log, "keeper", self._env, signal.SIGTERM,
+                                        held=True)  # fmt: skip
+
+    def check(self) -> list[str]:
+        """Started again if it ended (killed by someone): the tie holds while `fleet up` runs."""
+        if (code := self.proc.poll()) is None:
+            return []
+        self.proc = self._start()
+        return [f"restarted the keeper (it exited with {code})"]
 
     def stand_down(self) -> None:
         """The machines are stopped: the keeper exits without touching anything."""
@@ -96,8 +109,9 @@ def stop_machines(settings: Settings, data_dirs: list[Path]) -> None:
 def main(argv: list[str]) -> int:
     """``python -m fleet.keeper UP_PID DATA_DIR...``: waits for `fleet up`'s end."""
     up_pid, data_dirs = int(argv[0]), [Path(a) for a in argv[1:]]
-    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # taken by sigwait, never lost
-    # `fleet up` gone before the mask: its signal may have come while Python started.
+    # SIGTERM came blocked (base.lifeline's ``held``): one sent while Python started waits.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    # `fleet up` gone before its signal was set up (the wrapper's prctl): none will come.
     ended = signal.SIGTERM if os.getppid() != up_pid else signal.sigwait(_SIGNALS)
     if ended == STAND_DOWN:
         return 0

@@ -218,7 +218,8 @@ def up(opts: UpOptions) -> int:
         settings, auth, seed = _servers(stack, opts, data_dir, servers)
         env = {**os.environ, **settings.to_env()}
         # Ends the machines if `fleet up` dies; stood down once they are stopped (unwinding).
-        stack.callback(Keeper(_machine_dirs(settings, opts), env).stand_down)
+        keeper = Keeper(_machine_dirs(settings, opts), env)
+        stack.callback(keeper.stand_down)
         if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
             _end_machines(settings, opts, auth)
         stack.callback(_end_machines, settings, opts, auth)
@@ -249,6 +250,7 @@ def up(opts: UpOptions) -> int:
         while not stopping:
             now = time.monotonic()
             lines = servers.check(now) + [line for p in procs if (line := p.check(now))]
+            lines += keeper.check()
             for line in lines:
                 print(f"fleet up: {line}", flush=True)
             time.sleep(0.2)

@@ -1,5 +1,6 @@
 """Nothing outlives `fleet up`, even killed outright: with a namespaces machine, a gvisor machine
-and a warm pool's machine running, `fleet up` is SIGKILLed; every process of its machines
+and a warm pool's machine running (and its keeper killed once, and started again), `fleet up`
+is SIGKILLed; every process of its machines
 (bwrap sandboxes, runsc's sandboxes and gofers, their pastas) ends by itself, through the
 keeper the kernel signals (fleet/keeper.py); its data dir then removed, `fleet gc` leaves
 nothing of it that the suite's leftovers check (tests/leftovers.py) would find."""
@@ -9,16 +10,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from base import procinfo
-from fleet import gc
+from base.lifeline import recorded
+from fleet import gc, keeper
 from providers.netns import NETNS_OF
 from tests import leftovers
-from tests.e2e.conftest import FLEET, FleetUp, ok, start_fleet_up
+from tests.e2e.conftest import FLEET, FleetUp, ok, read_until, start_fleet_up
 from tests.waiters import still_running_after
 
 #: How long the keeper may take to stop the machines (their daemons' grace, runsc's deletes).
@@ -52,6 +55,9 @@ def test_a_killed_fleet_up_leaves_no_machine_process_and_gc_leaves_nothing(
     try:
         machine(up, "namespaces")
         machine(up, "gvisor")
+        # A keeper someone killed is started again: the tie holds while `fleet up` runs.
+        os.kill(recorded(data / keeper.RECORD)[0][0], signal.SIGKILL)
+        read_until(up.proc, "restarted the keeper")
         running = [p for p in stack_processes(data) if p.pid != up.proc.pid]
         pastas = [p for p in running if any(
             f"{NETNS_OF}=".encode() in f for f in gc.facts(p.pid))]  # fmt: skip
