@@ -37,7 +37,7 @@ from services.gateway.audit_log import AuditLog
 from services.gateway.errors_http import error_response
 from services.gateway.oidc import OidcClient, pkce_pair, rejected
 from services.gateway.people_ops import add_user
-from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf
+from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf, del_cookies
 
 log = structlog.get_logger(__name__)
 
@@ -254,7 +254,9 @@ def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
         secret = request.cookies.get(COOKIE, "")
         found = await sessions.get(secret)
         if found is None:
-            return web.json_response({"signedOut": False})
+            gone = web.json_response({"signedOut": False})
+            del_cookies(gone)  # a session ended elsewhere: its cookies too
+            return gone
         try:
             check_csrf(request, found[1], public_url(signin.settings))
         except FleetError as exc:
@@ -263,14 +265,17 @@ def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
         await sessions.end(secret, found[1])
         note(Action.SIGN_OUT, actor=found[0].user_id)
         resp = web.json_response({"signedOut": True})
-        resp.del_cookie(COOKIE, path="/")
+        del_cookies(resp)
         return resp
 
     async def me(request: web.Request) -> web.StreamResponse:
         found = await sessions.get(request.cookies.get(COOKIE, ""))
         caller: Caller | None = found[0] if found else await bearer_caller(request)
         if caller is None:
-            return error_response(Unauthorized("not signed in"))
+            refused = error_response(Unauthorized("not signed in"))
+            if COOKIE in request.cookies:  # a session that ended: the console stops asking
+                del_cookies(refused)
+            return refused
         body = await _me(signin.store, caller)
         if found is not None:
             body["csrfToken"] = found[1].csrf

@@ -23,6 +23,10 @@ from services.gateway.caller_cache import CallerCache
 from services.gateway.callers import SESSION_PREFIX, user_caller
 
 COOKIE = "fleet_session"
+#: Beside the session's cookie, readable by the console's script and holding no secret: the
+#: console asks /auth/me about a session only when the browser has one (an /auth/me with no
+#: session answers 401, which a browser logs as an error on every load).
+SIGNED_IN_COOKIE = "fleet_signed_in"
 CSRF_HEADER = "X-CSRF-Token"
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -69,6 +73,14 @@ class WebSessions:
     def set_cookie(self, request: web.Request, resp: web.StreamResponse, secret: str) -> None:
         resp.set_cookie(COOKIE, secret, httponly=True, samesite="Lax", path="/",
                         secure=request.secure, max_age=int(self._ttl_s))  # fmt: skip
+        resp.set_cookie(SIGNED_IN_COOKIE, "1", samesite="Lax", path="/", secure=request.secure,
+                        max_age=int(self._ttl_s))  # fmt: skip
+
+
+def del_cookies(resp: web.StreamResponse) -> None:
+    """The session's cookie and its marker gone from the browser."""
+    resp.del_cookie(COOKIE, path="/")
+    resp.del_cookie(SIGNED_IN_COOKIE, path="/")
 
 
 def check_csrf(request: web.Request, record: SessionRecord, own_origin: str) -> None:

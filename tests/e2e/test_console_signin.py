@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import FleetUp, ok, start_fleet_up
 from tests.e2e.test_console import WAIT_MS, page
+from tests.e2e.test_console_walk import watch
 from tests.oidc_provider import ADMIN_GROUP, CLIENT_ID, CLIENT_SECRET
 
 #: The provider's group of auditors (tests/oidc/provider.mjs: audrey is in it).
@@ -52,8 +53,13 @@ def test_a_user_signs_in_with_the_provider_sees_their_instances_and_signs_out(
     iid = next(i["id"] for i in json.loads(carols.stdout) if i["name"] == "carols")
     assert up.cli("members", "set", iid, "carol@example.com", "developer").returncode == 0
 
+    problems: list[str] = []
+    watch(page, problems)
     page.goto(up.url)
+    expect(page.get_by_test_id("signin-provider")).to_be_visible()
     provider_sign_in(page, "carol")
+    expect(page.get_by_role("heading", name="Machines")).to_be_visible()
+    page.reload()  # the session resumed from its cookie
     expect(page.get_by_role("heading", name="Machines")).to_be_visible()
     expect(page.get_by_test_id("role")).to_have_text("member")
     expect(page.get_by_test_id("nav-audit")).to_have_count(0)  # a member reads no audit log
@@ -65,6 +71,10 @@ def test_a_user_signs_in_with_the_provider_sees_their_instances_and_signs_out(
     assert cookie["httpOnly"]
     page.get_by_test_id("signout").click()
     expect(page.get_by_test_id("signin-form")).to_be_visible()
+    page.reload()  # signed out: nothing asks about a session the browser no longer has
+    expect(page.get_by_test_id("signin-provider")).to_be_visible()
+    # The console's own requests and errors (the provider's pages are another origin's).
+    assert [p for p in problems if up.url in p] == []
     me = requests.get(f"{up.url}/auth/me", cookies={"fleet_session": cookie["value"]}, timeout=10)
     assert me.status_code == 401  # the session ended on the gateway, not only in the browser
 

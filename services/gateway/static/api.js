@@ -65,6 +65,9 @@ export async function resumeCookieSession() {
   // Only the identity provider's sign-in makes a session cookie: without one configured there is
   // no session to ask /auth/me about (it would answer 401, an error the browser logs).
   if (!(await signInConfigured())) return false;
+  // The gateway sets this marker (no secret) beside the session's HttpOnly cookie: without it
+  // the browser holds no session, and /auth/me would answer 401.
+  if (!document.cookie.split("; ").includes("fleet_signed_in=1")) return false;
   let resp;
   try {
     resp = await fetch("/auth/me");
