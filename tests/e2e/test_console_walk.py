@@ -105,5 +105,16 @@ def test_every_page_after_a_normal_sign_in_has_no_console_error_or_failed_reques
         expect(page.locator("[data-testid=terminal] .xterm-rows")).to_contain_text("$")
         page.get_by_test_id("nav-machines").click()
         expect(page.get_by_role("heading", name="Machines", exact=True)).to_be_visible()
+        # At a laptop's 1280 px the machines' table fits its card: no sideways scroll.
+        page.set_viewport_size({"width": 1280, "height": 800})
+        table = page.locator("table.table").first
+        over = table.evaluate("t => t.scrollWidth - t.parentElement.clientWidth")
+        if over > 0:
+            widths = table.evaluate(
+                "t => [...t.querySelectorAll('th')].map(th => th.textContent + ' ' + "
+                "th.getBoundingClientRect().width)"
+            )
+            problems.append(f"the machines table is {over} px wider than its card at 1280 px: "
+                            f"{widths}")  # fmt: skip
         seen = "\n".join(b.seen[-120:])
     assert problems == [], "the console's walk met:\n" + "\n".join(problems) + "\n---\n" + seen
