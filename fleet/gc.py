@@ -37,6 +37,7 @@ from pathlib import Path
 
 from base import lifeline, procinfo
 from base.lockfile import read_lock
+from contracts.errors import ProviderError
 from providers.docker_names import LABEL_STACK
 from providers.netns import STACK_VAR
 from providers.scratch import mounts_under, unmount_under
@@ -225,7 +226,7 @@ def remove(found: Leftovers, grace_s: float = GRACE_S) -> list[str]:
     for point in sorted(found.mounts, key=lambda m: len(m.parts), reverse=True):
         try:
             unmount_under(point)
-        except OSError as exc:  # ProviderError is one
+        except (OSError, ProviderError) as exc:  # still mounted: said, the rest goes on
             failed.append(f"mount {point}: {exc}")
     for kind, names in (("container", found.containers), ("volume", found.volumes)):
         argv = ["docker", "rm", "--force"] if kind == "container" else ["docker", "volume", "rm"]
