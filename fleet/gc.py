@@ -39,7 +39,7 @@ from base import lifeline, procinfo
 from base.lockfile import read_lock
 from contracts.errors import ProviderError
 from providers.docker_names import LABEL_STACK
-from providers.netns import STACK_VAR
+from providers.netns import NETNS_OF, STACK_VAR
 from providers.scratch import mounts_under, unmount_under
 
 #: In the data dir, held by the running `fleet up` (its pid and start time).
@@ -155,6 +155,19 @@ def stack_of(cmdline: bytes, environ: bytes = b"", cwd: bytes = b"") -> Path | N
         if found := _LAYOUT.search(fact):
             return Path(os.fsdecode(found[1]))
     return None
+
+
+def pastas_of(stack: Path) -> list[Process]:
+    """The pastas carrying ``stack``'s mark (``STACK_VAR``): once the stack's machines are
+    stopped, none should run (a machine from the warm pool has its slot's)."""
+    want = NETNS_OF.encode() + b"="
+    found = []
+    for pid in _live():
+        environ = facts(pid)[1]
+        marked = any(v.startswith(want) for v in environ.split(b"\0"))
+        if marked and stack_of(b"", environ) == stack:
+            found.append(_process(pid))
+    return found
 
 
 def top(data_dir: Path) -> Path:

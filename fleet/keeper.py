@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from base import lifeline
 from base.lifeline import Children, end_recorded
 
 if TYPE_CHECKING:  # imported when it acts: an idle keeper holds little more than Python
@@ -84,6 +85,7 @@ def stop_machines(settings: Settings, data_dirs: list[Path]) -> None:
     # Here, not at the top: an idle keeper holds little more than Python.
     import asyncio
 
+    from fleet import gc
     from fleet.docker_setup import stop_docker_machines
     from providers import homes_fs
     from providers.local import stop_all_local
@@ -104,6 +106,11 @@ def stop_machines(settings: Settings, data_dirs: list[Path]) -> None:
         print(f"fleet up: stopped {hosts} swarm host(s)", flush=True)
     for d in data_dirs:  # the homes' image, if fleetd mounted one (providers/homes_fs.py)
         homes_fs.unmount(d)
+    # A gvisor machine from the warm pool runs on its slot's pasta, which the machines' stop
+    # (stop_all_local, by machine id) does not find: ended here, by the stack's mark.
+    if pastas := gc.pastas_of(data_dirs[0].resolve()):
+        lifeline.end([(p.pid, p.ticks) for p in pastas])
+        print(f"fleet up: ended {len(pastas)} pasta(s) its machines left", flush=True)
 
 
 def main(argv: list[str]) -> int:

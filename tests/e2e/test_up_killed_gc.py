@@ -7,6 +7,7 @@ nothing of it that the suite's leftovers check (tests/leftovers.py) would find."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from fleet import gc, keeper
 from providers.netns import NETNS_OF
 from tests import leftovers
 from tests.e2e.conftest import FLEET, FleetUp, ok, read_until, start_fleet_up
-from tests.waiters import still_running_after
+from tests.waiters import still_running_after, wait_until
 
 #: How long the keeper may take to stop the machines (their daemons' grace, runsc's deletes).
 ENDED_WITHIN_S = 90.0
@@ -80,3 +81,18 @@ def test_a_killed_fleet_up_leaves_no_machine_process_and_gc_leaves_nothing(
     assert done.returncode == 0, done.stdout + done.stderr
     assert leftovers.find(tmp_path, settle_s=0) == []
     assert not [p for p in running if procinfo.is_alive(p.pid, p.ticks)]
+
+
+@pytest.mark.timeout(600)
+def test_a_stopped_fleet_up_leaves_no_pasta_of_a_machine_from_its_pool(tmp_path: Path) -> None:
+    """Ctrl-C with a gvisor machine that came from the warm pool (its pasta is its slot's)."""
+    data = (tmp_path / "data").resolve()
+    up = start_fleet_up(data, "--runtime", "gvisor", env={"FLEET_WARM_POOL": "local=1"},
+                        timeout=300)  # fmt: skip
+    try:
+        asyncio.run(wait_until(lambda: any(data.glob("pool/*/*/*/up")), timeout=240))
+        machine(up, "gvisor")
+        assert "pasta" in helpers(stack_processes(data))
+    finally:
+        assert up.stop(timeout=120) == 0
+    assert leftovers.find(tmp_path, settle_s=0) == []
