@@ -3,7 +3,8 @@ and a warm pool's machine running (and its keeper killed once, and started again
 is SIGKILLed; every process of its machines
 (bwrap sandboxes, runsc's sandboxes and gofers, their pastas) ends by itself, through the
 keeper the kernel signals (fleet/keeper.py); its data dir then removed, `fleet gc` leaves
-nothing of it that the suite's leftovers check (tests/leftovers.py) would find."""
+nothing of it that the suite's leftovers check (tests/leftovers.py) would find. A normal stop
+leaves no pasta either, a pooled machine's included."""
 
 from __future__ import annotations
 
