@@ -1102,8 +1102,9 @@ def stop_all_local(data_dir: Path, grace_s: float = STOP_GRACE_S) -> int:
     dirs = [d for d in dirs if d not in on_gvisor]
     # Together, as the others are: each waits on its own sandbox (up to grace_s when stuck).
     with concurrent.futures.ThreadPoolExecutor(min(len(on_gvisor), _STOP_THREADS) or 1) as pool:
-        gvisor_up = sum(pool.map(lambda d: gvisor.stop_machine(runsc, d, d.name, grace_s),
-                                 on_gvisor))  # fmt: skip
+        # With its pool slot's names: a machine from the warm pool runs on its slot's pasta.
+        gvisor_up = sum(pool.map(lambda d: gvisor.stop_machine(
+            runsc, d, d.name, grace_s, owners=tuple(owners(d, d.name))), on_gvisor))  # fmt: skip
     for d in dirs:
         pid = running_pid(d, d.name)
         with contextlib.suppress(OSError):  # a second SIGTERM from stop_local is harmless
