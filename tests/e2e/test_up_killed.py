@@ -1,6 +1,6 @@
 """`fleet up` killed with SIGKILL: its servers and services end with it (base.lifeline), its
-machines run on (machines outlive what started them, by design), and the next `fleet up` on
-the same data dir says what the dead one left, ends it, and has its machines ready again."""
+keeper stops its machines (fleet/keeper.py), and the next `fleet up` on the same data dir says
+what the dead one left, ends it, and has its machines ready again."""
 
 from __future__ import annotations
 
