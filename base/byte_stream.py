@@ -32,6 +32,7 @@ from types import TracebackType
 import nats.errors
 import structlog
 
+from base.ticker import Ticker
 from contracts import streams as s
 from contracts.errors import StreamAborted
 
@@ -88,7 +89,11 @@ class ByteStream:
         self._heard_once = False
         self._listening = asyncio.Event()  # set by the peer's first frame: it has subscribed
         self._closed = False
-        self._keepalive: asyncio.Task[None] | None = None
+        self._keepalive = Ticker(keepalive_s, tick=self._keep_alive, name=f"stream-{stream_id}",
+                                 failed_event="stream.keepalive_round_failed")  # fmt: skip
+        #: A keepalive failed on the link: noticing that is the peer timeout's job, on both
+        #: sides, so this side re-grants no more.
+        self._link_lost = False
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> ByteStream:
@@ -96,7 +101,7 @@ class ByteStream:
         self._heard = time.monotonic()
         self._granted = self._window
         await self._publish(s.encode_credit(self._granted))
-        self._keepalive = asyncio.create_task(self._keep_alive(), name=f"stream-{self.stream_id}")
+        await self._keepalive.__aenter__()
         return self
 
     async def __aenter__(self) -> ByteStream:
@@ -118,11 +123,7 @@ class ByteStream:
             await self.abort("closed by its owner")
         self._closed = True
         self._set_error(StreamClosed("the stream is closed"))
-        task, self._keepalive = self._keepalive, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._keepalive.__aexit__(None, None, None)
         if self._on_close is not None:
             self._on_close(self)
 
@@ -310,15 +311,15 @@ class ByteStream:
             raise self._error
 
     async def _keep_alive(self) -> None:
-        """Re-grant every keepalive_s (our liveness for the peer) and notice a silent peer
-        even when nothing waits on this stream."""
+        """A Ticker's round, every keepalive_s: re-grant (our liveness for the peer), and
+        notice a silent peer even when nothing waits on this stream."""
+        if self._error is not None or self._link_lost:
+            return
+        if time.monotonic() - self._heard > self._peer_timeout_s:
+            await self._fail(f"the peer was silent for {self._peer_timeout_s:g}s")
+            return
         try:
-            while self._error is None:
-                await asyncio.sleep(self._keepalive_s)
-                if time.monotonic() - self._heard > self._peer_timeout_s:
-                    await self._fail(f"the peer was silent for {self._peer_timeout_s:g}s")
-                    return
-                await self._publish(s.encode_credit(self._granted))
+            await self._publish(s.encode_credit(self._granted))
         except (nats.errors.Error, StreamAborted, OSError) as exc:
-            # The link is down: noticing that is the peer timeout's job, on both sides.
+            self._link_lost = True
             log.debug("stream.keepalive_failed", stream_id=self.stream_id, error=repr(exc))

@@ -25,6 +25,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from base.tasks import OwnedTasks
+
 #: Commands per pipeline; a larger turn's queue is split, each part on its own connection.
 MAX_BATCH = 128
 
@@ -37,17 +39,18 @@ class AutoPipelineRedis(aioredis.Redis):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queue: list[_Queued] = []
-        self._flushing: set[asyncio.Task[None]] = set()
+        # Joined at the close, however long the batches take: each caller waits for its reply.
+        self._flushing = OwnedTasks("redis-autopipe", drain_s=None,
+                                    failed_event="redis.autopipe_failed")  # fmt: skip
         self._closed = False
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         """Send what is queued and wait for what is being sent, then close. A batch sent after
         the pool's close would open a connection that nobody closes (a ResourceWarning in some
         later test); a command after the close is refused for the same reason."""
-        self._closed = True
-        while self._queue or self._flushing:
-            self._flush()
-            await asyncio.gather(*self._flushing, return_exceptions=True)
+        self._closed = True  # nothing is queued from here on: one flush sends the rest
+        self._flush()
+        await self._flushing.close()
         await super().aclose(close_connection_pool)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
@@ -65,9 +68,7 @@ class AutoPipelineRedis(aioredis.Redis):
     def _flush(self) -> None:
         queue, self._queue = self._queue, []
         for i in range(0, len(queue), MAX_BATCH):
-            task = asyncio.create_task(self._send(queue[i : i + MAX_BATCH]))
-            self._flushing.add(task)
-            task.add_done_callback(self._flushing.discard)
+            self._flushing.spawn(self._send(queue[i : i + MAX_BATCH]), name="redis-autopipe")
 
     async def _send(self, batch: list[_Queued]) -> None:
         if len(batch) == 1:  # alone in its turn: a pipeline would only add its own cost

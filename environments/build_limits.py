@@ -16,7 +16,7 @@ from typing import Any
 import aiodocker
 import structlog
 
-from base.tasks import cancel_and_join
+from base.ticker import Ticker
 from contracts.errors import BuildLimitExceeded
 from environments.cache import BuildCache
 
@@ -64,7 +64,11 @@ class Steps:
     done_bytes: int = 0
     current_bytes: int = 0
     over: str | None = None
-    _task: asyncio.Task[None] | None = None
+    _watch: Ticker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._watch = Ticker(DISK_POLL_S, tick=self._measure, name="env-build-disk-watch",
+                             failed_event="environment.build_disk_watch_failed")  # fmt: skip
 
     def heard(self, line: str) -> None:
         m = _RUNNING_IN.match(line)
@@ -78,30 +82,29 @@ class Steps:
         return self.over or ("memory" if _KILLED in tail else None)
 
     async def __aenter__(self) -> Steps:
-        self._task = asyncio.create_task(self._watch(), name="env-build-disk-watch")
+        await self._watch.__aenter__()
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await cancel_and_join(self._task)
+        await self._watch.__aexit__(None, None, None)
 
-    async def _watch(self) -> None:
+    async def _measure(self) -> None:
+        """The running step's writes; it is removed once the build's are over the limit."""
+        if not self.seen or self.over:
+            return
+        cid = self.seen[-1]
+        try:
+            info: dict[str, Any] = await self.docker._query_json(
+                f"containers/{cid}/json", "GET", params={"size": "1"})  # fmt: skip
+        except aiodocker.DockerError:  # the step ended meanwhile
+            return
+        self.current_bytes = int(info.get("SizeRw") or 0)
         limit = self.store.build_disk_mb * _MB
-        while True:
-            await asyncio.sleep(DISK_POLL_S)
-            if not self.seen or self.over:
-                continue
-            cid = self.seen[-1]
-            try:
-                info: dict[str, Any] = await self.docker._query_json(
-                    f"containers/{cid}/json", "GET", params={"size": "1"})  # fmt: skip
-            except aiodocker.DockerError:  # the step ended meanwhile
-                continue
-            self.current_bytes = int(info.get("SizeRw") or 0)
-            if self.done_bytes + self.current_bytes > limit:
-                self.over = "disk"
-                log.warning("environment.build_over_disk", container=cid,
-                            written=self.done_bytes + self.current_bytes, limit=limit)  # fmt: skip
-                await self.remove()
+        if self.done_bytes + self.current_bytes > limit:
+            self.over = "disk"
+            log.warning("environment.build_over_disk", container=cid,
+                        written=self.done_bytes + self.current_bytes, limit=limit)  # fmt: skip
+            await self.remove()
 
     async def remove(self) -> None:
         """Every step container of the build, ended and removed (the engine's ``forcerm``
