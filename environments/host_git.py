@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from base.tasks import cancel_and_join
+from base.ticker import Ticker
 from contracts.errors import BuildLimitExceeded, EnvironmentInvalid
 
 #: How often the checkout's size is measured while git writes it.
@@ -110,19 +110,18 @@ async def run(args: list[str], env: Mapping[str, str] | None, limits: CloneLimit
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         talk = asyncio.create_task(_output(proc))
-        watch = asyncio.create_task(_watch_disk(tree, limits.disk_mb * _MB))
+        disk = _DiskWatch(tree, limits.disk_mb * _MB, proc)
         over = None
         try:
-            async with asyncio.timeout(limits.time_s):
-                await asyncio.wait([talk, watch], return_when=asyncio.FIRST_COMPLETED)
-            over = "disk" if watch.done() else None
+            async with disk.ticker(), asyncio.timeout(limits.time_s):
+                await asyncio.wait([talk])  # not cancelled at the timeout: its output is read
         except TimeoutError:
             over = "time"
         finally:
             if not talk.done():
                 await _end(proc)
-            await cancel_and_join(watch)
             out = await talk
+        over = "disk" if disk.over else over
     if over is not None:
         raise exceeded(limits, over)
     text = out.decode(errors="replace")
@@ -154,12 +153,24 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-async def _watch_disk(tree: Path, limit: int) -> None:
-    """Returns once ``tree`` holds more than ``limit`` bytes."""
-    while True:
-        if await asyncio.to_thread(_size, tree) > limit:
-            return
-        await asyncio.sleep(DISK_POLL_S)
+@dataclass
+class _DiskWatch:
+    """What git writes into ``tree``, measured every DISK_POLL_S (at once first); over
+    ``limit`` bytes, the command is ended (``_end``)."""
+
+    tree: Path
+    limit: int
+    proc: asyncio.subprocess.Process
+    over: bool = False
+
+    def ticker(self) -> Ticker:
+        return Ticker(DISK_POLL_S, tick=self._measure, name="git-disk-watch", at_once=True,
+                      failed_event="environment.clone_disk_watch_failed")  # fmt: skip
+
+    async def _measure(self) -> None:
+        if not self.over and await asyncio.to_thread(_size, self.tree) > self.limit:
+            self.over = True
+            await _end(self.proc)
 
 
 def _size(tree: Path) -> int:
