@@ -4,18 +4,14 @@ Channels: every machine event subject (stored in the JetStream stream), the daem
 (core NATS, never stored) and each daemon's JSON-RPC subject (request/reply, signed headers).
 Payload schemas come from the msgspec structs, so they are camelCase exactly as on the wire.
 
-``python -m contracts.asyncapi`` prints the document; ``--write`` refreshes the committed copy,
-``docs/asyncapi.json``, which a test compares with this generator.
+The committed copy, ``docs/asyncapi.json``, is written by ``python -m codegen``
+(``codegen/asyncapi.py``) with the other generated files.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version as _pkg_version
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,8 +23,6 @@ from contracts.jsonrpc import AnySpec
 from contracts.subjects import ConfigKind, EventKind
 
 ASYNCAPI_VERSION = "3.0.0"
-#: Where the committed document lives, relative to the repository root.
-DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"
 _MID = "{machineId}"
 _REF = "#/components/schemas/{name}"
 
@@ -370,30 +364,3 @@ def _response_message(spec: AnySpec) -> dict[str, Any]:
             "oneOf": [{"required": ["result"]}, {"required": ["error"]}],
         },
     }
-
-
-def render(doc: dict[str, Any]) -> str:
-    """The committed form: stable key order, two-space indent, a final newline."""
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m contracts.asyncapi", description="Print fleetd's AsyncAPI document."
-    )
-    parser.add_argument(
-        "--write", action="store_true", help=f"write it to {DOCUMENT_PATH} instead of stdout"
-    )
-    args = parser.parse_args(argv)
-    text = render(asyncapi_document())
-    if args.write:
-        DOCUMENT_PATH.parent.mkdir(parents=True, exist_ok=True)
-        DOCUMENT_PATH.write_text(text)
-        print(f"wrote {DOCUMENT_PATH}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,14 +8,14 @@ from typing import Any
 import msgspec
 import pytest
 
+from codegen.asyncapi import DOCUMENT_PATH, render
+from codegen.generated import REGENERATE
 from contracts import subjects
-from contracts.asyncapi import ASYNCAPI_VERSION, DOCUMENT_PATH, asyncapi_document, render
+from contracts.asyncapi import ASYNCAPI_VERSION, asyncapi_document
 from contracts.daemon_rpc import DAEMON_METHODS
 from contracts.events import Heartbeat, MachineCreated, encode_event
 from contracts.subjects import EventKind
 from tests.schemas import asyncapi_validator, problems
-
-REGENERATE = ".venv/bin/python -m contracts.asyncapi --write"
 
 
 @pytest.fixture(scope="module")

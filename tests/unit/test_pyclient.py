@@ -8,10 +8,11 @@ import inspect
 
 import pytest
 
-from contracts import pyclient
+from codegen import pyclient
+from codegen.generated import REGENERATE
+from codegen.pyclient import HAND_WRITTEN, MODULE_PATH, NAMES, client_method
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import MethodSpec, Params, Result
-from contracts.pyclient import HAND_WRITTEN, MODULE_PATH, NAMES, REGENERATE, client_method, main
 from fleet.client import FleetClient
 from fleet.client_generated import GatewayMethods
 
@@ -24,10 +25,6 @@ def test_committed_module_is_up_to_date() -> None:
         f"{MODULE_PATH.name} differs from contracts/: regenerate it with `{REGENERATE}` "
         "and commit the result"
     )
-
-
-def test_check_mode_agrees() -> None:
-    assert main(["--check"]) == 0
 
 
 def test_the_table_names_only_gateway_methods() -> None:

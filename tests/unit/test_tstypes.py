@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 
+from codegen.generated import REGENERATE
+from codegen.tstypes import MODULE_PATH, render
 from contracts.errors import ERRORS, RETRYABLE
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.subjects import EventKind
-from contracts.tstypes import MODULE_PATH, REGENERATE, main, render
 
 
 def test_committed_module_is_up_to_date() -> None:
@@ -17,10 +18,6 @@ def test_committed_module_is_up_to_date() -> None:
         f"{MODULE_PATH.name} differs from contracts/: regenerate it with `{REGENERATE}` "
         "and commit the result"
     )
-
-
-def test_check_mode_agrees() -> None:
-    assert main(["--check"]) == 0
 
 
 def _block(text: str, start: str, end: str) -> str:

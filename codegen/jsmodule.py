@@ -6,14 +6,12 @@ mechanically: ``machines.refreshEnv`` is ``METHODS.MACHINES_REFRESH_ENV``, ``Not
 ``ERRORS.NOT_FOUND``, ``MACHINE_ID_RE`` is ``ID_PATTERNS.MACHINE_ID``.
 
 The .env precedence (which scope's value a machine gets) is applied in one Python function,
-``base.dotenv.merge_env``. The console needs it to show which value wins; contracts/ may not
-import base/ (import-linter's layers), so ``ENV_SCOPES_BY_PRECEDENCE`` is the order of
-``contracts.models.EnvScope``, lowest precedence first, and the drift test calls ``merge_env``
-to prove the two agree.
+``base.dotenv.merge_env``. The console needs it to show which value wins:
+``ENV_SCOPES_BY_PRECEDENCE`` is the order of ``contracts.models.EnvScope``, lowest precedence
+first, and the drift test calls ``merge_env`` to prove the two agree.
 
-``python -m contracts.jsmodule`` writes the file; ``--check`` only compares (exit 1 if it
-differs); ``--stdout`` prints it. ``tests/unit/test_console_contract.py`` fails when the
-committed file is stale.
+``python -m codegen`` writes the file with the other generated ones (``codegen.generated``);
+``tests/unit/test_codegen.py`` fails when the committed file is stale.
 """
 
 from __future__ import annotations
@@ -21,13 +19,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import get_args
 
 import msgspec
 import msgspec.inspect
 
-from contracts import codemode, gateway_live as live, generated_file, ids, ports, validation
+from codegen.generated import REPO
+from contracts import codemode, gateway_live as live, ids, ports, validation
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.models import CodeStatus, EnvScope, ProviderName, Runtime
@@ -35,10 +33,7 @@ from contracts.status import TERMINAL, MachineStatus
 from contracts.subjects import EventKind
 
 #: Where the committed module lives, relative to the repository root.
-MODULE_PATH = (
-    Path(__file__).resolve().parent.parent / "services" / "gateway" / "static" / "contract.js"
-)
-REGENERATE = ".venv/bin/python -m contracts.jsmodule"
+MODULE_PATH = REPO / "services" / "gateway" / "static" / "contract.js"
 #: biome.json's formatter.lineWidth.
 LINE_WIDTH = 100
 
@@ -266,18 +261,3 @@ def render() -> str:
         ),
     ]
     return "\n".join(sections)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return generated_file.main(
-        argv,
-        prog="python -m contracts.jsmodule",
-        description=f"Write the console's contract module, {MODULE_PATH.name}, from contracts/.",
-        path=MODULE_PATH,
-        render=render,
-        regenerate=REGENERATE,
-    )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

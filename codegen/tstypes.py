@@ -7,22 +7,20 @@ The SDK types nothing of the API by hand: ``fleet.call(method, params)`` takes i
 ``Methods`` here. JSON Schema is turned into TypeScript as it is on the wire: a property not in
 ``required`` is optional, ``anyOf`` is a union, ``enum`` a union of literals.
 
-``python -m contracts.tstypes`` writes the file; ``--check`` only compares (exit 1 if it
-differs); ``--stdout`` prints it. ``tests/unit/test_tstypes.py`` fails when the committed file
-is stale.
+``python -m codegen`` writes the file with the other generated ones (``codegen.generated``);
+``tests/unit/test_codegen.py`` fails when the committed file is stale.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from contracts import gateway_live as live, gateway_sessions as gs, generated_file, sse
+from codegen.generated import REPO
+from contracts import gateway_live as live, gateway_sessions as gs, sse
 from contracts.asyncapi import asyncapi_document
 from contracts.daemon_code import CodeRunPart
 from contracts.daemon_files import Uploaded
@@ -33,8 +31,7 @@ from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.openrpc import method_type_name, openrpc_document
 
 #: Where the committed module lives, relative to the repository root.
-MODULE_PATH = Path(__file__).resolve().parent.parent / "sdk" / "typescript" / "src" / "generated.ts"
-REGENERATE = ".venv/bin/python -m contracts.tstypes"
+MODULE_PATH = REPO / "sdk" / "typescript" / "src" / "generated.ts"
 _REF = "#/components/schemas/"
 _IDENT = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 #: The AsyncAPI channels of machine events start so (the heartbeat has no ``type``: left out).
@@ -261,18 +258,3 @@ def render() -> str:
             'export type EventType = FleetEvent["type"];', ""]  # fmt: skip
     out += _error_section()
     return "\n".join(out)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return generated_file.main(
-        argv,
-        prog="python -m contracts.tstypes",
-        description=f"Write the TypeScript SDK's {MODULE_PATH.name} from contracts/.",
-        path=MODULE_PATH,
-        render=render,
-        regenerate=REGENERATE,
-    )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

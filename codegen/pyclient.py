@@ -11,9 +11,8 @@ A method's Python name and positional parameters follow one rule: ``machines.doT
 the others keyword-only. ``NAMES`` lists the public names that read otherwise
 (``create_instance(name)``, ``list_machines(instance_id)``); a new method needs no entry.
 
-``python -m contracts.pyclient`` writes the file; ``--check`` only compares (exit 1 if it
-differs); ``--stdout`` prints it. ``tests/unit/test_pyclient.py`` fails when the committed file
-is stale.
+``python -m codegen`` writes the file with the other generated ones (``codegen.generated``);
+``tests/unit/test_codegen.py`` fails when the committed file is stale.
 """
 
 from __future__ import annotations
@@ -29,17 +28,15 @@ import types
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgspec
 
 import contracts
-from contracts import generated_file
+from codegen.generated import REPO
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
 
-MODULE_PATH = Path(__file__).resolve().parent.parent / "fleet" / "client_generated.py"
-REGENERATE = ".venv/bin/python -m contracts.pyclient"
+MODULE_PATH = REPO / "fleet" / "client_generated.py"
 LINE_WIDTH = 100
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -392,18 +389,3 @@ def render() -> str:
         "        ) -> R: ...",
     ]
     return "\n".join([*head, *methods]) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return generated_file.main(
-        argv,
-        prog="python -m contracts.pyclient",
-        description=f"Write the Python client's methods, {MODULE_PATH.name}, from contracts/.",
-        path=MODULE_PATH,
-        render=render,
-        regenerate=REGENERATE,
-    )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
