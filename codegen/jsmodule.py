@@ -173,7 +173,7 @@ def render() -> str:
     """The module's text, formatted as Biome formats it (``./run lint`` checks)."""
     terminal = [s.value for s in MachineStatus if s in TERMINAL]
     sections = [
-        "// Generated from contracts/ by `python -m contracts.jsmodule`: do not edit by hand.\n"
+        "// Generated from contracts/ by `python -m codegen` (codegen/jsmodule.py): do not edit.\n"
         "// tests/unit/test_console_contract.py fails when this file is stale.\n",
         _frozen_object(
             "The gateway's JSON-RPC methods (contracts.gateway_rpc.GATEWAY_METHODS).",

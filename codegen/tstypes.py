@@ -239,7 +239,7 @@ def render() -> str:
     types = _Types()
     out = [
         "// Generated from fleetd's OpenRPC and AsyncAPI documents by",
-        "// `python -m contracts.tstypes`: do not edit. The SDK's tests fail when it is stale.",
+        "// `python -m codegen`: do not edit. The SDK's tests fail when it is stale.",
         "",
         "// --- schemas of the OpenRPC document ---",
         "",

@@ -7,7 +7,7 @@ async with FleetClient("http://127.0.0.1:8080", token) as fleet:
     result = await fleet.exec(machine.id, ["git", "status"], cwd="src")
 
 Every gateway method has a method: generated from its ``MethodSpec`` (``GatewayMethods``, in
-``fleet/client_generated.py``, written by ``python -m contracts.pyclient``), or hand-written
+``fleet/client_generated.py``, written by ``python -m codegen``), or hand-written
 where the client does more than send its params (``fleet/client_calls.py``, streams in
 ``fleet/client_streams.py``, transfers in ``fleet/client_transfer.py``: functions bound here as
 methods). ``call(spec, params)`` reaches any method, typed.

@@ -1,5 +1,5 @@
 """``FleetClient``'s hand-written calls (bound as its methods): the gateway methods in
-``contracts.pyclient.HAND_WRITTEN``, whose client side does more than send its params, and
+``codegen.pyclient.HAND_WRITTEN``, whose client side does more than send its params, and
 second ways to call a generated one.
 
 Create and rebuild send one ``idempotencyKey`` per logical call, so they are the methods

@@ -1,4 +1,4 @@
-// Generated from contracts/ by `python -m contracts.jsmodule`: do not edit by hand.
+// Generated from contracts/ by `python -m codegen` (codegen/jsmodule.py): do not edit.
 // tests/unit/test_console_contract.py fails when this file is stale.
 
 /** The gateway's JSON-RPC methods (contracts.gateway_rpc.GATEWAY_METHODS). */
