@@ -12,12 +12,10 @@ display in render.py.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
 
-from contracts.errors import FleetError
 from fleet import (
     cli_audit,
     cli_call,
@@ -37,12 +35,12 @@ from fleet.cli_common import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    Parser,
     SubAction,
     UsageError,
     error_line,
 )
-from fleet.cli_refs import resolve_refs
-from fleet.client import DEFAULT_URL, ConnectionFailed, FleetClient
+from fleet.cli_defaults import DEFAULT_URL, METHOD_GROUPS, version_line
 
 __all__ = [
     "EXIT_API",
@@ -64,12 +62,12 @@ def _default_token() -> str:
     return local.read_text().strip() if local.exists() else ""
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> Parser:
+    p = Parser(
         prog="fleet",
         description="fleetd: remote development machines",
         epilog="Any API method: fleet call METHOD (fleet call --help lists them); its groups: "
-        + ", ".join(cli_call.group_names())
+        + ", ".join(METHOD_GROUPS)
         + ".\nExit codes: 0 ok, 1 failed, 2 usage, 3 unreachable, 4 API error, 5 timed out.",
     )
     p.add_argument(
@@ -78,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         help="gateway URL (FLEET_URL; default %(default)s)",
     )
     p.add_argument("--token", default=None, help="access token (FLEET_TOKEN)")
+    p.add_argument("--version", action=_Version, help="print the version and git SHA, and exit")
     p.add_argument("--json", action="store_true", help="print the API's JSON result")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _up(sub)
@@ -94,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     cli_people.register(sub)
     cli_call.register(sub)
     return p
+
+
+class _Version(argparse.Action):
+    """argparse's own version action takes its text when the parser is built: this one asks
+    git only when ``--version`` is given."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_line())
+        parser.exit()
 
 
 def _up(sub: SubAction) -> None:
@@ -206,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.url.startswith(("http://", "https://")):
         print(f"fleet: --url {args.url!r} is not an http(s):// URL", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+    import asyncio  # here: `fleet --help` and `fleet up` do without it
+
     try:
         code = asyncio.run(_run_client(args))
     except KeyboardInterrupt:
@@ -217,6 +230,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def _run_client(args: argparse.Namespace) -> int:
+    # Imported only now: the client (aiohttp) is most of a command's start-up, and parsing
+    # (`fleet --help`, a usage error) needs none of it.
+    from contracts.errors import FleetError
+    from fleet.cli_refs import resolve_refs
+    from fleet.client import ConnectionFailed, FleetClient
+
     token = args.token or _default_token()
     async with FleetClient(args.url, token) as client:
         try:

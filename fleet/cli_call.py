@@ -12,18 +12,21 @@ import argparse
 import difflib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import AnySpec
-from contracts.rpc_params import invalid_params
 from fleet.cli_common import EXIT_OK, SubAction, UsageError, command
-from fleet.client import FleetClient
+
+if TYPE_CHECKING:
+    from contracts.jsonrpc import AnySpec
+    from fleet.client import FleetClient
+
+# The specs (every contract) and msgspec are imported in the functions that use them: this
+# module is imported to build the parser, for `fleet --help` too.
 
 
 def specs() -> dict[str, AnySpec]:
+    from contracts.gateway_rpc import GATEWAY_METHODS
+
     return {spec.name: spec for spec in GATEWAY_METHODS}
 
 
@@ -44,7 +47,11 @@ def group_names() -> list[str]:
 def register(sub: SubAction) -> None:
     p = command(sub, "call", _call, "call any API method by name (its params checked first)")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = "methods (docs/api.md has each one's params):\n" + method_groups(list(specs()))
+
+    def methods_epilog() -> None:  # every contract: only for this help
+        p.epilog = "methods (docs/api.md has each one's params):\n" + method_groups(list(specs()))
+
+    p.on_help = methods_epilog
     p.add_argument("method", metavar="METHOD", help="a method's name, e.g. machines.get")
     p.add_argument("params", nargs="?", metavar="JSON", help="its params, one JSON object")
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
@@ -78,6 +85,10 @@ def params_of(spec: AnySpec, text: str | None, pairs: Sequence[str]) -> Any:
         if not eq or not key:
             raise UsageError(f"--param {pair!r}: expected KEY=VALUE")
         given[key] = _value(pair, value)
+    import msgspec
+
+    from contracts.rpc_params import invalid_params
+
     try:
         # Not strict: a number or a boolean given as a word (-p timeoutS=30) is taken as one.
         return msgspec.convert(given, spec.params, strict=False)
@@ -97,6 +108,8 @@ def _value(pair: str, value: str) -> Any:
 
 
 async def _call(c: FleetClient, a: argparse.Namespace) -> int:
+    import msgspec
+
     spec = spec_of(a.method)
     result = await c.call(spec, params_of(spec, a.params, a.param))
     print(msgspec.json.format(msgspec.json.encode(result), indent=2).decode())

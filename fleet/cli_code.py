@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from contracts import codemode as cm
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, SubAction, command, emit, group
-from fleet.client import FleetClient
 from fleet.render import table
+
+if TYPE_CHECKING:
+    from contracts import codemode as cm
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 
@@ -19,7 +22,7 @@ def register(sub: SubAction) -> None:
     run.add_argument("file", help="a Python file, or - for stdin")
     run.add_argument("--machine", help="bind `machine` to this machine")
     run.add_argument("--instance", help="the instance whose bridges the run gets")
-    run.add_argument("--timeout", type=float, default=cm.DEFAULT_TIMEOUT_S, help="seconds")
+    run.add_argument("--timeout", type=float, help="seconds")  # default: the contract's, in _run
     d = command(g, "describe", _describe, "print the providers' Python stubs")
     d.add_argument("providers", nargs="*", help="provider names (default: all)")
     d.add_argument("--machine", help="include `machine` for this machine")
@@ -38,8 +41,11 @@ def _code(path: str) -> str:
 
 
 async def _run(c: FleetClient, a: Args) -> int:
+    from contracts import codemode as cm
+
     code = _code(a.file)
-    stream = c.code_stream(code, machine_id=a.machine, instance_id=a.instance, timeout_s=a.timeout)
+    timeout = cm.DEFAULT_TIMEOUT_S if a.timeout is None else a.timeout
+    stream = c.code_stream(code, machine_id=a.machine, instance_id=a.instance, timeout_s=timeout)
     async for item in stream:
         if isinstance(item, cm.RunResult):
             return _ended(a, item)
@@ -49,6 +55,8 @@ async def _run(c: FleetClient, a: Args) -> int:
 
 
 def _show(event: cm.RunEvent) -> None:
+    from contracts import codemode as cm
+
     if isinstance(event, cm.RunLog):
         print(event.line, file=sys.stderr if event.stream == "stderr" else sys.stdout)
     elif isinstance(event, cm.RunToolCall):

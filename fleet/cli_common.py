@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import msgspec
-
-from contracts.errors import FleetError
-from fleet.client import FleetClient
+if TYPE_CHECKING:
+    from contracts.errors import FleetError
+    from fleet.client import FleetClient
 
 #: Exit codes scripts can rely on (documented in docs/cli.md). `machines exec` exits with the
 #: remote command's own code instead when the command ran.
@@ -23,8 +22,22 @@ EXIT_TIMEOUT = 5  # --timeout ran out
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_BROKEN_PIPE = 141  # stdout closed early (`fleet events | head`), as a shell reports SIGPIPE
 
-SubAction: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Cmd = Callable[[FleetClient, argparse.Namespace], Awaitable[int]]
+SubAction: TypeAlias = "argparse._SubParsersAction[Parser]"
+#: A string: the client is imported only once a command runs (`fleet --help` never needs it).
+Cmd: TypeAlias = "Callable[[FleetClient, argparse.Namespace], Awaitable[int]]"
+
+
+class Parser(argparse.ArgumentParser):
+    """`fleet`'s parsers. What a help text needs from the contracts (`fleet call`'s list of
+    methods, a limit) is filled in by ``on_help`` when that help is printed: importing the
+    method specs to build the parser would cost every command, `fleet --help` too."""
+
+    on_help: Callable[[], None] | None = None
+
+    def format_help(self) -> str:
+        if self.on_help is not None:
+            self.on_help()
+        return super().format_help()
 
 
 class UsageError(Exception):
@@ -36,10 +49,10 @@ def error_line(exc: FleetError) -> str:
     return f"fleet: error {exc.code}: {exc.message}"
 
 
-def common_flags(*, url: bool = True) -> argparse.ArgumentParser:
+def common_flags(*, url: bool = True) -> Parser:
     """The global flags, accepted after the command too (`fleet machines list --json`). Their
     defaults are set once, on the top-level parser."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     if url:
         p.add_argument("--url", default=argparse.SUPPRESS, help="gateway URL (FLEET_URL)")
     p.add_argument("--token", default=argparse.SUPPRESS, help="access token (FLEET_TOKEN)")
@@ -63,8 +76,8 @@ def command(
     func: Cmd,
     help: str | None = None,
     *,
-    flags: argparse.ArgumentParser = COMMON,
-) -> argparse.ArgumentParser:
+    flags: Parser = COMMON,
+) -> Parser:
     """A leaf command: its parser, with the common flags, dispatching to ``func``."""
     p = group.add_parser(name, help=help, description=help, parents=[flags])
     p.set_defaults(func=func)
@@ -87,4 +100,6 @@ def emit(args: argparse.Namespace, obj: Any, human: Callable[[], str]) -> int:
 
 
 def to_json(obj: Any) -> str:
+    import msgspec  # here: building the parser (`fleet --help`) does without it
+
     return msgspec.json.encode(obj).decode()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
-from contracts.gateway_env_builds import EnvironmentList
 from fleet.cli_common import SubAction, command, emit, group
-from fleet.client import FleetClient
 from fleet.render import table
+
+if TYPE_CHECKING:
+    from contracts.gateway_env_builds import EnvironmentList
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 

@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from contracts.models import Machine
 from contracts.status import MachineStatus
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, SubAction, command, emit, to_json
 from fleet.cli_stop import START_DONE
-from fleet.client import FleetClient
 from fleet.render import machine_line, table
+
+if TYPE_CHECKING:
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 
@@ -43,6 +45,8 @@ def machine_commands(g: SubAction) -> None:
 
 
 async def _ready(c: FleetClient, a: Args, machines: list[Machine]) -> int:
+    import asyncio  # here: the parser (`fleet --help`) does without it
+
     try:
         done = await asyncio.gather(*(c.wait_for(m.id, START_DONE, a.timeout) for m in machines))
     except TimeoutError:

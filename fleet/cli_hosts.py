@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from contracts.gateway_hosts import HostInfo
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, command, emit, group
-from fleet.client import FleetClient
 from fleet.render import age, table
+
+if TYPE_CHECKING:
+    from contracts.gateway_hosts import HostInfo
+    from fleet.client import FleetClient
 
 
 def register(sub: SubAction) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
 from fleet.cli_common import SubAction, UsageError, command, emit
-from fleet.client import FleetClient
+
+if TYPE_CHECKING:
+    from contracts.gateway_environments import Environment
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 
@@ -32,6 +35,8 @@ def instance_commands(g: SubAction) -> None:
 
 def parse_environment(a: Args) -> Environment | None:
     """The environment the flags name (None: --auto)."""
+    from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
+
     try:
         if a.image:
             return Environment(image=a.image)

@@ -9,11 +9,14 @@ import base64
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from contracts import daemon_code as dc
 from contracts.errors import FleetError
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, command, group, to_json
-from fleet.client import FleetClient
+
+if TYPE_CHECKING:
+    from contracts import daemon_code as dc
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 #: The MIME types saved to a file, and the file's extension.
@@ -29,13 +32,17 @@ def register_machine(g: SubAction) -> None:
     run.add_argument("machine_id")
     run.add_argument("--context", help="a context's id (default: the language's default one)")
     run.add_argument("--language", help="python (default) or bash")
-    run.add_argument("--timeout", type=float, default=dc.DEFAULT_CODE_TIMEOUT_S,
+    run.add_argument("--timeout", type=float,  # default: the contract's, in _run
                      help="seconds before the kernel is interrupted (state kept)")  # fmt: skip
     run.add_argument("--save-dir", type=Path, default=Path("."),
                      help="where images are saved (default: here)")  # fmt: skip
 
 
 async def _run(c: FleetClient, a: Args) -> int:
+    from contracts import daemon_code as dc
+
+    if a.timeout is None:
+        a.timeout = dc.DEFAULT_CODE_TIMEOUT_S
     code = " ".join(a.argv) if a.argv else sys.stdin.read()
     if a.json:
         answer = await c.machines_code_run(a.machine_id, code, language=a.language,
@@ -56,6 +63,8 @@ async def _run(c: FleetClient, a: Args) -> int:
 
 async def _streamed(c: FleetClient, a: Args, code: str) -> dc.CodeRunResult:
     """The run's answer, its stdout and stderr printed as they came."""
+    from contracts import daemon_code as dc
+
     stream = c.machines_code_run_stream(a.machine_id, code, language=a.language,
                                         context_id=a.context, timeout_s=a.timeout)  # fmt: skip
     async with contextlib.aclosing(stream) as items:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from typing import TYPE_CHECKING
 
-from contracts.daemon_rpc import MAX_EXEC_TIMEOUT_S, ExecCommandResult, OutputChunk
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, UsageError, emit, to_json
-from fleet.client import FleetClient
+
+if TYPE_CHECKING:
+    from contracts.daemon_rpc import ExecCommandResult
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 
@@ -41,6 +44,8 @@ async def print_stream(
     c: FleetClient, machine_id: str, argv: list[str], *, timeout_s: float | None = None,
     cwd: str | None = None,
 ) -> ExecCommandResult:  # fmt: skip
+    from contracts.daemon_rpc import OutputChunk  # here: it loads the method specs
+
     stream = c.exec_stream(machine_id, argv, timeout_s=timeout_s, cwd=cwd)
     async with contextlib.aclosing(stream):
         async for item in stream:
@@ -69,6 +74,8 @@ async def follow_process_log(c: FleetClient, a: Args) -> int:
     found = [p for p in procs if p.pid == a.pid or (a.tag is not None and p.tag == a.tag)]
     if not found or not found[0].log_path:
         raise UsageError(f"no process with {'pid ' + str(a.pid) if a.pid else 'tag ' + a.tag}")
+    from contracts.daemon_rpc import MAX_EXEC_TIMEOUT_S
+
     argv = ["tail", "-n", str(a.tail), "-F", "--", found[0].log_path]
     await print_stream(c, a.machine_id, argv, timeout_s=MAX_EXEC_TIMEOUT_S)
     return EXIT_OK

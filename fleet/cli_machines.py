@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from contracts.events import Event, MachineReady
 from contracts.ids import MACHINE_ID_RE
@@ -25,7 +25,6 @@ from fleet.cli_common import (
     group,
     to_json,
 )
-from fleet.client import FleetClient
 from fleet.render import (
     Progress,
     event_line,
@@ -37,6 +36,9 @@ from fleet.render import (
     machines_table,
     processes_table,
 )
+
+if TYPE_CHECKING:
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 
@@ -126,6 +128,8 @@ async def _machines_create(c: FleetClient, a: Args) -> int:
 async def _follow(c: FleetClient, a: Args, m: Machine) -> int:
     """Show each stage as its event arrives; 0 at ready, 1 at failed/archived. With --json, only
     the final machine record is printed."""
+    import asyncio  # here: the parser (`fleet --help`) does without it
+
     progress = Progress(sys.stdout, tty=sys.stdout.isatty() and not a.json)
     if not a.json:
         print(f"machine {m.id} (instance {m.instance_id})", flush=True)

@@ -7,12 +7,15 @@ import argparse
 import contextlib
 import sys
 from collections import deque
+from typing import TYPE_CHECKING
 
 from contracts.events import MachineEgressDenied
 from contracts.subjects import EventKind
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, command, emit
-from fleet.client import FleetClient
 from fleet.render import table
+
+if TYPE_CHECKING:
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 

@@ -4,19 +4,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
-from contracts.gateway_people import MemberList, User
 from contracts.people import INSTANCE_ROLES, PLATFORM_ROLES
 from fleet.cli_common import SubAction, command, emit, group
-from fleet.client import FleetClient
 from fleet.render import table
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from contracts.gateway_people import MemberList, User
+    from fleet.client import FleetClient
 
 
 def register(sub: SubAction) -> None:
@@ -115,6 +116,8 @@ def save_token(secret: str) -> Path:
 
 
 async def _login(c: FleetClient, a: argparse.Namespace) -> int:
+    import aiohttp  # here: only `fleet login` talks to the provider itself
+
     async with aiohttp.ClientSession() as s:
         got = await _device_flow(c, s)
     path = save_token(str(got["token"]))
@@ -124,6 +127,8 @@ async def _login(c: FleetClient, a: argparse.Namespace) -> int:
 
 async def _device_flow(c: FleetClient, s: aiohttp.ClientSession) -> dict[str, Any]:
     """Show where to approve this sign-in, then wait (at the provider's pace) until it is."""
+    import asyncio  # here: the parser (`fleet --help`) does without it
+
     start = await _post(c, s, "/auth/device", {})
     where = start.get("verificationUriComplete") or start["verificationUri"]
     print(f"Open {where} and confirm the code {start['userCode']}", flush=True)

@@ -9,15 +9,11 @@ browser once (its ticket is single-use and short-lived).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
-
-import structlog
+from typing import TYPE_CHECKING
 
 from contracts.errors import FleetError
-from contracts.ports import PREVIEW_TICKET_PARAM
-from fleet import tunnel as t
 from fleet.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -28,10 +24,11 @@ from fleet.cli_common import (
     error_line,
 )
 from fleet.cli_stop import ensure_started
-from fleet.client import FleetClient
+
+if TYPE_CHECKING:
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
-log = structlog.get_logger(__name__)
 
 
 def register(g: SubAction) -> None:
@@ -79,6 +76,8 @@ async def _ports(c: FleetClient, a: Args) -> int:
 
 
 async def _preview(c: FleetClient, a: Args) -> int:
+    from contracts.ports import PREVIEW_TICKET_PARAM  # here: it loads the method specs
+
     ticket = await c.preview_ticket(a.machine_id, a.port)
     base = "" if ticket.url.startswith(("http://", "https://")) else c.url  # an own origin
     url = f"{base}{ticket.url}?{PREVIEW_TICKET_PARAM}={ticket.ticket}"
@@ -86,6 +85,13 @@ async def _preview(c: FleetClient, a: Args) -> int:
 
 
 async def _forward(c: FleetClient, a: Args) -> int:
+    import asyncio
+
+    import structlog
+
+    from fleet import tunnel as t  # here, as in _tunnel: it imports aiohttp, parsing does not
+
+    log = structlog.get_logger(__name__)
     local, remote = parse_spec(a.spec)
     await ensure_started(c, a.machine_id)  # a stopped machine is started first, saying so
 
@@ -113,6 +119,8 @@ async def _forward(c: FleetClient, a: Args) -> int:
 async def _tunnel(c: FleetClient, a: Args) -> int:
     if not 1 <= a.port <= 65535:
         raise UsageError(f"{a.port} is not a TCP port (1-65535)")
+    from fleet import tunnel as t
+
     await ensure_started(c, a.machine_id)
     ws = await t.open_tunnel(c, a.machine_id, a.port)
     try:

@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -24,8 +25,10 @@ from fleet.cli_common import (
     group,
 )
 from fleet.cli_refs import same_name
-from fleet.client import FleetClient
 from fleet.render import cron_table, table
+
+if TYPE_CHECKING:
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import TYPE_CHECKING
 
 from contracts.ids import INSTANCE_ID_RE, MACHINE_ID_RE, SNAPSHOT_ID_RE, not_an_id
 from contracts.models import Instance
 from fleet.cli_common import UsageError
-from fleet.client import FleetClient
+
+if TYPE_CHECKING:
+    from fleet.client import FleetClient
 
 #: The arguments (argparse's dests) that hold one id, and each one's kind.
 _ID_ARGS: dict[str, tuple[re.Pattern[str], str]] = {

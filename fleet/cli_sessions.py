@@ -6,25 +6,28 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
-from contracts.sessions import SessionInfo
-from fleet import terminal
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, SubAction, command, emit, group
+from fleet.cli_defaults import DETACH_HELP
 from fleet.cli_stop import ensure_started
-from fleet.client import FleetClient
+
+if TYPE_CHECKING:
+    from contracts.sessions import SessionInfo
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 
 
 def register(machines: SubAction) -> None:
-    what = f"a terminal on the machine: shell ID [-- ARGV] ({terminal.DETACH_HELP})"
+    what = f"a terminal on the machine: shell ID [-- ARGV] ({DETACH_HELP})"
     sh = command(machines, "shell", _shell, what)
     sh.add_argument("machine_id")
     sh.add_argument("--cwd", help="relative to the machine's home")
     sh.add_argument("--name", help="a name for the session (shown by `sessions list`)")
     g = group(machines, "sessions", "a machine's interactive sessions (terminals)")
     command(g, "list", _list, "the machine's sessions").add_argument("machine_id")
-    attach = command(g, "attach", _attach, f"join a session ({terminal.DETACH_HELP})")
+    attach = command(g, "attach", _attach, f"join a session ({DETACH_HELP})")
     close = command(g, "close", _close, "hang up a session and forget it")
     for p in (attach, close):
         p.add_argument("machine_id")
@@ -49,6 +52,8 @@ async def _attach(c: FleetClient, a: Args) -> int:
 
 
 async def _join(c: FleetClient, machine_id: str, session_id: str) -> int:
+    from fleet import terminal  # here: it imports aiohttp, which building the parser does not need
+
     ws = await c.attach_session(machine_id, session_id)
     try:
         outcome = await terminal.run(ws)

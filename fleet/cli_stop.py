@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, SubAction, command, emit, to_json
-from fleet.client import FleetClient
 from fleet.render import machine_line
+
+if TYPE_CHECKING:
+    from fleet.client import FleetClient
 
 Args = argparse.Namespace
 

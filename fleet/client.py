@@ -42,12 +42,12 @@ from fleet import (
     client_streams as streams,
     client_transfer as transfer,
 )
+from fleet.cli_defaults import DEFAULT_URL
 from fleet.client_generated import GatewayMethods
 from fleet.client_retry import ConnectionFailed, StreamResumes
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse_reader import check_stream, sse_messages
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 #: ``events(follow=False)``: the stored events are over once the stream is this quiet.
 DEFAULT_IDLE_S = 5.0
 

@@ -3,7 +3,6 @@ of a machine's pipeline. Scripts use ``--json`` instead, so none of this is an i
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import posixpath
 import re
@@ -12,9 +11,8 @@ import signal
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from contracts.daemon_rpc import ProcessInfo
 from contracts.events import (
     DaemonStatusReported,
     EnvironmentBuildOutput,
@@ -35,6 +33,9 @@ from contracts.events import (
 from contracts.machine_files import CronJob
 from contracts.models import Machine
 from contracts.subjects import EventKind
+
+if TYPE_CHECKING:
+    from contracts.daemon_rpc import ProcessInfo
 
 #: The stages a new machine goes through, in order.
 PIPELINE = (
@@ -301,6 +302,8 @@ class Progress:
 
     async def animate(self, every_s: float = 0.1) -> None:
         """Keep the running time and the spinner moving (terminal only); cancel to stop."""
+        import asyncio  # here: the parser (`fleet --help`) does without it
+
         while not self.finished:
             self._frame += 1
             self.redraw()

@@ -22,8 +22,6 @@ import msgspec
 
 from contracts import gateway_sessions as gs
 
-#: What the user types to detach, after a newline (as ssh's escape).
-DETACH_HELP = "Enter ~ . detaches"
 _CONTROL = msgspec.json.Decoder(gs.ServerControl)
 _NEWLINES = frozenset(b"\r\n")
 
