@@ -1,0 +1,106 @@
+"""Benchmark 30: start-up, paid by every command and every service start.
+
+In one run, interleaved so that all see the same load: the wall time of ``fleet --help`` and
+``fleet --version`` against bare ``python -c pass``; of ``fleet machines list`` against a
+`fleet up` stack (one machine) against the floor of any command, a bare Python process making
+the same JSON-RPC call with urllib; and the CPU (user + sys) of importing each service's
+``__main__`` against ``python -c pass``. Medians of N runs each. The targets are issue 63's.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench.common import REPO, Figure, Report, median, temp_dir
+from bench.create_ready import _one
+from bench.stack import ADMIN_TOKEN, FLEET, EventWatch, FleetUp, Gateway, servers
+from contracts.gateway_rpc import INSTANCES_CREATE, CreateInstanceParams
+
+PYTHON = sys.executable
+BARE = [PYTHON, "-c", "pass"]
+SERVICES = sorted(p.parent.name for p in (REPO / "services").glob("*/__main__.py"))
+#: The floor of `fleet machines list`: a process that makes the one call and nothing else.
+RAW_CALL = """
+import json, os, urllib.request as u
+body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "machines.list", "params": {}}).encode()
+req = u.Request(os.environ["FLEET_URL"] + "/rpc", data=body, headers={
+    "Authorization": "Bearer " + os.environ["FLEET_TOKEN"], "Content-Type": "application/json"})
+assert "result" in json.loads(u.urlopen(req, timeout=30).read())
+"""
+
+
+def _wall(argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, check=True, timeout=60)
+    return time.perf_counter() - t0
+
+
+def _cpu(argv: Sequence[str]) -> float:
+    """User + sys seconds of one child process (its own, from RUSAGE_CHILDREN's growth)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, timeout=60, cwd=REPO)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _medians(n: int, probes: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Each probe ``n`` times, interleaved (one of each per round), and each one's median."""
+    got: dict[str, list[float]] = {k: [] for k in probes}
+    for _ in range(n):
+        for key, probe in probes.items():
+            got[key].append(probe())
+    return {k: median(v) for k, v in got.items()}
+
+
+def _within(report: Report, name: str, value: float, base: float, base_name: str,
+            target_s: float, unit: str = "s") -> None:  # fmt: skip
+    report.add(Figure("30", name, value, unit, base, base_name, f"<= {target_s} s",
+                      value <= target_s))  # fmt: skip
+
+
+async def _machines_list(report: Report, n: int) -> None:
+    with temp_dir() as root, servers(root) as (ns, valkey), FleetUp(root, ns.url, valkey.url) as up:
+        gw, watch = Gateway(up.url), await EventWatch().start(ns.url)
+        try:
+            inst = await gw.call(INSTANCES_CREATE, CreateInstanceParams(name="startup"))
+            await _one(gw, watch, inst.id)  # one machine: the table has a row
+        finally:
+            await watch.close()
+            await gw.close()
+        env = os.environ | {"FLEET_URL": up.url, "FLEET_TOKEN": ADMIN_TOKEN}
+        cwd = root  # not the checkout: no .fleet-data token there to read
+        got = _medians(n, {
+            "raw": lambda: _wall([PYTHON, "-c", RAW_CALL], env, cwd),
+            "list": lambda: _wall([FLEET, "machines", "list"], env, cwd),
+        })  # fmt: skip
+    _within(report, "fleet machines list, wall (median)", got["list"], got["raw"],
+            "python + one urllib call", 0.25)  # fmt: skip
+
+
+async def run(report: Report, quick: bool) -> None:
+    n = 11 if quick else 31
+    print(f"[30] start-up: {n} runs of each command; services' imports: {', '.join(SERVICES)}")
+    got = _medians(n, {
+        "bare": lambda: _wall(BARE),
+        "help": lambda: _wall([FLEET, "--help"]),
+        "version": lambda: _wall([FLEET, "--version"]),
+    })  # fmt: skip
+    _within(report, "fleet --help, wall (median)", got["help"], got["bare"], "python -c pass", 0.12)
+    _within(report, "fleet --version, wall (median)", got["version"], got["bare"],
+            "python -c pass", 0.12)  # fmt: skip
+    await _machines_list(report, n)
+    m = 5 if quick else 15
+    probes = {"bare": lambda: _cpu(BARE)} | {
+        s: (lambda s=s: _cpu([PYTHON, "-c", f"import services.{s}.__main__"])) for s in SERVICES
+    }
+    cpu = _medians(m, probes)
+    for s in SERVICES:
+        _within(report, f"import services.{s}.__main__, CPU (median)", cpu[s], cpu["bare"],
+                "python -c pass", 0.4)  # fmt: skip
+    report.note(f"start-up: medians of {n} runs of each command and {m} of each import")
