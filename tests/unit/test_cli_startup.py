@@ -5,14 +5,17 @@ the specs; `fleet --version` prints the package version and git SHA (bench 30 ti
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from base.version import git_sha, package_version
-from fleet.cli import main
+from fleet.cli import main, parse
 from fleet.cli_call import group_names, method_groups, specs
 from fleet.cli_defaults import METHOD_GROUPS
 
@@ -64,3 +67,48 @@ def test_fleet_audit_help_says_the_contracts_limit(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         main(["audit", "--help"])
     assert f"at most this many (<= {MAX_LIST})" in " ".join(capsys.readouterr().out.split())
+
+
+class _Recorder:
+    """What a command asked the client for: the timeout each run was given."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    async def code_stream(self, code: str, **kw: Any) -> AsyncIterator[object]:
+        from contracts.codemode import RunResult
+
+        self.timeouts.append(kw["timeout_s"])
+        yield RunResult(run_id="r-1", status="ok", result=1)
+
+    async def machines_code_run(self, machine_id: str, code: str, **kw: Any) -> object:
+        from contracts.daemon_code import CodeRunResult
+
+        self.timeouts.append(kw["timeout_s"])
+        return CodeRunResult(execution_count=1, results=[], stdout=[], stderr=[], error=None,
+                             context_id="default")  # fmt: skip
+
+
+CODE_RUN = ["--json", "code", "run", "-"]
+KERNEL_RUN = ["--json", "machines", "code", "run", "m-0123456789abcdef"]
+
+
+async def test_a_run_without_timeout_gets_the_contracts_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The defaults are read when a run starts, not when the parser is built (which would load
+    the method specs): the same values as before, given or not."""
+    from contracts.codemode import DEFAULT_TIMEOUT_S
+    from contracts.daemon_code import DEFAULT_CODE_TIMEOUT_S
+
+    cases = [
+        (CODE_RUN, DEFAULT_TIMEOUT_S),
+        ([*CODE_RUN, "--timeout", "7"], 7.0),
+        ([*KERNEL_RUN, "--", "1"], DEFAULT_CODE_TIMEOUT_S),
+        ([*KERNEL_RUN, "--timeout", "7", "--", "1"], 7.0),
+    ]
+    for argv, want in cases:
+        monkeypatch.setattr("sys.stdin", io.StringIO("1"))
+        client, args = _Recorder(), parse(argv)
+        assert await args.func(client, args) == 0
+        assert client.timeouts == [want], argv
