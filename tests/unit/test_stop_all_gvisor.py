@@ -26,8 +26,9 @@ def test_every_gvisor_machine_is_stopped_at_once(
     stopped: list[str] = []
 
     def stop_machine(runsc: gvisor.Runsc, machine_dir: Path, machine_id: str,
-                     grace_s: float) -> bool:  # fmt: skip
+                     grace_s: float, owners: tuple[str, ...] = ()) -> bool:  # fmt: skip
         assert machine_dir.name == machine_id
+        assert machine_id in owners  # its own name, and a pool slot's where it came from one
         together.wait()
         stopped.append(machine_id)
         return True
