@@ -101,6 +101,8 @@ class SetupPusher(Checkouts):
         failed to reach this machine (a warning on it): then the machine starts without it,
         the warning kept, rather than fail again for what its user was told of. Either way
         the failure is recorded as the repo's warning. The paths of the repos skipped."""
+        if not repos:  # most setups: every repo cloned already, or none; no read of warnings
+            return set()
         known = await self.store.repo_warnings.of(machine.id)
         outcome: dict[str, str | None] = {}
         try:
