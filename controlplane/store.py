@@ -52,6 +52,7 @@ from controlplane.store_lifecycles import LifecycleRecords
 from controlplane.store_liveness import HeartbeatRecords
 from controlplane.store_locks import LockRecords
 from controlplane.store_repo_warnings import RepoWarnings
+from controlplane.store_secrets import SecretRecords
 from controlplane.store_snapshots import SnapshotRecords
 from controlplane.store_stages import StageRecords, Transition
 from controlplane.store_stop import StopRecords
@@ -110,6 +111,7 @@ class Store:
         self.environments = EnvironmentRecords(self)
         self.lifecycles = LifecycleRecords(self)
         self.codemode = CodemodeRecords(self)
+        self.secrets = SecretRecords(self)
         self.locks = LockRecords(self)
 
     @property

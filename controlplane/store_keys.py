@@ -299,6 +299,23 @@ class Keys:
         """Hash: bridge name -> its JSON, the authorization sealed by the secret key."""
         return f"{self.prefix}codemode:bridges:{instance_id}"
 
+    # --- secrets (contracts/gateway_secrets.py) -------------------------------------------------
+    def k_secrets(self, instance_id: str) -> str:
+        """Hash: secret name -> its JSON, the value sealed by the secret key."""
+        return f"{self.prefix}secrets:{instance_id}"
+
+    def k_secret_uses(self, instance_id: str) -> str:
+        """Hash: secret name -> requests made with it; ``name:at`` -> the last one's time."""
+        return f"{self.prefix}secrets:uses:{instance_id}"
+
+    def k_secret_users(self, instance_id: str, name: str) -> str:
+        """Set: the machines that made a request with the secret (its first use by each)."""
+        return f"{self.prefix}secrets:users:{instance_id}:{name}"
+
+    def k_secrets_ca(self, instance_id: str) -> str:
+        """The instance's CA (JSON: its certificate, its key sealed by the secret key)."""
+        return f"{self.prefix}secrets:ca:{instance_id}"
+
     # --- snapshots ------------------------------------------------------------------------------
     def k_snapshot(self, snapshot_id: str) -> str:
         """A snapshot's record (JSON; no expiry: kept until deleted)."""
