@@ -5,7 +5,9 @@ so a refresh writes exactly what a setup would."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
 
 import msgspec
 
@@ -14,11 +16,14 @@ from contracts import machine_files as mf
 from contracts.daemon_rpc import WriteFileParams, WriteFileResult
 from contracts.errors import FleetError
 from contracts.gateway_rpc import RefreshFailure
+from contracts.gateway_secrets import MACHINE_PROXY_URL, placeholder
 from contracts.gateway_ssh import AUTHORIZED_KEYS, authorized_keys
 from contracts.machine_files import CronJob, CronTable
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
+from controlplane.crypto import SecretBox
 from controlplane.daemon_client import MachineClient
+from controlplane.secret_ca import instance_ca
 from controlplane.settings import Settings
 from controlplane.store import Store
 
@@ -45,13 +50,49 @@ class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: The container's variables (a devcontainer's containerEnv and remoteEnv), for every
     #: process of the machine; written at setup (empty: none).
     container_env: dict[str, str] = {}
+    #: The instance's secrets' names: each gets its placeholder in the .env, and the machine
+    #: goes out through the egress proxy, trusting the instance's CA (``secrets_ca``).
+    secrets: list[str] = []
+    secrets_ca: str | None = None
+
+    def bundle(self) -> str | None:
+        """The CA bundle a machine gets: the platform's (``FLEET_CA_BUNDLE``), then, when the
+        instance has secrets, its CA and the system's CAs (the bundle replaces the
+        system's for whoever reads the CA variables)."""
+        if not self.secrets or self.secrets_ca is None:
+            return self.ca_bundle
+        return "".join([self.ca_bundle or "", self.secrets_ca, system_bundle()])
 
 
 async def load_instance_config(
     store: Store, settings: Settings, instance_id: str
 ) -> InstanceConfig:
     platform, instance = await store.env_maps(instance_id)
-    return instance_config(settings, platform, instance, await store.get_cron(instance_id))
+    cfg = instance_config(settings, platform, instance, await store.get_cron(instance_id))
+    return await with_secrets(store, settings, cfg, instance_id)
+
+
+async def with_secrets(
+    store: Store, settings: Settings, cfg: InstanceConfig, instance_id: str
+) -> InstanceConfig:
+    """``cfg`` with the instance's secrets' names and, if it has any, its CA (made now if it
+    has none yet)."""
+    names = await store.secrets.names(instance_id)
+    if not names:
+        return cfg
+    ca = await instance_ca(store, SecretBox(settings.secret_key), instance_id)
+    return msgspec.structs.replace(cfg, secrets=names, secrets_ca=ca.cert_pem)
+
+
+def system_bundle() -> str:
+    """The platform host's own CA bundle (OpenSSL's default file)."""
+    paths = ssl.get_default_verify_paths()
+    for path in (Path(p) for p in (paths.cafile, paths.openssl_cafile) if p):
+        try:
+            return path.read_text()
+        except OSError:
+            continue
+    return ""
 
 
 def instance_config(
@@ -89,10 +130,13 @@ def cron_json(table: CronTable) -> str:
 
 
 def env_content(cfg: InstanceConfig, settings: Settings, ca_path: str | None) -> str:
+    """The .env: a secret's variable holds its placeholder, never its value, and a machine of
+    an instance with secrets goes out through the egress proxy."""
+    proxy = settings.egress_proxy or (MACHINE_PROXY_URL if cfg.secrets else "")
     return build_env_file(
         cfg.platform_env,
-        cfg.instance_env,
-        egress_proxy=settings.egress_proxy,
+        {**cfg.instance_env, **{name: placeholder(name) for name in cfg.secrets}},
+        egress_proxy=proxy,
         no_proxy=settings.no_proxy,
         ca_path=ca_path,
     )
@@ -125,8 +169,9 @@ async def push_config(
     keys in one request (a JSON-RPC
     batch: one signed round trip, not several); returns the .env's path and size."""
     ca_path = None
-    if cfg.ca_bundle is not None:
-        ca_path = (await mc.write_file("~/" + mf.CA_FILE, cfg.ca_bundle, 0o644)).path
+    bundle = cfg.bundle()
+    if bundle is not None:
+        ca_path = (await mc.write_file("~/" + mf.CA_FILE, bundle, 0o644)).path
     env = WriteFileParams(path="~/" + mf.ENV_FILE, content=env_content(cfg, settings, ca_path),
                           mode=0o600)  # fmt: skip
     if not cron:

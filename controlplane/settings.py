@@ -193,6 +193,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: with a warning, unchecked.
     repo_check_timeout_s: float = 8.0
     egress_proxy: str = ""
+    #: A PEM bundle the egress proxy trusts besides the system's CAs, for the upstreams a
+    #: secret is added for (a private API, a test server).
+    secrets_upstream_ca: str = ""
     #: The machines' DNS proxy asks this server (``host[:port]``, ``[v6]:port``); empty: the
     #: host's first nameserver (/etc/resolv.conf).
     egress_dns_upstream: str = ""

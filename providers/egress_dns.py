@@ -207,7 +207,7 @@ class DnsProxy:
 
     async def _make(self, machine_id: str, pid: int, policy: EgressPolicy) -> None:
         self.detach(machine_id)
-        sock = await _owned_socket_in(pid, _resolver_socket)
+        sock = await owned_socket_in(pid, _resolver_socket)
         now = time.monotonic()
         m = _Machine(
             machine_id, pid, policy, NameRules.of(policy), Gate(self.caps, now), checked=now
@@ -224,14 +224,14 @@ class DnsProxy:
         # Registered from here on: a failure or cancellation below leaves what was made so
         # far for detach to close.
         self._machines[machine_id] = m
-        tcp = await _owned_socket_in(pid, partial(_resolver_socket, socket.SOCK_STREAM))
+        tcp = await owned_socket_in(pid, partial(_resolver_socket, socket.SOCK_STREAM))
         try:
             m.tcp = await asyncio.start_server(lambda r, w: self._serve_tcp(m, r, w), sock=tcp)
         except BaseException:
             tcp.close()
             raise
         try:
-            m.log_sock = await _owned_socket_in(pid, open_log)
+            m.log_sock = await owned_socket_in(pid, open_log)
         except egress.EgressUnavailable as exc:  # refusals are then not events, only refused
             log.warning("egress.log_unavailable", machine_id=machine_id, error=str(exc))
         else:
@@ -442,7 +442,7 @@ def _resolver_socket(kind: socket.SocketKind = socket.SOCK_DGRAM) -> socket.sock
     return s
 
 
-async def _owned_socket_in(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
+async def owned_socket_in(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
     """``_socket_in`` on a worker thread. The thread cannot be stopped, so a caller cancelled
     while it runs must not drop the socket it makes: that socket is closed once made."""
     made = asyncio.ensure_future(asyncio.to_thread(_socket_in, pid, make))

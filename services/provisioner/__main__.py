@@ -31,12 +31,13 @@ from providers.machine_limits import Placement
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
-from services.provisioner.egress import dns_proxy, netns_policy
+from services.provisioner.egress import dns_proxy, netns_policy, platform_addresses
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, machine_placement, pool_key
 from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
+from services.provisioner.secrets_proxy import secrets_proxy
 from services.provisioner.service import Provisioner
 from services.provisioner.sweep import DockerShelf, LocalShelf, Sweeper
 
@@ -90,6 +91,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     heartbeat = HostHeartbeat(store, settings, clock)
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
+    proxy = await stack.enter_async_context(
+        secrets_proxy(settings, store, await platform_addresses(settings))
+    )
     svc = Provisioner(
         store=store,
         bus=bus,
@@ -101,6 +105,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         engine=lambda: docker.docker,
         dns=dns,
         refusals=refusals,
+        proxy=proxy,
         clock=clock,
     )
     await svc.resume()

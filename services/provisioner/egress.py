@@ -26,6 +26,7 @@ from providers import egress_netdev, egress_nftables as egress
 from providers.base import InterfaceEgress, NetnsHolder
 from providers.egress_dns import DnsProxy, OnRefused, host_upstream
 from providers.egress_dns_load import DnsCaps
+from providers.egress_proxy import EgressProxy
 from providers.gvisor_gateway import gateway_endpoints
 from providers.netns import nats_servers
 from services.provisioner.egress_events import EgressEvents
@@ -51,11 +52,16 @@ def host_addresses() -> list[egress.IpAddress]:
             for link in links for a in link.get("addr_info", []) if "local" in a]  # fmt: skip
 
 
-async def dns_proxy(settings: Settings, on_refused: OnRefused | None = None) -> DnsProxy:
-    """This host's proxy: its upstream, and the platform's addresses it never answers with."""
+async def platform_addresses(settings: Settings) -> frozenset[egress.IpAddress]:
+    """NATS's and this host's own addresses: never a machine's destination unless named."""
     platform = await resolve(nats_servers(settings.nats_url))
     addresses = {ipaddress.ip_address(h) for h, _ in platform}
-    addresses |= set(await asyncio.to_thread(host_addresses))
+    return frozenset(addresses | set(await asyncio.to_thread(host_addresses)))
+
+
+async def dns_proxy(settings: Settings, on_refused: OnRefused | None = None) -> DnsProxy:
+    """This host's proxy: its upstream, and the platform's addresses it never answers with."""
+    addresses = await platform_addresses(settings)
     caps = DnsCaps(rate=settings.egress_dns_rate, burst=max(1, int(2 * settings.egress_dns_rate)),
                    concurrency=settings.egress_dns_concurrency)  # fmt: skip
     return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused, caps)
@@ -96,8 +102,11 @@ class EgressEnforcer:
         nats_url: str,
         dns: DnsProxy | None = None,
         refusals: EgressEvents | None = None,
+        proxy: EgressProxy | None = None,
     ) -> None:
         self.store = store
+        #: The host's egress proxy (secrets added on the way out), served beside the resolver.
+        self.proxy = proxy
         self.providers = providers
         self.nats_url = nats_url
         self.dns = dns
@@ -159,7 +168,16 @@ class EgressEnforcer:
                 await self.dns.attach(machine_id, pid, policy)
             except egress.EgressUnavailable as exc:  # another provisioner of the host has it
                 log.info("egress.dns_elsewhere", machine_id=machine_id, error=str(exc))
+            await self._attach_proxy(machine_id, instance_id, pid)
         return True
+
+    async def _attach_proxy(self, machine_id: str, instance_id: str, pid: int) -> None:
+        if self.proxy is None:
+            return
+        try:
+            await self.proxy.attach(machine_id, instance_id, pid)
+        except (egress.EgressUnavailable, OSError) as exc:  # another provisioner has it
+            log.info("egress.proxy_elsewhere", machine_id=machine_id, error=str(exc))
 
     async def policy_of(self, machine_id: str) -> EgressPolicy:
         instance_id = self._instances.get(machine_id)
@@ -227,5 +245,7 @@ class EgressEnforcer:
         self._tables.pop(machine_id, None)
         if self.dns is not None:
             self.dns.detach(machine_id)
+        if self.proxy is not None:
+            self.proxy.detach(machine_id)
         if self.refusals is not None:
             self.refusals.forget(machine_id)

@@ -80,8 +80,9 @@ class LiveEnv(Stage):
     async def _push_env_to(self, m: Machine, cfg: InstanceConfig, cause: str) -> None:
         mc = self.daemons.machine(m.id)
         ca_path = None
-        if cfg.ca_bundle is not None:
-            ca_path = (await mc.write_file("~/" + mf.CA_FILE, cfg.ca_bundle, 0o644)).path
+        bundle = cfg.bundle()
+        if bundle is not None:
+            ca_path = (await mc.write_file("~/" + mf.CA_FILE, bundle, 0o644)).path
         content = env_content(cfg, self.settings, ca_path)
         written = await mc.write_file("~/" + mf.ENV_FILE, content, 0o600)
         digest = hashlib.sha256(content.encode()).hexdigest()

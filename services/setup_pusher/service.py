@@ -18,7 +18,12 @@ from contracts.models import Machine, Repo
 from contracts.status import MachineStatus as S
 from controlplane.consumer import Permanent, Retry
 from controlplane.daemon_client import MachineClient
-from controlplane.machine_config import InstanceConfig, instance_config, push_config
+from controlplane.machine_config import (
+    InstanceConfig,
+    instance_config,
+    push_config,
+    with_secrets,
+)
 from controlplane.settings import Settings
 from controlplane.store_keys import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
 from controlplane.subscriptions import subscriber
@@ -76,6 +81,7 @@ class SetupPusher(Checkouts):
         inputs = await self.store.stages.setup_inputs(machine.instance_id, machine.id)
         cfg = instance_config(self.settings, inputs.platform_env, inputs.instance_env, inputs.cron,
                               inputs.ssh_keys)  # fmt: skip
+        cfg = await with_secrets(self.store, self.settings, cfg, machine.instance_id)
         cfg = with_project_env(cfg, await self.store.lifecycles.load(machine.id, MachineLifecycle))
         env_path, env_bytes = await self.push_env(mc, cfg)
         # Debug: machine.setup-pushed says the same, and a line per machine costs at scale.

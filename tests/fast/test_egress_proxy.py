@@ -1,0 +1,242 @@
+"""The egress proxy's rules (providers/egress_proxy.py), on real sockets in this process's own
+network namespace: a real TLS upstream with a CA of its own, a real HTTP client (aiohttp), the
+platform's side in memory. The same through a real machine: tests/integration/test_secrets.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from contracts.gateway_network import EgressPolicy
+from controlplane.crypto import SecretBox, generate_secret_key
+from controlplane.secret_ca import LeafContexts, leaf, make_ca, server_context
+from controlplane.store_secrets import StoredSecret
+from providers.egress_proxy import EgressProxy, Platform
+
+VALUE = "sk-live-not-for-machines"
+
+
+async def _here(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
+    """This process's own namespace stands for the machine's."""
+    return make()
+
+
+def _proxy(world: World, trust: ssl.SSLContext) -> EgressProxy:
+    return EgressProxy(world.platform(), frozenset(), trust, listen_at=("127.0.0.1", 0),
+                       socket_in=_here)  # fmt: skip
+
+
+@dataclass
+class World:
+    box: SecretBox
+    policy: dict[str, EgressPolicy] = field(default_factory=dict)
+    secrets: dict[str, list[StoredSecret]] = field(default_factory=dict)
+    used: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def platform(self) -> Platform:
+        leaves = LeafContexts(self.box)
+        cas = {i: make_ca(i, self.box) for i in ("inst-a", "inst-b")}
+        self.cas = cas
+
+        async def policy(iid: str) -> EgressPolicy:
+            return self.policy.get(iid, EgressPolicy())
+
+        async def secrets(iid: str) -> list[StoredSecret]:
+            return list(self.secrets.get(iid, []))
+
+        async def leaf_of(iid: str, host: str) -> ssl.SSLContext:
+            return leaves.context(iid, cas[iid], host)
+
+        async def used(iid: str, name: str, mid: str) -> None:
+            self.used.append((iid, name, mid))
+
+        return Platform(policy=policy, secrets=secrets, leaf=leaf_of,
+                        open_value=self.box.decrypt, used=used)  # fmt: skip
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response({"headers": dict(request.headers), "body": body.decode()})
+
+
+@pytest.fixture
+async def upstream(tmp_path: Path) -> AsyncIterator[tuple[int, int, Path]]:
+    """A TLS server on 127.0.0.1 with a CA of its own (its file), and a plain one: ports."""
+    box = SecretBox(generate_secret_key())
+    ca = make_ca("upstream", box)
+    key = ec.generate_private_key(ec.SECP256R1())
+    ctx = server_context(leaf(ca, box, "127.0.0.1", key), key)
+    (tmp_path / "upstream-ca.pem").write_text(ca.cert_pem)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tls, plain = (
+        web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx),
+        web.TCPSite(runner, "127.0.0.1", 0),
+    )
+    await tls.start()
+    await plain.start()
+    ports = [s._server.sockets[0].getsockname()[1] for s in (tls, plain)]  # type: ignore[union-attr]
+    yield ports[0], ports[1], tmp_path / "upstream-ca.pem"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def proxied(upstream: tuple[int, int, Path]) -> AsyncIterator[tuple[EgressProxy, World]]:
+    world = World(SecretBox(generate_secret_key()))
+    trust = ssl.create_default_context(cafile=str(upstream[2]))
+    async with _proxy(world, trust) as proxy:
+        await proxy.attach("m-a", "inst-a", os.getpid())
+        await proxy.attach("m-b", "inst-b", os.getpid())
+        yield proxy, world
+
+
+def _secret(world: World, iid: str, hosts: list[str], name: str = "API_KEY") -> None:
+    world.secrets.setdefault(iid, []).append(StoredSecret(
+        name=name, hosts=hosts, header="Authorization", format="Bearer {value}",
+        sealed=world.box.encrypt(VALUE)))  # fmt: skip
+
+
+class _Client:
+    """Requests through the proxy's socket for ``machine``, trusting ``verify``."""
+
+    def __init__(self, proxy: EgressProxy, machine: str, verify: ssl.SSLContext) -> None:
+        self.url = f"http://127.0.0.1:{proxy.port_of(machine)}"
+        self.verify = verify
+
+    async def __aenter__(self) -> _Client:
+        self.s = aiohttp.ClientSession(trust_env=False, timeout=aiohttp.ClientTimeout(total=10))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.s.close()
+
+    async def call(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        async with self.s.request(method, url, proxy=self.url, ssl=self.verify, **kw) as r:
+            return dict(await r.json())
+
+    async def get(self, url: str, **kw: Any) -> dict[str, Any]:
+        return await self.call("GET", url, **kw)
+
+
+def _client(proxy: EgressProxy, machine: str, verify: ssl.SSLContext) -> _Client:
+    return _Client(proxy, machine, verify)
+
+
+def _trusting(pem: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=pem)
+
+
+async def test_a_named_host_gets_the_secret_through_the_instances_ca(
+    proxied: tuple[EgressProxy, World], upstream: tuple[int, int, Path]
+) -> None:
+    proxy, world = proxied
+    world.policy["inst-a"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", [f"127.0.0.1:{upstream[0]}"])
+    async with _client(proxy, "m-a", _trusting(world.cas["inst-a"].cert_pem)) as c:
+        got = await c.call("POST", f"https://127.0.0.1:{upstream[0]}/v1/chat",
+                           headers={"Authorization": "Bearer fleet-secret-API_KEY"},
+                           data=b"x" * 200_000)  # fmt: skip
+        again = await c.get(f"https://127.0.0.1:{upstream[0]}/v1/models")
+    assert got["headers"]["Authorization"] == f"Bearer {VALUE}"
+    assert got["body"] == "x" * 200_000
+    assert again["headers"]["Authorization"] == f"Bearer {VALUE}"
+    assert world.used == [("inst-a", "API_KEY", "m-a")] * 2
+
+
+async def test_a_host_no_secret_names_is_a_plain_tunnel_with_its_own_certificate(
+    proxied: tuple[EgressProxy, World], upstream: tuple[int, int, Path]
+) -> None:
+    proxy, world = proxied
+    world.policy["inst-a"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", ["api.example.com"])
+    upstream_ca = ssl.create_default_context(cafile=str(upstream[2]))
+    async with _client(proxy, "m-a", upstream_ca) as c:
+        got = await c.get(f"https://127.0.0.1:{upstream[0]}/")
+    assert "Authorization" not in got["headers"]
+    assert world.used == []
+
+
+async def test_another_instances_machine_gets_nothing_of_its_secrets(
+    proxied: tuple[EgressProxy, World], upstream: tuple[int, int, Path]
+) -> None:
+    proxy, world = proxied
+    world.policy["inst-b"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", [f"127.0.0.1:{upstream[0]}"])
+    async with _client(proxy, "m-b", ssl.create_default_context(cafile=str(upstream[2]))) as c:
+        got = await c.get(f"https://127.0.0.1:{upstream[0]}/")
+    assert "Authorization" not in got["headers"]
+
+
+async def test_a_deleted_secret_stops_at_once(
+    proxied: tuple[EgressProxy, World], upstream: tuple[int, int, Path]
+) -> None:
+    proxy, world = proxied
+    world.policy["inst-a"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", ["127.0.0.1"])
+    async with _client(proxy, "m-a", _trusting(world.cas["inst-a"].cert_pem)) as c:
+        first = await c.get(f"https://127.0.0.1:{upstream[0]}/")
+    world.secrets["inst-a"].clear()
+    async with _client(proxy, "m-a", ssl.create_default_context(cafile=str(upstream[2]))) as c:
+        after = await c.get(f"https://127.0.0.1:{upstream[0]}/")
+    assert first["headers"]["Authorization"] == f"Bearer {VALUE}"
+    assert "Authorization" not in after["headers"]
+
+
+@pytest.mark.parametrize("policy", [
+    EgressPolicy(),  # the host's loopback, not named
+    EgressPolicy(default="deny", allow=["pypi.org"]),
+    EgressPolicy(allow=["127.0.0.1"], deny=["127.0.0.0/8"]),
+])  # fmt: skip
+async def test_what_the_policy_refuses_is_refused_before_any_secret(
+    proxied: tuple[EgressProxy, World], upstream: tuple[int, int, Path], policy: EgressPolicy
+) -> None:
+    proxy, world = proxied
+    world.policy["inst-a"] = policy
+    _secret(world, "inst-a", ["127.0.0.1"])
+    async with _client(proxy, "m-a", _trusting(world.cas["inst-a"].cert_pem)) as c:
+        with pytest.raises(aiohttp.ClientHttpProxyError, match="403"):
+            await c.get(f"https://127.0.0.1:{upstream[0]}/")
+    assert world.used == []
+
+
+async def test_plain_http_is_sent_on_and_never_gets_a_secret(
+    proxied: tuple[EgressProxy, World], upstream: tuple[int, int, Path]
+) -> None:
+    proxy, world = proxied
+    world.policy["inst-a"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", ["127.0.0.1"])
+    async with _client(proxy, "m-a", ssl.create_default_context()) as c:
+        got = await c.get(f"http://127.0.0.1:{upstream[1]}/plain?q=1",
+                          headers={"Authorization": "Bearer fleet-secret-API_KEY"})  # fmt: skip
+    assert got["headers"]["Authorization"] == "Bearer fleet-secret-API_KEY"
+    assert world.used == []
+
+
+async def test_an_untrusted_upstream_is_never_sent_the_secret(
+    upstream: tuple[int, int, Path],
+) -> None:
+    """The upstream's certificate is checked before any request goes: one signed by a CA
+    the proxy does not trust gets a closed connection, not the secret."""
+    world = World(SecretBox(generate_secret_key()))
+    world.policy["inst-a"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", ["127.0.0.1"])
+    async with _proxy(world, ssl.create_default_context()) as proxy:
+        await proxy.attach("m-a", "inst-a", os.getpid())
+        async with _client(proxy, "m-a", _trusting(world.cas["inst-a"].cert_pem)) as c:
+            with pytest.raises(aiohttp.ClientError):
+                await c.get(f"https://127.0.0.1:{upstream[0]}/")
+    assert world.used == []
+    assert json.dumps(world.used) == "[]"
