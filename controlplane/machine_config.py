@@ -19,7 +19,7 @@ from contracts.gateway_rpc import RefreshFailure
 from contracts.gateway_secrets import MACHINE_PROXY_URL, placeholder
 from contracts.gateway_ssh import AUTHORIZED_KEYS, authorized_keys
 from contracts.machine_files import CronJob, CronTable
-from contracts.models import Machine
+from contracts.models import Machine, Repo
 from contracts.status import MachineStatus as S
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import MachineClient
@@ -54,14 +54,26 @@ class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: goes out through the egress proxy, trusting the instance's CA (``secrets_ca``).
     secrets: list[str] = []
     secrets_ca: str | None = None
+    #: Whether the machine goes out through the egress proxy: its instance has secrets, or
+    #: a repo over HTTPS with credentials (``for_machine`` says no for a machine the proxy
+    #: cannot serve).
+    proxied: bool = False
 
     def bundle(self) -> str | None:
-        """The CA bundle a machine gets: the platform's (``FLEET_CA_BUNDLE``), then, when the
-        instance has secrets, its CA and the system's CAs (the bundle replaces the
-        system's for whoever reads the CA variables)."""
-        if not self.secrets or self.secrets_ca is None:
+        """The CA bundle a machine gets: the platform's (``FLEET_CA_BUNDLE``), then, when it
+        goes through the proxy, its instance's CA and the system's CAs (the bundle replaces
+        the system's for whoever reads the CA variables)."""
+        if not self.proxied or self.secrets_ca is None:
             return self.ca_bundle
         return "".join([self.ca_bundle or "", self.secrets_ca, system_bundle()])
+
+
+def for_machine(cfg: InstanceConfig, machine: Machine) -> InstanceConfig:
+    """``cfg`` as ``machine`` gets it: a gvisor machine's stack has a loopback of its own, where
+    no proxy listens (docs/limitations.md), so it is never pointed at one."""
+    if machine.runtime == "gvisor" and cfg.proxied:
+        return msgspec.structs.replace(cfg, proxied=False)
+    return cfg
 
 
 async def load_instance_config(
@@ -75,13 +87,19 @@ async def load_instance_config(
 async def with_secrets(
     store: Store, settings: Settings, cfg: InstanceConfig, instance_id: str
 ) -> InstanceConfig:
-    """``cfg`` with the instance's secrets' names and, if it has any, its CA (made now if it
-    has none yet)."""
+    """``cfg`` with the instance's secrets' names and, if its machines go out through the
+    egress proxy, its CA (made now if it has none yet)."""
     names = await store.secrets.names(instance_id)
-    if not names:
+    if not names and not any(proxied_repo(r) for r in await store.list_repos(instance_id)):
         return cfg
     ca = await instance_ca(store, SecretBox(settings.secret_key), instance_id)
-    return msgspec.structs.replace(cfg, secrets=names, secrets_ca=ca.cert_pem)
+    return msgspec.structs.replace(cfg, secrets=names, secrets_ca=ca.cert_pem, proxied=True)
+
+
+def proxied_repo(repo: Repo) -> bool:
+    """Whether the egress proxy gives ``repo``'s clones, fetches and pushes its credentials
+    (git over HTTPS, as basic auth): the machine then never holds them."""
+    return repo.has_credentials and repo.url.lower().startswith("https://")
 
 
 def system_bundle() -> str:
@@ -132,7 +150,7 @@ def cron_json(table: CronTable) -> str:
 def env_content(cfg: InstanceConfig, settings: Settings, ca_path: str | None) -> str:
     """The .env: a secret's variable holds its placeholder, never its value, and a machine of
     an instance with secrets goes out through the egress proxy."""
-    proxy = settings.egress_proxy or (MACHINE_PROXY_URL if cfg.secrets else "")
+    proxy = settings.egress_proxy or (MACHINE_PROXY_URL if cfg.proxied else "")
     return build_env_file(
         cfg.platform_env,
         {**cfg.instance_env, **{name: placeholder(name) for name in cfg.secrets}},

@@ -55,6 +55,7 @@ from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.machine_config import (
     REFRESHABLE,
     fan_out,
+    for_machine,
     load_instance_configs,
     push_config,
     push_cron,
@@ -106,7 +107,7 @@ class MachineOps:
         async def push(m: Machine) -> None:
             # The devcontainer's variables stay in it, under the instance's.
             life = await self.store.lifecycles.load(m.id, MachineLifecycle)
-            cfg = with_project_env(configs[m.instance_id], life)
+            cfg = with_project_env(for_machine(configs[m.instance_id], m), life)
             await push_config(self.daemons.machine(m.id), cfg, self.settings, cron=False)
 
         failed = await self._fan_out(machines, push)

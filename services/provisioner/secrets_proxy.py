@@ -3,17 +3,25 @@ policy and secrets from the store, its CA's certificates, the use counts, the up
 
 from __future__ import annotations
 
+import base64
 import ssl
+from urllib.parse import SplitResult, urlsplit
 
+import msgspec
 import structlog
 
+from contracts.models import GitCredentials
 from controlplane.crypto import SecretBox
+from controlplane.machine_config import proxied_repo
 from controlplane.secret_ca import LeafContexts, instance_ca
 from controlplane.settings import Settings
 from controlplane.store import Store
+from controlplane.store_secrets import StoredSecret
 from providers.egress_proxy import Address, EgressProxy, Platform
 
 log = structlog.get_logger(__name__)
+#: The name a repo's credentials are counted under (no secret's name has a colon).
+REPO_SECRET_PREFIX = "repo:"  # noqa: S105 - a name, not a password
 
 
 def upstream_tls(settings: Settings) -> ssl.SSLContext:
@@ -24,6 +32,30 @@ def upstream_tls(settings: Settings) -> ssl.SSLContext:
     if settings.secrets_upstream_ca:
         ctx.load_verify_locations(cafile=settings.secrets_upstream_ca)
     return ctx
+
+
+async def repo_secrets(store: Store, box: SecretBox, instance_id: str) -> list[StoredSecret]:
+    """Each private repo over HTTPS as a secret for its host and port: basic auth, as git
+    sends it, so that a machine's clones, fetches and pushes need no token of their own."""
+    out: list[StoredSecret] = []
+    for repo in await store.list_repos(instance_id):
+        sealed = await store.repo_secret(instance_id, repo.path) if proxied_repo(repo) else None
+        if sealed is None:
+            continue
+        creds = msgspec.json.decode(box.decrypt(sealed), type=GitCredentials)
+        url = urlsplit(repo.url)
+        basic = base64.b64encode(f"{creds.username}:{creds.token}".encode()).decode()
+        out.append(StoredSecret(
+            name=f"{REPO_SECRET_PREFIX}{repo.path}", hosts=[_host_entry(url)],
+            header="Authorization", format="Basic {value}", sealed=box.encrypt(basic),
+        ))  # fmt: skip
+    return out
+
+
+def _host_entry(url: SplitResult) -> str:
+    host = url.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{url.port or 443}"
 
 
 def secrets_proxy(
@@ -40,9 +72,13 @@ def secrets_proxy(
             log.info("egress.secret_first_use", machine_id=machine_id, instance_id=instance_id,
                      secret=name)  # fmt: skip
 
+    async def secrets(instance_id: str) -> list[StoredSecret]:
+        return [*await store.secrets.stored(instance_id),
+                *await repo_secrets(store, box, instance_id)]  # fmt: skip
+
     platform = Platform(
         policy=store.instance_settings.egress,
-        secrets=store.secrets.stored,
+        secrets=secrets,
         leaf=leaf,
         open_value=box.decrypt,
         used=used,

@@ -34,7 +34,12 @@ from controlplane.consumer import Permanent, Retry
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import MachineClient
 from controlplane.failures import fail_machine
-from controlplane.machine_config import REFRESHABLE, fan_out, load_instance_config
+from controlplane.machine_config import (
+    REFRESHABLE,
+    fan_out,
+    load_instance_config,
+    proxied_repo,
+)
 from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
 from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed, MachineLifecycle
@@ -96,7 +101,7 @@ class Checkouts(LiveEnv):
                               machine_id=machine.id, cloned=[], switched=[], unchanged=[],
                               conflicts=[], left_in_place=[])  # fmt: skip
         for repo in repos:
-            env = await self._git_env(mc, machine.instance_id, repo)
+            env = await self._git_env(mc, machine, repo)
             try:
                 state = await checkout_state(mc, repo, self.settings.clone_timeout_s)
                 if state != "finished":
@@ -181,12 +186,14 @@ class Checkouts(LiveEnv):
         if result.exit_code != 0:
             raise Permanent(f"git {what} failed: {result.stderr.strip() or result.exit_code}")
 
-    async def _git_env(self, mc: MachineClient, instance_id: str, repo: Repo) -> dict[str, str]:
+    async def _git_env(self, mc: MachineClient, machine: Machine, repo: Repo) -> dict[str, str]:
         """git's environment for this repo: with credentials, an askpass script (holding no
-        secret) that answers git's prompts from variables set on this one git process."""
-        if not repo.has_credentials:
+        secret) that answers git's prompts from variables set on this one git process; none
+        for a repo over HTTPS on a machine the egress proxy serves (it adds them on the way
+        out: the machine never holds them)."""
+        if not repo.has_credentials or (proxied_repo(repo) and machine.runtime != "gvisor"):
             return dict(_GIT_ENV)
-        sealed = await self.store.repo_secret(instance_id, repo.path)
+        sealed = await self.store.repo_secret(machine.instance_id, repo.path)
         if sealed is None:
             return dict(_GIT_ENV)
         creds = msgspec.json.decode(SecretBox(self.settings.secret_key).decrypt(sealed),

@@ -25,6 +25,7 @@ from controlplane.machine_config import (
     InstanceConfig,
     env_content,
     fan_out,
+    for_machine,
     load_instance_config,
 )
 from controlplane.stage import Stage
@@ -66,7 +67,7 @@ class LiveEnv(Stage):
 
         async def push(m: Machine) -> None:
             life = await self.store.lifecycles.load(m.id, MachineLifecycle)
-            cfg = with_project_env(configs[m.instance_id], life)
+            cfg = with_project_env(for_machine(configs[m.instance_id], m), life)
             await self._push_env_to(m, cfg, cause)
 
         if self.keys is not None:  # one Redis round trip for every machine's key

@@ -20,6 +20,7 @@ from controlplane.consumer import Permanent, Retry
 from controlplane.daemon_client import MachineClient
 from controlplane.machine_config import (
     InstanceConfig,
+    for_machine,
     instance_config,
     push_config,
     with_secrets,
@@ -81,7 +82,8 @@ class SetupPusher(Checkouts):
         inputs = await self.store.stages.setup_inputs(machine.instance_id, machine.id)
         cfg = instance_config(self.settings, inputs.platform_env, inputs.instance_env, inputs.cron,
                               inputs.ssh_keys)  # fmt: skip
-        cfg = await with_secrets(self.store, self.settings, cfg, machine.instance_id)
+        cfg = for_machine(await with_secrets(self.store, self.settings, cfg, machine.instance_id),
+                          machine)  # fmt: skip
         cfg = with_project_env(cfg, await self.store.lifecycles.load(machine.id, MachineLifecycle))
         env_path, env_bytes = await self.push_env(mc, cfg)
         # Debug: machine.setup-pushed says the same, and a line per machine costs at scale.
@@ -114,7 +116,7 @@ class SetupPusher(Checkouts):
         try:
             for repo in repos:
                 try:
-                    await self.clone(mc, repo, await self._git_env(mc, machine.instance_id, repo))
+                    await self.clone(mc, repo, await self._git_env(mc, machine, repo))
                 except Permanent as exc:
                     outcome[repo.path] = str(exc)  # known from now on: the next start goes on
                     if repo.path not in known:

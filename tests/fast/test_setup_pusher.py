@@ -8,10 +8,12 @@ from datetime import timedelta
 import msgspec
 import pytest
 
+from base.dotenv import parse_env_file
 from contracts.consumers import Durable
 from contracts.daemon_rpc import ExecCommandParams
 from contracts.errors import NotFound
 from contracts.events import DaemonStatusReported, MachineFailed, SetupPushed, now
+from contracts.gateway_secrets import MACHINE_PROXY_URL
 from contracts.ids import new_event_id
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import MachineStatus as S
@@ -396,8 +398,10 @@ async def test_an_unreachable_daemon_is_retried_then_fails_at_setup(world: World
 
 
 async def test_git_credentials_go_through_askpass_never_argv(world: World) -> None:
+    """Over plain HTTP (no proxy adds them there), the token reaches git's environment only."""
     secret = "ghp_s3cret-token"
-    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app",
+    url = URL.replace("https://", "http://")
+    machine = await booting(world, repos=[Repo(url=url, branch="main", path="src/app",
                                                has_credentials=True)])  # fmt: skip
     creds = GitCredentials(username="bot", token=secret)
     sealed = world.box.encrypt(msgspec.json.encode(creds).decode())
@@ -414,6 +418,34 @@ async def test_git_credentials_go_through_askpass_never_argv(world: World) -> No
     assert clone.env == {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": m.path("~/.fleet/git-askpass"),
                          "FLEET_GIT_USERNAME": "bot", "FLEET_GIT_PASSWORD": secret}  # fmt: skip
     assert all(secret not in f.content for f in m.files.values())
+
+
+async def test_a_private_repo_over_https_is_cloned_with_no_token_in_the_machine(
+    world: World,
+) -> None:
+    """The egress proxy adds its credentials on the way out (services/provisioner/
+    secrets_proxy.py): the clone gets no token, and the machine goes out through the proxy,
+    trusting its instance's CA."""
+    secret = "ghp_s3cret-token"
+    machine = await booting(world, repos=[Repo(url=URL, branch="main", path="src/app",
+                                               has_credentials=True)])  # fmt: skip
+    creds = GitCredentials(username="bot", token=secret)
+    sealed = world.box.encrypt(msgspec.json.encode(creds).decode())
+    await world.store.set_repo_secret(machine.instance_id, "src/app", sealed)
+    await world.bus.publish(report(machine.id))
+    await world.bus.settle()
+
+    m = world.daemons[machine.id]
+    [clone] = [c for c in m.commands if "clone" in c.command]
+    assert clone.env == {"GIT_TERMINAL_PROMPT": "0"}
+    env = parse_env_file(m.file("~/.fleet/.env").content)
+    assert env["HTTPS_PROXY"] == MACHINE_PROXY_URL
+    assert env["GIT_SSL_CAINFO"] == m.path("~/.fleet/ca.pem")
+    ca = await world.store.secrets.ca(machine.instance_id)
+    assert ca is not None
+    assert ca.cert_pem in m.file("~/.fleet/ca.pem").content
+    assert all(secret not in f.content for f in m.files.values())
+    assert all(secret not in " ".join(c.command) + str(c.env) for c in m.commands)
 
 
 async def test_values_and_repos_stored_before_todays_rules_fail_setup_by_name(
