@@ -47,6 +47,7 @@ from contracts.gateway_machines import MACHINE_METHODS
 from contracts.gateway_network import INSTANCES_GET_NETWORK_POLICY, NETWORK_METHODS
 from contracts.gateway_people import INSTANCES_MEMBERS, PEOPLE_METHODS, USERS_LIST
 from contracts.gateway_runtime import INSTANCES_GET_RUNTIME, RUNTIME_METHODS
+from contracts.gateway_secrets import SECRETS_LIST, SECRETS_METHODS
 from contracts.gateway_sessions import SESSION_METHODS, SESSIONS_LIST
 from contracts.gateway_ssh import SSH_METHODS
 from contracts.gateway_stop import INSTANCES_GET_AUTOSTOP, STOP_METHODS
@@ -269,6 +270,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *AUDIT_METHODS,
     *PEOPLE_METHODS,
     *CODE_METHODS,
+    *SECRETS_METHODS,
 )
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).
@@ -307,6 +309,7 @@ READ_ONLY_METHODS: frozenset[str] = frozenset(
         CODEMODE_LIST,
         CODEMODE_DESCRIBE,
         CODEMODE_BRIDGES_LIST,
+        SECRETS_LIST,
         SESSIONS_LIST,
         # machines.readFile is not here: a file read is a transfer, and recorded as one.
         MACHINES_LIST_DIR,

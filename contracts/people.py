@@ -89,6 +89,8 @@ METHOD_SCOPES: Final[dict[str, str]] = {
     "machines.code.run": _X, "machines.code.createContext": _X,
     "machines.code.listContexts": _X, "machines.code.restartContext": _X,
     "machines.code.deleteContext": _X, "machines.code.interrupt": _X,
+    # A secret is a credential the platform uses on the instance's behalf: its owner's to give.
+    "secrets.set": _A, "secrets.delete": _A, "secrets.list": ENV_READ,
 }  # fmt: skip
 
 

@@ -26,6 +26,7 @@ METHOD_GROUPS = (
     "machines",
     "repos",
     "rpc",
+    "secrets",
     "sessions",
     "snapshots",
     "tokens",

@@ -137,6 +137,17 @@ from contracts.gateway_runtime import (
     InstanceRuntime,
     SetRuntimeParams,
 )
+from contracts.gateway_secrets import (
+    SECRETS_DELETE,
+    SECRETS_LIST,
+    SECRETS_SET,
+    SecretDeleted,
+    SecretInfo,
+    SecretList,
+    SecretListParams,
+    SecretRef,
+    SetSecretParams,
+)
 from contracts.gateway_sessions import (
     SESSIONS_CLOSE,
     SESSIONS_LIST,
@@ -731,3 +742,34 @@ class GatewayMethods:
         """Interrupt what runs in a context (SIGINT, as Jupyter does); its state is kept."""
         params = new_params(MachineContextRef, context_id=context_id, machine_id=machine_id)
         return await self.call(MACHINES_CODE_INTERRUPT, params)
+
+    async def secrets_set(
+        self,
+        instance_id: str,
+        name: str,
+        value: str,
+        hosts: list[str],
+        *,
+        header: str = "Authorization",
+        format: str = "Bearer {value}",
+    ) -> SecretInfo:
+        """Add or replace a secret the egress proxy adds to requests to its hosts."""
+        params = new_params(
+            SetSecretParams,
+            instance_id=instance_id,
+            name=name,
+            value=value,
+            hosts=hosts,
+            header=header,
+            format=format,
+        )
+        return await self.call(SECRETS_SET, params)
+
+    async def secrets_list(self, instance_id: str) -> SecretList:
+        """An instance's secrets: names, hosts, header and format, never values."""
+        return await self.call(SECRETS_LIST, new_params(SecretListParams, instance_id=instance_id))
+
+    async def secrets_delete(self, instance_id: str, name: str) -> SecretDeleted:
+        """Delete a secret: it stops at once."""
+        params = new_params(SecretRef, instance_id=instance_id, name=name)
+        return await self.call(SECRETS_DELETE, params)

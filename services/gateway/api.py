@@ -112,6 +112,7 @@ from services.gateway.people_ops import PeopleOps, may_see
 from services.gateway.ports_ops import PortOps
 from services.gateway.rate_limits import CallLimits
 from services.gateway.runtime_ops import RuntimeOps, check_root, root_exec
+from services.gateway.secrets_ops import SecretOps
 from services.gateway.sessions_ops import SessionOps
 from services.gateway.stop_ops import StopOps
 from services.gateway.tickets import EventTickets
@@ -192,6 +193,7 @@ class GatewayApi:
         self.people = PeopleOps(store, self.tokens, self.settings)
         self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
         self.code = CodeOps(access=self.access, daemons=daemons, bus=bus)
+        self.secrets = SecretOps(store=store, bus=bus, box=box, access=self.access)
 
     @cached_property
     def _openrpc(self) -> OpenRpcDocument:
@@ -467,7 +469,7 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     r = Router[Caller]()
     r.collect(api, ops, api.exec_streams, api.ports, api.machine_limits, api.environments,
               api.env_builds, api.network, api.hosts, api.stops, api.runtimes, api.forks,
-              api.people, api.codemode, api.sessions, api.code)  # fmt: skip
+              api.people, api.codemode, api.sessions, api.code, api.secrets)  # fmt: skip
     return scoped(rated(r, api.limits))
 
 

@@ -157,6 +157,9 @@ def samples(i: str, m: str, snapshot: str, token: str) -> dict[str, Sample]:
         "machines.code.restartContext": Sample({**mm, "contextId": "c1"}),
         "machines.code.deleteContext": Sample({**mm, "contextId": "c1"}),
         "machines.code.interrupt": Sample({**mm, "contextId": "c1"}),
+        "secrets.set": Sample({**im, "name": "API_KEY", "value": "v",
+                               "hosts": ["api.example.com"]}),
+        "secrets.list": Sample(im), "secrets.delete": Sample({**im, "name": "API_KEY"}),
     }  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from contracts import (
     gateway_people,
     gateway_rpc,
     gateway_runtime,
+    gateway_secrets,
     gateway_sessions,
     gateway_ssh,
     gateway_stop,
@@ -60,6 +61,7 @@ SPEC_MODULES = (
     gateway_people,
     audit,
     gateway_code,
+    gateway_secrets,
 )
 #: FleetClient's modules: the generated methods, and the hand-written ones bound to it.
 CLIENT_MODULES = (client, client_calls, client_streams, client_generated)

@@ -515,6 +515,24 @@ export interface RunResult {
   logs?: Array<string>;
 }
 
+export interface SecretDeleted {
+  deleted: boolean;
+}
+
+/** A secret as anyone may see it: never its value. */
+export interface SecretInfo {
+  name: string;
+  hosts: Array<string>;
+  header: string;
+  format: string;
+  uses?: number;
+  lastUsedAt?: string | null;
+}
+
+export interface SecretList {
+  secrets: Array<SecretInfo>;
+}
+
 export interface SessionClosed {
   closed: boolean;
 }
@@ -1147,6 +1165,27 @@ export interface MachinesCodeInterruptParams {
   machineId: string;
 }
 
+/** `secrets.set`'s params. */
+export interface SecretsSetParams {
+  instanceId: string;
+  name: string;
+  value: string;
+  hosts: Array<string>;
+  header?: string;
+  format?: string;
+}
+
+/** `secrets.list`'s params. */
+export interface SecretsListParams {
+  instanceId: string;
+}
+
+/** `secrets.delete`'s params. */
+export interface SecretsDeleteParams {
+  instanceId: string;
+  name: string;
+}
+
 /** Every method of the gateway: its params and its result. */
 export interface Methods {
   /**
@@ -1671,6 +1710,24 @@ export interface Methods {
    * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700.
    */
   "machines.code.interrupt": { params: MachinesCodeInterruptParams; result: ContextInterrupted };
+  /**
+   * Add or replace a secret the egress proxy adds to requests to its hosts.
+   *
+   * Errors: 1004, 1003, -32602.
+   */
+  "secrets.set": { params: SecretsSetParams; result: SecretInfo };
+  /**
+   * An instance's secrets: names, hosts, header and format, never values.
+   *
+   * Errors: 1004, 1003.
+   */
+  "secrets.list": { params: SecretsListParams; result: SecretList };
+  /**
+   * Delete a secret: it stops at once.
+   *
+   * Errors: 1004, 1003.
+   */
+  "secrets.delete": { params: SecretsDeleteParams; result: SecretDeleted };
 }
 
 /** A method's name. */
@@ -1765,6 +1822,9 @@ export const METHOD_NAMES = [
   "machines.code.restartContext",
   "machines.code.deleteContext",
   "machines.code.interrupt",
+  "secrets.set",
+  "secrets.list",
+  "secrets.delete",
 ] as const satisfies readonly MethodName[];
 
 // --- events: what GET /events streams, discriminated by `type` ---

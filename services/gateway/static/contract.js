@@ -90,6 +90,9 @@ export const METHODS = Object.freeze({
   MACHINES_CODE_RESTART_CONTEXT: "machines.code.restartContext",
   MACHINES_CODE_DELETE_CONTEXT: "machines.code.deleteContext",
   MACHINES_CODE_INTERRUPT: "machines.code.interrupt",
+  SECRETS_SET: "secrets.set",
+  SECRETS_LIST: "secrets.list",
+  SECRETS_DELETE: "secrets.delete",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
