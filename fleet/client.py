@@ -18,20 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import weakref
 from collections.abc import AsyncGenerator, Collection
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-import aiohttp
-
-from contracts.errors import (
-    ERROR_HEADER,
-    FleetError,
-    NotFound,
-    Unauthorized,
-    Unavailable,
-    error_from_http,
-)
+from contracts.errors import FleetError, NotFound, Unavailable
 from contracts.events import Event, decode_machine_event, kind_of
 from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
 from contracts.models import Machine
@@ -44,9 +35,22 @@ from fleet import (
 )
 from fleet.cli_defaults import DEFAULT_URL
 from fleet.client_generated import GatewayMethods
-from fleet.client_retry import ConnectionFailed, StreamResumes
+from fleet.client_retry import StreamResumes
 from fleet.machine import MachineHandle, MachineNotReady
 from fleet.sse_reader import check_stream, sse_messages
+from fleet.transport import (
+    ConnectionFailed,
+    HttpTransport,
+    StreamCut,
+    Timeout,
+    Transport,
+    http_error,
+    refused,
+)
+from fleet.transport_mock import MockTransport, Request, Response
+
+if TYPE_CHECKING:
+    import aiohttp
 
 #: ``events(follow=False)``: the stored events are over once the stream is this quiet.
 DEFAULT_IDLE_S = 5.0
@@ -84,15 +88,25 @@ class FleetClient(GatewayMethods):
     upload = transfer.upload
     download = transfer.download
 
-    def __init__(self, url: str = DEFAULT_URL, token: str = "", *, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str = "",
+        *,
+        timeout_s: float = 60.0,
+        transport: Transport | None = None,
+    ) -> None:
+        """``transport``: what the requests go through (``fleet.transport``); by default an
+        ``HttpTransport`` to ``url`` whose calls wait ``timeout_s`` at most. The client closes
+        it when it closes."""
         self.url = url.rstrip("/")
         self._token = token
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        if transport is None:
+            transport = HttpTransport(url, token, timeout_s=timeout_s)
+        self.transport: Transport = transport
+        #: What each request carries (a transport holds no credentials).
+        self.headers = {"Authorization": f"Bearer {token}"}
         self._ids = itertools.count(1)
-        #: Terminals and tunnels still open: closed with the client (their connections are
-        #: the session's, and a socket left to the garbage collector is a ResourceWarning).
-        self._websockets: weakref.WeakSet[aiohttp.ClientWebSocketResponse] = weakref.WeakSet()
 
     async def __aenter__(self) -> FleetClient:
         return self
@@ -103,11 +117,12 @@ class FleetClient(GatewayMethods):
         await self.close()
 
     async def close(self) -> None:
-        for ws in list(self._websockets):
-            await ws.close()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self.transport.aclose()
+
+    def _http(self, what: str) -> HttpTransport:
+        if not isinstance(self.transport, HttpTransport):
+            raise TypeError(f"{what} needs an HttpTransport, not {type(self.transport).__name__}")
+        return self.transport
 
     async def websocket(
         self,
@@ -118,67 +133,29 @@ class FleetClient(GatewayMethods):
         close_timeout_s: float = 10.0,
     ) -> aiohttp.ClientWebSocketResponse:
         """A WebSocket to the gateway's ``path`` (a terminal, a tunnel), closed with the
-        client if its caller has not closed it; a refusal is the route's error."""
-        timeout = aiohttp.ClientWSTimeout(ws_close=close_timeout_s)
-        try:
-            ws = await self.session.ws_connect(
-                self.url + path, heartbeat=heartbeat, max_msg_size=max_msg_size, timeout=timeout
-            )
-        except aiohttp.WSServerHandshakeError as exc:  # refused: the error is in a header
-            header = exc.headers.get(ERROR_HEADER) if exc.headers else None
-            raise self.http_error(exc.status, b"", header) from None
-        except aiohttp.ClientConnectionError as exc:
-            raise self._unreachable(exc) from None
-        self._websockets.add(ws)
-        return ws
+        client if its caller has not closed it; a refusal is the route's error. Over HTTP
+        only: a socket is not a request and an answer (``HttpTransport.websocket``)."""
+        return await self._http("a WebSocket").websocket(
+            path, heartbeat=heartbeat, max_msg_size=max_msg_size, close_timeout_s=close_timeout_s
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {self._token}"}, timeout=self._timeout
-            )
-        return self._session
-
-    def _unreachable(self, exc: Exception) -> ConnectionFailed:
-        return ConnectionFailed(
-            f"cannot reach fleetd at {self.url} ({exc}); start fleetd with `./run up` "
-            "(or `fleet up`), or point FLEET_URL / --url at a running gateway",
-            sent=not isinstance(exc, aiohttp.ClientConnectorError),
-        )
-
-    def _refused(self) -> Unauthorized:
-        return Unauthorized(
-            f"the gateway at {self.url} refused the access token (HTTP 401); "
-            "set FLEET_TOKEN or pass --token"
-        )
+        """The ``HttpTransport``'s aiohttp session (for a route the client has no method for)."""
+        return self._http("session").session
 
     def http_error(self, status: int, body: bytes = b"", header: str | None = None) -> FleetError:
         """The error of any route's HTTP error answer (contracts.errors.error_from_http), in
         the same words whichever route it came from."""
-        return self._refused() if status == 401 else error_from_http(status, body, header)
+        return http_error(self.url, status, body, header)
 
     async def _call_once(
         self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
     ) -> R:
         """One request (``call``, ``fleet/client_retry.py``'s, retries Unavailable)."""
         body = encode_call(spec, params, next(self._ids))
-        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else self._timeout
-        try:
-            async with self.session.post(
-                f"{self.url}/rpc",
-                data=body,
-                timeout=timeout,
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                data = await resp.read()
-                if resp.status == 401:
-                    raise self._refused()
-                if resp.content_type != "application/json":
-                    raise self.http_error(resp.status, b"", resp.headers.get(ERROR_HEADER))
-        except aiohttp.ClientConnectionError as exc:
-            raise self._unreachable(exc) from None
-        return decode_result(spec, data)
+        answer = await self.transport.rpc(body, headers=self.headers, timeout_s=timeout_s)
+        return decode_result(spec, answer)
 
     def machine(self, machine_id: str) -> MachineHandle:
         """This client, bound to one machine."""
@@ -227,7 +204,7 @@ class FleetClient(GatewayMethods):
                         event = decode_machine_event(data)
                         if wanted is None or kind_of(event).value in wanted:
                             yield seq, event
-            except aiohttp.ClientPayloadError:
+            except StreamCut:
                 # The gateway's side ended mid-stream (it died behind a balancer): resume
                 # after `last`, as for an overflow, a bounded number of times in a row.
                 await resumes.cut()
@@ -243,22 +220,19 @@ class FleetClient(GatewayMethods):
     ) -> AsyncGenerator[tuple[int, bytes | None], None]:
         """One GET /events: (sequence, event JSON), or (sequence, None) for an overflow."""
         query = {
-            k: v for k, v in {"machineId": machine_id, "since": since}.items() if v is not None
+            k: str(v) for k, v in {"machineId": machine_id, "since": since}.items() if v is not None
         }
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-        try:
-            async with self.session.get(
-                f"{self.url}/events", params=query, timeout=timeout
-            ) as resp:
-                if resp.status == 401:
-                    raise self._refused()
-                await check_stream(resp)
-                async for message in sse_messages(
-                    resp.content, idle_s, stop_caught_up=idle_s is not None
-                ):
-                    yield message
-        except aiohttp.ClientConnectionError as exc:
-            raise self._unreachable(exc) from None
+        timeout = Timeout(total=None, read=None)
+        async with self.transport.request(
+            "GET", "/events", headers=self.headers, query=query, timeout=timeout
+        ) as resp:
+            if resp.status == 401:
+                raise refused(self.url)
+            await check_stream(resp)
+            async for message in sse_messages(
+                resp.content, idle_s, stop_caught_up=idle_s is not None
+            ):
+                yield message
 
     async def wait_for(
         self, machine_id: str, statuses: Collection[str], timeout_s: float = 120.0
@@ -277,4 +251,15 @@ class FleetClient(GatewayMethods):
         raise TimeoutError(f"machine {machine_id} never reached {sorted(wanted)}")
 
 
-__all__ = ["ConnectionFailed", "FleetClient", "MachineHandle", "MachineNotReady"]
+__all__ = [
+    "ConnectionFailed",
+    "FleetClient",
+    "HttpTransport",
+    "MachineHandle",
+    "MachineNotReady",
+    "MockTransport",
+    "Request",
+    "Response",
+    "StreamCut",
+    "Transport",
+]

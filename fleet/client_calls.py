@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-import aiohttp
 import msgspec
 
 from contracts import (
@@ -38,6 +37,8 @@ from contracts.people import Scope
 from contracts.rpc_params import invalid_params
 
 if TYPE_CHECKING:  # the client binds these
+    import aiohttp
+
     from fleet.client import FleetClient
 
 

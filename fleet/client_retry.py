@@ -1,7 +1,8 @@
 """``FleetClient.call``: one request, sent again while the gateway answers ``Unavailable``
 (its store or bus is failing over), with the one backoff rule, a bounded number of times.
 
-``FleetClient`` binds ``call`` as its method, and provides ``_call_once``, the plain request.
+``FleetClient`` binds ``call`` as its method, and provides ``_call_once``, the plain request
+(through its transport, which raises ``ConnectionFailed``: kept importable from here).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import structlog
 from base.backoff import backoff_s
 from contracts.errors import FleetError, Unavailable
 from contracts.jsonrpc import MethodSpec, P, R
+from fleet.transport import ConnectionFailed
 
 if TYPE_CHECKING:  # the client binds ``call``
     from fleet.client import FleetClient
@@ -24,16 +26,6 @@ log = structlog.get_logger(__name__)
 #: ``retryAfterMs`` (1 s) doubling from 0.25 s up to 5 s, about 20 s in all, longer than a
 #: sentinel failover (2 s to call the primary down, then an election) or a JetStream election.
 UNAVAILABLE_TRIES = 8
-
-
-class ConnectionFailed(Exception):
-    """The gateway could not be reached, or the connection broke before its answer."""
-
-    def __init__(self, message: str, *, sent: bool = False) -> None:
-        super().__init__(message)
-        #: The request may have reached the gateway (the connection broke after it was sent,
-        #: not refused): it may have run, and only its answer was lost.
-        self.sent = sent
 
 
 async def call(

@@ -19,13 +19,13 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
 import msgspec
 
 from contracts import codemode as cm, daemon_code as dc, gateway_code as gc, gateway_live as live
 from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, OutputChunk
 from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
 from contracts.jsonrpc import MethodSpec, Params, decode_result, encode_call, new_params
+from fleet.transport import Body, Timeout
 
 if TYPE_CHECKING:  # the client binds these
     from fleet.client import FleetClient
@@ -87,23 +87,22 @@ async def rpc_stream(
     """``spec`` POSTed to ``RPC_STREAM_PATH``: each ``output`` event decoded by ``part`` as it
     comes, then the answer (``wait`` seconds, and a margin, for it all)."""
     body = encode_call(spec, params, next(self._ids))
-    timeout = aiohttp.ClientTimeout(total=wait + _MARGIN_S, sock_read=None)
-    try:
-        url, headers = f"{self.url}{live.RPC_STREAM_PATH}", {"Content-Type": "application/json"}
-        async with self.session.post(url, data=body, timeout=timeout, headers=headers) as resp:
-            if resp.content_type != "text/event-stream":  # an error before the stream
-                body = await resp.read()
-                if resp.status == 200:  # a JSON-RPC answer: its error
-                    decode_result(spec, body)
-                raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
-            async for event, data in sse_events(resp.content):
-                if event == live.SSE_OUTPUT:
-                    yield part.decode(data)
-                elif event == live.SSE_RESULT:
-                    yield decode_result(spec, data)
-                    return
-    except aiohttp.ClientConnectionError as exc:
-        raise self._unreachable(exc) from None
+    timeout = Timeout(total=wait + _MARGIN_S, read=None)
+    headers = {**self.headers, "Content-Type": "application/json"}
+    async with self.transport.request(
+        "POST", live.RPC_STREAM_PATH, headers=headers, body=body, timeout=timeout
+    ) as resp:
+        if resp.content_type != "text/event-stream":  # an error before the stream
+            body = await resp.read()
+            if resp.status == 200:  # a JSON-RPC answer: its error
+                decode_result(spec, body)
+            raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
+        async for event, data in sse_events(resp.content):
+            if event == live.SSE_OUTPUT:
+                yield part.decode(data)
+            elif event == live.SSE_RESULT:
+                yield decode_result(spec, data)
+                return
     raise FleetError("the stream ended without a result")
 
 
@@ -118,9 +117,13 @@ async def code_stream(
     """The run's events as they happen (``POST /codemode/run``), then its result."""
     params = new_params(cm.RunParams, code=code, machine_id=machine_id,
                         instance_id=instance_id, timeout_s=timeout_s)  # fmt: skip
-    timeout = aiohttp.ClientTimeout(total=timeout_s + 30)
-    async with self.session.post(
-        self.url + cm.RUN_STREAM_PATH, data=msgspec.json.encode(params), timeout=timeout
+    timeout = Timeout(total=timeout_s + 30)
+    async with self.transport.request(
+        "POST",
+        cm.RUN_STREAM_PATH,
+        headers=self.headers,
+        body=msgspec.json.encode(params),
+        timeout=timeout,
     ) as resp:
         if resp.content_type == "application/json":
             raise error_from_http(resp.status, await resp.read())
@@ -131,7 +134,7 @@ async def code_stream(
             yield _EVENT.decode(body)
 
 
-async def sse_events(content: aiohttp.StreamReader) -> AsyncGenerator[tuple[str, bytes], None]:
+async def sse_events(content: Body) -> AsyncGenerator[tuple[str, bytes], None]:
     """(event name, data) of each server-sent event; comments (keepalives) skipped."""
     kind, data = "message", list[bytes]()
     # An event's data is one line: a code run's answer holds a whole NATS message (its images).

@@ -18,19 +18,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import aiohttp
 import msgspec
 
 from contracts.daemon_files import FILE_CHUNK, Uploaded
 from contracts.errors import ERROR_HEADER, TransferAborted
 from contracts.gateway_files import files_url
+from fleet.transport import Answer, StreamCut, Timeout
 
 if TYPE_CHECKING:  # the client binds these
     from fleet.client import FleetClient
 
 _UPLOADED = msgspec.json.Decoder(Uploaded)
 #: A transfer may take long; only a stall this long fails it.
-_STALL = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+_STALL = Timeout(total=None, connect=30, read=120)
 
 
 class Downloaded(msgspec.Struct, rename="camel", kw_only=True):
@@ -47,15 +47,13 @@ async def upload(
     st = os.stat(local)
     digest = hashlib.sha256()
     query = {"mode": f"{mode if mode is not None else stat.S_IMODE(st.st_mode):o}"}
-    headers = {"Content-Length": str(st.st_size), "Content-Type": "application/octet-stream"}
-    url = self.url + files_url(machine_id, remote)
-    try:
-        async with self.session.put(url, data=_chunks(Path(local), digest), params=query,
-                                    headers=headers, timeout=_STALL) as resp:  # fmt: skip
-            body = await resp.read()
-            _check(self, resp, body)
-    except aiohttp.ClientConnectionError as exc:
-        raise self._unreachable(exc) from None
+    headers = {**self.headers, "Content-Length": str(st.st_size),
+               "Content-Type": "application/octet-stream"}  # fmt: skip
+    async with self.transport.request("PUT", files_url(machine_id, remote), headers=headers,
+                                      body=_chunks(Path(local), digest), query=query,
+                                      timeout=_STALL) as resp:  # fmt: skip
+        body = await resp.read()
+        _check(self, resp, body)
     done = _UPLOADED.decode(body)
     if done.sha256 != digest.hexdigest() or done.size != st.st_size:
         raise TransferAborted(f"{remote}: the machine wrote {done.size} bytes, SHA-256 "
@@ -70,9 +68,10 @@ async def download(
     """The machine's file at ``remote`` into ``local`` (a file path), with its mode."""
     target = Path(local)
     tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.fleet-download")
-    url = self.url + files_url(machine_id, remote)
+    path = files_url(machine_id, remote)
     try:
-        async with self.session.get(url, timeout=_STALL, read_bufsize=_IO_BYTES) as resp:
+        async with self.transport.request("GET", path, headers=self.headers, timeout=_STALL,
+                                          read_ahead=_IO_BYTES) as resp:  # fmt: skip
             if resp.status != 200:
                 _check(self, resp, await resp.read())
             mode = int(resp.headers.get("X-Fleet-Mode", "644"), 8)
@@ -80,9 +79,7 @@ async def download(
         if resp.content_length is not None and size != resp.content_length:
             raise TransferAborted(f"{remote}: {size} of {resp.content_length} bytes came")
         os.replace(tmp, target)
-    except aiohttp.ClientConnectionError as exc:
-        raise self._unreachable(exc) from None
-    except aiohttp.ClientPayloadError as exc:  # the gateway cut the body short
+    except StreamCut as exc:  # the gateway cut the body short
         raise TransferAborted(f"{remote}: the download broke off: {exc}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -90,7 +87,7 @@ async def download(
     return Downloaded(path=str(target), size=size, sha256=sha, mode=mode)
 
 
-def _check(self: FleetClient, resp: aiohttp.ClientResponse, body: bytes) -> None:
+def _check(self: FleetClient, resp: Answer, body: bytes) -> None:
     if resp.status not in (200, 201):
         raise self.http_error(resp.status, body, resp.headers.get(ERROR_HEADER))
 
@@ -112,7 +109,7 @@ def _read_hashed(f: BinaryIO, digest: hashlib._Hash) -> bytes:
     return data
 
 
-async def _save(resp: aiohttp.ClientResponse, tmp: Path, mode: int) -> tuple[int, str]:
+async def _save(resp: Answer, tmp: Path, mode: int) -> tuple[int, str]:
     digest, size = hashlib.sha256(), 0
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as f:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-import aiohttp
 import msgspec
 
 from contracts import sse
 from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
+from fleet.transport import Answer, Body
 
 
 async def sse_messages(
-    content: aiohttp.StreamReader, idle_s: float | None, *, stop_caught_up: bool = False
+    content: Body, idle_s: float | None, *, stop_caught_up: bool = False
 ) -> AsyncGenerator[tuple[int, bytes | None], None]:
     """Server-sent event messages: (id, data); (id, None) for ``event: overflow``, which ends
     the stream. With ``idle_s``, the stream also ends after that long without a line; with
@@ -63,7 +63,7 @@ def _stream_error(data: bytes) -> FleetError:
     return error_from_wire(wire)
 
 
-async def check_stream(resp: aiohttp.ClientResponse) -> None:
+async def check_stream(resp: Answer) -> None:
     """A GET /events answer that is not a stream, as its error: ``Unavailable`` (503, the
     gateway's bus or store failing over) as itself, for the caller to reopen it later."""
     if resp.status == 200:

@@ -1,6 +1,7 @@
 """``FleetClient`` on the gateway's dispatcher in memory: the fast layer's client.
 
-Each call goes the way ``POST /rpc`` takes it, minus the socket: the bearer secret is resolved
+Each call goes the way ``POST /rpc`` takes it, minus the socket (the client's public
+``MockTransport``, answered by ``InMemoryGateway.handle``): the bearer secret is resolved
 to a caller by the gateway's own ``caller_resolver`` (a secret it does not know is
 ``Unauthorized``, as the client reads a 401; no secret at all is refused too, where
 ``POST /rpc`` would still serve its public methods), then the JSON body is handled by the same
@@ -11,11 +12,11 @@ headers, the bad-secret budget) is the integration tests' part.
 
 from __future__ import annotations
 
-from contracts.jsonrpc import Dispatcher, MethodSpec, P, R, decode_result, encode_call
+from contracts.jsonrpc import Dispatcher
 from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
-from fleet.client import FleetClient
+from fleet.client import FleetClient, MockTransport, Request, Response
 from services.gateway.access import Caller
 from services.gateway.callers import CallerResolver, caller_resolver
 
@@ -34,23 +35,18 @@ class InMemoryGateway:
             settings.admin_token, TokenStore(store), store, settings.revocation_round_s
         )
 
-    def client(self, token: str | None = None) -> InMemoryClient:
+    def client(self, token: str | None = None) -> FleetClient:
         """A client with this bearer secret (by default the operator's admin token)."""
-        return InMemoryClient(self, self.settings.admin_token if token is None else token)
+        secret = self.settings.admin_token if token is None else token
+        return FleetClient(URL, secret, transport=MockTransport(self.handle, url=URL))
 
-
-class InMemoryClient(FleetClient):
-    def __init__(self, gateway: InMemoryGateway, token: str) -> None:
-        super().__init__(URL, token)
-        self.gateway = gateway
-
-    async def _call_once(
-        self, spec: MethodSpec[P, R], params: P, *, timeout_s: float | None = None
-    ) -> R:
-        caller = await self.gateway.resolve(self._token)
+    async def handle(self, request: Request) -> Response:
+        """``POST /rpc`` as the gateway answers it; no other route is served here (404)."""
+        if (request.method, request.path) != ("POST", "/rpc"):
+            return Response(404)
+        caller = await self.resolve(request.token)
         if caller is None:
-            raise self._refused()
-        body = encode_call(spec, params, next(self._ids))
-        answer = await self.gateway.dispatcher.handle(body, caller)
+            return Response(401)
+        answer = await self.dispatcher.handle(request.body, caller)
         assert answer is not None, "a call (it has an id) always gets an answer"
-        return decode_result(spec, answer)
+        return Response.of_json(answer)

@@ -14,7 +14,7 @@ import pytest
 from contracts.errors import Forbidden, NotFound, Unauthorized
 from controlplane.store import Store
 from fleet.client import FleetClient
-from tests.fakes.client import InMemoryClient, InMemoryGateway
+from tests.fakes.client import InMemoryGateway
 from tests.fast.conftest import World
 
 #: Every call an instance token must not make: on another instance ("b"), on the platform, or
@@ -34,7 +34,7 @@ ATTACKS = [
 ]
 
 
-async def scoped(fleet: FleetClient, gateway: InMemoryGateway) -> tuple[InMemoryClient, str, str]:
+async def scoped(fleet: FleetClient, gateway: InMemoryGateway) -> tuple[FleetClient, str, str]:
     """(a client holding a token for instance A, A's id, another instance B's id)."""
     a = await fleet.create_instance("a")
     b = await fleet.create_instance("b")
