@@ -25,6 +25,7 @@ from fleet import (
     cli_machines,
     cli_people,
     cli_records,
+    cli_secrets,
 )
 from fleet.cli_common import (
     EXIT_API,
@@ -91,6 +92,7 @@ def _parser() -> Parser:
     cli_env_builds.register(sub)
     cli_audit.register(sub)
     cli_people.register(sub)
+    cli_secrets.register(sub)
     cli_call.register(sub)
     return p
 
