@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from base.dotenv import build_env_file, render
+from base.dotenv import build_env_file, proxy_and_ca_vars, render
 from contracts import machine_files as mf
 from contracts.daemon_rpc import WriteFileParams, WriteFileResult
 from contracts.errors import FleetError
@@ -147,10 +147,25 @@ def cron_json(table: CronTable) -> str:
     return _CRON_ENCODER.encode(table).decode() + "\n"
 
 
+def proxy_url(settings: Settings) -> str:
+    """Where a proxied machine's HTTP clients go: the configured proxy, else the platform's
+    egress proxy in the machine's own namespace."""
+    return settings.egress_proxy or MACHINE_PROXY_URL
+
+
+def git_env(settings: Settings) -> dict[str, str]:
+    """What a git command the platform runs in a proxied machine needs to go through the
+    egress proxy and trust its instance's CA (the .env's own lines are not in its
+    environment); git expands the ``~`` of a config path."""
+    return {**proxy_and_ca_vars(egress_proxy=proxy_url(settings), no_proxy=settings.no_proxy),
+            "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.sslCAInfo",
+            "GIT_CONFIG_VALUE_0": "~/" + mf.CA_FILE}  # fmt: skip
+
+
 def env_content(cfg: InstanceConfig, settings: Settings, ca_path: str | None) -> str:
     """The .env: a secret's variable holds its placeholder, never its value, and a machine of
     an instance with secrets goes out through the egress proxy."""
-    proxy = settings.egress_proxy or (MACHINE_PROXY_URL if cfg.proxied else "")
+    proxy = proxy_url(settings) if cfg.proxied else settings.egress_proxy
     return build_env_file(
         cfg.platform_env,
         {**cfg.instance_env, **{name: placeholder(name) for name in cfg.secrets}},

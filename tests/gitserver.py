@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -28,13 +29,18 @@ class GitHttpServer:
     #: Where it listens (a docker machine reaches the host on its network's gateway only).
     host: str = "127.0.0.1"
     seen: list[str] = field(default_factory=list)
+    #: Served over HTTPS with this context (None: plain HTTP).
+    tls: ssl.SSLContext | None = None
+    #: Each request's Authorization header (None: none sent).
+    authorizations: list[str | None] = field(default_factory=list)
     _runner: web.AppRunner | None = None
 
     def url(self, name: str) -> str:
-        return f"http://{self.host}:{self.port}/{name}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/{name}"
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.seen.append(request.path_qs)
+        self.authorizations.append(request.headers.get("Authorization"))
         if self.username is not None:
             expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             if request.headers.get("Authorization") != f"Basic {expected}":
@@ -67,7 +73,7 @@ class GitHttpServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self.port = await start_site(self._runner, self.host)
+        self.port = await start_site(self._runner, self.host, self.tls)
         return self
 
     async def __aexit__(

@@ -4,14 +4,18 @@ or a proxy in front of the gateway), stopped when the block ends."""
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 
-async def start_site(runner: web.AppRunner, host: str = "127.0.0.1") -> int:
-    """``runner`` (set up) served on ``host`` at a port the kernel gives; that port."""
-    site = web.TCPSite(runner, host, 0)
+async def start_site(
+    runner: web.AppRunner, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None
+) -> int:
+    """``runner`` (set up) served on ``host`` at a port the kernel gives (over TLS with
+    ``ssl_context``); that port."""
+    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
     await site.start()
     return site.port
 

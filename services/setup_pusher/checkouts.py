@@ -37,6 +37,7 @@ from controlplane.failures import fail_machine
 from controlplane.machine_config import (
     REFRESHABLE,
     fan_out,
+    git_env,
     load_instance_config,
     proxied_repo,
 )
@@ -191,7 +192,9 @@ class Checkouts(LiveEnv):
         secret) that answers git's prompts from variables set on this one git process; none
         for a repo over HTTPS on a machine the egress proxy serves (it adds them on the way
         out: the machine never holds them)."""
-        if not repo.has_credentials or (proxied_repo(repo) and machine.runtime != "gvisor"):
+        if proxied_repo(repo) and machine.runtime != "gvisor":
+            return {**_GIT_ENV, **git_env(self.settings)}
+        if not repo.has_credentials:
             return dict(_GIT_ENV)
         sealed = await self.store.repo_secret(machine.instance_id, repo.path)
         if sealed is None:

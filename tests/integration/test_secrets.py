@@ -1,0 +1,223 @@
+"""Secrets that never enter the machine (docs/secrets.md), on real machines of both providers:
+a real HTTPS upstream with a CA of its own (trusted by the platform through
+FLEET_SECRETS_UPSTREAM_CA) on the host's end of the outside host's link
+(tests/integration/egress_outside.py), curl and Python's requests in the machine, a real git
+smart-HTTP server over TLS behind basic auth. The proxy's rules one by one, in memory:
+tests/fast/test_egress_proxy.py."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bench.outside import Outside
+from contracts.gateway_secrets import (
+    MACHINE_PROXY_URL,
+    SECRETS_DELETE,
+    SECRETS_SET,
+    SecretRef,
+    SetSecretParams,
+)
+from contracts.status import MachineStatus
+from controlplane.crypto import SecretBox, generate_secret_key
+from controlplane.secret_ca import leaf, make_ca, server_context
+from controlplane.settings import Settings
+from fleet.client import FleetClient
+from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
+from tests.gitserver import GitHttpServer
+from tests.httpserve import start_site
+from tests.integration.egress_outside import outside
+from tests.integration.test_egress import pip_zip
+
+__all__ = ["docker_gateway", "docker_image", "nats_server", "outside", "remove_containers"]
+pytestmark = pytest.mark.usefixtures("remove_containers")
+
+VALUE = "sk-live-0123456789abcdef"
+TOKEN = "ghp_private-repo-token"
+
+
+@dataclass
+class Upstream:
+    host: str
+    #: An echo server a secret names, and one none names (both TLS, the test CA's).
+    named: int
+    other: int
+    ca_file: Path
+    #: Their server context (the test CA's leaf for ``host``).
+    tls: ssl.SSLContext
+
+
+async def _echo(request: web.Request) -> web.Response:
+    return web.json_response({"authorization": request.headers.get("Authorization")})
+
+
+@pytest.fixture
+def upstream_ca(tmp_path: Path, outside: Outside) -> tuple[Path, ssl.SSLContext]:
+    """The upstreams' own CA (a file the platform trusts) and a server context from it for
+    the host's end of the outside link."""
+    box = SecretBox(generate_secret_key())
+    ca = make_ca("upstream", box)
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "upstream-ca.pem").write_text(ca.cert_pem)
+    return tmp_path / "upstream-ca.pem", server_context(leaf(ca, box, outside.host_address, key),
+                                                        key)  # fmt: skip
+
+
+@pytest.fixture
+def stack_settings(settings: Settings, upstream_ca: tuple[Path, ssl.SSLContext]) -> Settings:
+    return msgspec.structs.replace(settings, secrets_upstream_ca=str(upstream_ca[0]))
+
+
+@pytest.fixture
+async def upstream(
+    outside: Outside, upstream_ca: tuple[Path, ssl.SSLContext]
+) -> AsyncIterator[Upstream]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    named = await start_site(runner, outside.host_address, upstream_ca[1])
+    other = await start_site(runner, outside.host_address, upstream_ca[1])
+    yield Upstream(outside.host_address, named, other, upstream_ca[0], upstream_ca[1])
+    await runner.cleanup()
+
+
+async def _ready(stack: FleetClient, instance_id: str, provider: str) -> str:
+    machine = await stack.create_machine(instance_id, provider)  # type: ignore[arg-type]
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=120)
+    assert done.status is MachineStatus.READY, done.status_reason
+    return machine.id
+
+
+async def _sh(stack: FleetClient, machine_id: str, script: str) -> tuple[int, str]:
+    """``script`` in a shell that read the machine's .env, as a terminal's does."""
+    script = f"set -a; . ~/.fleet/.env; set +a; {script}"
+    got = await stack.exec(machine_id, ["sh", "-c", script], timeout_s=60)
+    return got.exit_code, got.stdout + got.stderr
+
+
+#: Python's requests (pip's own copy: a machine brings no requests), as an SDK uses it: the
+#: .env's proxy and CA variables, the secret's variable as a bearer token. argv: the URL, a
+#: proxy to go through whatever the .env says ("" none), the only CA to trust ("" the .env's).
+FETCH = """
+import json, os, sys
+sys.path.insert(0, "pip.zip")
+from pip._vendor import requests
+url, proxy, ca = sys.argv[1:4]
+headers = {"Authorization": "Bearer " + os.environ.get("API_KEY", "")}
+try:
+    r = requests.get(url, headers=headers, timeout=20, verify=ca or True,
+                     proxies={"https": proxy} if proxy else None)
+    print(json.dumps(r.json()))
+except requests.RequestException as exc:
+    print("refused:", exc)
+"""
+
+
+async def _fetch(
+    stack: FleetClient, machine_id: str, url: str, *, proxy: str = "", ca: str = ""
+) -> dict[str, str | None] | str:
+    """What ``FETCH`` in the machine got: the upstream's answer, or the refusal's text."""
+    code, said = await _sh(stack, machine_id, f"python3 -c '{FETCH}' {url} '{proxy}' '{ca}'")
+    assert code == 0, said
+    return said.removeprefix("refused: ") if said.startswith("refused") else json.loads(said)
+
+
+async def _nowhere(stack: FleetClient, machine_id: str, text: str) -> str:
+    """The files of the machine's home and /tmp and the environments of its processes that
+    hold ``text`` (given to grep in two halves: its own command line must not hold it)."""
+    half = len(text) // 2
+    script = (f"A='{text[:half]}'; B='{text[half:]}'; "
+              'grep -rlsF "$A$B" ~ /tmp /proc/[0-9]*/environ; true')  # fmt: skip
+    return (await _sh(stack, machine_id, script))[1]
+
+
+@pytest.mark.parametrize("provider", ["local", "docker"])
+async def test_a_secret_reaches_its_host_and_never_the_machine(
+    stack: FleetClient, upstream: Upstream, tmp_path: Path, provider: str
+) -> None:
+    named, other = (f"https://{upstream.host}:{p}/v1" for p in (upstream.named, upstream.other))
+    inst = await stack.create_instance("secrets")
+    await stack.set_network_policy(inst.id, allow=[upstream.host])  # the host's own: named
+    await stack.call(SECRETS_SET, SetSecretParams(
+        instance_id=inst.id, name="API_KEY", value=VALUE,
+        hosts=[f"{upstream.host}:{upstream.named}"]))  # fmt: skip
+    mid = await _ready(stack, inst.id, provider)
+    await stack.upload(mid, pip_zip(tmp_path / "pip.zip"), "pip.zip")
+    await stack.upload(mid, upstream.ca_file, "upstream-ca.pem")
+
+    assert await _fetch(stack, mid, named) == {"authorization": f"Bearer {VALUE}"}
+    if provider == "local":  # the docker machine image has no curl
+        _, said = await _sh(stack, mid, f'curl -sS {named} -H "Authorization: Bearer $API_KEY"')
+        assert json.loads(said) == {"authorization": f"Bearer {VALUE}"}, said
+
+    # The machine holds the placeholder only: its variables, every process's, its files.
+    _, said = await _sh(stack, mid, "echo $API_KEY $HTTPS_PROXY")
+    assert said.split() == ["fleet-secret-API_KEY", MACHINE_PROXY_URL]
+    assert await _nowhere(stack, mid, VALUE) == ""
+
+    # A host no secret names: a plain tunnel, its own certificate reaching the client.
+    got = await _fetch(stack, mid, other, ca="upstream-ca.pem")
+    assert got == {"authorization": "Bearer fleet-secret-API_KEY"}
+
+    # The host's loopback through the proxy, and a host the policy denies: refused.
+    await stack.set_network_policy(inst.id, allow=[upstream.host], deny=["10.99.0.1"])
+    for target in ("https://127.0.0.1:443/", "https://10.99.0.1/"):
+        got = await _fetch(stack, mid, target, proxy=MACHINE_PROXY_URL)
+        assert isinstance(got, str)
+        assert "403" in got
+
+    # Deleted: the next request goes without it.
+    await stack.call(SECRETS_DELETE, SecretRef(instance_id=inst.id, name="API_KEY"))
+    got = await _fetch(stack, mid, named, proxy=MACHINE_PROXY_URL, ca="upstream-ca.pem")
+    assert got == {"authorization": "Bearer fleet-secret-API_KEY"}
+
+
+async def test_another_instances_machine_gets_nothing_of_its_secrets(
+    stack: FleetClient, upstream: Upstream
+) -> None:
+    named = f"https://{upstream.host}:{upstream.named}/v1"
+    mine = await stack.create_instance("owner-of-key")
+    theirs = await stack.create_instance("other")
+    for inst in (mine, theirs):
+        await stack.set_network_policy(inst.id, allow=[upstream.host])
+    await stack.call(SECRETS_SET, SetSecretParams(
+        instance_id=mine.id, name="API_KEY", value=VALUE, hosts=[upstream.host]))  # fmt: skip
+    await stack.call(SECRETS_SET, SetSecretParams(
+        instance_id=theirs.id, name="OTHER", value="x", hosts=["api.example.com"]))  # fmt: skip
+    mid = await _ready(stack, theirs.id, "local")
+    await stack.upload(mid, upstream.ca_file, "upstream-ca.pem")
+    _, said = await _sh(stack, mid, f"curl -sS --cacert upstream-ca.pem {named}")
+    assert json.loads(said) == {"authorization": None}, said
+
+
+@pytest.mark.parametrize("provider", ["local", "docker"])
+async def test_a_private_repo_over_https_needs_no_token_in_the_machine(
+    stack: FleetClient, upstream: Upstream, bare_repo: Path, tmp_path: Path, provider: str
+) -> None:
+    root = tmp_path / "git"
+    root.mkdir()
+    (root / "app.git").symlink_to(bare_repo)
+    git = GitHttpServer(root, "bot", TOKEN, host=upstream.host, tls=upstream.tls)
+    async with git:
+        inst = await stack.create_instance("private-repo")
+        await stack.set_network_policy(inst.id, allow=[upstream.host])
+        await stack.add_repo(inst.id, git.url("app.git"), "main", "src/app", token=TOKEN,
+                             username="bot")  # fmt: skip
+        mid = await _ready(stack, inst.id, provider)
+        script = ("cd src/app && git fetch -q origin && git -c user.name=t -c user.email=t@t "
+                  "commit -q --allow-empty -m pushed && git push -q origin HEAD:main && "
+                  "git log -1 --format=%s")  # fmt: skip
+        code, said = await _sh(stack, mid, script)
+        assert code == 0, said
+        assert said.strip().endswith("pushed")
+        assert await _nowhere(stack, mid, TOKEN) == ""
+    assert str(git.authorizations[-1]).startswith("Basic ")
