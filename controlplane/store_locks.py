@@ -4,18 +4,19 @@ our own."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from base.backoff import backoff_s
+from base.retry import Backoff, retry_until
 from controlplane import store_scripts
 
 if TYPE_CHECKING:
     from controlplane.store import Store
+
+#: A lock another holds is asked for again from 10 ms on, at most every 200 ms.
+_LOCK_BACKOFF = Backoff(base=0.01, cap=0.2)
 
 
 class LockRecords:
@@ -39,14 +40,8 @@ class LockRecords:
         """``hold``, tried again (the one backoff rule, from 10 ms) for up to ``wait_s`` while
         another holds it; yields whether we hold it in the end."""
         token = secrets.token_hex(8)
-        deadline = time.monotonic() + wait_s
-        attempt = 0
-        while not (held := await self.take(name, token, ttl_s)):
-            attempt += 1
-            pause = backoff_s(attempt, base=0.01, cap=0.2)
-            if time.monotonic() + pause > deadline:
-                break
-            await asyncio.sleep(pause)
+        held = await retry_until(lambda: self.take(name, token, ttl_s),
+                                 backoff=_LOCK_BACKOFF, budget_s=wait_s)  # fmt: skip
         try:
             yield held
         finally:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import structlog
 
-from base.backoff import backoff_s
 from base.clock import SYSTEM_CLOCK, Clock, within
+from base.retry import Backoff, retry
 from contracts.daemon_rpc import GET_VERSION
 from contracts.errors import (
     Conflict,
@@ -179,14 +179,9 @@ class ForkOps:
 
     async def _answers(self, daemons: DaemonClient, machine_id: str) -> None:
         """Once the machine's daemon answers, asked again after a backoff of ``clock``'s."""
-        attempt = 0
-        while True:
-            try:
-                await daemons.call(machine_id, GET_VERSION, NoParams(), timeout_s=10)
-                return
-            except (DaemonUnavailable, DaemonTimeout):
-                attempt += 1
-                await self.clock.sleep(backoff_s(attempt, base=0.05, cap=1.0))
+        await retry(lambda: daemons.call(machine_id, GET_VERSION, NoParams(), timeout_s=10),
+                    on=(DaemonUnavailable, DaemonTimeout), backoff=Backoff(base=0.05, cap=1.0),
+                    clock=self.clock)  # fmt: skip
 
     async def made_from(self, snapshot: Snapshot, provider: str | None) -> Machine:
         """One more machine of the snapshot's instance, with a copy of it: a machine of its

@@ -24,8 +24,8 @@ from typing import TypeVar
 import structlog
 from aiohttp import web
 
-from base.backoff import backoff_s
 from base.clock import SYSTEM_CLOCK, Clock
+from base.retry import Backoff, Retries, retry
 from contracts import daemon_files as df, daemon_rpc as d
 from contracts.errors import DaemonTimeout, DaemonUnavailable, PortUnreachable
 from contracts.events import WakeBy
@@ -70,6 +70,7 @@ ASLEEP = PAUSE_STATES | STOPPED_OR_STOPPING
 #: How often a waiting call looks at the machine's status again (and asks its daemon).
 POLL_S = 0.02
 POLL_CAP_S = 0.25
+_POLL = Backoff(base=POLL_S, cap=POLL_CAP_S)
 #: A browser's preview waits this long for its machine before it gets the "waking" page,
 #: which loads itself again after ``WAKING_PAGE_REFRESH_S``.
 WAKING_PAGE_AFTER_S = 1.0
@@ -156,33 +157,29 @@ class Waker:
         returned as it is."""
         limit = self.timeout_s if within_s is None else within_s
         began = self.clock.monotonic()
-        deadline = began + limit
-        attempt = 0
+        # One budget for both waits; the last pause is what is left of it.
+        pauses = Retries(_POLL, budget_s=limit, clip=True, clock=self.clock)
         while (step := next_step(machine.status)) is not Step.READY:
             if step is Step.GIVE_UP:
                 return machine
             if step is not Step.WAIT:
                 machine = await self.kick(machine, by)
                 continue
-            attempt = await self._pause(machine, deadline, limit, attempt)
+            await self._pause(machine, pauses, limit)
             machine = await self.store.get_machine(machine.id)
         while not await self._answers(machine.id):
-            attempt = await self._pause(machine, deadline, limit, attempt)
+            await self._pause(machine, pauses, limit)
         log.info("wake.ready", machine_id=machine.id, by=by.value,
                  ms=round((self.clock.monotonic() - began) * 1000))  # fmt: skip
         return machine
 
-    async def _pause(self, machine: Machine, deadline: float, limit: float, attempt: int) -> int:
-        left = deadline - self.clock.monotonic()
-        if left <= 0:
+    async def _pause(self, machine: Machine, pauses: Retries, limit: float) -> None:
+        if not await pauses.pause():
             raise DaemonTimeout(
                 f"machine {machine.id} is still {machine.status.value} after {limit:g}s of "
                 "waking it: the call was not sent; send it again",
                 data={"status": machine.status.value},
             )
-        attempt += 1
-        await self.clock.sleep(min(left, backoff_s(attempt, base=POLL_S, cap=POLL_CAP_S)))
-        return attempt
 
     async def _answers(self, machine_id: str) -> bool:
         try:
@@ -218,14 +215,7 @@ async def open_woken(open_: Callable[[], Awaitable[T]], woken: bool,
     """``open_()``; once its machine was just woken, tried again while its port is unreachable,
     for up to ``WOKEN_PORT_WAIT_S`` of ``clock``'s time: the program behind it may not listen
     yet."""
-    deadline = clock.monotonic() + WOKEN_PORT_WAIT_S
-    attempt = 0
-    while True:
-        try:
-            return await open_()
-        except PortUnreachable:
-            left = deadline - clock.monotonic()
-            if not woken or left <= 0:
-                raise
-        attempt += 1
-        await clock.sleep(min(left, backoff_s(attempt, base=0.05, cap=0.5)))
+    if not woken:
+        return await open_()
+    return await retry(open_, on=PortUnreachable, backoff=Backoff(base=0.05, cap=0.5),
+                       budget_s=WOKEN_PORT_WAIT_S, clip=True, clock=clock)  # fmt: skip
