@@ -10,7 +10,8 @@ Every gateway method has a method: generated from its ``MethodSpec`` (``GatewayM
 ``fleet/client_generated.py``, written by ``python -m codegen``), or hand-written
 where the client does more than send its params (``fleet/client_calls.py``, streams in
 ``fleet/client_streams.py``, transfers in ``fleet/client_transfer.py``: functions bound here as
-methods). ``call(spec, params)`` reaches any method, typed.
+methods). ``call(spec, params)`` reaches any method, typed. Requests go through its
+transport (``fleet/transport.py``): ``HttpTransport`` by default, ``MockTransport`` for tests.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class FleetClient(GatewayMethods):
         if transport is None:
             transport = HttpTransport(url, token, timeout_s=timeout_s)
         self.transport: Transport = transport
-        #: What each request carries (a transport holds no credentials).
+        #: What each request carries (a transport needs no credentials of its own).
         self.headers = {"Authorization": f"Bearer {token}"}
         self._ids = itertools.count(1)
 

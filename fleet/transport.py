@@ -5,7 +5,7 @@ A transport carries two kinds of request. ``rpc`` is ``POST /rpc``: a JSON-RPC c
 batch's) body out, the answer's JSON back, which the client decodes as the method's result.
 ``request`` is any other route (``GET /events``, ``POST /rpc/stream``, ``POST /codemode/run``,
 file uploads and downloads), whose answer is read as it comes. The client sends its bearer
-secret in each request's headers, as httpx's client does, so a transport holds no credentials.
+secret in each request's headers, as httpx's client does, so a transport needs none.
 WebSockets (terminals, tunnels) need a live socket, not a request and an answer: they are
 ``HttpTransport.websocket``'s, and only a client on an ``HttpTransport`` opens them.
 

@@ -19,6 +19,7 @@ answer is a ``Response`` whose content is an async iterable of chunks, read as t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -158,7 +159,8 @@ Handler = Callable[[Request], Response | Awaitable[Response]]
 
 class MockTransport:
     """A ``Transport`` whose every request is answered by ``handler``; ``url`` names the
-    gateway in error messages only."""
+    gateway in error messages only. A call's ``timeout_s`` bounds its handler; a stream's
+    ``timeout`` is the handler's to mimic."""
 
     def __init__(self, handler: Handler, *, url: str = "mock://gateway") -> None:
         self.handler = handler
@@ -172,9 +174,9 @@ class MockTransport:
         self, body: bytes, *, headers: Mapping[str, str], timeout_s: float | None = None
     ) -> bytes:
         sent = Headers({**headers, "Content-Type": "application/json"})
-        return await answer_of(
-            self.url, await self._answer(Request("POST", "/rpc", sent, {}, body))
-        )
+        async with asyncio.timeout(timeout_s):  # as HTTP's: TimeoutError past it
+            answer = await self._answer(Request("POST", "/rpc", sent, {}, body))
+        return await answer_of(self.url, answer)
 
     @contextlib.asynccontextmanager
     async def request(

@@ -5,6 +5,7 @@ importing the client and making one loads no aiohttp, which only ``HttpTransport
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import subprocess
@@ -91,6 +92,16 @@ async def test_a_call_cut_after_it_was_sent_is_resent_only_when_asked() -> None:
         ids.clear()
         assert (await fleet.call(INSTANCES_LIST, NoParams(), resend_cut=True)).instances == []
     assert len(ids) == 2
+
+
+async def test_a_call_answered_later_than_its_timeout_is_a_timeout_error() -> None:
+    async def handler(request: Request) -> Response:
+        await asyncio.Event().wait()  # never answers
+        raise AssertionError
+
+    async with client(MockTransport(handler)) as fleet:
+        with pytest.raises(TimeoutError):
+            await fleet.call(INSTANCES_LIST, NoParams(), timeout_s=0.05)
 
 
 def _event(n: int) -> bytes:
