@@ -1,13 +1,11 @@
 // Env vars: the platform's and one instance's variables, which one wins; set and unset them.
 import { rpc, session } from "./api.js";
 import { ENV_NAME_PATTERN, METHODS } from "./contract.js";
+import { secretsSection } from "./env-secrets.js";
 import { effectiveEnvTable } from "./env-table.js";
 import { frame } from "./frame.js";
 import { instanceList, state } from "./state.js";
-import { busy, field, fill, h, noticeArea } from "./ui.js";
-
-/** An HTML pattern attribute is anchored already: the contract's pattern without ^ and $. */
-const unanchored = (pattern) => pattern.replace(/^\^/, "").replace(/\$$/, "");
+import { busy, field, fill, h, noticeArea, unanchored } from "./ui.js";
 
 export function envPage({ root }, instanceId) {
   const notices = noticeArea();
@@ -15,6 +13,7 @@ export function envPage({ root }, instanceId) {
   const view = { revealed: false };
   const chosen = instanceId ?? instanceList()[0]?.id ?? "";
   const instanceSelect = h("select", { testid: "env-instance" });
+  const secrets = secretsSection(() => instanceSelect.value);
   const fillInstances = () => {
     const opts = instanceList().map((i) => h("option", { value: i.id }, `${i.name} (${i.id})`));
     fill(
@@ -67,6 +66,7 @@ export function envPage({ root }, instanceId) {
   instanceSelect.addEventListener("change", () => {
     history.replaceState(null, "", `#/env/${instanceSelect.value}`);
     load();
+    secrets.load();
   });
   const form = h(
     "form.toolbar",
@@ -108,13 +108,16 @@ export function envPage({ root }, instanceId) {
       form,
       notices.el,
       tableArea,
+      secrets.el,
     ),
   );
   load();
+  secrets.load();
   return () => {
     if (!instanceSelect.options.length || instanceSelect.value === "") {
       fillInstances();
       load();
+      secrets.load();
     }
   };
 }

@@ -38,6 +38,9 @@ function append(el, children) {
 
 export const mono = (text, testid) => h("code.mono", { testid, title: text }, text);
 
+/** An HTML pattern attribute is anchored already: the contract's pattern without ^ and $. */
+export const unanchored = (pattern) => pattern.replace(/^\^/, "").replace(/\$$/, "");
+
 /** Statuses of a machine on its way somewhere (ready, or its files gone): one "busy" colour. */
 const BUILDING = new Set([
   STATUS.CREATED,
