@@ -7,7 +7,6 @@ reconnects the same way everywhere and a stored publish retries the same way eve
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,7 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 
-from base.backoff import backoff_s
+from base.retry import Backoff, retry
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +42,11 @@ TRANSIENT = (
     nats.errors.StaleConnectionError,
     nats.errors.OutboundBufferLimitError,
 )
+
+
+#: A stored publish's waits between tries: by count, and within a budget (``budget_s``).
+_RETRY = Backoff(base=0.25, cap=5.0)
+_RETRY_IN_BUDGET = Backoff(base=0.25, cap=1.0)
 
 
 class _PubAck(msgspec.Struct):
@@ -120,32 +124,27 @@ async def publish_stored(
     """
     headers = {"Nats-Msg-Id": msg_id}
     give_up_at = None if budget_s is None else time.monotonic() + budget_s
-    tried = 0
-    while True:
-        tried += 1
+
+    async def once() -> None:
         wait_s = timeout_s if give_up_at is None else _left(give_up_at, timeout_s)
+        reply = await nc.request(subject, payload, timeout=wait_s, headers=headers)
         try:
-            reply = await nc.request(subject, payload, timeout=wait_s, headers=headers)
             ack = msgspec.json.decode(reply.data, type=_PubAck)
-            if ack.error is None:
-                return
-            if not _not_yet(ack.error):
-                raise PublishRejected(f"{subject}: {ack.error.get('description', ack.error)}")
-            failure: Exception = StreamUnavailable("JetStream temporarily unavailable")
-        except TRANSIENT as exc:
-            failure = exc
         except msgspec.DecodeError as exc:
             raise PublishRejected(f"{subject}: the stream's ack is not JSON: {exc}") from None
-        if give_up_at is None:
-            delay = _retry_in_s(tried)
-            if attempts and tried >= attempts:
-                raise failure
-        else:  # a deadline, not a count: short waits, so the retry after an election is prompt
-            delay = backoff_s(tried, base=0.25, cap=1.0)
-            if time.monotonic() + delay >= give_up_at:
-                raise failure
+        if ack.error is None:
+            return
+        if not _not_yet(ack.error):
+            raise PublishRejected(f"{subject}: {ack.error.get('description', ack.error)}")
+        raise StreamUnavailable("JetStream temporarily unavailable")
+
+    def retrying(tried: int, _wait_s: float, failure: BaseException | None) -> None:
         log.warning("nats.publish_retry", subject=subject, attempt=tried, error=repr(failure))
-        await asyncio.sleep(delay)
+
+    # A deadline, not a count: short waits, so the retry after an election is prompt.
+    await retry(once, on=(*TRANSIENT, StreamUnavailable), on_retry=retrying,
+                backoff=_RETRY if budget_s is None else _RETRY_IN_BUDGET,
+                tries=attempts if budget_s is None else 0, budget_s=budget_s)  # fmt: skip
 
 
 def _not_yet(error: dict[str, Any]) -> bool:
@@ -155,10 +154,6 @@ def _not_yet(error: dict[str, Any]) -> bool:
     return error.get("code") == 503 or "duplicate message id is in process" in str(
         error.get("description", "")
     )
-
-
-def _retry_in_s(tried: int) -> float:
-    return backoff_s(tried, base=0.25, cap=5.0)
 
 
 def _left(give_up_at: float, cap_s: float) -> float:
