@@ -21,9 +21,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from base import natsconn
-from base.backoff import backoff_s
 from base.lockfile import DaemonLock
 from base.reply_server import ReplyServer
+from base.retry import Backoff, retry
 from base.ticker import Ticker
 from base.version import git_sha, package_version
 from contracts import daemon_rpc as d, subjects
@@ -74,6 +74,8 @@ log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()
 
 _CONNECT_BACKOFF_CAP_S = 10.0
+#: The one rule from 0.25 s, one step on: 0.5 s, 1 s, 2 s, ... up to the cap.
+_CONNECT_BACKOFF = Backoff(base=0.5, cap=_CONNECT_BACKOFF_CAP_S)
 #: Room left in an answer's NATS message for its headers (the reply MAC).
 _REPLY_HEADROOM = 256
 #: A stop that cancels the start waits this long for its ``stopping`` report's ack.
@@ -313,33 +315,24 @@ class Daemon:
 
     async def _connect(self) -> NATS:
         """Connect, retrying forever with jittered backoff: a machine outlives NATS outages."""
+        return await retry(self._connect_once, on=(nats.errors.Error, OSError, TimeoutError),
+                           backoff=_CONNECT_BACKOFF, on_retry=_connect_failed)  # fmt: skip
+
+    async def _connect_once(self) -> NATS:
         s = self.settings
-        attempt = 0
-        while True:
-            try:
-                nc = await natsconn.connect(
-                    s.nats_url,
-                    name=f"daemon:{s.machine_id}",
-                    user=s.machine_id,
-                    password=s.machine_token,
-                    inbox_prefix=subjects.machine_inbox_prefix(s.machine_id),
-                    wait_s=(0.5, 2.0),
-                    connect_timeout=5,
-                    error_cb=_on_error,
-                    reconnect_to_server_handler=self._parking.choose,
-                )
-                self._parking.wait_s = float(nc.options["reconnect_time_wait"])
-                return nc
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
-                attempt += 1
-                delay = backoff_s(attempt + 1, base=0.25, cap=_CONNECT_BACKOFF_CAP_S)
-                log.warning(
-                    "daemon.connect_failed",
-                    attempt=attempt,
-                    retry_in_s=round(delay, 2),
-                    error=repr(exc),
-                )
-                await asyncio.sleep(delay)
+        nc = await natsconn.connect(
+            s.nats_url,
+            name=f"daemon:{s.machine_id}",
+            user=s.machine_id,
+            password=s.machine_token,
+            inbox_prefix=subjects.machine_inbox_prefix(s.machine_id),
+            wait_s=(0.5, 2.0),
+            connect_timeout=5,
+            error_cb=_on_error,
+            reconnect_to_server_handler=self._parking.choose,
+        )
+        self._parking.wait_s = float(nc.options["reconnect_time_wait"])
+        return nc
 
     async def report(self, status: DaemonStatus) -> None:
         await self._publish_status(self.nc, status, attempts=0)
@@ -524,6 +517,11 @@ _AT_ONCE_MAX_BYTES = 192 * 1024
 
 async def _on_error(exc: Exception) -> None:
     log.warning("daemon.nats_error", error=str(exc))
+
+
+def _connect_failed(attempt: int, delay: float, exc: BaseException | None) -> None:
+    log.warning("daemon.connect_failed", attempt=attempt, retry_in_s=round(delay, 2),
+                error=repr(exc))  # fmt: skip
 
 
 def _too_large(method: str | None, size: int, limit: int) -> PayloadTooLarge:
