@@ -115,7 +115,7 @@ async def test_an_invalid_secret_is_refused_naming_its_field(
     i = (await world.instance()).id
     with pytest.raises(InvalidParams) as refused:
         await world.rpc("secrets.set", secret(i, **extra))
-    assert f"`{field}`" in refused.value.message or refused.value.field == f"$.{field}"
+    assert refused.value.field == f"$.{field}"
     assert await world.store.secrets.names(i) == []
 
 
