@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
+from base.first import first_of
+
 T = TypeVar("T")
 
 
@@ -41,14 +43,7 @@ SYSTEM_CLOCK: Clock = SystemClock()
 
 async def sleep_or_event(clock: Clock, seconds: float, event: asyncio.Event) -> None:
     """Return after ``seconds`` of ``clock``'s time, or as soon as ``event`` is set."""
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
-    woken = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeper, woken):
-            task.cancel()
-        await asyncio.gather(sleeper, woken, return_exceptions=True)
+    await first_of(clock.sleep(seconds), event.wait())
 
 
 async def within(clock: Clock, seconds: float, aw: Awaitable[T]) -> T:

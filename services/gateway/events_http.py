@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import nats.errors
 import structlog
@@ -27,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from base.clock import SYSTEM_CLOCK, Clock
+from base.first import first_of
 from contracts import sse, subjects
 from contracts.errors import Forbidden, InvalidParams, NotFound, RateLimited, Unavailable
 from contracts.ids import MACHINE_ID_RE
@@ -173,14 +175,8 @@ async def _replay(resp: web.StreamResponse, ctx: EventsContext, start: Start, su
 @contextlib.asynccontextmanager
 async def _turn(slots: asyncio.Semaphore, sub: Subscriber) -> AsyncIterator[bool]:
     """A replay slot, or False when the stream ends while waiting for one."""
-    acquire = asyncio.ensure_future(slots.acquire())
-    ended = asyncio.ensure_future(sub.ended.wait())
-    try:
-        await asyncio.wait({acquire, ended}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        ended.cancel()
-    if not acquire.done():
-        acquire.cancel()
+    which, _ = await first_of(slots.acquire(), sub.ended.wait())
+    if which != 0:
         yield False
         return
     try:
@@ -262,14 +258,5 @@ async def _next(queue: asyncio.Queue[Msg], stop: asyncio.Event, timeout_s: float
     ``stop`` is set."""
     if not queue.empty():
         return queue.get_nowait()
-    get = asyncio.ensure_future(queue.get())
-    halt = asyncio.ensure_future(stop.wait())
-    timer = asyncio.ensure_future(clock.sleep(timeout_s))
-    try:
-        await asyncio.wait({get, halt, timer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        halt.cancel()
-        timer.cancel()
-        if not get.done():
-            get.cancel()
-    return get.result() if get.done() and not get.cancelled() else None
+    which, got = await first_of(queue.get(), stop.wait(), clock.sleep(timeout_s))
+    return cast(Msg, got) if which == 0 else None
