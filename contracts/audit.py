@@ -273,6 +273,8 @@ AUDIT_LIST = MethodSpec(
     "Audit entries, newest first, filtered by actor, instance, machine, method and time "
     "(admins only).",
     (Forbidden, InvalidParams),
+    scope="machines:read",
+    reads=True,
 )
 
 AUDIT_METHODS: tuple[AnySpec, ...] = (AUDIT_LIST,)

@@ -186,23 +186,53 @@ _NF: tuple[type[FleetError], ...] = (NotFound, Forbidden)
 _RUN: tuple[type[FleetError], ...] = (NotFound, Forbidden, InvalidParams, CodemodeUnavailable)
 
 CODEMODE_RUN = MethodSpec(
-    "codemode.run", RunParams, RunResult, "Run Python in a sandbox against the tools.", _RUN
+    "codemode.run",
+    RunParams,
+    RunResult,
+    "Run Python in a sandbox against the tools.",
+    _RUN,
+    scope="machines:exec",
 )
-CODEMODE_CANCEL = MethodSpec("codemode.cancel", RunRef, Cancelled, "Cancel a running run.", _NF)
+CODEMODE_CANCEL = MethodSpec(
+    "codemode.cancel", RunRef, Cancelled, "Cancel a running run.", _NF, scope="machines:exec"
+)
 CODEMODE_LIST = MethodSpec(
-    "codemode.list", ListRunsParams, RunList, "Kept run records, newest first.", _NF
+    "codemode.list",
+    ListRunsParams,
+    RunList,
+    "Kept run records, newest first.",
+    _NF,
+    scope="machines:exec",
+    reads=True,
 )
 CODEMODE_DESCRIBE = MethodSpec(
-    "codemode.describe", DescribeParams, Stubs, "Python stubs of the run's providers.", _RUN
+    "codemode.describe",
+    DescribeParams,
+    Stubs,
+    "Python stubs of the run's providers.",
+    _RUN,
+    scope="machines:exec",
+    reads=True,
 )
 CODEMODE_BRIDGES_SET = MethodSpec(
-    "codemode.bridges.set", SetBridgeParams, BridgeInfo, "Add or replace a bridge.", _NF
+    "codemode.bridges.set",
+    SetBridgeParams,
+    BridgeInfo,
+    "Add or replace a bridge.",
+    _NF,
+    scope="env:write",
 )
 CODEMODE_BRIDGES_LIST = MethodSpec(
-    "codemode.bridges.list", BridgeListParams, BridgeList, "An instance's bridges.", _NF
+    "codemode.bridges.list",
+    BridgeListParams,
+    BridgeList,
+    "An instance's bridges.",
+    _NF,
+    scope="env:read",
+    reads=True,
 )
 CODEMODE_BRIDGES_REMOVE = MethodSpec(
-    "codemode.bridges.remove", BridgeRef, BridgeRemoved, "Remove a bridge.", _NF
+    "codemode.bridges.remove", BridgeRef, BridgeRemoved, "Remove a bridge.", _NF, scope="env:write"
 )
 
 CODEMODE_METHODS = (

@@ -118,17 +118,25 @@ READ_FILE: MethodSpec[ReadFileParams, ReadFileResult] = MethodSpec(
     "tool.readFile", ReadFileParams, ReadFileResult,
     "Read a file of the home that fits in one message (FileTooLarge: download it as a stream).",
     (*_FILES, FileTooLarge, NotText),
+    wakes="files",
 )  # fmt: skip
 LIST_DIR: MethodSpec[ListDirParams, ListDirResult] = MethodSpec(
-    "tool.listDir", ListDirParams, ListDirResult, "The entries of a directory of the home.", _FILES
+    "tool.listDir",
+    ListDirParams,
+    ListDirResult,
+    "The entries of a directory of the home.",
+    _FILES,
+    wakes="files",
 )
 STAT: MethodSpec[StatParams, StatResult] = MethodSpec(
     "tool.stat", StatParams, StatResult, "What is at a path of the home (links not followed).",
     _FILES,
+    wakes="files",
 )  # fmt: skip
 REMOVE_FILE: MethodSpec[RemoveFileParams, RemoveFileResult] = MethodSpec(
     "tool.removeFile", RemoveFileParams, RemoveFileResult,
     "Remove a file, a link or an empty directory of the home (recursive: a whole tree).", _FILES,
+    wakes="files",
 )  # fmt: skip
 
 _ONE_MESSAGE: tuple[AnySpec, ...] = (READ_FILE, LIST_DIR, STAT, REMOVE_FILE)
@@ -194,11 +202,13 @@ _STREAMED = (*_FILES, TooManyStreams)
 DOWNLOAD_FILE: MethodSpec[DownloadFileParams, DownloadOpened] = MethodSpec(
     "tool.downloadFile", DownloadFileParams, DownloadOpened,
     "Send a regular file of the home, any size, on a byte stream.", _STREAMED,
+    wakes="files",
 )  # fmt: skip
 UPLOAD_FILE: MethodSpec[UploadFileParams, UploadOpened] = MethodSpec(
     "tool.uploadFile", UploadFileParams, UploadOpened,
     "Receive a file of the home, any size, on a byte stream: in place only once complete.",
     _STREAMED,
+    wakes="files",
 )  # fmt: skip
 
 FILE_METHODS: tuple[AnySpec, ...] = (*_ONE_MESSAGE, DOWNLOAD_FILE, UPLOAD_FILE)

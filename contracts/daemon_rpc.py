@@ -207,6 +207,8 @@ WRITE_FILE = MethodSpec(
     WriteFileResult,
     "Write a file on the machine (parents created, atomic, mode applied).",
     _UNREACHABLE,
+    wakes="files",
+    at_once=True,
 )
 EXEC_COMMAND = MethodSpec(
     "tool.execCommand",
@@ -214,6 +216,7 @@ EXEC_COMMAND = MethodSpec(
     ExecCommandResult,
     "Run an argv on the machine; killed on timeout.",
     _UNREACHABLE,
+    wakes="exec",
 )
 GIT_CLONE = MethodSpec(
     "tool.gitClone",
@@ -229,10 +232,12 @@ GET_VERSION = MethodSpec(
     GetVersionResult,
     "The daemon's package version and the git SHA of its code.",
     _UNREACHABLE,
+    at_once=True,
 )
 HEALTH = MethodSpec(
     "daemon.health", HealthParams, HealthResult,
     "Liveness and uptime; with files, which of them are missing.", _UNREACHABLE,
+    at_once=True,
 )  # fmt: skip
 
 PROCESS_START = MethodSpec(
@@ -241,9 +246,10 @@ PROCESS_START = MethodSpec(
     ProcessInfo,
     "Start a background process; its pid is kept in the daemon's state file.",
     _PROCESS,
+    wakes="process",
 )
 PROCESS_LIST = MethodSpec(
-    "process.list", NoParams, ProcessList, "The background processes.", _UNREACHABLE
+    "process.list", NoParams, ProcessList, "The background processes.", _UNREACHABLE, at_once=True
 )
 PROCESS_KILL = MethodSpec(
     "process.kill",
@@ -251,6 +257,7 @@ PROCESS_KILL = MethodSpec(
     ProcessInfo,
     "Stop a background process (its whole process group): SIGTERM, then SIGKILL.",
     _PROCESS,
+    wakes="process",
 )
 PROCESS_LOGS = MethodSpec(
     "process.logs", ProcessLogsParams, ProcessLogs, "The last lines of its output.", _PROCESS
@@ -348,6 +355,7 @@ EXEC_KILL = MethodSpec(
     ExecKillResult,
     "SIGKILL the process group of a running tool.execStream.",
     _UNREACHABLE,
+    at_once=True,
 )
 DAEMON_LOG = MethodSpec(
     "daemon.log",
@@ -373,6 +381,7 @@ SESSION_OPEN = MethodSpec(
     ss.SessionInfo,
     "Start a command (default: the login shell) on a pseudo-terminal, kept with no client.",
     (*_UNREACHABLE, TooManyStreams),
+    wakes="terminal",
 )
 SESSION_LIST = MethodSpec(
     "session.list", NoParams, ss.SessionList, "The machine's sessions.", _UNREACHABLE
@@ -383,6 +392,7 @@ SESSION_RESIZE = MethodSpec(
     ss.SessionInfo,
     "Set a session's terminal size (its foreground process gets SIGWINCH).",
     (*_UNREACHABLE, NotFound),
+    wakes="terminal",
 )
 SESSION_CLOSE = MethodSpec(
     "session.close",
@@ -390,6 +400,7 @@ SESSION_CLOSE = MethodSpec(
     ss.SessionClosed,
     "Hang up a session (SIGHUP, then SIGKILL) and forget it.",
     _UNREACHABLE,
+    wakes="terminal",
 )
 SESSION_ATTACH = MethodSpec(
     "session.attach",
@@ -397,6 +408,7 @@ SESSION_ATTACH = MethodSpec(
     StreamOpened,
     "A byte stream to a session: its scrollback, then live output (as records); input back.",
     (*_UNREACHABLE, NotFound, TooManyStreams),
+    wakes="terminal",
 )
 
 DAEMON_METHODS: tuple[AnySpec, ...] = (

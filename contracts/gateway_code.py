@@ -67,27 +67,33 @@ MACHINES_CODE_RUN: MethodSpec[MachineCodeRunParams, CodeRunResult] = MethodSpec(
     "Run code in a stateful kernel of the machine (its default context for the language, or "
     "contextId): the results as MIME bundles, stdout, stderr and the error, once it is done.",
     (*_CODE, LanguageUnavailable, KernelDied, CodeContextsLimit, BadPath),
+    scope="machines:exec", budget="exec",
 )  # fmt: skip
 MACHINES_CODE_CREATE_CONTEXT: MethodSpec[MachineCreateContextParams, CodeContext] = MethodSpec(
     "machines.code.createContext", MachineCreateContextParams, CodeContext,
     "Start a kernel of a language (default python) in a working directory: a new context.",
     (*_CODE, LanguageUnavailable, CodeContextsLimit, BadPath),
+    scope="machines:exec",
 )  # fmt: skip
 MACHINES_CODE_LIST_CONTEXTS: MethodSpec[MachineCodeRef, CodeContextList] = MethodSpec(
     "machines.code.listContexts", MachineCodeRef, CodeContextList,
     "The machine's code contexts, and the languages it has a kernel for.", _CODE,
+    scope="machines:exec", reads=True,
 )  # fmt: skip
 MACHINES_CODE_RESTART_CONTEXT: MethodSpec[MachineContextRef, CodeContext] = MethodSpec(
     "machines.code.restartContext", MachineContextRef, CodeContext,
     "Restart a context's kernel: its state is cleared.", _CODE,
+    scope="machines:exec",
 )  # fmt: skip
 MACHINES_CODE_DELETE_CONTEXT: MethodSpec[MachineContextRef, ContextDeleted] = MethodSpec(
     "machines.code.deleteContext", MachineContextRef, ContextDeleted,
     "Shut a context's kernel down and forget the context.", _CODE,
+    scope="machines:exec",
 )  # fmt: skip
 MACHINES_CODE_INTERRUPT: MethodSpec[MachineContextRef, ContextInterrupted] = MethodSpec(
     "machines.code.interrupt", MachineContextRef, ContextInterrupted,
     "Interrupt what runs in a context (SIGINT, as Jupyter does); its state is kept.", _CODE,
+    scope="machines:exec",
 )  # fmt: skip
 
 CODE_METHODS: tuple[AnySpec, ...] = (

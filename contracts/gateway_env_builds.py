@@ -95,6 +95,8 @@ ENVIRONMENTS_LIST = MethodSpec(
     EnvironmentList,
     "The cached environment builds of a host's Docker engine, least recently used first.",
     (InvalidParams, *_HOST_ERRORS),
+    scope="admin",
+    reads=True,
 )
 ENVIRONMENTS_BUILD = MethodSpec(
     "environments.build",
@@ -103,6 +105,7 @@ ENVIRONMENTS_BUILD = MethodSpec(
     "Build the instance's environment now (or find its build in the cache); answers when done.",
     (NotFound, InvalidParams, EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable,
      BuildFailed, ImageNotFound, ImageRefused, RateLimited, *_HOST_ERRORS),
+    scope="machines:exec", budget="build",
 )  # fmt: skip
 ENVIRONMENTS_DELETE = MethodSpec(
     "environments.delete",
@@ -110,6 +113,7 @@ ENVIRONMENTS_DELETE = MethodSpec(
     EnvironmentDeleted,
     "Remove a cached build; refused with EnvironmentInUse while a machine runs it.",
     (NotFound, InvalidParams, EnvironmentInUse, *_HOST_ERRORS),
+    scope="admin",
 )
 ENV_BUILD_METHODS: tuple[AnySpec, ...] = (
     ENVIRONMENTS_LIST, ENVIRONMENTS_BUILD, ENVIRONMENTS_DELETE,

@@ -140,6 +140,7 @@ INSTANCES_SET_ENVIRONMENT = MethodSpec(
     "machines created or rebuilt from then on get it. A devcontainer.json the platform's host "
     "can fetch is checked now: refused properties are EnvironmentRefused.",
     (NotFound, Forbidden, InvalidParams, EnvironmentRefused, EnvironmentInvalid),
+    scope="machines:exec",
 )
 INSTANCES_GET_ENVIRONMENT = MethodSpec(
     "instances.getEnvironment",
@@ -147,6 +148,8 @@ INSTANCES_GET_ENVIRONMENT = MethodSpec(
     InstanceEnvironment,
     "The environment the instance's machines are made from (null: auto-detection).",
     (NotFound, Forbidden),
+    scope="machines:read",
+    reads=True,
 )
 
 ENVIRONMENT_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_ENVIRONMENT, INSTANCES_GET_ENVIRONMENT)

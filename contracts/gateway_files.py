@@ -80,19 +80,23 @@ MACHINES_READ_FILE: MethodSpec[MachineReadFileParams, ReadFileResult] = MethodSp
     "Read a file of the machine's home that fits in one message (text, or base64); a bigger "
     "one answers FileTooLarge: download it with GET /machines/{machineId}/files/{path}.",
     (*_FILES, FileTooLarge, NotText),
+    scope="files:read",
 )  # fmt: skip
 MACHINES_LIST_DIR: MethodSpec[MachineListDirParams, ListDirResult] = MethodSpec(
     "machines.listDir", MachineListDirParams, ListDirResult,
     "The entries of a directory of the machine's home, sorted by name.", _FILES,
+    scope="files:read", reads=True,
 )  # fmt: skip
 MACHINES_STAT: MethodSpec[MachineStatParams, StatResult] = MethodSpec(
     "machines.stat", MachineStatParams, StatResult,
     "What is at a path of the machine's home (a link is described, not followed).", _FILES,
+    scope="files:read", reads=True,
 )  # fmt: skip
 MACHINES_REMOVE_FILE: MethodSpec[MachineRemoveFileParams, RemoveFileResult] = MethodSpec(
     "machines.removeFile", MachineRemoveFileParams, RemoveFileResult,
     "Remove a file, link or empty directory of the machine's home (recursive: a whole tree).",
     _FILES,
+    scope="files:write",
 )  # fmt: skip
 
 FILE_METHODS: tuple[AnySpec, ...] = (

@@ -58,6 +58,8 @@ MACHINES_FORK: MethodSpec[ForkMachineParams, ForkedMachines] = MethodSpec(
     "New machines of the same instance, each with the machine's home as of one instant "
     "(running or stopped; it keeps running), each made ready as a created one.",
     (NotFound, Forbidden, Conflict, NotSupported, RunningMachinesLimit),
+    scope="machines:exec",
+    budget="create",
 )
 
 
@@ -105,9 +107,16 @@ MACHINES_SNAPSHOT: MethodSpec[SnapshotParams, Snapshot] = MethodSpec(
     "A named, read-only state of the machine's home (running or stopped), kept until deleted; "
     "machines.create with fromSnapshot starts a machine of the instance with it.",
     (NotFound, Forbidden, Conflict, NotSupported, SnapshotLimit),
+    scope="machines:exec",
+    budget="pause",
 )
 SNAPSHOTS_LIST: MethodSpec[InstanceRef, SnapshotList] = MethodSpec(
-    "snapshots.list", InstanceRef, SnapshotList, "An instance's snapshots.", (NotFound, Forbidden)
+    "snapshots.list",
+    InstanceRef,
+    SnapshotList,
+    "An instance's snapshots.",
+    (NotFound, Forbidden),
+    scope="machines:read",
 )
 SNAPSHOTS_DELETE: MethodSpec[SnapshotRef, SnapshotDeleted] = MethodSpec(
     "snapshots.delete",
@@ -115,6 +124,7 @@ SNAPSHOTS_DELETE: MethodSpec[SnapshotRef, SnapshotDeleted] = MethodSpec(
     SnapshotDeleted,
     "Delete a snapshot; machines made from it keep their homes.",
     (NotFound, Forbidden),
+    scope="machines:exec",
 )
 
 FORK_METHODS: tuple[AnySpec, ...] = (

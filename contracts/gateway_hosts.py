@@ -79,6 +79,8 @@ HOSTS_LIST = MethodSpec(
     "Every host that announced itself (admin only): capacity, running and stopped machines, "
     "last heartbeat, state (lost: no heartbeat for FLEET_HOST_LOST_AFTER_S).",
     (Forbidden,),
+    scope="admin",
+    reads=True,
 )
 
 HOSTS_DRAIN = MethodSpec(
@@ -89,6 +91,7 @@ HOSTS_DRAIN = MethodSpec(
     "provisioner takes no machine.created; its machines keep running, unless rebuild is set: "
     "then each is rebuilt now, onto other hosts.",
     (NotFound, Forbidden),
+    scope="admin",
 )
 
 HOST_METHODS: tuple[AnySpec, ...] = (HOSTS_LIST, HOSTS_DRAIN)

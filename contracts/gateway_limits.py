@@ -65,6 +65,7 @@ INSTANCES_SET_LIMITS = MethodSpec(
     "Set the memory, CPU and pids limits of the instance's machines (omitted: the platform's "
     "default); raising one above the default needs the admin token.",
     (NotFound, Forbidden, InvalidParams),
+    scope="admin",
 )
 INSTANCES_GET_LIMITS = MethodSpec(
     "instances.getLimits",
@@ -72,6 +73,8 @@ INSTANCES_GET_LIMITS = MethodSpec(
     InstanceLimits,
     "The limits the instance's machines get.",
     (NotFound, Forbidden),
+    scope="machines:read",
+    reads=True,
 )
 
 LIMITS_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_LIMITS, INSTANCES_GET_LIMITS)

@@ -70,6 +70,7 @@ MACHINES_EXEC_STREAM = MethodSpec(
     ExecCommandResult,
     f"Run argv on a machine; POSTed to {RPC_STREAM_PATH}, its output streams as it is produced.",
     _DAEMON,
+    scope="machines:exec",
 )
 MACHINES_DAEMON_LOG = MethodSpec(
     "machines.daemonLog",
@@ -77,6 +78,8 @@ MACHINES_DAEMON_LOG = MethodSpec(
     DaemonLogResult,
     "The last lines of the machine's daemon log.",
     (*_DAEMON, NotSupported),
+    scope="machines:read",
+    reads=True,
 )
 
 LIVE_METHODS: tuple[AnySpec, ...] = (MACHINES_EXEC_STREAM, MACHINES_DAEMON_LOG)

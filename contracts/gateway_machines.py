@@ -39,6 +39,7 @@ MACHINES_RESTART = MethodSpec(
     Machine,
     "Restart a machine's daemon in place (its processes keep running).",
     (NotFound, Forbidden, Conflict, MachineStopped, DaemonUnavailable, NotSupported),
+    scope="machines:exec",
 )
 
 MACHINE_METHODS: tuple[AnySpec, ...] = (MACHINES_RESTART,)

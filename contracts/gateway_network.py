@@ -158,6 +158,7 @@ INSTANCES_SET_NETWORK_POLICY = MethodSpec(
     "deny lists of domains, *.wildcards, addresses and CIDRs with optional :PORT or "
     ":LOW-HIGH; deny wins). Applied to its running machines before the answer.",
     (NotFound, Forbidden, InvalidParams),
+    scope="admin",
 )
 INSTANCES_GET_NETWORK_POLICY = MethodSpec(
     "instances.getNetworkPolicy",
@@ -165,6 +166,8 @@ INSTANCES_GET_NETWORK_POLICY = MethodSpec(
     NetworkPolicyResult,
     "Where the instance's machines may connect.",
     (NotFound, Forbidden),
+    scope="machines:read",
+    reads=True,
 )
 
 NETWORK_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_NETWORK_POLICY, INSTANCES_GET_NETWORK_POLICY)

@@ -77,27 +77,49 @@ class MembersParams(Params, kw_only=True):
 
 _E = (NotFound, Forbidden)
 USERS_CREATE = MethodSpec(
-    "users.create", CreateUserParams, User, "Create a user (admins).", (Conflict, Forbidden)
+    "users.create",
+    CreateUserParams,
+    User,
+    "Create a user (admins).",
+    (Conflict, Forbidden),
+    scope="admin",
 )
-USERS_LIST = MethodSpec("users.list", NoParams, UserList, "Every user (admins).", (Forbidden,))
+USERS_LIST = MethodSpec(
+    "users.list",
+    NoParams,
+    UserList,
+    "Every user (admins).",
+    (Forbidden,),
+    scope="admin",
+    reads=True,
+)
 USERS_SET_ROLE = MethodSpec(
-    "users.setRole", SetRoleParams, User, "Set a user's platform role (admins).", _E
+    "users.setRole", SetRoleParams, User, "Set a user's platform role (admins).", _E, scope="admin"
 )
 USERS_DISABLE = MethodSpec(
     "users.disable", UserParams, User,
     "Disable a user: their sessions and tokens stop working at once (admins).", _E,
+    scope="admin",
 )  # fmt: skip
 USERS_ENABLE = MethodSpec(
     "users.enable", UserParams, User,
     "Enable a disabled user again: they can sign in, and their unexpired tokens work again "
     "(their sessions ended with the disable) (admins).", _E,
+    scope="admin",
 )  # fmt: skip
 INSTANCES_SET_MEMBER = MethodSpec(
     "instances.setMember", SetMemberParams, MemberList,
     "Give a user a role on an instance (owner, developer, viewer; none removes them).", _E,
+    scope="admin",
 )  # fmt: skip
 INSTANCES_MEMBERS = MethodSpec(
-    "instances.members", MembersParams, MemberList, "An instance's members and roles.", _E
+    "instances.members",
+    MembersParams,
+    MemberList,
+    "An instance's members and roles.",
+    _E,
+    scope="machines:read",
+    reads=True,
 )
 PEOPLE_METHODS: tuple[AnySpec, ...] = (
     USERS_CREATE, USERS_LIST, USERS_SET_ROLE, USERS_DISABLE, USERS_ENABLE, INSTANCES_SET_MEMBER,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from contracts.audit import AUDIT_LIST, AUDIT_METHODS
+from typing import Final
+
+from contracts.audit import AUDIT_METHODS
 from contracts.codemode import (
-    CODEMODE_BRIDGES_LIST,
-    CODEMODE_DESCRIBE,
-    CODEMODE_LIST,
     CODEMODE_METHODS,
 )
 from contracts.daemon_rpc import (
@@ -35,22 +34,22 @@ from contracts.errors import (
     RunningMachinesLimit,
     ToolError,
 )
-from contracts.gateway_code import CODE_METHODS, MACHINES_CODE_LIST_CONTEXTS
-from contracts.gateway_env_builds import ENV_BUILD_METHODS, ENVIRONMENTS_LIST
-from contracts.gateway_environments import ENVIRONMENT_METHODS, INSTANCES_GET_ENVIRONMENT
-from contracts.gateway_files import FILE_METHODS, MACHINES_LIST_DIR, MACHINES_STAT
+from contracts.gateway_code import CODE_METHODS
+from contracts.gateway_env_builds import ENV_BUILD_METHODS
+from contracts.gateway_environments import ENVIRONMENT_METHODS
+from contracts.gateway_files import FILE_METHODS
 from contracts.gateway_fork import FORK_METHODS
-from contracts.gateway_hosts import HOST_METHODS, HOSTS_LIST
-from contracts.gateway_limits import INSTANCES_GET_LIMITS, LIMITS_METHODS
-from contracts.gateway_live import LIVE_METHODS, MACHINES_DAEMON_LOG
+from contracts.gateway_hosts import HOST_METHODS
+from contracts.gateway_limits import LIMITS_METHODS
+from contracts.gateway_live import LIVE_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
-from contracts.gateway_network import INSTANCES_GET_NETWORK_POLICY, NETWORK_METHODS
-from contracts.gateway_people import INSTANCES_MEMBERS, PEOPLE_METHODS, USERS_LIST
-from contracts.gateway_runtime import INSTANCES_GET_RUNTIME, RUNTIME_METHODS
-from contracts.gateway_secrets import SECRETS_LIST, SECRETS_METHODS
-from contracts.gateway_sessions import SESSION_METHODS, SESSIONS_LIST
+from contracts.gateway_network import NETWORK_METHODS
+from contracts.gateway_people import PEOPLE_METHODS
+from contracts.gateway_runtime import RUNTIME_METHODS
+from contracts.gateway_secrets import SECRETS_METHODS
+from contracts.gateway_sessions import SESSION_METHODS
 from contracts.gateway_ssh import SSH_METHODS
-from contracts.gateway_stop import INSTANCES_GET_AUTOSTOP, STOP_METHODS
+from contracts.gateway_stop import STOP_METHODS
 from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     DEFAULT_GIT_USERNAME as DEFAULT_GIT_USERNAME,
     AddedRepo as AddedRepo,
@@ -97,7 +96,8 @@ from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
 from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
 from contracts.models import EnvVar, Instance, Machine
 from contracts.openrpc import OpenRpcDocument
-from contracts.ports import MACHINES_PORTS, PORT_METHODS
+from contracts.people import Scope
+from contracts.ports import PORT_METHODS
 
 _NF: tuple[type[FleetError], ...] = (NotFound, Forbidden)
 _DAEMON: tuple[type[FleetError], ...] = (
@@ -116,35 +116,69 @@ _CREATE: tuple[type[FleetError], ...] = (NotFound, Forbidden, Conflict, RunningM
 
 # One constant per method: handlers register against them, clients call through them.
 INSTANCES_CREATE = MethodSpec(
-    "instances.create", CreateInstanceParams, Instance, "Create an instance."
+    "instances.create", CreateInstanceParams, Instance, "Create an instance.", scope="machines:exec"
 )
-INSTANCES_GET = MethodSpec("instances.get", InstanceRef, Instance, "One instance.", _NF)
+INSTANCES_GET = MethodSpec(
+    "instances.get", InstanceRef, Instance, "One instance.", _NF, scope="machines:read", reads=True
+)
 INSTANCES_LIST = MethodSpec(
-    "instances.list", NoParams, InstanceList, "Every instance the caller may see."
+    "instances.list",
+    NoParams,
+    InstanceList,
+    "Every instance the caller may see.",
+    scope="machines:read",
+    reads=True,
 )
-ENV_SET = MethodSpec("env.set", SetEnvParams, EnvVar, "Set a platform or instance env var.", _NF)
-ENV_UNSET = MethodSpec("env.unset", UnsetEnvParams, Removed, "Remove an env var.", _NF)
-ENV_LIST = MethodSpec("env.list", ListEnvParams, EnvList, "Env vars of one scope.", _NF)
+ENV_SET = MethodSpec(
+    "env.set", SetEnvParams, EnvVar, "Set a platform or instance env var.", _NF, scope="env:write"
+)
+ENV_UNSET = MethodSpec(
+    "env.unset", UnsetEnvParams, Removed, "Remove an env var.", _NF, scope="env:write"
+)
+ENV_LIST = MethodSpec(
+    "env.list", ListEnvParams, EnvList, "Env vars of one scope.", _NF, scope="env:read", reads=True
+)
 REPOS_ADD = MethodSpec(
     "repos.add", AddRepoParams, AddedRepo,
     "Add (or replace) a repo checkout, once git on the platform has seen the repo and branch.",
     (*_NF, RepoNotFound, BranchNotFound),
+    scope="env:write",
 )  # fmt: skip
-REPOS_REMOVE = MethodSpec("repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", _NF)
-REPOS_LIST = MethodSpec("repos.list", InstanceRef, RepoList, "An instance's repos.", _NF)
+REPOS_REMOVE = MethodSpec(
+    "repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", _NF, scope="env:write"
+)
+REPOS_LIST = MethodSpec(
+    "repos.list",
+    InstanceRef,
+    RepoList,
+    "An instance's repos.",
+    _NF,
+    scope="machines:read",
+    reads=True,
+)
 MACHINES_CREATE = MethodSpec(
     "machines.create",
     CreateMachineParams,
     Machine,
     "Create the instance's machine.",
     (*_CREATE, IdempotencyKeyReused, NotSupported),
+    scope="machines:exec",
+    budget="create",
 )
-MACHINES_GET = MethodSpec("machines.get", MachineRef, Machine, "One machine.", _NF)
+MACHINES_GET = MethodSpec(
+    "machines.get", MachineRef, Machine, "One machine.", _NF, scope="machines:read", reads=True
+)
 MACHINES_LIST = MethodSpec(
-    "machines.list", ListMachinesParams, MachineList, "Machines, newest first.", _NF
+    "machines.list",
+    ListMachinesParams,
+    MachineList,
+    "Machines, newest first.",
+    _NF,
+    scope="machines:read",
+    reads=True,
 )
 MACHINES_ARCHIVE = MethodSpec(
-    "machines.archive", MachineRef, Machine, "Stop a machine for good.", _NF
+    "machines.archive", MachineRef, Machine, "Stop a machine for good.", _NF, scope="machines:exec"
 )
 MACHINES_REBUILD = MethodSpec(
     "machines.rebuild",
@@ -152,6 +186,8 @@ MACHINES_REBUILD = MethodSpec(
     Machine,
     "Archive current machine, make a new one.",
     (*_CREATE, IdempotencyKeyReused, NotSupported),
+    scope="machines:exec",
+    budget="create",
 )
 MACHINES_EXEC = MethodSpec(
     "machines.exec",
@@ -159,9 +195,16 @@ MACHINES_EXEC = MethodSpec(
     ExecCommandResult,
     "Run argv on a machine, as its user (or as root: gvisor machines only).",
     (*_DAEMON, NotSupported, HostUnavailable),
+    scope="machines:exec",
+    budget="exec",
 )
 MACHINES_WRITE_FILE = MethodSpec(
-    "machines.writeFile", MachineWriteFileParams, WriteFileResult, "Write a file.", _DAEMON
+    "machines.writeFile",
+    MachineWriteFileParams,
+    WriteFileResult,
+    "Write a file.",
+    _DAEMON,
+    scope="files:write",
 )
 MACHINES_REFRESH_ENV = MethodSpec(
     "machines.refreshEnv",
@@ -169,6 +212,7 @@ MACHINES_REFRESH_ENV = MethodSpec(
     RefreshEnvResult,
     "Rebuild the .env and push it to every running machine (of one instance).",
     _NF,
+    scope="machines:exec",
 )
 MACHINES_REFRESH_CODE = MethodSpec(
     "machines.refreshCode",
@@ -176,6 +220,7 @@ MACHINES_REFRESH_CODE = MethodSpec(
     RefreshCodeResult,
     "Put the platform's code on the machine and restart its daemon with it.",
     (*_DAEMON, NotSupported, ProviderError),
+    scope="machines:exec",
 )
 MACHINES_PROCESS_START = MethodSpec(
     "machines.process.start",
@@ -183,12 +228,24 @@ MACHINES_PROCESS_START = MethodSpec(
     ProcessInfo,
     "Start a background process on a machine.",
     _DAEMON,
+    scope="machines:exec",
 )
 MACHINES_PROCESS_LIST = MethodSpec(
-    "machines.process.list", MachineRef, ProcessList, "A machine's background processes.", _DAEMON
+    "machines.process.list",
+    MachineRef,
+    ProcessList,
+    "A machine's background processes.",
+    _DAEMON,
+    scope="machines:read",
+    reads=True,
 )
 MACHINES_PROCESS_KILL = MethodSpec(
-    "machines.process.kill", MachineProcessRef, ProcessInfo, "Stop a background process.", _DAEMON
+    "machines.process.kill",
+    MachineProcessRef,
+    ProcessInfo,
+    "Stop a background process.",
+    _DAEMON,
+    scope="machines:exec",
 )
 MACHINES_PROCESS_LOGS = MethodSpec(
     "machines.process.logs",
@@ -196,6 +253,8 @@ MACHINES_PROCESS_LOGS = MethodSpec(
     ProcessLogs,
     "The last lines of a background process's output.",
     _DAEMON,
+    scope="machines:read",
+    reads=True,
 )
 CRON_SET = MethodSpec(
     "cron.set",
@@ -203,23 +262,52 @@ CRON_SET = MethodSpec(
     CronSetResult,
     "Replace an instance's cron table and push it to its running machines.",
     _NF,
+    scope="machines:exec",
 )
-CRON_LIST = MethodSpec("cron.list", InstanceRef, CronList, "An instance's cron table.", _NF)
+CRON_LIST = MethodSpec(
+    "cron.list",
+    InstanceRef,
+    CronList,
+    "An instance's cron table.",
+    _NF,
+    scope="machines:read",
+    reads=True,
+)
 TOKENS_CREATE = MethodSpec(
-    "tokens.create", CreateTokenParams, CreatedToken, "Create an access token.", _NF
+    "tokens.create",
+    CreateTokenParams,
+    CreatedToken,
+    "Create an access token.",
+    _NF,
+    scope="machines:read",
 )
 TOKENS_LIST = MethodSpec(
-    "tokens.list", NoParams, TokenList, "Access tokens the caller may see.", _NF
+    "tokens.list",
+    NoParams,
+    TokenList,
+    "Access tokens the caller may see.",
+    _NF,
+    scope="machines:read",
+    reads=True,
 )
-TOKENS_REVOKE = MethodSpec("tokens.revoke", TokenRef, Revoked, "Revoke an access token.", _NF)
+TOKENS_REVOKE = MethodSpec(
+    "tokens.revoke", TokenRef, Revoked, "Revoke an access token.", _NF, scope="machines:read"
+)
 RPC_DISCOVER = MethodSpec(
-    "rpc.discover", NoParams, OpenRpcDocument, "This API as an OpenRPC document."
+    "rpc.discover",
+    NoParams,
+    OpenRpcDocument,
+    "This API as an OpenRPC document.",
+    scope="machines:read",
+    reads=True,
+    public=True,
 )
 
 EVENTS_TICKET = MethodSpec(
     "events.ticket", NoParams, EventsTicket,
     "A short-lived, single-use ticket for GET /events?ticket=..., acting as this token "
     "(for clients such as EventSource that cannot send an Authorization header).",
+    scope="machines:read", reads=True,
 )  # fmt: skip
 
 GATEWAY_METHODS: tuple[AnySpec, ...] = (
@@ -273,47 +361,25 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *SECRETS_METHODS,
 )
 
-#: Methods that answer without a token: they reveal no data (discovery tools call them bare).
-PUBLIC_METHODS: frozenset[str] = frozenset({RPC_DISCOVER.name})
 
-#: Methods that change nothing: the only ones the audit log does not record. Every other
-#: method (one added later included) is recorded, with its params redacted.
-READ_ONLY_METHODS: frozenset[str] = frozenset(
-    s.name
-    for s in (
-        INSTANCES_GET,
-        INSTANCES_LIST,
-        ENV_LIST,
-        REPOS_LIST,
-        MACHINES_GET,
-        MACHINES_LIST,
-        MACHINES_PROCESS_LIST,
-        MACHINES_PROCESS_LOGS,
-        CRON_LIST,
-        TOKENS_LIST,
-        RPC_DISCOVER,
-        # A ticket for GET /events: it reads events, as the methods above read records.
-        EVENTS_TICKET,
-        AUDIT_LIST,
-        MACHINES_DAEMON_LOG,
-        MACHINES_PORTS,
-        INSTANCES_GET_LIMITS,
-        HOSTS_LIST,
-        INSTANCES_GET_AUTOSTOP,
-        INSTANCES_GET_RUNTIME,
-        INSTANCES_GET_ENVIRONMENT,
-        ENVIRONMENTS_LIST,
-        INSTANCES_GET_NETWORK_POLICY,
-        USERS_LIST,
-        INSTANCES_MEMBERS,
-        CODEMODE_LIST,
-        CODEMODE_DESCRIBE,
-        CODEMODE_BRIDGES_LIST,
-        SECRETS_LIST,
-        SESSIONS_LIST,
-        # machines.readFile is not here: a file read is a transfer, and recorded as one.
-        MACHINES_LIST_DIR,
-        MACHINES_STAT,
-        MACHINES_CODE_LIST_CONTEXTS,
-    )
-)
+def _policy_of(methods: tuple[AnySpec, ...]) -> dict[str, Scope]:
+    """Each method's scope; TypeError, at import, naming any method that declares none (its
+    spec is the only place a method's rights are said)."""
+    unscoped = [m.name for m in methods if m.scope is None]
+    if unscoped:
+        raise TypeError(f"gateway methods without a scope on their MethodSpec: {unscoped}")
+    return {m.name: m.scope for m in methods if m.scope is not None}
+
+
+#: The scope each gateway method needs, on the instance its params name (or on the platform
+#: when they name none): a view of the specs.
+METHOD_SCOPES: Final[dict[str, Scope]] = _policy_of(GATEWAY_METHODS)
+
+#: Methods that answer without a token: they reveal no data (discovery tools call them bare).
+PUBLIC_METHODS: frozenset[str] = frozenset(s.name for s in GATEWAY_METHODS if s.public)
+
+#: Methods that change nothing (``reads`` on their spec): the only ones the audit log does
+#: not record. Every other method (one added later included) is recorded, with its params
+#: redacted. ``events.ticket`` reads events; ``machines.readFile`` is not one: a file read is
+#: a transfer, and recorded as one.
+READ_ONLY_METHODS: frozenset[str] = frozenset(s.name for s in GATEWAY_METHODS if s.reads)

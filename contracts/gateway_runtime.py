@@ -38,6 +38,7 @@ INSTANCES_SET_RUNTIME = MethodSpec(
     "platform's). Machines it has keep theirs. NotSupported if the platform's provider cannot "
     "run it.",
     (NotFound, Forbidden, NotSupported),
+    scope="machines:exec",
 )
 INSTANCES_GET_RUNTIME = MethodSpec(
     "instances.getRuntime",
@@ -45,6 +46,8 @@ INSTANCES_GET_RUNTIME = MethodSpec(
     InstanceRuntime,
     "The instance's runtime setting, and the runtime its next machine gets.",
     (NotFound, Forbidden),
+    scope="machines:read",
+    reads=True,
 )
 
 RUNTIME_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_RUNTIME, INSTANCES_GET_RUNTIME)

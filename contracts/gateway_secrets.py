@@ -143,14 +143,17 @@ SECRETS_SET: Final = MethodSpec(
     "secrets.set", SetSecretParams, SecretInfo,
     "Add or replace a secret the egress proxy adds to requests to its hosts.",
     (NotFound, Forbidden, InvalidParams),
+    scope="admin",
 )  # fmt: skip
 SECRETS_LIST: Final = MethodSpec(
     "secrets.list", SecretListParams, SecretList,
     "An instance's secrets: names, hosts, header and format, never values.", (NotFound, Forbidden),
+    scope="env:read", reads=True,
 )  # fmt: skip
 SECRETS_DELETE: Final = MethodSpec(
     "secrets.delete", SecretRef, SecretDeleted, "Delete a secret: it stops at once.",
     (NotFound, Forbidden),
+    scope="admin",
 )  # fmt: skip
 
 SECRETS_METHODS: tuple[AnySpec, ...] = (SECRETS_SET, SECRETS_LIST, SECRETS_DELETE)

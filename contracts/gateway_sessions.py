@@ -108,9 +108,16 @@ SESSIONS_OPEN = MethodSpec(
     "Start an interactive session (default: the login shell) on a machine's pseudo-terminal; "
     f"attach to it with a WebSocket at {ATTACH_PATH}.",
     (*_ERRORS, ToolError, BadPath, TooManyStreams),
+    scope="machines:exec",
 )
 SESSIONS_LIST = MethodSpec(
-    "sessions.list", MachineSessions, SessionList, "A machine's sessions.", _ERRORS
+    "sessions.list",
+    MachineSessions,
+    SessionList,
+    "A machine's sessions.",
+    _ERRORS,
+    scope="machines:exec",
+    reads=True,
 )
 SESSIONS_RESIZE = MethodSpec(
     "sessions.resize",
@@ -118,6 +125,7 @@ SESSIONS_RESIZE = MethodSpec(
     SessionInfo,
     "Set a session's terminal size.",
     _ERRORS,
+    scope="machines:exec",
 )
 SESSIONS_CLOSE = MethodSpec(
     "sessions.close",
@@ -125,6 +133,7 @@ SESSIONS_CLOSE = MethodSpec(
     SessionClosed,
     "Hang up a session and forget it; attached clients get its exit code.",
     _ERRORS,
+    scope="machines:exec",
 )
 
 SESSION_METHODS: tuple[AnySpec, ...] = (

@@ -59,6 +59,7 @@ INSTANCES_SET_SSH_KEYS = MethodSpec(
     f"Replace an instance's SSH public keys: its machines' {AUTHORIZED_KEYS}, written at setup "
     "and pushed now to its running machines.",
     (NotFound, Forbidden, InvalidParams),
+    scope="env:write",
 )
 
 SSH_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_SSH_KEYS,)

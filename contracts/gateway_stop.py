@@ -54,6 +54,7 @@ MACHINES_STOP: MethodSpec[MachineRef, Machine] = MethodSpec(
     Machine,
     "Stop a machine: its processes end, its home stays (a stopped one: no change).",
     (NotFound, Forbidden, Conflict),
+    scope="machines:exec",
 )
 MACHINES_START: MethodSpec[MachineRef, Machine] = MethodSpec(
     "machines.start",
@@ -63,6 +64,7 @@ MACHINES_START: MethodSpec[MachineRef, Machine] = MethodSpec(
     "(a running one: no change). Refused with HostFull while its host has no room; "
     "Unavailable (retry) while other starts on its host hold its place for over 5 s.",
     (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull, Unavailable),
+    scope="machines:exec",
 )
 MACHINES_PAUSE: MethodSpec[MachineRef, Machine] = MethodSpec(
     "machines.pause",
@@ -72,6 +74,8 @@ MACHINES_PAUSE: MethodSpec[MachineRef, Machine] = MethodSpec(
     "its sandbox ends and its host memory is freed (status pausing, then paused; a paused "
     "one: no change). NotSupported on a namespaces machine; Conflict unless it is ready.",
     (NotFound, Forbidden, Conflict, NotSupported),
+    scope="machines:exec",
+    budget="pause",
 )
 MACHINES_RESUME: MethodSpec[MachineRef, Machine] = MethodSpec(
     "machines.resume",
@@ -81,6 +85,8 @@ MACHINES_RESUME: MethodSpec[MachineRef, Machine] = MethodSpec(
     "(status resuming, then ready; a ready one: no change). Conflict unless it is paused; "
     "refused as machines.start is (RunningMachinesLimit, HostFull), and it stays paused.",
     (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull, Unavailable),
+    scope="machines:exec",
+    budget="pause",
 )
 INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
     "instances.setAutoStop",
@@ -90,6 +96,7 @@ INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
     "(0: off). action: pause or stop; absent, a gvisor machine is paused and a namespaces one "
     "stopped. A namespaces machine is always stopped: it cannot keep its memory.",
     (NotFound, Forbidden),
+    scope="admin",
 )
 INSTANCES_GET_AUTOSTOP: MethodSpec[InstanceRef, AutoStop] = MethodSpec(
     "instances.getAutoStop",
@@ -97,6 +104,8 @@ INSTANCES_GET_AUTOSTOP: MethodSpec[InstanceRef, AutoStop] = MethodSpec(
     AutoStop,
     "The instance's auto-stop setting (0: off).",
     (NotFound, Forbidden),
+    scope="machines:read",
+    reads=True,
 )
 
 STOP_METHODS: tuple[AnySpec, ...] = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -25,6 +25,7 @@ from contracts.errors import (
     PayloadTooLarge,
     error_from_wire,
 )
+from contracts.people import Scope
 from contracts.rpc_params import (
     by_name,
     invalid_params as invalid_params,  # the gateway imports it here
@@ -61,16 +62,44 @@ _R_out = TypeVar("_R_out", covariant=True)
 _Ctx_in = TypeVar("_Ctx_in", contravariant=True)
 
 
+#: The per-token budgets a gateway method may spend (the gateway's ``CallLimits``), each
+#: with the words its refusal names it by.
+Budget = Literal["create", "exec", "build", "pause"]
+BUDGETS: dict[str, str] = {
+    "create": "machine creations",
+    "exec": "commands",
+    "build": "environment builds",
+    "pause": "pauses, resumes and snapshots",
+}
+#: Why a daemon method wakes its paused machine (the gateway's ``WakeBy``).
+WakeReason = Literal["exec", "files", "terminal", "process", "tunnel"]
+
+
 @dataclass(frozen=True)
 class MethodSpec(Generic[P, R]):
-    """One method: its wire name, params Struct, result type, summary and the errors it may
-    answer. Typed, so a handler registered for it and a client calling it are checked by mypy."""
+    """One method, whole: its wire name, params Struct, result type, summary and the errors it
+    may answer (typed, so a handler registered for it and a client calling it are checked by
+    mypy), and its policy, which every table of the platform reads from here:
+
+    - ``scope``: what a gateway caller needs on the instance its params name (a gateway
+      method without one is refused where the gateway's methods are listed, at import);
+    - ``reads``: it changes nothing (the audit log records it only when refused);
+    - ``public``: it answers without a token (it reveals no data);
+    - ``budget``: the per-token budget each call spends (``BUDGETS``);
+    - ``wakes``: a daemon method that wakes its paused machine, and why;
+    - ``at_once``: a daemon method the daemon answers on its reader, never waiting."""
 
     name: str
     params: type[P]
     result: type[R]
     summary: str
     errors: tuple[type[FleetError], ...] = field(default=())
+    scope: Scope | None = field(default=None, kw_only=True)
+    reads: bool = field(default=False, kw_only=True)
+    public: bool = field(default=False, kw_only=True)
+    budget: Budget | None = field(default=None, kw_only=True)
+    wakes: WakeReason | None = field(default=None, kw_only=True)
+    at_once: bool = field(default=False, kw_only=True)
 
 
 AnySpec = MethodSpec[Any, Any]

@@ -125,6 +125,8 @@ MACHINES_PORTS = MethodSpec(
     "The TCP ports that listen in the machine (each can be opened as a preview URL), with "
     "the labels its environment gives them, and the ports its environment forwards.",
     (NotFound, Forbidden, *_DAEMON, NotSupported),
+    scope="ports",
+    reads=True,
 )
 MACHINES_PREVIEW_TICKET = MethodSpec(
     "machines.previewTicket",
@@ -133,6 +135,7 @@ MACHINES_PREVIEW_TICKET = MethodSpec(
     "A single-use ticket that opens a port's preview URL in a browser (it becomes a cookie "
     "scoped to that preview, so no token ever goes into a URL).",
     (NotFound, Forbidden, InvalidParams),
+    scope="ports",
 )
 
 PORT_METHODS: tuple[AnySpec, ...] = (MACHINES_PORTS, MACHINES_PREVIEW_TICKET)
@@ -158,4 +161,5 @@ TUNNEL_CONNECT = MethodSpec(
     "Connect to a port of the machine's loopback and join the connection to a byte stream "
     "(half-close aware; the socket is not read while the platform's credit is spent).",
     (*_DAEMON, PortUnreachable, TooManyStreams),
+    wakes="tunnel",
 )

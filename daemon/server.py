@@ -509,8 +509,7 @@ class Daemon:
 
 
 #: Methods whose handlers never wait on anything but a small local file.
-_AT_ONCE = frozenset(s.name for s in (d.HEALTH, d.GET_VERSION, d.WRITE_FILE, d.PROCESS_LIST,
-                                      d.EXEC_KILL))  # fmt: skip
+_AT_ONCE = frozenset(s.name for s in DAEMON_METHODS if s.at_once)
 #: Above this, tool.writeFile writes in a thread (see _write_file): not "at once".
 _AT_ONCE_MAX_BYTES = 192 * 1024
 

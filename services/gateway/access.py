@@ -15,13 +15,13 @@ import msgspec
 
 from contracts.errors import Conflict, Forbidden, InvalidParams, MachineStopped
 from contracts.events import WakeBy
+from contracts.gateway_rpc import METHOD_SCOPES
 from contracts.jsonrpc import Handler, Router
 from contracts.models import Machine
 from contracts.people import (
     ADMIN,
     ALL_SCOPES,
     INSTANCE_ROLE_SCOPES,
-    METHOD_SCOPES,
     PLATFORM_ROLE_SCOPES,
     READ_ONLY,
 )
@@ -42,7 +42,8 @@ class Caller(msgspec.Struct, frozen=True):
     """Who is calling, and the one place that decides what they may do: the operator's admin
     token (break-glass: everything), a signed-in user (by platform role and instance roles), or
     a token (its scopes and instances, within its user's roles). ``acting`` is the scope the
-    call under way needs (``contracts.people.METHOD_SCOPES``, ``route_scope``), set before any
+    call under way needs (its spec's ``scope``: ``contracts.gateway_rpc.METHOD_SCOPES``;
+    ``route_scope``), set before any
     handler runs; every check of a record against the caller (``require``, ``may``) asks it."""
 
     #: The token or sign-in session (``ws-...``) the call came with: what revocation cuts.

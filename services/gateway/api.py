@@ -10,11 +10,7 @@ import structlog
 from base.clock import SYSTEM_CLOCK, Clock
 from base.version import package_version
 from contracts import (
-    gateway_code as gcd,
-    gateway_env_builds as geb,
-    gateway_fork as gfk,
     gateway_rpc as g,
-    gateway_stop as gst,
 )
 from contracts.audit import AUDIT_LIST, AuditEntries, AuditListParams
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
@@ -68,7 +64,7 @@ from contracts.gateway_rpc import (
     UnsetEnvParams,
 )
 from contracts.ids import derived_event_id, new_event_id
-from contracts.jsonrpc import Dispatcher, Limits, NoParams, Router, handles
+from contracts.jsonrpc import BUDGETS, Dispatcher, Limits, NoParams, Router, handles
 from contracts.models import (
     EnvScope,
     EnvVar,
@@ -474,20 +470,12 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
 
 
 def rated(router: Router[Caller], lim: CallLimits) -> Router[Caller]:
-    """The same routes, those a token may call only so often refusing it past its budget."""
-    budgets = {
-        g.MACHINES_CREATE.name: (lim.create, "machine creations"),
-        g.MACHINES_REBUILD.name: (lim.create, "machine creations"),
-        gfk.MACHINES_FORK.name: (lim.create, "machine creations"),
-        g.MACHINES_EXEC.name: (lim.exec, "commands"),
-        gcd.MACHINES_CODE_RUN.name: (lim.exec, "commands"),
-        geb.ENVIRONMENTS_BUILD.name: (lim.build, "environment builds"),
-        gst.MACHINES_PAUSE.name: (lim.pause, "pauses, resumes and snapshots"),
-        gst.MACHINES_RESUME.name: (lim.pause, "pauses, resumes and snapshots"),
-        gfk.MACHINES_SNAPSHOT.name: (lim.pause, "pauses, resumes and snapshots"),
-    }
+    """The same routes, each whose spec names a ``budget`` refusing a token past it."""
     out = Router[Caller]()
-    for name, route in router.routes.items():
-        budget = budgets.get(name)
-        out.register(route.spec, lim.wrap(*budget, route.handler) if budget else route.handler)
+    for route in router.routes.values():
+        budget = route.spec.budget
+        handler = route.handler
+        if budget is not None:
+            handler = lim.wrap(lim.budget(budget), BUDGETS[budget], handler)
+        out.register(route.spec, handler)
     return out

@@ -32,8 +32,8 @@ from contracts.codemode import (
 from contracts.daemon_code import CodeRunResult
 from contracts.errors import InternalError, Unauthorized
 from contracts.gateway_code import MACHINES_CODE_RUN, MachineCodeRunParams
+from contracts.gateway_rpc import METHOD_SCOPES
 from contracts.jsonrpc import decode_result, encode_call
-from contracts.people import METHOD_SCOPES
 from services.gateway.access import Caller
 from services.gateway.asgi import serve_asgi
 from services.gateway.codemode_ops import CodemodeOps

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import FleetError, RateLimited, Unauthorized
-from contracts.jsonrpc import Params
+from contracts.jsonrpc import Budget, Params
 from controlplane.settings import Settings
 from services.gateway.access import Caller
 
@@ -107,6 +107,11 @@ class CallLimits:
         self.exec = RateLimiter(settings.rate_exec_per_min, clock=clock.monotonic)
         self.build = RateLimiter(settings.rate_build_per_min, clock=clock.monotonic)
         self.pause = RateLimiter(settings.rate_pause_per_min, clock=clock.monotonic)
+
+    def budget(self, name: Budget) -> RateLimiter:
+        """The limiter of a spec's ``budget``."""
+        return {"create": self.create, "exec": self.exec, "build": self.build,
+                "pause": self.pause}[name]  # fmt: skip
 
     @staticmethod
     def wrap(

@@ -26,12 +26,11 @@ from aiohttp import web
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.retry import Backoff, Retries, retry
-from contracts import daemon_files as df, daemon_rpc as d
+from contracts import daemon_rpc as d
 from contracts.errors import DaemonTimeout, DaemonUnavailable, PortUnreachable
 from contracts.events import WakeBy
 from contracts.jsonrpc import NoParams
 from contracts.models import Machine
-from contracts.ports import TUNNEL_CONNECT
 from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient
@@ -42,26 +41,10 @@ from services.gateway.admission import wake_up
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-#: The daemon methods that wake their machine, by what they are; any other (a look, such as
-#: ``process.list``, ``daemonLog`` or ``session.list``, which the console asks when it shows
-#: a machine) never does.
-WAKES: dict[str, WakeBy] = {
-    d.EXEC_COMMAND.name: WakeBy.EXEC,
-    d.WRITE_FILE.name: WakeBy.FILES,
-    df.READ_FILE.name: WakeBy.FILES,
-    df.LIST_DIR.name: WakeBy.FILES,
-    df.STAT.name: WakeBy.FILES,
-    df.REMOVE_FILE.name: WakeBy.FILES,
-    df.DOWNLOAD_FILE.name: WakeBy.FILES,
-    df.UPLOAD_FILE.name: WakeBy.FILES,
-    d.SESSION_OPEN.name: WakeBy.TERMINAL,
-    d.SESSION_RESIZE.name: WakeBy.TERMINAL,
-    d.SESSION_CLOSE.name: WakeBy.TERMINAL,
-    d.SESSION_ATTACH.name: WakeBy.TERMINAL,
-    d.PROCESS_START.name: WakeBy.PROCESS,
-    d.PROCESS_KILL.name: WakeBy.PROCESS,
-    TUNNEL_CONNECT.name: WakeBy.TUNNEL,
-}
+#: The daemon methods that wake their machine, by what they are (``wakes`` on their specs);
+#: any other (a look, such as ``process.list``, ``daemonLog`` or ``session.list``, which the
+#: console asks when it shows a machine) never does.
+WAKES: dict[str, WakeBy] = {s.name: WakeBy(s.wakes) for s in d.DAEMON_METHODS if s.wakes}
 
 #: On its way up after a start: a woken call waits for ``ready``.
 STARTING = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING})

@@ -14,13 +14,12 @@ from typing import Any
 
 from contracts.codemode import RunRecord, now
 from contracts.errors import FleetError, Forbidden, InvalidParams
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway_rpc import GATEWAY_METHODS, METHOD_SCOPES
 from contracts.people import (
     ADMIN,
     ALL_SCOPES,
     INSTANCE_ROLE_SCOPES,
     INSTANCE_ROLES,
-    METHOD_SCOPES,
     PLATFORM_ROLE_SCOPES,
     PLATFORM_ROLES,
     READ_ONLY,

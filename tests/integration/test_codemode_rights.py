@@ -1,5 +1,5 @@
 """Codemode's rights on the whole stack: a run or a describe needs ``codemode.run``'s and
-``codemode.describe``'s scope (``contracts.people.METHOD_SCOPES``) on the instance it belongs to,
+``codemode.describe``'s scope (its spec's ``scope``) on the instance it belongs to,
 through ``POST /rpc``, ``POST /codemode/run`` and ``/mcp`` alike, so that a token that may only
 look neither runs code in the sandbox nor reaches the instance's bridges, which call their APIs
 with the credentials the owner stored."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway_rpc import GATEWAY_METHODS, METHOD_SCOPES
 from contracts.people import (
     ALL_SCOPES,
     FILES_READ,
     FILES_WRITE,
     MACHINES_EXEC,
     MACHINES_READ,
-    METHOD_SCOPES,
     PORTS,
     route_scope,
 )
