@@ -362,7 +362,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
 )
 
 
-def _policy_of(methods: tuple[AnySpec, ...]) -> dict[str, Scope]:
+def method_scopes(methods: tuple[AnySpec, ...]) -> dict[str, Scope]:
     """Each method's scope; TypeError, at import, naming any method that declares none (its
     spec is the only place a method's rights are said)."""
     unscoped = [m.name for m in methods if m.scope is None]
@@ -373,7 +373,7 @@ def _policy_of(methods: tuple[AnySpec, ...]) -> dict[str, Scope]:
 
 #: The scope each gateway method needs, on the instance its params name (or on the platform
 #: when they name none): a view of the specs.
-METHOD_SCOPES: Final[dict[str, Scope]] = _policy_of(GATEWAY_METHODS)
+METHOD_SCOPES: Final[dict[str, Scope]] = method_scopes(GATEWAY_METHODS)
 
 #: Methods that answer without a token: they reveal no data (discovery tools call them bare).
 PUBLIC_METHODS: frozenset[str] = frozenset(s.name for s in GATEWAY_METHODS if s.public)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from contracts.gateway_rpc import GATEWAY_METHODS, METHOD_SCOPES
+import pytest
+
+from contracts.gateway_rpc import GATEWAY_METHODS, METHOD_SCOPES, method_scopes
+from contracts.jsonrpc import MethodSpec, NoParams
 from contracts.people import (
     ALL_SCOPES,
     FILES_READ,
@@ -18,6 +21,14 @@ from services.gateway.access import Caller
 def test_every_gateway_method_has_exactly_one_scope() -> None:
     assert set(METHOD_SCOPES) == {m.name for m in GATEWAY_METHODS}
     assert set(METHOD_SCOPES.values()) <= ALL_SCOPES
+
+
+def test_a_gateway_method_without_a_scope_is_refused_at_import_by_name() -> None:
+    unscoped = MethodSpec("machines.echo", NoParams, NoParams, "Echo.")
+    scoped = MethodSpec("machines.echo2", NoParams, NoParams, "Echo.", scope="machines:read")
+    with pytest.raises(TypeError, match=r"\['machines.echo'\]"):
+        method_scopes((scoped, unscoped))
+    assert method_scopes((scoped,)) == {"machines.echo2": "machines:read"}
 
 
 def test_http_routes_into_a_machine_need_their_scope() -> None:
