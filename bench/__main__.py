@@ -6,7 +6,8 @@ names them, leaves out the benchmarks that stay slow even so (SLOW: it says so),
 about a minute and a half; ``--json`` also writes the figures to docs/benchmarks.json (or PATH)
 (with ``--only``, into that file: those benchmarks' figures replaced, the others kept),
 the file the docs site's benchmarks page renders; ``--profile DIR`` also samples the services
-with py-spy (a dev dependency) during benchmarks 2 and 3 and writes the top functions there.
+with py-spy (a dev dependency) during benchmarks 2 and 3 and writes the top functions there
+(31 runs its egress proxy under cProfile instead).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bench import (
     codemode,
     create_ready,
     egress,
+    egress_proxy,
     env_cache,
     exec_stream,
     files,
@@ -57,7 +59,7 @@ from bench.common import REPO, Report, fmt, machine_description, verdict
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 31))
+BENCHES = tuple(str(n) for n in range(1, 32))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together; 27 also needs runsc, which not every host has.
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="smaller runs; without --only, skips the slow ones",
     )
-    parser.add_argument("--only", help="comma-separated benchmark numbers (1-30; default all)")
+    parser.add_argument("--only", help="comma-separated benchmark numbers (1-31; default all)")
     parser.add_argument(
         "--json",
         type=Path,
@@ -97,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         "docs site's benchmarks page renders)",
     )
     parser.add_argument("--machines", type=int, help="machines for benchmarks 3, 4, 11, 20 and 24")
-    parser.add_argument("--profile", type=Path, help="py-spy the services into this directory")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the services (cProfile the egress proxy of 31) into this directory",
+    )
     args = parser.parse_args(argv)
     only = {b.strip() for b in (args.only or ",".join(BENCHES)).split(",") if b.strip()}
     if not only <= set(BENCHES):
@@ -184,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(code_interpreter.run(report, args.quick))
     if "30" in only:
         asyncio.run(startup.run(report, args.quick))
+    if "31" in only:
+        asyncio.run(egress_proxy.run(report, args.quick, args.profile))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")

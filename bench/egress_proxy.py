@@ -1,0 +1,279 @@
+"""Benchmark 31: a request through the egress proxy with a secret added
+(providers/egress_proxy.py), against a direct connection to the same upstream in the same run.
+
+Three processes, as on a host: an HTTPS upstream (a bare asyncio server with a CA of its own,
+HTTP/1.1 keep-alive), the proxy (an ``EgressProxy`` with two machines attached, listening on
+127.0.0.1 in its own namespace: one machine's instance has a secret naming the upstream, so
+its TLS is ended at the proxy, the header added and the request sent on over TLS; the other's
+has none, so its ``CONNECT`` is a plain tunnel), and the client (aiohttp, keep-alive on, one
+session per path). Each path is warmed up first (the ``CONNECT``, both handshakes, the leaf).
+
+- latency: N small GETs in a row on each path (the upstream answers with the Authorization
+  header it got, checked), one of each per round so that load on the shared host hits all
+  three; p50 and p90, against the direct connection;
+- throughput: a large download (64 MiB with ``--quick``, else 256 MiB) on each path in turn,
+  the median of the rounds, against the direct one; the proxy's CPU time per GiB beside it.
+
+Targets: p50 latency at most 1.3x the direct one, throughput at least 0.7x. With ``--profile
+DIR`` the proxy runs under cProfile and its top functions go to DIR/egress-proxy.txt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pstats
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from base.logs import configure_logging
+from bench.common import Figure, Report, median, percentile, temp_dir
+from bench.procstat import cpu_seconds
+from contracts.gateway_network import EgressPolicy
+from controlplane.crypto import SecretBox, generate_secret_key
+from controlplane.secret_ca import LeafContexts, leaf, make_ca, server_context
+from controlplane.store_secrets import StoredSecret
+from providers.egress_proxy import EgressProxy, Platform
+
+MiB = 1024 * 1024
+VALUE = "sk-bench-value"
+PATHS = ("direct", "secret added", "tunnel")
+_BLOCK = bytes(MiB)
+Ports = dict[str, int]
+
+
+# --- the upstream (a child process) ------------------------------------------------------------
+async def _upstream(root: Path) -> None:
+    """HTTPS on 127.0.0.1: ``/small`` answers the Authorization header it got (or ``none``),
+    ``/big/N`` N bytes, ``/conns`` how many connections it accepted. Prints its port."""
+    box = SecretBox(generate_secret_key())
+    ca, key = make_ca("upstream", box), ec.generate_private_key(ec.SECP256R1())
+    (root / "upstream-ca.pem").write_text(ca.cert_pem)
+    accepted = 0
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        try:
+            while head := await r.readuntil(b"\r\n\r\n"):
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                auth = next((ln.split(":", 1)[1].strip() for ln in lines[1:]
+                             if ln.lower().startswith("authorization:")), "none")  # fmt: skip
+                body = (str(accepted) if path == "/conns" else auth).encode()
+                size = int(path.rsplit("/", 1)[1]) if path.startswith("/big/") else len(body)
+                w.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+                        b"content-length: %d\r\n\r\n" % size)  # fmt: skip
+                await _body(w, body, size if path.startswith("/big/") else 0)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    ctx = server_context(leaf(ca, box, "127.0.0.1", key), key)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+    print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+    await _until_stdin_closes()
+
+
+async def _body(w: asyncio.StreamWriter, small: bytes, big: int) -> None:
+    """``small``, or ``big`` zero bytes a MiB at a time."""
+    if not big:
+        w.write(small)
+    for sent in range(0, big, MiB):
+        w.write(_BLOCK[: min(MiB, big - sent)])
+        await w.drain()
+    await w.drain()
+
+
+# --- the proxy (a child process) ---------------------------------------------------------------
+async def _proxy(root: Path, upstream_port: int) -> None:
+    """An EgressProxy with machine ``m-secret`` (its instance's secret names the upstream) and
+    ``m-tunnel`` (no secret). Writes the first instance's CA; prints both ports."""
+    box = SecretBox(generate_secret_key())
+    cas = {i: make_ca(i, box) for i in ("inst-secret", "inst-tunnel")}
+    (root / "instance-ca.pem").write_text(cas["inst-secret"].cert_pem)
+    secret = StoredSecret(name="API_KEY", hosts=[f"127.0.0.1:{upstream_port}"],
+                          header="Authorization", format="Bearer {value}",
+                          sealed=box.encrypt(VALUE))  # fmt: skip
+    leaves = LeafContexts(box)
+
+    async def policy(_: str) -> EgressPolicy:
+        return EgressPolicy(allow=["127.0.0.1"])
+
+    async def secrets(iid: str) -> list[StoredSecret]:
+        return [secret] if iid == "inst-secret" else []
+
+    async def leaf_of(iid: str, host: str) -> ssl.SSLContext:
+        return leaves.context(iid, cas[iid], host)
+
+    async def used(*_: str) -> None:  # the store's write per request is not measured here
+        return None
+
+    async def here(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
+        return make()  # this process's own namespace stands for the machine's
+
+    platform = Platform(policy=policy, secrets=secrets, leaf=leaf_of, open_value=box.decrypt,
+                        used=used)  # fmt: skip
+    trust = ssl.create_default_context(cafile=str(root / "upstream-ca.pem"))
+    async with EgressProxy(platform, frozenset(), trust, listen_at=("127.0.0.1", 0),
+                           socket_in=here) as proxy:  # fmt: skip
+        await proxy.attach("m-secret", "inst-secret", os.getpid())
+        await proxy.attach("m-tunnel", "inst-tunnel", os.getpid())
+        print(json.dumps({"secret": proxy.port_of("m-secret"),
+                          "tunnel": proxy.port_of("m-tunnel")}), flush=True)  # fmt: skip
+        await _until_stdin_closes()
+
+
+async def _until_stdin_closes() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+def _spawn(args: list[str], profile: Path | None = None) -> tuple[subprocess.Popen[str], Ports]:
+    """A child of this module (``upstream`` or ``proxy``) and the ports it printed."""
+    prefix = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    proc = subprocess.Popen([sys.executable, *prefix, "-m", "bench.egress_proxy", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()  # the child ends on its own (and cProfile writes its figures)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- the client (this process) -----------------------------------------------------------------
+Get = Callable[[str], Awaitable[bytes]]
+
+
+def _getter(session: aiohttp.ClientSession, proxy: str | None, trust: ssl.SSLContext) -> Get:
+    async def get(url: str) -> bytes:
+        async with session.get(url, proxy=proxy, ssl=trust) as r:
+            r.raise_for_status()
+            if "/big/" in url:
+                got = 0
+                async for data in r.content.iter_any():
+                    got += len(data)
+                return str(got).encode()
+            return await r.read()
+
+    return get
+
+
+async def _latencies(gets: dict[str, Get], url: str, n: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {k: [] for k in gets}
+    for _ in range(n):
+        for key, get in gets.items():  # one of each per round: the same load on all
+            t0 = time.perf_counter()
+            await get(url)
+            out[key].append(time.perf_counter() - t0)
+    return out
+
+
+async def _throughputs(gets: dict[str, Get], url: str, size: int, rounds: int,
+                       proxy_pid: int) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+    """Median MiB/s of each path, and the proxy's CPU seconds per GiB on each."""
+    speeds: dict[str, list[float]] = {k: [] for k in gets}
+    cpu: dict[str, list[float]] = {k: [] for k in gets}
+    for _ in range(rounds):
+        for key, get in gets.items():
+            c0, t0 = cpu_seconds(proxy_pid) or 0.0, time.perf_counter()
+            assert int(await get(url)) == size
+            speeds[key].append(size / MiB / (time.perf_counter() - t0))
+            cpu[key].append(((cpu_seconds(proxy_pid) or 0.0) - c0) * 1024 * MiB / size)
+    return ({k: median(v) for k, v in speeds.items()},
+            {k: median(v) for k, v in cpu.items()})  # fmt: skip
+
+
+async def _measure(root: Path, up: int, ports: dict[str, int], proxy_pid: int, quick: bool,
+                   report: Report) -> None:  # fmt: skip
+    upstream_ca = ssl.create_default_context(cafile=str(root / "upstream-ca.pem"))
+    instance_ca = ssl.create_default_context(cafile=str(root / "instance-ca.pem"))
+    base = f"https://127.0.0.1:{up}"
+    sessions = [aiohttp.ClientSession(trust_env=False, read_bufsize=MiB,
+                                      timeout=aiohttp.ClientTimeout(total=600))
+                for _ in PATHS]  # fmt: skip
+    try:
+        gets = {
+            "direct": _getter(sessions[0], None, upstream_ca),
+            "secret added": _getter(sessions[1], f"http://127.0.0.1:{ports['secret']}",
+                                    instance_ca),
+            "tunnel": _getter(sessions[2], f"http://127.0.0.1:{ports['tunnel']}", upstream_ca),
+        }  # fmt: skip
+        seen = {k: (await _latencies({k: g}, f"{base}/small", 5) and await g(f"{base}/small"))
+                for k, g in gets.items()}  # warm: connected, both handshakes done  # fmt: skip
+        assert seen == {"direct": b"none", "secret added": f"Bearer {VALUE}".encode(),
+                        "tunnel": b"none"}, seen  # fmt: skip
+        n, size, rounds = (300, 64 * MiB, 3) if quick else (1000, 256 * MiB, 5)
+        load0 = os.getloadavg()[0]
+        lat = await _latencies(gets, f"{base}/small", n)
+        speed, cpu = await _throughputs(gets, f"{base}/big/{size}", size, rounds, proxy_pid)
+        conns = int(await gets["direct"](f"{base}/conns"))
+        load1 = os.getloadavg()[0]
+    finally:
+        for s in sessions:
+            await s.close()
+    _figures(report, lat, speed)
+    report.note(f"egress proxy: {n} requests a path, {rounds} downloads of {size // MiB} MiB "
+                f"a path; the proxy's CPU per GiB: " + ", ".join(
+                    f"{k} {v:.2f} s" for k, v in cpu.items() if k != "direct")
+                + f"; the upstream accepted {conns} connections in all (keep-alive); load "
+                f"average (1 min) {load0:.2f} at the start, {load1:.2f} at the end")  # fmt: skip
+
+
+def _figures(report: Report, lat: dict[str, list[float]], speed: dict[str, float]) -> None:
+    p50 = {k: percentile(v, 50) for k, v in lat.items()}
+    p90 = {k: percentile(v, 90) for k, v in lat.items()}
+    for path in PATHS[1:]:
+        how = "TLS ended at the proxy, header added" if path == "secret added" else "CONNECT"
+        report.add(Figure("31", f"small GET via proxy, {path}, p50", p50[path], "s",
+                          p50["direct"], "direct", "<= 1.3x", p50[path] <= 1.3 * p50["direct"],
+                          note=how))  # fmt: skip
+        report.add(Figure("31", f"small GET via proxy, {path}, p90", p90[path], "s",
+                          p90["direct"], "direct"))  # fmt: skip
+        report.add(Figure("31", f"download via proxy, {path}", speed[path], "MiB/s",
+                          speed["direct"], "direct", ">= 0.7x",
+                          speed[path] >= 0.7 * speed["direct"]))  # fmt: skip
+
+
+async def run(report: Report, quick: bool, profile: Path | None = None) -> None:
+    print("[31] egress proxy: small GETs and a large download, direct / secret added / tunnel")
+    with temp_dir() as root:
+        prof = profile / "egress-proxy.prof" if profile else None
+        upstream, up = _spawn(["upstream", str(root)])
+        proxy = None
+        try:
+            proxy, ports = _spawn(["proxy", str(root), str(up["port"])], prof)
+            await _measure(root, up["port"], ports, proxy.pid, quick, report)
+        finally:
+            for p in (proxy, upstream):
+                if p is not None:
+                    _stop(p)
+        if prof is not None and prof.exists():
+            with prof.with_suffix(".txt").open("w") as out:
+                pstats.Stats(str(prof), stream=out).sort_stats("tottime").print_stats(30)
+            print(f"    (the proxy's profile: {prof.with_suffix('.txt')})")
+
+
+if __name__ == "__main__":
+    configure_logging("dev", "warning")  # stdout carries the ports
+    _role, _root = sys.argv[1], Path(sys.argv[2])
+    if _role == "upstream":
+        asyncio.run(_upstream(_root))
+    else:
+        asyncio.run(_proxy(_root, int(sys.argv[3])))
