@@ -55,8 +55,8 @@ import aiohttp
 import structlog
 from aiodocker.multiplexed import multiplexed_result_stream
 
-from base.backoff import backoff_s
 from base.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
+from base.retry import Backoff, retry_until
 from contracts.errors import NotSupported, ProviderError
 from providers.docker import DockerProvider, ensure_network, with_runtime
 from providers.docker_home import remove_home
@@ -176,11 +176,9 @@ class PooledDocker:
         nothing about the container: the wait is sent again, with backoff while the engine
         does not answer (meanwhile a container whose lifeline went with it is no longer
         ``alive``, and the keeper is told)."""
-        tries = 0
-        while not await self._ended_by_engine():
-            tries += 1
-            on_death()  # the keeper looks again: was its lifeline cut too?
-            await asyncio.sleep(backoff_s(tries, base=0.2, cap=5.0))
+        # Before each wait, the keeper looks again: was the lifeline cut too?
+        await retry_until(self._ended_by_engine, backoff=Backoff(base=0.2, cap=5.0),
+                          on_retry=lambda *_: on_death())  # fmt: skip
         self._ended = True
         on_death()
 
