@@ -40,6 +40,7 @@ from typing import Any, Literal
 import msgspec
 import structlog
 
+from base.first import first_of
 from base.logs import configure_logging
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.ids import MACHINE_ID_RE
@@ -97,12 +98,7 @@ class Instance:
             async with self.daemon:
                 self.serving = True
                 # The host's stop, or the daemon's own (``daemon.stop``, from an archive).
-                waits = {asyncio.ensure_future(e.wait()) for e in (self.stop, self.daemon.stopped)}
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for w in waits:
-                        w.cancel()
+                await first_of(self.stop.wait(), self.daemon.stopped.wait())
         except asyncio.CancelledError:
             await self.daemon.abandon()
             raise

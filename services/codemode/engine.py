@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import msgspec
 import structlog
 
-from base.tasks import OwnedTasks, cancel_and_join
+from base.first import first_of
+from base.tasks import OwnedTasks
 from contracts.codemode import (
     RunCancelled,
     RunError,
@@ -149,16 +150,11 @@ class Run:
         return await self._finish(outcome)
 
     async def _until_end(self, sb: Sandbox) -> _Result | _Error | str:
-        channel = asyncio.create_task(self._pump_channel(sb))
-        cancelled = asyncio.create_task(self._cancelled.wait())
-        done, _ = await asyncio.wait(
-            {channel, cancelled}, timeout=self.job.timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        await cancel_and_join(cancelled)
-        if channel in done:
-            return channel.result()
-        await cancel_and_join(channel)
-        return "cancelled" if cancelled in done else "timeout"
+        which, outcome = await first_of(self._pump_channel(sb), self._cancelled.wait(),
+                                        asyncio.sleep(self.job.timeout_s))  # fmt: skip
+        if which == 0:
+            return cast("_Result | _Error | str", outcome)
+        return "cancelled" if which == 1 else "timeout"
 
     async def _pump_channel(self, sb: Sandbox) -> _Result | _Error | str:
         assert sb.reader is not None

@@ -32,10 +32,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
+from base.first import first_of
 from contracts.errors import ProviderError
 from providers.gvisor import _bind, _rootfs
 from providers.scratch import remove_tree
@@ -169,14 +170,11 @@ class GvisorSandbox(Sandbox):
         """The runner's connection; if runsc ends (or hangs) first, a socket at its end of
         file, so that the run ends as died, with runsc's output in its logs."""
         assert self.proc is not None
-        accept = asyncio.ensure_future(asyncio.get_running_loop().sock_accept(listener))
-        ended = asyncio.ensure_future(self.proc.wait())
-        await asyncio.wait({accept, ended}, timeout=START_S, return_when=asyncio.FIRST_COMPLETED)
-        ended.cancel()
-        if accept.done():
-            return accept.result()[0]
-        accept.cancel()
-        log.warning("codemode.gvisor_not_started", cid=self._cid, exited=ended.done())
+        accept = asyncio.get_running_loop().sock_accept(listener)
+        which, accepted = await first_of(accept, self.proc.wait(), asyncio.sleep(START_S))
+        if which == 0:
+            return cast("tuple[socket.socket, Any]", accepted)[0]
+        log.warning("codemode.gvisor_not_started", cid=self._cid, exited=which == 1)
         ours, theirs = socket.socketpair()
         theirs.close()
         return ours
