@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import cast
 
 import msgspec
 import structlog
@@ -17,6 +18,7 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from base.clock import SYSTEM_CLOCK, Clock, within
+from base.first import first_of
 from contracts import subjects
 from contracts.codemode import RUN_STREAM_END, RUN_STREAM_PATH, RunParams, RunResult
 from contracts.errors import FleetError, InternalError, ParseError
@@ -100,13 +102,10 @@ async def _forward(
 ) -> bool:
     """Events until the run ends; True when its terminal event was among them."""
     while not run.done():
-        getter = asyncio.create_task(queue.get())
-        done, _ = await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            if await _write_event(resp, getter.result()):
-                return True
-        else:
-            getter.cancel()
+        # The run's end, not its outcome, and the run goes on when an event wins.
+        which, data = await first_of(queue.get(), asyncio.wait({run}))
+        if which == 0 and await _write_event(resp, cast(bytes, data)):
+            return True
     return False
 
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from contextvars import ContextVar
+from typing import cast
 
 import msgspec
 import structlog
 from aiohttp import web
 
 from base.clock import SYSTEM_CLOCK, Clock
+from base.first import first_of
 from contracts import daemon_rpc as d
 from contracts.errors import InvalidRequest, MethodNotFound
 from contracts.events import WakeBy
@@ -139,18 +141,13 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
 async def _pump(resp: web.StreamResponse, queue: asyncio.Queue[bytes],
                 call: asyncio.Task[bytes | None], clock: Clock) -> None:  # fmt: skip
     while True:
-        getter = asyncio.ensure_future(queue.get())
-        quiet = asyncio.ensure_future(clock.sleep(KEEPALIVE_S))
-        try:
-            done, _ = await asyncio.wait({getter, call, quiet},
-                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        finally:
-            quiet.cancel()
-        if getter in done:
-            await resp.write(sse(SSE_OUTPUT, getter.result()))
+        # The call's end, not its outcome (read below, once its output is written), and the
+        # call goes on when a part or the keepalive wins.
+        which, part = await first_of(queue.get(), asyncio.wait({call}), clock.sleep(KEEPALIVE_S))
+        if which == 0:
+            await resp.write(sse(SSE_OUTPUT, cast(bytes, part)))
             continue
-        getter.cancel()
-        if call in done:
+        if which == 1:
             while not queue.empty():  # the method drained its subscription: nothing comes later
                 await resp.write(sse(SSE_OUTPUT, queue.get_nowait()))
             if isinstance(queue, HeldParts) and queue.dropped:
