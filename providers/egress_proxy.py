@@ -337,7 +337,10 @@ async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 
 
 def _listening_socket(at: tuple[str, int]) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, so that asyncio sets TCP_NODELAY on each accepted connection (it
+    # checks the socket's proto): else Nagle holds an answer's body behind its head until the
+    # machine's delayed ACK, about 40 ms a request.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(at)
