@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from base import procinfo
+from base.backoff import backoff_s
 from base.codestore import STORE_VAR, CodeUnverified, current_code, with_code
 from base.tokenfd import DAEMON_RUN_AS_VAR, SUDO_SOCKET_VAR
 from daemon import nodump
@@ -196,7 +197,7 @@ class Supervisor:
             if time.monotonic() - self.started_at > _HEALTHY_AFTER_S:
                 self.failures = 0
             self.failures += 1
-            delay = min(0.1 * 2 ** (self.failures - 1), _MAX_BACKOFF_S)
+            delay = backoff_s(self.failures, base=0.1, cap=_MAX_BACKOFF_S, jitter=False)
             _say("daemon_died", pid=pid, code=code, restart_in_s=delay)
             time.sleep(delay)
         self.spawn()
