@@ -140,9 +140,7 @@ async def test_repos_are_cloned_once_with_git_safe_argv(world: World) -> None:
                                "--single-branch", "--", URL, "src/app"]]  # fmt: skip
     [clone] = [c for c in m.commands if "clone" in c.command]
     assert clone.timeout_s == world.settings.clone_timeout_s
-    assert clone.env["HTTPS_PROXY"] == MACHINE_PROXY_URL
-    assert clone.env["GIT_CONFIG_VALUE_0"] == "~/.fleet/ca.pem"
-    assert "GIT_ASKPASS" not in clone.env
+    assert clone.env == {"GIT_TERMINAL_PROMPT": "0"}
     assert await world.store.cloned_paths(machine.id) == {"src/app"}
     assert world.bus.one(SetupPushed, machine.id).repo_paths == ["src/app"]
 
@@ -439,7 +437,9 @@ async def test_a_private_repo_over_https_is_cloned_with_no_token_in_the_machine(
 
     m = world.daemons[machine.id]
     [clone] = [c for c in m.commands if "clone" in c.command]
-    assert clone.env == {"GIT_TERMINAL_PROMPT": "0"}
+    assert clone.env["HTTPS_PROXY"] == MACHINE_PROXY_URL
+    assert clone.env["GIT_CONFIG_VALUE_0"] == "~/.fleet/ca.pem"
+    assert "GIT_ASKPASS" not in clone.env
     env = parse_env_file(m.file("~/.fleet/.env").content)
     assert env["HTTPS_PROXY"] == MACHINE_PROXY_URL
     assert env["GIT_SSL_CAINFO"] == m.path("~/.fleet/ca.pem")
