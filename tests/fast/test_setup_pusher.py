@@ -437,9 +437,10 @@ async def test_a_private_repo_over_https_is_cloned_with_no_token_in_the_machine(
 
     m = world.daemons[machine.id]
     [clone] = [c for c in m.commands if "clone" in c.command]
-    assert clone.env["HTTPS_PROXY"] == MACHINE_PROXY_URL
-    assert clone.env["GIT_CONFIG_VALUE_0"] == "~/.fleet/ca.pem"
-    assert "GIT_ASKPASS" not in clone.env
+    git_env = clone.env or {}
+    assert git_env["HTTPS_PROXY"] == MACHINE_PROXY_URL
+    assert git_env["GIT_CONFIG_VALUE_0"] == "~/.fleet/ca.pem"
+    assert "GIT_ASKPASS" not in git_env
     env = parse_env_file(m.file("~/.fleet/.env").content)
     assert env["HTTPS_PROXY"] == MACHINE_PROXY_URL
     assert env["GIT_SSL_CAINFO"] == m.path("~/.fleet/ca.pem")
