@@ -169,6 +169,12 @@ class Router(Generic[Ctx]):
             raise ValueError(f"{spec.name} is registered twice")
         self._routes[spec.name] = _Route(spec, handler, msgspec.json.Decoder(spec.params))
 
+    @staticmethod
+    def handles_any(owner: object) -> bool:
+        """Whether ``owner``'s class marks any method with ``@handles``."""
+        return any(isinstance(getattr(v, _HANDLES, None), MethodSpec)
+                   for c in type(owner).__mro__ for v in vars(c).values())  # fmt: skip
+
     def collect(self, *owners: object) -> None:
         """Register every method of ``owners`` marked with ``@handles``, bound to its owner. A
         subclass's override of a marked method handles the same method, marked or not."""

@@ -15,7 +15,6 @@ from controlplane.metrics import Metrics
 from controlplane.runner import run_service
 from controlplane.settings import Settings, SettingsError
 from controlplane.stage import connect
-from controlplane.tokens import TokenStore
 from providers.code import code_repo, platform_sha
 from providers.code_status import CodeVersions
 from services.gateway.api import GatewayApi
@@ -52,7 +51,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         settings, stack, "gateway", publish_budget_s=settings.gateway_publish_wait_s
     )
     await store.tokens.migrate()  # tokens kept before scopes, in today's shape
-    keys = MachineKeys(store, SecretBox(settings.secret_key))
+    box = SecretBox(settings.secret_key)
+    keys = MachineKeys(store, box)
     # Served on the gateway's own port (GET /metrics); the only process that exports the
     # machines-by-status gauge, so that it exists once per deployment.
     metrics = Metrics(process=True)
@@ -70,7 +70,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         store=store,
         bus=bus,
         daemons=daemons,
-        box=SecretBox(settings.secret_key),
+        box=box,
         settings=settings,
         # restart and refreshCode are carried out by the machine's own host.
         hosts=HostClient(
@@ -104,7 +104,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         bus=bus,
         hub=hub,
         resolve_caller=caller_resolver(
-            settings.admin_token, TokenStore(store), store, settings.revocation_round_s, clock
+            settings.admin_token, api.tokens, store, settings.revocation_round_s, clock
         ),
         settings=settings,
         metrics=metrics,
@@ -116,6 +116,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         oidc=oidc,
         audit=audit,
         clock=clock,
+        tokens=api.tokens,
+        tickets=api.tickets,
     )
     await stack.enter_async_context(
         HttpServer(apps.console, settings.host, settings.port, sock=console)

@@ -159,12 +159,15 @@ class Wake(Protocol):
 class Access:
     """Records looked up on behalf of a caller: Forbidden when they are not theirs."""
 
-    def __init__(self, store: Store, code: CodeVersions, activity_write_s: float = 1.0) -> None:
+    def __init__(
+        self, store: Store, code: CodeVersions, activity_write_s: float = 1.0,
+        waker: Wake | None = None,
+    ) -> None:  # fmt: skip
         self.store = store
         self.code = code
         self.activity = ActivityClock(store, activity_write_s)
         #: Wakes a paused or stopped machine for a call that needs it (set by the gateway).
-        self.waker: Wake | None = None
+        self.waker = waker
 
     async def versioned(self, machine: Machine) -> Machine:
         """``codeStatus`` from git ancestry; ``updateAvailable``: behind, on a live machine."""

@@ -145,8 +145,10 @@ class GatewayApi:
         self.settings = settings or Settings()
         self.repo_check = repo_check or GitRepoCheck(self.settings.repo_check_timeout_s)
         # Without the platform's code repo, only "current" (the same SHA) can be told.
+        waker = Waker(store=store, bus=bus, daemons=daemons, enabled=self.settings.wake_on_access,
+                      timeout_s=self.settings.wake_timeout_s, clock=clock)  # fmt: skip
         self.access = Access(store, code or CodeVersions(None, platform_sha),
-                             self.settings.activity_write_s)  # fmt: skip
+                             self.settings.activity_write_s, waker=waker)  # fmt: skip
         self._stop_wait_s = self.settings.stop_wait_s
         self.limits = CallLimits(self.settings, clock)
         self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
@@ -166,10 +168,6 @@ class GatewayApi:
             keys=keys,
         )
         self.stops = StopOps(store=store, bus=bus, access=self.access)
-        self.access.waker = Waker(store=store, bus=bus, daemons=daemons,
-                                  enabled=self.settings.wake_on_access,
-                                  timeout_s=self.settings.wake_timeout_s,
-                                  clock=clock)  # fmt: skip
         self.runtimes = RuntimeOps(store=store, settings=self.settings, access=self.access)
         self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
                              max_snapshots=self.settings.max_snapshots,
@@ -187,7 +185,10 @@ class GatewayApi:
         self.ports = PortOps(access=self.access, daemons=daemons, store=store,
                              settings=self.settings)  # fmt: skip
         self.people = PeopleOps(store, self.tokens, self.settings)
-        self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access)
+        self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access,
+                                    dispatch=self._tool_call)  # fmt: skip
+        #: The dispatcher last made (``dispatcher``): a codemode run's tool calls go there.
+        self._dispatcher: Dispatcher[Caller] | None = None
         self.code = CodeOps(access=self.access, daemons=daemons, bus=bus)
         self.secrets = SecretOps(store=store, bus=bus, box=box, access=self.access)
 
@@ -205,9 +206,13 @@ class GatewayApi:
         router = routes(self, self.ops)
         if self.audit is not None:
             router = audited(router, self.audit)
-        dispatcher = Dispatcher(g.GATEWAY_METHODS, router, limits, unavailable)
-        self.codemode.dispatch = dispatcher.handle  # a run's tool calls, with its caller
-        return dispatcher
+        self._dispatcher = Dispatcher(g.GATEWAY_METHODS, router, limits, unavailable)
+        return self._dispatcher
+
+    async def _tool_call(self, body: bytes, caller: Caller) -> bytes | None:
+        """A codemode run's tool call, through the gateway's dispatcher as ``POST /rpc``."""
+        dispatcher = self._dispatcher or self.dispatcher()
+        return await dispatcher.handle(body, caller)
 
     # --- instances --------------------------------------------------------------------------
     @handles(INSTANCES_CREATE)
@@ -463,9 +468,9 @@ def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
     ops objects (mypy checks each against its spec; the dispatcher, that every method of the
     table has one), each rate-limited as ``rated`` says and run as its caller doing its scope."""
     r = Router[Caller]()
-    r.collect(api, ops, api.exec_streams, api.ports, api.machine_limits, api.environments,
-              api.env_builds, api.network, api.hosts, api.stops, api.runtimes, api.forks,
-              api.people, api.codemode, api.sessions, api.code, api.secrets)  # fmt: skip
+    # The handlers' owners are whatever the gateway holds that has handlers: no list to keep.
+    owners = {id(o): o for o in (api, ops, *vars(api).values()) if Router.handles_any(o)}
+    r.collect(*owners.values())
     return scoped(rated(r, api.limits))
 
 

@@ -85,8 +85,9 @@ def verified_email(claims: dict[str, Any], *, trust_unsaid: bool = False) -> str
 
 class SignIn:
     def __init__(self, store: Store, settings: Settings, oidc: OidcClient | None,
-                 sessions: WebSessions) -> None:  # fmt: skip
+                 sessions: WebSessions, tokens: TokenStore | None = None) -> None:  # fmt: skip
         self.store = store
+        self.tokens = tokens or TokenStore(store)
         self.settings = settings
         self.oidc = oidc
         self.sessions = sessions
@@ -185,7 +186,7 @@ class SignIn:
             raise SignInStateRejected("this device code was used already")
         user = await self.user_of(await client.claims(tokens, None))
         ttl = timedelta(seconds=self.settings.token_default_ttl_s)
-        token, secret = await TokenStore(self.store).create(
+        token, secret = await self.tokens.create(
             "fleet login", scopes=ALL_SCOPES, instance_ids=None, user_id=user.id,
             expires_at=datetime.now(UTC) + ttl,
         )  # fmt: skip

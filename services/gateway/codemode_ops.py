@@ -69,13 +69,15 @@ class CodemodeOps:
     def _nc(self) -> NATS:
         return self._bus.nc
 
-    def __init__(self, *, bus: Bus, store: Store, box: SecretBox, access: Access) -> None:
+    def __init__(
+        self, *, bus: Bus, store: Store, box: SecretBox, access: Access, dispatch: Dispatch
+    ) -> None:
         self._bus = bus
         self._records = store.codemode
         self._box = box
         self._access = access
-        #: Set by ``GatewayApi.dispatcher()``: the dispatcher tool calls go through.
-        self.dispatch: Dispatch | None = None
+        #: What a run's tool calls go through: the gateway's dispatcher, with the run's caller.
+        self.dispatch = dispatch
 
     async def _scope(
         self, c: Caller, instance_id: str | None, machine_id: str | None
@@ -130,7 +132,6 @@ class CodemodeOps:
     @asynccontextmanager
     async def _serving_tools(self, run_id: str, c: Caller) -> AsyncIterator[None]:
         dispatch = self.dispatch
-        assert dispatch is not None, "GatewayApi.dispatcher() sets it"
 
         async def answer(msg: Msg) -> bytes:
             return await dispatch(msg.data, c) or b"null"

@@ -209,26 +209,30 @@ def make_app(
     oidc: OidcClient | None = None,
     audit: AuditLog | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    tokens: TokenStore | None = None,
+    tickets: EventTickets | None = None,
 ) -> GatewayApps:
     """The console's app, and the preview listener's when ``ports`` is given; ``clock``: the
-    time of its rules (a woken port's wait, the events stream's keepalive)."""
+    time of its rules (a woken port's wait, the events stream's keepalive). ``tokens`` and
+    ``tickets``: the gateway's own (the API's), so that each is made once."""
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[always_answer, origin_middleware, auth_middleware],
                           client_max_size=max_body_bytes)  # fmt: skip
     app[CALLER] = resolve_caller
     public = dispatcher.only(PUBLIC_METHODS)
-    app[TICKETS] = EventTickets(store, settings.events_ticket_ttl_s)
+    app[TICKETS] = tickets or EventTickets(store, settings.events_ticket_ttl_s)
     app[UNAUTHENTICATED] = BadSecrets(settings.rate_unauthenticated_per_min,
                                       clock=clock.monotonic)  # fmt: skip
     app.on_response_prepare.append(_security_headers)
     app[SESSIONS] = WebSessions(store, settings, clock)
     app[ORIGIN] = public_url(settings)
-    app[AUDIT], app[TOKENS] = audit, TokenStore(store)
+    app[AUDIT], app[TOKENS] = audit, tokens or TokenStore(store)
 
     async def bearer_caller(request: web.Request) -> Caller | None:
         return await resolve_caller(bearer(request))
 
-    add_auth_routes(app, SignIn(store, settings, oidc, app[SESSIONS]), bearer_caller, audit)
+    sign_in = SignIn(store, settings, oidc, app[SESSIONS], app[TOKENS])
+    add_auth_routes(app, sign_in, bearer_caller, audit)
     slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
 
     async def revocation(_: web.Application) -> AsyncIterator[None]:

@@ -30,7 +30,7 @@ from contracts.codemode import (
     Stubs,
 )
 from contracts.daemon_code import CodeRunResult
-from contracts.errors import InternalError, Unauthorized
+from contracts.errors import Unauthorized
 from contracts.gateway_code import MACHINES_CODE_RUN, MachineCodeRunParams
 from contracts.gateway_rpc import METHOD_SCOPES
 from contracts.jsonrpc import decode_result, encode_call
@@ -59,10 +59,8 @@ class _OpsBackend:
     async def code_run(self, params: MachineCodeRunParams, ctx: Context) -> CodeRunResult:
         """Through the gateway's dispatcher, as ``POST /rpc`` would run it: its scope, its
         rate limit (the exec budget), its audit and its answer's size cap are that path's."""
-        dispatch = self._ops.dispatch
-        if dispatch is None:  # GatewayApi.dispatcher() sets it before the gateway serves
-            raise InternalError("the gateway's dispatcher is not set")
-        answer = await dispatch(encode_call(MACHINES_CODE_RUN, params, 1), _caller(ctx, None))
+        call = encode_call(MACHINES_CODE_RUN, params, 1)
+        answer = await self._ops.dispatch(call, _caller(ctx, None))
         assert answer is not None, "a request with an id is answered"
         return decode_result(MACHINES_CODE_RUN, answer)
 
