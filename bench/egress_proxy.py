@@ -59,10 +59,12 @@ async def _upstream(root: Path) -> None:
     ca, key = make_ca("upstream", box), ec.generate_private_key(ec.SECP256R1())
     (root / "upstream-ca.pem").write_text(ca.cert_pem)
     accepted = 0
+    open_: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
 
     async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         nonlocal accepted
         accepted += 1
+        open_[w] = asyncio.current_task()  # type: ignore[assignment]
         try:
             while head := await r.readuntil(b"\r\n\r\n"):
                 lines = head.decode("latin-1").split("\r\n")
@@ -71,24 +73,29 @@ async def _upstream(root: Path) -> None:
                              if ln.lower().startswith("authorization:")), "none")  # fmt: skip
                 body = (str(accepted) if path == "/conns" else auth).encode()
                 size = int(path.rsplit("/", 1)[1]) if path.startswith("/big/") else len(body)
-                w.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
-                        b"content-length: %d\r\n\r\n" % size)  # fmt: skip
-                await _body(w, body, size if path.startswith("/big/") else 0)
+                top = (b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+                       b"content-length: %d\r\n\r\n" % size)  # fmt: skip
+                await _answer(w, top, body, size if path.startswith("/big/") else 0)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             w.close()
+            open_.pop(w, None)
 
     ctx = server_context(leaf(ca, box, "127.0.0.1", key), key)
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
     print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
     await _until_stdin_closes()
+    server.close()
+    for w in list(open_):  # each connection's task ends on its own (closed), none cancelled
+        w.close()
+    await asyncio.gather(*open_.values(), return_exceptions=True)
 
 
-async def _body(w: asyncio.StreamWriter, small: bytes, big: int) -> None:
-    """``small``, or ``big`` zero bytes a MiB at a time."""
-    if not big:
-        w.write(small)
+async def _answer(w: asyncio.StreamWriter, head: bytes, small: bytes, big: int) -> None:
+    """``head`` and ``small`` in one write (as a web server answers), or ``head`` and then
+    ``big`` zero bytes a MiB at a time."""
+    w.write(head if big else head + small)
     for sent in range(0, big, MiB):
         w.write(_BLOCK[: min(MiB, big - sent)])
         await w.drain()
@@ -175,14 +182,25 @@ def _getter(session: aiohttp.ClientSession, proxy: str | None, trust: ssl.SSLCon
     return get
 
 
-async def _latencies(gets: dict[str, Get], url: str, n: int) -> dict[str, list[float]]:
+async def _latencies(
+    gets: dict[str, Get], url: str, n: int, proxy_pid: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each request's seconds by path, and the proxy's mean CPU seconds a request on each."""
     out: dict[str, list[float]] = {k: [] for k in gets}
+    cpu = dict.fromkeys(gets, 0.0)
     for _ in range(n):
         for key, get in gets.items():  # one of each per round: the same load on all
+            c0 = _run_ns(proxy_pid)
             t0 = time.perf_counter()
             await get(url)
             out[key].append(time.perf_counter() - t0)
-    return out
+            cpu[key] += (_run_ns(proxy_pid) - c0) / 1e9 / n
+    return out, cpu
+
+
+def _run_ns(pid: int) -> int:
+    """Nanoseconds ``pid``'s main thread has run (/proc's schedstat: finer than stat's ticks)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
 async def _throughputs(gets: dict[str, Get], url: str, size: int, rounds: int,
@@ -215,13 +233,14 @@ async def _measure(root: Path, up: int, ports: dict[str, int], proxy_pid: int, q
                                     instance_ca),
             "tunnel": _getter(sessions[2], f"http://127.0.0.1:{ports['tunnel']}", upstream_ca),
         }  # fmt: skip
-        seen = {k: (await _latencies({k: g}, f"{base}/small", 5) and await g(f"{base}/small"))
+        seen = {k: (await _latencies({k: g}, f"{base}/small", 5, proxy_pid)
+                    and await g(f"{base}/small"))
                 for k, g in gets.items()}  # warm: connected, both handshakes done  # fmt: skip
         assert seen == {"direct": b"none", "secret added": f"Bearer {VALUE}".encode(),
                         "tunnel": b"none"}, seen  # fmt: skip
         n, size, rounds = (300, 64 * MiB, 3) if quick else (1000, 256 * MiB, 5)
         load0 = os.getloadavg()[0]
-        lat = await _latencies(gets, f"{base}/small", n)
+        lat, per_request = await _latencies(gets, f"{base}/small", n, proxy_pid)
         speed, cpu = await _throughputs(gets, f"{base}/big/{size}", size, rounds, proxy_pid)
         conns = int(await gets["direct"](f"{base}/conns"))
         load1 = os.getloadavg()[0]
@@ -232,6 +251,8 @@ async def _measure(root: Path, up: int, ports: dict[str, int], proxy_pid: int, q
     report.note(f"egress proxy: {n} requests a path, {rounds} downloads of {size // MiB} MiB "
                 f"a path; the proxy's CPU per GiB: " + ", ".join(
                     f"{k} {v:.2f} s" for k, v in cpu.items() if k != "direct")
+                + "; its CPU a small GET: " + ", ".join(
+                    f"{k} {v * 1e6:.0f} µs" for k, v in per_request.items() if k != "direct")
                 + f"; the upstream accepted {conns} connections in all (keep-alive); load "
                 f"average (1 min) {load0:.2f} at the start, {load1:.2f} at the end")  # fmt: skip
 
