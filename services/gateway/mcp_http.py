@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from base.first import first_of
 from contracts.codemode import (
     CODEMODE_DESCRIBE,
     CODEMODE_RUN,
@@ -115,8 +116,9 @@ class McpEndpoint:
         manager = await asyncio.to_thread(_session_manager, self._ops, self._max_body_bytes)
         started = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(manager, started))
-        await asyncio.wait({started, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not started.done():
+        # Neither is cancelled by the race: the manager runs on until the gateway stops.
+        which, _ = await first_of(asyncio.shield(started), asyncio.wait({self._task}))
+        if which == 1:
             self._task.result()  # raises why it could not start
         return manager
 
