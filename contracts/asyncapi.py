@@ -61,6 +61,9 @@ PUBLISHERS: dict[EventKind, str] = {
     "devcontainer lifecycle command runs: its output, batched",
     EventKind.ENVIRONMENT_BUILD_OUTPUT: "the provisioner, while the machine's environment "
     "builds: the build log, batched",
+    EventKind.SECRET_USED: "the egress proxy of the machine's host, on the machine's first "
+    "request sent with a secret added (its name and host, never its value); the gateway "
+    "audits it",
 }
 CONFIG_PUBLISHERS: dict[ConfigKind, str] = {
     ConfigKind.ENV_CHANGED: "the gateway (env.set, env.unset)",
@@ -102,6 +105,7 @@ _EVENT_TYPES: dict[EventKind, type[msgspec.Struct]] = {
     EventKind.LIFECYCLE_RAN: events.LifecycleRan,
     EventKind.LIFECYCLE_OUTPUT: events.LifecycleOutput,
     EventKind.ENVIRONMENT_BUILD_OUTPUT: events.EnvironmentBuildOutput,
+    EventKind.SECRET_USED: events.MachineSecretUsed,
 }
 
 

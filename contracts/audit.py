@@ -71,6 +71,13 @@ class Action:
     #: Refusals past their limit, counted: of no one, one entry per period; of a known caller,
     #: one entry per caller per period.
     SUPPRESSED = "audit.suppressed"
+    #: A machine's first request sent with a secret added (``machine.secret-used``); its
+    #: actor is ``EGRESS_PROXY``, its params the secret's name and the host.
+    SECRET_FIRST_USE = "secrets.firstUse"  # noqa: S105 - an action's name, not a password
+
+
+#: The actor of an entry the egress proxy's event made (no caller acted: a machine's request).
+EGRESS_PROXY = "egress-proxy"
 
 
 class AuditEntry(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=False):

@@ -39,6 +39,8 @@ class Durable(StrEnum):
     SETUP_PUSHER_ENV = "setup_pusher-env"
     #: config.repos-changed: reconcile the running machines' checkouts.
     SETUP_PUSHER_REPOS = "setup_pusher-repos"
+    #: machine.secret-used: the gateway's audit entry of a machine's first use of a secret.
+    GATEWAY_AUDIT = "gateway-audit"
 
 
 #: Per-machine work: a durable per host (``host_durable``), not one for all.

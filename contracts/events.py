@@ -225,6 +225,16 @@ class MachineEgressDenied(_Event, tag=EventKind.EGRESS_DENIED.value, kw_only=Tru
     dropped: int = 0
 
 
+class MachineSecretUsed(_Event, tag=EventKind.SECRET_USED.value, kw_only=True):
+    """The machine's first request that the egress proxy sent on with one of its instance's
+    secrets added (later ones are only counted: ``secrets.list``). Never the value."""
+
+    #: The secret's name (``repo:<path>`` for a private repo's credentials).
+    secret: str
+    #: The ``host:port`` of the CONNECT the request came through (``[v6]:port``).
+    host: str
+
+
 class EnvPushed(_Event, tag=EventKind.ENV_PUSHED.value, kw_only=True):
     """A changed env reached a running machine's .env (its size and sha256 as written)."""
 
@@ -346,6 +356,7 @@ MachineEvent = (
     | LifecycleRan
     | LifecycleOutput
     | EnvironmentBuildOutput
+    | MachineSecretUsed
 )
 #: Events about a configuration scope (an instance or the platform), not one machine.
 ConfigEvent = EnvChanged | ReposChanged

@@ -52,6 +52,9 @@ class EventKind(StrEnum):
     LIFECYCLE_OUTPUT = "lifecycle-output"
     #: Lines of the build log of the machine's environment while it builds (batched).
     ENVIRONMENT_BUILD_OUTPUT = "environment-build-output"
+    #: The egress proxy added a secret to a request of the machine for the first time (the
+    #: secret's name and the host, never its value): the gateway audits it.
+    SECRET_USED = "secret-used"  # noqa: S105 - an event kind, not a password
 
 
 class ConfigKind(StrEnum):

@@ -70,8 +70,9 @@ class Platform:
     #: A server context for (instance, host), from the instance's CA.
     leaf: Callable[[str, str], Awaitable[ssl.SSLContext]]
     open_value: Callable[[str], str]
-    #: One request sent with the secret: (instance, secret name, machine).
-    used: Callable[[str, str, str], Awaitable[None]]
+    #: One request sent with the secret: (instance, secret name, machine, the CONNECT's
+    #: ``host:port``).
+    used: Callable[[str, str, str, str], Awaitable[None]]
 
 
 @dataclass
@@ -201,10 +202,11 @@ class EgressProxy:
         up = await _open(address, port, tls=self.upstream_tls, server_hostname=host)
         headers = _headers(secrets, self.platform.open_value)
         names = [s.name for s in secrets]
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
         async def sent(used: list[str]) -> None:
             for name in used:
-                await self.platform.used(m.instance_id, name, m.machine_id)
+                await self.platform.used(m.instance_id, name, m.machine_id, authority)
 
         try:
             await http.exchange(down, up, headers, sent, names)

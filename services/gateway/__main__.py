@@ -15,6 +15,7 @@ from controlplane.metrics import Metrics
 from controlplane.runner import run_service
 from controlplane.settings import Settings, SettingsError
 from controlplane.stage import connect
+from controlplane.subscriptions import enter_subscriptions
 from providers.code import code_repo, platform_sha
 from providers.code_status import CodeVersions
 from services.gateway.api import GatewayApi
@@ -26,6 +27,7 @@ from services.gateway.host_control import HostClient
 from services.gateway.http import HttpServer, bind_listener, make_app
 from services.gateway.mcp_http import McpEndpoint
 from services.gateway.oidc import OidcClient
+from services.gateway.secret_use_audit import SecretUseAudit
 
 #: How long a call to the OpenID provider (discovery, keys, the code exchange) may take.
 OIDC_TIMEOUT_S = 10.0
@@ -64,6 +66,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     audit = await stack.enter_async_context(AuditLog(settings, store, metrics, clock))
     # On the audit account's connection: no machine and no other service reaches it.
     await stack.enter_async_context(CallerNotices(audit.nc, store.caller_changes))
+    # Entered after the audit log, so left before it: what it buffered is stored on the way out.
+    await enter_subscriptions(stack, SecretUseAudit(audit), bus, settings, metrics)
     repo = code_repo(settings.code_repo)
     sha = platform_sha(settings.git_sha, repo)
     api = GatewayApi(

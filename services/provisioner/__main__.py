@@ -92,7 +92,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
     proxy = await stack.enter_async_context(
-        secrets_proxy(settings, store, await platform_addresses(settings))
+        secrets_proxy(settings, store, await platform_addresses(settings), bus)
     )
     svc = Provisioner(
         store=store,

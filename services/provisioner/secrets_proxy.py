@@ -10,7 +10,10 @@ from urllib.parse import SplitResult, urlsplit
 import msgspec
 import structlog
 
+from contracts.events import MachineSecretUsed
+from contracts.ids import new_event_id
 from contracts.models import GitCredentials
+from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.machine_config import proxied_repo
 from controlplane.secret_ca import LeafContexts, instance_ca
@@ -59,7 +62,7 @@ def _host_entry(url: SplitResult) -> str:
 
 
 def secrets_proxy(
-    settings: Settings, store: Store, platform_addresses: frozenset[Address]
+    settings: Settings, store: Store, platform_addresses: frozenset[Address], bus: Bus
 ) -> EgressProxy:
     box = SecretBox(settings.secret_key)
     leaves = LeafContexts(box)
@@ -67,10 +70,13 @@ def secrets_proxy(
     async def leaf(instance_id: str, host: str) -> ssl.SSLContext:
         return leaves.context(instance_id, await instance_ca(store, box, instance_id), host)
 
-    async def used(instance_id: str, name: str, machine_id: str) -> None:
+    async def used(instance_id: str, name: str, machine_id: str, host: str) -> None:
         if await store.secrets.used(instance_id, name, machine_id):
             log.info("egress.secret_first_use", machine_id=machine_id, instance_id=instance_id,
-                     secret=name)  # fmt: skip
+                     secret=name, host=host)  # fmt: skip
+            # Audited by the gateway (only it may write the audit log): the name, never the value.
+            await bus.publish(MachineSecretUsed(event_id=new_event_id(), machine_id=machine_id,
+                                                secret=name, host=host))  # fmt: skip
 
     async def secrets(instance_id: str) -> list[StoredSecret]:
         return [*await store.secrets.stored(instance_id),

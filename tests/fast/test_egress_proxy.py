@@ -42,7 +42,7 @@ class World:
     box: SecretBox
     policy: dict[str, EgressPolicy] = field(default_factory=dict)
     secrets: dict[str, list[StoredSecret]] = field(default_factory=dict)
-    used: list[tuple[str, str, str]] = field(default_factory=list)
+    used: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def platform(self) -> Platform:
         leaves = LeafContexts(self.box)
@@ -58,8 +58,8 @@ class World:
         async def leaf_of(iid: str, host: str) -> ssl.SSLContext:
             return leaves.context(iid, cas[iid], host)
 
-        async def used(iid: str, name: str, mid: str) -> None:
-            self.used.append((iid, name, mid))
+        async def used(iid: str, name: str, mid: str, host: str) -> None:
+            self.used.append((iid, name, mid, host))
 
         return Platform(policy=policy, secrets=secrets, leaf=leaf_of,
                         open_value=self.box.decrypt, used=used)  # fmt: skip
@@ -153,7 +153,7 @@ async def test_a_named_host_gets_the_secret_through_the_instances_ca(
     assert got["headers"]["Authorization"] == f"Bearer {VALUE}"
     assert got["body"] == "x" * 200_000
     assert again["headers"]["Authorization"] == f"Bearer {VALUE}"
-    assert world.used == [("inst-a", "API_KEY", "m-a")] * 2
+    assert world.used == [("inst-a", "API_KEY", "m-a", f"127.0.0.1:{upstream[0]}")] * 2
 
 
 async def test_a_host_no_secret_names_is_a_plain_tunnel_with_its_own_certificate(

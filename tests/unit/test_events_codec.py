@@ -32,6 +32,7 @@ from contracts.events import (
     MachineReady,
     MachineResumed,
     MachineResumeRequested,
+    MachineSecretUsed,
     MachineStarted,
     MachineStopped,
     MachineUnresponsive,
@@ -158,6 +159,13 @@ SAMPLES: list[Event] = [
     EnvironmentBuildOutput(
         event_id="e17", machine_id=MID, occurred_at=AT, lines=["Step 1/3 : FROM base"]
     ),
+    MachineSecretUsed(
+        event_id="e18",
+        machine_id=MID,
+        occurred_at=AT,
+        secret="OPENAI_API_KEY",
+        host="api.openai.com:443",
+    ),
 ]
 
 CAMEL_FIELDS: dict[type, set[str]] = {
@@ -185,6 +193,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     LifecycleRan: {"stage", "command", "exitCode", "timedOut", "output"},
     LifecycleOutput: {"stage", "command", "lines", "dropped"},
     EnvironmentBuildOutput: {"lines", "dropped"},
+    MachineSecretUsed: {"secret", "host"},
 }
 
 

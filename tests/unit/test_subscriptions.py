@@ -15,6 +15,7 @@ from contracts.events import (
     MachinePauseRequested,
     MachineProvisioned,
     MachineResumeRequested,
+    MachineSecretUsed,
     MachineStarted,
     MachineStopped,
     ReposChanged,
@@ -22,11 +23,12 @@ from contracts.events import (
 )
 from controlplane.settings import Settings
 from controlplane.subscriptions import declared_subscriptions, subscriber
+from services.gateway.secret_use_audit import SecretUseAudit
 from services.prober.service import Prober
 from services.provisioner.service import Provisioner
 from services.setup_pusher.service import SetupPusher
 
-SERVICES = [Provisioner, SetupPusher, Prober]
+SERVICES = [Provisioner, SetupPusher, Prober, SecretUseAudit]
 
 
 def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> None:
@@ -54,6 +56,7 @@ def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> Non
             ("on_provisioned", MachineProvisioned, "prober-boot"),
             ("on_created", MachineCreated, "prober-placement"),
         },
+        "SecretUseAudit": {("on_secret_used", MachineSecretUsed, "gateway-audit")},
     }
     every = [d.durable for cls in SERVICES for _, d in declared_subscriptions(cls)]
     assert sorted(every) == sorted(Durable)  # each durable has exactly one handler
@@ -100,6 +103,7 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
         Durable.PROBER_PLACEMENT: 3720.0,
         Durable.SETUP_PUSHER_ENV: None,
         Durable.SETUP_PUSHER_REPOS: None,
+        Durable.GATEWAY_AUDIT: None,
     }
     give_up = {k: d.give_up.__name__ if d.give_up else None for k, d in by_durable.items()}
     assert give_up == {
@@ -115,6 +119,7 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
         Durable.PROBER_PLACEMENT: "give_up_placement",
         Durable.SETUP_PUSHER_ENV: "log_give_up",
         Durable.SETUP_PUSHER_REPOS: "log_give_up",
+        Durable.GATEWAY_AUDIT: None,
     }
 
 

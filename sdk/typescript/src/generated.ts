@@ -2066,6 +2066,19 @@ export interface MachineResumed {
 }
 
 /**
+ * The machine's first request that the egress proxy sent on with one of its instance's
+ * secrets added (later ones are only counted: ``secrets.list``). Never the value.
+ */
+export interface MachineSecretUsed {
+  type: "secret-used";
+  eventId: string;
+  occurredAt?: string;
+  machineId: string;
+  secret: string;
+  host: string;
+}
+
+/**
  * A stopped machine is booting again: the provisioner starts the same machine (same id,
  * same home); the pipeline then runs from its daemon's ready report as after a create.
  */
@@ -2234,7 +2247,8 @@ export type FleetEvent =
   | MachineEgressDenied
   | LifecycleRan
   | LifecycleOutput
-  | EnvironmentBuildOutput;
+  | EnvironmentBuildOutput
+  | MachineSecretUsed;
 
 /** Every event `type`. */
 export type EventType = FleetEvent["type"];

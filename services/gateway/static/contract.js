@@ -300,6 +300,7 @@ export const EVENT_TYPES = Object.freeze({
   LIFECYCLE_RAN: "lifecycle-ran",
   LIFECYCLE_OUTPUT: "lifecycle-output",
   ENVIRONMENT_BUILD_OUTPUT: "environment-build-output",
+  SECRET_USED: "secret-used",
 });
 
 /** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */

@@ -50,6 +50,7 @@ const EVENT_DETAILS = {
     const more = e.dropped ? ` (and ${e.dropped} more before it)` : "";
     return `${e.reason}: ${e.name || e.destination}${port}${more}`;
   },
+  [T.SECRET_USED]: (e) => `first use of secret ${e.secret}, to ${e.host}`,
 };
 /** An output event's lines as printed (a batch: at most 8 KiB), under whose they are. */
 function outputLines(e, whose) {
