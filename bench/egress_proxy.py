@@ -2,17 +2,20 @@
 (providers/egress_proxy.py), against a direct connection to the same upstream in the same run.
 
 Three processes, as on a host: an HTTPS upstream (a bare asyncio server with a CA of its own,
-HTTP/1.1 keep-alive), the proxy (an ``EgressProxy`` with two machines attached, listening on
-127.0.0.1 in its own namespace: one machine's instance has a secret naming the upstream, so
-its TLS is ended at the proxy, the header added and the request sent on over TLS; the other's
-has none, so its ``CONNECT`` is a plain tunnel), and the client (aiohttp, keep-alive on, one
-session per path). Each path is warmed up first (the ``CONNECT``, both handshakes, the leaf).
+HTTP/1.1 keep-alive), the proxy (an ``EgressProxy`` listening on 127.0.0.1 in its own namespace,
+a machine attached per path), and the client (aiohttp, keep-alive on, one session per path).
+The paths: direct; *secret added* (the machine's instance has a secret naming the upstream, so
+its TLS is ended at the proxy, the header added and the request sent on over TLS); the same
+with each use counted in a real Valkey (``Store.secrets.used``, which the provisioner's proxy
+awaits on every request); *tunnel* (no secret: a plain ``CONNECT``). Each path is warmed up
+first (the ``CONNECT``, both handshakes, the leaf).
 
 - latency: N small GETs in a row on each path (the upstream answers with the Authorization
   header it got, checked), one of each per round so that load on the shared host hits all
-  three; p50 and p90, against the direct connection;
+  paths alike; p50 and p90, against the direct connection; the proxy's CPU a request beside;
 - throughput: a large download (64 MiB with ``--quick``, else 256 MiB) on each path in turn,
-  the median of the rounds, against the direct one; the proxy's CPU time per GiB beside it.
+  the median of the rounds, against the direct one; the proxy's CPU per GiB beside, and all
+  three processes' CPU per GiB against the direct path's (what a host pays for a byte).
 
 Targets: p50 latency at most 1.3x the direct one, throughput at least 0.7x. With ``--profile
 DIR`` the proxy runs under cProfile and its top functions go to DIR/egress-proxy.txt.
