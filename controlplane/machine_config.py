@@ -58,6 +58,8 @@ class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: a repo over HTTPS with credentials (``for_machine`` says no for a machine the proxy
     #: cannot serve).
     proxied: bool = False
+    #: Where it reaches the proxy, when not at ``MACHINE_PROXY_URL`` (a gvisor machine's).
+    proxy_url: str = ""
 
     def bundle(self) -> str | None:
         """The CA bundle a machine gets: the platform's (``FLEET_CA_BUNDLE``), then, when it
@@ -68,11 +70,12 @@ class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
         return "".join([self.ca_bundle or "", self.secrets_ca, system_bundle()])
 
 
-def for_machine(cfg: InstanceConfig, machine: Machine) -> InstanceConfig:
-    """``cfg`` as ``machine`` gets it: a gvisor machine's stack has a loopback of its own, where
-    no proxy listens (docs/limitations.md), so it is never pointed at one."""
+def for_machine(cfg: InstanceConfig, machine: Machine, gvisor_proxy: str) -> InstanceConfig:
+    """``cfg`` as ``machine`` gets it: a gvisor machine's stack has a loopback of its own, so
+    it reaches the proxy at the host's door, ``gvisor_proxy`` (empty: none, and then it is
+    pointed at no proxy)."""
     if machine.runtime == "gvisor" and cfg.proxied:
-        return msgspec.structs.replace(cfg, proxied=False)
+        return msgspec.structs.replace(cfg, proxied=bool(gvisor_proxy), proxy_url=gvisor_proxy)
     return cfg
 
 
@@ -153,11 +156,12 @@ def proxy_url(settings: Settings) -> str:
     return settings.egress_proxy or MACHINE_PROXY_URL
 
 
-def git_env(settings: Settings) -> dict[str, str]:
+def git_env(settings: Settings, url: str = "") -> dict[str, str]:
     """What a git command the platform runs in a proxied machine needs to go through the
     egress proxy and trust its instance's CA (the .env's own lines are not in its
     environment); git expands the ``~`` of a config path."""
-    return {**proxy_and_ca_vars(egress_proxy=proxy_url(settings), no_proxy=settings.no_proxy),
+    proxy = url or proxy_url(settings)
+    return {**proxy_and_ca_vars(egress_proxy=proxy, no_proxy=settings.no_proxy),
             "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.sslCAInfo",
             "GIT_CONFIG_VALUE_0": "~/" + mf.CA_FILE}  # fmt: skip
 
@@ -165,7 +169,7 @@ def git_env(settings: Settings) -> dict[str, str]:
 def env_content(cfg: InstanceConfig, settings: Settings, ca_path: str | None) -> str:
     """The .env: a secret's variable holds its placeholder, never its value, and a machine of
     an instance with secrets goes out through the egress proxy."""
-    proxy = proxy_url(settings) if cfg.proxied else settings.egress_proxy
+    proxy = (cfg.proxy_url or proxy_url(settings)) if cfg.proxied else settings.egress_proxy
     return build_env_file(
         cfg.platform_env,
         {**cfg.instance_env, **{name: placeholder(name) for name in cfg.secrets}},

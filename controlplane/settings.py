@@ -196,6 +196,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: A PEM bundle the egress proxy trusts besides the system's CAs, for the upstreams a
     #: secret is added for (a private API, a test server).
     secrets_upstream_ca: str = ""
+    #: The egress proxy's port for gvisor machines (their stack has a loopback of its own):
+    #: on the address they reach NATS at (the host's loopback through their gateway, or NATS's
+    #: host). 0: gvisor machines go out without the proxy.
+    secrets_proxy_port: int = 3129
     #: The machines' DNS proxy asks this server (``host[:port]``, ``[v6]:port``); empty: the
     #: host's first nameserver (/etc/resolv.conf).
     egress_dns_upstream: str = ""

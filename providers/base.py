@@ -33,6 +33,13 @@ class InterfaceEgress(Protocol):
         never see (gVisor's)."""
 
 
+@runtime_checkable
+class PastaOwned(Protocol):
+    def pasta_owners(self, machine_id: str) -> list[str]:
+        """The names the machine's pasta was started under (its id, its pool slot's): who a
+        connection its pasta holds on the host is (providers/pasta_peer.py)."""
+
+
 class MachineControl(CodeInstaller, NetnsHolder, Protocol):
     """What the gateway asks of a provider about a running machine."""
 

@@ -28,10 +28,11 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import h11
@@ -76,7 +77,10 @@ class Platform:
 
 
 @dataclass
-class _Machine:
+class ProxiedMachine:
+    """A machine the proxy serves: its listener in its namespace (``pid``), or none (0) for
+    one served at the host's door (providers/egress_proxy_door.py)."""
+
     machine_id: str
     instance_id: str
     pid: int
@@ -94,7 +98,7 @@ class EgressProxy:
     listen_at: tuple[str, int] = MACHINE_PROXY
     #: ...and how a socket is made there (a test's proxy listens in its own).
     socket_in: SocketIn = owned_socket_in
-    _machines: dict[str, _Machine] = field(default_factory=dict)
+    _machines: dict[str, ProxiedMachine] = field(default_factory=dict)
     _tasks: OwnedTasks = field(
         default_factory=lambda: OwnedTasks("egress-proxy", failed_event="egress.proxy_failed")
     )
@@ -117,11 +121,11 @@ class EgressProxy:
             if had is not None and had.pid == pid and had.server is not None:
                 return
             self.detach(machine_id)
-            m = _Machine(machine_id, instance_id, pid)
+            m = ProxiedMachine(machine_id, instance_id, pid)
             sock = await self.socket_in(pid, partial(_listening_socket, self.listen_at))
             try:
                 m.server = await asyncio.start_server(
-                    lambda r, w: self._accept(m, r, w), sock=sock, limit=http.MAX_HEAD
+                    lambda r, w: self.accept(m, r, w), sock=sock, limit=http.MAX_HEAD
                 )
             except BaseException:
                 sock.close()
@@ -141,16 +145,23 @@ class EgressProxy:
         if m is not None and m.server is not None:
             m.server.close()
 
-    def _accept(self, m: _Machine, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    def accept(self, m: ProxiedMachine, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        """Serve a connection of ``m``'s (its own number of them at most)."""
         if m.open >= MAX_CONNECTIONS:
             w.write(http.refusal(503, "too many connections through the proxy"))
             w.close()
             return
         m.open += 1
-        task = self._tasks.spawn(self._serve(m, r, w), name=f"egress-proxy-{m.machine_id}")
+        task = self.spawn(self._serve(m, r, w), name=f"egress-proxy-{m.machine_id}")
         task.add_done_callback(lambda _: setattr(m, "open", m.open - 1))
 
-    async def _serve(self, m: _Machine, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task of the proxy's, joined when it closes."""
+        return self._tasks.spawn(work, name=name)
+
+    async def _serve(
+        self, m: ProxiedMachine, r: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
         try:
             await self._one(m, r, w)
         except (ConnectionError, http.ProxyHttpError, ssl.SSLError, TimeoutError) as exc:
@@ -158,7 +169,9 @@ class EgressProxy:
         finally:
             w.close()
 
-    async def _one(self, m: _Machine, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def _one(
+        self, m: ProxiedMachine, r: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
         srv = http.server()
         request = await asyncio.wait_for(http.next_event(srv, r), http.HEAD_TIMEOUT_S)
         if not isinstance(request, h11.Request):
@@ -179,13 +192,13 @@ class EgressProxy:
         else:
             await self._plain(m, (r, w), srv, request, address, port)
 
-    async def _destination(self, m: _Machine, host: str, port: int) -> Address:
+    async def _destination(self, m: ProxiedMachine, host: str, port: int) -> Address:
         """The address to connect to for ``host:port``, if the policy allows it; else Refused."""
         policy = await self.platform.policy(m.instance_id)
         return await allowed(policy, host, port, self.platform_addresses)
 
     async def _connect(
-        self, m: _Machine, down: tuple[asyncio.StreamReader, asyncio.StreamWriter], host: str,
+        self, m: ProxiedMachine, down: tuple[asyncio.StreamReader, asyncio.StreamWriter], host: str,
         port: int, address: Address,
     ) -> None:  # fmt: skip
         secrets = [s for s in await self.platform.secrets(m.instance_id)
@@ -214,7 +227,7 @@ class EgressProxy:
             up[1].close()
 
     async def _plain(
-        self, m: _Machine, down: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        self, m: ProxiedMachine, down: tuple[asyncio.StreamReader, asyncio.StreamWriter],
         srv: h11.Connection, request: h11.Request, address: Address, port: int,
     ) -> None:  # fmt: skip
         """A plain-HTTP request, sent on as it came (never with a secret), and its answer."""

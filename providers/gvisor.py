@@ -120,8 +120,11 @@ class Runsc:
     command to a running sandbox runs there (``nsenter`` to the sandbox's pid)."""
 
     def __init__(self, binary: str, platform: GvisorPlatform, data_dir: Path,
-                 park_wait_s: float = 15.0, nats_url: str = "") -> None:  # fmt: skip
+                 park_wait_s: float = 15.0, nats_url: str = "",
+                 proxy_port: int = 0) -> None:  # fmt: skip
         self.binary = binary
+        #: The egress proxy's port at the gateway (0: none): opened with NATS's.
+        self.proxy_port = proxy_port
         #: Where the platform's NATS is: on the host's loopback, a sandbox's namespace maps
         #: its gateway there, narrowed to NATS's ports (providers/gvisor_gateway.py).
         self.nats_url = nats_url
@@ -416,7 +419,7 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
         via_gateway = maps_gateway(runsc.nats_url)
         await attach(holder.pid, owner, [], map_gateway=via_gateway)
         if via_gateway:  # before anything runs there: only NATS's ports of the host's loopback
-            await guard(holder.pid, owner, runsc.nats_url)
+            await guard(holder.pid, owner, runsc.nats_url, runsc.proxy_port)
         if ready is not None:
             await ready(machine_id, holder.pid)
         netns = f"/proc/{holder.pid}/ns/net"

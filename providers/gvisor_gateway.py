@@ -25,8 +25,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from contracts.errors import NotSupported
+from controlplane.settings import Settings
 from providers.egress_nftables import nft, run_nft
-from providers.netns import loopback_ports
+from providers.netns import loopback_ports, nats_servers
 
 TABLE = "netdev fleet_gateway"
 
@@ -99,12 +100,43 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def gateway_endpoints(nats_url: str) -> list[tuple[str, int]]:
+def gateway_endpoints(nats_url: str, proxy_port: int = 0) -> list[tuple[str, int]]:
     """The platform's endpoints a gvisor machine's policy must leave open: NATS's loopback
-    ports at the gateway (none if NATS is elsewhere)."""
+    ports at the gateway (none if NATS is elsewhere), and the egress proxy's."""
+    proxy = [proxy_endpoint(nats_url, proxy_port)] if proxy_port else []
     if not maps_gateway(nats_url):
-        return []
-    return [(gateway(), port) for port in loopback_ports(nats_url)]
+        return proxy
+    return [(gateway(), port) for port in loopback_ports(nats_url)] + proxy
+
+
+def proxy_endpoint(nats_url: str, port: int) -> tuple[str, int]:
+    """Where a gvisor machine reaches the egress proxy: at its gateway when NATS is on the
+    host's loopback (the proxy listens there too), else at NATS's own host."""
+    if maps_gateway(nats_url):
+        return gateway(), port
+    return nats_servers(nats_url)[0][0], port
+
+
+def proxy_listen(nats_url: str, port: int) -> tuple[str, int]:
+    """Where the egress proxy listens for this host's gvisor machines (``proxy_endpoint`` as
+    the host sees it)."""
+    return ("127.0.0.1", port) if maps_gateway(nats_url) else proxy_endpoint(nats_url, port)
+
+
+def gvisor_proxy_url(settings: Settings) -> str:
+    """This platform's gvisor machines' ``HTTPS_PROXY`` (empty: none)."""
+    return machine_proxy_url(settings.nats_url, settings.secrets_proxy_port)
+
+
+def machine_proxy_url(nats_url: str, port: int) -> str:
+    """A gvisor machine's ``HTTPS_PROXY`` (empty: none, or no gateway to reach it at)."""
+    if not port:
+        return ""
+    try:
+        host, port = proxy_endpoint(nats_url, port)
+    except NotSupported:
+        return ""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def guard_script(gw4: str, gw6: str | None, ports: list[int], devices: list[str]) -> str:
@@ -130,8 +162,8 @@ def _load(gw4: str, gw6: str | None, ports: list[int]) -> subprocess.CompletedPr
     return nft(guard_script(gw4, gw6, ports, devices))
 
 
-async def guard(netns_pid: int, owner: str, nats_url: str) -> None:
+async def guard(netns_pid: int, owner: str, nats_url: str, proxy_port: int = 0) -> None:
     """The ``fleet_gateway`` table written in the namespace of ``netns_pid`` (pasta attached,
-    nothing of the machine running there yet)."""
-    ports = loopback_ports(nats_url)
+    nothing of the machine running there yet): NATS's ports, and the egress proxy's."""
+    ports = loopback_ports(nats_url) + ([proxy_port] if proxy_port else [])
     await run_nft(netns_pid, partial(_load, gateway(), _gateway6(), ports), owner)

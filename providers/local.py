@@ -764,6 +764,9 @@ class LocalProvider:
     def egress_on_interfaces(self, machine_id: str) -> bool:
         return gvisor.is_gvisor(self.machine_dir(machine_id))
 
+    def pasta_owners(self, machine_id: str) -> list[str]:
+        return owners(self.machine_dir(machine_id), machine_id)
+
     async def remove(self, machine_id: str) -> None:
         """Ends every process of the machine, then deletes its files (home, code store, writes
         outside the home);

@@ -65,6 +65,7 @@ from controlplane.store import Store
 from environments.forward_ports import with_declared
 from environments.hook import with_project_env
 from environments.lifecycle_commands import MachineLifecycle
+from providers.gvisor_gateway import gvisor_proxy_url
 from services.gateway.access import Access, Caller, default_instance
 from services.gateway.host_control import HostControl
 from services.gateway.wake import WAKES
@@ -107,7 +108,8 @@ class MachineOps:
         async def push(m: Machine) -> None:
             # The devcontainer's variables stay in it, under the instance's.
             life = await self.store.lifecycles.load(m.id, MachineLifecycle)
-            cfg = with_project_env(for_machine(configs[m.instance_id], m), life)
+            cfg = for_machine(configs[m.instance_id], m, gvisor_proxy_url(self.settings))
+            cfg = with_project_env(cfg, life)
             await push_config(self.daemons.machine(m.id), cfg, self.settings, cron=False)
 
         failed = await self._fan_out(machines, push)

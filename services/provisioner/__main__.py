@@ -37,7 +37,7 @@ from services.provisioner.environment import image_id, machine_placement, pool_k
 from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
-from services.provisioner.secrets_proxy import secrets_proxy
+from services.provisioner.secrets_proxy import gvisor_door, secrets_proxy
 from services.provisioner.service import Provisioner
 from services.provisioner.sweep import DockerShelf, LocalShelf, Sweeper
 
@@ -80,8 +80,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
             settings.data_path,
             settings.gvisor_park_wait_s,
             settings.nats_url,
+            settings.secrets_proxy_port,
         ),
-        netns_ready=partial(netns_policy, store, settings.nats_url),
+        netns_ready=partial(
+            netns_policy, store, settings.nats_url, proxy_port=settings.secrets_proxy_port
+        ),
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
@@ -94,6 +97,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     proxy = await stack.enter_async_context(
         secrets_proxy(settings, store, await platform_addresses(settings), bus)
     )
+    door = await stack.enter_async_context(gvisor_door(settings, proxy))
     svc = Provisioner(
         store=store,
         bus=bus,
@@ -106,6 +110,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         dns=dns,
         refusals=refusals,
         proxy=proxy,
+        door=door,
         clock=clock,
     )
     await svc.resume()

@@ -23,10 +23,11 @@ from contracts.models import Machine
 from controlplane.settings import Settings
 from controlplane.store import Store
 from providers import egress_netdev, egress_nftables as egress
-from providers.base import InterfaceEgress, NetnsHolder
+from providers.base import InterfaceEgress, NetnsHolder, PastaOwned
 from providers.egress_dns import DnsProxy, OnRefused, host_upstream
 from providers.egress_dns_load import DnsCaps
 from providers.egress_proxy import EgressProxy
+from providers.egress_proxy_door import HostDoor
 from providers.gvisor_gateway import gateway_endpoints
 from providers.netns import nats_servers
 from services.provisioner.egress_events import EgressEvents
@@ -78,7 +79,9 @@ def no_names(machine_id: str, policy: EgressPolicy) -> None:
         )
 
 
-async def netns_policy(store: Store, nats_url: str, machine_id: str, pid: int) -> None:
+async def netns_policy(
+    store: Store, nats_url: str, machine_id: str, pid: int, *, proxy_port: int = 0
+) -> None:
     """The machine's instance's policy written into the network namespace of ``pid`` (a new
     one, before a gvisor restore runs in it: providers/gvisor.py ``NetnsReady``), so that no
     restored process meets a namespace without it; nothing for an open policy (a new
@@ -88,7 +91,8 @@ async def netns_policy(store: Store, nats_url: str, machine_id: str, pid: int) -
     if policy.is_open():
         return
     no_names(machine_id, policy)
-    platform = [*await resolve(nats_servers(nats_url)), *gateway_endpoints(nats_url)]
+    platform = [*await resolve(nats_servers(nats_url)),
+                *gateway_endpoints(nats_url, proxy_port)]  # fmt: skip
     ruleset = await asyncio.to_thread(egress.compile_ruleset, policy, platform)
     await egress_netdev.apply(pid, ruleset, policy.default == "deny", machine_id)
     log.info("egress.applied_before_restore", machine_id=machine_id, default=policy.default)
@@ -103,10 +107,13 @@ class EgressEnforcer:
         dns: DnsProxy | None = None,
         refusals: EgressEvents | None = None,
         proxy: EgressProxy | None = None,
+        door: HostDoor | None = None,
     ) -> None:
         self.store = store
-        #: The host's egress proxy (secrets added on the way out), served beside the resolver.
+        #: The host's egress proxy (secrets added on the way out), served beside the resolver,
+        #: and its door on the host for gvisor machines.
         self.proxy = proxy
+        self.door = door
         self.providers = providers
         self.nats_url = nats_url
         self.dns = dns
@@ -157,6 +164,8 @@ class EgressEnforcer:
         on_interfaces = isinstance(provider, InterfaceEgress) and await asyncio.to_thread(
             provider.egress_on_interfaces, machine_id
         )
+        if on_interfaces:
+            self._at_the_door(provider, machine_id, instance_id)
         if not (at_start and policy.is_open()):  # a new namespace has no table: all open
             write = self._write_on_interfaces if on_interfaces else self._write
             how = await write(machine_id, pid, policy)
@@ -170,6 +179,14 @@ class EgressEnforcer:
                 log.info("egress.dns_elsewhere", machine_id=machine_id, error=str(exc))
             await self._attach_proxy(machine_id, instance_id, pid)
         return True
+
+    def _at_the_door(self, provider: object, machine_id: str, instance_id: str) -> None:
+        """A gvisor machine of a local provider is served at the proxy's door on the host."""
+        if self.door is not None and self.door.serving and isinstance(provider, PastaOwned):
+            self.door.attach(machine_id, instance_id, provider.pasta_owners(machine_id))
+
+    def _door_port(self) -> int:
+        return self.door.at[1] if self.door is not None and self.door.serving else 0
 
     async def _attach_proxy(self, machine_id: str, instance_id: str, pid: int) -> None:
         if self.proxy is None:
@@ -229,7 +246,7 @@ class EgressEnforcer:
     async def _compile(self, policy: EgressPolicy, gvisor: bool) -> egress.Ruleset:
         platform = await self.platform()
         if gvisor:
-            platform = [*platform, *gateway_endpoints(self.nats_url)]
+            platform = [*platform, *gateway_endpoints(self.nats_url, self._door_port())]
         ruleset = await asyncio.to_thread(egress.compile_ruleset, policy, platform)
         _ = ruleset.script, ruleset.marker  # built off the event loop, once
         return ruleset
@@ -247,5 +264,7 @@ class EgressEnforcer:
             self.dns.detach(machine_id)
         if self.proxy is not None:
             self.proxy.detach(machine_id)
+        if self.door is not None:
+            self.door.detach(machine_id)
         if self.refusals is not None:
             self.refusals.forget(machine_id)

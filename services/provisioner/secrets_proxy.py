@@ -21,6 +21,8 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.store_secrets import StoredSecret
 from providers.egress_proxy import Address, EgressProxy, Platform
+from providers.egress_proxy_door import HostDoor
+from providers.gvisor_gateway import proxy_listen
 
 log = structlog.get_logger(__name__)
 #: The name a repo's credentials are counted under (no secret's name has a colon).
@@ -59,6 +61,13 @@ def _host_entry(url: SplitResult) -> str:
     host = url.hostname or ""
     host = f"[{host}]" if ":" in host else host
     return f"{host}:{url.port or 443}"
+
+
+def gvisor_door(settings: Settings, proxy: EgressProxy) -> HostDoor:
+    """The proxy's door for this host's gvisor machines (``FLEET_SECRETS_PROXY_PORT``, 0:
+    none, then a door that serves nobody)."""
+    at = proxy_listen(settings.nats_url, settings.secrets_proxy_port)
+    return HostDoor(proxy, at, enabled=bool(settings.secrets_proxy_port))
 
 
 def secrets_proxy(

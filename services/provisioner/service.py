@@ -38,6 +38,7 @@ from providers.base import HomeCloner, Provider
 from providers.cgroup import NotFrozen
 from providers.egress_dns import DnsProxy
 from providers.egress_proxy import EgressProxy
+from providers.egress_proxy_door import HostDoor
 from providers.warm_pool import WarmPool
 from services.provisioner.claims import machine_pool
 from services.provisioner.disk import disk_budget
@@ -75,6 +76,7 @@ class Provisioner(PauseHandlers):
         dns: DnsProxy | None = None,
         refusals: EgressEvents | None = None,
         proxy: EgressProxy | None = None,
+        door: HostDoor | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
@@ -91,7 +93,7 @@ class Provisioner(PauseHandlers):
         #: The Docker engine environments' images are on (None: none configured).
         self.engine = engine
         self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns, refusals,
-                                     proxy)  # fmt: skip
+                                     proxy, door)  # fmt: skip
         #: The instance's disk budget a fork's home and a pause's image take their place in.
         self.disk = disk_budget(store, self.settings)
         #: What the instance's repos say of their devcontainer.json, for a short while.

@@ -44,6 +44,7 @@ from controlplane.machine_config import (
 from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
 from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed, MachineLifecycle
+from providers.gvisor_gateway import gvisor_proxy_url
 from services.setup_pusher.live_env import LiveEnv
 
 log = structlog.get_logger(__name__)
@@ -192,8 +193,10 @@ class Checkouts(LiveEnv):
         secret) that answers git's prompts from variables set on this one git process; none
         for a repo over HTTPS on a machine the egress proxy serves (it adds them on the way
         out: the machine never holds them)."""
-        if proxied_repo(repo) and machine.runtime != "gvisor":
-            return {**_GIT_ENV, **git_env(self.settings)}
+        gvisor = machine.runtime == "gvisor"
+        door = gvisor_proxy_url(self.settings) if gvisor else ""
+        if proxied_repo(repo) and (door or not gvisor):
+            return {**_GIT_ENV, **git_env(self.settings, door)}
         if not repo.has_credentials:
             return dict(_GIT_ENV)
         sealed = await self.store.repo_secret(machine.instance_id, repo.path)

@@ -32,6 +32,7 @@ from controlplane.stage import Stage
 from controlplane.subscriptions import subscriber
 from environments.hook import with_project_env
 from environments.lifecycle_commands import MachineLifecycle
+from providers.gvisor_gateway import gvisor_proxy_url
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +68,8 @@ class LiveEnv(Stage):
 
         async def push(m: Machine) -> None:
             life = await self.store.lifecycles.load(m.id, MachineLifecycle)
-            cfg = with_project_env(for_machine(configs[m.instance_id], m), life)
+            cfg = for_machine(configs[m.instance_id], m, gvisor_proxy_url(self.settings))
+            cfg = with_project_env(cfg, life)
             await self._push_env_to(m, cfg, cause)
 
         if self.keys is not None:  # one Redis round trip for every machine's key

@@ -30,6 +30,7 @@ from controlplane.store_keys import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERN
 from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
 from environments.lifecycle_commands import ON_CREATE, ON_START, LifecycleFailed, MachineLifecycle
+from providers.gvisor_gateway import gvisor_proxy_url
 from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts
 from services.setup_pusher.sshd import start_sshd
 
@@ -82,8 +83,8 @@ class SetupPusher(Checkouts):
         inputs = await self.store.stages.setup_inputs(machine.instance_id, machine.id)
         cfg = instance_config(self.settings, inputs.platform_env, inputs.instance_env, inputs.cron,
                               inputs.ssh_keys)  # fmt: skip
-        cfg = for_machine(await with_secrets(self.store, self.settings, cfg, machine.instance_id),
-                          machine)  # fmt: skip
+        cfg = await with_secrets(self.store, self.settings, cfg, machine.instance_id)
+        cfg = for_machine(cfg, machine, gvisor_proxy_url(self.settings))
         cfg = with_project_env(cfg, await self.store.lifecycles.load(machine.id, MachineLifecycle))
         env_path, env_bytes = await self.push_env(mc, cfg)
         # Debug: machine.setup-pushed says the same, and a line per machine costs at scale.

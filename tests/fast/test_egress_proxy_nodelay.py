@@ -35,7 +35,7 @@ async def test_a_machines_connection_to_the_proxy_has_nagle_off(
     platform = Platform(policy=_policy, secrets=_never, leaf=_never, open_value=str,
                         used=_never)  # fmt: skip
     accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    accept = EgressProxy._accept
+    accept = EgressProxy.accept
 
     def spy(self: EgressProxy, m: object, r: asyncio.StreamReader,
             w: asyncio.StreamWriter) -> None:  # fmt: skip
@@ -43,7 +43,7 @@ async def test_a_machines_connection_to_the_proxy_has_nagle_off(
         accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         accept(self, m, r, w)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(EgressProxy, "_accept", spy)
+    monkeypatch.setattr(EgressProxy, "accept", spy)
     async with EgressProxy(platform, frozenset(), ssl.create_default_context(),
                            listen_at=("127.0.0.1", 0), socket_in=_here) as proxy:  # fmt: skip
         await proxy.attach("m-a", "inst-a", os.getpid())

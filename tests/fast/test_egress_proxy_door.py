@@ -1,0 +1,89 @@
+"""The egress proxy's door on the host (providers/egress_proxy_door.py): a connection is served
+as the machine whose process holds its other end (a child process stands for a machine's
+pasta here), and one no machine holds is refused before anything is read. On real gvisor
+machines: tests/integration/test_gvisor_secrets.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from contracts.gateway_network import EgressPolicy
+from controlplane.store_secrets import StoredSecret
+from providers.egress_proxy import EgressProxy, Platform
+from providers.egress_proxy_door import HostDoor
+
+#: A process that sends a CONNECT to the door (argv: its port) and prints the answer's line.
+CLIENT = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"CONNECT 127.0.0.1:9 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+print(s.recv(4096).decode())
+"""
+
+
+async def _policy(_: str) -> EgressPolicy:
+    return EgressPolicy()
+
+
+async def _none(*_: object) -> list[StoredSecret]:
+    return []
+
+
+async def _never(*_: object) -> ssl.SSLContext:
+    raise AssertionError("nothing is intercepted")
+
+
+async def _unused(*_: object) -> None:
+    raise AssertionError("nothing is used")
+
+
+@pytest.fixture
+async def door() -> AsyncIterator[tuple[HostDoor, dict[str, list[int]]]]:
+    platform = Platform(policy=_policy, secrets=_none, leaf=_never, open_value=str,
+                        used=_unused)  # fmt: skip
+    pids: dict[str, list[int]] = {}
+    proxy = EgressProxy(platform, frozenset(), ssl.create_default_context())
+    door = HostDoor(proxy, ("127.0.0.1", 0), pids_of=lambda o: pids.get(o[0], []))
+    async with proxy, door:
+        yield door, pids
+
+
+async def _answer_to(door: HostDoor, machine: str | None, pids: dict[str, list[int]]) -> str:
+    assert door._server is not None
+    port = door._server.sockets[0].getsockname()[1]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLIENT, str(port), stdout=asyncio.subprocess.PIPE
+    )
+    if machine is not None:
+        pids[machine] = [child.pid]
+    out, _ = await asyncio.wait_for(child.communicate(), 30)
+    return out.decode()
+
+
+async def test_a_connection_is_its_holders_machine(
+    door: tuple[HostDoor, dict[str, list[int]]],
+) -> None:
+    d, pids = door
+    d.attach("m-a", "inst-a", ["slot-a"])
+    d.attach("m-b", "inst-b", ["m-b"])
+    said = await _answer_to(d, "slot-a", pids)
+    # Served as m-a: its instance's policy refused the host's loopback (not the door).
+    assert "403" in said
+    assert "refused by the egress proxy" in said
+
+
+async def test_a_connection_no_machine_holds_is_refused(
+    door: tuple[HostDoor, dict[str, list[int]]],
+) -> None:
+    d, pids = door
+    d.attach("m-a", "inst-a", ["m-a"])
+    pids["m-a"] = [os.getpid()]  # this process holds nothing of the child's connection
+    said = await _answer_to(d, None, pids)
+    assert "403" in said
+    assert "this host's machines only" in said
