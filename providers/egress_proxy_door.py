@@ -12,6 +12,7 @@ machine's pasta holds is refused.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -91,7 +92,8 @@ class HostDoor:
 
     def _who(self, peer: tuple[str, int], ours: tuple[str, int]) -> str | None:
         """The machine whose pasta holds the other end of the connection from ``peer``."""
-        inode = socket_inode(peer, ours)
+        ours_too = ipaddress.ip_address(peer[0]) in self.proxy.platform_addresses
+        inode = socket_inode(peer, ours, by_port=ours_too)
         if inode is None:
             return None
         for fresh in (False, True):  # the pids as last found, then found again

@@ -39,8 +39,15 @@ def _hex_endpoint(field: str) -> Endpoint:
     return host, int(port, 16)
 
 
-def socket_inode(local: Endpoint, remote: Endpoint) -> int | None:
-    """The inode of this host's TCP socket from ``local`` to ``remote``, if there is one."""
+def socket_inode(local: Endpoint, remote: Endpoint, *, by_port: bool = False) -> int | None:
+    """The inode of this host's TCP socket from ``local`` to ``remote``, if there is one.
+
+    ``by_port``: ``local`` is an address of this host, which the host may have rewritten (a
+    pasta socket bound to a bridge's address is seen from another of the host's), so a socket
+    of the host to ``remote`` from ``local``'s port is the one, if it is the only such. Only
+    for a host address: a connection from anywhere else (a container) could pick the port of
+    a pasta's connection, but never complete a handshake from an address of the host's."""
+    exact, same_port = None, set()
     for table in _TABLES:
         try:
             lines = table.read_text().splitlines()[1:]
@@ -48,9 +55,16 @@ def socket_inode(local: Endpoint, remote: Endpoint) -> int | None:
             continue
         for line in lines:
             f = line.split()
-            if len(f) > 9 and _hex_endpoint(f[1]) == local and _hex_endpoint(f[2]) == remote:
-                return int(f[9]) or None
-    return None
+            if len(f) <= 9 or _hex_endpoint(f[2]) != remote or not int(f[9]):
+                continue
+            mine = _hex_endpoint(f[1])
+            if mine == local:
+                exact = int(f[9])
+            elif mine[1] == local[1]:
+                same_port.add(int(f[9]))
+    if exact is not None:
+        return exact
+    return same_port.pop() if by_port and len(same_port) == 1 else None
 
 
 def holder(inode: int, pids: dict[str, list[int]]) -> str | None:
