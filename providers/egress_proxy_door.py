@@ -54,7 +54,7 @@ class HostDoor:
             self._server = await asyncio.start_server(self._accept, *self.at,
                                                       limit=http.MAX_HEAD)  # fmt: skip
         except OSError as exc:  # another process of the host has the port
-            log.error("egress.proxy_door_unavailable", address=f"{self.at[0]}:{self.at[1]}",
+            log.warning("egress.proxy_door_unavailable", address=f"{self.at[0]}:{self.at[1]}",
                       error=str(exc))  # fmt: skip
         return self
 
@@ -67,6 +67,11 @@ class HostDoor:
     @property
     def serving(self) -> bool:
         return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (0: it does not)."""
+        return self.at[1] if self._server is not None else 0
 
     def attach(self, machine_id: str, instance_id: str, owners: list[str]) -> None:
         self._machines[machine_id] = (ProxiedMachine(machine_id, instance_id, 0), owners)

@@ -294,6 +294,9 @@ def make_settings(
         probe_timeout_s=10.0,
         probe_interval_s=0.1,
         clone_timeout_s=30.0,
+        # The egress proxy's door for gvisor machines is one per host: a test that needs it
+        # gives its stack a port of its own (tests/integration/test_gvisor_secrets.py).
+        secrets_proxy_port=0,
         # Sandboxed machines see the test's repository and git shim (and nothing else of it).
         sandbox_share=f"{tmp_path / 'repo.git'}:{tmp_path / 'shim'}",
     )

@@ -56,6 +56,12 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         """The machine's instance, limits, image and user (services/provisioner/environment.py)."""
         return await machine_placement(store, settings, await store.get_machine(machine_id))
 
+    # The egress proxy, and its door on the host first: a gvisor sandbox's gateway table opens
+    # the door's port only if this process holds it.
+    proxy = await stack.enter_async_context(
+        secrets_proxy(settings, store, await platform_addresses(settings), bus)
+    )
+    door = await stack.enter_async_context(gvisor_door(settings, proxy))
     repo = code_repo(settings.code_repo)
     cow = await asyncio.to_thread(
         homes_fs.prepare, settings.data_path, settings.homes_fs, settings.homes_image_gb
@@ -80,11 +86,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
             settings.data_path,
             settings.gvisor_park_wait_s,
             settings.nats_url,
-            settings.secrets_proxy_port,
+            door.port,
         ),
-        netns_ready=partial(
-            netns_policy, store, settings.nats_url, proxy_port=settings.secrets_proxy_port
-        ),
+        netns_ready=partial(netns_policy, store, settings.nats_url, proxy_port=door.port),
     )
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
@@ -94,10 +98,6 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     heartbeat = HostHeartbeat(store, settings, clock)
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
-    proxy = await stack.enter_async_context(
-        secrets_proxy(settings, store, await platform_addresses(settings), bus)
-    )
-    door = await stack.enter_async_context(gvisor_door(settings, proxy))
     svc = Provisioner(
         store=store,
         bus=bus,

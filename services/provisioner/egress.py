@@ -186,7 +186,7 @@ class EgressEnforcer:
             self.door.attach(machine_id, instance_id, provider.pasta_owners(machine_id))
 
     def _door_port(self) -> int:
-        return self.door.at[1] if self.door is not None and self.door.serving else 0
+        return self.door.port if self.door is not None else 0
 
     async def _attach_proxy(self, machine_id: str, instance_id: str, pid: int) -> None:
         if self.proxy is None:
