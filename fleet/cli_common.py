@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import gettext
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -21,6 +23,14 @@ EXIT_API = 4  # the gateway answered with an error (printed as `fleet: error COD
 EXIT_TIMEOUT = 5  # --timeout ran out
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_BROKEN_PIPE = 141  # stdout closed early (`fleet events | head`), as a shell reports SIGPIPE
+
+# argparse passes each of its own strings ("options", "show this help message and exit", ...)
+# through gettext, which, with no catalogue for argparse installed, searches the locale
+# directories again on every call: some 300 searches, most of the time `fleet --help` spent
+# building its parser. A string's translation does not change within a process, so each is
+# looked up once.
+if getattr(argparse, "_", None) is gettext.gettext:
+    setattr(argparse, "_", functools.cache(gettext.gettext))  # noqa: B010
 
 SubAction: TypeAlias = "argparse._SubParsersAction[Parser]"
 #: A string: the client is imported only once a command runs (`fleet --help` never needs it).

@@ -112,3 +112,22 @@ async def test_a_run_without_timeout_gets_the_contracts_default(
         client, args = _Recorder(), parse(argv)
         assert await args.func(client, args) == 0
         assert client.timeouts == [want], argv
+
+
+LOOKUPS = """
+import gettext, json
+import fleet.cli
+searches = []
+real_find = gettext.find
+gettext.find = lambda *a, **kw: searches.append(a[0]) or real_find(*a, **kw)
+fleet.cli._parser()
+print(json.dumps(len(searches)))
+"""
+
+
+def test_building_the_parser_looks_each_argparse_string_up_once() -> None:
+    """gettext searches the locale directories on each call for a domain it has no catalogue
+    for (argparse's): once per distinct string, not once per argument (hundreds)."""
+    out = subprocess.run([sys.executable, "-c", LOOKUPS], capture_output=True, text=True,
+                         timeout=60, check=True).stdout  # fmt: skip
+    assert json.loads(out) <= 10
