@@ -4,12 +4,12 @@ One typed ``async`` method per ``MethodSpec`` of ``GATEWAY_METHODS``: its parame
 fields of the spec's params Struct (their types and defaults), its answer the spec's result (or
 one field of it), its docstring the spec's summary. ``FleetClient`` inherits them; what is not a
 one-to-one wrapper (waiting, streams, retries, transfers, the methods in ``HAND_WRITTEN``) is
-written by hand in ``fleet/client*.py``.
+written by hand in ``fleet/client*.py`` (``hand_written`` on their specs).
 
 A method's Python name and positional parameters follow one rule: ``machines.doThing`` is
 ``machines_do_thing(...)`` with the params' required fields positional (in field order) and
-the others keyword-only. ``NAMES`` lists the public names that read otherwise
-(``create_instance(name)``, ``list_machines(instance_id)``); a new method needs no entry.
+the others keyword-only. A spec's ``client`` names a method that reads otherwise
+(``create_instance(name)``, ``list_machines(instance_id)``); a new method needs neither.
 
 ``python -m codegen`` writes the file with the other generated ones (``codegen.generated``);
 ``tests/unit/test_codegen.py`` fails when the committed file is stale.
@@ -27,131 +27,33 @@ import textwrap
 import types
 import typing
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import msgspec
 
 import contracts
 from codegen.generated import REPO
 from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams
 
 MODULE_PATH = REPO / "fleet" / "client_generated.py"
 LINE_WIDTH = 100
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
-@dataclass(frozen=True)
-class Py:
-    """A method's Python name; ``args``: its positional parameters in order, each a field name
-    or ``python_name=field`` (the other fields are keyword-only); ``unwrap``: the result field
-    it answers instead of the whole result; ``doc``: said after the spec's summary."""
-
-    name: str
-    args: str = ""
-    unwrap: str | None = None
-    doc: str = ""
-
+#: A method's Python name, positional parameters, unwrapped field and added words.
+Py = ClientMethod
 
 #: Methods whose client method is hand-written (a convenience: a default made on the client,
-#: a longer wait, a resend, a stream), in ``fleet/client*.py``; none is generated for them.
-HAND_WRITTEN = frozenset(
-    {
-        "repos.add",
-        "machines.create",
-        "machines.rebuild",
-        "machines.exec",
-        "machines.execStream",
-        "machines.writeFile",
-        "cron.set",
-        "instances.setNetworkPolicy",
-        "codemode.run",
-        "codemode.bridges.set",
-        "sessions.open",
-        # Waits for the code's own timeout and a kernel's start, past the client's default.
-        "machines.code.run",
-    }
-)
+#: a longer wait, a resend, a stream), in ``fleet/client*.py``: a view of the specs'
+#: ``hand_written``; none is generated for them.
+HAND_WRITTEN = frozenset(s.name for s in GATEWAY_METHODS if s.hand_written)
 
-#: The client's public names that do not follow the rule (``python_name``): kept as they are.
+#: The client's public names that do not follow the rule (``python_name``), kept as they are:
+#: a view of the specs' ``client``, and audit.list's, whose spec (contracts/audit.py) does not
+#: declare it.
 NAMES: dict[str, Py] = {
-    "instances.create": Py("create_instance", "name"),
-    "instances.get": Py("get_instance", "instance_id"),
-    "instances.list": Py("list_instances", unwrap="instances"),
-    "env.set": Py("set_env", "name value instance_id"),
-    "env.unset": Py("unset_env", "name instance_id", unwrap="removed"),
-    "env.list": Py("list_env", "instance_id", unwrap="vars"),
-    "repos.remove": Py("remove_repo", "instance_id path", unwrap="removed"),
-    "repos.list": Py("list_repos", "instance_id", unwrap="repos"),
-    "machines.get": Py("get_machine", "machine_id"),
-    "machines.list": Py("list_machines", "instance_id", unwrap="machines"),
-    "machines.archive": Py("archive_machine", "machine_id"),
-    "machines.refreshEnv": Py(
-        "refresh_env", "instance_id", doc="None: of every instance the token may touch."
-    ),
-    "machines.refreshCode": Py("refresh_code", "machine_id"),
-    "machines.process.start": Py("start_process", "machine_id command"),
-    "machines.process.list": Py("list_processes", "machine_id", unwrap="processes"),
-    "machines.process.kill": Py("kill_process", "machine_id", doc="Exactly one of pid and tag."),
-    "machines.process.logs": Py("process_logs", "machine_id"),
-    "cron.list": Py("list_cron", "instance_id", unwrap="jobs"),
-    "tokens.create": Py(
-        "create_token", "name instance_id", doc="Its secret, .token, is shown once."
-    ),
-    "tokens.list": Py("list_tokens", unwrap="tokens"),
-    "tokens.revoke": Py("revoke_token", "token_id=id", unwrap="revoked"),
-    "rpc.discover": Py("discover"),
-    "events.ticket": Py("events_ticket"),
-    "machines.daemonLog": Py("daemon_log", "machine_id lines", unwrap="lines"),
-    "machines.restart": Py("restart_machine", "machine_id"),
-    "machines.ports": Py("machine_ports", "machine_id"),
-    "machines.previewTicket": Py("preview_ticket", "machine_id port"),
-    "instances.setSshKeys": Py("set_ssh_keys", "instance_id keys"),
-    "instances.setLimits": Py("set_limits", "instance_id"),
-    "instances.getLimits": Py("get_limits", "instance_id"),
-    "instances.getNetworkPolicy": Py("get_network_policy", "instance_id"),
-    "hosts.list": Py("list_hosts", unwrap="hosts"),
-    "hosts.drain": Py("drain_host", "host_id"),
-    "machines.stop": Py("stop_machine", "machine_id"),
-    "machines.start": Py("start_machine", "machine_id"),
-    "machines.pause": Py("pause_machine", "machine_id"),
-    "machines.resume": Py("resume_machine", "machine_id"),
-    "instances.setAutoStop": Py("set_autostop", "instance_id idle_after_s action"),
-    "instances.getAutoStop": Py("get_autostop", "instance_id"),
-    "instances.setRuntime": Py("set_runtime", "instance_id runtime"),
-    "instances.getRuntime": Py("get_runtime", "instance_id"),
-    "machines.fork": Py("fork_machine", "machine_id count", unwrap="machines"),
-    "machines.snapshot": Py("snapshot_machine", "machine_id name"),
-    "snapshots.list": Py("list_snapshots", "instance_id", unwrap="snapshots"),
-    "snapshots.delete": Py("delete_snapshot", "snapshot_id", unwrap="deleted"),
-    "codemode.cancel": Py("code_cancel", "run_id", unwrap="cancelled"),
-    "codemode.list": Py("code_list", "instance_id limit", unwrap="runs"),
-    "codemode.describe": Py("code_describe", "providers", unwrap="stubs"),
-    "codemode.bridges.list": Py("code_bridges", "instance_id", unwrap="bridges"),
-    "codemode.bridges.remove": Py("code_remove_bridge", "instance_id name", unwrap="removed"),
-    "sessions.list": Py("list_sessions", "machine_id", unwrap="sessions"),
-    "sessions.resize": Py("resize_session", "machine_id session_id cols rows"),
-    "sessions.close": Py("close_session", "machine_id session_id", unwrap="closed"),
-    "machines.code.restartContext": Py("machines_code_restart_context", "machine_id context_id"),
-    "machines.code.deleteContext": Py("machines_code_delete_context", "machine_id context_id"),
-    "machines.code.interrupt": Py("machines_code_interrupt", "machine_id context_id"),
-    "machines.readFile": Py("read_file", "machine_id path"),
-    "machines.listDir": Py("list_dir", "machine_id path", doc="after: a page's next_after."),
-    "machines.stat": Py("stat", "machine_id path"),
-    "machines.removeFile": Py("remove_file", "machine_id path"),
-    "instances.setEnvironment": Py("set_environment", "instance_id environment"),
-    "instances.getEnvironment": Py("get_environment", "instance_id"),
-    "environments.list": Py("list_environments", "host_id"),
-    "environments.build": Py("build_environment", "instance_id host_id"),
-    "environments.delete": Py("delete_environment", "environment_id host_id"),
+    **{s.name: s.client for s in GATEWAY_METHODS if s.client is not None},
     "audit.list": Py("audit", unwrap="entries"),
-    "users.create": Py("create_user", "email"),
-    "users.list": Py("list_users", unwrap="users"),
-    "users.setRole": Py("set_user_role", "user role"),
-    "users.disable": Py("disable_user", "user"),
-    "users.enable": Py("enable_user", "user"),
-    "instances.setMember": Py("set_member", "instance_id user role"),
-    "instances.members": Py("list_members", "instance_id"),
 }
 
 
@@ -162,7 +64,10 @@ def python_name(method: str) -> str:
 
 
 def client_method(spec: AnySpec) -> Py:
-    """The spec's entry in ``NAMES``, else the rule's: required fields positional."""
+    """The spec's ``client`` (or its entry in ``NAMES``), else the rule's: required fields
+    positional."""
+    if spec.client is not None:
+        return spec.client
     if spec.name in NAMES:
         return NAMES[spec.name]
     required = [f.name for f in msgspec.structs.fields(spec.params) if f.required]

@@ -29,7 +29,7 @@ from contracts.errors import (
     NotFound,
 )
 from contracts.ids import ID_LENGTH, INSTANCE_ID_RE, MACHINE_ID_RE
-from contracts.jsonrpc import MethodSpec, Params, Result
+from contracts.jsonrpc import ClientMethod, MethodSpec, Params, Result
 
 MAX_CODE_BYTES = 256 * 1024
 DEFAULT_TIMEOUT_S = 30.0
@@ -192,9 +192,18 @@ CODEMODE_RUN = MethodSpec(
     "Run Python in a sandbox against the tools.",
     _RUN,
     scope="machines:exec",
+    hand_written=True,
+    in_code=False,
 )
 CODEMODE_CANCEL = MethodSpec(
-    "codemode.cancel", RunRef, Cancelled, "Cancel a running run.", _NF, scope="machines:exec"
+    "codemode.cancel",
+    RunRef,
+    Cancelled,
+    "Cancel a running run.",
+    _NF,
+    scope="machines:exec",
+    client=ClientMethod("code_cancel", "run_id", unwrap="cancelled"),
+    in_code=False,
 )
 CODEMODE_LIST = MethodSpec(
     "codemode.list",
@@ -204,6 +213,8 @@ CODEMODE_LIST = MethodSpec(
     _NF,
     scope="machines:exec",
     reads=True,
+    client=ClientMethod("code_list", "instance_id limit", unwrap="runs"),
+    in_code=False,
 )
 CODEMODE_DESCRIBE = MethodSpec(
     "codemode.describe",
@@ -213,6 +224,8 @@ CODEMODE_DESCRIBE = MethodSpec(
     _RUN,
     scope="machines:exec",
     reads=True,
+    client=ClientMethod("code_describe", "providers", unwrap="stubs"),
+    in_code=False,
 )
 CODEMODE_BRIDGES_SET = MethodSpec(
     "codemode.bridges.set",
@@ -221,6 +234,8 @@ CODEMODE_BRIDGES_SET = MethodSpec(
     "Add or replace a bridge.",
     _NF,
     scope="env:write",
+    hand_written=True,
+    in_code=False,
 )
 CODEMODE_BRIDGES_LIST = MethodSpec(
     "codemode.bridges.list",
@@ -230,9 +245,18 @@ CODEMODE_BRIDGES_LIST = MethodSpec(
     _NF,
     scope="env:read",
     reads=True,
+    client=ClientMethod("code_bridges", "instance_id", unwrap="bridges"),
+    in_code=False,
 )
 CODEMODE_BRIDGES_REMOVE = MethodSpec(
-    "codemode.bridges.remove", BridgeRef, BridgeRemoved, "Remove a bridge.", _NF, scope="env:write"
+    "codemode.bridges.remove",
+    BridgeRef,
+    BridgeRemoved,
+    "Remove a bridge.",
+    _NF,
+    scope="env:write",
+    client=ClientMethod("code_remove_bridge", "instance_id name", unwrap="removed"),
+    in_code=False,
 )
 
 CODEMODE_METHODS = (

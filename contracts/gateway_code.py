@@ -36,7 +36,7 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, MethodSpec, Params
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
 
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -67,7 +67,7 @@ MACHINES_CODE_RUN: MethodSpec[MachineCodeRunParams, CodeRunResult] = MethodSpec(
     "Run code in a stateful kernel of the machine (its default context for the language, or "
     "contextId): the results as MIME bundles, stdout, stderr and the error, once it is done.",
     (*_CODE, LanguageUnavailable, KernelDied, CodeContextsLimit, BadPath),
-    scope="machines:exec", budget="exec",
+    scope="machines:exec", budget="exec", hand_written=True, tool="code_run", streams=True,
 )  # fmt: skip
 MACHINES_CODE_CREATE_CONTEXT: MethodSpec[MachineCreateContextParams, CodeContext] = MethodSpec(
     "machines.code.createContext", MachineCreateContextParams, CodeContext,
@@ -84,16 +84,18 @@ MACHINES_CODE_RESTART_CONTEXT: MethodSpec[MachineContextRef, CodeContext] = Meth
     "machines.code.restartContext", MachineContextRef, CodeContext,
     "Restart a context's kernel: its state is cleared.", _CODE,
     scope="machines:exec",
+    client=ClientMethod("machines_code_restart_context", "machine_id context_id"),
 )  # fmt: skip
 MACHINES_CODE_DELETE_CONTEXT: MethodSpec[MachineContextRef, ContextDeleted] = MethodSpec(
     "machines.code.deleteContext", MachineContextRef, ContextDeleted,
     "Shut a context's kernel down and forget the context.", _CODE,
     scope="machines:exec",
+    client=ClientMethod("machines_code_delete_context", "machine_id context_id"),
 )  # fmt: skip
 MACHINES_CODE_INTERRUPT: MethodSpec[MachineContextRef, ContextInterrupted] = MethodSpec(
     "machines.code.interrupt", MachineContextRef, ContextInterrupted,
     "Interrupt what runs in a context (SIGINT, as Jupyter does); its state is kept.", _CODE,
-    scope="machines:exec",
+    scope="machines:exec", client=ClientMethod("machines_code_interrupt", "machine_id context_id"),
 )  # fmt: skip
 
 CODE_METHODS: tuple[AnySpec, ...] = (

@@ -31,7 +31,7 @@ from contracts.errors import (
 )
 from contracts.gateway_environments import Environment
 from contracts.gateway_types import InstanceId
-from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, Result
 
 #: A build's id or a prefix of it (lower-case hex).
 EnvironmentId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{12,64}$")]
@@ -97,6 +97,7 @@ ENVIRONMENTS_LIST = MethodSpec(
     (InvalidParams, *_HOST_ERRORS),
     scope="admin",
     reads=True,
+    client=ClientMethod("list_environments", "host_id"),
 )
 ENVIRONMENTS_BUILD = MethodSpec(
     "environments.build",
@@ -106,6 +107,7 @@ ENVIRONMENTS_BUILD = MethodSpec(
     (NotFound, InvalidParams, EnvironmentRefused, EnvironmentInvalid, FeatureUnavailable,
      BuildFailed, ImageNotFound, ImageRefused, RateLimited, *_HOST_ERRORS),
     scope="machines:exec", budget="build",
+    client=ClientMethod("build_environment", "instance_id host_id"),
 )  # fmt: skip
 ENVIRONMENTS_DELETE = MethodSpec(
     "environments.delete",
@@ -114,6 +116,7 @@ ENVIRONMENTS_DELETE = MethodSpec(
     "Remove a cached build; refused with EnvironmentInUse while a machine runs it.",
     (NotFound, InvalidParams, EnvironmentInUse, *_HOST_ERRORS),
     scope="admin",
+    client=ClientMethod("delete_environment", "environment_id host_id"),
 )
 ENV_BUILD_METHODS: tuple[AnySpec, ...] = (
     ENVIRONMENTS_LIST, ENVIRONMENTS_BUILD, ENVIRONMENTS_DELETE,

@@ -25,7 +25,7 @@ from contracts.errors import (
     NotFound,
 )
 from contracts.gateway_types import InstanceId, InstanceRef
-from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, Result
 
 #: An image of the engine: a reference (``name[:tag][@digest]``) or an image ID.
 IMAGE_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
@@ -141,6 +141,7 @@ INSTANCES_SET_ENVIRONMENT = MethodSpec(
     "can fetch is checked now: refused properties are EnvironmentRefused.",
     (NotFound, Forbidden, InvalidParams, EnvironmentRefused, EnvironmentInvalid),
     scope="machines:exec",
+    client=ClientMethod("set_environment", "instance_id environment"),
 )
 INSTANCES_GET_ENVIRONMENT = MethodSpec(
     "instances.getEnvironment",
@@ -150,6 +151,7 @@ INSTANCES_GET_ENVIRONMENT = MethodSpec(
     (NotFound, Forbidden),
     scope="machines:read",
     reads=True,
+    client=ClientMethod("get_environment", "instance_id"),
 )
 
 ENVIRONMENT_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_ENVIRONMENT, INSTANCES_GET_ENVIRONMENT)

@@ -38,7 +38,7 @@ from contracts.errors import (
     WrongFileKind,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, MethodSpec
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec
 
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -80,23 +80,24 @@ MACHINES_READ_FILE: MethodSpec[MachineReadFileParams, ReadFileResult] = MethodSp
     "Read a file of the machine's home that fits in one message (text, or base64); a bigger "
     "one answers FileTooLarge: download it with GET /machines/{machineId}/files/{path}.",
     (*_FILES, FileTooLarge, NotText),
-    scope="files:read",
+    scope="files:read", client=ClientMethod("read_file", "machine_id path"),
 )  # fmt: skip
 MACHINES_LIST_DIR: MethodSpec[MachineListDirParams, ListDirResult] = MethodSpec(
     "machines.listDir", MachineListDirParams, ListDirResult,
     "The entries of a directory of the machine's home, sorted by name.", _FILES,
-    scope="files:read", reads=True,
+    scope="files:read", reads=True, tool="list_dir",
+    client=ClientMethod("list_dir", "machine_id path", doc="after: a page's next_after."),
 )  # fmt: skip
 MACHINES_STAT: MethodSpec[MachineStatParams, StatResult] = MethodSpec(
     "machines.stat", MachineStatParams, StatResult,
     "What is at a path of the machine's home (a link is described, not followed).", _FILES,
-    scope="files:read", reads=True,
+    scope="files:read", reads=True, client=ClientMethod("stat", "machine_id path"), tool="stat",
 )  # fmt: skip
 MACHINES_REMOVE_FILE: MethodSpec[MachineRemoveFileParams, RemoveFileResult] = MethodSpec(
     "machines.removeFile", MachineRemoveFileParams, RemoveFileResult,
     "Remove a file, link or empty directory of the machine's home (recursive: a whole tree).",
     _FILES,
-    scope="files:write",
+    scope="files:write", client=ClientMethod("remove_file", "machine_id path"), tool="remove_file",
 )  # fmt: skip
 
 FILE_METHODS: tuple[AnySpec, ...] = (

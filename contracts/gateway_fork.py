@@ -30,7 +30,7 @@ from contracts.errors import (
     SnapshotLimit,
 )
 from contracts.gateway_types import InstanceRef, MachineId, Name, SnapshotId
-from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, Result
 from contracts.models import Machine
 
 #: How many forks one call makes.
@@ -60,6 +60,8 @@ MACHINES_FORK: MethodSpec[ForkMachineParams, ForkedMachines] = MethodSpec(
     (NotFound, Forbidden, Conflict, NotSupported, RunningMachinesLimit),
     scope="machines:exec",
     budget="create",
+    client=ClientMethod("fork_machine", "machine_id count", unwrap="machines"),
+    tool="fork",
 )
 
 
@@ -109,6 +111,7 @@ MACHINES_SNAPSHOT: MethodSpec[SnapshotParams, Snapshot] = MethodSpec(
     (NotFound, Forbidden, Conflict, NotSupported, SnapshotLimit),
     scope="machines:exec",
     budget="pause",
+    client=ClientMethod("snapshot_machine", "machine_id name"),
 )
 SNAPSHOTS_LIST: MethodSpec[InstanceRef, SnapshotList] = MethodSpec(
     "snapshots.list",
@@ -117,6 +120,7 @@ SNAPSHOTS_LIST: MethodSpec[InstanceRef, SnapshotList] = MethodSpec(
     "An instance's snapshots.",
     (NotFound, Forbidden),
     scope="machines:read",
+    client=ClientMethod("list_snapshots", "instance_id", unwrap="snapshots"),
 )
 SNAPSHOTS_DELETE: MethodSpec[SnapshotRef, SnapshotDeleted] = MethodSpec(
     "snapshots.delete",
@@ -125,6 +129,7 @@ SNAPSHOTS_DELETE: MethodSpec[SnapshotRef, SnapshotDeleted] = MethodSpec(
     "Delete a snapshot; machines made from it keep their homes.",
     (NotFound, Forbidden),
     scope="machines:exec",
+    client=ClientMethod("delete_snapshot", "snapshot_id", unwrap="deleted"),
 )
 
 FORK_METHODS: tuple[AnySpec, ...] = (

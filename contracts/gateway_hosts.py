@@ -11,7 +11,7 @@ import msgspec
 
 from contracts.errors import Forbidden, NotFound
 from contracts.gateway_types import RefreshFailure
-from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams, Params, Result
 from contracts.status import HostState
 
 #: The reason (status reason and ``machine.failed``'s) of a create no host took in time
@@ -81,6 +81,7 @@ HOSTS_LIST = MethodSpec(
     (Forbidden,),
     scope="admin",
     reads=True,
+    client=ClientMethod("list_hosts", unwrap="hosts"),
 )
 
 HOSTS_DRAIN = MethodSpec(
@@ -92,6 +93,7 @@ HOSTS_DRAIN = MethodSpec(
     "then each is rebuilt now, onto other hosts.",
     (NotFound, Forbidden),
     scope="admin",
+    client=ClientMethod("drain_host", "host_id"),
 )
 
 HOST_METHODS: tuple[AnySpec, ...] = (HOSTS_LIST, HOSTS_DRAIN)

@@ -16,7 +16,7 @@ import msgspec
 
 from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.gateway_types import InstanceId, InstanceRef
-from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, Result
 
 #: Below these a machine's own supervisor and daemon cannot run.
 MemoryMb = Annotated[int, msgspec.Meta(ge=128, le=1 << 22)]
@@ -66,6 +66,7 @@ INSTANCES_SET_LIMITS = MethodSpec(
     "default); raising one above the default needs the admin token.",
     (NotFound, Forbidden, InvalidParams),
     scope="admin",
+    client=ClientMethod("set_limits", "instance_id"),
 )
 INSTANCES_GET_LIMITS = MethodSpec(
     "instances.getLimits",
@@ -75,6 +76,7 @@ INSTANCES_GET_LIMITS = MethodSpec(
     (NotFound, Forbidden),
     scope="machines:read",
     reads=True,
+    client=ClientMethod("get_limits", "instance_id"),
 )
 
 LIMITS_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_LIMITS, INSTANCES_GET_LIMITS)

@@ -28,9 +28,8 @@ from contracts.errors import (
     NotSupported,
     ToolError,
 )
-from contracts.gateway_code import MACHINES_CODE_RUN
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, MethodSpec, Params
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
 
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -71,6 +70,8 @@ MACHINES_EXEC_STREAM = MethodSpec(
     f"Run argv on a machine; POSTed to {RPC_STREAM_PATH}, its output streams as it is produced.",
     _DAEMON,
     scope="machines:exec",
+    hand_written=True,
+    streams=True,
 )
 MACHINES_DAEMON_LOG = MethodSpec(
     "machines.daemonLog",
@@ -80,8 +81,7 @@ MACHINES_DAEMON_LOG = MethodSpec(
     (*_DAEMON, NotSupported),
     scope="machines:read",
     reads=True,
+    client=ClientMethod("daemon_log", "machine_id lines", unwrap="lines"),
 )
 
 LIVE_METHODS: tuple[AnySpec, ...] = (MACHINES_EXEC_STREAM, MACHINES_DAEMON_LOG)
-#: Methods whose answer RPC_STREAM_PATH can stream.
-STREAMING_METHODS: frozenset[str] = frozenset({MACHINES_EXEC_STREAM.name, MACHINES_CODE_RUN.name})

@@ -21,7 +21,7 @@ from contracts.errors import (
     NotSupported,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, MethodSpec, Params
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
 from contracts.models import Machine
 
 _MachineId = Annotated[
@@ -40,6 +40,7 @@ MACHINES_RESTART = MethodSpec(
     "Restart a machine's daemon in place (its processes keep running).",
     (NotFound, Forbidden, Conflict, MachineStopped, DaemonUnavailable, NotSupported),
     scope="machines:exec",
+    client=ClientMethod("restart_machine", "machine_id"),
 )
 
 MACHINE_METHODS: tuple[AnySpec, ...] = (MACHINES_RESTART,)

@@ -25,7 +25,7 @@ import msgspec
 
 from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.gateway_types import InstanceId, InstanceRef, RefreshFailure
-from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, Result
 
 MAX_ENTRIES = 1000
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
@@ -159,6 +159,7 @@ INSTANCES_SET_NETWORK_POLICY = MethodSpec(
     ":LOW-HIGH; deny wins). Applied to its running machines before the answer.",
     (NotFound, Forbidden, InvalidParams),
     scope="admin",
+    hand_written=True,
 )
 INSTANCES_GET_NETWORK_POLICY = MethodSpec(
     "instances.getNetworkPolicy",
@@ -168,6 +169,7 @@ INSTANCES_GET_NETWORK_POLICY = MethodSpec(
     (NotFound, Forbidden),
     scope="machines:read",
     reads=True,
+    client=ClientMethod("get_network_policy", "instance_id"),
 )
 
 NETWORK_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_NETWORK_POLICY, INSTANCES_GET_NETWORK_POLICY)

@@ -14,7 +14,7 @@ import msgspec
 
 from contracts.errors import Conflict, Forbidden, NotFound
 from contracts.gateway_types import InstanceId, UserRef
-from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams, Params, Result
 from contracts.models import Model
 from contracts.people import InstanceRole, PlatformRole
 
@@ -83,6 +83,7 @@ USERS_CREATE = MethodSpec(
     "Create a user (admins).",
     (Conflict, Forbidden),
     scope="admin",
+    client=ClientMethod("create_user", "email"),
 )
 USERS_LIST = MethodSpec(
     "users.list",
@@ -92,25 +93,32 @@ USERS_LIST = MethodSpec(
     (Forbidden,),
     scope="admin",
     reads=True,
+    client=ClientMethod("list_users", unwrap="users"),
 )
 USERS_SET_ROLE = MethodSpec(
-    "users.setRole", SetRoleParams, User, "Set a user's platform role (admins).", _E, scope="admin"
+    "users.setRole",
+    SetRoleParams,
+    User,
+    "Set a user's platform role (admins).",
+    _E,
+    scope="admin",
+    client=ClientMethod("set_user_role", "user role"),
 )
 USERS_DISABLE = MethodSpec(
     "users.disable", UserParams, User,
     "Disable a user: their sessions and tokens stop working at once (admins).", _E,
-    scope="admin",
+    scope="admin", client=ClientMethod("disable_user", "user"),
 )  # fmt: skip
 USERS_ENABLE = MethodSpec(
     "users.enable", UserParams, User,
     "Enable a disabled user again: they can sign in, and their unexpired tokens work again "
     "(their sessions ended with the disable) (admins).", _E,
-    scope="admin",
+    scope="admin", client=ClientMethod("enable_user", "user"),
 )  # fmt: skip
 INSTANCES_SET_MEMBER = MethodSpec(
     "instances.setMember", SetMemberParams, MemberList,
     "Give a user a role on an instance (owner, developer, viewer; none removes them).", _E,
-    scope="admin",
+    scope="admin", client=ClientMethod("set_member", "instance_id user role"),
 )  # fmt: skip
 INSTANCES_MEMBERS = MethodSpec(
     "instances.members",
@@ -120,6 +128,7 @@ INSTANCES_MEMBERS = MethodSpec(
     _E,
     scope="machines:read",
     reads=True,
+    client=ClientMethod("list_members", "instance_id"),
 )
 PEOPLE_METHODS: tuple[AnySpec, ...] = (
     USERS_CREATE, USERS_LIST, USERS_SET_ROLE, USERS_DISABLE, USERS_ENABLE, INSTANCES_SET_MEMBER,

@@ -93,7 +93,7 @@ from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     TokenRef as TokenRef,
     UnsetEnvParams as UnsetEnvParams,
 )
-from contracts.jsonrpc import AnySpec, MethodSpec, NoParams
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams
 from contracts.models import EnvVar, Instance, Machine
 from contracts.openrpc import OpenRpcDocument
 from contracts.people import Scope
@@ -116,10 +116,22 @@ _CREATE: tuple[type[FleetError], ...] = (NotFound, Forbidden, Conflict, RunningM
 
 # One constant per method: handlers register against them, clients call through them.
 INSTANCES_CREATE = MethodSpec(
-    "instances.create", CreateInstanceParams, Instance, "Create an instance.", scope="machines:exec"
+    "instances.create",
+    CreateInstanceParams,
+    Instance,
+    "Create an instance.",
+    scope="machines:exec",
+    client=ClientMethod("create_instance", "name"),
 )
 INSTANCES_GET = MethodSpec(
-    "instances.get", InstanceRef, Instance, "One instance.", _NF, scope="machines:read", reads=True
+    "instances.get",
+    InstanceRef,
+    Instance,
+    "One instance.",
+    _NF,
+    scope="machines:read",
+    reads=True,
+    client=ClientMethod("get_instance", "instance_id"),
 )
 INSTANCES_LIST = MethodSpec(
     "instances.list",
@@ -128,24 +140,50 @@ INSTANCES_LIST = MethodSpec(
     "Every instance the caller may see.",
     scope="machines:read",
     reads=True,
+    client=ClientMethod("list_instances", unwrap="instances"),
 )
 ENV_SET = MethodSpec(
-    "env.set", SetEnvParams, EnvVar, "Set a platform or instance env var.", _NF, scope="env:write"
+    "env.set",
+    SetEnvParams,
+    EnvVar,
+    "Set a platform or instance env var.",
+    _NF,
+    scope="env:write",
+    client=ClientMethod("set_env", "name value instance_id"),
 )
 ENV_UNSET = MethodSpec(
-    "env.unset", UnsetEnvParams, Removed, "Remove an env var.", _NF, scope="env:write"
+    "env.unset",
+    UnsetEnvParams,
+    Removed,
+    "Remove an env var.",
+    _NF,
+    scope="env:write",
+    client=ClientMethod("unset_env", "name instance_id", unwrap="removed"),
 )
 ENV_LIST = MethodSpec(
-    "env.list", ListEnvParams, EnvList, "Env vars of one scope.", _NF, scope="env:read", reads=True
+    "env.list",
+    ListEnvParams,
+    EnvList,
+    "Env vars of one scope.",
+    _NF,
+    scope="env:read",
+    reads=True,
+    client=ClientMethod("list_env", "instance_id", unwrap="vars"),
 )
 REPOS_ADD = MethodSpec(
     "repos.add", AddRepoParams, AddedRepo,
     "Add (or replace) a repo checkout, once git on the platform has seen the repo and branch.",
     (*_NF, RepoNotFound, BranchNotFound),
-    scope="env:write",
+    scope="env:write", hand_written=True,
 )  # fmt: skip
 REPOS_REMOVE = MethodSpec(
-    "repos.remove", RemoveRepoParams, Removed, "Remove a repo by path.", _NF, scope="env:write"
+    "repos.remove",
+    RemoveRepoParams,
+    Removed,
+    "Remove a repo by path.",
+    _NF,
+    scope="env:write",
+    client=ClientMethod("remove_repo", "instance_id path", unwrap="removed"),
 )
 REPOS_LIST = MethodSpec(
     "repos.list",
@@ -155,6 +193,7 @@ REPOS_LIST = MethodSpec(
     _NF,
     scope="machines:read",
     reads=True,
+    client=ClientMethod("list_repos", "instance_id", unwrap="repos"),
 )
 MACHINES_CREATE = MethodSpec(
     "machines.create",
@@ -164,9 +203,17 @@ MACHINES_CREATE = MethodSpec(
     (*_CREATE, IdempotencyKeyReused, NotSupported),
     scope="machines:exec",
     budget="create",
+    hand_written=True,
 )
 MACHINES_GET = MethodSpec(
-    "machines.get", MachineRef, Machine, "One machine.", _NF, scope="machines:read", reads=True
+    "machines.get",
+    MachineRef,
+    Machine,
+    "One machine.",
+    _NF,
+    scope="machines:read",
+    reads=True,
+    client=ClientMethod("get_machine", "machine_id"),
 )
 MACHINES_LIST = MethodSpec(
     "machines.list",
@@ -176,9 +223,16 @@ MACHINES_LIST = MethodSpec(
     _NF,
     scope="machines:read",
     reads=True,
+    client=ClientMethod("list_machines", "instance_id", unwrap="machines"),
 )
 MACHINES_ARCHIVE = MethodSpec(
-    "machines.archive", MachineRef, Machine, "Stop a machine for good.", _NF, scope="machines:exec"
+    "machines.archive",
+    MachineRef,
+    Machine,
+    "Stop a machine for good.",
+    _NF,
+    scope="machines:exec",
+    client=ClientMethod("archive_machine", "machine_id"),
 )
 MACHINES_REBUILD = MethodSpec(
     "machines.rebuild",
@@ -188,6 +242,7 @@ MACHINES_REBUILD = MethodSpec(
     (*_CREATE, IdempotencyKeyReused, NotSupported),
     scope="machines:exec",
     budget="create",
+    hand_written=True,
 )
 MACHINES_EXEC = MethodSpec(
     "machines.exec",
@@ -197,6 +252,8 @@ MACHINES_EXEC = MethodSpec(
     (*_DAEMON, NotSupported, HostUnavailable),
     scope="machines:exec",
     budget="exec",
+    hand_written=True,
+    tool="exec",
 )
 MACHINES_WRITE_FILE = MethodSpec(
     "machines.writeFile",
@@ -205,6 +262,8 @@ MACHINES_WRITE_FILE = MethodSpec(
     "Write a file.",
     _DAEMON,
     scope="files:write",
+    hand_written=True,
+    tool="write_file",
 )
 MACHINES_REFRESH_ENV = MethodSpec(
     "machines.refreshEnv",
@@ -213,6 +272,9 @@ MACHINES_REFRESH_ENV = MethodSpec(
     "Rebuild the .env and push it to every running machine (of one instance).",
     _NF,
     scope="machines:exec",
+    client=ClientMethod(
+        "refresh_env", "instance_id", doc="None: of every instance the token may touch."
+    ),
 )
 MACHINES_REFRESH_CODE = MethodSpec(
     "machines.refreshCode",
@@ -221,6 +283,7 @@ MACHINES_REFRESH_CODE = MethodSpec(
     "Put the platform's code on the machine and restart its daemon with it.",
     (*_DAEMON, NotSupported, ProviderError),
     scope="machines:exec",
+    client=ClientMethod("refresh_code", "machine_id"),
 )
 MACHINES_PROCESS_START = MethodSpec(
     "machines.process.start",
@@ -229,6 +292,8 @@ MACHINES_PROCESS_START = MethodSpec(
     "Start a background process on a machine.",
     _DAEMON,
     scope="machines:exec",
+    client=ClientMethod("start_process", "machine_id command"),
+    tool="process_start",
 )
 MACHINES_PROCESS_LIST = MethodSpec(
     "machines.process.list",
@@ -238,6 +303,8 @@ MACHINES_PROCESS_LIST = MethodSpec(
     _DAEMON,
     scope="machines:read",
     reads=True,
+    client=ClientMethod("list_processes", "machine_id", unwrap="processes"),
+    tool="process_list",
 )
 MACHINES_PROCESS_KILL = MethodSpec(
     "machines.process.kill",
@@ -246,6 +313,8 @@ MACHINES_PROCESS_KILL = MethodSpec(
     "Stop a background process.",
     _DAEMON,
     scope="machines:exec",
+    client=ClientMethod("kill_process", "machine_id", doc="Exactly one of pid and tag."),
+    tool="process_kill",
 )
 MACHINES_PROCESS_LOGS = MethodSpec(
     "machines.process.logs",
@@ -255,6 +324,8 @@ MACHINES_PROCESS_LOGS = MethodSpec(
     _DAEMON,
     scope="machines:read",
     reads=True,
+    client=ClientMethod("process_logs", "machine_id"),
+    tool="process_logs",
 )
 CRON_SET = MethodSpec(
     "cron.set",
@@ -263,6 +334,7 @@ CRON_SET = MethodSpec(
     "Replace an instance's cron table and push it to its running machines.",
     _NF,
     scope="machines:exec",
+    hand_written=True,
 )
 CRON_LIST = MethodSpec(
     "cron.list",
@@ -272,6 +344,7 @@ CRON_LIST = MethodSpec(
     _NF,
     scope="machines:read",
     reads=True,
+    client=ClientMethod("list_cron", "instance_id", unwrap="jobs"),
 )
 TOKENS_CREATE = MethodSpec(
     "tokens.create",
@@ -280,6 +353,9 @@ TOKENS_CREATE = MethodSpec(
     "Create an access token.",
     _NF,
     scope="machines:read",
+    client=ClientMethod(
+        "create_token", "name instance_id", doc="Its secret, .token, is shown once."
+    ),
 )
 TOKENS_LIST = MethodSpec(
     "tokens.list",
@@ -289,9 +365,16 @@ TOKENS_LIST = MethodSpec(
     _NF,
     scope="machines:read",
     reads=True,
+    client=ClientMethod("list_tokens", unwrap="tokens"),
 )
 TOKENS_REVOKE = MethodSpec(
-    "tokens.revoke", TokenRef, Revoked, "Revoke an access token.", _NF, scope="machines:read"
+    "tokens.revoke",
+    TokenRef,
+    Revoked,
+    "Revoke an access token.",
+    _NF,
+    scope="machines:read",
+    client=ClientMethod("revoke_token", "token_id=id", unwrap="revoked"),
 )
 RPC_DISCOVER = MethodSpec(
     "rpc.discover",
@@ -301,13 +384,15 @@ RPC_DISCOVER = MethodSpec(
     scope="machines:read",
     reads=True,
     public=True,
+    client=ClientMethod("discover"),
+    in_code=False,
 )
 
 EVENTS_TICKET = MethodSpec(
     "events.ticket", NoParams, EventsTicket,
     "A short-lived, single-use ticket for GET /events?ticket=..., acting as this token "
     "(for clients such as EventSource that cannot send an Authorization header).",
-    scope="machines:read", reads=True,
+    scope="machines:read", reads=True, client=ClientMethod("events_ticket"),
 )  # fmt: skip
 
 GATEWAY_METHODS: tuple[AnySpec, ...] = (
@@ -383,3 +468,6 @@ PUBLIC_METHODS: frozenset[str] = frozenset(s.name for s in GATEWAY_METHODS if s.
 #: redacted. ``events.ticket`` reads events; ``machines.readFile`` is not one: a file read is
 #: a transfer, and recorded as one.
 READ_ONLY_METHODS: frozenset[str] = frozenset(s.name for s in GATEWAY_METHODS if s.reads)
+
+#: Methods whose answer ``POST /rpc/stream`` streams (``streams`` on their spec).
+STREAMING_METHODS: frozenset[str] = frozenset(s.name for s in GATEWAY_METHODS if s.streams)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contracts.errors import Forbidden, NotFound, NotSupported
 from contracts.gateway_types import InstanceId, InstanceRef
-from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, Result
 from contracts.models import Runtime
 
 
@@ -39,6 +39,7 @@ INSTANCES_SET_RUNTIME = MethodSpec(
     "run it.",
     (NotFound, Forbidden, NotSupported),
     scope="machines:exec",
+    client=ClientMethod("set_runtime", "instance_id runtime"),
 )
 INSTANCES_GET_RUNTIME = MethodSpec(
     "instances.getRuntime",
@@ -48,6 +49,7 @@ INSTANCES_GET_RUNTIME = MethodSpec(
     (NotFound, Forbidden),
     scope="machines:read",
     reads=True,
+    client=ClientMethod("get_runtime", "instance_id"),
 )
 
 RUNTIME_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_RUNTIME, INSTANCES_GET_RUNTIME)

@@ -24,7 +24,7 @@ from contracts.errors import (
     TooManyStreams,
 )
 from contracts.gateway_types import MachineId
-from contracts.jsonrpc import AnySpec, MethodSpec, Params
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
 from contracts.sessions import (
     Cols,
     Rows,
@@ -109,6 +109,7 @@ SESSIONS_OPEN = MethodSpec(
     f"attach to it with a WebSocket at {ATTACH_PATH}.",
     (*_ERRORS, ToolError, BadPath, TooManyStreams),
     scope="machines:exec",
+    hand_written=True,
 )
 SESSIONS_LIST = MethodSpec(
     "sessions.list",
@@ -118,6 +119,7 @@ SESSIONS_LIST = MethodSpec(
     _ERRORS,
     scope="machines:exec",
     reads=True,
+    client=ClientMethod("list_sessions", "machine_id", unwrap="sessions"),
 )
 SESSIONS_RESIZE = MethodSpec(
     "sessions.resize",
@@ -126,6 +128,7 @@ SESSIONS_RESIZE = MethodSpec(
     "Set a session's terminal size.",
     _ERRORS,
     scope="machines:exec",
+    client=ClientMethod("resize_session", "machine_id session_id cols rows"),
 )
 SESSIONS_CLOSE = MethodSpec(
     "sessions.close",
@@ -134,6 +137,7 @@ SESSIONS_CLOSE = MethodSpec(
     "Hang up a session and forget it; attached clients get its exit code.",
     _ERRORS,
     scope="machines:exec",
+    client=ClientMethod("close_session", "machine_id session_id", unwrap="closed"),
 )
 
 SESSION_METHODS: tuple[AnySpec, ...] = (

@@ -14,7 +14,7 @@ import msgspec
 
 from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.gateway_types import InstanceId, RefreshFailure
-from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, Result
 
 #: Where a machine's authorized keys are written (mode 0600), under its home.
 AUTHORIZED_KEYS = "~/.ssh/authorized_keys"
@@ -60,6 +60,7 @@ INSTANCES_SET_SSH_KEYS = MethodSpec(
     "and pushed now to its running machines.",
     (NotFound, Forbidden, InvalidParams),
     scope="env:write",
+    client=ClientMethod("set_ssh_keys", "instance_id keys"),
 )
 
 SSH_METHODS: tuple[AnySpec, ...] = (INSTANCES_SET_SSH_KEYS,)

@@ -23,7 +23,7 @@ from contracts.errors import (
     Unavailable,
 )
 from contracts.gateway_types import InstanceId, InstanceRef, MachineRef
-from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, Result
 from contracts.models import Machine
 
 #: At most a week: past that, stop the machine by hand.
@@ -55,6 +55,7 @@ MACHINES_STOP: MethodSpec[MachineRef, Machine] = MethodSpec(
     "Stop a machine: its processes end, its home stays (a stopped one: no change).",
     (NotFound, Forbidden, Conflict),
     scope="machines:exec",
+    client=ClientMethod("stop_machine", "machine_id"),
 )
 MACHINES_START: MethodSpec[MachineRef, Machine] = MethodSpec(
     "machines.start",
@@ -65,6 +66,7 @@ MACHINES_START: MethodSpec[MachineRef, Machine] = MethodSpec(
     "Unavailable (retry) while other starts on its host hold its place for over 5 s.",
     (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull, Unavailable),
     scope="machines:exec",
+    client=ClientMethod("start_machine", "machine_id"),
 )
 MACHINES_PAUSE: MethodSpec[MachineRef, Machine] = MethodSpec(
     "machines.pause",
@@ -76,6 +78,7 @@ MACHINES_PAUSE: MethodSpec[MachineRef, Machine] = MethodSpec(
     (NotFound, Forbidden, Conflict, NotSupported),
     scope="machines:exec",
     budget="pause",
+    client=ClientMethod("pause_machine", "machine_id"),
 )
 MACHINES_RESUME: MethodSpec[MachineRef, Machine] = MethodSpec(
     "machines.resume",
@@ -87,6 +90,7 @@ MACHINES_RESUME: MethodSpec[MachineRef, Machine] = MethodSpec(
     (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull, Unavailable),
     scope="machines:exec",
     budget="pause",
+    client=ClientMethod("resume_machine", "machine_id"),
 )
 INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
     "instances.setAutoStop",
@@ -97,6 +101,7 @@ INSTANCES_SET_AUTOSTOP: MethodSpec[SetAutoStopParams, AutoStop] = MethodSpec(
     "stopped. A namespaces machine is always stopped: it cannot keep its memory.",
     (NotFound, Forbidden),
     scope="admin",
+    client=ClientMethod("set_autostop", "instance_id idle_after_s action"),
 )
 INSTANCES_GET_AUTOSTOP: MethodSpec[InstanceRef, AutoStop] = MethodSpec(
     "instances.getAutoStop",
@@ -106,6 +111,7 @@ INSTANCES_GET_AUTOSTOP: MethodSpec[InstanceRef, AutoStop] = MethodSpec(
     (NotFound, Forbidden),
     scope="machines:read",
     reads=True,
+    client=ClientMethod("get_autostop", "instance_id"),
 )
 
 STOP_METHODS: tuple[AnySpec, ...] = (

@@ -76,6 +76,20 @@ WakeReason = Literal["exec", "files", "terminal", "process", "tunnel"]
 
 
 @dataclass(frozen=True)
+class ClientMethod:
+    """A gateway method's Python client method where it does not follow the rule
+    (``machines.doThing`` is ``machines_do_thing(...)``, its params' required fields positional):
+    ``name``; ``args``, its positional parameters in order, each a field name or
+    ``python_name=field`` (the other fields are keyword-only); ``unwrap``, the result field it
+    answers instead of the whole result; ``doc``, said after the spec's summary."""
+
+    name: str
+    args: str = ""
+    unwrap: str | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
 class MethodSpec(Generic[P, R]):
     """One method, whole: its wire name, params Struct, result type, summary and the errors it
     may answer (typed, so a handler registered for it and a client calling it are checked by
@@ -87,7 +101,16 @@ class MethodSpec(Generic[P, R]):
     - ``public``: it answers without a token (it reveals no data);
     - ``budget``: the per-token budget each call spends (``BUDGETS``);
     - ``wakes``: a daemon method that wakes its paused machine, and why;
-    - ``at_once``: a daemon method the daemon answers on its reader, never waiting."""
+    - ``at_once``: a daemon method the daemon answers on its reader, never waiting;
+    - ``streams``: ``POST /rpc/stream`` streams its answer (its output as it comes);
+    - ``client``: the Python client's method, where its name or positional parameters do not
+      follow the rule (``codegen.pyclient``);
+    - ``hand_written``: the Python client's method is written by hand (``fleet/client_calls.py``:
+      a default made on the client, a longer wait, a resend, a stream), none generated;
+    - ``in_code``: codemode's code may call it, as ``fleet.<method>`` (a run starting runs, or
+      describing itself, is a loop, not a tool);
+    - ``tool``: codemode's ``machine`` provider offers it as ``machine.<tool>``, ``machineId``
+      bound to the run's machine."""
 
     name: str
     params: type[P]
@@ -100,6 +123,11 @@ class MethodSpec(Generic[P, R]):
     budget: Budget | None = field(default=None, kw_only=True)
     wakes: WakeReason | None = field(default=None, kw_only=True)
     at_once: bool = field(default=False, kw_only=True)
+    streams: bool = field(default=False, kw_only=True)
+    client: ClientMethod | None = field(default=None, kw_only=True)
+    hand_written: bool = field(default=False, kw_only=True)
+    in_code: bool = field(default=True, kw_only=True)
+    tool: str | None = field(default=None, kw_only=True)
 
 
 AnySpec = MethodSpec[Any, Any]

@@ -25,7 +25,7 @@ from contracts.errors import (
     TooManyStreams,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams, Params, Result
 from contracts.streams import DEFAULT_CHUNK, DEFAULT_WINDOW, MAX_CHUNK, StreamOpened
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -127,6 +127,7 @@ MACHINES_PORTS = MethodSpec(
     (NotFound, Forbidden, *_DAEMON, NotSupported),
     scope="ports",
     reads=True,
+    client=ClientMethod("machine_ports", "machine_id"),
 )
 MACHINES_PREVIEW_TICKET = MethodSpec(
     "machines.previewTicket",
@@ -136,6 +137,7 @@ MACHINES_PREVIEW_TICKET = MethodSpec(
     "scoped to that preview, so no token ever goes into a URL).",
     (NotFound, Forbidden, InvalidParams),
     scope="ports",
+    client=ClientMethod("preview_ticket", "machine_id port"),
 )
 
 PORT_METHODS: tuple[AnySpec, ...] = (MACHINES_PORTS, MACHINES_PREVIEW_TICKET)

@@ -15,35 +15,38 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 from contracts import (
-    gateway_code as gc,
     gateway_files as gf,
-    gateway_fork as gfk,
     gateway_rpc as g,
 )
-from contracts.codemode import CODEMODE_METHODS
 from contracts.errors import CodemodeUnavailable, InvalidParams, MethodNotFound
 from contracts.jsonrpc import AnySpec, decode_response, encode_request
 from contracts.subjects import codemode_tool
 from services.codemode import stubs
 
-#: Not offered to code: a run starting runs (or describing itself) is a loop, not a tool.
-_HIDDEN = {s.name for s in CODEMODE_METHODS} | {g.RPC_DISCOVER.name}
-FLEET_METHODS: dict[str, AnySpec] = {s.name: s for s in g.GATEWAY_METHODS if s.name not in _HIDDEN}
-#: ``machine.<tool>``: the gateway method it is, with ``machineId`` filled in.
-MACHINE_TOOLS: dict[str, AnySpec] = {
-    "exec": g.MACHINES_EXEC,
-    "write_file": g.MACHINES_WRITE_FILE,
-    "list_dir": gf.MACHINES_LIST_DIR,
-    "stat": gf.MACHINES_STAT,
-    "remove_file": gf.MACHINES_REMOVE_FILE,
-    "process_start": g.MACHINES_PROCESS_START,
-    "process_list": g.MACHINES_PROCESS_LIST,
-    "process_kill": g.MACHINES_PROCESS_KILL,
-    "process_logs": g.MACHINES_PROCESS_LOGS,
-    "fork": gfk.MACHINES_FORK,
-    #: Code in the machine's stateful kernel (``machines.code.run``), not in codemode's sandbox.
-    "code_run": gc.MACHINES_CODE_RUN,
-}
+#: What code may call as ``fleet.<method>``: every gateway method whose spec says ``in_code``
+#: (a run starting runs, or describing itself, is a loop, not a tool).
+FLEET_METHODS: dict[str, AnySpec] = {s.name: s for s in g.GATEWAY_METHODS if s.in_code}
+#: ``machine.read_file`` answers the content alone: ``MachineProvider``'s own tool.
+READ_FILE_TOOL = "read_file"
+
+
+def machine_tools(specs: tuple[AnySpec, ...]) -> dict[str, AnySpec]:
+    """Each spec's ``tool``; ValueError, at import, naming a tool two specs declare (one would
+    silently hide the other) or one that is not a machine's method."""
+    tools: dict[str, AnySpec] = {}
+    for spec in specs:
+        if spec.tool is None:
+            continue
+        if spec.tool in tools or spec.tool == READ_FILE_TOOL:
+            raise ValueError(f"machine.{spec.tool} is declared twice (by {spec.name})")
+        if "machine_id" not in spec.params.__struct_fields__:
+            raise ValueError(f"machine.{spec.tool}: {spec.name} takes no machineId")
+        tools[spec.tool] = spec
+    return tools
+
+
+#: ``machine.<tool>``: the gateway method whose spec names the tool, with ``machineId`` filled in.
+MACHINE_TOOLS: dict[str, AnySpec] = machine_tools(g.GATEWAY_METHODS)
 _SNAKE = re.compile(r"_([a-z0-9])")
 
 
@@ -103,7 +106,7 @@ class MachineProvider:
         self._machine_id = machine_id
 
     async def call(self, path: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        if path == "read_file":
+        if path == READ_FILE_TOOL:
             return await self._read_file(args, kwargs)
         spec = MACHINE_TOOLS.get(path)
         if spec is None:
@@ -127,7 +130,9 @@ class MachineProvider:
         """``machines.readFile``'s content alone: the text (or, with ``encoding="base64"``, the
         bytes in base64). A file too big for one message is FileTooLarge, as for the API."""
         spec = gf.MACHINES_READ_FILE
-        result = await self._gateway.call(spec.name, self._params(spec, "read_file", args, kwargs))
+        result = await self._gateway.call(
+            spec.name, self._params(spec, READ_FILE_TOOL, args, kwargs)
+        )
         return str(result.get("content", ""))
 
     async def describe(self) -> str:

@@ -35,9 +35,9 @@ from contracts.gateway_live import (
     SSE_DROPPED,
     SSE_OUTPUT,
     SSE_RESULT,
-    STREAMING_METHODS,
     MachineExecStreamParams,
 )
+from contracts.gateway_rpc import STREAMING_METHODS
 from contracts.jsonrpc import Dispatcher, handles
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient, OnOutput

@@ -12,7 +12,7 @@ from codegen import pyclient
 from codegen.generated import REGENERATE
 from codegen.pyclient import HAND_WRITTEN, MODULE_PATH, NAMES, client_method
 from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import MethodSpec, Params, Result
+from contracts.jsonrpc import ClientMethod, MethodSpec, Params, Result
 from fleet.client import FleetClient
 from fleet.client_generated import GatewayMethods
 
@@ -52,6 +52,21 @@ class _NewParams(Params, kw_only=True):
 
 class _NewResult(Result, kw_only=True):
     done: bool
+
+
+def test_the_client_names_and_hand_written_methods_are_the_specs() -> None:
+    """``NAMES`` and ``HAND_WRITTEN`` are views of the specs' ``client`` and ``hand_written``
+    (audit.list's name alone is said in ``NAMES``: its spec does not declare it)."""
+    declared = {s.name: s.client for s in GATEWAY_METHODS if s.client is not None}
+    assert {k: v for k, v in NAMES.items() if k != "audit.list"} == declared
+    assert {s.name for s in GATEWAY_METHODS if s.hand_written} == HAND_WRITTEN
+    assert all(client_method(SPECS[name]) == py for name, py in NAMES.items())
+
+
+def test_a_spec_s_client_names_its_client_method() -> None:
+    named = MethodSpec("machines.doThing", _NewParams, _NewResult, "Do a thing.",
+                       client=ClientMethod("do_it", "label", unwrap="done"))  # fmt: skip
+    assert client_method(named) == ClientMethod("do_it", "label", unwrap="done")
 
 
 def test_a_new_method_needs_no_entry() -> None:
