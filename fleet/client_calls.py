@@ -1,6 +1,6 @@
-"""``FleetClient``'s hand-written calls (bound as its methods): the gateway methods in
-``codegen.pyclient.HAND_WRITTEN``, whose client side does more than send its params, and
-second ways to call a generated one.
+"""``FleetClient``'s hand-written calls (bound as its methods): the gateway methods whose specs
+say ``hand_written`` (``codegen.pyclient.HAND_WRITTEN``), whose client side does more than send
+its params, and second ways to call a generated one.
 
 Create and rebuild send one ``idempotencyKey`` per logical call, so they are the methods
 ``call(..., resend_cut=True)`` sends again when the connection broke after the request went

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from contracts import daemon_code as dc
-from contracts.errors import Forbidden, InvalidParams
+from contracts.errors import Forbidden, InvalidParams, MethodNotFound
 from contracts.gateway_live import RPC_STREAM_PATH, SSE_DROPPED, SSE_OUTPUT, SSE_RESULT
 from fleet.client import FleetClient
 from fleet.client_streams import sse_events
@@ -148,3 +148,21 @@ async def test_a_client_that_leaves_its_stream_ends_the_run_on_the_machine(world
     (run,) = world.daemons.calls_of(dc.CODE_RUN_STREAM.name, mid)
     assert isinstance(run.params, dc.CodeRunStreamParams)
     assert fake.cancelled == [run.params.stream_id]
+
+
+async def test_a_method_whose_spec_does_not_stream_is_refused_on_the_stream_path(
+    world: World,
+) -> None:
+    """``streams`` on a spec is what ``POST /rpc/stream`` serves: another method is refused
+    there, naming those that stream, and never run."""
+    mid, a, _ = await _streaming_machine(world)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "machines.process.list",
+            "params": {"machineId": mid}}  # fmt: skip
+    async with served(world, {"tok-a": token_of(a)}) as (base, _), aiohttp.ClientSession() as s:
+        headers = {"Authorization": "Bearer tok-a"}
+        async with s.post(base + RPC_STREAM_PATH, json=body, headers=headers) as resp:
+            status, answer = resp.status, await resp.json()
+    assert status == MethodNotFound.http_status
+    assert answer["error"]["code"] == MethodNotFound.code
+    assert "machines.code.run, machines.execStream" in answer["error"]["message"]
+    assert world.daemons.calls_of("process.list", mid) == []

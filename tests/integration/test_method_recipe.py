@@ -65,11 +65,7 @@ def test_a_new_method_is_its_spec_its_handler_and_its_tests(tmp_path: Path) -> N
     shutil.copytree(ROOT, tree, ignore=_SKIP, symlinks=True)
     # 1. The contract: the spec, its policy on it, in GATEWAY_METHODS.
     rpc = tree / "contracts" / "gateway_rpc.py"
-    _edit(
-        rpc,
-        "from contracts.jsonrpc import AnySpec, MethodSpec, NoParams\n",
-        "from contracts.jsonrpc import AnySpec, MethodSpec, NoParams, Params, Result\n",
-    )
+    _edit(rpc, "MethodSpec, NoParams\n", "MethodSpec, NoParams, Params, Result\n")
     _edit(rpc, "\nGATEWAY_METHODS", SPEC + "\n\nGATEWAY_METHODS")
     _edit(rpc, "    *SECRETS_METHODS,\n)", "    *SECRETS_METHODS,\n    MACHINES_ECHO,\n)")
     # 2. The handler, on the object of its area.
