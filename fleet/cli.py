@@ -16,17 +16,6 @@ import os
 import sys
 from pathlib import Path
 
-from fleet import (
-    cli_audit,
-    cli_call,
-    cli_code,
-    cli_env_builds,
-    cli_hosts,
-    cli_machines,
-    cli_people,
-    cli_records,
-    cli_secrets,
-)
 from fleet.cli_common import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -57,13 +46,29 @@ __all__ = [
 
 
 def _default_token() -> str:
-    if token := os.environ.get("FLEET_TOKEN") or cli_people.saved_token():
+    from fleet.cli_people import saved_token
+
+    if token := os.environ.get("FLEET_TOKEN") or saved_token():
         return token
     local = Path(".fleet-data/admin-token")  # `fleet up`'s default, for the local quick start
     return local.read_text().strip() if local.exists() else ""
 
 
 def _parser() -> Parser:
+    # The commands' modules only now: they load the API's records (contracts, msgspec), which
+    # `fleet --version` does without.
+    from fleet import (
+        cli_audit,
+        cli_call,
+        cli_code,
+        cli_env_builds,
+        cli_hosts,
+        cli_machines,
+        cli_people,
+        cli_records,
+        cli_secrets,
+    )
+
     p = Parser(
         prog="fleet",
         description="fleetd: remote development machines",
@@ -213,7 +218,11 @@ def _run_here(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--version"]:  # what the parser would do first, without building it
+        print(version_line())
+        raise SystemExit(EXIT_OK)
+    args = parse(argv)
     if args.cmd in ("up", "image", "gc"):
         raise SystemExit(_run_here(args))
     if not args.url.startswith(("http://", "https://")):

@@ -131,3 +131,20 @@ def test_building_the_parser_looks_each_argparse_string_up_once() -> None:
     out = subprocess.run([sys.executable, "-c", LOOKUPS], capture_output=True, text=True,
                          timeout=60, check=True).stdout  # fmt: skip
     assert json.loads(out) <= 10
+
+
+VERSION_PROBE = """
+import contextlib, io, json, sys
+import fleet.cli
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    fleet.cli.main(["--version"])
+heavy = ["contracts.errors", "contracts.events", "fleet.cli_machines", "fleet.render"]
+print(json.dumps([m for m in heavy if m in sys.modules]))
+"""
+
+
+def test_fleet_version_builds_no_parser_and_loads_no_method_records() -> None:
+    """(It still loads msgspec: ``contracts/__init__`` does, for the code-SHA marker's name.)"""
+    out = subprocess.run([sys.executable, "-c", VERSION_PROBE], capture_output=True, text=True,
+                         timeout=60, check=True).stdout  # fmt: skip
+    assert json.loads(out) == []
