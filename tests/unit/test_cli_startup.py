@@ -144,7 +144,7 @@ print(json.dumps([m for m in heavy if m in sys.modules]))
 
 
 def test_fleet_version_builds_no_parser_and_loads_no_method_records() -> None:
-    """(It still loads msgspec: ``contracts/__init__`` does, for the code-SHA marker's name.)"""
+    """(It still loads msgspec: contracts.machine_files, which names the code-SHA marker, does.)"""
     out = subprocess.run([sys.executable, "-c", VERSION_PROBE], capture_output=True, text=True,
                          timeout=60, check=True).stdout  # fmt: skip
     assert json.loads(out) == []
