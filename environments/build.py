@@ -32,15 +32,13 @@ from environments import (
     dockerfile,
     features as ft,
 )
+from environments.shared_builds import TAIL_LINES, Say, SharedBuilds
 from environments.sources import find_devcontainer, hash_tree, present, read, walk
 
 log = structlog.get_logger(__name__)
 
 #: Changes when what a build makes from the same inputs changes.
 RECIPE = "fleetd-env/1"
-#: Lines of the build log a failure carries.
-TAIL_LINES = 30
-Say = Callable[[str], None]
 #: Refuses (ImageRefused) an image the environment may not use (a FROM, a devcontainer's image).
 CheckImage = Callable[[str], Awaitable[None]]
 
@@ -105,14 +103,14 @@ class _Plan:
 
 
 async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource | None,
-                             checkout: Path, *, store: cache.BuildCache, say: Say,
-                             workspace: str, check_image: CheckImage | None = None,
+                             checkout: Path, *, store: cache.BuildCache, builds: SharedBuilds,
+                             say: Say, workspace: str, check_image: CheckImage | None = None,
                              ) -> BuiltEnvironment:  # fmt: skip
     """The image of ``source`` (None: the checkout's devcontainer.json, found in the spec's
     places) in ``checkout``, a host-side checkout of its repo (sources.checkout), built on
     ``docker`` unless a build of the same content hash is there. ``workspace`` is the repo's
     checkout in the machine (``${containerWorkspaceFolder}``). Concurrent calls for one hash
-    share one build; every line of its log goes to each caller's ``say``.
+    share one build of ``builds``; every line of its log goes to each caller's ``say``.
 
     Raises EnvironmentRefused, EnvironmentInvalid (the file, a missing image), FeatureUnavailable
     or BuildFailed (with the log's tail): the machine fails at stage ``environment``."""
@@ -131,7 +129,7 @@ async def ensure_environment(docker: aiodocker.Docker, source: EnvironmentSource
             image = await _image_id(docker, plan.image)
             return BuiltEnvironment(image, image, plan.devcontainer)
         digest = await asyncio.to_thread(plan.content_hash, checkout)
-        image = await _shared(
+        image = await builds.build(
             digest, say, lambda tell: _build(docker, plan, checkout, digest, store, tell)
         )
     lifecycles = [f.lifecycle for f in plan.features if f.lifecycle]
@@ -201,43 +199,6 @@ def _context_dir(checkout: Path, rel: str) -> str:
     finally:
         os.close(top)
     return rel
-
-
-@dataclass
-class _Shared:
-    task: asyncio.Task[str] = field(init=False)
-    listeners: list[Say] = field(default_factory=list)
-    #: The log's last lines, for a caller that joins late.
-    recent: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
-
-    def tell(self, line: str) -> None:
-        self.recent.append(line)
-        for listener in list(self.listeners):
-            listener(line)
-
-
-_inflight: dict[str, _Shared] = {}
-
-
-async def _shared(digest: str, say: Say, build: Callable[[Say], Any]) -> str:
-    """One build per digest in this process: a later caller joins it, hears its last lines
-    (up to ``TAIL_LINES``), then the rest of its log. The build outlives a caller that gives
-    up (it finishes into the cache)."""
-    shared = _inflight.get(digest)
-    if shared is None:
-        shared = _inflight[digest] = _Shared()
-        shared.task = asyncio.create_task(build(shared.tell), name=f"env-build-{digest[:12]}")
-        shared.task.add_done_callback(lambda _: _inflight.pop(digest, None))
-    elif shared.recent:
-        say(f"environment {digest[:12]}: already building; its last {len(shared.recent)} "
-            "line(s):")  # fmt: skip
-        for line in shared.recent:
-            say(line)
-    shared.listeners.append(say)
-    try:
-        return await asyncio.shield(shared.task)
-    finally:
-        shared.listeners.remove(say)
 
 
 async def _build(docker: aiodocker.Docker, plan: _Plan, checkout: Path, digest: str,

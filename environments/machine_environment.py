@@ -15,11 +15,11 @@ from environments.build import (
     BuiltEnvironment,
     CheckImage,
     EnvironmentSource,
-    Say,
     ensure_environment,
 )
 from environments.cache import BuildCache
 from environments.lifecycle_commands import MachineLifecycle
+from environments.shared_builds import Say, SharedBuilds
 from environments.sources import checkout
 from environments.users import image_user, wanted
 
@@ -32,18 +32,20 @@ class MachineEnvironment:
 
 
 async def build_for_machine(docker: aiodocker.Docker, cache: BuildCache, repo: Repo,
-                            source: EnvironmentSource | None, *, checkouts: Path, home: str,
-                            say: Say, git_env: Mapping[str, str] | None = None,
+                            source: EnvironmentSource | None, *, shared: SharedBuilds,
+                            checkouts: Path, home: str, say: Say,
+                            git_env: Mapping[str, str] | None = None,
                             check_image: CheckImage | None = None,
                             ) -> MachineEnvironment:  # fmt: skip
     """Check ``repo`` out under ``checkouts`` (host side), build ``source`` from it (None: its
     devcontainer.json) on ``docker``; ``home`` is the machine's home as its processes see it
     (the repo is at ``home/repo.path``: ``${containerWorkspaceFolder}``). Raises what
     ``ensure_environment`` and ``sources.checkout`` raise; ``check_image`` refuses an image the
-    environment may not start from."""
-    tree = await checkout(repo, checkouts, env=git_env, limits=cache.clone)
+    environment may not start from. Its checkout and build are ``shared``'s (the process's)."""
+    tree = await checkout(repo, checkouts, locks=shared.checkouts, env=git_env,
+                          limits=cache.clone)  # fmt: skip
     workspace = posixpath.join(home, repo.path)
-    built = await ensure_environment(docker, source, tree, store=cache, say=say,
+    built = await ensure_environment(docker, source, tree, store=cache, builds=shared, say=say,
                                      workspace=workspace, check_image=check_image)  # fmt: skip
     if built.devcontainer is None:
         return MachineEnvironment(built, None)

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from base import hostile_fs
+from base.keyed_locks import KeyedLocks
 from contracts import validation
 from contracts.errors import BuildLimitExceeded, EnvironmentInvalid
 from contracts.models import Repo
@@ -27,7 +28,6 @@ DEVCONTAINER_PLACES = (".devcontainer/devcontainer.json", ".devcontainer.json")
 MAX_FILE_BYTES = 1024 * 1024
 MAX_CONTEXT_BYTES = 512 * 1024 * 1024
 MAX_CONTEXT_FILES = 20_000
-_locks: dict[Path, asyncio.Lock] = {}
 
 
 def clone_limits(settings: Settings) -> CloneLimits:
@@ -36,19 +36,21 @@ def clone_limits(settings: Settings) -> CloneLimits:
                        disk_mb=settings.env_clone_disk_mb)  # fmt: skip
 
 
-async def checkout(repo: Repo, cache: Path, *, env: Mapping[str, str] | None = None,
+async def checkout(repo: Repo, cache: Path, *, locks: KeyedLocks,
+                   env: Mapping[str, str] | None = None,
                    limits: CloneLimits | None = None) -> Path:  # fmt: skip
     """A shallow checkout of ``repo``'s branch at its newest commit, in ``cache`` (one
     directory per URL and branch, brought up to date on each call), made with no identity of
-    the host's and within ``limits`` (environments/host_git.py). Raises EnvironmentInvalid if
-    git fails, BuildLimitExceeded over a limit: then no checkout is left."""
+    the host's and within ``limits`` (environments/host_git.py); one call per directory at a
+    time, held by ``locks`` (the process's: SharedBuilds.checkouts). Raises
+    EnvironmentInvalid if git fails, BuildLimitExceeded over a limit: then no checkout is
+    left."""
     validation.check_repo_url(repo.url)
     validation.check_branch(repo.branch)
     limits = limits or CloneLimits()
     key = hashlib.sha256(f"{repo.url}\n{repo.branch}".encode()).hexdigest()[:24]
     dest = cache / key
-    lock = _locks.setdefault(dest, asyncio.Lock())
-    async with lock:
+    async with locks.held(dest):
         cache.mkdir(parents=True, exist_ok=True, mode=0o700)
         fresh = not (dest / ".git").is_dir()
         try:

@@ -22,6 +22,7 @@ from contracts.gateway_types import RefreshCodeResult
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from environments import cache
+from environments.shared_builds import SharedBuilds
 from fleet.client import FleetClient
 from fleet.tunnel import open_tunnel
 from tests.waiters import wait_until
@@ -47,6 +48,14 @@ async def store(docker: aiodocker.Docker, tmp_path: Path) -> AsyncIterator[cache
         for tag in image.get("RepoTags") or []:
             if tag.startswith(f"{repo}:"):
                 await docker.images.delete(tag)
+
+
+@pytest.fixture
+async def shared() -> AsyncIterator[SharedBuilds]:
+    """The builds and checkouts a test's calls share, as a process's do; a build still running
+    at the test's end is cancelled and joined."""
+    async with SharedBuilds() as builds:
+        yield builds
 
 
 def busybox_rootfs(extra: dict[str, bytes] | None = None) -> bytes:

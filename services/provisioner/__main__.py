@@ -19,6 +19,7 @@ from controlplane.runner import run_service
 from controlplane.settings import GVISOR_POOL, Settings
 from controlplane.store import Store
 from controlplane.subscriptions import enter_subscriptions
+from environments.shared_builds import SharedBuilds
 from providers import homes_fs
 from providers.code import code_repo
 from providers.docker import DockerProvider
@@ -98,6 +99,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     heartbeat = HostHeartbeat(store, settings, clock)
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
+    # Environment builds and checkouts, shared by machines' creates and environments.build;
+    # stopped after both, so a build still running is cancelled and joined.
+    shared = await stack.enter_async_context(SharedBuilds())
     svc = Provisioner(
         store=store,
         bus=bus,
@@ -112,6 +116,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         proxy=proxy,
         door=door,
         clock=clock,
+        shared=shared,
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)
@@ -121,7 +126,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         host_id=settings.host_id,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
         egress=svc.egress,
-        builds=EnvironmentBuilds(store, settings, lambda: docker.docker),
+        builds=EnvironmentBuilds(store, settings, lambda: docker.docker, shared),
         box=SecretBox(settings.secret_key),
         disk=svc.disk,
     )

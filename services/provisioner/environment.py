@@ -16,6 +16,7 @@ import aiodocker
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
+from base.keyed_locks import KeyedLocks
 from contracts.errors import (
     BuildLimitExceeded,
     EnvironmentInvalid,
@@ -34,6 +35,7 @@ from controlplane.store import Store
 from environments import build as eb, cache as build_cache, sources
 from environments.lifecycle_commands import MachineLifecycle
 from environments.machine_environment import build_for_machine
+from environments.shared_builds import SharedBuilds
 from providers import egress_netdev
 from providers.docker_image import MACHINE_HOME
 from providers.machine_limits import Limits, Placement, with_own, within
@@ -59,6 +61,8 @@ class EnvironmentContext:
     settings: Settings
     #: Auto-detection's memory (None: no repo's devcontainer.json is looked for).
     detector: DevcontainerDetector | None = None
+    #: The process's builds and checkouts (None: this process builds no environment).
+    shared: SharedBuilds | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ async def build_image(ctx: EnvironmentContext, environment: Environment,
     for a redelivered create says something new."""
     assert ctx.docker is not None
     docker = ctx.docker
+    if ctx.shared is None:
+        raise ProviderError(f"{environment.describe()}: this process builds no environment")
+    shared = ctx.shared
     repo, source = await build_source(ctx.store, ctx.machine.instance_id, environment)
     mid = ctx.machine.id
 
@@ -127,7 +134,7 @@ async def build_image(ctx: EnvironmentContext, environment: Environment,
             output.line(line)
 
         made = await build_for_machine(
-            ctx.docker, build_cache.from_settings(ctx.settings), repo, source,
+            ctx.docker, build_cache.from_settings(ctx.settings), repo, source, shared=shared,
             checkouts=ctx.settings.data_path / "checkouts", home=MACHINE_HOME, say=say,
             check_image=lambda ref: policy.check(docker, ref),
         )  # fmt: skip
@@ -160,11 +167,14 @@ class DevcontainerDetector:
     default). Each repo's answer is kept for ``ttl_s`` of ``clock``'s time, so creates in a
     row check a repo out once. A repo with credentials is not looked at (the host's checkout
     has no token), nor one the host cannot fetch: both leave the default, with a warning in
-    the log."""
+    the log. A checkout holds its directory by ``checkouts`` (the process's
+    SharedBuilds.checkouts, which builds check out under too)."""
 
-    def __init__(self, ttl_s: float = 60.0, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, ttl_s: float = 60.0, clock: Clock = SYSTEM_CLOCK,
+                 checkouts: KeyedLocks | None = None) -> None:  # fmt: skip
         self.ttl_s = ttl_s
         self.clock = clock
+        self.checkouts = KeyedLocks() if checkouts is None else checkouts
         self._found: dict[tuple[str, str], tuple[float, str | None]] = {}
 
     async def find(self, ctx: EnvironmentContext) -> Environment | None:
@@ -188,6 +198,7 @@ class DevcontainerDetector:
             return kept[1]
         try:
             tree = await sources.checkout(repo, settings.data_path / "checkouts",
+                                          locks=self.checkouts,
                                           limits=sources.clone_limits(settings))  # fmt: skip
             found = sources.find_devcontainer(tree)
         except (EnvironmentInvalid, BuildLimitExceeded, ValueError) as exc:  # not fetched

@@ -25,6 +25,7 @@ from controlplane.store import Store
 from environments import cache
 from environments.build import check_devcontainer
 from environments.machine_environment import build_for_machine
+from environments.shared_builds import SharedBuilds
 from environments.sources import checkout
 from providers.docker_image import MACHINE_HOME
 from services.provisioner import image_policy
@@ -34,11 +35,15 @@ log = structlog.get_logger(__name__)
 
 
 class EnvironmentBuilds:
-    def __init__(self, store: Store, settings: Settings,
-                 engine: Callable[[], aiodocker.Docker]) -> None:  # fmt: skip
+    """Its builds and checkouts are ``shared``'s, the process's (a machine's resolution builds
+    and checks out under the same)."""
+
+    def __init__(self, store: Store, settings: Settings, engine: Callable[[], aiodocker.Docker],
+                 shared: SharedBuilds) -> None:  # fmt: skip
         self.store = store
         self.settings = settings
         self.engine = engine
+        self.shared = shared
         self.cache = cache.from_settings(settings)
 
     def _docker(self) -> aiodocker.Docker:
@@ -88,8 +93,9 @@ class EnvironmentBuilds:
             log.info("environment.build_log", instance_id=p.instance_id, line=line)
 
         made = await build_for_machine(
-            docker, self.cache, repo, source, checkouts=self.settings.data_path / "checkouts",
-            home=MACHINE_HOME, say=say, check_image=lambda ref: policy.check(docker, ref),
+            docker, self.cache, repo, source, shared=self.shared,
+            checkouts=self.settings.data_path / "checkouts", home=MACHINE_HOME, say=say,
+            check_image=lambda ref: policy.check(docker, ref),
         )  # fmt: skip
         built = made.built
         await self.store.environments.add_build(p.instance_id, built.image)
@@ -106,9 +112,8 @@ class EnvironmentBuilds:
         if repo.has_credentials:  # the host's checkout has no token
             return geb.EnvironmentChecked(skipped=f"repo {repo.path} has credentials")
         try:
-            tree = await checkout(
-                repo, self.settings.data_path / "checkouts", limits=self.cache.clone
-            )
+            tree = await checkout(repo, self.settings.data_path / "checkouts",
+                                  locks=self.shared.checkouts, limits=self.cache.clone)  # fmt: skip
         except (EnvironmentInvalid, ValueError) as exc:
             return geb.EnvironmentChecked(skipped=f"repo {repo.path}: {exc}")
         workspace = posixpath.join(MACHINE_HOME, repo.path)

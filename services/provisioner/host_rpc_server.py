@@ -22,6 +22,7 @@ from controlplane import store_disk
 from controlplane.crypto import SecretBox, renew_connect_secret
 from controlplane.settings import Settings
 from controlplane.store import Store
+from environments.shared_builds import SharedBuilds
 from providers.base import MachineControl, MemoryForker, RootExecutor, SnapshotTaker
 from services.provisioner.disk import DiskBudget
 from services.provisioner.egress import EgressEnforcer
@@ -53,7 +54,8 @@ class HostMethods:
         self.host_id = host_id
         self.providers = providers
         self.egress = egress or EgressEnforcer(store, providers, Settings().nats_url)
-        self.builds = builds or EnvironmentBuilds(store, Settings(), no_engine)
+        # With no engine no build is ever spawned: a holder no one closes leaves nothing.
+        self.builds = builds or EnvironmentBuilds(store, Settings(), no_engine, SharedBuilds())
         #: Seals the credential a fork with memory's source is given (None: no such forks).
         self.box = box
 

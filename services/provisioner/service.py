@@ -34,6 +34,7 @@ from controlplane.store import Store
 from controlplane.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
 from controlplane.subscriptions import subscriber
 from controlplane.unresponsive import mark_unresponsive
+from environments.shared_builds import SharedBuilds
 from providers.base import HomeCloner, Provider
 from providers.cgroup import NotFrozen
 from providers.egress_dns import DnsProxy
@@ -78,6 +79,7 @@ class Provisioner(PauseHandlers):
         proxy: EgressProxy | None = None,
         door: HostDoor | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        shared: SharedBuilds | None = None,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
         self.settings = settings or Settings()
@@ -96,8 +98,12 @@ class Provisioner(PauseHandlers):
                                      proxy, door)  # fmt: skip
         #: The instance's disk budget a fork's home and a pause's image take their place in.
         self.disk = disk_budget(store, self.settings)
+        #: The process's environment builds and checkouts (None: it builds no environment).
+        self.shared = shared
         #: What the instance's repos say of their devcontainer.json, for a short while.
-        self.detector = DevcontainerDetector(clock=clock)
+        self.detector = DevcontainerDetector(
+            clock=clock, checkouts=None if shared is None else shared.checkouts
+        )
 
     async def room(self, held: frozenset[str]) -> int | None:
         """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""
@@ -169,7 +175,8 @@ class Provisioner(PauseHandlers):
         docker = self.engine() if self.engine is not None else None
         runs_images = getattr(provider, "runs_images", False)
         ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
-                                 self.settings, self.detector if runs_images else None)  # fmt: skip
+                                 self.settings, self.detector if runs_images else None,
+                                 self.shared)  # fmt: skip
         try:
             resolved = await resolve_image(ctx, env)
             if resolved.image is not None and not runs_images:

@@ -23,6 +23,7 @@ from contracts.models import Instance, Machine
 from controlplane.crypto import SecretBox, generate_secret_key
 from controlplane.settings import Settings
 from controlplane.store import Store
+from environments.shared_builds import SharedBuilds
 from fleet.client import FleetClient
 from services.gateway.access import Caller
 from services.gateway.api import GatewayApi
@@ -135,7 +136,7 @@ def world(settings: Settings, store: Store, bus: FakeBus) -> World:
                      hosts=InProcessHosts(HostMethods(
                          store=store, host_id=settings.host_id,
                          providers={provider.name: provider},
-                         builds=EnvironmentBuilds(store, settings, no_engine),
+                         builds=EnvironmentBuilds(store, settings, no_engine, SharedBuilds()),
                          disk=provisioner.disk)),
                      platform_sha=PLATFORM_SHA,
                      code=FakeHistory(PLATFORM_SHA, HISTORY),

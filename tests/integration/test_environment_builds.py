@@ -17,11 +17,12 @@ from contracts.errors import BuildFailed, FeatureUnavailable
 from contracts.models import Repo
 from environments import build as b, build_network, cache
 from environments.machine_environment import build_for_machine
+from environments.shared_builds import SharedBuilds
 from environments.sources import checkout
 from tests.docker_env import docker_image
-from tests.environments import busybox_image, docker, store
+from tests.environments import busybox_image, docker, shared, store
 
-__all__ = ["docker", "docker_image", "store"]  # fixtures, imported for their tests
+__all__ = ["docker", "docker_image", "shared", "store"]  # fixtures, imported for their tests
 
 WS = "/home/fleet/src/app"
 
@@ -36,7 +37,7 @@ async def _cat(docker: aiodocker.Docker, image: str, path: str) -> str:
 
 
 async def test_dockerfile_built_once_per_content_shared_and_cached(
-    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path,
+    docker: aiodocker.Docker, store: cache.BuildCache, shared: SharedBuilds, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     base = await busybox_image(docker)
@@ -55,7 +56,8 @@ async def test_dockerfile_built_once_per_content_shared_and_cached(
     logs: tuple[list[str], list[str]] = ([], [])
     source = b.DockerfileSource(path="Dockerfile", context="app")
     one, two = await asyncio.gather(*(
-        b.ensure_environment(docker, source, repo, store=store, say=log.append, workspace=WS)
+        b.ensure_environment(docker, source, repo, store=store, builds=shared, say=log.append,
+                             workspace=WS)
         for log in logs
     ))  # fmt: skip
     assert len(builds) == 1
@@ -66,14 +68,14 @@ async def test_dockerfile_built_once_per_content_shared_and_cached(
     assert await _cat(docker, one.image, "/opt/hello.txt") == "hello from the context\n"
 
     again: list[str] = []
-    assert await b.ensure_environment(docker, source, repo, store=store, say=again.append,
-                                      workspace=WS) == one  # fmt: skip
+    assert await b.ensure_environment(docker, source, repo, store=store, builds=shared,
+                                      say=again.append, workspace=WS) == one  # fmt: skip
     assert len(builds) == 1
     assert "cached" in again[0]
 
     (repo / "app" / "hello.txt").write_text("changed\n")  # new content: a new build
-    changed = await b.ensure_environment(docker, source, repo, store=store, say=again.append,
-                                         workspace=WS)  # fmt: skip
+    changed = await b.ensure_environment(docker, source, repo, store=store, builds=shared,
+                                         say=again.append, workspace=WS)  # fmt: skip
     assert len(builds) == 2
     assert changed.build_id != one.build_id
     tags = [e["tag"] for e in await cache.entries(docker, store)]
@@ -84,21 +86,21 @@ async def test_dockerfile_built_once_per_content_shared_and_cached(
 
 
 async def test_failed_build_carries_the_log_tail(
-    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path
+    docker: aiodocker.Docker, store: cache.BuildCache, shared: SharedBuilds, tmp_path: Path
 ) -> None:
     base = await busybox_image(docker)
     (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo about to fail && exit 3\n")
     said: list[str] = []
     with pytest.raises(BuildFailed) as err:
         await b.ensure_environment(docker, b.DockerfileSource(), tmp_path, store=store,
-                                   say=said.append, workspace=WS)  # fmt: skip
+                                   builds=shared, say=said.append, workspace=WS)  # fmt: skip
     assert "about to fail" in err.value.message
     assert "about to fail" in (err.value.data or {})["logTail"]
     assert "about to fail" in said
 
 
 async def test_devcontainer_with_a_local_feature(
-    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path
+    docker: aiodocker.Docker, store: cache.BuildCache, shared: SharedBuilds, tmp_path: Path
 ) -> None:
     base = await busybox_image(docker)
     dev = tmp_path / ".devcontainer"
@@ -115,7 +117,7 @@ async def test_devcontainer_with_a_local_feature(
     (dev / "hello" / "install.sh").write_text(
         '#!/bin/sh\nset -e\necho "$GREETING as $_REMOTE_USER" > /opt/greeting\n'
     )
-    built = await b.ensure_environment(docker, None, tmp_path, store=store,
+    built = await b.ensure_environment(docker, None, tmp_path, store=store, builds=shared,
                                        say=lambda _: None, workspace=WS)  # fmt: skip
     assert await _cat(docker, built.image, "/opt/greeting") == "hi there as root\n"
     env = (await docker.images.inspect(built.image))["Config"]["Env"]
@@ -127,8 +129,9 @@ async def test_devcontainer_with_a_local_feature(
 
 @pytest.mark.parametrize("answers", [False, True], ids=["refused", "silent"])
 async def test_unreachable_oci_feature_is_refused_fast(
-    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path, answers: bool
-) -> None:
+    docker: aiodocker.Docker, store: cache.BuildCache, shared: SharedBuilds, tmp_path: Path,
+    answers: bool,
+) -> None:  # fmt: skip
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         if answers:  # accepts, then never says a word
@@ -141,7 +144,7 @@ async def test_unreachable_oci_feature_is_refused_fast(
         # The fetch gives up by itself: the outer timeout only keeps a hang from stalling the run.
         with pytest.raises(FeatureUnavailable) as err:
             async with asyncio.timeout(60):
-                await b.ensure_environment(docker, None, tmp_path, store=store,
+                await b.ensure_environment(docker, None, tmp_path, store=store, builds=shared,
                                            say=lambda _: None, workspace=WS)  # fmt: skip
     assert fid in err.value.message
     assert f"registry 127.0.0.1:{port}" in err.value.message
@@ -153,7 +156,7 @@ async def _run(*argv: str) -> None:
 
 
 async def test_a_machine_environment_from_a_repo(
-    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path
+    docker: aiodocker.Docker, store: cache.BuildCache, shared: SharedBuilds, tmp_path: Path
 ) -> None:
     base = await busybox_image(docker)
     origin = tmp_path / "origin"
@@ -167,8 +170,9 @@ async def test_a_machine_environment_from_a_repo(
     await _run("git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@t",
                "commit", "-q", "-m", "env")  # fmt: skip
     repo = Repo(url=str(origin), branch="main", path="src/app")
-    got = await build_for_machine(docker, store, repo, None, checkouts=tmp_path / "co",
-                                  home="/home/fleet", say=lambda _: None)  # fmt: skip
+    got = await build_for_machine(docker, store, repo, None, shared=shared,
+                                  checkouts=tmp_path / "co", home="/home/fleet",
+                                  say=lambda _: None)  # fmt: skip
     assert got.built.image == (await docker.images.inspect(base))["Id"]  # used as it is
     assert got.lifecycle is not None
     assert got.lifecycle.devcontainer.container_env == {"APP": "/home/fleet/src/app"}
@@ -176,7 +180,9 @@ async def test_a_machine_environment_from_a_repo(
     assert got.lifecycle.image_env == {}  # an imported root has no ENV
 
 
-async def test_checkout_is_shallow_and_follows_the_branch(tmp_path: Path) -> None:
+async def test_checkout_is_shallow_and_follows_the_branch(
+    shared: SharedBuilds, tmp_path: Path
+) -> None:
     origin = tmp_path / "origin"
     git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@t"]
     run = _run
@@ -187,12 +193,12 @@ async def test_checkout_is_shallow_and_follows_the_branch(tmp_path: Path) -> Non
         await run(*git, "add", "Dockerfile")
         await run(*git, "commit", "-q", "-m", str(n))
     repo = Repo(url=str(origin), branch="main", path="src/app")
-    got = await checkout(repo, tmp_path / "cache")
+    got = await checkout(repo, tmp_path / "cache", locks=shared.checkouts)
     assert (got / "Dockerfile").read_text() == "FROM scratch # 2\n"
     (origin / "Dockerfile").write_text("FROM scratch # 3\n")
     await run(*git, "commit", "-q", "-am", "3")
     (got / "stray").write_text("left by a build")
-    assert await checkout(repo, tmp_path / "cache") == got
+    assert await checkout(repo, tmp_path / "cache", locks=shared.checkouts) == got
     assert (got / "Dockerfile").read_text() == "FROM scratch # 3\n"
     assert not (got / "stray").exists()
 
@@ -209,7 +215,7 @@ except OSError as exc:
 
 @pytest.mark.timeout(180)
 async def test_a_build_step_reaches_nothing_of_the_host(
-    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path,
+    docker: aiodocker.Docker, store: cache.BuildCache, shared: SharedBuilds, tmp_path: Path,
     docker_image: tuple[str, str],
 ) -> None:  # fmt: skip
     """NATS listens on the machines' network's gateway address (docker machines connect there):
@@ -226,7 +232,8 @@ async def test_a_build_step_reaches_nothing_of_the_host(
                 f"RUN python3 /tmp/probe.py {gateway} {port} > /tmp/result  # {isolated}\n"
             )
             built = await b.ensure_environment(
-                docker, b.DockerfileSource(), tmp_path, say=lambda _: None, workspace=WS,
+                docker, b.DockerfileSource(), tmp_path, builds=shared, say=lambda _: None,
+                workspace=WS,
                 store=cache.BuildCache(**{**store.__dict__, "isolated": isolated}),
             )  # fmt: skip
             got[isolated] = (await _cat(docker, built.image, "/tmp/result")).strip()

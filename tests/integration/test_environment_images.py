@@ -24,14 +24,15 @@ from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store
+from environments.shared_builds import SharedBuilds
 from fleet.client import FleetClient
 from services.provisioner.environment import EnvironmentContext, resolve_image
 from services.provisioner.environment_builds import EnvironmentBuilds
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
-from tests.environments import busybox_image
+from tests.environments import busybox_image, shared
 from tests.gitcmd import repo_with
 
-__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers"]
+__all__ = ["docker_gateway", "docker_image", "nats_server", "remove_containers", "shared"]
 
 
 @pytest.fixture
@@ -70,13 +71,13 @@ async def _built(docker: aiodocker.Docker, tag: str, dockerfile: str) -> None:
 @pytest.mark.timeout(120)
 async def test_an_instance_uses_no_other_instances_image(
     docker: aiodocker.Docker, others: tuple[str, str, str], settings: Settings, store: Store,
-    bus: Bus, tmp_path: Path,
+    bus: Bus, shared: SharedBuilds, tmp_path: Path,
 ) -> None:  # fmt: skip
     layer, build, image_id = others
     inst = await store.create_instance("attacker")
-    builds = EnvironmentBuilds(store, settings, lambda: docker)
+    builds = EnvironmentBuilds(store, settings, lambda: docker, shared)
     machine = await store.create_machine(inst.id, "docker")
-    ctx = EnvironmentContext(store, bus, machine, docker, "e-1", settings)
+    ctx = EnvironmentContext(store, bus, machine, docker, "e-1", settings, shared=shared)
     refused = [
         layer, f"docker.io/library/{layer}", f"index.docker.io/library/{layer}", build,
         f"docker.io/{build}", image_id, image_id.removeprefix("sha256:"),

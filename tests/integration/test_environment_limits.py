@@ -19,14 +19,16 @@ from pathlib import Path
 import aiodocker
 import pytest
 
+from base.keyed_locks import KeyedLocks
 from contracts.errors import BuildLimitExceeded, EnvironmentRefused
 from contracts.models import Repo
 from environments import build as b, cache
 from environments.host_git import CloneLimits
+from environments.shared_builds import SharedBuilds
 from environments.sources import checkout
-from tests.environments import busybox_image, docker, store
+from tests.environments import busybox_image, docker, shared, store
 
-__all__ = ["docker", "store"]  # fixtures, imported for their tests
+__all__ = ["docker", "shared", "store"]  # fixtures, imported for their tests
 
 WS = "/home/fleet/src/app"
 RUNNING_IN = re.compile(r"Running in ([0-9a-f]{12})")
@@ -42,8 +44,9 @@ async def _over_a_limit(docker: aiodocker.Docker, store: cache.BuildCache, tmp_p
     (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN {step}\n")
     said: list[str] = []
     with pytest.raises(BuildLimitExceeded) as err:
-        await b.ensure_environment(docker, b.DockerfileSource(), tmp_path, store=store,
-                                   say=said.append, workspace=WS)  # fmt: skip
+        async with SharedBuilds() as shared:
+            await b.ensure_environment(docker, b.DockerfileSource(), tmp_path, store=store,
+                                       builds=shared, say=said.append, workspace=WS)  # fmt: skip
     return err.value, said
 
 
@@ -154,7 +157,7 @@ def loopback_service() -> Iterator[tuple[int, list[str]]]:
     ids=["plain", "continued"],
 )
 async def test_add_of_a_url_never_reaches_the_hosts_loopback(
-    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path,
+    docker: aiodocker.Docker, store: cache.BuildCache, shared: SharedBuilds, tmp_path: Path,
     loopback_service: tuple[int, list[str]], spelling: str,
 ) -> None:  # fmt: skip
     port, seen = loopback_service
@@ -164,8 +167,8 @@ async def test_add_of_a_url_never_reaches_the_hosts_loopback(
     (dev / "Dockerfile").write_text(f"FROM {base}\n{spelling.format(port=port)}\n")
     (dev / "devcontainer.json").write_text('{"build": {"dockerfile": "Dockerfile"}}')
     with pytest.raises(EnvironmentRefused) as err:
-        await b.ensure_environment(docker, None, tmp_path, store=store, say=lambda _: None,
-                                   workspace=WS)  # fmt: skip
+        await b.ensure_environment(docker, None, tmp_path, store=store, builds=shared,
+                                   say=lambda _: None, workspace=WS)  # fmt: skip
     assert "ADD" in err.value.message
     assert ".devcontainer/Dockerfile:2" in err.value.message
     assert seen == []
@@ -173,7 +176,7 @@ async def test_add_of_a_url_never_reaches_the_hosts_loopback(
 
 @pytest.mark.parametrize("built_as", ["features", "dockerfile"])
 async def test_an_onbuild_add_of_a_base_image_never_reaches_the_hosts_loopback(
-    docker: aiodocker.Docker, store: cache.BuildCache, tmp_path: Path,
+    docker: aiodocker.Docker, store: cache.BuildCache, shared: SharedBuilds, tmp_path: Path,
     loopback_service: tuple[int, list[str]], built_as: str,
 ) -> None:  # fmt: skip
     """A base image whose ONBUILD trigger fetches a URL, then a devcontainer with a feature
@@ -204,7 +207,7 @@ async def test_an_onbuild_add_of_a_base_image_never_reaches_the_hosts_loopback(
         (dev / "f" / "devcontainer-feature.json").write_text('{"id": "f"}')
         (dev / "f" / "install.sh").write_text("#!/bin/sh\ntrue\n")
         with pytest.raises(EnvironmentRefused, match="ONBUILD"):
-            await b.ensure_environment(docker, None, tmp_path, store=store,
+            await b.ensure_environment(docker, None, tmp_path, store=store, builds=shared,
                                        say=lambda _: None, workspace=WS)  # fmt: skip
         assert seen == []
     finally:
@@ -257,7 +260,7 @@ async def test_a_clone_offers_none_of_the_hosts_ssh_identities(
     monkeypatch.setenv("HOME", str(fake_home))
     monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "agent.sock"))
     repo = Repo(url=f"ssh://localhost{origin}", branch="main", path="src/app")
-    got = await checkout(repo, tmp_path / "cache")
+    got = await checkout(repo, tmp_path / "cache", locks=KeyedLocks())
     assert (got / "README").read_text() == "private\n"  # the clone went through the shim
     text = record.read_text()
     env, _, rest = text.partition("--- home\n")
@@ -280,7 +283,7 @@ async def test_a_clone_over_its_disk_cap_fails_by_name_and_leaves_nothing(
     origin = await _origin(tmp_path, {"big": os.urandom(3 * 2**20), "small": b"x"})
     repo = Repo(url=str(origin), branch="main", path="src/app")
     with pytest.raises(BuildLimitExceeded) as err:
-        await checkout(repo, tmp_path / "cache", limits=CloneLimits(disk_mb=1))
+        await checkout(repo, tmp_path / "cache", locks=KeyedLocks(), limits=CloneLimits(disk_mb=1))
     assert err.value.data is not None
     assert err.value.data["limit"] == "disk"
     assert list((tmp_path / "cache").iterdir()) == []
@@ -293,7 +296,8 @@ async def test_a_clone_over_its_time_fails_by_name_and_leaves_nothing(tmp_path: 
         repo = Repo(url=f"git://127.0.0.1:{silent.getsockname()[1]}/r.git", branch="main",
                     path="src/app")  # fmt: skip
         with pytest.raises(BuildLimitExceeded) as err:
-            await checkout(repo, tmp_path / "cache", limits=CloneLimits(time_s=2.0))
+            await checkout(repo, tmp_path / "cache", locks=KeyedLocks(),
+                           limits=CloneLimits(time_s=2.0))  # fmt: skip
     assert err.value.data is not None
     assert err.value.data["limit"] == "time"
     assert list((tmp_path / "cache").iterdir()) == []

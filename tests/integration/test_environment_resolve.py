@@ -19,19 +19,22 @@ from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store
 from environments.lifecycle_commands import MachineLifecycle
+from environments.shared_builds import SharedBuilds
 from services.provisioner.environment import (
     DevcontainerDetector,
     EnvironmentContext,
     resolve_image,
 )
 from tests.conftest import git
-from tests.environments import busybox_image
+from tests.environments import busybox_image, shared
 from tests.gitcmd import repo_with
+
+__all__ = ["shared"]  # a fixture, imported for its tests
 
 
 @pytest.mark.timeout(180)
 async def test_dockerfile_and_devcontainer_environments_resolve_to_built_images(
-    settings: Settings, store: Store, bus: Bus, tmp_path: Path
+    settings: Settings, store: Store, bus: Bus, shared: SharedBuilds, tmp_path: Path
 ) -> None:
     marker = uuid.uuid4().hex  # a build of its own, never a cached one of another run
     settings = msgspec.structs.replace(settings, env_cache_bytes=0)
@@ -45,7 +48,7 @@ async def test_dockerfile_and_devcontainer_environments_resolve_to_built_images(
         inst = await store.create_instance("env-resolve")
         await store.add_repo(inst.id, Repo(url=str(work), branch="main", path="app"))
         machine = await store.create_machine(inst.id, "docker")
-        ctx = EnvironmentContext(store, bus, machine, docker, "e-1", settings)
+        ctx = EnvironmentContext(store, bus, machine, docker, "e-1", settings, shared=shared)
         built = []
         try:
             for env in (Environment(dockerfile=DockerfileSource(repo="app")),
@@ -77,7 +80,7 @@ async def test_dockerfile_and_devcontainer_environments_resolve_to_built_images(
 
 @pytest.mark.timeout(120)
 async def test_with_no_environment_set_a_repos_devcontainer_is_detected(
-    settings: Settings, store: Store, bus: Bus, tmp_path: Path
+    settings: Settings, store: Store, bus: Bus, shared: SharedBuilds, tmp_path: Path
 ) -> None:
     async with aiodocker.Docker() as docker:
         base = await busybox_image(docker)
@@ -97,8 +100,8 @@ async def test_with_no_environment_set_a_repos_devcontainer_is_detected(
         for path, work in (("a-plain", plain), ("b-linked", linked), ("gone", tmp_path / "no")):
             await store.add_repo(inst.id, Repo(url=str(work), branch="main", path=path))
         machine = await store.create_machine(inst.id, "docker")
-        detector = DevcontainerDetector(ttl_s=0)
-        ctx = EnvironmentContext(store, bus, machine, docker, "e-2", settings, detector)
+        detector = DevcontainerDetector(ttl_s=0, checkouts=shared.checkouts)
+        ctx = EnvironmentContext(store, bus, machine, docker, "e-2", settings, detector, shared)
         # No repo has one it may take (a plain one, a link, one the host cannot fetch).
         assert (await resolve_image(ctx, None)).image is None
         await store.add_repo(inst.id, Repo(url=str(dev), branch="main", path="c-dev"))
