@@ -49,12 +49,8 @@ Py = ClientMethod
 HAND_WRITTEN = frozenset(s.name for s in GATEWAY_METHODS if s.hand_written)
 
 #: The client's public names that do not follow the rule (``python_name``), kept as they are:
-#: a view of the specs' ``client``, and audit.list's, whose spec (contracts/audit.py) does not
-#: declare it.
-NAMES: dict[str, Py] = {
-    **{s.name: s.client for s in GATEWAY_METHODS if s.client is not None},
-    "audit.list": Py("audit", unwrap="entries"),
-}
+#: a view of the specs' ``client``.
+NAMES: dict[str, Py] = {s.name: s.client for s in GATEWAY_METHODS if s.client is not None}
 
 
 def python_name(method: str) -> str:

@@ -22,7 +22,7 @@ import msgspec
 
 from contracts.errors import Forbidden, InvalidParams
 from contracts.events import now
-from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, Result
 
 #: The JetStream stream of audit entries (in the audit account).
 AUDIT_STREAM = "FLEET_AUDIT"
@@ -282,6 +282,7 @@ AUDIT_LIST = MethodSpec(
     (Forbidden, InvalidParams),
     scope="machines:read",
     reads=True,
+    client=ClientMethod("audit", unwrap="entries"),
 )
 
 AUDIT_METHODS: tuple[AnySpec, ...] = (AUDIT_LIST,)
