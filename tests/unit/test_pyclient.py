@@ -57,7 +57,7 @@ class _NewResult(Result, kw_only=True):
 def test_the_client_names_and_hand_written_methods_are_the_specs() -> None:
     """``NAMES`` and ``HAND_WRITTEN`` are views of the specs' ``client`` and ``hand_written``."""
     declared = {s.name: s.client for s in GATEWAY_METHODS if s.client is not None}
-    assert NAMES == declared
+    assert declared == NAMES
     assert NAMES["audit.list"] == ClientMethod("audit", unwrap="entries")
     assert {s.name for s in GATEWAY_METHODS if s.hand_written} == HAND_WRITTEN
     assert all(client_method(SPECS[name]) == py for name, py in NAMES.items())
