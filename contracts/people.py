@@ -51,7 +51,6 @@ PLATFORM_ROLE_SCOPES: Final[dict[str, frozenset[str]]] = {
 }
 
 
-
 def route_scope(method: str, path: str) -> str | None:
     """The scope an HTTP route needs (None: its JSON-RPC methods give theirs): a file's GET
     reads, any other verb on it writes; a tunnel is a port; the event stream is a read; any
