@@ -7,7 +7,6 @@ how its end is noticed when it is not our child, and how its log is read back.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -20,6 +19,7 @@ import structlog
 
 from base import procinfo
 from base.fd_readable import Readable
+from base.retry import Backoff, retry_until
 from daemon.envload import EnvFile
 from daemon.tools import command_env
 
@@ -84,10 +84,11 @@ def tail_lines(path: Path, n: int) -> list[str]:
 
 async def wait_gone(pid: int, start_ticks: int | None, every_s: float) -> None:
     """Poll /proc until the process is gone: one that is not our child sends us no signal."""
-    while True:
-        if not procinfo.is_alive(pid, start_ticks):
-            return
-        await asyncio.sleep(every_s)
+
+    async def gone() -> bool:
+        return not procinfo.is_alive(pid, start_ticks)
+
+    await retry_until(gone, backoff=Backoff(every_s, every_s, jitter=False))
 
 
 async def child_exit(proc: subprocess.Popen[bytes], poll_s: float) -> int:

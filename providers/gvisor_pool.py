@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from base.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
+from base.retry import Backoff, retry_until
 from contracts.errors import NotSupported, ProviderError
 from providers import gvisor
 from providers.cgroup import MachineCgroup
@@ -113,10 +114,15 @@ class PooledGvisor:
 
     async def wait_up(self) -> None:
         log_path = self.root / "daemon.log"
-        while not await asyncio.to_thread(_log_says, log_path, POOL_UP_LOG):
+
+        async def up() -> bool:
+            if await asyncio.to_thread(_log_says, log_path, POOL_UP_LOG):
+                return True
             if not self.alive:
                 raise ProviderError(f"pooled gvisor machine {self.slot} ended while starting")
-            await asyncio.sleep(_UP_POLL_S)
+            return False
+
+        await retry_until(up, backoff=Backoff(_UP_POLL_S, _UP_POLL_S, jitter=False))
         (self.root / UP_MARKER).touch()  # for operators and tests, as a bwrap pooled one's
 
     async def claim(self, machine_id: str, *, home_kept: bool = False) -> str:
