@@ -133,7 +133,7 @@ async def _proxy(root: Path, upstream_port: int, redis_url: str) -> None:
     async def policy(_: str) -> EgressPolicy:
         return EgressPolicy(allow=["127.0.0.1"])
 
-    async def secrets(iid: str) -> list[StoredSecret]:
+    async def secrets(iid: str, host: str, port: int) -> list[StoredSecret]:
         return [] if iid == "tunnel" else [secret]
 
     async def leaf_of(iid: str, host: str) -> ssl.SSLContext:

@@ -77,6 +77,11 @@ def entry_covers(entry: EgressEntry, host: str, port: int) -> bool:
     return entry.matches(host.lower().removesuffix("."))
 
 
+def header_value(format: str, value: str) -> str:
+    """The header's value: ``format`` with the secret in place of ``{value}``."""
+    return format.replace("{value}", value)
+
+
 def covers(hosts: list[str], host: str, port: int) -> bool:
     """Whether any of a secret's ``hosts`` names ``host`` at ``port``."""
     return any(entry_covers(host_entry(h), host, port) for h in hosts)
@@ -107,7 +112,7 @@ class SetSecretParams(Params, kw_only=True):
                 raise ValueError(f"field `{field}` may hold only printable ASCII (no line break)")
 
     def header_value(self) -> str:
-        return self.format.replace("{value}", self.value)
+        return header_value(self.format, self.value)
 
 
 class SecretInfo(Result, kw_only=True):

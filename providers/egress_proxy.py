@@ -41,7 +41,7 @@ import structlog
 from base.relay import relay
 from base.tasks import OwnedTasks
 from contracts.gateway_network import EgressEntry, EgressPolicy
-from contracts.gateway_secrets import MACHINE_PROXY, covers
+from contracts.gateway_secrets import MACHINE_PROXY, entry_covers, header_value
 from controlplane.store_secrets import StoredSecret
 from providers import egress_proxy_http as http
 from providers.egress_dns import NameRules, decide, forbidden, owned_socket_in
@@ -67,7 +67,8 @@ class Platform:
     """What the proxy asks of the platform for a machine's instance."""
 
     policy: Callable[[str], Awaitable[EgressPolicy]]
-    secrets: Callable[[str], Awaitable[list[StoredSecret]]]
+    #: The instance's secrets for ``host`` at ``port`` (those whose hosts name it).
+    secrets: Callable[[str, str, int], Awaitable[list[StoredSecret]]]
     #: A server context for (instance, host), from the instance's CA.
     leaf: Callable[[str, str], Awaitable[ssl.SSLContext]]
     open_value: Callable[[str], str]
@@ -201,8 +202,7 @@ class EgressProxy:
         self, m: ProxiedMachine, down: tuple[asyncio.StreamReader, asyncio.StreamWriter], host: str,
         port: int, address: Address,
     ) -> None:  # fmt: skip
-        secrets = [s for s in await self.platform.secrets(m.instance_id)
-                   if covers(s.hosts, host, port)]  # fmt: skip
+        secrets = await self.platform.secrets(m.instance_id, host, port)
         if not secrets:
             up = await _open(address, port)
             down[1].write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -253,7 +253,7 @@ def _headers(secrets: list[StoredSecret], open_value: Callable[[str], str]) -> d
     for s in secrets:
         name = s.header.lower().encode()
         if name not in out:
-            out[name] = s.format.replace("{value}", open_value(s.sealed)).encode()
+            out[name] = header_value(s.format, open_value(s.sealed)).encode()
     return out
 
 
@@ -285,9 +285,7 @@ def _origin_form(target: bytes) -> bytes:
 
 
 def _covers_address(entries: Iterable[EgressEntry], addr: Address, port: int) -> bool:
-    return any(e.net is not None and addr in e.net
-               and (e.ports is None or e.ports[0] <= port <= e.ports[1])
-               for e in entries)  # fmt: skip
+    return any(entry_covers(e, str(addr), port) for e in entries)
 
 
 async def allowed(

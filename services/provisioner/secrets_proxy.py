@@ -11,6 +11,7 @@ import msgspec
 import structlog
 
 from contracts.events import MachineSecretUsed
+from contracts.gateway_secrets import covers
 from contracts.ids import new_event_id
 from contracts.models import GitCredentials
 from controlplane.bus import Bus
@@ -39,16 +40,21 @@ def upstream_tls(settings: Settings) -> ssl.SSLContext:
     return ctx
 
 
-async def repo_secrets(store: Store, box: SecretBox, instance_id: str) -> list[StoredSecret]:
-    """Each private repo over HTTPS as a secret for its host and port: basic auth, as git
-    sends it, so that a machine's clones, fetches and pushes need no token of their own."""
+async def repo_secrets(
+    store: Store, box: SecretBox, instance_id: str, host: str, port: int
+) -> list[StoredSecret]:
+    """Each private repo over HTTPS at ``host:port`` as a secret for it: basic auth, as git
+    sends it, so that a machine's clones, fetches and pushes need no token of their own. A
+    repo's credentials are read only for a connection to its host."""
     out: list[StoredSecret] = []
     for repo in await store.list_repos(instance_id):
-        sealed = await store.repo_secret(instance_id, repo.path) if proxied_repo(repo) else None
+        url = urlsplit(repo.url)
+        if not proxied_repo(repo) or not covers([_host_entry(url)], host, port):
+            continue
+        sealed = await store.repo_secret(instance_id, repo.path)
         if sealed is None:
             continue
         creds = msgspec.json.decode(box.decrypt(sealed), type=GitCredentials)
-        url = urlsplit(repo.url)
         basic = base64.b64encode(f"{creds.username}:{creds.token}".encode()).decode()
         out.append(StoredSecret(
             name=f"{REPO_SECRET_PREFIX}{repo.path}", hosts=[_host_entry(url)],
@@ -87,9 +93,9 @@ def secrets_proxy(
             await bus.publish(MachineSecretUsed(event_id=new_event_id(), machine_id=machine_id,
                                                 secret=name, host=host))  # fmt: skip
 
-    async def secrets(instance_id: str) -> list[StoredSecret]:
-        return [*await store.secrets.stored(instance_id),
-                *await repo_secrets(store, box, instance_id)]  # fmt: skip
+    async def secrets(instance_id: str, host: str, port: int) -> list[StoredSecret]:
+        named = [s for s in await store.secrets.stored(instance_id) if covers(s.hosts, host, port)]
+        return [*named, *await repo_secrets(store, box, instance_id, host, port)]
 
     platform = Platform(
         policy=store.instance_settings.egress,

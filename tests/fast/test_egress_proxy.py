@@ -16,13 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from contracts.gateway_network import EgressPolicy
+from contracts.gateway_secrets import covers
 from controlplane.crypto import SecretBox, generate_secret_key
-from controlplane.secret_ca import LeafContexts, leaf, make_ca, server_context
+from controlplane.secret_ca import LeafContexts, make_ca
 from controlplane.store_secrets import StoredSecret
 from providers.egress_proxy import EgressProxy, Platform
+from tests.tls import server_tls
 
 VALUE = "sk-live-not-for-machines"
 
@@ -52,8 +53,8 @@ class World:
         async def policy(iid: str) -> EgressPolicy:
             return self.policy.get(iid, EgressPolicy())
 
-        async def secrets(iid: str) -> list[StoredSecret]:
-            return list(self.secrets.get(iid, []))
+        async def secrets(iid: str, host: str, port: int) -> list[StoredSecret]:
+            return [s for s in self.secrets.get(iid, []) if covers(s.hosts, host, port)]
 
         async def leaf_of(iid: str, host: str) -> ssl.SSLContext:
             return leaves.context(iid, cas[iid], host)
@@ -73,11 +74,7 @@ async def _echo(request: web.Request) -> web.Response:
 @pytest.fixture
 async def upstream(tmp_path: Path) -> AsyncIterator[tuple[int, int, Path]]:
     """A TLS server on 127.0.0.1 with a CA of its own (its file), and a plain one: ports."""
-    box = SecretBox(generate_secret_key())
-    ca = make_ca("upstream", box)
-    key = ec.generate_private_key(ec.SECP256R1())
-    ctx = server_context(leaf(ca, box, "127.0.0.1", key), key)
-    (tmp_path / "upstream-ca.pem").write_text(ca.cert_pem)
+    ctx = server_tls("127.0.0.1", tmp_path / "upstream-ca.pem")
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", _echo)
     runner = web.AppRunner(app)

@@ -21,7 +21,7 @@ async def _here(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
     return make()  # this process's own namespace stands for the machine's
 
 
-async def _never(*_: str) -> NoReturn:
+async def _never(*_: object) -> NoReturn:
     raise AssertionError("no request is made")
 
 

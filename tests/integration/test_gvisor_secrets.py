@@ -16,17 +16,15 @@ from pathlib import Path
 import msgspec
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from contracts.gateway_secrets import SECRETS_SET, SetSecretParams
-from controlplane.crypto import SecretBox, generate_secret_key
-from controlplane.secret_ca import leaf, make_ca, server_context
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.gitserver import GitHttpServer
 from tests.httpserve import start_site
 from tests.integration import test_gvisor as gv
 from tests.integration.test_secrets import TOKEN, VALUE, _echo, _nowhere, _sh
+from tests.tls import server_tls
 
 #: NATS at an address of the host other than its loopback (test_gvisor.py says why).
 nats_server = gv.nats_server
@@ -40,12 +38,8 @@ def _free_port(host: str) -> int:
 
 @pytest.fixture
 def upstream_ca(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
-    box = SecretBox(generate_secret_key())
-    ca = make_ca("upstream", box)
-    key = ec.generate_private_key(ec.SECP256R1())
-    (tmp_path / "upstream-ca.pem").write_text(ca.cert_pem)
-    return tmp_path / "upstream-ca.pem", server_context(leaf(ca, box, gv.host_address(), key),
-                                                        key)  # fmt: skip
+    ca_file = tmp_path / "upstream-ca.pem"
+    return ca_file, server_tls(gv.host_address(), ca_file)
 
 
 @pytest.fixture

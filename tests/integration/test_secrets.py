@@ -16,7 +16,6 @@ from pathlib import Path
 import msgspec
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.outside import Outside
 from contracts.gateway_secrets import (
@@ -27,8 +26,6 @@ from contracts.gateway_secrets import (
     SetSecretParams,
 )
 from contracts.status import MachineStatus
-from controlplane.crypto import SecretBox, generate_secret_key
-from controlplane.secret_ca import leaf, make_ca, server_context
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
@@ -36,6 +33,7 @@ from tests.gitserver import GitHttpServer
 from tests.httpserve import start_site
 from tests.integration.egress_outside import outside
 from tests.integration.test_egress import pip_zip
+from tests.tls import server_tls
 
 __all__ = ["docker_gateway", "docker_image", "nats_server", "outside", "remove_containers"]
 pytestmark = pytest.mark.usefixtures("remove_containers")
@@ -63,12 +61,8 @@ async def _echo(request: web.Request) -> web.Response:
 def upstream_ca(tmp_path: Path, outside: Outside) -> tuple[Path, ssl.SSLContext]:
     """The upstreams' own CA (a file the platform trusts) and a server context from it for
     the host's end of the outside link."""
-    box = SecretBox(generate_secret_key())
-    ca = make_ca("upstream", box)
-    key = ec.generate_private_key(ec.SECP256R1())
-    (tmp_path / "upstream-ca.pem").write_text(ca.cert_pem)
-    return tmp_path / "upstream-ca.pem", server_context(leaf(ca, box, outside.host_address, key),
-                                                        key)  # fmt: skip
+    ca_file = tmp_path / "upstream-ca.pem"
+    return ca_file, server_tls(outside.host_address, ca_file)
 
 
 @pytest.fixture
