@@ -170,6 +170,11 @@ class _Server:
     def argv(self) -> list[str]:
         raise RuntimeError("subclass must define argv")
 
+    def may_start_again(self, down_s: float) -> bool:
+        """Whether a supervisor may restart it now, ``down_s`` seconds after it died (its
+        backoff over): a server whose restart must wait for its peers says no until then."""
+        return True
+
     def wait_ready(self) -> None:
         assert self.proc is not None
         _wait_tcp(self.port, self.proc, self.name, self.log_path, self.host)

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -38,6 +39,10 @@ SENTINEL_MASTER = "fleetd"
 #: Sentinels call the primary down after this much silence; a quorum of 2 agrees on a failover.
 DOWN_AFTER_MS = 2000
 FAILOVER_TIMEOUT_MS = 5000
+#: How long a dead valkey node waits for the sentinels to name a primary other than itself
+#: before it comes back as it was (the sentinels down, or without a quorum): their down-after
+#: time and two elections (a sentinel tries again after twice the failover timeout).
+FOLLOW_WAIT_S = (2 * DOWN_AFTER_MS + 2 * FAILOVER_TIMEOUT_MS) / 1000
 READY_TIMEOUT_S = 30.0
 
 
@@ -72,16 +77,39 @@ class NatsNode(NatsServer):
 
 class ValkeyNode(ValkeyServer):
     """A valkey primary, or a replica of ``primary`` (authenticating with the password), started
-    once the primary has bound its port."""
+    once the primary has bound its port.
+
+    Restarted after it died, it follows the primary the sentinels name (``named_primary``), and
+    waits until they name one other than itself. A primary that came back as a primary while
+    the sentinels fail over would take writes from clients that reconnect to it, and lose them
+    when the sentinels make it a replica of the new primary (a full resync)."""
 
     def __init__(
-        self, data_dir: Path, *, password: str, primary: ValkeyServer | None = None
+        self,
+        data_dir: Path,
+        *,
+        password: str,
+        primary: ValkeyServer | None = None,
+        named_primary: Callable[[], int | None] = lambda: None,
     ) -> None:
         super().__init__(data_dir, password=password)
         self.primary = primary
+        self.named_primary = named_primary
+
+    def may_start_again(self, down_s: float) -> bool:
+        named = self.named_primary()
+        return (named is not None and named != self.port) or down_s > FOLLOW_WAIT_S
+
+    def _following(self) -> int | None:
+        """The port of the primary it starts as a replica of; None: it starts as the primary."""
+        named = self.named_primary()
+        if named is not None:
+            return None if named == self.port else named
+        return self.primary.port if self.primary is not None else None
 
     def _config_file(self) -> list[str]:
         files = super()._config_file()
+        following = self._following()
         # Every node may become the primary, or a replica of another after a failover.
         with open(self.config_path, "a") as f:
             f.write(f'masterauth "{self.password}"\n')
@@ -89,8 +117,8 @@ class ValkeyNode(ValkeyServer):
             # 5 s wait for more replicas to share it: the layout's start, and a failed-over
             # primary coming back as a replica, each wait for that sync.
             f.write("repl-diskless-sync-delay 0\n")
-            if self.primary is not None:
-                f.write(f"replicaof 127.0.0.1 {self.primary.port}\n")
+            if following is not None:
+                f.write(f"replicaof 127.0.0.1 {following}\n")
         return files
 
 
@@ -151,11 +179,12 @@ class HaServers:
         self.nats = [
             NatsNode(data_dir / f"nats-{i}", i, cluster_ports, auth=auth) for i in range(NATS_NODES)
         ]
-        self.primary = ValkeyNode(data_dir / "redis-0", password=redis_password)
+        node = partial(ValkeyNode, password=redis_password, named_primary=self.named_primary)
+        self.primary = node(data_dir / "redis-0")
         self.replicas = [
-            ValkeyNode(data_dir / f"redis-{i}", password=redis_password, primary=self.primary)
+            node(data_dir / f"redis-{i}", primary=self.primary)
             for i in range(1, VALKEY_REPLICAS + 1)
-        ]  # fmt: skip
+        ]
         self.sentinels = [
             Sentinel(data_dir / f"sentinel-{i}", primary=self.primary, password=redis_password)
             for i in range(SENTINELS)
@@ -217,6 +246,21 @@ class HaServers:
                 if r.info("replication").get("master_link_status") != "up":
                     return False
         return True
+
+    def named_primary(self) -> int | None:
+        """The port of the primary the first sentinel that answers names; None before they
+        started or while none answers."""
+        for s in self.sentinels:
+            if not s.port:
+                return None
+            with (
+                contextlib.suppress(redis.RedisError, OSError),
+                redis.Redis(port=s.port, password=s.password, socket_timeout=1) as r,
+            ):
+                reply = r.execute_command("SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER)
+                if reply:
+                    return int(reply[1])
+        return None
 
     def _sentinels_complete(self) -> bool:
         for s in self.sentinels:

@@ -4,8 +4,9 @@ the address they know and the server finds its own state again.
 
 A NATS node comes back with its JetStream store and catches up with the cluster (its peers
 send it what it missed); the single NATS server keeps its stream on disk. A valkey node comes
-back with its append-only file: the old primary of an `--ha` layout, after the sentinels
-promoted a replica, is turned into a replica of the new primary by the sentinels. A sentinel
+back with its append-only file; a node of an `--ha` layout comes back as a replica of the
+primary the sentinels name, once they name one other than itself (a dead primary waits for
+their failover: fleet.embedded_ha.ValkeyNode says why). A sentinel
 keeps what it learnt in its own configuration file.
 
 A server's ports are the kernel's choice (fleet.embedded), so from the ephemeral range: while it
@@ -35,6 +36,7 @@ class ServerWatch:
         self.restarts = 0
         self.started_at = 0.0
         self.next_start = 0.0
+        self.died_at = 0.0
         self._down = False
         #: Taken once it first died (none can be while it listens) and kept: the restarted
         #: server binds through it (SO_REUSEADDR), and it holds the ports at each death after.
@@ -44,7 +46,7 @@ class ServerWatch:
         """Notice a dead server, or restart it once its backoff is over: a line to print."""
         proc = self.server.proc
         if self._down:
-            if now < self.next_start:
+            if now < self.next_start or not self.server.may_start_again(now - self.died_at):
                 return None
             self.server.spawn()  # not waited for: a cluster node is ready only with its peers
             self._down = False
@@ -54,6 +56,7 @@ class ServerWatch:
             return None
         self.server.proc = None
         self._down = True
+        self.died_at = now
         if not self.holds:
             for port in filter(None, self.server.ports()):
                 with contextlib.suppress(OSError):  # taken already: its restart will say so

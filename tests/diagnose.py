@@ -90,7 +90,8 @@ async def _last_event(fleet: FleetClient, machine_id: str) -> str:
 async def _consumers(nats_url: str, creds: dict[str, str]) -> list[str]:
     lines = []
     try:
-        nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=1, **creds)
+        servers = nats_url.split(",")  # a cluster's URLs, as `fleet up --ha` prints them
+        nc = await nats.connect(servers, connect_timeout=5, max_reconnect_attempts=1, **creds)
     except (nats.errors.Error, OSError) as exc:
         return [f"consumers: cannot connect to NATS: {exc!r}"]
     try:
