@@ -14,7 +14,7 @@ import urllib.parse
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
 
@@ -31,6 +31,22 @@ _FAILOVER_ERRORS = [ConnectionError, TimeoutError, ReadOnlyError]
 #: How long a command waits for a free connection of a full pool before "No connection
 #: available." (a ConnectionError, which the gateway answers as Unavailable).
 POOL_WAIT_S = 30.0
+
+
+class FollowingSentinelConnection(SentinelManagedConnection):
+    """redis-py's sentinel connection asks the sentinels for the primary only in ``connect``; a
+    command's retry reconnects through ``connect_check_health``, to the address it had: the dead
+    primary's, until the retries run out, or the old primary's again once it is back as a
+    replica (every write READONLY). redis/redis-py#3874. This one asks the sentinels again."""
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        # ``connect_to`` (the sentinels' answer) calls back without the socket retry.
+        if retry_socket_connect and not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]
+            return
+        await super().connect_check_health(check_health, retry_socket_connect)
 
 
 class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
@@ -83,6 +99,7 @@ def redis_client(
         master,
         redis_class=AutoPipelineRedis,
         connection_pool_class=BlockingSentinelPool,
+        connection_class=FollowingSentinelConnection,
         max_connections=max_connections,
         timeout=POOL_WAIT_S,
     )
