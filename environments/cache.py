@@ -7,9 +7,11 @@ removed (the engine refuses); it goes at a later eviction."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,9 +79,6 @@ def from_settings(settings: Settings) -> BuildCache:
     )
 
 
-_lock = asyncio.Lock()
-
-
 def _read_used(store: BuildCache) -> dict[str, float]:
     try:
         doc = json.loads(store.used_file.read_text())
@@ -88,18 +87,22 @@ def _read_used(store: BuildCache) -> dict[str, float]:
     return {str(k): float(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
 
 
-def _write_used(store: BuildCache, used: dict[str, float]) -> None:
+def _change_used(store: BuildCache, change: Callable[[dict[str, float]], None]) -> None:
+    """Read, change and write the last-used file under an exclusive lock of its own: every
+    build of this host (its provisioner's replicas too) shares the file."""
     store.state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = store.used_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(used, sort_keys=True))
-    os.replace(tmp, store.used_file)
+    with open(store.used_file.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        used = _read_used(store)
+        change(used)
+        tmp = store.used_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(used, sort_keys=True))
+        os.replace(tmp, store.used_file)
 
 
 async def _touch(store: BuildCache, tag: str) -> None:
-    async with _lock:
-        used = _read_used(store)
-        used[tag] = time.time()
-        await asyncio.to_thread(_write_used, store, used)
+    now = time.time()
+    await asyncio.to_thread(_change_used, store, lambda used: used.__setitem__(tag, now))
 
 
 async def lookup(docker: aiodocker.Docker, store: BuildCache, tag: str) -> str | None:
@@ -175,6 +178,8 @@ async def remove(docker: aiodocker.Docker, store: BuildCache, tag: str) -> None:
 
 
 async def _forget(store: BuildCache, tags: list[str]) -> None:
-    async with _lock:
-        used = {k: v for k, v in _read_used(store).items() if k not in tags}
-        await asyncio.to_thread(_write_used, store, used)
+    def drop(used: dict[str, float]) -> None:
+        for tag in tags:
+            used.pop(tag, None)
+
+    await asyncio.to_thread(_change_used, store, drop)
