@@ -18,10 +18,10 @@ from controlplane.stage import connect
 from controlplane.subscriptions import enter_subscriptions
 from providers.code import code_repo, platform_sha
 from providers.code_status import CodeVersions
-from services.gateway.api import GatewayApi
 from services.gateway.audit_log import AuditLog
 from services.gateway.caller_notices import CallerNotices
 from services.gateway.callers import caller_resolver
+from services.gateway.compose import compose
 from services.gateway.events_hub import EventHub
 from services.gateway.host_control import HostClient
 from services.gateway.http import HttpServer, bind_listener, make_app
@@ -70,7 +70,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     await enter_subscriptions(stack, SecretUseAudit(audit), bus, settings, metrics)
     repo = code_repo(settings.code_repo)
     sha = platform_sha(settings.git_sha, repo)
-    api = GatewayApi(
+    gateway = compose(
         store=store,
         bus=bus,
         daemons=daemons,
@@ -94,7 +94,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         EventHub(bus, store, max_per_token=settings.events_max_per_token,
                  max_streams=settings.events_max_streams)
     )  # fmt: skip
-    mcp = await stack.enter_async_context(McpEndpoint(api.codemode, settings.max_body_bytes))
+    mcp = await stack.enter_async_context(McpEndpoint(gateway.codemode, settings.max_body_bytes))
     oidc = None
     if settings.oidc_issuer:
         http = await stack.enter_async_context(
@@ -103,25 +103,25 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         oidc = OidcClient(http, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id,
                           client_secret=settings.oidc_client_secret, clock=clock)  # fmt: skip
     apps = make_app(
-        dispatcher=api.dispatcher(),
+        dispatcher=gateway.dispatcher,
         store=store,
         bus=bus,
         hub=hub,
         resolve_caller=caller_resolver(
-            settings.admin_token, api.tokens, store, settings.revocation_round_s, clock
+            settings.admin_token, gateway.tokens, store, settings.revocation_round_s, clock
         ),
         settings=settings,
         metrics=metrics,
-        codemode=api.codemode,
-        sessions=api.sessions,
+        codemode=gateway.codemode,
+        sessions=gateway.sessions,
         mcp=mcp,
-        ports=api.ports,
-        byte_streams=api.byte_streams,
+        ports=gateway.ports,
+        byte_streams=gateway.byte_streams,
         oidc=oidc,
         audit=audit,
         clock=clock,
-        tokens=api.tokens,
-        tickets=api.tickets,
+        tokens=gateway.tokens,
+        tickets=gateway.tickets,
     )
     await stack.enter_async_context(
         HttpServer(apps.console, settings.host, settings.port, sock=console)

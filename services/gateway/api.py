@@ -7,7 +7,6 @@ from functools import cached_property
 import msgspec
 import structlog
 
-from base.clock import SYSTEM_CLOCK, Clock
 from base.version import package_version
 from contracts import (
     gateway_rpc as g,
@@ -64,7 +63,7 @@ from contracts.gateway_rpc import (
     UnsetEnvParams,
 )
 from contracts.ids import derived_event_id, new_event_id
-from contracts.jsonrpc import BUDGETS, Dispatcher, Limits, NoParams, Router, handles
+from contracts.jsonrpc import NoParams, handles
 from contracts.models import (
     EnvScope,
     EnvVar,
@@ -79,40 +78,20 @@ from contracts.status import TERMINAL, MachineStatus as S
 from controlplane import create_once
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient, MachineKeys
-from controlplane.failover import unavailable
+from controlplane.daemon_client import DaemonClient
 from controlplane.graceful_stop import ask_to_stop
 from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
-from environments.hook import on_attach
-from environments.repo_check import GitRepoCheck, RepoCheck
-from providers.code_status import CodeVersions
-from services.gateway.access import Access, Caller, check_local_repo, scoped
+from environments.repo_check import RepoCheck
+from services.gateway.access import Access, Caller, check_local_repo
 from services.gateway.admission import admitted
-from services.gateway.audit_log import AuditLog, audited, may_read
-from services.gateway.byte_stream_open import ByteStreamOpener
-from services.gateway.byte_stream_slots import ByteStreamSlots
-from services.gateway.code_ops import CodeOps
-from services.gateway.codemode_ops import CodemodeOps
-from services.gateway.env_build_ops import EnvBuildOps
-from services.gateway.environment_ops import EnvironmentOps
-from services.gateway.exec_stream import ExecStreamOps
+from services.gateway.audit_log import AuditLog, may_read
 from services.gateway.fork_ops import ForkOps, new_machine
 from services.gateway.host_control import HostControl
-from services.gateway.hosts_ops import HostOps
-from services.gateway.limits_ops import LimitsOps
-from services.gateway.network_ops import NetworkOps
-from services.gateway.ops import MachineOps
 from services.gateway.people_ops import PeopleOps, may_see
-from services.gateway.ports_ops import PortOps
-from services.gateway.rate_limits import CallLimits
 from services.gateway.runtime_ops import RuntimeOps, check_root, root_exec
-from services.gateway.secrets_ops import SecretOps
-from services.gateway.sessions_ops import SessionOps
-from services.gateway.stop_ops import StopOps
 from services.gateway.tickets import EventTickets
-from services.gateway.wake import Waker
 
 log = structlog.get_logger(__name__)
 
@@ -125,72 +104,36 @@ class GatewayApi:
         bus: Bus,
         daemons: DaemonClient,
         box: SecretBox,
-        settings: Settings | None = None,
-        hosts: HostControl,
+        settings: Settings,
+        access: Access,
+        tokens: TokenStore,
+        tickets: EventTickets,
+        people: PeopleOps,
+        runtimes: RuntimeOps,
+        forks: ForkOps,
+        host_control: HostControl,
+        repo_check: RepoCheck,
         platform_sha: str | None = None,
-        keys: MachineKeys | None = None,
-        code: CodeVersions | None = None,
         audit: AuditLog | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        repo_check: RepoCheck | None = None,
     ) -> None:
+        """Its collaborators, made once by the gateway's composition root
+        (services/gateway/compose.py). ``audit`` None: nothing is recorded (and audit.list
+        answers Unavailable)."""
         self.store = store
-        #: None: nothing is recorded (and audit.list answers Unavailable).
-        self.audit = audit
-        self.box = box
         self.bus = bus
         self.daemons = daemons
-        self.tokens = TokenStore(store)
+        self.box = box
+        self.settings = settings
+        self.access = access
+        self.tokens = tokens
+        self.tickets = tickets
+        self.people = people
+        self.runtimes = runtimes
+        self.forks = forks
+        self.host_control = host_control
+        self.repo_check = repo_check
         self.platform_sha = platform_sha
-        self.settings = settings or Settings()
-        self.repo_check = repo_check or GitRepoCheck(self.settings.repo_check_timeout_s)
-        # Without the platform's code repo, only "current" (the same SHA) can be told.
-        waker = Waker(store=store, bus=bus, daemons=daemons, enabled=self.settings.wake_on_access,
-                      timeout_s=self.settings.wake_timeout_s, clock=clock)  # fmt: skip
-        self.access = Access(store, code or CodeVersions(None, platform_sha),
-                             self.settings.activity_write_s, waker=waker)  # fmt: skip
-        self._stop_wait_s = self.settings.stop_wait_s
-        self.limits = CallLimits(self.settings, clock)
-        self.tickets = EventTickets(store, self.settings.events_ticket_ttl_s)
-        self.machine_limits = LimitsOps(store, self.settings)
-        self.environments = EnvironmentOps(store, self.access, hosts)
-        self.env_builds = EnvBuildOps(self.access, hosts)
-        self.network = NetworkOps(store, hosts)
-        self.hosts = HostOps(store, self.settings, self._rebuild_instance)
-        self.host_control = hosts
-        self.ops = MachineOps(
-            store=store,
-            daemons=daemons,
-            settings=self.settings,
-            hosts=hosts,
-            platform_sha=platform_sha,
-            access=self.access,
-            keys=keys,
-        )
-        self.stops = StopOps(store=store, bus=bus, access=self.access)
-        self.runtimes = RuntimeOps(store=store, settings=self.settings, access=self.access)
-        self.forks = ForkOps(store=store, bus=bus, access=self.access, hosts=hosts,
-                             max_snapshots=self.settings.max_snapshots,
-                             daemons=daemons, clock=clock)  # fmt: skip
-        self.exec_streams = ExecStreamOps(daemons=daemons, access=self.access, bus=bus)
-        #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
-        self.byte_streams = ByteStreamOpener(
-            slots=ByteStreamSlots(self.settings.streams_per_token), access=self.access,
-            daemons=daemons, nc=lambda: bus.nc, audit=audit,
-        )  # fmt: skip
-        self.sessions = SessionOps(
-            call=self.ops._call, opener=self.byte_streams,
-            attached=lambda mid: on_attach(store, bus, self.settings, daemons, mid),
-        )  # fmt: skip
-        self.ports = PortOps(access=self.access, daemons=daemons, store=store,
-                             settings=self.settings)  # fmt: skip
-        self.people = PeopleOps(store, self.tokens, self.settings)
-        self.codemode = CodemodeOps(bus=bus, store=store, box=box, access=self.access,
-                                    dispatch=self._tool_call)  # fmt: skip
-        #: The dispatcher last made (``dispatcher``): a codemode run's tool calls go there.
-        self._dispatcher: Dispatcher[Caller] | None = None
-        self.code = CodeOps(access=self.access, daemons=daemons, bus=bus)
-        self.secrets = SecretOps(store=store, bus=bus, box=box, access=self.access)
+        self.audit = audit
 
     @cached_property
     def _openrpc(self) -> OpenRpcDocument:
@@ -199,20 +142,6 @@ class GatewayApi:
         return openrpc_document(
             g.GATEWAY_METHODS, title="fleetd gateway", version=package_version()
         )
-
-    def dispatcher(self) -> Dispatcher[Caller]:
-        s = self.settings
-        limits = Limits(s.rpc_max_batch, s.rpc_max_response_bytes, s.rpc_batch_concurrency)
-        router = routes(self, self.ops)
-        if self.audit is not None:
-            router = audited(router, self.audit)
-        self._dispatcher = Dispatcher(g.GATEWAY_METHODS, router, limits, unavailable)
-        return self._dispatcher
-
-    async def _tool_call(self, body: bytes, caller: Caller) -> bytes | None:
-        """A codemode run's tool call, through the gateway's dispatcher as ``POST /rpc``."""
-        dispatcher = self._dispatcher or self.dispatcher()
-        return await dispatcher.handle(body, caller)
 
     # --- instances --------------------------------------------------------------------------
     @handles(INSTANCES_CREATE)
@@ -370,7 +299,9 @@ class GatewayApi:
             # Before machine.archived, on which the provisioner revokes the machine's access:
             # so the daemon can still report ``stopping`` and exit cleanly. Bounded, and at
             # once when no daemon answers.
-            await ask_to_stop(self.bus.nc, self.daemons, machine_id, wait_s=self._stop_wait_s)
+            await ask_to_stop(
+                self.bus.nc, self.daemons, machine_id, wait_s=self.settings.stop_wait_s
+            )
         if t.accepted:
             # Also on a repeat: a gateway that died between the status and this publish left
             # the machine unrevoked, and archiving it again must finish the job (the
@@ -404,7 +335,7 @@ class GatewayApi:
                 await self._archive(inst.current_machine_id, "replaced by a rebuild")
             return await self._create_machine(inst.id, provider, runtime)
 
-    async def _rebuild_instance(self, instance_id: str, c: Caller) -> Machine:
+    async def rebuild_instance(self, instance_id: str, c: Caller) -> Machine:
         """``machines.rebuild`` of ``instance_id`` (hosts.drain with rebuild)."""
         return await self.machines_rebuild(RebuildMachineParams(instance_id=instance_id), c)
 
@@ -461,26 +392,3 @@ class GatewayApi:
     async def events_ticket(self, p: NoParams, c: Caller) -> g.EventsTicket:
         ticket = await self.tickets.issue(c)
         return g.EventsTicket(ticket=ticket, expires_in_s=self.tickets.ttl_s)
-
-
-def routes(api: GatewayApi, ops: MachineOps) -> Router[Caller]:
-    """Every gateway method's handler: the methods marked ``@handles(spec)`` on the gateway's
-    ops objects (mypy checks each against its spec; the dispatcher, that every method of the
-    table has one), each rate-limited as ``rated`` says and run as its caller doing its scope."""
-    r = Router[Caller]()
-    # The handlers' owners are whatever the gateway holds that has handlers: no list to keep.
-    owners = {id(o): o for o in (api, ops, *vars(api).values()) if Router.handles_any(o)}
-    r.collect(*owners.values())
-    return scoped(rated(r, api.limits))
-
-
-def rated(router: Router[Caller], lim: CallLimits) -> Router[Caller]:
-    """The same routes, each whose spec names a ``budget`` refusing a token past it."""
-    out = Router[Caller]()
-    for route in router.routes.values():
-        budget = route.spec.budget
-        handler = route.handler
-        if budget is not None:
-            handler = lim.wrap(lim.budget(budget), BUDGETS[budget], handler)
-        out.register(route.spec, handler)
-    return out

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
+import msgspec
 import pytest
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import error_from_wire
 from contracts.jsonrpc import Dispatcher
 from contracts.models import Instance, Machine
@@ -26,7 +28,8 @@ from controlplane.store import Store
 from environments.shared_builds import SharedBuilds
 from fleet.client import FleetClient
 from services.gateway.access import Caller
-from services.gateway.api import GatewayApi
+from services.gateway.audit_log import AuditLog
+from services.gateway.compose import Gateway, compose
 from services.prober.service import Prober
 from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host_rpc_server import HostMethods, no_engine
@@ -88,7 +91,7 @@ class World:
     provisioner: Provisioner
     setup: SetupPusher
     prober: Prober
-    api: GatewayApi
+    api: Gateway
     dispatcher: Dispatcher[Caller]
 
     async def rpc(self, method: str, params: dict[str, Any] | None = None,
@@ -105,6 +108,17 @@ class World:
 
     async def machine(self, machine_id: str) -> Machine:
         return await self.store.get_machine(machine_id)
+
+    def reconfigure(
+        self, *, audit: AuditLog | None = None, clock: Clock = SYSTEM_CLOCK, **changes: Any
+    ) -> None:
+        """The gateway composed again on the same store and fakes, with ``changes`` to its
+        settings (as a gateway restarted with other ``FLEET_`` variables), recording its calls
+        into ``audit`` if given, its rules on ``clock``."""
+        self.settings = msgspec.structs.replace(self.settings, **changes)
+        self.api = gateway_of(self.settings, self.store, self.bus, self.daemons, self.provider,
+                              self.box, self.provisioner, audit, clock)  # fmt: skip
+        self.dispatcher = self.api.dispatcher
 
     async def instance(self, name: str = "demo") -> Instance:
         return await self.store.create_instance(name)
@@ -132,17 +146,26 @@ def world(settings: Settings, store: Store, bus: FakeBus) -> World:
     prober = Prober(store=store, bus=bus, daemons=daemons, settings=settings)
     for service in (provisioner, setup, prober):
         bus.attach(service)
-    api = GatewayApi(store=store, bus=bus, daemons=daemons, box=box, settings=settings,
-                     hosts=InProcessHosts(HostMethods(
-                         store=store, host_id=settings.host_id,
-                         providers={provider.name: provider},
-                         builds=EnvironmentBuilds(store, settings, no_engine, SharedBuilds()),
-                         disk=provisioner.disk)),
-                     platform_sha=PLATFORM_SHA,
-                     code=FakeHistory(PLATFORM_SHA, HISTORY),
-                     repo_check=FakeRepoCheck())  # fmt: skip
+    api = gateway_of(settings, store, bus, daemons, provider, box, provisioner)
     return World(settings, store, bus, daemons, provider, box, provisioner, setup, prober, api,
-                 api.dispatcher())  # fmt: skip
+                 api.dispatcher)  # fmt: skip
+
+
+def gateway_of(
+    settings: Settings, store: Store, bus: FakeBus, daemons: FakeDaemons, provider: FakeProvider,
+    box: SecretBox, provisioner: Provisioner, audit: AuditLog | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Gateway:  # fmt: skip
+    """The gateway composed as its __main__ composes it, on the world's fakes."""
+    return compose(store=store, bus=bus, daemons=daemons, box=box, settings=settings,
+                   hosts=InProcessHosts(HostMethods(
+                       store=store, host_id=settings.host_id,
+                       providers={provider.name: provider},
+                       builds=EnvironmentBuilds(store, settings, no_engine, SharedBuilds()),
+                       disk=provisioner.disk)),
+                   platform_sha=PLATFORM_SHA,
+                   code=FakeHistory(PLATFORM_SHA, HISTORY),
+                   repo_check=FakeRepoCheck(), audit=audit, clock=clock)  # fmt: skip
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from contracts.errors import HostFull, RateLimited, RunningMachinesLimit
@@ -20,7 +19,6 @@ from contracts.events import MachineCreated, MachineResumeRequested, MachineStar
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from controlplane.store_keys import F_HOST_ID
-from services.gateway.rate_limits import CallLimits
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of
 from tests.fast.test_pause import ready_gvisor
@@ -211,8 +209,7 @@ async def test_pause_resume_and_snapshot_share_a_per_token_budget(
     world: World, tmp_path: Path
 ) -> None:
     """``FLEET_RATE_PAUSE_PER_MIN`` (3 here): each checkpoints, restores or copies a machine."""
-    world.api.limits = CallLimits(msgspec.structs.replace(world.settings, rate_pause_per_min=3))
-    world.dispatcher = world.api.dispatcher()  # its routes take the limits they are built with
+    world.reconfigure(rate_pause_per_min=3)
     [a] = await machines(world, tmp_path, 1)
     mine = token_of(a.instance_id)
     await world.rpc("machines.pause", {"machineId": a.id}, mine)

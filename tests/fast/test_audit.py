@@ -12,12 +12,9 @@ from structlog.testing import capture_logs
 
 from contracts.audit import Action, encode_entry
 from contracts.errors import Forbidden, InvalidParams, NotFound, Unavailable
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import Dispatcher
 from controlplane.settings import Settings
 from services.gateway.access import Caller
-from services.gateway.api import routes
-from services.gateway.audit_log import _DROP_LOG_S, AuditLog, audited
+from services.gateway.audit_log import _DROP_LOG_S, AuditLog
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 
@@ -28,8 +25,7 @@ ENTRY_CAP = 8 * 1024
 def recording(world: World, settings: Settings) -> tuple[World, AuditLog]:
     """The world's dispatcher with every call recorded into a log that stores nothing."""
     log = AuditLog(settings, world.store)
-    router = audited(routes(world.api, world.api.ops), log)
-    world.dispatcher = Dispatcher(GATEWAY_METHODS, router)
+    world.reconfigure(audit=log)
     return world, log
 
 

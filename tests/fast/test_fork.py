@@ -170,7 +170,7 @@ async def test_a_machine_from_a_snapshot_is_of_its_sources_provider(world: World
     is an image committed over that one), whatever the instance's environment is now."""
     m = await world.ready_machine()
     snap = await world.rpc("machines.snapshot", {"machineId": m.id, "name": "s"})
-    world.api.settings = msgspec.structs.replace(world.api.settings, default_provider="docker")
+    world.reconfigure(default_provider="docker")
     params = {"instanceId": m.instance_id, "fromSnapshot": snap["id"]}
     with pytest.raises(InvalidParams) as bad:
         await world.rpc("machines.create", {**params, "provider": "docker"})

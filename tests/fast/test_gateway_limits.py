@@ -7,7 +7,7 @@ import pytest
 
 from contracts.errors import FleetError, RateLimited
 from services.gateway.access import Caller
-from services.gateway.rate_limits import CallLimits, RateLimiter
+from services.gateway.rate_limits import RateLimiter
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of
@@ -55,8 +55,7 @@ async def test_a_spent_exec_budget_gives_one_more_call_per_its_share_of_a_minute
 ) -> None:
     """3 a minute: once spent, the next call is allowed 20 s of the gateway's clock later."""
     clock = ManualClock()
-    world.api.limits = CallLimits(world.settings, clock)
-    world.dispatcher = world.api.dispatcher()  # its routes take the limits they are built with
+    world.reconfigure(clock=clock)
     machine = await world.ready_machine()
     mine = token_of(machine.instance_id)
     run = {"machineId": machine.id, "command": ["true"]}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import msgspec
 import pytest
 
 from contracts.errors import Forbidden
@@ -29,7 +28,7 @@ async def test_an_instance_token_cannot_ask_for_swarm(world: World) -> None:
 
 @method("machines.create", "machines.rebuild")
 async def test_the_platform_default_applies_when_none_is_asked_for(world: World) -> None:
-    world.api.settings = msgspec.structs.replace(world.api.settings, default_provider="docker")
+    world.reconfigure(default_provider="docker")
     a = (await world.rpc("instances.create", {"name": "a"}))["id"]
     m = await world.rpc("machines.create", {"instanceId": a}, token_of(a))
     assert m["provider"] == "docker"

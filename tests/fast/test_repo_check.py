@@ -18,7 +18,7 @@ URL = "https://git.example/x.git"
 
 
 def fake(world: World) -> FakeRepoCheck:
-    check = world.api.repo_check
+    check = world.api.core.repo_check
     assert isinstance(check, FakeRepoCheck)
     return check
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from contracts.errors import Forbidden, InvalidParams, NotSupported
@@ -20,8 +19,7 @@ method = pytest.mark.gateway_method
 
 def with_runsc(world: World, runsc: str, **more: Any) -> None:
     """The gateway's settings with ``runsc`` as the host's runsc (a path that may not exist)."""
-    s = msgspec.structs.replace(world.api.settings, runsc=runsc, **more)
-    world.api.settings = world.api.runtimes.settings = s
+    world.reconfigure(runsc=runsc, **more)
 
 
 def fake_runsc(tmp_path: Path) -> str:
