@@ -23,14 +23,20 @@ class Stage:
     daemon_methods: ClassVar[tuple[AnySpec, ...]] = ()
 
     def __init__(
-        self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings
+        self,
+        *,
+        store: Store,
+        bus: Bus,
+        daemons: DaemonClient,
+        settings: Settings,
+        keys: MachineKeys | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.daemons = daemons
         self.settings = settings
         #: The daemon client's key cache when wired (warmed before a fan-out to many machines).
-        self.keys: MachineKeys | None = None
+        self.keys = keys
 
     @classmethod
     def wired(
@@ -42,9 +48,7 @@ class Stage:
             bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics,
             methods=cls.daemon_methods,
         )  # fmt: skip
-        stage = cls(store=store, bus=bus, daemons=daemons, settings=settings)
-        stage.keys = keys
-        return stage
+        return cls(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys)
 
     async def give_up(self, event: Event, reason: str) -> None:
         await self.fail(event, reason, self.stage)

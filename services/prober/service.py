@@ -13,7 +13,7 @@ from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.consumer import Permanent, Retry
-from controlplane.daemon_client import DaemonClient
+from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.settings import Settings
 from controlplane.stage import Stage
 from controlplane.store import Store
@@ -37,8 +37,8 @@ class Prober(PlacementWatchdog, Stage):
     daemon_methods = (d.HEALTH, d.EXEC_COMMAND)
 
     def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings,
-                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
-        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings)
+                 keys: MachineKeys | None = None, clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys)
         self.clock = clock
 
     @subscriber(SetupPushed, durable=Durable.PROBER)
