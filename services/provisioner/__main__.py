@@ -102,11 +102,12 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     # Environment builds and checkouts, shared by machines' creates and environments.build;
     # stopped after both, so a build still running is cancelled and joined.
     shared = await stack.enter_async_context(SharedBuilds())
+    box = SecretBox(settings.secret_key)
     svc = Provisioner(
         store=store,
         bus=bus,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
-        box=SecretBox(settings.secret_key),
+        box=box,
         pools=await warm_pools(settings, stack, local, docker, clock),
         settings=settings,
         heartbeat=heartbeat,
@@ -127,7 +128,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
         egress=svc.egress,
         builds=EnvironmentBuilds(store, settings, lambda: docker.docker, shared),
-        box=SecretBox(settings.secret_key),
+        box=box,
         disk=svc.disk,
     )
     await stack.enter_async_context(host_rpc_server(bus.nc, methods))  # fmt: skip
