@@ -25,12 +25,13 @@ from fleet.cli_common import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    LazyCommands,
     Parser,
     SubAction,
     UsageError,
     error_line,
 )
-from fleet.cli_defaults import DEFAULT_URL, METHOD_GROUPS, version_line
+from fleet.cli_defaults import COMMANDS, DEFAULT_URL, METHOD_GROUPS, version_line
 
 __all__ = [
     "EXIT_API",
@@ -54,21 +55,9 @@ def _default_token() -> str:
     return local.read_text().strip() if local.exists() else ""
 
 
-def _parser() -> Parser:
-    # The commands' modules only now: they load the API's records (contracts, msgspec), which
-    # `fleet --version` does without.
-    from fleet import (
-        cli_audit,
-        cli_call,
-        cli_code,
-        cli_env_builds,
-        cli_hosts,
-        cli_machines,
-        cli_people,
-        cli_records,
-        cli_secrets,
-    )
-
+def _parser(*, lazy: bool = False) -> Parser:
+    """The whole parser; ``lazy``: the commands' own parsers (cli_defaults.COMMANDS) are built
+    when one is given (LazyCommands), which is what running a command needs."""
     p = Parser(
         prog="fleet",
         description="fleetd: remote development machines",
@@ -84,21 +73,17 @@ def _parser() -> Parser:
     p.add_argument("--token", default=None, help="access token (FLEET_TOKEN)")
     p.add_argument("--version", action=_Version, help="print the version and git SHA, and exit")
     p.add_argument("--json", action="store_true", help="print the API's JSON result")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", action=LazyCommands)
+    assert isinstance(sub, LazyCommands)
     _up(sub)
     gc = sub.add_parser("gc", help="end and remove what stacks that no longer run left here")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument("--data-dir", type=Path, default=None,
                     help="only this data dir's stack (default: every gone stack)")  # fmt: skip
-    cli_records.register(sub)
-    cli_machines.register(sub)
-    cli_code.register(sub)
-    cli_hosts.register(sub)
-    cli_env_builds.register(sub)
-    cli_audit.register(sub)
-    cli_people.register(sub)
-    cli_secrets.register(sub)
-    cli_call.register(sub)
+    for name, (module, help) in COMMANDS.items():
+        sub.add_later(name, help, module)
+    if not lazy:
+        sub.build_all()
     return p
 
 
@@ -190,7 +175,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """Everything after the first `--` is a remote command, passed verbatim (argparse would try
     to read options in it)."""
     split = argv.index("--") if "--" in argv else len(argv)
-    args = _parser().parse_args(argv[:split])
+    args = _parser(lazy=True).parse_args(argv[:split])
     args.argv = argv[split + 1 :]
     return args
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gettext
+import importlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -48,6 +49,55 @@ class Parser(argparse.ArgumentParser):
         if self.on_help is not None:
             self.on_help()
         return super().format_help()
+
+
+if TYPE_CHECKING:
+    _SubParsers = argparse._SubParsersAction[Parser]
+else:
+    _SubParsers = argparse._SubParsersAction
+
+
+class LazyCommands(_SubParsers):
+    """Subcommands whose parsers are built when one of them is given: ``fleet --help`` lists
+    them from their names and help alone, and ``fleet machines list`` imports and builds only
+    the module that registers ``machines``, not every command's (their modules load the API's
+    records). Until then each is an empty parser that only names the command."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The commands not built yet: their modules in ``fleet``.
+        self.unbuilt: dict[str, str] = {}
+
+    def add_later(self, name: str, help: str, module: str) -> None:
+        """``name`` is registered by ``fleet.<module>``'s ``register(sub)`` when needed."""
+        self.add_parser(name, help=help)
+        self.unbuilt[name] = module
+
+    def build(self, name: str) -> None:
+        """Runs the register of ``name``'s module, and keeps the parsers it made for the
+        commands still unbuilt (a module registers several: all of them are built now)."""
+        if (module := self.unbuilt.get(name)) is None:
+            return
+        scratch: SubAction = Parser(add_help=False).add_subparsers()
+        scratch._prog_prefix = self._prog_prefix  # the progs the real parent would give them
+        importlib.import_module(f"fleet.{module}").register(scratch)
+        for built, parser in scratch.choices.items():
+            if self.unbuilt.pop(built, None) is not None:
+                self._name_parser_map[built] = parser
+
+    def build_all(self) -> None:
+        for name in list(self.unbuilt):
+            self.build(name)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        self.build(values[0])
+        super().__call__(parser, namespace, values, option_string)
 
 
 class UsageError(Exception):

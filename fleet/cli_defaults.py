@@ -10,6 +10,38 @@ from __future__ import annotations
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
+#: The commands whose parsers are built only when one of them is given (cli_common
+#: LazyCommands): each one's help as ``fleet --help`` lists it, and the module (in ``fleet``)
+#: whose ``register`` builds it, in ``fleet --help``'s order after up, image and gc. A unit
+#: test (tests/unit/test_cli_startup.py) keeps the help texts equal to what the modules register.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "instances": ("cli_records", "instances: one per developer or project"),
+    "env": ("cli_records", "env vars for the machines' ~/.fleet/.env"),
+    "repos": ("cli_records", "git checkouts pushed to the instance's machine"),
+    "tokens": ("cli_records", "access tokens"),
+    "cron": ("cli_records", "the instance's cron table (runs on its machine)"),
+    "machines": ("cli_machines", "machines: create, inspect, run commands, refresh"),
+    "processes": ("cli_machines", "background processes on a machine"),
+    "events": ("cli_machines", "machine events: stored ones, then live"),
+    "code": ("cli_code", "codemode: run Python against the fleet's tools in a sandbox"),
+    "mcp": ("cli_code", "serve codemode as an MCP server on stdio"),
+    "hosts": ("cli_hosts", "the hosts machines run on (admin)"),
+    "environments": ("cli_env_builds", "the cache of environment builds on a host"),
+    "audit": ("cli_audit", "audit log entries, newest first (admin)"),
+    "login": (
+        "cli_people",
+        "sign in with your identity provider (device flow); the token is kept in your config "
+        "directory",
+    ),
+    "users": ("cli_people", "people on the platform (admin)"),
+    "members": ("cli_people", "who may do what on an instance"),
+    "secrets": (
+        "cli_secrets",
+        "credentials added to machines' requests on the way out (never in the machine)",
+    ),
+    "call": ("cli_call", "call any API method by name (its params checked first)"),
+}
+
 #: What the user types to detach from a terminal, after a newline (as ssh's escape).
 DETACH_HELP = "Enter ~ . detaches"
 

@@ -1,10 +1,14 @@
 """What `fleet` loads before it runs a command: building its parser (`fleet --help`, a usage
 error) imports neither the client (aiohttp), nor asyncio, nor the method specs, in a fresh
-interpreter; `fleet --help` still names every method group, from a list a test keeps equal to
-the specs; `fleet --version` prints the package version and git SHA (bench 30 times both)."""
+interpreter; `fleet --help` builds only the top-level parser (no command's module, no msgspec)
+and a command only its own module's parsers, with the same help texts as the whole parser;
+`fleet --help` still names every method group, from a list a test keeps equal to the specs;
+`fleet --version` prints the package version and git SHA (bench 30 times both)."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import io
 import json
 import subprocess
@@ -17,7 +21,8 @@ import pytest
 from base.version import git_sha, package_version
 from fleet.cli import main, parse
 from fleet.cli_call import group_names, method_groups, specs
-from fleet.cli_defaults import METHOD_GROUPS
+from fleet.cli_common import LazyCommands, Parser
+from fleet.cli_defaults import COMMANDS, METHOD_GROUPS
 
 PROBE = """
 import json, sys
@@ -148,3 +153,72 @@ def test_fleet_version_builds_no_parser_and_loads_no_method_records() -> None:
     out = subprocess.run([sys.executable, "-c", VERSION_PROBE], capture_output=True, text=True,
                          timeout=60, check=True).stdout  # fmt: skip
     assert json.loads(out) == []
+
+
+def _commands(parser: argparse.ArgumentParser) -> LazyCommands:
+    return next(a for a in parser._actions if isinstance(a, LazyCommands))
+
+
+def test_the_lazy_commands_table_is_what_their_modules_register() -> None:
+    """cli_defaults.COMMANDS (what `fleet --help` lists without importing the commands'
+    modules) names every command the modules register, in the same order, with the same help
+    and the module that registers it."""
+    from fleet import cli
+
+    registered = []
+    for module in dict.fromkeys(m for m, _ in COMMANDS.values()):
+        scratch = Parser().add_subparsers()
+        __import__(f"fleet.{module}", fromlist=["register"]).register(scratch)
+        registered += [(c.dest, (module, c.help)) for c in scratch._choices_actions]
+    order = {name: i for i, name in enumerate(COMMANDS)}
+    assert sorted(registered, key=lambda r: order.get(r[0], -1)) == list(COMMANDS.items())
+    whole = _commands(cli._parser())
+    assert [c.dest for c in whole._choices_actions] == ["up", "image", "gc", *COMMANDS]
+
+
+def _help(argv: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        parse(argv)
+    return out.getvalue()
+
+
+def test_a_lazily_built_command_has_the_whole_parsers_help(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`fleet --help` and each command's `--help`, from the parser a command runs with (each
+    command built when it is given), are those of the parser built whole (the docs' pages)."""
+    from fleet import cli
+
+    monkeypatch.setenv("COLUMNS", "100")
+    whole = cli._parser()
+    assert _help(["--help"]) == whole.format_help()
+    for name, built in _commands(whole).choices.items():
+        assert _help([name, "--help"]) == built.format_help(), name
+
+
+HELP_PROBE = """
+import contextlib, io, json, sys
+import fleet.cli
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    fleet.cli.main(sys.argv[1:])
+print(json.dumps(sorted(m for m in sys.modules if m.startswith(("fleet.", "msgspec")))))
+"""
+
+
+def _imported(*argv: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", HELP_PROBE, *argv], capture_output=True,
+                         text=True, timeout=60, check=True).stdout  # fmt: skip
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_fleet_help_imports_no_commands_module_nor_msgspec() -> None:
+    assert _imported("--help") == {"fleet.cli", "fleet.cli_common", "fleet.cli_defaults"}
+
+
+def test_a_command_imports_its_own_module_only() -> None:
+    """(`fleet machines list --help`: the parse stops at the help, before the client.)"""
+    modules = {m for m in _imported("machines", "list", "--help") if m.startswith("fleet.")}
+    assert "fleet.cli_machines" in modules
+    others = {f"fleet.{m}" for m, _ in COMMANDS.values()} - {"fleet.cli_machines"}
+    assert not modules & others
