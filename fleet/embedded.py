@@ -27,6 +27,7 @@ import nats
 import nats.errors
 
 from base.lifeline import Children
+from base.retry import Backoff, retry_until
 from base.unix_socket import short_socket_path
 from contracts import subjects
 from contracts.audit import ALL_AUDIT
@@ -476,7 +477,8 @@ class NatsServer(_Server):
         creds: dict[str, str] = {}
         if self.auth is not None:
             creds = {"user": self.auth.SERVICE_USER, "password": self.auth.service_password}
-        while time.monotonic() < deadline:
+
+        async def answers() -> bool:
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 nc = await nats.connect(self.url, allow_reconnect=False, connect_timeout=1,
                                         max_reconnect_attempts=0, **creds)  # fmt: skip
@@ -485,8 +487,10 @@ class NatsServer(_Server):
                     return True
                 finally:
                     await nc.close()
-            await asyncio.sleep(0.05)
-        return False
+            return False
+
+        return await retry_until(answers, backoff=Backoff(0.05, 0.05, jitter=False),
+                                 budget_s=max(0.0, deadline - time.monotonic()))  # fmt: skip
 
 
 class ValkeyServer(_Server):

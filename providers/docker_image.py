@@ -37,6 +37,7 @@ import structlog
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from base.retry import Backoff, retry_until
 from base.version import SOURCE_ROOT, package_version
 from contracts.errors import ProviderError
 from providers import scratch
@@ -340,13 +341,16 @@ async def _work_dir_lock(work_dir: Path) -> AsyncIterator[None]:
     """One root file system build at a time in ``work_dir``, across processes: the sweep of
     what a killed build left never deletes a live one's."""
     fd = os.open(work_dir / "build.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    async def taken() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(1)
+        await retry_until(taken, backoff=Backoff(1.0, 1.0, jitter=False))
         yield
     finally:
         os.close(fd)

@@ -44,6 +44,7 @@ import structlog
 
 from base.bounded_output import Completed, json_text, run_capped, run_capped_sync
 from base.codestore import CODE_MOUNT
+from base.retry import Backoff, retry_until
 from base.tokenfd import (
     DAEMON_LOG,
     DAEMON_LOG_VAR,
@@ -470,12 +471,14 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
 async def _await_own_netns(pid: int, timeout_s: float = 10.0) -> None:
     """Until ``pid`` (unshare, then sleep) is in a network namespace other than ours."""
     ours = os.stat("/proc/self/ns/net").st_ino
+
+    async def moved() -> bool:
+        with contextlib.suppress(OSError):
+            return os.stat(f"/proc/{pid}/ns/net").st_ino != ours
+        return False
+
     async with asyncio.timeout(timeout_s):
-        while True:
-            with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{pid}/ns/net").st_ino != ours:
-                    return
-            await asyncio.sleep(0.01)
+        await retry_until(moved, backoff=Backoff(0.01, 0.01, jitter=False))
 
 
 def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float) -> bool:

@@ -42,6 +42,7 @@ import structlog
 from base import procinfo
 from base.atomic import replace_file
 from base.fd_readable import Readable
+from base.retry import Backoff, retry_until
 from contracts.errors import ProviderError
 from providers.pasta_nodelay import no_delay
 from providers.seccomp import filter_fd
@@ -212,14 +213,14 @@ async def _loopback_configured(child_pid: int, timeout_s: float = 5.0) -> None:
     table). bwrap reports the child's pid right after clone, while the child configures lo on
     its own: pasta, which brings lo up too, started before that end made bwrap fail now and
     then under load ("loopback: Failed RTM_NEWADDR"), and the machine never booted."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def configured() -> bool:
         try:
-            if "127.0.0.1" in Path(f"/proc/{child_pid}/net/fib_trie").read_text():
-                return
+            return "127.0.0.1" in Path(f"/proc/{child_pid}/net/fib_trie").read_text()
         except OSError:
-            return  # the child is gone: pasta's setup says why
-        await asyncio.sleep(0.005)
+            return True  # the child is gone: pasta's setup says why
+
+    await retry_until(configured, backoff=Backoff(0.005, 0.005, jitter=False), budget_s=timeout_s)
 
 
 async def _end(proc: asyncio.subprocess.Process) -> None:

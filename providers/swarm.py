@@ -27,6 +27,7 @@ import msgspec
 import structlog
 
 from base.atomic import replace_file
+from base.retry import Backoff, retry_until
 from base.unix_socket import short_socket_path
 from contracts.errors import NotSupported, ProviderError
 from providers.local import INHERITED_ENV, pid_alive, spawn_detached
@@ -287,17 +288,23 @@ class SwarmProvider:
         """The control socket of host ``name`` (``pid``) once it answers."""
         host_dir = self.host_dir(name)
         sock, log_path = socket_path(host_dir), host_dir / "host.log"
-        deadline = time.monotonic() + _HOST_START_TIMEOUT_S
-        while time.monotonic() < deadline:
+
+        async def answers() -> bool:
             if not pid_alive(pid):
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise ProviderError(f"swarm host {name} exited at start:\n{tail}")
             with contextlib.suppress(HostGone):
                 await request(sock, name, {"op": "list"}, timeout_s=5)
-                log.info("provider.swarm_host_started", host=name, pid=pid)
-                return sock
-            await asyncio.sleep(0.02)
-        raise ProviderError(f"swarm host {name} did not listen within {_HOST_START_TIMEOUT_S:g}s")
+                return True
+            return False
+
+        if not await retry_until(answers, backoff=Backoff(0.02, 0.02, jitter=False),
+                                 budget_s=_HOST_START_TIMEOUT_S):  # fmt: skip
+            raise ProviderError(
+                f"swarm host {name} did not listen within {_HOST_START_TIMEOUT_S:g}s"
+            )
+        log.info("provider.swarm_host_started", host=name, pid=pid)
+        return sock
 
     def _reap(self) -> None:
         """Collect exit statuses of hosts this process started (no zombies)."""
