@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
 import sys
 from functools import cache
 from pathlib import Path
 
-from contracts.machine_files import CODE_SHA_FILE
+from contracts.code_files import CODE_SHA_FILE
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +54,8 @@ def git_sha() -> str | None:
         return (SOURCE_ROOT / CODE_SHA_FILE).read_text().strip()
     if sha := os.environ.get("FLEET_GIT_SHA"):
         return sha
+    import subprocess  # only now: a process that knows its SHA (or `fleet --help`) does without
+
     try:
         out = subprocess.run(
             ["git", "-C", str(SOURCE_ROOT), "rev-parse", "HEAD"],

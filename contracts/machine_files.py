@@ -9,6 +9,9 @@ from typing import Annotated
 
 import msgspec
 
+# The code directory's marker lives apart, importing nothing (``fleet --version`` reads it).
+from contracts.code_files import CODE_SHA_FILE as CODE_SHA_FILE
+
 #: The machine's configuration, relative to its home.
 FLEET_DIR = ".fleet"
 ENV_FILE = ".fleet/.env"
@@ -23,8 +26,6 @@ STATE_FILE = ".fleet/daemon.state.json"
 LOCK_FILE = ".fleet/daemon.lock"
 CONTROL_SECRET_FILE = ".fleet/daemon.secret"  # noqa: S105 - a path, not a secret
 LOG_DIR = ".fleet/logs"
-#: Written into an installed code directory (base/codestore.py): the SHA the directory holds.
-CODE_SHA_FILE = ".fleet-git-sha"
 
 CronName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 #: Five fields, as in crontab(5): minute hour day-of-month month day-of-week.

@@ -143,13 +143,13 @@ import contextlib, io, json, sys
 import fleet.cli
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
     fleet.cli.main(["--version"])
-heavy = ["contracts.errors", "contracts.events", "fleet.cli_machines", "fleet.render"]
+heavy = ["contracts.errors", "contracts.events", "fleet.cli_machines", "fleet.render", "msgspec"]
 print(json.dumps([m for m in heavy if m in sys.modules]))
 """
 
 
 def test_fleet_version_builds_no_parser_and_loads_no_method_records() -> None:
-    """(It still loads msgspec: contracts.machine_files, which names the code-SHA marker, does.)"""
+    """Nor msgspec: the code directory's marker it looks for is in contracts.code_files."""
     out = subprocess.run([sys.executable, "-c", VERSION_PROBE], capture_output=True, text=True,
                          timeout=60, check=True).stdout  # fmt: skip
     assert json.loads(out) == []
