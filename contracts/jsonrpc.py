@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
-import structlog
 
 from contracts.errors import (
     FleetError,
@@ -31,7 +30,23 @@ from contracts.rpc_params import (
     invalid_params as invalid_params,  # the gateway imports it here
 )
 
-log = structlog.get_logger(__name__)
+
+class LazyLogger:
+    """structlog's logger named ``name``, imported at its first line: every `fleet` command
+    that calls the API loads this module and logs only when something goes wrong, and
+    structlog with what it imports was ~30 ms of each one's start-up. structlog's own loggers
+    are proxies that read its configuration when they log, as this one does."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, method: str) -> Any:
+        import structlog
+
+        return getattr(structlog.get_logger(self.name), method)
+
+
+log = LazyLogger(__name__)
 
 RequestId = int | str | None
 

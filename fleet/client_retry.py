@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import structlog
-
 from base.backoff import backoff_s
 from contracts.errors import FleetError, Unavailable
-from contracts.jsonrpc import MethodSpec, P, R
+from contracts.jsonrpc import LazyLogger, MethodSpec, P, R
 from fleet.transport import ConnectionFailed
 
 if TYPE_CHECKING:  # the client binds ``call``
     from fleet.client import FleetClient
 
-log = structlog.get_logger(__name__)
+log = LazyLogger(__name__)  # structlog only once it logs: a command's start-up does without
 
 #: Tries of one call while the gateway answers Unavailable: with waits of at least its
 #: ``retryAfterMs`` (1 s) doubling from 0.25 s up to 5 s, about 20 s in all, longer than a

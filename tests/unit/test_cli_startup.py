@@ -222,3 +222,28 @@ def test_a_command_imports_its_own_module_only() -> None:
     assert "fleet.cli_machines" in modules
     others = {f"fleet.{m}" for m, _ in COMMANDS.values()} - {"fleet.cli_machines"}
     assert not modules & others
+
+
+CLIENT_PROBE = """
+import json, sys
+import fleet.cli_machines, fleet.client
+print(json.dumps([m for m in ("structlog", "aiohttp") if m in sys.modules]))
+"""
+
+
+def test_a_commands_client_imports_no_structlog_until_it_logs() -> None:
+    """A command's module and the client (aiohttp comes when the first request is sent) load
+    structlog only when a line is logged (contracts.jsonrpc.LazyLogger)."""
+    out = subprocess.run([sys.executable, "-c", CLIENT_PROBE], capture_output=True, text=True,
+                         timeout=60, check=True).stdout  # fmt: skip
+    assert json.loads(out) == []
+
+
+def test_the_lazy_logger_logs_through_structlog() -> None:
+    from structlog.testing import capture_logs
+
+    from contracts.jsonrpc import LazyLogger
+
+    with capture_logs() as logs:
+        LazyLogger("fleet.client_retry").info("client.retry_cut", attempt=2)
+    assert logs == [{"event": "client.retry_cut", "attempt": 2, "log_level": "info"}]
