@@ -11,12 +11,14 @@ display in render.py.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
 
-from fleet.cli_common import (
+# Only these: `fleet --version` needs no more, and argparse, the parser's module (cli_common)
+# and pathlib are imported where the parser is built.
+from fleet.cli_defaults import (
+    COMMANDS,
+    DEFAULT_URL,
     EXIT_API,
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -25,13 +27,15 @@ from fleet.cli_common import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    LazyCommands,
-    Parser,
-    SubAction,
-    UsageError,
-    error_line,
+    METHOD_GROUPS,
+    version_line,
 )
-from fleet.cli_defaults import COMMANDS, DEFAULT_URL, METHOD_GROUPS, version_line
+
+TYPE_CHECKING = False  # typing's own costs `fleet --version` a few ms; type checkers know this
+if TYPE_CHECKING:
+    import argparse
+
+    from fleet.cli_common import Parser, SubAction
 
 __all__ = [
     "EXIT_API",
@@ -47,6 +51,8 @@ __all__ = [
 
 
 def _default_token() -> str:
+    from pathlib import Path
+
     from fleet.cli_people import saved_token
 
     if token := os.environ.get("FLEET_TOKEN") or saved_token():
@@ -58,6 +64,10 @@ def _default_token() -> str:
 def _parser(*, lazy: bool = False) -> Parser:
     """The whole parser; ``lazy``: the commands' own parsers (cli_defaults.COMMANDS) are built
     when one is given (LazyCommands), which is what running a command needs."""
+    from pathlib import Path
+
+    from fleet.cli_common import LazyCommands, Parser, VersionAction
+
     p = Parser(
         prog="fleet",
         description="fleetd: remote development machines",
@@ -71,7 +81,9 @@ def _parser(*, lazy: bool = False) -> Parser:
         help="gateway URL (FLEET_URL; default %(default)s)",
     )
     p.add_argument("--token", default=None, help="access token (FLEET_TOKEN)")
-    p.add_argument("--version", action=_Version, help="print the version and git SHA, and exit")
+    p.add_argument(
+        "--version", action=VersionAction, help="print the version and git SHA, and exit"
+    )
     p.add_argument("--json", action="store_true", help="print the API's JSON result")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", action=LazyCommands)
     assert isinstance(sub, LazyCommands)
@@ -87,19 +99,9 @@ def _parser(*, lazy: bool = False) -> Parser:
     return p
 
 
-class _Version(argparse.Action):
-    """argparse's own version action takes its text when the parser is built: this one asks
-    git only when ``--version`` is given."""
-
-    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
-        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-        print(version_line())
-        parser.exit()
-
-
 def _up(sub: SubAction) -> None:
+    from pathlib import Path
+
     up = sub.add_parser("up", help="run the whole stack on this host")
     up.add_argument("--port", type=int, default=8080,
                     help="the console's and API's port (0: a free port, printed)")  # fmt: skip
@@ -152,6 +154,8 @@ def _run_up(args: argparse.Namespace) -> int:
 
 
 def _host_count(text: str) -> int:
+    import argparse
+
     n = int(text) if text.isdigit() else 0
     if not 1 <= n <= 64:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of hosts from 1 to 64")
@@ -229,6 +233,7 @@ async def _run_client(args: argparse.Namespace) -> int:
     # Imported only now: the client (aiohttp) is most of a command's start-up, and parsing
     # (`fleet --help`, a usage error) needs none of it.
     from contracts.errors import FleetError
+    from fleet.cli_common import UsageError, error_line
     from fleet.cli_refs import resolve_refs
     from fleet.client import ConnectionFailed, FleetClient
 

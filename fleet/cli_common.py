@@ -9,21 +9,23 @@ import importlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+# The exit codes live in cli_defaults, which `fleet --version` imports alone: re-exported.
+from fleet.cli_defaults import (
+    EXIT_API as EXIT_API,
+    EXIT_BROKEN_PIPE as EXIT_BROKEN_PIPE,
+    EXIT_FAILED as EXIT_FAILED,
+    EXIT_INTERRUPTED as EXIT_INTERRUPTED,
+    EXIT_OK as EXIT_OK,
+    EXIT_TIMEOUT as EXIT_TIMEOUT,
+    EXIT_UNREACHABLE as EXIT_UNREACHABLE,
+    EXIT_USAGE as EXIT_USAGE,
+    version_line,
+)
+
 if TYPE_CHECKING:
     from contracts.errors import FleetError
     from fleet.client import FleetClient
 
-#: Exit codes scripts can rely on (documented in docs/cli.md). `machines exec` exits with the
-#: remote command's own code instead when the command ran.
-EXIT_OK = 0
-EXIT_FAILED = 1  # the operation ran and failed: a machine failed/archived during --wait, a
-#                  command was killed at its timeout, refresh-env could not write to a machine
-EXIT_USAGE = 2  # bad arguments (argparse's own code too)
-EXIT_UNREACHABLE = 3  # no gateway answered at the URL
-EXIT_API = 4  # the gateway answered with an error (printed as `fleet: error CODE: message`)
-EXIT_TIMEOUT = 5  # --timeout ran out
-EXIT_INTERRUPTED = 130  # Ctrl-C
-EXIT_BROKEN_PIPE = 141  # stdout closed early (`fleet events | head`), as a shell reports SIGPIPE
 
 # argparse passes each of its own strings ("options", "show this help message and exit", ...)
 # through gettext, which, with no catalogue for argparse installed, searches the locale
@@ -98,6 +100,18 @@ class LazyCommands(_SubParsers):
     ) -> None:
         self.build(values[0])
         super().__call__(parser, namespace, values, option_string)
+
+
+class VersionAction(argparse.Action):
+    """argparse's own version action takes its text when the parser is built: this one asks
+    git only when ``--version`` is given."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_line())
+        parser.exit()
 
 
 class UsageError(Exception):

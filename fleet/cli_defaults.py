@@ -10,6 +10,18 @@ from __future__ import annotations
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
+#: Exit codes scripts can rely on (documented in docs/cli.md). `machines exec` exits with the
+#: remote command's own code instead when the command ran.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the operation ran and failed: a machine failed/archived during --wait, a
+#                  command was killed at its timeout, refresh-env could not write to a machine
+EXIT_USAGE = 2  # bad arguments (argparse's own code too)
+EXIT_UNREACHABLE = 3  # no gateway answered at the URL
+EXIT_API = 4  # the gateway answered with an error (printed as `fleet: error CODE: message`)
+EXIT_TIMEOUT = 5  # --timeout ran out
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_BROKEN_PIPE = 141  # stdout closed early (`fleet events | head`), as a shell reports SIGPIPE
+
 #: The commands whose parsers are built only when one of them is given (cli_common
 #: LazyCommands): each one's help as ``fleet --help`` lists it, and the module (in ``fleet``)
 #: whose ``register`` builds it, in ``fleet --help``'s order after up, image and gc. A unit
