@@ -249,3 +249,9 @@ def test_the_lazy_logger_logs_through_structlog() -> None:
     with capture_logs() as logs:
         LazyLogger("fleet.client_retry").info("client.retry_cut", attempt=2)
     assert logs == [{"event": "client.retry_cut", "attempt": 2, "log_level": "info"}]
+
+
+def test_python_m_fleet_runs_the_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "fleet", "--version"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert out == f"fleet {package_version()} ({git_sha()})\n"
