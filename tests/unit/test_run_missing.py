@@ -7,10 +7,14 @@ the script in silence. The steps run from ``./run`` itself, sourced, against fak
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +64,12 @@ exec {real} "$@"
 @dataclass
 class Host:
     root: Path
+    #: This host's PATH with one program hidden (``_without``), after the fakes' directory.
+    path: str
 
     def run(self, steps: str, *, apt: str = "ok", uid: int = 0) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": str(self.root / "bin"), "FAKE_ROOT": str(self.root), "FAKE_APT": apt,
-               "FAKE_UID": str(uid), "RUNSC_LINE": RUNSC_VERSION,
+        env = {"PATH": f"{self.root / 'bin'}:{self.path}", "FAKE_ROOT": str(self.root),
+               "FAKE_APT": apt, "FAKE_UID": str(uid), "RUNSC_LINE": RUNSC_VERSION,
                "HOME": str(self.root)}  # fmt: skip
         script = f"source {shlex.quote(str(RUN))}\n{steps}\n"
         return subprocess.run(["/bin/bash", "-c", script], env=env, capture_output=True,
@@ -77,29 +83,38 @@ class Host:
         return path.read_text().split() if path.exists() else []
 
 
+#: What the install steps run besides the programs they check for (and the fakes).
+CORE = ("bash", "sh", "cat", "cut", "sed", "grep", "chmod", "mkdir", "printf", "sha256sum", "env",
+        "python3", "runsc")  # fmt: skip
+
+
+@functools.cache
+def _without(hidden: str) -> str:
+    """A PATH of one directory: links to the install steps' own tools and every program they
+    check for but ``hidden`` (made once per program, for the session)."""
+    path = Path(tempfile.mkdtemp(prefix="fleetd-run-path-"))
+    atexit.register(shutil.rmtree, path, True)
+    for name in {*CORE, *(c for c, _ in PAIRS)} - {hidden}:
+        if found := shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"):
+            (path / name).symlink_to(found)
+    return str(path)
+
+
 def _host(tmp_path: Path, hidden: str, packages: dict[str, str]) -> Host:
-    """A bin directory with every program of this host's PATH (and sbin) but ``hidden``, and
-    the fakes."""
+    """A host without ``hidden``, with the fakes first on its PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     fakes = {"apt-get": FAKE_APT, "apt-config": FAKE_APT_CONFIG, "id": FAKE_ID}
-    fakes["python3"] = FAKE_PYTHON.format(real=shlex.quote(sys.executable))
-    dirs = [*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin", "/sbin"]
-    for d in filter(None, dirs):
-        for entry in sorted(Path(d).iterdir()) if Path(d).is_dir() else []:
-            name = entry.name
-            if name in fakes or name == hidden or (bin_dir / name).exists():
-                continue
-            if os.access(entry, os.X_OK) and not entry.is_dir():
-                (bin_dir / name).symlink_to(entry)
+    if hidden == "python3":
+        fakes["python3"] = FAKE_PYTHON.format(real=shlex.quote(sys.executable))
+    else:
+        (bin_dir / ".venv-module").touch()
     for name, text in fakes.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    if hidden != "python3":
-        (bin_dir / ".venv-module").touch()
     (tmp_path / "packages").write_text("".join(f"{p}={c}\n" for p, c in packages.items()))
     (tmp_path / "sources.list.d").mkdir()
-    return Host(tmp_path)
+    return Host(tmp_path, _without(hidden))
 
 
 def _pairs() -> list[tuple[str, str]]:
