@@ -238,13 +238,20 @@ class ImageBuilder:
             except (aiodocker.DockerError, TimeoutError) as exc:
                 self.say(f"cannot pull {self.base_image} ({_short(exc)}): building offline")
         mirror, suite = host_apt_source()
-        key = hashlib.sha256(f"{mirror} {suite} {BASE_PACKAGES}".encode()).hexdigest()[:12]
+        return await self.debian(mirror, suite, BASE_PACKAGES)
+
+    async def debian(self, mirror: str, suite: str, packages: tuple[str, ...]) -> str:
+        """The tag of a minimal Debian ``suite`` with ``packages``, made by debootstrap from
+        ``mirror`` and imported if this engine lacks it (its tag covers all three)."""
+        key = hashlib.sha256(f"{mirror} {suite} {packages}".encode()).hexdigest()[:12]
         tag = f"{BASE_REPO}:{suite}-{key}"
         if not await self._has(tag):
-            await self._debootstrap(tag, mirror, suite)
+            await self._debootstrap(tag, mirror, suite, packages)
         return tag
 
-    async def _debootstrap(self, tag: str, mirror: str, suite: str) -> None:
+    async def _debootstrap(
+        self, tag: str, mirror: str, suite: str, packages: tuple[str, ...]
+    ) -> None:
         if shutil.which("debootstrap") is None:
             raise ProviderError("building the machine image offline needs debootstrap: "
                                 "apt-get install debootstrap (./run test installs it)")  # fmt: skip
@@ -254,20 +261,22 @@ class ImageBuilder:
         if not tar.exists():
             async with _work_dir_lock(self.work_dir):
                 if not tar.exists():  # another process may have made it meanwhile
-                    await self._rootfs_tar(tar, mirror, suite)
+                    await self._rootfs_tar(tar, mirror, suite, packages)
         self.say(f"docker import of the root file system as {tag} ...")
         await self._import(tar, tag)
         if not await self._has(tag):
             raise ProviderError(f"docker import of {tag} did not produce the image")
         tar.unlink()
 
-    async def _rootfs_tar(self, tar: Path, mirror: str, suite: str) -> None:
+    async def _rootfs_tar(
+        self, tar: Path, mirror: str, suite: str, packages: tuple[str, ...]
+    ) -> None:
         # What a killed build left (its /proc still mounted, say) goes first.
         await asyncio.to_thread(scratch.sweep, self.work_dir, _ROOTFS_PREFIX)
         async with scratch.scratch_dir(self.work_dir, _ROOTFS_PREFIX) as tmp:
             root = tmp / "root"
             self.say(f"debootstrap {suite} from {mirror} (a few minutes, once) ...")
-            include = f"--include={','.join(BASE_PACKAGES)}"
+            include = f"--include={','.join(packages)}"
             await _run(["debootstrap", "--variant=minbase", include, suite, str(root), mirror])
             partial = tar.with_suffix(".partial")
             await _run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."])
