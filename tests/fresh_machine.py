@@ -30,6 +30,16 @@ SUITES = ("bookworm", "trixie")
 #: Downloads kept between runs: what a fresh machine installs is the same each time.
 CACHE = Path(os.environ.get("FLEET_FRESH_CACHE", "/var/cache/fleetd-fresh"))
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+#: ``--privileged``, less what this host's engine cannot grant: runc fails to apply the full
+#: capability set where the host's bounding set lacks one (CAP_SYS_RESOURCE in some VMs).
+PRIVILEGED = ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt",
+              "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--security-opt",
+              "systempaths=unconfined", "--device-cgroup-rule", "a *:* rwm", "--device",
+              "/dev/net/tun", "--cgroupns", "private"]  # fmt: skip
+#: What --privileged mounts writable and the options above leave read-only: /sys and the
+#: container's cgroups (a machine's limits are a cgroup of its own).
+WRITABLE_SYS = ("mount -o remount,rw /sys && for m in $(awk '$3 ~ /^cgroup/ {print $2}' "
+                "/proc/mounts); do mount -o remount,rw \"$m\"; done")  # fmt: skip
 #: A container that has not finished by then is stopped, and its suite failed.
 TIMEOUT_S = 1200
 
@@ -58,10 +68,9 @@ def docker_run(suite: str, image: str) -> list[str]:
             Path(host).mkdir(parents=True, exist_ok=True)
     volumes = [a for host, inside in mounts.items() for a in ("-v", f"{host}:{inside}")]
     # A clone of what is committed, as a new user's `git clone` gets it.
-    inside = (
-        "git clone -q /src /root/fleetd && cd /root/fleetd && exec python3 -m tests.fresh_inside"  # noqa: E501
-    )
-    return ["docker", "run", "--rm", "--init", "--privileged", "--name", name, *volumes,
+    inside = (f"{WRITABLE_SYS} && git clone -q /src /root/fleetd && cd /root/fleetd && "
+              "exec python3 -m tests.fresh_inside")  # fmt: skip
+    return ["docker", "run", "--rm", "--init", *PRIVILEGED, "--name", name, *volumes,
             "-e", f"FRESH_SUITE={suite}", image, "bash", "-c", inside]  # fmt: skip
 
 
