@@ -39,7 +39,7 @@ PRIVILEGED = ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt"
 #: What --privileged mounts writable and the options above leave read-only: /sys and the
 #: container's cgroups (a machine's limits are a cgroup of its own).
 WRITABLE_SYS = ("mount -o remount,rw /sys && for m in $(awk '$3 ~ /^cgroup/ {print $2}' "
-                "/proc/mounts); do mount -o remount,rw \"$m\"; done")  # fmt: skip
+                "/proc/mounts); do mount -o remount,bind,rw \"$m\"; done")  # fmt: skip
 #: A container that has not finished by then is stopped, and its suite failed.
 TIMEOUT_S = 1200
 
