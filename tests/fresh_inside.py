@@ -13,6 +13,7 @@ file uses the standard library and the README's parser alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -61,10 +62,11 @@ def snapshot() -> dict[str, set[str]]:
 
 def start_up(start: str) -> tuple[subprocess.Popen[str], str, list[str]]:
     """``start`` (the README's ``./run up`` line) in a session of its own; (the process, the
-    gateway's URL, everything it printed so far), once its banner is out."""
+    gateway's URL, the lines that say a service died, as they come), once its banner is out."""
     up = subprocess.Popen(["bash", "-c", start], cwd=ROOT, start_new_session=True, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     printed: list[str] = []
+    restarted: list[str] = []
     banner = threading.Event()
 
     def pump() -> None:
@@ -74,6 +76,8 @@ def start_up(start: str) -> tuple[subprocess.Popen[str], str, list[str]]:
             say(f"up| {line.rstrip()}")
             if BANNER in line:
                 banner.set()
+            if "restarting in" in line:  # a service died: its log says why
+                restarted.append(line)
         banner.set()
 
     threading.Thread(target=pump, daemon=True).start()
@@ -82,23 +86,33 @@ def start_up(start: str) -> tuple[subprocess.Popen[str], str, list[str]]:
     found = re.search(r"http://127\.0\.0\.1:\d+", "".join(printed))
     if found is None:
         fail("./run up", "its banner names no gateway URL")
-    return up, found.group(0), printed
+    return up, found.group(0), restarted
 
 
 def quick_start() -> subprocess.Popen[str]:
     *prepare, start = readme_quickstart.commands("up")
     subprocess.run(["bash", "-ec", "\n".join(prepare)], cwd=ROOT, check=True, timeout=60)
     began = time.monotonic()
-    up, url, _ = start_up(start)
+    up, url, restarted = start_up(start)
     with urllib.request.urlopen(f"{url}/healthz", timeout=10) as answer:  # noqa: S310
         if answer.status != 200:
             fail("./run up", f"/healthz answered {answer.status}")
     say(f"./run up: installed, started, /healthz answers after {time.monotonic() - began:.1f} s")
     steps = readme_quickstart.steps("cli") + readme_quickstart.steps("work")
     marker = "@@quickstart"
-    printed = subprocess.run(["bash", "-c", readme_quickstart.script(steps, marker)], cwd=ROOT,
-                             capture_output=True, text=True, timeout=600,
-                             check=False).stdout  # fmt: skip
+    cli = subprocess.Popen(["bash", "-c", readme_quickstart.script(steps, marker)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    deadline = time.monotonic() + 600
+    while cli.poll() is None and not restarted and time.monotonic() < deadline:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            cli.wait(1)
+    if cli.poll() is None:
+        cli.kill()
+    printed = cli.communicate()[0]
+    if restarted:
+        logs = sorted((ROOT / ".fleet-data" / "logs").glob("*.log"))
+        tails = "".join(f"--- {p}:\n" + "".join(p.read_text().splitlines(True)[-15:]) for p in logs)
+        fail("./run up", f"a service died: {restarted[0].strip()}\n{tails}")
     got = readme_quickstart.outputs(printed, marker)
     if len(got) != len(steps):
         fail("the quick start", f"ran {len(got)} of {len(steps)} steps:\n{printed}")
