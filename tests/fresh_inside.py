@@ -37,7 +37,9 @@ def say(line: str) -> None:
 
 
 def fail(step: str, why: str) -> None:
-    say(f"FAILED at {step}: {why}")
+    logs = sorted((ROOT / ".fleet-data" / "logs").glob("*.log"))
+    tails = "".join(f"--- {p}:\n" + "".join(p.read_text().splitlines(True)[-25:]) for p in logs)
+    say(f"FAILED at {step}: {why}\n{tails}")
     sys.exit(1)
 
 
@@ -100,8 +102,9 @@ def quick_start() -> subprocess.Popen[str]:
     say(f"./run up: installed, started, /healthz answers after {time.monotonic() - began:.1f} s")
     steps = readme_quickstart.steps("cli") + readme_quickstart.steps("work")
     marker = "@@quickstart"
-    cli = subprocess.Popen(["bash", "-c", readme_quickstart.script(steps, marker)], cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    script = readme_quickstart.script(steps, marker)
+    cli = subprocess.Popen(["bash", "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     deadline = time.monotonic() + 600
     while cli.poll() is None and not restarted and time.monotonic() < deadline:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -110,9 +113,7 @@ def quick_start() -> subprocess.Popen[str]:
         cli.kill()
     printed = cli.communicate()[0]
     if restarted:
-        logs = sorted((ROOT / ".fleet-data" / "logs").glob("*.log"))
-        tails = "".join(f"--- {p}:\n" + "".join(p.read_text().splitlines(True)[-15:]) for p in logs)
-        fail("./run up", f"a service died: {restarted[0].strip()}\n{tails}")
+        fail("./run up", f"a service died: {restarted[0].strip()}")
     got = readme_quickstart.outputs(printed, marker)
     if len(got) != len(steps):
         fail("the quick start", f"ran {len(got)} of {len(steps)} steps:\n{printed}")
