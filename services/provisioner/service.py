@@ -172,12 +172,15 @@ class Provisioner(PauseHandlers):
         if machine.environment is not None:
             return Resolved(machine.environment, machine.environment_image)
         env = await self.store.environments.of_instance(machine.instance_id)
-        docker = self.engine() if self.engine is not None else None
         runs_images = getattr(provider, "runs_images", False)
-        ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
-                                 self.settings, self.detector if runs_images else None,
-                                 self.shared)  # fmt: skip
         try:
+            # Only an image (named, or a repo's devcontainer.json that a provider running images
+            # looks for) needs the engine: a host with none runs default machines.
+            wants_engine = env is not None or runs_images
+            docker = self.engine() if self.engine is not None and wants_engine else None
+            ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
+                                     self.settings, self.detector if runs_images else None,
+                                     self.shared)  # fmt: skip
             resolved = await resolve_image(ctx, env)
             if resolved.image is not None and not runs_images:
                 raise NotSupported(f"provider {event.provider} cannot run an environment's image")
