@@ -1,12 +1,15 @@
-"""``~/.fleet/.env`` as the daemon reads it: re-read only when it changed.
+"""A variables file of the machine's (``~/.fleet/.env``, ``~/.fleet/container.env``) as the
+daemon reads it: re-read only when it changed, never through a link, never more than a cap.
 
 The format itself (and its parser) is ``base.dotenv``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,23 +22,59 @@ log = structlog.get_logger(__name__)
 #: (inode, size, mtime_ns): a rename-into-place always changes the inode, an edit in place
 #: changes size or mtime.
 Signature = tuple[int, int, int] | None
+#: No process can be given more: Linux refuses an execve whose arguments and environment pass
+#: a quarter of the stack limit, 2 MiB under the usual 8 MiB.
+ENV_FILE_MAX = 2 * 1024 * 1024
+
+
+class Unreadable(ValueError):
+    """The file is there but is not one to read: not a regular file, or over the cap."""
 
 
 def signature(path: Path) -> Signature:
+    """The file's signature, of the name itself (a link is not followed); None: no file."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def read_bounded(path: Path, max_bytes: int) -> bytes | None:
+    """The file's bytes, None when there is none. Opened without following a link and without
+    blocking (a FIFO), read only if it is a regular file of at most ``max_bytes``: the machine
+    owns the directory and may put anything there. Unreadable otherwise; OSError as raised."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Unreadable("a symbolic link, not followed") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Unreadable("not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, min(64 * 1024, max_bytes + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise Unreadable(f"over {max_bytes} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class EnvFile:
-    """``~/.fleet/.env``, re-read only when it changed. A file that does not parse is logged
-    and the last good contents are used: a bad push must not strip a running dev server of
-    its whole environment."""
+    """A variables file, re-read only when it changed. A file that cannot be read or does not
+    parse is logged and the last good contents are used: a bad push must not strip a running
+    dev server, or the next command, of its whole environment. No file: no variables."""
 
     path: Path
+    max_bytes: int = ENV_FILE_MAX
     _seen: Signature = None
     _values: dict[str, str] = field(default_factory=dict)
     #: The sha256 of the contents ``load`` last returned (None: no file). A rewrite of the
@@ -48,7 +87,7 @@ class EnvFile:
             return dict(self._values)
         self._seen = sig
         try:
-            raw = self.path.read_bytes() if sig is not None else None
+            raw = read_bounded(self.path, self.max_bytes) if sig is not None else None
             self._values = parse_env_file(raw.decode() if raw is not None else "")
             self.digest = hashlib.sha256(raw).hexdigest() if raw is not None else None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
