@@ -175,6 +175,27 @@ async def test_a_secret_reaches_its_host_and_never_the_machine(
     assert got == {"authorization": "Bearer fleet-secret-API_KEY"}
 
 
+async def test_a_plain_exec_reaches_its_host_with_the_secret_and_nothing_sourced(
+    stack: FleetClient, upstream: Upstream
+) -> None:
+    """``fleet machines exec M -- curl https://<upstream>``, as a user or an agent runs it: the
+    command has the .env's proxy, CA and placeholder without reading the file, so its request
+    goes through the egress proxy and reaches the upstream with the secret."""
+    named = f"https://{upstream.host}:{upstream.named}/v1"
+    inst = await stack.create_instance("secrets-exec")
+    await stack.set_network_policy(inst.id, allow=[upstream.host])
+    await stack.call(SECRETS_SET, SetSecretParams(
+        instance_id=inst.id, name="API_KEY", value=VALUE,
+        hosts=[f"{upstream.host}:{upstream.named}"]))  # fmt: skip
+    mid = await _ready(stack, inst.id, "local")  # the docker machine image has no curl
+    got = await stack.exec(mid, ["curl", "-sS", named], timeout_s=60)
+    assert got.exit_code == 0, got.stderr
+    assert json.loads(got.stdout) == {"authorization": f"Bearer {VALUE}"}, got.stdout
+    said = await stack.exec(mid, ["printenv", "API_KEY", "HTTPS_PROXY"])
+    assert said.stdout.split() == ["fleet-secret-API_KEY", MACHINE_PROXY_URL]
+    assert await _nowhere(stack, mid, VALUE) == ""
+
+
 async def test_another_instances_machine_gets_nothing_of_its_secrets(
     stack: FleetClient, upstream: Upstream
 ) -> None:
