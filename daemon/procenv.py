@@ -55,9 +55,9 @@ class ProcessEnv:
     def __init__(self, home: Path, environ: Mapping[str, str]) -> None:
         self.home = home
         self._environ = environ
-        self._container = EnvFile(home / CONTAINER_ENV_FILE, max_bytes=CONTAINER_ENV_MAX)
+        self._container = EnvFile(home / CONTAINER_ENV_FILE, CONTAINER_ENV_MAX, root=home)
         #: The pushed .env; its ``digest`` is what a background process was started with.
-        self.dotenv = EnvFile(home / ENV_FILE)
+        self.dotenv = EnvFile(home / ENV_FILE, root=home)
 
     def __call__(self, call: Mapping[str, str] | None = None) -> dict[str, str]:
         return compose(self._environ, self.home, self._container.load(), self.dotenv.load(), call)

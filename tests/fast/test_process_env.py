@@ -107,6 +107,12 @@ async def test_a_new_dotenv_reaches_the_next_command_and_a_bad_one_keeps_the_las
     os.mkfifo(path)  # nobody writes: a blocking open would hang every command
     assert await exec_env(daemon) == expected(home, C="second", D="new")
     path.unlink()
+    (home / ".fleet").rename(home / "real")  # a link on the way is not followed either
+    (home / "real" / ".env").write_text(render({"C": "through a linked directory"}))
+    (home / ".fleet").symlink_to(home / "real")
+    assert await exec_env(daemon) == expected(home, C="second", D="new")
+    (home / ".fleet").unlink()
+    (home / "real").rename(home / ".fleet")
     path.write_text("C='x'\n" * (2 * 1024 * 1024 // 6 + 1))  # over the cap: not read at all
     assert await exec_env(daemon) == expected(home, C="second", D="new")
 
