@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 from aiohttp import web
 
 from contracts.gateway_network import EgressPolicy
@@ -333,3 +334,28 @@ async def test_a_deleted_secret_stops_on_a_connection_kept_open(
     assert (first, after) == (200, 200)
     assert [s[2] for s in seen] == [f"Bearer {VALUE}", "Bearer fleet-secret-API_KEY"]
     assert seen[0][3] == seen[1][3]  # one connection upstream too
+
+
+async def test_an_intercepted_handshake_completes_on_uvloop(
+    upstream: tuple[int, int, Path], seen: Seen
+) -> None:
+    """The services run on uvloop (``FLEET_EVENT_LOOP``), which runs a socket's read before a
+    task made in the same turn: a client's TLS hello, sent as soon as it reads the ``200``,
+    went to the plain stream's buffer, and the proxy's handshake waited for it until its timeout
+    (on about half of the connections)."""
+    world = World(SecretBox(generate_secret_key()))
+    world.policy["inst-a"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", [f"127.0.0.1:{upstream[0]}"])
+
+    async def connections() -> list[int]:
+        async with _proxy(world, ssl.create_default_context(cafile=str(upstream[2]))) as proxy:
+            await proxy.attach("m-a", "inst-a", os.getpid())
+            trust = _trusting(world.cas["inst-a"].cert_pem)
+            statuses = []
+            for _ in range(10):  # each a new connection, a new handshake
+                with _Tunnel(proxy, "m-a", ("127.0.0.1", upstream[0]), trust) as tunnel:
+                    statuses.append((await tunnel.send("GET", "/"))[0])
+            return statuses
+
+    assert await asyncio.to_thread(uvloop.run, connections()) == [200] * 10
+    assert [s[2] for s in seen] == [f"Bearer {VALUE}"] * 10
