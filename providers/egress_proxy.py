@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import h11
@@ -216,7 +216,7 @@ class EgressProxy:
         # Nothing read between the 200 and TLS: the client's hello follows the 200 at once, and
         # uvloop (the services' loop) runs a read before the task start_tls runs in, which put
         # the hello in the plain stream's buffer and left the handshake waiting for it.
-        down[1].transport.pause_reading()
+        cast(asyncio.Transport, down[1].transport).pause_reading()
         down[1].write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await down[1].drain()
         await asyncio.wait_for(down[1].start_tls(ctx), _TLS_TIMEOUT_S)
