@@ -44,7 +44,7 @@ from contracts.jsonrpc import NoParams, handles
 from contracts.machine_files import ENV_FILE
 from daemon import tools
 from daemon.children import child_env
-from daemon.code_launch import kernel_argv
+from daemon.code_launch import kernel_launch
 from daemon.code_output import RunOutput
 from daemon.envload import EnvFile
 from daemon.exec_streams import Publish
@@ -270,8 +270,10 @@ class CodeKernels:
         module, _ = KERNELS[ctx.info.language]
         runtime = self._home / _RUNTIME_DIR
         runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-        env = child_env(self._home, self._environ, self._env, None)
-        spec = {"argv": await kernel_argv(ctx.info.language, module, env),
+        argv, env = await kernel_launch(ctx.info.language, module,
+                                        child_env(self._home, self._environ, self._env, None),
+                                        self._home)  # fmt: skip
+        spec = {"argv": argv,
                 "display_name": ctx.info.language, "language": ctx.info.language,
                 "interrupt_mode": "signal"}  # fmt: skip
         connection = runtime / f"{ctx.info.id}-{uuid.uuid4().hex}.json"
