@@ -42,7 +42,7 @@ from contracts import daemon_code as dc, subjects
 from contracts.errors import CodeContextsLimit, KernelDied, LanguageUnavailable, NotFound, ToolError
 from contracts.jsonrpc import NoParams, handles
 from daemon import tools
-from daemon.code_launch import kernel_argv
+from daemon.code_launch import kernel_launch
 from daemon.code_output import RunOutput
 from daemon.exec_streams import Publish
 from daemon.procenv import ProcessEnv
@@ -267,8 +267,8 @@ class CodeKernels:
         module, _ = KERNELS[ctx.info.language]
         runtime = self._home / _RUNTIME_DIR
         runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-        env = self._env()
-        spec = {"argv": await kernel_argv(ctx.info.language, module, env),
+        argv, env = await kernel_launch(ctx.info.language, module, self._env(), self._home)
+        spec = {"argv": argv,
                 "display_name": ctx.info.language, "language": ctx.info.language,
                 "interrupt_mode": "signal"}  # fmt: skip
         connection = runtime / f"{ctx.info.id}-{uuid.uuid4().hex}.json"

@@ -6,25 +6,35 @@
   ``code-interpreter`` environment) gets a kernel that imports what it installed (numpy,
   matplotlib, ...), whichever Python version it has. Elsewhere the machine's ``python3`` is the
   host's or the platform's own, and is not asked (a pyenv shim costs 0.6 s a start).
-- Else **the platform's runtime**, read-only, as the daemon has it: the kernel finds its
-  module where the daemon found it, put at the end of its ``sys.path`` by its first line rather
-  than by ``PYTHONPATH``, which a machine of an environment's image does not give its commands
-  (daemon/procenv.py) and which would reach every process the kernel's code starts. The
-  machine's own packages (``pip install --user``, the image's) come first.
+- Else **the machine's Python site** (daemon/code_site.py), a virtual environment in the home
+  over the platform's runtime, which ``pip install`` in the kernel installs into, where that
+  runtime runs as it is (a ``local`` machine of the host's system, the docker machine image):
+  its ``bin/`` first on the kernel's ``PATH``.
+- Else (a machine of an environment's image, whose runtime runs only through the loader with
+  its libraries; or a site that could not be made) **the platform's runtime**, read-only, as
+  the daemon has it: the kernel finds its module where the daemon found it, put at the end of
+  its ``sys.path`` by its first line rather than by ``PYTHONPATH``, which a machine of an
+  environment's image does not give its commands (daemon/procenv.py) and which would reach
+  every process the kernel's code starts. The machine's own packages come first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+import structlog
+
 from base.tokenfd import RUNTIME_LIBS_VAR
-from daemon import nodump
+from contracts.machine_files import PYTHON_SITE_DIR
+from daemon import code_site, nodump
+from daemon.code_site import library_of
+
+log = structlog.get_logger(__name__)
 
 #: The platform's kernel: its library directory appended to ``sys.path``, then its module run
 #: as ``python -m`` would (argv: the directory, the module, the kernel's own arguments).
@@ -33,25 +43,30 @@ _BOOT = ("import runpy, sys; sys.path.append(sys.argv.pop(1)); "
 #: Whether the machine's Python has ipykernel: found, not imported (tens of ms, not hundreds).
 _PROBE = "import importlib.util, sys; sys.exit(importlib.util.find_spec('ipykernel') is None)"
 _PROBE_S = 10.0
+#: Where a kernel's argv names its connection file (jupyter_client puts the path there).
+CONNECTION = "{connection_file}"
 
 
-async def kernel_argv(language: str, module: str, env: Mapping[str, str]) -> list[str]:
+async def kernel_launch(language: str, module: str, env: Mapping[str, str],
+                        home: Path) -> tuple[list[str], dict[str, str]]:  # fmt: skip
     """The argv of a kernel of ``language`` (served by ``module`` of the platform's runtime)
-    in a machine whose commands get ``env``; ``{connection_file}`` where its file goes."""
-    image = bool(os.environ.get(RUNTIME_LIBS_VAR))
-    own = await _own_python(env) if language == "python" and image else None
-    if own is not None:
-        return [own, "-m", module, "-f", "{connection_file}"]
-    return nodump.python_argv("-c", _BOOT, library_of(module), module, "-f", "{connection_file}")
+    in a machine whose commands get ``env``, and the environment the kernel gets."""
+    if os.environ.get(RUNTIME_LIBS_VAR):  # an environment's image
+        own = await _own_python(env) if language == "python" else None
+        if own is not None:
+            return [own, "-m", module, "-f", CONNECTION], dict(env)
+        return _platform_argv(module), dict(env)
+    try:
+        site = await asyncio.to_thread(code_site.ensure, home)
+    except OSError as exc:
+        log.warning("code.site_unavailable", path=str(home / PYTHON_SITE_DIR),
+                    error=str(exc))  # fmt: skip
+        return _platform_argv(module), dict(env)
+    return [str(site.python), "-m", module, "-f", CONNECTION], site.env(env)
 
 
-def library_of(module: str) -> str:
-    """The directory ``module`` is imported from in this process (the platform's runtime)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError(module)
-    origin = Path(spec.origin)
-    return str(origin.parents[1] if spec.submodule_search_locations else origin.parent)
+def _platform_argv(module: str) -> list[str]:
+    return nodump.python_argv("-c", _BOOT, library_of(module), module, "-f", CONNECTION)
 
 
 async def _own_python(env: Mapping[str, str]) -> str | None:

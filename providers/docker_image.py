@@ -57,8 +57,9 @@ DAEMON_DEPS = ("nats-py", "msgspec", "structlog", "packaging", "dulwich", "urlli
                "typing_extensions")  # fmt: skip
 #: The code interpreter's kernels (daemon/code_kernels.py): a machine brings them, and all they
 #: import, with the daemon's libraries (read-only, nothing installed in the machine), at the
-#: versions the platform runs.
-KERNEL_DEPS = ("jupyter_client", "ipykernel", "bash_kernel", "orjson")
+#: versions the platform runs; and pip, which installs into the machine's Python site
+#: (daemon/code_site.py): Debian's python3 here has neither pip nor ensurepip.
+KERNEL_DEPS = ("jupyter_client", "ipykernel", "bash_kernel", "orjson", "pip")
 #: What the offline base holds beyond Debian's minimal variant (openssh-server: an SSH server
 #: the machine's user runs on its loopback, reached through a tunnel; see SSHD_CONFIG).
 BASE_PACKAGES = ("python3", "git", "ca-certificates", "openssh-server")

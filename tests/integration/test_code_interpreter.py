@@ -25,7 +25,7 @@ from contracts.daemon_code import CodeRunPart
 from contracts.errors import CodeContextsLimit, KernelDied, LanguageUnavailable, NotFound
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from tests.code_checks import ANSI, PNG, main_text, streamed_in_order
+from tests.code_checks import ANSI, PNG, main_text, pip_installs, streamed_in_order
 from tests.conftest import ADMIN_TOKEN, ReadyMachine
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -131,6 +131,15 @@ async def test_the_kernel_is_the_machines(shared_stack: FleetClient, mid: str) -
     later = await shared_stack.machines_code_run(machine_id=mid, code="import os\n"
                                                  "os.environ.get('ONE_CALL')")  # fmt: skip
     assert main_text(later) == []  # None: no result, the variable was for that call only
+
+
+async def test_pip_installs_into_the_machines_site_and_the_next_run_imports_it(
+    shared_stack: FleetClient, mid: str, tmp_path: Path
+) -> None:
+    """``!pip install``, ``%pip install`` and a bash cell's ``pip install`` of an uploaded
+    wheel: not the platform's read-only Python, nor Debian's externally managed one, but the
+    machine's site in its home, which the next run imports from."""
+    await pip_installs(shared_stack, mid, tmp_path)
 
 
 async def test_a_language_with_no_kernel_names_those_there_are(

@@ -1,10 +1,10 @@
 """The code interpreter on docker machines (docs/code-interpreter.md), with real kernels in real
 containers: in the platform's machine image the kernels' runtime comes with the daemon's
 (nothing installed by the machine's user), state carries across calls, bash and the
-interpreter's rules (tests/code_checks.py); in a machine of the
-``code-interpreter`` environment (environments/code-interpreter/, built from PyPI's wheels) the
-Python kernel runs on the environment's Python, and a matplotlib figure is an ``image/png``.
-The interpreter's own behaviours: tests/integration/test_code_interpreter.py."""
+interpreter's rules (tests/code_checks.py, ``pip install`` into the machine's site among them);
+in a machine of the ``code-interpreter`` environment (environments/code-interpreter/, built from
+PyPI's wheels) the Python kernel runs on the environment's Python, and a matplotlib figure is an
+``image/png``. The interpreter's own behaviours: tests/integration/test_code_interpreter.py."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from base.version import SOURCE_ROOT
 from contracts.daemon_code import CodeRunResult
 from contracts.gateway_environments import Environment
 from fleet.client import FleetClient
-from tests.code_checks import every_rule
+from tests.code_checks import every_rule, make_wheel
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.environments import out, ready
 from tests.integration.test_docker import ready_machine
@@ -34,23 +34,6 @@ pytestmark = pytest.mark.usefixtures("remove_containers")
 
 ENVIRONMENT = SOURCE_ROOT / "environments" / "code-interpreter"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-#: Makes a one-module wheel in the working directory (no build backend, no network).
-MAKE_WHEEL = """
-import base64, hashlib, zipfile
-info = "fleet_probe-1.0.dist-info/"
-files = {"fleet_probe.py": b"N = 42\\n",
-         info + "METADATA": b"Metadata-Version: 2.1\\nName: fleet-probe\\nVersion: 1.0\\n",
-         info + "WHEEL": b"Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\n"
-                         b"Tag: py3-none-any\\n"}
-def digest(b):
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b"=").decode()
-record = "".join(f"{n},{digest(b)},{len(b)}\\n" for n, b in files.items())
-record += info + "RECORD,,\\n"
-with zipfile.ZipFile("fleet_probe-1.0-py3-none-any.whl", "w") as whl:
-    for n, b in files.items():
-        whl.writestr(n, b)
-    whl.writestr(info + "RECORD", record)
-"""
 
 
 def main_text(result: CodeRunResult) -> list[str]:
@@ -59,7 +42,9 @@ def main_text(result: CodeRunResult) -> list[str]:
 
 
 @pytest.mark.timeout(600)
-async def test_state_carries_across_calls_in_a_docker_machine(stack: FleetClient) -> None:
+async def test_state_carries_across_calls_in_a_docker_machine(
+    stack: FleetClient, tmp_path: Path
+) -> None:
     mid = await ready_machine(stack, "code-docker")
     listed = await stack.machines_code_list_contexts(mid)
     assert listed.languages == ["bash", "python"]
@@ -68,7 +53,7 @@ async def test_state_carries_across_calls_in_a_docker_machine(stack: FleetClient
     assert main_text(await stack.machines_code_run(machine_id=mid, code="x + 1")) == ["42"]
     bash = await stack.machines_code_run(machine_id=mid, code="echo hi", language="bash")
     assert ("".join(bash.stdout), bash.error) == ("hi\n", None)
-    await every_rule(stack, mid)
+    await every_rule(stack, mid, tmp_path)
 
 
 async def _run(*argv: str, cwd: Path | None = None) -> None:
@@ -121,10 +106,9 @@ async def test_a_matplotlib_figure_in_the_code_interpreter_environment_is_a_png(
     assert base64.b64decode(figure["image/png"]).startswith(PNG_MAGIC)
     assert figure["isMain"] is False
     # A package pip-installed in the machine is importable in the kernel's next call.
-    await stack.write_file(mid, "make_wheel.py", MAKE_WHEEL)
-    await out(stack, mid, "python3", "make_wheel.py")
-    await out(stack, mid, "python3", "-m", "pip", "install", "-q", "--no-index",
-              "fleet_probe-1.0-py3-none-any.whl")  # fmt: skip
+    wheel = make_wheel(tmp_path, "fleet_probe")
+    await stack.upload(mid, wheel, wheel.name)
+    await out(stack, mid, "python3", "-m", "pip", "install", "-q", "--no-index", wheel.name)
     probe = await stack.machines_code_run(machine_id=mid, code="import fleet_probe\nfleet_probe.N")
     assert main_text(probe) == ["42"]
     # bash's kernel is the platform's, from its read-only runtime (no PYTHONPATH in an
