@@ -12,8 +12,10 @@ daemon's first connection finds the network up. What pasta is told:
   every port the host listens on there);
 - ``--no-map-gw``: the gateway's address is the real gateway, not the host's loopback;
 - ``--runas 0`` when run as root: pasta would become ``nobody``, who cannot enter a
-  namespace root owns; the namespace is handed over as a descriptor (``/proc/self/fd/N``),
-  opened here, since pasta (without capabilities) may not open another process's namespace.
+  namespace root owns; the namespace is handed over as a descriptor, opened here, since pasta
+  (without capabilities) may not open another process's namespace. It is pasta's stdin
+  (``--netns /proc/self/fd/0``): pasta closes every other descriptor it inherits before it
+  reads its options (Debian 13's does; Debian 12's did not).
 
 Everything else leaves through pasta as the host's own sockets: the outside network, and
 addresses of the host's other interfaces (a Docker bridge's gateway, where NATS listens for
@@ -121,9 +123,10 @@ def _is_loopback(host: str) -> bool:
     return False
 
 
-def pasta_argv(netns_fd: int, forwarded: list[int], map_gateway: bool = False) -> list[str]:
-    """``map_gateway``: the gateway's address is the host's loopback (a gvisor machine's way
-    to NATS there: providers/gvisor_gateway.py, whose table narrows it to NATS's ports)."""
+def pasta_argv(forwarded: list[int], map_gateway: bool = False) -> list[str]:
+    """pasta for the network namespace on its stdin; ``map_gateway``: the gateway's address is
+    the host's loopback (a gvisor machine's way to NATS there: providers/gvisor_gateway.py,
+    whose table narrows it to NATS's ports)."""
     tcp_ns = ",".join(str(p) for p in forwarded) or "none"
     argv = [pasta_binary(), "--quiet", "--config-net", "-t", "none", "-u", "none",
             "-T", tcp_ns, "-U", "none"]  # fmt: skip
@@ -135,7 +138,7 @@ def pasta_argv(netns_fd: int, forwarded: list[int], map_gateway: bool = False) -
         # the default priority, that wait was most of a claimed machine's first NATS
         # exchanges (benchmark 12). Its work per packet is small, so it gets ahead.
         argv = ["nice", "-n", f"{PASTA_NICE}", *argv]
-    return [*argv, "--netns", f"/proc/self/fd/{netns_fd}"]
+    return [*argv, "--netns", "/proc/self/fd/0"]
 
 
 async def read_child_pid(info_fd: int) -> int:
@@ -177,11 +180,10 @@ async def attach(child_pid: int, owner: str, forwarded: list[int],
     proc: asyncio.subprocess.Process | None = None
     try:
         proc = await asyncio.create_subprocess_exec(
-            *pasta_argv(netns, forwarded, map_gateway),
-            stdin=asyncio.subprocess.DEVNULL,
+            *pasta_argv(forwarded, map_gateway),
+            stdin=netns,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=err,
-            pass_fds=(netns,),
             env={"PATH": "/usr/bin:/bin", NETNS_OF: owner, **_stack_mark()},
             start_new_session=True,
         )
