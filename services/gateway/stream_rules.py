@@ -47,7 +47,7 @@ class ClientWrites:
     ``ClientStalled`` is raised."""
 
     resp: web.StreamResponse
-    transport: asyncio.BaseTransport | None
+    transport: asyncio.Transport | None
     timeout_s: float
     clock: Clock = SYSTEM_CLOCK
 
@@ -88,7 +88,7 @@ class StreamRules:
         try:
             yield
         finally:
-            release()
+            release(None)
 
     def writes(self, request: web.Request, resp: web.StreamResponse) -> ClientWrites:
         return ClientWrites(resp, request.transport, self.write_timeout_s, self.clock)
