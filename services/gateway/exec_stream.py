@@ -165,6 +165,7 @@ async def _pump(out: Writes, queue: asyncio.Queue[bytes],
                 log.warning("exec.stream_parts_dropped", parts=queue.dropped)
                 await out.write(sse(SSE_DROPPED, b'{"parts": %d}' % queue.dropped))
             await out.write(sse(SSE_RESULT, call.result() or b"null"))
-            await out.write_eof()
+            with contextlib.suppress(ConnectionError):  # it has its answer: it may leave now
+                await out.write_eof()
             return
         await out.write(b": keepalive\n\n")  # fails once the client has gone
