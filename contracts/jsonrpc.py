@@ -82,7 +82,7 @@ _Ctx_in = TypeVar("_Ctx_in", contravariant=True)
 Budget = Literal["create", "exec", "build", "pause"]
 BUDGETS: dict[str, str] = {
     "create": "machine creations",
-    "exec": "commands",
+    "exec": "commands and code runs",
     "build": "environment builds",
     "pause": "pauses, resumes and snapshots",
 }
