@@ -4,13 +4,14 @@ the hand-written routes (``POST /rpc/stream``, codemode's SSE, MCP's tools) as b
 /rpc``; a stream holds one of its token's ``FLEET_STREAMS_PER_TOKEN`` slots while it is open;
 and a stream whose client stops reading is ended after ``FLEET_CLIENT_WRITE_TIMEOUT_S``, its
 run cancelled, rather than held in the gateway's memory. The gateway's real HTTP app on the
-fast world, on a loopback port; the same over a real gateway and daemon:
-tests/integration/test_exec_stream.py."""
+fast world, on a loopback port; the exec budget over a real gateway and daemon:
+tests/integration/test_stream_budgets.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -102,8 +103,11 @@ async def _codemode_stream(s: aiohttp.ClientSession, base: str,
 async def _mcp_tool(base: str, token: str, tool: str, args: dict[str, Any]) -> int | None:
     async with _mcp(base, token) as client:
         answer = await client.call_tool(tool, args)
-    said = json.dumps(answer.model_dump())
-    return RateLimited.code if answer.is_error and f"error {RateLimited.code}" in said else None
+    if not answer.is_error:
+        return None
+    code = re.search(r"error (\d+)", json.dumps(answer.model_dump()))
+    assert code is not None, answer
+    return int(code.group(1))
 
 
 async def _answer_codemode_runs(world: World) -> None:
@@ -118,9 +122,8 @@ async def _answer_codemode_runs(world: World) -> None:
     await nc.subscribe(subjects.CODEMODE_RUN, queue="codemode", cb=run)
 
 
-#: One call of each route that runs something, by the spec whose work it does:
-#: ``(spec, send(session, base URL, token, machine id, instance id))`` answering the error code
-#: it was answered with (None: none).
+#: One call of a route that runs something, ``send(session, base URL, token, machine id,
+#: instance id)``, answering the error code it was answered with (None: none).
 Send = Callable[[aiohttp.ClientSession, str, str, str, str], Awaitable[int | None]]
 
 
@@ -150,6 +153,8 @@ async def _mcp_code_run(_: aiohttp.ClientSession, base: str, token: str, m: str,
     return await _mcp_tool(base, token, CODE_RUN_TOOL, {"machine_id": m, "code": "1"})
 
 
+#: Every route that runs something, with the method whose work it does (and whose budget it
+#: spends), and one call of it.
 RUNS: dict[tuple[str, str], Send] = {
     ("POST " + RPC_STREAM_PATH, "machines.execStream"): _on_rpc_stream(
         "machines.execStream", lambda m: {"machineId": m, "command": ["true"]}),
