@@ -192,6 +192,7 @@ CODEMODE_RUN = MethodSpec(
     "Run Python in a sandbox against the tools.",
     _RUN,
     scope="machines:exec",
+    budget="exec",
     hand_written=True,
     in_code=False,
 )

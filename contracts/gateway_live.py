@@ -70,6 +70,7 @@ MACHINES_EXEC_STREAM = MethodSpec(
     f"Run argv on a machine; POSTed to {RPC_STREAM_PATH}, its output streams as it is produced.",
     _DAEMON,
     scope="machines:exec",
+    budget="exec",
     hand_written=True,
     streams=True,
 )

@@ -392,7 +392,7 @@ EVENTS_TICKET = MethodSpec(
     "events.ticket", NoParams, EventsTicket,
     "A short-lived, single-use ticket for GET /events?ticket=..., acting as this token "
     "(for clients such as EventSource that cannot send an Authorization header).",
-    scope="machines:read", reads=True, client=ClientMethod("events_ticket"),
+    scope="machines:read", client=ClientMethod("events_ticket"),
 )  # fmt: skip
 
 GATEWAY_METHODS: tuple[AnySpec, ...] = (
@@ -465,7 +465,8 @@ PUBLIC_METHODS: frozenset[str] = frozenset(s.name for s in GATEWAY_METHODS if s.
 
 #: Methods that change nothing (``reads`` on their spec): the only ones the audit log does
 #: not record. Every other method (one added later included) is recorded, with its params
-#: redacted. ``events.ticket`` reads events; ``machines.readFile`` is not one: a file read is
+#: redacted. A method that mints a credential (``events.ticket``, ``tokens.create``: a result
+#: marked by ``contracts.credentials``) is not one, nor ``machines.readFile``: a file read is
 #: a transfer, and recorded as one.
 READ_ONLY_METHODS: frozenset[str] = frozenset(s.name for s in GATEWAY_METHODS if s.reads)
 

@@ -21,6 +21,7 @@ from typing import Annotated, Final
 
 import msgspec
 
+from contracts.credentials import credential
 from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.gateway_network import EgressEntry, parse_entry
 from contracts.gateway_types import InstanceId
@@ -91,7 +92,7 @@ class SetSecretParams(Params, kw_only=True):
     instance_id: InstanceId
     #: The variable a machine's ``.env`` holds the placeholder in.
     name: SecretName
-    value: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_VALUE)]
+    value: Annotated[str, credential(min_length=1, max_length=MAX_VALUE)]
     hosts: Annotated[list[HostEntry], msgspec.Meta(min_length=1, max_length=MAX_HOSTS)]
     header: str = DEFAULT_HEADER
     #: How the header's value is made: ``{value}`` stands for the secret, once.

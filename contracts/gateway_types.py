@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from contracts import validation
+from contracts.credentials import credential
 from contracts.daemon_rpc import (
     ExecCommandParams,
     ProcessLogsParams,
@@ -136,7 +137,7 @@ class CreateTokenParams(Params, kw_only=True):
 class CreatedToken(Result, kw_only=True):
     id: str
     #: The secret: shown this once, never stored.
-    token: str
+    token: Annotated[str, credential()]
 
 
 class TokenList(Result, kw_only=True):
@@ -153,7 +154,7 @@ class Revoked(Result, kw_only=True):
 
 class EventsTicket(Result, kw_only=True):
     #: Opens one ``GET /events?ticket=...``, once, within ``expiresInS`` seconds.
-    ticket: str
+    ticket: Annotated[str, credential()]
     expires_in_s: float
 
 

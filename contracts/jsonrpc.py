@@ -82,7 +82,7 @@ _Ctx_in = TypeVar("_Ctx_in", contravariant=True)
 Budget = Literal["create", "exec", "build", "pause"]
 BUDGETS: dict[str, str] = {
     "create": "machine creations",
-    "exec": "commands",
+    "exec": "commands and code runs",
     "build": "environment builds",
     "pause": "pauses, resumes and snapshots",
 }
@@ -112,9 +112,11 @@ class MethodSpec(Generic[P, R]):
 
     - ``scope``: what a gateway caller needs on the instance its params name (a gateway
       method without one is refused where the gateway's methods are listed, at import);
-    - ``reads``: it changes nothing (the audit log records it only when refused);
+    - ``reads``: it changes nothing (the audit log records it only when refused); a method
+      that mints a credential is never one (``contracts.credentials``);
     - ``public``: it answers without a token (it reveals no data);
-    - ``budget``: the per-token budget each call spends (``BUDGETS``);
+    - ``budget``: the per-token budget each call spends (``BUDGETS``), on every route that
+      runs it; a streamed twin spends its plain method's (tests/fast/test_stream_budgets.py);
     - ``wakes``: a daemon method that wakes its paused machine, and why;
     - ``at_once``: a daemon method the daemon answers on its reader, never waiting;
     - ``streams``: ``POST /rpc/stream`` streams its answer (its output as it comes);

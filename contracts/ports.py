@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from contracts.credentials import credential
 from contracts.errors import (
     DaemonTimeout,
     DaemonUnavailable,
@@ -100,7 +101,7 @@ class PreviewTicketParams(Params, kw_only=True):
 
 class PreviewTicket(Result, kw_only=True):
     #: Single-use, for seconds: ``<url>?fleet_ticket=<ticket>`` turns it into a cookie.
-    ticket: str
+    ticket: Annotated[str, credential()]
     #: Where the preview is, on the gateway's preview listener, never the console's origin: an
     #: origin of its own (``http://<machineId>-<port>.localhost:<port>/`` by default), or its
     #: path on an origin all previews share (``FLEET_PREVIEW_ORIGIN``).

@@ -75,7 +75,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Requests of one batch run at once (1: one after the other).
     rpc_batch_concurrency: int = 16
     #: Calls per token and minute (a burst of that many, then refilled evenly): machines.create
-    #: and machines.rebuild together, and machines.exec. 0: no limit.
+    #: and machines.rebuild together, and the commands and code runs (machines.exec and its
+    #: stream, machines.execStream; machines.code.run; codemode.run), on every route. 0: no
+    #: limit.
     rate_create_per_min: int = 30
     rate_exec_per_min: int = 600
     #: environments.build calls per token and minute (each may build an image). 0: no limit.
@@ -92,10 +94,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     events_max_per_token: int = 20
     events_max_streams: int = 1000
     events_max_replays: int = 32
-    #: Byte streams (tunnels, preview requests, terminal attaches, file transfers) one token
-    #: may hold open at once through one gateway process; past it, 1046 TooManyStreams (429).
-    #: 0: no limit.
+    #: Streams (tunnels, preview requests, terminal attaches, file transfers, streamed commands
+    #: and code runs of POST /rpc/stream, codemode's run streams) one token may hold open at
+    #: once through one gateway process; past it, 1046 TooManyStreams (429). 0: no limit.
     streams_per_token: int = 64
+    #: How long one write of a streamed answer (POST /rpc/stream, codemode's run stream) may
+    #: wait for its client to read: past it the stream ends (its command killed, its code run
+    #: cancelled) rather than held in the gateway's memory for a client that stopped reading.
+    client_write_timeout_s: float = 30.0
     #: The revocation round: how often the gateway checks that what each token or session
     #: holds open (event streams, byte streams) still stands, how long it keeps a caller it
     #: resolved, and how long the egress proxy keeps an instance's secrets it read. A change

@@ -104,6 +104,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
                           client_secret=settings.oidc_client_secret, clock=clock)  # fmt: skip
     apps = make_app(
         dispatcher=gateway.dispatcher,
+        limits=gateway.limits,
         store=store,
         bus=bus,
         hub=hub,

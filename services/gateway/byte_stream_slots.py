@@ -1,5 +1,6 @@
-"""How many byte streams (tunnels, preview requests, terminal attaches, file transfers) one
-token may hold open at once through this gateway process.
+"""How many streams (the byte streams: tunnels, preview requests, terminal attaches, file
+transfers; and the streamed answers of ``POST /rpc/stream`` and codemode's run stream) one token
+may hold open at once through this gateway process.
 
 Each open stream pins up to a window of the machine's bytes in the gateway (2 MiB for a
 tunnel) while its client does not read, and the daemon's own limit is per machine: without a
@@ -44,8 +45,9 @@ class ByteStreamSlots:
         key = caller.token_id
         if self.per_token and self._open[key] >= self.per_token:
             raise TooManyStreams(
-                f"this token already has {self.per_token} tunnels, previews, terminals and "
-                "file transfers open at once: close one first",
+                f"this token already has {self.per_token} streams open at once (tunnels, "
+                "previews, terminals, file transfers, streamed commands and runs): close one "
+                "first",
                 data={"limit": self.per_token},
             )
         self._open[key] += 1

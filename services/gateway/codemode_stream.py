@@ -3,7 +3,10 @@
 The body is ``codemode.run``'s params; the answer is ``text/event-stream``: one message per
 run event (``event: <type>``, ``id: <seq>``, ``data: <event JSON>``), then ``event: end`` whose
 data is the ``codemode.run`` result (or ``{"error": ...}``). The gateway subscribes to the run's
-events before handing it to the codemode service, so none is missed. Token auth as ``/rpc``.
+events before handing it to the codemode service, so none is missed. Token auth as ``/rpc``;
+the run spends ``codemode.run``'s budget and holds one of its token's stream slots, both taken
+before the stream begins (past either: a plain error, 429); a client that reads nothing for
+``FLEET_CLIENT_WRITE_TIMEOUT_S`` is taken for gone (``stream_rules``).
 """
 
 from __future__ import annotations
@@ -17,16 +20,24 @@ import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from base.clock import SYSTEM_CLOCK, Clock, within
+from base.clock import Clock, within
 from base.first import first_of
 from contracts import subjects
-from contracts.codemode import RUN_STREAM_END, RUN_STREAM_PATH, RunParams, RunResult
+from contracts.codemode import (
+    CODEMODE_RUN,
+    RUN_STREAM_END,
+    RUN_STREAM_PATH,
+    RunJob,
+    RunParams,
+    RunResult,
+)
 from contracts.errors import FleetError, InternalError, ParseError
 from contracts.jsonrpc import invalid_params
 from controlplane.bus import Bus
 from services.gateway.access import Caller
 from services.gateway.codemode_ops import CodemodeOps
 from services.gateway.errors_http import error_response
+from services.gateway.stream_rules import StreamRules, Writes
 
 log = structlog.get_logger(__name__)
 #: Events buffered for a slow reader before the stream is cut (the run goes on).
@@ -47,10 +58,10 @@ _ENC = msgspec.json.Encoder()
 
 def add_codemode_routes(
     app: web.Application, bus: Bus, ops: CodemodeOps, caller_key: web.RequestKey[Caller],
-    clock: Clock = SYSTEM_CLOCK,
+    rules: StreamRules,
 ) -> None:  # fmt: skip
     async def run(request: web.Request) -> web.StreamResponse:
-        return await stream_run(request, bus, ops, request[caller_key], clock)
+        return await stream_run(request, bus, ops, request[caller_key], rules)
 
     app.router.add_post(RUN_STREAM_PATH, run)
 
@@ -61,17 +72,24 @@ def _frame(kind: str, data: bytes, seq: int | None = None) -> bytes:
 
 
 async def stream_run(
-    request: web.Request, bus: Bus, ops: CodemodeOps, caller: Caller, clock: Clock = SYSTEM_CLOCK
+    request: web.Request, bus: Bus, ops: CodemodeOps, caller: Caller, rules: StreamRules
 ) -> web.StreamResponse:
     try:
         params = _PARAMS.decode(await request.read())
-        job = await ops.prepare(params, caller)
+        with rules.slot(caller):
+            rules.limits.spend(CODEMODE_RUN, caller)
+            job = await ops.prepare(params, caller)
+            return await _streamed(request, bus, ops, caller, job, rules)
     except msgspec.ValidationError as exc:
         return error_response(invalid_params(exc))
     except msgspec.DecodeError as exc:
         return error_response(ParseError(f"the body is not JSON: {exc}"))
-    except FleetError as exc:
+    except FleetError as exc:  # before the stream began
         return error_response(exc)
+
+
+async def _streamed(request: web.Request, bus: Bus, ops: CodemodeOps, caller: Caller,
+                    job: RunJob, rules: StreamRules) -> web.StreamResponse:  # fmt: skip
     queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_BACKLOG)
 
     async def on_event(msg: Msg) -> None:
@@ -81,54 +99,55 @@ async def stream_run(
     sub = await bus.nc.subscribe(subjects.codemode_events(job.run_id), cb=on_event)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache"})  # fmt: skip
+    out = rules.writes(request, resp)
     await resp.prepare(request)
     run = asyncio.create_task(ops.execute(job, caller))
     try:
-        ended = await _forward(resp, queue, run)
+        ended = await _forward(out, queue, run)
         if not ended:
-            await _drain(resp, queue, clock)
+            await _drain(out, queue, rules.clock)
         await asyncio.wait({run})  # the terminal event can come before the answer
-        await resp.write(_frame(RUN_STREAM_END, _end(run)))
-    except (ConnectionResetError, asyncio.CancelledError):
+        await out.write(_frame(RUN_STREAM_END, _end(run)))
+    except asyncio.CancelledError:
         log.info("codemode.stream_closed", run_id=job.run_id)  # the run goes on to its end
         raise
+    except ConnectionResetError:  # the client left, or read nothing for the write timeout
+        log.info("codemode.stream_closed", run_id=job.run_id)  # the run goes on to its end
     finally:
         await sub.unsubscribe()
     return resp
 
 
-async def _forward(
-    resp: web.StreamResponse, queue: asyncio.Queue[bytes], run: asyncio.Task[RunResult]
-) -> bool:
+async def _forward(out: Writes, queue: asyncio.Queue[bytes], run: asyncio.Task[RunResult]) -> bool:
     """Events until the run ends; True when its terminal event was among them."""
     while not run.done():
         # The run's end, not its outcome, and the run goes on when an event wins.
         which, data = await first_of(queue.get(), asyncio.wait({run}))
-        if which == 0 and await _write_event(resp, cast(bytes, data)):
+        if which == 0 and await _write_event(out, cast(bytes, data)):
             return True
     return False
 
 
-async def _drain(resp: web.StreamResponse, queue: asyncio.Queue[bytes], clock: Clock) -> None:
+async def _drain(out: Writes, queue: asyncio.Queue[bytes], clock: Clock) -> None:
     """The events published before the answer but not yet delivered: up to the terminal one
     (the service publishes it before it answers), or ``TAIL_WAIT_S`` of ``clock``'s time if it
     never comes."""
 
     async def until_terminal() -> None:
-        while not await _write_event(resp, await queue.get()):
+        while not await _write_event(out, await queue.get()):
             pass
 
     with contextlib.suppress(TimeoutError):
         await within(clock, TAIL_WAIT_S, until_terminal())
 
 
-async def _write_event(resp: web.StreamResponse, data: bytes) -> bool:
+async def _write_event(out: Writes, data: bytes) -> bool:
     """Writes one event; True when it ends the run."""
     try:
         head = msgspec.json.decode(data, type=_Head)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return False
-    await resp.write(_frame(head.type, data, head.seq))
+    await out.write(_frame(head.type, data, head.seq))
     return head.type in TERMINAL_TYPES
 
 

@@ -14,7 +14,7 @@ from functools import cached_property
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts import gateway_rpc as g
-from contracts.jsonrpc import BUDGETS, Dispatcher, Limits, Router
+from contracts.jsonrpc import Dispatcher, Limits, Router
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
@@ -182,9 +182,8 @@ def rated(router: Router[Caller], lim: CallLimits) -> Router[Caller]:
     """The same routes, each whose spec names a ``budget`` refusing a token past it."""
     out = Router[Caller]()
     for route in router.routes.values():
-        budget = route.spec.budget
         handler = route.handler
-        if budget is not None:
-            handler = lim.wrap(lim.budget(budget), BUDGETS[budget], handler)
+        if route.spec.budget is not None:
+            handler = lim.guard(route.spec, handler)
         out.register(route.spec, handler)
     return out

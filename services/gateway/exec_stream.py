@@ -11,7 +11,12 @@ kills the command's process group on the machine (``tool.execKill``) before it l
 What a stream holds for a client that reads slower than its machine writes is bounded
 (``MAX_HELD_BYTES``): a machine is not trusted, and its daemon may publish on its stream
 without end. Past the bound a part is left out, and the client is told how many were
-(``dropped``, before the result, which still holds what its answer may).
+(``dropped``, before the result, which still holds what its answer may). A client that reads
+nothing for ``FLEET_CLIENT_WRITE_TIMEOUT_S`` is taken for gone (``stream_rules``).
+
+Before the stream begins, the request takes one of its token's stream slots and its method's
+budget (``StreamRules``): past either it is refused with a plain JSON-RPC error and its HTTP
+status (429), as ``POST /rpc`` refuses the plain call, and nothing runs.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from base.clock import SYSTEM_CLOCK, Clock
+from base.clock import Clock
 from base.first import first_of
 from contracts import daemon_rpc as d
 from contracts.errors import InvalidRequest, MethodNotFound
@@ -37,11 +42,12 @@ from contracts.gateway_live import (
     SSE_RESULT,
     MachineExecStreamParams,
 )
-from contracts.gateway_rpc import STREAMING_METHODS
-from contracts.jsonrpc import Dispatcher, handles
+from contracts.gateway_rpc import GATEWAY_METHODS, STREAMING_METHODS
+from contracts.jsonrpc import AnySpec, Dispatcher, handles
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient, OnOutput
 from services.gateway.access import Access, Caller
+from services.gateway.stream_rules import StreamRules, Writes
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +59,8 @@ KEEPALIVE_S = 1.0
 #: all, as a rule (a code run's parts are within its answer's cap, one NATS message, 1 MiB by
 #: default; a command's output within 256 KiB a stream), unless it is sent in tiny pieces.
 MAX_HELD_BYTES = 8 * 1024 * 1024
+#: The methods ``POST /rpc/stream`` serves, by name.
+_STREAMING: dict[str, AnySpec] = {s.name: s for s in GATEWAY_METHODS if s.name in STREAMING_METHODS}
 
 
 class HeldParts(asyncio.Queue[bytes]):
@@ -107,53 +115,57 @@ def sse(event: str, data: bytes) -> bytes:
 
 
 async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], caller: Caller,
-                     body: bytes, clock: Clock = SYSTEM_CLOCK) -> web.StreamResponse:  # fmt: skip
+                     body: bytes, rules: StreamRules) -> web.StreamResponse:  # fmt: skip
     """POST /rpc/stream: one streaming JSON-RPC request, answered as server-sent events (a
-    keepalive after ``KEEPALIVE_S`` of ``clock``'s time without output)."""
+    keepalive after ``KEEPALIVE_S`` of the rules' clock without output), once it took a
+    stream slot and its method's budget (refused: FleetError, before the stream)."""
     try:
         method = msgspec.json.decode(body, type=_Method).method
     except msgspec.DecodeError:
         raise InvalidRequest("the body is not a JSON-RPC request object") from None
-    if method not in STREAMING_METHODS:
+    spec = _STREAMING.get(method)
+    if spec is None:
         raise MethodNotFound(f"{method!r} cannot be streamed; streaming methods: "
                              f"{', '.join(sorted(STREAMING_METHODS))}")  # fmt: skip
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                       "Cache-Control": "no-cache"})  # fmt: skip
-    await resp.prepare(request)
-    queue = HeldParts()
-    token = OUTPUT_SINK.set(queue.offer)
-    try:  # the task copies the context now: its handler sees the sink
-        call = asyncio.create_task(dispatcher.handle(body, caller))
-    finally:
-        OUTPUT_SINK.reset(token)
-    try:
-        await _pump(resp, queue, call, clock)
-    except ConnectionError:  # the client left (a Ctrl-C): the finally below ends the command
-        log.info("exec.stream_client_gone", method=method)
-    finally:
-        if not call.done():
-            call.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await call
-    return resp
+    with rules.slot(caller), rules.limits.prepaid(spec, caller):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})  # fmt: skip
+        await resp.prepare(request)
+        queue = HeldParts()
+        token = OUTPUT_SINK.set(queue.offer)
+        try:  # the task copies the context now: its handler sees the sink (and the budget paid)
+            call = asyncio.create_task(dispatcher.handle(body, caller))
+        finally:
+            OUTPUT_SINK.reset(token)
+        try:
+            await _pump(rules.writes(request, resp), queue, call, rules.clock)
+        except ConnectionError:  # the client left (a Ctrl-C) or stalled: the command ends below
+            log.info("exec.stream_client_gone", method=method)
+        finally:
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+        return resp
 
 
-async def _pump(resp: web.StreamResponse, queue: asyncio.Queue[bytes],
+async def _pump(out: Writes, queue: asyncio.Queue[bytes],
                 call: asyncio.Task[bytes | None], clock: Clock) -> None:  # fmt: skip
     while True:
         # The call's end, not its outcome (read below, once its output is written), and the
         # call goes on when a part or the keepalive wins.
         which, part = await first_of(queue.get(), asyncio.wait({call}), clock.sleep(KEEPALIVE_S))
         if which == 0:
-            await resp.write(sse(SSE_OUTPUT, cast(bytes, part)))
+            await out.write(sse(SSE_OUTPUT, cast(bytes, part)))
             continue
         if which == 1:
             while not queue.empty():  # the method drained its subscription: nothing comes later
-                await resp.write(sse(SSE_OUTPUT, queue.get_nowait()))
+                await out.write(sse(SSE_OUTPUT, queue.get_nowait()))
             if isinstance(queue, HeldParts) and queue.dropped:
                 log.warning("exec.stream_parts_dropped", parts=queue.dropped)
-                await resp.write(sse(SSE_DROPPED, b'{"parts": %d}' % queue.dropped))
-            await resp.write(sse(SSE_RESULT, call.result() or b"null"))
-            await resp.write_eof()
+                await out.write(sse(SSE_DROPPED, b'{"parts": %d}' % queue.dropped))
+            await out.write(sse(SSE_RESULT, call.result() or b"null"))
+            with contextlib.suppress(ConnectionError):  # it has its answer: it may leave now
+                await out.write_eof()
             return
-        await resp.write(b": keepalive\n\n")  # fails once the client has gone
+        await out.write(b": keepalive\n\n")  # fails once the client has gone

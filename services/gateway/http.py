@@ -56,10 +56,11 @@ from services.gateway.mcp_http import McpEndpoint, add_mcp_route
 from services.gateway.oidc import OidcClient
 from services.gateway.ports_ops import PortOps
 from services.gateway.preview import add_tunnel_route, make_preview_app
-from services.gateway.rate_limits import BadSecrets
+from services.gateway.rate_limits import BadSecrets, CallLimits
 from services.gateway.refusals_http import record_csrf, record_unauthenticated
 from services.gateway.revocation import RevocationTicker
 from services.gateway.sessions_ops import SessionOps
+from services.gateway.stream_rules import StreamRules
 from services.gateway.tickets import EventTickets
 from services.gateway.tunnels import Tunnels
 from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf
@@ -195,6 +196,7 @@ async def _security_headers(request: web.Request, resp: web.StreamResponse) -> N
 def make_app(
     *,
     dispatcher: Dispatcher[Caller],
+    limits: CallLimits,
     store: Store,
     bus: Bus,
     hub: EventHub,
@@ -213,8 +215,9 @@ def make_app(
     tickets: EventTickets | None = None,
 ) -> GatewayApps:
     """The console's app, and the preview listener's when ``ports`` is given; ``clock``: the
-    time of its rules (a woken port's wait, the events stream's keepalive). ``tokens`` and
-    ``tickets``: the gateway's own (the API's), so that each is made once."""
+    time of its rules (a woken port's wait, the events stream's keepalive, a stream's write
+    timeout). ``limits``: the budgets ``dispatcher`` spends, which its streams spend too.
+    ``tokens`` and ``tickets``: the gateway's own (the API's), so that each is made once."""
     max_body_bytes = settings.max_body_bytes
     app = web.Application(middlewares=[always_answer, origin_middleware, auth_middleware],
                           client_max_size=max_body_bytes)  # fmt: skip
@@ -234,6 +237,7 @@ def make_app(
     sign_in = SignIn(store, settings, oidc, app[SESSIONS], app[TOKENS])
     add_auth_routes(app, sign_in, bearer_caller, audit)
     slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
+    rules = StreamRules(limits, slots, settings.client_write_timeout_s, clock)
 
     async def revocation(_: web.Application) -> AsyncIterator[None]:
         async with RevocationTicker(store, hub, slots, settings.revocation_round_s, audit, clock):
@@ -300,7 +304,7 @@ def make_app(
     async def rpc_stream(request: web.Request) -> web.StreamResponse:
         try:
             body = await read_body(request)
-            return await stream_rpc(request, dispatcher, request[CALLER_OF_REQUEST], body, clock)
+            return await stream_rpc(request, dispatcher, request[CALLER_OF_REQUEST], body, rules)
         except FleetError as exc:  # before the stream started: a plain JSON-RPC error
             return error_response(exc)
 
@@ -317,7 +321,7 @@ def make_app(
     app.router.add_get("/", index)
     app.router.add_static("/static", STATIC)
     if codemode is not None:
-        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST, clock)
+        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST, rules)
     if mcp is not None:
         add_mcp_route(app, mcp, CALLER_OF_REQUEST)
     if sessions is not None:

@@ -52,7 +52,11 @@ class _OpsBackend:
         self._ops = ops
 
     async def run(self, params: RunParams, ctx: Context) -> RunResult:
-        return await self._ops.codemode_run(params, _caller(ctx, CODEMODE_RUN.name))
+        """Through the gateway's dispatcher, as ``POST /rpc`` would run it: its scope, its rate
+        limit (the exec budget), its audit."""
+        answer = await self._ops.dispatch(encode_call(CODEMODE_RUN, params, 1), _caller(ctx, None))
+        assert answer is not None, "a request with an id is answered"
+        return decode_result(CODEMODE_RUN, answer)
 
     async def describe(self, params: DescribeParams, ctx: Context) -> Stubs:
         return await self._ops.codemode_describe(params, _caller(ctx, CODEMODE_DESCRIBE.name))

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import FleetError, RateLimited, Unauthorized
-from contracts.jsonrpc import Budget, Params
+from contracts.jsonrpc import BUDGETS, AnySpec, Budget, Params
 from controlplane.settings import Settings
 from services.gateway.access import Caller
 
@@ -24,6 +26,9 @@ R = TypeVar("R")
 
 #: Buckets kept at most; past it, the full ones (clients that went quiet) are forgotten.
 MAX_KEYS = 100_000
+#: The method whose budget a route took for the call it runs (``CallLimits.prepaid``): that
+#: call's own check does not take it a second time.
+_PREPAID: ContextVar[str | None] = ContextVar("prepaid", default=None)
 
 
 class RateLimiter:
@@ -96,11 +101,12 @@ class BadSecrets:
 
 class CallLimits:
     """The per-token limits of the methods that cost the platform most: creating machines
-    (create, rebuild and fork share one bucket), running commands on them, building
-    environments (``environments.build``: a build, or an image ID it answers) and pausing,
-    resuming or snapshotting machines (one bucket: each writes or reads a machine's memory or
-    home). The operator's admin callers are not limited: they are trusted with the whole
-    platform anyway."""
+    (create, rebuild and fork share one bucket), running commands or code on them (a command,
+    streamed or not, a kernel's or codemode's code run), building environments
+    (``environments.build``: a build, or an image ID it answers) and pausing, resuming or
+    snapshotting machines (one bucket: each writes or reads a machine's memory or home). Which
+    a method spends is its spec's ``budget``, on every route that runs it. The operator's
+    admin callers are not limited: they are trusted with the whole platform anyway."""
 
     def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.create = RateLimiter(settings.rate_create_per_min, clock=clock.monotonic)
@@ -113,17 +119,36 @@ class CallLimits:
         return {"create": self.create, "exec": self.exec, "build": self.build,
                 "pause": self.pause}[name]  # fmt: skip
 
-    @staticmethod
-    def wrap(
-        limiter: RateLimiter, what: str, handler: Callable[[P, Caller], Awaitable[R]]
+    def spend(self, spec: AnySpec, caller: Caller) -> None:
+        """One call of ``spec`` by ``caller`` taken from the budget its spec names (none:
+        nothing to take), or RateLimited, nothing taken."""
+        if spec.budget is None or caller.admin:
+            return
+        wait = self.budget(spec.budget).take(caller.token_id)
+        if wait:
+            raise rate_limited(f"{BUDGETS[spec.budget]} for this token", wait)
+
+    @contextmanager
+    def prepaid(self, spec: AnySpec, caller: Caller) -> Iterator[None]:
+        """``spec``'s budget spent now, for a call of it started within (a task started here
+        copies the context): a route that must refuse before its answer begins (a stream's
+        429) spends it here, and the call's own check (``guard``) does not spend it again."""
+        self.spend(spec, caller)
+        token = _PREPAID.set(spec.name)
+        try:
+            yield
+        finally:
+            _PREPAID.reset(token)
+
+    def guard(
+        self, spec: AnySpec, handler: Callable[[P, Caller], Awaitable[R]]
     ) -> Callable[[P, Caller], Awaitable[R]]:
-        """``handler``, refusing a caller past its budget with RateLimited (nothing runs)."""
+        """``handler``, refusing a caller past ``spec``'s budget with RateLimited (nothing
+        runs), unless the route that started the call paid it already."""
 
         async def limited(params: P, caller: Caller) -> R:
-            if not caller.admin:
-                wait = limiter.take(caller.token_id)
-                if wait:
-                    raise rate_limited(f"{what} for this token", wait)
+            if _PREPAID.get() != spec.name:
+                self.spend(spec, caller)
             return await handler(params, caller)
 
         return limited

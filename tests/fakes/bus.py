@@ -22,6 +22,7 @@ never by sleeping. A retry budget that runs out is a test publishing an old even
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -355,7 +356,25 @@ class FakeNats:
                     self.kicked.append((machine_id, cid))
                     return FakeMsg(subject, b'{"data": {}}')
             return FakeMsg(subject, b'{"error": {"code": 404, "description": "not found"}}')
-        raise AssertionError(f"FakeNats has nothing that answers {subject}")
+        responders = [s for s in self.subscriptions if subject_matches(s.subject, subject)]
+        if not responders:
+            raise AssertionError(f"FakeNats has nothing that answers {subject}")
+        return await self._asked(responders[0], FakeMsg(subject, payload, headers), timeout)
+
+    async def _asked(self, responder: FakeSubscription, msg: FakeMsg, timeout: float) -> FakeMsg:
+        """``msg`` asked of a test's subscription (a pretend service), its first reply."""
+        answered: asyncio.Future[FakeMsg] = asyncio.get_running_loop().create_future()
+
+        async def keep(reply: FakeMsg) -> None:
+            if not answered.done():
+                answered.set_result(reply)
+
+        inbox = await self.subscribe(self.new_inbox(), cb=keep)
+        try:
+            await responder.cb(FakeMsg(msg.subject, msg.data, msg.headers, inbox.subject))
+            return await asyncio.wait_for(answered, timeout)
+        finally:
+            await inbox.unsubscribe()
 
     async def flush(self, timeout: float = 1.0) -> None:
         return None

@@ -1,7 +1,8 @@
 """The fake daemon's code interpreter: no kernel runs; each call is recorded, and a run answers
 its code back as the cell's ``text/plain`` result (the gateway's rules are what is tested). A
-streamed run first publishes ``parts`` (with ``publish``, a test's NATS), as a daemon would,
-then waits for ``hold`` (when set): a run still going; ``tool.code.cancelRun`` is recorded."""
+streamed run first publishes ``parts`` (with ``publish``, a test's NATS), as a daemon would (over
+and over with ``repeat``: a machine that writes without end), then waits for ``hold`` (when
+set): a run still going; ``tool.code.cancelRun`` is recorded."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class FakeKernels:
     #: What a streamed run publishes before it answers, and where (subject, data).
     parts: list[dc.CodeRunPart] = field(default_factory=list)
     publish: Callable[[str, bytes], Awaitable[None]] | None = None
+    #: ``parts`` published again and again until the run is cancelled.
+    repeat: bool = False
     machine_id: str = ""
     hold: asyncio.Event | None = None
     #: The streams whose runs were cancelled, oldest first.
@@ -54,10 +57,16 @@ class FakeKernels:
                                 stderr=[], error=None, context_id=ctx.id)  # fmt: skip
 
     async def run_stream(self, p: dc.CodeRunStreamParams, _: None) -> dc.CodeRunResult:
-        for part in self.parts:
-            if self.publish is not None:
-                subject = subjects.exec_output(self.machine_id, p.stream_id)
-                await self.publish(subject, msgspec.json.encode(part))
+        subject = subjects.exec_output(self.machine_id, p.stream_id)
+        encoded = [msgspec.json.encode(part) for part in self.parts]
+        while True:
+            for data in encoded:
+                if self.publish is not None:
+                    await self.publish(subject, data)
+                if self.repeat:
+                    await asyncio.sleep(0)  # its reader's turn, as over a socket
+            if not self.repeat:
+                break
         if self.hold is not None:
             await self.hold.wait()
         return await self.run(p, None)

@@ -75,3 +75,30 @@ def test_a_value_on_the_command_line_is_a_usage_error(capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         parse(["secrets", "set", "--help"])
     assert "never from the command line" in " ".join(capsys.readouterr().out.split())
+
+
+async def test_fleet_call_takes_no_credential_from_the_command_line(
+    world: World, fleet: FleetClient, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """``fleet call secrets.set`` is no way around ``fleet secrets set``'s rule: a param its
+    spec marks a credential is refused from ``-p`` and from the JSON argument alike, with the
+    ways to give it, and nothing is sent; the params as JSON on stdin (``-``) are taken."""
+    i = (await world.instance()).id
+    rest = ["-p", f"instanceId={i}", "-p", "name=K", "-p", 'hosts=["api.example.com"]']
+    for argv in (["call", "secrets.set", *rest, "-p", f"value={VALUE}"],
+                 ["call", "secrets.set", json.dumps({"value": VALUE}), *rest]):  # fmt: skip
+        args = parse(argv)
+        with pytest.raises(UsageError) as refused:
+            await args.func(fleet, args)
+        said = str(refused.value)
+        assert VALUE not in said
+        for way in ("`value`", "fleet secrets set", "stdin", "fleet call secrets.set -"):
+            assert way in said, said
+    assert await world.store.secrets.stored(i) == []
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"value": VALUE})))
+    out = await run(fleet, ["call", "secrets.set", "-", *rest], capsys)
+    assert json.loads(out)["name"] == "K"
+    assert VALUE not in out
+    (stored,) = await world.store.secrets.stored(i)
+    assert world.box.decrypt(stored.sealed) == VALUE

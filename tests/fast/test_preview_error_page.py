@@ -35,9 +35,10 @@ async def preview_listener(world: World) -> AsyncIterator[str]:
 
     async with AsyncExitStack() as es:
         hub = EventHub(cast(Any, world.bus), world.store, max_per_token=100, max_streams=100)
-        apps = make_app(dispatcher=world.dispatcher, store=world.store, bus=cast(Any, world.bus),
-                        hub=hub, resolve_caller=resolve, settings=world.settings,
-                        ports=world.api.ports, byte_streams=world.api.byte_streams)  # fmt: skip
+        apps = make_app(dispatcher=world.dispatcher, limits=world.api.limits, store=world.store,
+                        bus=cast(Any, world.bus), hub=hub, resolve_caller=resolve,
+                        settings=world.settings, ports=world.api.ports,
+                        byte_streams=world.api.byte_streams)  # fmt: skip
         assert apps.previews is not None
         server = await es.enter_async_context(TestServer(apps.previews, host="127.0.0.1"))
         yield str(server.make_url("")).rstrip("/")

@@ -118,10 +118,11 @@ async def served(
     async with AsyncExitStack() as es:
         mcp = await es.enter_async_context(McpEndpoint(world.api.codemode, 1 << 20))
         hub = EventHub(cast(Any, world.bus), world.store, max_per_token=100, max_streams=100)
-        apps = make_app(dispatcher=world.dispatcher, store=world.store, bus=cast(Any, world.bus),
-                        hub=hub, resolve_caller=resolve, settings=world.settings,
-                        codemode=world.api.codemode, sessions=world.api.sessions, mcp=mcp,
-                        ports=world.api.ports, byte_streams=world.api.byte_streams)  # fmt: skip
+        apps = make_app(dispatcher=world.dispatcher, limits=world.api.limits, store=world.store,
+                        bus=cast(Any, world.bus), hub=hub, resolve_caller=resolve,
+                        settings=world.settings, codemode=world.api.codemode,
+                        sessions=world.api.sessions, mcp=mcp, ports=world.api.ports,
+                        byte_streams=world.api.byte_streams)  # fmt: skip
         server = await es.enter_async_context(TestServer(apps.console, host="127.0.0.1"))
         routes = {_spelled(r.method, r.resource.canonical)
                   for r in apps.console.router.routes() if r.resource is not None}  # fmt: skip

@@ -3,8 +3,11 @@ JSON object and KEY=VALUE pairs (which win), checked against the spec in the gat
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from contracts.credentials import credential_paths
 from contracts.gateway_rpc import GATEWAY_METHODS
 from fleet.cli import parse
 from fleet.cli_call import method_groups, params_of, spec_of
@@ -63,3 +66,22 @@ def test_fleet_help_names_every_group(capsys: pytest.CaptureFixture[str]) -> Non
     for spec in GATEWAY_METHODS:
         assert spec.name.split(".", 1)[0] in out
     assert "fleet call METHOD" in out
+
+
+def test_no_param_a_spec_marks_a_credential_is_taken_from_the_command_line() -> None:
+    """Read from each spec's params type (``contracts.credentials``), for every method: set by
+    ``-p`` or in the JSON argument, it is refused; from stdin's JSON, taken."""
+    marked = {s.name: credential_paths(s.params) for s in GATEWAY_METHODS}
+    marked = {name: paths for name, paths in marked.items() if paths}
+    assert marked["secrets.set"] == ["value"]  # the walk finds what it is about
+    for name, paths in marked.items():
+        spec = spec_of(name)
+        for path in paths:
+            with pytest.raises(UsageError, match=f"`{path}` is a credential"):
+                params_of(spec, None, [f"{path}=s3cret"])
+            with pytest.raises(UsageError, match=f"fleet call {name} -"):
+                params_of(spec, json.dumps({path: "s3cret"}), [])
+    got = params_of(spec_of("secrets.set"), None,
+                    ["instanceId=i-0123456789abcdef", "name=K", 'hosts=["a.example"]'],
+                    stdin='{"value": "s3cret"}')  # fmt: skip
+    assert got.value == "s3cret"
