@@ -18,6 +18,7 @@ from contracts.events import DaemonStatusReported, MachineFailed, MachineReady, 
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.local import running_pid
 from tests.gitcmd import git
@@ -213,3 +214,26 @@ async def test_unknown_ids_are_not_found(stack: FleetClient) -> None:
         await stack.create_machine("i-0000000000000000")
     with pytest.raises(NotFound):
         await stack.set_env("X", "1", "i-0000000000000000")
+
+
+async def test_a_machine_that_failed_runs_on_its_host_until_it_is_archived(
+    stack: FleetClient, store: Store, settings: Settings
+) -> None:
+    """A machine that failed at setup (a value stored before the .env's rules: refused when
+    pushed) still runs: its daemon answers, and its host counts it as running until it is
+    archived, as the console's Hosts page shows."""
+    inst = await stack.create_instance("fails-at-setup")
+    await store.set_env(inst.id, "HOSTILE", "it's $(id)")
+    machine = await stack.create_machine(inst.id)
+    kinds = await follow(stack, machine.id)
+    assert kinds[-1] == "failed"
+    assert (await stack.exec(machine.id, ["true"])).exit_code == 0  # it runs on
+
+    async def running() -> int:
+        (host,) = [h for h in await stack.list_hosts() if h.host_id == settings.host_id]
+        return host.running
+
+    assert await running() == 1
+    await stack.archive_machine(machine.id)
+    await stack.wait_for(machine.id, [MachineStatus.ARCHIVED], 30)
+    assert await running() == 0
