@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 import dotenv
@@ -21,6 +23,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.local import running_pid
+from tests.conftest import ADMIN_TOKEN
 from tests.gitcmd import git
 from tests.waiters import wait_until
 
@@ -103,6 +106,28 @@ async def test_a_repo_the_machine_cannot_clone_is_its_warning_with_gits_message(
     assert warning.startswith(f"repo app: git clone {bare_repo} failed")
     assert "does not exist" in warning  # git's own words
     assert (await stack.exec(machine.id, ["true"])).exit_code == 0  # a working machine
+
+
+async def test_the_cli_wait_names_a_repo_not_cloned_and_exits_0(
+    stack: FleetClient, settings: Settings, bare_repo: Path
+) -> None:
+    """``fleet machines create --wait``: the setup-pushed line names the repo not cloned, and
+    the machine's warning follows on stderr; the machine works, so the exit code is 0."""
+    inst = await stack.create_instance("cli-warned")
+    await stack.add_repo(inst.id, str(bare_repo), "main", "app")
+    shutil.rmtree(bare_repo)
+    env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
+           "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleet", "machines", "create", "--instance", inst.id, "--wait",
+        "--timeout", "60", env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(cli.communicate(), 90)
+    assert cli.returncode == 0, err
+    (pushed,) = [line for line in out.decode().splitlines() if "setup-pushed" in line]
+    assert f"0 repo(s); not cloned: app: git clone {bare_repo} failed" in pushed
+    assert "is ready, with a warning: repo app: git clone" in err.decode()
 
 
 async def test_wrong_branch_is_the_machines_warning_with_gits_message(
