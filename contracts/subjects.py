@@ -99,6 +99,11 @@ def config_event(kind: ConfigKind, instance_id: str | None) -> str:
     return f"config.{kind.value}.{instance_id or PLATFORM_SCOPE}"
 
 
+def config_scope_of(subject: str) -> str:
+    """The scope (an instance id, or ``platform``) of a ``config.<kind>.<scope>`` subject."""
+    return subject.rsplit(".", 1)[-1]
+
+
 def machine_events(machine_id: str) -> str:
     """Every event of one machine."""
     return f"machine.*.{machine_id}"

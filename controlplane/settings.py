@@ -97,9 +97,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: 0: no limit.
     streams_per_token: int = 64
     #: The revocation round: how often the gateway checks that what each token or session
-    #: holds open (event streams, byte streams) still stands, and how long it keeps a caller it
-    #: resolved. A change written on another replica is announced and takes effect at once;
-    #: this bounds it when the announcement is lost.
+    #: holds open (event streams, byte streams) still stands, how long it keeps a caller it
+    #: resolved, and how long the egress proxy keeps an instance's secrets it read. A change
+    #: written on another replica is announced and takes effect at once; this bounds it when
+    #: the announcement is lost.
     revocation_round_s: float = 0.5
     #: How long a ticket from events.ticket stays valid (it is used once).
     events_ticket_ttl_s: float = 30.0

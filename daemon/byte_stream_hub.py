@@ -14,7 +14,7 @@ import contextlib
 import os
 import secrets
 import signal
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from pathlib import Path
 
 import nats.errors
@@ -30,6 +30,7 @@ from contracts.daemon_rpc import EXEC_PIPE, ExecPipeParams
 from contracts.errors import StreamAborted, ToolError, TooManyStreams
 from contracts.jsonrpc import handles
 from daemon import tools
+from daemon.procenv import ProcessEnv
 
 log = structlog.get_logger(__name__)
 
@@ -119,10 +120,10 @@ class Pipes:
     stdout and stderr (merged) are ours, and its exit code is our end frame's code. An abort
     from either side kills its process group."""
 
-    def __init__(self, *, hub: ByteStreamHub, home: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, *, hub: ByteStreamHub, home: Path, env: ProcessEnv) -> None:
         self._hub = hub
         self._home = home
-        self._environ = environ
+        self._env = env
 
     @handles(EXEC_PIPE)
     async def exec_pipe(self, params: ExecPipeParams, _: None) -> s.StreamOpened:
@@ -133,7 +134,7 @@ class Pipes:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *params.command, cwd=cwd,
-                env=tools.command_env(self._environ, self._home, params.env),
+                env=self._env(params.env),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
                 limit=params.chunk_size,  # the reader holds up to 2 chunks: reads fill one

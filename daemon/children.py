@@ -1,7 +1,7 @@
 """Helpers for the daemon's long-lived children (background processes and cron jobs).
 
 Shared by ``daemon.proc_slot``, ``daemon.procs`` and ``daemon.scheduler``: where a child's output
-goes, which environment it gets, how its group is signalled without ever hitting a reused pid,
+goes, how its group is signalled without ever hitting a reused pid,
 how its end is noticed when it is not our child, and how its log is read back.
 """
 
@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -20,8 +19,6 @@ import structlog
 from base import procinfo
 from base.fd_readable import Readable
 from base.retry import Backoff, retry_until
-from daemon.envload import EnvFile
-from daemon.tools import command_env
 
 log = structlog.get_logger(__name__)
 
@@ -34,13 +31,6 @@ def open_log(path: Path) -> int:
     """An append-only fd for a child's stdout and stderr (0600: output may hold secrets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-
-def child_env(
-    home: Path, environ: Mapping[str, str], env_file: EnvFile, extra: Mapping[str, str] | None
-) -> dict[str, str]:
-    """The daemon's environment without its secrets, then the .env, then the caller's."""
-    return command_env(environ, home, {**env_file.load(), **(extra or {})})
 
 
 def signal_group(pid: int, start_ticks: int, sig: signal.Signals) -> None:

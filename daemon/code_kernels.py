@@ -2,10 +2,10 @@
 
 Each kernel is a child of the daemon (``jupyter_client``'s ``AsyncKernelManager``, started from
 an explicit argv of the platform's own runtime, no kernelspec installed anywhere): it runs as the
-machine's user, in its sandbox, cgroup and egress policy, with the environment a background
-process gets (``child_env``: the daemon's without its secrets, then ``~/.fleet/.env``), in the
-context's working directory. ``jupyter_client`` is imported on the first call, in a thread: a
-daemon nobody runs code on pays nothing for it at start.
+machine's user, in its sandbox, cgroup and egress policy, with the environment every process of
+the machine gets (``daemon.procenv``), in the context's working directory. ``jupyter_client`` is
+imported on the first call, in a thread: a daemon nobody runs code on pays nothing for it at
+start.
 
 One execution at a time per context (a lock): Jupyter kernels run their requests in order
 anyway, and the answer is read off the IOPub messages of that one request. Past a call's
@@ -41,14 +41,12 @@ import structlog
 from contracts import daemon_code as dc, subjects
 from contracts.errors import CodeContextsLimit, KernelDied, LanguageUnavailable, NotFound, ToolError
 from contracts.jsonrpc import NoParams, handles
-from contracts.machine_files import ENV_FILE
 from daemon import tools
-from daemon.children import child_env
 from daemon.code_launch import kernel_argv
 from daemon.code_output import RunOutput
-from daemon.envload import EnvFile
 from daemon.exec_streams import Publish
 from daemon.listening_ports import listener_inodes, started_with
+from daemon.procenv import ProcessEnv
 
 log = structlog.get_logger(__name__)
 
@@ -106,15 +104,14 @@ def _jupyter() -> tuple[Any, Any]:
 
 
 class CodeKernels:
-    def __init__(self, *, home: Path, environ: Mapping[str, str], contexts_max: int,
+    def __init__(self, *, home: Path, env: ProcessEnv, contexts_max: int,
                  room: Callable[[], int], machine_id: str = "",
                  publish: Publish | None = None) -> None:  # fmt: skip
         self._home = home
         self._machine_id = machine_id
         #: Where a streamed run's parts go (none: tool.code.runStream answers as run does).
         self._publish = publish
-        self._environ = environ
-        self._env = EnvFile(home / ENV_FILE)
+        self._env = env
         self._max = contexts_max
         #: The most an answer may hold, in bytes (one NATS message, less its envelope).
         self._room = room
@@ -129,7 +126,7 @@ class CodeKernels:
         return frozenset[int]().union(*(ctx.sockets for ctx in self._contexts.values()))
 
     def languages(self) -> list[str]:
-        path = child_env(self._home, self._environ, self._env, None).get("PATH")
+        path = self._env().get("PATH")
         return sorted(lang for lang, (module, program) in KERNELS.items()
                       if importlib.util.find_spec(module) is not None
                       and (program is None or shutil.which(program, path=path)))  # fmt: skip
@@ -278,7 +275,7 @@ class CodeKernels:
         module, _ = KERNELS[ctx.info.language]
         runtime = self._home / _RUNTIME_DIR
         runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-        env = child_env(self._home, self._environ, self._env, None)
+        env = self._env()
         spec = {"argv": await kernel_argv(ctx.info.language, module, env),
                 "display_name": ctx.info.language, "language": ctx.info.language,
                 "interrupt_mode": "signal"}  # fmt: skip

@@ -9,8 +9,8 @@
 - Else **the platform's runtime**, read-only, as the daemon has it: the kernel finds its
   module where the daemon found it, put at the end of its ``sys.path`` by its first line rather
   than by ``PYTHONPATH``, which a machine of an environment's image does not give its commands
-  (daemon/tools.py ``command_env``) and which would reach every process the kernel's code
-  starts. The machine's own packages (``pip install --user``, the image's) come first.
+  (daemon/procenv.py) and which would reach every process the kernel's code starts. The
+  machine's own packages (``pip install --user``, the image's) come first.
 """
 
 from __future__ import annotations

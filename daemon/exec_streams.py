@@ -13,7 +13,7 @@ import codecs
 import itertools
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from contracts.errors import NotSupported
 from contracts.jsonrpc import handles
 from daemon import tools
 from daemon.children import tail_lines
+from daemon.procenv import ProcessEnv
 from daemon.procs import ProcessManager
 
 log = structlog.get_logger(__name__)
@@ -53,14 +54,14 @@ class ExecStreams:
         *,
         home: Path,
         machine_id: str,
-        environ: Mapping[str, str],
+        env: ProcessEnv,
         output_cap: int,
         publish: Publish,
         procs: ProcessManager | None,
     ) -> None:
         self._home = home
         self._machine_id = machine_id
-        self._environ = environ
+        self._env = env
         self._cap = output_cap
         self._publish = publish
         self._procs = procs
@@ -94,7 +95,7 @@ class ExecStreams:
             if self._procs is not None:
                 self._procs.untrack_exec(pid)
 
-        return await tools.exec_command(self._home, params, self._environ, self._cap,
+        return await tools.exec_command(self._home, params, self._env, self._cap,
                                         on_spawn=spawned, on_exit=reaped,
                                         on_chunk=on_chunk)  # fmt: skip
 

@@ -16,6 +16,7 @@ from base.lockfile import DaemonLock
 from base.version import git_sha, package_version
 from daemon import takeover
 from daemon.control import ControlServer
+from daemon.procenv import ProcessEnv
 from daemon.procs import ProcessManager
 from daemon.scheduler import Scheduler
 from daemon.settings import DaemonSettings
@@ -52,7 +53,9 @@ def effective_state(state: DaemonState) -> tuple[DaemonRunState, str]:
 
 
 class Lifecycle:
-    def __init__(self, settings: DaemonSettings, *, request_stop: StopRequest) -> None:
+    def __init__(
+        self, settings: DaemonSettings, *, env: ProcessEnv, request_stop: StopRequest
+    ) -> None:
         self.settings = settings
         self.home = settings.home_path
         self.lock = DaemonLock(self.home)
@@ -60,9 +63,8 @@ class Lifecycle:
         self._stack = AsyncExitStack()
         # Read once and dropped: neither its processes nor a successor daemon inherit it.
         self.machine_boot = os.environ.pop(MACHINE_BOOT_VAR, None) == "1"
-        self.procs = ProcessManager(self.home, environ=os.environ, on_change=self.save)
-        self.scheduler = Scheduler(self.home, environ=os.environ, record=self._cron_ran,
-                                   procs=self.procs)  # fmt: skip
+        self.procs = ProcessManager(self.home, env=env, on_change=self.save)
+        self.scheduler = Scheduler(self.home, env=env, record=self._cron_ran, procs=self.procs)
         self.control = ControlServer(self.home, status=self.status, stop=request_stop,
                                      handover=self.hand_over_to)  # fmt: skip
         me = os.getpid()

@@ -14,7 +14,6 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from base.backoff import backoff_s
 from contracts.daemon_rpc import ProcessInfo
 from contracts.errors import ToolError
 from contracts.machine_files import LOG_DIR
-from daemon.children import child_env, child_exit, open_log, reap, signal_group, wait_gone
-from daemon.envload import EnvFile
+from daemon.children import child_exit, open_log, reap, signal_group, wait_gone
+from daemon.procenv import ProcessEnv
 from daemon.state import TrackedProcess
 from daemon.tools import start_failed
 
@@ -74,15 +73,15 @@ class ProcessSlot:
             log_path=r.log_path or "",
         )
 
-    async def spawn(self, home: Path, environ: Mapping[str, str], env_file: EnvFile) -> None:
-        """Start the slot's command (again), with the .env as it is now; ToolError if it
-        cannot be started."""
+    async def spawn(self, home: Path, machine_env: ProcessEnv) -> None:
+        """Start the slot's command (again), with the machine's environment as it is now;
+        ToolError if it cannot be started."""
         rec = self.rec
         rel = rec.log_path or (
             f"{LOG_DIR}/{rec.tag}.log" if rec.tag else f"{LOG_DIR}/.new-{secrets.token_hex(4)}.log"
         )
-        env = child_env(home, environ, env_file, rec.env)
-        rec.env_sha256 = env_file.digest  # what this process sees, for on-env-change
+        env = machine_env(rec.env)
+        rec.env_sha256 = machine_env.dotenv.digest  # what this process sees, for on-env-change
         try:
             fd = open_log(home / rel)
         except OSError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -34,10 +34,10 @@ from contracts.daemon_rpc import (
     ProcessStartParams,
 )
 from contracts.errors import Conflict, FleetError, NotFound, ToolError
-from contracts.machine_files import ENV_FILE
 from daemon.children import let_go, reap, tail_lines
-from daemon.envload import EnvFile, Signature, signature
+from daemon.envload import Signature, signature
 from daemon.proc_slot import ProcessSlot, end_foreign
+from daemon.procenv import ProcessEnv
 from daemon.state import ProcessKind, TrackedProcess
 from daemon.tools import working_dir
 
@@ -52,17 +52,17 @@ class ProcessManager:
         self,
         home: Path,
         *,
-        environ: Mapping[str, str],
+        env: ProcessEnv,
         on_change: Callable[[], None],
         env_poll_s: float = 0.5,
     ) -> None:
         self._home = home
-        self._environ = environ
+        #: The machine's environment (the daemon's one), the .env's digest with it.
+        self._env = env
         self._on_change = on_change
         self._env_seen: Signature = None
         self._watcher = Ticker(env_poll_s, tick=self._watch_env, name="env-watcher",
                                failed_event="process.env_restart_crashed")  # fmt: skip
-        self._env = EnvFile(home / ENV_FILE)
         #: Slots the manager is responsible for: running, or waiting to be restarted.
         self._managed: list[ProcessSlot] = []
         self._done: deque[ProcessSlot] = deque(maxlen=KEEP_EXITED)
@@ -75,7 +75,7 @@ class ProcessManager:
                 await self._resume(entry)
             if entry.supervisor is None:
                 entry.supervisor = asyncio.create_task(self._supervise(entry))
-        self._env_seen = signature(self._env.path)
+        self._env_seen = signature(self._env.dotenv.path)
         await self._watcher.__aenter__()
         return self
 
@@ -167,7 +167,7 @@ class ProcessManager:
         self._managed.append(entry)  # before the await: holds the tag against a concurrent start
         async with entry.lock:  # a stop_all meanwhile waits, then ends it
             try:
-                await entry.spawn(self._home, self._environ, self._env)
+                await entry.spawn(self._home, self._env)
             except BaseException:
                 self._managed.remove(entry)
                 raise
@@ -268,7 +268,7 @@ class ProcessManager:
     async def _respawn(self, entry: ProcessSlot, reason: str) -> None:
         old_pid = entry.rec.pid
         try:
-            await entry.spawn(self._home, self._environ, self._env)
+            await entry.spawn(self._home, self._env)
         except ToolError as exc:
             # Left exited: "always" tries again after the next backoff, others stay down.
             log.warning("process.restart_failed", pid=old_pid, tag=entry.rec.tag, error=str(exc))
@@ -298,18 +298,18 @@ class ProcessManager:
             self._on_change()
 
     async def _watch_env(self) -> None:
-        now = signature(self._env.path)
+        now = signature(self._env.dotenv.path)
         if now == self._env_seen:
             return
         self._env_seen = now
-        self._env.load()  # re-read (and hash) only when the file moved
+        self._env.dotenv.load()  # re-read (and hash) only when the file moved
         try:
             await self._env_changed()
         except (OSError, FleetError) as exc:
             log.error("process.env_restart_failed", error=repr(exc))
 
     async def _env_changed(self) -> None:
-        digest = self._env.digest
+        digest = self._env.dotenv.digest
         entries = [e for e in self._managed if e.live and e.rec.restart == "on-env-change"
                    and e.rec.env_sha256 != digest]  # fmt: skip
         if not entries:  # a no-op push (the same bytes again) restarts nothing

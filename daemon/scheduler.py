@@ -14,7 +14,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,9 +28,10 @@ from base.tasks import OwnedTasks
 from base.ticker import Ticker
 from contracts.cron import Schedule, next_run, parse_schedule
 from contracts.errors import FleetError
-from contracts.machine_files import CRON_FILE, ENV_FILE, LOG_DIR, CronJob, CronTable
-from daemon.children import child_env, open_log, signal_group
-from daemon.envload import EnvFile, Signature, signature
+from contracts.machine_files import CRON_FILE, LOG_DIR, CronJob, CronTable
+from daemon.children import open_log, signal_group
+from daemon.envload import Signature, signature
+from daemon.procenv import ProcessEnv
 from daemon.procs import ProcessManager
 from daemon.state import CronRun
 from daemon.tools import working_dir
@@ -58,19 +59,18 @@ class Scheduler:
         self,
         home: Path,
         *,
-        environ: Mapping[str, str],
+        env: ProcessEnv,
         record: Callable[[str, CronRun], None],
         procs: ProcessManager | None = None,
         poll_s: float = 1.0,
         clock: Callable[[], datetime] = _local_now,
     ) -> None:
         self._home = home
-        self._environ = environ
+        self._env = env
         self._record = record
         self._procs = procs
         self._clock = clock
         self._path = home / CRON_FILE
-        self._env = EnvFile(home / ENV_FILE)
         self._jobs: dict[str, _Job] = {}
         #: Why the file on disk is not the table in use (None: it is).
         self.table_error: str | None = None
@@ -182,7 +182,7 @@ class Scheduler:
             proc = await asyncio.create_subprocess_exec(
                 *job.command,
                 cwd=cwd,
-                env=child_env(self._home, self._environ, self._env, None),
+                env=self._env(),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=fd,
                 stderr=fd,

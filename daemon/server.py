@@ -8,7 +8,7 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
@@ -65,6 +65,7 @@ from daemon.files import FileTools
 from daemon.lifecycle import ExitMode, Lifecycle
 from daemon.listening_ports import list_ports
 from daemon.park import Parking
+from daemon.procenv import ProcessEnv
 from daemon.session_methods import Sessions
 from daemon.settings import DaemonSettings
 from daemon.transfers import FileTransfers
@@ -94,7 +95,15 @@ class Daemon:
     #: Swarm daemons, many to a process for load tests, run without it.
     lifecycle: ClassVar[bool] = True
 
-    def __init__(self, settings: DaemonSettings, *, identity_fd: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        *,
+        identity_fd: int | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        """``environ``: the environment the machine's processes start from (the daemon's own;
+        a swarm daemon's machine's)."""
         self.settings = settings
         #: Where the supervisor tells a new identity at a resume (daemon/nodump.py), and the
         #: one told: the caller serves as it next (``exit_mode`` "identity").
@@ -111,22 +120,23 @@ class Daemon:
         #: settings.home_path builds a new Path per call (4% of a small write's time, bench 1).
         self._home = settings.home_path
         self._lock = DaemonLock(settings.home_path)
-        self._life = Lifecycle(settings, request_stop=self.request_stop) if self.lifecycle else None
+        #: The one environment of every process started here (daemon/procenv.py).
+        self._env = ProcessEnv(self._home, environ)
+        self._life = (Lifecycle(settings, env=self._env, request_stop=self.request_stop)
+                      if self.lifecycle else None)  # fmt: skip
         self._replays = ReplayGuard(skew_s=settings.boot_skew_s)
         self._umask = tools.current_umask()
         self._exec_streams = ExecStreams(
-            home=settings.home_path, machine_id=settings.machine_id, environ=os.environ,
+            home=settings.home_path, machine_id=settings.machine_id, env=self._env,
             output_cap=settings.exec_output_cap, publish=self._publish_chunk,
             procs=self._life.procs if self._life is not None else None,
         )  # fmt: skip
         self.byte_streams = ByteStreamHub(settings.machine_id)
-        self._pipes = Pipes(hub=self.byte_streams, home=settings.home_path, environ=os.environ)
-        self._sessions = Sessions(
-            hub=self.byte_streams, home=settings.home_path, environ=os.environ
-        )
+        self._pipes = Pipes(hub=self.byte_streams, home=settings.home_path, env=self._env)
+        self._sessions = Sessions(hub=self.byte_streams, home=settings.home_path, env=self._env)
         self._tunnels = Tunnels(self.byte_streams)
         self._transfers = FileTransfers(hub=self.byte_streams, home=str(self._home))
-        self._kernels = CodeKernels(home=settings.home_path, environ=os.environ,
+        self._kernels = CodeKernels(home=settings.home_path, env=self._env,
                                     contexts_max=settings.code_contexts_max,
                                     room=self._reply_room, machine_id=settings.machine_id,
                                     publish=self._publish_chunk)  # fmt: skip
@@ -437,13 +447,13 @@ class Daemon:
     async def _exec_command(self, params: ExecCommandParams, _: None) -> ExecCommandResult:
         if self._life is None:
             return await tools.exec_command(
-                self._home, params, os.environ, self.settings.exec_output_cap
+                self._home, params, self._env, self.settings.exec_output_cap
             )
         procs = self._life.procs  # tracked while it runs: doctor finds it if we die mid-way
         home = self._home
         cwd = str(tools.resolve_path(home, params.cwd, "$.cwd")) if params.cwd else str(home)
         return await tools.exec_command(
-            home, params, os.environ, self.settings.exec_output_cap,
+            home, params, self._env, self.settings.exec_output_cap,
             on_spawn=lambda pid: procs.track_exec(pid, params.command, cwd),
             on_exit=procs.untrack_exec,
         )  # fmt: skip

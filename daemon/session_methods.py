@@ -16,7 +16,6 @@ import pty
 import pwd
 import secrets
 import termios
-from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -27,6 +26,7 @@ from contracts.jsonrpc import NoParams, handles
 from contracts.streams import StreamOpened
 from daemon import tools
 from daemon.byte_stream_hub import ByteStreamHub
+from daemon.procenv import ProcessEnv
 from daemon.pty_session import Session, Viewer, set_size
 
 log = structlog.get_logger(__name__)
@@ -48,10 +48,10 @@ def _take_terminal() -> None:
 
 
 class Sessions:
-    def __init__(self, *, hub: ByteStreamHub, home: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, *, hub: ByteStreamHub, home: Path, env: ProcessEnv) -> None:
         self._hub = hub
         self._home = home
-        self._environ = environ
+        self._env = env
         self._sessions: dict[str, Session] = {}
 
     def _get(self, session_id: str) -> Session:
@@ -65,7 +65,7 @@ class Sessions:
         await self._make_room()
         argv = p.command or login_shell()
         cwd = tools.working_dir(self._home, p.cwd)
-        env = tools.command_env(self._environ, self._home, p.env)
+        env = self._env(p.env)
         env.setdefault("TERM", "xterm-256color")
         master, slave = pty.openpty()
         try:

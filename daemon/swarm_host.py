@@ -20,9 +20,10 @@ working directory: those belong to the host.
 
 Environment: ``FLEET_SWARM_SOCKET`` (required), ``FLEET_SWARM_NAME``, ``FLEET_NATS_URL``
 (required), and the daemon's own settings (``FLEET_HEARTBEAT_S``, ``FLEET_EXEC_OUTPUT_CAP``,
-``FLEET_ENV``, ``FLEET_LOG_LEVEL``; see ``daemon/settings.py``). Commands run by an
-instance see the host's environment plus their machine's ``HOME``, ``FLEET_HOME``,
-``FLEET_MACHINE_ID`` and ``FLEET_NATS_URL``, never a token.
+``FLEET_ENV``, ``FLEET_LOG_LEVEL``; see ``daemon/settings.py``). The processes an instance
+starts (commands, terminals) see the host's environment plus their machine's ``HOME``,
+``FLEET_HOME``, ``FLEET_MACHINE_ID`` and ``FLEET_NATS_URL``, never a token, under the rule of
+every machine (daemon/procenv.py).
 """
 
 from __future__ import annotations
@@ -42,9 +43,7 @@ import structlog
 
 from base.first import first_of
 from base.logs import configure_logging
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.ids import MACHINE_ID_RE
-from daemon import tools
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 
@@ -69,13 +68,7 @@ class SwarmDaemon(Daemon):
     lifecycle = False  # hundreds share a process: no state file, control port or processes
 
     def __init__(self, settings: DaemonSettings, environ: Mapping[str, str]) -> None:
-        super().__init__(settings)
-        self.environ = dict(environ)
-
-    async def _exec_command(self, params: ExecCommandParams, _: None) -> ExecCommandResult:
-        return await tools.exec_command(
-            self.settings.home_path, params, self.environ, self.settings.exec_output_cap
-        )
+        super().__init__(settings, environ=dict(environ))
 
     async def abandon(self) -> None:
         """Close a connection left behind by a start that was cancelled half-way."""

@@ -9,14 +9,11 @@ import os
 import secrets
 import signal
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
 
-from base.dotenv import parse_env_file
-from base.loader import restored
-from base.tokenfd import RUNTIME_LIBS_VAR
 from contracts.daemon_rpc import (
     EXIT_NOT_FOUND,
     ExecCommandParams,
@@ -25,13 +22,11 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import FileNotFound, FleetError, InvalidParams, ToolError, WrongFileKind
-from contracts.machine_files import CONTAINER_ENV_FILE
 from daemon import homefs
+from daemon.procenv import ProcessEnv
 
 log = structlog.get_logger(__name__)
 
-#: Variables of the daemon's own that a command must never see.
-_PRIVATE_ENV = ("FLEET_MACHINE_TOKEN", RUNTIME_LIBS_VAR)
 #: Set, to a value of its own, in each command's environment: when the command ends (or times
 #: out), every process still carrying it is ended too, even one that left the command's
 #: session with setsid. (One that also clears its environment escapes this; it still ends
@@ -41,8 +36,6 @@ _READ_CHUNK = 64 * 1024
 #: After a command exits, how long its output pipes may stay open; a background child that
 #: still holds them then is killed with the rest of the command's process group.
 _PIPE_GRACE_S = 2.0
-#: The container's variables are a few lines: more is not read.
-_CONTAINER_ENV_MAX = 256 * 1024
 #: Called with ("stdout" | "stderr", bytes) for each piece of output kept.
 OnChunk = Callable[[str, bytes], Awaitable[None]]
 
@@ -152,50 +145,18 @@ def current_umask() -> int | None:
     return None
 
 
-def command_env(
-    base: Mapping[str, str], home: Path, extra: Mapping[str, str] | None
-) -> dict[str, str]:
-    """A process's environment: the daemon's without its secrets, with the image's variables
-    the platform withheld from itself given back (``restored``), the container's variables over
-    it (containerEnv, remoteEnv: ``container_env``), then ``extra``; ``HOME`` is the home."""
-    env = restored({k: v for k, v in base.items() if k not in _PRIVATE_ENV})
-    env.update(container_env(home))
-    env["HOME"] = str(home)
-    env.update(extra or {})
-    return env
-
-
-def container_env(home: Path) -> dict[str, str]:
-    """The variables the platform pushed to ``CONTAINER_ENV_FILE``, read now (a small file):
-    none when it is missing, not a regular file (the machine may have put anything there) or
-    does not parse."""
-    path = home / CONTAINER_ENV_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return {}
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return {}
-        return parse_env_file(os.read(fd, _CONTAINER_ENV_MAX).decode())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        log.warning("process.container_env_invalid", path=str(path), error=str(exc))
-        return {}
-    finally:
-        os.close(fd)
-
-
 async def exec_command(
     home: Path,
     params: ExecCommandParams,
-    base_env: Mapping[str, str],
+    env: ProcessEnv,
     output_cap: int,
     *,
     on_spawn: Callable[[int], None] | None = None,
     on_exit: Callable[[int], None] | None = None,
     on_chunk: OnChunk | None = None,
 ) -> ExecCommandResult:
-    """``on_spawn``/``on_exit`` get the child's pid once it runs / once it is reaped (the
+    """``env``: the machine's environment (daemon/procenv.py), the call's variables last.
+    ``on_spawn``/``on_exit`` get the child's pid once it runs / once it is reaped (the
     daemon tracks exec children in its state file, so doctor can find runaways);
     ``on_chunk`` gets each piece of output as it is read (within the cap), for streaming."""
     cwd = working_dir(home, params.cwd)
@@ -204,7 +165,7 @@ async def exec_command(
         proc = await asyncio.create_subprocess_exec(
             *params.command,
             cwd=cwd,
-            env=command_env(base_env, home, params.env) | {EXEC_MARK: mark},
+            env=env(params.env) | {EXEC_MARK: mark},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

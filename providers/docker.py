@@ -140,7 +140,14 @@ class DockerProvider:
     def docker(self) -> aiodocker.Docker:
         """The engine's client, made on first use (it needs a running event loop)."""
         if self._docker is None:
-            self._docker = aiodocker.Docker(self._engine_url)
+            try:
+                self._docker = aiodocker.Docker(self._engine_url)
+            # How aiodocker says it found no engine to talk to (no DOCKER_HOST, context or
+            # socket): an assert, a ValueError under -O.
+            except (AssertionError, ValueError):
+                raise ProviderError("no Docker engine: DOCKER_HOST is not set and there is no "
+                                    "Docker socket here (apt-get install docker.io, or set "
+                                    "DOCKER_HOST)") from None  # fmt: skip
         return self._docker
 
     async def image(self) -> str:

@@ -68,8 +68,13 @@ MACHINE_HOME = "/home/fleet"
 #: Bumped when the recipe below changes in a way its text does not show.
 RECIPE_VERSION = "3"
 FLEET_LIB = "/usr/local/lib/fleet"
+#: Where the image holds the daemon's code (and its libraries).
+DAEMON_LIB = "/opt/fleet/lib"
 #: The machine's SSH server: the machine's own user, on its loopback only, keys only (from
-#: instances.setSshKeys), a host key of its own in the home (made at setup).
+#: instances.setSshKeys), a host key of its own in the home (made at setup). Every session
+#: starts as daemon/ssh_session.py (ForceCommand), which gives it the machine's environment
+#: (daemon/procenv.py) and becomes the shell or command asked for; sftp is the external server,
+#: a command like any other (the in-process one would bypass the ForceCommand).
 SSHD_CONFIG = f"{FLEET_LIB}/sshd_config"
 SSHD_HOST_KEY = f"{MACHINE_HOME}/.fleet/ssh_host_ed25519_key"
 SSHD_CONFIG_TEXT = f"""\
@@ -87,7 +92,8 @@ PermitRootLogin no
 AllowUsers fleet
 X11Forwarding no
 PrintMotd no
-Subsystem sftp internal-sftp
+Subsystem sftp /usr/lib/openssh/sftp-server
+ForceCommand PYTHONPATH={DAEMON_LIB} exec {FLEET_LIB}/python3 -s -P -m daemon.ssh_session
 """
 LOADER = f"{FLEET_LIB}/ld.so"
 DOCKERFILE = f"""\
@@ -101,17 +107,17 @@ assert sys.version_info >= (3, 11), sys.version'
 # root-only host keys are of no use to it (it makes its own in the home).
 RUN mkdir -p /run/sshd && chmod 0755 /run/sshd && rm -f /etc/ssh/ssh_host_*
 COPY sshd_config {SSHD_CONFIG}
-COPY lib /opt/fleet/lib
+COPY lib {DAEMON_LIB}
 # Compiled once here: the machine cannot write there, and every daemon would compile it again.
-RUN python3 -m compileall -q /opt/fleet/lib
+RUN python3 -m compileall -q {DAEMON_LIB}
 # An execute-only copy of the dynamic loader (root's, mode 0111): the supervisor and the daemon
 # run through it, so the kernel makes them non-dumpable and the machine's own commands cannot
 # read their environment or memory (the token). See daemon/nodump.py. It reads no
 # /etc/ld.so.preload (base/loader.py): an environment's image has its own /etc.
 RUN mkdir -p {FLEET_LIB} && ln -s "$(readlink -f "$(command -v python3)")" {FLEET_LIB}/python3 \
-    && PYTHONPATH=/opt/fleet/lib python3 -m base.loader "$(python3 -c "print(next( \
+    && PYTHONPATH={DAEMON_LIB} python3 -m base.loader "$(python3 -c "print(next( \
 l.split()[-1] for l in open('/proc/self/maps') if '/ld-' in l))")" {LOADER}
-ENV PYTHONPATH=/opt/fleet/lib PYTHONDONTWRITEBYTECODE=1 HOME={MACHINE_HOME} \
+ENV PYTHONPATH={DAEMON_LIB} PYTHONDONTWRITEBYTECODE=1 HOME={MACHINE_HOME} \
     FLEET_HOME={MACHINE_HOME} FLEET_SANDBOXED=1 FLEET_NODUMP_LOADER={LOADER}
 USER {MACHINE_UID}:{MACHINE_UID}
 WORKDIR {MACHINE_HOME}
@@ -238,13 +244,20 @@ class ImageBuilder:
             except (aiodocker.DockerError, TimeoutError) as exc:
                 self.say(f"cannot pull {self.base_image} ({_short(exc)}): building offline")
         mirror, suite = host_apt_source()
-        key = hashlib.sha256(f"{mirror} {suite} {BASE_PACKAGES}".encode()).hexdigest()[:12]
+        return await self.debian(mirror, suite, BASE_PACKAGES)
+
+    async def debian(self, mirror: str, suite: str, packages: tuple[str, ...]) -> str:
+        """The tag of a minimal Debian ``suite`` with ``packages``, made by debootstrap from
+        ``mirror`` and imported if this engine lacks it (its tag covers all three)."""
+        key = hashlib.sha256(f"{mirror} {suite} {packages}".encode()).hexdigest()[:12]
         tag = f"{BASE_REPO}:{suite}-{key}"
         if not await self._has(tag):
-            await self._debootstrap(tag, mirror, suite)
+            await self._debootstrap(tag, mirror, suite, packages)
         return tag
 
-    async def _debootstrap(self, tag: str, mirror: str, suite: str) -> None:
+    async def _debootstrap(
+        self, tag: str, mirror: str, suite: str, packages: tuple[str, ...]
+    ) -> None:
         if shutil.which("debootstrap") is None:
             raise ProviderError("building the machine image offline needs debootstrap: "
                                 "apt-get install debootstrap (./run test installs it)")  # fmt: skip
@@ -254,20 +267,22 @@ class ImageBuilder:
         if not tar.exists():
             async with _work_dir_lock(self.work_dir):
                 if not tar.exists():  # another process may have made it meanwhile
-                    await self._rootfs_tar(tar, mirror, suite)
+                    await self._rootfs_tar(tar, mirror, suite, packages)
         self.say(f"docker import of the root file system as {tag} ...")
         await self._import(tar, tag)
         if not await self._has(tag):
             raise ProviderError(f"docker import of {tag} did not produce the image")
         tar.unlink()
 
-    async def _rootfs_tar(self, tar: Path, mirror: str, suite: str) -> None:
+    async def _rootfs_tar(
+        self, tar: Path, mirror: str, suite: str, packages: tuple[str, ...]
+    ) -> None:
         # What a killed build left (its /proc still mounted, say) goes first.
         await asyncio.to_thread(scratch.sweep, self.work_dir, _ROOTFS_PREFIX)
         async with scratch.scratch_dir(self.work_dir, _ROOTFS_PREFIX) as tmp:
             root = tmp / "root"
             self.say(f"debootstrap {suite} from {mirror} (a few minutes, once) ...")
-            include = f"--include={','.join(BASE_PACKAGES)}"
+            include = f"--include={','.join(packages)}"
             await _run(["debootstrap", "--variant=minbase", include, suite, str(root), mirror])
             partial = tar.with_suffix(".partial")
             await _run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."])

@@ -13,13 +13,16 @@ What the proxy does with a request:
   host and port; a name is resolved on the platform, and an address that is the host's own
   (loopback, link-local, the platform's) is refused unless the policy names it. Then, if a
   secret of the instance names the host, TLS is ended with a certificate for it from the
-  instance's CA (``controlplane/secret_ca.py``), each request gets the secret's header (set,
+  instance's CA (``controlplane/secret_ca.py``), and each request in it is held to the
+  tunnel's authority and an ordinary method (``providers/egress_request.py``: else 403, the
+  connection closed), gets the header of each secret that names the host *then* (set,
   replacing whatever the machine sent) and goes on over TLS to the upstream, verified against
   the system's CAs and ``FLEET_SECRETS_UPSTREAM_CA``. Any other ``CONNECT`` is a plain tunnel.
 - a plain-HTTP request (``GET http://…``): the same policy, then sent on as it came, never
   with a secret.
 
-The secrets are read when a connection is intercepted, so a deleted one is never added again.
+The secrets are looked up for each request, so a deleted one goes on no later request, on an
+open connection too.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import h11
@@ -45,6 +48,7 @@ from contracts.gateway_secrets import MACHINE_PROXY, entry_covers, header_value
 from controlplane.store_secrets import StoredSecret
 from providers import egress_proxy_http as http
 from providers.egress_dns import NameRules, decide, forbidden, owned_socket_in
+from providers.egress_request import Inadmissible
 
 log = structlog.get_logger(__name__)
 
@@ -218,13 +222,22 @@ class EgressProxy:
             await _tunnel(down, up)
             return
         ctx = await self.platform.leaf(m.instance_id, host)
+        # Nothing read between the 200 and TLS: the client's hello follows the 200 at once, and
+        # uvloop (the services' loop) runs a read before the task start_tls runs in, which put
+        # the hello in the plain stream's buffer and left the handshake waiting for it.
+        cast(asyncio.Transport, down[1].transport).pause_reading()
         down[1].write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await down[1].drain()
         await asyncio.wait_for(down[1].start_tls(ctx), _TLS_TIMEOUT_S)
         up = await _open(address, port, tls=self.upstream_tls, server_hostname=host)
-        headers = _headers(secrets, self.platform.open_value)
-        names = [s.name for s in secrets]
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+        async def lookup() -> tuple[dict[bytes, bytes], list[str]]:
+            # Per request, not per connection: a secret deleted while a client keeps its
+            # connection open goes on no later request (the platform keeps what it read until
+            # a change is announced: services/provisioner/secrets_cache.py).
+            now = await self.platform.secrets(m.instance_id, host, port)
+            return _headers(now, self.platform.open_value), [s.name for s in now]
 
         async def sent(used: list[str]) -> None:
             # Counted beside the request, not before its answer: a store's round trip per
@@ -234,7 +247,11 @@ class EgressProxy:
                            name=f"egress-proxy-used-{m.machine_id}")  # fmt: skip
 
         try:
-            await http.exchange(down, up, headers, sent, names)
+            await http.exchange(down, up, (host, port), lookup, sent)
+        except Inadmissible as exc:
+            log.info("egress.proxy_refused", machine_id=m.machine_id, host=authority,
+                     reason=str(exc))  # fmt: skip
+            down[1].write(http.refusal(403, f"refused by the egress proxy: {exc}"))
         finally:
             up[1].close()
 

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import h11
 
+from providers import egress_request as rule
+
 MAX_HEAD = 64 * 1024
 #: The most one read takes: each read costs an h11 event and a drain, and at 64 KiB that per-read
 #: work was about a fifth of the CPU of an intercepted download (benchmark 31).
@@ -25,6 +27,8 @@ HOP_BY_HOP = frozenset({b"proxy-authorization", b"proxy-connection", b"expect"})
 Headers = Sequence[tuple[bytes, bytes]]
 #: Called as a request is sent with the platform's headers: the secrets' names.
 OnSent = Callable[[list[str]], Awaitable[None]]
+#: The headers the platform sets on a request now (lower-case names), and their secrets' names.
+Lookup = Callable[[], Awaitable[tuple[dict[bytes, bytes], list[str]]]]
 
 
 class ProxyHttpError(Exception):
@@ -78,17 +82,18 @@ async def body(
 async def exchange(
     down: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     up: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    set_headers: dict[bytes, bytes],
+    tunnel: tuple[str, int],
+    lookup: Lookup,
     on_sent: OnSent,
-    names: list[str],
-    *,
-    origin_form: Callable[[bytes], bytes] | None = None,
 ) -> None:
-    """Carry requests from ``down`` (the machine) to ``up`` and their answers back, one after
-    the other on the same connections, until either side closes. ``set_headers`` go on every
-    request (``on_sent`` is told ``names``); ``origin_form`` rewrites each target (a plain-HTTP
-    proxy request names its URL)."""
+    """Carry requests from ``down`` (the machine) to ``up`` (``tunnel``'s host and port) and
+    their answers back, one after the other on the same connections, until either side closes.
+    Each request is held to the tunnel's authority and an ordinary method first
+    (``providers/egress_request.py``: Inadmissible, nothing sent), then gets the headers
+    ``lookup`` gives for it then (``on_sent`` is told their secrets' names), so that a secret
+    deleted while the connection stays open goes on no later request."""
     srv, cli = server(), client()
+    host = rule.host_header(tunnel)
     while True:
         try:
             request = await asyncio.wait_for(next_event(srv, down[0]), HEAD_TIMEOUT_S)
@@ -96,12 +101,13 @@ async def exchange(
             return
         if not isinstance(request, h11.Request):
             return  # the machine closed (ConnectionClosed) between requests
-        target = origin_form(request.target) if origin_form else request.target
+        target = rule.admitted_target(request.method, request.target, request.headers, tunnel)
+        set_headers, names = await lookup()
         if srv.they_are_waiting_for_100_continue:
             down[1].write(srv.send(h11.InformationalResponse(status_code=100, headers=[])))
-        headers = with_headers(request.headers, set_headers)
+        headers = with_headers(request.headers, {b"host": host, **set_headers})
         up[1].write(cli.send(h11.Request(method=request.method, target=target, headers=headers)))
-        if set_headers:
+        if names:
             await on_sent(names)
         await body(srv, down[0], cli, up[1])
         await answer(cli, up[0], srv, down[1])

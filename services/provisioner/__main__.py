@@ -38,7 +38,7 @@ from services.provisioner.environment import image_id, machine_placement, pool_k
 from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
-from services.provisioner.secrets_proxy import gvisor_door, secrets_proxy
+from services.provisioner.secrets_proxy import gvisor_door, secrets_cache, secrets_proxy
 from services.provisioner.service import Provisioner
 from services.provisioner.sweep import DockerShelf, LocalShelf, Sweeper
 
@@ -59,8 +59,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
     # The egress proxy, and its door on the host first: a gvisor sandbox's gateway table opens
     # the door's port only if this process holds it.
+    secrets = await stack.enter_async_context(secrets_cache(settings, store, bus))
     proxy = await stack.enter_async_context(
-        secrets_proxy(settings, store, await platform_addresses(settings), bus)
+        secrets_proxy(settings, store, await platform_addresses(settings), bus, secrets.secrets)
     )
     door = await stack.enter_async_context(gvisor_door(settings, proxy))
     repo = code_repo(settings.code_repo)

@@ -17,7 +17,7 @@ from functools import partial
 import msgspec
 import structlog
 
-from contracts.errors import NotSupported
+from contracts.errors import NotSupported, ProviderError
 from contracts.gateway_network import EgressPolicy
 from contracts.models import Machine
 from controlplane.settings import Settings
@@ -29,7 +29,7 @@ from providers.egress_dns_load import DnsCaps
 from providers.egress_proxy import EgressProxy
 from providers.egress_proxy_door import HostDoor
 from providers.gvisor_gateway import gateway_endpoints
-from providers.netns import nats_servers
+from providers.netns import installed, nats_servers
 from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
@@ -47,7 +47,14 @@ async def resolve(hosts: list[tuple[str, int]]) -> list[egress.Endpoint]:
 
 def host_addresses() -> list[egress.IpAddress]:
     """Every address of this host's interfaces (a machine's answer may point at none)."""
-    out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, check=False)
+    ip = installed(
+        "ip",
+        ProviderError(
+            "ip is not installed (the provisioner refuses machines "
+            "this host's own addresses): apt-get install iproute2"
+        ),
+    )
+    out = subprocess.run([ip, "-j", "addr", "show"], capture_output=True, check=False)
     links = json.loads(out.stdout or b"[]")
     return [ipaddress.ip_address(a["local"].split("%")[0])
             for link in links for a in link.get("addr_info", []) if "local" in a]  # fmt: skip

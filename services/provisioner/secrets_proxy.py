@@ -1,5 +1,7 @@
 """This host's egress proxy (providers/egress_proxy.py), joined to the platform: the instance's
-policy and secrets from the store, its CA's certificates, the use counts, the upstreams' trust."""
+policy and secrets from the store (the secrets kept between requests until they change:
+services/provisioner/secrets_cache.py), its CA's certificates, the use counts, the upstreams'
+trust."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from controlplane.store_secrets import StoredSecret
 from providers.egress_proxy import Address, EgressProxy, Platform
 from providers.egress_proxy_door import HostDoor
 from providers.gvisor_gateway import proxy_listen
+from services.provisioner.secrets_cache import Read, SecretsCache
 
 log = structlog.get_logger(__name__)
 #: The name a repo's credentials are counted under (no secret's name has a colon).
@@ -76,9 +79,31 @@ def gvisor_door(settings: Settings, proxy: EgressProxy) -> HostDoor:
     return HostDoor(proxy, at, enabled=bool(settings.secrets_proxy_port))
 
 
+def stored_secrets(settings: Settings, store: Store) -> Read:
+    """An instance's secrets for a host and port as the store has them now: its own that name
+    the host, and its private repos' there."""
+    box = SecretBox(settings.secret_key)
+
+    async def read(instance_id: str, host: str, port: int) -> list[StoredSecret]:
+        named = [s for s in await store.secrets.stored(instance_id) if covers(s.hosts, host, port)]
+        return [*named, *await repo_secrets(store, box, instance_id, host, port)]
+
+    return read
+
+
+def secrets_cache(settings: Settings, store: Store, bus: Bus) -> SecretsCache:
+    """What the proxy read of the store, kept until a change is announced on ``bus``, the bus
+    is lost, or ``FLEET_REVOCATION_ROUND_S`` has passed (services/provisioner/secrets_cache.py)."""
+    return SecretsCache(stored_secrets(settings, store), bus.nc, settings.revocation_round_s)
+
+
 def secrets_proxy(
-    settings: Settings, store: Store, platform_addresses: frozenset[Address], bus: Bus
-) -> EgressProxy:
+    settings: Settings, store: Store, platform_addresses: frozenset[Address], bus: Bus,
+    secrets: Read,
+) -> EgressProxy:  # fmt: skip
+    """This host's proxy: the instance's policy from the store, its ``secrets`` as ``secrets``
+    gives them (a ``SecretsCache``'s, asked for each request), its CA's certificates, each use
+    counted."""
     box = SecretBox(settings.secret_key)
     leaves = LeafContexts(box)
 
@@ -92,10 +117,6 @@ def secrets_proxy(
             # Audited by the gateway (only it may write the audit log): the name, never the value.
             await bus.publish(MachineSecretUsed(event_id=new_event_id(), machine_id=machine_id,
                                                 secret=name, host=host))  # fmt: skip
-
-    async def secrets(instance_id: str, host: str, port: int) -> list[StoredSecret]:
-        named = [s for s in await store.secrets.stored(instance_id) if covers(s.hosts, host, port)]
-        return [*named, *await repo_secrets(store, box, instance_id, host, port)]
 
     platform = Platform(
         policy=store.instance_settings.egress,

@@ -11,7 +11,7 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts.consumers import Durable
-from contracts.errors import DiskLimit, FleetError, NotFound, NotSupported
+from contracts.errors import DiskLimit, FleetError, NotFound, NotSupported, ProviderError
 from contracts.events import (
     Event,
     HomeCopy,
@@ -172,12 +172,12 @@ class Provisioner(PauseHandlers):
         if machine.environment is not None:
             return Resolved(machine.environment, machine.environment_image)
         env = await self.store.environments.of_instance(machine.instance_id)
-        docker = self.engine() if self.engine is not None else None
         runs_images = getattr(provider, "runs_images", False)
-        ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
-                                 self.settings, self.detector if runs_images else None,
-                                 self.shared)  # fmt: skip
         try:
+            docker = self._engine_for(env is not None, runs_images)
+            ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
+                                     self.settings, self.detector if runs_images else None,
+                                     self.shared)  # fmt: skip
             resolved = await resolve_image(ctx, env)
             if resolved.image is not None and not runs_images:
                 raise NotSupported(f"provider {event.provider} cannot run an environment's image")
@@ -192,6 +192,20 @@ class Provisioner(PauseHandlers):
         )
         log.info("provision.environment", environment=resolved.environment, image=resolved.image)
         return resolved
+
+    def _engine_for(self, named: bool, runs_images: bool) -> aiodocker.Docker | None:
+        """The engine a machine's image is on: a ``named`` image needs it (ProviderError when
+        this host has none); a provider that ``runs_images`` looks for a repo's
+        devcontainer.json there when this host has one. A host with none runs default
+        machines."""
+        if self.engine is None or not (named or runs_images):
+            return None
+        try:
+            return self.engine()
+        except ProviderError:
+            if named:
+                raise
+            return None
 
     async def _start(
         self, event: MachineCreated, provider: Provider, token: str, pool: str | None

@@ -136,12 +136,17 @@ class World:
 
 @pytest.fixture
 def world(settings: Settings, store: Store, bus: FakeBus) -> World:
+    return make_world(settings, store, bus)
+
+
+def make_world(settings: Settings, store: Store, bus: FakeBus, **collaborators: Any) -> World:
+    """The world on these fakes; ``collaborators``: more of the provisioner's."""
     daemons = FakeDaemons()
     provider = FakeProvider(bus=bus, daemons=daemons)
     daemons.on_stop = provider.report_stopping
     box = SecretBox(settings.secret_key)
     provisioner = Provisioner(store=store, bus=bus, providers={provider.name: provider}, box=box,
-                              settings=settings)  # fmt: skip
+                              settings=settings, **collaborators)  # fmt: skip
     setup = SetupPusher(store=store, bus=bus, daemons=daemons, settings=settings)
     prober = Prober(store=store, bus=bus, daemons=daemons, settings=settings)
     for service in (provisioner, setup, prober):

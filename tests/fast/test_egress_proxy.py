@@ -4,6 +4,8 @@ platform's side in memory. The same through a real machine: tests/integration/te
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
 import os
 import socket
@@ -15,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 from aiohttp import web
 
 from contracts.gateway_network import EgressPolicy
@@ -66,16 +69,31 @@ class World:
                         open_value=self.box.decrypt, used=used)  # fmt: skip
 
 
+#: Each request the upstream got: its method, Host, Authorization and the port it came from.
+Seen = list[tuple[str, str | None, str | None, int]]
+SEEN = web.AppKey("seen", list)
+
+
 async def _echo(request: web.Request) -> web.Response:
     body = await request.read()
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    got = (request.headers.get("Host"), request.headers.get("Authorization"))
+    request.app[SEEN].append((request.method, *got, peer[1] if peer else 0))
     return web.json_response({"headers": dict(request.headers), "body": body.decode()})
 
 
 @pytest.fixture
-async def upstream(tmp_path: Path) -> AsyncIterator[tuple[int, int, Path]]:
-    """A TLS server on 127.0.0.1 with a CA of its own (its file), and a plain one: ports."""
+def seen() -> Seen:
+    return []
+
+
+@pytest.fixture
+async def upstream(tmp_path: Path, seen: Seen) -> AsyncIterator[tuple[int, int, Path]]:
+    """A TLS server on 127.0.0.1 with a CA of its own (its file), and a plain one: ports. Each
+    request either one gets is written to ``seen``."""
     ctx = server_tls("127.0.0.1", tmp_path / "upstream-ca.pem")
     app = web.Application()
+    app[SEEN] = seen
     app.router.add_route("*", "/{tail:.*}", _echo)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -240,3 +258,107 @@ async def test_an_untrusted_upstream_is_never_sent_the_secret(
                 await c.get(f"https://127.0.0.1:{upstream[0]}/")
     assert world.used == []
     assert json.dumps(world.used) == "[]"
+
+
+class _Tunnel:
+    """Python's http.client through the proxy's ``CONNECT`` (``set_tunnel``), one connection
+    kept open across requests, as an SDK's keep-alive pool keeps it. It blocks: each request
+    runs in a thread while the proxy and the upstream go on in this loop."""
+
+    def __init__(self, proxy: EgressProxy, machine: str, to: tuple[str, int],
+                 verify: ssl.SSLContext) -> None:  # fmt: skip
+        self.conn = http.client.HTTPSConnection("127.0.0.1", proxy.port_of(machine),
+                                                context=verify, timeout=10)  # fmt: skip
+        self.conn.set_tunnel(*to)
+
+    def __enter__(self) -> _Tunnel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+    async def send(self, method: str, target: str, **headers: str) -> tuple[int, bytes]:
+        def send() -> tuple[int, bytes]:
+            self.conn.request(method, target, headers=headers)
+            answer = self.conn.getresponse()
+            return answer.status, answer.read()
+
+        return await asyncio.to_thread(send)
+
+
+#: Requests that name another authority than the tunnel's, or a method that is no ordinary
+#: one: each gets 403 from the proxy and never reaches the upstream (``{port}``: the tunnel's).
+HOSTILE = [
+    pytest.param("GET", "/", {"Host": "attacker.example"}, id="another-host"),
+    pytest.param("GET", "/", {"Host": "127.0.0.1"}, id="host-without-the-tunnels-port"),
+    pytest.param("GET", "/", {"Host": "127.0.0.1:1"}, id="another-port"),
+    pytest.param("TRACE", "/", {}, id="trace"),
+    pytest.param("CONNECT", "attacker.example:443", {}, id="connect-inside-the-tunnel"),
+    pytest.param("GET", "https://attacker.example/", {}, id="absolute-form-to-another-host"),
+    pytest.param("GET", "http://127.0.0.1:{port}/", {}, id="absolute-form-plain-http"),
+]
+
+
+@pytest.mark.parametrize(("method", "target", "headers"), HOSTILE)
+async def test_a_secret_goes_only_with_its_tunnels_authority_and_an_ordinary_method(
+    proxied: tuple[EgressProxy, World], upstream: tuple[int, int, Path], seen: Seen,
+    method: str, target: str, headers: dict[str, str],
+) -> None:  # fmt: skip
+    """A shared ingress routes by Host, a server with TRACE on echoes the request's headers:
+    either would hand the secret to whoever reads that site or that echo."""
+    proxy, world = proxied
+    world.policy["inst-a"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", [f"127.0.0.1:{upstream[0]}"])
+    trust = _trusting(world.cas["inst-a"].cert_pem)
+    with _Tunnel(proxy, "m-a", ("127.0.0.1", upstream[0]), trust) as tunnel:
+        status, said = await tunnel.send(method, target.format(port=upstream[0]), **headers)
+    assert status == 403, said
+    assert seen == []
+    assert world.used == []
+    with _Tunnel(proxy, "m-a", ("127.0.0.1", upstream[0]), trust) as tunnel:
+        status, said = await tunnel.send("GET", "/", Host=f"127.0.0.1:{upstream[0]}")
+    assert status == 200, said
+    assert seen[0][1:3] == (f"127.0.0.1:{upstream[0]}", f"Bearer {VALUE}")
+
+
+async def test_a_deleted_secret_stops_on_a_connection_kept_open(
+    proxied: tuple[EgressProxy, World], upstream: tuple[int, int, Path], seen: Seen
+) -> None:
+    proxy, world = proxied
+    world.policy["inst-a"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", [f"127.0.0.1:{upstream[0]}"])
+    trust = _trusting(world.cas["inst-a"].cert_pem)
+    with _Tunnel(proxy, "m-a", ("127.0.0.1", upstream[0]), trust) as tunnel:
+        first, _ = await tunnel.send("GET", "/", Authorization="Bearer fleet-secret-API_KEY")
+        sock = tunnel.conn.sock
+        world.secrets["inst-a"].clear()
+        after, _ = await tunnel.send("GET", "/", Authorization="Bearer fleet-secret-API_KEY")
+        assert tunnel.conn.sock is sock  # the same connection, kept open
+    assert (first, after) == (200, 200)
+    assert [s[2] for s in seen] == [f"Bearer {VALUE}", "Bearer fleet-secret-API_KEY"]
+    assert seen[0][3] == seen[1][3]  # one connection upstream too
+
+
+async def test_an_intercepted_handshake_completes_on_uvloop(
+    upstream: tuple[int, int, Path], seen: Seen
+) -> None:
+    """The services run on uvloop (``FLEET_EVENT_LOOP``), which runs a socket's read before a
+    task made in the same turn: a client's TLS hello, sent as soon as it reads the ``200``,
+    went to the plain stream's buffer, and the proxy's handshake waited for it until its timeout
+    (on about half of the connections)."""
+    world = World(SecretBox(generate_secret_key()))
+    world.policy["inst-a"] = EgressPolicy(allow=["127.0.0.1"])
+    _secret(world, "inst-a", [f"127.0.0.1:{upstream[0]}"])
+
+    async def connections() -> list[int]:
+        async with _proxy(world, ssl.create_default_context(cafile=str(upstream[2]))) as proxy:
+            await proxy.attach("m-a", "inst-a", os.getpid())
+            trust = _trusting(world.cas["inst-a"].cert_pem)
+            statuses = []
+            for _ in range(10):  # each a new connection, a new handshake
+                with _Tunnel(proxy, "m-a", ("127.0.0.1", upstream[0]), trust) as tunnel:
+                    statuses.append((await tunnel.send("GET", "/"))[0])
+            return statuses
+
+    assert await asyncio.to_thread(uvloop.run, connections()) == [200] * 10
+    assert [s[2] for s in seen] == [f"Bearer {VALUE}"] * 10

@@ -18,7 +18,7 @@ from contracts.ids import new_event_id
 from controlplane.settings import Settings
 from services.gateway.audit_log import AuditLog
 from services.gateway.secret_use_audit import SecretUseAudit
-from services.provisioner.secrets_proxy import secrets_proxy
+from services.provisioner.secrets_proxy import secrets_proxy, stored_secrets
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method
@@ -28,7 +28,8 @@ HOST = "api.openai.com:443"
 
 def proxy_used(world: World) -> Callable[[str, str, str, str], Awaitable[None]]:
     """What the host's egress proxy calls as a request goes out with a secret added."""
-    return secrets_proxy(world.settings, world.store, frozenset(), world.bus).platform.used
+    stored = stored_secrets(world.settings, world.store)
+    return secrets_proxy(world.settings, world.store, frozenset(), world.bus, stored).platform.used
 
 
 @method("secrets.set", "secrets.list")

@@ -46,11 +46,13 @@ import asyncio, sys, threading
 from pathlib import Path
 from contracts.daemon_rpc import ExecCommandParams
 from daemon import reaping, tools
+from daemon.procenv import ProcessEnv
 if sys.argv[1] == "daemon":
     reaping.reap_without_threads()
 def refuse(self): raise RuntimeError("can't start new thread")
 threading.Thread.start = refuse
-run = tools.exec_command(Path(sys.argv[2]), ExecCommandParams(command=["echo", "ok"]), {}, 64)
+home = Path(sys.argv[2])
+run = tools.exec_command(home, ExecCommandParams(command=["echo", "ok"]), ProcessEnv(home, {}), 64)
 loop = asyncio.new_event_loop()
 asyncio.set_event_loop(loop)  # as asyncio.run does (it would then need a thread to end)
 print(loop.run_until_complete(run).stdout, end="")

@@ -29,18 +29,25 @@ def keypair(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-async def ssh(settings: Settings, key: Path, machine_id: str, command: str) -> tuple[int, str]:
+async def ssh(
+    settings: Settings, key: Path, machine_id: str, command: str | None, *,
+    program: str = "ssh", stdin: bytes | None = None,
+) -> tuple[int, str]:  # fmt: skip
+    """``program`` (ssh, sftp) to the machine through a tunnel: its exit code and output.
+    ``command`` None: no command (a login shell, or sftp's batch), ``stdin`` what it reads."""
     proxy = f"{sys.executable} -c 'from fleet.cli import main; main()' machines tunnel %h 22"
     env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
            "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        "ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
+        program, "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
         "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
         "-o", "UserKnownHostsFile=/dev/null", "-o", f"ProxyCommand={proxy}",
-        f"fleet@{machine_id}", command,
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        *(["-b", "-"] if program == "sftp" else []),
+        f"fleet@{machine_id}", *([command] if command is not None else []),
+        env=env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    out, _ = await asyncio.wait_for(proc.communicate(stdin), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
 
@@ -74,3 +81,43 @@ async def test_ssh_through_a_tunnel_into_a_docker_machine(
              if p.port == 22}  # fmt: skip
     assert ("127.0.0.1", "ipv4") in bound  # and [::1] where the container has IPv6
     assert {address for address, _ in bound} <= {"127.0.0.1", "::1"}
+
+
+@pytest.mark.timeout(300)  # a container and four sessions, on a busy host
+async def test_an_ssh_session_gets_the_machines_environment(
+    stack: FleetClient, settings: Settings, tmp_path: Path
+) -> None:
+    """The platform's and the instance's variables (the pushed .env) in every session, a
+    command's and a login shell's, with nothing sourced; a change in the next session; sftp,
+    which starts as every session does, still works."""
+    key = tmp_path / "key"
+    inst = await stack.create_instance("ssh-env")
+    await stack.set_ssh_keys(inst.id, [keypair(key)])
+    await stack.set_env("FLEET_TEST_PLATFORM_VAR", "for every instance")
+    await stack.set_env("RELEASE", "1", inst.id)
+    machine = await stack.create_machine(inst.id, "docker")
+    done = await stack.wait_for(machine.id, ("ready", "failed"), timeout_s=180)
+    assert done.status is MachineStatus.READY, done.status_reason
+    mid = machine.id
+
+    async def sshd_listens() -> bool:
+        return 22 in {p.port for p in (await stack.machine_ports(mid)).ports}
+
+    await wait_until(sshd_listens, timeout=30)
+    code, out = await ssh(settings, key, mid, "printenv FLEET_TEST_PLATFORM_VAR RELEASE HOME")
+    assert code == 0, out
+    assert out.splitlines()[-3:] == ["for every instance", "1", "/home/fleet"], out
+
+    await stack.set_env("RELEASE", "2", inst.id)  # pushed to the running machine
+
+    async def pushed() -> bool:
+        return (await stack.exec(mid, ["printenv", "RELEASE"])).stdout == "2\n"
+
+    await wait_until(pushed, timeout=30)
+    code, out = await ssh(settings, key, mid, None, stdin=b"printenv RELEASE; echo $0\n")
+    assert code == 0, out
+    assert out.splitlines()[-2:] == ["2", "-sh"], out  # a login shell, as sshd starts one
+
+    code, out = await ssh(settings, key, mid, None, program="sftp", stdin=b"ls .fleet/.env\n")
+    assert code == 0, out
+    assert out.splitlines()[-1].strip() == ".fleet/.env", out

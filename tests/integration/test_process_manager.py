@@ -24,6 +24,7 @@ from contracts.daemon_rpc import (
 )
 from contracts.errors import Conflict, NotFound, ToolError
 from daemon import tools
+from daemon.procenv import ProcessEnv
 from daemon.procs import KEEP_EXITED, ProcessManager
 from daemon.state import TrackedProcess
 from tests.waiters import wait_until
@@ -38,7 +39,8 @@ async def make_manager(home: Path) -> AsyncIterator[MakeManager]:
     made: list[ProcessManager] = []
 
     def make() -> ProcessManager:
-        manager = ProcessManager(home, environ=ENVIRON, on_change=lambda: None, env_poll_s=0.05)
+        manager = ProcessManager(home, env=ProcessEnv(home, ENVIRON), on_change=lambda: None,
+                                 env_poll_s=0.05)  # fmt: skip
         made.append(manager)
         return manager
 
@@ -230,7 +232,7 @@ async def test_exec_children_are_tracked_while_they_run(
         result = await tools.exec_command(
             home,
             ExecCommandParams(command=command),
-            ENVIRON,
+            ProcessEnv(home, ENVIRON),
             1024,
             on_spawn=spawned,
             on_exit=m.untrack_exec,
@@ -286,7 +288,7 @@ async def test_stop_all_ends_everything(home: Path, make_manager: MakeManager) -
             tools.exec_command(
                 home,
                 ExecCommandParams(command=["sleep", "300"]),
-                ENVIRON,
+                ProcessEnv(home, ENVIRON),
                 1024,
                 on_spawn=lambda pid: m.track_exec(pid, ["sleep", "300"], str(home)),
                 on_exit=m.untrack_exec,

@@ -12,6 +12,7 @@ import msgspec
 
 from base import procinfo
 from contracts.daemon_rpc import ProcessRef, ProcessStartParams, RestartPolicy
+from daemon.procenv import ProcessEnv
 from daemon.procs import ProcessManager
 from daemon.state import TrackedProcess
 from tests.waiters import wait_until
@@ -20,7 +21,8 @@ ENVIRON = {"PATH": os.environ["PATH"]}
 
 
 def manager(home: Path) -> ProcessManager:
-    return ProcessManager(home, environ=ENVIRON, on_change=lambda: None, env_poll_s=0.05)
+    return ProcessManager(home, env=ProcessEnv(home, ENVIRON), on_change=lambda: None,
+                          env_poll_s=0.05)  # fmt: skip
 
 
 def start(tag: str, restart: RestartPolicy) -> ProcessStartParams:

@@ -16,6 +16,7 @@ from base.dotenv import render
 from contracts.daemon_rpc import WriteFileParams
 from contracts.machine_files import CronJob, CronTable
 from daemon import tools
+from daemon.procenv import ProcessEnv
 from daemon.procs import ProcessManager
 from daemon.scheduler import Scheduler
 from daemon.state import CronRun
@@ -49,7 +50,8 @@ class Runs:
 
 @pytest.fixture
 async def procs(home: Path) -> AsyncIterator[ProcessManager]:
-    async with ProcessManager(home, environ=ENVIRON, on_change=lambda: None) as manager:
+    env = ProcessEnv(home, ENVIRON)
+    async with ProcessManager(home, env=env, on_change=lambda: None) as manager:
         yield manager
 
 
@@ -69,7 +71,8 @@ def job(name: str, schedule: str, *command: str, timeout_s: float = 60.0) -> Cro
 def scheduler(
     home: Path, runs: Runs, clock: Clock, procs: ProcessManager | None = None
 ) -> Scheduler:
-    return Scheduler(home, environ=ENVIRON, record=runs, procs=procs, poll_s=0.02, clock=clock)
+    return Scheduler(home, env=ProcessEnv(home, ENVIRON), record=runs, procs=procs, poll_s=0.02,
+                     clock=clock)  # fmt: skip
 
 
 async def test_the_loop_runs_a_due_job_and_records_it(home: Path) -> None:
