@@ -201,7 +201,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     repo_check_timeout_s: float = 8.0
     egress_proxy: str = ""
     #: A PEM bundle the egress proxy trusts besides the system's CAs, for the upstreams a
-    #: secret is added for (a private API, a test server).
+    #: secret is added for (a private API, a test server, a private repo's git server); git on
+    #: the platform's host (repos.add's check, an environment's checkout) trusts it too.
     secrets_upstream_ca: str = ""
     #: The egress proxy's port for gvisor machines (their stack has a loopback of its own):
     #: on the address they reach NATS at (the host's loopback through their gateway, or NATS's
@@ -495,6 +496,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def ca_bundle_path(self) -> Path | None:
         return Path(self.ca_bundle) if self.ca_bundle else None
+
+    @property
+    def upstream_cas(self) -> tuple[str, ...]:
+        """The PEM bundles a machine's clone trusts besides the system's CAs, which git on the
+        platform's host trusts too: ``FLEET_CA_BUNDLE`` (a machine's git reads it from its
+        .env) and ``FLEET_SECRETS_UPSTREAM_CA`` (the egress proxy's, for the upstream of a
+        machine's clone of a private repo)."""
+        return tuple(f for f in (self.ca_bundle, self.secrets_upstream_ca) if f)
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""

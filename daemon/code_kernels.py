@@ -45,6 +45,7 @@ from daemon import tools
 from daemon.code_launch import kernel_launch
 from daemon.code_output import RunOutput
 from daemon.exec_streams import Publish
+from daemon.listening_ports import listener_inodes, started_with
 from daemon.procenv import ProcessEnv
 
 log = structlog.get_logger(__name__)
@@ -80,6 +81,9 @@ class _Context:
     running: bool = False
     #: The stream of the run that executes (None: none, or an unstreamed one).
     stream: str | None = None
+    #: The listening sockets its kernel opened as it started: the platform's, not the user's
+    #: (daemon/listening_ports.py lists none of them).
+    sockets: frozenset[int] = frozenset()
 
 
 @functools.cache
@@ -116,6 +120,10 @@ class CodeKernels:
         #: cancelled.
         self._streams: dict[str, _Context] = {}
         self._cancelled: set[str] = set()
+
+    def sockets(self) -> frozenset[int]:
+        """The listening sockets the contexts' kernels opened as they started."""
+        return frozenset[int]().union(*(ctx.sockets for ctx in self._contexts.values()))
 
     def languages(self) -> list[str]:
         path = self._env().get("PATH")
@@ -275,6 +283,7 @@ class CodeKernels:
         km = manager(kernel_name=ctx.info.language, kernel_spec_manager=specs(),
                      connection_file=str(connection))  # fmt: skip
         km.kernel_spec_manager.spec = spec
+        listening = await asyncio.to_thread(listener_inodes)
         await km.start_kernel(cwd=ctx.info.cwd, env=env)
         kc = km.client()
         kc.start_channels()
@@ -284,6 +293,7 @@ class CodeKernels:
         except (RuntimeError, TimeoutError) as exc:
             await _shutdown(ctx)
             raise ToolError(f"the {ctx.info.language} kernel did not start: {exc}") from None
+        ctx.sockets = await asyncio.to_thread(started_with, listening, _pid(km))
         log.info("code.kernel_started", context_id=ctx.info.id, language=ctx.info.language,
                  pid=_pid(km))  # fmt: skip
 
@@ -393,7 +403,7 @@ async def _drain_reply(ctx: _Context, msg_id: str) -> None:
 
 
 async def _shutdown(ctx: _Context) -> None:
-    km, kc, ctx.km, ctx.kc = ctx.km, ctx.kc, None, None
+    km, kc, ctx.km, ctx.kc, ctx.sockets = ctx.km, ctx.kc, None, None, frozenset()
     if kc is not None:
         kc.stop_channels()
     if km is not None:

@@ -432,7 +432,7 @@ class Daemon:
 
     @handles(LIST_PORTS)
     async def _list_ports(self, params: NoParams, _: None) -> PortList:
-        return await list_ports(params, None)
+        return await list_ports(self._kernels.sockets())
 
     async def _publish_chunk(self, subject: str, data: bytes) -> None:
         await self.nc.publish(subject, data)  # buffered: flushed by the client, never awaited

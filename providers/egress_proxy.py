@@ -66,6 +66,14 @@ class Refused(Exception):
     """The policy refuses the destination: the text says why (no secret in it)."""
 
 
+class PolicyRefused(Refused):
+    """Refused by the instance's network policy (not for a malformed request)."""
+
+
+#: The status line's words for a destination the instance's network policy refuses.
+POLICY_PHRASE = "Refused by the instance's network policy"
+
+
 @dataclass(frozen=True)
 class Platform:
     """What the proxy asks of the platform for a machine's instance."""
@@ -190,7 +198,8 @@ class EgressProxy:
         except Refused as exc:
             log.info("egress.proxy_refused", machine_id=m.machine_id, host=host_of(request),
                      reason=str(exc))  # fmt: skip
-            w.write(http.refusal(403, f"refused by the egress proxy: {exc}"))
+            phrase = POLICY_PHRASE if isinstance(exc, PolicyRefused) else None
+            w.write(http.refusal(403, f"refused by the egress proxy: {exc}", phrase))
             return
         if request.method == b"CONNECT":
             await self._connect(m, (r, w), host, port, address)
@@ -318,7 +327,9 @@ async def allowed(
     except ValueError:
         ports = decide(NameRules.of(policy), host.removesuffix("."))
         if ports is None or (ports and not any(lo <= port <= hi for lo, hi in ports)):
-            raise Refused(f"{host}:{port} is not allowed by the instance's egress policy") from None
+            raise PolicyRefused(
+                f"{host}:{port} is not allowed by the instance's egress policy"
+            ) from None
         addresses = await _resolve(host, port)
         by_name = True
     for addr in addresses:
@@ -330,8 +341,8 @@ async def allowed(
         if not by_name and policy.default == "deny" and not named:
             continue
         return addr
-    raise Refused(f"{host}:{port} is not allowed by the instance's egress policy "
-                  "(or is an address of the platform's host)")  # fmt: skip
+    raise PolicyRefused(f"{host}:{port} is not allowed by the instance's egress policy "
+                        "(or is an address of the platform's host)")  # fmt: skip
 
 
 async def _resolve(host: str, port: int) -> list[Address]:

@@ -34,7 +34,7 @@ from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from services.gateway.access import Caller
 from services.gateway.audit_log import AuditLog
-from services.gateway.errors_http import error_response
+from services.gateway.errors_http import error_page, error_response, page_load
 from services.gateway.oidc import OidcClient, pkce_pair, rejected
 from services.gateway.people_ops import add_user
 from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf, del_cookies
@@ -44,6 +44,21 @@ log = structlog.get_logger(__name__)
 STATE_COOKIE = "fleet_signin"
 #: How long a sign-in may take at the provider.
 SIGNIN_TTL_S = 600.0
+#: The ``error`` codes a provider sends back to the redirect URI (OAuth 2.0, RFC 6749 4.1.2.1;
+#: OpenID Connect Core 3.1.2.6): one of these is named; anything else, which anyone can put in
+#: a forged callback, is not echoed on the platform's page or in its audit log.
+PROVIDER_ERRORS = frozenset({
+    "invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type",
+    "invalid_scope", "server_error", "temporarily_unavailable", "interaction_required",
+    "login_required", "account_selection_required", "consent_required", "invalid_request_uri",
+    "invalid_request_object", "request_not_supported", "request_uri_not_supported",
+    "registration_not_supported",
+})  # fmt: skip
+UNDEFINED_ERROR = "an error code OAuth does not define"
+#: What a person whose sign-in was refused reads beside why, and where they go on.
+REFUSED_HINT = ("Sign in again from the console. If it is refused again, ask the platform's "
+                "admin: every refused sign-in is in its audit log.")  # fmt: skip
+BACK_TO_SIGN_IN = ("/", "Back to sign-in")
 
 
 class _Pending(msgspec.Struct, frozen=True):
@@ -236,12 +251,16 @@ def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
         q = request.query
         try:
             if "error" in q:
-                raise SignInStateRejected(f"the provider refused: {q.get('error')}")
+                said = q["error"] if q["error"] in PROVIDER_ERRORS else UNDEFINED_ERROR
+                raise SignInStateRejected(f"the identity provider refused the sign-in ({said})")
             user = await signin.finish(q.get("state", ""), request.cookies.get(STATE_COOKIE, ""),
                                        q.get("code", ""))  # fmt: skip
         except FleetError as exc:
             log.info("auth.signin_refused", error=exc.message, code=exc.code)
             note(Action.SIGN_IN, error=exc)
+            if page_load(request.method, request.headers.get("Accept", "")):
+                return error_page(exc, heading="Sign-in refused", hint=REFUSED_HINT,
+                                  back=BACK_TO_SIGN_IN)  # fmt: skip
             return error_response(exc)
         secret = await sessions.start(user.id)
         log.info("auth.signed_in", user_id=user.id)

@@ -37,6 +37,7 @@ from controlplane.daemon_client import DaemonClient
 from controlplane.store import Store
 from services.gateway.access import Access, Caller
 from services.gateway.admission import wake_up
+from services.gateway.errors_http import page_load
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -88,10 +89,10 @@ def next_step(status: S) -> Step:
 
 
 def wants_waking_page(method: str, accept: str) -> bool:
-    """A browser's page load (a GET or HEAD that takes HTML): what a preview answers with the
-    "waking" page, rather than hold, when its machine is not awake within
-    ``WAKING_PAGE_AFTER_S``. Anything else (a script's fetch, an API client) is held."""
-    return method in ("GET", "HEAD") and "text/html" in accept.lower()
+    """A browser's page load (``page_load``): what a preview answers with the "waking" page,
+    rather than hold, when its machine is not awake within ``WAKING_PAGE_AFTER_S``. Anything
+    else (a script's fetch, an API client) is held."""
+    return page_load(method, accept)
 
 
 def waking_page(machine_id: str, status: str) -> web.Response:

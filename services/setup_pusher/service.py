@@ -12,7 +12,7 @@ from contracts import daemon_rpc as d
 from contracts.consumers import Durable
 from contracts.daemon_files import STAT
 from contracts.errors import NotFound
-from contracts.events import DaemonStatusReported, SetupPushed
+from contracts.events import DaemonStatusReported, RepoConflict, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine, Repo
 from contracts.status import MachineStatus as S
@@ -91,7 +91,7 @@ class SetupPusher(Checkouts):
         log.debug("setup.env_written", path=env_path, bytes=env_bytes)
         await start_sshd(mc, machine)
         missing = [r for r in inputs.repos if r.path not in inputs.cloned]
-        skipped = await self.clone_missing(machine, mc, missing)
+        not_cloned = await self.clone_missing(machine, mc, missing)
         # A setup follows every start: postStartCommand each time, the rest once per machine.
         await run_lifecycle(self.store, self.bus, machine, mc, cfg, ON_CREATE + ON_START,
                             cause_event_id=cause_event_id)  # fmt: skip
@@ -100,30 +100,32 @@ class SetupPusher(Checkouts):
             machine_id=machine.id,
             env_path=env_path,
             env_bytes=env_bytes,
-            repo_paths=[r.path for r in inputs.repos if r.path not in skipped],
+            repo_paths=[r.path for r in inputs.repos if r.path not in not_cloned],
+            not_cloned=[RepoConflict(path=p, reason=why) for p, why in not_cloned.items()],
         )
 
     async def clone_missing(
         self, machine: Machine, mc: MachineClient, repos: list[Repo]
-    ) -> set[str]:
-        """Each repo cloned; the first whose clone fails fails the setup, unless it had already
-        failed to reach this machine (a warning on it): then the machine starts without it,
-        the warning kept, rather than fail again for what its user was told of. Either way
-        the failure is recorded as the repo's warning. The paths of the repos skipped."""
+    ) -> dict[str, str]:
+        """Each repo cloned. One whose clone fails fails no setup: the machine goes on without
+        it, as a running machine does when a repo added to it cannot reach it (``reconcile``),
+        and the failure is the repo's warning on the machine until a later setup or change
+        puts it in place. A machine whose repo could not be cloned still serves its user, who
+        can see why, fix it (the URL, a token, the network policy) and have it cloned without
+        losing the machine. The repos not cloned (by path), and why."""
         if not repos:  # most setups: every repo cloned already, or none; no read of warnings
-            return set()
+            return {}
         known = await self.store.repo_warnings.of(machine.id)
         outcome: dict[str, str | None] = {}
         try:
             for repo in repos:
                 try:
-                    await self.clone(mc, repo, await self._git_env(mc, machine, repo))
+                    await self.clone(mc, repo, await self._git_env(mc, machine, repo),
+                                     instance_id=machine.instance_id)  # fmt: skip
                 except Permanent as exc:
-                    outcome[repo.path] = str(exc)  # known from now on: the next start goes on
-                    if repo.path not in known:
-                        raise
-                    log.warning("setup.repo_skipped", machine_id=machine.id, path=repo.path,
-                                reason=str(exc))  # fmt: skip
+                    outcome[repo.path] = str(exc)
+                    log.warning("setup.repo_not_cloned", machine_id=machine.id,
+                                path=repo.path, reason=str(exc))  # fmt: skip
                     continue
                 await self.store.mark_cloned(machine.id, repo.path)
                 outcome[repo.path] = None
@@ -131,7 +133,7 @@ class SetupPusher(Checkouts):
             await self.store.repo_warnings.note(
                 machine.id, {p: why for p, why in outcome.items() if why or p in known}
             )
-        return {p for p, why in outcome.items() if why}
+        return {p: why for p, why in outcome.items() if why}
 
     async def push_env(self, mc: MachineClient, cfg: InstanceConfig) -> tuple[str, int]:
         """Write the CA bundle (if configured), the .env, the cron table and the SSH keys;

@@ -2112,6 +2112,7 @@ export interface MachineUnresponsive {
   reason: string;
 }
 
+/** A repo that did not reach a machine (its checkout path), and why. */
 export interface RepoConflict {
   path: string;
   reason: string;
@@ -2141,6 +2142,7 @@ export interface SetupPushed {
   envPath: string;
   envBytes: number;
   repoPaths: Array<string>;
+  notCloned?: Array<RepoConflict>;
 }
 
 /**
