@@ -37,7 +37,8 @@ def say(line: str) -> None:
 
 
 def fail(step: str, why: str) -> None:
-    logs = sorted((ROOT / ".fleet-data" / "logs").glob("*.log"))
+    data = ROOT / ".fleet-data"
+    logs = sorted(data.glob("logs/*.log")) + sorted(data.glob("machines/*/*.log"))[:6]
     tails = "".join(f"--- {p}:\n" + "".join(p.read_text().splitlines(True)[-25:]) for p in logs)
     say(f"FAILED at {step}: {why}\n{tails}")
     sys.exit(1)

@@ -35,7 +35,8 @@ async def console(world: World) -> AsyncIterator[str]:
 
     async with AsyncExitStack() as es:
         hub = EventHub(cast(Any, world.bus), world.store, max_per_token=100, max_streams=100)
-        apps = make_app(dispatcher=world.dispatcher, store=world.store, bus=cast(Any, world.bus),
+        apps = make_app(dispatcher=world.dispatcher, limits=world.api.limits, store=world.store,
+                        bus=cast(Any, world.bus),
                         hub=hub, resolve_caller=nobody, settings=world.settings)  # fmt: skip
         server = await es.enter_async_context(TestServer(apps.console, host="127.0.0.1"))
         yield str(server.make_url("")).rstrip("/")
