@@ -138,7 +138,10 @@ def pasta_argv(forwarded: list[int], map_gateway: bool = False) -> list[str]:
         # the default priority, that wait was most of a claimed machine's first NATS
         # exchanges (benchmark 12). Its work per packet is small, so it gets ahead.
         argv = ["nice", "-n", f"{PASTA_NICE}", *argv]
-    return [*argv, "--netns", "/proc/self/fd/0"]
+    # --no-netns-quit: a pasta given the namespace by path quits when that path is gone, and
+    # its stdin's path is gone as soon as it is in the background (Debian 13's pasta then quit
+    # within a second: every connection to NATS refused). A stop ends it (NETNS_OF).
+    return [*argv, "--no-netns-quit", "--netns", "/proc/self/fd/0"]
 
 
 async def read_child_pid(info_fd: int) -> int:
