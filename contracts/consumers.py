@@ -41,6 +41,8 @@ class Durable(StrEnum):
     SETUP_PUSHER_REPOS = "setup_pusher-repos"
     #: machine.secret-used: the gateway's audit entry of a machine's first use of a secret.
     GATEWAY_AUDIT = "gateway-audit"
+    #: machine.> (every kind): each event queued for the webhooks it goes to (services/webhooks).
+    WEBHOOKS = "webhooks"
 
 
 #: Per-machine work: a durable per host (``host_durable``), not one for all.

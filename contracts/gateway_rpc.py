@@ -93,6 +93,7 @@ from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     TokenRef as TokenRef,
     UnsetEnvParams as UnsetEnvParams,
 )
+from contracts.gateway_webhooks import WEBHOOK_METHODS
 from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams
 from contracts.models import EnvVar, Instance, Machine
 from contracts.openrpc import OpenRpcDocument
@@ -444,6 +445,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *PEOPLE_METHODS,
     *CODE_METHODS,
     *SECRETS_METHODS,
+    *WEBHOOK_METHODS,
 )
 
 

@@ -59,6 +59,7 @@ from controlplane.store_stop import StopRecords
 from controlplane.store_tickets import TicketRecords
 from controlplane.store_tokens import TokenRecords
 from controlplane.store_users import UserRecords
+from controlplane.store_webhooks import WebhookRecords
 
 __all__ = ["MachineAccess", "Store", "Transition"]
 
@@ -113,6 +114,7 @@ class Store:
         self.codemode = CodemodeRecords(self)
         self.secrets = SecretRecords(self)
         self.locks = LockRecords(self)
+        self.webhooks = WebhookRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:

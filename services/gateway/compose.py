@@ -50,6 +50,7 @@ from services.gateway.sessions_ops import SessionOps
 from services.gateway.stop_ops import StopOps
 from services.gateway.tickets import EventTickets
 from services.gateway.wake import Waker
+from services.gateway.webhooks_ops import WebhookOps
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Gateway:
     codemode: CodemodeOps
     code: CodeOps
     secrets: SecretOps
+    webhooks: WebhookOps
     #: None: nothing is recorded (and audit.list answers Unavailable).
     audit: AuditLog | None
 
@@ -158,6 +160,7 @@ def compose(
         codemode=CodemodeOps(bus=bus, store=store, box=box, access=access, dispatch=tool_call),
         code=CodeOps(access=access, daemons=daemons, bus=bus),
         secrets=SecretOps(store=store, bus=bus, box=box, access=access),
+        webhooks=WebhookOps(store=store, box=box, access=access, settings=s),
     )  # fmt: skip
     gateway.dispatcher  # noqa: B018 - routed now: a handler missing is an error at start
     return gateway

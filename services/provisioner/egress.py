@@ -7,17 +7,13 @@ proxy (providers/egress_dns.py), attached at the same points."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import json
-import socket
-import subprocess
 from collections.abc import Mapping
 from functools import partial
 
 import msgspec
 import structlog
 
-from contracts.errors import NotSupported, ProviderError
+from contracts.errors import NotSupported
 from contracts.gateway_network import EgressPolicy
 from contracts.models import Machine
 from controlplane.settings import Settings
@@ -29,42 +25,13 @@ from providers.egress_dns_load import DnsCaps
 from providers.egress_proxy import EgressProxy
 from providers.egress_proxy_door import HostDoor
 from providers.gvisor_gateway import gateway_endpoints
-from providers.netns import installed, nats_servers
+from providers.netns import nats_servers
+from providers.platform_addresses import platform_addresses, resolve
 from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
 _SCRIPTS_KEPT = 16
 _NFT_AT_ONCE = 8
-
-
-async def resolve(hosts: list[tuple[str, int]]) -> list[egress.Endpoint]:
-    found: set[egress.Endpoint] = set()
-    for host, port in hosts:
-        infos = await asyncio.to_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
-        found |= {(str(info[4][0]), port) for info in infos}
-    return sorted(found)
-
-
-def host_addresses() -> list[egress.IpAddress]:
-    """Every address of this host's interfaces (a machine's answer may point at none)."""
-    ip = installed(
-        "ip",
-        ProviderError(
-            "ip is not installed (the provisioner refuses machines "
-            "this host's own addresses): apt-get install iproute2"
-        ),
-    )
-    out = subprocess.run([ip, "-j", "addr", "show"], capture_output=True, check=False)
-    links = json.loads(out.stdout or b"[]")
-    return [ipaddress.ip_address(a["local"].split("%")[0])
-            for link in links for a in link.get("addr_info", []) if "local" in a]  # fmt: skip
-
-
-async def platform_addresses(settings: Settings) -> frozenset[egress.IpAddress]:
-    """NATS's and this host's own addresses: never a machine's destination unless named."""
-    platform = await resolve(nats_servers(settings.nats_url))
-    addresses = {ipaddress.ip_address(h) for h, _ in platform}
-    return frozenset(addresses | set(await asyncio.to_thread(host_addresses)))
 
 
 async def dns_proxy(settings: Settings, on_refused: OnRefused | None = None) -> DnsProxy:
