@@ -97,7 +97,6 @@ class Fanout:
                 log.warning("webhooks.lock_failed", error=repr(exc))
                 held = False
             if held:
-                log.info("webhooks.fanout_leading")
                 try:
                     await self._lead()
                 finally:
@@ -117,6 +116,7 @@ class Fanout:
             subjects.ALL_MACHINE_EVENTS, durable=Durable.WEBHOOKS.value,
             stream=subjects.STREAM_NAME, config=self.config(),
         )  # fmt: skip
+        log.info("webhooks.fanout_leading")
         renew_at = time.monotonic() + self._renew_s
         try:
             while True:
