@@ -45,6 +45,10 @@ class Durable(StrEnum):
     WEBHOOKS = "webhooks"
 
 
+#: Read in stream order by one process at a time (``services/webhooks/fanout.py``), not by a
+#: stage's ``@subscriber`` handler, which takes one kind's events at once.
+ORDERED: frozenset[Durable] = frozenset({Durable.WEBHOOKS})
+
 #: Per-machine work: a durable per host (``host_durable``), not one for all.
 PER_HOST: frozenset[Durable] = frozenset(
     {Durable.PROVISIONER_ARCHIVE, Durable.PROVISIONER_STOP, Durable.PROVISIONER_START,

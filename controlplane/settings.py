@@ -226,8 +226,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     config_debounce_max_s: float = 2.0
     # webhooks (services/webhooks, docs/webhooks.md)
     #: The waits between a failed delivery and the next attempt (seconds, comma-separated; the
-    #: last repeats), within ``webhook_retry_budget_s`` of the first (its end: one last try).
+    #: last repeats), within ``webhook_retry_budget_s`` of the first...
     webhook_retry_steps_s: str = "5,300,1800,7200,18000,36000"
+    #: ...whose end is the event's last attempt to that endpoint.
     webhook_retry_budget_s: float = 86400.0
     #: How long an endpoint has to answer (a 2xx in time: delivered).
     webhook_timeout_s: float = 15.0

@@ -11,6 +11,7 @@ was sending is sent again by the new holder: at least once, never lost.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import ssl
 import time
@@ -82,6 +83,11 @@ class Deliveries:
     ) -> None:
         await cancel_and_join(self._poll)
         await self._tasks.close()
+
+    @property
+    def busy(self) -> int:
+        """Queues this process works on now."""
+        return len(self._active)
 
     @property
     def free(self) -> int:
@@ -157,7 +163,8 @@ class Deliveries:
         verdict = judge(self._settings, status=status, retry_after_s=retry_after,
                         failed_before=head.failed, first_at_ms=head.first_at_ms, now_ms=now,
                         failing_since_ms=head.hook.failing_since_ms)  # fmt: skip
-        next_due = None if verdict.next_in_s is None else now + int(verdict.next_in_s * 1000)
+        # Rounded up: the attempt that ends the day is never made a millisecond before its end.
+        next_due = None if verdict.next_in_s is None else now + math.ceil(verdict.next_in_s * 1000)
         _, queue = parse_member(m)
         record = DeliveryAttempt(
             event_id=head.event_id, type=_TYPE.decode(head.body).type,

@@ -35,12 +35,26 @@ def delivered(status: int | None) -> bool:
     return status is not None and 200 <= status < 300
 
 
+class _Instant:
+    """The clock of one judgement: time stands still while it is made, so what is left of the
+    budget is exactly what the record says (the system's clock would move on a little)."""
+
+    def now(self) -> float:
+        return 0.0
+
+    def monotonic(self) -> float:
+        return 0.0
+
+    async def sleep(self, seconds: float) -> None:
+        raise RuntimeError("a judgement waits for nothing")
+
+
 def next_wait_s(settings: Settings, failed_before: int, elapsed_s: float) -> float | None:
     """The wait after the attempt that failed after ``failed_before`` failed ones, the first
     made ``elapsed_s`` ago; None: that was the last."""
     waits = Retries(Backoff(steps=settings.webhook_retry_steps, jitter=False),
                     budget_s=settings.webhook_retry_budget_s - elapsed_s, clip=True,
-                    failed=failed_before)  # fmt: skip
+                    failed=failed_before, clock=_Instant())  # fmt: skip
     return waits.next_wait_s()
 
 
