@@ -56,7 +56,8 @@ from providers.runtimes import refusal as runtime_refusal, runsc_binary, too_old
 #: In the data dir: the servers and services the running `fleet up` started (base.lifeline);
 #: still there when it starts, the `fleet up` before it ended without stopping them.
 CHILDREN_NAME = "fleet-up.children"
-SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "codemode", "gateway")
+SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "webhooks", "codemode",
+            "gateway")  # fmt: skip
 
 
 @dataclass

@@ -90,12 +90,10 @@ async def _exchange(
 
 
 async def _head(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Response:
-    while True:
-        event = await _next(conn, reader)
-        if isinstance(event, h11.Response):
-            return event
-        if isinstance(event, h11.ConnectionClosed):
-            raise PostFailed("the endpoint closed the connection without an answer")
+    """The answer's head, past any 1xx (an end of the connection before it: h11's error)."""
+    while not isinstance(event := await _next(conn, reader), h11.Response):
+        pass
+    return event
 
 
 async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> object:
