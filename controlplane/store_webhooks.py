@@ -201,16 +201,21 @@ class WebhookRecords:
     async def enqueue(
         self, webhook_ids: list[str], *, queue: str, seq: int, event_id: str, body: bytes,
         now_ms: int, lease_ms: int = 0, token: str = "",
-    ) -> list[str]:  # fmt: skip
+    ) -> dict[str, Head | None]:  # fmt: skip
         """Queue an event for each endpoint; the members claimed for ``token`` (none when
-        ``lease_ms`` is 0: the queues are due at once, for whichever process takes them)."""
+        ``lease_ms`` is 0: the queues are due at once, for whichever process takes them), each
+        with its head when that is this event (None: an older one is)."""
         keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES]
         for w in webhook_ids:
             keys += [self._k.k_webhook(w), self._k.k_webhook_queue(w, queue),
                      self._k.k_webhook_queues(w), self._k.k_webhook_bodies(w),
-                     self._k.k_webhook_done(w, queue)]  # fmt: skip
+                     self._k.k_webhook_done(w, queue), self._k.k_webhook_tries(w)]  # fmt: skip
         args: list[Any] = [now_ms, lease_ms, token, seq, event_id, body, queue, *webhook_ids]
-        return cast(list[str], await self._enqueue.on(self._redis)(keys=keys, args=args))
+        claimed = await self._enqueue.on(self._redis)(keys=keys, args=args)
+        out: dict[str, Head | None] = {}
+        for got in claimed:
+            out[got[0]] = _head(event_id, seq, body, got[2], got[3]) if int(got[1]) else None
+        return out
 
     # --- the deliveries' -------------------------------------------------------------------------
     async def claim(self, now_ms: int, lease_ms: int, limit: int, token: str) -> list[str]:
@@ -233,10 +238,7 @@ class WebhookRecords:
         if int(got[0]) != 1:
             return int(got[0])
         _, event_id, seq, body, tries, flat = got
-        failed, _, first = str(tries).partition(",")
-        hook = StoredWebhook.of_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
-        return Head(event_id=event_id, seq=int(float(seq)), body=str(body).encode(),
-                    failed=int(failed or 0), first_at_ms=int(first or 0), hook=hook)  # fmt: skip
+        return _head(event_id, int(float(seq)), str(body).encode(), tries, flat)
 
     async def settle(
         self, m: str, token: str, head: Head, attempt: DeliveryAttempt, *, now_ms: int,
@@ -264,6 +266,13 @@ class WebhookRecords:
                 self._k.k_webhook_bodies(w), self._k.k_webhook_tries(w),
                 self._k.k_webhook_queues(w)]  # fmt: skip
         return int(await self._drop.on(self._redis)(keys=keys, args=[m, q]))
+
+
+def _head(event_id: str, seq: int, body: bytes, tries: str, flat: list[str]) -> Head:
+    failed, _, first = str(tries).partition(",")
+    hook = StoredWebhook.of_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+    return Head(event_id=event_id, seq=seq, body=body, failed=int(failed or 0),
+                first_at_ms=int(first or 0), hook=hook)  # fmt: skip
 
 
 def _at_ms(ms: int) -> datetime:

@@ -12,19 +12,21 @@ queue (at least once: the attempt it died in is made again).
 from __future__ import annotations
 
 #: Queue one event for several endpoints. KEYS: due, leases, then per endpoint its hash,
-#: queue, queues, bodies, done. ARGV: now (ms), lease (ms; 0: claim nothing, the queue is due
-#: at once), token, seq, event id, body, queue, then the endpoints' ids. An event already
-#: queued (or delivered within the hour) is not queued again; an endpoint deleted meanwhile
-#: gets nothing. Returns the members (``<webhookId>|<queue>``) claimed for the caller: idle
-#: queues that this event made due.
+#: queue, queues, bodies, done, tries. ARGV: now (ms), lease (ms; 0: claim nothing, the queue
+#: is due at once), token, seq, event id, body, queue, then the endpoints' ids. An event
+#: already queued (or delivered within the hour) is not queued again; an endpoint deleted
+#: meanwhile gets nothing. Returns, for each member (``<webhookId>|<queue>``) claimed for the
+#: caller (an idle queue this event made due): {member, 1, tries, the endpoint's hash as flat
+#: pairs} when this event is its head (as ``HEAD`` would answer, but the body the caller has),
+#: else {member, 0} (an older event waits before it).
 ENQUEUE = """
 local now, lease, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local seq, id, body, q = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local claimed = {}
-local n = (#KEYS - 2) / 5
+local n = (#KEYS - 2) / 6
 for i = 0, n - 1 do
-  local hook, queue, queues, bodies, done = KEYS[3+5*i], KEYS[4+5*i], KEYS[5+5*i],
-    KEYS[6+5*i], KEYS[7+5*i]
+  local hook, queue, queues, bodies, done, tries = KEYS[3+6*i], KEYS[4+6*i], KEYS[5+6*i],
+    KEYS[6+6*i], KEYS[7+6*i], KEYS[8+6*i]
   local member = ARGV[8 + i] .. '|' .. q
   if redis.call('EXISTS', hook) == 1 then
     local last = redis.call('GET', done)
@@ -37,7 +39,12 @@ for i = 0, n - 1 do
       if lease > 0 then
         redis.call('ZADD', KEYS[1], now + lease, member)
         redis.call('HSET', KEYS[2], member, token)
-        claimed[#claimed + 1] = member
+        if redis.call('ZRANGE', queue, 0, 0)[1] == id then
+          claimed[#claimed + 1] = {member, 1, redis.call('HGET', tries, id) or '',
+                                   redis.call('HGETALL', hook)}
+        else
+          claimed[#claimed + 1] = {member, 0}
+        end
       else
         redis.call('ZADD', KEYS[1], now, member)
       end

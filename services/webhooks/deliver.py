@@ -15,7 +15,7 @@ import math
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -93,12 +93,15 @@ class Deliveries:
     def free(self) -> int:
         return self._settings.webhook_concurrency - len(self._active)
 
-    def start(self, members: list[str]) -> None:
-        """Work the queues this process has just claimed."""
+    def start(self, members: Iterable[str], heads: Mapping[str, Head | None] | None = None
+              ) -> None:  # fmt: skip
+        """Work the queues this process has just claimed (``heads``: the head of those whose
+        claim read it already)."""
         for m in members:
             if m not in self._active:
                 self._active.add(m)
-                self._tasks.spawn(self._run(m), name=f"webhook-{m}", member=m)
+                head = (heads or {}).get(m)
+                self._tasks.spawn(self._run(m, head), name=f"webhook-{m}", member=m)
 
     def wake(self) -> None:
         self._wake.set()
@@ -122,10 +125,14 @@ class Deliveries:
         first = await self._records.next_due_ms()
         return POLL_S if first is None else min(POLL_S, max(0.0, (first - now) / 1000))
 
-    async def _run(self, m: str) -> None:
+    async def _run(self, m: str, first: Head | None = None) -> None:
         try:
             while True:
-                head = await self._records.head(m, self.token, _now_ms(), self.lease_ms)
+                head: Head | int
+                if first is not None:
+                    head, first = first, None
+                else:
+                    head = await self._records.head(m, self.token, _now_ms(), self.lease_ms)
                 if head == -2 or (isinstance(head, Head) and head.hook.disabled):
                     dropped = await self._records.drop(m)
                     log.info("webhooks.queue_dropped", member=m, events=dropped)
@@ -174,8 +181,10 @@ class Deliveries:
             next_attempt_at=None if next_due is None else datetime.fromtimestamp(
                 next_due / 1000, UTC),
         )  # fmt: skip
-        log.info("webhooks.attempt", member=m, event_id=head.event_id, status=status,
-                 outcome=verdict.outcome, error=error, duration_ms=record.duration_ms)  # fmt: skip
+        # Each attempt is recorded (webhooks.deliveries); the log has the failures.
+        (log.debug if verdict.outcome == "delivered" else log.info)(
+            "webhooks.attempt", member=m, event_id=head.event_id, status=status,
+            outcome=verdict.outcome, error=error, duration_ms=record.duration_ms)  # fmt: skip
         if verdict.disable:
             log.warning("webhooks.disabled", webhook_id=head.hook.id, reason=verdict.disable)
         return await self._records.settle(m, self.token, head, record, now_ms=now,

@@ -184,12 +184,12 @@ class Fanout:
             return
         stamp = _TIME.encode(event.occurred_at)[1:-1].decode()
         free = self._deliveries.free > 0
-        claimed = await self._records.enqueue(
+        heads = await self._records.enqueue(
             ids, queue=event.machine_id, seq=seq, event_id=event.event_id,
             body=webhook_signature.body(type_, stamp, data), now_ms=int(time.time() * 1000),
             lease_ms=self._deliveries.lease_ms if free else 0, token=self._deliveries.token,
         )  # fmt: skip
-        self._deliveries.start(claimed)
+        self._deliveries.start(heads, heads)
 
     async def _instance_of(self, machine_id: str, event: object) -> str | None:
         if machine_id in self._instances:
@@ -197,8 +197,9 @@ class Fanout:
         instance = await self._records.instance_of(machine_id)
         if instance is None and isinstance(event, MachineCreated):
             instance = event.instance_id
-        if instance is not None:  # a machine not found yet may be found later
-            if len(self._instances) >= INSTANCES_KEPT:
-                self._instances.clear()
-            self._instances[machine_id] = instance
+        # Kept even when none: a machine's record is written before its first event, so one
+        # with no record now never had one (its events go to the platform's endpoints only).
+        if len(self._instances) >= INSTANCES_KEPT:
+            self._instances.clear()
+        self._instances[machine_id] = instance
         return instance
