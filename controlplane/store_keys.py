@@ -360,6 +360,12 @@ class Keys:
         return self.prefix + "webhooks:due"
 
     @property
+    def K_WEBHOOKS_VERSION(self) -> str:
+        """A count raised by each change to where events go (an endpoint made, deleted or
+        disabled): the fan-out keeps the endpoints it looked up for as long as it stays."""
+        return self.prefix + "webhooks:version"
+
+    @property
     def K_WEBHOOKS_LEASES(self) -> str:
         """Hash: ``<webhookId>|<queue>`` -> the token of the delivery process that holds it."""
         return self.prefix + "webhooks:leases"

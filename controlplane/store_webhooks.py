@@ -138,7 +138,8 @@ class WebhookRecords:
     # --- endpoints (the gateway's) -------------------------------------------------------------
     async def create(self, hook: StoredWebhook, most: int) -> None:
         """Add ``hook``; TooManyWebhooks when its scope holds ``most``."""
-        keys = [self._scope(hook.instance_id), self._k.k_webhook(hook.id)]
+        keys = [self._scope(hook.instance_id), self._k.k_webhook(hook.id),
+                self._k.K_WEBHOOKS_VERSION]  # fmt: skip
         done = await self._create.on(self._redis)(keys=keys, args=[most, hook.id, *hook.fields()])
         if not int(done):
             raise TooManyWebhooks(hook.instance_id or PLATFORM)
@@ -164,6 +165,7 @@ class WebhookRecords:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._k.k_webhook(w))
             pipe.srem(self._scope(hook.instance_id), w)
+            pipe.incr(self._k.K_WEBHOOKS_VERSION)
             pipe.delete(self._k.k_webhook_bodies(w), self._k.k_webhook_tries(w),
                         self._k.k_webhook_attempts(w), self._k.k_webhook_queues(w),
                         *(self._k.k_webhook_queue(w, q) for q in queues))  # fmt: skip
@@ -190,28 +192,37 @@ class WebhookRecords:
         got = await self._redis.hget(self._k.k_machine(machine_id), F_MACHINE_INSTANCE)
         return cast(str | None, got) or None
 
-    async def targets(self, instance_id: str | None) -> list[Target]:
-        """The endpoints of ``instance_id`` and of the platform (None: the platform's only)."""
-        scopes = [self._scope(None)] + ([self._scope(instance_id)] if instance_id else [])
-        flat = cast(list[str], await self._targets.on(self._redis)(
-            keys=scopes, args=[self._k.k_webhook("")]))  # fmt: skip
-        return [Target(flat[i], json.loads(flat[i + 1]), flat[i + 2] == "1")
-                for i in range(0, len(flat), 3)]  # fmt: skip
+    async def targets(self, instance_id: str | None) -> tuple[str, list[Target]]:
+        """The endpoints of ``instance_id`` and of the platform (None: the platform's only),
+        and the version they were read at (``enqueue`` checks it)."""
+        keys = [self._k.K_WEBHOOKS_VERSION, self._scope(None)]
+        keys += [self._scope(instance_id)] if instance_id else []
+        version, *flat = cast(list[str], await self._targets.on(self._redis)(
+            keys=keys, args=[self._k.k_webhook("")]))  # fmt: skip
+        return version, [Target(flat[i], json.loads(flat[i + 1]), flat[i + 2] == "1")
+                         for i in range(0, len(flat), 3)]  # fmt: skip
+
+    async def version(self) -> str:
+        return cast(str | None, await self._redis.get(self._k.K_WEBHOOKS_VERSION)) or "0"
 
     async def enqueue(
         self, webhook_ids: list[str], *, queue: str, seq: int, event_id: str, body: bytes,
-        now_ms: int, lease_ms: int = 0, token: str = "",
-    ) -> dict[str, Head | None]:  # fmt: skip
+        now_ms: int, lease_ms: int = 0, token: str = "", version: str = "",
+    ) -> dict[str, Head | None] | None:  # fmt: skip
         """Queue an event for each endpoint; the members claimed for ``token`` (none when
         ``lease_ms`` is 0: the queues are due at once, for whichever process takes them), each
-        with its head when that is this event (None: an older one is)."""
-        keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES]
+        with its head when that is this event (None: an older one is). None, and nothing
+        queued, when the endpoints changed since ``version`` ('': unchecked)."""
+        keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES, self._k.K_WEBHOOKS_VERSION]
         for w in webhook_ids:
             keys += [self._k.k_webhook(w), self._k.k_webhook_queue(w, queue),
                      self._k.k_webhook_queues(w), self._k.k_webhook_bodies(w),
                      self._k.k_webhook_done(w, queue), self._k.k_webhook_tries(w)]  # fmt: skip
-        args: list[Any] = [now_ms, lease_ms, token, seq, event_id, body, queue, *webhook_ids]
+        args: list[Any] = [now_ms, lease_ms, token, seq, event_id, body, queue, version,
+                           *webhook_ids]  # fmt: skip
         claimed = await self._enqueue.on(self._redis)(keys=keys, args=args)
+        if isinstance(claimed, str | bytes):  # stale
+            return None
         out: dict[str, Head | None] = {}
         for got in claimed:
             out[got[0]] = _head(event_id, seq, body, got[2], got[3]) if int(got[1]) else None
@@ -250,7 +261,7 @@ class WebhookRecords:
         keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES, self._k.k_webhook_queue(w, q),
                 self._k.k_webhook_bodies(w), self._k.k_webhook_tries(w),
                 self._k.k_webhook_queues(w), self._k.k_webhook_attempts(w), self._k.k_webhook(w),
-                self._k.k_webhook_done(w, q)]  # fmt: skip
+                self._k.k_webhook_done(w, q), self._k.K_WEBHOOKS_VERSION]  # fmt: skip
         first = head.first_at_ms or now_ms
         args = [m, token, now_ms, lease_ms, q, head.event_id, head.seq,
                 msgspec.json.encode(attempt), MAX_ATTEMPTS_KEPT,

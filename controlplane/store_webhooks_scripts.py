@@ -11,9 +11,11 @@ queue (at least once: the attempt it died in is made again).
 
 from __future__ import annotations
 
-#: Queue one event for several endpoints. KEYS: due, leases, then per endpoint its hash,
-#: queue, queues, bodies, done, tries. ARGV: now (ms), lease (ms; 0: claim nothing, the queue
-#: is due at once), token, seq, event id, body, queue, then the endpoints' ids. An event
+#: Queue one event for several endpoints. KEYS: due, leases, version, then per endpoint its
+#: hash, queue, queues, bodies, done, tries. ARGV: now (ms), lease (ms; 0: claim nothing, the
+#: queue is due at once), token, seq, event id, body, queue, the version the endpoints were
+#: looked up at ('': not checked), then the endpoints' ids. At another version nothing is
+#: done and ``stale`` returned: the endpoints changed since (look them up again). An event
 #: already queued (or delivered within the hour) is not queued again; an endpoint deleted
 #: meanwhile gets nothing. Returns, for each member (``<webhookId>|<queue>``) claimed for the
 #: caller (an idle queue this event made due): {member, 1, tries, the endpoint's hash as flat
@@ -22,12 +24,13 @@ from __future__ import annotations
 ENQUEUE = """
 local now, lease, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local seq, id, body, q = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if ARGV[8] ~= '' and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[8] then return 'stale' end
 local claimed = {}
-local n = (#KEYS - 2) / 6
+local n = (#KEYS - 3) / 6
 for i = 0, n - 1 do
-  local hook, queue, queues, bodies, done, tries = KEYS[3+6*i], KEYS[4+6*i], KEYS[5+6*i],
-    KEYS[6+6*i], KEYS[7+6*i], KEYS[8+6*i]
-  local member = ARGV[8 + i] .. '|' .. q
+  local hook, queue, queues, bodies, done, tries = KEYS[4+6*i], KEYS[5+6*i], KEYS[6+6*i],
+    KEYS[7+6*i], KEYS[8+6*i], KEYS[9+6*i]
+  local member = ARGV[9 + i] .. '|' .. q
   if redis.call('EXISTS', hook) == 1 then
     local last = redis.call('GET', done)
     if (not last or tonumber(last) < tonumber(seq))
@@ -85,7 +88,8 @@ local body = redis.call('HGET', KEYS[4], id) or ''
 return {1, id, head[2], body, redis.call('HGET', KEYS[5], id) or '', redis.call('HGETALL', KEYS[6])}
 """
 
-#: An attempt's end. KEYS: due, leases, queue, bodies, tries, queues, attempts, hook, done.
+#: An attempt's end. KEYS: due, leases, queue, bodies, tries, queues, attempts, hook, done,
+#: version.
 #: ARGV: member, token, now, lease, queue, event id, seq, the attempt (JSON), attempts kept,
 #: mode (``done``: delivered or given up, the event leaves the queue; ``retry``: it stays),
 #: next due (ms, retry), tries (retry), a reason to disable the endpoint ('' none), ``clear``
@@ -100,6 +104,7 @@ if redis.call('EXISTS', KEYS[8]) == 1 then
   else redis.call('HSETNX', KEYS[8], 'failingSince', ARGV[3]) end
   if ARGV[13] ~= '' then
     redis.call('HSET', KEYS[8], 'disabled', '1', 'disabledReason', ARGV[13])
+    redis.call('INCR', KEYS[10])
   end
 end
 if ARGV[10] == 'done' then
@@ -141,21 +146,22 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return #ids
 """
 
-#: A new endpoint, unless its scope holds the most it may. KEYS: scope set, hook. ARGV: the
-#: most, id, then field/value pairs. Returns 1, or 0 (refused).
+#: A new endpoint, unless its scope holds the most it may. KEYS: scope set, hook, version.
+#: ARGV: the most, id, then field/value pairs. Returns 1, or 0 (refused).
 CREATE = """
 if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('INCR', KEYS[3])
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-#: The endpoints an event of a scope may go to. KEYS: the scope sets (an instance's, the
-#: platform's). ARGV: the endpoint hash keys' prefix. Returns flat triples: id, events (JSON),
-#: disabled ('1' or '').
+#: The endpoints an event of a scope may go to. KEYS: version, the scope sets (an instance's,
+#: the platform's). ARGV: the endpoint hash keys' prefix. Returns the version, then flat
+#: triples: id, events (JSON), disabled ('1' or '').
 TARGETS = """
-local out = {}
-for k = 1, #KEYS do
+local out = {redis.call('GET', KEYS[1]) or '0'}
+for k = 2, #KEYS do
   for _, id in ipairs(redis.call('SMEMBERS', KEYS[k])) do
     local f = redis.call('HMGET', ARGV[1] .. id, 'events', 'disabled')
     if f[1] then

@@ -31,7 +31,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.store_webhooks import NO_MACHINE, Head, StoredWebhook, parse_member
 from providers.webhook_target import Refused, Rules, Target, check
-from services.webhooks.post import Answer, PostFailed, post
+from services.webhooks.post import Answer, Connections, PostFailed, post
 from services.webhooks.rules import judge
 
 log = structlog.get_logger(__name__)
@@ -61,12 +61,17 @@ class Deliveries:
         self._box = box
         self._rules = rules
         self._tls = ssl.create_default_context()
+        #: Connections endpoints keep open, by checked address.
+        self._connections = Connections()
         self._send = send or self._post
         #: This process's leases carry it: a queue it holds is not taken from it by itself.
         self.token = secrets.token_hex(8)
         #: Long enough for one attempt (connect, send, answer) and the steps around it.
         self.lease_ms = int(2000 * settings.webhook_timeout_s) + 5000
         self._active: set[str] = set()
+        #: Queues claimed again while their task was ending (it had found them empty): the
+        #: task goes on with them (their head, when the claim read it).
+        self._again: dict[str, Head | None] = {}
         self._tasks = OwnedTasks("webhooks", drain_s=settings.webhook_timeout_s,
                                  failed_event="webhooks.queue_failed")  # fmt: skip
         self._wake = asyncio.Event()
@@ -75,6 +80,7 @@ class Deliveries:
         self._keys: dict[str, bytes] = {}
 
     async def __aenter__(self) -> Deliveries:
+        await self._connections.__aenter__()
         self._poll = asyncio.create_task(self._poll_loop(), name="webhooks-poll")
         return self
 
@@ -83,6 +89,7 @@ class Deliveries:
     ) -> None:
         await cancel_and_join(self._poll)
         await self._tasks.close()
+        await self._connections.__aexit__(et, e, tb)
 
     @property
     def busy(self) -> int:
@@ -98,9 +105,11 @@ class Deliveries:
         """Work the queues this process has just claimed (``heads``: the head of those whose
         claim read it already)."""
         for m in members:
-            if m not in self._active:
+            head = (heads or {}).get(m)
+            if m in self._active:
+                self._again[m] = head
+            else:
                 self._active.add(m)
-                head = (heads or {}).get(m)
                 self._tasks.spawn(self._run(m, head), name=f"webhook-{m}", member=m)
 
     def wake(self) -> None:
@@ -138,9 +147,12 @@ class Deliveries:
                     log.info("webhooks.queue_dropped", member=m, events=dropped)
                     return
                 if not isinstance(head, Head) or not await self.attempt(m, head):
-                    return
+                    if m not in self._again:
+                        return  # and no await before the discard: a claim after it starts anew
+                    first = self._again.pop(m)
         finally:
             self._active.discard(m)
+            self._again.pop(m, None)
             if self.free == 1:  # the slot that freed may take a due queue at once
                 self.wake()
 
@@ -207,7 +219,8 @@ class Deliveries:
         return key
 
     async def _post(self, target: Target, headers: dict[str, str], body: bytes) -> Answer:
-        return await post(target, headers, body, self._settings.webhook_timeout_s, self._tls)
+        return await post(target, headers, body, self._settings.webhook_timeout_s, self._tls,
+                          self._connections)  # fmt: skip
 
 
 def _now_ms() -> int:

@@ -20,6 +20,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from types import TracebackType
 
 import msgspec
@@ -54,6 +55,13 @@ class QueueFailed(Exception):
     """An event could not be queued; the batch's rest was handed back."""
 
 
+@dataclass
+class Batch:
+    """One fetch's events: whether the endpoints kept were found current for it already."""
+
+    checked: bool = False
+
+
 class Fanout:
     """Async context manager: contends for the lock and, while holding it, queues the events."""
 
@@ -69,6 +77,10 @@ class Fanout:
         self._lock_ttl_s = 3 * settings.ack_wait_s
         self._renew_s = settings.ack_wait_s
         self._instances: dict[str, str | None] = {}
+        #: The endpoints events of each instance (None: of no instance) go to, as looked up at
+        #: ``_version``: kept while the version stays (``store.webhooks.enqueue`` checks it).
+        self._targets: dict[str | None, list[Target]] = {}
+        self._version: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
 
@@ -151,11 +163,11 @@ class Fanout:
     async def take(self, msgs: Iterable[Msg]) -> None:
         """Queue each event in order and ack it; QueueFailed (the rest handed back) if one
         could not be queued."""
-        targets: dict[str | None, list[Target]] = {}
+        batch = Batch()
         pending = list(msgs)
         for i, msg in enumerate(pending):
             try:
-                await self.queue(msg.data, msg.subject, msg.metadata.sequence.stream, targets)
+                await self.queue(msg.data, msg.subject, msg.metadata.sequence.stream, batch)
             except Exception as exc:
                 log.warning("webhooks.queue_failed", subject=msg.subject, error=repr(exc))
                 for rest in pending[i:]:
@@ -163,10 +175,10 @@ class Fanout:
                 raise QueueFailed from exc
             await msg.ack()
 
-    async def queue(self, data: bytes, subject: str, seq: int,
-                    targets: dict[str | None, list[Target]]) -> None:  # fmt: skip
-        """Queue one stored event for the endpoints it goes to (``targets``: those looked up
-        in this batch, by instance)."""
+    async def queue(self, data: bytes, subject: str, seq: int, batch: Batch | None = None) -> None:
+        """Queue one stored event for the endpoints it goes to. The endpoints kept are checked
+        still to be current once per ``batch`` (by the first event's queuing, or a look at the
+        version), and looked up again when they are not."""
         try:
             event = decode_machine_event(data)
         except msgspec.DecodeError as exc:
@@ -175,21 +187,45 @@ class Fanout:
         if not matches_subject(event, subject):  # a machine wrote another machine's name
             log.warning("webhooks.forged_skipped", subject=subject)
             return
+        batch = batch or Batch()
         instance = await self._instance_of(event.machine_id, event)
-        if instance not in targets:
-            targets[instance] = await self._records.targets(instance)
         type_ = MACHINE_TYPE_PREFIX + kind_of(event).value
-        ids = [t.id for t in targets[instance] if not t.disabled and wants(t.events, type_)]
-        if not ids:
-            return
         stamp = _TIME.encode(event.occurred_at)[1:-1].decode()
-        free = self._deliveries.free > 0
-        heads = await self._records.enqueue(
-            ids, queue=event.machine_id, seq=seq, event_id=event.event_id,
-            body=webhook_signature.body(type_, stamp, data), now_ms=int(time.time() * 1000),
-            lease_ms=self._deliveries.lease_ms if free else 0, token=self._deliveries.token,
-        )  # fmt: skip
-        self._deliveries.start(heads, heads)
+        body = webhook_signature.body(type_, stamp, data)
+        for _ in range(3):  # the endpoints may change between a look-up and the queuing
+            ids = [t.id for t in await self._targets_of(instance)
+                   if not t.disabled and wants(t.events, type_)]  # fmt: skip
+            if not ids:
+                if batch.checked or await self._records.version() == self._version:
+                    batch.checked = True
+                    return
+                self._forget()
+                continue
+            heads = await self._records.enqueue(
+                ids, queue=event.machine_id, seq=seq, event_id=event.event_id, body=body,
+                now_ms=int(time.time() * 1000), token=self._deliveries.token,
+                lease_ms=self._deliveries.lease_ms if self._deliveries.free > 0 else 0,
+                version="" if batch.checked else self._version or "",
+            )  # fmt: skip
+            if heads is not None:
+                batch.checked = True
+                self._deliveries.start(heads, heads)
+                return
+            self._forget()
+        raise QueueFailed(f"the webhooks kept changing while {event.event_id} was queued")
+
+    async def _targets_of(self, instance: str | None) -> list[Target]:
+        if instance not in self._targets:
+            version, found = await self._records.targets(instance)
+            if version != self._version:  # the others kept are of an older version
+                self._forget()
+                self._version = version
+            self._targets[instance] = found
+        return self._targets[instance]
+
+    def _forget(self) -> None:
+        self._targets.clear()
+        self._version = None
 
     async def _instance_of(self, machine_id: str, event: object) -> str | None:
         if machine_id in self._instances:

@@ -161,7 +161,7 @@ async def fan_out(world: World, fanout: Fanout, start: int = 0) -> None:
     """The bus's events from ``start`` on, as the stream would hand them over (seq from 1)."""
     for seq, event in enumerate(world.bus.events[start:], start + 1):
         if hasattr(event, "machine_id"):
-            await fanout.queue(encode_event(event), subject_of(event), seq, {})
+            await fanout.queue(encode_event(event), subject_of(event), seq)
 
 
 async def settle(deliveries: Deliveries, rounds: int = 50) -> None:
@@ -314,7 +314,8 @@ async def test_a_test_event_is_sent_and_a_delete_leaves_nothing_behind(world: Wo
         await settle(deliveries)
     assert (await world.rpc("webhooks.delete", {"webhookId": made["id"]}))["deleted"]
     keys = [k async for k in world.store.redis.scan_iter(match=world.store.keys.pattern())]
-    left = [k for k in keys if "webhook" in k]  # ...and goes with its endpoint: what stays
+    assert not await world.store.redis.exists(world.store.keys.K_WEBHOOKS_DUE)
+    left = [k for k in keys if made["id"] in k]  # ...and goes with its endpoint: what stays
     assert all(":done:" in k for k in left), left  # is a queue's last sequence, for an hour
     assert all(0 < ttl <= 3600 for ttl in [await world.store.redis.ttl(k) for k in left])
 
@@ -322,3 +323,56 @@ async def test_a_test_event_is_sent_and_a_delete_leaves_nothing_behind(world: Wo
 def test_settings_are_checked_at_start() -> None:
     with pytest.raises(ValueError, match="FLEET_WEBHOOK_TIMEOUT_S"):
         Settings(webhook_timeout_s=0)
+
+
+async def test_an_endpoint_made_while_the_fan_out_keeps_others_gets_the_next_event(
+    world: World,
+) -> None:
+    i = (await world.instance()).id
+    await world.rpc("webhooks.create", {"instanceId": i, "url": URL, "events": ["*"]})
+    machine = await world.ready_machine(i)
+    endpoint = Endpoint()
+    async with service(world, endpoint) as (fanout, deliveries):
+        await fan_out(world, fanout)  # the fan-out now keeps the instance's one endpoint
+        await settle(deliveries)
+        later = await world.rpc("webhooks.create", {"url": URL + "/platform", "events": ["*"]})
+        await world.rpc("webhooks.create", {"url": URL + "/none", "events": ["machine.lost"]})
+        start = len(world.bus.events)
+        await world.rpc("machines.stop", {"machineId": machine.id})
+        await world.bus.settle()
+        await fan_out(world, fanout, start)
+        await settle(deliveries)
+    stopped = [t.path for t, _, b in endpoint.sent if json.loads(b)["type"] == "machine.stopped"]
+    assert sorted(stopped) == ["/hooks/fleet", "/hooks/fleet/platform"], stopped
+    assert later["id"]
+
+
+async def test_an_event_queued_while_its_queues_task_ends_is_sent_at_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim of a queue its task has just found empty, made before that task ended: the
+    task goes on with it (else it waits for its lease to run out: 35 s)."""
+    i = (await world.instance()).id
+    await world.rpc("webhooks.create", {"instanceId": i, "url": URL, "events": ["*"]})
+    machine = await world.ready_machine(i)
+    events = [(n, e) for n, e in enumerate(world.bus.events, 1)
+              if getattr(e, "machine_id", None) == machine.id]  # fmt: skip
+    endpoint = Endpoint()
+    async with service(world, endpoint) as (fanout, deliveries):
+        records = world.store.webhooks
+        settle_one = records.settle
+        later = iter(events[1:])
+
+        async def settled_then_queued(*args: Any, **kw: Any) -> bool:
+            more = await settle_one(*args, **kw)
+            if (nxt := next(later, None)) is not None:  # queued before the task resumes
+                await fanout.queue(encode_event(nxt[1]), subject_of(nxt[1]), nxt[0])
+            return more
+
+        monkeypatch.setattr(records, "settle", settled_then_queued)
+        n, first = events[0]
+        await fanout.queue(encode_event(first), subject_of(first), n)
+        while deliveries.busy:
+            await asyncio.sleep(0)
+    assert [json.loads(b)["data"]["eventId"] for _, _, b in endpoint.sent] == [
+        e.event_id for _, e in events]  # fmt: skip

@@ -1,17 +1,19 @@
 """A webhook's POST (services/webhooks/post.py) against a server on this host's loopback: it
 goes to the checked address with the URL's name as Host (nothing resolved again), reads no
-more of an answer than it keeps, follows no redirect, and gives up at its timeout."""
+more of an answer than it keeps, follows no redirect, gives up at its timeout, and uses a
+kept connection again only for the same checked address."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from providers.webhook_target import Target
-from services.webhooks.post import EXCERPT, PostFailed, post
+from services.webhooks.post import EXCERPT, Connections, PostFailed, post
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -81,3 +83,65 @@ async def test_no_answer_in_time_is_a_timeout_and_no_server_a_failure() -> None:
             await post(target(port), {}, b"{}", 5.0, None)
     with pytest.raises(PostFailed, match="cannot connect"):
         await post(target(1), {}, b"{}", 5.0, None)
+
+
+async def test_a_kept_connection_is_used_again_for_the_same_checked_address_only() -> None:
+    peers: list[tuple[str, int]] = []
+
+    async def keep(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        peers.append(w.get_extra_info("peername"))
+        while await r.readuntil(b"\r\n\r\n"):
+            await r.readexactly(2)  # the body: {}
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+
+    ended: list[bool] = []
+    all_ended = asyncio.Event()
+
+    async def on(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await keep(r, w)
+        w.close()
+        await w.wait_closed()
+        ended.append(True)
+        if len(ended) == 2:
+            all_ended.set()
+
+    server = await asyncio.start_server(on, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Connections() as kept:
+            for _ in range(3):
+                assert (await post(target(port), {}, b"{}", 5.0, None, kept)).status == 200
+            assert len(peers) == 1  # one connection, three requests
+            other = Target(ipaddress.ip_address("127.0.0.1"), port, "other.example.com", False,
+                           "/")  # fmt: skip
+            assert (await post(other, {}, b"{}", 5.0, None, kept)).status == 200
+            assert len(peers) == 2  # another destination: never the first one's connection
+        await asyncio.wait_for(all_ended.wait(), 5)  # closing them closed both
+    finally:
+        server.close()
+
+
+async def test_a_kept_connection_the_endpoint_closed_is_replaced_at_once() -> None:
+    served = 0
+
+    async def once(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await r.readuntil(b"\r\n\r\n")
+        await r.readexactly(2)
+        served += 1
+        w.write(b"HTTP/1.1 204 No Content\r\n\r\n")  # keep-alive, then closed while idle
+        await w.drain()
+        w.close()
+        await w.wait_closed()
+
+    server = await asyncio.start_server(once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Connections() as kept:
+            for _ in range(3):
+                assert (await post(target(port), {}, b"{}", 5.0, None, kept)).status == 204
+        assert served == 3
+    finally:
+        server.close()
