@@ -106,7 +106,7 @@ async def run(report: Report, quick: bool) -> None:
     hooked: dict[str, float] = {}
     streamed: dict[str, float] = {}
     sent: dict[str, float] = {}
-    with temp_dir(keep=True) as root:
+    with temp_dir() as root:
         root_path = Path(root)
         with servers(root_path) as (ns, valkey):
             env = {"FLEET_WEBHOOK_ALLOW_PRIVATE": "127.0.0.1/32"}
