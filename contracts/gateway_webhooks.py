@@ -80,7 +80,7 @@ def target_of(parts: SplitResult) -> str:
 def check_types(types: list[str]) -> None:
     """ValueError unless ``types`` is ``["*"]`` or machine event types, each once."""
     if ALL_TYPES in types and len(types) > 1:
-        raise ValueError('`*` stands alone: every type, those added later included')
+        raise ValueError("`*` stands alone: every type, those added later included")
     for t in types:
         if t != ALL_TYPES and t not in EVENT_TYPES:
             raise ValueError(f"{t!r} is no event type (they are machine.<kind>: "

@@ -523,8 +523,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             return tuple(ipaddress.ip_network(n.strip(), strict=False)
                          for n in self.webhook_allow_private.split(",") if n.strip())  # fmt: skip
         except ValueError:
-            raise SettingsError(f"FLEET_WEBHOOK_ALLOW_PRIVATE: {self.webhook_allow_private!r} "
-                                "is not a comma-separated list of networks") from None
+            raise SettingsError(
+                f"FLEET_WEBHOOK_ALLOW_PRIVATE: {self.webhook_allow_private!r} "
+                "is not a comma-separated list of networks"
+            ) from None
 
     @property
     def preview(self) -> PreviewOrigin:

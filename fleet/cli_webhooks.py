@@ -39,11 +39,19 @@ def register(sub: SubAction) -> None:
     for p in (create, listed):
         p.add_argument("--instance", help="the instance's id (default: the platform's)")
     delete = command(g, "delete", _delete, "delete an endpoint and what waits for it")
-    rotate = command(g, "rotate-secret", _rotate,
-                     "a new secret, printed this once; the old one signs beside it for 24 h")
+    rotate = command(
+        g,
+        "rotate-secret",
+        _rotate,
+        "a new secret, printed this once; the old one signs beside it for 24 h",
+    )
     test = command(g, "test", _test, "send a webhook.test event to the endpoint")
-    deliveries = command(g, "deliveries", _deliveries,
-                         "the last delivery attempts: status, duration, error, next attempt")
+    deliveries = command(
+        g,
+        "deliveries",
+        _deliveries,
+        "the last delivery attempts: status, duration, error, next attempt",
+    )
     deliveries.add_argument("--limit", type=int, default=50, help="at most this many (<= 200)")
     for p in (delete, rotate, test, deliveries):
         p.add_argument("webhook", metavar="WEBHOOK_ID")
@@ -52,8 +60,14 @@ def register(sub: SubAction) -> None:
 async def _create(c: FleetClient, a: Args) -> int:
     h = await c.webhooks_create(a.url, a.events or ["*"], instance_id=a.instance,
                                 description=a.description)  # fmt: skip
-    return emit(a, h, lambda: f"{h.id} -> {h.url} ({', '.join(h.events)})\n"
-                f"secret: {h.secret}\n(shown once: keep it where the receiver verifies)")
+    return emit(
+        a,
+        h,
+        lambda: (
+            f"{h.id} -> {h.url} ({', '.join(h.events)})\n"
+            f"secret: {h.secret}\n(shown once: keep it where the receiver verifies)"
+        ),
+    )
 
 
 async def _list(c: FleetClient, a: Args) -> int:
@@ -72,14 +86,23 @@ async def _delete(c: FleetClient, a: Args) -> int:
 
 async def _rotate(c: FleetClient, a: Args) -> int:
     r = await c.webhooks_rotate_secret(a.webhook)
-    return emit(a, r, lambda: f"secret: {r.secret}\n(shown once; the previous one signs too "
-                f"until {r.previous_secret_until.isoformat()})")
+    return emit(
+        a,
+        r,
+        lambda: (
+            f"secret: {r.secret}\n(shown once; the previous one signs too "
+            f"until {r.previous_secret_until.isoformat()})"
+        ),
+    )
 
 
 async def _test(c: FleetClient, a: Args) -> int:
     sent = await c.webhooks_test(a.webhook)
-    return emit(a, sent, lambda: f"queued webhook.test {sent.event_id}: see "
-                f"`fleet webhooks deliveries {a.webhook}`")
+    return emit(
+        a,
+        sent,
+        lambda: f"queued webhook.test {sent.event_id}: see `fleet webhooks deliveries {a.webhook}`",
+    )
 
 
 async def _deliveries(c: FleetClient, a: Args) -> int:

@@ -75,6 +75,9 @@ class Deliveries:
         self._tasks = OwnedTasks("webhooks", drain_s=settings.webhook_timeout_s,
                                  failed_event="webhooks.queue_failed")  # fmt: skip
         self._wake = asyncio.Event()
+        #: Set while no queue is worked on.
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._poll: asyncio.Task[None] | None = None
         #: Sealed secret -> its key (a Fernet open per attempt would be most of its CPU).
         self._keys: dict[str, bytes] = {}
@@ -110,7 +113,12 @@ class Deliveries:
                 self._again[m] = head
             else:
                 self._active.add(m)
+                self._idle.clear()
                 self._tasks.spawn(self._run(m, head), name=f"webhook-{m}", member=m)
+
+    async def idle(self) -> None:
+        """Until no queue is worked on (a stop's drain, a test's step)."""
+        await self._idle.wait()
 
     def wake(self) -> None:
         self._wake.set()
@@ -153,6 +161,8 @@ class Deliveries:
         finally:
             self._active.discard(m)
             self._again.pop(m, None)
+            if not self._active:
+                self._idle.set()
             if self.free == 1:  # the slot that freed may take a due queue at once
                 self.wake()
 

@@ -214,8 +214,12 @@ async def test_every_method_is_allowed_or_refused_as_the_table_says(world: World
     await world.store.codemode.save_run(
         RunRecord(run_id=RUN_ID, status="running", instance_id=i, token_id="t-other",
                   started_at=now()))  # fmt: skip
-    webhook = (await world.rpc("webhooks.create", {"instanceId": i, "events": ["*"],
-                                                   "url": "https://93.184.215.14/hook"}))["id"]
+    webhook = (
+        await world.rpc(
+            "webhooks.create",
+            {"instanceId": i, "events": ["*"], "url": "https://93.184.215.14/hook"},
+        )
+    )["id"]
     calls = samples(i, m.id, snapshot, token, webhook)
     methods = {spec.name for spec in GATEWAY_METHODS}
     assert set(calls) == methods, "every gateway method needs a sample call here"

@@ -43,20 +43,28 @@ def owner_of(instance_id: str) -> Caller:
 @method("webhooks.create", "webhooks.list", "webhooks.rotateSecret")
 async def test_the_secret_is_answered_once_and_kept_sealed(world: World) -> None:
     i = (await world.instance()).id
-    made = await world.rpc("webhooks.create", {"instanceId": i, "url": URL,
-                                               "events": ["machine.ready"], "description": "ci"})
-    assert made["secret"].startswith("whsec_") and made["id"].startswith("w-")
-    assert made["instanceId"] == i and made["events"] == ["machine.ready"]
+    made = await world.rpc(
+        "webhooks.create",
+        {"instanceId": i, "url": URL, "events": ["machine.ready"], "description": "ci"},
+    )
+    assert made["secret"].startswith("whsec_")
+    assert made["id"].startswith("w-")
+    assert made["instanceId"] == i
+    assert made["events"] == ["machine.ready"]
     (listed,) = (await world.rpc("webhooks.list", {"instanceId": i}))["webhooks"]
-    assert "secret" not in listed and listed["url"] == URL and listed["disabled"] is False
+    assert "secret" not in listed
+    assert listed["url"] == URL
+    assert listed["disabled"] is False
     stored = await world.store.redis.hgetall(world.store.keys.k_webhook(made["id"]))
     assert made["secret"] not in json.dumps(stored)  # sealed at rest
     assert world.box.decrypt(stored["secret"]) == made["secret"]
 
     rotated = await world.rpc("webhooks.rotateSecret", {"webhookId": made["id"]})
-    assert rotated["secret"] != made["secret"] and rotated["secret"].startswith("whsec_")
+    assert rotated["secret"] != made["secret"]
+    assert rotated["secret"].startswith("whsec_")
     hook = await world.store.webhooks.get(made["id"])
-    assert hook is not None and hook.previous_sealed == stored["secret"]
+    assert hook is not None
+    assert hook.previous_sealed == stored["secret"]
     (listed,) = (await world.rpc("webhooks.list", {"instanceId": i}))["webhooks"]
     assert listed["previousSecretUntil"] == rotated["previousSecretUntil"]
 
@@ -64,8 +72,10 @@ async def test_the_secret_is_answered_once_and_kept_sealed(world: World) -> None
 @method("webhooks.create", "webhooks.delete")
 async def test_an_instance_holds_at_most_twenty_and_a_delete_makes_room(world: World) -> None:
     i = (await world.instance()).id
-    made = [await world.rpc("webhooks.create", {"instanceId": i, "url": f"{URL}/{n}",
-                                                "events": ["*"]}) for n in range(MAX_WEBHOOKS)]
+    made = [
+        await world.rpc("webhooks.create", {"instanceId": i, "url": f"{URL}/{n}", "events": ["*"]})
+        for n in range(MAX_WEBHOOKS)
+    ]
     with pytest.raises(InvalidParams, match="20 webhooks"):
         await world.rpc("webhooks.create", {"instanceId": i, "url": URL, "events": ["*"]})
     other = (await world.instance("other")).id  # the cap is per instance
@@ -106,9 +116,14 @@ async def test_an_owner_manages_its_instances_endpoints_and_an_admin_the_platfor
 async def test_a_url_is_checked_before_an_endpoint_is_made(world: World) -> None:
     i = (await world.instance()).id
     home = "loopback|platform"  # the host's own: both
-    for url, why in (("http://127.0.0.1:8080/x", home), ("http://[::1]/", home),
-                     ("http://169.254.169.254/", "link-local"), ("http://10.0.0.1/", "private"),
-                     ("ftp://93.184.215.14/", "https://"), ("https://a:b@93.184.215.14/", "user")):
+    for url, why in (
+        ("http://127.0.0.1:8080/x", home),
+        ("http://[::1]/", home),
+        ("http://169.254.169.254/", "link-local"),
+        ("http://10.0.0.1/", "private"),
+        ("ftp://93.184.215.14/", "https://"),
+        ("https://a:b@93.184.215.14/", "user"),
+    ):
         with pytest.raises(InvalidParams, match=why) as refused:
             await world.rpc("webhooks.create", {"instanceId": i, "url": url, "events": ["*"]})
         assert refused.value.data == {"field": "$.url"}
@@ -167,8 +182,7 @@ async def fan_out(world: World, fanout: Fanout, start: int = 0) -> None:
 async def settle(deliveries: Deliveries, rounds: int = 50) -> None:
     """Until no queue is worked and none is due (a retry's wait is 0 in these settings)."""
     for _ in range(rounds):
-        while deliveries.busy:
-            await asyncio.sleep(0)
+        await asyncio.wait_for(deliveries.idle(), 10)
         await deliveries.poll_once()
         if not deliveries.busy:
             return
@@ -206,9 +220,11 @@ async def test_a_machines_events_go_in_order_to_the_endpoints_that_want_them(
                     if t.path.endswith("platform")}  # fmt: skip
     instance_saw = {json.loads(b)["data"]["machineId"] for t, _, b in endpoint.sent
                     if not t.path.endswith("platform")}  # fmt: skip
-    assert platform_saw == {machine.id, other.id} and instance_saw == {machine.id}
-    attempts = (await world.rpc("webhooks.deliveries", {"webhookId": everything["id"]}))
-    assert attempts["pending"] == 0 and len(attempts["attempts"]) == len(kinds)
+    assert platform_saw == {machine.id, other.id}
+    assert instance_saw == {machine.id}
+    attempts = await world.rpc("webhooks.deliveries", {"webhookId": everything["id"]})
+    assert attempts["pending"] == 0
+    assert len(attempts["attempts"]) == len(kinds)
 
 
 async def test_a_failing_head_holds_its_machines_queue_and_comes_again_with_its_id(
@@ -226,7 +242,8 @@ async def test_a_failing_head_holds_its_machines_queue_and_comes_again_with_its_
     for machine in (first, second):  # each machine's events in order, each once delivered
         assert endpoint.types(machine.id)[-1] == "machine.ready"
         assert list(dict.fromkeys(endpoint.types(machine.id))) == [
-            "machine." + k.value for k in dict.fromkeys(world.bus.kinds(machine.id))]
+            "machine." + k.value for k in dict.fromkeys(world.bus.kinds(machine.id))
+        ]
     # The failing event's machine sent nothing else before it was delivered.
     failed_machine = json.loads(endpoint.sent[0][2])["data"]["machineId"]
     order = [(h["webhook-id"], json.loads(b)["data"]["machineId"]) for _, h, b in endpoint.sent]
@@ -248,11 +265,15 @@ async def test_an_event_handed_over_again_is_not_sent_again(world: World) -> Non
     assert len(endpoint.sent) == sent
 
 
+@dataclass
 class Hanging(Endpoint):
     """An endpoint that never answers: a delivery under way."""
 
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+
     async def __call__(self, target: Target, headers: dict[str, str], body: bytes) -> Answer:
         self.sent.append((target, headers, body))
+        self.reached.set()
         await asyncio.Event().wait()
         raise AssertionError("never answered")
 
@@ -264,8 +285,7 @@ async def test_a_queue_is_held_by_one_process_until_its_lease_runs_out(world: Wo
     one = Hanging()
     async with service(world, one, webhook_timeout_s=0.05) as (fanout, first):
         await fan_out(world, fanout)  # claimed by `first` as it is queued, and under way
-        while not one.sent:
-            await asyncio.sleep(0)
+        await asyncio.wait_for(one.reached.wait(), 10)
         records, now = world.store.webhooks, int(time.time() * 1000)
         assert await records.claim(now, 1000, 10, "another") == []  # held...
         later = now + first.lease_ms + 1
@@ -285,9 +305,11 @@ async def test_410_disables_the_endpoint_and_drops_its_queue(world: World) -> No
         await settle(deliveries)
     assert len(endpoint.sent) == 1  # nothing after the 410
     (listed,) = (await world.rpc("webhooks.list", {"instanceId": i}))["webhooks"]
-    assert listed["disabled"] is True and "410" in listed["disabledReason"]
+    assert listed["disabled"] is True
+    assert "410" in listed["disabledReason"]
     got = await world.rpc("webhooks.deliveries", {"webhookId": made["id"]})
-    assert got["pending"] == 0 and got["attempts"][0]["outcome"] == "failed"
+    assert got["pending"] == 0
+    assert got["attempts"][0]["outcome"] == "failed"
 
 
 @method("webhooks.test", "webhooks.deliveries", "webhooks.delete")
@@ -302,7 +324,8 @@ async def test_a_test_event_is_sent_and_a_delete_leaves_nothing_behind(world: Wo
         await settle(deliveries)
     ((_, headers, body),) = endpoint.sent
     payload = Webhook(made["secret"]).verify(body, headers)
-    assert payload["type"] == "webhook.test" and payload["data"]["webhookId"] == made["id"]
+    assert payload["type"] == "webhook.test"
+    assert payload["data"]["webhookId"] == made["id"]
     assert headers["webhook-id"] == sent["eventId"]
     (attempt,) = (await world.rpc("webhooks.deliveries", {"webhookId": made["id"]}))["attempts"]
     assert (attempt["outcome"], attempt["machineId"], attempt["type"]) == (
@@ -372,7 +395,6 @@ async def test_an_event_queued_while_its_queues_task_ends_is_sent_at_once(
         monkeypatch.setattr(records, "settle", settled_then_queued)
         n, first = events[0]
         await fanout.queue(encode_event(first), subject_of(first), n)
-        while deliveries.busy:
-            await asyncio.sleep(0)
+        await asyncio.wait_for(deliveries.idle(), 10)
     assert [json.loads(b)["data"]["eventId"] for _, _, b in endpoint.sent] == [
         e.event_id for _, e in events]  # fmt: skip

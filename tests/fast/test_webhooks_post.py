@@ -52,7 +52,8 @@ async def test_the_post_goes_to_the_checked_address_with_the_urls_name() -> None
         head = heads[0].decode()
         assert head.startswith("POST /in?x=1 HTTP/1.1\r\n")
         assert f"host: hooks.example.com:{port}\r\n" in head.lower()
-        assert "webhook-id: abc\r\n" in head and "content-type: application/json" in head
+        assert "webhook-id: abc\r\n" in head
+        assert "content-type: application/json" in head
 
 
 async def test_an_answers_body_is_read_no_further_than_its_excerpt() -> None:

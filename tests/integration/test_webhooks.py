@@ -25,8 +25,8 @@ from controlplane.stage import connect
 from fleet.client import FleetClient
 from services.webhooks.service import enter_webhooks
 from tests.conftest import running_stack
-from tests.webhook_receiver import Received, Receiver, receiver
 from tests.waiters import wait_until
+from tests.webhook_receiver import Received, Receiver, receiver
 
 #: What a new machine's events are up to ready, in order (others may come between: output).
 PIPELINE = ["machine.created", "machine.provisioned", "machine.daemon-status-reported",
@@ -109,7 +109,8 @@ async def test_a_failing_receiver_gets_the_event_again_with_the_same_id(
         attempts = list(reversed((await client.webhooks_deliveries(hook.id)).attempts))
         assert [(a.attempt, a.status, a.outcome) for a in attempts] == [
             (1, 500, "retrying"), (2, 500, "retrying"), (3, 200, "delivered")]  # fmt: skip
-        assert attempts[0].next_attempt_at is not None and attempts[0].error == "HTTP 500"
+        assert attempts[0].next_attempt_at is not None
+        assert attempts[0].error == "HTTP 500"
         assert len(hooks.got) == 3  # and nothing more once it was delivered
 
 
