@@ -29,10 +29,11 @@ from providers.gvisor_pool import GvisorPoolBackend
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
 from providers.machine_limits import Placement
+from providers.platform_addresses import platform_addresses
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
-from services.provisioner.egress import dns_proxy, netns_policy, platform_addresses
+from services.provisioner.egress import dns_proxy, netns_policy
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, machine_placement, pool_key
 from services.provisioner.environment_builds import EnvironmentBuilds

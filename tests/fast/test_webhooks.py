@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -55,7 +55,8 @@ async def test_the_secret_is_answered_once_and_kept_sealed(world: World) -> None
     assert "secret" not in listed
     assert listed["url"] == URL
     assert listed["disabled"] is False
-    stored = await world.store.redis.hgetall(world.store.keys.k_webhook(made["id"]))
+    key = world.store.keys.k_webhook(made["id"])
+    stored = cast(dict[str, str], await world.store.redis.hgetall(key))
     assert made["secret"] not in json.dumps(stored)  # sealed at rest
     assert world.box.decrypt(stored["secret"]) == made["secret"]
 
