@@ -23,6 +23,7 @@ from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
 from controlplane.bus import Bus
 from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.access import Access, Caller
+from services.gateway.daemon_calls import DaemonCalls
 from services.gateway.exec_stream import OUTPUT_SINK
 
 #: A call that may start a kernel (a new context, a restart, a first run) may take this long.
@@ -30,10 +31,12 @@ _STARTING_S = dc.KERNEL_START_S + EXEC_MARGIN_S
 
 
 class CodeOps:
-    def __init__(self, *, access: Access, daemons: DaemonClient, bus: Bus) -> None:
+    def __init__(self, *, access: Access, daemons: DaemonClient, bus: Bus,
+                 calls: DaemonCalls) -> None:  # fmt: skip
         self.access = access
         self.daemons = daemons
         self.bus = bus
+        self.calls = calls
 
     @handles(gc.MACHINES_CODE_RUN)
     async def machines_code_run(self, p: gc.MachineCodeRunParams, c: Caller) -> dc.CodeRunResult:
@@ -70,8 +73,7 @@ class CodeOps:
         self, p: gc.MachineCodeRef, c: Caller
     ) -> dc.CodeContextList:
         # A look (a console may poll it): it neither wakes the machine nor counts as activity.
-        await self.access.live_machine(c, p.machine_id, active=False)
-        return await self.daemons.call(p.machine_id, dc.CODE_LIST_CONTEXTS, NoParams())
+        return await self.calls(c, p.machine_id, dc.CODE_LIST_CONTEXTS, NoParams(), look=True)
 
     @handles(gc.MACHINES_CODE_RESTART_CONTEXT)
     async def machines_code_restart_context(
@@ -96,5 +98,4 @@ class CodeOps:
 
     async def _call(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P,
                     timeout_s: float | None) -> R:  # fmt: skip
-        await self.access.live_machine(c, machine_id, wake=WakeBy.EXEC)
-        return await self.daemons.call(machine_id, spec, params, timeout_s=timeout_s)
+        return await self.calls(c, machine_id, spec, params, wake=WakeBy.EXEC, timeout_s=timeout_s)

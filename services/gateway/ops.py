@@ -47,7 +47,7 @@ from contracts.gateway_ssh import (
     SshKeysResult,
     authorized_keys,
 )
-from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
+from contracts.jsonrpc import NoParams, handles
 from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MACHINES_PORTS, MachinePortsParams, PortList
@@ -67,8 +67,8 @@ from environments.hook import with_project_env
 from environments.lifecycle_commands import MachineLifecycle
 from providers.gvisor_gateway import gvisor_proxy_url
 from services.gateway.access import Access, Caller, default_instance
+from services.gateway.daemon_calls import DaemonCalls
 from services.gateway.host_control import HostControl
-from services.gateway.wake import WAKES
 
 log = structlog.get_logger(__name__)
 
@@ -83,9 +83,11 @@ class MachineOps:
         hosts: HostControl,
         platform_sha: str | None,
         access: Access,
+        calls: DaemonCalls,
         keys: MachineKeys | None = None,
     ) -> None:
         self.keys = keys
+        self.calls = calls
         self.store = store
         self.daemons = daemons
         self.settings = settings
@@ -169,30 +171,30 @@ class MachineOps:
     ) -> d.ProcessInfo:
         params = d.ProcessStartParams(command=p.command, cwd=p.cwd, env=p.env, tag=p.tag,
                                       restart=p.restart)  # fmt: skip
-        return await self._call(c, p.machine_id, d.PROCESS_START, params)
+        return await self.calls(c, p.machine_id, d.PROCESS_START, params)
 
     @handles(MACHINES_PROCESS_LIST)
     async def machines_process_list(self, p: MachineRef, c: Caller) -> d.ProcessList:
-        return await self._call(c, p.machine_id, d.PROCESS_LIST, NoParams(), active=False)
+        return await self.calls(c, p.machine_id, d.PROCESS_LIST, NoParams(), look=True)
 
     @handles(MACHINES_PROCESS_KILL)
     async def machines_process_kill(self, p: MachineProcessRef, c: Caller) -> d.ProcessInfo:
         params = d.ProcessRef(pid=p.pid, tag=p.tag)
-        return await self._call(c, p.machine_id, d.PROCESS_KILL, params)
+        return await self.calls(c, p.machine_id, d.PROCESS_KILL, params)
 
     @handles(MACHINES_PROCESS_LOGS)
     async def machines_process_logs(self, p: MachineProcessLogsParams, c: Caller) -> d.ProcessLogs:
         params = d.ProcessLogsParams(pid=p.pid, tag=p.tag, tail=p.tail)
-        return await self._call(c, p.machine_id, d.PROCESS_LOGS, params, active=False)
+        return await self.calls(c, p.machine_id, d.PROCESS_LOGS, params, look=True)
 
     @handles(MACHINES_DAEMON_LOG)
     async def machines_daemon_log(self, p: DaemonLogRequest, c: Caller) -> d.DaemonLogResult:
         params = d.DaemonLogParams(lines=p.lines)
-        return await self._call(c, p.machine_id, d.DAEMON_LOG, params, active=False)
+        return await self.calls(c, p.machine_id, d.DAEMON_LOG, params, look=True)
 
     @handles(MACHINES_PORTS)
     async def machines_ports(self, p: MachinePortsParams, c: Caller) -> PortList:
-        listed = await self._call(c, p.machine_id, LIST_PORTS, NoParams(), active=False)
+        listed = await self.calls(c, p.machine_id, LIST_PORTS, NoParams(), look=True)
         # a devcontainer's ports, if any
         life = await self.store.lifecycles.load(p.machine_id, MachineLifecycle)
         return listed if life is None else with_declared(listed, life.devcontainer)
@@ -201,23 +203,23 @@ class MachineOps:
     @handles(MACHINES_READ_FILE)
     async def machines_read_file(self, p: gf.MachineReadFileParams, c: Caller) -> df.ReadFileResult:
         params = df.ReadFileParams(path=p.path, encoding=p.encoding)
-        return await self._call(c, p.machine_id, df.READ_FILE, params)
+        return await self.calls(c, p.machine_id, df.READ_FILE, params)
 
     @handles(MACHINES_LIST_DIR)
     async def machines_list_dir(self, p: gf.MachineListDirParams, c: Caller) -> df.ListDirResult:
         params = df.ListDirParams(path=p.path, limit=p.limit, after=p.after)
-        return await self._call(c, p.machine_id, df.LIST_DIR, params)
+        return await self.calls(c, p.machine_id, df.LIST_DIR, params)
 
     @handles(MACHINES_STAT)
     async def machines_stat(self, p: gf.MachineStatParams, c: Caller) -> df.StatResult:
-        return await self._call(c, p.machine_id, df.STAT, df.StatParams(path=p.path))
+        return await self.calls(c, p.machine_id, df.STAT, df.StatParams(path=p.path))
 
     @handles(MACHINES_REMOVE_FILE)
     async def machines_remove_file(
         self, p: gf.MachineRemoveFileParams, c: Caller
     ) -> df.RemoveFileResult:
         params = df.RemoveFileParams(path=p.path, recursive=p.recursive)
-        return await self._call(c, p.machine_id, df.REMOVE_FILE, params)
+        return await self.calls(c, p.machine_id, df.REMOVE_FILE, params)
 
     async def _running_one(self, c: Caller, machine_id: str, what: str) -> Machine:
         """The caller's machine, if it is running: else ``Conflict`` (only a running
@@ -229,15 +231,6 @@ class MachineOps:
                 data={"status": machine.status.value},
             )
         return machine
-
-    async def _call(
-        self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P, *, active: bool = True
-    ) -> R:
-        """A daemon method on the caller's machine; ``active=False``: a look (a console polls
-        it) that does not count as activity for auto-stop, nor wakes the machine."""
-        wake = WAKES.get(spec.name) if active else None
-        await self.access.live_machine(c, machine_id, active=active, wake=wake)
-        return await self.daemons.call(machine_id, spec, params)
 
     # --- cron --------------------------------------------------------------------------------
     @handles(CRON_SET)

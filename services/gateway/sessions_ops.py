@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import msgspec
 import structlog
@@ -27,9 +26,10 @@ from contracts.audit import Action
 from contracts.errors import InvalidParams, StreamAborted
 from contracts.gateway_sessions import SESSIONS_CLOSE, SESSIONS_LIST, SESSIONS_OPEN, SESSIONS_RESIZE
 from contracts.ids import MACHINE_ID_RE
-from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
+from contracts.jsonrpc import NoParams, handles
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener, Socket
+from services.gateway.daemon_calls import DaemonCalls
 from services.gateway.errors_http import close_reason
 
 log = structlog.get_logger(__name__)
@@ -40,15 +40,8 @@ _CONTROL = msgspec.json.Decoder(gs.ClientControl)
 _ENCODE = msgspec.json.Encoder()
 
 
-class DaemonCall(Protocol):
-    """The gateway's one path to a daemon for a caller (access check included)."""
-
-    async def __call__(self, c: Caller, machine_id: str, spec: MethodSpec[P, R],
-                       params: P) -> R: ...  # fmt: skip
-
-
 class SessionOps:
-    def __init__(self, *, call: DaemonCall, opener: ByteStreamOpener,
+    def __init__(self, *, call: DaemonCalls, opener: ByteStreamOpener,
                  attached: Callable[[str], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self.call = call
         self.opener = opener
