@@ -157,13 +157,15 @@ class DnsProxy:
         platform: Iterable[Address],
         on_refused: OnRefused | None = None,
         caps: DnsCaps | None = None,
+        policy_of: PolicyOf | None = None,
     ) -> None:
+        """``policy_of``: a machine's policy as stored, read again at most once a second
+        (None: only what ``attach`` gives)."""
         self.upstream = upstream
         self.caps = caps or DnsCaps()
         self.platform = frozenset(platform)
         self.on_refused = on_refused
-        #: The machine's policy as stored (set by whoever knows the store).
-        self.policy_of: PolicyOf | None = None
+        self.policy_of = policy_of
         self._machines: dict[str, _Machine] = {}
         #: Queries being answered (cancelled on exit).
         self._tasks = OwnedTasks("egress-dns", failed_event="egress.dns_failed")

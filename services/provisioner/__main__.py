@@ -32,7 +32,12 @@ from providers.machine_limits import Placement
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
-from services.provisioner.egress import dns_proxy, netns_policy, platform_addresses
+from services.provisioner.egress import (
+    EgressPolicies,
+    dns_proxy,
+    netns_policy,
+    platform_addresses,
+)
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, machine_placement, pool_key
 from services.provisioner.environment_builds import EnvironmentBuilds
@@ -99,7 +104,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
     heartbeat = HostHeartbeat(store, settings, clock)
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
-    dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
+    # The machines this host's resolver serves, and their policies: told by the enforcer.
+    policies = EgressPolicies(store)
+    dns = await stack.enter_async_context(
+        await dns_proxy(settings, refusals.refused, policies.policy_of)
+    )
     # Environment builds and checkouts, shared by machines' creates and environments.build;
     # stopped after both, so a build still running is cancelled and joined.
     shared = await stack.enter_async_context(SharedBuilds())
@@ -117,6 +126,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         refusals=refusals,
         proxy=proxy,
         door=door,
+        policies=policies,
         clock=clock,
         shared=shared,
     )
