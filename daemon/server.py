@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Mapping
@@ -75,6 +76,8 @@ log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()
 
 _CONNECT_BACKOFF_CAP_S = 10.0
+#: The bounds of a daemon's wait between reconnect attempts (drawn once per daemon).
+_RECONNECT_WAIT_S = (0.5, 2.0)
 #: The one rule from 0.25 s, one step on: 0.5 s, 1 s, 2 s, ... up to the cap.
 _CONNECT_BACKOFF = Backoff(base=0.5, cap=_CONNECT_BACKOFF_CAP_S)
 #: Room left in an answer's NATS message for its headers (the reply MAC).
@@ -151,7 +154,8 @@ class Daemon:
         self._dispatcher = Dispatcher(
             DAEMON_METHODS, self._routes(), translate=tools.at_thread_limit
         )
-        self._parking = Parking()
+        # nats-py has no jitter knob: the wait between reconnect attempts is drawn per daemon.
+        self._parking = Parking(random.uniform(*_RECONNECT_WAIT_S), _on_error)
         self._park_task: asyncio.Task[None] | None = None
 
     def request_park(self, park: bool) -> None:
@@ -173,7 +177,7 @@ class Daemon:
         try:
             if park and control is not None:
                 control.park()
-            done = await (self._parking.park(nc) if park else self._parking.unpark(nc))
+            done = await (self._parking.park(nc) if park else self._parking.unpark())
             if not park and control is not None:
                 await control.unpark()
         except (nats.errors.Error, OSError) as exc:  # the connection's own errors: logged
@@ -336,12 +340,11 @@ class Daemon:
             user=s.machine_id,
             password=s.machine_token,
             inbox_prefix=subjects.machine_inbox_prefix(s.machine_id),
-            wait_s=(0.5, 2.0),
+            wait_s=(self._parking.wait_s, self._parking.wait_s),
             connect_timeout=5,
-            error_cb=_on_error,
+            error_cb=self._parking.on_error,
             reconnect_to_server_handler=self._parking.choose,
         )
-        self._parking.wait_s = float(nc.options["reconnect_time_wait"])
         return nc
 
     async def report(self, status: DaemonStatus) -> None:
