@@ -7,6 +7,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,11 +49,10 @@ async def _serve(settings: DaemonSettings, identity_fd: int | None) -> Daemon | 
     import structlog
 
     from base.lockfile import AlreadyRunning
-    from daemon.server import Daemon
 
     log = structlog.get_logger(__name__)
 
-    daemon = Daemon(settings, identity_fd=identity_fd)
+    daemon = compose(settings, identity_fd=identity_fd)
     main = asyncio.current_task()
     assert main is not None
 
@@ -81,6 +81,80 @@ async def _serve(settings: DaemonSettings, identity_fd: int | None) -> Daemon | 
         return None
     log.info("daemon.stopped", reason=daemon.stop_reason, mode=daemon.exit_mode)
     return daemon
+
+
+def compose(
+    settings: DaemonSettings,
+    *,
+    identity_fd: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+    lifecycle: bool = True,
+) -> Daemon:
+    """The daemon's one composition root: its parts, each made once with its collaborators,
+    handed to the ``Daemon``. ``environ``: the environment the machine's processes start from
+    (the daemon's own; a swarm daemon's machine's); ``lifecycle`` False: no state file,
+    control port, background processes or cron (a swarm daemon, many to a process)."""
+    import random
+
+    from base.lockfile import DaemonLock
+    from contracts.daemon_rpc import DAEMON_METHODS
+    from contracts.jsonrpc import Dispatcher, Router
+    from contracts.signing import ReplayGuard
+    from daemon import tools
+    from daemon.byte_stream_hub import ByteStreamHub, Pipes
+    from daemon.code_kernels import CodeKernels
+    from daemon.exec_streams import ExecStreams
+    from daemon.files import FileTools
+    from daemon.lifecycle import Lifecycle
+    from daemon.link import Link
+    from daemon.machine_tools import MachineTools
+    from daemon.park import Parking
+    from daemon.procenv import ProcessEnv
+    from daemon.server import Daemon, DaemonParts
+    from daemon.session_methods import Sessions
+    from daemon.stops import Stops
+    from daemon.transfers import FileTransfers
+    from daemon.tunnel_connect import Tunnels
+
+    s, home = settings, settings.home_path
+    stops = Stops()
+    # nats-py has no jitter knob: the wait between reconnect attempts is drawn per daemon.
+    parking = Parking(random.uniform(*_RECONNECT_WAIT_S), _on_nats_error)
+    link = Link(s.nats_url, s.machine_id, s.machine_token, parking)
+    env = ProcessEnv(home, environ)  # the one environment of every process started here
+    life = Lifecycle(s, env=env, request_stop=stops.request) if lifecycle else None
+    hub = ByteStreamHub(s.machine_id)
+    sessions = Sessions(hub=hub, home=home, env=env)
+    kernels = CodeKernels(home=home, env=env, contexts_max=s.code_contexts_max,
+                          room=link.room, machine_id=s.machine_id,
+                          publish=link.publish_chunk)  # fmt: skip
+    router = Router[None]()
+    router.collect(
+        MachineTools(home=home, env=env, output_cap=s.exec_output_cap, life=life, stops=stops,
+                     kernels=kernels),
+        FileTools(home, link.room),
+        ExecStreams(home=home, machine_id=s.machine_id, env=env, output_cap=s.exec_output_cap,
+                    publish=link.publish_chunk, procs=life.procs if life is not None else None),
+        Pipes(hub=hub, home=home, env=env), sessions, Tunnels(hub),
+        FileTransfers(hub=hub, home=str(home)), kernels,
+    )  # fmt: skip
+    parts = DaemonParts(
+        link=link, stops=stops, life=life, lock=DaemonLock(home), hub=hub, sessions=sessions,
+        kernels=kernels, dispatcher=Dispatcher(DAEMON_METHODS, router,
+                                               translate=tools.at_thread_limit),
+        replays=ReplayGuard(skew_s=s.boot_skew_s),
+    )  # fmt: skip
+    return Daemon(s, parts, identity_fd=identity_fd)
+
+
+#: The bounds of a daemon's wait between reconnect attempts (drawn once per daemon).
+_RECONNECT_WAIT_S = (0.5, 2.0)
+
+
+async def _on_nats_error(exc: Exception) -> None:
+    import structlog
+
+    structlog.get_logger(__name__).warning("daemon.nats_error", error=str(exc))
 
 
 def _home(arg: str | None) -> Path:

@@ -95,12 +95,12 @@ def _prewarm(environ: os._Environ[str]) -> None:
     too (the package version from its metadata, the RPC router's types): about 8 ms less
     between the claim and the ready report. Nothing of it is kept (no lock, no file)."""
     import base.logs  # noqa: F401
-    from daemon.server import Daemon
+    from daemon.__main__ import compose
     from daemon.settings import DaemonSettings
 
     home = environ.get("FLEET_HOME") or environ.get("HOME") or "/"
     placeholder = secrets.token_hex(16)  # this daemon never connects: no token of anyone's
-    Daemon(DaemonSettings(nats_url="", machine_id="pooled", machine_token=placeholder, home=home))
+    compose(DaemonSettings(nats_url="", machine_id="pooled", machine_token=placeholder, home=home))
 
 
 class SocketChannel:

@@ -14,6 +14,7 @@ from base.tokenfd import TOKEN_FD
 from contracts.signing import signing_key
 from controlplane.crypto import mint_machine_token, renew_connect_secret
 from daemon import nodump
+from daemon.__main__ import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from providers.gvisor_fork import LEFT_FILE, fork_spec, one_fork_less
@@ -163,14 +164,10 @@ def test_the_daemon_takes_the_last_identity_told() -> None:
         os.close(write)
 
 
-class _Unserved(Daemon):
-    lifecycle = False
-
-
 def _daemon(tmp_path: Path, read: int) -> Daemon:
     settings = DaemonSettings(nats_url="nats://127.0.0.1:1", machine_id="m-0123456789abcdef",
                               machine_token="tok.secret-1", home=str(tmp_path))  # fmt: skip
-    return _Unserved(settings, identity_fd=read)
+    return compose(settings, identity_fd=read, lifecycle=False)
 
 
 def test_a_daemon_told_its_renewed_credential_keeps_serving_with_it(
