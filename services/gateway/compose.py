@@ -128,7 +128,8 @@ class Gateway:
         handlers, once; no list to keep."""
         parts = (getattr(self, f.name) for f in fields(self))
         owners = {id(p): p for p in parts if Router.handles_any(p)}
-        return _dispatcher(list(owners.values()), self.limits, self.settings, self.audit)
+        return _dispatcher(list(owners.values()), self.calls, self.limits, self.settings,
+                           self.audit)  # fmt: skip
 
     def resources(self) -> tuple[AbstractAsyncContextManager[object], ...]:
         """The parts to enter before the gateway serves, in order (left in reverse)."""
@@ -259,13 +260,21 @@ def _http_parts(store: Store, bus: Bus, s: Settings, made: _Made, resolve: Calle
 
 
 def _dispatcher(
-    owners: list[object], limits: CallLimits, s: Settings, audit: AuditLog | None
+    owners: list[object],
+    calls: DaemonCalls,
+    limits: CallLimits,
+    s: Settings,
+    audit: AuditLog | None,
 ) -> Dispatcher[Caller]:
-    """Every gateway method's handler, each rate-limited as its spec's budget says, run as its
-    caller doing its scope, and audited (mypy checks each handler against its spec; the
-    dispatcher, that every method of the table has one)."""
+    """Every gateway method's handler (a part's, or a pass-through's to a daemon method), each
+    rate-limited as its spec's budget says, run as its caller doing its scope, and audited
+    (mypy checks each handler against its spec; the dispatcher, that every method of the
+    table has one)."""
     router = Router[Caller]()
     router.collect(*owners)
+    for spec in g.GATEWAY_METHODS:
+        if spec.passes is not None:
+            router.register(spec, calls.passing(spec))
     router = scoped(rated(router, limits))
     if audit is not None:
         router = audited(router, audit)
