@@ -35,6 +35,7 @@ import msgspec
 
 from base.lifeline import Children, end_recorded
 from base.lockfile import AlreadyRunning, PidLock
+from base.wait import wait_until
 from controlplane.crypto import generate_secret_key
 from controlplane.settings import Settings
 from controlplane.unresponsive import daemons_ended
@@ -110,14 +111,15 @@ def _alive(procs: list[ServiceProcess]) -> None:
 
 
 def _wait_healthy(url: str, procs: list[ServiceProcess], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         _alive(procs)
         with suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=1) as r:  # noqa: S310
-            if r.status == 200:
-                return
-        time.sleep(0.02)  # a refused connection costs nothing: the held port is not listening
-    raise ServerStartError(f"the gateway did not become healthy at {url} in {timeout_s:g}s")
+            return bool(r.status == 200)
+        return False
+
+    # Every 20 ms: a refused connection costs nothing, the held port is not listening.
+    if not wait_until(healthy, within_s=timeout_s, every_s=0.02):
+        raise ServerStartError(f"the gateway did not become healthy at {url} in {timeout_s:g}s")
 
 
 def check_sandbox(opts: UpOptions) -> str | None:
