@@ -39,9 +39,9 @@ from contracts.jsonrpc import NoParams, handles
 from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MACHINES_PORTS, MachinePortsParams, PortList
+from contracts.status import REFRESHABLE
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.machine_config import (
-    REFRESHABLE,
     fan_out,
     for_machine,
     load_instance_configs,

@@ -22,7 +22,7 @@ from contracts.events import (
 )
 from contracts.ids import derived_event_id
 from contracts.models import Machine
-from contracts.status import MachineStatus as S
+from contracts.status import STOPPABLE, MachineStatus as S
 from controlplane import store_disk
 from controlplane.bus import Bus
 from controlplane.consumer import Permanent, Retry
@@ -57,9 +57,6 @@ from services.provisioner.host import HostHeartbeat, room_left
 from services.provisioner.pause import PauseHandlers
 
 log = structlog.get_logger(__name__)
-
-#: Machines whose daemon should be running.
-_RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST})
 
 
 class Provisioner(PauseHandlers):
@@ -311,7 +308,7 @@ class Provisioner(PauseHandlers):
         for machine in machines:
             provider = self.providers.get(machine.provider)
             sealed = await self.store.machine_secret(machine.id)
-            if provider is None or sealed is None or machine.status not in _RESUMABLE:
+            if provider is None or sealed is None or machine.status not in STOPPABLE:
                 continue
             async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
                 if not held:

@@ -15,7 +15,7 @@ from contracts.errors import NotFound
 from contracts.events import DaemonStatusReported, RepoConflict, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine, Repo
-from contracts.status import MachineStatus as S
+from contracts.status import NOT_PROVISIONED, MachineStatus as S
 from controlplane.consumer import Permanent, Retry
 from controlplane.daemon_client import MachineClient
 from controlplane.machine_config import (
@@ -63,7 +63,7 @@ class SetupPusher(Checkouts):
         machine, previous = step.machine, step.transition.previous
         if machine is None:
             raise NotFound(f"machine {event.machine_id} not found")
-        if previous in (S.CREATED, S.PROVISIONING):
+        if previous in NOT_PROVISIONED:
             # The daemon was quicker than the provisioner's bookkeeping: try again shortly.
             raise Retry(f"machine is still {machine.status.value}")
         if not step.transition.accepted:
