@@ -24,6 +24,7 @@ from contracts.errors import (
     PayloadTooLarge,
     error_from_wire,
 )
+from contracts.marks import mark, marked
 from contracts.people import Scope
 from contracts.rpc_params import (
     by_name,
@@ -240,15 +241,9 @@ def handles(
     spec: MethodSpec[P, R],
 ) -> Callable[[Callable[[_Self, P, Ctx], Awaitable[R]]], Callable[[_Self, P, Ctx], Awaitable[R]]]:
     """Makes a method ``spec``'s handler, for ``Router.collect`` to register: mypy checks the
-    method's params and result types against the spec's, as it does ``register``'s."""
-
-    def mark(
-        method: Callable[[_Self, P, Ctx], Awaitable[R]],
-    ) -> Callable[[_Self, P, Ctx], Awaitable[R]]:
-        setattr(method, _HANDLES, spec)
-        return method
-
-    return mark
+    method's params and result types against the spec's, as it does ``register``'s. An
+    override of a handler that is not marked again handles nothing (``contracts.marks``)."""
+    return mark(_HANDLES, spec)
 
 
 @dataclass(frozen=True)
@@ -272,19 +267,15 @@ class Router(Generic[Ctx]):
 
     @staticmethod
     def handles_any(owner: object) -> bool:
-        """Whether ``owner``'s class marks any method with ``@handles``."""
-        return any(isinstance(getattr(v, _HANDLES, None), MethodSpec)
-                   for c in type(owner).__mro__ for v in vars(c).values())  # fmt: skip
+        """Whether ``owner``'s class has a method marked with ``@handles``."""
+        return bool(marked(type(owner), _HANDLES, MethodSpec))
 
     def collect(self, *owners: object) -> None:
-        """Register every method of ``owners`` marked with ``@handles``, bound to its owner. A
-        subclass's override of a marked method handles the same method, marked or not."""
+        """Register every method of ``owners`` marked with ``@handles``, bound to its owner
+        (``contracts.marks``: an override that is not marked again handles nothing)."""
         for owner in owners:
-            for name in dir(type(owner)):
-                marks = (getattr(vars(c).get(name), _HANDLES, None) for c in type(owner).__mro__)
-                spec = next((m for m in marks if isinstance(m, MethodSpec)), None)
-                if spec is not None:
-                    self.register(spec, getattr(owner, name))
+            for name, spec in marked(type(owner), _HANDLES, MethodSpec):
+                self.register(spec, getattr(owner, name))
 
     @property
     def routes(self) -> dict[str, _Route[Ctx]]:
