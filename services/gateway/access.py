@@ -32,6 +32,7 @@ from contracts.status import (
     TERMINAL,
 )
 from contracts.validation import local_repo_path
+from controlplane.daemon_client import OnOutput
 from controlplane.status_transitions import RESUME_HINT, START_HINT
 from controlplane.store import Store
 from providers.code_status import CodeVersions
@@ -62,6 +63,12 @@ class Caller(msgspec.Struct, frozen=True):
     #: A token's instances (None: not narrowed; ``instance_id`` alone narrows to it).
     instance_ids: frozenset[str] | None = None
     acting: str = ADMIN
+    #: Where a streamed call's output goes as it comes (``POST /rpc/stream``: the stream's
+    #: parts, every one before the answer); None for a plain call, answered once.
+    output: OnOutput | None = None
+    #: The method whose budget the route that started the call spent already (a stream must
+    #: be refused before its answer begins): the call's own check does not spend it again.
+    prepaid: str | None = None
 
     def held(self, instance_id: str | None) -> frozenset[str]:
         """The scopes the caller holds on this instance (None: on the platform)."""
@@ -100,6 +107,11 @@ class Caller(msgspec.Struct, frozen=True):
     def doing(self, scope: str) -> Caller:
         """This caller, for a call that needs ``scope``."""
         return msgspec.structs.replace(self, acting=scope)
+
+    def streaming(self, output: OnOutput, prepaid: str) -> Caller:
+        """This caller, for a streamed call of ``prepaid`` (its budget spent by its route)
+        whose output goes to ``output``."""
+        return msgspec.structs.replace(self, output=output, prepaid=prepaid)
 
 
 class Reach(NamedTuple):

@@ -6,7 +6,7 @@ checked (and woken, as an exec wakes it), then its daemon runs the kernels
 
 ``machines.code.run`` POSTed to ``/rpc/stream`` streams as ``machines.execStream`` does
 (exec_stream.py): its daemon runs ``tool.code.runStream``, whose parts (``CodeRunPart``) go to
-the request's ``OUTPUT_SINK`` as they are published, every one before the answer. The stream
+its caller's ``output`` as they are published, every one before the answer. The stream
 closed before its answer (the client left), ``tool.code.cancelRun`` ends the run.
 """
 
@@ -24,7 +24,6 @@ from controlplane.bus import Bus
 from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.access import Access, Caller
 from services.gateway.daemon_calls import DaemonCalls
-from services.gateway.exec_stream import OUTPUT_SINK
 
 #: A call that may start a kernel (a new context, a restart, a first run) may take this long.
 _STARTING_S = dc.KERNEL_START_S + EXEC_MARGIN_S
@@ -44,7 +43,7 @@ class CodeOps:
                                timeout_s=p.timeout_s, env=p.env)  # fmt: skip
         # Past its timeout the daemon interrupts the kernel, and waits a moment for it to stop.
         wait = p.timeout_s + _STARTING_S + dc.INTERRUPT_GRACE_S
-        sink = OUTPUT_SINK.get()
+        sink = c.output
         if sink is None:  # a plain POST /rpc: one answer
             return await self.calls(c, p.machine_id, dc.CODE_RUN, run, timeout_s=wait)
         await self.access.live_machine(c, p.machine_id, wake=WakeBy.EXEC)

@@ -3,9 +3,10 @@
 The method itself is an ordinary handler (validated and access-checked by the dispatcher like
 every other): it asks the daemon for ``tool.execStream`` (``MachineClient.exec_stream``, which
 the lifecycle commands' output uses too). When the request came through ``POST /rpc/stream``,
-the HTTP handler has put a sink in ``OUTPUT_SINK``, and each chunk goes there, every one before
-the result. When the client goes away (a Ctrl-C), the HTTP handler cancels the method, which
-kills the command's process group on the machine (``tool.execKill``) before it lets go.
+the HTTP handler calls it as its caller streaming to a sink (``Caller.output``), and each chunk
+goes there, every one before the result. When the client goes away (a Ctrl-C), the HTTP
+handler cancels the method, which kills the command's process group on the machine
+(``tool.execKill``) before it lets go.
 ``machines.code.run`` (code_ops.py) streams its parts through the same sink and pump.
 
 What a stream holds for a client that reads slower than its machine writes is bounded
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from contextvars import ContextVar
 from typing import cast
 
 import msgspec
@@ -45,14 +45,12 @@ from contracts.gateway_live import (
 from contracts.gateway_rpc import GATEWAY_METHODS, STREAMING_METHODS
 from contracts.jsonrpc import AnySpec, Dispatcher, handles
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient, OnOutput
+from controlplane.daemon_client import DaemonClient
 from services.gateway.access import Access, Caller
 from services.gateway.stream_rules import StreamRules, Writes
 
 log = structlog.get_logger(__name__)
 
-#: Where a streamed request's output chunks go (None: a plain POST /rpc, nothing streamed).
-OUTPUT_SINK: ContextVar[OnOutput | None] = ContextVar("output_sink", default=None)
 #: A comment line this often while a command is silent: a client that left is noticed.
 KEEPALIVE_S = 1.0
 #: The most a stream holds, unwritten, for its client: more than an honest stream sends in
@@ -107,7 +105,7 @@ class ExecStreamOps:
         params = d.ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd,
                                      env=p.env)  # fmt: skip
         mc = self.daemons.machine(p.machine_id)
-        return await mc.exec_stream(self.bus.nc, params, OUTPUT_SINK.get())
+        return await mc.exec_stream(self.bus.nc, params, c.output)
 
 
 def sse(event: str, data: bytes) -> bytes:
@@ -127,16 +125,14 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
     if spec is None:
         raise MethodNotFound(f"{method!r} cannot be streamed; streaming methods: "
                              f"{', '.join(sorted(STREAMING_METHODS))}")  # fmt: skip
-    with rules.slot(caller), rules.limits.prepaid(spec, caller):
+    with rules.slot(caller):
+        rules.limits.spend(spec, caller)  # before the stream begins: a refusal is a plain 429
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})  # fmt: skip
         await resp.prepare(request)
         queue = HeldParts()
-        token = OUTPUT_SINK.set(queue.offer)
-        try:  # the task copies the context now: its handler sees the sink (and the budget paid)
-            call = asyncio.create_task(dispatcher.handle(body, caller))
-        finally:
-            OUTPUT_SINK.reset(token)
+        streaming = caller.streaming(queue.offer, prepaid=spec.name)
+        call = asyncio.create_task(dispatcher.handle(body, streaming))
         try:
             await _pump(rules.writes(request, resp), queue, call, rules.clock)
         except ConnectionError:  # the client left (a Ctrl-C) or stalled: the command ends below
