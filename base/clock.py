@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
-
 T = TypeVar("T")
 
 

@@ -72,6 +72,9 @@ class DaemonParts:
     #: Every daemon method's handler, of every part.
     dispatcher: Dispatcher[None]
     replays: ReplayGuard
+    #: The machine's identity this process holds: its token (what a selfUpdate hands on), and
+    #: the pipe where the supervisor tells a new one at a resume.
+    held: nodump.HeldIdentity
 
 
 class Daemon:
@@ -79,14 +82,11 @@ class Daemon:
 
     ``stopped`` is set when something asks the daemon to go (a signal, the control port,
     selfUpdate, a handover); the caller then leaves the block, and looks at ``exit_mode``.
-    ``identity_fd``: where the supervisor tells a new identity at a resume (daemon/nodump.py);
-    the one told is ``next_identity``, and the caller serves as it next (``exit_mode``
-    "identity").
+    A new identity the supervisor tells at a resume (daemon/nodump.py) is ``next_identity``,
+    and the caller serves as it next (``exit_mode`` "identity").
     """
 
-    def __init__(
-        self, settings: DaemonSettings, parts: DaemonParts, *, identity_fd: int | None = None
-    ) -> None:
+    def __init__(self, settings: DaemonSettings, parts: DaemonParts) -> None:
         self.settings = settings
         self._link = parts.link
         self._stops = parts.stops
@@ -97,7 +97,7 @@ class Daemon:
         self._kernels = parts.kernels
         self._dispatcher = parts.dispatcher
         self._replays = parts.replays
-        self._identity_fd = identity_fd
+        self._held = parts.held
         self.next_identity: tuple[str, str] | None = None
         self.boot_id = uuid.uuid4().hex
         self._rpc: ReplyServer | None = None
@@ -170,14 +170,14 @@ class Daemon:
         key, all from settings). A renewed credential of this machine (the same token, so the
         same signing key: contracts/signing.py) is only the password of the reconnect that
         follows: False, and the connection, its subscriptions and sessions go on."""
-        told = nodump.read_new_identity(self._identity_fd)
+        told = nodump.read_new_identity(self._held.identity_fd)
         if told is None:
             return False
         machine_id, credential = told
         if machine_id == self.settings.machine_id and signing_key(credential) == self._key:
             self.settings = msgspec.structs.replace(self.settings, machine_token=credential)
             self._link.renew(credential)
-            nodump.keep_token(credential)  # what a selfUpdate hands on
+            self._held.keep_token(credential)  # what a selfUpdate hands on
             log.info("daemon.credential_renewed")
             return False
         self.next_identity = told
