@@ -8,6 +8,7 @@ live machine.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -37,6 +38,14 @@ from controlplane.status_transitions import RESUME_HINT, START_HINT
 from controlplane.store import Store
 from providers.code_status import CodeVersions
 from services.gateway.activity import ActivityClock
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the HTTP request a call came in came from: what the audit log's entries name."""
+
+    client_address: str | None
+    user_agent: str | None
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -69,6 +78,8 @@ class Caller(msgspec.Struct, frozen=True):
     #: The method whose budget the route that started the call spent already (a stream must
     #: be refused before its answer begins): the call's own check does not spend it again.
     prepaid: str | None = None
+    #: Where the request that made the call came from (None: not from an HTTP request).
+    origin: Origin | None = None
 
     def held(self, instance_id: str | None) -> frozenset[str]:
         """The scopes the caller holds on this instance (None: on the platform)."""
@@ -107,6 +118,10 @@ class Caller(msgspec.Struct, frozen=True):
     def doing(self, scope: str) -> Caller:
         """This caller, for a call that needs ``scope``."""
         return msgspec.structs.replace(self, acting=scope)
+
+    def coming_from(self, origin: Origin) -> Caller:
+        """This caller, for a call of a request that came from ``origin``."""
+        return msgspec.structs.replace(self, origin=origin)
 
     def streaming(self, output: OnOutput, prepaid: str) -> Caller:
         """This caller, for a streamed call of ``prepaid`` (its budget spent by its route)

@@ -33,7 +33,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from services.gateway.access import Caller
-from services.gateway.audit_log import AuditLog
+from services.gateway.audit_log import AuditLog, origin_of
 from services.gateway.errors_http import error_page, error_response, page_load
 from services.gateway.oidc import OidcClient, pkce_pair, rejected
 from services.gateway.people_ops import add_user
@@ -229,13 +229,15 @@ def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
     the bounds of ``AuditLog.refused``)."""
     sessions = signin.sessions
 
-    def note(action: str, *, actor: str | None = None, error: FleetError | None = None) -> None:
+    def note(request: web.Request, action: str, *, actor: str | None = None,
+             error: FleetError | None = None) -> None:  # fmt: skip
         if audit is None:
             return
+        origin = origin_of(request)
         if error is not None and actor is None:  # anyone can forge a callback: bounded
-            audit.refused(action, error)
+            audit.refused(action, error, origin=origin)
         else:
-            audit.record(action, actor=actor or "anonymous", error=error)
+            audit.record(action, actor=actor or "anonymous", error=error, origin=origin)
 
     async def login(request: web.Request) -> web.StreamResponse:
         try:
@@ -257,14 +259,14 @@ def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
                                        q.get("code", ""))  # fmt: skip
         except FleetError as exc:
             log.info("auth.signin_refused", error=exc.message, code=exc.code)
-            note(Action.SIGN_IN, error=exc)
+            note(request, Action.SIGN_IN, error=exc)
             if page_load(request.method, request.headers.get("Accept", "")):
                 return error_page(exc, heading="Sign-in refused", hint=REFUSED_HINT,
                                   back=BACK_TO_SIGN_IN)  # fmt: skip
             return error_response(exc)
         secret = await sessions.start(user.id)
         log.info("auth.signed_in", user_id=user.id)
-        note(Action.SIGN_IN, actor=user.id)
+        note(request, Action.SIGN_IN, actor=user.id)
         resp = _redirect("/")
         sessions.set_cookie(request, resp, secret)
         resp.del_cookie(STATE_COOKIE, path="/auth/")
@@ -280,10 +282,10 @@ def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
         try:
             check_csrf(request, found[1], public_url(signin.settings))
         except FleetError as exc:
-            note(Action.SIGN_OUT, actor=found[0].user_id, error=exc)
+            note(request, Action.SIGN_OUT, actor=found[0].user_id, error=exc)
             return error_response(exc)
         await sessions.end(secret, found[1])
-        note(Action.SIGN_OUT, actor=found[0].user_id)
+        note(request, Action.SIGN_OUT, actor=found[0].user_id)
         resp = web.json_response({"signedOut": True})
         del_cookies(resp)
         return resp

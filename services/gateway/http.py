@@ -35,7 +35,7 @@ from controlplane.failover import TRANSIENT, as_unavailable
 from controlplane.metrics import metrics_handler
 from controlplane.tokens import TokenStore
 from services.gateway.access import Caller
-from services.gateway.audit_log import AuditLog, origin_middleware
+from services.gateway.audit_log import AuditLog, origin_of
 from services.gateway.auth_http import add_auth_routes, public_url
 from services.gateway.callers import CallerResolver
 from services.gateway.codemode_stream import add_codemode_routes
@@ -66,6 +66,8 @@ ORIGIN: web.AppKey[str] = web.AppKey("origin")
 AUDIT: web.AppKey[AuditLog | None] = web.AppKey("audit")
 TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens")
 CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
+#: The request came with no token at all (its caller is ``ANONYMOUS``).
+ANONYMOUS_REQUEST = web.RequestKey("anonymous", bool)
 _JSON = "application/json"
 #: A /rpc caller without a (valid) token: it may call only the methods that reveal no data.
 ANONYMOUS = Caller(token_id="anonymous", admin=False)  # noqa: S106 - an id, not a secret
@@ -155,12 +157,15 @@ async def auth_middleware(
     except TRANSIENT as exc:  # a token is looked up in the store, which is failing over
         log.warning("gateway.auth_unavailable", path=request.path, error=repr(exc))
         return error_response(as_unavailable(exc))
-    if caller is None and request.path == "/rpc" and not bearer(request):
+    anonymous = caller is None and request.path == "/rpc" and not bearer(request)
+    if anonymous:
         caller = ANONYMOUS  # no token at all: rpc() lets it call PUBLIC_METHODS only
     if caller is None:
         return await _refuse(request)
     scope = route_scope(request.method, request.path)
-    request[CALLER_OF_REQUEST] = caller if scope is None else caller.doing(scope)
+    caller = caller if scope is None else caller.doing(scope)
+    request[CALLER_OF_REQUEST] = caller.coming_from(origin_of(request))
+    request[ANONYMOUS_REQUEST] = anonymous
     return await handler(request)
 
 
@@ -184,7 +189,7 @@ async def _security_headers(request: web.Request, resp: web.StreamResponse) -> N
 
 def make_app(g: Gateway) -> GatewayApps:
     """The console's app and the preview listener's, routing requests to ``g``'s parts."""
-    app = web.Application(middlewares=[always_answer, origin_middleware, auth_middleware],
+    app = web.Application(middlewares=[always_answer, auth_middleware],
                           client_max_size=g.settings.max_body_bytes)  # fmt: skip
     app[CALLER], app[TICKETS], app[UNAUTHENTICATED] = g.resolve_caller, g.tickets, g.guesses
     app[SESSIONS], app[ORIGIN] = g.web_sessions, public_url(g.settings)
@@ -227,7 +232,7 @@ def _add_rpc_routes(app: web.Application, g: Gateway) -> None:
             return error_response(exc)
         caller = request[CALLER_OF_REQUEST]
         errors: list[FleetError] = []
-        if caller is ANONYMOUS:
+        if request[ANONYMOUS_REQUEST]:
             method = request_method(body)
             if method is not None and method not in PUBLIC_METHODS:
                 await record_unauthenticated(g.audit, request, g.tokens, "", look_up=False)
