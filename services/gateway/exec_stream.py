@@ -37,7 +37,6 @@ from contracts.errors import InvalidRequest, MethodNotFound
 from contracts.events import WakeBy
 from contracts.gateway_live import (
     MACHINES_EXEC_STREAM,
-    SSE_DROPPED,
     SSE_OUTPUT,
     SSE_RESULT,
     MachineExecStreamParams,
@@ -47,7 +46,8 @@ from contracts.jsonrpc import AnySpec, Dispatcher, handles
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient
 from services.gateway.access import Access, Caller
-from services.gateway.stream_rules import StreamRules, Writes
+from services.gateway.sse_stream import SseStream
+from services.gateway.stream_rules import StreamRules
 
 log = structlog.get_logger(__name__)
 
@@ -108,10 +108,6 @@ class ExecStreamOps:
         return await mc.exec_stream(self.bus.nc, params, c.output)
 
 
-def sse(event: str, data: bytes) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + data.replace(b"\n", b"\ndata: ") + b"\n\n"
-
-
 async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], caller: Caller,
                      body: bytes, rules: StreamRules) -> web.StreamResponse:  # fmt: skip
     """POST /rpc/stream: one streaming JSON-RPC request, answered as server-sent events (a
@@ -127,14 +123,13 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
                              f"{', '.join(sorted(STREAMING_METHODS))}")  # fmt: skip
     with rules.slot(caller):
         rules.limits.spend(spec, caller)  # before the stream begins: a refusal is a plain 429
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})  # fmt: skip
-        await resp.prepare(request)
+        resp, stream = await SseStream.open(request, rules.clock, keepalive_s=KEEPALIVE_S,
+                                            writes=rules.writes)  # fmt: skip
         queue = HeldParts()
         streaming = caller.streaming(queue.offer, prepaid=spec.name)
         call = asyncio.create_task(dispatcher.handle(body, streaming))
         try:
-            await _pump(rules.writes(request, resp), queue, call, rules.clock)
+            await _pump(stream, queue, call, rules.clock)
         except ConnectionError:  # the client left (a Ctrl-C) or stalled: the command ends below
             log.info("exec.stream_client_gone", method=method)
         finally:
@@ -145,23 +140,23 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
         return resp
 
 
-async def _pump(out: Writes, queue: asyncio.Queue[bytes],
+async def _pump(stream: SseStream, queue: asyncio.Queue[bytes],
                 call: asyncio.Task[bytes | None], clock: Clock) -> None:  # fmt: skip
     while True:
         # The call's end, not its outcome (read below, once its output is written), and the
         # call goes on when a part or the keepalive wins.
-        which, part = await first_of(queue.get(), asyncio.wait({call}), clock.sleep(KEEPALIVE_S))
+        which, part = await first_of(queue.get(), asyncio.wait({call}),
+                                     clock.sleep(stream.keepalive_in()))  # fmt: skip
         if which == 0:
-            await out.write(sse(SSE_OUTPUT, cast(bytes, part)))
+            await stream.event(cast(bytes, part), name=SSE_OUTPUT)
             continue
         if which == 1:
             while not queue.empty():  # the method drained its subscription: nothing comes later
-                await out.write(sse(SSE_OUTPUT, queue.get_nowait()))
+                await stream.event(queue.get_nowait(), name=SSE_OUTPUT)
             if isinstance(queue, HeldParts) and queue.dropped:
                 log.warning("exec.stream_parts_dropped", parts=queue.dropped)
-                await out.write(sse(SSE_DROPPED, b'{"parts": %d}' % queue.dropped))
-            await out.write(sse(SSE_RESULT, call.result() or b"null"))
-            with contextlib.suppress(ConnectionError):  # it has its answer: it may leave now
-                await out.write_eof()
+                await stream.dropped(queue.dropped)
+            await stream.event(call.result() or b"null", name=SSE_RESULT)
+            await stream.end()  # it has its answer: it may leave now
             return
-        await out.write(b": keepalive\n\n")  # fails once the client has gone
+        await stream.keep_alive()  # fails once the client has gone
