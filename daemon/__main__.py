@@ -16,9 +16,16 @@ from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
 
 if TYPE_CHECKING:
-    from daemon.code_kernels import KeptKernels
+    from contracts.jsonrpc import Dispatcher
+    from daemon.byte_stream_hub import ByteStreamHub
+    from daemon.code_kernels import CodeKernels, KeptKernels
+    from daemon.lifecycle import Lifecycle
+    from daemon.link import Link
     from daemon.nodump import HeldIdentity
+    from daemon.procenv import ProcessEnv
     from daemon.server import Daemon
+    from daemon.session_methods import Sessions
+    from daemon.stops import Stops
 
 # asyncio, structlog, nats-py and everything importing them are imported in the functions
 # below, after lean_imports() (see there): it decides what they load.
@@ -95,33 +102,25 @@ def compose(
 ) -> Daemon:
     """The daemon's one composition root: its parts, each made once with its collaborators,
     handed to the ``Daemon``. ``held``: the machine's identity this process holds (its token,
-    its identity pipe: daemon/nodump.py; none by default); ``kept``: the code kernels a daemon
-    before this one in the process left running (none by default); ``environ``: the environment the
-    machine's processes start from (the daemon's own; a swarm daemon's machine's);
-    ``lifecycle`` False: no state file, control port, background processes or cron (a swarm
-    daemon, many to a process)."""
+    its identity pipe: daemon/nodump.py; none by default); ``kept``: the code kernels a
+    daemon before this one in the process left running (none by default); ``environ``: the
+    environment the machine's processes start from (the daemon's own; a swarm daemon's
+    machine's); ``lifecycle`` False: no state file, control port, background processes or
+    cron (a swarm daemon, many to a process)."""
     import random
 
     from base.lockfile import DaemonLock
-    from contracts.daemon_rpc import DAEMON_METHODS
-    from contracts.jsonrpc import Dispatcher, Router
     from contracts.signing import ReplayGuard
-    from daemon import tools
-    from daemon.byte_stream_hub import ByteStreamHub, Pipes
+    from daemon.byte_stream_hub import ByteStreamHub
     from daemon.code_kernels import CodeKernels
-    from daemon.exec_streams import ExecStreams
-    from daemon.files import FileTools
     from daemon.lifecycle import Lifecycle
     from daemon.link import Link
-    from daemon.machine_tools import MachineTools
     from daemon.nodump import HeldIdentity
     from daemon.park import Parking
     from daemon.procenv import ProcessEnv
     from daemon.server import Daemon, DaemonParts
     from daemon.session_methods import Sessions
     from daemon.stops import Stops
-    from daemon.transfers import FileTransfers
-    from daemon.tunnel_connect import Tunnels
 
     s, home = settings, settings.home_path
     stops = Stops()
@@ -135,6 +134,31 @@ def compose(
     kernels = CodeKernels(home=home, env=env, contexts_max=s.code_contexts_max,
                           room=link.room, machine_id=s.machine_id,
                           publish=link.publish_chunk, kept=kept)  # fmt: skip
+    parts = DaemonParts(
+        link=link, stops=stops, life=life, lock=DaemonLock(home), hub=hub, sessions=sessions,
+        kernels=kernels, replays=ReplayGuard(skew_s=s.boot_skew_s), held=held or HeldIdentity(),
+        dispatcher=_dispatcher(s, env, link, life, stops, hub, sessions, kernels),
+    )  # fmt: skip
+    return Daemon(s, parts)
+
+
+def _dispatcher(
+    s: DaemonSettings, env: ProcessEnv, link: Link, life: Lifecycle | None, stops: Stops,
+    hub: ByteStreamHub, sessions: Sessions, kernels: CodeKernels,
+) -> Dispatcher[None]:  # fmt: skip
+    """Every daemon method's handler: the methods of the daemon's parts, the ones made here
+    and those given."""
+    from contracts.daemon_rpc import DAEMON_METHODS
+    from contracts.jsonrpc import Dispatcher, Router
+    from daemon import tools
+    from daemon.byte_stream_hub import Pipes
+    from daemon.exec_streams import ExecStreams
+    from daemon.files import FileTools
+    from daemon.machine_tools import MachineTools
+    from daemon.transfers import FileTransfers
+    from daemon.tunnel_connect import Tunnels
+
+    home = s.home_path
     router = Router[None]()
     router.collect(
         MachineTools(home=home, env=env, output_cap=s.exec_output_cap, life=life, stops=stops,
@@ -145,13 +169,7 @@ def compose(
         Pipes(hub=hub, home=home, env=env), sessions, Tunnels(hub),
         FileTransfers(hub=hub, home=str(home)), kernels,
     )  # fmt: skip
-    parts = DaemonParts(
-        link=link, stops=stops, life=life, lock=DaemonLock(home), hub=hub, sessions=sessions,
-        kernels=kernels, dispatcher=Dispatcher(DAEMON_METHODS, router,
-                                               translate=tools.at_thread_limit),
-        replays=ReplayGuard(skew_s=s.boot_skew_s), held=held or HeldIdentity(),
-    )  # fmt: skip
-    return Daemon(s, parts)
+    return Dispatcher(DAEMON_METHODS, router, translate=tools.at_thread_limit)
 
 
 #: The bounds of a daemon's wait between reconnect attempts (drawn once per daemon).

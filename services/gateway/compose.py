@@ -199,21 +199,8 @@ def compose(
         settings=s, store=store, bus=bus, audit=audit, access=made.access, limits=made.limits,
         tokens=made.tokens, tickets=made.tickets, calls=made.calls, core=api, ops=ops,
         runtimes=runtimes, forks=forks, people=people, byte_streams=made.byte_streams,
-        stops=StopOps(store=store, bus=bus, access=made.access),
-        machine_limits=LimitsOps(store, s),
-        environments=EnvironmentOps(store, made.access, hosts),
-        env_builds=EnvBuildOps(made.access, hosts),
-        network=NetworkOps(store, hosts),
-        hosts=HostOps(store, s, api.rebuild_instance),
-        exec_streams=ExecStreamOps(daemons=daemons, access=made.access, bus=bus),
-        sessions=SessionOps(
-            call=made.calls, opener=made.byte_streams,
-            attached=lambda mid: on_attach(store, bus, s, daemons, mid),
-        ),
-        ports=PortOps(access=made.access, daemons=daemons, store=store, settings=s),
         codemode=codemode,
-        code=CodeOps(access=made.access, daemons=daemons, bus=bus, calls=made.calls),
-        secrets=SecretOps(store=store, bus=bus, box=box, access=made.access),
+        **_area_parts(store, bus, daemons, box, hosts, s, made, api),
         **_http_parts(store, bus, s, made, resolve, codemode, oidc, audit, clock),
         metrics=metrics,
     )  # fmt: skip
@@ -234,6 +221,26 @@ def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostContr
     return _Made(access=access, calls=DaemonCalls(access=access, daemons=daemons),
                  tokens=TokenStore(store), tickets=EventTickets(store, s.events_ticket_ttl_s),
                  limits=CallLimits(s, clock), byte_streams=opener)  # fmt: skip
+
+
+def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
+                hosts: HostControl, s: Settings, made: _Made,
+                api: GatewayApi) -> dict[str, Any]:  # fmt: skip
+    """The ops objects of the gateway's areas, by their fields' names in ``Gateway``."""
+    return {
+        "stops": StopOps(store=store, bus=bus, access=made.access),
+        "machine_limits": LimitsOps(store, s),
+        "environments": EnvironmentOps(store, made.access, hosts),
+        "env_builds": EnvBuildOps(made.access, hosts),
+        "network": NetworkOps(store, hosts),
+        "hosts": HostOps(store, s, api.rebuild_instance),
+        "exec_streams": ExecStreamOps(daemons=daemons, access=made.access, bus=bus),
+        "sessions": SessionOps(call=made.calls, opener=made.byte_streams,
+                               attached=lambda mid: on_attach(store, bus, s, daemons, mid)),
+        "ports": PortOps(access=made.access, daemons=daemons, store=store, settings=s),
+        "code": CodeOps(access=made.access, daemons=daemons, bus=bus, calls=made.calls),
+        "secrets": SecretOps(store=store, bus=bus, box=box, access=made.access),
+    }  # fmt: skip
 
 
 def _http_parts(store: Store, bus: Bus, s: Settings, made: _Made, resolve: CallerResolver,
