@@ -20,13 +20,14 @@ from contracts.events import (
     MachineFilesRemoved,
     MachineProvisioned,
 )
-from contracts.ids import derived_event_id
+from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane import store_disk
 from controlplane.bus import Bus
 from controlplane.consumer import Permanent, Retry
 from controlplane.crypto import SecretBox, mint_machine_token
+from controlplane.daemon_client import DaemonClient
 from controlplane.failures import fail_machine
 from controlplane.revoke import revoke_machine
 from controlplane.settings import Settings
@@ -60,6 +61,11 @@ log = structlog.get_logger(__name__)
 
 #: Machines whose daemon should be running.
 _RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST})
+#: On their way to ready: a daemon started anew for one of them reports ready again, and its
+#: setup starts over from there.
+_IN_SETUP = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING})
+#: The status reason of a machine set up again after the platform stopped during its setup.
+SET_UP_AGAIN = "the platform stopped during setup: its daemon was started again"
 
 
 class Provisioner(PauseHandlers):
@@ -80,6 +86,7 @@ class Provisioner(PauseHandlers):
         door: HostDoor | None = None,
         clock: Clock = SYSTEM_CLOCK,
         shared: SharedBuilds | None = None,
+        daemons: DaemonClient | None = None,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
         self.settings = settings or Settings()
@@ -100,6 +107,9 @@ class Provisioner(PauseHandlers):
         self.disk = disk_budget(store, self.settings)
         #: The process's environment builds and checkouts (None: it builds no environment).
         self.shared = shared
+        #: What a resumed machine's daemon is asked through (None: no one asks).
+        self.daemons = daemons
+        self.clock = clock
         #: What the instance's repos say of their devcontainer.json, for a short while.
         self.detector = DevcontainerDetector(
             clock=clock, checkouts=None if shared is None else shared.checkouts
@@ -324,11 +334,28 @@ class Provisioner(PauseHandlers):
                 if machine.status is S.READY:  # a daemon started anew does not serve yet
                     await self._not_serving_yet(machine.id)
                 await self.store.set_external_id(machine.id, external_id)
+                if machine.status in _IN_SETUP:
+                    await self._set_up_again(machine, external_id)
                 log.info(
                     "provision.machine_resumed", machine_id=machine.id, external_id=external_id
                 )
                 resumed += 1
         return resumed
+
+    async def _set_up_again(self, machine: Machine, external_id: str) -> None:
+        """A machine whose setup the platform's stop cut short, its daemon started anew: back
+        to booting, and announced as provisioned again, so that the boot watchdog gives the
+        new daemon its whole window from now (services/prober/boot_watch.py)."""
+        t = await self.store.transition(
+            machine.id, S.BOOTING, f"{SET_UP_AGAIN}; waiting for it to report ready"
+        )
+        if not t.accepted:
+            return  # stopped, failed or archived meanwhile
+        await self.bus.publish(MachineProvisioned(
+            event_id=new_event_id(), machine_id=machine.id, provider=machine.provider,
+            external_id=external_id,
+        ))  # fmt: skip
+        log.warning("provision.set_up_again", machine_id=machine.id, was=machine.status.value)
 
     async def _not_serving_yet(self, machine_id: str) -> None:
         """Unresponsive until its new daemon's first heartbeat (controlplane/unresponsive.py)."""

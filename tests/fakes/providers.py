@@ -44,6 +44,9 @@ class FakeProvider:
     resumes: list[str] = field(default_factory=list)
     #: Raised by ``pause`` while set (a Conflict: refused, the machine runs on).
     fail_pause: Exception | None = None
+    #: A restored daemon serves at once (False: not until a test brings it up, as a real one
+    #: reconnects a moment after its restore).
+    resumed_daemon_serves: bool = True
     #: What each machine's home (or snapshot) takes on disk, by id (``disk_bytes``): a
     #: snapshot or a fork's home takes what its source took.
     disk: dict[str, int] = field(default_factory=dict)
@@ -62,7 +65,8 @@ class FakeProvider:
     async def resume(self, machine_id: str) -> None:
         """The same daemon back (no new boot: no ready report)."""
         self.resumes.append(machine_id)
-        self.daemons[machine_id].mode = "up"
+        if self.resumed_daemon_serves:
+            self.daemons[machine_id].mode = "up"
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         self.clones.append((source_id, machine_id))
