@@ -39,16 +39,21 @@ class BootWatchRecords:
 
     async def look(
         self, machine_id: str, *, now: float, start: float, daemon: str, gap_s: float,
-        ttl_s: float,
-    ) -> BootWindow:  # fmt: skip
+        ttl_s: float, holds: bool = False,
+    ) -> BootWindow | None:  # fmt: skip
         """A look at the booting machine at ``now``: its window, begun anew if its daemon is
         not the one of the last look or if the last look (the first: ``start``) is more than
-        ``gap_s`` old. The record lives ``ttl_s`` past this look."""
+        ``gap_s`` old. ``holds``: the machine is setting up, and its window holds (the time
+        since the last look is not booting time); None when it has no window yet. The record
+        lives ``ttl_s`` past this look."""
         script = self._look.on(self._store.redis)
         since, why, alive = cast(list[str], await script(
             keys=[self._store.keys.k_boot_watch(machine_id)],
-            args=[repr(now), repr(start), daemon, repr(gap_s), int(ttl_s * 1000)],
+            args=[repr(now), repr(start), daemon, repr(gap_s), int(ttl_s * 1000),
+                  "1" if holds else "0"],
         ))  # fmt: skip
+        if not since:
+            return None
         return BootWindow(since=float(since), why=cast(WindowStart, why),
                           alive_from=float(alive) if alive else None)  # fmt: skip
 
@@ -60,6 +65,5 @@ class BootWatchRecords:
         return float(first) if first else None
 
     async def forget(self, machine_id: str) -> None:
-        """The machine is not booting: a later boot (its daemon gone during setup) starts a
-        window of its own."""
+        """The machine is set up (or stopped, failed, archived): nothing left to watch."""
         await self._store.redis.delete(self._store.keys.k_boot_watch(machine_id))

@@ -13,8 +13,10 @@ fails at stage ``boot``; it does not hang. Its deadline judges the machine, neve
   windows, or once its host says its daemon is not running, the machine fails, its reason
   saying which window ran out.
 
-The watch goes on while the machine is setting up: a daemon that goes away during its setup
-sends the machine back to booting (services/setup_pusher), and its new window starts then."""
+The watch goes on while the machine is setting up, its window held (setting up is not
+booting): a daemon that goes away during its setup sends the machine back to booting
+(services/setup_pusher), and its window goes on from there. It ends once the machine's setup
+is pushed (probing, or any status past it)."""
 
 from __future__ import annotations
 
@@ -81,19 +83,20 @@ class BootWatchdog:
     async def on_provisioned(self, event: MachineProvisioned) -> None:
         machine = await self.store.get_machine(event.machine_id)
         look_s, gap_s = boot_looks(self.settings.boot_timeout_s)
-        if machine.status is S.SETTING_UP:  # it reported: a new window if it boots again
-            await self.store.boot_watch.forget(machine.id)
-            raise Retry("its daemon reported ready: watched until its setup is pushed",
-                        delay_s=look_s, budget_s=math.inf)  # fmt: skip
-        if machine.status is not S.BOOTING:  # set up (or stopped, failed, archived)
+        if machine.status not in (S.BOOTING, S.SETTING_UP):  # set up, stopped, failed, ...
             await self.store.boot_watch.forget(machine.id)
             return
         now = self.clock.now()
+        setting_up = machine.status is S.SETTING_UP
         window = await self.store.boot_watch.look(
             machine.id, now=now, start=event.occurred_at.timestamp(),
             daemon=machine.external_id or "", gap_s=gap_s,
             ttl_s=self.settings.boot_timeout_s + self.settings.boot_alive_max_s + gap_s,
+            holds=setting_up,
         )  # fmt: skip
+        if setting_up or window is None:  # it reported: its window holds while it sets up
+            raise Retry("its daemon reported ready: watched until its setup is pushed",
+                        delay_s=look_s, budget_s=math.inf)  # fmt: skip
         left = window.since + self.settings.boot_timeout_s - now
         if left > 0:
             # Looked at again later, without holding a handler slot while the machine boots.

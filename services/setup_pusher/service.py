@@ -7,6 +7,7 @@ in Redis, and recognised on the machine if a crash came between the clone and th
 from __future__ import annotations
 
 import math
+from typing import NoReturn
 
 import structlog
 
@@ -43,6 +44,8 @@ log = structlog.get_logger(__name__)
 
 #: How long a daemon that reported ready may not be there before it counts as gone.
 GONE_AFTER_S = 3.0
+#: How long a report whose daemon was not there waits before it is tried again.
+GONE_RETRY_S = 5.0
 _GONE_BACKOFF = Backoff(base=0.1, cap=1.0)
 #: Set up, and running (or to be heard from again): a new daemon's report of one of them
 #: writes its .env again.
@@ -91,7 +94,6 @@ class SetupPusher(Checkouts):
             return
         except DaemonUnavailable as exc:
             await self._daemon_gone(machine, exc)
-            return
         await self.bus.publish(pushed)
 
     async def _env_again(self, machine: Machine, event: DaemonStatusReported) -> None:
@@ -102,13 +104,17 @@ class SetupPusher(Checkouts):
         except (DaemonUnavailable, DaemonTimeout) as exc:
             log.warning("setup.env_again_failed", machine_id=machine.id, error=exc.message)
 
-    async def _daemon_gone(self, machine: Machine, exc: DaemonUnavailable) -> None:
-        """The daemon that reported ready is gone (the platform stopped during the setup, and
-        the daemon was started anew; or it crashed and its supervisor starts it again): back
-        to booting. The new daemon reports ready in its turn, and the setup starts over then;
-        the boot watchdog fails the machine if none does (services/prober/boot_watch.py)."""
+    async def _daemon_gone(self, machine: Machine, exc: DaemonUnavailable) -> NoReturn:
+        """The daemon that reported ready is not there (the platform stopped during the setup
+        and the daemon was started anew, or it crashed and its supervisor starts it again: the
+        new one reports in its turn; or NATS restarted, and it reconnects): back to booting,
+        where the boot watchdog judges it (services/prober/boot_watch.py), and the report is
+        tried again later, for a daemon that comes back without reporting again. It ends when
+        the machine is set up by another report, or fails."""
         t = await self.store.transition(machine.id, S.BOOTING, DAEMON_GONE)
         log.warning("setup.daemon_gone", machine_id=machine.id, moved=t.moved, error=exc.message)
+        raise Retry("its daemon is not there: tried again later", delay_s=GONE_RETRY_S,
+                    budget_s=math.inf)  # fmt: skip
 
     async def push(self, machine: Machine, *, cause_event_id: str) -> SetupPushed:
         mc = self.daemons.machine(machine.id)

@@ -250,31 +250,44 @@ async def test_a_host_that_cannot_be_asked_is_waited_for(world: World) -> None:
     assert host.asked == [machine.id]
 
 
-async def test_the_watch_goes_on_through_setup_and_a_new_boot_gets_a_new_window(
-    world: World,
-) -> None:
-    """Its daemon reported (setting up): watched on, with no deadline; its daemon gone then
-    (back to booting), the window starts when it boots again."""
+async def test_the_window_holds_while_the_machine_sets_up(world: World) -> None:
+    """Its daemon reported (setting up): watched on, its window held (a long clone is not
+    booting time); its daemon gone then (back to booting), the window goes on where it was."""
     clock = ManualClock()
     watching(world, clock)
     machine = await booting(world)
     event = provisioned(machine, clock)
-    await looked_at_until(world.prober, clock, event, clock.now() + 100)
+    start = clock.now()
+    await looked_at_until(world.prober, clock, event, start + 100)
     await world.store.transition(machine.id, S.SETTING_UP, "pushing")
     got = await look(world.prober, event)
     assert isinstance(got, Retry)
     assert got.budget_s == math.inf
-    await clock.advance(500)  # a long clone: not the boot deadline's business
-    assert isinstance(await look(world.prober, event), Retry)
+    held = await looked_at_until(world.prober, clock, event, clock.now() + 500)
+    assert isinstance(held, Retry)  # a long clone: not the boot deadline's business
     await world.store.transition(machine.id, S.BOOTING, DAEMON_GONE)
     again = clock.now()
-    got = await looked_at_until(world.prober, clock, event, again + TIMEOUT - TICK)
+    got = await looked_at_until(world.prober, clock, event, again + 20 - TICK)
     assert isinstance(got, Retry)
-    await clock.advance(again + TIMEOUT - clock.now())
-    assert isinstance(await look(world.prober, event), Permanent)
+    await clock.advance(TICK)
+    got = await look(world.prober, event)
+    assert isinstance(got, Permanent)  # 100 s booting before, 20 s after
+    assert "of being provisioned" in str(got)
     await world.store.transition(machine.id, S.SETTING_UP, "pushing")
     await world.store.transition(machine.id, S.PROBING, "probing")
     assert await look(world.prober, event) is None  # set up: the watch ends
+
+
+async def test_a_machine_setting_up_before_the_first_look_has_no_window_yet(
+    world: World,
+) -> None:
+    clock = ManualClock()
+    watching(world, clock)
+    machine = await booting(world)
+    event = provisioned(machine, clock)
+    await world.store.transition(machine.id, S.SETTING_UP, "pushing")
+    assert isinstance(await look(world.prober, event), Retry)
+    assert not await world.store.redis.exists(world.store.keys.k_boot_watch(machine.id))
 
 
 # --- a setup the platform's stop cut short ------------------------------------------------------
@@ -311,8 +324,9 @@ async def test_a_report_whose_daemon_is_gone_sends_the_machine_back_to_booting(
     world: World,
 ) -> None:
     """The old daemon's ready report, delivered after the platform's return: its daemon is
-    gone (the new one not yet connected). The machine is not failed: it boots again, and the
-    new daemon's report sets it up."""
+    gone (the new one not yet connected). The machine is not failed: it boots again (the boot
+    watchdog judges it), and the report is tried again later: once a daemon answers (the new
+    one, or one that reconnected after NATS restarted), it sets the machine up."""
     clock = ManualClock()
     world.setup.clock = clock
     machine = await booting(world)
@@ -323,12 +337,14 @@ async def test_a_report_whose_daemon_is_gone_sends_the_machine_back_to_booting(
     await clock.advance(GONE_AFTER_S - TICK)
     assert not pushing.done()  # a daemon a moment away (a cluster's routes) is waited for
     await clock.advance(1.0)
-    await asyncio.wait_for(pushing, 10)
+    with pytest.raises(Retry) as later:  # tried again later, however old
+        await asyncio.wait_for(pushing, 10)
+    assert later.value.budget_s == math.inf
     got = await world.machine(machine.id)
     assert (got.status, got.status_reason) == (S.BOOTING, DAEMON_GONE)
     assert world.bus.of(SetupPushed) == []
-    world.daemons[machine.id].mode = "up"  # the new daemon, which reports in its turn
-    await world.setup.on_status(msgspec.structs.replace(report, event_id=new_event_id()))
+    world.daemons[machine.id].mode = "up"  # back (reconnected, or a new daemon)
+    await world.setup.on_status(report)  # the redelivery
     assert (await world.machine(machine.id)).status is S.SETTING_UP
     assert world.bus.of(SetupPushed, machine.id)
 
