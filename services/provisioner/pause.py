@@ -35,7 +35,7 @@ from controlplane.settings import Settings
 from controlplane.status_transitions import PAUSE_REFUSED
 from controlplane.subscriptions import subscriber
 from controlplane.unresponsive import mark_unresponsive
-from providers.base import Pauser
+from providers.base import DaemonWatch, Pauser
 from services.provisioner.stop_start import StopStartHandlers
 
 log = structlog.get_logger(__name__)
@@ -149,8 +149,11 @@ class PauseHandlers(StopStartHandlers):
             if machine.status is not S.RESUMING:
                 log.info("resume.skipped", machine_id=machine.id, status=machine.status.value)
                 return False
+            pauser = self._pauser(machine.provider, machine.id)
             try:
-                await self._pauser(machine.provider, machine.id).resume(machine.id)
+                # Restored already: a redelivery after a stop while its daemon was waited for.
+                if not (isinstance(pauser, DaemonWatch) and await pauser.daemon_runs(machine.id)):
+                    await pauser.resume(machine.id)
                 # The restore's namespace is a new one: the instance's policy goes on it again.
                 await self.egress.enforce(machine, at_start=True)
             except (ProviderError, NotSupported, OSError) as exc:

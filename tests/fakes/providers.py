@@ -47,6 +47,8 @@ class FakeProvider:
     #: A restored daemon serves at once (False: not until a test brings it up, as a real one
     #: reconnects a moment after its restore).
     resumed_daemon_serves: bool = True
+    #: The machines whose sandbox runs (started or restored, not stopped, paused or removed).
+    running: set[str] = field(default_factory=set)
     #: What each machine's home (or snapshot) takes on disk, by id (``disk_bytes``): a
     #: snapshot or a fork's home takes what its source took.
     disk: dict[str, int] = field(default_factory=dict)
@@ -60,11 +62,13 @@ class FakeProvider:
         if self.fail_pause is not None:
             raise self.fail_pause
         self.daemons[machine_id].mode = "unavailable"
+        self.running.discard(machine_id)
         return 4096
 
     async def resume(self, machine_id: str) -> None:
         """The same daemon back (no new boot: no ready report)."""
         self.resumes.append(machine_id)
+        self.running.add(machine_id)
         if self.resumed_daemon_serves:
             self.daemons[machine_id].mode = "up"
 
@@ -95,6 +99,7 @@ class FakeProvider:
         if self.fail_start is not None:
             raise self.fail_start
         booted = machine_id in self.daemons.machines and (self.daemons[machine_id].mode == "up")
+        self.running.add(machine_id)
         machine = self.daemons.boot(machine_id)
         machine.mode = "up"
         if not booted and self.report_ready:
@@ -117,17 +122,22 @@ class FakeProvider:
 
     async def remove(self, machine_id: str) -> None:
         self.removes.append(machine_id)
+        self.running.discard(machine_id)
         if machine_id in self.daemons.machines:
             self.daemons[machine_id].mode = "unavailable"
 
     async def stop(self, machine_id: str) -> bool:
         """The daemon goes away, the machine (its fake home) stays; a start boots it again."""
         self.stops.append(machine_id)
+        self.running.discard(machine_id)
         machine = self.daemons.machines.get(machine_id)
         was_up = machine is not None and machine.mode == "up"
         if machine is not None:
             machine.mode = "unavailable"
         return was_up
+
+    async def daemon_runs(self, machine_id: str) -> bool:
+        return machine_id in self.running
 
     async def netns_pid(self, machine_id: str) -> int | None:
         raise NotSupported(f"provider {self.name!r} has no network namespace per machine")
