@@ -65,4 +65,7 @@ class HostLiveness:
             log.warning("boot.host_failed", machine_id=machine.id, host_id=host,
                         error=exc.message)  # fmt: skip
             return None
+        except nats.errors.Error as exc:  # our own connection, reconnecting: asked again later
+            log.info("boot.host_not_asked", machine_id=machine.id, error=repr(exc))
+            return None
         return got.runs

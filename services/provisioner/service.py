@@ -59,7 +59,6 @@ from services.provisioner.resume import Resumer
 log = structlog.get_logger(__name__)
 
 
-
 class Provisioner(Resumer):
     def __init__(
         self,
