@@ -45,11 +45,12 @@ def signal_all(pids: list[int], sig: signal.Signals) -> None:
             continue
 
 
-async def held_booting(up: FleetUp, client: FleetClient, iid: str) -> tuple[str, list[int]]:
+async def held_booting(up: FleetUp, client: FleetClient) -> tuple[str, list[int]]:
     """A machine caught in `booting`, its sandbox's processes stopped (SIGSTOP) before its
     daemon reported ready; its id and those processes. A machine whose daemon was quicker
-    than the catch is left, and another made."""
-    for _ in range(5):
+    than the catch is left, and another made (in an instance of its own)."""
+    for n in range(5):
+        iid = (await client.create_instance(f"stopped-in-setup-{n}")).id
         mid = (await client.create_machine(iid)).id
         machine_dir = up.data_dir.resolve() / "machines" / mid
 
@@ -84,9 +85,8 @@ async def test_a_machine_the_stack_stopped_while_it_booted_is_set_up_again(
     data = tmp_path / "data"
     up = start_fleet_up(data, env=ENV)
     ups.append(up)
-    iid = json.loads(ok(up.cli("--json", "instances", "create", "stopped-in-setup")))["id"]
     async with FleetClient(up.url, up.token) as client:
-        mid, held = await held_booting(up, client, iid)
+        mid, held = await held_booting(up, client)
         booting_since = time.time()
     stop_holding(up, held)
     # The stack stays down for longer than the deadline (what a user's coffee break does):
