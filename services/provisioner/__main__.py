@@ -14,6 +14,7 @@ from base.ticker import Ticker
 from contracts.errors import FleetError
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.metrics import service_metrics
 from controlplane.runner import run_service
 from controlplane.settings import GVISOR_POOL, Settings
@@ -119,6 +120,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         door=door,
         clock=clock,
         shared=shared,
+        # A resumed machine is ready once its daemon answers: asked as the stages ask daemons.
+        daemons=DaemonClient(
+            bus.nc, keys=MachineKeys(store, box), timeout_s=settings.rpc_timeout_s
+        ),
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)
