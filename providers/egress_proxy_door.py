@@ -139,17 +139,21 @@ class HostDoor:
         while True:
             await self._room.wait()
             conn, _ = await loop.sock_accept(self._listener)
-            try:
-                r, w = await asyncio.open_connection(sock=conn, limit=http.MAX_HEAD)
+            try:  # the server's side of a stream, as asyncio's own server makes it
+                await loop.connect_accepted_socket(self._protocol, conn)
             except OSError:  # reset before it was taken in
                 conn.close()
-                continue
-            peer, door = w.get_extra_info("peername"), w.get_extra_info("sockname")
-            self._arrived.setdefault(peer[0], deque()).append(
-                _Arrival(r, w, (peer[0], peer[1]), (door[0], door[1]))
-            )
-            self._counted(1)
-            self._wake.set()
+
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(http.MAX_HEAD), self._arrive)
+
+    def _arrive(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        peer, door = w.get_extra_info("peername"), w.get_extra_info("sockname")
+        self._arrived.setdefault(peer[0], deque()).append(
+            _Arrival(r, w, (peer[0], peer[1]), (door[0], door[1]))
+        )
+        self._counted(1)
+        self._wake.set()
 
     def _counted(self, more: int) -> None:
         self._unidentified += more

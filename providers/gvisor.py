@@ -81,7 +81,7 @@ from providers.gvisor_root import (
 from providers.local_image import MACHINE_HOME
 from providers.local_sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.machine_uid import trusting_gitconfig
-from providers.netns import attach, pasta_record, stop_pasta
+from providers.netns import attach, forget_pastas, pasta_record, stop_pasta
 from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
@@ -521,6 +521,7 @@ def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     was_up = stop_sandbox(runsc, machine_dir, machine_id, grace_s)
     unmount_root(machine_dir)  # an image's (gvisor_image.py): mounted again at its start
     stop_pasta(machine_id, *owners)
+    forget_pastas(runsc.data_dir, machine_id, *owners)
     for owner in {machine_id, *owners}:
         MachineCgroup(owner).remove()
     remove_tree(machine_dir / TOKEN_DIR)
@@ -535,6 +536,7 @@ def remove_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, owner: str)
         (machine_dir / BUNDLE / PID_FILE).write_text(str(pid))
     stop_sandbox(runsc, machine_dir, machine_id, 0.0)
     stop_pasta(owner)
+    forget_pastas(runsc.data_dir, owner)
 
 
 async def exec_as_root(

@@ -194,6 +194,12 @@ def recorded_pasta(data_dir: Path, owner: str) -> tuple[int, int] | None:
     return (pid, ticks) if procinfo.is_alive(pid, ticks) else None
 
 
+def forget_pastas(data_dir: Path, *owners: str) -> None:
+    """The records of ``owners``' pastas gone (their pastas ended)."""
+    for owner in owners:
+        pasta_record(data_dir, owner).unlink(missing_ok=True)
+
+
 def _record(record: Path, pid_file: Path) -> None:
     """The pid pasta wrote, with its start time: a pid that a later process takes is not it."""
     try:

@@ -6,7 +6,8 @@ runsc sandboxes with real daemons, a real upstream on the host:
   what any local user can set) is nobody's: 403, nothing served as the machine;
 - root in one gvisor machine flooding the door with thousands of connections leaves the
   provisioner's default executor free (its machines' starts, their DNS and proxy sockets,
-  their homes' copies) and another machine's requests served through the door.
+  their homes' copies), another machine's requests served through the door, and another
+  tenant's machine starting.
 
 The lookups themselves, on the host's own sockets: tests/integration/test_pasta_peer.py.
 """
@@ -18,12 +19,12 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from bench.gvisor_door import FLOOD, at_the_door
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.netns import NETNS_OF
@@ -42,37 +43,6 @@ s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
 s.sendall(b"CONNECT " + sys.argv[3].encode() + b" HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
 print(s.recv(4096).decode().splitlines()[0])
 """
-#: Root in a machine: ``count`` connections to the door (argv: host, port, count, seconds)
-#: kept open for ``seconds``, each one the door answers or closes opened again; bounded in time
-#: and in attempts. Prints the attempts and the answers' first lines, counted.
-FLOOD = """
-import collections, resource, selectors, socket, sys, time
-host, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 64), hard))
-sel, said, attempts = selectors.DefaultSelector(), collections.Counter(), 0
-def another():
-    global attempts
-    attempts += 1
-    s = socket.socket()
-    s.setblocking(False)
-    s.connect_ex((host, port))
-    sel.register(s, selectors.EVENT_READ)
-for _ in range(count):
-    another()
-end = time.monotonic() + seconds
-while time.monotonic() < end and attempts < 20 * count:
-    for key, _ in sel.select(timeout=0.5):
-        try:
-            got = key.fileobj.recv(200)
-        except OSError as exc:
-            got = str(exc).encode()
-        said[(got.split(b"\\r\\n")[0] or b"closed").decode(errors="replace")] += 1
-        sel.unregister(key.fileobj)
-        key.fileobj.close()
-        another()
-print(attempts, dict(said))
-"""
 
 
 def _free_port(host: str) -> int:
@@ -83,9 +53,9 @@ def _free_port(host: str) -> int:
 
 @pytest.fixture(scope="module")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    host = host_address()
+    door = _free_port(host_address())
     with gvisor_settings(tmp_path_factory.mktemp("gvisor-door"), runtime="gvisor",
-                         rpc_timeout_s=60.0, secrets_proxy_port=_free_port(host)) as made:  # fmt: skip
+                         rpc_timeout_s=60.0, secrets_proxy_port=door) as made:  # fmt: skip
         yield made
 
 
@@ -129,17 +99,6 @@ async def test_a_host_process_marked_as_a_machines_pasta_is_nobodys(
     assert out.decode().split()[1:2] == ["403"], out
 
 
-def _at_the_door(port: int) -> int:
-    """Connections of the host's to the door's port (their pasta's ends), established."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "01" and int(f[2].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
-
-
 @pytest.mark.timeout(900)
 async def test_a_flood_at_the_door_leaves_the_host_and_other_machines_served(
     stack: FleetClient, stack_settings: Settings, upstream: int
@@ -147,12 +106,10 @@ async def test_a_flood_at_the_door_leaves_the_host_and_other_machines_served(
     victim = await _machine(stack, "door-served")
     attacker = await _machine(stack, "door-flood")
     host, door = host_address(), stack_settings.secrets_proxy_port
-    flood = asyncio.create_task(stack.exec(
-        attacker, ["python3", "-c", FLOOD, host, str(door), "4000", "40"], user="root",
-        timeout_s=240,
-    ))  # fmt: skip
+    argv = ["python3", "-c", FLOOD, host, str(door), "4000", "60", "/nonexistent"]
+    flood = asyncio.create_task(stack.exec(attacker, argv, user="root", timeout_s=240))
     try:
-        await wait_until(lambda: _at_the_door(door) >= 200 or flood.done(), timeout=180, every=0.5)
+        await wait_until(lambda: at_the_door(door) >= 200 or flood.done(), timeout=180, every=0.5)
         assert not flood.done(), flood.result()
         # The provisioner's default executor (this process's: the stack runs here) is free.
         await asyncio.wait_for(asyncio.to_thread(int), 20)
@@ -161,6 +118,8 @@ async def test_a_flood_at_the_door_leaves_the_host_and_other_machines_served(
                    f"http://{host}:{upstream}/"]  # fmt: skip
         got = await stack.exec(victim, proxied, timeout_s=90)
         assert (got.exit_code, got.stdout) == (0, "upstream"), got.stderr
+        # Another tenant's machine starts.
+        await _machine(stack, "door-starts")
         assert not flood.done(), "the flood ended before the checks"
     finally:
         said = await flood
