@@ -33,26 +33,33 @@ CONNECTIONS = 20_000
 AT_THE_DOOR = 5_000
 #: Root in a machine: ``count`` connections to the door (argv: host, port, count, seconds, a
 #: path) kept open for ``seconds`` or until the path exists, each one the door answers or
-#: closes opened again; bounded in time and in attempts. Prints the attempts and the answers'
-#: first lines, counted.
+#: closes opened again (one the machine cannot open, for want of descriptors or buffers, at
+#: the next turn); bounded in time and in attempts. Prints the attempts and what came back
+#: (the answers' first lines), counted.
 FLOOD = """
 import collections, os, resource, selectors, socket, sys, time
 host, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 stop = sys.argv[5]
-hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 64), hard))
+hard = max(resource.getrlimit(resource.RLIMIT_NOFILE)[1], count + 64)  # root of its own kernel
+resource.setrlimit(resource.RLIMIT_NOFILE, (count + 64, hard))
 sel, said, attempts = selectors.DefaultSelector(), collections.Counter(), 0
 def another():
     global attempts
     attempts += 1
-    s = socket.socket()
+    try:
+        s = socket.socket()
+    except OSError as exc:  # out of descriptors or buffers: tried again at the next turn
+        said[f"not opened: {exc.strerror}"] += 1
+        return False
     s.setblocking(False)
     s.connect_ex((host, port))
     sel.register(s, selectors.EVENT_READ)
-for _ in range(count):
-    another()
+    return True
 end = time.monotonic() + seconds
 while time.monotonic() < end and attempts < 20 * count and not os.path.exists(stop):
+    for _ in range(count - len(sel.get_map())):
+        if not another():
+            break
     for key, _ in sel.select(timeout=0.5):
         try:
             got = key.fileobj.recv(200)
@@ -61,7 +68,6 @@ while time.monotonic() < end and attempts < 20 * count and not os.path.exists(st
         said[(got.split(b"\\r\\n")[0] or b"closed").decode(errors="replace")] += 1
         sel.unregister(key.fileobj)
         key.fileobj.close()
-        another()
 print(attempts, dict(said))
 """
 _WAIT_S = 300.0

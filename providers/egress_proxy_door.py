@@ -11,14 +11,15 @@ no machine's pasta holds is refused.
 Anyone may connect before anyone is known, so what connections cost before that is bounded.
 At most ``MAX_UNIDENTIFIED`` wait to be identified: at that many the door stops accepting, and
 the rest wait in the kernel's backlog (a flood delays another machine's connection there; it
-never has the door refuse it). Each batch of lookups takes at most ``BATCH_PER_PEER`` of them
-from one peer address, the oldest first, so one address's backlog never holds another's back
-by more than a batch; and a connection whose other end is not a socket of the platform's user
-is refused as soon as the kernel says so, before any pasta is read. The lookups run in a thread
-of the door's own, a batch at a time (one read of a pasta's descriptors serves every connection
-of the batch), never in the event loop's default executor, which machines' starts, their DNS
-and proxy sockets and their homes' copies need. Once a connection is known, the proxy's cap per
-machine applies (``MAX_CONNECTIONS``).
+never has the door refuse it). A connection's other end is asked of the kernel once, by its
+four addresses; one that is not a socket of the platform's user (a local user's, whatever its
+address) is refused then, before any pasta is read. The recorded pastas are read in a thread of
+the door's own, a batch of waiting connections at a time (one read of a pasta's descriptors
+serves every connection of the batch), those that held fewest descriptors first, and one that
+held many (a machine holding thousands of connections) at most once a second: its machine's
+connections wait for it, another machine's do not. None of it runs in the event loop's default
+executor, which machines' starts, their DNS and proxy sockets and their homes' copies need.
+Once a connection is known, the proxy's cap per machine applies (``MAX_CONNECTIONS``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncio
 import ipaddress
 import os
 import socket
-from collections import deque
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,15 +41,13 @@ from base.tasks import cancel_and_join
 from providers import egress_proxy_http as http
 from providers.egress_proxy import EgressProxy, ProxiedMachine
 from providers.netns import recorded_pasta
-from providers.pasta_peer import Holders, Pasta, peer_socket
+from providers.pasta_peer import Address, Found, Holders, Pasta, peer_socket
 from providers.sock_diag import Endpoint, SockDiag
 
 log = structlog.get_logger(__name__)
 
 #: Connections accepted and not identified yet: at this many the door accepts no more.
 MAX_UNIDENTIFIED = 512
-#: Connections of one peer address in one batch of lookups.
-BATCH_PER_PEER = 64
 _BACKLOG = 1024
 
 
@@ -64,6 +63,9 @@ class _Arrival:
     w: asyncio.StreamWriter
     peer: Endpoint
     door: Endpoint
+    #: The inode of the socket at its other end, once the kernel was asked (0: none of the
+    #: platform's user's).
+    inode: int | None = None
 
 
 @dataclass
@@ -77,9 +79,9 @@ class HostDoor:
     enabled: bool = True
     #: The machines served here, with the names their pasta was started under.
     _machines: dict[str, tuple[ProxiedMachine, list[str]]] = field(default_factory=dict)
-    #: Connections not identified yet, by peer address, and how many (the batch being looked
-    #: up included); set while there is room for more.
-    _arrived: dict[str, deque[_Arrival]] = field(default_factory=dict)
+    #: Connections not identified yet, oldest first, and how many (the batch being looked up
+    #: included); ``_room`` is set while there is room for more.
+    _waiting: list[_Arrival] = field(default_factory=list)
     _unidentified: int = 0
     _room: asyncio.Event = field(default_factory=asyncio.Event)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -111,9 +113,8 @@ class HostDoor:
         await cancel_and_join(*self._tasks)
         if self._listener is not None:
             self._listener.close()
-        for waiting in self._arrived.values():
-            for a in waiting:
-                a.w.close()
+        for a in self._waiting:
+            a.w.close()
         if self._lookups is not None:
             self._lookups.shutdown(wait=False, cancel_futures=True)
 
@@ -149,9 +150,7 @@ class HostDoor:
 
     def _arrive(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         peer, door = w.get_extra_info("peername"), w.get_extra_info("sockname")
-        self._arrived.setdefault(peer[0], deque()).append(
-            _Arrival(r, w, (peer[0], peer[1]), (door[0], door[1]))
-        )
+        self._waiting.append(_Arrival(r, w, (peer[0], peer[1]), (door[0], door[1])))
         self._counted(1)
         self._wake.set()
 
@@ -162,40 +161,38 @@ class HostDoor:
         else:
             self._room.set()
 
-    def _batch(self) -> list[_Arrival]:
-        """The oldest connections of each peer address, ``BATCH_PER_PEER`` at most of each."""
-        batch: list[_Arrival] = []
-        for address, waiting in list(self._arrived.items()):
-            for _ in range(min(BATCH_PER_PEER, len(waiting))):
-                batch.append(waiting.popleft())
-            if not waiting:
-                del self._arrived[address]
-        if self._arrived:
-            self._wake.set()
-        return batch
-
     async def _identify(self) -> None:
-        """Identify the connections that arrived, a batch at a time, and hand each over."""
+        """Identify the connections that arrived, a batch at a time, and hand each over; those
+        a large pasta not read yet may hold wait for its next read."""
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            batch = self._batch()
+            batch, self._waiting = self._waiting, []
+            if not batch:
+                continue
             owners = {mid: names for mid, (_, names) in self._machines.items()}
-            ends = [(a.peer, a.door) for a in batch]
+            ends = [(a.peer, a.door, a.inode) for a in batch]
             try:
-                found = await loop.run_in_executor(self._lookups, self._who, ends, owners)
+                inodes, found = await loop.run_in_executor(self._lookups, self._who, ends, owners)
             except OSError as exc:  # no sock_diag here: nobody is known
                 log.warning("egress.proxy_door_lookup_failed", error=str(exc))
-                found = [None] * len(batch)
+                inodes, found = [0] * len(batch), Found({}, 0.0)
             except BaseException:
                 for a in batch:
                     a.w.close()
                 raise
-            finally:
-                self._counted(-len(batch))
-            for a, machine_id in zip(batch, found, strict=True):
-                self._hand_over(a, machine_id)
+            later = []
+            for a, inode in zip(batch, inodes, strict=True):
+                a.inode = inode
+                if inode and inode not in found.held and found.deferred_s:
+                    later.append(a)
+                else:
+                    self._hand_over(a, found.held.get(inode))
+            self._counted(len(later) - len(batch))
+            if later:
+                self._waiting[:0] = later
+                loop.call_later(found.deferred_s, self._wake.set)
 
     def _hand_over(self, a: _Arrival, machine_id: str | None) -> None:
         known = self._machines.get(machine_id) if machine_id else None
@@ -206,22 +203,29 @@ class HostDoor:
             return
         self.proxy.accept(known[0], a.r, a.w)
 
-    def _who(self, ends: list[tuple[Endpoint, Endpoint]],
-             owners: dict[str, list[str]]) -> list[str | None]:  # fmt: skip
-        """The machine whose recorded pasta holds the other end of each connection (its peer,
-        the door's end), or None (run in the door's thread)."""
+    def _who(
+        self, ends: list[tuple[Endpoint, Endpoint, int | None]], owners: dict[str, list[str]]
+    ) -> tuple[list[int], Found]:
+        """The inode of the socket at the other end of each connection (its peer, the door's
+        end, the inode if known; 0: none of the platform's user's), and the machines whose
+        recorded pastas hold them (run in the door's thread)."""
         hosts = frozenset(self.proxy.platform_addresses)  # the addresses, not the networks
         with SockDiag() as diag:
-            socks = [peer_socket(diag, peer, door,
-                                 hosts if ipaddress.ip_address(peer[0]) in hosts else ())
-                     for peer, door in ends]  # fmt: skip
-        # A pasta runs as the platform does: a socket of any other user's is nobody's.
-        inodes = [s.inode if s is not None and s.uid == os.geteuid() else None for s in socks]
-        if not any(inodes):
-            return [None] * len(ends)
+            inodes = [known if known is not None else _inode(diag, peer, door, hosts)
+                      for peer, door, known in ends]  # fmt: skip
+        wanted = {i for i in inodes if i}
+        if not wanted:
+            return inodes, Found({}, 0.0)
         pastas = {mid: self.pastas_of(names) for mid, names in owners.items()}
-        held = self._holders.find({i for i in inodes if i}, pastas)
-        return [held.get(i) if i else None for i in inodes]
+        return inodes, self._holders.find(wanted, pastas, time.monotonic())
+
+
+def _inode(diag: SockDiag, peer: Endpoint, door: Endpoint, hosts: frozenset[Address]) -> int:
+    """The inode of the socket at ``peer``'s end of a connection to ``door``; 0 when there is
+    none or it is another user's (a pasta runs as the platform does)."""
+    from_host = ipaddress.ip_address(peer[0]) in hosts
+    found = peer_socket(diag, peer, door, hosts if from_host else ())
+    return found.inode if found is not None and found.uid == os.geteuid() else 0
 
 
 def _listening(at: tuple[str, int]) -> socket.socket:

@@ -200,8 +200,9 @@ def forget_pastas(data_dir: Path, *owners: str) -> None:
         pasta_record(data_dir, owner).unlink(missing_ok=True)
 
 
-def _record(record: Path, pid_file: Path) -> None:
-    """The pid pasta wrote, with its start time: a pid that a later process takes is not it."""
+def _record(record: Path, pid_file: Path) -> int:
+    """The pid pasta wrote, kept with its start time (a pid that a later process takes is not
+    it); that pid."""
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -212,6 +213,7 @@ def _record(record: Path, pid_file: Path) -> None:
     if ticks is None:
         raise NetworkUnavailable(f"pasta's background half ({pid}) is gone")
     replace_file(record, f"{pid} {ticks}\n")
+    return pid
 
 
 async def attach(child_pid: int, owner: str, forwarded: list[int],
@@ -254,9 +256,10 @@ async def attach(child_pid: int, owner: str, forwarded: list[int],
         raise NetworkUnavailable(
             f"pasta could not set up {owner}'s network: {(said or ['no message'])[-1][:200]}"
         )
+    pids = None
     if record is not None and pid_file is not None:
-        await asyncio.to_thread(_record, record, pid_file)
-    await asyncio.to_thread(_no_delay, owner)
+        pids = [await asyncio.to_thread(_record, record, pid_file)]
+    await asyncio.to_thread(_no_delay, owner, pids)
 
 
 def _stack_mark() -> dict[str, str]:
@@ -359,10 +362,11 @@ async def _set_up(ours: dict[int, int], owner: str, forwarded: list[int] | None,
             os.close(fd)
 
 
-def _no_delay(owner: str) -> None:
-    """Nagle off on the sockets of ``owner``'s pasta (providers/pasta_nodelay.py), before its
-    daemon connects; where that is refused the machine is only slower."""
-    for pid in procinfo.env_roots(NETNS_OF, owner):
+def _no_delay(owner: str, pids: list[int] | None) -> None:
+    """Nagle off on the sockets of ``owner``'s pasta (providers/pasta_nodelay.py: ``pids``, as
+    recorded, else those marked as its), before its daemon connects; where that is refused the
+    machine is only slower."""
+    for pid in pids if pids is not None else procinfo.env_roots(NETNS_OF, owner):
         try:
             n = no_delay(pid)
         except OSError as exc:

@@ -48,41 +48,62 @@ def peer_socket(
     return found.pop() if len(found) == 1 else None
 
 
+#: A pasta holding more descriptors than this when last read is read at most once every
+#: ``LARGE_EVERY_S``: the cost of its reads is its machine's, in time, not the host's, in CPU.
+LARGE = 1024
+LARGE_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class Found:
+    #: Socket inode -> the name of the pasta that holds it.
+    held: dict[int, str]
+    #: Seconds until a large pasta that was not read now may be read (0: every one was).
+    deferred_s: float
+
+
 @dataclass
 class Holders:
     """Which recorded pasta holds a socket, found by reading pastas' descriptors, those that
-    held fewest when last read first. Used from one thread at a time."""
+    held fewest when last read first, a large one not more often than ``LARGE_EVERY_S``. Used
+    from one thread at a time."""
 
-    #: Each pasta's (pid's) descriptors when it was last read.
-    _sizes: dict[int, int] = field(default_factory=dict)
+    #: Each pasta's (pid's) descriptors, and when (monotonic), when it was last read.
+    _read: dict[int, tuple[int, float]] = field(default_factory=dict)
 
-    def find(self, inodes: Collection[int], pastas: Mapping[str, list[Pasta]]) -> dict[int, str]:
+    def find(self, inodes: Collection[int], pastas: Mapping[str, list[Pasta]],
+             now: float) -> Found:  # fmt: skip
         """Which of ``pastas`` (name -> its recorded pastas) holds each of socket ``inodes``
-        (those none holds left out)."""
-        order = sorted((self._sizes.get(pid, 0), name, pid, ticks)
+        (those none holds left out, as far as the pastas read now say)."""
+        order = sorted((self._read.get(pid, (0, 0.0)), name, pid, ticks)
                        for name, found in pastas.items() for pid, ticks in found)  # fmt: skip
-        wanted, held = set(inodes), {}
-        for _, name, pid, ticks in order:
+        wanted, held, deferred = set(inodes), {}, 0.0
+        for (size, last), name, pid, ticks in order:
             if not wanted:
                 break
-            try:
-                links = procinfo.fd_links(pid)
-            except OSError:
+            if size > LARGE and now - last < LARGE_EVERY_S:
+                deferred = max(deferred, LARGE_EVERY_S - (now - last))
                 continue
-            # Still that pasta after the read: what was read was its (a pid another process
-            # took since would have another start time).
-            if procinfo.start_ticks(pid) != ticks:
-                continue
-            self._sizes[pid] = len(links)
-            for link in links.values():
-                inode = _socket_inode(link)
-                if inode in wanted:
-                    held[inode] = name
-                    wanted.discard(inode)
+            for inode in self._sockets(pid, ticks, now) & wanted:
+                held[inode] = name
+                wanted.discard(inode)
         live = {pid for _, _, pid, _ in order}
-        for pid in [p for p in self._sizes if p not in live]:
-            del self._sizes[pid]
-        return held
+        for pid in [p for p in self._read if p not in live]:
+            del self._read[pid]
+        return Found(held, deferred if wanted else 0.0)
+
+    def _sockets(self, pid: int, ticks: int, now: float) -> set[int]:
+        """The inodes of the sockets pasta ``pid`` holds (none when it is not that pasta)."""
+        try:
+            links = procinfo.fd_links(pid)
+        except OSError:
+            return set()
+        # Still that pasta after the read: what was read was its (a pid another process took
+        # since would have another start time).
+        if procinfo.start_ticks(pid) != ticks:
+            return set()
+        self._read[pid] = (len(links), now)
+        return {i for link in links.values() if (i := _socket_inode(link)) is not None}
 
 
 def _socket_inode(link: str) -> int | None:

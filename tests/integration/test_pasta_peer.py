@@ -21,16 +21,20 @@ import pytest
 
 from base import procinfo
 from providers.netns import attach, pasta_record, recorded_pasta
-from providers.pasta_peer import Holders, Pasta, peer_socket
+from providers.pasta_peer import LARGE, LARGE_EVERY_S, Found, Holders, Pasta, peer_socket
 from providers.sock_diag import SockDiag
 from tests.waiters import wait_until
 
-#: Holds one connection to the port in argv until its stdin closes; prints its local end.
+#: Holds one connection to the port in argv (and argv[2] more sockets, idle) until its stdin
+#: closes, another connection at each line it reads; prints each one's local port.
 HOLDER = """
 import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-print(s.getsockname()[1], flush=True)
-sys.stdin.read()
+idle = [socket.socket() for _ in range(int(sys.argv[2]))]
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1])))]
+print(held[-1].getsockname()[1], flush=True)
+for _ in sys.stdin:
+    held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+    print(held[-1].getsockname()[1], flush=True)
 """
 
 
@@ -89,7 +93,7 @@ async def test_the_holder_is_found_only_while_it_is_the_process_recorded(
 ) -> None:
     at = door.getsockname()
     children = [await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HOLDER, str(at[1]),
+        sys.executable, "-c", HOLDER, str(at[1]), "0",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     ) for _ in range(2)]  # fmt: skip
     try:
@@ -106,12 +110,54 @@ async def test_the_holder_is_found_only_while_it_is_the_process_recorded(
             for name, c in zip(("m-a", "m-b"), children, strict=True)
         }
         holders = Holders()
-        assert holders.find(inodes, recorded) == {inodes[0]: "m-a", inodes[1]: "m-b"}
+        found = holders.find(inodes, recorded, now=0.0)
+        assert found == Found({inodes[0]: "m-a", inodes[1]: "m-b"}, 0.0)
         # Another process now (a pid taken again): its start time is not the one recorded.
         recorded["m-a"] = [(children[0].pid, recorded["m-a"][0][1] + 1)]
-        assert holders.find(inodes, recorded) == {inodes[1]: "m-b"}
+        assert holders.find(inodes, recorded, now=0.0) == Found({inodes[1]: "m-b"}, 0.0)
     finally:
         for child in children:
+            assert child.stdin is not None
+            child.stdin.close()
+            await child.wait()
+
+
+async def test_a_pasta_holding_many_sockets_is_read_at_most_once_a_second(
+    door: socket.socket,
+) -> None:
+    """Its machine's new connections wait for its next read; another's never do."""
+    at = door.getsockname()
+    large = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, str(at[1]), str(LARGE + 10),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    small = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, str(at[1]), "0",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert large.stdin is not None
+    try:
+        with SockDiag() as diag:
+
+            async def next_inode(child: asyncio.subprocess.Process) -> int:
+                assert child.stdout is not None
+                port = int(await asyncio.wait_for(child.stdout.readline(), 30))
+                found = diag.tcp(("127.0.0.1", port), at)
+                assert found is not None
+                return found.inode
+
+            first, theirs = await next_inode(large), await next_inode(small)
+            recorded = {name: [(c.pid, procinfo.start_ticks(c.pid) or 0)]
+                        for name, c in (("m-large", large), ("m-small", small))}  # fmt: skip
+            holders = Holders()
+            assert holders.find({first}, recorded, now=10.0).held == {first: "m-large"}
+            large.stdin.write(b"one more\n")
+            again = await next_inode(large)
+            soon = holders.find({again, theirs}, recorded, now=10.5)
+            assert soon == Found({theirs: "m-small"}, LARGE_EVERY_S - 0.5)
+            assert holders.find({again}, recorded, now=11.0) == Found({again: "m-large"}, 0.0)
+    finally:
+        for child in (large, small):
             assert child.stdin is not None
             child.stdin.close()
             await child.wait()
