@@ -34,41 +34,55 @@ AT_THE_DOOR = 5_000
 #: Root in a machine: ``count`` connections to the door (argv: host, port, count, seconds, a
 #: path) kept open for ``seconds`` or until the path exists, each one the door answers or
 #: closes opened again (one the machine cannot open, for want of descriptors or buffers, at
-#: the next turn); bounded in time and in attempts. Prints the attempts and what came back
-#: (the answers' first lines), counted.
+#: the next turn); in as many processes as the machine's limit on descriptors needs; bounded
+#: in time and in attempts. Each process prints its attempts and what came back (the answers'
+#: first lines), counted, on a line of its own.
 FLOOD = """
 import collections, os, resource, selectors, socket, sys, time
 host, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 stop = sys.argv[5]
-hard = max(resource.getrlimit(resource.RLIMIT_NOFILE)[1], count + 64)  # root of its own kernel
-resource.setrlimit(resource.RLIMIT_NOFILE, (count + 64, hard))
-sel, said, attempts = selectors.DefaultSelector(), collections.Counter(), 0
-def another():
-    global attempts
-    attempts += 1
-    try:
-        s = socket.socket()
-    except OSError as exc:  # out of descriptors or buffers: tried again at the next turn
-        said[f"not opened: {exc.strerror}"] += 1
-        return False
-    s.setblocking(False)
-    s.connect_ex((host, port))
-    sel.register(s, selectors.EVENT_READ)
-    return True
-end = time.monotonic() + seconds
-while time.monotonic() < end and attempts < 20 * count and not os.path.exists(stop):
-    for _ in range(count - len(sel.get_map())):
-        if not another():
-            break
-    for key, _ in sel.select(timeout=0.5):
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def flood(count):
+    sel, said, attempts = selectors.DefaultSelector(), collections.Counter(), 0
+    def another():
+        nonlocal attempts
+        attempts += 1
         try:
-            got = key.fileobj.recv(200)
-        except OSError as exc:
-            got = str(exc).encode()
-        said[(got.split(b"\\r\\n")[0] or b"closed").decode(errors="replace")] += 1
-        sel.unregister(key.fileobj)
-        key.fileobj.close()
-print(attempts, dict(said))
+            s = socket.socket()
+        except OSError as exc:  # out of descriptors or buffers: tried again at the next turn
+            said[f"not opened: {exc.strerror}"] += 1
+            return False
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        sel.register(s, selectors.EVENT_READ)
+        return True
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and attempts < 20 * count and not os.path.exists(stop):
+        for _ in range(count - len(sel.get_map())):
+            if not another():
+                break
+        for key, _ in sel.select(timeout=0.5):
+            try:
+                got = key.fileobj.recv(200)
+            except OSError as exc:
+                got = str(exc).encode()
+            said[(got.split(b"\\r\\n")[0] or b"closed").decode(errors="replace")] += 1
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+    print(attempts, dict(said), flush=True)
+per = max(1, hard - 64)
+shares = [min(per, count - i) for i in range(0, count, per)]
+children = []
+for share in shares[1:]:
+    pid = os.fork()
+    if pid == 0:
+        flood(share)
+        os._exit(0)
+    children.append(pid)
+flood(shares[0])
+for pid in children:
+    os.waitpid(pid, 0)
 """
 _WAIT_S = 300.0
 #: Where the bench tells the attacker's flood to end (the machine's own /tmp).
