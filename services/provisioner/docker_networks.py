@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import time
 from collections.abc import Callable
 from types import TracebackType
 
@@ -82,11 +83,15 @@ class DockerNetworks:
         """Lists the networks once the engine's network events are followed (none missed in
         between), then again at each one that adds or removes a network."""
         docker = self._docker()
-        events = docker.events.subscribe(filters=json.dumps({"type": ["network"]}))
+        # From a second before the list: the stream replays what happened while it connected.
+        since = str(int(time.time()) - 1)
+        events = docker.events.subscribe(  # type: ignore[no-untyped-call]
+            filters=json.dumps({"type": ["network"]}), since=since
+        )
         try:
             await self.refresh()
             while (event := await events.get()) is not None:
                 if event.get("Action") in ("create", "destroy", "remove"):
                     await self.refresh()
         finally:
-            await docker.events.stop()
+            await docker.events.stop()  # type: ignore[no-untyped-call]

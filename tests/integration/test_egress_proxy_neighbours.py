@@ -3,10 +3,16 @@ the proxy connects from the host's namespace, where another container's bridge a
 reached as the host reaches it, past the network's ``enable_icc=false``; so every docker
 network's subnet is refused as the platform's own addresses are, unless a policy names it.
 On real docker machines on the engine: machine B of another instance serves HTTP on its
-bridge address, and machine A's request to it through the proxy gets 403."""
+bridge address, and machine A's request to it through the proxy gets 403; a network made on
+the engine after the platform started is refused as soon as the engine announces it."""
 
 from __future__ import annotations
 
+import ipaddress
+import secrets
+from collections.abc import AsyncIterator
+
+import aiodocker
 import pytest
 
 from contracts.gateway_secrets import MACHINE_PROXY_URL
@@ -59,3 +65,37 @@ async def test_a_docker_machine_cannot_reach_another_through_the_proxy(
     await wait_until(serving, timeout=60)
     got = await stack.exec(a, ["python3", "-c", THROUGH, MACHINE_PROXY_URL, url], timeout_s=60)
     assert got.stdout.strip() == "403", got.stdout + got.stderr
+
+
+@pytest.fixture
+async def late_network() -> AsyncIterator[ipaddress.IPv4Network]:
+    """A bridge network of the test's own, made on the engine now (a free /24 of 10.254/16)."""
+    async with aiodocker.Docker() as docker:
+        for third in secrets.SystemRandom().sample(range(256), 16):
+            subnet = ipaddress.IPv4Network(f"10.254.{third}.0/24")
+            try:
+                net = await docker.networks.create({
+                    "Name": f"fleet-test-late-{third}", "Driver": "bridge",
+                    "IPAM": {"Config": [{"Subnet": str(subnet)}]},
+                })  # fmt: skip
+            except aiodocker.DockerError:  # that subnet is another network's
+                continue
+            try:
+                yield subnet
+            finally:
+                await net.delete()
+            return
+    pytest.fail("no free /24 in 10.254.0.0/16 for a network of the test's own")
+
+
+async def test_a_network_made_after_the_start_is_refused_as_it_is_announced(
+    stack: FleetClient, late_network: ipaddress.IPv4Network
+) -> None:
+    a = await _ready(stack, "neighbour-late")
+    url = f"http://{late_network[5]}:3000/"
+
+    async def refused() -> bool:
+        got = await stack.exec(a, ["python3", "-c", THROUGH, MACHINE_PROXY_URL, url], timeout_s=60)
+        return got.stdout.strip() == "403"
+
+    await wait_until(refused, timeout=60)
