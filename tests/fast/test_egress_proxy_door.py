@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from base import procinfo
 from contracts.gateway_network import EgressPolicy
 from controlplane.store_secrets import StoredSecret
 from providers.egress_proxy import EgressProxy, Platform
-from base import procinfo
 from providers.egress_proxy_door import HostDoor
 from providers.pasta_peer import Pasta
 
