@@ -30,9 +30,11 @@ from providers.gvisor_pool import GvisorPoolBackend
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
 from providers.machine_limits import Placement
+from providers.platform_addresses import PlatformAddresses
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
+from services.provisioner.docker_networks import DockerNetworks
 from services.provisioner.egress import dns_proxy, netns_policy, platform_addresses
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, machine_placement, pool_key
@@ -61,8 +63,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     # The egress proxy, and its door on the host first: a gvisor sandbox's gateway table opens
     # the door's port only if this process holds it.
     secrets = await stack.enter_async_context(secrets_cache(settings, store, bus))
+    # The host's and NATS's addresses, and the docker engine's networks once they are listed
+    # (below): never a destination of the proxies' unless a policy names it.
+    platform = PlatformAddresses(await platform_addresses(settings))
     proxy = await stack.enter_async_context(
-        secrets_proxy(settings, store, await platform_addresses(settings), bus, secrets.secrets)
+        secrets_proxy(settings, store, platform, bus, secrets.secrets)
     )
     door = await stack.enter_async_context(gvisor_door(settings, proxy))
     repo = code_repo(settings.code_repo)
@@ -98,9 +103,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     )
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
+    await stack.enter_async_context(DockerNetworks(lambda: docker.docker, platform))
     heartbeat = HostHeartbeat(store, settings, clock)
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
-    dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
+    dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused, platform))
     # Environment builds and checkouts, shared by machines' creates and environments.build;
     # stopped after both, so a build still running is cancelled and joined.
     shared = await stack.enter_async_context(SharedBuilds())

@@ -30,6 +30,7 @@ from providers.egress_proxy import EgressProxy
 from providers.egress_proxy_door import HostDoor
 from providers.gvisor_gateway import gateway_endpoints
 from providers.netns import installed, nats_servers
+from providers.platform_addresses import PlatformAddresses
 from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
@@ -67,9 +68,13 @@ async def platform_addresses(settings: Settings) -> frozenset[egress.IpAddress]:
     return frozenset(addresses | set(await asyncio.to_thread(host_addresses)))
 
 
-async def dns_proxy(settings: Settings, on_refused: OnRefused | None = None) -> DnsProxy:
-    """This host's proxy: its upstream, and the platform's addresses it never answers with."""
-    addresses = await platform_addresses(settings)
+async def dns_proxy(
+    settings: Settings, on_refused: OnRefused | None = None,
+    platform: PlatformAddresses | None = None,
+) -> DnsProxy:  # fmt: skip
+    """This host's proxy: its upstream, and the platform's addresses it never answers with
+    (``platform``, else found now)."""
+    addresses = platform or PlatformAddresses(await platform_addresses(settings))
     caps = DnsCaps(rate=settings.egress_dns_rate, burst=max(1, int(2 * settings.egress_dns_rate)),
                    concurrency=settings.egress_dns_concurrency)  # fmt: skip
     return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused, caps)
