@@ -64,6 +64,10 @@ COMING_UP: frozenset[MachineStatus] = frozenset({S.BOOTING, S.SETTING_UP, S.PROB
 #: Its daemon runs (or was heard from lately) and takes a push: env, cron, SSH keys, code.
 REFRESHABLE: frozenset[MachineStatus] = frozenset({S.READY, S.UNRESPONSIVE, S.PROBING})
 
+#: Set up, and running (or to be heard from again): a new daemon's report of one of them
+#: writes its .env again.
+SET_UP: frozenset[MachineStatus] = frozenset({S.READY, S.UNRESPONSIVE, S.LOST})
+
 #: Running, or on its way up: what an instance's egress policy is applied to at once.
 UP_OR_COMING_UP: frozenset[MachineStatus] = COMING_UP | {S.READY, S.UNRESPONSIVE}
 
@@ -121,13 +125,17 @@ ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     # A start moves a stopped machine straight to booting: never through provisioning, whose
     # handler would take a fresh machine from the warm pool (another home).
     # A start may overtake a stop still under way (the provisioner ends the old processes
-    # before it starts the machine again).
-    S.BOOTING: frozenset({S.PROVISIONING, S.BOOTING, S.STOPPING, S.STOPPED}),
+    # before it starts the machine again). A machine whose daemon went away during its setup
+    # (the platform stopped, and its provisioner started the daemon anew) is set up again.
+    S.BOOTING: frozenset(
+        {S.PROVISIONING, S.BOOTING, S.SETTING_UP, S.PROBING, S.STOPPING, S.STOPPED}
+    ),
     S.SETTING_UP: frozenset({S.BOOTING, S.SETTING_UP}),
     S.PROBING: frozenset({S.SETTING_UP, S.PROBING}),
     # A resume once restored; a pause refused before its sandbox was touched.
     S.READY: frozenset({S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST, S.RESUMING, S.PAUSING}),
-    S.UNRESPONSIVE: frozenset({S.READY, S.UNRESPONSIVE}),
+    # Also a resumed machine whose daemon does not answer: ready at its first heartbeat.
+    S.UNRESPONSIVE: frozenset({S.READY, S.UNRESPONSIVE, S.RESUMING}),
     # Only a machine whose own heartbeats stopped: one that still beats is reachable, whatever
     # its host's provisioner does; one still setting up fails by its stage.
     S.LOST: frozenset({S.UNRESPONSIVE, S.LOST}),

@@ -746,6 +746,13 @@ class LocalProvider:
                                            self.machine_dir(machine_id), machine_id)  # fmt: skip
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
+    async def daemon_runs(self, machine_id: str) -> bool:
+        """Its sandbox runs (a gvisor machine's runsc sandbox, a bwrap machine's root)."""
+        machine_dir = self.machine_dir(machine_id)
+        if gvisor.is_gvisor(machine_dir):
+            return await asyncio.to_thread(gvisor.sandbox_pid, machine_dir) is not None
+        return await asyncio.to_thread(running_pid, machine_dir, machine_id) is not None
+
     async def netns_pid(self, machine_id: str) -> int | None:
         """The sandbox's init (bwrap's child), or a gvisor machine's sandbox, which holds the
         machine's network namespace."""

@@ -150,7 +150,7 @@ def main() -> None:
     done = subprocess.run(["./run", "test", "--fast", "-q", "-p", "no:cacheprovider"], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           check=False)  # fmt: skip
-    for line in done.stdout.splitlines()[-40:]:
+    for line in done.stdout.splitlines()[-(40 if done.returncode == 0 else 400) :]:
         say(f"test| {line}")
     if done.returncode != 0:
         fail("./run test --fast", f"exit {done.returncode}")

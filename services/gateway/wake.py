@@ -10,8 +10,8 @@ and a start pass the checks ``machines.resume`` and ``machines.start`` make (the
 running limit, its host's room: services/gateway/admission.py); a call refused there is
 answered with their refusal, and nothing wakes.
 
-Ready means the daemon answers: a resumed machine is ``ready`` as soon as its sandbox is
-restored, a moment before its daemon has reconnected.
+Ready means the daemon answers (a resumed machine is ``ready`` only once its daemon answers:
+services/provisioner/pause.py); the wait still asks it, as for a started one.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from aiohttp import web
 from base.clock import SYSTEM_CLOCK, Clock
 from base.retry import Backoff, Retries, retry
 from contracts import daemon_rpc as d
-from contracts.errors import DaemonTimeout, DaemonUnavailable, PortUnreachable
+from contracts.errors import DaemonTimeout, PortUnreachable
 from contracts.events import WakeBy
-from contracts.jsonrpc import NoParams
 from contracts.models import Machine
 from contracts.status import ASLEEP, COMING_UP, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
@@ -162,11 +161,7 @@ class Waker:
             )
 
     async def _answers(self, machine_id: str) -> bool:
-        try:
-            await self.daemons.call(machine_id, d.GET_VERSION, NoParams(), timeout_s=2.0)
-        except (DaemonUnavailable, DaemonTimeout):
-            return False
-        return True
+        return await self.daemons.answers(machine_id)
 
 
 async def wake_for(access: Access, caller: Caller, machine_id: str, by: WakeBy,

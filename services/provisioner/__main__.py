@@ -17,6 +17,7 @@ from base.ticker import Ticker
 from contracts.errors import FleetError
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.metrics import service_metrics
 from controlplane.runner import run_service
 from controlplane.settings import GVISOR_POOL, Settings
@@ -33,9 +34,11 @@ from providers.gvisor_pool import GvisorPoolBackend
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
 from providers.machine_limits import Placement
+from providers.platform_addresses import PlatformAddresses
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
+from services.provisioner.docker_networks import DockerNetworks
 from services.provisioner.egress import (
     EgressPolicies,
     dns_proxy,
@@ -68,8 +71,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     # The egress proxy, and its door on the host first: a gvisor sandbox's gateway table opens
     # the door's port only if this process holds it.
     secrets = await stack.enter_async_context(secrets_cache(settings, store, bus))
+    # The host's and NATS's addresses, and the docker engine's networks once they are listed
+    # (below): never a destination of the proxies' unless a policy names it.
+    platform = PlatformAddresses(await platform_addresses(settings))
     proxy = await stack.enter_async_context(
-        secrets_proxy(settings, store, await platform_addresses(settings), bus, secrets.secrets)
+        secrets_proxy(settings, store, platform, bus, secrets.secrets)
     )
     door = await stack.enter_async_context(gvisor_door(settings, proxy))
     repo = code_repo(settings.code_repo)
@@ -80,12 +86,13 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     )
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
+    await stack.enter_async_context(DockerNetworks(lambda: docker.docker, platform))
     heartbeat = HostHeartbeat(store, settings, clock)
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     # The machines this host's resolver serves, and their policies: told by the enforcer.
     policies = EgressPolicies(store)
     dns = await stack.enter_async_context(
-        await dns_proxy(settings, refusals.refused, policies.policy_of)
+        await dns_proxy(settings, refusals.refused, platform, policies.policy_of)
     )
     # Environment builds and checkouts, shared by machines' creates and environments.build;
     # stopped after both, so a build still running is cancelled and joined.
@@ -97,6 +104,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         pools=await warm_pools(settings, stack, local, docker, clock),
         engine=lambda: docker.docker, dns=dns, refusals=refusals, proxy=proxy, door=door,
         policies=policies, shared=shared,
+        # A resumed machine is ready once its daemon answers: asked as the stages ask daemons.
+        daemons=DaemonClient(bus.nc, keys=MachineKeys(store, box),
+                             timeout_s=settings.rpc_timeout_s),
     )  # fmt: skip
     await svc.resume()
     await stack.enter_async_context(heartbeat)

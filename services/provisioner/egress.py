@@ -30,6 +30,7 @@ from providers.egress_proxy import EgressProxy
 from providers.egress_proxy_door import HostDoor
 from providers.gvisor_gateway import gateway_endpoints
 from providers.netns import installed, nats_servers
+from providers.platform_addresses import PlatformAddresses
 from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
@@ -68,11 +69,13 @@ async def platform_addresses(settings: Settings) -> frozenset[egress.IpAddress]:
 
 
 async def dns_proxy(
-    settings: Settings, on_refused: OnRefused | None = None, policy_of: PolicyOf | None = None
-) -> DnsProxy:
-    """This host's proxy: its upstream, the platform's addresses it never answers with, and
-    where it reads a machine's policy as stored (``EgressPolicies.policy_of``)."""
-    addresses = await platform_addresses(settings)
+    settings: Settings, on_refused: OnRefused | None = None,
+    platform: PlatformAddresses | None = None, policy_of: PolicyOf | None = None,
+) -> DnsProxy:  # fmt: skip
+    """This host's proxy: its upstream, the platform's addresses it never answers with
+    (``platform``, else found now), and where it reads a machine's policy as stored
+    (``EgressPolicies.policy_of``)."""
+    addresses = platform or PlatformAddresses(await platform_addresses(settings))
     caps = DnsCaps(rate=settings.egress_dns_rate, burst=max(1, int(2 * settings.egress_dns_rate)),
                    concurrency=settings.egress_dns_concurrency)  # fmt: skip
     return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused, caps,

@@ -152,6 +152,7 @@ def make_world(settings: Settings, store: Store, bus: FakeBus, **collaborators: 
     provider = FakeProvider(bus=bus, daemons=daemons)
     daemons.on_stop = provider.report_stopping
     box = SecretBox(settings.secret_key)
+    collaborators.setdefault("daemons", daemons)
     provisioner = Provisioner(store=store, bus=bus, providers={provider.name: provider}, box=box,
                               settings=settings, **collaborators)  # fmt: skip
     setup = SetupPusher(store=store, bus=bus, daemons=daemons, settings=settings)
