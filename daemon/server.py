@@ -60,6 +60,7 @@ from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
 from daemon import gitclone, nodump, tools, update
 from daemon.byte_stream_hub import ByteStreamHub, Pipes
 from daemon.code_kernels import CodeKernels
+from daemon.desktop import Desktop
 from daemon.exec_streams import ExecStreams, daemon_log
 from daemon.files import FileTools
 from daemon.lifecycle import ExitMode, Lifecycle
@@ -140,6 +141,8 @@ class Daemon:
                                     contexts_max=settings.code_contexts_max,
                                     room=self._reply_room, machine_id=settings.machine_id,
                                     publish=self._publish_chunk)  # fmt: skip
+        self._desktop = Desktop(home=settings.home_path, env=self._env,
+                                max_pixels=settings.desktop_max_pixels)  # fmt: skip
         self.stopped = asyncio.Event()
         #: Connected and reported ready (until then a stop request cancels the start).
         self.serving = False
@@ -419,7 +422,7 @@ class Daemon:
         r = Router[None]()
         files = FileTools(self._home, self._reply_room)
         owners = (self._exec_streams, self._pipes, self._sessions, self._tunnels, self._transfers,
-                  self._kernels)  # fmt: skip
+                  self._kernels, self._desktop)  # fmt: skip
         r.collect(self, files, *owners)
         return r
 

@@ -32,6 +32,7 @@ from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
 from services.gateway.code_ops import CodeOps
 from services.gateway.codemode_ops import CodemodeOps
+from services.gateway.desktop_ops import DesktopOps
 from services.gateway.env_build_ops import EnvBuildOps
 from services.gateway.environment_ops import EnvironmentOps
 from services.gateway.exec_stream import ExecStreamOps
@@ -80,6 +81,7 @@ class Gateway:
     people: PeopleOps
     codemode: CodemodeOps
     code: CodeOps
+    desktop: DesktopOps
     secrets: SecretOps
     #: None: nothing is recorded (and audit.list answers Unavailable).
     audit: AuditLog | None
@@ -132,6 +134,7 @@ def compose(
         slots=ByteStreamSlots(s.streams_per_token), access=access, daemons=daemons,
         nc=lambda: bus.nc, audit=audit,
     )  # fmt: skip
+    ports = PortOps(access=access, daemons=daemons, store=store, settings=s)
     gateway: Gateway | None = None
 
     async def tool_call(body: bytes, caller: Caller) -> bytes | None:
@@ -154,9 +157,10 @@ def compose(
             call=ops._call, opener=byte_streams,
             attached=lambda mid: on_attach(store, bus, s, daemons, mid),
         ),
-        ports=PortOps(access=access, daemons=daemons, store=store, settings=s),
+        ports=ports,
         codemode=CodemodeOps(bus=bus, store=store, box=box, access=access, dispatch=tool_call),
         code=CodeOps(access=access, daemons=daemons, bus=bus),
+        desktop=DesktopOps(access=access, daemons=daemons, ports=ports),
         secrets=SecretOps(store=store, bus=bus, box=box, access=access),
     )  # fmt: skip
     gateway.dispatcher  # noqa: B018 - routed now: a handler missing is an error at start
