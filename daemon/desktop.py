@@ -36,7 +36,7 @@ from daemon.procenv import ProcessEnv
 
 log = structlog.get_logger(__name__)
 
-#: Under the home: the display's record, its programs' logs and the browser's profile.
+#: Under the home: the display's record and its programs' logs.
 DESKTOP_DIR = ".fleet/desktop"
 _RECORD = "display.json"
 _STOP_GRACE_S = 5.0
@@ -131,7 +131,7 @@ class Desktop:
         async with self._lock:
             running = self._need()
             browser = self._program(dp.find(self._env().get("PATH")).browser, "chromium")
-            argv = dp.browser_argv(browser, self._dir / "chromium", running.width,
+            argv = dp.browser_argv(browser, Path(running.fbdir) / "chromium", running.width,
                                    running.height, p.url)  # fmt: skip
             env = self._env({"DISPLAY": running.display})
             if running.alive("browser"):  # the running browser takes the URL (a new tab)
@@ -174,6 +174,7 @@ class Desktop:
         if programs.live_view:
             await self._start_view(running, programs, env)
         self._write(running)
+        await asyncio.to_thread(desktop_image.warm)
         log.info("desktop.started", display=running.display, width=p.width, height=p.height,
                  live_view=running.view_port is not None)  # fmt: skip
         return running

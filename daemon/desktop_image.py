@@ -79,6 +79,14 @@ def picture_size(width: int, height: int, scale: float, max_pixels: int) -> tupl
     return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
+def warm() -> None:
+    """Pillow and its encoders imported (a second under gVisor's ptrace platform): done as the
+    display starts, so the first screenshot does not pay it."""
+    from PIL import Image, JpegImagePlugin, PngImagePlugin  # noqa: F401
+
+    Image.init()
+
+
 def encode(frame: Frame, fmt: ImageFormat, scale: float, max_pixels: int) -> Screenshot:
     """``frame`` as a PNG or JPEG (base64) of at most ``max_pixels``."""
     from PIL import Image

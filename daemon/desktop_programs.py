@@ -6,9 +6,11 @@
 - **A window manager**: ``matchbox-window-manager`` (each window fills the screen, as a
   kiosk's or a phone's: what an agent sees is one window, whole), else ``openbox``; none is
   needed for the rest to work.
-- **The browser**: Chromium, as the machine's user, with a profile in the home
-  (``~/.fleet/desktop/chromium``: cookies and logins outlive a restart of the desktop and are
-  copied with the home by a fork or snapshot). Its flags: no GPU (there is none), no first-run
+- **The browser**: Chromium, as the machine's user, with its profile (and its cache) beside
+  the framebuffer in the machine's ``/tmp``, which on a gVisor machine is in the sandbox's
+  memory: Chromium keeps files open after deleting them (its metrics' memory-mapped files),
+  which gVisor can checkpoint in its own memory but not on the home's file system, so a
+  profile in the home would make every pause and fork with memory fail. Its flags: no GPU (there is none), no first-run
   pages, none of its background traffic (updates, sync, safe browsing lists, metrics), shared
   memory in ``/tmp`` (a machine's ``/dev/shm`` may be small or missing), and ``--no-sandbox``:
   Chromium's own sandbox needs user namespaces or a set-user-ID helper, which a machine's
@@ -88,6 +90,7 @@ def x_server_argv(program: str, fd: int, fbdir: Path, p: dd.DesktopStartParams) 
 
 def browser_argv(program: str, profile: Path, width: int, height: int, url: str) -> list[str]:
     return [program, *BROWSER_FLAGS, f"--user-data-dir={profile}",
+            f"--disk-cache-dir={profile / 'cache'}",
             f"--window-size={width},{height}", "--window-position=0,0", "--", url]  # fmt: skip
 
 

@@ -22,6 +22,8 @@ from services.gateway.ports_ops import PortOps, PreviewGrant
 
 #: A start waits for the X server and the live view; an open for the browser's hand-over.
 _STARTING_S = dd.START_TIMEOUT_S + EXEC_MARGIN_S
+#: A screenshot encodes a whole screen (on a gVisor machine, under its ptrace platform).
+_SHOT_S = 30.0
 #: Actions wait up to MAX_WAIT_MS in all, and a screenshot for the screen to settle.
 _ACTING_S = dd.MAX_WAIT_MS / 1000 + 2 * dd.MAX_ACTIONS * 0.1 + _STARTING_S
 
@@ -50,7 +52,7 @@ class DesktopOps:
     async def machines_desktop_screenshot(self, p: gd.MachineScreenshotParams,
                                           c: Caller) -> dd.Screenshot:  # fmt: skip
         params = dd.ScreenshotParams(format=p.format, scale=p.scale)
-        return await self._look(c, p.machine_id, dd.DESKTOP_SCREENSHOT, params)
+        return await self._look(c, p.machine_id, dd.DESKTOP_SCREENSHOT, params, _SHOT_S)
 
     @handles(gd.MACHINES_DESKTOP_ACT)
     async def machines_desktop_act(self, p: gd.MachineActParams, c: Caller) -> dd.ActResult:
@@ -88,10 +90,11 @@ class DesktopOps:
         await self.access.live_machine(c, machine_id, wake=WakeBy.EXEC)
         return await self.daemons.call(machine_id, spec, params, timeout_s=timeout_s)
 
-    async def _look(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P) -> R:
+    async def _look(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P,
+                    timeout_s: float | None = None) -> R:  # fmt: skip
         # A look (a console may poll it): it neither wakes the machine nor counts as activity.
         await self.access.live_machine(c, machine_id, active=False)
-        return await self.daemons.call(machine_id, spec, params)
+        return await self.daemons.call(machine_id, spec, params, timeout_s=timeout_s)
 
 
 def view_url(preview: str, *, view_only: bool) -> str:

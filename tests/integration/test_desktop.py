@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from mcp_types import ImageContent, TextContent
 
 from contracts import daemon_desktop as dd
+from contracts.codemode import MCP_PATH
 from contracts.errors import DesktopNotRunning, InvalidParams
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from tests.conftest import ReadyMachine
+from tests.conftest import ADMIN_TOKEN, ReadyMachine
 from tests.desktop_checks import (
     BUTTON_FROM_MARK,
     FIELD_FROM_MARK,
@@ -26,6 +30,7 @@ from tests.desktop_checks import (
     plus,
     until,
 )
+from tests.integration.test_codemode_mcp import mcp_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -115,3 +120,44 @@ async def test_stop_ends_the_display(client_mid: tuple[FleetClient, str]) -> Non
     assert not (await client.machines_desktop_get(mid)).running
     gone = await client.exec(mid, ["sh", "-c", "pgrep -x Xvfb || echo none"])
     assert gone.stdout.strip() == "none"
+
+
+async def test_the_mcp_computer_tool_drives_the_same_scenario(
+    shared_stack: FleetClient, shared_settings: Settings, ready_machine: ReadyMachine
+) -> None:
+    """An MCP client (the SDK's, over the gateway's /mcp) with Anthropic's computer-tool
+    arguments: each action answers the screen, whose pixels show the click and the text."""
+    mid = await ready_machine("desktop-mcp")
+    await shared_stack.machines_desktop_start(mid, width=1024, height=768)
+    await shared_stack.write_file(mid, "site/index.html", PAGE)
+    await shared_stack.start_process(mid, [*SERVE, str(PORT)], cwd="site", tag="site")
+    await shared_stack.machines_desktop_open(mid, f"http://127.0.0.1:{PORT}/")
+    url = f"http://127.0.0.1:{shared_settings.port}{MCP_PATH}"
+    async with mcp_client(url, ADMIN_TOKEN) as mcp:
+        assert "computer" in {t.name for t in (await mcp.list_tools()).tools}
+
+        async def computer(action: str, **args: Any) -> Shot:
+            answer = await mcp.call_tool("computer", {"machine_id": mid, "action": action, **args})
+            assert not answer.is_error, answer
+            (image,) = answer.content
+            assert isinstance(image, ImageContent)
+            assert image.mime_type == "image/png"
+            return Shot.of({"image": image.data})
+
+        await computer("mouse_move", coordinate=[0, 700])
+        page = await until(lambda: computer("screenshot"), blue_page)
+        mark = page.mark()
+        assert mark is not None
+        before = page.ink(mark)
+        await computer("left_click", coordinate=list(plus(mark, BUTTON_FROM_MARK)))
+        await computer("left_click", coordinate=list(plus(mark, FIELD_FROM_MARK)))
+        await computer("type", text="mcp 7")
+        await computer("mouse_move", coordinate=[0, 700])
+        await until(lambda: computer("screenshot"),
+                    lambda s: green_page(s) and s.ink(mark) > before + 100)  # fmt: skip
+        where = await mcp.call_tool("computer", {"machine_id": mid, "action": "cursor_position"})
+        assert where.content == [TextContent(text="X=0,Y=700")]
+        off = await mcp.call_tool("computer", {"machine_id": mid, "action": "left_click",
+                                               "coordinate": [5000, 5]})  # fmt: skip
+        assert off.is_error
+        assert "-32602" in str(off.content)
