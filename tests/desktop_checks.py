@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from contracts import daemon_desktop as dd
+from fleet.client import FleetClient
 
 PAGE = """<!doctype html>
 <html><head><title>fleet desktop</title><style>
@@ -131,3 +132,34 @@ def green_page(shot: Shot) -> bool:
 
 
 SERVE = ["python3", "-m", "http.server", "--bind", "127.0.0.1"]
+PORT = 8765
+
+
+async def shot(stack: FleetClient, mid: str) -> Shot:
+    return Shot.of(await stack.machines_desktop_screenshot(mid))
+
+
+async def clicked_and_typed(
+    stack: FleetClient, mid: str, text: str
+) -> tuple[Shot, tuple[int, int]]:
+    """The scenario on ``mid``: its screen once the click and the text show, and where the
+    page's square is."""
+    await stack.machines_desktop_start(mid, width=1024, height=768)
+    await stack.write_file(mid, "site/index.html", PAGE)
+    await stack.start_process(mid, [*SERVE, str(PORT)], cwd="site", tag="site")
+    await stack.machines_desktop_open(mid, f"http://127.0.0.1:{PORT}/")
+    await stack.machines_desktop_act(mid, [dd.Move(x=0, y=760)])
+    page = await until(lambda: shot(stack, mid), blue_page, timeout_s=180)
+    mark = page.mark()
+    assert mark is not None
+    before = page.ink(mark)
+    bx, by = plus(mark, BUTTON_FROM_MARK)
+    fx, fy = plus(mark, FIELD_FROM_MARK)
+    actions: list[dd.Action] = [dd.Click(x=bx, y=by), dd.Click(x=fx, y=fy), dd.Type(text=text),
+                                dd.Move(x=0, y=760)]  # fmt: skip
+    await stack.machines_desktop_act(mid, actions)
+
+    def both(s: Shot) -> bool:
+        return green_page(s) and s.ink(mark) > before + 100
+
+    return await until(lambda: shot(stack, mid), both, timeout_s=60), mark

@@ -16,14 +16,13 @@ from contracts import daemon_desktop as dd
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.desktop_checks import (
-    BUTTON_FROM_MARK,
     FIELD_FROM_MARK,
-    PAGE,
-    SERVE,
     Shot,
     blue_page,
+    clicked_and_typed,
     green_page,
     plus,
+    shot,
     until,
 )
 from tests.gvisor_stack import gvisor_settings, module_stack
@@ -33,7 +32,6 @@ from tests.waiters import wait_until
 __all__ = ["module_stack"]  # the fixture ``stack``, on this module's settings
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-PORT = 8765
 #: Pixels (of 1024x768) that may differ between two screenshots of the same screen: the text
 #: caret's blink and the pointer are hidden or still, so this is room for a repainted edge.
 SAME_SCREEN_PIXELS = 2000
@@ -46,10 +44,6 @@ GVISOR_DESKTOP_PIDS = 4096
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     with gvisor_settings(tmp_path_factory.mktemp("gvisor-desktop"), runtime="gvisor") as made:
         yield made
-
-
-async def shot(stack: FleetClient, mid: str) -> Shot:
-    return Shot.of(await stack.machines_desktop_screenshot(mid))
 
 
 def differing(a: Shot, b: Shot) -> int:
@@ -71,32 +65,6 @@ async def ready_desktop_gvisor(stack: FleetClient, name: str) -> str:
 
 async def back(stack: FleetClient, mid: str) -> None:
     await wait_until(lambda: answers(stack, mid), timeout=180, every=0.5)
-
-
-async def clicked_and_typed(
-    stack: FleetClient, mid: str, text: str
-) -> tuple[Shot, tuple[int, int]]:
-    """The scenario on ``mid``: its screen once the click and the text show, and where the
-    page's square is."""
-    await stack.machines_desktop_start(mid, width=1024, height=768)
-    await stack.write_file(mid, "site/index.html", PAGE)
-    await stack.start_process(mid, [*SERVE, str(PORT)], cwd="site", tag="site")
-    await stack.machines_desktop_open(mid, f"http://127.0.0.1:{PORT}/")
-    await stack.machines_desktop_act(mid, [dd.Move(x=0, y=760)])
-    page = await until(lambda: shot(stack, mid), blue_page, timeout_s=180)
-    mark = page.mark()
-    assert mark is not None
-    before = page.ink(mark)
-    bx, by = plus(mark, BUTTON_FROM_MARK)
-    fx, fy = plus(mark, FIELD_FROM_MARK)
-    actions = [dd.Click(x=bx, y=by), dd.Click(x=fx, y=fy), dd.Type(text=text),
-               dd.Move(x=0, y=760)]  # fmt: skip
-    await stack.machines_desktop_act(mid, actions)
-
-    def both(s: Shot) -> bool:
-        return green_page(s) and s.ink(mark) > before + 100
-
-    return await until(lambda: shot(stack, mid), both, timeout_s=60), mark
 
 
 @pytest.mark.timeout(900)
@@ -130,11 +98,15 @@ async def test_three_forks_with_memory_show_the_page_then_each_types_its_own(
         assert green_page(first)
         assert first.field(mark).tobytes() == source.field(mark).tobytes()
         # Each types its own at the end of the field.
-        mine = [dd.Click(x=fx, y=fy), dd.Key(keys="End"), dd.Type(text=" " + "xyz"[k] * (k + 2)),
-                dd.Move(x=0, y=760)]  # fmt: skip
+        text = " " + "xyz"[k] * (k + 2)
+        mine: list[dd.Action] = [dd.Click(x=fx, y=fy), dd.Key(keys="End"), dd.Type(text=text),
+                                 dd.Move(x=0, y=760)]  # fmt: skip
         await stack.machines_desktop_act(f, mine)
-        await until(lambda f=f: shot(stack, f),
-                    lambda s: s.ink(mark) > source.ink(mark) + 50, timeout_s=60)  # fmt: skip
+
+        async def take(fork: str = f) -> Shot:
+            return await shot(stack, fork)
+
+        await until(take, lambda s: s.ink(mark) > source.ink(mark) + 50, timeout_s=60)
     fields = [(await shot(stack, f)).field(mark).tobytes() for f in forks]
     assert len(set(fields)) == 3  # each shows its own text alone
     await back(stack, mid)
