@@ -29,6 +29,7 @@ from bench import (
     code_interpreter,
     codemode,
     create_ready,
+    desktop,
     egress,
     egress_proxy,
     env_cache,
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="smaller runs; without --only, skips the slow ones",
     )
-    parser.add_argument("--only", help="comma-separated benchmark numbers (1-32; default all)")
+    parser.add_argument("--only", help="comma-separated benchmark numbers (1-34; default all)")
     parser.add_argument(
         "--json",
         type=Path,
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(egress_proxy.run(report, args.quick, args.profile))
     if "32" in only:
         asyncio.run(first_install.run(report, args.quick))
+    if "34" in only:
+        asyncio.run(desktop.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")

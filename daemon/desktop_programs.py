@@ -6,17 +6,17 @@
 - **A window manager**: ``matchbox-window-manager`` (each window fills the screen, as a
   kiosk's or a phone's: what an agent sees is one window, whole), else ``openbox``; none is
   needed for the rest to work.
-- **The browser**: Chromium, as the machine's user, with its profile (and its cache) beside
-  the framebuffer in the machine's ``/tmp``, which on a gVisor machine is in the sandbox's
-  memory: Chromium keeps files open after deleting them (its metrics' memory-mapped files),
-  which gVisor can checkpoint in its own memory but not on the home's file system, so a
-  profile in the home would make every pause and fork with memory fail. Its flags: no GPU (there is none), no first-run
-  pages, none of its background traffic (updates, sync, safe browsing lists, metrics), shared
-  memory in ``/tmp`` (a machine's ``/dev/shm`` may be small or missing), and ``--no-sandbox``:
-  Chromium's own sandbox needs user namespaces or a set-user-ID helper, which a machine's
-  seccomp filter and ``no_new_privs`` refuse; the machine's sandbox (namespaces, seccomp and
-  cgroup, or gVisor's kernel) is the boundary around it and everything else the machine runs
-  (docs/desktop.md).
+- **The browser**: Chromium, as the machine's user, with its profile (and its cache) beside the
+  framebuffer in the machine's ``/tmp``, which on a gVisor machine is in the sandbox's memory:
+  Chromium keeps files open after deleting them (its metrics' memory-mapped files), which gVisor
+  can checkpoint in its own memory but not on the home's file system, so a profile in the home
+  would make every pause and fork with memory fail. Its flags: no GPU (there is none), no
+  first-run pages, none of its background traffic (updates, sync, safe browsing lists, metrics),
+  shared memory in ``/tmp`` (a machine's ``/dev/shm`` may be small or missing), and
+  ``--no-sandbox``: Chromium's own sandbox needs user namespaces or a set-user-ID helper, which
+  a machine's seccomp filter and ``no_new_privs`` refuse; the machine's sandbox (namespaces,
+  seccomp and cgroup, or gVisor's kernel) is the boundary around it and everything else the
+  machine runs (docs/desktop.md).
 - **The live view**: ``x11vnc`` (one that takes input and one ``-viewonly``, on loopback ports
   of the machine) behind ``websockify``, which serves noVNC's page and carries its websocket.
 """

@@ -21,15 +21,16 @@ export function desktopPanel(machineId, signal) {
   const notices = h("div");
   const status = h("p.muted", { testid: "desktop-status" }, "Loading…");
   const screen = h("img.desktop-screen", { testid: "desktop-screen", alt: "The machine's screen" });
-  screen.hidden = true;
+  screen.style.display = "none";
   const start = h("button.btn", { type: "button", testid: "desktop-start" }, "Start");
   const stop = h("button.btn", { type: "button", testid: "desktop-stop" }, "Stop");
   const view = h("button.btn", { type: "button", testid: "desktop-view" }, "Open live view");
   let timer = 0;
 
   const shown = (info) => {
-    start.hidden = info.running;
-    stop.hidden = view.hidden = screen.hidden = !info.running;
+    // (style, not `hidden`: a .btn's display would win over the attribute)
+    start.style.display = info.running ? "none" : "";
+    for (const e of [stop, view, screen]) e.style.display = info.running ? "" : "none";
     fill(status, info.running ? `${info.width}×${info.height} display` : "No display runs.");
     clearTimeout(timer);
     if (info.running) refresh();
