@@ -56,12 +56,13 @@ from bench import (
     terminal,
     typescript_sdk,
     warm_pool,
+    webhooks,
 )
 from bench.common import REPO, Report, fmt, machine_description, verdict
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 33))
+BENCHES = tuple(str(n) for n in range(1, 34))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together; 27 also needs runsc, which not every host has.
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(egress_proxy.run(report, args.quick, args.profile))
     if "32" in only:
         asyncio.run(first_install.run(report, args.quick))
+    if "33" in only:
+        asyncio.run(webhooks.run(report, args.quick))
     if "34" in only:
         asyncio.run(desktop.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -223,6 +224,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     config_debounce_s: float = 0.2
     #: ...but never later than this after the first change of the burst.
     config_debounce_max_s: float = 2.0
+    # webhooks (services/webhooks, docs/webhooks.md)
+    #: The waits between a failed delivery and the next attempt (seconds, comma-separated; the
+    #: last repeats), within ``webhook_retry_budget_s`` of the first...
+    webhook_retry_steps_s: str = "5,300,1800,7200,18000,36000"
+    #: ...whose end is the event's last attempt to that endpoint.
+    webhook_retry_budget_s: float = 86400.0
+    #: How long an endpoint has to answer (a 2xx in time: delivered).
+    webhook_timeout_s: float = 15.0
+    #: An endpoint whose every attempt failed for this long is disabled.
+    webhook_disable_after_s: float = 5 * 86400.0
+    #: Networks (comma-separated CIDRs or addresses) a webhook may be sent to although they are
+    #: loopback, link-local, private or the platform's own (a receiver on the host, in tests).
+    webhook_allow_private: str = ""
+    #: Deliveries under way at once in one webhooks process.
+    webhook_concurrency: int = 64
     # probe
     probe_delay_s: float = 0.0
     probe_timeout_s: float = 60.0
@@ -493,10 +509,36 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(f"FLEET_SWEEP_INTERVAL_S: {self.sweep_interval_s} is not > 0")
         if self.instance_disk_mb < 0:
             raise SettingsError(f"FLEET_INSTANCE_DISK_MB: {self.instance_disk_mb} is not >= 0")
+        _ = self.webhook_retry_steps, self.webhook_allowed_networks  # named at start if bad
+        if not self.webhook_timeout_s > 0 or self.webhook_concurrency < 1:
+            raise SettingsError("FLEET_WEBHOOK_TIMEOUT_S and FLEET_WEBHOOK_CONCURRENCY are "
+                                "not positive")  # fmt: skip
         if not self.egress_dns_rate > 0 or self.egress_dns_concurrency < 1:
             raise ValueError(f"FLEET_EGRESS_DNS_RATE ({self.egress_dns_rate}) and "
                              f"FLEET_EGRESS_DNS_CONCURRENCY ({self.egress_dns_concurrency}) "
                              "are not positive")  # fmt: skip
+
+    @property
+    def webhook_retry_steps(self) -> tuple[float, ...]:
+        try:
+            steps = tuple(float(s) for s in self.webhook_retry_steps_s.split(","))
+        except ValueError:
+            steps = ()
+        if not steps or not all(s >= 0 for s in steps):
+            raise SettingsError(f"FLEET_WEBHOOK_RETRY_STEPS_S: {self.webhook_retry_steps_s!r} "
+                                "is not a comma-separated list of seconds")  # fmt: skip
+        return steps
+
+    @property
+    def webhook_allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        try:
+            return tuple(ipaddress.ip_network(n.strip(), strict=False)
+                         for n in self.webhook_allow_private.split(",") if n.strip())  # fmt: skip
+        except ValueError:
+            raise SettingsError(
+                f"FLEET_WEBHOOK_ALLOW_PRIVATE: {self.webhook_allow_private!r} "
+                "is not a comma-separated list of networks"
+            ) from None
 
     @property
     def preview(self) -> PreviewOrigin:

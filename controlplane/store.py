@@ -60,6 +60,7 @@ from controlplane.store_stop import StopRecords
 from controlplane.store_tickets import TicketRecords
 from controlplane.store_tokens import TokenRecords
 from controlplane.store_users import UserRecords
+from controlplane.store_webhooks import WebhookRecords
 
 __all__ = ["MachineAccess", "Store", "Transition"]
 
@@ -115,6 +116,7 @@ class Store:
         self.codemode = CodemodeRecords(self)
         self.secrets = SecretRecords(self)
         self.locks = LockRecords(self)
+        self.webhooks = WebhookRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -109,6 +109,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# A lock kept: KEYS[1] the lock, ARGV[1] the holder's token, ARGV[2] its new TTL (ms). Returns 1
+# if the token still held it (its TTL now ARGV[2]), else 0.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return 0
+"""
+
 # One round trip, however many machines: the ids are read and counted inside Redis. KEYS[1] is
 # the sorted set of every machine id, ARGV[1] the machine hash key prefix. Returns a flat list
 # of status, count pairs.

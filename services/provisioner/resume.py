@@ -10,17 +10,12 @@ from contracts.errors import FleetError
 from contracts.events import MachineProvisioned
 from contracts.ids import new_event_id
 from contracts.models import Machine
-from contracts.status import MachineStatus as S
+from contracts.status import COMING_UP, STOPPABLE, MachineStatus as S
 from controlplane.unresponsive import mark_unresponsive
 from services.provisioner.pause import PauseHandlers
 
 log = structlog.get_logger(__name__)
 
-#: Machines whose daemon should be running.
-_RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST})
-#: On their way to ready: a daemon started anew for one of them reports ready again, and its
-#: setup starts over from there.
-_IN_SETUP = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING})
 #: The status reason of a machine set up again after the platform stopped during its setup.
 SET_UP_AGAIN = "the platform stopped during setup: its daemon was started again"
 
@@ -42,7 +37,8 @@ class Resumer(PauseHandlers):
         for machine in machines:
             provider = self.providers.get(machine.provider)
             sealed = await self.store.machine_secret(machine.id)
-            if provider is None or sealed is None or machine.status not in _RESUMABLE:
+            # STOPPABLE: its daemon should run.
+            if provider is None or sealed is None or machine.status not in STOPPABLE:
                 continue
             async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
                 if not held:
@@ -56,7 +52,7 @@ class Resumer(PauseHandlers):
                 if machine.status is S.READY:  # a daemon started anew does not serve yet
                     await self._not_serving_yet(machine.id)
                 await self.store.set_external_id(machine.id, external_id)
-                if machine.status in _IN_SETUP:
+                if machine.status in COMING_UP:  # its setup starts over from its ready
                     await self._set_up_again(machine, external_id)
                 log.info(
                     "provision.machine_resumed", machine_id=machine.id, external_id=external_id

@@ -43,7 +43,7 @@ from providers.egress_proxy_door import HostDoor
 from providers.warm_pool import WarmPool
 from services.provisioner.claims import machine_pool
 from services.provisioner.disk import disk_budget
-from services.provisioner.egress import EgressEnforcer
+from services.provisioner.egress import EgressEnforcer, EgressPolicies
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import (
     STAGE as ENVIRONMENT_STAGE,
@@ -75,6 +75,7 @@ class Provisioner(Resumer):
         refusals: EgressEvents | None = None,
         proxy: EgressProxy | None = None,
         door: HostDoor | None = None,
+        policies: EgressPolicies | None = None,
         clock: Clock = SYSTEM_CLOCK,
         shared: SharedBuilds | None = None,
         daemons: DaemonClient | None = None,
@@ -93,7 +94,7 @@ class Provisioner(Resumer):
         #: The Docker engine environments' images are on (None: none configured).
         self.engine = engine
         self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns, refusals,
-                                     proxy, door)  # fmt: skip
+                                     proxy, door, policies)  # fmt: skip
         #: The instance's disk budget a fork's home and a pause's image take their place in.
         self.disk = disk_budget(store, self.settings)
         #: The process's environment builds and checkouts (None: it builds no environment).

@@ -18,10 +18,10 @@ from contracts.consumers import Durable
 from contracts.events import AnyEvent, EnvChanged, EnvPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine
+from contracts.status import REFRESHABLE
 from contracts.subjects import PLATFORM_SCOPE
 from controlplane.coalesce import Coalescer
 from controlplane.machine_config import (
-    REFRESHABLE,
     InstanceConfig,
     env_content,
     fan_out,

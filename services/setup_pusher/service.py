@@ -19,7 +19,7 @@ from contracts.errors import DaemonTimeout, DaemonUnavailable, NotFound
 from contracts.events import DaemonStatusReported, RepoConflict, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine, Repo
-from contracts.status import MachineStatus as S
+from contracts.status import NOT_PROVISIONED, SET_UP, MachineStatus as S
 from controlplane.consumer import Permanent, Retry
 from controlplane.daemon_client import MachineClient
 from controlplane.machine_config import (
@@ -47,9 +47,6 @@ GONE_AFTER_S = 3.0
 #: How long a report whose daemon was not there waits before it is tried again.
 GONE_RETRY_S = 5.0
 _GONE_BACKOFF = Backoff(base=0.1, cap=1.0)
-#: Set up, and running (or to be heard from again): a new daemon's report of one of them
-#: writes its .env again.
-_SET_UP = frozenset({S.READY, S.UNRESPONSIVE, S.LOST})
 #: The status reason of a machine whose daemon went away during its setup.
 DAEMON_GONE = "its daemon went away during setup: waiting for it to report ready again"
 
@@ -72,14 +69,14 @@ class SetupPusher(Checkouts):
         machine, previous = step.machine, step.transition.previous
         if machine is None:
             raise NotFound(f"machine {event.machine_id} not found")
-        if previous in (S.CREATED, S.PROVISIONING):
+        if previous in NOT_PROVISIONED:
             # The daemon was quicker than the provisioner's bookkeeping: try again shortly, for
             # as long as the machine is on its way (the platform's stop in between is not the
             # machine's time: a failed or archived machine ends the wait).
             raise Retry(f"machine is still {machine.status.value}", budget_s=math.inf)
         if not step.transition.accepted:
             log.info("setup.skipped", status=machine.status.value, external_id=machine.external_id)
-            if previous in _SET_UP:  # a set-up machine's daemon started anew (`fleet up`)
+            if previous in SET_UP:  # a set-up machine's daemon started anew (`fleet up`)
                 await self._env_again(machine, event)
             return
         if self.keys is not None:

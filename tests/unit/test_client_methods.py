@@ -33,6 +33,7 @@ from contracts import (
     gateway_sessions,
     gateway_ssh,
     gateway_stop,
+    gateway_webhooks,
     ports,
 )
 from contracts.gateway_rpc import GATEWAY_METHODS
@@ -64,6 +65,7 @@ SPEC_MODULES = (
     gateway_code,
     gateway_desktop,
     gateway_secrets,
+    gateway_webhooks,
 )
 #: FleetClient's modules: the generated methods, and the hand-written ones bound to it.
 CLIENT_MODULES = (client, client_calls, client_streams, client_generated)

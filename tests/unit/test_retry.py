@@ -165,3 +165,19 @@ def test_the_backoff_is_the_one_rule() -> None:
     assert [STEADY.wait_s(n) for n in range(1, 5)] == [1.0, 2.0, 4.0, 4.0]
     jittered = Backoff(base=1.0, cap=4.0)
     assert all(1.0 <= jittered.wait_s(2) <= 2.0 for _ in range(50))  # its upper half
+
+
+def test_a_schedule_of_steps_gives_each_wait_then_repeats_its_last() -> None:
+    schedule = Backoff(steps=(5.0, 300.0, 1800.0), jitter=False)
+    assert [schedule.wait_s(n) for n in range(1, 6)] == [5.0, 300.0, 1800.0, 1800.0, 1800.0]
+    jittered = Backoff(steps=(10.0,))
+    assert all(5.0 <= jittered.wait_s(3) <= 10.0 for _ in range(50))
+
+
+def test_retries_resumed_from_a_record_go_on_from_its_count_and_what_is_left() -> None:
+    clock = ManualClock()
+    schedule = Backoff(steps=(1.0, 10.0, 100.0), jitter=False)
+    assert Retries(schedule, failed=1, clock=clock).next_wait_s() == 10.0
+    # 50 s of a 60 s budget are spent: the third wait (100) is clipped to the 10 left.
+    assert Retries(schedule, failed=2, budget_s=10.0, clip=True, clock=clock).next_wait_s() == 10
+    assert Retries(schedule, failed=3, budget_s=0.0, clip=True, clock=clock).next_wait_s() is None
