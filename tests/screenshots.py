@@ -198,7 +198,8 @@ def ports(s: Shooter, demo: Demo) -> None:
     s.shot("ports")
 
 
-#: True once an image shows a browser's page: half its pixels white (an empty display is black).
+#: True once an image shows a browser's page: an eighth of its pixels pure white (an empty
+#: display is black, a browser still loading is grey).
 PAGE_SHOWN = """(img) => {
   if (!img.complete || !img.naturalWidth) return false;
   const c = document.createElement("canvas");
@@ -207,8 +208,9 @@ PAGE_SHOWN = """(img) => {
   g.drawImage(img, 0, 0);
   const d = g.getImageData(0, 0, c.width, c.height).data;
   let white = 0;
-  for (let i = 0; i < d.length; i += 4) if (d[i] > 240 && d[i + 1] > 240 && d[i + 2] > 240) white++;
-  return white > d.length / 8;
+  for (let i = 0; i < d.length; i += 4)
+    if (d[i] === 255 && d[i + 1] === 255 && d[i + 2] === 255) white++;
+  return white > d.length / 4 / 8;
 }"""
 
 
