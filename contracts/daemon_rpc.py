@@ -8,6 +8,7 @@ import msgspec
 
 from contracts import sessions as ss
 from contracts.daemon_code import CODE_METHODS
+from contracts.daemon_desktop import DESKTOP_METHODS
 from contracts.daemon_files import FILE_METHODS
 from contracts.errors import (
     BadPath,
@@ -436,4 +437,5 @@ DAEMON_METHODS: tuple[AnySpec, ...] = (
     TUNNEL_CONNECT,
     *FILE_METHODS,
     *CODE_METHODS,
+    *DESKTOP_METHODS,
 )

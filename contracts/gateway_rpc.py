@@ -36,6 +36,7 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.gateway_code import CODE_METHODS
+from contracts.gateway_desktop import DESKTOP_METHODS
 from contracts.gateway_env_builds import ENV_BUILD_METHODS
 from contracts.gateway_environments import ENVIRONMENT_METHODS
 from contracts.gateway_files import FILE_METHODS
@@ -449,6 +450,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *AUDIT_METHODS,
     *PEOPLE_METHODS,
     *CODE_METHODS,
+    *DESKTOP_METHODS,
     *SECRETS_METHODS,
     *WEBHOOK_METHODS,
 )

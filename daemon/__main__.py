@@ -152,6 +152,7 @@ def _dispatcher(
     from contracts.jsonrpc import Dispatcher, Router
     from daemon import tools
     from daemon.byte_stream_hub import Pipes
+    from daemon.desktop import Desktop
     from daemon.exec_streams import ExecStreams
     from daemon.files import FileTools
     from daemon.machine_tools import MachineTools
@@ -168,6 +169,7 @@ def _dispatcher(
                     publish=link.publish_chunk, procs=life.procs if life is not None else None),
         Pipes(hub=hub, home=home, env=env), sessions, Tunnels(hub),
         FileTransfers(hub=hub, home=str(home)), kernels,
+        Desktop(home=home, env=env, max_pixels=s.desktop_max_pixels),
     )  # fmt: skip
     return Dispatcher(DAEMON_METHODS, router, translate=tools.at_thread_limit)
 

@@ -41,6 +41,7 @@ from services.gateway.callers import CallerResolver, caller_resolver
 from services.gateway.code_ops import CodeOps
 from services.gateway.codemode_ops import CodemodeOps
 from services.gateway.daemon_calls import DaemonCalls
+from services.gateway.desktop_ops import DesktopOps
 from services.gateway.env_build_ops import EnvBuildOps
 from services.gateway.environment_ops import EnvironmentOps
 from services.gateway.events_http import EventsContext
@@ -103,6 +104,7 @@ class Gateway:
     people: PeopleOps
     codemode: CodemodeOps
     code: CodeOps
+    desktop: DesktopOps
     secrets: SecretOps
     webhooks: WebhookOps
     #: None: nothing is recorded (and audit.list answers Unavailable).
@@ -229,6 +231,7 @@ def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
                 hosts: HostControl, s: Settings, made: _Made,
                 api: GatewayApi) -> dict[str, Any]:  # fmt: skip
     """The ops objects of the gateway's areas, by their fields' names in ``Gateway``."""
+    ports = PortOps(access=made.access, daemons=daemons, store=store, settings=s)
     return {
         "stops": StopOps(store=store, bus=bus, access=made.access),
         "machine_limits": LimitsOps(store, s),
@@ -239,8 +242,9 @@ def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
         "exec_streams": ExecStreamOps(daemons=daemons, access=made.access, bus=bus),
         "sessions": SessionOps(call=made.calls, opener=made.byte_streams,
                                attached=lambda mid: on_attach(store, bus, s, daemons, mid)),
-        "ports": PortOps(access=made.access, daemons=daemons, store=store, settings=s),
+        "ports": ports,
         "code": CodeOps(access=made.access, daemons=daemons, bus=bus, calls=made.calls),
+        "desktop": DesktopOps(access=made.access, daemons=daemons, ports=ports),
         "secrets": SecretOps(store=store, bus=bus, box=box, access=made.access),
         "webhooks": WebhookOps(store=store, box=box, access=made.access, settings=s),
     }  # fmt: skip

@@ -50,6 +50,7 @@ from contracts.jsonrpc import (
 from contracts.ports import LIST_PORTS, TUNNEL_CONNECT, ListeningPort, PortList
 from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
 from tests.fakes.code_kernels import FakeKernels
+from tests.fakes.desktop import FakeDesktop
 
 Mode = Literal["up", "unavailable", "timeout"]
 ExecAnswer = Callable[[d.ExecCommandParams], d.ExecCommandResult]
@@ -139,6 +140,8 @@ class FakeMachine:
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     #: The code interpreter (machines.code.*): calls recorded, no kernel.
     code: FakeKernels = field(init=False)
+    #: The desktop (machines.desktop.*): its state and actions recorded, no display.
+    desktop: FakeDesktop = field(default_factory=FakeDesktop)
 
     def __post_init__(self) -> None:
         self.code = FakeKernels(str(self.home))
@@ -204,6 +207,7 @@ class FakeMachine:
         r.register(df.DOWNLOAD_FILE, self.no_stream)
         r.register(df.UPLOAD_FILE, self.no_stream)
         self.code.register(r)
+        self.desktop.register(r)
         return r
 
     async def no_stream(self, _: object, __: None) -> Any:  # any stream-opening answer

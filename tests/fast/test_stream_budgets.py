@@ -153,6 +153,17 @@ async def _mcp_code_run(_: aiohttp.ClientSession, base: str, token: str, m: str,
     return await _mcp_tool(base, token, CODE_RUN_TOOL, {"machine_id": m, "code": "1"})
 
 
+async def _mcp_computer(http: aiohttp.ClientSession, base: str, token: str, m: str,
+                        __: str) -> int | None:  # fmt: skip
+    start = {"jsonrpc": "2.0", "id": 1, "method": "machines.desktop.start",
+             "params": {"machineId": m}}  # no budget of its own  # fmt: skip
+    async with http.post(f"{base}/rpc", json=start,
+                         headers={"Authorization": f"Bearer {token}"}) as resp:  # fmt: skip
+        assert "error" not in await resp.json()
+    return await _mcp_tool(base, token, "computer", {"machine_id": m, "action": "mouse_move",
+                                                     "coordinate": [1, 1]})  # fmt: skip
+
+
 #: Every route that runs something, with the method whose work it does (and whose budget it
 #: spends), and one call of it.
 RUNS: dict[tuple[str, str], Send] = {
@@ -163,6 +174,7 @@ RUNS: dict[tuple[str, str], Send] = {
     ("POST " + cm.RUN_STREAM_PATH, cm.CODEMODE_RUN.name): _run_stream,
     ("MCP run_code", cm.CODEMODE_RUN.name): _mcp_run,
     ("MCP " + CODE_RUN_TOOL, MACHINES_CODE_RUN.name): _mcp_code_run,
+    ("MCP computer", "machines.desktop.act"): _mcp_computer,
 }  # fmt: skip
 #: The routes into a machine or codemode that run nothing budgeted of their own: a terminal's
 #: attach reaches a shell ``sessions.open`` started; MCP's describe is ``codemode.describe``,

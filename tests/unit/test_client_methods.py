@@ -16,6 +16,7 @@ from contracts import (
     audit,
     codemode,
     gateway_code,
+    gateway_desktop,
     gateway_env_builds,
     gateway_environments,
     gateway_files,
@@ -62,6 +63,7 @@ SPEC_MODULES = (
     gateway_people,
     audit,
     gateway_code,
+    gateway_desktop,
     gateway_secrets,
     gateway_webhooks,
 )

@@ -21,7 +21,8 @@ def test_each_machine_tool_is_the_spec_naming_it_and_takes_the_machine() -> None
     assert {s.tool: s for s in GATEWAY_METHODS if s.tool is not None} == MACHINE_TOOLS
     assert set(MACHINE_TOOLS) == {
         "exec", "write_file", "list_dir", "stat", "remove_file", "process_start",
-        "process_list", "process_kill", "process_logs", "fork", "code_run",
+        "process_list", "process_kill", "process_logs", "fork", "code_run", "desktop_start",
+        "desktop_stop", "desktop_get", "desktop_screenshot", "desktop_act", "desktop_open",
     }  # fmt: skip
     assert all("machine_id" in s.params.__struct_fields__ for s in MACHINE_TOOLS.values())
 

@@ -20,6 +20,13 @@ export interface AccessToken {
   lastUsedAt?: string | null;
 }
 
+export interface ActResult {
+  done: number;
+  x: number;
+  y: number;
+  screenshot?: Screenshot | null;
+}
+
 /** repos.add's answer: the repo as stored, and whether the platform could check it. */
 export interface AddedRepo {
   url: string;
@@ -74,6 +81,14 @@ export interface BridgeRemoved {
 
 export interface Cancelled {
   cancelled: boolean;
+}
+
+export interface Click {
+  type: "click";
+  x?: number | null;
+  y?: number | null;
+  button?: "left" | "middle" | "right";
+  count?: number;
 }
 
 export interface CodeContext {
@@ -178,6 +193,28 @@ export interface DeliveryAttempt {
   nextAttemptAt?: string | null;
 }
 
+export interface DesktopInfo {
+  running: boolean;
+  width: number;
+  height: number;
+  dpi: number;
+  display?: string | null;
+  browser?: boolean;
+  viewPort?: number | null;
+  viewOnlyPort?: number | null;
+}
+
+/**
+ * The live view (noVNC) on the machine's preview: open ``<url>?fleet_ticket=<ticket>``
+ * in a browser, as a preview ticket is opened.
+ */
+export interface DesktopView {
+  ticket: string;
+  url: string;
+  expiresInS: number;
+  viewOnly: boolean;
+}
+
 export interface DevcontainerSource {
   repo: string;
   path?: string | null;
@@ -196,6 +233,15 @@ export interface DockerfileSource {
   repo: string;
   path?: string;
   context?: string;
+}
+
+/** The left button pressed at (x, y), the mouse moved to (toX, toY), the button let go. */
+export interface Drag {
+  type: "drag";
+  x: number;
+  y: number;
+  toX: number;
+  toY: number;
 }
 
 /** The host as ``hosts.list`` shows it after the drain, and what ``rebuild`` moved. */
@@ -339,6 +385,12 @@ export interface InstanceRuntime {
   effective: "gvisor" | "namespaces";
 }
 
+export interface Key {
+  type: "key";
+  keys: string;
+  holdMs?: number;
+}
+
 export interface ListDirResult {
   path: string;
   entries: Array<DirEntry>;
@@ -400,6 +452,12 @@ export interface MemberList {
   members: Array<Member>;
 }
 
+export interface Move {
+  type: "move";
+  x: number;
+  y: number;
+}
+
 export interface NetworkPolicyResult {
   instanceId: string;
   egress: EgressPolicy;
@@ -413,6 +471,10 @@ export interface OpenApiBridge {
   specUrl: string;
   baseUrl: string;
   authorization?: string | null;
+}
+
+export interface Opened {
+  url: string;
 }
 
 export interface OpenedSession {
@@ -436,6 +498,13 @@ export interface OpenedSession {
 export interface PortList {
   ports: Array<ListeningPort>;
   forwarded?: Array<ForwardedPort>;
+}
+
+/** A mouse button held down (``down: true``) or let go where the mouse is. */
+export interface Press {
+  type: "press";
+  button?: "left" | "middle" | "right";
+  down: boolean;
 }
 
 export interface PreviewTicket {
@@ -555,6 +624,32 @@ export interface RunResult {
   logs?: Array<string>;
 }
 
+export interface Screenshot {
+  image: string;
+  format: "jpeg" | "png";
+  width: number;
+  height: number;
+  screenWidth: number;
+  screenHeight: number;
+}
+
+export interface ScreenshotParams {
+  format?: "jpeg" | "png";
+  scale?: number;
+}
+
+/**
+ * The wheel turned where (x, y) is (or the mouse is): ``dy`` notches down (negative: up),
+ * ``dx`` right (negative: left).
+ */
+export interface Scroll {
+  type: "scroll";
+  x?: number | null;
+  y?: number | null;
+  dx?: number;
+  dy?: number;
+}
+
 export interface SecretDeleted {
   deleted: boolean;
 }
@@ -642,6 +737,11 @@ export interface TokenList {
   tokens: Array<AccessToken>;
 }
 
+export interface Type {
+  type: "type";
+  text: string;
+}
+
 export interface User {
   id: string;
   email: string;
@@ -655,6 +755,11 @@ export interface User {
 
 export interface UserList {
   users: Array<User>;
+}
+
+export interface Wait {
+  type: "wait";
+  ms: number;
 }
 
 /**
@@ -1228,6 +1333,49 @@ export interface MachinesCodeDeleteContextParams {
 /** `machines.code.interrupt`'s params. */
 export interface MachinesCodeInterruptParams {
   contextId: string;
+  machineId: string;
+}
+
+/** `machines.desktop.start`'s params. */
+export interface MachinesDesktopStartParams {
+  machineId: string;
+  width?: number;
+  height?: number;
+  dpi?: number;
+}
+
+/** `machines.desktop.stop`'s params. */
+export interface MachinesDesktopStopParams {
+  machineId: string;
+}
+
+/** `machines.desktop.get`'s params. */
+export interface MachinesDesktopGetParams {
+  machineId: string;
+}
+
+/** `machines.desktop.screenshot`'s params. */
+export interface MachinesDesktopScreenshotParams {
+  machineId: string;
+  format?: "jpeg" | "png";
+  scale?: number;
+}
+
+/** `machines.desktop.act`'s params. */
+export interface MachinesDesktopActParams {
+  actions: Array<Move | Click | Press | Drag | Scroll | Type | Key | Wait>;
+  machineId: string;
+  screenshot?: ScreenshotParams | null;
+}
+
+/** `machines.desktop.open`'s params. */
+export interface MachinesDesktopOpenParams {
+  url: string;
+  machineId: string;
+}
+
+/** `machines.desktop.view`'s params. */
+export interface MachinesDesktopViewParams {
   machineId: string;
 }
 
@@ -1811,6 +1959,48 @@ export interface Methods {
    */
   "machines.code.interrupt": { params: MachinesCodeInterruptParams; result: ContextInterrupted };
   /**
+   * Start the machine's display (an X server, a window manager, the live view) if it does not run; one display per machine, its size the first start's.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1710.
+   */
+  "machines.desktop.start": { params: MachinesDesktopStartParams; result: DesktopInfo };
+  /**
+   * Stop the machine's display and every program of it (its browser included).
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700.
+   */
+  "machines.desktop.stop": { params: MachinesDesktopStopParams; result: DesktopInfo };
+  /**
+   * Whether the machine's display runs, and its size.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700.
+   */
+  "machines.desktop.get": { params: MachinesDesktopGetParams; result: DesktopInfo };
+  /**
+   * The machine's screen as it is now: a PNG or JPEG, base64, scaled down to at most the machine's FLEET_DESKTOP_MAX_PIXELS.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1711.
+   */
+  "machines.desktop.screenshot": { params: MachinesDesktopScreenshotParams; result: Screenshot };
+  /**
+   * Mouse and keyboard actions on the machine's screen, in order (move, click, press, drag, scroll, type, key, wait); a screenshot after the last, once the screen settled, when asked. An action off the screen refuses the whole call before any runs.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1711, 1710.
+   */
+  "machines.desktop.act": { params: MachinesDesktopActParams; result: ActResult };
+  /**
+   * The display's browser at a URL (http, https, file or about:blank): a new tab of the running browser, or the browser started.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1711, 1710.
+   */
+  "machines.desktop.open": { params: MachinesDesktopOpenParams; result: Opened };
+  /**
+   * A single-use ticket that opens the machine's live view (noVNC, on the machine's preview) in a browser: it takes input if the caller may exec, else it only shows.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1711, 1710.
+   */
+  "machines.desktop.view": { params: MachinesDesktopViewParams; result: DesktopView };
+  /**
    * Add or replace a secret the egress proxy adds to requests to its hosts.
    *
    * Errors: 1004, 1003, -32602.
@@ -1958,6 +2148,13 @@ export const METHOD_NAMES = [
   "machines.code.restartContext",
   "machines.code.deleteContext",
   "machines.code.interrupt",
+  "machines.desktop.start",
+  "machines.desktop.stop",
+  "machines.desktop.get",
+  "machines.desktop.screenshot",
+  "machines.desktop.act",
+  "machines.desktop.open",
+  "machines.desktop.view",
   "secrets.set",
   "secrets.list",
   "secrets.delete",
@@ -2442,6 +2639,8 @@ export const ERRORS = {
   "1701": { name: "LanguageUnavailable", httpStatus: 422, retryable: false },
   "1702": { name: "KernelDied", httpStatus: 502, retryable: false },
   "1703": { name: "CodeContextsLimit", httpStatus: 409, retryable: false },
+  "1710": { name: "DesktopUnavailable", httpStatus: 422, retryable: false },
+  "1711": { name: "DesktopNotRunning", httpStatus: 409, retryable: false },
   "1055": { name: "PortUnreachable", httpStatus: 502, retryable: false },
   "1056": { name: "BadUpstream", httpStatus: 502, retryable: false },
   "1080": { name: "IdTokenRejected", httpStatus: 401, retryable: false },

@@ -3,6 +3,7 @@
 import { followEvents, rpc } from "./api.js";
 import { commandRunner } from "./command-runner.js";
 import { EVENT_TYPES, METHODS } from "./contract.js";
+import { desktopPanel } from "./desktop-panel.js";
 import { effectiveEnvTable } from "./env-table.js";
 import { frame } from "./frame.js";
 import {
@@ -107,6 +108,12 @@ const envNote = () => [
   "env pushes the current values.",
 ];
 
+const desktopNote = () => [
+  "The machine's screen: a display with a browser, which agents drive through ",
+  "machines.desktop.* and the MCP tool computer. Open live view shows it live (it takes your ",
+  "mouse and keyboard if you may run commands in the machine).",
+];
+
 const portsNote = () => [
   "TCP ports listening on the machine's loopback or on every address. Open shows the port's ",
   "preview URL in a new tab (HTTP and WebSocket, through the machine's daemon); ",
@@ -196,6 +203,13 @@ export function machineDetailPage({ root, signal }, machineId) {
         h("h2#nb-title", {}, "Notebook"),
         h("p.muted", {}, notebookNote()),
         notebook(machineId, signal),
+      ),
+      h(
+        "section.card",
+        { "aria-labelledby": "desktop-title", testid: "machine-desktop" },
+        h("h2#desktop-title", {}, "Desktop"),
+        h("p.muted", {}, desktopNote()),
+        desktopPanel(machineId, signal),
       ),
       section("run-title", "Run a command", commandRunner(machineId)),
       section("ports-title", "Ports", h("p.muted", {}, portsNote()), portsPanel(machineId)),
