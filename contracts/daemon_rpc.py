@@ -9,6 +9,7 @@ import msgspec
 from contracts import sessions as ss
 from contracts.daemon_code import CODE_METHODS
 from contracts.daemon_files import FILE_METHODS
+from contracts.daemon_watch import WATCH_METHODS
 from contracts.errors import (
     BadPath,
     Conflict,
@@ -436,4 +437,5 @@ DAEMON_METHODS: tuple[AnySpec, ...] = (
     TUNNEL_CONNECT,
     *FILE_METHODS,
     *CODE_METHODS,
+    *WATCH_METHODS,
 )

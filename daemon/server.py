@@ -27,6 +27,7 @@ from base.retry import Backoff, retry
 from base.ticker import Ticker
 from base.version import git_sha, package_version
 from contracts import daemon_rpc as d, subjects
+from contracts.daemon_watch import WatchEnd
 from contracts.daemon_rpc import (
     DAEMON_METHODS,
     ExecCommandParams,
@@ -69,6 +70,7 @@ from daemon.procenv import ProcessEnv
 from daemon.session_methods import Sessions
 from daemon.settings import DaemonSettings
 from daemon.transfers import FileTransfers
+from daemon.watches import Watches
 from daemon.tunnel_connect import Tunnels
 
 log = structlog.get_logger(__name__)
@@ -136,6 +138,7 @@ class Daemon:
         self._sessions = Sessions(hub=self.byte_streams, home=settings.home_path, env=self._env)
         self._tunnels = Tunnels(self.byte_streams)
         self._transfers = FileTransfers(hub=self.byte_streams, home=str(self._home))
+        self._watches = Watches(hub=self.byte_streams, home=str(self._home))
         self._kernels = CodeKernels(home=settings.home_path, env=self._env,
                                     contexts_max=settings.code_contexts_max,
                                     room=self._reply_room, machine_id=settings.machine_id,
@@ -170,6 +173,8 @@ class Daemon:
         if not park and self._take_identity():
             return
         control = self._life.control if self._life is not None else None
+        if park:  # a watch sees nothing while paused: its client is told, before the link goes
+            await self._watches.end_all(WatchEnd.PAUSED)
         try:
             if park and control is not None:
                 control.park()
@@ -262,6 +267,7 @@ class Daemon:
         if self._rpc is not None:  # first: a request under way may still open a stream
             await self._rpc.stop()  # what was asked before is answered (10 s at most)
         await self._sessions.close_all()
+        await self._watches.end_all(WatchEnd.STOPPING)
         # A new identity is served next in this process: its kernels go on with it.
         await self._kernels.close_all(keep=self.exit_mode == "identity")
         await self.byte_streams.close()
@@ -419,7 +425,7 @@ class Daemon:
         r = Router[None]()
         files = FileTools(self._home, self._reply_room)
         owners = (self._exec_streams, self._pipes, self._sessions, self._tunnels, self._transfers,
-                  self._kernels)  # fmt: skip
+                  self._kernels, self._watches)  # fmt: skip
         r.collect(self, files, *owners)
         return r
 

@@ -50,6 +50,7 @@ from services.gateway.sessions_ops import SessionOps
 from services.gateway.stop_ops import StopOps
 from services.gateway.tickets import EventTickets
 from services.gateway.wake import Waker
+from services.gateway.watch_ops import WatchOps
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Gateway:
     #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
     byte_streams: ByteStreamOpener
     sessions: SessionOps
+    watches: WatchOps
     ports: PortOps
     people: PeopleOps
     codemode: CodemodeOps
@@ -154,6 +156,7 @@ def compose(
             call=ops._call, opener=byte_streams,
             attached=lambda mid: on_attach(store, bus, s, daemons, mid),
         ),
+        watches=WatchOps(opener=byte_streams, store=store),
         ports=PortOps(access=access, daemons=daemons, store=store, settings=s),
         codemode=CodemodeOps(bus=bus, store=store, box=box, access=access, dispatch=tool_call),
         code=CodeOps(access=access, daemons=daemons, bus=bus),

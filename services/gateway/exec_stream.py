@@ -11,8 +11,9 @@ kills the command's process group on the machine (``tool.execKill``) before it l
 What a stream holds for a client that reads slower than its machine writes is bounded
 (``MAX_HELD_BYTES``): a machine is not trusted, and its daemon may publish on its stream
 without end. Past the bound a part is left out, and the client is told how many were
-(``dropped``, before the result, which still holds what its answer may). A client that reads
-nothing for ``FLEET_CLIENT_WRITE_TIMEOUT_S`` is taken for gone (``stream_rules``).
+(``dropped``: the count so far, said before the next part once it grew, and before the
+result, which still holds what its answer may). A client that reads nothing for
+``FLEET_CLIENT_WRITE_TIMEOUT_S`` is taken for gone (``stream_rules``).
 
 Before the stream begins, the request takes one of its token's stream slots and its method's
 budget (``StreamRules``): past either it is refused with a plain JSON-RPC error and its HTTP
@@ -151,10 +152,15 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
 
 async def _pump(out: Writes, queue: asyncio.Queue[bytes],
                 call: asyncio.Task[bytes | None], clock: Clock) -> None:  # fmt: skip
+    told = 0  # the count of left-out parts the client was last told
     while True:
         # The call's end, not its outcome (read below, once its output is written), and the
         # call goes on when a part or the keepalive wins.
         which, part = await first_of(queue.get(), asyncio.wait({call}), clock.sleep(KEEPALIVE_S))
+        dropped = queue.dropped if isinstance(queue, HeldParts) else 0
+        if dropped > told and which != 1:  # said as it happens: a watch may run for hours
+            told = dropped
+            await out.write(sse(SSE_DROPPED, b'{"parts": %d}' % dropped))
         if which == 0:
             await out.write(sse(SSE_OUTPUT, cast(bytes, part)))
             continue
