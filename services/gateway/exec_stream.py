@@ -68,9 +68,9 @@ class HeldParts(asyncio.Queue[bytes]):
     """A stream's parts not yet written to its client, within ``limit`` bytes: past it, a part
     is left out and counted."""
 
-    def __init__(self, limit: int = MAX_HELD_BYTES) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         super().__init__()
-        self.limit = limit
+        self.limit = MAX_HELD_BYTES if limit is None else limit
         self.held = 0
         self.dropped = 0
 

@@ -63,6 +63,7 @@ class WatchOps:
     async def machines_watch(self, p: MachineWatchParams, c: Caller) -> WatchEnded:
         sink = OUTPUT_SINK.get()
         if sink is None:
+            await self.opener.access.machine(c, p.machine_id)  # a refusal of rights first
             raise InvalidRequest(f"machines.watch answers as a stream: POST it to "
                                  f"{RPC_STREAM_PATH}")  # fmt: skip
         params = WatchParams(path=p.path, recursive=p.recursive, events=p.events)

@@ -141,6 +141,7 @@ def samples(i: str, m: str, snapshot: str, token: str) -> dict[str, Sample]:
         "machines.readFile": Sample({**mm, "path": "a"}),
         "machines.listDir": Sample(mm), "machines.stat": Sample({**mm, "path": "a"}),
         "machines.removeFile": Sample({**mm, "path": "a"}),
+        "machines.watch": Sample({**mm, "path": "a"}),
         "instances.setEnvironment": Sample({**im, "environment": ENVIRONMENT}),
         "instances.getEnvironment": Sample(im),
         "environments.list": Sample({}, p), "environments.build": Sample(im),
