@@ -42,6 +42,7 @@ from contracts.gateway_fork import FORK_METHODS
 from contracts.gateway_hosts import HOST_METHODS
 from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
+from contracts.gateway_metrics import METRICS_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
 from contracts.gateway_network import NETWORK_METHODS
 from contracts.gateway_people import PEOPLE_METHODS
@@ -444,6 +445,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *PEOPLE_METHODS,
     *CODE_METHODS,
     *SECRETS_METHODS,
+    *METRICS_METHODS,
 )
 
 

@@ -51,6 +51,7 @@ from controlplane.store_keys import (
 from controlplane.store_lifecycles import LifecycleRecords
 from controlplane.store_liveness import HeartbeatRecords
 from controlplane.store_locks import LockRecords
+from controlplane.store_metrics import MetricsRecords
 from controlplane.store_repo_warnings import RepoWarnings
 from controlplane.store_secrets import SecretRecords
 from controlplane.store_snapshots import SnapshotRecords
@@ -113,6 +114,7 @@ class Store:
         self.codemode = CodemodeRecords(self)
         self.secrets = SecretRecords(self)
         self.locks = LockRecords(self)
+        self.metrics = MetricsRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -89,6 +89,7 @@ from contracts.gateway_limits import (
 )
 from contracts.gateway_live import MACHINES_DAEMON_LOG, DaemonLogRequest
 from contracts.gateway_machines import MACHINES_RESTART, RestartParams
+from contracts.gateway_metrics import MACHINES_METRICS, MachineMetrics, MachineMetricsParams
 from contracts.gateway_network import INSTANCES_GET_NETWORK_POLICY, NetworkPolicyResult
 from contracts.gateway_people import (
     INSTANCES_MEMBERS,
@@ -773,3 +774,13 @@ class GatewayMethods:
         """Delete a secret: it stops at once."""
         params = new_params(SecretRef, instance_id=instance_id, name=name)
         return await self.call(SECRETS_DELETE, params)
+
+    async def machine_metrics(
+        self, machine_id: str, *, since: float | None = None, step: int | None = None
+    ) -> MachineMetrics:
+        """A machine's CPU, memory, disk and network, sample by sample (every 5 s for the last
+        hour, a minute each for the last day), oldest first. since: epoch seconds; step:
+        seconds a sample covers.
+        """
+        params = new_params(MachineMetricsParams, machine_id=machine_id, since=since, step=step)
+        return await self.call(MACHINES_METRICS, params)

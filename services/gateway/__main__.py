@@ -59,6 +59,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     # machines-by-status gauge, so that it exists once per deployment.
     metrics = Metrics(process=True)
     metrics.count_machines(store)
+    if settings.metrics_per_machine:
+        metrics.per_machine(store)
     daemons = DaemonClient(
         bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics, fail_when_offline=True
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import time
+
 import msgspec
 import structlog
 
@@ -90,6 +92,7 @@ from services.gateway.admission import admitted
 from services.gateway.audit_log import AuditLog, may_read
 from services.gateway.fork_ops import ForkOps, new_machine
 from services.gateway.host_control import HostControl
+from services.gateway.metrics_ops import with_latest
 from services.gateway.people_ops import PeopleOps, may_see
 from services.gateway.runtime_ops import RuntimeOps, check_root, root_exec
 from services.gateway.tickets import EventTickets
@@ -288,15 +291,16 @@ class GatewayApi:
 
     @handles(MACHINES_GET)
     async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
-        return await self.access.machine(c, p.machine_id)
+        machine = await self.access.machine(c, p.machine_id)
+        return (await with_latest(self.store, [machine], time.time()))[0]
 
     @handles(MACHINES_LIST)
     async def machines_list(self, p: ListMachinesParams, c: Caller) -> MachineList:
         if p.instance_id is not None:
             await self.access.instance_exists(c, p.instance_id)
-        machines = [m for m in await self.store.list_machines(p.instance_id)
-                    if c.may(m.instance_id)]  # fmt: skip
-        return MachineList(machines=[await self.access.versioned(m) for m in machines])
+        machines = [await self.access.versioned(m) for m in await self.store.list_machines(
+            p.instance_id) if c.may(m.instance_id)]  # fmt: skip
+        return MachineList(machines=await with_latest(self.store, machines, time.time()))
 
     @handles(MACHINES_ARCHIVE)
     async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:

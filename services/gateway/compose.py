@@ -39,6 +39,7 @@ from services.gateway.fork_ops import ForkOps
 from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
 from services.gateway.limits_ops import LimitsOps
+from services.gateway.metrics_ops import MetricsOps
 from services.gateway.network_ops import NetworkOps
 from services.gateway.ops import MachineOps
 from services.gateway.people_ops import PeopleOps
@@ -78,6 +79,7 @@ class Gateway:
     byte_streams: ByteStreamOpener
     sessions: SessionOps
     watches: WatchOps
+    metrics: MetricsOps
     ports: PortOps
     people: PeopleOps
     codemode: CodemodeOps
@@ -157,6 +159,7 @@ def compose(
             attached=lambda mid: on_attach(store, bus, s, daemons, mid),
         ),
         watches=WatchOps(opener=byte_streams, store=store),
+        metrics=MetricsOps(store=store, access=access, sample_s=s.metrics_sample_s, clock=clock),
         ports=PortOps(access=access, daemons=daemons, store=store, settings=s),
         codemode=CodemodeOps(bus=bus, store=store, box=box, access=access, dispatch=tool_call),
         code=CodeOps(access=access, daemons=daemons, bus=bus),

@@ -341,10 +341,33 @@ export interface Machine {
   setupWarning?: string | null;
   createdAt: string;
   updatedAt: string;
+  metrics?: MachineSample | null;
 }
 
 export interface MachineList {
   machines: Array<Machine>;
+}
+
+export interface MachineMetrics {
+  machineId: string;
+  stepS: number;
+  samples: Array<MachineSample>;
+}
+
+/**
+ * What a machine used over one interval, as its host measured it (docs/monitoring.md):
+ * a field is None where its runtime does not tell it.
+ */
+export interface MachineSample {
+  at: number;
+  stepS: number;
+  cpuCores?: number | null;
+  memoryBytes?: number | null;
+  memoryLimitBytes?: number | null;
+  diskBytes?: number | null;
+  diskLimitBytes?: number | null;
+  netInBytes?: number | null;
+  netOutBytes?: number | null;
 }
 
 export type MachineStatus = "archived" | "archiving" | "booting" | "created" | "failed" | "lost" | "paused" | "pausing" | "probing" | "provisioning" | "ready" | "resuming" | "setting-up" | "stopped" | "stopping" | "unresponsive";
@@ -623,6 +646,14 @@ export interface UserList {
  * paused or stopped (wake on access, ``FLEET_WAKE_ON_ACCESS``: docs/stop-start.md).
  */
 export type WakeBy = "codemode" | "exec" | "files" | "preview" | "process" | "request" | "terminal" | "tunnel";
+
+/** The last event of a watch: why it ended. */
+export interface WatchEnded {
+  reason: "archived" | "cut" | "paused" | "removed" | "restarted" | "stopped";
+  message: string;
+  path: string;
+  events: number;
+}
 
 export interface WriteFileResult {
   path: string;
@@ -1049,6 +1080,14 @@ export interface MachinesRemoveFileParams {
   recursive?: boolean;
 }
 
+/** `machines.watch`'s params. */
+export interface MachinesWatchParams {
+  path: string;
+  machineId: string;
+  recursive?: boolean;
+  events?: Array<"chmod" | "create" | "remove" | "rename" | "write"> | null;
+}
+
 /** `instances.setEnvironment`'s params. */
 export interface InstancesSetEnvironmentParams {
   instanceId: string;
@@ -1184,6 +1223,13 @@ export interface SecretsListParams {
 export interface SecretsDeleteParams {
   instanceId: string;
   name: string;
+}
+
+/** `machines.metrics`'s params. */
+export interface MachinesMetricsParams {
+  machineId: string;
+  since?: number | null;
+  step?: number | null;
 }
 
 /** Every method of the gateway: its params and its result. */
@@ -1597,6 +1643,12 @@ export interface Methods {
    */
   "machines.removeFile": { params: MachinesRemoveFileParams; result: RemoveFileResult };
   /**
+   * Watch a path of the machine's home: POSTed to /rpc/stream, each change (create, write, remove, rename, chmod) streams as the machine's kernel reports it, until the watch ends (its client leaves, its machine pauses or stops); the result says why it ended.
+   *
+   * Errors: 1004, 1003, 1009, 1502, 1504, -32602, 1700, 1051, 1052, 1049, 1046.
+   */
+  "machines.watch": { params: MachinesWatchParams; result: WatchEnded };
+  /**
    * Set the environment the instance's machines are made from (null: auto-detection); machines created or rebuilt from then on get it. A devcontainer.json the platform's host can fetch is checked now: refused properties are EnvironmentRefused.
    *
    * Errors: 1004, 1003, -32602, 1620, 1621.
@@ -1728,6 +1780,12 @@ export interface Methods {
    * Errors: 1004, 1003.
    */
   "secrets.delete": { params: SecretsDeleteParams; result: SecretDeleted };
+  /**
+   * A machine's CPU, memory, disk and network, sample by sample (every 5 s for the last hour, a minute each for the last day), oldest first.
+   *
+   * Errors: 1004, 1003.
+   */
+  "machines.metrics": { params: MachinesMetricsParams; result: MachineMetrics };
 }
 
 /** A method's name. */
@@ -1803,6 +1861,7 @@ export const METHOD_NAMES = [
   "machines.listDir",
   "machines.stat",
   "machines.removeFile",
+  "machines.watch",
   "instances.setEnvironment",
   "instances.getEnvironment",
   "environments.list",
@@ -1825,6 +1884,7 @@ export const METHOD_NAMES = [
   "secrets.set",
   "secrets.list",
   "secrets.delete",
+  "machines.metrics",
 ] as const satisfies readonly MethodName[];
 
 // --- events: what GET /events streams, discriminated by `type` ---

@@ -71,6 +71,7 @@ export const METHODS = Object.freeze({
   MACHINES_LIST_DIR: "machines.listDir",
   MACHINES_STAT: "machines.stat",
   MACHINES_REMOVE_FILE: "machines.removeFile",
+  MACHINES_WATCH: "machines.watch",
   INSTANCES_SET_ENVIRONMENT: "instances.setEnvironment",
   INSTANCES_GET_ENVIRONMENT: "instances.getEnvironment",
   ENVIRONMENTS_LIST: "environments.list",
@@ -93,6 +94,7 @@ export const METHODS = Object.freeze({
   SECRETS_SET: "secrets.set",
   SECRETS_LIST: "secrets.list",
   SECRETS_DELETE: "secrets.delete",
+  MACHINES_METRICS: "machines.metrics",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
