@@ -42,8 +42,12 @@ def cpu_rate(log: str, start: float, end: float) -> float | None:
     return (c1 - c0) / (t1 - t0)
 
 
-async def shows_its_load(client: FleetClient, mid: str, timeout_s: float = 60.0) -> float:
-    """The load started on the machine and seen in its samples: how long that took (s)."""
+async def shows_its_load(client: FleetClient, mid: str, timeout_s: float = 60.0, *,
+                         guest_clock: bool = False) -> float:  # fmt: skip
+    """The load started on the machine and seen in its samples: how long that took (s). The
+    sample's CPU is the loop's own CPU time over it, within 0.2 core; ``guest_clock``: the
+    loop's clock is its own kernel's (gVisor's), which on a busy host counts time the host
+    gave others too, so the sample (the host's count) may be as low as half of it."""
     await client.write_file(mid, "load.py", LOAD)
     started = time.monotonic()
     await client.start_process(mid, ["python3", "load.py"], tag="load")
@@ -66,7 +70,8 @@ async def shows_its_load(client: FleetClient, mid: str, timeout_s: float = 60.0)
     took = time.monotonic() - started
     sample, rate = found[0]
     print(f"sample {sample}; the loop's own CPU time over it: {rate:.3f} cores")
-    assert sample.cpu_cores is not None and abs(sample.cpu_cores - rate) <= 0.2, (sample, rate)
+    low = rate / 2 if guest_clock else rate - 0.2
+    assert sample.cpu_cores is not None and low <= sample.cpu_cores <= rate + 0.2, (sample, rate)
     assert sample.cpu_cores <= 1.2, sample  # its limit: one core
     assert sample.memory_bytes is not None and sample.memory_bytes < 400 * MB, sample
     assert sample.memory_limit_bytes and sample.memory_limit_bytes >= 200 * MB, sample
