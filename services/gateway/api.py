@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import time
-
 import msgspec
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from base.version import package_version
 from contracts import (
     gateway_rpc as g,
@@ -119,10 +118,11 @@ class GatewayApi:
         repo_check: RepoCheck,
         platform_sha: str | None = None,
         audit: AuditLog | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """Its collaborators, made once by the gateway's composition root
         (services/gateway/compose.py). ``audit`` None: nothing is recorded (and audit.list
-        answers Unavailable)."""
+        answers Unavailable). ``clock``: how old a machine's latest sample is."""
         self.store = store
         self.bus = bus
         self.daemons = daemons
@@ -138,6 +138,7 @@ class GatewayApi:
         self.repo_check = repo_check
         self.platform_sha = platform_sha
         self.audit = audit
+        self.clock = clock
 
     @cached_property
     def _openrpc(self) -> OpenRpcDocument:
@@ -292,7 +293,7 @@ class GatewayApi:
     @handles(MACHINES_GET)
     async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
         machine = await self.access.machine(c, p.machine_id)
-        return (await with_latest(self.store, [machine], time.time()))[0]
+        return (await with_latest(self.store, [machine], self.clock.now()))[0]
 
     @handles(MACHINES_LIST)
     async def machines_list(self, p: ListMachinesParams, c: Caller) -> MachineList:
@@ -300,7 +301,7 @@ class GatewayApi:
             await self.access.instance_exists(c, p.instance_id)
         machines = [await self.access.versioned(m) for m in await self.store.list_machines(
             p.instance_id) if c.may(m.instance_id)]  # fmt: skip
-        return MachineList(machines=await with_latest(self.store, machines, time.time()))
+        return MachineList(machines=await with_latest(self.store, machines, self.clock.now()))
 
     @handles(MACHINES_ARCHIVE)
     async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:

@@ -127,7 +127,7 @@ def compose(
     api = GatewayApi(
         store=store, bus=bus, daemons=daemons, box=box, settings=s, access=access,
         tokens=tokens, tickets=tickets, people=people, runtimes=runtimes, forks=forks,
-        host_control=hosts, platform_sha=platform_sha, audit=audit,
+        host_control=hosts, platform_sha=platform_sha, audit=audit, clock=clock,
         repo_check=repo_check or GitRepoCheck(s.repo_check_timeout_s, s.upstream_cas),
     )  # fmt: skip
     ops = MachineOps(store=store, daemons=daemons, settings=s, hosts=hosts,
