@@ -13,7 +13,16 @@ from contracts.ids import MACHINE_ID_RE
 from contracts.models import Machine
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
-from fleet import cli_fork, cli_kernels, cli_live, cli_network, cli_ports, cli_sessions, cli_stop
+from fleet import (
+    cli_fork,
+    cli_kernels,
+    cli_live,
+    cli_metrics,
+    cli_network,
+    cli_ports,
+    cli_sessions,
+    cli_stop,
+)
 from fleet.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -118,6 +127,7 @@ def _machines(g: SubAction) -> None:
     restart.add_argument("machine_id")
     cli_sessions.register(g)
     cli_ports.register(g)
+    cli_metrics.register(g)
     cli_stop.machine_commands(g)
     cli_fork.machine_commands(g)
 
