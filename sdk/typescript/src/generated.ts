@@ -2245,6 +2245,14 @@ export interface Exited {
   code: number | null;
 }
 
+/** One change, as its machine's kernel reported it (one line of a watch's stream). */
+export interface FileEvent {
+  type: "chmod" | "create" | "overflow" | "remove" | "rename" | "write";
+  path: string;
+  isDir?: boolean;
+  dropped?: number;
+}
+
 /**
  * One piece of a streamed command's output (core NATS: not stored; the final result
  * still carries the whole capped output).
@@ -2276,6 +2284,7 @@ export const ROUTES = {
   rpcStream: "/rpc/stream",
   sseOutput: "output",
   sseResult: "result",
+  sseDropped: "dropped",
   sseOverflow: "overflow",
   sseCaughtUp: "caught-up",
   sseError: "error",

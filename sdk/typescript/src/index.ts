@@ -15,6 +15,8 @@ export {
   type ExecChunk,
   type ExecOptions,
   ExecStream,
+  WatchStream,
+  type WatchOptions,
   Machines,
 } from "./machines.js";
 export { RpcStream } from "./rpc_stream.js";
