@@ -25,6 +25,8 @@ from services.gateway.access import Access, Caller
 
 #: ``machines.get`` carries a sample at most this old (a machine that stopped has none).
 LATEST_WITHIN_S = 60.0
+#: How far before the hour kept of every sample ``since`` may be and still be answered from it.
+SLACK_S = 60.0
 
 
 class MetricsOps:
@@ -40,7 +42,8 @@ class MetricsOps:
         await self.access.machine(c, p.machine_id)
         now = self.clock.now()
         since = max(now - COARSE_KEEP_S, now - FINE_KEEP_S if p.since is None else p.since)
-        fine = since >= now - FINE_KEEP_S
+        # "The last hour" asked a moment ago (a client's clock) is still the hour's series.
+        fine = since >= now - FINE_KEEP_S - SLACK_S
         base = self.sample_s if fine else COARSE_STEP_S
         step = p.step or base
         if step % base:

@@ -77,6 +77,9 @@ async def test_samples_are_the_differences_of_readings_and_the_latest_is_on_the_
     assert {(s.memory_bytes, s.memory_limit_bytes) for s in samples} == {(200 << 20, GB)}
     assert {(s.net_in_bytes, s.net_out_bytes) for s in samples} == {(1000, 500)}
     assert {(s.disk_bytes, s.disk_limit_bytes) for s in samples} == {(5 * GB, 100 * GB)}
+    # "The last hour" as a client's clock said it a moment ago: still every sample.
+    hour = await world.rpc("machines.metrics", {"machineId": mid, "since": clock.now() - 3601})
+    assert hour["stepS"] == 5 and len(hour["samples"]) == 3
     latest = (await world.rpc("machines.get", {"machineId": mid}))["metrics"]
     assert latest["at"] == START + 15 and latest["cpuCores"] == 0.5
     listed = await world.rpc("machines.list", {})

@@ -15,9 +15,9 @@ export {
   type ExecChunk,
   type ExecOptions,
   ExecStream,
-  WatchStream,
-  type WatchOptions,
   Machines,
+  type WatchOptions,
+  WatchStream,
 } from "./machines.js";
 export { RpcStream } from "./rpc_stream.js";
 export { type OpenTerminal, Terminal, Terminals } from "./terminals.js";
