@@ -116,7 +116,8 @@ class _MachineGauges(Collector):
                 got = value(sample)
                 if got is not None:
                     family.add_metric([mid, instance_id], got)
-            yield family
+            if family.samples:  # no empty family
+                yield family
 
 
 class Metrics:
