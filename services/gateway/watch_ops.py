@@ -1,7 +1,8 @@
 """``machines.watch``: a path's changes on a machine, streamed to the caller as they happen.
 
 The method answers only through ``POST /rpc/stream`` (services/gateway/exec_stream.py
-``stream_rpc``), whose slot and client rules it runs under: each change is one ``output``
+``stream_rpc``, which gives its caller the stream's ``output``), whose slot and client rules it
+runs under: each change is one ``output``
 event, what the client reads too slowly for is left out past the stream's bound and counted
 (``dropped``), and a client that stalls or leaves ends the watch. The machine's side is a byte
 stream opened by ``tool.watch`` (daemon/watches.py) through ``ByteStreamOpener`` (the access
@@ -36,7 +37,6 @@ from controlplane.daemon_client import OnOutput
 from controlplane.store import Store
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener
-from services.gateway.exec_stream import OUTPUT_SINK
 
 log = structlog.get_logger(__name__)
 #: The longest line a machine may send for one event (its path is at most 8 KiB).
@@ -61,7 +61,7 @@ class WatchOps:
 
     @handles(MACHINES_WATCH)
     async def machines_watch(self, p: MachineWatchParams, c: Caller) -> WatchEnded:
-        sink = OUTPUT_SINK.get()
+        sink = c.output
         if sink is None:
             await self.opener.access.machine(c, p.machine_id)  # a refusal of rights first
             raise InvalidRequest(f"machines.watch answers as a stream: POST it to "
