@@ -43,8 +43,8 @@ from contracts.gateway_fork import FORK_METHODS
 from contracts.gateway_hosts import HOST_METHODS
 from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
-from contracts.gateway_metrics import METRICS_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
+from contracts.gateway_metrics import METRICS_METHODS
 from contracts.gateway_network import NETWORK_METHODS
 from contracts.gateway_people import PEOPLE_METHODS
 from contracts.gateway_runtime import RUNTIME_METHODS

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from daemon.nodump import HeldIdentity
     from daemon.procenv import ProcessEnv
     from daemon.server import Daemon
-    from daemon.watches import Watches
     from daemon.session_methods import Sessions
     from daemon.stops import Stops
+    from daemon.watches import Watches
 
 # asyncio, structlog, nats-py and everything importing them are imported in the functions
 # below, after lean_imports() (see there): it decides what they load.

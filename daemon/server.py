@@ -43,9 +43,9 @@ from daemon.code_kernels import CodeKernels
 from daemon.lifecycle import ExitMode, Lifecycle
 from daemon.link import Link
 from daemon.session_methods import Sessions
-from daemon.watches import Watches
 from daemon.settings import DaemonSettings
 from daemon.stops import Stops
+from daemon.watches import Watches
 
 log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()

@@ -71,7 +71,7 @@ def _cells(s: MachineSample | None) -> list[str]:
     if s is None:
         return ["-"] * len(_HEADS)
     cpu = "-" if s.cpu_cores is None else f"{s.cpu_cores:.2f}"
-    rate = (lambda n: "-" if n is None else _size(n / s.step_s))  # noqa: E731
+    rate = lambda n: "-" if n is None else _size(n / s.step_s)  # noqa: E731
     return [cpu, _size(s.memory_bytes), _size(s.memory_limit_bytes), _size(s.disk_bytes),
             rate(s.net_in_bytes), rate(s.net_out_bytes)]  # fmt: skip
 

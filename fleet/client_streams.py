@@ -31,8 +31,8 @@ from contracts import (
     gateway_files as gf,
     gateway_live as live,
 )
-from contracts.daemon_watch import FileEvent, FileEventType
 from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, OutputChunk
+from contracts.daemon_watch import FileEvent, FileEventType
 from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
 from contracts.jsonrpc import MethodSpec, Params, decode_result, encode_call, new_params
 from fleet.transport import Body, Timeout

@@ -66,8 +66,8 @@ from providers.local_sandbox import (
     supervisor_pid,
 )
 from providers.machine_limits import Limits, Placement, PlacementOf
-from providers.machine_usage import Usage, home_disk, local_usage, runsc_memory
 from providers.machine_uid import allocate_uid, give_home, give_upper, read_uid
+from providers.machine_usage import Usage, home_disk, local_usage, runsc_memory
 from providers.netns import has_pasta, loopback_ports, nats_servers, start_sandboxed, stop_pasta
 from providers.nodump_loader import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.scratch import remove_tree

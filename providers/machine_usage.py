@@ -74,8 +74,8 @@ def cgroup_usage(dirs: list[Path], cpu_dir: Path, v2: bool) -> Usage | None:
         limit = _int(_read(memory / "memory.limit_in_bytes"))
         inactive = _field(_read(memory / "memory.stat"), "total_inactive_file")
     used = None if current is None else max(0, current - (inactive or 0))
-    return Usage(cpu_ns=cpu_ns, memory_bytes=used,
-                 memory_limit_bytes=limit if limit is not None and limit < _NO_LIMIT else None)  # fmt: skip
+    limited = limit is not None and limit < _NO_LIMIT
+    return Usage(cpu_ns=cpu_ns, memory_bytes=used, memory_limit_bytes=limit if limited else None)
 
 
 def net_counters(pid: int) -> tuple[int, int] | None:

@@ -55,7 +55,6 @@ class MetricsOps:
         return MachineMetrics(machine_id=p.machine_id, step_s=step, samples=samples[-MAX_SAMPLES:])
 
 
-
 async def with_latest(store: Store, machines: list[Machine], now: float) -> list[Machine]:
     """``machines``, each with its latest sample (one of the ``LATEST_WITHIN_S`` before
     ``now``) if it has one. One round trip."""

@@ -31,7 +31,9 @@ def test_the_machine_page_draws_its_cpu_and_memory(
     expect(page.get_by_role("heading", name="Machines")).to_be_visible()
     page.goto(f"{up.url}/#/machines/{mid}")
     usage = page.get_by_test_id("machine-usage")
-    expect(usage.get_by_test_id("usage-note")).to_contain_text("samples, one every 5 s", timeout=60_000)
+    expect(usage.get_by_test_id("usage-note")).to_contain_text(
+        "samples, one every 5 s", timeout=60_000
+    )
     for field in ("cpuCores", "memoryBytes"):
         chart = usage.get_by_test_id(f"usage-{field}")
         expect(chart.locator("canvas")).to_have_count(1)

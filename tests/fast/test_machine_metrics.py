@@ -17,8 +17,8 @@ from contracts.status import MachineStatus as S
 from controlplane.metrics import Metrics
 from providers.machine_usage import Usage
 from services.provisioner.usage_sampler import DISK_EVERY_S, UsageSampler
-from tests.fast.conftest import World
 from tests.fakes.clock import ManualClock
+from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method
 GB = 1 << 30
@@ -79,9 +79,11 @@ async def test_samples_are_the_differences_of_readings_and_the_latest_is_on_the_
     assert {(s.disk_bytes, s.disk_limit_bytes) for s in samples} == {(5 * GB, 100 * GB)}
     # "The last hour" as a client's clock said it a moment ago: still every sample.
     hour = await world.rpc("machines.metrics", {"machineId": mid, "since": clock.now() - 3601})
-    assert hour["stepS"] == 5 and len(hour["samples"]) == 3
+    assert hour["stepS"] == 5
+    assert len(hour["samples"]) == 3
     latest = (await world.rpc("machines.get", {"machineId": mid}))["metrics"]
-    assert latest["at"] == START + 15 and latest["cpuCores"] == 0.5
+    assert latest["at"] == START + 15
+    assert latest["cpuCores"] == 0.5
     listed = await world.rpc("machines.list", {})
     assert [m["metrics"]["at"] for m in listed["machines"] if m["id"] == mid] == [START + 15]
     await clock.advance(120)  # a minute without samples: no latest one
@@ -103,7 +105,8 @@ async def test_a_longer_step_aggregates_and_the_day_series_has_a_sample_a_minute
         await world.rpc("machines.metrics", {"machineId": mid, "step": 7})
     # Older than an hour: the minute series, whose steps are minutes.
     day = await world.rpc("machines.metrics", {"machineId": mid, "since": START - 7200})
-    assert day["stepS"] == 60 and len(day["samples"]) == 2  # the minute under way not yet
+    assert day["stepS"] == 60
+    assert len(day["samples"]) == 2
     with pytest.raises(InvalidParams, match="multiple of 60"):
         await world.rpc("machines.metrics", {"machineId": mid, "since": START - 7200, "step": 5})
     # Disk is walked once a minute (the first reading, then every DISK_EVERY_S).
@@ -137,16 +140,24 @@ async def test_two_replicas_sampling_the_same_instant_store_one_sample(
         meter.now[m.id] = counters(n * 5 + 2, 1 << 20, 0)  # the other's reading differs
         await b.tick()
         await clock.advance(5.0)
-    assert [s.at for s in await world.store.metrics.series(m.id, "fine", 0)] == [START + 5,
-                                                                               START + 10]
+    assert [s.at for s in await world.store.metrics.series(m.id, "fine", 0)] == [
+        START + 5,
+        START + 10,
+    ]
 
 
 async def test_per_machine_gauges_are_exported_only_when_asked(world: World) -> None:
     """``FLEET_METRICS_PER_MACHINE``: each machine sampled in the last minute has its gauges,
     labelled with its id and instance; without it, none (a series per machine)."""
     mid = (await world.ready_machine()).id
-    await world.store.metrics.add("fine", {mid: MachineSample(
-        at=time.time(), step_s=5, cpu_cores=0.75, memory_bytes=123, net_in_bytes=50)})
+    await world.store.metrics.add(
+        "fine",
+        {
+            mid: MachineSample(
+                at=time.time(), step_s=5, cpu_cores=0.75, memory_bytes=123, net_in_bytes=50
+            )
+        },
+    )
     plain = Metrics()
     body, _ = await plain.exposition(None)
     assert b"fleet_machine_cpu_cores" not in body

@@ -25,10 +25,10 @@ from contracts.status import MachineStatus as S
 from fleet.client import FleetClient
 from fleet.client_streams import sse_events
 from services.gateway.access import Caller
+from tests.fakes.watches import FakeWatches
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of
 from tests.fast.test_rights_routes import served
-from tests.fakes.watches import FakeWatches
 
 method = pytest.mark.gateway_method("machines.watch")
 WAIT_S = 30.0
@@ -54,6 +54,16 @@ async def _watch(base: str, token: str, mid: str) -> AsyncIterator[aiohttp.Clien
         yield resp
 
 
+@asynccontextmanager
+async def _served_watch(
+    world: World, inst: str, mid: str
+) -> AsyncIterator[tuple[str, aiohttp.ClientResponse]]:
+    """The gateway served (its URL), and a watch of ``src`` posted to it by a caller of
+    ``inst``."""
+    async with served(world, {"tok": token_of(inst)}) as (base, _), _watch(base, "tok", mid) as r:
+        yield base, r
+
+
 async def _events(resp: aiohttp.ClientResponse) -> list[tuple[str, Any]]:
     return [(kind, json.loads(data)) async for kind, data in sse_events(resp.content)]
 
@@ -63,14 +73,13 @@ async def test_a_watchs_events_reach_its_client_in_order_and_its_end_says_why(
     world: World,
 ) -> None:
     mid, inst, fake = await _watched(world)
-    async with served(world, {"tok": token_of(inst)}) as (base, _):
-        async with _watch(base, "tok", mid) as resp:
-            await asyncio.wait_for(fake.opened.wait(), WAIT_S)
-            [stream] = fake.streams
-            await stream.send(_line("create", "/h/src/a") + _line("write", "/h/src/a"))
-            await stream.send(_line("rename", "/h/src/a"))
-            await stream.end(int(WatchEnd.REMOVED))
-            events = await asyncio.wait_for(_events(resp), WAIT_S)
+    async with _served_watch(world, inst, mid) as (base, resp):
+        await asyncio.wait_for(fake.opened.wait(), WAIT_S)
+        [stream] = fake.streams
+        await stream.send(_line("create", "/h/src/a") + _line("write", "/h/src/a"))
+        await stream.send(_line("rename", "/h/src/a"))
+        await stream.end(int(WatchEnd.REMOVED))
+        events = await asyncio.wait_for(_events(resp), WAIT_S)
         assert fake.params[0].path == "src"
         async with FleetClient(base, "tok") as fleet:  # the client's typed iterator
             fake.opened.clear()
@@ -93,12 +102,11 @@ async def test_a_watchs_events_reach_its_client_in_order_and_its_end_says_why(
 @method
 async def test_a_watch_of_a_machine_that_pauses_ends_with_that_reason(world: World) -> None:
     mid, inst, fake = await _watched(world)
-    async with served(world, {"tok": token_of(inst)}) as (base, _):
-        async with _watch(base, "tok", mid) as resp:
-            await asyncio.wait_for(fake.opened.wait(), WAIT_S)
-            await world.store.transition(mid, S.PAUSING, "pausing by request")
-            await fake.streams[0].end(int(WatchEnd.PAUSED))
-            events = await asyncio.wait_for(_events(resp), WAIT_S)
+    async with _served_watch(world, inst, mid) as (_, resp):
+        await asyncio.wait_for(fake.opened.wait(), WAIT_S)
+        await world.store.transition(mid, S.PAUSING, "pausing by request")
+        await fake.streams[0].end(int(WatchEnd.PAUSED))
+        events = await asyncio.wait_for(_events(resp), WAIT_S)
     assert events[-1][1]["result"]["reason"] == "paused"
 
 
@@ -130,14 +138,14 @@ async def test_a_machine_that_sends_what_is_not_an_event_gets_its_watch_cut(
     world: World,
 ) -> None:
     mid, inst, fake = await _watched(world)
-    async with served(world, {"tok": token_of(inst)}) as (base, _):
-        async with _watch(base, "tok", mid) as resp:
-            await asyncio.wait_for(fake.opened.wait(), WAIT_S)
-            await fake.streams[0].send(_line("create", "/h/src/ok") + b'{"type": "boom"}\n')
-            events = await asyncio.wait_for(_events(resp), WAIT_S)
+    async with _served_watch(world, inst, mid) as (_, resp):
+        await asyncio.wait_for(fake.opened.wait(), WAIT_S)
+        await fake.streams[0].send(_line("create", "/h/src/ok") + b'{"type": "boom"}\n')
+        events = await asyncio.wait_for(_events(resp), WAIT_S)
     assert [e["path"] for kind, e in events if kind == SSE_OUTPUT] == ["/h/src/ok"]
     result = events[-1][1]["result"]
-    assert result["reason"] == "cut" and "not one" in result["message"], result
+    assert result["reason"] == "cut", result
+    assert "not one" in result["message"], result
     assert fake.streams[0].error is not None  # the machine's side was aborted
 
 
@@ -149,18 +157,18 @@ async def test_a_slow_client_is_told_what_it_missed_as_it_goes(
     the client is told the count so far before the next event it gets, not only at the end."""
     monkeypatch.setattr("services.gateway.exec_stream.MAX_HELD_BYTES", 4096)
     mid, inst, fake = await _watched(world)
-    async with served(world, {"tok": token_of(inst)}) as (base, _):
-        async with _watch(base, "tok", mid) as resp:
-            await asyncio.wait_for(fake.opened.wait(), WAIT_S)
-            burst = b"".join(_line("write", f"/h/src/{n:04d}") for n in range(400))
-            await fake.streams[0].send(burst)  # queued faster than the pump can write
-            await fake.streams[0].send(_line("create", "/h/src/late"))
-            await fake.streams[0].end(int(WatchEnd.REMOVED))
-            events = await asyncio.wait_for(_events(resp), WAIT_S)
+    async with _served_watch(world, inst, mid) as (_, resp):
+        await asyncio.wait_for(fake.opened.wait(), WAIT_S)
+        burst = b"".join(_line("write", f"/h/src/{n:04d}") for n in range(400))
+        await fake.streams[0].send(burst)  # queued faster than the pump can write
+        await fake.streams[0].send(_line("create", "/h/src/late"))
+        await fake.streams[0].end(int(WatchEnd.REMOVED))
+        events = await asyncio.wait_for(_events(resp), WAIT_S)
     kinds = [kind for kind, _ in events]
     told = [e["parts"] for kind, e in events if kind == SSE_DROPPED]
     outputs = kinds.count(SSE_OUTPUT)
-    assert told and told[-1] == 401 - outputs, (told, outputs)
+    assert told, kinds
+    assert told[-1] == 401 - outputs, (told, outputs)
     assert kinds.index(SSE_DROPPED) < len(kinds) - 2  # said before the end, as it happened
 
 

@@ -48,7 +48,8 @@ async def test_a_machine_under_load_shows_a_core_and_its_memory(
             with contextlib.suppress(TimeoutError):
                 line = await asyncio.wait_for(cli.stdout.readline(), 1.0)
                 break
-    assert line.decode().startswith("create\t") and b"/made-" in line, line
+    assert line.decode().startswith("create\t"), line
+    assert b"/made-" in line, line
     cli.terminate()
     await cli.wait()
 

@@ -59,7 +59,8 @@ def _s(at: float, cpu: float | None, mem: int, net: int) -> MachineSample:
 
 
 def test_samples_merge_into_buckets_by_their_end() -> None:
-    assert bucket_end(60, 60) == 60 and bucket_end(61, 60) == 120
+    assert bucket_end(60, 60) == 60
+    assert bucket_end(61, 60) == 120
     merged = aggregate([_s(55, 1.0, 100, 1), _s(60, 0.0, 300, 2), _s(65, None, 50, 4)], 60)
     assert [(m.at, m.step_s, m.cpu_cores, m.memory_bytes, m.net_in_bytes) for m in merged] == [
         (60, 60, 0.5, 200, 3), (120, 60, None, 50, 4)]  # fmt: skip
