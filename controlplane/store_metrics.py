@@ -61,8 +61,11 @@ class MetricsRecords:
 
     async def series(self, machine_id: str, tier: Tier, since_s: float) -> list[MachineSample]:
         """The machine's samples of ``tier`` taken after ``since_s`` (epoch s), oldest first."""
-        rows = await self._store.redis.xrange(
-            self._k.k_machine_metrics(machine_id, tier), f"({int(since_s * 1000)}", "+"
+        rows = cast(
+            list[tuple[str, dict[str, str]]],
+            await self._store.redis.xrange(
+                self._k.k_machine_metrics(machine_id, tier), f"({int(since_s * 1000)}", "+"
+            ),
         )
         return [_DECODER.decode(fields[_FIELD]) for _, fields in rows]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fleet.cli_common import SubAction, command, emit
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 Args = argparse.Namespace
 #: What top sorts by, and how a sample's value is had (a machine without one comes last).
-SORTS = {
+SORTS: dict[str, Callable[[MachineSample], float | None]] = {
     "cpu": lambda s: s.cpu_cores,
     "memory": lambda s: s.memory_bytes,
     "disk": lambda s: s.disk_bytes,
@@ -71,7 +72,10 @@ def _cells(s: MachineSample | None) -> list[str]:
     if s is None:
         return ["-"] * len(_HEADS)
     cpu = "-" if s.cpu_cores is None else f"{s.cpu_cores:.2f}"
-    rate = lambda n: "-" if n is None else _size(n / s.step_s)  # noqa: E731
+
+    def rate(n: int | None) -> str:
+        return "-" if n is None else _size(n / s.step_s)
+
     return [cpu, _size(s.memory_bytes), _size(s.memory_limit_bytes), _size(s.disk_bytes),
             rate(s.net_in_bytes), rate(s.net_out_bytes)]  # fmt: skip
 
@@ -79,8 +83,11 @@ def _cells(s: MachineSample | None) -> list[str]:
 def _size(n: float | None) -> str:
     if n is None:
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1024:
+        return f"{n:.0f} B"
+    n /= 1024
+    units = ["KiB", "MiB", "GiB"]
+    while n >= 1024 and len(units) > 1:
         n /= 1024
-    return f"{n:.1f} TiB"
+        units.pop(0)
+    return f"{n:.1f} {units[0]}"

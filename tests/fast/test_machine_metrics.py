@@ -5,10 +5,10 @@ of each runtime: tests/integration/test_machine_metrics.py and the *_watch_metri
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 
 from contracts.errors import InvalidParams
@@ -70,7 +70,7 @@ async def test_samples_are_the_differences_of_readings_and_the_latest_is_on_the_
     world.reconfigure(clock=clock)
     mid = await sampled(world, clock, Meter(), rounds=4, cores=0.5)
     got = await world.rpc("machines.metrics", {"machineId": mid})
-    samples = [MachineSample(**_snake(s)) for s in got["samples"]]
+    samples = msgspec.convert(got["samples"], list[MachineSample])
     assert len(samples) == 3  # the first reading only started the counts
     assert [s.at for s in samples] == [START + 5, START + 10, START + 15]
     assert {s.cpu_cores for s in samples} == {0.5}
@@ -170,7 +170,3 @@ async def test_per_machine_gauges_are_exported_only_when_asked(world: World) -> 
     assert f"fleet_machine_memory_bytes{{{labels}}} 123.0".encode() in body
     assert f"fleet_machine_network_receive_bytes_per_second{{{labels}}} 10.0".encode() in body
     assert b"fleet_machine_disk_bytes{" not in body  # not known: no series
-
-
-def _snake(wire: dict[str, object]) -> dict[str, object]:
-    return {re.sub(r"([A-Z])", lambda x: "_" + x.group(1).lower(), k): v for k, v in wire.items()}
