@@ -10,6 +10,7 @@ from contracts import sessions as ss
 from contracts.daemon_code import CODE_METHODS
 from contracts.daemon_desktop import DESKTOP_METHODS
 from contracts.daemon_files import FILE_METHODS
+from contracts.daemon_watch import WATCH_METHODS
 from contracts.errors import (
     BadPath,
     Conflict,
@@ -438,4 +439,5 @@ DAEMON_METHODS: tuple[AnySpec, ...] = (
     *FILE_METHODS,
     *CODE_METHODS,
     *DESKTOP_METHODS,
+    *WATCH_METHODS,
 )

@@ -45,6 +45,7 @@ from contracts.gateway_hosts import HOST_METHODS
 from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
+from contracts.gateway_metrics import METRICS_METHODS
 from contracts.gateway_network import NETWORK_METHODS
 from contracts.gateway_people import PEOPLE_METHODS
 from contracts.gateway_runtime import RUNTIME_METHODS
@@ -453,6 +454,7 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *DESKTOP_METHODS,
     *SECRETS_METHODS,
     *WEBHOOK_METHODS,
+    *METRICS_METHODS,
 )
 
 

@@ -113,6 +113,7 @@ from contracts.gateway_limits import (
 )
 from contracts.gateway_live import MACHINES_DAEMON_LOG, DaemonLogRequest
 from contracts.gateway_machines import MACHINES_RESTART, RestartParams
+from contracts.gateway_metrics import MACHINES_METRICS, MachineMetrics, MachineMetricsParams
 from contracts.gateway_network import INSTANCES_GET_NETWORK_POLICY, NetworkPolicyResult
 from contracts.gateway_people import (
     INSTANCES_MEMBERS,
@@ -915,3 +916,13 @@ class GatewayMethods:
         """
         params = new_params(DeliveriesParams, webhook_id=webhook_id, limit=limit)
         return await self.call(WEBHOOKS_DELIVERIES, params)
+
+    async def machine_metrics(
+        self, machine_id: str, *, since: float | None = None, step: int | None = None
+    ) -> MachineMetrics:
+        """A machine's CPU, memory, disk and network, sample by sample (every 5 s for the last
+        hour, a minute each for the last day), oldest first. since: epoch seconds; step:
+        seconds a sample covers.
+        """
+        params = new_params(MachineMetricsParams, machine_id=machine_id, since=since, step=step)
+        return await self.call(MACHINES_METRICS, params)

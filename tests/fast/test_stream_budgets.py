@@ -180,14 +180,20 @@ RUNS: dict[tuple[str, str], Send] = {
 #: attach reaches a shell ``sessions.open`` started; MCP's describe is ``codemode.describe``,
 #: which spends no budget on ``POST /rpc`` either.
 RUNS_NOTHING = {"GET " + ATTACH_PATH.replace("{machineId}", "{machine_id}"), "MCP describe"}
+#: The methods ``POST /rpc/stream`` serves that run nothing (``reads``, no budget): a watch
+#: holds a stream slot (tests/fast/test_watch.py) and spends no budget.
+STREAMS_NOTHING = {s.name for s in GATEWAY_METHODS if s.streams and s.reads and s.budget is None}
 
 
 async def test_every_route_that_runs_something_is_walked(world: World) -> None:
     """Each method POST /rpc/stream serves, each route of the console that takes
     ``machines:exec`` (codemode's stream, a terminal's attach) and each MCP tool is in RUNS or
-    in RUNS_NOTHING: a route added later is walked or said to run nothing."""
+    in RUNS_NOTHING (a streamed method: in STREAMS_NOTHING, by its spec): a route added later
+    is walked or said to run nothing."""
     walked = {route for route, _ in RUNS} | RUNS_NOTHING
-    assert {name for route, name in RUNS if route.endswith(RPC_STREAM_PATH)} == STREAMING_METHODS
+    streamed = {name for route, name in RUNS if route.endswith(RPC_STREAM_PATH)}
+    assert streamed | STREAMS_NOTHING == STREAMING_METHODS
+    assert {"machines.watch"} == STREAMS_NOTHING  # the walk knows what it leaves out
     for verb, path in ROUTES:
         scope = route_scope(verb, path.replace("{machine_id}", "m-0000000000000001"))
         if scope == MACHINES_EXEC and path != cm.MCP_PATH:

@@ -427,10 +427,33 @@ export interface Machine {
   setupWarning?: string | null;
   createdAt: string;
   updatedAt: string;
+  metrics?: MachineSample | null;
 }
 
 export interface MachineList {
   machines: Array<Machine>;
+}
+
+export interface MachineMetrics {
+  machineId: string;
+  stepS: number;
+  samples: Array<MachineSample>;
+}
+
+/**
+ * What a machine used over one interval, as its host measured it (docs/monitoring.md):
+ * a field is None where its runtime does not tell it.
+ */
+export interface MachineSample {
+  at: number;
+  stepS: number;
+  cpuCores?: number | null;
+  memoryBytes?: number | null;
+  memoryLimitBytes?: number | null;
+  diskBytes?: number | null;
+  diskLimitBytes?: number | null;
+  netInBytes?: number | null;
+  netOutBytes?: number | null;
 }
 
 export type MachineStatus = "archived" | "archiving" | "booting" | "created" | "failed" | "lost" | "paused" | "pausing" | "probing" | "provisioning" | "ready" | "resuming" | "setting-up" | "stopped" | "stopping" | "unresponsive";
@@ -768,6 +791,14 @@ export interface Wait {
  * paused or stopped (wake on access, ``FLEET_WAKE_ON_ACCESS``: docs/stop-start.md).
  */
 export type WakeBy = "codemode" | "exec" | "files" | "preview" | "process" | "request" | "terminal" | "tunnel";
+
+/** The last event of a watch: why it ended. */
+export interface WatchEnded {
+  reason: "archived" | "cut" | "paused" | "removed" | "restarted" | "stopped";
+  message: string;
+  path: string;
+  events: number;
+}
 
 /** An endpoint, as anyone who manages it sees it: never its secret. */
 export interface Webhook {
@@ -1220,6 +1251,14 @@ export interface MachinesRemoveFileParams {
   recursive?: boolean;
 }
 
+/** `machines.watch`'s params. */
+export interface MachinesWatchParams {
+  path: string;
+  machineId: string;
+  recursive?: boolean;
+  events?: Array<"chmod" | "create" | "remove" | "rename" | "write"> | null;
+}
+
 /** `instances.setEnvironment`'s params. */
 export interface InstancesSetEnvironmentParams {
   instanceId: string;
@@ -1432,6 +1471,13 @@ export interface WebhooksTestParams {
 export interface WebhooksDeliveriesParams {
   webhookId: string;
   limit?: number;
+}
+
+/** `machines.metrics`'s params. */
+export interface MachinesMetricsParams {
+  machineId: string;
+  since?: number | null;
+  step?: number | null;
 }
 
 /** Every method of the gateway: its params and its result. */
@@ -1845,6 +1891,12 @@ export interface Methods {
    */
   "machines.removeFile": { params: MachinesRemoveFileParams; result: RemoveFileResult };
   /**
+   * Watch a path of the machine's home: POSTed to /rpc/stream, each change (create, write, remove, rename, chmod) streams as the machine's kernel reports it, until the watch ends (its client leaves, its machine pauses or stops); the result says why it ended.
+   *
+   * Errors: 1004, 1003, 1009, 1502, 1504, -32602, 1700, 1051, 1052, 1049, 1046.
+   */
+  "machines.watch": { params: MachinesWatchParams; result: WatchEnded };
+  /**
    * Set the environment the instance's machines are made from (null: auto-detection); machines created or rebuilt from then on get it. A devcontainer.json the platform's host can fetch is checked now: refused properties are EnvironmentRefused.
    *
    * Errors: 1004, 1003, -32602, 1620, 1621.
@@ -2054,6 +2106,12 @@ export interface Methods {
    * Errors: 1004, 1003.
    */
   "webhooks.deliveries": { params: WebhooksDeliveriesParams; result: Deliveries };
+  /**
+   * A machine's CPU, memory, disk and network, sample by sample (every 5 s for the last hour, a minute each for the last day), oldest first.
+   *
+   * Errors: 1004, 1003.
+   */
+  "machines.metrics": { params: MachinesMetricsParams; result: MachineMetrics };
 }
 
 /** A method's name. */
@@ -2129,6 +2187,7 @@ export const METHOD_NAMES = [
   "machines.listDir",
   "machines.stat",
   "machines.removeFile",
+  "machines.watch",
   "instances.setEnvironment",
   "instances.getEnvironment",
   "environments.list",
@@ -2164,6 +2223,7 @@ export const METHOD_NAMES = [
   "webhooks.rotateSecret",
   "webhooks.test",
   "webhooks.deliveries",
+  "machines.metrics",
 ] as const satisfies readonly MethodName[];
 
 // --- events: what GET /events streams, discriminated by `type` ---
@@ -2524,6 +2584,14 @@ export interface Exited {
   code: number | null;
 }
 
+/** One change, as its machine's kernel reported it (one line of a watch's stream). */
+export interface FileEvent {
+  type: "chmod" | "create" | "overflow" | "remove" | "rename" | "write";
+  path: string;
+  isDir?: boolean;
+  dropped?: number;
+}
+
 /**
  * One piece of a streamed command's output (core NATS: not stored; the final result
  * still carries the whole capped output).
@@ -2555,6 +2623,7 @@ export const ROUTES = {
   rpcStream: "/rpc/stream",
   sseOutput: "output",
   sseResult: "result",
+  sseDropped: "dropped",
   sseOverflow: "overflow",
   sseCaughtUp: "caught-up",
   sseError: "error",

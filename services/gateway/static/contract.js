@@ -71,6 +71,7 @@ export const METHODS = Object.freeze({
   MACHINES_LIST_DIR: "machines.listDir",
   MACHINES_STAT: "machines.stat",
   MACHINES_REMOVE_FILE: "machines.removeFile",
+  MACHINES_WATCH: "machines.watch",
   INSTANCES_SET_ENVIRONMENT: "instances.setEnvironment",
   INSTANCES_GET_ENVIRONMENT: "instances.getEnvironment",
   ENVIRONMENTS_LIST: "environments.list",
@@ -106,6 +107,7 @@ export const METHODS = Object.freeze({
   WEBHOOKS_ROTATE_SECRET: "webhooks.rotateSecret",
   WEBHOOKS_TEST: "webhooks.test",
   WEBHOOKS_DELIVERIES: "webhooks.deliveries",
+  MACHINES_METRICS: "machines.metrics",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */

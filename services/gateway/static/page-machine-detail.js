@@ -21,6 +21,7 @@ import { instanceName, state } from "./state.js";
 import { refreshMachine, updateMachine } from "./sync.js";
 import { terminals } from "./terminal.js";
 import { chip, fill, fmtBytes, fmtClock, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
+import { usageCharts } from "./usage-charts.js";
 
 const T = EVENT_TYPES;
 /** What each kind of event says, from its fields: a line (and an output event's lines). */
@@ -179,6 +180,19 @@ export function machineDetailPage({ root, signal }, machineId) {
       header,
       notices.el,
       props,
+      h(
+        "section.card",
+        { "aria-labelledby": "usage-title", testid: "machine-usage" },
+        h("h2#usage-title", {}, "CPU and memory"),
+        h(
+          "p.muted",
+          {},
+          "The last hour, sampled every 5 s by its host (",
+          h("code", {}, METHODS.MACHINES_METRICS),
+          ").",
+        ),
+        usageCharts(machineId, signal),
+      ),
       section(
         "tl-title",
         "Event timeline",
