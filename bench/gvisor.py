@@ -238,7 +238,7 @@ async def run(report: Report, quick: bool) -> None:
                 platform, lost, kept = await _steps(side, steps, quick, root, url, times)
             finally:
                 await side.close()
-                timings = provider_timings(up.log)
+                timings = provider_timings(up.data_dir / "logs")
     except Exception as exc:  # noqa: BLE001 - the stack itself: every figure missing, said why
         steps.skip("stack", f"{type(exc).__name__}: {str(exc)[:240]}")
         timings = ""

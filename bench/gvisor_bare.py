@@ -57,17 +57,21 @@ async def restore(copy: Path, platform: GvisorPlatform, n: int) -> tuple[float, 
             *runsc.argv("restore", "--image-path", str(copy / "image"), "--detach",
                         "--bundle", str(given), cid)]  # fmt: skip
     pid = None
+    log = copy / "runsc.log"
     try:
-        t0 = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, env=_ENV, start_new_session=True,
-        )  # fmt: skip
-        async with asyncio.timeout(_TIMEOUT_S):
-            _, err = await proc.communicate()
+        # Its messages to a file: the sandbox it leaves running keeps what it was given.
+        with log.open("wb") as out:
+            t0 = time.perf_counter()
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=_ENV,
+                start_new_session=True,
+            )  # fmt: skip
+            async with asyncio.timeout(_TIMEOUT_S):
+                code = await proc.wait()
         restored = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"bare runsc restore: exit {proc.returncode}: {err[-300:]!r}")
+        if code != 0:
+            said = log.read_text(errors="replace")[-300:]
+            raise RuntimeError(f"bare runsc restore: exit {code}: {said}")
         pid = await asyncio.to_thread(_find_sandbox, bundle)
         if pid is None:
             raise RuntimeError("bare runsc restore: no sandbox after it")

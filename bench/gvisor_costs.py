@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 
 from bench.common import Report
@@ -66,7 +65,8 @@ def _make_repo(machine_dir: Path) -> None:
     nothing of the machine's is followed as root)."""
     uid = int((machine_dir / "uid").read_text())
     env = {"PATH": "/usr/bin:/bin", "HOME": str(machine_dir / "home")}
-    subprocess.run([sys.executable, "-I", "-c", MAKE_REPO], cwd=machine_dir / "home", env=env,
+    # The system's Python: the platform's may be in a directory the machine's uid cannot reach.
+    subprocess.run(["/usr/bin/python3", "-I", "-c", MAKE_REPO], cwd=machine_dir / "home", env=env,
                    user=uid, group=uid, extra_groups=[], check=True, timeout=300,
                    start_new_session=True, capture_output=True)  # fmt: skip
 

@@ -84,22 +84,26 @@ def figure(report: Report, steps: Steps, step: str, name: str, value: float | No
 #: A provider timing in the stack's log: ``key=123`` after the event's name.
 _TIMING = re.compile(r"\b(\w+_ms)=(\d+)")
 _EVENTS = ("provider.gvisor_sandbox_started", "provider.gvisor_checkpointed",
-           "provider.gvisor_memory_image", "provider.gvisor_resume_timings")  # fmt: skip
+           "provider.gvisor_memory_image", "provider.gvisor_resume_timings",
+           "resume.machine_resumed")  # fmt: skip
 
 
-def provider_timings(log: Path) -> str:
-    """Each of the provider's timed gvisor events in ``log``, with the p50 of each timing."""
+def provider_timings(logs: Path) -> str:
+    """Each of the provider's timed gvisor events in the services' logs (``logs/*.log``), with
+    the p50 of each timing."""
     got: dict[str, dict[str, list[float]]] = {}
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return ""
+    text = ""
+    for log in sorted(logs.glob("*.log")):
+        try:
+            text += log.read_text(errors="replace")
+        except OSError:
+            continue
     for line in text.splitlines():
         event = next((e for e in _EVENTS if e in line), None)
         if event is None:
             continue
         verb = re.search(r"\bverb=(\w+)", line)
-        name = f"{event.removeprefix('provider.gvisor_')}{f' {verb[1]}' if verb else ''}"
+        name = f"{event.removeprefix('provider.gvisor_').replace('.', ' ')}{f' {verb[1]}' if verb else ''}"
         for key, ms in _TIMING.findall(line):
             got.setdefault(name, {}).setdefault(key, []).append(float(ms))
     return "; ".join(

@@ -30,6 +30,7 @@ from base.tokenfd import (
     DAEMON_RUN_AS_VAR,
     LOADER_VAR as LOADER_VAR,
     MACHINE_ID_FILE,
+    RESTORE_MARK_FILE,
     RUN_AS_VAR,
     RUNTIME_LIBS_VAR,
     TOKEN_FD,
@@ -160,6 +161,18 @@ def reread_identity() -> str | None:
     except OSError:
         return None
     return machine_id if _is_machine_id(machine_id) else None
+
+
+def restore_mark() -> str:
+    """A supervisor that stays root (a gvisor machine's): the restore mark its provider wrote
+    last beside the token file (empty if none, or elsewhere)."""
+    if _token_file is None or os.geteuid() != 0:
+        return ""
+    try:
+        with open(os.path.join(os.path.dirname(_token_file), RESTORE_MARK_FILE)) as f:
+            return f.read(64).strip()
+    except OSError:
+        return ""
 
 
 def _is_machine_id(text: str) -> bool:

@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import stat
@@ -50,6 +51,7 @@ from base.tokenfd import (
     DAEMON_LOG_VAR,
     DAEMON_RUN_AS_VAR,
     MACHINE_ID_FILE,
+    RESTORE_MARK_FILE,
     SUDO_SOCKET,
     SUDO_SOCKET_VAR,
     TOKEN_FILE_VAR,
@@ -158,6 +160,14 @@ class Runsc:
         return run_capped_sync(argv, cap=_RUNSC_OUTPUT_CAP, timeout_s=timeout_s,
                                env=_clean_env()).completed(argv)  # fmt: skip
 
+    async def run_async(self, *args: str, inside: int | None = None,
+                        timeout_s: float = _RUNSC_TIMEOUT_S) -> Completed:  # fmt: skip
+        """``run`` on the event loop: a long command (a checkpoint) holds no worker thread."""
+        argv = self.argv(*args, inside=inside)
+        got = await run_capped(argv, cap=_RUNSC_OUTPUT_CAP, timeout_s=timeout_s,
+                               env=_clean_env())  # fmt: skip
+        return got.completed(argv)
+
     def status(self, cid: str, inside: int) -> str | None:
         """The container's status (``runsc state``) in the sandbox ``inside``; None if none."""
         got = self.run("state", cid, inside=inside, timeout_s=30)
@@ -241,19 +251,31 @@ def write_token(machine_dir: Path, token: str, machine_id: str) -> Path:
     os.chmod(d, 0o700)
     owner = root_uid(machine_dir)
     for name, text in (("token", token), (MACHINE_ID_FILE, machine_id)):
-        # Never blocks on a FIFO nor writes through another kind of file put in its place.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
-        fd = os.open(d / name, flags, 0o600)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise ProviderError(f"{d / name} is not a regular file")
-        with os.fdopen(fd, "w") as out:
-            if owner is not None:
-                os.fchown(out.fileno(), owner, owner)
-            out.write(text)
+        _write_root_file(d / name, text, owner)
     if owner is not None:  # root's inside: the host uid that root stands for
         os.chown(d, owner, owner, follow_symlinks=False)
     return d
+
+
+def write_restore_mark(machine_dir: Path) -> None:
+    """A new restore mark in the machine's token directory, before its restore: its parked
+    supervisor wakes its daemon the moment it sees it (daemon/supervise.py)."""
+    _write_root_file(machine_dir / TOKEN_DIR / RESTORE_MARK_FILE, secrets.token_hex(8),
+                     root_uid(machine_dir))  # fmt: skip
+
+
+def _write_root_file(path: Path, text: str, owner: int | None) -> None:
+    """``text`` in ``path`` of the token directory, 0600, ``owner``'s (root's inside)."""
+    # Never blocks on a FIFO nor writes through another kind of file put in its place.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags, 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ProviderError(f"{path} is not a regular file")
+    with os.fdopen(fd, "w") as out:
+        if owner is not None:
+            os.fchown(out.fileno(), owner, owner)
+        out.write(text)
 
 
 def _bind(src: str | Path, dst: str | Path, ro: bool = True) -> dict[str, Any]:
@@ -402,59 +424,51 @@ NetnsReady = Callable[[str, int], Awaitable[None]]
 
 async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: Path,
                         owner: str, enter: list[str], verb: tuple[str, ...] = ("run",),
-                        stdin: int = subprocess.DEVNULL,
-                        ready: NetnsReady | None = None) -> int:  # fmt: skip
+                        stdin: int = subprocess.DEVNULL, ready: NetnsReady | None = None,
+                        netns_holder: int | None = None) -> int:  # fmt: skip
     """Start the machine's sandbox in a network namespace of its own with pasta as its way
     out, in the cgroup ``enter`` moves it into; the sandbox's host pid. On failure nothing of
     it is left. ``verb``: runsc's command (``run``; ``restore`` and its image for a resume).
     ``stdin``: its first process's (a pooled sandbox's lifeline: providers/gvisor_pool.py).
-    ``ready``: run on the namespace, with pasta attached, before runsc starts in it."""
+    ``ready``: run on the namespace, with pasta attached, before runsc starts in it.
+    ``netns_holder``: a process in a namespace made already, pasta and all (a paused
+    machine's, kept by its pause): the sandbox starts there, and the holder ends after."""
     cid = container_id(machine_id)
     began = time.monotonic()
-    holder = await asyncio.create_subprocess_exec(
-        "unshare", "--net", "sleep", "infinity", env=_clean_env(),
-        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    holder = None
     try:
-        await _await_own_netns(holder.pid)
-        via_gateway = maps_gateway(runsc.nats_url)
-        await attach(holder.pid, owner, [], map_gateway=via_gateway)
-        if via_gateway:  # before anything runs there: only NATS's ports of the host's loopback
-            await guard(holder.pid, owner, runsc.nats_url, runsc.proxy_port)
-        if ready is not None:
-            await ready(machine_id, holder.pid)
-        netns = f"/proc/{holder.pid}/ns/net"
-        netns_at = time.monotonic()
-        # A proc of its own over /proc/sys/net (no rmem_default there), with nothing mounted
-        # over it: a user namespace's sandbox may mount its proc only while the namespace
-        # holds a proc that nothing hides part of (the kernel's "too revealing" rule).
-        script = 'mount -t proc proc /proc/sys/net && exec "$@"'
-        given, staging = await asyncio.to_thread(staged_bundle, bundle)
-        if staging:
-            script = f'mount -t proc proc /proc/sys/net || exit 1; {STAGE_SCRIPT}exec "$@"'
-        argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
-                script, "fleet-gvisor", *staging,
-                *runsc.argv(*verb, "--detach", "--bundle", str(given), cid,
-                            memory=not runs_image(bundle.parent))]  # fmt: skip
-        with log_path.open("ab") as out:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=stdin, stdout=out, stderr=out,
-                env=_clean_env(), start_new_session=True,
+        if netns_holder is None:
+            holder = await asyncio.create_subprocess_exec(
+                "unshare", "--net", "sleep", "infinity", env=_clean_env(),
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-            async with asyncio.timeout(_RUNSC_TIMEOUT_S):
-                code = await proc.wait()
+            await _await_own_netns(holder.pid)
+            await _give_network(runsc, holder.pid, owner)
+        else:  # runsc took its addresses and routes: given back, as pasta had set them
+            await _netns_config(netns_holder, bundle, "restore")
+        in_netns = holder.pid if holder is not None else netns_holder
+        assert in_netns is not None
+        waits = [] if ready is None else [ready(machine_id, in_netns)]
+        if holder is not None:  # what a pause's kept namespace is given again
+            waits.append(_netns_config(in_netns, bundle, "save"))
+        await asyncio.gather(*waits)
+        netns = f"/proc/{in_netns}/ns/net"
+        netns_at = time.monotonic()
+        code = await _runsc_in(runsc, netns, bundle, log_path, enter, verb, stdin, cid)
         ran_at = time.monotonic()
         if code != 0:
             raise ProviderError(
                 f"runsc could not {verb[0]} {machine_id} (exit {code}): see its log"
             )
-        started = time.monotonic()
         pid = await asyncio.to_thread(_find_sandbox, bundle)
-        state = None if pid is None else await asyncio.to_thread(runsc.status, cid, pid)
+        # A restore that ended well left its processes running (they were): no state to ask.
+        state = "running" if verb[0] == "restore" and pid is not None else (
+            None if pid is None else await asyncio.to_thread(runsc.status, cid, pid))  # fmt: skip
         log.info("provider.gvisor_sandbox_started", machine_id=machine_id, verb=verb[0],
                  netns_ms=round((netns_at - began) * 1000),
                  runsc_ms=round((ran_at - netns_at) * 1000),
-                 state_ms=round((time.monotonic() - started) * 1000))  # fmt: skip
+                 state_ms=round((time.monotonic() - ran_at) * 1000),
+                 kept_netns=netns_holder is not None)  # fmt: skip
         if pid is None or state != "running":
             raise ProviderError(f"runsc started {machine_id}, and it is {state}: see its log")
         (bundle / PID_FILE).write_text(str(pid))
@@ -462,10 +476,73 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
     except BaseException:
         await asyncio.to_thread(remove_sandbox, runsc, bundle.parent, machine_id, owner)
         raise
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(holder.pid, signal.SIGKILL)
-        await holder.wait()
+    finally:  # the sandbox holds its namespace now (or nothing does: it failed)
+        if netns_holder is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(netns_holder, signal.SIGKILL)
+        if holder is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(holder.pid, signal.SIGKILL)
+            await holder.wait()
+
+
+#: In a bundle: its network namespace's addresses and routes as pasta set them, before runsc
+#: took them over (``ip addr save``, ``ip route save``): a paused machine's kept namespace has
+#: them again before its restore.
+NETNS_CONFIG = ("netns-addr", "netns-route")
+
+
+def has_netns_config(bundle: Path) -> bool:
+    return all((bundle / name).is_file() for name in NETNS_CONFIG)
+
+
+async def _netns_config(pid: int, bundle: Path, verb: str) -> None:
+    """``ip``'s ``save`` (to ``NETNS_CONFIG``) or ``restore`` (from there) of the addresses
+    and routes of the namespace of ``pid``; what is there already stays (``restore`` goes on
+    past each one)."""
+    addr, route = (str(bundle / name) for name in NETNS_CONFIG)
+    script = (f'ip addr {verb} > "$1" && ip route {verb} table all > "$2"' if verb == "save"
+              else f'ip addr {verb} < "$1"; ip route {verb} < "$2"')  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        "nsenter", f"--net=/proc/{pid}/ns/net", "/bin/sh", "-c", script, "fleet-netns", addr,
+        route, env=_clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        if await proc.wait() != 0 and verb == "save":
+            raise ProviderError(f"the network of {bundle.parent.name} could not be read")
+
+
+async def _give_network(runsc: Runsc, pid: int, owner: str) -> None:
+    """pasta on the new namespace of ``pid``, and the gateway's guard where NATS is on the
+    host's loopback."""
+    via_gateway = maps_gateway(runsc.nats_url)
+    await attach(pid, owner, [], map_gateway=via_gateway)
+    if via_gateway:  # before anything runs there: only NATS's ports of the host's loopback
+        await guard(pid, owner, runsc.nats_url, runsc.proxy_port)
+
+
+async def _runsc_in(runsc: Runsc, netns: str, bundle: Path, log_path: Path, enter: list[str],
+                    verb: tuple[str, ...], stdin: int, cid: str) -> int:  # fmt: skip
+    """runsc's ``verb`` of the bundle in the namespace ``netns``, to its end: its exit."""
+    # A proc of its own over /proc/sys/net (no rmem_default there), with nothing mounted
+    # over it: a user namespace's sandbox may mount its proc only while the namespace
+    # holds a proc that nothing hides part of (the kernel's "too revealing" rule).
+    script = 'mount -t proc proc /proc/sys/net && exec "$@"'
+    given, staging = await asyncio.to_thread(staged_bundle, bundle)
+    if staging:
+        script = f'mount -t proc proc /proc/sys/net || exit 1; {STAGE_SCRIPT}exec "$@"'
+    argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
+            script, "fleet-gvisor", *staging,
+            *runsc.argv(*verb, "--detach", "--bundle", str(given), cid,
+                        memory=not runs_image(bundle.parent))]  # fmt: skip
+    with log_path.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=stdin, stdout=out, stderr=out, env=_clean_env(),
+            start_new_session=True,
+        )  # fmt: skip
+        async with asyncio.timeout(_RUNSC_TIMEOUT_S):
+            return await proc.wait()
 
 
 async def _await_own_netns(pid: int, timeout_s: float = 10.0) -> None:

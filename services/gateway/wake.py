@@ -50,9 +50,10 @@ WAKES: dict[str, WakeBy] = {s.name: WakeBy(s.wakes) for s in d.DAEMON_METHODS if
 STARTING = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING})
 #: Where a call that may wake its machine has something to do.
 ASLEEP = PAUSE_STATES | STOPPED_OR_STOPPING
-#: How often a waiting call looks at the machine's status again (and asks its daemon).
+#: How often a waiting call looks at the machine's status again (and asks its daemon): a
+#: resume is done in a fraction of a second, and a later look is time added to it.
 POLL_S = 0.02
-POLL_CAP_S = 0.25
+POLL_CAP_S = 0.1
 _POLL = Backoff(base=POLL_S, cap=POLL_CAP_S)
 #: A browser's preview waits this long for its machine before it gets the "waking" page,
 #: which loads itself again after ``WAKING_PAGE_REFRESH_S``.
@@ -150,6 +151,10 @@ class Waker:
                 continue
             await self._pause(machine, pauses, limit)
             machine = await self.store.get_machine(machine.id)
+        # Ready: its daemon, reconnecting as it was restored, answers within moments, and is
+        # asked again from the shortest wait on (what is left of the one budget).
+        left = limit - (self.clock.monotonic() - began)
+        pauses = Retries(_POLL, budget_s=max(0.0, left), clip=True, clock=self.clock)
         while not await self._answers(machine.id):
             await self._pause(machine, pauses, limit)
         log.info("wake.ready", machine_id=machine.id, by=by.value,

@@ -119,6 +119,7 @@ class PauseHandlers(StopStartHandlers):
             began = time.monotonic()
             try:
                 await self._pauser(machine.provider, machine.id).resume(machine.id)
+                restored = time.monotonic()
                 # The restore's namespace is a new one: the instance's policy goes on it again.
                 await self.egress.enforce(machine, at_start=True)
             except (ProviderError, NotSupported, OSError) as exc:
@@ -136,4 +137,6 @@ class PauseHandlers(StopStartHandlers):
                 event_id=derived_event_id(event.event_id, "resumed"), machine_id=machine.id,
                 duration_ms=round(took_ms, 1), by=event.by,
             ))  # fmt: skip
-        log.info("resume.machine_resumed", machine_id=machine.id, ms=round(took_ms))
+        log.info("resume.machine_resumed", machine_id=machine.id, ms=round(took_ms),
+                 restore_ms=round((restored - began) * 1000),
+                 after_ms=round(took_ms - (restored - began) * 1000))  # fmt: skip
