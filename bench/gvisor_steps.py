@@ -84,7 +84,8 @@ def figure(report: Report, steps: Steps, step: str, name: str, value: float | No
 #: A provider timing in the stack's log: ``key=123`` after the event's name.
 _TIMING = re.compile(r"\b(\w+_ms)=(\d+)")
 _EVENTS = ("provider.gvisor_sandbox_started", "provider.gvisor_checkpointed",
-           "provider.gvisor_memory_image", "provider.gvisor_resume_timings",
+           "provider.gvisor_memory_image", "provider.gvisor_resumed",
+           "provider.gvisor_fork_restored",
            "resume.machine_resumed")  # fmt: skip
 
 
@@ -103,7 +104,8 @@ def provider_timings(logs: Path) -> str:
         if event is None:
             continue
         verb = re.search(r"\bverb=(\w+)", line)
-        name = f"{event.removeprefix('provider.gvisor_').replace('.', ' ')}{f' {verb[1]}' if verb else ''}"
+        name = event.removeprefix("provider.gvisor_").replace(".", " ")
+        name += f" {verb[1]}" if verb else ""
         for key, ms in _TIMING.findall(line):
             got.setdefault(name, {}).setdefault(key, []).append(float(ms))
     return "; ".join(

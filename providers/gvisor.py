@@ -564,6 +564,9 @@ def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     True if it was running."""
     cid = running_container(machine_dir, machine_id)
     pid = sandbox_pid(machine_dir)
+    if pid is None and not any(runsc.state.glob(f"{cid}_sandbox:*")):
+        forget_sandbox(machine_dir / BUNDLE)  # never started, or gone with its state
+        return False
     if pid is not None:
         runsc.run("kill", cid, "TERM", inside=pid, timeout_s=30)
         deadline = time.monotonic() + grace_s

@@ -202,6 +202,7 @@ async def restore_fork(runsc: Runsc, machine_dir: Path, machine_id: str, token: 
                        ready: NetnsReady | None = None) -> int:  # fmt: skip
     """The fork restored from its source's image, with its own identity, in a namespace
     readied by ``ready`` (its egress policy); its sandbox's pid."""
+    began = time.monotonic()
     spec = json.loads((memory / SPEC_FILE).read_text())
     source_dir = Path((memory / SOURCE_FILE).read_text())
     await asyncio.to_thread(write_token, machine_dir, token, machine_id)
@@ -213,9 +214,13 @@ async def restore_fork(runsc: Runsc, machine_dir: Path, machine_id: str, token: 
         runsc, machine_id, bundle, machine_dir / "daemon.log", machine_id, enter,
         verb=("restore", "--image-path", str(memory)), ready=ready,
     )  # fmt: skip
-    # Its daemon, parked as its source's, resumed at once as the fork.
+    restored = time.monotonic()
+    # Its daemon, parked as its source's, woke as the fork the moment it was restored (its
+    # restore mark); the resume's signal follows.
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
-    log.info("provider.gvisor_fork_restored", machine_id=machine_id, pid=pid)
+    log.info("provider.gvisor_fork_restored", machine_id=machine_id, pid=pid,
+             restore_ms=round((restored - began) * 1000),
+             signal_ms=round((time.monotonic() - restored) * 1000))  # fmt: skip
     return pid
 
 
