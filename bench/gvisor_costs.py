@@ -16,7 +16,9 @@ machine and inside a namespaces machine of the same stack, alternating, in the s
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from bench.common import Report
@@ -61,14 +63,20 @@ async def _python(side: _Side, mid: str, script: str, *args: str) -> str:
 
 
 def _make_repo(machine_dir: Path) -> None:
-    """``MAKE_REPO`` run on the host in the machine's home, as the machine's uid (never root:
-    nothing of the machine's is followed as root)."""
+    """``MAKE_REPO`` run on the host as the machine's uid (never root: nothing of the machine's
+    is followed as root), in a directory of its own that uid can reach (the data directory
+    may be closed to it), then moved into its home."""
     uid = int((machine_dir / "uid").read_text())
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(machine_dir / "home")}
-    # The system's Python: the platform's may be in a directory the machine's uid cannot reach.
-    subprocess.run(["/usr/bin/python3", "-I", "-c", MAKE_REPO], cwd=machine_dir / "home", env=env,
-                   user=uid, group=uid, extra_groups=[], check=True, timeout=300,
-                   start_new_session=True, capture_output=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-repo-") as tmp:
+        os.chown(tmp, uid, uid)
+        env = {"PATH": "/usr/bin:/bin", "HOME": tmp}
+        # The system's Python: the platform's may be where the machine's uid cannot reach.
+        made = subprocess.run(["/usr/bin/python3", "-I", "-c", MAKE_REPO], cwd=tmp, env=env,
+                              user=uid, group=uid, extra_groups=[], timeout=300,
+                              start_new_session=True, capture_output=True, text=True)  # fmt: skip
+        if made.returncode != 0:
+            raise RuntimeError(f"the repository was not made: {made.stderr[-300:]}")
+        os.rename(Path(tmp) / "big-repo", machine_dir / "home" / "big-repo")
 
 
 async def measure(side: _Side, machines: dict[str, str], url: str, rounds: int,
@@ -76,6 +84,7 @@ async def measure(side: _Side, machines: dict[str, str], url: str, rounds: int,
     """``machines``: runtime → a ready machine of it. Samples into ``times``."""
     for mid in machines.values():
         await asyncio.to_thread(_make_repo, side.up.data_dir / "machines" / mid)
+        await _python(side, mid, GIT_STATUS)  # off the clock: its index refreshed there
     for runtime in machines:
         times[f"{runtime} git status"], times[f"{runtime} download"] = [], []
     for _ in range(rounds):

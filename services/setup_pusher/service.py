@@ -45,6 +45,9 @@ def _boot_budget(settings: Settings) -> float:
     return settings.boot_timeout_s
 
 
+#: How long a ready report that came before its machine's provisioning was recorded waits.
+_BOOKKEEPING_S = 0.05
+
 class SetupPusher(Checkouts):
     stage = "setup"
     daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND, d.GIT_CLONE, d.HEALTH, STAT)
@@ -64,8 +67,10 @@ class SetupPusher(Checkouts):
         if machine is None:
             raise NotFound(f"machine {event.machine_id} not found")
         if previous in (S.CREATED, S.PROVISIONING):
-            # The daemon was quicker than the provisioner's bookkeeping: try again shortly.
-            raise Retry(f"machine is still {machine.status.value}")
+            # The daemon was quicker than the provisioner's bookkeeping (a fork's wakes the
+            # moment it is restored, while its provisioner still finishes): try again as soon
+            # as that is done, in tens of milliseconds.
+            raise Retry(f"machine is still {machine.status.value}", delay_s=_BOOKKEEPING_S)
         if not step.transition.accepted:
             log.info("setup.skipped", status=machine.status.value, external_id=machine.external_id)
             return
