@@ -17,5 +17,6 @@ def backoff_s(attempt: int, *, base: float = 0.5, cap: float = 30.0, jitter: boo
     failed together (a NATS restart) spread out instead of retrying in lockstep, and no wait is
     ever shorter than half the rule's.
     """
-    delay = min(cap, base * 2.0 ** (max(attempt, 1) - 1))
+    # The doubling stops long before a float would overflow (2.0 ** 1024): past it, the cap.
+    delay = min(cap, base * 2.0 ** min(max(attempt, 1) - 1, 64))
     return random.uniform(0.5, 1.0) * delay if jitter else delay

@@ -180,6 +180,8 @@ class Runsc:
 
 #: In a machine's bundle: the host pid of its sandbox (runsc's ``boot`` process).
 PID_FILE = "sandbox.pid"
+#: Where runsc writes it as it starts the sandbox (``--pid-file``), before it is checked.
+STARTED_PID_FILE = "runsc.pid"
 #: In a machine's bundle while its sandbox runs under another name than the machine's: one
 #: started for the warm pool (providers/gvisor_pool.py) keeps its slot's container id and the
 #: bundle path runsc was given, ``<container id>\n<bundle>``. Gone with that sandbox.
@@ -203,8 +205,8 @@ def running_container(machine_dir: Path, machine_id: str) -> str:
 
 def forget_sandbox(bundle: Path) -> None:
     """The ended sandbox's records: its pid, and the name it was started under."""
-    (bundle / PID_FILE).unlink(missing_ok=True)
-    (bundle / STARTED_AS_FILE).unlink(missing_ok=True)
+    for name in (PID_FILE, STARTED_PID_FILE, STARTED_AS_FILE):
+        (bundle / name).unlink(missing_ok=True)
 
 
 def sandbox_pid(machine_dir: Path) -> int | None:
@@ -225,6 +227,16 @@ def _is_sandbox_of(bundle: Path, cmdline: list[bytes]) -> bool:
     """``cmdline`` is runsc's sandbox of ``bundle`` (given as is, or its staged spec)."""
     wants = (f"--bundle={bundle}".encode(), f"--bundle={bundle / RUN_DIR}".encode())
     return b"boot" in cmdline and any(want in cmdline for want in wants)
+
+
+def _started_sandbox(bundle: Path) -> int | None:
+    """The sandbox runsc just started for ``bundle``: the pid it wrote (``--pid-file``),
+    checked to be that sandbox's; else found among the host's processes."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((bundle / STARTED_PID_FILE).read_text())
+        if _is_sandbox_of(bundle, Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")):
+            return pid
+    return _find_sandbox(bundle)
 
 
 def _find_sandbox(bundle: Path) -> int | None:
@@ -460,7 +472,7 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
             raise ProviderError(
                 f"runsc could not {verb[0]} {machine_id} (exit {code}): see its log"
             )
-        pid = await asyncio.to_thread(_find_sandbox, bundle)
+        pid = await asyncio.to_thread(_started_sandbox, bundle)
         # A restore that ended well left its processes running (they were): no state to ask.
         state = "running" if verb[0] == "restore" and pid is not None else (
             None if pid is None else await asyncio.to_thread(runsc.status, cid, pid))  # fmt: skip
@@ -534,7 +546,8 @@ async def _runsc_in(runsc: Runsc, netns: str, bundle: Path, log_path: Path, ente
         script = f'mount -t proc proc /proc/sys/net || exit 1; {STAGE_SCRIPT}exec "$@"'
     argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
             script, "fleet-gvisor", *staging,
-            *runsc.argv(*verb, "--detach", "--bundle", str(given), cid,
+            *runsc.argv(*verb, "--detach", "--pid-file", str(bundle / STARTED_PID_FILE),
+                        "--bundle", str(given), cid,
                         memory=not runs_image(bundle.parent))]  # fmt: skip
     with log_path.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
