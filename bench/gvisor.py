@@ -10,7 +10,8 @@ holds 256 MiB of random data, touched.
   1 s), against ``machines.stop`` to ``machine.processes-ended`` of the namespaces machine
   holding the same 256 MiB (a stop is what a namespaces machine has instead); and the host
   memory of the paused machine, the PSS of every runsc process left for it (goal: at most
-  5 MiB, expected none), against the same of it running.
+  5 MiB, expected none), against the same of it running; noted beside it, what its kept
+  network namespace holds (its pasta and the namespace's holder).
 - resume p50: ``machines.resume`` to the first ``machines.exec`` answered (goal: at most
   300 ms), against ``machines.start`` to the first exec answered of the namespaces machine
   (whose holder then runs again, as every background process does, off the clock). Pauses and
@@ -27,11 +28,20 @@ holds 256 MiB of random data, touched.
   an idle gvisor machine, the server's answers, the PIDs and the kernel's counter checked after
   each: bench/gvisor_serving.py, on two machines of their own made after the forks.
 
+- a small machine's resume and fork with memory against a bare ``runsc restore`` of its own
+  image, and 8 pauses and resumes at once against one: bench/gvisor_resume.py, on 8 idle
+  machines of their own made at once, first of all.
+
 - a gvisor create from the warm pool against a namespaces create from the warm pool:
   bench/gvisor_pool.py, on a stack of its own (its pools would make the creates above warm).
 
+Every step has a bound of its own, and ``--quick`` a budget of them all (``QUICK_BUDGET_S``):
+a step that fails or runs out has its figures reported missing with the reason, and the
+others are still measured (bench/gvisor_steps.py). The provider's own timings of each
+checkpoint, restore and fork (its log's ``*_ms``) are noted as p50s.
+
 - reported, not goals: ``git status`` in a 10,000-file repository and a 100 MiB HTTP download,
-  timed inside the same two machines (bench/gvisor_costs.py), before the pauses.
+  timed inside the same two machines (bench/gvisor_costs.py), after the pauses.
 """
 
 from __future__ import annotations
