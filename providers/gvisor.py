@@ -182,6 +182,8 @@ class Runsc:
 PID_FILE = "sandbox.pid"
 #: Where runsc writes it as it starts the sandbox (``--pid-file``), before it is checked.
 STARTED_PID_FILE = "runsc.pid"
+#: In a bundle: the pid of the pasta its sandbox's namespace was given (netns.pasta_of).
+PASTA_PID_FILE = "pasta.pid"
 #: In a machine's bundle while its sandbox runs under another name than the machine's: one
 #: started for the warm pool (providers/gvisor_pool.py) keeps its slot's container id and the
 #: bundle path runsc was given, ``<container id>\n<bundle>``. Gone with that sandbox.
@@ -455,7 +457,7 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
                 stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
             await _await_own_netns(holder.pid)
-            await _give_network(runsc, holder.pid, owner)
+            await _give_network(runsc, holder.pid, owner, bundle / PASTA_PID_FILE)
         else:  # runsc took its addresses and routes: given back, as pasta had set them
             await _netns_config(netns_holder, bundle, "restore")
         in_netns = holder.pid if holder is not None else netns_holder
@@ -525,11 +527,11 @@ async def _netns_config(pid: int, bundle: Path, verb: str) -> None:
             raise ProviderError(f"the network of {bundle.parent.name} could not be read")
 
 
-async def _give_network(runsc: Runsc, pid: int, owner: str) -> None:
-    """pasta on the new namespace of ``pid``, and the gateway's guard where NATS is on the
-    host's loopback."""
+async def _give_network(runsc: Runsc, pid: int, owner: str, pid_file: Path) -> None:
+    """pasta on the new namespace of ``pid`` (its pid in ``pid_file``), and the gateway's guard
+    where NATS is on the host's loopback."""
     via_gateway = maps_gateway(runsc.nats_url)
-    await attach(pid, owner, [], map_gateway=via_gateway)
+    await attach(pid, owner, [], map_gateway=via_gateway, pid_file=pid_file)
     if via_gateway:  # before anything runs there: only NATS's ports of the host's loopback
         await guard(pid, owner, runsc.nats_url, runsc.proxy_port)
 

@@ -41,6 +41,7 @@ from contracts.errors import Conflict, ProviderError
 from providers.gvisor import (
     BUNDLE,
     IMAGE_DIR,
+    PASTA_PID_FILE,
     NetnsReady,
     Runsc,
     _clean_env,
@@ -54,7 +55,7 @@ from providers.gvisor import (
     stop_sandbox,
     write_restore_mark,
 )
-from providers.netns import NETNS_OF, stop_pasta
+from providers.netns import NETNS_OF, pasta_of, stop_pasta
 from providers.pasta_nodelay import tcp_sockets
 from providers.scratch import remove_tree
 
@@ -112,9 +113,11 @@ async def park_daemon(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int
     machine's own are kept, or reset, by the checkpoint); Conflict (the daemon woken again) if
     it is still up after ``runsc.park_wait_s`` (FLEET_GVISOR_PARK_WAIT_S). Its pasta is found
     once, then only its sockets are looked at."""
-    owners = {machine_id, started_as(machine_dir, machine_id)[1].parent.name}
+    bundle = started_as(machine_dir, machine_id)[1]
+    owners = {machine_id, bundle.parent.name}
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR1", cid)
-    pastas = await asyncio.to_thread(pasta_pids, owners)
+    known = [p for owner in owners if (p := pasta_of(bundle / PASTA_PID_FILE, owner))]
+    pastas = known or await asyncio.to_thread(pasta_pids, owners)
     deadline = time.monotonic() + runsc.park_wait_s
     while held := await asyncio.to_thread(held_by, pastas, nats_ports):
         if time.monotonic() > deadline:

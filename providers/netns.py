@@ -168,11 +168,12 @@ async def read_child_pid(info_fd: int) -> int:
         raise NetworkUnavailable(f"bwrap said {got[:80]!r}, not its child's pid") from None
 
 
-async def attach(child_pid: int, owner: str, forwarded: list[int],
-                 map_gateway: bool = False) -> None:  # fmt: skip
+async def attach(child_pid: int, owner: str, forwarded: list[int], map_gateway: bool = False,
+                 pid_file: Path | None = None) -> None:  # fmt: skip
     """Give the network namespace of ``child_pid`` its way out (pasta, in the background once
     the namespace is configured, Nagle off on its sockets), marked as ``owner``'s;
-    ``map_gateway``: as ``pasta_argv``."""
+    ``map_gateway``: as ``pasta_argv``; ``pid_file``: where pasta writes its pid (found there,
+    not by a scan of the host's processes: ``pasta_of``)."""
     netns = os.open(f"/proc/{child_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     # Its messages in a memfd, not a pipe: pasta's background half may keep the descriptors it
     # was given (under fleet up's uvloop, communicate() on a pipe never returned).
@@ -181,6 +182,7 @@ async def attach(child_pid: int, owner: str, forwarded: list[int],
     try:
         proc = await asyncio.create_subprocess_exec(
             *pasta_argv(forwarded, map_gateway),
+            *(() if pid_file is None else ("--pid", str(pid_file))),
             stdin=netns,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=err,
@@ -201,7 +203,7 @@ async def attach(child_pid: int, owner: str, forwarded: list[int],
         raise NetworkUnavailable(
             f"pasta could not set up {owner}'s network: {(said or ['no message'])[-1][:200]}"
         )
-    await asyncio.to_thread(_no_delay, owner)
+    await asyncio.to_thread(_no_delay, owner, pid_file)
 
 
 def _stack_mark() -> dict[str, str]:
@@ -304,16 +306,28 @@ async def _set_up(ours: dict[int, int], owner: str, forwarded: list[int] | None,
             os.close(fd)
 
 
-def _no_delay(owner: str) -> None:
+def _no_delay(owner: str, pid_file: Path | None = None) -> None:
     """Nagle off on the sockets of ``owner``'s pasta (providers/pasta_nodelay.py), before its
     daemon connects; where that is refused the machine is only slower."""
-    for pid in procinfo.env_roots(NETNS_OF, owner):
+    known = None if pid_file is None else pasta_of(pid_file, owner)
+    for pid in [known] if known is not None else procinfo.env_roots(NETNS_OF, owner):
         try:
             n = no_delay(pid)
         except OSError as exc:
             log.warning("provider.pasta_nodelay_failed", owner=owner, error=str(exc))
             continue
         log.debug("provider.pasta_nodelay", owner=owner, sockets=n)
+
+
+def pasta_of(pid_file: Path, owner: str) -> int | None:
+    """The live pasta of ``owner`` whose pid ``attach`` had written to ``pid_file``, checked by
+    its mark; None if there is none."""
+    try:
+        pid = int(pid_file.read_text())
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if f"{NETNS_OF}={owner}".encode() in env else None
 
 
 def has_pasta(*owners: str) -> bool:
