@@ -48,6 +48,7 @@ def _boot_budget(settings: Settings) -> float:
 #: How long a ready report that came before its machine's provisioning was recorded waits.
 _BOOKKEEPING_S = 0.05
 
+
 class SetupPusher(Checkouts):
     stage = "setup"
     daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND, d.GIT_CLONE, d.HEALTH, STAT)
