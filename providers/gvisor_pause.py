@@ -70,6 +70,9 @@ _ERROR_CAP = 600
 #: idle machine's 53 MB, 256 MiB of random data's 326 MB, 64 MiB written and zeroed again
 #: beside 32 MiB of random data: 37 MB), and its restore the same.
 CHECKPOINT_FLAGS = ("--compression", "none")
+#: After a restore, how long the daemon's own reconnect is looked for before the resume's
+#: signal is sent instead (its supervisor looks for the restore mark every 20 ms).
+WOKEN_WAIT_S = 0.15
 #: In a paused machine's bundle: the host pid of the process that keeps its network namespace
 #: (pasta and tables in it) until its resume; marked as its pasta is (``NETNS_OF``), so that
 #: what ends its pasta ends it too.
@@ -292,12 +295,29 @@ def _wait_gone(pid: int, timeout_s: float = 10.0) -> None:
         time.sleep(0.005)
 
 
+async def wake_daemon(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int,
+                      nats_ports: set[int]) -> bool:  # fmt: skip
+    """After a restore: the daemon's supervisor woke it on its restore mark, and it reconnects
+    to NATS; seen on its pasta's sockets within ``WOKEN_WAIT_S``, nothing more is done, else
+    the resume's signal is sent (a supervisor that watches no mark: an image older than it).
+    Whether the signal was sent."""
+    pasta = pasta_of(machine_dir / BUNDLE / PASTA_PID_FILE, machine_id)
+    deadline = time.monotonic() + WOKEN_WAIT_S
+    while pasta is not None and time.monotonic() < deadline:
+        if await asyncio.to_thread(held_by, [pasta], nats_ports):
+            return False
+        await asyncio.sleep(0.005)
+    await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
+    return True
+
+
 async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
-                         enter: list[str], ready: NetnsReady | None = None) -> int:  # fmt: skip
+                         enter: list[str], ready: NetnsReady | None = None, *,
+                         nats_ports: set[int]) -> int:  # fmt: skip
     """Restore the machine from its image, in the network namespace its pause kept (else one
     made as at its start), readied by ``ready`` (its egress policy), its restore mark written
-    anew (its daemon reconnects the moment it is restored), and the resume's signal sent; the
-    sandbox's host pid. The image is deleted once restored."""
+    anew (its daemon reconnects the moment it is restored: ``wake_daemon``); the sandbox's
+    host pid. The image is deleted once restored."""
     image = machine_dir / IMAGE_DIR
     if not image.is_dir() or not any(image.iterdir()):
         raise ProviderError(f"machine {machine_id} has no pause image to resume from")
@@ -317,9 +337,12 @@ async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
     )  # fmt: skip
     started = time.monotonic()
     (machine_dir / BUNDLE / NETNS_HOLDER).unlink(missing_ok=True)
-    await asyncio.gather(asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2"),
-                         asyncio.to_thread(remove_tree, image))  # fmt: skip
+    signalled, _ = await asyncio.gather(
+        wake_daemon(runsc, machine_dir, machine_id, pid, nats_ports),
+        asyncio.to_thread(remove_tree, image),
+    )
     log.info("provider.gvisor_resumed", machine_id=machine_id, pid=pid, kept_netns=held is not None,
+             signalled=signalled,
              prep_ms=round((prepared - began) * 1000),
              sandbox_ms=round((started - prepared) * 1000),
              after_ms=round((time.monotonic() - started) * 1000))  # fmt: skip

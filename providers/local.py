@@ -731,8 +731,9 @@ class LocalProvider:
         """A paused gvisor machine restored from its image."""
         runsc = self._gvisor_runsc()
         enter = await self._limited(machine_id, [])
+        ports = {port for _, port in nats_servers(self._nats_url)}
         await gvisor_pause.resume_sandbox(runsc, self.machine_dir(machine_id), machine_id, enter,
-                                          self._netns_ready)  # fmt: skip
+                                          self._netns_ready, nats_ports=ports)  # fmt: skip
 
     async def _stop_gvisor(self, machine_id: str) -> bool:
         runsc = self._runsc or gvisor.Runsc("runsc", "ptrace", self._data_dir)
