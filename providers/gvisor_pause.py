@@ -8,7 +8,7 @@ pasta and its tables in it, by a sleeping process of its own (``NETNS_HOLDER``):
 restores the image there at once, with nothing to set up first (a namespace that is gone, after
 a host's restart, is made anew as a start makes it). Before the restore the machine's restore
 mark is written anew: its parked supervisor sees it and wakes the daemon the moment it is
-restored (daemon/supervise.py); the resume's SIGUSR2 follows.
+restored (daemon/supervise.py); the resume's SIGUSR2 is sent only if that is not seen.
 
 Every pause and resume is the machine's own: nothing is held across machines, and the waits
 (the daemon letting go, runsc's checkpoint) are the event loop's, not a worker thread's.
