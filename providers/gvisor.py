@@ -45,7 +45,6 @@ import structlog
 
 from base.bounded_output import Completed, json_text, run_capped, run_capped_sync
 from base.codestore import CODE_MOUNT
-from base.retry import Backoff, retry_until
 from base.tokenfd import (
     DAEMON_LOG,
     DAEMON_LOG_VAR,
@@ -61,7 +60,7 @@ from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import ProviderError
 from contracts.models import GvisorPlatform
 from providers.cgroup import MachineCgroup
-from providers.gvisor_gateway import guard, machine_nats_url, maps_gateway
+from providers.gvisor_gateway import machine_nats_url
 from providers.gvisor_image import (
     BUNDLE as BUNDLE,  # the bundle's name: there, below this
     ImageRoot,
@@ -70,6 +69,7 @@ from providers.gvisor_image import (
     sudo_runtime,
     unmount_root,
 )
+from providers.gvisor_netns import await_own_netns, give_network, netns_config
 from providers.gvisor_root import (
     BIN_MOUNT,
     RUN_DIR,
@@ -83,7 +83,7 @@ from providers.gvisor_root import (
 from providers.local_image import MACHINE_HOME
 from providers.local_sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.machine_uid import trusting_gitconfig
-from providers.netns import attach, stop_pasta
+from providers.netns import stop_pasta
 from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
@@ -456,15 +456,16 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
                 "unshare", "--net", "sleep", "infinity", env=_clean_env(),
                 stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-            await _await_own_netns(holder.pid)
-            await _give_network(runsc, holder.pid, owner, bundle / PASTA_PID_FILE)
+            await await_own_netns(holder.pid)
+            await give_network(holder.pid, owner, bundle / PASTA_PID_FILE, runsc.nats_url,
+                               runsc.proxy_port)  # fmt: skip
         else:  # runsc took its addresses and routes: given back, as pasta had set them
-            await _netns_config(netns_holder, bundle, "restore")
+            await netns_config(netns_holder, bundle, "restore")
         in_netns = holder.pid if holder is not None else netns_holder
         assert in_netns is not None
         waits = [] if ready is None else [ready(machine_id, in_netns)]
         if holder is not None:  # what a pause's kept namespace is given again
-            waits.append(_netns_config(in_netns, bundle, "save"))
+            waits.append(netns_config(in_netns, bundle, "save"))
         await asyncio.gather(*waits)
         netns = f"/proc/{in_netns}/ns/net"
         netns_at = time.monotonic()
@@ -500,42 +501,6 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
             await holder.wait()
 
 
-#: In a bundle: its network namespace's addresses and routes as pasta set them, before runsc
-#: took them over (``ip addr save``, ``ip route save``): a paused machine's kept namespace has
-#: them again before its restore.
-NETNS_CONFIG = ("netns-addr", "netns-route")
-
-
-def has_netns_config(bundle: Path) -> bool:
-    return all((bundle / name).is_file() for name in NETNS_CONFIG)
-
-
-async def _netns_config(pid: int, bundle: Path, verb: str) -> None:
-    """``ip``'s ``save`` (to ``NETNS_CONFIG``) or ``restore`` (from there) of the addresses
-    and routes of the namespace of ``pid``; what is there already stays (``restore`` goes on
-    past each one)."""
-    addr, route = (str(bundle / name) for name in NETNS_CONFIG)
-    script = (f'ip addr {verb} > "$1" && ip route {verb} table all > "$2"' if verb == "save"
-              else f'ip addr {verb} < "$1"; ip route {verb} < "$2"')  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        "nsenter", f"--net=/proc/{pid}/ns/net", "/bin/sh", "-c", script, "fleet-netns", addr,
-        route, env=_clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    async with asyncio.timeout(30):
-        if await proc.wait() != 0 and verb == "save":
-            raise ProviderError(f"the network of {bundle.parent.name} could not be read")
-
-
-async def _give_network(runsc: Runsc, pid: int, owner: str, pid_file: Path) -> None:
-    """pasta on the new namespace of ``pid`` (its pid in ``pid_file``), and the gateway's guard
-    where NATS is on the host's loopback."""
-    via_gateway = maps_gateway(runsc.nats_url)
-    await attach(pid, owner, [], map_gateway=via_gateway, pid_file=pid_file)
-    if via_gateway:  # before anything runs there: only NATS's ports of the host's loopback
-        await guard(pid, owner, runsc.nats_url, runsc.proxy_port)
-
-
 async def _runsc_in(runsc: Runsc, netns: str, bundle: Path, log_path: Path, enter: list[str],
                     verb: tuple[str, ...], stdin: int, cid: str) -> int:  # fmt: skip
     """runsc's ``verb`` of the bundle in the namespace ``netns``, to its end: its exit."""
@@ -558,19 +523,6 @@ async def _runsc_in(runsc: Runsc, netns: str, bundle: Path, log_path: Path, ente
         )  # fmt: skip
         async with asyncio.timeout(_RUNSC_TIMEOUT_S):
             return await proc.wait()
-
-
-async def _await_own_netns(pid: int, timeout_s: float = 10.0) -> None:
-    """Until ``pid`` (unshare, then sleep) is in a network namespace other than ours."""
-    ours = os.stat("/proc/self/ns/net").st_ino
-
-    async def moved() -> bool:
-        with contextlib.suppress(OSError):
-            return os.stat(f"/proc/{pid}/ns/net").st_ino != ours
-        return False
-
-    async with asyncio.timeout(timeout_s):
-        await retry_until(moved, backoff=Backoff(0.01, 0.01, jitter=False))
 
 
 def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float) -> bool:

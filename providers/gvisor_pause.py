@@ -47,7 +47,6 @@ from providers.gvisor import (
     _clean_env,
     container_id,
     forget_sandbox,
-    has_netns_config,
     running_container,
     sandbox_pid,
     start_sandbox,
@@ -55,6 +54,7 @@ from providers.gvisor import (
     stop_sandbox,
     write_restore_mark,
 )
+from providers.gvisor_netns import has_netns_config
 from providers.netns import NETNS_OF, pasta_of, stop_pasta
 from providers.pasta_nodelay import tcp_sockets
 from providers.scratch import remove_tree
