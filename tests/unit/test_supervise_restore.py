@@ -6,9 +6,11 @@ tests/integration/test_gvisor_pause.py and test_gvisor_fork_memory.py."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from daemon.supervise import PARKS, RESUME, WATCH, Supervisor
 #: Stands for the daemon: says which of the park signals it got, one line each.
 DAEMON = r"""
 import signal, sys
+# A mask inherited from the suite's process (a test that ran the supervisor's end blocks these).
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2})
 for sig in (signal.SIGUSR1, signal.SIGUSR2):
     signal.signal(sig, lambda n, _: print(signal.Signals(n).name, flush=True))
 print("up", flush=True)
@@ -29,15 +33,41 @@ while True:
 """
 
 
+class Daemon:
+    """The stand-in daemon's process, and its lines as they come (read by a thread of their
+    own: a line is waited for with a timeout, never for ever)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", DAEMON], stdout=subprocess.PIPE,
+                                     text=True)  # fmt: skip
+        self.pid = self.proc.pid
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def said(self) -> str:
+        """Its next line, within 30 s ("" if none came)."""
+        try:
+            return self.lines.get(timeout=30)
+        except queue.Empty:
+            return ""
+
+
 @pytest.fixture
-def daemon() -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([sys.executable, "-c", DAEMON], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == "up\n"
-    yield proc
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
+def daemon() -> Iterator[Daemon]:
+    made = Daemon()
+    assert made.said() == "up\n"
+    yield made
+    made.proc.kill()
+    made.proc.wait()
+    made.reader.join(timeout=30)
+    assert made.proc.stdout is not None
+    made.proc.stdout.close()
 
 
 @pytest.fixture
@@ -45,37 +75,36 @@ def token_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A supervisor that stays root, its token file here (a gvisor machine's)."""
     (tmp_path / "token").write_text("t")
     monkeypatch.setattr(nodump, "_token_file", str(tmp_path / "token"))
-    monkeypatch.setattr(nodump.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     return tmp_path
 
 
 def test_a_changed_restore_mark_wakes_the_parked_daemon_once(
-    daemon: subprocess.Popen[str], token_dir: Path
+    daemon: Daemon, token_dir: Path
 ) -> None:
     (token_dir / RESTORE_MARK_FILE).write_text("before")
     sup = Supervisor(["true"], home=token_dir)
     sup.current = daemon.pid
-    assert daemon.stdout is not None
     previous = signal.signal(WATCH, signal.SIG_IGN)  # the timer's ticks are called below
     try:
         sup.signal(PARKS[0], None)  # the pause's
-        assert daemon.stdout.readline() == "SIGUSR1\n"
+        assert daemon.said() == "SIGUSR1\n"
         assert signal.getitimer(signal.ITIMER_REAL)[1] > 0  # looking, while parked
         for _ in range(3):
             sup.signal(WATCH, None)  # the same mark: nothing
         (token_dir / RESTORE_MARK_FILE).write_text("after")  # restored
         sup.signal(WATCH, None)
-        assert daemon.stdout.readline() == "SIGUSR2\n"
+        assert daemon.said() == "SIGUSR2\n"
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no longer looking
         sup.signal(WATCH, None)  # a tick that was on its way: nothing
         sup.signal(RESUME, None)  # the provider's own, after: forwarded, harmless
-        assert daemon.stdout.readline() == "SIGUSR2\n"
+        assert daemon.said() == "SIGUSR2\n"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(WATCH, previous)
 
 
-def test_a_resume_signal_stops_the_looking(daemon: subprocess.Popen[str], token_dir: Path) -> None:
+def test_a_resume_signal_stops_the_looking(daemon: Daemon, token_dir: Path) -> None:
     sup = Supervisor(["true"], home=token_dir)
     sup.current = daemon.pid
     previous = signal.signal(WATCH, signal.SIG_IGN)
@@ -86,9 +115,7 @@ def test_a_resume_signal_stops_the_looking(daemon: subprocess.Popen[str], token_
         (token_dir / RESTORE_MARK_FILE).write_text("later")
         sup.signal(WATCH, None)  # not parked: nothing more is sent
         os.kill(daemon.pid, PARKS[0])  # a marker: the next line is this one, not a SIGUSR2
-        assert daemon.stdout is not None
-        assert [daemon.stdout.readline() for _ in range(3)] == ["SIGUSR1\n", "SIGUSR2\n",
-                                                                "SIGUSR1\n"]  # fmt: skip
+        assert [daemon.said() for _ in range(3)] == ["SIGUSR1\n", "SIGUSR2\n", "SIGUSR1\n"]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(WATCH, previous)
