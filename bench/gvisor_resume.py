@@ -135,6 +135,6 @@ def report_small(report: Report, steps: Steps, times: dict[str, list[float]], on
     ms = {k: (p50(times, k) or 0) * 1000 for k in ("bare first exec", "small restored",
                                                      "small restored to ready")}  # fmt: skip
     report.note(f"27: small machines: a bare restore's first runsc exec p50 "
-                f"{ms['bare first exec']:.0f} ms; machines.paused to machine.resumed p50 "
+                f"{ms['bare first exec']:.0f} ms; machines.resume to machine.resumed p50 "
                 f"{ms['small restored']:.0f} ms; a fork's machine.provisioned to ready p50 "
                 f"{ms['small restored to ready']:.0f} ms")  # fmt: skip
