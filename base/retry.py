@@ -37,14 +37,20 @@ class Backoff:
     base: float = 0.5
     cap: float = 30.0
     jitter: bool = True
+    #: A schedule in place of the doubling (``backoff_s``): the waits after the first failed
+    #: try, the second, ..., the last one repeated.
+    steps: tuple[float, ...] = ()
 
     def wait_s(self, attempt: int) -> float:
-        return backoff_s(attempt, base=self.base, cap=self.cap, jitter=self.jitter)
+        return backoff_s(attempt, base=self.base, cap=self.cap, jitter=self.jitter,
+                         steps=self.steps)  # fmt: skip
 
 
 class Retries:
     """The waits between the tries of one operation. ``tries``: how many in all (0: no
-    count); ``budget_s``: how long in all, from now on ``clock`` (None: no budget)."""
+    count); ``budget_s``: how long in all, from now on ``clock`` (None: no budget);
+    ``failed``: tries that already failed, for a loop resumed from a record (a webhook's
+    delivery, whose tries outlive the process: its budget is then what is left of it)."""
 
     def __init__(
         self,
@@ -54,6 +60,7 @@ class Retries:
         budget_s: float | None = None,
         clip: bool = False,
         clock: Clock = SYSTEM_CLOCK,
+        failed: int = 0,
     ) -> None:
         self.backoff = backoff
         self.tries = tries
@@ -61,7 +68,7 @@ class Retries:
         self.clock = clock
         self.deadline = None if budget_s is None else clock.monotonic() + budget_s
         #: Tries that failed so far.
-        self.failed = 0
+        self.failed = failed
 
     def next_wait_s(self) -> float | None:
         """Counts a failed try; the wait before the next one, or None: give up."""

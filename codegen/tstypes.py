@@ -28,6 +28,7 @@ from contracts.daemon_rpc import OutputChunk
 from contracts.errors import BY_STATUS, ERRORS, RETRYABLE
 from contracts.gateway_files import FILES_PREFIX
 from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.json_schema import schema_components
 from contracts.openrpc import method_type_name, openrpc_document
 
 #: Where the committed module lives, relative to the repository root.
@@ -209,7 +210,7 @@ _ROUTE_TYPES: tuple[type[msgspec.Struct], ...] = (
 def _route_section(taken: set[str], components: dict[str, Any]) -> list[str]:
     """The route types; one that is an OpenRPC schema as well (a code run part's error) is
     that one, declared once."""
-    _, schemas = msgspec.json.schema_components(_ROUTE_TYPES, ref_template=_REF + "{name}")
+    _, schemas = schema_components(_ROUTE_TYPES, ref_template=_REF + "{name}")
     clash = sorted(n for n in set(schemas) & taken if schemas[n] != components.get(n))
     if clash:
         raise ValueError(f"route types named as OpenRPC schemas: {clash}")

@@ -19,6 +19,7 @@ import msgspec
 from contracts import audit, events, signing, subjects
 from contracts.daemon_rpc import DAEMON_METHODS
 from contracts.errors import ERRORS
+from contracts.json_schema import schema_components
 from contracts.jsonrpc import AnySpec
 from contracts.subjects import ConfigKind, EventKind
 
@@ -123,7 +124,7 @@ def asyncapi_document(
     types: list[Any] = [_EVENT_TYPES[k] for k in EventKind] + [events.Heartbeat]
     types += [_CONFIG_TYPES[k] for k in ConfigKind] + [audit.AuditEntry]
     types += [m.params for m in methods] + [m.result for m in methods]
-    _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
+    _, schemas = schema_components(types, ref_template=_REF)
     schemas["JsonRpcError"] = _JSONRPC_ERROR
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -349,7 +350,7 @@ def _request_message(spec: AnySpec) -> dict[str, Any]:
 
 
 def _response_message(spec: AnySpec) -> dict[str, Any]:
-    result = msgspec.json.schema_components([spec.result], ref_template=_REF)[0][0]
+    result = schema_components([spec.result], ref_template=_REF)[0][0]
     codes = sorted({e.code for e in spec.errors})
     return {
         "name": f"{spec.name} response",

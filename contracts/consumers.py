@@ -41,7 +41,13 @@ class Durable(StrEnum):
     SETUP_PUSHER_REPOS = "setup_pusher-repos"
     #: machine.secret-used: the gateway's audit entry of a machine's first use of a secret.
     GATEWAY_AUDIT = "gateway-audit"
+    #: machine.> (every kind): each event queued for the webhooks it goes to (services/webhooks).
+    WEBHOOKS = "webhooks"
 
+
+#: Read in stream order by one process at a time (``services/webhooks/fanout.py``), not by a
+#: stage's ``@subscriber`` handler, which takes one kind's events at once.
+ORDERED: frozenset[Durable] = frozenset({Durable.WEBHOOKS})
 
 #: Per-machine work: a durable per host (``host_durable``), not one for all.
 PER_HOST: frozenset[Durable] = frozenset(

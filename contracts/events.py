@@ -97,10 +97,21 @@ class DaemonStatusReported(_Event, tag=EventKind.DAEMON_STATUS_REPORTED.value, k
     boot_id: str
 
 
+class RepoConflict(msgspec.Struct, rename="camel", kw_only=True):
+    """A repo that did not reach a machine (its checkout path), and why."""
+
+    path: str
+    reason: str
+
+
 class SetupPushed(_Event, tag=EventKind.SETUP_PUSHED.value, kw_only=True):
     env_path: str
     env_bytes: int
+    #: The repos in place on the machine...
     repo_paths: list[str]
+    #: ...and those whose clone failed: the machine goes on without them, each a warning on it
+    #: (``setupWarning``) until a later setup or repo change puts it in place.
+    not_cloned: list[RepoConflict] = []
 
 
 class MachineReady(_Event, tag=EventKind.READY.value, kw_only=True):
@@ -184,9 +195,10 @@ class MachineResumeRequested(_Event, tag=EventKind.RESUME_REQUESTED.value, kw_on
 
 
 class MachineResumed(_Event, tag=EventKind.RESUMED.value, kw_only=True):
-    """A resuming machine's sandbox is restored, its processes where they were: its status is
-    ``ready`` now."""
+    """A resuming machine's sandbox is restored, its processes where they were, and its daemon
+    answers: its status is ``ready`` now."""
 
+    #: From the resume's start to its daemon's answer.
     duration_ms: float
     by: WakeBy
 
@@ -241,11 +253,6 @@ class EnvPushed(_Event, tag=EventKind.ENV_PUSHED.value, kw_only=True):
     env_path: str
     env_bytes: int
     env_sha256: str
-
-
-class RepoConflict(msgspec.Struct, rename="camel", kw_only=True):
-    path: str
-    reason: str
 
 
 class ReposReconciled(_Event, tag=EventKind.REPOS_RECONCILED.value, kw_only=True):

@@ -26,7 +26,8 @@ class HostInfo(Result, kw_only=True):
     host_id: str
     #: How many running machines it takes (``FLEET_HOST_CAPACITY``); None: no limit.
     capacity: int | None = None
-    #: Its machines that run, or are being started (any status but stopped, failed, archived).
+    #: Its machines that run, or are being started (any status but stopped or archived: a
+    #: failed machine still runs there until it is archived).
     running: int
     #: Its stopped machines (their homes stay on the host).
     stopped: int

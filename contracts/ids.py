@@ -10,15 +10,17 @@ MACHINE_ID_RE = re.compile(r"^m-[0-9a-f]{16}$")
 INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{16}$")
 SNAPSHOT_ID_RE = re.compile(r"^s-[0-9a-f]{16}$")
 USER_ID_RE = re.compile(r"^u-[0-9a-f]{16}$")
+WEBHOOK_ID_RE = re.compile(r"^w-[0-9a-f]{16}$")
 #: Exact length, so a pattern's `$` cannot let a trailing newline through.
 ID_LENGTH = 18
 
 #: What each id's prefix names, for the messages that say what an id looks like.
-ID_KINDS = {"m": "machine", "i": "instance", "s": "snapshot", "u": "user", "t": "token"}
+ID_KINDS = {"m": "machine", "i": "instance", "s": "snapshot", "u": "user", "t": "token",
+            "w": "webhook"}  # fmt: skip
 #: Each kind's id pattern by the API's field names for it (in a JSON path, a list's items too).
 ID_FIELDS = {
     "machineId": "m", "instanceId": "i", "instanceIds": "i", "snapshotId": "s",
-    "fromSnapshot": "s",
+    "fromSnapshot": "s", "webhookId": "w",
 }  # fmt: skip
 
 
@@ -58,6 +60,10 @@ def new_token_id() -> str:
 
 def new_user_id() -> str:
     return "u-" + secrets.token_hex(8)
+
+
+def new_webhook_id() -> str:
+    return "w-" + secrets.token_hex(8)
 
 
 def new_event_id() -> str:

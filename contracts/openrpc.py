@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import msgspec
 
 from contracts.errors import ERRORS
+from contracts.json_schema import schema_components
 from contracts.jsonrpc import AnySpec
 
 OPENRPC_VERSION = "1.3.2"
@@ -22,9 +23,7 @@ def openrpc_document(
     methods: Sequence[AnySpec], *, title: str, version: str, server_url: str | None = None
 ) -> OpenRpcDocument:
     types = [m.params for m in methods] + [m.result for m in methods]
-    schemas, components = msgspec.json.schema_components(
-        types, ref_template="#/components/schemas/{name}"
-    )
+    schemas, components = schema_components(types, ref_template="#/components/schemas/{name}")
     schema_list, components = _unclash(list(schemas), components, methods)
     n = len(methods)
     entries = [

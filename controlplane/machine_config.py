@@ -5,12 +5,11 @@ so a refresh writes exactly what a setup would."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Awaitable, Callable, Collection
-from pathlib import Path
 
 import msgspec
 
+from base.ca_bundle import system_bundle
 from base.dotenv import build_env_file, proxy_and_ca_vars, render
 from contracts import machine_files as mf
 from contracts.daemon_rpc import WriteFileParams, WriteFileResult
@@ -20,7 +19,6 @@ from contracts.gateway_secrets import MACHINE_PROXY_URL, placeholder
 from contracts.gateway_ssh import AUTHORIZED_KEYS, authorized_keys
 from contracts.machine_files import CronJob, CronTable
 from contracts.models import Machine, Repo
-from contracts.status import MachineStatus as S
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import MachineClient
 from controlplane.secret_ca import instance_ca
@@ -34,7 +32,6 @@ FAN_OUT_CONCURRENCY = 256
 #: Instance configs read at once before a fan-out (half the Redis pool of a process).
 CONFIG_LOADS = 32
 #: Machines whose daemon is up and set up: the ones a refresh (or a live push) reaches.
-REFRESHABLE = frozenset({S.READY, S.UNRESPONSIVE, S.PROBING})
 
 
 class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,17 +100,6 @@ def proxied_repo(repo: Repo) -> bool:
     """Whether the egress proxy gives ``repo``'s clones, fetches and pushes its credentials
     (git over HTTPS, as basic auth): the machine then never holds them."""
     return repo.has_credentials and repo.url.lower().startswith("https://")
-
-
-def system_bundle() -> str:
-    """The platform host's own CA bundle (OpenSSL's default file)."""
-    paths = ssl.get_default_verify_paths()
-    for path in (Path(p) for p in (paths.cafile, paths.openssl_cafile) if p):
-        try:
-            return path.read_text()
-        except OSError:
-            continue
-    return ""
 
 
 def instance_config(

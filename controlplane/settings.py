@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -201,7 +202,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     repo_check_timeout_s: float = 8.0
     egress_proxy: str = ""
     #: A PEM bundle the egress proxy trusts besides the system's CAs, for the upstreams a
-    #: secret is added for (a private API, a test server).
+    #: secret is added for (a private API, a test server, a private repo's git server); git on
+    #: the platform's host (repos.add's check, an environment's checkout) trusts it too.
     secrets_upstream_ca: str = ""
     #: The egress proxy's port for gvisor machines (their stack has a loopback of its own):
     #: on the address they reach NATS at (the host's loopback through their gateway, or NATS's
@@ -222,6 +224,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     config_debounce_s: float = 0.2
     #: ...but never later than this after the first change of the burst.
     config_debounce_max_s: float = 2.0
+    # webhooks (services/webhooks, docs/webhooks.md)
+    #: The waits between a failed delivery and the next attempt (seconds, comma-separated; the
+    #: last repeats), within ``webhook_retry_budget_s`` of the first...
+    webhook_retry_steps_s: str = "5,300,1800,7200,18000,36000"
+    #: ...whose end is the event's last attempt to that endpoint.
+    webhook_retry_budget_s: float = 86400.0
+    #: How long an endpoint has to answer (a 2xx in time: delivered).
+    webhook_timeout_s: float = 15.0
+    #: An endpoint whose every attempt failed for this long is disabled.
+    webhook_disable_after_s: float = 5 * 86400.0
+    #: Networks (comma-separated CIDRs or addresses) a webhook may be sent to although they are
+    #: loopback, link-local, private or the platform's own (a receiver on the host, in tests).
+    webhook_allow_private: str = ""
+    #: Deliveries under way at once in one webhooks process.
+    webhook_concurrency: int = 64
     # probe
     probe_delay_s: float = 0.0
     probe_timeout_s: float = 60.0
@@ -274,8 +291,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: that no record holds (services/provisioner/sweep.py); one runs at its start too.
     sweep_interval_s: float = 600.0
     # boot
-    #: How long a provisioned machine's daemon has to report ready before the machine fails.
+    #: How long a booting machine's daemon has to report ready before the machine fails,
+    #: counted only while the platform watches it: from its daemon's (re)start, from the
+    #: platform's return after it was stopped, and for a fork from its restore
+    #: (docs/pipeline.md#deadlines). Also how long a resumed machine's daemon has to answer.
     boot_timeout_s: float = 120.0
+    #: How much longer a booting machine is waited for, past FLEET_BOOT_TIMEOUT_S, while its
+    #: host says its daemon runs (a loaded host, a slow restore) or cannot be asked; then it
+    #: fails.
+    boot_alive_max_s: float = 900.0
     # versions
     #: The git SHA the platform runs (deployments set it); empty: the code repo's HEAD.
     git_sha: str = ""
@@ -466,6 +490,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                              ">= 0 (0: never)")  # fmt: skip
         if self.activity_write_s < 0:
             raise ValueError(f"FLEET_ACTIVITY_WRITE_S: {self.activity_write_s} is not >= 0")
+        if not self.boot_timeout_s > 0 or self.boot_alive_max_s < 0:
+            raise ValueError(
+                f"FLEET_BOOT_TIMEOUT_S ({self.boot_timeout_s}) is not > 0, or "
+                f"FLEET_BOOT_ALIVE_MAX_S ({self.boot_alive_max_s}) is not >= 0"
+            )
         if not self.wake_timeout_s > 0:
             raise ValueError(f"FLEET_WAKE_TIMEOUT_S: {self.wake_timeout_s} is not > 0")
         if self.host_capacity < 0:
@@ -480,10 +509,36 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(f"FLEET_SWEEP_INTERVAL_S: {self.sweep_interval_s} is not > 0")
         if self.instance_disk_mb < 0:
             raise SettingsError(f"FLEET_INSTANCE_DISK_MB: {self.instance_disk_mb} is not >= 0")
+        _ = self.webhook_retry_steps, self.webhook_allowed_networks  # named at start if bad
+        if not self.webhook_timeout_s > 0 or self.webhook_concurrency < 1:
+            raise SettingsError("FLEET_WEBHOOK_TIMEOUT_S and FLEET_WEBHOOK_CONCURRENCY are "
+                                "not positive")  # fmt: skip
         if not self.egress_dns_rate > 0 or self.egress_dns_concurrency < 1:
             raise ValueError(f"FLEET_EGRESS_DNS_RATE ({self.egress_dns_rate}) and "
                              f"FLEET_EGRESS_DNS_CONCURRENCY ({self.egress_dns_concurrency}) "
                              "are not positive")  # fmt: skip
+
+    @property
+    def webhook_retry_steps(self) -> tuple[float, ...]:
+        try:
+            steps = tuple(float(s) for s in self.webhook_retry_steps_s.split(","))
+        except ValueError:
+            steps = ()
+        if not steps or not all(s >= 0 for s in steps):
+            raise SettingsError(f"FLEET_WEBHOOK_RETRY_STEPS_S: {self.webhook_retry_steps_s!r} "
+                                "is not a comma-separated list of seconds")  # fmt: skip
+        return steps
+
+    @property
+    def webhook_allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        try:
+            return tuple(ipaddress.ip_network(n.strip(), strict=False)
+                         for n in self.webhook_allow_private.split(",") if n.strip())  # fmt: skip
+        except ValueError:
+            raise SettingsError(
+                f"FLEET_WEBHOOK_ALLOW_PRIVATE: {self.webhook_allow_private!r} "
+                "is not a comma-separated list of networks"
+            ) from None
 
     @property
     def preview(self) -> PreviewOrigin:
@@ -495,6 +550,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def ca_bundle_path(self) -> Path | None:
         return Path(self.ca_bundle) if self.ca_bundle else None
+
+    @property
+    def upstream_cas(self) -> tuple[str, ...]:
+        """The PEM bundles a machine's clone trusts besides the system's CAs, which git on the
+        platform's host trusts too: ``FLEET_CA_BUNDLE`` (a machine's git reads it from its
+        .env) and ``FLEET_SECRETS_UPSTREAM_CA`` (the egress proxy's, for the upstream of a
+        machine's clone of a private repo)."""
+        return tuple(f for f in (self.ca_bundle, self.secrets_upstream_ca) if f)
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""

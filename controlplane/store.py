@@ -28,6 +28,7 @@ from controlplane import store_scripts
 from controlplane.caller_changes import CallerChanges
 from controlplane.redis_client import close_client, redis_client
 from controlplane.settings import Settings
+from controlplane.store_boot_watch import BootWatchRecords
 from controlplane.store_codemode import CodemodeRecords
 from controlplane.store_creates import CreateOnce, CreateRecords, Once
 from controlplane.store_disk import DiskLedger
@@ -59,6 +60,7 @@ from controlplane.store_stop import StopRecords
 from controlplane.store_tickets import TicketRecords
 from controlplane.store_tokens import TokenRecords
 from controlplane.store_users import UserRecords
+from controlplane.store_webhooks import WebhookRecords
 
 __all__ = ["MachineAccess", "Store", "Transition"]
 
@@ -99,6 +101,7 @@ class Store:
         self.tokens = TokenRecords(self)
         self.users = UserRecords(self)
         self.heartbeats = HeartbeatRecords(self)
+        self.boot_watch = BootWatchRecords(self)
         self.tickets = TicketRecords(self)
         self.stages = StageRecords(self)
         self.creates = CreateRecords(self)
@@ -113,6 +116,7 @@ class Store:
         self.codemode = CodemodeRecords(self)
         self.secrets = SecretRecords(self)
         self.locks = LockRecords(self)
+        self.webhooks = WebhookRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 import msgspec
 
-from contracts.status import MachineStatus as S
+from contracts.status import ARCHIVED_OR_ARCHIVING, MachineStatus as S
 from controlplane import store_scripts
 from controlplane.store_keys import (
     F_HOST_CAPACITY,
@@ -23,8 +23,8 @@ from controlplane.store_keys import (
 if TYPE_CHECKING:
     from controlplane.store import Store
 
-#: A machine in one of these no longer holds a place on its host (stopped ones hold a home).
-_GONE = frozenset({S.ARCHIVING, S.ARCHIVED, S.FAILED})
+#: A machine in one of these no longer holds a place on its host (stopped ones hold a home). A
+#: failed one does until it is archived: its processes go on there (its daemon answers).
 
 #: Fail a machine only while it is still ``created`` (no provisioner took it since).
 _FAIL_UNPLACED = f"""
@@ -36,8 +36,8 @@ return 1
 
 
 class Occupancy(msgspec.Struct, frozen=True):
-    """The machines a host holds: running (any status but stopped, failed, archived) and
-    stopped."""
+    """The machines a host holds: running (any status but stopped or archived: a failed one
+    runs until it is archived) and stopped."""
 
     running: frozenset[str]
     stopped: int
@@ -108,7 +108,7 @@ class HostRecords:
         running: set[str] = set()
         stopped, gone = 0, []
         for mid, (status, owner) in zip(ids, rows, strict=True):
-            if status is None or owner != host_id or S(status) in _GONE:
+            if status is None or owner != host_id or S(status) in ARCHIVED_OR_ARCHIVING:
                 gone.append(mid)
             elif status == S.STOPPED:
                 stopped += 1

@@ -40,6 +40,8 @@ F_SEALED_CREDENTIAL = "tokenEnc"
 F_CREDENTIAL_REVOKED = "tokenRevokedAt"
 # Fields of ``Machine`` the store writes on its own.
 F_STATUS = "status"
+#: The machine's instance (``Machine.instance_id``), read alone by the webhooks' fan-out.
+F_MACHINE_INSTANCE = "instanceId"
 F_STATUS_REASON = "statusReason"
 F_UPDATED_AT = "updatedAt"
 F_EXTERNAL_ID = "externalId"
@@ -152,6 +154,11 @@ class Keys:
 
     def k_cloned(self, machine_id: str) -> str:
         return f"{self.prefix}machine:{machine_id}:cloned"
+
+    def k_boot_watch(self, machine_id: str) -> str:
+        """Hash: the boot watchdog's window for a booting machine (store_boot_watch.py); it
+        expires by itself once no one looks."""
+        return f"{self.prefix}machine:{machine_id}:boot-watch"
 
     def k_repo_warnings(self, machine_id: str) -> str:
         """The machine's repos that did not reach it: path -> reason (store_repo_warnings.py)."""
@@ -315,6 +322,58 @@ class Keys:
     def k_secrets_ca(self, instance_id: str) -> str:
         """The instance's CA (JSON: its certificate, its key sealed by the secret key)."""
         return f"{self.prefix}secrets:ca:{instance_id}"
+
+    # --- webhooks (controlplane/store_webhooks.py) ---------------------------------------------
+    def k_webhook(self, webhook_id: str) -> str:
+        """Hash: an endpoint (its fields: store_webhooks.py), its secret sealed."""
+        return f"{self.prefix}webhook:{webhook_id}"
+
+    def k_webhooks_of(self, scope: str) -> str:
+        """Set: the endpoints of an instance, or of the platform (scope ``platform``)."""
+        return f"{self.prefix}webhooks:of:{scope}"
+
+    def k_webhook_queue(self, webhook_id: str, queue: str) -> str:
+        """Sorted set: the events waiting for an endpoint from one machine (``queue``: its id,
+        or ``-`` for test events), by stream sequence: delivered lowest first, one at a time."""
+        return f"{self.prefix}webhook:{webhook_id}:queue:{queue}"
+
+    def k_webhook_queues(self, webhook_id: str) -> str:
+        """Set: the endpoint's queues that hold events."""
+        return f"{self.prefix}webhook:{webhook_id}:queues"
+
+    def k_webhook_bodies(self, webhook_id: str) -> str:
+        """Hash: event id -> the body to POST, for each event waiting for the endpoint."""
+        return f"{self.prefix}webhook:{webhook_id}:bodies"
+
+    def k_webhook_tries(self, webhook_id: str) -> str:
+        """Hash: event id -> ``failed,firstAtMs``: a waiting event's failed attempts so far."""
+        return f"{self.prefix}webhook:{webhook_id}:tries"
+
+    def k_webhook_done(self, webhook_id: str, queue: str) -> str:
+        """The stream sequence of the queue's last event delivered (or given up), for an hour:
+        an event the fan-out is handed again after that is not queued twice."""
+        return f"{self.prefix}webhook:{webhook_id}:done:{queue}"
+
+    def k_webhook_attempts(self, webhook_id: str) -> str:
+        """List: the endpoint's last delivery attempts (JSON), the newest first."""
+        return f"{self.prefix}webhook:{webhook_id}:attempts"
+
+    @property
+    def K_WEBHOOKS_DUE(self) -> str:
+        """Sorted set: ``<webhookId>|<queue>`` -> when (epoch ms) its head is next attempted
+        (or, while a delivery process holds it, when that lease ends)."""
+        return self.prefix + "webhooks:due"
+
+    @property
+    def K_WEBHOOKS_VERSION(self) -> str:
+        """A count raised by each change to where events go (an endpoint made, deleted or
+        disabled): the fan-out keeps the endpoints it looked up for as long as it stays."""
+        return self.prefix + "webhooks:version"
+
+    @property
+    def K_WEBHOOKS_LEASES(self) -> str:
+        """Hash: ``<webhookId>|<queue>`` -> the token of the delivery process that holds it."""
+        return self.prefix + "webhooks:leases"
 
     # --- snapshots ------------------------------------------------------------------------------
     def k_snapshot(self, snapshot_id: str) -> str:

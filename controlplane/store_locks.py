@@ -23,6 +23,7 @@ class LockRecords:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._release = store_scripts.BoundScript(store_scripts.UNLOCK)
+        self._renew = store_scripts.BoundScript(store_scripts.RENEW)
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str, ttl_s: float = 60.0) -> AsyncIterator[bool]:
@@ -58,3 +59,10 @@ class LockRecords:
         """Only if ``token`` still holds it."""
         script = self._release.on(self._store.redis)
         await script(keys=[self._store.keys.k_lock(name)], args=[token])
+
+    async def renew(self, name: str, token: str, ttl_s: float) -> bool:
+        """Keep a lock taken with ``take`` for another ``ttl_s``; whether ``token`` still held
+        it (a holder that lost it, its TTL run out, must stop acting as its holder)."""
+        script = self._renew.on(self._store.redis)
+        keys = [self._store.keys.k_lock(name)]
+        return bool(await script(keys=keys, args=[token, int(ttl_s * 1000)]))

@@ -45,6 +45,7 @@ from daemon import tools
 from daemon.code_launch import kernel_launch
 from daemon.code_output import RunOutput
 from daemon.exec_streams import Publish
+from daemon.listening_ports import listener_inodes, started_with
 from daemon.procenv import ProcessEnv
 
 log = structlog.get_logger(__name__)
@@ -59,11 +60,6 @@ KERNELS: dict[str, tuple[str, str | None]] = {
 _RUNTIME_DIR = ".fleet/kernels"
 #: How often a run waiting on its kernel looks whether the kernel is still alive.
 _POLL_S = 1.0
-#: Kernels a daemon left to the next in its process, by home: a fork or a machine made from a
-#: memory snapshot is restored with its source's daemon and kernels, and that daemon goes on in
-#: the same process as the new machine (exit mode ``identity``): the kernels, its children,
-#: go on with it.
-_KEPT: dict[Path, dict[str, _Context]] = {}
 _ENCODE = msgspec.json.Encoder()
 #: Takes each part of a streamed run, in order.
 SendPart = Callable[[dc.CodeRunPart], Awaitable[None]]
@@ -80,6 +76,9 @@ class _Context:
     running: bool = False
     #: The stream of the run that executes (None: none, or an unstreamed one).
     stream: str | None = None
+    #: The listening sockets its kernel opened as it started: the platform's, not the user's
+    #: (daemon/listening_ports.py lists none of them).
+    sockets: frozenset[int] = frozenset()
 
 
 @functools.cache
@@ -99,10 +98,29 @@ def _jupyter() -> tuple[Any, Any]:
     return AsyncKernelManager, OneSpec
 
 
+class KeptKernels:
+    """Kernels a daemon left to the next in its process, by home: a fork or a machine made from
+    a memory snapshot is restored with its source's daemon and kernels, and that daemon goes on
+    in the same process as the new machine (exit mode ``identity``): the kernels, its children,
+    go on with it. Made once by the process (``daemon.__main__``), handed to each daemon's
+    ``CodeKernels``."""
+
+    def __init__(self) -> None:
+        self._by_home: dict[Path, dict[str, _Context]] = {}
+
+    def keep(self, home: Path, contexts: dict[str, _Context]) -> None:
+        self._by_home[home] = contexts
+
+    def take(self, home: Path) -> dict[str, _Context]:
+        return self._by_home.pop(home, {})
+
+
 class CodeKernels:
     def __init__(self, *, home: Path, env: ProcessEnv, contexts_max: int,
-                 room: Callable[[], int], machine_id: str = "",
-                 publish: Publish | None = None) -> None:  # fmt: skip
+                 room: Callable[[], int], machine_id: str = "", publish: Publish | None = None,
+                 kept: KeptKernels | None = None) -> None:  # fmt: skip
+        """``kept``: what a daemon before this one in the process left running (none by
+        default)."""
         self._home = home
         self._machine_id = machine_id
         #: Where a streamed run's parts go (none: tool.code.runStream answers as run does).
@@ -111,11 +129,16 @@ class CodeKernels:
         self._max = contexts_max
         #: The most an answer may hold, in bytes (one NATS message, less its envelope).
         self._room = room
-        self._contexts: dict[str, _Context] = _KEPT.pop(home, {})
+        self._kept = kept or KeptKernels()
+        self._contexts: dict[str, _Context] = self._kept.take(home)
         #: Streamed runs under way (waiting for their context or running), and those of them
         #: cancelled.
         self._streams: dict[str, _Context] = {}
         self._cancelled: set[str] = set()
+
+    def sockets(self) -> frozenset[int]:
+        """The listening sockets the contexts' kernels opened as they started."""
+        return frozenset[int]().union(*(ctx.sockets for ctx in self._contexts.values()))
 
     def languages(self) -> list[str]:
         path = self._env().get("PATH")
@@ -216,8 +239,9 @@ class CodeKernels:
         """Every kernel shut down (the daemon is going), or ``keep``: left running for the next
         daemon of this process and home."""
         if keep:
-            _KEPT[self._home], self._contexts = self._contexts, {}
-            log.info("code.kernels_kept", contexts=len(_KEPT[self._home]))
+            kept, self._contexts = self._contexts, {}
+            self._kept.keep(self._home, kept)
+            log.info("code.kernels_kept", contexts=len(kept))
             return
         contexts, self._contexts = list(self._contexts.values()), {}
         for ctx in contexts:
@@ -275,6 +299,7 @@ class CodeKernels:
         km = manager(kernel_name=ctx.info.language, kernel_spec_manager=specs(),
                      connection_file=str(connection))  # fmt: skip
         km.kernel_spec_manager.spec = spec
+        listening = await asyncio.to_thread(listener_inodes)
         await km.start_kernel(cwd=ctx.info.cwd, env=env)
         kc = km.client()
         kc.start_channels()
@@ -284,6 +309,7 @@ class CodeKernels:
         except (RuntimeError, TimeoutError) as exc:
             await _shutdown(ctx)
             raise ToolError(f"the {ctx.info.language} kernel did not start: {exc}") from None
+        ctx.sockets = await asyncio.to_thread(started_with, listening, _pid(km))
         log.info("code.kernel_started", context_id=ctx.info.id, language=ctx.info.language,
                  pid=_pid(km))  # fmt: skip
 
@@ -393,7 +419,7 @@ async def _drain_reply(ctx: _Context, msg_id: str) -> None:
 
 
 async def _shutdown(ctx: _Context) -> None:
-    km, kc, ctx.km, ctx.kc = ctx.km, ctx.kc, None, None
+    km, kc, ctx.km, ctx.kc, ctx.sockets = ctx.km, ctx.kc, None, None, frozenset()
     if kc is not None:
         kc.stop_channels()
     if km is not None:

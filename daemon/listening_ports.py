@@ -7,15 +7,18 @@ machine) are exactly the machine's sockets.
 Only the sockets of the machine's own programs are listed, told apart by who holds each one
 (its inode among a process's descriptors), never by a port a user's server could use too. The
 platform's are not: the daemon's own (its control server), its ancestors' (the supervisor, the
-sandbox's init), and those held from outside the machine's processes (the DNS proxy's resolver,
-the way to NATS), which no process of the machine holds. A socket no readable process holds
-is listed only if a process the daemon may not look into (another user's, or one that made
-itself non-dumpable) could hold it: one of the socket's owner.
+sandbox's init), those held from outside the machine's processes (the DNS proxy's resolver,
+the way to NATS), which no process of the machine holds, and those a code context's kernel
+opened as it started (ZMQ's channels and its IOPub pipe: ``started_with``), before any code of
+the user's ran in it. A socket no readable process holds is listed only if a process the daemon
+may not look into (another user's, or one that made itself non-dumpable) could hold it: one of
+the socket's owner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import sys
@@ -25,7 +28,6 @@ from typing import NamedTuple
 
 from base import procinfo
 from contracts.errors import NotSupported
-from contracts.jsonrpc import NoParams
 from contracts.ports import Family, ListeningPort, PortList
 
 #: ``st`` of a socket in LISTEN (include/net/tcp_states.h).
@@ -144,9 +146,36 @@ def _socket_inodes(fds: list[Path]) -> set[int]:
     return inodes
 
 
-def listening_ports(proc_net: Path = Path("/proc/net"), held: Holders | None = None) -> PortList:
+def listener_inodes(proc_net: Path = Path("/proc/net")) -> set[int]:
+    """The inodes of the sockets listening where a tunnel reaches them (``parse_listeners``)."""
+    found: set[int] = set()
+    for name, family in _TABLES:
+        with contextlib.suppress(FileNotFoundError):
+            found |= {lst.inode for lst in parse_listeners((proc_net / name).read_text(), family)}
+    return found
+
+
+def started_with(before: set[int], pid: int | None, proc_net: Path = Path("/proc/net"),
+                 proc: Path = Path("/proc")) -> frozenset[int]:  # fmt: skip
+    """The listening sockets process ``pid`` opened as the platform started it: those that
+    appeared since ``before`` (read just before its start) that no readable process but
+    ``pid`` holds. A kernel of the platform's runtime is not readable (non-dumpable), one of
+    the machine's own Python is: either way, a server another process of the machine started
+    meanwhile is not taken for one of its own."""
+    fresh = listener_inodes(proc_net) - before
+    if not fresh:
+        return frozenset()
+    for entry in proc.iterdir():
+        if entry.name.isdigit() and int(entry.name) != pid:
+            with contextlib.suppress(OSError):  # unreadable, or it ended
+                fresh -= _socket_inodes(list((entry / "fd").iterdir()))
+    return frozenset(fresh)
+
+
+def listening_ports(proc_net: Path = Path("/proc/net"), held: Holders | None = None,
+                    started: frozenset[int] = frozenset()) -> PortList:  # fmt: skip
     """The ports the machine's programs listen on (``held``: who holds which socket, else
-    read from /proc)."""
+    read from /proc), but for the sockets ``started`` (the kernels' own: ``started_with``)."""
     held = holders() if held is None else held
     ports: dict[tuple[int, Family], ListeningPort] = {}
     read_any = False
@@ -158,7 +187,7 @@ def listening_ports(proc_net: Path = Path("/proc/net"), held: Holders | None = N
         read_any = True
         for listener in parse_listeners(text, family):
             p = listener.port
-            if held.of_programs(listener):
+            if listener.inode not in started and held.of_programs(listener):
                 # Several sockets on one port (SO_REUSEPORT, 127.0.0.1 and 0.0.0.0): once.
                 ports.setdefault((p.port, family), p)
     if not read_any:
@@ -166,6 +195,7 @@ def listening_ports(proc_net: Path = Path("/proc/net"), held: Holders | None = N
     return PortList(ports=[ports[k] for k in sorted(ports)])
 
 
-async def list_ports(_: NoParams, __: None) -> PortList:
+async def list_ports(started: frozenset[int] = frozenset()) -> PortList:
+    """The machine's ports, but for the sockets ``started`` (its kernels' own)."""
     # Off the loop: a machine of many processes and descriptors takes a while to walk.
-    return await asyncio.to_thread(listening_ports)
+    return await asyncio.to_thread(listening_ports, started=started)

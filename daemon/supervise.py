@@ -21,10 +21,10 @@
   daemon first, on its identity pipe: the daemon takes it in place (daemon/server.py).
 - A restore announces itself: from a pause's signal on, the supervisor reads every
   ``RESTORE_WATCH_S`` the restore mark beside its token file, which its provider writes anew
-  before each restore (nodump.restore_mark). Once it has changed the machine was restored (a
-  resume, or a fork of it), and the supervisor does at once what the resume's signal does: the
-  daemon reconnects while its provider is still finishing the restore. The provider's SIGUSR2
-  comes after, and changes nothing then.
+  before each restore (``HeldIdentity.restore_mark``). Once it has changed the machine was
+  restored (a resume, or a fork of it), and the supervisor does at once what the resume's
+  signal does: the daemon reconnects while its provider is still finishing the restore. The
+  provider's SIGUSR2 comes after, and changes nothing then.
 """
 
 from __future__ import annotations
@@ -104,8 +104,13 @@ def stopped_for_good(pid: int, home: Path) -> bool:
 
 
 class Supervisor:
-    def __init__(self, argv: list[str], home: Path | None = None) -> None:
+    """``held``: the machine's identity this process holds (its token, handed to each daemon
+    it starts)."""
+
+    def __init__(self, argv: list[str], held: nodump.HeldIdentity,
+                 home: Path | None = None) -> None:  # fmt: skip
         self.argv = argv
+        self.held = held
         self.home = home or _home()
         self.current: int | None = None
         self.stopping = False
@@ -113,7 +118,7 @@ class Supervisor:
         self.started_at = 0.0
         self.failures = 0
         self.spawned = 0
-        #: The write end of the watched daemon's identity pipe (nodump.tell_new_identity).
+        #: The write end of the watched daemon's identity pipe (``HeldIdentity.tell_new_identity``).
         self.identity: int | None = None
         #: While parked (a pause's signal, no resume's yet): the restore mark at the park.
         self.parked_mark: str | None = None
@@ -122,11 +127,11 @@ class Supervisor:
         env = dict(os.environ)
         if self.spawned == 0:  # the machine's first daemon: the machine has just started
             env[MACHINE_BOOT_VAR] = "1"
-        elif machine_id := nodump.reread_identity():  # a fork restored is told who it is
+        elif machine_id := self.held.reread_identity():  # a fork restored is told who it is
             os.environ["FLEET_MACHINE_ID"] = env["FLEET_MACHINE_ID"] = machine_id
         self.spawned += 1
         env, argv = self.code(env)
-        env, give_token = nodump.token_handed(env)
+        env, give_token = self.held.token_handed(env)
         read, write = nodump.identity_pipe()
         env[nodump.IDENTITY_FD_VAR] = str(nodump.IDENTITY_FD)
         give = [*give_token, (os.POSIX_SPAWN_DUP2, read, nodump.IDENTITY_FD)]
@@ -170,7 +175,7 @@ class Supervisor:
             mark, self.parked_mark = self.parked_mark, None
             if mark is None:
                 return
-            if nodump.restore_mark() == mark:
+            if self.held.restore_mark() == mark:
                 self.parked_mark = mark  # not yet
                 return
             _say("restored")
@@ -179,7 +184,7 @@ class Supervisor:
         if signum in PARKS:  # a pause's or a resume's, for the daemon alone
             self.watch_restore(signum != RESUME)
             if signum == RESUME:  # told first: the daemon reads it on the signal
-                nodump.tell_new_identity(self.identity)
+                self.held.tell_new_identity(self.identity)
             if self.current is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.current, signum)
@@ -200,7 +205,7 @@ class Supervisor:
 
     def watch_restore(self, parked: bool) -> None:
         """While parked, the restore mark read every ``RESTORE_WATCH_S`` (SIGALRM); else not."""
-        self.parked_mark = nodump.restore_mark() if parked else None
+        self.parked_mark = self.held.restore_mark() if parked else None
         every = RESTORE_WATCH_S if parked else 0.0
         signal.setitimer(signal.ITIMER_REAL, every, every)
 
@@ -233,7 +238,7 @@ class Supervisor:
         provider = pool_channel(os.environ)
         if provider is None:
             self.spawn()
-        elif not relay_claim(provider, self.spawn):  # a pooled machine never claimed
+        elif not relay_claim(provider, self.spawn, self.held):  # a pooled machine never claimed
             self.stopping = True
             if self.current is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -295,16 +300,17 @@ def start_sudo_broker() -> None:
 
 def main() -> None:
     nodump.forbid_dumps()
-    nodump.take_token()  # before any of the machine's processes exists
+    held = nodump.HeldIdentity()
+    held.take_token()  # before any of the machine's processes exists
     try:
-        nodump.take_token_file_and_drop_root()
+        held.take_token_file_and_drop_root()
     except nodump.TokenSpent as exc:  # no daemon without a token: the provider starts it again
         _say("token_spent", reason=repr(str(exc)))
         raise SystemExit(TOKEN_SPENT_EXIT) from None
     argv = sys.argv[1:] or nodump.python_argv("-I", "-m", "daemon")
     procinfo.become_subreaper()
     start_sudo_broker()
-    sup = Supervisor(argv)
+    sup = Supervisor(argv, held)
     for sig in _HANDLED:
         signal.signal(sig, sup.signal)
     code = sup.run()

@@ -7,7 +7,9 @@ git configuration and credential helpers. So each command gets an empty ``HOME``
 no system or global git config, no credential helper, no agent socket, and an ssh told to use
 no configuration file, no identity, no agent and no host-based or GSSAPI authentication; host
 keys are checked against the operator's ``/etc/ssh/ssh_known_hosts`` only. What the repo
-brings (its own credentials, in ``env``) is all it has.
+brings (its own credentials, in ``env``) is all it has. A server's certificate is checked
+against the host's CAs and those the machines' clones trust too (``CloneLimits.trusted_cas``:
+``Settings.upstream_cas``), so that the host's git and a machine's agree on a private CA.
 
 Limits (CloneLimits): the time of each command, its CPU seconds, its address space and the
 largest file it may write (rlimits, which its children inherit), and what the checkout holds,
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from base.ca_bundle import with_system
 from base.ticker import Ticker
 from contracts.errors import BuildLimitExceeded, EnvironmentInvalid
 
@@ -55,6 +58,8 @@ class CloneLimits:
     cpu_s: int = 300
     memory_mb: int = 4096
     disk_mb: int = 2048
+    #: PEM bundles trusted besides the host's CAs (``Settings.upstream_cas``).
+    trusted_cas: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("time_s", "cpu_s", "memory_mb", "disk_mb"):
@@ -73,10 +78,13 @@ def exceeded(limits: CloneLimits, limit: str) -> BuildLimitExceeded:
                               data={"limit": limit, "of": "clone"})  # fmt: skip
 
 
-def environment(home: str, env: Mapping[str, str] | None) -> dict[str, str]:
-    """git's whole environment: the repo's own (``env``), then nothing of the host's."""
+def environment(home: str, env: Mapping[str, str] | None,
+                cainfo: str | None = None) -> dict[str, str]:  # fmt: skip
+    """git's whole environment: the repo's own (``env``), then nothing of the host's but its
+    CAs (``cainfo``: a bundle that replaces them, theirs and more)."""
     return {
         **(env or {}),
+        **({"GIT_SSL_CAINFO": cainfo} if cainfo else {}),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": home,
         "XDG_CONFIG_HOME": home,
@@ -104,8 +112,12 @@ async def run(args: list[str], env: Mapping[str, str] | None, limits: CloneLimit
     BuildLimitExceeded over a limit."""
     with tempfile.TemporaryDirectory(prefix="fleetd-git-home-") as home:
         argv = ["git", "-c", "credential.helper=", "-c", "core.hooksPath=/dev/null", *args]
+        cainfo = None
+        if limits.trusted_cas:
+            cainfo = os.path.join(home, "ca.pem")
+            Path(cainfo).write_text(with_system(limits.trusted_cas))
         proc = await asyncio.create_subprocess_exec(
-            *limited(limits, argv), env=environment(home, env),
+            *limited(limits, argv), env=environment(home, env, cainfo),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

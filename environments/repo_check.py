@@ -2,7 +2,8 @@
 branch, run on the platform's host as every host-side git command for a tenant is
 (environments/host_git.py: an empty HOME, no git configuration, no credential helper but the
 repo's own, no ssh identity or agent of the host's, bounded in time, CPU, memory and output).
-The repo's own credentials (a token given to repos.add) are all it has, as its clone will.
+The repo's own credentials (a token given to repos.add) are all it has, as its clone will, and
+it trusts the CAs the machine's clone trusts (``Settings.upstream_cas``).
 
 What git answers decides: the branch listed, the repo added; no such repository (or one the
 credentials given may not read: the machine's clone would fail the same way), RepoNotFound;
@@ -53,17 +54,18 @@ class RepoCheck(Protocol):
         ...
 
 
-def check_limits(timeout_s: float) -> CloneLimits:
-    """A listing's limits: its time, and what a listing needs (it writes nothing)."""
+def check_limits(timeout_s: float, trusted_cas: tuple[str, ...] = ()) -> CloneLimits:
+    """A listing's limits: its time, and what a listing needs (it writes nothing); it trusts
+    ``trusted_cas`` besides the host's CAs, as a machine's clone does."""
     return CloneLimits(time_s=timeout_s, cpu_s=max(1, int(timeout_s)), memory_mb=512,
-                       disk_mb=1)  # fmt: skip
+                       disk_mb=1, trusted_cas=trusted_cas)  # fmt: skip
 
 
 class GitRepoCheck:
     """The check as the gateway runs it (``check_limits``; one tree that stays empty)."""
 
-    def __init__(self, timeout_s: float) -> None:
-        self.limits = check_limits(timeout_s)
+    def __init__(self, timeout_s: float, trusted_cas: tuple[str, ...] = ()) -> None:
+        self.limits = check_limits(timeout_s, trusted_cas)
 
     async def __call__(self, url: str, branch: str, creds: GitCredentials | None) -> str | None:
         validation.check_repo_url(url)

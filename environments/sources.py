@@ -33,7 +33,8 @@ MAX_CONTEXT_FILES = 20_000
 def clone_limits(settings: Settings) -> CloneLimits:
     return CloneLimits(time_s=settings.env_clone_timeout_s, cpu_s=settings.env_clone_cpu_s,
                        memory_mb=settings.env_clone_memory_mb,
-                       disk_mb=settings.env_clone_disk_mb)  # fmt: skip
+                       disk_mb=settings.env_clone_disk_mb,
+                       trusted_cas=settings.upstream_cas)  # fmt: skip
 
 
 async def checkout(repo: Repo, cache: Path, *, locks: KeyedLocks,

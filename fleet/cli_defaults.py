@@ -51,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cli_secrets",
         "credentials added to machines' requests on the way out (never in the machine)",
     ),
+    "webhooks": ("cli_webhooks", "machine events POSTed to your endpoints (Standard Webhooks)"),
     "call": ("cli_call", "call any API method by name (its params checked first)"),
 }
 
@@ -75,6 +76,7 @@ METHOD_GROUPS = (
     "snapshots",
     "tokens",
     "users",
+    "webhooks",
 )
 
 

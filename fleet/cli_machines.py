@@ -126,8 +126,9 @@ async def _machines_create(c: FleetClient, a: Args) -> int:
 
 
 async def _follow(c: FleetClient, a: Args, m: Machine) -> int:
-    """Show each stage as its event arrives; 0 at ready, 1 at failed/archived. With --json, only
-    the final machine record is printed."""
+    """Show each stage as its event arrives; 0 at ready (a repo that could not be cloned named
+    on stderr: the machine works without it), 1 at failed/archived. With --json, only the
+    final machine record is printed."""
     import asyncio  # here: the parser (`fleet --help`) does without it
 
     progress = Progress(sys.stdout, tty=sys.stdout.isatty() and not a.json)
@@ -148,6 +149,8 @@ async def _follow(c: FleetClient, a: Args, m: Machine) -> int:
         print(to_json(machine))
     elif not isinstance(last, MachineReady):
         print(f"machine {m.id} {machine.status.value}: {machine.status_reason}", file=sys.stderr)
+    elif machine.setup_warning:
+        print(f"machine {m.id} is ready, with a warning: {machine.setup_warning}", file=sys.stderr)
     return EXIT_OK if isinstance(last, MachineReady) else EXIT_FAILED
 
 

@@ -188,6 +188,24 @@ from contracts.gateway_types import (
     TokenRef,
     UnsetEnvParams,
 )
+from contracts.gateway_webhooks import (
+    WEBHOOKS_CREATE,
+    WEBHOOKS_DELETE,
+    WEBHOOKS_DELIVERIES,
+    WEBHOOKS_LIST,
+    WEBHOOKS_ROTATE_SECRET,
+    WEBHOOKS_TEST,
+    CreatedWebhook,
+    CreateWebhookParams,
+    Deliveries,
+    DeliveriesParams,
+    RotatedSecret,
+    WebhookDeleted,
+    WebhookList,
+    WebhookListParams,
+    WebhookRef,
+    WebhookTestSent,
+)
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, new_params
 from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo, Runtime
@@ -773,3 +791,45 @@ class GatewayMethods:
         """Delete a secret: it stops at once."""
         params = new_params(SecretRef, instance_id=instance_id, name=name)
         return await self.call(SECRETS_DELETE, params)
+
+    async def webhooks_create(
+        self, url: str, events: list[str], *, instance_id: str | None = None, description: str = ""
+    ) -> CreatedWebhook:
+        """Add an endpoint that machine events are POSTed to (Standard Webhooks); its signing
+        secret is answered this once.
+        """
+        params = new_params(
+            CreateWebhookParams,
+            instance_id=instance_id,
+            url=url,
+            events=events,
+            description=description,
+        )
+        return await self.call(WEBHOOKS_CREATE, params)
+
+    async def webhooks_list(self, *, instance_id: str | None = None) -> WebhookList:
+        """An instance's webhook endpoints (or the platform's): never their secrets."""
+        params = new_params(WebhookListParams, instance_id=instance_id)
+        return await self.call(WEBHOOKS_LIST, params)
+
+    async def webhooks_delete(self, webhook_id: str) -> WebhookDeleted:
+        """Delete a webhook endpoint: nothing more is sent to it, its queue included."""
+        return await self.call(WEBHOOKS_DELETE, new_params(WebhookRef, webhook_id=webhook_id))
+
+    async def webhooks_rotate_secret(self, webhook_id: str) -> RotatedSecret:
+        """A new signing secret for an endpoint, answered this once; the old one signs beside it
+        for 24 hours.
+        """
+        params = new_params(WebhookRef, webhook_id=webhook_id)
+        return await self.call(WEBHOOKS_ROTATE_SECRET, params)
+
+    async def webhooks_test(self, webhook_id: str) -> WebhookTestSent:
+        """Send a webhook.test event to an endpoint (its attempts show in webhooks.deliveries)."""
+        return await self.call(WEBHOOKS_TEST, new_params(WebhookRef, webhook_id=webhook_id))
+
+    async def webhooks_deliveries(self, webhook_id: str, *, limit: int = 50) -> Deliveries:
+        """An endpoint's last delivery attempts (status, duration, error, next attempt) and how
+        many events wait.
+        """
+        params = new_params(DeliveriesParams, webhook_id=webhook_id, limit=limit)
+        return await self.call(WEBHOOKS_DELIVERIES, params)

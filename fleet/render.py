@@ -201,6 +201,7 @@ def describe(event: Event) -> str:
         detail = f"{event.status}, daemon {event.version}"
     elif isinstance(event, SetupPushed):
         detail = f".env {event.env_bytes} B, {len(event.repo_paths)} repo(s)"
+        detail += "".join(f"; not cloned: {r.path}: {r.reason}" for r in event.not_cloned)
     elif isinstance(event, MachineFailed):
         detail = f"at {event.stage}: {event.reason}"
     elif isinstance(event, LifecycleRan):

@@ -11,8 +11,9 @@ What the proxy does with a request:
 
 - ``CONNECT host:port``: refused (403) unless the machine's instance's egress policy allows the
   host and port; a name is resolved on the platform, and an address that is the host's own
-  (loopback, link-local, the platform's) is refused unless the policy names it. Then, if a
-  secret of the instance names the host, TLS is ended with a certificate for it from the
+  (loopback, link-local, the platform's) or another machine's (any subnet of the docker
+  engine's networks: providers/platform_addresses.py) is refused unless the policy names it.
+  Then, if a secret of the instance names the host, TLS is ended with a certificate for it from the
   instance's CA (``controlplane/secret_ca.py``), and each request in it is held to the
   tunnel's authority and an ordinary method (``providers/egress_request.py``: else 403, the
   connection closed), gets the header of each secret that names the host *then* (set,
@@ -31,7 +32,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
@@ -66,6 +67,14 @@ class Refused(Exception):
     """The policy refuses the destination: the text says why (no secret in it)."""
 
 
+class PolicyRefused(Refused):
+    """Refused by the instance's network policy (not for a malformed request)."""
+
+
+#: The status line's words for a destination the instance's network policy refuses.
+POLICY_PHRASE = "Refused by the instance's network policy"
+
+
 @dataclass(frozen=True)
 class Platform:
     """What the proxy asks of the platform for a machine's instance."""
@@ -96,8 +105,9 @@ class ProxiedMachine:
 @dataclass
 class EgressProxy:
     platform: Platform
-    #: Addresses the proxy never connects to unless a policy names them (the host's own).
-    platform_addresses: frozenset[Address]
+    #: Addresses the proxy never connects to unless a policy names them: the host's own and
+    #: NATS's, and the machines' networks (providers/platform_addresses.py).
+    platform_addresses: Collection[Address]
     upstream_tls: ssl.SSLContext
     #: Where it listens in each machine's namespace...
     listen_at: tuple[str, int] = MACHINE_PROXY
@@ -190,7 +200,8 @@ class EgressProxy:
         except Refused as exc:
             log.info("egress.proxy_refused", machine_id=m.machine_id, host=host_of(request),
                      reason=str(exc))  # fmt: skip
-            w.write(http.refusal(403, f"refused by the egress proxy: {exc}"))
+            phrase = POLICY_PHRASE if isinstance(exc, PolicyRefused) else None
+            w.write(http.refusal(403, f"refused by the egress proxy: {exc}", phrase))
             return
         if request.method == b"CONNECT":
             await self._connect(m, (r, w), host, port, address)
@@ -306,7 +317,7 @@ def _covers_address(entries: Iterable[EgressEntry], addr: Address, port: int) ->
 
 
 async def allowed(
-    policy: EgressPolicy, host: str, port: int, platform: frozenset[Address]
+    policy: EgressPolicy, host: str, port: int, platform: Collection[Address]
 ) -> Address:
     """The address ``host:port`` is reached at, if ``policy`` allows it from the platform's
     side; else Refused. A name is allowed as the machine's resolver allows it, then each of
@@ -318,7 +329,9 @@ async def allowed(
     except ValueError:
         ports = decide(NameRules.of(policy), host.removesuffix("."))
         if ports is None or (ports and not any(lo <= port <= hi for lo, hi in ports)):
-            raise Refused(f"{host}:{port} is not allowed by the instance's egress policy") from None
+            raise PolicyRefused(
+                f"{host}:{port} is not allowed by the instance's egress policy"
+            ) from None
         addresses = await _resolve(host, port)
         by_name = True
     for addr in addresses:
@@ -330,8 +343,8 @@ async def allowed(
         if not by_name and policy.default == "deny" and not named:
             continue
         return addr
-    raise Refused(f"{host}:{port} is not allowed by the instance's egress policy "
-                  "(or is an address of the platform's host)")  # fmt: skip
+    raise PolicyRefused(f"{host}:{port} is not allowed by the instance's egress policy "
+                        "(or is an address of the platform's host)")  # fmt: skip
 
 
 async def _resolve(host: str, port: int) -> list[Address]:

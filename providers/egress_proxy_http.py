@@ -134,10 +134,12 @@ async def answer(
     await body(cli, reader, srv, writer)
 
 
-def refusal(status: int, reason: str) -> bytes:
-    """A whole answer of the proxy's own (it closes the connection)."""
+def refusal(status: int, reason: str, phrase: str | None = None) -> bytes:
+    """A whole answer of the proxy's own (it closes the connection); ``phrase``: its status
+    line's words, which clients show where they show no body (the status's own if None)."""
     body = (reason + "\n").encode()
-    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\ncontent-type: text/plain\r\n"
+    phrase = phrase or _REASONS.get(status, "Error")
+    head = (f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")  # fmt: skip
     return head.encode() + body
 

@@ -83,7 +83,7 @@ from providers.gvisor_root import (
 from providers.local_image import MACHINE_HOME
 from providers.local_sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.machine_uid import trusting_gitconfig
-from providers.netns import stop_pasta
+from providers.netns import forget_pastas, pasta_record, stop_pasta
 from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
@@ -132,6 +132,7 @@ class Runsc:
         #: its gateway there, narrowed to NATS's ports (providers/gvisor_gateway.py).
         self.nats_url = nats_url
         self.platform = platform
+        self.data_dir = data_dir
         self.state = data_dir / "gvisor"
         #: How long a pause waits for the daemon to let its connection go (gvisor_pause.py).
         self.park_wait_s = park_wait_s
@@ -182,8 +183,6 @@ class Runsc:
 PID_FILE = "sandbox.pid"
 #: Where runsc writes it as it starts the sandbox (``--pid-file``), before it is checked.
 STARTED_PID_FILE = "runsc.pid"
-#: In a bundle: the pid of the pasta its sandbox's namespace was given (netns.pasta_of).
-PASTA_PID_FILE = "pasta.pid"
 #: In a machine's bundle while its sandbox runs under another name than the machine's: one
 #: started for the warm pool (providers/gvisor_pool.py) keeps its slot's container id and the
 #: bundle path runsc was given, ``<container id>\n<bundle>``. Gone with that sandbox.
@@ -457,8 +456,9 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
                 stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
             await await_own_netns(holder.pid)
-            await give_network(holder.pid, owner, bundle / PASTA_PID_FILE, runsc.nats_url,
-                               runsc.proxy_port)  # fmt: skip
+            # Recorded: the door of the egress proxy knows the machine by this very pasta.
+            await give_network(holder.pid, owner, pasta_record(runsc.data_dir, owner),
+                               runsc.nats_url, runsc.proxy_port)  # fmt: skip
         else:  # runsc took its addresses and routes: given back, as pasta had set them
             await netns_config(netns_holder, bundle, "restore")
         in_netns = holder.pid if holder is not None else netns_holder
@@ -565,6 +565,7 @@ def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     was_up = stop_sandbox(runsc, machine_dir, machine_id, grace_s)
     unmount_root(machine_dir)  # an image's (gvisor_image.py): mounted again at its start
     stop_pasta(machine_id, *owners)
+    forget_pastas(runsc.data_dir, machine_id, *owners)
     for owner in {machine_id, *owners}:
         MachineCgroup(owner).remove()
     remove_tree(machine_dir / TOKEN_DIR)
@@ -579,6 +580,7 @@ def remove_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, owner: str)
         (machine_dir / BUNDLE / PID_FILE).write_text(str(pid))
     stop_sandbox(runsc, machine_dir, machine_id, 0.0)
     stop_pasta(owner)
+    forget_pastas(runsc.data_dir, owner)
 
 
 async def exec_as_root(

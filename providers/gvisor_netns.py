@@ -46,12 +46,13 @@ async def netns_config(pid: int, bundle: Path, verb: str) -> None:
             raise ProviderError(f"the network of {bundle.parent.name} could not be read")
 
 
-async def give_network(pid: int, owner: str, pid_file: Path, nats_url: str,
+async def give_network(pid: int, owner: str, record: Path, nats_url: str,
                        proxy_port: int) -> None:  # fmt: skip
-    """pasta on the new namespace of ``pid`` (its pid in ``pid_file``), and the gateway's guard
+    """pasta on the new namespace of ``pid`` (its pid and start time kept in ``record``:
+    providers/netns.py ``pasta_record``), and the gateway's guard
     where NATS is on the host's loopback (``nats_url``; the egress proxy's ``proxy_port``)."""
     via_gateway = maps_gateway(nats_url)
-    await attach(pid, owner, [], map_gateway=via_gateway, pid_file=pid_file)
+    await attach(pid, owner, [], map_gateway=via_gateway, record=record)
     if via_gateway:  # before anything runs there: only NATS's ports of the host's loopback
         await guard(pid, owner, nats_url, proxy_port)
 

@@ -35,13 +35,11 @@ from typing import NoReturn
 
 import structlog
 
-from base import procinfo
 from base.retry import Backoff, retry_until
 from contracts.errors import Conflict, ProviderError
 from providers.gvisor import (
     BUNDLE,
     IMAGE_DIR,
-    PASTA_PID_FILE,
     NetnsReady,
     Runsc,
     _clean_env,
@@ -55,7 +53,7 @@ from providers.gvisor import (
     write_restore_mark,
 )
 from providers.gvisor_netns import has_netns_config
-from providers.netns import NETNS_OF, pasta_of, stop_pasta
+from providers.netns import NETNS_OF, recorded_pasta, stop_pasta
 from providers.pasta_nodelay import tcp_sockets
 from providers.scratch import remove_tree
 
@@ -80,21 +78,24 @@ WOKEN_WAIT_S = 0.05
 NETNS_HOLDER = "netns-holder.pid"
 
 
-def nats_held(owners: Iterable[str], nats_ports: set[int]) -> int:
+def nats_held(data_dir: Path, owners: Iterable[str], nats_ports: set[int]) -> int:
     """How many TCP connections to NATS's ports the machine's pasta holds on the host (the
     daemon's, until it lets go): read on the host, of pasta's own sockets (pasta relays each
     of the machine's connections on one of its own), so nothing runs in the machine and
-    nothing of the machine's is read (a pooled machine's pasta runs under its slot's name)."""
-    return held_by(pasta_pids(owners), nats_ports)
+    nothing of the machine's is read (a pooled machine's pasta runs under its slot's name).
+    Only the pasta the platform recorded counts (providers/netns.py ``recorded_pasta``): a
+    process of the host that marks itself as a machine's pasta holds no pause up."""
+    return held_by(pasta_pids(data_dir, owners), nats_ports)
 
 
-def pasta_pids(owners: Iterable[str]) -> list[int]:
-    """The machine's pasta processes (every process marked as its network's)."""
-    return [pid for owner in owners for pid in procinfo.env_roots(NETNS_OF, owner)]
+def pasta_pids(data_dir: Path, owners: Iterable[str]) -> list[int]:
+    """The machine's pasta processes, as the platform recorded them (their start times
+    checked: a record and a look at each process, no scan of the host's processes)."""
+    return [rec[0] for owner in owners if (rec := recorded_pasta(data_dir, owner)) is not None]
 
 
 def held_by(pids: Iterable[int], nats_ports: set[int]) -> int:
-    """``nats_held`` of the pasta processes ``pids``: one look at their sockets, no scan."""
+    """``nats_held`` of the pasta processes ``pids``: one look at their sockets."""
     held = 0
     for pid in pids:
         with contextlib.suppress(OSError):  # gone meanwhile: it holds nothing
@@ -116,15 +117,13 @@ async def park_daemon(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int
                       nats_ports: set[int]) -> None:  # fmt: skip
     """The daemon lets its NATS connection go (the only one the platform lets go itself: the
     machine's own are kept, or reset, by the checkpoint); Conflict (the daemon woken again) if
-    it is still up after ``runsc.park_wait_s`` (FLEET_GVISOR_PARK_WAIT_S). Its pasta is found
-    once, then only its sockets are looked at."""
+    it is still up after ``runsc.park_wait_s`` (FLEET_GVISOR_PARK_WAIT_S). Its pasta is the
+    recorded one (``nats_held``): each look reads its record and its sockets, no scan."""
     bundle = started_as(machine_dir, machine_id)[1]
     owners = {machine_id, bundle.parent.name}
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR1", cid)
-    known = [p for owner in owners if (p := pasta_of(bundle / PASTA_PID_FILE, owner))]
-    pastas = known or await asyncio.to_thread(pasta_pids, owners)
     deadline = time.monotonic() + runsc.park_wait_s
-    while held := await asyncio.to_thread(held_by, pastas, nats_ports):
+    while held := await asyncio.to_thread(nats_held, runsc.data_dir, owners, nats_ports):
         if time.monotonic() > deadline:
             await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2", cid)
             raise Conflict(
@@ -302,10 +301,10 @@ async def wake_daemon(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int
     to NATS; seen on its pasta's sockets within ``WOKEN_WAIT_S``, nothing more is done, else
     the resume's signal is sent (a supervisor that watches no mark: an image older than it).
     Whether the signal was sent."""
-    pasta = pasta_of(machine_dir / BUNDLE / PASTA_PID_FILE, machine_id)
+    pastas = await asyncio.to_thread(pasta_pids, runsc.data_dir, [machine_id])
     deadline = time.monotonic() + WOKEN_WAIT_S
-    while pasta is not None and time.monotonic() < deadline:
-        if await asyncio.to_thread(held_by, [pasta], nats_ports):
+    while pastas and time.monotonic() < deadline:
+        if await asyncio.to_thread(held_by, pastas, nats_ports):
             return False
         await asyncio.sleep(0.005)
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")

@@ -73,6 +73,11 @@ SANDBOXED_VAR = "FLEET_SANDBOXED"
 SECCOMP_FD = 4
 
 
+#: What bwrap keeps for setpriv to become the machine's uid with (providers/machine_uid.py).
+_KEEP_TO_BECOME_UID = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                       "--cap-add", "CAP_SETPCAP"]  # fmt: skip
+
+
 def bwrap_argv(
     *,
     machine_id: str,
@@ -100,8 +105,10 @@ def bwrap_argv(
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--hostname", hostname(machine_id),
         "--cap-drop", "ALL",
-        # Only to become the machine's own uid (setpriv), which then drops them with the rest.
-        *(["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if uid is not None else []),
+        # Only to become the machine's own uid (setpriv), which then drops them with the rest;
+        # CAP_SETPCAP to empty the bounding set first (without it, util-linux 2.38's setpriv
+        # left it full without a word, and 2.41's fails: "apply bounding set").
+        *(_KEEP_TO_BECOME_UID if uid is not None else []),
         # Tells the supervisor it is in a pid namespace of its own: on a clean stop it ends every
         # process left in it (bwrap's init would otherwise keep the namespace up for orphans).
         "--setenv", SANDBOXED_VAR, "1",

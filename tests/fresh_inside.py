@@ -37,7 +37,8 @@ def say(line: str) -> None:
 
 
 def fail(step: str, why: str) -> None:
-    logs = sorted((ROOT / ".fleet-data" / "logs").glob("*.log"))
+    data = ROOT / ".fleet-data"
+    logs = sorted(data.glob("logs/*.log")) + sorted(data.glob("machines/*/*.log"))[:6]
     tails = "".join(f"--- {p}:\n" + "".join(p.read_text().splitlines(True)[-25:]) for p in logs)
     say(f"FAILED at {step}: {why}\n{tails}")
     sys.exit(1)
@@ -149,7 +150,7 @@ def main() -> None:
     done = subprocess.run(["./run", "test", "--fast", "-q", "-p", "no:cacheprovider"], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           check=False)  # fmt: skip
-    for line in done.stdout.splitlines()[-40:]:
+    for line in done.stdout.splitlines()[-(40 if done.returncode == 0 else 400) :]:
         say(f"test| {line}")
     if done.returncode != 0:
         fail("./run test --fast", f"exit {done.returncode}")

@@ -84,6 +84,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from environments.repo_check import RepoCheck
+from providers.egress_refusal import policy_refusal, remote_host
 from services.gateway.access import Access, Caller, check_local_repo
 from services.gateway.admission import admitted
 from services.gateway.audit_log import AuditLog, may_read
@@ -195,17 +196,27 @@ class GatewayApi:
     @handles(REPOS_ADD)
     async def repos_add(self, p: AddRepoParams, c: Caller) -> AddedRepo:
         """Stored only once git on the platform has seen the repo and branch, or could not
-        ask (a warning): environments/repo_check.py."""
+        ask (a warning: environments/repo_check.py); a warning too when the instance's network
+        policy refuses its host, which its machines' clones would meet."""
         await self.access.instance_exists(c, p.instance_id)
         check_local_repo(p.url, c, self.settings.data_path)
         creds = None if p.token is None else GitCredentials(username=p.username, token=p.token)
-        warning = await self.repo_check(p.url, p.branch, creds)
+        said = [await self.repo_check(p.url, p.branch, creds), await self._refused(p)]
+        warning = "; ".join(w for w in said if w) or None
         repo = Repo(url=p.url, branch=p.branch, path=p.path, has_credentials=creds is not None)
         sealed = None if creds is None else self.box.encrypt(msgspec.json.encode(creds).decode())
         await self.store.set_repo_secret(p.instance_id, p.path, sealed)
         await self.store.add_repo(p.instance_id, repo)
         await self._repos_changed(p.instance_id, p.path)
         return AddedRepo(**msgspec.structs.asdict(repo), warning=warning)
+
+    async def _refused(self, p: AddRepoParams) -> str | None:
+        at = remote_host(p.url)
+        if at is None:
+            return None
+        policy = await self.store.instance_settings.egress(p.instance_id)
+        refused = policy_refusal(p.instance_id, policy, *at, done=False)
+        return None if refused is None else f"its machines cannot clone it: {refused}"
 
     @handles(REPOS_REMOVE)
     async def repos_remove(self, p: RemoveRepoParams, c: Caller) -> Removed:

@@ -4,8 +4,8 @@ into an HTTP status, headers and a JSON-RPC error body, and into a WebSocket clo
 The status is the error kind's own (``contracts.errors``, ``http_status``): files GET/PUT, a
 session's attach, a tunnel, a preview, GET /events, codemode's stream, and ``/rpc`` refusing a
 request before dispatch all answer the same error with the same status, body and words.
-A browser's page load of a preview gets the same error as an HTML page (``error_page``): the
-same status and headers, the words escaped.
+A browser's page load (``page_load``) of a preview, or of the sign-in's callback, gets the same
+error as an HTML page (``error_page``): the same status and headers, the words escaped.
 """
 
 from __future__ import annotations
@@ -47,14 +47,27 @@ def error_response(exc: FleetError) -> web.Response:
     return error_answer(exc, body)
 
 
-def error_page(exc: FleetError) -> web.Response:
+def page_load(method: str, accept: str) -> bool:
+    """A browser's page load: a GET or HEAD that takes HTML. It gets an error as a page
+    (``error_page``); anything else (a script's fetch, an API client) gets the JSON."""
+    return method in ("GET", "HEAD") and "text/html" in accept.lower()
+
+
+def error_page(exc: FleetError, *, heading: str | None = None, hint: str | None = None,
+               back: tuple[str, str] | None = None) -> web.Response:  # fmt: skip
     """The answer a browser's page load gets instead of ``error_response``'s JSON: the same
-    status and headers around an HTML page that says what went wrong (no script, no style)."""
-    heading, hint = next((h for kind, h in _PAGE_HEADINGS.items() if isinstance(exc, kind)),
-                         _PAGE_DEFAULT)  # fmt: skip
+    status and headers around an HTML page that says what went wrong (no script, no style).
+    ``heading`` and ``hint``: the route's own words (else the error kind's); ``back``: a link
+    (a path of the platform's, and its words) to where the reader goes on."""
+    kind_heading, kind_hint = next(
+        (h for kind, h in _PAGE_HEADINGS.items() if isinstance(exc, kind)), _PAGE_DEFAULT
+    )
+    heading, hint = heading or kind_heading, hint or kind_hint
     said = f"<p>{html.escape(hint)}</p>" if hint else ""
+    link = (f'<p><a href="{html.escape(back[0])}">{html.escape(back[1])}</a></p>'
+            if back else "")  # fmt: skip
     body = (f'<!doctype html><meta charset="utf-8"><title>{html.escape(heading)}</title>'
-            f"<h1>{html.escape(heading)}</h1><p>{html.escape(exc.message)}</p>{said}"
+            f"<h1>{html.escape(heading)}</h1><p>{html.escape(exc.message)}</p>{said}{link}"
             f"<p>Error {exc.code} (HTTP {exc.http_status})</p>\n")  # fmt: skip
     resp = error_answer(exc, body.encode(), content_type="text/html")
     resp.headers["Cache-Control"] = "no-store"

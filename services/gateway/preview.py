@@ -46,7 +46,7 @@ from controlplane.byte_stream_join import PlatformStream
 from controlplane.failover import TRANSIENT, as_unavailable
 from controlplane.preview_origin import PreviewOrigin
 from services.gateway.access import Caller
-from services.gateway.errors_http import error_page
+from services.gateway.errors_http import error_page, page_load
 from services.gateway.ports_ops import PreviewSessions
 from services.gateway.preview_policy import (
     PREVIEW_CSP,
@@ -400,7 +400,7 @@ async def _guarded(request: web.Request, serve: Awaitable[web.StreamResponse],
                    on_error: ErrorResponse) -> web.StreamResponse:  # fmt: skip
     """``serve``'s answer, or its error: as an HTML page to a browser's page load (the rule of
     the waking page), as ``on_error``'s JSON-RPC body to anything else."""
-    if wants_waking_page(request.method, request.headers.get("Accept", "")):
+    if page_load(request.method, request.headers.get("Accept", "")):
         on_error = error_page
     try:
         return await serve

@@ -10,8 +10,8 @@ and a start pass the checks ``machines.resume`` and ``machines.start`` make (the
 running limit, its host's room: services/gateway/admission.py); a call refused there is
 answered with their refusal, and nothing wakes.
 
-Ready means the daemon answers: a resumed machine is ``ready`` as soon as its sandbox is
-restored, a moment before its daemon has reconnected.
+Ready means the daemon answers (a resumed machine is ``ready`` only once its daemon answers:
+services/provisioner/pause.py); the wait still asks it, as for a started one.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from aiohttp import web
 from base.clock import SYSTEM_CLOCK, Clock
 from base.retry import Backoff, Retries, retry
 from contracts import daemon_rpc as d
-from contracts.errors import DaemonTimeout, DaemonUnavailable, PortUnreachable
+from contracts.errors import DaemonTimeout, PortUnreachable
 from contracts.events import WakeBy
-from contracts.jsonrpc import NoParams
 from contracts.models import Machine
-from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, MachineStatus as S
+from contracts.status import ASLEEP, COMING_UP, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient
 from controlplane.store import Store
 from services.gateway.access import Access, Caller
 from services.gateway.admission import wake_up
+from services.gateway.errors_http import page_load
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -46,10 +46,6 @@ T = TypeVar("T")
 #: console asks when it shows a machine) never does.
 WAKES: dict[str, WakeBy] = {s.name: WakeBy(s.wakes) for s in d.DAEMON_METHODS if s.wakes}
 
-#: On its way up after a start: a woken call waits for ``ready``.
-STARTING = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING})
-#: Where a call that may wake its machine has something to do.
-ASLEEP = PAUSE_STATES | STOPPED_OR_STOPPING
 #: How often a waiting call looks at the machine's status again (and asks its daemon); a
 #: resume is done in a fraction of a second, and each look later than its end is time added
 #: to it: a resuming machine is looked at every ``POLL_S``.
@@ -85,16 +81,16 @@ def next_step(status: S) -> Step:
         return Step.RESUME
     if status in STOPPED_OR_STOPPING:  # a start overtakes a stop under way
         return Step.START
-    if status in {S.PAUSING, S.RESUMING} | STARTING:
+    if status in {S.PAUSING, S.RESUMING} | COMING_UP:
         return Step.WAIT
     return Step.GIVE_UP
 
 
 def wants_waking_page(method: str, accept: str) -> bool:
-    """A browser's page load (a GET or HEAD that takes HTML): what a preview answers with the
-    "waking" page, rather than hold, when its machine is not awake within
-    ``WAKING_PAGE_AFTER_S``. Anything else (a script's fetch, an API client) is held."""
-    return method in ("GET", "HEAD") and "text/html" in accept.lower()
+    """A browser's page load (``page_load``): what a preview answers with the "waking" page,
+    rather than hold, when its machine is not awake within ``WAKING_PAGE_AFTER_S``. Anything
+    else (a script's fetch, an API client) is held."""
+    return page_load(method, accept)
 
 
 def waking_page(machine_id: str, status: str) -> web.Response:
@@ -124,7 +120,7 @@ class Waker:
         """Whether a call on ``machine`` must wake it (or wait for its wake) first."""
         if machine.status in ASLEEP:
             return True
-        return machine.status in STARTING and await self.store.stops.done(machine.id)
+        return machine.status in COMING_UP and await self.store.stops.done(machine.id)
 
     async def kick(self, machine: Machine, by: WakeBy) -> Machine:
         """Ask for the machine's resume or start, once; the machine as it is now."""
@@ -174,11 +170,7 @@ class Waker:
             )
 
     async def _answers(self, machine_id: str) -> bool:
-        try:
-            await self.daemons.call(machine_id, d.GET_VERSION, NoParams(), timeout_s=2.0)
-        except (DaemonUnavailable, DaemonTimeout):
-            return False
-        return True
+        return await self.daemons.answers(machine_id)
 
 
 async def wake_for(access: Access, caller: Caller, machine_id: str, by: WakeBy,

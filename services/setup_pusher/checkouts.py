@@ -30,12 +30,12 @@ from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
+from contracts.status import REFRESHABLE
 from controlplane.consumer import Permanent, Retry
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import MachineClient
 from controlplane.failures import fail_machine
 from controlplane.machine_config import (
-    REFRESHABLE,
     fan_out,
     git_env,
     load_instance_config,
@@ -44,6 +44,7 @@ from controlplane.machine_config import (
 from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
 from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed, MachineLifecycle
+from providers.egress_refusal import policy_refusal, remote_host
 from providers.gvisor_gateway import gvisor_proxy_url
 from services.setup_pusher.live_env import LiveEnv
 
@@ -107,7 +108,7 @@ class Checkouts(LiveEnv):
             try:
                 state = await checkout_state(mc, repo, self.settings.clone_timeout_s)
                 if state != "finished":
-                    await self.clone(mc, repo, env, state)
+                    await self.clone(mc, repo, env, state, instance_id=machine.instance_id)
                     await self.store.mark_cloned(machine.id, repo.path)
                     out.cloned.append(repo.path)
                 elif await self._switch_branch(mc, repo, env):
@@ -209,9 +210,10 @@ class Checkouts(LiveEnv):
                 "FLEET_GIT_PASSWORD": creds.token}  # fmt: skip
 
     async def clone(self, mc: MachineClient, repo: Repo, env: dict[str, str],
-                    state: CheckoutState | None = None) -> None:  # fmt: skip
+                    state: CheckoutState | None = None, *, instance_id: str) -> None:  # fmt: skip
         """Clone ``repo`` unless its path holds it already (``state``, if the caller has just
-        looked)."""
+        looked); Permanent if it fails, saying why (``instance_id``'s network policy, when it
+        refuses the repo's host)."""
         try:  # again: the repo may have been added before today's rules
             validation.check_repo_url(repo.url)
             validation.check_branch(repo.branch)
@@ -244,7 +246,19 @@ class Checkouts(LiveEnv):
             raise Permanent(
                 f"git clone {repo.url} timed out after {self.settings.clone_timeout_s:g}s"
             )
-        raise Permanent(f"git clone {repo.url} failed: {result.stderr.strip()}")
+        said = result.stderr.strip()
+        refused = await self._policy_refusal(instance_id, repo.url)
+        why = f"{refused}; git said: {said}" if refused else said
+        raise Permanent(f"git clone {repo.url} failed: {why}")
+
+    async def _policy_refusal(self, instance_id: str, url: str) -> str | None:
+        """Whether the instance's network policy refuses the host of ``url`` (git says only
+        that it could not resolve it, connect or tunnel), in words that say how to allow it."""
+        at = remote_host(url)
+        if at is None:
+            return None
+        policy = await self.store.instance_settings.egress(instance_id)
+        return policy_refusal(instance_id, policy, *at)
 
     async def _clone_with_runtime(self, mc: MachineClient, repo: Repo,
                                   env: dict[str, str]) -> ExecCommandResult:  # fmt: skip

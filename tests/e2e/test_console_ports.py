@@ -52,6 +52,8 @@ def test_ports_panel_lists_a_server_and_opens_its_preview(
     up = shared_fleet_up
     expect.set_options(timeout=WAIT_MS)
     mid, port = serving(up, "ports-demo")
+    # A code context's kernel runs in the machine too: its own ports are the platform's.
+    ok(up, "machines", "code", "run", mid, "--", "1 + 1")
     page.goto(up.url)
     page.get_by_test_id("signin-token").fill(up.token)
     page.get_by_test_id("signin-submit").click()
@@ -59,6 +61,7 @@ def test_ports_panel_lists_a_server_and_opens_its_preview(
     page.goto(f"{up.url}/#/machines/{mid}")
     row = page.locator(f'[data-testid=port-row][data-port="{port}"]')
     expect(row).to_be_visible()
+    expect(page.get_by_test_id("port-row")).to_have_count(1)  # the server's only
     with page.context.expect_page() as opened:
         row.get_by_test_id("port-open").click()
     preview = opened.value

@@ -106,3 +106,21 @@ def test_an_auditor_reads_the_audit_log_in_the_console(fleet_up_oidc: FleetUp, p
     page.get_by_test_id("audit-apply").click()
     expect(page.locator('[data-testid=audit-row][data-method="auth.signIn"]')).to_have_count(1)
     expect(page.get_by_test_id("nav-hosts")).to_have_count(0)  # still no admin
+
+
+@pytest.mark.timeout(300)
+def test_a_refused_sign_in_is_a_page_with_a_way_back(fleet_up_oidc: FleetUp, page: Page) -> None:
+    """A disabled user signs in with the provider: the browser lands on a page that says the
+    sign-in was refused and why, whose link leads back to the console's sign-in."""
+    up = fleet_up_oidc
+    expect.set_options(timeout=WAIT_MS)
+    for args in (["users", "create", "dave@example.com"], ["users", "disable", "dave@example.com"]):
+        done = up.cli(*args)
+        assert done.returncode == 0, done.stderr
+    page.goto(up.url)
+    provider_sign_in(page, "dave")
+    expect(page.get_by_role("heading", name="Sign-in refused")).to_be_visible()
+    expect(page.locator("body")).to_contain_text("user dave@example.com is disabled")
+    assert "jsonrpc" not in page.content()
+    page.get_by_role("link", name="Back to sign-in").click()
+    expect(page.get_by_test_id("signin-provider")).to_be_visible()

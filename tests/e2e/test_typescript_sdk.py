@@ -70,7 +70,9 @@ def _make_repo(repo: Path) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, share: Path) -> Iterator[FleetUp]:
     data = tmp_path_factory.mktemp("fleet") / "data"
-    up = start_fleet_up(data, env={"FLEET_SANDBOX_SHARE": str(share)})
+    # The webhooks test's endpoint is on this host's loopback (sdk/typescript/test/webhooks).
+    up = start_fleet_up(data, env={"FLEET_SANDBOX_SHARE": str(share),
+                                   "FLEET_WEBHOOK_ALLOW_PRIVATE": "127.0.0.1/32"})  # fmt: skip
     yield up
     up.stop()
 

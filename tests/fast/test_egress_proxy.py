@@ -222,9 +222,12 @@ async def test_what_the_policy_refuses_is_refused_before_any_secret(
     world.policy["inst-a"] = policy
     _secret(world, "inst-a", ["127.0.0.1"])
     async with _client(proxy, "m-a", _trusting(world.cas["inst-a"].cert_pem)) as c:
-        with pytest.raises(aiohttp.ClientHttpProxyError, match="403"):
+        with pytest.raises(aiohttp.ClientHttpProxyError, match="403") as refused:
             await c.get(f"https://127.0.0.1:{upstream[0]}/")
     assert world.used == []
+    # What a client that shows the status line says (Python's: "Tunnel connection failed: 403
+    # Refused by the instance's network policy"); git shows only the status.
+    assert refused.value.message == "Refused by the instance's network policy"
 
 
 async def test_plain_http_is_sent_on_and_never_gets_a_secret(

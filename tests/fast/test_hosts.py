@@ -119,6 +119,25 @@ async def test_room_counts_running_machines_and_the_creates_in_hand(world: World
     assert await world.provisioner.room(frozenset()) == 2  # a stopped machine runs nothing
 
 
+@method("hosts.list")
+async def test_a_failed_machine_runs_on_its_host_until_it_is_archived(world: World) -> None:
+    """A machine that failed after its host started it keeps running there (its daemon answers:
+    that is when one looks inside), so the host counts it as running, and has no room for it,
+    until it is archived."""
+    async with HostHeartbeat(world.store, world.settings):
+        ready = await world.ready_machine()
+        failed = await world.ready_machine()
+        await world.store.transition(failed.id, S.FAILED, "probe failed: no answer")
+        got = (await hosts(world))[HOST]
+        assert (got["running"], got["stopped"]) == (2, 0)
+        assert await world.provisioner.room(frozenset()) == 0
+        await world.rpc("machines.archive", {"machineId": failed.id})
+        await world.bus.settle()
+        got = (await hosts(world))[HOST]
+        assert (got["running"], got["stopped"]) == (1, 0)
+        assert await world.provisioner.room(frozenset({ready.id})) == 1
+
+
 async def test_room_is_unlimited_without_a_capacity(world: World) -> None:
     world.provisioner.settings = msgspec.structs.replace(world.settings, host_capacity=0)
     assert await world.provisioner.room(frozenset({"m-1", "m-2", "m-3"})) is None

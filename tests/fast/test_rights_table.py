@@ -88,10 +88,11 @@ class Sample:
     on_instance: bool | None = True
 
 
-def samples(i: str, m: str, snapshot: str, token: str) -> dict[str, Sample]:
+def samples(i: str, m: str, snapshot: str, token: str, webhook: str) -> dict[str, Sample]:
     """One call of every gateway method, on instance ``i`` (machine ``m``, its ``snapshot``,
-    the admin's ``token`` for it) or on the platform."""
+    the admin's ``token`` for it, its ``webhook``) or on the platform."""
     im, mm, p = {"instanceId": i}, {"machineId": m}, False
+    wm = {"webhookId": webhook}
     cmd = {**mm, "command": ["true"]}
     return {
         "instances.create": Sample({"name": "walked"}, p), "instances.get": Sample(im),
@@ -159,6 +160,10 @@ def samples(i: str, m: str, snapshot: str, token: str) -> dict[str, Sample]:
         "secrets.set": Sample({**im, "name": "API_KEY", "value": "v",
                                "hosts": ["api.example.com"]}),
         "secrets.list": Sample(im), "secrets.delete": Sample({**im, "name": "API_KEY"}),
+        "webhooks.create": Sample({**im, "url": "https://93.184.215.14/hook", "events": ["*"]}),
+        "webhooks.list": Sample(im), "webhooks.delete": Sample(wm),
+        "webhooks.rotateSecret": Sample(wm), "webhooks.test": Sample(wm),
+        "webhooks.deliveries": Sample(wm),
     }  # fmt: skip
 
 
@@ -209,7 +214,13 @@ async def test_every_method_is_allowed_or_refused_as_the_table_says(world: World
     await world.store.codemode.save_run(
         RunRecord(run_id=RUN_ID, status="running", instance_id=i, token_id="t-other",
                   started_at=now()))  # fmt: skip
-    calls = samples(i, m.id, snapshot, token)
+    webhook = (
+        await world.rpc(
+            "webhooks.create",
+            {"instanceId": i, "events": ["*"], "url": "https://93.184.215.14/hook"},
+        )
+    )["id"]
+    calls = samples(i, m.id, snapshot, token, webhook)
     methods = {spec.name for spec in GATEWAY_METHODS}
     assert set(calls) == methods, "every gateway method needs a sample call here"
     assert set(METHOD_SCOPES) == methods, "every gateway method needs its scope in the table"
@@ -249,7 +260,7 @@ def _as_the_table_says(_: Who, table: bool) -> bool:
 
 #: Walked after every other method: they end what the others' calls need.
 _DESTRUCTIVE = ("machines.archive", "machines.rebuild", "machines.stop", "snapshots.delete",
-                "tokens.revoke", "users.disable")  # fmt: skip
+                "tokens.revoke", "users.disable", "webhooks.delete")  # fmt: skip
 
 
 def _destructive_last(method: str) -> tuple[bool, str]:

@@ -434,6 +434,9 @@ async def test_a_machine_runs_as_a_uid_of_its_own(
 ) -> None:
     uids = [int(await sh(stack, m, "id -u")) for m in (pair.a, pair.b)]
     assert 0 not in uids  # never root, with or without capabilities
+    # No capability to be had back either, not even from a file's (the bounding set is empty).
+    caps = await sh(stack, pair.a, "grep -E '^Cap(Prm|Eff|Bnd|Amb)' /proc/self/status")
+    assert {line.split()[1] for line in caps.splitlines()} == {"0000000000000000"}, caps
     if pair.provider == "docker":  # the image's user; containers are apart by namespaces
         assert uids == [1000, 1000]
         return

@@ -106,6 +106,28 @@ async def test_an_admin_group_makes_an_admin_and_a_disabled_user_cannot_sign_in(
         assert answer.status == 403
 
 
+async def test_a_refused_sign_in_in_a_browser_is_a_page_that_links_back(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """The browser a refused sign-in comes back to reads why (here: a disabled user), and a
+    link back to the console's sign-in; an API client of the same flow gets the JSON."""
+    base = f"http://127.0.0.1:{settings.port}"
+    await stack.create_user("dora@example.com")
+    await stack.disable_user("dora@example.com")
+    page_load = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                     headers=page_load) as s:  # fmt: skip
+        answer, _ = await sign_in(s, f"{base}/auth/login", "dora")
+        page = await answer.text()
+    assert (answer.status, answer.content_type) == (403, "text/html")
+    assert "<h1>Sign-in refused</h1>" in page
+    assert "user dora@example.com is disabled" in page
+    assert '<a href="/">Back to sign-in</a>' in page
+    async with browser() as s:
+        answer, _ = await sign_in(s, f"{base}/auth/login", "dora")
+        assert (await answer.json())["error"]["message"] == "user dora@example.com is disabled"
+
+
 async def test_fleet_login_signs_in_with_the_device_flow_and_keeps_its_token_0600(
     stack: FleetClient, settings: Settings, tmp_path: Path
 ) -> None:

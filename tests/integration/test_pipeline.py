@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 import dotenv
@@ -18,8 +20,10 @@ from contracts.events import DaemonStatusReported, MachineFailed, MachineReady, 
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.local import running_pid
+from tests.conftest import ADMIN_TOKEN
 from tests.gitcmd import git
 from tests.waiters import wait_until
 
@@ -84,23 +88,51 @@ async def test_machine_becomes_ready_with_env_and_repo(
     assert (checkout / "feature.txt").read_text() == "on feature\n"
 
 
-async def test_bad_repo_fails_the_machine_with_gits_message(
+async def test_a_repo_the_machine_cannot_clone_is_its_warning_with_gits_message(
     stack: FleetClient, bare_repo: Path
 ) -> None:
+    """A new machine whose repo cannot be cloned is ready without it, as a running one is
+    (test_repo_check.py): the setup-pushed event names it, the machine's warning says why."""
     inst = await stack.create_instance("bad")
     # repos.add refuses a missing repo (test_repo_check.py): this one goes after it is added.
     await stack.add_repo(inst.id, str(bare_repo), "main", "app")
     shutil.rmtree(bare_repo)
     machine = await stack.create_machine(inst.id)
     kinds = await follow(stack, machine.id)
-    assert kinds == ["created", "provisioned", "daemon-status-reported", "failed"]
+    assert kinds == ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
     machine = await stack.get_machine(machine.id)
-    assert machine.status is MachineStatus.FAILED
-    assert machine.status_reason.startswith("setup failed: git clone")
-    assert "does not exist" in machine.status_reason  # git's own words
+    assert machine.status is MachineStatus.READY
+    warning = machine.setup_warning or ""
+    assert warning.startswith(f"repo app: git clone {bare_repo} failed")
+    assert "does not exist" in warning  # git's own words
+    assert (await stack.exec(machine.id, ["true"])).exit_code == 0  # a working machine
 
 
-async def test_wrong_branch_fails_with_gits_message(stack: FleetClient, bare_repo: Path) -> None:
+async def test_the_cli_wait_names_a_repo_not_cloned_and_exits_0(
+    stack: FleetClient, settings: Settings, bare_repo: Path
+) -> None:
+    """``fleet machines create --wait``: the setup-pushed line names the repo not cloned, and
+    the machine's warning follows on stderr; the machine works, so the exit code is 0."""
+    inst = await stack.create_instance("cli-warned")
+    await stack.add_repo(inst.id, str(bare_repo), "main", "app")
+    shutil.rmtree(bare_repo)
+    env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
+           "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleet", "machines", "create", "--instance", inst.id, "--wait",
+        "--timeout", "60", env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(cli.communicate(), 90)
+    assert cli.returncode == 0, err
+    (pushed,) = [line for line in out.decode().splitlines() if "setup-pushed" in line]
+    assert f"0 repo(s); not cloned: app: git clone {bare_repo} failed" in pushed
+    assert "is ready, with a warning: repo app: git clone" in err.decode()
+
+
+async def test_wrong_branch_is_the_machines_warning_with_gits_message(
+    stack: FleetClient, bare_repo: Path
+) -> None:  # fmt: skip
     inst = await stack.create_instance("branchless")
     # repos.add refuses a missing branch (test_repo_check.py): this one goes after it is added.
     await stack.add_repo(inst.id, str(bare_repo), "feature", "app")
@@ -108,8 +140,8 @@ async def test_wrong_branch_fails_with_gits_message(stack: FleetClient, bare_rep
     machine = await stack.create_machine(inst.id)
     await follow(stack, machine.id)
     machine = await stack.get_machine(machine.id)
-    assert machine.status is MachineStatus.FAILED
-    assert "feature" in machine.status_reason
+    assert machine.status is MachineStatus.READY
+    assert "feature" in (machine.setup_warning or "")
 
 
 async def test_archive_stops_the_daemon_and_rebuild_replaces_it(
@@ -207,3 +239,26 @@ async def test_unknown_ids_are_not_found(stack: FleetClient) -> None:
         await stack.create_machine("i-0000000000000000")
     with pytest.raises(NotFound):
         await stack.set_env("X", "1", "i-0000000000000000")
+
+
+async def test_a_machine_that_failed_runs_on_its_host_until_it_is_archived(
+    stack: FleetClient, store: Store, settings: Settings
+) -> None:
+    """A machine that failed at setup (a value stored before the .env's rules: refused when
+    pushed) still runs: its daemon answers, and its host counts it as running until it is
+    archived, as the console's Hosts page shows."""
+    inst = await stack.create_instance("fails-at-setup")
+    await store.set_env(inst.id, "HOSTILE", "it's $(id)")
+    machine = await stack.create_machine(inst.id)
+    kinds = await follow(stack, machine.id)
+    assert kinds[-1] == "failed"
+    assert (await stack.exec(machine.id, ["true"])).exit_code == 0  # it runs on
+
+    async def running() -> int:
+        (host,) = [h for h in await stack.list_hosts() if h.host_id == settings.host_id]
+        return host.running
+
+    assert await running() == 1
+    await stack.archive_machine(machine.id)
+    await stack.wait_for(machine.id, [MachineStatus.ARCHIVED], 30)
+    assert await running() == 0

@@ -21,6 +21,7 @@ import pytest
 from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
 from controlplane.settings import Settings
 from fleet.client import FleetClient
+from tests.code_checks import main_text
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_pipeline import home_of
 from tests.integration.test_refresh import ready_machine
@@ -342,3 +343,29 @@ async def only_the_users_ports(stack: FleetClient, mid: str, fresh: tuple[int, .
 
     await wait_until(more, timeout=20)
     assert await listed() == sorted([*fresh, port])
+
+
+#: Code a kernel runs: an HTTP server in a thread of the kernel's own process (as a notebook
+#: starts a Gradio or Flask app), on a port the kernel gets; its result, the port.
+SERVE_IN_KERNEL = """
+import http.server, threading
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+server.server_address[1]
+"""
+
+
+async def test_a_code_kernels_own_ports_are_not_listed_but_a_server_it_runs_is(
+    stack: FleetClient,
+) -> None:
+    """A code context's kernel listens on six loopback ports of its own (ZMQ's channels and
+    its IOPub pipe): the platform's, not the user's, so none is listed; a server the user's
+    code starts in the same kernel process is."""
+    mid = await ready_machine(stack, "kernel")
+    first = await stack.machines_code_run(machine_id=mid, code="1 + 1")
+    assert first.error is None, first.error
+    assert (await stack.machine_ports(mid)).ports == []
+    served = await stack.machines_code_run(machine_id=mid, code=SERVE_IN_KERNEL)
+    assert served.error is None, served.error
+    port = int(main_text(served)[0])
+    assert [p.port for p in (await stack.machine_ports(mid)).ports] == [port]

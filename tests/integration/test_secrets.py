@@ -350,3 +350,32 @@ async def test_a_deleted_secret_stops_on_a_connection_kept_open(
     assert json.loads(said) == [f"Bearer {VALUE}", "Bearer fleet-secret-API_KEY", True]
     [second] = upstream.seen()
     assert second[3] == first[3]  # one connection from the proxy to the upstream, too
+
+
+async def test_a_clone_the_policy_refused_at_the_proxy_says_so_and_how_to_allow_it(
+    stack: FleetClient, upstream: Upstream, bare_repo: Path, tmp_path: Path
+) -> None:
+    """git through the egress proxy says only ``CONNECT tunnel failed, response 403``: the
+    machine's warning says the instance's network policy refused the host, and how to allow
+    it; repos.add said so first. The machine is ready all the same."""
+    root = tmp_path / "git"
+    root.mkdir()
+    (root / "app.git").symlink_to(bare_repo)
+    async with GitHttpServer(root, "bot", TOKEN, host=upstream.host, tls=upstream.tls) as git:
+        inst = await stack.create_instance("refused-repo")
+        await stack.set_network_policy(inst.id, default="deny", allow=["pypi.org"])
+        added = await stack.add_repo(inst.id, git.url("app.git"), "main", "src/app",
+                                     token=TOKEN, username="bot")  # fmt: skip
+        refused = (f"network policy refuses {upstream.host}:{git.port} (its default is deny "
+                   f"and no allow entry names {upstream.host}:{git.port}); allow it with "
+                   f"`fleet instances network {inst.id} --default deny --allow pypi.org "
+                   f"--allow {upstream.host}`")  # fmt: skip
+        assert f"its machines cannot clone it: the instance's {refused}" in (added.warning or "")
+        asked = len(git.seen)  # by repos.add's check, from the platform's host
+        mid = await _ready(stack, inst.id, "local")
+        warning = (await stack.get_machine(mid)).setup_warning or ""
+    assert warning.startswith(f"repo src/app: git clone {git.url('app.git')} failed: the "
+                              f"instance's {refused.replace('refuses', 'refused', 1)}; git "
+                              "said: ")  # fmt: skip
+    assert "CONNECT tunnel failed, response 403" in warning
+    assert len(git.seen) == asked  # the machine's clone was refused before any request

@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from contracts.events import RepoConflict, SetupPushed
 from contracts.gateway_types import InstanceRef, MachineRef
 from contracts.models import Instance, Machine
 from contracts.rpc_params import invalid_params
 from contracts.status import MachineStatus
 from fleet.cli_common import UsageError
 from fleet.cli_refs import instance_by_name, same_name
-from fleet.render import CELL_WIDTH, machine_detail, machines_table, table
+from fleet.render import CELL_WIDTH, describe, machine_detail, machines_table, table
 
 NOW = datetime.now(UTC)
 REASON = "setup failed:\nTraceback (most recent call last):\r\n  File x\n\nValueError: boom"
@@ -63,6 +64,16 @@ def test_a_repo_that_did_not_reach_the_machine_is_shown_as_its_warning() -> None
     assert "warning" not in machine_detail(machine(2, "all readiness checks passed"))
     row = machines_table([warned]).splitlines()[1]
     assert row.endswith("all readiness checks passed (warning: repo src/app: not found)")
+
+
+def test_the_setup_pushed_stage_names_a_repo_not_cloned() -> None:
+    skipped = RepoConflict(path="src/app", reason="git clone x failed: y")
+    pushed = SetupPushed(event_id="e1", machine_id="m-" + "1" * 16, occurred_at=NOW,
+                         env_path="/h/.fleet/.env", env_bytes=136, repo_paths=[],
+                         not_cloned=[skipped])  # fmt: skip
+    assert describe(pushed) == (
+        "setup-pushed             .env 136 B, 0 repo(s); not cloned: src/app: git clone x failed: y"
+    )
 
 
 def test_a_bad_id_is_named_by_what_one_looks_like_in_the_api_too() -> None:

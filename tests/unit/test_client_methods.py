@@ -32,6 +32,7 @@ from contracts import (
     gateway_sessions,
     gateway_ssh,
     gateway_stop,
+    gateway_webhooks,
     ports,
 )
 from contracts.gateway_rpc import GATEWAY_METHODS
@@ -62,6 +63,7 @@ SPEC_MODULES = (
     audit,
     gateway_code,
     gateway_secrets,
+    gateway_webhooks,
 )
 #: FleetClient's modules: the generated methods, and the hand-written ones bound to it.
 CLIENT_MODULES = (client, client_calls, client_streams, client_generated)

@@ -22,7 +22,7 @@ K8S = REPO / "deploy" / "k8s"
 COMPOSE = REPO / "deploy" / "compose" / "docker-compose.yml"
 #: The oldest Kubernetes the manifests are meant for (policy/v1 PDBs need 1.21+).
 K8S_VERSION = "1.29"
-SERVICES = {"auth-callout", "provisioner", "setup-pusher", "prober", "gateway"}
+SERVICES = {"auth-callout", "provisioner", "setup-pusher", "prober", "webhooks", "gateway"}
 #: One per machine node (a host each): a DaemonSet, not a Deployment.
 PER_HOST = {"provisioner"}
 

@@ -172,7 +172,7 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineCreated: {"instanceId", "provider", "forkOf", "fromSnapshot", "memoryImage"},
     MachineProvisioned: {"provider", "externalId", "homeCopy"},
     DaemonStatusReported: {"status", "version", "gitSha", "bootId"},
-    SetupPushed: {"envPath", "envBytes", "repoPaths"},
+    SetupPushed: {"envPath", "envBytes", "repoPaths", "notCloned"},
     MachineReady: set(),
     MachineFailed: {"stage", "reason"},
     MachineArchived: {"reason"},

@@ -3,6 +3,7 @@ address, each port once per family; others (established, bound to another addres
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import subprocess
 import sys
@@ -12,7 +13,14 @@ import pytest
 
 from contracts.errors import NotSupported
 from contracts.ports import ListeningPort
-from daemon.listening_ports import Holders, decode_address, listening_ports, parse_table
+from daemon.listening_ports import (
+    Holders,
+    decode_address,
+    listener_inodes,
+    listening_ports,
+    parse_table,
+    started_with,
+)
 
 HEAD = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
 
@@ -59,8 +67,10 @@ def test_ipv6_addresses_decode_word_by_word() -> None:
     assert str(decode_address(v6("fe80::1:2"))) == "fe80::1:2"
     rows = [("::", "1F40"), ("::ffff:127.0.0.1", "0050"), ("fd00::5", "0051")]
     table = HEAD + "".join(row(n, f"{v6(a)}:{port}", "0A") for n, (a, port) in enumerate(rows))
+    # An IPv4-mapped address as this Python writes it ("::ffff:127.0.0.1" from 3.13 on).
+    mapped = str(ipaddress.IPv6Address("::ffff:7f00:1"))
     assert [(p.port, p.address) for p in parse_table(table, "ipv6")] == [
-        (8000, "::"), (80, "::ffff:7f00:1")
+        (8000, "::"), (80, mapped)
     ]  # fmt: skip
 
 
@@ -119,3 +129,25 @@ s.listen()
 print(s.getsockname()[1], flush=True)
 time.sleep(60)
 """
+
+
+def test_a_kernels_own_sockets_are_those_it_opened_as_it_started(tmp_path: Path) -> None:
+    """Read from this host's /proc: the listeners that appeared while a process started (the
+    kernel in ``started_with``) are its own, unless another readable process holds one (a
+    server of the machine's that started meanwhile); they are not listed, whoever holds them."""
+    before = listener_inodes()
+    server = [sys.executable, "-c", LISTEN]
+    with subprocess.Popen(server, stdout=subprocess.PIPE, text=True) as kernel, \
+            subprocess.Popen(server, stdout=subprocess.PIPE, text=True) as other:  # fmt: skip
+        assert kernel.stdout is not None
+        assert other.stdout is not None
+        own, meanwhile = int(kernel.stdout.readline()), int(other.stdout.readline())
+        started = started_with(before, kernel.pid)
+        assert len(started) == 1
+        listed = {p.port for p in listening_ports(started=started).ports}
+        assert own not in listed
+        assert meanwhile in listed
+        kernel.kill()
+        other.kill()
+    (tmp_path / "tcp").write_text(HEAD + row(0, f"{v4('127.0.0.1')}:0BB8", "0A"))
+    assert started_with({100}, None, tmp_path, tmp_path) == frozenset()  # nothing new

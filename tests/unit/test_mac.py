@@ -63,8 +63,12 @@ BUILTIN = """
 import sys
 from daemon.lean import defer_openssl
 defer_openssl()
-import _sha256, hashlib
-assert type(hashlib.sha256()) is type(_sha256.sha256()), hashlib.sha256
+import hashlib
+try:
+    import _sha256 as builtin  # to 3.11
+except ImportError:
+    import _sha2 as builtin  # 3.12 on
+assert type(hashlib.sha256()) is type(builtin.sha256()), hashlib.sha256
 from contracts.signing import MacKey
 for key, data in [(b"Jefe", b"what do ya want for nothing?"), (b"\\xaa" * 131, b"x" * 3000)]:
     print(MacKey(key).hexmac(data))

@@ -37,7 +37,8 @@ def test_pasta_publishes_nothing_and_forwards_only_the_given_ports() -> None:
     assert "--no-map-gw" in argv  # the gateway's address is not the host's loopback
     # The namespace comes on its stdin: a newer pasta closes every other descriptor it
     # inherits before it opens the namespace (Debian 13's: "Couldn't open network namespace").
-    assert argv[-2:] == ["--netns", "/proc/self/fd/0"]
+    # And it stays after its stdin is gone: a pasta given a path quits when the path goes.
+    assert argv[-3:] == ["--no-netns-quit", "--netns", "/proc/self/fd/0"]
     assert pasta_argv([])[argv.index("-T") + 1] == "none"
 
 

@@ -172,3 +172,19 @@ def test_a_wait_after_thousands_of_tries_is_the_cap_not_an_overflow() -> None:
     budget: each wait is still the cap."""
     steady = Backoff(base=0.02, cap=0.02, jitter=False)
     assert [steady.wait_s(n) for n in (1, 1_100, 10_000)] == [0.02, 0.02, 0.02]
+
+
+def test_a_schedule_of_steps_gives_each_wait_then_repeats_its_last() -> None:
+    schedule = Backoff(steps=(5.0, 300.0, 1800.0), jitter=False)
+    assert [schedule.wait_s(n) for n in range(1, 6)] == [5.0, 300.0, 1800.0, 1800.0, 1800.0]
+    jittered = Backoff(steps=(10.0,))
+    assert all(5.0 <= jittered.wait_s(3) <= 10.0 for _ in range(50))
+
+
+def test_retries_resumed_from_a_record_go_on_from_its_count_and_what_is_left() -> None:
+    clock = ManualClock()
+    schedule = Backoff(steps=(1.0, 10.0, 100.0), jitter=False)
+    assert Retries(schedule, failed=1, clock=clock).next_wait_s() == 10.0
+    # 50 s of a 60 s budget are spent: the third wait (100) is clipped to the 10 left.
+    assert Retries(schedule, failed=2, budget_s=10.0, clip=True, clock=clock).next_wait_s() == 10
+    assert Retries(schedule, failed=3, budget_s=0.0, clip=True, clock=clock).next_wait_s() is None

@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from contracts.consumers import PER_HOST, Durable, durable_name, host_durable
+from contracts.consumers import ORDERED, PER_HOST, Durable, durable_name, host_durable
 from contracts.events import (
     DaemonStatusReported,
     EnvChanged,
@@ -59,7 +59,8 @@ def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> Non
         "SecretUseAudit": {("on_secret_used", MachineSecretUsed, "gateway-audit")},
     }
     every = [d.durable for cls in SERVICES for _, d in declared_subscriptions(cls)]
-    assert sorted(every) == sorted(Durable)  # each durable has exactly one handler
+    # Each durable has exactly one handler, but those read in order by a consumer of their own.
+    assert sorted(every) == sorted(set(Durable) - ORDERED)
 
 
 def test_per_machine_work_has_a_durable_per_host() -> None:
@@ -97,9 +98,11 @@ def test_retry_budgets_and_give_ups_are_the_stages_own() -> None:
         Durable.PROVISIONER_START: 90.0,
         Durable.PROVISIONER_PAUSE: None,
         Durable.PROVISIONER_RESUME: None,
-        Durable.SETUP_PUSHER: 90.0,
+        # Their waits bound themselves (each Retry says budget_s): the boot watchdog by the
+        # platform's time (docs/pipeline.md#deadlines), a report by its machine's fate.
+        Durable.SETUP_PUSHER: None,
         Durable.PROBER: None,
-        Durable.PROBER_BOOT: 150.0,
+        Durable.PROBER_BOOT: None,
         Durable.PROBER_PLACEMENT: 3720.0,
         Durable.SETUP_PUSHER_ENV: None,
         Durable.SETUP_PUSHER_REPOS: None,

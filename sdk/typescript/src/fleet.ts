@@ -17,6 +17,7 @@ import type {
 import { Machines } from "./machines.js";
 import { Terminals } from "./terminals.js";
 import { type CallOptions, type FleetOptions, Transport } from "./transport.js";
+import { Webhooks } from "./webhooks.js";
 
 /** `fleet.instances`: a user's projects; each owns env vars, repos and a current machine. */
 export class Instances {
@@ -104,6 +105,7 @@ export class Fleet {
   readonly ports: Ports;
   readonly env: Env;
   readonly repos: Repos;
+  readonly webhooks: Webhooks;
   private readonly transport: Transport;
 
   constructor(options: FleetOptions = {}) {
@@ -115,6 +117,7 @@ export class Fleet {
     this.ports = new Ports(this.transport);
     this.env = new Env(this.transport);
     this.repos = new Repos(this.transport);
+    this.webhooks = new Webhooks(this.transport);
   }
 
   /** The gateway's URL. */

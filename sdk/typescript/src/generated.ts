@@ -122,6 +122,20 @@ export interface CreatedToken {
   token: string;
 }
 
+export interface CreatedWebhook {
+  id: string;
+  instanceId: string | null;
+  url: string;
+  events: Array<string>;
+  description: string;
+  createdAt: string;
+  disabled?: boolean;
+  disabledReason?: string | null;
+  failingSince?: string | null;
+  previousSecretUntil?: string | null;
+  secret: string;
+}
+
 export interface CronJob {
   name: string;
   schedule: string;
@@ -142,6 +156,26 @@ export interface CronSetResult {
 
 export interface DaemonLogResult {
   lines: Array<string>;
+}
+
+export interface Deliveries {
+  webhookId: string;
+  attempts: Array<DeliveryAttempt>;
+  pending: number;
+}
+
+/** One attempt to deliver one event. */
+export interface DeliveryAttempt {
+  eventId: string;
+  type: string;
+  machineId: string | null;
+  attempt: number;
+  at: string;
+  status: number | null;
+  durationMs: number;
+  error: string | null;
+  outcome: "delivered" | "failed" | "retrying";
+  nextAttemptAt?: string | null;
 }
 
 export interface DevcontainerSource {
@@ -490,6 +524,12 @@ export interface Revoked {
   revoked: boolean;
 }
 
+export interface RotatedSecret {
+  webhookId: string;
+  secret: string;
+  previousSecretUntil: string;
+}
+
 export interface RunList {
   runs: Array<RunRecord>;
 }
@@ -623,6 +663,32 @@ export interface UserList {
  * paused or stopped (wake on access, ``FLEET_WAKE_ON_ACCESS``: docs/stop-start.md).
  */
 export type WakeBy = "codemode" | "exec" | "files" | "preview" | "process" | "request" | "terminal" | "tunnel";
+
+/** An endpoint, as anyone who manages it sees it: never its secret. */
+export interface Webhook {
+  id: string;
+  instanceId: string | null;
+  url: string;
+  events: Array<string>;
+  description: string;
+  createdAt: string;
+  disabled?: boolean;
+  disabledReason?: string | null;
+  failingSince?: string | null;
+  previousSecretUntil?: string | null;
+}
+
+export interface WebhookDeleted {
+  deleted: boolean;
+}
+
+export interface WebhookList {
+  webhooks: Array<Webhook>;
+}
+
+export interface WebhookTestSent {
+  eventId: string;
+}
 
 export interface WriteFileResult {
   path: string;
@@ -1186,6 +1252,40 @@ export interface SecretsDeleteParams {
   name: string;
 }
 
+/** `webhooks.create`'s params. */
+export interface WebhooksCreateParams {
+  url: string;
+  events: Array<string>;
+  instanceId?: string | null;
+  description?: string;
+}
+
+/** `webhooks.list`'s params. */
+export interface WebhooksListParams {
+  instanceId?: string | null;
+}
+
+/** `webhooks.delete`'s params. */
+export interface WebhooksDeleteParams {
+  webhookId: string;
+}
+
+/** `webhooks.rotateSecret`'s params. */
+export interface WebhooksRotateSecretParams {
+  webhookId: string;
+}
+
+/** `webhooks.test`'s params. */
+export interface WebhooksTestParams {
+  webhookId: string;
+}
+
+/** `webhooks.deliveries`'s params. */
+export interface WebhooksDeliveriesParams {
+  webhookId: string;
+  limit?: number;
+}
+
 /** Every method of the gateway: its params and its result. */
 export interface Methods {
   /**
@@ -1728,6 +1828,42 @@ export interface Methods {
    * Errors: 1004, 1003.
    */
   "secrets.delete": { params: SecretsDeleteParams; result: SecretDeleted };
+  /**
+   * Add an endpoint that machine events are POSTed to (Standard Webhooks); its signing secret is answered this once.
+   *
+   * Errors: 1004, 1003, -32602.
+   */
+  "webhooks.create": { params: WebhooksCreateParams; result: CreatedWebhook };
+  /**
+   * An instance's webhook endpoints (or the platform's): never their secrets.
+   *
+   * Errors: 1004, 1003.
+   */
+  "webhooks.list": { params: WebhooksListParams; result: WebhookList };
+  /**
+   * Delete a webhook endpoint: nothing more is sent to it, its queue included.
+   *
+   * Errors: 1004, 1003.
+   */
+  "webhooks.delete": { params: WebhooksDeleteParams; result: WebhookDeleted };
+  /**
+   * A new signing secret for an endpoint, answered this once; the old one signs beside it for 24 hours.
+   *
+   * Errors: 1004, 1003.
+   */
+  "webhooks.rotateSecret": { params: WebhooksRotateSecretParams; result: RotatedSecret };
+  /**
+   * Send a webhook.test event to an endpoint (its attempts show in webhooks.deliveries).
+   *
+   * Errors: 1004, 1003.
+   */
+  "webhooks.test": { params: WebhooksTestParams; result: WebhookTestSent };
+  /**
+   * An endpoint's last delivery attempts (status, duration, error, next attempt) and how many events wait.
+   *
+   * Errors: 1004, 1003.
+   */
+  "webhooks.deliveries": { params: WebhooksDeliveriesParams; result: Deliveries };
 }
 
 /** A method's name. */
@@ -1825,6 +1961,12 @@ export const METHOD_NAMES = [
   "secrets.set",
   "secrets.list",
   "secrets.delete",
+  "webhooks.create",
+  "webhooks.list",
+  "webhooks.delete",
+  "webhooks.rotateSecret",
+  "webhooks.test",
+  "webhooks.deliveries",
 ] as const satisfies readonly MethodName[];
 
 // --- events: what GET /events streams, discriminated by `type` ---
@@ -2053,8 +2195,8 @@ export interface MachineResumeRequested {
 }
 
 /**
- * A resuming machine's sandbox is restored, its processes where they were: its status is
- * ``ready`` now.
+ * A resuming machine's sandbox is restored, its processes where they were, and its daemon
+ * answers: its status is ``ready`` now.
  */
 export interface MachineResumed {
   type: "resumed";
@@ -2112,6 +2254,7 @@ export interface MachineUnresponsive {
   reason: string;
 }
 
+/** A repo that did not reach a machine (its checkout path), and why. */
 export interface RepoConflict {
   path: string;
   reason: string;
@@ -2141,6 +2284,7 @@ export interface SetupPushed {
   envPath: string;
   envBytes: number;
   repoPaths: Array<string>;
+  notCloned?: Array<RepoConflict>;
 }
 
 /**

@@ -20,3 +20,4 @@ export {
 export { RpcStream } from "./rpc_stream.js";
 export { type OpenTerminal, Terminal, Terminals } from "./terminals.js";
 export { type CallOptions, DEFAULT_URL, type FleetOptions } from "./transport.js";
+export { Webhooks } from "./webhooks.js";

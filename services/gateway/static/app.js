@@ -13,6 +13,7 @@ import { machinesPage } from "./page-machines.js";
 import { networkPage } from "./page-network.js";
 import { signInPage } from "./page-signin.js";
 import { tokensPage } from "./page-tokens.js";
+import { webhooksPage } from "./page-webhooks.js";
 import { state, subscribe } from "./state.js";
 import { loadInstances, loadMachines, ROUTE_EVENT, signOut, stopFeeds, syncFeeds } from "./sync.js";
 import { errorBox, fill, h } from "./ui.js";
@@ -30,6 +31,7 @@ const ROUTES = [
   [/^#\/instances$/, instancesPage],
   [new RegExp(`^#/env(?:/${id(ID_PATTERNS.INSTANCE_ID)})?$`), envPage],
   [new RegExp(`^#/network(?:/${id(ID_PATTERNS.INSTANCE_ID)})?$`), networkPage],
+  [new RegExp(`^#/webhooks(?:/${id(ID_PATTERNS.INSTANCE_ID)})?$`), webhooksPage],
   [/^#\/tokens$/, tokensPage],
   [/^#\/codemode$/, codemodePage],
   [/^#\/hosts$/, hostsPage],

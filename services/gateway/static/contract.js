@@ -93,6 +93,12 @@ export const METHODS = Object.freeze({
   SECRETS_SET: "secrets.set",
   SECRETS_LIST: "secrets.list",
   SECRETS_DELETE: "secrets.delete",
+  WEBHOOKS_CREATE: "webhooks.create",
+  WEBHOOKS_LIST: "webhooks.list",
+  WEBHOOKS_DELETE: "webhooks.delete",
+  WEBHOOKS_ROTATE_SECRET: "webhooks.rotateSecret",
+  WEBHOOKS_TEST: "webhooks.test",
+  WEBHOOKS_DELIVERIES: "webhooks.deliveries",
 });
 
 /** JSON-RPC error codes, by exception class (contracts.errors.ERRORS). */
@@ -219,6 +225,7 @@ export const ID_PATTERNS = Object.freeze({
   MACHINE_ID: "^m-[0-9a-f]{16}$",
   SNAPSHOT_ID: "^s-[0-9a-f]{16}$",
   USER_ID: "^u-[0-9a-f]{16}$",
+  WEBHOOK_ID: "^w-[0-9a-f]{16}$",
 });
 
 /** Every id is exactly this long (contracts.ids.ID_LENGTH). */
@@ -255,6 +262,16 @@ export const STATUS = Object.freeze({
 
 /** Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL). */
 export const TERMINAL_STATUSES = Object.freeze(["failed", "archiving", "archived"]);
+
+/** Statuses a machine can be stopped from (contracts.status.STOPPABLE). */
+export const STOPPABLE_STATUSES = Object.freeze([
+  "booting",
+  "setting-up",
+  "probing",
+  "ready",
+  "unresponsive",
+  "lost",
+]);
 
 /** Machine providers (contracts.models.ProviderName). */
 export const PROVIDERS = Object.freeze(["local", "docker", "swarm"]);

@@ -150,6 +150,11 @@ export function instancesPage({ root }) {
             { href: `#/network/${inst.id}`, testid: "instance-network" },
             "Network",
           ),
+          h(
+            "a.btn.btn-small.btn-ghost",
+            { href: `#/webhooks/${inst.id}`, testid: "instance-webhooks" },
+            "Webhooks",
+          ),
           autoStop(inst),
         ),
       ),

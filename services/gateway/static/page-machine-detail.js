@@ -30,7 +30,9 @@ const EVENT_DETAILS = {
     const sha = e.gitSha ? ` (${shortSha(e.gitSha)})` : "";
     return `${e.status}, daemon ${e.version}${sha}`;
   },
-  [T.SETUP_PUSHED]: (e) => `.env ${e.envBytes} B, ${e.repoPaths.length} repo(s)`,
+  [T.SETUP_PUSHED]: (e) =>
+    `.env ${e.envBytes} B, ${e.repoPaths.length} repo(s)` +
+    (e.notCloned ?? []).map((r) => `; not cloned: ${r.path}: ${r.reason}`).join(""),
   [T.READY]: () => "",
   [T.STARTED]: (e) => `by ${e.by}: ${e.reason}`,
   [T.PAUSED]: (e) => `${fmtBytes(e.bytes)} image, in ${Math.round(e.durationMs)} ms`,
