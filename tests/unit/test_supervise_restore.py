@@ -75,16 +75,20 @@ def daemon() -> Iterator[Daemon]:
 def token_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A supervisor that stays root, its token file here (a gvisor machine's)."""
     (tmp_path / "token").write_text("t")
-    monkeypatch.setattr(nodump, "_token_file", str(tmp_path / "token"))
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     return tmp_path
+
+
+def held_in(token_dir: Path) -> nodump.HeldIdentity:
+    """What a supervisor that stays root holds: its token, and the file it read it from."""
+    return nodump.HeldIdentity(token="t", token_file=str(token_dir / "token"))
 
 
 def test_a_changed_restore_mark_wakes_the_parked_daemon_once(
     daemon: Daemon, token_dir: Path
 ) -> None:
     (token_dir / RESTORE_MARK_FILE).write_text("before")
-    sup = Supervisor(["true"], home=token_dir)
+    sup = Supervisor(["true"], held_in(token_dir), home=token_dir)
     sup.current = daemon.pid
     previous = signal.signal(WATCH, signal.SIG_IGN)  # the timer's ticks are called below
     try:
@@ -106,7 +110,7 @@ def test_a_changed_restore_mark_wakes_the_parked_daemon_once(
 
 
 def test_a_resume_signal_stops_the_looking(daemon: Daemon, token_dir: Path) -> None:
-    sup = Supervisor(["true"], home=token_dir)
+    sup = Supervisor(["true"], held_in(token_dir), home=token_dir)
     sup.current = daemon.pid
     previous = signal.signal(WATCH, signal.SIG_IGN)
     try:
