@@ -35,6 +35,8 @@ from typing import NoReturn
 
 import structlog
 
+from base import procinfo
+from base.atomic import replace_file
 from base.retry import Backoff, retry_until
 from contracts.errors import Conflict, ProviderError
 from providers.gvisor import (
@@ -193,7 +195,8 @@ _HOLD_SCRIPT = 'echo $$ > "$1" && exec nsenter --net="$2" sleep infinity'
 async def hold_netns(machine_dir: Path, machine_id: str, pid: int) -> None:
     """A process that keeps the network namespace of the sandbox ``pid`` (its pasta, its
     tables) once the sandbox is gone: a ``sleep`` there, marked as the machine's pasta is; its
-    pid in ``NETNS_HOLDER``. Nothing if it cannot be had (the resume makes one anew)."""
+    pid and start time in ``NETNS_HOLDER``. Nothing if it cannot be had (the resume makes one
+    anew)."""
     netns, pid_file = f"/proc/{pid}/ns/net", machine_dir / BUNDLE / NETNS_HOLDER
     pid_file.unlink(missing_ok=True)
     try:
@@ -207,14 +210,25 @@ async def hold_netns(machine_dir: Path, machine_id: str, pid: int) -> None:
         async with asyncio.timeout(10):
             await retry_until(partial(_holds, machine_dir, machine_id, want),
                               backoff=Backoff(0.002, 0.01, jitter=False))  # fmt: skip
+        await asyncio.to_thread(_record_holder, pid_file)
     except (OSError, TimeoutError) as exc:
         await asyncio.to_thread(let_netns_go, machine_dir, machine_id)  # a half made one
         log.warning("provider.gvisor_netns_not_held", machine_id=machine_id, error=repr(exc))
 
 
+def _record_holder(pid_file: Path) -> None:
+    """The pid the holder wrote, kept with its start time: a process that has that pid later
+    is not it."""
+    pid = int(pid_file.read_text().split()[0])
+    ticks = procinfo.start_ticks(pid)
+    if ticks is None:
+        raise OSError(f"the holder of a kept network namespace ({pid}) is gone")
+    replace_file(pid_file, f"{pid} {ticks}\n")
+
+
 async def _holds(machine_dir: Path, machine_id: str, want: int) -> bool:
     """The holder named in ``NETNS_HOLDER`` is in the namespace ``want`` (an inode)."""
-    pid = held_netns(machine_dir, machine_id)
+    pid = _marked_holder(machine_dir, machine_id)
     try:
         return pid is not None and os.stat(f"/proc/{pid}/ns/net").st_ino == want
     except OSError:
@@ -224,7 +238,7 @@ async def _holds(machine_dir: Path, machine_id: str, want: int) -> bool:
 def let_netns_go(machine_dir: Path, machine_id: str) -> None:
     """The holder of the machine's namespace ended (its pasta and its sandbox, if any, go
     on)."""
-    pid = held_netns(machine_dir, machine_id)
+    pid = _marked_holder(machine_dir, machine_id)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -232,12 +246,24 @@ def let_netns_go(machine_dir: Path, machine_id: str) -> None:
 
 
 def held_netns(machine_dir: Path, machine_id: str) -> int | None:
-    """The live process that keeps the paused machine's network namespace, checked to be the
-    one marked as its own; None if there is none."""
+    """The live process that keeps the paused machine's network namespace: the very one its
+    pause started (its recorded start time), marked as the machine's; None if there is none.
+    The restore goes into its namespace, so no later process with its pid will do."""
     try:
-        pid = int((machine_dir / BUNDLE / NETNS_HOLDER).read_text())
+        ticks = int((machine_dir / BUNDLE / NETNS_HOLDER).read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    pid = _marked_holder(machine_dir, machine_id)
+    return pid if pid is not None and procinfo.is_alive(pid, ticks) else None
+
+
+def _marked_holder(machine_dir: Path, machine_id: str) -> int | None:
+    """The process named in ``NETNS_HOLDER`` (its first field) if it is marked as the
+    machine's; None if there is none."""
+    try:
+        pid = int((machine_dir / BUNDLE / NETNS_HOLDER).read_text().split()[0])
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         return None
     return pid if f"{NETNS_OF}={machine_id}".encode() in env else None
 
