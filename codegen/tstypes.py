@@ -25,6 +25,7 @@ from contracts.asyncapi import asyncapi_document
 from contracts.daemon_code import CodeRunPart
 from contracts.daemon_files import Uploaded
 from contracts.daemon_rpc import OutputChunk
+from contracts.daemon_watch import FileEvent
 from contracts.errors import BY_STATUS, ERRORS, RETRYABLE
 from contracts.gateway_files import FILES_PREFIX
 from contracts.gateway_rpc import GATEWAY_METHODS
@@ -201,9 +202,11 @@ def _error_section() -> list[str]:
 
 
 #: What the HTTP routes beside ``/rpc`` carry: an upload's answer, a streamed exec's output,
-#: a streamed code run's parts, a terminal's control messages (text frames of its WebSocket).
+#: a streamed code run's parts, a watch's changes, a terminal's control messages (text frames
+#: of its WebSocket).
 _ROUTE_TYPES: tuple[type[msgspec.Struct], ...] = (
-    Uploaded, OutputChunk, CodeRunPart, gs.Resize, gs.Dropped, gs.Exited, gs.BadControl,
+    Uploaded, OutputChunk, CodeRunPart, FileEvent, gs.Resize, gs.Dropped, gs.Exited,
+    gs.BadControl,
 )  # fmt: skip
 
 
@@ -224,6 +227,7 @@ def _route_section(taken: set[str], components: dict[str, Any]) -> list[str]:
             f"  rpcStream: {json.dumps(live.RPC_STREAM_PATH)},",
             f"  sseOutput: {json.dumps(live.SSE_OUTPUT)},",
             f"  sseResult: {json.dumps(live.SSE_RESULT)},",
+            f"  sseDropped: {json.dumps(live.SSE_DROPPED)},",
             f"  sseOverflow: {json.dumps(sse.OVERFLOW)},",
             f"  sseCaughtUp: {json.dumps(sse.CAUGHT_UP)},",
             f"  sseError: {json.dumps(sse.ERROR)},",

@@ -125,6 +125,7 @@ def asyncapi_document(
     types += [_CONFIG_TYPES[k] for k in ConfigKind] + [audit.AuditEntry]
     types += [m.params for m in methods] + [m.result for m in methods]
     _, schemas = schema_components(types, ref_template=_REF)
+    schemas = _discriminators(schemas)
     schemas["JsonRpcError"] = _JSONRPC_ERROR
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -328,6 +329,17 @@ _SIGNED_HEADERS = {
     },
     "required": [signing.H_ID, signing.H_ISSUED, signing.H_TTL, signing.H_SIG],
 }
+
+
+def _discriminators(node: Any) -> Any:
+    """A tagged union's ``discriminator`` as AsyncAPI's Schema Object has it: the name of the
+    tag's property (msgspec writes OpenAPI's object, with its mapping)."""
+    if isinstance(node, dict):
+        return {k: v["propertyName"] if k == "discriminator" and isinstance(v, dict)
+                else _discriminators(v) for k, v in node.items()}  # fmt: skip
+    if isinstance(node, list):
+        return [_discriminators(v) for v in node]
+    return node
 
 
 def _request_message(spec: AnySpec) -> dict[str, Any]:

@@ -8,7 +8,9 @@ import msgspec
 
 from contracts import sessions as ss
 from contracts.daemon_code import CODE_METHODS
+from contracts.daemon_desktop import DESKTOP_METHODS
 from contracts.daemon_files import FILE_METHODS
+from contracts.daemon_watch import WATCH_METHODS
 from contracts.errors import (
     BadPath,
     Conflict,
@@ -436,4 +438,6 @@ DAEMON_METHODS: tuple[AnySpec, ...] = (
     TUNNEL_CONNECT,
     *FILE_METHODS,
     *CODE_METHODS,
+    *DESKTOP_METHODS,
+    *WATCH_METHODS,
 )

@@ -247,6 +247,16 @@ class CodeContextsLimit(FleetError, code=1703, http_status=409):
     one first; ``data.limit`` says how many."""
 
 
+# --- the desktop: machines.desktop.* (1710-1719) -----------------------------------------------
+class DesktopUnavailable(FleetError, code=1710, http_status=422):
+    """The machine lacks a program the desktop needs (its X server for ``start``, its browser
+    for ``open``); ``data.missing`` names it (docs/desktop.md says which machines have them)."""
+
+
+class DesktopNotRunning(FleetError, code=1711, http_status=409):
+    """The machine's display does not run: ``machines.desktop.start`` it first."""
+
+
 # --- ports: tunnels and preview URLs (1055-1059) ---------------------------------------------
 class PortUnreachable(FleetError, code=1055, http_status=502):
     """Nothing in the machine accepts connections on that port of its loopback (refused, or

@@ -1,14 +1,19 @@
-"""Gateway methods on the files of a machine's home: read, list, stat, remove.
+"""Gateway methods on the files of a machine's home: read, list, stat, remove, watch.
 
 Each is its daemon method with ``machineId`` added, checked as every machine method is (the
 caller's token must reach the machine's instance; an archived machine answers Conflict). A file
 bigger than one message is not read here but streamed: ``GET``/``PUT`` on ``FILES_PATH``, or
 ``fleet machines cp``.
+
+``machines.watch`` streams (``POST /rpc/stream``, contracts.gateway_live): one ``output`` event
+per change (a ``FileEvent``, contracts.daemon_watch) as the machine's kernel reports it, then
+its ``result``: a ``WatchEnded`` that says why it ended. It runs nothing, and holds one of its
+token's stream slots while it is open.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 import msgspec
@@ -24,6 +29,7 @@ from contracts.daemon_files import (
     StatParams,
     StatResult,
 )
+from contracts.daemon_watch import WatchParams
 from contracts.errors import (
     BadPath,
     Conflict,
@@ -36,10 +42,11 @@ from contracts.errors import (
     NotFound,
     NotText,
     ToolError,
+    TooManyStreams,
     WrongFileKind,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, PassThrough
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, PassThrough, Result
 
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -71,6 +78,28 @@ class MachineStatParams(StatParams, kw_only=True):
 
 class MachineRemoveFileParams(RemoveFileParams, kw_only=True):
     machine_id: _MachineId
+
+
+class MachineWatchParams(WatchParams, kw_only=True):
+    machine_id: _MachineId
+
+
+#: Why a watch ended: its machine was ``paused``, ``stopped`` (or is stopping) or ``archived``;
+#: its daemon ``restarted`` (the machine runs on: watch again); the watched path was
+#: ``removed`` (or moved away); or its stream was ``cut`` (the caller's access revoked, the
+#: daemon unreachable: ``message`` says).
+WatchEndReason = Literal["paused", "stopped", "archived", "restarted", "removed", "cut"]
+
+
+class WatchEnded(Result, kw_only=True):
+    """The last event of a watch: why it ended."""
+
+    reason: WatchEndReason
+    message: str
+    #: The watched path, absolute on the machine.
+    path: str
+    #: Events it sent (an ``overflow`` counts as one).
+    events: int
 
 
 _FILES = (NotFound, Forbidden, Conflict, DaemonUnavailable, DaemonTimeout, InvalidParams,
@@ -105,9 +134,19 @@ MACHINES_REMOVE_FILE: MethodSpec[MachineRemoveFileParams, RemoveFileResult] = Me
     passes=PassThrough(df.REMOVE_FILE),
 )  # fmt: skip
 
+MACHINES_WATCH: MethodSpec[MachineWatchParams, WatchEnded] = MethodSpec(
+    "machines.watch", MachineWatchParams, WatchEnded,
+    "Watch a path of the machine's home: POSTed to /rpc/stream, each change (create, write, "
+    "remove, rename, chmod) streams as the machine's kernel reports it, until the watch ends "
+    "(its client leaves, its machine pauses or stops); the result says why it ended.",
+    (*_FILES, TooManyStreams),
+    scope="files:read", reads=True, streams=True, hand_written=True, in_code=False,
+)  # fmt: skip
+
 FILE_METHODS: tuple[AnySpec, ...] = (
     MACHINES_READ_FILE,
     MACHINES_LIST_DIR,
     MACHINES_STAT,
     MACHINES_REMOVE_FILE,
+    MACHINES_WATCH,
 )

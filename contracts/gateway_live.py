@@ -40,7 +40,8 @@ RPC_STREAM_PATH = "/rpc/stream"
 SSE_OUTPUT = "output"
 SSE_RESULT = "result"
 #: How many parts a client that read slower than its machine wrote missed (past what the
-#: gateway holds for a stream): ``{"parts": n}``, before the result.
+#: gateway holds for a stream), so far: ``{"parts": n}``, before the next part once it grew,
+#: and before the result.
 SSE_DROPPED = "dropped"
 
 _DAEMON = (

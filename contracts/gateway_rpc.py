@@ -36,6 +36,7 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.gateway_code import CODE_METHODS
+from contracts.gateway_desktop import DESKTOP_METHODS
 from contracts.gateway_env_builds import ENV_BUILD_METHODS
 from contracts.gateway_environments import ENVIRONMENT_METHODS
 from contracts.gateway_files import FILE_METHODS
@@ -44,6 +45,7 @@ from contracts.gateway_hosts import HOST_METHODS
 from contracts.gateway_limits import LIMITS_METHODS
 from contracts.gateway_live import LIVE_METHODS
 from contracts.gateway_machines import MACHINE_METHODS
+from contracts.gateway_metrics import METRICS_METHODS
 from contracts.gateway_network import NETWORK_METHODS
 from contracts.gateway_people import PEOPLE_METHODS
 from contracts.gateway_runtime import RUNTIME_METHODS
@@ -449,8 +451,10 @@ GATEWAY_METHODS: tuple[AnySpec, ...] = (
     *AUDIT_METHODS,
     *PEOPLE_METHODS,
     *CODE_METHODS,
+    *DESKTOP_METHODS,
     *SECRETS_METHODS,
     *WEBHOOK_METHODS,
+    *METRICS_METHODS,
 )
 
 

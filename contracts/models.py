@@ -77,6 +77,32 @@ class Machine(Model, kw_only=True):
     setup_warning: str | None = None
     created_at: datetime
     updated_at: datetime
+    #: Its latest sample of CPU, memory, disk and network (``machines.metrics``), taken in
+    #: the last minute; None when there is none (it is not running, or not sampled yet).
+    metrics: MachineSample | None = None
+
+
+class MachineSample(Model, kw_only=True):
+    """What a machine used over one interval, as its host measured it (docs/monitoring.md):
+    a field is None where its runtime does not tell it."""
+
+    #: The interval's end, epoch seconds.
+    at: float
+    #: Its length, seconds.
+    step_s: float
+    #: CPU cores used, on average over the interval (1.0: one core all of it).
+    cpu_cores: float | None = None
+    #: Memory used (its working set: the page cache it could give back not counted), and
+    #: its limit.
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    #: What its home takes on disk (measured about once a minute), and the size of the file
+    #: system that holds it.
+    disk_bytes: int | None = None
+    disk_limit_bytes: int | None = None
+    #: Bytes its network received and sent over the interval.
+    net_in_bytes: int | None = None
+    net_out_bytes: int | None = None
 
 
 class EnvVar(Model, kw_only=True):

@@ -26,7 +26,9 @@ run every service in one process, and a process-wide registry would refuse the s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -46,6 +48,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from contracts.errors import DaemonTimeout, DaemonUnavailable, FleetError
+from contracts.models import Machine, MachineSample
 from controlplane.settings import Settings
 from controlplane.store import Store
 
@@ -80,6 +83,43 @@ class _MachineCounts(Collector):
         yield family
 
 
+#: ``fleet_machine_*{machine_id,instance_id}``: each machine's latest sample
+#: (contracts.models.MachineSample's field, and how a value is had from it).
+MACHINE_GAUGES: tuple[tuple[str, str, Callable[[MachineSample], float | None]], ...] = (
+    ("fleet_machine_cpu_cores", "CPU cores the machine used (its latest sample).",
+     lambda s: s.cpu_cores),
+    ("fleet_machine_memory_bytes", "Memory the machine uses.", lambda s: s.memory_bytes),
+    ("fleet_machine_memory_limit_bytes", "The machine's memory limit.",
+     lambda s: s.memory_limit_bytes),
+    ("fleet_machine_disk_bytes", "What the machine's home takes on disk.", lambda s: s.disk_bytes),
+    ("fleet_machine_disk_limit_bytes", "The size of the file system of the machine's home.",
+     lambda s: s.disk_limit_bytes),
+    ("fleet_machine_network_receive_bytes_per_second", "Bytes the machine received a second.",
+     lambda s: None if s.net_in_bytes is None else s.net_in_bytes / s.step_s),
+    ("fleet_machine_network_transmit_bytes_per_second", "Bytes the machine sent a second.",
+     lambda s: None if s.net_out_bytes is None else s.net_out_bytes / s.step_s),
+)  # fmt: skip
+#: A machine whose latest sample is older than this has no series (it stopped, or paused).
+MACHINE_SAMPLE_FRESH_S = 60.0
+
+
+class _MachineGauges(Collector):
+    """``MACHINE_GAUGES`` of each machine sampled in the last minute, from the last refresh."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[str, str, MachineSample]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        for name, doc, value in MACHINE_GAUGES:
+            family = GaugeMetricFamily(name, doc, labels=["machine_id", "instance_id"])
+            for mid, instance_id, sample in self.samples:
+                got = value(sample)
+                if got is not None:
+                    family.add_metric([mid, instance_id], got)
+            if family.samples:  # no empty family
+                yield family
+
+
 class Metrics:
     def __init__(self, *, process: bool = False) -> None:
         """``process``: also export the process's CPU, memory and file descriptors (the
@@ -104,6 +144,8 @@ class Metrics:
         self._registered: set[int] = set()
         self._machine_counts = _MachineCounts()
         self._machine_store: Store | None = None
+        self._machine_gauges = _MachineGauges()
+        self._gauges_store: Store | None = None
         self._stages: set[str] = set()
         self._rpc_children: dict[tuple[str, str], Any] = {}
 
@@ -117,6 +159,12 @@ class Metrics:
         """Export ``fleet_machines``, counted from ``store`` at every scrape."""
         self._machine_store = store
         self.use(self._machine_counts)
+
+    def per_machine(self, store: Store) -> None:
+        """Export ``MACHINE_GAUGES`` of every machine sampled lately, read from ``store`` at
+        every scrape (``FLEET_METRICS_PER_MACHINE``: a series per machine)."""
+        self._gauges_store = store
+        self.use(self._machine_gauges)
 
     def declare_stage(self, stage: str) -> None:
         """A stage consumer exists: its outcome series and its histogram start at 0."""
@@ -162,6 +210,8 @@ class Metrics:
 
     async def refresh(self) -> None:
         """Bring the scrape-time gauges up to date."""
+        if self._gauges_store is not None:
+            await self._refresh_machines(self._gauges_store)
         if self._machine_store is None:
             return
         try:
@@ -170,6 +220,20 @@ class Metrics:
             # No numbers rather than stale ones: the series disappears until Redis is back.
             log.warning("metrics.count_machines_failed", error=repr(exc))
             self._machine_counts.counts = None
+
+    async def _refresh_machines(self, store: Store) -> None:
+        after = time.time() - MACHINE_SAMPLE_FRESH_S
+        try:
+            ids = await store.metrics.sampled_since(after)
+            latest = await store.metrics.latest(ids, after)
+            machines = await asyncio.gather(*(store.get_machine(m) for m in latest),
+                                            return_exceptions=True)  # fmt: skip
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("metrics.machine_samples_failed", error=repr(exc))
+            self._machine_gauges.samples = []
+            return
+        self._machine_gauges.samples = [(m.id, m.instance_id, latest[m.id]) for m in machines
+                                        if isinstance(m, Machine)]  # fmt: skip
 
     async def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The scrape body and its content type, in the format the scraper asked for."""

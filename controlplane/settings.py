@@ -162,6 +162,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Each process needs its own port; the gateway serves /metrics on ``port`` instead.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    #: Seconds between two samples of each machine's CPU, memory, disk and network, taken by
+    #: the provisioner of its host (services/provisioner/usage_sampler.py; docs/monitoring.md).
+    metrics_sample_s: float = 5.0
+    #: The gateway's /metrics also has a gauge per machine (its latest sample), labelled with
+    #: its id and instance: off by default (a series per machine).
+    metrics_per_machine: bool = False
     # audit log (docs/audit.md)
     #: Record every state-changing call in the audit stream (off: nothing is recorded).
     audit_enabled: bool = True
@@ -505,6 +511,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError(
                 f"FLEET_RPC_BATCH_CONCURRENCY: {self.rpc_batch_concurrency} is not >= 1"
             )
+        if not 1 <= self.metrics_sample_s <= 60:
+            raise SettingsError(f"FLEET_METRICS_SAMPLE_S: {self.metrics_sample_s} is not 1 to 60")
         if not self.sweep_interval_s > 0:
             raise SettingsError(f"FLEET_SWEEP_INTERVAL_S: {self.sweep_interval_s} is not > 0")
         if self.instance_disk_mb < 0:

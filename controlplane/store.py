@@ -52,6 +52,7 @@ from controlplane.store_keys import (
 from controlplane.store_lifecycles import LifecycleRecords
 from controlplane.store_liveness import HeartbeatRecords
 from controlplane.store_locks import LockRecords
+from controlplane.store_metrics import MetricsRecords
 from controlplane.store_repo_warnings import RepoWarnings
 from controlplane.store_secrets import SecretRecords
 from controlplane.store_snapshots import SnapshotRecords
@@ -117,6 +118,7 @@ class Store:
         self.secrets = SecretRecords(self)
         self.locks = LockRecords(self)
         self.webhooks = WebhookRecords(self)
+        self.metrics = MetricsRecords(self)
 
     @property
     def redis(self) -> aioredis.Redis:

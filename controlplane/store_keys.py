@@ -290,6 +290,17 @@ class Keys:
         """Set: machines the host's provisioner took (pruned of the ended and the moved ones)."""
         return f"{self.prefix}host:{host_id}:machines"
 
+    # --- machines' metrics (controlplane/store_metrics.py) --------------------------------------
+    def k_machine_metrics(self, machine_id: str, tier: str) -> str:
+        """Stream: the machine's samples of one series (``fine``: each; ``coarse``: a minute
+        each), entry ids their times (ms)."""
+        return f"{self.prefix}machine:{machine_id}:metrics:{tier}"
+
+    #: Sorted set: machine id -> the time of its last sample (epoch seconds).
+    @property
+    def K_METRICS_MACHINES(self) -> str:
+        return self.prefix + "metrics:machines"
+
     # --- codemode -------------------------------------------------------------------------------
     #: Run records (JSON, expiring) and their indexes, newest last by start time.
     @property

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from daemon.server import Daemon
     from daemon.session_methods import Sessions
     from daemon.stops import Stops
+    from daemon.watches import Watches
 
 # asyncio, structlog, nats-py and everything importing them are imported in the functions
 # below, after lean_imports() (see there): it decides what they load.
@@ -121,6 +122,7 @@ def compose(
     from daemon.server import Daemon, DaemonParts
     from daemon.session_methods import Sessions
     from daemon.stops import Stops
+    from daemon.watches import Watches
 
     s, home = settings, settings.home_path
     stops = Stops()
@@ -134,17 +136,19 @@ def compose(
     kernels = CodeKernels(home=home, env=env, contexts_max=s.code_contexts_max,
                           room=link.room, machine_id=s.machine_id,
                           publish=link.publish_chunk, kept=kept)  # fmt: skip
+    watches = Watches(hub=hub, home=str(home))
     parts = DaemonParts(
         link=link, stops=stops, life=life, lock=DaemonLock(home), hub=hub, sessions=sessions,
-        kernels=kernels, replays=ReplayGuard(skew_s=s.boot_skew_s), held=held or HeldIdentity(),
-        dispatcher=_dispatcher(s, env, link, life, stops, hub, sessions, kernels),
+        kernels=kernels, watches=watches, replays=ReplayGuard(skew_s=s.boot_skew_s),
+        held=held or HeldIdentity(),
+        dispatcher=_dispatcher(s, env, link, life, stops, hub, sessions, kernels, watches),
     )  # fmt: skip
     return Daemon(s, parts)
 
 
 def _dispatcher(
     s: DaemonSettings, env: ProcessEnv, link: Link, life: Lifecycle | None, stops: Stops,
-    hub: ByteStreamHub, sessions: Sessions, kernels: CodeKernels,
+    hub: ByteStreamHub, sessions: Sessions, kernels: CodeKernels, watches: Watches,
 ) -> Dispatcher[None]:  # fmt: skip
     """Every daemon method's handler: the methods of the daemon's parts, the ones made here
     and those given."""
@@ -152,6 +156,7 @@ def _dispatcher(
     from contracts.jsonrpc import Dispatcher, Router
     from daemon import tools
     from daemon.byte_stream_hub import Pipes
+    from daemon.desktop import Desktop
     from daemon.exec_streams import ExecStreams
     from daemon.files import FileTools
     from daemon.machine_tools import MachineTools
@@ -167,7 +172,8 @@ def _dispatcher(
         ExecStreams(home=home, machine_id=s.machine_id, env=env, output_cap=s.exec_output_cap,
                     publish=link.publish_chunk, procs=life.procs if life is not None else None),
         Pipes(hub=hub, home=home, env=env), sessions, Tunnels(hub),
-        FileTransfers(hub=hub, home=str(home)), kernels,
+        FileTransfers(hub=hub, home=str(home)), kernels, watches,
+        Desktop(home=home, env=env, max_pixels=s.desktop_max_pixels),
     )  # fmt: skip
     return Dispatcher(DAEMON_METHODS, router, translate=tools.at_thread_limit)
 

@@ -25,6 +25,7 @@ from base.ticker import Ticker
 from base.version import git_sha, package_version
 from contracts import subjects
 from contracts.daemon_rpc import DAEMON_METHODS
+from contracts.daemon_watch import WatchEnd
 from contracts.errors import FleetError, PayloadTooLarge
 from contracts.events import (
     DaemonStatus,
@@ -44,6 +45,7 @@ from daemon.link import Link
 from daemon.session_methods import Sessions
 from daemon.settings import DaemonSettings
 from daemon.stops import Stops
+from daemon.watches import Watches
 
 log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()
@@ -69,6 +71,8 @@ class DaemonParts:
     hub: ByteStreamHub
     sessions: Sessions
     kernels: CodeKernels
+    #: The machine's watches of its files (ended as it pauses or stops).
+    watches: Watches
     #: Every daemon method's handler, of every part.
     dispatcher: Dispatcher[None]
     replays: ReplayGuard
@@ -95,6 +99,7 @@ class Daemon:
         self.byte_streams = parts.hub
         self._sessions = parts.sessions
         self._kernels = parts.kernels
+        self._watches = parts.watches
         self._dispatcher = parts.dispatcher
         self._replays = parts.replays
         self._held = parts.held
@@ -154,6 +159,8 @@ class Daemon:
             return
         control = self._life.control if self._life is not None else None
         parking = self._link.parking
+        if park:  # a watch sees nothing while paused: its client is told, before the link goes
+            await self._watches.end_all(WatchEnd.PAUSED)
         try:
             if park and control is not None:
                 control.park()
@@ -232,6 +239,7 @@ class Daemon:
         if self._rpc is not None:  # first: a request under way may still open a stream
             await self._rpc.stop()  # what was asked before is answered (10 s at most)
         await self._sessions.close_all()
+        await self._watches.end_all(WatchEnd.STOPPING)
         # A new identity is served next in this process: its kernels go on with it.
         await self._kernels.close_all(keep=self.exit_mode == "identity")
         await self.byte_streams.close()

@@ -26,6 +26,9 @@ class DaemonSettings(msgspec.Struct, kw_only=True, frozen=True):
     boot_skew_s: float = 2.0
     #: Code interpreter contexts (kernels) a machine may have at once (machines.code.*).
     code_contexts_max: int = 8
+    #: The most pixels a desktop screenshot has (machines.desktop.*): a larger one is scaled
+    #: down to it (the default: a 1920x1080 screen whole).
+    desktop_max_pixels: int = 1920 * 1080
     env: str = "dev"
     log_level: str = "info"
 

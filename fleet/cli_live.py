@@ -1,4 +1,5 @@
-"""`fleet machines exec` (live), `fleet machines logs` and `fleet processes logs -f`.
+"""`fleet machines exec` (live), `fleet machines logs`, `fleet machines watch` and
+`fleet processes logs -f`.
 
 exec prints the command's output as it is produced; a Ctrl-C closes the stream, which kills
 the remote process group, and fleet exits 130 (``fleet.cli.main``). ``processes logs -f``
@@ -79,3 +80,26 @@ async def follow_process_log(c: FleetClient, a: Args) -> int:
     argv = ["tail", "-n", str(a.tail), "-F", "--", found[0].log_path]
     await print_stream(c, a.machine_id, argv, timeout_s=MAX_EXEC_TIMEOUT_S)
     return EXIT_OK
+
+
+async def machines_watch(c: FleetClient, a: Args) -> int:
+    """Each change under the path as it happens (``TYPE<TAB>PATH``, a directory's with a
+    ``/``; with --json one JSON object a line), until the watch ends: why is said on stderr
+    (0 unless its stream was cut). A Ctrl-C ends it (exit 130)."""
+    from contracts.daemon_watch import FileEvent  # here: it loads the method specs
+
+    stream = c.machines_watch(a.machine_id, a.path, recursive=a.recursive, events=a.events)
+    async with contextlib.aclosing(stream):
+        async for item in stream:
+            if not isinstance(item, FileEvent):
+                print(f"fleet: the watch of {item.path} ended ({item.reason}): {item.message}",
+                      file=sys.stderr)  # fmt: skip
+                return EXIT_FAILED if item.reason == "cut" else EXIT_OK
+            if a.json:
+                print(to_json(item), flush=True)
+            elif item.type == "overflow":
+                print(f"overflow\t{item.path} ({item.dropped or 'some'} events left out)",
+                      flush=True)  # fmt: skip
+            else:
+                print(f"{item.type}\t{item.path}{'/' if item.is_dir else ''}", flush=True)
+    raise UsageError("the watch ended without a result")  # unreachable: rpc_stream raises

@@ -13,7 +13,17 @@ from contracts.ids import MACHINE_ID_RE
 from contracts.models import Machine
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
-from fleet import cli_fork, cli_kernels, cli_live, cli_network, cli_ports, cli_sessions, cli_stop
+from fleet import (
+    cli_desktop,
+    cli_fork,
+    cli_kernels,
+    cli_live,
+    cli_metrics,
+    cli_network,
+    cli_ports,
+    cli_sessions,
+    cli_stop,
+)
 from fleet.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -87,6 +97,14 @@ def _machines(g: SubAction) -> None:
     ex.add_argument("--timeout", type=float, help="seconds before the command is killed")
     ex.add_argument("--user", choices=["root"],
                     help="run as root inside the machine (gvisor machines only)")  # fmt: skip
+    wa = command(g, "watch", cli_live.machines_watch,
+                 "print each change under PATH of the machine's home as it happens")  # fmt: skip
+    wa.add_argument("machine_id")
+    wa.add_argument("path")
+    wa.add_argument("-r", "--recursive", action="store_true", help="every directory below too")
+    wa.add_argument("--events", action="append",
+                    choices=["create", "write", "remove", "rename", "chmod"],
+                    help="only this kind (repeat for more; default: all)")  # fmt: skip
     dl = command(g, "logs", cli_live.daemon_log, "the last lines of the machine's daemon log")
     dl.add_argument("machine_id")
     dl.add_argument("-n", "--lines", type=int, default=200)
@@ -110,6 +128,8 @@ def _machines(g: SubAction) -> None:
     restart.add_argument("machine_id")
     cli_sessions.register(g)
     cli_ports.register(g)
+    cli_desktop.register(g)
+    cli_metrics.register(g)
     cli_stop.machine_commands(g)
     cli_fork.machine_commands(g)
 

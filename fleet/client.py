@@ -85,6 +85,7 @@ class FleetClient(GatewayMethods):
     events_url = calls.events_url
     exec_stream = streams.exec_stream
     machines_code_run_stream = streams.machines_code_run_stream
+    machines_watch = streams.machines_watch
     code_stream = streams.code_stream
     upload = transfer.upload
     download = transfer.download

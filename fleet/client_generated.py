@@ -24,6 +24,15 @@ from contracts.codemode import (
     RunRef,
 )
 from contracts.daemon_code import CodeContext, CodeContextList, ContextDeleted, ContextInterrupted
+from contracts.daemon_desktop import (
+    Action,
+    ActResult,
+    DesktopInfo,
+    ImageFormat,
+    Opened,
+    Screenshot,
+    ScreenshotParams,
+)
 from contracts.daemon_files import (
     Encoding,
     ListDirResult,
@@ -41,6 +50,21 @@ from contracts.gateway_code import (
     MachineCodeRef,
     MachineContextRef,
     MachineCreateContextParams,
+)
+from contracts.gateway_desktop import (
+    MACHINES_DESKTOP_ACT,
+    MACHINES_DESKTOP_GET,
+    MACHINES_DESKTOP_OPEN,
+    MACHINES_DESKTOP_SCREENSHOT,
+    MACHINES_DESKTOP_START,
+    MACHINES_DESKTOP_STOP,
+    MACHINES_DESKTOP_VIEW,
+    DesktopView,
+    MachineActParams,
+    MachineDesktopRef,
+    MachineDesktopStartParams,
+    MachineOpenParams,
+    MachineScreenshotParams,
 )
 from contracts.gateway_env_builds import (
     ENVIRONMENTS_BUILD,
@@ -89,6 +113,7 @@ from contracts.gateway_limits import (
 )
 from contracts.gateway_live import MACHINES_DAEMON_LOG, DaemonLogRequest
 from contracts.gateway_machines import MACHINES_RESTART, RestartParams
+from contracts.gateway_metrics import MACHINES_METRICS, MachineMetrics, MachineMetricsParams
 from contracts.gateway_network import INSTANCES_GET_NETWORK_POLICY, NetworkPolicyResult
 from contracts.gateway_people import (
     INSTANCES_MEMBERS,
@@ -761,6 +786,64 @@ class GatewayMethods:
         params = new_params(MachineContextRef, context_id=context_id, machine_id=machine_id)
         return await self.call(MACHINES_CODE_INTERRUPT, params)
 
+    async def machines_desktop_start(
+        self, machine_id: str, *, width: int = 1280, height: int = 800, dpi: int = 96
+    ) -> DesktopInfo:
+        """Start the machine's display (an X server, a window manager, the live view) if it does
+        not run; one display per machine, its size the first start's.
+        """
+        params = new_params(
+            MachineDesktopStartParams, width=width, height=height, dpi=dpi, machine_id=machine_id
+        )
+        return await self.call(MACHINES_DESKTOP_START, params)
+
+    async def machines_desktop_stop(self, machine_id: str) -> DesktopInfo:
+        """Stop the machine's display and every program of it (its browser included)."""
+        params = new_params(MachineDesktopRef, machine_id=machine_id)
+        return await self.call(MACHINES_DESKTOP_STOP, params)
+
+    async def machines_desktop_get(self, machine_id: str) -> DesktopInfo:
+        """Whether the machine's display runs, and its size."""
+        params = new_params(MachineDesktopRef, machine_id=machine_id)
+        return await self.call(MACHINES_DESKTOP_GET, params)
+
+    async def machines_desktop_screenshot(
+        self, machine_id: str, *, format: ImageFormat = "png", scale: float = 1.0
+    ) -> Screenshot:
+        """The machine's screen as it is now: a PNG or JPEG, base64, scaled down to at most the
+        machine's FLEET_DESKTOP_MAX_PIXELS.
+        """
+        params = new_params(
+            MachineScreenshotParams, format=format, scale=scale, machine_id=machine_id
+        )
+        return await self.call(MACHINES_DESKTOP_SCREENSHOT, params)
+
+    async def machines_desktop_act(
+        self, machine_id: str, actions: list[Action], *, screenshot: ScreenshotParams | None = None
+    ) -> ActResult:
+        """Mouse and keyboard actions on the machine's screen, in order (move, click, press,
+        drag, scroll, type, key, wait); a screenshot after the last, once the screen settled,
+        when asked. An action off the screen refuses the whole call before any runs.
+        """
+        params = new_params(
+            MachineActParams, actions=actions, screenshot=screenshot, machine_id=machine_id
+        )
+        return await self.call(MACHINES_DESKTOP_ACT, params)
+
+    async def machines_desktop_open(self, machine_id: str, url: str) -> Opened:
+        """The display's browser at a URL (http, https, file or about:blank): a new tab of the
+        running browser, or the browser started.
+        """
+        params = new_params(MachineOpenParams, url=url, machine_id=machine_id)
+        return await self.call(MACHINES_DESKTOP_OPEN, params)
+
+    async def machines_desktop_view(self, machine_id: str) -> DesktopView:
+        """A single-use ticket that opens the machine's live view (noVNC, on the machine's
+        preview) in a browser: it takes input if the caller may exec, else it only shows.
+        """
+        params = new_params(MachineDesktopRef, machine_id=machine_id)
+        return await self.call(MACHINES_DESKTOP_VIEW, params)
+
     async def secrets_set(
         self,
         instance_id: str,
@@ -833,3 +916,13 @@ class GatewayMethods:
         """
         params = new_params(DeliveriesParams, webhook_id=webhook_id, limit=limit)
         return await self.call(WEBHOOKS_DELIVERIES, params)
+
+    async def machine_metrics(
+        self, machine_id: str, *, since: float | None = None, step: int | None = None
+    ) -> MachineMetrics:
+        """A machine's CPU, memory, disk and network, sample by sample (every 5 s for the last
+        hour, a minute each for the last day), oldest first. since: epoch seconds; step:
+        seconds a sample covers.
+        """
+        params = new_params(MachineMetricsParams, machine_id=machine_id, since=since, step=step)
+        return await self.call(MACHINES_METRICS, params)

@@ -1,7 +1,8 @@
 """``FleetClient``'s streamed answers (bound as its methods): ``exec_stream``, the output of a
 command as it runs (``machines.execStream`` over ``POST /rpc/stream``),
 ``machines_code_run_stream``, a kernel's output, results and error as they come
-(``machines.code.run`` over ``POST /rpc/stream``), and ``code_stream``, a codemode run's events
+(``machines.code.run`` over ``POST /rpc/stream``), ``machines_watch``, a path's changes
+(``machines.watch`` over ``POST /rpc/stream``), and ``code_stream``, a codemode run's events
 (``POST /codemode/run``), each ending with its result.
 
 async with FleetClient(url, token) as fleet:
@@ -11,18 +12,27 @@ async with FleetClient(url, token) as fleet:
         print(part)                                                      # the CodeRunResult
     async for event in fleet.code_stream(code):            # RunEvent..., then the RunResult
         print(event)
+    async for change in fleet.machines_watch(mid, "~/src", recursive=True):  # FileEvent...,
+        print(change)                                                         # then WatchEnded
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from contracts import codemode as cm, daemon_code as dc, gateway_code as gc, gateway_live as live
+from contracts import (
+    codemode as cm,
+    daemon_code as dc,
+    gateway_code as gc,
+    gateway_files as gf,
+    gateway_live as live,
+)
 from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, OutputChunk
+from contracts.daemon_watch import FileEvent, FileEventType
 from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
 from contracts.jsonrpc import MethodSpec, Params, decode_result, encode_call, new_params
 from fleet.transport import Body, Timeout
@@ -43,6 +53,10 @@ _MARGIN_S = 30.0
 Part = TypeVar("Part")
 Answer = TypeVar("Answer")
 _EVENT = msgspec.json.Decoder(cm.RunEvent)
+_FILE_EVENT = msgspec.json.Decoder(FileEvent)
+_DROPPED = msgspec.json.Decoder(dict[str, int])
+#: A watch's items: its changes, then why it ended.
+WatchItem = FileEvent | gf.WatchEnded
 
 
 async def exec_stream(
@@ -80,14 +94,41 @@ async def machines_code_run_stream(
             yield item
 
 
+async def machines_watch(
+    self: FleetClient, machine_id: str, path: str, *, recursive: bool = False,
+    events: list[FileEventType] | None = None,
+) -> AsyncGenerator[WatchItem, None]:  # fmt: skip
+    """Each change under ``path`` of the machine's home as its kernel reports it
+    (``FileEvent``), until the watch ends, then why it ended (``WatchEnded``). Events the
+    gateway left out for a reader slower than the machine come as one ``overflow`` event
+    (``dropped``: how many). Leaving the iteration early ends the watch."""
+    params = new_params(gf.MachineWatchParams, machine_id=machine_id, path=path,
+                        recursive=recursive, events=events)  # fmt: skip
+    told = 0
+
+    def dropped(total: int) -> FileEvent | None:
+        nonlocal told
+        missed, told = total - told, max(told, total)
+        return FileEvent(type="overflow", path=path, is_dir=True, dropped=missed) if missed > 0 \
+            else None  # fmt: skip
+
+    stream = rpc_stream(self, gf.MACHINES_WATCH, params, _FILE_EVENT, None, dropped)
+    async with contextlib.aclosing(stream) as items:
+        async for item in items:
+            yield item
+
+
 async def rpc_stream(
     self: FleetClient, spec: MethodSpec[Any, Answer], params: Params,
-    part: msgspec.json.Decoder[Part], wait: float,
+    part: msgspec.json.Decoder[Part], wait: float | None,
+    dropped: Callable[[int], Part | None] | None = None,
 ) -> AsyncGenerator[Part | Answer, None]:  # fmt: skip
     """``spec`` POSTed to ``RPC_STREAM_PATH``: each ``output`` event decoded by ``part`` as it
-    comes, then the answer (``wait`` seconds, and a margin, for it all)."""
+    comes, then the answer (``wait`` seconds, and a margin, for it all; None: no limit).
+    ``dropped``: the item a ``dropped`` event (the count of parts left out so far) becomes,
+    if any (None: such events are not told)."""
     body = encode_call(spec, params, next(self._ids))
-    timeout = Timeout(total=wait + _MARGIN_S, read=None)
+    timeout = Timeout(total=None if wait is None else wait + _MARGIN_S, read=None)
     headers = {**self.headers, "Content-Type": "application/json"}
     async with self.transport.request(
         "POST", live.RPC_STREAM_PATH, headers=headers, body=body, timeout=timeout
@@ -100,6 +141,10 @@ async def rpc_stream(
         async for event, data in sse_events(resp.content):
             if event == live.SSE_OUTPUT:
                 yield part.decode(data)
+            elif event == live.SSE_DROPPED and dropped is not None:
+                told = dropped(_DROPPED.decode(data).get("parts", 0))
+                if told is not None:
+                    yield told
             elif event == live.SSE_RESULT:
                 yield decode_result(spec, data)
                 return

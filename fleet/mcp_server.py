@@ -20,6 +20,7 @@ from contracts.codemode import (
 )
 from contracts.daemon_code import CodeRunResult
 from contracts.gateway_code import MachineCodeRunParams
+from contracts.jsonrpc import MethodSpec, P, R
 from fleet.client import FleetClient
 from services.gateway import mcp_tools
 
@@ -33,6 +34,9 @@ class _ClientBackend:
 
     async def describe(self, params: DescribeParams, ctx: Context) -> Stubs:
         return await self._client.call(CODEMODE_DESCRIBE, params)
+
+    async def gateway(self, spec: MethodSpec[P, R], params: P, ctx: Context) -> R:
+        return await self._client.call(spec, params)
 
     async def code_run(self, params: MachineCodeRunParams, ctx: Context) -> CodeRunResult:
         return await self._client.machines_code_run(

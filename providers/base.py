@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.events import HomeCopy
+from providers.machine_usage import Usage
 
 
 class CodeInstaller(Protocol):
@@ -133,3 +134,12 @@ class DiskMeter(Protocol):
     async def disk_bytes(self, source_id: str) -> int:
         """What the home of machine or snapshot ``source_id`` takes on disk with what it
         wrote outside it (its layer), measured by descriptor; 0 if none is here."""
+
+
+@runtime_checkable
+class UsageMeter(Protocol):
+    """A provider that can say what its machines use (providers/machine_usage.py)."""
+
+    async def usage(self, machine_id: str, *, disk: bool = False) -> Usage | None:
+        """The machine's counters now, its home's disk too when ``disk``; None if it does not
+        run here."""

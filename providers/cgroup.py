@@ -26,6 +26,9 @@ from providers.machine_limits import Limits
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "fleet"
 V1_CONTROLLERS = ("memory", "cpu", "pids")
+#: Where cgroup v1 counts a group's CPU time, when the host mounts it apart from ``cpu`` (a
+#: machine's metrics read it: providers/machine_usage.py); joined as well, limiting nothing.
+V1_ACCOUNTING = "cpuacct"
 _PERIOD_US = 100_000
 
 
@@ -35,6 +38,12 @@ def _v2(root: Path) -> bool:
     except OSError:
         return False
     return set(V1_CONTROLLERS) <= set(offered)
+
+
+def _apart(root: Path, controller: str, other: str) -> bool:
+    """``controller``'s v1 hierarchy is mounted, and not as one with ``other``'s."""
+    a, b = root / controller, root / other
+    return a.is_dir() and a.resolve() != b.resolve()
 
 
 def unavailable(root: Path = ROOT) -> str | None:
@@ -69,6 +78,17 @@ class MachineCgroup:
             self.dirs = [root / PARENT / machine_id]
         else:
             self.dirs = [root / c / PARENT / machine_id for c in V1_CONTROLLERS]
+            if _apart(root, V1_ACCOUNTING, "cpu"):
+                self.dirs.append(root / V1_ACCOUNTING / PARENT / machine_id)
+
+    @property
+    def cpu_accounting(self) -> Path:
+        """The group that counts the machine's CPU time (``cpuacct.usage``, v1; ``cpu.stat``,
+        v2)."""
+        if self.v2:
+            return self.dirs[0]
+        apart = len(self.dirs) > len(V1_CONTROLLERS)
+        return self.dirs[len(V1_CONTROLLERS)] if apart else self.dirs[V1_CONTROLLERS.index("cpu")]
 
     def create(self, limits: Limits) -> None:
         """Make the groups and write ``limits`` (OSError if the host does not let us)."""
@@ -83,7 +103,7 @@ class MachineCgroup:
             _write(d / "cpu.max", f"{quota} {_PERIOD_US}")
             _write(d / "pids.max", str(limits.pids))
             return
-        mem, cpu, pids = self.dirs
+        mem, cpu, pids = self.dirs[: len(V1_CONTROLLERS)]
         _write(mem / "memory.limit_in_bytes", memory)
         _write(mem / "memory.memsw.limit_in_bytes", memory, optional=True)  # no swap either
         _write(cpu / "cpu.cfs_period_us", str(_PERIOD_US))

@@ -74,6 +74,7 @@ from providers.docker_names import (
 from providers.docker_netns import container_pid
 from providers.docker_runtime import Runtime, RuntimeVolumes, copy_up, give_volume
 from providers.machine_limits import Limits, Placement, PlacementOf
+from providers.machine_usage import Usage, docker_usage, home_disk
 from providers.netns import RESOLVER
 
 log = structlog.get_logger(__name__)
@@ -387,6 +388,21 @@ class DockerProvider:
 
     def local_engine(self) -> bool:
         return engine_is_local(self._engine_url, self._environ)
+
+    async def usage(self, machine_id: str, *, disk: bool = False) -> Usage | None:
+        """What the machine's container uses now, as the engine's stats say
+        (providers/machine_usage.py); its home's disk too when ``disk`` and the engine is this
+        host's (its volume's directory); None if it is not running."""
+        c = await self._container(machine_id)
+        if c is None or not c["State"]["Running"]:
+            return None
+        stats = await self.docker._query_json(f"containers/{c.id}/stats",
+                                              params={"stream": "0", "one-shot": "1"})  # fmt: skip
+        got = docker_usage(stats)
+        homes = [m.get("Source") for m in c["Mounts"] or [] if m.get("Destination") == MACHINE_HOME]
+        if disk and homes and homes[0] and self.local_engine():
+            got = got.with_disk(*await asyncio.to_thread(home_disk, Path(homes[0])))
+        return got
 
     async def netns_pid(self, machine_id: str) -> int | None:
         """The container's first process, if it is this host's (the engine may be remote)."""

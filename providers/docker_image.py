@@ -52,9 +52,10 @@ BASE_REPO = "fleetd-base"
 _ROOTFS_PREFIX = "rootfs-"
 #: The daemon's third-party imports (nothing else of the platform's dependencies); packaging
 #: orders versions when a newer daemon takes over; dulwich (with urllib3 and, on Python 3.11,
-#: typing_extensions) clones a repo in an image that has no git (daemon/gitclone.py).
+#: typing_extensions) clones a repo in an image that has no git (daemon/gitclone.py); pillow
+#: encodes the desktop's screenshots (daemon/desktop_image.py).
 DAEMON_DEPS = ("nats-py", "msgspec", "structlog", "packaging", "dulwich", "urllib3",
-               "typing_extensions")  # fmt: skip
+               "typing_extensions", "pillow")  # fmt: skip
 #: The code interpreter's kernels (daemon/code_kernels.py): a machine brings them, and all they
 #: import, with the daemon's libraries (read-only, nothing installed in the machine), at the
 #: versions the platform runs; and pip, which installs into the machine's Python site
@@ -63,6 +64,12 @@ KERNEL_DEPS = ("jupyter_client", "ipykernel", "bash_kernel", "orjson", "pip")
 #: What the offline base holds beyond Debian's minimal variant (openssh-server: an SSH server
 #: the machine's user runs on its loopback, reached through a tunnel; see SSHD_CONFIG).
 BASE_PACKAGES = ("python3", "git", "ca-certificates", "openssh-server")
+#: The desktop's programs (daemon/desktop_programs.py, docs/desktop.md): a virtual X server, a
+#: window manager, the input tool, the browser and its fonts, the live view's VNC server,
+#: websocket bridge and noVNC page: installed with apt over the base, from its own sources
+#: (debootstrap's minimal variant cannot configure Chromium's dependencies itself).
+DESKTOP_PACKAGES = ("xvfb", "matchbox-window-manager", "xdotool", "chromium", "fonts-liberation",
+                    "x11vnc", "websockify", "novnc")  # fmt: skip
 MACHINE_UID = 1000
 MACHINE_HOME = "/home/fleet"
 #: (The supervisor spawns argv[0] as a path: env finds python3 wherever the base has it.)
@@ -107,6 +114,10 @@ assert sys.version_info >= (3, 11), sys.version'
 # its privilege-separation directory must exist on the read-only system, and the package's
 # root-only host keys are of no use to it (it makes its own in the home).
 RUN mkdir -p /run/sshd && chmod 0755 /run/sshd && rm -f /etc/ssh/ssh_host_*
+# The desktop's programs, where the base lacks them.
+RUN command -v Xvfb >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends {" ".join(DESKTOP_PACKAGES)} \
+    && rm -rf /var/lib/apt/lists/*)
 COPY sshd_config {SSHD_CONFIG}
 COPY lib {DAEMON_LIB}
 # Compiled once here: the machine cannot write there, and every daemon would compile it again.

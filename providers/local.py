@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -66,6 +67,7 @@ from providers.local_sandbox import (
 )
 from providers.machine_limits import Limits, Placement, PlacementOf
 from providers.machine_uid import allocate_uid, give_home, give_upper, read_uid
+from providers.machine_usage import Usage, home_disk, local_usage, runsc_memory
 from providers.netns import has_pasta, loopback_ports, nats_servers, start_sandboxed, stop_pasta
 from providers.nodump_loader import SANDBOX_LOADER, TOKEN_FD, execute_only_loader, token_pipe
 from providers.scratch import remove_tree
@@ -371,6 +373,29 @@ class LocalProvider:
             return False
         await asyncio.to_thread(remove_home, target)
         return True
+
+    async def usage(self, machine_id: str, *, disk: bool = False) -> Usage | None:
+        """What the machine uses now (providers/machine_usage.py), its home's disk too when
+        ``disk``; None if nothing of it runs here."""
+        return await asyncio.to_thread(self._usage, machine_id, disk)
+
+    def _usage(self, machine_id: str, disk: bool) -> Usage | None:
+        mdir = self.machine_dir(machine_id)
+        on_gvisor = gvisor.is_gvisor(mdir)
+        if on_gvisor:
+            pid = gvisor.sandbox_pid(mdir)
+        else:
+            root = running_pid(mdir, machine_id) if self.own_network else None
+            pid = next(iter(sandbox_root_children(root)), None) if root is not None else None
+        got = local_usage([MachineCgroup(o) for o in owners(mdir, machine_id)], pid)
+        if got is None:
+            return None
+        if on_gvisor and self._runsc is not None and pid is not None:
+            cid = gvisor.running_container(mdir, machine_id)
+            stats = self._runsc.run("events", "--stats", cid, inside=pid, timeout_s=10)
+            kernel = runsc_memory(stats.stdout) if stats.returncode == 0 else None
+            got = dataclasses.replace(got, memory_bytes=kernel or got.memory_bytes)
+        return got.with_disk(*home_disk(self.home(machine_id))) if disk else got
 
     async def disk_bytes(self, source_id: str) -> int:
         """What a machine's home and layer, or a snapshot's copies and memory image, take on

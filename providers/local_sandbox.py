@@ -38,13 +38,14 @@ from providers.userns import bwrap_args as userns_args
 
 #: What the sandbox's root holds from the host, read-only (merged-/usr links stay links).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-#: What of /etc a machine needs (users, names, TLS roots, the dynamic linker); nothing else.
+#: What of /etc a machine needs (users, names, TLS roots, the dynamic linker; the desktop's
+#: fonts and its browser's packaged settings: docs/desktop.md); nothing else.
 ETC_ALLOWED = (
     "passwd", "group", "hosts", "host.conf", "resolv.conf", "nsswitch.conf", "gai.conf",
     "services", "protocols", "localtime", "timezone", "ssl", "ca-certificates",
     "ca-certificates.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives",
     "gitconfig", "mime.types", "os-release", "debian_version", "login.defs", "profile",
-    "bash.bashrc", "environment", "python3", "python3.11",
+    "bash.bashrc", "environment", "python3", "python3.11", "fonts", "chromium", "chromium.d",
 )  # fmt: skip
 #: fleetd's packages a daemon imports (the rest of the checkout is not the machine's business).
 DAEMON_PACKAGES = ("contracts", "base", "daemon")

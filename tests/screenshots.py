@@ -40,6 +40,7 @@ SHOTS = {
     "machine-detail": "page-machine-detail.js",
     "terminal": "terminal.js",
     "ports": "ports-panel.js",
+    "desktop": "desktop-panel.js",
     "notebook": "notebook.js",
     "fork": "machine-actions.js",
     "instances": "page-instances.js",
@@ -197,6 +198,35 @@ def ports(s: Shooter, demo: Demo) -> None:
     s.shot("ports")
 
 
+#: True once an image shows a browser's page: an eighth of its pixels pure white (an empty
+#: display is black, a browser still loading is grey).
+PAGE_SHOWN = """(img) => {
+  if (!img.complete || !img.naturalWidth) return false;
+  const c = document.createElement("canvas");
+  [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
+  const g = c.getContext("2d");
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let white = 0;
+  for (let i = 0; i < d.length; i += 4)
+    if (d[i] === 255 && d[i + 1] === 255 && d[i + 2] === 255) white++;
+  return white > d.length / 4 / 8;
+}"""
+
+
+def desktop(s: Shooter, demo: Demo) -> None:
+    """The machine's display with its browser at the machine's web server."""
+    url = f"http://127.0.0.1:{demo.port}/"
+    done = s.up.cli("machines", "desktop", demo.machine_id, "--print", "--open", url)
+    assert done.returncode == 0, done.stderr
+    s.page.reload()
+    screen = s.page.get_by_test_id("desktop-screen")
+    expect(screen).to_have_attribute("src", re.compile("^data:image/png;base64,"))
+    s.page.wait_for_function(PAGE_SHOWN, arg=screen.element_handle())
+    s.top_of(s.page.get_by_test_id("machine-desktop"))
+    s.shot("desktop")
+
+
 def notebook(s: Shooter) -> None:
     cells = s.page.get_by_test_id("notebook-cell")
     for n, code in enumerate(NOTEBOOK):
@@ -303,6 +333,7 @@ def drive(s: Shooter, demo: Demo) -> None:
     machine_detail(s, demo)
     terminal(s)
     ports(s, demo)
+    desktop(s, demo)
     notebook(s)
     network(s, demo)
     env_vars(s, demo)

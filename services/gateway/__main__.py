@@ -72,6 +72,8 @@ async def _composed(settings: Settings, stack: AsyncExitStack, clock: Clock) -> 
     # machines-by-status gauge, so that it exists once per deployment.
     metrics = Metrics(process=True)
     metrics.count_machines(store)
+    if settings.metrics_per_machine:
+        metrics.per_machine(store)
     daemons = DaemonClient(
         bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics, fail_when_offline=True
     )

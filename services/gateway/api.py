@@ -7,6 +7,7 @@ from functools import cached_property
 import msgspec
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from base.version import package_version
 from contracts import (
     gateway_rpc as g,
@@ -90,6 +91,7 @@ from services.gateway.admission import admitted
 from services.gateway.audit_log import AuditLog, may_read
 from services.gateway.fork_ops import ForkOps, new_machine
 from services.gateway.host_control import HostControl
+from services.gateway.metrics_ops import with_latest
 from services.gateway.people_ops import PeopleOps, may_see
 from services.gateway.runtime_ops import RuntimeOps, check_root, root_exec
 from services.gateway.tickets import EventTickets
@@ -116,10 +118,11 @@ class GatewayApi:
         repo_check: RepoCheck,
         platform_sha: str | None = None,
         audit: AuditLog | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """Its collaborators, made once by the gateway's composition root
         (services/gateway/compose.py). ``audit`` None: nothing is recorded (and audit.list
-        answers Unavailable)."""
+        answers Unavailable). ``clock``: how old a machine's latest sample is."""
         self.store = store
         self.bus = bus
         self.daemons = daemons
@@ -135,6 +138,7 @@ class GatewayApi:
         self.repo_check = repo_check
         self.platform_sha = platform_sha
         self.audit = audit
+        self.clock = clock
 
     @cached_property
     def _openrpc(self) -> OpenRpcDocument:
@@ -288,15 +292,16 @@ class GatewayApi:
 
     @handles(MACHINES_GET)
     async def machines_get(self, p: MachineRef, c: Caller) -> Machine:
-        return await self.access.machine(c, p.machine_id)
+        machine = await self.access.machine(c, p.machine_id)
+        return (await with_latest(self.store, [machine], self.clock.now()))[0]
 
     @handles(MACHINES_LIST)
     async def machines_list(self, p: ListMachinesParams, c: Caller) -> MachineList:
         if p.instance_id is not None:
             await self.access.instance_exists(c, p.instance_id)
-        machines = [m for m in await self.store.list_machines(p.instance_id)
-                    if c.may(m.instance_id)]  # fmt: skip
-        return MachineList(machines=[await self.access.versioned(m) for m in machines])
+        machines = [await self.access.versioned(m) for m in await self.store.list_machines(
+            p.instance_id) if c.may(m.instance_id)]  # fmt: skip
+        return MachineList(machines=await with_latest(self.store, machines, self.clock.now()))
 
     @handles(MACHINES_ARCHIVE)
     async def machines_archive(self, p: MachineRef, c: Caller) -> Machine:

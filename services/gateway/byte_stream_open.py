@@ -75,14 +75,18 @@ class ByteStreamOpener:
         traffic: Traffic = "both",
         audit: str | None = None,
         wake: WakeBy | None = None,
+        slot: bool = True,
     ) -> tuple[Opened, PlatformStream]:
         """The daemon's answer to ``spec`` and the stream it opened, joined (see the module).
         ``audit``: the action the audit log records for this opening (None: not recorded).
-        ``wake``: what wakes a paused or stopped machine (by default, what ``spec`` is)."""
+        ``wake``: what wakes a paused or stopped machine (by default, what ``spec`` is).
+        ``slot`` False: the caller holds a stream slot for it already (a streamed answer of
+        ``POST /rpc/stream``), and none more is taken."""
         try:
             opened, stream = await self._open(caller, machine_id, spec, params, window=window,
                                               chunk_size=chunk_size, traffic=traffic,
-                                              wake=wake or WAKES.get(spec.name))  # fmt: skip
+                                              wake=wake or WAKES.get(spec.name),
+                                              slot=slot)  # fmt: skip
         except Exception as exc:
             self.record(audit, caller, machine_id, params, exc)
             raise
@@ -97,8 +101,8 @@ class ByteStreamOpener:
 
     async def _open(self, caller: Caller, machine_id: str, spec: MethodSpec[P, Opened],
                     params: P, *, window: int, chunk_size: int, traffic: Traffic,
-                    wake: WakeBy | None) -> tuple[Opened, PlatformStream]:  # fmt: skip
-        release = self.slots.take(caller)
+                    wake: WakeBy | None, slot: bool) -> tuple[Opened, PlatformStream]:  # fmt: skip
+        release = self.slots.take(caller, counted=slot)
         try:
             machine = await self.access.live_machine(caller, machine_id, wake=wake)
             opened = await self.daemons.call(machine_id, spec, params)

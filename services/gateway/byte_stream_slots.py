@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import structlog
 
@@ -39,10 +40,14 @@ class ByteStreamSlots:
         #: The user behind each token that holds streams (what the audit log names).
         self._users: dict[str, str | None] = {}
 
-    def take(self, caller: Caller) -> Release:
+    def take(self, caller: Caller, *, counted: bool = True) -> Release:
         """One more stream for ``caller``, or ``TooManyStreams``. The answer gives it back
-        (safe to call twice; it takes the closed stream, so it can be a stream's on_close)."""
+        (safe to call twice; it takes the closed stream, so it can be a stream's on_close).
+        ``counted`` False: the stream is one of a slot the caller holds already (a streamed
+        answer of ``POST /rpc/stream``): none is taken, and the answer only lets it go."""
         key = caller.token_id
+        if not counted:
+            return partial(self._forget, key)
         if self.per_token and self._open[key] >= self.per_token:
             raise TooManyStreams(
                 f"this token already has {self.per_token} streams open at once (tunnels, "
@@ -55,11 +60,7 @@ class ByteStreamSlots:
 
         def release(stream: object = None) -> None:
             nonlocal done
-            if isinstance(stream, ByteStream):
-                self._streams.get(key, {}).pop(stream, None)
-                if not self._streams.get(key, True):
-                    del self._streams[key]
-                    self._users.pop(key, None)
+            self._forget(key, stream)
             if done:
                 return
             done = True
@@ -68,6 +69,14 @@ class ByteStreamSlots:
                 del self._open[key]
 
         return release
+
+    def _forget(self, key: str, stream: object = None) -> None:
+        """``stream`` (once closed) is no longer held for the revocation check."""
+        if isinstance(stream, ByteStream):
+            self._streams.get(key, {}).pop(stream, None)
+            if not self._streams.get(key, True):
+                del self._streams[key]
+                self._users.pop(key, None)
 
     def hold(self, caller: Caller, stream: ByteStream, reach: Reach) -> None:
         """Watch ``stream`` (opened with a slot ``take`` gave, released by its on_close) for

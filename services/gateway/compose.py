@@ -41,6 +41,7 @@ from services.gateway.callers import CallerResolver, caller_resolver
 from services.gateway.code_ops import CodeOps
 from services.gateway.codemode_ops import CodemodeOps
 from services.gateway.daemon_calls import DaemonCalls
+from services.gateway.desktop_ops import DesktopOps
 from services.gateway.env_build_ops import EnvBuildOps
 from services.gateway.environment_ops import EnvironmentOps
 from services.gateway.events_http import EventsContext
@@ -51,6 +52,7 @@ from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
 from services.gateway.limits_ops import LimitsOps
 from services.gateway.mcp_http import McpEndpoint
+from services.gateway.metrics_ops import MetricsOps
 from services.gateway.network_ops import NetworkOps
 from services.gateway.oidc import OidcClient
 from services.gateway.ops import MachineOps
@@ -66,6 +68,7 @@ from services.gateway.stream_rules import StreamRules
 from services.gateway.tickets import EventTickets
 from services.gateway.tunnels import Tunnels
 from services.gateway.wake import Waker
+from services.gateway.watch_ops import WatchOps
 from services.gateway.web_sessions import WebSessions
 from services.gateway.webhooks_ops import WebhookOps
 
@@ -99,10 +102,14 @@ class Gateway:
     #: The one path a byte stream (terminal, file, tunnel, preview) is opened on.
     byte_streams: ByteStreamOpener
     sessions: SessionOps
+    watches: WatchOps
+    #: machines.metrics (what machines use; ``metrics`` is the gateway's own Prometheus).
+    usage: MetricsOps
     ports: PortOps
     people: PeopleOps
     codemode: CodemodeOps
     code: CodeOps
+    desktop: DesktopOps
     secrets: SecretOps
     webhooks: WebhookOps
     #: None: nothing is recorded (and audit.list answers Unavailable).
@@ -182,7 +189,7 @@ def compose(
     api = GatewayApi(
         store=store, bus=bus, daemons=daemons, box=box, settings=s, access=made.access,
         tokens=made.tokens, tickets=made.tickets, people=people, runtimes=runtimes, forks=forks,
-        host_control=hosts, platform_sha=platform_sha, audit=audit,
+        host_control=hosts, platform_sha=platform_sha, audit=audit, clock=clock,
         repo_check=repo_check or GitRepoCheck(s.repo_check_timeout_s, s.upstream_cas),
     )  # fmt: skip
     ops = MachineOps(store=store, daemons=daemons, settings=s, hosts=hosts, calls=made.calls,
@@ -202,6 +209,9 @@ def compose(
         tokens=made.tokens, tickets=made.tickets, calls=made.calls, core=api, ops=ops,
         runtimes=runtimes, forks=forks, people=people, byte_streams=made.byte_streams,
         codemode=codemode,
+        watches=WatchOps(opener=made.byte_streams, store=store),
+        usage=MetricsOps(store=store, access=made.access, sample_s=s.metrics_sample_s,
+                         clock=clock),
         **_area_parts(store, bus, daemons, box, hosts, s, made, api),
         **_http_parts(store, bus, s, made, resolve, codemode, oidc, audit, clock),
         metrics=metrics,
@@ -229,6 +239,7 @@ def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
                 hosts: HostControl, s: Settings, made: _Made,
                 api: GatewayApi) -> dict[str, Any]:  # fmt: skip
     """The ops objects of the gateway's areas, by their fields' names in ``Gateway``."""
+    ports = PortOps(access=made.access, daemons=daemons, store=store, settings=s)
     return {
         "stops": StopOps(store=store, bus=bus, access=made.access),
         "machine_limits": LimitsOps(store, s),
@@ -239,8 +250,9 @@ def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
         "exec_streams": ExecStreamOps(daemons=daemons, access=made.access, bus=bus),
         "sessions": SessionOps(call=made.calls, opener=made.byte_streams,
                                attached=lambda mid: on_attach(store, bus, s, daemons, mid)),
-        "ports": PortOps(access=made.access, daemons=daemons, store=store, settings=s),
+        "ports": ports,
         "code": CodeOps(access=made.access, daemons=daemons, bus=bus, calls=made.calls),
+        "desktop": DesktopOps(access=made.access, daemons=daemons, ports=ports),
         "secrets": SecretOps(store=store, bus=bus, box=box, access=made.access),
         "webhooks": WebhookOps(store=store, box=box, access=made.access, settings=s),
     }  # fmt: skip

@@ -12,8 +12,9 @@ handler cancels the method, which kills the command's process group on the machi
 What a stream holds for a client that reads slower than its machine writes is bounded
 (``MAX_HELD_BYTES``): a machine is not trusted, and its daemon may publish on its stream
 without end. Past the bound a part is left out, and the client is told how many were
-(``dropped``, before the result, which still holds what its answer may). A client that reads
-nothing for ``FLEET_CLIENT_WRITE_TIMEOUT_S`` is taken for gone (``stream_rules``).
+(``dropped``: the count so far, said before the next part once it grew, and before the
+result, which still holds what its answer may). A client that reads nothing for
+``FLEET_CLIENT_WRITE_TIMEOUT_S`` is taken for gone (``stream_rules``).
 
 Before the stream begins, the request takes one of its token's stream slots and its method's
 budget (``StreamRules``): past either it is refused with a plain JSON-RPC error and its HTTP
@@ -65,9 +66,9 @@ class HeldParts(asyncio.Queue[bytes]):
     """A stream's parts not yet written to its client, within ``limit`` bytes: past it, a part
     is left out and counted."""
 
-    def __init__(self, limit: int = MAX_HELD_BYTES) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         super().__init__()
-        self.limit = limit
+        self.limit = MAX_HELD_BYTES if limit is None else limit
         self.held = 0
         self.dropped = 0
 
@@ -142,11 +143,16 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
 
 async def _pump(stream: SseStream, queue: asyncio.Queue[bytes],
                 call: asyncio.Task[bytes | None], clock: Clock) -> None:  # fmt: skip
+    told = 0  # the count of left-out parts the client was last told
     while True:
         # The call's end, not its outcome (read below, once its output is written), and the
         # call goes on when a part or the keepalive wins.
         which, part = await first_of(queue.get(), asyncio.wait({call}),
                                      clock.sleep(stream.keepalive_in()))  # fmt: skip
+        dropped = queue.dropped if isinstance(queue, HeldParts) else 0
+        if dropped > told and which != 1:  # said as it happens: a watch may run for hours
+            told = dropped
+            await stream.dropped(dropped)
         if which == 0:
             await stream.event(cast(bytes, part), name=SSE_OUTPUT)
             continue

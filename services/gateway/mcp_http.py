@@ -34,7 +34,7 @@ from contracts.daemon_code import CodeRunResult
 from contracts.errors import Unauthorized
 from contracts.gateway_code import MACHINES_CODE_RUN, MachineCodeRunParams
 from contracts.gateway_rpc import METHOD_SCOPES
-from contracts.jsonrpc import decode_result, encode_call
+from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
 from services.gateway.access import Caller
 from services.gateway.asgi import serve_asgi
 from services.gateway.codemode_ops import CodemodeOps
@@ -60,6 +60,12 @@ class _OpsBackend:
 
     async def describe(self, params: DescribeParams, ctx: Context) -> Stubs:
         return await self._ops.codemode_describe(params, _caller(ctx, CODEMODE_DESCRIBE.name))
+
+    async def gateway(self, spec: MethodSpec[P, R], params: P, ctx: Context) -> R:
+        """Through the gateway's dispatcher, as ``POST /rpc`` would run it."""
+        answer = await self._ops.dispatch(encode_call(spec, params, 1), _caller(ctx, None))
+        assert answer is not None, "a request with an id is answered"
+        return decode_result(spec, answer)
 
     async def code_run(self, params: MachineCodeRunParams, ctx: Context) -> CodeRunResult:
         """Through the gateway's dispatcher, as ``POST /rpc`` would run it: its scope, its

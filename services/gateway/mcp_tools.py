@@ -24,7 +24,7 @@ from contracts.codemode import DEFAULT_TIMEOUT_S, DescribeParams, RunParams, Run
 from contracts.daemon_code import DEFAULT_CODE_TIMEOUT_S, CodeRunResult, MimeBundle
 from contracts.errors import FleetError
 from contracts.gateway_code import MachineCodeRunParams
-from contracts.jsonrpc import P, invalid_params, new_params
+from contracts.jsonrpc import MethodSpec, P, R, invalid_params, new_params
 
 NAME = "fleetd-codemode"
 INSTRUCTIONS = (
@@ -32,7 +32,9 @@ INSTRUCTIONS = (
     "`fleet` (every gateway method), `machine` (when you pass machine_id) and the instance's "
     "bridges. `run_code` runs your code in a sandbox with top-level await; the value of the "
     "last expression is the result, print() output comes back as logs. `machines_code_run` "
-    "runs code in a machine's own stateful Jupyter kernel (variables persist between calls)."
+    "runs code in a machine's own stateful Jupyter kernel (variables persist between calls). "
+    "`computer` drives a machine's desktop (screen, mouse, keyboard) as Anthropic's computer "
+    "tool does."
 )
 CODE_RUN_TOOL = "machines_code_run"
 #: The MIME types an MCP client is sent as image content (MCP's images are raster, base64).
@@ -60,6 +62,10 @@ class CodemodeBackend(Protocol):
     async def describe(self, params: DescribeParams, ctx: Context) -> Stubs: ...
 
     async def code_run(self, params: MachineCodeRunParams, ctx: Context) -> CodeRunResult: ...
+
+    async def gateway(self, spec: MethodSpec[P, R], params: P, ctx: Context) -> R:
+        """A gateway method, as ``POST /rpc`` runs it (the ``computer`` tool's)."""
+        ...
 
 
 def _result_content(bundle: MimeBundle) -> list[ContentBlock]:
@@ -134,6 +140,9 @@ def build_server(backend: CodemodeBackend) -> MCPServer[Any]:
             raise tool_error(exc) from exc
 
     _add_code_run(server, backend)
+    from services.gateway.mcp_computer import add_computer
+
+    add_computer(server, backend, tool_error)
     return server
 
 

@@ -27,10 +27,11 @@ from base.byte_stream import ByteStream
 from base.clock import SYSTEM_CLOCK, Clock
 from base.relay import relay
 from contracts.audit import Action
+from contracts.daemon_desktop import VIEW_PORT
 from contracts.errors import FleetError, InvalidParams, StreamAborted, Unauthorized
 from contracts.events import WakeBy
 from contracts.ids import MACHINE_ID_RE
-from contracts.people import PORTS
+from contracts.people import MACHINES_EXEC, PORTS
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
 from controlplane.byte_stream_join import PlatformStream
 from services.gateway.access import Caller
@@ -73,7 +74,8 @@ class Tunnels:
         its ticket is). ``wake``: what a paused or stopped machine is woken by; ``woken``: it
         was just woken (``wake``), and its port may take a moment to listen."""
         params = TunnelConnectParams(port=port, chunk_size=CHUNK, window=WINDOW)
-        opened = partial(self.opener.open, caller.doing(PORTS), machine_id, TUNNEL_CONNECT,
+        opened = partial(self.opener.open, caller.doing(port_scope(port)), machine_id,
+                         TUNNEL_CONNECT,
                          params, window=WINDOW, chunk_size=CHUNK, audit=audit,
                          wake=wake)  # fmt: skip
         _, stream = await open_woken(opened, woken, self.clock)
@@ -101,6 +103,13 @@ class Tunnels:
             refused = Unauthorized("missing or invalid bearer token")
             raise self.guesses.refuse("token", request.remote or "", refused)
         return caller.coming_from(origin_of(request))
+
+
+def port_scope(port: int) -> str:
+    """What opening ``port`` of a machine takes: ``ports``, and ``machines:exec`` for the
+    desktop's live view that takes input (it drives the machine's mouse and keyboard, as
+    ``machines.desktop.act`` does); its view-only twin is an ordinary port."""
+    return MACHINES_EXEC if port == VIEW_PORT else PORTS
 
 
 def target(request: web.Request) -> tuple[str, int]:

@@ -48,6 +48,7 @@ from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
 from services.provisioner.secrets_proxy import gvisor_door, secrets_cache, secrets_proxy
 from services.provisioner.service import Provisioner
 from services.provisioner.sweep import DockerShelf, LocalShelf, Sweeper
+from services.provisioner.usage_sampler import UsageSampler
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +123,11 @@ async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, b
                           builds=EnvironmentBuilds(store, settings, lambda: docker.docker,
                                                    shared))  # fmt: skip
     await stack.enter_async_context(host_rpc_server(bus.nc, methods))
+    # What this host's machines use, sampled every FLEET_METRICS_SAMPLE_S (docs/monitoring.md).
+    await stack.enter_async_context(UsageSampler(
+        store, {local.name: local, docker.name: docker}, settings.host_id,
+        settings.metrics_sample_s, clock,
+    ))  # fmt: skip
     # Snapshots and memory images that no record holds: at its start, then every
     # FLEET_SWEEP_INTERVAL_S.
     sweeper = Sweeper(store, [LocalShelf(local), DockerShelf(docker)], settings.host_id, clock)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from contracts import daemon_files as df, daemon_rpc as d, sessions as ss
+from contracts import daemon_files as df, daemon_rpc as d, daemon_watch as dw, sessions as ss
 from contracts.errors import (
     Conflict,
     DaemonTimeout,
@@ -50,6 +50,8 @@ from contracts.jsonrpc import (
 from contracts.ports import LIST_PORTS, TUNNEL_CONNECT, ListeningPort, PortList
 from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
 from tests.fakes.code_kernels import FakeKernels
+from tests.fakes.desktop import FakeDesktop
+from tests.fakes.watches import FakeWatches
 
 Mode = Literal["up", "unavailable", "timeout"]
 ExecAnswer = Callable[[d.ExecCommandParams], d.ExecCommandResult]
@@ -139,9 +141,14 @@ class FakeMachine:
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     #: The code interpreter (machines.code.*): calls recorded, no kernel.
     code: FakeKernels = field(init=False)
+    #: The desktop (machines.desktop.*): its state and actions recorded, no display.
+    desktop: FakeDesktop = field(default_factory=FakeDesktop)
+    #: tool.watch: streams a test writes to (tests/fakes/watches.py).
+    watches: FakeWatches = field(init=False)
 
     def __post_init__(self) -> None:
         self.code = FakeKernels(str(self.home))
+        self.watches = FakeWatches(self.machine_id, str(self.home))
 
     @property
     def home(self) -> PurePosixPath:
@@ -203,7 +210,9 @@ class FakeMachine:
         r.register(df.REMOVE_FILE, self.remove_file)
         r.register(df.DOWNLOAD_FILE, self.no_stream)
         r.register(df.UPLOAD_FILE, self.no_stream)
+        r.register(dw.WATCH, self.watches.watch)
         self.code.register(r)
+        self.desktop.register(r)
         return r
 
     async def no_stream(self, _: object, __: None) -> Any:  # any stream-opening answer

@@ -153,6 +153,17 @@ async def _mcp_code_run(_: aiohttp.ClientSession, base: str, token: str, m: str,
     return await _mcp_tool(base, token, CODE_RUN_TOOL, {"machine_id": m, "code": "1"})
 
 
+async def _mcp_computer(http: aiohttp.ClientSession, base: str, token: str, m: str,
+                        __: str) -> int | None:  # fmt: skip
+    start = {"jsonrpc": "2.0", "id": 1, "method": "machines.desktop.start",
+             "params": {"machineId": m}}  # no budget of its own  # fmt: skip
+    async with http.post(f"{base}/rpc", json=start,
+                         headers={"Authorization": f"Bearer {token}"}) as resp:  # fmt: skip
+        assert "error" not in await resp.json()
+    return await _mcp_tool(base, token, "computer", {"machine_id": m, "action": "mouse_move",
+                                                     "coordinate": [1, 1]})  # fmt: skip
+
+
 #: Every route that runs something, with the method whose work it does (and whose budget it
 #: spends), and one call of it.
 RUNS: dict[tuple[str, str], Send] = {
@@ -163,19 +174,26 @@ RUNS: dict[tuple[str, str], Send] = {
     ("POST " + cm.RUN_STREAM_PATH, cm.CODEMODE_RUN.name): _run_stream,
     ("MCP run_code", cm.CODEMODE_RUN.name): _mcp_run,
     ("MCP " + CODE_RUN_TOOL, MACHINES_CODE_RUN.name): _mcp_code_run,
+    ("MCP computer", "machines.desktop.act"): _mcp_computer,
 }  # fmt: skip
 #: The routes into a machine or codemode that run nothing budgeted of their own: a terminal's
 #: attach reaches a shell ``sessions.open`` started; MCP's describe is ``codemode.describe``,
 #: which spends no budget on ``POST /rpc`` either.
 RUNS_NOTHING = {"GET " + ATTACH_PATH.replace("{machineId}", "{machine_id}"), "MCP describe"}
+#: The methods ``POST /rpc/stream`` serves that run nothing (``reads``, no budget): a watch
+#: holds a stream slot (tests/fast/test_watch.py) and spends no budget.
+STREAMS_NOTHING = {s.name for s in GATEWAY_METHODS if s.streams and s.reads and s.budget is None}
 
 
 async def test_every_route_that_runs_something_is_walked(world: World) -> None:
     """Each method POST /rpc/stream serves, each route of the console that takes
     ``machines:exec`` (codemode's stream, a terminal's attach) and each MCP tool is in RUNS or
-    in RUNS_NOTHING: a route added later is walked or said to run nothing."""
+    in RUNS_NOTHING (a streamed method: in STREAMS_NOTHING, by its spec): a route added later
+    is walked or said to run nothing."""
     walked = {route for route, _ in RUNS} | RUNS_NOTHING
-    assert {name for route, name in RUNS if route.endswith(RPC_STREAM_PATH)} == STREAMING_METHODS
+    streamed = {name for route, name in RUNS if route.endswith(RPC_STREAM_PATH)}
+    assert streamed | STREAMS_NOTHING == STREAMING_METHODS
+    assert {"machines.watch"} == STREAMS_NOTHING  # the walk knows what it leaves out
     for verb, path in ROUTES:
         scope = route_scope(verb, path.replace("{machine_id}", "m-0000000000000001"))
         if scope == MACHINES_EXEC and path != cm.MCP_PATH:

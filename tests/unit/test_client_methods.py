@@ -16,6 +16,7 @@ from contracts import (
     audit,
     codemode,
     gateway_code,
+    gateway_desktop,
     gateway_env_builds,
     gateway_environments,
     gateway_files,
@@ -24,6 +25,7 @@ from contracts import (
     gateway_limits,
     gateway_live,
     gateway_machines,
+    gateway_metrics,
     gateway_network,
     gateway_people,
     gateway_rpc,
@@ -45,6 +47,7 @@ SPEC_MODULES = (
     gateway_rpc,
     gateway_live,
     gateway_machines,
+    gateway_metrics,
     gateway_limits,
     gateway_network,
     gateway_hosts,
@@ -62,6 +65,7 @@ SPEC_MODULES = (
     gateway_people,
     audit,
     gateway_code,
+    gateway_desktop,
     gateway_secrets,
     gateway_webhooks,
 )
@@ -109,6 +113,21 @@ def _client_sources() -> list[str]:
     return [inspect.getsource(m) for m in CLIENT_MODULES]
 
 
+def _spec_arg(node: ast.AST) -> ast.expr | None:
+    """The spec a client function calls its method with: ``self.call(SPEC, ...)``, or
+    ``rpc_stream(self, SPEC, ...)`` for a method that answers only as a stream (a watch)."""
+    if not isinstance(node, ast.Call):
+        return None
+    f = node.func
+    if isinstance(f, ast.Attribute) and f.attr == "call" and isinstance(f.value, ast.Name) \
+            and f.value.id == "self":  # fmt: skip
+        return node.args[0]
+    if isinstance(f, ast.Name) and f.id == "rpc_stream" and isinstance(node.args[0], ast.Name) \
+            and node.args[0].id == "self":  # fmt: skip
+        return node.args[1]
+    return None
+
+
 def _client_calls() -> list[Call]:
     sources = _client_sources()
     calls = []
@@ -116,14 +135,9 @@ def _client_calls() -> list[Call]:
         if not isinstance(fn, ast.AsyncFunctionDef):
             continue
         for node in ast.walk(fn):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "call"
-                and isinstance(node.func.value, ast.Name)
-                and node.func.value.id == "self"
-            ):
-                name = _name(node.args[0])
+            spec_arg = _spec_arg(node)
+            if spec_arg is not None:
+                name = _name(spec_arg)
                 spec = next((getattr(m, name) for m in SPEC_MODULES if hasattr(m, name)), None)
                 assert spec in GATEWAY_METHODS, f"{fn.name}: {name} is not a gateway method spec"
                 calls.append(Call(fn.name, spec, _built(fn)))

@@ -6,13 +6,15 @@ from __future__ import annotations
 import pytest
 
 from contracts.codemode import CODEMODE_METHODS
+from contracts.gateway_files import MACHINES_WATCH
 from contracts.gateway_rpc import GATEWAY_METHODS, MACHINES_EXEC, RPC_DISCOVER, MachineRef
 from contracts.jsonrpc import MethodSpec, NoParams
 from services.codemode.providers import FLEET_METHODS, MACHINE_TOOLS, machine_tools
 
 
 def test_code_may_call_every_gateway_method_but_codemode_s_and_discovery() -> None:
-    hidden = {s.name for s in (*CODEMODE_METHODS, RPC_DISCOVER)}
+    # A watch answers only as a stream (POST /rpc/stream), which a tool call is not.
+    hidden = {s.name for s in (*CODEMODE_METHODS, RPC_DISCOVER, MACHINES_WATCH)}
     assert set(FLEET_METHODS) == {s.name for s in GATEWAY_METHODS} - hidden
     assert {s.name for s in GATEWAY_METHODS if not s.in_code} == hidden
 
@@ -21,7 +23,9 @@ def test_each_machine_tool_is_the_spec_naming_it_and_takes_the_machine() -> None
     assert {s.tool: s for s in GATEWAY_METHODS if s.tool is not None} == MACHINE_TOOLS
     assert set(MACHINE_TOOLS) == {
         "exec", "write_file", "list_dir", "stat", "remove_file", "process_start",
-        "process_list", "process_kill", "process_logs", "fork", "code_run",
+        "process_list", "process_kill", "process_logs", "fork", "code_run", "desktop_start",
+        "desktop_stop", "desktop_get", "desktop_screenshot", "desktop_act", "desktop_open",
+        "metrics",
     }  # fmt: skip
     assert all("machine_id" in s.params.__struct_fields__ for s in MACHINE_TOOLS.values())
 

@@ -20,6 +20,13 @@ export interface AccessToken {
   lastUsedAt?: string | null;
 }
 
+export interface ActResult {
+  done: number;
+  x: number;
+  y: number;
+  screenshot?: Screenshot | null;
+}
+
 /** repos.add's answer: the repo as stored, and whether the platform could check it. */
 export interface AddedRepo {
   url: string;
@@ -74,6 +81,14 @@ export interface BridgeRemoved {
 
 export interface Cancelled {
   cancelled: boolean;
+}
+
+export interface Click {
+  type: "click";
+  x?: number | null;
+  y?: number | null;
+  button?: "left" | "middle" | "right";
+  count?: number;
 }
 
 export interface CodeContext {
@@ -178,6 +193,28 @@ export interface DeliveryAttempt {
   nextAttemptAt?: string | null;
 }
 
+export interface DesktopInfo {
+  running: boolean;
+  width: number;
+  height: number;
+  dpi: number;
+  display?: string | null;
+  browser?: boolean;
+  viewPort?: number | null;
+  viewOnlyPort?: number | null;
+}
+
+/**
+ * The live view (noVNC) on the machine's preview: open ``<url>?fleet_ticket=<ticket>``
+ * in a browser, as a preview ticket is opened.
+ */
+export interface DesktopView {
+  ticket: string;
+  url: string;
+  expiresInS: number;
+  viewOnly: boolean;
+}
+
 export interface DevcontainerSource {
   repo: string;
   path?: string | null;
@@ -196,6 +233,15 @@ export interface DockerfileSource {
   repo: string;
   path?: string;
   context?: string;
+}
+
+/** The left button pressed at (x, y), the mouse moved to (toX, toY), the button let go. */
+export interface Drag {
+  type: "drag";
+  x: number;
+  y: number;
+  toX: number;
+  toY: number;
 }
 
 /** The host as ``hosts.list`` shows it after the drain, and what ``rebuild`` moved. */
@@ -339,6 +385,12 @@ export interface InstanceRuntime {
   effective: "gvisor" | "namespaces";
 }
 
+export interface Key {
+  type: "key";
+  keys: string;
+  holdMs?: number;
+}
+
 export interface ListDirResult {
   path: string;
   entries: Array<DirEntry>;
@@ -375,10 +427,33 @@ export interface Machine {
   setupWarning?: string | null;
   createdAt: string;
   updatedAt: string;
+  metrics?: MachineSample | null;
 }
 
 export interface MachineList {
   machines: Array<Machine>;
+}
+
+export interface MachineMetrics {
+  machineId: string;
+  stepS: number;
+  samples: Array<MachineSample>;
+}
+
+/**
+ * What a machine used over one interval, as its host measured it (docs/monitoring.md):
+ * a field is None where its runtime does not tell it.
+ */
+export interface MachineSample {
+  at: number;
+  stepS: number;
+  cpuCores?: number | null;
+  memoryBytes?: number | null;
+  memoryLimitBytes?: number | null;
+  diskBytes?: number | null;
+  diskLimitBytes?: number | null;
+  netInBytes?: number | null;
+  netOutBytes?: number | null;
 }
 
 export type MachineStatus = "archived" | "archiving" | "booting" | "created" | "failed" | "lost" | "paused" | "pausing" | "probing" | "provisioning" | "ready" | "resuming" | "setting-up" | "stopped" | "stopping" | "unresponsive";
@@ -400,6 +475,12 @@ export interface MemberList {
   members: Array<Member>;
 }
 
+export interface Move {
+  type: "move";
+  x: number;
+  y: number;
+}
+
 export interface NetworkPolicyResult {
   instanceId: string;
   egress: EgressPolicy;
@@ -413,6 +494,10 @@ export interface OpenApiBridge {
   specUrl: string;
   baseUrl: string;
   authorization?: string | null;
+}
+
+export interface Opened {
+  url: string;
 }
 
 export interface OpenedSession {
@@ -436,6 +521,13 @@ export interface OpenedSession {
 export interface PortList {
   ports: Array<ListeningPort>;
   forwarded?: Array<ForwardedPort>;
+}
+
+/** A mouse button held down (``down: true``) or let go where the mouse is. */
+export interface Press {
+  type: "press";
+  button?: "left" | "middle" | "right";
+  down: boolean;
 }
 
 export interface PreviewTicket {
@@ -555,6 +647,32 @@ export interface RunResult {
   logs?: Array<string>;
 }
 
+export interface Screenshot {
+  image: string;
+  format: "jpeg" | "png";
+  width: number;
+  height: number;
+  screenWidth: number;
+  screenHeight: number;
+}
+
+export interface ScreenshotParams {
+  format?: "jpeg" | "png";
+  scale?: number;
+}
+
+/**
+ * The wheel turned where (x, y) is (or the mouse is): ``dy`` notches down (negative: up),
+ * ``dx`` right (negative: left).
+ */
+export interface Scroll {
+  type: "scroll";
+  x?: number | null;
+  y?: number | null;
+  dx?: number;
+  dy?: number;
+}
+
 export interface SecretDeleted {
   deleted: boolean;
 }
@@ -642,6 +760,11 @@ export interface TokenList {
   tokens: Array<AccessToken>;
 }
 
+export interface Type {
+  type: "type";
+  text: string;
+}
+
 export interface User {
   id: string;
   email: string;
@@ -657,12 +780,25 @@ export interface UserList {
   users: Array<User>;
 }
 
+export interface Wait {
+  type: "wait";
+  ms: number;
+}
+
 /**
  * What brought a machine back (``by`` of ``machine.started``, ``machine.resume-requested``
  * and ``machine.resumed``): a request to, or a call that needed the machine while it was
  * paused or stopped (wake on access, ``FLEET_WAKE_ON_ACCESS``: docs/stop-start.md).
  */
 export type WakeBy = "codemode" | "exec" | "files" | "preview" | "process" | "request" | "terminal" | "tunnel";
+
+/** The last event of a watch: why it ended. */
+export interface WatchEnded {
+  reason: "archived" | "cut" | "paused" | "removed" | "restarted" | "stopped";
+  message: string;
+  path: string;
+  events: number;
+}
 
 /** An endpoint, as anyone who manages it sees it: never its secret. */
 export interface Webhook {
@@ -1115,6 +1251,14 @@ export interface MachinesRemoveFileParams {
   recursive?: boolean;
 }
 
+/** `machines.watch`'s params. */
+export interface MachinesWatchParams {
+  path: string;
+  machineId: string;
+  recursive?: boolean;
+  events?: Array<"chmod" | "create" | "remove" | "rename" | "write"> | null;
+}
+
 /** `instances.setEnvironment`'s params. */
 export interface InstancesSetEnvironmentParams {
   instanceId: string;
@@ -1231,6 +1375,49 @@ export interface MachinesCodeInterruptParams {
   machineId: string;
 }
 
+/** `machines.desktop.start`'s params. */
+export interface MachinesDesktopStartParams {
+  machineId: string;
+  width?: number;
+  height?: number;
+  dpi?: number;
+}
+
+/** `machines.desktop.stop`'s params. */
+export interface MachinesDesktopStopParams {
+  machineId: string;
+}
+
+/** `machines.desktop.get`'s params. */
+export interface MachinesDesktopGetParams {
+  machineId: string;
+}
+
+/** `machines.desktop.screenshot`'s params. */
+export interface MachinesDesktopScreenshotParams {
+  machineId: string;
+  format?: "jpeg" | "png";
+  scale?: number;
+}
+
+/** `machines.desktop.act`'s params. */
+export interface MachinesDesktopActParams {
+  actions: Array<Move | Click | Press | Drag | Scroll | Type | Key | Wait>;
+  machineId: string;
+  screenshot?: ScreenshotParams | null;
+}
+
+/** `machines.desktop.open`'s params. */
+export interface MachinesDesktopOpenParams {
+  url: string;
+  machineId: string;
+}
+
+/** `machines.desktop.view`'s params. */
+export interface MachinesDesktopViewParams {
+  machineId: string;
+}
+
 /** `secrets.set`'s params. */
 export interface SecretsSetParams {
   instanceId: string;
@@ -1284,6 +1471,13 @@ export interface WebhooksTestParams {
 export interface WebhooksDeliveriesParams {
   webhookId: string;
   limit?: number;
+}
+
+/** `machines.metrics`'s params. */
+export interface MachinesMetricsParams {
+  machineId: string;
+  since?: number | null;
+  step?: number | null;
 }
 
 /** Every method of the gateway: its params and its result. */
@@ -1697,6 +1891,12 @@ export interface Methods {
    */
   "machines.removeFile": { params: MachinesRemoveFileParams; result: RemoveFileResult };
   /**
+   * Watch a path of the machine's home: POSTed to /rpc/stream, each change (create, write, remove, rename, chmod) streams as the machine's kernel reports it, until the watch ends (its client leaves, its machine pauses or stops); the result says why it ended.
+   *
+   * Errors: 1004, 1003, 1009, 1502, 1504, -32602, 1700, 1051, 1052, 1049, 1046.
+   */
+  "machines.watch": { params: MachinesWatchParams; result: WatchEnded };
+  /**
    * Set the environment the instance's machines are made from (null: auto-detection); machines created or rebuilt from then on get it. A devcontainer.json the platform's host can fetch is checked now: refused properties are EnvironmentRefused.
    *
    * Errors: 1004, 1003, -32602, 1620, 1621.
@@ -1811,6 +2011,48 @@ export interface Methods {
    */
   "machines.code.interrupt": { params: MachinesCodeInterruptParams; result: ContextInterrupted };
   /**
+   * Start the machine's display (an X server, a window manager, the live view) if it does not run; one display per machine, its size the first start's.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1710.
+   */
+  "machines.desktop.start": { params: MachinesDesktopStartParams; result: DesktopInfo };
+  /**
+   * Stop the machine's display and every program of it (its browser included).
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700.
+   */
+  "machines.desktop.stop": { params: MachinesDesktopStopParams; result: DesktopInfo };
+  /**
+   * Whether the machine's display runs, and its size.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700.
+   */
+  "machines.desktop.get": { params: MachinesDesktopGetParams; result: DesktopInfo };
+  /**
+   * The machine's screen as it is now: a PNG or JPEG, base64, scaled down to at most the machine's FLEET_DESKTOP_MAX_PIXELS.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1711.
+   */
+  "machines.desktop.screenshot": { params: MachinesDesktopScreenshotParams; result: Screenshot };
+  /**
+   * Mouse and keyboard actions on the machine's screen, in order (move, click, press, drag, scroll, type, key, wait); a screenshot after the last, once the screen settled, when asked. An action off the screen refuses the whole call before any runs.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1711, 1710.
+   */
+  "machines.desktop.act": { params: MachinesDesktopActParams; result: ActResult };
+  /**
+   * The display's browser at a URL (http, https, file or about:blank): a new tab of the running browser, or the browser started.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1711, 1710.
+   */
+  "machines.desktop.open": { params: MachinesDesktopOpenParams; result: Opened };
+  /**
+   * A single-use ticket that opens the machine's live view (noVNC, on the machine's preview) in a browser: it takes input if the caller may exec, else it only shows.
+   *
+   * Errors: 1004, 1003, 1009, 1040, 1502, 1504, -32602, 1700, 1711, 1710.
+   */
+  "machines.desktop.view": { params: MachinesDesktopViewParams; result: DesktopView };
+  /**
    * Add or replace a secret the egress proxy adds to requests to its hosts.
    *
    * Errors: 1004, 1003, -32602.
@@ -1864,6 +2106,12 @@ export interface Methods {
    * Errors: 1004, 1003.
    */
   "webhooks.deliveries": { params: WebhooksDeliveriesParams; result: Deliveries };
+  /**
+   * A machine's CPU, memory, disk and network, sample by sample (every 5 s for the last hour, a minute each for the last day), oldest first.
+   *
+   * Errors: 1004, 1003.
+   */
+  "machines.metrics": { params: MachinesMetricsParams; result: MachineMetrics };
 }
 
 /** A method's name. */
@@ -1939,6 +2187,7 @@ export const METHOD_NAMES = [
   "machines.listDir",
   "machines.stat",
   "machines.removeFile",
+  "machines.watch",
   "instances.setEnvironment",
   "instances.getEnvironment",
   "environments.list",
@@ -1958,6 +2207,13 @@ export const METHOD_NAMES = [
   "machines.code.restartContext",
   "machines.code.deleteContext",
   "machines.code.interrupt",
+  "machines.desktop.start",
+  "machines.desktop.stop",
+  "machines.desktop.get",
+  "machines.desktop.screenshot",
+  "machines.desktop.act",
+  "machines.desktop.open",
+  "machines.desktop.view",
   "secrets.set",
   "secrets.list",
   "secrets.delete",
@@ -1967,6 +2223,7 @@ export const METHOD_NAMES = [
   "webhooks.rotateSecret",
   "webhooks.test",
   "webhooks.deliveries",
+  "machines.metrics",
 ] as const satisfies readonly MethodName[];
 
 // --- events: what GET /events streams, discriminated by `type` ---
@@ -2327,6 +2584,14 @@ export interface Exited {
   code: number | null;
 }
 
+/** One change, as its machine's kernel reported it (one line of a watch's stream). */
+export interface FileEvent {
+  type: "chmod" | "create" | "overflow" | "remove" | "rename" | "write";
+  path: string;
+  isDir?: boolean;
+  dropped?: number;
+}
+
 /**
  * One piece of a streamed command's output (core NATS: not stored; the final result
  * still carries the whole capped output).
@@ -2358,6 +2623,7 @@ export const ROUTES = {
   rpcStream: "/rpc/stream",
   sseOutput: "output",
   sseResult: "result",
+  sseDropped: "dropped",
   sseOverflow: "overflow",
   sseCaughtUp: "caught-up",
   sseError: "error",
@@ -2442,6 +2708,8 @@ export const ERRORS = {
   "1701": { name: "LanguageUnavailable", httpStatus: 422, retryable: false },
   "1702": { name: "KernelDied", httpStatus: 502, retryable: false },
   "1703": { name: "CodeContextsLimit", httpStatus: 409, retryable: false },
+  "1710": { name: "DesktopUnavailable", httpStatus: 422, retryable: false },
+  "1711": { name: "DesktopNotRunning", httpStatus: 409, retryable: false },
   "1055": { name: "PortUnreachable", httpStatus: 502, retryable: false },
   "1056": { name: "BadUpstream", httpStatus: 502, retryable: false },
   "1080": { name: "IdTokenRejected", httpStatus: 401, retryable: false },

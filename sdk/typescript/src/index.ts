@@ -16,6 +16,8 @@ export {
   type ExecOptions,
   ExecStream,
   Machines,
+  type WatchOptions,
+  WatchStream,
 } from "./machines.js";
 export { RpcStream } from "./rpc_stream.js";
 export { type OpenTerminal, Terminal, Terminals } from "./terminals.js";

@@ -4,11 +4,14 @@ import { EventStream } from "./events.js";
 import type {
   CodeRunResult,
   ExecCommandResult,
+  FileEvent,
   ForkedMachines,
   Machine,
+  MachineMetrics,
   MachinesCreateParams,
   OutputChunk,
   Snapshot,
+  WatchEnded,
 } from "./generated.js";
 import { RpcStream } from "./rpc_stream.js";
 import { anySignal, type Transport } from "./transport.js";
@@ -152,6 +155,27 @@ export class Machines {
     return codeRunStream(this.transport, machineId, code, options);
   }
 
+  /**
+   * Watch a path of the machine's home (`machines.watch`): iterate the stream for each change
+   * (`create`, `write`, `remove`, `rename`, `chmod`) as the machine's kernel reports it, then
+   * await `result` for why the watch ended (its machine paused or stopped, the path removed).
+   * Events left out for a reader slower than the machine come as one `overflow` event
+   * (`dropped`: how many). Aborting `signal` (or leaving the loop early) ends the watch.
+   */
+  watch(machineId: string, path: string, options: WatchOptions = {}): WatchStream {
+    const { signal, ...rest } = options;
+    const body = this.transport.request("machines.watch", { machineId, path, ...rest });
+    return new WatchStream(this.transport, body, signal, path);
+  }
+
+  /** The machine's samples of CPU, memory, disk and network (`machines.metrics`). */
+  metrics(
+    machineId: string,
+    options: { since?: number; step?: number } = {},
+  ): Promise<MachineMetrics> {
+    return this.transport.call("machines.metrics", { machineId, ...options });
+  }
+
   stop(machineId: string): Promise<Machine> {
     return this.transport.call("machines.stop", { machineId });
   }
@@ -206,5 +230,36 @@ export class ExecStream extends RpcStream<ExecChunk, ExecCommandResult> {
       const chunk = JSON.parse(data) as OutputChunk;
       return { stream: chunk.stream, data: encoder.encode(chunk.data) };
     });
+  }
+}
+
+/** What to watch beside the path: every directory below it too, only some kinds. */
+export interface WatchOptions {
+  recursive?: boolean;
+  events?: Array<"create" | "write" | "remove" | "rename" | "chmod">;
+  /** Aborting it ends the watch. */
+  signal?: AbortSignal;
+}
+
+/**
+ * A watch's changes as they happen (POST /rpc/stream): an async iterable of `FileEvent`s,
+ * then `result` (why it ended). Iterate it once. Aborting it (or leaving the loop early) ends
+ * the watch on the machine.
+ */
+export class WatchStream extends RpcStream<FileEvent, WatchEnded> {
+  constructor(transport: Transport, body: string, signal: AbortSignal | undefined, path: string) {
+    let told = 0;
+    super(
+      transport,
+      body,
+      signal,
+      "watch",
+      (data) => JSON.parse(data) as FileEvent,
+      (total) => {
+        const missed = total - told;
+        told = Math.max(told, total);
+        return missed > 0 ? { type: "overflow", path, isDir: true, dropped: missed } : undefined;
+      },
+    );
   }
 }

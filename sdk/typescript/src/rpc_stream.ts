@@ -23,6 +23,11 @@ export class RpcStream<Part, Answer> implements AsyncIterable<Part> {
     private readonly what: string,
     /** One `output` event's data as the part it is. */
     private readonly decode: (data: string) => Part,
+    /**
+     * The part a `dropped` event (how many parts the gateway left out so far, for a reader
+     * slower than the machine) becomes, if any; without it such events are not told.
+     */
+    private readonly dropped?: (total: number) => Part | undefined,
   ) {
     this.settled = new Promise((resolve, reject) => {
       this.resolve = resolve;
@@ -76,6 +81,9 @@ export class RpcStream<Part, Answer> implements AsyncIterable<Part> {
       for await (const message of sseEvents(resp.body)) {
         if (message.event === ROUTES.sseOutput) {
           yield this.decode(message.data);
+        } else if (message.event === ROUTES.sseDropped && this.dropped !== undefined) {
+          const told = this.dropped((JSON.parse(message.data) as { parts: number }).parts);
+          if (told !== undefined) yield told;
         } else if (message.event === ROUTES.sseResult) {
           const doc = JSON.parse(message.data) as { result?: Answer; error?: unknown };
           if (doc.error !== undefined) throw FleetError.fromWire(doc.error);

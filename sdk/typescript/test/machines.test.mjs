@@ -196,6 +196,46 @@ describe("a machine", () => {
     assert.equal(check.stdout.split(" ")[0], sha256(bytes));
   });
 
+  test("watch yields an exec's changes as they happen, then why the watch ended", async () => {
+    await f.machines.exec(machine.id, ["mkdir", "-p", "watched"]);
+    const stream = f.machines.watch(machine.id, "watched");
+    const seen = [];
+    let n = 0;
+    const marker = setInterval(() => {
+      // The watch is in place once it reports one of these; then the real changes.
+      f.machines.exec(machine.id, ["touch", `watched/ready-${n++}`]).catch(() => undefined);
+    }, 500);
+    try {
+      for await (const event of stream) {
+        seen.push(`${event.type} ${event.path.split("/").pop()}`);
+        if (event.path.includes("/ready-") && !seen.some((s) => s.endsWith(" a"))) {
+          clearInterval(marker);
+          await f.machines.exec(machine.id, ["sh", "-c", "cd watched && echo x > a && mv a b"]);
+        }
+        if (seen.includes("create b")) {
+          await f.machines.exec(machine.id, ["rm", "-rf", "watched"]);
+        }
+      }
+    } finally {
+      clearInterval(marker);
+    }
+    for (const want of ["create a", "write a", "rename a", "create b"]) {
+      assert.ok(seen.includes(want), `${want} in ${seen}`);
+    }
+    const end = await stream.result;
+    assert.equal(end.reason, "removed");
+  });
+
+  test("metrics: the machine's samples, and its latest on get", async () => {
+    await eventually(
+      async () => (await f.machines.metrics(machine.id)).samples.length > 0,
+      "a sample",
+    );
+    const got = await f.machines.metrics(machine.id, { step: 60 });
+    assert.equal(got.stepS, 60);
+    assert.ok((await f.machines.get(machine.id)).metrics, "get carries the latest sample");
+  });
+
   test("reading a missing file is a typed FileNotFound", async () => {
     const err = await f.files.read(machine.id, "no/such/file").catch((e) => e);
     assert.ok(err instanceof FleetError, String(err));

@@ -3,6 +3,7 @@
 import { followEvents, rpc } from "./api.js";
 import { commandRunner } from "./command-runner.js";
 import { EVENT_TYPES, METHODS } from "./contract.js";
+import { desktopPanel } from "./desktop-panel.js";
 import { effectiveEnvTable } from "./env-table.js";
 import { frame } from "./frame.js";
 import {
@@ -20,6 +21,7 @@ import { instanceName, state } from "./state.js";
 import { refreshMachine, updateMachine } from "./sync.js";
 import { terminals } from "./terminal.js";
 import { chip, fill, fmtBytes, fmtClock, fmtTime, h, mono, noticeArea, statusChip } from "./ui.js";
+import { usageCharts } from "./usage-charts.js";
 
 const T = EVENT_TYPES;
 /** What each kind of event says, from its fields: a line (and an output event's lines). */
@@ -107,6 +109,12 @@ const envNote = () => [
   "env pushes the current values.",
 ];
 
+const desktopNote = () => [
+  "The machine's screen: a display with a browser, which agents drive through ",
+  "machines.desktop.* and the MCP tool computer. Open live view shows it live (it takes your ",
+  "mouse and keyboard if you may run commands in the machine).",
+];
+
 const portsNote = () => [
   "TCP ports listening on the machine's loopback or on every address. Open shows the port's ",
   "preview URL in a new tab (HTTP and WebSocket, through the machine's daemon); ",
@@ -172,6 +180,19 @@ export function machineDetailPage({ root, signal }, machineId) {
       header,
       notices.el,
       props,
+      h(
+        "section.card",
+        { "aria-labelledby": "usage-title", testid: "machine-usage" },
+        h("h2#usage-title", {}, "CPU and memory"),
+        h(
+          "p.muted",
+          {},
+          "The last hour, sampled every 5 s by its host (",
+          h("code", {}, METHODS.MACHINES_METRICS),
+          ").",
+        ),
+        usageCharts(machineId, signal),
+      ),
       section(
         "tl-title",
         "Event timeline",
@@ -196,6 +217,13 @@ export function machineDetailPage({ root, signal }, machineId) {
         h("h2#nb-title", {}, "Notebook"),
         h("p.muted", {}, notebookNote()),
         notebook(machineId, signal),
+      ),
+      h(
+        "section.card",
+        { "aria-labelledby": "desktop-title", testid: "machine-desktop" },
+        h("h2#desktop-title", {}, "Desktop"),
+        h("p.muted", {}, desktopNote()),
+        desktopPanel(machineId, signal),
       ),
       section("run-title", "Run a command", commandRunner(machineId)),
       section("ports-title", "Ports", h("p.muted", {}, portsNote()), portsPanel(machineId)),

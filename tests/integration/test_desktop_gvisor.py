@@ -1,0 +1,119 @@
+"""The desktop on gvisor machines, with a real Xvfb and Chromium in real runsc sandboxes: the
+scenario of tests/desktop_checks.py (a page served in the machine, a button clicked, a field
+typed into, both seen in the pixels), then the display with its browser across a pause and
+resume (the same screen, the same field), and in three forks with memory: each shows the page
+as it was, then types something of its own and shows only its own; the browser's cookie is
+there after a reload. One stack for the module (tests/gvisor_stack.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from PIL import ImageChops
+
+from contracts import daemon_desktop as dd
+from controlplane.settings import Settings
+from fleet.client import FleetClient
+from tests.desktop_checks import (
+    FIELD_FROM_MARK,
+    Shot,
+    blue_page,
+    clicked_and_typed,
+    green_page,
+    plus,
+    shot,
+    until,
+)
+from tests.gvisor_stack import gvisor_settings, module_stack
+from tests.integration.test_gvisor import READY_S, answers, paused_and_resumed
+from tests.waiters import wait_until
+
+__all__ = ["module_stack"]  # the fixture ``stack``, on this module's settings
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+#: Pixels (of 1024x768) that may differ between two screenshots of the same screen: the text
+#: caret's blink and the pointer are hidden or still, so this is room for a repainted edge.
+SAME_SCREEN_PIXELS = 2000
+#: The pids limit a gvisor machine with Chromium needs (125 threads in the machine were 854
+#: host tasks, measured here).
+GVISOR_DESKTOP_PIDS = 4096
+
+
+@pytest.fixture(scope="module")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with gvisor_settings(tmp_path_factory.mktemp("gvisor-desktop"), runtime="gvisor") as made:
+        yield made
+
+
+def differing(a: Shot, b: Shot) -> int:
+    diff = ImageChops.difference(a.image, b.image).convert("L").point(lambda v: 255 if v else 0)
+    return sum(diff.histogram()[255:])
+
+
+async def ready_desktop_gvisor(stack: FleetClient, name: str) -> str:
+    """A ready gvisor machine whose instance allows Chromium's threads: gVisor's sentry runs
+    several host threads for each thread of the machine, and the machine's pids limit counts
+    host tasks (docs/desktop.md, "gVisor and the pids limit")."""
+    inst = await stack.create_instance(name)
+    await stack.set_limits(inst.id, pids=GVISOR_DESKTOP_PIDS)
+    created = await stack.create_machine(inst.id)
+    got = await stack.wait_for(created.id, ["ready", "failed"], timeout_s=READY_S)
+    assert got.status == "ready", got.status_reason
+    return created.id
+
+
+async def back(stack: FleetClient, mid: str) -> None:
+    await wait_until(lambda: answers(stack, mid), timeout=180, every=0.5)
+
+
+@pytest.mark.timeout(900)
+async def test_the_desktop_and_its_browser_survive_a_pause_and_resume(stack: FleetClient) -> None:
+    mid = await ready_desktop_gvisor(stack, "gv-desktop-pause")
+    before, mark = await clicked_and_typed(stack, mid, "paused")
+    await paused_and_resumed(stack, mid)
+    await back(stack, mid)
+    after = await shot(stack, mid)
+    assert green_page(after)
+    assert differing(before, after) < SAME_SCREEN_PIXELS
+    assert after.field(mark).tobytes() == before.field(mark).tobytes()
+    info = await stack.machines_desktop_get(mid)
+    assert (info.running, info.width) == (True, 1024)
+
+
+@pytest.mark.timeout(1500)
+async def test_three_forks_with_memory_show_the_page_then_each_types_its_own(
+    stack: FleetClient,
+) -> None:
+    mid = await ready_desktop_gvisor(stack, "gv-desktop-fork")
+    source, mark = await clicked_and_typed(stack, mid, "src")
+    forks = [m.id for m in await stack.fork_machine(mid, 3, memory=True)]
+    for f in forks:
+        got = await stack.wait_for(f, ["ready", "failed"], timeout_s=600)
+        assert got.status == "ready", got.status_reason
+    fx, fy = plus(mark, FIELD_FROM_MARK)
+    for k, f in enumerate(forks):
+        await back(stack, f)
+        first = await shot(stack, f)
+        assert green_page(first)
+        assert first.field(mark).tobytes() == source.field(mark).tobytes()
+        # Each types its own at the end of the field.
+        text = " " + "xyz"[k] * (k + 2)
+        mine: list[dd.Action] = [dd.Click(x=fx, y=fy), dd.Key(keys="End"), dd.Type(text=text),
+                                 dd.Move(x=0, y=760)]  # fmt: skip
+        await stack.machines_desktop_act(f, mine)
+
+        async def take(fork: str = f) -> Shot:
+            return await shot(stack, fork)
+
+        await until(take, lambda s: s.ink(mark) > source.ink(mark) + 50, timeout_s=60)
+    fields = [(await shot(stack, f)).field(mark).tobytes() for f in forks]
+    assert len(set(fields)) == 3  # each shows its own text alone
+    await back(stack, mid)
+    assert (await shot(stack, mid)).field(mark).tobytes() == source.field(mark).tobytes()
+    # The browser's cookie is in each fork's memory and profile: a reload paints the square
+    # green at load, the field empty again.
+    await stack.machines_desktop_act(forks[0], [dd.Key(keys="F5")])
+    reloaded = await until(lambda: shot(stack, forks[0]),
+                           lambda s: green_page(s) and s.ink(mark) < 50, timeout_s=60)  # fmt: skip
+    assert not blue_page(reloaded)
