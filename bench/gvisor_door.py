@@ -139,7 +139,8 @@ async def measure(side: _Side, attacker: str, rounds: int, times: dict[str, list
         finally:
             await _as_root(side, attacker, ["touch", _STOP])
             got = await flood
-        said.append(got.stdout.strip() or got.stderr[-200:])
+        # A line from each flooding process (its attempts, what came back), joined: one a round.
+        said.append(" | ".join(filter(None, got.stdout.splitlines())) or got.stderr[-200:])
     return "; ".join(said)
 
 
