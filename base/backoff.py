@@ -26,5 +26,6 @@ def backoff_s(
     if steps:
         delay = steps[min(max(attempt, 1), len(steps)) - 1]
     else:
-        delay = min(cap, base * 2.0 ** (max(attempt, 1) - 1))
+        # The doubling stops long before a float would overflow (2.0 ** 1024): past it, the cap.
+        delay = min(cap, base * 2.0 ** min(max(attempt, 1) - 1, 64))
     return random.uniform(0.5, 1.0) * delay if jitter else delay

@@ -39,6 +39,10 @@ _MAX_TOKEN = 4096
 #: Beside a gvisor machine's token file: the id of the machine it is (a fork restored from its
 #: source's memory image is told its own there before its daemon starts again).
 MACHINE_ID_FILE = "machine-id"
+#: Beside it too: a word its provider writes anew before each restore of the machine (a resume,
+#: a fork), so that its supervisor, parked, sees at once that it was restored
+#: (daemon/supervise.py).
+RESTORE_MARK_FILE = "restored"
 
 
 def token_pipe(token: str) -> int:

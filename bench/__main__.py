@@ -236,7 +236,9 @@ def merged(old: dict[str, Any], new: dict[str, Any], only: set[str]) -> dict[str
     later = [r for r in old.get("laterRuns", []) if not set(r["benches"]) <= only]
     later.append({k: new[k] for k in ("command", "elapsedS", "loadAverageAtEnd")}
                  | {"benches": sorted(only, key=int)})  # fmt: skip
-    return old | {"figures": figures, "skipped": skipped, "notes": old["notes"] + new["notes"],
+    # A re-run benchmark's notes replace its earlier ones ("<number>: ..."), as its figures do.
+    notes = [n for n in old["notes"] if n.split(":", 1)[0] not in only] + new["notes"]
+    return old | {"figures": figures, "skipped": skipped, "notes": notes,
                   "laterRuns": later}  # fmt: skip
 
 

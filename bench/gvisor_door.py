@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.common import Figure, Report, percentile
+from bench.common import Report
+from bench.gvisor_steps import Steps, figure, p50
 from bench.warm_pool import _Side
 from contracts.daemon_rpc import ExecCommandResult
 from contracts.gateway_rpc import MACHINES_CREATE, MACHINES_EXEC, CreateMachineParams
@@ -138,7 +139,8 @@ async def measure(side: _Side, attacker: str, rounds: int, times: dict[str, list
         finally:
             await _as_root(side, attacker, ["touch", _STOP])
             got = await flood
-        said.append(got.stdout.strip() or got.stderr[-200:])
+        # A line from each flooding process (its attempts, what came back), joined: one a round.
+        said.append(" | ".join(filter(None, got.stdout.splitlines())) or got.stderr[-200:])
     return "; ".join(said)
 
 
@@ -149,14 +151,15 @@ async def _as_root(
     return await side.gw.call(MACHINES_EXEC, params)
 
 
-def report_door(report: Report, times: dict[str, list[float]], note: str) -> None:
-    idle, flooded = (
-        percentile(times["door idle create"], 50),
-        percentile(times["door flooded create"], 50),
-    )
-    held = f"{min(times['at the door']):.0f}-{max(times['at the door']):.0f}"
-    report.add(Figure("27", f"gvisor create-to-ready p50, {CONNECTIONS:,} connections at the "
-                      "egress proxy's door", flooded, "s", idle, "the door idle",
-                      target="<= 2x", met=flooded <= 2 * idle,
-                      note=f"{note}; the host held {held} of the attacker's connections to the "
-                      "door at each loaded create's start"))  # fmt: skip
+def report_door(report: Report, steps: Steps, times: dict[str, list[float]], note: str) -> None:
+    idle, flooded = p50(times, "door idle create"), p50(times, "door flooded create")
+    held = times.get("at the door") or []
+    if held:
+        note += (
+            f"; the host held {min(held):.0f}-{max(held):.0f} of the attacker's connections "
+            "to the door at each loaded create's start"
+        )
+    figure(report, steps, "door", f"gvisor create-to-ready p50, {CONNECTIONS:,} connections at "
+           "the egress proxy's door", flooded, "s", idle, "the door idle", target="<= 2x",
+           met=flooded is not None and idle is not None and flooded <= 2 * idle,
+           note=note)  # fmt: skip

@@ -23,7 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from bench.common import Figure, Report, percentile
+from bench.common import Report
+from bench.gvisor_steps import Steps, figure, p50
 from bench.stack import RpcError
 from bench.warm_pool import _Side
 from contracts.gateway_fork import (
@@ -186,19 +187,22 @@ async def measure(side: _Side, make: Callable[[], Awaitable[str]], nsm: str, rou
     return src.lost
 
 
-def report_forks(report: Report, times: dict[str, list[float]], on: str, lost: int) -> None:
-    p50 = {k: percentile(v, 50) for k, v in times.items() if v}
-    first, many, snap = p50["memory fork"], p50["memory 10"], p50["memory snapshot create"]
-    report.add(Figure("27", f"fork with memory, first of {FORKS} ready p50", first, "s",
-                      p50["plain fork"], "namespaces fork of 1, to ready",
-                      target="<= 500 ms", met=first <= 0.5, note=on))  # fmt: skip
-    report.add(Figure("27", f"{MANY} forks with memory, all ready", many, "s", p50["plain 10"],
-                      f"{MANY} namespaces creates at once", target="<= 3 s", met=many <= 3.0,
-                      note=on))  # fmt: skip
-    report.add(Figure("27", "create from a memory snapshot p50, to ready", snap, "s",
-                      p50["plain snapshot create"], "namespaces create from a snapshot",
-                      target="<= 300 ms", met=snap <= 0.3, note=on))  # fmt: skip
-    report.note(f"27: a fork with memory from machine.provisioned (restored, its daemon resumed "
-                f"as the fork) to machine.ready (setup push, probe) p50 "
-                f"{p50['restored to ready'] * 1000:.0f} ms; sources lost to a failed restore "
-                f"(runsc exit 128), each replaced and its sample taken again: {lost}")  # fmt: skip
+def report_forks(report: Report, steps: Steps, times: dict[str, list[float]], on: str,
+                 lost: int) -> None:  # fmt: skip
+    first, many = p50(times, "memory fork"), p50(times, "memory 10")
+    snap = p50(times, "memory snapshot create")
+    figure(report, steps, "forks", f"fork with memory, first of {FORKS} ready p50", first, "s",
+           p50(times, "plain fork"), "namespaces fork of 1, to ready", target="<= 500 ms",
+           met=first is not None and first <= 0.5, note=on)  # fmt: skip
+    figure(report, steps, "forks", f"{MANY} forks with memory, all ready", many, "s",
+           p50(times, "plain 10"), f"{MANY} namespaces creates at once", target="<= 3 s",
+           met=many is not None and many <= 3.0, note=on)  # fmt: skip
+    figure(report, steps, "forks", "create from a memory snapshot p50, to ready", snap, "s",
+           p50(times, "plain snapshot create"), "namespaces create from a snapshot",
+           target="<= 300 ms", met=snap is not None and snap <= 0.3, note=on)  # fmt: skip
+    after = p50(times, "restored to ready")
+    if after is not None:
+        report.note(f"27: a fork with memory from machine.provisioned (restored, its daemon "
+                    f"resumed as the fork) to machine.ready (setup push, probe) p50 "
+                    f"{after * 1000:.0f} ms; sources lost to a failed restore (runsc exit 128), "
+                    f"each replaced and its sample taken again: {lost}")  # fmt: skip

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import aiodocker
 
-from bench.common import Figure, Report, percentile, temp_dir
+from bench.common import Report, percentile, temp_dir
 from bench.create_ready import STAGES
 from bench.gvisor import STACK_ENV, WAIT_S, _create
+from bench.gvisor_steps import Steps, figure, p50
 from bench.stack import FleetUp, servers
 from bench.warm_pool import _Side
 from contracts.gateway_rpc import MACHINES_GET
@@ -54,16 +55,31 @@ def _pooled(data_dir: Path, mid: str, runtime: Runtime) -> bool:
     )
 
 
-async def run(report: Report, quick: bool) -> None:
+async def run(report: Report, quick: bool, steps: Steps | None = None) -> None:
     n = 3 if quick else 10
     print(f"[27] gvisor warm pool: {n} gvisor creates from the pool against {n} namespaces "
           "creates from the pool, alternating")  # fmt: skip
+    steps = steps or Steps()
+    times: dict[Runtime, list[float]] = {"gvisor": [], "namespaces": []}
+    stages: dict[Runtime, list[list[float]]] = {"gvisor": [], "namespaces": []}
+    got = await steps.run("warm pool", 120 if quick else 400, _measure(n, times, stages))
+    missed, platform = got or (0, "")
+    _report(report, steps, times, missed, platform)
+    for runtime, marks in stages.items():
+        if marks:
+            report.note(f"27: {runtime} warm-pool create, stage p50s: " + ", ".join(
+                f"{s} +{percentile([m[i] for m in marks], 50) * 1000:.0f} ms"
+                for i, s in enumerate(STAGES)))  # fmt: skip
+
+
+async def _measure(n: int, times: dict[Runtime, list[float]],
+                   stages: dict[Runtime, list[list[float]]]) -> tuple[int, str]:  # fmt: skip
+    """Every sample, into ``times`` and ``stages``: how many did not come from their pool, and
+    the gvisor machines' platform."""
     async with aiodocker.Docker() as docker:
         gateway = await ensure_network(docker, Settings().docker_network)
     env = STACK_ENV | {"FLEET_WARM_POOL": "local=1,local:gvisor=1"}
-    times: dict[Runtime, list[float]] = {"gvisor": [], "namespaces": []}
     missed, platform = 0, ""
-    stages: dict[Runtime, list[list[float]]] = {"gvisor": [], "namespaces": []}
     with (
         temp_dir() as root,
         servers(root, host=gateway) as (ns, vk),
@@ -91,11 +107,7 @@ async def run(report: Report, quick: bool) -> None:
                         platform = str(got.runtime_platform)
         finally:
             await side.close()
-    _report(report, times, missed, platform)
-    for runtime, marks in stages.items():
-        report.note(f"27: {runtime} warm-pool create, stage p50s: " + ", ".join(
-            f"{s} +{percentile([m[i] for m in marks], 50) * 1000:.0f} ms"
-            for i, s in enumerate(STAGES)))  # fmt: skip
+    return missed, platform
 
 
 def _stages(side: _Side, mid: str, t0: float) -> list[float]:
@@ -104,11 +116,16 @@ def _stages(side: _Side, mid: str, t0: float) -> list[float]:
     return [b - a for a, b in zip([0.0, *at], at, strict=False)]
 
 
-def _report(report: Report, times: dict[Runtime, list[float]], missed: int, platform: str) -> None:
-    gv, nsp = percentile(times["gvisor"], 50), percentile(times["namespaces"], 50)
-    report.add(Figure("27", "gvisor create-to-ready p50, warm pool", gv, "s", nsp,
-                      "namespaces warm-pool create", target="<= 2x namespaces",
-                      met=gv <= 2 * nsp, note=f"platform {platform}"))  # fmt: skip
+def _report(report: Report, steps: Steps, times: dict[Runtime, list[float]], missed: int,
+            platform: str) -> None:  # fmt: skip
+    by_name: dict[str, list[float]] = {str(k): v for k, v in times.items()}
+    gv, nsp = p50(by_name, "gvisor"), p50(by_name, "namespaces")
+    figure(report, steps, "warm pool", "gvisor create-to-ready p50, warm pool", gv, "s", nsp,
+           "namespaces warm-pool create", target="<= 2x namespaces",
+           met=gv is not None and nsp is not None and gv <= 2 * nsp,
+           note=f"platform {platform or 'unknown'}")  # fmt: skip
+    if not (times["gvisor"] and times["namespaces"]):
+        return
     p95 = {k: percentile(v, 95) * 1000 for k, v in times.items()}
     report.note(f"27: warm-pool create p95 gvisor {p95['gvisor']:.0f} ms, namespaces "
                 f"{p95['namespaces']:.0f} ms; {len(times['gvisor'])} samples each")  # fmt: skip

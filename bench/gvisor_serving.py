@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench import gvisor_fork
-from bench.common import Figure, Report, percentile
+from bench.common import Report
 from bench.gvisor import WAIT_S, _pause_resume
+from bench.gvisor_steps import Steps, figure, p50
 from bench.warm_pool import _Side
 from contracts.gateway_rpc import MACHINES_EXEC, MACHINES_PROCESS_START
 from contracts.gateway_types import MachineExecParams, MachineProcessStartParams
@@ -175,10 +176,9 @@ async def measure(side: _Side, make: Callable[[], Awaitable[str]], rounds: int,
     return serving.kept
 
 
-def report_serving(report: Report, times: dict[str, list[float]], on: str,
+def report_serving(report: Report, steps: Steps, times: dict[str, list[float]], on: str,
                    kept: dict[str, list[int]]) -> None:  # fmt: skip
     """The three rows; ``kept``: what ``measure`` returned."""
-    p50 = {k: percentile(v, 50) for k, v in times.items() if v}
     failed = [f"{c} {ok}/{n}" for c, (ok, n) in kept.items() if ok < n]
     checks = f"checks not passed: {', '.join(failed)}" if failed else "every check passed"
     for name, key, goal, target in (
@@ -186,12 +186,16 @@ def report_serving(report: Report, times: dict[str, list[float]], on: str,
         ("resume p50, serving machine, to first exec", "resume", 0.3, "<= 300 ms"),
         ("fork with memory p50, serving machine", "fork", 0.5, "<= 500 ms"),
     ):
-        value = p50[f"serving {key}"]
-        report.add(Figure("27", name, value, "s", p50[f"idle {key}"], f"idle gvisor {key}",
-                          target=target, met=value <= goal and not failed,
-                          note=f"{on}; {checks}"))  # fmt: skip
+        value = p50(times, f"serving {key}")
+        figure(report, steps, "serving", name, value, "s", p50(times, f"idle {key}"),
+               f"idle gvisor {key}", target=target,
+               met=value is not None and value <= goal and not failed,
+               note=f"{on}; {checks}")  # fmt: skip
+    serving, idle = p50(times, "serving image MB"), p50(times, "idle image MB")
+    if serving is None or idle is None:
+        return
     report.note(
-        f"27: the serving machine's memory image p50 {p50['serving image MB']:.0f} MB "
-        f"(the idle machine's {p50['idle image MB']:.0f} MB); checks after each resume "
+        f"27: the serving machine's memory image p50 {serving:.0f} MB "
+        f"(the idle machine's {idle:.0f} MB); checks after each resume "
         f"and in each fork: " + ", ".join(f"{c} {ok}/{n}" for c, (ok, n) in kept.items())
     )

@@ -30,6 +30,7 @@ from base.tokenfd import (
     DAEMON_RUN_AS_VAR,
     LOADER_VAR as LOADER_VAR,
     MACHINE_ID_FILE,
+    RESTORE_MARK_FILE,
     RUN_AS_VAR,
     RUNTIME_LIBS_VAR,
     TOKEN_FD,
@@ -205,6 +206,17 @@ class HeldIdentity:
         except OSError:
             return None
         return machine_id if _is_machine_id(machine_id) else None
+
+    def restore_mark(self) -> str:
+        """A supervisor that stays root (a gvisor machine's): the restore mark its provider
+        wrote last beside the token file (empty if none, or elsewhere)."""
+        if self._token_file is None or os.geteuid() != 0:
+            return ""
+        try:
+            with open(os.path.join(os.path.dirname(self._token_file), RESTORE_MARK_FILE)) as f:
+                return f.read(64).strip()
+        except OSError:
+            return ""
 
     def tell_new_identity(self, fd: int | None) -> bool:
         """A resume's, in a supervisor that stays root: the token and machine id its provider

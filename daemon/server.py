@@ -151,7 +151,9 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await previous
         nc = self._link.connected
-        if nc is None:
+        # A new identity taken (a fork's, woken by its restore mark and then by its provider's
+        # signal too): this daemon's connection is never taken back.
+        if nc is None or self.next_identity is not None:
             return
         if not park and self._take_identity():
             return

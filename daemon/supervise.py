@@ -19,6 +19,12 @@
   SIGUSR1/SIGUSR2: forwarded, for a pause and its resume (daemon/park.py). At a resume, an
   identity its provider wrote since (a fork's own, a renewed credential) is told to the
   daemon first, on its identity pipe: the daemon takes it in place (daemon/server.py).
+- A restore announces itself: from a pause's signal on, the supervisor reads every
+  ``RESTORE_WATCH_S`` the restore mark beside its token file, which its provider writes anew
+  before each restore (``HeldIdentity.restore_mark``). Once it has changed the machine was
+  restored (a resume, or a fork of it), and the supervisor does at once what the resume's
+  signal does: the daemon reconnects while its provider is still finishing the restore. The
+  provider's SIGUSR2 comes after, and changes nothing then.
 """
 
 from __future__ import annotations
@@ -114,6 +120,8 @@ class Supervisor:
         self.spawned = 0
         #: The write end of the watched daemon's identity pipe (``HeldIdentity.tell_new_identity``).
         self.identity: int | None = None
+        #: While parked (a pause's signal, no resume's yet): the restore mark at the park.
+        self.parked_mark: str | None = None
 
     def spawn(self) -> None:
         env = dict(os.environ)
@@ -162,7 +170,19 @@ class Supervisor:
         return with_code(path, env), nodump.python_argv(*nodump.DAEMON_FLAGS, "-m", "daemon")
 
     def signal(self, signum: int, _: object) -> None:
+        if signum == WATCH:
+            # Taken while looked at: a tick that comes meanwhile finds nothing to do.
+            mark, self.parked_mark = self.parked_mark, None
+            if mark is None:
+                return
+            if self.held.restore_mark() == mark:
+                self.parked_mark = mark  # not yet
+                return
+            _say("restored")
+            self.signal(RESUME, None)
+            return
         if signum in PARKS:  # a pause's or a resume's, for the daemon alone
+            self.watch_restore(signum != RESUME)
             if signum == RESUME:  # told first: the daemon reads it on the signal
                 self.held.tell_new_identity(self.identity)
             if self.current is not None:
@@ -182,6 +202,12 @@ class Supervisor:
         if self.current is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.current, signum)
+
+    def watch_restore(self, parked: bool) -> None:
+        """While parked, the restore mark read every ``RESTORE_WATCH_S`` (SIGALRM); else not."""
+        self.parked_mark = self.held.restore_mark() if parked else None
+        every = RESTORE_WATCH_S if parked else 0.0
+        signal.setitimer(signal.ITIMER_REAL, every, every)
 
     def on_exit(self, pid: int, code: int) -> bool:
         """The watched daemon ended; False when the supervisor should end too."""
@@ -304,7 +330,10 @@ _STOPS = (signal.SIGTERM, signal.SIGINT)
 #: A pause's and a resume's signals (daemon/park.py).
 PARKS = (signal.SIGUSR1, signal.SIGUSR2)
 RESUME = signal.SIGUSR2
-_HANDLED = (*_STOPS, signal.SIGHUP, *PARKS)
+#: While parked: the timer's signal, and how often it comes.
+WATCH = signal.SIGALRM
+RESTORE_WATCH_S = 0.02
+_HANDLED = (*_STOPS, signal.SIGHUP, *PARKS, WATCH)
 
 
 if __name__ == "__main__":

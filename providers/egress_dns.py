@@ -38,6 +38,7 @@ from types import TracebackType
 import structlog
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
+from base.keyed_locks import KeyedLocks
 from base.tasks import OwnedTasks
 from contracts.gateway_network import EgressEntry, EgressPolicy
 from providers import egress_nftables as egress
@@ -171,7 +172,8 @@ class DnsProxy:
         self._machines: dict[str, _Machine] = {}
         #: Queries being answered (cancelled on exit).
         self._tasks = OwnedTasks("egress-dns", failed_event="egress.dns_failed")
-        self._attaching = asyncio.Lock()
+        #: One machine's attaches one at a time; other machines' go on meanwhile.
+        self._attaching = KeyedLocks()
         #: Threads of its own for what machines' answers make it load (their learned
         #: addresses, one load at a time per machine): never the default executor's, which
         #: runs the provisioner's other work.
@@ -194,7 +196,7 @@ class DnsProxy:
             return
         # Two attaches of one machine at once (a start and a policy change) must not both
         # make its sockets: the second would orphan the first's.
-        async with self._attaching:
+        async with self._attaching.held(machine_id):
             if not await self._update(machine_id, pid, policy):
                 await self._make(machine_id, pid, policy)
         log.debug("egress.dns_attached", machine_id=machine_id)

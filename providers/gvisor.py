@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import stat
@@ -44,12 +45,12 @@ import structlog
 
 from base.bounded_output import Completed, json_text, run_capped, run_capped_sync
 from base.codestore import CODE_MOUNT
-from base.retry import Backoff, retry_until
 from base.tokenfd import (
     DAEMON_LOG,
     DAEMON_LOG_VAR,
     DAEMON_RUN_AS_VAR,
     MACHINE_ID_FILE,
+    RESTORE_MARK_FILE,
     SUDO_SOCKET,
     SUDO_SOCKET_VAR,
     TOKEN_FILE_VAR,
@@ -59,7 +60,7 @@ from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import ProviderError
 from contracts.models import GvisorPlatform
 from providers.cgroup import MachineCgroup
-from providers.gvisor_gateway import guard, machine_nats_url, maps_gateway
+from providers.gvisor_gateway import machine_nats_url
 from providers.gvisor_image import (
     BUNDLE as BUNDLE,  # the bundle's name: there, below this
     ImageRoot,
@@ -68,6 +69,7 @@ from providers.gvisor_image import (
     sudo_runtime,
     unmount_root,
 )
+from providers.gvisor_netns import await_own_netns, give_network, netns_config
 from providers.gvisor_root import (
     BIN_MOUNT,
     RUN_DIR,
@@ -81,7 +83,7 @@ from providers.gvisor_root import (
 from providers.local_image import MACHINE_HOME
 from providers.local_sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.machine_uid import trusting_gitconfig
-from providers.netns import attach, forget_pastas, pasta_record, stop_pasta
+from providers.netns import forget_pastas, pasta_record, stop_pasta
 from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
@@ -159,6 +161,14 @@ class Runsc:
         return run_capped_sync(argv, cap=_RUNSC_OUTPUT_CAP, timeout_s=timeout_s,
                                env=_clean_env()).completed(argv)  # fmt: skip
 
+    async def run_async(self, *args: str, inside: int | None = None,
+                        timeout_s: float = _RUNSC_TIMEOUT_S) -> Completed:  # fmt: skip
+        """``run`` on the event loop: a long command (a checkpoint) holds no worker thread."""
+        argv = self.argv(*args, inside=inside)
+        got = await run_capped(argv, cap=_RUNSC_OUTPUT_CAP, timeout_s=timeout_s,
+                               env=_clean_env())  # fmt: skip
+        return got.completed(argv)
+
     def status(self, cid: str, inside: int) -> str | None:
         """The container's status (``runsc state``) in the sandbox ``inside``; None if none."""
         got = self.run("state", cid, inside=inside, timeout_s=30)
@@ -171,6 +181,8 @@ class Runsc:
 
 #: In a machine's bundle: the host pid of its sandbox (runsc's ``boot`` process).
 PID_FILE = "sandbox.pid"
+#: Where runsc writes it as it starts the sandbox (``--pid-file``), before it is checked.
+STARTED_PID_FILE = "runsc.pid"
 #: In a machine's bundle while its sandbox runs under another name than the machine's: one
 #: started for the warm pool (providers/gvisor_pool.py) keeps its slot's container id and the
 #: bundle path runsc was given, ``<container id>\n<bundle>``. Gone with that sandbox.
@@ -194,8 +206,8 @@ def running_container(machine_dir: Path, machine_id: str) -> str:
 
 def forget_sandbox(bundle: Path) -> None:
     """The ended sandbox's records: its pid, and the name it was started under."""
-    (bundle / PID_FILE).unlink(missing_ok=True)
-    (bundle / STARTED_AS_FILE).unlink(missing_ok=True)
+    for name in (PID_FILE, STARTED_PID_FILE, STARTED_AS_FILE):
+        (bundle / name).unlink(missing_ok=True)
 
 
 def sandbox_pid(machine_dir: Path) -> int | None:
@@ -216,6 +228,16 @@ def _is_sandbox_of(bundle: Path, cmdline: list[bytes]) -> bool:
     """``cmdline`` is runsc's sandbox of ``bundle`` (given as is, or its staged spec)."""
     wants = (f"--bundle={bundle}".encode(), f"--bundle={bundle / RUN_DIR}".encode())
     return b"boot" in cmdline and any(want in cmdline for want in wants)
+
+
+def _started_sandbox(bundle: Path) -> int | None:
+    """The sandbox runsc just started for ``bundle``: the pid it wrote (``--pid-file``),
+    checked to be that sandbox's; else found among the host's processes."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((bundle / STARTED_PID_FILE).read_text())
+        if _is_sandbox_of(bundle, Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")):
+            return pid
+    return _find_sandbox(bundle)
 
 
 def _find_sandbox(bundle: Path) -> int | None:
@@ -242,19 +264,31 @@ def write_token(machine_dir: Path, token: str, machine_id: str) -> Path:
     os.chmod(d, 0o700)
     owner = root_uid(machine_dir)
     for name, text in (("token", token), (MACHINE_ID_FILE, machine_id)):
-        # Never blocks on a FIFO nor writes through another kind of file put in its place.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
-        fd = os.open(d / name, flags, 0o600)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise ProviderError(f"{d / name} is not a regular file")
-        with os.fdopen(fd, "w") as out:
-            if owner is not None:
-                os.fchown(out.fileno(), owner, owner)
-            out.write(text)
+        _write_root_file(d / name, text, owner)
     if owner is not None:  # root's inside: the host uid that root stands for
         os.chown(d, owner, owner, follow_symlinks=False)
     return d
+
+
+def write_restore_mark(machine_dir: Path) -> None:
+    """A new restore mark in the machine's token directory, before its restore: its parked
+    supervisor wakes its daemon the moment it sees it (daemon/supervise.py)."""
+    _write_root_file(machine_dir / TOKEN_DIR / RESTORE_MARK_FILE, secrets.token_hex(8),
+                     root_uid(machine_dir))  # fmt: skip
+
+
+def _write_root_file(path: Path, text: str, owner: int | None) -> None:
+    """``text`` in ``path`` of the token directory, 0600, ``owner``'s (root's inside)."""
+    # Never blocks on a FIFO nor writes through another kind of file put in its place.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags, 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ProviderError(f"{path} is not a regular file")
+    with os.fdopen(fd, "w") as out:
+        if owner is not None:
+            os.fchown(out.fileno(), owner, owner)
+        out.write(text)
 
 
 def _bind(src: str | Path, dst: str | Path, ro: bool = True) -> dict[str, Any]:
@@ -403,61 +437,53 @@ NetnsReady = Callable[[str, int], Awaitable[None]]
 
 async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: Path,
                         owner: str, enter: list[str], verb: tuple[str, ...] = ("run",),
-                        stdin: int = subprocess.DEVNULL,
-                        ready: NetnsReady | None = None) -> int:  # fmt: skip
+                        stdin: int = subprocess.DEVNULL, ready: NetnsReady | None = None,
+                        netns_holder: int | None = None) -> int:  # fmt: skip
     """Start the machine's sandbox in a network namespace of its own with pasta as its way
     out, in the cgroup ``enter`` moves it into; the sandbox's host pid. On failure nothing of
     it is left. ``verb``: runsc's command (``run``; ``restore`` and its image for a resume).
     ``stdin``: its first process's (a pooled sandbox's lifeline: providers/gvisor_pool.py).
-    ``ready``: run on the namespace, with pasta attached, before runsc starts in it."""
+    ``ready``: run on the namespace, with pasta attached, before runsc starts in it.
+    ``netns_holder``: a process in a namespace made already, pasta and all (a paused
+    machine's, kept by its pause): the sandbox starts there, and the holder ends after."""
     cid = container_id(machine_id)
     began = time.monotonic()
-    holder = await asyncio.create_subprocess_exec(
-        "unshare", "--net", "sleep", "infinity", env=_clean_env(),
-        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    holder = None
     try:
-        await _await_own_netns(holder.pid)
-        via_gateway = maps_gateway(runsc.nats_url)
-        # Recorded: the door of the egress proxy knows the machine by this very pasta.
-        await attach(holder.pid, owner, [], map_gateway=via_gateway,
-                     record=pasta_record(runsc.data_dir, owner))  # fmt: skip
-        if via_gateway:  # before anything runs there: only NATS's ports of the host's loopback
-            await guard(holder.pid, owner, runsc.nats_url, runsc.proxy_port)
-        if ready is not None:
-            await ready(machine_id, holder.pid)
-        netns = f"/proc/{holder.pid}/ns/net"
-        netns_at = time.monotonic()
-        # A proc of its own over /proc/sys/net (no rmem_default there), with nothing mounted
-        # over it: a user namespace's sandbox may mount its proc only while the namespace
-        # holds a proc that nothing hides part of (the kernel's "too revealing" rule).
-        script = 'mount -t proc proc /proc/sys/net && exec "$@"'
-        given, staging = await asyncio.to_thread(staged_bundle, bundle)
-        if staging:
-            script = f'mount -t proc proc /proc/sys/net || exit 1; {STAGE_SCRIPT}exec "$@"'
-        argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
-                script, "fleet-gvisor", *staging,
-                *runsc.argv(*verb, "--detach", "--bundle", str(given), cid,
-                            memory=not runs_image(bundle.parent))]  # fmt: skip
-        with log_path.open("ab") as out:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=stdin, stdout=out, stderr=out,
-                env=_clean_env(), start_new_session=True,
+        if netns_holder is None:
+            holder = await asyncio.create_subprocess_exec(
+                "unshare", "--net", "sleep", "infinity", env=_clean_env(),
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-            async with asyncio.timeout(_RUNSC_TIMEOUT_S):
-                code = await proc.wait()
+            await await_own_netns(holder.pid)
+            # Recorded: the door of the egress proxy knows the machine by this very pasta.
+            await give_network(holder.pid, owner, pasta_record(runsc.data_dir, owner),
+                               runsc.nats_url, runsc.proxy_port)  # fmt: skip
+        else:  # runsc took its addresses and routes: given back, as pasta had set them
+            await netns_config(netns_holder, bundle, "restore")
+        in_netns = holder.pid if holder is not None else netns_holder
+        assert in_netns is not None
+        waits = [] if ready is None else [ready(machine_id, in_netns)]
+        if holder is not None:  # what a pause's kept namespace is given again
+            waits.append(netns_config(in_netns, bundle, "save"))
+        await asyncio.gather(*waits)
+        netns = f"/proc/{in_netns}/ns/net"
+        netns_at = time.monotonic()
+        code = await _runsc_in(runsc, netns, bundle, log_path, enter, verb, stdin, cid)
         ran_at = time.monotonic()
         if code != 0:
             raise ProviderError(
                 f"runsc could not {verb[0]} {machine_id} (exit {code}): see its log"
             )
-        started = time.monotonic()
-        pid = await asyncio.to_thread(_find_sandbox, bundle)
-        state = None if pid is None else await asyncio.to_thread(runsc.status, cid, pid)
+        pid = await asyncio.to_thread(_started_sandbox, bundle)
+        # A restore that ended well left its processes running (they were): no state to ask.
+        state = "running" if verb[0] == "restore" and pid is not None else (
+            None if pid is None else await asyncio.to_thread(runsc.status, cid, pid))  # fmt: skip
         log.info("provider.gvisor_sandbox_started", machine_id=machine_id, verb=verb[0],
                  netns_ms=round((netns_at - began) * 1000),
                  runsc_ms=round((ran_at - netns_at) * 1000),
-                 state_ms=round((time.monotonic() - started) * 1000))  # fmt: skip
+                 state_ms=round((time.monotonic() - ran_at) * 1000),
+                 kept_netns=netns_holder is not None)  # fmt: skip
         if pid is None or state != "running":
             raise ProviderError(f"runsc started {machine_id}, and it is {state}: see its log")
         (bundle / PID_FILE).write_text(str(pid))
@@ -465,23 +491,38 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
     except BaseException:
         await asyncio.to_thread(remove_sandbox, runsc, bundle.parent, machine_id, owner)
         raise
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(holder.pid, signal.SIGKILL)
-        await holder.wait()
+    finally:  # the sandbox holds its namespace now (or nothing does: it failed)
+        if netns_holder is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(netns_holder, signal.SIGKILL)
+        if holder is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(holder.pid, signal.SIGKILL)
+            await holder.wait()
 
 
-async def _await_own_netns(pid: int, timeout_s: float = 10.0) -> None:
-    """Until ``pid`` (unshare, then sleep) is in a network namespace other than ours."""
-    ours = os.stat("/proc/self/ns/net").st_ino
-
-    async def moved() -> bool:
-        with contextlib.suppress(OSError):
-            return os.stat(f"/proc/{pid}/ns/net").st_ino != ours
-        return False
-
-    async with asyncio.timeout(timeout_s):
-        await retry_until(moved, backoff=Backoff(0.01, 0.01, jitter=False))
+async def _runsc_in(runsc: Runsc, netns: str, bundle: Path, log_path: Path, enter: list[str],
+                    verb: tuple[str, ...], stdin: int, cid: str) -> int:  # fmt: skip
+    """runsc's ``verb`` of the bundle in the namespace ``netns``, to its end: its exit."""
+    # A proc of its own over /proc/sys/net (no rmem_default there), with nothing mounted
+    # over it: a user namespace's sandbox may mount its proc only while the namespace
+    # holds a proc that nothing hides part of (the kernel's "too revealing" rule).
+    script = 'mount -t proc proc /proc/sys/net && exec "$@"'
+    given, staging = await asyncio.to_thread(staged_bundle, bundle)
+    if staging:
+        script = f'mount -t proc proc /proc/sys/net || exit 1; {STAGE_SCRIPT}exec "$@"'
+    argv = [*enter, "nsenter", f"--net={netns}", "unshare", "--mount", "/bin/sh", "-c",
+            script, "fleet-gvisor", *staging,
+            *runsc.argv(*verb, "--detach", "--pid-file", str(bundle / STARTED_PID_FILE),
+                        "--bundle", str(given), cid,
+                        memory=not runs_image(bundle.parent))]  # fmt: skip
+    with log_path.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=stdin, stdout=out, stderr=out, env=_clean_env(),
+            start_new_session=True,
+        )  # fmt: skip
+        async with asyncio.timeout(_RUNSC_TIMEOUT_S):
+            return await proc.wait()
 
 
 def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float) -> bool:
@@ -490,6 +531,9 @@ def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     True if it was running."""
     cid = running_container(machine_dir, machine_id)
     pid = sandbox_pid(machine_dir)
+    if pid is None and not any(runsc.state.glob(f"{cid}_sandbox:*")):
+        forget_sandbox(machine_dir / BUNDLE)  # never started, or gone with its state
+        return False
     if pid is not None:
         runsc.run("kill", cid, "TERM", inside=pid, timeout_s=30)
         deadline = time.monotonic() + grace_s

@@ -50,9 +50,16 @@ from providers.gvisor import (
     sandbox_pid,
     start_sandbox,
     write_bundle,
+    write_restore_mark,
     write_token,
 )
-from providers.gvisor_pause import _park_daemon, _runsc_error, image_size, signal_daemon
+from providers.gvisor_pause import (
+    CHECKPOINT_FLAGS,
+    _runsc_error,
+    image_size,
+    park_daemon,
+    signal_daemon,
+)
 from providers.gvisor_root import ROOT_UID_FILE, give_rootfs, write_bin
 from providers.scratch import remove_tree
 
@@ -92,8 +99,7 @@ async def take_image(
     renewal fails (or the call is cancelled), the machine goes on as it was (its daemon
     woken), the image is removed, and the error raised; the caller removes its home copy."""
     began = time.monotonic()
-    pid, cid = await asyncio.to_thread(_frozen_image, runsc, machine_dir, machine_id, nats_ports,
-                                       memory)  # fmt: skip
+    pid, cid = await _frozen_image(runsc, machine_dir, machine_id, nats_ports, memory)
     checkpointed = time.monotonic()
     try:
         await asyncio.to_thread(_describe_image, machine_dir, memory, forks)
@@ -114,27 +120,28 @@ async def take_image(
     return await asyncio.to_thread(image_size, memory), stood_ms, copied
 
 
-def _frozen_image(runsc: Runsc, machine_dir: Path, machine_id: str, nats_ports: set[int],
-                  memory: Path) -> tuple[int, str]:  # fmt: skip
+async def _frozen_image(runsc: Runsc, machine_dir: Path, machine_id: str,
+                        nats_ports: set[int], memory: Path) -> tuple[int, str]:  # fmt: skip
     """The machine's daemon lets NATS go, its sandbox is frozen (``runsc pause``) and
     checkpointed into ``memory`` (made anew), left frozen in place; its pid and container id.
     Conflict, the machine going on as it was, if the checkpoint fails."""
-    pid = sandbox_pid(machine_dir)
+    pid = await asyncio.to_thread(sandbox_pid, machine_dir)
     if pid is None:
         raise ProviderError(f"machine {machine_id}'s sandbox is not running")
     cid = running_container(machine_dir, machine_id)
-    _park_daemon(runsc, machine_dir, machine_id, pid, cid, nats_ports)
-    remove_tree(memory)
+    await park_daemon(runsc, machine_dir, machine_id, pid, cid, nats_ports)
+    await asyncio.to_thread(remove_tree, memory)
     memory.mkdir(mode=0o700)
-    got = runsc.run("pause", cid, inside=pid, timeout_s=60)
+    got = await runsc.run_async("pause", cid, inside=pid, timeout_s=60)
     if got.returncode == 0:
-        got = runsc.run("checkpoint", "--image-path", str(memory), "--compression", "none",
-                        "--leave-running", cid, inside=pid, timeout_s=_IMAGE_TIMEOUT_S)  # fmt: skip
+        got = await runsc.run_async("checkpoint", "--image-path", str(memory),
+                                    *CHECKPOINT_FLAGS, "--leave-running", cid, inside=pid,
+                                    timeout_s=_IMAGE_TIMEOUT_S)  # fmt: skip
     if got.returncode != 0:
         log.warning("provider.gvisor_checkpoint_failed", machine_id=machine_id,
                     stderr=got.stderr[:20000])  # fmt: skip
-        _go_on(runsc, machine_id, pid, cid)
-        remove_tree(memory)
+        await asyncio.to_thread(_go_on, runsc, machine_id, pid, cid)
+        await asyncio.to_thread(remove_tree, memory)
         why = _runsc_error(got.stderr)
         raise Conflict(f"runsc could not checkpoint machine {machine_id}, which runs on as it "
                        f"was: {why}", data={"checkpoint": "failed"})  # fmt: skip
@@ -195,18 +202,25 @@ async def restore_fork(runsc: Runsc, machine_dir: Path, machine_id: str, token: 
                        ready: NetnsReady | None = None) -> int:  # fmt: skip
     """The fork restored from its source's image, with its own identity, in a namespace
     readied by ``ready`` (its egress policy); its sandbox's pid."""
+    began = time.monotonic()
     spec = json.loads((memory / SPEC_FILE).read_text())
     source_dir = Path((memory / SOURCE_FILE).read_text())
     await asyncio.to_thread(write_token, machine_dir, token, machine_id)
+    # Its parked supervisor, restored, sees it and wakes the daemon as the fork at once.
+    await asyncio.to_thread(write_restore_mark, machine_dir)
     spec = await asyncio.to_thread(fork_spec, spec, source_dir, machine_dir, machine_id)
     bundle = await asyncio.to_thread(write_bundle, machine_dir, spec)
     pid = await start_sandbox(
         runsc, machine_id, bundle, machine_dir / "daemon.log", machine_id, enter,
         verb=("restore", "--image-path", str(memory)), ready=ready,
     )  # fmt: skip
-    # Its daemon, parked as its source's, resumed at once as the fork.
+    restored = time.monotonic()
+    # Its daemon, parked as its source's, woke as the fork the moment it was restored (its
+    # restore mark); the resume's signal follows.
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
-    log.info("provider.gvisor_fork_restored", machine_id=machine_id, pid=pid)
+    log.info("provider.gvisor_fork_restored", machine_id=machine_id, pid=pid,
+             restore_ms=round((restored - began) * 1000),
+             signal_ms=round((time.monotonic() - restored) * 1000))  # fmt: skip
     return pid
 
 

@@ -743,18 +743,23 @@ class LocalProvider:
                                "machine can be paused", data={"runtime": "namespaces"})  # fmt: skip
         runsc = self._gvisor_runsc()
         ports = {port for _, port in nats_servers(self._nats_url)}
-        size = await asyncio.to_thread(gvisor_pause.pause_sandbox, runsc, machine_dir,
-                                       machine_id, ports)  # fmt: skip
-        stop_pasta(*owners(machine_dir, machine_id))  # a pooled sandbox's was its slot's
-        log.info("provider.gvisor_paused", machine_id=machine_id, bytes=size)
+        size = await gvisor_pause.pause_sandbox(runsc, machine_dir, machine_id, ports)
+        # Its own namespace is kept for its resume, with its pasta; any other (a pooled
+        # sandbox's was its slot's) ends.
+        kept = await asyncio.to_thread(gvisor_pause.held_netns, machine_dir, machine_id)
+        named = owners(machine_dir, machine_id)
+        await asyncio.to_thread(stop_pasta, *(o for o in named if kept is None or o != machine_id))
+        log.info("provider.gvisor_paused", machine_id=machine_id, bytes=size,
+                 kept_netns=kept is not None)  # fmt: skip
         return size
 
     async def resume(self, machine_id: str) -> None:
         """A paused gvisor machine restored from its image."""
         runsc = self._gvisor_runsc()
         enter = await self._limited(machine_id, [])
+        ports = {port for _, port in nats_servers(self._nats_url)}
         await gvisor_pause.resume_sandbox(runsc, self.machine_dir(machine_id), machine_id, enter,
-                                          self._netns_ready)  # fmt: skip
+                                          self._netns_ready, nats_ports=ports)  # fmt: skip
 
     async def _stop_gvisor(self, machine_id: str) -> bool:
         runsc = self._runsc or gvisor.Runsc("runsc", "ptrace", self._data_dir)

@@ -46,10 +46,13 @@ T = TypeVar("T")
 #: console asks when it shows a machine) never does.
 WAKES: dict[str, WakeBy] = {s.name: WakeBy(s.wakes) for s in d.DAEMON_METHODS if s.wakes}
 
-#: How often a waiting call looks at the machine's status again (and asks its daemon).
+#: How often a waiting call looks at the machine's status again (and asks its daemon); a
+#: resume is done in a fraction of a second, and each look later than its end is time added
+#: to it: a resuming machine is looked at every ``POLL_S``.
 POLL_S = 0.02
-POLL_CAP_S = 0.25
+POLL_CAP_S = 0.1
 _POLL = Backoff(base=POLL_S, cap=POLL_CAP_S)
+_RESUMING_POLL = Backoff(base=POLL_S, cap=POLL_S, jitter=False)
 #: A browser's preview waits this long for its machine before it gets the "waking" page,
 #: which loads itself again after ``WAKING_PAGE_REFRESH_S``.
 WAKING_PAGE_AFTER_S = 1.0
@@ -138,14 +141,20 @@ class Waker:
         began = self.clock.monotonic()
         # One budget for both waits; the last pause is what is left of it.
         pauses = Retries(_POLL, budget_s=limit, clip=True, clock=self.clock)
+        resuming = Retries(_RESUMING_POLL, budget_s=limit, clip=True, clock=self.clock)
         while (step := next_step(machine.status)) is not Step.READY:
             if step is Step.GIVE_UP:
                 return machine
             if step is not Step.WAIT:
                 machine = await self.kick(machine, by)
                 continue
-            await self._pause(machine, pauses, limit)
+            await self._pause(machine, resuming if machine.status is S.RESUMING else pauses,
+                              limit)  # fmt: skip
             machine = await self.store.get_machine(machine.id)
+        # Ready: its daemon, reconnecting as it was restored, answers within moments, and is
+        # asked again from the shortest wait on (what is left of the one budget).
+        left = limit - (self.clock.monotonic() - began)
+        pauses = Retries(_POLL, budget_s=max(0.0, left), clip=True, clock=self.clock)
         while not await self._answers(machine.id):
             await self._pause(machine, pauses, limit)
         log.info("wake.ready", machine_id=machine.id, by=by.value,

@@ -16,7 +16,7 @@ from contracts import daemon_rpc as d
 from contracts.consumers import Durable
 from contracts.daemon_files import STAT
 from contracts.errors import DaemonTimeout, DaemonUnavailable, NotFound
-from contracts.events import DaemonStatusReported, RepoConflict, SetupPushed
+from contracts.events import DaemonStatusReported, RepoConflict, SetupPushed, now
 from contracts.ids import derived_event_id
 from contracts.models import Machine, Repo
 from contracts.status import NOT_PROVISIONED, SET_UP, MachineStatus as S
@@ -51,6 +51,19 @@ _GONE_BACKOFF = Backoff(base=0.1, cap=1.0)
 DAEMON_GONE = "its daemon went away during setup: waiting for it to report ready again"
 
 
+#: How long a ready report that came before its machine's provisioning was recorded waits:
+#: tens of milliseconds while its provisioner may still be finishing (``_BOOKKEEPING_WINDOW_S``
+#: of the report's age), the consumer's usual deferral after (a provisioner that is down).
+_BOOKKEEPING_S = 0.05
+_BOOKKEEPING_WINDOW_S = 5.0
+_EARLY_REPORT_S = 0.5
+
+
+def _early_report_delay_s(event: DaemonStatusReported) -> float:
+    young = (now() - event.occurred_at).total_seconds() < _BOOKKEEPING_WINDOW_S
+    return _BOOKKEEPING_S if young else _EARLY_REPORT_S
+
+
 class SetupPusher(Checkouts):
     stage = "setup"
     daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND, d.GIT_CLONE, d.HEALTH, STAT)
@@ -70,10 +83,12 @@ class SetupPusher(Checkouts):
         if machine is None:
             raise NotFound(f"machine {event.machine_id} not found")
         if previous in NOT_PROVISIONED:
-            # The daemon was quicker than the provisioner's bookkeeping: try again shortly, for
-            # as long as the machine is on its way (the platform's stop in between is not the
-            # machine's time: a failed or archived machine ends the wait).
-            raise Retry(f"machine is still {machine.status.value}", budget_s=math.inf)
+            # The daemon was quicker than the provisioner's bookkeeping (a fork's wakes the
+            # moment it is restored, while its provisioner still finishes): try again as soon
+            # as that is done, for as long as the machine is on its way (the platform's stop
+            # in between is not the machine's time: a failed or archived machine ends the wait).
+            raise Retry(f"machine is still {machine.status.value}",
+                        delay_s=_early_report_delay_s(event), budget_s=math.inf)  # fmt: skip
         if not step.transition.accepted:
             log.info("setup.skipped", status=machine.status.value, external_id=machine.external_id)
             if previous in SET_UP:  # a set-up machine's daemon started anew (`fleet up`)

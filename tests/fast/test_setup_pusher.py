@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from contracts.ids import new_event_id
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
+from controlplane.consumer import Retry
 from services.setup_pusher.checkouts import CLOCK_SKEW_S, UNFINISHED_CLONE_WAIT_CAP_S
 from services.setup_pusher.service import ASKPASS_SCRIPT
 from tests.fakes.daemons import Checkout, FakeFile
@@ -132,6 +134,23 @@ async def test_a_report_waits_while_its_machine_is_provisioning_however_old(
     await world.bus.settle()
     assert world.bus.outcomes(Durable.SETUP_PUSHER)[-1] == "ok"  # skipped: nothing to set up
     assert world.daemons.calls == []
+
+
+async def test_a_young_report_before_the_provisioner_is_done_is_tried_again_in_50_ms(
+    world: World,
+) -> None:
+    """A fork's daemon reports the moment it is restored, while its provisioner still
+    finishes: tried again within tens of milliseconds; an old one (a provisioner that is down)
+    at the consumer's usual pace."""
+    inst = await world.instance()
+    machine = await world.store.create_machine(inst.id, "local")
+    await world.store.transition(machine.id, S.PROVISIONING, "starting")
+    with pytest.raises(Retry) as young:
+        await world.setup.on_status(report(machine.id))
+    with pytest.raises(Retry) as old:
+        await world.setup.on_status(report(machine.id, age_s=60))
+    assert (young.value.delay_s, old.value.delay_s) == (0.05, 0.5)
+    assert young.value.budget_s == old.value.budget_s == math.inf
 
 
 async def test_a_report_for_a_machine_past_setup_is_skipped(world: World) -> None:

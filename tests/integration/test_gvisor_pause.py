@@ -331,17 +331,17 @@ async def test_a_failed_checkpoint_leaves_the_machine_running_as_it_was(
     proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
                                      tag="counter")  # fmt: skip
     await wait_until(lambda: (home / "count").exists(), timeout=180)
-    real = Runsc.run
+    real = Runsc.run_async
 
-    def broken(self: Runsc, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    async def broken(self: Runsc, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         if args and args[0] == "checkpoint":
             where = Path(args[args.index("--image-path") + 1])
             bad = where.with_name("not-a-directory")
             bad.write_text("")
             args = tuple(str(bad) if a == str(where) else a for a in args)
-        return real(self, *args, **kw)
+        return await real(self, *args, **kw)
 
-    monkeypatch.setattr(Runsc, "run", broken)
+    monkeypatch.setattr(Runsc, "run_async", broken)
     await stack.pause_machine(mid)
     got = await stack.wait_for(mid, ["ready", "paused", "failed"], timeout_s=300)
     assert got.status == "ready", got.status_reason

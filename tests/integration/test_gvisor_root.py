@@ -10,7 +10,10 @@ makes its own."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import pytest_asyncio
 
 from controlplane.settings import Settings
 from fleet.client import FleetClient
+from providers.gvisor_root import FSTAB, STAGE, STAGE_SCRIPT, id_mappings, staged_bundle
 from tests.gvisor_stack import gvisor_settings, module_stack
 from tests.integration.test_gvisor import READY_S, paused_and_resumed, ready_gvisor
 
@@ -125,3 +129,35 @@ async def test_sudo_works_after_a_pause_and_resume_and_roots_writes_are_kept(
     await paused_and_resumed(stack, mid)
     # The broker's socket and root's writes in gVisor's memory come back with the machine.
     assert await sh(stack, mid, "sudo id -u && cat /etc/fleet-kept") == (0, "0\nkept\n", "")
+
+
+async def test_the_stage_binds_every_source_in_one_mount_a_blank_in_a_path_included(
+    tmp_path: Path,
+) -> None:
+    """STAGE_SCRIPT in a mount namespace of its own: a directory's and a file's sources, one of
+    them under a path with a blank, are each found at their staged names."""
+    where = tmp_path / "a data dir"
+    (where / "home").mkdir(parents=True)
+    (where / "home" / "mark").write_text("home")
+    (where / "daemon.log").write_text("log")
+    spec = {
+        "root": {"path": str(where / "home")},
+        "mounts": [
+            {"destination": "/run/log", "type": "bind", "source": str(where / "daemon.log")}
+        ],
+        "linux": id_mappings(200001, 200000),
+    }
+    (tmp_path / "config.json").write_text(json.dumps(spec))
+    _, words = staged_bundle(tmp_path)
+    stage = str(tmp_path / "stage")
+    words = [stage, *words[1:]]
+    (tmp_path / "run" / FSTAB).write_text(
+        (tmp_path / "run" / FSTAB).read_text().replace(STAGE, stage)
+    )
+    read = f'cat "{stage}/root/mark" "{stage}/0"'
+    done = await asyncio.create_subprocess_exec(
+        "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", STAGE_SCRIPT + read,
+        "stage", *words, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(done.communicate(), 30)
+    assert (done.returncode, out) == (0, b"homelog"), err

@@ -6,6 +6,7 @@ runsc sandboxes: tests/integration/test_gvisor_pause.py."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -16,9 +17,10 @@ from urllib.parse import urlparse
 import pytest
 
 from base import procinfo
+from base.retry import Backoff, retry_until
 from daemon.park import Parked, Parking
-from providers.gvisor import Runsc
-from providers.gvisor_pause import nats_held
+from providers.gvisor import BUNDLE, Runsc
+from providers.gvisor_pause import NETNS_HOLDER, held_netns, hold_netns, let_netns_go, nats_held
 from providers.netns import NETNS_OF, pasta_record
 
 #: Holds a connection to 127.0.0.1:argv[1] until its stdin ends (a stand-in for a machine's
@@ -60,6 +62,43 @@ def test_the_daemons_nats_connection_is_seen_from_pastas_side_until_it_goes(
         holder.communicate(b"")
         marked.communicate(b"")
     assert nats_held(tmp_path, {"m-held"}, {port}) == 0
+
+
+async def test_a_kept_namespace_is_the_holders_its_pause_started_never_a_later_pids(
+    tmp_path: Path,
+) -> None:
+    """A resume restores the machine into the namespace of the process its pause left holding
+    it: that very process (its start time recorded), never whatever process has its pid later
+    and marks itself as the machine's (a local user's, whose namespace it would be)."""
+    machine_dir = tmp_path / "m-held"
+    (machine_dir / BUNDLE).mkdir(parents=True)
+    impostor = await asyncio.create_subprocess_exec(
+        "sleep", "600", env={NETNS_OF: "m-held", "PATH": "/usr/bin:/bin"}
+    )
+    began = procinfo.start_ticks(impostor.pid)
+
+    async def a_tick_later() -> bool:  # the holder starts after it, as a reused pid's would
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return began is not None and uptime * os.sysconf("SC_CLK_TCK") > began + 1
+
+    async with asyncio.timeout(10):
+        await retry_until(a_tick_later, backoff=Backoff(0.005, 0.005, jitter=False))
+    await hold_netns(machine_dir, "m-held", os.getpid())  # our own namespace stands for it
+    try:
+        holder = held_netns(machine_dir, "m-held")
+        assert holder is not None
+        # The holder's pid taken over by the impostor, the record otherwise as the pause left it.
+        kept = machine_dir / BUNDLE / NETNS_HOLDER
+        written = kept.read_text().split()
+        kept.write_text(" ".join([str(impostor.pid), *written[1:]]) + "\n")
+        assert held_netns(machine_dir, "m-held") is None
+        kept.write_text(" ".join(written) + "\n")
+        assert held_netns(machine_dir, "m-held") == holder
+    finally:
+        let_netns_go(machine_dir, "m-held")
+        impostor.kill()
+        await impostor.wait()
+    assert held_netns(machine_dir, "m-held") is None
 
 
 def test_runsc_keeps_at_most_its_cap_of_what_a_command_writes(tmp_path: Path) -> None:

@@ -167,6 +167,13 @@ def test_the_backoff_is_the_one_rule() -> None:
     assert all(1.0 <= jittered.wait_s(2) <= 2.0 for _ in range(50))  # its upper half
 
 
+def test_a_wait_after_thousands_of_tries_is_the_cap_not_an_overflow() -> None:
+    """A steady poll (a resuming machine's, every 20 ms) makes thousands of tries within one
+    budget: each wait is still the cap."""
+    steady = Backoff(base=0.02, cap=0.02, jitter=False)
+    assert [steady.wait_s(n) for n in (1, 1_100, 10_000)] == [0.02, 0.02, 0.02]
+
+
 def test_a_schedule_of_steps_gives_each_wait_then_repeats_its_last() -> None:
     schedule = Backoff(steps=(5.0, 300.0, 1800.0), jitter=False)
     assert [schedule.wait_s(n) for n in range(1, 6)] == [5.0, 300.0, 1800.0, 1800.0, 1800.0]

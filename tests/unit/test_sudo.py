@@ -13,7 +13,7 @@ import pytest
 
 from daemon.sudo import SECURE_PATH, Refused, _command, _run_session, parse
 from providers.gvisor_fork import fork_spec
-from providers.gvisor_root import STAGE, id_mappings, staged_bundle
+from providers.gvisor_root import FSTAB, STAGE, id_mappings, staged_bundle
 
 
 def test_sudos_common_forms_are_read() -> None:
@@ -73,7 +73,12 @@ def test_a_sandbox_with_its_own_root_is_given_its_sources_staged(tmp_path: Path)
     (tmp_path / "config.json").write_text(json.dumps(spec))
     given, words = staged_bundle(tmp_path)
     staged = json.loads((given / "config.json").read_text())
-    assert words == [STAGE, "root", "/data/m/gvisor/rootfs", "1", "/data/m/home", "--"]
+    # Neither source is a directory here: each mount point is made as a file's.
+    assert words == [STAGE, str(given / FSTAB), "root", "1", "--"]
+    assert (given / FSTAB).read_text().splitlines() == [
+        f"/data/m/gvisor/rootfs {STAGE}/root none rbind 0 0",
+        f"/data/m/home {STAGE}/1 none rbind 0 0",
+    ]
     assert staged["root"]["path"] == f"{STAGE}/root"
     assert staged["mounts"][1] == {"destination": "/home/m", "type": "bind", "source": f"{STAGE}/1"}
     # The spec on disk keeps the real paths; one without a user namespace is given as is.
