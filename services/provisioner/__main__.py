@@ -26,6 +26,7 @@ from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
 from providers.gvisor import Runsc
 from providers.gvisor_pool import GvisorPoolBackend
+from providers.host_memory import host_memory
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
 from providers.machine_limits import Placement
@@ -38,6 +39,7 @@ from services.provisioner.environment import image_id, machine_placement, pool_k
 from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
+from services.provisioner.memory_pressure import MemoryPressure
 from services.provisioner.secrets_proxy import gvisor_door, secrets_cache, secrets_proxy
 from services.provisioner.service import Provisioner
 from services.provisioner.sweep import DockerShelf, LocalShelf, Sweeper
@@ -97,7 +99,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     )
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
-    heartbeat = HostHeartbeat(store, settings, clock)
+    memory = host_memory(settings.memory_cgroup)
+    heartbeat = HostHeartbeat(store, settings, clock, memory)
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
     # Environment builds and checkouts, shared by machines' creates and environments.build;
@@ -122,6 +125,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     )
     await svc.resume()
     await stack.enter_async_context(heartbeat)
+    if settings.pause_under_mb > 0:
+        await stack.enter_async_context(MemoryPressure(store=store, bus=bus, settings=settings,
+                                                       memory=memory, clock=clock))  # fmt: skip
     # restart and refreshCode of this host's machines (the gateway routes them here).
     methods = HostMethods(
         store=store,
@@ -176,7 +182,7 @@ async def warm_pools(
             log.warning("provision.pool_unsupported", provider=name, sandbox=local.sandbox)
             continue
         pool = WarmPool(backend, size, min_available_mb=settings.warm_pool_min_available_mb,
-                        clock=clock)  # fmt: skip
+                        memory=host_memory(settings.memory_cgroup), clock=clock)  # fmt: skip
         pools[name] = await stack.enter_async_context(pool)
     return pools
 

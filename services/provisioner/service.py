@@ -40,6 +40,7 @@ from providers.cgroup import NotFrozen
 from providers.egress_dns import DnsProxy
 from providers.egress_proxy import EgressProxy
 from providers.egress_proxy_door import HostDoor
+from providers.host_memory import mem_available_mb
 from providers.warm_pool import WarmPool
 from services.provisioner.claims import machine_pool
 from services.provisioner.disk import disk_budget
@@ -110,7 +111,9 @@ class Provisioner(PauseHandlers):
         # The store's flag, not the last heartbeat's: a drain takes effect at the next fetch
         # (or at the answer of one under way), so hosts.drain's rebuilds land elsewhere.
         draining = await self.store.hosts.draining(self.host_id)
-        return await room_left(self.store, self.settings, held, draining=draining)
+        memory = mem_available_mb if self.heartbeat is None else self.heartbeat.memory
+        return await room_left(self.store, self.settings, held, draining=draining,
+                               available_mb=memory)  # fmt: skip
 
     @subscriber(MachineCreated, durable=Durable.PROVISIONER, room=room)
     async def on_created(self, event: MachineCreated) -> None:
