@@ -8,8 +8,6 @@ import time
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
-from base.first import first_of
-
 T = TypeVar("T")
 
 
@@ -43,6 +41,10 @@ SYSTEM_CLOCK: Clock = SystemClock()
 
 async def sleep_or_event(clock: Clock, seconds: float, event: asyncio.Event) -> None:
     """Return after ``seconds`` of ``clock``'s time, or as soon as ``event`` is set."""
+    # Imported here: first_of's task joining logs (structlog), and a `fleet` command imports
+    # the clock (through base.retry) without logging anything.
+    from base.first import first_of
+
     await first_of(clock.sleep(seconds), event.wait())
 
 

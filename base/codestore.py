@@ -30,10 +30,6 @@ FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _MAX_RECORD = 4096
 
 
-#: The import path this process was started with (kept by ``keep_import_path``).
-_import_path: list[str] = []
-
-
 class CodeUnverified(Exception):
     """The code asked for is not what the platform installed and recorded."""
 
@@ -106,18 +102,13 @@ def current_code(store: Path, want: str | None = None) -> tuple[Path, str] | Non
     return path, sha
 
 
-def keep_import_path(path: str | None) -> None:
-    """Remember the import path we were started with (a daemon takes it out of its
-    environment: the commands it runs must not inherit fleetd's code path)."""
-    _import_path[:] = [path] if path else []
-
-
 def with_code(
-    code_dir: Path, environ: dict[str, str], *, started_with: bool = False
+    code_dir: Path, environ: dict[str, str], *, started_with: str | None = None
 ) -> dict[str, str]:
     """``environ`` with ``code_dir`` first on its import path, in place of any other directory
-    of the store; the rest (a docker image's libraries) kept. ``started_with``: from the path
-    this process was started with, not ``environ``'s."""
-    base = _import_path[0] if started_with and _import_path else environ.get("PYTHONPATH", "")
+    of the store; the rest (a docker image's libraries) kept. ``started_with``: the import
+    path this process was started with (a daemon takes it out of its environment: the commands
+    it runs must not inherit fleetd's code path), in place of ``environ``'s."""
+    base = started_with or environ.get("PYTHONPATH", "")
     kept = [p for p in base.split(os.pathsep) if p and Path(p).parent != code_dir.parent]
     return environ | {"PYTHONPATH": os.pathsep.join([str(code_dir), *kept])}

@@ -19,11 +19,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import IO
 
 from base import procinfo
+from base.wait import wait_until
 
 #: Run by ``python -I -S -c``: argv is (-c, parent pid, signal, held, program, args...).
 _WRAPPER = (
@@ -132,9 +132,8 @@ def end(
 
 
 def _until_ended(processes: list[tuple[int, int | None]], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while any(procinfo.is_alive(p, t) for p, t in processes) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not any(procinfo.is_alive(p, t) for p, t in processes),
+               within_s=timeout_s, every_s=0.05)  # fmt: skip
 
 
 def _signal(pid: int, sig: int) -> None:

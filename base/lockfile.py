@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
 
 from base import hostile_fs, procinfo
+from base.wait import wait_until
 from contracts.machine_files import LOCK_FILE
 
 log = structlog.get_logger(__name__)
@@ -75,15 +75,20 @@ class PidLock:
         """Take the lock, or raise AlreadyRunning. ``handover_from``: the pid of a daemon that
         is handing over to us; wait (up to ``wait_s``) for it to let go instead of refusing."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + wait_s
-        while True:
+        refused: list[AlreadyRunning] = []
+
+        def taken() -> bool:
             try:
                 self._try_acquire()
-                return
             except AlreadyRunning as exc:
-                if exc.pid is None or exc.pid != handover_from or time.monotonic() > deadline:
+                if exc.pid is None or exc.pid != handover_from:
                     raise
-            time.sleep(0.05)
+                refused[:] = [exc]
+                return False
+            return True
+
+        if not wait_until(taken, within_s=wait_s, every_s=0.05):
+            raise refused[-1]
 
     def _try_acquire(self) -> None:
         me = os.getpid()

@@ -32,6 +32,10 @@ holds 256 MiB of random data, touched.
 
 - reported, not goals: ``git status`` in a 10,000-file repository and a 100 MiB HTTP download,
   timed inside the same two machines (bench/gvisor_costs.py), before the pauses.
+
+- a gvisor create while root in another gvisor machine keeps 20,000 connections going at the
+  egress proxy's door on the host (goal: at most 2x the create with the door idle, alternating):
+  bench/gvisor_door.py, after the serving machine's rows.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from pathlib import Path
 
 import aiodocker
 
-from bench import gvisor_costs, gvisor_fork
+from bench import gvisor_costs, gvisor_door, gvisor_fork
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.netns import BIG_MIB
 from bench.outside import outside_host
@@ -202,11 +206,14 @@ async def _python_pass(side: _Side, mid: str) -> float:
 async def run(report: Report, quick: bool) -> None:
     cycles, creates, execs = (2, 1, 3) if quick else (5, 3, 10)
     rounds = 2 if quick else 5
+    door_rounds = 2 if quick else 3
     print(f"[27] gvisor: {cycles} pauses and resumes (256 MiB held) against as many stops and "
           f"starts of a namespaces machine; {creates} cold creates and {execs} python3 -c pass "
           f"under each runtime; {rounds} forks and creates from a snapshot with memory against "
           f"as many without; {rounds} pauses, resumes and forks of a serving gvisor machine "
-          "against as many of an idle one")  # fmt: skip
+          f"against as many of an idle one; {door_rounds} gvisor creates beside "
+          f"{gvisor_door.CONNECTIONS:,} connections at the egress proxy's door against as "
+          "many with it idle")  # fmt: skip
     from bench import gvisor_serving  # it imports this module's helpers
 
     async with aiodocker.Docker() as docker:
@@ -221,18 +228,20 @@ async def run(report: Report, quick: bool) -> None:
         side = _Side(up, ns.url)
         try:
             await side.start(2 * creates + 3 + gvisor_fork.MANY + gvisor_fork.SPARE
-                             + gvisor_serving.INSTANCES)  # fmt: skip
+                             + gvisor_serving.INSTANCES + 1 + 2 * door_rounds)  # fmt: skip
             url = outside.url("big.bin")
             platform = await _measure(side, cycles, creates, execs, url, times)
             nsf = (await _create(side, "namespaces"))[0]
             lost = await gvisor_fork.measure(side, partial(_made, side), nsf, rounds, times)
             kept = await gvisor_serving.measure(side, partial(_made, side), rounds, times)
+            flood = await gvisor_door.measure(side, await _made(side), door_rounds, times)
         finally:
             await side.close()
     _report(report, times, platform)
     gvisor_costs.report_costs(report, times, f"platform {platform}")
     gvisor_fork.report_forks(report, times, f"platform {platform}", lost)
     gvisor_serving.report_serving(report, times, f"platform {platform}", kept)
+    gvisor_door.report_door(report, times, f"platform {platform}; the attacker got: {flood}")
     from bench import gvisor_pool  # it imports this module's helpers
 
     await gvisor_pool.run(report, quick)

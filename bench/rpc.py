@@ -271,12 +271,12 @@ async def _components(report: Report, quick: bool) -> None:
     """In-process cost of each piece of one call, to explain the ratio (no NATS, no I/O wait)."""
     from contracts.daemon_rpc import WriteFileResult
     from daemon import tools
-    from daemon.server import Daemon
+    from daemon.__main__ import compose
     from daemon.settings import DaemonSettings
 
     n = 2000 if quick else 10000
     with temp_dir() as home:
-        d = Daemon(
+        d = compose(
             DaemonSettings(nats_url="nats://x", machine_id="m-0", machine_token="t", home=str(home))
         )
         params = WriteFileParams(path="bench/1k.txt", content=CONTENT, mode=0o644)

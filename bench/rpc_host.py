@@ -46,7 +46,7 @@ def _content(body: bytes) -> bytes:
 async def serve(settings: DaemonSettings) -> None:
     import asyncio
 
-    from daemon.server import Daemon
+    from daemon.__main__ import compose
 
     home = settings.home_path
     stop = asyncio.Event()
@@ -66,7 +66,7 @@ async def serve(settings: DaemonSettings) -> None:
         canned[msg.subject.split(".")[-2]] = msg.data
         await msg.respond(b"ok")
 
-    async with Daemon(settings) as daemon:
+    async with compose(settings) as daemon:
         prefix = f"bench.raw.{settings.machine_id}"
         await daemon.nc.subscribe(f"{prefix}.*", cb=raw)
         await daemon.nc.subscribe(f"{prefix}.*.set", cb=set_canned)

@@ -174,6 +174,7 @@ CODE_RUN = MethodSpec(
     CodeRunResult,
     "Run code in a context's kernel; its results, output and error once it is done.",
     (*_CODE, NotFound, LanguageUnavailable, KernelDied, CodeContextsLimit, BadPath),
+    wakes="exec",
 )
 CODE_RUN_STREAM = MethodSpec(
     "tool.code.runStream",
@@ -181,6 +182,7 @@ CODE_RUN_STREAM = MethodSpec(
     CodeRunResult,
     "tool.code.run, with each part of its output published as it happens (CodeRunPart).",
     CODE_RUN.errors,
+    wakes="exec",
 )
 CODE_CANCEL_RUN = MethodSpec(
     "tool.code.cancelRun",
@@ -196,6 +198,7 @@ CODE_CREATE_CONTEXT = MethodSpec(
     CodeContext,
     "Start a kernel of a language in a working directory: a new context.",
     (*_CODE, LanguageUnavailable, CodeContextsLimit, BadPath),
+    wakes="exec",
 )
 CODE_LIST_CONTEXTS = MethodSpec(
     "tool.code.listContexts", NoParams, CodeContextList, "The machine's code contexts.", _CODE
@@ -206,6 +209,7 @@ CODE_RESTART_CONTEXT = MethodSpec(
     CodeContext,
     "Restart a context's kernel: its state is cleared.",
     (*_CODE, NotFound),
+    wakes="exec",
 )
 CODE_DELETE_CONTEXT = MethodSpec(
     "tool.code.deleteContext",
@@ -213,6 +217,7 @@ CODE_DELETE_CONTEXT = MethodSpec(
     ContextDeleted,
     "Shut a context's kernel down and forget the context.",
     _CODE,
+    wakes="exec",
 )
 CODE_INTERRUPT = MethodSpec(
     "tool.code.interrupt",
@@ -220,6 +225,7 @@ CODE_INTERRUPT = MethodSpec(
     ContextInterrupted,
     "Interrupt what runs in a context (SIGINT, as Jupyter does); its state is kept.",
     (*_CODE, NotFound),
+    wakes="exec",
 )
 
 CODE_METHODS: tuple[AnySpec, ...] = (

@@ -212,9 +212,10 @@ class MachineResumeRequested(_Event, tag=EventKind.RESUME_REQUESTED.value, kw_on
 
 
 class MachineResumed(_Event, tag=EventKind.RESUMED.value, kw_only=True):
-    """A resuming machine's sandbox is restored, its processes where they were: its status is
-    ``ready`` now."""
+    """A resuming machine's sandbox is restored, its processes where they were, and its daemon
+    answers: its status is ``ready`` now."""
 
+    #: From the resume's start to its daemon's answer.
     duration_ms: float
     by: WakeBy
 

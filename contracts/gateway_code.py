@@ -11,7 +11,9 @@ from typing import Annotated
 
 import msgspec
 
+from contracts import daemon_code as dc
 from contracts.daemon_code import (
+    KERNEL_START_S,
     CodeContext,
     CodeContextList,
     CodeRunParams,
@@ -36,7 +38,7 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, PassThrough
 
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -73,29 +75,32 @@ MACHINES_CODE_CREATE_CONTEXT: MethodSpec[MachineCreateContextParams, CodeContext
     "machines.code.createContext", MachineCreateContextParams, CodeContext,
     "Start a kernel of a language (default python) in a working directory: a new context.",
     (*_CODE, LanguageUnavailable, CodeContextsLimit, BadPath),
-    scope="machines:exec",
+    scope="machines:exec", passes=PassThrough(dc.CODE_CREATE_CONTEXT, takes_s=KERNEL_START_S),
 )  # fmt: skip
 MACHINES_CODE_LIST_CONTEXTS: MethodSpec[MachineCodeRef, CodeContextList] = MethodSpec(
     "machines.code.listContexts", MachineCodeRef, CodeContextList,
     "The machine's code contexts, and the languages it has a kernel for.", _CODE,
-    scope="machines:exec", reads=True,
+    scope="machines:exec", reads=True, passes=PassThrough(dc.CODE_LIST_CONTEXTS, look=True),
 )  # fmt: skip
 MACHINES_CODE_RESTART_CONTEXT: MethodSpec[MachineContextRef, CodeContext] = MethodSpec(
     "machines.code.restartContext", MachineContextRef, CodeContext,
     "Restart a context's kernel: its state is cleared.", _CODE,
     scope="machines:exec",
     client=ClientMethod("machines_code_restart_context", "machine_id context_id"),
+    passes=PassThrough(dc.CODE_RESTART_CONTEXT, takes_s=KERNEL_START_S),
 )  # fmt: skip
 MACHINES_CODE_DELETE_CONTEXT: MethodSpec[MachineContextRef, ContextDeleted] = MethodSpec(
     "machines.code.deleteContext", MachineContextRef, ContextDeleted,
     "Shut a context's kernel down and forget the context.", _CODE,
     scope="machines:exec",
     client=ClientMethod("machines_code_delete_context", "machine_id context_id"),
+    passes=PassThrough(dc.CODE_DELETE_CONTEXT),
 )  # fmt: skip
 MACHINES_CODE_INTERRUPT: MethodSpec[MachineContextRef, ContextInterrupted] = MethodSpec(
     "machines.code.interrupt", MachineContextRef, ContextInterrupted,
     "Interrupt what runs in a context (SIGINT, as Jupyter does); its state is kept.", _CODE,
     scope="machines:exec", client=ClientMethod("machines_code_interrupt", "machine_id context_id"),
+    passes=PassThrough(dc.CODE_INTERRUPT),
 )  # fmt: skip
 
 CODE_METHODS: tuple[AnySpec, ...] = (

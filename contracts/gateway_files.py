@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import msgspec
 
+from contracts import daemon_files as df
 from contracts.daemon_files import (
     ListDirParams,
     ListDirResult,
@@ -38,7 +39,7 @@ from contracts.errors import (
     WrongFileKind,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, PassThrough
 
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -81,23 +82,27 @@ MACHINES_READ_FILE: MethodSpec[MachineReadFileParams, ReadFileResult] = MethodSp
     "one answers FileTooLarge: download it with GET /machines/{machineId}/files/{path}.",
     (*_FILES, FileTooLarge, NotText),
     scope="files:read", client=ClientMethod("read_file", "machine_id path"),
+    passes=PassThrough(df.READ_FILE),
 )  # fmt: skip
 MACHINES_LIST_DIR: MethodSpec[MachineListDirParams, ListDirResult] = MethodSpec(
     "machines.listDir", MachineListDirParams, ListDirResult,
     "The entries of a directory of the machine's home, sorted by name.", _FILES,
     scope="files:read", reads=True, tool="list_dir",
     client=ClientMethod("list_dir", "machine_id path", doc="after: a page's next_after."),
+    passes=PassThrough(df.LIST_DIR),
 )  # fmt: skip
 MACHINES_STAT: MethodSpec[MachineStatParams, StatResult] = MethodSpec(
     "machines.stat", MachineStatParams, StatResult,
     "What is at a path of the machine's home (a link is described, not followed).", _FILES,
     scope="files:read", reads=True, client=ClientMethod("stat", "machine_id path"), tool="stat",
+    passes=PassThrough(df.STAT),
 )  # fmt: skip
 MACHINES_REMOVE_FILE: MethodSpec[MachineRemoveFileParams, RemoveFileResult] = MethodSpec(
     "machines.removeFile", MachineRemoveFileParams, RemoveFileResult,
     "Remove a file, link or empty directory of the machine's home (recursive: a whole tree).",
     _FILES,
     scope="files:write", client=ClientMethod("remove_file", "machine_id path"), tool="remove_file",
+    passes=PassThrough(df.REMOVE_FILE),
 )  # fmt: skip
 
 FILE_METHODS: tuple[AnySpec, ...] = (

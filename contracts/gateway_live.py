@@ -17,7 +17,7 @@ from typing import Annotated
 
 import msgspec
 
-from contracts.daemon_rpc import DaemonLogResult, ExecCommandParams, ExecCommandResult
+from contracts.daemon_rpc import DAEMON_LOG, DaemonLogResult, ExecCommandParams, ExecCommandResult
 from contracts.errors import (
     DaemonTimeout,
     DaemonUnavailable,
@@ -29,7 +29,7 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, PassThrough
 
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
@@ -83,6 +83,7 @@ MACHINES_DAEMON_LOG = MethodSpec(
     scope="machines:read",
     reads=True,
     client=ClientMethod("daemon_log", "machine_id lines", unwrap="lines"),
+    passes=PassThrough(DAEMON_LOG, look=True),
 )
 
 LIVE_METHODS: tuple[AnySpec, ...] = (MACHINES_EXEC_STREAM, MACHINES_DAEMON_LOG)

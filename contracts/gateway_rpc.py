@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from contracts import daemon_rpc as d
 from contracts.audit import AUDIT_METHODS
 from contracts.codemode import (
     CODEMODE_METHODS,
@@ -93,7 +94,7 @@ from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     TokenRef as TokenRef,
     UnsetEnvParams as UnsetEnvParams,
 )
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams, PassThrough
 from contracts.models import EnvVar, Instance, Machine
 from contracts.openrpc import OpenRpcDocument
 from contracts.people import Scope
@@ -294,6 +295,7 @@ MACHINES_PROCESS_START = MethodSpec(
     scope="machines:exec",
     client=ClientMethod("start_process", "machine_id command"),
     tool="process_start",
+    passes=PassThrough(d.PROCESS_START),
 )
 MACHINES_PROCESS_LIST = MethodSpec(
     "machines.process.list",
@@ -305,6 +307,7 @@ MACHINES_PROCESS_LIST = MethodSpec(
     reads=True,
     client=ClientMethod("list_processes", "machine_id", unwrap="processes"),
     tool="process_list",
+    passes=PassThrough(d.PROCESS_LIST, look=True),
 )
 MACHINES_PROCESS_KILL = MethodSpec(
     "machines.process.kill",
@@ -315,6 +318,7 @@ MACHINES_PROCESS_KILL = MethodSpec(
     scope="machines:exec",
     client=ClientMethod("kill_process", "machine_id", doc="Exactly one of pid and tag."),
     tool="process_kill",
+    passes=PassThrough(d.PROCESS_KILL),
 )
 MACHINES_PROCESS_LOGS = MethodSpec(
     "machines.process.logs",
@@ -326,6 +330,7 @@ MACHINES_PROCESS_LOGS = MethodSpec(
     reads=True,
     client=ClientMethod("process_logs", "machine_id"),
     tool="process_logs",
+    passes=PassThrough(d.PROCESS_LOGS, look=True),
 )
 CRON_SET = MethodSpec(
     "cron.set",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
+from contracts import daemon_rpc as d
 from contracts.errors import (
     BadPath,
     DaemonTimeout,
@@ -24,7 +25,7 @@ from contracts.errors import (
     TooManyStreams,
 )
 from contracts.gateway_types import MachineId
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, PassThrough
 from contracts.sessions import (
     Cols,
     Rows,
@@ -120,6 +121,7 @@ SESSIONS_LIST = MethodSpec(
     scope="machines:exec",
     reads=True,
     client=ClientMethod("list_sessions", "machine_id", unwrap="sessions"),
+    passes=PassThrough(d.SESSION_LIST),
 )
 SESSIONS_RESIZE = MethodSpec(
     "sessions.resize",
@@ -129,6 +131,7 @@ SESSIONS_RESIZE = MethodSpec(
     _ERRORS,
     scope="machines:exec",
     client=ClientMethod("resize_session", "machine_id session_id cols rows"),
+    passes=PassThrough(d.SESSION_RESIZE),
 )
 SESSIONS_CLOSE = MethodSpec(
     "sessions.close",
@@ -138,6 +141,7 @@ SESSIONS_CLOSE = MethodSpec(
     _ERRORS,
     scope="machines:exec",
     client=ClientMethod("close_session", "machine_id session_id", unwrap="closed"),
+    passes=PassThrough(d.SESSION_CLOSE),
 )
 
 SESSION_METHODS: tuple[AnySpec, ...] = (

@@ -2,7 +2,7 @@
 provisioner replicas on ``host.<hostId>.rpc`` (NATS request/reply, one replica answers).
 
 The gateway calls them for ``machines.restart``, ``machines.refreshCode`` and
-``instances.setNetworkPolicy``: a machine's
+``instances.setNetworkPolicy``, the prober's boot watchdog ``host.daemonRuns``: a machine's
 daemon, its code and its process live on its host (its data dir, its Docker engine), which no
 other host and no gateway can reach. Only platform services may publish there: a machine's NATS
 user may not (services/auth_callout)."""
@@ -41,6 +41,12 @@ class ApplyEgressResult(Result, kw_only=True):
     applied: bool
 
 
+class DaemonRunsResult(Result, kw_only=True):
+    #: Whether the machine's daemon runs on its host (its sandbox, its container): a daemon
+    #: that has not reported ready yet may only be slow (a loaded host, a restore).
+    runs: bool
+
+
 class InstallCodeResult(Result, kw_only=True):
     #: What the provider did ("installed code 0123456789ab in /run/fleet/code").
     message: str
@@ -52,6 +58,13 @@ RESTART_DAEMON = MethodSpec(
     RestartResult,
     "Restart the machine's daemon in place (its processes kept).",
     errors=(NotFound, NotSupported, ProviderError),
+)
+DAEMON_RUNS = MethodSpec(
+    "host.daemonRuns",
+    HostMachineParams,
+    DaemonRunsResult,
+    "Whether the machine's daemon runs on its host (the boot watchdog's question at a deadline).",
+    errors=(NotFound, NotSupported),
 )
 INSTALL_CODE = MethodSpec(
     "host.installCode",
@@ -137,6 +150,7 @@ TAKE_MEMORY_IMAGE = MethodSpec(
 )
 HOST_METHODS: tuple[AnySpec, ...] = (
     RESTART_DAEMON,
+    DAEMON_RUNS,
     INSTALL_CODE,
     TAKE_SNAPSHOT,
     DROP_SNAPSHOT,

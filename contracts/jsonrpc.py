@@ -24,6 +24,8 @@ from contracts.errors import (
     PayloadTooLarge,
     error_from_wire,
 )
+from contracts.marks import mark, marked
+from contracts.pass_through import PassThrough as PassThrough  # the specs import it here
 from contracts.people import Scope
 from contracts.rpc_params import (
     by_name,
@@ -127,7 +129,9 @@ class MethodSpec(Generic[P, R]):
     - ``in_code``: codemode's code may call it, as ``fleet.<method>`` (a run starting runs, or
       describing itself, is a loop, not a tool);
     - ``tool``: codemode's ``machine`` provider offers it as ``machine.<tool>``, ``machineId``
-      bound to the run's machine."""
+      bound to the run's machine;
+    - ``passes``: a gateway method that is one daemon method on the caller's machine, its
+      params mapped (``PassThrough``): the gateway serves it with no handler of its own."""
 
     name: str
     params: type[P]
@@ -145,6 +149,11 @@ class MethodSpec(Generic[P, R]):
     hand_written: bool = field(default=False, kw_only=True)
     in_code: bool = field(default=True, kw_only=True)
     tool: str | None = field(default=None, kw_only=True)
+    passes: PassThrough | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.passes is not None:
+            self.passes.check(self)
 
 
 AnySpec = MethodSpec[Any, Any]
@@ -184,15 +193,9 @@ def handles(
     spec: MethodSpec[P, R],
 ) -> Callable[[Callable[[_Self, P, Ctx], Awaitable[R]]], Callable[[_Self, P, Ctx], Awaitable[R]]]:
     """Makes a method ``spec``'s handler, for ``Router.collect`` to register: mypy checks the
-    method's params and result types against the spec's, as it does ``register``'s."""
-
-    def mark(
-        method: Callable[[_Self, P, Ctx], Awaitable[R]],
-    ) -> Callable[[_Self, P, Ctx], Awaitable[R]]:
-        setattr(method, _HANDLES, spec)
-        return method
-
-    return mark
+    method's params and result types against the spec's, as it does ``register``'s. An
+    override of a handler that is not marked again handles nothing (``contracts.marks``)."""
+    return mark(_HANDLES, spec)
 
 
 @dataclass(frozen=True)
@@ -216,19 +219,15 @@ class Router(Generic[Ctx]):
 
     @staticmethod
     def handles_any(owner: object) -> bool:
-        """Whether ``owner``'s class marks any method with ``@handles``."""
-        return any(isinstance(getattr(v, _HANDLES, None), MethodSpec)
-                   for c in type(owner).__mro__ for v in vars(c).values())  # fmt: skip
+        """Whether ``owner``'s class has a method marked with ``@handles``."""
+        return bool(marked(type(owner), _HANDLES, MethodSpec))
 
     def collect(self, *owners: object) -> None:
-        """Register every method of ``owners`` marked with ``@handles``, bound to its owner. A
-        subclass's override of a marked method handles the same method, marked or not."""
+        """Register every method of ``owners`` marked with ``@handles``, bound to its owner
+        (``contracts.marks``: an override that is not marked again handles nothing)."""
         for owner in owners:
-            for name in dir(type(owner)):
-                marks = (getattr(vars(c).get(name), _HANDLES, None) for c in type(owner).__mro__)
-                spec = next((m for m in marks if isinstance(m, MethodSpec)), None)
-                if spec is not None:
-                    self.register(spec, getattr(owner, name))
+            for name, spec in marked(type(owner), _HANDLES, MethodSpec):
+                self.register(spec, getattr(owner, name))
 
     @property
     def routes(self) -> dict[str, _Route[Ctx]]:

@@ -1,7 +1,10 @@
-"""GET /events' own named events, besides the machine events (``id:`` + ``data:`` only).
+"""The gateway's server-sent events on the wire (GET /events, POST /rpc/stream, POST
+/codemode/run), and GET /events' own named events, besides the machine events (``id:`` +
+``data:`` only).
 
-Each is one ``event: <name>`` line and a ``data:`` line; the gateway spells them from here and
-the client reads them by these names.
+A frame is an ``event: <name>`` line (none for a machine event), an ``id: <seq>`` line where
+it has one, and its data, one ``data:`` line per line of it; the gateway spells every frame
+with ``frame`` and the client reads the named ones by these names.
 """
 
 from __future__ import annotations
@@ -21,9 +24,18 @@ OVERFLOW = "overflow"
 ERROR = "error"
 
 
-def frame(name: str, data: bytes = b"{}") -> bytes:
-    """One named event as sent on the wire."""
-    return b"event: %s\ndata: %s\n\n" % (name.encode(), data)
+def frame(name: str | None, data: bytes = b"{}", *, seq: int | None = None) -> bytes:
+    """One event as sent on the wire: named ``name`` (None: unnamed, a machine event), with
+    the id ``seq`` (None: none)."""
+    head = b"event: %s\n" % name.encode() if name is not None else b""
+    if seq is not None:
+        head += b"id: %d\n" % seq
+    return head + b"data: " + data.replace(b"\n", b"\ndata: ") + b"\n\n"
+
+
+def comment(text: str) -> bytes:
+    """A comment line (a keepalive, a greeting): every client skips it."""
+    return b": %s\n\n" % text.encode()
 
 
 def error_frame(error: FleetError) -> bytes:

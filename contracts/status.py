@@ -49,10 +49,33 @@ class MachineStatus(StrEnum):
 
 S = MachineStatus
 
-#: Where a machine may be stopped from: any status in which it has (or is getting) a daemon.
+#: Where a machine may be stopped from: any status in which it has (or is getting) a daemon,
+#: whose processes a provisioner that starts again resumes watching.
 STOPPABLE: frozenset[MachineStatus] = frozenset(
     {S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST}
 )
+
+#: Not yet started by a provider: created, or being provisioned.
+NOT_PROVISIONED: frozenset[MachineStatus] = frozenset({S.CREATED, S.PROVISIONING})
+
+#: On its way up after a create or a start: its daemon boots, is set up, is probed.
+COMING_UP: frozenset[MachineStatus] = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING})
+
+#: Its daemon runs (or was heard from lately) and takes a push: env, cron, SSH keys, code.
+REFRESHABLE: frozenset[MachineStatus] = frozenset({S.READY, S.UNRESPONSIVE, S.PROBING})
+
+#: Set up, and running (or to be heard from again): a new daemon's report of one of them
+#: writes its .env again.
+SET_UP: frozenset[MachineStatus] = frozenset({S.READY, S.UNRESPONSIVE, S.LOST})
+
+#: Running, or on its way up: what an instance's egress policy is applied to at once.
+UP_OR_COMING_UP: frozenset[MachineStatus] = COMING_UP | {S.READY, S.UNRESPONSIVE}
+
+#: Where a pause is accepted: ready, or pausing or paused already (nothing more to do).
+PAUSABLE: frozenset[MachineStatus] = frozenset({S.READY, S.PAUSING, S.PAUSED})
+
+#: Ready, or on its way back from a pause: a resume has nothing to do.
+RESUMED_OR_RESUMING: frozenset[MachineStatus] = frozenset({S.READY, S.RESUMING})
 
 #: A machine stopped on purpose, or on its way there: its daemon is not called, its heartbeats
 #: are not expected, ``machines.start`` brings it back.
@@ -68,6 +91,29 @@ TERMINAL: frozenset[MachineStatus] = frozenset({S.FAILED, S.ARCHIVING, S.ARCHIVE
 #: Archived, or on its way there: it is not reached into again, and holds no place on its host.
 ARCHIVED_OR_ARCHIVING: frozenset[MachineStatus] = frozenset({S.ARCHIVING, S.ARCHIVED})
 
+#: Paused or stopped, or on its way into or out of either: a wake on access has work to do.
+ASLEEP: frozenset[MachineStatus] = PAUSE_STATES | STOPPED_OR_STOPPING
+
+#: What one start or one resume wakes a machine from: paused, or stopped (or stopping).
+WAKEABLE: tuple[frozenset[MachineStatus], ...] = (frozenset({S.PAUSED}), STOPPED_OR_STOPPING)
+
+#: A machine that does not run: it does not count against its instance's running limit.
+NOT_RUNNING: frozenset[MachineStatus] = TERMINAL | STOPPED_OR_STOPPING | {S.PAUSED}
+
+#: Where a wait for a machine to be ready ends: ready, or it never will be.
+READY_OR_NEVER: frozenset[MachineStatus] = frozenset({S.READY, S.FAILED}) | ARCHIVED_OR_ARCHIVING
+
+#: Where a wait for a start (or a resume) ends: ready or failed, or overtaken by a stop or an
+#: archive.
+START_ENDS: frozenset[MachineStatus] = READY_OR_NEVER | {S.STOPPED}
+
+#: Where a wait for a stop ends: stopped, or overtaken by a start, or by an archive.
+STOP_ENDS: frozenset[MachineStatus] = frozenset({S.STOPPED, S.BOOTING}) | ARCHIVED_OR_ARCHIVING
+
+#: Where a wait for a pause ends: paused, ready again (refused: its reason says why), or as a
+#: start's wait ends.
+PAUSE_ENDS: frozenset[MachineStatus] = START_ENDS | {S.PAUSED}
+
 _LIVE = frozenset(
     {S.CREATED, S.PROVISIONING, S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE,
      S.LOST, S.PAUSING, S.PAUSED, S.RESUMING}
@@ -79,13 +125,17 @@ ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     # A start moves a stopped machine straight to booting: never through provisioning, whose
     # handler would take a fresh machine from the warm pool (another home).
     # A start may overtake a stop still under way (the provisioner ends the old processes
-    # before it starts the machine again).
-    S.BOOTING: frozenset({S.PROVISIONING, S.BOOTING, S.STOPPING, S.STOPPED}),
+    # before it starts the machine again). A machine whose daemon went away during its setup
+    # (the platform stopped, and its provisioner started the daemon anew) is set up again.
+    S.BOOTING: frozenset(
+        {S.PROVISIONING, S.BOOTING, S.SETTING_UP, S.PROBING, S.STOPPING, S.STOPPED}
+    ),
     S.SETTING_UP: frozenset({S.BOOTING, S.SETTING_UP}),
     S.PROBING: frozenset({S.SETTING_UP, S.PROBING}),
     # A resume once restored; a pause refused before its sandbox was touched.
     S.READY: frozenset({S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST, S.RESUMING, S.PAUSING}),
-    S.UNRESPONSIVE: frozenset({S.READY, S.UNRESPONSIVE}),
+    # Also a resumed machine whose daemon does not answer: ready at its first heartbeat.
+    S.UNRESPONSIVE: frozenset({S.READY, S.UNRESPONSIVE, S.RESUMING}),
     # Only a machine whose own heartbeats stopped: one that still beats is reachable, whatever
     # its host's provisioner does; one still setting up fails by its stage.
     S.LOST: frozenset({S.UNRESPONSIVE, S.LOST}),

@@ -34,27 +34,74 @@ OnTraffic = Callable[[], Awaitable[None]]
 
 
 class PlatformStream(ByteStream):
-    """A ByteStream that also owns its subscription (gone with ``aclose``)."""
+    """A ByteStream of the platform's side of ``machine_id``'s stream on ``nc``: ``start``
+    subscribes to the machine's side before granting the first credit; the subscription goes
+    with ``aclose``. ``on_traffic``: awaited on each chunk sent, and on each received unless
+    ``traffic_both_ways`` is False (only what the platform sends counts: a terminal's typing,
+    not its output)."""
 
-    sub: Subscription | None = None
-    on_traffic: OnTraffic | None = None
-    #: False: only what the platform sends counts (a terminal's typing, not its output).
-    traffic_both_ways: bool = True
+    def __init__(
+        self,
+        nc: NATS,
+        machine_id: str,
+        stream_id: str,
+        *,
+        window: int = s.DEFAULT_WINDOW,
+        chunk_size: int = s.DEFAULT_CHUNK,
+        keepalive_s: float = s.KEEPALIVE_S,
+        peer_timeout_s: float = s.PEER_TIMEOUT_S,
+        on_traffic: OnTraffic | None = None,
+        traffic_both_ways: bool = True,
+        on_close: Callable[[ByteStream], None] | None = None,
+    ) -> None:
+        to_machine = subjects.stream_to_machine(machine_id, stream_id)
+
+        async def publish(frame: bytes) -> None:
+            await nc.publish(to_machine, frame)
+
+        super().__init__(stream_id, publish, window=window, chunk_size=chunk_size,
+                         keepalive_s=keepalive_s, peer_timeout_s=peer_timeout_s,
+                         on_close=on_close)  # fmt: skip
+        self._nc = nc
+        self._from_machine = subjects.stream_from_machine(machine_id, stream_id)
+        self._on_traffic = on_traffic
+        self._traffic_both_ways = traffic_both_ways
+        self._sub: Subscription | None = None
+
+    async def start(self) -> PlatformStream:
+        """Subscribed to the machine's side, then the first credit granted (on the same
+        connection, after the SUB: the server has our interest before the daemon may send)."""
+        if self._sub is not None:  # started already (``join``), entered now
+            await super().start()
+            return self
+        self._sub = await self._nc.subscribe(
+            self._from_machine, cb=self._on_frame, pending_msgs_limit=_PENDING_MSGS,
+            pending_bytes_limit=self._window + 2 * s.MAX_CHUNK,
+        )  # fmt: skip
+        try:
+            await super().start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def _on_frame(self, msg: Msg) -> None:
+        await self.feed(msg.data)
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
-        if self.on_traffic is not None:
-            await self.on_traffic()
+        if self._on_traffic is not None:
+            await self._on_traffic()
         await super().send(data)
 
     async def receive(self) -> bytes:
         chunk = await super().receive()
-        if chunk and self.on_traffic is not None and self.traffic_both_ways:
-            await self.on_traffic()
+        if chunk and self._on_traffic is not None and self._traffic_both_ways:
+            await self._on_traffic()
         return chunk
 
     async def aclose(self) -> None:
         await super().aclose()
-        sub, self.sub = self.sub, None
+        sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
@@ -70,30 +117,13 @@ async def join(
     keepalive_s: float = s.KEEPALIVE_S,
     peer_timeout_s: float = s.PEER_TIMEOUT_S,
     on_traffic: OnTraffic | None = None,
+    traffic_both_ways: bool = True,
     on_close: Callable[[ByteStream], None] | None = None,
 ) -> PlatformStream:
-    """The platform's endpoint of ``machine_id``'s stream ``stream_id``, started; with
-    ``on_traffic``, awaited on each chunk sent or received."""
-    to_machine = subjects.stream_to_machine(machine_id, stream_id)
-
-    async def publish(frame: bytes) -> None:
-        await nc.publish(to_machine, frame)
-
-    stream = PlatformStream(stream_id, publish, window=window, chunk_size=chunk_size,
+    """The platform's endpoint of ``machine_id``'s stream ``stream_id``, started (see
+    ``PlatformStream``)."""
+    stream = PlatformStream(nc, machine_id, stream_id, window=window, chunk_size=chunk_size,
                             keepalive_s=keepalive_s, peer_timeout_s=peer_timeout_s,
+                            on_traffic=on_traffic, traffic_both_ways=traffic_both_ways,
                             on_close=on_close)  # fmt: skip
-    stream.on_traffic = on_traffic
-
-    async def on_frame(msg: Msg) -> None:
-        await stream.feed(msg.data)
-
-    stream.sub = await nc.subscribe(
-        subjects.stream_from_machine(machine_id, stream_id), cb=on_frame,
-        pending_msgs_limit=_PENDING_MSGS, pending_bytes_limit=window + 2 * s.MAX_CHUNK,
-    )  # fmt: skip
-    try:
-        await stream.start()  # after the SUB on the same connection: the server has our interest
-    except BaseException:
-        await stream.aclose()
-        raise
-    return stream
+    return await stream.start()

@@ -166,6 +166,15 @@ class DaemonClient:
         finally:
             self._metrics.observe_rpc(spec.name, outcome, time.perf_counter() - start, spec.errors)
 
+    async def answers(self, machine_id: str, timeout_s: float = 2.0) -> bool:
+        """Whether the machine's daemon answers now (``daemon.getVersion``): a daemon that
+        answers serves every call sent after, on this NATS."""
+        try:
+            await self.call(machine_id, GET_VERSION, NoParams(), timeout_s=timeout_s)
+        except (DaemonUnavailable, DaemonTimeout):
+            return False
+        return True
+
     async def call_batch(self, machine_id: str, spec: MethodSpec[P, R], calls: list[P]) -> list[R]:
         """Several calls of one method in one JSON-RPC batch: one signed request, one answer.
         The results in order; the first call that failed raises its error."""

@@ -19,7 +19,6 @@ from contracts.gateway_secrets import MACHINE_PROXY_URL, placeholder
 from contracts.gateway_ssh import AUTHORIZED_KEYS, authorized_keys
 from contracts.machine_files import CronJob, CronTable
 from contracts.models import Machine, Repo
-from contracts.status import MachineStatus as S
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import MachineClient
 from controlplane.secret_ca import instance_ca
@@ -33,7 +32,6 @@ FAN_OUT_CONCURRENCY = 256
 #: Instance configs read at once before a fan-out (half the Redis pool of a process).
 CONFIG_LOADS = 32
 #: Machines whose daemon is up and set up: the ones a refresh (or a live push) reaches.
-REFRESHABLE = frozenset({S.READY, S.UNRESPONSIVE, S.PROBING})
 
 
 class InstanceConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -294,8 +294,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: that no record holds (services/provisioner/sweep.py); one runs at its start too.
     sweep_interval_s: float = 600.0
     # boot
-    #: How long a provisioned machine's daemon has to report ready before the machine fails.
+    #: How long a booting machine's daemon has to report ready before the machine fails,
+    #: counted only while the platform watches it: from its daemon's (re)start, from the
+    #: platform's return after it was stopped, and for a fork from its restore
+    #: (docs/pipeline.md#deadlines). Also how long a resumed machine's daemon has to answer.
     boot_timeout_s: float = 120.0
+    #: How much longer a booting machine is waited for, past FLEET_BOOT_TIMEOUT_S, while its
+    #: host says its daemon runs (a loaded host, a slow restore) or cannot be asked; then it
+    #: fails.
+    boot_alive_max_s: float = 900.0
     # versions
     #: The git SHA the platform runs (deployments set it); empty: the code repo's HEAD.
     git_sha: str = ""
@@ -486,6 +493,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                              ">= 0 (0: never)")  # fmt: skip
         if self.activity_write_s < 0:
             raise ValueError(f"FLEET_ACTIVITY_WRITE_S: {self.activity_write_s} is not >= 0")
+        if not self.boot_timeout_s > 0 or self.boot_alive_max_s < 0:
+            raise ValueError(
+                f"FLEET_BOOT_TIMEOUT_S ({self.boot_timeout_s}) is not > 0, or "
+                f"FLEET_BOOT_ALIVE_MAX_S ({self.boot_alive_max_s}) is not >= 0"
+            )
         if not self.wake_timeout_s > 0:
             raise ValueError(f"FLEET_WAKE_TIMEOUT_S: {self.wake_timeout_s} is not > 0")
         if self.pause_under_mb < 0 or self.pause_per_round < 1 or self.pause_idle_min_s < 0:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts.events import Event
 from contracts.jsonrpc import AnySpec
 from controlplane.bus import Bus
@@ -30,6 +31,7 @@ class Stage:
         daemons: DaemonClient,
         settings: Settings,
         keys: MachineKeys | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -37,18 +39,22 @@ class Stage:
         self.settings = settings
         #: The daemon client's key cache when wired (warmed before a fan-out to many machines).
         self.keys = keys
+        #: What the stage's waits and deadlines are measured on (a test's manual clock).
+        self.clock = clock
 
     @classmethod
     def wired(
-        cls, settings: Settings, store: Store, bus: Bus, metrics: Metrics | None = None
-    ) -> Self:
-        """The stage with its dependencies, as a service's __main__ builds it."""
+        cls, settings: Settings, store: Store, bus: Bus, metrics: Metrics | None = None,
+        **more: Any,
+    ) -> Self:  # fmt: skip
+        """The stage with its dependencies, as a service's __main__ builds it; ``more``: those
+        of its own (the prober's clock and hosts)."""
         keys = MachineKeys(store, SecretBox(settings.secret_key))
         daemons = DaemonClient(
             bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics,
             methods=cls.daemon_methods,
         )  # fmt: skip
-        return cls(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys)
+        return cls(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys, **more)
 
     async def give_up(self, event: Event, reason: str) -> None:
         await self.fail(event, reason, self.stage)

@@ -28,6 +28,7 @@ from controlplane import store_scripts
 from controlplane.caller_changes import CallerChanges
 from controlplane.redis_client import close_client, redis_client
 from controlplane.settings import Settings
+from controlplane.store_boot_watch import BootWatchRecords
 from controlplane.store_codemode import CodemodeRecords
 from controlplane.store_creates import CreateOnce, CreateRecords, Once
 from controlplane.store_disk import DiskLedger
@@ -99,6 +100,7 @@ class Store:
         self.tokens = TokenRecords(self)
         self.users = UserRecords(self)
         self.heartbeats = HeartbeatRecords(self)
+        self.boot_watch = BootWatchRecords(self)
         self.tickets = TicketRecords(self)
         self.stages = StageRecords(self)
         self.creates = CreateRecords(self)

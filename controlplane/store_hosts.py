@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 #: A machine in one of these no longer holds a place on its host (stopped ones hold a home). A
 #: failed one does until it is archived: its processes go on there (its daemon answers).
-_GONE = ARCHIVED_OR_ARCHIVING
 
 #: Fail a machine only while it is still ``created`` (no provisioner took it since).
 _FAIL_UNPLACED = f"""
@@ -109,7 +108,7 @@ class HostRecords:
         running: set[str] = set()
         stopped, gone = 0, []
         for mid, (status, owner) in zip(ids, rows, strict=True):
-            if status is None or owner != host_id or S(status) in _GONE:
+            if status is None or owner != host_id or S(status) in ARCHIVED_OR_ARCHIVING:
                 gone.append(mid)
             elif status == S.STOPPED:
                 stopped += 1

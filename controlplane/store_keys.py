@@ -153,6 +153,11 @@ class Keys:
     def k_cloned(self, machine_id: str) -> str:
         return f"{self.prefix}machine:{machine_id}:cloned"
 
+    def k_boot_watch(self, machine_id: str) -> str:
+        """Hash: the boot watchdog's window for a booting machine (store_boot_watch.py); it
+        expires by itself once no one looks."""
+        return f"{self.prefix}machine:{machine_id}:boot-watch"
+
     def k_repo_warnings(self, machine_id: str) -> str:
         """The machine's repos that did not reach it: path -> reason (store_repo_warnings.py)."""
         return f"{self.prefix}machine:{machine_id}:repo-warnings"

@@ -160,3 +160,40 @@ class BoundScript:
         if self._client is not client:
             self._script, self._client = client.register_script(self._source), client
         return self._script
+
+
+# The boot watchdog's look at a booting machine (store_boot_watch.py). KEYS[1] the machine's
+# boot-watch hash. ARGV: now, the window's first start (its provisioned event's time), its
+# daemon (external id), the gap (s) past which the watchdog was away, the hash's TTL (ms), and
+# '1' when the machine is setting up (its window holds: the time since the last look is moved
+# past, not counted). A new window starts (``since`` = now) when its daemon changed (started
+# anew), or when the last look (or, at the first, the start) is older than the gap: the
+# platform was not watching, so the time since is not the machine's. Returns {since, why,
+# alive} as strings (Lua numbers would reach Python as integers); since '' when a machine
+# setting up has no window yet.
+BOOT_LOOK = """
+local now = tonumber(ARGV[1])
+local h = redis.call('HMGET', KEYS[1], 'since', 'seen', 'why', 'daemon', 'alive')
+if ARGV[6] == '1' and not h[1] then return {'', 'provisioned', ''} end
+local since, why, alive = tonumber(h[1] or ARGV[2]), h[3] or 'provisioned', h[5] or ''
+local seen = tonumber(h[2] or ARGV[2])
+if ARGV[6] == '1' then since = since + (now - seen)
+elseif h[4] and h[4] ~= ARGV[3] then since, why, alive = now, 'daemon', ''
+elseif now - seen > tonumber(ARGV[4]) then since, why, alive = now, 'platform', '' end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'since', tostring(since), 'seen', tostring(now), 'why', why,
+           'daemon', ARGV[3])
+if alive ~= '' then redis.call('HSET', KEYS[1], 'alive', alive) end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {tostring(since), why, alive}
+"""
+
+# A booting machine past its window whose host says its daemon runs: a new window from now.
+# KEYS[1] the boot-watch hash; ARGV: now. ``alive`` keeps when the first such window began
+# (the watch's time since then is bounded by FLEET_BOOT_ALIVE_MAX_S). Returns ``alive``.
+BOOT_ALIVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return '' end
+redis.call('HSETNX', KEYS[1], 'alive', ARGV[1])
+redis.call('HSET', KEYS[1], 'since', ARGV[1], 'why', 'alive')
+return redis.call('HGET', KEYS[1], 'alive')
+"""

@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol
 
 from contracts.consumers import Durable, durable_name
 from contracts.events import Event
+from contracts.marks import mark, marked
 from controlplane.bus import Bus
 from controlplane.consumer import Consumer, E, stage_consumer
 from controlplane.metrics import Metrics
@@ -65,27 +66,14 @@ def subscriber(
 ) -> Callable[[HandlerMethod[E]], HandlerMethod[E]]:
     """Declare the decorated method the handler of ``event_type`` events on ``durable`` (a
     durable of ``contracts.consumers.PER_HOST``: this host's of that name)."""
-    declared = Subscription(event_type, durable, retry_budget, give_up, room)
-
-    def declare(handler: HandlerMethod[E]) -> HandlerMethod[E]:
-        setattr(handler, _ATTR, declared)
-        return handler
-
-    return declare
+    return mark(_ATTR, Subscription(event_type, durable, retry_budget, give_up, room))
 
 
 def declared_subscriptions(service_class: type) -> list[tuple[str, Subscription[Any]]]:
     """(method name, declaration) of every declared handler of ``service_class``, in the order
-    they are defined (base classes first)."""
-    found: dict[str, Subscription[Any]] = {}
-    for cls in reversed(service_class.__mro__):
-        for name, member in vars(cls).items():
-            declared = getattr(member, _ATTR, None)
-            if isinstance(declared, Subscription):
-                found[name] = declared
-            else:
-                found.pop(name, None)  # overridden without a declaration
-    return list(found.items())
+    they are defined (base classes first); an override that is not declared again consumes
+    nothing (``contracts.marks``)."""
+    return marked(service_class, _ATTR, Subscription)
 
 
 def consumers(

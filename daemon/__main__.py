@@ -7,52 +7,61 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from base.codestore import keep_import_path
 from base.poolwire import POOL_FD_VAR
 from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
 
 if TYPE_CHECKING:
+    from contracts.jsonrpc import Dispatcher
+    from daemon.byte_stream_hub import ByteStreamHub
+    from daemon.code_kernels import CodeKernels, KeptKernels
+    from daemon.lifecycle import Lifecycle
+    from daemon.link import Link
+    from daemon.nodump import HeldIdentity
+    from daemon.procenv import ProcessEnv
     from daemon.server import Daemon
+    from daemon.session_methods import Sessions
+    from daemon.stops import Stops
 
 # asyncio, structlog, nats-py and everything importing them are imported in the functions
 # below, after lean_imports() (see there): it decides what they load.
 
 
-async def _run(settings: DaemonSettings, identity_fd: int | None) -> Path | None:
+async def _run(settings: DaemonSettings, held: HeldIdentity) -> Path | None:
     """Run until asked to stop; returns the code to re-execute into, if any (selfUpdate). A
     resume that brings a new identity (daemon/nodump.py) is served next, in this process."""
     import msgspec
     import structlog
 
-    from daemon import nodump
+    from daemon.code_kernels import KeptKernels
 
+    kept = KeptKernels()  # what one daemon of this process leaves the next
     while True:
-        daemon = await _serve(settings, identity_fd)
+        daemon = await _serve(settings, held, kept)
         if daemon is None or daemon.exit_mode != "identity" or daemon.next_identity is None:
             return daemon.exit_target if daemon and daemon.exit_mode == "exec" else None
         machine_id, token = daemon.next_identity
         settings = msgspec.structs.replace(settings, machine_id=machine_id, machine_token=token)
         os.environ["FLEET_MACHINE_ID"] = machine_id  # what the machine's commands are told
-        nodump.keep_token(token)  # what a selfUpdate hands on
+        held.keep_token(token)  # what a selfUpdate hands on
         structlog.contextvars.bind_contextvars(machine_id=machine_id)
 
 
-async def _serve(settings: DaemonSettings, identity_fd: int | None) -> Daemon | None:
+async def _serve(settings: DaemonSettings, held: HeldIdentity, kept: KeptKernels) -> Daemon | None:
     """One daemon, until asked to stop; None if it stopped while starting."""
     import asyncio
 
     import structlog
 
     from base.lockfile import AlreadyRunning
-    from daemon.server import Daemon
 
     log = structlog.get_logger(__name__)
 
-    daemon = Daemon(settings, identity_fd=identity_fd)
+    daemon = compose(settings, held=held, kept=kept)
     main = asyncio.current_task()
     assert main is not None
 
@@ -81,6 +90,96 @@ async def _serve(settings: DaemonSettings, identity_fd: int | None) -> Daemon | 
         return None
     log.info("daemon.stopped", reason=daemon.stop_reason, mode=daemon.exit_mode)
     return daemon
+
+
+def compose(
+    settings: DaemonSettings,
+    *,
+    held: HeldIdentity | None = None,
+    kept: KeptKernels | None = None,
+    environ: Mapping[str, str] = os.environ,
+    lifecycle: bool = True,
+) -> Daemon:
+    """The daemon's one composition root: its parts, each made once with its collaborators,
+    handed to the ``Daemon``. ``held``: the machine's identity this process holds (its token,
+    its identity pipe: daemon/nodump.py; none by default); ``kept``: the code kernels a
+    daemon before this one in the process left running (none by default); ``environ``: the
+    environment the machine's processes start from (the daemon's own; a swarm daemon's
+    machine's); ``lifecycle`` False: no state file, control port, background processes or
+    cron (a swarm daemon, many to a process)."""
+    import random
+
+    from base.lockfile import DaemonLock
+    from contracts.signing import ReplayGuard
+    from daemon.byte_stream_hub import ByteStreamHub
+    from daemon.code_kernels import CodeKernels
+    from daemon.lifecycle import Lifecycle
+    from daemon.link import Link
+    from daemon.nodump import HeldIdentity
+    from daemon.park import Parking
+    from daemon.procenv import ProcessEnv
+    from daemon.server import Daemon, DaemonParts
+    from daemon.session_methods import Sessions
+    from daemon.stops import Stops
+
+    s, home = settings, settings.home_path
+    stops = Stops()
+    # nats-py has no jitter knob: the wait between reconnect attempts is drawn per daemon.
+    parking = Parking(random.uniform(*_RECONNECT_WAIT_S), _on_nats_error)
+    link = Link(s.nats_url, s.machine_id, s.machine_token, parking)
+    env = ProcessEnv(home, environ)  # the one environment of every process started here
+    life = Lifecycle(s, env=env, request_stop=stops.request) if lifecycle else None
+    hub = ByteStreamHub(s.machine_id)
+    sessions = Sessions(hub=hub, home=home, env=env)
+    kernels = CodeKernels(home=home, env=env, contexts_max=s.code_contexts_max,
+                          room=link.room, machine_id=s.machine_id,
+                          publish=link.publish_chunk, kept=kept)  # fmt: skip
+    parts = DaemonParts(
+        link=link, stops=stops, life=life, lock=DaemonLock(home), hub=hub, sessions=sessions,
+        kernels=kernels, replays=ReplayGuard(skew_s=s.boot_skew_s), held=held or HeldIdentity(),
+        dispatcher=_dispatcher(s, env, link, life, stops, hub, sessions, kernels),
+    )  # fmt: skip
+    return Daemon(s, parts)
+
+
+def _dispatcher(
+    s: DaemonSettings, env: ProcessEnv, link: Link, life: Lifecycle | None, stops: Stops,
+    hub: ByteStreamHub, sessions: Sessions, kernels: CodeKernels,
+) -> Dispatcher[None]:  # fmt: skip
+    """Every daemon method's handler: the methods of the daemon's parts, the ones made here
+    and those given."""
+    from contracts.daemon_rpc import DAEMON_METHODS
+    from contracts.jsonrpc import Dispatcher, Router
+    from daemon import tools
+    from daemon.byte_stream_hub import Pipes
+    from daemon.exec_streams import ExecStreams
+    from daemon.files import FileTools
+    from daemon.machine_tools import MachineTools
+    from daemon.transfers import FileTransfers
+    from daemon.tunnel_connect import Tunnels
+
+    home = s.home_path
+    router = Router[None]()
+    router.collect(
+        MachineTools(home=home, env=env, output_cap=s.exec_output_cap, life=life, stops=stops,
+                     kernels=kernels),
+        FileTools(home, link.room),
+        ExecStreams(home=home, machine_id=s.machine_id, env=env, output_cap=s.exec_output_cap,
+                    publish=link.publish_chunk, procs=life.procs if life is not None else None),
+        Pipes(hub=hub, home=home, env=env), sessions, Tunnels(hub),
+        FileTransfers(hub=hub, home=str(home)), kernels,
+    )  # fmt: skip
+    return Dispatcher(DAEMON_METHODS, router, translate=tools.at_thread_limit)
+
+
+#: The bounds of a daemon's wait between reconnect attempts (drawn once per daemon).
+_RECONNECT_WAIT_S = (0.5, 2.0)
+
+
+async def _on_nats_error(exc: Exception) -> None:
+    import structlog
+
+    structlog.get_logger(__name__).warning("daemon.nats_error", error=str(exc))
 
 
 def _home(arg: str | None) -> Path:
@@ -119,15 +218,16 @@ def run() -> None:
     from daemon import nodump
 
     nodump.forbid_dumps()  # the loader did it already where there is one (see there)
-    nodump.take_token()  # from its pipe: never in our environment, nor our children's
-    identity_fd = nodump.take_identity_fd()
+    held = nodump.HeldIdentity()
+    held.take_token()  # from its pipe: never in our environment, nor our children's
+    held.take_identity_fd()
     nodump.drop_root_for_daemon()  # a gvisor machine's daemon: its user only once it has it
     if POOL_FD_VAR in os.environ:  # a pooled machine: imports first, then wait to be claimed
         lean_imports(os.environ.get("FLEET_NATS_URL", ""))
         from daemon.pool import await_identity
 
-        await_identity(os.environ)
-    token = nodump.token()
+        await_identity(os.environ, held)
+    token = held.token
     try:
         settings = DaemonSettings.from_env(
             {**os.environ, **({nodump.TOKEN_VAR: token} if token else {})}
@@ -136,7 +236,7 @@ def run() -> None:
         print(f"fleet-daemon: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     # Only for this process: the programs the daemon runs must not inherit fleetd's code path.
-    keep_import_path(os.environ.pop("PYTHONPATH", None))
+    import_path = os.environ.pop("PYTHONPATH", None)
     lean_imports(settings.nats_url)
     import asyncio
 
@@ -150,11 +250,11 @@ def run() -> None:
     from daemon.reaping import reap_without_threads
 
     reap_without_threads()
-    target = asyncio.run(_run(settings, identity_fd))
+    target = asyncio.run(_run(settings, held))
     if target is not None:
         from daemon import update
 
-        update.exec_in_place(target)
+        update.exec_in_place(target, held, import_path)
 
 
 if __name__ == "__main__":

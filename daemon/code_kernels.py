@@ -60,11 +60,6 @@ KERNELS: dict[str, tuple[str, str | None]] = {
 _RUNTIME_DIR = ".fleet/kernels"
 #: How often a run waiting on its kernel looks whether the kernel is still alive.
 _POLL_S = 1.0
-#: Kernels a daemon left to the next in its process, by home: a fork or a machine made from a
-#: memory snapshot is restored with its source's daemon and kernels, and that daemon goes on in
-#: the same process as the new machine (exit mode ``identity``): the kernels, its children,
-#: go on with it.
-_KEPT: dict[Path, dict[str, _Context]] = {}
 _ENCODE = msgspec.json.Encoder()
 #: Takes each part of a streamed run, in order.
 SendPart = Callable[[dc.CodeRunPart], Awaitable[None]]
@@ -103,10 +98,29 @@ def _jupyter() -> tuple[Any, Any]:
     return AsyncKernelManager, OneSpec
 
 
+class KeptKernels:
+    """Kernels a daemon left to the next in its process, by home: a fork or a machine made from
+    a memory snapshot is restored with its source's daemon and kernels, and that daemon goes on
+    in the same process as the new machine (exit mode ``identity``): the kernels, its children,
+    go on with it. Made once by the process (``daemon.__main__``), handed to each daemon's
+    ``CodeKernels``."""
+
+    def __init__(self) -> None:
+        self._by_home: dict[Path, dict[str, _Context]] = {}
+
+    def keep(self, home: Path, contexts: dict[str, _Context]) -> None:
+        self._by_home[home] = contexts
+
+    def take(self, home: Path) -> dict[str, _Context]:
+        return self._by_home.pop(home, {})
+
+
 class CodeKernels:
     def __init__(self, *, home: Path, env: ProcessEnv, contexts_max: int,
-                 room: Callable[[], int], machine_id: str = "",
-                 publish: Publish | None = None) -> None:  # fmt: skip
+                 room: Callable[[], int], machine_id: str = "", publish: Publish | None = None,
+                 kept: KeptKernels | None = None) -> None:  # fmt: skip
+        """``kept``: what a daemon before this one in the process left running (none by
+        default)."""
         self._home = home
         self._machine_id = machine_id
         #: Where a streamed run's parts go (none: tool.code.runStream answers as run does).
@@ -115,7 +129,8 @@ class CodeKernels:
         self._max = contexts_max
         #: The most an answer may hold, in bytes (one NATS message, less its envelope).
         self._room = room
-        self._contexts: dict[str, _Context] = _KEPT.pop(home, {})
+        self._kept = kept or KeptKernels()
+        self._contexts: dict[str, _Context] = self._kept.take(home)
         #: Streamed runs under way (waiting for their context or running), and those of them
         #: cancelled.
         self._streams: dict[str, _Context] = {}
@@ -224,8 +239,9 @@ class CodeKernels:
         """Every kernel shut down (the daemon is going), or ``keep``: left running for the next
         daemon of this process and home."""
         if keep:
-            _KEPT[self._home], self._contexts = self._contexts, {}
-            log.info("code.kernels_kept", contexts=len(_KEPT[self._home]))
+            kept, self._contexts = self._contexts, {}
+            self._kept.keep(self._home, kept)
+            log.info("code.kernels_kept", contexts=len(kept))
             return
         contexts, self._contexts = list(self._contexts.values()), {}
         for ctx in contexts:

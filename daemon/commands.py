@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from base import procinfo
+from base.wait import wait_until
 from daemon.children import signal_group
 from daemon.control import ControlUnavailable, control_request
 from daemon.lifecycle import effective_state
@@ -94,12 +95,8 @@ def stop(home: Path, *, grace_s: float = 15.0) -> int:
 
 
 def _wait_gone(pid: int, ticks: int | None, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while procinfo.is_alive(pid, ticks):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_until(lambda: not procinfo.is_alive(pid, ticks), within_s=timeout_s,
+                      every_s=0.05)  # fmt: skip
 
 
 def find_runaways(state: DaemonState) -> list[TrackedProcess]:

@@ -13,7 +13,7 @@ The token is never in an environment or a file: it reaches the supervisor on a p
 (``FLEET_MACHINE_TOKEN_FD``, base/tokenfd.py) that it reads before any of the machine's
 processes exists, and the supervisor hands it to each daemon it starts, and a daemon to the
 code it re-executes into (daemon.selfUpdate), on a pipe of its own. Every process keeps it in
-memory only (``token()``).
+memory only, in the one ``HeldIdentity`` its start makes and hands on (no module state).
 
 Standard library only: the supervisor imports this.
 """
@@ -53,12 +53,6 @@ _PR_SET_DUMPABLE = 4
 #: may shadow fleetd's packages; -s, nor the home's user site-packages (a ``.pth`` file there
 #: would run the machine's code inside the daemon, token and all). PYTHONPATH still counts.
 DAEMON_FLAGS = ("-s", "-P")
-_token: str | None = None
-#: The token file a supervisor that stays root read (a gvisor machine's), read again at each
-#: daemon's start after the first.
-_token_file: str | None = None
-#: A daemon's identity pipe (``take_identity_fd``), passed on to the code it re-executes into.
-_identity_fd: int | None = None
 
 
 def forbid_dumps() -> bool:
@@ -78,46 +72,9 @@ def python_argv(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def take_token() -> str | None:
-    """The token from the descriptor we were given (closed then), else from our environment
-    (a daemon an operator runs by hand); out of ``os.environ`` either way, kept in memory."""
-    global _token
-    raw = os.environ.pop(TOKEN_FD_VAR, None)
-    from_env = os.environ.pop(TOKEN_VAR, None)
-    if raw is not None:
-        _token = read_token(int(raw))
-    elif from_env:
-        _token = from_env
-    return _token
-
-
 class TokenSpent(RuntimeError):
     """A docker machine's token file was read before: this container was started again by its
     engine, not by the provider (which writes a new token first)."""
-
-
-def take_token_file_and_drop_root() -> None:
-    """A docker machine's first process is the machine's user: take the token from its file,
-    emptying it, before anything of the machine runs (``TokenSpent`` if it is empty). One
-    made before that starts as root (with only CAP_SETUID and CAP_SETGID): read the token
-    from its root-only file, then become the machine's user for good. Elsewhere: nothing."""
-    global _token, _token_file
-    path, run_as = os.environ.pop(TOKEN_FILE_VAR, None), os.environ.pop(RUN_AS_VAR, None)
-    if os.geteuid() != 0:
-        if path:
-            _token = take_token_file(path) or None
-            if _token is None:
-                raise TokenSpent(f"{path} is empty: the provider's next start brings a token")
-        return
-    if path:
-        _token = read_token_file(path)
-        _token_file = None if run_as else path
-    if run_as:  # ``UID`` or ``UID:GID`` (a devcontainer's remoteUser and its group)
-        uid, _, gid = run_as.partition(":")
-        os.setgroups([])
-        os.setgid(int(gid or uid))
-        os.setuid(int(uid))  # every capability goes with root
-        forbid_dumps()
 
 
 def drop_root_for_daemon() -> None:
@@ -134,58 +91,12 @@ def drop_root_for_daemon() -> None:
     forbid_dumps()
 
 
-def keep_token(token: str) -> None:
-    """A pooled machine's: the token its claim brought."""
-    global _token
-    _token = token
-
-
-def token() -> str | None:
-    return _token
-
-
-def reread_identity() -> str | None:
-    """A supervisor that stays root (a gvisor machine's): the token and the machine id its
-    provider wrote last, taken again; the machine id, None if none is written (or elsewhere).
-    A fork restored from its source's memory image holds its source's in memory: its provider
-    writes the fork's own before restarting its daemon, which then speaks as the fork."""
-    global _token
-    if _token_file is None or os.geteuid() != 0:
-        return None
-    with contextlib.suppress(OSError):
-        _token = read_token_file(_token_file) or _token
-    try:
-        with open(os.path.join(os.path.dirname(_token_file), MACHINE_ID_FILE)) as f:
-            machine_id = f.read(64).strip()
-    except OSError:
-        return None
-    return machine_id if _is_machine_id(machine_id) else None
-
-
 def _is_machine_id(text: str) -> bool:
     # contracts.ids is imported here, not at the top: it imports secrets (hmac, and with it
     # OpenSSL's _hashlib), and this module is imported before daemon.lean keeps OpenSSL out.
     from contracts.ids import MACHINE_ID_RE
 
     return MACHINE_ID_RE.fullmatch(text) is not None
-
-
-def tell_new_identity(fd: int | None) -> bool:
-    """A resume's, in a supervisor that stays root: the token and machine id its provider wrote
-    last, told to the daemon on its identity pipe ``fd`` if either changed (a fork restored
-    from its source's image, a source whose credential was renewed); False if nothing was."""
-    old = (os.environ.get("FLEET_MACHINE_ID"), _token)
-    machine_id = reread_identity()
-    if fd is None or machine_id is None or _token is None or (machine_id, _token) == old:
-        return False
-    line = f"{machine_id} {_token}\n".encode()
-    if len(line) > IDENTITY_MAX:
-        return False
-    os.environ["FLEET_MACHINE_ID"] = machine_id  # the next daemon's too, if this one dies
-    try:
-        return os.write(fd, line) == len(line)
-    except OSError:  # the daemon is gone (its next one reads the files' identity at its start)
-        return False
 
 
 def identity_pipe() -> tuple[int, int]:
@@ -197,23 +108,6 @@ def identity_pipe() -> tuple[int, int]:
         os.close(old)
     os.set_blocking(write, False)
     return read, write
-
-
-def take_identity_fd() -> int | None:
-    """A daemon's: the identity pipe it was given, out of its environment and kept from the
-    programs it runs; None if it has none."""
-    global _identity_fd
-    raw = os.environ.pop(IDENTITY_FD_VAR, None)
-    if raw is None or not raw.isdigit():
-        return None
-    fd = int(raw)
-    try:
-        os.set_inheritable(fd, False)
-        os.set_blocking(fd, False)
-    except OSError:
-        return None
-    _identity_fd = fd
-    return fd
 
 
 def read_new_identity(fd: int | None) -> tuple[str, str] | None:
@@ -237,29 +131,140 @@ def read_new_identity(fd: int | None) -> tuple[str, str] | None:
     return machine_id, token
 
 
-def token_handed(env: dict[str, str]) -> tuple[dict[str, str], list[tuple[int, int, int]]]:
-    """``env`` and the posix_spawn file actions that give a child our token on its pipe
-    (``TOKEN_FD``); the pipe's read end stays open in this process until ``close_handed``."""
-    env = {k: v for k, v in env.items() if k not in (TOKEN_VAR, TOKEN_FD_VAR)}
-    if _token is None:
-        return env, []
-    fd = token_pipe(_token)
-    return env | {TOKEN_FD_VAR: str(TOKEN_FD)}, [(os.POSIX_SPAWN_DUP2, fd, TOKEN_FD)]
-
-
 def close_handed(actions: list[tuple[int, int, int]]) -> None:
     for _, fd, _ in actions:
         os.close(fd)
 
 
-def token_for_exec(env: dict[str, str]) -> dict[str, str]:
-    """``env`` for an exec of this process: our token on an inherited pipe."""
-    env = {k: v for k, v in env.items() if k not in (TOKEN_VAR, TOKEN_FD_VAR, IDENTITY_FD_VAR)}
-    if _identity_fd is not None:
-        os.set_inheritable(_identity_fd, True)
-        env[IDENTITY_FD_VAR] = str(_identity_fd)
-    if _token is None:
-        return env
-    fd = token_pipe(_token)
-    os.set_inheritable(fd, True)
-    return env | {TOKEN_FD_VAR: str(fd)}
+class HeldIdentity:
+    """What this process holds of its machine's identity, in memory only, made once at its
+    start and handed to what needs it: the machine's ``token``; the token file a supervisor
+    that stays root read (a gvisor machine's), read again at each daemon's start after the
+    first; a daemon's identity pipe (``identity_fd``), passed on to the code it re-executes
+    into."""
+
+    def __init__(self, *, token: str | None = None, token_file: str | None = None,
+                 identity_fd: int | None = None) -> None:  # fmt: skip
+        self.token = token
+        self._token_file = token_file
+        self.identity_fd = identity_fd
+
+    def take_token(self) -> str | None:
+        """The token from the descriptor we were given (closed then), else from our
+        environment (a daemon an operator runs by hand); out of ``os.environ`` either way,
+        kept in memory."""
+        raw = os.environ.pop(TOKEN_FD_VAR, None)
+        from_env = os.environ.pop(TOKEN_VAR, None)
+        if raw is not None:
+            self.token = read_token(int(raw))
+        elif from_env:
+            self.token = from_env
+        return self.token
+
+    def take_token_file_and_drop_root(self) -> None:
+        """A docker machine's first process is the machine's user: take the token from its
+        file, emptying it, before anything of the machine runs (``TokenSpent`` if it is
+        empty). One made before that starts as root (with only CAP_SETUID and CAP_SETGID):
+        read the token from its root-only file, then become the machine's user for good.
+        Elsewhere: nothing."""
+        path, run_as = os.environ.pop(TOKEN_FILE_VAR, None), os.environ.pop(RUN_AS_VAR, None)
+        if os.geteuid() != 0:
+            if path:
+                self.token = take_token_file(path) or None
+                if self.token is None:
+                    raise TokenSpent(f"{path} is empty: the provider's next start brings a token")
+            return
+        if path:
+            self.token = read_token_file(path)
+            self._token_file = None if run_as else path
+        if run_as:  # ``UID`` or ``UID:GID`` (a devcontainer's remoteUser and its group)
+            uid, _, gid = run_as.partition(":")
+            os.setgroups([])
+            os.setgid(int(gid or uid))
+            os.setuid(int(uid))  # every capability goes with root
+            forbid_dumps()
+
+    def keep_token(self, token: str) -> None:
+        """A token told later (a pooled machine's claim, a renewed credential, a new
+        identity): what a selfUpdate and the next daemon are handed."""
+        self.token = token
+
+    def reread_identity(self) -> str | None:
+        """A supervisor that stays root (a gvisor machine's): the token and the machine id its
+        provider wrote last, taken again; the machine id, None if none is written (or
+        elsewhere). A fork restored from its source's memory image holds its source's in
+        memory: its provider writes the fork's own before restarting its daemon, which then
+        speaks as the fork."""
+        if self._token_file is None or os.geteuid() != 0:
+            return None
+        with contextlib.suppress(OSError):
+            self.token = read_token_file(self._token_file) or self.token
+        try:
+            with open(os.path.join(os.path.dirname(self._token_file), MACHINE_ID_FILE)) as f:
+                machine_id = f.read(64).strip()
+        except OSError:
+            return None
+        return machine_id if _is_machine_id(machine_id) else None
+
+    def tell_new_identity(self, fd: int | None) -> bool:
+        """A resume's, in a supervisor that stays root: the token and machine id its provider
+        wrote last, told to the daemon on its identity pipe ``fd`` if either changed (a fork
+        restored from its source's image, a source whose credential was renewed); False if
+        nothing was."""
+        old = (os.environ.get("FLEET_MACHINE_ID"), self.token)
+        machine_id = self.reread_identity()
+        if (
+            fd is None
+            or machine_id is None
+            or self.token is None
+            or (machine_id, self.token) == old
+        ):
+            return False
+        line = f"{machine_id} {self.token}\n".encode()
+        if len(line) > IDENTITY_MAX:
+            return False
+        os.environ["FLEET_MACHINE_ID"] = machine_id  # the next daemon's too, if this one dies
+        try:
+            return os.write(fd, line) == len(line)
+        except OSError:  # the daemon is gone (its next one reads the files' identity at its start)
+            return False
+
+    def take_identity_fd(self) -> int | None:
+        """A daemon's: the identity pipe it was given, out of its environment and kept from the
+        programs it runs; None if it has none."""
+        raw = os.environ.pop(IDENTITY_FD_VAR, None)
+        if raw is None or not raw.isdigit():
+            return None
+        fd = int(raw)
+        try:
+            os.set_inheritable(fd, False)
+            os.set_blocking(fd, False)
+        except OSError:
+            return None
+        self.identity_fd = fd
+        return fd
+
+    def token_handed(
+        self, env: dict[str, str]
+    ) -> tuple[dict[str, str], list[tuple[int, int, int]]]:
+        """``env`` and the posix_spawn file actions that give a child our token on its pipe
+        (``TOKEN_FD``); the pipe's read end stays open in this process until
+        ``close_handed``."""
+        env = {k: v for k, v in env.items() if k not in (TOKEN_VAR, TOKEN_FD_VAR)}
+        if self.token is None:
+            return env, []
+        fd = token_pipe(self.token)
+        return env | {TOKEN_FD_VAR: str(TOKEN_FD)}, [(os.POSIX_SPAWN_DUP2, fd, TOKEN_FD)]
+
+    def token_for_exec(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` for an exec of this process: our token on an inherited pipe."""
+        env = {k: v for k, v in env.items()
+               if k not in (TOKEN_VAR, TOKEN_FD_VAR, IDENTITY_FD_VAR)}  # fmt: skip
+        if self.identity_fd is not None:
+            os.set_inheritable(self.identity_fd, True)
+            env[IDENTITY_FD_VAR] = str(self.identity_fd)
+        if self.token is None:
+            return env
+        fd = token_pipe(self.token)
+        os.set_inheritable(fd, True)
+        return env | {TOKEN_FD_VAR: str(fd)}

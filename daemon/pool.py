@@ -62,10 +62,10 @@ def pool_socket(environ: dict[str, str] | os._Environ[str]) -> socket.socket | N
     return sock
 
 
-def await_identity(environ: os._Environ[str]) -> bool:
+def await_identity(environ: os._Environ[str], held: nodump.HeldIdentity) -> bool:
     """In a pooled daemon: import what serving needs, say ``up``, wait for the identity and
-    put it in ``environ``. False if this is not a pooled daemon. Exits when the pool socket
-    closes first (the supervisor saw its provider go)."""
+    put it in ``environ`` (its token in ``held``). False if this is not a pooled daemon.
+    Exits when the pool socket closes first (the supervisor saw its provider go)."""
     sock = pool_socket(environ)
     if sock is None:
         return False
@@ -76,14 +76,15 @@ def await_identity(environ: os._Environ[str]) -> bool:
             identity = parse_identity(read_line(sock))
         except (PoolClosed, OSError):
             raise SystemExit(0) from None
-    take_identity(identity, environ)
+    take_identity(identity, environ, held)
     return True
 
 
-def take_identity(identity: dict[str, str], environ: dict[str, str] | os._Environ[str]) -> None:
+def take_identity(identity: dict[str, str], environ: dict[str, str] | os._Environ[str],
+                  held: nodump.HeldIdentity) -> None:  # fmt: skip
     """The machine id (and home, if it came) into ``environ``; the token into memory only
-    (daemon/nodump.py)."""
-    nodump.keep_token(identity.pop(nodump.TOKEN_VAR))
+    (``held``, daemon/nodump.py)."""
+    held.keep_token(identity.pop(nodump.TOKEN_VAR))
     if HOME_VAR in identity:  # the machine's own home, mounted at its own path
         environ["HOME"] = identity[HOME_VAR]
     environ.update(identity)
@@ -95,12 +96,12 @@ def _prewarm(environ: os._Environ[str]) -> None:
     too (the package version from its metadata, the RPC router's types): about 8 ms less
     between the claim and the ready report. Nothing of it is kept (no lock, no file)."""
     import base.logs  # noqa: F401
-    from daemon.server import Daemon
+    from daemon.__main__ import compose
     from daemon.settings import DaemonSettings
 
     home = environ.get("FLEET_HOME") or environ.get("HOME") or "/"
     placeholder = secrets.token_hex(16)  # this daemon never connects: no token of anyone's
-    Daemon(DaemonSettings(nats_url="", machine_id="pooled", machine_token=placeholder, home=home))
+    compose(DaemonSettings(nats_url="", machine_id="pooled", machine_token=placeholder, home=home))
 
 
 class SocketChannel:
@@ -182,12 +183,12 @@ def pool_channel(environ: os._Environ[str]) -> Channel | None:
     return SocketChannel(sock) if sock is not None else None
 
 
-def relay_claim(provider: Channel, spawn: Callable[[], object]) -> bool:
+def relay_claim(provider: Channel, spawn: Callable[[], object], held: nodump.HeldIdentity) -> bool:
     """The supervisor's side: start the daemon (``spawn``) on a socketpair of our own, relay
     its ``up`` to the provider and the provider's identity to it. True once handed over
-    (``os.environ`` then has the machine id and daemon/nodump.py the token, for the daemons
-    started later: a restart, a handover); False if the provider or the daemon went first
-    (the machine should end)."""
+    (``os.environ`` then has the machine id and ``held`` the token, for the daemons started
+    later: a restart, a handover); False if the provider or the daemon went first (the
+    machine should end)."""
     # The daemon and what it runs get the environment of a cold machine's: no pool slot.
     os.environ.pop(POOL_SLOT_VAR, None)
     ours, theirs = socket.socketpair()
@@ -205,7 +206,7 @@ def relay_claim(provider: Channel, spawn: Callable[[], object]) -> bool:
         provider.close()
     if identity is None:
         return False
-    take_identity(identity, os.environ)
+    take_identity(identity, os.environ, held)
     return True
 
 

@@ -98,8 +98,13 @@ def stopped_for_good(pid: int, home: Path) -> bool:
 
 
 class Supervisor:
-    def __init__(self, argv: list[str], home: Path | None = None) -> None:
+    """``held``: the machine's identity this process holds (its token, handed to each daemon
+    it starts)."""
+
+    def __init__(self, argv: list[str], held: nodump.HeldIdentity,
+                 home: Path | None = None) -> None:  # fmt: skip
         self.argv = argv
+        self.held = held
         self.home = home or _home()
         self.current: int | None = None
         self.stopping = False
@@ -107,18 +112,18 @@ class Supervisor:
         self.started_at = 0.0
         self.failures = 0
         self.spawned = 0
-        #: The write end of the watched daemon's identity pipe (nodump.tell_new_identity).
+        #: The write end of the watched daemon's identity pipe (``HeldIdentity.tell_new_identity``).
         self.identity: int | None = None
 
     def spawn(self) -> None:
         env = dict(os.environ)
         if self.spawned == 0:  # the machine's first daemon: the machine has just started
             env[MACHINE_BOOT_VAR] = "1"
-        elif machine_id := nodump.reread_identity():  # a fork restored is told who it is
+        elif machine_id := self.held.reread_identity():  # a fork restored is told who it is
             os.environ["FLEET_MACHINE_ID"] = env["FLEET_MACHINE_ID"] = machine_id
         self.spawned += 1
         env, argv = self.code(env)
-        env, give_token = nodump.token_handed(env)
+        env, give_token = self.held.token_handed(env)
         read, write = nodump.identity_pipe()
         env[nodump.IDENTITY_FD_VAR] = str(nodump.IDENTITY_FD)
         give = [*give_token, (os.POSIX_SPAWN_DUP2, read, nodump.IDENTITY_FD)]
@@ -159,7 +164,7 @@ class Supervisor:
     def signal(self, signum: int, _: object) -> None:
         if signum in PARKS:  # a pause's or a resume's, for the daemon alone
             if signum == RESUME:  # told first: the daemon reads it on the signal
-                nodump.tell_new_identity(self.identity)
+                self.held.tell_new_identity(self.identity)
             if self.current is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.current, signum)
@@ -207,7 +212,7 @@ class Supervisor:
         provider = pool_channel(os.environ)
         if provider is None:
             self.spawn()
-        elif not relay_claim(provider, self.spawn):  # a pooled machine never claimed
+        elif not relay_claim(provider, self.spawn, self.held):  # a pooled machine never claimed
             self.stopping = True
             if self.current is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -269,16 +274,17 @@ def start_sudo_broker() -> None:
 
 def main() -> None:
     nodump.forbid_dumps()
-    nodump.take_token()  # before any of the machine's processes exists
+    held = nodump.HeldIdentity()
+    held.take_token()  # before any of the machine's processes exists
     try:
-        nodump.take_token_file_and_drop_root()
+        held.take_token_file_and_drop_root()
     except nodump.TokenSpent as exc:  # no daemon without a token: the provider starts it again
         _say("token_spent", reason=repr(str(exc)))
         raise SystemExit(TOKEN_SPENT_EXIT) from None
     argv = sys.argv[1:] or nodump.python_argv("-I", "-m", "daemon")
     procinfo.become_subreaper()
     start_sudo_broker()
-    sup = Supervisor(argv)
+    sup = Supervisor(argv, held)
     for sig in _HANDLED:
         signal.signal(sig, sup.signal)
     code = sup.run()

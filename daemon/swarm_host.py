@@ -44,6 +44,7 @@ import structlog
 from base.first import first_of
 from base.logs import configure_logging
 from contracts.ids import MACHINE_ID_RE
+from daemon.__main__ import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 
@@ -62,24 +63,8 @@ class Request(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_field
     home: str = ""
 
 
-class SwarmDaemon(Daemon):
-    """A daemon whose commands get their own machine's environment, not the host's."""
-
-    lifecycle = False  # hundreds share a process: no state file, control port or processes
-
-    def __init__(self, settings: DaemonSettings, environ: Mapping[str, str]) -> None:
-        super().__init__(settings, environ=dict(environ))
-
-    async def abandon(self) -> None:
-        """Close a connection left behind by a start that was cancelled half-way."""
-        nc, self._nc = self._nc, None
-        if nc is not None and not nc.is_closed:
-            with contextlib.suppress(Exception):
-                await nc.close()
-
-
 class Instance:
-    def __init__(self, daemon: SwarmDaemon) -> None:
+    def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.stop = asyncio.Event()
         self.serving = False
@@ -148,7 +133,9 @@ class SwarmHost:
         # Every other daemon setting (heartbeat, output cap, logging) comes from the host's
         # FLEET_* variables, exactly as a local daemon reads them from its environment.
         settings = DaemonSettings.from_env(environ | {"FLEET_MACHINE_TOKEN": token})
-        inst = Instance(SwarmDaemon(settings, environ))
+        # Its commands get their own machine's environment, not the host's; hundreds share a
+        # process: no state file, control port or background processes.
+        inst = Instance(compose(settings, environ=dict(environ), lifecycle=False))
         # A fresh context per instance: its log lines carry its machine id and nothing else.
         inst.task = asyncio.create_task(inst.run(), name=f"daemon:{machine_id}")
         self.instances[machine_id] = inst

@@ -49,12 +49,13 @@ def daemon_argv() -> list[str]:
     return nodump.python_argv(*DAEMON_FLAGS, "-m", "daemon")
 
 
-def exec_in_place(code_dir: Path) -> None:
-    """Become a daemon running ``code_dir``: same pid, same children, same lock; the token on
-    an inherited pipe."""
+def exec_in_place(code_dir: Path, held: nodump.HeldIdentity, import_path: str | None) -> None:
+    """Become a daemon running ``code_dir``: same pid, same children, same lock; the token
+    (``held``) on an inherited pipe; ``import_path``, the one this process was started with
+    (``PYTHONPATH``, taken out of its environment), with ``code_dir`` in place of its code."""
     log.info("daemon.exec_in_place", code=str(code_dir))
     sys.stdout.flush()
     sys.stderr.flush()
     argv = daemon_argv()
-    env = nodump.token_for_exec(with_code(code_dir, dict(os.environ), started_with=True))
+    env = held.token_for_exec(with_code(code_dir, dict(os.environ), started_with=import_path))
     os.execve(argv[0], argv, env)  # noqa: S606 - argv by design

@@ -8,9 +8,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from contracts.models import Machine
-from contracts.status import MachineStatus
+from contracts.status import START_ENDS, MachineStatus
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, SubAction, command, emit, to_json
-from fleet.cli_stop import START_DONE
 from fleet.render import machine_line, table
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ async def _ready(c: FleetClient, a: Args, machines: list[Machine]) -> int:
     import asyncio  # here: the parser (`fleet --help`) does without it
 
     try:
-        done = await asyncio.gather(*(c.wait_for(m.id, START_DONE, a.timeout) for m in machines))
+        done = await asyncio.gather(*(c.wait_for(m.id, START_ENDS, a.timeout) for m in machines))
     except TimeoutError:
         print(f"fleet: not ready after {a.timeout:g}s", file=sys.stderr)
         return EXIT_TIMEOUT

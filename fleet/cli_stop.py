@@ -12,7 +12,13 @@ import sys
 from typing import TYPE_CHECKING
 
 from contracts.models import Machine
-from contracts.status import STOPPED_OR_STOPPING, MachineStatus
+from contracts.status import (
+    PAUSE_ENDS,
+    START_ENDS,
+    STOP_ENDS,
+    STOPPED_OR_STOPPING,
+    MachineStatus,
+)
 from fleet.cli_common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, SubAction, command, emit, to_json
 from fleet.render import machine_line
 
@@ -59,40 +65,31 @@ async def _stop(c: FleetClient, a: Args) -> int:
     m = await c.stop_machine(a.machine_id)
     if m.status is MachineStatus.STOPPING:
         try:
-            m = await c.wait_for(m.id, STOP_DONE, a.timeout)
+            m = await c.wait_for(m.id, STOP_ENDS, a.timeout)
         except TimeoutError:
             print(f"fleet: machine {m.id} still stopping after {a.timeout:g}s", file=sys.stderr)
             return EXIT_TIMEOUT
     return emit(a, m, lambda: f"{machine_line(m)}\n(its home is kept: fleet machines start {m.id})")
 
 
-#: What a stop ends in: stopped, or overtaken by a start, or by an archive.
-STOP_DONE = ("stopped", "booting", "archiving", "archived")
-#: What a start ends in: ready or failed, or overtaken by a stop or an archive.
-START_DONE = ("ready", "failed", "stopped", "archiving", "archived")
-
-
 async def _start(c: FleetClient, a: Args) -> int:
     m = await c.start_machine(a.machine_id)
     if not a.wait:
         return emit(a, m, lambda: machine_line(m))
-    return await _until(c, a, m, START_DONE, "ready")
-
-
-#: What a pause ends in: paused, ready again (refused: its reason says why), or failed.
-PAUSE_DONE = ("paused", "ready", "failed", "stopped", "archiving", "archived")
-RESUME_DONE = ("ready", "failed", "stopped", "archiving", "archived")
+    return await _until(c, a, m, START_ENDS, "ready")
 
 
 async def _pause(c: FleetClient, a: Args) -> int:
-    return await _until(c, a, await c.pause_machine(a.machine_id), PAUSE_DONE, "paused")
+    return await _until(c, a, await c.pause_machine(a.machine_id), PAUSE_ENDS, "paused")
 
 
 async def _resume(c: FleetClient, a: Args) -> int:
-    return await _until(c, a, await c.resume_machine(a.machine_id), RESUME_DONE, "ready")
+    return await _until(c, a, await c.resume_machine(a.machine_id), START_ENDS, "ready")
 
 
-async def _until(c: FleetClient, a: Args, m: Machine, done: tuple[str, ...], want: str) -> int:
+async def _until(
+    c: FleetClient, a: Args, m: Machine, done: frozenset[MachineStatus], want: str
+) -> int:
     try:
         m = await c.wait_for(m.id, done, a.timeout)
     except TimeoutError:
@@ -133,6 +130,6 @@ async def ensure_started(c: FleetClient, machine_id: str, timeout_s: float = 300
     print(f"fleet: machine {machine_id} is {m.status.value}; starting it ...", file=sys.stderr,
           flush=True)  # fmt: skip
     await c.start_machine(machine_id)
-    m = await c.wait_for(machine_id, START_DONE, timeout_s)
+    m = await c.wait_for(machine_id, START_ENDS, timeout_s)
     print(f"fleet: machine {machine_id} is {m.status.value}", file=sys.stderr, flush=True)
     return m

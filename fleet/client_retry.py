@@ -1,5 +1,6 @@
 """``FleetClient.call``: one request, sent again while the gateway answers ``Unavailable``
-(its store or bus is failing over), with the one backoff rule, a bounded number of times.
+(its store or bus is failing over), with the one backoff rule, a bounded number of times
+(``base.retry.Retries``, as every retry loop of fleetd).
 
 ``FleetClient`` binds ``call`` as its method, and provides ``_call_once``, the plain request
 (through its transport, which raises ``ConnectionFailed``: kept importable from here).
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from base.backoff import backoff_s
+from base.retry import Backoff, Retries
 from contracts.errors import FleetError, Unavailable
 from contracts.jsonrpc import LazyLogger, MethodSpec, P, R
 from fleet.transport import ConnectionFailed
@@ -24,6 +25,10 @@ log = LazyLogger(__name__)  # structlog only once it logs: a command's start-up 
 #: ``retryAfterMs`` (1 s) doubling from 0.25 s up to 5 s, about 20 s in all, longer than a
 #: sentinel failover (2 s to call the primary down, then an election) or a JetStream election.
 UNAVAILABLE_TRIES = 8
+#: The one backoff rule's waits (``base.retry``) between a call's tries, and between a cut
+#: stream's resumes.
+_UNAVAILABLE = Backoff(base=0.25, cap=5.0)
+_CUT = Backoff(base=0.1, cap=2.0)
 
 
 async def call(
@@ -42,21 +47,22 @@ async def call(
     ``machines.rebuild`` with an ``idempotencyKey``): also sent again when the connection
     broke after the request went out (the gateway may have run it, and only its answer
     was lost)."""
-    tried = 0
+    waits = Retries(_UNAVAILABLE, tries=self.unavailable_tries)
     while True:
-        tried += 1
         try:
             return await self._call_once(spec, params, timeout_s=timeout_s)
         except Unavailable as exc:
-            if tried >= self.unavailable_tries:
+            wait = waits.next_wait_s()
+            if wait is None:
                 raise
-            wait = max(exc.retry_after_ms / 1000, backoff_s(tried, base=0.25, cap=5.0))
-            log.info("client.retry_unavailable", method=spec.name, attempt=tried, wait_s=wait)
+            wait = max(exc.retry_after_ms / 1000, wait)
+            log.info("client.retry_unavailable", method=spec.name, attempt=waits.failed,
+                     wait_s=wait)  # fmt: skip
         except ConnectionFailed as exc:
-            if not (resend_cut and exc.sent) or tried >= self.unavailable_tries:
+            wait = waits.next_wait_s() if resend_cut and exc.sent else None
+            if wait is None:
                 raise
-            wait = backoff_s(tried, base=0.25, cap=5.0)
-            log.info("client.retry_cut", method=spec.name, attempt=tried, wait_s=wait)
+            log.info("client.retry_cut", method=spec.name, attempt=waits.failed, wait_s=wait)
         self.unavailable_retries += 1
         await asyncio.sleep(wait)
 
@@ -73,23 +79,24 @@ class StreamResumes:
 
     def __init__(self, client: FleetClient) -> None:
         self.client = client
-        self.cuts = 0
-        self.unavailables = 0
+        self.reset()
 
     def reset(self) -> None:
-        self.cuts = self.unavailables = 0
+        self._cuts = Retries(_CUT, tries=STREAM_CUTS + 1)
+        self._unavailables = Retries(_UNAVAILABLE, tries=self.client.unavailable_tries)
 
     async def cut(self) -> None:
-        self.cuts += 1
-        if self.cuts > STREAM_CUTS:
-            raise FleetError(f"GET /events was cut {self.cuts} times in a row") from None
-        await asyncio.sleep(backoff_s(self.cuts, base=0.1, cap=2.0))
+        wait = self._cuts.next_wait_s()
+        if wait is None:
+            raise FleetError(f"GET /events was cut {self._cuts.failed} times in a row") from None
+        await asyncio.sleep(wait)
 
     async def unavailable(self, exc: Unavailable) -> None:
-        self.unavailables += 1
-        if self.unavailables >= self.client.unavailable_tries:
+        wait = self._unavailables.next_wait_s()
+        if wait is None:
             raise exc
         self.client.unavailable_retries += 1
-        wait = max(exc.retry_after_ms / 1000, backoff_s(self.unavailables, base=0.25, cap=5.0))
-        log.info("client.events_resume_unavailable", attempt=self.unavailables, wait_s=wait)
+        wait = max(exc.retry_after_ms / 1000, wait)
+        log.info("client.events_resume_unavailable", attempt=self._unavailables.failed,
+                 wait_s=wait)  # fmt: skip
         await asyncio.sleep(wait)

@@ -29,6 +29,7 @@ import nats.errors
 from base.lifeline import Children
 from base.retry import Backoff, retry_until
 from base.unix_socket import short_socket_path
+from base.wait import wait_until
 from contracts import subjects
 from contracts.audit import ALL_AUDIT
 
@@ -125,25 +126,30 @@ def _url_port(url: str) -> int:
 def _wait_tcp(
     port: int, proc: subprocess.Popen[bytes], what: str, log: Path, host: str = "127.0.0.1"
 ) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         _check_running(proc, what, log)
         with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-            return
-        time.sleep(0.02)
-    raise ServerStartError(f"{what} did not listen on port {port} within {_START_TIMEOUT_S:g}s")
+            return True
+        return False
+
+    if not wait_until(listening, within_s=_START_TIMEOUT_S, every_s=0.02):
+        raise ServerStartError(f"{what} did not listen on port {port} within "
+                               f"{_START_TIMEOUT_S:g}s")  # fmt: skip
 
 
 def _wait_unix(path: Path, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         _check_running(proc, what, log)
         with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
             probe.settimeout(0.2)
             probe.connect(str(path))
-            return
-        time.sleep(0.02)
-    raise ServerStartError(f"{what} did not listen on {path} within {_START_TIMEOUT_S:g}s")
+            return True
+        return False
+
+    if not wait_until(listening, within_s=_START_TIMEOUT_S, every_s=0.02):
+        raise ServerStartError(f"{what} did not listen on {path} within {_START_TIMEOUT_S:g}s")
 
 
 class _Server:
@@ -455,20 +461,22 @@ class NatsServer(_Server):
     def _read_ports(self) -> None:
         """The ports it bound, from the file nats-server writes once it listens on all."""
         assert self.proc is not None
-        path = self.ports_dir / f"{Path(nats_server_binary()).name}_{self.proc.pid}.ports"
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while True:
-            _check_running(self.proc, self.name, self.log_path)
+        proc = self.proc
+        path = self.ports_dir / f"{Path(nats_server_binary()).name}_{proc.pid}.ports"
+
+        def written() -> bool:
+            _check_running(proc, self.name, self.log_path)
             with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
                 bound = json.loads(path.read_text())
                 self.port = _url_port(bound["nats"][0])
                 if self.monitor:
                     self.monitor_port = _url_port(bound["monitoring"][0])
-                return
-            if time.monotonic() > deadline:
-                raise ServerStartError(f"{self.name} wrote no ports file within "
-                                       f"{_START_TIMEOUT_S:g}s ({path})")  # fmt: skip
-            time.sleep(0.02)
+                return True
+            return False
+
+        if not wait_until(written, within_s=_START_TIMEOUT_S, every_s=0.02):
+            raise ServerStartError(f"{self.name} wrote no ports file within "
+                                   f"{_START_TIMEOUT_S:g}s ({path})")  # fmt: skip
 
     def ports(self) -> list[int]:
         return [self.port, *([self.monitor_port] if self.monitor else [])]
@@ -613,10 +621,14 @@ def _logged_since(server: _Server, offset: int) -> str:
 
 def _wait_logged(server: _Server, offset: int, line: str) -> None:
     """Until ``server`` logs ``line`` (after ``offset`` of its log), or exits."""
-    assert server.proc is not None
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while line not in _logged_since(server, offset):
-        _check_running(server.proc, server.name, server.log_path)
-        if time.monotonic() > deadline:
-            raise ServerStartError(f"{server.name} did not log {line!r} in {_START_TIMEOUT_S:g}s")
-        time.sleep(0.02)
+    proc = server.proc
+    assert proc is not None
+
+    def logged() -> bool:
+        if line in _logged_since(server, offset):
+            return True
+        _check_running(proc, server.name, server.log_path)
+        return False
+
+    if not wait_until(logged, within_s=_START_TIMEOUT_S, every_s=0.02):
+        raise ServerStartError(f"{server.name} did not log {line!r} in {_START_TIMEOUT_S:g}s")

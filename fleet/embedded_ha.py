@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
@@ -19,6 +18,7 @@ from types import TracebackType
 
 import redis
 
+from base.wait import wait_until
 from fleet.embedded import (
     NatsAuth,
     NatsServer,
@@ -47,13 +47,13 @@ READY_TIMEOUT_S = 30.0
 
 
 def _until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def checked() -> bool:
         with contextlib.suppress(redis.RedisError, OSError):
-            if check():
-                return
-        time.sleep(0.1)
-    raise ServerStartError(f"{what}: not within {READY_TIMEOUT_S:g}s")
+            return check()
+        return False
+
+    if not wait_until(checked, within_s=READY_TIMEOUT_S, every_s=0.1):
+        raise ServerStartError(f"{what}: not within {READY_TIMEOUT_S:g}s")
 
 
 class NatsNode(NatsServer):

@@ -17,7 +17,7 @@ from contracts.daemon_rpc import (
 from contracts.events import Event
 from contracts.gateway_rpc import RefreshCodeResult
 from contracts.models import Machine
-from contracts.status import ARCHIVED_OR_ARCHIVING, MachineStatus
+from contracts.status import READY_OR_NEVER, MachineStatus
 
 if TYPE_CHECKING:  # the client imports this module
     from fleet.client import FleetClient
@@ -44,8 +44,7 @@ class MachineHandle:
 
     async def wait_ready(self, timeout_s: float = 300.0) -> Machine:
         """The machine once ``ready``; MachineNotReady if it failed or was archived."""
-        done = {MachineStatus.READY, MachineStatus.FAILED, *ARCHIVED_OR_ARCHIVING}
-        machine = await self.client.wait_for(self.id, done, timeout_s)
+        machine = await self.client.wait_for(self.id, READY_OR_NEVER, timeout_s)
         if machine.status is not MachineStatus.READY:
             raise MachineNotReady(machine)
         return machine

@@ -23,6 +23,7 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -35,6 +36,7 @@ import msgspec
 
 from base.lifeline import Children, end_recorded
 from base.lockfile import AlreadyRunning, PidLock
+from base.wait import wait_until
 from controlplane.crypto import generate_secret_key
 from controlplane.settings import Settings
 from controlplane.unresponsive import daemons_ended
@@ -110,14 +112,15 @@ def _alive(procs: list[ServiceProcess]) -> None:
 
 
 def _wait_healthy(url: str, procs: list[ServiceProcess], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         _alive(procs)
         with suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=1) as r:  # noqa: S310
-            if r.status == 200:
-                return
-        time.sleep(0.02)  # a refused connection costs nothing: the held port is not listening
-    raise ServerStartError(f"the gateway did not become healthy at {url} in {timeout_s:g}s")
+            return bool(r.status == 200)
+        return False
+
+    # Every 20 ms: a refused connection costs nothing, the held port is not listening.
+    if not wait_until(healthy, within_s=timeout_s, every_s=0.02):
+        raise ServerStartError(f"the gateway did not become healthy at {url} in {timeout_s:g}s")
 
 
 def check_sandbox(opts: UpOptions) -> str | None:
@@ -182,11 +185,10 @@ def up(opts: UpOptions) -> int:
         return 2
     data_dir = opts.data_dir.resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    stopping = False
+    stopping = threading.Event()
 
     def on_signal(signum: int, _: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -200,64 +202,77 @@ def up(opts: UpOptions) -> int:
         return 1
     with ExitStack() as stack:  # unwinds in reverse: services, machines, then the servers
         stack.callback(lock.release)
-        children = Children(data_dir / CHILDREN_NAME)
-        stack.callback(children.forget)
-        finish_left(data_dir)  # a dead stack's keeper, still stopping its machines
-        left_by_dead_up = _end_dead_stack(children)
-        # After the data dir's lock and a dead stack's end: its gateway may have held them.
-        if (refusal := listeners_refusal(opts)) is not None:
-            print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
+        started = _start(stack, opts, data_dir)
+        if started is None:
             return 2
-        # Held until the services stop: one that dies is restarted on its port. A port of 0
-        # is one the kernel gives, held so: the banner prints it, a restart binds it again.
-        hold = held_ports(stack)
-        opts.port = opts.port or hold()
-        opts.preview_port = opts.preview_port or hold()
-        # Restarts a server that dies, like a service; left after the servers stopped.
-        servers = stack.enter_context(ServerSupervisor(children))
-        settings, auth, seed = _servers(stack, opts, data_dir, servers)
-        env = {**os.environ, **settings.to_env()}
-        # Ends the machines if `fleet up` dies; stood down once they are stopped (unwinding).
-        keeper = Keeper(_machine_dirs(settings, opts), env)
-        stack.callback(keeper.stand_down)
-        if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
-            _end_machines(settings, opts, auth)
-        stack.callback(_end_machines, settings, opts, auth)
-        names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
-        plan = service_plan(names, opts, settings.sandbox_uid_range, hold=hold)
-        # Each service serves /metrics on a port of its own (the gateway on its HTTP port).
-        metrics = {n: hold() for n, module, _ in plan if module != "gateway"}
-        procs = [
-            ServiceProcess(
-                name,
-                service_env(module, env, auth, seed, metrics.get(name, 0)) | extra,
-                data_dir / "logs",
-                module,
-                children=children,
-            )
-            for name, module, extra in plan
-        ]
-        stack.callback(stop_services, procs)
-        for p in procs:
-            p.start()
-        urls = [f"http://{opts.host}:{x['FLEET_PORT']}" for _, m, x in plan if m == "gateway"]
-        for url in urls:
-            _wait_healthy(url, procs)
-        if host_ids(opts):
-            wait_hosts_announced(urls[0], settings.admin_token, host_ids(opts),
-                                 lambda: _alive(procs))  # fmt: skip
-        _banner(urls, settings, data_dir, opts, auth, metrics)
-        while not stopping:
-            now = time.monotonic()
-            lines = servers.check(now) + [line for p in procs if (line := p.check(now))]
-            lines += keeper.check()
-            for line in lines:
+        while not stopping.is_set():
+            for line in started.check(time.monotonic()):
                 print(f"fleet up: {line}", flush=True)
             time.sleep(0.2)
         print("fleet up: stopping ...", flush=True)
     print("fleet up: stopped", flush=True)
     gc.freeze()  # all stopped: nothing for the exit's last collection (as controlplane.runner)
     return 0
+
+
+@dataclass(frozen=True)
+class _Started:
+    """What `fleet up` started and watches: its servers, its services, its machines' keeper."""
+
+    servers: ServerSupervisor
+    procs: list[ServiceProcess]
+    keeper: Keeper
+
+    def check(self, now: float) -> list[str]:
+        """What to say of a restart or a stop since the last check."""
+        lines = self.servers.check(now) + [line for p in self.procs if (line := p.check(now))]
+        return lines + self.keeper.check()
+
+
+def _start(stack: ExitStack, opts: UpOptions, data_dir: Path) -> _Started | None:
+    """Everything `fleet up` runs, started on ``stack`` (stopped as it unwinds) and awaited
+    until it serves; None, said, if the listeners are taken."""
+    children = Children(data_dir / CHILDREN_NAME)
+    stack.callback(children.forget)
+    finish_left(data_dir)  # a dead stack's keeper, still stopping its machines
+    left_by_dead_up = _end_dead_stack(children)
+    # After the data dir's lock and a dead stack's end: its gateway may have held them.
+    if (refusal := listeners_refusal(opts)) is not None:
+        print(f"fleet up: {refusal}", file=sys.stderr, flush=True)
+        return None
+    # Held until the services stop: one that dies is restarted on its port. A port of 0
+    # is one the kernel gives, held so: the banner prints it, a restart binds it again.
+    hold = held_ports(stack)
+    opts.port = opts.port or hold()
+    opts.preview_port = opts.preview_port or hold()
+    # Restarts a server that dies, like a service; left after the servers stopped.
+    servers = stack.enter_context(ServerSupervisor(children))
+    settings, auth, seed = _servers(stack, opts, data_dir, servers)
+    env = {**os.environ, **settings.to_env()}
+    # Ends the machines if `fleet up` dies; stood down once they are stopped (unwinding).
+    keeper = Keeper(_machine_dirs(settings, opts), env)
+    stack.callback(keeper.stand_down)
+    if left_by_dead_up:  # its machines know only its NATS: ended, the provisioner resumes them
+        _end_machines(settings, opts, auth)
+    stack.callback(_end_machines, settings, opts, auth)
+    names = SERVICES if auth is not None else SERVICES[1:]  # an external NATS: its own auth
+    plan = service_plan(names, opts, settings.sandbox_uid_range, hold=hold)
+    # Each service serves /metrics on a port of its own (the gateway on its HTTP port).
+    metrics = {n: hold() for n, module, _ in plan if module != "gateway"}
+    procs = [ServiceProcess(name, service_env(module, env, auth, seed, metrics.get(name, 0))
+                            | extra, data_dir / "logs", module, children=children)
+             for name, module, extra in plan]  # fmt: skip
+    stack.callback(stop_services, procs)
+    for p in procs:
+        p.start()
+    urls = [f"http://{opts.host}:{x['FLEET_PORT']}" for _, m, x in plan if m == "gateway"]
+    for url in urls:
+        _wait_healthy(url, procs)
+    if host_ids(opts):
+        wait_hosts_announced(urls[0], settings.admin_token, host_ids(opts),
+                             lambda: _alive(procs))  # fmt: skip
+    _banner(urls, settings, data_dir, opts, auth, metrics)
+    return _Started(servers, procs, keeper)
 
 
 def _servers(
@@ -301,8 +316,14 @@ def _servers(
     if nats_url is None:
         nats.wait_ready()
         nats_url = nats.url
-    # Every other FLEET_* variable in the environment is honoured; flags win.
-    settings = msgspec.structs.replace(
+    settings = _settings(opts, data_dir, nats_url, redis_url, runtime, ha)
+    return settings, auth, seed
+
+
+def _settings(opts: UpOptions, data_dir: Path, nats_url: str, redis_url: str, runtime: str,
+              ha: dict[str, object]) -> Settings:  # fmt: skip
+    """The services' settings: every FLEET_* variable of the environment, flags winning."""
+    return msgspec.structs.replace(
         Settings.from_env(),
         **ha,  # type: ignore[arg-type]
         nats_url=nats_url,
@@ -325,7 +346,6 @@ def _servers(
         secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
         admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
     )
-    return settings, auth, seed
 
 
 def service_env(

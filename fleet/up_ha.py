@@ -11,7 +11,6 @@ FLEET_SANDBOX_UIDS; FLEET_HOST_CAPACITY and FLEET_WARM_POOL apply to each (docs/
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from base.wait import wait_until
 from contracts.errors import FleetError
 from contracts.gateway_hosts import HOSTS_LIST, HostList
 from contracts.jsonrpc import decode_response
@@ -128,10 +128,13 @@ def wait_hosts_announced(
 ) -> None:
     """Until every one of ``hosts`` has announced itself: a ``hosts.drain`` or a placement right
     after the banner must find them all. ``alive`` raises when a service died meanwhile."""
-    deadline = time.monotonic() + timeout_s
-    while not set(hosts) <= hosts_announced(url, token):
+
+    def announced() -> bool:
+        if set(hosts) <= hosts_announced(url, token):
+            return True
         alive()
-        if time.monotonic() > deadline:
-            raise ServerStartError(f"hosts {', '.join(hosts)} did not all announce themselves "
-                                   f"in {timeout_s:g}s")  # fmt: skip
-        time.sleep(0.05)
+        return False
+
+    if not wait_until(announced, within_s=timeout_s, every_s=0.05):
+        raise ServerStartError(f"hosts {', '.join(hosts)} did not all announce themselves "
+                               f"in {timeout_s:g}s")  # fmt: skip

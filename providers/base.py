@@ -40,6 +40,13 @@ class PastaOwned(Protocol):
         connection its pasta holds on the host is (providers/pasta_peer.py)."""
 
 
+@runtime_checkable
+class DaemonWatch(Protocol):
+    async def daemon_runs(self, machine_id: str) -> bool:
+        """Whether the machine's daemon runs here (its sandbox, its container: a daemon that
+        ends is started again by its supervisor inside), whether or not it serves yet."""
+
+
 class MachineControl(CodeInstaller, NetnsHolder, Protocol):
     """What the gateway asks of a provider about a running machine."""
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from base.wait import wait_until
 from contracts.errors import ProviderError
 from providers.machine_limits import Limits
 
@@ -112,17 +112,17 @@ class MachineCgroup:
 
     def remove(self, wait_s: float = 3.0) -> bool:
         """Kill what is left in the groups and remove them; False if one stays."""
-        deadline = time.monotonic() + wait_s
-        while True:
+
+        def gone() -> bool:
             for pid in self.pids():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             for d in self.dirs:
                 with contextlib.suppress(FileNotFoundError, OSError):
                     d.rmdir()
-            if not any(d.exists() for d in self.dirs) or time.monotonic() > deadline:
-                return not any(d.exists() for d in self.dirs)
-            time.sleep(0.05)
+            return not any(d.exists() for d in self.dirs)
+
+        return wait_until(gone, within_s=wait_s, every_s=0.05)
 
     def exists(self) -> bool:
         return any(d.is_dir() for d in self.dirs)
@@ -184,11 +184,8 @@ def frozen(groups: list[MachineCgroup], *, running: bool = True) -> Iterator[Non
 
 
 def _until(ready: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if time.monotonic() > deadline:
-            raise OSError("the machine's processes did not freeze within 5 s")
-        time.sleep(0.001)
+    if not wait_until(ready, within_s=timeout_s, every_s=0.001):
+        raise OSError("the machine's processes did not freeze within 5 s")
 
 
 def _write(path: Path, value: str, *, optional: bool = False) -> None:

@@ -381,6 +381,10 @@ class DockerProvider:
         await c.kill(signal="SIGHUP")
         return True
 
+    async def daemon_runs(self, machine_id: str) -> bool:
+        c = await self._container(machine_id)
+        return c is not None and bool(c["State"]["Running"])
+
     def local_engine(self) -> bool:
         return engine_is_local(self._engine_url, self._environ)
 

@@ -28,7 +28,7 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -100,12 +100,13 @@ def decide(rules: NameRules, name: str) -> list[tuple[int, int]] | None:
     return ports or None
 
 
-def forbidden(addr: Address, platform: Iterable[Address]) -> bool:
-    """Whether an answer may not point a machine at ``addr`` (DNS rebinding)."""
+def forbidden(addr: Address, platform: Collection[Address]) -> bool:
+    """Whether an answer may not point a machine at ``addr`` (DNS rebinding); ``platform``: the
+    platform's addresses (providers/platform_addresses.py, its networks too)."""
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return (addr.is_loopback or addr.is_link_local or addr.is_unspecified
-            or addr.is_multicast or addr in set(platform))  # fmt: skip
+            or addr.is_multicast or addr in platform)  # fmt: skip
 
 
 @dataclass
@@ -154,16 +155,19 @@ class DnsProxy:
     def __init__(
         self,
         upstream: egress.Endpoint,
-        platform: Iterable[Address],
+        platform: Collection[Address],
         on_refused: OnRefused | None = None,
         caps: DnsCaps | None = None,
+        policy_of: PolicyOf | None = None,
     ) -> None:
+        """``policy_of``: a machine's policy as stored, read again at most once a second
+        (None: only what ``attach`` gives)."""
         self.upstream = upstream
         self.caps = caps or DnsCaps()
-        self.platform = frozenset(platform)
+        #: Kept as given: the platform's networks change (providers/platform_addresses.py).
+        self.platform = platform
         self.on_refused = on_refused
-        #: The machine's policy as stored (set by whoever knows the store).
-        self.policy_of: PolicyOf | None = None
+        self.policy_of = policy_of
         self._machines: dict[str, _Machine] = {}
         #: Queries being answered (cancelled on exit).
         self._tasks = OwnedTasks("egress-dns", failed_event="egress.dns_failed")

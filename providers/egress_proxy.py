@@ -11,8 +11,9 @@ What the proxy does with a request:
 
 - ``CONNECT host:port``: refused (403) unless the machine's instance's egress policy allows the
   host and port; a name is resolved on the platform, and an address that is the host's own
-  (loopback, link-local, the platform's) is refused unless the policy names it. Then, if a
-  secret of the instance names the host, TLS is ended with a certificate for it from the
+  (loopback, link-local, the platform's) or another machine's (any subnet of the docker
+  engine's networks: providers/platform_addresses.py) is refused unless the policy names it.
+  Then, if a secret of the instance names the host, TLS is ended with a certificate for it from the
   instance's CA (``controlplane/secret_ca.py``), and each request in it is held to the
   tunnel's authority and an ordinary method (``providers/egress_request.py``: else 403, the
   connection closed), gets the header of each secret that names the host *then* (set,
@@ -31,7 +32,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
@@ -104,8 +105,9 @@ class ProxiedMachine:
 @dataclass
 class EgressProxy:
     platform: Platform
-    #: Addresses the proxy never connects to unless a policy names them (the host's own).
-    platform_addresses: frozenset[Address]
+    #: Addresses the proxy never connects to unless a policy names them: the host's own and
+    #: NATS's, and the machines' networks (providers/platform_addresses.py).
+    platform_addresses: Collection[Address]
     upstream_tls: ssl.SSLContext
     #: Where it listens in each machine's namespace...
     listen_at: tuple[str, int] = MACHINE_PROXY
@@ -315,7 +317,7 @@ def _covers_address(entries: Iterable[EgressEntry], addr: Address, port: int) ->
 
 
 async def allowed(
-    policy: EgressPolicy, host: str, port: int, platform: frozenset[Address]
+    policy: EgressPolicy, host: str, port: int, platform: Collection[Address]
 ) -> Address:
     """The address ``host:port`` is reached at, if ``policy`` allows it from the platform's
     side; else Refused. A name is allowed as the machine's resolver allows it, then each of

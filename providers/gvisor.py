@@ -81,7 +81,7 @@ from providers.gvisor_root import (
 from providers.local_image import MACHINE_HOME
 from providers.local_sandbox import DAEMON_PACKAGES, ETC_ALLOWED, SANDBOXED_VAR, python_roots
 from providers.machine_uid import trusting_gitconfig
-from providers.netns import attach, stop_pasta
+from providers.netns import attach, forget_pastas, pasta_record, stop_pasta
 from providers.scratch import remove_tree
 
 log = structlog.get_logger(__name__)
@@ -130,6 +130,7 @@ class Runsc:
         #: its gateway there, narrowed to NATS's ports (providers/gvisor_gateway.py).
         self.nats_url = nats_url
         self.platform = platform
+        self.data_dir = data_dir
         self.state = data_dir / "gvisor"
         #: How long a pause waits for the daemon to let its connection go (gvisor_pause.py).
         self.park_wait_s = park_wait_s
@@ -418,7 +419,9 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
     try:
         await _await_own_netns(holder.pid)
         via_gateway = maps_gateway(runsc.nats_url)
-        await attach(holder.pid, owner, [], map_gateway=via_gateway)
+        # Recorded: the door of the egress proxy knows the machine by this very pasta.
+        await attach(holder.pid, owner, [], map_gateway=via_gateway,
+                     record=pasta_record(runsc.data_dir, owner))  # fmt: skip
         if via_gateway:  # before anything runs there: only NATS's ports of the host's loopback
             await guard(holder.pid, owner, runsc.nats_url, runsc.proxy_port)
         if ready is not None:
@@ -518,6 +521,7 @@ def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     was_up = stop_sandbox(runsc, machine_dir, machine_id, grace_s)
     unmount_root(machine_dir)  # an image's (gvisor_image.py): mounted again at its start
     stop_pasta(machine_id, *owners)
+    forget_pastas(runsc.data_dir, machine_id, *owners)
     for owner in {machine_id, *owners}:
         MachineCgroup(owner).remove()
     remove_tree(machine_dir / TOKEN_DIR)
@@ -532,6 +536,7 @@ def remove_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, owner: str)
         (machine_dir / BUNDLE / PID_FILE).write_text(str(pid))
     stop_sandbox(runsc, machine_dir, machine_id, 0.0)
     stop_pasta(owner)
+    forget_pastas(runsc.data_dir, owner)
 
 
 async def exec_as_root(

@@ -28,7 +28,6 @@ from typing import NoReturn
 
 import structlog
 
-from base import procinfo
 from contracts.errors import Conflict, ProviderError
 from providers.gvisor import (
     BUNDLE,
@@ -43,7 +42,7 @@ from providers.gvisor import (
     started_as,
     stop_sandbox,
 )
-from providers.netns import NETNS_OF, stop_pasta
+from providers.netns import recorded_pasta, stop_pasta
 from providers.pasta_nodelay import tcp_sockets
 from providers.scratch import remove_tree
 
@@ -54,14 +53,16 @@ _CHECKPOINT_TIMEOUT_S = 600.0
 _ERROR_CAP = 600
 
 
-def nats_held(owners: Iterable[str], nats_ports: set[int]) -> int:
+def nats_held(data_dir: Path, owners: Iterable[str], nats_ports: set[int]) -> int:
     """How many TCP connections to NATS's ports the machine's pasta holds on the host (the
     daemon's, until it lets go): read on the host, of pasta's own sockets (pasta relays each
     of the machine's connections on one of its own), so nothing runs in the machine and
-    nothing of the machine's is read (a pooled machine's pasta runs under its slot's name)."""
+    nothing of the machine's is read (a pooled machine's pasta runs under its slot's name).
+    Only the pasta the platform recorded counts (providers/netns.py ``recorded_pasta``): a
+    process of the host that marks itself as a machine's pasta holds no pause up."""
     held = 0
     for owner in owners:
-        for pid in procinfo.env_roots(NETNS_OF, owner):
+        for pid, _ in filter(None, [recorded_pasta(data_dir, owner)]):
             with contextlib.suppress(OSError):  # gone meanwhile: it holds nothing
                 for sock in tcp_sockets(pid):
                     with sock, contextlib.suppress(OSError):  # not connected: not one
@@ -85,7 +86,7 @@ def _park_daemon(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int, cid
     owners = {machine_id, started_as(machine_dir, machine_id)[1].parent.name}
     signal_daemon(runsc, machine_id, pid, "USR1", cid)
     deadline = time.monotonic() + runsc.park_wait_s
-    while held := nats_held(owners, nats_ports):
+    while held := nats_held(runsc.data_dir, owners, nats_ports):
         if time.monotonic() > deadline:
             signal_daemon(runsc, machine_id, pid, "USR2", cid)
             raise Conflict(

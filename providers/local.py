@@ -37,6 +37,7 @@ from base.lockfile import holder_pid
 from base.poolwire import POOL_SLOT_VAR
 from base.procinfo import env_roots
 from base.version import SOURCE_ROOT, git_sha
+from base.wait import wait_until
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
@@ -745,6 +746,13 @@ class LocalProvider:
                                            self.machine_dir(machine_id), machine_id)  # fmt: skip
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
+    async def daemon_runs(self, machine_id: str) -> bool:
+        """Its sandbox runs (a gvisor machine's runsc sandbox, a bwrap machine's root)."""
+        machine_dir = self.machine_dir(machine_id)
+        if gvisor.is_gvisor(machine_dir):
+            return await asyncio.to_thread(gvisor.sandbox_pid, machine_dir) is not None
+        return await asyncio.to_thread(running_pid, machine_dir, machine_id) is not None
+
     async def netns_pid(self, machine_id: str) -> int | None:
         """The sandbox's init (bwrap's child), or a gvisor machine's sandbox, which holds the
         machine's network namespace."""
@@ -1001,15 +1009,17 @@ def _await_every_process(
 ) -> None:
     """Returns once no process of the machine is left (SIGKILLed, were any to outlive the
     kill of its roots): a stopped machine runs nothing, not "nothing soon"."""
-    deadline = time.monotonic() + EXIT_WAIT_S
-    while left := procinfo.members(markers, namespaces):
+    left: list[int] = []
+
+    def gone() -> bool:
+        left[:] = procinfo.members(markers, namespaces)
         for p in left:
             with contextlib.suppress(OSError):
                 os.kill(p, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            log.error("provider.local_processes_left", machine_id=machine_id, pids=left)
-            return
-        time.sleep(0.02)
+        return not left
+
+    if not wait_until(gone, within_s=EXIT_WAIT_S, every_s=0.02):
+        log.error("provider.local_processes_left", machine_id=machine_id, pids=left)
 
 
 def owners(machine_dir: Path, machine_id: str) -> list[str]:
@@ -1029,9 +1039,9 @@ def _stop_root(
     # No supervisor: the sandbox is ending, or it never got one (its provisioner died between
     # bwrap's start and the network's hand-over, and bwrap waits on a pipe nobody writes): a
     # short wait, then the kill ends no daemon, and is recorded as such.
-    deadline = start + (grace_s if supervisor is not None else min(grace_s, 1.0))
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.05)
+    grace = grace_s if supervisor is not None else min(grace_s, 1.0)
+    wait_until(lambda: not pid_alive(pid), within_s=start + grace - time.monotonic(),
+               every_s=0.05)  # fmt: skip
     killed = pid_alive(pid)
     # The whole group: bwrap, its init (whose end ends every process of the machine's pid
     # namespace, setsid or not), the supervisor and the daemon.

@@ -23,7 +23,11 @@ containers). Nothing of the host's loopback and nothing of another machine is re
 each machine has its own loopback, so two machines both serve ``127.0.0.1:3000``.
 
 pasta leaves itself in the background, marked by ``NETNS_OF`` in its environment (the
-machine's id, or its pool slot), which is how a stop finds and ends it.
+machine's id, or its pool slot), which is how a stop finds and ends it. A mark is no proof: any
+local user can start a process with it. Where a pasta's identity decides something (the egress
+proxy's door: providers/egress_proxy_door.py), what counts is its *record*: the background
+pasta's pid, as pasta itself wrote it (``--pid``) into a directory of the platform's, and its
+start time, kept beside it when the platform spawned it (``recorded_pasta``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ NETNS_OF = "FLEET_NETNS_OF"
 #: variable, passed on from the provisioner's environment), by which `fleet gc` and the test
 #: suite find a pasta its stack left (fleet/gc.py).
 STACK_VAR = "FLEET_DATA_DIR"
+#: Under a stack's data dir: the pastas the platform spawned and recorded (``pasta_record``).
+PASTA_RECORDS = "pasta"
 #: bwrap's descriptors in a sandboxed machine's start: the info it writes (the namespace's
 #: init pid), and the one it waits on before it runs the machine.
 INFO_FD = 5
@@ -123,15 +129,19 @@ def _is_loopback(host: str) -> bool:
     return False
 
 
-def pasta_argv(forwarded: list[int], map_gateway: bool = False) -> list[str]:
+def pasta_argv(forwarded: list[int], map_gateway: bool = False,
+               pid_file: Path | None = None) -> list[str]:  # fmt: skip
     """pasta for the network namespace on its stdin; ``map_gateway``: the gateway's address is
     the host's loopback (a gvisor machine's way to NATS there: providers/gvisor_gateway.py,
-    whose table narrows it to NATS's ports)."""
+    whose table narrows it to NATS's ports); ``pid_file``: where pasta writes the pid of its
+    background half before its first half exits."""
     tcp_ns = ",".join(str(p) for p in forwarded) or "none"
     argv = [pasta_binary(), "--quiet", "--config-net", "-t", "none", "-u", "none",
             "-T", tcp_ns, "-U", "none"]  # fmt: skip
     if not map_gateway:
         argv.append("--no-map-gw")
+    if pid_file is not None:
+        argv += ["--pid", str(pid_file)]
     if os.geteuid() == 0:
         argv += ["--runas", "0"]
         # Every packet of the machine waits for pasta to be scheduled: on a loaded host, at
@@ -171,11 +181,56 @@ async def read_child_pid(info_fd: int) -> int:
         raise NetworkUnavailable(f"bwrap said {got[:80]!r}, not its child's pid") from None
 
 
+def pasta_record(data_dir: Path, owner: str) -> Path:
+    """Where the pasta of ``owner`` (a machine id, a pool slot) is recorded: under the stack's
+    data dir, the platform's own (never a machine's)."""
+    return data_dir / PASTA_RECORDS / owner
+
+
+def recorded_pasta(data_dir: Path, owner: str) -> tuple[int, int] | None:
+    """The pid and start time (clock ticks since boot) of the pasta the platform spawned for
+    ``owner`` and recorded (``pasta_record``), while that very process runs; else None."""
+    try:
+        pid, ticks = (int(f) for f in pasta_record(data_dir, owner).read_text().split())
+    except (OSError, ValueError):
+        return None
+    return (pid, ticks) if procinfo.is_alive(pid, ticks) else None
+
+
+def forget_pastas(data_dir: Path, *owners: str) -> None:
+    """The records of ``owners``' pastas gone (their pastas ended)."""
+    for owner in owners:
+        pasta_record(data_dir, owner).unlink(missing_ok=True)
+
+
+def _record(record: Path, pid_file: Path) -> int:
+    """The pid pasta wrote, kept with its start time (a pid that a later process takes is not
+    it); that pid."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        raise NetworkUnavailable(f"pasta wrote no pid to {pid_file}") from None
+    finally:
+        pid_file.unlink(missing_ok=True)
+    ticks = procinfo.start_ticks(pid)
+    if ticks is None:
+        raise NetworkUnavailable(f"pasta's background half ({pid}) is gone")
+    replace_file(record, f"{pid} {ticks}\n")
+    return pid
+
+
 async def attach(child_pid: int, owner: str, forwarded: list[int],
-                 map_gateway: bool = False) -> None:  # fmt: skip
+                 map_gateway: bool = False, record: Path | None = None) -> None:  # fmt: skip
     """Give the network namespace of ``child_pid`` its way out (pasta, in the background once
     the namespace is configured, Nagle off on its sockets), marked as ``owner``'s;
-    ``map_gateway``: as ``pasta_argv``."""
+    ``map_gateway``: as ``pasta_argv``; ``record``: where its background half's pid and start
+    time are kept (``pasta_record``)."""
+    pid_file = None
+    if record is not None:
+        record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        record.unlink(missing_ok=True)  # a former pasta's: never taken for this one
+        pid_file = record.with_name(f"{record.name}.pid")
+        pid_file.unlink(missing_ok=True)
     netns = os.open(f"/proc/{child_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     # Its messages in a memfd, not a pipe: pasta's background half may keep the descriptors it
     # was given (under fleet up's uvloop, communicate() on a pipe never returned).
@@ -183,7 +238,7 @@ async def attach(child_pid: int, owner: str, forwarded: list[int],
     proc: asyncio.subprocess.Process | None = None
     try:
         proc = await asyncio.create_subprocess_exec(
-            *pasta_argv(forwarded, map_gateway),
+            *pasta_argv(forwarded, map_gateway, pid_file),
             stdin=netns,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=err,
@@ -204,7 +259,10 @@ async def attach(child_pid: int, owner: str, forwarded: list[int],
         raise NetworkUnavailable(
             f"pasta could not set up {owner}'s network: {(said or ['no message'])[-1][:200]}"
         )
-    await asyncio.to_thread(_no_delay, owner)
+    pids = None
+    if record is not None and pid_file is not None:
+        pids = [await asyncio.to_thread(_record, record, pid_file)]
+    await asyncio.to_thread(_no_delay, owner, pids)
 
 
 def _stack_mark() -> dict[str, str]:
@@ -307,10 +365,11 @@ async def _set_up(ours: dict[int, int], owner: str, forwarded: list[int] | None,
             os.close(fd)
 
 
-def _no_delay(owner: str) -> None:
-    """Nagle off on the sockets of ``owner``'s pasta (providers/pasta_nodelay.py), before its
-    daemon connects; where that is refused the machine is only slower."""
-    for pid in procinfo.env_roots(NETNS_OF, owner):
+def _no_delay(owner: str, pids: list[int] | None) -> None:
+    """Nagle off on the sockets of ``owner``'s pasta (providers/pasta_nodelay.py: ``pids``, as
+    recorded, else those marked as its), before its daemon connects; where that is refused the
+    machine is only slower."""
+    for pid in pids if pids is not None else procinfo.env_roots(NETNS_OF, owner):
         try:
             n = no_delay(pid)
         except OSError as exc:

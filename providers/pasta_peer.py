@@ -3,78 +3,111 @@
 A gvisor machine's stack has a loopback of its own, so the egress proxy cannot listen inside
 its namespace as it does for the others (providers/egress_proxy.py): it listens on the host, at
 the address the machine reaches NATS at. Every connection a local machine makes leaves through
-its pasta, as a socket pasta holds on the host; the platform started that pasta and marked it
-with the machine's name (``NETNS_OF``), so the socket's holder says which machine connected.
-Nothing the machine sends is trusted for that, and a connection no pasta holds (a container on
-a bridge, a process of the host) is nobody's.
+its pasta, as a socket pasta holds on the host; the platform spawned that pasta and recorded
+which process it is (its pid and start time: providers/netns.py ``recorded_pasta``), so the
+socket's holder says which machine connected. Nothing the machine sends is trusted for that,
+nor anything a process can set about itself (its environment): a connection no recorded pasta
+holds (a container on a bridge, a process of the host) is nobody's.
 
-The kernel's table of TCP sockets (``/proc/net/tcp``, ``tcp6``) gives the inode of the socket
-whose local and remote ends are the connection's, seen from the other side; the pasta whose
-descriptors hold that inode is the machine's.
+The kernel gives the socket whose ends are the connection's, seen from the other side, by its
+four addresses (providers/sock_diag.py); the recorded pasta whose descriptors hold it is the
+machine's. The pastas are read those that held fewest descriptors first, and only until every
+socket asked for is found: a machine that holds many connections makes its own lookups dear,
+not another's.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import socket
-from pathlib import Path
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 from base import procinfo
+from providers.sock_diag import Endpoint, SockDiag, TcpSocket
 
-_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
-Endpoint = tuple[str, int]
-
-
-def _hex_endpoint(field: str) -> Endpoint:
-    """``/proc/net/tcp``'s ``ADDR:PORT`` (the address in the kernel's byte order) as text."""
-    addr, port = field.split(":")
-    raw = bytes.fromhex(addr)
-    if len(raw) == 4:
-        host = socket.inet_ntop(socket.AF_INET, raw[::-1])
-    else:  # four 32-bit words, each in host byte order
-        words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
-        host = socket.inet_ntop(socket.AF_INET6, words)
-        mapped = ipaddress.IPv6Address(host).ipv4_mapped
-        host = str(mapped) if mapped is not None else host
-    return host, int(port, 16)
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: A recorded pasta: its pid and start time.
+Pasta = tuple[int, int]
 
 
-def socket_inode(local: Endpoint, remote: Endpoint, *, by_port: bool = False) -> int | None:
-    """The inode of this host's TCP socket from ``local`` to ``remote``, if there is one.
+def peer_socket(
+    diag: SockDiag, peer: Endpoint, door: Endpoint, hosts: Collection[Address] = ()
+) -> TcpSocket | None:
+    """The socket of this host at the other end of a connection from ``peer`` to ``door``.
 
-    ``by_port``: ``local`` is an address of this host, which the host may have rewritten (a
-    pasta socket bound to a bridge's address is seen from another of the host's), so a socket
-    of the host to ``remote`` from ``local``'s port is the one, if it is the only such. Only
-    for a host address: a connection from anywhere else (a container) could pick the port of
-    a pasta's connection, but never complete a handshake from an address of the host's."""
-    exact, same_port = None, set()
-    for table in _TABLES:
-        try:
-            lines = table.read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) <= 9 or _hex_endpoint(f[2]) != remote or not int(f[9]):
-                continue
-            mine = _hex_endpoint(f[1])
-            if mine == local:
-                exact = int(f[9])
-            elif mine[1] == local[1]:
-                same_port.add(int(f[9]))
-    if exact is not None:
+    ``hosts``: ``peer`` is an address of this host, which the host may have rewritten (a
+    pasta socket bound to a bridge's address is seen from another of the host's), so the
+    socket to ``door`` from ``peer``'s port at one of ``hosts`` (the host's own addresses) is
+    the one, if only one has it. Only for a host address: a connection from anywhere else (a
+    container) could pick the port of a pasta's connection, but never complete a handshake
+    from an address of the host's."""
+    exact = diag.tcp(peer, door)
+    if exact is not None or not hosts:
         return exact
-    return same_port.pop() if by_port and len(same_port) == 1 else None
+    found = {s for h in hosts if (s := diag.tcp((str(h), peer[1]), door)) is not None}
+    return found.pop() if len(found) == 1 else None
 
 
-def holder(inode: int, pids: dict[str, list[int]]) -> str | None:
-    """Which of ``pids`` (name -> the pids of its pasta) holds socket ``inode``."""
-    link = f"socket:[{inode}]"
-    for name, found in pids.items():
-        for pid in found:
-            try:
-                if link in procinfo.fd_links(pid).values():
-                    return name
-            except OSError:
+#: A pasta holding more descriptors than this when last read is read at most once every
+#: ``LARGE_EVERY_S``: the cost of its reads is its machine's, in time, not the host's, in CPU.
+LARGE = 1024
+LARGE_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class Found:
+    #: Socket inode -> the name of the pasta that holds it.
+    held: dict[int, str]
+    #: Seconds until a large pasta that was not read now may be read (0: every one was).
+    deferred_s: float
+
+
+@dataclass
+class Holders:
+    """Which recorded pasta holds a socket, found by reading pastas' descriptors, those that
+    held fewest when last read first, a large one not more often than ``LARGE_EVERY_S``. Used
+    from one thread at a time."""
+
+    #: Each pasta's (pid's) descriptors, and when (monotonic), when it was last read.
+    _read: dict[int, tuple[int, float]] = field(default_factory=dict)
+
+    def find(self, inodes: Collection[int], pastas: Mapping[str, list[Pasta]],
+             now: float) -> Found:  # fmt: skip
+        """Which of ``pastas`` (name -> its recorded pastas) holds each of socket ``inodes``
+        (those none holds left out, as far as the pastas read now say)."""
+        order = sorted((self._read.get(pid, (0, 0.0)), name, pid, ticks)
+                       for name, found in pastas.items() for pid, ticks in found)  # fmt: skip
+        wanted, held, deferred = set(inodes), {}, 0.0
+        for (size, last), name, pid, ticks in order:
+            if not wanted:
+                break
+            if size > LARGE and now - last < LARGE_EVERY_S:
+                deferred = max(deferred, LARGE_EVERY_S - (now - last))
                 continue
+            for inode in self._sockets(pid, ticks, now) & wanted:
+                held[inode] = name
+                wanted.discard(inode)
+        live = {pid for _, _, pid, _ in order}
+        for pid in [p for p in self._read if p not in live]:
+            del self._read[pid]
+        return Found(held, deferred if wanted else 0.0)
+
+    def _sockets(self, pid: int, ticks: int, now: float) -> set[int]:
+        """The inodes of the sockets pasta ``pid`` holds (none when it is not that pasta)."""
+        try:
+            links = procinfo.fd_links(pid)
+        except OSError:
+            return set()
+        # Still that pasta after the read: what was read was its (a pid another process took
+        # since would have another start time).
+        if procinfo.start_ticks(pid) != ticks:
+            return set()
+        self._read[pid] = (len(links), now)
+        return {i for link in links.values() if (i := _socket_inode(link)) is not None}
+
+
+def _socket_inode(link: str) -> int | None:
+    """The inode of ``socket:[N]``, a descriptor's link; None for anything else."""
+    if link.startswith("socket:[") and link.endswith("]"):
+        return int(link[8:-1])
     return None

@@ -17,7 +17,6 @@ import fcntl
 import os
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ import structlog
 from base.atomic import replace_file
 from base.retry import Backoff, retry_until
 from base.unix_socket import short_socket_path
+from base.wait import wait_until
 from contracts.errors import NotSupported, ProviderError
 from providers.local import INHERITED_ENV, pid_alive, spawn_detached
 
@@ -350,9 +350,7 @@ def stop_all_swarm(data_dir: Path, grace_s: float = 20.0) -> int:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-        time.sleep(0.05)
+    wait_until(lambda: not any(pid_alive(p) for p in pids), within_s=grace_s, every_s=0.05)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)

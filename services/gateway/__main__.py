@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 import aiohttp
 import msgspec
 
-from base.clock import SYSTEM_CLOCK
+from base.clock import SYSTEM_CLOCK, Clock
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.metrics import Metrics
@@ -20,12 +20,9 @@ from providers.code import code_repo, platform_sha
 from providers.code_status import CodeVersions
 from services.gateway.audit_log import AuditLog
 from services.gateway.caller_notices import CallerNotices
-from services.gateway.callers import caller_resolver
-from services.gateway.compose import compose
-from services.gateway.events_hub import EventHub
+from services.gateway.compose import Gateway, compose
 from services.gateway.host_control import HostClient
 from services.gateway.http import HttpServer, bind_listener, make_app
-from services.gateway.mcp_http import McpEndpoint
 from services.gateway.oidc import OidcClient
 from services.gateway.secret_use_audit import SecretUseAudit
 
@@ -36,6 +33,7 @@ INSTALL_TIMEOUT_S = 600.0
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
+    """The gateway's connections, its parts composed on them (``compose``), served."""
     if not settings.admin_token:
         raise SettingsError("FLEET_ADMIN_TOKEN: required by the gateway (a secret token)")
     # The one clock of this process's time-dependent rules (tests pass a manual one).
@@ -49,6 +47,21 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     settings = msgspec.structs.replace(
         settings, port=console.getsockname()[1], preview_port=sock.getsockname()[1]
     )
+    gateway = await _composed(settings, stack, clock)
+    for part in gateway.resources():
+        await stack.enter_async_context(part)
+    apps = make_app(gateway)
+    await stack.enter_async_context(
+        HttpServer(apps.console, settings.host, settings.port, sock=console)
+    )
+    previews = HttpServer(apps.previews, settings.preview_host, settings.preview_port,
+                          name="previews", sock=sock)  # fmt: skip
+    await stack.enter_async_context(previews)
+
+
+async def _composed(settings: Settings, stack: AsyncExitStack, clock: Clock) -> Gateway:
+    """The gateway's connections (store, bus, the audit log's, the OpenID provider's), entered
+    on ``stack``, and its parts composed on them."""
     store, bus = await connect(
         settings, stack, "gateway", publish_budget_s=settings.gateway_publish_wait_s
     )
@@ -70,67 +83,28 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     await enter_subscriptions(stack, SecretUseAudit(audit), bus, settings, metrics)
     repo = code_repo(settings.code_repo)
     sha = platform_sha(settings.git_sha, repo)
-    gateway = compose(
-        store=store,
-        bus=bus,
-        daemons=daemons,
-        box=box,
-        settings=settings,
+    return compose(
+        store=store, bus=bus, daemons=daemons, box=box, settings=settings,
         # restart and refreshCode are carried out by the machine's own host.
         hosts=HostClient(
-            bus.nc,
-            default_host_id=settings.host_id,
-            timeout_s=settings.rpc_timeout_s,
+            bus.nc, default_host_id=settings.host_id, timeout_s=settings.rpc_timeout_s,
             install_timeout_s=INSTALL_TIMEOUT_S,
             build_timeout_s=settings.env_build_timeout_s + settings.rpc_timeout_s,
         ),
-        platform_sha=sha,
-        keys=keys,
-        code=CodeVersions(repo, sha),
-        audit=audit,
-        clock=clock,
-    )
-    hub = await stack.enter_async_context(
-        EventHub(bus, store, max_per_token=settings.events_max_per_token,
-                 max_streams=settings.events_max_streams)
+        platform_sha=sha, keys=keys, code=CodeVersions(repo, sha), audit=audit, clock=clock,
+        oidc=await _oidc(settings, stack, clock), metrics=metrics,
     )  # fmt: skip
-    mcp = await stack.enter_async_context(McpEndpoint(gateway.codemode, settings.max_body_bytes))
-    oidc = None
-    if settings.oidc_issuer:
-        http = await stack.enter_async_context(
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OIDC_TIMEOUT_S))
-        )
-        oidc = OidcClient(http, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id,
-                          client_secret=settings.oidc_client_secret, clock=clock)  # fmt: skip
-    apps = make_app(
-        dispatcher=gateway.dispatcher,
-        limits=gateway.limits,
-        store=store,
-        bus=bus,
-        hub=hub,
-        resolve_caller=caller_resolver(
-            settings.admin_token, gateway.tokens, store, settings.revocation_round_s, clock
-        ),
-        settings=settings,
-        metrics=metrics,
-        codemode=gateway.codemode,
-        sessions=gateway.sessions,
-        mcp=mcp,
-        ports=gateway.ports,
-        byte_streams=gateway.byte_streams,
-        oidc=oidc,
-        audit=audit,
-        clock=clock,
-        tokens=gateway.tokens,
-        tickets=gateway.tickets,
+
+
+async def _oidc(settings: Settings, stack: AsyncExitStack, clock: Clock) -> OidcClient | None:
+    """The OpenID provider's client, when sign-in is configured (FLEET_OIDC_ISSUER)."""
+    if not settings.oidc_issuer:
+        return None
+    http = await stack.enter_async_context(
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OIDC_TIMEOUT_S))
     )
-    await stack.enter_async_context(
-        HttpServer(apps.console, settings.host, settings.port, sock=console)
-    )
-    if apps.previews is not None:
-        previews = HttpServer(apps.previews, settings.preview_host, settings.preview_port,
-                              name="previews", sock=sock)  # fmt: skip
-        await stack.enter_async_context(previews)
+    return OidcClient(http, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id,
+                      client_secret=settings.oidc_client_secret, clock=clock)  # fmt: skip
 
 
 def main() -> None:

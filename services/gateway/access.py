@@ -8,6 +8,7 @@ live machine.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -32,10 +33,19 @@ from contracts.status import (
     TERMINAL,
 )
 from contracts.validation import local_repo_path
+from controlplane.daemon_client import OnOutput
 from controlplane.status_transitions import RESUME_HINT, START_HINT
 from controlplane.store import Store
 from providers.code_status import CodeVersions
 from services.gateway.activity import ActivityClock
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the HTTP request a call came in came from: what the audit log's entries name."""
+
+    client_address: str | None
+    user_agent: str | None
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -62,6 +72,14 @@ class Caller(msgspec.Struct, frozen=True):
     #: A token's instances (None: not narrowed; ``instance_id`` alone narrows to it).
     instance_ids: frozenset[str] | None = None
     acting: str = ADMIN
+    #: Where a streamed call's output goes as it comes (``POST /rpc/stream``: the stream's
+    #: parts, every one before the answer); None for a plain call, answered once.
+    output: OnOutput | None = None
+    #: The method whose budget the route that started the call spent already (a stream must
+    #: be refused before its answer begins): the call's own check does not spend it again.
+    prepaid: str | None = None
+    #: Where the request that made the call came from (None: not from an HTTP request).
+    origin: Origin | None = None
 
     def held(self, instance_id: str | None) -> frozenset[str]:
         """The scopes the caller holds on this instance (None: on the platform)."""
@@ -100,6 +118,15 @@ class Caller(msgspec.Struct, frozen=True):
     def doing(self, scope: str) -> Caller:
         """This caller, for a call that needs ``scope``."""
         return msgspec.structs.replace(self, acting=scope)
+
+    def coming_from(self, origin: Origin) -> Caller:
+        """This caller, for a call of a request that came from ``origin``."""
+        return msgspec.structs.replace(self, origin=origin)
+
+    def streaming(self, output: OnOutput, prepaid: str) -> Caller:
+        """This caller, for a streamed call of ``prepaid`` (its budget spent by its route)
+        whose output goes to ``output``."""
+        return msgspec.structs.replace(self, output=output, prepaid=prepaid)
 
 
 class Reach(NamedTuple):

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contracts.errors import HostFull, RunningMachinesLimit, Unavailable
 from contracts.events import WakeBy
 from contracts.models import Machine
-from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
+from contracts.status import NOT_RUNNING, WAKEABLE, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.status_transitions import resume_machine, start_machine
 from controlplane.store import Store
@@ -28,11 +28,6 @@ from controlplane.store_stages import Transition
 #: ``FLEET_STOP_WAIT_S``): well within it.
 LOCK_TTL_S = 10.0
 LOCK_WAIT_S = 5.0
-#: What a machine that does not run is in: it does not count against the limit.
-NOT_RUNNING = TERMINAL | STOPPED_OR_STOPPING | {S.PAUSED}
-#: The asleep statuses one start or resume moves a machine from: it is let through only while
-#: its status (read again under the locks) is still in the same one.
-_ASLEEP = (frozenset({S.PAUSED}), STOPPED_OR_STOPPING)
 
 
 async def check_running_limit(
@@ -107,7 +102,9 @@ async def admitted(
             host = machine.host_id or "-"
             await locks.enter_async_context(_held(store, f"host-start:{host}", f"on host {host}"))
             now = (await store.get_machine(machine.id)).status
-            if not any(machine.status in group and now in group for group in _ASLEEP):
+            # Let through only while its status (read again under the locks) is still in the
+            # same one of the groups a start or a resume wakes a machine from.
+            if not any(machine.status in group and now in group for group in WAKEABLE):
                 yield False
                 return
         await check_running_limit(
@@ -124,7 +121,7 @@ async def wake_up(store: Store, bus: Bus, machine: Machine, reason: str,
     (``machines.resume``, ``machines.start``, a wake on access); a booting one's start is only
     published again. ``reason``: a start's (a resume's says ``by``). None: another call moved
     it meanwhile (nothing done)."""
-    if machine.status not in {S.PAUSED} | STOPPED_OR_STOPPING:
+    if not any(machine.status in group for group in WAKEABLE):
         return await start_machine(store, bus, machine.id, reason, by)
     async with admitted(store, machine.instance_id, machine=machine) as still:
         if not still:

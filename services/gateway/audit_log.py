@@ -15,7 +15,8 @@ entries out of the stream faster than the budgets allow.
 Every JSON-RPC method that is not read-only (``contracts.gateway_rpc.READ_ONLY_METHODS``) is
 recorded by ``audited``; the routes that are no method (a terminal's attach, a file transfer, a
 tunnel) by the byte stream opener. The client's address and user agent come from the HTTP
-request being served (``origin_middleware``).
+request the call came in (``Caller.origin``, set by the gateway's authentication; ``origin_of``
+for a request that authenticated as no one).
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ import asyncio
 import contextlib
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -51,7 +49,7 @@ from controlplane.failover import TRANSIENT
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
 from controlplane.store import Store
-from services.gateway.access import Caller
+from services.gateway.access import Caller, Origin
 from services.gateway.audit_read import read_entries
 from services.gateway.audit_refusals import CallerRefusals, RefusalGate, SuppressedWriter
 
@@ -76,24 +74,10 @@ def actor_of(caller: Caller | None) -> str:
     return caller.user_id or caller.token_id
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where the HTTP request being served came from."""
-
-    client_address: str | None
-    user_agent: str | None
-
-
-ORIGIN: ContextVar[Origin | None] = ContextVar("audit_origin", default=None)
-
-
-@web.middleware
-async def origin_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+def origin_of(request: web.Request) -> Origin:
+    """Where ``request`` came from, as an entry names it."""
     agent = request.headers.get("User-Agent")
-    ORIGIN.set(Origin(request.remote, agent[: a.MAX_STRING] if agent else None))
-    return await handler(request)
+    return Origin(request.remote, agent[: a.MAX_STRING] if agent else None)
 
 
 def audit_stream_config(settings: Settings) -> StreamConfig:
@@ -187,9 +171,11 @@ class AuditLog:
         params: Any = None,
         result: Any = None,
         error: BaseException | None = None,
+        origin: Origin | None = None,
     ) -> None:
         """Record one action; never waits. ``actor`` names who acted when there is no
-        ``caller`` (a failed sign-in's claimed name), else ``actor_of(caller)``. ``params`` and
+        ``caller`` (a failed sign-in's claimed name), else ``actor_of(caller)``; ``origin``:
+        where its request came from (by default the caller's). ``params`` and
         ``result``: Structs or builtins, redacted and bounded here. ``error``: a FleetError's
         code and message; any other exception is an internal error. A refused (or failed)
         call is an entry within its caller's budget (``CallerRefusals``) and while the buffer
@@ -198,7 +184,7 @@ class AuditLog:
             return
         entry = self._entry(method, caller=caller, actor=actor, token_id=token_id,
                             instance_id=instance_id, machine_id=machine_id, params=params,
-                            result=result, error=error)  # fmt: skip
+                            result=result, error=error, origin=origin)  # fmt: skip
         if entry.ok:
             self._put(entry)
             return
@@ -208,21 +194,21 @@ class AuditLog:
         elif self.callers.admit(entry.actor, entry.method, code, entry.token_id):
             self._put(entry)
 
-    def refused(self, method: str, error: FleetError, *, actor: str | None = None,
-                token_id: str | None = None, machine_id: str | None = None) -> None:  # fmt: skip
-        """A refusal of a request that authenticated as no one (``actor``, ``token_id``: whom
-        the credential it sent names, if anyone: an expired token's): an entry, within the
-        refusal gate's limits (``audit_refusals``) and the buffer's room for refusals, else
-        counted."""
+    def refused(self, method: str, error: FleetError, *, origin: Origin | None,
+                actor: str | None = None, token_id: str | None = None,
+                machine_id: str | None = None) -> None:  # fmt: skip
+        """A refusal of a request (from ``origin``) that authenticated as no one (``actor``,
+        ``token_id``: whom the credential it sent names, if anyone: an expired token's): an
+        entry, within the refusal gate's limits (``audit_refusals``) and the buffer's room for
+        refusals, else counted."""
         if not self.enabled:
             return
-        origin = ORIGIN.get()
         address = origin.client_address if origin else None
         if not self._room_for_refusals():
             self.refusals.count(method, address)
         elif self.refusals.admit(method, address):
             self._put(self._entry(method, actor=actor, token_id=token_id,
-                                  machine_id=machine_id, error=error))  # fmt: skip
+                                  machine_id=machine_id, error=error, origin=origin))  # fmt: skip
 
     def flush_suppressed(self) -> None:
         """Write what was counted since the last time: one ``audit.suppressed`` entry for the
@@ -242,8 +228,10 @@ class AuditLog:
     def _entry(self, method: str, *, caller: Caller | None = None, actor: str | None = None,
                token_id: str | None = None, instance_id: str | None = None,
                machine_id: str | None = None, params: Any = None, result: Any = None,
-               error: BaseException | None = None) -> a.AuditEntry:  # fmt: skip
-        origin = ORIGIN.get()
+               error: BaseException | None = None,
+               origin: Origin | None = None) -> a.AuditEntry:  # fmt: skip
+        if origin is None and caller is not None:
+            origin = caller.origin
         failure = _as_fleet_error(error)
         return a.AuditEntry(
             id=uuid.uuid4().hex,

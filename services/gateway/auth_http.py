@@ -33,7 +33,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from services.gateway.access import Caller
-from services.gateway.audit_log import AuditLog
+from services.gateway.audit_log import AuditLog, origin_of
 from services.gateway.errors_http import error_page, error_response, page_load
 from services.gateway.oidc import OidcClient, pkce_pair, rejected
 from services.gateway.people_ops import add_user
@@ -227,19 +227,39 @@ def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
     """``bearer_caller(request)``: the caller of the request's bearer token, or None. Each
     sign-in, refused or not, and each sign-out is an entry of ``audit`` (refused ones within
     the bounds of ``AuditLog.refused``)."""
-    sessions = signin.sessions
+    routes = _AuthRoutes(signin, bearer_caller, audit)
+    app.router.add_get("/auth/login", routes.login)
+    app.router.add_get("/auth/callback", routes.callback)
+    app.router.add_post("/auth/logout", routes.logout)
+    app.router.add_get("/auth/me", routes.me)
+    app.router.add_get("/auth/config", routes.config)
+    app.router.add_post("/auth/device", routes.device)
+    app.router.add_post("/auth/device/token", routes.device_token)
 
-    def note(action: str, *, actor: str | None = None, error: FleetError | None = None) -> None:
+
+class _AuthRoutes:
+    """The handlers of ``/auth/*`` (``add_auth_routes``)."""
+
+    def __init__(self, signin: SignIn, bearer_caller: Any, audit: AuditLog | None) -> None:
+        self.signin = signin
+        self.sessions = signin.sessions
+        self.bearer_caller = bearer_caller
+        self.audit = audit
+
+    def _note(self, request: web.Request, action: str, *, actor: str | None = None,
+              error: FleetError | None = None) -> None:  # fmt: skip
+        audit = self.audit
         if audit is None:
             return
+        origin = origin_of(request)
         if error is not None and actor is None:  # anyone can forge a callback: bounded
-            audit.refused(action, error)
+            audit.refused(action, error, origin=origin)
         else:
-            audit.record(action, actor=actor or "anonymous", error=error)
+            audit.record(action, actor=actor or "anonymous", error=error, origin=origin)
 
-    async def login(request: web.Request) -> web.StreamResponse:
+    async def login(self, request: web.Request) -> web.StreamResponse:
         try:
-            url, state = await signin.begin()
+            url, state = await self.signin.begin()
         except FleetError as exc:
             return error_response(exc)
         resp = _redirect(url)
@@ -247,87 +267,80 @@ def add_auth_routes(app: web.Application, signin: SignIn, bearer_caller: Any,
                         secure=request.secure, max_age=int(SIGNIN_TTL_S))  # fmt: skip
         return resp
 
-    async def callback(request: web.Request) -> web.StreamResponse:
+    async def callback(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         try:
             if "error" in q:
                 said = q["error"] if q["error"] in PROVIDER_ERRORS else UNDEFINED_ERROR
                 raise SignInStateRejected(f"the identity provider refused the sign-in ({said})")
-            user = await signin.finish(q.get("state", ""), request.cookies.get(STATE_COOKIE, ""),
-                                       q.get("code", ""))  # fmt: skip
+            user = await self.signin.finish(q.get("state", ""),
+                                            request.cookies.get(STATE_COOKIE, ""),
+                                            q.get("code", ""))  # fmt: skip
         except FleetError as exc:
             log.info("auth.signin_refused", error=exc.message, code=exc.code)
-            note(Action.SIGN_IN, error=exc)
+            self._note(request, Action.SIGN_IN, error=exc)
             if page_load(request.method, request.headers.get("Accept", "")):
                 return error_page(exc, heading="Sign-in refused", hint=REFUSED_HINT,
                                   back=BACK_TO_SIGN_IN)  # fmt: skip
             return error_response(exc)
-        secret = await sessions.start(user.id)
+        secret = await self.sessions.start(user.id)
         log.info("auth.signed_in", user_id=user.id)
-        note(Action.SIGN_IN, actor=user.id)
+        self._note(request, Action.SIGN_IN, actor=user.id)
         resp = _redirect("/")
-        sessions.set_cookie(request, resp, secret)
+        self.sessions.set_cookie(request, resp, secret)
         resp.del_cookie(STATE_COOKIE, path="/auth/")
         return resp
 
-    async def logout(request: web.Request) -> web.StreamResponse:
+    async def logout(self, request: web.Request) -> web.StreamResponse:
         secret = request.cookies.get(COOKIE, "")
-        found = await sessions.get(secret)
+        found = await self.sessions.get(secret)
         if found is None:
             gone = web.json_response({"signedOut": False})
             del_cookies(gone)  # a session ended elsewhere: its cookies too
             return gone
         try:
-            check_csrf(request, found[1], public_url(signin.settings))
+            check_csrf(request, found[1], public_url(self.signin.settings))
         except FleetError as exc:
-            note(Action.SIGN_OUT, actor=found[0].user_id, error=exc)
+            self._note(request, Action.SIGN_OUT, actor=found[0].user_id, error=exc)
             return error_response(exc)
-        await sessions.end(secret, found[1])
-        note(Action.SIGN_OUT, actor=found[0].user_id)
+        await self.sessions.end(secret, found[1])
+        self._note(request, Action.SIGN_OUT, actor=found[0].user_id)
         resp = web.json_response({"signedOut": True})
         del_cookies(resp)
         return resp
 
-    async def me(request: web.Request) -> web.StreamResponse:
-        found = await sessions.get(request.cookies.get(COOKIE, ""))
-        caller: Caller | None = found[0] if found else await bearer_caller(request)
+    async def me(self, request: web.Request) -> web.StreamResponse:
+        found = await self.sessions.get(request.cookies.get(COOKIE, ""))
+        caller: Caller | None = found[0] if found else await self.bearer_caller(request)
         if caller is None:
             refused = error_response(Unauthorized("not signed in"))
             if COOKIE in request.cookies:  # a session that ended: the console stops asking
                 del_cookies(refused)
             return refused
-        body = await _me(signin.store, caller)
+        body = await _me(self.signin.store, caller)
         if found is not None:
             body["csrfToken"] = found[1].csrf
         return web.json_response(body)
 
-    async def device(_: web.Request) -> web.Response:
+    async def device(self, _: web.Request) -> web.Response:
         try:
-            return web.json_response(await signin.device_begin())
+            return web.json_response(await self.signin.device_begin())
         except FleetError as exc:
             return error_response(exc)
 
-    async def device_token(request: web.Request) -> web.Response:
+    async def device_token(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
             code = body.get("deviceCode", "") if isinstance(body, dict) else ""
-            done = await signin.device_finish(str(code))
+            done = await self.signin.device_finish(str(code))
         except FleetError as exc:
             return error_response(exc)
         except ValueError:
             return error_response(SignInStateRejected("the body is not JSON"))
         return web.json_response(done if done is not None else {"pending": True})
 
-    async def config(_: web.Request) -> web.Response:
-        return web.json_response({"oidc": signin.oidc is not None})
-
-    app.router.add_get("/auth/login", login)
-    app.router.add_get("/auth/callback", callback)
-    app.router.add_post("/auth/logout", logout)
-    app.router.add_get("/auth/me", me)
-    app.router.add_get("/auth/config", config)
-    app.router.add_post("/auth/device", device)
-    app.router.add_post("/auth/device/token", device_token)
+    async def config(self, _: web.Request) -> web.Response:
+        return web.json_response({"oidc": self.signin.oidc is not None})
 
 
 async def _me(store: Store, caller: Caller) -> dict[str, Any]:

@@ -106,9 +106,8 @@ class ByteStreamOpener:
             if traffic != "none":
                 on_traffic = partial(self.access.activity.record, machine_id)
             stream = await join(self._nc(), machine_id, opened.stream_id, window=window,
-                                chunk_size=chunk_size, on_close=release,
-                                on_traffic=on_traffic)  # fmt: skip
-            stream.traffic_both_ways = traffic == "both"
+                                chunk_size=chunk_size, on_close=release, on_traffic=on_traffic,
+                                traffic_both_ways=traffic == "both")  # fmt: skip
             self.slots.hold(caller, stream, Reach(machine.instance_id, caller.acting))
         except BaseException:
             release(None)

@@ -1,12 +1,12 @@
 """The code interpreter's gateway methods (contracts.gateway_code): ``machines.code.*``.
 
-Thin, as the file methods are: the caller's machine is checked (and woken, as an exec wakes it)
-through ``Access.live_machine``, then its daemon runs the kernels (daemon/code_kernels.py). A
-call that may start a kernel waits for it on top of its own timeout.
+The others pass through to the daemon's (``MethodSpec.passes``): the caller's machine is
+checked (and woken, as an exec wakes it), then its daemon runs the kernels
+(daemon/code_kernels.py). A call that may start a kernel waits for it on top of its own timeout.
 
 ``machines.code.run`` POSTed to ``/rpc/stream`` streams as ``machines.execStream`` does
 (exec_stream.py): its daemon runs ``tool.code.runStream``, whose parts (``CodeRunPart``) go to
-the request's ``OUTPUT_SINK`` as they are published, every one before the answer. The stream
+its caller's ``output`` as they are published, every one before the answer. The stream
 closed before its answer (the client left), ``tool.code.cancelRun`` ends the run.
 """
 
@@ -19,21 +19,23 @@ import msgspec
 
 from contracts import daemon_code as dc, gateway_code as gc
 from contracts.events import WakeBy
-from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
+from contracts.jsonrpc import handles
 from controlplane.bus import Bus
 from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.access import Access, Caller
-from services.gateway.exec_stream import OUTPUT_SINK
+from services.gateway.daemon_calls import DaemonCalls
 
 #: A call that may start a kernel (a new context, a restart, a first run) may take this long.
 _STARTING_S = dc.KERNEL_START_S + EXEC_MARGIN_S
 
 
 class CodeOps:
-    def __init__(self, *, access: Access, daemons: DaemonClient, bus: Bus) -> None:
+    def __init__(self, *, access: Access, daemons: DaemonClient, bus: Bus,
+                 calls: DaemonCalls) -> None:  # fmt: skip
         self.access = access
         self.daemons = daemons
         self.bus = bus
+        self.calls = calls
 
     @handles(gc.MACHINES_CODE_RUN)
     async def machines_code_run(self, p: gc.MachineCodeRunParams, c: Caller) -> dc.CodeRunResult:
@@ -41,9 +43,9 @@ class CodeOps:
                                timeout_s=p.timeout_s, env=p.env)  # fmt: skip
         # Past its timeout the daemon interrupts the kernel, and waits a moment for it to stop.
         wait = p.timeout_s + _STARTING_S + dc.INTERRUPT_GRACE_S
-        sink = OUTPUT_SINK.get()
+        sink = c.output
         if sink is None:  # a plain POST /rpc: one answer
-            return await self._call(c, p.machine_id, dc.CODE_RUN, run, wait)
+            return await self.calls(c, p.machine_id, dc.CODE_RUN, run, timeout_s=wait)
         await self.access.live_machine(c, p.machine_id, wake=WakeBy.EXEC)
         params = dc.CodeRunStreamParams(
             **msgspec.structs.asdict(run), stream_id=secrets.token_hex(16)
@@ -57,44 +59,3 @@ class CodeOps:
             return machine.call_or_undo(dc.CODE_RUN_STREAM, params, wait, cancel)
 
         return await machine.with_output(self.bus.nc, params.stream_id, sink, call)
-
-    @handles(gc.MACHINES_CODE_CREATE_CONTEXT)
-    async def machines_code_create_context(
-        self, p: gc.MachineCreateContextParams, c: Caller
-    ) -> dc.CodeContext:
-        params = dc.CreateContextParams(language=p.language, cwd=p.cwd)
-        return await self._call(c, p.machine_id, dc.CODE_CREATE_CONTEXT, params, _STARTING_S)
-
-    @handles(gc.MACHINES_CODE_LIST_CONTEXTS)
-    async def machines_code_list_contexts(
-        self, p: gc.MachineCodeRef, c: Caller
-    ) -> dc.CodeContextList:
-        # A look (a console may poll it): it neither wakes the machine nor counts as activity.
-        await self.access.live_machine(c, p.machine_id, active=False)
-        return await self.daemons.call(p.machine_id, dc.CODE_LIST_CONTEXTS, NoParams())
-
-    @handles(gc.MACHINES_CODE_RESTART_CONTEXT)
-    async def machines_code_restart_context(
-        self, p: gc.MachineContextRef, c: Caller
-    ) -> dc.CodeContext:
-        params = dc.ContextRef(context_id=p.context_id)
-        return await self._call(c, p.machine_id, dc.CODE_RESTART_CONTEXT, params, _STARTING_S)
-
-    @handles(gc.MACHINES_CODE_DELETE_CONTEXT)
-    async def machines_code_delete_context(
-        self, p: gc.MachineContextRef, c: Caller
-    ) -> dc.ContextDeleted:
-        params = dc.ContextRef(context_id=p.context_id)
-        return await self._call(c, p.machine_id, dc.CODE_DELETE_CONTEXT, params, None)
-
-    @handles(gc.MACHINES_CODE_INTERRUPT)
-    async def machines_code_interrupt(
-        self, p: gc.MachineContextRef, c: Caller
-    ) -> dc.ContextInterrupted:
-        params = dc.ContextRef(context_id=p.context_id)
-        return await self._call(c, p.machine_id, dc.CODE_INTERRUPT, params, None)
-
-    async def _call(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P,
-                    timeout_s: float | None) -> R:  # fmt: skip
-        await self.access.live_machine(c, machine_id, wake=WakeBy.EXEC)
-        return await self.daemons.call(machine_id, spec, params, timeout_s=timeout_s)

@@ -37,7 +37,8 @@ from controlplane.bus import Bus
 from services.gateway.access import Caller
 from services.gateway.codemode_ops import CodemodeOps
 from services.gateway.errors_http import error_response
-from services.gateway.stream_rules import StreamRules, Writes
+from services.gateway.sse_stream import SseStream
+from services.gateway.stream_rules import StreamRules
 
 log = structlog.get_logger(__name__)
 #: Events buffered for a slow reader before the stream is cut (the run goes on).
@@ -66,11 +67,6 @@ def add_codemode_routes(
     app.router.add_post(RUN_STREAM_PATH, run)
 
 
-def _frame(kind: str, data: bytes, seq: int | None = None) -> bytes:
-    head = f"event: {kind}\n" + (f"id: {seq}\n" if seq is not None else "")
-    return head.encode() + b"data: " + data + b"\n\n"
-
-
 async def stream_run(
     request: web.Request, bus: Bus, ops: CodemodeOps, caller: Caller, rules: StreamRules
 ) -> web.StreamResponse:
@@ -97,17 +93,14 @@ async def _streamed(request: web.Request, bus: Bus, ops: CodemodeOps, caller: Ca
             queue.put_nowait(msg.data)
 
     sub = await bus.nc.subscribe(subjects.codemode_events(job.run_id), cb=on_event)
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                       "Cache-Control": "no-cache"})  # fmt: skip
-    out = rules.writes(request, resp)
-    await resp.prepare(request)
+    resp, stream = await SseStream.open(request, rules.clock, writes=rules.writes)
     run = asyncio.create_task(ops.execute(job, caller))
     try:
-        ended = await _forward(out, queue, run)
+        ended = await _forward(stream, queue, run)
         if not ended:
-            await _drain(out, queue, rules.clock)
+            await _drain(stream, queue, rules.clock)
         await asyncio.wait({run})  # the terminal event can come before the answer
-        await out.write(_frame(RUN_STREAM_END, _end(run)))
+        await stream.event(_end(run), name=RUN_STREAM_END)
     except asyncio.CancelledError:
         log.info("codemode.stream_closed", run_id=job.run_id)  # the run goes on to its end
         raise
@@ -118,36 +111,38 @@ async def _streamed(request: web.Request, bus: Bus, ops: CodemodeOps, caller: Ca
     return resp
 
 
-async def _forward(out: Writes, queue: asyncio.Queue[bytes], run: asyncio.Task[RunResult]) -> bool:
+async def _forward(
+    stream: SseStream, queue: asyncio.Queue[bytes], run: asyncio.Task[RunResult]
+) -> bool:
     """Events until the run ends; True when its terminal event was among them."""
     while not run.done():
         # The run's end, not its outcome, and the run goes on when an event wins.
         which, data = await first_of(queue.get(), asyncio.wait({run}))
-        if which == 0 and await _write_event(out, cast(bytes, data)):
+        if which == 0 and await _write_event(stream, cast(bytes, data)):
             return True
     return False
 
 
-async def _drain(out: Writes, queue: asyncio.Queue[bytes], clock: Clock) -> None:
+async def _drain(stream: SseStream, queue: asyncio.Queue[bytes], clock: Clock) -> None:
     """The events published before the answer but not yet delivered: up to the terminal one
     (the service publishes it before it answers), or ``TAIL_WAIT_S`` of ``clock``'s time if it
     never comes."""
 
     async def until_terminal() -> None:
-        while not await _write_event(out, await queue.get()):
+        while not await _write_event(stream, await queue.get()):
             pass
 
     with contextlib.suppress(TimeoutError):
         await within(clock, TAIL_WAIT_S, until_terminal())
 
 
-async def _write_event(out: Writes, data: bytes) -> bool:
+async def _write_event(stream: SseStream, data: bytes) -> bool:
     """Writes one event; True when it ends the run."""
     try:
         head = msgspec.json.decode(data, type=_Head)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return False
-    await out.write(_frame(head.type, data, head.seq))
+    await stream.event(data, name=head.type, seq=head.seq)
     return head.type in TERMINAL_TYPES
 
 

@@ -1,16 +1,21 @@
-"""The gateway's one composition root: every object that serves its methods, built once, each
-given its collaborators; nothing is set on an object after it is made.
+"""The gateway's one composition root: every part of the gateway (what serves its methods and
+what its HTTP app routes to), built once, each given its collaborators; nothing is set on an
+object after it is made.
 
 `compose` is what ``services.gateway.__main__`` and the in-memory tests call with the process's
-connections. Its result holds each part by the name the rest of the gateway (the HTTP app, MCP,
-the tests) reaches it by, and the dispatcher whose routes are the handlers of every part
-(``Router.handles_any``): a new ops object with ``@handles`` methods is routed by being a part.
+connections (store, bus, daemon client, audit log, OpenID client). Its result holds each part by
+the name the rest of the gateway (the HTTP app, the tests) reaches it by, and the dispatcher
+whose routes are the handlers of every part (``Router.handles_any``): a new ops object with
+``@handles`` methods is routed by being a part. ``make_app`` only routes requests to the parts.
 """
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, fields
 from functools import cached_property
+from typing import Any
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts import gateway_rpc as g
@@ -19,6 +24,7 @@ from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.failover import unavailable
+from controlplane.metrics import Metrics
 from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
@@ -28,39 +34,55 @@ from providers.code_status import CodeVersions
 from services.gateway.access import Access, Caller, scoped
 from services.gateway.api import GatewayApi
 from services.gateway.audit_log import AuditLog, audited
+from services.gateway.auth_http import SignIn
 from services.gateway.byte_stream_open import ByteStreamOpener
 from services.gateway.byte_stream_slots import ByteStreamSlots
+from services.gateway.callers import CallerResolver, caller_resolver
 from services.gateway.code_ops import CodeOps
 from services.gateway.codemode_ops import CodemodeOps
+from services.gateway.daemon_calls import DaemonCalls
 from services.gateway.env_build_ops import EnvBuildOps
 from services.gateway.environment_ops import EnvironmentOps
+from services.gateway.events_http import EventsContext
+from services.gateway.events_hub import EventHub
 from services.gateway.exec_stream import ExecStreamOps
 from services.gateway.fork_ops import ForkOps
 from services.gateway.host_control import HostControl
 from services.gateway.hosts_ops import HostOps
 from services.gateway.limits_ops import LimitsOps
+from services.gateway.mcp_http import McpEndpoint
 from services.gateway.network_ops import NetworkOps
+from services.gateway.oidc import OidcClient
 from services.gateway.ops import MachineOps
 from services.gateway.people_ops import PeopleOps
 from services.gateway.ports_ops import PortOps
-from services.gateway.rate_limits import CallLimits
+from services.gateway.rate_limits import BadSecrets, CallLimits
+from services.gateway.revocation import RevocationTicker
 from services.gateway.runtime_ops import RuntimeOps
 from services.gateway.secrets_ops import SecretOps
 from services.gateway.sessions_ops import SessionOps
 from services.gateway.stop_ops import StopOps
+from services.gateway.stream_rules import StreamRules
 from services.gateway.tickets import EventTickets
+from services.gateway.tunnels import Tunnels
 from services.gateway.wake import Waker
+from services.gateway.web_sessions import WebSessions
 
 
 @dataclass(frozen=True)
 class Gateway:
-    """What serves the gateway's methods; every part with ``@handles`` methods is routed."""
+    """Every part of the gateway; every part with ``@handles`` methods is routed, and the HTTP
+    app (``services.gateway.http.make_app``) routes requests to the others."""
 
     settings: Settings
+    store: Store
+    bus: Bus
     access: Access
     limits: CallLimits
     tokens: TokenStore
     tickets: EventTickets
+    #: The gateway's one path to a daemon for a caller.
+    calls: DaemonCalls
     #: The methods of instances, env, repos, tokens, events, audit and machines themselves.
     core: GatewayApi
     ops: MachineOps
@@ -83,6 +105,22 @@ class Gateway:
     secrets: SecretOps
     #: None: nothing is recorded (and audit.list answers Unavailable).
     audit: AuditLog | None
+    #: The HTTP side: who a bearer secret belongs to, browsers' sessions and their sign-in,
+    #: the bad secrets of each address, the rules of a streamed answer, tunnels and previews.
+    resolve_caller: CallerResolver
+    web_sessions: WebSessions
+    sign_in: SignIn
+    guesses: BadSecrets
+    stream_rules: StreamRules
+    tunnels: Tunnels
+    #: GET /events: the one subscription to machine events, and what each stream uses.
+    hub: EventHub
+    events: EventsContext
+    #: Ends what a revoked or demoted caller holds open (entered with the hub).
+    revocation: RevocationTicker
+    mcp: McpEndpoint
+    #: Served as GET /metrics (None: no such route).
+    metrics: Metrics | None
 
     @cached_property
     def dispatcher(self) -> Dispatcher[Caller]:
@@ -90,7 +128,24 @@ class Gateway:
         handlers, once; no list to keep."""
         parts = (getattr(self, f.name) for f in fields(self))
         owners = {id(p): p for p in parts if Router.handles_any(p)}
-        return _dispatcher(list(owners.values()), self.limits, self.settings, self.audit)
+        return _dispatcher(list(owners.values()), self.calls, self.limits, self.settings,
+                           self.audit)  # fmt: skip
+
+    def resources(self) -> tuple[AbstractAsyncContextManager[object], ...]:
+        """The parts to enter before the gateway serves, in order (left in reverse)."""
+        return (self.hub, self.mcp, self.revocation)
+
+
+@dataclass(frozen=True)
+class _Made:
+    """The parts several others are made with."""
+
+    access: Access
+    calls: DaemonCalls
+    tokens: TokenStore
+    tickets: EventTickets
+    limits: CallLimits
+    byte_streams: ByteStreamOpener
 
 
 def compose(
@@ -107,31 +162,29 @@ def compose(
     audit: AuditLog | None = None,
     clock: Clock = SYSTEM_CLOCK,
     repo_check: RepoCheck | None = None,
+    oidc: OidcClient | None = None,
+    metrics: Metrics | None = None,
+    resolve_caller: CallerResolver | None = None,
 ) -> Gateway:
     """``audit`` None: nothing is recorded (and audit.list answers Unavailable). Without the
-    platform's code repo (``code``), only "current" (the same SHA) can be told."""
+    platform's code repo (``code``), only "current" (the same SHA) can be told; without
+    ``oidc``, sign-in is not configured; ``resolve_caller``: by default the admin token's and
+    the store's tokens (a test names its own callers)."""
     s = settings or Settings()
-    waker = Waker(store=store, bus=bus, daemons=daemons, enabled=s.wake_on_access,
-                  timeout_s=s.wake_timeout_s, clock=clock)  # fmt: skip
-    access = Access(store, code or CodeVersions(None, platform_sha), s.activity_write_s,
-                    waker=waker)  # fmt: skip
-    tokens, tickets = TokenStore(store), EventTickets(store, s.events_ticket_ttl_s)
-    runtimes = RuntimeOps(store=store, settings=s, access=access)
-    forks = ForkOps(store=store, bus=bus, access=access, hosts=hosts,
+    made = _first_parts(store, bus, daemons, hosts, s, code or CodeVersions(None, platform_sha),
+                        audit, clock)  # fmt: skip
+    runtimes = RuntimeOps(store=store, settings=s, access=made.access)
+    forks = ForkOps(store=store, bus=bus, access=made.access, hosts=hosts,
                     max_snapshots=s.max_snapshots, daemons=daemons, clock=clock)  # fmt: skip
-    people = PeopleOps(store, tokens, s)
+    people = PeopleOps(store, made.tokens, s)
     api = GatewayApi(
-        store=store, bus=bus, daemons=daemons, box=box, settings=s, access=access,
-        tokens=tokens, tickets=tickets, people=people, runtimes=runtimes, forks=forks,
+        store=store, bus=bus, daemons=daemons, box=box, settings=s, access=made.access,
+        tokens=made.tokens, tickets=made.tickets, people=people, runtimes=runtimes, forks=forks,
         host_control=hosts, platform_sha=platform_sha, audit=audit,
         repo_check=repo_check or GitRepoCheck(s.repo_check_timeout_s, s.upstream_cas),
     )  # fmt: skip
-    ops = MachineOps(store=store, daemons=daemons, settings=s, hosts=hosts,
-                     platform_sha=platform_sha, access=access, keys=keys)  # fmt: skip
-    byte_streams = ByteStreamOpener(
-        slots=ByteStreamSlots(s.streams_per_token), access=access, daemons=daemons,
-        nc=lambda: bus.nc, audit=audit,
-    )  # fmt: skip
+    ops = MachineOps(store=store, daemons=daemons, settings=s, hosts=hosts, calls=made.calls,
+                     platform_sha=platform_sha, access=made.access, keys=keys)  # fmt: skip
     gateway: Gateway | None = None
 
     async def tool_call(body: bytes, caller: Caller) -> bytes | None:
@@ -139,38 +192,96 @@ def compose(
         assert gateway is not None  # made below, before any run can start
         return await gateway.dispatcher.handle(body, caller)
 
+    codemode = CodemodeOps(bus=bus, store=store, box=box, access=made.access, dispatch=tool_call)
+    resolve = resolve_caller or caller_resolver(s.admin_token, made.tokens, store,
+                                                s.revocation_round_s, clock)  # fmt: skip
     gateway = Gateway(
-        settings=s, audit=audit, access=access, limits=CallLimits(s, clock), tokens=tokens,
-        tickets=tickets, core=api, ops=ops, runtimes=runtimes, forks=forks, people=people,
-        byte_streams=byte_streams,
-        stops=StopOps(store=store, bus=bus, access=access),
-        machine_limits=LimitsOps(store, s),
-        environments=EnvironmentOps(store, access, hosts),
-        env_builds=EnvBuildOps(access, hosts),
-        network=NetworkOps(store, hosts),
-        hosts=HostOps(store, s, api.rebuild_instance),
-        exec_streams=ExecStreamOps(daemons=daemons, access=access, bus=bus),
-        sessions=SessionOps(
-            call=ops._call, opener=byte_streams,
-            attached=lambda mid: on_attach(store, bus, s, daemons, mid),
-        ),
-        ports=PortOps(access=access, daemons=daemons, store=store, settings=s),
-        codemode=CodemodeOps(bus=bus, store=store, box=box, access=access, dispatch=tool_call),
-        code=CodeOps(access=access, daemons=daemons, bus=bus),
-        secrets=SecretOps(store=store, bus=bus, box=box, access=access),
+        settings=s, store=store, bus=bus, audit=audit, access=made.access, limits=made.limits,
+        tokens=made.tokens, tickets=made.tickets, calls=made.calls, core=api, ops=ops,
+        runtimes=runtimes, forks=forks, people=people, byte_streams=made.byte_streams,
+        codemode=codemode,
+        **_area_parts(store, bus, daemons, box, hosts, s, made, api),
+        **_http_parts(store, bus, s, made, resolve, codemode, oidc, audit, clock),
+        metrics=metrics,
     )  # fmt: skip
     gateway.dispatcher  # noqa: B018 - routed now: a handler missing is an error at start
     return gateway
 
 
+def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostControl,
+                 s: Settings, code: CodeVersions, audit: AuditLog | None,
+                 clock: Clock) -> _Made:  # fmt: skip
+    waker = Waker(store=store, bus=bus, daemons=daemons, enabled=s.wake_on_access,
+                  timeout_s=s.wake_timeout_s, clock=clock)  # fmt: skip
+    access = Access(store, code, s.activity_write_s, waker=waker)
+    opener = ByteStreamOpener(
+        slots=ByteStreamSlots(s.streams_per_token), access=access, daemons=daemons,
+        nc=lambda: bus.nc, audit=audit,
+    )  # fmt: skip
+    return _Made(access=access, calls=DaemonCalls(access=access, daemons=daemons),
+                 tokens=TokenStore(store), tickets=EventTickets(store, s.events_ticket_ttl_s),
+                 limits=CallLimits(s, clock), byte_streams=opener)  # fmt: skip
+
+
+def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
+                hosts: HostControl, s: Settings, made: _Made,
+                api: GatewayApi) -> dict[str, Any]:  # fmt: skip
+    """The ops objects of the gateway's areas, by their fields' names in ``Gateway``."""
+    return {
+        "stops": StopOps(store=store, bus=bus, access=made.access),
+        "machine_limits": LimitsOps(store, s),
+        "environments": EnvironmentOps(store, made.access, hosts),
+        "env_builds": EnvBuildOps(made.access, hosts),
+        "network": NetworkOps(store, hosts),
+        "hosts": HostOps(store, s, api.rebuild_instance),
+        "exec_streams": ExecStreamOps(daemons=daemons, access=made.access, bus=bus),
+        "sessions": SessionOps(call=made.calls, opener=made.byte_streams,
+                               attached=lambda mid: on_attach(store, bus, s, daemons, mid)),
+        "ports": PortOps(access=made.access, daemons=daemons, store=store, settings=s),
+        "code": CodeOps(access=made.access, daemons=daemons, bus=bus, calls=made.calls),
+        "secrets": SecretOps(store=store, bus=bus, box=box, access=made.access),
+    }  # fmt: skip
+
+
+def _http_parts(store: Store, bus: Bus, s: Settings, made: _Made, resolve: CallerResolver,
+                codemode: CodemodeOps, oidc: OidcClient | None, audit: AuditLog | None,
+                clock: Clock) -> dict[str, Any]:  # fmt: skip
+    """The parts the HTTP app routes to, by their fields' names in ``Gateway``."""
+    web_sessions = WebSessions(store, s, clock)
+    guesses = BadSecrets(s.rate_unauthenticated_per_min, clock=clock.monotonic)
+    slots = made.byte_streams.slots
+    hub = EventHub(bus, store, max_per_token=s.events_max_per_token,
+                   max_streams=s.events_max_streams)  # fmt: skip
+    return {
+        "resolve_caller": resolve,
+        "web_sessions": web_sessions,
+        "sign_in": SignIn(store, s, oidc, web_sessions, made.tokens),
+        "guesses": guesses,
+        "stream_rules": StreamRules(made.limits, slots, s.client_write_timeout_s, clock),
+        "tunnels": Tunnels(opener=made.byte_streams, resolve=resolve, guesses=guesses, clock=clock),
+        "hub": hub,
+        "events": EventsContext(bus, store, hub, asyncio.Semaphore(s.events_max_replays), clock),
+        "revocation": RevocationTicker(store, hub, slots, s.revocation_round_s, audit, clock),
+        "mcp": McpEndpoint(codemode, s.max_body_bytes),
+    }
+
+
 def _dispatcher(
-    owners: list[object], limits: CallLimits, s: Settings, audit: AuditLog | None
+    owners: list[object],
+    calls: DaemonCalls,
+    limits: CallLimits,
+    s: Settings,
+    audit: AuditLog | None,
 ) -> Dispatcher[Caller]:
-    """Every gateway method's handler, each rate-limited as its spec's budget says, run as its
-    caller doing its scope, and audited (mypy checks each handler against its spec; the
-    dispatcher, that every method of the table has one)."""
+    """Every gateway method's handler (a part's, or a pass-through's to a daemon method), each
+    rate-limited as its spec's budget says, run as its caller doing its scope, and audited
+    (mypy checks each handler against its spec; the dispatcher, that every method of the
+    table has one)."""
     router = Router[Caller]()
     router.collect(*owners)
+    for spec in g.GATEWAY_METHODS:
+        if spec.passes is not None:
+            router.register(spec, calls.passing(spec))
     router = scoped(rated(router, limits))
     if audit is not None:
         router = audited(router, audit)

@@ -39,6 +39,7 @@ from controlplane.store import Store
 from services.gateway.access import EVERYWHERE, Caller, Reach
 from services.gateway.errors_http import error_response
 from services.gateway.events_hub import QUEUE_LIMIT, EventHub, Subscriber, honest
+from services.gateway.sse_stream import SSE_HEADERS, SseStream
 
 log = structlog.get_logger(__name__)
 
@@ -51,10 +52,6 @@ POLL_S = 1.0
 REPLAY_STALL_S = 10.0
 #: JetStream sequences are unsigned 64-bit.
 _MAX_SEQ = 2**63 - 1
-
-_CAUGHT_UP = sse.frame(sse.CAUGHT_UP)
-_OVERFLOW = sse.frame(sse.OVERFLOW)
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
 
 
 @dataclass(frozen=True)
@@ -123,19 +120,20 @@ async def stream_events(request: web.Request, ctx: EventsContext, caller: Caller
         start, sub = await _open(request, ctx, caller)
     except (InvalidParams, Forbidden, NotFound, RateLimited, Unavailable) as exc:
         return error_response(exc)
-    resp = web.StreamResponse(headers=_SSE_HEADERS)
+    resp = web.StreamResponse(headers=SSE_HEADERS)
+    stream = SseStream(resp, ctx.clock, KEEPALIVE_S)
     try:
         await resp.prepare(request)
-        await resp.write(b": connected\n\n")
+        await stream.comment("connected")
         try:
-            floor = await _replay(resp, ctx, start, sub) if start.replays else 0
+            floor = await _replay(stream, ctx, start, sub) if start.replays else 0
             if floor is not None:
-                await resp.write(_CAUGHT_UP)
-                await _pump(request, resp, sub, floor, ctx.clock)
+                await stream.event(b"{}", name=sse.CAUGHT_UP)
+                await _pump(request, stream, sub, floor, ctx.clock)
         except TRANSIENT as exc:  # the bus went while replaying: the same as below
             sub.error = as_unavailable(exc)
         if sub.error is not None:  # the stream cannot go on: tell the client why, and end
-            await resp.write(sse.error_frame(sub.error))
+            await stream.error(sub.error)
     except ConnectionResetError:
         log.debug("events.client_gone")
     finally:
@@ -143,7 +141,7 @@ async def stream_events(request: web.Request, ctx: EventsContext, caller: Caller
     return resp
 
 
-async def _replay(resp: web.StreamResponse, ctx: EventsContext, start: Start, sub: Subscriber
+async def _replay(stream: SseStream, ctx: EventsContext, start: Start, sub: Subscriber
                   ) -> int | None:  # fmt: skip
     """Send the stored events up to the stream's last sequence now; that sequence (live events
     up to it are dropped as already sent), or None when the stream ended meanwhile."""
@@ -166,7 +164,7 @@ async def _replay(resp: web.StreamResponse, ctx: EventsContext, start: Start, su
         try:
             if await _nothing_matches(consumer):
                 return last
-            return await _send_stored(resp, stored, sub, last, ctx.clock)
+            return await _send_stored(stream, stored, sub, last, ctx.clock)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await consumer.unsubscribe()
@@ -205,12 +203,12 @@ async def _nothing_matches(consumer: JetStreamContext.PushSubscription) -> bool:
     return bool(info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq))
 
 
-async def _send_stored(resp: web.StreamResponse, stored: asyncio.Queue[Msg], sub: Subscriber,
+async def _send_stored(stream: SseStream, stored: asyncio.Queue[Msg], sub: Subscriber,
                        last: int, clock: Clock) -> int | None:  # fmt: skip
     sent = 0
     while not sub.ended.is_set():
         if sub.overflow.is_set() and stored.empty():
-            await resp.write(_OVERFLOW)
+            await stream.event(b"{}", name=sse.OVERFLOW)
             return None
         msg = await _next(stored, sub.ended, REPLAY_STALL_S, clock)
         if msg is None:
@@ -222,7 +220,7 @@ async def _send_stored(resp: web.StreamResponse, stored: asyncio.Queue[Msg], sub
         if seq > last:
             return last
         if honest(msg):
-            await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
+            await stream.event(msg.data, seq=seq)
         sent = seq
         if seq == last or msg.metadata.num_pending == 0:
             return last
@@ -230,26 +228,24 @@ async def _send_stored(resp: web.StreamResponse, stored: asyncio.Queue[Msg], sub
 
 
 async def _pump(
-    request: web.Request, resp: web.StreamResponse, sub: Subscriber, floor: int, clock: Clock
+    request: web.Request, stream: SseStream, sub: Subscriber, floor: int, clock: Clock
 ) -> None:
     """Live events after ``floor`` until the stream ends, its client goes or falls too far
-    behind; a keepalive after ``KEEPALIVE_S`` of ``clock``'s time without one."""
-    quiet_since = clock.monotonic()
+    behind; a keepalive after the stream's ``keepalive_s`` of ``clock``'s time without a
+    write."""
     while not sub.ended.is_set() and not (sub.overflow.is_set() and sub.queue.empty()):
         if request.transport is None or request.transport.is_closing():
             return
-        msg = await _next(sub.queue, sub.ended, POLL_S, clock)
+        msg = await _next(sub.queue, sub.ended, min(POLL_S, stream.keepalive_in()), clock)
         if msg is None:
-            if not sub.ended.is_set() and clock.monotonic() - quiet_since >= KEEPALIVE_S:
-                await resp.write(b": keepalive\n\n")
-                quiet_since = clock.monotonic()
+            if not sub.ended.is_set():
+                await stream.keep_alive()
             continue
         seq = msg.metadata.sequence.stream
         if seq > floor:
-            await resp.write(b"id: %d\ndata: %s\n\n" % (seq, msg.data))
-            quiet_since = clock.monotonic()
+            await stream.event(msg.data, seq=seq)
     if sub.overflow.is_set() and not sub.ended.is_set():
-        await resp.write(_OVERFLOW)
+        await stream.event(b"{}", name=sse.OVERFLOW)
 
 
 async def _next(queue: asyncio.Queue[Msg], stop: asyncio.Event, timeout_s: float,

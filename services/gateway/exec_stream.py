@@ -3,9 +3,10 @@
 The method itself is an ordinary handler (validated and access-checked by the dispatcher like
 every other): it asks the daemon for ``tool.execStream`` (``MachineClient.exec_stream``, which
 the lifecycle commands' output uses too). When the request came through ``POST /rpc/stream``,
-the HTTP handler has put a sink in ``OUTPUT_SINK``, and each chunk goes there, every one before
-the result. When the client goes away (a Ctrl-C), the HTTP handler cancels the method, which
-kills the command's process group on the machine (``tool.execKill``) before it lets go.
+the HTTP handler calls it as its caller streaming to a sink (``Caller.output``), and each chunk
+goes there, every one before the result. When the client goes away (a Ctrl-C), the HTTP
+handler cancels the method, which kills the command's process group on the machine
+(``tool.execKill``) before it lets go.
 ``machines.code.run`` (code_ops.py) streams its parts through the same sink and pump.
 
 What a stream holds for a client that reads slower than its machine writes is bounded
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from contextvars import ContextVar
 from typing import cast
 
 import msgspec
@@ -37,7 +37,6 @@ from contracts.errors import InvalidRequest, MethodNotFound
 from contracts.events import WakeBy
 from contracts.gateway_live import (
     MACHINES_EXEC_STREAM,
-    SSE_DROPPED,
     SSE_OUTPUT,
     SSE_RESULT,
     MachineExecStreamParams,
@@ -45,14 +44,13 @@ from contracts.gateway_live import (
 from contracts.gateway_rpc import GATEWAY_METHODS, STREAMING_METHODS
 from contracts.jsonrpc import AnySpec, Dispatcher, handles
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient, OnOutput
+from controlplane.daemon_client import DaemonClient
 from services.gateway.access import Access, Caller
-from services.gateway.stream_rules import StreamRules, Writes
+from services.gateway.sse_stream import SseStream
+from services.gateway.stream_rules import StreamRules
 
 log = structlog.get_logger(__name__)
 
-#: Where a streamed request's output chunks go (None: a plain POST /rpc, nothing streamed).
-OUTPUT_SINK: ContextVar[OnOutput | None] = ContextVar("output_sink", default=None)
 #: A comment line this often while a command is silent: a client that left is noticed.
 KEEPALIVE_S = 1.0
 #: The most a stream holds, unwritten, for its client: more than an honest stream sends in
@@ -107,11 +105,7 @@ class ExecStreamOps:
         params = d.ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd,
                                      env=p.env)  # fmt: skip
         mc = self.daemons.machine(p.machine_id)
-        return await mc.exec_stream(self.bus.nc, params, OUTPUT_SINK.get())
-
-
-def sse(event: str, data: bytes) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + data.replace(b"\n", b"\ndata: ") + b"\n\n"
+        return await mc.exec_stream(self.bus.nc, params, c.output)
 
 
 async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], caller: Caller,
@@ -127,18 +121,15 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
     if spec is None:
         raise MethodNotFound(f"{method!r} cannot be streamed; streaming methods: "
                              f"{', '.join(sorted(STREAMING_METHODS))}")  # fmt: skip
-    with rules.slot(caller), rules.limits.prepaid(spec, caller):
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})  # fmt: skip
-        await resp.prepare(request)
+    with rules.slot(caller):
+        rules.limits.spend(spec, caller)  # before the stream begins: a refusal is a plain 429
+        resp, stream = await SseStream.open(request, rules.clock, keepalive_s=KEEPALIVE_S,
+                                            writes=rules.writes)  # fmt: skip
         queue = HeldParts()
-        token = OUTPUT_SINK.set(queue.offer)
-        try:  # the task copies the context now: its handler sees the sink (and the budget paid)
-            call = asyncio.create_task(dispatcher.handle(body, caller))
-        finally:
-            OUTPUT_SINK.reset(token)
+        streaming = caller.streaming(queue.offer, prepaid=spec.name)
+        call = asyncio.create_task(dispatcher.handle(body, streaming))
         try:
-            await _pump(rules.writes(request, resp), queue, call, rules.clock)
+            await _pump(stream, queue, call, rules.clock)
         except ConnectionError:  # the client left (a Ctrl-C) or stalled: the command ends below
             log.info("exec.stream_client_gone", method=method)
         finally:
@@ -149,23 +140,23 @@ async def stream_rpc(request: web.Request, dispatcher: Dispatcher[Caller], calle
         return resp
 
 
-async def _pump(out: Writes, queue: asyncio.Queue[bytes],
+async def _pump(stream: SseStream, queue: asyncio.Queue[bytes],
                 call: asyncio.Task[bytes | None], clock: Clock) -> None:  # fmt: skip
     while True:
         # The call's end, not its outcome (read below, once its output is written), and the
         # call goes on when a part or the keepalive wins.
-        which, part = await first_of(queue.get(), asyncio.wait({call}), clock.sleep(KEEPALIVE_S))
+        which, part = await first_of(queue.get(), asyncio.wait({call}),
+                                     clock.sleep(stream.keepalive_in()))  # fmt: skip
         if which == 0:
-            await out.write(sse(SSE_OUTPUT, cast(bytes, part)))
+            await stream.event(cast(bytes, part), name=SSE_OUTPUT)
             continue
         if which == 1:
             while not queue.empty():  # the method drained its subscription: nothing comes later
-                await out.write(sse(SSE_OUTPUT, queue.get_nowait()))
+                await stream.event(queue.get_nowait(), name=SSE_OUTPUT)
             if isinstance(queue, HeldParts) and queue.dropped:
                 log.warning("exec.stream_parts_dropped", parts=queue.dropped)
-                await out.write(sse(SSE_DROPPED, b'{"parts": %d}' % queue.dropped))
-            await out.write(sse(SSE_RESULT, call.result() or b"null"))
-            with contextlib.suppress(ConnectionError):  # it has its answer: it may leave now
-                await out.write_eof()
+                await stream.dropped(queue.dropped)
+            await stream.event(call.result() or b"null", name=SSE_RESULT)
+            await stream.end()  # it has its answer: it may leave now
             return
-        await out.write(b": keepalive\n\n")  # fails once the client has gone
+        await stream.keep_alive()  # fails once the client has gone

@@ -7,15 +7,14 @@ from __future__ import annotations
 import itertools
 from typing import Protocol
 
-import nats.errors
 from nats.aio.client import Client as NATS
 
-from contracts import gateway_env_builds as geb, host_rpc as h, subjects
+from contracts import gateway_env_builds as geb, host_rpc as h
 from contracts.daemon_rpc import ExecCommandResult
-from contracts.errors import HostUnavailable
 from contracts.events import HomeCopy
-from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
+from contracts.jsonrpc import MethodSpec, P, R
 from contracts.models import Machine
+from controlplane.host_call import call_host
 
 
 class HostControl(Protocol):
@@ -115,17 +114,5 @@ class HostClient:
     async def _call_host(
         self, host: str, spec: MethodSpec[P, R], params: P, timeout_s: float, mid: str | None
     ) -> R:
-        body = encode_call(spec, params, next(self._ids))
-        try:
-            msg = await self._nc.request(subjects.host_rpc(host), body, timeout=timeout_s)
-        except nats.errors.NoRespondersError:
-            raise HostUnavailable(
-                f"no provisioner of host {host} answers (the host is lost, or its provisioner "
-                f"is down)" + (f": machine {mid} waits for it" if mid else ""),
-                data={"hostId": host},
-            ) from None
-        except nats.errors.TimeoutError:
-            raise HostUnavailable(
-                f"host {host} did not answer within {timeout_s:g}s", data={"hostId": host}
-            ) from None
-        return decode_result(spec, msg.data)
+        return await call_host(self._nc, host, spec, params, timeout_s,
+                               request_id=next(self._ids), machine_id=mid)  # fmt: skip

@@ -15,55 +15,44 @@ gateway beyond its operators should keep /metrics to its scrapers at the proxy.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
 from aiohttp import web
 
-from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import CsrfRejected, FleetError, PayloadTooLarge, Unauthorized
 from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.gateway_rpc import PUBLIC_METHODS
 from contracts.gateway_sessions import ATTACH_PATH
-from contracts.jsonrpc import Dispatcher, request_method
+from contracts.jsonrpc import request_method
 from contracts.people import route_scope
-from controlplane.bus import Bus
 from controlplane.failover import TRANSIENT, as_unavailable
-from controlplane.metrics import Metrics, metrics_handler
-from controlplane.settings import Settings
-from controlplane.store import Store
+from controlplane.metrics import metrics_handler
 from controlplane.tokens import TokenStore
 from services.gateway.access import Caller
-from services.gateway.audit_log import AuditLog, origin_middleware
-from services.gateway.auth_http import SignIn, add_auth_routes, public_url
-from services.gateway.byte_stream_open import ByteStreamOpener
-from services.gateway.byte_stream_slots import ByteStreamSlots
+from services.gateway.audit_log import AuditLog, origin_of
+from services.gateway.auth_http import add_auth_routes, public_url
 from services.gateway.callers import CallerResolver
-from services.gateway.codemode_ops import CodemodeOps
 from services.gateway.codemode_stream import add_codemode_routes
 from services.gateway.errors_http import always_answer, error_answer, error_response
-from services.gateway.events_http import EventsContext, stream_events
-from services.gateway.events_hub import EventHub
+from services.gateway.events_http import stream_events
 from services.gateway.exec_stream import stream_rpc
 from services.gateway.files_http import add_files_routes
-from services.gateway.mcp_http import McpEndpoint, add_mcp_route
-from services.gateway.oidc import OidcClient
-from services.gateway.ports_ops import PortOps
+from services.gateway.mcp_http import add_mcp_route
 from services.gateway.preview import add_tunnel_route, make_preview_app
-from services.gateway.rate_limits import BadSecrets, CallLimits
+from services.gateway.rate_limits import BadSecrets
 from services.gateway.refusals_http import record_csrf, record_unauthenticated
-from services.gateway.revocation import RevocationTicker
 from services.gateway.sessions_ops import SessionOps
-from services.gateway.stream_rules import StreamRules
 from services.gateway.tickets import EventTickets
-from services.gateway.tunnels import Tunnels
 from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf
+
+if TYPE_CHECKING:
+    from services.gateway.compose import Gateway
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +66,8 @@ ORIGIN: web.AppKey[str] = web.AppKey("origin")
 AUDIT: web.AppKey[AuditLog | None] = web.AppKey("audit")
 TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens")
 CALLER_OF_REQUEST = web.RequestKey("caller", Caller)
+#: The request came with no token at all (its caller is ``ANONYMOUS``).
+ANONYMOUS_REQUEST = web.RequestKey("anonymous", bool)
 _JSON = "application/json"
 #: A /rpc caller without a (valid) token: it may call only the methods that reveal no data.
 ANONYMOUS = Caller(token_id="anonymous", admin=False)  # noqa: S106 - an id, not a secret
@@ -166,12 +157,15 @@ async def auth_middleware(
     except TRANSIENT as exc:  # a token is looked up in the store, which is failing over
         log.warning("gateway.auth_unavailable", path=request.path, error=repr(exc))
         return error_response(as_unavailable(exc))
-    if caller is None and request.path == "/rpc" and not bearer(request):
+    anonymous = caller is None and request.path == "/rpc" and not bearer(request)
+    if anonymous:
         caller = ANONYMOUS  # no token at all: rpc() lets it call PUBLIC_METHODS only
     if caller is None:
         return await _refuse(request)
     scope = route_scope(request.method, request.path)
-    request[CALLER_OF_REQUEST] = caller if scope is None else caller.doing(scope)
+    caller = caller if scope is None else caller.doing(scope)
+    request[CALLER_OF_REQUEST] = caller.coming_from(origin_of(request))
+    request[ANONYMOUS_REQUEST] = anonymous
     return await handler(request)
 
 
@@ -193,155 +187,125 @@ async def _security_headers(request: web.Request, resp: web.StreamResponse) -> N
         resp.headers["Cache-Control"] = "no-store"
 
 
-def make_app(
-    *,
-    dispatcher: Dispatcher[Caller],
-    limits: CallLimits,
-    store: Store,
-    bus: Bus,
-    hub: EventHub,
-    resolve_caller: CallerResolver,
-    settings: Settings,
-    metrics: Metrics | None = None,
-    codemode: CodemodeOps | None = None,
-    mcp: McpEndpoint | None = None,
-    sessions: SessionOps | None = None,
-    ports: PortOps | None = None,
-    byte_streams: ByteStreamOpener | None = None,
-    oidc: OidcClient | None = None,
-    audit: AuditLog | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-    tokens: TokenStore | None = None,
-    tickets: EventTickets | None = None,
-) -> GatewayApps:
-    """The console's app, and the preview listener's when ``ports`` is given; ``clock``: the
-    time of its rules (a woken port's wait, the events stream's keepalive, a stream's write
-    timeout). ``limits``: the budgets ``dispatcher`` spends, which its streams spend too.
-    ``tokens`` and ``tickets``: the gateway's own (the API's), so that each is made once."""
-    max_body_bytes = settings.max_body_bytes
-    app = web.Application(middlewares=[always_answer, origin_middleware, auth_middleware],
-                          client_max_size=max_body_bytes)  # fmt: skip
-    app[CALLER] = resolve_caller
-    public = dispatcher.only(PUBLIC_METHODS)
-    app[TICKETS] = tickets or EventTickets(store, settings.events_ticket_ttl_s)
-    app[UNAUTHENTICATED] = BadSecrets(settings.rate_unauthenticated_per_min,
-                                      clock=clock.monotonic)  # fmt: skip
+def make_app(g: Gateway) -> GatewayApps:
+    """The console's app and the preview listener's, routing requests to ``g``'s parts."""
+    app = web.Application(middlewares=[always_answer, auth_middleware],
+                          client_max_size=g.settings.max_body_bytes)  # fmt: skip
+    app[CALLER], app[TICKETS], app[UNAUTHENTICATED] = g.resolve_caller, g.tickets, g.guesses
+    app[SESSIONS], app[ORIGIN] = g.web_sessions, public_url(g.settings)
+    app[AUDIT], app[TOKENS] = g.audit, g.tokens
     app.on_response_prepare.append(_security_headers)
-    app[SESSIONS] = WebSessions(store, settings, clock)
-    app[ORIGIN] = public_url(settings)
-    app[AUDIT], app[TOKENS] = audit, tokens or TokenStore(store)
-
-    async def bearer_caller(request: web.Request) -> Caller | None:
-        return await resolve_caller(bearer(request))
-
-    sign_in = SignIn(store, settings, oidc, app[SESSIONS], app[TOKENS])
-    add_auth_routes(app, sign_in, bearer_caller, audit)
-    slots = byte_streams.slots if byte_streams is not None else ByteStreamSlots(0)
-    rules = StreamRules(limits, slots, settings.client_write_timeout_s, clock)
-
-    async def revocation(_: web.Application) -> AsyncIterator[None]:
-        async with RevocationTicker(store, hub, slots, settings.revocation_round_s, audit, clock):
-            yield
-
-    app.cleanup_ctx.append(revocation)
-    events_ctx = EventsContext(bus, store, hub, asyncio.Semaphore(settings.events_max_replays),
-                               clock)  # fmt: skip
 
     async def end_streams(_: web.Application) -> None:
-        hub.end_all()
+        g.hub.end_all()
 
     app.on_shutdown.append(end_streams)
 
-    async def read_body(request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > max_body_bytes:
-            raise _too_large(max_body_bytes)
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _too_large(max_body_bytes) from None
+    async def bearer_caller(request: web.Request) -> Caller | None:
+        return await g.resolve_caller(bearer(request))
+
+    add_auth_routes(app, g.sign_in, bearer_caller, g.audit)
+    _add_rpc_routes(app, g)
+    _add_probe_routes(app, g)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static", STATIC)
+    add_codemode_routes(app, g.bus, g.codemode, CALLER_OF_REQUEST, g.stream_rules)
+    add_mcp_route(app, g.mcp, CALLER_OF_REQUEST)
+    _add_session_route(app, g.sessions)
+    add_tunnel_route(app, g.tunnels, error_response, bearer)
+    add_files_routes(app, g.byte_streams, CALLER_OF_REQUEST)
+    previews = make_preview_app(g.tunnels, g.ports.previews, error_response, bearer,
+                                g.settings.preview)  # fmt: skip
+    return GatewayApps(app, previews)
+
+
+def _add_rpc_routes(app: web.Application, g: Gateway) -> None:
+    """POST /rpc (a caller without a token: the public methods only), POST /rpc/stream and
+    GET /events."""
+    public = g.dispatcher.only(PUBLIC_METHODS)
+    max_body_bytes = g.settings.max_body_bytes
 
     async def rpc(request: web.Request) -> web.StreamResponse:
         try:
-            body = await read_body(request)
+            body = await _read_body(request, max_body_bytes)
         except PayloadTooLarge as exc:
             return error_response(exc)
         caller = request[CALLER_OF_REQUEST]
         errors: list[FleetError] = []
-        if caller is ANONYMOUS:
+        if request[ANONYMOUS_REQUEST]:
             method = request_method(body)
             if method is not None and method not in PUBLIC_METHODS:
-                await record_unauthenticated(audit, request, app[TOKENS], "", look_up=False)
+                await record_unauthenticated(g.audit, request, g.tokens, "", look_up=False)
                 return _unauthorized()
             # Routes nothing but PUBLIC_METHODS; a body that is no request gets its -32700 or
             # -32600 (a parse error is about the body, whoever sent it).
             answer = await public.handle(body, caller, errors)
         else:
-            answer = await dispatcher.handle(body, caller, errors)
+            answer = await g.dispatcher.handle(body, caller, errors)
         if answer is None:
             return web.Response(status=204)
         if errors:  # a single request that failed: its kind's status, as on every route
             return error_answer(errors[0], answer)
         return web.Response(body=answer, content_type=_JSON)
 
+    async def rpc_stream(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await _read_body(request, max_body_bytes)
+            return await stream_rpc(request, g.dispatcher, request[CALLER_OF_REQUEST], body,
+                                    g.stream_rules)  # fmt: skip
+        except FleetError as exc:  # before the stream started: a plain JSON-RPC error
+            return error_response(exc)
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        return await stream_events(request, g.events, request[CALLER_OF_REQUEST])
+
+    app.router.add_post("/rpc", rpc)
+    app.router.add_post(RPC_STREAM_PATH, rpc_stream)
+    app.router.add_get("/events", events)
+
+
+async def _read_body(request: web.Request, max_body_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_body_bytes:
+        raise _too_large(max_body_bytes)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(max_body_bytes) from None
+
+
+def _add_probe_routes(app: web.Application, g: Gateway) -> None:
+    """GET /healthz, and GET /metrics where the gateway has metrics."""
+
     async def healthz(_: web.Request) -> web.Response:
         problems = []
-        if not bus.nc.is_connected:
+        if not g.bus.nc.is_connected:
             problems.append("nats disconnected")
         try:
-            await store.ping()
+            await g.store.ping()
         except (OSError, ConnectionError) as exc:
             problems.append(f"redis: {exc}")
         if problems:
             return web.json_response({"ok": False, "problems": problems}, status=503)
         return web.json_response({"ok": True})
 
-    async def events(request: web.Request) -> web.StreamResponse:
-        return await stream_events(request, events_ctx, request[CALLER_OF_REQUEST])
-
-    async def index(_: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "index.html")
-
-    async def rpc_stream(request: web.Request) -> web.StreamResponse:
-        try:
-            body = await read_body(request)
-            return await stream_rpc(request, dispatcher, request[CALLER_OF_REQUEST], body, rules)
-        except FleetError as exc:  # before the stream started: a plain JSON-RPC error
-            return error_response(exc)
-
-    app.router.add_post("/rpc", rpc)
-    app.router.add_post(RPC_STREAM_PATH, rpc_stream)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/events", events)
+    metrics = g.metrics
     if metrics is not None:
 
         async def scrape(request: web.Request) -> web.Response:
             return await metrics_handler(metrics, request)
 
         app.router.add_get("/metrics", scrape)
-    app.router.add_get("/", index)
-    app.router.add_static("/static", STATIC)
-    if codemode is not None:
-        add_codemode_routes(app, bus, codemode, CALLER_OF_REQUEST, rules)
-    if mcp is not None:
-        add_mcp_route(app, mcp, CALLER_OF_REQUEST)
-    if sessions is not None:
-        _add_session_route(app, sessions)
-    previews = None
-    if ports is not None and byte_streams is not None:
-        tunnels = Tunnels(opener=byte_streams, resolve=resolve_caller,
-                          guesses=app[UNAUTHENTICATED], clock=clock)  # fmt: skip
-        add_tunnel_route(app, tunnels, error_response, bearer)
-        previews = make_preview_app(tunnels, ports.previews, error_response, bearer,
-                                    settings.preview)  # fmt: skip
-    if byte_streams is not None:
-        add_files_routes(app, byte_streams, CALLER_OF_REQUEST)
-    return GatewayApps(app, previews)
+
+
+async def _index(_: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
 
 
 class GatewayApps(NamedTuple):
     console: web.Application
     #: Served on the preview listener (``FLEET_PREVIEW_HOST``:``FLEET_PREVIEW_PORT``).
-    previews: web.Application | None
+    previews: web.Application
 
 
 def _add_session_route(app: web.Application, sessions: SessionOps) -> None:

@@ -15,7 +15,7 @@ from contracts.gateway_network import (
 from contracts.gateway_types import InstanceRef
 from contracts.jsonrpc import handles
 from contracts.models import Machine
-from contracts.status import MachineStatus as S
+from contracts.status import UP_OR_COMING_UP
 from controlplane.machine_config import fan_out
 from controlplane.store import Store
 from services.gateway.access import Caller
@@ -24,7 +24,6 @@ from services.gateway.host_control import HostControl
 log = structlog.get_logger(__name__)
 
 #: Machines whose network namespace exists (a starting one gets the policy at its start).
-_LIVE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE})
 
 
 class NetworkOps:
@@ -39,7 +38,9 @@ class NetworkOps:
         c.require(p.instance_id)
         await self.store.get_instance(p.instance_id)  # NotFound
         await self.store.instance_settings.set_egress(p.instance_id, p.egress)
-        machines = [m for m in await self.store.list_machines(p.instance_id) if m.status in _LIVE]
+        machines = [
+            m for m in await self.store.list_machines(p.instance_id) if m.status in UP_OR_COMING_UP
+        ]
 
         async def apply(m: Machine) -> None:
             await self.hosts.apply_egress(m)

@@ -1,5 +1,7 @@
-"""Gateway methods that reach into running machines: env refresh, code refresh, background
-processes, cron tables. Split from api.py, which keeps the records (instances, machines)."""
+"""Gateway methods that reach into running machines: env refresh, code refresh, restart, ports,
+cron tables, SSH keys. Split from api.py, which keeps the records (instances, machines); the
+methods that are one daemon call (background processes, files, the daemon's log) pass through
+(``MethodSpec.passes``, ``daemon_calls.py``)."""
 
 from __future__ import annotations
 
@@ -8,31 +10,17 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from contracts import daemon_files as df, daemon_rpc as d, gateway_files as gf
+from contracts import daemon_rpc as d
 from contracts.errors import Conflict, DaemonUnavailable, NotSupported
-from contracts.gateway_files import (
-    MACHINES_LIST_DIR,
-    MACHINES_READ_FILE,
-    MACHINES_REMOVE_FILE,
-    MACHINES_STAT,
-)
-from contracts.gateway_live import MACHINES_DAEMON_LOG, DaemonLogRequest
 from contracts.gateway_machines import MACHINES_RESTART, RestartParams
 from contracts.gateway_rpc import (
     CRON_LIST,
     CRON_SET,
-    MACHINES_PROCESS_KILL,
-    MACHINES_PROCESS_LIST,
-    MACHINES_PROCESS_LOGS,
-    MACHINES_PROCESS_START,
     MACHINES_REFRESH_CODE,
     MACHINES_REFRESH_ENV,
     CronList,
     CronSetResult,
     InstanceRef,
-    MachineProcessLogsParams,
-    MachineProcessRef,
-    MachineProcessStartParams,
     MachineRef,
     RefreshCodeResult,
     RefreshEnvParams,
@@ -47,13 +35,13 @@ from contracts.gateway_ssh import (
     SshKeysResult,
     authorized_keys,
 )
-from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
+from contracts.jsonrpc import NoParams, handles
 from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MACHINES_PORTS, MachinePortsParams, PortList
+from contracts.status import REFRESHABLE
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.machine_config import (
-    REFRESHABLE,
     fan_out,
     for_machine,
     load_instance_configs,
@@ -67,8 +55,8 @@ from environments.hook import with_project_env
 from environments.lifecycle_commands import MachineLifecycle
 from providers.gvisor_gateway import gvisor_proxy_url
 from services.gateway.access import Access, Caller, default_instance
+from services.gateway.daemon_calls import DaemonCalls
 from services.gateway.host_control import HostControl
-from services.gateway.wake import WAKES
 
 log = structlog.get_logger(__name__)
 
@@ -83,9 +71,11 @@ class MachineOps:
         hosts: HostControl,
         platform_sha: str | None,
         access: Access,
+        calls: DaemonCalls,
         keys: MachineKeys | None = None,
     ) -> None:
         self.keys = keys
+        self.calls = calls
         self.store = store
         self.daemons = daemons
         self.settings = settings
@@ -162,62 +152,13 @@ class MachineOps:
         log.info("machine.restart_requested", machine_id=machine.id, provider=machine.provider)
         return machine
 
-    # --- background processes ----------------------------------------------------------------
-    @handles(MACHINES_PROCESS_START)
-    async def machines_process_start(
-        self, p: MachineProcessStartParams, c: Caller
-    ) -> d.ProcessInfo:
-        params = d.ProcessStartParams(command=p.command, cwd=p.cwd, env=p.env, tag=p.tag,
-                                      restart=p.restart)  # fmt: skip
-        return await self._call(c, p.machine_id, d.PROCESS_START, params)
-
-    @handles(MACHINES_PROCESS_LIST)
-    async def machines_process_list(self, p: MachineRef, c: Caller) -> d.ProcessList:
-        return await self._call(c, p.machine_id, d.PROCESS_LIST, NoParams(), active=False)
-
-    @handles(MACHINES_PROCESS_KILL)
-    async def machines_process_kill(self, p: MachineProcessRef, c: Caller) -> d.ProcessInfo:
-        params = d.ProcessRef(pid=p.pid, tag=p.tag)
-        return await self._call(c, p.machine_id, d.PROCESS_KILL, params)
-
-    @handles(MACHINES_PROCESS_LOGS)
-    async def machines_process_logs(self, p: MachineProcessLogsParams, c: Caller) -> d.ProcessLogs:
-        params = d.ProcessLogsParams(pid=p.pid, tag=p.tag, tail=p.tail)
-        return await self._call(c, p.machine_id, d.PROCESS_LOGS, params, active=False)
-
-    @handles(MACHINES_DAEMON_LOG)
-    async def machines_daemon_log(self, p: DaemonLogRequest, c: Caller) -> d.DaemonLogResult:
-        params = d.DaemonLogParams(lines=p.lines)
-        return await self._call(c, p.machine_id, d.DAEMON_LOG, params, active=False)
-
+    # --- ports -------------------------------------------------------------------------------
     @handles(MACHINES_PORTS)
     async def machines_ports(self, p: MachinePortsParams, c: Caller) -> PortList:
-        listed = await self._call(c, p.machine_id, LIST_PORTS, NoParams(), active=False)
+        listed = await self.calls(c, p.machine_id, LIST_PORTS, NoParams(), look=True)
         # a devcontainer's ports, if any
         life = await self.store.lifecycles.load(p.machine_id, MachineLifecycle)
         return listed if life is None else with_declared(listed, life.devcontainer)
-
-    # --- files -------------------------------------------------------------------------------
-    @handles(MACHINES_READ_FILE)
-    async def machines_read_file(self, p: gf.MachineReadFileParams, c: Caller) -> df.ReadFileResult:
-        params = df.ReadFileParams(path=p.path, encoding=p.encoding)
-        return await self._call(c, p.machine_id, df.READ_FILE, params)
-
-    @handles(MACHINES_LIST_DIR)
-    async def machines_list_dir(self, p: gf.MachineListDirParams, c: Caller) -> df.ListDirResult:
-        params = df.ListDirParams(path=p.path, limit=p.limit, after=p.after)
-        return await self._call(c, p.machine_id, df.LIST_DIR, params)
-
-    @handles(MACHINES_STAT)
-    async def machines_stat(self, p: gf.MachineStatParams, c: Caller) -> df.StatResult:
-        return await self._call(c, p.machine_id, df.STAT, df.StatParams(path=p.path))
-
-    @handles(MACHINES_REMOVE_FILE)
-    async def machines_remove_file(
-        self, p: gf.MachineRemoveFileParams, c: Caller
-    ) -> df.RemoveFileResult:
-        params = df.RemoveFileParams(path=p.path, recursive=p.recursive)
-        return await self._call(c, p.machine_id, df.REMOVE_FILE, params)
 
     async def _running_one(self, c: Caller, machine_id: str, what: str) -> Machine:
         """The caller's machine, if it is running: else ``Conflict`` (only a running
@@ -229,15 +170,6 @@ class MachineOps:
                 data={"status": machine.status.value},
             )
         return machine
-
-    async def _call(
-        self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P, *, active: bool = True
-    ) -> R:
-        """A daemon method on the caller's machine; ``active=False``: a look (a console polls
-        it) that does not count as activity for auto-stop, nor wakes the machine."""
-        wake = WAKES.get(spec.name) if active else None
-        await self.access.live_machine(c, machine_id, active=active, wake=wake)
-        return await self.daemons.call(machine_id, spec, params)
 
     # --- cron --------------------------------------------------------------------------------
     @handles(CRON_SET)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from base.clock import SYSTEM_CLOCK, Clock
@@ -26,9 +24,6 @@ R = TypeVar("R")
 
 #: Buckets kept at most; past it, the full ones (clients that went quiet) are forgotten.
 MAX_KEYS = 100_000
-#: The method whose budget a route took for the call it runs (``CallLimits.prepaid``): that
-#: call's own check does not take it a second time.
-_PREPAID: ContextVar[str | None] = ContextVar("prepaid", default=None)
 
 
 class RateLimiter:
@@ -128,26 +123,15 @@ class CallLimits:
         if wait:
             raise rate_limited(f"{BUDGETS[spec.budget]} for this token", wait)
 
-    @contextmanager
-    def prepaid(self, spec: AnySpec, caller: Caller) -> Iterator[None]:
-        """``spec``'s budget spent now, for a call of it started within (a task started here
-        copies the context): a route that must refuse before its answer begins (a stream's
-        429) spends it here, and the call's own check (``guard``) does not spend it again."""
-        self.spend(spec, caller)
-        token = _PREPAID.set(spec.name)
-        try:
-            yield
-        finally:
-            _PREPAID.reset(token)
-
     def guard(
         self, spec: AnySpec, handler: Callable[[P, Caller], Awaitable[R]]
     ) -> Callable[[P, Caller], Awaitable[R]]:
         """``handler``, refusing a caller past ``spec``'s budget with RateLimited (nothing
-        runs), unless the route that started the call paid it already."""
+        runs), unless the route that started the call paid it already (``Caller.prepaid``:
+        a route that must refuse before its answer begins, a stream's 429, spends it first)."""
 
         async def limited(params: P, caller: Caller) -> R:
-            if _PREPAID.get() != spec.name:
+            if caller.prepaid != spec.name:
                 self.spend(spec, caller)
             return await handler(params, caller)
 

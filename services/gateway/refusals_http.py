@@ -18,7 +18,7 @@ from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.jsonrpc import request_method
 from controlplane.tokens import TokenStore, is_live
 from services.gateway.access import Caller
-from services.gateway.audit_log import AuditLog
+from services.gateway.audit_log import AuditLog, origin_of
 
 #: A refused /rpc body is read for its method only up to this size.
 _PEEK_BYTES = 64 * 1024
@@ -62,7 +62,8 @@ async def record_csrf(audit: AuditLog | None, request: web.Request, caller: Call
     """A signed-in user's request refused for its missing CSRF token: the user is known."""
     if audit is not None:
         method, machine_id = await attempted(request)
-        audit.record(method, caller=caller, machine_id=machine_id, error=error)
+        audit.record(method, caller=caller, machine_id=machine_id, error=error,
+                     origin=origin_of(request))  # fmt: skip
 
 
 async def record_unauthenticated(audit: AuditLog | None, request: web.Request,
@@ -79,7 +80,8 @@ async def record_unauthenticated(audit: AuditLog | None, request: web.Request,
         token_id = found.token.id
         actor = found.token.user_id or token_id
         error = Unauthorized(_why(found.token.id, is_live(found.token)))
-    audit.refused(method, error, actor=actor, token_id=token_id, machine_id=machine_id)
+    audit.refused(method, error, origin=origin_of(request), actor=actor, token_id=token_id,
+                  machine_id=machine_id)  # fmt: skip
 
 
 def _why(token_id: str, live: bool) -> str:

@@ -1,7 +1,8 @@
 """Interactive sessions: ``sessions.*`` and the attach WebSocket (contracts.gateway_sessions).
 
-The methods are thin: access-checked like every machine method, then one daemon call through
-the gateway's shared daemon-call path. The WebSocket joins a byte stream the daemon opens for
+``sessions.open`` is one daemon call through the gateway's shared daemon-call path
+(``DaemonCalls``), the list, resize and close pass through to the daemon's
+(``MethodSpec.passes``). The WebSocket joins a byte stream the daemon opens for
 it (``session.attach``, through the gateway's one stream opener) and relays both ways; a
 resize from the client travels on that stream as a record, between the keys typed before and
 after it. It holds no session state (the daemon does), so
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import msgspec
 import structlog
@@ -25,11 +25,12 @@ from base.relay import relay
 from contracts import daemon_rpc as d, gateway_sessions as gs, sessions as ss
 from contracts.audit import Action
 from contracts.errors import InvalidParams, StreamAborted
-from contracts.gateway_sessions import SESSIONS_CLOSE, SESSIONS_LIST, SESSIONS_OPEN, SESSIONS_RESIZE
+from contracts.gateway_sessions import SESSIONS_OPEN
 from contracts.ids import MACHINE_ID_RE
-from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
+from contracts.jsonrpc import handles
 from services.gateway.access import Caller
 from services.gateway.byte_stream_open import ByteStreamOpener, Socket
+from services.gateway.daemon_calls import DaemonCalls
 from services.gateway.errors_http import close_reason
 
 log = structlog.get_logger(__name__)
@@ -40,15 +41,8 @@ _CONTROL = msgspec.json.Decoder(gs.ClientControl)
 _ENCODE = msgspec.json.Encoder()
 
 
-class DaemonCall(Protocol):
-    """The gateway's one path to a daemon for a caller (access check included)."""
-
-    async def __call__(self, c: Caller, machine_id: str, spec: MethodSpec[P, R],
-                       params: P) -> R: ...  # fmt: skip
-
-
 class SessionOps:
-    def __init__(self, *, call: DaemonCall, opener: ByteStreamOpener,
+    def __init__(self, *, call: DaemonCalls, opener: ByteStreamOpener,
                  attached: Callable[[str], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self.call = call
         self.opener = opener
@@ -68,20 +62,6 @@ class SessionOps:
         path = gs.attach_path(p.machine_id, info.session_id)
         return gs.OpenedSession(**msgspec.structs.asdict(info), machine_id=p.machine_id,
                                 attach_path=path)  # fmt: skip
-
-    @handles(SESSIONS_LIST)
-    async def sessions_list(self, p: gs.MachineSessions, c: Caller) -> ss.SessionList:
-        return await self.call(c, p.machine_id, d.SESSION_LIST, NoParams())
-
-    @handles(SESSIONS_RESIZE)
-    async def sessions_resize(self, p: gs.SessionsResizeParams, c: Caller) -> ss.SessionInfo:
-        params = ss.SessionResizeParams(session_id=p.session_id, cols=p.cols, rows=p.rows)
-        return await self.call(c, p.machine_id, d.SESSION_RESIZE, params)
-
-    @handles(SESSIONS_CLOSE)
-    async def sessions_close(self, p: gs.MachineSessionRef, c: Caller) -> ss.SessionClosed:
-        params = ss.SessionRef(session_id=p.session_id)
-        return await self.call(c, p.machine_id, d.SESSION_CLOSE, params)
 
     # --- the WebSocket ------------------------------------------------------------------------
     async def attach(self, request: web.Request, c: Caller) -> web.StreamResponse:

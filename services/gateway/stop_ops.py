@@ -22,7 +22,9 @@ from contracts.gateway_types import InstanceRef, MachineRef
 from contracts.jsonrpc import handles
 from contracts.models import Machine
 from contracts.status import (
+    PAUSABLE,
     PAUSE_STATES,
+    RESUMED_OR_RESUMING,
     STOPPABLE,
     STOPPED_OR_STOPPING,
     TERMINAL,
@@ -86,7 +88,7 @@ class StopOps:
                 "machines cannot be paused with their memory (docs/limitations.md): stop it",
                 data={"runtime": machine.runtime, "provider": machine.provider},
             )
-        if machine.status not in {S.READY, S.PAUSING, S.PAUSED}:
+        if machine.status not in PAUSABLE:
             raise Conflict(
                 f"machine {machine.id} is {machine.status.value}; only a ready machine can be "
                 "paused",
@@ -98,7 +100,7 @@ class StopOps:
     @handles(MACHINES_RESUME)
     async def machines_resume(self, p: MachineRef, c: Caller) -> Machine:
         machine = await self.access.machine(c, p.machine_id)
-        if machine.status in {S.READY, S.RESUMING}:
+        if machine.status in RESUMED_OR_RESUMING:
             return machine  # running, or on its way back: nothing to do
         if machine.status is not S.PAUSED:
             raise Conflict(

@@ -18,6 +18,14 @@ from services.gateway.callers import current_caller
 PREFIX = "evt_"
 
 
+class _Holder(msgspec.Struct):
+    """Whom a ticket was issued to, as it is kept: the caller is looked up again when it is
+    spent."""
+
+    token_id: str
+    acting: str
+
+
 def _digest(ticket: str) -> str:
     return hashlib.sha256(ticket.encode("utf-8", "replace")).hexdigest()
 
@@ -30,7 +38,8 @@ class EventTickets:
 
     async def issue(self, caller: Caller) -> str:
         ticket = PREFIX + secrets.token_urlsafe(32)
-        await self._records.put(_digest(ticket), msgspec.json.encode(caller).decode(), self.ttl_s)
+        holder = _Holder(token_id=caller.token_id, acting=caller.acting)
+        await self._records.put(_digest(ticket), msgspec.json.encode(holder).decode(), self.ttl_s)
         return ticket
 
     async def redeem(self, ticket: str) -> Caller | None:
@@ -42,6 +51,6 @@ class EventTickets:
         holder = await self._records.take(_digest(ticket))
         if holder is None:
             return None
-        issued = msgspec.json.decode(holder, type=Caller)
+        issued = msgspec.json.decode(holder, type=_Holder)
         now = await current_caller(self._store, issued.token_id)
         return None if now is None else now.doing(issued.acting)

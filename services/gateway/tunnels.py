@@ -34,6 +34,7 @@ from contracts.people import PORTS
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
 from controlplane.byte_stream_join import PlatformStream
 from services.gateway.access import Caller
+from services.gateway.audit_log import origin_of
 from services.gateway.byte_stream_open import ByteStreamOpener, Socket
 from services.gateway.errors_http import close_reason
 from services.gateway.rate_limits import BadSecrets
@@ -99,7 +100,7 @@ class Tunnels:
         if caller is None:
             refused = Unauthorized("missing or invalid bearer token")
             raise self.guesses.refuse("token", request.remote or "", refused)
-        return caller
+        return caller.coming_from(origin_of(request))
 
 
 def target(request: web.Request) -> tuple[str, int]:

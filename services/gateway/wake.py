@@ -10,8 +10,8 @@ and a start pass the checks ``machines.resume`` and ``machines.start`` make (the
 running limit, its host's room: services/gateway/admission.py); a call refused there is
 answered with their refusal, and nothing wakes.
 
-Ready means the daemon answers: a resumed machine is ``ready`` as soon as its sandbox is
-restored, a moment before its daemon has reconnected.
+Ready means the daemon answers (a resumed machine is ``ready`` only once its daemon answers:
+services/provisioner/pause.py); the wait still asks it, as for a started one.
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ from aiohttp import web
 from base.clock import SYSTEM_CLOCK, Clock
 from base.retry import Backoff, Retries, retry
 from contracts import daemon_rpc as d
-from contracts.errors import DaemonTimeout, DaemonUnavailable, PortUnreachable
+from contracts.errors import DaemonTimeout, PortUnreachable
 from contracts.events import WakeBy
-from contracts.jsonrpc import NoParams
 from contracts.models import Machine
-from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, MachineStatus as S
+from contracts.status import ASLEEP, COMING_UP, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient
 from controlplane.store import Store
@@ -47,10 +46,6 @@ T = TypeVar("T")
 #: console asks when it shows a machine) never does.
 WAKES: dict[str, WakeBy] = {s.name: WakeBy(s.wakes) for s in d.DAEMON_METHODS if s.wakes}
 
-#: On its way up after a start: a woken call waits for ``ready``.
-STARTING = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING})
-#: Where a call that may wake its machine has something to do.
-ASLEEP = PAUSE_STATES | STOPPED_OR_STOPPING
 #: How often a waiting call looks at the machine's status again (and asks its daemon).
 POLL_S = 0.02
 POLL_CAP_S = 0.25
@@ -83,7 +78,7 @@ def next_step(status: S) -> Step:
         return Step.RESUME
     if status in STOPPED_OR_STOPPING:  # a start overtakes a stop under way
         return Step.START
-    if status in {S.PAUSING, S.RESUMING} | STARTING:
+    if status in {S.PAUSING, S.RESUMING} | COMING_UP:
         return Step.WAIT
     return Step.GIVE_UP
 
@@ -122,7 +117,7 @@ class Waker:
         """Whether a call on ``machine`` must wake it (or wait for its wake) first."""
         if machine.status in ASLEEP:
             return True
-        return machine.status in STARTING and await self.store.stops.done(machine.id)
+        return machine.status in COMING_UP and await self.store.stops.done(machine.id)
 
     async def kick(self, machine: Machine, by: WakeBy) -> Machine:
         """Ask for the machine's resume or start, once; the machine as it is now."""
@@ -166,11 +161,7 @@ class Waker:
             )
 
     async def _answers(self, machine_id: str) -> bool:
-        try:
-            await self.daemons.call(machine_id, d.GET_VERSION, NoParams(), timeout_s=2.0)
-        except (DaemonUnavailable, DaemonTimeout):
-            return False
-        return True
+        return await self.daemons.answers(machine_id)
 
 
 async def wake_for(access: Access, caller: Caller, machine_id: str, by: WakeBy,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from base.clock import SYSTEM_CLOCK
+from controlplane.host_call import HostLiveness
 from controlplane.metrics import service_metrics
 from controlplane.runner import run_service
 from controlplane.settings import Settings
@@ -27,8 +28,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         HostLossMonitor(store=store, bus=bus, settings=settings, clock=clock),
     ):
         await stack.enter_async_context(part)
-    svc = Prober.wired(settings, store, bus, metrics)
-    svc.clock = clock
+    # Its boot watchdog asks a machine's host whether its daemon runs, as the gateway asks
+    # hosts (one provisioner of the host answers).
+    hosts = HostLiveness(bus.nc, default_host_id=settings.host_id,
+                         timeout_s=settings.rpc_timeout_s)  # fmt: skip
+    svc = Prober.wired(settings, store, bus, metrics, clock=clock, hosts=hosts)
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 
 

@@ -8,38 +8,37 @@ from base.clock import SYSTEM_CLOCK, Clock
 from contracts import daemon_rpc as d
 from contracts.consumers import Durable
 from contracts.errors import NotFound
-from contracts.events import Event, MachineProvisioned, MachineReady, SetupPushed
+from contracts.events import MachineReady, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.consumer import Permanent, Retry
+from controlplane.consumer import Permanent
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.settings import Settings
 from controlplane.stage import Stage
 from controlplane.store import Store
 from controlplane.subscriptions import subscriber
+from services.prober.boot_watch import BootWatchdog, DaemonLiveness
 from services.prober.checks import probe_once
 from services.prober.placement import PlacementWatchdog
 
 log = structlog.get_logger(__name__)
 
 
-def _boot_budget(settings: Settings) -> float:
-    """The watchdog defers a provisioned event until the boot timeout, and a little more."""
-    return settings.boot_timeout_s + 60
-
-
-class Prober(PlacementWatchdog, Stage):
-    """The probe's delay, deadline and interval, and the boot and placement watchdogs' waits
-    (since their event's time), are ``clock``'s time (a test's manual one)."""
+class Prober(PlacementWatchdog, BootWatchdog, Stage):
+    """The probe's delay, deadline and interval, and the boot and placement watchdogs' waits,
+    are ``clock``'s time (a test's manual one); ``hosts`` tells the boot watchdog whether a
+    machine's daemon runs (services/prober/boot_watch.py)."""
 
     stage = "probe"
     daemon_methods = (d.HEALTH, d.EXEC_COMMAND)
 
     def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings,
-                 keys: MachineKeys | None = None, clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
-        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys)
-        self.clock = clock
+                 keys: MachineKeys | None = None, clock: Clock = SYSTEM_CLOCK,
+                 hosts: DaemonLiveness | None = None) -> None:  # fmt: skip
+        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys,
+                         clock=clock)  # fmt: skip
+        self.hosts = hosts
 
     @subscriber(SetupPushed, durable=Durable.PROBER)
     async def on_setup_pushed(self, event: SetupPushed) -> None:
@@ -61,12 +60,15 @@ class Prober(PlacementWatchdog, Stage):
             self.keys.prime(machine.id, step.sealed_token)
         if self.settings.probe_delay_s > 0:
             await self.clock.sleep(self.settings.probe_delay_s)
-        await self.probe_until_healthy(event)
+        if not await self.probe_until_healthy(event):
+            return
         t = await self.store.transition(machine.id, S.READY, "all readiness checks passed")
         if t.accepted:  # moved now, or a repeat: announcing again is deduplicated
             await self._announce(event)
 
-    async def probe_until_healthy(self, event: SetupPushed) -> None:
+    async def probe_until_healthy(self, event: SetupPushed) -> bool:
+        """True once healthy; False if the machine left ``probing`` meanwhile (its daemon
+        started anew sends it back to booting: its setup starts over)."""
         s = self.settings
         mc = self.daemons.machine(event.machine_id)
         deadline = self.clock.monotonic() + s.probe_timeout_s
@@ -74,7 +76,12 @@ class Prober(PlacementWatchdog, Stage):
             problem = await probe_once(mc, event)
             if problem is None:
                 log.debug("probe.healthy")  # machine.ready follows: no line per machine
-                return
+                return True
+            if (status := (await self.store.get_machine(event.machine_id)).status) is not (
+                S.PROBING
+            ):
+                log.info("probe.left", status=status.value, problem=problem)
+                return False
             if self.clock.monotonic() >= deadline:
                 raise Permanent(f"not healthy after {s.probe_timeout_s:g}s: {problem}")
             log.info("probe.not_yet", problem=problem)
@@ -85,26 +92,4 @@ class Prober(PlacementWatchdog, Stage):
             MachineReady(
                 event_id=derived_event_id(cause.event_id, "ready"), machine_id=cause.machine_id
             )
-        )
-
-    async def give_up_boot(self, event: Event, reason: str) -> None:
-        await self.fail(event, reason, "boot")
-
-    @subscriber(
-        MachineProvisioned, durable=Durable.PROBER_BOOT, retry_budget=_boot_budget,
-        give_up=give_up_boot,
-    )  # fmt: skip
-    async def on_provisioned(self, event: MachineProvisioned) -> None:
-        """Boot watchdog: a machine whose daemon never reports ready fails, it does not hang."""
-        timeout = self.settings.boot_timeout_s
-        waited = self.clock.now() - event.occurred_at.timestamp()
-        machine = await self.store.get_machine(event.machine_id)
-        if machine.status is not S.BOOTING:
-            return  # it reported (or was archived): nothing to watch
-        if waited < timeout:
-            # Look again later without holding a handler slot while the machine boots.
-            raise Retry("waiting for the daemon's ready report", delay_s=min(5.0, timeout - waited))
-        raise Permanent(
-            f"the daemon did not report ready within {timeout:g}s of being provisioned "
-            f"({machine.external_id}); see the machine's daemon log"
         )

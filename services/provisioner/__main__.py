@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
+from pathlib import Path
 
+import aiodocker
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
@@ -14,6 +17,7 @@ from base.ticker import Ticker
 from contracts.errors import FleetError
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
+from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.metrics import service_metrics
 from controlplane.runner import run_service
 from controlplane.settings import GVISOR_POOL, Settings
@@ -21,6 +25,7 @@ from controlplane.store import Store
 from controlplane.subscriptions import enter_subscriptions
 from environments.shared_builds import SharedBuilds
 from providers import homes_fs
+from providers.base import MachineControl
 from providers.code import code_repo
 from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
@@ -30,10 +35,17 @@ from providers.host_memory import host_memory
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
 from providers.machine_limits import Placement
+from providers.platform_addresses import PlatformAddresses
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
-from services.provisioner.egress import dns_proxy, netns_policy, platform_addresses
+from services.provisioner.docker_networks import DockerNetworks
+from services.provisioner.egress import (
+    EgressPolicies,
+    dns_proxy,
+    netns_policy,
+    platform_addresses,
+)
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import image_id, machine_placement, pool_key
 from services.provisioner.environment_builds import EnvironmentBuilds
@@ -53,7 +65,6 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store = await stack.enter_async_context(Store.of(settings))
     bus = await stack.enter_async_context(Bus(settings, name="provisioner"))
     metrics = await service_metrics(settings, stack)
-    limits = platform_limits(settings)
 
     async def placement(machine_id: str) -> Placement:
         """The machine's instance, limits, image and user (services/provisioner/environment.py)."""
@@ -62,90 +73,91 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     # The egress proxy, and its door on the host first: a gvisor sandbox's gateway table opens
     # the door's port only if this process holds it.
     secrets = await stack.enter_async_context(secrets_cache(settings, store, bus))
+    # The host's and NATS's addresses, and the docker engine's networks once they are listed
+    # (below): never a destination of the proxies' unless a policy names it.
+    platform = PlatformAddresses(await platform_addresses(settings))
     proxy = await stack.enter_async_context(
-        secrets_proxy(settings, store, await platform_addresses(settings), bus, secrets.secrets)
+        secrets_proxy(settings, store, platform, bus, secrets.secrets)
     )
     door = await stack.enter_async_context(gvisor_door(settings, proxy))
     repo = code_repo(settings.code_repo)
-    cow = await asyncio.to_thread(
-        homes_fs.prepare, settings.data_path, settings.homes_fs, settings.homes_image_gb
-    )
-    local = LocalProvider(
-        cow=cow,
-        data_dir=settings.data_path,
-        code_repo=repo,
-        nats_url=settings.nats_url,
-        environ=os.environ,
-        sandbox=settings.sandbox == "bwrap",
-        own_network=settings.sandbox_network == "own",
-        forwarded=settings.sandbox_forwarded,
-        shared=settings.sandbox_shared,
-        uids=settings.sandbox_uid_range,
-        placement=placement,
-        default_limits=limits,
-        engine=lambda: docker.docker,
-        runsc=Runsc(
-            settings.runsc,
-            settings.gvisor_platform,
-            settings.data_path,
-            settings.gvisor_park_wait_s,
-            settings.nats_url,
-            door.port,
-        ),
-        netns_ready=partial(netns_policy, store, settings.nats_url, proxy_port=door.port),
-    )
+    local = await _local_provider(settings, store, repo, placement, door.port,
+                                  engine=lambda: docker.docker)  # fmt: skip
     swarm = SwarmProvider(
         data_dir=settings.data_path, nats_url=settings.nats_url, environ=os.environ
     )
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
+    await stack.enter_async_context(DockerNetworks(lambda: docker.docker, platform))
     memory = host_memory(settings.memory_cgroup)
     heartbeat = HostHeartbeat(store, settings, clock, memory)
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
-    dns = await stack.enter_async_context(await dns_proxy(settings, refusals.refused))
+    # The machines this host's resolver serves, and their policies: told by the enforcer.
+    policies = EgressPolicies(store)
+    dns = await stack.enter_async_context(
+        await dns_proxy(settings, refusals.refused, platform, policies.policy_of)
+    )
     # Environment builds and checkouts, shared by machines' creates and environments.build;
     # stopped after both, so a build still running is cancelled and joined.
     shared = await stack.enter_async_context(SharedBuilds())
     box = SecretBox(settings.secret_key)
     svc = Provisioner(
-        store=store,
-        bus=bus,
+        store=store, bus=bus, box=box, settings=settings, heartbeat=heartbeat, clock=clock,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
-        box=box,
         pools=await warm_pools(settings, stack, local, docker, clock),
-        settings=settings,
-        heartbeat=heartbeat,
-        engine=lambda: docker.docker,
-        dns=dns,
-        refusals=refusals,
-        proxy=proxy,
-        door=door,
-        clock=clock,
-        shared=shared,
-    )
+        engine=lambda: docker.docker, dns=dns, refusals=refusals, proxy=proxy, door=door,
+        policies=policies, shared=shared,
+        # A resumed machine is ready once its daemon answers: asked as the stages ask daemons.
+        daemons=DaemonClient(bus.nc, keys=MachineKeys(store, box),
+                             timeout_s=settings.rpc_timeout_s),
+    )  # fmt: skip
     await svc.resume()
     await stack.enter_async_context(heartbeat)
     if settings.pause_under_mb > 0:
         await stack.enter_async_context(MemoryPressure(store=store, bus=bus, settings=settings,
                                                        memory=memory, clock=clock))  # fmt: skip
-    # restart and refreshCode of this host's machines (the gateway routes them here).
-    methods = HostMethods(
-        store=store,
-        host_id=settings.host_id,
-        providers={local.name: local, swarm.name: swarm, docker.name: docker},
-        egress=svc.egress,
-        builds=EnvironmentBuilds(store, settings, lambda: docker.docker, shared),
-        box=box,
-        disk=svc.disk,
-    )
-    await stack.enter_async_context(host_rpc_server(bus.nc, methods))  # fmt: skip
-    # What this host keeps of snapshots and memory images that no record holds: at its start,
-    # then every FLEET_SWEEP_INTERVAL_S.
+    await _serve_host(settings, stack, store, bus, svc, box, shared, local, swarm, docker, clock)
+    await enter_subscriptions(stack, svc, bus, settings, metrics)
+
+
+async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, bus: Bus,
+                      svc: Provisioner, box: SecretBox, shared: SharedBuilds, local: LocalProvider,
+                      swarm: SwarmProvider, docker: DockerProvider,
+                      clock: Clock) -> None:  # fmt: skip
+    """This host's methods (the gateway routes a machine's restart, refreshCode, snapshots
+    and egress to its host) and its sweep of what no record holds, entered on ``stack``."""
+    providers: dict[str, MachineControl] = {local.name: local, swarm.name: swarm,
+                                            docker.name: docker}  # fmt: skip
+    methods = HostMethods(store=store, host_id=settings.host_id, providers=providers,
+                          egress=svc.egress, box=box, disk=svc.disk,
+                          builds=EnvironmentBuilds(store, settings, lambda: docker.docker,
+                                                   shared))  # fmt: skip
+    await stack.enter_async_context(host_rpc_server(bus.nc, methods))
+    # Snapshots and memory images that no record holds: at its start, then every
+    # FLEET_SWEEP_INTERVAL_S.
     sweeper = Sweeper(store, [LocalShelf(local), DockerShelf(docker)], settings.host_id, clock)
     await stack.enter_async_context(Ticker(settings.sweep_interval_s, clock, tick=sweeper.sweep,
                                            name="sweep", failed_event="sweep.failed",
                                            at_once=True))  # fmt: skip
-    await enter_subscriptions(stack, svc, bus, settings, metrics)
+
+
+async def _local_provider(settings: Settings, store: Store, repo: Path,
+                          placement: Callable[[str], Awaitable[Placement]], door_port: int,
+                          engine: Callable[[], aiodocker.Docker]) -> LocalProvider:  # fmt: skip
+    """The local provider: sandboxes on this host (bwrap or gVisor), their homes on ``cow``."""
+    cow = await asyncio.to_thread(
+        homes_fs.prepare, settings.data_path, settings.homes_fs, settings.homes_image_gb
+    )
+    runsc = Runsc(settings.runsc, settings.gvisor_platform, settings.data_path,
+                  settings.gvisor_park_wait_s, settings.nats_url, door_port)  # fmt: skip
+    return LocalProvider(
+        cow=cow, data_dir=settings.data_path, code_repo=repo, nats_url=settings.nats_url,
+        environ=os.environ, sandbox=settings.sandbox == "bwrap",
+        own_network=settings.sandbox_network == "own", forwarded=settings.sandbox_forwarded,
+        shared=settings.sandbox_shared, uids=settings.sandbox_uid_range, placement=placement,
+        default_limits=platform_limits(settings), engine=engine, runsc=runsc,
+        netns_ready=partial(netns_policy, store, settings.nats_url, proxy_port=door_port),
+    )  # fmt: skip
 
 
 async def warm_pools(

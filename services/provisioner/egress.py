@@ -24,12 +24,13 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from providers import egress_netdev, egress_nftables as egress
 from providers.base import InterfaceEgress, NetnsHolder, PastaOwned
-from providers.egress_dns import DnsProxy, OnRefused, host_upstream
+from providers.egress_dns import DnsProxy, OnRefused, PolicyOf, host_upstream
 from providers.egress_dns_load import DnsCaps
 from providers.egress_proxy import EgressProxy
 from providers.egress_proxy_door import HostDoor
 from providers.gvisor_gateway import gateway_endpoints
 from providers.netns import installed, nats_servers
+from providers.platform_addresses import PlatformAddresses
 from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
@@ -67,12 +68,41 @@ async def platform_addresses(settings: Settings) -> frozenset[egress.IpAddress]:
     return frozenset(addresses | set(await asyncio.to_thread(host_addresses)))
 
 
-async def dns_proxy(settings: Settings, on_refused: OnRefused | None = None) -> DnsProxy:
-    """This host's proxy: its upstream, and the platform's addresses it never answers with."""
-    addresses = await platform_addresses(settings)
+async def dns_proxy(
+    settings: Settings, on_refused: OnRefused | None = None,
+    platform: PlatformAddresses | None = None, policy_of: PolicyOf | None = None,
+) -> DnsProxy:  # fmt: skip
+    """This host's proxy: its upstream, the platform's addresses it never answers with
+    (``platform``, else found now), and where it reads a machine's policy as stored
+    (``EgressPolicies.policy_of``)."""
+    addresses = platform or PlatformAddresses(await platform_addresses(settings))
     caps = DnsCaps(rate=settings.egress_dns_rate, burst=max(1, int(2 * settings.egress_dns_rate)),
                    concurrency=settings.egress_dns_concurrency)  # fmt: skip
-    return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused, caps)
+    return DnsProxy(host_upstream(settings.egress_dns_upstream), addresses, on_refused, caps,
+                    policy_of)  # fmt: skip
+
+
+class EgressPolicies:
+    """The instance of each machine this host's resolver serves, and that instance's policy as
+    stored now: what the enforcer tells (``serve``, ``forget``) and the resolver reads
+    (``policy_of``), made before both."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._instances: dict[str, str] = {}
+
+    def serve(self, machine_id: str, instance_id: str) -> None:
+        self._instances[machine_id] = instance_id
+
+    def forget(self, machine_id: str) -> None:
+        self._instances.pop(machine_id, None)
+
+    async def policy_of(self, machine_id: str) -> EgressPolicy:
+        """The policy of the machine's instance (open for a machine not served here)."""
+        instance_id = self._instances.get(machine_id)
+        if instance_id is None:
+            return EgressPolicy()
+        return await self.store.instance_settings.egress(instance_id)
 
 
 def no_names(machine_id: str, policy: EgressPolicy) -> None:
@@ -115,7 +145,10 @@ class EgressEnforcer:
         refusals: EgressEvents | None = None,
         proxy: EgressProxy | None = None,
         door: HostDoor | None = None,
+        policies: EgressPolicies | None = None,
     ) -> None:
+        """``policies``: the machines this host's resolver serves (``dns``'s ``policy_of``
+        reads them)."""
         self.store = store
         #: The host's egress proxy (secrets added on the way out), served beside the resolver,
         #: and its door on the host for gvisor machines.
@@ -136,10 +169,7 @@ class EgressEnforcer:
         #: nft runs at a time: a change reaching many machines of the host is CPU work (nft's
         #: and the kernel's) with waits between (each transaction's commit), so a few per core.
         self._nft = asyncio.Semaphore(_NFT_AT_ONCE)
-        #: The instance of each machine this host's proxy serves.
-        self._instances: dict[str, str] = {}
-        if dns is not None:
-            dns.policy_of = self.policy_of
+        self.policies = policies or EgressPolicies(store)
 
     async def platform(self) -> list[egress.Endpoint]:
         """NATS's addresses and ports: always open (resolved once)."""
@@ -179,7 +209,7 @@ class EgressEnforcer:
             log.info("egress.applied", machine_id=machine_id, default=policy.default,
                      allow=len(policy.allow), deny=len(policy.deny), how=how)  # fmt: skip
         if self.dns is not None and not on_interfaces:  # gVisor's stack has its own loopback
-            self._instances[machine_id] = instance_id
+            self.policies.serve(machine_id, instance_id)
             try:
                 await self.dns.attach(machine_id, pid, policy)
             except egress.EgressUnavailable as exc:  # another provisioner of the host has it
@@ -202,12 +232,6 @@ class EgressEnforcer:
             await self.proxy.attach(machine_id, instance_id, pid)
         except (egress.EgressUnavailable, OSError) as exc:  # another provisioner has it
             log.info("egress.proxy_elsewhere", machine_id=machine_id, error=str(exc))
-
-    async def policy_of(self, machine_id: str) -> EgressPolicy:
-        instance_id = self._instances.get(machine_id)
-        if instance_id is None:
-            return EgressPolicy()
-        return await self.store.instance_settings.egress(instance_id)
 
     async def _write_on_interfaces(self, machine_id: str, pid: int, policy: EgressPolicy) -> str:
         """The policy on the interfaces of the machine's namespace (a gvisor machine's:
@@ -265,7 +289,7 @@ class EgressEnforcer:
     def forget(self, machine_id: str) -> None:
         """The machine stopped: its resolver socket goes (it would keep the namespace), and so
         does its budget of refusal events (one per machine that ever ran, else)."""
-        self._instances.pop(machine_id, None)
+        self.policies.forget(machine_id)
         self._tables.pop(machine_id, None)
         if self.dns is not None:
             self.dns.detach(machine_id)

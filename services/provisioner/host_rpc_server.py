@@ -23,7 +23,13 @@ from controlplane.crypto import SecretBox, renew_connect_secret
 from controlplane.settings import Settings
 from controlplane.store import Store
 from environments.shared_builds import SharedBuilds
-from providers.base import MachineControl, MemoryForker, RootExecutor, SnapshotTaker
+from providers.base import (
+    DaemonWatch,
+    MachineControl,
+    MemoryForker,
+    RootExecutor,
+    SnapshotTaker,
+)
 from services.provisioner.disk import DiskBudget
 from services.provisioner.egress import EgressEnforcer
 from services.provisioner.environment_builds import EnvironmentBuilds
@@ -74,6 +80,13 @@ class HostMethods:
         restarted = await provider.restart(machine.id)
         log.info("host.daemon_restart", machine_id=machine.id, restarted=restarted)
         return h.RestartResult(restarted=restarted)
+
+    async def daemon_runs(self, p: h.HostMachineParams, _: None) -> h.DaemonRunsResult:
+        machine, provider = await self._own(p.machine_id)
+        if not isinstance(provider, DaemonWatch):
+            raise NotSupported(f"the {machine.provider} provider cannot tell whether a "
+                               "machine's daemon runs")  # fmt: skip
+        return h.DaemonRunsResult(runs=await provider.daemon_runs(machine.id))
 
     async def install_code(self, p: h.InstallCodeParams, _: None) -> h.InstallCodeResult:
         machine, provider = await self._own(p.machine_id)
@@ -156,6 +169,7 @@ class HostMethods:
         router.register(h.TAKE_SNAPSHOT, self.take_snapshot)
         router.register(h.DROP_SNAPSHOT, self.drop_snapshot)
         router.register(h.RESTART_DAEMON, self.restart_daemon)
+        router.register(h.DAEMON_RUNS, self.daemon_runs)
         router.register(h.INSTALL_CODE, self.install_code)
         router.register(h.APPLY_EGRESS, self.apply_egress)
         router.register(h.EXEC_AS_ROOT, self.exec_as_root)

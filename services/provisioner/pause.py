@@ -1,7 +1,8 @@
 """The provisioner's part of pausing and resuming machines (docs/stop-start.md):
 ``machine.pause-requested`` checkpoints a gvisor machine and ends its sandbox;
-``machine.resume-requested`` restores it. Both hold the machine's ``provision:`` lock (no stop
-or start overlaps them) and go by its status, so a redelivered event is a no-op.
+``machine.resume-requested`` restores it, and makes it ready once its daemon answers. Both
+hold the machine's ``provision:`` lock (no stop or start overlaps them) and go by its status,
+so a redelivered event is a no-op.
 
 A pause refused before the sandbox was touched (a connection of the machine's own that this
 runsc cannot keep) makes the machine ready again, its status reason saying why; one that
@@ -14,6 +15,8 @@ import time
 
 import structlog
 
+from base.clock import Clock
+from base.retry import Backoff, retry_until
 from contracts.consumers import Durable
 from contracts.errors import Conflict, DiskLimit, NotSupported, ProviderError
 from contracts.events import (
@@ -26,10 +29,13 @@ from contracts.events import (
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane import store_disk
+from controlplane.daemon_client import DaemonClient
 from controlplane.failures import fail_machine
+from controlplane.settings import Settings
 from controlplane.status_transitions import PAUSE_REFUSED
 from controlplane.subscriptions import subscriber
-from providers.base import Pauser
+from controlplane.unresponsive import mark_unresponsive
+from providers.base import DaemonWatch, Pauser
 from services.provisioner.stop_start import StopStartHandlers
 
 log = structlog.get_logger(__name__)
@@ -37,9 +43,16 @@ log = structlog.get_logger(__name__)
 #: The machine's lock, held through a checkpoint (seconds for each 256 MiB on ptrace) or a
 #: restore: no archive may end its sandbox under it.
 _HELD_S = 600.0
+#: A resumed daemon asked again until it answers: at once, then every 0.5 s at most.
+_ASK_AGAIN = Backoff(base=0.02, cap=0.5)
 
 
 class PauseHandlers(StopStartHandlers):
+    settings: Settings
+    #: What a resume waits on: its daemon's answer (None: not waited for).
+    daemons: DaemonClient | None
+    clock: Clock
+
     def _pauser(self, provider_name: str, machine_id: str) -> Pauser:
         provider = self.providers.get(provider_name)
         if not isinstance(provider, Pauser):
@@ -110,30 +123,64 @@ class PauseHandlers(StopStartHandlers):
     async def on_resume_requested(self, event: MachineResumeRequested) -> None:
         if not await self._owned(event.machine_id):
             return
+        began = self.clock.monotonic()
+        if not await self._restored(event):
+            return
+        # Ready only once its daemon answers, as a started one is: it reconnects at once, and
+        # a call sent the moment it reads ready must find it.
+        if not await self._answers(event.machine_id):
+            await self._silent_after_resume(event.machine_id)
+            return
+        took_ms = (self.clock.monotonic() - began) * 1000
+        t = await self.store.transition(event.machine_id, S.READY, f"resumed ({event.by})")
+        if t.moved:
+            await self.bus.publish(MachineResumed(
+                event_id=derived_event_id(event.event_id, "resumed"),
+                machine_id=event.machine_id, duration_ms=round(took_ms, 1), by=event.by,
+            ))  # fmt: skip
+        log.info("resume.machine_resumed", machine_id=event.machine_id, ms=round(took_ms))
+
+    async def _restored(self, event: MachineResumeRequested) -> bool:
+        """The machine's sandbox restored from its pause, under its lock; False if there was
+        nothing to restore (resumed already, stopped since) or the restore failed it."""
         lock = await self._locked(event.machine_id, ttl_s=_HELD_S)
         try:
             machine = await self.store.get_machine(event.machine_id)
             if machine.status is not S.RESUMING:
                 log.info("resume.skipped", machine_id=machine.id, status=machine.status.value)
-                return
-            began = time.monotonic()
+                return False
+            pauser = self._pauser(machine.provider, machine.id)
             try:
-                await self._pauser(machine.provider, machine.id).resume(machine.id)
+                # Restored already: a redelivery after a stop while its daemon was waited for.
+                if not (isinstance(pauser, DaemonWatch) and await pauser.daemon_runs(machine.id)):
+                    await pauser.resume(machine.id)
                 # The restore's namespace is a new one: the instance's policy goes on it again.
                 await self.egress.enforce(machine, at_start=True)
             except (ProviderError, NotSupported, OSError) as exc:
                 await fail_machine(self.store, self.bus, machine.id, stage="resume",
                                    reason=str(exc), cause_event_id=event.event_id)  # fmt: skip
-                return
-            took_ms = (time.monotonic() - began) * 1000
+                return False
             await self.store.disk.forget(machine.instance_id, store_disk.paused(machine.id))
             await self.store.heartbeats.forget(machine.id)  # its first beat after is the new one
-            t = await self.store.transition(machine.id, S.READY, f"resumed ({event.by})")
+            return True
         finally:
             await self.store.locks.release(*lock)
-        if t.moved:
-            await self.bus.publish(MachineResumed(
-                event_id=derived_event_id(event.event_id, "resumed"), machine_id=machine.id,
-                duration_ms=round(took_ms, 1), by=event.by,
-            ))  # fmt: skip
-        log.info("resume.machine_resumed", machine_id=machine.id, ms=round(took_ms))
+
+    async def _answers(self, machine_id: str) -> bool:
+        """Once the resumed machine's daemon answers; False if it did not within
+        ``FLEET_BOOT_TIMEOUT_S``."""
+        daemons = self.daemons
+        if daemons is None:
+            return True
+        return await retry_until(lambda: daemons.answers(machine_id), backoff=_ASK_AGAIN,
+                                 budget_s=self.settings.boot_timeout_s,
+                                 clock=self.clock)  # fmt: skip
+
+    async def _silent_after_resume(self, machine_id: str) -> None:
+        """Restored, but its daemon does not answer: unresponsive, and ready at its daemon's
+        first heartbeat (services/prober/liveness.py), never before it serves."""
+        reason = (f"resumed, but its daemon did not answer within "
+                  f"{self.settings.boot_timeout_s:g}s")  # fmt: skip
+        if (marked := await mark_unresponsive(self.store, machine_id, reason)) is not None:
+            await self.bus.publish(marked)
+        log.warning("resume.daemon_silent", machine_id=machine_id)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import ssl
+from collections.abc import Collection
+from functools import partial
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
@@ -24,7 +26,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.store_secrets import StoredSecret
 from providers.egress_proxy import Address, EgressProxy, Platform
-from providers.egress_proxy_door import HostDoor
+from providers.egress_proxy_door import HostDoor, recorded_pastas
 from providers.gvisor_gateway import proxy_listen
 from services.provisioner.secrets_cache import Read, SecretsCache
 
@@ -74,9 +76,10 @@ def _host_entry(url: SplitResult) -> str:
 
 def gvisor_door(settings: Settings, proxy: EgressProxy) -> HostDoor:
     """The proxy's door for this host's gvisor machines (``FLEET_SECRETS_PROXY_PORT``, 0:
-    none, then a door that serves nobody)."""
+    none, then a door that serves nobody), knowing them by the pastas this stack recorded."""
     at = proxy_listen(settings.nats_url, settings.secrets_proxy_port)
-    return HostDoor(proxy, at, enabled=bool(settings.secrets_proxy_port))
+    return HostDoor(proxy, at, partial(recorded_pastas, settings.data_path),
+                    enabled=bool(settings.secrets_proxy_port))  # fmt: skip
 
 
 def stored_secrets(settings: Settings, store: Store) -> Read:
@@ -98,7 +101,7 @@ def secrets_cache(settings: Settings, store: Store, bus: Bus) -> SecretsCache:
 
 
 def secrets_proxy(
-    settings: Settings, store: Store, platform_addresses: frozenset[Address], bus: Bus,
+    settings: Settings, store: Store, platform_addresses: Collection[Address], bus: Bus,
     secrets: Read,
 ) -> EgressProxy:  # fmt: skip
     """This host's proxy: the instance's policy from the store, its ``secrets`` as ``secrets``

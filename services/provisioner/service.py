@@ -27,13 +27,13 @@ from controlplane import store_disk
 from controlplane.bus import Bus
 from controlplane.consumer import Permanent, Retry
 from controlplane.crypto import SecretBox, mint_machine_token
+from controlplane.daemon_client import DaemonClient
 from controlplane.failures import fail_machine
 from controlplane.revoke import revoke_machine
 from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
 from controlplane.subscriptions import subscriber
-from controlplane.unresponsive import mark_unresponsive
 from environments.shared_builds import SharedBuilds
 from providers.base import HomeCloner, Provider
 from providers.cgroup import NotFrozen
@@ -44,7 +44,7 @@ from providers.host_memory import mem_available_mb
 from providers.warm_pool import WarmPool
 from services.provisioner.claims import machine_pool
 from services.provisioner.disk import disk_budget
-from services.provisioner.egress import EgressEnforcer
+from services.provisioner.egress import EgressEnforcer, EgressPolicies
 from services.provisioner.egress_events import EgressEvents
 from services.provisioner.environment import (
     STAGE as ENVIRONMENT_STAGE,
@@ -55,15 +55,12 @@ from services.provisioner.environment import (
     resolve_image,
 )
 from services.provisioner.host import HostHeartbeat, room_left
-from services.provisioner.pause import PauseHandlers
+from services.provisioner.resume import Resumer
 
 log = structlog.get_logger(__name__)
 
-#: Machines whose daemon should be running.
-_RESUMABLE = frozenset({S.BOOTING, S.SETTING_UP, S.PROBING, S.READY, S.UNRESPONSIVE, S.LOST})
 
-
-class Provisioner(PauseHandlers):
+class Provisioner(Resumer):
     def __init__(
         self,
         *,
@@ -79,8 +76,10 @@ class Provisioner(PauseHandlers):
         refusals: EgressEvents | None = None,
         proxy: EgressProxy | None = None,
         door: HostDoor | None = None,
+        policies: EgressPolicies | None = None,
         clock: Clock = SYSTEM_CLOCK,
         shared: SharedBuilds | None = None,
+        daemons: DaemonClient | None = None,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
         self.settings = settings or Settings()
@@ -96,11 +95,14 @@ class Provisioner(PauseHandlers):
         #: The Docker engine environments' images are on (None: none configured).
         self.engine = engine
         self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns, refusals,
-                                     proxy, door)  # fmt: skip
+                                     proxy, door, policies)  # fmt: skip
         #: The instance's disk budget a fork's home and a pause's image take their place in.
         self.disk = disk_budget(store, self.settings)
         #: The process's environment builds and checkouts (None: it builds no environment).
         self.shared = shared
+        #: What a resumed machine's daemon is asked through (None: no one asks).
+        self.daemons = daemons
+        self.clock = clock
         #: What the instance's repos say of their devcontainer.json, for a short while.
         self.detector = DevcontainerDetector(
             clock=clock, checkouts=None if shared is None else shared.checkouts
@@ -296,48 +298,6 @@ class Provisioner(PauseHandlers):
                 home_copy=copied,
             )
         )
-
-    async def resume(self) -> int:
-        """Restart the daemons of this host's live machines whose daemon is gone (after
-        `fleet up` was stopped, or the host rebooted). Starting is idempotent, so running ones
-        are left be."""
-        resumed = 0
-        # Only this host's (and those of no host: recorded before hosts were): another host's
-        # machines are its own provisioner's to resume.
-        machines = [
-            m for m in await self.store.list_machines() if m.host_id in (None, self.host_id)
-        ]
-        ended = await self.keep_stopped(machines)
-        if ended:
-            log.warning("provision.stopped_machines_ended", count=ended)
-        for machine in machines:
-            provider = self.providers.get(machine.provider)
-            sealed = await self.store.machine_secret(machine.id)
-            if provider is None or sealed is None or machine.status not in _RESUMABLE:
-                continue
-            async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
-                if not held:
-                    continue  # being started by a handler right now
-                external_id = await provider.start(machine.id, self.box.decrypt(sealed))
-            try:  # its resolver, and its policy if it restarted
-                await self.egress.enforce(machine)
-            except FleetError as exc:
-                log.warning("provision.egress_not_resumed", machine_id=machine.id, error=str(exc))
-            if external_id != machine.external_id:
-                if machine.status is S.READY:  # a daemon started anew does not serve yet
-                    await self._not_serving_yet(machine.id)
-                await self.store.set_external_id(machine.id, external_id)
-                log.info(
-                    "provision.machine_resumed", machine_id=machine.id, external_id=external_id
-                )
-                resumed += 1
-        return resumed
-
-    async def _not_serving_yet(self, machine_id: str) -> None:
-        """Unresponsive until its new daemon's first heartbeat (controlplane/unresponsive.py)."""
-        event = await mark_unresponsive(self.store, machine_id, "its daemon was started again")
-        if event is not None:
-            await self.bus.publish(event)
 
     async def stop_failed(self, event: MachineArchived, reason: str) -> None:
         # The machine is archived already (that is what the event says): nothing to fail.

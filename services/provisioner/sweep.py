@@ -38,7 +38,7 @@ from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import ProviderError
 from contracts.ids import SNAPSHOT_ID_RE
 from contracts.models import Machine
-from contracts.status import TERMINAL, MachineStatus as S
+from contracts.status import NOT_PROVISIONED, TERMINAL
 from controlplane import store_disk
 from controlplane.store import Store
 from providers.docker import DockerProvider
@@ -51,7 +51,6 @@ log = structlog.get_logger(__name__)
 #: Copies the platform made or changed this recently stay, whatever the records say.
 GRACE_S = 900.0
 #: A machine not provisioned yet: a fork of it may still come for its memory image.
-NOT_PROVISIONED = frozenset({S.CREATED, S.PROVISIONING})
 #: Any id: only the directory it is kept in is asked of the provider.
 _PROBE = "s-0000000000000000"
 #: A marker or a source file is a line the platform wrote: more is not one.

@@ -30,12 +30,12 @@ from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
+from contracts.status import REFRESHABLE
 from controlplane.consumer import Permanent, Retry
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import MachineClient
 from controlplane.failures import fail_machine
 from controlplane.machine_config import (
-    REFRESHABLE,
     fan_out,
     git_env,
     load_instance_config,

@@ -18,10 +18,10 @@ from contracts.consumers import Durable
 from contracts.events import AnyEvent, EnvChanged, EnvPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine
+from contracts.status import REFRESHABLE
 from contracts.subjects import PLATFORM_SCOPE
 from controlplane.coalesce import Coalescer
 from controlplane.machine_config import (
-    REFRESHABLE,
     InstanceConfig,
     env_content,
     fan_out,
@@ -67,10 +67,7 @@ class LiveEnv(Stage):
             configs[iid] = await load_instance_config(self.store, self.settings, iid)
 
         async def push(m: Machine) -> None:
-            life = await self.store.lifecycles.load(m.id, MachineLifecycle)
-            cfg = for_machine(configs[m.instance_id], m, gvisor_proxy_url(self.settings))
-            cfg = with_project_env(cfg, life)
-            await self._push_env_to(m, cfg, cause)
+            await self._push_env_to(m, configs[m.instance_id], cause)
 
         if self.keys is not None:  # one Redis round trip for every machine's key
             await self.keys.warm([m.id for m in machines])
@@ -80,7 +77,17 @@ class LiveEnv(Stage):
         log.info("setup.live_env_pushed", scope=instance_id or PLATFORM_SCOPE,
                  machines=len(machines), failed=len(failed))  # fmt: skip
 
-    async def _push_env_to(self, m: Machine, cfg: InstanceConfig, cause: str) -> None:
+    async def push_env_again(self, m: Machine, cause: str) -> None:
+        """The machine's .env (and CA bundle) written again, as the store says now: for a
+        set-up machine whose daemon started anew, in a home that may be at another path than
+        the one the last .env named (a machine taken from the warm pool ran in its slot's)."""
+        instance = await load_instance_config(self.store, self.settings, m.instance_id)
+        await self._push_env_to(m, instance, cause)
+
+    async def _push_env_to(self, m: Machine, instance: InstanceConfig, cause: str) -> None:
+        life = await self.store.lifecycles.load(m.id, MachineLifecycle)
+        cfg = for_machine(instance, m, gvisor_proxy_url(self.settings))
+        cfg = with_project_env(cfg, life)
         mc = self.daemons.machine(m.id)
         ca_path = None
         bundle = cfg.bundle()

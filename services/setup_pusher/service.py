@@ -6,16 +6,20 @@ in Redis, and recognised on the machine if a crash came between the clone and th
 
 from __future__ import annotations
 
+import math
+from typing import NoReturn
+
 import structlog
 
+from base.retry import Backoff, retry
 from contracts import daemon_rpc as d
 from contracts.consumers import Durable
 from contracts.daemon_files import STAT
-from contracts.errors import NotFound
+from contracts.errors import DaemonTimeout, DaemonUnavailable, NotFound
 from contracts.events import DaemonStatusReported, RepoConflict, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.models import Machine, Repo
-from contracts.status import MachineStatus as S
+from contracts.status import NOT_PROVISIONED, SET_UP, MachineStatus as S
 from controlplane.consumer import Permanent, Retry
 from controlplane.daemon_client import MachineClient
 from controlplane.machine_config import (
@@ -25,7 +29,6 @@ from controlplane.machine_config import (
     push_config,
     with_secrets,
 )
-from controlplane.settings import Settings
 from controlplane.store_keys import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
 from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
@@ -39,17 +42,20 @@ __all__ = ["ASKPASS_PATH", "ASKPASS_SCRIPT", "SetupPusher"]
 log = structlog.get_logger(__name__)
 
 
-def _boot_budget(settings: Settings) -> float:
-    """A ready report may wait on a provisioner that is restarting: as long as a machine may
-    take to boot at all."""
-    return settings.boot_timeout_s
+#: How long a daemon that reported ready may not be there before it counts as gone.
+GONE_AFTER_S = 3.0
+#: How long a report whose daemon was not there waits before it is tried again.
+GONE_RETRY_S = 5.0
+_GONE_BACKOFF = Backoff(base=0.1, cap=1.0)
+#: The status reason of a machine whose daemon went away during its setup.
+DAEMON_GONE = "its daemon went away during setup: waiting for it to report ready again"
 
 
 class SetupPusher(Checkouts):
     stage = "setup"
     daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND, d.GIT_CLONE, d.HEALTH, STAT)
 
-    @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER, retry_budget=_boot_budget)
+    @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER)
     async def on_status(self, event: DaemonStatusReported) -> None:
         if event.status != "ready":
             return
@@ -63,20 +69,49 @@ class SetupPusher(Checkouts):
         machine, previous = step.machine, step.transition.previous
         if machine is None:
             raise NotFound(f"machine {event.machine_id} not found")
-        if previous in (S.CREATED, S.PROVISIONING):
-            # The daemon was quicker than the provisioner's bookkeeping: try again shortly.
-            raise Retry(f"machine is still {machine.status.value}")
+        if previous in NOT_PROVISIONED:
+            # The daemon was quicker than the provisioner's bookkeeping: try again shortly, for
+            # as long as the machine is on its way (the platform's stop in between is not the
+            # machine's time: a failed or archived machine ends the wait).
+            raise Retry(f"machine is still {machine.status.value}", budget_s=math.inf)
         if not step.transition.accepted:
             log.info("setup.skipped", status=machine.status.value, external_id=machine.external_id)
+            if previous in SET_UP:  # a set-up machine's daemon started anew (`fleet up`)
+                await self._env_again(machine, event)
             return
         if self.keys is not None:
             self.keys.prime(machine.id, step.sealed_token)
         try:
-            pushed = await self.push(machine, cause_event_id=event.event_id)
+            # A moment's absence is a NATS cluster still spreading the daemon's subscription.
+            pushed = await retry(lambda: self.push(machine, cause_event_id=event.event_id),
+                                 on=DaemonUnavailable, backoff=_GONE_BACKOFF,
+                                 budget_s=GONE_AFTER_S, clip=True, clock=self.clock)  # fmt: skip
         except LifecycleFailed as exc:  # the machine fails at the stage named for the command
             await self.fail(event, exc.reason, exc.stage)
             return
+        except DaemonUnavailable as exc:
+            await self._daemon_gone(machine, exc)
         await self.bus.publish(pushed)
+
+    async def _env_again(self, machine: Machine, event: DaemonStatusReported) -> None:
+        """Its .env written again for its new daemon (its home's path may have changed); a
+        daemon gone again meanwhile gets it from its successor's report."""
+        try:
+            await self.push_env_again(machine, cause=event.event_id)
+        except (DaemonUnavailable, DaemonTimeout) as exc:
+            log.warning("setup.env_again_failed", machine_id=machine.id, error=exc.message)
+
+    async def _daemon_gone(self, machine: Machine, exc: DaemonUnavailable) -> NoReturn:
+        """The daemon that reported ready is not there (the platform stopped during the setup
+        and the daemon was started anew, or it crashed and its supervisor starts it again: the
+        new one reports in its turn; or NATS restarted, and it reconnects): back to booting,
+        where the boot watchdog judges it (services/prober/boot_watch.py), and the report is
+        tried again later, for a daemon that comes back without reporting again. It ends when
+        the machine is set up by another report, or fails."""
+        t = await self.store.transition(machine.id, S.BOOTING, DAEMON_GONE)
+        log.warning("setup.daemon_gone", machine_id=machine.id, moved=t.moved, error=exc.message)
+        raise Retry("its daemon is not there: tried again later", delay_s=GONE_RETRY_S,
+                    budget_s=math.inf)  # fmt: skip
 
     async def push(self, machine: Machine, *, cause_event_id: str) -> SetupPushed:
         mc = self.daemons.machine(machine.id)

@@ -44,6 +44,11 @@ class FakeProvider:
     resumes: list[str] = field(default_factory=list)
     #: Raised by ``pause`` while set (a Conflict: refused, the machine runs on).
     fail_pause: Exception | None = None
+    #: A restored daemon serves at once (False: not until a test brings it up, as a real one
+    #: reconnects a moment after its restore).
+    resumed_daemon_serves: bool = True
+    #: The machines whose sandbox runs (started or restored, not stopped, paused or removed).
+    running: set[str] = field(default_factory=set)
     #: What each machine's home (or snapshot) takes on disk, by id (``disk_bytes``): a
     #: snapshot or a fork's home takes what its source took.
     disk: dict[str, int] = field(default_factory=dict)
@@ -57,12 +62,15 @@ class FakeProvider:
         if self.fail_pause is not None:
             raise self.fail_pause
         self.daemons[machine_id].mode = "unavailable"
+        self.running.discard(machine_id)
         return 4096
 
     async def resume(self, machine_id: str) -> None:
         """The same daemon back (no new boot: no ready report)."""
         self.resumes.append(machine_id)
-        self.daemons[machine_id].mode = "up"
+        self.running.add(machine_id)
+        if self.resumed_daemon_serves:
+            self.daemons[machine_id].mode = "up"
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         self.clones.append((source_id, machine_id))
@@ -91,6 +99,7 @@ class FakeProvider:
         if self.fail_start is not None:
             raise self.fail_start
         booted = machine_id in self.daemons.machines and (self.daemons[machine_id].mode == "up")
+        self.running.add(machine_id)
         machine = self.daemons.boot(machine_id)
         machine.mode = "up"
         if not booted and self.report_ready:
@@ -113,17 +122,22 @@ class FakeProvider:
 
     async def remove(self, machine_id: str) -> None:
         self.removes.append(machine_id)
+        self.running.discard(machine_id)
         if machine_id in self.daemons.machines:
             self.daemons[machine_id].mode = "unavailable"
 
     async def stop(self, machine_id: str) -> bool:
         """The daemon goes away, the machine (its fake home) stays; a start boots it again."""
         self.stops.append(machine_id)
+        self.running.discard(machine_id)
         machine = self.daemons.machines.get(machine_id)
         was_up = machine is not None and machine.mode == "up"
         if machine is not None:
             machine.mode = "unavailable"
         return was_up
+
+    async def daemon_runs(self, machine_id: str) -> bool:
+        return machine_id in self.running
 
     async def netns_pid(self, machine_id: str) -> int | None:
         raise NotSupported(f"provider {self.name!r} has no network namespace per machine")

@@ -29,6 +29,7 @@ from environments.shared_builds import SharedBuilds
 from fleet.client import FleetClient
 from services.gateway.access import Caller
 from services.gateway.audit_log import AuditLog
+from services.gateway.callers import CallerResolver
 from services.gateway.compose import Gateway, compose
 from services.prober.service import Prober
 from services.provisioner.environment_builds import EnvironmentBuilds
@@ -120,6 +121,12 @@ class World:
                               self.box, self.provisioner, audit, clock)  # fmt: skip
         self.dispatcher = self.api.dispatcher
 
+    def gateway_resolving(self, resolve_caller: CallerResolver) -> Gateway:
+        """The world's gateway composed again, its bearer secrets resolved by
+        ``resolve_caller`` (a test's own callers): its HTTP app's parts."""
+        return gateway_of(self.settings, self.store, self.bus, self.daemons, self.provider,
+                          self.box, self.provisioner, resolve_caller=resolve_caller)  # fmt: skip
+
     async def instance(self, name: str = "demo") -> Instance:
         return await self.store.create_instance(name)
 
@@ -145,6 +152,7 @@ def make_world(settings: Settings, store: Store, bus: FakeBus, **collaborators: 
     provider = FakeProvider(bus=bus, daemons=daemons)
     daemons.on_stop = provider.report_stopping
     box = SecretBox(settings.secret_key)
+    collaborators.setdefault("daemons", daemons)
     provisioner = Provisioner(store=store, bus=bus, providers={provider.name: provider}, box=box,
                               settings=settings, **collaborators)  # fmt: skip
     setup = SetupPusher(store=store, bus=bus, daemons=daemons, settings=settings)
@@ -159,10 +167,11 @@ def make_world(settings: Settings, store: Store, bus: FakeBus, **collaborators: 
 def gateway_of(
     settings: Settings, store: Store, bus: FakeBus, daemons: FakeDaemons, provider: FakeProvider,
     box: SecretBox, provisioner: Provisioner, audit: AuditLog | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock = SYSTEM_CLOCK, resolve_caller: CallerResolver | None = None,
 ) -> Gateway:  # fmt: skip
     """The gateway composed as its __main__ composes it, on the world's fakes."""
-    return compose(store=store, bus=bus, daemons=daemons, box=box, settings=settings,
+    return compose(store=store, bus=bus, daemons=daemons, box=box,
+                   settings=settings, resolve_caller=resolve_caller,
                    hosts=InProcessHosts(HostMethods(
                        store=store, host_id=settings.host_id,
                        providers={provider.name: provider},

@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from base import procinfo
 from contracts.gateway_network import EgressPolicy
 from controlplane.store_secrets import StoredSecret
 from providers.egress_proxy import EgressProxy, Platform
 from providers.egress_proxy_door import HostDoor
+from providers.pasta_peer import Pasta
 
 #: A process that sends a CONNECT to the door (argv: its port) and prints the answer's line.
 CLIENT = """
@@ -44,30 +46,36 @@ async def _unused(*_: object) -> None:
 
 
 @pytest.fixture
-async def door() -> AsyncIterator[tuple[HostDoor, dict[str, list[int]]]]:
+async def door() -> AsyncIterator[tuple[HostDoor, dict[str, list[Pasta]]]]:
     platform = Platform(policy=_policy, secrets=_none, leaf=_never, open_value=str,
                         used=_unused)  # fmt: skip
-    pids: dict[str, list[int]] = {}
+    pids: dict[str, list[Pasta]] = {}
     proxy = EgressProxy(platform, frozenset(), ssl.create_default_context())
-    door = HostDoor(proxy, ("127.0.0.1", 0), pids_of=lambda o: pids.get(o[0], []))
+    door = HostDoor(proxy, ("127.0.0.1", 0), lambda o: pids.get(o[0], []))
     async with proxy, door:
         yield door, pids
 
 
-async def _answer_to(door: HostDoor, machine: str | None, pids: dict[str, list[int]]) -> str:
-    assert door._server is not None
-    port = door._server.sockets[0].getsockname()[1]
+def _recorded(pid: int) -> Pasta:
+    ticks = procinfo.start_ticks(pid)
+    assert ticks is not None
+    return pid, ticks
+
+
+async def _answer_to(door: HostDoor, machine: str | None, pids: dict[str, list[Pasta]]) -> str:
+    assert door._listener is not None
+    port = door._listener.getsockname()[1]
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CLIENT, str(port), stdout=asyncio.subprocess.PIPE
     )
     if machine is not None:
-        pids[machine] = [child.pid]
+        pids[machine] = [_recorded(child.pid)]
     out, _ = await asyncio.wait_for(child.communicate(), 30)
     return out.decode()
 
 
 async def test_a_connection_is_its_holders_machine(
-    door: tuple[HostDoor, dict[str, list[int]]],
+    door: tuple[HostDoor, dict[str, list[Pasta]]],
 ) -> None:
     d, pids = door
     d.attach("m-a", "inst-a", ["slot-a"])
@@ -79,11 +87,11 @@ async def test_a_connection_is_its_holders_machine(
 
 
 async def test_a_connection_no_machine_holds_is_refused(
-    door: tuple[HostDoor, dict[str, list[int]]],
+    door: tuple[HostDoor, dict[str, list[Pasta]]],
 ) -> None:
     d, pids = door
     d.attach("m-a", "inst-a", ["m-a"])
-    pids["m-a"] = [os.getpid()]  # this process holds nothing of the child's connection
+    pids["m-a"] = [_recorded(os.getpid())]  # this process holds nothing of the child's connection
     said = await _answer_to(d, None, pids)
     assert "403" in said
     assert "this host's machines only" in said

@@ -13,11 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from nats.aio.msg import Msg
 
-from contracts.gateway_live import SSE_OUTPUT, SSE_RESULT
 from services.gateway import codemode_stream, exec_stream
 from services.gateway.access import EVERYWHERE, Caller
 from services.gateway.events_http import KEEPALIVE_S, _pump
 from services.gateway.events_hub import Subscriber
+from services.gateway.sse_stream import SseStream
 from tests.fakes.clock import TICK, ManualClock
 
 KEEPALIVE = b": keepalive\n\n"
@@ -55,7 +55,8 @@ async def test_a_quiet_stream_gets_a_keepalive_at_its_interval_and_an_event_rest
     sub = Subscriber(Caller(token_id="admin"), None, EVERYWHERE)
     resp = Written()
     request = make_mocked_request("GET", "/events", transport=Connected())
-    pump = asyncio.ensure_future(_pump(request, resp, sub, 0, clock))
+    stream = SseStream(resp, clock, KEEPALIVE_S)
+    pump = asyncio.ensure_future(_pump(request, stream, sub, 0, clock))
     try:
         await clock.advance(KEEPALIVE_S - TICK)
         assert resp.frames == []  # not before its time
@@ -82,7 +83,8 @@ async def test_a_quiet_exec_stream_gets_a_keepalive_at_its_interval_output_resta
         return b'{"exitCode": 0}'
 
     call = asyncio.create_task(command())
-    pump = asyncio.ensure_future(exec_stream._pump(resp, output, call, clock))
+    stream = SseStream(resp, clock, every)
+    pump = asyncio.ensure_future(exec_stream._pump(stream, output, call, clock))
     await clock.advance(every - TICK)
     assert resp.frames == []  # not before its time
     await clock.advance(TICK)
@@ -90,18 +92,18 @@ async def test_a_quiet_exec_stream_gets_a_keepalive_at_its_interval_output_resta
     await clock.advance(every / 2)
     output.put_nowait(b"hello")  # output: the quiet time starts again
     await clock.advance(every - TICK)
-    assert resp.frames == [KEEPALIVE, exec_stream.sse(SSE_OUTPUT, b"hello")]
+    assert resp.frames == [KEEPALIVE, b"event: output\ndata: hello\n\n"]
     await clock.advance(TICK)
     assert resp.frames[2:] == [KEEPALIVE]
     finish.set()
     await asyncio.wait_for(pump, 10)
-    assert resp.frames[3:] == [exec_stream.sse(SSE_RESULT, b'{"exitCode": 0}'), b"<eof>"]
+    assert resp.frames[3:] == [b'event: result\ndata: {"exitCode": 0}\n\n', b"<eof>"]
 
 
 async def test_a_runs_trailing_events_are_waited_for_until_its_tail_wait_not_longer() -> None:
     clock, tail = ManualClock(), codemode_stream.TAIL_WAIT_S
     resp, events = Written(), asyncio.Queue[bytes]()
-    drain = asyncio.ensure_future(codemode_stream._drain(resp, events, clock))
+    drain = asyncio.ensure_future(codemode_stream._drain(SseStream(resp, clock), events, clock))
     events.put_nowait(b'{"type": "stdout", "seq": 4}')  # trailing, not the run's last
     await clock.advance(tail - TICK)
     assert not drain.done()

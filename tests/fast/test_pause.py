@@ -4,18 +4,28 @@ a pause: tests/integration/test_gvisor_pause.py."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from contracts.errors import Conflict, Forbidden, NotFound, NotSupported, RunningMachinesLimit
-from contracts.events import MachinePaused, MachinePauseRefused, MachineResumed
+from contracts.events import (
+    MachinePaused,
+    MachinePauseRefused,
+    MachineResumed,
+    MachineResumeRequested,
+    MachineUnresponsive,
+)
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.settings import Settings
+from controlplane.store import Store
 from services.gateway.admission import check_running_limit
-from tests.fast.conftest import World
+from tests.fakes.bus import FakeBus
+from tests.fakes.clock import ManualClock
+from tests.fast.conftest import World, make_world
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
 from tests.fast.test_runtime import fake_runsc, with_runsc
 
@@ -175,3 +185,63 @@ async def test_a_paused_machine_can_be_stopped_and_no_longer_counts_as_running(
     await world.bus.settle()
     assert (await world.machine(m.id)).status is S.STOPPED
     assert world.provider.stops == [m.id]
+
+
+async def test_a_resumed_machine_is_ready_only_once_its_daemon_answers(
+    settings: Settings, store: Store, bus: FakeBus, tmp_path: Path
+) -> None:
+    """A restored sandbox's daemon reconnects a moment after the restore: until it answers,
+    the machine is still resuming, and a call sent the moment it reads ready finds it."""
+    clock = ManualClock()
+    world = make_world(settings, store, bus, clock=clock)
+    m = await ready_gvisor(world, tmp_path)
+    await world.rpc("machines.pause", {"machineId": m.id})
+    await world.bus.settle()
+    world.provider.resumed_daemon_serves = False
+    await world.rpc("machines.resume", {"machineId": m.id})
+    settling = asyncio.ensure_future(world.bus.settle())
+    await clock.advance(5.0)
+    assert world.provider.resumes == [m.id]  # restored, its daemon not back yet
+    assert (await world.machine(m.id)).status is S.RESUMING
+    assert not [e for e in world.bus.events if isinstance(e, MachineResumed)]
+    asked = len(world.daemons.calls_of("daemon.getVersion", m.id))
+    assert asked > 1  # asked again and again
+    # Delivered again meanwhile (its first provisioner stopped while it waited): restored once.
+    [requested] = world.bus.of(MachineResumeRequested, m.id)
+    again = asyncio.ensure_future(world.provisioner.on_resume_requested(requested))
+    await clock.advance(1.0)
+    assert world.provider.resumes == [m.id]
+    world.daemons[m.id].mode = "up"  # it reconnected
+    await clock.advance(1.0)
+    await asyncio.wait_for(settling, 10)
+    await asyncio.wait_for(again, 10)
+    assert (await world.machine(m.id)).status is S.READY
+    [resumed] = [e for e in world.bus.events if isinstance(e, MachineResumed)]
+    assert resumed.duration_ms >= 1000  # to its daemon's answer (the later delivery's)
+
+    ran = await world.rpc("machines.exec", {"machineId": m.id, "command": ["test", "-f", "/x"]})
+    assert ran["exitCode"] == 1  # answered by its daemon
+
+
+async def test_a_resumed_machine_whose_daemon_never_answers_is_unresponsive_not_ready(
+    settings: Settings, store: Store, bus: FakeBus, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    world = make_world(settings, store, bus, clock=clock)
+    m = await ready_gvisor(world, tmp_path)
+    await world.rpc("machines.pause", {"machineId": m.id})
+    await world.bus.settle()
+    world.provider.resumed_daemon_serves = False
+    await world.rpc("machines.resume", {"machineId": m.id})
+    settling = asyncio.ensure_future(world.bus.settle())
+    await clock.advance(settings.boot_timeout_s - 1)
+    assert (await world.machine(m.id)).status is S.RESUMING
+    await clock.advance(2.0)
+    await asyncio.wait_for(settling, 10)
+    got = await world.machine(m.id)
+    assert got.status is S.UNRESPONSIVE
+    assert got.status_reason == "resumed, but its daemon did not answer within 120s"
+    assert not [e for e in world.bus.events if isinstance(e, MachineResumed)]
+    assert world.bus.one(MachineUnresponsive, m.id)
+    # Its daemon's first heartbeat is a recovery (services/prober/liveness.py): ready then.
+    assert await world.store.heartbeats.record({m.id: clock.now()}) == [m.id]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,7 +18,6 @@ from contracts.errors import PortUnreachable, Unauthorized
 from contracts.ports import TunnelConnectParams
 from services.gateway.access import Caller
 from services.gateway.errors_http import error_page
-from services.gateway.events_hub import EventHub
 from services.gateway.http import make_app
 from tests.fast.conftest import World
 
@@ -34,12 +33,7 @@ async def preview_listener(world: World) -> AsyncIterator[str]:
         return ADMIN if token == "good" else None
 
     async with AsyncExitStack() as es:
-        hub = EventHub(cast(Any, world.bus), world.store, max_per_token=100, max_streams=100)
-        apps = make_app(dispatcher=world.dispatcher, limits=world.api.limits, store=world.store,
-                        bus=cast(Any, world.bus), hub=hub, resolve_caller=resolve,
-                        settings=world.settings, ports=world.api.ports,
-                        byte_streams=world.api.byte_streams)  # fmt: skip
-        assert apps.previews is not None
+        apps = make_app(world.gateway_resolving(resolve))
         server = await es.enter_async_context(TestServer(apps.previews, host="127.0.0.1"))
         yield str(server.make_url("")).rstrip("/")
 

@@ -19,6 +19,7 @@ from base.dotenv import render
 from contracts import daemon_rpc as d, sessions as ss
 from contracts.jsonrpc import encode_request
 from contracts.machine_files import CONTAINER_ENV_FILE, ENV_FILE
+from daemon.__main__ import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from tests.waiters import wait_until
@@ -27,10 +28,6 @@ NAMES = ("A", "B", "C", "D", "FLEET_MACHINE_TOKEN", "HOME")
 #: Prints the variables of NAMES the process got, as JSON (argv[1]: a file to write it to).
 PRINT = ("import json, os, sys; d = json.dumps({n: os.environ.get(n) for n in sys.argv[2:]}); "
          "open(sys.argv[1], 'w').write(d) if sys.argv[1] != '-' else print(d)")  # fmt: skip
-
-
-class BareDaemon(Daemon):
-    lifecycle = False  # no lock, state file or control port: only its methods are called here
 
 
 @pytest.fixture
@@ -47,7 +44,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def daemon(home: Path) -> Daemon:
     settings = DaemonSettings(nats_url="nats://127.0.0.1:1", machine_id="m-" + "0" * 16,
                               machine_token="the-machines-token", home=str(home))  # fmt: skip
-    return BareDaemon(settings)
+    # No lock, state file or control port: only its methods are called here.
+    return compose(settings, lifecycle=False)
 
 
 async def call(daemon: Daemon, method: str, params: Any) -> Any:

@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import httpx2
@@ -29,9 +29,7 @@ from contracts.gateway_sessions import ATTACH_PATH
 from contracts.people import route_scope
 from contracts.ports import TUNNEL_PATH
 from services.gateway.access import Caller
-from services.gateway.events_hub import EventHub
 from services.gateway.http import make_app
-from services.gateway.mcp_http import McpEndpoint
 from tests.fast.conftest import World
 from tests.fast.test_rights_table import SESSION, Who, everyone
 
@@ -115,14 +113,10 @@ async def served(
     async def resolve(token: str) -> Caller | None:
         return callers.get(token)
 
+    gateway = world.gateway_resolving(resolve)
     async with AsyncExitStack() as es:
-        mcp = await es.enter_async_context(McpEndpoint(world.api.codemode, 1 << 20))
-        hub = EventHub(cast(Any, world.bus), world.store, max_per_token=100, max_streams=100)
-        apps = make_app(dispatcher=world.dispatcher, limits=world.api.limits, store=world.store,
-                        bus=cast(Any, world.bus), hub=hub, resolve_caller=resolve,
-                        settings=world.settings, codemode=world.api.codemode,
-                        sessions=world.api.sessions, mcp=mcp, ports=world.api.ports,
-                        byte_streams=world.api.byte_streams)  # fmt: skip
+        await es.enter_async_context(gateway.mcp)
+        apps = make_app(gateway)
         server = await es.enter_async_context(TestServer(apps.console, host="127.0.0.1"))
         routes = {_spelled(r.method, r.resource.canonical)
                   for r in apps.console.router.routes() if r.resource is not None}  # fmt: skip

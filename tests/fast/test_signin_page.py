@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -19,7 +18,6 @@ from aiohttp.test_utils import TestServer
 
 from contracts.errors import NotFound, SignInStateRejected
 from services.gateway.auth_http import UNDEFINED_ERROR
-from services.gateway.events_hub import EventHub
 from services.gateway.http import make_app
 from tests.fast.conftest import World
 
@@ -34,10 +32,7 @@ async def console(world: World) -> AsyncIterator[str]:
         return None
 
     async with AsyncExitStack() as es:
-        hub = EventHub(cast(Any, world.bus), world.store, max_per_token=100, max_streams=100)
-        apps = make_app(dispatcher=world.dispatcher, limits=world.api.limits, store=world.store,
-                        bus=cast(Any, world.bus),
-                        hub=hub, resolve_caller=nobody, settings=world.settings)  # fmt: skip
+        apps = make_app(world.gateway_resolving(nobody))
         server = await es.enter_async_context(TestServer(apps.console, host="127.0.0.1"))
         yield str(server.make_url("")).rstrip("/")
 

@@ -22,6 +22,7 @@ from contracts.signing import sign, signing_key
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient, MachineClient, static_key
 from controlplane.settings import Settings
+from daemon.__main__ import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from daemon.state import load_state
@@ -74,7 +75,7 @@ def acked_late(
     home.mkdir()
     settings = DaemonSettings(nats_url=nats_server.url, machine_id=new_machine_id(),
                               machine_token=MACHINE_TOKEN, home=str(home))  # fmt: skip
-    daemon = Daemon(settings)
+    daemon = compose(settings)
     report = daemon.report
     # Set once the real report is done: a cancel before that could be lost in nats-py's
     # request (Python 3.11's wait_for keeps a result that races a cancel), not in the daemon.
@@ -138,7 +139,7 @@ async def test_a_second_stop_during_the_goodbye_still_lets_the_machine_go(
         with pytest.raises(asyncio.CancelledError):
             await start
     assert holder_pid(home) is None
-    assert daemon._nc is None
+    assert daemon._link.connected is None
 
 
 async def test_write_file_resolves_home_and_applies_mode(

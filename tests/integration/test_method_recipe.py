@@ -1,7 +1,8 @@
 """docs/architecture.md's recipe "Add a gateway method", followed in a copy of the tree: a
 method `machines.echo` is its spec (with its policy) and its handler, plus its tests; one command
 regenerates the rest, and the gateway serves it through every table (scope, audit, routes,
-client) with nothing else edited. A process of its own runs the copy's tests."""
+client) with nothing else edited. A method that is one daemon method, `machines.daemonVersion`,
+is its spec alone (``passes``): no handler. A process of its own runs each copy's tests."""
 
 from __future__ import annotations
 
@@ -61,27 +62,88 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 
 def test_a_new_method_is_its_spec_its_handler_and_its_tests(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    shutil.copytree(ROOT, tree, ignore=_SKIP, symlinks=True)
+    tree = _copy(tmp_path)
     # 1. The contract: the spec, its policy on it, in GATEWAY_METHODS.
     rpc = tree / "contracts" / "gateway_rpc.py"
-    _edit(rpc, "MethodSpec, NoParams\n", "MethodSpec, NoParams, Params, Result\n")
-    _edit(rpc, "\nGATEWAY_METHODS", SPEC + "\n\nGATEWAY_METHODS")
-    _edit(rpc, "    *SECRETS_METHODS,\n)", "    *SECRETS_METHODS,\n    MACHINES_ECHO,\n)")
+    _edit(
+        rpc,
+        "MethodSpec, NoParams, PassThrough\n",
+        "MethodSpec, NoParams, Params, PassThrough, Result\n",
+    )
+    _add_spec(rpc, SPEC, "MACHINES_ECHO")
     # 2. The handler, on the object of its area.
     _edit(tree / "services" / "gateway" / "api.py", "    @handles(RPC_DISCOVER)\n",
           HANDLER + "    @handles(RPC_DISCOVER)\n")  # fmt: skip
     # 3. The tests: a fast test of it, and its sample in the rights table's walk.
-    (tree / "tests" / "fast" / "test_echo.py").write_text(TEST)
-    _edit(tree / "tests" / "fast" / "test_rights_table.py",
-          '"machines.get": Sample(mm),', '"machines.get": Sample(mm), "machines.echo": '
-          'Sample({**mm, "text": "x"}),')  # fmt: skip
+    _add_tests(tree, "test_echo.py", TEST, '"machines.echo": Sample({**mm, "text": "x"}),')
+    _regenerate_and_test(tree, "tests/fast/test_echo.py")
+
+
+PASS_THROUGH = """
+
+MACHINES_DAEMON_VERSION = MethodSpec(
+    "machines.daemonVersion", MachineRef, d.GetVersionResult, "The machine's daemon's version.",
+    (NotFound, Forbidden), scope="machines:read", reads=True,
+    passes=PassThrough(d.GET_VERSION, look=True),
+)
+"""
+
+PASS_THROUGH_TEST = """
+import pytest
+
+from fleet.client import FleetClient
+from tests.fast.conftest import World
+
+
+@pytest.mark.gateway_method("machines.daemonVersion")
+async def test_the_daemons_version_comes_through(world: World, fleet: FleetClient) -> None:
+    m = await world.ready_machine()
+    fake = world.daemons[m.id]
+    said = {"version": fake.version, "gitSha": fake.git_sha}
+    assert await world.rpc("machines.daemonVersion", {"machineId": m.id}) == said
+    assert (await fleet.machines_daemon_version(m.id)).git_sha == fake.git_sha
+    assert world.daemons.calls[-1].method == "daemon.getVersion"
+"""
+
+
+def test_a_daemon_method_passed_through_is_its_spec_and_its_tests(tmp_path: Path) -> None:
+    tree = _copy(tmp_path)
+    # 1. The contract: the spec, which names the daemon method it passes through to.
+    _add_spec(tree / "contracts" / "gateway_rpc.py", PASS_THROUGH, "MACHINES_DAEMON_VERSION")
+    # 2. No handler. 3. The tests.
+    _add_tests(tree, "test_daemon_version.py", PASS_THROUGH_TEST,
+               '"machines.daemonVersion": Sample(mm),')  # fmt: skip
+    _regenerate_and_test(tree, "tests/fast/test_daemon_version.py")
+
+
+def _copy(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=_SKIP, symlinks=True)
+    return tree
+
+
+def _add_spec(rpc: Path, spec: str, name: str) -> None:
+    """``spec`` in contracts/gateway_rpc.py, and ``name`` in GATEWAY_METHODS."""
+    _edit(rpc, "\nGATEWAY_METHODS", spec + "\n\nGATEWAY_METHODS")
+    _edit(rpc, "    *SECRETS_METHODS,\n)", f"    *SECRETS_METHODS,\n    {name},\n)")
+
+
+def _add_tests(tree: Path, name: str, test: str, sample: str) -> None:
+    """A fast test of the method, and its sample in the rights table's walk."""
+    (tree / "tests" / "fast" / name).write_text(test)
+    _edit(tree / "tests" / "fast" / "test_rights_table.py", '"machines.get": Sample(mm),',
+          f'"machines.get": Sample(mm), {sample}')  # fmt: skip
+
+
+def _regenerate_and_test(tree: Path, test: str) -> None:
+    """One command regenerates the rest; then the method's test, the rights table's walk and
+    the tables' own tests pass in the copy."""
     run = [sys.executable, "-m", "codegen"]
     made = subprocess.run(run, cwd=tree, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
-    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-             "tests/fast/test_echo.py", "tests/fast/test_rights_table.py",
-             "tests/unit/test_people.py", "tests/unit/test_codegen.py"]  # fmt: skip
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", test,
+             "tests/fast/test_rights_table.py", "tests/unit/test_people.py",
+             "tests/unit/test_codegen.py"]  # fmt: skip
     ran = subprocess.run(tests, cwd=tree, capture_output=True, text=True, timeout=600)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
     assert "passed" in ran.stdout

@@ -14,6 +14,7 @@ from base.tokenfd import TOKEN_FD
 from contracts.signing import signing_key
 from controlplane.crypto import mint_machine_token, renew_connect_secret
 from daemon import nodump
+from daemon.__main__ import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from providers.gvisor_fork import LEFT_FILE, fork_spec, one_fork_less
@@ -72,16 +73,15 @@ def test_the_supervisor_reads_its_token_and_machine_id_again(
     (tmp_path / "token").write_text("fork-token\n")
     (tmp_path / "machine-id").write_text("m-0123456789abcdef")
     monkeypatch.setattr(os, "geteuid", lambda: 0)  # the supervisor that reads it is root
-    monkeypatch.setattr(nodump, "_token_file", str(tmp_path / "token"))
-    monkeypatch.setattr(nodump, "_token", "source-token")
-    assert nodump.reread_identity() == "m-0123456789abcdef"
-    assert nodump.token() == "fork-token"
+    held = nodump.HeldIdentity(token="source-token", token_file=str(tmp_path / "token"))
+    assert held.reread_identity() == "m-0123456789abcdef"
+    assert held.token == "fork-token"
     (tmp_path / "machine-id").write_text("../../etc")  # never taken for an id
-    assert nodump.reread_identity() is None
-    monkeypatch.setattr(nodump, "_token_file", None)  # a supervisor that is not root's
+    assert held.reread_identity() is None
+    unread = nodump.HeldIdentity(token="fork-token")  # a supervisor that is not root's
     (tmp_path / "token").write_text("other")
-    assert nodump.reread_identity() is None
-    assert nodump.token() == "fork-token"
+    assert unread.reread_identity() is None
+    assert unread.token == "fork-token"
 
 
 def _told(read: int) -> tuple[str, str] | None:
@@ -95,20 +95,19 @@ def test_a_resume_tells_the_daemon_its_new_identity_once(
     (tmp_path / "token").write_text("fork-token")
     (tmp_path / "machine-id").write_text("m-0123456789abcdef")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(nodump, "_token_file", str(tmp_path / "token"))
-    monkeypatch.setattr(nodump, "_token", "source-token")
+    held = nodump.HeldIdentity(token="source-token", token_file=str(tmp_path / "token"))
     monkeypatch.setenv("FLEET_MACHINE_ID", "m-aaaaaaaaaaaaaaaa")
     read, write = nodump.identity_pipe()
     try:
         assert read not in (TOKEN_FD, nodump.IDENTITY_FD)
-        assert nodump.tell_new_identity(write)
+        assert held.tell_new_identity(write)
         assert _told(read) == ("m-0123456789abcdef", "fork-token")
         assert os.environ["FLEET_MACHINE_ID"] == "m-0123456789abcdef"  # a next daemon's too
-        assert not nodump.tell_new_identity(write)  # nothing new: a plain resume
+        assert not held.tell_new_identity(write)  # nothing new: a plain resume
         assert _told(read) is None
         # The source's renewed credential: the same machine id, another password.
         (tmp_path / "token").write_text("fork-token.renewed")
-        assert nodump.tell_new_identity(write)
+        assert held.tell_new_identity(write)
         assert _told(read) == ("m-0123456789abcdef", "fork-token.renewed")
     finally:
         os.close(read)
@@ -120,11 +119,11 @@ def test_a_supervisor_that_is_not_roots_tells_nothing(
 ) -> None:
     (tmp_path / "token").write_text("fork-token")
     (tmp_path / "machine-id").write_text("m-0123456789abcdef")
-    monkeypatch.setattr(nodump, "_token_file", None)
+    held = nodump.HeldIdentity(token="source-token")  # no token file it reads again
     read, write = nodump.identity_pipe()
     try:
-        assert not nodump.tell_new_identity(write)
-        assert not nodump.tell_new_identity(None)
+        assert not held.tell_new_identity(write)
+        assert not held.tell_new_identity(None)
         assert _told(read) is None
     finally:
         os.close(read)
@@ -163,30 +162,24 @@ def test_the_daemon_takes_the_last_identity_told() -> None:
         os.close(write)
 
 
-class _Unserved(Daemon):
-    lifecycle = False
-
-
-def _daemon(tmp_path: Path, read: int) -> Daemon:
+def _daemon(tmp_path: Path, held: nodump.HeldIdentity) -> Daemon:
     settings = DaemonSettings(nats_url="nats://127.0.0.1:1", machine_id="m-0123456789abcdef",
                               machine_token="tok.secret-1", home=str(tmp_path))  # fmt: skip
-    return _Unserved(settings, identity_fd=read)
+    return compose(settings, held=held, lifecycle=False)
 
 
-def test_a_daemon_told_its_renewed_credential_keeps_serving_with_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(nodump, "_token", None)
+def test_a_daemon_told_its_renewed_credential_keeps_serving_with_it(tmp_path: Path) -> None:
     read, write = os.pipe()
     try:
         os.set_blocking(read, False)
-        daemon = _daemon(tmp_path, read)
+        held = nodump.HeldIdentity(identity_fd=read)
+        daemon = _daemon(tmp_path, held)
         key = daemon._key
         os.write(write, b"m-0123456789abcdef tok.secret-2\n")
         assert not daemon._take_identity()  # the same machine: its reconnect's password only
         assert daemon.settings.machine_token == "tok.secret-2"
         assert daemon._key == key
-        assert nodump.token() == "tok.secret-2"
+        assert held.token == "tok.secret-2"
         assert not daemon.stopped.is_set()
         assert not daemon._take_identity()  # nothing more told
     finally:
@@ -202,7 +195,7 @@ def test_a_daemon_told_another_identity_stops_serving_for_it(tmp_path: Path, tol
     read, write = os.pipe()
     try:
         os.set_blocking(read, False)
-        daemon = _daemon(tmp_path, read)
+        daemon = _daemon(tmp_path, nodump.HeldIdentity(identity_fd=read))
         os.write(write, told)
         assert daemon._take_identity()
         assert daemon.stopped.is_set()

@@ -5,6 +5,7 @@ runsc sandboxes: tests/integration/test_gvisor_pause.py."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -14,10 +15,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from daemon.park import PARKED_WAIT_S, Parking
+from base import procinfo
+from daemon.park import Parked, Parking
 from providers.gvisor import Runsc
 from providers.gvisor_pause import nats_held
-from providers.netns import NETNS_OF
+from providers.netns import NETNS_OF, pasta_record
 
 #: Holds a connection to 127.0.0.1:argv[1] until its stdin ends (a stand-in for a machine's
 #: pasta, marked as the machine's by its environment).
@@ -36,22 +38,28 @@ def nats() -> Iterator[socket.socket]:
 
 
 def test_the_daemons_nats_connection_is_seen_from_pastas_side_until_it_goes(
-    nats: socket.socket,
+    nats: socket.socket, tmp_path: Path
 ) -> None:
     port = nats.getsockname()[1]
-    holder = subprocess.Popen(
+    holder, marked = (subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         env={NETNS_OF: "m-held", "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    ) for _ in range(2))  # fmt: skip
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == b"connected\n"
-        assert nats_held({"m-held"}, {port}) == 1
-        assert nats_held({"m-held"}, {port + 1}) == 0  # another port: not NATS
-        assert nats_held({"m-other"}, {port}) == 0  # another machine's pasta
+        for p in (holder, marked):
+            assert p.stdout is not None
+            assert p.stdout.readline() == b"connected\n"
+        # The holder as the platform records the pasta it spawned; the other only marked.
+        record = pasta_record(tmp_path, "m-held")
+        record.parent.mkdir()
+        record.write_text(f"{holder.pid} {procinfo.start_ticks(holder.pid)}\n")
+        assert nats_held(tmp_path, {"m-held"}, {port}) == 1
+        assert nats_held(tmp_path, {"m-held"}, {port + 1}) == 0  # another port: not NATS
+        assert nats_held(tmp_path, {"m-other"}, {port}) == 0  # another machine's pasta
     finally:
         holder.communicate(b"")
-    assert nats_held({"m-held"}, {port}) == 0
+        marked.communicate(b"")
+    assert nats_held(tmp_path, {"m-held"}, {port}) == 0
 
 
 def test_runsc_keeps_at_most_its_cap_of_what_a_command_writes(tmp_path: Path) -> None:
@@ -65,13 +73,23 @@ def test_runsc_keeps_at_most_its_cap_of_what_a_command_writes(tmp_path: Path) ->
     assert got.stdout == "\0" * (1 << 20)
 
 
-def test_a_parked_daemon_waits_for_its_resume_then_reconnects_at_once() -> None:
-    parking = Parking()
-    parking.wait_s = 1.5
+async def _no_error(_: Exception) -> None:
+    raise AssertionError("no error is logged here")
+
+
+async def test_a_parked_daemon_waits_for_its_resume_then_reconnects_at_once() -> None:
+    parking = Parking(1.5, _no_error)
     assert parking.choose([], {}) == (None, 0.0)  # the first try after a drop: at once
     assert parking.choose([], {})[1] > 1.0  # then nats-py's wait between tries
     parking.parked = True
-    assert parking.choose([], {}) == (None, PARKED_WAIT_S)
+    with pytest.raises(Parked) as held:
+        parking.choose([], {})
+    waiting = asyncio.create_task(parking.on_error(held.value))  # nats-py's loop, held there
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert await parking.unpark()
+    await asyncio.wait_for(waiting, 5)
+    assert parking.choose([], {}) == (None, 0.0)  # the resume: at once
 
 
 def test_a_reconnect_tries_each_server_of_a_cluster_in_turn() -> None:
@@ -80,7 +98,7 @@ def test_a_reconnect_tries_each_server_of_a_cluster_in_turn() -> None:
     from nats.aio.client import Server
 
     servers = [Server(uri=urlparse(f"nats://127.0.0.1:{port}")) for port in (4222, 4223, 4224)]
-    parking = Parking()
+    parking = Parking(0.0, _no_error)
     picked = [parking.choose(servers, {})[0] for _ in range(6)]
     assert all(p is not None for p in picked)
     ports = [p.uri.port for p in picked if p is not None]

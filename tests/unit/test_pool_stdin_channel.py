@@ -98,16 +98,16 @@ def test_the_identity_comes_on_stdin_and_stdin_is_gone(environ: dict[str, str], 
     channel = pool_channel(os.environ)
     assert isinstance(channel, StdinChannel)
     assert POOL_STDIN_VAR not in environ  # the daemon and what it runs never see it
-    daemon = FakeDaemon()
+    daemon, held = FakeDaemon(), nodump.HeldIdentity()
     os.write(stdin, identity_line("m-1", "tok-1"))
-    assert relay_claim(channel, daemon.spawn)
+    assert relay_claim(channel, daemon.spawn, held)
     daemon.join()
     got = json.loads(daemon.got or b"{}")
     assert got == {"FLEET_MACHINE_ID": "m-1", "FLEET_MACHINE_TOKEN": "tok-1"}
     assert environ["FLEET_MACHINE_ID"] == "m-1"
     # The token is kept in memory for the daemons started later, never in an environment.
     assert "FLEET_MACHINE_TOKEN" not in environ
-    assert nodump.token() == "tok-1"
+    assert held.token == "tok-1"
     assert POOL_SLOT_VAR not in environ
     assert daemon.stdin_was_devnull  # the daemon (and what it runs) never gets the pipe
     assert fd0_is_devnull()
@@ -121,7 +121,7 @@ def test_anything_but_an_identity_is_refused(environ: dict[str, str], stdin: int
     daemon = FakeDaemon()
     hostile = {"FLEET_MACHINE_ID": "m", "FLEET_MACHINE_TOKEN": "t", "FLEET_NATS_URL": "nats://x"}
     os.write(stdin, json.dumps(hostile).encode() + b"\n")
-    assert not relay_claim(channel, daemon.spawn)
+    assert not relay_claim(channel, daemon.spawn, nodump.HeldIdentity())
     daemon.join()
     assert daemon.got is None  # the daemon never got it
     assert "FLEET_NATS_URL" not in environ
@@ -142,7 +142,7 @@ def test_an_identity_may_name_the_machines_home_and_only_an_absolute_one(
     assert channel is not None
     daemon = FakeDaemon()
     os.write(stdin, identity_line("m-1", "tok-1", "/data/machines/m-1/home"))
-    assert relay_claim(channel, daemon.spawn)
+    assert relay_claim(channel, daemon.spawn, nodump.HeldIdentity())
     daemon.join()
     assert (environ["FLEET_HOME"], environ["HOME"]) == ("/data/machines/m-1/home",) * 2
 
@@ -155,7 +155,7 @@ def test_stdin_closed_without_an_identity_ends_the_wait(
     daemon = FakeDaemon()
     os.write(stdin, b'{"FLEET_MACHINE_ID": "half')
     os.close(stdin)  # the attach went away mid-line
-    assert not relay_claim(channel, daemon.spawn)
+    assert not relay_claim(channel, daemon.spawn, nodump.HeldIdentity())
     daemon.join()
     assert daemon.got is None
     assert POOL_ORPHANED_LOG in capfd.readouterr().err
@@ -169,7 +169,7 @@ def test_stdin_closed_before_anything_is_the_owner_gone(
     assert channel is not None
     daemon = FakeDaemon()
     os.close(stdin)
-    assert not relay_claim(channel, daemon.spawn)
+    assert not relay_claim(channel, daemon.spawn, nodump.HeldIdentity())
     daemon.join()
     assert daemon.got is None
     assert "FLEET_MACHINE_TOKEN" not in environ
@@ -183,7 +183,7 @@ def test_a_refused_line_is_not_called_orphaned(
     channel = pool_channel(os.environ)
     assert channel is not None
     os.write(stdin, b"[1, 2]\n")
-    assert not relay_claim(channel, FakeDaemon().spawn)
+    assert not relay_claim(channel, FakeDaemon().spawn, nodump.HeldIdentity())
     err = capfd.readouterr().err
     assert "supervisor: pool_refused" in err
     assert POOL_ORPHANED_LOG not in err
@@ -192,7 +192,9 @@ def test_a_refused_line_is_not_called_orphaned(
 def test_a_pooled_daemon_that_dies_ends_the_wait(environ: dict[str, str], stdin: int) -> None:
     channel = pool_channel(os.environ)
     assert channel is not None
-    assert not relay_claim(channel, FakeDaemon(dies=True).spawn)  # no identity ever came
+    assert not relay_claim(
+        channel, FakeDaemon(dies=True).spawn, nodump.HeldIdentity()
+    )  # no identity ever came
 
 
 #: A pooled daemon as the supervisor sees one: says ``up`` on its pool fd, then waits (for an

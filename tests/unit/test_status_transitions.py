@@ -1,4 +1,6 @@
-"""Machine status transitions: forward along the pipeline, never backwards, terminal at the end."""
+"""Machine status transitions: forward along the pipeline, never backwards (but for a setup
+begun again, from its daemon's start: a machine whose daemon went away during its setup is
+booting again), terminal at the end."""
 
 from __future__ import annotations
 
@@ -44,12 +46,27 @@ def test_nothing_moves_a_machine_to_created() -> None:
     assert [s for s in ALL if can_advance(s, S.CREATED)] == []
 
 
+#: A setup begun again: its daemon went away (the platform stopped during the setup, and its
+#: provisioner started the daemon anew), and the new daemon's ready report sets it up.
+SET_UP_AGAIN = {(S.SETTING_UP, S.BOOTING), (S.PROBING, S.BOOTING)}
+
+
 @pytest.mark.parametrize(
     ("current", "target"),
-    [(PIPELINE[j], PIPELINE[i]) for i, j in itertools.combinations(range(len(PIPELINE)), 2)],
+    [
+        (PIPELINE[j], PIPELINE[i])
+        for i, j in itertools.combinations(range(len(PIPELINE)), 2)
+        if (PIPELINE[j], PIPELINE[i]) not in SET_UP_AGAIN
+    ],
 )
 def test_pipeline_never_moves_backwards(current: MachineStatus, target: MachineStatus) -> None:
     assert not can_advance(current, target)
+
+
+@pytest.mark.parametrize(("current", "target"), sorted(SET_UP_AGAIN))
+def test_a_setup_begins_again_from_booting(current: MachineStatus, target: MachineStatus) -> None:
+    assert can_advance(current, target)
+    assert not can_advance(S.READY, target)  # a ready machine's new daemon: unresponsive
 
 
 @pytest.mark.parametrize(
@@ -66,7 +83,7 @@ def test_pipeline_never_skips_a_stage(current: MachineStatus, target: MachineSta
 
 @pytest.mark.parametrize(
     ("current", "target"),
-    [(S.READY, S.SETTING_UP), (S.PROBING, S.BOOTING), (S.READY, S.PROVISIONING)],
+    [(S.READY, S.SETTING_UP), (S.PROBING, S.SETTING_UP), (S.READY, S.PROVISIONING)],
 )
 def test_examples_of_backward_moves_are_refused(
     current: MachineStatus, target: MachineStatus

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.nodump import HeldIdentity
 from daemon.state import DaemonState, save_state
 from daemon.supervise import Supervisor
 
@@ -24,7 +25,7 @@ def test_a_handover_while_stopping_forwards_the_stop(tmp_path: Path, stopping: b
             pid=GONE, machine_id="m-0", version="0", started_at=0.0, state="stopped",
             state_reason="handing over", successor_pid=successor.pid,
         ))  # fmt: skip
-        sup = Supervisor(["true"], home=tmp_path)
+        sup = Supervisor(["true"], HeldIdentity(), home=tmp_path)
         sup.current, sup.stopping = GONE, stopping
         assert sup.on_exit(GONE, 0)  # it watches the successor next
         assert sup.current == successor.pid

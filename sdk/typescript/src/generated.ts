@@ -2055,8 +2055,8 @@ export interface MachineResumeRequested {
 }
 
 /**
- * A resuming machine's sandbox is restored, its processes where they were: its status is
- * ``ready`` now.
+ * A resuming machine's sandbox is restored, its processes where they were, and its daemon
+ * answers: its status is ``ready`` now.
  */
 export interface MachineResumed {
   type: "resumed";

@@ -256,6 +256,16 @@ export const STATUS = Object.freeze({
 /** Statuses nothing but archiving moves a machine from (contracts.status.TERMINAL). */
 export const TERMINAL_STATUSES = Object.freeze(["failed", "archiving", "archived"]);
 
+/** Statuses a machine can be stopped from (contracts.status.STOPPABLE). */
+export const STOPPABLE_STATUSES = Object.freeze([
+  "booting",
+  "setting-up",
+  "probing",
+  "ready",
+  "unresponsive",
+  "lost",
+]);
+
 /** Machine providers (contracts.models.ProviderName). */
 export const PROVIDERS = Object.freeze(["local", "docker", "swarm"]);
 

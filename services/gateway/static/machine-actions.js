@@ -1,7 +1,7 @@
 // What the Machines page and the Machine detail page share: a machine's action buttons and its
 // daemon cell.
 import { newIdempotencyKey, rpc } from "./api.js";
-import { CODE_STATUS, METHODS, RUNTIME, STATUS } from "./contract.js";
+import { CODE_STATUS, METHODS, RUNTIME, STATUS, STOPPABLE_STATUSES } from "./contract.js";
 import { state } from "./state.js";
 import { refreshMachine, remember, updateMachine } from "./sync.js";
 import { busy, confirmOrCancel, fmtBytes, h } from "./ui.js";
@@ -11,15 +11,7 @@ const SHORT_SHA = 8;
 
 export const shortSha = (sha) => sha.slice(0, SHORT_SHA);
 
-/** Statuses a machine can be stopped from (contracts.status.STOPPABLE). */
-const STOPPABLE = new Set([
-  STATUS.BOOTING,
-  STATUS.SETTING_UP,
-  STATUS.PROBING,
-  STATUS.READY,
-  STATUS.UNRESPONSIVE,
-  STATUS.LOST,
-]);
+const STOPPABLE = new Set(STOPPABLE_STATUSES);
 
 /** Stop or Start, as the machine's status allows; its status then follows live. */
 function stopStartAction(m, act) {

@@ -51,7 +51,7 @@ async def test_marked_methods_are_collected_bound_to_their_owner_inherited_ones_
 def test_a_spec_collected_from_two_owners_is_refused() -> None:
     r = Router[None]()
     r.collect(Ops("first"))
-    with pytest.raises(ValueError, match=r"t\.echo is registered twice"):
+    with pytest.raises(ValueError, match=r"t\.(echo|who) is registered twice"):
         r.collect(Ops("second"))
 
 
@@ -60,8 +60,20 @@ class Louder(Ops):
         return Said(text=p.text.upper(), by=self.name)
 
 
-async def test_an_unmarked_override_of_a_marked_method_handles_that_method() -> None:
+class Loudest(Ops):
+    @handles(ECHO)
+    async def echo(self, p: Echo, c: None) -> Said:  # an override, marked again
+        return Said(text=p.text.upper() + "!", by=self.name)
+
+
+async def test_an_override_handles_what_its_own_mark_says_and_nothing_unmarked() -> None:
+    """The rule of every declared method (contracts/marks.py), as for a stage's subscriptions:
+    the declaration is the method's as written."""
     r = Router[None]()
     r.collect(Louder("loud"))
+    assert sorted(r.routes) == ["t.who"]
+    r = Router[None]()
+    r.collect(Loudest("loudest"))
     assert sorted(r.routes) == ["t.echo", "t.who"]
-    assert await r.routes["t.echo"].handler(Echo(text="hi"), None) == Said(text="HI", by="loud")
+    said = await r.routes["t.echo"].handler(Echo(text="hi"), None)
+    assert said == Said(text="HI!", by="loudest")
