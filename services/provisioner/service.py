@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping
 
 import aiodocker
@@ -217,7 +216,7 @@ class Provisioner(Resumer):
     ) -> None:
         mid = event.machine_id
         # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
-        lock = (f"provision:{mid}", secrets.token_hex(8))
+        lock = (f"provision:{mid}", self.store.locks.token())
         if not await self.store.locks.take(*lock, ttl_s=10):
             # another delivery is starting this very machine right now
             raise Retry("another provisioner is starting this machine", delay_s=1.0)
