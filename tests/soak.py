@@ -57,13 +57,15 @@ from tests.soak_ops import (
     Member,
     Note,
     restart,
+    timeline,
 )
 
 #: An operation that has not ended after this long hangs.
 OP_DEADLINE_S = 420.0
 #: What a client's exec or write may be refused with (see soak_ops.REFUSALS): the machine is
-#: archived or on its way, stopped, past a limit, or its wake took longer than the wake timeout.
-CLIENT_REFUSALS = frozenset({1009, 1040, 1041, 1048, 1504})
+#: archived or on its way, stopped, past a limit, its wake took longer than the wake timeout,
+#: or its daemon did not come back within the retries (a machine that failed says so itself).
+CLIENT_REFUSALS = frozenset({1009, 1040, 1041, 1048, 1502, 1504})
 INSIDE = Path(__file__).with_name("soak_inside.py")
 
 
@@ -90,6 +92,8 @@ class Report:
     took_s: float = 0.0
     made: Counter[str] = field(default_factory=Counter)
     began: float = field(default_factory=time.monotonic)
+    #: The events of each machine an operation failed on, as they were then.
+    context: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         load = " -> ".join(self.load)
@@ -116,6 +120,7 @@ class Report:
                      f"calls {dict(self.calls)}")  # fmt: skip
         lines += [f"  disk {d}" for d in f.disk]
         lines += [f"FAILED: {x}" for x in self.failures]
+        lines += [f"  events of {x}" for x in self.context]
         lines.append("soak: passed" if not self.failures else
                      f"soak: {len(self.failures)} failures (seed {self.plan.seed})")  # fmt: skip
         return "\n".join(lines)
@@ -178,7 +183,9 @@ async def soaked(plan: Plan, up: FleetUp, store: Store, work: Path, report: Repo
         checked = work / "checked"
         checked.mkdir(exist_ok=True)
         for m in f.alive():
-            report.failures += await survivor(f, m, checked, report.figures)
+            if problems := await survivor(f, m, checked, report.figures):
+                report.failures += problems
+                report.context.append(f"{m.id}: {await timeline(f, m.id)}")
         report.failures += await archived_all(f)
         ids = {m.id for m in f.members}
         report.failures += [f"left after every machine was archived: {x}"
@@ -238,8 +245,11 @@ async def operations(f: Fleet, plan: Plan, report: Report, say: Callable[[str], 
             if note.outcome == "failed":
                 report.failures.append(f"operation #{note.index} {note.kind} on "
                                        f"{note.machine or 'the stack'}: {note.detail}")  # fmt: skip
-            say(f"  #{note.index:<4} {note.kind:<20} {note.machine or '-':<20} {note.outcome:<8}"
-                f" {note.took_s:6.1f} s  {note.detail[:160]}")  # fmt: skip
+                if note.machine:
+                    report.context.append(f"{note.machine}: {await timeline(f, note.machine)}")
+            at = time.strftime("%H:%M:%S", time.gmtime(note.began))
+            say(f"  {at} #{note.index:<4} {note.kind:<20} {note.machine or '-':<20} "
+                f"{note.outcome:<8} {note.took_s:6.1f} s  {note.detail[:160]}")  # fmt: skip
 
     await asyncio.gather(*(worker() for _ in range(plan.at_once)))
     report.made["forks"] = sum(1 for m in f.members if m.origin.startswith("fork"))
@@ -248,7 +258,7 @@ async def operations(f: Fleet, plan: Plan, report: Report, say: Callable[[str], 
 
 
 async def run_op(f: Fleet, seed: int, index: int, kind: str) -> Note:
-    note = Note(index, kind)
+    note = Note(index, kind, began=time.time())
     rng = random.Random(f"{seed}:{index}")
     began = time.monotonic()
     try:

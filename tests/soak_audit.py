@@ -86,6 +86,9 @@ async def continuous(f: Fleet, m: Member, work: Path, figures: Figures) -> list[
     for line in writer_events:
         if "the sink holds" in line or ("connection broke" in line and not m.stopped):
             problems.append(f"{m.id} ({m.origin}) writer: {line}")
+    starts = [line for line in writer_events if "started at line" in line]
+    if len(starts) > 1 and not m.stopped:  # its processes were lost without a stop
+        problems.append(f"{m.id} ({m.origin}) writer started {len(starts)} times: {starts}")
     # "<time> line N after line M": a line out of turn ("connection ended ..." is not one).
     problems += [f"{m.id} ({m.origin}) sink: {line}" for line in sink_events
                  if line.partition(" ")[2].startswith("line ")]  # fmt: skip

@@ -12,6 +12,7 @@
   line, and sends the sink that line again if the sink missed only that one (the writer may
   have been ended between its write and its send). A connection that breaks is said in
   ``~/soak/writer.events`` and made again: inside a machine none should, but across a stop.
+  Its every start is said there too: a machine never stopped starts it once.
 
 The soak's own side reads both files back (``chain``) and compares them.
 """
@@ -116,6 +117,7 @@ def _connect(events: str) -> socket.socket:
 def writer(home: str) -> None:
     direct, events = f"{home}/soak/direct.log", f"{home}/soak/writer.events"
     n, h = _last(direct)
+    _say(events, f"started at line {n}")  # more than once: the machine lost its processes
     fd = os.open(direct, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pending: str | None = None  # the line written and not yet acknowledged
     if n >= 0:

@@ -24,6 +24,7 @@ from typing import TypeVar
 import aiohttp
 
 from contracts.errors import ERROR_HEADER, RETRYABLE, FleetError, error_from_http
+from contracts.events import kind_of
 from contracts.models import Machine
 from fleet.client import FleetClient
 from fleet.transport import ConnectionFailed
@@ -50,15 +51,16 @@ KERNEL_CODE = "soak_n = globals().get('soak_n', 0) + 1\nsoak_n"
 # another state than it needs, or a limit reached: Conflict 1009, MachineStopped 1040,
 # RunningMachinesLimit 1041, HostFull 1048, SnapshotLimit 1060, DiskLimit 1061, NotSupported
 # 1601 (a memory copy of a machine not running), DaemonTimeout 1504 (a wake past
-# FLEET_WAKE_TIMEOUT_S), PortUnreachable 1055 (a dev server not listening after a wake).
+# FLEET_WAKE_TIMEOUT_S), PortUnreachable 1055 (a dev server not listening after a wake),
+# HostUnavailable 1505 (a method of the machine's host while its provisioner restarts).
 _MACHINE = frozenset({1009, 1040, 1041, 1048})
 REFUSALS: dict[str, frozenset[int]] = {
     "pause": _MACHINE | {1061},
     "resume-exec": _MACHINE | {1061, 1504},
     "resume-preview": _MACHINE | {1061, 1504, 1055},
-    "fork-memory": _MACHINE | {1060, 1061, 1601, 1504},
-    "snapshot-memory": _MACHINE | {1060, 1061, 1601},
-    "from-snapshot": _MACHINE | {1060, 1061, 1504},
+    "fork-memory": _MACHINE | {1060, 1061, 1601, 1504, 1505},
+    "snapshot-memory": _MACHINE | {1060, 1061, 1601, 1505},
+    "from-snapshot": _MACHINE | {1060, 1061, 1504, 1505},
     "stop-start": _MACHINE | {1504},
     "provisioner-restart": frozenset(),
     "gateway-restart": frozenset(),
@@ -114,6 +116,8 @@ class Note:
     outcome: str = ""
     detail: str = ""
     took_s: float = 0.0
+    #: When it began (epoch seconds, UTC in what the soak prints: the services' logs' time).
+    began: float = 0.0
 
 
 @dataclass(eq=False)
@@ -205,6 +209,20 @@ class Fleet:
             raise error_from_http(status, body, header)
         if PAGE.encode() not in body:
             raise Broken(f"the preview of {m.id} served {body[:300]!r}")
+
+
+async def timeline(f: Fleet, machine_id: str, last: int = 20) -> str:
+    """The machine's last events, as a failure's context: ``HH:MM:SS kind (reason, by)``."""
+    said: list[str] = []
+    with contextlib.suppress(Exception):  # context only: a failure is said without it
+        async with contextlib.aclosing(f.client.events(machine_id, follow=False)) as events:
+            async for _, event in events:
+                more = [str(getattr(event, k)) for k in ("reason", "by", "stage")
+                        if getattr(event, k, None)]  # fmt: skip
+                at = event.occurred_at.strftime("%H:%M:%S")
+                said.append(f"{at} {kind_of(event).value}" + (f" ({', '.join(more)})"
+                                                              if more else ""))  # fmt: skip
+    return "; ".join(said[-last:])
 
 
 async def paused_first(f: Fleet, m: Member) -> str:
