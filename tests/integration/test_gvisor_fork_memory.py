@@ -212,14 +212,17 @@ async def test_a_machine_made_from_a_memory_snapshot_starts_with_its_processes_r
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen", "parked"])
 async def test_a_machine_a_take_left_frozen_goes_on_where_it_was_at_its_next_start(
-    stack: FleetClient, stack_settings: Settings, store: Store
+    stack: FleetClient, stack_settings: Settings, store: Store, frozen: bool
 ) -> None:
     """A provisioner killed between a memory image's freeze (``runsc pause``, its daemon parked)
-    and its thaw leaves the machine frozen: the next provisioner's start of its machines thaws
-    it, its processes going on where they were and its daemon back. Before, it was taken for
-    dead and started afresh, every process of it lost (found by the soak, seed 3: a kernel's
-    count gone after a provisioner's restart during a memory snapshot)."""
+    and its thaw leaves the machine frozen, or, killed before the freeze, its daemon parked:
+    the next provisioner's start of its machines thaws it and has its daemon reconnect, its
+    processes going on where they were. Before, a frozen one was taken for dead and started
+    afresh, every process of it lost, and a parked one's daemon never came back (found by the
+    soak, seed 3: a kernel's count gone, and a machine unresponsive, after a provisioner's
+    restart during a memory snapshot)."""
     machines = stack_settings.data_path.resolve() / "machines"
     mid, proc = await counting(stack, machines, "gv-left-frozen")
     home, machine_dir = machines / mid / "home", machines / mid
@@ -227,7 +230,13 @@ async def test_a_machine_a_take_left_frozen_goes_on_where_it_was_at_its_next_sta
     pid, cid = sandbox_pid(machine_dir), running_container(machine_dir, mid)
     assert pid is not None
     signal_daemon(runsc, mid, pid, "USR1", cid)  # parked, as a take parks it
-    assert runsc.run("pause", cid, inside=pid).returncode == 0  # frozen, and its taker gone
+
+    async def parked() -> bool:
+        return not await answers(stack, mid)
+
+    await wait_until(parked, timeout=60)
+    if frozen:
+        assert runsc.run("pause", cid, inside=pid).returncode == 0  # frozen, its taker gone
     pid_inside, frozen_at = count_in(home)
 
     async def placement(machine_id: str) -> Placement:
@@ -239,7 +248,7 @@ async def test_a_machine_a_take_left_frozen_goes_on_where_it_was_at_its_next_sta
     sealed = await store.machine_secret(mid)
     assert sealed is not None
     token = SecretBox(stack_settings.secret_key).decrypt(sealed)
-    assert await provider.start(mid, token) == f"local:{pid}"  # the same sandbox, thawed
+    assert await provider.start(mid, token) == f"local:{pid}"  # the same sandbox, going on
     await wait_until(counted_past(machine_dir / "home", frozen_at), timeout=180)
     assert count_in(home)[0] == pid_inside
     await wait_until(partial(answers, stack, mid), timeout=180, every=0.5)
