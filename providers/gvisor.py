@@ -218,7 +218,8 @@ def _is_sandbox_of(bundle: Path, cmdline: list[bytes]) -> bool:
     return b"boot" in cmdline and any(want in cmdline for want in wants)
 
 
-def _find_sandbox(bundle: Path) -> int | None:
+def find_sandbox(bundle: Path) -> int | None:
+    """The live sandbox process started from ``bundle`` (its command line names it), if any."""
     with os.scandir("/proc") as entries:
         for entry in entries:
             if entry.name.isdigit():
@@ -452,7 +453,7 @@ async def start_sandbox(runsc: Runsc, machine_id: str, bundle: Path, log_path: P
                 f"runsc could not {verb[0]} {machine_id} (exit {code}): see its log"
             )
         started = time.monotonic()
-        pid = await asyncio.to_thread(_find_sandbox, bundle)
+        pid = await asyncio.to_thread(find_sandbox, bundle)
         state = None if pid is None else await asyncio.to_thread(runsc.status, cid, pid)
         log.info("provider.gvisor_sandbox_started", machine_id=machine_id, verb=verb[0],
                  netns_ms=round((netns_at - began) * 1000),
@@ -531,7 +532,7 @@ def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
 
 def remove_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, owner: str) -> None:
     """Whatever is left of a sandbox that failed to start."""
-    pid = _find_sandbox(machine_dir / BUNDLE)
+    pid = find_sandbox(machine_dir / BUNDLE)
     if pid is not None:
         (machine_dir / BUNDLE / PID_FILE).write_text(str(pid))
     stop_sandbox(runsc, machine_dir, machine_id, 0.0)

@@ -32,9 +32,11 @@ from contracts.errors import Conflict, ProviderError
 from providers.gvisor import (
     BUNDLE,
     IMAGE_DIR,
+    PID_FILE,
     NetnsReady,
     Runsc,
     container_id,
+    find_sandbox,
     forget_sandbox,
     running_container,
     sandbox_pid,
@@ -197,23 +199,35 @@ async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
                          enter: list[str], ready: NetnsReady | None = None) -> int:  # fmt: skip
     """Restore the machine from its image, in a network namespace made as at its start (and
     readied by ``ready``: its egress policy), and tell its daemon to reconnect; the sandbox's
-    host pid. The image is deleted once restored."""
+    host pid. The image is deleted once restored. A sandbox already restored from it (by a
+    provisioner killed before it saw its restore through) is the machine: a second one from
+    the same image would run every process of it twice, on the same files."""
     image = machine_dir / IMAGE_DIR
-    if not image.is_dir() or not any(image.iterdir()):
-        raise ProviderError(f"machine {machine_id} has no pause image to resume from")
     cid = container_id(machine_id)
-    await asyncio.to_thread(stop_pasta, machine_id)  # any left
-    await asyncio.to_thread(forget_state, runsc, cid)  # a paused machine runs nothing
-    pid = await start_sandbox(
-        runsc,
-        machine_id,
-        machine_dir / BUNDLE,
-        machine_dir / "daemon.log",
-        machine_id,
-        enter,
-        verb=("restore", "--image-path", str(image)),
-        ready=ready,
-    )
+    restored = await asyncio.to_thread(find_sandbox, machine_dir / BUNDLE)
+    if restored is not None and await asyncio.to_thread(runsc.status, cid, restored) == "running":
+        (machine_dir / BUNDLE / PID_FILE).write_text(str(restored))
+        log.warning("provider.gvisor_restore_adopted", machine_id=machine_id, pid=restored)
+        pid = restored
+    else:
+        if restored is not None:  # half made: ended, and made again
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(restored, signal.SIGKILL)
+            await asyncio.to_thread(_wait_gone, restored)
+        if not image.is_dir() or not any(image.iterdir()):
+            raise ProviderError(f"machine {machine_id} has no pause image to resume from")
+        await asyncio.to_thread(stop_pasta, machine_id)  # any left
+        await asyncio.to_thread(forget_state, runsc, cid)  # a paused machine runs nothing
+        pid = await start_sandbox(
+            runsc,
+            machine_id,
+            machine_dir / BUNDLE,
+            machine_dir / "daemon.log",
+            machine_id,
+            enter,
+            verb=("restore", "--image-path", str(image)),
+            ready=ready,
+        )
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2")
     await asyncio.to_thread(remove_tree, image)
     log.info("provider.gvisor_resumed", machine_id=machine_id, pid=pid)

@@ -22,23 +22,28 @@ import pytest_asyncio
 
 from base.procinfo import env_roots
 from base.version import SOURCE_ROOT
+from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
+from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.embedded import NatsServer
 from providers.gvisor import BUNDLE, PID_FILE, Runsc, is_gvisor, sandbox_pid
 from providers.gvisor_pool import GvisorPoolBackend
 from providers.local import POOL_SLOT_FILE, LocalProvider
 from providers.local_pool import UP_MARKER
+from providers.machine_limits import Placement
 from providers.netns import NETNS_OF, has_pasta
-from tests.gvisor_stack import gvisor_settings, module_stack
-from tests.integration.test_gvisor import READY_S, answers, nats_server
+from services.provisioner.environment import machine_placement
+from tests.gvisor_stack import gvisor_settings, module_stack, module_store
+from tests.integration import test_gvisor_fork_memory as fork_memory
+from tests.integration.test_gvisor import READY_S, answers, nats_server, paused_and_resumed
 from tests.integration.test_gvisor_egress import Listener, greeting_listeners, reaches_only
 from tests.integration.test_pasta_nodelay import nats_side
 from tests.waiters import wait_until
 
 # The fixtures: ``stack`` on this module's settings; NATS on an address gVisor's network stack
 # reaches, for the test without a stack.
-__all__ = ["module_stack", "nats_server"]
+__all__ = ["module_stack", "module_store", "nats_server"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -356,3 +361,42 @@ async def test_a_pools_close_leaves_no_container_of_its_sandboxes(
     assert closer.returncode == 0
     [said] = [line for line in out.decode().splitlines() if line.startswith("left")]
     assert said.split()[1:] == []
+
+
+@pytest.mark.timeout(900)
+async def test_a_pooled_machine_resumed_is_left_running_by_its_next_start(
+    stack: FleetClient, stack_settings: Settings, store: Store
+) -> None:
+    """The provisioner's start of its machines (at its own start) leaves a machine that came
+    from the pool, paused and resumed, as it is: it was taken for one whose sandbox had ended
+    and started afresh, its processes lost, and what its sandbox had not yet written of their
+    files written after its successor began (found by the soak, seed 3: lines of a file written
+    twice after a provisioner's restart)."""
+    mid, _ = await pooled_gvisor(stack, stack_settings, "gvp-resumed-start")
+    machine_dir = stack_settings.data_path / "machines" / mid
+    await stack.write_file(mid, "counter.py", fork_memory.COUNTER)
+    proc = await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"],
+                                     tag="counter")  # fmt: skip
+    await wait_until(lambda: fork_memory.count_in(machine_dir / "home")[1] >= 3, timeout=180)
+    await paused_and_resumed(stack, mid)
+    await wait_until(lambda: answers(stack, mid), timeout=180, every=0.5)
+    pid = sandbox_pid(machine_dir)
+    assert pid is not None
+    pid_inside, before = fork_memory.count_in(machine_dir / "home")
+
+    async def placement(machine_id: str) -> Placement:
+        return await machine_placement(store, stack_settings, await store.get_machine(machine_id))
+
+    provider = LocalProvider(data_dir=stack_settings.data_path, nats_url=stack_settings.nats_url,
+                             environ=os.environ, uids=stack_settings.sandbox_uid_range,
+                             runsc=Runsc(stack_settings.runsc, stack_settings.gvisor_platform,
+                                         stack_settings.data_path),
+                             placement=placement)  # fmt: skip
+    sealed = await store.machine_secret(mid)
+    assert sealed is not None
+    token = SecretBox(stack_settings.secret_key).decrypt(sealed)
+    assert await provider.start(mid, token) == f"local:{pid}"
+    await wait_until(fork_memory.counted_past(machine_dir / "home", before), timeout=180)
+    assert fork_memory.count_in(machine_dir / "home")[0] == pid_inside
+    listed = [(p.pid, p.state) for p in await stack.list_processes(mid) if p.tag == "counter"]
+    assert listed == [(proc.pid, "running")]
