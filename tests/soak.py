@@ -141,7 +141,7 @@ async def soak(plan: Plan, work: Path, say: Callable[[str], None] = print) -> Re
         up = start_fleet_up(
             work / "data", "--runtime", "gvisor", "--nats-url", nats.url,
             "--redis-url", redis.url, timeout=300,
-            env={"FLEET_LOG_LEVEL": "warning", "PATH": os.environ["PATH"]},
+            env={"FLEET_LOG_LEVEL": "info", "PATH": os.environ["PATH"]},
         )  # fmt: skip
         drained = drain(up, work / "fleet-up.out")
         try:
